@@ -21,11 +21,13 @@ let package = Package(
     .target(name: "CLLVM", linkerSettings: [.linkedLibrary("LLVM-19")]),
     .systemLibrary(name: "COpenBLAS", path: "Sources/COpenBLAS"),
     .systemLibrary(name: "CZlib", path: "Sources/CZlib"),
+    // The spin-wait hint of the thread pool's workers.
+    .target(name: "CSpin"),
 
     .target(name: "GraphIR"),
     .target(name: "Passes", dependencies: ["GraphIR"]),
     .target(name: "Lowering", dependencies: ["GraphIR", "Passes"]),
-    .target(name: "Runtime", dependencies: ["GraphIR", "Passes", "Lowering", "CZlib", "COpenBLAS"]),
+    .target(name: "Runtime", dependencies: ["GraphIR", "Passes", "Lowering", "CZlib", "COpenBLAS", "CSpin"]),
     .target(name: "LLVMBackend", dependencies: ["CLLVM", "Lowering", "Runtime"]),
     .target(name: "SwiftBackend", dependencies: ["Lowering", "Runtime"]),
     // A front end beside the .graph parser: ONNX models read into the .graph language.

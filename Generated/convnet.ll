@@ -3,38 +3,38 @@
 source_filename = "convnet"
 target triple = "x86_64-unknown-linux-gnu"
 
-define void @convnet_train_b64(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #0 {
+define void @convnet_train_b64(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #0 {
 entry:
-  call void @convnet_train_b64.k0.conv1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @convnet_train_b64.k1.conv2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @convnet_train_b64.k2.flat(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @convnet_train_b64.k3.fc1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @convnet_train_b64.k4.drop(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @convnet_train_b64.k5.fc2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @convnet_train_b64.k6.loss(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @convnet_train_b64.k7.fc2_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @convnet_train_b64.k8.fc2_weight_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @convnet_train_b64.k9.fc2_bias_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @convnet_train_b64.k10.drop_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @convnet_train_b64.k11.relu3_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @convnet_train_b64.k12.fc1_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @convnet_train_b64.k13.fc1_weight_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @convnet_train_b64.k14.fc1_bias_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @convnet_train_b64.k15.flat_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @convnet_train_b64.k16.pool_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @convnet_train_b64.k17.conv2_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @convnet_train_b64.k18.conv2_weight_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @convnet_train_b64.k19.conv2_bias_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @convnet_train_b64.k20.relu1_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @convnet_train_b64.k21.conv1_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @convnet_train_b64.k22.conv1_weight_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @convnet_train_b64.k23.conv1_bias_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @convnet_train_b64.k24.adam(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
+  call void @convnet_train_b64.k0.conv1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @convnet_train_b64.k1.conv2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @convnet_train_b64.k2.flat(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @convnet_train_b64.k3.fc1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @convnet_train_b64.k4.drop(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @convnet_train_b64.k5.fc2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @convnet_train_b64.k6.loss(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @convnet_train_b64.k7.fc2_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @convnet_train_b64.k8.fc2_weight_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @convnet_train_b64.k9.fc2_bias_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @convnet_train_b64.k10.drop_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @convnet_train_b64.k11.relu3_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @convnet_train_b64.k12.fc1_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @convnet_train_b64.k13.fc1_weight_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @convnet_train_b64.k14.fc1_bias_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @convnet_train_b64.k15.flat_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @convnet_train_b64.k16.pool_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @convnet_train_b64.k17.conv2_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @convnet_train_b64.k18.conv2_weight_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @convnet_train_b64.k19.conv2_bias_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @convnet_train_b64.k20.relu1_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @convnet_train_b64.k21.conv1_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @convnet_train_b64.k22.conv1_weight_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @convnet_train_b64.k23.conv1_bias_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @convnet_train_b64.k24.adam(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @convnet_train_b64.k0.conv1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @convnet_train_b64.k0.conv1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   br label %conv1.g1
 
@@ -50,7 +50,7 @@ conv1.j2:                                         ; preds = %conv1.c3.end, %conv
   br label %conv1.c3
 
 conv1.j2.end:                                     ; preds = %conv1.c3.end
-  call void @convnet_train_b64.k0.conv1.gemm23(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
+  call void @convnet_train_b64.k0.conv1.gemm23(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
   br label %conv1.j24
 
 conv1.c3:                                         ; preds = %conv1.ky4.end, %conv1.j2
@@ -535,7 +535,7 @@ conv1.i26.end:                                    ; preds = %conv1.i26
 }
 
 ; Function Attrs: noinline
-define internal void @convnet_train_b64.k0.conv1.gemm23(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @convnet_train_b64.k0.conv1.gemm23(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %conv1.t21_a3 = alloca <8 x float>, align 32
   %conv1.t21_a2 = alloca <8 x float>, align 32
@@ -1027,32 +1027,32 @@ conv1.k22.end:                                    ; preds = %conv1.k22
 declare <8 x float> @llvm.fma.v8f32(<8 x float>, <8 x float>, <8 x float>) #2
 
 ; Function Attrs: noinline
-define internal void @convnet_train_b64.k1.conv2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @convnet_train_b64.k1.conv2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %conv2.at127 = alloca <8 x float>, align 32
-  %conv2.best126 = alloca <8 x float>, align 32
-  %conv2.v125 = alloca <8 x float>, align 32
-  %conv2.at124 = alloca <8 x float>, align 32
-  %conv2.best123 = alloca <8 x float>, align 32
-  %conv2.v122 = alloca <8 x float>, align 32
-  %conv2.at121 = alloca <8 x float>, align 32
-  %conv2.best120 = alloca <8 x float>, align 32
-  %conv2.v119 = alloca <8 x float>, align 32
-  %conv2.at118 = alloca <8 x float>, align 32
-  %conv2.best117 = alloca <8 x float>, align 32
-  %conv2.v116 = alloca <8 x float>, align 32
+  %conv2.at135 = alloca <8 x float>, align 32
+  %conv2.best134 = alloca <8 x float>, align 32
+  %conv2.v133 = alloca <8 x float>, align 32
+  %conv2.at132 = alloca <8 x float>, align 32
+  %conv2.best131 = alloca <8 x float>, align 32
+  %conv2.v130 = alloca <8 x float>, align 32
+  %conv2.at129 = alloca <8 x float>, align 32
+  %conv2.best128 = alloca <8 x float>, align 32
+  %conv2.v127 = alloca <8 x float>, align 32
+  %conv2.at126 = alloca <8 x float>, align 32
+  %conv2.best125 = alloca <8 x float>, align 32
+  %conv2.v124 = alloca <8 x float>, align 32
+  %conv2.w123 = alloca <8 x float>, align 32
+  %conv2.w122 = alloca <8 x float>, align 32
+  %conv2.w121 = alloca <8 x float>, align 32
+  %conv2.w120 = alloca <8 x float>, align 32
+  %conv2.w119 = alloca <8 x float>, align 32
+  %conv2.w118 = alloca <8 x float>, align 32
+  %conv2.w117 = alloca <8 x float>, align 32
+  %conv2.w116 = alloca <8 x float>, align 32
   %conv2.w115 = alloca <8 x float>, align 32
   %conv2.w114 = alloca <8 x float>, align 32
   %conv2.w113 = alloca <8 x float>, align 32
   %conv2.w112 = alloca <8 x float>, align 32
-  %conv2.w111 = alloca <8 x float>, align 32
-  %conv2.w110 = alloca <8 x float>, align 32
-  %conv2.w109 = alloca <8 x float>, align 32
-  %conv2.w108 = alloca <8 x float>, align 32
-  %conv2.w107 = alloca <8 x float>, align 32
-  %conv2.w106 = alloca <8 x float>, align 32
-  %conv2.w105 = alloca <8 x float>, align 32
-  %conv2.w104 = alloca <8 x float>, align 32
   %conv2.w98 = alloca <8 x float>, align 32
   %conv2.w97 = alloca <8 x float>, align 32
   %conv2.w96 = alloca <8 x float>, align 32
@@ -1508,11 +1508,11 @@ conv2.i57:                                        ; preds = %conv2.i57, %conv2.c
 conv2.i57.end:                                    ; preds = %conv2.i57
   br label %conv2.g58
 
-conv2.g58:                                        ; preds = %conv2.j131.end, %conv2.i57.end
-  %conv2.g5865 = phi i64 [ 0, %conv2.i57.end ], [ %g58.next, %conv2.j131.end ]
+conv2.g58:                                        ; preds = %conv2.j139.end, %conv2.i57.end
+  %conv2.g5865 = phi i64 [ 0, %conv2.i57.end ], [ %g58.next, %conv2.j139.end ]
   br label %conv2.j59
 
-conv2.g58.end:                                    ; preds = %conv2.j131.end
+conv2.g58.end:                                    ; preds = %conv2.j139.end
   ret void
 
 conv2.j59:                                        ; preds = %conv2.c60.end, %conv2.g58
@@ -2317,1131 +2317,1683 @@ conv2.cv66.end:                                   ; preds = %conv2.cv66
 
 conv2.xi99:                                       ; preds = %conv2.xi99, %conv2.j63.end
   %conv2.xi99140 = phi i64 [ 0, %conv2.j63.end ], [ %xi99.next, %conv2.xi99 ]
-  %824 = mul nsw i64 %conv2.xi99140, 6272
-  %825 = add nsw i64 3272832, %824
-  %arena141 = getelementptr inbounds float, ptr %arena, i64 %825
-  %826 = mul nsw i64 %conv2.xi99140, 2048
-  %827 = add nsw i64 3211264, %826
-  %arena142 = getelementptr inbounds float, ptr %arena, i64 %827
-  %828 = mul nsw i64 %conv2.xi99140, 12544
-  %829 = add nsw i64 3373184, %828
-  %arena143 = getelementptr inbounds float, ptr %arena, i64 %829
-  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 196, i32 64, i32 32, float 1.000000e+00, ptr %arena141, i32 32, ptr %arena142, i32 64, float 0.000000e+00, ptr %arena143, i32 64)
+  call void @convnet_train_b64.k1.conv2.gemm107(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv2.xi99140)
   %xi99.next = add nsw i64 %conv2.xi99140, 1
-  %830 = icmp slt i64 %xi99.next, 16
-  br i1 %830, label %conv2.xi99, label %conv2.xi99.end
+  %824 = icmp slt i64 %xi99.next, 16
+  br i1 %824, label %conv2.xi99, label %conv2.xi99.end
 
 conv2.xi99.end:                                   ; preds = %conv2.xi99
-  br label %conv2.j100
+  br label %conv2.j108
 
-conv2.j100:                                       ; preds = %conv2.ty101.end, %conv2.xi99.end
-  %conv2.j100144 = phi i64 [ 0, %conv2.xi99.end ], [ %j100.next, %conv2.ty101.end ]
-  br label %conv2.ty101
+conv2.j108:                                       ; preds = %conv2.ty109.end, %conv2.xi99.end
+  %conv2.j108141 = phi i64 [ 0, %conv2.xi99.end ], [ %j108.next, %conv2.ty109.end ]
+  br label %conv2.ty109
 
-conv2.j100.end:                                   ; preds = %conv2.ty101.end
-  br label %conv2.j128
+conv2.j108.end:                                   ; preds = %conv2.ty109.end
+  br label %conv2.j136
 
-conv2.ty101:                                      ; preds = %conv2.tx102.end, %conv2.j100
-  %conv2.ty101145 = phi i64 [ 0, %conv2.j100 ], [ %ty101.next, %conv2.tx102.end ]
-  br label %conv2.tx102
+conv2.ty109:                                      ; preds = %conv2.tx110.end, %conv2.j108
+  %conv2.ty109142 = phi i64 [ 0, %conv2.j108 ], [ %ty109.next, %conv2.tx110.end ]
+  br label %conv2.tx110
 
-conv2.ty101.end:                                  ; preds = %conv2.tx102.end
-  %j100.next = add nsw i64 %conv2.j100144, 1
-  %831 = icmp slt i64 %j100.next, 1
-  br i1 %831, label %conv2.j100, label %conv2.j100.end
+conv2.ty109.end:                                  ; preds = %conv2.tx110.end
+  %j108.next = add nsw i64 %conv2.j108141, 1
+  %825 = icmp slt i64 %j108.next, 1
+  br i1 %825, label %conv2.j108, label %conv2.j108.end
 
-conv2.tx102:                                      ; preds = %conv2.cv103.end, %conv2.ty101
-  %conv2.tx102146 = phi i64 [ 0, %conv2.ty101 ], [ %tx102.next, %conv2.cv103.end ]
-  br label %conv2.cv103
+conv2.tx110:                                      ; preds = %conv2.cv111.end, %conv2.ty109
+  %conv2.tx110143 = phi i64 [ 0, %conv2.ty109 ], [ %tx110.next, %conv2.cv111.end ]
+  br label %conv2.cv111
 
-conv2.tx102.end:                                  ; preds = %conv2.cv103.end
-  %ty101.next = add nsw i64 %conv2.ty101145, 1
-  %832 = icmp slt i64 %ty101.next, 14
-  br i1 %832, label %conv2.ty101, label %conv2.ty101.end
+conv2.tx110.end:                                  ; preds = %conv2.cv111.end
+  %ty109.next = add nsw i64 %conv2.ty109142, 1
+  %826 = icmp slt i64 %ty109.next, 14
+  br i1 %826, label %conv2.ty109, label %conv2.ty109.end
 
-conv2.cv103:                                      ; preds = %conv2.cv103, %conv2.tx102
-  %conv2.cv103147 = phi i64 [ 0, %conv2.tx102 ], [ %cv103.next, %conv2.cv103 ]
-  %833 = mul nsw i64 %conv2.j100144, 196
-  %834 = mul nsw i64 %conv2.ty101145, 14
-  %835 = add nsw i64 %833, %834
-  %836 = add nsw i64 %835, %conv2.tx102146
-  %837 = mul nsw i64 %836, 64
-  %838 = add nsw i64 3373184, %837
-  %839 = mul nsw i64 %conv2.cv103147, 8
-  %840 = add nsw i64 %838, %839
-  %arena148 = getelementptr inbounds float, ptr %arena, i64 %840
-  %841 = load <8 x float>, ptr %arena148, align 4
-  %842 = mul nsw i64 %conv2.j100144, 196
-  %843 = mul nsw i64 %conv2.ty101145, 14
-  %844 = add nsw i64 %842, %843
-  %845 = add nsw i64 %844, %conv2.tx102146
-  %846 = mul nsw i64 %845, 64
-  %847 = add nsw i64 3423360, %846
-  %848 = mul nsw i64 %conv2.cv103147, 8
-  %849 = add nsw i64 %847, %848
-  %arena149 = getelementptr inbounds float, ptr %arena, i64 %849
-  %850 = load <8 x float>, ptr %arena149, align 4
-  %851 = fadd <8 x float> %841, %850
-  %852 = mul nsw i64 %conv2.j100144, 196
-  %853 = mul nsw i64 %conv2.ty101145, 14
-  %854 = add nsw i64 %852, %853
-  %855 = add nsw i64 %854, %conv2.tx102146
-  %856 = mul nsw i64 %855, 64
-  %857 = add nsw i64 3473536, %856
-  %858 = mul nsw i64 %conv2.cv103147, 8
-  %859 = add nsw i64 %857, %858
-  %arena150 = getelementptr inbounds float, ptr %arena, i64 %859
-  %860 = load <8 x float>, ptr %arena150, align 4
-  %861 = fadd <8 x float> %851, %860
-  store <8 x float> %861, ptr %conv2.w104, align 32
-  %862 = mul nsw i64 %conv2.j100144, 196
-  %863 = mul nsw i64 %conv2.ty101145, 14
-  %864 = add nsw i64 %862, %863
-  %865 = add nsw i64 %864, %conv2.tx102146
-  %866 = mul nsw i64 %865, 64
-  %867 = add nsw i64 3423360, %866
-  %868 = mul nsw i64 %conv2.cv103147, 8
-  %869 = add nsw i64 %867, %868
-  %arena151 = getelementptr inbounds float, ptr %arena, i64 %869
-  %870 = load <8 x float>, ptr %arena151, align 4
-  %871 = mul nsw i64 %conv2.j100144, 196
-  %872 = mul nsw i64 %conv2.ty101145, 14
-  %873 = add nsw i64 %871, %872
-  %874 = add nsw i64 %873, %conv2.tx102146
-  %875 = mul nsw i64 %874, 64
-  %876 = add nsw i64 3473536, %875
-  %877 = mul nsw i64 %conv2.cv103147, 8
-  %878 = add nsw i64 %876, %877
-  %arena152 = getelementptr inbounds float, ptr %arena, i64 %878
-  %879 = load <8 x float>, ptr %arena152, align 4
-  %880 = fsub <8 x float> %870, %879
-  %881 = mul nsw i64 %conv2.j100144, 196
-  %882 = mul nsw i64 %conv2.ty101145, 14
-  %883 = add nsw i64 %881, %882
-  %884 = add nsw i64 %883, %conv2.tx102146
-  %885 = mul nsw i64 %884, 64
-  %886 = add nsw i64 3523712, %885
-  %887 = mul nsw i64 %conv2.cv103147, 8
-  %888 = add nsw i64 %886, %887
-  %arena153 = getelementptr inbounds float, ptr %arena, i64 %888
-  %889 = load <8 x float>, ptr %arena153, align 4
-  %890 = fsub <8 x float> %880, %889
-  store <8 x float> %890, ptr %conv2.w105, align 32
-  %891 = mul nsw i64 %conv2.j100144, 196
-  %892 = mul nsw i64 %conv2.ty101145, 14
-  %893 = add nsw i64 %891, %892
-  %894 = add nsw i64 %893, %conv2.tx102146
-  %895 = mul nsw i64 %894, 64
-  %896 = add nsw i64 3385728, %895
-  %897 = mul nsw i64 %conv2.cv103147, 8
-  %898 = add nsw i64 %896, %897
-  %arena154 = getelementptr inbounds float, ptr %arena, i64 %898
-  %899 = load <8 x float>, ptr %arena154, align 4
-  %900 = mul nsw i64 %conv2.j100144, 196
-  %901 = mul nsw i64 %conv2.ty101145, 14
-  %902 = add nsw i64 %900, %901
-  %903 = add nsw i64 %902, %conv2.tx102146
-  %904 = mul nsw i64 %903, 64
-  %905 = add nsw i64 3435904, %904
-  %906 = mul nsw i64 %conv2.cv103147, 8
-  %907 = add nsw i64 %905, %906
-  %arena155 = getelementptr inbounds float, ptr %arena, i64 %907
-  %908 = load <8 x float>, ptr %arena155, align 4
-  %909 = fadd <8 x float> %899, %908
-  %910 = mul nsw i64 %conv2.j100144, 196
-  %911 = mul nsw i64 %conv2.ty101145, 14
-  %912 = add nsw i64 %910, %911
-  %913 = add nsw i64 %912, %conv2.tx102146
-  %914 = mul nsw i64 %913, 64
-  %915 = add nsw i64 3486080, %914
-  %916 = mul nsw i64 %conv2.cv103147, 8
-  %917 = add nsw i64 %915, %916
-  %arena156 = getelementptr inbounds float, ptr %arena, i64 %917
-  %918 = load <8 x float>, ptr %arena156, align 4
-  %919 = fadd <8 x float> %909, %918
-  store <8 x float> %919, ptr %conv2.w106, align 32
-  %920 = mul nsw i64 %conv2.j100144, 196
-  %921 = mul nsw i64 %conv2.ty101145, 14
-  %922 = add nsw i64 %920, %921
-  %923 = add nsw i64 %922, %conv2.tx102146
-  %924 = mul nsw i64 %923, 64
-  %925 = add nsw i64 3435904, %924
-  %926 = mul nsw i64 %conv2.cv103147, 8
-  %927 = add nsw i64 %925, %926
-  %arena157 = getelementptr inbounds float, ptr %arena, i64 %927
-  %928 = load <8 x float>, ptr %arena157, align 4
-  %929 = mul nsw i64 %conv2.j100144, 196
-  %930 = mul nsw i64 %conv2.ty101145, 14
-  %931 = add nsw i64 %929, %930
-  %932 = add nsw i64 %931, %conv2.tx102146
-  %933 = mul nsw i64 %932, 64
-  %934 = add nsw i64 3486080, %933
-  %935 = mul nsw i64 %conv2.cv103147, 8
-  %936 = add nsw i64 %934, %935
-  %arena158 = getelementptr inbounds float, ptr %arena, i64 %936
-  %937 = load <8 x float>, ptr %arena158, align 4
-  %938 = fsub <8 x float> %928, %937
-  %939 = mul nsw i64 %conv2.j100144, 196
-  %940 = mul nsw i64 %conv2.ty101145, 14
-  %941 = add nsw i64 %939, %940
-  %942 = add nsw i64 %941, %conv2.tx102146
-  %943 = mul nsw i64 %942, 64
-  %944 = add nsw i64 3536256, %943
-  %945 = mul nsw i64 %conv2.cv103147, 8
-  %946 = add nsw i64 %944, %945
-  %arena159 = getelementptr inbounds float, ptr %arena, i64 %946
-  %947 = load <8 x float>, ptr %arena159, align 4
-  %948 = fsub <8 x float> %938, %947
-  store <8 x float> %948, ptr %conv2.w107, align 32
-  %949 = mul nsw i64 %conv2.j100144, 196
-  %950 = mul nsw i64 %conv2.ty101145, 14
-  %951 = add nsw i64 %949, %950
-  %952 = add nsw i64 %951, %conv2.tx102146
-  %953 = mul nsw i64 %952, 64
-  %954 = add nsw i64 3398272, %953
-  %955 = mul nsw i64 %conv2.cv103147, 8
-  %956 = add nsw i64 %954, %955
-  %arena160 = getelementptr inbounds float, ptr %arena, i64 %956
-  %957 = load <8 x float>, ptr %arena160, align 4
-  %958 = mul nsw i64 %conv2.j100144, 196
-  %959 = mul nsw i64 %conv2.ty101145, 14
-  %960 = add nsw i64 %958, %959
-  %961 = add nsw i64 %960, %conv2.tx102146
-  %962 = mul nsw i64 %961, 64
-  %963 = add nsw i64 3448448, %962
-  %964 = mul nsw i64 %conv2.cv103147, 8
-  %965 = add nsw i64 %963, %964
-  %arena161 = getelementptr inbounds float, ptr %arena, i64 %965
-  %966 = load <8 x float>, ptr %arena161, align 4
-  %967 = fadd <8 x float> %957, %966
-  %968 = mul nsw i64 %conv2.j100144, 196
-  %969 = mul nsw i64 %conv2.ty101145, 14
-  %970 = add nsw i64 %968, %969
-  %971 = add nsw i64 %970, %conv2.tx102146
-  %972 = mul nsw i64 %971, 64
-  %973 = add nsw i64 3498624, %972
-  %974 = mul nsw i64 %conv2.cv103147, 8
-  %975 = add nsw i64 %973, %974
-  %arena162 = getelementptr inbounds float, ptr %arena, i64 %975
-  %976 = load <8 x float>, ptr %arena162, align 4
-  %977 = fadd <8 x float> %967, %976
-  store <8 x float> %977, ptr %conv2.w108, align 32
-  %978 = mul nsw i64 %conv2.j100144, 196
-  %979 = mul nsw i64 %conv2.ty101145, 14
-  %980 = add nsw i64 %978, %979
-  %981 = add nsw i64 %980, %conv2.tx102146
-  %982 = mul nsw i64 %981, 64
-  %983 = add nsw i64 3448448, %982
-  %984 = mul nsw i64 %conv2.cv103147, 8
-  %985 = add nsw i64 %983, %984
-  %arena163 = getelementptr inbounds float, ptr %arena, i64 %985
-  %986 = load <8 x float>, ptr %arena163, align 4
-  %987 = mul nsw i64 %conv2.j100144, 196
-  %988 = mul nsw i64 %conv2.ty101145, 14
-  %989 = add nsw i64 %987, %988
-  %990 = add nsw i64 %989, %conv2.tx102146
-  %991 = mul nsw i64 %990, 64
-  %992 = add nsw i64 3498624, %991
-  %993 = mul nsw i64 %conv2.cv103147, 8
-  %994 = add nsw i64 %992, %993
-  %arena164 = getelementptr inbounds float, ptr %arena, i64 %994
-  %995 = load <8 x float>, ptr %arena164, align 4
-  %996 = fsub <8 x float> %986, %995
-  %997 = mul nsw i64 %conv2.j100144, 196
-  %998 = mul nsw i64 %conv2.ty101145, 14
-  %999 = add nsw i64 %997, %998
-  %1000 = add nsw i64 %999, %conv2.tx102146
-  %1001 = mul nsw i64 %1000, 64
-  %1002 = add nsw i64 3548800, %1001
-  %1003 = mul nsw i64 %conv2.cv103147, 8
-  %1004 = add nsw i64 %1002, %1003
-  %arena165 = getelementptr inbounds float, ptr %arena, i64 %1004
-  %1005 = load <8 x float>, ptr %arena165, align 4
-  %1006 = fsub <8 x float> %996, %1005
-  store <8 x float> %1006, ptr %conv2.w109, align 32
-  %1007 = mul nsw i64 %conv2.j100144, 196
-  %1008 = mul nsw i64 %conv2.ty101145, 14
-  %1009 = add nsw i64 %1007, %1008
-  %1010 = add nsw i64 %1009, %conv2.tx102146
-  %1011 = mul nsw i64 %1010, 64
-  %1012 = add nsw i64 3410816, %1011
-  %1013 = mul nsw i64 %conv2.cv103147, 8
-  %1014 = add nsw i64 %1012, %1013
-  %arena166 = getelementptr inbounds float, ptr %arena, i64 %1014
-  %1015 = load <8 x float>, ptr %arena166, align 4
-  %1016 = mul nsw i64 %conv2.j100144, 196
-  %1017 = mul nsw i64 %conv2.ty101145, 14
-  %1018 = add nsw i64 %1016, %1017
-  %1019 = add nsw i64 %1018, %conv2.tx102146
-  %1020 = mul nsw i64 %1019, 64
-  %1021 = add nsw i64 3460992, %1020
-  %1022 = mul nsw i64 %conv2.cv103147, 8
-  %1023 = add nsw i64 %1021, %1022
-  %arena167 = getelementptr inbounds float, ptr %arena, i64 %1023
-  %1024 = load <8 x float>, ptr %arena167, align 4
-  %1025 = fadd <8 x float> %1015, %1024
-  %1026 = mul nsw i64 %conv2.j100144, 196
-  %1027 = mul nsw i64 %conv2.ty101145, 14
-  %1028 = add nsw i64 %1026, %1027
-  %1029 = add nsw i64 %1028, %conv2.tx102146
-  %1030 = mul nsw i64 %1029, 64
-  %1031 = add nsw i64 3511168, %1030
-  %1032 = mul nsw i64 %conv2.cv103147, 8
-  %1033 = add nsw i64 %1031, %1032
-  %arena168 = getelementptr inbounds float, ptr %arena, i64 %1033
-  %1034 = load <8 x float>, ptr %arena168, align 4
-  %1035 = fadd <8 x float> %1025, %1034
-  store <8 x float> %1035, ptr %conv2.w110, align 32
-  %1036 = mul nsw i64 %conv2.j100144, 196
-  %1037 = mul nsw i64 %conv2.ty101145, 14
-  %1038 = add nsw i64 %1036, %1037
-  %1039 = add nsw i64 %1038, %conv2.tx102146
-  %1040 = mul nsw i64 %1039, 64
-  %1041 = add nsw i64 3460992, %1040
-  %1042 = mul nsw i64 %conv2.cv103147, 8
-  %1043 = add nsw i64 %1041, %1042
-  %arena169 = getelementptr inbounds float, ptr %arena, i64 %1043
-  %1044 = load <8 x float>, ptr %arena169, align 4
-  %1045 = mul nsw i64 %conv2.j100144, 196
-  %1046 = mul nsw i64 %conv2.ty101145, 14
-  %1047 = add nsw i64 %1045, %1046
-  %1048 = add nsw i64 %1047, %conv2.tx102146
-  %1049 = mul nsw i64 %1048, 64
-  %1050 = add nsw i64 3511168, %1049
-  %1051 = mul nsw i64 %conv2.cv103147, 8
-  %1052 = add nsw i64 %1050, %1051
-  %arena170 = getelementptr inbounds float, ptr %arena, i64 %1052
-  %1053 = load <8 x float>, ptr %arena170, align 4
-  %1054 = fsub <8 x float> %1044, %1053
-  %1055 = mul nsw i64 %conv2.j100144, 196
-  %1056 = mul nsw i64 %conv2.ty101145, 14
-  %1057 = add nsw i64 %1055, %1056
-  %1058 = add nsw i64 %1057, %conv2.tx102146
-  %1059 = mul nsw i64 %1058, 64
-  %1060 = add nsw i64 3561344, %1059
-  %1061 = mul nsw i64 %conv2.cv103147, 8
-  %1062 = add nsw i64 %1060, %1061
-  %arena171 = getelementptr inbounds float, ptr %arena, i64 %1062
-  %1063 = load <8 x float>, ptr %arena171, align 4
-  %1064 = fsub <8 x float> %1054, %1063
-  store <8 x float> %1064, ptr %conv2.w111, align 32
-  %w104 = load <8 x float>, ptr %conv2.w104, align 32
-  %w106 = load <8 x float>, ptr %conv2.w106, align 32
-  %1065 = fadd <8 x float> %w104, %w106
-  %w108 = load <8 x float>, ptr %conv2.w108, align 32
-  %1066 = fadd <8 x float> %1065, %w108
-  store <8 x float> %1066, ptr %conv2.w112, align 32
-  %w106172 = load <8 x float>, ptr %conv2.w106, align 32
-  %w108173 = load <8 x float>, ptr %conv2.w108, align 32
-  %1067 = fsub <8 x float> %w106172, %w108173
-  %w110 = load <8 x float>, ptr %conv2.w110, align 32
-  %1068 = fsub <8 x float> %1067, %w110
-  store <8 x float> %1068, ptr %conv2.w113, align 32
-  %w105 = load <8 x float>, ptr %conv2.w105, align 32
-  %w107 = load <8 x float>, ptr %conv2.w107, align 32
-  %1069 = fadd <8 x float> %w105, %w107
-  %w109 = load <8 x float>, ptr %conv2.w109, align 32
-  %1070 = fadd <8 x float> %1069, %w109
-  store <8 x float> %1070, ptr %conv2.w114, align 32
-  %w107174 = load <8 x float>, ptr %conv2.w107, align 32
-  %w109175 = load <8 x float>, ptr %conv2.w109, align 32
-  %1071 = fsub <8 x float> %w107174, %w109175
-  %w111 = load <8 x float>, ptr %conv2.w111, align 32
-  %1072 = fsub <8 x float> %1071, %w111
-  store <8 x float> %1072, ptr %conv2.w115, align 32
+conv2.cv111:                                      ; preds = %conv2.cv111, %conv2.tx110
+  %conv2.cv111144 = phi i64 [ 0, %conv2.tx110 ], [ %cv111.next, %conv2.cv111 ]
+  %827 = mul nsw i64 %conv2.j108141, 196
+  %828 = mul nsw i64 %conv2.ty109142, 14
+  %829 = add nsw i64 %827, %828
+  %830 = add nsw i64 %829, %conv2.tx110143
+  %831 = mul nsw i64 %830, 64
+  %832 = add nsw i64 3373184, %831
+  %833 = mul nsw i64 %conv2.cv111144, 8
+  %834 = add nsw i64 %832, %833
+  %arena145 = getelementptr inbounds float, ptr %arena, i64 %834
+  %835 = load <8 x float>, ptr %arena145, align 4
+  %836 = mul nsw i64 %conv2.j108141, 196
+  %837 = mul nsw i64 %conv2.ty109142, 14
+  %838 = add nsw i64 %836, %837
+  %839 = add nsw i64 %838, %conv2.tx110143
+  %840 = mul nsw i64 %839, 64
+  %841 = add nsw i64 3423360, %840
+  %842 = mul nsw i64 %conv2.cv111144, 8
+  %843 = add nsw i64 %841, %842
+  %arena146 = getelementptr inbounds float, ptr %arena, i64 %843
+  %844 = load <8 x float>, ptr %arena146, align 4
+  %845 = fadd <8 x float> %835, %844
+  %846 = mul nsw i64 %conv2.j108141, 196
+  %847 = mul nsw i64 %conv2.ty109142, 14
+  %848 = add nsw i64 %846, %847
+  %849 = add nsw i64 %848, %conv2.tx110143
+  %850 = mul nsw i64 %849, 64
+  %851 = add nsw i64 3473536, %850
+  %852 = mul nsw i64 %conv2.cv111144, 8
+  %853 = add nsw i64 %851, %852
+  %arena147 = getelementptr inbounds float, ptr %arena, i64 %853
+  %854 = load <8 x float>, ptr %arena147, align 4
+  %855 = fadd <8 x float> %845, %854
+  store <8 x float> %855, ptr %conv2.w112, align 32
+  %856 = mul nsw i64 %conv2.j108141, 196
+  %857 = mul nsw i64 %conv2.ty109142, 14
+  %858 = add nsw i64 %856, %857
+  %859 = add nsw i64 %858, %conv2.tx110143
+  %860 = mul nsw i64 %859, 64
+  %861 = add nsw i64 3423360, %860
+  %862 = mul nsw i64 %conv2.cv111144, 8
+  %863 = add nsw i64 %861, %862
+  %arena148 = getelementptr inbounds float, ptr %arena, i64 %863
+  %864 = load <8 x float>, ptr %arena148, align 4
+  %865 = mul nsw i64 %conv2.j108141, 196
+  %866 = mul nsw i64 %conv2.ty109142, 14
+  %867 = add nsw i64 %865, %866
+  %868 = add nsw i64 %867, %conv2.tx110143
+  %869 = mul nsw i64 %868, 64
+  %870 = add nsw i64 3473536, %869
+  %871 = mul nsw i64 %conv2.cv111144, 8
+  %872 = add nsw i64 %870, %871
+  %arena149 = getelementptr inbounds float, ptr %arena, i64 %872
+  %873 = load <8 x float>, ptr %arena149, align 4
+  %874 = fsub <8 x float> %864, %873
+  %875 = mul nsw i64 %conv2.j108141, 196
+  %876 = mul nsw i64 %conv2.ty109142, 14
+  %877 = add nsw i64 %875, %876
+  %878 = add nsw i64 %877, %conv2.tx110143
+  %879 = mul nsw i64 %878, 64
+  %880 = add nsw i64 3523712, %879
+  %881 = mul nsw i64 %conv2.cv111144, 8
+  %882 = add nsw i64 %880, %881
+  %arena150 = getelementptr inbounds float, ptr %arena, i64 %882
+  %883 = load <8 x float>, ptr %arena150, align 4
+  %884 = fsub <8 x float> %874, %883
+  store <8 x float> %884, ptr %conv2.w113, align 32
+  %885 = mul nsw i64 %conv2.j108141, 196
+  %886 = mul nsw i64 %conv2.ty109142, 14
+  %887 = add nsw i64 %885, %886
+  %888 = add nsw i64 %887, %conv2.tx110143
+  %889 = mul nsw i64 %888, 64
+  %890 = add nsw i64 3385728, %889
+  %891 = mul nsw i64 %conv2.cv111144, 8
+  %892 = add nsw i64 %890, %891
+  %arena151 = getelementptr inbounds float, ptr %arena, i64 %892
+  %893 = load <8 x float>, ptr %arena151, align 4
+  %894 = mul nsw i64 %conv2.j108141, 196
+  %895 = mul nsw i64 %conv2.ty109142, 14
+  %896 = add nsw i64 %894, %895
+  %897 = add nsw i64 %896, %conv2.tx110143
+  %898 = mul nsw i64 %897, 64
+  %899 = add nsw i64 3435904, %898
+  %900 = mul nsw i64 %conv2.cv111144, 8
+  %901 = add nsw i64 %899, %900
+  %arena152 = getelementptr inbounds float, ptr %arena, i64 %901
+  %902 = load <8 x float>, ptr %arena152, align 4
+  %903 = fadd <8 x float> %893, %902
+  %904 = mul nsw i64 %conv2.j108141, 196
+  %905 = mul nsw i64 %conv2.ty109142, 14
+  %906 = add nsw i64 %904, %905
+  %907 = add nsw i64 %906, %conv2.tx110143
+  %908 = mul nsw i64 %907, 64
+  %909 = add nsw i64 3486080, %908
+  %910 = mul nsw i64 %conv2.cv111144, 8
+  %911 = add nsw i64 %909, %910
+  %arena153 = getelementptr inbounds float, ptr %arena, i64 %911
+  %912 = load <8 x float>, ptr %arena153, align 4
+  %913 = fadd <8 x float> %903, %912
+  store <8 x float> %913, ptr %conv2.w114, align 32
+  %914 = mul nsw i64 %conv2.j108141, 196
+  %915 = mul nsw i64 %conv2.ty109142, 14
+  %916 = add nsw i64 %914, %915
+  %917 = add nsw i64 %916, %conv2.tx110143
+  %918 = mul nsw i64 %917, 64
+  %919 = add nsw i64 3435904, %918
+  %920 = mul nsw i64 %conv2.cv111144, 8
+  %921 = add nsw i64 %919, %920
+  %arena154 = getelementptr inbounds float, ptr %arena, i64 %921
+  %922 = load <8 x float>, ptr %arena154, align 4
+  %923 = mul nsw i64 %conv2.j108141, 196
+  %924 = mul nsw i64 %conv2.ty109142, 14
+  %925 = add nsw i64 %923, %924
+  %926 = add nsw i64 %925, %conv2.tx110143
+  %927 = mul nsw i64 %926, 64
+  %928 = add nsw i64 3486080, %927
+  %929 = mul nsw i64 %conv2.cv111144, 8
+  %930 = add nsw i64 %928, %929
+  %arena155 = getelementptr inbounds float, ptr %arena, i64 %930
+  %931 = load <8 x float>, ptr %arena155, align 4
+  %932 = fsub <8 x float> %922, %931
+  %933 = mul nsw i64 %conv2.j108141, 196
+  %934 = mul nsw i64 %conv2.ty109142, 14
+  %935 = add nsw i64 %933, %934
+  %936 = add nsw i64 %935, %conv2.tx110143
+  %937 = mul nsw i64 %936, 64
+  %938 = add nsw i64 3536256, %937
+  %939 = mul nsw i64 %conv2.cv111144, 8
+  %940 = add nsw i64 %938, %939
+  %arena156 = getelementptr inbounds float, ptr %arena, i64 %940
+  %941 = load <8 x float>, ptr %arena156, align 4
+  %942 = fsub <8 x float> %932, %941
+  store <8 x float> %942, ptr %conv2.w115, align 32
+  %943 = mul nsw i64 %conv2.j108141, 196
+  %944 = mul nsw i64 %conv2.ty109142, 14
+  %945 = add nsw i64 %943, %944
+  %946 = add nsw i64 %945, %conv2.tx110143
+  %947 = mul nsw i64 %946, 64
+  %948 = add nsw i64 3398272, %947
+  %949 = mul nsw i64 %conv2.cv111144, 8
+  %950 = add nsw i64 %948, %949
+  %arena157 = getelementptr inbounds float, ptr %arena, i64 %950
+  %951 = load <8 x float>, ptr %arena157, align 4
+  %952 = mul nsw i64 %conv2.j108141, 196
+  %953 = mul nsw i64 %conv2.ty109142, 14
+  %954 = add nsw i64 %952, %953
+  %955 = add nsw i64 %954, %conv2.tx110143
+  %956 = mul nsw i64 %955, 64
+  %957 = add nsw i64 3448448, %956
+  %958 = mul nsw i64 %conv2.cv111144, 8
+  %959 = add nsw i64 %957, %958
+  %arena158 = getelementptr inbounds float, ptr %arena, i64 %959
+  %960 = load <8 x float>, ptr %arena158, align 4
+  %961 = fadd <8 x float> %951, %960
+  %962 = mul nsw i64 %conv2.j108141, 196
+  %963 = mul nsw i64 %conv2.ty109142, 14
+  %964 = add nsw i64 %962, %963
+  %965 = add nsw i64 %964, %conv2.tx110143
+  %966 = mul nsw i64 %965, 64
+  %967 = add nsw i64 3498624, %966
+  %968 = mul nsw i64 %conv2.cv111144, 8
+  %969 = add nsw i64 %967, %968
+  %arena159 = getelementptr inbounds float, ptr %arena, i64 %969
+  %970 = load <8 x float>, ptr %arena159, align 4
+  %971 = fadd <8 x float> %961, %970
+  store <8 x float> %971, ptr %conv2.w116, align 32
+  %972 = mul nsw i64 %conv2.j108141, 196
+  %973 = mul nsw i64 %conv2.ty109142, 14
+  %974 = add nsw i64 %972, %973
+  %975 = add nsw i64 %974, %conv2.tx110143
+  %976 = mul nsw i64 %975, 64
+  %977 = add nsw i64 3448448, %976
+  %978 = mul nsw i64 %conv2.cv111144, 8
+  %979 = add nsw i64 %977, %978
+  %arena160 = getelementptr inbounds float, ptr %arena, i64 %979
+  %980 = load <8 x float>, ptr %arena160, align 4
+  %981 = mul nsw i64 %conv2.j108141, 196
+  %982 = mul nsw i64 %conv2.ty109142, 14
+  %983 = add nsw i64 %981, %982
+  %984 = add nsw i64 %983, %conv2.tx110143
+  %985 = mul nsw i64 %984, 64
+  %986 = add nsw i64 3498624, %985
+  %987 = mul nsw i64 %conv2.cv111144, 8
+  %988 = add nsw i64 %986, %987
+  %arena161 = getelementptr inbounds float, ptr %arena, i64 %988
+  %989 = load <8 x float>, ptr %arena161, align 4
+  %990 = fsub <8 x float> %980, %989
+  %991 = mul nsw i64 %conv2.j108141, 196
+  %992 = mul nsw i64 %conv2.ty109142, 14
+  %993 = add nsw i64 %991, %992
+  %994 = add nsw i64 %993, %conv2.tx110143
+  %995 = mul nsw i64 %994, 64
+  %996 = add nsw i64 3548800, %995
+  %997 = mul nsw i64 %conv2.cv111144, 8
+  %998 = add nsw i64 %996, %997
+  %arena162 = getelementptr inbounds float, ptr %arena, i64 %998
+  %999 = load <8 x float>, ptr %arena162, align 4
+  %1000 = fsub <8 x float> %990, %999
+  store <8 x float> %1000, ptr %conv2.w117, align 32
+  %1001 = mul nsw i64 %conv2.j108141, 196
+  %1002 = mul nsw i64 %conv2.ty109142, 14
+  %1003 = add nsw i64 %1001, %1002
+  %1004 = add nsw i64 %1003, %conv2.tx110143
+  %1005 = mul nsw i64 %1004, 64
+  %1006 = add nsw i64 3410816, %1005
+  %1007 = mul nsw i64 %conv2.cv111144, 8
+  %1008 = add nsw i64 %1006, %1007
+  %arena163 = getelementptr inbounds float, ptr %arena, i64 %1008
+  %1009 = load <8 x float>, ptr %arena163, align 4
+  %1010 = mul nsw i64 %conv2.j108141, 196
+  %1011 = mul nsw i64 %conv2.ty109142, 14
+  %1012 = add nsw i64 %1010, %1011
+  %1013 = add nsw i64 %1012, %conv2.tx110143
+  %1014 = mul nsw i64 %1013, 64
+  %1015 = add nsw i64 3460992, %1014
+  %1016 = mul nsw i64 %conv2.cv111144, 8
+  %1017 = add nsw i64 %1015, %1016
+  %arena164 = getelementptr inbounds float, ptr %arena, i64 %1017
+  %1018 = load <8 x float>, ptr %arena164, align 4
+  %1019 = fadd <8 x float> %1009, %1018
+  %1020 = mul nsw i64 %conv2.j108141, 196
+  %1021 = mul nsw i64 %conv2.ty109142, 14
+  %1022 = add nsw i64 %1020, %1021
+  %1023 = add nsw i64 %1022, %conv2.tx110143
+  %1024 = mul nsw i64 %1023, 64
+  %1025 = add nsw i64 3511168, %1024
+  %1026 = mul nsw i64 %conv2.cv111144, 8
+  %1027 = add nsw i64 %1025, %1026
+  %arena165 = getelementptr inbounds float, ptr %arena, i64 %1027
+  %1028 = load <8 x float>, ptr %arena165, align 4
+  %1029 = fadd <8 x float> %1019, %1028
+  store <8 x float> %1029, ptr %conv2.w118, align 32
+  %1030 = mul nsw i64 %conv2.j108141, 196
+  %1031 = mul nsw i64 %conv2.ty109142, 14
+  %1032 = add nsw i64 %1030, %1031
+  %1033 = add nsw i64 %1032, %conv2.tx110143
+  %1034 = mul nsw i64 %1033, 64
+  %1035 = add nsw i64 3460992, %1034
+  %1036 = mul nsw i64 %conv2.cv111144, 8
+  %1037 = add nsw i64 %1035, %1036
+  %arena166 = getelementptr inbounds float, ptr %arena, i64 %1037
+  %1038 = load <8 x float>, ptr %arena166, align 4
+  %1039 = mul nsw i64 %conv2.j108141, 196
+  %1040 = mul nsw i64 %conv2.ty109142, 14
+  %1041 = add nsw i64 %1039, %1040
+  %1042 = add nsw i64 %1041, %conv2.tx110143
+  %1043 = mul nsw i64 %1042, 64
+  %1044 = add nsw i64 3511168, %1043
+  %1045 = mul nsw i64 %conv2.cv111144, 8
+  %1046 = add nsw i64 %1044, %1045
+  %arena167 = getelementptr inbounds float, ptr %arena, i64 %1046
+  %1047 = load <8 x float>, ptr %arena167, align 4
+  %1048 = fsub <8 x float> %1038, %1047
+  %1049 = mul nsw i64 %conv2.j108141, 196
+  %1050 = mul nsw i64 %conv2.ty109142, 14
+  %1051 = add nsw i64 %1049, %1050
+  %1052 = add nsw i64 %1051, %conv2.tx110143
+  %1053 = mul nsw i64 %1052, 64
+  %1054 = add nsw i64 3561344, %1053
+  %1055 = mul nsw i64 %conv2.cv111144, 8
+  %1056 = add nsw i64 %1054, %1055
+  %arena168 = getelementptr inbounds float, ptr %arena, i64 %1056
+  %1057 = load <8 x float>, ptr %arena168, align 4
+  %1058 = fsub <8 x float> %1048, %1057
+  store <8 x float> %1058, ptr %conv2.w119, align 32
   %w112 = load <8 x float>, ptr %conv2.w112, align 32
-  %1073 = mul nsw i64 %conv2.cv103147, 8
-  %1074 = add nsw i64 18752, %1073
-  %params176 = getelementptr inbounds float, ptr %params, i64 %1074
-  %1075 = load <8 x float>, ptr %params176, align 4
-  %1076 = fadd <8 x float> %w112, %1075
-  store <8 x float> %1076, ptr %conv2.v116, align 32
-  %v116 = load <8 x float>, ptr %conv2.v116, align 32
-  store <8 x float> %v116, ptr %conv2.best117, align 32
-  %1077 = mul nsw i64 %conv2.ty101145, 2
-  %1078 = mul nsw i64 %1077, 28
-  %1079 = mul nsw i64 %conv2.tx102146, 2
-  %1080 = add nsw i64 %1078, %1079
-  %1081 = sitofp i64 %1080 to float
-  %1082 = insertelement <8 x float> undef, float %1081, i32 0
-  %1083 = shufflevector <8 x float> %1082, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %1083, ptr %conv2.at118, align 32
-  %w113 = load <8 x float>, ptr %conv2.w113, align 32
-  %1084 = mul nsw i64 %conv2.cv103147, 8
-  %1085 = add nsw i64 18752, %1084
-  %params177 = getelementptr inbounds float, ptr %params, i64 %1085
-  %1086 = load <8 x float>, ptr %params177, align 4
-  %1087 = fadd <8 x float> %w113, %1086
-  store <8 x float> %1087, ptr %conv2.v119, align 32
-  %v119 = load <8 x float>, ptr %conv2.v119, align 32
-  %best117 = load <8 x float>, ptr %conv2.best117, align 32
-  %1088 = fcmp ogt <8 x float> %v119, %best117
-  %v119178 = load <8 x float>, ptr %conv2.v119, align 32
-  %best117179 = load <8 x float>, ptr %conv2.best117, align 32
-  %1089 = select <8 x i1> %1088, <8 x float> %v119178, <8 x float> %best117179
-  store <8 x float> %1089, ptr %conv2.best120, align 32
-  %v119180 = load <8 x float>, ptr %conv2.v119, align 32
-  %best117181 = load <8 x float>, ptr %conv2.best117, align 32
-  %1090 = fcmp ogt <8 x float> %v119180, %best117181
-  %1091 = mul nsw i64 %conv2.ty101145, 2
-  %1092 = mul nsw i64 %1091, 28
-  %1093 = mul nsw i64 %conv2.tx102146, 2
-  %1094 = add nsw i64 %1092, %1093
-  %1095 = add nsw i64 %1094, 1
-  %1096 = sitofp i64 %1095 to float
-  %1097 = insertelement <8 x float> undef, float %1096, i32 0
-  %1098 = shufflevector <8 x float> %1097, <8 x float> undef, <8 x i32> zeroinitializer
-  %at118 = load <8 x float>, ptr %conv2.at118, align 32
-  %1099 = select <8 x i1> %1090, <8 x float> %1098, <8 x float> %at118
-  store <8 x float> %1099, ptr %conv2.at121, align 32
   %w114 = load <8 x float>, ptr %conv2.w114, align 32
-  %1100 = mul nsw i64 %conv2.cv103147, 8
-  %1101 = add nsw i64 18752, %1100
-  %params182 = getelementptr inbounds float, ptr %params, i64 %1101
-  %1102 = load <8 x float>, ptr %params182, align 4
-  %1103 = fadd <8 x float> %w114, %1102
-  store <8 x float> %1103, ptr %conv2.v122, align 32
-  %v122 = load <8 x float>, ptr %conv2.v122, align 32
-  %best120 = load <8 x float>, ptr %conv2.best120, align 32
-  %1104 = fcmp ogt <8 x float> %v122, %best120
-  %v122183 = load <8 x float>, ptr %conv2.v122, align 32
-  %best120184 = load <8 x float>, ptr %conv2.best120, align 32
-  %1105 = select <8 x i1> %1104, <8 x float> %v122183, <8 x float> %best120184
-  store <8 x float> %1105, ptr %conv2.best123, align 32
-  %v122185 = load <8 x float>, ptr %conv2.v122, align 32
-  %best120186 = load <8 x float>, ptr %conv2.best120, align 32
-  %1106 = fcmp ogt <8 x float> %v122185, %best120186
-  %1107 = mul nsw i64 %conv2.ty101145, 2
-  %1108 = add nsw i64 %1107, 1
-  %1109 = mul nsw i64 %1108, 28
-  %1110 = mul nsw i64 %conv2.tx102146, 2
-  %1111 = add nsw i64 %1109, %1110
-  %1112 = sitofp i64 %1111 to float
-  %1113 = insertelement <8 x float> undef, float %1112, i32 0
-  %1114 = shufflevector <8 x float> %1113, <8 x float> undef, <8 x i32> zeroinitializer
-  %at121 = load <8 x float>, ptr %conv2.at121, align 32
-  %1115 = select <8 x i1> %1106, <8 x float> %1114, <8 x float> %at121
-  store <8 x float> %1115, ptr %conv2.at124, align 32
+  %1059 = fadd <8 x float> %w112, %w114
+  %w116 = load <8 x float>, ptr %conv2.w116, align 32
+  %1060 = fadd <8 x float> %1059, %w116
+  store <8 x float> %1060, ptr %conv2.w120, align 32
+  %w114169 = load <8 x float>, ptr %conv2.w114, align 32
+  %w116170 = load <8 x float>, ptr %conv2.w116, align 32
+  %1061 = fsub <8 x float> %w114169, %w116170
+  %w118 = load <8 x float>, ptr %conv2.w118, align 32
+  %1062 = fsub <8 x float> %1061, %w118
+  store <8 x float> %1062, ptr %conv2.w121, align 32
+  %w113 = load <8 x float>, ptr %conv2.w113, align 32
   %w115 = load <8 x float>, ptr %conv2.w115, align 32
-  %1116 = mul nsw i64 %conv2.cv103147, 8
-  %1117 = add nsw i64 18752, %1116
-  %params187 = getelementptr inbounds float, ptr %params, i64 %1117
-  %1118 = load <8 x float>, ptr %params187, align 4
-  %1119 = fadd <8 x float> %w115, %1118
-  store <8 x float> %1119, ptr %conv2.v125, align 32
-  %v125 = load <8 x float>, ptr %conv2.v125, align 32
-  %best123 = load <8 x float>, ptr %conv2.best123, align 32
-  %1120 = fcmp ogt <8 x float> %v125, %best123
-  %v125188 = load <8 x float>, ptr %conv2.v125, align 32
-  %best123189 = load <8 x float>, ptr %conv2.best123, align 32
-  %1121 = select <8 x i1> %1120, <8 x float> %v125188, <8 x float> %best123189
-  store <8 x float> %1121, ptr %conv2.best126, align 32
-  %v125190 = load <8 x float>, ptr %conv2.v125, align 32
-  %best123191 = load <8 x float>, ptr %conv2.best123, align 32
-  %1122 = fcmp ogt <8 x float> %v125190, %best123191
-  %1123 = mul nsw i64 %conv2.ty101145, 2
-  %1124 = add nsw i64 %1123, 1
-  %1125 = mul nsw i64 %1124, 28
-  %1126 = mul nsw i64 %conv2.tx102146, 2
-  %1127 = add nsw i64 %1125, %1126
-  %1128 = add nsw i64 %1127, 1
-  %1129 = sitofp i64 %1128 to float
-  %1130 = insertelement <8 x float> undef, float %1129, i32 0
-  %1131 = shufflevector <8 x float> %1130, <8 x float> undef, <8 x i32> zeroinitializer
-  %at124 = load <8 x float>, ptr %conv2.at124, align 32
-  %1132 = select <8 x i1> %1122, <8 x float> %1131, <8 x float> %at124
-  store <8 x float> %1132, ptr %conv2.at127, align 32
-  %best126 = load <8 x float>, ptr %conv2.best126, align 32
-  %1133 = fcmp ogt <8 x float> %best126, zeroinitializer
-  %best126192 = load <8 x float>, ptr %conv2.best126, align 32
-  %1134 = select <8 x i1> %1133, <8 x float> %best126192, <8 x float> zeroinitializer
-  %1135 = mul nsw i64 %conv2.j100144, 196
-  %1136 = mul nsw i64 %conv2.ty101145, 14
-  %1137 = add nsw i64 %1135, %1136
-  %1138 = add nsw i64 %1137, %conv2.tx102146
-  %1139 = mul nsw i64 %1138, 64
-  %1140 = add nsw i64 3573888, %1139
-  %1141 = mul nsw i64 %conv2.cv103147, 8
-  %1142 = add nsw i64 %1140, %1141
-  %arena193 = getelementptr inbounds float, ptr %arena, i64 %1142
-  store <8 x float> %1134, ptr %arena193, align 4
-  %at127 = load <8 x float>, ptr %conv2.at127, align 32
-  %1143 = mul nsw i64 %conv2.j100144, 196
-  %1144 = mul nsw i64 %conv2.ty101145, 14
-  %1145 = add nsw i64 %1143, %1144
-  %1146 = add nsw i64 %1145, %conv2.tx102146
-  %1147 = mul nsw i64 %1146, 64
-  %1148 = add nsw i64 3573888, %1147
-  %1149 = mul nsw i64 %conv2.cv103147, 8
-  %1150 = add nsw i64 %1148, %1149
-  %1151 = add nsw i64 %1150, 12544
-  %arena194 = getelementptr inbounds float, ptr %arena, i64 %1151
-  store <8 x float> %at127, ptr %arena194, align 4
-  %cv103.next = add nsw i64 %conv2.cv103147, 1
-  %1152 = icmp slt i64 %cv103.next, 8
-  br i1 %1152, label %conv2.cv103, label %conv2.cv103.end
+  %1063 = fadd <8 x float> %w113, %w115
+  %w117 = load <8 x float>, ptr %conv2.w117, align 32
+  %1064 = fadd <8 x float> %1063, %w117
+  store <8 x float> %1064, ptr %conv2.w122, align 32
+  %w115171 = load <8 x float>, ptr %conv2.w115, align 32
+  %w117172 = load <8 x float>, ptr %conv2.w117, align 32
+  %1065 = fsub <8 x float> %w115171, %w117172
+  %w119 = load <8 x float>, ptr %conv2.w119, align 32
+  %1066 = fsub <8 x float> %1065, %w119
+  store <8 x float> %1066, ptr %conv2.w123, align 32
+  %w120 = load <8 x float>, ptr %conv2.w120, align 32
+  %1067 = mul nsw i64 %conv2.cv111144, 8
+  %1068 = add nsw i64 18752, %1067
+  %params173 = getelementptr inbounds float, ptr %params, i64 %1068
+  %1069 = load <8 x float>, ptr %params173, align 4
+  %1070 = fadd <8 x float> %w120, %1069
+  store <8 x float> %1070, ptr %conv2.v124, align 32
+  %v124 = load <8 x float>, ptr %conv2.v124, align 32
+  store <8 x float> %v124, ptr %conv2.best125, align 32
+  %1071 = mul nsw i64 %conv2.ty109142, 2
+  %1072 = mul nsw i64 %1071, 28
+  %1073 = mul nsw i64 %conv2.tx110143, 2
+  %1074 = add nsw i64 %1072, %1073
+  %1075 = sitofp i64 %1074 to float
+  %1076 = insertelement <8 x float> undef, float %1075, i32 0
+  %1077 = shufflevector <8 x float> %1076, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %1077, ptr %conv2.at126, align 32
+  %w121 = load <8 x float>, ptr %conv2.w121, align 32
+  %1078 = mul nsw i64 %conv2.cv111144, 8
+  %1079 = add nsw i64 18752, %1078
+  %params174 = getelementptr inbounds float, ptr %params, i64 %1079
+  %1080 = load <8 x float>, ptr %params174, align 4
+  %1081 = fadd <8 x float> %w121, %1080
+  store <8 x float> %1081, ptr %conv2.v127, align 32
+  %v127 = load <8 x float>, ptr %conv2.v127, align 32
+  %best125 = load <8 x float>, ptr %conv2.best125, align 32
+  %1082 = fcmp ogt <8 x float> %v127, %best125
+  %v127175 = load <8 x float>, ptr %conv2.v127, align 32
+  %best125176 = load <8 x float>, ptr %conv2.best125, align 32
+  %1083 = select <8 x i1> %1082, <8 x float> %v127175, <8 x float> %best125176
+  store <8 x float> %1083, ptr %conv2.best128, align 32
+  %v127177 = load <8 x float>, ptr %conv2.v127, align 32
+  %best125178 = load <8 x float>, ptr %conv2.best125, align 32
+  %1084 = fcmp ogt <8 x float> %v127177, %best125178
+  %1085 = mul nsw i64 %conv2.ty109142, 2
+  %1086 = mul nsw i64 %1085, 28
+  %1087 = mul nsw i64 %conv2.tx110143, 2
+  %1088 = add nsw i64 %1086, %1087
+  %1089 = add nsw i64 %1088, 1
+  %1090 = sitofp i64 %1089 to float
+  %1091 = insertelement <8 x float> undef, float %1090, i32 0
+  %1092 = shufflevector <8 x float> %1091, <8 x float> undef, <8 x i32> zeroinitializer
+  %at126 = load <8 x float>, ptr %conv2.at126, align 32
+  %1093 = select <8 x i1> %1084, <8 x float> %1092, <8 x float> %at126
+  store <8 x float> %1093, ptr %conv2.at129, align 32
+  %w122 = load <8 x float>, ptr %conv2.w122, align 32
+  %1094 = mul nsw i64 %conv2.cv111144, 8
+  %1095 = add nsw i64 18752, %1094
+  %params179 = getelementptr inbounds float, ptr %params, i64 %1095
+  %1096 = load <8 x float>, ptr %params179, align 4
+  %1097 = fadd <8 x float> %w122, %1096
+  store <8 x float> %1097, ptr %conv2.v130, align 32
+  %v130 = load <8 x float>, ptr %conv2.v130, align 32
+  %best128 = load <8 x float>, ptr %conv2.best128, align 32
+  %1098 = fcmp ogt <8 x float> %v130, %best128
+  %v130180 = load <8 x float>, ptr %conv2.v130, align 32
+  %best128181 = load <8 x float>, ptr %conv2.best128, align 32
+  %1099 = select <8 x i1> %1098, <8 x float> %v130180, <8 x float> %best128181
+  store <8 x float> %1099, ptr %conv2.best131, align 32
+  %v130182 = load <8 x float>, ptr %conv2.v130, align 32
+  %best128183 = load <8 x float>, ptr %conv2.best128, align 32
+  %1100 = fcmp ogt <8 x float> %v130182, %best128183
+  %1101 = mul nsw i64 %conv2.ty109142, 2
+  %1102 = add nsw i64 %1101, 1
+  %1103 = mul nsw i64 %1102, 28
+  %1104 = mul nsw i64 %conv2.tx110143, 2
+  %1105 = add nsw i64 %1103, %1104
+  %1106 = sitofp i64 %1105 to float
+  %1107 = insertelement <8 x float> undef, float %1106, i32 0
+  %1108 = shufflevector <8 x float> %1107, <8 x float> undef, <8 x i32> zeroinitializer
+  %at129 = load <8 x float>, ptr %conv2.at129, align 32
+  %1109 = select <8 x i1> %1100, <8 x float> %1108, <8 x float> %at129
+  store <8 x float> %1109, ptr %conv2.at132, align 32
+  %w123 = load <8 x float>, ptr %conv2.w123, align 32
+  %1110 = mul nsw i64 %conv2.cv111144, 8
+  %1111 = add nsw i64 18752, %1110
+  %params184 = getelementptr inbounds float, ptr %params, i64 %1111
+  %1112 = load <8 x float>, ptr %params184, align 4
+  %1113 = fadd <8 x float> %w123, %1112
+  store <8 x float> %1113, ptr %conv2.v133, align 32
+  %v133 = load <8 x float>, ptr %conv2.v133, align 32
+  %best131 = load <8 x float>, ptr %conv2.best131, align 32
+  %1114 = fcmp ogt <8 x float> %v133, %best131
+  %v133185 = load <8 x float>, ptr %conv2.v133, align 32
+  %best131186 = load <8 x float>, ptr %conv2.best131, align 32
+  %1115 = select <8 x i1> %1114, <8 x float> %v133185, <8 x float> %best131186
+  store <8 x float> %1115, ptr %conv2.best134, align 32
+  %v133187 = load <8 x float>, ptr %conv2.v133, align 32
+  %best131188 = load <8 x float>, ptr %conv2.best131, align 32
+  %1116 = fcmp ogt <8 x float> %v133187, %best131188
+  %1117 = mul nsw i64 %conv2.ty109142, 2
+  %1118 = add nsw i64 %1117, 1
+  %1119 = mul nsw i64 %1118, 28
+  %1120 = mul nsw i64 %conv2.tx110143, 2
+  %1121 = add nsw i64 %1119, %1120
+  %1122 = add nsw i64 %1121, 1
+  %1123 = sitofp i64 %1122 to float
+  %1124 = insertelement <8 x float> undef, float %1123, i32 0
+  %1125 = shufflevector <8 x float> %1124, <8 x float> undef, <8 x i32> zeroinitializer
+  %at132 = load <8 x float>, ptr %conv2.at132, align 32
+  %1126 = select <8 x i1> %1116, <8 x float> %1125, <8 x float> %at132
+  store <8 x float> %1126, ptr %conv2.at135, align 32
+  %best134 = load <8 x float>, ptr %conv2.best134, align 32
+  %1127 = fcmp ogt <8 x float> %best134, zeroinitializer
+  %best134189 = load <8 x float>, ptr %conv2.best134, align 32
+  %1128 = select <8 x i1> %1127, <8 x float> %best134189, <8 x float> zeroinitializer
+  %1129 = mul nsw i64 %conv2.j108141, 196
+  %1130 = mul nsw i64 %conv2.ty109142, 14
+  %1131 = add nsw i64 %1129, %1130
+  %1132 = add nsw i64 %1131, %conv2.tx110143
+  %1133 = mul nsw i64 %1132, 64
+  %1134 = add nsw i64 3573888, %1133
+  %1135 = mul nsw i64 %conv2.cv111144, 8
+  %1136 = add nsw i64 %1134, %1135
+  %arena190 = getelementptr inbounds float, ptr %arena, i64 %1136
+  store <8 x float> %1128, ptr %arena190, align 4
+  %at135 = load <8 x float>, ptr %conv2.at135, align 32
+  %1137 = mul nsw i64 %conv2.j108141, 196
+  %1138 = mul nsw i64 %conv2.ty109142, 14
+  %1139 = add nsw i64 %1137, %1138
+  %1140 = add nsw i64 %1139, %conv2.tx110143
+  %1141 = mul nsw i64 %1140, 64
+  %1142 = add nsw i64 3573888, %1141
+  %1143 = mul nsw i64 %conv2.cv111144, 8
+  %1144 = add nsw i64 %1142, %1143
+  %1145 = add nsw i64 %1144, 12544
+  %arena191 = getelementptr inbounds float, ptr %arena, i64 %1145
+  store <8 x float> %at135, ptr %arena191, align 4
+  %cv111.next = add nsw i64 %conv2.cv111144, 1
+  %1146 = icmp slt i64 %cv111.next, 8
+  br i1 %1146, label %conv2.cv111, label %conv2.cv111.end
 
-conv2.cv103.end:                                  ; preds = %conv2.cv103
-  %tx102.next = add nsw i64 %conv2.tx102146, 1
-  %1153 = icmp slt i64 %tx102.next, 14
-  br i1 %1153, label %conv2.tx102, label %conv2.tx102.end
+conv2.cv111.end:                                  ; preds = %conv2.cv111
+  %tx110.next = add nsw i64 %conv2.tx110143, 1
+  %1147 = icmp slt i64 %tx110.next, 14
+  br i1 %1147, label %conv2.tx110, label %conv2.tx110.end
 
-conv2.j128:                                       ; preds = %conv2.c129.end, %conv2.j100.end
-  %conv2.j128195 = phi i64 [ 0, %conv2.j100.end ], [ %j128.next, %conv2.c129.end ]
-  br label %conv2.c129
+conv2.j136:                                       ; preds = %conv2.c137.end, %conv2.j108.end
+  %conv2.j136192 = phi i64 [ 0, %conv2.j108.end ], [ %j136.next, %conv2.c137.end ]
+  br label %conv2.c137
 
-conv2.j128.end:                                   ; preds = %conv2.c129.end
-  br label %conv2.j131
+conv2.j136.end:                                   ; preds = %conv2.c137.end
+  br label %conv2.j139
 
-conv2.c129:                                       ; preds = %conv2.q130.end, %conv2.j128
-  %conv2.c129196 = phi i64 [ 0, %conv2.j128 ], [ %c129.next, %conv2.q130.end ]
-  br label %conv2.q130
+conv2.c137:                                       ; preds = %conv2.q138.end, %conv2.j136
+  %conv2.c137193 = phi i64 [ 0, %conv2.j136 ], [ %c137.next, %conv2.q138.end ]
+  br label %conv2.q138
 
-conv2.c129.end:                                   ; preds = %conv2.q130.end
-  %j128.next = add nsw i64 %conv2.j128195, 1
-  %1154 = icmp slt i64 %j128.next, 1
-  br i1 %1154, label %conv2.j128, label %conv2.j128.end
+conv2.c137.end:                                   ; preds = %conv2.q138.end
+  %j136.next = add nsw i64 %conv2.j136192, 1
+  %1148 = icmp slt i64 %j136.next, 1
+  br i1 %1148, label %conv2.j136, label %conv2.j136.end
 
-conv2.q130:                                       ; preds = %conv2.q130, %conv2.c129
-  %conv2.q130197 = phi i64 [ 0, %conv2.c129 ], [ %q130.next, %conv2.q130 ]
-  %1155 = mul nsw i64 %conv2.j128195, 196
-  %1156 = add nsw i64 %1155, %conv2.q130197
-  %1157 = mul nsw i64 %1156, 64
-  %1158 = add nsw i64 3573888, %1157
-  %1159 = add nsw i64 %1158, %conv2.c129196
-  %arena198 = getelementptr inbounds float, ptr %arena, i64 %1159
-  %1160 = load float, ptr %arena198, align 4
-  %1161 = add nsw i64 %conv2.g5865, %conv2.j128195
-  %1162 = mul nsw i64 %1161, 12544
-  %1163 = mul nsw i64 %conv2.c129196, 196
-  %1164 = add nsw i64 %1162, %1163
-  %1165 = add nsw i64 %1164, %conv2.q130197
-  %1166 = add nsw i64 1605632, %1165
-  %arena199 = getelementptr inbounds float, ptr %arena, i64 %1166
-  store float %1160, ptr %arena199, align 4
-  %q130.next = add nsw i64 %conv2.q130197, 1
-  %1167 = icmp slt i64 %q130.next, 196
-  br i1 %1167, label %conv2.q130, label %conv2.q130.end
+conv2.q138:                                       ; preds = %conv2.q138, %conv2.c137
+  %conv2.q138194 = phi i64 [ 0, %conv2.c137 ], [ %q138.next, %conv2.q138 ]
+  %1149 = mul nsw i64 %conv2.j136192, 196
+  %1150 = add nsw i64 %1149, %conv2.q138194
+  %1151 = mul nsw i64 %1150, 64
+  %1152 = add nsw i64 3573888, %1151
+  %1153 = add nsw i64 %1152, %conv2.c137193
+  %arena195 = getelementptr inbounds float, ptr %arena, i64 %1153
+  %1154 = load float, ptr %arena195, align 4
+  %1155 = add nsw i64 %conv2.g5865, %conv2.j136192
+  %1156 = mul nsw i64 %1155, 12544
+  %1157 = mul nsw i64 %conv2.c137193, 196
+  %1158 = add nsw i64 %1156, %1157
+  %1159 = add nsw i64 %1158, %conv2.q138194
+  %1160 = add nsw i64 1605632, %1159
+  %arena196 = getelementptr inbounds float, ptr %arena, i64 %1160
+  store float %1154, ptr %arena196, align 4
+  %q138.next = add nsw i64 %conv2.q138194, 1
+  %1161 = icmp slt i64 %q138.next, 196
+  br i1 %1161, label %conv2.q138, label %conv2.q138.end
 
-conv2.q130.end:                                   ; preds = %conv2.q130
-  %c129.next = add nsw i64 %conv2.c129196, 1
-  %1168 = icmp slt i64 %c129.next, 64
-  br i1 %1168, label %conv2.c129, label %conv2.c129.end
+conv2.q138.end:                                   ; preds = %conv2.q138
+  %c137.next = add nsw i64 %conv2.c137193, 1
+  %1162 = icmp slt i64 %c137.next, 64
+  br i1 %1162, label %conv2.c137, label %conv2.c137.end
 
-conv2.j131:                                       ; preds = %conv2.c132.end, %conv2.j128.end
-  %conv2.j131200 = phi i64 [ 0, %conv2.j128.end ], [ %j131.next, %conv2.c132.end ]
-  br label %conv2.c132
+conv2.j139:                                       ; preds = %conv2.c140.end, %conv2.j136.end
+  %conv2.j139197 = phi i64 [ 0, %conv2.j136.end ], [ %j139.next, %conv2.c140.end ]
+  br label %conv2.c140
 
-conv2.j131.end:                                   ; preds = %conv2.c132.end
+conv2.j139.end:                                   ; preds = %conv2.c140.end
   %g58.next = add nsw i64 %conv2.g5865, 1
-  %1169 = icmp slt i64 %g58.next, 64
-  br i1 %1169, label %conv2.g58, label %conv2.g58.end
+  %1163 = icmp slt i64 %g58.next, 64
+  br i1 %1163, label %conv2.g58, label %conv2.g58.end
 
-conv2.c132:                                       ; preds = %conv2.q133.end, %conv2.j131
-  %conv2.c132201 = phi i64 [ 0, %conv2.j131 ], [ %c132.next, %conv2.q133.end ]
-  br label %conv2.q133
+conv2.c140:                                       ; preds = %conv2.q141.end, %conv2.j139
+  %conv2.c140198 = phi i64 [ 0, %conv2.j139 ], [ %c140.next, %conv2.q141.end ]
+  br label %conv2.q141
 
-conv2.c132.end:                                   ; preds = %conv2.q133.end
-  %j131.next = add nsw i64 %conv2.j131200, 1
-  %1170 = icmp slt i64 %j131.next, 1
-  br i1 %1170, label %conv2.j131, label %conv2.j131.end
+conv2.c140.end:                                   ; preds = %conv2.q141.end
+  %j139.next = add nsw i64 %conv2.j139197, 1
+  %1164 = icmp slt i64 %j139.next, 1
+  br i1 %1164, label %conv2.j139, label %conv2.j139.end
 
-conv2.q133:                                       ; preds = %conv2.q133, %conv2.c132
-  %conv2.q133202 = phi i64 [ 0, %conv2.c132 ], [ %q133.next, %conv2.q133 ]
-  %1171 = mul nsw i64 %conv2.j131200, 196
-  %1172 = add nsw i64 %1171, %conv2.q133202
-  %1173 = mul nsw i64 %1172, 64
-  %1174 = add nsw i64 3586432, %1173
-  %1175 = add nsw i64 %1174, %conv2.c132201
-  %arena203 = getelementptr inbounds float, ptr %arena, i64 %1175
-  %1176 = load float, ptr %arena203, align 4
-  %1177 = add nsw i64 %conv2.g5865, %conv2.j131200
-  %1178 = mul nsw i64 %1177, 12544
-  %1179 = mul nsw i64 %conv2.c132201, 196
-  %1180 = add nsw i64 %1178, %1179
-  %1181 = add nsw i64 %1180, %conv2.q133202
-  %1182 = add nsw i64 2408448, %1181
-  %arena204 = getelementptr inbounds float, ptr %arena, i64 %1182
-  store float %1176, ptr %arena204, align 4
-  %q133.next = add nsw i64 %conv2.q133202, 1
-  %1183 = icmp slt i64 %q133.next, 196
-  br i1 %1183, label %conv2.q133, label %conv2.q133.end
+conv2.q141:                                       ; preds = %conv2.q141, %conv2.c140
+  %conv2.q141199 = phi i64 [ 0, %conv2.c140 ], [ %q141.next, %conv2.q141 ]
+  %1165 = mul nsw i64 %conv2.j139197, 196
+  %1166 = add nsw i64 %1165, %conv2.q141199
+  %1167 = mul nsw i64 %1166, 64
+  %1168 = add nsw i64 3586432, %1167
+  %1169 = add nsw i64 %1168, %conv2.c140198
+  %arena200 = getelementptr inbounds float, ptr %arena, i64 %1169
+  %1170 = load float, ptr %arena200, align 4
+  %1171 = add nsw i64 %conv2.g5865, %conv2.j139197
+  %1172 = mul nsw i64 %1171, 12544
+  %1173 = mul nsw i64 %conv2.c140198, 196
+  %1174 = add nsw i64 %1172, %1173
+  %1175 = add nsw i64 %1174, %conv2.q141199
+  %1176 = add nsw i64 2408448, %1175
+  %arena201 = getelementptr inbounds float, ptr %arena, i64 %1176
+  store float %1170, ptr %arena201, align 4
+  %q141.next = add nsw i64 %conv2.q141199, 1
+  %1177 = icmp slt i64 %q141.next, 196
+  br i1 %1177, label %conv2.q141, label %conv2.q141.end
 
-conv2.q133.end:                                   ; preds = %conv2.q133
-  %c132.next = add nsw i64 %conv2.c132201, 1
-  %1184 = icmp slt i64 %c132.next, 64
-  br i1 %1184, label %conv2.c132, label %conv2.c132.end
+conv2.q141.end:                                   ; preds = %conv2.q141
+  %c140.next = add nsw i64 %conv2.c140198, 1
+  %1178 = icmp slt i64 %c140.next, 64
+  br i1 %1178, label %conv2.c140, label %conv2.c140.end
 }
 
-declare void @cblas_sgemm(i32, i32, i32, i32, i32, i32, float, ptr, i32, ptr, i32, float, ptr, i32)
+; Function Attrs: noinline
+define internal void @convnet_train_b64.k1.conv2.gemm107(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #1 {
+entry:
+  %conv2.t105_a3 = alloca <8 x float>, align 32
+  %conv2.t105_a2 = alloca <8 x float>, align 32
+  %conv2.t105_a1 = alloca <8 x float>, align 32
+  %conv2.t105_a0 = alloca <8 x float>, align 32
+  %conv2.t105_b1 = alloca <8 x float>, align 32
+  %conv2.t105_b0 = alloca <8 x float>, align 32
+  %conv2.t105_c3_1 = alloca <8 x float>, align 32
+  %conv2.t105_c3_0 = alloca <8 x float>, align 32
+  %conv2.t105_c2_1 = alloca <8 x float>, align 32
+  %conv2.t105_c2_0 = alloca <8 x float>, align 32
+  %conv2.t105_c1_1 = alloca <8 x float>, align 32
+  %conv2.t105_c1_0 = alloca <8 x float>, align 32
+  %conv2.t105_c0_1 = alloca <8 x float>, align 32
+  %conv2.t105_c0_0 = alloca <8 x float>, align 32
+  %conv2.t102_a3 = alloca <8 x float>, align 32
+  %conv2.t102_a2 = alloca <8 x float>, align 32
+  %conv2.t102_a1 = alloca <8 x float>, align 32
+  %conv2.t102_a0 = alloca <8 x float>, align 32
+  %conv2.t102_b2 = alloca <8 x float>, align 32
+  %conv2.t102_b1 = alloca <8 x float>, align 32
+  %conv2.t102_b0 = alloca <8 x float>, align 32
+  %conv2.t102_c3_2 = alloca <8 x float>, align 32
+  %conv2.t102_c3_1 = alloca <8 x float>, align 32
+  %conv2.t102_c3_0 = alloca <8 x float>, align 32
+  %conv2.t102_c2_2 = alloca <8 x float>, align 32
+  %conv2.t102_c2_1 = alloca <8 x float>, align 32
+  %conv2.t102_c2_0 = alloca <8 x float>, align 32
+  %conv2.t102_c1_2 = alloca <8 x float>, align 32
+  %conv2.t102_c1_1 = alloca <8 x float>, align 32
+  %conv2.t102_c1_0 = alloca <8 x float>, align 32
+  %conv2.t102_c0_2 = alloca <8 x float>, align 32
+  %conv2.t102_c0_1 = alloca <8 x float>, align 32
+  %conv2.t102_c0_0 = alloca <8 x float>, align 32
+  br label %conv2.nb100
+
+conv2.nb100:                                      ; preds = %conv2.mb101.end, %entry
+  %conv2.nb1001 = phi i64 [ 0, %entry ], [ %nb100.next, %conv2.mb101.end ]
+  br label %conv2.mb101
+
+conv2.nb100.end:                                  ; preds = %conv2.mb101.end
+  br label %conv2.mb104
+
+conv2.mb101:                                      ; preds = %conv2.k103.end, %conv2.nb100
+  %conv2.mb1012 = phi i64 [ 0, %conv2.nb100 ], [ %mb101.next, %conv2.k103.end ]
+  store <8 x float> zeroinitializer, ptr %conv2.t102_c0_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t102_c0_1, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t102_c0_2, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t102_c1_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t102_c1_1, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t102_c1_2, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t102_c2_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t102_c2_1, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t102_c2_2, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t102_c3_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t102_c3_1, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t102_c3_2, align 32
+  br label %conv2.k103
+
+conv2.mb101.end:                                  ; preds = %conv2.k103.end
+  %nb100.next = add nsw i64 %conv2.nb1001, 1
+  %1 = icmp slt i64 %nb100.next, 2
+  br i1 %1, label %conv2.nb100, label %conv2.nb100.end
+
+conv2.k103:                                       ; preds = %conv2.k103, %conv2.mb101
+  %conv2.k1033 = phi i64 [ 0, %conv2.mb101 ], [ %k103.next, %conv2.k103 ]
+  %2 = mul nsw i64 %0, 2048
+  %3 = add nsw i64 3211264, %2
+  %4 = mul nsw i64 %conv2.k1033, 64
+  %5 = add nsw i64 %3, %4
+  %6 = mul nsw i64 %conv2.nb1001, 24
+  %7 = add nsw i64 %5, %6
+  %arena4 = getelementptr inbounds float, ptr %arena, i64 %7
+  %8 = load <8 x float>, ptr %arena4, align 4
+  store <8 x float> %8, ptr %conv2.t102_b0, align 32
+  %9 = mul nsw i64 %0, 2048
+  %10 = add nsw i64 3211264, %9
+  %11 = mul nsw i64 %conv2.k1033, 64
+  %12 = add nsw i64 %10, %11
+  %13 = mul nsw i64 %conv2.nb1001, 24
+  %14 = add nsw i64 %12, %13
+  %15 = add nsw i64 %14, 8
+  %arena5 = getelementptr inbounds float, ptr %arena, i64 %15
+  %16 = load <8 x float>, ptr %arena5, align 4
+  store <8 x float> %16, ptr %conv2.t102_b1, align 32
+  %17 = mul nsw i64 %0, 2048
+  %18 = add nsw i64 3211264, %17
+  %19 = mul nsw i64 %conv2.k1033, 64
+  %20 = add nsw i64 %18, %19
+  %21 = mul nsw i64 %conv2.nb1001, 24
+  %22 = add nsw i64 %20, %21
+  %23 = add nsw i64 %22, 16
+  %arena6 = getelementptr inbounds float, ptr %arena, i64 %23
+  %24 = load <8 x float>, ptr %arena6, align 4
+  store <8 x float> %24, ptr %conv2.t102_b2, align 32
+  %25 = mul nsw i64 %0, 6272
+  %26 = add nsw i64 3272832, %25
+  %27 = mul nsw i64 %conv2.mb1012, 4
+  %28 = mul nsw i64 %27, 32
+  %29 = add nsw i64 %26, %28
+  %30 = add nsw i64 %29, %conv2.k1033
+  %arena7 = getelementptr inbounds float, ptr %arena, i64 %30
+  %31 = load float, ptr %arena7, align 4
+  %32 = insertelement <8 x float> undef, float %31, i32 0
+  %33 = shufflevector <8 x float> %32, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %33, ptr %conv2.t102_a0, align 32
+  %t102_a0 = load <8 x float>, ptr %conv2.t102_a0, align 32
+  %t102_b0 = load <8 x float>, ptr %conv2.t102_b0, align 32
+  %t102_c0_0 = load <8 x float>, ptr %conv2.t102_c0_0, align 32
+  %34 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t102_a0, <8 x float> %t102_b0, <8 x float> %t102_c0_0)
+  store <8 x float> %34, ptr %conv2.t102_c0_0, align 32
+  %t102_a08 = load <8 x float>, ptr %conv2.t102_a0, align 32
+  %t102_b1 = load <8 x float>, ptr %conv2.t102_b1, align 32
+  %t102_c0_1 = load <8 x float>, ptr %conv2.t102_c0_1, align 32
+  %35 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t102_a08, <8 x float> %t102_b1, <8 x float> %t102_c0_1)
+  store <8 x float> %35, ptr %conv2.t102_c0_1, align 32
+  %t102_a09 = load <8 x float>, ptr %conv2.t102_a0, align 32
+  %t102_b2 = load <8 x float>, ptr %conv2.t102_b2, align 32
+  %t102_c0_2 = load <8 x float>, ptr %conv2.t102_c0_2, align 32
+  %36 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t102_a09, <8 x float> %t102_b2, <8 x float> %t102_c0_2)
+  store <8 x float> %36, ptr %conv2.t102_c0_2, align 32
+  %37 = mul nsw i64 %0, 6272
+  %38 = add nsw i64 3272832, %37
+  %39 = mul nsw i64 %conv2.mb1012, 4
+  %40 = add nsw i64 %39, 1
+  %41 = mul nsw i64 %40, 32
+  %42 = add nsw i64 %38, %41
+  %43 = add nsw i64 %42, %conv2.k1033
+  %arena10 = getelementptr inbounds float, ptr %arena, i64 %43
+  %44 = load float, ptr %arena10, align 4
+  %45 = insertelement <8 x float> undef, float %44, i32 0
+  %46 = shufflevector <8 x float> %45, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %46, ptr %conv2.t102_a1, align 32
+  %t102_a1 = load <8 x float>, ptr %conv2.t102_a1, align 32
+  %t102_b011 = load <8 x float>, ptr %conv2.t102_b0, align 32
+  %t102_c1_0 = load <8 x float>, ptr %conv2.t102_c1_0, align 32
+  %47 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t102_a1, <8 x float> %t102_b011, <8 x float> %t102_c1_0)
+  store <8 x float> %47, ptr %conv2.t102_c1_0, align 32
+  %t102_a112 = load <8 x float>, ptr %conv2.t102_a1, align 32
+  %t102_b113 = load <8 x float>, ptr %conv2.t102_b1, align 32
+  %t102_c1_1 = load <8 x float>, ptr %conv2.t102_c1_1, align 32
+  %48 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t102_a112, <8 x float> %t102_b113, <8 x float> %t102_c1_1)
+  store <8 x float> %48, ptr %conv2.t102_c1_1, align 32
+  %t102_a114 = load <8 x float>, ptr %conv2.t102_a1, align 32
+  %t102_b215 = load <8 x float>, ptr %conv2.t102_b2, align 32
+  %t102_c1_2 = load <8 x float>, ptr %conv2.t102_c1_2, align 32
+  %49 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t102_a114, <8 x float> %t102_b215, <8 x float> %t102_c1_2)
+  store <8 x float> %49, ptr %conv2.t102_c1_2, align 32
+  %50 = mul nsw i64 %0, 6272
+  %51 = add nsw i64 3272832, %50
+  %52 = mul nsw i64 %conv2.mb1012, 4
+  %53 = add nsw i64 %52, 2
+  %54 = mul nsw i64 %53, 32
+  %55 = add nsw i64 %51, %54
+  %56 = add nsw i64 %55, %conv2.k1033
+  %arena16 = getelementptr inbounds float, ptr %arena, i64 %56
+  %57 = load float, ptr %arena16, align 4
+  %58 = insertelement <8 x float> undef, float %57, i32 0
+  %59 = shufflevector <8 x float> %58, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %59, ptr %conv2.t102_a2, align 32
+  %t102_a2 = load <8 x float>, ptr %conv2.t102_a2, align 32
+  %t102_b017 = load <8 x float>, ptr %conv2.t102_b0, align 32
+  %t102_c2_0 = load <8 x float>, ptr %conv2.t102_c2_0, align 32
+  %60 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t102_a2, <8 x float> %t102_b017, <8 x float> %t102_c2_0)
+  store <8 x float> %60, ptr %conv2.t102_c2_0, align 32
+  %t102_a218 = load <8 x float>, ptr %conv2.t102_a2, align 32
+  %t102_b119 = load <8 x float>, ptr %conv2.t102_b1, align 32
+  %t102_c2_1 = load <8 x float>, ptr %conv2.t102_c2_1, align 32
+  %61 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t102_a218, <8 x float> %t102_b119, <8 x float> %t102_c2_1)
+  store <8 x float> %61, ptr %conv2.t102_c2_1, align 32
+  %t102_a220 = load <8 x float>, ptr %conv2.t102_a2, align 32
+  %t102_b221 = load <8 x float>, ptr %conv2.t102_b2, align 32
+  %t102_c2_2 = load <8 x float>, ptr %conv2.t102_c2_2, align 32
+  %62 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t102_a220, <8 x float> %t102_b221, <8 x float> %t102_c2_2)
+  store <8 x float> %62, ptr %conv2.t102_c2_2, align 32
+  %63 = mul nsw i64 %0, 6272
+  %64 = add nsw i64 3272832, %63
+  %65 = mul nsw i64 %conv2.mb1012, 4
+  %66 = add nsw i64 %65, 3
+  %67 = mul nsw i64 %66, 32
+  %68 = add nsw i64 %64, %67
+  %69 = add nsw i64 %68, %conv2.k1033
+  %arena22 = getelementptr inbounds float, ptr %arena, i64 %69
+  %70 = load float, ptr %arena22, align 4
+  %71 = insertelement <8 x float> undef, float %70, i32 0
+  %72 = shufflevector <8 x float> %71, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %72, ptr %conv2.t102_a3, align 32
+  %t102_a3 = load <8 x float>, ptr %conv2.t102_a3, align 32
+  %t102_b023 = load <8 x float>, ptr %conv2.t102_b0, align 32
+  %t102_c3_0 = load <8 x float>, ptr %conv2.t102_c3_0, align 32
+  %73 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t102_a3, <8 x float> %t102_b023, <8 x float> %t102_c3_0)
+  store <8 x float> %73, ptr %conv2.t102_c3_0, align 32
+  %t102_a324 = load <8 x float>, ptr %conv2.t102_a3, align 32
+  %t102_b125 = load <8 x float>, ptr %conv2.t102_b1, align 32
+  %t102_c3_1 = load <8 x float>, ptr %conv2.t102_c3_1, align 32
+  %74 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t102_a324, <8 x float> %t102_b125, <8 x float> %t102_c3_1)
+  store <8 x float> %74, ptr %conv2.t102_c3_1, align 32
+  %t102_a326 = load <8 x float>, ptr %conv2.t102_a3, align 32
+  %t102_b227 = load <8 x float>, ptr %conv2.t102_b2, align 32
+  %t102_c3_2 = load <8 x float>, ptr %conv2.t102_c3_2, align 32
+  %75 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t102_a326, <8 x float> %t102_b227, <8 x float> %t102_c3_2)
+  store <8 x float> %75, ptr %conv2.t102_c3_2, align 32
+  %k103.next = add nsw i64 %conv2.k1033, 1
+  %76 = icmp slt i64 %k103.next, 32
+  br i1 %76, label %conv2.k103, label %conv2.k103.end
+
+conv2.k103.end:                                   ; preds = %conv2.k103
+  %t102_c0_028 = load <8 x float>, ptr %conv2.t102_c0_0, align 32
+  %77 = mul nsw i64 %0, 12544
+  %78 = add nsw i64 3373184, %77
+  %79 = mul nsw i64 %conv2.mb1012, 4
+  %80 = mul nsw i64 %79, 64
+  %81 = add nsw i64 %78, %80
+  %82 = mul nsw i64 %conv2.nb1001, 24
+  %83 = add nsw i64 %81, %82
+  %arena29 = getelementptr inbounds float, ptr %arena, i64 %83
+  store <8 x float> %t102_c0_028, ptr %arena29, align 4
+  %t102_c0_130 = load <8 x float>, ptr %conv2.t102_c0_1, align 32
+  %84 = mul nsw i64 %0, 12544
+  %85 = add nsw i64 3373184, %84
+  %86 = mul nsw i64 %conv2.mb1012, 4
+  %87 = mul nsw i64 %86, 64
+  %88 = add nsw i64 %85, %87
+  %89 = mul nsw i64 %conv2.nb1001, 24
+  %90 = add nsw i64 %88, %89
+  %91 = add nsw i64 %90, 8
+  %arena31 = getelementptr inbounds float, ptr %arena, i64 %91
+  store <8 x float> %t102_c0_130, ptr %arena31, align 4
+  %t102_c0_232 = load <8 x float>, ptr %conv2.t102_c0_2, align 32
+  %92 = mul nsw i64 %0, 12544
+  %93 = add nsw i64 3373184, %92
+  %94 = mul nsw i64 %conv2.mb1012, 4
+  %95 = mul nsw i64 %94, 64
+  %96 = add nsw i64 %93, %95
+  %97 = mul nsw i64 %conv2.nb1001, 24
+  %98 = add nsw i64 %96, %97
+  %99 = add nsw i64 %98, 16
+  %arena33 = getelementptr inbounds float, ptr %arena, i64 %99
+  store <8 x float> %t102_c0_232, ptr %arena33, align 4
+  %t102_c1_034 = load <8 x float>, ptr %conv2.t102_c1_0, align 32
+  %100 = mul nsw i64 %0, 12544
+  %101 = add nsw i64 3373184, %100
+  %102 = mul nsw i64 %conv2.mb1012, 4
+  %103 = add nsw i64 %102, 1
+  %104 = mul nsw i64 %103, 64
+  %105 = add nsw i64 %101, %104
+  %106 = mul nsw i64 %conv2.nb1001, 24
+  %107 = add nsw i64 %105, %106
+  %arena35 = getelementptr inbounds float, ptr %arena, i64 %107
+  store <8 x float> %t102_c1_034, ptr %arena35, align 4
+  %t102_c1_136 = load <8 x float>, ptr %conv2.t102_c1_1, align 32
+  %108 = mul nsw i64 %0, 12544
+  %109 = add nsw i64 3373184, %108
+  %110 = mul nsw i64 %conv2.mb1012, 4
+  %111 = add nsw i64 %110, 1
+  %112 = mul nsw i64 %111, 64
+  %113 = add nsw i64 %109, %112
+  %114 = mul nsw i64 %conv2.nb1001, 24
+  %115 = add nsw i64 %113, %114
+  %116 = add nsw i64 %115, 8
+  %arena37 = getelementptr inbounds float, ptr %arena, i64 %116
+  store <8 x float> %t102_c1_136, ptr %arena37, align 4
+  %t102_c1_238 = load <8 x float>, ptr %conv2.t102_c1_2, align 32
+  %117 = mul nsw i64 %0, 12544
+  %118 = add nsw i64 3373184, %117
+  %119 = mul nsw i64 %conv2.mb1012, 4
+  %120 = add nsw i64 %119, 1
+  %121 = mul nsw i64 %120, 64
+  %122 = add nsw i64 %118, %121
+  %123 = mul nsw i64 %conv2.nb1001, 24
+  %124 = add nsw i64 %122, %123
+  %125 = add nsw i64 %124, 16
+  %arena39 = getelementptr inbounds float, ptr %arena, i64 %125
+  store <8 x float> %t102_c1_238, ptr %arena39, align 4
+  %t102_c2_040 = load <8 x float>, ptr %conv2.t102_c2_0, align 32
+  %126 = mul nsw i64 %0, 12544
+  %127 = add nsw i64 3373184, %126
+  %128 = mul nsw i64 %conv2.mb1012, 4
+  %129 = add nsw i64 %128, 2
+  %130 = mul nsw i64 %129, 64
+  %131 = add nsw i64 %127, %130
+  %132 = mul nsw i64 %conv2.nb1001, 24
+  %133 = add nsw i64 %131, %132
+  %arena41 = getelementptr inbounds float, ptr %arena, i64 %133
+  store <8 x float> %t102_c2_040, ptr %arena41, align 4
+  %t102_c2_142 = load <8 x float>, ptr %conv2.t102_c2_1, align 32
+  %134 = mul nsw i64 %0, 12544
+  %135 = add nsw i64 3373184, %134
+  %136 = mul nsw i64 %conv2.mb1012, 4
+  %137 = add nsw i64 %136, 2
+  %138 = mul nsw i64 %137, 64
+  %139 = add nsw i64 %135, %138
+  %140 = mul nsw i64 %conv2.nb1001, 24
+  %141 = add nsw i64 %139, %140
+  %142 = add nsw i64 %141, 8
+  %arena43 = getelementptr inbounds float, ptr %arena, i64 %142
+  store <8 x float> %t102_c2_142, ptr %arena43, align 4
+  %t102_c2_244 = load <8 x float>, ptr %conv2.t102_c2_2, align 32
+  %143 = mul nsw i64 %0, 12544
+  %144 = add nsw i64 3373184, %143
+  %145 = mul nsw i64 %conv2.mb1012, 4
+  %146 = add nsw i64 %145, 2
+  %147 = mul nsw i64 %146, 64
+  %148 = add nsw i64 %144, %147
+  %149 = mul nsw i64 %conv2.nb1001, 24
+  %150 = add nsw i64 %148, %149
+  %151 = add nsw i64 %150, 16
+  %arena45 = getelementptr inbounds float, ptr %arena, i64 %151
+  store <8 x float> %t102_c2_244, ptr %arena45, align 4
+  %t102_c3_046 = load <8 x float>, ptr %conv2.t102_c3_0, align 32
+  %152 = mul nsw i64 %0, 12544
+  %153 = add nsw i64 3373184, %152
+  %154 = mul nsw i64 %conv2.mb1012, 4
+  %155 = add nsw i64 %154, 3
+  %156 = mul nsw i64 %155, 64
+  %157 = add nsw i64 %153, %156
+  %158 = mul nsw i64 %conv2.nb1001, 24
+  %159 = add nsw i64 %157, %158
+  %arena47 = getelementptr inbounds float, ptr %arena, i64 %159
+  store <8 x float> %t102_c3_046, ptr %arena47, align 4
+  %t102_c3_148 = load <8 x float>, ptr %conv2.t102_c3_1, align 32
+  %160 = mul nsw i64 %0, 12544
+  %161 = add nsw i64 3373184, %160
+  %162 = mul nsw i64 %conv2.mb1012, 4
+  %163 = add nsw i64 %162, 3
+  %164 = mul nsw i64 %163, 64
+  %165 = add nsw i64 %161, %164
+  %166 = mul nsw i64 %conv2.nb1001, 24
+  %167 = add nsw i64 %165, %166
+  %168 = add nsw i64 %167, 8
+  %arena49 = getelementptr inbounds float, ptr %arena, i64 %168
+  store <8 x float> %t102_c3_148, ptr %arena49, align 4
+  %t102_c3_250 = load <8 x float>, ptr %conv2.t102_c3_2, align 32
+  %169 = mul nsw i64 %0, 12544
+  %170 = add nsw i64 3373184, %169
+  %171 = mul nsw i64 %conv2.mb1012, 4
+  %172 = add nsw i64 %171, 3
+  %173 = mul nsw i64 %172, 64
+  %174 = add nsw i64 %170, %173
+  %175 = mul nsw i64 %conv2.nb1001, 24
+  %176 = add nsw i64 %174, %175
+  %177 = add nsw i64 %176, 16
+  %arena51 = getelementptr inbounds float, ptr %arena, i64 %177
+  store <8 x float> %t102_c3_250, ptr %arena51, align 4
+  %mb101.next = add nsw i64 %conv2.mb1012, 1
+  %178 = icmp slt i64 %mb101.next, 49
+  br i1 %178, label %conv2.mb101, label %conv2.mb101.end
+
+conv2.mb104:                                      ; preds = %conv2.k106.end, %conv2.nb100.end
+  %conv2.mb10452 = phi i64 [ 0, %conv2.nb100.end ], [ %mb104.next, %conv2.k106.end ]
+  store <8 x float> zeroinitializer, ptr %conv2.t105_c0_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t105_c0_1, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t105_c1_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t105_c1_1, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t105_c2_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t105_c2_1, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t105_c3_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t105_c3_1, align 32
+  br label %conv2.k106
+
+conv2.mb104.end:                                  ; preds = %conv2.k106.end
+  ret void
+
+conv2.k106:                                       ; preds = %conv2.k106, %conv2.mb104
+  %conv2.k10653 = phi i64 [ 0, %conv2.mb104 ], [ %k106.next, %conv2.k106 ]
+  %179 = mul nsw i64 %0, 2048
+  %180 = add nsw i64 3211264, %179
+  %181 = mul nsw i64 %conv2.k10653, 64
+  %182 = add nsw i64 %180, %181
+  %183 = add nsw i64 %182, 48
+  %arena54 = getelementptr inbounds float, ptr %arena, i64 %183
+  %184 = load <8 x float>, ptr %arena54, align 4
+  store <8 x float> %184, ptr %conv2.t105_b0, align 32
+  %185 = mul nsw i64 %0, 2048
+  %186 = add nsw i64 3211264, %185
+  %187 = mul nsw i64 %conv2.k10653, 64
+  %188 = add nsw i64 %186, %187
+  %189 = add nsw i64 %188, 48
+  %190 = add nsw i64 %189, 8
+  %arena55 = getelementptr inbounds float, ptr %arena, i64 %190
+  %191 = load <8 x float>, ptr %arena55, align 4
+  store <8 x float> %191, ptr %conv2.t105_b1, align 32
+  %192 = mul nsw i64 %0, 6272
+  %193 = add nsw i64 3272832, %192
+  %194 = mul nsw i64 %conv2.mb10452, 4
+  %195 = mul nsw i64 %194, 32
+  %196 = add nsw i64 %193, %195
+  %197 = add nsw i64 %196, %conv2.k10653
+  %arena56 = getelementptr inbounds float, ptr %arena, i64 %197
+  %198 = load float, ptr %arena56, align 4
+  %199 = insertelement <8 x float> undef, float %198, i32 0
+  %200 = shufflevector <8 x float> %199, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %200, ptr %conv2.t105_a0, align 32
+  %t105_a0 = load <8 x float>, ptr %conv2.t105_a0, align 32
+  %t105_b0 = load <8 x float>, ptr %conv2.t105_b0, align 32
+  %t105_c0_0 = load <8 x float>, ptr %conv2.t105_c0_0, align 32
+  %201 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t105_a0, <8 x float> %t105_b0, <8 x float> %t105_c0_0)
+  store <8 x float> %201, ptr %conv2.t105_c0_0, align 32
+  %t105_a057 = load <8 x float>, ptr %conv2.t105_a0, align 32
+  %t105_b1 = load <8 x float>, ptr %conv2.t105_b1, align 32
+  %t105_c0_1 = load <8 x float>, ptr %conv2.t105_c0_1, align 32
+  %202 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t105_a057, <8 x float> %t105_b1, <8 x float> %t105_c0_1)
+  store <8 x float> %202, ptr %conv2.t105_c0_1, align 32
+  %203 = mul nsw i64 %0, 6272
+  %204 = add nsw i64 3272832, %203
+  %205 = mul nsw i64 %conv2.mb10452, 4
+  %206 = add nsw i64 %205, 1
+  %207 = mul nsw i64 %206, 32
+  %208 = add nsw i64 %204, %207
+  %209 = add nsw i64 %208, %conv2.k10653
+  %arena58 = getelementptr inbounds float, ptr %arena, i64 %209
+  %210 = load float, ptr %arena58, align 4
+  %211 = insertelement <8 x float> undef, float %210, i32 0
+  %212 = shufflevector <8 x float> %211, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %212, ptr %conv2.t105_a1, align 32
+  %t105_a1 = load <8 x float>, ptr %conv2.t105_a1, align 32
+  %t105_b059 = load <8 x float>, ptr %conv2.t105_b0, align 32
+  %t105_c1_0 = load <8 x float>, ptr %conv2.t105_c1_0, align 32
+  %213 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t105_a1, <8 x float> %t105_b059, <8 x float> %t105_c1_0)
+  store <8 x float> %213, ptr %conv2.t105_c1_0, align 32
+  %t105_a160 = load <8 x float>, ptr %conv2.t105_a1, align 32
+  %t105_b161 = load <8 x float>, ptr %conv2.t105_b1, align 32
+  %t105_c1_1 = load <8 x float>, ptr %conv2.t105_c1_1, align 32
+  %214 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t105_a160, <8 x float> %t105_b161, <8 x float> %t105_c1_1)
+  store <8 x float> %214, ptr %conv2.t105_c1_1, align 32
+  %215 = mul nsw i64 %0, 6272
+  %216 = add nsw i64 3272832, %215
+  %217 = mul nsw i64 %conv2.mb10452, 4
+  %218 = add nsw i64 %217, 2
+  %219 = mul nsw i64 %218, 32
+  %220 = add nsw i64 %216, %219
+  %221 = add nsw i64 %220, %conv2.k10653
+  %arena62 = getelementptr inbounds float, ptr %arena, i64 %221
+  %222 = load float, ptr %arena62, align 4
+  %223 = insertelement <8 x float> undef, float %222, i32 0
+  %224 = shufflevector <8 x float> %223, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %224, ptr %conv2.t105_a2, align 32
+  %t105_a2 = load <8 x float>, ptr %conv2.t105_a2, align 32
+  %t105_b063 = load <8 x float>, ptr %conv2.t105_b0, align 32
+  %t105_c2_0 = load <8 x float>, ptr %conv2.t105_c2_0, align 32
+  %225 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t105_a2, <8 x float> %t105_b063, <8 x float> %t105_c2_0)
+  store <8 x float> %225, ptr %conv2.t105_c2_0, align 32
+  %t105_a264 = load <8 x float>, ptr %conv2.t105_a2, align 32
+  %t105_b165 = load <8 x float>, ptr %conv2.t105_b1, align 32
+  %t105_c2_1 = load <8 x float>, ptr %conv2.t105_c2_1, align 32
+  %226 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t105_a264, <8 x float> %t105_b165, <8 x float> %t105_c2_1)
+  store <8 x float> %226, ptr %conv2.t105_c2_1, align 32
+  %227 = mul nsw i64 %0, 6272
+  %228 = add nsw i64 3272832, %227
+  %229 = mul nsw i64 %conv2.mb10452, 4
+  %230 = add nsw i64 %229, 3
+  %231 = mul nsw i64 %230, 32
+  %232 = add nsw i64 %228, %231
+  %233 = add nsw i64 %232, %conv2.k10653
+  %arena66 = getelementptr inbounds float, ptr %arena, i64 %233
+  %234 = load float, ptr %arena66, align 4
+  %235 = insertelement <8 x float> undef, float %234, i32 0
+  %236 = shufflevector <8 x float> %235, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %236, ptr %conv2.t105_a3, align 32
+  %t105_a3 = load <8 x float>, ptr %conv2.t105_a3, align 32
+  %t105_b067 = load <8 x float>, ptr %conv2.t105_b0, align 32
+  %t105_c3_0 = load <8 x float>, ptr %conv2.t105_c3_0, align 32
+  %237 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t105_a3, <8 x float> %t105_b067, <8 x float> %t105_c3_0)
+  store <8 x float> %237, ptr %conv2.t105_c3_0, align 32
+  %t105_a368 = load <8 x float>, ptr %conv2.t105_a3, align 32
+  %t105_b169 = load <8 x float>, ptr %conv2.t105_b1, align 32
+  %t105_c3_1 = load <8 x float>, ptr %conv2.t105_c3_1, align 32
+  %238 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t105_a368, <8 x float> %t105_b169, <8 x float> %t105_c3_1)
+  store <8 x float> %238, ptr %conv2.t105_c3_1, align 32
+  %k106.next = add nsw i64 %conv2.k10653, 1
+  %239 = icmp slt i64 %k106.next, 32
+  br i1 %239, label %conv2.k106, label %conv2.k106.end
+
+conv2.k106.end:                                   ; preds = %conv2.k106
+  %t105_c0_070 = load <8 x float>, ptr %conv2.t105_c0_0, align 32
+  %240 = mul nsw i64 %0, 12544
+  %241 = add nsw i64 3373184, %240
+  %242 = mul nsw i64 %conv2.mb10452, 4
+  %243 = mul nsw i64 %242, 64
+  %244 = add nsw i64 %241, %243
+  %245 = add nsw i64 %244, 48
+  %arena71 = getelementptr inbounds float, ptr %arena, i64 %245
+  store <8 x float> %t105_c0_070, ptr %arena71, align 4
+  %t105_c0_172 = load <8 x float>, ptr %conv2.t105_c0_1, align 32
+  %246 = mul nsw i64 %0, 12544
+  %247 = add nsw i64 3373184, %246
+  %248 = mul nsw i64 %conv2.mb10452, 4
+  %249 = mul nsw i64 %248, 64
+  %250 = add nsw i64 %247, %249
+  %251 = add nsw i64 %250, 48
+  %252 = add nsw i64 %251, 8
+  %arena73 = getelementptr inbounds float, ptr %arena, i64 %252
+  store <8 x float> %t105_c0_172, ptr %arena73, align 4
+  %t105_c1_074 = load <8 x float>, ptr %conv2.t105_c1_0, align 32
+  %253 = mul nsw i64 %0, 12544
+  %254 = add nsw i64 3373184, %253
+  %255 = mul nsw i64 %conv2.mb10452, 4
+  %256 = add nsw i64 %255, 1
+  %257 = mul nsw i64 %256, 64
+  %258 = add nsw i64 %254, %257
+  %259 = add nsw i64 %258, 48
+  %arena75 = getelementptr inbounds float, ptr %arena, i64 %259
+  store <8 x float> %t105_c1_074, ptr %arena75, align 4
+  %t105_c1_176 = load <8 x float>, ptr %conv2.t105_c1_1, align 32
+  %260 = mul nsw i64 %0, 12544
+  %261 = add nsw i64 3373184, %260
+  %262 = mul nsw i64 %conv2.mb10452, 4
+  %263 = add nsw i64 %262, 1
+  %264 = mul nsw i64 %263, 64
+  %265 = add nsw i64 %261, %264
+  %266 = add nsw i64 %265, 48
+  %267 = add nsw i64 %266, 8
+  %arena77 = getelementptr inbounds float, ptr %arena, i64 %267
+  store <8 x float> %t105_c1_176, ptr %arena77, align 4
+  %t105_c2_078 = load <8 x float>, ptr %conv2.t105_c2_0, align 32
+  %268 = mul nsw i64 %0, 12544
+  %269 = add nsw i64 3373184, %268
+  %270 = mul nsw i64 %conv2.mb10452, 4
+  %271 = add nsw i64 %270, 2
+  %272 = mul nsw i64 %271, 64
+  %273 = add nsw i64 %269, %272
+  %274 = add nsw i64 %273, 48
+  %arena79 = getelementptr inbounds float, ptr %arena, i64 %274
+  store <8 x float> %t105_c2_078, ptr %arena79, align 4
+  %t105_c2_180 = load <8 x float>, ptr %conv2.t105_c2_1, align 32
+  %275 = mul nsw i64 %0, 12544
+  %276 = add nsw i64 3373184, %275
+  %277 = mul nsw i64 %conv2.mb10452, 4
+  %278 = add nsw i64 %277, 2
+  %279 = mul nsw i64 %278, 64
+  %280 = add nsw i64 %276, %279
+  %281 = add nsw i64 %280, 48
+  %282 = add nsw i64 %281, 8
+  %arena81 = getelementptr inbounds float, ptr %arena, i64 %282
+  store <8 x float> %t105_c2_180, ptr %arena81, align 4
+  %t105_c3_082 = load <8 x float>, ptr %conv2.t105_c3_0, align 32
+  %283 = mul nsw i64 %0, 12544
+  %284 = add nsw i64 3373184, %283
+  %285 = mul nsw i64 %conv2.mb10452, 4
+  %286 = add nsw i64 %285, 3
+  %287 = mul nsw i64 %286, 64
+  %288 = add nsw i64 %284, %287
+  %289 = add nsw i64 %288, 48
+  %arena83 = getelementptr inbounds float, ptr %arena, i64 %289
+  store <8 x float> %t105_c3_082, ptr %arena83, align 4
+  %t105_c3_184 = load <8 x float>, ptr %conv2.t105_c3_1, align 32
+  %290 = mul nsw i64 %0, 12544
+  %291 = add nsw i64 3373184, %290
+  %292 = mul nsw i64 %conv2.mb10452, 4
+  %293 = add nsw i64 %292, 3
+  %294 = mul nsw i64 %293, 64
+  %295 = add nsw i64 %291, %294
+  %296 = add nsw i64 %295, 48
+  %297 = add nsw i64 %296, 8
+  %arena85 = getelementptr inbounds float, ptr %arena, i64 %297
+  store <8 x float> %t105_c3_184, ptr %arena85, align 4
+  %mb104.next = add nsw i64 %conv2.mb10452, 1
+  %298 = icmp slt i64 %mb104.next, 49
+  br i1 %298, label %conv2.mb104, label %conv2.mb104.end
+}
 
 ; Function Attrs: noinline
-define internal void @convnet_train_b64.k2.flat(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @convnet_train_b64.k2.flat(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @convnet_train_b64.k3.fc1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @convnet_train_b64.k3.fc1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  br label %fc1.n134
+  br label %fc1.n142
 
-fc1.n134:                                         ; preds = %fc1.k135.end, %entry
-  %fc1.n1341 = phi i64 [ 0, %entry ], [ %n134.next, %fc1.k135.end ]
-  br label %fc1.k135
+fc1.n142:                                         ; preds = %fc1.k143.end, %entry
+  %fc1.n1421 = phi i64 [ 0, %entry ], [ %n142.next, %fc1.k143.end ]
+  br label %fc1.k143
 
-fc1.n134.end:                                     ; preds = %fc1.k135.end
-  call void @convnet_train_b64.k3.fc1.gemm146(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  br label %fc1.n147
+fc1.n142.end:                                     ; preds = %fc1.k143.end
+  call void @convnet_train_b64.k3.fc1.gemm154(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  br label %fc1.n155
 
-fc1.k135:                                         ; preds = %fc1.k135, %fc1.n134
-  %fc1.k1352 = phi i64 [ 0, %fc1.n134 ], [ %k135.next, %fc1.k135 ]
-  %0 = mul nsw i64 %fc1.n1341, 12544
+fc1.k143:                                         ; preds = %fc1.k143, %fc1.n142
+  %fc1.k1432 = phi i64 [ 0, %fc1.n142 ], [ %k143.next, %fc1.k143 ]
+  %0 = mul nsw i64 %fc1.n1421, 12544
   %1 = add nsw i64 1605632, %0
-  %2 = add nsw i64 %1, %fc1.k1352
+  %2 = add nsw i64 %1, %fc1.k1432
   %arena3 = getelementptr inbounds float, ptr %arena, i64 %2
   %3 = load float, ptr %arena3, align 4
-  %4 = mul nsw i64 %fc1.k1352, 64
+  %4 = mul nsw i64 %fc1.k1432, 64
   %5 = add nsw i64 3219456, %4
-  %6 = add nsw i64 %5, %fc1.n1341
+  %6 = add nsw i64 %5, %fc1.n1421
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %6
   store float %3, ptr %arena4, align 4
-  %k135.next = add nsw i64 %fc1.k1352, 1
-  %7 = icmp slt i64 %k135.next, 12544
-  br i1 %7, label %fc1.k135, label %fc1.k135.end
+  %k143.next = add nsw i64 %fc1.k1432, 1
+  %7 = icmp slt i64 %k143.next, 12544
+  br i1 %7, label %fc1.k143, label %fc1.k143.end
 
-fc1.k135.end:                                     ; preds = %fc1.k135
-  %n134.next = add nsw i64 %fc1.n1341, 1
-  %8 = icmp slt i64 %n134.next, 64
-  br i1 %8, label %fc1.n134, label %fc1.n134.end
+fc1.k143.end:                                     ; preds = %fc1.k143
+  %n142.next = add nsw i64 %fc1.n1421, 1
+  %8 = icmp slt i64 %n142.next, 64
+  br i1 %8, label %fc1.n142, label %fc1.n142.end
 
-fc1.n147:                                         ; preds = %fc1.u148.end, %fc1.n134.end
-  %fc1.n1475 = phi i64 [ 0, %fc1.n134.end ], [ %n147.next, %fc1.u148.end ]
-  br label %fc1.u148
+fc1.n155:                                         ; preds = %fc1.u156.end, %fc1.n142.end
+  %fc1.n1555 = phi i64 [ 0, %fc1.n142.end ], [ %n155.next, %fc1.u156.end ]
+  br label %fc1.u156
 
-fc1.n147.end:                                     ; preds = %fc1.u148.end
+fc1.n155.end:                                     ; preds = %fc1.u156.end
   ret void
 
-fc1.u148:                                         ; preds = %fc1.u148, %fc1.n147
-  %fc1.u1486 = phi i64 [ 0, %fc1.n147 ], [ %u148.next, %fc1.u148 ]
-  %9 = mul nsw i64 %fc1.u1486, 64
+fc1.u156:                                         ; preds = %fc1.u156, %fc1.n155
+  %fc1.u1566 = phi i64 [ 0, %fc1.n155 ], [ %u156.next, %fc1.u156 ]
+  %9 = mul nsw i64 %fc1.u1566, 64
   %10 = add nsw i64 4022272, %9
-  %11 = add nsw i64 %10, %fc1.n1475
+  %11 = add nsw i64 %10, %fc1.n1555
   %arena7 = getelementptr inbounds float, ptr %arena, i64 %11
   %12 = load float, ptr %arena7, align 4
-  %13 = add nsw i64 1624448, %fc1.u1486
+  %13 = add nsw i64 1624448, %fc1.u1566
   %params8 = getelementptr inbounds float, ptr %params, i64 %13
   %14 = load float, ptr %params8, align 4
   %15 = fadd float %12, %14
   %16 = fcmp ogt float %15, 0.000000e+00
-  %17 = mul nsw i64 %fc1.u1486, 64
+  %17 = mul nsw i64 %fc1.u1566, 64
   %18 = add nsw i64 4022272, %17
-  %19 = add nsw i64 %18, %fc1.n1475
+  %19 = add nsw i64 %18, %fc1.n1555
   %arena9 = getelementptr inbounds float, ptr %arena, i64 %19
   %20 = load float, ptr %arena9, align 4
-  %21 = add nsw i64 1624448, %fc1.u1486
+  %21 = add nsw i64 1624448, %fc1.u1566
   %params10 = getelementptr inbounds float, ptr %params, i64 %21
   %22 = load float, ptr %params10, align 4
   %23 = fadd float %20, %22
   %24 = select i1 %16, float %23, float 0.000000e+00
-  %25 = mul nsw i64 %fc1.n1475, 128
+  %25 = mul nsw i64 %fc1.n1555, 128
   %26 = add nsw i64 3211264, %25
-  %27 = add nsw i64 %26, %fc1.u1486
+  %27 = add nsw i64 %26, %fc1.u1566
   %arena11 = getelementptr inbounds float, ptr %arena, i64 %27
   store float %24, ptr %arena11, align 4
-  %u148.next = add nsw i64 %fc1.u1486, 1
-  %28 = icmp slt i64 %u148.next, 128
-  br i1 %28, label %fc1.u148, label %fc1.u148.end
+  %u156.next = add nsw i64 %fc1.u1566, 1
+  %28 = icmp slt i64 %u156.next, 128
+  br i1 %28, label %fc1.u156, label %fc1.u156.end
 
-fc1.u148.end:                                     ; preds = %fc1.u148
-  %n147.next = add nsw i64 %fc1.n1475, 1
-  %29 = icmp slt i64 %n147.next, 64
-  br i1 %29, label %fc1.n147, label %fc1.n147.end
+fc1.u156.end:                                     ; preds = %fc1.u156
+  %n155.next = add nsw i64 %fc1.n1555, 1
+  %29 = icmp slt i64 %n155.next, 64
+  br i1 %29, label %fc1.n155, label %fc1.n155.end
 }
 
 ; Function Attrs: noinline
-define internal void @convnet_train_b64.k3.fc1.gemm146(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @convnet_train_b64.k3.fc1.gemm154(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %fc1.t144_a3 = alloca <8 x float>, align 32
-  %fc1.t144_a2 = alloca <8 x float>, align 32
-  %fc1.t144_a1 = alloca <8 x float>, align 32
-  %fc1.t144_a0 = alloca <8 x float>, align 32
-  %fc1.t144_b1 = alloca <8 x float>, align 32
-  %fc1.t144_b0 = alloca <8 x float>, align 32
-  %fc1.t144_c3_1 = alloca <8 x float>, align 32
-  %fc1.t144_c3_0 = alloca <8 x float>, align 32
-  %fc1.t144_c2_1 = alloca <8 x float>, align 32
-  %fc1.t144_c2_0 = alloca <8 x float>, align 32
-  %fc1.t144_c1_1 = alloca <8 x float>, align 32
-  %fc1.t144_c1_0 = alloca <8 x float>, align 32
-  %fc1.t144_c0_1 = alloca <8 x float>, align 32
-  %fc1.t144_c0_0 = alloca <8 x float>, align 32
-  %fc1.t141_a3 = alloca <8 x float>, align 32
-  %fc1.t141_a2 = alloca <8 x float>, align 32
-  %fc1.t141_a1 = alloca <8 x float>, align 32
-  %fc1.t141_a0 = alloca <8 x float>, align 32
-  %fc1.t141_b2 = alloca <8 x float>, align 32
-  %fc1.t141_b1 = alloca <8 x float>, align 32
-  %fc1.t141_b0 = alloca <8 x float>, align 32
-  %fc1.t141_c3_2 = alloca <8 x float>, align 32
-  %fc1.t141_c3_1 = alloca <8 x float>, align 32
-  %fc1.t141_c3_0 = alloca <8 x float>, align 32
-  %fc1.t141_c2_2 = alloca <8 x float>, align 32
-  %fc1.t141_c2_1 = alloca <8 x float>, align 32
-  %fc1.t141_c2_0 = alloca <8 x float>, align 32
-  %fc1.t141_c1_2 = alloca <8 x float>, align 32
-  %fc1.t141_c1_1 = alloca <8 x float>, align 32
-  %fc1.t141_c1_0 = alloca <8 x float>, align 32
-  %fc1.t141_c0_2 = alloca <8 x float>, align 32
-  %fc1.t141_c0_1 = alloca <8 x float>, align 32
-  %fc1.t141_c0_0 = alloca <8 x float>, align 32
-  br label %fc1.r136
+  %fc1.t152_a3 = alloca <8 x float>, align 32
+  %fc1.t152_a2 = alloca <8 x float>, align 32
+  %fc1.t152_a1 = alloca <8 x float>, align 32
+  %fc1.t152_a0 = alloca <8 x float>, align 32
+  %fc1.t152_b1 = alloca <8 x float>, align 32
+  %fc1.t152_b0 = alloca <8 x float>, align 32
+  %fc1.t152_c3_1 = alloca <8 x float>, align 32
+  %fc1.t152_c3_0 = alloca <8 x float>, align 32
+  %fc1.t152_c2_1 = alloca <8 x float>, align 32
+  %fc1.t152_c2_0 = alloca <8 x float>, align 32
+  %fc1.t152_c1_1 = alloca <8 x float>, align 32
+  %fc1.t152_c1_0 = alloca <8 x float>, align 32
+  %fc1.t152_c0_1 = alloca <8 x float>, align 32
+  %fc1.t152_c0_0 = alloca <8 x float>, align 32
+  %fc1.t149_a3 = alloca <8 x float>, align 32
+  %fc1.t149_a2 = alloca <8 x float>, align 32
+  %fc1.t149_a1 = alloca <8 x float>, align 32
+  %fc1.t149_a0 = alloca <8 x float>, align 32
+  %fc1.t149_b2 = alloca <8 x float>, align 32
+  %fc1.t149_b1 = alloca <8 x float>, align 32
+  %fc1.t149_b0 = alloca <8 x float>, align 32
+  %fc1.t149_c3_2 = alloca <8 x float>, align 32
+  %fc1.t149_c3_1 = alloca <8 x float>, align 32
+  %fc1.t149_c3_0 = alloca <8 x float>, align 32
+  %fc1.t149_c2_2 = alloca <8 x float>, align 32
+  %fc1.t149_c2_1 = alloca <8 x float>, align 32
+  %fc1.t149_c2_0 = alloca <8 x float>, align 32
+  %fc1.t149_c1_2 = alloca <8 x float>, align 32
+  %fc1.t149_c1_1 = alloca <8 x float>, align 32
+  %fc1.t149_c1_0 = alloca <8 x float>, align 32
+  %fc1.t149_c0_2 = alloca <8 x float>, align 32
+  %fc1.t149_c0_1 = alloca <8 x float>, align 32
+  %fc1.t149_c0_0 = alloca <8 x float>, align 32
+  br label %fc1.r144
 
-fc1.r136:                                         ; preds = %fc1.i137.end, %entry
-  %fc1.r1361 = phi i64 [ 0, %entry ], [ %r136.next, %fc1.i137.end ]
-  br label %fc1.i137
+fc1.r144:                                         ; preds = %fc1.i145.end, %entry
+  %fc1.r1441 = phi i64 [ 0, %entry ], [ %r144.next, %fc1.i145.end ]
+  br label %fc1.i145
 
-fc1.r136.end:                                     ; preds = %fc1.i137.end
-  br label %fc1.kp138
+fc1.r144.end:                                     ; preds = %fc1.i145.end
+  br label %fc1.kp146
 
-fc1.i137:                                         ; preds = %fc1.i137, %fc1.r136
-  %fc1.i1372 = phi i64 [ 0, %fc1.r136 ], [ %i137.next, %fc1.i137 ]
-  %0 = mul nsw i64 %fc1.r1361, 64
+fc1.i145:                                         ; preds = %fc1.i145, %fc1.r144
+  %fc1.i1452 = phi i64 [ 0, %fc1.r144 ], [ %i145.next, %fc1.i145 ]
+  %0 = mul nsw i64 %fc1.r1441, 64
   %1 = add nsw i64 4022272, %0
-  %2 = add nsw i64 %1, %fc1.i1372
+  %2 = add nsw i64 %1, %fc1.i1452
   %arena3 = getelementptr inbounds float, ptr %arena, i64 %2
   store float 0.000000e+00, ptr %arena3, align 4
-  %i137.next = add nsw i64 %fc1.i1372, 1
-  %3 = icmp slt i64 %i137.next, 64
-  br i1 %3, label %fc1.i137, label %fc1.i137.end
+  %i145.next = add nsw i64 %fc1.i1452, 1
+  %3 = icmp slt i64 %i145.next, 64
+  br i1 %3, label %fc1.i145, label %fc1.i145.end
 
-fc1.i137.end:                                     ; preds = %fc1.i137
-  %r136.next = add nsw i64 %fc1.r1361, 1
-  %4 = icmp slt i64 %r136.next, 128
-  br i1 %4, label %fc1.r136, label %fc1.r136.end
+fc1.i145.end:                                     ; preds = %fc1.i145
+  %r144.next = add nsw i64 %fc1.r1441, 1
+  %4 = icmp slt i64 %r144.next, 128
+  br i1 %4, label %fc1.r144, label %fc1.r144.end
 
-fc1.kp138:                                        ; preds = %fc1.mb143.end, %fc1.r136.end
-  %fc1.kp1384 = phi i64 [ 0, %fc1.r136.end ], [ %kp138.next, %fc1.mb143.end ]
-  br label %fc1.nb139
+fc1.kp146:                                        ; preds = %fc1.mb151.end, %fc1.r144.end
+  %fc1.kp1464 = phi i64 [ 0, %fc1.r144.end ], [ %kp146.next, %fc1.mb151.end ]
+  br label %fc1.nb147
 
-fc1.kp138.end:                                    ; preds = %fc1.mb143.end
+fc1.kp146.end:                                    ; preds = %fc1.mb151.end
   ret void
 
-fc1.nb139:                                        ; preds = %fc1.mb140.end, %fc1.kp138
-  %fc1.nb1395 = phi i64 [ 0, %fc1.kp138 ], [ %nb139.next, %fc1.mb140.end ]
-  br label %fc1.mb140
+fc1.nb147:                                        ; preds = %fc1.mb148.end, %fc1.kp146
+  %fc1.nb1475 = phi i64 [ 0, %fc1.kp146 ], [ %nb147.next, %fc1.mb148.end ]
+  br label %fc1.mb148
 
-fc1.nb139.end:                                    ; preds = %fc1.mb140.end
-  br label %fc1.mb143
+fc1.nb147.end:                                    ; preds = %fc1.mb148.end
+  br label %fc1.mb151
 
-fc1.mb140:                                        ; preds = %fc1.k142.end, %fc1.nb139
-  %fc1.mb1406 = phi i64 [ 0, %fc1.nb139 ], [ %mb140.next, %fc1.k142.end ]
-  %5 = mul nsw i64 %fc1.mb1406, 4
+fc1.mb148:                                        ; preds = %fc1.k150.end, %fc1.nb147
+  %fc1.mb1486 = phi i64 [ 0, %fc1.nb147 ], [ %mb148.next, %fc1.k150.end ]
+  %5 = mul nsw i64 %fc1.mb1486, 4
   %6 = mul nsw i64 %5, 64
   %7 = add nsw i64 4022272, %6
-  %8 = mul nsw i64 %fc1.nb1395, 24
+  %8 = mul nsw i64 %fc1.nb1475, 24
   %9 = add nsw i64 %7, %8
   %arena7 = getelementptr inbounds float, ptr %arena, i64 %9
   %10 = load <8 x float>, ptr %arena7, align 4
-  store <8 x float> %10, ptr %fc1.t141_c0_0, align 32
-  %11 = mul nsw i64 %fc1.mb1406, 4
+  store <8 x float> %10, ptr %fc1.t149_c0_0, align 32
+  %11 = mul nsw i64 %fc1.mb1486, 4
   %12 = mul nsw i64 %11, 64
   %13 = add nsw i64 4022272, %12
-  %14 = mul nsw i64 %fc1.nb1395, 24
+  %14 = mul nsw i64 %fc1.nb1475, 24
   %15 = add nsw i64 %13, %14
   %16 = add nsw i64 %15, 8
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %16
   %17 = load <8 x float>, ptr %arena8, align 4
-  store <8 x float> %17, ptr %fc1.t141_c0_1, align 32
-  %18 = mul nsw i64 %fc1.mb1406, 4
+  store <8 x float> %17, ptr %fc1.t149_c0_1, align 32
+  %18 = mul nsw i64 %fc1.mb1486, 4
   %19 = mul nsw i64 %18, 64
   %20 = add nsw i64 4022272, %19
-  %21 = mul nsw i64 %fc1.nb1395, 24
+  %21 = mul nsw i64 %fc1.nb1475, 24
   %22 = add nsw i64 %20, %21
   %23 = add nsw i64 %22, 16
   %arena9 = getelementptr inbounds float, ptr %arena, i64 %23
   %24 = load <8 x float>, ptr %arena9, align 4
-  store <8 x float> %24, ptr %fc1.t141_c0_2, align 32
-  %25 = mul nsw i64 %fc1.mb1406, 4
+  store <8 x float> %24, ptr %fc1.t149_c0_2, align 32
+  %25 = mul nsw i64 %fc1.mb1486, 4
   %26 = add nsw i64 %25, 1
   %27 = mul nsw i64 %26, 64
   %28 = add nsw i64 4022272, %27
-  %29 = mul nsw i64 %fc1.nb1395, 24
+  %29 = mul nsw i64 %fc1.nb1475, 24
   %30 = add nsw i64 %28, %29
   %arena10 = getelementptr inbounds float, ptr %arena, i64 %30
   %31 = load <8 x float>, ptr %arena10, align 4
-  store <8 x float> %31, ptr %fc1.t141_c1_0, align 32
-  %32 = mul nsw i64 %fc1.mb1406, 4
+  store <8 x float> %31, ptr %fc1.t149_c1_0, align 32
+  %32 = mul nsw i64 %fc1.mb1486, 4
   %33 = add nsw i64 %32, 1
   %34 = mul nsw i64 %33, 64
   %35 = add nsw i64 4022272, %34
-  %36 = mul nsw i64 %fc1.nb1395, 24
+  %36 = mul nsw i64 %fc1.nb1475, 24
   %37 = add nsw i64 %35, %36
   %38 = add nsw i64 %37, 8
   %arena11 = getelementptr inbounds float, ptr %arena, i64 %38
   %39 = load <8 x float>, ptr %arena11, align 4
-  store <8 x float> %39, ptr %fc1.t141_c1_1, align 32
-  %40 = mul nsw i64 %fc1.mb1406, 4
+  store <8 x float> %39, ptr %fc1.t149_c1_1, align 32
+  %40 = mul nsw i64 %fc1.mb1486, 4
   %41 = add nsw i64 %40, 1
   %42 = mul nsw i64 %41, 64
   %43 = add nsw i64 4022272, %42
-  %44 = mul nsw i64 %fc1.nb1395, 24
+  %44 = mul nsw i64 %fc1.nb1475, 24
   %45 = add nsw i64 %43, %44
   %46 = add nsw i64 %45, 16
   %arena12 = getelementptr inbounds float, ptr %arena, i64 %46
   %47 = load <8 x float>, ptr %arena12, align 4
-  store <8 x float> %47, ptr %fc1.t141_c1_2, align 32
-  %48 = mul nsw i64 %fc1.mb1406, 4
+  store <8 x float> %47, ptr %fc1.t149_c1_2, align 32
+  %48 = mul nsw i64 %fc1.mb1486, 4
   %49 = add nsw i64 %48, 2
   %50 = mul nsw i64 %49, 64
   %51 = add nsw i64 4022272, %50
-  %52 = mul nsw i64 %fc1.nb1395, 24
+  %52 = mul nsw i64 %fc1.nb1475, 24
   %53 = add nsw i64 %51, %52
   %arena13 = getelementptr inbounds float, ptr %arena, i64 %53
   %54 = load <8 x float>, ptr %arena13, align 4
-  store <8 x float> %54, ptr %fc1.t141_c2_0, align 32
-  %55 = mul nsw i64 %fc1.mb1406, 4
+  store <8 x float> %54, ptr %fc1.t149_c2_0, align 32
+  %55 = mul nsw i64 %fc1.mb1486, 4
   %56 = add nsw i64 %55, 2
   %57 = mul nsw i64 %56, 64
   %58 = add nsw i64 4022272, %57
-  %59 = mul nsw i64 %fc1.nb1395, 24
+  %59 = mul nsw i64 %fc1.nb1475, 24
   %60 = add nsw i64 %58, %59
   %61 = add nsw i64 %60, 8
   %arena14 = getelementptr inbounds float, ptr %arena, i64 %61
   %62 = load <8 x float>, ptr %arena14, align 4
-  store <8 x float> %62, ptr %fc1.t141_c2_1, align 32
-  %63 = mul nsw i64 %fc1.mb1406, 4
+  store <8 x float> %62, ptr %fc1.t149_c2_1, align 32
+  %63 = mul nsw i64 %fc1.mb1486, 4
   %64 = add nsw i64 %63, 2
   %65 = mul nsw i64 %64, 64
   %66 = add nsw i64 4022272, %65
-  %67 = mul nsw i64 %fc1.nb1395, 24
+  %67 = mul nsw i64 %fc1.nb1475, 24
   %68 = add nsw i64 %66, %67
   %69 = add nsw i64 %68, 16
   %arena15 = getelementptr inbounds float, ptr %arena, i64 %69
   %70 = load <8 x float>, ptr %arena15, align 4
-  store <8 x float> %70, ptr %fc1.t141_c2_2, align 32
-  %71 = mul nsw i64 %fc1.mb1406, 4
+  store <8 x float> %70, ptr %fc1.t149_c2_2, align 32
+  %71 = mul nsw i64 %fc1.mb1486, 4
   %72 = add nsw i64 %71, 3
   %73 = mul nsw i64 %72, 64
   %74 = add nsw i64 4022272, %73
-  %75 = mul nsw i64 %fc1.nb1395, 24
+  %75 = mul nsw i64 %fc1.nb1475, 24
   %76 = add nsw i64 %74, %75
   %arena16 = getelementptr inbounds float, ptr %arena, i64 %76
   %77 = load <8 x float>, ptr %arena16, align 4
-  store <8 x float> %77, ptr %fc1.t141_c3_0, align 32
-  %78 = mul nsw i64 %fc1.mb1406, 4
+  store <8 x float> %77, ptr %fc1.t149_c3_0, align 32
+  %78 = mul nsw i64 %fc1.mb1486, 4
   %79 = add nsw i64 %78, 3
   %80 = mul nsw i64 %79, 64
   %81 = add nsw i64 4022272, %80
-  %82 = mul nsw i64 %fc1.nb1395, 24
+  %82 = mul nsw i64 %fc1.nb1475, 24
   %83 = add nsw i64 %81, %82
   %84 = add nsw i64 %83, 8
   %arena17 = getelementptr inbounds float, ptr %arena, i64 %84
   %85 = load <8 x float>, ptr %arena17, align 4
-  store <8 x float> %85, ptr %fc1.t141_c3_1, align 32
-  %86 = mul nsw i64 %fc1.mb1406, 4
+  store <8 x float> %85, ptr %fc1.t149_c3_1, align 32
+  %86 = mul nsw i64 %fc1.mb1486, 4
   %87 = add nsw i64 %86, 3
   %88 = mul nsw i64 %87, 64
   %89 = add nsw i64 4022272, %88
-  %90 = mul nsw i64 %fc1.nb1395, 24
+  %90 = mul nsw i64 %fc1.nb1475, 24
   %91 = add nsw i64 %89, %90
   %92 = add nsw i64 %91, 16
   %arena18 = getelementptr inbounds float, ptr %arena, i64 %92
   %93 = load <8 x float>, ptr %arena18, align 4
-  store <8 x float> %93, ptr %fc1.t141_c3_2, align 32
-  br label %fc1.k142
+  store <8 x float> %93, ptr %fc1.t149_c3_2, align 32
+  br label %fc1.k150
 
-fc1.mb140.end:                                    ; preds = %fc1.k142.end
-  %nb139.next = add nsw i64 %fc1.nb1395, 1
-  %94 = icmp slt i64 %nb139.next, 2
-  br i1 %94, label %fc1.nb139, label %fc1.nb139.end
+fc1.mb148.end:                                    ; preds = %fc1.k150.end
+  %nb147.next = add nsw i64 %fc1.nb1475, 1
+  %94 = icmp slt i64 %nb147.next, 2
+  br i1 %94, label %fc1.nb147, label %fc1.nb147.end
 
-fc1.k142:                                         ; preds = %fc1.k142, %fc1.mb140
-  %fc1.k14219 = phi i64 [ 0, %fc1.mb140 ], [ %k142.next, %fc1.k142 ]
-  %95 = mul nsw i64 %fc1.kp1384, 896
-  %96 = add nsw i64 %fc1.k14219, %95
+fc1.k150:                                         ; preds = %fc1.k150, %fc1.mb148
+  %fc1.k15019 = phi i64 [ 0, %fc1.mb148 ], [ %k150.next, %fc1.k150 ]
+  %95 = mul nsw i64 %fc1.kp1464, 896
+  %96 = add nsw i64 %fc1.k15019, %95
   %97 = mul nsw i64 %96, 64
   %98 = add nsw i64 3219456, %97
-  %99 = mul nsw i64 %fc1.nb1395, 24
+  %99 = mul nsw i64 %fc1.nb1475, 24
   %100 = add nsw i64 %98, %99
   %arena20 = getelementptr inbounds float, ptr %arena, i64 %100
   %101 = load <8 x float>, ptr %arena20, align 4
-  store <8 x float> %101, ptr %fc1.t141_b0, align 32
-  %102 = mul nsw i64 %fc1.kp1384, 896
-  %103 = add nsw i64 %fc1.k14219, %102
+  store <8 x float> %101, ptr %fc1.t149_b0, align 32
+  %102 = mul nsw i64 %fc1.kp1464, 896
+  %103 = add nsw i64 %fc1.k15019, %102
   %104 = mul nsw i64 %103, 64
   %105 = add nsw i64 3219456, %104
-  %106 = mul nsw i64 %fc1.nb1395, 24
+  %106 = mul nsw i64 %fc1.nb1475, 24
   %107 = add nsw i64 %105, %106
   %108 = add nsw i64 %107, 8
   %arena21 = getelementptr inbounds float, ptr %arena, i64 %108
   %109 = load <8 x float>, ptr %arena21, align 4
-  store <8 x float> %109, ptr %fc1.t141_b1, align 32
-  %110 = mul nsw i64 %fc1.kp1384, 896
-  %111 = add nsw i64 %fc1.k14219, %110
+  store <8 x float> %109, ptr %fc1.t149_b1, align 32
+  %110 = mul nsw i64 %fc1.kp1464, 896
+  %111 = add nsw i64 %fc1.k15019, %110
   %112 = mul nsw i64 %111, 64
   %113 = add nsw i64 3219456, %112
-  %114 = mul nsw i64 %fc1.nb1395, 24
+  %114 = mul nsw i64 %fc1.nb1475, 24
   %115 = add nsw i64 %113, %114
   %116 = add nsw i64 %115, 16
   %arena22 = getelementptr inbounds float, ptr %arena, i64 %116
   %117 = load <8 x float>, ptr %arena22, align 4
-  store <8 x float> %117, ptr %fc1.t141_b2, align 32
-  %118 = mul nsw i64 %fc1.mb1406, 4
+  store <8 x float> %117, ptr %fc1.t149_b2, align 32
+  %118 = mul nsw i64 %fc1.mb1486, 4
   %119 = mul nsw i64 %118, 12544
   %120 = add nsw i64 18816, %119
-  %121 = mul nsw i64 %fc1.kp1384, 896
-  %122 = add nsw i64 %fc1.k14219, %121
+  %121 = mul nsw i64 %fc1.kp1464, 896
+  %122 = add nsw i64 %fc1.k15019, %121
   %123 = add nsw i64 %120, %122
   %params23 = getelementptr inbounds float, ptr %params, i64 %123
   %124 = load float, ptr %params23, align 4
   %125 = insertelement <8 x float> undef, float %124, i32 0
   %126 = shufflevector <8 x float> %125, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %126, ptr %fc1.t141_a0, align 32
-  %t141_a0 = load <8 x float>, ptr %fc1.t141_a0, align 32
-  %t141_b0 = load <8 x float>, ptr %fc1.t141_b0, align 32
-  %t141_c0_0 = load <8 x float>, ptr %fc1.t141_c0_0, align 32
-  %127 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t141_a0, <8 x float> %t141_b0, <8 x float> %t141_c0_0)
-  store <8 x float> %127, ptr %fc1.t141_c0_0, align 32
-  %t141_a024 = load <8 x float>, ptr %fc1.t141_a0, align 32
-  %t141_b1 = load <8 x float>, ptr %fc1.t141_b1, align 32
-  %t141_c0_1 = load <8 x float>, ptr %fc1.t141_c0_1, align 32
-  %128 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t141_a024, <8 x float> %t141_b1, <8 x float> %t141_c0_1)
-  store <8 x float> %128, ptr %fc1.t141_c0_1, align 32
-  %t141_a025 = load <8 x float>, ptr %fc1.t141_a0, align 32
-  %t141_b2 = load <8 x float>, ptr %fc1.t141_b2, align 32
-  %t141_c0_2 = load <8 x float>, ptr %fc1.t141_c0_2, align 32
-  %129 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t141_a025, <8 x float> %t141_b2, <8 x float> %t141_c0_2)
-  store <8 x float> %129, ptr %fc1.t141_c0_2, align 32
-  %130 = mul nsw i64 %fc1.mb1406, 4
+  store <8 x float> %126, ptr %fc1.t149_a0, align 32
+  %t149_a0 = load <8 x float>, ptr %fc1.t149_a0, align 32
+  %t149_b0 = load <8 x float>, ptr %fc1.t149_b0, align 32
+  %t149_c0_0 = load <8 x float>, ptr %fc1.t149_c0_0, align 32
+  %127 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t149_a0, <8 x float> %t149_b0, <8 x float> %t149_c0_0)
+  store <8 x float> %127, ptr %fc1.t149_c0_0, align 32
+  %t149_a024 = load <8 x float>, ptr %fc1.t149_a0, align 32
+  %t149_b1 = load <8 x float>, ptr %fc1.t149_b1, align 32
+  %t149_c0_1 = load <8 x float>, ptr %fc1.t149_c0_1, align 32
+  %128 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t149_a024, <8 x float> %t149_b1, <8 x float> %t149_c0_1)
+  store <8 x float> %128, ptr %fc1.t149_c0_1, align 32
+  %t149_a025 = load <8 x float>, ptr %fc1.t149_a0, align 32
+  %t149_b2 = load <8 x float>, ptr %fc1.t149_b2, align 32
+  %t149_c0_2 = load <8 x float>, ptr %fc1.t149_c0_2, align 32
+  %129 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t149_a025, <8 x float> %t149_b2, <8 x float> %t149_c0_2)
+  store <8 x float> %129, ptr %fc1.t149_c0_2, align 32
+  %130 = mul nsw i64 %fc1.mb1486, 4
   %131 = add nsw i64 %130, 1
   %132 = mul nsw i64 %131, 12544
   %133 = add nsw i64 18816, %132
-  %134 = mul nsw i64 %fc1.kp1384, 896
-  %135 = add nsw i64 %fc1.k14219, %134
+  %134 = mul nsw i64 %fc1.kp1464, 896
+  %135 = add nsw i64 %fc1.k15019, %134
   %136 = add nsw i64 %133, %135
   %params26 = getelementptr inbounds float, ptr %params, i64 %136
   %137 = load float, ptr %params26, align 4
   %138 = insertelement <8 x float> undef, float %137, i32 0
   %139 = shufflevector <8 x float> %138, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %139, ptr %fc1.t141_a1, align 32
-  %t141_a1 = load <8 x float>, ptr %fc1.t141_a1, align 32
-  %t141_b027 = load <8 x float>, ptr %fc1.t141_b0, align 32
-  %t141_c1_0 = load <8 x float>, ptr %fc1.t141_c1_0, align 32
-  %140 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t141_a1, <8 x float> %t141_b027, <8 x float> %t141_c1_0)
-  store <8 x float> %140, ptr %fc1.t141_c1_0, align 32
-  %t141_a128 = load <8 x float>, ptr %fc1.t141_a1, align 32
-  %t141_b129 = load <8 x float>, ptr %fc1.t141_b1, align 32
-  %t141_c1_1 = load <8 x float>, ptr %fc1.t141_c1_1, align 32
-  %141 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t141_a128, <8 x float> %t141_b129, <8 x float> %t141_c1_1)
-  store <8 x float> %141, ptr %fc1.t141_c1_1, align 32
-  %t141_a130 = load <8 x float>, ptr %fc1.t141_a1, align 32
-  %t141_b231 = load <8 x float>, ptr %fc1.t141_b2, align 32
-  %t141_c1_2 = load <8 x float>, ptr %fc1.t141_c1_2, align 32
-  %142 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t141_a130, <8 x float> %t141_b231, <8 x float> %t141_c1_2)
-  store <8 x float> %142, ptr %fc1.t141_c1_2, align 32
-  %143 = mul nsw i64 %fc1.mb1406, 4
+  store <8 x float> %139, ptr %fc1.t149_a1, align 32
+  %t149_a1 = load <8 x float>, ptr %fc1.t149_a1, align 32
+  %t149_b027 = load <8 x float>, ptr %fc1.t149_b0, align 32
+  %t149_c1_0 = load <8 x float>, ptr %fc1.t149_c1_0, align 32
+  %140 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t149_a1, <8 x float> %t149_b027, <8 x float> %t149_c1_0)
+  store <8 x float> %140, ptr %fc1.t149_c1_0, align 32
+  %t149_a128 = load <8 x float>, ptr %fc1.t149_a1, align 32
+  %t149_b129 = load <8 x float>, ptr %fc1.t149_b1, align 32
+  %t149_c1_1 = load <8 x float>, ptr %fc1.t149_c1_1, align 32
+  %141 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t149_a128, <8 x float> %t149_b129, <8 x float> %t149_c1_1)
+  store <8 x float> %141, ptr %fc1.t149_c1_1, align 32
+  %t149_a130 = load <8 x float>, ptr %fc1.t149_a1, align 32
+  %t149_b231 = load <8 x float>, ptr %fc1.t149_b2, align 32
+  %t149_c1_2 = load <8 x float>, ptr %fc1.t149_c1_2, align 32
+  %142 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t149_a130, <8 x float> %t149_b231, <8 x float> %t149_c1_2)
+  store <8 x float> %142, ptr %fc1.t149_c1_2, align 32
+  %143 = mul nsw i64 %fc1.mb1486, 4
   %144 = add nsw i64 %143, 2
   %145 = mul nsw i64 %144, 12544
   %146 = add nsw i64 18816, %145
-  %147 = mul nsw i64 %fc1.kp1384, 896
-  %148 = add nsw i64 %fc1.k14219, %147
+  %147 = mul nsw i64 %fc1.kp1464, 896
+  %148 = add nsw i64 %fc1.k15019, %147
   %149 = add nsw i64 %146, %148
   %params32 = getelementptr inbounds float, ptr %params, i64 %149
   %150 = load float, ptr %params32, align 4
   %151 = insertelement <8 x float> undef, float %150, i32 0
   %152 = shufflevector <8 x float> %151, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %152, ptr %fc1.t141_a2, align 32
-  %t141_a2 = load <8 x float>, ptr %fc1.t141_a2, align 32
-  %t141_b033 = load <8 x float>, ptr %fc1.t141_b0, align 32
-  %t141_c2_0 = load <8 x float>, ptr %fc1.t141_c2_0, align 32
-  %153 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t141_a2, <8 x float> %t141_b033, <8 x float> %t141_c2_0)
-  store <8 x float> %153, ptr %fc1.t141_c2_0, align 32
-  %t141_a234 = load <8 x float>, ptr %fc1.t141_a2, align 32
-  %t141_b135 = load <8 x float>, ptr %fc1.t141_b1, align 32
-  %t141_c2_1 = load <8 x float>, ptr %fc1.t141_c2_1, align 32
-  %154 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t141_a234, <8 x float> %t141_b135, <8 x float> %t141_c2_1)
-  store <8 x float> %154, ptr %fc1.t141_c2_1, align 32
-  %t141_a236 = load <8 x float>, ptr %fc1.t141_a2, align 32
-  %t141_b237 = load <8 x float>, ptr %fc1.t141_b2, align 32
-  %t141_c2_2 = load <8 x float>, ptr %fc1.t141_c2_2, align 32
-  %155 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t141_a236, <8 x float> %t141_b237, <8 x float> %t141_c2_2)
-  store <8 x float> %155, ptr %fc1.t141_c2_2, align 32
-  %156 = mul nsw i64 %fc1.mb1406, 4
+  store <8 x float> %152, ptr %fc1.t149_a2, align 32
+  %t149_a2 = load <8 x float>, ptr %fc1.t149_a2, align 32
+  %t149_b033 = load <8 x float>, ptr %fc1.t149_b0, align 32
+  %t149_c2_0 = load <8 x float>, ptr %fc1.t149_c2_0, align 32
+  %153 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t149_a2, <8 x float> %t149_b033, <8 x float> %t149_c2_0)
+  store <8 x float> %153, ptr %fc1.t149_c2_0, align 32
+  %t149_a234 = load <8 x float>, ptr %fc1.t149_a2, align 32
+  %t149_b135 = load <8 x float>, ptr %fc1.t149_b1, align 32
+  %t149_c2_1 = load <8 x float>, ptr %fc1.t149_c2_1, align 32
+  %154 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t149_a234, <8 x float> %t149_b135, <8 x float> %t149_c2_1)
+  store <8 x float> %154, ptr %fc1.t149_c2_1, align 32
+  %t149_a236 = load <8 x float>, ptr %fc1.t149_a2, align 32
+  %t149_b237 = load <8 x float>, ptr %fc1.t149_b2, align 32
+  %t149_c2_2 = load <8 x float>, ptr %fc1.t149_c2_2, align 32
+  %155 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t149_a236, <8 x float> %t149_b237, <8 x float> %t149_c2_2)
+  store <8 x float> %155, ptr %fc1.t149_c2_2, align 32
+  %156 = mul nsw i64 %fc1.mb1486, 4
   %157 = add nsw i64 %156, 3
   %158 = mul nsw i64 %157, 12544
   %159 = add nsw i64 18816, %158
-  %160 = mul nsw i64 %fc1.kp1384, 896
-  %161 = add nsw i64 %fc1.k14219, %160
+  %160 = mul nsw i64 %fc1.kp1464, 896
+  %161 = add nsw i64 %fc1.k15019, %160
   %162 = add nsw i64 %159, %161
   %params38 = getelementptr inbounds float, ptr %params, i64 %162
   %163 = load float, ptr %params38, align 4
   %164 = insertelement <8 x float> undef, float %163, i32 0
   %165 = shufflevector <8 x float> %164, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %165, ptr %fc1.t141_a3, align 32
-  %t141_a3 = load <8 x float>, ptr %fc1.t141_a3, align 32
-  %t141_b039 = load <8 x float>, ptr %fc1.t141_b0, align 32
-  %t141_c3_0 = load <8 x float>, ptr %fc1.t141_c3_0, align 32
-  %166 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t141_a3, <8 x float> %t141_b039, <8 x float> %t141_c3_0)
-  store <8 x float> %166, ptr %fc1.t141_c3_0, align 32
-  %t141_a340 = load <8 x float>, ptr %fc1.t141_a3, align 32
-  %t141_b141 = load <8 x float>, ptr %fc1.t141_b1, align 32
-  %t141_c3_1 = load <8 x float>, ptr %fc1.t141_c3_1, align 32
-  %167 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t141_a340, <8 x float> %t141_b141, <8 x float> %t141_c3_1)
-  store <8 x float> %167, ptr %fc1.t141_c3_1, align 32
-  %t141_a342 = load <8 x float>, ptr %fc1.t141_a3, align 32
-  %t141_b243 = load <8 x float>, ptr %fc1.t141_b2, align 32
-  %t141_c3_2 = load <8 x float>, ptr %fc1.t141_c3_2, align 32
-  %168 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t141_a342, <8 x float> %t141_b243, <8 x float> %t141_c3_2)
-  store <8 x float> %168, ptr %fc1.t141_c3_2, align 32
-  %k142.next = add nsw i64 %fc1.k14219, 1
-  %169 = icmp slt i64 %k142.next, 896
-  br i1 %169, label %fc1.k142, label %fc1.k142.end
+  store <8 x float> %165, ptr %fc1.t149_a3, align 32
+  %t149_a3 = load <8 x float>, ptr %fc1.t149_a3, align 32
+  %t149_b039 = load <8 x float>, ptr %fc1.t149_b0, align 32
+  %t149_c3_0 = load <8 x float>, ptr %fc1.t149_c3_0, align 32
+  %166 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t149_a3, <8 x float> %t149_b039, <8 x float> %t149_c3_0)
+  store <8 x float> %166, ptr %fc1.t149_c3_0, align 32
+  %t149_a340 = load <8 x float>, ptr %fc1.t149_a3, align 32
+  %t149_b141 = load <8 x float>, ptr %fc1.t149_b1, align 32
+  %t149_c3_1 = load <8 x float>, ptr %fc1.t149_c3_1, align 32
+  %167 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t149_a340, <8 x float> %t149_b141, <8 x float> %t149_c3_1)
+  store <8 x float> %167, ptr %fc1.t149_c3_1, align 32
+  %t149_a342 = load <8 x float>, ptr %fc1.t149_a3, align 32
+  %t149_b243 = load <8 x float>, ptr %fc1.t149_b2, align 32
+  %t149_c3_2 = load <8 x float>, ptr %fc1.t149_c3_2, align 32
+  %168 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t149_a342, <8 x float> %t149_b243, <8 x float> %t149_c3_2)
+  store <8 x float> %168, ptr %fc1.t149_c3_2, align 32
+  %k150.next = add nsw i64 %fc1.k15019, 1
+  %169 = icmp slt i64 %k150.next, 896
+  br i1 %169, label %fc1.k150, label %fc1.k150.end
 
-fc1.k142.end:                                     ; preds = %fc1.k142
-  %t141_c0_044 = load <8 x float>, ptr %fc1.t141_c0_0, align 32
-  %170 = mul nsw i64 %fc1.mb1406, 4
+fc1.k150.end:                                     ; preds = %fc1.k150
+  %t149_c0_044 = load <8 x float>, ptr %fc1.t149_c0_0, align 32
+  %170 = mul nsw i64 %fc1.mb1486, 4
   %171 = mul nsw i64 %170, 64
   %172 = add nsw i64 4022272, %171
-  %173 = mul nsw i64 %fc1.nb1395, 24
+  %173 = mul nsw i64 %fc1.nb1475, 24
   %174 = add nsw i64 %172, %173
   %arena45 = getelementptr inbounds float, ptr %arena, i64 %174
-  store <8 x float> %t141_c0_044, ptr %arena45, align 4
-  %t141_c0_146 = load <8 x float>, ptr %fc1.t141_c0_1, align 32
-  %175 = mul nsw i64 %fc1.mb1406, 4
+  store <8 x float> %t149_c0_044, ptr %arena45, align 4
+  %t149_c0_146 = load <8 x float>, ptr %fc1.t149_c0_1, align 32
+  %175 = mul nsw i64 %fc1.mb1486, 4
   %176 = mul nsw i64 %175, 64
   %177 = add nsw i64 4022272, %176
-  %178 = mul nsw i64 %fc1.nb1395, 24
+  %178 = mul nsw i64 %fc1.nb1475, 24
   %179 = add nsw i64 %177, %178
   %180 = add nsw i64 %179, 8
   %arena47 = getelementptr inbounds float, ptr %arena, i64 %180
-  store <8 x float> %t141_c0_146, ptr %arena47, align 4
-  %t141_c0_248 = load <8 x float>, ptr %fc1.t141_c0_2, align 32
-  %181 = mul nsw i64 %fc1.mb1406, 4
+  store <8 x float> %t149_c0_146, ptr %arena47, align 4
+  %t149_c0_248 = load <8 x float>, ptr %fc1.t149_c0_2, align 32
+  %181 = mul nsw i64 %fc1.mb1486, 4
   %182 = mul nsw i64 %181, 64
   %183 = add nsw i64 4022272, %182
-  %184 = mul nsw i64 %fc1.nb1395, 24
+  %184 = mul nsw i64 %fc1.nb1475, 24
   %185 = add nsw i64 %183, %184
   %186 = add nsw i64 %185, 16
   %arena49 = getelementptr inbounds float, ptr %arena, i64 %186
-  store <8 x float> %t141_c0_248, ptr %arena49, align 4
-  %t141_c1_050 = load <8 x float>, ptr %fc1.t141_c1_0, align 32
-  %187 = mul nsw i64 %fc1.mb1406, 4
+  store <8 x float> %t149_c0_248, ptr %arena49, align 4
+  %t149_c1_050 = load <8 x float>, ptr %fc1.t149_c1_0, align 32
+  %187 = mul nsw i64 %fc1.mb1486, 4
   %188 = add nsw i64 %187, 1
   %189 = mul nsw i64 %188, 64
   %190 = add nsw i64 4022272, %189
-  %191 = mul nsw i64 %fc1.nb1395, 24
+  %191 = mul nsw i64 %fc1.nb1475, 24
   %192 = add nsw i64 %190, %191
   %arena51 = getelementptr inbounds float, ptr %arena, i64 %192
-  store <8 x float> %t141_c1_050, ptr %arena51, align 4
-  %t141_c1_152 = load <8 x float>, ptr %fc1.t141_c1_1, align 32
-  %193 = mul nsw i64 %fc1.mb1406, 4
+  store <8 x float> %t149_c1_050, ptr %arena51, align 4
+  %t149_c1_152 = load <8 x float>, ptr %fc1.t149_c1_1, align 32
+  %193 = mul nsw i64 %fc1.mb1486, 4
   %194 = add nsw i64 %193, 1
   %195 = mul nsw i64 %194, 64
   %196 = add nsw i64 4022272, %195
-  %197 = mul nsw i64 %fc1.nb1395, 24
+  %197 = mul nsw i64 %fc1.nb1475, 24
   %198 = add nsw i64 %196, %197
   %199 = add nsw i64 %198, 8
   %arena53 = getelementptr inbounds float, ptr %arena, i64 %199
-  store <8 x float> %t141_c1_152, ptr %arena53, align 4
-  %t141_c1_254 = load <8 x float>, ptr %fc1.t141_c1_2, align 32
-  %200 = mul nsw i64 %fc1.mb1406, 4
+  store <8 x float> %t149_c1_152, ptr %arena53, align 4
+  %t149_c1_254 = load <8 x float>, ptr %fc1.t149_c1_2, align 32
+  %200 = mul nsw i64 %fc1.mb1486, 4
   %201 = add nsw i64 %200, 1
   %202 = mul nsw i64 %201, 64
   %203 = add nsw i64 4022272, %202
-  %204 = mul nsw i64 %fc1.nb1395, 24
+  %204 = mul nsw i64 %fc1.nb1475, 24
   %205 = add nsw i64 %203, %204
   %206 = add nsw i64 %205, 16
   %arena55 = getelementptr inbounds float, ptr %arena, i64 %206
-  store <8 x float> %t141_c1_254, ptr %arena55, align 4
-  %t141_c2_056 = load <8 x float>, ptr %fc1.t141_c2_0, align 32
-  %207 = mul nsw i64 %fc1.mb1406, 4
+  store <8 x float> %t149_c1_254, ptr %arena55, align 4
+  %t149_c2_056 = load <8 x float>, ptr %fc1.t149_c2_0, align 32
+  %207 = mul nsw i64 %fc1.mb1486, 4
   %208 = add nsw i64 %207, 2
   %209 = mul nsw i64 %208, 64
   %210 = add nsw i64 4022272, %209
-  %211 = mul nsw i64 %fc1.nb1395, 24
+  %211 = mul nsw i64 %fc1.nb1475, 24
   %212 = add nsw i64 %210, %211
   %arena57 = getelementptr inbounds float, ptr %arena, i64 %212
-  store <8 x float> %t141_c2_056, ptr %arena57, align 4
-  %t141_c2_158 = load <8 x float>, ptr %fc1.t141_c2_1, align 32
-  %213 = mul nsw i64 %fc1.mb1406, 4
+  store <8 x float> %t149_c2_056, ptr %arena57, align 4
+  %t149_c2_158 = load <8 x float>, ptr %fc1.t149_c2_1, align 32
+  %213 = mul nsw i64 %fc1.mb1486, 4
   %214 = add nsw i64 %213, 2
   %215 = mul nsw i64 %214, 64
   %216 = add nsw i64 4022272, %215
-  %217 = mul nsw i64 %fc1.nb1395, 24
+  %217 = mul nsw i64 %fc1.nb1475, 24
   %218 = add nsw i64 %216, %217
   %219 = add nsw i64 %218, 8
   %arena59 = getelementptr inbounds float, ptr %arena, i64 %219
-  store <8 x float> %t141_c2_158, ptr %arena59, align 4
-  %t141_c2_260 = load <8 x float>, ptr %fc1.t141_c2_2, align 32
-  %220 = mul nsw i64 %fc1.mb1406, 4
+  store <8 x float> %t149_c2_158, ptr %arena59, align 4
+  %t149_c2_260 = load <8 x float>, ptr %fc1.t149_c2_2, align 32
+  %220 = mul nsw i64 %fc1.mb1486, 4
   %221 = add nsw i64 %220, 2
   %222 = mul nsw i64 %221, 64
   %223 = add nsw i64 4022272, %222
-  %224 = mul nsw i64 %fc1.nb1395, 24
+  %224 = mul nsw i64 %fc1.nb1475, 24
   %225 = add nsw i64 %223, %224
   %226 = add nsw i64 %225, 16
   %arena61 = getelementptr inbounds float, ptr %arena, i64 %226
-  store <8 x float> %t141_c2_260, ptr %arena61, align 4
-  %t141_c3_062 = load <8 x float>, ptr %fc1.t141_c3_0, align 32
-  %227 = mul nsw i64 %fc1.mb1406, 4
+  store <8 x float> %t149_c2_260, ptr %arena61, align 4
+  %t149_c3_062 = load <8 x float>, ptr %fc1.t149_c3_0, align 32
+  %227 = mul nsw i64 %fc1.mb1486, 4
   %228 = add nsw i64 %227, 3
   %229 = mul nsw i64 %228, 64
   %230 = add nsw i64 4022272, %229
-  %231 = mul nsw i64 %fc1.nb1395, 24
+  %231 = mul nsw i64 %fc1.nb1475, 24
   %232 = add nsw i64 %230, %231
   %arena63 = getelementptr inbounds float, ptr %arena, i64 %232
-  store <8 x float> %t141_c3_062, ptr %arena63, align 4
-  %t141_c3_164 = load <8 x float>, ptr %fc1.t141_c3_1, align 32
-  %233 = mul nsw i64 %fc1.mb1406, 4
+  store <8 x float> %t149_c3_062, ptr %arena63, align 4
+  %t149_c3_164 = load <8 x float>, ptr %fc1.t149_c3_1, align 32
+  %233 = mul nsw i64 %fc1.mb1486, 4
   %234 = add nsw i64 %233, 3
   %235 = mul nsw i64 %234, 64
   %236 = add nsw i64 4022272, %235
-  %237 = mul nsw i64 %fc1.nb1395, 24
+  %237 = mul nsw i64 %fc1.nb1475, 24
   %238 = add nsw i64 %236, %237
   %239 = add nsw i64 %238, 8
   %arena65 = getelementptr inbounds float, ptr %arena, i64 %239
-  store <8 x float> %t141_c3_164, ptr %arena65, align 4
-  %t141_c3_266 = load <8 x float>, ptr %fc1.t141_c3_2, align 32
-  %240 = mul nsw i64 %fc1.mb1406, 4
+  store <8 x float> %t149_c3_164, ptr %arena65, align 4
+  %t149_c3_266 = load <8 x float>, ptr %fc1.t149_c3_2, align 32
+  %240 = mul nsw i64 %fc1.mb1486, 4
   %241 = add nsw i64 %240, 3
   %242 = mul nsw i64 %241, 64
   %243 = add nsw i64 4022272, %242
-  %244 = mul nsw i64 %fc1.nb1395, 24
+  %244 = mul nsw i64 %fc1.nb1475, 24
   %245 = add nsw i64 %243, %244
   %246 = add nsw i64 %245, 16
   %arena67 = getelementptr inbounds float, ptr %arena, i64 %246
-  store <8 x float> %t141_c3_266, ptr %arena67, align 4
-  %mb140.next = add nsw i64 %fc1.mb1406, 1
-  %247 = icmp slt i64 %mb140.next, 32
-  br i1 %247, label %fc1.mb140, label %fc1.mb140.end
+  store <8 x float> %t149_c3_266, ptr %arena67, align 4
+  %mb148.next = add nsw i64 %fc1.mb1486, 1
+  %247 = icmp slt i64 %mb148.next, 32
+  br i1 %247, label %fc1.mb148, label %fc1.mb148.end
 
-fc1.mb143:                                        ; preds = %fc1.k145.end, %fc1.nb139.end
-  %fc1.mb14368 = phi i64 [ 0, %fc1.nb139.end ], [ %mb143.next, %fc1.k145.end ]
-  %248 = mul nsw i64 %fc1.mb14368, 4
+fc1.mb151:                                        ; preds = %fc1.k153.end, %fc1.nb147.end
+  %fc1.mb15168 = phi i64 [ 0, %fc1.nb147.end ], [ %mb151.next, %fc1.k153.end ]
+  %248 = mul nsw i64 %fc1.mb15168, 4
   %249 = mul nsw i64 %248, 64
   %250 = add nsw i64 4022272, %249
   %251 = add nsw i64 %250, 48
   %arena69 = getelementptr inbounds float, ptr %arena, i64 %251
   %252 = load <8 x float>, ptr %arena69, align 4
-  store <8 x float> %252, ptr %fc1.t144_c0_0, align 32
-  %253 = mul nsw i64 %fc1.mb14368, 4
+  store <8 x float> %252, ptr %fc1.t152_c0_0, align 32
+  %253 = mul nsw i64 %fc1.mb15168, 4
   %254 = mul nsw i64 %253, 64
   %255 = add nsw i64 4022272, %254
   %256 = add nsw i64 %255, 48
   %257 = add nsw i64 %256, 8
   %arena70 = getelementptr inbounds float, ptr %arena, i64 %257
   %258 = load <8 x float>, ptr %arena70, align 4
-  store <8 x float> %258, ptr %fc1.t144_c0_1, align 32
-  %259 = mul nsw i64 %fc1.mb14368, 4
+  store <8 x float> %258, ptr %fc1.t152_c0_1, align 32
+  %259 = mul nsw i64 %fc1.mb15168, 4
   %260 = add nsw i64 %259, 1
   %261 = mul nsw i64 %260, 64
   %262 = add nsw i64 4022272, %261
   %263 = add nsw i64 %262, 48
   %arena71 = getelementptr inbounds float, ptr %arena, i64 %263
   %264 = load <8 x float>, ptr %arena71, align 4
-  store <8 x float> %264, ptr %fc1.t144_c1_0, align 32
-  %265 = mul nsw i64 %fc1.mb14368, 4
+  store <8 x float> %264, ptr %fc1.t152_c1_0, align 32
+  %265 = mul nsw i64 %fc1.mb15168, 4
   %266 = add nsw i64 %265, 1
   %267 = mul nsw i64 %266, 64
   %268 = add nsw i64 4022272, %267
@@ -3449,16 +4001,16 @@ fc1.mb143:                                        ; preds = %fc1.k145.end, %fc1.
   %270 = add nsw i64 %269, 8
   %arena72 = getelementptr inbounds float, ptr %arena, i64 %270
   %271 = load <8 x float>, ptr %arena72, align 4
-  store <8 x float> %271, ptr %fc1.t144_c1_1, align 32
-  %272 = mul nsw i64 %fc1.mb14368, 4
+  store <8 x float> %271, ptr %fc1.t152_c1_1, align 32
+  %272 = mul nsw i64 %fc1.mb15168, 4
   %273 = add nsw i64 %272, 2
   %274 = mul nsw i64 %273, 64
   %275 = add nsw i64 4022272, %274
   %276 = add nsw i64 %275, 48
   %arena73 = getelementptr inbounds float, ptr %arena, i64 %276
   %277 = load <8 x float>, ptr %arena73, align 4
-  store <8 x float> %277, ptr %fc1.t144_c2_0, align 32
-  %278 = mul nsw i64 %fc1.mb14368, 4
+  store <8 x float> %277, ptr %fc1.t152_c2_0, align 32
+  %278 = mul nsw i64 %fc1.mb15168, 4
   %279 = add nsw i64 %278, 2
   %280 = mul nsw i64 %279, 64
   %281 = add nsw i64 4022272, %280
@@ -3466,16 +4018,16 @@ fc1.mb143:                                        ; preds = %fc1.k145.end, %fc1.
   %283 = add nsw i64 %282, 8
   %arena74 = getelementptr inbounds float, ptr %arena, i64 %283
   %284 = load <8 x float>, ptr %arena74, align 4
-  store <8 x float> %284, ptr %fc1.t144_c2_1, align 32
-  %285 = mul nsw i64 %fc1.mb14368, 4
+  store <8 x float> %284, ptr %fc1.t152_c2_1, align 32
+  %285 = mul nsw i64 %fc1.mb15168, 4
   %286 = add nsw i64 %285, 3
   %287 = mul nsw i64 %286, 64
   %288 = add nsw i64 4022272, %287
   %289 = add nsw i64 %288, 48
   %arena75 = getelementptr inbounds float, ptr %arena, i64 %289
   %290 = load <8 x float>, ptr %arena75, align 4
-  store <8 x float> %290, ptr %fc1.t144_c3_0, align 32
-  %291 = mul nsw i64 %fc1.mb14368, 4
+  store <8 x float> %290, ptr %fc1.t152_c3_0, align 32
+  %291 = mul nsw i64 %fc1.mb15168, 4
   %292 = add nsw i64 %291, 3
   %293 = mul nsw i64 %292, 64
   %294 = add nsw i64 4022272, %293
@@ -3483,198 +4035,198 @@ fc1.mb143:                                        ; preds = %fc1.k145.end, %fc1.
   %296 = add nsw i64 %295, 8
   %arena76 = getelementptr inbounds float, ptr %arena, i64 %296
   %297 = load <8 x float>, ptr %arena76, align 4
-  store <8 x float> %297, ptr %fc1.t144_c3_1, align 32
-  br label %fc1.k145
+  store <8 x float> %297, ptr %fc1.t152_c3_1, align 32
+  br label %fc1.k153
 
-fc1.mb143.end:                                    ; preds = %fc1.k145.end
-  %kp138.next = add nsw i64 %fc1.kp1384, 1
-  %298 = icmp slt i64 %kp138.next, 14
-  br i1 %298, label %fc1.kp138, label %fc1.kp138.end
+fc1.mb151.end:                                    ; preds = %fc1.k153.end
+  %kp146.next = add nsw i64 %fc1.kp1464, 1
+  %298 = icmp slt i64 %kp146.next, 14
+  br i1 %298, label %fc1.kp146, label %fc1.kp146.end
 
-fc1.k145:                                         ; preds = %fc1.k145, %fc1.mb143
-  %fc1.k14577 = phi i64 [ 0, %fc1.mb143 ], [ %k145.next, %fc1.k145 ]
-  %299 = mul nsw i64 %fc1.kp1384, 896
-  %300 = add nsw i64 %fc1.k14577, %299
+fc1.k153:                                         ; preds = %fc1.k153, %fc1.mb151
+  %fc1.k15377 = phi i64 [ 0, %fc1.mb151 ], [ %k153.next, %fc1.k153 ]
+  %299 = mul nsw i64 %fc1.kp1464, 896
+  %300 = add nsw i64 %fc1.k15377, %299
   %301 = mul nsw i64 %300, 64
   %302 = add nsw i64 3219456, %301
   %303 = add nsw i64 %302, 48
   %arena78 = getelementptr inbounds float, ptr %arena, i64 %303
   %304 = load <8 x float>, ptr %arena78, align 4
-  store <8 x float> %304, ptr %fc1.t144_b0, align 32
-  %305 = mul nsw i64 %fc1.kp1384, 896
-  %306 = add nsw i64 %fc1.k14577, %305
+  store <8 x float> %304, ptr %fc1.t152_b0, align 32
+  %305 = mul nsw i64 %fc1.kp1464, 896
+  %306 = add nsw i64 %fc1.k15377, %305
   %307 = mul nsw i64 %306, 64
   %308 = add nsw i64 3219456, %307
   %309 = add nsw i64 %308, 48
   %310 = add nsw i64 %309, 8
   %arena79 = getelementptr inbounds float, ptr %arena, i64 %310
   %311 = load <8 x float>, ptr %arena79, align 4
-  store <8 x float> %311, ptr %fc1.t144_b1, align 32
-  %312 = mul nsw i64 %fc1.mb14368, 4
+  store <8 x float> %311, ptr %fc1.t152_b1, align 32
+  %312 = mul nsw i64 %fc1.mb15168, 4
   %313 = mul nsw i64 %312, 12544
   %314 = add nsw i64 18816, %313
-  %315 = mul nsw i64 %fc1.kp1384, 896
-  %316 = add nsw i64 %fc1.k14577, %315
+  %315 = mul nsw i64 %fc1.kp1464, 896
+  %316 = add nsw i64 %fc1.k15377, %315
   %317 = add nsw i64 %314, %316
   %params80 = getelementptr inbounds float, ptr %params, i64 %317
   %318 = load float, ptr %params80, align 4
   %319 = insertelement <8 x float> undef, float %318, i32 0
   %320 = shufflevector <8 x float> %319, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %320, ptr %fc1.t144_a0, align 32
-  %t144_a0 = load <8 x float>, ptr %fc1.t144_a0, align 32
-  %t144_b0 = load <8 x float>, ptr %fc1.t144_b0, align 32
-  %t144_c0_0 = load <8 x float>, ptr %fc1.t144_c0_0, align 32
-  %321 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t144_a0, <8 x float> %t144_b0, <8 x float> %t144_c0_0)
-  store <8 x float> %321, ptr %fc1.t144_c0_0, align 32
-  %t144_a081 = load <8 x float>, ptr %fc1.t144_a0, align 32
-  %t144_b1 = load <8 x float>, ptr %fc1.t144_b1, align 32
-  %t144_c0_1 = load <8 x float>, ptr %fc1.t144_c0_1, align 32
-  %322 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t144_a081, <8 x float> %t144_b1, <8 x float> %t144_c0_1)
-  store <8 x float> %322, ptr %fc1.t144_c0_1, align 32
-  %323 = mul nsw i64 %fc1.mb14368, 4
+  store <8 x float> %320, ptr %fc1.t152_a0, align 32
+  %t152_a0 = load <8 x float>, ptr %fc1.t152_a0, align 32
+  %t152_b0 = load <8 x float>, ptr %fc1.t152_b0, align 32
+  %t152_c0_0 = load <8 x float>, ptr %fc1.t152_c0_0, align 32
+  %321 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t152_a0, <8 x float> %t152_b0, <8 x float> %t152_c0_0)
+  store <8 x float> %321, ptr %fc1.t152_c0_0, align 32
+  %t152_a081 = load <8 x float>, ptr %fc1.t152_a0, align 32
+  %t152_b1 = load <8 x float>, ptr %fc1.t152_b1, align 32
+  %t152_c0_1 = load <8 x float>, ptr %fc1.t152_c0_1, align 32
+  %322 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t152_a081, <8 x float> %t152_b1, <8 x float> %t152_c0_1)
+  store <8 x float> %322, ptr %fc1.t152_c0_1, align 32
+  %323 = mul nsw i64 %fc1.mb15168, 4
   %324 = add nsw i64 %323, 1
   %325 = mul nsw i64 %324, 12544
   %326 = add nsw i64 18816, %325
-  %327 = mul nsw i64 %fc1.kp1384, 896
-  %328 = add nsw i64 %fc1.k14577, %327
+  %327 = mul nsw i64 %fc1.kp1464, 896
+  %328 = add nsw i64 %fc1.k15377, %327
   %329 = add nsw i64 %326, %328
   %params82 = getelementptr inbounds float, ptr %params, i64 %329
   %330 = load float, ptr %params82, align 4
   %331 = insertelement <8 x float> undef, float %330, i32 0
   %332 = shufflevector <8 x float> %331, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %332, ptr %fc1.t144_a1, align 32
-  %t144_a1 = load <8 x float>, ptr %fc1.t144_a1, align 32
-  %t144_b083 = load <8 x float>, ptr %fc1.t144_b0, align 32
-  %t144_c1_0 = load <8 x float>, ptr %fc1.t144_c1_0, align 32
-  %333 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t144_a1, <8 x float> %t144_b083, <8 x float> %t144_c1_0)
-  store <8 x float> %333, ptr %fc1.t144_c1_0, align 32
-  %t144_a184 = load <8 x float>, ptr %fc1.t144_a1, align 32
-  %t144_b185 = load <8 x float>, ptr %fc1.t144_b1, align 32
-  %t144_c1_1 = load <8 x float>, ptr %fc1.t144_c1_1, align 32
-  %334 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t144_a184, <8 x float> %t144_b185, <8 x float> %t144_c1_1)
-  store <8 x float> %334, ptr %fc1.t144_c1_1, align 32
-  %335 = mul nsw i64 %fc1.mb14368, 4
+  store <8 x float> %332, ptr %fc1.t152_a1, align 32
+  %t152_a1 = load <8 x float>, ptr %fc1.t152_a1, align 32
+  %t152_b083 = load <8 x float>, ptr %fc1.t152_b0, align 32
+  %t152_c1_0 = load <8 x float>, ptr %fc1.t152_c1_0, align 32
+  %333 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t152_a1, <8 x float> %t152_b083, <8 x float> %t152_c1_0)
+  store <8 x float> %333, ptr %fc1.t152_c1_0, align 32
+  %t152_a184 = load <8 x float>, ptr %fc1.t152_a1, align 32
+  %t152_b185 = load <8 x float>, ptr %fc1.t152_b1, align 32
+  %t152_c1_1 = load <8 x float>, ptr %fc1.t152_c1_1, align 32
+  %334 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t152_a184, <8 x float> %t152_b185, <8 x float> %t152_c1_1)
+  store <8 x float> %334, ptr %fc1.t152_c1_1, align 32
+  %335 = mul nsw i64 %fc1.mb15168, 4
   %336 = add nsw i64 %335, 2
   %337 = mul nsw i64 %336, 12544
   %338 = add nsw i64 18816, %337
-  %339 = mul nsw i64 %fc1.kp1384, 896
-  %340 = add nsw i64 %fc1.k14577, %339
+  %339 = mul nsw i64 %fc1.kp1464, 896
+  %340 = add nsw i64 %fc1.k15377, %339
   %341 = add nsw i64 %338, %340
   %params86 = getelementptr inbounds float, ptr %params, i64 %341
   %342 = load float, ptr %params86, align 4
   %343 = insertelement <8 x float> undef, float %342, i32 0
   %344 = shufflevector <8 x float> %343, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %344, ptr %fc1.t144_a2, align 32
-  %t144_a2 = load <8 x float>, ptr %fc1.t144_a2, align 32
-  %t144_b087 = load <8 x float>, ptr %fc1.t144_b0, align 32
-  %t144_c2_0 = load <8 x float>, ptr %fc1.t144_c2_0, align 32
-  %345 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t144_a2, <8 x float> %t144_b087, <8 x float> %t144_c2_0)
-  store <8 x float> %345, ptr %fc1.t144_c2_0, align 32
-  %t144_a288 = load <8 x float>, ptr %fc1.t144_a2, align 32
-  %t144_b189 = load <8 x float>, ptr %fc1.t144_b1, align 32
-  %t144_c2_1 = load <8 x float>, ptr %fc1.t144_c2_1, align 32
-  %346 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t144_a288, <8 x float> %t144_b189, <8 x float> %t144_c2_1)
-  store <8 x float> %346, ptr %fc1.t144_c2_1, align 32
-  %347 = mul nsw i64 %fc1.mb14368, 4
+  store <8 x float> %344, ptr %fc1.t152_a2, align 32
+  %t152_a2 = load <8 x float>, ptr %fc1.t152_a2, align 32
+  %t152_b087 = load <8 x float>, ptr %fc1.t152_b0, align 32
+  %t152_c2_0 = load <8 x float>, ptr %fc1.t152_c2_0, align 32
+  %345 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t152_a2, <8 x float> %t152_b087, <8 x float> %t152_c2_0)
+  store <8 x float> %345, ptr %fc1.t152_c2_0, align 32
+  %t152_a288 = load <8 x float>, ptr %fc1.t152_a2, align 32
+  %t152_b189 = load <8 x float>, ptr %fc1.t152_b1, align 32
+  %t152_c2_1 = load <8 x float>, ptr %fc1.t152_c2_1, align 32
+  %346 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t152_a288, <8 x float> %t152_b189, <8 x float> %t152_c2_1)
+  store <8 x float> %346, ptr %fc1.t152_c2_1, align 32
+  %347 = mul nsw i64 %fc1.mb15168, 4
   %348 = add nsw i64 %347, 3
   %349 = mul nsw i64 %348, 12544
   %350 = add nsw i64 18816, %349
-  %351 = mul nsw i64 %fc1.kp1384, 896
-  %352 = add nsw i64 %fc1.k14577, %351
+  %351 = mul nsw i64 %fc1.kp1464, 896
+  %352 = add nsw i64 %fc1.k15377, %351
   %353 = add nsw i64 %350, %352
   %params90 = getelementptr inbounds float, ptr %params, i64 %353
   %354 = load float, ptr %params90, align 4
   %355 = insertelement <8 x float> undef, float %354, i32 0
   %356 = shufflevector <8 x float> %355, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %356, ptr %fc1.t144_a3, align 32
-  %t144_a3 = load <8 x float>, ptr %fc1.t144_a3, align 32
-  %t144_b091 = load <8 x float>, ptr %fc1.t144_b0, align 32
-  %t144_c3_0 = load <8 x float>, ptr %fc1.t144_c3_0, align 32
-  %357 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t144_a3, <8 x float> %t144_b091, <8 x float> %t144_c3_0)
-  store <8 x float> %357, ptr %fc1.t144_c3_0, align 32
-  %t144_a392 = load <8 x float>, ptr %fc1.t144_a3, align 32
-  %t144_b193 = load <8 x float>, ptr %fc1.t144_b1, align 32
-  %t144_c3_1 = load <8 x float>, ptr %fc1.t144_c3_1, align 32
-  %358 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t144_a392, <8 x float> %t144_b193, <8 x float> %t144_c3_1)
-  store <8 x float> %358, ptr %fc1.t144_c3_1, align 32
-  %k145.next = add nsw i64 %fc1.k14577, 1
-  %359 = icmp slt i64 %k145.next, 896
-  br i1 %359, label %fc1.k145, label %fc1.k145.end
+  store <8 x float> %356, ptr %fc1.t152_a3, align 32
+  %t152_a3 = load <8 x float>, ptr %fc1.t152_a3, align 32
+  %t152_b091 = load <8 x float>, ptr %fc1.t152_b0, align 32
+  %t152_c3_0 = load <8 x float>, ptr %fc1.t152_c3_0, align 32
+  %357 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t152_a3, <8 x float> %t152_b091, <8 x float> %t152_c3_0)
+  store <8 x float> %357, ptr %fc1.t152_c3_0, align 32
+  %t152_a392 = load <8 x float>, ptr %fc1.t152_a3, align 32
+  %t152_b193 = load <8 x float>, ptr %fc1.t152_b1, align 32
+  %t152_c3_1 = load <8 x float>, ptr %fc1.t152_c3_1, align 32
+  %358 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t152_a392, <8 x float> %t152_b193, <8 x float> %t152_c3_1)
+  store <8 x float> %358, ptr %fc1.t152_c3_1, align 32
+  %k153.next = add nsw i64 %fc1.k15377, 1
+  %359 = icmp slt i64 %k153.next, 896
+  br i1 %359, label %fc1.k153, label %fc1.k153.end
 
-fc1.k145.end:                                     ; preds = %fc1.k145
-  %t144_c0_094 = load <8 x float>, ptr %fc1.t144_c0_0, align 32
-  %360 = mul nsw i64 %fc1.mb14368, 4
+fc1.k153.end:                                     ; preds = %fc1.k153
+  %t152_c0_094 = load <8 x float>, ptr %fc1.t152_c0_0, align 32
+  %360 = mul nsw i64 %fc1.mb15168, 4
   %361 = mul nsw i64 %360, 64
   %362 = add nsw i64 4022272, %361
   %363 = add nsw i64 %362, 48
   %arena95 = getelementptr inbounds float, ptr %arena, i64 %363
-  store <8 x float> %t144_c0_094, ptr %arena95, align 4
-  %t144_c0_196 = load <8 x float>, ptr %fc1.t144_c0_1, align 32
-  %364 = mul nsw i64 %fc1.mb14368, 4
+  store <8 x float> %t152_c0_094, ptr %arena95, align 4
+  %t152_c0_196 = load <8 x float>, ptr %fc1.t152_c0_1, align 32
+  %364 = mul nsw i64 %fc1.mb15168, 4
   %365 = mul nsw i64 %364, 64
   %366 = add nsw i64 4022272, %365
   %367 = add nsw i64 %366, 48
   %368 = add nsw i64 %367, 8
   %arena97 = getelementptr inbounds float, ptr %arena, i64 %368
-  store <8 x float> %t144_c0_196, ptr %arena97, align 4
-  %t144_c1_098 = load <8 x float>, ptr %fc1.t144_c1_0, align 32
-  %369 = mul nsw i64 %fc1.mb14368, 4
+  store <8 x float> %t152_c0_196, ptr %arena97, align 4
+  %t152_c1_098 = load <8 x float>, ptr %fc1.t152_c1_0, align 32
+  %369 = mul nsw i64 %fc1.mb15168, 4
   %370 = add nsw i64 %369, 1
   %371 = mul nsw i64 %370, 64
   %372 = add nsw i64 4022272, %371
   %373 = add nsw i64 %372, 48
   %arena99 = getelementptr inbounds float, ptr %arena, i64 %373
-  store <8 x float> %t144_c1_098, ptr %arena99, align 4
-  %t144_c1_1100 = load <8 x float>, ptr %fc1.t144_c1_1, align 32
-  %374 = mul nsw i64 %fc1.mb14368, 4
+  store <8 x float> %t152_c1_098, ptr %arena99, align 4
+  %t152_c1_1100 = load <8 x float>, ptr %fc1.t152_c1_1, align 32
+  %374 = mul nsw i64 %fc1.mb15168, 4
   %375 = add nsw i64 %374, 1
   %376 = mul nsw i64 %375, 64
   %377 = add nsw i64 4022272, %376
   %378 = add nsw i64 %377, 48
   %379 = add nsw i64 %378, 8
   %arena101 = getelementptr inbounds float, ptr %arena, i64 %379
-  store <8 x float> %t144_c1_1100, ptr %arena101, align 4
-  %t144_c2_0102 = load <8 x float>, ptr %fc1.t144_c2_0, align 32
-  %380 = mul nsw i64 %fc1.mb14368, 4
+  store <8 x float> %t152_c1_1100, ptr %arena101, align 4
+  %t152_c2_0102 = load <8 x float>, ptr %fc1.t152_c2_0, align 32
+  %380 = mul nsw i64 %fc1.mb15168, 4
   %381 = add nsw i64 %380, 2
   %382 = mul nsw i64 %381, 64
   %383 = add nsw i64 4022272, %382
   %384 = add nsw i64 %383, 48
   %arena103 = getelementptr inbounds float, ptr %arena, i64 %384
-  store <8 x float> %t144_c2_0102, ptr %arena103, align 4
-  %t144_c2_1104 = load <8 x float>, ptr %fc1.t144_c2_1, align 32
-  %385 = mul nsw i64 %fc1.mb14368, 4
+  store <8 x float> %t152_c2_0102, ptr %arena103, align 4
+  %t152_c2_1104 = load <8 x float>, ptr %fc1.t152_c2_1, align 32
+  %385 = mul nsw i64 %fc1.mb15168, 4
   %386 = add nsw i64 %385, 2
   %387 = mul nsw i64 %386, 64
   %388 = add nsw i64 4022272, %387
   %389 = add nsw i64 %388, 48
   %390 = add nsw i64 %389, 8
   %arena105 = getelementptr inbounds float, ptr %arena, i64 %390
-  store <8 x float> %t144_c2_1104, ptr %arena105, align 4
-  %t144_c3_0106 = load <8 x float>, ptr %fc1.t144_c3_0, align 32
-  %391 = mul nsw i64 %fc1.mb14368, 4
+  store <8 x float> %t152_c2_1104, ptr %arena105, align 4
+  %t152_c3_0106 = load <8 x float>, ptr %fc1.t152_c3_0, align 32
+  %391 = mul nsw i64 %fc1.mb15168, 4
   %392 = add nsw i64 %391, 3
   %393 = mul nsw i64 %392, 64
   %394 = add nsw i64 4022272, %393
   %395 = add nsw i64 %394, 48
   %arena107 = getelementptr inbounds float, ptr %arena, i64 %395
-  store <8 x float> %t144_c3_0106, ptr %arena107, align 4
-  %t144_c3_1108 = load <8 x float>, ptr %fc1.t144_c3_1, align 32
-  %396 = mul nsw i64 %fc1.mb14368, 4
+  store <8 x float> %t152_c3_0106, ptr %arena107, align 4
+  %t152_c3_1108 = load <8 x float>, ptr %fc1.t152_c3_1, align 32
+  %396 = mul nsw i64 %fc1.mb15168, 4
   %397 = add nsw i64 %396, 3
   %398 = mul nsw i64 %397, 64
   %399 = add nsw i64 4022272, %398
   %400 = add nsw i64 %399, 48
   %401 = add nsw i64 %400, 8
   %arena109 = getelementptr inbounds float, ptr %arena, i64 %401
-  store <8 x float> %t144_c3_1108, ptr %arena109, align 4
-  %mb143.next = add nsw i64 %fc1.mb14368, 1
-  %402 = icmp slt i64 %mb143.next, 32
-  br i1 %402, label %fc1.mb143, label %fc1.mb143.end
+  store <8 x float> %t152_c3_1108, ptr %arena109, align 4
+  %mb151.next = add nsw i64 %fc1.mb15168, 1
+  %402 = icmp slt i64 %mb151.next, 32
+  br i1 %402, label %fc1.mb151, label %fc1.mb151.end
 }
 
 ; Function Attrs: noinline
-define internal void @convnet_train_b64.k4.drop(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @convnet_train_b64.k4.drop(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %0 = xor i64 %seed, -1035080904108319828
   %1 = lshr i64 %0, 30
@@ -3694,11 +4246,11 @@ entry:
   %15 = mul i64 %14, -7723592293110705685
   %16 = lshr i64 %15, 31
   %17 = xor i64 %15, %16
-  br label %drop.i157
+  br label %drop.i165
 
-drop.i157:                                        ; preds = %drop.i157, %entry
-  %drop.i1571 = phi i64 [ 0, %entry ], [ %i157.next, %drop.i157 ]
-  %18 = mul i64 %drop.i1571, -7046029254386353131
+drop.i165:                                        ; preds = %drop.i165, %entry
+  %drop.i1651 = phi i64 [ 0, %entry ], [ %i165.next, %drop.i165 ]
+  %18 = mul i64 %drop.i1651, -7046029254386353131
   %19 = add i64 %17, %18
   %20 = lshr i64 %19, 30
   %21 = xor i64 %19, %20
@@ -3710,145 +4262,147 @@ drop.i157:                                        ; preds = %drop.i157, %entry
   %27 = xor i64 %25, %26
   %28 = lshr i64 %27, 40
   %29 = icmp uge i64 %28, 8388608
-  %30 = add nsw i64 3211264, %drop.i1571
+  %30 = add nsw i64 3211264, %drop.i1651
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %30
   %31 = load float, ptr %arena2, align 4
   %32 = fmul float %31, 2.000000e+00
   %33 = select i1 %29, float %32, float 0.000000e+00
-  %34 = add nsw i64 3219456, %drop.i1571
+  %34 = add nsw i64 3219456, %drop.i1651
   %arena3 = getelementptr inbounds float, ptr %arena, i64 %34
   store float %33, ptr %arena3, align 4
-  %i157.next = add nsw i64 %drop.i1571, 1
-  %35 = icmp slt i64 %i157.next, 8192
-  br i1 %35, label %drop.i157, label %drop.i157.end
+  %i165.next = add nsw i64 %drop.i1651, 1
+  %35 = icmp slt i64 %i165.next, 8192
+  br i1 %35, label %drop.i165, label %drop.i165.end
 
-drop.i157.end:                                    ; preds = %drop.i157
+drop.i165.end:                                    ; preds = %drop.i165
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @convnet_train_b64.k5.fc2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @convnet_train_b64.k5.fc2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %arena1 = getelementptr inbounds float, ptr %arena, i64 3219456
   %params2 = getelementptr inbounds float, ptr %params, i64 1624576
   %arena3 = getelementptr inbounds float, ptr %arena, i64 3227648
   call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 128, float 1.000000e+00, ptr %arena1, i32 128, ptr %params2, i32 128, float 0.000000e+00, ptr %arena3, i32 10)
-  br label %fc2.n162
+  br label %fc2.n170
 
-fc2.n162:                                         ; preds = %fc2.u163.end, %entry
-  %fc2.n1624 = phi i64 [ 0, %entry ], [ %n162.next, %fc2.u163.end ]
-  br label %fc2.u163
+fc2.n170:                                         ; preds = %fc2.u171.end, %entry
+  %fc2.n1704 = phi i64 [ 0, %entry ], [ %n170.next, %fc2.u171.end ]
+  br label %fc2.u171
 
-fc2.n162.end:                                     ; preds = %fc2.u163.end
+fc2.n170.end:                                     ; preds = %fc2.u171.end
   ret void
 
-fc2.u163:                                         ; preds = %fc2.u163, %fc2.n162
-  %fc2.u1635 = phi i64 [ 0, %fc2.n162 ], [ %u163.next, %fc2.u163 ]
-  %0 = mul nsw i64 %fc2.n1624, 10
+fc2.u171:                                         ; preds = %fc2.u171, %fc2.n170
+  %fc2.u1715 = phi i64 [ 0, %fc2.n170 ], [ %u171.next, %fc2.u171 ]
+  %0 = mul nsw i64 %fc2.n1704, 10
   %1 = add nsw i64 3227648, %0
-  %2 = add nsw i64 %1, %fc2.u1635
+  %2 = add nsw i64 %1, %fc2.u1715
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %2
   %3 = load float, ptr %arena6, align 4
-  %4 = add nsw i64 1625856, %fc2.u1635
+  %4 = add nsw i64 1625856, %fc2.u1715
   %params7 = getelementptr inbounds float, ptr %params, i64 %4
   %5 = load float, ptr %params7, align 4
   %6 = fadd float %3, %5
-  %7 = mul nsw i64 %fc2.n1624, 10
+  %7 = mul nsw i64 %fc2.n1704, 10
   %8 = add nsw i64 3227648, %7
-  %9 = add nsw i64 %8, %fc2.u1635
+  %9 = add nsw i64 %8, %fc2.u1715
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %9
   store float %6, ptr %arena8, align 4
-  %u163.next = add nsw i64 %fc2.u1635, 1
-  %10 = icmp slt i64 %u163.next, 10
-  br i1 %10, label %fc2.u163, label %fc2.u163.end
+  %u171.next = add nsw i64 %fc2.u1715, 1
+  %10 = icmp slt i64 %u171.next, 10
+  br i1 %10, label %fc2.u171, label %fc2.u171.end
 
-fc2.u163.end:                                     ; preds = %fc2.u163
-  %n162.next = add nsw i64 %fc2.n1624, 1
-  %11 = icmp slt i64 %n162.next, 64
-  br i1 %11, label %fc2.n162, label %fc2.n162.end
+fc2.u171.end:                                     ; preds = %fc2.u171
+  %n170.next = add nsw i64 %fc2.n1704, 1
+  %11 = icmp slt i64 %n170.next, 64
+  br i1 %11, label %fc2.n170, label %fc2.n170.end
 }
 
-; Function Attrs: noinline
-define internal void @convnet_train_b64.k6.loss(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
-entry:
-  %loss.s167 = alloca float, align 4
-  %loss.m166 = alloca float, align 4
-  %loss.total164 = alloca float, align 4
-  store float 0.000000e+00, ptr %loss.total164, align 4
-  br label %loss.n165
+declare void @cblas_sgemm(i32, i32, i32, i32, i32, i32, float, ptr, i32, ptr, i32, float, ptr, i32)
 
-loss.n165:                                        ; preds = %loss.k169.end, %entry
-  %loss.n1651 = phi i64 [ 0, %entry ], [ %n165.next, %loss.k169.end ]
-  %0 = mul nsw i64 %loss.n1651, 10
+; Function Attrs: noinline
+define internal void @convnet_train_b64.k6.loss(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+entry:
+  %loss.s175 = alloca float, align 4
+  %loss.m174 = alloca float, align 4
+  %loss.total172 = alloca float, align 4
+  store float 0.000000e+00, ptr %loss.total172, align 4
+  br label %loss.n173
+
+loss.n173:                                        ; preds = %loss.k177.end, %entry
+  %loss.n1731 = phi i64 [ 0, %entry ], [ %n173.next, %loss.k177.end ]
+  %0 = mul nsw i64 %loss.n1731, 10
   %1 = add nsw i64 3227648, %0
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %1
   %2 = load float, ptr %arena2, align 4
-  store float %2, ptr %loss.m166, align 4
-  br label %loss.k168
+  store float %2, ptr %loss.m174, align 4
+  br label %loss.k176
 
-loss.n165.end:                                    ; preds = %loss.k169.end
-  %total16412 = load float, ptr %loss.total164, align 4
-  %3 = fdiv float %total16412, 6.400000e+01
+loss.n173.end:                                    ; preds = %loss.k177.end
+  %total17212 = load float, ptr %loss.total172, align 4
+  %3 = fdiv float %total17212, 6.400000e+01
   %arena13 = getelementptr inbounds float, ptr %arena, i64 3228288
   store float %3, ptr %arena13, align 4
   ret void
 
-loss.k168:                                        ; preds = %loss.k168, %loss.n165
-  %loss.k1683 = phi i64 [ 0, %loss.n165 ], [ %k168.next, %loss.k168 ]
-  %m166 = load float, ptr %loss.m166, align 4
-  %4 = mul nsw i64 %loss.n1651, 10
+loss.k176:                                        ; preds = %loss.k176, %loss.n173
+  %loss.k1763 = phi i64 [ 0, %loss.n173 ], [ %k176.next, %loss.k176 ]
+  %m174 = load float, ptr %loss.m174, align 4
+  %4 = mul nsw i64 %loss.n1731, 10
   %5 = add nsw i64 3227648, %4
-  %6 = add nsw i64 %5, %loss.k1683
+  %6 = add nsw i64 %5, %loss.k1763
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %6
   %7 = load float, ptr %arena4, align 4
-  %8 = fcmp ogt float %7, %m166
-  %9 = select i1 %8, float %7, float %m166
-  store float %9, ptr %loss.m166, align 4
-  %k168.next = add nsw i64 %loss.k1683, 1
-  %10 = icmp slt i64 %k168.next, 10
-  br i1 %10, label %loss.k168, label %loss.k168.end
+  %8 = fcmp ogt float %7, %m174
+  %9 = select i1 %8, float %7, float %m174
+  store float %9, ptr %loss.m174, align 4
+  %k176.next = add nsw i64 %loss.k1763, 1
+  %10 = icmp slt i64 %k176.next, 10
+  br i1 %10, label %loss.k176, label %loss.k176.end
 
-loss.k168.end:                                    ; preds = %loss.k168
-  store float 0.000000e+00, ptr %loss.s167, align 4
-  br label %loss.k169
+loss.k176.end:                                    ; preds = %loss.k176
+  store float 0.000000e+00, ptr %loss.s175, align 4
+  br label %loss.k177
 
-loss.k169:                                        ; preds = %loss.k169, %loss.k168.end
-  %loss.k1695 = phi i64 [ 0, %loss.k168.end ], [ %k169.next, %loss.k169 ]
-  %s167 = load float, ptr %loss.s167, align 4
-  %11 = mul nsw i64 %loss.n1651, 10
+loss.k177:                                        ; preds = %loss.k177, %loss.k176.end
+  %loss.k1775 = phi i64 [ 0, %loss.k176.end ], [ %k177.next, %loss.k177 ]
+  %s175 = load float, ptr %loss.s175, align 4
+  %11 = mul nsw i64 %loss.n1731, 10
   %12 = add nsw i64 3227648, %11
-  %13 = add nsw i64 %12, %loss.k1695
+  %13 = add nsw i64 %12, %loss.k1775
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %13
   %14 = load float, ptr %arena6, align 4
-  %m1667 = load float, ptr %loss.m166, align 4
-  %15 = fsub float %14, %m1667
+  %m1747 = load float, ptr %loss.m174, align 4
+  %15 = fsub float %14, %m1747
   %16 = call float @llvm.exp.f32(float %15)
-  %17 = fadd float %s167, %16
-  store float %17, ptr %loss.s167, align 4
-  %k169.next = add nsw i64 %loss.k1695, 1
-  %18 = icmp slt i64 %k169.next, 10
-  br i1 %18, label %loss.k169, label %loss.k169.end
+  %17 = fadd float %s175, %16
+  store float %17, ptr %loss.s175, align 4
+  %k177.next = add nsw i64 %loss.k1775, 1
+  %18 = icmp slt i64 %k177.next, 10
+  br i1 %18, label %loss.k177, label %loss.k177.end
 
-loss.k169.end:                                    ; preds = %loss.k169
-  %total164 = load float, ptr %loss.total164, align 4
-  %m1668 = load float, ptr %loss.m166, align 4
-  %s1679 = load float, ptr %loss.s167, align 4
-  %19 = call float @llvm.log.f32(float %s1679)
-  %20 = fadd float %m1668, %19
-  %21 = mul nsw i64 %loss.n1651, 10
+loss.k177.end:                                    ; preds = %loss.k177
+  %total172 = load float, ptr %loss.total172, align 4
+  %m1748 = load float, ptr %loss.m174, align 4
+  %s1759 = load float, ptr %loss.s175, align 4
+  %19 = call float @llvm.log.f32(float %s1759)
+  %20 = fadd float %m1748, %19
+  %21 = mul nsw i64 %loss.n1731, 10
   %22 = add nsw i64 3227648, %21
-  %labels10 = getelementptr inbounds i32, ptr %labels, i64 %loss.n1651
+  %labels10 = getelementptr inbounds i32, ptr %labels, i64 %loss.n1731
   %label = load i32, ptr %labels10, align 4
   %23 = sext i32 %label to i64
   %24 = add nsw i64 %22, %23
   %arena11 = getelementptr inbounds float, ptr %arena, i64 %24
   %25 = load float, ptr %arena11, align 4
   %26 = fsub float %20, %25
-  %27 = fadd float %total164, %26
-  store float %27, ptr %loss.total164, align 4
-  %n165.next = add nsw i64 %loss.n1651, 1
-  %28 = icmp slt i64 %n165.next, 64
-  br i1 %28, label %loss.n165, label %loss.n165.end
+  %27 = fadd float %total172, %26
+  store float %27, ptr %loss.total172, align 4
+  %n173.next = add nsw i64 %loss.n1731, 1
+  %28 = icmp slt i64 %n173.next, 64
+  br i1 %28, label %loss.n173, label %loss.n173.end
 }
 
 ; Function Attrs: nocallback nofree nosync nounwind speculatable willreturn memory(none)
@@ -3858,109 +4412,109 @@ declare float @llvm.exp.f32(float) #2
 declare float @llvm.log.f32(float) #2
 
 ; Function Attrs: noinline
-define internal void @convnet_train_b64.k7.fc2_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @convnet_train_b64.k7.fc2_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %fc2_grad.s172 = alloca float, align 4
-  %fc2_grad.m171 = alloca float, align 4
-  br label %fc2_grad.n170
+  %fc2_grad.s180 = alloca float, align 4
+  %fc2_grad.m179 = alloca float, align 4
+  br label %fc2_grad.n178
 
-fc2_grad.n170:                                    ; preds = %fc2_grad.k175.end, %entry
-  %fc2_grad.n1701 = phi i64 [ 0, %entry ], [ %n170.next, %fc2_grad.k175.end ]
-  %0 = mul nsw i64 %fc2_grad.n1701, 10
+fc2_grad.n178:                                    ; preds = %fc2_grad.k183.end, %entry
+  %fc2_grad.n1781 = phi i64 [ 0, %entry ], [ %n178.next, %fc2_grad.k183.end ]
+  %0 = mul nsw i64 %fc2_grad.n1781, 10
   %1 = add nsw i64 3227648, %0
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %1
   %2 = load float, ptr %arena2, align 4
-  store float %2, ptr %fc2_grad.m171, align 4
-  br label %fc2_grad.k173
+  store float %2, ptr %fc2_grad.m179, align 4
+  br label %fc2_grad.k181
 
-fc2_grad.n170.end:                                ; preds = %fc2_grad.k175.end
+fc2_grad.n178.end:                                ; preds = %fc2_grad.k183.end
   ret void
 
-fc2_grad.k173:                                    ; preds = %fc2_grad.k173, %fc2_grad.n170
-  %fc2_grad.k1733 = phi i64 [ 0, %fc2_grad.n170 ], [ %k173.next, %fc2_grad.k173 ]
-  %m171 = load float, ptr %fc2_grad.m171, align 4
-  %3 = mul nsw i64 %fc2_grad.n1701, 10
+fc2_grad.k181:                                    ; preds = %fc2_grad.k181, %fc2_grad.n178
+  %fc2_grad.k1813 = phi i64 [ 0, %fc2_grad.n178 ], [ %k181.next, %fc2_grad.k181 ]
+  %m179 = load float, ptr %fc2_grad.m179, align 4
+  %3 = mul nsw i64 %fc2_grad.n1781, 10
   %4 = add nsw i64 3227648, %3
-  %5 = add nsw i64 %4, %fc2_grad.k1733
+  %5 = add nsw i64 %4, %fc2_grad.k1813
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %5
   %6 = load float, ptr %arena4, align 4
-  %7 = fcmp ogt float %6, %m171
-  %8 = select i1 %7, float %6, float %m171
-  store float %8, ptr %fc2_grad.m171, align 4
-  %k173.next = add nsw i64 %fc2_grad.k1733, 1
-  %9 = icmp slt i64 %k173.next, 10
-  br i1 %9, label %fc2_grad.k173, label %fc2_grad.k173.end
+  %7 = fcmp ogt float %6, %m179
+  %8 = select i1 %7, float %6, float %m179
+  store float %8, ptr %fc2_grad.m179, align 4
+  %k181.next = add nsw i64 %fc2_grad.k1813, 1
+  %9 = icmp slt i64 %k181.next, 10
+  br i1 %9, label %fc2_grad.k181, label %fc2_grad.k181.end
 
-fc2_grad.k173.end:                                ; preds = %fc2_grad.k173
-  store float 0.000000e+00, ptr %fc2_grad.s172, align 4
-  br label %fc2_grad.k174
+fc2_grad.k181.end:                                ; preds = %fc2_grad.k181
+  store float 0.000000e+00, ptr %fc2_grad.s180, align 4
+  br label %fc2_grad.k182
 
-fc2_grad.k174:                                    ; preds = %fc2_grad.k174, %fc2_grad.k173.end
-  %fc2_grad.k1745 = phi i64 [ 0, %fc2_grad.k173.end ], [ %k174.next, %fc2_grad.k174 ]
-  %s172 = load float, ptr %fc2_grad.s172, align 4
-  %10 = mul nsw i64 %fc2_grad.n1701, 10
+fc2_grad.k182:                                    ; preds = %fc2_grad.k182, %fc2_grad.k181.end
+  %fc2_grad.k1825 = phi i64 [ 0, %fc2_grad.k181.end ], [ %k182.next, %fc2_grad.k182 ]
+  %s180 = load float, ptr %fc2_grad.s180, align 4
+  %10 = mul nsw i64 %fc2_grad.n1781, 10
   %11 = add nsw i64 3227648, %10
-  %12 = add nsw i64 %11, %fc2_grad.k1745
+  %12 = add nsw i64 %11, %fc2_grad.k1825
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %12
   %13 = load float, ptr %arena6, align 4
-  %m1717 = load float, ptr %fc2_grad.m171, align 4
-  %14 = fsub float %13, %m1717
+  %m1797 = load float, ptr %fc2_grad.m179, align 4
+  %14 = fsub float %13, %m1797
   %15 = call float @llvm.exp.f32(float %14)
-  %16 = fadd float %s172, %15
-  store float %16, ptr %fc2_grad.s172, align 4
-  %k174.next = add nsw i64 %fc2_grad.k1745, 1
-  %17 = icmp slt i64 %k174.next, 10
-  br i1 %17, label %fc2_grad.k174, label %fc2_grad.k174.end
+  %16 = fadd float %s180, %15
+  store float %16, ptr %fc2_grad.s180, align 4
+  %k182.next = add nsw i64 %fc2_grad.k1825, 1
+  %17 = icmp slt i64 %k182.next, 10
+  br i1 %17, label %fc2_grad.k182, label %fc2_grad.k182.end
 
-fc2_grad.k174.end:                                ; preds = %fc2_grad.k174
-  br label %fc2_grad.k175
+fc2_grad.k182.end:                                ; preds = %fc2_grad.k182
+  br label %fc2_grad.k183
 
-fc2_grad.k175:                                    ; preds = %fc2_grad.k175, %fc2_grad.k174.end
-  %fc2_grad.k1758 = phi i64 [ 0, %fc2_grad.k174.end ], [ %k175.next, %fc2_grad.k175 ]
-  %labels9 = getelementptr inbounds i32, ptr %labels, i64 %fc2_grad.n1701
+fc2_grad.k183:                                    ; preds = %fc2_grad.k183, %fc2_grad.k182.end
+  %fc2_grad.k1838 = phi i64 [ 0, %fc2_grad.k182.end ], [ %k183.next, %fc2_grad.k183 ]
+  %labels9 = getelementptr inbounds i32, ptr %labels, i64 %fc2_grad.n1781
   %label = load i32, ptr %labels9, align 4
   %18 = sext i32 %label to i64
-  %19 = icmp eq i64 %fc2_grad.k1758, %18
-  %20 = mul nsw i64 %fc2_grad.n1701, 10
+  %19 = icmp eq i64 %fc2_grad.k1838, %18
+  %20 = mul nsw i64 %fc2_grad.n1781, 10
   %21 = add nsw i64 3227648, %20
-  %22 = add nsw i64 %21, %fc2_grad.k1758
+  %22 = add nsw i64 %21, %fc2_grad.k1838
   %arena10 = getelementptr inbounds float, ptr %arena, i64 %22
   %23 = load float, ptr %arena10, align 4
-  %m17111 = load float, ptr %fc2_grad.m171, align 4
-  %24 = fsub float %23, %m17111
+  %m17911 = load float, ptr %fc2_grad.m179, align 4
+  %24 = fsub float %23, %m17911
   %25 = call float @llvm.exp.f32(float %24)
-  %s17212 = load float, ptr %fc2_grad.s172, align 4
-  %26 = fdiv float %25, %s17212
+  %s18012 = load float, ptr %fc2_grad.s180, align 4
+  %26 = fdiv float %25, %s18012
   %27 = fsub float %26, 1.000000e+00
-  %28 = mul nsw i64 %fc2_grad.n1701, 10
+  %28 = mul nsw i64 %fc2_grad.n1781, 10
   %29 = add nsw i64 3227648, %28
-  %30 = add nsw i64 %29, %fc2_grad.k1758
+  %30 = add nsw i64 %29, %fc2_grad.k1838
   %arena13 = getelementptr inbounds float, ptr %arena, i64 %30
   %31 = load float, ptr %arena13, align 4
-  %m17114 = load float, ptr %fc2_grad.m171, align 4
-  %32 = fsub float %31, %m17114
+  %m17914 = load float, ptr %fc2_grad.m179, align 4
+  %32 = fsub float %31, %m17914
   %33 = call float @llvm.exp.f32(float %32)
-  %s17215 = load float, ptr %fc2_grad.s172, align 4
-  %34 = fdiv float %33, %s17215
+  %s18015 = load float, ptr %fc2_grad.s180, align 4
+  %34 = fdiv float %33, %s18015
   %35 = select i1 %19, float %27, float %34
   %36 = fdiv float %35, 6.400000e+01
-  %37 = mul nsw i64 %fc2_grad.n1701, 10
+  %37 = mul nsw i64 %fc2_grad.n1781, 10
   %38 = add nsw i64 3228304, %37
-  %39 = add nsw i64 %38, %fc2_grad.k1758
+  %39 = add nsw i64 %38, %fc2_grad.k1838
   %arena16 = getelementptr inbounds float, ptr %arena, i64 %39
   store float %36, ptr %arena16, align 4
-  %k175.next = add nsw i64 %fc2_grad.k1758, 1
-  %40 = icmp slt i64 %k175.next, 10
-  br i1 %40, label %fc2_grad.k175, label %fc2_grad.k175.end
+  %k183.next = add nsw i64 %fc2_grad.k1838, 1
+  %40 = icmp slt i64 %k183.next, 10
+  br i1 %40, label %fc2_grad.k183, label %fc2_grad.k183.end
 
-fc2_grad.k175.end:                                ; preds = %fc2_grad.k175
-  %n170.next = add nsw i64 %fc2_grad.n1701, 1
-  %41 = icmp slt i64 %n170.next, 64
-  br i1 %41, label %fc2_grad.n170, label %fc2_grad.n170.end
+fc2_grad.k183.end:                                ; preds = %fc2_grad.k183
+  %n178.next = add nsw i64 %fc2_grad.n1781, 1
+  %41 = icmp slt i64 %n178.next, 64
+  br i1 %41, label %fc2_grad.n178, label %fc2_grad.n178.end
 }
 
 ; Function Attrs: noinline
-define internal void @convnet_train_b64.k8.fc2_weight_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @convnet_train_b64.k8.fc2_weight_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %arena1 = getelementptr inbounds float, ptr %arena, i64 3228304
   %arena2 = getelementptr inbounds float, ptr %arena, i64 3219456
@@ -3970,45 +4524,45 @@ entry:
 }
 
 ; Function Attrs: noinline
-define internal void @convnet_train_b64.k9.fc2_bias_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @convnet_train_b64.k9.fc2_bias_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %fc2_bias_grad.acc177 = alloca float, align 4
-  br label %fc2_bias_grad.u176
+  %fc2_bias_grad.acc185 = alloca float, align 4
+  br label %fc2_bias_grad.u184
 
-fc2_bias_grad.u176:                               ; preds = %fc2_bias_grad.n178.end, %entry
-  %fc2_bias_grad.u1761 = phi i64 [ 0, %entry ], [ %u176.next, %fc2_bias_grad.n178.end ]
-  store float 0.000000e+00, ptr %fc2_bias_grad.acc177, align 4
-  br label %fc2_bias_grad.n178
+fc2_bias_grad.u184:                               ; preds = %fc2_bias_grad.n186.end, %entry
+  %fc2_bias_grad.u1841 = phi i64 [ 0, %entry ], [ %u184.next, %fc2_bias_grad.n186.end ]
+  store float 0.000000e+00, ptr %fc2_bias_grad.acc185, align 4
+  br label %fc2_bias_grad.n186
 
-fc2_bias_grad.u176.end:                           ; preds = %fc2_bias_grad.n178.end
+fc2_bias_grad.u184.end:                           ; preds = %fc2_bias_grad.n186.end
   ret void
 
-fc2_bias_grad.n178:                               ; preds = %fc2_bias_grad.n178, %fc2_bias_grad.u176
-  %fc2_bias_grad.n1782 = phi i64 [ 0, %fc2_bias_grad.u176 ], [ %n178.next, %fc2_bias_grad.n178 ]
-  %acc177 = load float, ptr %fc2_bias_grad.acc177, align 4
-  %0 = mul nsw i64 %fc2_bias_grad.n1782, 10
+fc2_bias_grad.n186:                               ; preds = %fc2_bias_grad.n186, %fc2_bias_grad.u184
+  %fc2_bias_grad.n1862 = phi i64 [ 0, %fc2_bias_grad.u184 ], [ %n186.next, %fc2_bias_grad.n186 ]
+  %acc185 = load float, ptr %fc2_bias_grad.acc185, align 4
+  %0 = mul nsw i64 %fc2_bias_grad.n1862, 10
   %1 = add nsw i64 3228304, %0
-  %2 = add nsw i64 %1, %fc2_bias_grad.u1761
+  %2 = add nsw i64 %1, %fc2_bias_grad.u1841
   %arena3 = getelementptr inbounds float, ptr %arena, i64 %2
   %3 = load float, ptr %arena3, align 4
-  %4 = fadd float %acc177, %3
-  store float %4, ptr %fc2_bias_grad.acc177, align 4
-  %n178.next = add nsw i64 %fc2_bias_grad.n1782, 1
-  %5 = icmp slt i64 %n178.next, 64
-  br i1 %5, label %fc2_bias_grad.n178, label %fc2_bias_grad.n178.end
+  %4 = fadd float %acc185, %3
+  store float %4, ptr %fc2_bias_grad.acc185, align 4
+  %n186.next = add nsw i64 %fc2_bias_grad.n1862, 1
+  %5 = icmp slt i64 %n186.next, 64
+  br i1 %5, label %fc2_bias_grad.n186, label %fc2_bias_grad.n186.end
 
-fc2_bias_grad.n178.end:                           ; preds = %fc2_bias_grad.n178
-  %acc1774 = load float, ptr %fc2_bias_grad.acc177, align 4
-  %6 = add nsw i64 1625856, %fc2_bias_grad.u1761
+fc2_bias_grad.n186.end:                           ; preds = %fc2_bias_grad.n186
+  %acc1854 = load float, ptr %fc2_bias_grad.acc185, align 4
+  %6 = add nsw i64 1625856, %fc2_bias_grad.u1841
   %grads5 = getelementptr inbounds float, ptr %grads, i64 %6
-  store float %acc1774, ptr %grads5, align 4
-  %u176.next = add nsw i64 %fc2_bias_grad.u1761, 1
-  %7 = icmp slt i64 %u176.next, 10
-  br i1 %7, label %fc2_bias_grad.u176, label %fc2_bias_grad.u176.end
+  store float %acc1854, ptr %grads5, align 4
+  %u184.next = add nsw i64 %fc2_bias_grad.u1841, 1
+  %7 = icmp slt i64 %u184.next, 10
+  br i1 %7, label %fc2_bias_grad.u184, label %fc2_bias_grad.u184.end
 }
 
 ; Function Attrs: noinline
-define internal void @convnet_train_b64.k10.drop_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @convnet_train_b64.k10.drop_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %arena1 = getelementptr inbounds float, ptr %arena, i64 3228304
   %params2 = getelementptr inbounds float, ptr %params, i64 1624576
@@ -4018,7 +4572,7 @@ entry:
 }
 
 ; Function Attrs: noinline
-define internal void @convnet_train_b64.k11.relu3_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @convnet_train_b64.k11.relu3_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %0 = xor i64 %seed, -1035080904108319828
   %1 = lshr i64 %0, 30
@@ -4038,11 +4592,11 @@ entry:
   %15 = mul i64 %14, -7723592293110705685
   %16 = lshr i64 %15, 31
   %17 = xor i64 %15, %16
-  br label %relu3_grad.i187
+  br label %relu3_grad.i195
 
-relu3_grad.i187:                                  ; preds = %relu3_grad.i187, %entry
-  %relu3_grad.i1871 = phi i64 [ 0, %entry ], [ %i187.next, %relu3_grad.i187 ]
-  %18 = mul i64 %relu3_grad.i1871, -7046029254386353131
+relu3_grad.i195:                                  ; preds = %relu3_grad.i195, %entry
+  %relu3_grad.i1951 = phi i64 [ 0, %entry ], [ %i195.next, %relu3_grad.i195 ]
+  %18 = mul i64 %relu3_grad.i1951, -7046029254386353131
   %19 = add i64 %17, %18
   %20 = lshr i64 %19, 30
   %21 = xor i64 %19, %20
@@ -4054,1144 +4608,1144 @@ relu3_grad.i187:                                  ; preds = %relu3_grad.i187, %e
   %27 = xor i64 %25, %26
   %28 = lshr i64 %27, 40
   %29 = icmp uge i64 %28, 8388608
-  %30 = add nsw i64 3228944, %relu3_grad.i1871
+  %30 = add nsw i64 3228944, %relu3_grad.i1951
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %30
   %31 = load float, ptr %arena2, align 4
   %32 = fmul float %31, 2.000000e+00
   %33 = select i1 %29, float %32, float 0.000000e+00
-  %34 = add nsw i64 3237136, %relu3_grad.i1871
+  %34 = add nsw i64 3237136, %relu3_grad.i1951
   %arena3 = getelementptr inbounds float, ptr %arena, i64 %34
   store float %33, ptr %arena3, align 4
-  %i187.next = add nsw i64 %relu3_grad.i1871, 1
-  %35 = icmp slt i64 %i187.next, 8192
-  br i1 %35, label %relu3_grad.i187, label %relu3_grad.i187.end
+  %i195.next = add nsw i64 %relu3_grad.i1951, 1
+  %35 = icmp slt i64 %i195.next, 8192
+  br i1 %35, label %relu3_grad.i195, label %relu3_grad.i195.end
 
-relu3_grad.i187.end:                              ; preds = %relu3_grad.i187
+relu3_grad.i195.end:                              ; preds = %relu3_grad.i195
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @convnet_train_b64.k12.fc1_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @convnet_train_b64.k12.fc1_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  br label %fc1_grad.i192
+  br label %fc1_grad.i200
 
-fc1_grad.i192:                                    ; preds = %fc1_grad.i192, %entry
-  %fc1_grad.i1921 = phi i64 [ 0, %entry ], [ %i192.next, %fc1_grad.i192 ]
-  %0 = add nsw i64 3211264, %fc1_grad.i1921
+fc1_grad.i200:                                    ; preds = %fc1_grad.i200, %entry
+  %fc1_grad.i2001 = phi i64 [ 0, %entry ], [ %i200.next, %fc1_grad.i200 ]
+  %0 = add nsw i64 3211264, %fc1_grad.i2001
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %0
   %1 = load float, ptr %arena2, align 4
   %2 = fcmp ogt float %1, 0.000000e+00
-  %3 = add nsw i64 3237136, %fc1_grad.i1921
+  %3 = add nsw i64 3237136, %fc1_grad.i2001
   %arena3 = getelementptr inbounds float, ptr %arena, i64 %3
   %4 = load float, ptr %arena3, align 4
   %5 = select i1 %2, float %4, float 0.000000e+00
-  %6 = add nsw i64 3219456, %fc1_grad.i1921
+  %6 = add nsw i64 3219456, %fc1_grad.i2001
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %6
   store float %5, ptr %arena4, align 4
-  %i192.next = add nsw i64 %fc1_grad.i1921, 1
-  %7 = icmp slt i64 %i192.next, 8192
-  br i1 %7, label %fc1_grad.i192, label %fc1_grad.i192.end
+  %i200.next = add nsw i64 %fc1_grad.i2001, 1
+  %7 = icmp slt i64 %i200.next, 8192
+  br i1 %7, label %fc1_grad.i200, label %fc1_grad.i200.end
 
-fc1_grad.i192.end:                                ; preds = %fc1_grad.i192
+fc1_grad.i200.end:                                ; preds = %fc1_grad.i200
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @convnet_train_b64.k13.fc1_weight_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @convnet_train_b64.k13.fc1_weight_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  call void @convnet_train_b64.k13.fc1_weight_grad.gemm200(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
+  call void @convnet_train_b64.k13.fc1_weight_grad.gemm208(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @convnet_train_b64.k13.fc1_weight_grad.gemm200(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @convnet_train_b64.k13.fc1_weight_grad.gemm208(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %fc1_weight_grad.t198_a3 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t198_a2 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t198_a1 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t198_a0 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t198_b1 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t198_b0 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t198_c3_1 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t198_c3_0 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t198_c2_1 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t198_c2_0 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t198_c1_1 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t198_c1_0 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t198_c0_1 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t198_c0_0 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t195_a3 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t195_a2 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t195_a1 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t195_a0 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t195_b2 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t195_b1 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t195_b0 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t195_c3_2 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t195_c3_1 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t195_c3_0 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t195_c2_2 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t195_c2_1 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t195_c2_0 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t195_c1_2 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t195_c1_1 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t195_c1_0 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t195_c0_2 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t195_c0_1 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t195_c0_0 = alloca <8 x float>, align 32
-  br label %fc1_weight_grad.nb193
+  %fc1_weight_grad.t206_a3 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t206_a2 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t206_a1 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t206_a0 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t206_b1 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t206_b0 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t206_c3_1 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t206_c3_0 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t206_c2_1 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t206_c2_0 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t206_c1_1 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t206_c1_0 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t206_c0_1 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t206_c0_0 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t203_a3 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t203_a2 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t203_a1 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t203_a0 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t203_b2 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t203_b1 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t203_b0 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t203_c3_2 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t203_c3_1 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t203_c3_0 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t203_c2_2 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t203_c2_1 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t203_c2_0 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t203_c1_2 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t203_c1_1 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t203_c1_0 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t203_c0_2 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t203_c0_1 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t203_c0_0 = alloca <8 x float>, align 32
+  br label %fc1_weight_grad.nb201
 
-fc1_weight_grad.nb193:                            ; preds = %fc1_weight_grad.mb194.end, %entry
-  %fc1_weight_grad.nb1931 = phi i64 [ 0, %entry ], [ %nb193.next, %fc1_weight_grad.mb194.end ]
-  br label %fc1_weight_grad.mb194
+fc1_weight_grad.nb201:                            ; preds = %fc1_weight_grad.mb202.end, %entry
+  %fc1_weight_grad.nb2011 = phi i64 [ 0, %entry ], [ %nb201.next, %fc1_weight_grad.mb202.end ]
+  br label %fc1_weight_grad.mb202
 
-fc1_weight_grad.nb193.end:                        ; preds = %fc1_weight_grad.mb194.end
-  br label %fc1_weight_grad.mb197
+fc1_weight_grad.nb201.end:                        ; preds = %fc1_weight_grad.mb202.end
+  br label %fc1_weight_grad.mb205
 
-fc1_weight_grad.mb194:                            ; preds = %fc1_weight_grad.k196.end, %fc1_weight_grad.nb193
-  %fc1_weight_grad.mb1942 = phi i64 [ 0, %fc1_weight_grad.nb193 ], [ %mb194.next, %fc1_weight_grad.k196.end ]
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t195_c0_0, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t195_c0_1, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t195_c0_2, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t195_c1_0, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t195_c1_1, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t195_c1_2, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t195_c2_0, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t195_c2_1, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t195_c2_2, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t195_c3_0, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t195_c3_1, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t195_c3_2, align 32
-  br label %fc1_weight_grad.k196
+fc1_weight_grad.mb202:                            ; preds = %fc1_weight_grad.k204.end, %fc1_weight_grad.nb201
+  %fc1_weight_grad.mb2022 = phi i64 [ 0, %fc1_weight_grad.nb201 ], [ %mb202.next, %fc1_weight_grad.k204.end ]
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t203_c0_0, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t203_c0_1, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t203_c0_2, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t203_c1_0, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t203_c1_1, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t203_c1_2, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t203_c2_0, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t203_c2_1, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t203_c2_2, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t203_c3_0, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t203_c3_1, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t203_c3_2, align 32
+  br label %fc1_weight_grad.k204
 
-fc1_weight_grad.mb194.end:                        ; preds = %fc1_weight_grad.k196.end
-  %nb193.next = add nsw i64 %fc1_weight_grad.nb1931, 1
-  %0 = icmp slt i64 %nb193.next, 522
-  br i1 %0, label %fc1_weight_grad.nb193, label %fc1_weight_grad.nb193.end
+fc1_weight_grad.mb202.end:                        ; preds = %fc1_weight_grad.k204.end
+  %nb201.next = add nsw i64 %fc1_weight_grad.nb2011, 1
+  %0 = icmp slt i64 %nb201.next, 522
+  br i1 %0, label %fc1_weight_grad.nb201, label %fc1_weight_grad.nb201.end
 
-fc1_weight_grad.k196:                             ; preds = %fc1_weight_grad.k196, %fc1_weight_grad.mb194
-  %fc1_weight_grad.k1963 = phi i64 [ 0, %fc1_weight_grad.mb194 ], [ %k196.next, %fc1_weight_grad.k196 ]
-  %1 = mul nsw i64 %fc1_weight_grad.k1963, 12544
+fc1_weight_grad.k204:                             ; preds = %fc1_weight_grad.k204, %fc1_weight_grad.mb202
+  %fc1_weight_grad.k2043 = phi i64 [ 0, %fc1_weight_grad.mb202 ], [ %k204.next, %fc1_weight_grad.k204 ]
+  %1 = mul nsw i64 %fc1_weight_grad.k2043, 12544
   %2 = add nsw i64 1605632, %1
-  %3 = mul nsw i64 %fc1_weight_grad.nb1931, 24
+  %3 = mul nsw i64 %fc1_weight_grad.nb2011, 24
   %4 = add nsw i64 %2, %3
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %4
   %5 = load <8 x float>, ptr %arena4, align 4
-  store <8 x float> %5, ptr %fc1_weight_grad.t195_b0, align 32
-  %6 = mul nsw i64 %fc1_weight_grad.k1963, 12544
+  store <8 x float> %5, ptr %fc1_weight_grad.t203_b0, align 32
+  %6 = mul nsw i64 %fc1_weight_grad.k2043, 12544
   %7 = add nsw i64 1605632, %6
-  %8 = mul nsw i64 %fc1_weight_grad.nb1931, 24
+  %8 = mul nsw i64 %fc1_weight_grad.nb2011, 24
   %9 = add nsw i64 %7, %8
   %10 = add nsw i64 %9, 8
   %arena5 = getelementptr inbounds float, ptr %arena, i64 %10
   %11 = load <8 x float>, ptr %arena5, align 4
-  store <8 x float> %11, ptr %fc1_weight_grad.t195_b1, align 32
-  %12 = mul nsw i64 %fc1_weight_grad.k1963, 12544
+  store <8 x float> %11, ptr %fc1_weight_grad.t203_b1, align 32
+  %12 = mul nsw i64 %fc1_weight_grad.k2043, 12544
   %13 = add nsw i64 1605632, %12
-  %14 = mul nsw i64 %fc1_weight_grad.nb1931, 24
+  %14 = mul nsw i64 %fc1_weight_grad.nb2011, 24
   %15 = add nsw i64 %13, %14
   %16 = add nsw i64 %15, 16
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %16
   %17 = load <8 x float>, ptr %arena6, align 4
-  store <8 x float> %17, ptr %fc1_weight_grad.t195_b2, align 32
-  %18 = mul nsw i64 %fc1_weight_grad.mb1942, 4
+  store <8 x float> %17, ptr %fc1_weight_grad.t203_b2, align 32
+  %18 = mul nsw i64 %fc1_weight_grad.mb2022, 4
   %19 = add nsw i64 3219456, %18
-  %20 = mul nsw i64 %fc1_weight_grad.k1963, 128
+  %20 = mul nsw i64 %fc1_weight_grad.k2043, 128
   %21 = add nsw i64 %19, %20
   %arena7 = getelementptr inbounds float, ptr %arena, i64 %21
   %22 = load float, ptr %arena7, align 4
   %23 = insertelement <8 x float> undef, float %22, i32 0
   %24 = shufflevector <8 x float> %23, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %24, ptr %fc1_weight_grad.t195_a0, align 32
-  %t195_a0 = load <8 x float>, ptr %fc1_weight_grad.t195_a0, align 32
-  %t195_b0 = load <8 x float>, ptr %fc1_weight_grad.t195_b0, align 32
-  %t195_c0_0 = load <8 x float>, ptr %fc1_weight_grad.t195_c0_0, align 32
-  %25 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t195_a0, <8 x float> %t195_b0, <8 x float> %t195_c0_0)
-  store <8 x float> %25, ptr %fc1_weight_grad.t195_c0_0, align 32
-  %t195_a08 = load <8 x float>, ptr %fc1_weight_grad.t195_a0, align 32
-  %t195_b1 = load <8 x float>, ptr %fc1_weight_grad.t195_b1, align 32
-  %t195_c0_1 = load <8 x float>, ptr %fc1_weight_grad.t195_c0_1, align 32
-  %26 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t195_a08, <8 x float> %t195_b1, <8 x float> %t195_c0_1)
-  store <8 x float> %26, ptr %fc1_weight_grad.t195_c0_1, align 32
-  %t195_a09 = load <8 x float>, ptr %fc1_weight_grad.t195_a0, align 32
-  %t195_b2 = load <8 x float>, ptr %fc1_weight_grad.t195_b2, align 32
-  %t195_c0_2 = load <8 x float>, ptr %fc1_weight_grad.t195_c0_2, align 32
-  %27 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t195_a09, <8 x float> %t195_b2, <8 x float> %t195_c0_2)
-  store <8 x float> %27, ptr %fc1_weight_grad.t195_c0_2, align 32
-  %28 = mul nsw i64 %fc1_weight_grad.mb1942, 4
+  store <8 x float> %24, ptr %fc1_weight_grad.t203_a0, align 32
+  %t203_a0 = load <8 x float>, ptr %fc1_weight_grad.t203_a0, align 32
+  %t203_b0 = load <8 x float>, ptr %fc1_weight_grad.t203_b0, align 32
+  %t203_c0_0 = load <8 x float>, ptr %fc1_weight_grad.t203_c0_0, align 32
+  %25 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t203_a0, <8 x float> %t203_b0, <8 x float> %t203_c0_0)
+  store <8 x float> %25, ptr %fc1_weight_grad.t203_c0_0, align 32
+  %t203_a08 = load <8 x float>, ptr %fc1_weight_grad.t203_a0, align 32
+  %t203_b1 = load <8 x float>, ptr %fc1_weight_grad.t203_b1, align 32
+  %t203_c0_1 = load <8 x float>, ptr %fc1_weight_grad.t203_c0_1, align 32
+  %26 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t203_a08, <8 x float> %t203_b1, <8 x float> %t203_c0_1)
+  store <8 x float> %26, ptr %fc1_weight_grad.t203_c0_1, align 32
+  %t203_a09 = load <8 x float>, ptr %fc1_weight_grad.t203_a0, align 32
+  %t203_b2 = load <8 x float>, ptr %fc1_weight_grad.t203_b2, align 32
+  %t203_c0_2 = load <8 x float>, ptr %fc1_weight_grad.t203_c0_2, align 32
+  %27 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t203_a09, <8 x float> %t203_b2, <8 x float> %t203_c0_2)
+  store <8 x float> %27, ptr %fc1_weight_grad.t203_c0_2, align 32
+  %28 = mul nsw i64 %fc1_weight_grad.mb2022, 4
   %29 = add nsw i64 %28, 1
   %30 = add nsw i64 3219456, %29
-  %31 = mul nsw i64 %fc1_weight_grad.k1963, 128
+  %31 = mul nsw i64 %fc1_weight_grad.k2043, 128
   %32 = add nsw i64 %30, %31
   %arena10 = getelementptr inbounds float, ptr %arena, i64 %32
   %33 = load float, ptr %arena10, align 4
   %34 = insertelement <8 x float> undef, float %33, i32 0
   %35 = shufflevector <8 x float> %34, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %35, ptr %fc1_weight_grad.t195_a1, align 32
-  %t195_a1 = load <8 x float>, ptr %fc1_weight_grad.t195_a1, align 32
-  %t195_b011 = load <8 x float>, ptr %fc1_weight_grad.t195_b0, align 32
-  %t195_c1_0 = load <8 x float>, ptr %fc1_weight_grad.t195_c1_0, align 32
-  %36 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t195_a1, <8 x float> %t195_b011, <8 x float> %t195_c1_0)
-  store <8 x float> %36, ptr %fc1_weight_grad.t195_c1_0, align 32
-  %t195_a112 = load <8 x float>, ptr %fc1_weight_grad.t195_a1, align 32
-  %t195_b113 = load <8 x float>, ptr %fc1_weight_grad.t195_b1, align 32
-  %t195_c1_1 = load <8 x float>, ptr %fc1_weight_grad.t195_c1_1, align 32
-  %37 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t195_a112, <8 x float> %t195_b113, <8 x float> %t195_c1_1)
-  store <8 x float> %37, ptr %fc1_weight_grad.t195_c1_1, align 32
-  %t195_a114 = load <8 x float>, ptr %fc1_weight_grad.t195_a1, align 32
-  %t195_b215 = load <8 x float>, ptr %fc1_weight_grad.t195_b2, align 32
-  %t195_c1_2 = load <8 x float>, ptr %fc1_weight_grad.t195_c1_2, align 32
-  %38 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t195_a114, <8 x float> %t195_b215, <8 x float> %t195_c1_2)
-  store <8 x float> %38, ptr %fc1_weight_grad.t195_c1_2, align 32
-  %39 = mul nsw i64 %fc1_weight_grad.mb1942, 4
+  store <8 x float> %35, ptr %fc1_weight_grad.t203_a1, align 32
+  %t203_a1 = load <8 x float>, ptr %fc1_weight_grad.t203_a1, align 32
+  %t203_b011 = load <8 x float>, ptr %fc1_weight_grad.t203_b0, align 32
+  %t203_c1_0 = load <8 x float>, ptr %fc1_weight_grad.t203_c1_0, align 32
+  %36 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t203_a1, <8 x float> %t203_b011, <8 x float> %t203_c1_0)
+  store <8 x float> %36, ptr %fc1_weight_grad.t203_c1_0, align 32
+  %t203_a112 = load <8 x float>, ptr %fc1_weight_grad.t203_a1, align 32
+  %t203_b113 = load <8 x float>, ptr %fc1_weight_grad.t203_b1, align 32
+  %t203_c1_1 = load <8 x float>, ptr %fc1_weight_grad.t203_c1_1, align 32
+  %37 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t203_a112, <8 x float> %t203_b113, <8 x float> %t203_c1_1)
+  store <8 x float> %37, ptr %fc1_weight_grad.t203_c1_1, align 32
+  %t203_a114 = load <8 x float>, ptr %fc1_weight_grad.t203_a1, align 32
+  %t203_b215 = load <8 x float>, ptr %fc1_weight_grad.t203_b2, align 32
+  %t203_c1_2 = load <8 x float>, ptr %fc1_weight_grad.t203_c1_2, align 32
+  %38 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t203_a114, <8 x float> %t203_b215, <8 x float> %t203_c1_2)
+  store <8 x float> %38, ptr %fc1_weight_grad.t203_c1_2, align 32
+  %39 = mul nsw i64 %fc1_weight_grad.mb2022, 4
   %40 = add nsw i64 %39, 2
   %41 = add nsw i64 3219456, %40
-  %42 = mul nsw i64 %fc1_weight_grad.k1963, 128
+  %42 = mul nsw i64 %fc1_weight_grad.k2043, 128
   %43 = add nsw i64 %41, %42
   %arena16 = getelementptr inbounds float, ptr %arena, i64 %43
   %44 = load float, ptr %arena16, align 4
   %45 = insertelement <8 x float> undef, float %44, i32 0
   %46 = shufflevector <8 x float> %45, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %46, ptr %fc1_weight_grad.t195_a2, align 32
-  %t195_a2 = load <8 x float>, ptr %fc1_weight_grad.t195_a2, align 32
-  %t195_b017 = load <8 x float>, ptr %fc1_weight_grad.t195_b0, align 32
-  %t195_c2_0 = load <8 x float>, ptr %fc1_weight_grad.t195_c2_0, align 32
-  %47 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t195_a2, <8 x float> %t195_b017, <8 x float> %t195_c2_0)
-  store <8 x float> %47, ptr %fc1_weight_grad.t195_c2_0, align 32
-  %t195_a218 = load <8 x float>, ptr %fc1_weight_grad.t195_a2, align 32
-  %t195_b119 = load <8 x float>, ptr %fc1_weight_grad.t195_b1, align 32
-  %t195_c2_1 = load <8 x float>, ptr %fc1_weight_grad.t195_c2_1, align 32
-  %48 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t195_a218, <8 x float> %t195_b119, <8 x float> %t195_c2_1)
-  store <8 x float> %48, ptr %fc1_weight_grad.t195_c2_1, align 32
-  %t195_a220 = load <8 x float>, ptr %fc1_weight_grad.t195_a2, align 32
-  %t195_b221 = load <8 x float>, ptr %fc1_weight_grad.t195_b2, align 32
-  %t195_c2_2 = load <8 x float>, ptr %fc1_weight_grad.t195_c2_2, align 32
-  %49 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t195_a220, <8 x float> %t195_b221, <8 x float> %t195_c2_2)
-  store <8 x float> %49, ptr %fc1_weight_grad.t195_c2_2, align 32
-  %50 = mul nsw i64 %fc1_weight_grad.mb1942, 4
+  store <8 x float> %46, ptr %fc1_weight_grad.t203_a2, align 32
+  %t203_a2 = load <8 x float>, ptr %fc1_weight_grad.t203_a2, align 32
+  %t203_b017 = load <8 x float>, ptr %fc1_weight_grad.t203_b0, align 32
+  %t203_c2_0 = load <8 x float>, ptr %fc1_weight_grad.t203_c2_0, align 32
+  %47 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t203_a2, <8 x float> %t203_b017, <8 x float> %t203_c2_0)
+  store <8 x float> %47, ptr %fc1_weight_grad.t203_c2_0, align 32
+  %t203_a218 = load <8 x float>, ptr %fc1_weight_grad.t203_a2, align 32
+  %t203_b119 = load <8 x float>, ptr %fc1_weight_grad.t203_b1, align 32
+  %t203_c2_1 = load <8 x float>, ptr %fc1_weight_grad.t203_c2_1, align 32
+  %48 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t203_a218, <8 x float> %t203_b119, <8 x float> %t203_c2_1)
+  store <8 x float> %48, ptr %fc1_weight_grad.t203_c2_1, align 32
+  %t203_a220 = load <8 x float>, ptr %fc1_weight_grad.t203_a2, align 32
+  %t203_b221 = load <8 x float>, ptr %fc1_weight_grad.t203_b2, align 32
+  %t203_c2_2 = load <8 x float>, ptr %fc1_weight_grad.t203_c2_2, align 32
+  %49 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t203_a220, <8 x float> %t203_b221, <8 x float> %t203_c2_2)
+  store <8 x float> %49, ptr %fc1_weight_grad.t203_c2_2, align 32
+  %50 = mul nsw i64 %fc1_weight_grad.mb2022, 4
   %51 = add nsw i64 %50, 3
   %52 = add nsw i64 3219456, %51
-  %53 = mul nsw i64 %fc1_weight_grad.k1963, 128
+  %53 = mul nsw i64 %fc1_weight_grad.k2043, 128
   %54 = add nsw i64 %52, %53
   %arena22 = getelementptr inbounds float, ptr %arena, i64 %54
   %55 = load float, ptr %arena22, align 4
   %56 = insertelement <8 x float> undef, float %55, i32 0
   %57 = shufflevector <8 x float> %56, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %57, ptr %fc1_weight_grad.t195_a3, align 32
-  %t195_a3 = load <8 x float>, ptr %fc1_weight_grad.t195_a3, align 32
-  %t195_b023 = load <8 x float>, ptr %fc1_weight_grad.t195_b0, align 32
-  %t195_c3_0 = load <8 x float>, ptr %fc1_weight_grad.t195_c3_0, align 32
-  %58 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t195_a3, <8 x float> %t195_b023, <8 x float> %t195_c3_0)
-  store <8 x float> %58, ptr %fc1_weight_grad.t195_c3_0, align 32
-  %t195_a324 = load <8 x float>, ptr %fc1_weight_grad.t195_a3, align 32
-  %t195_b125 = load <8 x float>, ptr %fc1_weight_grad.t195_b1, align 32
-  %t195_c3_1 = load <8 x float>, ptr %fc1_weight_grad.t195_c3_1, align 32
-  %59 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t195_a324, <8 x float> %t195_b125, <8 x float> %t195_c3_1)
-  store <8 x float> %59, ptr %fc1_weight_grad.t195_c3_1, align 32
-  %t195_a326 = load <8 x float>, ptr %fc1_weight_grad.t195_a3, align 32
-  %t195_b227 = load <8 x float>, ptr %fc1_weight_grad.t195_b2, align 32
-  %t195_c3_2 = load <8 x float>, ptr %fc1_weight_grad.t195_c3_2, align 32
-  %60 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t195_a326, <8 x float> %t195_b227, <8 x float> %t195_c3_2)
-  store <8 x float> %60, ptr %fc1_weight_grad.t195_c3_2, align 32
-  %k196.next = add nsw i64 %fc1_weight_grad.k1963, 1
-  %61 = icmp slt i64 %k196.next, 64
-  br i1 %61, label %fc1_weight_grad.k196, label %fc1_weight_grad.k196.end
+  store <8 x float> %57, ptr %fc1_weight_grad.t203_a3, align 32
+  %t203_a3 = load <8 x float>, ptr %fc1_weight_grad.t203_a3, align 32
+  %t203_b023 = load <8 x float>, ptr %fc1_weight_grad.t203_b0, align 32
+  %t203_c3_0 = load <8 x float>, ptr %fc1_weight_grad.t203_c3_0, align 32
+  %58 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t203_a3, <8 x float> %t203_b023, <8 x float> %t203_c3_0)
+  store <8 x float> %58, ptr %fc1_weight_grad.t203_c3_0, align 32
+  %t203_a324 = load <8 x float>, ptr %fc1_weight_grad.t203_a3, align 32
+  %t203_b125 = load <8 x float>, ptr %fc1_weight_grad.t203_b1, align 32
+  %t203_c3_1 = load <8 x float>, ptr %fc1_weight_grad.t203_c3_1, align 32
+  %59 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t203_a324, <8 x float> %t203_b125, <8 x float> %t203_c3_1)
+  store <8 x float> %59, ptr %fc1_weight_grad.t203_c3_1, align 32
+  %t203_a326 = load <8 x float>, ptr %fc1_weight_grad.t203_a3, align 32
+  %t203_b227 = load <8 x float>, ptr %fc1_weight_grad.t203_b2, align 32
+  %t203_c3_2 = load <8 x float>, ptr %fc1_weight_grad.t203_c3_2, align 32
+  %60 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t203_a326, <8 x float> %t203_b227, <8 x float> %t203_c3_2)
+  store <8 x float> %60, ptr %fc1_weight_grad.t203_c3_2, align 32
+  %k204.next = add nsw i64 %fc1_weight_grad.k2043, 1
+  %61 = icmp slt i64 %k204.next, 64
+  br i1 %61, label %fc1_weight_grad.k204, label %fc1_weight_grad.k204.end
 
-fc1_weight_grad.k196.end:                         ; preds = %fc1_weight_grad.k196
-  %t195_c0_028 = load <8 x float>, ptr %fc1_weight_grad.t195_c0_0, align 32
-  %62 = mul nsw i64 %fc1_weight_grad.mb1942, 4
+fc1_weight_grad.k204.end:                         ; preds = %fc1_weight_grad.k204
+  %t203_c0_028 = load <8 x float>, ptr %fc1_weight_grad.t203_c0_0, align 32
+  %62 = mul nsw i64 %fc1_weight_grad.mb2022, 4
   %63 = mul nsw i64 %62, 12544
   %64 = add nsw i64 18816, %63
-  %65 = mul nsw i64 %fc1_weight_grad.nb1931, 24
+  %65 = mul nsw i64 %fc1_weight_grad.nb2011, 24
   %66 = add nsw i64 %64, %65
   %grads29 = getelementptr inbounds float, ptr %grads, i64 %66
-  store <8 x float> %t195_c0_028, ptr %grads29, align 4
-  %t195_c0_130 = load <8 x float>, ptr %fc1_weight_grad.t195_c0_1, align 32
-  %67 = mul nsw i64 %fc1_weight_grad.mb1942, 4
+  store <8 x float> %t203_c0_028, ptr %grads29, align 4
+  %t203_c0_130 = load <8 x float>, ptr %fc1_weight_grad.t203_c0_1, align 32
+  %67 = mul nsw i64 %fc1_weight_grad.mb2022, 4
   %68 = mul nsw i64 %67, 12544
   %69 = add nsw i64 18816, %68
-  %70 = mul nsw i64 %fc1_weight_grad.nb1931, 24
+  %70 = mul nsw i64 %fc1_weight_grad.nb2011, 24
   %71 = add nsw i64 %69, %70
   %72 = add nsw i64 %71, 8
   %grads31 = getelementptr inbounds float, ptr %grads, i64 %72
-  store <8 x float> %t195_c0_130, ptr %grads31, align 4
-  %t195_c0_232 = load <8 x float>, ptr %fc1_weight_grad.t195_c0_2, align 32
-  %73 = mul nsw i64 %fc1_weight_grad.mb1942, 4
+  store <8 x float> %t203_c0_130, ptr %grads31, align 4
+  %t203_c0_232 = load <8 x float>, ptr %fc1_weight_grad.t203_c0_2, align 32
+  %73 = mul nsw i64 %fc1_weight_grad.mb2022, 4
   %74 = mul nsw i64 %73, 12544
   %75 = add nsw i64 18816, %74
-  %76 = mul nsw i64 %fc1_weight_grad.nb1931, 24
+  %76 = mul nsw i64 %fc1_weight_grad.nb2011, 24
   %77 = add nsw i64 %75, %76
   %78 = add nsw i64 %77, 16
   %grads33 = getelementptr inbounds float, ptr %grads, i64 %78
-  store <8 x float> %t195_c0_232, ptr %grads33, align 4
-  %t195_c1_034 = load <8 x float>, ptr %fc1_weight_grad.t195_c1_0, align 32
-  %79 = mul nsw i64 %fc1_weight_grad.mb1942, 4
+  store <8 x float> %t203_c0_232, ptr %grads33, align 4
+  %t203_c1_034 = load <8 x float>, ptr %fc1_weight_grad.t203_c1_0, align 32
+  %79 = mul nsw i64 %fc1_weight_grad.mb2022, 4
   %80 = add nsw i64 %79, 1
   %81 = mul nsw i64 %80, 12544
   %82 = add nsw i64 18816, %81
-  %83 = mul nsw i64 %fc1_weight_grad.nb1931, 24
+  %83 = mul nsw i64 %fc1_weight_grad.nb2011, 24
   %84 = add nsw i64 %82, %83
   %grads35 = getelementptr inbounds float, ptr %grads, i64 %84
-  store <8 x float> %t195_c1_034, ptr %grads35, align 4
-  %t195_c1_136 = load <8 x float>, ptr %fc1_weight_grad.t195_c1_1, align 32
-  %85 = mul nsw i64 %fc1_weight_grad.mb1942, 4
+  store <8 x float> %t203_c1_034, ptr %grads35, align 4
+  %t203_c1_136 = load <8 x float>, ptr %fc1_weight_grad.t203_c1_1, align 32
+  %85 = mul nsw i64 %fc1_weight_grad.mb2022, 4
   %86 = add nsw i64 %85, 1
   %87 = mul nsw i64 %86, 12544
   %88 = add nsw i64 18816, %87
-  %89 = mul nsw i64 %fc1_weight_grad.nb1931, 24
+  %89 = mul nsw i64 %fc1_weight_grad.nb2011, 24
   %90 = add nsw i64 %88, %89
   %91 = add nsw i64 %90, 8
   %grads37 = getelementptr inbounds float, ptr %grads, i64 %91
-  store <8 x float> %t195_c1_136, ptr %grads37, align 4
-  %t195_c1_238 = load <8 x float>, ptr %fc1_weight_grad.t195_c1_2, align 32
-  %92 = mul nsw i64 %fc1_weight_grad.mb1942, 4
+  store <8 x float> %t203_c1_136, ptr %grads37, align 4
+  %t203_c1_238 = load <8 x float>, ptr %fc1_weight_grad.t203_c1_2, align 32
+  %92 = mul nsw i64 %fc1_weight_grad.mb2022, 4
   %93 = add nsw i64 %92, 1
   %94 = mul nsw i64 %93, 12544
   %95 = add nsw i64 18816, %94
-  %96 = mul nsw i64 %fc1_weight_grad.nb1931, 24
+  %96 = mul nsw i64 %fc1_weight_grad.nb2011, 24
   %97 = add nsw i64 %95, %96
   %98 = add nsw i64 %97, 16
   %grads39 = getelementptr inbounds float, ptr %grads, i64 %98
-  store <8 x float> %t195_c1_238, ptr %grads39, align 4
-  %t195_c2_040 = load <8 x float>, ptr %fc1_weight_grad.t195_c2_0, align 32
-  %99 = mul nsw i64 %fc1_weight_grad.mb1942, 4
+  store <8 x float> %t203_c1_238, ptr %grads39, align 4
+  %t203_c2_040 = load <8 x float>, ptr %fc1_weight_grad.t203_c2_0, align 32
+  %99 = mul nsw i64 %fc1_weight_grad.mb2022, 4
   %100 = add nsw i64 %99, 2
   %101 = mul nsw i64 %100, 12544
   %102 = add nsw i64 18816, %101
-  %103 = mul nsw i64 %fc1_weight_grad.nb1931, 24
+  %103 = mul nsw i64 %fc1_weight_grad.nb2011, 24
   %104 = add nsw i64 %102, %103
   %grads41 = getelementptr inbounds float, ptr %grads, i64 %104
-  store <8 x float> %t195_c2_040, ptr %grads41, align 4
-  %t195_c2_142 = load <8 x float>, ptr %fc1_weight_grad.t195_c2_1, align 32
-  %105 = mul nsw i64 %fc1_weight_grad.mb1942, 4
+  store <8 x float> %t203_c2_040, ptr %grads41, align 4
+  %t203_c2_142 = load <8 x float>, ptr %fc1_weight_grad.t203_c2_1, align 32
+  %105 = mul nsw i64 %fc1_weight_grad.mb2022, 4
   %106 = add nsw i64 %105, 2
   %107 = mul nsw i64 %106, 12544
   %108 = add nsw i64 18816, %107
-  %109 = mul nsw i64 %fc1_weight_grad.nb1931, 24
+  %109 = mul nsw i64 %fc1_weight_grad.nb2011, 24
   %110 = add nsw i64 %108, %109
   %111 = add nsw i64 %110, 8
   %grads43 = getelementptr inbounds float, ptr %grads, i64 %111
-  store <8 x float> %t195_c2_142, ptr %grads43, align 4
-  %t195_c2_244 = load <8 x float>, ptr %fc1_weight_grad.t195_c2_2, align 32
-  %112 = mul nsw i64 %fc1_weight_grad.mb1942, 4
+  store <8 x float> %t203_c2_142, ptr %grads43, align 4
+  %t203_c2_244 = load <8 x float>, ptr %fc1_weight_grad.t203_c2_2, align 32
+  %112 = mul nsw i64 %fc1_weight_grad.mb2022, 4
   %113 = add nsw i64 %112, 2
   %114 = mul nsw i64 %113, 12544
   %115 = add nsw i64 18816, %114
-  %116 = mul nsw i64 %fc1_weight_grad.nb1931, 24
+  %116 = mul nsw i64 %fc1_weight_grad.nb2011, 24
   %117 = add nsw i64 %115, %116
   %118 = add nsw i64 %117, 16
   %grads45 = getelementptr inbounds float, ptr %grads, i64 %118
-  store <8 x float> %t195_c2_244, ptr %grads45, align 4
-  %t195_c3_046 = load <8 x float>, ptr %fc1_weight_grad.t195_c3_0, align 32
-  %119 = mul nsw i64 %fc1_weight_grad.mb1942, 4
+  store <8 x float> %t203_c2_244, ptr %grads45, align 4
+  %t203_c3_046 = load <8 x float>, ptr %fc1_weight_grad.t203_c3_0, align 32
+  %119 = mul nsw i64 %fc1_weight_grad.mb2022, 4
   %120 = add nsw i64 %119, 3
   %121 = mul nsw i64 %120, 12544
   %122 = add nsw i64 18816, %121
-  %123 = mul nsw i64 %fc1_weight_grad.nb1931, 24
+  %123 = mul nsw i64 %fc1_weight_grad.nb2011, 24
   %124 = add nsw i64 %122, %123
   %grads47 = getelementptr inbounds float, ptr %grads, i64 %124
-  store <8 x float> %t195_c3_046, ptr %grads47, align 4
-  %t195_c3_148 = load <8 x float>, ptr %fc1_weight_grad.t195_c3_1, align 32
-  %125 = mul nsw i64 %fc1_weight_grad.mb1942, 4
+  store <8 x float> %t203_c3_046, ptr %grads47, align 4
+  %t203_c3_148 = load <8 x float>, ptr %fc1_weight_grad.t203_c3_1, align 32
+  %125 = mul nsw i64 %fc1_weight_grad.mb2022, 4
   %126 = add nsw i64 %125, 3
   %127 = mul nsw i64 %126, 12544
   %128 = add nsw i64 18816, %127
-  %129 = mul nsw i64 %fc1_weight_grad.nb1931, 24
+  %129 = mul nsw i64 %fc1_weight_grad.nb2011, 24
   %130 = add nsw i64 %128, %129
   %131 = add nsw i64 %130, 8
   %grads49 = getelementptr inbounds float, ptr %grads, i64 %131
-  store <8 x float> %t195_c3_148, ptr %grads49, align 4
-  %t195_c3_250 = load <8 x float>, ptr %fc1_weight_grad.t195_c3_2, align 32
-  %132 = mul nsw i64 %fc1_weight_grad.mb1942, 4
+  store <8 x float> %t203_c3_148, ptr %grads49, align 4
+  %t203_c3_250 = load <8 x float>, ptr %fc1_weight_grad.t203_c3_2, align 32
+  %132 = mul nsw i64 %fc1_weight_grad.mb2022, 4
   %133 = add nsw i64 %132, 3
   %134 = mul nsw i64 %133, 12544
   %135 = add nsw i64 18816, %134
-  %136 = mul nsw i64 %fc1_weight_grad.nb1931, 24
+  %136 = mul nsw i64 %fc1_weight_grad.nb2011, 24
   %137 = add nsw i64 %135, %136
   %138 = add nsw i64 %137, 16
   %grads51 = getelementptr inbounds float, ptr %grads, i64 %138
-  store <8 x float> %t195_c3_250, ptr %grads51, align 4
-  %mb194.next = add nsw i64 %fc1_weight_grad.mb1942, 1
-  %139 = icmp slt i64 %mb194.next, 32
-  br i1 %139, label %fc1_weight_grad.mb194, label %fc1_weight_grad.mb194.end
+  store <8 x float> %t203_c3_250, ptr %grads51, align 4
+  %mb202.next = add nsw i64 %fc1_weight_grad.mb2022, 1
+  %139 = icmp slt i64 %mb202.next, 32
+  br i1 %139, label %fc1_weight_grad.mb202, label %fc1_weight_grad.mb202.end
 
-fc1_weight_grad.mb197:                            ; preds = %fc1_weight_grad.k199.end, %fc1_weight_grad.nb193.end
-  %fc1_weight_grad.mb19752 = phi i64 [ 0, %fc1_weight_grad.nb193.end ], [ %mb197.next, %fc1_weight_grad.k199.end ]
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t198_c0_0, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t198_c0_1, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t198_c1_0, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t198_c1_1, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t198_c2_0, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t198_c2_1, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t198_c3_0, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t198_c3_1, align 32
-  br label %fc1_weight_grad.k199
+fc1_weight_grad.mb205:                            ; preds = %fc1_weight_grad.k207.end, %fc1_weight_grad.nb201.end
+  %fc1_weight_grad.mb20552 = phi i64 [ 0, %fc1_weight_grad.nb201.end ], [ %mb205.next, %fc1_weight_grad.k207.end ]
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t206_c0_0, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t206_c0_1, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t206_c1_0, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t206_c1_1, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t206_c2_0, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t206_c2_1, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t206_c3_0, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t206_c3_1, align 32
+  br label %fc1_weight_grad.k207
 
-fc1_weight_grad.mb197.end:                        ; preds = %fc1_weight_grad.k199.end
+fc1_weight_grad.mb205.end:                        ; preds = %fc1_weight_grad.k207.end
   ret void
 
-fc1_weight_grad.k199:                             ; preds = %fc1_weight_grad.k199, %fc1_weight_grad.mb197
-  %fc1_weight_grad.k19953 = phi i64 [ 0, %fc1_weight_grad.mb197 ], [ %k199.next, %fc1_weight_grad.k199 ]
-  %140 = mul nsw i64 %fc1_weight_grad.k19953, 12544
+fc1_weight_grad.k207:                             ; preds = %fc1_weight_grad.k207, %fc1_weight_grad.mb205
+  %fc1_weight_grad.k20753 = phi i64 [ 0, %fc1_weight_grad.mb205 ], [ %k207.next, %fc1_weight_grad.k207 ]
+  %140 = mul nsw i64 %fc1_weight_grad.k20753, 12544
   %141 = add nsw i64 1605632, %140
   %142 = add nsw i64 %141, 12528
   %arena54 = getelementptr inbounds float, ptr %arena, i64 %142
   %143 = load <8 x float>, ptr %arena54, align 4
-  store <8 x float> %143, ptr %fc1_weight_grad.t198_b0, align 32
-  %144 = mul nsw i64 %fc1_weight_grad.k19953, 12544
+  store <8 x float> %143, ptr %fc1_weight_grad.t206_b0, align 32
+  %144 = mul nsw i64 %fc1_weight_grad.k20753, 12544
   %145 = add nsw i64 1605632, %144
   %146 = add nsw i64 %145, 12528
   %147 = add nsw i64 %146, 8
   %arena55 = getelementptr inbounds float, ptr %arena, i64 %147
   %148 = load <8 x float>, ptr %arena55, align 4
-  store <8 x float> %148, ptr %fc1_weight_grad.t198_b1, align 32
-  %149 = mul nsw i64 %fc1_weight_grad.mb19752, 4
+  store <8 x float> %148, ptr %fc1_weight_grad.t206_b1, align 32
+  %149 = mul nsw i64 %fc1_weight_grad.mb20552, 4
   %150 = add nsw i64 3219456, %149
-  %151 = mul nsw i64 %fc1_weight_grad.k19953, 128
+  %151 = mul nsw i64 %fc1_weight_grad.k20753, 128
   %152 = add nsw i64 %150, %151
   %arena56 = getelementptr inbounds float, ptr %arena, i64 %152
   %153 = load float, ptr %arena56, align 4
   %154 = insertelement <8 x float> undef, float %153, i32 0
   %155 = shufflevector <8 x float> %154, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %155, ptr %fc1_weight_grad.t198_a0, align 32
-  %t198_a0 = load <8 x float>, ptr %fc1_weight_grad.t198_a0, align 32
-  %t198_b0 = load <8 x float>, ptr %fc1_weight_grad.t198_b0, align 32
-  %t198_c0_0 = load <8 x float>, ptr %fc1_weight_grad.t198_c0_0, align 32
-  %156 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t198_a0, <8 x float> %t198_b0, <8 x float> %t198_c0_0)
-  store <8 x float> %156, ptr %fc1_weight_grad.t198_c0_0, align 32
-  %t198_a057 = load <8 x float>, ptr %fc1_weight_grad.t198_a0, align 32
-  %t198_b1 = load <8 x float>, ptr %fc1_weight_grad.t198_b1, align 32
-  %t198_c0_1 = load <8 x float>, ptr %fc1_weight_grad.t198_c0_1, align 32
-  %157 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t198_a057, <8 x float> %t198_b1, <8 x float> %t198_c0_1)
-  store <8 x float> %157, ptr %fc1_weight_grad.t198_c0_1, align 32
-  %158 = mul nsw i64 %fc1_weight_grad.mb19752, 4
+  store <8 x float> %155, ptr %fc1_weight_grad.t206_a0, align 32
+  %t206_a0 = load <8 x float>, ptr %fc1_weight_grad.t206_a0, align 32
+  %t206_b0 = load <8 x float>, ptr %fc1_weight_grad.t206_b0, align 32
+  %t206_c0_0 = load <8 x float>, ptr %fc1_weight_grad.t206_c0_0, align 32
+  %156 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t206_a0, <8 x float> %t206_b0, <8 x float> %t206_c0_0)
+  store <8 x float> %156, ptr %fc1_weight_grad.t206_c0_0, align 32
+  %t206_a057 = load <8 x float>, ptr %fc1_weight_grad.t206_a0, align 32
+  %t206_b1 = load <8 x float>, ptr %fc1_weight_grad.t206_b1, align 32
+  %t206_c0_1 = load <8 x float>, ptr %fc1_weight_grad.t206_c0_1, align 32
+  %157 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t206_a057, <8 x float> %t206_b1, <8 x float> %t206_c0_1)
+  store <8 x float> %157, ptr %fc1_weight_grad.t206_c0_1, align 32
+  %158 = mul nsw i64 %fc1_weight_grad.mb20552, 4
   %159 = add nsw i64 %158, 1
   %160 = add nsw i64 3219456, %159
-  %161 = mul nsw i64 %fc1_weight_grad.k19953, 128
+  %161 = mul nsw i64 %fc1_weight_grad.k20753, 128
   %162 = add nsw i64 %160, %161
   %arena58 = getelementptr inbounds float, ptr %arena, i64 %162
   %163 = load float, ptr %arena58, align 4
   %164 = insertelement <8 x float> undef, float %163, i32 0
   %165 = shufflevector <8 x float> %164, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %165, ptr %fc1_weight_grad.t198_a1, align 32
-  %t198_a1 = load <8 x float>, ptr %fc1_weight_grad.t198_a1, align 32
-  %t198_b059 = load <8 x float>, ptr %fc1_weight_grad.t198_b0, align 32
-  %t198_c1_0 = load <8 x float>, ptr %fc1_weight_grad.t198_c1_0, align 32
-  %166 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t198_a1, <8 x float> %t198_b059, <8 x float> %t198_c1_0)
-  store <8 x float> %166, ptr %fc1_weight_grad.t198_c1_0, align 32
-  %t198_a160 = load <8 x float>, ptr %fc1_weight_grad.t198_a1, align 32
-  %t198_b161 = load <8 x float>, ptr %fc1_weight_grad.t198_b1, align 32
-  %t198_c1_1 = load <8 x float>, ptr %fc1_weight_grad.t198_c1_1, align 32
-  %167 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t198_a160, <8 x float> %t198_b161, <8 x float> %t198_c1_1)
-  store <8 x float> %167, ptr %fc1_weight_grad.t198_c1_1, align 32
-  %168 = mul nsw i64 %fc1_weight_grad.mb19752, 4
+  store <8 x float> %165, ptr %fc1_weight_grad.t206_a1, align 32
+  %t206_a1 = load <8 x float>, ptr %fc1_weight_grad.t206_a1, align 32
+  %t206_b059 = load <8 x float>, ptr %fc1_weight_grad.t206_b0, align 32
+  %t206_c1_0 = load <8 x float>, ptr %fc1_weight_grad.t206_c1_0, align 32
+  %166 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t206_a1, <8 x float> %t206_b059, <8 x float> %t206_c1_0)
+  store <8 x float> %166, ptr %fc1_weight_grad.t206_c1_0, align 32
+  %t206_a160 = load <8 x float>, ptr %fc1_weight_grad.t206_a1, align 32
+  %t206_b161 = load <8 x float>, ptr %fc1_weight_grad.t206_b1, align 32
+  %t206_c1_1 = load <8 x float>, ptr %fc1_weight_grad.t206_c1_1, align 32
+  %167 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t206_a160, <8 x float> %t206_b161, <8 x float> %t206_c1_1)
+  store <8 x float> %167, ptr %fc1_weight_grad.t206_c1_1, align 32
+  %168 = mul nsw i64 %fc1_weight_grad.mb20552, 4
   %169 = add nsw i64 %168, 2
   %170 = add nsw i64 3219456, %169
-  %171 = mul nsw i64 %fc1_weight_grad.k19953, 128
+  %171 = mul nsw i64 %fc1_weight_grad.k20753, 128
   %172 = add nsw i64 %170, %171
   %arena62 = getelementptr inbounds float, ptr %arena, i64 %172
   %173 = load float, ptr %arena62, align 4
   %174 = insertelement <8 x float> undef, float %173, i32 0
   %175 = shufflevector <8 x float> %174, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %175, ptr %fc1_weight_grad.t198_a2, align 32
-  %t198_a2 = load <8 x float>, ptr %fc1_weight_grad.t198_a2, align 32
-  %t198_b063 = load <8 x float>, ptr %fc1_weight_grad.t198_b0, align 32
-  %t198_c2_0 = load <8 x float>, ptr %fc1_weight_grad.t198_c2_0, align 32
-  %176 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t198_a2, <8 x float> %t198_b063, <8 x float> %t198_c2_0)
-  store <8 x float> %176, ptr %fc1_weight_grad.t198_c2_0, align 32
-  %t198_a264 = load <8 x float>, ptr %fc1_weight_grad.t198_a2, align 32
-  %t198_b165 = load <8 x float>, ptr %fc1_weight_grad.t198_b1, align 32
-  %t198_c2_1 = load <8 x float>, ptr %fc1_weight_grad.t198_c2_1, align 32
-  %177 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t198_a264, <8 x float> %t198_b165, <8 x float> %t198_c2_1)
-  store <8 x float> %177, ptr %fc1_weight_grad.t198_c2_1, align 32
-  %178 = mul nsw i64 %fc1_weight_grad.mb19752, 4
+  store <8 x float> %175, ptr %fc1_weight_grad.t206_a2, align 32
+  %t206_a2 = load <8 x float>, ptr %fc1_weight_grad.t206_a2, align 32
+  %t206_b063 = load <8 x float>, ptr %fc1_weight_grad.t206_b0, align 32
+  %t206_c2_0 = load <8 x float>, ptr %fc1_weight_grad.t206_c2_0, align 32
+  %176 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t206_a2, <8 x float> %t206_b063, <8 x float> %t206_c2_0)
+  store <8 x float> %176, ptr %fc1_weight_grad.t206_c2_0, align 32
+  %t206_a264 = load <8 x float>, ptr %fc1_weight_grad.t206_a2, align 32
+  %t206_b165 = load <8 x float>, ptr %fc1_weight_grad.t206_b1, align 32
+  %t206_c2_1 = load <8 x float>, ptr %fc1_weight_grad.t206_c2_1, align 32
+  %177 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t206_a264, <8 x float> %t206_b165, <8 x float> %t206_c2_1)
+  store <8 x float> %177, ptr %fc1_weight_grad.t206_c2_1, align 32
+  %178 = mul nsw i64 %fc1_weight_grad.mb20552, 4
   %179 = add nsw i64 %178, 3
   %180 = add nsw i64 3219456, %179
-  %181 = mul nsw i64 %fc1_weight_grad.k19953, 128
+  %181 = mul nsw i64 %fc1_weight_grad.k20753, 128
   %182 = add nsw i64 %180, %181
   %arena66 = getelementptr inbounds float, ptr %arena, i64 %182
   %183 = load float, ptr %arena66, align 4
   %184 = insertelement <8 x float> undef, float %183, i32 0
   %185 = shufflevector <8 x float> %184, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %185, ptr %fc1_weight_grad.t198_a3, align 32
-  %t198_a3 = load <8 x float>, ptr %fc1_weight_grad.t198_a3, align 32
-  %t198_b067 = load <8 x float>, ptr %fc1_weight_grad.t198_b0, align 32
-  %t198_c3_0 = load <8 x float>, ptr %fc1_weight_grad.t198_c3_0, align 32
-  %186 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t198_a3, <8 x float> %t198_b067, <8 x float> %t198_c3_0)
-  store <8 x float> %186, ptr %fc1_weight_grad.t198_c3_0, align 32
-  %t198_a368 = load <8 x float>, ptr %fc1_weight_grad.t198_a3, align 32
-  %t198_b169 = load <8 x float>, ptr %fc1_weight_grad.t198_b1, align 32
-  %t198_c3_1 = load <8 x float>, ptr %fc1_weight_grad.t198_c3_1, align 32
-  %187 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t198_a368, <8 x float> %t198_b169, <8 x float> %t198_c3_1)
-  store <8 x float> %187, ptr %fc1_weight_grad.t198_c3_1, align 32
-  %k199.next = add nsw i64 %fc1_weight_grad.k19953, 1
-  %188 = icmp slt i64 %k199.next, 64
-  br i1 %188, label %fc1_weight_grad.k199, label %fc1_weight_grad.k199.end
+  store <8 x float> %185, ptr %fc1_weight_grad.t206_a3, align 32
+  %t206_a3 = load <8 x float>, ptr %fc1_weight_grad.t206_a3, align 32
+  %t206_b067 = load <8 x float>, ptr %fc1_weight_grad.t206_b0, align 32
+  %t206_c3_0 = load <8 x float>, ptr %fc1_weight_grad.t206_c3_0, align 32
+  %186 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t206_a3, <8 x float> %t206_b067, <8 x float> %t206_c3_0)
+  store <8 x float> %186, ptr %fc1_weight_grad.t206_c3_0, align 32
+  %t206_a368 = load <8 x float>, ptr %fc1_weight_grad.t206_a3, align 32
+  %t206_b169 = load <8 x float>, ptr %fc1_weight_grad.t206_b1, align 32
+  %t206_c3_1 = load <8 x float>, ptr %fc1_weight_grad.t206_c3_1, align 32
+  %187 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t206_a368, <8 x float> %t206_b169, <8 x float> %t206_c3_1)
+  store <8 x float> %187, ptr %fc1_weight_grad.t206_c3_1, align 32
+  %k207.next = add nsw i64 %fc1_weight_grad.k20753, 1
+  %188 = icmp slt i64 %k207.next, 64
+  br i1 %188, label %fc1_weight_grad.k207, label %fc1_weight_grad.k207.end
 
-fc1_weight_grad.k199.end:                         ; preds = %fc1_weight_grad.k199
-  %t198_c0_070 = load <8 x float>, ptr %fc1_weight_grad.t198_c0_0, align 32
-  %189 = mul nsw i64 %fc1_weight_grad.mb19752, 4
+fc1_weight_grad.k207.end:                         ; preds = %fc1_weight_grad.k207
+  %t206_c0_070 = load <8 x float>, ptr %fc1_weight_grad.t206_c0_0, align 32
+  %189 = mul nsw i64 %fc1_weight_grad.mb20552, 4
   %190 = mul nsw i64 %189, 12544
   %191 = add nsw i64 18816, %190
   %192 = add nsw i64 %191, 12528
   %grads71 = getelementptr inbounds float, ptr %grads, i64 %192
-  store <8 x float> %t198_c0_070, ptr %grads71, align 4
-  %t198_c0_172 = load <8 x float>, ptr %fc1_weight_grad.t198_c0_1, align 32
-  %193 = mul nsw i64 %fc1_weight_grad.mb19752, 4
+  store <8 x float> %t206_c0_070, ptr %grads71, align 4
+  %t206_c0_172 = load <8 x float>, ptr %fc1_weight_grad.t206_c0_1, align 32
+  %193 = mul nsw i64 %fc1_weight_grad.mb20552, 4
   %194 = mul nsw i64 %193, 12544
   %195 = add nsw i64 18816, %194
   %196 = add nsw i64 %195, 12528
   %197 = add nsw i64 %196, 8
   %grads73 = getelementptr inbounds float, ptr %grads, i64 %197
-  store <8 x float> %t198_c0_172, ptr %grads73, align 4
-  %t198_c1_074 = load <8 x float>, ptr %fc1_weight_grad.t198_c1_0, align 32
-  %198 = mul nsw i64 %fc1_weight_grad.mb19752, 4
+  store <8 x float> %t206_c0_172, ptr %grads73, align 4
+  %t206_c1_074 = load <8 x float>, ptr %fc1_weight_grad.t206_c1_0, align 32
+  %198 = mul nsw i64 %fc1_weight_grad.mb20552, 4
   %199 = add nsw i64 %198, 1
   %200 = mul nsw i64 %199, 12544
   %201 = add nsw i64 18816, %200
   %202 = add nsw i64 %201, 12528
   %grads75 = getelementptr inbounds float, ptr %grads, i64 %202
-  store <8 x float> %t198_c1_074, ptr %grads75, align 4
-  %t198_c1_176 = load <8 x float>, ptr %fc1_weight_grad.t198_c1_1, align 32
-  %203 = mul nsw i64 %fc1_weight_grad.mb19752, 4
+  store <8 x float> %t206_c1_074, ptr %grads75, align 4
+  %t206_c1_176 = load <8 x float>, ptr %fc1_weight_grad.t206_c1_1, align 32
+  %203 = mul nsw i64 %fc1_weight_grad.mb20552, 4
   %204 = add nsw i64 %203, 1
   %205 = mul nsw i64 %204, 12544
   %206 = add nsw i64 18816, %205
   %207 = add nsw i64 %206, 12528
   %208 = add nsw i64 %207, 8
   %grads77 = getelementptr inbounds float, ptr %grads, i64 %208
-  store <8 x float> %t198_c1_176, ptr %grads77, align 4
-  %t198_c2_078 = load <8 x float>, ptr %fc1_weight_grad.t198_c2_0, align 32
-  %209 = mul nsw i64 %fc1_weight_grad.mb19752, 4
+  store <8 x float> %t206_c1_176, ptr %grads77, align 4
+  %t206_c2_078 = load <8 x float>, ptr %fc1_weight_grad.t206_c2_0, align 32
+  %209 = mul nsw i64 %fc1_weight_grad.mb20552, 4
   %210 = add nsw i64 %209, 2
   %211 = mul nsw i64 %210, 12544
   %212 = add nsw i64 18816, %211
   %213 = add nsw i64 %212, 12528
   %grads79 = getelementptr inbounds float, ptr %grads, i64 %213
-  store <8 x float> %t198_c2_078, ptr %grads79, align 4
-  %t198_c2_180 = load <8 x float>, ptr %fc1_weight_grad.t198_c2_1, align 32
-  %214 = mul nsw i64 %fc1_weight_grad.mb19752, 4
+  store <8 x float> %t206_c2_078, ptr %grads79, align 4
+  %t206_c2_180 = load <8 x float>, ptr %fc1_weight_grad.t206_c2_1, align 32
+  %214 = mul nsw i64 %fc1_weight_grad.mb20552, 4
   %215 = add nsw i64 %214, 2
   %216 = mul nsw i64 %215, 12544
   %217 = add nsw i64 18816, %216
   %218 = add nsw i64 %217, 12528
   %219 = add nsw i64 %218, 8
   %grads81 = getelementptr inbounds float, ptr %grads, i64 %219
-  store <8 x float> %t198_c2_180, ptr %grads81, align 4
-  %t198_c3_082 = load <8 x float>, ptr %fc1_weight_grad.t198_c3_0, align 32
-  %220 = mul nsw i64 %fc1_weight_grad.mb19752, 4
+  store <8 x float> %t206_c2_180, ptr %grads81, align 4
+  %t206_c3_082 = load <8 x float>, ptr %fc1_weight_grad.t206_c3_0, align 32
+  %220 = mul nsw i64 %fc1_weight_grad.mb20552, 4
   %221 = add nsw i64 %220, 3
   %222 = mul nsw i64 %221, 12544
   %223 = add nsw i64 18816, %222
   %224 = add nsw i64 %223, 12528
   %grads83 = getelementptr inbounds float, ptr %grads, i64 %224
-  store <8 x float> %t198_c3_082, ptr %grads83, align 4
-  %t198_c3_184 = load <8 x float>, ptr %fc1_weight_grad.t198_c3_1, align 32
-  %225 = mul nsw i64 %fc1_weight_grad.mb19752, 4
+  store <8 x float> %t206_c3_082, ptr %grads83, align 4
+  %t206_c3_184 = load <8 x float>, ptr %fc1_weight_grad.t206_c3_1, align 32
+  %225 = mul nsw i64 %fc1_weight_grad.mb20552, 4
   %226 = add nsw i64 %225, 3
   %227 = mul nsw i64 %226, 12544
   %228 = add nsw i64 18816, %227
   %229 = add nsw i64 %228, 12528
   %230 = add nsw i64 %229, 8
   %grads85 = getelementptr inbounds float, ptr %grads, i64 %230
-  store <8 x float> %t198_c3_184, ptr %grads85, align 4
-  %mb197.next = add nsw i64 %fc1_weight_grad.mb19752, 1
-  %231 = icmp slt i64 %mb197.next, 32
-  br i1 %231, label %fc1_weight_grad.mb197, label %fc1_weight_grad.mb197.end
+  store <8 x float> %t206_c3_184, ptr %grads85, align 4
+  %mb205.next = add nsw i64 %fc1_weight_grad.mb20552, 1
+  %231 = icmp slt i64 %mb205.next, 32
+  br i1 %231, label %fc1_weight_grad.mb205, label %fc1_weight_grad.mb205.end
 }
 
 ; Function Attrs: noinline
-define internal void @convnet_train_b64.k14.fc1_bias_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @convnet_train_b64.k14.fc1_bias_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %fc1_bias_grad.acc202 = alloca float, align 4
-  br label %fc1_bias_grad.u201
+  %fc1_bias_grad.acc210 = alloca float, align 4
+  br label %fc1_bias_grad.u209
 
-fc1_bias_grad.u201:                               ; preds = %fc1_bias_grad.n203.end, %entry
-  %fc1_bias_grad.u2011 = phi i64 [ 0, %entry ], [ %u201.next, %fc1_bias_grad.n203.end ]
-  store float 0.000000e+00, ptr %fc1_bias_grad.acc202, align 4
-  br label %fc1_bias_grad.n203
+fc1_bias_grad.u209:                               ; preds = %fc1_bias_grad.n211.end, %entry
+  %fc1_bias_grad.u2091 = phi i64 [ 0, %entry ], [ %u209.next, %fc1_bias_grad.n211.end ]
+  store float 0.000000e+00, ptr %fc1_bias_grad.acc210, align 4
+  br label %fc1_bias_grad.n211
 
-fc1_bias_grad.u201.end:                           ; preds = %fc1_bias_grad.n203.end
+fc1_bias_grad.u209.end:                           ; preds = %fc1_bias_grad.n211.end
   ret void
 
-fc1_bias_grad.n203:                               ; preds = %fc1_bias_grad.n203, %fc1_bias_grad.u201
-  %fc1_bias_grad.n2032 = phi i64 [ 0, %fc1_bias_grad.u201 ], [ %n203.next, %fc1_bias_grad.n203 ]
-  %acc202 = load float, ptr %fc1_bias_grad.acc202, align 4
-  %0 = mul nsw i64 %fc1_bias_grad.n2032, 128
+fc1_bias_grad.n211:                               ; preds = %fc1_bias_grad.n211, %fc1_bias_grad.u209
+  %fc1_bias_grad.n2112 = phi i64 [ 0, %fc1_bias_grad.u209 ], [ %n211.next, %fc1_bias_grad.n211 ]
+  %acc210 = load float, ptr %fc1_bias_grad.acc210, align 4
+  %0 = mul nsw i64 %fc1_bias_grad.n2112, 128
   %1 = add nsw i64 3219456, %0
-  %2 = add nsw i64 %1, %fc1_bias_grad.u2011
+  %2 = add nsw i64 %1, %fc1_bias_grad.u2091
   %arena3 = getelementptr inbounds float, ptr %arena, i64 %2
   %3 = load float, ptr %arena3, align 4
-  %4 = fadd float %acc202, %3
-  store float %4, ptr %fc1_bias_grad.acc202, align 4
-  %n203.next = add nsw i64 %fc1_bias_grad.n2032, 1
-  %5 = icmp slt i64 %n203.next, 64
-  br i1 %5, label %fc1_bias_grad.n203, label %fc1_bias_grad.n203.end
+  %4 = fadd float %acc210, %3
+  store float %4, ptr %fc1_bias_grad.acc210, align 4
+  %n211.next = add nsw i64 %fc1_bias_grad.n2112, 1
+  %5 = icmp slt i64 %n211.next, 64
+  br i1 %5, label %fc1_bias_grad.n211, label %fc1_bias_grad.n211.end
 
-fc1_bias_grad.n203.end:                           ; preds = %fc1_bias_grad.n203
-  %acc2024 = load float, ptr %fc1_bias_grad.acc202, align 4
-  %6 = add nsw i64 1624448, %fc1_bias_grad.u2011
+fc1_bias_grad.n211.end:                           ; preds = %fc1_bias_grad.n211
+  %acc2104 = load float, ptr %fc1_bias_grad.acc210, align 4
+  %6 = add nsw i64 1624448, %fc1_bias_grad.u2091
   %grads5 = getelementptr inbounds float, ptr %grads, i64 %6
-  store float %acc2024, ptr %grads5, align 4
-  %u201.next = add nsw i64 %fc1_bias_grad.u2011, 1
-  %7 = icmp slt i64 %u201.next, 128
-  br i1 %7, label %fc1_bias_grad.u201, label %fc1_bias_grad.u201.end
+  store float %acc2104, ptr %grads5, align 4
+  %u209.next = add nsw i64 %fc1_bias_grad.u2091, 1
+  %7 = icmp slt i64 %u209.next, 128
+  br i1 %7, label %fc1_bias_grad.u209, label %fc1_bias_grad.u209.end
 }
 
 ; Function Attrs: noinline
-define internal void @convnet_train_b64.k15.flat_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @convnet_train_b64.k15.flat_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  call void @convnet_train_b64.k15.flat_grad.gemm211(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
+  call void @convnet_train_b64.k15.flat_grad.gemm219(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @convnet_train_b64.k15.flat_grad.gemm211(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @convnet_train_b64.k15.flat_grad.gemm219(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %flat_grad.t209_a3 = alloca <8 x float>, align 32
-  %flat_grad.t209_a2 = alloca <8 x float>, align 32
-  %flat_grad.t209_a1 = alloca <8 x float>, align 32
-  %flat_grad.t209_a0 = alloca <8 x float>, align 32
-  %flat_grad.t209_b1 = alloca <8 x float>, align 32
-  %flat_grad.t209_b0 = alloca <8 x float>, align 32
-  %flat_grad.t209_c3_1 = alloca <8 x float>, align 32
-  %flat_grad.t209_c3_0 = alloca <8 x float>, align 32
-  %flat_grad.t209_c2_1 = alloca <8 x float>, align 32
-  %flat_grad.t209_c2_0 = alloca <8 x float>, align 32
-  %flat_grad.t209_c1_1 = alloca <8 x float>, align 32
-  %flat_grad.t209_c1_0 = alloca <8 x float>, align 32
-  %flat_grad.t209_c0_1 = alloca <8 x float>, align 32
-  %flat_grad.t209_c0_0 = alloca <8 x float>, align 32
-  %flat_grad.t206_a3 = alloca <8 x float>, align 32
-  %flat_grad.t206_a2 = alloca <8 x float>, align 32
-  %flat_grad.t206_a1 = alloca <8 x float>, align 32
-  %flat_grad.t206_a0 = alloca <8 x float>, align 32
-  %flat_grad.t206_b2 = alloca <8 x float>, align 32
-  %flat_grad.t206_b1 = alloca <8 x float>, align 32
-  %flat_grad.t206_b0 = alloca <8 x float>, align 32
-  %flat_grad.t206_c3_2 = alloca <8 x float>, align 32
-  %flat_grad.t206_c3_1 = alloca <8 x float>, align 32
-  %flat_grad.t206_c3_0 = alloca <8 x float>, align 32
-  %flat_grad.t206_c2_2 = alloca <8 x float>, align 32
-  %flat_grad.t206_c2_1 = alloca <8 x float>, align 32
-  %flat_grad.t206_c2_0 = alloca <8 x float>, align 32
-  %flat_grad.t206_c1_2 = alloca <8 x float>, align 32
-  %flat_grad.t206_c1_1 = alloca <8 x float>, align 32
-  %flat_grad.t206_c1_0 = alloca <8 x float>, align 32
-  %flat_grad.t206_c0_2 = alloca <8 x float>, align 32
-  %flat_grad.t206_c0_1 = alloca <8 x float>, align 32
-  %flat_grad.t206_c0_0 = alloca <8 x float>, align 32
-  br label %flat_grad.nb204
+  %flat_grad.t217_a3 = alloca <8 x float>, align 32
+  %flat_grad.t217_a2 = alloca <8 x float>, align 32
+  %flat_grad.t217_a1 = alloca <8 x float>, align 32
+  %flat_grad.t217_a0 = alloca <8 x float>, align 32
+  %flat_grad.t217_b1 = alloca <8 x float>, align 32
+  %flat_grad.t217_b0 = alloca <8 x float>, align 32
+  %flat_grad.t217_c3_1 = alloca <8 x float>, align 32
+  %flat_grad.t217_c3_0 = alloca <8 x float>, align 32
+  %flat_grad.t217_c2_1 = alloca <8 x float>, align 32
+  %flat_grad.t217_c2_0 = alloca <8 x float>, align 32
+  %flat_grad.t217_c1_1 = alloca <8 x float>, align 32
+  %flat_grad.t217_c1_0 = alloca <8 x float>, align 32
+  %flat_grad.t217_c0_1 = alloca <8 x float>, align 32
+  %flat_grad.t217_c0_0 = alloca <8 x float>, align 32
+  %flat_grad.t214_a3 = alloca <8 x float>, align 32
+  %flat_grad.t214_a2 = alloca <8 x float>, align 32
+  %flat_grad.t214_a1 = alloca <8 x float>, align 32
+  %flat_grad.t214_a0 = alloca <8 x float>, align 32
+  %flat_grad.t214_b2 = alloca <8 x float>, align 32
+  %flat_grad.t214_b1 = alloca <8 x float>, align 32
+  %flat_grad.t214_b0 = alloca <8 x float>, align 32
+  %flat_grad.t214_c3_2 = alloca <8 x float>, align 32
+  %flat_grad.t214_c3_1 = alloca <8 x float>, align 32
+  %flat_grad.t214_c3_0 = alloca <8 x float>, align 32
+  %flat_grad.t214_c2_2 = alloca <8 x float>, align 32
+  %flat_grad.t214_c2_1 = alloca <8 x float>, align 32
+  %flat_grad.t214_c2_0 = alloca <8 x float>, align 32
+  %flat_grad.t214_c1_2 = alloca <8 x float>, align 32
+  %flat_grad.t214_c1_1 = alloca <8 x float>, align 32
+  %flat_grad.t214_c1_0 = alloca <8 x float>, align 32
+  %flat_grad.t214_c0_2 = alloca <8 x float>, align 32
+  %flat_grad.t214_c0_1 = alloca <8 x float>, align 32
+  %flat_grad.t214_c0_0 = alloca <8 x float>, align 32
+  br label %flat_grad.nb212
 
-flat_grad.nb204:                                  ; preds = %flat_grad.mb205.end, %entry
-  %flat_grad.nb2041 = phi i64 [ 0, %entry ], [ %nb204.next, %flat_grad.mb205.end ]
-  br label %flat_grad.mb205
+flat_grad.nb212:                                  ; preds = %flat_grad.mb213.end, %entry
+  %flat_grad.nb2121 = phi i64 [ 0, %entry ], [ %nb212.next, %flat_grad.mb213.end ]
+  br label %flat_grad.mb213
 
-flat_grad.nb204.end:                              ; preds = %flat_grad.mb205.end
-  br label %flat_grad.mb208
+flat_grad.nb212.end:                              ; preds = %flat_grad.mb213.end
+  br label %flat_grad.mb216
 
-flat_grad.mb205:                                  ; preds = %flat_grad.k207.end, %flat_grad.nb204
-  %flat_grad.mb2052 = phi i64 [ 0, %flat_grad.nb204 ], [ %mb205.next, %flat_grad.k207.end ]
-  store <8 x float> zeroinitializer, ptr %flat_grad.t206_c0_0, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t206_c0_1, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t206_c0_2, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t206_c1_0, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t206_c1_1, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t206_c1_2, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t206_c2_0, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t206_c2_1, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t206_c2_2, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t206_c3_0, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t206_c3_1, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t206_c3_2, align 32
-  br label %flat_grad.k207
+flat_grad.mb213:                                  ; preds = %flat_grad.k215.end, %flat_grad.nb212
+  %flat_grad.mb2132 = phi i64 [ 0, %flat_grad.nb212 ], [ %mb213.next, %flat_grad.k215.end ]
+  store <8 x float> zeroinitializer, ptr %flat_grad.t214_c0_0, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t214_c0_1, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t214_c0_2, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t214_c1_0, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t214_c1_1, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t214_c1_2, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t214_c2_0, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t214_c2_1, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t214_c2_2, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t214_c3_0, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t214_c3_1, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t214_c3_2, align 32
+  br label %flat_grad.k215
 
-flat_grad.mb205.end:                              ; preds = %flat_grad.k207.end
-  %nb204.next = add nsw i64 %flat_grad.nb2041, 1
-  %0 = icmp slt i64 %nb204.next, 522
-  br i1 %0, label %flat_grad.nb204, label %flat_grad.nb204.end
+flat_grad.mb213.end:                              ; preds = %flat_grad.k215.end
+  %nb212.next = add nsw i64 %flat_grad.nb2121, 1
+  %0 = icmp slt i64 %nb212.next, 522
+  br i1 %0, label %flat_grad.nb212, label %flat_grad.nb212.end
 
-flat_grad.k207:                                   ; preds = %flat_grad.k207, %flat_grad.mb205
-  %flat_grad.k2073 = phi i64 [ 0, %flat_grad.mb205 ], [ %k207.next, %flat_grad.k207 ]
-  %1 = mul nsw i64 %flat_grad.k2073, 12544
+flat_grad.k215:                                   ; preds = %flat_grad.k215, %flat_grad.mb213
+  %flat_grad.k2153 = phi i64 [ 0, %flat_grad.mb213 ], [ %k215.next, %flat_grad.k215 ]
+  %1 = mul nsw i64 %flat_grad.k2153, 12544
   %2 = add nsw i64 18816, %1
-  %3 = mul nsw i64 %flat_grad.nb2041, 24
+  %3 = mul nsw i64 %flat_grad.nb2121, 24
   %4 = add nsw i64 %2, %3
   %params4 = getelementptr inbounds float, ptr %params, i64 %4
   %5 = load <8 x float>, ptr %params4, align 4
-  store <8 x float> %5, ptr %flat_grad.t206_b0, align 32
-  %6 = mul nsw i64 %flat_grad.k2073, 12544
+  store <8 x float> %5, ptr %flat_grad.t214_b0, align 32
+  %6 = mul nsw i64 %flat_grad.k2153, 12544
   %7 = add nsw i64 18816, %6
-  %8 = mul nsw i64 %flat_grad.nb2041, 24
+  %8 = mul nsw i64 %flat_grad.nb2121, 24
   %9 = add nsw i64 %7, %8
   %10 = add nsw i64 %9, 8
   %params5 = getelementptr inbounds float, ptr %params, i64 %10
   %11 = load <8 x float>, ptr %params5, align 4
-  store <8 x float> %11, ptr %flat_grad.t206_b1, align 32
-  %12 = mul nsw i64 %flat_grad.k2073, 12544
+  store <8 x float> %11, ptr %flat_grad.t214_b1, align 32
+  %12 = mul nsw i64 %flat_grad.k2153, 12544
   %13 = add nsw i64 18816, %12
-  %14 = mul nsw i64 %flat_grad.nb2041, 24
+  %14 = mul nsw i64 %flat_grad.nb2121, 24
   %15 = add nsw i64 %13, %14
   %16 = add nsw i64 %15, 16
   %params6 = getelementptr inbounds float, ptr %params, i64 %16
   %17 = load <8 x float>, ptr %params6, align 4
-  store <8 x float> %17, ptr %flat_grad.t206_b2, align 32
-  %18 = mul nsw i64 %flat_grad.mb2052, 4
+  store <8 x float> %17, ptr %flat_grad.t214_b2, align 32
+  %18 = mul nsw i64 %flat_grad.mb2132, 4
   %19 = mul nsw i64 %18, 128
   %20 = add nsw i64 3219456, %19
-  %21 = add nsw i64 %20, %flat_grad.k2073
+  %21 = add nsw i64 %20, %flat_grad.k2153
   %arena7 = getelementptr inbounds float, ptr %arena, i64 %21
   %22 = load float, ptr %arena7, align 4
   %23 = insertelement <8 x float> undef, float %22, i32 0
   %24 = shufflevector <8 x float> %23, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %24, ptr %flat_grad.t206_a0, align 32
-  %t206_a0 = load <8 x float>, ptr %flat_grad.t206_a0, align 32
-  %t206_b0 = load <8 x float>, ptr %flat_grad.t206_b0, align 32
-  %t206_c0_0 = load <8 x float>, ptr %flat_grad.t206_c0_0, align 32
-  %25 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t206_a0, <8 x float> %t206_b0, <8 x float> %t206_c0_0)
-  store <8 x float> %25, ptr %flat_grad.t206_c0_0, align 32
-  %t206_a08 = load <8 x float>, ptr %flat_grad.t206_a0, align 32
-  %t206_b1 = load <8 x float>, ptr %flat_grad.t206_b1, align 32
-  %t206_c0_1 = load <8 x float>, ptr %flat_grad.t206_c0_1, align 32
-  %26 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t206_a08, <8 x float> %t206_b1, <8 x float> %t206_c0_1)
-  store <8 x float> %26, ptr %flat_grad.t206_c0_1, align 32
-  %t206_a09 = load <8 x float>, ptr %flat_grad.t206_a0, align 32
-  %t206_b2 = load <8 x float>, ptr %flat_grad.t206_b2, align 32
-  %t206_c0_2 = load <8 x float>, ptr %flat_grad.t206_c0_2, align 32
-  %27 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t206_a09, <8 x float> %t206_b2, <8 x float> %t206_c0_2)
-  store <8 x float> %27, ptr %flat_grad.t206_c0_2, align 32
-  %28 = mul nsw i64 %flat_grad.mb2052, 4
+  store <8 x float> %24, ptr %flat_grad.t214_a0, align 32
+  %t214_a0 = load <8 x float>, ptr %flat_grad.t214_a0, align 32
+  %t214_b0 = load <8 x float>, ptr %flat_grad.t214_b0, align 32
+  %t214_c0_0 = load <8 x float>, ptr %flat_grad.t214_c0_0, align 32
+  %25 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t214_a0, <8 x float> %t214_b0, <8 x float> %t214_c0_0)
+  store <8 x float> %25, ptr %flat_grad.t214_c0_0, align 32
+  %t214_a08 = load <8 x float>, ptr %flat_grad.t214_a0, align 32
+  %t214_b1 = load <8 x float>, ptr %flat_grad.t214_b1, align 32
+  %t214_c0_1 = load <8 x float>, ptr %flat_grad.t214_c0_1, align 32
+  %26 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t214_a08, <8 x float> %t214_b1, <8 x float> %t214_c0_1)
+  store <8 x float> %26, ptr %flat_grad.t214_c0_1, align 32
+  %t214_a09 = load <8 x float>, ptr %flat_grad.t214_a0, align 32
+  %t214_b2 = load <8 x float>, ptr %flat_grad.t214_b2, align 32
+  %t214_c0_2 = load <8 x float>, ptr %flat_grad.t214_c0_2, align 32
+  %27 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t214_a09, <8 x float> %t214_b2, <8 x float> %t214_c0_2)
+  store <8 x float> %27, ptr %flat_grad.t214_c0_2, align 32
+  %28 = mul nsw i64 %flat_grad.mb2132, 4
   %29 = add nsw i64 %28, 1
   %30 = mul nsw i64 %29, 128
   %31 = add nsw i64 3219456, %30
-  %32 = add nsw i64 %31, %flat_grad.k2073
+  %32 = add nsw i64 %31, %flat_grad.k2153
   %arena10 = getelementptr inbounds float, ptr %arena, i64 %32
   %33 = load float, ptr %arena10, align 4
   %34 = insertelement <8 x float> undef, float %33, i32 0
   %35 = shufflevector <8 x float> %34, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %35, ptr %flat_grad.t206_a1, align 32
-  %t206_a1 = load <8 x float>, ptr %flat_grad.t206_a1, align 32
-  %t206_b011 = load <8 x float>, ptr %flat_grad.t206_b0, align 32
-  %t206_c1_0 = load <8 x float>, ptr %flat_grad.t206_c1_0, align 32
-  %36 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t206_a1, <8 x float> %t206_b011, <8 x float> %t206_c1_0)
-  store <8 x float> %36, ptr %flat_grad.t206_c1_0, align 32
-  %t206_a112 = load <8 x float>, ptr %flat_grad.t206_a1, align 32
-  %t206_b113 = load <8 x float>, ptr %flat_grad.t206_b1, align 32
-  %t206_c1_1 = load <8 x float>, ptr %flat_grad.t206_c1_1, align 32
-  %37 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t206_a112, <8 x float> %t206_b113, <8 x float> %t206_c1_1)
-  store <8 x float> %37, ptr %flat_grad.t206_c1_1, align 32
-  %t206_a114 = load <8 x float>, ptr %flat_grad.t206_a1, align 32
-  %t206_b215 = load <8 x float>, ptr %flat_grad.t206_b2, align 32
-  %t206_c1_2 = load <8 x float>, ptr %flat_grad.t206_c1_2, align 32
-  %38 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t206_a114, <8 x float> %t206_b215, <8 x float> %t206_c1_2)
-  store <8 x float> %38, ptr %flat_grad.t206_c1_2, align 32
-  %39 = mul nsw i64 %flat_grad.mb2052, 4
+  store <8 x float> %35, ptr %flat_grad.t214_a1, align 32
+  %t214_a1 = load <8 x float>, ptr %flat_grad.t214_a1, align 32
+  %t214_b011 = load <8 x float>, ptr %flat_grad.t214_b0, align 32
+  %t214_c1_0 = load <8 x float>, ptr %flat_grad.t214_c1_0, align 32
+  %36 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t214_a1, <8 x float> %t214_b011, <8 x float> %t214_c1_0)
+  store <8 x float> %36, ptr %flat_grad.t214_c1_0, align 32
+  %t214_a112 = load <8 x float>, ptr %flat_grad.t214_a1, align 32
+  %t214_b113 = load <8 x float>, ptr %flat_grad.t214_b1, align 32
+  %t214_c1_1 = load <8 x float>, ptr %flat_grad.t214_c1_1, align 32
+  %37 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t214_a112, <8 x float> %t214_b113, <8 x float> %t214_c1_1)
+  store <8 x float> %37, ptr %flat_grad.t214_c1_1, align 32
+  %t214_a114 = load <8 x float>, ptr %flat_grad.t214_a1, align 32
+  %t214_b215 = load <8 x float>, ptr %flat_grad.t214_b2, align 32
+  %t214_c1_2 = load <8 x float>, ptr %flat_grad.t214_c1_2, align 32
+  %38 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t214_a114, <8 x float> %t214_b215, <8 x float> %t214_c1_2)
+  store <8 x float> %38, ptr %flat_grad.t214_c1_2, align 32
+  %39 = mul nsw i64 %flat_grad.mb2132, 4
   %40 = add nsw i64 %39, 2
   %41 = mul nsw i64 %40, 128
   %42 = add nsw i64 3219456, %41
-  %43 = add nsw i64 %42, %flat_grad.k2073
+  %43 = add nsw i64 %42, %flat_grad.k2153
   %arena16 = getelementptr inbounds float, ptr %arena, i64 %43
   %44 = load float, ptr %arena16, align 4
   %45 = insertelement <8 x float> undef, float %44, i32 0
   %46 = shufflevector <8 x float> %45, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %46, ptr %flat_grad.t206_a2, align 32
-  %t206_a2 = load <8 x float>, ptr %flat_grad.t206_a2, align 32
-  %t206_b017 = load <8 x float>, ptr %flat_grad.t206_b0, align 32
-  %t206_c2_0 = load <8 x float>, ptr %flat_grad.t206_c2_0, align 32
-  %47 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t206_a2, <8 x float> %t206_b017, <8 x float> %t206_c2_0)
-  store <8 x float> %47, ptr %flat_grad.t206_c2_0, align 32
-  %t206_a218 = load <8 x float>, ptr %flat_grad.t206_a2, align 32
-  %t206_b119 = load <8 x float>, ptr %flat_grad.t206_b1, align 32
-  %t206_c2_1 = load <8 x float>, ptr %flat_grad.t206_c2_1, align 32
-  %48 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t206_a218, <8 x float> %t206_b119, <8 x float> %t206_c2_1)
-  store <8 x float> %48, ptr %flat_grad.t206_c2_1, align 32
-  %t206_a220 = load <8 x float>, ptr %flat_grad.t206_a2, align 32
-  %t206_b221 = load <8 x float>, ptr %flat_grad.t206_b2, align 32
-  %t206_c2_2 = load <8 x float>, ptr %flat_grad.t206_c2_2, align 32
-  %49 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t206_a220, <8 x float> %t206_b221, <8 x float> %t206_c2_2)
-  store <8 x float> %49, ptr %flat_grad.t206_c2_2, align 32
-  %50 = mul nsw i64 %flat_grad.mb2052, 4
+  store <8 x float> %46, ptr %flat_grad.t214_a2, align 32
+  %t214_a2 = load <8 x float>, ptr %flat_grad.t214_a2, align 32
+  %t214_b017 = load <8 x float>, ptr %flat_grad.t214_b0, align 32
+  %t214_c2_0 = load <8 x float>, ptr %flat_grad.t214_c2_0, align 32
+  %47 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t214_a2, <8 x float> %t214_b017, <8 x float> %t214_c2_0)
+  store <8 x float> %47, ptr %flat_grad.t214_c2_0, align 32
+  %t214_a218 = load <8 x float>, ptr %flat_grad.t214_a2, align 32
+  %t214_b119 = load <8 x float>, ptr %flat_grad.t214_b1, align 32
+  %t214_c2_1 = load <8 x float>, ptr %flat_grad.t214_c2_1, align 32
+  %48 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t214_a218, <8 x float> %t214_b119, <8 x float> %t214_c2_1)
+  store <8 x float> %48, ptr %flat_grad.t214_c2_1, align 32
+  %t214_a220 = load <8 x float>, ptr %flat_grad.t214_a2, align 32
+  %t214_b221 = load <8 x float>, ptr %flat_grad.t214_b2, align 32
+  %t214_c2_2 = load <8 x float>, ptr %flat_grad.t214_c2_2, align 32
+  %49 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t214_a220, <8 x float> %t214_b221, <8 x float> %t214_c2_2)
+  store <8 x float> %49, ptr %flat_grad.t214_c2_2, align 32
+  %50 = mul nsw i64 %flat_grad.mb2132, 4
   %51 = add nsw i64 %50, 3
   %52 = mul nsw i64 %51, 128
   %53 = add nsw i64 3219456, %52
-  %54 = add nsw i64 %53, %flat_grad.k2073
+  %54 = add nsw i64 %53, %flat_grad.k2153
   %arena22 = getelementptr inbounds float, ptr %arena, i64 %54
   %55 = load float, ptr %arena22, align 4
   %56 = insertelement <8 x float> undef, float %55, i32 0
   %57 = shufflevector <8 x float> %56, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %57, ptr %flat_grad.t206_a3, align 32
-  %t206_a3 = load <8 x float>, ptr %flat_grad.t206_a3, align 32
-  %t206_b023 = load <8 x float>, ptr %flat_grad.t206_b0, align 32
-  %t206_c3_0 = load <8 x float>, ptr %flat_grad.t206_c3_0, align 32
-  %58 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t206_a3, <8 x float> %t206_b023, <8 x float> %t206_c3_0)
-  store <8 x float> %58, ptr %flat_grad.t206_c3_0, align 32
-  %t206_a324 = load <8 x float>, ptr %flat_grad.t206_a3, align 32
-  %t206_b125 = load <8 x float>, ptr %flat_grad.t206_b1, align 32
-  %t206_c3_1 = load <8 x float>, ptr %flat_grad.t206_c3_1, align 32
-  %59 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t206_a324, <8 x float> %t206_b125, <8 x float> %t206_c3_1)
-  store <8 x float> %59, ptr %flat_grad.t206_c3_1, align 32
-  %t206_a326 = load <8 x float>, ptr %flat_grad.t206_a3, align 32
-  %t206_b227 = load <8 x float>, ptr %flat_grad.t206_b2, align 32
-  %t206_c3_2 = load <8 x float>, ptr %flat_grad.t206_c3_2, align 32
-  %60 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t206_a326, <8 x float> %t206_b227, <8 x float> %t206_c3_2)
-  store <8 x float> %60, ptr %flat_grad.t206_c3_2, align 32
-  %k207.next = add nsw i64 %flat_grad.k2073, 1
-  %61 = icmp slt i64 %k207.next, 128
-  br i1 %61, label %flat_grad.k207, label %flat_grad.k207.end
+  store <8 x float> %57, ptr %flat_grad.t214_a3, align 32
+  %t214_a3 = load <8 x float>, ptr %flat_grad.t214_a3, align 32
+  %t214_b023 = load <8 x float>, ptr %flat_grad.t214_b0, align 32
+  %t214_c3_0 = load <8 x float>, ptr %flat_grad.t214_c3_0, align 32
+  %58 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t214_a3, <8 x float> %t214_b023, <8 x float> %t214_c3_0)
+  store <8 x float> %58, ptr %flat_grad.t214_c3_0, align 32
+  %t214_a324 = load <8 x float>, ptr %flat_grad.t214_a3, align 32
+  %t214_b125 = load <8 x float>, ptr %flat_grad.t214_b1, align 32
+  %t214_c3_1 = load <8 x float>, ptr %flat_grad.t214_c3_1, align 32
+  %59 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t214_a324, <8 x float> %t214_b125, <8 x float> %t214_c3_1)
+  store <8 x float> %59, ptr %flat_grad.t214_c3_1, align 32
+  %t214_a326 = load <8 x float>, ptr %flat_grad.t214_a3, align 32
+  %t214_b227 = load <8 x float>, ptr %flat_grad.t214_b2, align 32
+  %t214_c3_2 = load <8 x float>, ptr %flat_grad.t214_c3_2, align 32
+  %60 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t214_a326, <8 x float> %t214_b227, <8 x float> %t214_c3_2)
+  store <8 x float> %60, ptr %flat_grad.t214_c3_2, align 32
+  %k215.next = add nsw i64 %flat_grad.k2153, 1
+  %61 = icmp slt i64 %k215.next, 128
+  br i1 %61, label %flat_grad.k215, label %flat_grad.k215.end
 
-flat_grad.k207.end:                               ; preds = %flat_grad.k207
-  %t206_c0_028 = load <8 x float>, ptr %flat_grad.t206_c0_0, align 32
-  %62 = mul nsw i64 %flat_grad.mb2052, 4
+flat_grad.k215.end:                               ; preds = %flat_grad.k215
+  %t214_c0_028 = load <8 x float>, ptr %flat_grad.t214_c0_0, align 32
+  %62 = mul nsw i64 %flat_grad.mb2132, 4
   %63 = mul nsw i64 %62, 12544
   %64 = add nsw i64 3228304, %63
-  %65 = mul nsw i64 %flat_grad.nb2041, 24
+  %65 = mul nsw i64 %flat_grad.nb2121, 24
   %66 = add nsw i64 %64, %65
   %arena29 = getelementptr inbounds float, ptr %arena, i64 %66
-  store <8 x float> %t206_c0_028, ptr %arena29, align 4
-  %t206_c0_130 = load <8 x float>, ptr %flat_grad.t206_c0_1, align 32
-  %67 = mul nsw i64 %flat_grad.mb2052, 4
+  store <8 x float> %t214_c0_028, ptr %arena29, align 4
+  %t214_c0_130 = load <8 x float>, ptr %flat_grad.t214_c0_1, align 32
+  %67 = mul nsw i64 %flat_grad.mb2132, 4
   %68 = mul nsw i64 %67, 12544
   %69 = add nsw i64 3228304, %68
-  %70 = mul nsw i64 %flat_grad.nb2041, 24
+  %70 = mul nsw i64 %flat_grad.nb2121, 24
   %71 = add nsw i64 %69, %70
   %72 = add nsw i64 %71, 8
   %arena31 = getelementptr inbounds float, ptr %arena, i64 %72
-  store <8 x float> %t206_c0_130, ptr %arena31, align 4
-  %t206_c0_232 = load <8 x float>, ptr %flat_grad.t206_c0_2, align 32
-  %73 = mul nsw i64 %flat_grad.mb2052, 4
+  store <8 x float> %t214_c0_130, ptr %arena31, align 4
+  %t214_c0_232 = load <8 x float>, ptr %flat_grad.t214_c0_2, align 32
+  %73 = mul nsw i64 %flat_grad.mb2132, 4
   %74 = mul nsw i64 %73, 12544
   %75 = add nsw i64 3228304, %74
-  %76 = mul nsw i64 %flat_grad.nb2041, 24
+  %76 = mul nsw i64 %flat_grad.nb2121, 24
   %77 = add nsw i64 %75, %76
   %78 = add nsw i64 %77, 16
   %arena33 = getelementptr inbounds float, ptr %arena, i64 %78
-  store <8 x float> %t206_c0_232, ptr %arena33, align 4
-  %t206_c1_034 = load <8 x float>, ptr %flat_grad.t206_c1_0, align 32
-  %79 = mul nsw i64 %flat_grad.mb2052, 4
+  store <8 x float> %t214_c0_232, ptr %arena33, align 4
+  %t214_c1_034 = load <8 x float>, ptr %flat_grad.t214_c1_0, align 32
+  %79 = mul nsw i64 %flat_grad.mb2132, 4
   %80 = add nsw i64 %79, 1
   %81 = mul nsw i64 %80, 12544
   %82 = add nsw i64 3228304, %81
-  %83 = mul nsw i64 %flat_grad.nb2041, 24
+  %83 = mul nsw i64 %flat_grad.nb2121, 24
   %84 = add nsw i64 %82, %83
   %arena35 = getelementptr inbounds float, ptr %arena, i64 %84
-  store <8 x float> %t206_c1_034, ptr %arena35, align 4
-  %t206_c1_136 = load <8 x float>, ptr %flat_grad.t206_c1_1, align 32
-  %85 = mul nsw i64 %flat_grad.mb2052, 4
+  store <8 x float> %t214_c1_034, ptr %arena35, align 4
+  %t214_c1_136 = load <8 x float>, ptr %flat_grad.t214_c1_1, align 32
+  %85 = mul nsw i64 %flat_grad.mb2132, 4
   %86 = add nsw i64 %85, 1
   %87 = mul nsw i64 %86, 12544
   %88 = add nsw i64 3228304, %87
-  %89 = mul nsw i64 %flat_grad.nb2041, 24
+  %89 = mul nsw i64 %flat_grad.nb2121, 24
   %90 = add nsw i64 %88, %89
   %91 = add nsw i64 %90, 8
   %arena37 = getelementptr inbounds float, ptr %arena, i64 %91
-  store <8 x float> %t206_c1_136, ptr %arena37, align 4
-  %t206_c1_238 = load <8 x float>, ptr %flat_grad.t206_c1_2, align 32
-  %92 = mul nsw i64 %flat_grad.mb2052, 4
+  store <8 x float> %t214_c1_136, ptr %arena37, align 4
+  %t214_c1_238 = load <8 x float>, ptr %flat_grad.t214_c1_2, align 32
+  %92 = mul nsw i64 %flat_grad.mb2132, 4
   %93 = add nsw i64 %92, 1
   %94 = mul nsw i64 %93, 12544
   %95 = add nsw i64 3228304, %94
-  %96 = mul nsw i64 %flat_grad.nb2041, 24
+  %96 = mul nsw i64 %flat_grad.nb2121, 24
   %97 = add nsw i64 %95, %96
   %98 = add nsw i64 %97, 16
   %arena39 = getelementptr inbounds float, ptr %arena, i64 %98
-  store <8 x float> %t206_c1_238, ptr %arena39, align 4
-  %t206_c2_040 = load <8 x float>, ptr %flat_grad.t206_c2_0, align 32
-  %99 = mul nsw i64 %flat_grad.mb2052, 4
+  store <8 x float> %t214_c1_238, ptr %arena39, align 4
+  %t214_c2_040 = load <8 x float>, ptr %flat_grad.t214_c2_0, align 32
+  %99 = mul nsw i64 %flat_grad.mb2132, 4
   %100 = add nsw i64 %99, 2
   %101 = mul nsw i64 %100, 12544
   %102 = add nsw i64 3228304, %101
-  %103 = mul nsw i64 %flat_grad.nb2041, 24
+  %103 = mul nsw i64 %flat_grad.nb2121, 24
   %104 = add nsw i64 %102, %103
   %arena41 = getelementptr inbounds float, ptr %arena, i64 %104
-  store <8 x float> %t206_c2_040, ptr %arena41, align 4
-  %t206_c2_142 = load <8 x float>, ptr %flat_grad.t206_c2_1, align 32
-  %105 = mul nsw i64 %flat_grad.mb2052, 4
+  store <8 x float> %t214_c2_040, ptr %arena41, align 4
+  %t214_c2_142 = load <8 x float>, ptr %flat_grad.t214_c2_1, align 32
+  %105 = mul nsw i64 %flat_grad.mb2132, 4
   %106 = add nsw i64 %105, 2
   %107 = mul nsw i64 %106, 12544
   %108 = add nsw i64 3228304, %107
-  %109 = mul nsw i64 %flat_grad.nb2041, 24
+  %109 = mul nsw i64 %flat_grad.nb2121, 24
   %110 = add nsw i64 %108, %109
   %111 = add nsw i64 %110, 8
   %arena43 = getelementptr inbounds float, ptr %arena, i64 %111
-  store <8 x float> %t206_c2_142, ptr %arena43, align 4
-  %t206_c2_244 = load <8 x float>, ptr %flat_grad.t206_c2_2, align 32
-  %112 = mul nsw i64 %flat_grad.mb2052, 4
+  store <8 x float> %t214_c2_142, ptr %arena43, align 4
+  %t214_c2_244 = load <8 x float>, ptr %flat_grad.t214_c2_2, align 32
+  %112 = mul nsw i64 %flat_grad.mb2132, 4
   %113 = add nsw i64 %112, 2
   %114 = mul nsw i64 %113, 12544
   %115 = add nsw i64 3228304, %114
-  %116 = mul nsw i64 %flat_grad.nb2041, 24
+  %116 = mul nsw i64 %flat_grad.nb2121, 24
   %117 = add nsw i64 %115, %116
   %118 = add nsw i64 %117, 16
   %arena45 = getelementptr inbounds float, ptr %arena, i64 %118
-  store <8 x float> %t206_c2_244, ptr %arena45, align 4
-  %t206_c3_046 = load <8 x float>, ptr %flat_grad.t206_c3_0, align 32
-  %119 = mul nsw i64 %flat_grad.mb2052, 4
+  store <8 x float> %t214_c2_244, ptr %arena45, align 4
+  %t214_c3_046 = load <8 x float>, ptr %flat_grad.t214_c3_0, align 32
+  %119 = mul nsw i64 %flat_grad.mb2132, 4
   %120 = add nsw i64 %119, 3
   %121 = mul nsw i64 %120, 12544
   %122 = add nsw i64 3228304, %121
-  %123 = mul nsw i64 %flat_grad.nb2041, 24
+  %123 = mul nsw i64 %flat_grad.nb2121, 24
   %124 = add nsw i64 %122, %123
   %arena47 = getelementptr inbounds float, ptr %arena, i64 %124
-  store <8 x float> %t206_c3_046, ptr %arena47, align 4
-  %t206_c3_148 = load <8 x float>, ptr %flat_grad.t206_c3_1, align 32
-  %125 = mul nsw i64 %flat_grad.mb2052, 4
+  store <8 x float> %t214_c3_046, ptr %arena47, align 4
+  %t214_c3_148 = load <8 x float>, ptr %flat_grad.t214_c3_1, align 32
+  %125 = mul nsw i64 %flat_grad.mb2132, 4
   %126 = add nsw i64 %125, 3
   %127 = mul nsw i64 %126, 12544
   %128 = add nsw i64 3228304, %127
-  %129 = mul nsw i64 %flat_grad.nb2041, 24
+  %129 = mul nsw i64 %flat_grad.nb2121, 24
   %130 = add nsw i64 %128, %129
   %131 = add nsw i64 %130, 8
   %arena49 = getelementptr inbounds float, ptr %arena, i64 %131
-  store <8 x float> %t206_c3_148, ptr %arena49, align 4
-  %t206_c3_250 = load <8 x float>, ptr %flat_grad.t206_c3_2, align 32
-  %132 = mul nsw i64 %flat_grad.mb2052, 4
+  store <8 x float> %t214_c3_148, ptr %arena49, align 4
+  %t214_c3_250 = load <8 x float>, ptr %flat_grad.t214_c3_2, align 32
+  %132 = mul nsw i64 %flat_grad.mb2132, 4
   %133 = add nsw i64 %132, 3
   %134 = mul nsw i64 %133, 12544
   %135 = add nsw i64 3228304, %134
-  %136 = mul nsw i64 %flat_grad.nb2041, 24
+  %136 = mul nsw i64 %flat_grad.nb2121, 24
   %137 = add nsw i64 %135, %136
   %138 = add nsw i64 %137, 16
   %arena51 = getelementptr inbounds float, ptr %arena, i64 %138
-  store <8 x float> %t206_c3_250, ptr %arena51, align 4
-  %mb205.next = add nsw i64 %flat_grad.mb2052, 1
-  %139 = icmp slt i64 %mb205.next, 16
-  br i1 %139, label %flat_grad.mb205, label %flat_grad.mb205.end
+  store <8 x float> %t214_c3_250, ptr %arena51, align 4
+  %mb213.next = add nsw i64 %flat_grad.mb2132, 1
+  %139 = icmp slt i64 %mb213.next, 16
+  br i1 %139, label %flat_grad.mb213, label %flat_grad.mb213.end
 
-flat_grad.mb208:                                  ; preds = %flat_grad.k210.end, %flat_grad.nb204.end
-  %flat_grad.mb20852 = phi i64 [ 0, %flat_grad.nb204.end ], [ %mb208.next, %flat_grad.k210.end ]
-  store <8 x float> zeroinitializer, ptr %flat_grad.t209_c0_0, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t209_c0_1, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t209_c1_0, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t209_c1_1, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t209_c2_0, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t209_c2_1, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t209_c3_0, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t209_c3_1, align 32
-  br label %flat_grad.k210
+flat_grad.mb216:                                  ; preds = %flat_grad.k218.end, %flat_grad.nb212.end
+  %flat_grad.mb21652 = phi i64 [ 0, %flat_grad.nb212.end ], [ %mb216.next, %flat_grad.k218.end ]
+  store <8 x float> zeroinitializer, ptr %flat_grad.t217_c0_0, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t217_c0_1, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t217_c1_0, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t217_c1_1, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t217_c2_0, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t217_c2_1, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t217_c3_0, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t217_c3_1, align 32
+  br label %flat_grad.k218
 
-flat_grad.mb208.end:                              ; preds = %flat_grad.k210.end
+flat_grad.mb216.end:                              ; preds = %flat_grad.k218.end
   ret void
 
-flat_grad.k210:                                   ; preds = %flat_grad.k210, %flat_grad.mb208
-  %flat_grad.k21053 = phi i64 [ 0, %flat_grad.mb208 ], [ %k210.next, %flat_grad.k210 ]
-  %140 = mul nsw i64 %flat_grad.k21053, 12544
+flat_grad.k218:                                   ; preds = %flat_grad.k218, %flat_grad.mb216
+  %flat_grad.k21853 = phi i64 [ 0, %flat_grad.mb216 ], [ %k218.next, %flat_grad.k218 ]
+  %140 = mul nsw i64 %flat_grad.k21853, 12544
   %141 = add nsw i64 18816, %140
   %142 = add nsw i64 %141, 12528
   %params54 = getelementptr inbounds float, ptr %params, i64 %142
   %143 = load <8 x float>, ptr %params54, align 4
-  store <8 x float> %143, ptr %flat_grad.t209_b0, align 32
-  %144 = mul nsw i64 %flat_grad.k21053, 12544
+  store <8 x float> %143, ptr %flat_grad.t217_b0, align 32
+  %144 = mul nsw i64 %flat_grad.k21853, 12544
   %145 = add nsw i64 18816, %144
   %146 = add nsw i64 %145, 12528
   %147 = add nsw i64 %146, 8
   %params55 = getelementptr inbounds float, ptr %params, i64 %147
   %148 = load <8 x float>, ptr %params55, align 4
-  store <8 x float> %148, ptr %flat_grad.t209_b1, align 32
-  %149 = mul nsw i64 %flat_grad.mb20852, 4
+  store <8 x float> %148, ptr %flat_grad.t217_b1, align 32
+  %149 = mul nsw i64 %flat_grad.mb21652, 4
   %150 = mul nsw i64 %149, 128
   %151 = add nsw i64 3219456, %150
-  %152 = add nsw i64 %151, %flat_grad.k21053
+  %152 = add nsw i64 %151, %flat_grad.k21853
   %arena56 = getelementptr inbounds float, ptr %arena, i64 %152
   %153 = load float, ptr %arena56, align 4
   %154 = insertelement <8 x float> undef, float %153, i32 0
   %155 = shufflevector <8 x float> %154, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %155, ptr %flat_grad.t209_a0, align 32
-  %t209_a0 = load <8 x float>, ptr %flat_grad.t209_a0, align 32
-  %t209_b0 = load <8 x float>, ptr %flat_grad.t209_b0, align 32
-  %t209_c0_0 = load <8 x float>, ptr %flat_grad.t209_c0_0, align 32
-  %156 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t209_a0, <8 x float> %t209_b0, <8 x float> %t209_c0_0)
-  store <8 x float> %156, ptr %flat_grad.t209_c0_0, align 32
-  %t209_a057 = load <8 x float>, ptr %flat_grad.t209_a0, align 32
-  %t209_b1 = load <8 x float>, ptr %flat_grad.t209_b1, align 32
-  %t209_c0_1 = load <8 x float>, ptr %flat_grad.t209_c0_1, align 32
-  %157 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t209_a057, <8 x float> %t209_b1, <8 x float> %t209_c0_1)
-  store <8 x float> %157, ptr %flat_grad.t209_c0_1, align 32
-  %158 = mul nsw i64 %flat_grad.mb20852, 4
+  store <8 x float> %155, ptr %flat_grad.t217_a0, align 32
+  %t217_a0 = load <8 x float>, ptr %flat_grad.t217_a0, align 32
+  %t217_b0 = load <8 x float>, ptr %flat_grad.t217_b0, align 32
+  %t217_c0_0 = load <8 x float>, ptr %flat_grad.t217_c0_0, align 32
+  %156 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t217_a0, <8 x float> %t217_b0, <8 x float> %t217_c0_0)
+  store <8 x float> %156, ptr %flat_grad.t217_c0_0, align 32
+  %t217_a057 = load <8 x float>, ptr %flat_grad.t217_a0, align 32
+  %t217_b1 = load <8 x float>, ptr %flat_grad.t217_b1, align 32
+  %t217_c0_1 = load <8 x float>, ptr %flat_grad.t217_c0_1, align 32
+  %157 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t217_a057, <8 x float> %t217_b1, <8 x float> %t217_c0_1)
+  store <8 x float> %157, ptr %flat_grad.t217_c0_1, align 32
+  %158 = mul nsw i64 %flat_grad.mb21652, 4
   %159 = add nsw i64 %158, 1
   %160 = mul nsw i64 %159, 128
   %161 = add nsw i64 3219456, %160
-  %162 = add nsw i64 %161, %flat_grad.k21053
+  %162 = add nsw i64 %161, %flat_grad.k21853
   %arena58 = getelementptr inbounds float, ptr %arena, i64 %162
   %163 = load float, ptr %arena58, align 4
   %164 = insertelement <8 x float> undef, float %163, i32 0
   %165 = shufflevector <8 x float> %164, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %165, ptr %flat_grad.t209_a1, align 32
-  %t209_a1 = load <8 x float>, ptr %flat_grad.t209_a1, align 32
-  %t209_b059 = load <8 x float>, ptr %flat_grad.t209_b0, align 32
-  %t209_c1_0 = load <8 x float>, ptr %flat_grad.t209_c1_0, align 32
-  %166 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t209_a1, <8 x float> %t209_b059, <8 x float> %t209_c1_0)
-  store <8 x float> %166, ptr %flat_grad.t209_c1_0, align 32
-  %t209_a160 = load <8 x float>, ptr %flat_grad.t209_a1, align 32
-  %t209_b161 = load <8 x float>, ptr %flat_grad.t209_b1, align 32
-  %t209_c1_1 = load <8 x float>, ptr %flat_grad.t209_c1_1, align 32
-  %167 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t209_a160, <8 x float> %t209_b161, <8 x float> %t209_c1_1)
-  store <8 x float> %167, ptr %flat_grad.t209_c1_1, align 32
-  %168 = mul nsw i64 %flat_grad.mb20852, 4
+  store <8 x float> %165, ptr %flat_grad.t217_a1, align 32
+  %t217_a1 = load <8 x float>, ptr %flat_grad.t217_a1, align 32
+  %t217_b059 = load <8 x float>, ptr %flat_grad.t217_b0, align 32
+  %t217_c1_0 = load <8 x float>, ptr %flat_grad.t217_c1_0, align 32
+  %166 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t217_a1, <8 x float> %t217_b059, <8 x float> %t217_c1_0)
+  store <8 x float> %166, ptr %flat_grad.t217_c1_0, align 32
+  %t217_a160 = load <8 x float>, ptr %flat_grad.t217_a1, align 32
+  %t217_b161 = load <8 x float>, ptr %flat_grad.t217_b1, align 32
+  %t217_c1_1 = load <8 x float>, ptr %flat_grad.t217_c1_1, align 32
+  %167 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t217_a160, <8 x float> %t217_b161, <8 x float> %t217_c1_1)
+  store <8 x float> %167, ptr %flat_grad.t217_c1_1, align 32
+  %168 = mul nsw i64 %flat_grad.mb21652, 4
   %169 = add nsw i64 %168, 2
   %170 = mul nsw i64 %169, 128
   %171 = add nsw i64 3219456, %170
-  %172 = add nsw i64 %171, %flat_grad.k21053
+  %172 = add nsw i64 %171, %flat_grad.k21853
   %arena62 = getelementptr inbounds float, ptr %arena, i64 %172
   %173 = load float, ptr %arena62, align 4
   %174 = insertelement <8 x float> undef, float %173, i32 0
   %175 = shufflevector <8 x float> %174, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %175, ptr %flat_grad.t209_a2, align 32
-  %t209_a2 = load <8 x float>, ptr %flat_grad.t209_a2, align 32
-  %t209_b063 = load <8 x float>, ptr %flat_grad.t209_b0, align 32
-  %t209_c2_0 = load <8 x float>, ptr %flat_grad.t209_c2_0, align 32
-  %176 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t209_a2, <8 x float> %t209_b063, <8 x float> %t209_c2_0)
-  store <8 x float> %176, ptr %flat_grad.t209_c2_0, align 32
-  %t209_a264 = load <8 x float>, ptr %flat_grad.t209_a2, align 32
-  %t209_b165 = load <8 x float>, ptr %flat_grad.t209_b1, align 32
-  %t209_c2_1 = load <8 x float>, ptr %flat_grad.t209_c2_1, align 32
-  %177 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t209_a264, <8 x float> %t209_b165, <8 x float> %t209_c2_1)
-  store <8 x float> %177, ptr %flat_grad.t209_c2_1, align 32
-  %178 = mul nsw i64 %flat_grad.mb20852, 4
+  store <8 x float> %175, ptr %flat_grad.t217_a2, align 32
+  %t217_a2 = load <8 x float>, ptr %flat_grad.t217_a2, align 32
+  %t217_b063 = load <8 x float>, ptr %flat_grad.t217_b0, align 32
+  %t217_c2_0 = load <8 x float>, ptr %flat_grad.t217_c2_0, align 32
+  %176 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t217_a2, <8 x float> %t217_b063, <8 x float> %t217_c2_0)
+  store <8 x float> %176, ptr %flat_grad.t217_c2_0, align 32
+  %t217_a264 = load <8 x float>, ptr %flat_grad.t217_a2, align 32
+  %t217_b165 = load <8 x float>, ptr %flat_grad.t217_b1, align 32
+  %t217_c2_1 = load <8 x float>, ptr %flat_grad.t217_c2_1, align 32
+  %177 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t217_a264, <8 x float> %t217_b165, <8 x float> %t217_c2_1)
+  store <8 x float> %177, ptr %flat_grad.t217_c2_1, align 32
+  %178 = mul nsw i64 %flat_grad.mb21652, 4
   %179 = add nsw i64 %178, 3
   %180 = mul nsw i64 %179, 128
   %181 = add nsw i64 3219456, %180
-  %182 = add nsw i64 %181, %flat_grad.k21053
+  %182 = add nsw i64 %181, %flat_grad.k21853
   %arena66 = getelementptr inbounds float, ptr %arena, i64 %182
   %183 = load float, ptr %arena66, align 4
   %184 = insertelement <8 x float> undef, float %183, i32 0
   %185 = shufflevector <8 x float> %184, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %185, ptr %flat_grad.t209_a3, align 32
-  %t209_a3 = load <8 x float>, ptr %flat_grad.t209_a3, align 32
-  %t209_b067 = load <8 x float>, ptr %flat_grad.t209_b0, align 32
-  %t209_c3_0 = load <8 x float>, ptr %flat_grad.t209_c3_0, align 32
-  %186 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t209_a3, <8 x float> %t209_b067, <8 x float> %t209_c3_0)
-  store <8 x float> %186, ptr %flat_grad.t209_c3_0, align 32
-  %t209_a368 = load <8 x float>, ptr %flat_grad.t209_a3, align 32
-  %t209_b169 = load <8 x float>, ptr %flat_grad.t209_b1, align 32
-  %t209_c3_1 = load <8 x float>, ptr %flat_grad.t209_c3_1, align 32
-  %187 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t209_a368, <8 x float> %t209_b169, <8 x float> %t209_c3_1)
-  store <8 x float> %187, ptr %flat_grad.t209_c3_1, align 32
-  %k210.next = add nsw i64 %flat_grad.k21053, 1
-  %188 = icmp slt i64 %k210.next, 128
-  br i1 %188, label %flat_grad.k210, label %flat_grad.k210.end
+  store <8 x float> %185, ptr %flat_grad.t217_a3, align 32
+  %t217_a3 = load <8 x float>, ptr %flat_grad.t217_a3, align 32
+  %t217_b067 = load <8 x float>, ptr %flat_grad.t217_b0, align 32
+  %t217_c3_0 = load <8 x float>, ptr %flat_grad.t217_c3_0, align 32
+  %186 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t217_a3, <8 x float> %t217_b067, <8 x float> %t217_c3_0)
+  store <8 x float> %186, ptr %flat_grad.t217_c3_0, align 32
+  %t217_a368 = load <8 x float>, ptr %flat_grad.t217_a3, align 32
+  %t217_b169 = load <8 x float>, ptr %flat_grad.t217_b1, align 32
+  %t217_c3_1 = load <8 x float>, ptr %flat_grad.t217_c3_1, align 32
+  %187 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t217_a368, <8 x float> %t217_b169, <8 x float> %t217_c3_1)
+  store <8 x float> %187, ptr %flat_grad.t217_c3_1, align 32
+  %k218.next = add nsw i64 %flat_grad.k21853, 1
+  %188 = icmp slt i64 %k218.next, 128
+  br i1 %188, label %flat_grad.k218, label %flat_grad.k218.end
 
-flat_grad.k210.end:                               ; preds = %flat_grad.k210
-  %t209_c0_070 = load <8 x float>, ptr %flat_grad.t209_c0_0, align 32
-  %189 = mul nsw i64 %flat_grad.mb20852, 4
+flat_grad.k218.end:                               ; preds = %flat_grad.k218
+  %t217_c0_070 = load <8 x float>, ptr %flat_grad.t217_c0_0, align 32
+  %189 = mul nsw i64 %flat_grad.mb21652, 4
   %190 = mul nsw i64 %189, 12544
   %191 = add nsw i64 3228304, %190
   %192 = add nsw i64 %191, 12528
   %arena71 = getelementptr inbounds float, ptr %arena, i64 %192
-  store <8 x float> %t209_c0_070, ptr %arena71, align 4
-  %t209_c0_172 = load <8 x float>, ptr %flat_grad.t209_c0_1, align 32
-  %193 = mul nsw i64 %flat_grad.mb20852, 4
+  store <8 x float> %t217_c0_070, ptr %arena71, align 4
+  %t217_c0_172 = load <8 x float>, ptr %flat_grad.t217_c0_1, align 32
+  %193 = mul nsw i64 %flat_grad.mb21652, 4
   %194 = mul nsw i64 %193, 12544
   %195 = add nsw i64 3228304, %194
   %196 = add nsw i64 %195, 12528
   %197 = add nsw i64 %196, 8
   %arena73 = getelementptr inbounds float, ptr %arena, i64 %197
-  store <8 x float> %t209_c0_172, ptr %arena73, align 4
-  %t209_c1_074 = load <8 x float>, ptr %flat_grad.t209_c1_0, align 32
-  %198 = mul nsw i64 %flat_grad.mb20852, 4
+  store <8 x float> %t217_c0_172, ptr %arena73, align 4
+  %t217_c1_074 = load <8 x float>, ptr %flat_grad.t217_c1_0, align 32
+  %198 = mul nsw i64 %flat_grad.mb21652, 4
   %199 = add nsw i64 %198, 1
   %200 = mul nsw i64 %199, 12544
   %201 = add nsw i64 3228304, %200
   %202 = add nsw i64 %201, 12528
   %arena75 = getelementptr inbounds float, ptr %arena, i64 %202
-  store <8 x float> %t209_c1_074, ptr %arena75, align 4
-  %t209_c1_176 = load <8 x float>, ptr %flat_grad.t209_c1_1, align 32
-  %203 = mul nsw i64 %flat_grad.mb20852, 4
+  store <8 x float> %t217_c1_074, ptr %arena75, align 4
+  %t217_c1_176 = load <8 x float>, ptr %flat_grad.t217_c1_1, align 32
+  %203 = mul nsw i64 %flat_grad.mb21652, 4
   %204 = add nsw i64 %203, 1
   %205 = mul nsw i64 %204, 12544
   %206 = add nsw i64 3228304, %205
   %207 = add nsw i64 %206, 12528
   %208 = add nsw i64 %207, 8
   %arena77 = getelementptr inbounds float, ptr %arena, i64 %208
-  store <8 x float> %t209_c1_176, ptr %arena77, align 4
-  %t209_c2_078 = load <8 x float>, ptr %flat_grad.t209_c2_0, align 32
-  %209 = mul nsw i64 %flat_grad.mb20852, 4
+  store <8 x float> %t217_c1_176, ptr %arena77, align 4
+  %t217_c2_078 = load <8 x float>, ptr %flat_grad.t217_c2_0, align 32
+  %209 = mul nsw i64 %flat_grad.mb21652, 4
   %210 = add nsw i64 %209, 2
   %211 = mul nsw i64 %210, 12544
   %212 = add nsw i64 3228304, %211
   %213 = add nsw i64 %212, 12528
   %arena79 = getelementptr inbounds float, ptr %arena, i64 %213
-  store <8 x float> %t209_c2_078, ptr %arena79, align 4
-  %t209_c2_180 = load <8 x float>, ptr %flat_grad.t209_c2_1, align 32
-  %214 = mul nsw i64 %flat_grad.mb20852, 4
+  store <8 x float> %t217_c2_078, ptr %arena79, align 4
+  %t217_c2_180 = load <8 x float>, ptr %flat_grad.t217_c2_1, align 32
+  %214 = mul nsw i64 %flat_grad.mb21652, 4
   %215 = add nsw i64 %214, 2
   %216 = mul nsw i64 %215, 12544
   %217 = add nsw i64 3228304, %216
   %218 = add nsw i64 %217, 12528
   %219 = add nsw i64 %218, 8
   %arena81 = getelementptr inbounds float, ptr %arena, i64 %219
-  store <8 x float> %t209_c2_180, ptr %arena81, align 4
-  %t209_c3_082 = load <8 x float>, ptr %flat_grad.t209_c3_0, align 32
-  %220 = mul nsw i64 %flat_grad.mb20852, 4
+  store <8 x float> %t217_c2_180, ptr %arena81, align 4
+  %t217_c3_082 = load <8 x float>, ptr %flat_grad.t217_c3_0, align 32
+  %220 = mul nsw i64 %flat_grad.mb21652, 4
   %221 = add nsw i64 %220, 3
   %222 = mul nsw i64 %221, 12544
   %223 = add nsw i64 3228304, %222
   %224 = add nsw i64 %223, 12528
   %arena83 = getelementptr inbounds float, ptr %arena, i64 %224
-  store <8 x float> %t209_c3_082, ptr %arena83, align 4
-  %t209_c3_184 = load <8 x float>, ptr %flat_grad.t209_c3_1, align 32
-  %225 = mul nsw i64 %flat_grad.mb20852, 4
+  store <8 x float> %t217_c3_082, ptr %arena83, align 4
+  %t217_c3_184 = load <8 x float>, ptr %flat_grad.t217_c3_1, align 32
+  %225 = mul nsw i64 %flat_grad.mb21652, 4
   %226 = add nsw i64 %225, 3
   %227 = mul nsw i64 %226, 12544
   %228 = add nsw i64 3228304, %227
   %229 = add nsw i64 %228, 12528
   %230 = add nsw i64 %229, 8
   %arena85 = getelementptr inbounds float, ptr %arena, i64 %230
-  store <8 x float> %t209_c3_184, ptr %arena85, align 4
-  %mb208.next = add nsw i64 %flat_grad.mb20852, 1
-  %231 = icmp slt i64 %mb208.next, 16
-  br i1 %231, label %flat_grad.mb208, label %flat_grad.mb208.end
+  store <8 x float> %t217_c3_184, ptr %arena85, align 4
+  %mb216.next = add nsw i64 %flat_grad.mb21652, 1
+  %231 = icmp slt i64 %mb216.next, 16
+  br i1 %231, label %flat_grad.mb216, label %flat_grad.mb216.end
 }
 
 ; Function Attrs: noinline
-define internal void @convnet_train_b64.k16.pool_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @convnet_train_b64.k16.pool_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @convnet_train_b64.k17.conv2_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @convnet_train_b64.k17.conv2_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  br label %conv2_grad.i212
+  br label %conv2_grad.i220
 
-conv2_grad.i212:                                  ; preds = %conv2_grad.i212, %entry
-  %conv2_grad.i2121 = phi i64 [ 0, %entry ], [ %i212.next, %conv2_grad.i212 ]
-  %0 = add nsw i64 4031120, %conv2_grad.i2121
+conv2_grad.i220:                                  ; preds = %conv2_grad.i220, %entry
+  %conv2_grad.i2201 = phi i64 [ 0, %entry ], [ %i220.next, %conv2_grad.i220 ]
+  %0 = add nsw i64 4031120, %conv2_grad.i2201
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %0
   store float 0.000000e+00, ptr %arena2, align 4
-  %i212.next = add nsw i64 %conv2_grad.i2121, 1
-  %1 = icmp slt i64 %i212.next, 3211264
-  br i1 %1, label %conv2_grad.i212, label %conv2_grad.i212.end
+  %i220.next = add nsw i64 %conv2_grad.i2201, 1
+  %1 = icmp slt i64 %i220.next, 3211264
+  br i1 %1, label %conv2_grad.i220, label %conv2_grad.i220.end
 
-conv2_grad.i212.end:                              ; preds = %conv2_grad.i212
-  br label %conv2_grad.q213
+conv2_grad.i220.end:                              ; preds = %conv2_grad.i220
+  br label %conv2_grad.q221
 
-conv2_grad.q213:                                  ; preds = %conv2_grad.i214.end, %conv2_grad.i212.end
-  %conv2_grad.q2133 = phi i64 [ 0, %conv2_grad.i212.end ], [ %q213.next, %conv2_grad.i214.end ]
-  br label %conv2_grad.i214
+conv2_grad.q221:                                  ; preds = %conv2_grad.i222.end, %conv2_grad.i220.end
+  %conv2_grad.q2213 = phi i64 [ 0, %conv2_grad.i220.end ], [ %q221.next, %conv2_grad.i222.end ]
+  br label %conv2_grad.i222
 
-conv2_grad.q213.end:                              ; preds = %conv2_grad.i214.end
+conv2_grad.q221.end:                              ; preds = %conv2_grad.i222.end
   ret void
 
-conv2_grad.i214:                                  ; preds = %conv2_grad.endif, %conv2_grad.q213
-  %conv2_grad.i2144 = phi i64 [ 0, %conv2_grad.q213 ], [ %i214.next, %conv2_grad.endif ]
-  %2 = mul nsw i64 %conv2_grad.q2133, 196
-  %3 = add nsw i64 %2, %conv2_grad.i2144
+conv2_grad.i222:                                  ; preds = %conv2_grad.endif, %conv2_grad.q221
+  %conv2_grad.i2224 = phi i64 [ 0, %conv2_grad.q221 ], [ %i222.next, %conv2_grad.endif ]
+  %2 = mul nsw i64 %conv2_grad.q2213, 196
+  %3 = add nsw i64 %2, %conv2_grad.i2224
   %4 = add nsw i64 1605632, %3
   %arena5 = getelementptr inbounds float, ptr %arena, i64 %4
   %5 = load float, ptr %arena5, align 4
   %6 = fcmp ogt float %5, 0.000000e+00
   br i1 %6, label %conv2_grad.then, label %conv2_grad.endif
 
-conv2_grad.i214.end:                              ; preds = %conv2_grad.endif
-  %q213.next = add nsw i64 %conv2_grad.q2133, 1
-  %7 = icmp slt i64 %q213.next, 4096
-  br i1 %7, label %conv2_grad.q213, label %conv2_grad.q213.end
+conv2_grad.i222.end:                              ; preds = %conv2_grad.endif
+  %q221.next = add nsw i64 %conv2_grad.q2213, 1
+  %7 = icmp slt i64 %q221.next, 4096
+  br i1 %7, label %conv2_grad.q221, label %conv2_grad.q221.end
 
-conv2_grad.then:                                  ; preds = %conv2_grad.i214
-  %8 = mul nsw i64 %conv2_grad.q2133, 784
+conv2_grad.then:                                  ; preds = %conv2_grad.i222
+  %8 = mul nsw i64 %conv2_grad.q2213, 784
   %9 = add nsw i64 4031120, %8
-  %10 = mul nsw i64 %conv2_grad.q2133, 196
-  %11 = add nsw i64 %10, %conv2_grad.i2144
+  %10 = mul nsw i64 %conv2_grad.q2213, 196
+  %11 = add nsw i64 %10, %conv2_grad.i2224
   %12 = add nsw i64 2408448, %11
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %12
   %13 = load float, ptr %arena6, align 4
@@ -5199,8 +5753,8 @@ conv2_grad.then:                                  ; preds = %conv2_grad.i214
   %15 = add nsw i64 %9, %14
   %arena7 = getelementptr inbounds float, ptr %arena, i64 %15
   %16 = load float, ptr %arena7, align 4
-  %17 = mul nsw i64 %conv2_grad.q2133, 196
-  %18 = add nsw i64 %17, %conv2_grad.i2144
+  %17 = mul nsw i64 %conv2_grad.q2213, 196
+  %18 = add nsw i64 %17, %conv2_grad.i2224
   %19 = add nsw i64 3228304, %18
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %19
   %20 = load float, ptr %arena8, align 4
@@ -5208,15 +5762,23 @@ conv2_grad.then:                                  ; preds = %conv2_grad.i214
   store float %21, ptr %arena7, align 4
   br label %conv2_grad.endif
 
-conv2_grad.endif:                                 ; preds = %conv2_grad.then, %conv2_grad.i214
-  %i214.next = add nsw i64 %conv2_grad.i2144, 1
-  %22 = icmp slt i64 %i214.next, 196
-  br i1 %22, label %conv2_grad.i214, label %conv2_grad.i214.end
+conv2_grad.endif:                                 ; preds = %conv2_grad.then, %conv2_grad.i222
+  %i222.next = add nsw i64 %conv2_grad.i2224, 1
+  %22 = icmp slt i64 %i222.next, 196
+  br i1 %22, label %conv2_grad.i222, label %conv2_grad.i222.end
 }
 
 ; Function Attrs: noinline
-define internal void @convnet_train_b64.k18.conv2_weight_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @convnet_train_b64.k18.conv2_weight_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
+  %conv2_weight_grad.w322 = alloca float, align 4
+  %conv2_weight_grad.w321 = alloca float, align 4
+  %conv2_weight_grad.w320 = alloca float, align 4
+  %conv2_weight_grad.w319 = alloca float, align 4
+  %conv2_weight_grad.w318 = alloca float, align 4
+  %conv2_weight_grad.w317 = alloca float, align 4
+  %conv2_weight_grad.w316 = alloca float, align 4
+  %conv2_weight_grad.w315 = alloca float, align 4
   %conv2_weight_grad.w314 = alloca float, align 4
   %conv2_weight_grad.w313 = alloca float, align 4
   %conv2_weight_grad.w312 = alloca float, align 4
@@ -5230,14 +5792,14 @@ entry:
   %conv2_weight_grad.w304 = alloca float, align 4
   %conv2_weight_grad.w303 = alloca float, align 4
   %conv2_weight_grad.w302 = alloca float, align 4
-  %conv2_weight_grad.w301 = alloca float, align 4
-  %conv2_weight_grad.w300 = alloca float, align 4
-  %conv2_weight_grad.w299 = alloca float, align 4
-  %conv2_weight_grad.w298 = alloca float, align 4
-  %conv2_weight_grad.w297 = alloca float, align 4
-  %conv2_weight_grad.w296 = alloca float, align 4
-  %conv2_weight_grad.w295 = alloca float, align 4
-  %conv2_weight_grad.w294 = alloca float, align 4
+  %conv2_weight_grad.w298 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w297 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w296 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w295 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w294 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w293 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w292 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w291 = alloca <8 x float>, align 32
   %conv2_weight_grad.w290 = alloca <8 x float>, align 32
   %conv2_weight_grad.w289 = alloca <8 x float>, align 32
   %conv2_weight_grad.w288 = alloca <8 x float>, align 32
@@ -5254,14 +5816,14 @@ entry:
   %conv2_weight_grad.w277 = alloca <8 x float>, align 32
   %conv2_weight_grad.w276 = alloca <8 x float>, align 32
   %conv2_weight_grad.w275 = alloca <8 x float>, align 32
-  %conv2_weight_grad.w274 = alloca <8 x float>, align 32
-  %conv2_weight_grad.w273 = alloca <8 x float>, align 32
-  %conv2_weight_grad.w272 = alloca <8 x float>, align 32
-  %conv2_weight_grad.w271 = alloca <8 x float>, align 32
-  %conv2_weight_grad.w270 = alloca <8 x float>, align 32
-  %conv2_weight_grad.w269 = alloca <8 x float>, align 32
-  %conv2_weight_grad.w268 = alloca <8 x float>, align 32
-  %conv2_weight_grad.w267 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w266 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w265 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w264 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w263 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w262 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w261 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w260 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w259 = alloca <8 x float>, align 32
   %conv2_weight_grad.w258 = alloca <8 x float>, align 32
   %conv2_weight_grad.w257 = alloca <8 x float>, align 32
   %conv2_weight_grad.w256 = alloca <8 x float>, align 32
@@ -5286,1859 +5848,1859 @@ entry:
   %conv2_weight_grad.w237 = alloca <8 x float>, align 32
   %conv2_weight_grad.w236 = alloca <8 x float>, align 32
   %conv2_weight_grad.w235 = alloca <8 x float>, align 32
-  %conv2_weight_grad.w234 = alloca <8 x float>, align 32
-  %conv2_weight_grad.w233 = alloca <8 x float>, align 32
-  %conv2_weight_grad.w232 = alloca <8 x float>, align 32
-  %conv2_weight_grad.w231 = alloca <8 x float>, align 32
-  %conv2_weight_grad.w230 = alloca <8 x float>, align 32
-  %conv2_weight_grad.w229 = alloca <8 x float>, align 32
-  %conv2_weight_grad.w228 = alloca <8 x float>, align 32
-  %conv2_weight_grad.w227 = alloca <8 x float>, align 32
-  br label %conv2_weight_grad.i215
+  br label %conv2_weight_grad.i223
 
-conv2_weight_grad.i215:                           ; preds = %conv2_weight_grad.i215, %entry
-  %conv2_weight_grad.i2151 = phi i64 [ 0, %entry ], [ %i215.next, %conv2_weight_grad.i215 ]
-  %0 = add nsw i64 1985664, %conv2_weight_grad.i2151
+conv2_weight_grad.i223:                           ; preds = %conv2_weight_grad.i223, %entry
+  %conv2_weight_grad.i2231 = phi i64 [ 0, %entry ], [ %i223.next, %conv2_weight_grad.i223 ]
+  %0 = add nsw i64 1985664, %conv2_weight_grad.i2231
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %0
   store float 0.000000e+00, ptr %arena2, align 4
-  %i215.next = add nsw i64 %conv2_weight_grad.i2151, 1
-  %1 = icmp slt i64 %i215.next, 32768
-  br i1 %1, label %conv2_weight_grad.i215, label %conv2_weight_grad.i215.end
+  %i223.next = add nsw i64 %conv2_weight_grad.i2231, 1
+  %1 = icmp slt i64 %i223.next, 32768
+  br i1 %1, label %conv2_weight_grad.i223, label %conv2_weight_grad.i223.end
 
-conv2_weight_grad.i215.end:                       ; preds = %conv2_weight_grad.i215
-  br label %conv2_weight_grad.i216
+conv2_weight_grad.i223.end:                       ; preds = %conv2_weight_grad.i223
+  br label %conv2_weight_grad.i224
 
-conv2_weight_grad.i216:                           ; preds = %conv2_weight_grad.i216, %conv2_weight_grad.i215.end
-  %conv2_weight_grad.i2163 = phi i64 [ 0, %conv2_weight_grad.i215.end ], [ %i216.next, %conv2_weight_grad.i216 ]
-  %2 = add nsw i64 1605632, %conv2_weight_grad.i2163
+conv2_weight_grad.i224:                           ; preds = %conv2_weight_grad.i224, %conv2_weight_grad.i223.end
+  %conv2_weight_grad.i2243 = phi i64 [ 0, %conv2_weight_grad.i223.end ], [ %i224.next, %conv2_weight_grad.i224 ]
+  %2 = add nsw i64 1605632, %conv2_weight_grad.i2243
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %2
   store float 0.000000e+00, ptr %arena4, align 4
-  %i216.next = add nsw i64 %conv2_weight_grad.i2163, 1
-  %3 = icmp slt i64 %i216.next, 28800
-  br i1 %3, label %conv2_weight_grad.i216, label %conv2_weight_grad.i216.end
+  %i224.next = add nsw i64 %conv2_weight_grad.i2243, 1
+  %3 = icmp slt i64 %i224.next, 28800
+  br i1 %3, label %conv2_weight_grad.i224, label %conv2_weight_grad.i224.end
 
-conv2_weight_grad.i216.end:                       ; preds = %conv2_weight_grad.i216
-  br label %conv2_weight_grad.i217
+conv2_weight_grad.i224.end:                       ; preds = %conv2_weight_grad.i224
+  br label %conv2_weight_grad.i225
 
-conv2_weight_grad.i217:                           ; preds = %conv2_weight_grad.i217, %conv2_weight_grad.i216.end
-  %conv2_weight_grad.i2175 = phi i64 [ 0, %conv2_weight_grad.i216.end ], [ %i217.next, %conv2_weight_grad.i217 ]
-  %4 = add nsw i64 1734784, %conv2_weight_grad.i2175
+conv2_weight_grad.i225:                           ; preds = %conv2_weight_grad.i225, %conv2_weight_grad.i224.end
+  %conv2_weight_grad.i2255 = phi i64 [ 0, %conv2_weight_grad.i224.end ], [ %i225.next, %conv2_weight_grad.i225 ]
+  %4 = add nsw i64 1734784, %conv2_weight_grad.i2255
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %4
   store float 0.000000e+00, ptr %arena6, align 4
-  %i217.next = add nsw i64 %conv2_weight_grad.i2175, 1
-  %5 = icmp slt i64 %i217.next, 50176
-  br i1 %5, label %conv2_weight_grad.i217, label %conv2_weight_grad.i217.end
+  %i225.next = add nsw i64 %conv2_weight_grad.i2255, 1
+  %5 = icmp slt i64 %i225.next, 50176
+  br i1 %5, label %conv2_weight_grad.i225, label %conv2_weight_grad.i225.end
 
-conv2_weight_grad.i217.end:                       ; preds = %conv2_weight_grad.i217
-  br label %conv2_weight_grad.g218
+conv2_weight_grad.i225.end:                       ; preds = %conv2_weight_grad.i225
+  br label %conv2_weight_grad.g226
 
-conv2_weight_grad.g218:                           ; preds = %conv2_weight_grad.xi291.end, %conv2_weight_grad.i217.end
-  %conv2_weight_grad.g2187 = phi i64 [ 0, %conv2_weight_grad.i217.end ], [ %g218.next, %conv2_weight_grad.xi291.end ]
-  br label %conv2_weight_grad.j219
+conv2_weight_grad.g226:                           ; preds = %conv2_weight_grad.xi299.end, %conv2_weight_grad.i225.end
+  %conv2_weight_grad.g2267 = phi i64 [ 0, %conv2_weight_grad.i225.end ], [ %g226.next, %conv2_weight_grad.xi299.end ]
+  br label %conv2_weight_grad.j227
 
-conv2_weight_grad.g218.end:                       ; preds = %conv2_weight_grad.xi291.end
-  br label %conv2_weight_grad.f292
+conv2_weight_grad.g226.end:                       ; preds = %conv2_weight_grad.xi299.end
+  br label %conv2_weight_grad.f300
 
-conv2_weight_grad.j219:                           ; preds = %conv2_weight_grad.c220.end, %conv2_weight_grad.g218
-  %conv2_weight_grad.j2198 = phi i64 [ 0, %conv2_weight_grad.g218 ], [ %j219.next, %conv2_weight_grad.c220.end ]
-  br label %conv2_weight_grad.c220
+conv2_weight_grad.j227:                           ; preds = %conv2_weight_grad.c228.end, %conv2_weight_grad.g226
+  %conv2_weight_grad.j2278 = phi i64 [ 0, %conv2_weight_grad.g226 ], [ %j227.next, %conv2_weight_grad.c228.end ]
+  br label %conv2_weight_grad.c228
 
-conv2_weight_grad.j219.end:                       ; preds = %conv2_weight_grad.c220.end
-  br label %conv2_weight_grad.j223
+conv2_weight_grad.j227.end:                       ; preds = %conv2_weight_grad.c228.end
+  br label %conv2_weight_grad.j231
 
-conv2_weight_grad.c220:                           ; preds = %conv2_weight_grad.iy221.end, %conv2_weight_grad.j219
-  %conv2_weight_grad.c2209 = phi i64 [ 0, %conv2_weight_grad.j219 ], [ %c220.next, %conv2_weight_grad.iy221.end ]
-  br label %conv2_weight_grad.iy221
+conv2_weight_grad.c228:                           ; preds = %conv2_weight_grad.iy229.end, %conv2_weight_grad.j227
+  %conv2_weight_grad.c2289 = phi i64 [ 0, %conv2_weight_grad.j227 ], [ %c228.next, %conv2_weight_grad.iy229.end ]
+  br label %conv2_weight_grad.iy229
 
-conv2_weight_grad.c220.end:                       ; preds = %conv2_weight_grad.iy221.end
-  %j219.next = add nsw i64 %conv2_weight_grad.j2198, 1
-  %6 = icmp slt i64 %j219.next, 1
-  br i1 %6, label %conv2_weight_grad.j219, label %conv2_weight_grad.j219.end
+conv2_weight_grad.c228.end:                       ; preds = %conv2_weight_grad.iy229.end
+  %j227.next = add nsw i64 %conv2_weight_grad.j2278, 1
+  %6 = icmp slt i64 %j227.next, 1
+  br i1 %6, label %conv2_weight_grad.j227, label %conv2_weight_grad.j227.end
 
-conv2_weight_grad.iy221:                          ; preds = %conv2_weight_grad.ix222.end, %conv2_weight_grad.c220
-  %conv2_weight_grad.iy22110 = phi i64 [ 0, %conv2_weight_grad.c220 ], [ %iy221.next, %conv2_weight_grad.ix222.end ]
-  br label %conv2_weight_grad.ix222
+conv2_weight_grad.iy229:                          ; preds = %conv2_weight_grad.ix230.end, %conv2_weight_grad.c228
+  %conv2_weight_grad.iy22910 = phi i64 [ 0, %conv2_weight_grad.c228 ], [ %iy229.next, %conv2_weight_grad.ix230.end ]
+  br label %conv2_weight_grad.ix230
 
-conv2_weight_grad.iy221.end:                      ; preds = %conv2_weight_grad.ix222.end
-  %c220.next = add nsw i64 %conv2_weight_grad.c2209, 1
-  %7 = icmp slt i64 %c220.next, 32
-  br i1 %7, label %conv2_weight_grad.c220, label %conv2_weight_grad.c220.end
+conv2_weight_grad.iy229.end:                      ; preds = %conv2_weight_grad.ix230.end
+  %c228.next = add nsw i64 %conv2_weight_grad.c2289, 1
+  %7 = icmp slt i64 %c228.next, 32
+  br i1 %7, label %conv2_weight_grad.c228, label %conv2_weight_grad.c228.end
 
-conv2_weight_grad.ix222:                          ; preds = %conv2_weight_grad.ix222, %conv2_weight_grad.iy221
-  %conv2_weight_grad.ix22211 = phi i64 [ 0, %conv2_weight_grad.iy221 ], [ %ix222.next, %conv2_weight_grad.ix222 ]
-  %8 = add nsw i64 %conv2_weight_grad.g2187, %conv2_weight_grad.j2198
+conv2_weight_grad.ix230:                          ; preds = %conv2_weight_grad.ix230, %conv2_weight_grad.iy229
+  %conv2_weight_grad.ix23011 = phi i64 [ 0, %conv2_weight_grad.iy229 ], [ %ix230.next, %conv2_weight_grad.ix230 ]
+  %8 = add nsw i64 %conv2_weight_grad.g2267, %conv2_weight_grad.j2278
   %9 = mul nsw i64 %8, 25088
-  %10 = mul nsw i64 %conv2_weight_grad.c2209, 784
+  %10 = mul nsw i64 %conv2_weight_grad.c2289, 784
   %11 = add nsw i64 %9, %10
-  %12 = mul nsw i64 %conv2_weight_grad.iy22110, 28
+  %12 = mul nsw i64 %conv2_weight_grad.iy22910, 28
   %13 = add nsw i64 %11, %12
-  %14 = add nsw i64 %13, %conv2_weight_grad.ix22211
+  %14 = add nsw i64 %13, %conv2_weight_grad.ix23011
   %arena12 = getelementptr inbounds float, ptr %arena, i64 %14
   %15 = load float, ptr %arena12, align 4
-  %16 = mul nsw i64 %conv2_weight_grad.j2198, 28800
-  %17 = add nsw i64 %conv2_weight_grad.iy22110, 1
+  %16 = mul nsw i64 %conv2_weight_grad.j2278, 28800
+  %17 = add nsw i64 %conv2_weight_grad.iy22910, 1
   %18 = mul nsw i64 %17, 960
   %19 = add nsw i64 %16, %18
-  %20 = add nsw i64 %conv2_weight_grad.ix22211, 1
+  %20 = add nsw i64 %conv2_weight_grad.ix23011, 1
   %21 = mul nsw i64 %20, 32
   %22 = add nsw i64 %19, %21
-  %23 = add nsw i64 %22, %conv2_weight_grad.c2209
+  %23 = add nsw i64 %22, %conv2_weight_grad.c2289
   %24 = add nsw i64 1605632, %23
   %arena13 = getelementptr inbounds float, ptr %arena, i64 %24
   store float %15, ptr %arena13, align 4
-  %ix222.next = add nsw i64 %conv2_weight_grad.ix22211, 1
-  %25 = icmp slt i64 %ix222.next, 28
-  br i1 %25, label %conv2_weight_grad.ix222, label %conv2_weight_grad.ix222.end
+  %ix230.next = add nsw i64 %conv2_weight_grad.ix23011, 1
+  %25 = icmp slt i64 %ix230.next, 28
+  br i1 %25, label %conv2_weight_grad.ix230, label %conv2_weight_grad.ix230.end
 
-conv2_weight_grad.ix222.end:                      ; preds = %conv2_weight_grad.ix222
-  %iy221.next = add nsw i64 %conv2_weight_grad.iy22110, 1
-  %26 = icmp slt i64 %iy221.next, 28
-  br i1 %26, label %conv2_weight_grad.iy221, label %conv2_weight_grad.iy221.end
+conv2_weight_grad.ix230.end:                      ; preds = %conv2_weight_grad.ix230
+  %iy229.next = add nsw i64 %conv2_weight_grad.iy22910, 1
+  %26 = icmp slt i64 %iy229.next, 28
+  br i1 %26, label %conv2_weight_grad.iy229, label %conv2_weight_grad.iy229.end
 
-conv2_weight_grad.j223:                           ; preds = %conv2_weight_grad.ty224.end, %conv2_weight_grad.j219.end
-  %conv2_weight_grad.j22314 = phi i64 [ 0, %conv2_weight_grad.j219.end ], [ %j223.next, %conv2_weight_grad.ty224.end ]
-  br label %conv2_weight_grad.ty224
+conv2_weight_grad.j231:                           ; preds = %conv2_weight_grad.ty232.end, %conv2_weight_grad.j227.end
+  %conv2_weight_grad.j23114 = phi i64 [ 0, %conv2_weight_grad.j227.end ], [ %j231.next, %conv2_weight_grad.ty232.end ]
+  br label %conv2_weight_grad.ty232
 
-conv2_weight_grad.j223.end:                       ; preds = %conv2_weight_grad.ty224.end
-  br label %conv2_weight_grad.j259
+conv2_weight_grad.j231.end:                       ; preds = %conv2_weight_grad.ty232.end
+  br label %conv2_weight_grad.j267
 
-conv2_weight_grad.ty224:                          ; preds = %conv2_weight_grad.tx225.end, %conv2_weight_grad.j223
-  %conv2_weight_grad.ty22415 = phi i64 [ 0, %conv2_weight_grad.j223 ], [ %ty224.next, %conv2_weight_grad.tx225.end ]
-  br label %conv2_weight_grad.tx225
+conv2_weight_grad.ty232:                          ; preds = %conv2_weight_grad.tx233.end, %conv2_weight_grad.j231
+  %conv2_weight_grad.ty23215 = phi i64 [ 0, %conv2_weight_grad.j231 ], [ %ty232.next, %conv2_weight_grad.tx233.end ]
+  br label %conv2_weight_grad.tx233
 
-conv2_weight_grad.ty224.end:                      ; preds = %conv2_weight_grad.tx225.end
-  %j223.next = add nsw i64 %conv2_weight_grad.j22314, 1
-  %27 = icmp slt i64 %j223.next, 1
-  br i1 %27, label %conv2_weight_grad.j223, label %conv2_weight_grad.j223.end
+conv2_weight_grad.ty232.end:                      ; preds = %conv2_weight_grad.tx233.end
+  %j231.next = add nsw i64 %conv2_weight_grad.j23114, 1
+  %27 = icmp slt i64 %j231.next, 1
+  br i1 %27, label %conv2_weight_grad.j231, label %conv2_weight_grad.j231.end
 
-conv2_weight_grad.tx225:                          ; preds = %conv2_weight_grad.cv226.end, %conv2_weight_grad.ty224
-  %conv2_weight_grad.tx22516 = phi i64 [ 0, %conv2_weight_grad.ty224 ], [ %tx225.next, %conv2_weight_grad.cv226.end ]
-  br label %conv2_weight_grad.cv226
+conv2_weight_grad.tx233:                          ; preds = %conv2_weight_grad.cv234.end, %conv2_weight_grad.ty232
+  %conv2_weight_grad.tx23316 = phi i64 [ 0, %conv2_weight_grad.ty232 ], [ %tx233.next, %conv2_weight_grad.cv234.end ]
+  br label %conv2_weight_grad.cv234
 
-conv2_weight_grad.tx225.end:                      ; preds = %conv2_weight_grad.cv226.end
-  %ty224.next = add nsw i64 %conv2_weight_grad.ty22415, 1
-  %28 = icmp slt i64 %ty224.next, 14
-  br i1 %28, label %conv2_weight_grad.ty224, label %conv2_weight_grad.ty224.end
+conv2_weight_grad.tx233.end:                      ; preds = %conv2_weight_grad.cv234.end
+  %ty232.next = add nsw i64 %conv2_weight_grad.ty23215, 1
+  %28 = icmp slt i64 %ty232.next, 14
+  br i1 %28, label %conv2_weight_grad.ty232, label %conv2_weight_grad.ty232.end
 
-conv2_weight_grad.cv226:                          ; preds = %conv2_weight_grad.cv226, %conv2_weight_grad.tx225
-  %conv2_weight_grad.cv22617 = phi i64 [ 0, %conv2_weight_grad.tx225 ], [ %cv226.next, %conv2_weight_grad.cv226 ]
-  %29 = mul nsw i64 %conv2_weight_grad.j22314, 28800
-  %30 = mul nsw i64 %conv2_weight_grad.ty22415, 2
+conv2_weight_grad.cv234:                          ; preds = %conv2_weight_grad.cv234, %conv2_weight_grad.tx233
+  %conv2_weight_grad.cv23417 = phi i64 [ 0, %conv2_weight_grad.tx233 ], [ %cv234.next, %conv2_weight_grad.cv234 ]
+  %29 = mul nsw i64 %conv2_weight_grad.j23114, 28800
+  %30 = mul nsw i64 %conv2_weight_grad.ty23215, 2
   %31 = mul nsw i64 %30, 960
   %32 = add nsw i64 %29, %31
-  %33 = mul nsw i64 %conv2_weight_grad.tx22516, 2
+  %33 = mul nsw i64 %conv2_weight_grad.tx23316, 2
   %34 = mul nsw i64 %33, 32
   %35 = add nsw i64 %32, %34
-  %36 = mul nsw i64 %conv2_weight_grad.cv22617, 8
+  %36 = mul nsw i64 %conv2_weight_grad.cv23417, 8
   %37 = add nsw i64 %35, %36
   %38 = add nsw i64 1605632, %37
   %arena18 = getelementptr inbounds float, ptr %arena, i64 %38
   %39 = load <8 x float>, ptr %arena18, align 4
-  %40 = mul nsw i64 %conv2_weight_grad.j22314, 28800
-  %41 = mul nsw i64 %conv2_weight_grad.ty22415, 2
+  %40 = mul nsw i64 %conv2_weight_grad.j23114, 28800
+  %41 = mul nsw i64 %conv2_weight_grad.ty23215, 2
   %42 = add nsw i64 %41, 2
   %43 = mul nsw i64 %42, 960
   %44 = add nsw i64 %40, %43
-  %45 = mul nsw i64 %conv2_weight_grad.tx22516, 2
+  %45 = mul nsw i64 %conv2_weight_grad.tx23316, 2
   %46 = mul nsw i64 %45, 32
   %47 = add nsw i64 %44, %46
-  %48 = mul nsw i64 %conv2_weight_grad.cv22617, 8
+  %48 = mul nsw i64 %conv2_weight_grad.cv23417, 8
   %49 = add nsw i64 %47, %48
   %50 = add nsw i64 1605632, %49
   %arena19 = getelementptr inbounds float, ptr %arena, i64 %50
   %51 = load <8 x float>, ptr %arena19, align 4
   %52 = fsub <8 x float> %39, %51
-  store <8 x float> %52, ptr %conv2_weight_grad.w227, align 32
-  %53 = mul nsw i64 %conv2_weight_grad.j22314, 28800
-  %54 = mul nsw i64 %conv2_weight_grad.ty22415, 2
+  store <8 x float> %52, ptr %conv2_weight_grad.w235, align 32
+  %53 = mul nsw i64 %conv2_weight_grad.j23114, 28800
+  %54 = mul nsw i64 %conv2_weight_grad.ty23215, 2
   %55 = add nsw i64 %54, 1
   %56 = mul nsw i64 %55, 960
   %57 = add nsw i64 %53, %56
-  %58 = mul nsw i64 %conv2_weight_grad.tx22516, 2
+  %58 = mul nsw i64 %conv2_weight_grad.tx23316, 2
   %59 = mul nsw i64 %58, 32
   %60 = add nsw i64 %57, %59
-  %61 = mul nsw i64 %conv2_weight_grad.cv22617, 8
+  %61 = mul nsw i64 %conv2_weight_grad.cv23417, 8
   %62 = add nsw i64 %60, %61
   %63 = add nsw i64 1605632, %62
   %arena20 = getelementptr inbounds float, ptr %arena, i64 %63
   %64 = load <8 x float>, ptr %arena20, align 4
-  %65 = mul nsw i64 %conv2_weight_grad.j22314, 28800
-  %66 = mul nsw i64 %conv2_weight_grad.ty22415, 2
+  %65 = mul nsw i64 %conv2_weight_grad.j23114, 28800
+  %66 = mul nsw i64 %conv2_weight_grad.ty23215, 2
   %67 = add nsw i64 %66, 2
   %68 = mul nsw i64 %67, 960
   %69 = add nsw i64 %65, %68
-  %70 = mul nsw i64 %conv2_weight_grad.tx22516, 2
+  %70 = mul nsw i64 %conv2_weight_grad.tx23316, 2
   %71 = mul nsw i64 %70, 32
   %72 = add nsw i64 %69, %71
-  %73 = mul nsw i64 %conv2_weight_grad.cv22617, 8
+  %73 = mul nsw i64 %conv2_weight_grad.cv23417, 8
   %74 = add nsw i64 %72, %73
   %75 = add nsw i64 1605632, %74
   %arena21 = getelementptr inbounds float, ptr %arena, i64 %75
   %76 = load <8 x float>, ptr %arena21, align 4
   %77 = fadd <8 x float> %64, %76
-  store <8 x float> %77, ptr %conv2_weight_grad.w228, align 32
-  %78 = mul nsw i64 %conv2_weight_grad.j22314, 28800
-  %79 = mul nsw i64 %conv2_weight_grad.ty22415, 2
+  store <8 x float> %77, ptr %conv2_weight_grad.w236, align 32
+  %78 = mul nsw i64 %conv2_weight_grad.j23114, 28800
+  %79 = mul nsw i64 %conv2_weight_grad.ty23215, 2
   %80 = add nsw i64 %79, 2
   %81 = mul nsw i64 %80, 960
   %82 = add nsw i64 %78, %81
-  %83 = mul nsw i64 %conv2_weight_grad.tx22516, 2
+  %83 = mul nsw i64 %conv2_weight_grad.tx23316, 2
   %84 = mul nsw i64 %83, 32
   %85 = add nsw i64 %82, %84
-  %86 = mul nsw i64 %conv2_weight_grad.cv22617, 8
+  %86 = mul nsw i64 %conv2_weight_grad.cv23417, 8
   %87 = add nsw i64 %85, %86
   %88 = add nsw i64 1605632, %87
   %arena22 = getelementptr inbounds float, ptr %arena, i64 %88
   %89 = load <8 x float>, ptr %arena22, align 4
-  %90 = mul nsw i64 %conv2_weight_grad.j22314, 28800
-  %91 = mul nsw i64 %conv2_weight_grad.ty22415, 2
+  %90 = mul nsw i64 %conv2_weight_grad.j23114, 28800
+  %91 = mul nsw i64 %conv2_weight_grad.ty23215, 2
   %92 = add nsw i64 %91, 1
   %93 = mul nsw i64 %92, 960
   %94 = add nsw i64 %90, %93
-  %95 = mul nsw i64 %conv2_weight_grad.tx22516, 2
+  %95 = mul nsw i64 %conv2_weight_grad.tx23316, 2
   %96 = mul nsw i64 %95, 32
   %97 = add nsw i64 %94, %96
-  %98 = mul nsw i64 %conv2_weight_grad.cv22617, 8
+  %98 = mul nsw i64 %conv2_weight_grad.cv23417, 8
   %99 = add nsw i64 %97, %98
   %100 = add nsw i64 1605632, %99
   %arena23 = getelementptr inbounds float, ptr %arena, i64 %100
   %101 = load <8 x float>, ptr %arena23, align 4
   %102 = fsub <8 x float> %89, %101
-  store <8 x float> %102, ptr %conv2_weight_grad.w229, align 32
-  %103 = mul nsw i64 %conv2_weight_grad.j22314, 28800
-  %104 = mul nsw i64 %conv2_weight_grad.ty22415, 2
+  store <8 x float> %102, ptr %conv2_weight_grad.w237, align 32
+  %103 = mul nsw i64 %conv2_weight_grad.j23114, 28800
+  %104 = mul nsw i64 %conv2_weight_grad.ty23215, 2
   %105 = add nsw i64 %104, 1
   %106 = mul nsw i64 %105, 960
   %107 = add nsw i64 %103, %106
-  %108 = mul nsw i64 %conv2_weight_grad.tx22516, 2
+  %108 = mul nsw i64 %conv2_weight_grad.tx23316, 2
   %109 = mul nsw i64 %108, 32
   %110 = add nsw i64 %107, %109
-  %111 = mul nsw i64 %conv2_weight_grad.cv22617, 8
+  %111 = mul nsw i64 %conv2_weight_grad.cv23417, 8
   %112 = add nsw i64 %110, %111
   %113 = add nsw i64 1605632, %112
   %arena24 = getelementptr inbounds float, ptr %arena, i64 %113
   %114 = load <8 x float>, ptr %arena24, align 4
-  %115 = mul nsw i64 %conv2_weight_grad.j22314, 28800
-  %116 = mul nsw i64 %conv2_weight_grad.ty22415, 2
+  %115 = mul nsw i64 %conv2_weight_grad.j23114, 28800
+  %116 = mul nsw i64 %conv2_weight_grad.ty23215, 2
   %117 = add nsw i64 %116, 3
   %118 = mul nsw i64 %117, 960
   %119 = add nsw i64 %115, %118
-  %120 = mul nsw i64 %conv2_weight_grad.tx22516, 2
+  %120 = mul nsw i64 %conv2_weight_grad.tx23316, 2
   %121 = mul nsw i64 %120, 32
   %122 = add nsw i64 %119, %121
-  %123 = mul nsw i64 %conv2_weight_grad.cv22617, 8
+  %123 = mul nsw i64 %conv2_weight_grad.cv23417, 8
   %124 = add nsw i64 %122, %123
   %125 = add nsw i64 1605632, %124
   %arena25 = getelementptr inbounds float, ptr %arena, i64 %125
   %126 = load <8 x float>, ptr %arena25, align 4
   %127 = fsub <8 x float> %114, %126
-  store <8 x float> %127, ptr %conv2_weight_grad.w230, align 32
-  %128 = mul nsw i64 %conv2_weight_grad.j22314, 28800
-  %129 = mul nsw i64 %conv2_weight_grad.ty22415, 2
+  store <8 x float> %127, ptr %conv2_weight_grad.w238, align 32
+  %128 = mul nsw i64 %conv2_weight_grad.j23114, 28800
+  %129 = mul nsw i64 %conv2_weight_grad.ty23215, 2
   %130 = mul nsw i64 %129, 960
   %131 = add nsw i64 %128, %130
-  %132 = mul nsw i64 %conv2_weight_grad.tx22516, 2
+  %132 = mul nsw i64 %conv2_weight_grad.tx23316, 2
   %133 = add nsw i64 %132, 1
   %134 = mul nsw i64 %133, 32
   %135 = add nsw i64 %131, %134
-  %136 = mul nsw i64 %conv2_weight_grad.cv22617, 8
+  %136 = mul nsw i64 %conv2_weight_grad.cv23417, 8
   %137 = add nsw i64 %135, %136
   %138 = add nsw i64 1605632, %137
   %arena26 = getelementptr inbounds float, ptr %arena, i64 %138
   %139 = load <8 x float>, ptr %arena26, align 4
-  %140 = mul nsw i64 %conv2_weight_grad.j22314, 28800
-  %141 = mul nsw i64 %conv2_weight_grad.ty22415, 2
+  %140 = mul nsw i64 %conv2_weight_grad.j23114, 28800
+  %141 = mul nsw i64 %conv2_weight_grad.ty23215, 2
   %142 = add nsw i64 %141, 2
   %143 = mul nsw i64 %142, 960
   %144 = add nsw i64 %140, %143
-  %145 = mul nsw i64 %conv2_weight_grad.tx22516, 2
+  %145 = mul nsw i64 %conv2_weight_grad.tx23316, 2
   %146 = add nsw i64 %145, 1
   %147 = mul nsw i64 %146, 32
   %148 = add nsw i64 %144, %147
-  %149 = mul nsw i64 %conv2_weight_grad.cv22617, 8
+  %149 = mul nsw i64 %conv2_weight_grad.cv23417, 8
   %150 = add nsw i64 %148, %149
   %151 = add nsw i64 1605632, %150
   %arena27 = getelementptr inbounds float, ptr %arena, i64 %151
   %152 = load <8 x float>, ptr %arena27, align 4
   %153 = fsub <8 x float> %139, %152
-  store <8 x float> %153, ptr %conv2_weight_grad.w231, align 32
-  %154 = mul nsw i64 %conv2_weight_grad.j22314, 28800
-  %155 = mul nsw i64 %conv2_weight_grad.ty22415, 2
+  store <8 x float> %153, ptr %conv2_weight_grad.w239, align 32
+  %154 = mul nsw i64 %conv2_weight_grad.j23114, 28800
+  %155 = mul nsw i64 %conv2_weight_grad.ty23215, 2
   %156 = add nsw i64 %155, 1
   %157 = mul nsw i64 %156, 960
   %158 = add nsw i64 %154, %157
-  %159 = mul nsw i64 %conv2_weight_grad.tx22516, 2
+  %159 = mul nsw i64 %conv2_weight_grad.tx23316, 2
   %160 = add nsw i64 %159, 1
   %161 = mul nsw i64 %160, 32
   %162 = add nsw i64 %158, %161
-  %163 = mul nsw i64 %conv2_weight_grad.cv22617, 8
+  %163 = mul nsw i64 %conv2_weight_grad.cv23417, 8
   %164 = add nsw i64 %162, %163
   %165 = add nsw i64 1605632, %164
   %arena28 = getelementptr inbounds float, ptr %arena, i64 %165
   %166 = load <8 x float>, ptr %arena28, align 4
-  %167 = mul nsw i64 %conv2_weight_grad.j22314, 28800
-  %168 = mul nsw i64 %conv2_weight_grad.ty22415, 2
+  %167 = mul nsw i64 %conv2_weight_grad.j23114, 28800
+  %168 = mul nsw i64 %conv2_weight_grad.ty23215, 2
   %169 = add nsw i64 %168, 2
   %170 = mul nsw i64 %169, 960
   %171 = add nsw i64 %167, %170
-  %172 = mul nsw i64 %conv2_weight_grad.tx22516, 2
+  %172 = mul nsw i64 %conv2_weight_grad.tx23316, 2
   %173 = add nsw i64 %172, 1
   %174 = mul nsw i64 %173, 32
   %175 = add nsw i64 %171, %174
-  %176 = mul nsw i64 %conv2_weight_grad.cv22617, 8
+  %176 = mul nsw i64 %conv2_weight_grad.cv23417, 8
   %177 = add nsw i64 %175, %176
   %178 = add nsw i64 1605632, %177
   %arena29 = getelementptr inbounds float, ptr %arena, i64 %178
   %179 = load <8 x float>, ptr %arena29, align 4
   %180 = fadd <8 x float> %166, %179
-  store <8 x float> %180, ptr %conv2_weight_grad.w232, align 32
-  %181 = mul nsw i64 %conv2_weight_grad.j22314, 28800
-  %182 = mul nsw i64 %conv2_weight_grad.ty22415, 2
+  store <8 x float> %180, ptr %conv2_weight_grad.w240, align 32
+  %181 = mul nsw i64 %conv2_weight_grad.j23114, 28800
+  %182 = mul nsw i64 %conv2_weight_grad.ty23215, 2
   %183 = add nsw i64 %182, 2
   %184 = mul nsw i64 %183, 960
   %185 = add nsw i64 %181, %184
-  %186 = mul nsw i64 %conv2_weight_grad.tx22516, 2
+  %186 = mul nsw i64 %conv2_weight_grad.tx23316, 2
   %187 = add nsw i64 %186, 1
   %188 = mul nsw i64 %187, 32
   %189 = add nsw i64 %185, %188
-  %190 = mul nsw i64 %conv2_weight_grad.cv22617, 8
+  %190 = mul nsw i64 %conv2_weight_grad.cv23417, 8
   %191 = add nsw i64 %189, %190
   %192 = add nsw i64 1605632, %191
   %arena30 = getelementptr inbounds float, ptr %arena, i64 %192
   %193 = load <8 x float>, ptr %arena30, align 4
-  %194 = mul nsw i64 %conv2_weight_grad.j22314, 28800
-  %195 = mul nsw i64 %conv2_weight_grad.ty22415, 2
+  %194 = mul nsw i64 %conv2_weight_grad.j23114, 28800
+  %195 = mul nsw i64 %conv2_weight_grad.ty23215, 2
   %196 = add nsw i64 %195, 1
   %197 = mul nsw i64 %196, 960
   %198 = add nsw i64 %194, %197
-  %199 = mul nsw i64 %conv2_weight_grad.tx22516, 2
+  %199 = mul nsw i64 %conv2_weight_grad.tx23316, 2
   %200 = add nsw i64 %199, 1
   %201 = mul nsw i64 %200, 32
   %202 = add nsw i64 %198, %201
-  %203 = mul nsw i64 %conv2_weight_grad.cv22617, 8
+  %203 = mul nsw i64 %conv2_weight_grad.cv23417, 8
   %204 = add nsw i64 %202, %203
   %205 = add nsw i64 1605632, %204
   %arena31 = getelementptr inbounds float, ptr %arena, i64 %205
   %206 = load <8 x float>, ptr %arena31, align 4
   %207 = fsub <8 x float> %193, %206
-  store <8 x float> %207, ptr %conv2_weight_grad.w233, align 32
-  %208 = mul nsw i64 %conv2_weight_grad.j22314, 28800
-  %209 = mul nsw i64 %conv2_weight_grad.ty22415, 2
+  store <8 x float> %207, ptr %conv2_weight_grad.w241, align 32
+  %208 = mul nsw i64 %conv2_weight_grad.j23114, 28800
+  %209 = mul nsw i64 %conv2_weight_grad.ty23215, 2
   %210 = add nsw i64 %209, 1
   %211 = mul nsw i64 %210, 960
   %212 = add nsw i64 %208, %211
-  %213 = mul nsw i64 %conv2_weight_grad.tx22516, 2
+  %213 = mul nsw i64 %conv2_weight_grad.tx23316, 2
   %214 = add nsw i64 %213, 1
   %215 = mul nsw i64 %214, 32
   %216 = add nsw i64 %212, %215
-  %217 = mul nsw i64 %conv2_weight_grad.cv22617, 8
+  %217 = mul nsw i64 %conv2_weight_grad.cv23417, 8
   %218 = add nsw i64 %216, %217
   %219 = add nsw i64 1605632, %218
   %arena32 = getelementptr inbounds float, ptr %arena, i64 %219
   %220 = load <8 x float>, ptr %arena32, align 4
-  %221 = mul nsw i64 %conv2_weight_grad.j22314, 28800
-  %222 = mul nsw i64 %conv2_weight_grad.ty22415, 2
+  %221 = mul nsw i64 %conv2_weight_grad.j23114, 28800
+  %222 = mul nsw i64 %conv2_weight_grad.ty23215, 2
   %223 = add nsw i64 %222, 3
   %224 = mul nsw i64 %223, 960
   %225 = add nsw i64 %221, %224
-  %226 = mul nsw i64 %conv2_weight_grad.tx22516, 2
+  %226 = mul nsw i64 %conv2_weight_grad.tx23316, 2
   %227 = add nsw i64 %226, 1
   %228 = mul nsw i64 %227, 32
   %229 = add nsw i64 %225, %228
-  %230 = mul nsw i64 %conv2_weight_grad.cv22617, 8
+  %230 = mul nsw i64 %conv2_weight_grad.cv23417, 8
   %231 = add nsw i64 %229, %230
   %232 = add nsw i64 1605632, %231
   %arena33 = getelementptr inbounds float, ptr %arena, i64 %232
   %233 = load <8 x float>, ptr %arena33, align 4
   %234 = fsub <8 x float> %220, %233
-  store <8 x float> %234, ptr %conv2_weight_grad.w234, align 32
-  %235 = mul nsw i64 %conv2_weight_grad.j22314, 28800
-  %236 = mul nsw i64 %conv2_weight_grad.ty22415, 2
+  store <8 x float> %234, ptr %conv2_weight_grad.w242, align 32
+  %235 = mul nsw i64 %conv2_weight_grad.j23114, 28800
+  %236 = mul nsw i64 %conv2_weight_grad.ty23215, 2
   %237 = mul nsw i64 %236, 960
   %238 = add nsw i64 %235, %237
-  %239 = mul nsw i64 %conv2_weight_grad.tx22516, 2
+  %239 = mul nsw i64 %conv2_weight_grad.tx23316, 2
   %240 = add nsw i64 %239, 2
   %241 = mul nsw i64 %240, 32
   %242 = add nsw i64 %238, %241
-  %243 = mul nsw i64 %conv2_weight_grad.cv22617, 8
+  %243 = mul nsw i64 %conv2_weight_grad.cv23417, 8
   %244 = add nsw i64 %242, %243
   %245 = add nsw i64 1605632, %244
   %arena34 = getelementptr inbounds float, ptr %arena, i64 %245
   %246 = load <8 x float>, ptr %arena34, align 4
-  %247 = mul nsw i64 %conv2_weight_grad.j22314, 28800
-  %248 = mul nsw i64 %conv2_weight_grad.ty22415, 2
+  %247 = mul nsw i64 %conv2_weight_grad.j23114, 28800
+  %248 = mul nsw i64 %conv2_weight_grad.ty23215, 2
   %249 = add nsw i64 %248, 2
   %250 = mul nsw i64 %249, 960
   %251 = add nsw i64 %247, %250
-  %252 = mul nsw i64 %conv2_weight_grad.tx22516, 2
+  %252 = mul nsw i64 %conv2_weight_grad.tx23316, 2
   %253 = add nsw i64 %252, 2
   %254 = mul nsw i64 %253, 32
   %255 = add nsw i64 %251, %254
-  %256 = mul nsw i64 %conv2_weight_grad.cv22617, 8
+  %256 = mul nsw i64 %conv2_weight_grad.cv23417, 8
   %257 = add nsw i64 %255, %256
   %258 = add nsw i64 1605632, %257
   %arena35 = getelementptr inbounds float, ptr %arena, i64 %258
   %259 = load <8 x float>, ptr %arena35, align 4
   %260 = fsub <8 x float> %246, %259
-  store <8 x float> %260, ptr %conv2_weight_grad.w235, align 32
-  %261 = mul nsw i64 %conv2_weight_grad.j22314, 28800
-  %262 = mul nsw i64 %conv2_weight_grad.ty22415, 2
+  store <8 x float> %260, ptr %conv2_weight_grad.w243, align 32
+  %261 = mul nsw i64 %conv2_weight_grad.j23114, 28800
+  %262 = mul nsw i64 %conv2_weight_grad.ty23215, 2
   %263 = add nsw i64 %262, 1
   %264 = mul nsw i64 %263, 960
   %265 = add nsw i64 %261, %264
-  %266 = mul nsw i64 %conv2_weight_grad.tx22516, 2
+  %266 = mul nsw i64 %conv2_weight_grad.tx23316, 2
   %267 = add nsw i64 %266, 2
   %268 = mul nsw i64 %267, 32
   %269 = add nsw i64 %265, %268
-  %270 = mul nsw i64 %conv2_weight_grad.cv22617, 8
+  %270 = mul nsw i64 %conv2_weight_grad.cv23417, 8
   %271 = add nsw i64 %269, %270
   %272 = add nsw i64 1605632, %271
   %arena36 = getelementptr inbounds float, ptr %arena, i64 %272
   %273 = load <8 x float>, ptr %arena36, align 4
-  %274 = mul nsw i64 %conv2_weight_grad.j22314, 28800
-  %275 = mul nsw i64 %conv2_weight_grad.ty22415, 2
+  %274 = mul nsw i64 %conv2_weight_grad.j23114, 28800
+  %275 = mul nsw i64 %conv2_weight_grad.ty23215, 2
   %276 = add nsw i64 %275, 2
   %277 = mul nsw i64 %276, 960
   %278 = add nsw i64 %274, %277
-  %279 = mul nsw i64 %conv2_weight_grad.tx22516, 2
+  %279 = mul nsw i64 %conv2_weight_grad.tx23316, 2
   %280 = add nsw i64 %279, 2
   %281 = mul nsw i64 %280, 32
   %282 = add nsw i64 %278, %281
-  %283 = mul nsw i64 %conv2_weight_grad.cv22617, 8
+  %283 = mul nsw i64 %conv2_weight_grad.cv23417, 8
   %284 = add nsw i64 %282, %283
   %285 = add nsw i64 1605632, %284
   %arena37 = getelementptr inbounds float, ptr %arena, i64 %285
   %286 = load <8 x float>, ptr %arena37, align 4
   %287 = fadd <8 x float> %273, %286
-  store <8 x float> %287, ptr %conv2_weight_grad.w236, align 32
-  %288 = mul nsw i64 %conv2_weight_grad.j22314, 28800
-  %289 = mul nsw i64 %conv2_weight_grad.ty22415, 2
+  store <8 x float> %287, ptr %conv2_weight_grad.w244, align 32
+  %288 = mul nsw i64 %conv2_weight_grad.j23114, 28800
+  %289 = mul nsw i64 %conv2_weight_grad.ty23215, 2
   %290 = add nsw i64 %289, 2
   %291 = mul nsw i64 %290, 960
   %292 = add nsw i64 %288, %291
-  %293 = mul nsw i64 %conv2_weight_grad.tx22516, 2
+  %293 = mul nsw i64 %conv2_weight_grad.tx23316, 2
   %294 = add nsw i64 %293, 2
   %295 = mul nsw i64 %294, 32
   %296 = add nsw i64 %292, %295
-  %297 = mul nsw i64 %conv2_weight_grad.cv22617, 8
+  %297 = mul nsw i64 %conv2_weight_grad.cv23417, 8
   %298 = add nsw i64 %296, %297
   %299 = add nsw i64 1605632, %298
   %arena38 = getelementptr inbounds float, ptr %arena, i64 %299
   %300 = load <8 x float>, ptr %arena38, align 4
-  %301 = mul nsw i64 %conv2_weight_grad.j22314, 28800
-  %302 = mul nsw i64 %conv2_weight_grad.ty22415, 2
+  %301 = mul nsw i64 %conv2_weight_grad.j23114, 28800
+  %302 = mul nsw i64 %conv2_weight_grad.ty23215, 2
   %303 = add nsw i64 %302, 1
   %304 = mul nsw i64 %303, 960
   %305 = add nsw i64 %301, %304
-  %306 = mul nsw i64 %conv2_weight_grad.tx22516, 2
+  %306 = mul nsw i64 %conv2_weight_grad.tx23316, 2
   %307 = add nsw i64 %306, 2
   %308 = mul nsw i64 %307, 32
   %309 = add nsw i64 %305, %308
-  %310 = mul nsw i64 %conv2_weight_grad.cv22617, 8
+  %310 = mul nsw i64 %conv2_weight_grad.cv23417, 8
   %311 = add nsw i64 %309, %310
   %312 = add nsw i64 1605632, %311
   %arena39 = getelementptr inbounds float, ptr %arena, i64 %312
   %313 = load <8 x float>, ptr %arena39, align 4
   %314 = fsub <8 x float> %300, %313
-  store <8 x float> %314, ptr %conv2_weight_grad.w237, align 32
-  %315 = mul nsw i64 %conv2_weight_grad.j22314, 28800
-  %316 = mul nsw i64 %conv2_weight_grad.ty22415, 2
+  store <8 x float> %314, ptr %conv2_weight_grad.w245, align 32
+  %315 = mul nsw i64 %conv2_weight_grad.j23114, 28800
+  %316 = mul nsw i64 %conv2_weight_grad.ty23215, 2
   %317 = add nsw i64 %316, 1
   %318 = mul nsw i64 %317, 960
   %319 = add nsw i64 %315, %318
-  %320 = mul nsw i64 %conv2_weight_grad.tx22516, 2
+  %320 = mul nsw i64 %conv2_weight_grad.tx23316, 2
   %321 = add nsw i64 %320, 2
   %322 = mul nsw i64 %321, 32
   %323 = add nsw i64 %319, %322
-  %324 = mul nsw i64 %conv2_weight_grad.cv22617, 8
+  %324 = mul nsw i64 %conv2_weight_grad.cv23417, 8
   %325 = add nsw i64 %323, %324
   %326 = add nsw i64 1605632, %325
   %arena40 = getelementptr inbounds float, ptr %arena, i64 %326
   %327 = load <8 x float>, ptr %arena40, align 4
-  %328 = mul nsw i64 %conv2_weight_grad.j22314, 28800
-  %329 = mul nsw i64 %conv2_weight_grad.ty22415, 2
+  %328 = mul nsw i64 %conv2_weight_grad.j23114, 28800
+  %329 = mul nsw i64 %conv2_weight_grad.ty23215, 2
   %330 = add nsw i64 %329, 3
   %331 = mul nsw i64 %330, 960
   %332 = add nsw i64 %328, %331
-  %333 = mul nsw i64 %conv2_weight_grad.tx22516, 2
+  %333 = mul nsw i64 %conv2_weight_grad.tx23316, 2
   %334 = add nsw i64 %333, 2
   %335 = mul nsw i64 %334, 32
   %336 = add nsw i64 %332, %335
-  %337 = mul nsw i64 %conv2_weight_grad.cv22617, 8
+  %337 = mul nsw i64 %conv2_weight_grad.cv23417, 8
   %338 = add nsw i64 %336, %337
   %339 = add nsw i64 1605632, %338
   %arena41 = getelementptr inbounds float, ptr %arena, i64 %339
   %340 = load <8 x float>, ptr %arena41, align 4
   %341 = fsub <8 x float> %327, %340
-  store <8 x float> %341, ptr %conv2_weight_grad.w238, align 32
-  %342 = mul nsw i64 %conv2_weight_grad.j22314, 28800
-  %343 = mul nsw i64 %conv2_weight_grad.ty22415, 2
+  store <8 x float> %341, ptr %conv2_weight_grad.w246, align 32
+  %342 = mul nsw i64 %conv2_weight_grad.j23114, 28800
+  %343 = mul nsw i64 %conv2_weight_grad.ty23215, 2
   %344 = mul nsw i64 %343, 960
   %345 = add nsw i64 %342, %344
-  %346 = mul nsw i64 %conv2_weight_grad.tx22516, 2
+  %346 = mul nsw i64 %conv2_weight_grad.tx23316, 2
   %347 = add nsw i64 %346, 3
   %348 = mul nsw i64 %347, 32
   %349 = add nsw i64 %345, %348
-  %350 = mul nsw i64 %conv2_weight_grad.cv22617, 8
+  %350 = mul nsw i64 %conv2_weight_grad.cv23417, 8
   %351 = add nsw i64 %349, %350
   %352 = add nsw i64 1605632, %351
   %arena42 = getelementptr inbounds float, ptr %arena, i64 %352
   %353 = load <8 x float>, ptr %arena42, align 4
-  %354 = mul nsw i64 %conv2_weight_grad.j22314, 28800
-  %355 = mul nsw i64 %conv2_weight_grad.ty22415, 2
+  %354 = mul nsw i64 %conv2_weight_grad.j23114, 28800
+  %355 = mul nsw i64 %conv2_weight_grad.ty23215, 2
   %356 = add nsw i64 %355, 2
   %357 = mul nsw i64 %356, 960
   %358 = add nsw i64 %354, %357
-  %359 = mul nsw i64 %conv2_weight_grad.tx22516, 2
+  %359 = mul nsw i64 %conv2_weight_grad.tx23316, 2
   %360 = add nsw i64 %359, 3
   %361 = mul nsw i64 %360, 32
   %362 = add nsw i64 %358, %361
-  %363 = mul nsw i64 %conv2_weight_grad.cv22617, 8
+  %363 = mul nsw i64 %conv2_weight_grad.cv23417, 8
   %364 = add nsw i64 %362, %363
   %365 = add nsw i64 1605632, %364
   %arena43 = getelementptr inbounds float, ptr %arena, i64 %365
   %366 = load <8 x float>, ptr %arena43, align 4
   %367 = fsub <8 x float> %353, %366
-  store <8 x float> %367, ptr %conv2_weight_grad.w239, align 32
-  %368 = mul nsw i64 %conv2_weight_grad.j22314, 28800
-  %369 = mul nsw i64 %conv2_weight_grad.ty22415, 2
+  store <8 x float> %367, ptr %conv2_weight_grad.w247, align 32
+  %368 = mul nsw i64 %conv2_weight_grad.j23114, 28800
+  %369 = mul nsw i64 %conv2_weight_grad.ty23215, 2
   %370 = add nsw i64 %369, 1
   %371 = mul nsw i64 %370, 960
   %372 = add nsw i64 %368, %371
-  %373 = mul nsw i64 %conv2_weight_grad.tx22516, 2
+  %373 = mul nsw i64 %conv2_weight_grad.tx23316, 2
   %374 = add nsw i64 %373, 3
   %375 = mul nsw i64 %374, 32
   %376 = add nsw i64 %372, %375
-  %377 = mul nsw i64 %conv2_weight_grad.cv22617, 8
+  %377 = mul nsw i64 %conv2_weight_grad.cv23417, 8
   %378 = add nsw i64 %376, %377
   %379 = add nsw i64 1605632, %378
   %arena44 = getelementptr inbounds float, ptr %arena, i64 %379
   %380 = load <8 x float>, ptr %arena44, align 4
-  %381 = mul nsw i64 %conv2_weight_grad.j22314, 28800
-  %382 = mul nsw i64 %conv2_weight_grad.ty22415, 2
+  %381 = mul nsw i64 %conv2_weight_grad.j23114, 28800
+  %382 = mul nsw i64 %conv2_weight_grad.ty23215, 2
   %383 = add nsw i64 %382, 2
   %384 = mul nsw i64 %383, 960
   %385 = add nsw i64 %381, %384
-  %386 = mul nsw i64 %conv2_weight_grad.tx22516, 2
+  %386 = mul nsw i64 %conv2_weight_grad.tx23316, 2
   %387 = add nsw i64 %386, 3
   %388 = mul nsw i64 %387, 32
   %389 = add nsw i64 %385, %388
-  %390 = mul nsw i64 %conv2_weight_grad.cv22617, 8
+  %390 = mul nsw i64 %conv2_weight_grad.cv23417, 8
   %391 = add nsw i64 %389, %390
   %392 = add nsw i64 1605632, %391
   %arena45 = getelementptr inbounds float, ptr %arena, i64 %392
   %393 = load <8 x float>, ptr %arena45, align 4
   %394 = fadd <8 x float> %380, %393
-  store <8 x float> %394, ptr %conv2_weight_grad.w240, align 32
-  %395 = mul nsw i64 %conv2_weight_grad.j22314, 28800
-  %396 = mul nsw i64 %conv2_weight_grad.ty22415, 2
+  store <8 x float> %394, ptr %conv2_weight_grad.w248, align 32
+  %395 = mul nsw i64 %conv2_weight_grad.j23114, 28800
+  %396 = mul nsw i64 %conv2_weight_grad.ty23215, 2
   %397 = add nsw i64 %396, 2
   %398 = mul nsw i64 %397, 960
   %399 = add nsw i64 %395, %398
-  %400 = mul nsw i64 %conv2_weight_grad.tx22516, 2
+  %400 = mul nsw i64 %conv2_weight_grad.tx23316, 2
   %401 = add nsw i64 %400, 3
   %402 = mul nsw i64 %401, 32
   %403 = add nsw i64 %399, %402
-  %404 = mul nsw i64 %conv2_weight_grad.cv22617, 8
+  %404 = mul nsw i64 %conv2_weight_grad.cv23417, 8
   %405 = add nsw i64 %403, %404
   %406 = add nsw i64 1605632, %405
   %arena46 = getelementptr inbounds float, ptr %arena, i64 %406
   %407 = load <8 x float>, ptr %arena46, align 4
-  %408 = mul nsw i64 %conv2_weight_grad.j22314, 28800
-  %409 = mul nsw i64 %conv2_weight_grad.ty22415, 2
+  %408 = mul nsw i64 %conv2_weight_grad.j23114, 28800
+  %409 = mul nsw i64 %conv2_weight_grad.ty23215, 2
   %410 = add nsw i64 %409, 1
   %411 = mul nsw i64 %410, 960
   %412 = add nsw i64 %408, %411
-  %413 = mul nsw i64 %conv2_weight_grad.tx22516, 2
+  %413 = mul nsw i64 %conv2_weight_grad.tx23316, 2
   %414 = add nsw i64 %413, 3
   %415 = mul nsw i64 %414, 32
   %416 = add nsw i64 %412, %415
-  %417 = mul nsw i64 %conv2_weight_grad.cv22617, 8
+  %417 = mul nsw i64 %conv2_weight_grad.cv23417, 8
   %418 = add nsw i64 %416, %417
   %419 = add nsw i64 1605632, %418
   %arena47 = getelementptr inbounds float, ptr %arena, i64 %419
   %420 = load <8 x float>, ptr %arena47, align 4
   %421 = fsub <8 x float> %407, %420
-  store <8 x float> %421, ptr %conv2_weight_grad.w241, align 32
-  %422 = mul nsw i64 %conv2_weight_grad.j22314, 28800
-  %423 = mul nsw i64 %conv2_weight_grad.ty22415, 2
+  store <8 x float> %421, ptr %conv2_weight_grad.w249, align 32
+  %422 = mul nsw i64 %conv2_weight_grad.j23114, 28800
+  %423 = mul nsw i64 %conv2_weight_grad.ty23215, 2
   %424 = add nsw i64 %423, 1
   %425 = mul nsw i64 %424, 960
   %426 = add nsw i64 %422, %425
-  %427 = mul nsw i64 %conv2_weight_grad.tx22516, 2
+  %427 = mul nsw i64 %conv2_weight_grad.tx23316, 2
   %428 = add nsw i64 %427, 3
   %429 = mul nsw i64 %428, 32
   %430 = add nsw i64 %426, %429
-  %431 = mul nsw i64 %conv2_weight_grad.cv22617, 8
+  %431 = mul nsw i64 %conv2_weight_grad.cv23417, 8
   %432 = add nsw i64 %430, %431
   %433 = add nsw i64 1605632, %432
   %arena48 = getelementptr inbounds float, ptr %arena, i64 %433
   %434 = load <8 x float>, ptr %arena48, align 4
-  %435 = mul nsw i64 %conv2_weight_grad.j22314, 28800
-  %436 = mul nsw i64 %conv2_weight_grad.ty22415, 2
+  %435 = mul nsw i64 %conv2_weight_grad.j23114, 28800
+  %436 = mul nsw i64 %conv2_weight_grad.ty23215, 2
   %437 = add nsw i64 %436, 3
   %438 = mul nsw i64 %437, 960
   %439 = add nsw i64 %435, %438
-  %440 = mul nsw i64 %conv2_weight_grad.tx22516, 2
+  %440 = mul nsw i64 %conv2_weight_grad.tx23316, 2
   %441 = add nsw i64 %440, 3
   %442 = mul nsw i64 %441, 32
   %443 = add nsw i64 %439, %442
-  %444 = mul nsw i64 %conv2_weight_grad.cv22617, 8
+  %444 = mul nsw i64 %conv2_weight_grad.cv23417, 8
   %445 = add nsw i64 %443, %444
   %446 = add nsw i64 1605632, %445
   %arena49 = getelementptr inbounds float, ptr %arena, i64 %446
   %447 = load <8 x float>, ptr %arena49, align 4
   %448 = fsub <8 x float> %434, %447
-  store <8 x float> %448, ptr %conv2_weight_grad.w242, align 32
-  %w227 = load <8 x float>, ptr %conv2_weight_grad.w227, align 32
+  store <8 x float> %448, ptr %conv2_weight_grad.w250, align 32
   %w235 = load <8 x float>, ptr %conv2_weight_grad.w235, align 32
-  %449 = fsub <8 x float> %w227, %w235
-  store <8 x float> %449, ptr %conv2_weight_grad.w243, align 32
-  %w231 = load <8 x float>, ptr %conv2_weight_grad.w231, align 32
-  %w23550 = load <8 x float>, ptr %conv2_weight_grad.w235, align 32
-  %450 = fadd <8 x float> %w231, %w23550
-  store <8 x float> %450, ptr %conv2_weight_grad.w244, align 32
-  %w23551 = load <8 x float>, ptr %conv2_weight_grad.w235, align 32
-  %w23152 = load <8 x float>, ptr %conv2_weight_grad.w231, align 32
-  %451 = fsub <8 x float> %w23551, %w23152
-  store <8 x float> %451, ptr %conv2_weight_grad.w245, align 32
-  %w23153 = load <8 x float>, ptr %conv2_weight_grad.w231, align 32
-  %w239 = load <8 x float>, ptr %conv2_weight_grad.w239, align 32
-  %452 = fsub <8 x float> %w23153, %w239
-  store <8 x float> %452, ptr %conv2_weight_grad.w246, align 32
-  %w228 = load <8 x float>, ptr %conv2_weight_grad.w228, align 32
-  %w236 = load <8 x float>, ptr %conv2_weight_grad.w236, align 32
-  %453 = fsub <8 x float> %w228, %w236
-  store <8 x float> %453, ptr %conv2_weight_grad.w247, align 32
-  %w232 = load <8 x float>, ptr %conv2_weight_grad.w232, align 32
-  %w23654 = load <8 x float>, ptr %conv2_weight_grad.w236, align 32
-  %454 = fadd <8 x float> %w232, %w23654
-  store <8 x float> %454, ptr %conv2_weight_grad.w248, align 32
-  %w23655 = load <8 x float>, ptr %conv2_weight_grad.w236, align 32
-  %w23256 = load <8 x float>, ptr %conv2_weight_grad.w232, align 32
-  %455 = fsub <8 x float> %w23655, %w23256
-  store <8 x float> %455, ptr %conv2_weight_grad.w249, align 32
-  %w23257 = load <8 x float>, ptr %conv2_weight_grad.w232, align 32
-  %w240 = load <8 x float>, ptr %conv2_weight_grad.w240, align 32
-  %456 = fsub <8 x float> %w23257, %w240
-  store <8 x float> %456, ptr %conv2_weight_grad.w250, align 32
-  %w229 = load <8 x float>, ptr %conv2_weight_grad.w229, align 32
-  %w237 = load <8 x float>, ptr %conv2_weight_grad.w237, align 32
-  %457 = fsub <8 x float> %w229, %w237
-  store <8 x float> %457, ptr %conv2_weight_grad.w251, align 32
-  %w233 = load <8 x float>, ptr %conv2_weight_grad.w233, align 32
-  %w23758 = load <8 x float>, ptr %conv2_weight_grad.w237, align 32
-  %458 = fadd <8 x float> %w233, %w23758
-  store <8 x float> %458, ptr %conv2_weight_grad.w252, align 32
-  %w23759 = load <8 x float>, ptr %conv2_weight_grad.w237, align 32
-  %w23360 = load <8 x float>, ptr %conv2_weight_grad.w233, align 32
-  %459 = fsub <8 x float> %w23759, %w23360
-  store <8 x float> %459, ptr %conv2_weight_grad.w253, align 32
-  %w23361 = load <8 x float>, ptr %conv2_weight_grad.w233, align 32
-  %w241 = load <8 x float>, ptr %conv2_weight_grad.w241, align 32
-  %460 = fsub <8 x float> %w23361, %w241
-  store <8 x float> %460, ptr %conv2_weight_grad.w254, align 32
-  %w230 = load <8 x float>, ptr %conv2_weight_grad.w230, align 32
-  %w238 = load <8 x float>, ptr %conv2_weight_grad.w238, align 32
-  %461 = fsub <8 x float> %w230, %w238
-  store <8 x float> %461, ptr %conv2_weight_grad.w255, align 32
-  %w234 = load <8 x float>, ptr %conv2_weight_grad.w234, align 32
-  %w23862 = load <8 x float>, ptr %conv2_weight_grad.w238, align 32
-  %462 = fadd <8 x float> %w234, %w23862
-  store <8 x float> %462, ptr %conv2_weight_grad.w256, align 32
-  %w23863 = load <8 x float>, ptr %conv2_weight_grad.w238, align 32
-  %w23464 = load <8 x float>, ptr %conv2_weight_grad.w234, align 32
-  %463 = fsub <8 x float> %w23863, %w23464
-  store <8 x float> %463, ptr %conv2_weight_grad.w257, align 32
-  %w23465 = load <8 x float>, ptr %conv2_weight_grad.w234, align 32
-  %w242 = load <8 x float>, ptr %conv2_weight_grad.w242, align 32
-  %464 = fsub <8 x float> %w23465, %w242
-  store <8 x float> %464, ptr %conv2_weight_grad.w258, align 32
   %w243 = load <8 x float>, ptr %conv2_weight_grad.w243, align 32
-  %465 = mul nsw i64 %conv2_weight_grad.j22314, 196
-  %466 = mul nsw i64 %conv2_weight_grad.ty22415, 14
+  %449 = fsub <8 x float> %w235, %w243
+  store <8 x float> %449, ptr %conv2_weight_grad.w251, align 32
+  %w239 = load <8 x float>, ptr %conv2_weight_grad.w239, align 32
+  %w24350 = load <8 x float>, ptr %conv2_weight_grad.w243, align 32
+  %450 = fadd <8 x float> %w239, %w24350
+  store <8 x float> %450, ptr %conv2_weight_grad.w252, align 32
+  %w24351 = load <8 x float>, ptr %conv2_weight_grad.w243, align 32
+  %w23952 = load <8 x float>, ptr %conv2_weight_grad.w239, align 32
+  %451 = fsub <8 x float> %w24351, %w23952
+  store <8 x float> %451, ptr %conv2_weight_grad.w253, align 32
+  %w23953 = load <8 x float>, ptr %conv2_weight_grad.w239, align 32
+  %w247 = load <8 x float>, ptr %conv2_weight_grad.w247, align 32
+  %452 = fsub <8 x float> %w23953, %w247
+  store <8 x float> %452, ptr %conv2_weight_grad.w254, align 32
+  %w236 = load <8 x float>, ptr %conv2_weight_grad.w236, align 32
+  %w244 = load <8 x float>, ptr %conv2_weight_grad.w244, align 32
+  %453 = fsub <8 x float> %w236, %w244
+  store <8 x float> %453, ptr %conv2_weight_grad.w255, align 32
+  %w240 = load <8 x float>, ptr %conv2_weight_grad.w240, align 32
+  %w24454 = load <8 x float>, ptr %conv2_weight_grad.w244, align 32
+  %454 = fadd <8 x float> %w240, %w24454
+  store <8 x float> %454, ptr %conv2_weight_grad.w256, align 32
+  %w24455 = load <8 x float>, ptr %conv2_weight_grad.w244, align 32
+  %w24056 = load <8 x float>, ptr %conv2_weight_grad.w240, align 32
+  %455 = fsub <8 x float> %w24455, %w24056
+  store <8 x float> %455, ptr %conv2_weight_grad.w257, align 32
+  %w24057 = load <8 x float>, ptr %conv2_weight_grad.w240, align 32
+  %w248 = load <8 x float>, ptr %conv2_weight_grad.w248, align 32
+  %456 = fsub <8 x float> %w24057, %w248
+  store <8 x float> %456, ptr %conv2_weight_grad.w258, align 32
+  %w237 = load <8 x float>, ptr %conv2_weight_grad.w237, align 32
+  %w245 = load <8 x float>, ptr %conv2_weight_grad.w245, align 32
+  %457 = fsub <8 x float> %w237, %w245
+  store <8 x float> %457, ptr %conv2_weight_grad.w259, align 32
+  %w241 = load <8 x float>, ptr %conv2_weight_grad.w241, align 32
+  %w24558 = load <8 x float>, ptr %conv2_weight_grad.w245, align 32
+  %458 = fadd <8 x float> %w241, %w24558
+  store <8 x float> %458, ptr %conv2_weight_grad.w260, align 32
+  %w24559 = load <8 x float>, ptr %conv2_weight_grad.w245, align 32
+  %w24160 = load <8 x float>, ptr %conv2_weight_grad.w241, align 32
+  %459 = fsub <8 x float> %w24559, %w24160
+  store <8 x float> %459, ptr %conv2_weight_grad.w261, align 32
+  %w24161 = load <8 x float>, ptr %conv2_weight_grad.w241, align 32
+  %w249 = load <8 x float>, ptr %conv2_weight_grad.w249, align 32
+  %460 = fsub <8 x float> %w24161, %w249
+  store <8 x float> %460, ptr %conv2_weight_grad.w262, align 32
+  %w238 = load <8 x float>, ptr %conv2_weight_grad.w238, align 32
+  %w246 = load <8 x float>, ptr %conv2_weight_grad.w246, align 32
+  %461 = fsub <8 x float> %w238, %w246
+  store <8 x float> %461, ptr %conv2_weight_grad.w263, align 32
+  %w242 = load <8 x float>, ptr %conv2_weight_grad.w242, align 32
+  %w24662 = load <8 x float>, ptr %conv2_weight_grad.w246, align 32
+  %462 = fadd <8 x float> %w242, %w24662
+  store <8 x float> %462, ptr %conv2_weight_grad.w264, align 32
+  %w24663 = load <8 x float>, ptr %conv2_weight_grad.w246, align 32
+  %w24264 = load <8 x float>, ptr %conv2_weight_grad.w242, align 32
+  %463 = fsub <8 x float> %w24663, %w24264
+  store <8 x float> %463, ptr %conv2_weight_grad.w265, align 32
+  %w24265 = load <8 x float>, ptr %conv2_weight_grad.w242, align 32
+  %w250 = load <8 x float>, ptr %conv2_weight_grad.w250, align 32
+  %464 = fsub <8 x float> %w24265, %w250
+  store <8 x float> %464, ptr %conv2_weight_grad.w266, align 32
+  %w251 = load <8 x float>, ptr %conv2_weight_grad.w251, align 32
+  %465 = mul nsw i64 %conv2_weight_grad.j23114, 196
+  %466 = mul nsw i64 %conv2_weight_grad.ty23215, 14
   %467 = add nsw i64 %465, %466
-  %468 = add nsw i64 %467, %conv2_weight_grad.tx22516
+  %468 = add nsw i64 %467, %conv2_weight_grad.tx23316
   %469 = mul nsw i64 %468, 32
   %470 = add nsw i64 1634432, %469
-  %471 = mul nsw i64 %conv2_weight_grad.cv22617, 8
+  %471 = mul nsw i64 %conv2_weight_grad.cv23417, 8
   %472 = add nsw i64 %470, %471
   %arena66 = getelementptr inbounds float, ptr %arena, i64 %472
-  store <8 x float> %w243, ptr %arena66, align 4
-  %w244 = load <8 x float>, ptr %conv2_weight_grad.w244, align 32
-  %473 = mul nsw i64 %conv2_weight_grad.j22314, 196
-  %474 = mul nsw i64 %conv2_weight_grad.ty22415, 14
+  store <8 x float> %w251, ptr %arena66, align 4
+  %w252 = load <8 x float>, ptr %conv2_weight_grad.w252, align 32
+  %473 = mul nsw i64 %conv2_weight_grad.j23114, 196
+  %474 = mul nsw i64 %conv2_weight_grad.ty23215, 14
   %475 = add nsw i64 %473, %474
-  %476 = add nsw i64 %475, %conv2_weight_grad.tx22516
+  %476 = add nsw i64 %475, %conv2_weight_grad.tx23316
   %477 = mul nsw i64 %476, 32
   %478 = add nsw i64 1640704, %477
-  %479 = mul nsw i64 %conv2_weight_grad.cv22617, 8
+  %479 = mul nsw i64 %conv2_weight_grad.cv23417, 8
   %480 = add nsw i64 %478, %479
   %arena67 = getelementptr inbounds float, ptr %arena, i64 %480
-  store <8 x float> %w244, ptr %arena67, align 4
-  %w245 = load <8 x float>, ptr %conv2_weight_grad.w245, align 32
-  %481 = mul nsw i64 %conv2_weight_grad.j22314, 196
-  %482 = mul nsw i64 %conv2_weight_grad.ty22415, 14
+  store <8 x float> %w252, ptr %arena67, align 4
+  %w253 = load <8 x float>, ptr %conv2_weight_grad.w253, align 32
+  %481 = mul nsw i64 %conv2_weight_grad.j23114, 196
+  %482 = mul nsw i64 %conv2_weight_grad.ty23215, 14
   %483 = add nsw i64 %481, %482
-  %484 = add nsw i64 %483, %conv2_weight_grad.tx22516
+  %484 = add nsw i64 %483, %conv2_weight_grad.tx23316
   %485 = mul nsw i64 %484, 32
   %486 = add nsw i64 1646976, %485
-  %487 = mul nsw i64 %conv2_weight_grad.cv22617, 8
+  %487 = mul nsw i64 %conv2_weight_grad.cv23417, 8
   %488 = add nsw i64 %486, %487
   %arena68 = getelementptr inbounds float, ptr %arena, i64 %488
-  store <8 x float> %w245, ptr %arena68, align 4
-  %w246 = load <8 x float>, ptr %conv2_weight_grad.w246, align 32
-  %489 = mul nsw i64 %conv2_weight_grad.j22314, 196
-  %490 = mul nsw i64 %conv2_weight_grad.ty22415, 14
+  store <8 x float> %w253, ptr %arena68, align 4
+  %w254 = load <8 x float>, ptr %conv2_weight_grad.w254, align 32
+  %489 = mul nsw i64 %conv2_weight_grad.j23114, 196
+  %490 = mul nsw i64 %conv2_weight_grad.ty23215, 14
   %491 = add nsw i64 %489, %490
-  %492 = add nsw i64 %491, %conv2_weight_grad.tx22516
+  %492 = add nsw i64 %491, %conv2_weight_grad.tx23316
   %493 = mul nsw i64 %492, 32
   %494 = add nsw i64 1653248, %493
-  %495 = mul nsw i64 %conv2_weight_grad.cv22617, 8
+  %495 = mul nsw i64 %conv2_weight_grad.cv23417, 8
   %496 = add nsw i64 %494, %495
   %arena69 = getelementptr inbounds float, ptr %arena, i64 %496
-  store <8 x float> %w246, ptr %arena69, align 4
-  %w247 = load <8 x float>, ptr %conv2_weight_grad.w247, align 32
-  %497 = mul nsw i64 %conv2_weight_grad.j22314, 196
-  %498 = mul nsw i64 %conv2_weight_grad.ty22415, 14
+  store <8 x float> %w254, ptr %arena69, align 4
+  %w255 = load <8 x float>, ptr %conv2_weight_grad.w255, align 32
+  %497 = mul nsw i64 %conv2_weight_grad.j23114, 196
+  %498 = mul nsw i64 %conv2_weight_grad.ty23215, 14
   %499 = add nsw i64 %497, %498
-  %500 = add nsw i64 %499, %conv2_weight_grad.tx22516
+  %500 = add nsw i64 %499, %conv2_weight_grad.tx23316
   %501 = mul nsw i64 %500, 32
   %502 = add nsw i64 1659520, %501
-  %503 = mul nsw i64 %conv2_weight_grad.cv22617, 8
+  %503 = mul nsw i64 %conv2_weight_grad.cv23417, 8
   %504 = add nsw i64 %502, %503
   %arena70 = getelementptr inbounds float, ptr %arena, i64 %504
-  store <8 x float> %w247, ptr %arena70, align 4
-  %w248 = load <8 x float>, ptr %conv2_weight_grad.w248, align 32
-  %505 = mul nsw i64 %conv2_weight_grad.j22314, 196
-  %506 = mul nsw i64 %conv2_weight_grad.ty22415, 14
+  store <8 x float> %w255, ptr %arena70, align 4
+  %w256 = load <8 x float>, ptr %conv2_weight_grad.w256, align 32
+  %505 = mul nsw i64 %conv2_weight_grad.j23114, 196
+  %506 = mul nsw i64 %conv2_weight_grad.ty23215, 14
   %507 = add nsw i64 %505, %506
-  %508 = add nsw i64 %507, %conv2_weight_grad.tx22516
+  %508 = add nsw i64 %507, %conv2_weight_grad.tx23316
   %509 = mul nsw i64 %508, 32
   %510 = add nsw i64 1665792, %509
-  %511 = mul nsw i64 %conv2_weight_grad.cv22617, 8
+  %511 = mul nsw i64 %conv2_weight_grad.cv23417, 8
   %512 = add nsw i64 %510, %511
   %arena71 = getelementptr inbounds float, ptr %arena, i64 %512
-  store <8 x float> %w248, ptr %arena71, align 4
-  %w249 = load <8 x float>, ptr %conv2_weight_grad.w249, align 32
-  %513 = mul nsw i64 %conv2_weight_grad.j22314, 196
-  %514 = mul nsw i64 %conv2_weight_grad.ty22415, 14
+  store <8 x float> %w256, ptr %arena71, align 4
+  %w257 = load <8 x float>, ptr %conv2_weight_grad.w257, align 32
+  %513 = mul nsw i64 %conv2_weight_grad.j23114, 196
+  %514 = mul nsw i64 %conv2_weight_grad.ty23215, 14
   %515 = add nsw i64 %513, %514
-  %516 = add nsw i64 %515, %conv2_weight_grad.tx22516
+  %516 = add nsw i64 %515, %conv2_weight_grad.tx23316
   %517 = mul nsw i64 %516, 32
   %518 = add nsw i64 1672064, %517
-  %519 = mul nsw i64 %conv2_weight_grad.cv22617, 8
+  %519 = mul nsw i64 %conv2_weight_grad.cv23417, 8
   %520 = add nsw i64 %518, %519
   %arena72 = getelementptr inbounds float, ptr %arena, i64 %520
-  store <8 x float> %w249, ptr %arena72, align 4
-  %w250 = load <8 x float>, ptr %conv2_weight_grad.w250, align 32
-  %521 = mul nsw i64 %conv2_weight_grad.j22314, 196
-  %522 = mul nsw i64 %conv2_weight_grad.ty22415, 14
+  store <8 x float> %w257, ptr %arena72, align 4
+  %w258 = load <8 x float>, ptr %conv2_weight_grad.w258, align 32
+  %521 = mul nsw i64 %conv2_weight_grad.j23114, 196
+  %522 = mul nsw i64 %conv2_weight_grad.ty23215, 14
   %523 = add nsw i64 %521, %522
-  %524 = add nsw i64 %523, %conv2_weight_grad.tx22516
+  %524 = add nsw i64 %523, %conv2_weight_grad.tx23316
   %525 = mul nsw i64 %524, 32
   %526 = add nsw i64 1678336, %525
-  %527 = mul nsw i64 %conv2_weight_grad.cv22617, 8
+  %527 = mul nsw i64 %conv2_weight_grad.cv23417, 8
   %528 = add nsw i64 %526, %527
   %arena73 = getelementptr inbounds float, ptr %arena, i64 %528
-  store <8 x float> %w250, ptr %arena73, align 4
-  %w251 = load <8 x float>, ptr %conv2_weight_grad.w251, align 32
-  %529 = mul nsw i64 %conv2_weight_grad.j22314, 196
-  %530 = mul nsw i64 %conv2_weight_grad.ty22415, 14
+  store <8 x float> %w258, ptr %arena73, align 4
+  %w259 = load <8 x float>, ptr %conv2_weight_grad.w259, align 32
+  %529 = mul nsw i64 %conv2_weight_grad.j23114, 196
+  %530 = mul nsw i64 %conv2_weight_grad.ty23215, 14
   %531 = add nsw i64 %529, %530
-  %532 = add nsw i64 %531, %conv2_weight_grad.tx22516
+  %532 = add nsw i64 %531, %conv2_weight_grad.tx23316
   %533 = mul nsw i64 %532, 32
   %534 = add nsw i64 1684608, %533
-  %535 = mul nsw i64 %conv2_weight_grad.cv22617, 8
+  %535 = mul nsw i64 %conv2_weight_grad.cv23417, 8
   %536 = add nsw i64 %534, %535
   %arena74 = getelementptr inbounds float, ptr %arena, i64 %536
-  store <8 x float> %w251, ptr %arena74, align 4
-  %w252 = load <8 x float>, ptr %conv2_weight_grad.w252, align 32
-  %537 = mul nsw i64 %conv2_weight_grad.j22314, 196
-  %538 = mul nsw i64 %conv2_weight_grad.ty22415, 14
+  store <8 x float> %w259, ptr %arena74, align 4
+  %w260 = load <8 x float>, ptr %conv2_weight_grad.w260, align 32
+  %537 = mul nsw i64 %conv2_weight_grad.j23114, 196
+  %538 = mul nsw i64 %conv2_weight_grad.ty23215, 14
   %539 = add nsw i64 %537, %538
-  %540 = add nsw i64 %539, %conv2_weight_grad.tx22516
+  %540 = add nsw i64 %539, %conv2_weight_grad.tx23316
   %541 = mul nsw i64 %540, 32
   %542 = add nsw i64 1690880, %541
-  %543 = mul nsw i64 %conv2_weight_grad.cv22617, 8
+  %543 = mul nsw i64 %conv2_weight_grad.cv23417, 8
   %544 = add nsw i64 %542, %543
   %arena75 = getelementptr inbounds float, ptr %arena, i64 %544
-  store <8 x float> %w252, ptr %arena75, align 4
-  %w253 = load <8 x float>, ptr %conv2_weight_grad.w253, align 32
-  %545 = mul nsw i64 %conv2_weight_grad.j22314, 196
-  %546 = mul nsw i64 %conv2_weight_grad.ty22415, 14
+  store <8 x float> %w260, ptr %arena75, align 4
+  %w261 = load <8 x float>, ptr %conv2_weight_grad.w261, align 32
+  %545 = mul nsw i64 %conv2_weight_grad.j23114, 196
+  %546 = mul nsw i64 %conv2_weight_grad.ty23215, 14
   %547 = add nsw i64 %545, %546
-  %548 = add nsw i64 %547, %conv2_weight_grad.tx22516
+  %548 = add nsw i64 %547, %conv2_weight_grad.tx23316
   %549 = mul nsw i64 %548, 32
   %550 = add nsw i64 1697152, %549
-  %551 = mul nsw i64 %conv2_weight_grad.cv22617, 8
+  %551 = mul nsw i64 %conv2_weight_grad.cv23417, 8
   %552 = add nsw i64 %550, %551
   %arena76 = getelementptr inbounds float, ptr %arena, i64 %552
-  store <8 x float> %w253, ptr %arena76, align 4
-  %w254 = load <8 x float>, ptr %conv2_weight_grad.w254, align 32
-  %553 = mul nsw i64 %conv2_weight_grad.j22314, 196
-  %554 = mul nsw i64 %conv2_weight_grad.ty22415, 14
+  store <8 x float> %w261, ptr %arena76, align 4
+  %w262 = load <8 x float>, ptr %conv2_weight_grad.w262, align 32
+  %553 = mul nsw i64 %conv2_weight_grad.j23114, 196
+  %554 = mul nsw i64 %conv2_weight_grad.ty23215, 14
   %555 = add nsw i64 %553, %554
-  %556 = add nsw i64 %555, %conv2_weight_grad.tx22516
+  %556 = add nsw i64 %555, %conv2_weight_grad.tx23316
   %557 = mul nsw i64 %556, 32
   %558 = add nsw i64 1703424, %557
-  %559 = mul nsw i64 %conv2_weight_grad.cv22617, 8
+  %559 = mul nsw i64 %conv2_weight_grad.cv23417, 8
   %560 = add nsw i64 %558, %559
   %arena77 = getelementptr inbounds float, ptr %arena, i64 %560
-  store <8 x float> %w254, ptr %arena77, align 4
-  %w255 = load <8 x float>, ptr %conv2_weight_grad.w255, align 32
-  %561 = mul nsw i64 %conv2_weight_grad.j22314, 196
-  %562 = mul nsw i64 %conv2_weight_grad.ty22415, 14
+  store <8 x float> %w262, ptr %arena77, align 4
+  %w263 = load <8 x float>, ptr %conv2_weight_grad.w263, align 32
+  %561 = mul nsw i64 %conv2_weight_grad.j23114, 196
+  %562 = mul nsw i64 %conv2_weight_grad.ty23215, 14
   %563 = add nsw i64 %561, %562
-  %564 = add nsw i64 %563, %conv2_weight_grad.tx22516
+  %564 = add nsw i64 %563, %conv2_weight_grad.tx23316
   %565 = mul nsw i64 %564, 32
   %566 = add nsw i64 1709696, %565
-  %567 = mul nsw i64 %conv2_weight_grad.cv22617, 8
+  %567 = mul nsw i64 %conv2_weight_grad.cv23417, 8
   %568 = add nsw i64 %566, %567
   %arena78 = getelementptr inbounds float, ptr %arena, i64 %568
-  store <8 x float> %w255, ptr %arena78, align 4
-  %w256 = load <8 x float>, ptr %conv2_weight_grad.w256, align 32
-  %569 = mul nsw i64 %conv2_weight_grad.j22314, 196
-  %570 = mul nsw i64 %conv2_weight_grad.ty22415, 14
+  store <8 x float> %w263, ptr %arena78, align 4
+  %w264 = load <8 x float>, ptr %conv2_weight_grad.w264, align 32
+  %569 = mul nsw i64 %conv2_weight_grad.j23114, 196
+  %570 = mul nsw i64 %conv2_weight_grad.ty23215, 14
   %571 = add nsw i64 %569, %570
-  %572 = add nsw i64 %571, %conv2_weight_grad.tx22516
+  %572 = add nsw i64 %571, %conv2_weight_grad.tx23316
   %573 = mul nsw i64 %572, 32
   %574 = add nsw i64 1715968, %573
-  %575 = mul nsw i64 %conv2_weight_grad.cv22617, 8
+  %575 = mul nsw i64 %conv2_weight_grad.cv23417, 8
   %576 = add nsw i64 %574, %575
   %arena79 = getelementptr inbounds float, ptr %arena, i64 %576
-  store <8 x float> %w256, ptr %arena79, align 4
-  %w257 = load <8 x float>, ptr %conv2_weight_grad.w257, align 32
-  %577 = mul nsw i64 %conv2_weight_grad.j22314, 196
-  %578 = mul nsw i64 %conv2_weight_grad.ty22415, 14
+  store <8 x float> %w264, ptr %arena79, align 4
+  %w265 = load <8 x float>, ptr %conv2_weight_grad.w265, align 32
+  %577 = mul nsw i64 %conv2_weight_grad.j23114, 196
+  %578 = mul nsw i64 %conv2_weight_grad.ty23215, 14
   %579 = add nsw i64 %577, %578
-  %580 = add nsw i64 %579, %conv2_weight_grad.tx22516
+  %580 = add nsw i64 %579, %conv2_weight_grad.tx23316
   %581 = mul nsw i64 %580, 32
   %582 = add nsw i64 1722240, %581
-  %583 = mul nsw i64 %conv2_weight_grad.cv22617, 8
+  %583 = mul nsw i64 %conv2_weight_grad.cv23417, 8
   %584 = add nsw i64 %582, %583
   %arena80 = getelementptr inbounds float, ptr %arena, i64 %584
-  store <8 x float> %w257, ptr %arena80, align 4
-  %w258 = load <8 x float>, ptr %conv2_weight_grad.w258, align 32
-  %585 = mul nsw i64 %conv2_weight_grad.j22314, 196
-  %586 = mul nsw i64 %conv2_weight_grad.ty22415, 14
+  store <8 x float> %w265, ptr %arena80, align 4
+  %w266 = load <8 x float>, ptr %conv2_weight_grad.w266, align 32
+  %585 = mul nsw i64 %conv2_weight_grad.j23114, 196
+  %586 = mul nsw i64 %conv2_weight_grad.ty23215, 14
   %587 = add nsw i64 %585, %586
-  %588 = add nsw i64 %587, %conv2_weight_grad.tx22516
+  %588 = add nsw i64 %587, %conv2_weight_grad.tx23316
   %589 = mul nsw i64 %588, 32
   %590 = add nsw i64 1728512, %589
-  %591 = mul nsw i64 %conv2_weight_grad.cv22617, 8
+  %591 = mul nsw i64 %conv2_weight_grad.cv23417, 8
   %592 = add nsw i64 %590, %591
   %arena81 = getelementptr inbounds float, ptr %arena, i64 %592
-  store <8 x float> %w258, ptr %arena81, align 4
-  %cv226.next = add nsw i64 %conv2_weight_grad.cv22617, 1
-  %593 = icmp slt i64 %cv226.next, 4
-  br i1 %593, label %conv2_weight_grad.cv226, label %conv2_weight_grad.cv226.end
+  store <8 x float> %w266, ptr %arena81, align 4
+  %cv234.next = add nsw i64 %conv2_weight_grad.cv23417, 1
+  %593 = icmp slt i64 %cv234.next, 4
+  br i1 %593, label %conv2_weight_grad.cv234, label %conv2_weight_grad.cv234.end
 
-conv2_weight_grad.cv226.end:                      ; preds = %conv2_weight_grad.cv226
-  %tx225.next = add nsw i64 %conv2_weight_grad.tx22516, 1
-  %594 = icmp slt i64 %tx225.next, 14
-  br i1 %594, label %conv2_weight_grad.tx225, label %conv2_weight_grad.tx225.end
+conv2_weight_grad.cv234.end:                      ; preds = %conv2_weight_grad.cv234
+  %tx233.next = add nsw i64 %conv2_weight_grad.tx23316, 1
+  %594 = icmp slt i64 %tx233.next, 14
+  br i1 %594, label %conv2_weight_grad.tx233, label %conv2_weight_grad.tx233.end
 
-conv2_weight_grad.j259:                           ; preds = %conv2_weight_grad.c260.end, %conv2_weight_grad.j223.end
-  %conv2_weight_grad.j25982 = phi i64 [ 0, %conv2_weight_grad.j223.end ], [ %j259.next, %conv2_weight_grad.c260.end ]
-  br label %conv2_weight_grad.c260
+conv2_weight_grad.j267:                           ; preds = %conv2_weight_grad.c268.end, %conv2_weight_grad.j231.end
+  %conv2_weight_grad.j26782 = phi i64 [ 0, %conv2_weight_grad.j231.end ], [ %j267.next, %conv2_weight_grad.c268.end ]
+  br label %conv2_weight_grad.c268
 
-conv2_weight_grad.j259.end:                       ; preds = %conv2_weight_grad.c260.end
-  br label %conv2_weight_grad.j263
+conv2_weight_grad.j267.end:                       ; preds = %conv2_weight_grad.c268.end
+  br label %conv2_weight_grad.j271
 
-conv2_weight_grad.c260:                           ; preds = %conv2_weight_grad.iy261.end, %conv2_weight_grad.j259
-  %conv2_weight_grad.c26083 = phi i64 [ 0, %conv2_weight_grad.j259 ], [ %c260.next, %conv2_weight_grad.iy261.end ]
-  br label %conv2_weight_grad.iy261
+conv2_weight_grad.c268:                           ; preds = %conv2_weight_grad.iy269.end, %conv2_weight_grad.j267
+  %conv2_weight_grad.c26883 = phi i64 [ 0, %conv2_weight_grad.j267 ], [ %c268.next, %conv2_weight_grad.iy269.end ]
+  br label %conv2_weight_grad.iy269
 
-conv2_weight_grad.c260.end:                       ; preds = %conv2_weight_grad.iy261.end
-  %j259.next = add nsw i64 %conv2_weight_grad.j25982, 1
-  %595 = icmp slt i64 %j259.next, 1
-  br i1 %595, label %conv2_weight_grad.j259, label %conv2_weight_grad.j259.end
+conv2_weight_grad.c268.end:                       ; preds = %conv2_weight_grad.iy269.end
+  %j267.next = add nsw i64 %conv2_weight_grad.j26782, 1
+  %595 = icmp slt i64 %j267.next, 1
+  br i1 %595, label %conv2_weight_grad.j267, label %conv2_weight_grad.j267.end
 
-conv2_weight_grad.iy261:                          ; preds = %conv2_weight_grad.ix262.end, %conv2_weight_grad.c260
-  %conv2_weight_grad.iy26184 = phi i64 [ 0, %conv2_weight_grad.c260 ], [ %iy261.next, %conv2_weight_grad.ix262.end ]
-  br label %conv2_weight_grad.ix262
+conv2_weight_grad.iy269:                          ; preds = %conv2_weight_grad.ix270.end, %conv2_weight_grad.c268
+  %conv2_weight_grad.iy26984 = phi i64 [ 0, %conv2_weight_grad.c268 ], [ %iy269.next, %conv2_weight_grad.ix270.end ]
+  br label %conv2_weight_grad.ix270
 
-conv2_weight_grad.iy261.end:                      ; preds = %conv2_weight_grad.ix262.end
-  %c260.next = add nsw i64 %conv2_weight_grad.c26083, 1
-  %596 = icmp slt i64 %c260.next, 64
-  br i1 %596, label %conv2_weight_grad.c260, label %conv2_weight_grad.c260.end
+conv2_weight_grad.iy269.end:                      ; preds = %conv2_weight_grad.ix270.end
+  %c268.next = add nsw i64 %conv2_weight_grad.c26883, 1
+  %596 = icmp slt i64 %c268.next, 64
+  br i1 %596, label %conv2_weight_grad.c268, label %conv2_weight_grad.c268.end
 
-conv2_weight_grad.ix262:                          ; preds = %conv2_weight_grad.ix262, %conv2_weight_grad.iy261
-  %conv2_weight_grad.ix26285 = phi i64 [ 0, %conv2_weight_grad.iy261 ], [ %ix262.next, %conv2_weight_grad.ix262 ]
-  %597 = add nsw i64 %conv2_weight_grad.g2187, %conv2_weight_grad.j25982
+conv2_weight_grad.ix270:                          ; preds = %conv2_weight_grad.ix270, %conv2_weight_grad.iy269
+  %conv2_weight_grad.ix27085 = phi i64 [ 0, %conv2_weight_grad.iy269 ], [ %ix270.next, %conv2_weight_grad.ix270 ]
+  %597 = add nsw i64 %conv2_weight_grad.g2267, %conv2_weight_grad.j26782
   %598 = mul nsw i64 %597, 50176
   %599 = add nsw i64 4031120, %598
-  %600 = mul nsw i64 %conv2_weight_grad.c26083, 784
+  %600 = mul nsw i64 %conv2_weight_grad.c26883, 784
   %601 = add nsw i64 %599, %600
-  %602 = mul nsw i64 %conv2_weight_grad.iy26184, 28
+  %602 = mul nsw i64 %conv2_weight_grad.iy26984, 28
   %603 = add nsw i64 %601, %602
-  %604 = add nsw i64 %603, %conv2_weight_grad.ix26285
+  %604 = add nsw i64 %603, %conv2_weight_grad.ix27085
   %arena86 = getelementptr inbounds float, ptr %arena, i64 %604
   %605 = load float, ptr %arena86, align 4
-  %606 = mul nsw i64 %conv2_weight_grad.j25982, 50176
-  %607 = mul nsw i64 %conv2_weight_grad.iy26184, 1792
+  %606 = mul nsw i64 %conv2_weight_grad.j26782, 50176
+  %607 = mul nsw i64 %conv2_weight_grad.iy26984, 1792
   %608 = add nsw i64 %606, %607
-  %609 = mul nsw i64 %conv2_weight_grad.ix26285, 64
+  %609 = mul nsw i64 %conv2_weight_grad.ix27085, 64
   %610 = add nsw i64 %608, %609
-  %611 = add nsw i64 %610, %conv2_weight_grad.c26083
+  %611 = add nsw i64 %610, %conv2_weight_grad.c26883
   %612 = add nsw i64 1734784, %611
   %arena87 = getelementptr inbounds float, ptr %arena, i64 %612
   store float %605, ptr %arena87, align 4
-  %ix262.next = add nsw i64 %conv2_weight_grad.ix26285, 1
-  %613 = icmp slt i64 %ix262.next, 28
-  br i1 %613, label %conv2_weight_grad.ix262, label %conv2_weight_grad.ix262.end
+  %ix270.next = add nsw i64 %conv2_weight_grad.ix27085, 1
+  %613 = icmp slt i64 %ix270.next, 28
+  br i1 %613, label %conv2_weight_grad.ix270, label %conv2_weight_grad.ix270.end
 
-conv2_weight_grad.ix262.end:                      ; preds = %conv2_weight_grad.ix262
-  %iy261.next = add nsw i64 %conv2_weight_grad.iy26184, 1
-  %614 = icmp slt i64 %iy261.next, 28
-  br i1 %614, label %conv2_weight_grad.iy261, label %conv2_weight_grad.iy261.end
+conv2_weight_grad.ix270.end:                      ; preds = %conv2_weight_grad.ix270
+  %iy269.next = add nsw i64 %conv2_weight_grad.iy26984, 1
+  %614 = icmp slt i64 %iy269.next, 28
+  br i1 %614, label %conv2_weight_grad.iy269, label %conv2_weight_grad.iy269.end
 
-conv2_weight_grad.j263:                           ; preds = %conv2_weight_grad.ty264.end, %conv2_weight_grad.j259.end
-  %conv2_weight_grad.j26388 = phi i64 [ 0, %conv2_weight_grad.j259.end ], [ %j263.next, %conv2_weight_grad.ty264.end ]
-  br label %conv2_weight_grad.ty264
+conv2_weight_grad.j271:                           ; preds = %conv2_weight_grad.ty272.end, %conv2_weight_grad.j267.end
+  %conv2_weight_grad.j27188 = phi i64 [ 0, %conv2_weight_grad.j267.end ], [ %j271.next, %conv2_weight_grad.ty272.end ]
+  br label %conv2_weight_grad.ty272
 
-conv2_weight_grad.j263.end:                       ; preds = %conv2_weight_grad.ty264.end
-  br label %conv2_weight_grad.xi291
+conv2_weight_grad.j271.end:                       ; preds = %conv2_weight_grad.ty272.end
+  br label %conv2_weight_grad.xi299
 
-conv2_weight_grad.ty264:                          ; preds = %conv2_weight_grad.tx265.end, %conv2_weight_grad.j263
-  %conv2_weight_grad.ty26489 = phi i64 [ 0, %conv2_weight_grad.j263 ], [ %ty264.next, %conv2_weight_grad.tx265.end ]
-  br label %conv2_weight_grad.tx265
+conv2_weight_grad.ty272:                          ; preds = %conv2_weight_grad.tx273.end, %conv2_weight_grad.j271
+  %conv2_weight_grad.ty27289 = phi i64 [ 0, %conv2_weight_grad.j271 ], [ %ty272.next, %conv2_weight_grad.tx273.end ]
+  br label %conv2_weight_grad.tx273
 
-conv2_weight_grad.ty264.end:                      ; preds = %conv2_weight_grad.tx265.end
-  %j263.next = add nsw i64 %conv2_weight_grad.j26388, 1
-  %615 = icmp slt i64 %j263.next, 1
-  br i1 %615, label %conv2_weight_grad.j263, label %conv2_weight_grad.j263.end
+conv2_weight_grad.ty272.end:                      ; preds = %conv2_weight_grad.tx273.end
+  %j271.next = add nsw i64 %conv2_weight_grad.j27188, 1
+  %615 = icmp slt i64 %j271.next, 1
+  br i1 %615, label %conv2_weight_grad.j271, label %conv2_weight_grad.j271.end
 
-conv2_weight_grad.tx265:                          ; preds = %conv2_weight_grad.cv266.end, %conv2_weight_grad.ty264
-  %conv2_weight_grad.tx26590 = phi i64 [ 0, %conv2_weight_grad.ty264 ], [ %tx265.next, %conv2_weight_grad.cv266.end ]
-  br label %conv2_weight_grad.cv266
+conv2_weight_grad.tx273:                          ; preds = %conv2_weight_grad.cv274.end, %conv2_weight_grad.ty272
+  %conv2_weight_grad.tx27390 = phi i64 [ 0, %conv2_weight_grad.ty272 ], [ %tx273.next, %conv2_weight_grad.cv274.end ]
+  br label %conv2_weight_grad.cv274
 
-conv2_weight_grad.tx265.end:                      ; preds = %conv2_weight_grad.cv266.end
-  %ty264.next = add nsw i64 %conv2_weight_grad.ty26489, 1
-  %616 = icmp slt i64 %ty264.next, 14
-  br i1 %616, label %conv2_weight_grad.ty264, label %conv2_weight_grad.ty264.end
+conv2_weight_grad.tx273.end:                      ; preds = %conv2_weight_grad.cv274.end
+  %ty272.next = add nsw i64 %conv2_weight_grad.ty27289, 1
+  %616 = icmp slt i64 %ty272.next, 14
+  br i1 %616, label %conv2_weight_grad.ty272, label %conv2_weight_grad.ty272.end
 
-conv2_weight_grad.cv266:                          ; preds = %conv2_weight_grad.cv266, %conv2_weight_grad.tx265
-  %conv2_weight_grad.cv26691 = phi i64 [ 0, %conv2_weight_grad.tx265 ], [ %cv266.next, %conv2_weight_grad.cv266 ]
-  %617 = mul nsw i64 %conv2_weight_grad.j26388, 50176
-  %618 = mul nsw i64 %conv2_weight_grad.ty26489, 2
+conv2_weight_grad.cv274:                          ; preds = %conv2_weight_grad.cv274, %conv2_weight_grad.tx273
+  %conv2_weight_grad.cv27491 = phi i64 [ 0, %conv2_weight_grad.tx273 ], [ %cv274.next, %conv2_weight_grad.cv274 ]
+  %617 = mul nsw i64 %conv2_weight_grad.j27188, 50176
+  %618 = mul nsw i64 %conv2_weight_grad.ty27289, 2
   %619 = mul nsw i64 %618, 1792
   %620 = add nsw i64 %617, %619
-  %621 = mul nsw i64 %conv2_weight_grad.tx26590, 2
+  %621 = mul nsw i64 %conv2_weight_grad.tx27390, 2
   %622 = mul nsw i64 %621, 64
   %623 = add nsw i64 %620, %622
-  %624 = mul nsw i64 %conv2_weight_grad.cv26691, 8
+  %624 = mul nsw i64 %conv2_weight_grad.cv27491, 8
   %625 = add nsw i64 %623, %624
   %626 = add nsw i64 1734784, %625
   %arena92 = getelementptr inbounds float, ptr %arena, i64 %626
   %627 = load <8 x float>, ptr %arena92, align 4
-  store <8 x float> %627, ptr %conv2_weight_grad.w267, align 32
-  %628 = mul nsw i64 %conv2_weight_grad.j26388, 50176
-  %629 = mul nsw i64 %conv2_weight_grad.ty26489, 2
+  store <8 x float> %627, ptr %conv2_weight_grad.w275, align 32
+  %628 = mul nsw i64 %conv2_weight_grad.j27188, 50176
+  %629 = mul nsw i64 %conv2_weight_grad.ty27289, 2
   %630 = mul nsw i64 %629, 1792
   %631 = add nsw i64 %628, %630
-  %632 = mul nsw i64 %conv2_weight_grad.tx26590, 2
+  %632 = mul nsw i64 %conv2_weight_grad.tx27390, 2
   %633 = mul nsw i64 %632, 64
   %634 = add nsw i64 %631, %633
-  %635 = mul nsw i64 %conv2_weight_grad.cv26691, 8
+  %635 = mul nsw i64 %conv2_weight_grad.cv27491, 8
   %636 = add nsw i64 %634, %635
   %637 = add nsw i64 1734784, %636
   %arena93 = getelementptr inbounds float, ptr %arena, i64 %637
   %638 = load <8 x float>, ptr %arena93, align 4
-  %639 = mul nsw i64 %conv2_weight_grad.j26388, 50176
-  %640 = mul nsw i64 %conv2_weight_grad.ty26489, 2
+  %639 = mul nsw i64 %conv2_weight_grad.j27188, 50176
+  %640 = mul nsw i64 %conv2_weight_grad.ty27289, 2
   %641 = add nsw i64 %640, 1
   %642 = mul nsw i64 %641, 1792
   %643 = add nsw i64 %639, %642
-  %644 = mul nsw i64 %conv2_weight_grad.tx26590, 2
+  %644 = mul nsw i64 %conv2_weight_grad.tx27390, 2
   %645 = mul nsw i64 %644, 64
   %646 = add nsw i64 %643, %645
-  %647 = mul nsw i64 %conv2_weight_grad.cv26691, 8
+  %647 = mul nsw i64 %conv2_weight_grad.cv27491, 8
   %648 = add nsw i64 %646, %647
   %649 = add nsw i64 1734784, %648
   %arena94 = getelementptr inbounds float, ptr %arena, i64 %649
   %650 = load <8 x float>, ptr %arena94, align 4
   %651 = fadd <8 x float> %638, %650
-  store <8 x float> %651, ptr %conv2_weight_grad.w268, align 32
-  %652 = mul nsw i64 %conv2_weight_grad.j26388, 50176
-  %653 = mul nsw i64 %conv2_weight_grad.ty26489, 2
+  store <8 x float> %651, ptr %conv2_weight_grad.w276, align 32
+  %652 = mul nsw i64 %conv2_weight_grad.j27188, 50176
+  %653 = mul nsw i64 %conv2_weight_grad.ty27289, 2
   %654 = mul nsw i64 %653, 1792
   %655 = add nsw i64 %652, %654
-  %656 = mul nsw i64 %conv2_weight_grad.tx26590, 2
+  %656 = mul nsw i64 %conv2_weight_grad.tx27390, 2
   %657 = mul nsw i64 %656, 64
   %658 = add nsw i64 %655, %657
-  %659 = mul nsw i64 %conv2_weight_grad.cv26691, 8
+  %659 = mul nsw i64 %conv2_weight_grad.cv27491, 8
   %660 = add nsw i64 %658, %659
   %661 = add nsw i64 1734784, %660
   %arena95 = getelementptr inbounds float, ptr %arena, i64 %661
   %662 = load <8 x float>, ptr %arena95, align 4
-  %663 = mul nsw i64 %conv2_weight_grad.j26388, 50176
-  %664 = mul nsw i64 %conv2_weight_grad.ty26489, 2
+  %663 = mul nsw i64 %conv2_weight_grad.j27188, 50176
+  %664 = mul nsw i64 %conv2_weight_grad.ty27289, 2
   %665 = add nsw i64 %664, 1
   %666 = mul nsw i64 %665, 1792
   %667 = add nsw i64 %663, %666
-  %668 = mul nsw i64 %conv2_weight_grad.tx26590, 2
+  %668 = mul nsw i64 %conv2_weight_grad.tx27390, 2
   %669 = mul nsw i64 %668, 64
   %670 = add nsw i64 %667, %669
-  %671 = mul nsw i64 %conv2_weight_grad.cv26691, 8
+  %671 = mul nsw i64 %conv2_weight_grad.cv27491, 8
   %672 = add nsw i64 %670, %671
   %673 = add nsw i64 1734784, %672
   %arena96 = getelementptr inbounds float, ptr %arena, i64 %673
   %674 = load <8 x float>, ptr %arena96, align 4
   %675 = fsub <8 x float> %662, %674
-  store <8 x float> %675, ptr %conv2_weight_grad.w269, align 32
-  %676 = mul nsw i64 %conv2_weight_grad.j26388, 50176
-  %677 = mul nsw i64 %conv2_weight_grad.ty26489, 2
+  store <8 x float> %675, ptr %conv2_weight_grad.w277, align 32
+  %676 = mul nsw i64 %conv2_weight_grad.j27188, 50176
+  %677 = mul nsw i64 %conv2_weight_grad.ty27289, 2
   %678 = add nsw i64 %677, 1
   %679 = mul nsw i64 %678, 1792
   %680 = add nsw i64 %676, %679
-  %681 = mul nsw i64 %conv2_weight_grad.tx26590, 2
+  %681 = mul nsw i64 %conv2_weight_grad.tx27390, 2
   %682 = mul nsw i64 %681, 64
   %683 = add nsw i64 %680, %682
-  %684 = mul nsw i64 %conv2_weight_grad.cv26691, 8
+  %684 = mul nsw i64 %conv2_weight_grad.cv27491, 8
   %685 = add nsw i64 %683, %684
   %686 = add nsw i64 1734784, %685
   %arena97 = getelementptr inbounds float, ptr %arena, i64 %686
   %687 = load <8 x float>, ptr %arena97, align 4
   %688 = fmul <8 x float> %687, <float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00>
-  store <8 x float> %688, ptr %conv2_weight_grad.w270, align 32
-  %689 = mul nsw i64 %conv2_weight_grad.j26388, 50176
-  %690 = mul nsw i64 %conv2_weight_grad.ty26489, 2
+  store <8 x float> %688, ptr %conv2_weight_grad.w278, align 32
+  %689 = mul nsw i64 %conv2_weight_grad.j27188, 50176
+  %690 = mul nsw i64 %conv2_weight_grad.ty27289, 2
   %691 = mul nsw i64 %690, 1792
   %692 = add nsw i64 %689, %691
-  %693 = mul nsw i64 %conv2_weight_grad.tx26590, 2
+  %693 = mul nsw i64 %conv2_weight_grad.tx27390, 2
   %694 = add nsw i64 %693, 1
   %695 = mul nsw i64 %694, 64
   %696 = add nsw i64 %692, %695
-  %697 = mul nsw i64 %conv2_weight_grad.cv26691, 8
+  %697 = mul nsw i64 %conv2_weight_grad.cv27491, 8
   %698 = add nsw i64 %696, %697
   %699 = add nsw i64 1734784, %698
   %arena98 = getelementptr inbounds float, ptr %arena, i64 %699
   %700 = load <8 x float>, ptr %arena98, align 4
-  store <8 x float> %700, ptr %conv2_weight_grad.w271, align 32
-  %701 = mul nsw i64 %conv2_weight_grad.j26388, 50176
-  %702 = mul nsw i64 %conv2_weight_grad.ty26489, 2
+  store <8 x float> %700, ptr %conv2_weight_grad.w279, align 32
+  %701 = mul nsw i64 %conv2_weight_grad.j27188, 50176
+  %702 = mul nsw i64 %conv2_weight_grad.ty27289, 2
   %703 = mul nsw i64 %702, 1792
   %704 = add nsw i64 %701, %703
-  %705 = mul nsw i64 %conv2_weight_grad.tx26590, 2
+  %705 = mul nsw i64 %conv2_weight_grad.tx27390, 2
   %706 = add nsw i64 %705, 1
   %707 = mul nsw i64 %706, 64
   %708 = add nsw i64 %704, %707
-  %709 = mul nsw i64 %conv2_weight_grad.cv26691, 8
+  %709 = mul nsw i64 %conv2_weight_grad.cv27491, 8
   %710 = add nsw i64 %708, %709
   %711 = add nsw i64 1734784, %710
   %arena99 = getelementptr inbounds float, ptr %arena, i64 %711
   %712 = load <8 x float>, ptr %arena99, align 4
-  %713 = mul nsw i64 %conv2_weight_grad.j26388, 50176
-  %714 = mul nsw i64 %conv2_weight_grad.ty26489, 2
+  %713 = mul nsw i64 %conv2_weight_grad.j27188, 50176
+  %714 = mul nsw i64 %conv2_weight_grad.ty27289, 2
   %715 = add nsw i64 %714, 1
   %716 = mul nsw i64 %715, 1792
   %717 = add nsw i64 %713, %716
-  %718 = mul nsw i64 %conv2_weight_grad.tx26590, 2
+  %718 = mul nsw i64 %conv2_weight_grad.tx27390, 2
   %719 = add nsw i64 %718, 1
   %720 = mul nsw i64 %719, 64
   %721 = add nsw i64 %717, %720
-  %722 = mul nsw i64 %conv2_weight_grad.cv26691, 8
+  %722 = mul nsw i64 %conv2_weight_grad.cv27491, 8
   %723 = add nsw i64 %721, %722
   %724 = add nsw i64 1734784, %723
   %arena100 = getelementptr inbounds float, ptr %arena, i64 %724
   %725 = load <8 x float>, ptr %arena100, align 4
   %726 = fadd <8 x float> %712, %725
-  store <8 x float> %726, ptr %conv2_weight_grad.w272, align 32
-  %727 = mul nsw i64 %conv2_weight_grad.j26388, 50176
-  %728 = mul nsw i64 %conv2_weight_grad.ty26489, 2
+  store <8 x float> %726, ptr %conv2_weight_grad.w280, align 32
+  %727 = mul nsw i64 %conv2_weight_grad.j27188, 50176
+  %728 = mul nsw i64 %conv2_weight_grad.ty27289, 2
   %729 = mul nsw i64 %728, 1792
   %730 = add nsw i64 %727, %729
-  %731 = mul nsw i64 %conv2_weight_grad.tx26590, 2
+  %731 = mul nsw i64 %conv2_weight_grad.tx27390, 2
   %732 = add nsw i64 %731, 1
   %733 = mul nsw i64 %732, 64
   %734 = add nsw i64 %730, %733
-  %735 = mul nsw i64 %conv2_weight_grad.cv26691, 8
+  %735 = mul nsw i64 %conv2_weight_grad.cv27491, 8
   %736 = add nsw i64 %734, %735
   %737 = add nsw i64 1734784, %736
   %arena101 = getelementptr inbounds float, ptr %arena, i64 %737
   %738 = load <8 x float>, ptr %arena101, align 4
-  %739 = mul nsw i64 %conv2_weight_grad.j26388, 50176
-  %740 = mul nsw i64 %conv2_weight_grad.ty26489, 2
+  %739 = mul nsw i64 %conv2_weight_grad.j27188, 50176
+  %740 = mul nsw i64 %conv2_weight_grad.ty27289, 2
   %741 = add nsw i64 %740, 1
   %742 = mul nsw i64 %741, 1792
   %743 = add nsw i64 %739, %742
-  %744 = mul nsw i64 %conv2_weight_grad.tx26590, 2
+  %744 = mul nsw i64 %conv2_weight_grad.tx27390, 2
   %745 = add nsw i64 %744, 1
   %746 = mul nsw i64 %745, 64
   %747 = add nsw i64 %743, %746
-  %748 = mul nsw i64 %conv2_weight_grad.cv26691, 8
+  %748 = mul nsw i64 %conv2_weight_grad.cv27491, 8
   %749 = add nsw i64 %747, %748
   %750 = add nsw i64 1734784, %749
   %arena102 = getelementptr inbounds float, ptr %arena, i64 %750
   %751 = load <8 x float>, ptr %arena102, align 4
   %752 = fsub <8 x float> %738, %751
-  store <8 x float> %752, ptr %conv2_weight_grad.w273, align 32
-  %753 = mul nsw i64 %conv2_weight_grad.j26388, 50176
-  %754 = mul nsw i64 %conv2_weight_grad.ty26489, 2
+  store <8 x float> %752, ptr %conv2_weight_grad.w281, align 32
+  %753 = mul nsw i64 %conv2_weight_grad.j27188, 50176
+  %754 = mul nsw i64 %conv2_weight_grad.ty27289, 2
   %755 = add nsw i64 %754, 1
   %756 = mul nsw i64 %755, 1792
   %757 = add nsw i64 %753, %756
-  %758 = mul nsw i64 %conv2_weight_grad.tx26590, 2
+  %758 = mul nsw i64 %conv2_weight_grad.tx27390, 2
   %759 = add nsw i64 %758, 1
   %760 = mul nsw i64 %759, 64
   %761 = add nsw i64 %757, %760
-  %762 = mul nsw i64 %conv2_weight_grad.cv26691, 8
+  %762 = mul nsw i64 %conv2_weight_grad.cv27491, 8
   %763 = add nsw i64 %761, %762
   %764 = add nsw i64 1734784, %763
   %arena103 = getelementptr inbounds float, ptr %arena, i64 %764
   %765 = load <8 x float>, ptr %arena103, align 4
   %766 = fmul <8 x float> %765, <float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00>
-  store <8 x float> %766, ptr %conv2_weight_grad.w274, align 32
-  %w267 = load <8 x float>, ptr %conv2_weight_grad.w267, align 32
-  store <8 x float> %w267, ptr %conv2_weight_grad.w275, align 32
-  %w267104 = load <8 x float>, ptr %conv2_weight_grad.w267, align 32
-  %w271 = load <8 x float>, ptr %conv2_weight_grad.w271, align 32
-  %767 = fadd <8 x float> %w267104, %w271
-  store <8 x float> %767, ptr %conv2_weight_grad.w276, align 32
-  %w267105 = load <8 x float>, ptr %conv2_weight_grad.w267, align 32
-  %w271106 = load <8 x float>, ptr %conv2_weight_grad.w271, align 32
-  %768 = fsub <8 x float> %w267105, %w271106
-  store <8 x float> %768, ptr %conv2_weight_grad.w277, align 32
-  %w271107 = load <8 x float>, ptr %conv2_weight_grad.w271, align 32
-  %769 = fmul <8 x float> %w271107, <float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00>
-  store <8 x float> %769, ptr %conv2_weight_grad.w278, align 32
-  %w268 = load <8 x float>, ptr %conv2_weight_grad.w268, align 32
-  store <8 x float> %w268, ptr %conv2_weight_grad.w279, align 32
-  %w268108 = load <8 x float>, ptr %conv2_weight_grad.w268, align 32
-  %w272 = load <8 x float>, ptr %conv2_weight_grad.w272, align 32
-  %770 = fadd <8 x float> %w268108, %w272
-  store <8 x float> %770, ptr %conv2_weight_grad.w280, align 32
-  %w268109 = load <8 x float>, ptr %conv2_weight_grad.w268, align 32
-  %w272110 = load <8 x float>, ptr %conv2_weight_grad.w272, align 32
-  %771 = fsub <8 x float> %w268109, %w272110
-  store <8 x float> %771, ptr %conv2_weight_grad.w281, align 32
-  %w272111 = load <8 x float>, ptr %conv2_weight_grad.w272, align 32
-  %772 = fmul <8 x float> %w272111, <float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00>
-  store <8 x float> %772, ptr %conv2_weight_grad.w282, align 32
-  %w269 = load <8 x float>, ptr %conv2_weight_grad.w269, align 32
-  store <8 x float> %w269, ptr %conv2_weight_grad.w283, align 32
-  %w269112 = load <8 x float>, ptr %conv2_weight_grad.w269, align 32
-  %w273 = load <8 x float>, ptr %conv2_weight_grad.w273, align 32
-  %773 = fadd <8 x float> %w269112, %w273
-  store <8 x float> %773, ptr %conv2_weight_grad.w284, align 32
-  %w269113 = load <8 x float>, ptr %conv2_weight_grad.w269, align 32
-  %w273114 = load <8 x float>, ptr %conv2_weight_grad.w273, align 32
-  %774 = fsub <8 x float> %w269113, %w273114
-  store <8 x float> %774, ptr %conv2_weight_grad.w285, align 32
-  %w273115 = load <8 x float>, ptr %conv2_weight_grad.w273, align 32
-  %775 = fmul <8 x float> %w273115, <float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00>
-  store <8 x float> %775, ptr %conv2_weight_grad.w286, align 32
-  %w270 = load <8 x float>, ptr %conv2_weight_grad.w270, align 32
-  store <8 x float> %w270, ptr %conv2_weight_grad.w287, align 32
-  %w270116 = load <8 x float>, ptr %conv2_weight_grad.w270, align 32
-  %w274 = load <8 x float>, ptr %conv2_weight_grad.w274, align 32
-  %776 = fadd <8 x float> %w270116, %w274
-  store <8 x float> %776, ptr %conv2_weight_grad.w288, align 32
-  %w270117 = load <8 x float>, ptr %conv2_weight_grad.w270, align 32
-  %w274118 = load <8 x float>, ptr %conv2_weight_grad.w274, align 32
-  %777 = fsub <8 x float> %w270117, %w274118
-  store <8 x float> %777, ptr %conv2_weight_grad.w289, align 32
-  %w274119 = load <8 x float>, ptr %conv2_weight_grad.w274, align 32
-  %778 = fmul <8 x float> %w274119, <float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00>
-  store <8 x float> %778, ptr %conv2_weight_grad.w290, align 32
+  store <8 x float> %766, ptr %conv2_weight_grad.w282, align 32
   %w275 = load <8 x float>, ptr %conv2_weight_grad.w275, align 32
-  %779 = mul nsw i64 %conv2_weight_grad.j26388, 196
-  %780 = mul nsw i64 %conv2_weight_grad.ty26489, 14
+  store <8 x float> %w275, ptr %conv2_weight_grad.w283, align 32
+  %w275104 = load <8 x float>, ptr %conv2_weight_grad.w275, align 32
+  %w279 = load <8 x float>, ptr %conv2_weight_grad.w279, align 32
+  %767 = fadd <8 x float> %w275104, %w279
+  store <8 x float> %767, ptr %conv2_weight_grad.w284, align 32
+  %w275105 = load <8 x float>, ptr %conv2_weight_grad.w275, align 32
+  %w279106 = load <8 x float>, ptr %conv2_weight_grad.w279, align 32
+  %768 = fsub <8 x float> %w275105, %w279106
+  store <8 x float> %768, ptr %conv2_weight_grad.w285, align 32
+  %w279107 = load <8 x float>, ptr %conv2_weight_grad.w279, align 32
+  %769 = fmul <8 x float> %w279107, <float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00>
+  store <8 x float> %769, ptr %conv2_weight_grad.w286, align 32
+  %w276 = load <8 x float>, ptr %conv2_weight_grad.w276, align 32
+  store <8 x float> %w276, ptr %conv2_weight_grad.w287, align 32
+  %w276108 = load <8 x float>, ptr %conv2_weight_grad.w276, align 32
+  %w280 = load <8 x float>, ptr %conv2_weight_grad.w280, align 32
+  %770 = fadd <8 x float> %w276108, %w280
+  store <8 x float> %770, ptr %conv2_weight_grad.w288, align 32
+  %w276109 = load <8 x float>, ptr %conv2_weight_grad.w276, align 32
+  %w280110 = load <8 x float>, ptr %conv2_weight_grad.w280, align 32
+  %771 = fsub <8 x float> %w276109, %w280110
+  store <8 x float> %771, ptr %conv2_weight_grad.w289, align 32
+  %w280111 = load <8 x float>, ptr %conv2_weight_grad.w280, align 32
+  %772 = fmul <8 x float> %w280111, <float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00>
+  store <8 x float> %772, ptr %conv2_weight_grad.w290, align 32
+  %w277 = load <8 x float>, ptr %conv2_weight_grad.w277, align 32
+  store <8 x float> %w277, ptr %conv2_weight_grad.w291, align 32
+  %w277112 = load <8 x float>, ptr %conv2_weight_grad.w277, align 32
+  %w281 = load <8 x float>, ptr %conv2_weight_grad.w281, align 32
+  %773 = fadd <8 x float> %w277112, %w281
+  store <8 x float> %773, ptr %conv2_weight_grad.w292, align 32
+  %w277113 = load <8 x float>, ptr %conv2_weight_grad.w277, align 32
+  %w281114 = load <8 x float>, ptr %conv2_weight_grad.w281, align 32
+  %774 = fsub <8 x float> %w277113, %w281114
+  store <8 x float> %774, ptr %conv2_weight_grad.w293, align 32
+  %w281115 = load <8 x float>, ptr %conv2_weight_grad.w281, align 32
+  %775 = fmul <8 x float> %w281115, <float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00>
+  store <8 x float> %775, ptr %conv2_weight_grad.w294, align 32
+  %w278 = load <8 x float>, ptr %conv2_weight_grad.w278, align 32
+  store <8 x float> %w278, ptr %conv2_weight_grad.w295, align 32
+  %w278116 = load <8 x float>, ptr %conv2_weight_grad.w278, align 32
+  %w282 = load <8 x float>, ptr %conv2_weight_grad.w282, align 32
+  %776 = fadd <8 x float> %w278116, %w282
+  store <8 x float> %776, ptr %conv2_weight_grad.w296, align 32
+  %w278117 = load <8 x float>, ptr %conv2_weight_grad.w278, align 32
+  %w282118 = load <8 x float>, ptr %conv2_weight_grad.w282, align 32
+  %777 = fsub <8 x float> %w278117, %w282118
+  store <8 x float> %777, ptr %conv2_weight_grad.w297, align 32
+  %w282119 = load <8 x float>, ptr %conv2_weight_grad.w282, align 32
+  %778 = fmul <8 x float> %w282119, <float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00>
+  store <8 x float> %778, ptr %conv2_weight_grad.w298, align 32
+  %w283 = load <8 x float>, ptr %conv2_weight_grad.w283, align 32
+  %779 = mul nsw i64 %conv2_weight_grad.j27188, 196
+  %780 = mul nsw i64 %conv2_weight_grad.ty27289, 14
   %781 = add nsw i64 %779, %780
-  %782 = add nsw i64 %781, %conv2_weight_grad.tx26590
+  %782 = add nsw i64 %781, %conv2_weight_grad.tx27390
   %783 = mul nsw i64 %782, 64
   %784 = add nsw i64 1784960, %783
-  %785 = mul nsw i64 %conv2_weight_grad.cv26691, 8
+  %785 = mul nsw i64 %conv2_weight_grad.cv27491, 8
   %786 = add nsw i64 %784, %785
   %arena120 = getelementptr inbounds float, ptr %arena, i64 %786
-  store <8 x float> %w275, ptr %arena120, align 4
-  %w276 = load <8 x float>, ptr %conv2_weight_grad.w276, align 32
-  %787 = mul nsw i64 %conv2_weight_grad.j26388, 196
-  %788 = mul nsw i64 %conv2_weight_grad.ty26489, 14
+  store <8 x float> %w283, ptr %arena120, align 4
+  %w284 = load <8 x float>, ptr %conv2_weight_grad.w284, align 32
+  %787 = mul nsw i64 %conv2_weight_grad.j27188, 196
+  %788 = mul nsw i64 %conv2_weight_grad.ty27289, 14
   %789 = add nsw i64 %787, %788
-  %790 = add nsw i64 %789, %conv2_weight_grad.tx26590
+  %790 = add nsw i64 %789, %conv2_weight_grad.tx27390
   %791 = mul nsw i64 %790, 64
   %792 = add nsw i64 1797504, %791
-  %793 = mul nsw i64 %conv2_weight_grad.cv26691, 8
+  %793 = mul nsw i64 %conv2_weight_grad.cv27491, 8
   %794 = add nsw i64 %792, %793
   %arena121 = getelementptr inbounds float, ptr %arena, i64 %794
-  store <8 x float> %w276, ptr %arena121, align 4
-  %w277 = load <8 x float>, ptr %conv2_weight_grad.w277, align 32
-  %795 = mul nsw i64 %conv2_weight_grad.j26388, 196
-  %796 = mul nsw i64 %conv2_weight_grad.ty26489, 14
+  store <8 x float> %w284, ptr %arena121, align 4
+  %w285 = load <8 x float>, ptr %conv2_weight_grad.w285, align 32
+  %795 = mul nsw i64 %conv2_weight_grad.j27188, 196
+  %796 = mul nsw i64 %conv2_weight_grad.ty27289, 14
   %797 = add nsw i64 %795, %796
-  %798 = add nsw i64 %797, %conv2_weight_grad.tx26590
+  %798 = add nsw i64 %797, %conv2_weight_grad.tx27390
   %799 = mul nsw i64 %798, 64
   %800 = add nsw i64 1810048, %799
-  %801 = mul nsw i64 %conv2_weight_grad.cv26691, 8
+  %801 = mul nsw i64 %conv2_weight_grad.cv27491, 8
   %802 = add nsw i64 %800, %801
   %arena122 = getelementptr inbounds float, ptr %arena, i64 %802
-  store <8 x float> %w277, ptr %arena122, align 4
-  %w278 = load <8 x float>, ptr %conv2_weight_grad.w278, align 32
-  %803 = mul nsw i64 %conv2_weight_grad.j26388, 196
-  %804 = mul nsw i64 %conv2_weight_grad.ty26489, 14
+  store <8 x float> %w285, ptr %arena122, align 4
+  %w286 = load <8 x float>, ptr %conv2_weight_grad.w286, align 32
+  %803 = mul nsw i64 %conv2_weight_grad.j27188, 196
+  %804 = mul nsw i64 %conv2_weight_grad.ty27289, 14
   %805 = add nsw i64 %803, %804
-  %806 = add nsw i64 %805, %conv2_weight_grad.tx26590
+  %806 = add nsw i64 %805, %conv2_weight_grad.tx27390
   %807 = mul nsw i64 %806, 64
   %808 = add nsw i64 1822592, %807
-  %809 = mul nsw i64 %conv2_weight_grad.cv26691, 8
+  %809 = mul nsw i64 %conv2_weight_grad.cv27491, 8
   %810 = add nsw i64 %808, %809
   %arena123 = getelementptr inbounds float, ptr %arena, i64 %810
-  store <8 x float> %w278, ptr %arena123, align 4
-  %w279 = load <8 x float>, ptr %conv2_weight_grad.w279, align 32
-  %811 = mul nsw i64 %conv2_weight_grad.j26388, 196
-  %812 = mul nsw i64 %conv2_weight_grad.ty26489, 14
+  store <8 x float> %w286, ptr %arena123, align 4
+  %w287 = load <8 x float>, ptr %conv2_weight_grad.w287, align 32
+  %811 = mul nsw i64 %conv2_weight_grad.j27188, 196
+  %812 = mul nsw i64 %conv2_weight_grad.ty27289, 14
   %813 = add nsw i64 %811, %812
-  %814 = add nsw i64 %813, %conv2_weight_grad.tx26590
+  %814 = add nsw i64 %813, %conv2_weight_grad.tx27390
   %815 = mul nsw i64 %814, 64
   %816 = add nsw i64 1835136, %815
-  %817 = mul nsw i64 %conv2_weight_grad.cv26691, 8
+  %817 = mul nsw i64 %conv2_weight_grad.cv27491, 8
   %818 = add nsw i64 %816, %817
   %arena124 = getelementptr inbounds float, ptr %arena, i64 %818
-  store <8 x float> %w279, ptr %arena124, align 4
-  %w280 = load <8 x float>, ptr %conv2_weight_grad.w280, align 32
-  %819 = mul nsw i64 %conv2_weight_grad.j26388, 196
-  %820 = mul nsw i64 %conv2_weight_grad.ty26489, 14
+  store <8 x float> %w287, ptr %arena124, align 4
+  %w288 = load <8 x float>, ptr %conv2_weight_grad.w288, align 32
+  %819 = mul nsw i64 %conv2_weight_grad.j27188, 196
+  %820 = mul nsw i64 %conv2_weight_grad.ty27289, 14
   %821 = add nsw i64 %819, %820
-  %822 = add nsw i64 %821, %conv2_weight_grad.tx26590
+  %822 = add nsw i64 %821, %conv2_weight_grad.tx27390
   %823 = mul nsw i64 %822, 64
   %824 = add nsw i64 1847680, %823
-  %825 = mul nsw i64 %conv2_weight_grad.cv26691, 8
+  %825 = mul nsw i64 %conv2_weight_grad.cv27491, 8
   %826 = add nsw i64 %824, %825
   %arena125 = getelementptr inbounds float, ptr %arena, i64 %826
-  store <8 x float> %w280, ptr %arena125, align 4
-  %w281 = load <8 x float>, ptr %conv2_weight_grad.w281, align 32
-  %827 = mul nsw i64 %conv2_weight_grad.j26388, 196
-  %828 = mul nsw i64 %conv2_weight_grad.ty26489, 14
+  store <8 x float> %w288, ptr %arena125, align 4
+  %w289 = load <8 x float>, ptr %conv2_weight_grad.w289, align 32
+  %827 = mul nsw i64 %conv2_weight_grad.j27188, 196
+  %828 = mul nsw i64 %conv2_weight_grad.ty27289, 14
   %829 = add nsw i64 %827, %828
-  %830 = add nsw i64 %829, %conv2_weight_grad.tx26590
+  %830 = add nsw i64 %829, %conv2_weight_grad.tx27390
   %831 = mul nsw i64 %830, 64
   %832 = add nsw i64 1860224, %831
-  %833 = mul nsw i64 %conv2_weight_grad.cv26691, 8
+  %833 = mul nsw i64 %conv2_weight_grad.cv27491, 8
   %834 = add nsw i64 %832, %833
   %arena126 = getelementptr inbounds float, ptr %arena, i64 %834
-  store <8 x float> %w281, ptr %arena126, align 4
-  %w282 = load <8 x float>, ptr %conv2_weight_grad.w282, align 32
-  %835 = mul nsw i64 %conv2_weight_grad.j26388, 196
-  %836 = mul nsw i64 %conv2_weight_grad.ty26489, 14
+  store <8 x float> %w289, ptr %arena126, align 4
+  %w290 = load <8 x float>, ptr %conv2_weight_grad.w290, align 32
+  %835 = mul nsw i64 %conv2_weight_grad.j27188, 196
+  %836 = mul nsw i64 %conv2_weight_grad.ty27289, 14
   %837 = add nsw i64 %835, %836
-  %838 = add nsw i64 %837, %conv2_weight_grad.tx26590
+  %838 = add nsw i64 %837, %conv2_weight_grad.tx27390
   %839 = mul nsw i64 %838, 64
   %840 = add nsw i64 1872768, %839
-  %841 = mul nsw i64 %conv2_weight_grad.cv26691, 8
+  %841 = mul nsw i64 %conv2_weight_grad.cv27491, 8
   %842 = add nsw i64 %840, %841
   %arena127 = getelementptr inbounds float, ptr %arena, i64 %842
-  store <8 x float> %w282, ptr %arena127, align 4
-  %w283 = load <8 x float>, ptr %conv2_weight_grad.w283, align 32
-  %843 = mul nsw i64 %conv2_weight_grad.j26388, 196
-  %844 = mul nsw i64 %conv2_weight_grad.ty26489, 14
+  store <8 x float> %w290, ptr %arena127, align 4
+  %w291 = load <8 x float>, ptr %conv2_weight_grad.w291, align 32
+  %843 = mul nsw i64 %conv2_weight_grad.j27188, 196
+  %844 = mul nsw i64 %conv2_weight_grad.ty27289, 14
   %845 = add nsw i64 %843, %844
-  %846 = add nsw i64 %845, %conv2_weight_grad.tx26590
+  %846 = add nsw i64 %845, %conv2_weight_grad.tx27390
   %847 = mul nsw i64 %846, 64
   %848 = add nsw i64 1885312, %847
-  %849 = mul nsw i64 %conv2_weight_grad.cv26691, 8
+  %849 = mul nsw i64 %conv2_weight_grad.cv27491, 8
   %850 = add nsw i64 %848, %849
   %arena128 = getelementptr inbounds float, ptr %arena, i64 %850
-  store <8 x float> %w283, ptr %arena128, align 4
-  %w284 = load <8 x float>, ptr %conv2_weight_grad.w284, align 32
-  %851 = mul nsw i64 %conv2_weight_grad.j26388, 196
-  %852 = mul nsw i64 %conv2_weight_grad.ty26489, 14
+  store <8 x float> %w291, ptr %arena128, align 4
+  %w292 = load <8 x float>, ptr %conv2_weight_grad.w292, align 32
+  %851 = mul nsw i64 %conv2_weight_grad.j27188, 196
+  %852 = mul nsw i64 %conv2_weight_grad.ty27289, 14
   %853 = add nsw i64 %851, %852
-  %854 = add nsw i64 %853, %conv2_weight_grad.tx26590
+  %854 = add nsw i64 %853, %conv2_weight_grad.tx27390
   %855 = mul nsw i64 %854, 64
   %856 = add nsw i64 1897856, %855
-  %857 = mul nsw i64 %conv2_weight_grad.cv26691, 8
+  %857 = mul nsw i64 %conv2_weight_grad.cv27491, 8
   %858 = add nsw i64 %856, %857
   %arena129 = getelementptr inbounds float, ptr %arena, i64 %858
-  store <8 x float> %w284, ptr %arena129, align 4
-  %w285 = load <8 x float>, ptr %conv2_weight_grad.w285, align 32
-  %859 = mul nsw i64 %conv2_weight_grad.j26388, 196
-  %860 = mul nsw i64 %conv2_weight_grad.ty26489, 14
+  store <8 x float> %w292, ptr %arena129, align 4
+  %w293 = load <8 x float>, ptr %conv2_weight_grad.w293, align 32
+  %859 = mul nsw i64 %conv2_weight_grad.j27188, 196
+  %860 = mul nsw i64 %conv2_weight_grad.ty27289, 14
   %861 = add nsw i64 %859, %860
-  %862 = add nsw i64 %861, %conv2_weight_grad.tx26590
+  %862 = add nsw i64 %861, %conv2_weight_grad.tx27390
   %863 = mul nsw i64 %862, 64
   %864 = add nsw i64 1910400, %863
-  %865 = mul nsw i64 %conv2_weight_grad.cv26691, 8
+  %865 = mul nsw i64 %conv2_weight_grad.cv27491, 8
   %866 = add nsw i64 %864, %865
   %arena130 = getelementptr inbounds float, ptr %arena, i64 %866
-  store <8 x float> %w285, ptr %arena130, align 4
-  %w286 = load <8 x float>, ptr %conv2_weight_grad.w286, align 32
-  %867 = mul nsw i64 %conv2_weight_grad.j26388, 196
-  %868 = mul nsw i64 %conv2_weight_grad.ty26489, 14
+  store <8 x float> %w293, ptr %arena130, align 4
+  %w294 = load <8 x float>, ptr %conv2_weight_grad.w294, align 32
+  %867 = mul nsw i64 %conv2_weight_grad.j27188, 196
+  %868 = mul nsw i64 %conv2_weight_grad.ty27289, 14
   %869 = add nsw i64 %867, %868
-  %870 = add nsw i64 %869, %conv2_weight_grad.tx26590
+  %870 = add nsw i64 %869, %conv2_weight_grad.tx27390
   %871 = mul nsw i64 %870, 64
   %872 = add nsw i64 1922944, %871
-  %873 = mul nsw i64 %conv2_weight_grad.cv26691, 8
+  %873 = mul nsw i64 %conv2_weight_grad.cv27491, 8
   %874 = add nsw i64 %872, %873
   %arena131 = getelementptr inbounds float, ptr %arena, i64 %874
-  store <8 x float> %w286, ptr %arena131, align 4
-  %w287 = load <8 x float>, ptr %conv2_weight_grad.w287, align 32
-  %875 = mul nsw i64 %conv2_weight_grad.j26388, 196
-  %876 = mul nsw i64 %conv2_weight_grad.ty26489, 14
+  store <8 x float> %w294, ptr %arena131, align 4
+  %w295 = load <8 x float>, ptr %conv2_weight_grad.w295, align 32
+  %875 = mul nsw i64 %conv2_weight_grad.j27188, 196
+  %876 = mul nsw i64 %conv2_weight_grad.ty27289, 14
   %877 = add nsw i64 %875, %876
-  %878 = add nsw i64 %877, %conv2_weight_grad.tx26590
+  %878 = add nsw i64 %877, %conv2_weight_grad.tx27390
   %879 = mul nsw i64 %878, 64
   %880 = add nsw i64 1935488, %879
-  %881 = mul nsw i64 %conv2_weight_grad.cv26691, 8
+  %881 = mul nsw i64 %conv2_weight_grad.cv27491, 8
   %882 = add nsw i64 %880, %881
   %arena132 = getelementptr inbounds float, ptr %arena, i64 %882
-  store <8 x float> %w287, ptr %arena132, align 4
-  %w288 = load <8 x float>, ptr %conv2_weight_grad.w288, align 32
-  %883 = mul nsw i64 %conv2_weight_grad.j26388, 196
-  %884 = mul nsw i64 %conv2_weight_grad.ty26489, 14
+  store <8 x float> %w295, ptr %arena132, align 4
+  %w296 = load <8 x float>, ptr %conv2_weight_grad.w296, align 32
+  %883 = mul nsw i64 %conv2_weight_grad.j27188, 196
+  %884 = mul nsw i64 %conv2_weight_grad.ty27289, 14
   %885 = add nsw i64 %883, %884
-  %886 = add nsw i64 %885, %conv2_weight_grad.tx26590
+  %886 = add nsw i64 %885, %conv2_weight_grad.tx27390
   %887 = mul nsw i64 %886, 64
   %888 = add nsw i64 1948032, %887
-  %889 = mul nsw i64 %conv2_weight_grad.cv26691, 8
+  %889 = mul nsw i64 %conv2_weight_grad.cv27491, 8
   %890 = add nsw i64 %888, %889
   %arena133 = getelementptr inbounds float, ptr %arena, i64 %890
-  store <8 x float> %w288, ptr %arena133, align 4
-  %w289 = load <8 x float>, ptr %conv2_weight_grad.w289, align 32
-  %891 = mul nsw i64 %conv2_weight_grad.j26388, 196
-  %892 = mul nsw i64 %conv2_weight_grad.ty26489, 14
+  store <8 x float> %w296, ptr %arena133, align 4
+  %w297 = load <8 x float>, ptr %conv2_weight_grad.w297, align 32
+  %891 = mul nsw i64 %conv2_weight_grad.j27188, 196
+  %892 = mul nsw i64 %conv2_weight_grad.ty27289, 14
   %893 = add nsw i64 %891, %892
-  %894 = add nsw i64 %893, %conv2_weight_grad.tx26590
+  %894 = add nsw i64 %893, %conv2_weight_grad.tx27390
   %895 = mul nsw i64 %894, 64
   %896 = add nsw i64 1960576, %895
-  %897 = mul nsw i64 %conv2_weight_grad.cv26691, 8
+  %897 = mul nsw i64 %conv2_weight_grad.cv27491, 8
   %898 = add nsw i64 %896, %897
   %arena134 = getelementptr inbounds float, ptr %arena, i64 %898
-  store <8 x float> %w289, ptr %arena134, align 4
-  %w290 = load <8 x float>, ptr %conv2_weight_grad.w290, align 32
-  %899 = mul nsw i64 %conv2_weight_grad.j26388, 196
-  %900 = mul nsw i64 %conv2_weight_grad.ty26489, 14
+  store <8 x float> %w297, ptr %arena134, align 4
+  %w298 = load <8 x float>, ptr %conv2_weight_grad.w298, align 32
+  %899 = mul nsw i64 %conv2_weight_grad.j27188, 196
+  %900 = mul nsw i64 %conv2_weight_grad.ty27289, 14
   %901 = add nsw i64 %899, %900
-  %902 = add nsw i64 %901, %conv2_weight_grad.tx26590
+  %902 = add nsw i64 %901, %conv2_weight_grad.tx27390
   %903 = mul nsw i64 %902, 64
   %904 = add nsw i64 1973120, %903
-  %905 = mul nsw i64 %conv2_weight_grad.cv26691, 8
+  %905 = mul nsw i64 %conv2_weight_grad.cv27491, 8
   %906 = add nsw i64 %904, %905
   %arena135 = getelementptr inbounds float, ptr %arena, i64 %906
-  store <8 x float> %w290, ptr %arena135, align 4
-  %cv266.next = add nsw i64 %conv2_weight_grad.cv26691, 1
-  %907 = icmp slt i64 %cv266.next, 8
-  br i1 %907, label %conv2_weight_grad.cv266, label %conv2_weight_grad.cv266.end
+  store <8 x float> %w298, ptr %arena135, align 4
+  %cv274.next = add nsw i64 %conv2_weight_grad.cv27491, 1
+  %907 = icmp slt i64 %cv274.next, 8
+  br i1 %907, label %conv2_weight_grad.cv274, label %conv2_weight_grad.cv274.end
 
-conv2_weight_grad.cv266.end:                      ; preds = %conv2_weight_grad.cv266
-  %tx265.next = add nsw i64 %conv2_weight_grad.tx26590, 1
-  %908 = icmp slt i64 %tx265.next, 14
-  br i1 %908, label %conv2_weight_grad.tx265, label %conv2_weight_grad.tx265.end
+conv2_weight_grad.cv274.end:                      ; preds = %conv2_weight_grad.cv274
+  %tx273.next = add nsw i64 %conv2_weight_grad.tx27390, 1
+  %908 = icmp slt i64 %tx273.next, 14
+  br i1 %908, label %conv2_weight_grad.tx273, label %conv2_weight_grad.tx273.end
 
-conv2_weight_grad.xi291:                          ; preds = %conv2_weight_grad.xi291, %conv2_weight_grad.j263.end
-  %conv2_weight_grad.xi291136 = phi i64 [ 0, %conv2_weight_grad.j263.end ], [ %xi291.next, %conv2_weight_grad.xi291 ]
-  %909 = mul nsw i64 %conv2_weight_grad.xi291136, 6272
+conv2_weight_grad.xi299:                          ; preds = %conv2_weight_grad.xi299, %conv2_weight_grad.j271.end
+  %conv2_weight_grad.xi299136 = phi i64 [ 0, %conv2_weight_grad.j271.end ], [ %xi299.next, %conv2_weight_grad.xi299 ]
+  %909 = mul nsw i64 %conv2_weight_grad.xi299136, 6272
   %910 = add nsw i64 1634432, %909
   %arena137 = getelementptr inbounds float, ptr %arena, i64 %910
-  %911 = mul nsw i64 %conv2_weight_grad.xi291136, 12544
+  %911 = mul nsw i64 %conv2_weight_grad.xi299136, 12544
   %912 = add nsw i64 1784960, %911
   %arena138 = getelementptr inbounds float, ptr %arena, i64 %912
-  %913 = mul nsw i64 %conv2_weight_grad.xi291136, 2048
+  %913 = mul nsw i64 %conv2_weight_grad.xi299136, 2048
   %914 = add nsw i64 1985664, %913
   %arena139 = getelementptr inbounds float, ptr %arena, i64 %914
   call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 32, i32 64, i32 196, float 1.000000e+00, ptr %arena137, i32 32, ptr %arena138, i32 64, float 1.000000e+00, ptr %arena139, i32 64)
-  %xi291.next = add nsw i64 %conv2_weight_grad.xi291136, 1
-  %915 = icmp slt i64 %xi291.next, 16
-  br i1 %915, label %conv2_weight_grad.xi291, label %conv2_weight_grad.xi291.end
+  %xi299.next = add nsw i64 %conv2_weight_grad.xi299136, 1
+  %915 = icmp slt i64 %xi299.next, 16
+  br i1 %915, label %conv2_weight_grad.xi299, label %conv2_weight_grad.xi299.end
 
-conv2_weight_grad.xi291.end:                      ; preds = %conv2_weight_grad.xi291
-  %g218.next = add nsw i64 %conv2_weight_grad.g2187, 1
-  %916 = icmp slt i64 %g218.next, 64
-  br i1 %916, label %conv2_weight_grad.g218, label %conv2_weight_grad.g218.end
+conv2_weight_grad.xi299.end:                      ; preds = %conv2_weight_grad.xi299
+  %g226.next = add nsw i64 %conv2_weight_grad.g2267, 1
+  %916 = icmp slt i64 %g226.next, 64
+  br i1 %916, label %conv2_weight_grad.g226, label %conv2_weight_grad.g226.end
 
-conv2_weight_grad.f292:                           ; preds = %conv2_weight_grad.c293.end, %conv2_weight_grad.g218.end
-  %conv2_weight_grad.f292140 = phi i64 [ 0, %conv2_weight_grad.g218.end ], [ %f292.next, %conv2_weight_grad.c293.end ]
-  br label %conv2_weight_grad.c293
+conv2_weight_grad.f300:                           ; preds = %conv2_weight_grad.c301.end, %conv2_weight_grad.g226.end
+  %conv2_weight_grad.f300140 = phi i64 [ 0, %conv2_weight_grad.g226.end ], [ %f300.next, %conv2_weight_grad.c301.end ]
+  br label %conv2_weight_grad.c301
 
-conv2_weight_grad.f292.end:                       ; preds = %conv2_weight_grad.c293.end
+conv2_weight_grad.f300.end:                       ; preds = %conv2_weight_grad.c301.end
   ret void
 
-conv2_weight_grad.c293:                           ; preds = %conv2_weight_grad.c293, %conv2_weight_grad.f292
-  %conv2_weight_grad.c293141 = phi i64 [ 0, %conv2_weight_grad.f292 ], [ %c293.next, %conv2_weight_grad.c293 ]
-  %917 = mul nsw i64 %conv2_weight_grad.c293141, 64
+conv2_weight_grad.c301:                           ; preds = %conv2_weight_grad.c301, %conv2_weight_grad.f300
+  %conv2_weight_grad.c301141 = phi i64 [ 0, %conv2_weight_grad.f300 ], [ %c301.next, %conv2_weight_grad.c301 ]
+  %917 = mul nsw i64 %conv2_weight_grad.c301141, 64
   %918 = add nsw i64 1985664, %917
-  %919 = add nsw i64 %918, %conv2_weight_grad.f292140
+  %919 = add nsw i64 %918, %conv2_weight_grad.f300140
   %arena142 = getelementptr inbounds float, ptr %arena, i64 %919
   %920 = load float, ptr %arena142, align 4
   %921 = fmul float %920, 1.000000e+00
-  %922 = mul nsw i64 %conv2_weight_grad.c293141, 64
+  %922 = mul nsw i64 %conv2_weight_grad.c301141, 64
   %923 = add nsw i64 1993856, %922
-  %924 = add nsw i64 %923, %conv2_weight_grad.f292140
+  %924 = add nsw i64 %923, %conv2_weight_grad.f300140
   %arena143 = getelementptr inbounds float, ptr %arena, i64 %924
   %925 = load float, ptr %arena143, align 4
   %926 = fmul float %925, 5.000000e-01
   %927 = fadd float %921, %926
-  %928 = mul nsw i64 %conv2_weight_grad.c293141, 64
+  %928 = mul nsw i64 %conv2_weight_grad.c301141, 64
   %929 = add nsw i64 2002048, %928
-  %930 = add nsw i64 %929, %conv2_weight_grad.f292140
+  %930 = add nsw i64 %929, %conv2_weight_grad.f300140
   %arena144 = getelementptr inbounds float, ptr %arena, i64 %930
   %931 = load float, ptr %arena144, align 4
   %932 = fmul float %931, 5.000000e-01
   %933 = fadd float %927, %932
-  store float %933, ptr %conv2_weight_grad.w294, align 4
-  %934 = mul nsw i64 %conv2_weight_grad.c293141, 64
+  store float %933, ptr %conv2_weight_grad.w302, align 4
+  %934 = mul nsw i64 %conv2_weight_grad.c301141, 64
   %935 = add nsw i64 1993856, %934
-  %936 = add nsw i64 %935, %conv2_weight_grad.f292140
+  %936 = add nsw i64 %935, %conv2_weight_grad.f300140
   %arena145 = getelementptr inbounds float, ptr %arena, i64 %936
   %937 = load float, ptr %arena145, align 4
-  %938 = mul nsw i64 %conv2_weight_grad.c293141, 64
+  %938 = mul nsw i64 %conv2_weight_grad.c301141, 64
   %939 = add nsw i64 2002048, %938
-  %940 = add nsw i64 %939, %conv2_weight_grad.f292140
+  %940 = add nsw i64 %939, %conv2_weight_grad.f300140
   %arena146 = getelementptr inbounds float, ptr %arena, i64 %940
   %941 = load float, ptr %arena146, align 4
   %942 = fsub float %937, %941
   %943 = fmul float %942, 5.000000e-01
-  store float %943, ptr %conv2_weight_grad.w295, align 4
-  %944 = mul nsw i64 %conv2_weight_grad.c293141, 64
+  store float %943, ptr %conv2_weight_grad.w303, align 4
+  %944 = mul nsw i64 %conv2_weight_grad.c301141, 64
   %945 = add nsw i64 1993856, %944
-  %946 = add nsw i64 %945, %conv2_weight_grad.f292140
+  %946 = add nsw i64 %945, %conv2_weight_grad.f300140
   %arena147 = getelementptr inbounds float, ptr %arena, i64 %946
   %947 = load float, ptr %arena147, align 4
   %948 = fmul float %947, 5.000000e-01
-  %949 = mul nsw i64 %conv2_weight_grad.c293141, 64
+  %949 = mul nsw i64 %conv2_weight_grad.c301141, 64
   %950 = add nsw i64 2002048, %949
-  %951 = add nsw i64 %950, %conv2_weight_grad.f292140
+  %951 = add nsw i64 %950, %conv2_weight_grad.f300140
   %arena148 = getelementptr inbounds float, ptr %arena, i64 %951
   %952 = load float, ptr %arena148, align 4
   %953 = fmul float %952, 5.000000e-01
   %954 = fadd float %948, %953
-  %955 = mul nsw i64 %conv2_weight_grad.c293141, 64
+  %955 = mul nsw i64 %conv2_weight_grad.c301141, 64
   %956 = add nsw i64 2010240, %955
-  %957 = add nsw i64 %956, %conv2_weight_grad.f292140
+  %957 = add nsw i64 %956, %conv2_weight_grad.f300140
   %arena149 = getelementptr inbounds float, ptr %arena, i64 %957
   %958 = load float, ptr %arena149, align 4
   %959 = fmul float %958, 1.000000e+00
   %960 = fadd float %954, %959
-  store float %960, ptr %conv2_weight_grad.w296, align 4
-  %961 = mul nsw i64 %conv2_weight_grad.c293141, 64
+  store float %960, ptr %conv2_weight_grad.w304, align 4
+  %961 = mul nsw i64 %conv2_weight_grad.c301141, 64
   %962 = add nsw i64 1987712, %961
-  %963 = add nsw i64 %962, %conv2_weight_grad.f292140
+  %963 = add nsw i64 %962, %conv2_weight_grad.f300140
   %arena150 = getelementptr inbounds float, ptr %arena, i64 %963
   %964 = load float, ptr %arena150, align 4
   %965 = fmul float %964, 1.000000e+00
-  %966 = mul nsw i64 %conv2_weight_grad.c293141, 64
+  %966 = mul nsw i64 %conv2_weight_grad.c301141, 64
   %967 = add nsw i64 1995904, %966
-  %968 = add nsw i64 %967, %conv2_weight_grad.f292140
+  %968 = add nsw i64 %967, %conv2_weight_grad.f300140
   %arena151 = getelementptr inbounds float, ptr %arena, i64 %968
   %969 = load float, ptr %arena151, align 4
   %970 = fmul float %969, 5.000000e-01
   %971 = fadd float %965, %970
-  %972 = mul nsw i64 %conv2_weight_grad.c293141, 64
+  %972 = mul nsw i64 %conv2_weight_grad.c301141, 64
   %973 = add nsw i64 2004096, %972
-  %974 = add nsw i64 %973, %conv2_weight_grad.f292140
+  %974 = add nsw i64 %973, %conv2_weight_grad.f300140
   %arena152 = getelementptr inbounds float, ptr %arena, i64 %974
   %975 = load float, ptr %arena152, align 4
   %976 = fmul float %975, 5.000000e-01
   %977 = fadd float %971, %976
-  store float %977, ptr %conv2_weight_grad.w297, align 4
-  %978 = mul nsw i64 %conv2_weight_grad.c293141, 64
+  store float %977, ptr %conv2_weight_grad.w305, align 4
+  %978 = mul nsw i64 %conv2_weight_grad.c301141, 64
   %979 = add nsw i64 1995904, %978
-  %980 = add nsw i64 %979, %conv2_weight_grad.f292140
+  %980 = add nsw i64 %979, %conv2_weight_grad.f300140
   %arena153 = getelementptr inbounds float, ptr %arena, i64 %980
   %981 = load float, ptr %arena153, align 4
-  %982 = mul nsw i64 %conv2_weight_grad.c293141, 64
+  %982 = mul nsw i64 %conv2_weight_grad.c301141, 64
   %983 = add nsw i64 2004096, %982
-  %984 = add nsw i64 %983, %conv2_weight_grad.f292140
+  %984 = add nsw i64 %983, %conv2_weight_grad.f300140
   %arena154 = getelementptr inbounds float, ptr %arena, i64 %984
   %985 = load float, ptr %arena154, align 4
   %986 = fsub float %981, %985
   %987 = fmul float %986, 5.000000e-01
-  store float %987, ptr %conv2_weight_grad.w298, align 4
-  %988 = mul nsw i64 %conv2_weight_grad.c293141, 64
+  store float %987, ptr %conv2_weight_grad.w306, align 4
+  %988 = mul nsw i64 %conv2_weight_grad.c301141, 64
   %989 = add nsw i64 1995904, %988
-  %990 = add nsw i64 %989, %conv2_weight_grad.f292140
+  %990 = add nsw i64 %989, %conv2_weight_grad.f300140
   %arena155 = getelementptr inbounds float, ptr %arena, i64 %990
   %991 = load float, ptr %arena155, align 4
   %992 = fmul float %991, 5.000000e-01
-  %993 = mul nsw i64 %conv2_weight_grad.c293141, 64
+  %993 = mul nsw i64 %conv2_weight_grad.c301141, 64
   %994 = add nsw i64 2004096, %993
-  %995 = add nsw i64 %994, %conv2_weight_grad.f292140
+  %995 = add nsw i64 %994, %conv2_weight_grad.f300140
   %arena156 = getelementptr inbounds float, ptr %arena, i64 %995
   %996 = load float, ptr %arena156, align 4
   %997 = fmul float %996, 5.000000e-01
   %998 = fadd float %992, %997
-  %999 = mul nsw i64 %conv2_weight_grad.c293141, 64
+  %999 = mul nsw i64 %conv2_weight_grad.c301141, 64
   %1000 = add nsw i64 2012288, %999
-  %1001 = add nsw i64 %1000, %conv2_weight_grad.f292140
+  %1001 = add nsw i64 %1000, %conv2_weight_grad.f300140
   %arena157 = getelementptr inbounds float, ptr %arena, i64 %1001
   %1002 = load float, ptr %arena157, align 4
   %1003 = fmul float %1002, 1.000000e+00
   %1004 = fadd float %998, %1003
-  store float %1004, ptr %conv2_weight_grad.w299, align 4
-  %1005 = mul nsw i64 %conv2_weight_grad.c293141, 64
+  store float %1004, ptr %conv2_weight_grad.w307, align 4
+  %1005 = mul nsw i64 %conv2_weight_grad.c301141, 64
   %1006 = add nsw i64 1989760, %1005
-  %1007 = add nsw i64 %1006, %conv2_weight_grad.f292140
+  %1007 = add nsw i64 %1006, %conv2_weight_grad.f300140
   %arena158 = getelementptr inbounds float, ptr %arena, i64 %1007
   %1008 = load float, ptr %arena158, align 4
   %1009 = fmul float %1008, 1.000000e+00
-  %1010 = mul nsw i64 %conv2_weight_grad.c293141, 64
+  %1010 = mul nsw i64 %conv2_weight_grad.c301141, 64
   %1011 = add nsw i64 1997952, %1010
-  %1012 = add nsw i64 %1011, %conv2_weight_grad.f292140
+  %1012 = add nsw i64 %1011, %conv2_weight_grad.f300140
   %arena159 = getelementptr inbounds float, ptr %arena, i64 %1012
   %1013 = load float, ptr %arena159, align 4
   %1014 = fmul float %1013, 5.000000e-01
   %1015 = fadd float %1009, %1014
-  %1016 = mul nsw i64 %conv2_weight_grad.c293141, 64
+  %1016 = mul nsw i64 %conv2_weight_grad.c301141, 64
   %1017 = add nsw i64 2006144, %1016
-  %1018 = add nsw i64 %1017, %conv2_weight_grad.f292140
+  %1018 = add nsw i64 %1017, %conv2_weight_grad.f300140
   %arena160 = getelementptr inbounds float, ptr %arena, i64 %1018
   %1019 = load float, ptr %arena160, align 4
   %1020 = fmul float %1019, 5.000000e-01
   %1021 = fadd float %1015, %1020
-  store float %1021, ptr %conv2_weight_grad.w300, align 4
-  %1022 = mul nsw i64 %conv2_weight_grad.c293141, 64
+  store float %1021, ptr %conv2_weight_grad.w308, align 4
+  %1022 = mul nsw i64 %conv2_weight_grad.c301141, 64
   %1023 = add nsw i64 1997952, %1022
-  %1024 = add nsw i64 %1023, %conv2_weight_grad.f292140
+  %1024 = add nsw i64 %1023, %conv2_weight_grad.f300140
   %arena161 = getelementptr inbounds float, ptr %arena, i64 %1024
   %1025 = load float, ptr %arena161, align 4
-  %1026 = mul nsw i64 %conv2_weight_grad.c293141, 64
+  %1026 = mul nsw i64 %conv2_weight_grad.c301141, 64
   %1027 = add nsw i64 2006144, %1026
-  %1028 = add nsw i64 %1027, %conv2_weight_grad.f292140
+  %1028 = add nsw i64 %1027, %conv2_weight_grad.f300140
   %arena162 = getelementptr inbounds float, ptr %arena, i64 %1028
   %1029 = load float, ptr %arena162, align 4
   %1030 = fsub float %1025, %1029
   %1031 = fmul float %1030, 5.000000e-01
-  store float %1031, ptr %conv2_weight_grad.w301, align 4
-  %1032 = mul nsw i64 %conv2_weight_grad.c293141, 64
+  store float %1031, ptr %conv2_weight_grad.w309, align 4
+  %1032 = mul nsw i64 %conv2_weight_grad.c301141, 64
   %1033 = add nsw i64 1997952, %1032
-  %1034 = add nsw i64 %1033, %conv2_weight_grad.f292140
+  %1034 = add nsw i64 %1033, %conv2_weight_grad.f300140
   %arena163 = getelementptr inbounds float, ptr %arena, i64 %1034
   %1035 = load float, ptr %arena163, align 4
   %1036 = fmul float %1035, 5.000000e-01
-  %1037 = mul nsw i64 %conv2_weight_grad.c293141, 64
+  %1037 = mul nsw i64 %conv2_weight_grad.c301141, 64
   %1038 = add nsw i64 2006144, %1037
-  %1039 = add nsw i64 %1038, %conv2_weight_grad.f292140
+  %1039 = add nsw i64 %1038, %conv2_weight_grad.f300140
   %arena164 = getelementptr inbounds float, ptr %arena, i64 %1039
   %1040 = load float, ptr %arena164, align 4
   %1041 = fmul float %1040, 5.000000e-01
   %1042 = fadd float %1036, %1041
-  %1043 = mul nsw i64 %conv2_weight_grad.c293141, 64
+  %1043 = mul nsw i64 %conv2_weight_grad.c301141, 64
   %1044 = add nsw i64 2014336, %1043
-  %1045 = add nsw i64 %1044, %conv2_weight_grad.f292140
+  %1045 = add nsw i64 %1044, %conv2_weight_grad.f300140
   %arena165 = getelementptr inbounds float, ptr %arena, i64 %1045
   %1046 = load float, ptr %arena165, align 4
   %1047 = fmul float %1046, 1.000000e+00
   %1048 = fadd float %1042, %1047
-  store float %1048, ptr %conv2_weight_grad.w302, align 4
-  %1049 = mul nsw i64 %conv2_weight_grad.c293141, 64
+  store float %1048, ptr %conv2_weight_grad.w310, align 4
+  %1049 = mul nsw i64 %conv2_weight_grad.c301141, 64
   %1050 = add nsw i64 1991808, %1049
-  %1051 = add nsw i64 %1050, %conv2_weight_grad.f292140
+  %1051 = add nsw i64 %1050, %conv2_weight_grad.f300140
   %arena166 = getelementptr inbounds float, ptr %arena, i64 %1051
   %1052 = load float, ptr %arena166, align 4
   %1053 = fmul float %1052, 1.000000e+00
-  %1054 = mul nsw i64 %conv2_weight_grad.c293141, 64
+  %1054 = mul nsw i64 %conv2_weight_grad.c301141, 64
   %1055 = add nsw i64 2000000, %1054
-  %1056 = add nsw i64 %1055, %conv2_weight_grad.f292140
+  %1056 = add nsw i64 %1055, %conv2_weight_grad.f300140
   %arena167 = getelementptr inbounds float, ptr %arena, i64 %1056
   %1057 = load float, ptr %arena167, align 4
   %1058 = fmul float %1057, 5.000000e-01
   %1059 = fadd float %1053, %1058
-  %1060 = mul nsw i64 %conv2_weight_grad.c293141, 64
+  %1060 = mul nsw i64 %conv2_weight_grad.c301141, 64
   %1061 = add nsw i64 2008192, %1060
-  %1062 = add nsw i64 %1061, %conv2_weight_grad.f292140
+  %1062 = add nsw i64 %1061, %conv2_weight_grad.f300140
   %arena168 = getelementptr inbounds float, ptr %arena, i64 %1062
   %1063 = load float, ptr %arena168, align 4
   %1064 = fmul float %1063, 5.000000e-01
   %1065 = fadd float %1059, %1064
-  store float %1065, ptr %conv2_weight_grad.w303, align 4
-  %1066 = mul nsw i64 %conv2_weight_grad.c293141, 64
+  store float %1065, ptr %conv2_weight_grad.w311, align 4
+  %1066 = mul nsw i64 %conv2_weight_grad.c301141, 64
   %1067 = add nsw i64 2000000, %1066
-  %1068 = add nsw i64 %1067, %conv2_weight_grad.f292140
+  %1068 = add nsw i64 %1067, %conv2_weight_grad.f300140
   %arena169 = getelementptr inbounds float, ptr %arena, i64 %1068
   %1069 = load float, ptr %arena169, align 4
-  %1070 = mul nsw i64 %conv2_weight_grad.c293141, 64
+  %1070 = mul nsw i64 %conv2_weight_grad.c301141, 64
   %1071 = add nsw i64 2008192, %1070
-  %1072 = add nsw i64 %1071, %conv2_weight_grad.f292140
+  %1072 = add nsw i64 %1071, %conv2_weight_grad.f300140
   %arena170 = getelementptr inbounds float, ptr %arena, i64 %1072
   %1073 = load float, ptr %arena170, align 4
   %1074 = fsub float %1069, %1073
   %1075 = fmul float %1074, 5.000000e-01
-  store float %1075, ptr %conv2_weight_grad.w304, align 4
-  %1076 = mul nsw i64 %conv2_weight_grad.c293141, 64
+  store float %1075, ptr %conv2_weight_grad.w312, align 4
+  %1076 = mul nsw i64 %conv2_weight_grad.c301141, 64
   %1077 = add nsw i64 2000000, %1076
-  %1078 = add nsw i64 %1077, %conv2_weight_grad.f292140
+  %1078 = add nsw i64 %1077, %conv2_weight_grad.f300140
   %arena171 = getelementptr inbounds float, ptr %arena, i64 %1078
   %1079 = load float, ptr %arena171, align 4
   %1080 = fmul float %1079, 5.000000e-01
-  %1081 = mul nsw i64 %conv2_weight_grad.c293141, 64
+  %1081 = mul nsw i64 %conv2_weight_grad.c301141, 64
   %1082 = add nsw i64 2008192, %1081
-  %1083 = add nsw i64 %1082, %conv2_weight_grad.f292140
+  %1083 = add nsw i64 %1082, %conv2_weight_grad.f300140
   %arena172 = getelementptr inbounds float, ptr %arena, i64 %1083
   %1084 = load float, ptr %arena172, align 4
   %1085 = fmul float %1084, 5.000000e-01
   %1086 = fadd float %1080, %1085
-  %1087 = mul nsw i64 %conv2_weight_grad.c293141, 64
+  %1087 = mul nsw i64 %conv2_weight_grad.c301141, 64
   %1088 = add nsw i64 2016384, %1087
-  %1089 = add nsw i64 %1088, %conv2_weight_grad.f292140
+  %1089 = add nsw i64 %1088, %conv2_weight_grad.f300140
   %arena173 = getelementptr inbounds float, ptr %arena, i64 %1089
   %1090 = load float, ptr %arena173, align 4
   %1091 = fmul float %1090, 1.000000e+00
   %1092 = fadd float %1086, %1091
-  store float %1092, ptr %conv2_weight_grad.w305, align 4
-  %w294 = load float, ptr %conv2_weight_grad.w294, align 4
-  %1093 = fmul float %w294, 1.000000e+00
-  %w297 = load float, ptr %conv2_weight_grad.w297, align 4
-  %1094 = fmul float %w297, 5.000000e-01
-  %1095 = fadd float %1093, %1094
-  %w300 = load float, ptr %conv2_weight_grad.w300, align 4
-  %1096 = fmul float %w300, 5.000000e-01
-  %1097 = fadd float %1095, %1096
-  store float %1097, ptr %conv2_weight_grad.w306, align 4
-  %w297174 = load float, ptr %conv2_weight_grad.w297, align 4
-  %w300175 = load float, ptr %conv2_weight_grad.w300, align 4
-  %1098 = fsub float %w297174, %w300175
-  %1099 = fmul float %1098, 5.000000e-01
-  store float %1099, ptr %conv2_weight_grad.w307, align 4
-  %w297176 = load float, ptr %conv2_weight_grad.w297, align 4
-  %1100 = fmul float %w297176, 5.000000e-01
-  %w300177 = load float, ptr %conv2_weight_grad.w300, align 4
-  %1101 = fmul float %w300177, 5.000000e-01
-  %1102 = fadd float %1100, %1101
-  %w303 = load float, ptr %conv2_weight_grad.w303, align 4
-  %1103 = fmul float %w303, 1.000000e+00
-  %1104 = fadd float %1102, %1103
-  store float %1104, ptr %conv2_weight_grad.w308, align 4
-  %w295 = load float, ptr %conv2_weight_grad.w295, align 4
-  %1105 = fmul float %w295, 1.000000e+00
-  %w298 = load float, ptr %conv2_weight_grad.w298, align 4
-  %1106 = fmul float %w298, 5.000000e-01
-  %1107 = fadd float %1105, %1106
-  %w301 = load float, ptr %conv2_weight_grad.w301, align 4
-  %1108 = fmul float %w301, 5.000000e-01
-  %1109 = fadd float %1107, %1108
-  store float %1109, ptr %conv2_weight_grad.w309, align 4
-  %w298178 = load float, ptr %conv2_weight_grad.w298, align 4
-  %w301179 = load float, ptr %conv2_weight_grad.w301, align 4
-  %1110 = fsub float %w298178, %w301179
-  %1111 = fmul float %1110, 5.000000e-01
-  store float %1111, ptr %conv2_weight_grad.w310, align 4
-  %w298180 = load float, ptr %conv2_weight_grad.w298, align 4
-  %1112 = fmul float %w298180, 5.000000e-01
-  %w301181 = load float, ptr %conv2_weight_grad.w301, align 4
-  %1113 = fmul float %w301181, 5.000000e-01
-  %1114 = fadd float %1112, %1113
-  %w304 = load float, ptr %conv2_weight_grad.w304, align 4
-  %1115 = fmul float %w304, 1.000000e+00
-  %1116 = fadd float %1114, %1115
-  store float %1116, ptr %conv2_weight_grad.w311, align 4
-  %w296 = load float, ptr %conv2_weight_grad.w296, align 4
-  %1117 = fmul float %w296, 1.000000e+00
-  %w299 = load float, ptr %conv2_weight_grad.w299, align 4
-  %1118 = fmul float %w299, 5.000000e-01
-  %1119 = fadd float %1117, %1118
+  store float %1092, ptr %conv2_weight_grad.w313, align 4
   %w302 = load float, ptr %conv2_weight_grad.w302, align 4
-  %1120 = fmul float %w302, 5.000000e-01
-  %1121 = fadd float %1119, %1120
-  store float %1121, ptr %conv2_weight_grad.w312, align 4
-  %w299182 = load float, ptr %conv2_weight_grad.w299, align 4
-  %w302183 = load float, ptr %conv2_weight_grad.w302, align 4
-  %1122 = fsub float %w299182, %w302183
-  %1123 = fmul float %1122, 5.000000e-01
-  store float %1123, ptr %conv2_weight_grad.w313, align 4
-  %w299184 = load float, ptr %conv2_weight_grad.w299, align 4
-  %1124 = fmul float %w299184, 5.000000e-01
-  %w302185 = load float, ptr %conv2_weight_grad.w302, align 4
-  %1125 = fmul float %w302185, 5.000000e-01
-  %1126 = fadd float %1124, %1125
+  %1093 = fmul float %w302, 1.000000e+00
   %w305 = load float, ptr %conv2_weight_grad.w305, align 4
-  %1127 = fmul float %w305, 1.000000e+00
-  %1128 = fadd float %1126, %1127
-  store float %1128, ptr %conv2_weight_grad.w314, align 4
+  %1094 = fmul float %w305, 5.000000e-01
+  %1095 = fadd float %1093, %1094
+  %w308 = load float, ptr %conv2_weight_grad.w308, align 4
+  %1096 = fmul float %w308, 5.000000e-01
+  %1097 = fadd float %1095, %1096
+  store float %1097, ptr %conv2_weight_grad.w314, align 4
+  %w305174 = load float, ptr %conv2_weight_grad.w305, align 4
+  %w308175 = load float, ptr %conv2_weight_grad.w308, align 4
+  %1098 = fsub float %w305174, %w308175
+  %1099 = fmul float %1098, 5.000000e-01
+  store float %1099, ptr %conv2_weight_grad.w315, align 4
+  %w305176 = load float, ptr %conv2_weight_grad.w305, align 4
+  %1100 = fmul float %w305176, 5.000000e-01
+  %w308177 = load float, ptr %conv2_weight_grad.w308, align 4
+  %1101 = fmul float %w308177, 5.000000e-01
+  %1102 = fadd float %1100, %1101
+  %w311 = load float, ptr %conv2_weight_grad.w311, align 4
+  %1103 = fmul float %w311, 1.000000e+00
+  %1104 = fadd float %1102, %1103
+  store float %1104, ptr %conv2_weight_grad.w316, align 4
+  %w303 = load float, ptr %conv2_weight_grad.w303, align 4
+  %1105 = fmul float %w303, 1.000000e+00
   %w306 = load float, ptr %conv2_weight_grad.w306, align 4
-  %1129 = mul nsw i64 %conv2_weight_grad.f292140, 32
-  %1130 = add nsw i64 %1129, %conv2_weight_grad.c293141
+  %1106 = fmul float %w306, 5.000000e-01
+  %1107 = fadd float %1105, %1106
+  %w309 = load float, ptr %conv2_weight_grad.w309, align 4
+  %1108 = fmul float %w309, 5.000000e-01
+  %1109 = fadd float %1107, %1108
+  store float %1109, ptr %conv2_weight_grad.w317, align 4
+  %w306178 = load float, ptr %conv2_weight_grad.w306, align 4
+  %w309179 = load float, ptr %conv2_weight_grad.w309, align 4
+  %1110 = fsub float %w306178, %w309179
+  %1111 = fmul float %1110, 5.000000e-01
+  store float %1111, ptr %conv2_weight_grad.w318, align 4
+  %w306180 = load float, ptr %conv2_weight_grad.w306, align 4
+  %1112 = fmul float %w306180, 5.000000e-01
+  %w309181 = load float, ptr %conv2_weight_grad.w309, align 4
+  %1113 = fmul float %w309181, 5.000000e-01
+  %1114 = fadd float %1112, %1113
+  %w312 = load float, ptr %conv2_weight_grad.w312, align 4
+  %1115 = fmul float %w312, 1.000000e+00
+  %1116 = fadd float %1114, %1115
+  store float %1116, ptr %conv2_weight_grad.w319, align 4
+  %w304 = load float, ptr %conv2_weight_grad.w304, align 4
+  %1117 = fmul float %w304, 1.000000e+00
+  %w307 = load float, ptr %conv2_weight_grad.w307, align 4
+  %1118 = fmul float %w307, 5.000000e-01
+  %1119 = fadd float %1117, %1118
+  %w310 = load float, ptr %conv2_weight_grad.w310, align 4
+  %1120 = fmul float %w310, 5.000000e-01
+  %1121 = fadd float %1119, %1120
+  store float %1121, ptr %conv2_weight_grad.w320, align 4
+  %w307182 = load float, ptr %conv2_weight_grad.w307, align 4
+  %w310183 = load float, ptr %conv2_weight_grad.w310, align 4
+  %1122 = fsub float %w307182, %w310183
+  %1123 = fmul float %1122, 5.000000e-01
+  store float %1123, ptr %conv2_weight_grad.w321, align 4
+  %w307184 = load float, ptr %conv2_weight_grad.w307, align 4
+  %1124 = fmul float %w307184, 5.000000e-01
+  %w310185 = load float, ptr %conv2_weight_grad.w310, align 4
+  %1125 = fmul float %w310185, 5.000000e-01
+  %1126 = fadd float %1124, %1125
+  %w313 = load float, ptr %conv2_weight_grad.w313, align 4
+  %1127 = fmul float %w313, 1.000000e+00
+  %1128 = fadd float %1126, %1127
+  store float %1128, ptr %conv2_weight_grad.w322, align 4
+  %w314 = load float, ptr %conv2_weight_grad.w314, align 4
+  %1129 = mul nsw i64 %conv2_weight_grad.f300140, 32
+  %1130 = add nsw i64 %1129, %conv2_weight_grad.c301141
   %1131 = mul nsw i64 %1130, 9
   %1132 = add nsw i64 320, %1131
   %grads186 = getelementptr inbounds float, ptr %grads, i64 %1132
-  store float %w306, ptr %grads186, align 4
-  %w307 = load float, ptr %conv2_weight_grad.w307, align 4
-  %1133 = mul nsw i64 %conv2_weight_grad.f292140, 32
-  %1134 = add nsw i64 %1133, %conv2_weight_grad.c293141
+  store float %w314, ptr %grads186, align 4
+  %w315 = load float, ptr %conv2_weight_grad.w315, align 4
+  %1133 = mul nsw i64 %conv2_weight_grad.f300140, 32
+  %1134 = add nsw i64 %1133, %conv2_weight_grad.c301141
   %1135 = mul nsw i64 %1134, 9
   %1136 = add nsw i64 320, %1135
   %1137 = add nsw i64 %1136, 1
   %grads187 = getelementptr inbounds float, ptr %grads, i64 %1137
-  store float %w307, ptr %grads187, align 4
-  %w308 = load float, ptr %conv2_weight_grad.w308, align 4
-  %1138 = mul nsw i64 %conv2_weight_grad.f292140, 32
-  %1139 = add nsw i64 %1138, %conv2_weight_grad.c293141
+  store float %w315, ptr %grads187, align 4
+  %w316 = load float, ptr %conv2_weight_grad.w316, align 4
+  %1138 = mul nsw i64 %conv2_weight_grad.f300140, 32
+  %1139 = add nsw i64 %1138, %conv2_weight_grad.c301141
   %1140 = mul nsw i64 %1139, 9
   %1141 = add nsw i64 320, %1140
   %1142 = add nsw i64 %1141, 2
   %grads188 = getelementptr inbounds float, ptr %grads, i64 %1142
-  store float %w308, ptr %grads188, align 4
-  %w309 = load float, ptr %conv2_weight_grad.w309, align 4
-  %1143 = mul nsw i64 %conv2_weight_grad.f292140, 32
-  %1144 = add nsw i64 %1143, %conv2_weight_grad.c293141
+  store float %w316, ptr %grads188, align 4
+  %w317 = load float, ptr %conv2_weight_grad.w317, align 4
+  %1143 = mul nsw i64 %conv2_weight_grad.f300140, 32
+  %1144 = add nsw i64 %1143, %conv2_weight_grad.c301141
   %1145 = mul nsw i64 %1144, 9
   %1146 = add nsw i64 320, %1145
   %1147 = add nsw i64 %1146, 3
   %grads189 = getelementptr inbounds float, ptr %grads, i64 %1147
-  store float %w309, ptr %grads189, align 4
-  %w310 = load float, ptr %conv2_weight_grad.w310, align 4
-  %1148 = mul nsw i64 %conv2_weight_grad.f292140, 32
-  %1149 = add nsw i64 %1148, %conv2_weight_grad.c293141
+  store float %w317, ptr %grads189, align 4
+  %w318 = load float, ptr %conv2_weight_grad.w318, align 4
+  %1148 = mul nsw i64 %conv2_weight_grad.f300140, 32
+  %1149 = add nsw i64 %1148, %conv2_weight_grad.c301141
   %1150 = mul nsw i64 %1149, 9
   %1151 = add nsw i64 320, %1150
   %1152 = add nsw i64 %1151, 4
   %grads190 = getelementptr inbounds float, ptr %grads, i64 %1152
-  store float %w310, ptr %grads190, align 4
-  %w311 = load float, ptr %conv2_weight_grad.w311, align 4
-  %1153 = mul nsw i64 %conv2_weight_grad.f292140, 32
-  %1154 = add nsw i64 %1153, %conv2_weight_grad.c293141
+  store float %w318, ptr %grads190, align 4
+  %w319 = load float, ptr %conv2_weight_grad.w319, align 4
+  %1153 = mul nsw i64 %conv2_weight_grad.f300140, 32
+  %1154 = add nsw i64 %1153, %conv2_weight_grad.c301141
   %1155 = mul nsw i64 %1154, 9
   %1156 = add nsw i64 320, %1155
   %1157 = add nsw i64 %1156, 5
   %grads191 = getelementptr inbounds float, ptr %grads, i64 %1157
-  store float %w311, ptr %grads191, align 4
-  %w312 = load float, ptr %conv2_weight_grad.w312, align 4
-  %1158 = mul nsw i64 %conv2_weight_grad.f292140, 32
-  %1159 = add nsw i64 %1158, %conv2_weight_grad.c293141
+  store float %w319, ptr %grads191, align 4
+  %w320 = load float, ptr %conv2_weight_grad.w320, align 4
+  %1158 = mul nsw i64 %conv2_weight_grad.f300140, 32
+  %1159 = add nsw i64 %1158, %conv2_weight_grad.c301141
   %1160 = mul nsw i64 %1159, 9
   %1161 = add nsw i64 320, %1160
   %1162 = add nsw i64 %1161, 6
   %grads192 = getelementptr inbounds float, ptr %grads, i64 %1162
-  store float %w312, ptr %grads192, align 4
-  %w313 = load float, ptr %conv2_weight_grad.w313, align 4
-  %1163 = mul nsw i64 %conv2_weight_grad.f292140, 32
-  %1164 = add nsw i64 %1163, %conv2_weight_grad.c293141
+  store float %w320, ptr %grads192, align 4
+  %w321 = load float, ptr %conv2_weight_grad.w321, align 4
+  %1163 = mul nsw i64 %conv2_weight_grad.f300140, 32
+  %1164 = add nsw i64 %1163, %conv2_weight_grad.c301141
   %1165 = mul nsw i64 %1164, 9
   %1166 = add nsw i64 320, %1165
   %1167 = add nsw i64 %1166, 7
   %grads193 = getelementptr inbounds float, ptr %grads, i64 %1167
-  store float %w313, ptr %grads193, align 4
-  %w314 = load float, ptr %conv2_weight_grad.w314, align 4
-  %1168 = mul nsw i64 %conv2_weight_grad.f292140, 32
-  %1169 = add nsw i64 %1168, %conv2_weight_grad.c293141
+  store float %w321, ptr %grads193, align 4
+  %w322 = load float, ptr %conv2_weight_grad.w322, align 4
+  %1168 = mul nsw i64 %conv2_weight_grad.f300140, 32
+  %1169 = add nsw i64 %1168, %conv2_weight_grad.c301141
   %1170 = mul nsw i64 %1169, 9
   %1171 = add nsw i64 320, %1170
   %1172 = add nsw i64 %1171, 8
   %grads194 = getelementptr inbounds float, ptr %grads, i64 %1172
-  store float %w314, ptr %grads194, align 4
-  %c293.next = add nsw i64 %conv2_weight_grad.c293141, 1
-  %1173 = icmp slt i64 %c293.next, 32
-  br i1 %1173, label %conv2_weight_grad.c293, label %conv2_weight_grad.c293.end
+  store float %w322, ptr %grads194, align 4
+  %c301.next = add nsw i64 %conv2_weight_grad.c301141, 1
+  %1173 = icmp slt i64 %c301.next, 32
+  br i1 %1173, label %conv2_weight_grad.c301, label %conv2_weight_grad.c301.end
 
-conv2_weight_grad.c293.end:                       ; preds = %conv2_weight_grad.c293
-  %f292.next = add nsw i64 %conv2_weight_grad.f292140, 1
-  %1174 = icmp slt i64 %f292.next, 64
-  br i1 %1174, label %conv2_weight_grad.f292, label %conv2_weight_grad.f292.end
+conv2_weight_grad.c301.end:                       ; preds = %conv2_weight_grad.c301
+  %f300.next = add nsw i64 %conv2_weight_grad.f300140, 1
+  %1174 = icmp slt i64 %f300.next, 64
+  br i1 %1174, label %conv2_weight_grad.f300, label %conv2_weight_grad.f300.end
 }
 
 ; Function Attrs: noinline
-define internal void @convnet_train_b64.k19.conv2_bias_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @convnet_train_b64.k19.conv2_bias_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %conv2_bias_grad.sum325 = alloca float, align 4
-  %conv2_bias_grad.sum324 = alloca float, align 4
-  %conv2_bias_grad.sum323 = alloca float, align 4
-  %conv2_bias_grad.sum322 = alloca float, align 4
-  %conv2_bias_grad.sum321 = alloca float, align 4
-  %conv2_bias_grad.sum320 = alloca float, align 4
-  %conv2_bias_grad.sum319 = alloca float, align 4
-  %conv2_bias_grad.acc316 = alloca <8 x float>, align 32
-  br label %conv2_bias_grad.f315
+  %conv2_bias_grad.sum333 = alloca float, align 4
+  %conv2_bias_grad.sum332 = alloca float, align 4
+  %conv2_bias_grad.sum331 = alloca float, align 4
+  %conv2_bias_grad.sum330 = alloca float, align 4
+  %conv2_bias_grad.sum329 = alloca float, align 4
+  %conv2_bias_grad.sum328 = alloca float, align 4
+  %conv2_bias_grad.sum327 = alloca float, align 4
+  %conv2_bias_grad.acc324 = alloca <8 x float>, align 32
+  br label %conv2_bias_grad.f323
 
-conv2_bias_grad.f315:                             ; preds = %conv2_bias_grad.img317.end, %entry
-  %conv2_bias_grad.f3151 = phi i64 [ 0, %entry ], [ %f315.next, %conv2_bias_grad.img317.end ]
-  store <8 x float> zeroinitializer, ptr %conv2_bias_grad.acc316, align 32
-  br label %conv2_bias_grad.img317
+conv2_bias_grad.f323:                             ; preds = %conv2_bias_grad.img325.end, %entry
+  %conv2_bias_grad.f3231 = phi i64 [ 0, %entry ], [ %f323.next, %conv2_bias_grad.img325.end ]
+  store <8 x float> zeroinitializer, ptr %conv2_bias_grad.acc324, align 32
+  br label %conv2_bias_grad.img325
 
-conv2_bias_grad.f315.end:                         ; preds = %conv2_bias_grad.img317.end
+conv2_bias_grad.f323.end:                         ; preds = %conv2_bias_grad.img325.end
   ret void
 
-conv2_bias_grad.img317:                           ; preds = %conv2_bias_grad.i318.end, %conv2_bias_grad.f315
-  %conv2_bias_grad.img3172 = phi i64 [ 0, %conv2_bias_grad.f315 ], [ %img317.next, %conv2_bias_grad.i318.end ]
-  br label %conv2_bias_grad.i318
+conv2_bias_grad.img325:                           ; preds = %conv2_bias_grad.i326.end, %conv2_bias_grad.f323
+  %conv2_bias_grad.img3252 = phi i64 [ 0, %conv2_bias_grad.f323 ], [ %img325.next, %conv2_bias_grad.i326.end ]
+  br label %conv2_bias_grad.i326
 
-conv2_bias_grad.img317.end:                       ; preds = %conv2_bias_grad.i318.end
-  %acc3165 = load <8 x float>, ptr %conv2_bias_grad.acc316, align 32
+conv2_bias_grad.img325.end:                       ; preds = %conv2_bias_grad.i326.end
+  %acc3245 = load <8 x float>, ptr %conv2_bias_grad.acc324, align 32
   %arena6 = getelementptr inbounds float, ptr %arena, i64 1605632
-  store <8 x float> %acc3165, ptr %arena6, align 4
+  store <8 x float> %acc3245, ptr %arena6, align 4
   %arena7 = getelementptr inbounds float, ptr %arena, i64 1605632
   %0 = load float, ptr %arena7, align 4
   %arena8 = getelementptr inbounds float, ptr %arena, i64 1605633
   %1 = load float, ptr %arena8, align 4
   %2 = fadd float %0, %1
-  store float %2, ptr %conv2_bias_grad.sum319, align 4
-  %sum319 = load float, ptr %conv2_bias_grad.sum319, align 4
+  store float %2, ptr %conv2_bias_grad.sum327, align 4
+  %sum327 = load float, ptr %conv2_bias_grad.sum327, align 4
   %arena9 = getelementptr inbounds float, ptr %arena, i64 1605634
   %3 = load float, ptr %arena9, align 4
-  %4 = fadd float %sum319, %3
-  store float %4, ptr %conv2_bias_grad.sum320, align 4
-  %sum320 = load float, ptr %conv2_bias_grad.sum320, align 4
+  %4 = fadd float %sum327, %3
+  store float %4, ptr %conv2_bias_grad.sum328, align 4
+  %sum328 = load float, ptr %conv2_bias_grad.sum328, align 4
   %arena10 = getelementptr inbounds float, ptr %arena, i64 1605635
   %5 = load float, ptr %arena10, align 4
-  %6 = fadd float %sum320, %5
-  store float %6, ptr %conv2_bias_grad.sum321, align 4
-  %sum321 = load float, ptr %conv2_bias_grad.sum321, align 4
+  %6 = fadd float %sum328, %5
+  store float %6, ptr %conv2_bias_grad.sum329, align 4
+  %sum329 = load float, ptr %conv2_bias_grad.sum329, align 4
   %arena11 = getelementptr inbounds float, ptr %arena, i64 1605636
   %7 = load float, ptr %arena11, align 4
-  %8 = fadd float %sum321, %7
-  store float %8, ptr %conv2_bias_grad.sum322, align 4
-  %sum322 = load float, ptr %conv2_bias_grad.sum322, align 4
+  %8 = fadd float %sum329, %7
+  store float %8, ptr %conv2_bias_grad.sum330, align 4
+  %sum330 = load float, ptr %conv2_bias_grad.sum330, align 4
   %arena12 = getelementptr inbounds float, ptr %arena, i64 1605637
   %9 = load float, ptr %arena12, align 4
-  %10 = fadd float %sum322, %9
-  store float %10, ptr %conv2_bias_grad.sum323, align 4
-  %sum323 = load float, ptr %conv2_bias_grad.sum323, align 4
+  %10 = fadd float %sum330, %9
+  store float %10, ptr %conv2_bias_grad.sum331, align 4
+  %sum331 = load float, ptr %conv2_bias_grad.sum331, align 4
   %arena13 = getelementptr inbounds float, ptr %arena, i64 1605638
   %11 = load float, ptr %arena13, align 4
-  %12 = fadd float %sum323, %11
-  store float %12, ptr %conv2_bias_grad.sum324, align 4
-  %sum324 = load float, ptr %conv2_bias_grad.sum324, align 4
+  %12 = fadd float %sum331, %11
+  store float %12, ptr %conv2_bias_grad.sum332, align 4
+  %sum332 = load float, ptr %conv2_bias_grad.sum332, align 4
   %arena14 = getelementptr inbounds float, ptr %arena, i64 1605639
   %13 = load float, ptr %arena14, align 4
-  %14 = fadd float %sum324, %13
-  store float %14, ptr %conv2_bias_grad.sum325, align 4
-  %sum325 = load float, ptr %conv2_bias_grad.sum325, align 4
-  %15 = add nsw i64 18752, %conv2_bias_grad.f3151
+  %14 = fadd float %sum332, %13
+  store float %14, ptr %conv2_bias_grad.sum333, align 4
+  %sum333 = load float, ptr %conv2_bias_grad.sum333, align 4
+  %15 = add nsw i64 18752, %conv2_bias_grad.f3231
   %grads15 = getelementptr inbounds float, ptr %grads, i64 %15
-  store float %sum325, ptr %grads15, align 4
-  %f315.next = add nsw i64 %conv2_bias_grad.f3151, 1
-  %16 = icmp slt i64 %f315.next, 64
-  br i1 %16, label %conv2_bias_grad.f315, label %conv2_bias_grad.f315.end
+  store float %sum333, ptr %grads15, align 4
+  %f323.next = add nsw i64 %conv2_bias_grad.f3231, 1
+  %16 = icmp slt i64 %f323.next, 64
+  br i1 %16, label %conv2_bias_grad.f323, label %conv2_bias_grad.f323.end
 
-conv2_bias_grad.i318:                             ; preds = %conv2_bias_grad.i318, %conv2_bias_grad.img317
-  %conv2_bias_grad.i3183 = phi i64 [ 0, %conv2_bias_grad.img317 ], [ %i318.next, %conv2_bias_grad.i318 ]
-  %17 = mul nsw i64 %conv2_bias_grad.img3172, 50176
+conv2_bias_grad.i326:                             ; preds = %conv2_bias_grad.i326, %conv2_bias_grad.img325
+  %conv2_bias_grad.i3263 = phi i64 [ 0, %conv2_bias_grad.img325 ], [ %i326.next, %conv2_bias_grad.i326 ]
+  %17 = mul nsw i64 %conv2_bias_grad.img3252, 50176
   %18 = add nsw i64 4031120, %17
-  %19 = mul nsw i64 %conv2_bias_grad.f3151, 784
+  %19 = mul nsw i64 %conv2_bias_grad.f3231, 784
   %20 = add nsw i64 %18, %19
-  %21 = mul nsw i64 %conv2_bias_grad.i3183, 8
+  %21 = mul nsw i64 %conv2_bias_grad.i3263, 8
   %22 = add nsw i64 %20, %21
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %22
   %23 = load <8 x float>, ptr %arena4, align 4
-  %acc316 = load <8 x float>, ptr %conv2_bias_grad.acc316, align 32
-  %24 = call <8 x float> @llvm.fma.v8f32(<8 x float> <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>, <8 x float> %23, <8 x float> %acc316)
-  store <8 x float> %24, ptr %conv2_bias_grad.acc316, align 32
-  %i318.next = add nsw i64 %conv2_bias_grad.i3183, 1
-  %25 = icmp slt i64 %i318.next, 98
-  br i1 %25, label %conv2_bias_grad.i318, label %conv2_bias_grad.i318.end
+  %acc324 = load <8 x float>, ptr %conv2_bias_grad.acc324, align 32
+  %24 = call <8 x float> @llvm.fma.v8f32(<8 x float> <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>, <8 x float> %23, <8 x float> %acc324)
+  store <8 x float> %24, ptr %conv2_bias_grad.acc324, align 32
+  %i326.next = add nsw i64 %conv2_bias_grad.i3263, 1
+  %25 = icmp slt i64 %i326.next, 98
+  br i1 %25, label %conv2_bias_grad.i326, label %conv2_bias_grad.i326.end
 
-conv2_bias_grad.i318.end:                         ; preds = %conv2_bias_grad.i318
-  %img317.next = add nsw i64 %conv2_bias_grad.img3172, 1
-  %26 = icmp slt i64 %img317.next, 64
-  br i1 %26, label %conv2_bias_grad.img317, label %conv2_bias_grad.img317.end
+conv2_bias_grad.i326.end:                         ; preds = %conv2_bias_grad.i326
+  %img325.next = add nsw i64 %conv2_bias_grad.img3252, 1
+  %26 = icmp slt i64 %img325.next, 64
+  br i1 %26, label %conv2_bias_grad.img325, label %conv2_bias_grad.img325.end
 }
 
 ; Function Attrs: noinline
-define internal void @convnet_train_b64.k20.relu1_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @convnet_train_b64.k20.relu1_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %relu1_grad.w414 = alloca <8 x float>, align 32
-  %relu1_grad.w413 = alloca <8 x float>, align 32
-  %relu1_grad.w412 = alloca <8 x float>, align 32
-  %relu1_grad.w411 = alloca <8 x float>, align 32
-  %relu1_grad.w410 = alloca <8 x float>, align 32
-  %relu1_grad.w409 = alloca <8 x float>, align 32
-  %relu1_grad.w408 = alloca <8 x float>, align 32
-  %relu1_grad.w407 = alloca <8 x float>, align 32
-  %relu1_grad.w406 = alloca <8 x float>, align 32
+  %relu1_grad.w429 = alloca <8 x float>, align 32
+  %relu1_grad.w428 = alloca <8 x float>, align 32
+  %relu1_grad.w427 = alloca <8 x float>, align 32
+  %relu1_grad.w426 = alloca <8 x float>, align 32
+  %relu1_grad.w425 = alloca <8 x float>, align 32
+  %relu1_grad.w424 = alloca <8 x float>, align 32
+  %relu1_grad.w423 = alloca <8 x float>, align 32
+  %relu1_grad.w422 = alloca <8 x float>, align 32
+  %relu1_grad.w421 = alloca <8 x float>, align 32
+  %relu1_grad.w420 = alloca <8 x float>, align 32
+  %relu1_grad.w419 = alloca <8 x float>, align 32
+  %relu1_grad.w418 = alloca <8 x float>, align 32
   %relu1_grad.w405 = alloca <8 x float>, align 32
   %relu1_grad.w404 = alloca <8 x float>, align 32
   %relu1_grad.w403 = alloca <8 x float>, align 32
+  %relu1_grad.w402 = alloca <8 x float>, align 32
+  %relu1_grad.w401 = alloca <8 x float>, align 32
+  %relu1_grad.w400 = alloca <8 x float>, align 32
+  %relu1_grad.w399 = alloca <8 x float>, align 32
+  %relu1_grad.w398 = alloca <8 x float>, align 32
   %relu1_grad.w397 = alloca <8 x float>, align 32
   %relu1_grad.w396 = alloca <8 x float>, align 32
   %relu1_grad.w395 = alloca <8 x float>, align 32
@@ -7163,14 +7725,14 @@ entry:
   %relu1_grad.w376 = alloca <8 x float>, align 32
   %relu1_grad.w375 = alloca <8 x float>, align 32
   %relu1_grad.w374 = alloca <8 x float>, align 32
-  %relu1_grad.w373 = alloca <8 x float>, align 32
-  %relu1_grad.w372 = alloca <8 x float>, align 32
-  %relu1_grad.w371 = alloca <8 x float>, align 32
-  %relu1_grad.w370 = alloca <8 x float>, align 32
-  %relu1_grad.w369 = alloca <8 x float>, align 32
-  %relu1_grad.w368 = alloca <8 x float>, align 32
-  %relu1_grad.w367 = alloca <8 x float>, align 32
-  %relu1_grad.w366 = alloca <8 x float>, align 32
+  %relu1_grad.w363 = alloca float, align 4
+  %relu1_grad.w362 = alloca float, align 4
+  %relu1_grad.w361 = alloca float, align 4
+  %relu1_grad.w360 = alloca float, align 4
+  %relu1_grad.w359 = alloca float, align 4
+  %relu1_grad.w358 = alloca float, align 4
+  %relu1_grad.w357 = alloca float, align 4
+  %relu1_grad.w356 = alloca float, align 4
   %relu1_grad.w355 = alloca float, align 4
   %relu1_grad.w354 = alloca float, align 4
   %relu1_grad.w353 = alloca float, align 4
@@ -7191,50 +7753,42 @@ entry:
   %relu1_grad.w338 = alloca float, align 4
   %relu1_grad.w337 = alloca float, align 4
   %relu1_grad.w336 = alloca float, align 4
-  %relu1_grad.w335 = alloca float, align 4
-  %relu1_grad.w334 = alloca float, align 4
-  %relu1_grad.w333 = alloca float, align 4
-  %relu1_grad.w332 = alloca float, align 4
-  %relu1_grad.w331 = alloca float, align 4
-  %relu1_grad.w330 = alloca float, align 4
-  %relu1_grad.w329 = alloca float, align 4
-  %relu1_grad.w328 = alloca float, align 4
-  br label %relu1_grad.ci326
+  br label %relu1_grad.ci334
 
-relu1_grad.ci326:                                 ; preds = %relu1_grad.co327.end, %entry
-  %relu1_grad.ci3261 = phi i64 [ 0, %entry ], [ %ci326.next, %relu1_grad.co327.end ]
-  br label %relu1_grad.co327
+relu1_grad.ci334:                                 ; preds = %relu1_grad.co335.end, %entry
+  %relu1_grad.ci3341 = phi i64 [ 0, %entry ], [ %ci334.next, %relu1_grad.co335.end ]
+  br label %relu1_grad.co335
 
-relu1_grad.ci326.end:                             ; preds = %relu1_grad.co327.end
-  br label %relu1_grad.i356
+relu1_grad.ci334.end:                             ; preds = %relu1_grad.co335.end
+  br label %relu1_grad.i364
 
-relu1_grad.co327:                                 ; preds = %relu1_grad.co327, %relu1_grad.ci326
-  %relu1_grad.co3272 = phi i64 [ 0, %relu1_grad.ci326 ], [ %co327.next, %relu1_grad.co327 ]
-  %0 = mul nsw i64 %relu1_grad.ci3261, 32
-  %1 = add nsw i64 %0, %relu1_grad.co3272
+relu1_grad.co335:                                 ; preds = %relu1_grad.co335, %relu1_grad.ci334
+  %relu1_grad.co3352 = phi i64 [ 0, %relu1_grad.ci334 ], [ %co335.next, %relu1_grad.co335 ]
+  %0 = mul nsw i64 %relu1_grad.ci3341, 32
+  %1 = add nsw i64 %0, %relu1_grad.co3352
   %2 = mul nsw i64 %1, 9
   %3 = add nsw i64 320, %2
   %4 = add nsw i64 %3, 8
   %params3 = getelementptr inbounds float, ptr %params, i64 %4
   %5 = load float, ptr %params3, align 4
-  store float %5, ptr %relu1_grad.w328, align 4
-  %6 = mul nsw i64 %relu1_grad.ci3261, 32
-  %7 = add nsw i64 %6, %relu1_grad.co3272
+  store float %5, ptr %relu1_grad.w336, align 4
+  %6 = mul nsw i64 %relu1_grad.ci3341, 32
+  %7 = add nsw i64 %6, %relu1_grad.co3352
   %8 = mul nsw i64 %7, 9
   %9 = add nsw i64 320, %8
   %10 = add nsw i64 %9, 8
   %params4 = getelementptr inbounds float, ptr %params, i64 %10
   %11 = load float, ptr %params4, align 4
-  %12 = mul nsw i64 %relu1_grad.ci3261, 32
-  %13 = add nsw i64 %12, %relu1_grad.co3272
+  %12 = mul nsw i64 %relu1_grad.ci3341, 32
+  %13 = add nsw i64 %12, %relu1_grad.co3352
   %14 = mul nsw i64 %13, 9
   %15 = add nsw i64 320, %14
   %16 = add nsw i64 %15, 5
   %params5 = getelementptr inbounds float, ptr %params, i64 %16
   %17 = load float, ptr %params5, align 4
   %18 = fadd float %11, %17
-  %19 = mul nsw i64 %relu1_grad.ci3261, 32
-  %20 = add nsw i64 %19, %relu1_grad.co3272
+  %19 = mul nsw i64 %relu1_grad.ci3341, 32
+  %20 = add nsw i64 %19, %relu1_grad.co3352
   %21 = mul nsw i64 %20, 9
   %22 = add nsw i64 320, %21
   %23 = add nsw i64 %22, 2
@@ -7242,24 +7796,24 @@ relu1_grad.co327:                                 ; preds = %relu1_grad.co327, %
   %24 = load float, ptr %params6, align 4
   %25 = fadd float %18, %24
   %26 = fmul float %25, 5.000000e-01
-  store float %26, ptr %relu1_grad.w329, align 4
-  %27 = mul nsw i64 %relu1_grad.ci3261, 32
-  %28 = add nsw i64 %27, %relu1_grad.co3272
+  store float %26, ptr %relu1_grad.w337, align 4
+  %27 = mul nsw i64 %relu1_grad.ci3341, 32
+  %28 = add nsw i64 %27, %relu1_grad.co3352
   %29 = mul nsw i64 %28, 9
   %30 = add nsw i64 320, %29
   %31 = add nsw i64 %30, 8
   %params7 = getelementptr inbounds float, ptr %params, i64 %31
   %32 = load float, ptr %params7, align 4
-  %33 = mul nsw i64 %relu1_grad.ci3261, 32
-  %34 = add nsw i64 %33, %relu1_grad.co3272
+  %33 = mul nsw i64 %relu1_grad.ci3341, 32
+  %34 = add nsw i64 %33, %relu1_grad.co3352
   %35 = mul nsw i64 %34, 9
   %36 = add nsw i64 320, %35
   %37 = add nsw i64 %36, 2
   %params8 = getelementptr inbounds float, ptr %params, i64 %37
   %38 = load float, ptr %params8, align 4
   %39 = fadd float %32, %38
-  %40 = mul nsw i64 %relu1_grad.ci3261, 32
-  %41 = add nsw i64 %40, %relu1_grad.co3272
+  %40 = mul nsw i64 %relu1_grad.ci3341, 32
+  %41 = add nsw i64 %40, %relu1_grad.co3352
   %42 = mul nsw i64 %41, 9
   %43 = add nsw i64 320, %42
   %44 = add nsw i64 %43, 5
@@ -7267,40 +7821,40 @@ relu1_grad.co327:                                 ; preds = %relu1_grad.co327, %
   %45 = load float, ptr %params9, align 4
   %46 = fsub float %39, %45
   %47 = fmul float %46, 5.000000e-01
-  store float %47, ptr %relu1_grad.w330, align 4
-  %48 = mul nsw i64 %relu1_grad.ci3261, 32
-  %49 = add nsw i64 %48, %relu1_grad.co3272
+  store float %47, ptr %relu1_grad.w338, align 4
+  %48 = mul nsw i64 %relu1_grad.ci3341, 32
+  %49 = add nsw i64 %48, %relu1_grad.co3352
   %50 = mul nsw i64 %49, 9
   %51 = add nsw i64 320, %50
   %52 = add nsw i64 %51, 2
   %params10 = getelementptr inbounds float, ptr %params, i64 %52
   %53 = load float, ptr %params10, align 4
-  store float %53, ptr %relu1_grad.w331, align 4
-  %54 = mul nsw i64 %relu1_grad.ci3261, 32
-  %55 = add nsw i64 %54, %relu1_grad.co3272
+  store float %53, ptr %relu1_grad.w339, align 4
+  %54 = mul nsw i64 %relu1_grad.ci3341, 32
+  %55 = add nsw i64 %54, %relu1_grad.co3352
   %56 = mul nsw i64 %55, 9
   %57 = add nsw i64 320, %56
   %58 = add nsw i64 %57, 7
   %params11 = getelementptr inbounds float, ptr %params, i64 %58
   %59 = load float, ptr %params11, align 4
-  store float %59, ptr %relu1_grad.w332, align 4
-  %60 = mul nsw i64 %relu1_grad.ci3261, 32
-  %61 = add nsw i64 %60, %relu1_grad.co3272
+  store float %59, ptr %relu1_grad.w340, align 4
+  %60 = mul nsw i64 %relu1_grad.ci3341, 32
+  %61 = add nsw i64 %60, %relu1_grad.co3352
   %62 = mul nsw i64 %61, 9
   %63 = add nsw i64 320, %62
   %64 = add nsw i64 %63, 7
   %params12 = getelementptr inbounds float, ptr %params, i64 %64
   %65 = load float, ptr %params12, align 4
-  %66 = mul nsw i64 %relu1_grad.ci3261, 32
-  %67 = add nsw i64 %66, %relu1_grad.co3272
+  %66 = mul nsw i64 %relu1_grad.ci3341, 32
+  %67 = add nsw i64 %66, %relu1_grad.co3352
   %68 = mul nsw i64 %67, 9
   %69 = add nsw i64 320, %68
   %70 = add nsw i64 %69, 4
   %params13 = getelementptr inbounds float, ptr %params, i64 %70
   %71 = load float, ptr %params13, align 4
   %72 = fadd float %65, %71
-  %73 = mul nsw i64 %relu1_grad.ci3261, 32
-  %74 = add nsw i64 %73, %relu1_grad.co3272
+  %73 = mul nsw i64 %relu1_grad.ci3341, 32
+  %74 = add nsw i64 %73, %relu1_grad.co3352
   %75 = mul nsw i64 %74, 9
   %76 = add nsw i64 320, %75
   %77 = add nsw i64 %76, 1
@@ -7308,24 +7862,24 @@ relu1_grad.co327:                                 ; preds = %relu1_grad.co327, %
   %78 = load float, ptr %params14, align 4
   %79 = fadd float %72, %78
   %80 = fmul float %79, 5.000000e-01
-  store float %80, ptr %relu1_grad.w333, align 4
-  %81 = mul nsw i64 %relu1_grad.ci3261, 32
-  %82 = add nsw i64 %81, %relu1_grad.co3272
+  store float %80, ptr %relu1_grad.w341, align 4
+  %81 = mul nsw i64 %relu1_grad.ci3341, 32
+  %82 = add nsw i64 %81, %relu1_grad.co3352
   %83 = mul nsw i64 %82, 9
   %84 = add nsw i64 320, %83
   %85 = add nsw i64 %84, 7
   %params15 = getelementptr inbounds float, ptr %params, i64 %85
   %86 = load float, ptr %params15, align 4
-  %87 = mul nsw i64 %relu1_grad.ci3261, 32
-  %88 = add nsw i64 %87, %relu1_grad.co3272
+  %87 = mul nsw i64 %relu1_grad.ci3341, 32
+  %88 = add nsw i64 %87, %relu1_grad.co3352
   %89 = mul nsw i64 %88, 9
   %90 = add nsw i64 320, %89
   %91 = add nsw i64 %90, 1
   %params16 = getelementptr inbounds float, ptr %params, i64 %91
   %92 = load float, ptr %params16, align 4
   %93 = fadd float %86, %92
-  %94 = mul nsw i64 %relu1_grad.ci3261, 32
-  %95 = add nsw i64 %94, %relu1_grad.co3272
+  %94 = mul nsw i64 %relu1_grad.ci3341, 32
+  %95 = add nsw i64 %94, %relu1_grad.co3352
   %96 = mul nsw i64 %95, 9
   %97 = add nsw i64 320, %96
   %98 = add nsw i64 %97, 4
@@ -7333,63 +7887,63 @@ relu1_grad.co327:                                 ; preds = %relu1_grad.co327, %
   %99 = load float, ptr %params17, align 4
   %100 = fsub float %93, %99
   %101 = fmul float %100, 5.000000e-01
-  store float %101, ptr %relu1_grad.w334, align 4
-  %102 = mul nsw i64 %relu1_grad.ci3261, 32
-  %103 = add nsw i64 %102, %relu1_grad.co3272
+  store float %101, ptr %relu1_grad.w342, align 4
+  %102 = mul nsw i64 %relu1_grad.ci3341, 32
+  %103 = add nsw i64 %102, %relu1_grad.co3352
   %104 = mul nsw i64 %103, 9
   %105 = add nsw i64 320, %104
   %106 = add nsw i64 %105, 1
   %params18 = getelementptr inbounds float, ptr %params, i64 %106
   %107 = load float, ptr %params18, align 4
-  store float %107, ptr %relu1_grad.w335, align 4
-  %108 = mul nsw i64 %relu1_grad.ci3261, 32
-  %109 = add nsw i64 %108, %relu1_grad.co3272
+  store float %107, ptr %relu1_grad.w343, align 4
+  %108 = mul nsw i64 %relu1_grad.ci3341, 32
+  %109 = add nsw i64 %108, %relu1_grad.co3352
   %110 = mul nsw i64 %109, 9
   %111 = add nsw i64 320, %110
   %112 = add nsw i64 %111, 6
   %params19 = getelementptr inbounds float, ptr %params, i64 %112
   %113 = load float, ptr %params19, align 4
-  store float %113, ptr %relu1_grad.w336, align 4
-  %114 = mul nsw i64 %relu1_grad.ci3261, 32
-  %115 = add nsw i64 %114, %relu1_grad.co3272
+  store float %113, ptr %relu1_grad.w344, align 4
+  %114 = mul nsw i64 %relu1_grad.ci3341, 32
+  %115 = add nsw i64 %114, %relu1_grad.co3352
   %116 = mul nsw i64 %115, 9
   %117 = add nsw i64 320, %116
   %118 = add nsw i64 %117, 6
   %params20 = getelementptr inbounds float, ptr %params, i64 %118
   %119 = load float, ptr %params20, align 4
-  %120 = mul nsw i64 %relu1_grad.ci3261, 32
-  %121 = add nsw i64 %120, %relu1_grad.co3272
+  %120 = mul nsw i64 %relu1_grad.ci3341, 32
+  %121 = add nsw i64 %120, %relu1_grad.co3352
   %122 = mul nsw i64 %121, 9
   %123 = add nsw i64 320, %122
   %124 = add nsw i64 %123, 3
   %params21 = getelementptr inbounds float, ptr %params, i64 %124
   %125 = load float, ptr %params21, align 4
   %126 = fadd float %119, %125
-  %127 = mul nsw i64 %relu1_grad.ci3261, 32
-  %128 = add nsw i64 %127, %relu1_grad.co3272
+  %127 = mul nsw i64 %relu1_grad.ci3341, 32
+  %128 = add nsw i64 %127, %relu1_grad.co3352
   %129 = mul nsw i64 %128, 9
   %130 = add nsw i64 320, %129
   %params22 = getelementptr inbounds float, ptr %params, i64 %130
   %131 = load float, ptr %params22, align 4
   %132 = fadd float %126, %131
   %133 = fmul float %132, 5.000000e-01
-  store float %133, ptr %relu1_grad.w337, align 4
-  %134 = mul nsw i64 %relu1_grad.ci3261, 32
-  %135 = add nsw i64 %134, %relu1_grad.co3272
+  store float %133, ptr %relu1_grad.w345, align 4
+  %134 = mul nsw i64 %relu1_grad.ci3341, 32
+  %135 = add nsw i64 %134, %relu1_grad.co3352
   %136 = mul nsw i64 %135, 9
   %137 = add nsw i64 320, %136
   %138 = add nsw i64 %137, 6
   %params23 = getelementptr inbounds float, ptr %params, i64 %138
   %139 = load float, ptr %params23, align 4
-  %140 = mul nsw i64 %relu1_grad.ci3261, 32
-  %141 = add nsw i64 %140, %relu1_grad.co3272
+  %140 = mul nsw i64 %relu1_grad.ci3341, 32
+  %141 = add nsw i64 %140, %relu1_grad.co3352
   %142 = mul nsw i64 %141, 9
   %143 = add nsw i64 320, %142
   %params24 = getelementptr inbounds float, ptr %params, i64 %143
   %144 = load float, ptr %params24, align 4
   %145 = fadd float %139, %144
-  %146 = mul nsw i64 %relu1_grad.ci3261, 32
-  %147 = add nsw i64 %146, %relu1_grad.co3272
+  %146 = mul nsw i64 %relu1_grad.ci3341, 32
+  %147 = add nsw i64 %146, %relu1_grad.co3352
   %148 = mul nsw i64 %147, 9
   %149 = add nsw i64 320, %148
   %150 = add nsw i64 %149, 3
@@ -7397,2698 +7951,3234 @@ relu1_grad.co327:                                 ; preds = %relu1_grad.co327, %
   %151 = load float, ptr %params25, align 4
   %152 = fsub float %145, %151
   %153 = fmul float %152, 5.000000e-01
-  store float %153, ptr %relu1_grad.w338, align 4
-  %154 = mul nsw i64 %relu1_grad.ci3261, 32
-  %155 = add nsw i64 %154, %relu1_grad.co3272
+  store float %153, ptr %relu1_grad.w346, align 4
+  %154 = mul nsw i64 %relu1_grad.ci3341, 32
+  %155 = add nsw i64 %154, %relu1_grad.co3352
   %156 = mul nsw i64 %155, 9
   %157 = add nsw i64 320, %156
   %params26 = getelementptr inbounds float, ptr %params, i64 %157
   %158 = load float, ptr %params26, align 4
-  store float %158, ptr %relu1_grad.w339, align 4
-  %w328 = load float, ptr %relu1_grad.w328, align 4
-  store float %w328, ptr %relu1_grad.w340, align 4
-  %w32827 = load float, ptr %relu1_grad.w328, align 4
-  %w332 = load float, ptr %relu1_grad.w332, align 4
-  %159 = fadd float %w32827, %w332
+  store float %158, ptr %relu1_grad.w347, align 4
   %w336 = load float, ptr %relu1_grad.w336, align 4
-  %160 = fadd float %159, %w336
-  %161 = fmul float %160, 5.000000e-01
-  store float %161, ptr %relu1_grad.w341, align 4
-  %w32828 = load float, ptr %relu1_grad.w328, align 4
-  %w33629 = load float, ptr %relu1_grad.w336, align 4
-  %162 = fadd float %w32828, %w33629
-  %w33230 = load float, ptr %relu1_grad.w332, align 4
-  %163 = fsub float %162, %w33230
-  %164 = fmul float %163, 5.000000e-01
-  store float %164, ptr %relu1_grad.w342, align 4
-  %w33631 = load float, ptr %relu1_grad.w336, align 4
-  store float %w33631, ptr %relu1_grad.w343, align 4
-  %w329 = load float, ptr %relu1_grad.w329, align 4
-  store float %w329, ptr %relu1_grad.w344, align 4
-  %w32932 = load float, ptr %relu1_grad.w329, align 4
-  %w333 = load float, ptr %relu1_grad.w333, align 4
-  %165 = fadd float %w32932, %w333
-  %w337 = load float, ptr %relu1_grad.w337, align 4
-  %166 = fadd float %165, %w337
-  %167 = fmul float %166, 5.000000e-01
-  store float %167, ptr %relu1_grad.w345, align 4
-  %w32933 = load float, ptr %relu1_grad.w329, align 4
-  %w33734 = load float, ptr %relu1_grad.w337, align 4
-  %168 = fadd float %w32933, %w33734
-  %w33335 = load float, ptr %relu1_grad.w333, align 4
-  %169 = fsub float %168, %w33335
-  %170 = fmul float %169, 5.000000e-01
-  store float %170, ptr %relu1_grad.w346, align 4
-  %w33736 = load float, ptr %relu1_grad.w337, align 4
-  store float %w33736, ptr %relu1_grad.w347, align 4
-  %w330 = load float, ptr %relu1_grad.w330, align 4
-  store float %w330, ptr %relu1_grad.w348, align 4
-  %w33037 = load float, ptr %relu1_grad.w330, align 4
-  %w334 = load float, ptr %relu1_grad.w334, align 4
-  %171 = fadd float %w33037, %w334
-  %w338 = load float, ptr %relu1_grad.w338, align 4
-  %172 = fadd float %171, %w338
-  %173 = fmul float %172, 5.000000e-01
-  store float %173, ptr %relu1_grad.w349, align 4
-  %w33038 = load float, ptr %relu1_grad.w330, align 4
-  %w33839 = load float, ptr %relu1_grad.w338, align 4
-  %174 = fadd float %w33038, %w33839
-  %w33440 = load float, ptr %relu1_grad.w334, align 4
-  %175 = fsub float %174, %w33440
-  %176 = fmul float %175, 5.000000e-01
-  store float %176, ptr %relu1_grad.w350, align 4
-  %w33841 = load float, ptr %relu1_grad.w338, align 4
-  store float %w33841, ptr %relu1_grad.w351, align 4
-  %w331 = load float, ptr %relu1_grad.w331, align 4
-  store float %w331, ptr %relu1_grad.w352, align 4
-  %w33142 = load float, ptr %relu1_grad.w331, align 4
-  %w335 = load float, ptr %relu1_grad.w335, align 4
-  %177 = fadd float %w33142, %w335
-  %w339 = load float, ptr %relu1_grad.w339, align 4
-  %178 = fadd float %177, %w339
-  %179 = fmul float %178, 5.000000e-01
-  store float %179, ptr %relu1_grad.w353, align 4
-  %w33143 = load float, ptr %relu1_grad.w331, align 4
-  %w33944 = load float, ptr %relu1_grad.w339, align 4
-  %180 = fadd float %w33143, %w33944
-  %w33545 = load float, ptr %relu1_grad.w335, align 4
-  %181 = fsub float %180, %w33545
-  %182 = fmul float %181, 5.000000e-01
-  store float %182, ptr %relu1_grad.w354, align 4
-  %w33946 = load float, ptr %relu1_grad.w339, align 4
-  store float %w33946, ptr %relu1_grad.w355, align 4
+  store float %w336, ptr %relu1_grad.w348, align 4
+  %w33627 = load float, ptr %relu1_grad.w336, align 4
   %w340 = load float, ptr %relu1_grad.w340, align 4
-  %183 = mul nsw i64 %relu1_grad.ci3261, 32
-  %184 = add nsw i64 3228304, %183
-  %185 = add nsw i64 %184, %relu1_grad.co3272
-  %arena47 = getelementptr inbounds float, ptr %arena, i64 %185
-  store float %w340, ptr %arena47, align 4
-  %w341 = load float, ptr %relu1_grad.w341, align 4
-  %186 = mul nsw i64 %relu1_grad.ci3261, 32
-  %187 = add nsw i64 3230352, %186
-  %188 = add nsw i64 %187, %relu1_grad.co3272
-  %arena48 = getelementptr inbounds float, ptr %arena, i64 %188
-  store float %w341, ptr %arena48, align 4
-  %w342 = load float, ptr %relu1_grad.w342, align 4
-  %189 = mul nsw i64 %relu1_grad.ci3261, 32
-  %190 = add nsw i64 3232400, %189
-  %191 = add nsw i64 %190, %relu1_grad.co3272
-  %arena49 = getelementptr inbounds float, ptr %arena, i64 %191
-  store float %w342, ptr %arena49, align 4
-  %w343 = load float, ptr %relu1_grad.w343, align 4
-  %192 = mul nsw i64 %relu1_grad.ci3261, 32
-  %193 = add nsw i64 3234448, %192
-  %194 = add nsw i64 %193, %relu1_grad.co3272
-  %arena50 = getelementptr inbounds float, ptr %arena, i64 %194
-  store float %w343, ptr %arena50, align 4
+  %159 = fadd float %w33627, %w340
   %w344 = load float, ptr %relu1_grad.w344, align 4
-  %195 = mul nsw i64 %relu1_grad.ci3261, 32
-  %196 = add nsw i64 3236496, %195
-  %197 = add nsw i64 %196, %relu1_grad.co3272
-  %arena51 = getelementptr inbounds float, ptr %arena, i64 %197
-  store float %w344, ptr %arena51, align 4
+  %160 = fadd float %159, %w344
+  %161 = fmul float %160, 5.000000e-01
+  store float %161, ptr %relu1_grad.w349, align 4
+  %w33628 = load float, ptr %relu1_grad.w336, align 4
+  %w34429 = load float, ptr %relu1_grad.w344, align 4
+  %162 = fadd float %w33628, %w34429
+  %w34030 = load float, ptr %relu1_grad.w340, align 4
+  %163 = fsub float %162, %w34030
+  %164 = fmul float %163, 5.000000e-01
+  store float %164, ptr %relu1_grad.w350, align 4
+  %w34431 = load float, ptr %relu1_grad.w344, align 4
+  store float %w34431, ptr %relu1_grad.w351, align 4
+  %w337 = load float, ptr %relu1_grad.w337, align 4
+  store float %w337, ptr %relu1_grad.w352, align 4
+  %w33732 = load float, ptr %relu1_grad.w337, align 4
+  %w341 = load float, ptr %relu1_grad.w341, align 4
+  %165 = fadd float %w33732, %w341
   %w345 = load float, ptr %relu1_grad.w345, align 4
-  %198 = mul nsw i64 %relu1_grad.ci3261, 32
-  %199 = add nsw i64 3238544, %198
-  %200 = add nsw i64 %199, %relu1_grad.co3272
-  %arena52 = getelementptr inbounds float, ptr %arena, i64 %200
-  store float %w345, ptr %arena52, align 4
+  %166 = fadd float %165, %w345
+  %167 = fmul float %166, 5.000000e-01
+  store float %167, ptr %relu1_grad.w353, align 4
+  %w33733 = load float, ptr %relu1_grad.w337, align 4
+  %w34534 = load float, ptr %relu1_grad.w345, align 4
+  %168 = fadd float %w33733, %w34534
+  %w34135 = load float, ptr %relu1_grad.w341, align 4
+  %169 = fsub float %168, %w34135
+  %170 = fmul float %169, 5.000000e-01
+  store float %170, ptr %relu1_grad.w354, align 4
+  %w34536 = load float, ptr %relu1_grad.w345, align 4
+  store float %w34536, ptr %relu1_grad.w355, align 4
+  %w338 = load float, ptr %relu1_grad.w338, align 4
+  store float %w338, ptr %relu1_grad.w356, align 4
+  %w33837 = load float, ptr %relu1_grad.w338, align 4
+  %w342 = load float, ptr %relu1_grad.w342, align 4
+  %171 = fadd float %w33837, %w342
   %w346 = load float, ptr %relu1_grad.w346, align 4
-  %201 = mul nsw i64 %relu1_grad.ci3261, 32
-  %202 = add nsw i64 3240592, %201
-  %203 = add nsw i64 %202, %relu1_grad.co3272
-  %arena53 = getelementptr inbounds float, ptr %arena, i64 %203
-  store float %w346, ptr %arena53, align 4
+  %172 = fadd float %171, %w346
+  %173 = fmul float %172, 5.000000e-01
+  store float %173, ptr %relu1_grad.w357, align 4
+  %w33838 = load float, ptr %relu1_grad.w338, align 4
+  %w34639 = load float, ptr %relu1_grad.w346, align 4
+  %174 = fadd float %w33838, %w34639
+  %w34240 = load float, ptr %relu1_grad.w342, align 4
+  %175 = fsub float %174, %w34240
+  %176 = fmul float %175, 5.000000e-01
+  store float %176, ptr %relu1_grad.w358, align 4
+  %w34641 = load float, ptr %relu1_grad.w346, align 4
+  store float %w34641, ptr %relu1_grad.w359, align 4
+  %w339 = load float, ptr %relu1_grad.w339, align 4
+  store float %w339, ptr %relu1_grad.w360, align 4
+  %w33942 = load float, ptr %relu1_grad.w339, align 4
+  %w343 = load float, ptr %relu1_grad.w343, align 4
+  %177 = fadd float %w33942, %w343
   %w347 = load float, ptr %relu1_grad.w347, align 4
-  %204 = mul nsw i64 %relu1_grad.ci3261, 32
-  %205 = add nsw i64 3242640, %204
-  %206 = add nsw i64 %205, %relu1_grad.co3272
-  %arena54 = getelementptr inbounds float, ptr %arena, i64 %206
-  store float %w347, ptr %arena54, align 4
+  %178 = fadd float %177, %w347
+  %179 = fmul float %178, 5.000000e-01
+  store float %179, ptr %relu1_grad.w361, align 4
+  %w33943 = load float, ptr %relu1_grad.w339, align 4
+  %w34744 = load float, ptr %relu1_grad.w347, align 4
+  %180 = fadd float %w33943, %w34744
+  %w34345 = load float, ptr %relu1_grad.w343, align 4
+  %181 = fsub float %180, %w34345
+  %182 = fmul float %181, 5.000000e-01
+  store float %182, ptr %relu1_grad.w362, align 4
+  %w34746 = load float, ptr %relu1_grad.w347, align 4
+  store float %w34746, ptr %relu1_grad.w363, align 4
   %w348 = load float, ptr %relu1_grad.w348, align 4
-  %207 = mul nsw i64 %relu1_grad.ci3261, 32
-  %208 = add nsw i64 3244688, %207
-  %209 = add nsw i64 %208, %relu1_grad.co3272
-  %arena55 = getelementptr inbounds float, ptr %arena, i64 %209
-  store float %w348, ptr %arena55, align 4
+  %183 = mul nsw i64 %relu1_grad.ci3341, 32
+  %184 = add nsw i64 3228304, %183
+  %185 = add nsw i64 %184, %relu1_grad.co3352
+  %arena47 = getelementptr inbounds float, ptr %arena, i64 %185
+  store float %w348, ptr %arena47, align 4
   %w349 = load float, ptr %relu1_grad.w349, align 4
-  %210 = mul nsw i64 %relu1_grad.ci3261, 32
-  %211 = add nsw i64 3246736, %210
-  %212 = add nsw i64 %211, %relu1_grad.co3272
-  %arena56 = getelementptr inbounds float, ptr %arena, i64 %212
-  store float %w349, ptr %arena56, align 4
+  %186 = mul nsw i64 %relu1_grad.ci3341, 32
+  %187 = add nsw i64 3230352, %186
+  %188 = add nsw i64 %187, %relu1_grad.co3352
+  %arena48 = getelementptr inbounds float, ptr %arena, i64 %188
+  store float %w349, ptr %arena48, align 4
   %w350 = load float, ptr %relu1_grad.w350, align 4
-  %213 = mul nsw i64 %relu1_grad.ci3261, 32
-  %214 = add nsw i64 3248784, %213
-  %215 = add nsw i64 %214, %relu1_grad.co3272
-  %arena57 = getelementptr inbounds float, ptr %arena, i64 %215
-  store float %w350, ptr %arena57, align 4
+  %189 = mul nsw i64 %relu1_grad.ci3341, 32
+  %190 = add nsw i64 3232400, %189
+  %191 = add nsw i64 %190, %relu1_grad.co3352
+  %arena49 = getelementptr inbounds float, ptr %arena, i64 %191
+  store float %w350, ptr %arena49, align 4
   %w351 = load float, ptr %relu1_grad.w351, align 4
-  %216 = mul nsw i64 %relu1_grad.ci3261, 32
-  %217 = add nsw i64 3250832, %216
-  %218 = add nsw i64 %217, %relu1_grad.co3272
-  %arena58 = getelementptr inbounds float, ptr %arena, i64 %218
-  store float %w351, ptr %arena58, align 4
+  %192 = mul nsw i64 %relu1_grad.ci3341, 32
+  %193 = add nsw i64 3234448, %192
+  %194 = add nsw i64 %193, %relu1_grad.co3352
+  %arena50 = getelementptr inbounds float, ptr %arena, i64 %194
+  store float %w351, ptr %arena50, align 4
   %w352 = load float, ptr %relu1_grad.w352, align 4
-  %219 = mul nsw i64 %relu1_grad.ci3261, 32
-  %220 = add nsw i64 3252880, %219
-  %221 = add nsw i64 %220, %relu1_grad.co3272
-  %arena59 = getelementptr inbounds float, ptr %arena, i64 %221
-  store float %w352, ptr %arena59, align 4
+  %195 = mul nsw i64 %relu1_grad.ci3341, 32
+  %196 = add nsw i64 3236496, %195
+  %197 = add nsw i64 %196, %relu1_grad.co3352
+  %arena51 = getelementptr inbounds float, ptr %arena, i64 %197
+  store float %w352, ptr %arena51, align 4
   %w353 = load float, ptr %relu1_grad.w353, align 4
-  %222 = mul nsw i64 %relu1_grad.ci3261, 32
-  %223 = add nsw i64 3254928, %222
-  %224 = add nsw i64 %223, %relu1_grad.co3272
-  %arena60 = getelementptr inbounds float, ptr %arena, i64 %224
-  store float %w353, ptr %arena60, align 4
+  %198 = mul nsw i64 %relu1_grad.ci3341, 32
+  %199 = add nsw i64 3238544, %198
+  %200 = add nsw i64 %199, %relu1_grad.co3352
+  %arena52 = getelementptr inbounds float, ptr %arena, i64 %200
+  store float %w353, ptr %arena52, align 4
   %w354 = load float, ptr %relu1_grad.w354, align 4
-  %225 = mul nsw i64 %relu1_grad.ci3261, 32
-  %226 = add nsw i64 3256976, %225
-  %227 = add nsw i64 %226, %relu1_grad.co3272
-  %arena61 = getelementptr inbounds float, ptr %arena, i64 %227
-  store float %w354, ptr %arena61, align 4
+  %201 = mul nsw i64 %relu1_grad.ci3341, 32
+  %202 = add nsw i64 3240592, %201
+  %203 = add nsw i64 %202, %relu1_grad.co3352
+  %arena53 = getelementptr inbounds float, ptr %arena, i64 %203
+  store float %w354, ptr %arena53, align 4
   %w355 = load float, ptr %relu1_grad.w355, align 4
-  %228 = mul nsw i64 %relu1_grad.ci3261, 32
+  %204 = mul nsw i64 %relu1_grad.ci3341, 32
+  %205 = add nsw i64 3242640, %204
+  %206 = add nsw i64 %205, %relu1_grad.co3352
+  %arena54 = getelementptr inbounds float, ptr %arena, i64 %206
+  store float %w355, ptr %arena54, align 4
+  %w356 = load float, ptr %relu1_grad.w356, align 4
+  %207 = mul nsw i64 %relu1_grad.ci3341, 32
+  %208 = add nsw i64 3244688, %207
+  %209 = add nsw i64 %208, %relu1_grad.co3352
+  %arena55 = getelementptr inbounds float, ptr %arena, i64 %209
+  store float %w356, ptr %arena55, align 4
+  %w357 = load float, ptr %relu1_grad.w357, align 4
+  %210 = mul nsw i64 %relu1_grad.ci3341, 32
+  %211 = add nsw i64 3246736, %210
+  %212 = add nsw i64 %211, %relu1_grad.co3352
+  %arena56 = getelementptr inbounds float, ptr %arena, i64 %212
+  store float %w357, ptr %arena56, align 4
+  %w358 = load float, ptr %relu1_grad.w358, align 4
+  %213 = mul nsw i64 %relu1_grad.ci3341, 32
+  %214 = add nsw i64 3248784, %213
+  %215 = add nsw i64 %214, %relu1_grad.co3352
+  %arena57 = getelementptr inbounds float, ptr %arena, i64 %215
+  store float %w358, ptr %arena57, align 4
+  %w359 = load float, ptr %relu1_grad.w359, align 4
+  %216 = mul nsw i64 %relu1_grad.ci3341, 32
+  %217 = add nsw i64 3250832, %216
+  %218 = add nsw i64 %217, %relu1_grad.co3352
+  %arena58 = getelementptr inbounds float, ptr %arena, i64 %218
+  store float %w359, ptr %arena58, align 4
+  %w360 = load float, ptr %relu1_grad.w360, align 4
+  %219 = mul nsw i64 %relu1_grad.ci3341, 32
+  %220 = add nsw i64 3252880, %219
+  %221 = add nsw i64 %220, %relu1_grad.co3352
+  %arena59 = getelementptr inbounds float, ptr %arena, i64 %221
+  store float %w360, ptr %arena59, align 4
+  %w361 = load float, ptr %relu1_grad.w361, align 4
+  %222 = mul nsw i64 %relu1_grad.ci3341, 32
+  %223 = add nsw i64 3254928, %222
+  %224 = add nsw i64 %223, %relu1_grad.co3352
+  %arena60 = getelementptr inbounds float, ptr %arena, i64 %224
+  store float %w361, ptr %arena60, align 4
+  %w362 = load float, ptr %relu1_grad.w362, align 4
+  %225 = mul nsw i64 %relu1_grad.ci3341, 32
+  %226 = add nsw i64 3256976, %225
+  %227 = add nsw i64 %226, %relu1_grad.co3352
+  %arena61 = getelementptr inbounds float, ptr %arena, i64 %227
+  store float %w362, ptr %arena61, align 4
+  %w363 = load float, ptr %relu1_grad.w363, align 4
+  %228 = mul nsw i64 %relu1_grad.ci3341, 32
   %229 = add nsw i64 3259024, %228
-  %230 = add nsw i64 %229, %relu1_grad.co3272
+  %230 = add nsw i64 %229, %relu1_grad.co3352
   %arena62 = getelementptr inbounds float, ptr %arena, i64 %230
-  store float %w355, ptr %arena62, align 4
-  %co327.next = add nsw i64 %relu1_grad.co3272, 1
-  %231 = icmp slt i64 %co327.next, 32
-  br i1 %231, label %relu1_grad.co327, label %relu1_grad.co327.end
+  store float %w363, ptr %arena62, align 4
+  %co335.next = add nsw i64 %relu1_grad.co3352, 1
+  %231 = icmp slt i64 %co335.next, 32
+  br i1 %231, label %relu1_grad.co335, label %relu1_grad.co335.end
 
-relu1_grad.co327.end:                             ; preds = %relu1_grad.co327
-  %ci326.next = add nsw i64 %relu1_grad.ci3261, 1
-  %232 = icmp slt i64 %ci326.next, 64
-  br i1 %232, label %relu1_grad.ci326, label %relu1_grad.ci326.end
+relu1_grad.co335.end:                             ; preds = %relu1_grad.co335
+  %ci334.next = add nsw i64 %relu1_grad.ci3341, 1
+  %232 = icmp slt i64 %ci334.next, 64
+  br i1 %232, label %relu1_grad.ci334, label %relu1_grad.ci334.end
 
-relu1_grad.i356:                                  ; preds = %relu1_grad.i356, %relu1_grad.ci326.end
-  %relu1_grad.i35663 = phi i64 [ 0, %relu1_grad.ci326.end ], [ %i356.next, %relu1_grad.i356 ]
-  %233 = add nsw i64 3261072, %relu1_grad.i35663
+relu1_grad.i364:                                  ; preds = %relu1_grad.i364, %relu1_grad.ci334.end
+  %relu1_grad.i36463 = phi i64 [ 0, %relu1_grad.ci334.end ], [ %i364.next, %relu1_grad.i364 ]
+  %233 = add nsw i64 3261072, %relu1_grad.i36463
   %arena64 = getelementptr inbounds float, ptr %arena, i64 %233
   store float 0.000000e+00, ptr %arena64, align 4
-  %i356.next = add nsw i64 %relu1_grad.i35663, 1
-  %234 = icmp slt i64 %i356.next, 57600
-  br i1 %234, label %relu1_grad.i356, label %relu1_grad.i356.end
+  %i364.next = add nsw i64 %relu1_grad.i36463, 1
+  %234 = icmp slt i64 %i364.next, 57600
+  br i1 %234, label %relu1_grad.i364, label %relu1_grad.i364.end
 
-relu1_grad.i356.end:                              ; preds = %relu1_grad.i356
-  br label %relu1_grad.g357
+relu1_grad.i364.end:                              ; preds = %relu1_grad.i364
+  br label %relu1_grad.g365
 
-relu1_grad.g357:                                  ; preds = %relu1_grad.j415.end, %relu1_grad.i356.end
-  %relu1_grad.g35765 = phi i64 [ 0, %relu1_grad.i356.end ], [ %g357.next, %relu1_grad.j415.end ]
-  br label %relu1_grad.j358
+relu1_grad.g365:                                  ; preds = %relu1_grad.j430.end, %relu1_grad.i364.end
+  %relu1_grad.g36565 = phi i64 [ 0, %relu1_grad.i364.end ], [ %g365.next, %relu1_grad.j430.end ]
+  br label %relu1_grad.j366
 
-relu1_grad.g357.end:                              ; preds = %relu1_grad.j415.end
+relu1_grad.g365.end:                              ; preds = %relu1_grad.j430.end
   ret void
 
-relu1_grad.j358:                                  ; preds = %relu1_grad.c359.end, %relu1_grad.g357
-  %relu1_grad.j35866 = phi i64 [ 0, %relu1_grad.g357 ], [ %j358.next, %relu1_grad.c359.end ]
-  br label %relu1_grad.c359
+relu1_grad.j366:                                  ; preds = %relu1_grad.c367.end, %relu1_grad.g365
+  %relu1_grad.j36666 = phi i64 [ 0, %relu1_grad.g365 ], [ %j366.next, %relu1_grad.c367.end ]
+  br label %relu1_grad.c367
 
-relu1_grad.j358.end:                              ; preds = %relu1_grad.c359.end
-  br label %relu1_grad.j362
+relu1_grad.j366.end:                              ; preds = %relu1_grad.c367.end
+  br label %relu1_grad.j370
 
-relu1_grad.c359:                                  ; preds = %relu1_grad.iy360.end, %relu1_grad.j358
-  %relu1_grad.c35967 = phi i64 [ 0, %relu1_grad.j358 ], [ %c359.next, %relu1_grad.iy360.end ]
-  br label %relu1_grad.iy360
+relu1_grad.c367:                                  ; preds = %relu1_grad.iy368.end, %relu1_grad.j366
+  %relu1_grad.c36767 = phi i64 [ 0, %relu1_grad.j366 ], [ %c367.next, %relu1_grad.iy368.end ]
+  br label %relu1_grad.iy368
 
-relu1_grad.c359.end:                              ; preds = %relu1_grad.iy360.end
-  %j358.next = add nsw i64 %relu1_grad.j35866, 1
-  %235 = icmp slt i64 %j358.next, 1
-  br i1 %235, label %relu1_grad.j358, label %relu1_grad.j358.end
+relu1_grad.c367.end:                              ; preds = %relu1_grad.iy368.end
+  %j366.next = add nsw i64 %relu1_grad.j36666, 1
+  %235 = icmp slt i64 %j366.next, 1
+  br i1 %235, label %relu1_grad.j366, label %relu1_grad.j366.end
 
-relu1_grad.iy360:                                 ; preds = %relu1_grad.ix361.end, %relu1_grad.c359
-  %relu1_grad.iy36068 = phi i64 [ 0, %relu1_grad.c359 ], [ %iy360.next, %relu1_grad.ix361.end ]
-  br label %relu1_grad.ix361
+relu1_grad.iy368:                                 ; preds = %relu1_grad.ix369.end, %relu1_grad.c367
+  %relu1_grad.iy36868 = phi i64 [ 0, %relu1_grad.c367 ], [ %iy368.next, %relu1_grad.ix369.end ]
+  br label %relu1_grad.ix369
 
-relu1_grad.iy360.end:                             ; preds = %relu1_grad.ix361.end
-  %c359.next = add nsw i64 %relu1_grad.c35967, 1
-  %236 = icmp slt i64 %c359.next, 64
-  br i1 %236, label %relu1_grad.c359, label %relu1_grad.c359.end
+relu1_grad.iy368.end:                             ; preds = %relu1_grad.ix369.end
+  %c367.next = add nsw i64 %relu1_grad.c36767, 1
+  %236 = icmp slt i64 %c367.next, 64
+  br i1 %236, label %relu1_grad.c367, label %relu1_grad.c367.end
 
-relu1_grad.ix361:                                 ; preds = %relu1_grad.ix361, %relu1_grad.iy360
-  %relu1_grad.ix36169 = phi i64 [ 0, %relu1_grad.iy360 ], [ %ix361.next, %relu1_grad.ix361 ]
-  %237 = add nsw i64 %relu1_grad.g35765, %relu1_grad.j35866
+relu1_grad.ix369:                                 ; preds = %relu1_grad.ix369, %relu1_grad.iy368
+  %relu1_grad.ix36969 = phi i64 [ 0, %relu1_grad.iy368 ], [ %ix369.next, %relu1_grad.ix369 ]
+  %237 = add nsw i64 %relu1_grad.g36565, %relu1_grad.j36666
   %238 = mul nsw i64 %237, 50176
   %239 = add nsw i64 4031120, %238
-  %240 = mul nsw i64 %relu1_grad.c35967, 784
+  %240 = mul nsw i64 %relu1_grad.c36767, 784
   %241 = add nsw i64 %239, %240
-  %242 = mul nsw i64 %relu1_grad.iy36068, 28
+  %242 = mul nsw i64 %relu1_grad.iy36868, 28
   %243 = add nsw i64 %241, %242
-  %244 = add nsw i64 %243, %relu1_grad.ix36169
+  %244 = add nsw i64 %243, %relu1_grad.ix36969
   %arena70 = getelementptr inbounds float, ptr %arena, i64 %244
   %245 = load float, ptr %arena70, align 4
-  %246 = mul nsw i64 %relu1_grad.j35866, 57600
-  %247 = add nsw i64 %relu1_grad.iy36068, 1
+  %246 = mul nsw i64 %relu1_grad.j36666, 57600
+  %247 = add nsw i64 %relu1_grad.iy36868, 1
   %248 = mul nsw i64 %247, 1920
   %249 = add nsw i64 %246, %248
-  %250 = add nsw i64 %relu1_grad.ix36169, 1
+  %250 = add nsw i64 %relu1_grad.ix36969, 1
   %251 = mul nsw i64 %250, 64
   %252 = add nsw i64 %249, %251
-  %253 = add nsw i64 %252, %relu1_grad.c35967
+  %253 = add nsw i64 %252, %relu1_grad.c36767
   %254 = add nsw i64 3261072, %253
   %arena71 = getelementptr inbounds float, ptr %arena, i64 %254
   store float %245, ptr %arena71, align 4
-  %ix361.next = add nsw i64 %relu1_grad.ix36169, 1
-  %255 = icmp slt i64 %ix361.next, 28
-  br i1 %255, label %relu1_grad.ix361, label %relu1_grad.ix361.end
+  %ix369.next = add nsw i64 %relu1_grad.ix36969, 1
+  %255 = icmp slt i64 %ix369.next, 28
+  br i1 %255, label %relu1_grad.ix369, label %relu1_grad.ix369.end
 
-relu1_grad.ix361.end:                             ; preds = %relu1_grad.ix361
-  %iy360.next = add nsw i64 %relu1_grad.iy36068, 1
-  %256 = icmp slt i64 %iy360.next, 28
-  br i1 %256, label %relu1_grad.iy360, label %relu1_grad.iy360.end
+relu1_grad.ix369.end:                             ; preds = %relu1_grad.ix369
+  %iy368.next = add nsw i64 %relu1_grad.iy36868, 1
+  %256 = icmp slt i64 %iy368.next, 28
+  br i1 %256, label %relu1_grad.iy368, label %relu1_grad.iy368.end
 
-relu1_grad.j362:                                  ; preds = %relu1_grad.ty363.end, %relu1_grad.j358.end
-  %relu1_grad.j36272 = phi i64 [ 0, %relu1_grad.j358.end ], [ %j362.next, %relu1_grad.ty363.end ]
-  br label %relu1_grad.ty363
+relu1_grad.j370:                                  ; preds = %relu1_grad.ty371.end, %relu1_grad.j366.end
+  %relu1_grad.j37072 = phi i64 [ 0, %relu1_grad.j366.end ], [ %j370.next, %relu1_grad.ty371.end ]
+  br label %relu1_grad.ty371
 
-relu1_grad.j362.end:                              ; preds = %relu1_grad.ty363.end
-  br label %relu1_grad.xi398
+relu1_grad.j370.end:                              ; preds = %relu1_grad.ty371.end
+  br label %relu1_grad.xi406
 
-relu1_grad.ty363:                                 ; preds = %relu1_grad.tx364.end, %relu1_grad.j362
-  %relu1_grad.ty36373 = phi i64 [ 0, %relu1_grad.j362 ], [ %ty363.next, %relu1_grad.tx364.end ]
-  br label %relu1_grad.tx364
+relu1_grad.ty371:                                 ; preds = %relu1_grad.tx372.end, %relu1_grad.j370
+  %relu1_grad.ty37173 = phi i64 [ 0, %relu1_grad.j370 ], [ %ty371.next, %relu1_grad.tx372.end ]
+  br label %relu1_grad.tx372
 
-relu1_grad.ty363.end:                             ; preds = %relu1_grad.tx364.end
-  %j362.next = add nsw i64 %relu1_grad.j36272, 1
-  %257 = icmp slt i64 %j362.next, 1
-  br i1 %257, label %relu1_grad.j362, label %relu1_grad.j362.end
+relu1_grad.ty371.end:                             ; preds = %relu1_grad.tx372.end
+  %j370.next = add nsw i64 %relu1_grad.j37072, 1
+  %257 = icmp slt i64 %j370.next, 1
+  br i1 %257, label %relu1_grad.j370, label %relu1_grad.j370.end
 
-relu1_grad.tx364:                                 ; preds = %relu1_grad.cv365.end, %relu1_grad.ty363
-  %relu1_grad.tx36474 = phi i64 [ 0, %relu1_grad.ty363 ], [ %tx364.next, %relu1_grad.cv365.end ]
-  br label %relu1_grad.cv365
+relu1_grad.tx372:                                 ; preds = %relu1_grad.cv373.end, %relu1_grad.ty371
+  %relu1_grad.tx37274 = phi i64 [ 0, %relu1_grad.ty371 ], [ %tx372.next, %relu1_grad.cv373.end ]
+  br label %relu1_grad.cv373
 
-relu1_grad.tx364.end:                             ; preds = %relu1_grad.cv365.end
-  %ty363.next = add nsw i64 %relu1_grad.ty36373, 1
-  %258 = icmp slt i64 %ty363.next, 14
-  br i1 %258, label %relu1_grad.ty363, label %relu1_grad.ty363.end
+relu1_grad.tx372.end:                             ; preds = %relu1_grad.cv373.end
+  %ty371.next = add nsw i64 %relu1_grad.ty37173, 1
+  %258 = icmp slt i64 %ty371.next, 14
+  br i1 %258, label %relu1_grad.ty371, label %relu1_grad.ty371.end
 
-relu1_grad.cv365:                                 ; preds = %relu1_grad.cv365, %relu1_grad.tx364
-  %relu1_grad.cv36575 = phi i64 [ 0, %relu1_grad.tx364 ], [ %cv365.next, %relu1_grad.cv365 ]
-  %259 = mul nsw i64 %relu1_grad.j36272, 57600
-  %260 = mul nsw i64 %relu1_grad.ty36373, 2
+relu1_grad.cv373:                                 ; preds = %relu1_grad.cv373, %relu1_grad.tx372
+  %relu1_grad.cv37375 = phi i64 [ 0, %relu1_grad.tx372 ], [ %cv373.next, %relu1_grad.cv373 ]
+  %259 = mul nsw i64 %relu1_grad.j37072, 57600
+  %260 = mul nsw i64 %relu1_grad.ty37173, 2
   %261 = mul nsw i64 %260, 1920
   %262 = add nsw i64 %259, %261
-  %263 = mul nsw i64 %relu1_grad.tx36474, 2
+  %263 = mul nsw i64 %relu1_grad.tx37274, 2
   %264 = mul nsw i64 %263, 64
   %265 = add nsw i64 %262, %264
-  %266 = mul nsw i64 %relu1_grad.cv36575, 8
+  %266 = mul nsw i64 %relu1_grad.cv37375, 8
   %267 = add nsw i64 %265, %266
   %268 = add nsw i64 3261072, %267
   %arena76 = getelementptr inbounds float, ptr %arena, i64 %268
   %269 = load <8 x float>, ptr %arena76, align 4
-  %270 = mul nsw i64 %relu1_grad.j36272, 57600
-  %271 = mul nsw i64 %relu1_grad.ty36373, 2
+  %270 = mul nsw i64 %relu1_grad.j37072, 57600
+  %271 = mul nsw i64 %relu1_grad.ty37173, 2
   %272 = add nsw i64 %271, 2
   %273 = mul nsw i64 %272, 1920
   %274 = add nsw i64 %270, %273
-  %275 = mul nsw i64 %relu1_grad.tx36474, 2
+  %275 = mul nsw i64 %relu1_grad.tx37274, 2
   %276 = mul nsw i64 %275, 64
   %277 = add nsw i64 %274, %276
-  %278 = mul nsw i64 %relu1_grad.cv36575, 8
+  %278 = mul nsw i64 %relu1_grad.cv37375, 8
   %279 = add nsw i64 %277, %278
   %280 = add nsw i64 3261072, %279
   %arena77 = getelementptr inbounds float, ptr %arena, i64 %280
   %281 = load <8 x float>, ptr %arena77, align 4
   %282 = fsub <8 x float> %269, %281
-  store <8 x float> %282, ptr %relu1_grad.w366, align 32
-  %283 = mul nsw i64 %relu1_grad.j36272, 57600
-  %284 = mul nsw i64 %relu1_grad.ty36373, 2
+  store <8 x float> %282, ptr %relu1_grad.w374, align 32
+  %283 = mul nsw i64 %relu1_grad.j37072, 57600
+  %284 = mul nsw i64 %relu1_grad.ty37173, 2
   %285 = add nsw i64 %284, 1
   %286 = mul nsw i64 %285, 1920
   %287 = add nsw i64 %283, %286
-  %288 = mul nsw i64 %relu1_grad.tx36474, 2
+  %288 = mul nsw i64 %relu1_grad.tx37274, 2
   %289 = mul nsw i64 %288, 64
   %290 = add nsw i64 %287, %289
-  %291 = mul nsw i64 %relu1_grad.cv36575, 8
+  %291 = mul nsw i64 %relu1_grad.cv37375, 8
   %292 = add nsw i64 %290, %291
   %293 = add nsw i64 3261072, %292
   %arena78 = getelementptr inbounds float, ptr %arena, i64 %293
   %294 = load <8 x float>, ptr %arena78, align 4
-  %295 = mul nsw i64 %relu1_grad.j36272, 57600
-  %296 = mul nsw i64 %relu1_grad.ty36373, 2
+  %295 = mul nsw i64 %relu1_grad.j37072, 57600
+  %296 = mul nsw i64 %relu1_grad.ty37173, 2
   %297 = add nsw i64 %296, 2
   %298 = mul nsw i64 %297, 1920
   %299 = add nsw i64 %295, %298
-  %300 = mul nsw i64 %relu1_grad.tx36474, 2
+  %300 = mul nsw i64 %relu1_grad.tx37274, 2
   %301 = mul nsw i64 %300, 64
   %302 = add nsw i64 %299, %301
-  %303 = mul nsw i64 %relu1_grad.cv36575, 8
+  %303 = mul nsw i64 %relu1_grad.cv37375, 8
   %304 = add nsw i64 %302, %303
   %305 = add nsw i64 3261072, %304
   %arena79 = getelementptr inbounds float, ptr %arena, i64 %305
   %306 = load <8 x float>, ptr %arena79, align 4
   %307 = fadd <8 x float> %294, %306
-  store <8 x float> %307, ptr %relu1_grad.w367, align 32
-  %308 = mul nsw i64 %relu1_grad.j36272, 57600
-  %309 = mul nsw i64 %relu1_grad.ty36373, 2
+  store <8 x float> %307, ptr %relu1_grad.w375, align 32
+  %308 = mul nsw i64 %relu1_grad.j37072, 57600
+  %309 = mul nsw i64 %relu1_grad.ty37173, 2
   %310 = add nsw i64 %309, 2
   %311 = mul nsw i64 %310, 1920
   %312 = add nsw i64 %308, %311
-  %313 = mul nsw i64 %relu1_grad.tx36474, 2
+  %313 = mul nsw i64 %relu1_grad.tx37274, 2
   %314 = mul nsw i64 %313, 64
   %315 = add nsw i64 %312, %314
-  %316 = mul nsw i64 %relu1_grad.cv36575, 8
+  %316 = mul nsw i64 %relu1_grad.cv37375, 8
   %317 = add nsw i64 %315, %316
   %318 = add nsw i64 3261072, %317
   %arena80 = getelementptr inbounds float, ptr %arena, i64 %318
   %319 = load <8 x float>, ptr %arena80, align 4
-  %320 = mul nsw i64 %relu1_grad.j36272, 57600
-  %321 = mul nsw i64 %relu1_grad.ty36373, 2
+  %320 = mul nsw i64 %relu1_grad.j37072, 57600
+  %321 = mul nsw i64 %relu1_grad.ty37173, 2
   %322 = add nsw i64 %321, 1
   %323 = mul nsw i64 %322, 1920
   %324 = add nsw i64 %320, %323
-  %325 = mul nsw i64 %relu1_grad.tx36474, 2
+  %325 = mul nsw i64 %relu1_grad.tx37274, 2
   %326 = mul nsw i64 %325, 64
   %327 = add nsw i64 %324, %326
-  %328 = mul nsw i64 %relu1_grad.cv36575, 8
+  %328 = mul nsw i64 %relu1_grad.cv37375, 8
   %329 = add nsw i64 %327, %328
   %330 = add nsw i64 3261072, %329
   %arena81 = getelementptr inbounds float, ptr %arena, i64 %330
   %331 = load <8 x float>, ptr %arena81, align 4
   %332 = fsub <8 x float> %319, %331
-  store <8 x float> %332, ptr %relu1_grad.w368, align 32
-  %333 = mul nsw i64 %relu1_grad.j36272, 57600
-  %334 = mul nsw i64 %relu1_grad.ty36373, 2
+  store <8 x float> %332, ptr %relu1_grad.w376, align 32
+  %333 = mul nsw i64 %relu1_grad.j37072, 57600
+  %334 = mul nsw i64 %relu1_grad.ty37173, 2
   %335 = add nsw i64 %334, 1
   %336 = mul nsw i64 %335, 1920
   %337 = add nsw i64 %333, %336
-  %338 = mul nsw i64 %relu1_grad.tx36474, 2
+  %338 = mul nsw i64 %relu1_grad.tx37274, 2
   %339 = mul nsw i64 %338, 64
   %340 = add nsw i64 %337, %339
-  %341 = mul nsw i64 %relu1_grad.cv36575, 8
+  %341 = mul nsw i64 %relu1_grad.cv37375, 8
   %342 = add nsw i64 %340, %341
   %343 = add nsw i64 3261072, %342
   %arena82 = getelementptr inbounds float, ptr %arena, i64 %343
   %344 = load <8 x float>, ptr %arena82, align 4
-  %345 = mul nsw i64 %relu1_grad.j36272, 57600
-  %346 = mul nsw i64 %relu1_grad.ty36373, 2
+  %345 = mul nsw i64 %relu1_grad.j37072, 57600
+  %346 = mul nsw i64 %relu1_grad.ty37173, 2
   %347 = add nsw i64 %346, 3
   %348 = mul nsw i64 %347, 1920
   %349 = add nsw i64 %345, %348
-  %350 = mul nsw i64 %relu1_grad.tx36474, 2
+  %350 = mul nsw i64 %relu1_grad.tx37274, 2
   %351 = mul nsw i64 %350, 64
   %352 = add nsw i64 %349, %351
-  %353 = mul nsw i64 %relu1_grad.cv36575, 8
+  %353 = mul nsw i64 %relu1_grad.cv37375, 8
   %354 = add nsw i64 %352, %353
   %355 = add nsw i64 3261072, %354
   %arena83 = getelementptr inbounds float, ptr %arena, i64 %355
   %356 = load <8 x float>, ptr %arena83, align 4
   %357 = fsub <8 x float> %344, %356
-  store <8 x float> %357, ptr %relu1_grad.w369, align 32
-  %358 = mul nsw i64 %relu1_grad.j36272, 57600
-  %359 = mul nsw i64 %relu1_grad.ty36373, 2
+  store <8 x float> %357, ptr %relu1_grad.w377, align 32
+  %358 = mul nsw i64 %relu1_grad.j37072, 57600
+  %359 = mul nsw i64 %relu1_grad.ty37173, 2
   %360 = mul nsw i64 %359, 1920
   %361 = add nsw i64 %358, %360
-  %362 = mul nsw i64 %relu1_grad.tx36474, 2
+  %362 = mul nsw i64 %relu1_grad.tx37274, 2
   %363 = add nsw i64 %362, 1
   %364 = mul nsw i64 %363, 64
   %365 = add nsw i64 %361, %364
-  %366 = mul nsw i64 %relu1_grad.cv36575, 8
+  %366 = mul nsw i64 %relu1_grad.cv37375, 8
   %367 = add nsw i64 %365, %366
   %368 = add nsw i64 3261072, %367
   %arena84 = getelementptr inbounds float, ptr %arena, i64 %368
   %369 = load <8 x float>, ptr %arena84, align 4
-  %370 = mul nsw i64 %relu1_grad.j36272, 57600
-  %371 = mul nsw i64 %relu1_grad.ty36373, 2
+  %370 = mul nsw i64 %relu1_grad.j37072, 57600
+  %371 = mul nsw i64 %relu1_grad.ty37173, 2
   %372 = add nsw i64 %371, 2
   %373 = mul nsw i64 %372, 1920
   %374 = add nsw i64 %370, %373
-  %375 = mul nsw i64 %relu1_grad.tx36474, 2
+  %375 = mul nsw i64 %relu1_grad.tx37274, 2
   %376 = add nsw i64 %375, 1
   %377 = mul nsw i64 %376, 64
   %378 = add nsw i64 %374, %377
-  %379 = mul nsw i64 %relu1_grad.cv36575, 8
+  %379 = mul nsw i64 %relu1_grad.cv37375, 8
   %380 = add nsw i64 %378, %379
   %381 = add nsw i64 3261072, %380
   %arena85 = getelementptr inbounds float, ptr %arena, i64 %381
   %382 = load <8 x float>, ptr %arena85, align 4
   %383 = fsub <8 x float> %369, %382
-  store <8 x float> %383, ptr %relu1_grad.w370, align 32
-  %384 = mul nsw i64 %relu1_grad.j36272, 57600
-  %385 = mul nsw i64 %relu1_grad.ty36373, 2
+  store <8 x float> %383, ptr %relu1_grad.w378, align 32
+  %384 = mul nsw i64 %relu1_grad.j37072, 57600
+  %385 = mul nsw i64 %relu1_grad.ty37173, 2
   %386 = add nsw i64 %385, 1
   %387 = mul nsw i64 %386, 1920
   %388 = add nsw i64 %384, %387
-  %389 = mul nsw i64 %relu1_grad.tx36474, 2
+  %389 = mul nsw i64 %relu1_grad.tx37274, 2
   %390 = add nsw i64 %389, 1
   %391 = mul nsw i64 %390, 64
   %392 = add nsw i64 %388, %391
-  %393 = mul nsw i64 %relu1_grad.cv36575, 8
+  %393 = mul nsw i64 %relu1_grad.cv37375, 8
   %394 = add nsw i64 %392, %393
   %395 = add nsw i64 3261072, %394
   %arena86 = getelementptr inbounds float, ptr %arena, i64 %395
   %396 = load <8 x float>, ptr %arena86, align 4
-  %397 = mul nsw i64 %relu1_grad.j36272, 57600
-  %398 = mul nsw i64 %relu1_grad.ty36373, 2
+  %397 = mul nsw i64 %relu1_grad.j37072, 57600
+  %398 = mul nsw i64 %relu1_grad.ty37173, 2
   %399 = add nsw i64 %398, 2
   %400 = mul nsw i64 %399, 1920
   %401 = add nsw i64 %397, %400
-  %402 = mul nsw i64 %relu1_grad.tx36474, 2
+  %402 = mul nsw i64 %relu1_grad.tx37274, 2
   %403 = add nsw i64 %402, 1
   %404 = mul nsw i64 %403, 64
   %405 = add nsw i64 %401, %404
-  %406 = mul nsw i64 %relu1_grad.cv36575, 8
+  %406 = mul nsw i64 %relu1_grad.cv37375, 8
   %407 = add nsw i64 %405, %406
   %408 = add nsw i64 3261072, %407
   %arena87 = getelementptr inbounds float, ptr %arena, i64 %408
   %409 = load <8 x float>, ptr %arena87, align 4
   %410 = fadd <8 x float> %396, %409
-  store <8 x float> %410, ptr %relu1_grad.w371, align 32
-  %411 = mul nsw i64 %relu1_grad.j36272, 57600
-  %412 = mul nsw i64 %relu1_grad.ty36373, 2
+  store <8 x float> %410, ptr %relu1_grad.w379, align 32
+  %411 = mul nsw i64 %relu1_grad.j37072, 57600
+  %412 = mul nsw i64 %relu1_grad.ty37173, 2
   %413 = add nsw i64 %412, 2
   %414 = mul nsw i64 %413, 1920
   %415 = add nsw i64 %411, %414
-  %416 = mul nsw i64 %relu1_grad.tx36474, 2
+  %416 = mul nsw i64 %relu1_grad.tx37274, 2
   %417 = add nsw i64 %416, 1
   %418 = mul nsw i64 %417, 64
   %419 = add nsw i64 %415, %418
-  %420 = mul nsw i64 %relu1_grad.cv36575, 8
+  %420 = mul nsw i64 %relu1_grad.cv37375, 8
   %421 = add nsw i64 %419, %420
   %422 = add nsw i64 3261072, %421
   %arena88 = getelementptr inbounds float, ptr %arena, i64 %422
   %423 = load <8 x float>, ptr %arena88, align 4
-  %424 = mul nsw i64 %relu1_grad.j36272, 57600
-  %425 = mul nsw i64 %relu1_grad.ty36373, 2
+  %424 = mul nsw i64 %relu1_grad.j37072, 57600
+  %425 = mul nsw i64 %relu1_grad.ty37173, 2
   %426 = add nsw i64 %425, 1
   %427 = mul nsw i64 %426, 1920
   %428 = add nsw i64 %424, %427
-  %429 = mul nsw i64 %relu1_grad.tx36474, 2
+  %429 = mul nsw i64 %relu1_grad.tx37274, 2
   %430 = add nsw i64 %429, 1
   %431 = mul nsw i64 %430, 64
   %432 = add nsw i64 %428, %431
-  %433 = mul nsw i64 %relu1_grad.cv36575, 8
+  %433 = mul nsw i64 %relu1_grad.cv37375, 8
   %434 = add nsw i64 %432, %433
   %435 = add nsw i64 3261072, %434
   %arena89 = getelementptr inbounds float, ptr %arena, i64 %435
   %436 = load <8 x float>, ptr %arena89, align 4
   %437 = fsub <8 x float> %423, %436
-  store <8 x float> %437, ptr %relu1_grad.w372, align 32
-  %438 = mul nsw i64 %relu1_grad.j36272, 57600
-  %439 = mul nsw i64 %relu1_grad.ty36373, 2
+  store <8 x float> %437, ptr %relu1_grad.w380, align 32
+  %438 = mul nsw i64 %relu1_grad.j37072, 57600
+  %439 = mul nsw i64 %relu1_grad.ty37173, 2
   %440 = add nsw i64 %439, 1
   %441 = mul nsw i64 %440, 1920
   %442 = add nsw i64 %438, %441
-  %443 = mul nsw i64 %relu1_grad.tx36474, 2
+  %443 = mul nsw i64 %relu1_grad.tx37274, 2
   %444 = add nsw i64 %443, 1
   %445 = mul nsw i64 %444, 64
   %446 = add nsw i64 %442, %445
-  %447 = mul nsw i64 %relu1_grad.cv36575, 8
+  %447 = mul nsw i64 %relu1_grad.cv37375, 8
   %448 = add nsw i64 %446, %447
   %449 = add nsw i64 3261072, %448
   %arena90 = getelementptr inbounds float, ptr %arena, i64 %449
   %450 = load <8 x float>, ptr %arena90, align 4
-  %451 = mul nsw i64 %relu1_grad.j36272, 57600
-  %452 = mul nsw i64 %relu1_grad.ty36373, 2
+  %451 = mul nsw i64 %relu1_grad.j37072, 57600
+  %452 = mul nsw i64 %relu1_grad.ty37173, 2
   %453 = add nsw i64 %452, 3
   %454 = mul nsw i64 %453, 1920
   %455 = add nsw i64 %451, %454
-  %456 = mul nsw i64 %relu1_grad.tx36474, 2
+  %456 = mul nsw i64 %relu1_grad.tx37274, 2
   %457 = add nsw i64 %456, 1
   %458 = mul nsw i64 %457, 64
   %459 = add nsw i64 %455, %458
-  %460 = mul nsw i64 %relu1_grad.cv36575, 8
+  %460 = mul nsw i64 %relu1_grad.cv37375, 8
   %461 = add nsw i64 %459, %460
   %462 = add nsw i64 3261072, %461
   %arena91 = getelementptr inbounds float, ptr %arena, i64 %462
   %463 = load <8 x float>, ptr %arena91, align 4
   %464 = fsub <8 x float> %450, %463
-  store <8 x float> %464, ptr %relu1_grad.w373, align 32
-  %465 = mul nsw i64 %relu1_grad.j36272, 57600
-  %466 = mul nsw i64 %relu1_grad.ty36373, 2
+  store <8 x float> %464, ptr %relu1_grad.w381, align 32
+  %465 = mul nsw i64 %relu1_grad.j37072, 57600
+  %466 = mul nsw i64 %relu1_grad.ty37173, 2
   %467 = mul nsw i64 %466, 1920
   %468 = add nsw i64 %465, %467
-  %469 = mul nsw i64 %relu1_grad.tx36474, 2
+  %469 = mul nsw i64 %relu1_grad.tx37274, 2
   %470 = add nsw i64 %469, 2
   %471 = mul nsw i64 %470, 64
   %472 = add nsw i64 %468, %471
-  %473 = mul nsw i64 %relu1_grad.cv36575, 8
+  %473 = mul nsw i64 %relu1_grad.cv37375, 8
   %474 = add nsw i64 %472, %473
   %475 = add nsw i64 3261072, %474
   %arena92 = getelementptr inbounds float, ptr %arena, i64 %475
   %476 = load <8 x float>, ptr %arena92, align 4
-  %477 = mul nsw i64 %relu1_grad.j36272, 57600
-  %478 = mul nsw i64 %relu1_grad.ty36373, 2
+  %477 = mul nsw i64 %relu1_grad.j37072, 57600
+  %478 = mul nsw i64 %relu1_grad.ty37173, 2
   %479 = add nsw i64 %478, 2
   %480 = mul nsw i64 %479, 1920
   %481 = add nsw i64 %477, %480
-  %482 = mul nsw i64 %relu1_grad.tx36474, 2
+  %482 = mul nsw i64 %relu1_grad.tx37274, 2
   %483 = add nsw i64 %482, 2
   %484 = mul nsw i64 %483, 64
   %485 = add nsw i64 %481, %484
-  %486 = mul nsw i64 %relu1_grad.cv36575, 8
+  %486 = mul nsw i64 %relu1_grad.cv37375, 8
   %487 = add nsw i64 %485, %486
   %488 = add nsw i64 3261072, %487
   %arena93 = getelementptr inbounds float, ptr %arena, i64 %488
   %489 = load <8 x float>, ptr %arena93, align 4
   %490 = fsub <8 x float> %476, %489
-  store <8 x float> %490, ptr %relu1_grad.w374, align 32
-  %491 = mul nsw i64 %relu1_grad.j36272, 57600
-  %492 = mul nsw i64 %relu1_grad.ty36373, 2
+  store <8 x float> %490, ptr %relu1_grad.w382, align 32
+  %491 = mul nsw i64 %relu1_grad.j37072, 57600
+  %492 = mul nsw i64 %relu1_grad.ty37173, 2
   %493 = add nsw i64 %492, 1
   %494 = mul nsw i64 %493, 1920
   %495 = add nsw i64 %491, %494
-  %496 = mul nsw i64 %relu1_grad.tx36474, 2
+  %496 = mul nsw i64 %relu1_grad.tx37274, 2
   %497 = add nsw i64 %496, 2
   %498 = mul nsw i64 %497, 64
   %499 = add nsw i64 %495, %498
-  %500 = mul nsw i64 %relu1_grad.cv36575, 8
+  %500 = mul nsw i64 %relu1_grad.cv37375, 8
   %501 = add nsw i64 %499, %500
   %502 = add nsw i64 3261072, %501
   %arena94 = getelementptr inbounds float, ptr %arena, i64 %502
   %503 = load <8 x float>, ptr %arena94, align 4
-  %504 = mul nsw i64 %relu1_grad.j36272, 57600
-  %505 = mul nsw i64 %relu1_grad.ty36373, 2
+  %504 = mul nsw i64 %relu1_grad.j37072, 57600
+  %505 = mul nsw i64 %relu1_grad.ty37173, 2
   %506 = add nsw i64 %505, 2
   %507 = mul nsw i64 %506, 1920
   %508 = add nsw i64 %504, %507
-  %509 = mul nsw i64 %relu1_grad.tx36474, 2
+  %509 = mul nsw i64 %relu1_grad.tx37274, 2
   %510 = add nsw i64 %509, 2
   %511 = mul nsw i64 %510, 64
   %512 = add nsw i64 %508, %511
-  %513 = mul nsw i64 %relu1_grad.cv36575, 8
+  %513 = mul nsw i64 %relu1_grad.cv37375, 8
   %514 = add nsw i64 %512, %513
   %515 = add nsw i64 3261072, %514
   %arena95 = getelementptr inbounds float, ptr %arena, i64 %515
   %516 = load <8 x float>, ptr %arena95, align 4
   %517 = fadd <8 x float> %503, %516
-  store <8 x float> %517, ptr %relu1_grad.w375, align 32
-  %518 = mul nsw i64 %relu1_grad.j36272, 57600
-  %519 = mul nsw i64 %relu1_grad.ty36373, 2
+  store <8 x float> %517, ptr %relu1_grad.w383, align 32
+  %518 = mul nsw i64 %relu1_grad.j37072, 57600
+  %519 = mul nsw i64 %relu1_grad.ty37173, 2
   %520 = add nsw i64 %519, 2
   %521 = mul nsw i64 %520, 1920
   %522 = add nsw i64 %518, %521
-  %523 = mul nsw i64 %relu1_grad.tx36474, 2
+  %523 = mul nsw i64 %relu1_grad.tx37274, 2
   %524 = add nsw i64 %523, 2
   %525 = mul nsw i64 %524, 64
   %526 = add nsw i64 %522, %525
-  %527 = mul nsw i64 %relu1_grad.cv36575, 8
+  %527 = mul nsw i64 %relu1_grad.cv37375, 8
   %528 = add nsw i64 %526, %527
   %529 = add nsw i64 3261072, %528
   %arena96 = getelementptr inbounds float, ptr %arena, i64 %529
   %530 = load <8 x float>, ptr %arena96, align 4
-  %531 = mul nsw i64 %relu1_grad.j36272, 57600
-  %532 = mul nsw i64 %relu1_grad.ty36373, 2
+  %531 = mul nsw i64 %relu1_grad.j37072, 57600
+  %532 = mul nsw i64 %relu1_grad.ty37173, 2
   %533 = add nsw i64 %532, 1
   %534 = mul nsw i64 %533, 1920
   %535 = add nsw i64 %531, %534
-  %536 = mul nsw i64 %relu1_grad.tx36474, 2
+  %536 = mul nsw i64 %relu1_grad.tx37274, 2
   %537 = add nsw i64 %536, 2
   %538 = mul nsw i64 %537, 64
   %539 = add nsw i64 %535, %538
-  %540 = mul nsw i64 %relu1_grad.cv36575, 8
+  %540 = mul nsw i64 %relu1_grad.cv37375, 8
   %541 = add nsw i64 %539, %540
   %542 = add nsw i64 3261072, %541
   %arena97 = getelementptr inbounds float, ptr %arena, i64 %542
   %543 = load <8 x float>, ptr %arena97, align 4
   %544 = fsub <8 x float> %530, %543
-  store <8 x float> %544, ptr %relu1_grad.w376, align 32
-  %545 = mul nsw i64 %relu1_grad.j36272, 57600
-  %546 = mul nsw i64 %relu1_grad.ty36373, 2
+  store <8 x float> %544, ptr %relu1_grad.w384, align 32
+  %545 = mul nsw i64 %relu1_grad.j37072, 57600
+  %546 = mul nsw i64 %relu1_grad.ty37173, 2
   %547 = add nsw i64 %546, 1
   %548 = mul nsw i64 %547, 1920
   %549 = add nsw i64 %545, %548
-  %550 = mul nsw i64 %relu1_grad.tx36474, 2
+  %550 = mul nsw i64 %relu1_grad.tx37274, 2
   %551 = add nsw i64 %550, 2
   %552 = mul nsw i64 %551, 64
   %553 = add nsw i64 %549, %552
-  %554 = mul nsw i64 %relu1_grad.cv36575, 8
+  %554 = mul nsw i64 %relu1_grad.cv37375, 8
   %555 = add nsw i64 %553, %554
   %556 = add nsw i64 3261072, %555
   %arena98 = getelementptr inbounds float, ptr %arena, i64 %556
   %557 = load <8 x float>, ptr %arena98, align 4
-  %558 = mul nsw i64 %relu1_grad.j36272, 57600
-  %559 = mul nsw i64 %relu1_grad.ty36373, 2
+  %558 = mul nsw i64 %relu1_grad.j37072, 57600
+  %559 = mul nsw i64 %relu1_grad.ty37173, 2
   %560 = add nsw i64 %559, 3
   %561 = mul nsw i64 %560, 1920
   %562 = add nsw i64 %558, %561
-  %563 = mul nsw i64 %relu1_grad.tx36474, 2
+  %563 = mul nsw i64 %relu1_grad.tx37274, 2
   %564 = add nsw i64 %563, 2
   %565 = mul nsw i64 %564, 64
   %566 = add nsw i64 %562, %565
-  %567 = mul nsw i64 %relu1_grad.cv36575, 8
+  %567 = mul nsw i64 %relu1_grad.cv37375, 8
   %568 = add nsw i64 %566, %567
   %569 = add nsw i64 3261072, %568
   %arena99 = getelementptr inbounds float, ptr %arena, i64 %569
   %570 = load <8 x float>, ptr %arena99, align 4
   %571 = fsub <8 x float> %557, %570
-  store <8 x float> %571, ptr %relu1_grad.w377, align 32
-  %572 = mul nsw i64 %relu1_grad.j36272, 57600
-  %573 = mul nsw i64 %relu1_grad.ty36373, 2
+  store <8 x float> %571, ptr %relu1_grad.w385, align 32
+  %572 = mul nsw i64 %relu1_grad.j37072, 57600
+  %573 = mul nsw i64 %relu1_grad.ty37173, 2
   %574 = mul nsw i64 %573, 1920
   %575 = add nsw i64 %572, %574
-  %576 = mul nsw i64 %relu1_grad.tx36474, 2
+  %576 = mul nsw i64 %relu1_grad.tx37274, 2
   %577 = add nsw i64 %576, 3
   %578 = mul nsw i64 %577, 64
   %579 = add nsw i64 %575, %578
-  %580 = mul nsw i64 %relu1_grad.cv36575, 8
+  %580 = mul nsw i64 %relu1_grad.cv37375, 8
   %581 = add nsw i64 %579, %580
   %582 = add nsw i64 3261072, %581
   %arena100 = getelementptr inbounds float, ptr %arena, i64 %582
   %583 = load <8 x float>, ptr %arena100, align 4
-  %584 = mul nsw i64 %relu1_grad.j36272, 57600
-  %585 = mul nsw i64 %relu1_grad.ty36373, 2
+  %584 = mul nsw i64 %relu1_grad.j37072, 57600
+  %585 = mul nsw i64 %relu1_grad.ty37173, 2
   %586 = add nsw i64 %585, 2
   %587 = mul nsw i64 %586, 1920
   %588 = add nsw i64 %584, %587
-  %589 = mul nsw i64 %relu1_grad.tx36474, 2
+  %589 = mul nsw i64 %relu1_grad.tx37274, 2
   %590 = add nsw i64 %589, 3
   %591 = mul nsw i64 %590, 64
   %592 = add nsw i64 %588, %591
-  %593 = mul nsw i64 %relu1_grad.cv36575, 8
+  %593 = mul nsw i64 %relu1_grad.cv37375, 8
   %594 = add nsw i64 %592, %593
   %595 = add nsw i64 3261072, %594
   %arena101 = getelementptr inbounds float, ptr %arena, i64 %595
   %596 = load <8 x float>, ptr %arena101, align 4
   %597 = fsub <8 x float> %583, %596
-  store <8 x float> %597, ptr %relu1_grad.w378, align 32
-  %598 = mul nsw i64 %relu1_grad.j36272, 57600
-  %599 = mul nsw i64 %relu1_grad.ty36373, 2
+  store <8 x float> %597, ptr %relu1_grad.w386, align 32
+  %598 = mul nsw i64 %relu1_grad.j37072, 57600
+  %599 = mul nsw i64 %relu1_grad.ty37173, 2
   %600 = add nsw i64 %599, 1
   %601 = mul nsw i64 %600, 1920
   %602 = add nsw i64 %598, %601
-  %603 = mul nsw i64 %relu1_grad.tx36474, 2
+  %603 = mul nsw i64 %relu1_grad.tx37274, 2
   %604 = add nsw i64 %603, 3
   %605 = mul nsw i64 %604, 64
   %606 = add nsw i64 %602, %605
-  %607 = mul nsw i64 %relu1_grad.cv36575, 8
+  %607 = mul nsw i64 %relu1_grad.cv37375, 8
   %608 = add nsw i64 %606, %607
   %609 = add nsw i64 3261072, %608
   %arena102 = getelementptr inbounds float, ptr %arena, i64 %609
   %610 = load <8 x float>, ptr %arena102, align 4
-  %611 = mul nsw i64 %relu1_grad.j36272, 57600
-  %612 = mul nsw i64 %relu1_grad.ty36373, 2
+  %611 = mul nsw i64 %relu1_grad.j37072, 57600
+  %612 = mul nsw i64 %relu1_grad.ty37173, 2
   %613 = add nsw i64 %612, 2
   %614 = mul nsw i64 %613, 1920
   %615 = add nsw i64 %611, %614
-  %616 = mul nsw i64 %relu1_grad.tx36474, 2
+  %616 = mul nsw i64 %relu1_grad.tx37274, 2
   %617 = add nsw i64 %616, 3
   %618 = mul nsw i64 %617, 64
   %619 = add nsw i64 %615, %618
-  %620 = mul nsw i64 %relu1_grad.cv36575, 8
+  %620 = mul nsw i64 %relu1_grad.cv37375, 8
   %621 = add nsw i64 %619, %620
   %622 = add nsw i64 3261072, %621
   %arena103 = getelementptr inbounds float, ptr %arena, i64 %622
   %623 = load <8 x float>, ptr %arena103, align 4
   %624 = fadd <8 x float> %610, %623
-  store <8 x float> %624, ptr %relu1_grad.w379, align 32
-  %625 = mul nsw i64 %relu1_grad.j36272, 57600
-  %626 = mul nsw i64 %relu1_grad.ty36373, 2
+  store <8 x float> %624, ptr %relu1_grad.w387, align 32
+  %625 = mul nsw i64 %relu1_grad.j37072, 57600
+  %626 = mul nsw i64 %relu1_grad.ty37173, 2
   %627 = add nsw i64 %626, 2
   %628 = mul nsw i64 %627, 1920
   %629 = add nsw i64 %625, %628
-  %630 = mul nsw i64 %relu1_grad.tx36474, 2
+  %630 = mul nsw i64 %relu1_grad.tx37274, 2
   %631 = add nsw i64 %630, 3
   %632 = mul nsw i64 %631, 64
   %633 = add nsw i64 %629, %632
-  %634 = mul nsw i64 %relu1_grad.cv36575, 8
+  %634 = mul nsw i64 %relu1_grad.cv37375, 8
   %635 = add nsw i64 %633, %634
   %636 = add nsw i64 3261072, %635
   %arena104 = getelementptr inbounds float, ptr %arena, i64 %636
   %637 = load <8 x float>, ptr %arena104, align 4
-  %638 = mul nsw i64 %relu1_grad.j36272, 57600
-  %639 = mul nsw i64 %relu1_grad.ty36373, 2
+  %638 = mul nsw i64 %relu1_grad.j37072, 57600
+  %639 = mul nsw i64 %relu1_grad.ty37173, 2
   %640 = add nsw i64 %639, 1
   %641 = mul nsw i64 %640, 1920
   %642 = add nsw i64 %638, %641
-  %643 = mul nsw i64 %relu1_grad.tx36474, 2
+  %643 = mul nsw i64 %relu1_grad.tx37274, 2
   %644 = add nsw i64 %643, 3
   %645 = mul nsw i64 %644, 64
   %646 = add nsw i64 %642, %645
-  %647 = mul nsw i64 %relu1_grad.cv36575, 8
+  %647 = mul nsw i64 %relu1_grad.cv37375, 8
   %648 = add nsw i64 %646, %647
   %649 = add nsw i64 3261072, %648
   %arena105 = getelementptr inbounds float, ptr %arena, i64 %649
   %650 = load <8 x float>, ptr %arena105, align 4
   %651 = fsub <8 x float> %637, %650
-  store <8 x float> %651, ptr %relu1_grad.w380, align 32
-  %652 = mul nsw i64 %relu1_grad.j36272, 57600
-  %653 = mul nsw i64 %relu1_grad.ty36373, 2
+  store <8 x float> %651, ptr %relu1_grad.w388, align 32
+  %652 = mul nsw i64 %relu1_grad.j37072, 57600
+  %653 = mul nsw i64 %relu1_grad.ty37173, 2
   %654 = add nsw i64 %653, 1
   %655 = mul nsw i64 %654, 1920
   %656 = add nsw i64 %652, %655
-  %657 = mul nsw i64 %relu1_grad.tx36474, 2
+  %657 = mul nsw i64 %relu1_grad.tx37274, 2
   %658 = add nsw i64 %657, 3
   %659 = mul nsw i64 %658, 64
   %660 = add nsw i64 %656, %659
-  %661 = mul nsw i64 %relu1_grad.cv36575, 8
+  %661 = mul nsw i64 %relu1_grad.cv37375, 8
   %662 = add nsw i64 %660, %661
   %663 = add nsw i64 3261072, %662
   %arena106 = getelementptr inbounds float, ptr %arena, i64 %663
   %664 = load <8 x float>, ptr %arena106, align 4
-  %665 = mul nsw i64 %relu1_grad.j36272, 57600
-  %666 = mul nsw i64 %relu1_grad.ty36373, 2
+  %665 = mul nsw i64 %relu1_grad.j37072, 57600
+  %666 = mul nsw i64 %relu1_grad.ty37173, 2
   %667 = add nsw i64 %666, 3
   %668 = mul nsw i64 %667, 1920
   %669 = add nsw i64 %665, %668
-  %670 = mul nsw i64 %relu1_grad.tx36474, 2
+  %670 = mul nsw i64 %relu1_grad.tx37274, 2
   %671 = add nsw i64 %670, 3
   %672 = mul nsw i64 %671, 64
   %673 = add nsw i64 %669, %672
-  %674 = mul nsw i64 %relu1_grad.cv36575, 8
+  %674 = mul nsw i64 %relu1_grad.cv37375, 8
   %675 = add nsw i64 %673, %674
   %676 = add nsw i64 3261072, %675
   %arena107 = getelementptr inbounds float, ptr %arena, i64 %676
   %677 = load <8 x float>, ptr %arena107, align 4
   %678 = fsub <8 x float> %664, %677
-  store <8 x float> %678, ptr %relu1_grad.w381, align 32
-  %w366 = load <8 x float>, ptr %relu1_grad.w366, align 32
+  store <8 x float> %678, ptr %relu1_grad.w389, align 32
   %w374 = load <8 x float>, ptr %relu1_grad.w374, align 32
-  %679 = fsub <8 x float> %w366, %w374
-  store <8 x float> %679, ptr %relu1_grad.w382, align 32
-  %w370 = load <8 x float>, ptr %relu1_grad.w370, align 32
-  %w374108 = load <8 x float>, ptr %relu1_grad.w374, align 32
-  %680 = fadd <8 x float> %w370, %w374108
-  store <8 x float> %680, ptr %relu1_grad.w383, align 32
-  %w374109 = load <8 x float>, ptr %relu1_grad.w374, align 32
-  %w370110 = load <8 x float>, ptr %relu1_grad.w370, align 32
-  %681 = fsub <8 x float> %w374109, %w370110
-  store <8 x float> %681, ptr %relu1_grad.w384, align 32
-  %w370111 = load <8 x float>, ptr %relu1_grad.w370, align 32
-  %w378 = load <8 x float>, ptr %relu1_grad.w378, align 32
-  %682 = fsub <8 x float> %w370111, %w378
-  store <8 x float> %682, ptr %relu1_grad.w385, align 32
-  %w367 = load <8 x float>, ptr %relu1_grad.w367, align 32
-  %w375 = load <8 x float>, ptr %relu1_grad.w375, align 32
-  %683 = fsub <8 x float> %w367, %w375
-  store <8 x float> %683, ptr %relu1_grad.w386, align 32
-  %w371 = load <8 x float>, ptr %relu1_grad.w371, align 32
-  %w375112 = load <8 x float>, ptr %relu1_grad.w375, align 32
-  %684 = fadd <8 x float> %w371, %w375112
-  store <8 x float> %684, ptr %relu1_grad.w387, align 32
-  %w375113 = load <8 x float>, ptr %relu1_grad.w375, align 32
-  %w371114 = load <8 x float>, ptr %relu1_grad.w371, align 32
-  %685 = fsub <8 x float> %w375113, %w371114
-  store <8 x float> %685, ptr %relu1_grad.w388, align 32
-  %w371115 = load <8 x float>, ptr %relu1_grad.w371, align 32
-  %w379 = load <8 x float>, ptr %relu1_grad.w379, align 32
-  %686 = fsub <8 x float> %w371115, %w379
-  store <8 x float> %686, ptr %relu1_grad.w389, align 32
-  %w368 = load <8 x float>, ptr %relu1_grad.w368, align 32
-  %w376 = load <8 x float>, ptr %relu1_grad.w376, align 32
-  %687 = fsub <8 x float> %w368, %w376
-  store <8 x float> %687, ptr %relu1_grad.w390, align 32
-  %w372 = load <8 x float>, ptr %relu1_grad.w372, align 32
-  %w376116 = load <8 x float>, ptr %relu1_grad.w376, align 32
-  %688 = fadd <8 x float> %w372, %w376116
-  store <8 x float> %688, ptr %relu1_grad.w391, align 32
-  %w376117 = load <8 x float>, ptr %relu1_grad.w376, align 32
-  %w372118 = load <8 x float>, ptr %relu1_grad.w372, align 32
-  %689 = fsub <8 x float> %w376117, %w372118
-  store <8 x float> %689, ptr %relu1_grad.w392, align 32
-  %w372119 = load <8 x float>, ptr %relu1_grad.w372, align 32
-  %w380 = load <8 x float>, ptr %relu1_grad.w380, align 32
-  %690 = fsub <8 x float> %w372119, %w380
-  store <8 x float> %690, ptr %relu1_grad.w393, align 32
-  %w369 = load <8 x float>, ptr %relu1_grad.w369, align 32
-  %w377 = load <8 x float>, ptr %relu1_grad.w377, align 32
-  %691 = fsub <8 x float> %w369, %w377
-  store <8 x float> %691, ptr %relu1_grad.w394, align 32
-  %w373 = load <8 x float>, ptr %relu1_grad.w373, align 32
-  %w377120 = load <8 x float>, ptr %relu1_grad.w377, align 32
-  %692 = fadd <8 x float> %w373, %w377120
-  store <8 x float> %692, ptr %relu1_grad.w395, align 32
-  %w377121 = load <8 x float>, ptr %relu1_grad.w377, align 32
-  %w373122 = load <8 x float>, ptr %relu1_grad.w373, align 32
-  %693 = fsub <8 x float> %w377121, %w373122
-  store <8 x float> %693, ptr %relu1_grad.w396, align 32
-  %w373123 = load <8 x float>, ptr %relu1_grad.w373, align 32
-  %w381 = load <8 x float>, ptr %relu1_grad.w381, align 32
-  %694 = fsub <8 x float> %w373123, %w381
-  store <8 x float> %694, ptr %relu1_grad.w397, align 32
   %w382 = load <8 x float>, ptr %relu1_grad.w382, align 32
-  %695 = mul nsw i64 %relu1_grad.j36272, 196
-  %696 = mul nsw i64 %relu1_grad.ty36373, 14
+  %679 = fsub <8 x float> %w374, %w382
+  store <8 x float> %679, ptr %relu1_grad.w390, align 32
+  %w378 = load <8 x float>, ptr %relu1_grad.w378, align 32
+  %w382108 = load <8 x float>, ptr %relu1_grad.w382, align 32
+  %680 = fadd <8 x float> %w378, %w382108
+  store <8 x float> %680, ptr %relu1_grad.w391, align 32
+  %w382109 = load <8 x float>, ptr %relu1_grad.w382, align 32
+  %w378110 = load <8 x float>, ptr %relu1_grad.w378, align 32
+  %681 = fsub <8 x float> %w382109, %w378110
+  store <8 x float> %681, ptr %relu1_grad.w392, align 32
+  %w378111 = load <8 x float>, ptr %relu1_grad.w378, align 32
+  %w386 = load <8 x float>, ptr %relu1_grad.w386, align 32
+  %682 = fsub <8 x float> %w378111, %w386
+  store <8 x float> %682, ptr %relu1_grad.w393, align 32
+  %w375 = load <8 x float>, ptr %relu1_grad.w375, align 32
+  %w383 = load <8 x float>, ptr %relu1_grad.w383, align 32
+  %683 = fsub <8 x float> %w375, %w383
+  store <8 x float> %683, ptr %relu1_grad.w394, align 32
+  %w379 = load <8 x float>, ptr %relu1_grad.w379, align 32
+  %w383112 = load <8 x float>, ptr %relu1_grad.w383, align 32
+  %684 = fadd <8 x float> %w379, %w383112
+  store <8 x float> %684, ptr %relu1_grad.w395, align 32
+  %w383113 = load <8 x float>, ptr %relu1_grad.w383, align 32
+  %w379114 = load <8 x float>, ptr %relu1_grad.w379, align 32
+  %685 = fsub <8 x float> %w383113, %w379114
+  store <8 x float> %685, ptr %relu1_grad.w396, align 32
+  %w379115 = load <8 x float>, ptr %relu1_grad.w379, align 32
+  %w387 = load <8 x float>, ptr %relu1_grad.w387, align 32
+  %686 = fsub <8 x float> %w379115, %w387
+  store <8 x float> %686, ptr %relu1_grad.w397, align 32
+  %w376 = load <8 x float>, ptr %relu1_grad.w376, align 32
+  %w384 = load <8 x float>, ptr %relu1_grad.w384, align 32
+  %687 = fsub <8 x float> %w376, %w384
+  store <8 x float> %687, ptr %relu1_grad.w398, align 32
+  %w380 = load <8 x float>, ptr %relu1_grad.w380, align 32
+  %w384116 = load <8 x float>, ptr %relu1_grad.w384, align 32
+  %688 = fadd <8 x float> %w380, %w384116
+  store <8 x float> %688, ptr %relu1_grad.w399, align 32
+  %w384117 = load <8 x float>, ptr %relu1_grad.w384, align 32
+  %w380118 = load <8 x float>, ptr %relu1_grad.w380, align 32
+  %689 = fsub <8 x float> %w384117, %w380118
+  store <8 x float> %689, ptr %relu1_grad.w400, align 32
+  %w380119 = load <8 x float>, ptr %relu1_grad.w380, align 32
+  %w388 = load <8 x float>, ptr %relu1_grad.w388, align 32
+  %690 = fsub <8 x float> %w380119, %w388
+  store <8 x float> %690, ptr %relu1_grad.w401, align 32
+  %w377 = load <8 x float>, ptr %relu1_grad.w377, align 32
+  %w385 = load <8 x float>, ptr %relu1_grad.w385, align 32
+  %691 = fsub <8 x float> %w377, %w385
+  store <8 x float> %691, ptr %relu1_grad.w402, align 32
+  %w381 = load <8 x float>, ptr %relu1_grad.w381, align 32
+  %w385120 = load <8 x float>, ptr %relu1_grad.w385, align 32
+  %692 = fadd <8 x float> %w381, %w385120
+  store <8 x float> %692, ptr %relu1_grad.w403, align 32
+  %w385121 = load <8 x float>, ptr %relu1_grad.w385, align 32
+  %w381122 = load <8 x float>, ptr %relu1_grad.w381, align 32
+  %693 = fsub <8 x float> %w385121, %w381122
+  store <8 x float> %693, ptr %relu1_grad.w404, align 32
+  %w381123 = load <8 x float>, ptr %relu1_grad.w381, align 32
+  %w389 = load <8 x float>, ptr %relu1_grad.w389, align 32
+  %694 = fsub <8 x float> %w381123, %w389
+  store <8 x float> %694, ptr %relu1_grad.w405, align 32
+  %w390 = load <8 x float>, ptr %relu1_grad.w390, align 32
+  %695 = mul nsw i64 %relu1_grad.j37072, 196
+  %696 = mul nsw i64 %relu1_grad.ty37173, 14
   %697 = add nsw i64 %695, %696
-  %698 = add nsw i64 %697, %relu1_grad.tx36474
+  %698 = add nsw i64 %697, %relu1_grad.tx37274
   %699 = mul nsw i64 %698, 64
   %700 = add nsw i64 3318672, %699
-  %701 = mul nsw i64 %relu1_grad.cv36575, 8
+  %701 = mul nsw i64 %relu1_grad.cv37375, 8
   %702 = add nsw i64 %700, %701
   %arena124 = getelementptr inbounds float, ptr %arena, i64 %702
-  store <8 x float> %w382, ptr %arena124, align 4
-  %w383 = load <8 x float>, ptr %relu1_grad.w383, align 32
-  %703 = mul nsw i64 %relu1_grad.j36272, 196
-  %704 = mul nsw i64 %relu1_grad.ty36373, 14
+  store <8 x float> %w390, ptr %arena124, align 4
+  %w391 = load <8 x float>, ptr %relu1_grad.w391, align 32
+  %703 = mul nsw i64 %relu1_grad.j37072, 196
+  %704 = mul nsw i64 %relu1_grad.ty37173, 14
   %705 = add nsw i64 %703, %704
-  %706 = add nsw i64 %705, %relu1_grad.tx36474
+  %706 = add nsw i64 %705, %relu1_grad.tx37274
   %707 = mul nsw i64 %706, 64
   %708 = add nsw i64 3331216, %707
-  %709 = mul nsw i64 %relu1_grad.cv36575, 8
+  %709 = mul nsw i64 %relu1_grad.cv37375, 8
   %710 = add nsw i64 %708, %709
   %arena125 = getelementptr inbounds float, ptr %arena, i64 %710
-  store <8 x float> %w383, ptr %arena125, align 4
-  %w384 = load <8 x float>, ptr %relu1_grad.w384, align 32
-  %711 = mul nsw i64 %relu1_grad.j36272, 196
-  %712 = mul nsw i64 %relu1_grad.ty36373, 14
+  store <8 x float> %w391, ptr %arena125, align 4
+  %w392 = load <8 x float>, ptr %relu1_grad.w392, align 32
+  %711 = mul nsw i64 %relu1_grad.j37072, 196
+  %712 = mul nsw i64 %relu1_grad.ty37173, 14
   %713 = add nsw i64 %711, %712
-  %714 = add nsw i64 %713, %relu1_grad.tx36474
+  %714 = add nsw i64 %713, %relu1_grad.tx37274
   %715 = mul nsw i64 %714, 64
   %716 = add nsw i64 3343760, %715
-  %717 = mul nsw i64 %relu1_grad.cv36575, 8
+  %717 = mul nsw i64 %relu1_grad.cv37375, 8
   %718 = add nsw i64 %716, %717
   %arena126 = getelementptr inbounds float, ptr %arena, i64 %718
-  store <8 x float> %w384, ptr %arena126, align 4
-  %w385 = load <8 x float>, ptr %relu1_grad.w385, align 32
-  %719 = mul nsw i64 %relu1_grad.j36272, 196
-  %720 = mul nsw i64 %relu1_grad.ty36373, 14
+  store <8 x float> %w392, ptr %arena126, align 4
+  %w393 = load <8 x float>, ptr %relu1_grad.w393, align 32
+  %719 = mul nsw i64 %relu1_grad.j37072, 196
+  %720 = mul nsw i64 %relu1_grad.ty37173, 14
   %721 = add nsw i64 %719, %720
-  %722 = add nsw i64 %721, %relu1_grad.tx36474
+  %722 = add nsw i64 %721, %relu1_grad.tx37274
   %723 = mul nsw i64 %722, 64
   %724 = add nsw i64 3356304, %723
-  %725 = mul nsw i64 %relu1_grad.cv36575, 8
+  %725 = mul nsw i64 %relu1_grad.cv37375, 8
   %726 = add nsw i64 %724, %725
   %arena127 = getelementptr inbounds float, ptr %arena, i64 %726
-  store <8 x float> %w385, ptr %arena127, align 4
-  %w386 = load <8 x float>, ptr %relu1_grad.w386, align 32
-  %727 = mul nsw i64 %relu1_grad.j36272, 196
-  %728 = mul nsw i64 %relu1_grad.ty36373, 14
+  store <8 x float> %w393, ptr %arena127, align 4
+  %w394 = load <8 x float>, ptr %relu1_grad.w394, align 32
+  %727 = mul nsw i64 %relu1_grad.j37072, 196
+  %728 = mul nsw i64 %relu1_grad.ty37173, 14
   %729 = add nsw i64 %727, %728
-  %730 = add nsw i64 %729, %relu1_grad.tx36474
+  %730 = add nsw i64 %729, %relu1_grad.tx37274
   %731 = mul nsw i64 %730, 64
   %732 = add nsw i64 3368848, %731
-  %733 = mul nsw i64 %relu1_grad.cv36575, 8
+  %733 = mul nsw i64 %relu1_grad.cv37375, 8
   %734 = add nsw i64 %732, %733
   %arena128 = getelementptr inbounds float, ptr %arena, i64 %734
-  store <8 x float> %w386, ptr %arena128, align 4
-  %w387 = load <8 x float>, ptr %relu1_grad.w387, align 32
-  %735 = mul nsw i64 %relu1_grad.j36272, 196
-  %736 = mul nsw i64 %relu1_grad.ty36373, 14
+  store <8 x float> %w394, ptr %arena128, align 4
+  %w395 = load <8 x float>, ptr %relu1_grad.w395, align 32
+  %735 = mul nsw i64 %relu1_grad.j37072, 196
+  %736 = mul nsw i64 %relu1_grad.ty37173, 14
   %737 = add nsw i64 %735, %736
-  %738 = add nsw i64 %737, %relu1_grad.tx36474
+  %738 = add nsw i64 %737, %relu1_grad.tx37274
   %739 = mul nsw i64 %738, 64
   %740 = add nsw i64 3381392, %739
-  %741 = mul nsw i64 %relu1_grad.cv36575, 8
+  %741 = mul nsw i64 %relu1_grad.cv37375, 8
   %742 = add nsw i64 %740, %741
   %arena129 = getelementptr inbounds float, ptr %arena, i64 %742
-  store <8 x float> %w387, ptr %arena129, align 4
-  %w388 = load <8 x float>, ptr %relu1_grad.w388, align 32
-  %743 = mul nsw i64 %relu1_grad.j36272, 196
-  %744 = mul nsw i64 %relu1_grad.ty36373, 14
+  store <8 x float> %w395, ptr %arena129, align 4
+  %w396 = load <8 x float>, ptr %relu1_grad.w396, align 32
+  %743 = mul nsw i64 %relu1_grad.j37072, 196
+  %744 = mul nsw i64 %relu1_grad.ty37173, 14
   %745 = add nsw i64 %743, %744
-  %746 = add nsw i64 %745, %relu1_grad.tx36474
+  %746 = add nsw i64 %745, %relu1_grad.tx37274
   %747 = mul nsw i64 %746, 64
   %748 = add nsw i64 3393936, %747
-  %749 = mul nsw i64 %relu1_grad.cv36575, 8
+  %749 = mul nsw i64 %relu1_grad.cv37375, 8
   %750 = add nsw i64 %748, %749
   %arena130 = getelementptr inbounds float, ptr %arena, i64 %750
-  store <8 x float> %w388, ptr %arena130, align 4
-  %w389 = load <8 x float>, ptr %relu1_grad.w389, align 32
-  %751 = mul nsw i64 %relu1_grad.j36272, 196
-  %752 = mul nsw i64 %relu1_grad.ty36373, 14
+  store <8 x float> %w396, ptr %arena130, align 4
+  %w397 = load <8 x float>, ptr %relu1_grad.w397, align 32
+  %751 = mul nsw i64 %relu1_grad.j37072, 196
+  %752 = mul nsw i64 %relu1_grad.ty37173, 14
   %753 = add nsw i64 %751, %752
-  %754 = add nsw i64 %753, %relu1_grad.tx36474
+  %754 = add nsw i64 %753, %relu1_grad.tx37274
   %755 = mul nsw i64 %754, 64
   %756 = add nsw i64 3406480, %755
-  %757 = mul nsw i64 %relu1_grad.cv36575, 8
+  %757 = mul nsw i64 %relu1_grad.cv37375, 8
   %758 = add nsw i64 %756, %757
   %arena131 = getelementptr inbounds float, ptr %arena, i64 %758
-  store <8 x float> %w389, ptr %arena131, align 4
-  %w390 = load <8 x float>, ptr %relu1_grad.w390, align 32
-  %759 = mul nsw i64 %relu1_grad.j36272, 196
-  %760 = mul nsw i64 %relu1_grad.ty36373, 14
+  store <8 x float> %w397, ptr %arena131, align 4
+  %w398 = load <8 x float>, ptr %relu1_grad.w398, align 32
+  %759 = mul nsw i64 %relu1_grad.j37072, 196
+  %760 = mul nsw i64 %relu1_grad.ty37173, 14
   %761 = add nsw i64 %759, %760
-  %762 = add nsw i64 %761, %relu1_grad.tx36474
+  %762 = add nsw i64 %761, %relu1_grad.tx37274
   %763 = mul nsw i64 %762, 64
   %764 = add nsw i64 3419024, %763
-  %765 = mul nsw i64 %relu1_grad.cv36575, 8
+  %765 = mul nsw i64 %relu1_grad.cv37375, 8
   %766 = add nsw i64 %764, %765
   %arena132 = getelementptr inbounds float, ptr %arena, i64 %766
-  store <8 x float> %w390, ptr %arena132, align 4
-  %w391 = load <8 x float>, ptr %relu1_grad.w391, align 32
-  %767 = mul nsw i64 %relu1_grad.j36272, 196
-  %768 = mul nsw i64 %relu1_grad.ty36373, 14
+  store <8 x float> %w398, ptr %arena132, align 4
+  %w399 = load <8 x float>, ptr %relu1_grad.w399, align 32
+  %767 = mul nsw i64 %relu1_grad.j37072, 196
+  %768 = mul nsw i64 %relu1_grad.ty37173, 14
   %769 = add nsw i64 %767, %768
-  %770 = add nsw i64 %769, %relu1_grad.tx36474
+  %770 = add nsw i64 %769, %relu1_grad.tx37274
   %771 = mul nsw i64 %770, 64
   %772 = add nsw i64 3431568, %771
-  %773 = mul nsw i64 %relu1_grad.cv36575, 8
+  %773 = mul nsw i64 %relu1_grad.cv37375, 8
   %774 = add nsw i64 %772, %773
   %arena133 = getelementptr inbounds float, ptr %arena, i64 %774
-  store <8 x float> %w391, ptr %arena133, align 4
-  %w392 = load <8 x float>, ptr %relu1_grad.w392, align 32
-  %775 = mul nsw i64 %relu1_grad.j36272, 196
-  %776 = mul nsw i64 %relu1_grad.ty36373, 14
+  store <8 x float> %w399, ptr %arena133, align 4
+  %w400 = load <8 x float>, ptr %relu1_grad.w400, align 32
+  %775 = mul nsw i64 %relu1_grad.j37072, 196
+  %776 = mul nsw i64 %relu1_grad.ty37173, 14
   %777 = add nsw i64 %775, %776
-  %778 = add nsw i64 %777, %relu1_grad.tx36474
+  %778 = add nsw i64 %777, %relu1_grad.tx37274
   %779 = mul nsw i64 %778, 64
   %780 = add nsw i64 3444112, %779
-  %781 = mul nsw i64 %relu1_grad.cv36575, 8
+  %781 = mul nsw i64 %relu1_grad.cv37375, 8
   %782 = add nsw i64 %780, %781
   %arena134 = getelementptr inbounds float, ptr %arena, i64 %782
-  store <8 x float> %w392, ptr %arena134, align 4
-  %w393 = load <8 x float>, ptr %relu1_grad.w393, align 32
-  %783 = mul nsw i64 %relu1_grad.j36272, 196
-  %784 = mul nsw i64 %relu1_grad.ty36373, 14
+  store <8 x float> %w400, ptr %arena134, align 4
+  %w401 = load <8 x float>, ptr %relu1_grad.w401, align 32
+  %783 = mul nsw i64 %relu1_grad.j37072, 196
+  %784 = mul nsw i64 %relu1_grad.ty37173, 14
   %785 = add nsw i64 %783, %784
-  %786 = add nsw i64 %785, %relu1_grad.tx36474
+  %786 = add nsw i64 %785, %relu1_grad.tx37274
   %787 = mul nsw i64 %786, 64
   %788 = add nsw i64 3456656, %787
-  %789 = mul nsw i64 %relu1_grad.cv36575, 8
+  %789 = mul nsw i64 %relu1_grad.cv37375, 8
   %790 = add nsw i64 %788, %789
   %arena135 = getelementptr inbounds float, ptr %arena, i64 %790
-  store <8 x float> %w393, ptr %arena135, align 4
-  %w394 = load <8 x float>, ptr %relu1_grad.w394, align 32
-  %791 = mul nsw i64 %relu1_grad.j36272, 196
-  %792 = mul nsw i64 %relu1_grad.ty36373, 14
+  store <8 x float> %w401, ptr %arena135, align 4
+  %w402 = load <8 x float>, ptr %relu1_grad.w402, align 32
+  %791 = mul nsw i64 %relu1_grad.j37072, 196
+  %792 = mul nsw i64 %relu1_grad.ty37173, 14
   %793 = add nsw i64 %791, %792
-  %794 = add nsw i64 %793, %relu1_grad.tx36474
+  %794 = add nsw i64 %793, %relu1_grad.tx37274
   %795 = mul nsw i64 %794, 64
   %796 = add nsw i64 3469200, %795
-  %797 = mul nsw i64 %relu1_grad.cv36575, 8
+  %797 = mul nsw i64 %relu1_grad.cv37375, 8
   %798 = add nsw i64 %796, %797
   %arena136 = getelementptr inbounds float, ptr %arena, i64 %798
-  store <8 x float> %w394, ptr %arena136, align 4
-  %w395 = load <8 x float>, ptr %relu1_grad.w395, align 32
-  %799 = mul nsw i64 %relu1_grad.j36272, 196
-  %800 = mul nsw i64 %relu1_grad.ty36373, 14
+  store <8 x float> %w402, ptr %arena136, align 4
+  %w403 = load <8 x float>, ptr %relu1_grad.w403, align 32
+  %799 = mul nsw i64 %relu1_grad.j37072, 196
+  %800 = mul nsw i64 %relu1_grad.ty37173, 14
   %801 = add nsw i64 %799, %800
-  %802 = add nsw i64 %801, %relu1_grad.tx36474
+  %802 = add nsw i64 %801, %relu1_grad.tx37274
   %803 = mul nsw i64 %802, 64
   %804 = add nsw i64 3481744, %803
-  %805 = mul nsw i64 %relu1_grad.cv36575, 8
+  %805 = mul nsw i64 %relu1_grad.cv37375, 8
   %806 = add nsw i64 %804, %805
   %arena137 = getelementptr inbounds float, ptr %arena, i64 %806
-  store <8 x float> %w395, ptr %arena137, align 4
-  %w396 = load <8 x float>, ptr %relu1_grad.w396, align 32
-  %807 = mul nsw i64 %relu1_grad.j36272, 196
-  %808 = mul nsw i64 %relu1_grad.ty36373, 14
+  store <8 x float> %w403, ptr %arena137, align 4
+  %w404 = load <8 x float>, ptr %relu1_grad.w404, align 32
+  %807 = mul nsw i64 %relu1_grad.j37072, 196
+  %808 = mul nsw i64 %relu1_grad.ty37173, 14
   %809 = add nsw i64 %807, %808
-  %810 = add nsw i64 %809, %relu1_grad.tx36474
+  %810 = add nsw i64 %809, %relu1_grad.tx37274
   %811 = mul nsw i64 %810, 64
   %812 = add nsw i64 3494288, %811
-  %813 = mul nsw i64 %relu1_grad.cv36575, 8
+  %813 = mul nsw i64 %relu1_grad.cv37375, 8
   %814 = add nsw i64 %812, %813
   %arena138 = getelementptr inbounds float, ptr %arena, i64 %814
-  store <8 x float> %w396, ptr %arena138, align 4
-  %w397 = load <8 x float>, ptr %relu1_grad.w397, align 32
-  %815 = mul nsw i64 %relu1_grad.j36272, 196
-  %816 = mul nsw i64 %relu1_grad.ty36373, 14
+  store <8 x float> %w404, ptr %arena138, align 4
+  %w405 = load <8 x float>, ptr %relu1_grad.w405, align 32
+  %815 = mul nsw i64 %relu1_grad.j37072, 196
+  %816 = mul nsw i64 %relu1_grad.ty37173, 14
   %817 = add nsw i64 %815, %816
-  %818 = add nsw i64 %817, %relu1_grad.tx36474
+  %818 = add nsw i64 %817, %relu1_grad.tx37274
   %819 = mul nsw i64 %818, 64
   %820 = add nsw i64 3506832, %819
-  %821 = mul nsw i64 %relu1_grad.cv36575, 8
+  %821 = mul nsw i64 %relu1_grad.cv37375, 8
   %822 = add nsw i64 %820, %821
   %arena139 = getelementptr inbounds float, ptr %arena, i64 %822
-  store <8 x float> %w397, ptr %arena139, align 4
-  %cv365.next = add nsw i64 %relu1_grad.cv36575, 1
-  %823 = icmp slt i64 %cv365.next, 8
-  br i1 %823, label %relu1_grad.cv365, label %relu1_grad.cv365.end
+  store <8 x float> %w405, ptr %arena139, align 4
+  %cv373.next = add nsw i64 %relu1_grad.cv37375, 1
+  %823 = icmp slt i64 %cv373.next, 8
+  br i1 %823, label %relu1_grad.cv373, label %relu1_grad.cv373.end
 
-relu1_grad.cv365.end:                             ; preds = %relu1_grad.cv365
-  %tx364.next = add nsw i64 %relu1_grad.tx36474, 1
-  %824 = icmp slt i64 %tx364.next, 14
-  br i1 %824, label %relu1_grad.tx364, label %relu1_grad.tx364.end
+relu1_grad.cv373.end:                             ; preds = %relu1_grad.cv373
+  %tx372.next = add nsw i64 %relu1_grad.tx37274, 1
+  %824 = icmp slt i64 %tx372.next, 14
+  br i1 %824, label %relu1_grad.tx372, label %relu1_grad.tx372.end
 
-relu1_grad.xi398:                                 ; preds = %relu1_grad.xi398, %relu1_grad.j362.end
-  %relu1_grad.xi398140 = phi i64 [ 0, %relu1_grad.j362.end ], [ %xi398.next, %relu1_grad.xi398 ]
-  %825 = mul nsw i64 %relu1_grad.xi398140, 12544
-  %826 = add nsw i64 3318672, %825
-  %arena141 = getelementptr inbounds float, ptr %arena, i64 %826
-  %827 = mul nsw i64 %relu1_grad.xi398140, 2048
-  %828 = add nsw i64 3228304, %827
-  %arena142 = getelementptr inbounds float, ptr %arena, i64 %828
-  %829 = mul nsw i64 %relu1_grad.xi398140, 6272
-  %830 = add nsw i64 3519376, %829
-  %arena143 = getelementptr inbounds float, ptr %arena, i64 %830
-  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 196, i32 32, i32 64, float 1.000000e+00, ptr %arena141, i32 64, ptr %arena142, i32 32, float 0.000000e+00, ptr %arena143, i32 32)
-  %xi398.next = add nsw i64 %relu1_grad.xi398140, 1
-  %831 = icmp slt i64 %xi398.next, 16
-  br i1 %831, label %relu1_grad.xi398, label %relu1_grad.xi398.end
+relu1_grad.xi406:                                 ; preds = %relu1_grad.xi406, %relu1_grad.j370.end
+  %relu1_grad.xi406140 = phi i64 [ 0, %relu1_grad.j370.end ], [ %xi406.next, %relu1_grad.xi406 ]
+  call void @convnet_train_b64.k20.relu1_grad.gemm413(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %relu1_grad.xi406140)
+  %xi406.next = add nsw i64 %relu1_grad.xi406140, 1
+  %825 = icmp slt i64 %xi406.next, 16
+  br i1 %825, label %relu1_grad.xi406, label %relu1_grad.xi406.end
 
-relu1_grad.xi398.end:                             ; preds = %relu1_grad.xi398
-  br label %relu1_grad.j399
+relu1_grad.xi406.end:                             ; preds = %relu1_grad.xi406
+  br label %relu1_grad.j414
 
-relu1_grad.j399:                                  ; preds = %relu1_grad.ty400.end, %relu1_grad.xi398.end
-  %relu1_grad.j399144 = phi i64 [ 0, %relu1_grad.xi398.end ], [ %j399.next, %relu1_grad.ty400.end ]
-  br label %relu1_grad.ty400
+relu1_grad.j414:                                  ; preds = %relu1_grad.ty415.end, %relu1_grad.xi406.end
+  %relu1_grad.j414141 = phi i64 [ 0, %relu1_grad.xi406.end ], [ %j414.next, %relu1_grad.ty415.end ]
+  br label %relu1_grad.ty415
 
-relu1_grad.j399.end:                              ; preds = %relu1_grad.ty400.end
-  br label %relu1_grad.j415
+relu1_grad.j414.end:                              ; preds = %relu1_grad.ty415.end
+  br label %relu1_grad.j430
 
-relu1_grad.ty400:                                 ; preds = %relu1_grad.tx401.end, %relu1_grad.j399
-  %relu1_grad.ty400145 = phi i64 [ 0, %relu1_grad.j399 ], [ %ty400.next, %relu1_grad.tx401.end ]
-  br label %relu1_grad.tx401
+relu1_grad.ty415:                                 ; preds = %relu1_grad.tx416.end, %relu1_grad.j414
+  %relu1_grad.ty415142 = phi i64 [ 0, %relu1_grad.j414 ], [ %ty415.next, %relu1_grad.tx416.end ]
+  br label %relu1_grad.tx416
 
-relu1_grad.ty400.end:                             ; preds = %relu1_grad.tx401.end
-  %j399.next = add nsw i64 %relu1_grad.j399144, 1
-  %832 = icmp slt i64 %j399.next, 1
-  br i1 %832, label %relu1_grad.j399, label %relu1_grad.j399.end
+relu1_grad.ty415.end:                             ; preds = %relu1_grad.tx416.end
+  %j414.next = add nsw i64 %relu1_grad.j414141, 1
+  %826 = icmp slt i64 %j414.next, 1
+  br i1 %826, label %relu1_grad.j414, label %relu1_grad.j414.end
 
-relu1_grad.tx401:                                 ; preds = %relu1_grad.cv402.end, %relu1_grad.ty400
-  %relu1_grad.tx401146 = phi i64 [ 0, %relu1_grad.ty400 ], [ %tx401.next, %relu1_grad.cv402.end ]
-  br label %relu1_grad.cv402
+relu1_grad.tx416:                                 ; preds = %relu1_grad.cv417.end, %relu1_grad.ty415
+  %relu1_grad.tx416143 = phi i64 [ 0, %relu1_grad.ty415 ], [ %tx416.next, %relu1_grad.cv417.end ]
+  br label %relu1_grad.cv417
 
-relu1_grad.tx401.end:                             ; preds = %relu1_grad.cv402.end
-  %ty400.next = add nsw i64 %relu1_grad.ty400145, 1
-  %833 = icmp slt i64 %ty400.next, 14
-  br i1 %833, label %relu1_grad.ty400, label %relu1_grad.ty400.end
+relu1_grad.tx416.end:                             ; preds = %relu1_grad.cv417.end
+  %ty415.next = add nsw i64 %relu1_grad.ty415142, 1
+  %827 = icmp slt i64 %ty415.next, 14
+  br i1 %827, label %relu1_grad.ty415, label %relu1_grad.ty415.end
 
-relu1_grad.cv402:                                 ; preds = %relu1_grad.cv402, %relu1_grad.tx401
-  %relu1_grad.cv402147 = phi i64 [ 0, %relu1_grad.tx401 ], [ %cv402.next, %relu1_grad.cv402 ]
-  %834 = mul nsw i64 %relu1_grad.j399144, 196
-  %835 = mul nsw i64 %relu1_grad.ty400145, 14
-  %836 = add nsw i64 %834, %835
-  %837 = add nsw i64 %836, %relu1_grad.tx401146
-  %838 = mul nsw i64 %837, 32
-  %839 = add nsw i64 3519376, %838
-  %840 = mul nsw i64 %relu1_grad.cv402147, 8
-  %841 = add nsw i64 %839, %840
-  %arena148 = getelementptr inbounds float, ptr %arena, i64 %841
-  %842 = load <8 x float>, ptr %arena148, align 4
-  %843 = mul nsw i64 %relu1_grad.j399144, 196
-  %844 = mul nsw i64 %relu1_grad.ty400145, 14
-  %845 = add nsw i64 %843, %844
-  %846 = add nsw i64 %845, %relu1_grad.tx401146
-  %847 = mul nsw i64 %846, 32
-  %848 = add nsw i64 3544464, %847
-  %849 = mul nsw i64 %relu1_grad.cv402147, 8
-  %850 = add nsw i64 %848, %849
-  %arena149 = getelementptr inbounds float, ptr %arena, i64 %850
-  %851 = load <8 x float>, ptr %arena149, align 4
-  %852 = fadd <8 x float> %842, %851
-  %853 = mul nsw i64 %relu1_grad.j399144, 196
-  %854 = mul nsw i64 %relu1_grad.ty400145, 14
-  %855 = add nsw i64 %853, %854
-  %856 = add nsw i64 %855, %relu1_grad.tx401146
-  %857 = mul nsw i64 %856, 32
-  %858 = add nsw i64 3569552, %857
-  %859 = mul nsw i64 %relu1_grad.cv402147, 8
-  %860 = add nsw i64 %858, %859
-  %arena150 = getelementptr inbounds float, ptr %arena, i64 %860
-  %861 = load <8 x float>, ptr %arena150, align 4
-  %862 = fadd <8 x float> %852, %861
-  store <8 x float> %862, ptr %relu1_grad.w403, align 32
-  %863 = mul nsw i64 %relu1_grad.j399144, 196
-  %864 = mul nsw i64 %relu1_grad.ty400145, 14
-  %865 = add nsw i64 %863, %864
-  %866 = add nsw i64 %865, %relu1_grad.tx401146
-  %867 = mul nsw i64 %866, 32
-  %868 = add nsw i64 3544464, %867
-  %869 = mul nsw i64 %relu1_grad.cv402147, 8
-  %870 = add nsw i64 %868, %869
-  %arena151 = getelementptr inbounds float, ptr %arena, i64 %870
-  %871 = load <8 x float>, ptr %arena151, align 4
-  %872 = mul nsw i64 %relu1_grad.j399144, 196
-  %873 = mul nsw i64 %relu1_grad.ty400145, 14
-  %874 = add nsw i64 %872, %873
-  %875 = add nsw i64 %874, %relu1_grad.tx401146
-  %876 = mul nsw i64 %875, 32
-  %877 = add nsw i64 3569552, %876
-  %878 = mul nsw i64 %relu1_grad.cv402147, 8
-  %879 = add nsw i64 %877, %878
-  %arena152 = getelementptr inbounds float, ptr %arena, i64 %879
-  %880 = load <8 x float>, ptr %arena152, align 4
-  %881 = fsub <8 x float> %871, %880
-  %882 = mul nsw i64 %relu1_grad.j399144, 196
-  %883 = mul nsw i64 %relu1_grad.ty400145, 14
-  %884 = add nsw i64 %882, %883
-  %885 = add nsw i64 %884, %relu1_grad.tx401146
-  %886 = mul nsw i64 %885, 32
-  %887 = add nsw i64 3594640, %886
-  %888 = mul nsw i64 %relu1_grad.cv402147, 8
-  %889 = add nsw i64 %887, %888
-  %arena153 = getelementptr inbounds float, ptr %arena, i64 %889
-  %890 = load <8 x float>, ptr %arena153, align 4
-  %891 = fsub <8 x float> %881, %890
-  store <8 x float> %891, ptr %relu1_grad.w404, align 32
-  %892 = mul nsw i64 %relu1_grad.j399144, 196
-  %893 = mul nsw i64 %relu1_grad.ty400145, 14
-  %894 = add nsw i64 %892, %893
-  %895 = add nsw i64 %894, %relu1_grad.tx401146
-  %896 = mul nsw i64 %895, 32
-  %897 = add nsw i64 3525648, %896
-  %898 = mul nsw i64 %relu1_grad.cv402147, 8
-  %899 = add nsw i64 %897, %898
-  %arena154 = getelementptr inbounds float, ptr %arena, i64 %899
-  %900 = load <8 x float>, ptr %arena154, align 4
-  %901 = mul nsw i64 %relu1_grad.j399144, 196
-  %902 = mul nsw i64 %relu1_grad.ty400145, 14
-  %903 = add nsw i64 %901, %902
-  %904 = add nsw i64 %903, %relu1_grad.tx401146
-  %905 = mul nsw i64 %904, 32
-  %906 = add nsw i64 3550736, %905
-  %907 = mul nsw i64 %relu1_grad.cv402147, 8
-  %908 = add nsw i64 %906, %907
-  %arena155 = getelementptr inbounds float, ptr %arena, i64 %908
-  %909 = load <8 x float>, ptr %arena155, align 4
-  %910 = fadd <8 x float> %900, %909
-  %911 = mul nsw i64 %relu1_grad.j399144, 196
-  %912 = mul nsw i64 %relu1_grad.ty400145, 14
-  %913 = add nsw i64 %911, %912
-  %914 = add nsw i64 %913, %relu1_grad.tx401146
-  %915 = mul nsw i64 %914, 32
-  %916 = add nsw i64 3575824, %915
-  %917 = mul nsw i64 %relu1_grad.cv402147, 8
-  %918 = add nsw i64 %916, %917
-  %arena156 = getelementptr inbounds float, ptr %arena, i64 %918
-  %919 = load <8 x float>, ptr %arena156, align 4
-  %920 = fadd <8 x float> %910, %919
-  store <8 x float> %920, ptr %relu1_grad.w405, align 32
-  %921 = mul nsw i64 %relu1_grad.j399144, 196
-  %922 = mul nsw i64 %relu1_grad.ty400145, 14
-  %923 = add nsw i64 %921, %922
-  %924 = add nsw i64 %923, %relu1_grad.tx401146
-  %925 = mul nsw i64 %924, 32
-  %926 = add nsw i64 3550736, %925
-  %927 = mul nsw i64 %relu1_grad.cv402147, 8
-  %928 = add nsw i64 %926, %927
-  %arena157 = getelementptr inbounds float, ptr %arena, i64 %928
-  %929 = load <8 x float>, ptr %arena157, align 4
-  %930 = mul nsw i64 %relu1_grad.j399144, 196
-  %931 = mul nsw i64 %relu1_grad.ty400145, 14
-  %932 = add nsw i64 %930, %931
-  %933 = add nsw i64 %932, %relu1_grad.tx401146
-  %934 = mul nsw i64 %933, 32
-  %935 = add nsw i64 3575824, %934
-  %936 = mul nsw i64 %relu1_grad.cv402147, 8
-  %937 = add nsw i64 %935, %936
-  %arena158 = getelementptr inbounds float, ptr %arena, i64 %937
-  %938 = load <8 x float>, ptr %arena158, align 4
-  %939 = fsub <8 x float> %929, %938
-  %940 = mul nsw i64 %relu1_grad.j399144, 196
-  %941 = mul nsw i64 %relu1_grad.ty400145, 14
-  %942 = add nsw i64 %940, %941
-  %943 = add nsw i64 %942, %relu1_grad.tx401146
-  %944 = mul nsw i64 %943, 32
-  %945 = add nsw i64 3600912, %944
-  %946 = mul nsw i64 %relu1_grad.cv402147, 8
-  %947 = add nsw i64 %945, %946
-  %arena159 = getelementptr inbounds float, ptr %arena, i64 %947
-  %948 = load <8 x float>, ptr %arena159, align 4
-  %949 = fsub <8 x float> %939, %948
-  store <8 x float> %949, ptr %relu1_grad.w406, align 32
-  %950 = mul nsw i64 %relu1_grad.j399144, 196
-  %951 = mul nsw i64 %relu1_grad.ty400145, 14
-  %952 = add nsw i64 %950, %951
-  %953 = add nsw i64 %952, %relu1_grad.tx401146
-  %954 = mul nsw i64 %953, 32
-  %955 = add nsw i64 3531920, %954
-  %956 = mul nsw i64 %relu1_grad.cv402147, 8
-  %957 = add nsw i64 %955, %956
-  %arena160 = getelementptr inbounds float, ptr %arena, i64 %957
-  %958 = load <8 x float>, ptr %arena160, align 4
-  %959 = mul nsw i64 %relu1_grad.j399144, 196
-  %960 = mul nsw i64 %relu1_grad.ty400145, 14
-  %961 = add nsw i64 %959, %960
-  %962 = add nsw i64 %961, %relu1_grad.tx401146
-  %963 = mul nsw i64 %962, 32
-  %964 = add nsw i64 3557008, %963
-  %965 = mul nsw i64 %relu1_grad.cv402147, 8
-  %966 = add nsw i64 %964, %965
-  %arena161 = getelementptr inbounds float, ptr %arena, i64 %966
-  %967 = load <8 x float>, ptr %arena161, align 4
-  %968 = fadd <8 x float> %958, %967
-  %969 = mul nsw i64 %relu1_grad.j399144, 196
-  %970 = mul nsw i64 %relu1_grad.ty400145, 14
-  %971 = add nsw i64 %969, %970
-  %972 = add nsw i64 %971, %relu1_grad.tx401146
-  %973 = mul nsw i64 %972, 32
-  %974 = add nsw i64 3582096, %973
-  %975 = mul nsw i64 %relu1_grad.cv402147, 8
-  %976 = add nsw i64 %974, %975
-  %arena162 = getelementptr inbounds float, ptr %arena, i64 %976
-  %977 = load <8 x float>, ptr %arena162, align 4
-  %978 = fadd <8 x float> %968, %977
-  store <8 x float> %978, ptr %relu1_grad.w407, align 32
-  %979 = mul nsw i64 %relu1_grad.j399144, 196
-  %980 = mul nsw i64 %relu1_grad.ty400145, 14
-  %981 = add nsw i64 %979, %980
-  %982 = add nsw i64 %981, %relu1_grad.tx401146
-  %983 = mul nsw i64 %982, 32
-  %984 = add nsw i64 3557008, %983
-  %985 = mul nsw i64 %relu1_grad.cv402147, 8
-  %986 = add nsw i64 %984, %985
-  %arena163 = getelementptr inbounds float, ptr %arena, i64 %986
-  %987 = load <8 x float>, ptr %arena163, align 4
-  %988 = mul nsw i64 %relu1_grad.j399144, 196
-  %989 = mul nsw i64 %relu1_grad.ty400145, 14
-  %990 = add nsw i64 %988, %989
-  %991 = add nsw i64 %990, %relu1_grad.tx401146
-  %992 = mul nsw i64 %991, 32
-  %993 = add nsw i64 3582096, %992
-  %994 = mul nsw i64 %relu1_grad.cv402147, 8
-  %995 = add nsw i64 %993, %994
-  %arena164 = getelementptr inbounds float, ptr %arena, i64 %995
-  %996 = load <8 x float>, ptr %arena164, align 4
-  %997 = fsub <8 x float> %987, %996
-  %998 = mul nsw i64 %relu1_grad.j399144, 196
-  %999 = mul nsw i64 %relu1_grad.ty400145, 14
-  %1000 = add nsw i64 %998, %999
-  %1001 = add nsw i64 %1000, %relu1_grad.tx401146
-  %1002 = mul nsw i64 %1001, 32
-  %1003 = add nsw i64 3607184, %1002
-  %1004 = mul nsw i64 %relu1_grad.cv402147, 8
-  %1005 = add nsw i64 %1003, %1004
-  %arena165 = getelementptr inbounds float, ptr %arena, i64 %1005
-  %1006 = load <8 x float>, ptr %arena165, align 4
-  %1007 = fsub <8 x float> %997, %1006
-  store <8 x float> %1007, ptr %relu1_grad.w408, align 32
-  %1008 = mul nsw i64 %relu1_grad.j399144, 196
-  %1009 = mul nsw i64 %relu1_grad.ty400145, 14
-  %1010 = add nsw i64 %1008, %1009
-  %1011 = add nsw i64 %1010, %relu1_grad.tx401146
-  %1012 = mul nsw i64 %1011, 32
-  %1013 = add nsw i64 3538192, %1012
-  %1014 = mul nsw i64 %relu1_grad.cv402147, 8
-  %1015 = add nsw i64 %1013, %1014
-  %arena166 = getelementptr inbounds float, ptr %arena, i64 %1015
-  %1016 = load <8 x float>, ptr %arena166, align 4
-  %1017 = mul nsw i64 %relu1_grad.j399144, 196
-  %1018 = mul nsw i64 %relu1_grad.ty400145, 14
-  %1019 = add nsw i64 %1017, %1018
-  %1020 = add nsw i64 %1019, %relu1_grad.tx401146
-  %1021 = mul nsw i64 %1020, 32
-  %1022 = add nsw i64 3563280, %1021
-  %1023 = mul nsw i64 %relu1_grad.cv402147, 8
-  %1024 = add nsw i64 %1022, %1023
-  %arena167 = getelementptr inbounds float, ptr %arena, i64 %1024
-  %1025 = load <8 x float>, ptr %arena167, align 4
-  %1026 = fadd <8 x float> %1016, %1025
-  %1027 = mul nsw i64 %relu1_grad.j399144, 196
-  %1028 = mul nsw i64 %relu1_grad.ty400145, 14
-  %1029 = add nsw i64 %1027, %1028
-  %1030 = add nsw i64 %1029, %relu1_grad.tx401146
-  %1031 = mul nsw i64 %1030, 32
-  %1032 = add nsw i64 3588368, %1031
-  %1033 = mul nsw i64 %relu1_grad.cv402147, 8
-  %1034 = add nsw i64 %1032, %1033
-  %arena168 = getelementptr inbounds float, ptr %arena, i64 %1034
-  %1035 = load <8 x float>, ptr %arena168, align 4
-  %1036 = fadd <8 x float> %1026, %1035
-  store <8 x float> %1036, ptr %relu1_grad.w409, align 32
-  %1037 = mul nsw i64 %relu1_grad.j399144, 196
-  %1038 = mul nsw i64 %relu1_grad.ty400145, 14
-  %1039 = add nsw i64 %1037, %1038
-  %1040 = add nsw i64 %1039, %relu1_grad.tx401146
-  %1041 = mul nsw i64 %1040, 32
-  %1042 = add nsw i64 3563280, %1041
-  %1043 = mul nsw i64 %relu1_grad.cv402147, 8
-  %1044 = add nsw i64 %1042, %1043
-  %arena169 = getelementptr inbounds float, ptr %arena, i64 %1044
-  %1045 = load <8 x float>, ptr %arena169, align 4
-  %1046 = mul nsw i64 %relu1_grad.j399144, 196
-  %1047 = mul nsw i64 %relu1_grad.ty400145, 14
-  %1048 = add nsw i64 %1046, %1047
-  %1049 = add nsw i64 %1048, %relu1_grad.tx401146
-  %1050 = mul nsw i64 %1049, 32
-  %1051 = add nsw i64 3588368, %1050
-  %1052 = mul nsw i64 %relu1_grad.cv402147, 8
-  %1053 = add nsw i64 %1051, %1052
-  %arena170 = getelementptr inbounds float, ptr %arena, i64 %1053
-  %1054 = load <8 x float>, ptr %arena170, align 4
-  %1055 = fsub <8 x float> %1045, %1054
-  %1056 = mul nsw i64 %relu1_grad.j399144, 196
-  %1057 = mul nsw i64 %relu1_grad.ty400145, 14
-  %1058 = add nsw i64 %1056, %1057
-  %1059 = add nsw i64 %1058, %relu1_grad.tx401146
-  %1060 = mul nsw i64 %1059, 32
-  %1061 = add nsw i64 3613456, %1060
-  %1062 = mul nsw i64 %relu1_grad.cv402147, 8
-  %1063 = add nsw i64 %1061, %1062
-  %arena171 = getelementptr inbounds float, ptr %arena, i64 %1063
-  %1064 = load <8 x float>, ptr %arena171, align 4
-  %1065 = fsub <8 x float> %1055, %1064
-  store <8 x float> %1065, ptr %relu1_grad.w410, align 32
-  %w403 = load <8 x float>, ptr %relu1_grad.w403, align 32
-  %w405 = load <8 x float>, ptr %relu1_grad.w405, align 32
-  %1066 = fadd <8 x float> %w403, %w405
-  %w407 = load <8 x float>, ptr %relu1_grad.w407, align 32
-  %1067 = fadd <8 x float> %1066, %w407
-  store <8 x float> %1067, ptr %relu1_grad.w411, align 32
-  %w405172 = load <8 x float>, ptr %relu1_grad.w405, align 32
-  %w407173 = load <8 x float>, ptr %relu1_grad.w407, align 32
-  %1068 = fsub <8 x float> %w405172, %w407173
-  %w409 = load <8 x float>, ptr %relu1_grad.w409, align 32
-  %1069 = fsub <8 x float> %1068, %w409
-  store <8 x float> %1069, ptr %relu1_grad.w412, align 32
-  %w404 = load <8 x float>, ptr %relu1_grad.w404, align 32
-  %w406 = load <8 x float>, ptr %relu1_grad.w406, align 32
-  %1070 = fadd <8 x float> %w404, %w406
-  %w408 = load <8 x float>, ptr %relu1_grad.w408, align 32
-  %1071 = fadd <8 x float> %1070, %w408
-  store <8 x float> %1071, ptr %relu1_grad.w413, align 32
-  %w406174 = load <8 x float>, ptr %relu1_grad.w406, align 32
-  %w408175 = load <8 x float>, ptr %relu1_grad.w408, align 32
-  %1072 = fsub <8 x float> %w406174, %w408175
-  %w410 = load <8 x float>, ptr %relu1_grad.w410, align 32
-  %1073 = fsub <8 x float> %1072, %w410
-  store <8 x float> %1073, ptr %relu1_grad.w414, align 32
-  %w411 = load <8 x float>, ptr %relu1_grad.w411, align 32
-  %1074 = mul nsw i64 %relu1_grad.j399144, 28
-  %1075 = mul nsw i64 %relu1_grad.ty400145, 2
-  %1076 = add nsw i64 %1074, %1075
-  %1077 = mul nsw i64 %1076, 28
-  %1078 = mul nsw i64 %relu1_grad.tx401146, 2
-  %1079 = add nsw i64 %1077, %1078
-  %1080 = mul nsw i64 %1079, 32
-  %1081 = add nsw i64 3619728, %1080
-  %1082 = mul nsw i64 %relu1_grad.cv402147, 8
+relu1_grad.cv417:                                 ; preds = %relu1_grad.cv417, %relu1_grad.tx416
+  %relu1_grad.cv417144 = phi i64 [ 0, %relu1_grad.tx416 ], [ %cv417.next, %relu1_grad.cv417 ]
+  %828 = mul nsw i64 %relu1_grad.j414141, 196
+  %829 = mul nsw i64 %relu1_grad.ty415142, 14
+  %830 = add nsw i64 %828, %829
+  %831 = add nsw i64 %830, %relu1_grad.tx416143
+  %832 = mul nsw i64 %831, 32
+  %833 = add nsw i64 3519376, %832
+  %834 = mul nsw i64 %relu1_grad.cv417144, 8
+  %835 = add nsw i64 %833, %834
+  %arena145 = getelementptr inbounds float, ptr %arena, i64 %835
+  %836 = load <8 x float>, ptr %arena145, align 4
+  %837 = mul nsw i64 %relu1_grad.j414141, 196
+  %838 = mul nsw i64 %relu1_grad.ty415142, 14
+  %839 = add nsw i64 %837, %838
+  %840 = add nsw i64 %839, %relu1_grad.tx416143
+  %841 = mul nsw i64 %840, 32
+  %842 = add nsw i64 3544464, %841
+  %843 = mul nsw i64 %relu1_grad.cv417144, 8
+  %844 = add nsw i64 %842, %843
+  %arena146 = getelementptr inbounds float, ptr %arena, i64 %844
+  %845 = load <8 x float>, ptr %arena146, align 4
+  %846 = fadd <8 x float> %836, %845
+  %847 = mul nsw i64 %relu1_grad.j414141, 196
+  %848 = mul nsw i64 %relu1_grad.ty415142, 14
+  %849 = add nsw i64 %847, %848
+  %850 = add nsw i64 %849, %relu1_grad.tx416143
+  %851 = mul nsw i64 %850, 32
+  %852 = add nsw i64 3569552, %851
+  %853 = mul nsw i64 %relu1_grad.cv417144, 8
+  %854 = add nsw i64 %852, %853
+  %arena147 = getelementptr inbounds float, ptr %arena, i64 %854
+  %855 = load <8 x float>, ptr %arena147, align 4
+  %856 = fadd <8 x float> %846, %855
+  store <8 x float> %856, ptr %relu1_grad.w418, align 32
+  %857 = mul nsw i64 %relu1_grad.j414141, 196
+  %858 = mul nsw i64 %relu1_grad.ty415142, 14
+  %859 = add nsw i64 %857, %858
+  %860 = add nsw i64 %859, %relu1_grad.tx416143
+  %861 = mul nsw i64 %860, 32
+  %862 = add nsw i64 3544464, %861
+  %863 = mul nsw i64 %relu1_grad.cv417144, 8
+  %864 = add nsw i64 %862, %863
+  %arena148 = getelementptr inbounds float, ptr %arena, i64 %864
+  %865 = load <8 x float>, ptr %arena148, align 4
+  %866 = mul nsw i64 %relu1_grad.j414141, 196
+  %867 = mul nsw i64 %relu1_grad.ty415142, 14
+  %868 = add nsw i64 %866, %867
+  %869 = add nsw i64 %868, %relu1_grad.tx416143
+  %870 = mul nsw i64 %869, 32
+  %871 = add nsw i64 3569552, %870
+  %872 = mul nsw i64 %relu1_grad.cv417144, 8
+  %873 = add nsw i64 %871, %872
+  %arena149 = getelementptr inbounds float, ptr %arena, i64 %873
+  %874 = load <8 x float>, ptr %arena149, align 4
+  %875 = fsub <8 x float> %865, %874
+  %876 = mul nsw i64 %relu1_grad.j414141, 196
+  %877 = mul nsw i64 %relu1_grad.ty415142, 14
+  %878 = add nsw i64 %876, %877
+  %879 = add nsw i64 %878, %relu1_grad.tx416143
+  %880 = mul nsw i64 %879, 32
+  %881 = add nsw i64 3594640, %880
+  %882 = mul nsw i64 %relu1_grad.cv417144, 8
+  %883 = add nsw i64 %881, %882
+  %arena150 = getelementptr inbounds float, ptr %arena, i64 %883
+  %884 = load <8 x float>, ptr %arena150, align 4
+  %885 = fsub <8 x float> %875, %884
+  store <8 x float> %885, ptr %relu1_grad.w419, align 32
+  %886 = mul nsw i64 %relu1_grad.j414141, 196
+  %887 = mul nsw i64 %relu1_grad.ty415142, 14
+  %888 = add nsw i64 %886, %887
+  %889 = add nsw i64 %888, %relu1_grad.tx416143
+  %890 = mul nsw i64 %889, 32
+  %891 = add nsw i64 3525648, %890
+  %892 = mul nsw i64 %relu1_grad.cv417144, 8
+  %893 = add nsw i64 %891, %892
+  %arena151 = getelementptr inbounds float, ptr %arena, i64 %893
+  %894 = load <8 x float>, ptr %arena151, align 4
+  %895 = mul nsw i64 %relu1_grad.j414141, 196
+  %896 = mul nsw i64 %relu1_grad.ty415142, 14
+  %897 = add nsw i64 %895, %896
+  %898 = add nsw i64 %897, %relu1_grad.tx416143
+  %899 = mul nsw i64 %898, 32
+  %900 = add nsw i64 3550736, %899
+  %901 = mul nsw i64 %relu1_grad.cv417144, 8
+  %902 = add nsw i64 %900, %901
+  %arena152 = getelementptr inbounds float, ptr %arena, i64 %902
+  %903 = load <8 x float>, ptr %arena152, align 4
+  %904 = fadd <8 x float> %894, %903
+  %905 = mul nsw i64 %relu1_grad.j414141, 196
+  %906 = mul nsw i64 %relu1_grad.ty415142, 14
+  %907 = add nsw i64 %905, %906
+  %908 = add nsw i64 %907, %relu1_grad.tx416143
+  %909 = mul nsw i64 %908, 32
+  %910 = add nsw i64 3575824, %909
+  %911 = mul nsw i64 %relu1_grad.cv417144, 8
+  %912 = add nsw i64 %910, %911
+  %arena153 = getelementptr inbounds float, ptr %arena, i64 %912
+  %913 = load <8 x float>, ptr %arena153, align 4
+  %914 = fadd <8 x float> %904, %913
+  store <8 x float> %914, ptr %relu1_grad.w420, align 32
+  %915 = mul nsw i64 %relu1_grad.j414141, 196
+  %916 = mul nsw i64 %relu1_grad.ty415142, 14
+  %917 = add nsw i64 %915, %916
+  %918 = add nsw i64 %917, %relu1_grad.tx416143
+  %919 = mul nsw i64 %918, 32
+  %920 = add nsw i64 3550736, %919
+  %921 = mul nsw i64 %relu1_grad.cv417144, 8
+  %922 = add nsw i64 %920, %921
+  %arena154 = getelementptr inbounds float, ptr %arena, i64 %922
+  %923 = load <8 x float>, ptr %arena154, align 4
+  %924 = mul nsw i64 %relu1_grad.j414141, 196
+  %925 = mul nsw i64 %relu1_grad.ty415142, 14
+  %926 = add nsw i64 %924, %925
+  %927 = add nsw i64 %926, %relu1_grad.tx416143
+  %928 = mul nsw i64 %927, 32
+  %929 = add nsw i64 3575824, %928
+  %930 = mul nsw i64 %relu1_grad.cv417144, 8
+  %931 = add nsw i64 %929, %930
+  %arena155 = getelementptr inbounds float, ptr %arena, i64 %931
+  %932 = load <8 x float>, ptr %arena155, align 4
+  %933 = fsub <8 x float> %923, %932
+  %934 = mul nsw i64 %relu1_grad.j414141, 196
+  %935 = mul nsw i64 %relu1_grad.ty415142, 14
+  %936 = add nsw i64 %934, %935
+  %937 = add nsw i64 %936, %relu1_grad.tx416143
+  %938 = mul nsw i64 %937, 32
+  %939 = add nsw i64 3600912, %938
+  %940 = mul nsw i64 %relu1_grad.cv417144, 8
+  %941 = add nsw i64 %939, %940
+  %arena156 = getelementptr inbounds float, ptr %arena, i64 %941
+  %942 = load <8 x float>, ptr %arena156, align 4
+  %943 = fsub <8 x float> %933, %942
+  store <8 x float> %943, ptr %relu1_grad.w421, align 32
+  %944 = mul nsw i64 %relu1_grad.j414141, 196
+  %945 = mul nsw i64 %relu1_grad.ty415142, 14
+  %946 = add nsw i64 %944, %945
+  %947 = add nsw i64 %946, %relu1_grad.tx416143
+  %948 = mul nsw i64 %947, 32
+  %949 = add nsw i64 3531920, %948
+  %950 = mul nsw i64 %relu1_grad.cv417144, 8
+  %951 = add nsw i64 %949, %950
+  %arena157 = getelementptr inbounds float, ptr %arena, i64 %951
+  %952 = load <8 x float>, ptr %arena157, align 4
+  %953 = mul nsw i64 %relu1_grad.j414141, 196
+  %954 = mul nsw i64 %relu1_grad.ty415142, 14
+  %955 = add nsw i64 %953, %954
+  %956 = add nsw i64 %955, %relu1_grad.tx416143
+  %957 = mul nsw i64 %956, 32
+  %958 = add nsw i64 3557008, %957
+  %959 = mul nsw i64 %relu1_grad.cv417144, 8
+  %960 = add nsw i64 %958, %959
+  %arena158 = getelementptr inbounds float, ptr %arena, i64 %960
+  %961 = load <8 x float>, ptr %arena158, align 4
+  %962 = fadd <8 x float> %952, %961
+  %963 = mul nsw i64 %relu1_grad.j414141, 196
+  %964 = mul nsw i64 %relu1_grad.ty415142, 14
+  %965 = add nsw i64 %963, %964
+  %966 = add nsw i64 %965, %relu1_grad.tx416143
+  %967 = mul nsw i64 %966, 32
+  %968 = add nsw i64 3582096, %967
+  %969 = mul nsw i64 %relu1_grad.cv417144, 8
+  %970 = add nsw i64 %968, %969
+  %arena159 = getelementptr inbounds float, ptr %arena, i64 %970
+  %971 = load <8 x float>, ptr %arena159, align 4
+  %972 = fadd <8 x float> %962, %971
+  store <8 x float> %972, ptr %relu1_grad.w422, align 32
+  %973 = mul nsw i64 %relu1_grad.j414141, 196
+  %974 = mul nsw i64 %relu1_grad.ty415142, 14
+  %975 = add nsw i64 %973, %974
+  %976 = add nsw i64 %975, %relu1_grad.tx416143
+  %977 = mul nsw i64 %976, 32
+  %978 = add nsw i64 3557008, %977
+  %979 = mul nsw i64 %relu1_grad.cv417144, 8
+  %980 = add nsw i64 %978, %979
+  %arena160 = getelementptr inbounds float, ptr %arena, i64 %980
+  %981 = load <8 x float>, ptr %arena160, align 4
+  %982 = mul nsw i64 %relu1_grad.j414141, 196
+  %983 = mul nsw i64 %relu1_grad.ty415142, 14
+  %984 = add nsw i64 %982, %983
+  %985 = add nsw i64 %984, %relu1_grad.tx416143
+  %986 = mul nsw i64 %985, 32
+  %987 = add nsw i64 3582096, %986
+  %988 = mul nsw i64 %relu1_grad.cv417144, 8
+  %989 = add nsw i64 %987, %988
+  %arena161 = getelementptr inbounds float, ptr %arena, i64 %989
+  %990 = load <8 x float>, ptr %arena161, align 4
+  %991 = fsub <8 x float> %981, %990
+  %992 = mul nsw i64 %relu1_grad.j414141, 196
+  %993 = mul nsw i64 %relu1_grad.ty415142, 14
+  %994 = add nsw i64 %992, %993
+  %995 = add nsw i64 %994, %relu1_grad.tx416143
+  %996 = mul nsw i64 %995, 32
+  %997 = add nsw i64 3607184, %996
+  %998 = mul nsw i64 %relu1_grad.cv417144, 8
+  %999 = add nsw i64 %997, %998
+  %arena162 = getelementptr inbounds float, ptr %arena, i64 %999
+  %1000 = load <8 x float>, ptr %arena162, align 4
+  %1001 = fsub <8 x float> %991, %1000
+  store <8 x float> %1001, ptr %relu1_grad.w423, align 32
+  %1002 = mul nsw i64 %relu1_grad.j414141, 196
+  %1003 = mul nsw i64 %relu1_grad.ty415142, 14
+  %1004 = add nsw i64 %1002, %1003
+  %1005 = add nsw i64 %1004, %relu1_grad.tx416143
+  %1006 = mul nsw i64 %1005, 32
+  %1007 = add nsw i64 3538192, %1006
+  %1008 = mul nsw i64 %relu1_grad.cv417144, 8
+  %1009 = add nsw i64 %1007, %1008
+  %arena163 = getelementptr inbounds float, ptr %arena, i64 %1009
+  %1010 = load <8 x float>, ptr %arena163, align 4
+  %1011 = mul nsw i64 %relu1_grad.j414141, 196
+  %1012 = mul nsw i64 %relu1_grad.ty415142, 14
+  %1013 = add nsw i64 %1011, %1012
+  %1014 = add nsw i64 %1013, %relu1_grad.tx416143
+  %1015 = mul nsw i64 %1014, 32
+  %1016 = add nsw i64 3563280, %1015
+  %1017 = mul nsw i64 %relu1_grad.cv417144, 8
+  %1018 = add nsw i64 %1016, %1017
+  %arena164 = getelementptr inbounds float, ptr %arena, i64 %1018
+  %1019 = load <8 x float>, ptr %arena164, align 4
+  %1020 = fadd <8 x float> %1010, %1019
+  %1021 = mul nsw i64 %relu1_grad.j414141, 196
+  %1022 = mul nsw i64 %relu1_grad.ty415142, 14
+  %1023 = add nsw i64 %1021, %1022
+  %1024 = add nsw i64 %1023, %relu1_grad.tx416143
+  %1025 = mul nsw i64 %1024, 32
+  %1026 = add nsw i64 3588368, %1025
+  %1027 = mul nsw i64 %relu1_grad.cv417144, 8
+  %1028 = add nsw i64 %1026, %1027
+  %arena165 = getelementptr inbounds float, ptr %arena, i64 %1028
+  %1029 = load <8 x float>, ptr %arena165, align 4
+  %1030 = fadd <8 x float> %1020, %1029
+  store <8 x float> %1030, ptr %relu1_grad.w424, align 32
+  %1031 = mul nsw i64 %relu1_grad.j414141, 196
+  %1032 = mul nsw i64 %relu1_grad.ty415142, 14
+  %1033 = add nsw i64 %1031, %1032
+  %1034 = add nsw i64 %1033, %relu1_grad.tx416143
+  %1035 = mul nsw i64 %1034, 32
+  %1036 = add nsw i64 3563280, %1035
+  %1037 = mul nsw i64 %relu1_grad.cv417144, 8
+  %1038 = add nsw i64 %1036, %1037
+  %arena166 = getelementptr inbounds float, ptr %arena, i64 %1038
+  %1039 = load <8 x float>, ptr %arena166, align 4
+  %1040 = mul nsw i64 %relu1_grad.j414141, 196
+  %1041 = mul nsw i64 %relu1_grad.ty415142, 14
+  %1042 = add nsw i64 %1040, %1041
+  %1043 = add nsw i64 %1042, %relu1_grad.tx416143
+  %1044 = mul nsw i64 %1043, 32
+  %1045 = add nsw i64 3588368, %1044
+  %1046 = mul nsw i64 %relu1_grad.cv417144, 8
+  %1047 = add nsw i64 %1045, %1046
+  %arena167 = getelementptr inbounds float, ptr %arena, i64 %1047
+  %1048 = load <8 x float>, ptr %arena167, align 4
+  %1049 = fsub <8 x float> %1039, %1048
+  %1050 = mul nsw i64 %relu1_grad.j414141, 196
+  %1051 = mul nsw i64 %relu1_grad.ty415142, 14
+  %1052 = add nsw i64 %1050, %1051
+  %1053 = add nsw i64 %1052, %relu1_grad.tx416143
+  %1054 = mul nsw i64 %1053, 32
+  %1055 = add nsw i64 3613456, %1054
+  %1056 = mul nsw i64 %relu1_grad.cv417144, 8
+  %1057 = add nsw i64 %1055, %1056
+  %arena168 = getelementptr inbounds float, ptr %arena, i64 %1057
+  %1058 = load <8 x float>, ptr %arena168, align 4
+  %1059 = fsub <8 x float> %1049, %1058
+  store <8 x float> %1059, ptr %relu1_grad.w425, align 32
+  %w418 = load <8 x float>, ptr %relu1_grad.w418, align 32
+  %w420 = load <8 x float>, ptr %relu1_grad.w420, align 32
+  %1060 = fadd <8 x float> %w418, %w420
+  %w422 = load <8 x float>, ptr %relu1_grad.w422, align 32
+  %1061 = fadd <8 x float> %1060, %w422
+  store <8 x float> %1061, ptr %relu1_grad.w426, align 32
+  %w420169 = load <8 x float>, ptr %relu1_grad.w420, align 32
+  %w422170 = load <8 x float>, ptr %relu1_grad.w422, align 32
+  %1062 = fsub <8 x float> %w420169, %w422170
+  %w424 = load <8 x float>, ptr %relu1_grad.w424, align 32
+  %1063 = fsub <8 x float> %1062, %w424
+  store <8 x float> %1063, ptr %relu1_grad.w427, align 32
+  %w419 = load <8 x float>, ptr %relu1_grad.w419, align 32
+  %w421 = load <8 x float>, ptr %relu1_grad.w421, align 32
+  %1064 = fadd <8 x float> %w419, %w421
+  %w423 = load <8 x float>, ptr %relu1_grad.w423, align 32
+  %1065 = fadd <8 x float> %1064, %w423
+  store <8 x float> %1065, ptr %relu1_grad.w428, align 32
+  %w421171 = load <8 x float>, ptr %relu1_grad.w421, align 32
+  %w423172 = load <8 x float>, ptr %relu1_grad.w423, align 32
+  %1066 = fsub <8 x float> %w421171, %w423172
+  %w425 = load <8 x float>, ptr %relu1_grad.w425, align 32
+  %1067 = fsub <8 x float> %1066, %w425
+  store <8 x float> %1067, ptr %relu1_grad.w429, align 32
+  %w426 = load <8 x float>, ptr %relu1_grad.w426, align 32
+  %1068 = mul nsw i64 %relu1_grad.j414141, 28
+  %1069 = mul nsw i64 %relu1_grad.ty415142, 2
+  %1070 = add nsw i64 %1068, %1069
+  %1071 = mul nsw i64 %1070, 28
+  %1072 = mul nsw i64 %relu1_grad.tx416143, 2
+  %1073 = add nsw i64 %1071, %1072
+  %1074 = mul nsw i64 %1073, 32
+  %1075 = add nsw i64 3619728, %1074
+  %1076 = mul nsw i64 %relu1_grad.cv417144, 8
+  %1077 = add nsw i64 %1075, %1076
+  %arena173 = getelementptr inbounds float, ptr %arena, i64 %1077
+  store <8 x float> %w426, ptr %arena173, align 4
+  %w427 = load <8 x float>, ptr %relu1_grad.w427, align 32
+  %1078 = mul nsw i64 %relu1_grad.j414141, 28
+  %1079 = mul nsw i64 %relu1_grad.ty415142, 2
+  %1080 = add nsw i64 %1078, %1079
+  %1081 = mul nsw i64 %1080, 28
+  %1082 = mul nsw i64 %relu1_grad.tx416143, 2
   %1083 = add nsw i64 %1081, %1082
-  %arena176 = getelementptr inbounds float, ptr %arena, i64 %1083
-  store <8 x float> %w411, ptr %arena176, align 4
-  %w412 = load <8 x float>, ptr %relu1_grad.w412, align 32
-  %1084 = mul nsw i64 %relu1_grad.j399144, 28
-  %1085 = mul nsw i64 %relu1_grad.ty400145, 2
-  %1086 = add nsw i64 %1084, %1085
-  %1087 = mul nsw i64 %1086, 28
-  %1088 = mul nsw i64 %relu1_grad.tx401146, 2
-  %1089 = add nsw i64 %1087, %1088
-  %1090 = add nsw i64 %1089, 1
-  %1091 = mul nsw i64 %1090, 32
-  %1092 = add nsw i64 3619728, %1091
-  %1093 = mul nsw i64 %relu1_grad.cv402147, 8
-  %1094 = add nsw i64 %1092, %1093
-  %arena177 = getelementptr inbounds float, ptr %arena, i64 %1094
-  store <8 x float> %w412, ptr %arena177, align 4
-  %w413 = load <8 x float>, ptr %relu1_grad.w413, align 32
-  %1095 = mul nsw i64 %relu1_grad.j399144, 28
-  %1096 = mul nsw i64 %relu1_grad.ty400145, 2
-  %1097 = add nsw i64 %1095, %1096
-  %1098 = add nsw i64 %1097, 1
-  %1099 = mul nsw i64 %1098, 28
-  %1100 = mul nsw i64 %relu1_grad.tx401146, 2
-  %1101 = add nsw i64 %1099, %1100
-  %1102 = mul nsw i64 %1101, 32
-  %1103 = add nsw i64 3619728, %1102
-  %1104 = mul nsw i64 %relu1_grad.cv402147, 8
-  %1105 = add nsw i64 %1103, %1104
-  %arena178 = getelementptr inbounds float, ptr %arena, i64 %1105
-  store <8 x float> %w413, ptr %arena178, align 4
-  %w414 = load <8 x float>, ptr %relu1_grad.w414, align 32
-  %1106 = mul nsw i64 %relu1_grad.j399144, 28
-  %1107 = mul nsw i64 %relu1_grad.ty400145, 2
-  %1108 = add nsw i64 %1106, %1107
-  %1109 = add nsw i64 %1108, 1
-  %1110 = mul nsw i64 %1109, 28
-  %1111 = mul nsw i64 %relu1_grad.tx401146, 2
-  %1112 = add nsw i64 %1110, %1111
-  %1113 = add nsw i64 %1112, 1
-  %1114 = mul nsw i64 %1113, 32
-  %1115 = add nsw i64 3619728, %1114
-  %1116 = mul nsw i64 %relu1_grad.cv402147, 8
-  %1117 = add nsw i64 %1115, %1116
-  %arena179 = getelementptr inbounds float, ptr %arena, i64 %1117
-  store <8 x float> %w414, ptr %arena179, align 4
-  %cv402.next = add nsw i64 %relu1_grad.cv402147, 1
-  %1118 = icmp slt i64 %cv402.next, 4
-  br i1 %1118, label %relu1_grad.cv402, label %relu1_grad.cv402.end
+  %1084 = add nsw i64 %1083, 1
+  %1085 = mul nsw i64 %1084, 32
+  %1086 = add nsw i64 3619728, %1085
+  %1087 = mul nsw i64 %relu1_grad.cv417144, 8
+  %1088 = add nsw i64 %1086, %1087
+  %arena174 = getelementptr inbounds float, ptr %arena, i64 %1088
+  store <8 x float> %w427, ptr %arena174, align 4
+  %w428 = load <8 x float>, ptr %relu1_grad.w428, align 32
+  %1089 = mul nsw i64 %relu1_grad.j414141, 28
+  %1090 = mul nsw i64 %relu1_grad.ty415142, 2
+  %1091 = add nsw i64 %1089, %1090
+  %1092 = add nsw i64 %1091, 1
+  %1093 = mul nsw i64 %1092, 28
+  %1094 = mul nsw i64 %relu1_grad.tx416143, 2
+  %1095 = add nsw i64 %1093, %1094
+  %1096 = mul nsw i64 %1095, 32
+  %1097 = add nsw i64 3619728, %1096
+  %1098 = mul nsw i64 %relu1_grad.cv417144, 8
+  %1099 = add nsw i64 %1097, %1098
+  %arena175 = getelementptr inbounds float, ptr %arena, i64 %1099
+  store <8 x float> %w428, ptr %arena175, align 4
+  %w429 = load <8 x float>, ptr %relu1_grad.w429, align 32
+  %1100 = mul nsw i64 %relu1_grad.j414141, 28
+  %1101 = mul nsw i64 %relu1_grad.ty415142, 2
+  %1102 = add nsw i64 %1100, %1101
+  %1103 = add nsw i64 %1102, 1
+  %1104 = mul nsw i64 %1103, 28
+  %1105 = mul nsw i64 %relu1_grad.tx416143, 2
+  %1106 = add nsw i64 %1104, %1105
+  %1107 = add nsw i64 %1106, 1
+  %1108 = mul nsw i64 %1107, 32
+  %1109 = add nsw i64 3619728, %1108
+  %1110 = mul nsw i64 %relu1_grad.cv417144, 8
+  %1111 = add nsw i64 %1109, %1110
+  %arena176 = getelementptr inbounds float, ptr %arena, i64 %1111
+  store <8 x float> %w429, ptr %arena176, align 4
+  %cv417.next = add nsw i64 %relu1_grad.cv417144, 1
+  %1112 = icmp slt i64 %cv417.next, 4
+  br i1 %1112, label %relu1_grad.cv417, label %relu1_grad.cv417.end
 
-relu1_grad.cv402.end:                             ; preds = %relu1_grad.cv402
-  %tx401.next = add nsw i64 %relu1_grad.tx401146, 1
-  %1119 = icmp slt i64 %tx401.next, 14
-  br i1 %1119, label %relu1_grad.tx401, label %relu1_grad.tx401.end
+relu1_grad.cv417.end:                             ; preds = %relu1_grad.cv417
+  %tx416.next = add nsw i64 %relu1_grad.tx416143, 1
+  %1113 = icmp slt i64 %tx416.next, 14
+  br i1 %1113, label %relu1_grad.tx416, label %relu1_grad.tx416.end
 
-relu1_grad.j415:                                  ; preds = %relu1_grad.c416.end, %relu1_grad.j399.end
-  %relu1_grad.j415180 = phi i64 [ 0, %relu1_grad.j399.end ], [ %j415.next, %relu1_grad.c416.end ]
-  br label %relu1_grad.c416
+relu1_grad.j430:                                  ; preds = %relu1_grad.c431.end, %relu1_grad.j414.end
+  %relu1_grad.j430177 = phi i64 [ 0, %relu1_grad.j414.end ], [ %j430.next, %relu1_grad.c431.end ]
+  br label %relu1_grad.c431
 
-relu1_grad.j415.end:                              ; preds = %relu1_grad.c416.end
-  %g357.next = add nsw i64 %relu1_grad.g35765, 1
-  %1120 = icmp slt i64 %g357.next, 64
-  br i1 %1120, label %relu1_grad.g357, label %relu1_grad.g357.end
+relu1_grad.j430.end:                              ; preds = %relu1_grad.c431.end
+  %g365.next = add nsw i64 %relu1_grad.g36565, 1
+  %1114 = icmp slt i64 %g365.next, 64
+  br i1 %1114, label %relu1_grad.g365, label %relu1_grad.g365.end
 
-relu1_grad.c416:                                  ; preds = %relu1_grad.q417.end, %relu1_grad.j415
-  %relu1_grad.c416181 = phi i64 [ 0, %relu1_grad.j415 ], [ %c416.next, %relu1_grad.q417.end ]
-  br label %relu1_grad.q417
+relu1_grad.c431:                                  ; preds = %relu1_grad.q432.end, %relu1_grad.j430
+  %relu1_grad.c431178 = phi i64 [ 0, %relu1_grad.j430 ], [ %c431.next, %relu1_grad.q432.end ]
+  br label %relu1_grad.q432
 
-relu1_grad.c416.end:                              ; preds = %relu1_grad.q417.end
-  %j415.next = add nsw i64 %relu1_grad.j415180, 1
-  %1121 = icmp slt i64 %j415.next, 1
-  br i1 %1121, label %relu1_grad.j415, label %relu1_grad.j415.end
+relu1_grad.c431.end:                              ; preds = %relu1_grad.q432.end
+  %j430.next = add nsw i64 %relu1_grad.j430177, 1
+  %1115 = icmp slt i64 %j430.next, 1
+  br i1 %1115, label %relu1_grad.j430, label %relu1_grad.j430.end
 
-relu1_grad.q417:                                  ; preds = %relu1_grad.q417, %relu1_grad.c416
-  %relu1_grad.q417182 = phi i64 [ 0, %relu1_grad.c416 ], [ %q417.next, %relu1_grad.q417 ]
-  %1122 = mul nsw i64 %relu1_grad.j415180, 784
-  %1123 = add nsw i64 %1122, %relu1_grad.q417182
-  %1124 = mul nsw i64 %1123, 32
-  %1125 = add nsw i64 3619728, %1124
-  %1126 = add nsw i64 %1125, %relu1_grad.c416181
-  %arena183 = getelementptr inbounds float, ptr %arena, i64 %1126
-  %1127 = load float, ptr %arena183, align 4
-  %1128 = add nsw i64 %relu1_grad.g35765, %relu1_grad.j415180
-  %1129 = mul nsw i64 %1128, 25088
-  %1130 = add nsw i64 1605632, %1129
-  %1131 = mul nsw i64 %relu1_grad.c416181, 784
-  %1132 = add nsw i64 %1130, %1131
-  %1133 = add nsw i64 %1132, %relu1_grad.q417182
-  %arena184 = getelementptr inbounds float, ptr %arena, i64 %1133
-  store float %1127, ptr %arena184, align 4
-  %q417.next = add nsw i64 %relu1_grad.q417182, 1
-  %1134 = icmp slt i64 %q417.next, 784
-  br i1 %1134, label %relu1_grad.q417, label %relu1_grad.q417.end
+relu1_grad.q432:                                  ; preds = %relu1_grad.q432, %relu1_grad.c431
+  %relu1_grad.q432179 = phi i64 [ 0, %relu1_grad.c431 ], [ %q432.next, %relu1_grad.q432 ]
+  %1116 = mul nsw i64 %relu1_grad.j430177, 784
+  %1117 = add nsw i64 %1116, %relu1_grad.q432179
+  %1118 = mul nsw i64 %1117, 32
+  %1119 = add nsw i64 3619728, %1118
+  %1120 = add nsw i64 %1119, %relu1_grad.c431178
+  %arena180 = getelementptr inbounds float, ptr %arena, i64 %1120
+  %1121 = load float, ptr %arena180, align 4
+  %1122 = add nsw i64 %relu1_grad.g36565, %relu1_grad.j430177
+  %1123 = mul nsw i64 %1122, 25088
+  %1124 = add nsw i64 1605632, %1123
+  %1125 = mul nsw i64 %relu1_grad.c431178, 784
+  %1126 = add nsw i64 %1124, %1125
+  %1127 = add nsw i64 %1126, %relu1_grad.q432179
+  %arena181 = getelementptr inbounds float, ptr %arena, i64 %1127
+  store float %1121, ptr %arena181, align 4
+  %q432.next = add nsw i64 %relu1_grad.q432179, 1
+  %1128 = icmp slt i64 %q432.next, 784
+  br i1 %1128, label %relu1_grad.q432, label %relu1_grad.q432.end
 
-relu1_grad.q417.end:                              ; preds = %relu1_grad.q417
-  %c416.next = add nsw i64 %relu1_grad.c416181, 1
-  %1135 = icmp slt i64 %c416.next, 32
-  br i1 %1135, label %relu1_grad.c416, label %relu1_grad.c416.end
+relu1_grad.q432.end:                              ; preds = %relu1_grad.q432
+  %c431.next = add nsw i64 %relu1_grad.c431178, 1
+  %1129 = icmp slt i64 %c431.next, 32
+  br i1 %1129, label %relu1_grad.c431, label %relu1_grad.c431.end
 }
 
 ; Function Attrs: noinline
-define internal void @convnet_train_b64.k21.conv1_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @convnet_train_b64.k20.relu1_grad.gemm413(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #1 {
 entry:
-  br label %conv1_grad.i418
+  %relu1_grad.t411_a3 = alloca <8 x float>, align 32
+  %relu1_grad.t411_a2 = alloca <8 x float>, align 32
+  %relu1_grad.t411_a1 = alloca <8 x float>, align 32
+  %relu1_grad.t411_a0 = alloca <8 x float>, align 32
+  %relu1_grad.t411_b1 = alloca <8 x float>, align 32
+  %relu1_grad.t411_b0 = alloca <8 x float>, align 32
+  %relu1_grad.t411_c3_1 = alloca <8 x float>, align 32
+  %relu1_grad.t411_c3_0 = alloca <8 x float>, align 32
+  %relu1_grad.t411_c2_1 = alloca <8 x float>, align 32
+  %relu1_grad.t411_c2_0 = alloca <8 x float>, align 32
+  %relu1_grad.t411_c1_1 = alloca <8 x float>, align 32
+  %relu1_grad.t411_c1_0 = alloca <8 x float>, align 32
+  %relu1_grad.t411_c0_1 = alloca <8 x float>, align 32
+  %relu1_grad.t411_c0_0 = alloca <8 x float>, align 32
+  %relu1_grad.t409_a5 = alloca <8 x float>, align 32
+  %relu1_grad.t409_a4 = alloca <8 x float>, align 32
+  %relu1_grad.t409_a3 = alloca <8 x float>, align 32
+  %relu1_grad.t409_a2 = alloca <8 x float>, align 32
+  %relu1_grad.t409_a1 = alloca <8 x float>, align 32
+  %relu1_grad.t409_a0 = alloca <8 x float>, align 32
+  %relu1_grad.t409_b1 = alloca <8 x float>, align 32
+  %relu1_grad.t409_b0 = alloca <8 x float>, align 32
+  %relu1_grad.t409_c5_1 = alloca <8 x float>, align 32
+  %relu1_grad.t409_c5_0 = alloca <8 x float>, align 32
+  %relu1_grad.t409_c4_1 = alloca <8 x float>, align 32
+  %relu1_grad.t409_c4_0 = alloca <8 x float>, align 32
+  %relu1_grad.t409_c3_1 = alloca <8 x float>, align 32
+  %relu1_grad.t409_c3_0 = alloca <8 x float>, align 32
+  %relu1_grad.t409_c2_1 = alloca <8 x float>, align 32
+  %relu1_grad.t409_c2_0 = alloca <8 x float>, align 32
+  %relu1_grad.t409_c1_1 = alloca <8 x float>, align 32
+  %relu1_grad.t409_c1_0 = alloca <8 x float>, align 32
+  %relu1_grad.t409_c0_1 = alloca <8 x float>, align 32
+  %relu1_grad.t409_c0_0 = alloca <8 x float>, align 32
+  br label %relu1_grad.nb407
 
-conv1_grad.i418:                                  ; preds = %conv1_grad.i418, %entry
-  %conv1_grad.i4181 = phi i64 [ 0, %entry ], [ %i418.next, %conv1_grad.i418 ]
-  %arena2 = getelementptr inbounds float, ptr %arena, i64 %conv1_grad.i4181
+relu1_grad.nb407:                                 ; preds = %relu1_grad.k412.end, %entry
+  %relu1_grad.nb4071 = phi i64 [ 0, %entry ], [ %nb407.next, %relu1_grad.k412.end ]
+  br label %relu1_grad.mb408
+
+relu1_grad.nb407.end:                             ; preds = %relu1_grad.k412.end
+  ret void
+
+relu1_grad.mb408:                                 ; preds = %relu1_grad.k410.end, %relu1_grad.nb407
+  %relu1_grad.mb4082 = phi i64 [ 0, %relu1_grad.nb407 ], [ %mb408.next, %relu1_grad.k410.end ]
+  store <8 x float> zeroinitializer, ptr %relu1_grad.t409_c0_0, align 32
+  store <8 x float> zeroinitializer, ptr %relu1_grad.t409_c0_1, align 32
+  store <8 x float> zeroinitializer, ptr %relu1_grad.t409_c1_0, align 32
+  store <8 x float> zeroinitializer, ptr %relu1_grad.t409_c1_1, align 32
+  store <8 x float> zeroinitializer, ptr %relu1_grad.t409_c2_0, align 32
+  store <8 x float> zeroinitializer, ptr %relu1_grad.t409_c2_1, align 32
+  store <8 x float> zeroinitializer, ptr %relu1_grad.t409_c3_0, align 32
+  store <8 x float> zeroinitializer, ptr %relu1_grad.t409_c3_1, align 32
+  store <8 x float> zeroinitializer, ptr %relu1_grad.t409_c4_0, align 32
+  store <8 x float> zeroinitializer, ptr %relu1_grad.t409_c4_1, align 32
+  store <8 x float> zeroinitializer, ptr %relu1_grad.t409_c5_0, align 32
+  store <8 x float> zeroinitializer, ptr %relu1_grad.t409_c5_1, align 32
+  br label %relu1_grad.k410
+
+relu1_grad.mb408.end:                             ; preds = %relu1_grad.k410.end
+  store <8 x float> zeroinitializer, ptr %relu1_grad.t411_c0_0, align 32
+  store <8 x float> zeroinitializer, ptr %relu1_grad.t411_c0_1, align 32
+  store <8 x float> zeroinitializer, ptr %relu1_grad.t411_c1_0, align 32
+  store <8 x float> zeroinitializer, ptr %relu1_grad.t411_c1_1, align 32
+  store <8 x float> zeroinitializer, ptr %relu1_grad.t411_c2_0, align 32
+  store <8 x float> zeroinitializer, ptr %relu1_grad.t411_c2_1, align 32
+  store <8 x float> zeroinitializer, ptr %relu1_grad.t411_c3_0, align 32
+  store <8 x float> zeroinitializer, ptr %relu1_grad.t411_c3_1, align 32
+  br label %relu1_grad.k412
+
+relu1_grad.k410:                                  ; preds = %relu1_grad.k410, %relu1_grad.mb408
+  %relu1_grad.k4103 = phi i64 [ 0, %relu1_grad.mb408 ], [ %k410.next, %relu1_grad.k410 ]
+  %1 = mul nsw i64 %0, 2048
+  %2 = add nsw i64 3228304, %1
+  %3 = mul nsw i64 %relu1_grad.k4103, 32
+  %4 = add nsw i64 %2, %3
+  %5 = mul nsw i64 %relu1_grad.nb4071, 16
+  %6 = add nsw i64 %4, %5
+  %arena4 = getelementptr inbounds float, ptr %arena, i64 %6
+  %7 = load <8 x float>, ptr %arena4, align 4
+  store <8 x float> %7, ptr %relu1_grad.t409_b0, align 32
+  %8 = mul nsw i64 %0, 2048
+  %9 = add nsw i64 3228304, %8
+  %10 = mul nsw i64 %relu1_grad.k4103, 32
+  %11 = add nsw i64 %9, %10
+  %12 = mul nsw i64 %relu1_grad.nb4071, 16
+  %13 = add nsw i64 %11, %12
+  %14 = add nsw i64 %13, 8
+  %arena5 = getelementptr inbounds float, ptr %arena, i64 %14
+  %15 = load <8 x float>, ptr %arena5, align 4
+  store <8 x float> %15, ptr %relu1_grad.t409_b1, align 32
+  %16 = mul nsw i64 %0, 12544
+  %17 = add nsw i64 3318672, %16
+  %18 = mul nsw i64 %relu1_grad.mb4082, 6
+  %19 = mul nsw i64 %18, 64
+  %20 = add nsw i64 %17, %19
+  %21 = add nsw i64 %20, %relu1_grad.k4103
+  %arena6 = getelementptr inbounds float, ptr %arena, i64 %21
+  %22 = load float, ptr %arena6, align 4
+  %23 = insertelement <8 x float> undef, float %22, i32 0
+  %24 = shufflevector <8 x float> %23, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %24, ptr %relu1_grad.t409_a0, align 32
+  %t409_a0 = load <8 x float>, ptr %relu1_grad.t409_a0, align 32
+  %t409_b0 = load <8 x float>, ptr %relu1_grad.t409_b0, align 32
+  %t409_c0_0 = load <8 x float>, ptr %relu1_grad.t409_c0_0, align 32
+  %25 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t409_a0, <8 x float> %t409_b0, <8 x float> %t409_c0_0)
+  store <8 x float> %25, ptr %relu1_grad.t409_c0_0, align 32
+  %t409_a07 = load <8 x float>, ptr %relu1_grad.t409_a0, align 32
+  %t409_b1 = load <8 x float>, ptr %relu1_grad.t409_b1, align 32
+  %t409_c0_1 = load <8 x float>, ptr %relu1_grad.t409_c0_1, align 32
+  %26 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t409_a07, <8 x float> %t409_b1, <8 x float> %t409_c0_1)
+  store <8 x float> %26, ptr %relu1_grad.t409_c0_1, align 32
+  %27 = mul nsw i64 %0, 12544
+  %28 = add nsw i64 3318672, %27
+  %29 = mul nsw i64 %relu1_grad.mb4082, 6
+  %30 = add nsw i64 %29, 1
+  %31 = mul nsw i64 %30, 64
+  %32 = add nsw i64 %28, %31
+  %33 = add nsw i64 %32, %relu1_grad.k4103
+  %arena8 = getelementptr inbounds float, ptr %arena, i64 %33
+  %34 = load float, ptr %arena8, align 4
+  %35 = insertelement <8 x float> undef, float %34, i32 0
+  %36 = shufflevector <8 x float> %35, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %36, ptr %relu1_grad.t409_a1, align 32
+  %t409_a1 = load <8 x float>, ptr %relu1_grad.t409_a1, align 32
+  %t409_b09 = load <8 x float>, ptr %relu1_grad.t409_b0, align 32
+  %t409_c1_0 = load <8 x float>, ptr %relu1_grad.t409_c1_0, align 32
+  %37 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t409_a1, <8 x float> %t409_b09, <8 x float> %t409_c1_0)
+  store <8 x float> %37, ptr %relu1_grad.t409_c1_0, align 32
+  %t409_a110 = load <8 x float>, ptr %relu1_grad.t409_a1, align 32
+  %t409_b111 = load <8 x float>, ptr %relu1_grad.t409_b1, align 32
+  %t409_c1_1 = load <8 x float>, ptr %relu1_grad.t409_c1_1, align 32
+  %38 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t409_a110, <8 x float> %t409_b111, <8 x float> %t409_c1_1)
+  store <8 x float> %38, ptr %relu1_grad.t409_c1_1, align 32
+  %39 = mul nsw i64 %0, 12544
+  %40 = add nsw i64 3318672, %39
+  %41 = mul nsw i64 %relu1_grad.mb4082, 6
+  %42 = add nsw i64 %41, 2
+  %43 = mul nsw i64 %42, 64
+  %44 = add nsw i64 %40, %43
+  %45 = add nsw i64 %44, %relu1_grad.k4103
+  %arena12 = getelementptr inbounds float, ptr %arena, i64 %45
+  %46 = load float, ptr %arena12, align 4
+  %47 = insertelement <8 x float> undef, float %46, i32 0
+  %48 = shufflevector <8 x float> %47, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %48, ptr %relu1_grad.t409_a2, align 32
+  %t409_a2 = load <8 x float>, ptr %relu1_grad.t409_a2, align 32
+  %t409_b013 = load <8 x float>, ptr %relu1_grad.t409_b0, align 32
+  %t409_c2_0 = load <8 x float>, ptr %relu1_grad.t409_c2_0, align 32
+  %49 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t409_a2, <8 x float> %t409_b013, <8 x float> %t409_c2_0)
+  store <8 x float> %49, ptr %relu1_grad.t409_c2_0, align 32
+  %t409_a214 = load <8 x float>, ptr %relu1_grad.t409_a2, align 32
+  %t409_b115 = load <8 x float>, ptr %relu1_grad.t409_b1, align 32
+  %t409_c2_1 = load <8 x float>, ptr %relu1_grad.t409_c2_1, align 32
+  %50 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t409_a214, <8 x float> %t409_b115, <8 x float> %t409_c2_1)
+  store <8 x float> %50, ptr %relu1_grad.t409_c2_1, align 32
+  %51 = mul nsw i64 %0, 12544
+  %52 = add nsw i64 3318672, %51
+  %53 = mul nsw i64 %relu1_grad.mb4082, 6
+  %54 = add nsw i64 %53, 3
+  %55 = mul nsw i64 %54, 64
+  %56 = add nsw i64 %52, %55
+  %57 = add nsw i64 %56, %relu1_grad.k4103
+  %arena16 = getelementptr inbounds float, ptr %arena, i64 %57
+  %58 = load float, ptr %arena16, align 4
+  %59 = insertelement <8 x float> undef, float %58, i32 0
+  %60 = shufflevector <8 x float> %59, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %60, ptr %relu1_grad.t409_a3, align 32
+  %t409_a3 = load <8 x float>, ptr %relu1_grad.t409_a3, align 32
+  %t409_b017 = load <8 x float>, ptr %relu1_grad.t409_b0, align 32
+  %t409_c3_0 = load <8 x float>, ptr %relu1_grad.t409_c3_0, align 32
+  %61 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t409_a3, <8 x float> %t409_b017, <8 x float> %t409_c3_0)
+  store <8 x float> %61, ptr %relu1_grad.t409_c3_0, align 32
+  %t409_a318 = load <8 x float>, ptr %relu1_grad.t409_a3, align 32
+  %t409_b119 = load <8 x float>, ptr %relu1_grad.t409_b1, align 32
+  %t409_c3_1 = load <8 x float>, ptr %relu1_grad.t409_c3_1, align 32
+  %62 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t409_a318, <8 x float> %t409_b119, <8 x float> %t409_c3_1)
+  store <8 x float> %62, ptr %relu1_grad.t409_c3_1, align 32
+  %63 = mul nsw i64 %0, 12544
+  %64 = add nsw i64 3318672, %63
+  %65 = mul nsw i64 %relu1_grad.mb4082, 6
+  %66 = add nsw i64 %65, 4
+  %67 = mul nsw i64 %66, 64
+  %68 = add nsw i64 %64, %67
+  %69 = add nsw i64 %68, %relu1_grad.k4103
+  %arena20 = getelementptr inbounds float, ptr %arena, i64 %69
+  %70 = load float, ptr %arena20, align 4
+  %71 = insertelement <8 x float> undef, float %70, i32 0
+  %72 = shufflevector <8 x float> %71, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %72, ptr %relu1_grad.t409_a4, align 32
+  %t409_a4 = load <8 x float>, ptr %relu1_grad.t409_a4, align 32
+  %t409_b021 = load <8 x float>, ptr %relu1_grad.t409_b0, align 32
+  %t409_c4_0 = load <8 x float>, ptr %relu1_grad.t409_c4_0, align 32
+  %73 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t409_a4, <8 x float> %t409_b021, <8 x float> %t409_c4_0)
+  store <8 x float> %73, ptr %relu1_grad.t409_c4_0, align 32
+  %t409_a422 = load <8 x float>, ptr %relu1_grad.t409_a4, align 32
+  %t409_b123 = load <8 x float>, ptr %relu1_grad.t409_b1, align 32
+  %t409_c4_1 = load <8 x float>, ptr %relu1_grad.t409_c4_1, align 32
+  %74 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t409_a422, <8 x float> %t409_b123, <8 x float> %t409_c4_1)
+  store <8 x float> %74, ptr %relu1_grad.t409_c4_1, align 32
+  %75 = mul nsw i64 %0, 12544
+  %76 = add nsw i64 3318672, %75
+  %77 = mul nsw i64 %relu1_grad.mb4082, 6
+  %78 = add nsw i64 %77, 5
+  %79 = mul nsw i64 %78, 64
+  %80 = add nsw i64 %76, %79
+  %81 = add nsw i64 %80, %relu1_grad.k4103
+  %arena24 = getelementptr inbounds float, ptr %arena, i64 %81
+  %82 = load float, ptr %arena24, align 4
+  %83 = insertelement <8 x float> undef, float %82, i32 0
+  %84 = shufflevector <8 x float> %83, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %84, ptr %relu1_grad.t409_a5, align 32
+  %t409_a5 = load <8 x float>, ptr %relu1_grad.t409_a5, align 32
+  %t409_b025 = load <8 x float>, ptr %relu1_grad.t409_b0, align 32
+  %t409_c5_0 = load <8 x float>, ptr %relu1_grad.t409_c5_0, align 32
+  %85 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t409_a5, <8 x float> %t409_b025, <8 x float> %t409_c5_0)
+  store <8 x float> %85, ptr %relu1_grad.t409_c5_0, align 32
+  %t409_a526 = load <8 x float>, ptr %relu1_grad.t409_a5, align 32
+  %t409_b127 = load <8 x float>, ptr %relu1_grad.t409_b1, align 32
+  %t409_c5_1 = load <8 x float>, ptr %relu1_grad.t409_c5_1, align 32
+  %86 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t409_a526, <8 x float> %t409_b127, <8 x float> %t409_c5_1)
+  store <8 x float> %86, ptr %relu1_grad.t409_c5_1, align 32
+  %k410.next = add nsw i64 %relu1_grad.k4103, 1
+  %87 = icmp slt i64 %k410.next, 64
+  br i1 %87, label %relu1_grad.k410, label %relu1_grad.k410.end
+
+relu1_grad.k410.end:                              ; preds = %relu1_grad.k410
+  %t409_c0_028 = load <8 x float>, ptr %relu1_grad.t409_c0_0, align 32
+  %88 = mul nsw i64 %0, 6272
+  %89 = add nsw i64 3519376, %88
+  %90 = mul nsw i64 %relu1_grad.mb4082, 6
+  %91 = mul nsw i64 %90, 32
+  %92 = add nsw i64 %89, %91
+  %93 = mul nsw i64 %relu1_grad.nb4071, 16
+  %94 = add nsw i64 %92, %93
+  %arena29 = getelementptr inbounds float, ptr %arena, i64 %94
+  store <8 x float> %t409_c0_028, ptr %arena29, align 4
+  %t409_c0_130 = load <8 x float>, ptr %relu1_grad.t409_c0_1, align 32
+  %95 = mul nsw i64 %0, 6272
+  %96 = add nsw i64 3519376, %95
+  %97 = mul nsw i64 %relu1_grad.mb4082, 6
+  %98 = mul nsw i64 %97, 32
+  %99 = add nsw i64 %96, %98
+  %100 = mul nsw i64 %relu1_grad.nb4071, 16
+  %101 = add nsw i64 %99, %100
+  %102 = add nsw i64 %101, 8
+  %arena31 = getelementptr inbounds float, ptr %arena, i64 %102
+  store <8 x float> %t409_c0_130, ptr %arena31, align 4
+  %t409_c1_032 = load <8 x float>, ptr %relu1_grad.t409_c1_0, align 32
+  %103 = mul nsw i64 %0, 6272
+  %104 = add nsw i64 3519376, %103
+  %105 = mul nsw i64 %relu1_grad.mb4082, 6
+  %106 = add nsw i64 %105, 1
+  %107 = mul nsw i64 %106, 32
+  %108 = add nsw i64 %104, %107
+  %109 = mul nsw i64 %relu1_grad.nb4071, 16
+  %110 = add nsw i64 %108, %109
+  %arena33 = getelementptr inbounds float, ptr %arena, i64 %110
+  store <8 x float> %t409_c1_032, ptr %arena33, align 4
+  %t409_c1_134 = load <8 x float>, ptr %relu1_grad.t409_c1_1, align 32
+  %111 = mul nsw i64 %0, 6272
+  %112 = add nsw i64 3519376, %111
+  %113 = mul nsw i64 %relu1_grad.mb4082, 6
+  %114 = add nsw i64 %113, 1
+  %115 = mul nsw i64 %114, 32
+  %116 = add nsw i64 %112, %115
+  %117 = mul nsw i64 %relu1_grad.nb4071, 16
+  %118 = add nsw i64 %116, %117
+  %119 = add nsw i64 %118, 8
+  %arena35 = getelementptr inbounds float, ptr %arena, i64 %119
+  store <8 x float> %t409_c1_134, ptr %arena35, align 4
+  %t409_c2_036 = load <8 x float>, ptr %relu1_grad.t409_c2_0, align 32
+  %120 = mul nsw i64 %0, 6272
+  %121 = add nsw i64 3519376, %120
+  %122 = mul nsw i64 %relu1_grad.mb4082, 6
+  %123 = add nsw i64 %122, 2
+  %124 = mul nsw i64 %123, 32
+  %125 = add nsw i64 %121, %124
+  %126 = mul nsw i64 %relu1_grad.nb4071, 16
+  %127 = add nsw i64 %125, %126
+  %arena37 = getelementptr inbounds float, ptr %arena, i64 %127
+  store <8 x float> %t409_c2_036, ptr %arena37, align 4
+  %t409_c2_138 = load <8 x float>, ptr %relu1_grad.t409_c2_1, align 32
+  %128 = mul nsw i64 %0, 6272
+  %129 = add nsw i64 3519376, %128
+  %130 = mul nsw i64 %relu1_grad.mb4082, 6
+  %131 = add nsw i64 %130, 2
+  %132 = mul nsw i64 %131, 32
+  %133 = add nsw i64 %129, %132
+  %134 = mul nsw i64 %relu1_grad.nb4071, 16
+  %135 = add nsw i64 %133, %134
+  %136 = add nsw i64 %135, 8
+  %arena39 = getelementptr inbounds float, ptr %arena, i64 %136
+  store <8 x float> %t409_c2_138, ptr %arena39, align 4
+  %t409_c3_040 = load <8 x float>, ptr %relu1_grad.t409_c3_0, align 32
+  %137 = mul nsw i64 %0, 6272
+  %138 = add nsw i64 3519376, %137
+  %139 = mul nsw i64 %relu1_grad.mb4082, 6
+  %140 = add nsw i64 %139, 3
+  %141 = mul nsw i64 %140, 32
+  %142 = add nsw i64 %138, %141
+  %143 = mul nsw i64 %relu1_grad.nb4071, 16
+  %144 = add nsw i64 %142, %143
+  %arena41 = getelementptr inbounds float, ptr %arena, i64 %144
+  store <8 x float> %t409_c3_040, ptr %arena41, align 4
+  %t409_c3_142 = load <8 x float>, ptr %relu1_grad.t409_c3_1, align 32
+  %145 = mul nsw i64 %0, 6272
+  %146 = add nsw i64 3519376, %145
+  %147 = mul nsw i64 %relu1_grad.mb4082, 6
+  %148 = add nsw i64 %147, 3
+  %149 = mul nsw i64 %148, 32
+  %150 = add nsw i64 %146, %149
+  %151 = mul nsw i64 %relu1_grad.nb4071, 16
+  %152 = add nsw i64 %150, %151
+  %153 = add nsw i64 %152, 8
+  %arena43 = getelementptr inbounds float, ptr %arena, i64 %153
+  store <8 x float> %t409_c3_142, ptr %arena43, align 4
+  %t409_c4_044 = load <8 x float>, ptr %relu1_grad.t409_c4_0, align 32
+  %154 = mul nsw i64 %0, 6272
+  %155 = add nsw i64 3519376, %154
+  %156 = mul nsw i64 %relu1_grad.mb4082, 6
+  %157 = add nsw i64 %156, 4
+  %158 = mul nsw i64 %157, 32
+  %159 = add nsw i64 %155, %158
+  %160 = mul nsw i64 %relu1_grad.nb4071, 16
+  %161 = add nsw i64 %159, %160
+  %arena45 = getelementptr inbounds float, ptr %arena, i64 %161
+  store <8 x float> %t409_c4_044, ptr %arena45, align 4
+  %t409_c4_146 = load <8 x float>, ptr %relu1_grad.t409_c4_1, align 32
+  %162 = mul nsw i64 %0, 6272
+  %163 = add nsw i64 3519376, %162
+  %164 = mul nsw i64 %relu1_grad.mb4082, 6
+  %165 = add nsw i64 %164, 4
+  %166 = mul nsw i64 %165, 32
+  %167 = add nsw i64 %163, %166
+  %168 = mul nsw i64 %relu1_grad.nb4071, 16
+  %169 = add nsw i64 %167, %168
+  %170 = add nsw i64 %169, 8
+  %arena47 = getelementptr inbounds float, ptr %arena, i64 %170
+  store <8 x float> %t409_c4_146, ptr %arena47, align 4
+  %t409_c5_048 = load <8 x float>, ptr %relu1_grad.t409_c5_0, align 32
+  %171 = mul nsw i64 %0, 6272
+  %172 = add nsw i64 3519376, %171
+  %173 = mul nsw i64 %relu1_grad.mb4082, 6
+  %174 = add nsw i64 %173, 5
+  %175 = mul nsw i64 %174, 32
+  %176 = add nsw i64 %172, %175
+  %177 = mul nsw i64 %relu1_grad.nb4071, 16
+  %178 = add nsw i64 %176, %177
+  %arena49 = getelementptr inbounds float, ptr %arena, i64 %178
+  store <8 x float> %t409_c5_048, ptr %arena49, align 4
+  %t409_c5_150 = load <8 x float>, ptr %relu1_grad.t409_c5_1, align 32
+  %179 = mul nsw i64 %0, 6272
+  %180 = add nsw i64 3519376, %179
+  %181 = mul nsw i64 %relu1_grad.mb4082, 6
+  %182 = add nsw i64 %181, 5
+  %183 = mul nsw i64 %182, 32
+  %184 = add nsw i64 %180, %183
+  %185 = mul nsw i64 %relu1_grad.nb4071, 16
+  %186 = add nsw i64 %184, %185
+  %187 = add nsw i64 %186, 8
+  %arena51 = getelementptr inbounds float, ptr %arena, i64 %187
+  store <8 x float> %t409_c5_150, ptr %arena51, align 4
+  %mb408.next = add nsw i64 %relu1_grad.mb4082, 1
+  %188 = icmp slt i64 %mb408.next, 32
+  br i1 %188, label %relu1_grad.mb408, label %relu1_grad.mb408.end
+
+relu1_grad.k412:                                  ; preds = %relu1_grad.k412, %relu1_grad.mb408.end
+  %relu1_grad.k41252 = phi i64 [ 0, %relu1_grad.mb408.end ], [ %k412.next, %relu1_grad.k412 ]
+  %189 = mul nsw i64 %0, 2048
+  %190 = add nsw i64 3228304, %189
+  %191 = mul nsw i64 %relu1_grad.k41252, 32
+  %192 = add nsw i64 %190, %191
+  %193 = mul nsw i64 %relu1_grad.nb4071, 16
+  %194 = add nsw i64 %192, %193
+  %arena53 = getelementptr inbounds float, ptr %arena, i64 %194
+  %195 = load <8 x float>, ptr %arena53, align 4
+  store <8 x float> %195, ptr %relu1_grad.t411_b0, align 32
+  %196 = mul nsw i64 %0, 2048
+  %197 = add nsw i64 3228304, %196
+  %198 = mul nsw i64 %relu1_grad.k41252, 32
+  %199 = add nsw i64 %197, %198
+  %200 = mul nsw i64 %relu1_grad.nb4071, 16
+  %201 = add nsw i64 %199, %200
+  %202 = add nsw i64 %201, 8
+  %arena54 = getelementptr inbounds float, ptr %arena, i64 %202
+  %203 = load <8 x float>, ptr %arena54, align 4
+  store <8 x float> %203, ptr %relu1_grad.t411_b1, align 32
+  %204 = mul nsw i64 %0, 12544
+  %205 = add nsw i64 3318672, %204
+  %206 = add nsw i64 %205, 12288
+  %207 = add nsw i64 %206, %relu1_grad.k41252
+  %arena55 = getelementptr inbounds float, ptr %arena, i64 %207
+  %208 = load float, ptr %arena55, align 4
+  %209 = insertelement <8 x float> undef, float %208, i32 0
+  %210 = shufflevector <8 x float> %209, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %210, ptr %relu1_grad.t411_a0, align 32
+  %t411_a0 = load <8 x float>, ptr %relu1_grad.t411_a0, align 32
+  %t411_b0 = load <8 x float>, ptr %relu1_grad.t411_b0, align 32
+  %t411_c0_0 = load <8 x float>, ptr %relu1_grad.t411_c0_0, align 32
+  %211 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t411_a0, <8 x float> %t411_b0, <8 x float> %t411_c0_0)
+  store <8 x float> %211, ptr %relu1_grad.t411_c0_0, align 32
+  %t411_a056 = load <8 x float>, ptr %relu1_grad.t411_a0, align 32
+  %t411_b1 = load <8 x float>, ptr %relu1_grad.t411_b1, align 32
+  %t411_c0_1 = load <8 x float>, ptr %relu1_grad.t411_c0_1, align 32
+  %212 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t411_a056, <8 x float> %t411_b1, <8 x float> %t411_c0_1)
+  store <8 x float> %212, ptr %relu1_grad.t411_c0_1, align 32
+  %213 = mul nsw i64 %0, 12544
+  %214 = add nsw i64 3318672, %213
+  %215 = add nsw i64 %214, 12352
+  %216 = add nsw i64 %215, %relu1_grad.k41252
+  %arena57 = getelementptr inbounds float, ptr %arena, i64 %216
+  %217 = load float, ptr %arena57, align 4
+  %218 = insertelement <8 x float> undef, float %217, i32 0
+  %219 = shufflevector <8 x float> %218, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %219, ptr %relu1_grad.t411_a1, align 32
+  %t411_a1 = load <8 x float>, ptr %relu1_grad.t411_a1, align 32
+  %t411_b058 = load <8 x float>, ptr %relu1_grad.t411_b0, align 32
+  %t411_c1_0 = load <8 x float>, ptr %relu1_grad.t411_c1_0, align 32
+  %220 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t411_a1, <8 x float> %t411_b058, <8 x float> %t411_c1_0)
+  store <8 x float> %220, ptr %relu1_grad.t411_c1_0, align 32
+  %t411_a159 = load <8 x float>, ptr %relu1_grad.t411_a1, align 32
+  %t411_b160 = load <8 x float>, ptr %relu1_grad.t411_b1, align 32
+  %t411_c1_1 = load <8 x float>, ptr %relu1_grad.t411_c1_1, align 32
+  %221 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t411_a159, <8 x float> %t411_b160, <8 x float> %t411_c1_1)
+  store <8 x float> %221, ptr %relu1_grad.t411_c1_1, align 32
+  %222 = mul nsw i64 %0, 12544
+  %223 = add nsw i64 3318672, %222
+  %224 = add nsw i64 %223, 12416
+  %225 = add nsw i64 %224, %relu1_grad.k41252
+  %arena61 = getelementptr inbounds float, ptr %arena, i64 %225
+  %226 = load float, ptr %arena61, align 4
+  %227 = insertelement <8 x float> undef, float %226, i32 0
+  %228 = shufflevector <8 x float> %227, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %228, ptr %relu1_grad.t411_a2, align 32
+  %t411_a2 = load <8 x float>, ptr %relu1_grad.t411_a2, align 32
+  %t411_b062 = load <8 x float>, ptr %relu1_grad.t411_b0, align 32
+  %t411_c2_0 = load <8 x float>, ptr %relu1_grad.t411_c2_0, align 32
+  %229 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t411_a2, <8 x float> %t411_b062, <8 x float> %t411_c2_0)
+  store <8 x float> %229, ptr %relu1_grad.t411_c2_0, align 32
+  %t411_a263 = load <8 x float>, ptr %relu1_grad.t411_a2, align 32
+  %t411_b164 = load <8 x float>, ptr %relu1_grad.t411_b1, align 32
+  %t411_c2_1 = load <8 x float>, ptr %relu1_grad.t411_c2_1, align 32
+  %230 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t411_a263, <8 x float> %t411_b164, <8 x float> %t411_c2_1)
+  store <8 x float> %230, ptr %relu1_grad.t411_c2_1, align 32
+  %231 = mul nsw i64 %0, 12544
+  %232 = add nsw i64 3318672, %231
+  %233 = add nsw i64 %232, 12480
+  %234 = add nsw i64 %233, %relu1_grad.k41252
+  %arena65 = getelementptr inbounds float, ptr %arena, i64 %234
+  %235 = load float, ptr %arena65, align 4
+  %236 = insertelement <8 x float> undef, float %235, i32 0
+  %237 = shufflevector <8 x float> %236, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %237, ptr %relu1_grad.t411_a3, align 32
+  %t411_a3 = load <8 x float>, ptr %relu1_grad.t411_a3, align 32
+  %t411_b066 = load <8 x float>, ptr %relu1_grad.t411_b0, align 32
+  %t411_c3_0 = load <8 x float>, ptr %relu1_grad.t411_c3_0, align 32
+  %238 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t411_a3, <8 x float> %t411_b066, <8 x float> %t411_c3_0)
+  store <8 x float> %238, ptr %relu1_grad.t411_c3_0, align 32
+  %t411_a367 = load <8 x float>, ptr %relu1_grad.t411_a3, align 32
+  %t411_b168 = load <8 x float>, ptr %relu1_grad.t411_b1, align 32
+  %t411_c3_1 = load <8 x float>, ptr %relu1_grad.t411_c3_1, align 32
+  %239 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t411_a367, <8 x float> %t411_b168, <8 x float> %t411_c3_1)
+  store <8 x float> %239, ptr %relu1_grad.t411_c3_1, align 32
+  %k412.next = add nsw i64 %relu1_grad.k41252, 1
+  %240 = icmp slt i64 %k412.next, 64
+  br i1 %240, label %relu1_grad.k412, label %relu1_grad.k412.end
+
+relu1_grad.k412.end:                              ; preds = %relu1_grad.k412
+  %t411_c0_069 = load <8 x float>, ptr %relu1_grad.t411_c0_0, align 32
+  %241 = mul nsw i64 %0, 6272
+  %242 = add nsw i64 3519376, %241
+  %243 = add nsw i64 %242, 6144
+  %244 = mul nsw i64 %relu1_grad.nb4071, 16
+  %245 = add nsw i64 %243, %244
+  %arena70 = getelementptr inbounds float, ptr %arena, i64 %245
+  store <8 x float> %t411_c0_069, ptr %arena70, align 4
+  %t411_c0_171 = load <8 x float>, ptr %relu1_grad.t411_c0_1, align 32
+  %246 = mul nsw i64 %0, 6272
+  %247 = add nsw i64 3519376, %246
+  %248 = add nsw i64 %247, 6144
+  %249 = mul nsw i64 %relu1_grad.nb4071, 16
+  %250 = add nsw i64 %248, %249
+  %251 = add nsw i64 %250, 8
+  %arena72 = getelementptr inbounds float, ptr %arena, i64 %251
+  store <8 x float> %t411_c0_171, ptr %arena72, align 4
+  %t411_c1_073 = load <8 x float>, ptr %relu1_grad.t411_c1_0, align 32
+  %252 = mul nsw i64 %0, 6272
+  %253 = add nsw i64 3519376, %252
+  %254 = add nsw i64 %253, 6176
+  %255 = mul nsw i64 %relu1_grad.nb4071, 16
+  %256 = add nsw i64 %254, %255
+  %arena74 = getelementptr inbounds float, ptr %arena, i64 %256
+  store <8 x float> %t411_c1_073, ptr %arena74, align 4
+  %t411_c1_175 = load <8 x float>, ptr %relu1_grad.t411_c1_1, align 32
+  %257 = mul nsw i64 %0, 6272
+  %258 = add nsw i64 3519376, %257
+  %259 = add nsw i64 %258, 6176
+  %260 = mul nsw i64 %relu1_grad.nb4071, 16
+  %261 = add nsw i64 %259, %260
+  %262 = add nsw i64 %261, 8
+  %arena76 = getelementptr inbounds float, ptr %arena, i64 %262
+  store <8 x float> %t411_c1_175, ptr %arena76, align 4
+  %t411_c2_077 = load <8 x float>, ptr %relu1_grad.t411_c2_0, align 32
+  %263 = mul nsw i64 %0, 6272
+  %264 = add nsw i64 3519376, %263
+  %265 = add nsw i64 %264, 6208
+  %266 = mul nsw i64 %relu1_grad.nb4071, 16
+  %267 = add nsw i64 %265, %266
+  %arena78 = getelementptr inbounds float, ptr %arena, i64 %267
+  store <8 x float> %t411_c2_077, ptr %arena78, align 4
+  %t411_c2_179 = load <8 x float>, ptr %relu1_grad.t411_c2_1, align 32
+  %268 = mul nsw i64 %0, 6272
+  %269 = add nsw i64 3519376, %268
+  %270 = add nsw i64 %269, 6208
+  %271 = mul nsw i64 %relu1_grad.nb4071, 16
+  %272 = add nsw i64 %270, %271
+  %273 = add nsw i64 %272, 8
+  %arena80 = getelementptr inbounds float, ptr %arena, i64 %273
+  store <8 x float> %t411_c2_179, ptr %arena80, align 4
+  %t411_c3_081 = load <8 x float>, ptr %relu1_grad.t411_c3_0, align 32
+  %274 = mul nsw i64 %0, 6272
+  %275 = add nsw i64 3519376, %274
+  %276 = add nsw i64 %275, 6240
+  %277 = mul nsw i64 %relu1_grad.nb4071, 16
+  %278 = add nsw i64 %276, %277
+  %arena82 = getelementptr inbounds float, ptr %arena, i64 %278
+  store <8 x float> %t411_c3_081, ptr %arena82, align 4
+  %t411_c3_183 = load <8 x float>, ptr %relu1_grad.t411_c3_1, align 32
+  %279 = mul nsw i64 %0, 6272
+  %280 = add nsw i64 3519376, %279
+  %281 = add nsw i64 %280, 6240
+  %282 = mul nsw i64 %relu1_grad.nb4071, 16
+  %283 = add nsw i64 %281, %282
+  %284 = add nsw i64 %283, 8
+  %arena84 = getelementptr inbounds float, ptr %arena, i64 %284
+  store <8 x float> %t411_c3_183, ptr %arena84, align 4
+  %nb407.next = add nsw i64 %relu1_grad.nb4071, 1
+  %285 = icmp slt i64 %nb407.next, 2
+  br i1 %285, label %relu1_grad.nb407, label %relu1_grad.nb407.end
+}
+
+; Function Attrs: noinline
+define internal void @convnet_train_b64.k21.conv1_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+entry:
+  br label %conv1_grad.i433
+
+conv1_grad.i433:                                  ; preds = %conv1_grad.i433, %entry
+  %conv1_grad.i4331 = phi i64 [ 0, %entry ], [ %i433.next, %conv1_grad.i433 ]
+  %arena2 = getelementptr inbounds float, ptr %arena, i64 %conv1_grad.i4331
   %0 = load float, ptr %arena2, align 4
   %1 = fcmp ogt float %0, 0.000000e+00
-  %2 = add nsw i64 1605632, %conv1_grad.i4181
+  %2 = add nsw i64 1605632, %conv1_grad.i4331
   %arena3 = getelementptr inbounds float, ptr %arena, i64 %2
   %3 = load float, ptr %arena3, align 4
   %4 = select i1 %1, float %3, float 0.000000e+00
-  %5 = add nsw i64 3228304, %conv1_grad.i4181
+  %5 = add nsw i64 3228304, %conv1_grad.i4331
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %5
   store float %4, ptr %arena4, align 4
-  %i418.next = add nsw i64 %conv1_grad.i4181, 1
-  %6 = icmp slt i64 %i418.next, 1605632
-  br i1 %6, label %conv1_grad.i418, label %conv1_grad.i418.end
+  %i433.next = add nsw i64 %conv1_grad.i4331, 1
+  %6 = icmp slt i64 %i433.next, 1605632
+  br i1 %6, label %conv1_grad.i433, label %conv1_grad.i433.end
 
-conv1_grad.i418.end:                              ; preds = %conv1_grad.i418
+conv1_grad.i433.end:                              ; preds = %conv1_grad.i433
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @convnet_train_b64.k22.conv1_weight_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @convnet_train_b64.k22.conv1_weight_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  br label %conv1_weight_grad.i419
+  br label %conv1_weight_grad.i434
 
-conv1_weight_grad.i419:                           ; preds = %conv1_weight_grad.i419, %entry
-  %conv1_weight_grad.i4191 = phi i64 [ 0, %entry ], [ %i419.next, %conv1_weight_grad.i419 ]
-  %0 = add nsw i64 514448, %conv1_weight_grad.i4191
+conv1_weight_grad.i434:                           ; preds = %conv1_weight_grad.i434, %entry
+  %conv1_weight_grad.i4341 = phi i64 [ 0, %entry ], [ %i434.next, %conv1_weight_grad.i434 ]
+  %0 = add nsw i64 514448, %conv1_weight_grad.i4341
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %0
   store float 0.000000e+00, ptr %arena2, align 4
-  %i419.next = add nsw i64 %conv1_weight_grad.i4191, 1
-  %1 = icmp slt i64 %i419.next, 288
-  br i1 %1, label %conv1_weight_grad.i419, label %conv1_weight_grad.i419.end
+  %i434.next = add nsw i64 %conv1_weight_grad.i4341, 1
+  %1 = icmp slt i64 %i434.next, 288
+  br i1 %1, label %conv1_weight_grad.i434, label %conv1_weight_grad.i434.end
 
-conv1_weight_grad.i419.end:                       ; preds = %conv1_weight_grad.i419
-  br label %conv1_weight_grad.g420
+conv1_weight_grad.i434.end:                       ; preds = %conv1_weight_grad.i434
+  br label %conv1_weight_grad.g435
 
-conv1_weight_grad.g420:                           ; preds = %conv1_weight_grad.j435.end, %conv1_weight_grad.i419.end
-  %conv1_weight_grad.g4203 = phi i64 [ 0, %conv1_weight_grad.i419.end ], [ %g420.next, %conv1_weight_grad.j435.end ]
-  br label %conv1_weight_grad.j421
+conv1_weight_grad.g435:                           ; preds = %conv1_weight_grad.j450.end, %conv1_weight_grad.i434.end
+  %conv1_weight_grad.g4353 = phi i64 [ 0, %conv1_weight_grad.i434.end ], [ %g435.next, %conv1_weight_grad.j450.end ]
+  br label %conv1_weight_grad.j436
 
-conv1_weight_grad.g420.end:                       ; preds = %conv1_weight_grad.j435.end
-  br label %conv1_weight_grad.f446
+conv1_weight_grad.g435.end:                       ; preds = %conv1_weight_grad.j450.end
+  br label %conv1_weight_grad.f461
 
-conv1_weight_grad.j421:                           ; preds = %conv1_weight_grad.c422.end, %conv1_weight_grad.g420
-  %conv1_weight_grad.j4214 = phi i64 [ 0, %conv1_weight_grad.g420 ], [ %j421.next, %conv1_weight_grad.c422.end ]
-  br label %conv1_weight_grad.c422
+conv1_weight_grad.j436:                           ; preds = %conv1_weight_grad.c437.end, %conv1_weight_grad.g435
+  %conv1_weight_grad.j4364 = phi i64 [ 0, %conv1_weight_grad.g435 ], [ %j436.next, %conv1_weight_grad.c437.end ]
+  br label %conv1_weight_grad.c437
 
-conv1_weight_grad.j421.end:                       ; preds = %conv1_weight_grad.c422.end
-  br label %conv1_weight_grad.j435
+conv1_weight_grad.j436.end:                       ; preds = %conv1_weight_grad.c437.end
+  br label %conv1_weight_grad.j450
 
-conv1_weight_grad.c422:                           ; preds = %conv1_weight_grad.ky423.end, %conv1_weight_grad.j421
-  %conv1_weight_grad.c4225 = phi i64 [ 0, %conv1_weight_grad.j421 ], [ %c422.next, %conv1_weight_grad.ky423.end ]
-  br label %conv1_weight_grad.ky423
+conv1_weight_grad.c437:                           ; preds = %conv1_weight_grad.ky438.end, %conv1_weight_grad.j436
+  %conv1_weight_grad.c4375 = phi i64 [ 0, %conv1_weight_grad.j436 ], [ %c437.next, %conv1_weight_grad.ky438.end ]
+  br label %conv1_weight_grad.ky438
 
-conv1_weight_grad.c422.end:                       ; preds = %conv1_weight_grad.ky423.end
-  %j421.next = add nsw i64 %conv1_weight_grad.j4214, 1
-  %2 = icmp slt i64 %j421.next, 16
-  br i1 %2, label %conv1_weight_grad.j421, label %conv1_weight_grad.j421.end
+conv1_weight_grad.c437.end:                       ; preds = %conv1_weight_grad.ky438.end
+  %j436.next = add nsw i64 %conv1_weight_grad.j4364, 1
+  %2 = icmp slt i64 %j436.next, 16
+  br i1 %2, label %conv1_weight_grad.j436, label %conv1_weight_grad.j436.end
 
-conv1_weight_grad.ky423:                          ; preds = %conv1_weight_grad.oy431.end, %conv1_weight_grad.c422
-  %conv1_weight_grad.ky4236 = phi i64 [ 0, %conv1_weight_grad.c422 ], [ %ky423.next, %conv1_weight_grad.oy431.end ]
-  br label %conv1_weight_grad.oy424
+conv1_weight_grad.ky438:                          ; preds = %conv1_weight_grad.oy446.end, %conv1_weight_grad.c437
+  %conv1_weight_grad.ky4386 = phi i64 [ 0, %conv1_weight_grad.c437 ], [ %ky438.next, %conv1_weight_grad.oy446.end ]
+  br label %conv1_weight_grad.oy439
 
-conv1_weight_grad.ky423.end:                      ; preds = %conv1_weight_grad.oy431.end
-  %c422.next = add nsw i64 %conv1_weight_grad.c4225, 1
-  %3 = icmp slt i64 %c422.next, 1
-  br i1 %3, label %conv1_weight_grad.c422, label %conv1_weight_grad.c422.end
+conv1_weight_grad.ky438.end:                      ; preds = %conv1_weight_grad.oy446.end
+  %c437.next = add nsw i64 %conv1_weight_grad.c4375, 1
+  %3 = icmp slt i64 %c437.next, 1
+  br i1 %3, label %conv1_weight_grad.c437, label %conv1_weight_grad.c437.end
 
-conv1_weight_grad.oy424:                          ; preds = %conv1_weight_grad.endif18, %conv1_weight_grad.ky423
-  %conv1_weight_grad.oy4247 = phi i64 [ 0, %conv1_weight_grad.ky423 ], [ %oy424.next, %conv1_weight_grad.endif18 ]
-  %4 = add nsw i64 %conv1_weight_grad.oy4247, %conv1_weight_grad.ky4236
+conv1_weight_grad.oy439:                          ; preds = %conv1_weight_grad.endif18, %conv1_weight_grad.ky438
+  %conv1_weight_grad.oy4397 = phi i64 [ 0, %conv1_weight_grad.ky438 ], [ %oy439.next, %conv1_weight_grad.endif18 ]
+  %4 = add nsw i64 %conv1_weight_grad.oy4397, %conv1_weight_grad.ky4386
   %5 = add nsw i64 %4, -1
   %6 = icmp slt i64 -1, %5
-  %7 = add nsw i64 %conv1_weight_grad.oy4247, %conv1_weight_grad.ky4236
+  %7 = add nsw i64 %conv1_weight_grad.oy4397, %conv1_weight_grad.ky4386
   %8 = add nsw i64 %7, -1
   %9 = icmp slt i64 %8, 28
   %10 = and i1 %6, %9
   br i1 %10, label %conv1_weight_grad.then, label %conv1_weight_grad.endif
 
-conv1_weight_grad.oy424.end:                      ; preds = %conv1_weight_grad.endif18
-  br label %conv1_weight_grad.oy428
+conv1_weight_grad.oy439.end:                      ; preds = %conv1_weight_grad.endif18
+  br label %conv1_weight_grad.oy443
 
-conv1_weight_grad.then:                           ; preds = %conv1_weight_grad.oy424
-  br label %conv1_weight_grad.ox425
+conv1_weight_grad.then:                           ; preds = %conv1_weight_grad.oy439
+  br label %conv1_weight_grad.ox440
 
-conv1_weight_grad.endif:                          ; preds = %conv1_weight_grad.ox426.end, %conv1_weight_grad.oy424
-  %11 = add nsw i64 %conv1_weight_grad.oy4247, %conv1_weight_grad.ky4236
+conv1_weight_grad.endif:                          ; preds = %conv1_weight_grad.ox441.end, %conv1_weight_grad.oy439
+  %11 = add nsw i64 %conv1_weight_grad.oy4397, %conv1_weight_grad.ky4386
   %12 = add nsw i64 %11, -1
   %13 = icmp slt i64 %12, 0
   br i1 %13, label %conv1_weight_grad.then13, label %conv1_weight_grad.endif14
 
-conv1_weight_grad.ox425:                          ; preds = %conv1_weight_grad.ox425, %conv1_weight_grad.then
-  %conv1_weight_grad.ox4258 = phi i64 [ 0, %conv1_weight_grad.then ], [ %ox425.next, %conv1_weight_grad.ox425 ]
-  %14 = mul nsw i64 %conv1_weight_grad.g4203, 16
-  %15 = add nsw i64 %14, %conv1_weight_grad.j4214
+conv1_weight_grad.ox440:                          ; preds = %conv1_weight_grad.ox440, %conv1_weight_grad.then
+  %conv1_weight_grad.ox4408 = phi i64 [ 0, %conv1_weight_grad.then ], [ %ox440.next, %conv1_weight_grad.ox440 ]
+  %14 = mul nsw i64 %conv1_weight_grad.g4353, 16
+  %15 = add nsw i64 %14, %conv1_weight_grad.j4364
   %16 = mul nsw i64 %15, 784
-  %17 = mul nsw i64 %conv1_weight_grad.c4225, 784
+  %17 = mul nsw i64 %conv1_weight_grad.c4375, 784
   %18 = add nsw i64 %16, %17
-  %19 = add nsw i64 %conv1_weight_grad.oy4247, %conv1_weight_grad.ky4236
+  %19 = add nsw i64 %conv1_weight_grad.oy4397, %conv1_weight_grad.ky4386
   %20 = add nsw i64 %19, -1
   %21 = mul nsw i64 %20, 28
   %22 = add nsw i64 %18, %21
-  %23 = add nsw i64 %conv1_weight_grad.ox4258, 1
+  %23 = add nsw i64 %conv1_weight_grad.ox4408, 1
   %24 = add nsw i64 %23, -1
   %25 = add nsw i64 %22, %24
   %images9 = getelementptr inbounds float, ptr %images, i64 %25
   %26 = load float, ptr %images9, align 4
-  %27 = mul nsw i64 %conv1_weight_grad.c4225, 3
-  %28 = add nsw i64 %27, %conv1_weight_grad.ky4236
+  %27 = mul nsw i64 %conv1_weight_grad.c4375, 3
+  %28 = add nsw i64 %27, %conv1_weight_grad.ky4386
   %29 = mul nsw i64 %28, 3
   %30 = mul nsw i64 %29, 12560
-  %31 = mul nsw i64 %conv1_weight_grad.j4214, 784
+  %31 = mul nsw i64 %conv1_weight_grad.j4364, 784
   %32 = add nsw i64 %30, %31
-  %33 = mul nsw i64 %conv1_weight_grad.oy4247, 28
-  %34 = add nsw i64 %conv1_weight_grad.ox4258, 1
+  %33 = mul nsw i64 %conv1_weight_grad.oy4397, 28
+  %34 = add nsw i64 %conv1_weight_grad.ox4408, 1
   %35 = add nsw i64 %33, %34
   %36 = add nsw i64 %32, %35
   %arena10 = getelementptr inbounds float, ptr %arena, i64 %36
   store float %26, ptr %arena10, align 4
-  %ox425.next = add nsw i64 %conv1_weight_grad.ox4258, 1
-  %37 = icmp slt i64 %ox425.next, 27
-  br i1 %37, label %conv1_weight_grad.ox425, label %conv1_weight_grad.ox425.end
+  %ox440.next = add nsw i64 %conv1_weight_grad.ox4408, 1
+  %37 = icmp slt i64 %ox440.next, 27
+  br i1 %37, label %conv1_weight_grad.ox440, label %conv1_weight_grad.ox440.end
 
-conv1_weight_grad.ox425.end:                      ; preds = %conv1_weight_grad.ox425
-  br label %conv1_weight_grad.ox426
+conv1_weight_grad.ox440.end:                      ; preds = %conv1_weight_grad.ox440
+  br label %conv1_weight_grad.ox441
 
-conv1_weight_grad.ox426:                          ; preds = %conv1_weight_grad.ox426, %conv1_weight_grad.ox425.end
-  %conv1_weight_grad.ox42611 = phi i64 [ 0, %conv1_weight_grad.ox425.end ], [ %ox426.next, %conv1_weight_grad.ox426 ]
-  %38 = mul nsw i64 %conv1_weight_grad.c4225, 3
-  %39 = add nsw i64 %38, %conv1_weight_grad.ky4236
+conv1_weight_grad.ox441:                          ; preds = %conv1_weight_grad.ox441, %conv1_weight_grad.ox440.end
+  %conv1_weight_grad.ox44111 = phi i64 [ 0, %conv1_weight_grad.ox440.end ], [ %ox441.next, %conv1_weight_grad.ox441 ]
+  %38 = mul nsw i64 %conv1_weight_grad.c4375, 3
+  %39 = add nsw i64 %38, %conv1_weight_grad.ky4386
   %40 = mul nsw i64 %39, 3
   %41 = mul nsw i64 %40, 12560
-  %42 = mul nsw i64 %conv1_weight_grad.j4214, 784
+  %42 = mul nsw i64 %conv1_weight_grad.j4364, 784
   %43 = add nsw i64 %41, %42
-  %44 = mul nsw i64 %conv1_weight_grad.oy4247, 28
-  %45 = add nsw i64 %44, %conv1_weight_grad.ox42611
+  %44 = mul nsw i64 %conv1_weight_grad.oy4397, 28
+  %45 = add nsw i64 %44, %conv1_weight_grad.ox44111
   %46 = add nsw i64 %43, %45
   %arena12 = getelementptr inbounds float, ptr %arena, i64 %46
   store float 0.000000e+00, ptr %arena12, align 4
-  %ox426.next = add nsw i64 %conv1_weight_grad.ox42611, 1
-  %47 = icmp slt i64 %ox426.next, 1
-  br i1 %47, label %conv1_weight_grad.ox426, label %conv1_weight_grad.ox426.end
+  %ox441.next = add nsw i64 %conv1_weight_grad.ox44111, 1
+  %47 = icmp slt i64 %ox441.next, 1
+  br i1 %47, label %conv1_weight_grad.ox441, label %conv1_weight_grad.ox441.end
 
-conv1_weight_grad.ox426.end:                      ; preds = %conv1_weight_grad.ox426
+conv1_weight_grad.ox441.end:                      ; preds = %conv1_weight_grad.ox441
   br label %conv1_weight_grad.endif
 
 conv1_weight_grad.then13:                         ; preds = %conv1_weight_grad.endif
-  br label %conv1_weight_grad.ox427
+  br label %conv1_weight_grad.ox442
 
-conv1_weight_grad.endif14:                        ; preds = %conv1_weight_grad.ox427.end, %conv1_weight_grad.endif
-  %48 = add nsw i64 %conv1_weight_grad.oy4247, %conv1_weight_grad.ky4236
+conv1_weight_grad.endif14:                        ; preds = %conv1_weight_grad.ox442.end, %conv1_weight_grad.endif
+  %48 = add nsw i64 %conv1_weight_grad.oy4397, %conv1_weight_grad.ky4386
   %49 = add nsw i64 %48, -1
   %50 = icmp slt i64 27, %49
   br i1 %50, label %conv1_weight_grad.then17, label %conv1_weight_grad.endif18
 
-conv1_weight_grad.ox427:                          ; preds = %conv1_weight_grad.ox427, %conv1_weight_grad.then13
-  %conv1_weight_grad.ox42715 = phi i64 [ 0, %conv1_weight_grad.then13 ], [ %ox427.next, %conv1_weight_grad.ox427 ]
-  %51 = mul nsw i64 %conv1_weight_grad.c4225, 3
-  %52 = add nsw i64 %51, %conv1_weight_grad.ky4236
+conv1_weight_grad.ox442:                          ; preds = %conv1_weight_grad.ox442, %conv1_weight_grad.then13
+  %conv1_weight_grad.ox44215 = phi i64 [ 0, %conv1_weight_grad.then13 ], [ %ox442.next, %conv1_weight_grad.ox442 ]
+  %51 = mul nsw i64 %conv1_weight_grad.c4375, 3
+  %52 = add nsw i64 %51, %conv1_weight_grad.ky4386
   %53 = mul nsw i64 %52, 3
   %54 = mul nsw i64 %53, 12560
-  %55 = mul nsw i64 %conv1_weight_grad.j4214, 784
+  %55 = mul nsw i64 %conv1_weight_grad.j4364, 784
   %56 = add nsw i64 %54, %55
-  %57 = mul nsw i64 %conv1_weight_grad.oy4247, 28
-  %58 = add nsw i64 %57, %conv1_weight_grad.ox42715
+  %57 = mul nsw i64 %conv1_weight_grad.oy4397, 28
+  %58 = add nsw i64 %57, %conv1_weight_grad.ox44215
   %59 = add nsw i64 %56, %58
   %arena16 = getelementptr inbounds float, ptr %arena, i64 %59
   store float 0.000000e+00, ptr %arena16, align 4
-  %ox427.next = add nsw i64 %conv1_weight_grad.ox42715, 1
-  %60 = icmp slt i64 %ox427.next, 28
-  br i1 %60, label %conv1_weight_grad.ox427, label %conv1_weight_grad.ox427.end
+  %ox442.next = add nsw i64 %conv1_weight_grad.ox44215, 1
+  %60 = icmp slt i64 %ox442.next, 28
+  br i1 %60, label %conv1_weight_grad.ox442, label %conv1_weight_grad.ox442.end
 
-conv1_weight_grad.ox427.end:                      ; preds = %conv1_weight_grad.ox427
+conv1_weight_grad.ox442.end:                      ; preds = %conv1_weight_grad.ox442
   br label %conv1_weight_grad.endif14
 
 conv1_weight_grad.then17:                         ; preds = %conv1_weight_grad.endif14
-  br label %conv1_weight_grad.ox42719
+  br label %conv1_weight_grad.ox44219
 
-conv1_weight_grad.endif18:                        ; preds = %conv1_weight_grad.ox427.end20, %conv1_weight_grad.endif14
-  %oy424.next = add nsw i64 %conv1_weight_grad.oy4247, 1
-  %61 = icmp slt i64 %oy424.next, 28
-  br i1 %61, label %conv1_weight_grad.oy424, label %conv1_weight_grad.oy424.end
+conv1_weight_grad.endif18:                        ; preds = %conv1_weight_grad.ox442.end20, %conv1_weight_grad.endif14
+  %oy439.next = add nsw i64 %conv1_weight_grad.oy4397, 1
+  %61 = icmp slt i64 %oy439.next, 28
+  br i1 %61, label %conv1_weight_grad.oy439, label %conv1_weight_grad.oy439.end
 
-conv1_weight_grad.ox42719:                        ; preds = %conv1_weight_grad.ox42719, %conv1_weight_grad.then17
-  %conv1_weight_grad.ox42721 = phi i64 [ 0, %conv1_weight_grad.then17 ], [ %ox427.next23, %conv1_weight_grad.ox42719 ]
-  %62 = mul nsw i64 %conv1_weight_grad.c4225, 3
-  %63 = add nsw i64 %62, %conv1_weight_grad.ky4236
+conv1_weight_grad.ox44219:                        ; preds = %conv1_weight_grad.ox44219, %conv1_weight_grad.then17
+  %conv1_weight_grad.ox44221 = phi i64 [ 0, %conv1_weight_grad.then17 ], [ %ox442.next23, %conv1_weight_grad.ox44219 ]
+  %62 = mul nsw i64 %conv1_weight_grad.c4375, 3
+  %63 = add nsw i64 %62, %conv1_weight_grad.ky4386
   %64 = mul nsw i64 %63, 3
   %65 = mul nsw i64 %64, 12560
-  %66 = mul nsw i64 %conv1_weight_grad.j4214, 784
+  %66 = mul nsw i64 %conv1_weight_grad.j4364, 784
   %67 = add nsw i64 %65, %66
-  %68 = mul nsw i64 %conv1_weight_grad.oy4247, 28
-  %69 = add nsw i64 %68, %conv1_weight_grad.ox42721
+  %68 = mul nsw i64 %conv1_weight_grad.oy4397, 28
+  %69 = add nsw i64 %68, %conv1_weight_grad.ox44221
   %70 = add nsw i64 %67, %69
   %arena22 = getelementptr inbounds float, ptr %arena, i64 %70
   store float 0.000000e+00, ptr %arena22, align 4
-  %ox427.next23 = add nsw i64 %conv1_weight_grad.ox42721, 1
-  %71 = icmp slt i64 %ox427.next23, 28
-  br i1 %71, label %conv1_weight_grad.ox42719, label %conv1_weight_grad.ox427.end20
+  %ox442.next23 = add nsw i64 %conv1_weight_grad.ox44221, 1
+  %71 = icmp slt i64 %ox442.next23, 28
+  br i1 %71, label %conv1_weight_grad.ox44219, label %conv1_weight_grad.ox442.end20
 
-conv1_weight_grad.ox427.end20:                    ; preds = %conv1_weight_grad.ox42719
+conv1_weight_grad.ox442.end20:                    ; preds = %conv1_weight_grad.ox44219
   br label %conv1_weight_grad.endif18
 
-conv1_weight_grad.oy428:                          ; preds = %conv1_weight_grad.endif35, %conv1_weight_grad.oy424.end
-  %conv1_weight_grad.oy42824 = phi i64 [ 0, %conv1_weight_grad.oy424.end ], [ %oy428.next, %conv1_weight_grad.endif35 ]
-  %72 = add nsw i64 %conv1_weight_grad.oy42824, %conv1_weight_grad.ky4236
+conv1_weight_grad.oy443:                          ; preds = %conv1_weight_grad.endif35, %conv1_weight_grad.oy439.end
+  %conv1_weight_grad.oy44324 = phi i64 [ 0, %conv1_weight_grad.oy439.end ], [ %oy443.next, %conv1_weight_grad.endif35 ]
+  %72 = add nsw i64 %conv1_weight_grad.oy44324, %conv1_weight_grad.ky4386
   %73 = add nsw i64 %72, -1
   %74 = icmp slt i64 -1, %73
-  %75 = add nsw i64 %conv1_weight_grad.oy42824, %conv1_weight_grad.ky4236
+  %75 = add nsw i64 %conv1_weight_grad.oy44324, %conv1_weight_grad.ky4386
   %76 = add nsw i64 %75, -1
   %77 = icmp slt i64 %76, 28
   %78 = and i1 %74, %77
   br i1 %78, label %conv1_weight_grad.then25, label %conv1_weight_grad.endif26
 
-conv1_weight_grad.oy428.end:                      ; preds = %conv1_weight_grad.endif35
-  br label %conv1_weight_grad.oy431
+conv1_weight_grad.oy443.end:                      ; preds = %conv1_weight_grad.endif35
+  br label %conv1_weight_grad.oy446
 
-conv1_weight_grad.then25:                         ; preds = %conv1_weight_grad.oy428
-  br label %conv1_weight_grad.ox429
+conv1_weight_grad.then25:                         ; preds = %conv1_weight_grad.oy443
+  br label %conv1_weight_grad.ox444
 
-conv1_weight_grad.endif26:                        ; preds = %conv1_weight_grad.ox429.end, %conv1_weight_grad.oy428
-  %79 = add nsw i64 %conv1_weight_grad.oy42824, %conv1_weight_grad.ky4236
+conv1_weight_grad.endif26:                        ; preds = %conv1_weight_grad.ox444.end, %conv1_weight_grad.oy443
+  %79 = add nsw i64 %conv1_weight_grad.oy44324, %conv1_weight_grad.ky4386
   %80 = add nsw i64 %79, -1
   %81 = icmp slt i64 %80, 0
   br i1 %81, label %conv1_weight_grad.then30, label %conv1_weight_grad.endif31
 
-conv1_weight_grad.ox429:                          ; preds = %conv1_weight_grad.ox429, %conv1_weight_grad.then25
-  %conv1_weight_grad.ox42927 = phi i64 [ 0, %conv1_weight_grad.then25 ], [ %ox429.next, %conv1_weight_grad.ox429 ]
-  %82 = mul nsw i64 %conv1_weight_grad.g4203, 16
-  %83 = add nsw i64 %82, %conv1_weight_grad.j4214
+conv1_weight_grad.ox444:                          ; preds = %conv1_weight_grad.ox444, %conv1_weight_grad.then25
+  %conv1_weight_grad.ox44427 = phi i64 [ 0, %conv1_weight_grad.then25 ], [ %ox444.next, %conv1_weight_grad.ox444 ]
+  %82 = mul nsw i64 %conv1_weight_grad.g4353, 16
+  %83 = add nsw i64 %82, %conv1_weight_grad.j4364
   %84 = mul nsw i64 %83, 784
-  %85 = mul nsw i64 %conv1_weight_grad.c4225, 784
+  %85 = mul nsw i64 %conv1_weight_grad.c4375, 784
   %86 = add nsw i64 %84, %85
-  %87 = add nsw i64 %conv1_weight_grad.oy42824, %conv1_weight_grad.ky4236
+  %87 = add nsw i64 %conv1_weight_grad.oy44324, %conv1_weight_grad.ky4386
   %88 = add nsw i64 %87, -1
   %89 = mul nsw i64 %88, 28
   %90 = add nsw i64 %86, %89
-  %91 = add nsw i64 %90, %conv1_weight_grad.ox42927
+  %91 = add nsw i64 %90, %conv1_weight_grad.ox44427
   %images28 = getelementptr inbounds float, ptr %images, i64 %91
   %92 = load float, ptr %images28, align 4
-  %93 = mul nsw i64 %conv1_weight_grad.c4225, 3
-  %94 = add nsw i64 %93, %conv1_weight_grad.ky4236
+  %93 = mul nsw i64 %conv1_weight_grad.c4375, 3
+  %94 = add nsw i64 %93, %conv1_weight_grad.ky4386
   %95 = mul nsw i64 %94, 3
   %96 = add nsw i64 %95, 1
   %97 = mul nsw i64 %96, 12560
-  %98 = mul nsw i64 %conv1_weight_grad.j4214, 784
+  %98 = mul nsw i64 %conv1_weight_grad.j4364, 784
   %99 = add nsw i64 %97, %98
-  %100 = mul nsw i64 %conv1_weight_grad.oy42824, 28
-  %101 = add nsw i64 %100, %conv1_weight_grad.ox42927
+  %100 = mul nsw i64 %conv1_weight_grad.oy44324, 28
+  %101 = add nsw i64 %100, %conv1_weight_grad.ox44427
   %102 = add nsw i64 %99, %101
   %arena29 = getelementptr inbounds float, ptr %arena, i64 %102
   store float %92, ptr %arena29, align 4
-  %ox429.next = add nsw i64 %conv1_weight_grad.ox42927, 1
-  %103 = icmp slt i64 %ox429.next, 28
-  br i1 %103, label %conv1_weight_grad.ox429, label %conv1_weight_grad.ox429.end
+  %ox444.next = add nsw i64 %conv1_weight_grad.ox44427, 1
+  %103 = icmp slt i64 %ox444.next, 28
+  br i1 %103, label %conv1_weight_grad.ox444, label %conv1_weight_grad.ox444.end
 
-conv1_weight_grad.ox429.end:                      ; preds = %conv1_weight_grad.ox429
+conv1_weight_grad.ox444.end:                      ; preds = %conv1_weight_grad.ox444
   br label %conv1_weight_grad.endif26
 
 conv1_weight_grad.then30:                         ; preds = %conv1_weight_grad.endif26
-  br label %conv1_weight_grad.ox430
+  br label %conv1_weight_grad.ox445
 
-conv1_weight_grad.endif31:                        ; preds = %conv1_weight_grad.ox430.end, %conv1_weight_grad.endif26
-  %104 = add nsw i64 %conv1_weight_grad.oy42824, %conv1_weight_grad.ky4236
+conv1_weight_grad.endif31:                        ; preds = %conv1_weight_grad.ox445.end, %conv1_weight_grad.endif26
+  %104 = add nsw i64 %conv1_weight_grad.oy44324, %conv1_weight_grad.ky4386
   %105 = add nsw i64 %104, -1
   %106 = icmp slt i64 27, %105
   br i1 %106, label %conv1_weight_grad.then34, label %conv1_weight_grad.endif35
 
-conv1_weight_grad.ox430:                          ; preds = %conv1_weight_grad.ox430, %conv1_weight_grad.then30
-  %conv1_weight_grad.ox43032 = phi i64 [ 0, %conv1_weight_grad.then30 ], [ %ox430.next, %conv1_weight_grad.ox430 ]
-  %107 = mul nsw i64 %conv1_weight_grad.c4225, 3
-  %108 = add nsw i64 %107, %conv1_weight_grad.ky4236
+conv1_weight_grad.ox445:                          ; preds = %conv1_weight_grad.ox445, %conv1_weight_grad.then30
+  %conv1_weight_grad.ox44532 = phi i64 [ 0, %conv1_weight_grad.then30 ], [ %ox445.next, %conv1_weight_grad.ox445 ]
+  %107 = mul nsw i64 %conv1_weight_grad.c4375, 3
+  %108 = add nsw i64 %107, %conv1_weight_grad.ky4386
   %109 = mul nsw i64 %108, 3
   %110 = add nsw i64 %109, 1
   %111 = mul nsw i64 %110, 12560
-  %112 = mul nsw i64 %conv1_weight_grad.j4214, 784
+  %112 = mul nsw i64 %conv1_weight_grad.j4364, 784
   %113 = add nsw i64 %111, %112
-  %114 = mul nsw i64 %conv1_weight_grad.oy42824, 28
-  %115 = add nsw i64 %114, %conv1_weight_grad.ox43032
+  %114 = mul nsw i64 %conv1_weight_grad.oy44324, 28
+  %115 = add nsw i64 %114, %conv1_weight_grad.ox44532
   %116 = add nsw i64 %113, %115
   %arena33 = getelementptr inbounds float, ptr %arena, i64 %116
   store float 0.000000e+00, ptr %arena33, align 4
-  %ox430.next = add nsw i64 %conv1_weight_grad.ox43032, 1
-  %117 = icmp slt i64 %ox430.next, 28
-  br i1 %117, label %conv1_weight_grad.ox430, label %conv1_weight_grad.ox430.end
+  %ox445.next = add nsw i64 %conv1_weight_grad.ox44532, 1
+  %117 = icmp slt i64 %ox445.next, 28
+  br i1 %117, label %conv1_weight_grad.ox445, label %conv1_weight_grad.ox445.end
 
-conv1_weight_grad.ox430.end:                      ; preds = %conv1_weight_grad.ox430
+conv1_weight_grad.ox445.end:                      ; preds = %conv1_weight_grad.ox445
   br label %conv1_weight_grad.endif31
 
 conv1_weight_grad.then34:                         ; preds = %conv1_weight_grad.endif31
-  br label %conv1_weight_grad.ox43036
+  br label %conv1_weight_grad.ox44536
 
-conv1_weight_grad.endif35:                        ; preds = %conv1_weight_grad.ox430.end37, %conv1_weight_grad.endif31
-  %oy428.next = add nsw i64 %conv1_weight_grad.oy42824, 1
-  %118 = icmp slt i64 %oy428.next, 28
-  br i1 %118, label %conv1_weight_grad.oy428, label %conv1_weight_grad.oy428.end
+conv1_weight_grad.endif35:                        ; preds = %conv1_weight_grad.ox445.end37, %conv1_weight_grad.endif31
+  %oy443.next = add nsw i64 %conv1_weight_grad.oy44324, 1
+  %118 = icmp slt i64 %oy443.next, 28
+  br i1 %118, label %conv1_weight_grad.oy443, label %conv1_weight_grad.oy443.end
 
-conv1_weight_grad.ox43036:                        ; preds = %conv1_weight_grad.ox43036, %conv1_weight_grad.then34
-  %conv1_weight_grad.ox43038 = phi i64 [ 0, %conv1_weight_grad.then34 ], [ %ox430.next40, %conv1_weight_grad.ox43036 ]
-  %119 = mul nsw i64 %conv1_weight_grad.c4225, 3
-  %120 = add nsw i64 %119, %conv1_weight_grad.ky4236
+conv1_weight_grad.ox44536:                        ; preds = %conv1_weight_grad.ox44536, %conv1_weight_grad.then34
+  %conv1_weight_grad.ox44538 = phi i64 [ 0, %conv1_weight_grad.then34 ], [ %ox445.next40, %conv1_weight_grad.ox44536 ]
+  %119 = mul nsw i64 %conv1_weight_grad.c4375, 3
+  %120 = add nsw i64 %119, %conv1_weight_grad.ky4386
   %121 = mul nsw i64 %120, 3
   %122 = add nsw i64 %121, 1
   %123 = mul nsw i64 %122, 12560
-  %124 = mul nsw i64 %conv1_weight_grad.j4214, 784
+  %124 = mul nsw i64 %conv1_weight_grad.j4364, 784
   %125 = add nsw i64 %123, %124
-  %126 = mul nsw i64 %conv1_weight_grad.oy42824, 28
-  %127 = add nsw i64 %126, %conv1_weight_grad.ox43038
+  %126 = mul nsw i64 %conv1_weight_grad.oy44324, 28
+  %127 = add nsw i64 %126, %conv1_weight_grad.ox44538
   %128 = add nsw i64 %125, %127
   %arena39 = getelementptr inbounds float, ptr %arena, i64 %128
   store float 0.000000e+00, ptr %arena39, align 4
-  %ox430.next40 = add nsw i64 %conv1_weight_grad.ox43038, 1
-  %129 = icmp slt i64 %ox430.next40, 28
-  br i1 %129, label %conv1_weight_grad.ox43036, label %conv1_weight_grad.ox430.end37
+  %ox445.next40 = add nsw i64 %conv1_weight_grad.ox44538, 1
+  %129 = icmp slt i64 %ox445.next40, 28
+  br i1 %129, label %conv1_weight_grad.ox44536, label %conv1_weight_grad.ox445.end37
 
-conv1_weight_grad.ox430.end37:                    ; preds = %conv1_weight_grad.ox43036
+conv1_weight_grad.ox445.end37:                    ; preds = %conv1_weight_grad.ox44536
   br label %conv1_weight_grad.endif35
 
-conv1_weight_grad.oy431:                          ; preds = %conv1_weight_grad.endif54, %conv1_weight_grad.oy428.end
-  %conv1_weight_grad.oy43141 = phi i64 [ 0, %conv1_weight_grad.oy428.end ], [ %oy431.next, %conv1_weight_grad.endif54 ]
-  %130 = add nsw i64 %conv1_weight_grad.oy43141, %conv1_weight_grad.ky4236
+conv1_weight_grad.oy446:                          ; preds = %conv1_weight_grad.endif54, %conv1_weight_grad.oy443.end
+  %conv1_weight_grad.oy44641 = phi i64 [ 0, %conv1_weight_grad.oy443.end ], [ %oy446.next, %conv1_weight_grad.endif54 ]
+  %130 = add nsw i64 %conv1_weight_grad.oy44641, %conv1_weight_grad.ky4386
   %131 = add nsw i64 %130, -1
   %132 = icmp slt i64 -1, %131
-  %133 = add nsw i64 %conv1_weight_grad.oy43141, %conv1_weight_grad.ky4236
+  %133 = add nsw i64 %conv1_weight_grad.oy44641, %conv1_weight_grad.ky4386
   %134 = add nsw i64 %133, -1
   %135 = icmp slt i64 %134, 28
   %136 = and i1 %132, %135
   br i1 %136, label %conv1_weight_grad.then42, label %conv1_weight_grad.endif43
 
-conv1_weight_grad.oy431.end:                      ; preds = %conv1_weight_grad.endif54
-  %ky423.next = add nsw i64 %conv1_weight_grad.ky4236, 1
-  %137 = icmp slt i64 %ky423.next, 3
-  br i1 %137, label %conv1_weight_grad.ky423, label %conv1_weight_grad.ky423.end
+conv1_weight_grad.oy446.end:                      ; preds = %conv1_weight_grad.endif54
+  %ky438.next = add nsw i64 %conv1_weight_grad.ky4386, 1
+  %137 = icmp slt i64 %ky438.next, 3
+  br i1 %137, label %conv1_weight_grad.ky438, label %conv1_weight_grad.ky438.end
 
-conv1_weight_grad.then42:                         ; preds = %conv1_weight_grad.oy431
-  br label %conv1_weight_grad.ox432
+conv1_weight_grad.then42:                         ; preds = %conv1_weight_grad.oy446
+  br label %conv1_weight_grad.ox447
 
-conv1_weight_grad.endif43:                        ; preds = %conv1_weight_grad.ox433.end, %conv1_weight_grad.oy431
-  %138 = add nsw i64 %conv1_weight_grad.oy43141, %conv1_weight_grad.ky4236
+conv1_weight_grad.endif43:                        ; preds = %conv1_weight_grad.ox448.end, %conv1_weight_grad.oy446
+  %138 = add nsw i64 %conv1_weight_grad.oy44641, %conv1_weight_grad.ky4386
   %139 = add nsw i64 %138, -1
   %140 = icmp slt i64 %139, 0
   br i1 %140, label %conv1_weight_grad.then49, label %conv1_weight_grad.endif50
 
-conv1_weight_grad.ox432:                          ; preds = %conv1_weight_grad.ox432, %conv1_weight_grad.then42
-  %conv1_weight_grad.ox43244 = phi i64 [ 0, %conv1_weight_grad.then42 ], [ %ox432.next, %conv1_weight_grad.ox432 ]
-  %141 = mul nsw i64 %conv1_weight_grad.g4203, 16
-  %142 = add nsw i64 %141, %conv1_weight_grad.j4214
+conv1_weight_grad.ox447:                          ; preds = %conv1_weight_grad.ox447, %conv1_weight_grad.then42
+  %conv1_weight_grad.ox44744 = phi i64 [ 0, %conv1_weight_grad.then42 ], [ %ox447.next, %conv1_weight_grad.ox447 ]
+  %141 = mul nsw i64 %conv1_weight_grad.g4353, 16
+  %142 = add nsw i64 %141, %conv1_weight_grad.j4364
   %143 = mul nsw i64 %142, 784
-  %144 = mul nsw i64 %conv1_weight_grad.c4225, 784
+  %144 = mul nsw i64 %conv1_weight_grad.c4375, 784
   %145 = add nsw i64 %143, %144
-  %146 = add nsw i64 %conv1_weight_grad.oy43141, %conv1_weight_grad.ky4236
+  %146 = add nsw i64 %conv1_weight_grad.oy44641, %conv1_weight_grad.ky4386
   %147 = add nsw i64 %146, -1
   %148 = mul nsw i64 %147, 28
   %149 = add nsw i64 %145, %148
-  %150 = add nsw i64 %conv1_weight_grad.ox43244, 1
+  %150 = add nsw i64 %conv1_weight_grad.ox44744, 1
   %151 = add nsw i64 %149, %150
   %images45 = getelementptr inbounds float, ptr %images, i64 %151
   %152 = load float, ptr %images45, align 4
-  %153 = mul nsw i64 %conv1_weight_grad.c4225, 3
-  %154 = add nsw i64 %153, %conv1_weight_grad.ky4236
+  %153 = mul nsw i64 %conv1_weight_grad.c4375, 3
+  %154 = add nsw i64 %153, %conv1_weight_grad.ky4386
   %155 = mul nsw i64 %154, 3
   %156 = add nsw i64 %155, 2
   %157 = mul nsw i64 %156, 12560
-  %158 = mul nsw i64 %conv1_weight_grad.j4214, 784
+  %158 = mul nsw i64 %conv1_weight_grad.j4364, 784
   %159 = add nsw i64 %157, %158
-  %160 = mul nsw i64 %conv1_weight_grad.oy43141, 28
-  %161 = add nsw i64 %160, %conv1_weight_grad.ox43244
+  %160 = mul nsw i64 %conv1_weight_grad.oy44641, 28
+  %161 = add nsw i64 %160, %conv1_weight_grad.ox44744
   %162 = add nsw i64 %159, %161
   %arena46 = getelementptr inbounds float, ptr %arena, i64 %162
   store float %152, ptr %arena46, align 4
-  %ox432.next = add nsw i64 %conv1_weight_grad.ox43244, 1
-  %163 = icmp slt i64 %ox432.next, 27
-  br i1 %163, label %conv1_weight_grad.ox432, label %conv1_weight_grad.ox432.end
+  %ox447.next = add nsw i64 %conv1_weight_grad.ox44744, 1
+  %163 = icmp slt i64 %ox447.next, 27
+  br i1 %163, label %conv1_weight_grad.ox447, label %conv1_weight_grad.ox447.end
 
-conv1_weight_grad.ox432.end:                      ; preds = %conv1_weight_grad.ox432
-  br label %conv1_weight_grad.ox433
+conv1_weight_grad.ox447.end:                      ; preds = %conv1_weight_grad.ox447
+  br label %conv1_weight_grad.ox448
 
-conv1_weight_grad.ox433:                          ; preds = %conv1_weight_grad.ox433, %conv1_weight_grad.ox432.end
-  %conv1_weight_grad.ox43347 = phi i64 [ 0, %conv1_weight_grad.ox432.end ], [ %ox433.next, %conv1_weight_grad.ox433 ]
-  %164 = mul nsw i64 %conv1_weight_grad.c4225, 3
-  %165 = add nsw i64 %164, %conv1_weight_grad.ky4236
+conv1_weight_grad.ox448:                          ; preds = %conv1_weight_grad.ox448, %conv1_weight_grad.ox447.end
+  %conv1_weight_grad.ox44847 = phi i64 [ 0, %conv1_weight_grad.ox447.end ], [ %ox448.next, %conv1_weight_grad.ox448 ]
+  %164 = mul nsw i64 %conv1_weight_grad.c4375, 3
+  %165 = add nsw i64 %164, %conv1_weight_grad.ky4386
   %166 = mul nsw i64 %165, 3
   %167 = add nsw i64 %166, 2
   %168 = mul nsw i64 %167, 12560
-  %169 = mul nsw i64 %conv1_weight_grad.j4214, 784
+  %169 = mul nsw i64 %conv1_weight_grad.j4364, 784
   %170 = add nsw i64 %168, %169
-  %171 = mul nsw i64 %conv1_weight_grad.oy43141, 28
-  %172 = add nsw i64 %conv1_weight_grad.ox43347, 27
+  %171 = mul nsw i64 %conv1_weight_grad.oy44641, 28
+  %172 = add nsw i64 %conv1_weight_grad.ox44847, 27
   %173 = add nsw i64 %171, %172
   %174 = add nsw i64 %170, %173
   %arena48 = getelementptr inbounds float, ptr %arena, i64 %174
   store float 0.000000e+00, ptr %arena48, align 4
-  %ox433.next = add nsw i64 %conv1_weight_grad.ox43347, 1
-  %175 = icmp slt i64 %ox433.next, 1
-  br i1 %175, label %conv1_weight_grad.ox433, label %conv1_weight_grad.ox433.end
+  %ox448.next = add nsw i64 %conv1_weight_grad.ox44847, 1
+  %175 = icmp slt i64 %ox448.next, 1
+  br i1 %175, label %conv1_weight_grad.ox448, label %conv1_weight_grad.ox448.end
 
-conv1_weight_grad.ox433.end:                      ; preds = %conv1_weight_grad.ox433
+conv1_weight_grad.ox448.end:                      ; preds = %conv1_weight_grad.ox448
   br label %conv1_weight_grad.endif43
 
 conv1_weight_grad.then49:                         ; preds = %conv1_weight_grad.endif43
-  br label %conv1_weight_grad.ox434
+  br label %conv1_weight_grad.ox449
 
-conv1_weight_grad.endif50:                        ; preds = %conv1_weight_grad.ox434.end, %conv1_weight_grad.endif43
-  %176 = add nsw i64 %conv1_weight_grad.oy43141, %conv1_weight_grad.ky4236
+conv1_weight_grad.endif50:                        ; preds = %conv1_weight_grad.ox449.end, %conv1_weight_grad.endif43
+  %176 = add nsw i64 %conv1_weight_grad.oy44641, %conv1_weight_grad.ky4386
   %177 = add nsw i64 %176, -1
   %178 = icmp slt i64 27, %177
   br i1 %178, label %conv1_weight_grad.then53, label %conv1_weight_grad.endif54
 
-conv1_weight_grad.ox434:                          ; preds = %conv1_weight_grad.ox434, %conv1_weight_grad.then49
-  %conv1_weight_grad.ox43451 = phi i64 [ 0, %conv1_weight_grad.then49 ], [ %ox434.next, %conv1_weight_grad.ox434 ]
-  %179 = mul nsw i64 %conv1_weight_grad.c4225, 3
-  %180 = add nsw i64 %179, %conv1_weight_grad.ky4236
+conv1_weight_grad.ox449:                          ; preds = %conv1_weight_grad.ox449, %conv1_weight_grad.then49
+  %conv1_weight_grad.ox44951 = phi i64 [ 0, %conv1_weight_grad.then49 ], [ %ox449.next, %conv1_weight_grad.ox449 ]
+  %179 = mul nsw i64 %conv1_weight_grad.c4375, 3
+  %180 = add nsw i64 %179, %conv1_weight_grad.ky4386
   %181 = mul nsw i64 %180, 3
   %182 = add nsw i64 %181, 2
   %183 = mul nsw i64 %182, 12560
-  %184 = mul nsw i64 %conv1_weight_grad.j4214, 784
+  %184 = mul nsw i64 %conv1_weight_grad.j4364, 784
   %185 = add nsw i64 %183, %184
-  %186 = mul nsw i64 %conv1_weight_grad.oy43141, 28
-  %187 = add nsw i64 %186, %conv1_weight_grad.ox43451
+  %186 = mul nsw i64 %conv1_weight_grad.oy44641, 28
+  %187 = add nsw i64 %186, %conv1_weight_grad.ox44951
   %188 = add nsw i64 %185, %187
   %arena52 = getelementptr inbounds float, ptr %arena, i64 %188
   store float 0.000000e+00, ptr %arena52, align 4
-  %ox434.next = add nsw i64 %conv1_weight_grad.ox43451, 1
-  %189 = icmp slt i64 %ox434.next, 28
-  br i1 %189, label %conv1_weight_grad.ox434, label %conv1_weight_grad.ox434.end
+  %ox449.next = add nsw i64 %conv1_weight_grad.ox44951, 1
+  %189 = icmp slt i64 %ox449.next, 28
+  br i1 %189, label %conv1_weight_grad.ox449, label %conv1_weight_grad.ox449.end
 
-conv1_weight_grad.ox434.end:                      ; preds = %conv1_weight_grad.ox434
+conv1_weight_grad.ox449.end:                      ; preds = %conv1_weight_grad.ox449
   br label %conv1_weight_grad.endif50
 
 conv1_weight_grad.then53:                         ; preds = %conv1_weight_grad.endif50
-  br label %conv1_weight_grad.ox43455
+  br label %conv1_weight_grad.ox44955
 
-conv1_weight_grad.endif54:                        ; preds = %conv1_weight_grad.ox434.end56, %conv1_weight_grad.endif50
-  %oy431.next = add nsw i64 %conv1_weight_grad.oy43141, 1
-  %190 = icmp slt i64 %oy431.next, 28
-  br i1 %190, label %conv1_weight_grad.oy431, label %conv1_weight_grad.oy431.end
+conv1_weight_grad.endif54:                        ; preds = %conv1_weight_grad.ox449.end56, %conv1_weight_grad.endif50
+  %oy446.next = add nsw i64 %conv1_weight_grad.oy44641, 1
+  %190 = icmp slt i64 %oy446.next, 28
+  br i1 %190, label %conv1_weight_grad.oy446, label %conv1_weight_grad.oy446.end
 
-conv1_weight_grad.ox43455:                        ; preds = %conv1_weight_grad.ox43455, %conv1_weight_grad.then53
-  %conv1_weight_grad.ox43457 = phi i64 [ 0, %conv1_weight_grad.then53 ], [ %ox434.next59, %conv1_weight_grad.ox43455 ]
-  %191 = mul nsw i64 %conv1_weight_grad.c4225, 3
-  %192 = add nsw i64 %191, %conv1_weight_grad.ky4236
+conv1_weight_grad.ox44955:                        ; preds = %conv1_weight_grad.ox44955, %conv1_weight_grad.then53
+  %conv1_weight_grad.ox44957 = phi i64 [ 0, %conv1_weight_grad.then53 ], [ %ox449.next59, %conv1_weight_grad.ox44955 ]
+  %191 = mul nsw i64 %conv1_weight_grad.c4375, 3
+  %192 = add nsw i64 %191, %conv1_weight_grad.ky4386
   %193 = mul nsw i64 %192, 3
   %194 = add nsw i64 %193, 2
   %195 = mul nsw i64 %194, 12560
-  %196 = mul nsw i64 %conv1_weight_grad.j4214, 784
+  %196 = mul nsw i64 %conv1_weight_grad.j4364, 784
   %197 = add nsw i64 %195, %196
-  %198 = mul nsw i64 %conv1_weight_grad.oy43141, 28
-  %199 = add nsw i64 %198, %conv1_weight_grad.ox43457
+  %198 = mul nsw i64 %conv1_weight_grad.oy44641, 28
+  %199 = add nsw i64 %198, %conv1_weight_grad.ox44957
   %200 = add nsw i64 %197, %199
   %arena58 = getelementptr inbounds float, ptr %arena, i64 %200
   store float 0.000000e+00, ptr %arena58, align 4
-  %ox434.next59 = add nsw i64 %conv1_weight_grad.ox43457, 1
-  %201 = icmp slt i64 %ox434.next59, 28
-  br i1 %201, label %conv1_weight_grad.ox43455, label %conv1_weight_grad.ox434.end56
+  %ox449.next59 = add nsw i64 %conv1_weight_grad.ox44957, 1
+  %201 = icmp slt i64 %ox449.next59, 28
+  br i1 %201, label %conv1_weight_grad.ox44955, label %conv1_weight_grad.ox449.end56
 
-conv1_weight_grad.ox434.end56:                    ; preds = %conv1_weight_grad.ox43455
+conv1_weight_grad.ox449.end56:                    ; preds = %conv1_weight_grad.ox44955
   br label %conv1_weight_grad.endif54
 
-conv1_weight_grad.j435:                           ; preds = %conv1_weight_grad.i436.end, %conv1_weight_grad.j421.end
-  %conv1_weight_grad.j43560 = phi i64 [ 0, %conv1_weight_grad.j421.end ], [ %j435.next, %conv1_weight_grad.i436.end ]
-  br label %conv1_weight_grad.i436
+conv1_weight_grad.j450:                           ; preds = %conv1_weight_grad.i451.end, %conv1_weight_grad.j436.end
+  %conv1_weight_grad.j45060 = phi i64 [ 0, %conv1_weight_grad.j436.end ], [ %j450.next, %conv1_weight_grad.i451.end ]
+  br label %conv1_weight_grad.i451
 
-conv1_weight_grad.j435.end:                       ; preds = %conv1_weight_grad.i436.end
-  call void @convnet_train_b64.k22.conv1_weight_grad.gemm445(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  %g420.next = add nsw i64 %conv1_weight_grad.g4203, 1
-  %202 = icmp slt i64 %g420.next, 4
-  br i1 %202, label %conv1_weight_grad.g420, label %conv1_weight_grad.g420.end
+conv1_weight_grad.j450.end:                       ; preds = %conv1_weight_grad.i451.end
+  call void @convnet_train_b64.k22.conv1_weight_grad.gemm460(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  %g435.next = add nsw i64 %conv1_weight_grad.g4353, 1
+  %202 = icmp slt i64 %g435.next, 4
+  br i1 %202, label %conv1_weight_grad.g435, label %conv1_weight_grad.g435.end
 
-conv1_weight_grad.i436:                           ; preds = %conv1_weight_grad.f437.end, %conv1_weight_grad.j435
-  %conv1_weight_grad.i43661 = phi i64 [ 0, %conv1_weight_grad.j435 ], [ %i436.next, %conv1_weight_grad.f437.end ]
-  br label %conv1_weight_grad.f437
+conv1_weight_grad.i451:                           ; preds = %conv1_weight_grad.f452.end, %conv1_weight_grad.j450
+  %conv1_weight_grad.i45161 = phi i64 [ 0, %conv1_weight_grad.j450 ], [ %i451.next, %conv1_weight_grad.f452.end ]
+  br label %conv1_weight_grad.f452
 
-conv1_weight_grad.i436.end:                       ; preds = %conv1_weight_grad.f437.end
-  %j435.next = add nsw i64 %conv1_weight_grad.j43560, 1
-  %203 = icmp slt i64 %j435.next, 16
-  br i1 %203, label %conv1_weight_grad.j435, label %conv1_weight_grad.j435.end
+conv1_weight_grad.i451.end:                       ; preds = %conv1_weight_grad.f452.end
+  %j450.next = add nsw i64 %conv1_weight_grad.j45060, 1
+  %203 = icmp slt i64 %j450.next, 16
+  br i1 %203, label %conv1_weight_grad.j450, label %conv1_weight_grad.j450.end
 
-conv1_weight_grad.f437:                           ; preds = %conv1_weight_grad.f437, %conv1_weight_grad.i436
-  %conv1_weight_grad.f43762 = phi i64 [ 0, %conv1_weight_grad.i436 ], [ %f437.next, %conv1_weight_grad.f437 ]
-  %204 = mul nsw i64 %conv1_weight_grad.g4203, 16
-  %205 = add nsw i64 %204, %conv1_weight_grad.j43560
+conv1_weight_grad.f452:                           ; preds = %conv1_weight_grad.f452, %conv1_weight_grad.i451
+  %conv1_weight_grad.f45262 = phi i64 [ 0, %conv1_weight_grad.i451 ], [ %f452.next, %conv1_weight_grad.f452 ]
+  %204 = mul nsw i64 %conv1_weight_grad.g4353, 16
+  %205 = add nsw i64 %204, %conv1_weight_grad.j45060
   %206 = mul nsw i64 %205, 25088
   %207 = add nsw i64 3228304, %206
-  %208 = mul nsw i64 %conv1_weight_grad.f43762, 784
+  %208 = mul nsw i64 %conv1_weight_grad.f45262, 784
   %209 = add nsw i64 %207, %208
-  %210 = add nsw i64 %209, %conv1_weight_grad.i43661
+  %210 = add nsw i64 %209, %conv1_weight_grad.i45161
   %arena63 = getelementptr inbounds float, ptr %arena, i64 %210
   %211 = load float, ptr %arena63, align 4
-  %212 = mul nsw i64 %conv1_weight_grad.j43560, 784
-  %213 = add nsw i64 %212, %conv1_weight_grad.i43661
+  %212 = mul nsw i64 %conv1_weight_grad.j45060, 784
+  %213 = add nsw i64 %212, %conv1_weight_grad.i45161
   %214 = mul nsw i64 %213, 32
   %215 = add nsw i64 113040, %214
-  %216 = add nsw i64 %215, %conv1_weight_grad.f43762
+  %216 = add nsw i64 %215, %conv1_weight_grad.f45262
   %arena64 = getelementptr inbounds float, ptr %arena, i64 %216
   store float %211, ptr %arena64, align 4
-  %f437.next = add nsw i64 %conv1_weight_grad.f43762, 1
-  %217 = icmp slt i64 %f437.next, 32
-  br i1 %217, label %conv1_weight_grad.f437, label %conv1_weight_grad.f437.end
+  %f452.next = add nsw i64 %conv1_weight_grad.f45262, 1
+  %217 = icmp slt i64 %f452.next, 32
+  br i1 %217, label %conv1_weight_grad.f452, label %conv1_weight_grad.f452.end
 
-conv1_weight_grad.f437.end:                       ; preds = %conv1_weight_grad.f437
-  %i436.next = add nsw i64 %conv1_weight_grad.i43661, 1
-  %218 = icmp slt i64 %i436.next, 784
-  br i1 %218, label %conv1_weight_grad.i436, label %conv1_weight_grad.i436.end
+conv1_weight_grad.f452.end:                       ; preds = %conv1_weight_grad.f452
+  %i451.next = add nsw i64 %conv1_weight_grad.i45161, 1
+  %218 = icmp slt i64 %i451.next, 784
+  br i1 %218, label %conv1_weight_grad.i451, label %conv1_weight_grad.i451.end
 
-conv1_weight_grad.f446:                           ; preds = %conv1_weight_grad.r447.end, %conv1_weight_grad.g420.end
-  %conv1_weight_grad.f44665 = phi i64 [ 0, %conv1_weight_grad.g420.end ], [ %f446.next, %conv1_weight_grad.r447.end ]
-  br label %conv1_weight_grad.r447
+conv1_weight_grad.f461:                           ; preds = %conv1_weight_grad.r462.end, %conv1_weight_grad.g435.end
+  %conv1_weight_grad.f46165 = phi i64 [ 0, %conv1_weight_grad.g435.end ], [ %f461.next, %conv1_weight_grad.r462.end ]
+  br label %conv1_weight_grad.r462
 
-conv1_weight_grad.f446.end:                       ; preds = %conv1_weight_grad.r447.end
+conv1_weight_grad.f461.end:                       ; preds = %conv1_weight_grad.r462.end
   ret void
 
-conv1_weight_grad.r447:                           ; preds = %conv1_weight_grad.r447, %conv1_weight_grad.f446
-  %conv1_weight_grad.r44766 = phi i64 [ 0, %conv1_weight_grad.f446 ], [ %r447.next, %conv1_weight_grad.r447 ]
-  %219 = mul nsw i64 %conv1_weight_grad.r44766, 32
+conv1_weight_grad.r462:                           ; preds = %conv1_weight_grad.r462, %conv1_weight_grad.f461
+  %conv1_weight_grad.r46266 = phi i64 [ 0, %conv1_weight_grad.f461 ], [ %r462.next, %conv1_weight_grad.r462 ]
+  %219 = mul nsw i64 %conv1_weight_grad.r46266, 32
   %220 = add nsw i64 514448, %219
-  %221 = add nsw i64 %220, %conv1_weight_grad.f44665
+  %221 = add nsw i64 %220, %conv1_weight_grad.f46165
   %arena67 = getelementptr inbounds float, ptr %arena, i64 %221
   %222 = load float, ptr %arena67, align 4
-  %223 = mul nsw i64 %conv1_weight_grad.f44665, 9
-  %224 = add nsw i64 %223, %conv1_weight_grad.r44766
+  %223 = mul nsw i64 %conv1_weight_grad.f46165, 9
+  %224 = add nsw i64 %223, %conv1_weight_grad.r46266
   %grads68 = getelementptr inbounds float, ptr %grads, i64 %224
   store float %222, ptr %grads68, align 4
-  %r447.next = add nsw i64 %conv1_weight_grad.r44766, 1
-  %225 = icmp slt i64 %r447.next, 9
-  br i1 %225, label %conv1_weight_grad.r447, label %conv1_weight_grad.r447.end
+  %r462.next = add nsw i64 %conv1_weight_grad.r46266, 1
+  %225 = icmp slt i64 %r462.next, 9
+  br i1 %225, label %conv1_weight_grad.r462, label %conv1_weight_grad.r462.end
 
-conv1_weight_grad.r447.end:                       ; preds = %conv1_weight_grad.r447
-  %f446.next = add nsw i64 %conv1_weight_grad.f44665, 1
-  %226 = icmp slt i64 %f446.next, 32
-  br i1 %226, label %conv1_weight_grad.f446, label %conv1_weight_grad.f446.end
+conv1_weight_grad.r462.end:                       ; preds = %conv1_weight_grad.r462
+  %f461.next = add nsw i64 %conv1_weight_grad.f46165, 1
+  %226 = icmp slt i64 %f461.next, 32
+  br i1 %226, label %conv1_weight_grad.f461, label %conv1_weight_grad.f461.end
 }
 
 ; Function Attrs: noinline
-define internal void @convnet_train_b64.k22.conv1_weight_grad.gemm445(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @convnet_train_b64.k22.conv1_weight_grad.gemm460(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %conv1_weight_grad.t443_a3 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t443_a2 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t443_a1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t443_a0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t443_b1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t443_b0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t443_c3_1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t443_c3_0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t443_c2_1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t443_c2_0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t443_c1_1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t443_c1_0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t443_c0_1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t443_c0_0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t441_a4 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t441_a3 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t441_a2 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t441_a1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t441_a0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t441_b1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t441_b0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t441_c4_1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t441_c4_0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t441_c3_1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t441_c3_0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t441_c2_1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t441_c2_0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t441_c1_1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t441_c1_0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t441_c0_1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t441_c0_0 = alloca <8 x float>, align 32
-  br label %conv1_weight_grad.kp438
+  %conv1_weight_grad.t458_a3 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t458_a2 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t458_a1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t458_a0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t458_b1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t458_b0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t458_c3_1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t458_c3_0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t458_c2_1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t458_c2_0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t458_c1_1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t458_c1_0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t458_c0_1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t458_c0_0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t456_a4 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t456_a3 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t456_a2 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t456_a1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t456_a0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t456_b1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t456_b0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t456_c4_1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t456_c4_0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t456_c3_1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t456_c3_0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t456_c2_1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t456_c2_0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t456_c1_1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t456_c1_0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t456_c0_1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t456_c0_0 = alloca <8 x float>, align 32
+  br label %conv1_weight_grad.kp453
 
-conv1_weight_grad.kp438:                          ; preds = %conv1_weight_grad.nb439.end, %entry
-  %conv1_weight_grad.kp4381 = phi i64 [ 0, %entry ], [ %kp438.next, %conv1_weight_grad.nb439.end ]
-  br label %conv1_weight_grad.nb439
+conv1_weight_grad.kp453:                          ; preds = %conv1_weight_grad.nb454.end, %entry
+  %conv1_weight_grad.kp4531 = phi i64 [ 0, %entry ], [ %kp453.next, %conv1_weight_grad.nb454.end ]
+  br label %conv1_weight_grad.nb454
 
-conv1_weight_grad.kp438.end:                      ; preds = %conv1_weight_grad.nb439.end
+conv1_weight_grad.kp453.end:                      ; preds = %conv1_weight_grad.nb454.end
   ret void
 
-conv1_weight_grad.nb439:                          ; preds = %conv1_weight_grad.k444.end, %conv1_weight_grad.kp438
-  %conv1_weight_grad.nb4392 = phi i64 [ 0, %conv1_weight_grad.kp438 ], [ %nb439.next, %conv1_weight_grad.k444.end ]
-  br label %conv1_weight_grad.mb440
+conv1_weight_grad.nb454:                          ; preds = %conv1_weight_grad.k459.end, %conv1_weight_grad.kp453
+  %conv1_weight_grad.nb4542 = phi i64 [ 0, %conv1_weight_grad.kp453 ], [ %nb454.next, %conv1_weight_grad.k459.end ]
+  br label %conv1_weight_grad.mb455
 
-conv1_weight_grad.nb439.end:                      ; preds = %conv1_weight_grad.k444.end
-  %kp438.next = add nsw i64 %conv1_weight_grad.kp4381, 1
-  %0 = icmp slt i64 %kp438.next, 7
-  br i1 %0, label %conv1_weight_grad.kp438, label %conv1_weight_grad.kp438.end
+conv1_weight_grad.nb454.end:                      ; preds = %conv1_weight_grad.k459.end
+  %kp453.next = add nsw i64 %conv1_weight_grad.kp4531, 1
+  %0 = icmp slt i64 %kp453.next, 7
+  br i1 %0, label %conv1_weight_grad.kp453, label %conv1_weight_grad.kp453.end
 
-conv1_weight_grad.mb440:                          ; preds = %conv1_weight_grad.k442.end, %conv1_weight_grad.nb439
-  %conv1_weight_grad.mb4403 = phi i64 [ 0, %conv1_weight_grad.nb439 ], [ %mb440.next, %conv1_weight_grad.k442.end ]
-  %1 = mul nsw i64 %conv1_weight_grad.mb4403, 5
+conv1_weight_grad.mb455:                          ; preds = %conv1_weight_grad.k457.end, %conv1_weight_grad.nb454
+  %conv1_weight_grad.mb4553 = phi i64 [ 0, %conv1_weight_grad.nb454 ], [ %mb455.next, %conv1_weight_grad.k457.end ]
+  %1 = mul nsw i64 %conv1_weight_grad.mb4553, 5
   %2 = mul nsw i64 %1, 32
   %3 = add nsw i64 514448, %2
-  %4 = mul nsw i64 %conv1_weight_grad.nb4392, 16
+  %4 = mul nsw i64 %conv1_weight_grad.nb4542, 16
   %5 = add nsw i64 %3, %4
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %5
   %6 = load <8 x float>, ptr %arena4, align 4
-  store <8 x float> %6, ptr %conv1_weight_grad.t441_c0_0, align 32
-  %7 = mul nsw i64 %conv1_weight_grad.mb4403, 5
+  store <8 x float> %6, ptr %conv1_weight_grad.t456_c0_0, align 32
+  %7 = mul nsw i64 %conv1_weight_grad.mb4553, 5
   %8 = mul nsw i64 %7, 32
   %9 = add nsw i64 514448, %8
-  %10 = mul nsw i64 %conv1_weight_grad.nb4392, 16
+  %10 = mul nsw i64 %conv1_weight_grad.nb4542, 16
   %11 = add nsw i64 %9, %10
   %12 = add nsw i64 %11, 8
   %arena5 = getelementptr inbounds float, ptr %arena, i64 %12
   %13 = load <8 x float>, ptr %arena5, align 4
-  store <8 x float> %13, ptr %conv1_weight_grad.t441_c0_1, align 32
-  %14 = mul nsw i64 %conv1_weight_grad.mb4403, 5
+  store <8 x float> %13, ptr %conv1_weight_grad.t456_c0_1, align 32
+  %14 = mul nsw i64 %conv1_weight_grad.mb4553, 5
   %15 = add nsw i64 %14, 1
   %16 = mul nsw i64 %15, 32
   %17 = add nsw i64 514448, %16
-  %18 = mul nsw i64 %conv1_weight_grad.nb4392, 16
+  %18 = mul nsw i64 %conv1_weight_grad.nb4542, 16
   %19 = add nsw i64 %17, %18
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %19
   %20 = load <8 x float>, ptr %arena6, align 4
-  store <8 x float> %20, ptr %conv1_weight_grad.t441_c1_0, align 32
-  %21 = mul nsw i64 %conv1_weight_grad.mb4403, 5
+  store <8 x float> %20, ptr %conv1_weight_grad.t456_c1_0, align 32
+  %21 = mul nsw i64 %conv1_weight_grad.mb4553, 5
   %22 = add nsw i64 %21, 1
   %23 = mul nsw i64 %22, 32
   %24 = add nsw i64 514448, %23
-  %25 = mul nsw i64 %conv1_weight_grad.nb4392, 16
+  %25 = mul nsw i64 %conv1_weight_grad.nb4542, 16
   %26 = add nsw i64 %24, %25
   %27 = add nsw i64 %26, 8
   %arena7 = getelementptr inbounds float, ptr %arena, i64 %27
   %28 = load <8 x float>, ptr %arena7, align 4
-  store <8 x float> %28, ptr %conv1_weight_grad.t441_c1_1, align 32
-  %29 = mul nsw i64 %conv1_weight_grad.mb4403, 5
+  store <8 x float> %28, ptr %conv1_weight_grad.t456_c1_1, align 32
+  %29 = mul nsw i64 %conv1_weight_grad.mb4553, 5
   %30 = add nsw i64 %29, 2
   %31 = mul nsw i64 %30, 32
   %32 = add nsw i64 514448, %31
-  %33 = mul nsw i64 %conv1_weight_grad.nb4392, 16
+  %33 = mul nsw i64 %conv1_weight_grad.nb4542, 16
   %34 = add nsw i64 %32, %33
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %34
   %35 = load <8 x float>, ptr %arena8, align 4
-  store <8 x float> %35, ptr %conv1_weight_grad.t441_c2_0, align 32
-  %36 = mul nsw i64 %conv1_weight_grad.mb4403, 5
+  store <8 x float> %35, ptr %conv1_weight_grad.t456_c2_0, align 32
+  %36 = mul nsw i64 %conv1_weight_grad.mb4553, 5
   %37 = add nsw i64 %36, 2
   %38 = mul nsw i64 %37, 32
   %39 = add nsw i64 514448, %38
-  %40 = mul nsw i64 %conv1_weight_grad.nb4392, 16
+  %40 = mul nsw i64 %conv1_weight_grad.nb4542, 16
   %41 = add nsw i64 %39, %40
   %42 = add nsw i64 %41, 8
   %arena9 = getelementptr inbounds float, ptr %arena, i64 %42
   %43 = load <8 x float>, ptr %arena9, align 4
-  store <8 x float> %43, ptr %conv1_weight_grad.t441_c2_1, align 32
-  %44 = mul nsw i64 %conv1_weight_grad.mb4403, 5
+  store <8 x float> %43, ptr %conv1_weight_grad.t456_c2_1, align 32
+  %44 = mul nsw i64 %conv1_weight_grad.mb4553, 5
   %45 = add nsw i64 %44, 3
   %46 = mul nsw i64 %45, 32
   %47 = add nsw i64 514448, %46
-  %48 = mul nsw i64 %conv1_weight_grad.nb4392, 16
+  %48 = mul nsw i64 %conv1_weight_grad.nb4542, 16
   %49 = add nsw i64 %47, %48
   %arena10 = getelementptr inbounds float, ptr %arena, i64 %49
   %50 = load <8 x float>, ptr %arena10, align 4
-  store <8 x float> %50, ptr %conv1_weight_grad.t441_c3_0, align 32
-  %51 = mul nsw i64 %conv1_weight_grad.mb4403, 5
+  store <8 x float> %50, ptr %conv1_weight_grad.t456_c3_0, align 32
+  %51 = mul nsw i64 %conv1_weight_grad.mb4553, 5
   %52 = add nsw i64 %51, 3
   %53 = mul nsw i64 %52, 32
   %54 = add nsw i64 514448, %53
-  %55 = mul nsw i64 %conv1_weight_grad.nb4392, 16
+  %55 = mul nsw i64 %conv1_weight_grad.nb4542, 16
   %56 = add nsw i64 %54, %55
   %57 = add nsw i64 %56, 8
   %arena11 = getelementptr inbounds float, ptr %arena, i64 %57
   %58 = load <8 x float>, ptr %arena11, align 4
-  store <8 x float> %58, ptr %conv1_weight_grad.t441_c3_1, align 32
-  %59 = mul nsw i64 %conv1_weight_grad.mb4403, 5
+  store <8 x float> %58, ptr %conv1_weight_grad.t456_c3_1, align 32
+  %59 = mul nsw i64 %conv1_weight_grad.mb4553, 5
   %60 = add nsw i64 %59, 4
   %61 = mul nsw i64 %60, 32
   %62 = add nsw i64 514448, %61
-  %63 = mul nsw i64 %conv1_weight_grad.nb4392, 16
+  %63 = mul nsw i64 %conv1_weight_grad.nb4542, 16
   %64 = add nsw i64 %62, %63
   %arena12 = getelementptr inbounds float, ptr %arena, i64 %64
   %65 = load <8 x float>, ptr %arena12, align 4
-  store <8 x float> %65, ptr %conv1_weight_grad.t441_c4_0, align 32
-  %66 = mul nsw i64 %conv1_weight_grad.mb4403, 5
+  store <8 x float> %65, ptr %conv1_weight_grad.t456_c4_0, align 32
+  %66 = mul nsw i64 %conv1_weight_grad.mb4553, 5
   %67 = add nsw i64 %66, 4
   %68 = mul nsw i64 %67, 32
   %69 = add nsw i64 514448, %68
-  %70 = mul nsw i64 %conv1_weight_grad.nb4392, 16
+  %70 = mul nsw i64 %conv1_weight_grad.nb4542, 16
   %71 = add nsw i64 %69, %70
   %72 = add nsw i64 %71, 8
   %arena13 = getelementptr inbounds float, ptr %arena, i64 %72
   %73 = load <8 x float>, ptr %arena13, align 4
-  store <8 x float> %73, ptr %conv1_weight_grad.t441_c4_1, align 32
-  br label %conv1_weight_grad.k442
+  store <8 x float> %73, ptr %conv1_weight_grad.t456_c4_1, align 32
+  br label %conv1_weight_grad.k457
 
-conv1_weight_grad.mb440.end:                      ; preds = %conv1_weight_grad.k442.end
-  %74 = mul nsw i64 %conv1_weight_grad.nb4392, 16
+conv1_weight_grad.mb455.end:                      ; preds = %conv1_weight_grad.k457.end
+  %74 = mul nsw i64 %conv1_weight_grad.nb4542, 16
   %75 = add nsw i64 514608, %74
   %arena55 = getelementptr inbounds float, ptr %arena, i64 %75
   %76 = load <8 x float>, ptr %arena55, align 4
-  store <8 x float> %76, ptr %conv1_weight_grad.t443_c0_0, align 32
-  %77 = mul nsw i64 %conv1_weight_grad.nb4392, 16
+  store <8 x float> %76, ptr %conv1_weight_grad.t458_c0_0, align 32
+  %77 = mul nsw i64 %conv1_weight_grad.nb4542, 16
   %78 = add nsw i64 514608, %77
   %79 = add nsw i64 %78, 8
   %arena56 = getelementptr inbounds float, ptr %arena, i64 %79
   %80 = load <8 x float>, ptr %arena56, align 4
-  store <8 x float> %80, ptr %conv1_weight_grad.t443_c0_1, align 32
-  %81 = mul nsw i64 %conv1_weight_grad.nb4392, 16
+  store <8 x float> %80, ptr %conv1_weight_grad.t458_c0_1, align 32
+  %81 = mul nsw i64 %conv1_weight_grad.nb4542, 16
   %82 = add nsw i64 514640, %81
   %arena57 = getelementptr inbounds float, ptr %arena, i64 %82
   %83 = load <8 x float>, ptr %arena57, align 4
-  store <8 x float> %83, ptr %conv1_weight_grad.t443_c1_0, align 32
-  %84 = mul nsw i64 %conv1_weight_grad.nb4392, 16
+  store <8 x float> %83, ptr %conv1_weight_grad.t458_c1_0, align 32
+  %84 = mul nsw i64 %conv1_weight_grad.nb4542, 16
   %85 = add nsw i64 514640, %84
   %86 = add nsw i64 %85, 8
   %arena58 = getelementptr inbounds float, ptr %arena, i64 %86
   %87 = load <8 x float>, ptr %arena58, align 4
-  store <8 x float> %87, ptr %conv1_weight_grad.t443_c1_1, align 32
-  %88 = mul nsw i64 %conv1_weight_grad.nb4392, 16
+  store <8 x float> %87, ptr %conv1_weight_grad.t458_c1_1, align 32
+  %88 = mul nsw i64 %conv1_weight_grad.nb4542, 16
   %89 = add nsw i64 514672, %88
   %arena59 = getelementptr inbounds float, ptr %arena, i64 %89
   %90 = load <8 x float>, ptr %arena59, align 4
-  store <8 x float> %90, ptr %conv1_weight_grad.t443_c2_0, align 32
-  %91 = mul nsw i64 %conv1_weight_grad.nb4392, 16
+  store <8 x float> %90, ptr %conv1_weight_grad.t458_c2_0, align 32
+  %91 = mul nsw i64 %conv1_weight_grad.nb4542, 16
   %92 = add nsw i64 514672, %91
   %93 = add nsw i64 %92, 8
   %arena60 = getelementptr inbounds float, ptr %arena, i64 %93
   %94 = load <8 x float>, ptr %arena60, align 4
-  store <8 x float> %94, ptr %conv1_weight_grad.t443_c2_1, align 32
-  %95 = mul nsw i64 %conv1_weight_grad.nb4392, 16
+  store <8 x float> %94, ptr %conv1_weight_grad.t458_c2_1, align 32
+  %95 = mul nsw i64 %conv1_weight_grad.nb4542, 16
   %96 = add nsw i64 514704, %95
   %arena61 = getelementptr inbounds float, ptr %arena, i64 %96
   %97 = load <8 x float>, ptr %arena61, align 4
-  store <8 x float> %97, ptr %conv1_weight_grad.t443_c3_0, align 32
-  %98 = mul nsw i64 %conv1_weight_grad.nb4392, 16
+  store <8 x float> %97, ptr %conv1_weight_grad.t458_c3_0, align 32
+  %98 = mul nsw i64 %conv1_weight_grad.nb4542, 16
   %99 = add nsw i64 514704, %98
   %100 = add nsw i64 %99, 8
   %arena62 = getelementptr inbounds float, ptr %arena, i64 %100
   %101 = load <8 x float>, ptr %arena62, align 4
-  store <8 x float> %101, ptr %conv1_weight_grad.t443_c3_1, align 32
-  br label %conv1_weight_grad.k444
+  store <8 x float> %101, ptr %conv1_weight_grad.t458_c3_1, align 32
+  br label %conv1_weight_grad.k459
 
-conv1_weight_grad.k442:                           ; preds = %conv1_weight_grad.k442, %conv1_weight_grad.mb440
-  %conv1_weight_grad.k44214 = phi i64 [ 0, %conv1_weight_grad.mb440 ], [ %k442.next, %conv1_weight_grad.k442 ]
-  %102 = mul nsw i64 %conv1_weight_grad.kp4381, 1792
-  %103 = add nsw i64 %conv1_weight_grad.k44214, %102
+conv1_weight_grad.k457:                           ; preds = %conv1_weight_grad.k457, %conv1_weight_grad.mb455
+  %conv1_weight_grad.k45714 = phi i64 [ 0, %conv1_weight_grad.mb455 ], [ %k457.next, %conv1_weight_grad.k457 ]
+  %102 = mul nsw i64 %conv1_weight_grad.kp4531, 1792
+  %103 = add nsw i64 %conv1_weight_grad.k45714, %102
   %104 = mul nsw i64 %103, 32
   %105 = add nsw i64 113040, %104
-  %106 = mul nsw i64 %conv1_weight_grad.nb4392, 16
+  %106 = mul nsw i64 %conv1_weight_grad.nb4542, 16
   %107 = add nsw i64 %105, %106
   %arena15 = getelementptr inbounds float, ptr %arena, i64 %107
   %108 = load <8 x float>, ptr %arena15, align 4
-  store <8 x float> %108, ptr %conv1_weight_grad.t441_b0, align 32
-  %109 = mul nsw i64 %conv1_weight_grad.kp4381, 1792
-  %110 = add nsw i64 %conv1_weight_grad.k44214, %109
+  store <8 x float> %108, ptr %conv1_weight_grad.t456_b0, align 32
+  %109 = mul nsw i64 %conv1_weight_grad.kp4531, 1792
+  %110 = add nsw i64 %conv1_weight_grad.k45714, %109
   %111 = mul nsw i64 %110, 32
   %112 = add nsw i64 113040, %111
-  %113 = mul nsw i64 %conv1_weight_grad.nb4392, 16
+  %113 = mul nsw i64 %conv1_weight_grad.nb4542, 16
   %114 = add nsw i64 %112, %113
   %115 = add nsw i64 %114, 8
   %arena16 = getelementptr inbounds float, ptr %arena, i64 %115
   %116 = load <8 x float>, ptr %arena16, align 4
-  store <8 x float> %116, ptr %conv1_weight_grad.t441_b1, align 32
-  %117 = mul nsw i64 %conv1_weight_grad.mb4403, 5
+  store <8 x float> %116, ptr %conv1_weight_grad.t456_b1, align 32
+  %117 = mul nsw i64 %conv1_weight_grad.mb4553, 5
   %118 = mul nsw i64 %117, 12560
-  %119 = mul nsw i64 %conv1_weight_grad.kp4381, 1792
-  %120 = add nsw i64 %conv1_weight_grad.k44214, %119
+  %119 = mul nsw i64 %conv1_weight_grad.kp4531, 1792
+  %120 = add nsw i64 %conv1_weight_grad.k45714, %119
   %121 = add nsw i64 %118, %120
   %arena17 = getelementptr inbounds float, ptr %arena, i64 %121
   %122 = load float, ptr %arena17, align 4
   %123 = insertelement <8 x float> undef, float %122, i32 0
   %124 = shufflevector <8 x float> %123, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %124, ptr %conv1_weight_grad.t441_a0, align 32
-  %t441_a0 = load <8 x float>, ptr %conv1_weight_grad.t441_a0, align 32
-  %t441_b0 = load <8 x float>, ptr %conv1_weight_grad.t441_b0, align 32
-  %t441_c0_0 = load <8 x float>, ptr %conv1_weight_grad.t441_c0_0, align 32
-  %125 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t441_a0, <8 x float> %t441_b0, <8 x float> %t441_c0_0)
-  store <8 x float> %125, ptr %conv1_weight_grad.t441_c0_0, align 32
-  %t441_a018 = load <8 x float>, ptr %conv1_weight_grad.t441_a0, align 32
-  %t441_b1 = load <8 x float>, ptr %conv1_weight_grad.t441_b1, align 32
-  %t441_c0_1 = load <8 x float>, ptr %conv1_weight_grad.t441_c0_1, align 32
-  %126 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t441_a018, <8 x float> %t441_b1, <8 x float> %t441_c0_1)
-  store <8 x float> %126, ptr %conv1_weight_grad.t441_c0_1, align 32
-  %127 = mul nsw i64 %conv1_weight_grad.mb4403, 5
+  store <8 x float> %124, ptr %conv1_weight_grad.t456_a0, align 32
+  %t456_a0 = load <8 x float>, ptr %conv1_weight_grad.t456_a0, align 32
+  %t456_b0 = load <8 x float>, ptr %conv1_weight_grad.t456_b0, align 32
+  %t456_c0_0 = load <8 x float>, ptr %conv1_weight_grad.t456_c0_0, align 32
+  %125 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t456_a0, <8 x float> %t456_b0, <8 x float> %t456_c0_0)
+  store <8 x float> %125, ptr %conv1_weight_grad.t456_c0_0, align 32
+  %t456_a018 = load <8 x float>, ptr %conv1_weight_grad.t456_a0, align 32
+  %t456_b1 = load <8 x float>, ptr %conv1_weight_grad.t456_b1, align 32
+  %t456_c0_1 = load <8 x float>, ptr %conv1_weight_grad.t456_c0_1, align 32
+  %126 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t456_a018, <8 x float> %t456_b1, <8 x float> %t456_c0_1)
+  store <8 x float> %126, ptr %conv1_weight_grad.t456_c0_1, align 32
+  %127 = mul nsw i64 %conv1_weight_grad.mb4553, 5
   %128 = add nsw i64 %127, 1
   %129 = mul nsw i64 %128, 12560
-  %130 = mul nsw i64 %conv1_weight_grad.kp4381, 1792
-  %131 = add nsw i64 %conv1_weight_grad.k44214, %130
+  %130 = mul nsw i64 %conv1_weight_grad.kp4531, 1792
+  %131 = add nsw i64 %conv1_weight_grad.k45714, %130
   %132 = add nsw i64 %129, %131
   %arena19 = getelementptr inbounds float, ptr %arena, i64 %132
   %133 = load float, ptr %arena19, align 4
   %134 = insertelement <8 x float> undef, float %133, i32 0
   %135 = shufflevector <8 x float> %134, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %135, ptr %conv1_weight_grad.t441_a1, align 32
-  %t441_a1 = load <8 x float>, ptr %conv1_weight_grad.t441_a1, align 32
-  %t441_b020 = load <8 x float>, ptr %conv1_weight_grad.t441_b0, align 32
-  %t441_c1_0 = load <8 x float>, ptr %conv1_weight_grad.t441_c1_0, align 32
-  %136 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t441_a1, <8 x float> %t441_b020, <8 x float> %t441_c1_0)
-  store <8 x float> %136, ptr %conv1_weight_grad.t441_c1_0, align 32
-  %t441_a121 = load <8 x float>, ptr %conv1_weight_grad.t441_a1, align 32
-  %t441_b122 = load <8 x float>, ptr %conv1_weight_grad.t441_b1, align 32
-  %t441_c1_1 = load <8 x float>, ptr %conv1_weight_grad.t441_c1_1, align 32
-  %137 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t441_a121, <8 x float> %t441_b122, <8 x float> %t441_c1_1)
-  store <8 x float> %137, ptr %conv1_weight_grad.t441_c1_1, align 32
-  %138 = mul nsw i64 %conv1_weight_grad.mb4403, 5
+  store <8 x float> %135, ptr %conv1_weight_grad.t456_a1, align 32
+  %t456_a1 = load <8 x float>, ptr %conv1_weight_grad.t456_a1, align 32
+  %t456_b020 = load <8 x float>, ptr %conv1_weight_grad.t456_b0, align 32
+  %t456_c1_0 = load <8 x float>, ptr %conv1_weight_grad.t456_c1_0, align 32
+  %136 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t456_a1, <8 x float> %t456_b020, <8 x float> %t456_c1_0)
+  store <8 x float> %136, ptr %conv1_weight_grad.t456_c1_0, align 32
+  %t456_a121 = load <8 x float>, ptr %conv1_weight_grad.t456_a1, align 32
+  %t456_b122 = load <8 x float>, ptr %conv1_weight_grad.t456_b1, align 32
+  %t456_c1_1 = load <8 x float>, ptr %conv1_weight_grad.t456_c1_1, align 32
+  %137 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t456_a121, <8 x float> %t456_b122, <8 x float> %t456_c1_1)
+  store <8 x float> %137, ptr %conv1_weight_grad.t456_c1_1, align 32
+  %138 = mul nsw i64 %conv1_weight_grad.mb4553, 5
   %139 = add nsw i64 %138, 2
   %140 = mul nsw i64 %139, 12560
-  %141 = mul nsw i64 %conv1_weight_grad.kp4381, 1792
-  %142 = add nsw i64 %conv1_weight_grad.k44214, %141
+  %141 = mul nsw i64 %conv1_weight_grad.kp4531, 1792
+  %142 = add nsw i64 %conv1_weight_grad.k45714, %141
   %143 = add nsw i64 %140, %142
   %arena23 = getelementptr inbounds float, ptr %arena, i64 %143
   %144 = load float, ptr %arena23, align 4
   %145 = insertelement <8 x float> undef, float %144, i32 0
   %146 = shufflevector <8 x float> %145, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %146, ptr %conv1_weight_grad.t441_a2, align 32
-  %t441_a2 = load <8 x float>, ptr %conv1_weight_grad.t441_a2, align 32
-  %t441_b024 = load <8 x float>, ptr %conv1_weight_grad.t441_b0, align 32
-  %t441_c2_0 = load <8 x float>, ptr %conv1_weight_grad.t441_c2_0, align 32
-  %147 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t441_a2, <8 x float> %t441_b024, <8 x float> %t441_c2_0)
-  store <8 x float> %147, ptr %conv1_weight_grad.t441_c2_0, align 32
-  %t441_a225 = load <8 x float>, ptr %conv1_weight_grad.t441_a2, align 32
-  %t441_b126 = load <8 x float>, ptr %conv1_weight_grad.t441_b1, align 32
-  %t441_c2_1 = load <8 x float>, ptr %conv1_weight_grad.t441_c2_1, align 32
-  %148 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t441_a225, <8 x float> %t441_b126, <8 x float> %t441_c2_1)
-  store <8 x float> %148, ptr %conv1_weight_grad.t441_c2_1, align 32
-  %149 = mul nsw i64 %conv1_weight_grad.mb4403, 5
+  store <8 x float> %146, ptr %conv1_weight_grad.t456_a2, align 32
+  %t456_a2 = load <8 x float>, ptr %conv1_weight_grad.t456_a2, align 32
+  %t456_b024 = load <8 x float>, ptr %conv1_weight_grad.t456_b0, align 32
+  %t456_c2_0 = load <8 x float>, ptr %conv1_weight_grad.t456_c2_0, align 32
+  %147 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t456_a2, <8 x float> %t456_b024, <8 x float> %t456_c2_0)
+  store <8 x float> %147, ptr %conv1_weight_grad.t456_c2_0, align 32
+  %t456_a225 = load <8 x float>, ptr %conv1_weight_grad.t456_a2, align 32
+  %t456_b126 = load <8 x float>, ptr %conv1_weight_grad.t456_b1, align 32
+  %t456_c2_1 = load <8 x float>, ptr %conv1_weight_grad.t456_c2_1, align 32
+  %148 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t456_a225, <8 x float> %t456_b126, <8 x float> %t456_c2_1)
+  store <8 x float> %148, ptr %conv1_weight_grad.t456_c2_1, align 32
+  %149 = mul nsw i64 %conv1_weight_grad.mb4553, 5
   %150 = add nsw i64 %149, 3
   %151 = mul nsw i64 %150, 12560
-  %152 = mul nsw i64 %conv1_weight_grad.kp4381, 1792
-  %153 = add nsw i64 %conv1_weight_grad.k44214, %152
+  %152 = mul nsw i64 %conv1_weight_grad.kp4531, 1792
+  %153 = add nsw i64 %conv1_weight_grad.k45714, %152
   %154 = add nsw i64 %151, %153
   %arena27 = getelementptr inbounds float, ptr %arena, i64 %154
   %155 = load float, ptr %arena27, align 4
   %156 = insertelement <8 x float> undef, float %155, i32 0
   %157 = shufflevector <8 x float> %156, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %157, ptr %conv1_weight_grad.t441_a3, align 32
-  %t441_a3 = load <8 x float>, ptr %conv1_weight_grad.t441_a3, align 32
-  %t441_b028 = load <8 x float>, ptr %conv1_weight_grad.t441_b0, align 32
-  %t441_c3_0 = load <8 x float>, ptr %conv1_weight_grad.t441_c3_0, align 32
-  %158 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t441_a3, <8 x float> %t441_b028, <8 x float> %t441_c3_0)
-  store <8 x float> %158, ptr %conv1_weight_grad.t441_c3_0, align 32
-  %t441_a329 = load <8 x float>, ptr %conv1_weight_grad.t441_a3, align 32
-  %t441_b130 = load <8 x float>, ptr %conv1_weight_grad.t441_b1, align 32
-  %t441_c3_1 = load <8 x float>, ptr %conv1_weight_grad.t441_c3_1, align 32
-  %159 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t441_a329, <8 x float> %t441_b130, <8 x float> %t441_c3_1)
-  store <8 x float> %159, ptr %conv1_weight_grad.t441_c3_1, align 32
-  %160 = mul nsw i64 %conv1_weight_grad.mb4403, 5
+  store <8 x float> %157, ptr %conv1_weight_grad.t456_a3, align 32
+  %t456_a3 = load <8 x float>, ptr %conv1_weight_grad.t456_a3, align 32
+  %t456_b028 = load <8 x float>, ptr %conv1_weight_grad.t456_b0, align 32
+  %t456_c3_0 = load <8 x float>, ptr %conv1_weight_grad.t456_c3_0, align 32
+  %158 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t456_a3, <8 x float> %t456_b028, <8 x float> %t456_c3_0)
+  store <8 x float> %158, ptr %conv1_weight_grad.t456_c3_0, align 32
+  %t456_a329 = load <8 x float>, ptr %conv1_weight_grad.t456_a3, align 32
+  %t456_b130 = load <8 x float>, ptr %conv1_weight_grad.t456_b1, align 32
+  %t456_c3_1 = load <8 x float>, ptr %conv1_weight_grad.t456_c3_1, align 32
+  %159 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t456_a329, <8 x float> %t456_b130, <8 x float> %t456_c3_1)
+  store <8 x float> %159, ptr %conv1_weight_grad.t456_c3_1, align 32
+  %160 = mul nsw i64 %conv1_weight_grad.mb4553, 5
   %161 = add nsw i64 %160, 4
   %162 = mul nsw i64 %161, 12560
-  %163 = mul nsw i64 %conv1_weight_grad.kp4381, 1792
-  %164 = add nsw i64 %conv1_weight_grad.k44214, %163
+  %163 = mul nsw i64 %conv1_weight_grad.kp4531, 1792
+  %164 = add nsw i64 %conv1_weight_grad.k45714, %163
   %165 = add nsw i64 %162, %164
   %arena31 = getelementptr inbounds float, ptr %arena, i64 %165
   %166 = load float, ptr %arena31, align 4
   %167 = insertelement <8 x float> undef, float %166, i32 0
   %168 = shufflevector <8 x float> %167, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %168, ptr %conv1_weight_grad.t441_a4, align 32
-  %t441_a4 = load <8 x float>, ptr %conv1_weight_grad.t441_a4, align 32
-  %t441_b032 = load <8 x float>, ptr %conv1_weight_grad.t441_b0, align 32
-  %t441_c4_0 = load <8 x float>, ptr %conv1_weight_grad.t441_c4_0, align 32
-  %169 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t441_a4, <8 x float> %t441_b032, <8 x float> %t441_c4_0)
-  store <8 x float> %169, ptr %conv1_weight_grad.t441_c4_0, align 32
-  %t441_a433 = load <8 x float>, ptr %conv1_weight_grad.t441_a4, align 32
-  %t441_b134 = load <8 x float>, ptr %conv1_weight_grad.t441_b1, align 32
-  %t441_c4_1 = load <8 x float>, ptr %conv1_weight_grad.t441_c4_1, align 32
-  %170 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t441_a433, <8 x float> %t441_b134, <8 x float> %t441_c4_1)
-  store <8 x float> %170, ptr %conv1_weight_grad.t441_c4_1, align 32
-  %k442.next = add nsw i64 %conv1_weight_grad.k44214, 1
-  %171 = icmp slt i64 %k442.next, 1792
-  br i1 %171, label %conv1_weight_grad.k442, label %conv1_weight_grad.k442.end
+  store <8 x float> %168, ptr %conv1_weight_grad.t456_a4, align 32
+  %t456_a4 = load <8 x float>, ptr %conv1_weight_grad.t456_a4, align 32
+  %t456_b032 = load <8 x float>, ptr %conv1_weight_grad.t456_b0, align 32
+  %t456_c4_0 = load <8 x float>, ptr %conv1_weight_grad.t456_c4_0, align 32
+  %169 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t456_a4, <8 x float> %t456_b032, <8 x float> %t456_c4_0)
+  store <8 x float> %169, ptr %conv1_weight_grad.t456_c4_0, align 32
+  %t456_a433 = load <8 x float>, ptr %conv1_weight_grad.t456_a4, align 32
+  %t456_b134 = load <8 x float>, ptr %conv1_weight_grad.t456_b1, align 32
+  %t456_c4_1 = load <8 x float>, ptr %conv1_weight_grad.t456_c4_1, align 32
+  %170 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t456_a433, <8 x float> %t456_b134, <8 x float> %t456_c4_1)
+  store <8 x float> %170, ptr %conv1_weight_grad.t456_c4_1, align 32
+  %k457.next = add nsw i64 %conv1_weight_grad.k45714, 1
+  %171 = icmp slt i64 %k457.next, 1792
+  br i1 %171, label %conv1_weight_grad.k457, label %conv1_weight_grad.k457.end
 
-conv1_weight_grad.k442.end:                       ; preds = %conv1_weight_grad.k442
-  %t441_c0_035 = load <8 x float>, ptr %conv1_weight_grad.t441_c0_0, align 32
-  %172 = mul nsw i64 %conv1_weight_grad.mb4403, 5
+conv1_weight_grad.k457.end:                       ; preds = %conv1_weight_grad.k457
+  %t456_c0_035 = load <8 x float>, ptr %conv1_weight_grad.t456_c0_0, align 32
+  %172 = mul nsw i64 %conv1_weight_grad.mb4553, 5
   %173 = mul nsw i64 %172, 32
   %174 = add nsw i64 514448, %173
-  %175 = mul nsw i64 %conv1_weight_grad.nb4392, 16
+  %175 = mul nsw i64 %conv1_weight_grad.nb4542, 16
   %176 = add nsw i64 %174, %175
   %arena36 = getelementptr inbounds float, ptr %arena, i64 %176
-  store <8 x float> %t441_c0_035, ptr %arena36, align 4
-  %t441_c0_137 = load <8 x float>, ptr %conv1_weight_grad.t441_c0_1, align 32
-  %177 = mul nsw i64 %conv1_weight_grad.mb4403, 5
+  store <8 x float> %t456_c0_035, ptr %arena36, align 4
+  %t456_c0_137 = load <8 x float>, ptr %conv1_weight_grad.t456_c0_1, align 32
+  %177 = mul nsw i64 %conv1_weight_grad.mb4553, 5
   %178 = mul nsw i64 %177, 32
   %179 = add nsw i64 514448, %178
-  %180 = mul nsw i64 %conv1_weight_grad.nb4392, 16
+  %180 = mul nsw i64 %conv1_weight_grad.nb4542, 16
   %181 = add nsw i64 %179, %180
   %182 = add nsw i64 %181, 8
   %arena38 = getelementptr inbounds float, ptr %arena, i64 %182
-  store <8 x float> %t441_c0_137, ptr %arena38, align 4
-  %t441_c1_039 = load <8 x float>, ptr %conv1_weight_grad.t441_c1_0, align 32
-  %183 = mul nsw i64 %conv1_weight_grad.mb4403, 5
+  store <8 x float> %t456_c0_137, ptr %arena38, align 4
+  %t456_c1_039 = load <8 x float>, ptr %conv1_weight_grad.t456_c1_0, align 32
+  %183 = mul nsw i64 %conv1_weight_grad.mb4553, 5
   %184 = add nsw i64 %183, 1
   %185 = mul nsw i64 %184, 32
   %186 = add nsw i64 514448, %185
-  %187 = mul nsw i64 %conv1_weight_grad.nb4392, 16
+  %187 = mul nsw i64 %conv1_weight_grad.nb4542, 16
   %188 = add nsw i64 %186, %187
   %arena40 = getelementptr inbounds float, ptr %arena, i64 %188
-  store <8 x float> %t441_c1_039, ptr %arena40, align 4
-  %t441_c1_141 = load <8 x float>, ptr %conv1_weight_grad.t441_c1_1, align 32
-  %189 = mul nsw i64 %conv1_weight_grad.mb4403, 5
+  store <8 x float> %t456_c1_039, ptr %arena40, align 4
+  %t456_c1_141 = load <8 x float>, ptr %conv1_weight_grad.t456_c1_1, align 32
+  %189 = mul nsw i64 %conv1_weight_grad.mb4553, 5
   %190 = add nsw i64 %189, 1
   %191 = mul nsw i64 %190, 32
   %192 = add nsw i64 514448, %191
-  %193 = mul nsw i64 %conv1_weight_grad.nb4392, 16
+  %193 = mul nsw i64 %conv1_weight_grad.nb4542, 16
   %194 = add nsw i64 %192, %193
   %195 = add nsw i64 %194, 8
   %arena42 = getelementptr inbounds float, ptr %arena, i64 %195
-  store <8 x float> %t441_c1_141, ptr %arena42, align 4
-  %t441_c2_043 = load <8 x float>, ptr %conv1_weight_grad.t441_c2_0, align 32
-  %196 = mul nsw i64 %conv1_weight_grad.mb4403, 5
+  store <8 x float> %t456_c1_141, ptr %arena42, align 4
+  %t456_c2_043 = load <8 x float>, ptr %conv1_weight_grad.t456_c2_0, align 32
+  %196 = mul nsw i64 %conv1_weight_grad.mb4553, 5
   %197 = add nsw i64 %196, 2
   %198 = mul nsw i64 %197, 32
   %199 = add nsw i64 514448, %198
-  %200 = mul nsw i64 %conv1_weight_grad.nb4392, 16
+  %200 = mul nsw i64 %conv1_weight_grad.nb4542, 16
   %201 = add nsw i64 %199, %200
   %arena44 = getelementptr inbounds float, ptr %arena, i64 %201
-  store <8 x float> %t441_c2_043, ptr %arena44, align 4
-  %t441_c2_145 = load <8 x float>, ptr %conv1_weight_grad.t441_c2_1, align 32
-  %202 = mul nsw i64 %conv1_weight_grad.mb4403, 5
+  store <8 x float> %t456_c2_043, ptr %arena44, align 4
+  %t456_c2_145 = load <8 x float>, ptr %conv1_weight_grad.t456_c2_1, align 32
+  %202 = mul nsw i64 %conv1_weight_grad.mb4553, 5
   %203 = add nsw i64 %202, 2
   %204 = mul nsw i64 %203, 32
   %205 = add nsw i64 514448, %204
-  %206 = mul nsw i64 %conv1_weight_grad.nb4392, 16
+  %206 = mul nsw i64 %conv1_weight_grad.nb4542, 16
   %207 = add nsw i64 %205, %206
   %208 = add nsw i64 %207, 8
   %arena46 = getelementptr inbounds float, ptr %arena, i64 %208
-  store <8 x float> %t441_c2_145, ptr %arena46, align 4
-  %t441_c3_047 = load <8 x float>, ptr %conv1_weight_grad.t441_c3_0, align 32
-  %209 = mul nsw i64 %conv1_weight_grad.mb4403, 5
+  store <8 x float> %t456_c2_145, ptr %arena46, align 4
+  %t456_c3_047 = load <8 x float>, ptr %conv1_weight_grad.t456_c3_0, align 32
+  %209 = mul nsw i64 %conv1_weight_grad.mb4553, 5
   %210 = add nsw i64 %209, 3
   %211 = mul nsw i64 %210, 32
   %212 = add nsw i64 514448, %211
-  %213 = mul nsw i64 %conv1_weight_grad.nb4392, 16
+  %213 = mul nsw i64 %conv1_weight_grad.nb4542, 16
   %214 = add nsw i64 %212, %213
   %arena48 = getelementptr inbounds float, ptr %arena, i64 %214
-  store <8 x float> %t441_c3_047, ptr %arena48, align 4
-  %t441_c3_149 = load <8 x float>, ptr %conv1_weight_grad.t441_c3_1, align 32
-  %215 = mul nsw i64 %conv1_weight_grad.mb4403, 5
+  store <8 x float> %t456_c3_047, ptr %arena48, align 4
+  %t456_c3_149 = load <8 x float>, ptr %conv1_weight_grad.t456_c3_1, align 32
+  %215 = mul nsw i64 %conv1_weight_grad.mb4553, 5
   %216 = add nsw i64 %215, 3
   %217 = mul nsw i64 %216, 32
   %218 = add nsw i64 514448, %217
-  %219 = mul nsw i64 %conv1_weight_grad.nb4392, 16
+  %219 = mul nsw i64 %conv1_weight_grad.nb4542, 16
   %220 = add nsw i64 %218, %219
   %221 = add nsw i64 %220, 8
   %arena50 = getelementptr inbounds float, ptr %arena, i64 %221
-  store <8 x float> %t441_c3_149, ptr %arena50, align 4
-  %t441_c4_051 = load <8 x float>, ptr %conv1_weight_grad.t441_c4_0, align 32
-  %222 = mul nsw i64 %conv1_weight_grad.mb4403, 5
+  store <8 x float> %t456_c3_149, ptr %arena50, align 4
+  %t456_c4_051 = load <8 x float>, ptr %conv1_weight_grad.t456_c4_0, align 32
+  %222 = mul nsw i64 %conv1_weight_grad.mb4553, 5
   %223 = add nsw i64 %222, 4
   %224 = mul nsw i64 %223, 32
   %225 = add nsw i64 514448, %224
-  %226 = mul nsw i64 %conv1_weight_grad.nb4392, 16
+  %226 = mul nsw i64 %conv1_weight_grad.nb4542, 16
   %227 = add nsw i64 %225, %226
   %arena52 = getelementptr inbounds float, ptr %arena, i64 %227
-  store <8 x float> %t441_c4_051, ptr %arena52, align 4
-  %t441_c4_153 = load <8 x float>, ptr %conv1_weight_grad.t441_c4_1, align 32
-  %228 = mul nsw i64 %conv1_weight_grad.mb4403, 5
+  store <8 x float> %t456_c4_051, ptr %arena52, align 4
+  %t456_c4_153 = load <8 x float>, ptr %conv1_weight_grad.t456_c4_1, align 32
+  %228 = mul nsw i64 %conv1_weight_grad.mb4553, 5
   %229 = add nsw i64 %228, 4
   %230 = mul nsw i64 %229, 32
   %231 = add nsw i64 514448, %230
-  %232 = mul nsw i64 %conv1_weight_grad.nb4392, 16
+  %232 = mul nsw i64 %conv1_weight_grad.nb4542, 16
   %233 = add nsw i64 %231, %232
   %234 = add nsw i64 %233, 8
   %arena54 = getelementptr inbounds float, ptr %arena, i64 %234
-  store <8 x float> %t441_c4_153, ptr %arena54, align 4
-  %mb440.next = add nsw i64 %conv1_weight_grad.mb4403, 1
-  %235 = icmp slt i64 %mb440.next, 1
-  br i1 %235, label %conv1_weight_grad.mb440, label %conv1_weight_grad.mb440.end
+  store <8 x float> %t456_c4_153, ptr %arena54, align 4
+  %mb455.next = add nsw i64 %conv1_weight_grad.mb4553, 1
+  %235 = icmp slt i64 %mb455.next, 1
+  br i1 %235, label %conv1_weight_grad.mb455, label %conv1_weight_grad.mb455.end
 
-conv1_weight_grad.k444:                           ; preds = %conv1_weight_grad.k444, %conv1_weight_grad.mb440.end
-  %conv1_weight_grad.k44463 = phi i64 [ 0, %conv1_weight_grad.mb440.end ], [ %k444.next, %conv1_weight_grad.k444 ]
-  %236 = mul nsw i64 %conv1_weight_grad.kp4381, 1792
-  %237 = add nsw i64 %conv1_weight_grad.k44463, %236
+conv1_weight_grad.k459:                           ; preds = %conv1_weight_grad.k459, %conv1_weight_grad.mb455.end
+  %conv1_weight_grad.k45963 = phi i64 [ 0, %conv1_weight_grad.mb455.end ], [ %k459.next, %conv1_weight_grad.k459 ]
+  %236 = mul nsw i64 %conv1_weight_grad.kp4531, 1792
+  %237 = add nsw i64 %conv1_weight_grad.k45963, %236
   %238 = mul nsw i64 %237, 32
   %239 = add nsw i64 113040, %238
-  %240 = mul nsw i64 %conv1_weight_grad.nb4392, 16
+  %240 = mul nsw i64 %conv1_weight_grad.nb4542, 16
   %241 = add nsw i64 %239, %240
   %arena64 = getelementptr inbounds float, ptr %arena, i64 %241
   %242 = load <8 x float>, ptr %arena64, align 4
-  store <8 x float> %242, ptr %conv1_weight_grad.t443_b0, align 32
-  %243 = mul nsw i64 %conv1_weight_grad.kp4381, 1792
-  %244 = add nsw i64 %conv1_weight_grad.k44463, %243
+  store <8 x float> %242, ptr %conv1_weight_grad.t458_b0, align 32
+  %243 = mul nsw i64 %conv1_weight_grad.kp4531, 1792
+  %244 = add nsw i64 %conv1_weight_grad.k45963, %243
   %245 = mul nsw i64 %244, 32
   %246 = add nsw i64 113040, %245
-  %247 = mul nsw i64 %conv1_weight_grad.nb4392, 16
+  %247 = mul nsw i64 %conv1_weight_grad.nb4542, 16
   %248 = add nsw i64 %246, %247
   %249 = add nsw i64 %248, 8
   %arena65 = getelementptr inbounds float, ptr %arena, i64 %249
   %250 = load <8 x float>, ptr %arena65, align 4
-  store <8 x float> %250, ptr %conv1_weight_grad.t443_b1, align 32
-  %251 = mul nsw i64 %conv1_weight_grad.kp4381, 1792
-  %252 = add nsw i64 %conv1_weight_grad.k44463, %251
+  store <8 x float> %250, ptr %conv1_weight_grad.t458_b1, align 32
+  %251 = mul nsw i64 %conv1_weight_grad.kp4531, 1792
+  %252 = add nsw i64 %conv1_weight_grad.k45963, %251
   %253 = add nsw i64 62800, %252
   %arena66 = getelementptr inbounds float, ptr %arena, i64 %253
   %254 = load float, ptr %arena66, align 4
   %255 = insertelement <8 x float> undef, float %254, i32 0
   %256 = shufflevector <8 x float> %255, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %256, ptr %conv1_weight_grad.t443_a0, align 32
-  %t443_a0 = load <8 x float>, ptr %conv1_weight_grad.t443_a0, align 32
-  %t443_b0 = load <8 x float>, ptr %conv1_weight_grad.t443_b0, align 32
-  %t443_c0_0 = load <8 x float>, ptr %conv1_weight_grad.t443_c0_0, align 32
-  %257 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t443_a0, <8 x float> %t443_b0, <8 x float> %t443_c0_0)
-  store <8 x float> %257, ptr %conv1_weight_grad.t443_c0_0, align 32
-  %t443_a067 = load <8 x float>, ptr %conv1_weight_grad.t443_a0, align 32
-  %t443_b1 = load <8 x float>, ptr %conv1_weight_grad.t443_b1, align 32
-  %t443_c0_1 = load <8 x float>, ptr %conv1_weight_grad.t443_c0_1, align 32
-  %258 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t443_a067, <8 x float> %t443_b1, <8 x float> %t443_c0_1)
-  store <8 x float> %258, ptr %conv1_weight_grad.t443_c0_1, align 32
-  %259 = mul nsw i64 %conv1_weight_grad.kp4381, 1792
-  %260 = add nsw i64 %conv1_weight_grad.k44463, %259
+  store <8 x float> %256, ptr %conv1_weight_grad.t458_a0, align 32
+  %t458_a0 = load <8 x float>, ptr %conv1_weight_grad.t458_a0, align 32
+  %t458_b0 = load <8 x float>, ptr %conv1_weight_grad.t458_b0, align 32
+  %t458_c0_0 = load <8 x float>, ptr %conv1_weight_grad.t458_c0_0, align 32
+  %257 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t458_a0, <8 x float> %t458_b0, <8 x float> %t458_c0_0)
+  store <8 x float> %257, ptr %conv1_weight_grad.t458_c0_0, align 32
+  %t458_a067 = load <8 x float>, ptr %conv1_weight_grad.t458_a0, align 32
+  %t458_b1 = load <8 x float>, ptr %conv1_weight_grad.t458_b1, align 32
+  %t458_c0_1 = load <8 x float>, ptr %conv1_weight_grad.t458_c0_1, align 32
+  %258 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t458_a067, <8 x float> %t458_b1, <8 x float> %t458_c0_1)
+  store <8 x float> %258, ptr %conv1_weight_grad.t458_c0_1, align 32
+  %259 = mul nsw i64 %conv1_weight_grad.kp4531, 1792
+  %260 = add nsw i64 %conv1_weight_grad.k45963, %259
   %261 = add nsw i64 75360, %260
   %arena68 = getelementptr inbounds float, ptr %arena, i64 %261
   %262 = load float, ptr %arena68, align 4
   %263 = insertelement <8 x float> undef, float %262, i32 0
   %264 = shufflevector <8 x float> %263, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %264, ptr %conv1_weight_grad.t443_a1, align 32
-  %t443_a1 = load <8 x float>, ptr %conv1_weight_grad.t443_a1, align 32
-  %t443_b069 = load <8 x float>, ptr %conv1_weight_grad.t443_b0, align 32
-  %t443_c1_0 = load <8 x float>, ptr %conv1_weight_grad.t443_c1_0, align 32
-  %265 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t443_a1, <8 x float> %t443_b069, <8 x float> %t443_c1_0)
-  store <8 x float> %265, ptr %conv1_weight_grad.t443_c1_0, align 32
-  %t443_a170 = load <8 x float>, ptr %conv1_weight_grad.t443_a1, align 32
-  %t443_b171 = load <8 x float>, ptr %conv1_weight_grad.t443_b1, align 32
-  %t443_c1_1 = load <8 x float>, ptr %conv1_weight_grad.t443_c1_1, align 32
-  %266 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t443_a170, <8 x float> %t443_b171, <8 x float> %t443_c1_1)
-  store <8 x float> %266, ptr %conv1_weight_grad.t443_c1_1, align 32
-  %267 = mul nsw i64 %conv1_weight_grad.kp4381, 1792
-  %268 = add nsw i64 %conv1_weight_grad.k44463, %267
+  store <8 x float> %264, ptr %conv1_weight_grad.t458_a1, align 32
+  %t458_a1 = load <8 x float>, ptr %conv1_weight_grad.t458_a1, align 32
+  %t458_b069 = load <8 x float>, ptr %conv1_weight_grad.t458_b0, align 32
+  %t458_c1_0 = load <8 x float>, ptr %conv1_weight_grad.t458_c1_0, align 32
+  %265 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t458_a1, <8 x float> %t458_b069, <8 x float> %t458_c1_0)
+  store <8 x float> %265, ptr %conv1_weight_grad.t458_c1_0, align 32
+  %t458_a170 = load <8 x float>, ptr %conv1_weight_grad.t458_a1, align 32
+  %t458_b171 = load <8 x float>, ptr %conv1_weight_grad.t458_b1, align 32
+  %t458_c1_1 = load <8 x float>, ptr %conv1_weight_grad.t458_c1_1, align 32
+  %266 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t458_a170, <8 x float> %t458_b171, <8 x float> %t458_c1_1)
+  store <8 x float> %266, ptr %conv1_weight_grad.t458_c1_1, align 32
+  %267 = mul nsw i64 %conv1_weight_grad.kp4531, 1792
+  %268 = add nsw i64 %conv1_weight_grad.k45963, %267
   %269 = add nsw i64 87920, %268
   %arena72 = getelementptr inbounds float, ptr %arena, i64 %269
   %270 = load float, ptr %arena72, align 4
   %271 = insertelement <8 x float> undef, float %270, i32 0
   %272 = shufflevector <8 x float> %271, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %272, ptr %conv1_weight_grad.t443_a2, align 32
-  %t443_a2 = load <8 x float>, ptr %conv1_weight_grad.t443_a2, align 32
-  %t443_b073 = load <8 x float>, ptr %conv1_weight_grad.t443_b0, align 32
-  %t443_c2_0 = load <8 x float>, ptr %conv1_weight_grad.t443_c2_0, align 32
-  %273 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t443_a2, <8 x float> %t443_b073, <8 x float> %t443_c2_0)
-  store <8 x float> %273, ptr %conv1_weight_grad.t443_c2_0, align 32
-  %t443_a274 = load <8 x float>, ptr %conv1_weight_grad.t443_a2, align 32
-  %t443_b175 = load <8 x float>, ptr %conv1_weight_grad.t443_b1, align 32
-  %t443_c2_1 = load <8 x float>, ptr %conv1_weight_grad.t443_c2_1, align 32
-  %274 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t443_a274, <8 x float> %t443_b175, <8 x float> %t443_c2_1)
-  store <8 x float> %274, ptr %conv1_weight_grad.t443_c2_1, align 32
-  %275 = mul nsw i64 %conv1_weight_grad.kp4381, 1792
-  %276 = add nsw i64 %conv1_weight_grad.k44463, %275
+  store <8 x float> %272, ptr %conv1_weight_grad.t458_a2, align 32
+  %t458_a2 = load <8 x float>, ptr %conv1_weight_grad.t458_a2, align 32
+  %t458_b073 = load <8 x float>, ptr %conv1_weight_grad.t458_b0, align 32
+  %t458_c2_0 = load <8 x float>, ptr %conv1_weight_grad.t458_c2_0, align 32
+  %273 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t458_a2, <8 x float> %t458_b073, <8 x float> %t458_c2_0)
+  store <8 x float> %273, ptr %conv1_weight_grad.t458_c2_0, align 32
+  %t458_a274 = load <8 x float>, ptr %conv1_weight_grad.t458_a2, align 32
+  %t458_b175 = load <8 x float>, ptr %conv1_weight_grad.t458_b1, align 32
+  %t458_c2_1 = load <8 x float>, ptr %conv1_weight_grad.t458_c2_1, align 32
+  %274 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t458_a274, <8 x float> %t458_b175, <8 x float> %t458_c2_1)
+  store <8 x float> %274, ptr %conv1_weight_grad.t458_c2_1, align 32
+  %275 = mul nsw i64 %conv1_weight_grad.kp4531, 1792
+  %276 = add nsw i64 %conv1_weight_grad.k45963, %275
   %277 = add nsw i64 100480, %276
   %arena76 = getelementptr inbounds float, ptr %arena, i64 %277
   %278 = load float, ptr %arena76, align 4
   %279 = insertelement <8 x float> undef, float %278, i32 0
   %280 = shufflevector <8 x float> %279, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %280, ptr %conv1_weight_grad.t443_a3, align 32
-  %t443_a3 = load <8 x float>, ptr %conv1_weight_grad.t443_a3, align 32
-  %t443_b077 = load <8 x float>, ptr %conv1_weight_grad.t443_b0, align 32
-  %t443_c3_0 = load <8 x float>, ptr %conv1_weight_grad.t443_c3_0, align 32
-  %281 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t443_a3, <8 x float> %t443_b077, <8 x float> %t443_c3_0)
-  store <8 x float> %281, ptr %conv1_weight_grad.t443_c3_0, align 32
-  %t443_a378 = load <8 x float>, ptr %conv1_weight_grad.t443_a3, align 32
-  %t443_b179 = load <8 x float>, ptr %conv1_weight_grad.t443_b1, align 32
-  %t443_c3_1 = load <8 x float>, ptr %conv1_weight_grad.t443_c3_1, align 32
-  %282 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t443_a378, <8 x float> %t443_b179, <8 x float> %t443_c3_1)
-  store <8 x float> %282, ptr %conv1_weight_grad.t443_c3_1, align 32
-  %k444.next = add nsw i64 %conv1_weight_grad.k44463, 1
-  %283 = icmp slt i64 %k444.next, 1792
-  br i1 %283, label %conv1_weight_grad.k444, label %conv1_weight_grad.k444.end
+  store <8 x float> %280, ptr %conv1_weight_grad.t458_a3, align 32
+  %t458_a3 = load <8 x float>, ptr %conv1_weight_grad.t458_a3, align 32
+  %t458_b077 = load <8 x float>, ptr %conv1_weight_grad.t458_b0, align 32
+  %t458_c3_0 = load <8 x float>, ptr %conv1_weight_grad.t458_c3_0, align 32
+  %281 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t458_a3, <8 x float> %t458_b077, <8 x float> %t458_c3_0)
+  store <8 x float> %281, ptr %conv1_weight_grad.t458_c3_0, align 32
+  %t458_a378 = load <8 x float>, ptr %conv1_weight_grad.t458_a3, align 32
+  %t458_b179 = load <8 x float>, ptr %conv1_weight_grad.t458_b1, align 32
+  %t458_c3_1 = load <8 x float>, ptr %conv1_weight_grad.t458_c3_1, align 32
+  %282 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t458_a378, <8 x float> %t458_b179, <8 x float> %t458_c3_1)
+  store <8 x float> %282, ptr %conv1_weight_grad.t458_c3_1, align 32
+  %k459.next = add nsw i64 %conv1_weight_grad.k45963, 1
+  %283 = icmp slt i64 %k459.next, 1792
+  br i1 %283, label %conv1_weight_grad.k459, label %conv1_weight_grad.k459.end
 
-conv1_weight_grad.k444.end:                       ; preds = %conv1_weight_grad.k444
-  %t443_c0_080 = load <8 x float>, ptr %conv1_weight_grad.t443_c0_0, align 32
-  %284 = mul nsw i64 %conv1_weight_grad.nb4392, 16
+conv1_weight_grad.k459.end:                       ; preds = %conv1_weight_grad.k459
+  %t458_c0_080 = load <8 x float>, ptr %conv1_weight_grad.t458_c0_0, align 32
+  %284 = mul nsw i64 %conv1_weight_grad.nb4542, 16
   %285 = add nsw i64 514608, %284
   %arena81 = getelementptr inbounds float, ptr %arena, i64 %285
-  store <8 x float> %t443_c0_080, ptr %arena81, align 4
-  %t443_c0_182 = load <8 x float>, ptr %conv1_weight_grad.t443_c0_1, align 32
-  %286 = mul nsw i64 %conv1_weight_grad.nb4392, 16
+  store <8 x float> %t458_c0_080, ptr %arena81, align 4
+  %t458_c0_182 = load <8 x float>, ptr %conv1_weight_grad.t458_c0_1, align 32
+  %286 = mul nsw i64 %conv1_weight_grad.nb4542, 16
   %287 = add nsw i64 514608, %286
   %288 = add nsw i64 %287, 8
   %arena83 = getelementptr inbounds float, ptr %arena, i64 %288
-  store <8 x float> %t443_c0_182, ptr %arena83, align 4
-  %t443_c1_084 = load <8 x float>, ptr %conv1_weight_grad.t443_c1_0, align 32
-  %289 = mul nsw i64 %conv1_weight_grad.nb4392, 16
+  store <8 x float> %t458_c0_182, ptr %arena83, align 4
+  %t458_c1_084 = load <8 x float>, ptr %conv1_weight_grad.t458_c1_0, align 32
+  %289 = mul nsw i64 %conv1_weight_grad.nb4542, 16
   %290 = add nsw i64 514640, %289
   %arena85 = getelementptr inbounds float, ptr %arena, i64 %290
-  store <8 x float> %t443_c1_084, ptr %arena85, align 4
-  %t443_c1_186 = load <8 x float>, ptr %conv1_weight_grad.t443_c1_1, align 32
-  %291 = mul nsw i64 %conv1_weight_grad.nb4392, 16
+  store <8 x float> %t458_c1_084, ptr %arena85, align 4
+  %t458_c1_186 = load <8 x float>, ptr %conv1_weight_grad.t458_c1_1, align 32
+  %291 = mul nsw i64 %conv1_weight_grad.nb4542, 16
   %292 = add nsw i64 514640, %291
   %293 = add nsw i64 %292, 8
   %arena87 = getelementptr inbounds float, ptr %arena, i64 %293
-  store <8 x float> %t443_c1_186, ptr %arena87, align 4
-  %t443_c2_088 = load <8 x float>, ptr %conv1_weight_grad.t443_c2_0, align 32
-  %294 = mul nsw i64 %conv1_weight_grad.nb4392, 16
+  store <8 x float> %t458_c1_186, ptr %arena87, align 4
+  %t458_c2_088 = load <8 x float>, ptr %conv1_weight_grad.t458_c2_0, align 32
+  %294 = mul nsw i64 %conv1_weight_grad.nb4542, 16
   %295 = add nsw i64 514672, %294
   %arena89 = getelementptr inbounds float, ptr %arena, i64 %295
-  store <8 x float> %t443_c2_088, ptr %arena89, align 4
-  %t443_c2_190 = load <8 x float>, ptr %conv1_weight_grad.t443_c2_1, align 32
-  %296 = mul nsw i64 %conv1_weight_grad.nb4392, 16
+  store <8 x float> %t458_c2_088, ptr %arena89, align 4
+  %t458_c2_190 = load <8 x float>, ptr %conv1_weight_grad.t458_c2_1, align 32
+  %296 = mul nsw i64 %conv1_weight_grad.nb4542, 16
   %297 = add nsw i64 514672, %296
   %298 = add nsw i64 %297, 8
   %arena91 = getelementptr inbounds float, ptr %arena, i64 %298
-  store <8 x float> %t443_c2_190, ptr %arena91, align 4
-  %t443_c3_092 = load <8 x float>, ptr %conv1_weight_grad.t443_c3_0, align 32
-  %299 = mul nsw i64 %conv1_weight_grad.nb4392, 16
+  store <8 x float> %t458_c2_190, ptr %arena91, align 4
+  %t458_c3_092 = load <8 x float>, ptr %conv1_weight_grad.t458_c3_0, align 32
+  %299 = mul nsw i64 %conv1_weight_grad.nb4542, 16
   %300 = add nsw i64 514704, %299
   %arena93 = getelementptr inbounds float, ptr %arena, i64 %300
-  store <8 x float> %t443_c3_092, ptr %arena93, align 4
-  %t443_c3_194 = load <8 x float>, ptr %conv1_weight_grad.t443_c3_1, align 32
-  %301 = mul nsw i64 %conv1_weight_grad.nb4392, 16
+  store <8 x float> %t458_c3_092, ptr %arena93, align 4
+  %t458_c3_194 = load <8 x float>, ptr %conv1_weight_grad.t458_c3_1, align 32
+  %301 = mul nsw i64 %conv1_weight_grad.nb4542, 16
   %302 = add nsw i64 514704, %301
   %303 = add nsw i64 %302, 8
   %arena95 = getelementptr inbounds float, ptr %arena, i64 %303
-  store <8 x float> %t443_c3_194, ptr %arena95, align 4
-  %nb439.next = add nsw i64 %conv1_weight_grad.nb4392, 1
-  %304 = icmp slt i64 %nb439.next, 2
-  br i1 %304, label %conv1_weight_grad.nb439, label %conv1_weight_grad.nb439.end
+  store <8 x float> %t458_c3_194, ptr %arena95, align 4
+  %nb454.next = add nsw i64 %conv1_weight_grad.nb4542, 1
+  %304 = icmp slt i64 %nb454.next, 2
+  br i1 %304, label %conv1_weight_grad.nb454, label %conv1_weight_grad.nb454.end
 }
 
 ; Function Attrs: noinline
-define internal void @convnet_train_b64.k23.conv1_bias_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @convnet_train_b64.k23.conv1_bias_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %conv1_bias_grad.sum458 = alloca float, align 4
-  %conv1_bias_grad.sum457 = alloca float, align 4
-  %conv1_bias_grad.sum456 = alloca float, align 4
-  %conv1_bias_grad.sum455 = alloca float, align 4
-  %conv1_bias_grad.sum454 = alloca float, align 4
-  %conv1_bias_grad.sum453 = alloca float, align 4
-  %conv1_bias_grad.sum452 = alloca float, align 4
-  %conv1_bias_grad.acc449 = alloca <8 x float>, align 32
-  br label %conv1_bias_grad.f448
+  %conv1_bias_grad.sum473 = alloca float, align 4
+  %conv1_bias_grad.sum472 = alloca float, align 4
+  %conv1_bias_grad.sum471 = alloca float, align 4
+  %conv1_bias_grad.sum470 = alloca float, align 4
+  %conv1_bias_grad.sum469 = alloca float, align 4
+  %conv1_bias_grad.sum468 = alloca float, align 4
+  %conv1_bias_grad.sum467 = alloca float, align 4
+  %conv1_bias_grad.acc464 = alloca <8 x float>, align 32
+  br label %conv1_bias_grad.f463
 
-conv1_bias_grad.f448:                             ; preds = %conv1_bias_grad.img450.end, %entry
-  %conv1_bias_grad.f4481 = phi i64 [ 0, %entry ], [ %f448.next, %conv1_bias_grad.img450.end ]
-  store <8 x float> zeroinitializer, ptr %conv1_bias_grad.acc449, align 32
-  br label %conv1_bias_grad.img450
+conv1_bias_grad.f463:                             ; preds = %conv1_bias_grad.img465.end, %entry
+  %conv1_bias_grad.f4631 = phi i64 [ 0, %entry ], [ %f463.next, %conv1_bias_grad.img465.end ]
+  store <8 x float> zeroinitializer, ptr %conv1_bias_grad.acc464, align 32
+  br label %conv1_bias_grad.img465
 
-conv1_bias_grad.f448.end:                         ; preds = %conv1_bias_grad.img450.end
+conv1_bias_grad.f463.end:                         ; preds = %conv1_bias_grad.img465.end
   ret void
 
-conv1_bias_grad.img450:                           ; preds = %conv1_bias_grad.i451.end, %conv1_bias_grad.f448
-  %conv1_bias_grad.img4502 = phi i64 [ 0, %conv1_bias_grad.f448 ], [ %img450.next, %conv1_bias_grad.i451.end ]
-  br label %conv1_bias_grad.i451
+conv1_bias_grad.img465:                           ; preds = %conv1_bias_grad.i466.end, %conv1_bias_grad.f463
+  %conv1_bias_grad.img4652 = phi i64 [ 0, %conv1_bias_grad.f463 ], [ %img465.next, %conv1_bias_grad.i466.end ]
+  br label %conv1_bias_grad.i466
 
-conv1_bias_grad.img450.end:                       ; preds = %conv1_bias_grad.i451.end
-  %acc4495 = load <8 x float>, ptr %conv1_bias_grad.acc449, align 32
+conv1_bias_grad.img465.end:                       ; preds = %conv1_bias_grad.i466.end
+  %acc4645 = load <8 x float>, ptr %conv1_bias_grad.acc464, align 32
   %arena6 = getelementptr inbounds float, ptr %arena, i64 0
-  store <8 x float> %acc4495, ptr %arena6, align 4
+  store <8 x float> %acc4645, ptr %arena6, align 4
   %arena7 = getelementptr inbounds float, ptr %arena, i64 0
   %0 = load float, ptr %arena7, align 4
   %arena8 = getelementptr inbounds float, ptr %arena, i64 1
   %1 = load float, ptr %arena8, align 4
   %2 = fadd float %0, %1
-  store float %2, ptr %conv1_bias_grad.sum452, align 4
-  %sum452 = load float, ptr %conv1_bias_grad.sum452, align 4
+  store float %2, ptr %conv1_bias_grad.sum467, align 4
+  %sum467 = load float, ptr %conv1_bias_grad.sum467, align 4
   %arena9 = getelementptr inbounds float, ptr %arena, i64 2
   %3 = load float, ptr %arena9, align 4
-  %4 = fadd float %sum452, %3
-  store float %4, ptr %conv1_bias_grad.sum453, align 4
-  %sum453 = load float, ptr %conv1_bias_grad.sum453, align 4
+  %4 = fadd float %sum467, %3
+  store float %4, ptr %conv1_bias_grad.sum468, align 4
+  %sum468 = load float, ptr %conv1_bias_grad.sum468, align 4
   %arena10 = getelementptr inbounds float, ptr %arena, i64 3
   %5 = load float, ptr %arena10, align 4
-  %6 = fadd float %sum453, %5
-  store float %6, ptr %conv1_bias_grad.sum454, align 4
-  %sum454 = load float, ptr %conv1_bias_grad.sum454, align 4
+  %6 = fadd float %sum468, %5
+  store float %6, ptr %conv1_bias_grad.sum469, align 4
+  %sum469 = load float, ptr %conv1_bias_grad.sum469, align 4
   %arena11 = getelementptr inbounds float, ptr %arena, i64 4
   %7 = load float, ptr %arena11, align 4
-  %8 = fadd float %sum454, %7
-  store float %8, ptr %conv1_bias_grad.sum455, align 4
-  %sum455 = load float, ptr %conv1_bias_grad.sum455, align 4
+  %8 = fadd float %sum469, %7
+  store float %8, ptr %conv1_bias_grad.sum470, align 4
+  %sum470 = load float, ptr %conv1_bias_grad.sum470, align 4
   %arena12 = getelementptr inbounds float, ptr %arena, i64 5
   %9 = load float, ptr %arena12, align 4
-  %10 = fadd float %sum455, %9
-  store float %10, ptr %conv1_bias_grad.sum456, align 4
-  %sum456 = load float, ptr %conv1_bias_grad.sum456, align 4
+  %10 = fadd float %sum470, %9
+  store float %10, ptr %conv1_bias_grad.sum471, align 4
+  %sum471 = load float, ptr %conv1_bias_grad.sum471, align 4
   %arena13 = getelementptr inbounds float, ptr %arena, i64 6
   %11 = load float, ptr %arena13, align 4
-  %12 = fadd float %sum456, %11
-  store float %12, ptr %conv1_bias_grad.sum457, align 4
-  %sum457 = load float, ptr %conv1_bias_grad.sum457, align 4
+  %12 = fadd float %sum471, %11
+  store float %12, ptr %conv1_bias_grad.sum472, align 4
+  %sum472 = load float, ptr %conv1_bias_grad.sum472, align 4
   %arena14 = getelementptr inbounds float, ptr %arena, i64 7
   %13 = load float, ptr %arena14, align 4
-  %14 = fadd float %sum457, %13
-  store float %14, ptr %conv1_bias_grad.sum458, align 4
-  %sum458 = load float, ptr %conv1_bias_grad.sum458, align 4
-  %15 = add nsw i64 288, %conv1_bias_grad.f4481
+  %14 = fadd float %sum472, %13
+  store float %14, ptr %conv1_bias_grad.sum473, align 4
+  %sum473 = load float, ptr %conv1_bias_grad.sum473, align 4
+  %15 = add nsw i64 288, %conv1_bias_grad.f4631
   %grads15 = getelementptr inbounds float, ptr %grads, i64 %15
-  store float %sum458, ptr %grads15, align 4
-  %f448.next = add nsw i64 %conv1_bias_grad.f4481, 1
-  %16 = icmp slt i64 %f448.next, 32
-  br i1 %16, label %conv1_bias_grad.f448, label %conv1_bias_grad.f448.end
+  store float %sum473, ptr %grads15, align 4
+  %f463.next = add nsw i64 %conv1_bias_grad.f4631, 1
+  %16 = icmp slt i64 %f463.next, 32
+  br i1 %16, label %conv1_bias_grad.f463, label %conv1_bias_grad.f463.end
 
-conv1_bias_grad.i451:                             ; preds = %conv1_bias_grad.i451, %conv1_bias_grad.img450
-  %conv1_bias_grad.i4513 = phi i64 [ 0, %conv1_bias_grad.img450 ], [ %i451.next, %conv1_bias_grad.i451 ]
-  %17 = mul nsw i64 %conv1_bias_grad.img4502, 25088
+conv1_bias_grad.i466:                             ; preds = %conv1_bias_grad.i466, %conv1_bias_grad.img465
+  %conv1_bias_grad.i4663 = phi i64 [ 0, %conv1_bias_grad.img465 ], [ %i466.next, %conv1_bias_grad.i466 ]
+  %17 = mul nsw i64 %conv1_bias_grad.img4652, 25088
   %18 = add nsw i64 3228304, %17
-  %19 = mul nsw i64 %conv1_bias_grad.f4481, 784
+  %19 = mul nsw i64 %conv1_bias_grad.f4631, 784
   %20 = add nsw i64 %18, %19
-  %21 = mul nsw i64 %conv1_bias_grad.i4513, 8
+  %21 = mul nsw i64 %conv1_bias_grad.i4663, 8
   %22 = add nsw i64 %20, %21
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %22
   %23 = load <8 x float>, ptr %arena4, align 4
-  %acc449 = load <8 x float>, ptr %conv1_bias_grad.acc449, align 32
-  %24 = call <8 x float> @llvm.fma.v8f32(<8 x float> <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>, <8 x float> %23, <8 x float> %acc449)
-  store <8 x float> %24, ptr %conv1_bias_grad.acc449, align 32
-  %i451.next = add nsw i64 %conv1_bias_grad.i4513, 1
-  %25 = icmp slt i64 %i451.next, 98
-  br i1 %25, label %conv1_bias_grad.i451, label %conv1_bias_grad.i451.end
+  %acc464 = load <8 x float>, ptr %conv1_bias_grad.acc464, align 32
+  %24 = call <8 x float> @llvm.fma.v8f32(<8 x float> <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>, <8 x float> %23, <8 x float> %acc464)
+  store <8 x float> %24, ptr %conv1_bias_grad.acc464, align 32
+  %i466.next = add nsw i64 %conv1_bias_grad.i4663, 1
+  %25 = icmp slt i64 %i466.next, 98
+  br i1 %25, label %conv1_bias_grad.i466, label %conv1_bias_grad.i466.end
 
-conv1_bias_grad.i451.end:                         ; preds = %conv1_bias_grad.i451
-  %img450.next = add nsw i64 %conv1_bias_grad.img4502, 1
-  %26 = icmp slt i64 %img450.next, 64
-  br i1 %26, label %conv1_bias_grad.img450, label %conv1_bias_grad.img450.end
+conv1_bias_grad.i466.end:                         ; preds = %conv1_bias_grad.i466
+  %img465.next = add nsw i64 %conv1_bias_grad.img4652, 1
+  %26 = icmp slt i64 %img465.next, 64
+  br i1 %26, label %conv1_bias_grad.img465, label %conv1_bias_grad.img465.end
 }
 
 ; Function Attrs: noinline
-define internal void @convnet_train_b64.k24.adam(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @convnet_train_b64.k24.adam(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %adam.v_new = alloca float, align 4
   %adam.m_new = alloca float, align 4
   %adam.g = alloca float, align 4
-  %adam.bc2_sqrt460 = alloca float, align 4
-  %adam.step_size459 = alloca float, align 4
+  %adam.bc2_sqrt475 = alloca float, align 4
+  %adam.step_size474 = alloca float, align 4
   %0 = sitofp i64 %step to float
   %1 = fmul float %0, 0xBFBAF8E8A0000000
   %2 = call float @llvm.exp.f32(float %1)
   %3 = fsub float 1.000000e+00, %2
   %4 = fdiv float %lr, %3
-  store float %4, ptr %adam.step_size459, align 4
+  store float %4, ptr %adam.step_size474, align 4
   %5 = sitofp i64 %step to float
   %6 = fmul float %5, 0xBF50645940000000
   %7 = call float @llvm.exp.f32(float %6)
   %8 = fsub float 1.000000e+00, %7
   %9 = call float @llvm.sqrt.f32(float %8)
-  store float %9, ptr %adam.bc2_sqrt460, align 4
-  br label %adam.i461
+  store float %9, ptr %adam.bc2_sqrt475, align 4
+  br label %adam.i476
 
-adam.i461:                                        ; preds = %adam.i461, %entry
-  %adam.i4611 = phi i64 [ 0, %entry ], [ %i461.next, %adam.i461 ]
-  %grads2 = getelementptr inbounds float, ptr %grads, i64 %adam.i4611
+adam.i476:                                        ; preds = %adam.i476, %entry
+  %adam.i4761 = phi i64 [ 0, %entry ], [ %i476.next, %adam.i476 ]
+  %grads2 = getelementptr inbounds float, ptr %grads, i64 %adam.i4761
   %10 = load float, ptr %grads2, align 4
-  %params3 = getelementptr inbounds float, ptr %params, i64 %adam.i4611
+  %params3 = getelementptr inbounds float, ptr %params, i64 %adam.i4761
   %11 = load float, ptr %params3, align 4
   %12 = fmul float 0.000000e+00, %11
   %13 = fadd float %10, %12
   store float %13, ptr %adam.g, align 4
-  %m4 = getelementptr inbounds float, ptr %m, i64 %adam.i4611
+  %m4 = getelementptr inbounds float, ptr %m, i64 %adam.i4761
   %14 = load float, ptr %m4, align 4
   %15 = fmul float 0x3FECCCCCC0000000, %14
   %g = load float, ptr %adam.g, align 4
   %16 = fmul float 0x3FB9999A00000000, %g
   %17 = fadd float %15, %16
   store float %17, ptr %adam.m_new, align 4
-  %v5 = getelementptr inbounds float, ptr %v, i64 %adam.i4611
+  %v5 = getelementptr inbounds float, ptr %v, i64 %adam.i4761
   %18 = load float, ptr %v5, align 4
   %19 = fmul float 0x3FEFF7CEE0000000, %18
   %g6 = load float, ptr %adam.g, align 4
@@ -10098,49 +11188,49 @@ adam.i461:                                        ; preds = %adam.i461, %entry
   %22 = fadd float %19, %21
   store float %22, ptr %adam.v_new, align 4
   %m_new = load float, ptr %adam.m_new, align 4
-  %m8 = getelementptr inbounds float, ptr %m, i64 %adam.i4611
+  %m8 = getelementptr inbounds float, ptr %m, i64 %adam.i4761
   store float %m_new, ptr %m8, align 4
   %v_new = load float, ptr %adam.v_new, align 4
-  %v9 = getelementptr inbounds float, ptr %v, i64 %adam.i4611
+  %v9 = getelementptr inbounds float, ptr %v, i64 %adam.i4761
   store float %v_new, ptr %v9, align 4
-  %params10 = getelementptr inbounds float, ptr %params, i64 %adam.i4611
+  %params10 = getelementptr inbounds float, ptr %params, i64 %adam.i4761
   %23 = load float, ptr %params10, align 4
-  %step_size459 = load float, ptr %adam.step_size459, align 4
+  %step_size474 = load float, ptr %adam.step_size474, align 4
   %m_new11 = load float, ptr %adam.m_new, align 4
-  %24 = fmul float %step_size459, %m_new11
+  %24 = fmul float %step_size474, %m_new11
   %v_new12 = load float, ptr %adam.v_new, align 4
   %25 = call float @llvm.sqrt.f32(float %v_new12)
-  %bc2_sqrt460 = load float, ptr %adam.bc2_sqrt460, align 4
-  %26 = fdiv float %25, %bc2_sqrt460
+  %bc2_sqrt475 = load float, ptr %adam.bc2_sqrt475, align 4
+  %26 = fdiv float %25, %bc2_sqrt475
   %27 = fadd float %26, 0x3E45798EE0000000
   %28 = fdiv float %24, %27
   %29 = fsub float %23, %28
-  %params13 = getelementptr inbounds float, ptr %params, i64 %adam.i4611
+  %params13 = getelementptr inbounds float, ptr %params, i64 %adam.i4761
   store float %29, ptr %params13, align 4
-  %i461.next = add nsw i64 %adam.i4611, 1
-  %30 = icmp slt i64 %i461.next, 1625866
-  br i1 %30, label %adam.i461, label %adam.i461.end
+  %i476.next = add nsw i64 %adam.i4761, 1
+  %30 = icmp slt i64 %i476.next, 1625866
+  br i1 %30, label %adam.i476, label %adam.i476.end
 
-adam.i461.end:                                    ; preds = %adam.i461
+adam.i476.end:                                    ; preds = %adam.i476
   ret void
 }
 
 ; Function Attrs: nocallback nofree nosync nounwind speculatable willreturn memory(none)
 declare float @llvm.sqrt.f32(float) #2
 
-define void @convnet_infer_b64(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #0 {
+define void @convnet_infer_b64(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #0 {
 entry:
-  call void @convnet_infer_b64.k0.conv1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @convnet_infer_b64.k1.conv2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @convnet_infer_b64.k2.flat(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @convnet_infer_b64.k3.fc1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @convnet_infer_b64.k4.drop(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @convnet_infer_b64.k5.fc2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
+  call void @convnet_infer_b64.k0.conv1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @convnet_infer_b64.k1.conv2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @convnet_infer_b64.k2.flat(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @convnet_infer_b64.k3.fc1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @convnet_infer_b64.k4.drop(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @convnet_infer_b64.k5.fc2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @convnet_infer_b64.k0.conv1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @convnet_infer_b64.k0.conv1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   br label %conv1.g1
 
@@ -10156,7 +11246,7 @@ conv1.j2:                                         ; preds = %conv1.c3.end, %conv
   br label %conv1.c3
 
 conv1.j2.end:                                     ; preds = %conv1.c3.end
-  call void @convnet_infer_b64.k0.conv1.gemm23(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
+  call void @convnet_infer_b64.k0.conv1.gemm23(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
   br label %conv1.j24
 
 conv1.c3:                                         ; preds = %conv1.ky4.end, %conv1.j2
@@ -10641,7 +11731,7 @@ conv1.i26.end:                                    ; preds = %conv1.i26
 }
 
 ; Function Attrs: noinline
-define internal void @convnet_infer_b64.k0.conv1.gemm23(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @convnet_infer_b64.k0.conv1.gemm23(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %conv1.t21_a3 = alloca <8 x float>, align 32
   %conv1.t21_a2 = alloca <8 x float>, align 32
@@ -11130,32 +12220,10 @@ conv1.k22.end:                                    ; preds = %conv1.k22
 }
 
 ; Function Attrs: noinline
-define internal void @convnet_infer_b64.k1.conv2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @convnet_infer_b64.k1.conv2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %conv2.at127 = alloca <8 x float>, align 32
-  %conv2.best126 = alloca <8 x float>, align 32
-  %conv2.v125 = alloca <8 x float>, align 32
-  %conv2.at124 = alloca <8 x float>, align 32
-  %conv2.best123 = alloca <8 x float>, align 32
-  %conv2.v122 = alloca <8 x float>, align 32
-  %conv2.at121 = alloca <8 x float>, align 32
-  %conv2.best120 = alloca <8 x float>, align 32
-  %conv2.v119 = alloca <8 x float>, align 32
-  %conv2.at118 = alloca <8 x float>, align 32
-  %conv2.best117 = alloca <8 x float>, align 32
-  %conv2.v116 = alloca <8 x float>, align 32
-  %conv2.w115 = alloca <8 x float>, align 32
-  %conv2.w114 = alloca <8 x float>, align 32
-  %conv2.w113 = alloca <8 x float>, align 32
-  %conv2.w112 = alloca <8 x float>, align 32
-  %conv2.w111 = alloca <8 x float>, align 32
-  %conv2.w110 = alloca <8 x float>, align 32
-  %conv2.w109 = alloca <8 x float>, align 32
-  %conv2.w108 = alloca <8 x float>, align 32
-  %conv2.w107 = alloca <8 x float>, align 32
-  %conv2.w106 = alloca <8 x float>, align 32
-  %conv2.w105 = alloca <8 x float>, align 32
-  %conv2.w104 = alloca <8 x float>, align 32
+  %part100.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, align 8
+  %conv2.w99 = alloca <8 x float>, align 32
   %conv2.w98 = alloca <8 x float>, align 32
   %conv2.w97 = alloca <8 x float>, align 32
   %conv2.w96 = alloca <8 x float>, align 32
@@ -11187,7 +12255,925 @@ entry:
   %conv2.w70 = alloca <8 x float>, align 32
   %conv2.w69 = alloca <8 x float>, align 32
   %conv2.w68 = alloca <8 x float>, align 32
-  %conv2.w67 = alloca <8 x float>, align 32
+  %part27.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, align 8
+  %0 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part27.context, i32 0, i32 0
+  store ptr %params, ptr %0, align 8
+  %1 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part27.context, i32 0, i32 1
+  store ptr %grads, ptr %1, align 8
+  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part27.context, i32 0, i32 2
+  store ptr %m, ptr %2, align 8
+  %3 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part27.context, i32 0, i32 3
+  store ptr %v, ptr %3, align 8
+  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part27.context, i32 0, i32 4
+  store ptr %arena, ptr %4, align 8
+  %5 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part27.context, i32 0, i32 5
+  store ptr %images, ptr %5, align 8
+  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part27.context, i32 0, i32 6
+  store ptr %labels, ptr %6, align 8
+  %7 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part27.context, i32 0, i32 7
+  store float %lr, ptr %7, align 4
+  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part27.context, i32 0, i32 8
+  store i64 %step, ptr %8, align 4
+  %9 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part27.context, i32 0, i32 9
+  store i64 %seed, ptr %9, align 4
+  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part27.context, i32 0, i32 10
+  store ptr %pool, ptr %10, align 8
+  %11 = icmp eq ptr %pool, null
+  br i1 %11, label %conv2.part27.serial, label %conv2.part27.pool
+
+conv2.part27.pool:                                ; preds = %entry
+  %run = load ptr, ptr %pool, align 8
+  call void %run(ptr %pool, ptr @convnet_infer_b64.k1.conv2.part27.task, ptr %part27.context, i64 2)
+  br label %conv2.part27.done
+
+conv2.part27.serial:                              ; preds = %entry
+  br label %conv2.part27
+
+conv2.part27.done:                                ; preds = %conv2.part27.end, %conv2.part27.pool
+  br label %conv2.i58
+
+conv2.part27:                                     ; preds = %conv2.part27, %conv2.part27.serial
+  %conv2.part271 = phi i64 [ 0, %conv2.part27.serial ], [ %part27.next, %conv2.part27 ]
+  call void @convnet_infer_b64.k1.conv2.part27(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv2.part271)
+  %part27.next = add nsw i64 %conv2.part271, 1
+  %12 = icmp slt i64 %part27.next, 2
+  br i1 %12, label %conv2.part27, label %conv2.part27.end
+
+conv2.part27.end:                                 ; preds = %conv2.part27
+  br label %conv2.part27.done
+
+conv2.i58:                                        ; preds = %conv2.i58, %conv2.part27.done
+  %conv2.i582 = phi i64 [ 0, %conv2.part27.done ], [ %i58.next, %conv2.i58 ]
+  %13 = add nsw i64 3244032, %conv2.i582
+  %arena3 = getelementptr inbounds float, ptr %arena, i64 %13
+  store float 0.000000e+00, ptr %arena3, align 4
+  %i58.next = add nsw i64 %conv2.i582, 1
+  %14 = icmp slt i64 %i58.next, 28800
+  br i1 %14, label %conv2.i58, label %conv2.i58.end
+
+conv2.i58.end:                                    ; preds = %conv2.i58
+  br label %conv2.g59
+
+conv2.g59:                                        ; preds = %conv2.part100.done, %conv2.i58.end
+  %conv2.g594 = phi i64 [ 0, %conv2.i58.end ], [ %g59.next, %conv2.part100.done ]
+  br label %conv2.j60
+
+conv2.g59.end:                                    ; preds = %conv2.part100.done
+  ret void
+
+conv2.j60:                                        ; preds = %conv2.c61.end, %conv2.g59
+  %conv2.j605 = phi i64 [ 0, %conv2.g59 ], [ %j60.next, %conv2.c61.end ]
+  br label %conv2.c61
+
+conv2.j60.end:                                    ; preds = %conv2.c61.end
+  br label %conv2.j64
+
+conv2.c61:                                        ; preds = %conv2.iy62.end, %conv2.j60
+  %conv2.c616 = phi i64 [ 0, %conv2.j60 ], [ %c61.next, %conv2.iy62.end ]
+  br label %conv2.iy62
+
+conv2.c61.end:                                    ; preds = %conv2.iy62.end
+  %j60.next = add nsw i64 %conv2.j605, 1
+  %15 = icmp slt i64 %j60.next, 1
+  br i1 %15, label %conv2.j60, label %conv2.j60.end
+
+conv2.iy62:                                       ; preds = %conv2.ix63.end, %conv2.c61
+  %conv2.iy627 = phi i64 [ 0, %conv2.c61 ], [ %iy62.next, %conv2.ix63.end ]
+  br label %conv2.ix63
+
+conv2.iy62.end:                                   ; preds = %conv2.ix63.end
+  %c61.next = add nsw i64 %conv2.c616, 1
+  %16 = icmp slt i64 %c61.next, 32
+  br i1 %16, label %conv2.c61, label %conv2.c61.end
+
+conv2.ix63:                                       ; preds = %conv2.ix63, %conv2.iy62
+  %conv2.ix638 = phi i64 [ 0, %conv2.iy62 ], [ %ix63.next, %conv2.ix63 ]
+  %17 = add nsw i64 %conv2.g594, %conv2.j605
+  %18 = mul nsw i64 %17, 25088
+  %19 = mul nsw i64 %conv2.c616, 784
+  %20 = add nsw i64 %18, %19
+  %21 = mul nsw i64 %conv2.iy627, 28
+  %22 = add nsw i64 %20, %21
+  %23 = add nsw i64 %22, %conv2.ix638
+  %arena9 = getelementptr inbounds float, ptr %arena, i64 %23
+  %24 = load float, ptr %arena9, align 4
+  %25 = mul nsw i64 %conv2.j605, 28800
+  %26 = add nsw i64 %conv2.iy627, 1
+  %27 = mul nsw i64 %26, 960
+  %28 = add nsw i64 %25, %27
+  %29 = add nsw i64 %conv2.ix638, 1
+  %30 = mul nsw i64 %29, 32
+  %31 = add nsw i64 %28, %30
+  %32 = add nsw i64 %31, %conv2.c616
+  %33 = add nsw i64 3244032, %32
+  %arena10 = getelementptr inbounds float, ptr %arena, i64 %33
+  store float %24, ptr %arena10, align 4
+  %ix63.next = add nsw i64 %conv2.ix638, 1
+  %34 = icmp slt i64 %ix63.next, 28
+  br i1 %34, label %conv2.ix63, label %conv2.ix63.end
+
+conv2.ix63.end:                                   ; preds = %conv2.ix63
+  %iy62.next = add nsw i64 %conv2.iy627, 1
+  %35 = icmp slt i64 %iy62.next, 28
+  br i1 %35, label %conv2.iy62, label %conv2.iy62.end
+
+conv2.j64:                                        ; preds = %conv2.ty65.end, %conv2.j60.end
+  %conv2.j6411 = phi i64 [ 0, %conv2.j60.end ], [ %j64.next, %conv2.ty65.end ]
+  br label %conv2.ty65
+
+conv2.j64.end:                                    ; preds = %conv2.ty65.end
+  %36 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part100.context, i32 0, i32 0
+  store ptr %params, ptr %36, align 8
+  %37 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part100.context, i32 0, i32 1
+  store ptr %grads, ptr %37, align 8
+  %38 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part100.context, i32 0, i32 2
+  store ptr %m, ptr %38, align 8
+  %39 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part100.context, i32 0, i32 3
+  store ptr %v, ptr %39, align 8
+  %40 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part100.context, i32 0, i32 4
+  store ptr %arena, ptr %40, align 8
+  %41 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part100.context, i32 0, i32 5
+  store ptr %images, ptr %41, align 8
+  %42 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part100.context, i32 0, i32 6
+  store ptr %labels, ptr %42, align 8
+  %43 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part100.context, i32 0, i32 7
+  store float %lr, ptr %43, align 4
+  %44 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part100.context, i32 0, i32 8
+  store i64 %step, ptr %44, align 4
+  %45 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part100.context, i32 0, i32 9
+  store i64 %seed, ptr %45, align 4
+  %46 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part100.context, i32 0, i32 10
+  store ptr %pool, ptr %46, align 8
+  %47 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part100.context, i32 0, i32 11
+  store i64 %conv2.g594, ptr %47, align 4
+  %48 = icmp eq ptr %pool, null
+  br i1 %48, label %conv2.part100.serial, label %conv2.part100.pool
+
+conv2.ty65:                                       ; preds = %conv2.tx66.end, %conv2.j64
+  %conv2.ty6512 = phi i64 [ 0, %conv2.j64 ], [ %ty65.next, %conv2.tx66.end ]
+  br label %conv2.tx66
+
+conv2.ty65.end:                                   ; preds = %conv2.tx66.end
+  %j64.next = add nsw i64 %conv2.j6411, 1
+  %49 = icmp slt i64 %j64.next, 1
+  br i1 %49, label %conv2.j64, label %conv2.j64.end
+
+conv2.tx66:                                       ; preds = %conv2.cv67.end, %conv2.ty65
+  %conv2.tx6613 = phi i64 [ 0, %conv2.ty65 ], [ %tx66.next, %conv2.cv67.end ]
+  br label %conv2.cv67
+
+conv2.tx66.end:                                   ; preds = %conv2.cv67.end
+  %ty65.next = add nsw i64 %conv2.ty6512, 1
+  %50 = icmp slt i64 %ty65.next, 14
+  br i1 %50, label %conv2.ty65, label %conv2.ty65.end
+
+conv2.cv67:                                       ; preds = %conv2.cv67, %conv2.tx66
+  %conv2.cv6714 = phi i64 [ 0, %conv2.tx66 ], [ %cv67.next, %conv2.cv67 ]
+  %51 = mul nsw i64 %conv2.j6411, 28800
+  %52 = mul nsw i64 %conv2.ty6512, 2
+  %53 = mul nsw i64 %52, 960
+  %54 = add nsw i64 %51, %53
+  %55 = mul nsw i64 %conv2.tx6613, 2
+  %56 = mul nsw i64 %55, 32
+  %57 = add nsw i64 %54, %56
+  %58 = mul nsw i64 %conv2.cv6714, 8
+  %59 = add nsw i64 %57, %58
+  %60 = add nsw i64 3244032, %59
+  %arena15 = getelementptr inbounds float, ptr %arena, i64 %60
+  %61 = load <8 x float>, ptr %arena15, align 4
+  %62 = mul nsw i64 %conv2.j6411, 28800
+  %63 = mul nsw i64 %conv2.ty6512, 2
+  %64 = add nsw i64 %63, 2
+  %65 = mul nsw i64 %64, 960
+  %66 = add nsw i64 %62, %65
+  %67 = mul nsw i64 %conv2.tx6613, 2
+  %68 = mul nsw i64 %67, 32
+  %69 = add nsw i64 %66, %68
+  %70 = mul nsw i64 %conv2.cv6714, 8
+  %71 = add nsw i64 %69, %70
+  %72 = add nsw i64 3244032, %71
+  %arena16 = getelementptr inbounds float, ptr %arena, i64 %72
+  %73 = load <8 x float>, ptr %arena16, align 4
+  %74 = fsub <8 x float> %61, %73
+  store <8 x float> %74, ptr %conv2.w68, align 32
+  %75 = mul nsw i64 %conv2.j6411, 28800
+  %76 = mul nsw i64 %conv2.ty6512, 2
+  %77 = add nsw i64 %76, 1
+  %78 = mul nsw i64 %77, 960
+  %79 = add nsw i64 %75, %78
+  %80 = mul nsw i64 %conv2.tx6613, 2
+  %81 = mul nsw i64 %80, 32
+  %82 = add nsw i64 %79, %81
+  %83 = mul nsw i64 %conv2.cv6714, 8
+  %84 = add nsw i64 %82, %83
+  %85 = add nsw i64 3244032, %84
+  %arena17 = getelementptr inbounds float, ptr %arena, i64 %85
+  %86 = load <8 x float>, ptr %arena17, align 4
+  %87 = mul nsw i64 %conv2.j6411, 28800
+  %88 = mul nsw i64 %conv2.ty6512, 2
+  %89 = add nsw i64 %88, 2
+  %90 = mul nsw i64 %89, 960
+  %91 = add nsw i64 %87, %90
+  %92 = mul nsw i64 %conv2.tx6613, 2
+  %93 = mul nsw i64 %92, 32
+  %94 = add nsw i64 %91, %93
+  %95 = mul nsw i64 %conv2.cv6714, 8
+  %96 = add nsw i64 %94, %95
+  %97 = add nsw i64 3244032, %96
+  %arena18 = getelementptr inbounds float, ptr %arena, i64 %97
+  %98 = load <8 x float>, ptr %arena18, align 4
+  %99 = fadd <8 x float> %86, %98
+  store <8 x float> %99, ptr %conv2.w69, align 32
+  %100 = mul nsw i64 %conv2.j6411, 28800
+  %101 = mul nsw i64 %conv2.ty6512, 2
+  %102 = add nsw i64 %101, 2
+  %103 = mul nsw i64 %102, 960
+  %104 = add nsw i64 %100, %103
+  %105 = mul nsw i64 %conv2.tx6613, 2
+  %106 = mul nsw i64 %105, 32
+  %107 = add nsw i64 %104, %106
+  %108 = mul nsw i64 %conv2.cv6714, 8
+  %109 = add nsw i64 %107, %108
+  %110 = add nsw i64 3244032, %109
+  %arena19 = getelementptr inbounds float, ptr %arena, i64 %110
+  %111 = load <8 x float>, ptr %arena19, align 4
+  %112 = mul nsw i64 %conv2.j6411, 28800
+  %113 = mul nsw i64 %conv2.ty6512, 2
+  %114 = add nsw i64 %113, 1
+  %115 = mul nsw i64 %114, 960
+  %116 = add nsw i64 %112, %115
+  %117 = mul nsw i64 %conv2.tx6613, 2
+  %118 = mul nsw i64 %117, 32
+  %119 = add nsw i64 %116, %118
+  %120 = mul nsw i64 %conv2.cv6714, 8
+  %121 = add nsw i64 %119, %120
+  %122 = add nsw i64 3244032, %121
+  %arena20 = getelementptr inbounds float, ptr %arena, i64 %122
+  %123 = load <8 x float>, ptr %arena20, align 4
+  %124 = fsub <8 x float> %111, %123
+  store <8 x float> %124, ptr %conv2.w70, align 32
+  %125 = mul nsw i64 %conv2.j6411, 28800
+  %126 = mul nsw i64 %conv2.ty6512, 2
+  %127 = add nsw i64 %126, 1
+  %128 = mul nsw i64 %127, 960
+  %129 = add nsw i64 %125, %128
+  %130 = mul nsw i64 %conv2.tx6613, 2
+  %131 = mul nsw i64 %130, 32
+  %132 = add nsw i64 %129, %131
+  %133 = mul nsw i64 %conv2.cv6714, 8
+  %134 = add nsw i64 %132, %133
+  %135 = add nsw i64 3244032, %134
+  %arena21 = getelementptr inbounds float, ptr %arena, i64 %135
+  %136 = load <8 x float>, ptr %arena21, align 4
+  %137 = mul nsw i64 %conv2.j6411, 28800
+  %138 = mul nsw i64 %conv2.ty6512, 2
+  %139 = add nsw i64 %138, 3
+  %140 = mul nsw i64 %139, 960
+  %141 = add nsw i64 %137, %140
+  %142 = mul nsw i64 %conv2.tx6613, 2
+  %143 = mul nsw i64 %142, 32
+  %144 = add nsw i64 %141, %143
+  %145 = mul nsw i64 %conv2.cv6714, 8
+  %146 = add nsw i64 %144, %145
+  %147 = add nsw i64 3244032, %146
+  %arena22 = getelementptr inbounds float, ptr %arena, i64 %147
+  %148 = load <8 x float>, ptr %arena22, align 4
+  %149 = fsub <8 x float> %136, %148
+  store <8 x float> %149, ptr %conv2.w71, align 32
+  %150 = mul nsw i64 %conv2.j6411, 28800
+  %151 = mul nsw i64 %conv2.ty6512, 2
+  %152 = mul nsw i64 %151, 960
+  %153 = add nsw i64 %150, %152
+  %154 = mul nsw i64 %conv2.tx6613, 2
+  %155 = add nsw i64 %154, 1
+  %156 = mul nsw i64 %155, 32
+  %157 = add nsw i64 %153, %156
+  %158 = mul nsw i64 %conv2.cv6714, 8
+  %159 = add nsw i64 %157, %158
+  %160 = add nsw i64 3244032, %159
+  %arena23 = getelementptr inbounds float, ptr %arena, i64 %160
+  %161 = load <8 x float>, ptr %arena23, align 4
+  %162 = mul nsw i64 %conv2.j6411, 28800
+  %163 = mul nsw i64 %conv2.ty6512, 2
+  %164 = add nsw i64 %163, 2
+  %165 = mul nsw i64 %164, 960
+  %166 = add nsw i64 %162, %165
+  %167 = mul nsw i64 %conv2.tx6613, 2
+  %168 = add nsw i64 %167, 1
+  %169 = mul nsw i64 %168, 32
+  %170 = add nsw i64 %166, %169
+  %171 = mul nsw i64 %conv2.cv6714, 8
+  %172 = add nsw i64 %170, %171
+  %173 = add nsw i64 3244032, %172
+  %arena24 = getelementptr inbounds float, ptr %arena, i64 %173
+  %174 = load <8 x float>, ptr %arena24, align 4
+  %175 = fsub <8 x float> %161, %174
+  store <8 x float> %175, ptr %conv2.w72, align 32
+  %176 = mul nsw i64 %conv2.j6411, 28800
+  %177 = mul nsw i64 %conv2.ty6512, 2
+  %178 = add nsw i64 %177, 1
+  %179 = mul nsw i64 %178, 960
+  %180 = add nsw i64 %176, %179
+  %181 = mul nsw i64 %conv2.tx6613, 2
+  %182 = add nsw i64 %181, 1
+  %183 = mul nsw i64 %182, 32
+  %184 = add nsw i64 %180, %183
+  %185 = mul nsw i64 %conv2.cv6714, 8
+  %186 = add nsw i64 %184, %185
+  %187 = add nsw i64 3244032, %186
+  %arena25 = getelementptr inbounds float, ptr %arena, i64 %187
+  %188 = load <8 x float>, ptr %arena25, align 4
+  %189 = mul nsw i64 %conv2.j6411, 28800
+  %190 = mul nsw i64 %conv2.ty6512, 2
+  %191 = add nsw i64 %190, 2
+  %192 = mul nsw i64 %191, 960
+  %193 = add nsw i64 %189, %192
+  %194 = mul nsw i64 %conv2.tx6613, 2
+  %195 = add nsw i64 %194, 1
+  %196 = mul nsw i64 %195, 32
+  %197 = add nsw i64 %193, %196
+  %198 = mul nsw i64 %conv2.cv6714, 8
+  %199 = add nsw i64 %197, %198
+  %200 = add nsw i64 3244032, %199
+  %arena26 = getelementptr inbounds float, ptr %arena, i64 %200
+  %201 = load <8 x float>, ptr %arena26, align 4
+  %202 = fadd <8 x float> %188, %201
+  store <8 x float> %202, ptr %conv2.w73, align 32
+  %203 = mul nsw i64 %conv2.j6411, 28800
+  %204 = mul nsw i64 %conv2.ty6512, 2
+  %205 = add nsw i64 %204, 2
+  %206 = mul nsw i64 %205, 960
+  %207 = add nsw i64 %203, %206
+  %208 = mul nsw i64 %conv2.tx6613, 2
+  %209 = add nsw i64 %208, 1
+  %210 = mul nsw i64 %209, 32
+  %211 = add nsw i64 %207, %210
+  %212 = mul nsw i64 %conv2.cv6714, 8
+  %213 = add nsw i64 %211, %212
+  %214 = add nsw i64 3244032, %213
+  %arena27 = getelementptr inbounds float, ptr %arena, i64 %214
+  %215 = load <8 x float>, ptr %arena27, align 4
+  %216 = mul nsw i64 %conv2.j6411, 28800
+  %217 = mul nsw i64 %conv2.ty6512, 2
+  %218 = add nsw i64 %217, 1
+  %219 = mul nsw i64 %218, 960
+  %220 = add nsw i64 %216, %219
+  %221 = mul nsw i64 %conv2.tx6613, 2
+  %222 = add nsw i64 %221, 1
+  %223 = mul nsw i64 %222, 32
+  %224 = add nsw i64 %220, %223
+  %225 = mul nsw i64 %conv2.cv6714, 8
+  %226 = add nsw i64 %224, %225
+  %227 = add nsw i64 3244032, %226
+  %arena28 = getelementptr inbounds float, ptr %arena, i64 %227
+  %228 = load <8 x float>, ptr %arena28, align 4
+  %229 = fsub <8 x float> %215, %228
+  store <8 x float> %229, ptr %conv2.w74, align 32
+  %230 = mul nsw i64 %conv2.j6411, 28800
+  %231 = mul nsw i64 %conv2.ty6512, 2
+  %232 = add nsw i64 %231, 1
+  %233 = mul nsw i64 %232, 960
+  %234 = add nsw i64 %230, %233
+  %235 = mul nsw i64 %conv2.tx6613, 2
+  %236 = add nsw i64 %235, 1
+  %237 = mul nsw i64 %236, 32
+  %238 = add nsw i64 %234, %237
+  %239 = mul nsw i64 %conv2.cv6714, 8
+  %240 = add nsw i64 %238, %239
+  %241 = add nsw i64 3244032, %240
+  %arena29 = getelementptr inbounds float, ptr %arena, i64 %241
+  %242 = load <8 x float>, ptr %arena29, align 4
+  %243 = mul nsw i64 %conv2.j6411, 28800
+  %244 = mul nsw i64 %conv2.ty6512, 2
+  %245 = add nsw i64 %244, 3
+  %246 = mul nsw i64 %245, 960
+  %247 = add nsw i64 %243, %246
+  %248 = mul nsw i64 %conv2.tx6613, 2
+  %249 = add nsw i64 %248, 1
+  %250 = mul nsw i64 %249, 32
+  %251 = add nsw i64 %247, %250
+  %252 = mul nsw i64 %conv2.cv6714, 8
+  %253 = add nsw i64 %251, %252
+  %254 = add nsw i64 3244032, %253
+  %arena30 = getelementptr inbounds float, ptr %arena, i64 %254
+  %255 = load <8 x float>, ptr %arena30, align 4
+  %256 = fsub <8 x float> %242, %255
+  store <8 x float> %256, ptr %conv2.w75, align 32
+  %257 = mul nsw i64 %conv2.j6411, 28800
+  %258 = mul nsw i64 %conv2.ty6512, 2
+  %259 = mul nsw i64 %258, 960
+  %260 = add nsw i64 %257, %259
+  %261 = mul nsw i64 %conv2.tx6613, 2
+  %262 = add nsw i64 %261, 2
+  %263 = mul nsw i64 %262, 32
+  %264 = add nsw i64 %260, %263
+  %265 = mul nsw i64 %conv2.cv6714, 8
+  %266 = add nsw i64 %264, %265
+  %267 = add nsw i64 3244032, %266
+  %arena31 = getelementptr inbounds float, ptr %arena, i64 %267
+  %268 = load <8 x float>, ptr %arena31, align 4
+  %269 = mul nsw i64 %conv2.j6411, 28800
+  %270 = mul nsw i64 %conv2.ty6512, 2
+  %271 = add nsw i64 %270, 2
+  %272 = mul nsw i64 %271, 960
+  %273 = add nsw i64 %269, %272
+  %274 = mul nsw i64 %conv2.tx6613, 2
+  %275 = add nsw i64 %274, 2
+  %276 = mul nsw i64 %275, 32
+  %277 = add nsw i64 %273, %276
+  %278 = mul nsw i64 %conv2.cv6714, 8
+  %279 = add nsw i64 %277, %278
+  %280 = add nsw i64 3244032, %279
+  %arena32 = getelementptr inbounds float, ptr %arena, i64 %280
+  %281 = load <8 x float>, ptr %arena32, align 4
+  %282 = fsub <8 x float> %268, %281
+  store <8 x float> %282, ptr %conv2.w76, align 32
+  %283 = mul nsw i64 %conv2.j6411, 28800
+  %284 = mul nsw i64 %conv2.ty6512, 2
+  %285 = add nsw i64 %284, 1
+  %286 = mul nsw i64 %285, 960
+  %287 = add nsw i64 %283, %286
+  %288 = mul nsw i64 %conv2.tx6613, 2
+  %289 = add nsw i64 %288, 2
+  %290 = mul nsw i64 %289, 32
+  %291 = add nsw i64 %287, %290
+  %292 = mul nsw i64 %conv2.cv6714, 8
+  %293 = add nsw i64 %291, %292
+  %294 = add nsw i64 3244032, %293
+  %arena33 = getelementptr inbounds float, ptr %arena, i64 %294
+  %295 = load <8 x float>, ptr %arena33, align 4
+  %296 = mul nsw i64 %conv2.j6411, 28800
+  %297 = mul nsw i64 %conv2.ty6512, 2
+  %298 = add nsw i64 %297, 2
+  %299 = mul nsw i64 %298, 960
+  %300 = add nsw i64 %296, %299
+  %301 = mul nsw i64 %conv2.tx6613, 2
+  %302 = add nsw i64 %301, 2
+  %303 = mul nsw i64 %302, 32
+  %304 = add nsw i64 %300, %303
+  %305 = mul nsw i64 %conv2.cv6714, 8
+  %306 = add nsw i64 %304, %305
+  %307 = add nsw i64 3244032, %306
+  %arena34 = getelementptr inbounds float, ptr %arena, i64 %307
+  %308 = load <8 x float>, ptr %arena34, align 4
+  %309 = fadd <8 x float> %295, %308
+  store <8 x float> %309, ptr %conv2.w77, align 32
+  %310 = mul nsw i64 %conv2.j6411, 28800
+  %311 = mul nsw i64 %conv2.ty6512, 2
+  %312 = add nsw i64 %311, 2
+  %313 = mul nsw i64 %312, 960
+  %314 = add nsw i64 %310, %313
+  %315 = mul nsw i64 %conv2.tx6613, 2
+  %316 = add nsw i64 %315, 2
+  %317 = mul nsw i64 %316, 32
+  %318 = add nsw i64 %314, %317
+  %319 = mul nsw i64 %conv2.cv6714, 8
+  %320 = add nsw i64 %318, %319
+  %321 = add nsw i64 3244032, %320
+  %arena35 = getelementptr inbounds float, ptr %arena, i64 %321
+  %322 = load <8 x float>, ptr %arena35, align 4
+  %323 = mul nsw i64 %conv2.j6411, 28800
+  %324 = mul nsw i64 %conv2.ty6512, 2
+  %325 = add nsw i64 %324, 1
+  %326 = mul nsw i64 %325, 960
+  %327 = add nsw i64 %323, %326
+  %328 = mul nsw i64 %conv2.tx6613, 2
+  %329 = add nsw i64 %328, 2
+  %330 = mul nsw i64 %329, 32
+  %331 = add nsw i64 %327, %330
+  %332 = mul nsw i64 %conv2.cv6714, 8
+  %333 = add nsw i64 %331, %332
+  %334 = add nsw i64 3244032, %333
+  %arena36 = getelementptr inbounds float, ptr %arena, i64 %334
+  %335 = load <8 x float>, ptr %arena36, align 4
+  %336 = fsub <8 x float> %322, %335
+  store <8 x float> %336, ptr %conv2.w78, align 32
+  %337 = mul nsw i64 %conv2.j6411, 28800
+  %338 = mul nsw i64 %conv2.ty6512, 2
+  %339 = add nsw i64 %338, 1
+  %340 = mul nsw i64 %339, 960
+  %341 = add nsw i64 %337, %340
+  %342 = mul nsw i64 %conv2.tx6613, 2
+  %343 = add nsw i64 %342, 2
+  %344 = mul nsw i64 %343, 32
+  %345 = add nsw i64 %341, %344
+  %346 = mul nsw i64 %conv2.cv6714, 8
+  %347 = add nsw i64 %345, %346
+  %348 = add nsw i64 3244032, %347
+  %arena37 = getelementptr inbounds float, ptr %arena, i64 %348
+  %349 = load <8 x float>, ptr %arena37, align 4
+  %350 = mul nsw i64 %conv2.j6411, 28800
+  %351 = mul nsw i64 %conv2.ty6512, 2
+  %352 = add nsw i64 %351, 3
+  %353 = mul nsw i64 %352, 960
+  %354 = add nsw i64 %350, %353
+  %355 = mul nsw i64 %conv2.tx6613, 2
+  %356 = add nsw i64 %355, 2
+  %357 = mul nsw i64 %356, 32
+  %358 = add nsw i64 %354, %357
+  %359 = mul nsw i64 %conv2.cv6714, 8
+  %360 = add nsw i64 %358, %359
+  %361 = add nsw i64 3244032, %360
+  %arena38 = getelementptr inbounds float, ptr %arena, i64 %361
+  %362 = load <8 x float>, ptr %arena38, align 4
+  %363 = fsub <8 x float> %349, %362
+  store <8 x float> %363, ptr %conv2.w79, align 32
+  %364 = mul nsw i64 %conv2.j6411, 28800
+  %365 = mul nsw i64 %conv2.ty6512, 2
+  %366 = mul nsw i64 %365, 960
+  %367 = add nsw i64 %364, %366
+  %368 = mul nsw i64 %conv2.tx6613, 2
+  %369 = add nsw i64 %368, 3
+  %370 = mul nsw i64 %369, 32
+  %371 = add nsw i64 %367, %370
+  %372 = mul nsw i64 %conv2.cv6714, 8
+  %373 = add nsw i64 %371, %372
+  %374 = add nsw i64 3244032, %373
+  %arena39 = getelementptr inbounds float, ptr %arena, i64 %374
+  %375 = load <8 x float>, ptr %arena39, align 4
+  %376 = mul nsw i64 %conv2.j6411, 28800
+  %377 = mul nsw i64 %conv2.ty6512, 2
+  %378 = add nsw i64 %377, 2
+  %379 = mul nsw i64 %378, 960
+  %380 = add nsw i64 %376, %379
+  %381 = mul nsw i64 %conv2.tx6613, 2
+  %382 = add nsw i64 %381, 3
+  %383 = mul nsw i64 %382, 32
+  %384 = add nsw i64 %380, %383
+  %385 = mul nsw i64 %conv2.cv6714, 8
+  %386 = add nsw i64 %384, %385
+  %387 = add nsw i64 3244032, %386
+  %arena40 = getelementptr inbounds float, ptr %arena, i64 %387
+  %388 = load <8 x float>, ptr %arena40, align 4
+  %389 = fsub <8 x float> %375, %388
+  store <8 x float> %389, ptr %conv2.w80, align 32
+  %390 = mul nsw i64 %conv2.j6411, 28800
+  %391 = mul nsw i64 %conv2.ty6512, 2
+  %392 = add nsw i64 %391, 1
+  %393 = mul nsw i64 %392, 960
+  %394 = add nsw i64 %390, %393
+  %395 = mul nsw i64 %conv2.tx6613, 2
+  %396 = add nsw i64 %395, 3
+  %397 = mul nsw i64 %396, 32
+  %398 = add nsw i64 %394, %397
+  %399 = mul nsw i64 %conv2.cv6714, 8
+  %400 = add nsw i64 %398, %399
+  %401 = add nsw i64 3244032, %400
+  %arena41 = getelementptr inbounds float, ptr %arena, i64 %401
+  %402 = load <8 x float>, ptr %arena41, align 4
+  %403 = mul nsw i64 %conv2.j6411, 28800
+  %404 = mul nsw i64 %conv2.ty6512, 2
+  %405 = add nsw i64 %404, 2
+  %406 = mul nsw i64 %405, 960
+  %407 = add nsw i64 %403, %406
+  %408 = mul nsw i64 %conv2.tx6613, 2
+  %409 = add nsw i64 %408, 3
+  %410 = mul nsw i64 %409, 32
+  %411 = add nsw i64 %407, %410
+  %412 = mul nsw i64 %conv2.cv6714, 8
+  %413 = add nsw i64 %411, %412
+  %414 = add nsw i64 3244032, %413
+  %arena42 = getelementptr inbounds float, ptr %arena, i64 %414
+  %415 = load <8 x float>, ptr %arena42, align 4
+  %416 = fadd <8 x float> %402, %415
+  store <8 x float> %416, ptr %conv2.w81, align 32
+  %417 = mul nsw i64 %conv2.j6411, 28800
+  %418 = mul nsw i64 %conv2.ty6512, 2
+  %419 = add nsw i64 %418, 2
+  %420 = mul nsw i64 %419, 960
+  %421 = add nsw i64 %417, %420
+  %422 = mul nsw i64 %conv2.tx6613, 2
+  %423 = add nsw i64 %422, 3
+  %424 = mul nsw i64 %423, 32
+  %425 = add nsw i64 %421, %424
+  %426 = mul nsw i64 %conv2.cv6714, 8
+  %427 = add nsw i64 %425, %426
+  %428 = add nsw i64 3244032, %427
+  %arena43 = getelementptr inbounds float, ptr %arena, i64 %428
+  %429 = load <8 x float>, ptr %arena43, align 4
+  %430 = mul nsw i64 %conv2.j6411, 28800
+  %431 = mul nsw i64 %conv2.ty6512, 2
+  %432 = add nsw i64 %431, 1
+  %433 = mul nsw i64 %432, 960
+  %434 = add nsw i64 %430, %433
+  %435 = mul nsw i64 %conv2.tx6613, 2
+  %436 = add nsw i64 %435, 3
+  %437 = mul nsw i64 %436, 32
+  %438 = add nsw i64 %434, %437
+  %439 = mul nsw i64 %conv2.cv6714, 8
+  %440 = add nsw i64 %438, %439
+  %441 = add nsw i64 3244032, %440
+  %arena44 = getelementptr inbounds float, ptr %arena, i64 %441
+  %442 = load <8 x float>, ptr %arena44, align 4
+  %443 = fsub <8 x float> %429, %442
+  store <8 x float> %443, ptr %conv2.w82, align 32
+  %444 = mul nsw i64 %conv2.j6411, 28800
+  %445 = mul nsw i64 %conv2.ty6512, 2
+  %446 = add nsw i64 %445, 1
+  %447 = mul nsw i64 %446, 960
+  %448 = add nsw i64 %444, %447
+  %449 = mul nsw i64 %conv2.tx6613, 2
+  %450 = add nsw i64 %449, 3
+  %451 = mul nsw i64 %450, 32
+  %452 = add nsw i64 %448, %451
+  %453 = mul nsw i64 %conv2.cv6714, 8
+  %454 = add nsw i64 %452, %453
+  %455 = add nsw i64 3244032, %454
+  %arena45 = getelementptr inbounds float, ptr %arena, i64 %455
+  %456 = load <8 x float>, ptr %arena45, align 4
+  %457 = mul nsw i64 %conv2.j6411, 28800
+  %458 = mul nsw i64 %conv2.ty6512, 2
+  %459 = add nsw i64 %458, 3
+  %460 = mul nsw i64 %459, 960
+  %461 = add nsw i64 %457, %460
+  %462 = mul nsw i64 %conv2.tx6613, 2
+  %463 = add nsw i64 %462, 3
+  %464 = mul nsw i64 %463, 32
+  %465 = add nsw i64 %461, %464
+  %466 = mul nsw i64 %conv2.cv6714, 8
+  %467 = add nsw i64 %465, %466
+  %468 = add nsw i64 3244032, %467
+  %arena46 = getelementptr inbounds float, ptr %arena, i64 %468
+  %469 = load <8 x float>, ptr %arena46, align 4
+  %470 = fsub <8 x float> %456, %469
+  store <8 x float> %470, ptr %conv2.w83, align 32
+  %w68 = load <8 x float>, ptr %conv2.w68, align 32
+  %w76 = load <8 x float>, ptr %conv2.w76, align 32
+  %471 = fsub <8 x float> %w68, %w76
+  store <8 x float> %471, ptr %conv2.w84, align 32
+  %w72 = load <8 x float>, ptr %conv2.w72, align 32
+  %w7647 = load <8 x float>, ptr %conv2.w76, align 32
+  %472 = fadd <8 x float> %w72, %w7647
+  store <8 x float> %472, ptr %conv2.w85, align 32
+  %w7648 = load <8 x float>, ptr %conv2.w76, align 32
+  %w7249 = load <8 x float>, ptr %conv2.w72, align 32
+  %473 = fsub <8 x float> %w7648, %w7249
+  store <8 x float> %473, ptr %conv2.w86, align 32
+  %w7250 = load <8 x float>, ptr %conv2.w72, align 32
+  %w80 = load <8 x float>, ptr %conv2.w80, align 32
+  %474 = fsub <8 x float> %w7250, %w80
+  store <8 x float> %474, ptr %conv2.w87, align 32
+  %w69 = load <8 x float>, ptr %conv2.w69, align 32
+  %w77 = load <8 x float>, ptr %conv2.w77, align 32
+  %475 = fsub <8 x float> %w69, %w77
+  store <8 x float> %475, ptr %conv2.w88, align 32
+  %w73 = load <8 x float>, ptr %conv2.w73, align 32
+  %w7751 = load <8 x float>, ptr %conv2.w77, align 32
+  %476 = fadd <8 x float> %w73, %w7751
+  store <8 x float> %476, ptr %conv2.w89, align 32
+  %w7752 = load <8 x float>, ptr %conv2.w77, align 32
+  %w7353 = load <8 x float>, ptr %conv2.w73, align 32
+  %477 = fsub <8 x float> %w7752, %w7353
+  store <8 x float> %477, ptr %conv2.w90, align 32
+  %w7354 = load <8 x float>, ptr %conv2.w73, align 32
+  %w81 = load <8 x float>, ptr %conv2.w81, align 32
+  %478 = fsub <8 x float> %w7354, %w81
+  store <8 x float> %478, ptr %conv2.w91, align 32
+  %w70 = load <8 x float>, ptr %conv2.w70, align 32
+  %w78 = load <8 x float>, ptr %conv2.w78, align 32
+  %479 = fsub <8 x float> %w70, %w78
+  store <8 x float> %479, ptr %conv2.w92, align 32
+  %w74 = load <8 x float>, ptr %conv2.w74, align 32
+  %w7855 = load <8 x float>, ptr %conv2.w78, align 32
+  %480 = fadd <8 x float> %w74, %w7855
+  store <8 x float> %480, ptr %conv2.w93, align 32
+  %w7856 = load <8 x float>, ptr %conv2.w78, align 32
+  %w7457 = load <8 x float>, ptr %conv2.w74, align 32
+  %481 = fsub <8 x float> %w7856, %w7457
+  store <8 x float> %481, ptr %conv2.w94, align 32
+  %w7458 = load <8 x float>, ptr %conv2.w74, align 32
+  %w82 = load <8 x float>, ptr %conv2.w82, align 32
+  %482 = fsub <8 x float> %w7458, %w82
+  store <8 x float> %482, ptr %conv2.w95, align 32
+  %w71 = load <8 x float>, ptr %conv2.w71, align 32
+  %w79 = load <8 x float>, ptr %conv2.w79, align 32
+  %483 = fsub <8 x float> %w71, %w79
+  store <8 x float> %483, ptr %conv2.w96, align 32
+  %w75 = load <8 x float>, ptr %conv2.w75, align 32
+  %w7959 = load <8 x float>, ptr %conv2.w79, align 32
+  %484 = fadd <8 x float> %w75, %w7959
+  store <8 x float> %484, ptr %conv2.w97, align 32
+  %w7960 = load <8 x float>, ptr %conv2.w79, align 32
+  %w7561 = load <8 x float>, ptr %conv2.w75, align 32
+  %485 = fsub <8 x float> %w7960, %w7561
+  store <8 x float> %485, ptr %conv2.w98, align 32
+  %w7562 = load <8 x float>, ptr %conv2.w75, align 32
+  %w83 = load <8 x float>, ptr %conv2.w83, align 32
+  %486 = fsub <8 x float> %w7562, %w83
+  store <8 x float> %486, ptr %conv2.w99, align 32
+  %w84 = load <8 x float>, ptr %conv2.w84, align 32
+  %487 = mul nsw i64 %conv2.j6411, 196
+  %488 = mul nsw i64 %conv2.ty6512, 14
+  %489 = add nsw i64 %487, %488
+  %490 = add nsw i64 %489, %conv2.tx6613
+  %491 = mul nsw i64 %490, 32
+  %492 = add nsw i64 3272832, %491
+  %493 = mul nsw i64 %conv2.cv6714, 8
+  %494 = add nsw i64 %492, %493
+  %arena63 = getelementptr inbounds float, ptr %arena, i64 %494
+  store <8 x float> %w84, ptr %arena63, align 4
+  %w85 = load <8 x float>, ptr %conv2.w85, align 32
+  %495 = mul nsw i64 %conv2.j6411, 196
+  %496 = mul nsw i64 %conv2.ty6512, 14
+  %497 = add nsw i64 %495, %496
+  %498 = add nsw i64 %497, %conv2.tx6613
+  %499 = mul nsw i64 %498, 32
+  %500 = add nsw i64 3279104, %499
+  %501 = mul nsw i64 %conv2.cv6714, 8
+  %502 = add nsw i64 %500, %501
+  %arena64 = getelementptr inbounds float, ptr %arena, i64 %502
+  store <8 x float> %w85, ptr %arena64, align 4
+  %w86 = load <8 x float>, ptr %conv2.w86, align 32
+  %503 = mul nsw i64 %conv2.j6411, 196
+  %504 = mul nsw i64 %conv2.ty6512, 14
+  %505 = add nsw i64 %503, %504
+  %506 = add nsw i64 %505, %conv2.tx6613
+  %507 = mul nsw i64 %506, 32
+  %508 = add nsw i64 3285376, %507
+  %509 = mul nsw i64 %conv2.cv6714, 8
+  %510 = add nsw i64 %508, %509
+  %arena65 = getelementptr inbounds float, ptr %arena, i64 %510
+  store <8 x float> %w86, ptr %arena65, align 4
+  %w87 = load <8 x float>, ptr %conv2.w87, align 32
+  %511 = mul nsw i64 %conv2.j6411, 196
+  %512 = mul nsw i64 %conv2.ty6512, 14
+  %513 = add nsw i64 %511, %512
+  %514 = add nsw i64 %513, %conv2.tx6613
+  %515 = mul nsw i64 %514, 32
+  %516 = add nsw i64 3291648, %515
+  %517 = mul nsw i64 %conv2.cv6714, 8
+  %518 = add nsw i64 %516, %517
+  %arena66 = getelementptr inbounds float, ptr %arena, i64 %518
+  store <8 x float> %w87, ptr %arena66, align 4
+  %w88 = load <8 x float>, ptr %conv2.w88, align 32
+  %519 = mul nsw i64 %conv2.j6411, 196
+  %520 = mul nsw i64 %conv2.ty6512, 14
+  %521 = add nsw i64 %519, %520
+  %522 = add nsw i64 %521, %conv2.tx6613
+  %523 = mul nsw i64 %522, 32
+  %524 = add nsw i64 3297920, %523
+  %525 = mul nsw i64 %conv2.cv6714, 8
+  %526 = add nsw i64 %524, %525
+  %arena67 = getelementptr inbounds float, ptr %arena, i64 %526
+  store <8 x float> %w88, ptr %arena67, align 4
+  %w89 = load <8 x float>, ptr %conv2.w89, align 32
+  %527 = mul nsw i64 %conv2.j6411, 196
+  %528 = mul nsw i64 %conv2.ty6512, 14
+  %529 = add nsw i64 %527, %528
+  %530 = add nsw i64 %529, %conv2.tx6613
+  %531 = mul nsw i64 %530, 32
+  %532 = add nsw i64 3304192, %531
+  %533 = mul nsw i64 %conv2.cv6714, 8
+  %534 = add nsw i64 %532, %533
+  %arena68 = getelementptr inbounds float, ptr %arena, i64 %534
+  store <8 x float> %w89, ptr %arena68, align 4
+  %w90 = load <8 x float>, ptr %conv2.w90, align 32
+  %535 = mul nsw i64 %conv2.j6411, 196
+  %536 = mul nsw i64 %conv2.ty6512, 14
+  %537 = add nsw i64 %535, %536
+  %538 = add nsw i64 %537, %conv2.tx6613
+  %539 = mul nsw i64 %538, 32
+  %540 = add nsw i64 3310464, %539
+  %541 = mul nsw i64 %conv2.cv6714, 8
+  %542 = add nsw i64 %540, %541
+  %arena69 = getelementptr inbounds float, ptr %arena, i64 %542
+  store <8 x float> %w90, ptr %arena69, align 4
+  %w91 = load <8 x float>, ptr %conv2.w91, align 32
+  %543 = mul nsw i64 %conv2.j6411, 196
+  %544 = mul nsw i64 %conv2.ty6512, 14
+  %545 = add nsw i64 %543, %544
+  %546 = add nsw i64 %545, %conv2.tx6613
+  %547 = mul nsw i64 %546, 32
+  %548 = add nsw i64 3316736, %547
+  %549 = mul nsw i64 %conv2.cv6714, 8
+  %550 = add nsw i64 %548, %549
+  %arena70 = getelementptr inbounds float, ptr %arena, i64 %550
+  store <8 x float> %w91, ptr %arena70, align 4
+  %w92 = load <8 x float>, ptr %conv2.w92, align 32
+  %551 = mul nsw i64 %conv2.j6411, 196
+  %552 = mul nsw i64 %conv2.ty6512, 14
+  %553 = add nsw i64 %551, %552
+  %554 = add nsw i64 %553, %conv2.tx6613
+  %555 = mul nsw i64 %554, 32
+  %556 = add nsw i64 3323008, %555
+  %557 = mul nsw i64 %conv2.cv6714, 8
+  %558 = add nsw i64 %556, %557
+  %arena71 = getelementptr inbounds float, ptr %arena, i64 %558
+  store <8 x float> %w92, ptr %arena71, align 4
+  %w93 = load <8 x float>, ptr %conv2.w93, align 32
+  %559 = mul nsw i64 %conv2.j6411, 196
+  %560 = mul nsw i64 %conv2.ty6512, 14
+  %561 = add nsw i64 %559, %560
+  %562 = add nsw i64 %561, %conv2.tx6613
+  %563 = mul nsw i64 %562, 32
+  %564 = add nsw i64 3329280, %563
+  %565 = mul nsw i64 %conv2.cv6714, 8
+  %566 = add nsw i64 %564, %565
+  %arena72 = getelementptr inbounds float, ptr %arena, i64 %566
+  store <8 x float> %w93, ptr %arena72, align 4
+  %w94 = load <8 x float>, ptr %conv2.w94, align 32
+  %567 = mul nsw i64 %conv2.j6411, 196
+  %568 = mul nsw i64 %conv2.ty6512, 14
+  %569 = add nsw i64 %567, %568
+  %570 = add nsw i64 %569, %conv2.tx6613
+  %571 = mul nsw i64 %570, 32
+  %572 = add nsw i64 3335552, %571
+  %573 = mul nsw i64 %conv2.cv6714, 8
+  %574 = add nsw i64 %572, %573
+  %arena73 = getelementptr inbounds float, ptr %arena, i64 %574
+  store <8 x float> %w94, ptr %arena73, align 4
+  %w95 = load <8 x float>, ptr %conv2.w95, align 32
+  %575 = mul nsw i64 %conv2.j6411, 196
+  %576 = mul nsw i64 %conv2.ty6512, 14
+  %577 = add nsw i64 %575, %576
+  %578 = add nsw i64 %577, %conv2.tx6613
+  %579 = mul nsw i64 %578, 32
+  %580 = add nsw i64 3341824, %579
+  %581 = mul nsw i64 %conv2.cv6714, 8
+  %582 = add nsw i64 %580, %581
+  %arena74 = getelementptr inbounds float, ptr %arena, i64 %582
+  store <8 x float> %w95, ptr %arena74, align 4
+  %w96 = load <8 x float>, ptr %conv2.w96, align 32
+  %583 = mul nsw i64 %conv2.j6411, 196
+  %584 = mul nsw i64 %conv2.ty6512, 14
+  %585 = add nsw i64 %583, %584
+  %586 = add nsw i64 %585, %conv2.tx6613
+  %587 = mul nsw i64 %586, 32
+  %588 = add nsw i64 3348096, %587
+  %589 = mul nsw i64 %conv2.cv6714, 8
+  %590 = add nsw i64 %588, %589
+  %arena75 = getelementptr inbounds float, ptr %arena, i64 %590
+  store <8 x float> %w96, ptr %arena75, align 4
+  %w97 = load <8 x float>, ptr %conv2.w97, align 32
+  %591 = mul nsw i64 %conv2.j6411, 196
+  %592 = mul nsw i64 %conv2.ty6512, 14
+  %593 = add nsw i64 %591, %592
+  %594 = add nsw i64 %593, %conv2.tx6613
+  %595 = mul nsw i64 %594, 32
+  %596 = add nsw i64 3354368, %595
+  %597 = mul nsw i64 %conv2.cv6714, 8
+  %598 = add nsw i64 %596, %597
+  %arena76 = getelementptr inbounds float, ptr %arena, i64 %598
+  store <8 x float> %w97, ptr %arena76, align 4
+  %w98 = load <8 x float>, ptr %conv2.w98, align 32
+  %599 = mul nsw i64 %conv2.j6411, 196
+  %600 = mul nsw i64 %conv2.ty6512, 14
+  %601 = add nsw i64 %599, %600
+  %602 = add nsw i64 %601, %conv2.tx6613
+  %603 = mul nsw i64 %602, 32
+  %604 = add nsw i64 3360640, %603
+  %605 = mul nsw i64 %conv2.cv6714, 8
+  %606 = add nsw i64 %604, %605
+  %arena77 = getelementptr inbounds float, ptr %arena, i64 %606
+  store <8 x float> %w98, ptr %arena77, align 4
+  %w99 = load <8 x float>, ptr %conv2.w99, align 32
+  %607 = mul nsw i64 %conv2.j6411, 196
+  %608 = mul nsw i64 %conv2.ty6512, 14
+  %609 = add nsw i64 %607, %608
+  %610 = add nsw i64 %609, %conv2.tx6613
+  %611 = mul nsw i64 %610, 32
+  %612 = add nsw i64 3366912, %611
+  %613 = mul nsw i64 %conv2.cv6714, 8
+  %614 = add nsw i64 %612, %613
+  %arena78 = getelementptr inbounds float, ptr %arena, i64 %614
+  store <8 x float> %w99, ptr %arena78, align 4
+  %cv67.next = add nsw i64 %conv2.cv6714, 1
+  %615 = icmp slt i64 %cv67.next, 4
+  br i1 %615, label %conv2.cv67, label %conv2.cv67.end
+
+conv2.cv67.end:                                   ; preds = %conv2.cv67
+  %tx66.next = add nsw i64 %conv2.tx6613, 1
+  %616 = icmp slt i64 %tx66.next, 14
+  br i1 %616, label %conv2.tx66, label %conv2.tx66.end
+
+conv2.part100.pool:                               ; preds = %conv2.j64.end
+  %run79 = load ptr, ptr %pool, align 8
+  call void %run79(ptr %pool, ptr @convnet_infer_b64.k1.conv2.part100.task, ptr %part100.context, i64 2)
+  br label %conv2.part100.done
+
+conv2.part100.serial:                             ; preds = %conv2.j64.end
+  br label %conv2.part100
+
+conv2.part100.done:                               ; preds = %conv2.part100.end, %conv2.part100.pool
+  %g59.next = add nsw i64 %conv2.g594, 1
+  %617 = icmp slt i64 %g59.next, 64
+  br i1 %617, label %conv2.g59, label %conv2.g59.end
+
+conv2.part100:                                    ; preds = %conv2.part100, %conv2.part100.serial
+  %conv2.part10080 = phi i64 [ 0, %conv2.part100.serial ], [ %part100.next, %conv2.part100 ]
+  call void @convnet_infer_b64.k1.conv2.part100(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv2.g594, i64 %conv2.part10080)
+  %part100.next = add nsw i64 %conv2.part10080, 1
+  %618 = icmp slt i64 %part100.next, 2
+  br i1 %618, label %conv2.part100, label %conv2.part100.end
+
+conv2.part100.end:                                ; preds = %conv2.part100
+  br label %conv2.part100.done
+}
+
+; Function Attrs: noinline
+define internal void @convnet_infer_b64.k1.conv2.part27(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #1 {
+entry:
+  %conv2.w57 = alloca float, align 4
   %conv2.w56 = alloca float, align 4
   %conv2.w55 = alloca float, align 4
   %conv2.w54 = alloca float, align 4
@@ -11215,2333 +13201,2331 @@ entry:
   %conv2.w32 = alloca float, align 4
   %conv2.w31 = alloca float, align 4
   %conv2.w30 = alloca float, align 4
-  %conv2.w29 = alloca float, align 4
-  br label %conv2.ci27
+  br label %conv2.ci28
 
-conv2.ci27:                                       ; preds = %conv2.co28.end, %entry
-  %conv2.ci271 = phi i64 [ 0, %entry ], [ %ci27.next, %conv2.co28.end ]
-  br label %conv2.co28
+conv2.ci28:                                       ; preds = %conv2.co29.end, %entry
+  %conv2.ci281 = phi i64 [ 0, %entry ], [ %ci28.next, %conv2.co29.end ]
+  br label %conv2.co29
 
-conv2.ci27.end:                                   ; preds = %conv2.co28.end
-  br label %conv2.i57
+conv2.ci28.end:                                   ; preds = %conv2.co29.end
+  ret void
 
-conv2.co28:                                       ; preds = %conv2.co28, %conv2.ci27
-  %conv2.co282 = phi i64 [ 0, %conv2.ci27 ], [ %co28.next, %conv2.co28 ]
-  %0 = mul nsw i64 %conv2.co282, 32
-  %1 = add nsw i64 %0, %conv2.ci271
-  %2 = mul nsw i64 %1, 9
-  %3 = add nsw i64 320, %2
-  %params3 = getelementptr inbounds float, ptr %params, i64 %3
-  %4 = load float, ptr %params3, align 4
-  store float %4, ptr %conv2.w29, align 4
-  %5 = mul nsw i64 %conv2.co282, 32
-  %6 = add nsw i64 %5, %conv2.ci271
-  %7 = mul nsw i64 %6, 9
-  %8 = add nsw i64 320, %7
-  %params4 = getelementptr inbounds float, ptr %params, i64 %8
-  %9 = load float, ptr %params4, align 4
-  %10 = mul nsw i64 %conv2.co282, 32
-  %11 = add nsw i64 %10, %conv2.ci271
+conv2.co29:                                       ; preds = %conv2.co29, %conv2.ci28
+  %conv2.co292 = phi i64 [ 0, %conv2.ci28 ], [ %co29.next, %conv2.co29 ]
+  %1 = mul nsw i64 %0, 32
+  %2 = add nsw i64 %1, %conv2.co292
+  %3 = mul nsw i64 %2, 32
+  %4 = add nsw i64 %3, %conv2.ci281
+  %5 = mul nsw i64 %4, 9
+  %6 = add nsw i64 320, %5
+  %params3 = getelementptr inbounds float, ptr %params, i64 %6
+  %7 = load float, ptr %params3, align 4
+  store float %7, ptr %conv2.w30, align 4
+  %8 = mul nsw i64 %0, 32
+  %9 = add nsw i64 %8, %conv2.co292
+  %10 = mul nsw i64 %9, 32
+  %11 = add nsw i64 %10, %conv2.ci281
   %12 = mul nsw i64 %11, 9
   %13 = add nsw i64 320, %12
-  %14 = add nsw i64 %13, 3
-  %params5 = getelementptr inbounds float, ptr %params, i64 %14
-  %15 = load float, ptr %params5, align 4
-  %16 = fadd float %9, %15
-  %17 = mul nsw i64 %conv2.co282, 32
-  %18 = add nsw i64 %17, %conv2.ci271
+  %params4 = getelementptr inbounds float, ptr %params, i64 %13
+  %14 = load float, ptr %params4, align 4
+  %15 = mul nsw i64 %0, 32
+  %16 = add nsw i64 %15, %conv2.co292
+  %17 = mul nsw i64 %16, 32
+  %18 = add nsw i64 %17, %conv2.ci281
   %19 = mul nsw i64 %18, 9
   %20 = add nsw i64 320, %19
-  %21 = add nsw i64 %20, 6
-  %params6 = getelementptr inbounds float, ptr %params, i64 %21
-  %22 = load float, ptr %params6, align 4
-  %23 = fadd float %16, %22
-  %24 = fmul float %23, 5.000000e-01
-  store float %24, ptr %conv2.w30, align 4
-  %25 = mul nsw i64 %conv2.co282, 32
-  %26 = add nsw i64 %25, %conv2.ci271
-  %27 = mul nsw i64 %26, 9
-  %28 = add nsw i64 320, %27
-  %params7 = getelementptr inbounds float, ptr %params, i64 %28
-  %29 = load float, ptr %params7, align 4
-  %30 = mul nsw i64 %conv2.co282, 32
-  %31 = add nsw i64 %30, %conv2.ci271
-  %32 = mul nsw i64 %31, 9
-  %33 = add nsw i64 320, %32
-  %34 = add nsw i64 %33, 6
-  %params8 = getelementptr inbounds float, ptr %params, i64 %34
-  %35 = load float, ptr %params8, align 4
-  %36 = fadd float %29, %35
-  %37 = mul nsw i64 %conv2.co282, 32
-  %38 = add nsw i64 %37, %conv2.ci271
-  %39 = mul nsw i64 %38, 9
-  %40 = add nsw i64 320, %39
-  %41 = add nsw i64 %40, 3
-  %params9 = getelementptr inbounds float, ptr %params, i64 %41
-  %42 = load float, ptr %params9, align 4
-  %43 = fsub float %36, %42
-  %44 = fmul float %43, 5.000000e-01
-  store float %44, ptr %conv2.w31, align 4
-  %45 = mul nsw i64 %conv2.co282, 32
-  %46 = add nsw i64 %45, %conv2.ci271
-  %47 = mul nsw i64 %46, 9
-  %48 = add nsw i64 320, %47
-  %49 = add nsw i64 %48, 6
-  %params10 = getelementptr inbounds float, ptr %params, i64 %49
-  %50 = load float, ptr %params10, align 4
-  store float %50, ptr %conv2.w32, align 4
-  %51 = mul nsw i64 %conv2.co282, 32
-  %52 = add nsw i64 %51, %conv2.ci271
-  %53 = mul nsw i64 %52, 9
-  %54 = add nsw i64 320, %53
-  %55 = add nsw i64 %54, 1
-  %params11 = getelementptr inbounds float, ptr %params, i64 %55
-  %56 = load float, ptr %params11, align 4
-  store float %56, ptr %conv2.w33, align 4
-  %57 = mul nsw i64 %conv2.co282, 32
-  %58 = add nsw i64 %57, %conv2.ci271
-  %59 = mul nsw i64 %58, 9
-  %60 = add nsw i64 320, %59
-  %61 = add nsw i64 %60, 1
-  %params12 = getelementptr inbounds float, ptr %params, i64 %61
-  %62 = load float, ptr %params12, align 4
-  %63 = mul nsw i64 %conv2.co282, 32
-  %64 = add nsw i64 %63, %conv2.ci271
-  %65 = mul nsw i64 %64, 9
-  %66 = add nsw i64 320, %65
-  %67 = add nsw i64 %66, 4
-  %params13 = getelementptr inbounds float, ptr %params, i64 %67
-  %68 = load float, ptr %params13, align 4
-  %69 = fadd float %62, %68
-  %70 = mul nsw i64 %conv2.co282, 32
-  %71 = add nsw i64 %70, %conv2.ci271
+  %21 = add nsw i64 %20, 3
+  %params5 = getelementptr inbounds float, ptr %params, i64 %21
+  %22 = load float, ptr %params5, align 4
+  %23 = fadd float %14, %22
+  %24 = mul nsw i64 %0, 32
+  %25 = add nsw i64 %24, %conv2.co292
+  %26 = mul nsw i64 %25, 32
+  %27 = add nsw i64 %26, %conv2.ci281
+  %28 = mul nsw i64 %27, 9
+  %29 = add nsw i64 320, %28
+  %30 = add nsw i64 %29, 6
+  %params6 = getelementptr inbounds float, ptr %params, i64 %30
+  %31 = load float, ptr %params6, align 4
+  %32 = fadd float %23, %31
+  %33 = fmul float %32, 5.000000e-01
+  store float %33, ptr %conv2.w31, align 4
+  %34 = mul nsw i64 %0, 32
+  %35 = add nsw i64 %34, %conv2.co292
+  %36 = mul nsw i64 %35, 32
+  %37 = add nsw i64 %36, %conv2.ci281
+  %38 = mul nsw i64 %37, 9
+  %39 = add nsw i64 320, %38
+  %params7 = getelementptr inbounds float, ptr %params, i64 %39
+  %40 = load float, ptr %params7, align 4
+  %41 = mul nsw i64 %0, 32
+  %42 = add nsw i64 %41, %conv2.co292
+  %43 = mul nsw i64 %42, 32
+  %44 = add nsw i64 %43, %conv2.ci281
+  %45 = mul nsw i64 %44, 9
+  %46 = add nsw i64 320, %45
+  %47 = add nsw i64 %46, 6
+  %params8 = getelementptr inbounds float, ptr %params, i64 %47
+  %48 = load float, ptr %params8, align 4
+  %49 = fadd float %40, %48
+  %50 = mul nsw i64 %0, 32
+  %51 = add nsw i64 %50, %conv2.co292
+  %52 = mul nsw i64 %51, 32
+  %53 = add nsw i64 %52, %conv2.ci281
+  %54 = mul nsw i64 %53, 9
+  %55 = add nsw i64 320, %54
+  %56 = add nsw i64 %55, 3
+  %params9 = getelementptr inbounds float, ptr %params, i64 %56
+  %57 = load float, ptr %params9, align 4
+  %58 = fsub float %49, %57
+  %59 = fmul float %58, 5.000000e-01
+  store float %59, ptr %conv2.w32, align 4
+  %60 = mul nsw i64 %0, 32
+  %61 = add nsw i64 %60, %conv2.co292
+  %62 = mul nsw i64 %61, 32
+  %63 = add nsw i64 %62, %conv2.ci281
+  %64 = mul nsw i64 %63, 9
+  %65 = add nsw i64 320, %64
+  %66 = add nsw i64 %65, 6
+  %params10 = getelementptr inbounds float, ptr %params, i64 %66
+  %67 = load float, ptr %params10, align 4
+  store float %67, ptr %conv2.w33, align 4
+  %68 = mul nsw i64 %0, 32
+  %69 = add nsw i64 %68, %conv2.co292
+  %70 = mul nsw i64 %69, 32
+  %71 = add nsw i64 %70, %conv2.ci281
   %72 = mul nsw i64 %71, 9
   %73 = add nsw i64 320, %72
-  %74 = add nsw i64 %73, 7
-  %params14 = getelementptr inbounds float, ptr %params, i64 %74
-  %75 = load float, ptr %params14, align 4
-  %76 = fadd float %69, %75
-  %77 = fmul float %76, 5.000000e-01
-  store float %77, ptr %conv2.w34, align 4
-  %78 = mul nsw i64 %conv2.co282, 32
-  %79 = add nsw i64 %78, %conv2.ci271
+  %74 = add nsw i64 %73, 1
+  %params11 = getelementptr inbounds float, ptr %params, i64 %74
+  %75 = load float, ptr %params11, align 4
+  store float %75, ptr %conv2.w34, align 4
+  %76 = mul nsw i64 %0, 32
+  %77 = add nsw i64 %76, %conv2.co292
+  %78 = mul nsw i64 %77, 32
+  %79 = add nsw i64 %78, %conv2.ci281
   %80 = mul nsw i64 %79, 9
   %81 = add nsw i64 320, %80
   %82 = add nsw i64 %81, 1
-  %params15 = getelementptr inbounds float, ptr %params, i64 %82
-  %83 = load float, ptr %params15, align 4
-  %84 = mul nsw i64 %conv2.co282, 32
-  %85 = add nsw i64 %84, %conv2.ci271
-  %86 = mul nsw i64 %85, 9
-  %87 = add nsw i64 320, %86
-  %88 = add nsw i64 %87, 7
-  %params16 = getelementptr inbounds float, ptr %params, i64 %88
-  %89 = load float, ptr %params16, align 4
-  %90 = fadd float %83, %89
-  %91 = mul nsw i64 %conv2.co282, 32
-  %92 = add nsw i64 %91, %conv2.ci271
-  %93 = mul nsw i64 %92, 9
-  %94 = add nsw i64 320, %93
-  %95 = add nsw i64 %94, 4
-  %params17 = getelementptr inbounds float, ptr %params, i64 %95
-  %96 = load float, ptr %params17, align 4
-  %97 = fsub float %90, %96
-  %98 = fmul float %97, 5.000000e-01
-  store float %98, ptr %conv2.w35, align 4
-  %99 = mul nsw i64 %conv2.co282, 32
-  %100 = add nsw i64 %99, %conv2.ci271
-  %101 = mul nsw i64 %100, 9
-  %102 = add nsw i64 320, %101
-  %103 = add nsw i64 %102, 7
-  %params18 = getelementptr inbounds float, ptr %params, i64 %103
-  %104 = load float, ptr %params18, align 4
-  store float %104, ptr %conv2.w36, align 4
-  %105 = mul nsw i64 %conv2.co282, 32
-  %106 = add nsw i64 %105, %conv2.ci271
+  %params12 = getelementptr inbounds float, ptr %params, i64 %82
+  %83 = load float, ptr %params12, align 4
+  %84 = mul nsw i64 %0, 32
+  %85 = add nsw i64 %84, %conv2.co292
+  %86 = mul nsw i64 %85, 32
+  %87 = add nsw i64 %86, %conv2.ci281
+  %88 = mul nsw i64 %87, 9
+  %89 = add nsw i64 320, %88
+  %90 = add nsw i64 %89, 4
+  %params13 = getelementptr inbounds float, ptr %params, i64 %90
+  %91 = load float, ptr %params13, align 4
+  %92 = fadd float %83, %91
+  %93 = mul nsw i64 %0, 32
+  %94 = add nsw i64 %93, %conv2.co292
+  %95 = mul nsw i64 %94, 32
+  %96 = add nsw i64 %95, %conv2.ci281
+  %97 = mul nsw i64 %96, 9
+  %98 = add nsw i64 320, %97
+  %99 = add nsw i64 %98, 7
+  %params14 = getelementptr inbounds float, ptr %params, i64 %99
+  %100 = load float, ptr %params14, align 4
+  %101 = fadd float %92, %100
+  %102 = fmul float %101, 5.000000e-01
+  store float %102, ptr %conv2.w35, align 4
+  %103 = mul nsw i64 %0, 32
+  %104 = add nsw i64 %103, %conv2.co292
+  %105 = mul nsw i64 %104, 32
+  %106 = add nsw i64 %105, %conv2.ci281
   %107 = mul nsw i64 %106, 9
   %108 = add nsw i64 320, %107
-  %109 = add nsw i64 %108, 2
-  %params19 = getelementptr inbounds float, ptr %params, i64 %109
-  %110 = load float, ptr %params19, align 4
-  store float %110, ptr %conv2.w37, align 4
-  %111 = mul nsw i64 %conv2.co282, 32
-  %112 = add nsw i64 %111, %conv2.ci271
-  %113 = mul nsw i64 %112, 9
-  %114 = add nsw i64 320, %113
-  %115 = add nsw i64 %114, 2
-  %params20 = getelementptr inbounds float, ptr %params, i64 %115
-  %116 = load float, ptr %params20, align 4
-  %117 = mul nsw i64 %conv2.co282, 32
-  %118 = add nsw i64 %117, %conv2.ci271
-  %119 = mul nsw i64 %118, 9
-  %120 = add nsw i64 320, %119
-  %121 = add nsw i64 %120, 5
-  %params21 = getelementptr inbounds float, ptr %params, i64 %121
-  %122 = load float, ptr %params21, align 4
-  %123 = fadd float %116, %122
-  %124 = mul nsw i64 %conv2.co282, 32
-  %125 = add nsw i64 %124, %conv2.ci271
-  %126 = mul nsw i64 %125, 9
-  %127 = add nsw i64 320, %126
-  %128 = add nsw i64 %127, 8
-  %params22 = getelementptr inbounds float, ptr %params, i64 %128
-  %129 = load float, ptr %params22, align 4
-  %130 = fadd float %123, %129
-  %131 = fmul float %130, 5.000000e-01
-  store float %131, ptr %conv2.w38, align 4
-  %132 = mul nsw i64 %conv2.co282, 32
-  %133 = add nsw i64 %132, %conv2.ci271
+  %109 = add nsw i64 %108, 1
+  %params15 = getelementptr inbounds float, ptr %params, i64 %109
+  %110 = load float, ptr %params15, align 4
+  %111 = mul nsw i64 %0, 32
+  %112 = add nsw i64 %111, %conv2.co292
+  %113 = mul nsw i64 %112, 32
+  %114 = add nsw i64 %113, %conv2.ci281
+  %115 = mul nsw i64 %114, 9
+  %116 = add nsw i64 320, %115
+  %117 = add nsw i64 %116, 7
+  %params16 = getelementptr inbounds float, ptr %params, i64 %117
+  %118 = load float, ptr %params16, align 4
+  %119 = fadd float %110, %118
+  %120 = mul nsw i64 %0, 32
+  %121 = add nsw i64 %120, %conv2.co292
+  %122 = mul nsw i64 %121, 32
+  %123 = add nsw i64 %122, %conv2.ci281
+  %124 = mul nsw i64 %123, 9
+  %125 = add nsw i64 320, %124
+  %126 = add nsw i64 %125, 4
+  %params17 = getelementptr inbounds float, ptr %params, i64 %126
+  %127 = load float, ptr %params17, align 4
+  %128 = fsub float %119, %127
+  %129 = fmul float %128, 5.000000e-01
+  store float %129, ptr %conv2.w36, align 4
+  %130 = mul nsw i64 %0, 32
+  %131 = add nsw i64 %130, %conv2.co292
+  %132 = mul nsw i64 %131, 32
+  %133 = add nsw i64 %132, %conv2.ci281
   %134 = mul nsw i64 %133, 9
   %135 = add nsw i64 320, %134
-  %136 = add nsw i64 %135, 2
-  %params23 = getelementptr inbounds float, ptr %params, i64 %136
-  %137 = load float, ptr %params23, align 4
-  %138 = mul nsw i64 %conv2.co282, 32
-  %139 = add nsw i64 %138, %conv2.ci271
-  %140 = mul nsw i64 %139, 9
-  %141 = add nsw i64 320, %140
-  %142 = add nsw i64 %141, 8
-  %params24 = getelementptr inbounds float, ptr %params, i64 %142
-  %143 = load float, ptr %params24, align 4
-  %144 = fadd float %137, %143
-  %145 = mul nsw i64 %conv2.co282, 32
-  %146 = add nsw i64 %145, %conv2.ci271
-  %147 = mul nsw i64 %146, 9
-  %148 = add nsw i64 320, %147
-  %149 = add nsw i64 %148, 5
-  %params25 = getelementptr inbounds float, ptr %params, i64 %149
-  %150 = load float, ptr %params25, align 4
-  %151 = fsub float %144, %150
-  %152 = fmul float %151, 5.000000e-01
-  store float %152, ptr %conv2.w39, align 4
-  %153 = mul nsw i64 %conv2.co282, 32
-  %154 = add nsw i64 %153, %conv2.ci271
-  %155 = mul nsw i64 %154, 9
-  %156 = add nsw i64 320, %155
-  %157 = add nsw i64 %156, 8
-  %params26 = getelementptr inbounds float, ptr %params, i64 %157
-  %158 = load float, ptr %params26, align 4
-  store float %158, ptr %conv2.w40, align 4
-  %w29 = load float, ptr %conv2.w29, align 4
-  store float %w29, ptr %conv2.w41, align 4
-  %w2927 = load float, ptr %conv2.w29, align 4
-  %w33 = load float, ptr %conv2.w33, align 4
-  %159 = fadd float %w2927, %w33
-  %w37 = load float, ptr %conv2.w37, align 4
-  %160 = fadd float %159, %w37
-  %161 = fmul float %160, 5.000000e-01
-  store float %161, ptr %conv2.w42, align 4
-  %w2928 = load float, ptr %conv2.w29, align 4
-  %w3729 = load float, ptr %conv2.w37, align 4
-  %162 = fadd float %w2928, %w3729
-  %w3330 = load float, ptr %conv2.w33, align 4
-  %163 = fsub float %162, %w3330
-  %164 = fmul float %163, 5.000000e-01
-  store float %164, ptr %conv2.w43, align 4
-  %w3731 = load float, ptr %conv2.w37, align 4
-  store float %w3731, ptr %conv2.w44, align 4
+  %136 = add nsw i64 %135, 7
+  %params18 = getelementptr inbounds float, ptr %params, i64 %136
+  %137 = load float, ptr %params18, align 4
+  store float %137, ptr %conv2.w37, align 4
+  %138 = mul nsw i64 %0, 32
+  %139 = add nsw i64 %138, %conv2.co292
+  %140 = mul nsw i64 %139, 32
+  %141 = add nsw i64 %140, %conv2.ci281
+  %142 = mul nsw i64 %141, 9
+  %143 = add nsw i64 320, %142
+  %144 = add nsw i64 %143, 2
+  %params19 = getelementptr inbounds float, ptr %params, i64 %144
+  %145 = load float, ptr %params19, align 4
+  store float %145, ptr %conv2.w38, align 4
+  %146 = mul nsw i64 %0, 32
+  %147 = add nsw i64 %146, %conv2.co292
+  %148 = mul nsw i64 %147, 32
+  %149 = add nsw i64 %148, %conv2.ci281
+  %150 = mul nsw i64 %149, 9
+  %151 = add nsw i64 320, %150
+  %152 = add nsw i64 %151, 2
+  %params20 = getelementptr inbounds float, ptr %params, i64 %152
+  %153 = load float, ptr %params20, align 4
+  %154 = mul nsw i64 %0, 32
+  %155 = add nsw i64 %154, %conv2.co292
+  %156 = mul nsw i64 %155, 32
+  %157 = add nsw i64 %156, %conv2.ci281
+  %158 = mul nsw i64 %157, 9
+  %159 = add nsw i64 320, %158
+  %160 = add nsw i64 %159, 5
+  %params21 = getelementptr inbounds float, ptr %params, i64 %160
+  %161 = load float, ptr %params21, align 4
+  %162 = fadd float %153, %161
+  %163 = mul nsw i64 %0, 32
+  %164 = add nsw i64 %163, %conv2.co292
+  %165 = mul nsw i64 %164, 32
+  %166 = add nsw i64 %165, %conv2.ci281
+  %167 = mul nsw i64 %166, 9
+  %168 = add nsw i64 320, %167
+  %169 = add nsw i64 %168, 8
+  %params22 = getelementptr inbounds float, ptr %params, i64 %169
+  %170 = load float, ptr %params22, align 4
+  %171 = fadd float %162, %170
+  %172 = fmul float %171, 5.000000e-01
+  store float %172, ptr %conv2.w39, align 4
+  %173 = mul nsw i64 %0, 32
+  %174 = add nsw i64 %173, %conv2.co292
+  %175 = mul nsw i64 %174, 32
+  %176 = add nsw i64 %175, %conv2.ci281
+  %177 = mul nsw i64 %176, 9
+  %178 = add nsw i64 320, %177
+  %179 = add nsw i64 %178, 2
+  %params23 = getelementptr inbounds float, ptr %params, i64 %179
+  %180 = load float, ptr %params23, align 4
+  %181 = mul nsw i64 %0, 32
+  %182 = add nsw i64 %181, %conv2.co292
+  %183 = mul nsw i64 %182, 32
+  %184 = add nsw i64 %183, %conv2.ci281
+  %185 = mul nsw i64 %184, 9
+  %186 = add nsw i64 320, %185
+  %187 = add nsw i64 %186, 8
+  %params24 = getelementptr inbounds float, ptr %params, i64 %187
+  %188 = load float, ptr %params24, align 4
+  %189 = fadd float %180, %188
+  %190 = mul nsw i64 %0, 32
+  %191 = add nsw i64 %190, %conv2.co292
+  %192 = mul nsw i64 %191, 32
+  %193 = add nsw i64 %192, %conv2.ci281
+  %194 = mul nsw i64 %193, 9
+  %195 = add nsw i64 320, %194
+  %196 = add nsw i64 %195, 5
+  %params25 = getelementptr inbounds float, ptr %params, i64 %196
+  %197 = load float, ptr %params25, align 4
+  %198 = fsub float %189, %197
+  %199 = fmul float %198, 5.000000e-01
+  store float %199, ptr %conv2.w40, align 4
+  %200 = mul nsw i64 %0, 32
+  %201 = add nsw i64 %200, %conv2.co292
+  %202 = mul nsw i64 %201, 32
+  %203 = add nsw i64 %202, %conv2.ci281
+  %204 = mul nsw i64 %203, 9
+  %205 = add nsw i64 320, %204
+  %206 = add nsw i64 %205, 8
+  %params26 = getelementptr inbounds float, ptr %params, i64 %206
+  %207 = load float, ptr %params26, align 4
+  store float %207, ptr %conv2.w41, align 4
   %w30 = load float, ptr %conv2.w30, align 4
-  store float %w30, ptr %conv2.w45, align 4
-  %w3032 = load float, ptr %conv2.w30, align 4
+  store float %w30, ptr %conv2.w42, align 4
+  %w3027 = load float, ptr %conv2.w30, align 4
   %w34 = load float, ptr %conv2.w34, align 4
-  %165 = fadd float %w3032, %w34
+  %208 = fadd float %w3027, %w34
   %w38 = load float, ptr %conv2.w38, align 4
-  %166 = fadd float %165, %w38
-  %167 = fmul float %166, 5.000000e-01
-  store float %167, ptr %conv2.w46, align 4
-  %w3033 = load float, ptr %conv2.w30, align 4
-  %w3834 = load float, ptr %conv2.w38, align 4
-  %168 = fadd float %w3033, %w3834
-  %w3435 = load float, ptr %conv2.w34, align 4
-  %169 = fsub float %168, %w3435
-  %170 = fmul float %169, 5.000000e-01
-  store float %170, ptr %conv2.w47, align 4
-  %w3836 = load float, ptr %conv2.w38, align 4
-  store float %w3836, ptr %conv2.w48, align 4
+  %209 = fadd float %208, %w38
+  %210 = fmul float %209, 5.000000e-01
+  store float %210, ptr %conv2.w43, align 4
+  %w3028 = load float, ptr %conv2.w30, align 4
+  %w3829 = load float, ptr %conv2.w38, align 4
+  %211 = fadd float %w3028, %w3829
+  %w3430 = load float, ptr %conv2.w34, align 4
+  %212 = fsub float %211, %w3430
+  %213 = fmul float %212, 5.000000e-01
+  store float %213, ptr %conv2.w44, align 4
+  %w3831 = load float, ptr %conv2.w38, align 4
+  store float %w3831, ptr %conv2.w45, align 4
   %w31 = load float, ptr %conv2.w31, align 4
-  store float %w31, ptr %conv2.w49, align 4
-  %w3137 = load float, ptr %conv2.w31, align 4
+  store float %w31, ptr %conv2.w46, align 4
+  %w3132 = load float, ptr %conv2.w31, align 4
   %w35 = load float, ptr %conv2.w35, align 4
-  %171 = fadd float %w3137, %w35
+  %214 = fadd float %w3132, %w35
   %w39 = load float, ptr %conv2.w39, align 4
-  %172 = fadd float %171, %w39
-  %173 = fmul float %172, 5.000000e-01
-  store float %173, ptr %conv2.w50, align 4
-  %w3138 = load float, ptr %conv2.w31, align 4
-  %w3939 = load float, ptr %conv2.w39, align 4
-  %174 = fadd float %w3138, %w3939
-  %w3540 = load float, ptr %conv2.w35, align 4
-  %175 = fsub float %174, %w3540
-  %176 = fmul float %175, 5.000000e-01
-  store float %176, ptr %conv2.w51, align 4
-  %w3941 = load float, ptr %conv2.w39, align 4
-  store float %w3941, ptr %conv2.w52, align 4
+  %215 = fadd float %214, %w39
+  %216 = fmul float %215, 5.000000e-01
+  store float %216, ptr %conv2.w47, align 4
+  %w3133 = load float, ptr %conv2.w31, align 4
+  %w3934 = load float, ptr %conv2.w39, align 4
+  %217 = fadd float %w3133, %w3934
+  %w3535 = load float, ptr %conv2.w35, align 4
+  %218 = fsub float %217, %w3535
+  %219 = fmul float %218, 5.000000e-01
+  store float %219, ptr %conv2.w48, align 4
+  %w3936 = load float, ptr %conv2.w39, align 4
+  store float %w3936, ptr %conv2.w49, align 4
   %w32 = load float, ptr %conv2.w32, align 4
-  store float %w32, ptr %conv2.w53, align 4
-  %w3242 = load float, ptr %conv2.w32, align 4
+  store float %w32, ptr %conv2.w50, align 4
+  %w3237 = load float, ptr %conv2.w32, align 4
   %w36 = load float, ptr %conv2.w36, align 4
-  %177 = fadd float %w3242, %w36
+  %220 = fadd float %w3237, %w36
   %w40 = load float, ptr %conv2.w40, align 4
-  %178 = fadd float %177, %w40
-  %179 = fmul float %178, 5.000000e-01
-  store float %179, ptr %conv2.w54, align 4
-  %w3243 = load float, ptr %conv2.w32, align 4
-  %w4044 = load float, ptr %conv2.w40, align 4
-  %180 = fadd float %w3243, %w4044
-  %w3645 = load float, ptr %conv2.w36, align 4
-  %181 = fsub float %180, %w3645
-  %182 = fmul float %181, 5.000000e-01
-  store float %182, ptr %conv2.w55, align 4
-  %w4046 = load float, ptr %conv2.w40, align 4
-  store float %w4046, ptr %conv2.w56, align 4
+  %221 = fadd float %220, %w40
+  %222 = fmul float %221, 5.000000e-01
+  store float %222, ptr %conv2.w51, align 4
+  %w3238 = load float, ptr %conv2.w32, align 4
+  %w4039 = load float, ptr %conv2.w40, align 4
+  %223 = fadd float %w3238, %w4039
+  %w3640 = load float, ptr %conv2.w36, align 4
+  %224 = fsub float %223, %w3640
+  %225 = fmul float %224, 5.000000e-01
+  store float %225, ptr %conv2.w52, align 4
+  %w4041 = load float, ptr %conv2.w40, align 4
+  store float %w4041, ptr %conv2.w53, align 4
+  %w33 = load float, ptr %conv2.w33, align 4
+  store float %w33, ptr %conv2.w54, align 4
+  %w3342 = load float, ptr %conv2.w33, align 4
+  %w37 = load float, ptr %conv2.w37, align 4
+  %226 = fadd float %w3342, %w37
   %w41 = load float, ptr %conv2.w41, align 4
-  %183 = mul nsw i64 %conv2.ci271, 64
-  %184 = add nsw i64 3211264, %183
-  %185 = add nsw i64 %184, %conv2.co282
-  %arena47 = getelementptr inbounds float, ptr %arena, i64 %185
-  store float %w41, ptr %arena47, align 4
+  %227 = fadd float %226, %w41
+  %228 = fmul float %227, 5.000000e-01
+  store float %228, ptr %conv2.w55, align 4
+  %w3343 = load float, ptr %conv2.w33, align 4
+  %w4144 = load float, ptr %conv2.w41, align 4
+  %229 = fadd float %w3343, %w4144
+  %w3745 = load float, ptr %conv2.w37, align 4
+  %230 = fsub float %229, %w3745
+  %231 = fmul float %230, 5.000000e-01
+  store float %231, ptr %conv2.w56, align 4
+  %w4146 = load float, ptr %conv2.w41, align 4
+  store float %w4146, ptr %conv2.w57, align 4
   %w42 = load float, ptr %conv2.w42, align 4
-  %186 = mul nsw i64 %conv2.ci271, 64
-  %187 = add nsw i64 3213312, %186
-  %188 = add nsw i64 %187, %conv2.co282
-  %arena48 = getelementptr inbounds float, ptr %arena, i64 %188
-  store float %w42, ptr %arena48, align 4
+  %232 = mul nsw i64 %conv2.ci281, 64
+  %233 = add nsw i64 3211264, %232
+  %234 = mul nsw i64 %0, 32
+  %235 = add nsw i64 %234, %conv2.co292
+  %236 = add nsw i64 %233, %235
+  %arena47 = getelementptr inbounds float, ptr %arena, i64 %236
+  store float %w42, ptr %arena47, align 4
   %w43 = load float, ptr %conv2.w43, align 4
-  %189 = mul nsw i64 %conv2.ci271, 64
-  %190 = add nsw i64 3215360, %189
-  %191 = add nsw i64 %190, %conv2.co282
-  %arena49 = getelementptr inbounds float, ptr %arena, i64 %191
-  store float %w43, ptr %arena49, align 4
+  %237 = mul nsw i64 %conv2.ci281, 64
+  %238 = add nsw i64 3213312, %237
+  %239 = mul nsw i64 %0, 32
+  %240 = add nsw i64 %239, %conv2.co292
+  %241 = add nsw i64 %238, %240
+  %arena48 = getelementptr inbounds float, ptr %arena, i64 %241
+  store float %w43, ptr %arena48, align 4
   %w44 = load float, ptr %conv2.w44, align 4
-  %192 = mul nsw i64 %conv2.ci271, 64
-  %193 = add nsw i64 3217408, %192
-  %194 = add nsw i64 %193, %conv2.co282
-  %arena50 = getelementptr inbounds float, ptr %arena, i64 %194
-  store float %w44, ptr %arena50, align 4
+  %242 = mul nsw i64 %conv2.ci281, 64
+  %243 = add nsw i64 3215360, %242
+  %244 = mul nsw i64 %0, 32
+  %245 = add nsw i64 %244, %conv2.co292
+  %246 = add nsw i64 %243, %245
+  %arena49 = getelementptr inbounds float, ptr %arena, i64 %246
+  store float %w44, ptr %arena49, align 4
   %w45 = load float, ptr %conv2.w45, align 4
-  %195 = mul nsw i64 %conv2.ci271, 64
-  %196 = add nsw i64 3219456, %195
-  %197 = add nsw i64 %196, %conv2.co282
-  %arena51 = getelementptr inbounds float, ptr %arena, i64 %197
-  store float %w45, ptr %arena51, align 4
-  %w46 = load float, ptr %conv2.w46, align 4
-  %198 = mul nsw i64 %conv2.ci271, 64
-  %199 = add nsw i64 3221504, %198
-  %200 = add nsw i64 %199, %conv2.co282
-  %arena52 = getelementptr inbounds float, ptr %arena, i64 %200
-  store float %w46, ptr %arena52, align 4
-  %w47 = load float, ptr %conv2.w47, align 4
-  %201 = mul nsw i64 %conv2.ci271, 64
-  %202 = add nsw i64 3223552, %201
-  %203 = add nsw i64 %202, %conv2.co282
-  %arena53 = getelementptr inbounds float, ptr %arena, i64 %203
-  store float %w47, ptr %arena53, align 4
-  %w48 = load float, ptr %conv2.w48, align 4
-  %204 = mul nsw i64 %conv2.ci271, 64
-  %205 = add nsw i64 3225600, %204
-  %206 = add nsw i64 %205, %conv2.co282
-  %arena54 = getelementptr inbounds float, ptr %arena, i64 %206
-  store float %w48, ptr %arena54, align 4
-  %w49 = load float, ptr %conv2.w49, align 4
-  %207 = mul nsw i64 %conv2.ci271, 64
-  %208 = add nsw i64 3227648, %207
-  %209 = add nsw i64 %208, %conv2.co282
-  %arena55 = getelementptr inbounds float, ptr %arena, i64 %209
-  store float %w49, ptr %arena55, align 4
-  %w50 = load float, ptr %conv2.w50, align 4
-  %210 = mul nsw i64 %conv2.ci271, 64
-  %211 = add nsw i64 3229696, %210
-  %212 = add nsw i64 %211, %conv2.co282
-  %arena56 = getelementptr inbounds float, ptr %arena, i64 %212
-  store float %w50, ptr %arena56, align 4
-  %w51 = load float, ptr %conv2.w51, align 4
-  %213 = mul nsw i64 %conv2.ci271, 64
-  %214 = add nsw i64 3231744, %213
-  %215 = add nsw i64 %214, %conv2.co282
-  %arena57 = getelementptr inbounds float, ptr %arena, i64 %215
-  store float %w51, ptr %arena57, align 4
-  %w52 = load float, ptr %conv2.w52, align 4
-  %216 = mul nsw i64 %conv2.ci271, 64
-  %217 = add nsw i64 3233792, %216
-  %218 = add nsw i64 %217, %conv2.co282
-  %arena58 = getelementptr inbounds float, ptr %arena, i64 %218
-  store float %w52, ptr %arena58, align 4
-  %w53 = load float, ptr %conv2.w53, align 4
-  %219 = mul nsw i64 %conv2.ci271, 64
-  %220 = add nsw i64 3235840, %219
-  %221 = add nsw i64 %220, %conv2.co282
-  %arena59 = getelementptr inbounds float, ptr %arena, i64 %221
-  store float %w53, ptr %arena59, align 4
-  %w54 = load float, ptr %conv2.w54, align 4
-  %222 = mul nsw i64 %conv2.ci271, 64
-  %223 = add nsw i64 3237888, %222
-  %224 = add nsw i64 %223, %conv2.co282
-  %arena60 = getelementptr inbounds float, ptr %arena, i64 %224
-  store float %w54, ptr %arena60, align 4
-  %w55 = load float, ptr %conv2.w55, align 4
-  %225 = mul nsw i64 %conv2.ci271, 64
-  %226 = add nsw i64 3239936, %225
-  %227 = add nsw i64 %226, %conv2.co282
-  %arena61 = getelementptr inbounds float, ptr %arena, i64 %227
-  store float %w55, ptr %arena61, align 4
-  %w56 = load float, ptr %conv2.w56, align 4
-  %228 = mul nsw i64 %conv2.ci271, 64
-  %229 = add nsw i64 3241984, %228
-  %230 = add nsw i64 %229, %conv2.co282
-  %arena62 = getelementptr inbounds float, ptr %arena, i64 %230
-  store float %w56, ptr %arena62, align 4
-  %co28.next = add nsw i64 %conv2.co282, 1
-  %231 = icmp slt i64 %co28.next, 64
-  br i1 %231, label %conv2.co28, label %conv2.co28.end
-
-conv2.co28.end:                                   ; preds = %conv2.co28
-  %ci27.next = add nsw i64 %conv2.ci271, 1
-  %232 = icmp slt i64 %ci27.next, 32
-  br i1 %232, label %conv2.ci27, label %conv2.ci27.end
-
-conv2.i57:                                        ; preds = %conv2.i57, %conv2.ci27.end
-  %conv2.i5763 = phi i64 [ 0, %conv2.ci27.end ], [ %i57.next, %conv2.i57 ]
-  %233 = add nsw i64 3244032, %conv2.i5763
-  %arena64 = getelementptr inbounds float, ptr %arena, i64 %233
-  store float 0.000000e+00, ptr %arena64, align 4
-  %i57.next = add nsw i64 %conv2.i5763, 1
-  %234 = icmp slt i64 %i57.next, 28800
-  br i1 %234, label %conv2.i57, label %conv2.i57.end
-
-conv2.i57.end:                                    ; preds = %conv2.i57
-  br label %conv2.g58
-
-conv2.g58:                                        ; preds = %conv2.j131.end, %conv2.i57.end
-  %conv2.g5865 = phi i64 [ 0, %conv2.i57.end ], [ %g58.next, %conv2.j131.end ]
-  br label %conv2.j59
-
-conv2.g58.end:                                    ; preds = %conv2.j131.end
-  ret void
-
-conv2.j59:                                        ; preds = %conv2.c60.end, %conv2.g58
-  %conv2.j5966 = phi i64 [ 0, %conv2.g58 ], [ %j59.next, %conv2.c60.end ]
-  br label %conv2.c60
-
-conv2.j59.end:                                    ; preds = %conv2.c60.end
-  br label %conv2.j63
-
-conv2.c60:                                        ; preds = %conv2.iy61.end, %conv2.j59
-  %conv2.c6067 = phi i64 [ 0, %conv2.j59 ], [ %c60.next, %conv2.iy61.end ]
-  br label %conv2.iy61
-
-conv2.c60.end:                                    ; preds = %conv2.iy61.end
-  %j59.next = add nsw i64 %conv2.j5966, 1
-  %235 = icmp slt i64 %j59.next, 1
-  br i1 %235, label %conv2.j59, label %conv2.j59.end
-
-conv2.iy61:                                       ; preds = %conv2.ix62.end, %conv2.c60
-  %conv2.iy6168 = phi i64 [ 0, %conv2.c60 ], [ %iy61.next, %conv2.ix62.end ]
-  br label %conv2.ix62
-
-conv2.iy61.end:                                   ; preds = %conv2.ix62.end
-  %c60.next = add nsw i64 %conv2.c6067, 1
-  %236 = icmp slt i64 %c60.next, 32
-  br i1 %236, label %conv2.c60, label %conv2.c60.end
-
-conv2.ix62:                                       ; preds = %conv2.ix62, %conv2.iy61
-  %conv2.ix6269 = phi i64 [ 0, %conv2.iy61 ], [ %ix62.next, %conv2.ix62 ]
-  %237 = add nsw i64 %conv2.g5865, %conv2.j5966
-  %238 = mul nsw i64 %237, 25088
-  %239 = mul nsw i64 %conv2.c6067, 784
-  %240 = add nsw i64 %238, %239
-  %241 = mul nsw i64 %conv2.iy6168, 28
-  %242 = add nsw i64 %240, %241
-  %243 = add nsw i64 %242, %conv2.ix6269
-  %arena70 = getelementptr inbounds float, ptr %arena, i64 %243
-  %244 = load float, ptr %arena70, align 4
-  %245 = mul nsw i64 %conv2.j5966, 28800
-  %246 = add nsw i64 %conv2.iy6168, 1
-  %247 = mul nsw i64 %246, 960
-  %248 = add nsw i64 %245, %247
-  %249 = add nsw i64 %conv2.ix6269, 1
-  %250 = mul nsw i64 %249, 32
+  %247 = mul nsw i64 %conv2.ci281, 64
+  %248 = add nsw i64 3217408, %247
+  %249 = mul nsw i64 %0, 32
+  %250 = add nsw i64 %249, %conv2.co292
   %251 = add nsw i64 %248, %250
-  %252 = add nsw i64 %251, %conv2.c6067
-  %253 = add nsw i64 3244032, %252
-  %arena71 = getelementptr inbounds float, ptr %arena, i64 %253
-  store float %244, ptr %arena71, align 4
-  %ix62.next = add nsw i64 %conv2.ix6269, 1
-  %254 = icmp slt i64 %ix62.next, 28
-  br i1 %254, label %conv2.ix62, label %conv2.ix62.end
-
-conv2.ix62.end:                                   ; preds = %conv2.ix62
-  %iy61.next = add nsw i64 %conv2.iy6168, 1
-  %255 = icmp slt i64 %iy61.next, 28
-  br i1 %255, label %conv2.iy61, label %conv2.iy61.end
-
-conv2.j63:                                        ; preds = %conv2.ty64.end, %conv2.j59.end
-  %conv2.j6372 = phi i64 [ 0, %conv2.j59.end ], [ %j63.next, %conv2.ty64.end ]
-  br label %conv2.ty64
-
-conv2.j63.end:                                    ; preds = %conv2.ty64.end
-  br label %conv2.xi99
-
-conv2.ty64:                                       ; preds = %conv2.tx65.end, %conv2.j63
-  %conv2.ty6473 = phi i64 [ 0, %conv2.j63 ], [ %ty64.next, %conv2.tx65.end ]
-  br label %conv2.tx65
-
-conv2.ty64.end:                                   ; preds = %conv2.tx65.end
-  %j63.next = add nsw i64 %conv2.j6372, 1
-  %256 = icmp slt i64 %j63.next, 1
-  br i1 %256, label %conv2.j63, label %conv2.j63.end
-
-conv2.tx65:                                       ; preds = %conv2.cv66.end, %conv2.ty64
-  %conv2.tx6574 = phi i64 [ 0, %conv2.ty64 ], [ %tx65.next, %conv2.cv66.end ]
-  br label %conv2.cv66
-
-conv2.tx65.end:                                   ; preds = %conv2.cv66.end
-  %ty64.next = add nsw i64 %conv2.ty6473, 1
-  %257 = icmp slt i64 %ty64.next, 14
-  br i1 %257, label %conv2.ty64, label %conv2.ty64.end
-
-conv2.cv66:                                       ; preds = %conv2.cv66, %conv2.tx65
-  %conv2.cv6675 = phi i64 [ 0, %conv2.tx65 ], [ %cv66.next, %conv2.cv66 ]
-  %258 = mul nsw i64 %conv2.j6372, 28800
-  %259 = mul nsw i64 %conv2.ty6473, 2
-  %260 = mul nsw i64 %259, 960
+  %arena50 = getelementptr inbounds float, ptr %arena, i64 %251
+  store float %w45, ptr %arena50, align 4
+  %w46 = load float, ptr %conv2.w46, align 4
+  %252 = mul nsw i64 %conv2.ci281, 64
+  %253 = add nsw i64 3219456, %252
+  %254 = mul nsw i64 %0, 32
+  %255 = add nsw i64 %254, %conv2.co292
+  %256 = add nsw i64 %253, %255
+  %arena51 = getelementptr inbounds float, ptr %arena, i64 %256
+  store float %w46, ptr %arena51, align 4
+  %w47 = load float, ptr %conv2.w47, align 4
+  %257 = mul nsw i64 %conv2.ci281, 64
+  %258 = add nsw i64 3221504, %257
+  %259 = mul nsw i64 %0, 32
+  %260 = add nsw i64 %259, %conv2.co292
   %261 = add nsw i64 %258, %260
-  %262 = mul nsw i64 %conv2.tx6574, 2
-  %263 = mul nsw i64 %262, 32
-  %264 = add nsw i64 %261, %263
-  %265 = mul nsw i64 %conv2.cv6675, 8
-  %266 = add nsw i64 %264, %265
-  %267 = add nsw i64 3244032, %266
-  %arena76 = getelementptr inbounds float, ptr %arena, i64 %267
-  %268 = load <8 x float>, ptr %arena76, align 4
-  %269 = mul nsw i64 %conv2.j6372, 28800
-  %270 = mul nsw i64 %conv2.ty6473, 2
-  %271 = add nsw i64 %270, 2
-  %272 = mul nsw i64 %271, 960
-  %273 = add nsw i64 %269, %272
-  %274 = mul nsw i64 %conv2.tx6574, 2
-  %275 = mul nsw i64 %274, 32
+  %arena52 = getelementptr inbounds float, ptr %arena, i64 %261
+  store float %w47, ptr %arena52, align 4
+  %w48 = load float, ptr %conv2.w48, align 4
+  %262 = mul nsw i64 %conv2.ci281, 64
+  %263 = add nsw i64 3223552, %262
+  %264 = mul nsw i64 %0, 32
+  %265 = add nsw i64 %264, %conv2.co292
+  %266 = add nsw i64 %263, %265
+  %arena53 = getelementptr inbounds float, ptr %arena, i64 %266
+  store float %w48, ptr %arena53, align 4
+  %w49 = load float, ptr %conv2.w49, align 4
+  %267 = mul nsw i64 %conv2.ci281, 64
+  %268 = add nsw i64 3225600, %267
+  %269 = mul nsw i64 %0, 32
+  %270 = add nsw i64 %269, %conv2.co292
+  %271 = add nsw i64 %268, %270
+  %arena54 = getelementptr inbounds float, ptr %arena, i64 %271
+  store float %w49, ptr %arena54, align 4
+  %w50 = load float, ptr %conv2.w50, align 4
+  %272 = mul nsw i64 %conv2.ci281, 64
+  %273 = add nsw i64 3227648, %272
+  %274 = mul nsw i64 %0, 32
+  %275 = add nsw i64 %274, %conv2.co292
   %276 = add nsw i64 %273, %275
-  %277 = mul nsw i64 %conv2.cv6675, 8
-  %278 = add nsw i64 %276, %277
-  %279 = add nsw i64 3244032, %278
-  %arena77 = getelementptr inbounds float, ptr %arena, i64 %279
-  %280 = load <8 x float>, ptr %arena77, align 4
-  %281 = fsub <8 x float> %268, %280
-  store <8 x float> %281, ptr %conv2.w67, align 32
-  %282 = mul nsw i64 %conv2.j6372, 28800
-  %283 = mul nsw i64 %conv2.ty6473, 2
-  %284 = add nsw i64 %283, 1
-  %285 = mul nsw i64 %284, 960
-  %286 = add nsw i64 %282, %285
-  %287 = mul nsw i64 %conv2.tx6574, 2
-  %288 = mul nsw i64 %287, 32
-  %289 = add nsw i64 %286, %288
-  %290 = mul nsw i64 %conv2.cv6675, 8
-  %291 = add nsw i64 %289, %290
-  %292 = add nsw i64 3244032, %291
-  %arena78 = getelementptr inbounds float, ptr %arena, i64 %292
-  %293 = load <8 x float>, ptr %arena78, align 4
-  %294 = mul nsw i64 %conv2.j6372, 28800
-  %295 = mul nsw i64 %conv2.ty6473, 2
-  %296 = add nsw i64 %295, 2
-  %297 = mul nsw i64 %296, 960
-  %298 = add nsw i64 %294, %297
-  %299 = mul nsw i64 %conv2.tx6574, 2
-  %300 = mul nsw i64 %299, 32
+  %arena55 = getelementptr inbounds float, ptr %arena, i64 %276
+  store float %w50, ptr %arena55, align 4
+  %w51 = load float, ptr %conv2.w51, align 4
+  %277 = mul nsw i64 %conv2.ci281, 64
+  %278 = add nsw i64 3229696, %277
+  %279 = mul nsw i64 %0, 32
+  %280 = add nsw i64 %279, %conv2.co292
+  %281 = add nsw i64 %278, %280
+  %arena56 = getelementptr inbounds float, ptr %arena, i64 %281
+  store float %w51, ptr %arena56, align 4
+  %w52 = load float, ptr %conv2.w52, align 4
+  %282 = mul nsw i64 %conv2.ci281, 64
+  %283 = add nsw i64 3231744, %282
+  %284 = mul nsw i64 %0, 32
+  %285 = add nsw i64 %284, %conv2.co292
+  %286 = add nsw i64 %283, %285
+  %arena57 = getelementptr inbounds float, ptr %arena, i64 %286
+  store float %w52, ptr %arena57, align 4
+  %w53 = load float, ptr %conv2.w53, align 4
+  %287 = mul nsw i64 %conv2.ci281, 64
+  %288 = add nsw i64 3233792, %287
+  %289 = mul nsw i64 %0, 32
+  %290 = add nsw i64 %289, %conv2.co292
+  %291 = add nsw i64 %288, %290
+  %arena58 = getelementptr inbounds float, ptr %arena, i64 %291
+  store float %w53, ptr %arena58, align 4
+  %w54 = load float, ptr %conv2.w54, align 4
+  %292 = mul nsw i64 %conv2.ci281, 64
+  %293 = add nsw i64 3235840, %292
+  %294 = mul nsw i64 %0, 32
+  %295 = add nsw i64 %294, %conv2.co292
+  %296 = add nsw i64 %293, %295
+  %arena59 = getelementptr inbounds float, ptr %arena, i64 %296
+  store float %w54, ptr %arena59, align 4
+  %w55 = load float, ptr %conv2.w55, align 4
+  %297 = mul nsw i64 %conv2.ci281, 64
+  %298 = add nsw i64 3237888, %297
+  %299 = mul nsw i64 %0, 32
+  %300 = add nsw i64 %299, %conv2.co292
   %301 = add nsw i64 %298, %300
-  %302 = mul nsw i64 %conv2.cv6675, 8
-  %303 = add nsw i64 %301, %302
-  %304 = add nsw i64 3244032, %303
-  %arena79 = getelementptr inbounds float, ptr %arena, i64 %304
-  %305 = load <8 x float>, ptr %arena79, align 4
-  %306 = fadd <8 x float> %293, %305
-  store <8 x float> %306, ptr %conv2.w68, align 32
-  %307 = mul nsw i64 %conv2.j6372, 28800
-  %308 = mul nsw i64 %conv2.ty6473, 2
-  %309 = add nsw i64 %308, 2
-  %310 = mul nsw i64 %309, 960
-  %311 = add nsw i64 %307, %310
-  %312 = mul nsw i64 %conv2.tx6574, 2
-  %313 = mul nsw i64 %312, 32
-  %314 = add nsw i64 %311, %313
-  %315 = mul nsw i64 %conv2.cv6675, 8
-  %316 = add nsw i64 %314, %315
-  %317 = add nsw i64 3244032, %316
-  %arena80 = getelementptr inbounds float, ptr %arena, i64 %317
-  %318 = load <8 x float>, ptr %arena80, align 4
-  %319 = mul nsw i64 %conv2.j6372, 28800
-  %320 = mul nsw i64 %conv2.ty6473, 2
-  %321 = add nsw i64 %320, 1
-  %322 = mul nsw i64 %321, 960
-  %323 = add nsw i64 %319, %322
-  %324 = mul nsw i64 %conv2.tx6574, 2
-  %325 = mul nsw i64 %324, 32
-  %326 = add nsw i64 %323, %325
-  %327 = mul nsw i64 %conv2.cv6675, 8
-  %328 = add nsw i64 %326, %327
-  %329 = add nsw i64 3244032, %328
-  %arena81 = getelementptr inbounds float, ptr %arena, i64 %329
-  %330 = load <8 x float>, ptr %arena81, align 4
-  %331 = fsub <8 x float> %318, %330
-  store <8 x float> %331, ptr %conv2.w69, align 32
-  %332 = mul nsw i64 %conv2.j6372, 28800
-  %333 = mul nsw i64 %conv2.ty6473, 2
-  %334 = add nsw i64 %333, 1
-  %335 = mul nsw i64 %334, 960
-  %336 = add nsw i64 %332, %335
-  %337 = mul nsw i64 %conv2.tx6574, 2
-  %338 = mul nsw i64 %337, 32
-  %339 = add nsw i64 %336, %338
-  %340 = mul nsw i64 %conv2.cv6675, 8
-  %341 = add nsw i64 %339, %340
-  %342 = add nsw i64 3244032, %341
-  %arena82 = getelementptr inbounds float, ptr %arena, i64 %342
-  %343 = load <8 x float>, ptr %arena82, align 4
-  %344 = mul nsw i64 %conv2.j6372, 28800
-  %345 = mul nsw i64 %conv2.ty6473, 2
-  %346 = add nsw i64 %345, 3
-  %347 = mul nsw i64 %346, 960
-  %348 = add nsw i64 %344, %347
-  %349 = mul nsw i64 %conv2.tx6574, 2
-  %350 = mul nsw i64 %349, 32
-  %351 = add nsw i64 %348, %350
-  %352 = mul nsw i64 %conv2.cv6675, 8
-  %353 = add nsw i64 %351, %352
-  %354 = add nsw i64 3244032, %353
-  %arena83 = getelementptr inbounds float, ptr %arena, i64 %354
-  %355 = load <8 x float>, ptr %arena83, align 4
-  %356 = fsub <8 x float> %343, %355
-  store <8 x float> %356, ptr %conv2.w70, align 32
-  %357 = mul nsw i64 %conv2.j6372, 28800
-  %358 = mul nsw i64 %conv2.ty6473, 2
-  %359 = mul nsw i64 %358, 960
-  %360 = add nsw i64 %357, %359
-  %361 = mul nsw i64 %conv2.tx6574, 2
-  %362 = add nsw i64 %361, 1
-  %363 = mul nsw i64 %362, 32
-  %364 = add nsw i64 %360, %363
-  %365 = mul nsw i64 %conv2.cv6675, 8
-  %366 = add nsw i64 %364, %365
-  %367 = add nsw i64 3244032, %366
-  %arena84 = getelementptr inbounds float, ptr %arena, i64 %367
-  %368 = load <8 x float>, ptr %arena84, align 4
-  %369 = mul nsw i64 %conv2.j6372, 28800
-  %370 = mul nsw i64 %conv2.ty6473, 2
-  %371 = add nsw i64 %370, 2
-  %372 = mul nsw i64 %371, 960
-  %373 = add nsw i64 %369, %372
-  %374 = mul nsw i64 %conv2.tx6574, 2
-  %375 = add nsw i64 %374, 1
-  %376 = mul nsw i64 %375, 32
-  %377 = add nsw i64 %373, %376
-  %378 = mul nsw i64 %conv2.cv6675, 8
-  %379 = add nsw i64 %377, %378
-  %380 = add nsw i64 3244032, %379
-  %arena85 = getelementptr inbounds float, ptr %arena, i64 %380
-  %381 = load <8 x float>, ptr %arena85, align 4
-  %382 = fsub <8 x float> %368, %381
-  store <8 x float> %382, ptr %conv2.w71, align 32
-  %383 = mul nsw i64 %conv2.j6372, 28800
-  %384 = mul nsw i64 %conv2.ty6473, 2
-  %385 = add nsw i64 %384, 1
-  %386 = mul nsw i64 %385, 960
-  %387 = add nsw i64 %383, %386
-  %388 = mul nsw i64 %conv2.tx6574, 2
-  %389 = add nsw i64 %388, 1
-  %390 = mul nsw i64 %389, 32
-  %391 = add nsw i64 %387, %390
-  %392 = mul nsw i64 %conv2.cv6675, 8
-  %393 = add nsw i64 %391, %392
-  %394 = add nsw i64 3244032, %393
-  %arena86 = getelementptr inbounds float, ptr %arena, i64 %394
-  %395 = load <8 x float>, ptr %arena86, align 4
-  %396 = mul nsw i64 %conv2.j6372, 28800
-  %397 = mul nsw i64 %conv2.ty6473, 2
-  %398 = add nsw i64 %397, 2
-  %399 = mul nsw i64 %398, 960
-  %400 = add nsw i64 %396, %399
-  %401 = mul nsw i64 %conv2.tx6574, 2
-  %402 = add nsw i64 %401, 1
-  %403 = mul nsw i64 %402, 32
-  %404 = add nsw i64 %400, %403
-  %405 = mul nsw i64 %conv2.cv6675, 8
-  %406 = add nsw i64 %404, %405
-  %407 = add nsw i64 3244032, %406
-  %arena87 = getelementptr inbounds float, ptr %arena, i64 %407
-  %408 = load <8 x float>, ptr %arena87, align 4
-  %409 = fadd <8 x float> %395, %408
-  store <8 x float> %409, ptr %conv2.w72, align 32
-  %410 = mul nsw i64 %conv2.j6372, 28800
-  %411 = mul nsw i64 %conv2.ty6473, 2
-  %412 = add nsw i64 %411, 2
-  %413 = mul nsw i64 %412, 960
-  %414 = add nsw i64 %410, %413
-  %415 = mul nsw i64 %conv2.tx6574, 2
-  %416 = add nsw i64 %415, 1
-  %417 = mul nsw i64 %416, 32
-  %418 = add nsw i64 %414, %417
-  %419 = mul nsw i64 %conv2.cv6675, 8
-  %420 = add nsw i64 %418, %419
-  %421 = add nsw i64 3244032, %420
-  %arena88 = getelementptr inbounds float, ptr %arena, i64 %421
-  %422 = load <8 x float>, ptr %arena88, align 4
-  %423 = mul nsw i64 %conv2.j6372, 28800
-  %424 = mul nsw i64 %conv2.ty6473, 2
-  %425 = add nsw i64 %424, 1
-  %426 = mul nsw i64 %425, 960
-  %427 = add nsw i64 %423, %426
-  %428 = mul nsw i64 %conv2.tx6574, 2
-  %429 = add nsw i64 %428, 1
-  %430 = mul nsw i64 %429, 32
-  %431 = add nsw i64 %427, %430
-  %432 = mul nsw i64 %conv2.cv6675, 8
-  %433 = add nsw i64 %431, %432
-  %434 = add nsw i64 3244032, %433
-  %arena89 = getelementptr inbounds float, ptr %arena, i64 %434
-  %435 = load <8 x float>, ptr %arena89, align 4
-  %436 = fsub <8 x float> %422, %435
-  store <8 x float> %436, ptr %conv2.w73, align 32
-  %437 = mul nsw i64 %conv2.j6372, 28800
-  %438 = mul nsw i64 %conv2.ty6473, 2
-  %439 = add nsw i64 %438, 1
-  %440 = mul nsw i64 %439, 960
-  %441 = add nsw i64 %437, %440
-  %442 = mul nsw i64 %conv2.tx6574, 2
-  %443 = add nsw i64 %442, 1
-  %444 = mul nsw i64 %443, 32
-  %445 = add nsw i64 %441, %444
-  %446 = mul nsw i64 %conv2.cv6675, 8
-  %447 = add nsw i64 %445, %446
-  %448 = add nsw i64 3244032, %447
-  %arena90 = getelementptr inbounds float, ptr %arena, i64 %448
-  %449 = load <8 x float>, ptr %arena90, align 4
-  %450 = mul nsw i64 %conv2.j6372, 28800
-  %451 = mul nsw i64 %conv2.ty6473, 2
-  %452 = add nsw i64 %451, 3
-  %453 = mul nsw i64 %452, 960
-  %454 = add nsw i64 %450, %453
-  %455 = mul nsw i64 %conv2.tx6574, 2
-  %456 = add nsw i64 %455, 1
-  %457 = mul nsw i64 %456, 32
-  %458 = add nsw i64 %454, %457
-  %459 = mul nsw i64 %conv2.cv6675, 8
-  %460 = add nsw i64 %458, %459
-  %461 = add nsw i64 3244032, %460
-  %arena91 = getelementptr inbounds float, ptr %arena, i64 %461
-  %462 = load <8 x float>, ptr %arena91, align 4
-  %463 = fsub <8 x float> %449, %462
-  store <8 x float> %463, ptr %conv2.w74, align 32
-  %464 = mul nsw i64 %conv2.j6372, 28800
-  %465 = mul nsw i64 %conv2.ty6473, 2
-  %466 = mul nsw i64 %465, 960
-  %467 = add nsw i64 %464, %466
-  %468 = mul nsw i64 %conv2.tx6574, 2
-  %469 = add nsw i64 %468, 2
-  %470 = mul nsw i64 %469, 32
-  %471 = add nsw i64 %467, %470
-  %472 = mul nsw i64 %conv2.cv6675, 8
-  %473 = add nsw i64 %471, %472
-  %474 = add nsw i64 3244032, %473
-  %arena92 = getelementptr inbounds float, ptr %arena, i64 %474
-  %475 = load <8 x float>, ptr %arena92, align 4
-  %476 = mul nsw i64 %conv2.j6372, 28800
-  %477 = mul nsw i64 %conv2.ty6473, 2
-  %478 = add nsw i64 %477, 2
-  %479 = mul nsw i64 %478, 960
-  %480 = add nsw i64 %476, %479
-  %481 = mul nsw i64 %conv2.tx6574, 2
-  %482 = add nsw i64 %481, 2
-  %483 = mul nsw i64 %482, 32
-  %484 = add nsw i64 %480, %483
-  %485 = mul nsw i64 %conv2.cv6675, 8
-  %486 = add nsw i64 %484, %485
-  %487 = add nsw i64 3244032, %486
-  %arena93 = getelementptr inbounds float, ptr %arena, i64 %487
-  %488 = load <8 x float>, ptr %arena93, align 4
-  %489 = fsub <8 x float> %475, %488
-  store <8 x float> %489, ptr %conv2.w75, align 32
-  %490 = mul nsw i64 %conv2.j6372, 28800
-  %491 = mul nsw i64 %conv2.ty6473, 2
-  %492 = add nsw i64 %491, 1
-  %493 = mul nsw i64 %492, 960
-  %494 = add nsw i64 %490, %493
-  %495 = mul nsw i64 %conv2.tx6574, 2
-  %496 = add nsw i64 %495, 2
-  %497 = mul nsw i64 %496, 32
-  %498 = add nsw i64 %494, %497
-  %499 = mul nsw i64 %conv2.cv6675, 8
-  %500 = add nsw i64 %498, %499
-  %501 = add nsw i64 3244032, %500
-  %arena94 = getelementptr inbounds float, ptr %arena, i64 %501
-  %502 = load <8 x float>, ptr %arena94, align 4
-  %503 = mul nsw i64 %conv2.j6372, 28800
-  %504 = mul nsw i64 %conv2.ty6473, 2
-  %505 = add nsw i64 %504, 2
-  %506 = mul nsw i64 %505, 960
-  %507 = add nsw i64 %503, %506
-  %508 = mul nsw i64 %conv2.tx6574, 2
-  %509 = add nsw i64 %508, 2
-  %510 = mul nsw i64 %509, 32
-  %511 = add nsw i64 %507, %510
-  %512 = mul nsw i64 %conv2.cv6675, 8
-  %513 = add nsw i64 %511, %512
-  %514 = add nsw i64 3244032, %513
-  %arena95 = getelementptr inbounds float, ptr %arena, i64 %514
-  %515 = load <8 x float>, ptr %arena95, align 4
-  %516 = fadd <8 x float> %502, %515
-  store <8 x float> %516, ptr %conv2.w76, align 32
-  %517 = mul nsw i64 %conv2.j6372, 28800
-  %518 = mul nsw i64 %conv2.ty6473, 2
-  %519 = add nsw i64 %518, 2
-  %520 = mul nsw i64 %519, 960
-  %521 = add nsw i64 %517, %520
-  %522 = mul nsw i64 %conv2.tx6574, 2
-  %523 = add nsw i64 %522, 2
-  %524 = mul nsw i64 %523, 32
-  %525 = add nsw i64 %521, %524
-  %526 = mul nsw i64 %conv2.cv6675, 8
-  %527 = add nsw i64 %525, %526
-  %528 = add nsw i64 3244032, %527
-  %arena96 = getelementptr inbounds float, ptr %arena, i64 %528
-  %529 = load <8 x float>, ptr %arena96, align 4
-  %530 = mul nsw i64 %conv2.j6372, 28800
-  %531 = mul nsw i64 %conv2.ty6473, 2
-  %532 = add nsw i64 %531, 1
-  %533 = mul nsw i64 %532, 960
-  %534 = add nsw i64 %530, %533
-  %535 = mul nsw i64 %conv2.tx6574, 2
-  %536 = add nsw i64 %535, 2
-  %537 = mul nsw i64 %536, 32
-  %538 = add nsw i64 %534, %537
-  %539 = mul nsw i64 %conv2.cv6675, 8
-  %540 = add nsw i64 %538, %539
-  %541 = add nsw i64 3244032, %540
-  %arena97 = getelementptr inbounds float, ptr %arena, i64 %541
-  %542 = load <8 x float>, ptr %arena97, align 4
-  %543 = fsub <8 x float> %529, %542
-  store <8 x float> %543, ptr %conv2.w77, align 32
-  %544 = mul nsw i64 %conv2.j6372, 28800
-  %545 = mul nsw i64 %conv2.ty6473, 2
-  %546 = add nsw i64 %545, 1
-  %547 = mul nsw i64 %546, 960
-  %548 = add nsw i64 %544, %547
-  %549 = mul nsw i64 %conv2.tx6574, 2
-  %550 = add nsw i64 %549, 2
-  %551 = mul nsw i64 %550, 32
-  %552 = add nsw i64 %548, %551
-  %553 = mul nsw i64 %conv2.cv6675, 8
-  %554 = add nsw i64 %552, %553
-  %555 = add nsw i64 3244032, %554
-  %arena98 = getelementptr inbounds float, ptr %arena, i64 %555
-  %556 = load <8 x float>, ptr %arena98, align 4
-  %557 = mul nsw i64 %conv2.j6372, 28800
-  %558 = mul nsw i64 %conv2.ty6473, 2
-  %559 = add nsw i64 %558, 3
-  %560 = mul nsw i64 %559, 960
-  %561 = add nsw i64 %557, %560
-  %562 = mul nsw i64 %conv2.tx6574, 2
-  %563 = add nsw i64 %562, 2
-  %564 = mul nsw i64 %563, 32
-  %565 = add nsw i64 %561, %564
-  %566 = mul nsw i64 %conv2.cv6675, 8
-  %567 = add nsw i64 %565, %566
-  %568 = add nsw i64 3244032, %567
-  %arena99 = getelementptr inbounds float, ptr %arena, i64 %568
-  %569 = load <8 x float>, ptr %arena99, align 4
-  %570 = fsub <8 x float> %556, %569
-  store <8 x float> %570, ptr %conv2.w78, align 32
-  %571 = mul nsw i64 %conv2.j6372, 28800
-  %572 = mul nsw i64 %conv2.ty6473, 2
-  %573 = mul nsw i64 %572, 960
-  %574 = add nsw i64 %571, %573
-  %575 = mul nsw i64 %conv2.tx6574, 2
-  %576 = add nsw i64 %575, 3
-  %577 = mul nsw i64 %576, 32
-  %578 = add nsw i64 %574, %577
-  %579 = mul nsw i64 %conv2.cv6675, 8
-  %580 = add nsw i64 %578, %579
-  %581 = add nsw i64 3244032, %580
-  %arena100 = getelementptr inbounds float, ptr %arena, i64 %581
-  %582 = load <8 x float>, ptr %arena100, align 4
-  %583 = mul nsw i64 %conv2.j6372, 28800
-  %584 = mul nsw i64 %conv2.ty6473, 2
-  %585 = add nsw i64 %584, 2
-  %586 = mul nsw i64 %585, 960
-  %587 = add nsw i64 %583, %586
-  %588 = mul nsw i64 %conv2.tx6574, 2
-  %589 = add nsw i64 %588, 3
-  %590 = mul nsw i64 %589, 32
-  %591 = add nsw i64 %587, %590
-  %592 = mul nsw i64 %conv2.cv6675, 8
-  %593 = add nsw i64 %591, %592
-  %594 = add nsw i64 3244032, %593
-  %arena101 = getelementptr inbounds float, ptr %arena, i64 %594
-  %595 = load <8 x float>, ptr %arena101, align 4
-  %596 = fsub <8 x float> %582, %595
-  store <8 x float> %596, ptr %conv2.w79, align 32
-  %597 = mul nsw i64 %conv2.j6372, 28800
-  %598 = mul nsw i64 %conv2.ty6473, 2
-  %599 = add nsw i64 %598, 1
-  %600 = mul nsw i64 %599, 960
-  %601 = add nsw i64 %597, %600
-  %602 = mul nsw i64 %conv2.tx6574, 2
-  %603 = add nsw i64 %602, 3
-  %604 = mul nsw i64 %603, 32
-  %605 = add nsw i64 %601, %604
-  %606 = mul nsw i64 %conv2.cv6675, 8
-  %607 = add nsw i64 %605, %606
-  %608 = add nsw i64 3244032, %607
-  %arena102 = getelementptr inbounds float, ptr %arena, i64 %608
-  %609 = load <8 x float>, ptr %arena102, align 4
-  %610 = mul nsw i64 %conv2.j6372, 28800
-  %611 = mul nsw i64 %conv2.ty6473, 2
-  %612 = add nsw i64 %611, 2
-  %613 = mul nsw i64 %612, 960
-  %614 = add nsw i64 %610, %613
-  %615 = mul nsw i64 %conv2.tx6574, 2
-  %616 = add nsw i64 %615, 3
-  %617 = mul nsw i64 %616, 32
-  %618 = add nsw i64 %614, %617
-  %619 = mul nsw i64 %conv2.cv6675, 8
-  %620 = add nsw i64 %618, %619
-  %621 = add nsw i64 3244032, %620
-  %arena103 = getelementptr inbounds float, ptr %arena, i64 %621
-  %622 = load <8 x float>, ptr %arena103, align 4
-  %623 = fadd <8 x float> %609, %622
-  store <8 x float> %623, ptr %conv2.w80, align 32
-  %624 = mul nsw i64 %conv2.j6372, 28800
-  %625 = mul nsw i64 %conv2.ty6473, 2
-  %626 = add nsw i64 %625, 2
-  %627 = mul nsw i64 %626, 960
-  %628 = add nsw i64 %624, %627
-  %629 = mul nsw i64 %conv2.tx6574, 2
-  %630 = add nsw i64 %629, 3
-  %631 = mul nsw i64 %630, 32
-  %632 = add nsw i64 %628, %631
-  %633 = mul nsw i64 %conv2.cv6675, 8
-  %634 = add nsw i64 %632, %633
-  %635 = add nsw i64 3244032, %634
-  %arena104 = getelementptr inbounds float, ptr %arena, i64 %635
-  %636 = load <8 x float>, ptr %arena104, align 4
-  %637 = mul nsw i64 %conv2.j6372, 28800
-  %638 = mul nsw i64 %conv2.ty6473, 2
-  %639 = add nsw i64 %638, 1
-  %640 = mul nsw i64 %639, 960
-  %641 = add nsw i64 %637, %640
-  %642 = mul nsw i64 %conv2.tx6574, 2
-  %643 = add nsw i64 %642, 3
-  %644 = mul nsw i64 %643, 32
-  %645 = add nsw i64 %641, %644
-  %646 = mul nsw i64 %conv2.cv6675, 8
-  %647 = add nsw i64 %645, %646
-  %648 = add nsw i64 3244032, %647
-  %arena105 = getelementptr inbounds float, ptr %arena, i64 %648
-  %649 = load <8 x float>, ptr %arena105, align 4
-  %650 = fsub <8 x float> %636, %649
-  store <8 x float> %650, ptr %conv2.w81, align 32
-  %651 = mul nsw i64 %conv2.j6372, 28800
-  %652 = mul nsw i64 %conv2.ty6473, 2
-  %653 = add nsw i64 %652, 1
-  %654 = mul nsw i64 %653, 960
-  %655 = add nsw i64 %651, %654
-  %656 = mul nsw i64 %conv2.tx6574, 2
-  %657 = add nsw i64 %656, 3
-  %658 = mul nsw i64 %657, 32
-  %659 = add nsw i64 %655, %658
-  %660 = mul nsw i64 %conv2.cv6675, 8
-  %661 = add nsw i64 %659, %660
-  %662 = add nsw i64 3244032, %661
-  %arena106 = getelementptr inbounds float, ptr %arena, i64 %662
-  %663 = load <8 x float>, ptr %arena106, align 4
-  %664 = mul nsw i64 %conv2.j6372, 28800
-  %665 = mul nsw i64 %conv2.ty6473, 2
-  %666 = add nsw i64 %665, 3
-  %667 = mul nsw i64 %666, 960
-  %668 = add nsw i64 %664, %667
-  %669 = mul nsw i64 %conv2.tx6574, 2
-  %670 = add nsw i64 %669, 3
-  %671 = mul nsw i64 %670, 32
-  %672 = add nsw i64 %668, %671
-  %673 = mul nsw i64 %conv2.cv6675, 8
-  %674 = add nsw i64 %672, %673
-  %675 = add nsw i64 3244032, %674
-  %arena107 = getelementptr inbounds float, ptr %arena, i64 %675
-  %676 = load <8 x float>, ptr %arena107, align 4
-  %677 = fsub <8 x float> %663, %676
-  store <8 x float> %677, ptr %conv2.w82, align 32
-  %w67 = load <8 x float>, ptr %conv2.w67, align 32
-  %w75 = load <8 x float>, ptr %conv2.w75, align 32
-  %678 = fsub <8 x float> %w67, %w75
-  store <8 x float> %678, ptr %conv2.w83, align 32
-  %w71 = load <8 x float>, ptr %conv2.w71, align 32
-  %w75108 = load <8 x float>, ptr %conv2.w75, align 32
-  %679 = fadd <8 x float> %w71, %w75108
-  store <8 x float> %679, ptr %conv2.w84, align 32
-  %w75109 = load <8 x float>, ptr %conv2.w75, align 32
-  %w71110 = load <8 x float>, ptr %conv2.w71, align 32
-  %680 = fsub <8 x float> %w75109, %w71110
-  store <8 x float> %680, ptr %conv2.w85, align 32
-  %w71111 = load <8 x float>, ptr %conv2.w71, align 32
-  %w79 = load <8 x float>, ptr %conv2.w79, align 32
-  %681 = fsub <8 x float> %w71111, %w79
-  store <8 x float> %681, ptr %conv2.w86, align 32
-  %w68 = load <8 x float>, ptr %conv2.w68, align 32
-  %w76 = load <8 x float>, ptr %conv2.w76, align 32
-  %682 = fsub <8 x float> %w68, %w76
-  store <8 x float> %682, ptr %conv2.w87, align 32
-  %w72 = load <8 x float>, ptr %conv2.w72, align 32
-  %w76112 = load <8 x float>, ptr %conv2.w76, align 32
-  %683 = fadd <8 x float> %w72, %w76112
-  store <8 x float> %683, ptr %conv2.w88, align 32
-  %w76113 = load <8 x float>, ptr %conv2.w76, align 32
-  %w72114 = load <8 x float>, ptr %conv2.w72, align 32
-  %684 = fsub <8 x float> %w76113, %w72114
-  store <8 x float> %684, ptr %conv2.w89, align 32
-  %w72115 = load <8 x float>, ptr %conv2.w72, align 32
-  %w80 = load <8 x float>, ptr %conv2.w80, align 32
-  %685 = fsub <8 x float> %w72115, %w80
-  store <8 x float> %685, ptr %conv2.w90, align 32
-  %w69 = load <8 x float>, ptr %conv2.w69, align 32
-  %w77 = load <8 x float>, ptr %conv2.w77, align 32
-  %686 = fsub <8 x float> %w69, %w77
-  store <8 x float> %686, ptr %conv2.w91, align 32
-  %w73 = load <8 x float>, ptr %conv2.w73, align 32
-  %w77116 = load <8 x float>, ptr %conv2.w77, align 32
-  %687 = fadd <8 x float> %w73, %w77116
-  store <8 x float> %687, ptr %conv2.w92, align 32
-  %w77117 = load <8 x float>, ptr %conv2.w77, align 32
-  %w73118 = load <8 x float>, ptr %conv2.w73, align 32
-  %688 = fsub <8 x float> %w77117, %w73118
-  store <8 x float> %688, ptr %conv2.w93, align 32
-  %w73119 = load <8 x float>, ptr %conv2.w73, align 32
-  %w81 = load <8 x float>, ptr %conv2.w81, align 32
-  %689 = fsub <8 x float> %w73119, %w81
-  store <8 x float> %689, ptr %conv2.w94, align 32
-  %w70 = load <8 x float>, ptr %conv2.w70, align 32
-  %w78 = load <8 x float>, ptr %conv2.w78, align 32
-  %690 = fsub <8 x float> %w70, %w78
-  store <8 x float> %690, ptr %conv2.w95, align 32
-  %w74 = load <8 x float>, ptr %conv2.w74, align 32
-  %w78120 = load <8 x float>, ptr %conv2.w78, align 32
-  %691 = fadd <8 x float> %w74, %w78120
-  store <8 x float> %691, ptr %conv2.w96, align 32
-  %w78121 = load <8 x float>, ptr %conv2.w78, align 32
-  %w74122 = load <8 x float>, ptr %conv2.w74, align 32
-  %692 = fsub <8 x float> %w78121, %w74122
-  store <8 x float> %692, ptr %conv2.w97, align 32
-  %w74123 = load <8 x float>, ptr %conv2.w74, align 32
-  %w82 = load <8 x float>, ptr %conv2.w82, align 32
-  %693 = fsub <8 x float> %w74123, %w82
-  store <8 x float> %693, ptr %conv2.w98, align 32
-  %w83 = load <8 x float>, ptr %conv2.w83, align 32
-  %694 = mul nsw i64 %conv2.j6372, 196
-  %695 = mul nsw i64 %conv2.ty6473, 14
-  %696 = add nsw i64 %694, %695
-  %697 = add nsw i64 %696, %conv2.tx6574
-  %698 = mul nsw i64 %697, 32
-  %699 = add nsw i64 3272832, %698
-  %700 = mul nsw i64 %conv2.cv6675, 8
-  %701 = add nsw i64 %699, %700
-  %arena124 = getelementptr inbounds float, ptr %arena, i64 %701
-  store <8 x float> %w83, ptr %arena124, align 4
-  %w84 = load <8 x float>, ptr %conv2.w84, align 32
-  %702 = mul nsw i64 %conv2.j6372, 196
-  %703 = mul nsw i64 %conv2.ty6473, 14
-  %704 = add nsw i64 %702, %703
-  %705 = add nsw i64 %704, %conv2.tx6574
-  %706 = mul nsw i64 %705, 32
-  %707 = add nsw i64 3279104, %706
-  %708 = mul nsw i64 %conv2.cv6675, 8
-  %709 = add nsw i64 %707, %708
-  %arena125 = getelementptr inbounds float, ptr %arena, i64 %709
-  store <8 x float> %w84, ptr %arena125, align 4
-  %w85 = load <8 x float>, ptr %conv2.w85, align 32
-  %710 = mul nsw i64 %conv2.j6372, 196
-  %711 = mul nsw i64 %conv2.ty6473, 14
-  %712 = add nsw i64 %710, %711
-  %713 = add nsw i64 %712, %conv2.tx6574
-  %714 = mul nsw i64 %713, 32
-  %715 = add nsw i64 3285376, %714
-  %716 = mul nsw i64 %conv2.cv6675, 8
-  %717 = add nsw i64 %715, %716
-  %arena126 = getelementptr inbounds float, ptr %arena, i64 %717
-  store <8 x float> %w85, ptr %arena126, align 4
-  %w86 = load <8 x float>, ptr %conv2.w86, align 32
-  %718 = mul nsw i64 %conv2.j6372, 196
-  %719 = mul nsw i64 %conv2.ty6473, 14
-  %720 = add nsw i64 %718, %719
-  %721 = add nsw i64 %720, %conv2.tx6574
-  %722 = mul nsw i64 %721, 32
-  %723 = add nsw i64 3291648, %722
-  %724 = mul nsw i64 %conv2.cv6675, 8
-  %725 = add nsw i64 %723, %724
-  %arena127 = getelementptr inbounds float, ptr %arena, i64 %725
-  store <8 x float> %w86, ptr %arena127, align 4
-  %w87 = load <8 x float>, ptr %conv2.w87, align 32
-  %726 = mul nsw i64 %conv2.j6372, 196
-  %727 = mul nsw i64 %conv2.ty6473, 14
-  %728 = add nsw i64 %726, %727
-  %729 = add nsw i64 %728, %conv2.tx6574
-  %730 = mul nsw i64 %729, 32
-  %731 = add nsw i64 3297920, %730
-  %732 = mul nsw i64 %conv2.cv6675, 8
-  %733 = add nsw i64 %731, %732
-  %arena128 = getelementptr inbounds float, ptr %arena, i64 %733
-  store <8 x float> %w87, ptr %arena128, align 4
-  %w88 = load <8 x float>, ptr %conv2.w88, align 32
-  %734 = mul nsw i64 %conv2.j6372, 196
-  %735 = mul nsw i64 %conv2.ty6473, 14
-  %736 = add nsw i64 %734, %735
-  %737 = add nsw i64 %736, %conv2.tx6574
-  %738 = mul nsw i64 %737, 32
-  %739 = add nsw i64 3304192, %738
-  %740 = mul nsw i64 %conv2.cv6675, 8
-  %741 = add nsw i64 %739, %740
-  %arena129 = getelementptr inbounds float, ptr %arena, i64 %741
-  store <8 x float> %w88, ptr %arena129, align 4
-  %w89 = load <8 x float>, ptr %conv2.w89, align 32
-  %742 = mul nsw i64 %conv2.j6372, 196
-  %743 = mul nsw i64 %conv2.ty6473, 14
-  %744 = add nsw i64 %742, %743
-  %745 = add nsw i64 %744, %conv2.tx6574
-  %746 = mul nsw i64 %745, 32
-  %747 = add nsw i64 3310464, %746
-  %748 = mul nsw i64 %conv2.cv6675, 8
-  %749 = add nsw i64 %747, %748
-  %arena130 = getelementptr inbounds float, ptr %arena, i64 %749
-  store <8 x float> %w89, ptr %arena130, align 4
-  %w90 = load <8 x float>, ptr %conv2.w90, align 32
-  %750 = mul nsw i64 %conv2.j6372, 196
-  %751 = mul nsw i64 %conv2.ty6473, 14
-  %752 = add nsw i64 %750, %751
-  %753 = add nsw i64 %752, %conv2.tx6574
-  %754 = mul nsw i64 %753, 32
-  %755 = add nsw i64 3316736, %754
-  %756 = mul nsw i64 %conv2.cv6675, 8
-  %757 = add nsw i64 %755, %756
-  %arena131 = getelementptr inbounds float, ptr %arena, i64 %757
-  store <8 x float> %w90, ptr %arena131, align 4
-  %w91 = load <8 x float>, ptr %conv2.w91, align 32
-  %758 = mul nsw i64 %conv2.j6372, 196
-  %759 = mul nsw i64 %conv2.ty6473, 14
-  %760 = add nsw i64 %758, %759
-  %761 = add nsw i64 %760, %conv2.tx6574
-  %762 = mul nsw i64 %761, 32
-  %763 = add nsw i64 3323008, %762
-  %764 = mul nsw i64 %conv2.cv6675, 8
-  %765 = add nsw i64 %763, %764
-  %arena132 = getelementptr inbounds float, ptr %arena, i64 %765
-  store <8 x float> %w91, ptr %arena132, align 4
-  %w92 = load <8 x float>, ptr %conv2.w92, align 32
-  %766 = mul nsw i64 %conv2.j6372, 196
-  %767 = mul nsw i64 %conv2.ty6473, 14
-  %768 = add nsw i64 %766, %767
-  %769 = add nsw i64 %768, %conv2.tx6574
-  %770 = mul nsw i64 %769, 32
-  %771 = add nsw i64 3329280, %770
-  %772 = mul nsw i64 %conv2.cv6675, 8
-  %773 = add nsw i64 %771, %772
-  %arena133 = getelementptr inbounds float, ptr %arena, i64 %773
-  store <8 x float> %w92, ptr %arena133, align 4
-  %w93 = load <8 x float>, ptr %conv2.w93, align 32
-  %774 = mul nsw i64 %conv2.j6372, 196
-  %775 = mul nsw i64 %conv2.ty6473, 14
-  %776 = add nsw i64 %774, %775
-  %777 = add nsw i64 %776, %conv2.tx6574
-  %778 = mul nsw i64 %777, 32
-  %779 = add nsw i64 3335552, %778
-  %780 = mul nsw i64 %conv2.cv6675, 8
-  %781 = add nsw i64 %779, %780
-  %arena134 = getelementptr inbounds float, ptr %arena, i64 %781
-  store <8 x float> %w93, ptr %arena134, align 4
-  %w94 = load <8 x float>, ptr %conv2.w94, align 32
-  %782 = mul nsw i64 %conv2.j6372, 196
-  %783 = mul nsw i64 %conv2.ty6473, 14
-  %784 = add nsw i64 %782, %783
-  %785 = add nsw i64 %784, %conv2.tx6574
-  %786 = mul nsw i64 %785, 32
-  %787 = add nsw i64 3341824, %786
-  %788 = mul nsw i64 %conv2.cv6675, 8
-  %789 = add nsw i64 %787, %788
-  %arena135 = getelementptr inbounds float, ptr %arena, i64 %789
-  store <8 x float> %w94, ptr %arena135, align 4
-  %w95 = load <8 x float>, ptr %conv2.w95, align 32
-  %790 = mul nsw i64 %conv2.j6372, 196
-  %791 = mul nsw i64 %conv2.ty6473, 14
-  %792 = add nsw i64 %790, %791
-  %793 = add nsw i64 %792, %conv2.tx6574
-  %794 = mul nsw i64 %793, 32
-  %795 = add nsw i64 3348096, %794
-  %796 = mul nsw i64 %conv2.cv6675, 8
-  %797 = add nsw i64 %795, %796
-  %arena136 = getelementptr inbounds float, ptr %arena, i64 %797
-  store <8 x float> %w95, ptr %arena136, align 4
-  %w96 = load <8 x float>, ptr %conv2.w96, align 32
-  %798 = mul nsw i64 %conv2.j6372, 196
-  %799 = mul nsw i64 %conv2.ty6473, 14
-  %800 = add nsw i64 %798, %799
-  %801 = add nsw i64 %800, %conv2.tx6574
-  %802 = mul nsw i64 %801, 32
-  %803 = add nsw i64 3354368, %802
-  %804 = mul nsw i64 %conv2.cv6675, 8
-  %805 = add nsw i64 %803, %804
-  %arena137 = getelementptr inbounds float, ptr %arena, i64 %805
-  store <8 x float> %w96, ptr %arena137, align 4
-  %w97 = load <8 x float>, ptr %conv2.w97, align 32
-  %806 = mul nsw i64 %conv2.j6372, 196
-  %807 = mul nsw i64 %conv2.ty6473, 14
-  %808 = add nsw i64 %806, %807
-  %809 = add nsw i64 %808, %conv2.tx6574
-  %810 = mul nsw i64 %809, 32
-  %811 = add nsw i64 3360640, %810
-  %812 = mul nsw i64 %conv2.cv6675, 8
-  %813 = add nsw i64 %811, %812
-  %arena138 = getelementptr inbounds float, ptr %arena, i64 %813
-  store <8 x float> %w97, ptr %arena138, align 4
-  %w98 = load <8 x float>, ptr %conv2.w98, align 32
-  %814 = mul nsw i64 %conv2.j6372, 196
-  %815 = mul nsw i64 %conv2.ty6473, 14
-  %816 = add nsw i64 %814, %815
-  %817 = add nsw i64 %816, %conv2.tx6574
-  %818 = mul nsw i64 %817, 32
-  %819 = add nsw i64 3366912, %818
-  %820 = mul nsw i64 %conv2.cv6675, 8
-  %821 = add nsw i64 %819, %820
-  %arena139 = getelementptr inbounds float, ptr %arena, i64 %821
-  store <8 x float> %w98, ptr %arena139, align 4
-  %cv66.next = add nsw i64 %conv2.cv6675, 1
-  %822 = icmp slt i64 %cv66.next, 4
-  br i1 %822, label %conv2.cv66, label %conv2.cv66.end
+  %arena60 = getelementptr inbounds float, ptr %arena, i64 %301
+  store float %w55, ptr %arena60, align 4
+  %w56 = load float, ptr %conv2.w56, align 4
+  %302 = mul nsw i64 %conv2.ci281, 64
+  %303 = add nsw i64 3239936, %302
+  %304 = mul nsw i64 %0, 32
+  %305 = add nsw i64 %304, %conv2.co292
+  %306 = add nsw i64 %303, %305
+  %arena61 = getelementptr inbounds float, ptr %arena, i64 %306
+  store float %w56, ptr %arena61, align 4
+  %w57 = load float, ptr %conv2.w57, align 4
+  %307 = mul nsw i64 %conv2.ci281, 64
+  %308 = add nsw i64 3241984, %307
+  %309 = mul nsw i64 %0, 32
+  %310 = add nsw i64 %309, %conv2.co292
+  %311 = add nsw i64 %308, %310
+  %arena62 = getelementptr inbounds float, ptr %arena, i64 %311
+  store float %w57, ptr %arena62, align 4
+  %co29.next = add nsw i64 %conv2.co292, 1
+  %312 = icmp slt i64 %co29.next, 32
+  br i1 %312, label %conv2.co29, label %conv2.co29.end
 
-conv2.cv66.end:                                   ; preds = %conv2.cv66
-  %tx65.next = add nsw i64 %conv2.tx6574, 1
-  %823 = icmp slt i64 %tx65.next, 14
-  br i1 %823, label %conv2.tx65, label %conv2.tx65.end
+conv2.co29.end:                                   ; preds = %conv2.co29
+  %ci28.next = add nsw i64 %conv2.ci281, 1
+  %313 = icmp slt i64 %ci28.next, 32
+  br i1 %313, label %conv2.ci28, label %conv2.ci28.end
+}
 
-conv2.xi99:                                       ; preds = %conv2.xi99, %conv2.j63.end
-  %conv2.xi99140 = phi i64 [ 0, %conv2.j63.end ], [ %xi99.next, %conv2.xi99 ]
-  %824 = mul nsw i64 %conv2.xi99140, 6272
-  %825 = add nsw i64 3272832, %824
-  %arena141 = getelementptr inbounds float, ptr %arena, i64 %825
-  %826 = mul nsw i64 %conv2.xi99140, 2048
-  %827 = add nsw i64 3211264, %826
-  %arena142 = getelementptr inbounds float, ptr %arena, i64 %827
-  %828 = mul nsw i64 %conv2.xi99140, 12544
-  %829 = add nsw i64 3373184, %828
-  %arena143 = getelementptr inbounds float, ptr %arena, i64 %829
-  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 196, i32 64, i32 32, float 1.000000e+00, ptr %arena141, i32 32, ptr %arena142, i32 64, float 0.000000e+00, ptr %arena143, i32 64)
-  %xi99.next = add nsw i64 %conv2.xi99140, 1
-  %830 = icmp slt i64 %xi99.next, 16
-  br i1 %830, label %conv2.xi99, label %conv2.xi99.end
-
-conv2.xi99.end:                                   ; preds = %conv2.xi99
-  br label %conv2.j100
-
-conv2.j100:                                       ; preds = %conv2.ty101.end, %conv2.xi99.end
-  %conv2.j100144 = phi i64 [ 0, %conv2.xi99.end ], [ %j100.next, %conv2.ty101.end ]
-  br label %conv2.ty101
-
-conv2.j100.end:                                   ; preds = %conv2.ty101.end
-  br label %conv2.j128
-
-conv2.ty101:                                      ; preds = %conv2.tx102.end, %conv2.j100
-  %conv2.ty101145 = phi i64 [ 0, %conv2.j100 ], [ %ty101.next, %conv2.tx102.end ]
-  br label %conv2.tx102
-
-conv2.ty101.end:                                  ; preds = %conv2.tx102.end
-  %j100.next = add nsw i64 %conv2.j100144, 1
-  %831 = icmp slt i64 %j100.next, 1
-  br i1 %831, label %conv2.j100, label %conv2.j100.end
-
-conv2.tx102:                                      ; preds = %conv2.cv103.end, %conv2.ty101
-  %conv2.tx102146 = phi i64 [ 0, %conv2.ty101 ], [ %tx102.next, %conv2.cv103.end ]
-  br label %conv2.cv103
-
-conv2.tx102.end:                                  ; preds = %conv2.cv103.end
-  %ty101.next = add nsw i64 %conv2.ty101145, 1
-  %832 = icmp slt i64 %ty101.next, 14
-  br i1 %832, label %conv2.ty101, label %conv2.ty101.end
-
-conv2.cv103:                                      ; preds = %conv2.cv103, %conv2.tx102
-  %conv2.cv103147 = phi i64 [ 0, %conv2.tx102 ], [ %cv103.next, %conv2.cv103 ]
-  %833 = mul nsw i64 %conv2.j100144, 196
-  %834 = mul nsw i64 %conv2.ty101145, 14
-  %835 = add nsw i64 %833, %834
-  %836 = add nsw i64 %835, %conv2.tx102146
-  %837 = mul nsw i64 %836, 64
-  %838 = add nsw i64 3373184, %837
-  %839 = mul nsw i64 %conv2.cv103147, 8
-  %840 = add nsw i64 %838, %839
-  %arena148 = getelementptr inbounds float, ptr %arena, i64 %840
-  %841 = load <8 x float>, ptr %arena148, align 4
-  %842 = mul nsw i64 %conv2.j100144, 196
-  %843 = mul nsw i64 %conv2.ty101145, 14
-  %844 = add nsw i64 %842, %843
-  %845 = add nsw i64 %844, %conv2.tx102146
-  %846 = mul nsw i64 %845, 64
-  %847 = add nsw i64 3423360, %846
-  %848 = mul nsw i64 %conv2.cv103147, 8
-  %849 = add nsw i64 %847, %848
-  %arena149 = getelementptr inbounds float, ptr %arena, i64 %849
-  %850 = load <8 x float>, ptr %arena149, align 4
-  %851 = fadd <8 x float> %841, %850
-  %852 = mul nsw i64 %conv2.j100144, 196
-  %853 = mul nsw i64 %conv2.ty101145, 14
-  %854 = add nsw i64 %852, %853
-  %855 = add nsw i64 %854, %conv2.tx102146
-  %856 = mul nsw i64 %855, 64
-  %857 = add nsw i64 3473536, %856
-  %858 = mul nsw i64 %conv2.cv103147, 8
-  %859 = add nsw i64 %857, %858
-  %arena150 = getelementptr inbounds float, ptr %arena, i64 %859
-  %860 = load <8 x float>, ptr %arena150, align 4
-  %861 = fadd <8 x float> %851, %860
-  store <8 x float> %861, ptr %conv2.w104, align 32
-  %862 = mul nsw i64 %conv2.j100144, 196
-  %863 = mul nsw i64 %conv2.ty101145, 14
-  %864 = add nsw i64 %862, %863
-  %865 = add nsw i64 %864, %conv2.tx102146
-  %866 = mul nsw i64 %865, 64
-  %867 = add nsw i64 3423360, %866
-  %868 = mul nsw i64 %conv2.cv103147, 8
-  %869 = add nsw i64 %867, %868
-  %arena151 = getelementptr inbounds float, ptr %arena, i64 %869
-  %870 = load <8 x float>, ptr %arena151, align 4
-  %871 = mul nsw i64 %conv2.j100144, 196
-  %872 = mul nsw i64 %conv2.ty101145, 14
-  %873 = add nsw i64 %871, %872
-  %874 = add nsw i64 %873, %conv2.tx102146
-  %875 = mul nsw i64 %874, 64
-  %876 = add nsw i64 3473536, %875
-  %877 = mul nsw i64 %conv2.cv103147, 8
-  %878 = add nsw i64 %876, %877
-  %arena152 = getelementptr inbounds float, ptr %arena, i64 %878
-  %879 = load <8 x float>, ptr %arena152, align 4
-  %880 = fsub <8 x float> %870, %879
-  %881 = mul nsw i64 %conv2.j100144, 196
-  %882 = mul nsw i64 %conv2.ty101145, 14
-  %883 = add nsw i64 %881, %882
-  %884 = add nsw i64 %883, %conv2.tx102146
-  %885 = mul nsw i64 %884, 64
-  %886 = add nsw i64 3523712, %885
-  %887 = mul nsw i64 %conv2.cv103147, 8
-  %888 = add nsw i64 %886, %887
-  %arena153 = getelementptr inbounds float, ptr %arena, i64 %888
-  %889 = load <8 x float>, ptr %arena153, align 4
-  %890 = fsub <8 x float> %880, %889
-  store <8 x float> %890, ptr %conv2.w105, align 32
-  %891 = mul nsw i64 %conv2.j100144, 196
-  %892 = mul nsw i64 %conv2.ty101145, 14
-  %893 = add nsw i64 %891, %892
-  %894 = add nsw i64 %893, %conv2.tx102146
-  %895 = mul nsw i64 %894, 64
-  %896 = add nsw i64 3385728, %895
-  %897 = mul nsw i64 %conv2.cv103147, 8
-  %898 = add nsw i64 %896, %897
-  %arena154 = getelementptr inbounds float, ptr %arena, i64 %898
-  %899 = load <8 x float>, ptr %arena154, align 4
-  %900 = mul nsw i64 %conv2.j100144, 196
-  %901 = mul nsw i64 %conv2.ty101145, 14
-  %902 = add nsw i64 %900, %901
-  %903 = add nsw i64 %902, %conv2.tx102146
-  %904 = mul nsw i64 %903, 64
-  %905 = add nsw i64 3435904, %904
-  %906 = mul nsw i64 %conv2.cv103147, 8
-  %907 = add nsw i64 %905, %906
-  %arena155 = getelementptr inbounds float, ptr %arena, i64 %907
-  %908 = load <8 x float>, ptr %arena155, align 4
-  %909 = fadd <8 x float> %899, %908
-  %910 = mul nsw i64 %conv2.j100144, 196
-  %911 = mul nsw i64 %conv2.ty101145, 14
-  %912 = add nsw i64 %910, %911
-  %913 = add nsw i64 %912, %conv2.tx102146
-  %914 = mul nsw i64 %913, 64
-  %915 = add nsw i64 3486080, %914
-  %916 = mul nsw i64 %conv2.cv103147, 8
-  %917 = add nsw i64 %915, %916
-  %arena156 = getelementptr inbounds float, ptr %arena, i64 %917
-  %918 = load <8 x float>, ptr %arena156, align 4
-  %919 = fadd <8 x float> %909, %918
-  store <8 x float> %919, ptr %conv2.w106, align 32
-  %920 = mul nsw i64 %conv2.j100144, 196
-  %921 = mul nsw i64 %conv2.ty101145, 14
-  %922 = add nsw i64 %920, %921
-  %923 = add nsw i64 %922, %conv2.tx102146
-  %924 = mul nsw i64 %923, 64
-  %925 = add nsw i64 3435904, %924
-  %926 = mul nsw i64 %conv2.cv103147, 8
-  %927 = add nsw i64 %925, %926
-  %arena157 = getelementptr inbounds float, ptr %arena, i64 %927
-  %928 = load <8 x float>, ptr %arena157, align 4
-  %929 = mul nsw i64 %conv2.j100144, 196
-  %930 = mul nsw i64 %conv2.ty101145, 14
-  %931 = add nsw i64 %929, %930
-  %932 = add nsw i64 %931, %conv2.tx102146
-  %933 = mul nsw i64 %932, 64
-  %934 = add nsw i64 3486080, %933
-  %935 = mul nsw i64 %conv2.cv103147, 8
-  %936 = add nsw i64 %934, %935
-  %arena158 = getelementptr inbounds float, ptr %arena, i64 %936
-  %937 = load <8 x float>, ptr %arena158, align 4
-  %938 = fsub <8 x float> %928, %937
-  %939 = mul nsw i64 %conv2.j100144, 196
-  %940 = mul nsw i64 %conv2.ty101145, 14
-  %941 = add nsw i64 %939, %940
-  %942 = add nsw i64 %941, %conv2.tx102146
-  %943 = mul nsw i64 %942, 64
-  %944 = add nsw i64 3536256, %943
-  %945 = mul nsw i64 %conv2.cv103147, 8
-  %946 = add nsw i64 %944, %945
-  %arena159 = getelementptr inbounds float, ptr %arena, i64 %946
-  %947 = load <8 x float>, ptr %arena159, align 4
-  %948 = fsub <8 x float> %938, %947
-  store <8 x float> %948, ptr %conv2.w107, align 32
-  %949 = mul nsw i64 %conv2.j100144, 196
-  %950 = mul nsw i64 %conv2.ty101145, 14
-  %951 = add nsw i64 %949, %950
-  %952 = add nsw i64 %951, %conv2.tx102146
-  %953 = mul nsw i64 %952, 64
-  %954 = add nsw i64 3398272, %953
-  %955 = mul nsw i64 %conv2.cv103147, 8
-  %956 = add nsw i64 %954, %955
-  %arena160 = getelementptr inbounds float, ptr %arena, i64 %956
-  %957 = load <8 x float>, ptr %arena160, align 4
-  %958 = mul nsw i64 %conv2.j100144, 196
-  %959 = mul nsw i64 %conv2.ty101145, 14
-  %960 = add nsw i64 %958, %959
-  %961 = add nsw i64 %960, %conv2.tx102146
-  %962 = mul nsw i64 %961, 64
-  %963 = add nsw i64 3448448, %962
-  %964 = mul nsw i64 %conv2.cv103147, 8
-  %965 = add nsw i64 %963, %964
-  %arena161 = getelementptr inbounds float, ptr %arena, i64 %965
-  %966 = load <8 x float>, ptr %arena161, align 4
-  %967 = fadd <8 x float> %957, %966
-  %968 = mul nsw i64 %conv2.j100144, 196
-  %969 = mul nsw i64 %conv2.ty101145, 14
-  %970 = add nsw i64 %968, %969
-  %971 = add nsw i64 %970, %conv2.tx102146
-  %972 = mul nsw i64 %971, 64
-  %973 = add nsw i64 3498624, %972
-  %974 = mul nsw i64 %conv2.cv103147, 8
-  %975 = add nsw i64 %973, %974
-  %arena162 = getelementptr inbounds float, ptr %arena, i64 %975
-  %976 = load <8 x float>, ptr %arena162, align 4
-  %977 = fadd <8 x float> %967, %976
-  store <8 x float> %977, ptr %conv2.w108, align 32
-  %978 = mul nsw i64 %conv2.j100144, 196
-  %979 = mul nsw i64 %conv2.ty101145, 14
-  %980 = add nsw i64 %978, %979
-  %981 = add nsw i64 %980, %conv2.tx102146
-  %982 = mul nsw i64 %981, 64
-  %983 = add nsw i64 3448448, %982
-  %984 = mul nsw i64 %conv2.cv103147, 8
-  %985 = add nsw i64 %983, %984
-  %arena163 = getelementptr inbounds float, ptr %arena, i64 %985
-  %986 = load <8 x float>, ptr %arena163, align 4
-  %987 = mul nsw i64 %conv2.j100144, 196
-  %988 = mul nsw i64 %conv2.ty101145, 14
-  %989 = add nsw i64 %987, %988
-  %990 = add nsw i64 %989, %conv2.tx102146
-  %991 = mul nsw i64 %990, 64
-  %992 = add nsw i64 3498624, %991
-  %993 = mul nsw i64 %conv2.cv103147, 8
-  %994 = add nsw i64 %992, %993
-  %arena164 = getelementptr inbounds float, ptr %arena, i64 %994
-  %995 = load <8 x float>, ptr %arena164, align 4
-  %996 = fsub <8 x float> %986, %995
-  %997 = mul nsw i64 %conv2.j100144, 196
-  %998 = mul nsw i64 %conv2.ty101145, 14
-  %999 = add nsw i64 %997, %998
-  %1000 = add nsw i64 %999, %conv2.tx102146
-  %1001 = mul nsw i64 %1000, 64
-  %1002 = add nsw i64 3548800, %1001
-  %1003 = mul nsw i64 %conv2.cv103147, 8
-  %1004 = add nsw i64 %1002, %1003
-  %arena165 = getelementptr inbounds float, ptr %arena, i64 %1004
-  %1005 = load <8 x float>, ptr %arena165, align 4
-  %1006 = fsub <8 x float> %996, %1005
-  store <8 x float> %1006, ptr %conv2.w109, align 32
-  %1007 = mul nsw i64 %conv2.j100144, 196
-  %1008 = mul nsw i64 %conv2.ty101145, 14
-  %1009 = add nsw i64 %1007, %1008
-  %1010 = add nsw i64 %1009, %conv2.tx102146
-  %1011 = mul nsw i64 %1010, 64
-  %1012 = add nsw i64 3410816, %1011
-  %1013 = mul nsw i64 %conv2.cv103147, 8
-  %1014 = add nsw i64 %1012, %1013
-  %arena166 = getelementptr inbounds float, ptr %arena, i64 %1014
-  %1015 = load <8 x float>, ptr %arena166, align 4
-  %1016 = mul nsw i64 %conv2.j100144, 196
-  %1017 = mul nsw i64 %conv2.ty101145, 14
-  %1018 = add nsw i64 %1016, %1017
-  %1019 = add nsw i64 %1018, %conv2.tx102146
-  %1020 = mul nsw i64 %1019, 64
-  %1021 = add nsw i64 3460992, %1020
-  %1022 = mul nsw i64 %conv2.cv103147, 8
-  %1023 = add nsw i64 %1021, %1022
-  %arena167 = getelementptr inbounds float, ptr %arena, i64 %1023
-  %1024 = load <8 x float>, ptr %arena167, align 4
-  %1025 = fadd <8 x float> %1015, %1024
-  %1026 = mul nsw i64 %conv2.j100144, 196
-  %1027 = mul nsw i64 %conv2.ty101145, 14
-  %1028 = add nsw i64 %1026, %1027
-  %1029 = add nsw i64 %1028, %conv2.tx102146
-  %1030 = mul nsw i64 %1029, 64
-  %1031 = add nsw i64 3511168, %1030
-  %1032 = mul nsw i64 %conv2.cv103147, 8
-  %1033 = add nsw i64 %1031, %1032
-  %arena168 = getelementptr inbounds float, ptr %arena, i64 %1033
-  %1034 = load <8 x float>, ptr %arena168, align 4
-  %1035 = fadd <8 x float> %1025, %1034
-  store <8 x float> %1035, ptr %conv2.w110, align 32
-  %1036 = mul nsw i64 %conv2.j100144, 196
-  %1037 = mul nsw i64 %conv2.ty101145, 14
-  %1038 = add nsw i64 %1036, %1037
-  %1039 = add nsw i64 %1038, %conv2.tx102146
-  %1040 = mul nsw i64 %1039, 64
-  %1041 = add nsw i64 3460992, %1040
-  %1042 = mul nsw i64 %conv2.cv103147, 8
-  %1043 = add nsw i64 %1041, %1042
-  %arena169 = getelementptr inbounds float, ptr %arena, i64 %1043
-  %1044 = load <8 x float>, ptr %arena169, align 4
-  %1045 = mul nsw i64 %conv2.j100144, 196
-  %1046 = mul nsw i64 %conv2.ty101145, 14
-  %1047 = add nsw i64 %1045, %1046
-  %1048 = add nsw i64 %1047, %conv2.tx102146
-  %1049 = mul nsw i64 %1048, 64
-  %1050 = add nsw i64 3511168, %1049
-  %1051 = mul nsw i64 %conv2.cv103147, 8
-  %1052 = add nsw i64 %1050, %1051
-  %arena170 = getelementptr inbounds float, ptr %arena, i64 %1052
-  %1053 = load <8 x float>, ptr %arena170, align 4
-  %1054 = fsub <8 x float> %1044, %1053
-  %1055 = mul nsw i64 %conv2.j100144, 196
-  %1056 = mul nsw i64 %conv2.ty101145, 14
-  %1057 = add nsw i64 %1055, %1056
-  %1058 = add nsw i64 %1057, %conv2.tx102146
-  %1059 = mul nsw i64 %1058, 64
-  %1060 = add nsw i64 3561344, %1059
-  %1061 = mul nsw i64 %conv2.cv103147, 8
-  %1062 = add nsw i64 %1060, %1061
-  %arena171 = getelementptr inbounds float, ptr %arena, i64 %1062
-  %1063 = load <8 x float>, ptr %arena171, align 4
-  %1064 = fsub <8 x float> %1054, %1063
-  store <8 x float> %1064, ptr %conv2.w111, align 32
-  %w104 = load <8 x float>, ptr %conv2.w104, align 32
-  %w106 = load <8 x float>, ptr %conv2.w106, align 32
-  %1065 = fadd <8 x float> %w104, %w106
-  %w108 = load <8 x float>, ptr %conv2.w108, align 32
-  %1066 = fadd <8 x float> %1065, %w108
-  store <8 x float> %1066, ptr %conv2.w112, align 32
-  %w106172 = load <8 x float>, ptr %conv2.w106, align 32
-  %w108173 = load <8 x float>, ptr %conv2.w108, align 32
-  %1067 = fsub <8 x float> %w106172, %w108173
-  %w110 = load <8 x float>, ptr %conv2.w110, align 32
-  %1068 = fsub <8 x float> %1067, %w110
-  store <8 x float> %1068, ptr %conv2.w113, align 32
-  %w105 = load <8 x float>, ptr %conv2.w105, align 32
-  %w107 = load <8 x float>, ptr %conv2.w107, align 32
-  %1069 = fadd <8 x float> %w105, %w107
-  %w109 = load <8 x float>, ptr %conv2.w109, align 32
-  %1070 = fadd <8 x float> %1069, %w109
-  store <8 x float> %1070, ptr %conv2.w114, align 32
-  %w107174 = load <8 x float>, ptr %conv2.w107, align 32
-  %w109175 = load <8 x float>, ptr %conv2.w109, align 32
-  %1071 = fsub <8 x float> %w107174, %w109175
-  %w111 = load <8 x float>, ptr %conv2.w111, align 32
-  %1072 = fsub <8 x float> %1071, %w111
-  store <8 x float> %1072, ptr %conv2.w115, align 32
-  %w112 = load <8 x float>, ptr %conv2.w112, align 32
-  %1073 = mul nsw i64 %conv2.cv103147, 8
-  %1074 = add nsw i64 18752, %1073
-  %params176 = getelementptr inbounds float, ptr %params, i64 %1074
-  %1075 = load <8 x float>, ptr %params176, align 4
-  %1076 = fadd <8 x float> %w112, %1075
-  store <8 x float> %1076, ptr %conv2.v116, align 32
-  %v116 = load <8 x float>, ptr %conv2.v116, align 32
-  store <8 x float> %v116, ptr %conv2.best117, align 32
-  %1077 = mul nsw i64 %conv2.ty101145, 2
-  %1078 = mul nsw i64 %1077, 28
-  %1079 = mul nsw i64 %conv2.tx102146, 2
-  %1080 = add nsw i64 %1078, %1079
-  %1081 = sitofp i64 %1080 to float
-  %1082 = insertelement <8 x float> undef, float %1081, i32 0
-  %1083 = shufflevector <8 x float> %1082, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %1083, ptr %conv2.at118, align 32
-  %w113 = load <8 x float>, ptr %conv2.w113, align 32
-  %1084 = mul nsw i64 %conv2.cv103147, 8
-  %1085 = add nsw i64 18752, %1084
-  %params177 = getelementptr inbounds float, ptr %params, i64 %1085
-  %1086 = load <8 x float>, ptr %params177, align 4
-  %1087 = fadd <8 x float> %w113, %1086
-  store <8 x float> %1087, ptr %conv2.v119, align 32
-  %v119 = load <8 x float>, ptr %conv2.v119, align 32
-  %best117 = load <8 x float>, ptr %conv2.best117, align 32
-  %1088 = fcmp ogt <8 x float> %v119, %best117
-  %v119178 = load <8 x float>, ptr %conv2.v119, align 32
-  %best117179 = load <8 x float>, ptr %conv2.best117, align 32
-  %1089 = select <8 x i1> %1088, <8 x float> %v119178, <8 x float> %best117179
-  store <8 x float> %1089, ptr %conv2.best120, align 32
-  %v119180 = load <8 x float>, ptr %conv2.v119, align 32
-  %best117181 = load <8 x float>, ptr %conv2.best117, align 32
-  %1090 = fcmp ogt <8 x float> %v119180, %best117181
-  %1091 = mul nsw i64 %conv2.ty101145, 2
-  %1092 = mul nsw i64 %1091, 28
-  %1093 = mul nsw i64 %conv2.tx102146, 2
-  %1094 = add nsw i64 %1092, %1093
-  %1095 = add nsw i64 %1094, 1
-  %1096 = sitofp i64 %1095 to float
-  %1097 = insertelement <8 x float> undef, float %1096, i32 0
-  %1098 = shufflevector <8 x float> %1097, <8 x float> undef, <8 x i32> zeroinitializer
-  %at118 = load <8 x float>, ptr %conv2.at118, align 32
-  %1099 = select <8 x i1> %1090, <8 x float> %1098, <8 x float> %at118
-  store <8 x float> %1099, ptr %conv2.at121, align 32
-  %w114 = load <8 x float>, ptr %conv2.w114, align 32
-  %1100 = mul nsw i64 %conv2.cv103147, 8
-  %1101 = add nsw i64 18752, %1100
-  %params182 = getelementptr inbounds float, ptr %params, i64 %1101
-  %1102 = load <8 x float>, ptr %params182, align 4
-  %1103 = fadd <8 x float> %w114, %1102
-  store <8 x float> %1103, ptr %conv2.v122, align 32
-  %v122 = load <8 x float>, ptr %conv2.v122, align 32
-  %best120 = load <8 x float>, ptr %conv2.best120, align 32
-  %1104 = fcmp ogt <8 x float> %v122, %best120
-  %v122183 = load <8 x float>, ptr %conv2.v122, align 32
-  %best120184 = load <8 x float>, ptr %conv2.best120, align 32
-  %1105 = select <8 x i1> %1104, <8 x float> %v122183, <8 x float> %best120184
-  store <8 x float> %1105, ptr %conv2.best123, align 32
-  %v122185 = load <8 x float>, ptr %conv2.v122, align 32
-  %best120186 = load <8 x float>, ptr %conv2.best120, align 32
-  %1106 = fcmp ogt <8 x float> %v122185, %best120186
-  %1107 = mul nsw i64 %conv2.ty101145, 2
-  %1108 = add nsw i64 %1107, 1
-  %1109 = mul nsw i64 %1108, 28
-  %1110 = mul nsw i64 %conv2.tx102146, 2
-  %1111 = add nsw i64 %1109, %1110
-  %1112 = sitofp i64 %1111 to float
-  %1113 = insertelement <8 x float> undef, float %1112, i32 0
-  %1114 = shufflevector <8 x float> %1113, <8 x float> undef, <8 x i32> zeroinitializer
-  %at121 = load <8 x float>, ptr %conv2.at121, align 32
-  %1115 = select <8 x i1> %1106, <8 x float> %1114, <8 x float> %at121
-  store <8 x float> %1115, ptr %conv2.at124, align 32
-  %w115 = load <8 x float>, ptr %conv2.w115, align 32
-  %1116 = mul nsw i64 %conv2.cv103147, 8
-  %1117 = add nsw i64 18752, %1116
-  %params187 = getelementptr inbounds float, ptr %params, i64 %1117
-  %1118 = load <8 x float>, ptr %params187, align 4
-  %1119 = fadd <8 x float> %w115, %1118
-  store <8 x float> %1119, ptr %conv2.v125, align 32
-  %v125 = load <8 x float>, ptr %conv2.v125, align 32
-  %best123 = load <8 x float>, ptr %conv2.best123, align 32
-  %1120 = fcmp ogt <8 x float> %v125, %best123
-  %v125188 = load <8 x float>, ptr %conv2.v125, align 32
-  %best123189 = load <8 x float>, ptr %conv2.best123, align 32
-  %1121 = select <8 x i1> %1120, <8 x float> %v125188, <8 x float> %best123189
-  store <8 x float> %1121, ptr %conv2.best126, align 32
-  %v125190 = load <8 x float>, ptr %conv2.v125, align 32
-  %best123191 = load <8 x float>, ptr %conv2.best123, align 32
-  %1122 = fcmp ogt <8 x float> %v125190, %best123191
-  %1123 = mul nsw i64 %conv2.ty101145, 2
-  %1124 = add nsw i64 %1123, 1
-  %1125 = mul nsw i64 %1124, 28
-  %1126 = mul nsw i64 %conv2.tx102146, 2
-  %1127 = add nsw i64 %1125, %1126
-  %1128 = add nsw i64 %1127, 1
-  %1129 = sitofp i64 %1128 to float
-  %1130 = insertelement <8 x float> undef, float %1129, i32 0
-  %1131 = shufflevector <8 x float> %1130, <8 x float> undef, <8 x i32> zeroinitializer
-  %at124 = load <8 x float>, ptr %conv2.at124, align 32
-  %1132 = select <8 x i1> %1122, <8 x float> %1131, <8 x float> %at124
-  store <8 x float> %1132, ptr %conv2.at127, align 32
-  %best126 = load <8 x float>, ptr %conv2.best126, align 32
-  %1133 = fcmp ogt <8 x float> %best126, zeroinitializer
-  %best126192 = load <8 x float>, ptr %conv2.best126, align 32
-  %1134 = select <8 x i1> %1133, <8 x float> %best126192, <8 x float> zeroinitializer
-  %1135 = mul nsw i64 %conv2.j100144, 196
-  %1136 = mul nsw i64 %conv2.ty101145, 14
-  %1137 = add nsw i64 %1135, %1136
-  %1138 = add nsw i64 %1137, %conv2.tx102146
-  %1139 = mul nsw i64 %1138, 64
-  %1140 = add nsw i64 3573888, %1139
-  %1141 = mul nsw i64 %conv2.cv103147, 8
-  %1142 = add nsw i64 %1140, %1141
-  %arena193 = getelementptr inbounds float, ptr %arena, i64 %1142
-  store <8 x float> %1134, ptr %arena193, align 4
-  %at127 = load <8 x float>, ptr %conv2.at127, align 32
-  %1143 = mul nsw i64 %conv2.j100144, 196
-  %1144 = mul nsw i64 %conv2.ty101145, 14
-  %1145 = add nsw i64 %1143, %1144
-  %1146 = add nsw i64 %1145, %conv2.tx102146
-  %1147 = mul nsw i64 %1146, 64
-  %1148 = add nsw i64 3573888, %1147
-  %1149 = mul nsw i64 %conv2.cv103147, 8
-  %1150 = add nsw i64 %1148, %1149
-  %1151 = add nsw i64 %1150, 12544
-  %arena194 = getelementptr inbounds float, ptr %arena, i64 %1151
-  store <8 x float> %at127, ptr %arena194, align 4
-  %cv103.next = add nsw i64 %conv2.cv103147, 1
-  %1152 = icmp slt i64 %cv103.next, 8
-  br i1 %1152, label %conv2.cv103, label %conv2.cv103.end
-
-conv2.cv103.end:                                  ; preds = %conv2.cv103
-  %tx102.next = add nsw i64 %conv2.tx102146, 1
-  %1153 = icmp slt i64 %tx102.next, 14
-  br i1 %1153, label %conv2.tx102, label %conv2.tx102.end
-
-conv2.j128:                                       ; preds = %conv2.c129.end, %conv2.j100.end
-  %conv2.j128195 = phi i64 [ 0, %conv2.j100.end ], [ %j128.next, %conv2.c129.end ]
-  br label %conv2.c129
-
-conv2.j128.end:                                   ; preds = %conv2.c129.end
-  br label %conv2.j131
-
-conv2.c129:                                       ; preds = %conv2.q130.end, %conv2.j128
-  %conv2.c129196 = phi i64 [ 0, %conv2.j128 ], [ %c129.next, %conv2.q130.end ]
-  br label %conv2.q130
-
-conv2.c129.end:                                   ; preds = %conv2.q130.end
-  %j128.next = add nsw i64 %conv2.j128195, 1
-  %1154 = icmp slt i64 %j128.next, 1
-  br i1 %1154, label %conv2.j128, label %conv2.j128.end
-
-conv2.q130:                                       ; preds = %conv2.q130, %conv2.c129
-  %conv2.q130197 = phi i64 [ 0, %conv2.c129 ], [ %q130.next, %conv2.q130 ]
-  %1155 = mul nsw i64 %conv2.j128195, 196
-  %1156 = add nsw i64 %1155, %conv2.q130197
-  %1157 = mul nsw i64 %1156, 64
-  %1158 = add nsw i64 3573888, %1157
-  %1159 = add nsw i64 %1158, %conv2.c129196
-  %arena198 = getelementptr inbounds float, ptr %arena, i64 %1159
-  %1160 = load float, ptr %arena198, align 4
-  %1161 = add nsw i64 %conv2.g5865, %conv2.j128195
-  %1162 = mul nsw i64 %1161, 12544
-  %1163 = mul nsw i64 %conv2.c129196, 196
-  %1164 = add nsw i64 %1162, %1163
-  %1165 = add nsw i64 %1164, %conv2.q130197
-  %1166 = add nsw i64 1605632, %1165
-  %arena199 = getelementptr inbounds float, ptr %arena, i64 %1166
-  store float %1160, ptr %arena199, align 4
-  %q130.next = add nsw i64 %conv2.q130197, 1
-  %1167 = icmp slt i64 %q130.next, 196
-  br i1 %1167, label %conv2.q130, label %conv2.q130.end
-
-conv2.q130.end:                                   ; preds = %conv2.q130
-  %c129.next = add nsw i64 %conv2.c129196, 1
-  %1168 = icmp slt i64 %c129.next, 64
-  br i1 %1168, label %conv2.c129, label %conv2.c129.end
-
-conv2.j131:                                       ; preds = %conv2.c132.end, %conv2.j128.end
-  %conv2.j131200 = phi i64 [ 0, %conv2.j128.end ], [ %j131.next, %conv2.c132.end ]
-  br label %conv2.c132
-
-conv2.j131.end:                                   ; preds = %conv2.c132.end
-  %g58.next = add nsw i64 %conv2.g5865, 1
-  %1169 = icmp slt i64 %g58.next, 64
-  br i1 %1169, label %conv2.g58, label %conv2.g58.end
-
-conv2.c132:                                       ; preds = %conv2.q133.end, %conv2.j131
-  %conv2.c132201 = phi i64 [ 0, %conv2.j131 ], [ %c132.next, %conv2.q133.end ]
-  br label %conv2.q133
-
-conv2.c132.end:                                   ; preds = %conv2.q133.end
-  %j131.next = add nsw i64 %conv2.j131200, 1
-  %1170 = icmp slt i64 %j131.next, 1
-  br i1 %1170, label %conv2.j131, label %conv2.j131.end
-
-conv2.q133:                                       ; preds = %conv2.q133, %conv2.c132
-  %conv2.q133202 = phi i64 [ 0, %conv2.c132 ], [ %q133.next, %conv2.q133 ]
-  %1171 = mul nsw i64 %conv2.j131200, 196
-  %1172 = add nsw i64 %1171, %conv2.q133202
-  %1173 = mul nsw i64 %1172, 64
-  %1174 = add nsw i64 3586432, %1173
-  %1175 = add nsw i64 %1174, %conv2.c132201
-  %arena203 = getelementptr inbounds float, ptr %arena, i64 %1175
-  %1176 = load float, ptr %arena203, align 4
-  %1177 = add nsw i64 %conv2.g5865, %conv2.j131200
-  %1178 = mul nsw i64 %1177, 12544
-  %1179 = mul nsw i64 %conv2.c132201, 196
-  %1180 = add nsw i64 %1178, %1179
-  %1181 = add nsw i64 %1180, %conv2.q133202
-  %1182 = add nsw i64 2408448, %1181
-  %arena204 = getelementptr inbounds float, ptr %arena, i64 %1182
-  store float %1176, ptr %arena204, align 4
-  %q133.next = add nsw i64 %conv2.q133202, 1
-  %1183 = icmp slt i64 %q133.next, 196
-  br i1 %1183, label %conv2.q133, label %conv2.q133.end
-
-conv2.q133.end:                                   ; preds = %conv2.q133
-  %c132.next = add nsw i64 %conv2.c132201, 1
-  %1184 = icmp slt i64 %c132.next, 64
-  br i1 %1184, label %conv2.c132, label %conv2.c132.end
+define internal void @convnet_infer_b64.k1.conv2.part27.task(ptr %0, i64 %1) {
+entry:
+  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 0
+  %3 = load ptr, ptr %2, align 8
+  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 1
+  %5 = load ptr, ptr %4, align 8
+  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 2
+  %7 = load ptr, ptr %6, align 8
+  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 3
+  %9 = load ptr, ptr %8, align 8
+  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 4
+  %11 = load ptr, ptr %10, align 8
+  %12 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 5
+  %13 = load ptr, ptr %12, align 8
+  %14 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 6
+  %15 = load ptr, ptr %14, align 8
+  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 7
+  %17 = load float, ptr %16, align 4
+  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 8
+  %19 = load i64, ptr %18, align 4
+  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 9
+  %21 = load i64, ptr %20, align 4
+  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 10
+  %23 = load ptr, ptr %22, align 8
+  call void @convnet_infer_b64.k1.conv2.part27(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %1)
+  ret void
 }
 
 ; Function Attrs: noinline
-define internal void @convnet_infer_b64.k2.flat(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @convnet_infer_b64.k1.conv2.part100(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0, i64 %1) #1 {
+entry:
+  %conv2.at136 = alloca <8 x float>, align 32
+  %conv2.best135 = alloca <8 x float>, align 32
+  %conv2.v134 = alloca <8 x float>, align 32
+  %conv2.at133 = alloca <8 x float>, align 32
+  %conv2.best132 = alloca <8 x float>, align 32
+  %conv2.v131 = alloca <8 x float>, align 32
+  %conv2.at130 = alloca <8 x float>, align 32
+  %conv2.best129 = alloca <8 x float>, align 32
+  %conv2.v128 = alloca <8 x float>, align 32
+  %conv2.at127 = alloca <8 x float>, align 32
+  %conv2.best126 = alloca <8 x float>, align 32
+  %conv2.v125 = alloca <8 x float>, align 32
+  %conv2.w124 = alloca <8 x float>, align 32
+  %conv2.w123 = alloca <8 x float>, align 32
+  %conv2.w122 = alloca <8 x float>, align 32
+  %conv2.w121 = alloca <8 x float>, align 32
+  %conv2.w120 = alloca <8 x float>, align 32
+  %conv2.w119 = alloca <8 x float>, align 32
+  %conv2.w118 = alloca <8 x float>, align 32
+  %conv2.w117 = alloca <8 x float>, align 32
+  %conv2.w116 = alloca <8 x float>, align 32
+  %conv2.w115 = alloca <8 x float>, align 32
+  %conv2.w114 = alloca <8 x float>, align 32
+  %conv2.w113 = alloca <8 x float>, align 32
+  br label %conv2.xi101
+
+conv2.xi101:                                      ; preds = %conv2.xi101, %entry
+  %conv2.xi1011 = phi i64 [ 0, %entry ], [ %xi101.next, %conv2.xi101 ]
+  call void @convnet_infer_b64.k1.conv2.part100.gemm108(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv2.xi1011, i64 %1)
+  %xi101.next = add nsw i64 %conv2.xi1011, 1
+  %2 = icmp slt i64 %xi101.next, 16
+  br i1 %2, label %conv2.xi101, label %conv2.xi101.end
+
+conv2.xi101.end:                                  ; preds = %conv2.xi101
+  br label %conv2.j109
+
+conv2.j109:                                       ; preds = %conv2.ty110.end, %conv2.xi101.end
+  %conv2.j1092 = phi i64 [ 0, %conv2.xi101.end ], [ %j109.next, %conv2.ty110.end ]
+  br label %conv2.ty110
+
+conv2.j109.end:                                   ; preds = %conv2.ty110.end
+  br label %conv2.j137
+
+conv2.ty110:                                      ; preds = %conv2.tx111.end, %conv2.j109
+  %conv2.ty1103 = phi i64 [ 0, %conv2.j109 ], [ %ty110.next, %conv2.tx111.end ]
+  br label %conv2.tx111
+
+conv2.ty110.end:                                  ; preds = %conv2.tx111.end
+  %j109.next = add nsw i64 %conv2.j1092, 1
+  %3 = icmp slt i64 %j109.next, 1
+  br i1 %3, label %conv2.j109, label %conv2.j109.end
+
+conv2.tx111:                                      ; preds = %conv2.cv112.end, %conv2.ty110
+  %conv2.tx1114 = phi i64 [ 0, %conv2.ty110 ], [ %tx111.next, %conv2.cv112.end ]
+  br label %conv2.cv112
+
+conv2.tx111.end:                                  ; preds = %conv2.cv112.end
+  %ty110.next = add nsw i64 %conv2.ty1103, 1
+  %4 = icmp slt i64 %ty110.next, 14
+  br i1 %4, label %conv2.ty110, label %conv2.ty110.end
+
+conv2.cv112:                                      ; preds = %conv2.cv112, %conv2.tx111
+  %conv2.cv1125 = phi i64 [ 0, %conv2.tx111 ], [ %cv112.next, %conv2.cv112 ]
+  %5 = mul nsw i64 %conv2.j1092, 196
+  %6 = mul nsw i64 %conv2.ty1103, 14
+  %7 = add nsw i64 %5, %6
+  %8 = add nsw i64 %7, %conv2.tx1114
+  %9 = mul nsw i64 %8, 64
+  %10 = add nsw i64 3373184, %9
+  %11 = mul nsw i64 %1, 32
+  %12 = mul nsw i64 %conv2.cv1125, 8
+  %13 = add nsw i64 %11, %12
+  %14 = add nsw i64 %10, %13
+  %arena6 = getelementptr inbounds float, ptr %arena, i64 %14
+  %15 = load <8 x float>, ptr %arena6, align 4
+  %16 = mul nsw i64 %conv2.j1092, 196
+  %17 = mul nsw i64 %conv2.ty1103, 14
+  %18 = add nsw i64 %16, %17
+  %19 = add nsw i64 %18, %conv2.tx1114
+  %20 = mul nsw i64 %19, 64
+  %21 = add nsw i64 3423360, %20
+  %22 = mul nsw i64 %1, 32
+  %23 = mul nsw i64 %conv2.cv1125, 8
+  %24 = add nsw i64 %22, %23
+  %25 = add nsw i64 %21, %24
+  %arena7 = getelementptr inbounds float, ptr %arena, i64 %25
+  %26 = load <8 x float>, ptr %arena7, align 4
+  %27 = fadd <8 x float> %15, %26
+  %28 = mul nsw i64 %conv2.j1092, 196
+  %29 = mul nsw i64 %conv2.ty1103, 14
+  %30 = add nsw i64 %28, %29
+  %31 = add nsw i64 %30, %conv2.tx1114
+  %32 = mul nsw i64 %31, 64
+  %33 = add nsw i64 3473536, %32
+  %34 = mul nsw i64 %1, 32
+  %35 = mul nsw i64 %conv2.cv1125, 8
+  %36 = add nsw i64 %34, %35
+  %37 = add nsw i64 %33, %36
+  %arena8 = getelementptr inbounds float, ptr %arena, i64 %37
+  %38 = load <8 x float>, ptr %arena8, align 4
+  %39 = fadd <8 x float> %27, %38
+  store <8 x float> %39, ptr %conv2.w113, align 32
+  %40 = mul nsw i64 %conv2.j1092, 196
+  %41 = mul nsw i64 %conv2.ty1103, 14
+  %42 = add nsw i64 %40, %41
+  %43 = add nsw i64 %42, %conv2.tx1114
+  %44 = mul nsw i64 %43, 64
+  %45 = add nsw i64 3423360, %44
+  %46 = mul nsw i64 %1, 32
+  %47 = mul nsw i64 %conv2.cv1125, 8
+  %48 = add nsw i64 %46, %47
+  %49 = add nsw i64 %45, %48
+  %arena9 = getelementptr inbounds float, ptr %arena, i64 %49
+  %50 = load <8 x float>, ptr %arena9, align 4
+  %51 = mul nsw i64 %conv2.j1092, 196
+  %52 = mul nsw i64 %conv2.ty1103, 14
+  %53 = add nsw i64 %51, %52
+  %54 = add nsw i64 %53, %conv2.tx1114
+  %55 = mul nsw i64 %54, 64
+  %56 = add nsw i64 3473536, %55
+  %57 = mul nsw i64 %1, 32
+  %58 = mul nsw i64 %conv2.cv1125, 8
+  %59 = add nsw i64 %57, %58
+  %60 = add nsw i64 %56, %59
+  %arena10 = getelementptr inbounds float, ptr %arena, i64 %60
+  %61 = load <8 x float>, ptr %arena10, align 4
+  %62 = fsub <8 x float> %50, %61
+  %63 = mul nsw i64 %conv2.j1092, 196
+  %64 = mul nsw i64 %conv2.ty1103, 14
+  %65 = add nsw i64 %63, %64
+  %66 = add nsw i64 %65, %conv2.tx1114
+  %67 = mul nsw i64 %66, 64
+  %68 = add nsw i64 3523712, %67
+  %69 = mul nsw i64 %1, 32
+  %70 = mul nsw i64 %conv2.cv1125, 8
+  %71 = add nsw i64 %69, %70
+  %72 = add nsw i64 %68, %71
+  %arena11 = getelementptr inbounds float, ptr %arena, i64 %72
+  %73 = load <8 x float>, ptr %arena11, align 4
+  %74 = fsub <8 x float> %62, %73
+  store <8 x float> %74, ptr %conv2.w114, align 32
+  %75 = mul nsw i64 %conv2.j1092, 196
+  %76 = mul nsw i64 %conv2.ty1103, 14
+  %77 = add nsw i64 %75, %76
+  %78 = add nsw i64 %77, %conv2.tx1114
+  %79 = mul nsw i64 %78, 64
+  %80 = add nsw i64 3385728, %79
+  %81 = mul nsw i64 %1, 32
+  %82 = mul nsw i64 %conv2.cv1125, 8
+  %83 = add nsw i64 %81, %82
+  %84 = add nsw i64 %80, %83
+  %arena12 = getelementptr inbounds float, ptr %arena, i64 %84
+  %85 = load <8 x float>, ptr %arena12, align 4
+  %86 = mul nsw i64 %conv2.j1092, 196
+  %87 = mul nsw i64 %conv2.ty1103, 14
+  %88 = add nsw i64 %86, %87
+  %89 = add nsw i64 %88, %conv2.tx1114
+  %90 = mul nsw i64 %89, 64
+  %91 = add nsw i64 3435904, %90
+  %92 = mul nsw i64 %1, 32
+  %93 = mul nsw i64 %conv2.cv1125, 8
+  %94 = add nsw i64 %92, %93
+  %95 = add nsw i64 %91, %94
+  %arena13 = getelementptr inbounds float, ptr %arena, i64 %95
+  %96 = load <8 x float>, ptr %arena13, align 4
+  %97 = fadd <8 x float> %85, %96
+  %98 = mul nsw i64 %conv2.j1092, 196
+  %99 = mul nsw i64 %conv2.ty1103, 14
+  %100 = add nsw i64 %98, %99
+  %101 = add nsw i64 %100, %conv2.tx1114
+  %102 = mul nsw i64 %101, 64
+  %103 = add nsw i64 3486080, %102
+  %104 = mul nsw i64 %1, 32
+  %105 = mul nsw i64 %conv2.cv1125, 8
+  %106 = add nsw i64 %104, %105
+  %107 = add nsw i64 %103, %106
+  %arena14 = getelementptr inbounds float, ptr %arena, i64 %107
+  %108 = load <8 x float>, ptr %arena14, align 4
+  %109 = fadd <8 x float> %97, %108
+  store <8 x float> %109, ptr %conv2.w115, align 32
+  %110 = mul nsw i64 %conv2.j1092, 196
+  %111 = mul nsw i64 %conv2.ty1103, 14
+  %112 = add nsw i64 %110, %111
+  %113 = add nsw i64 %112, %conv2.tx1114
+  %114 = mul nsw i64 %113, 64
+  %115 = add nsw i64 3435904, %114
+  %116 = mul nsw i64 %1, 32
+  %117 = mul nsw i64 %conv2.cv1125, 8
+  %118 = add nsw i64 %116, %117
+  %119 = add nsw i64 %115, %118
+  %arena15 = getelementptr inbounds float, ptr %arena, i64 %119
+  %120 = load <8 x float>, ptr %arena15, align 4
+  %121 = mul nsw i64 %conv2.j1092, 196
+  %122 = mul nsw i64 %conv2.ty1103, 14
+  %123 = add nsw i64 %121, %122
+  %124 = add nsw i64 %123, %conv2.tx1114
+  %125 = mul nsw i64 %124, 64
+  %126 = add nsw i64 3486080, %125
+  %127 = mul nsw i64 %1, 32
+  %128 = mul nsw i64 %conv2.cv1125, 8
+  %129 = add nsw i64 %127, %128
+  %130 = add nsw i64 %126, %129
+  %arena16 = getelementptr inbounds float, ptr %arena, i64 %130
+  %131 = load <8 x float>, ptr %arena16, align 4
+  %132 = fsub <8 x float> %120, %131
+  %133 = mul nsw i64 %conv2.j1092, 196
+  %134 = mul nsw i64 %conv2.ty1103, 14
+  %135 = add nsw i64 %133, %134
+  %136 = add nsw i64 %135, %conv2.tx1114
+  %137 = mul nsw i64 %136, 64
+  %138 = add nsw i64 3536256, %137
+  %139 = mul nsw i64 %1, 32
+  %140 = mul nsw i64 %conv2.cv1125, 8
+  %141 = add nsw i64 %139, %140
+  %142 = add nsw i64 %138, %141
+  %arena17 = getelementptr inbounds float, ptr %arena, i64 %142
+  %143 = load <8 x float>, ptr %arena17, align 4
+  %144 = fsub <8 x float> %132, %143
+  store <8 x float> %144, ptr %conv2.w116, align 32
+  %145 = mul nsw i64 %conv2.j1092, 196
+  %146 = mul nsw i64 %conv2.ty1103, 14
+  %147 = add nsw i64 %145, %146
+  %148 = add nsw i64 %147, %conv2.tx1114
+  %149 = mul nsw i64 %148, 64
+  %150 = add nsw i64 3398272, %149
+  %151 = mul nsw i64 %1, 32
+  %152 = mul nsw i64 %conv2.cv1125, 8
+  %153 = add nsw i64 %151, %152
+  %154 = add nsw i64 %150, %153
+  %arena18 = getelementptr inbounds float, ptr %arena, i64 %154
+  %155 = load <8 x float>, ptr %arena18, align 4
+  %156 = mul nsw i64 %conv2.j1092, 196
+  %157 = mul nsw i64 %conv2.ty1103, 14
+  %158 = add nsw i64 %156, %157
+  %159 = add nsw i64 %158, %conv2.tx1114
+  %160 = mul nsw i64 %159, 64
+  %161 = add nsw i64 3448448, %160
+  %162 = mul nsw i64 %1, 32
+  %163 = mul nsw i64 %conv2.cv1125, 8
+  %164 = add nsw i64 %162, %163
+  %165 = add nsw i64 %161, %164
+  %arena19 = getelementptr inbounds float, ptr %arena, i64 %165
+  %166 = load <8 x float>, ptr %arena19, align 4
+  %167 = fadd <8 x float> %155, %166
+  %168 = mul nsw i64 %conv2.j1092, 196
+  %169 = mul nsw i64 %conv2.ty1103, 14
+  %170 = add nsw i64 %168, %169
+  %171 = add nsw i64 %170, %conv2.tx1114
+  %172 = mul nsw i64 %171, 64
+  %173 = add nsw i64 3498624, %172
+  %174 = mul nsw i64 %1, 32
+  %175 = mul nsw i64 %conv2.cv1125, 8
+  %176 = add nsw i64 %174, %175
+  %177 = add nsw i64 %173, %176
+  %arena20 = getelementptr inbounds float, ptr %arena, i64 %177
+  %178 = load <8 x float>, ptr %arena20, align 4
+  %179 = fadd <8 x float> %167, %178
+  store <8 x float> %179, ptr %conv2.w117, align 32
+  %180 = mul nsw i64 %conv2.j1092, 196
+  %181 = mul nsw i64 %conv2.ty1103, 14
+  %182 = add nsw i64 %180, %181
+  %183 = add nsw i64 %182, %conv2.tx1114
+  %184 = mul nsw i64 %183, 64
+  %185 = add nsw i64 3448448, %184
+  %186 = mul nsw i64 %1, 32
+  %187 = mul nsw i64 %conv2.cv1125, 8
+  %188 = add nsw i64 %186, %187
+  %189 = add nsw i64 %185, %188
+  %arena21 = getelementptr inbounds float, ptr %arena, i64 %189
+  %190 = load <8 x float>, ptr %arena21, align 4
+  %191 = mul nsw i64 %conv2.j1092, 196
+  %192 = mul nsw i64 %conv2.ty1103, 14
+  %193 = add nsw i64 %191, %192
+  %194 = add nsw i64 %193, %conv2.tx1114
+  %195 = mul nsw i64 %194, 64
+  %196 = add nsw i64 3498624, %195
+  %197 = mul nsw i64 %1, 32
+  %198 = mul nsw i64 %conv2.cv1125, 8
+  %199 = add nsw i64 %197, %198
+  %200 = add nsw i64 %196, %199
+  %arena22 = getelementptr inbounds float, ptr %arena, i64 %200
+  %201 = load <8 x float>, ptr %arena22, align 4
+  %202 = fsub <8 x float> %190, %201
+  %203 = mul nsw i64 %conv2.j1092, 196
+  %204 = mul nsw i64 %conv2.ty1103, 14
+  %205 = add nsw i64 %203, %204
+  %206 = add nsw i64 %205, %conv2.tx1114
+  %207 = mul nsw i64 %206, 64
+  %208 = add nsw i64 3548800, %207
+  %209 = mul nsw i64 %1, 32
+  %210 = mul nsw i64 %conv2.cv1125, 8
+  %211 = add nsw i64 %209, %210
+  %212 = add nsw i64 %208, %211
+  %arena23 = getelementptr inbounds float, ptr %arena, i64 %212
+  %213 = load <8 x float>, ptr %arena23, align 4
+  %214 = fsub <8 x float> %202, %213
+  store <8 x float> %214, ptr %conv2.w118, align 32
+  %215 = mul nsw i64 %conv2.j1092, 196
+  %216 = mul nsw i64 %conv2.ty1103, 14
+  %217 = add nsw i64 %215, %216
+  %218 = add nsw i64 %217, %conv2.tx1114
+  %219 = mul nsw i64 %218, 64
+  %220 = add nsw i64 3410816, %219
+  %221 = mul nsw i64 %1, 32
+  %222 = mul nsw i64 %conv2.cv1125, 8
+  %223 = add nsw i64 %221, %222
+  %224 = add nsw i64 %220, %223
+  %arena24 = getelementptr inbounds float, ptr %arena, i64 %224
+  %225 = load <8 x float>, ptr %arena24, align 4
+  %226 = mul nsw i64 %conv2.j1092, 196
+  %227 = mul nsw i64 %conv2.ty1103, 14
+  %228 = add nsw i64 %226, %227
+  %229 = add nsw i64 %228, %conv2.tx1114
+  %230 = mul nsw i64 %229, 64
+  %231 = add nsw i64 3460992, %230
+  %232 = mul nsw i64 %1, 32
+  %233 = mul nsw i64 %conv2.cv1125, 8
+  %234 = add nsw i64 %232, %233
+  %235 = add nsw i64 %231, %234
+  %arena25 = getelementptr inbounds float, ptr %arena, i64 %235
+  %236 = load <8 x float>, ptr %arena25, align 4
+  %237 = fadd <8 x float> %225, %236
+  %238 = mul nsw i64 %conv2.j1092, 196
+  %239 = mul nsw i64 %conv2.ty1103, 14
+  %240 = add nsw i64 %238, %239
+  %241 = add nsw i64 %240, %conv2.tx1114
+  %242 = mul nsw i64 %241, 64
+  %243 = add nsw i64 3511168, %242
+  %244 = mul nsw i64 %1, 32
+  %245 = mul nsw i64 %conv2.cv1125, 8
+  %246 = add nsw i64 %244, %245
+  %247 = add nsw i64 %243, %246
+  %arena26 = getelementptr inbounds float, ptr %arena, i64 %247
+  %248 = load <8 x float>, ptr %arena26, align 4
+  %249 = fadd <8 x float> %237, %248
+  store <8 x float> %249, ptr %conv2.w119, align 32
+  %250 = mul nsw i64 %conv2.j1092, 196
+  %251 = mul nsw i64 %conv2.ty1103, 14
+  %252 = add nsw i64 %250, %251
+  %253 = add nsw i64 %252, %conv2.tx1114
+  %254 = mul nsw i64 %253, 64
+  %255 = add nsw i64 3460992, %254
+  %256 = mul nsw i64 %1, 32
+  %257 = mul nsw i64 %conv2.cv1125, 8
+  %258 = add nsw i64 %256, %257
+  %259 = add nsw i64 %255, %258
+  %arena27 = getelementptr inbounds float, ptr %arena, i64 %259
+  %260 = load <8 x float>, ptr %arena27, align 4
+  %261 = mul nsw i64 %conv2.j1092, 196
+  %262 = mul nsw i64 %conv2.ty1103, 14
+  %263 = add nsw i64 %261, %262
+  %264 = add nsw i64 %263, %conv2.tx1114
+  %265 = mul nsw i64 %264, 64
+  %266 = add nsw i64 3511168, %265
+  %267 = mul nsw i64 %1, 32
+  %268 = mul nsw i64 %conv2.cv1125, 8
+  %269 = add nsw i64 %267, %268
+  %270 = add nsw i64 %266, %269
+  %arena28 = getelementptr inbounds float, ptr %arena, i64 %270
+  %271 = load <8 x float>, ptr %arena28, align 4
+  %272 = fsub <8 x float> %260, %271
+  %273 = mul nsw i64 %conv2.j1092, 196
+  %274 = mul nsw i64 %conv2.ty1103, 14
+  %275 = add nsw i64 %273, %274
+  %276 = add nsw i64 %275, %conv2.tx1114
+  %277 = mul nsw i64 %276, 64
+  %278 = add nsw i64 3561344, %277
+  %279 = mul nsw i64 %1, 32
+  %280 = mul nsw i64 %conv2.cv1125, 8
+  %281 = add nsw i64 %279, %280
+  %282 = add nsw i64 %278, %281
+  %arena29 = getelementptr inbounds float, ptr %arena, i64 %282
+  %283 = load <8 x float>, ptr %arena29, align 4
+  %284 = fsub <8 x float> %272, %283
+  store <8 x float> %284, ptr %conv2.w120, align 32
+  %w113 = load <8 x float>, ptr %conv2.w113, align 32
+  %w115 = load <8 x float>, ptr %conv2.w115, align 32
+  %285 = fadd <8 x float> %w113, %w115
+  %w117 = load <8 x float>, ptr %conv2.w117, align 32
+  %286 = fadd <8 x float> %285, %w117
+  store <8 x float> %286, ptr %conv2.w121, align 32
+  %w11530 = load <8 x float>, ptr %conv2.w115, align 32
+  %w11731 = load <8 x float>, ptr %conv2.w117, align 32
+  %287 = fsub <8 x float> %w11530, %w11731
+  %w119 = load <8 x float>, ptr %conv2.w119, align 32
+  %288 = fsub <8 x float> %287, %w119
+  store <8 x float> %288, ptr %conv2.w122, align 32
+  %w114 = load <8 x float>, ptr %conv2.w114, align 32
+  %w116 = load <8 x float>, ptr %conv2.w116, align 32
+  %289 = fadd <8 x float> %w114, %w116
+  %w118 = load <8 x float>, ptr %conv2.w118, align 32
+  %290 = fadd <8 x float> %289, %w118
+  store <8 x float> %290, ptr %conv2.w123, align 32
+  %w11632 = load <8 x float>, ptr %conv2.w116, align 32
+  %w11833 = load <8 x float>, ptr %conv2.w118, align 32
+  %291 = fsub <8 x float> %w11632, %w11833
+  %w120 = load <8 x float>, ptr %conv2.w120, align 32
+  %292 = fsub <8 x float> %291, %w120
+  store <8 x float> %292, ptr %conv2.w124, align 32
+  %w121 = load <8 x float>, ptr %conv2.w121, align 32
+  %293 = mul nsw i64 %1, 32
+  %294 = mul nsw i64 %conv2.cv1125, 8
+  %295 = add nsw i64 %293, %294
+  %296 = add nsw i64 18752, %295
+  %params34 = getelementptr inbounds float, ptr %params, i64 %296
+  %297 = load <8 x float>, ptr %params34, align 4
+  %298 = fadd <8 x float> %w121, %297
+  store <8 x float> %298, ptr %conv2.v125, align 32
+  %v125 = load <8 x float>, ptr %conv2.v125, align 32
+  store <8 x float> %v125, ptr %conv2.best126, align 32
+  %299 = mul nsw i64 %conv2.ty1103, 2
+  %300 = mul nsw i64 %299, 28
+  %301 = mul nsw i64 %conv2.tx1114, 2
+  %302 = add nsw i64 %300, %301
+  %303 = sitofp i64 %302 to float
+  %304 = insertelement <8 x float> undef, float %303, i32 0
+  %305 = shufflevector <8 x float> %304, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %305, ptr %conv2.at127, align 32
+  %w122 = load <8 x float>, ptr %conv2.w122, align 32
+  %306 = mul nsw i64 %1, 32
+  %307 = mul nsw i64 %conv2.cv1125, 8
+  %308 = add nsw i64 %306, %307
+  %309 = add nsw i64 18752, %308
+  %params35 = getelementptr inbounds float, ptr %params, i64 %309
+  %310 = load <8 x float>, ptr %params35, align 4
+  %311 = fadd <8 x float> %w122, %310
+  store <8 x float> %311, ptr %conv2.v128, align 32
+  %v128 = load <8 x float>, ptr %conv2.v128, align 32
+  %best126 = load <8 x float>, ptr %conv2.best126, align 32
+  %312 = fcmp ogt <8 x float> %v128, %best126
+  %v12836 = load <8 x float>, ptr %conv2.v128, align 32
+  %best12637 = load <8 x float>, ptr %conv2.best126, align 32
+  %313 = select <8 x i1> %312, <8 x float> %v12836, <8 x float> %best12637
+  store <8 x float> %313, ptr %conv2.best129, align 32
+  %v12838 = load <8 x float>, ptr %conv2.v128, align 32
+  %best12639 = load <8 x float>, ptr %conv2.best126, align 32
+  %314 = fcmp ogt <8 x float> %v12838, %best12639
+  %315 = mul nsw i64 %conv2.ty1103, 2
+  %316 = mul nsw i64 %315, 28
+  %317 = mul nsw i64 %conv2.tx1114, 2
+  %318 = add nsw i64 %316, %317
+  %319 = add nsw i64 %318, 1
+  %320 = sitofp i64 %319 to float
+  %321 = insertelement <8 x float> undef, float %320, i32 0
+  %322 = shufflevector <8 x float> %321, <8 x float> undef, <8 x i32> zeroinitializer
+  %at127 = load <8 x float>, ptr %conv2.at127, align 32
+  %323 = select <8 x i1> %314, <8 x float> %322, <8 x float> %at127
+  store <8 x float> %323, ptr %conv2.at130, align 32
+  %w123 = load <8 x float>, ptr %conv2.w123, align 32
+  %324 = mul nsw i64 %1, 32
+  %325 = mul nsw i64 %conv2.cv1125, 8
+  %326 = add nsw i64 %324, %325
+  %327 = add nsw i64 18752, %326
+  %params40 = getelementptr inbounds float, ptr %params, i64 %327
+  %328 = load <8 x float>, ptr %params40, align 4
+  %329 = fadd <8 x float> %w123, %328
+  store <8 x float> %329, ptr %conv2.v131, align 32
+  %v131 = load <8 x float>, ptr %conv2.v131, align 32
+  %best129 = load <8 x float>, ptr %conv2.best129, align 32
+  %330 = fcmp ogt <8 x float> %v131, %best129
+  %v13141 = load <8 x float>, ptr %conv2.v131, align 32
+  %best12942 = load <8 x float>, ptr %conv2.best129, align 32
+  %331 = select <8 x i1> %330, <8 x float> %v13141, <8 x float> %best12942
+  store <8 x float> %331, ptr %conv2.best132, align 32
+  %v13143 = load <8 x float>, ptr %conv2.v131, align 32
+  %best12944 = load <8 x float>, ptr %conv2.best129, align 32
+  %332 = fcmp ogt <8 x float> %v13143, %best12944
+  %333 = mul nsw i64 %conv2.ty1103, 2
+  %334 = add nsw i64 %333, 1
+  %335 = mul nsw i64 %334, 28
+  %336 = mul nsw i64 %conv2.tx1114, 2
+  %337 = add nsw i64 %335, %336
+  %338 = sitofp i64 %337 to float
+  %339 = insertelement <8 x float> undef, float %338, i32 0
+  %340 = shufflevector <8 x float> %339, <8 x float> undef, <8 x i32> zeroinitializer
+  %at130 = load <8 x float>, ptr %conv2.at130, align 32
+  %341 = select <8 x i1> %332, <8 x float> %340, <8 x float> %at130
+  store <8 x float> %341, ptr %conv2.at133, align 32
+  %w124 = load <8 x float>, ptr %conv2.w124, align 32
+  %342 = mul nsw i64 %1, 32
+  %343 = mul nsw i64 %conv2.cv1125, 8
+  %344 = add nsw i64 %342, %343
+  %345 = add nsw i64 18752, %344
+  %params45 = getelementptr inbounds float, ptr %params, i64 %345
+  %346 = load <8 x float>, ptr %params45, align 4
+  %347 = fadd <8 x float> %w124, %346
+  store <8 x float> %347, ptr %conv2.v134, align 32
+  %v134 = load <8 x float>, ptr %conv2.v134, align 32
+  %best132 = load <8 x float>, ptr %conv2.best132, align 32
+  %348 = fcmp ogt <8 x float> %v134, %best132
+  %v13446 = load <8 x float>, ptr %conv2.v134, align 32
+  %best13247 = load <8 x float>, ptr %conv2.best132, align 32
+  %349 = select <8 x i1> %348, <8 x float> %v13446, <8 x float> %best13247
+  store <8 x float> %349, ptr %conv2.best135, align 32
+  %v13448 = load <8 x float>, ptr %conv2.v134, align 32
+  %best13249 = load <8 x float>, ptr %conv2.best132, align 32
+  %350 = fcmp ogt <8 x float> %v13448, %best13249
+  %351 = mul nsw i64 %conv2.ty1103, 2
+  %352 = add nsw i64 %351, 1
+  %353 = mul nsw i64 %352, 28
+  %354 = mul nsw i64 %conv2.tx1114, 2
+  %355 = add nsw i64 %353, %354
+  %356 = add nsw i64 %355, 1
+  %357 = sitofp i64 %356 to float
+  %358 = insertelement <8 x float> undef, float %357, i32 0
+  %359 = shufflevector <8 x float> %358, <8 x float> undef, <8 x i32> zeroinitializer
+  %at133 = load <8 x float>, ptr %conv2.at133, align 32
+  %360 = select <8 x i1> %350, <8 x float> %359, <8 x float> %at133
+  store <8 x float> %360, ptr %conv2.at136, align 32
+  %best135 = load <8 x float>, ptr %conv2.best135, align 32
+  %361 = fcmp ogt <8 x float> %best135, zeroinitializer
+  %best13550 = load <8 x float>, ptr %conv2.best135, align 32
+  %362 = select <8 x i1> %361, <8 x float> %best13550, <8 x float> zeroinitializer
+  %363 = mul nsw i64 %conv2.j1092, 196
+  %364 = mul nsw i64 %conv2.ty1103, 14
+  %365 = add nsw i64 %363, %364
+  %366 = add nsw i64 %365, %conv2.tx1114
+  %367 = mul nsw i64 %366, 64
+  %368 = add nsw i64 3573888, %367
+  %369 = mul nsw i64 %1, 32
+  %370 = mul nsw i64 %conv2.cv1125, 8
+  %371 = add nsw i64 %369, %370
+  %372 = add nsw i64 %368, %371
+  %arena51 = getelementptr inbounds float, ptr %arena, i64 %372
+  store <8 x float> %362, ptr %arena51, align 4
+  %at136 = load <8 x float>, ptr %conv2.at136, align 32
+  %373 = mul nsw i64 %conv2.j1092, 196
+  %374 = mul nsw i64 %conv2.ty1103, 14
+  %375 = add nsw i64 %373, %374
+  %376 = add nsw i64 %375, %conv2.tx1114
+  %377 = mul nsw i64 %376, 64
+  %378 = add nsw i64 3573888, %377
+  %379 = mul nsw i64 %1, 32
+  %380 = mul nsw i64 %conv2.cv1125, 8
+  %381 = add nsw i64 %379, %380
+  %382 = add nsw i64 %378, %381
+  %383 = add nsw i64 %382, 12544
+  %arena52 = getelementptr inbounds float, ptr %arena, i64 %383
+  store <8 x float> %at136, ptr %arena52, align 4
+  %cv112.next = add nsw i64 %conv2.cv1125, 1
+  %384 = icmp slt i64 %cv112.next, 4
+  br i1 %384, label %conv2.cv112, label %conv2.cv112.end
+
+conv2.cv112.end:                                  ; preds = %conv2.cv112
+  %tx111.next = add nsw i64 %conv2.tx1114, 1
+  %385 = icmp slt i64 %tx111.next, 14
+  br i1 %385, label %conv2.tx111, label %conv2.tx111.end
+
+conv2.j137:                                       ; preds = %conv2.c138.end, %conv2.j109.end
+  %conv2.j13753 = phi i64 [ 0, %conv2.j109.end ], [ %j137.next, %conv2.c138.end ]
+  br label %conv2.c138
+
+conv2.j137.end:                                   ; preds = %conv2.c138.end
+  br label %conv2.j140
+
+conv2.c138:                                       ; preds = %conv2.q139.end, %conv2.j137
+  %conv2.c13854 = phi i64 [ 0, %conv2.j137 ], [ %c138.next, %conv2.q139.end ]
+  br label %conv2.q139
+
+conv2.c138.end:                                   ; preds = %conv2.q139.end
+  %j137.next = add nsw i64 %conv2.j13753, 1
+  %386 = icmp slt i64 %j137.next, 1
+  br i1 %386, label %conv2.j137, label %conv2.j137.end
+
+conv2.q139:                                       ; preds = %conv2.q139, %conv2.c138
+  %conv2.q13955 = phi i64 [ 0, %conv2.c138 ], [ %q139.next, %conv2.q139 ]
+  %387 = mul nsw i64 %conv2.j13753, 196
+  %388 = add nsw i64 %387, %conv2.q13955
+  %389 = mul nsw i64 %388, 64
+  %390 = add nsw i64 3573888, %389
+  %391 = mul nsw i64 %1, 32
+  %392 = add nsw i64 %391, %conv2.c13854
+  %393 = add nsw i64 %390, %392
+  %arena56 = getelementptr inbounds float, ptr %arena, i64 %393
+  %394 = load float, ptr %arena56, align 4
+  %395 = add nsw i64 %0, %conv2.j13753
+  %396 = mul nsw i64 %395, 12544
+  %397 = mul nsw i64 %1, 32
+  %398 = add nsw i64 %397, %conv2.c13854
+  %399 = mul nsw i64 %398, 196
+  %400 = add nsw i64 %396, %399
+  %401 = add nsw i64 %400, %conv2.q13955
+  %402 = add nsw i64 1605632, %401
+  %arena57 = getelementptr inbounds float, ptr %arena, i64 %402
+  store float %394, ptr %arena57, align 4
+  %q139.next = add nsw i64 %conv2.q13955, 1
+  %403 = icmp slt i64 %q139.next, 196
+  br i1 %403, label %conv2.q139, label %conv2.q139.end
+
+conv2.q139.end:                                   ; preds = %conv2.q139
+  %c138.next = add nsw i64 %conv2.c13854, 1
+  %404 = icmp slt i64 %c138.next, 32
+  br i1 %404, label %conv2.c138, label %conv2.c138.end
+
+conv2.j140:                                       ; preds = %conv2.c141.end, %conv2.j137.end
+  %conv2.j14058 = phi i64 [ 0, %conv2.j137.end ], [ %j140.next, %conv2.c141.end ]
+  br label %conv2.c141
+
+conv2.j140.end:                                   ; preds = %conv2.c141.end
+  ret void
+
+conv2.c141:                                       ; preds = %conv2.q142.end, %conv2.j140
+  %conv2.c14159 = phi i64 [ 0, %conv2.j140 ], [ %c141.next, %conv2.q142.end ]
+  br label %conv2.q142
+
+conv2.c141.end:                                   ; preds = %conv2.q142.end
+  %j140.next = add nsw i64 %conv2.j14058, 1
+  %405 = icmp slt i64 %j140.next, 1
+  br i1 %405, label %conv2.j140, label %conv2.j140.end
+
+conv2.q142:                                       ; preds = %conv2.q142, %conv2.c141
+  %conv2.q14260 = phi i64 [ 0, %conv2.c141 ], [ %q142.next, %conv2.q142 ]
+  %406 = mul nsw i64 %conv2.j14058, 196
+  %407 = add nsw i64 %406, %conv2.q14260
+  %408 = mul nsw i64 %407, 64
+  %409 = add nsw i64 3586432, %408
+  %410 = mul nsw i64 %1, 32
+  %411 = add nsw i64 %410, %conv2.c14159
+  %412 = add nsw i64 %409, %411
+  %arena61 = getelementptr inbounds float, ptr %arena, i64 %412
+  %413 = load float, ptr %arena61, align 4
+  %414 = add nsw i64 %0, %conv2.j14058
+  %415 = mul nsw i64 %414, 12544
+  %416 = mul nsw i64 %1, 32
+  %417 = add nsw i64 %416, %conv2.c14159
+  %418 = mul nsw i64 %417, 196
+  %419 = add nsw i64 %415, %418
+  %420 = add nsw i64 %419, %conv2.q14260
+  %421 = add nsw i64 2408448, %420
+  %arena62 = getelementptr inbounds float, ptr %arena, i64 %421
+  store float %413, ptr %arena62, align 4
+  %q142.next = add nsw i64 %conv2.q14260, 1
+  %422 = icmp slt i64 %q142.next, 196
+  br i1 %422, label %conv2.q142, label %conv2.q142.end
+
+conv2.q142.end:                                   ; preds = %conv2.q142
+  %c141.next = add nsw i64 %conv2.c14159, 1
+  %423 = icmp slt i64 %c141.next, 32
+  br i1 %423, label %conv2.c141, label %conv2.c141.end
+}
+
+; Function Attrs: noinline
+define internal void @convnet_infer_b64.k1.conv2.part100.gemm108(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0, i64 %1) #1 {
+entry:
+  %conv2.t106_a3 = alloca <8 x float>, align 32
+  %conv2.t106_a2 = alloca <8 x float>, align 32
+  %conv2.t106_a1 = alloca <8 x float>, align 32
+  %conv2.t106_a0 = alloca <8 x float>, align 32
+  %conv2.t106_b1 = alloca <8 x float>, align 32
+  %conv2.t106_b0 = alloca <8 x float>, align 32
+  %conv2.t106_c3_1 = alloca <8 x float>, align 32
+  %conv2.t106_c3_0 = alloca <8 x float>, align 32
+  %conv2.t106_c2_1 = alloca <8 x float>, align 32
+  %conv2.t106_c2_0 = alloca <8 x float>, align 32
+  %conv2.t106_c1_1 = alloca <8 x float>, align 32
+  %conv2.t106_c1_0 = alloca <8 x float>, align 32
+  %conv2.t106_c0_1 = alloca <8 x float>, align 32
+  %conv2.t106_c0_0 = alloca <8 x float>, align 32
+  %conv2.t104_a5 = alloca <8 x float>, align 32
+  %conv2.t104_a4 = alloca <8 x float>, align 32
+  %conv2.t104_a3 = alloca <8 x float>, align 32
+  %conv2.t104_a2 = alloca <8 x float>, align 32
+  %conv2.t104_a1 = alloca <8 x float>, align 32
+  %conv2.t104_a0 = alloca <8 x float>, align 32
+  %conv2.t104_b1 = alloca <8 x float>, align 32
+  %conv2.t104_b0 = alloca <8 x float>, align 32
+  %conv2.t104_c5_1 = alloca <8 x float>, align 32
+  %conv2.t104_c5_0 = alloca <8 x float>, align 32
+  %conv2.t104_c4_1 = alloca <8 x float>, align 32
+  %conv2.t104_c4_0 = alloca <8 x float>, align 32
+  %conv2.t104_c3_1 = alloca <8 x float>, align 32
+  %conv2.t104_c3_0 = alloca <8 x float>, align 32
+  %conv2.t104_c2_1 = alloca <8 x float>, align 32
+  %conv2.t104_c2_0 = alloca <8 x float>, align 32
+  %conv2.t104_c1_1 = alloca <8 x float>, align 32
+  %conv2.t104_c1_0 = alloca <8 x float>, align 32
+  %conv2.t104_c0_1 = alloca <8 x float>, align 32
+  %conv2.t104_c0_0 = alloca <8 x float>, align 32
+  br label %conv2.nb102
+
+conv2.nb102:                                      ; preds = %conv2.k107.end, %entry
+  %conv2.nb1021 = phi i64 [ 0, %entry ], [ %nb102.next, %conv2.k107.end ]
+  br label %conv2.mb103
+
+conv2.nb102.end:                                  ; preds = %conv2.k107.end
+  ret void
+
+conv2.mb103:                                      ; preds = %conv2.k105.end, %conv2.nb102
+  %conv2.mb1032 = phi i64 [ 0, %conv2.nb102 ], [ %mb103.next, %conv2.k105.end ]
+  store <8 x float> zeroinitializer, ptr %conv2.t104_c0_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t104_c0_1, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t104_c1_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t104_c1_1, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t104_c2_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t104_c2_1, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t104_c3_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t104_c3_1, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t104_c4_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t104_c4_1, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t104_c5_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t104_c5_1, align 32
+  br label %conv2.k105
+
+conv2.mb103.end:                                  ; preds = %conv2.k105.end
+  store <8 x float> zeroinitializer, ptr %conv2.t106_c0_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t106_c0_1, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t106_c1_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t106_c1_1, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t106_c2_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t106_c2_1, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t106_c3_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t106_c3_1, align 32
+  br label %conv2.k107
+
+conv2.k105:                                       ; preds = %conv2.k105, %conv2.mb103
+  %conv2.k1053 = phi i64 [ 0, %conv2.mb103 ], [ %k105.next, %conv2.k105 ]
+  %2 = mul nsw i64 %0, 2048
+  %3 = add nsw i64 3211264, %2
+  %4 = mul nsw i64 %1, 32
+  %5 = add nsw i64 %3, %4
+  %6 = mul nsw i64 %conv2.k1053, 64
+  %7 = add nsw i64 %5, %6
+  %8 = mul nsw i64 %conv2.nb1021, 16
+  %9 = add nsw i64 %7, %8
+  %arena4 = getelementptr inbounds float, ptr %arena, i64 %9
+  %10 = load <8 x float>, ptr %arena4, align 4
+  store <8 x float> %10, ptr %conv2.t104_b0, align 32
+  %11 = mul nsw i64 %0, 2048
+  %12 = add nsw i64 3211264, %11
+  %13 = mul nsw i64 %1, 32
+  %14 = add nsw i64 %12, %13
+  %15 = mul nsw i64 %conv2.k1053, 64
+  %16 = add nsw i64 %14, %15
+  %17 = mul nsw i64 %conv2.nb1021, 16
+  %18 = add nsw i64 %16, %17
+  %19 = add nsw i64 %18, 8
+  %arena5 = getelementptr inbounds float, ptr %arena, i64 %19
+  %20 = load <8 x float>, ptr %arena5, align 4
+  store <8 x float> %20, ptr %conv2.t104_b1, align 32
+  %21 = mul nsw i64 %0, 6272
+  %22 = add nsw i64 3272832, %21
+  %23 = mul nsw i64 %conv2.mb1032, 6
+  %24 = mul nsw i64 %23, 32
+  %25 = add nsw i64 %22, %24
+  %26 = add nsw i64 %25, %conv2.k1053
+  %arena6 = getelementptr inbounds float, ptr %arena, i64 %26
+  %27 = load float, ptr %arena6, align 4
+  %28 = insertelement <8 x float> undef, float %27, i32 0
+  %29 = shufflevector <8 x float> %28, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %29, ptr %conv2.t104_a0, align 32
+  %t104_a0 = load <8 x float>, ptr %conv2.t104_a0, align 32
+  %t104_b0 = load <8 x float>, ptr %conv2.t104_b0, align 32
+  %t104_c0_0 = load <8 x float>, ptr %conv2.t104_c0_0, align 32
+  %30 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t104_a0, <8 x float> %t104_b0, <8 x float> %t104_c0_0)
+  store <8 x float> %30, ptr %conv2.t104_c0_0, align 32
+  %t104_a07 = load <8 x float>, ptr %conv2.t104_a0, align 32
+  %t104_b1 = load <8 x float>, ptr %conv2.t104_b1, align 32
+  %t104_c0_1 = load <8 x float>, ptr %conv2.t104_c0_1, align 32
+  %31 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t104_a07, <8 x float> %t104_b1, <8 x float> %t104_c0_1)
+  store <8 x float> %31, ptr %conv2.t104_c0_1, align 32
+  %32 = mul nsw i64 %0, 6272
+  %33 = add nsw i64 3272832, %32
+  %34 = mul nsw i64 %conv2.mb1032, 6
+  %35 = add nsw i64 %34, 1
+  %36 = mul nsw i64 %35, 32
+  %37 = add nsw i64 %33, %36
+  %38 = add nsw i64 %37, %conv2.k1053
+  %arena8 = getelementptr inbounds float, ptr %arena, i64 %38
+  %39 = load float, ptr %arena8, align 4
+  %40 = insertelement <8 x float> undef, float %39, i32 0
+  %41 = shufflevector <8 x float> %40, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %41, ptr %conv2.t104_a1, align 32
+  %t104_a1 = load <8 x float>, ptr %conv2.t104_a1, align 32
+  %t104_b09 = load <8 x float>, ptr %conv2.t104_b0, align 32
+  %t104_c1_0 = load <8 x float>, ptr %conv2.t104_c1_0, align 32
+  %42 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t104_a1, <8 x float> %t104_b09, <8 x float> %t104_c1_0)
+  store <8 x float> %42, ptr %conv2.t104_c1_0, align 32
+  %t104_a110 = load <8 x float>, ptr %conv2.t104_a1, align 32
+  %t104_b111 = load <8 x float>, ptr %conv2.t104_b1, align 32
+  %t104_c1_1 = load <8 x float>, ptr %conv2.t104_c1_1, align 32
+  %43 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t104_a110, <8 x float> %t104_b111, <8 x float> %t104_c1_1)
+  store <8 x float> %43, ptr %conv2.t104_c1_1, align 32
+  %44 = mul nsw i64 %0, 6272
+  %45 = add nsw i64 3272832, %44
+  %46 = mul nsw i64 %conv2.mb1032, 6
+  %47 = add nsw i64 %46, 2
+  %48 = mul nsw i64 %47, 32
+  %49 = add nsw i64 %45, %48
+  %50 = add nsw i64 %49, %conv2.k1053
+  %arena12 = getelementptr inbounds float, ptr %arena, i64 %50
+  %51 = load float, ptr %arena12, align 4
+  %52 = insertelement <8 x float> undef, float %51, i32 0
+  %53 = shufflevector <8 x float> %52, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %53, ptr %conv2.t104_a2, align 32
+  %t104_a2 = load <8 x float>, ptr %conv2.t104_a2, align 32
+  %t104_b013 = load <8 x float>, ptr %conv2.t104_b0, align 32
+  %t104_c2_0 = load <8 x float>, ptr %conv2.t104_c2_0, align 32
+  %54 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t104_a2, <8 x float> %t104_b013, <8 x float> %t104_c2_0)
+  store <8 x float> %54, ptr %conv2.t104_c2_0, align 32
+  %t104_a214 = load <8 x float>, ptr %conv2.t104_a2, align 32
+  %t104_b115 = load <8 x float>, ptr %conv2.t104_b1, align 32
+  %t104_c2_1 = load <8 x float>, ptr %conv2.t104_c2_1, align 32
+  %55 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t104_a214, <8 x float> %t104_b115, <8 x float> %t104_c2_1)
+  store <8 x float> %55, ptr %conv2.t104_c2_1, align 32
+  %56 = mul nsw i64 %0, 6272
+  %57 = add nsw i64 3272832, %56
+  %58 = mul nsw i64 %conv2.mb1032, 6
+  %59 = add nsw i64 %58, 3
+  %60 = mul nsw i64 %59, 32
+  %61 = add nsw i64 %57, %60
+  %62 = add nsw i64 %61, %conv2.k1053
+  %arena16 = getelementptr inbounds float, ptr %arena, i64 %62
+  %63 = load float, ptr %arena16, align 4
+  %64 = insertelement <8 x float> undef, float %63, i32 0
+  %65 = shufflevector <8 x float> %64, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %65, ptr %conv2.t104_a3, align 32
+  %t104_a3 = load <8 x float>, ptr %conv2.t104_a3, align 32
+  %t104_b017 = load <8 x float>, ptr %conv2.t104_b0, align 32
+  %t104_c3_0 = load <8 x float>, ptr %conv2.t104_c3_0, align 32
+  %66 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t104_a3, <8 x float> %t104_b017, <8 x float> %t104_c3_0)
+  store <8 x float> %66, ptr %conv2.t104_c3_0, align 32
+  %t104_a318 = load <8 x float>, ptr %conv2.t104_a3, align 32
+  %t104_b119 = load <8 x float>, ptr %conv2.t104_b1, align 32
+  %t104_c3_1 = load <8 x float>, ptr %conv2.t104_c3_1, align 32
+  %67 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t104_a318, <8 x float> %t104_b119, <8 x float> %t104_c3_1)
+  store <8 x float> %67, ptr %conv2.t104_c3_1, align 32
+  %68 = mul nsw i64 %0, 6272
+  %69 = add nsw i64 3272832, %68
+  %70 = mul nsw i64 %conv2.mb1032, 6
+  %71 = add nsw i64 %70, 4
+  %72 = mul nsw i64 %71, 32
+  %73 = add nsw i64 %69, %72
+  %74 = add nsw i64 %73, %conv2.k1053
+  %arena20 = getelementptr inbounds float, ptr %arena, i64 %74
+  %75 = load float, ptr %arena20, align 4
+  %76 = insertelement <8 x float> undef, float %75, i32 0
+  %77 = shufflevector <8 x float> %76, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %77, ptr %conv2.t104_a4, align 32
+  %t104_a4 = load <8 x float>, ptr %conv2.t104_a4, align 32
+  %t104_b021 = load <8 x float>, ptr %conv2.t104_b0, align 32
+  %t104_c4_0 = load <8 x float>, ptr %conv2.t104_c4_0, align 32
+  %78 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t104_a4, <8 x float> %t104_b021, <8 x float> %t104_c4_0)
+  store <8 x float> %78, ptr %conv2.t104_c4_0, align 32
+  %t104_a422 = load <8 x float>, ptr %conv2.t104_a4, align 32
+  %t104_b123 = load <8 x float>, ptr %conv2.t104_b1, align 32
+  %t104_c4_1 = load <8 x float>, ptr %conv2.t104_c4_1, align 32
+  %79 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t104_a422, <8 x float> %t104_b123, <8 x float> %t104_c4_1)
+  store <8 x float> %79, ptr %conv2.t104_c4_1, align 32
+  %80 = mul nsw i64 %0, 6272
+  %81 = add nsw i64 3272832, %80
+  %82 = mul nsw i64 %conv2.mb1032, 6
+  %83 = add nsw i64 %82, 5
+  %84 = mul nsw i64 %83, 32
+  %85 = add nsw i64 %81, %84
+  %86 = add nsw i64 %85, %conv2.k1053
+  %arena24 = getelementptr inbounds float, ptr %arena, i64 %86
+  %87 = load float, ptr %arena24, align 4
+  %88 = insertelement <8 x float> undef, float %87, i32 0
+  %89 = shufflevector <8 x float> %88, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %89, ptr %conv2.t104_a5, align 32
+  %t104_a5 = load <8 x float>, ptr %conv2.t104_a5, align 32
+  %t104_b025 = load <8 x float>, ptr %conv2.t104_b0, align 32
+  %t104_c5_0 = load <8 x float>, ptr %conv2.t104_c5_0, align 32
+  %90 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t104_a5, <8 x float> %t104_b025, <8 x float> %t104_c5_0)
+  store <8 x float> %90, ptr %conv2.t104_c5_0, align 32
+  %t104_a526 = load <8 x float>, ptr %conv2.t104_a5, align 32
+  %t104_b127 = load <8 x float>, ptr %conv2.t104_b1, align 32
+  %t104_c5_1 = load <8 x float>, ptr %conv2.t104_c5_1, align 32
+  %91 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t104_a526, <8 x float> %t104_b127, <8 x float> %t104_c5_1)
+  store <8 x float> %91, ptr %conv2.t104_c5_1, align 32
+  %k105.next = add nsw i64 %conv2.k1053, 1
+  %92 = icmp slt i64 %k105.next, 32
+  br i1 %92, label %conv2.k105, label %conv2.k105.end
+
+conv2.k105.end:                                   ; preds = %conv2.k105
+  %t104_c0_028 = load <8 x float>, ptr %conv2.t104_c0_0, align 32
+  %93 = mul nsw i64 %0, 12544
+  %94 = add nsw i64 3373184, %93
+  %95 = mul nsw i64 %1, 32
+  %96 = add nsw i64 %94, %95
+  %97 = mul nsw i64 %conv2.mb1032, 6
+  %98 = mul nsw i64 %97, 64
+  %99 = add nsw i64 %96, %98
+  %100 = mul nsw i64 %conv2.nb1021, 16
+  %101 = add nsw i64 %99, %100
+  %arena29 = getelementptr inbounds float, ptr %arena, i64 %101
+  store <8 x float> %t104_c0_028, ptr %arena29, align 4
+  %t104_c0_130 = load <8 x float>, ptr %conv2.t104_c0_1, align 32
+  %102 = mul nsw i64 %0, 12544
+  %103 = add nsw i64 3373184, %102
+  %104 = mul nsw i64 %1, 32
+  %105 = add nsw i64 %103, %104
+  %106 = mul nsw i64 %conv2.mb1032, 6
+  %107 = mul nsw i64 %106, 64
+  %108 = add nsw i64 %105, %107
+  %109 = mul nsw i64 %conv2.nb1021, 16
+  %110 = add nsw i64 %108, %109
+  %111 = add nsw i64 %110, 8
+  %arena31 = getelementptr inbounds float, ptr %arena, i64 %111
+  store <8 x float> %t104_c0_130, ptr %arena31, align 4
+  %t104_c1_032 = load <8 x float>, ptr %conv2.t104_c1_0, align 32
+  %112 = mul nsw i64 %0, 12544
+  %113 = add nsw i64 3373184, %112
+  %114 = mul nsw i64 %1, 32
+  %115 = add nsw i64 %113, %114
+  %116 = mul nsw i64 %conv2.mb1032, 6
+  %117 = add nsw i64 %116, 1
+  %118 = mul nsw i64 %117, 64
+  %119 = add nsw i64 %115, %118
+  %120 = mul nsw i64 %conv2.nb1021, 16
+  %121 = add nsw i64 %119, %120
+  %arena33 = getelementptr inbounds float, ptr %arena, i64 %121
+  store <8 x float> %t104_c1_032, ptr %arena33, align 4
+  %t104_c1_134 = load <8 x float>, ptr %conv2.t104_c1_1, align 32
+  %122 = mul nsw i64 %0, 12544
+  %123 = add nsw i64 3373184, %122
+  %124 = mul nsw i64 %1, 32
+  %125 = add nsw i64 %123, %124
+  %126 = mul nsw i64 %conv2.mb1032, 6
+  %127 = add nsw i64 %126, 1
+  %128 = mul nsw i64 %127, 64
+  %129 = add nsw i64 %125, %128
+  %130 = mul nsw i64 %conv2.nb1021, 16
+  %131 = add nsw i64 %129, %130
+  %132 = add nsw i64 %131, 8
+  %arena35 = getelementptr inbounds float, ptr %arena, i64 %132
+  store <8 x float> %t104_c1_134, ptr %arena35, align 4
+  %t104_c2_036 = load <8 x float>, ptr %conv2.t104_c2_0, align 32
+  %133 = mul nsw i64 %0, 12544
+  %134 = add nsw i64 3373184, %133
+  %135 = mul nsw i64 %1, 32
+  %136 = add nsw i64 %134, %135
+  %137 = mul nsw i64 %conv2.mb1032, 6
+  %138 = add nsw i64 %137, 2
+  %139 = mul nsw i64 %138, 64
+  %140 = add nsw i64 %136, %139
+  %141 = mul nsw i64 %conv2.nb1021, 16
+  %142 = add nsw i64 %140, %141
+  %arena37 = getelementptr inbounds float, ptr %arena, i64 %142
+  store <8 x float> %t104_c2_036, ptr %arena37, align 4
+  %t104_c2_138 = load <8 x float>, ptr %conv2.t104_c2_1, align 32
+  %143 = mul nsw i64 %0, 12544
+  %144 = add nsw i64 3373184, %143
+  %145 = mul nsw i64 %1, 32
+  %146 = add nsw i64 %144, %145
+  %147 = mul nsw i64 %conv2.mb1032, 6
+  %148 = add nsw i64 %147, 2
+  %149 = mul nsw i64 %148, 64
+  %150 = add nsw i64 %146, %149
+  %151 = mul nsw i64 %conv2.nb1021, 16
+  %152 = add nsw i64 %150, %151
+  %153 = add nsw i64 %152, 8
+  %arena39 = getelementptr inbounds float, ptr %arena, i64 %153
+  store <8 x float> %t104_c2_138, ptr %arena39, align 4
+  %t104_c3_040 = load <8 x float>, ptr %conv2.t104_c3_0, align 32
+  %154 = mul nsw i64 %0, 12544
+  %155 = add nsw i64 3373184, %154
+  %156 = mul nsw i64 %1, 32
+  %157 = add nsw i64 %155, %156
+  %158 = mul nsw i64 %conv2.mb1032, 6
+  %159 = add nsw i64 %158, 3
+  %160 = mul nsw i64 %159, 64
+  %161 = add nsw i64 %157, %160
+  %162 = mul nsw i64 %conv2.nb1021, 16
+  %163 = add nsw i64 %161, %162
+  %arena41 = getelementptr inbounds float, ptr %arena, i64 %163
+  store <8 x float> %t104_c3_040, ptr %arena41, align 4
+  %t104_c3_142 = load <8 x float>, ptr %conv2.t104_c3_1, align 32
+  %164 = mul nsw i64 %0, 12544
+  %165 = add nsw i64 3373184, %164
+  %166 = mul nsw i64 %1, 32
+  %167 = add nsw i64 %165, %166
+  %168 = mul nsw i64 %conv2.mb1032, 6
+  %169 = add nsw i64 %168, 3
+  %170 = mul nsw i64 %169, 64
+  %171 = add nsw i64 %167, %170
+  %172 = mul nsw i64 %conv2.nb1021, 16
+  %173 = add nsw i64 %171, %172
+  %174 = add nsw i64 %173, 8
+  %arena43 = getelementptr inbounds float, ptr %arena, i64 %174
+  store <8 x float> %t104_c3_142, ptr %arena43, align 4
+  %t104_c4_044 = load <8 x float>, ptr %conv2.t104_c4_0, align 32
+  %175 = mul nsw i64 %0, 12544
+  %176 = add nsw i64 3373184, %175
+  %177 = mul nsw i64 %1, 32
+  %178 = add nsw i64 %176, %177
+  %179 = mul nsw i64 %conv2.mb1032, 6
+  %180 = add nsw i64 %179, 4
+  %181 = mul nsw i64 %180, 64
+  %182 = add nsw i64 %178, %181
+  %183 = mul nsw i64 %conv2.nb1021, 16
+  %184 = add nsw i64 %182, %183
+  %arena45 = getelementptr inbounds float, ptr %arena, i64 %184
+  store <8 x float> %t104_c4_044, ptr %arena45, align 4
+  %t104_c4_146 = load <8 x float>, ptr %conv2.t104_c4_1, align 32
+  %185 = mul nsw i64 %0, 12544
+  %186 = add nsw i64 3373184, %185
+  %187 = mul nsw i64 %1, 32
+  %188 = add nsw i64 %186, %187
+  %189 = mul nsw i64 %conv2.mb1032, 6
+  %190 = add nsw i64 %189, 4
+  %191 = mul nsw i64 %190, 64
+  %192 = add nsw i64 %188, %191
+  %193 = mul nsw i64 %conv2.nb1021, 16
+  %194 = add nsw i64 %192, %193
+  %195 = add nsw i64 %194, 8
+  %arena47 = getelementptr inbounds float, ptr %arena, i64 %195
+  store <8 x float> %t104_c4_146, ptr %arena47, align 4
+  %t104_c5_048 = load <8 x float>, ptr %conv2.t104_c5_0, align 32
+  %196 = mul nsw i64 %0, 12544
+  %197 = add nsw i64 3373184, %196
+  %198 = mul nsw i64 %1, 32
+  %199 = add nsw i64 %197, %198
+  %200 = mul nsw i64 %conv2.mb1032, 6
+  %201 = add nsw i64 %200, 5
+  %202 = mul nsw i64 %201, 64
+  %203 = add nsw i64 %199, %202
+  %204 = mul nsw i64 %conv2.nb1021, 16
+  %205 = add nsw i64 %203, %204
+  %arena49 = getelementptr inbounds float, ptr %arena, i64 %205
+  store <8 x float> %t104_c5_048, ptr %arena49, align 4
+  %t104_c5_150 = load <8 x float>, ptr %conv2.t104_c5_1, align 32
+  %206 = mul nsw i64 %0, 12544
+  %207 = add nsw i64 3373184, %206
+  %208 = mul nsw i64 %1, 32
+  %209 = add nsw i64 %207, %208
+  %210 = mul nsw i64 %conv2.mb1032, 6
+  %211 = add nsw i64 %210, 5
+  %212 = mul nsw i64 %211, 64
+  %213 = add nsw i64 %209, %212
+  %214 = mul nsw i64 %conv2.nb1021, 16
+  %215 = add nsw i64 %213, %214
+  %216 = add nsw i64 %215, 8
+  %arena51 = getelementptr inbounds float, ptr %arena, i64 %216
+  store <8 x float> %t104_c5_150, ptr %arena51, align 4
+  %mb103.next = add nsw i64 %conv2.mb1032, 1
+  %217 = icmp slt i64 %mb103.next, 32
+  br i1 %217, label %conv2.mb103, label %conv2.mb103.end
+
+conv2.k107:                                       ; preds = %conv2.k107, %conv2.mb103.end
+  %conv2.k10752 = phi i64 [ 0, %conv2.mb103.end ], [ %k107.next, %conv2.k107 ]
+  %218 = mul nsw i64 %0, 2048
+  %219 = add nsw i64 3211264, %218
+  %220 = mul nsw i64 %1, 32
+  %221 = add nsw i64 %219, %220
+  %222 = mul nsw i64 %conv2.k10752, 64
+  %223 = add nsw i64 %221, %222
+  %224 = mul nsw i64 %conv2.nb1021, 16
+  %225 = add nsw i64 %223, %224
+  %arena53 = getelementptr inbounds float, ptr %arena, i64 %225
+  %226 = load <8 x float>, ptr %arena53, align 4
+  store <8 x float> %226, ptr %conv2.t106_b0, align 32
+  %227 = mul nsw i64 %0, 2048
+  %228 = add nsw i64 3211264, %227
+  %229 = mul nsw i64 %1, 32
+  %230 = add nsw i64 %228, %229
+  %231 = mul nsw i64 %conv2.k10752, 64
+  %232 = add nsw i64 %230, %231
+  %233 = mul nsw i64 %conv2.nb1021, 16
+  %234 = add nsw i64 %232, %233
+  %235 = add nsw i64 %234, 8
+  %arena54 = getelementptr inbounds float, ptr %arena, i64 %235
+  %236 = load <8 x float>, ptr %arena54, align 4
+  store <8 x float> %236, ptr %conv2.t106_b1, align 32
+  %237 = mul nsw i64 %0, 6272
+  %238 = add nsw i64 3272832, %237
+  %239 = add nsw i64 %238, 6144
+  %240 = add nsw i64 %239, %conv2.k10752
+  %arena55 = getelementptr inbounds float, ptr %arena, i64 %240
+  %241 = load float, ptr %arena55, align 4
+  %242 = insertelement <8 x float> undef, float %241, i32 0
+  %243 = shufflevector <8 x float> %242, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %243, ptr %conv2.t106_a0, align 32
+  %t106_a0 = load <8 x float>, ptr %conv2.t106_a0, align 32
+  %t106_b0 = load <8 x float>, ptr %conv2.t106_b0, align 32
+  %t106_c0_0 = load <8 x float>, ptr %conv2.t106_c0_0, align 32
+  %244 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t106_a0, <8 x float> %t106_b0, <8 x float> %t106_c0_0)
+  store <8 x float> %244, ptr %conv2.t106_c0_0, align 32
+  %t106_a056 = load <8 x float>, ptr %conv2.t106_a0, align 32
+  %t106_b1 = load <8 x float>, ptr %conv2.t106_b1, align 32
+  %t106_c0_1 = load <8 x float>, ptr %conv2.t106_c0_1, align 32
+  %245 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t106_a056, <8 x float> %t106_b1, <8 x float> %t106_c0_1)
+  store <8 x float> %245, ptr %conv2.t106_c0_1, align 32
+  %246 = mul nsw i64 %0, 6272
+  %247 = add nsw i64 3272832, %246
+  %248 = add nsw i64 %247, 6176
+  %249 = add nsw i64 %248, %conv2.k10752
+  %arena57 = getelementptr inbounds float, ptr %arena, i64 %249
+  %250 = load float, ptr %arena57, align 4
+  %251 = insertelement <8 x float> undef, float %250, i32 0
+  %252 = shufflevector <8 x float> %251, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %252, ptr %conv2.t106_a1, align 32
+  %t106_a1 = load <8 x float>, ptr %conv2.t106_a1, align 32
+  %t106_b058 = load <8 x float>, ptr %conv2.t106_b0, align 32
+  %t106_c1_0 = load <8 x float>, ptr %conv2.t106_c1_0, align 32
+  %253 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t106_a1, <8 x float> %t106_b058, <8 x float> %t106_c1_0)
+  store <8 x float> %253, ptr %conv2.t106_c1_0, align 32
+  %t106_a159 = load <8 x float>, ptr %conv2.t106_a1, align 32
+  %t106_b160 = load <8 x float>, ptr %conv2.t106_b1, align 32
+  %t106_c1_1 = load <8 x float>, ptr %conv2.t106_c1_1, align 32
+  %254 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t106_a159, <8 x float> %t106_b160, <8 x float> %t106_c1_1)
+  store <8 x float> %254, ptr %conv2.t106_c1_1, align 32
+  %255 = mul nsw i64 %0, 6272
+  %256 = add nsw i64 3272832, %255
+  %257 = add nsw i64 %256, 6208
+  %258 = add nsw i64 %257, %conv2.k10752
+  %arena61 = getelementptr inbounds float, ptr %arena, i64 %258
+  %259 = load float, ptr %arena61, align 4
+  %260 = insertelement <8 x float> undef, float %259, i32 0
+  %261 = shufflevector <8 x float> %260, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %261, ptr %conv2.t106_a2, align 32
+  %t106_a2 = load <8 x float>, ptr %conv2.t106_a2, align 32
+  %t106_b062 = load <8 x float>, ptr %conv2.t106_b0, align 32
+  %t106_c2_0 = load <8 x float>, ptr %conv2.t106_c2_0, align 32
+  %262 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t106_a2, <8 x float> %t106_b062, <8 x float> %t106_c2_0)
+  store <8 x float> %262, ptr %conv2.t106_c2_0, align 32
+  %t106_a263 = load <8 x float>, ptr %conv2.t106_a2, align 32
+  %t106_b164 = load <8 x float>, ptr %conv2.t106_b1, align 32
+  %t106_c2_1 = load <8 x float>, ptr %conv2.t106_c2_1, align 32
+  %263 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t106_a263, <8 x float> %t106_b164, <8 x float> %t106_c2_1)
+  store <8 x float> %263, ptr %conv2.t106_c2_1, align 32
+  %264 = mul nsw i64 %0, 6272
+  %265 = add nsw i64 3272832, %264
+  %266 = add nsw i64 %265, 6240
+  %267 = add nsw i64 %266, %conv2.k10752
+  %arena65 = getelementptr inbounds float, ptr %arena, i64 %267
+  %268 = load float, ptr %arena65, align 4
+  %269 = insertelement <8 x float> undef, float %268, i32 0
+  %270 = shufflevector <8 x float> %269, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %270, ptr %conv2.t106_a3, align 32
+  %t106_a3 = load <8 x float>, ptr %conv2.t106_a3, align 32
+  %t106_b066 = load <8 x float>, ptr %conv2.t106_b0, align 32
+  %t106_c3_0 = load <8 x float>, ptr %conv2.t106_c3_0, align 32
+  %271 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t106_a3, <8 x float> %t106_b066, <8 x float> %t106_c3_0)
+  store <8 x float> %271, ptr %conv2.t106_c3_0, align 32
+  %t106_a367 = load <8 x float>, ptr %conv2.t106_a3, align 32
+  %t106_b168 = load <8 x float>, ptr %conv2.t106_b1, align 32
+  %t106_c3_1 = load <8 x float>, ptr %conv2.t106_c3_1, align 32
+  %272 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t106_a367, <8 x float> %t106_b168, <8 x float> %t106_c3_1)
+  store <8 x float> %272, ptr %conv2.t106_c3_1, align 32
+  %k107.next = add nsw i64 %conv2.k10752, 1
+  %273 = icmp slt i64 %k107.next, 32
+  br i1 %273, label %conv2.k107, label %conv2.k107.end
+
+conv2.k107.end:                                   ; preds = %conv2.k107
+  %t106_c0_069 = load <8 x float>, ptr %conv2.t106_c0_0, align 32
+  %274 = mul nsw i64 %0, 12544
+  %275 = add nsw i64 3373184, %274
+  %276 = mul nsw i64 %1, 32
+  %277 = add nsw i64 %275, %276
+  %278 = add nsw i64 %277, 12288
+  %279 = mul nsw i64 %conv2.nb1021, 16
+  %280 = add nsw i64 %278, %279
+  %arena70 = getelementptr inbounds float, ptr %arena, i64 %280
+  store <8 x float> %t106_c0_069, ptr %arena70, align 4
+  %t106_c0_171 = load <8 x float>, ptr %conv2.t106_c0_1, align 32
+  %281 = mul nsw i64 %0, 12544
+  %282 = add nsw i64 3373184, %281
+  %283 = mul nsw i64 %1, 32
+  %284 = add nsw i64 %282, %283
+  %285 = add nsw i64 %284, 12288
+  %286 = mul nsw i64 %conv2.nb1021, 16
+  %287 = add nsw i64 %285, %286
+  %288 = add nsw i64 %287, 8
+  %arena72 = getelementptr inbounds float, ptr %arena, i64 %288
+  store <8 x float> %t106_c0_171, ptr %arena72, align 4
+  %t106_c1_073 = load <8 x float>, ptr %conv2.t106_c1_0, align 32
+  %289 = mul nsw i64 %0, 12544
+  %290 = add nsw i64 3373184, %289
+  %291 = mul nsw i64 %1, 32
+  %292 = add nsw i64 %290, %291
+  %293 = add nsw i64 %292, 12352
+  %294 = mul nsw i64 %conv2.nb1021, 16
+  %295 = add nsw i64 %293, %294
+  %arena74 = getelementptr inbounds float, ptr %arena, i64 %295
+  store <8 x float> %t106_c1_073, ptr %arena74, align 4
+  %t106_c1_175 = load <8 x float>, ptr %conv2.t106_c1_1, align 32
+  %296 = mul nsw i64 %0, 12544
+  %297 = add nsw i64 3373184, %296
+  %298 = mul nsw i64 %1, 32
+  %299 = add nsw i64 %297, %298
+  %300 = add nsw i64 %299, 12352
+  %301 = mul nsw i64 %conv2.nb1021, 16
+  %302 = add nsw i64 %300, %301
+  %303 = add nsw i64 %302, 8
+  %arena76 = getelementptr inbounds float, ptr %arena, i64 %303
+  store <8 x float> %t106_c1_175, ptr %arena76, align 4
+  %t106_c2_077 = load <8 x float>, ptr %conv2.t106_c2_0, align 32
+  %304 = mul nsw i64 %0, 12544
+  %305 = add nsw i64 3373184, %304
+  %306 = mul nsw i64 %1, 32
+  %307 = add nsw i64 %305, %306
+  %308 = add nsw i64 %307, 12416
+  %309 = mul nsw i64 %conv2.nb1021, 16
+  %310 = add nsw i64 %308, %309
+  %arena78 = getelementptr inbounds float, ptr %arena, i64 %310
+  store <8 x float> %t106_c2_077, ptr %arena78, align 4
+  %t106_c2_179 = load <8 x float>, ptr %conv2.t106_c2_1, align 32
+  %311 = mul nsw i64 %0, 12544
+  %312 = add nsw i64 3373184, %311
+  %313 = mul nsw i64 %1, 32
+  %314 = add nsw i64 %312, %313
+  %315 = add nsw i64 %314, 12416
+  %316 = mul nsw i64 %conv2.nb1021, 16
+  %317 = add nsw i64 %315, %316
+  %318 = add nsw i64 %317, 8
+  %arena80 = getelementptr inbounds float, ptr %arena, i64 %318
+  store <8 x float> %t106_c2_179, ptr %arena80, align 4
+  %t106_c3_081 = load <8 x float>, ptr %conv2.t106_c3_0, align 32
+  %319 = mul nsw i64 %0, 12544
+  %320 = add nsw i64 3373184, %319
+  %321 = mul nsw i64 %1, 32
+  %322 = add nsw i64 %320, %321
+  %323 = add nsw i64 %322, 12480
+  %324 = mul nsw i64 %conv2.nb1021, 16
+  %325 = add nsw i64 %323, %324
+  %arena82 = getelementptr inbounds float, ptr %arena, i64 %325
+  store <8 x float> %t106_c3_081, ptr %arena82, align 4
+  %t106_c3_183 = load <8 x float>, ptr %conv2.t106_c3_1, align 32
+  %326 = mul nsw i64 %0, 12544
+  %327 = add nsw i64 3373184, %326
+  %328 = mul nsw i64 %1, 32
+  %329 = add nsw i64 %327, %328
+  %330 = add nsw i64 %329, 12480
+  %331 = mul nsw i64 %conv2.nb1021, 16
+  %332 = add nsw i64 %330, %331
+  %333 = add nsw i64 %332, 8
+  %arena84 = getelementptr inbounds float, ptr %arena, i64 %333
+  store <8 x float> %t106_c3_183, ptr %arena84, align 4
+  %nb102.next = add nsw i64 %conv2.nb1021, 1
+  %334 = icmp slt i64 %nb102.next, 2
+  br i1 %334, label %conv2.nb102, label %conv2.nb102.end
+}
+
+define internal void @convnet_infer_b64.k1.conv2.part100.task(ptr %0, i64 %1) {
+entry:
+  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 0
+  %3 = load ptr, ptr %2, align 8
+  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 1
+  %5 = load ptr, ptr %4, align 8
+  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 2
+  %7 = load ptr, ptr %6, align 8
+  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 3
+  %9 = load ptr, ptr %8, align 8
+  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 4
+  %11 = load ptr, ptr %10, align 8
+  %12 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 5
+  %13 = load ptr, ptr %12, align 8
+  %14 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 6
+  %15 = load ptr, ptr %14, align 8
+  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 7
+  %17 = load float, ptr %16, align 4
+  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 8
+  %19 = load i64, ptr %18, align 4
+  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 9
+  %21 = load i64, ptr %20, align 4
+  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 10
+  %23 = load ptr, ptr %22, align 8
+  %24 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 11
+  %25 = load i64, ptr %24, align 4
+  call void @convnet_infer_b64.k1.conv2.part100(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %25, i64 %1)
+  ret void
+}
+
+; Function Attrs: noinline
+define internal void @convnet_infer_b64.k2.flat(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @convnet_infer_b64.k3.fc1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @convnet_infer_b64.k3.fc1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  br label %fc1.n134
+  br label %fc1.n143
 
-fc1.n134:                                         ; preds = %fc1.k135.end, %entry
-  %fc1.n1341 = phi i64 [ 0, %entry ], [ %n134.next, %fc1.k135.end ]
-  br label %fc1.k135
+fc1.n143:                                         ; preds = %fc1.k144.end, %entry
+  %fc1.n1431 = phi i64 [ 0, %entry ], [ %n143.next, %fc1.k144.end ]
+  br label %fc1.k144
 
-fc1.n134.end:                                     ; preds = %fc1.k135.end
-  call void @convnet_infer_b64.k3.fc1.gemm146(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  br label %fc1.n147
+fc1.n143.end:                                     ; preds = %fc1.k144.end
+  call void @convnet_infer_b64.k3.fc1.gemm155(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  br label %fc1.n156
 
-fc1.k135:                                         ; preds = %fc1.k135, %fc1.n134
-  %fc1.k1352 = phi i64 [ 0, %fc1.n134 ], [ %k135.next, %fc1.k135 ]
-  %0 = mul nsw i64 %fc1.n1341, 12544
+fc1.k144:                                         ; preds = %fc1.k144, %fc1.n143
+  %fc1.k1442 = phi i64 [ 0, %fc1.n143 ], [ %k144.next, %fc1.k144 ]
+  %0 = mul nsw i64 %fc1.n1431, 12544
   %1 = add nsw i64 1605632, %0
-  %2 = add nsw i64 %1, %fc1.k1352
+  %2 = add nsw i64 %1, %fc1.k1442
   %arena3 = getelementptr inbounds float, ptr %arena, i64 %2
   %3 = load float, ptr %arena3, align 4
-  %4 = mul nsw i64 %fc1.k1352, 64
+  %4 = mul nsw i64 %fc1.k1442, 64
   %5 = add nsw i64 8192, %4
-  %6 = add nsw i64 %5, %fc1.n1341
+  %6 = add nsw i64 %5, %fc1.n1431
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %6
   store float %3, ptr %arena4, align 4
-  %k135.next = add nsw i64 %fc1.k1352, 1
-  %7 = icmp slt i64 %k135.next, 12544
-  br i1 %7, label %fc1.k135, label %fc1.k135.end
+  %k144.next = add nsw i64 %fc1.k1442, 1
+  %7 = icmp slt i64 %k144.next, 12544
+  br i1 %7, label %fc1.k144, label %fc1.k144.end
 
-fc1.k135.end:                                     ; preds = %fc1.k135
-  %n134.next = add nsw i64 %fc1.n1341, 1
-  %8 = icmp slt i64 %n134.next, 64
-  br i1 %8, label %fc1.n134, label %fc1.n134.end
+fc1.k144.end:                                     ; preds = %fc1.k144
+  %n143.next = add nsw i64 %fc1.n1431, 1
+  %8 = icmp slt i64 %n143.next, 64
+  br i1 %8, label %fc1.n143, label %fc1.n143.end
 
-fc1.n147:                                         ; preds = %fc1.u148.end, %fc1.n134.end
-  %fc1.n1475 = phi i64 [ 0, %fc1.n134.end ], [ %n147.next, %fc1.u148.end ]
-  br label %fc1.u148
+fc1.n156:                                         ; preds = %fc1.u157.end, %fc1.n143.end
+  %fc1.n1565 = phi i64 [ 0, %fc1.n143.end ], [ %n156.next, %fc1.u157.end ]
+  br label %fc1.u157
 
-fc1.n147.end:                                     ; preds = %fc1.u148.end
+fc1.n156.end:                                     ; preds = %fc1.u157.end
   ret void
 
-fc1.u148:                                         ; preds = %fc1.u148, %fc1.n147
-  %fc1.u1486 = phi i64 [ 0, %fc1.n147 ], [ %u148.next, %fc1.u148 ]
-  %9 = mul nsw i64 %fc1.u1486, 64
+fc1.u157:                                         ; preds = %fc1.u157, %fc1.n156
+  %fc1.u1576 = phi i64 [ 0, %fc1.n156 ], [ %u157.next, %fc1.u157 ]
+  %9 = mul nsw i64 %fc1.u1576, 64
   %10 = add nsw i64 811008, %9
-  %11 = add nsw i64 %10, %fc1.n1475
+  %11 = add nsw i64 %10, %fc1.n1565
   %arena7 = getelementptr inbounds float, ptr %arena, i64 %11
   %12 = load float, ptr %arena7, align 4
-  %13 = add nsw i64 1624448, %fc1.u1486
+  %13 = add nsw i64 1624448, %fc1.u1576
   %params8 = getelementptr inbounds float, ptr %params, i64 %13
   %14 = load float, ptr %params8, align 4
   %15 = fadd float %12, %14
   %16 = fcmp ogt float %15, 0.000000e+00
-  %17 = mul nsw i64 %fc1.u1486, 64
+  %17 = mul nsw i64 %fc1.u1576, 64
   %18 = add nsw i64 811008, %17
-  %19 = add nsw i64 %18, %fc1.n1475
+  %19 = add nsw i64 %18, %fc1.n1565
   %arena9 = getelementptr inbounds float, ptr %arena, i64 %19
   %20 = load float, ptr %arena9, align 4
-  %21 = add nsw i64 1624448, %fc1.u1486
+  %21 = add nsw i64 1624448, %fc1.u1576
   %params10 = getelementptr inbounds float, ptr %params, i64 %21
   %22 = load float, ptr %params10, align 4
   %23 = fadd float %20, %22
   %24 = select i1 %16, float %23, float 0.000000e+00
-  %25 = mul nsw i64 %fc1.n1475, 128
-  %26 = add nsw i64 %25, %fc1.u1486
+  %25 = mul nsw i64 %fc1.n1565, 128
+  %26 = add nsw i64 %25, %fc1.u1576
   %arena11 = getelementptr inbounds float, ptr %arena, i64 %26
   store float %24, ptr %arena11, align 4
-  %u148.next = add nsw i64 %fc1.u1486, 1
-  %27 = icmp slt i64 %u148.next, 128
-  br i1 %27, label %fc1.u148, label %fc1.u148.end
+  %u157.next = add nsw i64 %fc1.u1576, 1
+  %27 = icmp slt i64 %u157.next, 128
+  br i1 %27, label %fc1.u157, label %fc1.u157.end
 
-fc1.u148.end:                                     ; preds = %fc1.u148
-  %n147.next = add nsw i64 %fc1.n1475, 1
-  %28 = icmp slt i64 %n147.next, 64
-  br i1 %28, label %fc1.n147, label %fc1.n147.end
+fc1.u157.end:                                     ; preds = %fc1.u157
+  %n156.next = add nsw i64 %fc1.n1565, 1
+  %28 = icmp slt i64 %n156.next, 64
+  br i1 %28, label %fc1.n156, label %fc1.n156.end
 }
 
 ; Function Attrs: noinline
-define internal void @convnet_infer_b64.k3.fc1.gemm146(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @convnet_infer_b64.k3.fc1.gemm155(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %fc1.t144_a3 = alloca <8 x float>, align 32
-  %fc1.t144_a2 = alloca <8 x float>, align 32
-  %fc1.t144_a1 = alloca <8 x float>, align 32
-  %fc1.t144_a0 = alloca <8 x float>, align 32
-  %fc1.t144_b1 = alloca <8 x float>, align 32
-  %fc1.t144_b0 = alloca <8 x float>, align 32
-  %fc1.t144_c3_1 = alloca <8 x float>, align 32
-  %fc1.t144_c3_0 = alloca <8 x float>, align 32
-  %fc1.t144_c2_1 = alloca <8 x float>, align 32
-  %fc1.t144_c2_0 = alloca <8 x float>, align 32
-  %fc1.t144_c1_1 = alloca <8 x float>, align 32
-  %fc1.t144_c1_0 = alloca <8 x float>, align 32
-  %fc1.t144_c0_1 = alloca <8 x float>, align 32
-  %fc1.t144_c0_0 = alloca <8 x float>, align 32
-  %fc1.t141_a3 = alloca <8 x float>, align 32
-  %fc1.t141_a2 = alloca <8 x float>, align 32
-  %fc1.t141_a1 = alloca <8 x float>, align 32
-  %fc1.t141_a0 = alloca <8 x float>, align 32
-  %fc1.t141_b2 = alloca <8 x float>, align 32
-  %fc1.t141_b1 = alloca <8 x float>, align 32
-  %fc1.t141_b0 = alloca <8 x float>, align 32
-  %fc1.t141_c3_2 = alloca <8 x float>, align 32
-  %fc1.t141_c3_1 = alloca <8 x float>, align 32
-  %fc1.t141_c3_0 = alloca <8 x float>, align 32
-  %fc1.t141_c2_2 = alloca <8 x float>, align 32
-  %fc1.t141_c2_1 = alloca <8 x float>, align 32
-  %fc1.t141_c2_0 = alloca <8 x float>, align 32
-  %fc1.t141_c1_2 = alloca <8 x float>, align 32
-  %fc1.t141_c1_1 = alloca <8 x float>, align 32
-  %fc1.t141_c1_0 = alloca <8 x float>, align 32
-  %fc1.t141_c0_2 = alloca <8 x float>, align 32
-  %fc1.t141_c0_1 = alloca <8 x float>, align 32
-  %fc1.t141_c0_0 = alloca <8 x float>, align 32
-  br label %fc1.r136
+  %fc1.t153_a3 = alloca <8 x float>, align 32
+  %fc1.t153_a2 = alloca <8 x float>, align 32
+  %fc1.t153_a1 = alloca <8 x float>, align 32
+  %fc1.t153_a0 = alloca <8 x float>, align 32
+  %fc1.t153_b1 = alloca <8 x float>, align 32
+  %fc1.t153_b0 = alloca <8 x float>, align 32
+  %fc1.t153_c3_1 = alloca <8 x float>, align 32
+  %fc1.t153_c3_0 = alloca <8 x float>, align 32
+  %fc1.t153_c2_1 = alloca <8 x float>, align 32
+  %fc1.t153_c2_0 = alloca <8 x float>, align 32
+  %fc1.t153_c1_1 = alloca <8 x float>, align 32
+  %fc1.t153_c1_0 = alloca <8 x float>, align 32
+  %fc1.t153_c0_1 = alloca <8 x float>, align 32
+  %fc1.t153_c0_0 = alloca <8 x float>, align 32
+  %fc1.t150_a3 = alloca <8 x float>, align 32
+  %fc1.t150_a2 = alloca <8 x float>, align 32
+  %fc1.t150_a1 = alloca <8 x float>, align 32
+  %fc1.t150_a0 = alloca <8 x float>, align 32
+  %fc1.t150_b2 = alloca <8 x float>, align 32
+  %fc1.t150_b1 = alloca <8 x float>, align 32
+  %fc1.t150_b0 = alloca <8 x float>, align 32
+  %fc1.t150_c3_2 = alloca <8 x float>, align 32
+  %fc1.t150_c3_1 = alloca <8 x float>, align 32
+  %fc1.t150_c3_0 = alloca <8 x float>, align 32
+  %fc1.t150_c2_2 = alloca <8 x float>, align 32
+  %fc1.t150_c2_1 = alloca <8 x float>, align 32
+  %fc1.t150_c2_0 = alloca <8 x float>, align 32
+  %fc1.t150_c1_2 = alloca <8 x float>, align 32
+  %fc1.t150_c1_1 = alloca <8 x float>, align 32
+  %fc1.t150_c1_0 = alloca <8 x float>, align 32
+  %fc1.t150_c0_2 = alloca <8 x float>, align 32
+  %fc1.t150_c0_1 = alloca <8 x float>, align 32
+  %fc1.t150_c0_0 = alloca <8 x float>, align 32
+  br label %fc1.r145
 
-fc1.r136:                                         ; preds = %fc1.i137.end, %entry
-  %fc1.r1361 = phi i64 [ 0, %entry ], [ %r136.next, %fc1.i137.end ]
-  br label %fc1.i137
+fc1.r145:                                         ; preds = %fc1.i146.end, %entry
+  %fc1.r1451 = phi i64 [ 0, %entry ], [ %r145.next, %fc1.i146.end ]
+  br label %fc1.i146
 
-fc1.r136.end:                                     ; preds = %fc1.i137.end
-  br label %fc1.kp138
+fc1.r145.end:                                     ; preds = %fc1.i146.end
+  br label %fc1.kp147
 
-fc1.i137:                                         ; preds = %fc1.i137, %fc1.r136
-  %fc1.i1372 = phi i64 [ 0, %fc1.r136 ], [ %i137.next, %fc1.i137 ]
-  %0 = mul nsw i64 %fc1.r1361, 64
+fc1.i146:                                         ; preds = %fc1.i146, %fc1.r145
+  %fc1.i1462 = phi i64 [ 0, %fc1.r145 ], [ %i146.next, %fc1.i146 ]
+  %0 = mul nsw i64 %fc1.r1451, 64
   %1 = add nsw i64 811008, %0
-  %2 = add nsw i64 %1, %fc1.i1372
+  %2 = add nsw i64 %1, %fc1.i1462
   %arena3 = getelementptr inbounds float, ptr %arena, i64 %2
   store float 0.000000e+00, ptr %arena3, align 4
-  %i137.next = add nsw i64 %fc1.i1372, 1
-  %3 = icmp slt i64 %i137.next, 64
-  br i1 %3, label %fc1.i137, label %fc1.i137.end
+  %i146.next = add nsw i64 %fc1.i1462, 1
+  %3 = icmp slt i64 %i146.next, 64
+  br i1 %3, label %fc1.i146, label %fc1.i146.end
 
-fc1.i137.end:                                     ; preds = %fc1.i137
-  %r136.next = add nsw i64 %fc1.r1361, 1
-  %4 = icmp slt i64 %r136.next, 128
-  br i1 %4, label %fc1.r136, label %fc1.r136.end
+fc1.i146.end:                                     ; preds = %fc1.i146
+  %r145.next = add nsw i64 %fc1.r1451, 1
+  %4 = icmp slt i64 %r145.next, 128
+  br i1 %4, label %fc1.r145, label %fc1.r145.end
 
-fc1.kp138:                                        ; preds = %fc1.mb143.end, %fc1.r136.end
-  %fc1.kp1384 = phi i64 [ 0, %fc1.r136.end ], [ %kp138.next, %fc1.mb143.end ]
-  br label %fc1.nb139
+fc1.kp147:                                        ; preds = %fc1.mb152.end, %fc1.r145.end
+  %fc1.kp1474 = phi i64 [ 0, %fc1.r145.end ], [ %kp147.next, %fc1.mb152.end ]
+  br label %fc1.nb148
 
-fc1.kp138.end:                                    ; preds = %fc1.mb143.end
+fc1.kp147.end:                                    ; preds = %fc1.mb152.end
   ret void
 
-fc1.nb139:                                        ; preds = %fc1.mb140.end, %fc1.kp138
-  %fc1.nb1395 = phi i64 [ 0, %fc1.kp138 ], [ %nb139.next, %fc1.mb140.end ]
-  br label %fc1.mb140
+fc1.nb148:                                        ; preds = %fc1.mb149.end, %fc1.kp147
+  %fc1.nb1485 = phi i64 [ 0, %fc1.kp147 ], [ %nb148.next, %fc1.mb149.end ]
+  br label %fc1.mb149
 
-fc1.nb139.end:                                    ; preds = %fc1.mb140.end
-  br label %fc1.mb143
+fc1.nb148.end:                                    ; preds = %fc1.mb149.end
+  br label %fc1.mb152
 
-fc1.mb140:                                        ; preds = %fc1.k142.end, %fc1.nb139
-  %fc1.mb1406 = phi i64 [ 0, %fc1.nb139 ], [ %mb140.next, %fc1.k142.end ]
-  %5 = mul nsw i64 %fc1.mb1406, 4
+fc1.mb149:                                        ; preds = %fc1.k151.end, %fc1.nb148
+  %fc1.mb1496 = phi i64 [ 0, %fc1.nb148 ], [ %mb149.next, %fc1.k151.end ]
+  %5 = mul nsw i64 %fc1.mb1496, 4
   %6 = mul nsw i64 %5, 64
   %7 = add nsw i64 811008, %6
-  %8 = mul nsw i64 %fc1.nb1395, 24
+  %8 = mul nsw i64 %fc1.nb1485, 24
   %9 = add nsw i64 %7, %8
   %arena7 = getelementptr inbounds float, ptr %arena, i64 %9
   %10 = load <8 x float>, ptr %arena7, align 4
-  store <8 x float> %10, ptr %fc1.t141_c0_0, align 32
-  %11 = mul nsw i64 %fc1.mb1406, 4
+  store <8 x float> %10, ptr %fc1.t150_c0_0, align 32
+  %11 = mul nsw i64 %fc1.mb1496, 4
   %12 = mul nsw i64 %11, 64
   %13 = add nsw i64 811008, %12
-  %14 = mul nsw i64 %fc1.nb1395, 24
+  %14 = mul nsw i64 %fc1.nb1485, 24
   %15 = add nsw i64 %13, %14
   %16 = add nsw i64 %15, 8
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %16
   %17 = load <8 x float>, ptr %arena8, align 4
-  store <8 x float> %17, ptr %fc1.t141_c0_1, align 32
-  %18 = mul nsw i64 %fc1.mb1406, 4
+  store <8 x float> %17, ptr %fc1.t150_c0_1, align 32
+  %18 = mul nsw i64 %fc1.mb1496, 4
   %19 = mul nsw i64 %18, 64
   %20 = add nsw i64 811008, %19
-  %21 = mul nsw i64 %fc1.nb1395, 24
+  %21 = mul nsw i64 %fc1.nb1485, 24
   %22 = add nsw i64 %20, %21
   %23 = add nsw i64 %22, 16
   %arena9 = getelementptr inbounds float, ptr %arena, i64 %23
   %24 = load <8 x float>, ptr %arena9, align 4
-  store <8 x float> %24, ptr %fc1.t141_c0_2, align 32
-  %25 = mul nsw i64 %fc1.mb1406, 4
+  store <8 x float> %24, ptr %fc1.t150_c0_2, align 32
+  %25 = mul nsw i64 %fc1.mb1496, 4
   %26 = add nsw i64 %25, 1
   %27 = mul nsw i64 %26, 64
   %28 = add nsw i64 811008, %27
-  %29 = mul nsw i64 %fc1.nb1395, 24
+  %29 = mul nsw i64 %fc1.nb1485, 24
   %30 = add nsw i64 %28, %29
   %arena10 = getelementptr inbounds float, ptr %arena, i64 %30
   %31 = load <8 x float>, ptr %arena10, align 4
-  store <8 x float> %31, ptr %fc1.t141_c1_0, align 32
-  %32 = mul nsw i64 %fc1.mb1406, 4
+  store <8 x float> %31, ptr %fc1.t150_c1_0, align 32
+  %32 = mul nsw i64 %fc1.mb1496, 4
   %33 = add nsw i64 %32, 1
   %34 = mul nsw i64 %33, 64
   %35 = add nsw i64 811008, %34
-  %36 = mul nsw i64 %fc1.nb1395, 24
+  %36 = mul nsw i64 %fc1.nb1485, 24
   %37 = add nsw i64 %35, %36
   %38 = add nsw i64 %37, 8
   %arena11 = getelementptr inbounds float, ptr %arena, i64 %38
   %39 = load <8 x float>, ptr %arena11, align 4
-  store <8 x float> %39, ptr %fc1.t141_c1_1, align 32
-  %40 = mul nsw i64 %fc1.mb1406, 4
+  store <8 x float> %39, ptr %fc1.t150_c1_1, align 32
+  %40 = mul nsw i64 %fc1.mb1496, 4
   %41 = add nsw i64 %40, 1
   %42 = mul nsw i64 %41, 64
   %43 = add nsw i64 811008, %42
-  %44 = mul nsw i64 %fc1.nb1395, 24
+  %44 = mul nsw i64 %fc1.nb1485, 24
   %45 = add nsw i64 %43, %44
   %46 = add nsw i64 %45, 16
   %arena12 = getelementptr inbounds float, ptr %arena, i64 %46
   %47 = load <8 x float>, ptr %arena12, align 4
-  store <8 x float> %47, ptr %fc1.t141_c1_2, align 32
-  %48 = mul nsw i64 %fc1.mb1406, 4
+  store <8 x float> %47, ptr %fc1.t150_c1_2, align 32
+  %48 = mul nsw i64 %fc1.mb1496, 4
   %49 = add nsw i64 %48, 2
   %50 = mul nsw i64 %49, 64
   %51 = add nsw i64 811008, %50
-  %52 = mul nsw i64 %fc1.nb1395, 24
+  %52 = mul nsw i64 %fc1.nb1485, 24
   %53 = add nsw i64 %51, %52
   %arena13 = getelementptr inbounds float, ptr %arena, i64 %53
   %54 = load <8 x float>, ptr %arena13, align 4
-  store <8 x float> %54, ptr %fc1.t141_c2_0, align 32
-  %55 = mul nsw i64 %fc1.mb1406, 4
+  store <8 x float> %54, ptr %fc1.t150_c2_0, align 32
+  %55 = mul nsw i64 %fc1.mb1496, 4
   %56 = add nsw i64 %55, 2
   %57 = mul nsw i64 %56, 64
   %58 = add nsw i64 811008, %57
-  %59 = mul nsw i64 %fc1.nb1395, 24
+  %59 = mul nsw i64 %fc1.nb1485, 24
   %60 = add nsw i64 %58, %59
   %61 = add nsw i64 %60, 8
   %arena14 = getelementptr inbounds float, ptr %arena, i64 %61
   %62 = load <8 x float>, ptr %arena14, align 4
-  store <8 x float> %62, ptr %fc1.t141_c2_1, align 32
-  %63 = mul nsw i64 %fc1.mb1406, 4
+  store <8 x float> %62, ptr %fc1.t150_c2_1, align 32
+  %63 = mul nsw i64 %fc1.mb1496, 4
   %64 = add nsw i64 %63, 2
   %65 = mul nsw i64 %64, 64
   %66 = add nsw i64 811008, %65
-  %67 = mul nsw i64 %fc1.nb1395, 24
+  %67 = mul nsw i64 %fc1.nb1485, 24
   %68 = add nsw i64 %66, %67
   %69 = add nsw i64 %68, 16
   %arena15 = getelementptr inbounds float, ptr %arena, i64 %69
   %70 = load <8 x float>, ptr %arena15, align 4
-  store <8 x float> %70, ptr %fc1.t141_c2_2, align 32
-  %71 = mul nsw i64 %fc1.mb1406, 4
+  store <8 x float> %70, ptr %fc1.t150_c2_2, align 32
+  %71 = mul nsw i64 %fc1.mb1496, 4
   %72 = add nsw i64 %71, 3
   %73 = mul nsw i64 %72, 64
   %74 = add nsw i64 811008, %73
-  %75 = mul nsw i64 %fc1.nb1395, 24
+  %75 = mul nsw i64 %fc1.nb1485, 24
   %76 = add nsw i64 %74, %75
   %arena16 = getelementptr inbounds float, ptr %arena, i64 %76
   %77 = load <8 x float>, ptr %arena16, align 4
-  store <8 x float> %77, ptr %fc1.t141_c3_0, align 32
-  %78 = mul nsw i64 %fc1.mb1406, 4
+  store <8 x float> %77, ptr %fc1.t150_c3_0, align 32
+  %78 = mul nsw i64 %fc1.mb1496, 4
   %79 = add nsw i64 %78, 3
   %80 = mul nsw i64 %79, 64
   %81 = add nsw i64 811008, %80
-  %82 = mul nsw i64 %fc1.nb1395, 24
+  %82 = mul nsw i64 %fc1.nb1485, 24
   %83 = add nsw i64 %81, %82
   %84 = add nsw i64 %83, 8
   %arena17 = getelementptr inbounds float, ptr %arena, i64 %84
   %85 = load <8 x float>, ptr %arena17, align 4
-  store <8 x float> %85, ptr %fc1.t141_c3_1, align 32
-  %86 = mul nsw i64 %fc1.mb1406, 4
+  store <8 x float> %85, ptr %fc1.t150_c3_1, align 32
+  %86 = mul nsw i64 %fc1.mb1496, 4
   %87 = add nsw i64 %86, 3
   %88 = mul nsw i64 %87, 64
   %89 = add nsw i64 811008, %88
-  %90 = mul nsw i64 %fc1.nb1395, 24
+  %90 = mul nsw i64 %fc1.nb1485, 24
   %91 = add nsw i64 %89, %90
   %92 = add nsw i64 %91, 16
   %arena18 = getelementptr inbounds float, ptr %arena, i64 %92
   %93 = load <8 x float>, ptr %arena18, align 4
-  store <8 x float> %93, ptr %fc1.t141_c3_2, align 32
-  br label %fc1.k142
+  store <8 x float> %93, ptr %fc1.t150_c3_2, align 32
+  br label %fc1.k151
 
-fc1.mb140.end:                                    ; preds = %fc1.k142.end
-  %nb139.next = add nsw i64 %fc1.nb1395, 1
-  %94 = icmp slt i64 %nb139.next, 2
-  br i1 %94, label %fc1.nb139, label %fc1.nb139.end
+fc1.mb149.end:                                    ; preds = %fc1.k151.end
+  %nb148.next = add nsw i64 %fc1.nb1485, 1
+  %94 = icmp slt i64 %nb148.next, 2
+  br i1 %94, label %fc1.nb148, label %fc1.nb148.end
 
-fc1.k142:                                         ; preds = %fc1.k142, %fc1.mb140
-  %fc1.k14219 = phi i64 [ 0, %fc1.mb140 ], [ %k142.next, %fc1.k142 ]
-  %95 = mul nsw i64 %fc1.kp1384, 896
-  %96 = add nsw i64 %fc1.k14219, %95
+fc1.k151:                                         ; preds = %fc1.k151, %fc1.mb149
+  %fc1.k15119 = phi i64 [ 0, %fc1.mb149 ], [ %k151.next, %fc1.k151 ]
+  %95 = mul nsw i64 %fc1.kp1474, 896
+  %96 = add nsw i64 %fc1.k15119, %95
   %97 = mul nsw i64 %96, 64
   %98 = add nsw i64 8192, %97
-  %99 = mul nsw i64 %fc1.nb1395, 24
+  %99 = mul nsw i64 %fc1.nb1485, 24
   %100 = add nsw i64 %98, %99
   %arena20 = getelementptr inbounds float, ptr %arena, i64 %100
   %101 = load <8 x float>, ptr %arena20, align 4
-  store <8 x float> %101, ptr %fc1.t141_b0, align 32
-  %102 = mul nsw i64 %fc1.kp1384, 896
-  %103 = add nsw i64 %fc1.k14219, %102
+  store <8 x float> %101, ptr %fc1.t150_b0, align 32
+  %102 = mul nsw i64 %fc1.kp1474, 896
+  %103 = add nsw i64 %fc1.k15119, %102
   %104 = mul nsw i64 %103, 64
   %105 = add nsw i64 8192, %104
-  %106 = mul nsw i64 %fc1.nb1395, 24
+  %106 = mul nsw i64 %fc1.nb1485, 24
   %107 = add nsw i64 %105, %106
   %108 = add nsw i64 %107, 8
   %arena21 = getelementptr inbounds float, ptr %arena, i64 %108
   %109 = load <8 x float>, ptr %arena21, align 4
-  store <8 x float> %109, ptr %fc1.t141_b1, align 32
-  %110 = mul nsw i64 %fc1.kp1384, 896
-  %111 = add nsw i64 %fc1.k14219, %110
+  store <8 x float> %109, ptr %fc1.t150_b1, align 32
+  %110 = mul nsw i64 %fc1.kp1474, 896
+  %111 = add nsw i64 %fc1.k15119, %110
   %112 = mul nsw i64 %111, 64
   %113 = add nsw i64 8192, %112
-  %114 = mul nsw i64 %fc1.nb1395, 24
+  %114 = mul nsw i64 %fc1.nb1485, 24
   %115 = add nsw i64 %113, %114
   %116 = add nsw i64 %115, 16
   %arena22 = getelementptr inbounds float, ptr %arena, i64 %116
   %117 = load <8 x float>, ptr %arena22, align 4
-  store <8 x float> %117, ptr %fc1.t141_b2, align 32
-  %118 = mul nsw i64 %fc1.mb1406, 4
+  store <8 x float> %117, ptr %fc1.t150_b2, align 32
+  %118 = mul nsw i64 %fc1.mb1496, 4
   %119 = mul nsw i64 %118, 12544
   %120 = add nsw i64 18816, %119
-  %121 = mul nsw i64 %fc1.kp1384, 896
-  %122 = add nsw i64 %fc1.k14219, %121
+  %121 = mul nsw i64 %fc1.kp1474, 896
+  %122 = add nsw i64 %fc1.k15119, %121
   %123 = add nsw i64 %120, %122
   %params23 = getelementptr inbounds float, ptr %params, i64 %123
   %124 = load float, ptr %params23, align 4
   %125 = insertelement <8 x float> undef, float %124, i32 0
   %126 = shufflevector <8 x float> %125, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %126, ptr %fc1.t141_a0, align 32
-  %t141_a0 = load <8 x float>, ptr %fc1.t141_a0, align 32
-  %t141_b0 = load <8 x float>, ptr %fc1.t141_b0, align 32
-  %t141_c0_0 = load <8 x float>, ptr %fc1.t141_c0_0, align 32
-  %127 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t141_a0, <8 x float> %t141_b0, <8 x float> %t141_c0_0)
-  store <8 x float> %127, ptr %fc1.t141_c0_0, align 32
-  %t141_a024 = load <8 x float>, ptr %fc1.t141_a0, align 32
-  %t141_b1 = load <8 x float>, ptr %fc1.t141_b1, align 32
-  %t141_c0_1 = load <8 x float>, ptr %fc1.t141_c0_1, align 32
-  %128 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t141_a024, <8 x float> %t141_b1, <8 x float> %t141_c0_1)
-  store <8 x float> %128, ptr %fc1.t141_c0_1, align 32
-  %t141_a025 = load <8 x float>, ptr %fc1.t141_a0, align 32
-  %t141_b2 = load <8 x float>, ptr %fc1.t141_b2, align 32
-  %t141_c0_2 = load <8 x float>, ptr %fc1.t141_c0_2, align 32
-  %129 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t141_a025, <8 x float> %t141_b2, <8 x float> %t141_c0_2)
-  store <8 x float> %129, ptr %fc1.t141_c0_2, align 32
-  %130 = mul nsw i64 %fc1.mb1406, 4
+  store <8 x float> %126, ptr %fc1.t150_a0, align 32
+  %t150_a0 = load <8 x float>, ptr %fc1.t150_a0, align 32
+  %t150_b0 = load <8 x float>, ptr %fc1.t150_b0, align 32
+  %t150_c0_0 = load <8 x float>, ptr %fc1.t150_c0_0, align 32
+  %127 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t150_a0, <8 x float> %t150_b0, <8 x float> %t150_c0_0)
+  store <8 x float> %127, ptr %fc1.t150_c0_0, align 32
+  %t150_a024 = load <8 x float>, ptr %fc1.t150_a0, align 32
+  %t150_b1 = load <8 x float>, ptr %fc1.t150_b1, align 32
+  %t150_c0_1 = load <8 x float>, ptr %fc1.t150_c0_1, align 32
+  %128 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t150_a024, <8 x float> %t150_b1, <8 x float> %t150_c0_1)
+  store <8 x float> %128, ptr %fc1.t150_c0_1, align 32
+  %t150_a025 = load <8 x float>, ptr %fc1.t150_a0, align 32
+  %t150_b2 = load <8 x float>, ptr %fc1.t150_b2, align 32
+  %t150_c0_2 = load <8 x float>, ptr %fc1.t150_c0_2, align 32
+  %129 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t150_a025, <8 x float> %t150_b2, <8 x float> %t150_c0_2)
+  store <8 x float> %129, ptr %fc1.t150_c0_2, align 32
+  %130 = mul nsw i64 %fc1.mb1496, 4
   %131 = add nsw i64 %130, 1
   %132 = mul nsw i64 %131, 12544
   %133 = add nsw i64 18816, %132
-  %134 = mul nsw i64 %fc1.kp1384, 896
-  %135 = add nsw i64 %fc1.k14219, %134
+  %134 = mul nsw i64 %fc1.kp1474, 896
+  %135 = add nsw i64 %fc1.k15119, %134
   %136 = add nsw i64 %133, %135
   %params26 = getelementptr inbounds float, ptr %params, i64 %136
   %137 = load float, ptr %params26, align 4
   %138 = insertelement <8 x float> undef, float %137, i32 0
   %139 = shufflevector <8 x float> %138, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %139, ptr %fc1.t141_a1, align 32
-  %t141_a1 = load <8 x float>, ptr %fc1.t141_a1, align 32
-  %t141_b027 = load <8 x float>, ptr %fc1.t141_b0, align 32
-  %t141_c1_0 = load <8 x float>, ptr %fc1.t141_c1_0, align 32
-  %140 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t141_a1, <8 x float> %t141_b027, <8 x float> %t141_c1_0)
-  store <8 x float> %140, ptr %fc1.t141_c1_0, align 32
-  %t141_a128 = load <8 x float>, ptr %fc1.t141_a1, align 32
-  %t141_b129 = load <8 x float>, ptr %fc1.t141_b1, align 32
-  %t141_c1_1 = load <8 x float>, ptr %fc1.t141_c1_1, align 32
-  %141 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t141_a128, <8 x float> %t141_b129, <8 x float> %t141_c1_1)
-  store <8 x float> %141, ptr %fc1.t141_c1_1, align 32
-  %t141_a130 = load <8 x float>, ptr %fc1.t141_a1, align 32
-  %t141_b231 = load <8 x float>, ptr %fc1.t141_b2, align 32
-  %t141_c1_2 = load <8 x float>, ptr %fc1.t141_c1_2, align 32
-  %142 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t141_a130, <8 x float> %t141_b231, <8 x float> %t141_c1_2)
-  store <8 x float> %142, ptr %fc1.t141_c1_2, align 32
-  %143 = mul nsw i64 %fc1.mb1406, 4
+  store <8 x float> %139, ptr %fc1.t150_a1, align 32
+  %t150_a1 = load <8 x float>, ptr %fc1.t150_a1, align 32
+  %t150_b027 = load <8 x float>, ptr %fc1.t150_b0, align 32
+  %t150_c1_0 = load <8 x float>, ptr %fc1.t150_c1_0, align 32
+  %140 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t150_a1, <8 x float> %t150_b027, <8 x float> %t150_c1_0)
+  store <8 x float> %140, ptr %fc1.t150_c1_0, align 32
+  %t150_a128 = load <8 x float>, ptr %fc1.t150_a1, align 32
+  %t150_b129 = load <8 x float>, ptr %fc1.t150_b1, align 32
+  %t150_c1_1 = load <8 x float>, ptr %fc1.t150_c1_1, align 32
+  %141 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t150_a128, <8 x float> %t150_b129, <8 x float> %t150_c1_1)
+  store <8 x float> %141, ptr %fc1.t150_c1_1, align 32
+  %t150_a130 = load <8 x float>, ptr %fc1.t150_a1, align 32
+  %t150_b231 = load <8 x float>, ptr %fc1.t150_b2, align 32
+  %t150_c1_2 = load <8 x float>, ptr %fc1.t150_c1_2, align 32
+  %142 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t150_a130, <8 x float> %t150_b231, <8 x float> %t150_c1_2)
+  store <8 x float> %142, ptr %fc1.t150_c1_2, align 32
+  %143 = mul nsw i64 %fc1.mb1496, 4
   %144 = add nsw i64 %143, 2
   %145 = mul nsw i64 %144, 12544
   %146 = add nsw i64 18816, %145
-  %147 = mul nsw i64 %fc1.kp1384, 896
-  %148 = add nsw i64 %fc1.k14219, %147
+  %147 = mul nsw i64 %fc1.kp1474, 896
+  %148 = add nsw i64 %fc1.k15119, %147
   %149 = add nsw i64 %146, %148
   %params32 = getelementptr inbounds float, ptr %params, i64 %149
   %150 = load float, ptr %params32, align 4
   %151 = insertelement <8 x float> undef, float %150, i32 0
   %152 = shufflevector <8 x float> %151, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %152, ptr %fc1.t141_a2, align 32
-  %t141_a2 = load <8 x float>, ptr %fc1.t141_a2, align 32
-  %t141_b033 = load <8 x float>, ptr %fc1.t141_b0, align 32
-  %t141_c2_0 = load <8 x float>, ptr %fc1.t141_c2_0, align 32
-  %153 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t141_a2, <8 x float> %t141_b033, <8 x float> %t141_c2_0)
-  store <8 x float> %153, ptr %fc1.t141_c2_0, align 32
-  %t141_a234 = load <8 x float>, ptr %fc1.t141_a2, align 32
-  %t141_b135 = load <8 x float>, ptr %fc1.t141_b1, align 32
-  %t141_c2_1 = load <8 x float>, ptr %fc1.t141_c2_1, align 32
-  %154 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t141_a234, <8 x float> %t141_b135, <8 x float> %t141_c2_1)
-  store <8 x float> %154, ptr %fc1.t141_c2_1, align 32
-  %t141_a236 = load <8 x float>, ptr %fc1.t141_a2, align 32
-  %t141_b237 = load <8 x float>, ptr %fc1.t141_b2, align 32
-  %t141_c2_2 = load <8 x float>, ptr %fc1.t141_c2_2, align 32
-  %155 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t141_a236, <8 x float> %t141_b237, <8 x float> %t141_c2_2)
-  store <8 x float> %155, ptr %fc1.t141_c2_2, align 32
-  %156 = mul nsw i64 %fc1.mb1406, 4
+  store <8 x float> %152, ptr %fc1.t150_a2, align 32
+  %t150_a2 = load <8 x float>, ptr %fc1.t150_a2, align 32
+  %t150_b033 = load <8 x float>, ptr %fc1.t150_b0, align 32
+  %t150_c2_0 = load <8 x float>, ptr %fc1.t150_c2_0, align 32
+  %153 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t150_a2, <8 x float> %t150_b033, <8 x float> %t150_c2_0)
+  store <8 x float> %153, ptr %fc1.t150_c2_0, align 32
+  %t150_a234 = load <8 x float>, ptr %fc1.t150_a2, align 32
+  %t150_b135 = load <8 x float>, ptr %fc1.t150_b1, align 32
+  %t150_c2_1 = load <8 x float>, ptr %fc1.t150_c2_1, align 32
+  %154 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t150_a234, <8 x float> %t150_b135, <8 x float> %t150_c2_1)
+  store <8 x float> %154, ptr %fc1.t150_c2_1, align 32
+  %t150_a236 = load <8 x float>, ptr %fc1.t150_a2, align 32
+  %t150_b237 = load <8 x float>, ptr %fc1.t150_b2, align 32
+  %t150_c2_2 = load <8 x float>, ptr %fc1.t150_c2_2, align 32
+  %155 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t150_a236, <8 x float> %t150_b237, <8 x float> %t150_c2_2)
+  store <8 x float> %155, ptr %fc1.t150_c2_2, align 32
+  %156 = mul nsw i64 %fc1.mb1496, 4
   %157 = add nsw i64 %156, 3
   %158 = mul nsw i64 %157, 12544
   %159 = add nsw i64 18816, %158
-  %160 = mul nsw i64 %fc1.kp1384, 896
-  %161 = add nsw i64 %fc1.k14219, %160
+  %160 = mul nsw i64 %fc1.kp1474, 896
+  %161 = add nsw i64 %fc1.k15119, %160
   %162 = add nsw i64 %159, %161
   %params38 = getelementptr inbounds float, ptr %params, i64 %162
   %163 = load float, ptr %params38, align 4
   %164 = insertelement <8 x float> undef, float %163, i32 0
   %165 = shufflevector <8 x float> %164, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %165, ptr %fc1.t141_a3, align 32
-  %t141_a3 = load <8 x float>, ptr %fc1.t141_a3, align 32
-  %t141_b039 = load <8 x float>, ptr %fc1.t141_b0, align 32
-  %t141_c3_0 = load <8 x float>, ptr %fc1.t141_c3_0, align 32
-  %166 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t141_a3, <8 x float> %t141_b039, <8 x float> %t141_c3_0)
-  store <8 x float> %166, ptr %fc1.t141_c3_0, align 32
-  %t141_a340 = load <8 x float>, ptr %fc1.t141_a3, align 32
-  %t141_b141 = load <8 x float>, ptr %fc1.t141_b1, align 32
-  %t141_c3_1 = load <8 x float>, ptr %fc1.t141_c3_1, align 32
-  %167 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t141_a340, <8 x float> %t141_b141, <8 x float> %t141_c3_1)
-  store <8 x float> %167, ptr %fc1.t141_c3_1, align 32
-  %t141_a342 = load <8 x float>, ptr %fc1.t141_a3, align 32
-  %t141_b243 = load <8 x float>, ptr %fc1.t141_b2, align 32
-  %t141_c3_2 = load <8 x float>, ptr %fc1.t141_c3_2, align 32
-  %168 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t141_a342, <8 x float> %t141_b243, <8 x float> %t141_c3_2)
-  store <8 x float> %168, ptr %fc1.t141_c3_2, align 32
-  %k142.next = add nsw i64 %fc1.k14219, 1
-  %169 = icmp slt i64 %k142.next, 896
-  br i1 %169, label %fc1.k142, label %fc1.k142.end
+  store <8 x float> %165, ptr %fc1.t150_a3, align 32
+  %t150_a3 = load <8 x float>, ptr %fc1.t150_a3, align 32
+  %t150_b039 = load <8 x float>, ptr %fc1.t150_b0, align 32
+  %t150_c3_0 = load <8 x float>, ptr %fc1.t150_c3_0, align 32
+  %166 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t150_a3, <8 x float> %t150_b039, <8 x float> %t150_c3_0)
+  store <8 x float> %166, ptr %fc1.t150_c3_0, align 32
+  %t150_a340 = load <8 x float>, ptr %fc1.t150_a3, align 32
+  %t150_b141 = load <8 x float>, ptr %fc1.t150_b1, align 32
+  %t150_c3_1 = load <8 x float>, ptr %fc1.t150_c3_1, align 32
+  %167 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t150_a340, <8 x float> %t150_b141, <8 x float> %t150_c3_1)
+  store <8 x float> %167, ptr %fc1.t150_c3_1, align 32
+  %t150_a342 = load <8 x float>, ptr %fc1.t150_a3, align 32
+  %t150_b243 = load <8 x float>, ptr %fc1.t150_b2, align 32
+  %t150_c3_2 = load <8 x float>, ptr %fc1.t150_c3_2, align 32
+  %168 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t150_a342, <8 x float> %t150_b243, <8 x float> %t150_c3_2)
+  store <8 x float> %168, ptr %fc1.t150_c3_2, align 32
+  %k151.next = add nsw i64 %fc1.k15119, 1
+  %169 = icmp slt i64 %k151.next, 896
+  br i1 %169, label %fc1.k151, label %fc1.k151.end
 
-fc1.k142.end:                                     ; preds = %fc1.k142
-  %t141_c0_044 = load <8 x float>, ptr %fc1.t141_c0_0, align 32
-  %170 = mul nsw i64 %fc1.mb1406, 4
+fc1.k151.end:                                     ; preds = %fc1.k151
+  %t150_c0_044 = load <8 x float>, ptr %fc1.t150_c0_0, align 32
+  %170 = mul nsw i64 %fc1.mb1496, 4
   %171 = mul nsw i64 %170, 64
   %172 = add nsw i64 811008, %171
-  %173 = mul nsw i64 %fc1.nb1395, 24
+  %173 = mul nsw i64 %fc1.nb1485, 24
   %174 = add nsw i64 %172, %173
   %arena45 = getelementptr inbounds float, ptr %arena, i64 %174
-  store <8 x float> %t141_c0_044, ptr %arena45, align 4
-  %t141_c0_146 = load <8 x float>, ptr %fc1.t141_c0_1, align 32
-  %175 = mul nsw i64 %fc1.mb1406, 4
+  store <8 x float> %t150_c0_044, ptr %arena45, align 4
+  %t150_c0_146 = load <8 x float>, ptr %fc1.t150_c0_1, align 32
+  %175 = mul nsw i64 %fc1.mb1496, 4
   %176 = mul nsw i64 %175, 64
   %177 = add nsw i64 811008, %176
-  %178 = mul nsw i64 %fc1.nb1395, 24
+  %178 = mul nsw i64 %fc1.nb1485, 24
   %179 = add nsw i64 %177, %178
   %180 = add nsw i64 %179, 8
   %arena47 = getelementptr inbounds float, ptr %arena, i64 %180
-  store <8 x float> %t141_c0_146, ptr %arena47, align 4
-  %t141_c0_248 = load <8 x float>, ptr %fc1.t141_c0_2, align 32
-  %181 = mul nsw i64 %fc1.mb1406, 4
+  store <8 x float> %t150_c0_146, ptr %arena47, align 4
+  %t150_c0_248 = load <8 x float>, ptr %fc1.t150_c0_2, align 32
+  %181 = mul nsw i64 %fc1.mb1496, 4
   %182 = mul nsw i64 %181, 64
   %183 = add nsw i64 811008, %182
-  %184 = mul nsw i64 %fc1.nb1395, 24
+  %184 = mul nsw i64 %fc1.nb1485, 24
   %185 = add nsw i64 %183, %184
   %186 = add nsw i64 %185, 16
   %arena49 = getelementptr inbounds float, ptr %arena, i64 %186
-  store <8 x float> %t141_c0_248, ptr %arena49, align 4
-  %t141_c1_050 = load <8 x float>, ptr %fc1.t141_c1_0, align 32
-  %187 = mul nsw i64 %fc1.mb1406, 4
+  store <8 x float> %t150_c0_248, ptr %arena49, align 4
+  %t150_c1_050 = load <8 x float>, ptr %fc1.t150_c1_0, align 32
+  %187 = mul nsw i64 %fc1.mb1496, 4
   %188 = add nsw i64 %187, 1
   %189 = mul nsw i64 %188, 64
   %190 = add nsw i64 811008, %189
-  %191 = mul nsw i64 %fc1.nb1395, 24
+  %191 = mul nsw i64 %fc1.nb1485, 24
   %192 = add nsw i64 %190, %191
   %arena51 = getelementptr inbounds float, ptr %arena, i64 %192
-  store <8 x float> %t141_c1_050, ptr %arena51, align 4
-  %t141_c1_152 = load <8 x float>, ptr %fc1.t141_c1_1, align 32
-  %193 = mul nsw i64 %fc1.mb1406, 4
+  store <8 x float> %t150_c1_050, ptr %arena51, align 4
+  %t150_c1_152 = load <8 x float>, ptr %fc1.t150_c1_1, align 32
+  %193 = mul nsw i64 %fc1.mb1496, 4
   %194 = add nsw i64 %193, 1
   %195 = mul nsw i64 %194, 64
   %196 = add nsw i64 811008, %195
-  %197 = mul nsw i64 %fc1.nb1395, 24
+  %197 = mul nsw i64 %fc1.nb1485, 24
   %198 = add nsw i64 %196, %197
   %199 = add nsw i64 %198, 8
   %arena53 = getelementptr inbounds float, ptr %arena, i64 %199
-  store <8 x float> %t141_c1_152, ptr %arena53, align 4
-  %t141_c1_254 = load <8 x float>, ptr %fc1.t141_c1_2, align 32
-  %200 = mul nsw i64 %fc1.mb1406, 4
+  store <8 x float> %t150_c1_152, ptr %arena53, align 4
+  %t150_c1_254 = load <8 x float>, ptr %fc1.t150_c1_2, align 32
+  %200 = mul nsw i64 %fc1.mb1496, 4
   %201 = add nsw i64 %200, 1
   %202 = mul nsw i64 %201, 64
   %203 = add nsw i64 811008, %202
-  %204 = mul nsw i64 %fc1.nb1395, 24
+  %204 = mul nsw i64 %fc1.nb1485, 24
   %205 = add nsw i64 %203, %204
   %206 = add nsw i64 %205, 16
   %arena55 = getelementptr inbounds float, ptr %arena, i64 %206
-  store <8 x float> %t141_c1_254, ptr %arena55, align 4
-  %t141_c2_056 = load <8 x float>, ptr %fc1.t141_c2_0, align 32
-  %207 = mul nsw i64 %fc1.mb1406, 4
+  store <8 x float> %t150_c1_254, ptr %arena55, align 4
+  %t150_c2_056 = load <8 x float>, ptr %fc1.t150_c2_0, align 32
+  %207 = mul nsw i64 %fc1.mb1496, 4
   %208 = add nsw i64 %207, 2
   %209 = mul nsw i64 %208, 64
   %210 = add nsw i64 811008, %209
-  %211 = mul nsw i64 %fc1.nb1395, 24
+  %211 = mul nsw i64 %fc1.nb1485, 24
   %212 = add nsw i64 %210, %211
   %arena57 = getelementptr inbounds float, ptr %arena, i64 %212
-  store <8 x float> %t141_c2_056, ptr %arena57, align 4
-  %t141_c2_158 = load <8 x float>, ptr %fc1.t141_c2_1, align 32
-  %213 = mul nsw i64 %fc1.mb1406, 4
+  store <8 x float> %t150_c2_056, ptr %arena57, align 4
+  %t150_c2_158 = load <8 x float>, ptr %fc1.t150_c2_1, align 32
+  %213 = mul nsw i64 %fc1.mb1496, 4
   %214 = add nsw i64 %213, 2
   %215 = mul nsw i64 %214, 64
   %216 = add nsw i64 811008, %215
-  %217 = mul nsw i64 %fc1.nb1395, 24
+  %217 = mul nsw i64 %fc1.nb1485, 24
   %218 = add nsw i64 %216, %217
   %219 = add nsw i64 %218, 8
   %arena59 = getelementptr inbounds float, ptr %arena, i64 %219
-  store <8 x float> %t141_c2_158, ptr %arena59, align 4
-  %t141_c2_260 = load <8 x float>, ptr %fc1.t141_c2_2, align 32
-  %220 = mul nsw i64 %fc1.mb1406, 4
+  store <8 x float> %t150_c2_158, ptr %arena59, align 4
+  %t150_c2_260 = load <8 x float>, ptr %fc1.t150_c2_2, align 32
+  %220 = mul nsw i64 %fc1.mb1496, 4
   %221 = add nsw i64 %220, 2
   %222 = mul nsw i64 %221, 64
   %223 = add nsw i64 811008, %222
-  %224 = mul nsw i64 %fc1.nb1395, 24
+  %224 = mul nsw i64 %fc1.nb1485, 24
   %225 = add nsw i64 %223, %224
   %226 = add nsw i64 %225, 16
   %arena61 = getelementptr inbounds float, ptr %arena, i64 %226
-  store <8 x float> %t141_c2_260, ptr %arena61, align 4
-  %t141_c3_062 = load <8 x float>, ptr %fc1.t141_c3_0, align 32
-  %227 = mul nsw i64 %fc1.mb1406, 4
+  store <8 x float> %t150_c2_260, ptr %arena61, align 4
+  %t150_c3_062 = load <8 x float>, ptr %fc1.t150_c3_0, align 32
+  %227 = mul nsw i64 %fc1.mb1496, 4
   %228 = add nsw i64 %227, 3
   %229 = mul nsw i64 %228, 64
   %230 = add nsw i64 811008, %229
-  %231 = mul nsw i64 %fc1.nb1395, 24
+  %231 = mul nsw i64 %fc1.nb1485, 24
   %232 = add nsw i64 %230, %231
   %arena63 = getelementptr inbounds float, ptr %arena, i64 %232
-  store <8 x float> %t141_c3_062, ptr %arena63, align 4
-  %t141_c3_164 = load <8 x float>, ptr %fc1.t141_c3_1, align 32
-  %233 = mul nsw i64 %fc1.mb1406, 4
+  store <8 x float> %t150_c3_062, ptr %arena63, align 4
+  %t150_c3_164 = load <8 x float>, ptr %fc1.t150_c3_1, align 32
+  %233 = mul nsw i64 %fc1.mb1496, 4
   %234 = add nsw i64 %233, 3
   %235 = mul nsw i64 %234, 64
   %236 = add nsw i64 811008, %235
-  %237 = mul nsw i64 %fc1.nb1395, 24
+  %237 = mul nsw i64 %fc1.nb1485, 24
   %238 = add nsw i64 %236, %237
   %239 = add nsw i64 %238, 8
   %arena65 = getelementptr inbounds float, ptr %arena, i64 %239
-  store <8 x float> %t141_c3_164, ptr %arena65, align 4
-  %t141_c3_266 = load <8 x float>, ptr %fc1.t141_c3_2, align 32
-  %240 = mul nsw i64 %fc1.mb1406, 4
+  store <8 x float> %t150_c3_164, ptr %arena65, align 4
+  %t150_c3_266 = load <8 x float>, ptr %fc1.t150_c3_2, align 32
+  %240 = mul nsw i64 %fc1.mb1496, 4
   %241 = add nsw i64 %240, 3
   %242 = mul nsw i64 %241, 64
   %243 = add nsw i64 811008, %242
-  %244 = mul nsw i64 %fc1.nb1395, 24
+  %244 = mul nsw i64 %fc1.nb1485, 24
   %245 = add nsw i64 %243, %244
   %246 = add nsw i64 %245, 16
   %arena67 = getelementptr inbounds float, ptr %arena, i64 %246
-  store <8 x float> %t141_c3_266, ptr %arena67, align 4
-  %mb140.next = add nsw i64 %fc1.mb1406, 1
-  %247 = icmp slt i64 %mb140.next, 32
-  br i1 %247, label %fc1.mb140, label %fc1.mb140.end
+  store <8 x float> %t150_c3_266, ptr %arena67, align 4
+  %mb149.next = add nsw i64 %fc1.mb1496, 1
+  %247 = icmp slt i64 %mb149.next, 32
+  br i1 %247, label %fc1.mb149, label %fc1.mb149.end
 
-fc1.mb143:                                        ; preds = %fc1.k145.end, %fc1.nb139.end
-  %fc1.mb14368 = phi i64 [ 0, %fc1.nb139.end ], [ %mb143.next, %fc1.k145.end ]
-  %248 = mul nsw i64 %fc1.mb14368, 4
+fc1.mb152:                                        ; preds = %fc1.k154.end, %fc1.nb148.end
+  %fc1.mb15268 = phi i64 [ 0, %fc1.nb148.end ], [ %mb152.next, %fc1.k154.end ]
+  %248 = mul nsw i64 %fc1.mb15268, 4
   %249 = mul nsw i64 %248, 64
   %250 = add nsw i64 811008, %249
   %251 = add nsw i64 %250, 48
   %arena69 = getelementptr inbounds float, ptr %arena, i64 %251
   %252 = load <8 x float>, ptr %arena69, align 4
-  store <8 x float> %252, ptr %fc1.t144_c0_0, align 32
-  %253 = mul nsw i64 %fc1.mb14368, 4
+  store <8 x float> %252, ptr %fc1.t153_c0_0, align 32
+  %253 = mul nsw i64 %fc1.mb15268, 4
   %254 = mul nsw i64 %253, 64
   %255 = add nsw i64 811008, %254
   %256 = add nsw i64 %255, 48
   %257 = add nsw i64 %256, 8
   %arena70 = getelementptr inbounds float, ptr %arena, i64 %257
   %258 = load <8 x float>, ptr %arena70, align 4
-  store <8 x float> %258, ptr %fc1.t144_c0_1, align 32
-  %259 = mul nsw i64 %fc1.mb14368, 4
+  store <8 x float> %258, ptr %fc1.t153_c0_1, align 32
+  %259 = mul nsw i64 %fc1.mb15268, 4
   %260 = add nsw i64 %259, 1
   %261 = mul nsw i64 %260, 64
   %262 = add nsw i64 811008, %261
   %263 = add nsw i64 %262, 48
   %arena71 = getelementptr inbounds float, ptr %arena, i64 %263
   %264 = load <8 x float>, ptr %arena71, align 4
-  store <8 x float> %264, ptr %fc1.t144_c1_0, align 32
-  %265 = mul nsw i64 %fc1.mb14368, 4
+  store <8 x float> %264, ptr %fc1.t153_c1_0, align 32
+  %265 = mul nsw i64 %fc1.mb15268, 4
   %266 = add nsw i64 %265, 1
   %267 = mul nsw i64 %266, 64
   %268 = add nsw i64 811008, %267
@@ -13549,16 +15533,16 @@ fc1.mb143:                                        ; preds = %fc1.k145.end, %fc1.
   %270 = add nsw i64 %269, 8
   %arena72 = getelementptr inbounds float, ptr %arena, i64 %270
   %271 = load <8 x float>, ptr %arena72, align 4
-  store <8 x float> %271, ptr %fc1.t144_c1_1, align 32
-  %272 = mul nsw i64 %fc1.mb14368, 4
+  store <8 x float> %271, ptr %fc1.t153_c1_1, align 32
+  %272 = mul nsw i64 %fc1.mb15268, 4
   %273 = add nsw i64 %272, 2
   %274 = mul nsw i64 %273, 64
   %275 = add nsw i64 811008, %274
   %276 = add nsw i64 %275, 48
   %arena73 = getelementptr inbounds float, ptr %arena, i64 %276
   %277 = load <8 x float>, ptr %arena73, align 4
-  store <8 x float> %277, ptr %fc1.t144_c2_0, align 32
-  %278 = mul nsw i64 %fc1.mb14368, 4
+  store <8 x float> %277, ptr %fc1.t153_c2_0, align 32
+  %278 = mul nsw i64 %fc1.mb15268, 4
   %279 = add nsw i64 %278, 2
   %280 = mul nsw i64 %279, 64
   %281 = add nsw i64 811008, %280
@@ -13566,16 +15550,16 @@ fc1.mb143:                                        ; preds = %fc1.k145.end, %fc1.
   %283 = add nsw i64 %282, 8
   %arena74 = getelementptr inbounds float, ptr %arena, i64 %283
   %284 = load <8 x float>, ptr %arena74, align 4
-  store <8 x float> %284, ptr %fc1.t144_c2_1, align 32
-  %285 = mul nsw i64 %fc1.mb14368, 4
+  store <8 x float> %284, ptr %fc1.t153_c2_1, align 32
+  %285 = mul nsw i64 %fc1.mb15268, 4
   %286 = add nsw i64 %285, 3
   %287 = mul nsw i64 %286, 64
   %288 = add nsw i64 811008, %287
   %289 = add nsw i64 %288, 48
   %arena75 = getelementptr inbounds float, ptr %arena, i64 %289
   %290 = load <8 x float>, ptr %arena75, align 4
-  store <8 x float> %290, ptr %fc1.t144_c3_0, align 32
-  %291 = mul nsw i64 %fc1.mb14368, 4
+  store <8 x float> %290, ptr %fc1.t153_c3_0, align 32
+  %291 = mul nsw i64 %fc1.mb15268, 4
   %292 = add nsw i64 %291, 3
   %293 = mul nsw i64 %292, 64
   %294 = add nsw i64 811008, %293
@@ -13583,242 +15567,242 @@ fc1.mb143:                                        ; preds = %fc1.k145.end, %fc1.
   %296 = add nsw i64 %295, 8
   %arena76 = getelementptr inbounds float, ptr %arena, i64 %296
   %297 = load <8 x float>, ptr %arena76, align 4
-  store <8 x float> %297, ptr %fc1.t144_c3_1, align 32
-  br label %fc1.k145
+  store <8 x float> %297, ptr %fc1.t153_c3_1, align 32
+  br label %fc1.k154
 
-fc1.mb143.end:                                    ; preds = %fc1.k145.end
-  %kp138.next = add nsw i64 %fc1.kp1384, 1
-  %298 = icmp slt i64 %kp138.next, 14
-  br i1 %298, label %fc1.kp138, label %fc1.kp138.end
+fc1.mb152.end:                                    ; preds = %fc1.k154.end
+  %kp147.next = add nsw i64 %fc1.kp1474, 1
+  %298 = icmp slt i64 %kp147.next, 14
+  br i1 %298, label %fc1.kp147, label %fc1.kp147.end
 
-fc1.k145:                                         ; preds = %fc1.k145, %fc1.mb143
-  %fc1.k14577 = phi i64 [ 0, %fc1.mb143 ], [ %k145.next, %fc1.k145 ]
-  %299 = mul nsw i64 %fc1.kp1384, 896
-  %300 = add nsw i64 %fc1.k14577, %299
+fc1.k154:                                         ; preds = %fc1.k154, %fc1.mb152
+  %fc1.k15477 = phi i64 [ 0, %fc1.mb152 ], [ %k154.next, %fc1.k154 ]
+  %299 = mul nsw i64 %fc1.kp1474, 896
+  %300 = add nsw i64 %fc1.k15477, %299
   %301 = mul nsw i64 %300, 64
   %302 = add nsw i64 8192, %301
   %303 = add nsw i64 %302, 48
   %arena78 = getelementptr inbounds float, ptr %arena, i64 %303
   %304 = load <8 x float>, ptr %arena78, align 4
-  store <8 x float> %304, ptr %fc1.t144_b0, align 32
-  %305 = mul nsw i64 %fc1.kp1384, 896
-  %306 = add nsw i64 %fc1.k14577, %305
+  store <8 x float> %304, ptr %fc1.t153_b0, align 32
+  %305 = mul nsw i64 %fc1.kp1474, 896
+  %306 = add nsw i64 %fc1.k15477, %305
   %307 = mul nsw i64 %306, 64
   %308 = add nsw i64 8192, %307
   %309 = add nsw i64 %308, 48
   %310 = add nsw i64 %309, 8
   %arena79 = getelementptr inbounds float, ptr %arena, i64 %310
   %311 = load <8 x float>, ptr %arena79, align 4
-  store <8 x float> %311, ptr %fc1.t144_b1, align 32
-  %312 = mul nsw i64 %fc1.mb14368, 4
+  store <8 x float> %311, ptr %fc1.t153_b1, align 32
+  %312 = mul nsw i64 %fc1.mb15268, 4
   %313 = mul nsw i64 %312, 12544
   %314 = add nsw i64 18816, %313
-  %315 = mul nsw i64 %fc1.kp1384, 896
-  %316 = add nsw i64 %fc1.k14577, %315
+  %315 = mul nsw i64 %fc1.kp1474, 896
+  %316 = add nsw i64 %fc1.k15477, %315
   %317 = add nsw i64 %314, %316
   %params80 = getelementptr inbounds float, ptr %params, i64 %317
   %318 = load float, ptr %params80, align 4
   %319 = insertelement <8 x float> undef, float %318, i32 0
   %320 = shufflevector <8 x float> %319, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %320, ptr %fc1.t144_a0, align 32
-  %t144_a0 = load <8 x float>, ptr %fc1.t144_a0, align 32
-  %t144_b0 = load <8 x float>, ptr %fc1.t144_b0, align 32
-  %t144_c0_0 = load <8 x float>, ptr %fc1.t144_c0_0, align 32
-  %321 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t144_a0, <8 x float> %t144_b0, <8 x float> %t144_c0_0)
-  store <8 x float> %321, ptr %fc1.t144_c0_0, align 32
-  %t144_a081 = load <8 x float>, ptr %fc1.t144_a0, align 32
-  %t144_b1 = load <8 x float>, ptr %fc1.t144_b1, align 32
-  %t144_c0_1 = load <8 x float>, ptr %fc1.t144_c0_1, align 32
-  %322 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t144_a081, <8 x float> %t144_b1, <8 x float> %t144_c0_1)
-  store <8 x float> %322, ptr %fc1.t144_c0_1, align 32
-  %323 = mul nsw i64 %fc1.mb14368, 4
+  store <8 x float> %320, ptr %fc1.t153_a0, align 32
+  %t153_a0 = load <8 x float>, ptr %fc1.t153_a0, align 32
+  %t153_b0 = load <8 x float>, ptr %fc1.t153_b0, align 32
+  %t153_c0_0 = load <8 x float>, ptr %fc1.t153_c0_0, align 32
+  %321 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t153_a0, <8 x float> %t153_b0, <8 x float> %t153_c0_0)
+  store <8 x float> %321, ptr %fc1.t153_c0_0, align 32
+  %t153_a081 = load <8 x float>, ptr %fc1.t153_a0, align 32
+  %t153_b1 = load <8 x float>, ptr %fc1.t153_b1, align 32
+  %t153_c0_1 = load <8 x float>, ptr %fc1.t153_c0_1, align 32
+  %322 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t153_a081, <8 x float> %t153_b1, <8 x float> %t153_c0_1)
+  store <8 x float> %322, ptr %fc1.t153_c0_1, align 32
+  %323 = mul nsw i64 %fc1.mb15268, 4
   %324 = add nsw i64 %323, 1
   %325 = mul nsw i64 %324, 12544
   %326 = add nsw i64 18816, %325
-  %327 = mul nsw i64 %fc1.kp1384, 896
-  %328 = add nsw i64 %fc1.k14577, %327
+  %327 = mul nsw i64 %fc1.kp1474, 896
+  %328 = add nsw i64 %fc1.k15477, %327
   %329 = add nsw i64 %326, %328
   %params82 = getelementptr inbounds float, ptr %params, i64 %329
   %330 = load float, ptr %params82, align 4
   %331 = insertelement <8 x float> undef, float %330, i32 0
   %332 = shufflevector <8 x float> %331, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %332, ptr %fc1.t144_a1, align 32
-  %t144_a1 = load <8 x float>, ptr %fc1.t144_a1, align 32
-  %t144_b083 = load <8 x float>, ptr %fc1.t144_b0, align 32
-  %t144_c1_0 = load <8 x float>, ptr %fc1.t144_c1_0, align 32
-  %333 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t144_a1, <8 x float> %t144_b083, <8 x float> %t144_c1_0)
-  store <8 x float> %333, ptr %fc1.t144_c1_0, align 32
-  %t144_a184 = load <8 x float>, ptr %fc1.t144_a1, align 32
-  %t144_b185 = load <8 x float>, ptr %fc1.t144_b1, align 32
-  %t144_c1_1 = load <8 x float>, ptr %fc1.t144_c1_1, align 32
-  %334 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t144_a184, <8 x float> %t144_b185, <8 x float> %t144_c1_1)
-  store <8 x float> %334, ptr %fc1.t144_c1_1, align 32
-  %335 = mul nsw i64 %fc1.mb14368, 4
+  store <8 x float> %332, ptr %fc1.t153_a1, align 32
+  %t153_a1 = load <8 x float>, ptr %fc1.t153_a1, align 32
+  %t153_b083 = load <8 x float>, ptr %fc1.t153_b0, align 32
+  %t153_c1_0 = load <8 x float>, ptr %fc1.t153_c1_0, align 32
+  %333 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t153_a1, <8 x float> %t153_b083, <8 x float> %t153_c1_0)
+  store <8 x float> %333, ptr %fc1.t153_c1_0, align 32
+  %t153_a184 = load <8 x float>, ptr %fc1.t153_a1, align 32
+  %t153_b185 = load <8 x float>, ptr %fc1.t153_b1, align 32
+  %t153_c1_1 = load <8 x float>, ptr %fc1.t153_c1_1, align 32
+  %334 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t153_a184, <8 x float> %t153_b185, <8 x float> %t153_c1_1)
+  store <8 x float> %334, ptr %fc1.t153_c1_1, align 32
+  %335 = mul nsw i64 %fc1.mb15268, 4
   %336 = add nsw i64 %335, 2
   %337 = mul nsw i64 %336, 12544
   %338 = add nsw i64 18816, %337
-  %339 = mul nsw i64 %fc1.kp1384, 896
-  %340 = add nsw i64 %fc1.k14577, %339
+  %339 = mul nsw i64 %fc1.kp1474, 896
+  %340 = add nsw i64 %fc1.k15477, %339
   %341 = add nsw i64 %338, %340
   %params86 = getelementptr inbounds float, ptr %params, i64 %341
   %342 = load float, ptr %params86, align 4
   %343 = insertelement <8 x float> undef, float %342, i32 0
   %344 = shufflevector <8 x float> %343, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %344, ptr %fc1.t144_a2, align 32
-  %t144_a2 = load <8 x float>, ptr %fc1.t144_a2, align 32
-  %t144_b087 = load <8 x float>, ptr %fc1.t144_b0, align 32
-  %t144_c2_0 = load <8 x float>, ptr %fc1.t144_c2_0, align 32
-  %345 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t144_a2, <8 x float> %t144_b087, <8 x float> %t144_c2_0)
-  store <8 x float> %345, ptr %fc1.t144_c2_0, align 32
-  %t144_a288 = load <8 x float>, ptr %fc1.t144_a2, align 32
-  %t144_b189 = load <8 x float>, ptr %fc1.t144_b1, align 32
-  %t144_c2_1 = load <8 x float>, ptr %fc1.t144_c2_1, align 32
-  %346 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t144_a288, <8 x float> %t144_b189, <8 x float> %t144_c2_1)
-  store <8 x float> %346, ptr %fc1.t144_c2_1, align 32
-  %347 = mul nsw i64 %fc1.mb14368, 4
+  store <8 x float> %344, ptr %fc1.t153_a2, align 32
+  %t153_a2 = load <8 x float>, ptr %fc1.t153_a2, align 32
+  %t153_b087 = load <8 x float>, ptr %fc1.t153_b0, align 32
+  %t153_c2_0 = load <8 x float>, ptr %fc1.t153_c2_0, align 32
+  %345 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t153_a2, <8 x float> %t153_b087, <8 x float> %t153_c2_0)
+  store <8 x float> %345, ptr %fc1.t153_c2_0, align 32
+  %t153_a288 = load <8 x float>, ptr %fc1.t153_a2, align 32
+  %t153_b189 = load <8 x float>, ptr %fc1.t153_b1, align 32
+  %t153_c2_1 = load <8 x float>, ptr %fc1.t153_c2_1, align 32
+  %346 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t153_a288, <8 x float> %t153_b189, <8 x float> %t153_c2_1)
+  store <8 x float> %346, ptr %fc1.t153_c2_1, align 32
+  %347 = mul nsw i64 %fc1.mb15268, 4
   %348 = add nsw i64 %347, 3
   %349 = mul nsw i64 %348, 12544
   %350 = add nsw i64 18816, %349
-  %351 = mul nsw i64 %fc1.kp1384, 896
-  %352 = add nsw i64 %fc1.k14577, %351
+  %351 = mul nsw i64 %fc1.kp1474, 896
+  %352 = add nsw i64 %fc1.k15477, %351
   %353 = add nsw i64 %350, %352
   %params90 = getelementptr inbounds float, ptr %params, i64 %353
   %354 = load float, ptr %params90, align 4
   %355 = insertelement <8 x float> undef, float %354, i32 0
   %356 = shufflevector <8 x float> %355, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %356, ptr %fc1.t144_a3, align 32
-  %t144_a3 = load <8 x float>, ptr %fc1.t144_a3, align 32
-  %t144_b091 = load <8 x float>, ptr %fc1.t144_b0, align 32
-  %t144_c3_0 = load <8 x float>, ptr %fc1.t144_c3_0, align 32
-  %357 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t144_a3, <8 x float> %t144_b091, <8 x float> %t144_c3_0)
-  store <8 x float> %357, ptr %fc1.t144_c3_0, align 32
-  %t144_a392 = load <8 x float>, ptr %fc1.t144_a3, align 32
-  %t144_b193 = load <8 x float>, ptr %fc1.t144_b1, align 32
-  %t144_c3_1 = load <8 x float>, ptr %fc1.t144_c3_1, align 32
-  %358 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t144_a392, <8 x float> %t144_b193, <8 x float> %t144_c3_1)
-  store <8 x float> %358, ptr %fc1.t144_c3_1, align 32
-  %k145.next = add nsw i64 %fc1.k14577, 1
-  %359 = icmp slt i64 %k145.next, 896
-  br i1 %359, label %fc1.k145, label %fc1.k145.end
+  store <8 x float> %356, ptr %fc1.t153_a3, align 32
+  %t153_a3 = load <8 x float>, ptr %fc1.t153_a3, align 32
+  %t153_b091 = load <8 x float>, ptr %fc1.t153_b0, align 32
+  %t153_c3_0 = load <8 x float>, ptr %fc1.t153_c3_0, align 32
+  %357 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t153_a3, <8 x float> %t153_b091, <8 x float> %t153_c3_0)
+  store <8 x float> %357, ptr %fc1.t153_c3_0, align 32
+  %t153_a392 = load <8 x float>, ptr %fc1.t153_a3, align 32
+  %t153_b193 = load <8 x float>, ptr %fc1.t153_b1, align 32
+  %t153_c3_1 = load <8 x float>, ptr %fc1.t153_c3_1, align 32
+  %358 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t153_a392, <8 x float> %t153_b193, <8 x float> %t153_c3_1)
+  store <8 x float> %358, ptr %fc1.t153_c3_1, align 32
+  %k154.next = add nsw i64 %fc1.k15477, 1
+  %359 = icmp slt i64 %k154.next, 896
+  br i1 %359, label %fc1.k154, label %fc1.k154.end
 
-fc1.k145.end:                                     ; preds = %fc1.k145
-  %t144_c0_094 = load <8 x float>, ptr %fc1.t144_c0_0, align 32
-  %360 = mul nsw i64 %fc1.mb14368, 4
+fc1.k154.end:                                     ; preds = %fc1.k154
+  %t153_c0_094 = load <8 x float>, ptr %fc1.t153_c0_0, align 32
+  %360 = mul nsw i64 %fc1.mb15268, 4
   %361 = mul nsw i64 %360, 64
   %362 = add nsw i64 811008, %361
   %363 = add nsw i64 %362, 48
   %arena95 = getelementptr inbounds float, ptr %arena, i64 %363
-  store <8 x float> %t144_c0_094, ptr %arena95, align 4
-  %t144_c0_196 = load <8 x float>, ptr %fc1.t144_c0_1, align 32
-  %364 = mul nsw i64 %fc1.mb14368, 4
+  store <8 x float> %t153_c0_094, ptr %arena95, align 4
+  %t153_c0_196 = load <8 x float>, ptr %fc1.t153_c0_1, align 32
+  %364 = mul nsw i64 %fc1.mb15268, 4
   %365 = mul nsw i64 %364, 64
   %366 = add nsw i64 811008, %365
   %367 = add nsw i64 %366, 48
   %368 = add nsw i64 %367, 8
   %arena97 = getelementptr inbounds float, ptr %arena, i64 %368
-  store <8 x float> %t144_c0_196, ptr %arena97, align 4
-  %t144_c1_098 = load <8 x float>, ptr %fc1.t144_c1_0, align 32
-  %369 = mul nsw i64 %fc1.mb14368, 4
+  store <8 x float> %t153_c0_196, ptr %arena97, align 4
+  %t153_c1_098 = load <8 x float>, ptr %fc1.t153_c1_0, align 32
+  %369 = mul nsw i64 %fc1.mb15268, 4
   %370 = add nsw i64 %369, 1
   %371 = mul nsw i64 %370, 64
   %372 = add nsw i64 811008, %371
   %373 = add nsw i64 %372, 48
   %arena99 = getelementptr inbounds float, ptr %arena, i64 %373
-  store <8 x float> %t144_c1_098, ptr %arena99, align 4
-  %t144_c1_1100 = load <8 x float>, ptr %fc1.t144_c1_1, align 32
-  %374 = mul nsw i64 %fc1.mb14368, 4
+  store <8 x float> %t153_c1_098, ptr %arena99, align 4
+  %t153_c1_1100 = load <8 x float>, ptr %fc1.t153_c1_1, align 32
+  %374 = mul nsw i64 %fc1.mb15268, 4
   %375 = add nsw i64 %374, 1
   %376 = mul nsw i64 %375, 64
   %377 = add nsw i64 811008, %376
   %378 = add nsw i64 %377, 48
   %379 = add nsw i64 %378, 8
   %arena101 = getelementptr inbounds float, ptr %arena, i64 %379
-  store <8 x float> %t144_c1_1100, ptr %arena101, align 4
-  %t144_c2_0102 = load <8 x float>, ptr %fc1.t144_c2_0, align 32
-  %380 = mul nsw i64 %fc1.mb14368, 4
+  store <8 x float> %t153_c1_1100, ptr %arena101, align 4
+  %t153_c2_0102 = load <8 x float>, ptr %fc1.t153_c2_0, align 32
+  %380 = mul nsw i64 %fc1.mb15268, 4
   %381 = add nsw i64 %380, 2
   %382 = mul nsw i64 %381, 64
   %383 = add nsw i64 811008, %382
   %384 = add nsw i64 %383, 48
   %arena103 = getelementptr inbounds float, ptr %arena, i64 %384
-  store <8 x float> %t144_c2_0102, ptr %arena103, align 4
-  %t144_c2_1104 = load <8 x float>, ptr %fc1.t144_c2_1, align 32
-  %385 = mul nsw i64 %fc1.mb14368, 4
+  store <8 x float> %t153_c2_0102, ptr %arena103, align 4
+  %t153_c2_1104 = load <8 x float>, ptr %fc1.t153_c2_1, align 32
+  %385 = mul nsw i64 %fc1.mb15268, 4
   %386 = add nsw i64 %385, 2
   %387 = mul nsw i64 %386, 64
   %388 = add nsw i64 811008, %387
   %389 = add nsw i64 %388, 48
   %390 = add nsw i64 %389, 8
   %arena105 = getelementptr inbounds float, ptr %arena, i64 %390
-  store <8 x float> %t144_c2_1104, ptr %arena105, align 4
-  %t144_c3_0106 = load <8 x float>, ptr %fc1.t144_c3_0, align 32
-  %391 = mul nsw i64 %fc1.mb14368, 4
+  store <8 x float> %t153_c2_1104, ptr %arena105, align 4
+  %t153_c3_0106 = load <8 x float>, ptr %fc1.t153_c3_0, align 32
+  %391 = mul nsw i64 %fc1.mb15268, 4
   %392 = add nsw i64 %391, 3
   %393 = mul nsw i64 %392, 64
   %394 = add nsw i64 811008, %393
   %395 = add nsw i64 %394, 48
   %arena107 = getelementptr inbounds float, ptr %arena, i64 %395
-  store <8 x float> %t144_c3_0106, ptr %arena107, align 4
-  %t144_c3_1108 = load <8 x float>, ptr %fc1.t144_c3_1, align 32
-  %396 = mul nsw i64 %fc1.mb14368, 4
+  store <8 x float> %t153_c3_0106, ptr %arena107, align 4
+  %t153_c3_1108 = load <8 x float>, ptr %fc1.t153_c3_1, align 32
+  %396 = mul nsw i64 %fc1.mb15268, 4
   %397 = add nsw i64 %396, 3
   %398 = mul nsw i64 %397, 64
   %399 = add nsw i64 811008, %398
   %400 = add nsw i64 %399, 48
   %401 = add nsw i64 %400, 8
   %arena109 = getelementptr inbounds float, ptr %arena, i64 %401
-  store <8 x float> %t144_c3_1108, ptr %arena109, align 4
-  %mb143.next = add nsw i64 %fc1.mb14368, 1
-  %402 = icmp slt i64 %mb143.next, 32
-  br i1 %402, label %fc1.mb143, label %fc1.mb143.end
+  store <8 x float> %t153_c3_1108, ptr %arena109, align 4
+  %mb152.next = add nsw i64 %fc1.mb15268, 1
+  %402 = icmp slt i64 %mb152.next, 32
+  br i1 %402, label %fc1.mb152, label %fc1.mb152.end
 }
 
 ; Function Attrs: noinline
-define internal void @convnet_infer_b64.k4.drop(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @convnet_infer_b64.k4.drop(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @convnet_infer_b64.k5.fc2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @convnet_infer_b64.k5.fc2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %arena1 = getelementptr inbounds float, ptr %arena, i64 0
   %params2 = getelementptr inbounds float, ptr %params, i64 1624576
   %arena3 = getelementptr inbounds float, ptr %arena, i64 8192
   call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 128, float 1.000000e+00, ptr %arena1, i32 128, ptr %params2, i32 128, float 0.000000e+00, ptr %arena3, i32 10)
-  br label %fc2.n149
+  br label %fc2.n158
 
-fc2.n149:                                         ; preds = %fc2.u150.end, %entry
-  %fc2.n1494 = phi i64 [ 0, %entry ], [ %n149.next, %fc2.u150.end ]
-  br label %fc2.u150
+fc2.n158:                                         ; preds = %fc2.u159.end, %entry
+  %fc2.n1584 = phi i64 [ 0, %entry ], [ %n158.next, %fc2.u159.end ]
+  br label %fc2.u159
 
-fc2.n149.end:                                     ; preds = %fc2.u150.end
+fc2.n158.end:                                     ; preds = %fc2.u159.end
   ret void
 
-fc2.u150:                                         ; preds = %fc2.u150, %fc2.n149
-  %fc2.u1505 = phi i64 [ 0, %fc2.n149 ], [ %u150.next, %fc2.u150 ]
-  %0 = mul nsw i64 %fc2.n1494, 10
+fc2.u159:                                         ; preds = %fc2.u159, %fc2.n158
+  %fc2.u1595 = phi i64 [ 0, %fc2.n158 ], [ %u159.next, %fc2.u159 ]
+  %0 = mul nsw i64 %fc2.n1584, 10
   %1 = add nsw i64 8192, %0
-  %2 = add nsw i64 %1, %fc2.u1505
+  %2 = add nsw i64 %1, %fc2.u1595
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %2
   %3 = load float, ptr %arena6, align 4
-  %4 = add nsw i64 1625856, %fc2.u1505
+  %4 = add nsw i64 1625856, %fc2.u1595
   %params7 = getelementptr inbounds float, ptr %params, i64 %4
   %5 = load float, ptr %params7, align 4
   %6 = fadd float %3, %5
-  %7 = mul nsw i64 %fc2.n1494, 10
+  %7 = mul nsw i64 %fc2.n1584, 10
   %8 = add nsw i64 8192, %7
-  %9 = add nsw i64 %8, %fc2.u1505
+  %9 = add nsw i64 %8, %fc2.u1595
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %9
   store float %6, ptr %arena8, align 4
-  %u150.next = add nsw i64 %fc2.u1505, 1
-  %10 = icmp slt i64 %u150.next, 10
-  br i1 %10, label %fc2.u150, label %fc2.u150.end
+  %u159.next = add nsw i64 %fc2.u1595, 1
+  %10 = icmp slt i64 %u159.next, 10
+  br i1 %10, label %fc2.u159, label %fc2.u159.end
 
-fc2.u150.end:                                     ; preds = %fc2.u150
-  %n149.next = add nsw i64 %fc2.n1494, 1
-  %11 = icmp slt i64 %n149.next, 64
-  br i1 %11, label %fc2.n149, label %fc2.n149.end
+fc2.u159.end:                                     ; preds = %fc2.u159
+  %n158.next = add nsw i64 %fc2.n1584, 1
+  %11 = icmp slt i64 %n158.next, 64
+  br i1 %11, label %fc2.n158, label %fc2.n158.end
 }
 
 attributes #0 = { "target-cpu"="x86-64-v3" }

@@ -3,45 +3,45 @@
 source_filename = "lenet5"
 target triple = "x86_64-unknown-linux-gnu"
 
-define void @lenet5_train_b64(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #0 {
+define void @lenet5_train_b64(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #0 {
 entry:
-  call void @lenet5_train_b64.k0.conv1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @lenet5_train_b64.k1.pool1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @lenet5_train_b64.k2.conv2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @lenet5_train_b64.k3.pool2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @lenet5_train_b64.k4.flat(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @lenet5_train_b64.k5.fc1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @lenet5_train_b64.k6.fc2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @lenet5_train_b64.k7.fc3(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @lenet5_train_b64.k8.loss(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @lenet5_train_b64.k9.fc3_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @lenet5_train_b64.k10.fc3_weight_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @lenet5_train_b64.k11.fc3_bias_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @lenet5_train_b64.k12.relu4_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @lenet5_train_b64.k13.fc2_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @lenet5_train_b64.k14.fc2_weight_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @lenet5_train_b64.k15.fc2_bias_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @lenet5_train_b64.k16.relu3_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @lenet5_train_b64.k17.fc1_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @lenet5_train_b64.k18.fc1_weight_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @lenet5_train_b64.k19.fc1_bias_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @lenet5_train_b64.k20.flat_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @lenet5_train_b64.k21.pool2_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @lenet5_train_b64.k22.relu2_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @lenet5_train_b64.k23.conv2_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @lenet5_train_b64.k24.conv2_weight_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @lenet5_train_b64.k25.conv2_bias_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @lenet5_train_b64.k26.pool1_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @lenet5_train_b64.k27.relu1_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @lenet5_train_b64.k28.conv1_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @lenet5_train_b64.k29.conv1_weight_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @lenet5_train_b64.k30.conv1_bias_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @lenet5_train_b64.k31.adam(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
+  call void @lenet5_train_b64.k0.conv1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @lenet5_train_b64.k1.pool1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @lenet5_train_b64.k2.conv2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @lenet5_train_b64.k3.pool2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @lenet5_train_b64.k4.flat(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @lenet5_train_b64.k5.fc1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @lenet5_train_b64.k6.fc2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @lenet5_train_b64.k7.fc3(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @lenet5_train_b64.k8.loss(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @lenet5_train_b64.k9.fc3_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @lenet5_train_b64.k10.fc3_weight_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @lenet5_train_b64.k11.fc3_bias_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @lenet5_train_b64.k12.relu4_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @lenet5_train_b64.k13.fc2_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @lenet5_train_b64.k14.fc2_weight_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @lenet5_train_b64.k15.fc2_bias_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @lenet5_train_b64.k16.relu3_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @lenet5_train_b64.k17.fc1_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @lenet5_train_b64.k18.fc1_weight_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @lenet5_train_b64.k19.fc1_bias_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @lenet5_train_b64.k20.flat_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @lenet5_train_b64.k21.pool2_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @lenet5_train_b64.k22.relu2_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @lenet5_train_b64.k23.conv2_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @lenet5_train_b64.k24.conv2_weight_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @lenet5_train_b64.k25.conv2_bias_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @lenet5_train_b64.k26.pool1_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @lenet5_train_b64.k27.relu1_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @lenet5_train_b64.k28.conv1_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @lenet5_train_b64.k29.conv1_weight_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @lenet5_train_b64.k30.conv1_bias_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @lenet5_train_b64.k31.adam(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @lenet5_train_b64.k0.conv1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @lenet5_train_b64.k0.conv1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   br label %conv1.g1
 
@@ -57,7 +57,7 @@ conv1.j2:                                         ; preds = %conv1.c3.end, %conv
   br label %conv1.c3
 
 conv1.j2.end:                                     ; preds = %conv1.c3.end
-  call void @lenet5_train_b64.k0.conv1.gemm28(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
+  call void @lenet5_train_b64.k0.conv1.gemm28(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
   br label %conv1.j29
 
 conv1.c3:                                         ; preds = %conv1.ky4.end, %conv1.j2
@@ -827,7 +827,7 @@ conv1.i31.end:                                    ; preds = %conv1.i31
 }
 
 ; Function Attrs: noinline
-define internal void @lenet5_train_b64.k0.conv1.gemm28(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @lenet5_train_b64.k0.conv1.gemm28(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %conv1.t26_a5 = alloca <8 x float>, align 32
   %conv1.t26_a4 = alloca <8 x float>, align 32
@@ -1135,7 +1135,7 @@ conv1.k27.end:                                    ; preds = %conv1.k27
 declare <8 x float> @llvm.fma.v8f32(<8 x float>, <8 x float>, <8 x float>) #2
 
 ; Function Attrs: noinline
-define internal void @lenet5_train_b64.k1.pool1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @lenet5_train_b64.k1.pool1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %pool1.acc35 = alloca float, align 4
   br label %pool1.q32
@@ -1223,7 +1223,7 @@ pool1.px34.end:                                   ; preds = %pool1.px34
 }
 
 ; Function Attrs: noinline
-define internal void @lenet5_train_b64.k2.conv2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @lenet5_train_b64.k2.conv2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   br label %conv2.g36
 
@@ -1239,7 +1239,7 @@ conv2.j37:                                        ; preds = %conv2.c38.end, %con
   br label %conv2.c38
 
 conv2.j37.end:                                    ; preds = %conv2.c38.end
-  call void @lenet5_train_b64.k2.conv2.gemm57(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
+  call void @lenet5_train_b64.k2.conv2.gemm57(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
   br label %conv2.j58
 
 conv2.c38:                                        ; preds = %conv2.ky39.end, %conv2.j37
@@ -1544,7 +1544,7 @@ conv2.i60.end:                                    ; preds = %conv2.i60
 }
 
 ; Function Attrs: noinline
-define internal void @lenet5_train_b64.k2.conv2.gemm57(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @lenet5_train_b64.k2.conv2.gemm57(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %conv2.t55_a3 = alloca <8 x float>, align 32
   %conv2.t55_a2 = alloca <8 x float>, align 32
@@ -2041,7 +2041,7 @@ conv2.k56.end:                                    ; preds = %conv2.k56
 }
 
 ; Function Attrs: noinline
-define internal void @lenet5_train_b64.k3.pool2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @lenet5_train_b64.k3.pool2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %pool2.acc64 = alloca float, align 4
   br label %pool2.q61
@@ -2133,13 +2133,13 @@ pool2.px63.end:                                   ; preds = %pool2.px63
 }
 
 ; Function Attrs: noinline
-define internal void @lenet5_train_b64.k4.flat(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @lenet5_train_b64.k4.flat(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @lenet5_train_b64.k5.fc1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @lenet5_train_b64.k5.fc1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   br label %fc1.n65
 
@@ -2148,7 +2148,7 @@ fc1.n65:                                          ; preds = %fc1.k66.end, %entry
   br label %fc1.k66
 
 fc1.n65.end:                                      ; preds = %fc1.k66.end
-  call void @lenet5_train_b64.k5.fc1.gemm74(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
+  call void @lenet5_train_b64.k5.fc1.gemm74(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
   br label %fc1.n75
 
 fc1.k66:                                          ; preds = %fc1.k66, %fc1.n65
@@ -2217,7 +2217,7 @@ fc1.u76.end:                                      ; preds = %fc1.u76
 }
 
 ; Function Attrs: noinline
-define internal void @lenet5_train_b64.k5.fc1.gemm74(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @lenet5_train_b64.k5.fc1.gemm74(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %fc1.t72_a3 = alloca <8 x float>, align 32
   %fc1.t72_a2 = alloca <8 x float>, align 32
@@ -2714,7 +2714,7 @@ fc1.k73.end:                                      ; preds = %fc1.k73
 }
 
 ; Function Attrs: noinline
-define internal void @lenet5_train_b64.k6.fc2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @lenet5_train_b64.k6.fc2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %arena1 = getelementptr inbounds float, ptr %arena, i64 504320
   %params2 = getelementptr inbounds float, ptr %params, i64 50692
@@ -2769,7 +2769,7 @@ fc2.u78.end:                                      ; preds = %fc2.u78
 declare void @cblas_sgemm(i32, i32, i32, i32, i32, i32, float, ptr, i32, ptr, i32, float, ptr, i32)
 
 ; Function Attrs: noinline
-define internal void @lenet5_train_b64.k7.fc3(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @lenet5_train_b64.k7.fc3(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %arena1 = getelementptr inbounds float, ptr %arena, i64 512000
   %params2 = getelementptr inbounds float, ptr %params, i64 60856
@@ -2811,7 +2811,7 @@ fc3.u80.end:                                      ; preds = %fc3.u80
 }
 
 ; Function Attrs: noinline
-define internal void @lenet5_train_b64.k8.loss(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @lenet5_train_b64.k8.loss(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %loss.s84 = alloca float, align 4
   %loss.m83 = alloca float, align 4
@@ -2900,7 +2900,7 @@ declare float @llvm.exp.f32(float) #2
 declare float @llvm.log.f32(float) #2
 
 ; Function Attrs: noinline
-define internal void @lenet5_train_b64.k9.fc3_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @lenet5_train_b64.k9.fc3_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %fc3_grad.s89 = alloca float, align 4
   %fc3_grad.m88 = alloca float, align 4
@@ -3002,7 +3002,7 @@ fc3_grad.k92.end:                                 ; preds = %fc3_grad.k92
 }
 
 ; Function Attrs: noinline
-define internal void @lenet5_train_b64.k10.fc3_weight_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @lenet5_train_b64.k10.fc3_weight_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %arena1 = getelementptr inbounds float, ptr %arena, i64 518032
   %arena2 = getelementptr inbounds float, ptr %arena, i64 512000
@@ -3012,7 +3012,7 @@ entry:
 }
 
 ; Function Attrs: noinline
-define internal void @lenet5_train_b64.k11.fc3_bias_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @lenet5_train_b64.k11.fc3_bias_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %fc3_bias_grad.acc94 = alloca float, align 4
   br label %fc3_bias_grad.u93
@@ -3050,7 +3050,7 @@ fc3_bias_grad.n95.end:                            ; preds = %fc3_bias_grad.n95
 }
 
 ; Function Attrs: noinline
-define internal void @lenet5_train_b64.k12.relu4_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @lenet5_train_b64.k12.relu4_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %arena1 = getelementptr inbounds float, ptr %arena, i64 518032
   %params2 = getelementptr inbounds float, ptr %params, i64 60856
@@ -3060,7 +3060,7 @@ entry:
 }
 
 ; Function Attrs: noinline
-define internal void @lenet5_train_b64.k13.fc2_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @lenet5_train_b64.k13.fc2_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   br label %fc2_grad.i96
 
@@ -3086,7 +3086,7 @@ fc2_grad.i96.end:                                 ; preds = %fc2_grad.i96
 }
 
 ; Function Attrs: noinline
-define internal void @lenet5_train_b64.k14.fc2_weight_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @lenet5_train_b64.k14.fc2_weight_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %arena1 = getelementptr inbounds float, ptr %arena, i64 524048
   %arena2 = getelementptr inbounds float, ptr %arena, i64 504320
@@ -3096,7 +3096,7 @@ entry:
 }
 
 ; Function Attrs: noinline
-define internal void @lenet5_train_b64.k15.fc2_bias_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @lenet5_train_b64.k15.fc2_bias_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %fc2_bias_grad.acc98 = alloca float, align 4
   br label %fc2_bias_grad.u97
@@ -3134,7 +3134,7 @@ fc2_bias_grad.n99.end:                            ; preds = %fc2_bias_grad.n99
 }
 
 ; Function Attrs: noinline
-define internal void @lenet5_train_b64.k16.relu3_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @lenet5_train_b64.k16.relu3_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %arena1 = getelementptr inbounds float, ptr %arena, i64 524048
   %params2 = getelementptr inbounds float, ptr %params, i64 50692
@@ -3144,7 +3144,7 @@ entry:
 }
 
 ; Function Attrs: noinline
-define internal void @lenet5_train_b64.k17.fc1_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @lenet5_train_b64.k17.fc1_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   br label %fc1_grad.i100
 
@@ -3170,14 +3170,14 @@ fc1_grad.i100.end:                                ; preds = %fc1_grad.i100
 }
 
 ; Function Attrs: noinline
-define internal void @lenet5_train_b64.k18.fc1_weight_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @lenet5_train_b64.k18.fc1_weight_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  call void @lenet5_train_b64.k18.fc1_weight_grad.gemm108(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
+  call void @lenet5_train_b64.k18.fc1_weight_grad.gemm108(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @lenet5_train_b64.k18.fc1_weight_grad.gemm108(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @lenet5_train_b64.k18.fc1_weight_grad.gemm108(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %fc1_weight_grad.t106_a3 = alloca <8 x float>, align 32
   %fc1_weight_grad.t106_a2 = alloca <8 x float>, align 32
@@ -3674,7 +3674,7 @@ fc1_weight_grad.k107.end:                         ; preds = %fc1_weight_grad.k10
 }
 
 ; Function Attrs: noinline
-define internal void @lenet5_train_b64.k19.fc1_bias_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @lenet5_train_b64.k19.fc1_bias_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %fc1_bias_grad.acc110 = alloca float, align 4
   br label %fc1_bias_grad.u109
@@ -3712,14 +3712,14 @@ fc1_bias_grad.n111.end:                           ; preds = %fc1_bias_grad.n111
 }
 
 ; Function Attrs: noinline
-define internal void @lenet5_train_b64.k20.flat_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @lenet5_train_b64.k20.flat_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  call void @lenet5_train_b64.k20.flat_grad.gemm119(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
+  call void @lenet5_train_b64.k20.flat_grad.gemm119(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @lenet5_train_b64.k20.flat_grad.gemm119(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @lenet5_train_b64.k20.flat_grad.gemm119(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %flat_grad.t117_a3 = alloca <8 x float>, align 32
   %flat_grad.t117_a2 = alloca <8 x float>, align 32
@@ -4216,13 +4216,13 @@ flat_grad.k118.end:                               ; preds = %flat_grad.k118
 }
 
 ; Function Attrs: noinline
-define internal void @lenet5_train_b64.k21.pool2_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @lenet5_train_b64.k21.pool2_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @lenet5_train_b64.k22.relu2_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @lenet5_train_b64.k22.relu2_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   br label %relu2_grad.i120
 
@@ -4306,7 +4306,7 @@ relu2_grad.kx125.end:                             ; preds = %relu2_grad.kx125
 }
 
 ; Function Attrs: noinline
-define internal void @lenet5_train_b64.k23.conv2_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @lenet5_train_b64.k23.conv2_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   br label %conv2_grad.i126
 
@@ -4332,7 +4332,7 @@ conv2_grad.i126.end:                              ; preds = %conv2_grad.i126
 }
 
 ; Function Attrs: noinline
-define internal void @lenet5_train_b64.k24.conv2_weight_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @lenet5_train_b64.k24.conv2_weight_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   br label %conv2_weight_grad.i127
 
@@ -4605,7 +4605,7 @@ conv2_weight_grad.j142:                           ; preds = %conv2_weight_grad.i
   br label %conv2_weight_grad.i143
 
 conv2_weight_grad.j142.end:                       ; preds = %conv2_weight_grad.i143.end
-  call void @lenet5_train_b64.k24.conv2_weight_grad.gemm149(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
+  call void @lenet5_train_b64.k24.conv2_weight_grad.gemm149(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
   %g128.next = add nsw i64 %conv2_weight_grad.g1283, 1
   %128 = icmp slt i64 %g128.next, 4
   br i1 %128, label %conv2_weight_grad.g128, label %conv2_weight_grad.g128.end
@@ -4676,7 +4676,7 @@ conv2_weight_grad.r151.end:                       ; preds = %conv2_weight_grad.r
 }
 
 ; Function Attrs: noinline
-define internal void @lenet5_train_b64.k24.conv2_weight_grad.gemm149(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @lenet5_train_b64.k24.conv2_weight_grad.gemm149(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %conv2_weight_grad.t147_a5 = alloca <8 x float>, align 32
   %conv2_weight_grad.t147_a4 = alloca <8 x float>, align 32
@@ -5087,7 +5087,7 @@ conv2_weight_grad.k148.end:                       ; preds = %conv2_weight_grad.k
 }
 
 ; Function Attrs: noinline
-define internal void @lenet5_train_b64.k25.conv2_bias_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @lenet5_train_b64.k25.conv2_bias_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %conv2_bias_grad.sum162 = alloca float, align 4
   %conv2_bias_grad.sum161 = alloca float, align 4
@@ -5196,7 +5196,7 @@ conv2_bias_grad.i155.end:                         ; preds = %conv2_bias_grad.i15
 declare <8 x float> @llvm.masked.load.v8f32.p0(ptr nocapture, i32 immarg, <8 x i1>, <8 x float>) #3
 
 ; Function Attrs: noinline
-define internal void @lenet5_train_b64.k26.pool1_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @lenet5_train_b64.k26.pool1_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %pool1_grad.sum967 = alloca float, align 4
   %pool1_grad.sum964 = alloca float, align 4
@@ -5837,7 +5837,7 @@ pool1_grad.j164:                                  ; preds = %pool1_grad.f165.end
   br label %pool1_grad.f165
 
 pool1_grad.j164.end:                              ; preds = %pool1_grad.f165.end
-  call void @lenet5_train_b64.k26.pool1_grad.gemm178(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
+  call void @lenet5_train_b64.k26.pool1_grad.gemm178(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
   br label %pool1_grad.j179
 
 pool1_grad.f165:                                  ; preds = %pool1_grad.i166.end, %pool1_grad.j164
@@ -18635,7 +18635,7 @@ pool1_grad.ix966.end:                             ; preds = %pool1_grad.ix966
 }
 
 ; Function Attrs: noinline
-define internal void @lenet5_train_b64.k26.pool1_grad.gemm178(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @lenet5_train_b64.k26.pool1_grad.gemm178(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %pool1_grad.t176_a1 = alloca <8 x float>, align 32
   %pool1_grad.t176_a0 = alloca <8 x float>, align 32
@@ -19339,7 +19339,7 @@ pool1_grad.k177.end:                              ; preds = %pool1_grad.k177
 }
 
 ; Function Attrs: noinline
-define internal void @lenet5_train_b64.k27.relu1_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @lenet5_train_b64.k27.relu1_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   br label %relu1_grad.i968
 
@@ -19423,7 +19423,7 @@ relu1_grad.kx973.end:                             ; preds = %relu1_grad.kx973
 }
 
 ; Function Attrs: noinline
-define internal void @lenet5_train_b64.k28.conv1_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @lenet5_train_b64.k28.conv1_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   br label %conv1_grad.i974
 
@@ -19448,7 +19448,7 @@ conv1_grad.i974.end:                              ; preds = %conv1_grad.i974
 }
 
 ; Function Attrs: noinline
-define internal void @lenet5_train_b64.k29.conv1_weight_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @lenet5_train_b64.k29.conv1_weight_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   br label %conv1_weight_grad.i975
 
@@ -20168,7 +20168,7 @@ conv1_weight_grad.j999:                           ; preds = %conv1_weight_grad.i
   br label %conv1_weight_grad.i1000
 
 conv1_weight_grad.j999.end:                       ; preds = %conv1_weight_grad.i1000.end
-  call void @lenet5_train_b64.k29.conv1_weight_grad.gemm1008(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
+  call void @lenet5_train_b64.k29.conv1_weight_grad.gemm1008(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
   %g976.next = add nsw i64 %conv1_weight_grad.g9763, 1
   %345 = icmp slt i64 %g976.next, 4
   br i1 %345, label %conv1_weight_grad.g976, label %conv1_weight_grad.g976.end
@@ -20238,7 +20238,7 @@ conv1_weight_grad.r1010.end:                      ; preds = %conv1_weight_grad.r
 }
 
 ; Function Attrs: noinline
-define internal void @lenet5_train_b64.k29.conv1_weight_grad.gemm1008(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @lenet5_train_b64.k29.conv1_weight_grad.gemm1008(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %conv1_weight_grad.t1006_a10 = alloca <8 x float>, align 32
   %conv1_weight_grad.t1006_a9 = alloca <8 x float>, align 32
@@ -20975,7 +20975,7 @@ conv1_weight_grad.k1007.end:                      ; preds = %conv1_weight_grad.k
 declare void @llvm.masked.store.v8f32.p0(<8 x float>, ptr nocapture, i32 immarg, <8 x i1>) #4
 
 ; Function Attrs: noinline
-define internal void @lenet5_train_b64.k30.conv1_bias_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @lenet5_train_b64.k30.conv1_bias_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %conv1_bias_grad.sum1021 = alloca float, align 4
   %conv1_bias_grad.sum1020 = alloca float, align 4
@@ -21071,7 +21071,7 @@ conv1_bias_grad.i1014.end:                        ; preds = %conv1_bias_grad.i10
 }
 
 ; Function Attrs: noinline
-define internal void @lenet5_train_b64.k31.adam(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @lenet5_train_b64.k31.adam(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %adam.v_new = alloca float, align 4
   %adam.m_new = alloca float, align 4
@@ -21148,21 +21148,21 @@ adam.i1024.end:                                   ; preds = %adam.i1024
 ; Function Attrs: nocallback nofree nosync nounwind speculatable willreturn memory(none)
 declare float @llvm.sqrt.f32(float) #2
 
-define void @lenet5_infer_b64(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #0 {
+define void @lenet5_infer_b64(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #0 {
 entry:
-  call void @lenet5_infer_b64.k0.conv1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @lenet5_infer_b64.k1.pool1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @lenet5_infer_b64.k2.conv2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @lenet5_infer_b64.k3.pool2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @lenet5_infer_b64.k4.flat(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @lenet5_infer_b64.k5.fc1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @lenet5_infer_b64.k6.fc2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @lenet5_infer_b64.k7.fc3(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
+  call void @lenet5_infer_b64.k0.conv1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @lenet5_infer_b64.k1.pool1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @lenet5_infer_b64.k2.conv2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @lenet5_infer_b64.k3.pool2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @lenet5_infer_b64.k4.flat(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @lenet5_infer_b64.k5.fc1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @lenet5_infer_b64.k6.fc2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @lenet5_infer_b64.k7.fc3(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @lenet5_infer_b64.k0.conv1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @lenet5_infer_b64.k0.conv1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   br label %conv1.g1
 
@@ -21178,7 +21178,7 @@ conv1.j2:                                         ; preds = %conv1.c3.end, %conv
   br label %conv1.c3
 
 conv1.j2.end:                                     ; preds = %conv1.c3.end
-  call void @lenet5_infer_b64.k0.conv1.gemm28(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
+  call void @lenet5_infer_b64.k0.conv1.gemm28(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
   br label %conv1.j29
 
 conv1.c3:                                         ; preds = %conv1.ky4.end, %conv1.j2
@@ -21948,7 +21948,7 @@ conv1.i31.end:                                    ; preds = %conv1.i31
 }
 
 ; Function Attrs: noinline
-define internal void @lenet5_infer_b64.k0.conv1.gemm28(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @lenet5_infer_b64.k0.conv1.gemm28(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %conv1.t26_a5 = alloca <8 x float>, align 32
   %conv1.t26_a4 = alloca <8 x float>, align 32
@@ -22253,7 +22253,7 @@ conv1.k27.end:                                    ; preds = %conv1.k27
 }
 
 ; Function Attrs: noinline
-define internal void @lenet5_infer_b64.k1.pool1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @lenet5_infer_b64.k1.pool1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %pool1.acc35 = alloca float, align 4
   br label %pool1.q32
@@ -22341,7 +22341,7 @@ pool1.px34.end:                                   ; preds = %pool1.px34
 }
 
 ; Function Attrs: noinline
-define internal void @lenet5_infer_b64.k2.conv2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @lenet5_infer_b64.k2.conv2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   br label %conv2.g36
 
@@ -22357,7 +22357,7 @@ conv2.j37:                                        ; preds = %conv2.c38.end, %con
   br label %conv2.c38
 
 conv2.j37.end:                                    ; preds = %conv2.c38.end
-  call void @lenet5_infer_b64.k2.conv2.gemm57(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
+  call void @lenet5_infer_b64.k2.conv2.gemm57(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
   br label %conv2.j58
 
 conv2.c38:                                        ; preds = %conv2.ky39.end, %conv2.j37
@@ -22661,7 +22661,7 @@ conv2.i60.end:                                    ; preds = %conv2.i60
 }
 
 ; Function Attrs: noinline
-define internal void @lenet5_infer_b64.k2.conv2.gemm57(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @lenet5_infer_b64.k2.conv2.gemm57(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %conv2.t55_a3 = alloca <8 x float>, align 32
   %conv2.t55_a2 = alloca <8 x float>, align 32
@@ -23158,7 +23158,7 @@ conv2.k56.end:                                    ; preds = %conv2.k56
 }
 
 ; Function Attrs: noinline
-define internal void @lenet5_infer_b64.k3.pool2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @lenet5_infer_b64.k3.pool2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %pool2.acc64 = alloca float, align 4
   br label %pool2.q61
@@ -23246,13 +23246,13 @@ pool2.px63.end:                                   ; preds = %pool2.px63
 }
 
 ; Function Attrs: noinline
-define internal void @lenet5_infer_b64.k4.flat(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @lenet5_infer_b64.k4.flat(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @lenet5_infer_b64.k5.fc1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @lenet5_infer_b64.k5.fc1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   br label %fc1.n65
 
@@ -23261,7 +23261,7 @@ fc1.n65:                                          ; preds = %fc1.k66.end, %entry
   br label %fc1.k66
 
 fc1.n65.end:                                      ; preds = %fc1.k66.end
-  call void @lenet5_infer_b64.k5.fc1.gemm74(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
+  call void @lenet5_infer_b64.k5.fc1.gemm74(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
   br label %fc1.n75
 
 fc1.k66:                                          ; preds = %fc1.k66, %fc1.n65
@@ -23329,7 +23329,7 @@ fc1.u76.end:                                      ; preds = %fc1.u76
 }
 
 ; Function Attrs: noinline
-define internal void @lenet5_infer_b64.k5.fc1.gemm74(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @lenet5_infer_b64.k5.fc1.gemm74(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %fc1.t72_a3 = alloca <8 x float>, align 32
   %fc1.t72_a2 = alloca <8 x float>, align 32
@@ -23826,7 +23826,7 @@ fc1.k73.end:                                      ; preds = %fc1.k73
 }
 
 ; Function Attrs: noinline
-define internal void @lenet5_infer_b64.k6.fc2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @lenet5_infer_b64.k6.fc2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %arena1 = getelementptr inbounds float, ptr %arena, i64 0
   %params2 = getelementptr inbounds float, ptr %params, i64 50692
@@ -23879,7 +23879,7 @@ fc2.u78.end:                                      ; preds = %fc2.u78
 }
 
 ; Function Attrs: noinline
-define internal void @lenet5_infer_b64.k7.fc3(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @lenet5_infer_b64.k7.fc3(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %arena1 = getelementptr inbounds float, ptr %arena, i64 7680
   %params2 = getelementptr inbounds float, ptr %params, i64 60856

@@ -3,41 +3,41 @@
 source_filename = "mnistnet"
 target triple = "x86_64-unknown-linux-gnu"
 
-define void @mnistnet_train_b64(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #0 {
+define void @mnistnet_train_b64(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #0 {
 entry:
-  call void @mnistnet_train_b64.k0.conv1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @mnistnet_train_b64.k1.conv2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @mnistnet_train_b64.k2.drop1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @mnistnet_train_b64.k3.flat(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @mnistnet_train_b64.k4.fc1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @mnistnet_train_b64.k5.drop2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @mnistnet_train_b64.k6.fc2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @mnistnet_train_b64.k7.probs(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @mnistnet_train_b64.k8.loss(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @mnistnet_train_b64.k9.fc2_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @mnistnet_train_b64.k10.fc2_weight_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @mnistnet_train_b64.k11.fc2_bias_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @mnistnet_train_b64.k12.drop2_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @mnistnet_train_b64.k13.relu3_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @mnistnet_train_b64.k14.fc1_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @mnistnet_train_b64.k15.fc1_weight_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @mnistnet_train_b64.k16.fc1_bias_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @mnistnet_train_b64.k17.flat_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @mnistnet_train_b64.k18.drop1_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @mnistnet_train_b64.k19.pool_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @mnistnet_train_b64.k20.conv2_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @mnistnet_train_b64.k21.conv2_weight_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @mnistnet_train_b64.k22.conv2_bias_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @mnistnet_train_b64.k23.relu1_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @mnistnet_train_b64.k24.conv1_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @mnistnet_train_b64.k25.conv1_weight_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @mnistnet_train_b64.k26.conv1_bias_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @mnistnet_train_b64.k27.adam(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
+  call void @mnistnet_train_b64.k0.conv1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @mnistnet_train_b64.k1.conv2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @mnistnet_train_b64.k2.drop1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @mnistnet_train_b64.k3.flat(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @mnistnet_train_b64.k4.fc1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @mnistnet_train_b64.k5.drop2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @mnistnet_train_b64.k6.fc2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @mnistnet_train_b64.k7.probs(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @mnistnet_train_b64.k8.loss(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @mnistnet_train_b64.k9.fc2_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @mnistnet_train_b64.k10.fc2_weight_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @mnistnet_train_b64.k11.fc2_bias_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @mnistnet_train_b64.k12.drop2_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @mnistnet_train_b64.k13.relu3_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @mnistnet_train_b64.k14.fc1_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @mnistnet_train_b64.k15.fc1_weight_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @mnistnet_train_b64.k16.fc1_bias_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @mnistnet_train_b64.k17.flat_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @mnistnet_train_b64.k18.drop1_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @mnistnet_train_b64.k19.pool_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @mnistnet_train_b64.k20.conv2_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @mnistnet_train_b64.k21.conv2_weight_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @mnistnet_train_b64.k22.conv2_bias_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @mnistnet_train_b64.k23.relu1_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @mnistnet_train_b64.k24.conv1_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @mnistnet_train_b64.k25.conv1_weight_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @mnistnet_train_b64.k26.conv1_bias_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @mnistnet_train_b64.k27.adam(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @mnistnet_train_b64.k0.conv1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @mnistnet_train_b64.k0.conv1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   br label %conv1.g1
 
@@ -53,7 +53,7 @@ conv1.j2:                                         ; preds = %conv1.c3.end, %conv
   br label %conv1.c3
 
 conv1.j2.end:                                     ; preds = %conv1.c3.end
-  call void @mnistnet_train_b64.k0.conv1.gemm18(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
+  call void @mnistnet_train_b64.k0.conv1.gemm18(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
   br label %conv1.j19
 
 conv1.c3:                                         ; preds = %conv1.ky4.end, %conv1.j2
@@ -266,7 +266,7 @@ conv1.i21.end:                                    ; preds = %conv1.i21
 }
 
 ; Function Attrs: noinline
-define internal void @mnistnet_train_b64.k0.conv1.gemm18(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @mnistnet_train_b64.k0.conv1.gemm18(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %conv1.t16_a3 = alloca <8 x float>, align 32
   %conv1.t16_a2 = alloca <8 x float>, align 32
@@ -758,32 +758,32 @@ conv1.k17.end:                                    ; preds = %conv1.k17
 declare <8 x float> @llvm.fma.v8f32(<8 x float>, <8 x float>, <8 x float>) #2
 
 ; Function Attrs: noinline
-define internal void @mnistnet_train_b64.k1.conv2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @mnistnet_train_b64.k1.conv2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %conv2.at122 = alloca <8 x float>, align 32
-  %conv2.best121 = alloca <8 x float>, align 32
-  %conv2.v120 = alloca <8 x float>, align 32
-  %conv2.at119 = alloca <8 x float>, align 32
-  %conv2.best118 = alloca <8 x float>, align 32
-  %conv2.v117 = alloca <8 x float>, align 32
-  %conv2.at116 = alloca <8 x float>, align 32
-  %conv2.best115 = alloca <8 x float>, align 32
-  %conv2.v114 = alloca <8 x float>, align 32
-  %conv2.at113 = alloca <8 x float>, align 32
-  %conv2.best112 = alloca <8 x float>, align 32
-  %conv2.v111 = alloca <8 x float>, align 32
+  %conv2.at130 = alloca <8 x float>, align 32
+  %conv2.best129 = alloca <8 x float>, align 32
+  %conv2.v128 = alloca <8 x float>, align 32
+  %conv2.at127 = alloca <8 x float>, align 32
+  %conv2.best126 = alloca <8 x float>, align 32
+  %conv2.v125 = alloca <8 x float>, align 32
+  %conv2.at124 = alloca <8 x float>, align 32
+  %conv2.best123 = alloca <8 x float>, align 32
+  %conv2.v122 = alloca <8 x float>, align 32
+  %conv2.at121 = alloca <8 x float>, align 32
+  %conv2.best120 = alloca <8 x float>, align 32
+  %conv2.v119 = alloca <8 x float>, align 32
+  %conv2.w118 = alloca <8 x float>, align 32
+  %conv2.w117 = alloca <8 x float>, align 32
+  %conv2.w116 = alloca <8 x float>, align 32
+  %conv2.w115 = alloca <8 x float>, align 32
+  %conv2.w114 = alloca <8 x float>, align 32
+  %conv2.w113 = alloca <8 x float>, align 32
+  %conv2.w112 = alloca <8 x float>, align 32
+  %conv2.w111 = alloca <8 x float>, align 32
   %conv2.w110 = alloca <8 x float>, align 32
   %conv2.w109 = alloca <8 x float>, align 32
   %conv2.w108 = alloca <8 x float>, align 32
   %conv2.w107 = alloca <8 x float>, align 32
-  %conv2.w106 = alloca <8 x float>, align 32
-  %conv2.w105 = alloca <8 x float>, align 32
-  %conv2.w104 = alloca <8 x float>, align 32
-  %conv2.w103 = alloca <8 x float>, align 32
-  %conv2.w102 = alloca <8 x float>, align 32
-  %conv2.w101 = alloca <8 x float>, align 32
-  %conv2.w100 = alloca <8 x float>, align 32
-  %conv2.w99 = alloca <8 x float>, align 32
   %conv2.w93 = alloca <8 x float>, align 32
   %conv2.w92 = alloca <8 x float>, align 32
   %conv2.w91 = alloca <8 x float>, align 32
@@ -1239,11 +1239,11 @@ conv2.i52:                                        ; preds = %conv2.i52, %conv2.c
 conv2.i52.end:                                    ; preds = %conv2.i52
   br label %conv2.g53
 
-conv2.g53:                                        ; preds = %conv2.j126.end, %conv2.i52.end
-  %conv2.g5365 = phi i64 [ 0, %conv2.i52.end ], [ %g53.next, %conv2.j126.end ]
+conv2.g53:                                        ; preds = %conv2.j134.end, %conv2.i52.end
+  %conv2.g5365 = phi i64 [ 0, %conv2.i52.end ], [ %g53.next, %conv2.j134.end ]
   br label %conv2.j54
 
-conv2.g53.end:                                    ; preds = %conv2.j126.end
+conv2.g53.end:                                    ; preds = %conv2.j134.end
   ret void
 
 conv2.j54:                                        ; preds = %conv2.c55.end, %conv2.g53
@@ -2046,566 +2046,1118 @@ conv2.cv61.end:                                   ; preds = %conv2.cv61
 
 conv2.xi94:                                       ; preds = %conv2.xi94, %conv2.j58.end
   %conv2.xi94140 = phi i64 [ 0, %conv2.j58.end ], [ %xi94.next, %conv2.xi94 ]
-  %822 = mul nsw i64 %conv2.xi94140, 4608
-  %823 = add nsw i64 2618496, %822
-  %arena141 = getelementptr inbounds float, ptr %arena, i64 %823
-  %824 = mul nsw i64 %conv2.xi94140, 2048
-  %825 = add nsw i64 2564096, %824
-  %arena142 = getelementptr inbounds float, ptr %arena, i64 %825
-  %826 = mul nsw i64 %conv2.xi94140, 9216
-  %827 = add nsw i64 2692224, %826
-  %arena143 = getelementptr inbounds float, ptr %arena, i64 %827
-  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 144, i32 64, i32 32, float 1.000000e+00, ptr %arena141, i32 32, ptr %arena142, i32 64, float 0.000000e+00, ptr %arena143, i32 64)
+  call void @mnistnet_train_b64.k1.conv2.gemm102(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv2.xi94140)
   %xi94.next = add nsw i64 %conv2.xi94140, 1
-  %828 = icmp slt i64 %xi94.next, 16
-  br i1 %828, label %conv2.xi94, label %conv2.xi94.end
+  %822 = icmp slt i64 %xi94.next, 16
+  br i1 %822, label %conv2.xi94, label %conv2.xi94.end
 
 conv2.xi94.end:                                   ; preds = %conv2.xi94
-  br label %conv2.j95
+  br label %conv2.j103
 
-conv2.j95:                                        ; preds = %conv2.ty96.end, %conv2.xi94.end
-  %conv2.j95144 = phi i64 [ 0, %conv2.xi94.end ], [ %j95.next, %conv2.ty96.end ]
-  br label %conv2.ty96
+conv2.j103:                                       ; preds = %conv2.ty104.end, %conv2.xi94.end
+  %conv2.j103141 = phi i64 [ 0, %conv2.xi94.end ], [ %j103.next, %conv2.ty104.end ]
+  br label %conv2.ty104
 
-conv2.j95.end:                                    ; preds = %conv2.ty96.end
-  br label %conv2.j123
+conv2.j103.end:                                   ; preds = %conv2.ty104.end
+  br label %conv2.j131
 
-conv2.ty96:                                       ; preds = %conv2.tx97.end, %conv2.j95
-  %conv2.ty96145 = phi i64 [ 0, %conv2.j95 ], [ %ty96.next, %conv2.tx97.end ]
-  br label %conv2.tx97
+conv2.ty104:                                      ; preds = %conv2.tx105.end, %conv2.j103
+  %conv2.ty104142 = phi i64 [ 0, %conv2.j103 ], [ %ty104.next, %conv2.tx105.end ]
+  br label %conv2.tx105
 
-conv2.ty96.end:                                   ; preds = %conv2.tx97.end
-  %j95.next = add nsw i64 %conv2.j95144, 1
-  %829 = icmp slt i64 %j95.next, 1
-  br i1 %829, label %conv2.j95, label %conv2.j95.end
+conv2.ty104.end:                                  ; preds = %conv2.tx105.end
+  %j103.next = add nsw i64 %conv2.j103141, 1
+  %823 = icmp slt i64 %j103.next, 1
+  br i1 %823, label %conv2.j103, label %conv2.j103.end
 
-conv2.tx97:                                       ; preds = %conv2.cv98.end, %conv2.ty96
-  %conv2.tx97146 = phi i64 [ 0, %conv2.ty96 ], [ %tx97.next, %conv2.cv98.end ]
-  br label %conv2.cv98
+conv2.tx105:                                      ; preds = %conv2.cv106.end, %conv2.ty104
+  %conv2.tx105143 = phi i64 [ 0, %conv2.ty104 ], [ %tx105.next, %conv2.cv106.end ]
+  br label %conv2.cv106
 
-conv2.tx97.end:                                   ; preds = %conv2.cv98.end
-  %ty96.next = add nsw i64 %conv2.ty96145, 1
-  %830 = icmp slt i64 %ty96.next, 12
-  br i1 %830, label %conv2.ty96, label %conv2.ty96.end
+conv2.tx105.end:                                  ; preds = %conv2.cv106.end
+  %ty104.next = add nsw i64 %conv2.ty104142, 1
+  %824 = icmp slt i64 %ty104.next, 12
+  br i1 %824, label %conv2.ty104, label %conv2.ty104.end
 
-conv2.cv98:                                       ; preds = %conv2.cv98, %conv2.tx97
-  %conv2.cv98147 = phi i64 [ 0, %conv2.tx97 ], [ %cv98.next, %conv2.cv98 ]
-  %831 = mul nsw i64 %conv2.j95144, 144
-  %832 = mul nsw i64 %conv2.ty96145, 12
-  %833 = add nsw i64 %831, %832
-  %834 = add nsw i64 %833, %conv2.tx97146
-  %835 = mul nsw i64 %834, 64
-  %836 = add nsw i64 2692224, %835
-  %837 = mul nsw i64 %conv2.cv98147, 8
-  %838 = add nsw i64 %836, %837
-  %arena148 = getelementptr inbounds float, ptr %arena, i64 %838
-  %839 = load <8 x float>, ptr %arena148, align 4
-  %840 = mul nsw i64 %conv2.j95144, 144
-  %841 = mul nsw i64 %conv2.ty96145, 12
-  %842 = add nsw i64 %840, %841
-  %843 = add nsw i64 %842, %conv2.tx97146
-  %844 = mul nsw i64 %843, 64
-  %845 = add nsw i64 2729088, %844
-  %846 = mul nsw i64 %conv2.cv98147, 8
-  %847 = add nsw i64 %845, %846
-  %arena149 = getelementptr inbounds float, ptr %arena, i64 %847
-  %848 = load <8 x float>, ptr %arena149, align 4
-  %849 = fadd <8 x float> %839, %848
-  %850 = mul nsw i64 %conv2.j95144, 144
-  %851 = mul nsw i64 %conv2.ty96145, 12
-  %852 = add nsw i64 %850, %851
-  %853 = add nsw i64 %852, %conv2.tx97146
-  %854 = mul nsw i64 %853, 64
-  %855 = add nsw i64 2765952, %854
-  %856 = mul nsw i64 %conv2.cv98147, 8
-  %857 = add nsw i64 %855, %856
-  %arena150 = getelementptr inbounds float, ptr %arena, i64 %857
-  %858 = load <8 x float>, ptr %arena150, align 4
-  %859 = fadd <8 x float> %849, %858
-  store <8 x float> %859, ptr %conv2.w99, align 32
-  %860 = mul nsw i64 %conv2.j95144, 144
-  %861 = mul nsw i64 %conv2.ty96145, 12
-  %862 = add nsw i64 %860, %861
-  %863 = add nsw i64 %862, %conv2.tx97146
-  %864 = mul nsw i64 %863, 64
-  %865 = add nsw i64 2729088, %864
-  %866 = mul nsw i64 %conv2.cv98147, 8
-  %867 = add nsw i64 %865, %866
-  %arena151 = getelementptr inbounds float, ptr %arena, i64 %867
-  %868 = load <8 x float>, ptr %arena151, align 4
-  %869 = mul nsw i64 %conv2.j95144, 144
-  %870 = mul nsw i64 %conv2.ty96145, 12
-  %871 = add nsw i64 %869, %870
-  %872 = add nsw i64 %871, %conv2.tx97146
-  %873 = mul nsw i64 %872, 64
-  %874 = add nsw i64 2765952, %873
-  %875 = mul nsw i64 %conv2.cv98147, 8
-  %876 = add nsw i64 %874, %875
-  %arena152 = getelementptr inbounds float, ptr %arena, i64 %876
-  %877 = load <8 x float>, ptr %arena152, align 4
-  %878 = fsub <8 x float> %868, %877
-  %879 = mul nsw i64 %conv2.j95144, 144
-  %880 = mul nsw i64 %conv2.ty96145, 12
-  %881 = add nsw i64 %879, %880
-  %882 = add nsw i64 %881, %conv2.tx97146
-  %883 = mul nsw i64 %882, 64
-  %884 = add nsw i64 2802816, %883
-  %885 = mul nsw i64 %conv2.cv98147, 8
-  %886 = add nsw i64 %884, %885
-  %arena153 = getelementptr inbounds float, ptr %arena, i64 %886
-  %887 = load <8 x float>, ptr %arena153, align 4
-  %888 = fsub <8 x float> %878, %887
-  store <8 x float> %888, ptr %conv2.w100, align 32
-  %889 = mul nsw i64 %conv2.j95144, 144
-  %890 = mul nsw i64 %conv2.ty96145, 12
-  %891 = add nsw i64 %889, %890
-  %892 = add nsw i64 %891, %conv2.tx97146
-  %893 = mul nsw i64 %892, 64
-  %894 = add nsw i64 2701440, %893
-  %895 = mul nsw i64 %conv2.cv98147, 8
-  %896 = add nsw i64 %894, %895
-  %arena154 = getelementptr inbounds float, ptr %arena, i64 %896
-  %897 = load <8 x float>, ptr %arena154, align 4
-  %898 = mul nsw i64 %conv2.j95144, 144
-  %899 = mul nsw i64 %conv2.ty96145, 12
-  %900 = add nsw i64 %898, %899
-  %901 = add nsw i64 %900, %conv2.tx97146
-  %902 = mul nsw i64 %901, 64
-  %903 = add nsw i64 2738304, %902
-  %904 = mul nsw i64 %conv2.cv98147, 8
-  %905 = add nsw i64 %903, %904
-  %arena155 = getelementptr inbounds float, ptr %arena, i64 %905
-  %906 = load <8 x float>, ptr %arena155, align 4
-  %907 = fadd <8 x float> %897, %906
-  %908 = mul nsw i64 %conv2.j95144, 144
-  %909 = mul nsw i64 %conv2.ty96145, 12
-  %910 = add nsw i64 %908, %909
-  %911 = add nsw i64 %910, %conv2.tx97146
-  %912 = mul nsw i64 %911, 64
-  %913 = add nsw i64 2775168, %912
-  %914 = mul nsw i64 %conv2.cv98147, 8
-  %915 = add nsw i64 %913, %914
-  %arena156 = getelementptr inbounds float, ptr %arena, i64 %915
-  %916 = load <8 x float>, ptr %arena156, align 4
-  %917 = fadd <8 x float> %907, %916
-  store <8 x float> %917, ptr %conv2.w101, align 32
-  %918 = mul nsw i64 %conv2.j95144, 144
-  %919 = mul nsw i64 %conv2.ty96145, 12
-  %920 = add nsw i64 %918, %919
-  %921 = add nsw i64 %920, %conv2.tx97146
-  %922 = mul nsw i64 %921, 64
-  %923 = add nsw i64 2738304, %922
-  %924 = mul nsw i64 %conv2.cv98147, 8
-  %925 = add nsw i64 %923, %924
-  %arena157 = getelementptr inbounds float, ptr %arena, i64 %925
-  %926 = load <8 x float>, ptr %arena157, align 4
-  %927 = mul nsw i64 %conv2.j95144, 144
-  %928 = mul nsw i64 %conv2.ty96145, 12
-  %929 = add nsw i64 %927, %928
-  %930 = add nsw i64 %929, %conv2.tx97146
-  %931 = mul nsw i64 %930, 64
-  %932 = add nsw i64 2775168, %931
-  %933 = mul nsw i64 %conv2.cv98147, 8
-  %934 = add nsw i64 %932, %933
-  %arena158 = getelementptr inbounds float, ptr %arena, i64 %934
-  %935 = load <8 x float>, ptr %arena158, align 4
-  %936 = fsub <8 x float> %926, %935
-  %937 = mul nsw i64 %conv2.j95144, 144
-  %938 = mul nsw i64 %conv2.ty96145, 12
-  %939 = add nsw i64 %937, %938
-  %940 = add nsw i64 %939, %conv2.tx97146
-  %941 = mul nsw i64 %940, 64
-  %942 = add nsw i64 2812032, %941
-  %943 = mul nsw i64 %conv2.cv98147, 8
-  %944 = add nsw i64 %942, %943
-  %arena159 = getelementptr inbounds float, ptr %arena, i64 %944
-  %945 = load <8 x float>, ptr %arena159, align 4
-  %946 = fsub <8 x float> %936, %945
-  store <8 x float> %946, ptr %conv2.w102, align 32
-  %947 = mul nsw i64 %conv2.j95144, 144
-  %948 = mul nsw i64 %conv2.ty96145, 12
-  %949 = add nsw i64 %947, %948
-  %950 = add nsw i64 %949, %conv2.tx97146
-  %951 = mul nsw i64 %950, 64
-  %952 = add nsw i64 2710656, %951
-  %953 = mul nsw i64 %conv2.cv98147, 8
-  %954 = add nsw i64 %952, %953
-  %arena160 = getelementptr inbounds float, ptr %arena, i64 %954
-  %955 = load <8 x float>, ptr %arena160, align 4
-  %956 = mul nsw i64 %conv2.j95144, 144
-  %957 = mul nsw i64 %conv2.ty96145, 12
-  %958 = add nsw i64 %956, %957
-  %959 = add nsw i64 %958, %conv2.tx97146
-  %960 = mul nsw i64 %959, 64
-  %961 = add nsw i64 2747520, %960
-  %962 = mul nsw i64 %conv2.cv98147, 8
-  %963 = add nsw i64 %961, %962
-  %arena161 = getelementptr inbounds float, ptr %arena, i64 %963
-  %964 = load <8 x float>, ptr %arena161, align 4
-  %965 = fadd <8 x float> %955, %964
-  %966 = mul nsw i64 %conv2.j95144, 144
-  %967 = mul nsw i64 %conv2.ty96145, 12
-  %968 = add nsw i64 %966, %967
-  %969 = add nsw i64 %968, %conv2.tx97146
-  %970 = mul nsw i64 %969, 64
-  %971 = add nsw i64 2784384, %970
-  %972 = mul nsw i64 %conv2.cv98147, 8
-  %973 = add nsw i64 %971, %972
-  %arena162 = getelementptr inbounds float, ptr %arena, i64 %973
-  %974 = load <8 x float>, ptr %arena162, align 4
-  %975 = fadd <8 x float> %965, %974
-  store <8 x float> %975, ptr %conv2.w103, align 32
-  %976 = mul nsw i64 %conv2.j95144, 144
-  %977 = mul nsw i64 %conv2.ty96145, 12
-  %978 = add nsw i64 %976, %977
-  %979 = add nsw i64 %978, %conv2.tx97146
-  %980 = mul nsw i64 %979, 64
-  %981 = add nsw i64 2747520, %980
-  %982 = mul nsw i64 %conv2.cv98147, 8
-  %983 = add nsw i64 %981, %982
-  %arena163 = getelementptr inbounds float, ptr %arena, i64 %983
-  %984 = load <8 x float>, ptr %arena163, align 4
-  %985 = mul nsw i64 %conv2.j95144, 144
-  %986 = mul nsw i64 %conv2.ty96145, 12
-  %987 = add nsw i64 %985, %986
-  %988 = add nsw i64 %987, %conv2.tx97146
-  %989 = mul nsw i64 %988, 64
-  %990 = add nsw i64 2784384, %989
-  %991 = mul nsw i64 %conv2.cv98147, 8
-  %992 = add nsw i64 %990, %991
-  %arena164 = getelementptr inbounds float, ptr %arena, i64 %992
-  %993 = load <8 x float>, ptr %arena164, align 4
-  %994 = fsub <8 x float> %984, %993
-  %995 = mul nsw i64 %conv2.j95144, 144
-  %996 = mul nsw i64 %conv2.ty96145, 12
-  %997 = add nsw i64 %995, %996
-  %998 = add nsw i64 %997, %conv2.tx97146
-  %999 = mul nsw i64 %998, 64
-  %1000 = add nsw i64 2821248, %999
-  %1001 = mul nsw i64 %conv2.cv98147, 8
-  %1002 = add nsw i64 %1000, %1001
-  %arena165 = getelementptr inbounds float, ptr %arena, i64 %1002
-  %1003 = load <8 x float>, ptr %arena165, align 4
-  %1004 = fsub <8 x float> %994, %1003
-  store <8 x float> %1004, ptr %conv2.w104, align 32
-  %1005 = mul nsw i64 %conv2.j95144, 144
-  %1006 = mul nsw i64 %conv2.ty96145, 12
-  %1007 = add nsw i64 %1005, %1006
-  %1008 = add nsw i64 %1007, %conv2.tx97146
-  %1009 = mul nsw i64 %1008, 64
-  %1010 = add nsw i64 2719872, %1009
-  %1011 = mul nsw i64 %conv2.cv98147, 8
-  %1012 = add nsw i64 %1010, %1011
-  %arena166 = getelementptr inbounds float, ptr %arena, i64 %1012
-  %1013 = load <8 x float>, ptr %arena166, align 4
-  %1014 = mul nsw i64 %conv2.j95144, 144
-  %1015 = mul nsw i64 %conv2.ty96145, 12
-  %1016 = add nsw i64 %1014, %1015
-  %1017 = add nsw i64 %1016, %conv2.tx97146
-  %1018 = mul nsw i64 %1017, 64
-  %1019 = add nsw i64 2756736, %1018
-  %1020 = mul nsw i64 %conv2.cv98147, 8
-  %1021 = add nsw i64 %1019, %1020
-  %arena167 = getelementptr inbounds float, ptr %arena, i64 %1021
-  %1022 = load <8 x float>, ptr %arena167, align 4
-  %1023 = fadd <8 x float> %1013, %1022
-  %1024 = mul nsw i64 %conv2.j95144, 144
-  %1025 = mul nsw i64 %conv2.ty96145, 12
-  %1026 = add nsw i64 %1024, %1025
-  %1027 = add nsw i64 %1026, %conv2.tx97146
-  %1028 = mul nsw i64 %1027, 64
-  %1029 = add nsw i64 2793600, %1028
-  %1030 = mul nsw i64 %conv2.cv98147, 8
-  %1031 = add nsw i64 %1029, %1030
-  %arena168 = getelementptr inbounds float, ptr %arena, i64 %1031
-  %1032 = load <8 x float>, ptr %arena168, align 4
-  %1033 = fadd <8 x float> %1023, %1032
-  store <8 x float> %1033, ptr %conv2.w105, align 32
-  %1034 = mul nsw i64 %conv2.j95144, 144
-  %1035 = mul nsw i64 %conv2.ty96145, 12
-  %1036 = add nsw i64 %1034, %1035
-  %1037 = add nsw i64 %1036, %conv2.tx97146
-  %1038 = mul nsw i64 %1037, 64
-  %1039 = add nsw i64 2756736, %1038
-  %1040 = mul nsw i64 %conv2.cv98147, 8
-  %1041 = add nsw i64 %1039, %1040
-  %arena169 = getelementptr inbounds float, ptr %arena, i64 %1041
-  %1042 = load <8 x float>, ptr %arena169, align 4
-  %1043 = mul nsw i64 %conv2.j95144, 144
-  %1044 = mul nsw i64 %conv2.ty96145, 12
-  %1045 = add nsw i64 %1043, %1044
-  %1046 = add nsw i64 %1045, %conv2.tx97146
-  %1047 = mul nsw i64 %1046, 64
-  %1048 = add nsw i64 2793600, %1047
-  %1049 = mul nsw i64 %conv2.cv98147, 8
-  %1050 = add nsw i64 %1048, %1049
-  %arena170 = getelementptr inbounds float, ptr %arena, i64 %1050
-  %1051 = load <8 x float>, ptr %arena170, align 4
-  %1052 = fsub <8 x float> %1042, %1051
-  %1053 = mul nsw i64 %conv2.j95144, 144
-  %1054 = mul nsw i64 %conv2.ty96145, 12
-  %1055 = add nsw i64 %1053, %1054
-  %1056 = add nsw i64 %1055, %conv2.tx97146
-  %1057 = mul nsw i64 %1056, 64
-  %1058 = add nsw i64 2830464, %1057
-  %1059 = mul nsw i64 %conv2.cv98147, 8
-  %1060 = add nsw i64 %1058, %1059
-  %arena171 = getelementptr inbounds float, ptr %arena, i64 %1060
-  %1061 = load <8 x float>, ptr %arena171, align 4
-  %1062 = fsub <8 x float> %1052, %1061
-  store <8 x float> %1062, ptr %conv2.w106, align 32
-  %w99 = load <8 x float>, ptr %conv2.w99, align 32
-  %w101 = load <8 x float>, ptr %conv2.w101, align 32
-  %1063 = fadd <8 x float> %w99, %w101
-  %w103 = load <8 x float>, ptr %conv2.w103, align 32
-  %1064 = fadd <8 x float> %1063, %w103
-  store <8 x float> %1064, ptr %conv2.w107, align 32
-  %w101172 = load <8 x float>, ptr %conv2.w101, align 32
-  %w103173 = load <8 x float>, ptr %conv2.w103, align 32
-  %1065 = fsub <8 x float> %w101172, %w103173
-  %w105 = load <8 x float>, ptr %conv2.w105, align 32
-  %1066 = fsub <8 x float> %1065, %w105
-  store <8 x float> %1066, ptr %conv2.w108, align 32
-  %w100 = load <8 x float>, ptr %conv2.w100, align 32
-  %w102 = load <8 x float>, ptr %conv2.w102, align 32
-  %1067 = fadd <8 x float> %w100, %w102
-  %w104 = load <8 x float>, ptr %conv2.w104, align 32
-  %1068 = fadd <8 x float> %1067, %w104
-  store <8 x float> %1068, ptr %conv2.w109, align 32
-  %w102174 = load <8 x float>, ptr %conv2.w102, align 32
-  %w104175 = load <8 x float>, ptr %conv2.w104, align 32
-  %1069 = fsub <8 x float> %w102174, %w104175
-  %w106 = load <8 x float>, ptr %conv2.w106, align 32
-  %1070 = fsub <8 x float> %1069, %w106
-  store <8 x float> %1070, ptr %conv2.w110, align 32
+conv2.cv106:                                      ; preds = %conv2.cv106, %conv2.tx105
+  %conv2.cv106144 = phi i64 [ 0, %conv2.tx105 ], [ %cv106.next, %conv2.cv106 ]
+  %825 = mul nsw i64 %conv2.j103141, 144
+  %826 = mul nsw i64 %conv2.ty104142, 12
+  %827 = add nsw i64 %825, %826
+  %828 = add nsw i64 %827, %conv2.tx105143
+  %829 = mul nsw i64 %828, 64
+  %830 = add nsw i64 2692224, %829
+  %831 = mul nsw i64 %conv2.cv106144, 8
+  %832 = add nsw i64 %830, %831
+  %arena145 = getelementptr inbounds float, ptr %arena, i64 %832
+  %833 = load <8 x float>, ptr %arena145, align 4
+  %834 = mul nsw i64 %conv2.j103141, 144
+  %835 = mul nsw i64 %conv2.ty104142, 12
+  %836 = add nsw i64 %834, %835
+  %837 = add nsw i64 %836, %conv2.tx105143
+  %838 = mul nsw i64 %837, 64
+  %839 = add nsw i64 2729088, %838
+  %840 = mul nsw i64 %conv2.cv106144, 8
+  %841 = add nsw i64 %839, %840
+  %arena146 = getelementptr inbounds float, ptr %arena, i64 %841
+  %842 = load <8 x float>, ptr %arena146, align 4
+  %843 = fadd <8 x float> %833, %842
+  %844 = mul nsw i64 %conv2.j103141, 144
+  %845 = mul nsw i64 %conv2.ty104142, 12
+  %846 = add nsw i64 %844, %845
+  %847 = add nsw i64 %846, %conv2.tx105143
+  %848 = mul nsw i64 %847, 64
+  %849 = add nsw i64 2765952, %848
+  %850 = mul nsw i64 %conv2.cv106144, 8
+  %851 = add nsw i64 %849, %850
+  %arena147 = getelementptr inbounds float, ptr %arena, i64 %851
+  %852 = load <8 x float>, ptr %arena147, align 4
+  %853 = fadd <8 x float> %843, %852
+  store <8 x float> %853, ptr %conv2.w107, align 32
+  %854 = mul nsw i64 %conv2.j103141, 144
+  %855 = mul nsw i64 %conv2.ty104142, 12
+  %856 = add nsw i64 %854, %855
+  %857 = add nsw i64 %856, %conv2.tx105143
+  %858 = mul nsw i64 %857, 64
+  %859 = add nsw i64 2729088, %858
+  %860 = mul nsw i64 %conv2.cv106144, 8
+  %861 = add nsw i64 %859, %860
+  %arena148 = getelementptr inbounds float, ptr %arena, i64 %861
+  %862 = load <8 x float>, ptr %arena148, align 4
+  %863 = mul nsw i64 %conv2.j103141, 144
+  %864 = mul nsw i64 %conv2.ty104142, 12
+  %865 = add nsw i64 %863, %864
+  %866 = add nsw i64 %865, %conv2.tx105143
+  %867 = mul nsw i64 %866, 64
+  %868 = add nsw i64 2765952, %867
+  %869 = mul nsw i64 %conv2.cv106144, 8
+  %870 = add nsw i64 %868, %869
+  %arena149 = getelementptr inbounds float, ptr %arena, i64 %870
+  %871 = load <8 x float>, ptr %arena149, align 4
+  %872 = fsub <8 x float> %862, %871
+  %873 = mul nsw i64 %conv2.j103141, 144
+  %874 = mul nsw i64 %conv2.ty104142, 12
+  %875 = add nsw i64 %873, %874
+  %876 = add nsw i64 %875, %conv2.tx105143
+  %877 = mul nsw i64 %876, 64
+  %878 = add nsw i64 2802816, %877
+  %879 = mul nsw i64 %conv2.cv106144, 8
+  %880 = add nsw i64 %878, %879
+  %arena150 = getelementptr inbounds float, ptr %arena, i64 %880
+  %881 = load <8 x float>, ptr %arena150, align 4
+  %882 = fsub <8 x float> %872, %881
+  store <8 x float> %882, ptr %conv2.w108, align 32
+  %883 = mul nsw i64 %conv2.j103141, 144
+  %884 = mul nsw i64 %conv2.ty104142, 12
+  %885 = add nsw i64 %883, %884
+  %886 = add nsw i64 %885, %conv2.tx105143
+  %887 = mul nsw i64 %886, 64
+  %888 = add nsw i64 2701440, %887
+  %889 = mul nsw i64 %conv2.cv106144, 8
+  %890 = add nsw i64 %888, %889
+  %arena151 = getelementptr inbounds float, ptr %arena, i64 %890
+  %891 = load <8 x float>, ptr %arena151, align 4
+  %892 = mul nsw i64 %conv2.j103141, 144
+  %893 = mul nsw i64 %conv2.ty104142, 12
+  %894 = add nsw i64 %892, %893
+  %895 = add nsw i64 %894, %conv2.tx105143
+  %896 = mul nsw i64 %895, 64
+  %897 = add nsw i64 2738304, %896
+  %898 = mul nsw i64 %conv2.cv106144, 8
+  %899 = add nsw i64 %897, %898
+  %arena152 = getelementptr inbounds float, ptr %arena, i64 %899
+  %900 = load <8 x float>, ptr %arena152, align 4
+  %901 = fadd <8 x float> %891, %900
+  %902 = mul nsw i64 %conv2.j103141, 144
+  %903 = mul nsw i64 %conv2.ty104142, 12
+  %904 = add nsw i64 %902, %903
+  %905 = add nsw i64 %904, %conv2.tx105143
+  %906 = mul nsw i64 %905, 64
+  %907 = add nsw i64 2775168, %906
+  %908 = mul nsw i64 %conv2.cv106144, 8
+  %909 = add nsw i64 %907, %908
+  %arena153 = getelementptr inbounds float, ptr %arena, i64 %909
+  %910 = load <8 x float>, ptr %arena153, align 4
+  %911 = fadd <8 x float> %901, %910
+  store <8 x float> %911, ptr %conv2.w109, align 32
+  %912 = mul nsw i64 %conv2.j103141, 144
+  %913 = mul nsw i64 %conv2.ty104142, 12
+  %914 = add nsw i64 %912, %913
+  %915 = add nsw i64 %914, %conv2.tx105143
+  %916 = mul nsw i64 %915, 64
+  %917 = add nsw i64 2738304, %916
+  %918 = mul nsw i64 %conv2.cv106144, 8
+  %919 = add nsw i64 %917, %918
+  %arena154 = getelementptr inbounds float, ptr %arena, i64 %919
+  %920 = load <8 x float>, ptr %arena154, align 4
+  %921 = mul nsw i64 %conv2.j103141, 144
+  %922 = mul nsw i64 %conv2.ty104142, 12
+  %923 = add nsw i64 %921, %922
+  %924 = add nsw i64 %923, %conv2.tx105143
+  %925 = mul nsw i64 %924, 64
+  %926 = add nsw i64 2775168, %925
+  %927 = mul nsw i64 %conv2.cv106144, 8
+  %928 = add nsw i64 %926, %927
+  %arena155 = getelementptr inbounds float, ptr %arena, i64 %928
+  %929 = load <8 x float>, ptr %arena155, align 4
+  %930 = fsub <8 x float> %920, %929
+  %931 = mul nsw i64 %conv2.j103141, 144
+  %932 = mul nsw i64 %conv2.ty104142, 12
+  %933 = add nsw i64 %931, %932
+  %934 = add nsw i64 %933, %conv2.tx105143
+  %935 = mul nsw i64 %934, 64
+  %936 = add nsw i64 2812032, %935
+  %937 = mul nsw i64 %conv2.cv106144, 8
+  %938 = add nsw i64 %936, %937
+  %arena156 = getelementptr inbounds float, ptr %arena, i64 %938
+  %939 = load <8 x float>, ptr %arena156, align 4
+  %940 = fsub <8 x float> %930, %939
+  store <8 x float> %940, ptr %conv2.w110, align 32
+  %941 = mul nsw i64 %conv2.j103141, 144
+  %942 = mul nsw i64 %conv2.ty104142, 12
+  %943 = add nsw i64 %941, %942
+  %944 = add nsw i64 %943, %conv2.tx105143
+  %945 = mul nsw i64 %944, 64
+  %946 = add nsw i64 2710656, %945
+  %947 = mul nsw i64 %conv2.cv106144, 8
+  %948 = add nsw i64 %946, %947
+  %arena157 = getelementptr inbounds float, ptr %arena, i64 %948
+  %949 = load <8 x float>, ptr %arena157, align 4
+  %950 = mul nsw i64 %conv2.j103141, 144
+  %951 = mul nsw i64 %conv2.ty104142, 12
+  %952 = add nsw i64 %950, %951
+  %953 = add nsw i64 %952, %conv2.tx105143
+  %954 = mul nsw i64 %953, 64
+  %955 = add nsw i64 2747520, %954
+  %956 = mul nsw i64 %conv2.cv106144, 8
+  %957 = add nsw i64 %955, %956
+  %arena158 = getelementptr inbounds float, ptr %arena, i64 %957
+  %958 = load <8 x float>, ptr %arena158, align 4
+  %959 = fadd <8 x float> %949, %958
+  %960 = mul nsw i64 %conv2.j103141, 144
+  %961 = mul nsw i64 %conv2.ty104142, 12
+  %962 = add nsw i64 %960, %961
+  %963 = add nsw i64 %962, %conv2.tx105143
+  %964 = mul nsw i64 %963, 64
+  %965 = add nsw i64 2784384, %964
+  %966 = mul nsw i64 %conv2.cv106144, 8
+  %967 = add nsw i64 %965, %966
+  %arena159 = getelementptr inbounds float, ptr %arena, i64 %967
+  %968 = load <8 x float>, ptr %arena159, align 4
+  %969 = fadd <8 x float> %959, %968
+  store <8 x float> %969, ptr %conv2.w111, align 32
+  %970 = mul nsw i64 %conv2.j103141, 144
+  %971 = mul nsw i64 %conv2.ty104142, 12
+  %972 = add nsw i64 %970, %971
+  %973 = add nsw i64 %972, %conv2.tx105143
+  %974 = mul nsw i64 %973, 64
+  %975 = add nsw i64 2747520, %974
+  %976 = mul nsw i64 %conv2.cv106144, 8
+  %977 = add nsw i64 %975, %976
+  %arena160 = getelementptr inbounds float, ptr %arena, i64 %977
+  %978 = load <8 x float>, ptr %arena160, align 4
+  %979 = mul nsw i64 %conv2.j103141, 144
+  %980 = mul nsw i64 %conv2.ty104142, 12
+  %981 = add nsw i64 %979, %980
+  %982 = add nsw i64 %981, %conv2.tx105143
+  %983 = mul nsw i64 %982, 64
+  %984 = add nsw i64 2784384, %983
+  %985 = mul nsw i64 %conv2.cv106144, 8
+  %986 = add nsw i64 %984, %985
+  %arena161 = getelementptr inbounds float, ptr %arena, i64 %986
+  %987 = load <8 x float>, ptr %arena161, align 4
+  %988 = fsub <8 x float> %978, %987
+  %989 = mul nsw i64 %conv2.j103141, 144
+  %990 = mul nsw i64 %conv2.ty104142, 12
+  %991 = add nsw i64 %989, %990
+  %992 = add nsw i64 %991, %conv2.tx105143
+  %993 = mul nsw i64 %992, 64
+  %994 = add nsw i64 2821248, %993
+  %995 = mul nsw i64 %conv2.cv106144, 8
+  %996 = add nsw i64 %994, %995
+  %arena162 = getelementptr inbounds float, ptr %arena, i64 %996
+  %997 = load <8 x float>, ptr %arena162, align 4
+  %998 = fsub <8 x float> %988, %997
+  store <8 x float> %998, ptr %conv2.w112, align 32
+  %999 = mul nsw i64 %conv2.j103141, 144
+  %1000 = mul nsw i64 %conv2.ty104142, 12
+  %1001 = add nsw i64 %999, %1000
+  %1002 = add nsw i64 %1001, %conv2.tx105143
+  %1003 = mul nsw i64 %1002, 64
+  %1004 = add nsw i64 2719872, %1003
+  %1005 = mul nsw i64 %conv2.cv106144, 8
+  %1006 = add nsw i64 %1004, %1005
+  %arena163 = getelementptr inbounds float, ptr %arena, i64 %1006
+  %1007 = load <8 x float>, ptr %arena163, align 4
+  %1008 = mul nsw i64 %conv2.j103141, 144
+  %1009 = mul nsw i64 %conv2.ty104142, 12
+  %1010 = add nsw i64 %1008, %1009
+  %1011 = add nsw i64 %1010, %conv2.tx105143
+  %1012 = mul nsw i64 %1011, 64
+  %1013 = add nsw i64 2756736, %1012
+  %1014 = mul nsw i64 %conv2.cv106144, 8
+  %1015 = add nsw i64 %1013, %1014
+  %arena164 = getelementptr inbounds float, ptr %arena, i64 %1015
+  %1016 = load <8 x float>, ptr %arena164, align 4
+  %1017 = fadd <8 x float> %1007, %1016
+  %1018 = mul nsw i64 %conv2.j103141, 144
+  %1019 = mul nsw i64 %conv2.ty104142, 12
+  %1020 = add nsw i64 %1018, %1019
+  %1021 = add nsw i64 %1020, %conv2.tx105143
+  %1022 = mul nsw i64 %1021, 64
+  %1023 = add nsw i64 2793600, %1022
+  %1024 = mul nsw i64 %conv2.cv106144, 8
+  %1025 = add nsw i64 %1023, %1024
+  %arena165 = getelementptr inbounds float, ptr %arena, i64 %1025
+  %1026 = load <8 x float>, ptr %arena165, align 4
+  %1027 = fadd <8 x float> %1017, %1026
+  store <8 x float> %1027, ptr %conv2.w113, align 32
+  %1028 = mul nsw i64 %conv2.j103141, 144
+  %1029 = mul nsw i64 %conv2.ty104142, 12
+  %1030 = add nsw i64 %1028, %1029
+  %1031 = add nsw i64 %1030, %conv2.tx105143
+  %1032 = mul nsw i64 %1031, 64
+  %1033 = add nsw i64 2756736, %1032
+  %1034 = mul nsw i64 %conv2.cv106144, 8
+  %1035 = add nsw i64 %1033, %1034
+  %arena166 = getelementptr inbounds float, ptr %arena, i64 %1035
+  %1036 = load <8 x float>, ptr %arena166, align 4
+  %1037 = mul nsw i64 %conv2.j103141, 144
+  %1038 = mul nsw i64 %conv2.ty104142, 12
+  %1039 = add nsw i64 %1037, %1038
+  %1040 = add nsw i64 %1039, %conv2.tx105143
+  %1041 = mul nsw i64 %1040, 64
+  %1042 = add nsw i64 2793600, %1041
+  %1043 = mul nsw i64 %conv2.cv106144, 8
+  %1044 = add nsw i64 %1042, %1043
+  %arena167 = getelementptr inbounds float, ptr %arena, i64 %1044
+  %1045 = load <8 x float>, ptr %arena167, align 4
+  %1046 = fsub <8 x float> %1036, %1045
+  %1047 = mul nsw i64 %conv2.j103141, 144
+  %1048 = mul nsw i64 %conv2.ty104142, 12
+  %1049 = add nsw i64 %1047, %1048
+  %1050 = add nsw i64 %1049, %conv2.tx105143
+  %1051 = mul nsw i64 %1050, 64
+  %1052 = add nsw i64 2830464, %1051
+  %1053 = mul nsw i64 %conv2.cv106144, 8
+  %1054 = add nsw i64 %1052, %1053
+  %arena168 = getelementptr inbounds float, ptr %arena, i64 %1054
+  %1055 = load <8 x float>, ptr %arena168, align 4
+  %1056 = fsub <8 x float> %1046, %1055
+  store <8 x float> %1056, ptr %conv2.w114, align 32
   %w107 = load <8 x float>, ptr %conv2.w107, align 32
-  %1071 = mul nsw i64 %conv2.cv98147, 8
-  %1072 = add nsw i64 18752, %1071
-  %params176 = getelementptr inbounds float, ptr %params, i64 %1072
-  %1073 = load <8 x float>, ptr %params176, align 4
-  %1074 = fadd <8 x float> %w107, %1073
-  store <8 x float> %1074, ptr %conv2.v111, align 32
-  %v111 = load <8 x float>, ptr %conv2.v111, align 32
-  store <8 x float> %v111, ptr %conv2.best112, align 32
-  %1075 = mul nsw i64 %conv2.ty96145, 2
-  %1076 = mul nsw i64 %1075, 24
-  %1077 = mul nsw i64 %conv2.tx97146, 2
-  %1078 = add nsw i64 %1076, %1077
-  %1079 = sitofp i64 %1078 to float
-  %1080 = insertelement <8 x float> undef, float %1079, i32 0
-  %1081 = shufflevector <8 x float> %1080, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %1081, ptr %conv2.at113, align 32
-  %w108 = load <8 x float>, ptr %conv2.w108, align 32
-  %1082 = mul nsw i64 %conv2.cv98147, 8
-  %1083 = add nsw i64 18752, %1082
-  %params177 = getelementptr inbounds float, ptr %params, i64 %1083
-  %1084 = load <8 x float>, ptr %params177, align 4
-  %1085 = fadd <8 x float> %w108, %1084
-  store <8 x float> %1085, ptr %conv2.v114, align 32
-  %v114 = load <8 x float>, ptr %conv2.v114, align 32
-  %best112 = load <8 x float>, ptr %conv2.best112, align 32
-  %1086 = fcmp ogt <8 x float> %v114, %best112
-  %v114178 = load <8 x float>, ptr %conv2.v114, align 32
-  %best112179 = load <8 x float>, ptr %conv2.best112, align 32
-  %1087 = select <8 x i1> %1086, <8 x float> %v114178, <8 x float> %best112179
-  store <8 x float> %1087, ptr %conv2.best115, align 32
-  %v114180 = load <8 x float>, ptr %conv2.v114, align 32
-  %best112181 = load <8 x float>, ptr %conv2.best112, align 32
-  %1088 = fcmp ogt <8 x float> %v114180, %best112181
-  %1089 = mul nsw i64 %conv2.ty96145, 2
-  %1090 = mul nsw i64 %1089, 24
-  %1091 = mul nsw i64 %conv2.tx97146, 2
-  %1092 = add nsw i64 %1090, %1091
-  %1093 = add nsw i64 %1092, 1
-  %1094 = sitofp i64 %1093 to float
-  %1095 = insertelement <8 x float> undef, float %1094, i32 0
-  %1096 = shufflevector <8 x float> %1095, <8 x float> undef, <8 x i32> zeroinitializer
-  %at113 = load <8 x float>, ptr %conv2.at113, align 32
-  %1097 = select <8 x i1> %1088, <8 x float> %1096, <8 x float> %at113
-  store <8 x float> %1097, ptr %conv2.at116, align 32
   %w109 = load <8 x float>, ptr %conv2.w109, align 32
-  %1098 = mul nsw i64 %conv2.cv98147, 8
-  %1099 = add nsw i64 18752, %1098
-  %params182 = getelementptr inbounds float, ptr %params, i64 %1099
-  %1100 = load <8 x float>, ptr %params182, align 4
-  %1101 = fadd <8 x float> %w109, %1100
-  store <8 x float> %1101, ptr %conv2.v117, align 32
-  %v117 = load <8 x float>, ptr %conv2.v117, align 32
-  %best115 = load <8 x float>, ptr %conv2.best115, align 32
-  %1102 = fcmp ogt <8 x float> %v117, %best115
-  %v117183 = load <8 x float>, ptr %conv2.v117, align 32
-  %best115184 = load <8 x float>, ptr %conv2.best115, align 32
-  %1103 = select <8 x i1> %1102, <8 x float> %v117183, <8 x float> %best115184
-  store <8 x float> %1103, ptr %conv2.best118, align 32
-  %v117185 = load <8 x float>, ptr %conv2.v117, align 32
-  %best115186 = load <8 x float>, ptr %conv2.best115, align 32
-  %1104 = fcmp ogt <8 x float> %v117185, %best115186
-  %1105 = mul nsw i64 %conv2.ty96145, 2
-  %1106 = add nsw i64 %1105, 1
-  %1107 = mul nsw i64 %1106, 24
-  %1108 = mul nsw i64 %conv2.tx97146, 2
-  %1109 = add nsw i64 %1107, %1108
-  %1110 = sitofp i64 %1109 to float
-  %1111 = insertelement <8 x float> undef, float %1110, i32 0
-  %1112 = shufflevector <8 x float> %1111, <8 x float> undef, <8 x i32> zeroinitializer
-  %at116 = load <8 x float>, ptr %conv2.at116, align 32
-  %1113 = select <8 x i1> %1104, <8 x float> %1112, <8 x float> %at116
-  store <8 x float> %1113, ptr %conv2.at119, align 32
+  %1057 = fadd <8 x float> %w107, %w109
+  %w111 = load <8 x float>, ptr %conv2.w111, align 32
+  %1058 = fadd <8 x float> %1057, %w111
+  store <8 x float> %1058, ptr %conv2.w115, align 32
+  %w109169 = load <8 x float>, ptr %conv2.w109, align 32
+  %w111170 = load <8 x float>, ptr %conv2.w111, align 32
+  %1059 = fsub <8 x float> %w109169, %w111170
+  %w113 = load <8 x float>, ptr %conv2.w113, align 32
+  %1060 = fsub <8 x float> %1059, %w113
+  store <8 x float> %1060, ptr %conv2.w116, align 32
+  %w108 = load <8 x float>, ptr %conv2.w108, align 32
   %w110 = load <8 x float>, ptr %conv2.w110, align 32
-  %1114 = mul nsw i64 %conv2.cv98147, 8
-  %1115 = add nsw i64 18752, %1114
-  %params187 = getelementptr inbounds float, ptr %params, i64 %1115
-  %1116 = load <8 x float>, ptr %params187, align 4
-  %1117 = fadd <8 x float> %w110, %1116
-  store <8 x float> %1117, ptr %conv2.v120, align 32
-  %v120 = load <8 x float>, ptr %conv2.v120, align 32
-  %best118 = load <8 x float>, ptr %conv2.best118, align 32
-  %1118 = fcmp ogt <8 x float> %v120, %best118
-  %v120188 = load <8 x float>, ptr %conv2.v120, align 32
-  %best118189 = load <8 x float>, ptr %conv2.best118, align 32
-  %1119 = select <8 x i1> %1118, <8 x float> %v120188, <8 x float> %best118189
-  store <8 x float> %1119, ptr %conv2.best121, align 32
-  %v120190 = load <8 x float>, ptr %conv2.v120, align 32
-  %best118191 = load <8 x float>, ptr %conv2.best118, align 32
-  %1120 = fcmp ogt <8 x float> %v120190, %best118191
-  %1121 = mul nsw i64 %conv2.ty96145, 2
-  %1122 = add nsw i64 %1121, 1
-  %1123 = mul nsw i64 %1122, 24
-  %1124 = mul nsw i64 %conv2.tx97146, 2
-  %1125 = add nsw i64 %1123, %1124
-  %1126 = add nsw i64 %1125, 1
-  %1127 = sitofp i64 %1126 to float
-  %1128 = insertelement <8 x float> undef, float %1127, i32 0
-  %1129 = shufflevector <8 x float> %1128, <8 x float> undef, <8 x i32> zeroinitializer
-  %at119 = load <8 x float>, ptr %conv2.at119, align 32
-  %1130 = select <8 x i1> %1120, <8 x float> %1129, <8 x float> %at119
-  store <8 x float> %1130, ptr %conv2.at122, align 32
-  %best121 = load <8 x float>, ptr %conv2.best121, align 32
-  %1131 = fcmp ogt <8 x float> %best121, zeroinitializer
-  %best121192 = load <8 x float>, ptr %conv2.best121, align 32
-  %1132 = select <8 x i1> %1131, <8 x float> %best121192, <8 x float> zeroinitializer
-  %1133 = mul nsw i64 %conv2.j95144, 144
-  %1134 = mul nsw i64 %conv2.ty96145, 12
-  %1135 = add nsw i64 %1133, %1134
-  %1136 = add nsw i64 %1135, %conv2.tx97146
-  %1137 = mul nsw i64 %1136, 64
-  %1138 = add nsw i64 2839680, %1137
-  %1139 = mul nsw i64 %conv2.cv98147, 8
-  %1140 = add nsw i64 %1138, %1139
-  %arena193 = getelementptr inbounds float, ptr %arena, i64 %1140
-  store <8 x float> %1132, ptr %arena193, align 4
-  %at122 = load <8 x float>, ptr %conv2.at122, align 32
-  %1141 = mul nsw i64 %conv2.j95144, 144
-  %1142 = mul nsw i64 %conv2.ty96145, 12
-  %1143 = add nsw i64 %1141, %1142
-  %1144 = add nsw i64 %1143, %conv2.tx97146
-  %1145 = mul nsw i64 %1144, 64
-  %1146 = add nsw i64 2839680, %1145
-  %1147 = mul nsw i64 %conv2.cv98147, 8
-  %1148 = add nsw i64 %1146, %1147
-  %1149 = add nsw i64 %1148, 9216
-  %arena194 = getelementptr inbounds float, ptr %arena, i64 %1149
-  store <8 x float> %at122, ptr %arena194, align 4
-  %cv98.next = add nsw i64 %conv2.cv98147, 1
-  %1150 = icmp slt i64 %cv98.next, 8
-  br i1 %1150, label %conv2.cv98, label %conv2.cv98.end
+  %1061 = fadd <8 x float> %w108, %w110
+  %w112 = load <8 x float>, ptr %conv2.w112, align 32
+  %1062 = fadd <8 x float> %1061, %w112
+  store <8 x float> %1062, ptr %conv2.w117, align 32
+  %w110171 = load <8 x float>, ptr %conv2.w110, align 32
+  %w112172 = load <8 x float>, ptr %conv2.w112, align 32
+  %1063 = fsub <8 x float> %w110171, %w112172
+  %w114 = load <8 x float>, ptr %conv2.w114, align 32
+  %1064 = fsub <8 x float> %1063, %w114
+  store <8 x float> %1064, ptr %conv2.w118, align 32
+  %w115 = load <8 x float>, ptr %conv2.w115, align 32
+  %1065 = mul nsw i64 %conv2.cv106144, 8
+  %1066 = add nsw i64 18752, %1065
+  %params173 = getelementptr inbounds float, ptr %params, i64 %1066
+  %1067 = load <8 x float>, ptr %params173, align 4
+  %1068 = fadd <8 x float> %w115, %1067
+  store <8 x float> %1068, ptr %conv2.v119, align 32
+  %v119 = load <8 x float>, ptr %conv2.v119, align 32
+  store <8 x float> %v119, ptr %conv2.best120, align 32
+  %1069 = mul nsw i64 %conv2.ty104142, 2
+  %1070 = mul nsw i64 %1069, 24
+  %1071 = mul nsw i64 %conv2.tx105143, 2
+  %1072 = add nsw i64 %1070, %1071
+  %1073 = sitofp i64 %1072 to float
+  %1074 = insertelement <8 x float> undef, float %1073, i32 0
+  %1075 = shufflevector <8 x float> %1074, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %1075, ptr %conv2.at121, align 32
+  %w116 = load <8 x float>, ptr %conv2.w116, align 32
+  %1076 = mul nsw i64 %conv2.cv106144, 8
+  %1077 = add nsw i64 18752, %1076
+  %params174 = getelementptr inbounds float, ptr %params, i64 %1077
+  %1078 = load <8 x float>, ptr %params174, align 4
+  %1079 = fadd <8 x float> %w116, %1078
+  store <8 x float> %1079, ptr %conv2.v122, align 32
+  %v122 = load <8 x float>, ptr %conv2.v122, align 32
+  %best120 = load <8 x float>, ptr %conv2.best120, align 32
+  %1080 = fcmp ogt <8 x float> %v122, %best120
+  %v122175 = load <8 x float>, ptr %conv2.v122, align 32
+  %best120176 = load <8 x float>, ptr %conv2.best120, align 32
+  %1081 = select <8 x i1> %1080, <8 x float> %v122175, <8 x float> %best120176
+  store <8 x float> %1081, ptr %conv2.best123, align 32
+  %v122177 = load <8 x float>, ptr %conv2.v122, align 32
+  %best120178 = load <8 x float>, ptr %conv2.best120, align 32
+  %1082 = fcmp ogt <8 x float> %v122177, %best120178
+  %1083 = mul nsw i64 %conv2.ty104142, 2
+  %1084 = mul nsw i64 %1083, 24
+  %1085 = mul nsw i64 %conv2.tx105143, 2
+  %1086 = add nsw i64 %1084, %1085
+  %1087 = add nsw i64 %1086, 1
+  %1088 = sitofp i64 %1087 to float
+  %1089 = insertelement <8 x float> undef, float %1088, i32 0
+  %1090 = shufflevector <8 x float> %1089, <8 x float> undef, <8 x i32> zeroinitializer
+  %at121 = load <8 x float>, ptr %conv2.at121, align 32
+  %1091 = select <8 x i1> %1082, <8 x float> %1090, <8 x float> %at121
+  store <8 x float> %1091, ptr %conv2.at124, align 32
+  %w117 = load <8 x float>, ptr %conv2.w117, align 32
+  %1092 = mul nsw i64 %conv2.cv106144, 8
+  %1093 = add nsw i64 18752, %1092
+  %params179 = getelementptr inbounds float, ptr %params, i64 %1093
+  %1094 = load <8 x float>, ptr %params179, align 4
+  %1095 = fadd <8 x float> %w117, %1094
+  store <8 x float> %1095, ptr %conv2.v125, align 32
+  %v125 = load <8 x float>, ptr %conv2.v125, align 32
+  %best123 = load <8 x float>, ptr %conv2.best123, align 32
+  %1096 = fcmp ogt <8 x float> %v125, %best123
+  %v125180 = load <8 x float>, ptr %conv2.v125, align 32
+  %best123181 = load <8 x float>, ptr %conv2.best123, align 32
+  %1097 = select <8 x i1> %1096, <8 x float> %v125180, <8 x float> %best123181
+  store <8 x float> %1097, ptr %conv2.best126, align 32
+  %v125182 = load <8 x float>, ptr %conv2.v125, align 32
+  %best123183 = load <8 x float>, ptr %conv2.best123, align 32
+  %1098 = fcmp ogt <8 x float> %v125182, %best123183
+  %1099 = mul nsw i64 %conv2.ty104142, 2
+  %1100 = add nsw i64 %1099, 1
+  %1101 = mul nsw i64 %1100, 24
+  %1102 = mul nsw i64 %conv2.tx105143, 2
+  %1103 = add nsw i64 %1101, %1102
+  %1104 = sitofp i64 %1103 to float
+  %1105 = insertelement <8 x float> undef, float %1104, i32 0
+  %1106 = shufflevector <8 x float> %1105, <8 x float> undef, <8 x i32> zeroinitializer
+  %at124 = load <8 x float>, ptr %conv2.at124, align 32
+  %1107 = select <8 x i1> %1098, <8 x float> %1106, <8 x float> %at124
+  store <8 x float> %1107, ptr %conv2.at127, align 32
+  %w118 = load <8 x float>, ptr %conv2.w118, align 32
+  %1108 = mul nsw i64 %conv2.cv106144, 8
+  %1109 = add nsw i64 18752, %1108
+  %params184 = getelementptr inbounds float, ptr %params, i64 %1109
+  %1110 = load <8 x float>, ptr %params184, align 4
+  %1111 = fadd <8 x float> %w118, %1110
+  store <8 x float> %1111, ptr %conv2.v128, align 32
+  %v128 = load <8 x float>, ptr %conv2.v128, align 32
+  %best126 = load <8 x float>, ptr %conv2.best126, align 32
+  %1112 = fcmp ogt <8 x float> %v128, %best126
+  %v128185 = load <8 x float>, ptr %conv2.v128, align 32
+  %best126186 = load <8 x float>, ptr %conv2.best126, align 32
+  %1113 = select <8 x i1> %1112, <8 x float> %v128185, <8 x float> %best126186
+  store <8 x float> %1113, ptr %conv2.best129, align 32
+  %v128187 = load <8 x float>, ptr %conv2.v128, align 32
+  %best126188 = load <8 x float>, ptr %conv2.best126, align 32
+  %1114 = fcmp ogt <8 x float> %v128187, %best126188
+  %1115 = mul nsw i64 %conv2.ty104142, 2
+  %1116 = add nsw i64 %1115, 1
+  %1117 = mul nsw i64 %1116, 24
+  %1118 = mul nsw i64 %conv2.tx105143, 2
+  %1119 = add nsw i64 %1117, %1118
+  %1120 = add nsw i64 %1119, 1
+  %1121 = sitofp i64 %1120 to float
+  %1122 = insertelement <8 x float> undef, float %1121, i32 0
+  %1123 = shufflevector <8 x float> %1122, <8 x float> undef, <8 x i32> zeroinitializer
+  %at127 = load <8 x float>, ptr %conv2.at127, align 32
+  %1124 = select <8 x i1> %1114, <8 x float> %1123, <8 x float> %at127
+  store <8 x float> %1124, ptr %conv2.at130, align 32
+  %best129 = load <8 x float>, ptr %conv2.best129, align 32
+  %1125 = fcmp ogt <8 x float> %best129, zeroinitializer
+  %best129189 = load <8 x float>, ptr %conv2.best129, align 32
+  %1126 = select <8 x i1> %1125, <8 x float> %best129189, <8 x float> zeroinitializer
+  %1127 = mul nsw i64 %conv2.j103141, 144
+  %1128 = mul nsw i64 %conv2.ty104142, 12
+  %1129 = add nsw i64 %1127, %1128
+  %1130 = add nsw i64 %1129, %conv2.tx105143
+  %1131 = mul nsw i64 %1130, 64
+  %1132 = add nsw i64 2839680, %1131
+  %1133 = mul nsw i64 %conv2.cv106144, 8
+  %1134 = add nsw i64 %1132, %1133
+  %arena190 = getelementptr inbounds float, ptr %arena, i64 %1134
+  store <8 x float> %1126, ptr %arena190, align 4
+  %at130 = load <8 x float>, ptr %conv2.at130, align 32
+  %1135 = mul nsw i64 %conv2.j103141, 144
+  %1136 = mul nsw i64 %conv2.ty104142, 12
+  %1137 = add nsw i64 %1135, %1136
+  %1138 = add nsw i64 %1137, %conv2.tx105143
+  %1139 = mul nsw i64 %1138, 64
+  %1140 = add nsw i64 2839680, %1139
+  %1141 = mul nsw i64 %conv2.cv106144, 8
+  %1142 = add nsw i64 %1140, %1141
+  %1143 = add nsw i64 %1142, 9216
+  %arena191 = getelementptr inbounds float, ptr %arena, i64 %1143
+  store <8 x float> %at130, ptr %arena191, align 4
+  %cv106.next = add nsw i64 %conv2.cv106144, 1
+  %1144 = icmp slt i64 %cv106.next, 8
+  br i1 %1144, label %conv2.cv106, label %conv2.cv106.end
 
-conv2.cv98.end:                                   ; preds = %conv2.cv98
-  %tx97.next = add nsw i64 %conv2.tx97146, 1
-  %1151 = icmp slt i64 %tx97.next, 12
-  br i1 %1151, label %conv2.tx97, label %conv2.tx97.end
+conv2.cv106.end:                                  ; preds = %conv2.cv106
+  %tx105.next = add nsw i64 %conv2.tx105143, 1
+  %1145 = icmp slt i64 %tx105.next, 12
+  br i1 %1145, label %conv2.tx105, label %conv2.tx105.end
 
-conv2.j123:                                       ; preds = %conv2.c124.end, %conv2.j95.end
-  %conv2.j123195 = phi i64 [ 0, %conv2.j95.end ], [ %j123.next, %conv2.c124.end ]
-  br label %conv2.c124
+conv2.j131:                                       ; preds = %conv2.c132.end, %conv2.j103.end
+  %conv2.j131192 = phi i64 [ 0, %conv2.j103.end ], [ %j131.next, %conv2.c132.end ]
+  br label %conv2.c132
 
-conv2.j123.end:                                   ; preds = %conv2.c124.end
-  br label %conv2.j126
+conv2.j131.end:                                   ; preds = %conv2.c132.end
+  br label %conv2.j134
 
-conv2.c124:                                       ; preds = %conv2.q125.end, %conv2.j123
-  %conv2.c124196 = phi i64 [ 0, %conv2.j123 ], [ %c124.next, %conv2.q125.end ]
-  br label %conv2.q125
+conv2.c132:                                       ; preds = %conv2.q133.end, %conv2.j131
+  %conv2.c132193 = phi i64 [ 0, %conv2.j131 ], [ %c132.next, %conv2.q133.end ]
+  br label %conv2.q133
 
-conv2.c124.end:                                   ; preds = %conv2.q125.end
-  %j123.next = add nsw i64 %conv2.j123195, 1
-  %1152 = icmp slt i64 %j123.next, 1
-  br i1 %1152, label %conv2.j123, label %conv2.j123.end
+conv2.c132.end:                                   ; preds = %conv2.q133.end
+  %j131.next = add nsw i64 %conv2.j131192, 1
+  %1146 = icmp slt i64 %j131.next, 1
+  br i1 %1146, label %conv2.j131, label %conv2.j131.end
 
-conv2.q125:                                       ; preds = %conv2.q125, %conv2.c124
-  %conv2.q125197 = phi i64 [ 0, %conv2.c124 ], [ %q125.next, %conv2.q125 ]
-  %1153 = mul nsw i64 %conv2.j123195, 144
-  %1154 = add nsw i64 %1153, %conv2.q125197
-  %1155 = mul nsw i64 %1154, 64
-  %1156 = add nsw i64 2839680, %1155
-  %1157 = add nsw i64 %1156, %conv2.c124196
-  %arena198 = getelementptr inbounds float, ptr %arena, i64 %1157
-  %1158 = load float, ptr %arena198, align 4
-  %1159 = add nsw i64 %conv2.g5365, %conv2.j123195
-  %1160 = mul nsw i64 %1159, 9216
-  %1161 = mul nsw i64 %conv2.c124196, 144
-  %1162 = add nsw i64 %1160, %1161
-  %1163 = add nsw i64 %1162, %conv2.q125197
-  %1164 = add nsw i64 1384448, %1163
-  %arena199 = getelementptr inbounds float, ptr %arena, i64 %1164
-  store float %1158, ptr %arena199, align 4
-  %q125.next = add nsw i64 %conv2.q125197, 1
-  %1165 = icmp slt i64 %q125.next, 144
-  br i1 %1165, label %conv2.q125, label %conv2.q125.end
+conv2.q133:                                       ; preds = %conv2.q133, %conv2.c132
+  %conv2.q133194 = phi i64 [ 0, %conv2.c132 ], [ %q133.next, %conv2.q133 ]
+  %1147 = mul nsw i64 %conv2.j131192, 144
+  %1148 = add nsw i64 %1147, %conv2.q133194
+  %1149 = mul nsw i64 %1148, 64
+  %1150 = add nsw i64 2839680, %1149
+  %1151 = add nsw i64 %1150, %conv2.c132193
+  %arena195 = getelementptr inbounds float, ptr %arena, i64 %1151
+  %1152 = load float, ptr %arena195, align 4
+  %1153 = add nsw i64 %conv2.g5365, %conv2.j131192
+  %1154 = mul nsw i64 %1153, 9216
+  %1155 = mul nsw i64 %conv2.c132193, 144
+  %1156 = add nsw i64 %1154, %1155
+  %1157 = add nsw i64 %1156, %conv2.q133194
+  %1158 = add nsw i64 1384448, %1157
+  %arena196 = getelementptr inbounds float, ptr %arena, i64 %1158
+  store float %1152, ptr %arena196, align 4
+  %q133.next = add nsw i64 %conv2.q133194, 1
+  %1159 = icmp slt i64 %q133.next, 144
+  br i1 %1159, label %conv2.q133, label %conv2.q133.end
 
-conv2.q125.end:                                   ; preds = %conv2.q125
-  %c124.next = add nsw i64 %conv2.c124196, 1
-  %1166 = icmp slt i64 %c124.next, 64
-  br i1 %1166, label %conv2.c124, label %conv2.c124.end
+conv2.q133.end:                                   ; preds = %conv2.q133
+  %c132.next = add nsw i64 %conv2.c132193, 1
+  %1160 = icmp slt i64 %c132.next, 64
+  br i1 %1160, label %conv2.c132, label %conv2.c132.end
 
-conv2.j126:                                       ; preds = %conv2.c127.end, %conv2.j123.end
-  %conv2.j126200 = phi i64 [ 0, %conv2.j123.end ], [ %j126.next, %conv2.c127.end ]
-  br label %conv2.c127
+conv2.j134:                                       ; preds = %conv2.c135.end, %conv2.j131.end
+  %conv2.j134197 = phi i64 [ 0, %conv2.j131.end ], [ %j134.next, %conv2.c135.end ]
+  br label %conv2.c135
 
-conv2.j126.end:                                   ; preds = %conv2.c127.end
+conv2.j134.end:                                   ; preds = %conv2.c135.end
   %g53.next = add nsw i64 %conv2.g5365, 1
-  %1167 = icmp slt i64 %g53.next, 64
-  br i1 %1167, label %conv2.g53, label %conv2.g53.end
+  %1161 = icmp slt i64 %g53.next, 64
+  br i1 %1161, label %conv2.g53, label %conv2.g53.end
 
-conv2.c127:                                       ; preds = %conv2.q128.end, %conv2.j126
-  %conv2.c127201 = phi i64 [ 0, %conv2.j126 ], [ %c127.next, %conv2.q128.end ]
-  br label %conv2.q128
+conv2.c135:                                       ; preds = %conv2.q136.end, %conv2.j134
+  %conv2.c135198 = phi i64 [ 0, %conv2.j134 ], [ %c135.next, %conv2.q136.end ]
+  br label %conv2.q136
 
-conv2.c127.end:                                   ; preds = %conv2.q128.end
-  %j126.next = add nsw i64 %conv2.j126200, 1
-  %1168 = icmp slt i64 %j126.next, 1
-  br i1 %1168, label %conv2.j126, label %conv2.j126.end
+conv2.c135.end:                                   ; preds = %conv2.q136.end
+  %j134.next = add nsw i64 %conv2.j134197, 1
+  %1162 = icmp slt i64 %j134.next, 1
+  br i1 %1162, label %conv2.j134, label %conv2.j134.end
 
-conv2.q128:                                       ; preds = %conv2.q128, %conv2.c127
-  %conv2.q128202 = phi i64 [ 0, %conv2.c127 ], [ %q128.next, %conv2.q128 ]
-  %1169 = mul nsw i64 %conv2.j126200, 144
-  %1170 = add nsw i64 %1169, %conv2.q128202
-  %1171 = mul nsw i64 %1170, 64
-  %1172 = add nsw i64 2848896, %1171
-  %1173 = add nsw i64 %1172, %conv2.c127201
-  %arena203 = getelementptr inbounds float, ptr %arena, i64 %1173
-  %1174 = load float, ptr %arena203, align 4
-  %1175 = add nsw i64 %conv2.g5365, %conv2.j126200
-  %1176 = mul nsw i64 %1175, 9216
-  %1177 = mul nsw i64 %conv2.c127201, 144
-  %1178 = add nsw i64 %1176, %1177
-  %1179 = add nsw i64 %1178, %conv2.q128202
-  %1180 = add nsw i64 1974272, %1179
-  %arena204 = getelementptr inbounds float, ptr %arena, i64 %1180
-  store float %1174, ptr %arena204, align 4
-  %q128.next = add nsw i64 %conv2.q128202, 1
-  %1181 = icmp slt i64 %q128.next, 144
-  br i1 %1181, label %conv2.q128, label %conv2.q128.end
+conv2.q136:                                       ; preds = %conv2.q136, %conv2.c135
+  %conv2.q136199 = phi i64 [ 0, %conv2.c135 ], [ %q136.next, %conv2.q136 ]
+  %1163 = mul nsw i64 %conv2.j134197, 144
+  %1164 = add nsw i64 %1163, %conv2.q136199
+  %1165 = mul nsw i64 %1164, 64
+  %1166 = add nsw i64 2848896, %1165
+  %1167 = add nsw i64 %1166, %conv2.c135198
+  %arena200 = getelementptr inbounds float, ptr %arena, i64 %1167
+  %1168 = load float, ptr %arena200, align 4
+  %1169 = add nsw i64 %conv2.g5365, %conv2.j134197
+  %1170 = mul nsw i64 %1169, 9216
+  %1171 = mul nsw i64 %conv2.c135198, 144
+  %1172 = add nsw i64 %1170, %1171
+  %1173 = add nsw i64 %1172, %conv2.q136199
+  %1174 = add nsw i64 1974272, %1173
+  %arena201 = getelementptr inbounds float, ptr %arena, i64 %1174
+  store float %1168, ptr %arena201, align 4
+  %q136.next = add nsw i64 %conv2.q136199, 1
+  %1175 = icmp slt i64 %q136.next, 144
+  br i1 %1175, label %conv2.q136, label %conv2.q136.end
 
-conv2.q128.end:                                   ; preds = %conv2.q128
-  %c127.next = add nsw i64 %conv2.c127201, 1
-  %1182 = icmp slt i64 %c127.next, 64
-  br i1 %1182, label %conv2.c127, label %conv2.c127.end
+conv2.q136.end:                                   ; preds = %conv2.q136
+  %c135.next = add nsw i64 %conv2.c135198, 1
+  %1176 = icmp slt i64 %c135.next, 64
+  br i1 %1176, label %conv2.c135, label %conv2.c135.end
 }
 
-declare void @cblas_sgemm(i32, i32, i32, i32, i32, i32, float, ptr, i32, ptr, i32, float, ptr, i32)
+; Function Attrs: noinline
+define internal void @mnistnet_train_b64.k1.conv2.gemm102(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #1 {
+entry:
+  %conv2.t100_a3 = alloca <8 x float>, align 32
+  %conv2.t100_a2 = alloca <8 x float>, align 32
+  %conv2.t100_a1 = alloca <8 x float>, align 32
+  %conv2.t100_a0 = alloca <8 x float>, align 32
+  %conv2.t100_b1 = alloca <8 x float>, align 32
+  %conv2.t100_b0 = alloca <8 x float>, align 32
+  %conv2.t100_c3_1 = alloca <8 x float>, align 32
+  %conv2.t100_c3_0 = alloca <8 x float>, align 32
+  %conv2.t100_c2_1 = alloca <8 x float>, align 32
+  %conv2.t100_c2_0 = alloca <8 x float>, align 32
+  %conv2.t100_c1_1 = alloca <8 x float>, align 32
+  %conv2.t100_c1_0 = alloca <8 x float>, align 32
+  %conv2.t100_c0_1 = alloca <8 x float>, align 32
+  %conv2.t100_c0_0 = alloca <8 x float>, align 32
+  %conv2.t97_a3 = alloca <8 x float>, align 32
+  %conv2.t97_a2 = alloca <8 x float>, align 32
+  %conv2.t97_a1 = alloca <8 x float>, align 32
+  %conv2.t97_a0 = alloca <8 x float>, align 32
+  %conv2.t97_b2 = alloca <8 x float>, align 32
+  %conv2.t97_b1 = alloca <8 x float>, align 32
+  %conv2.t97_b0 = alloca <8 x float>, align 32
+  %conv2.t97_c3_2 = alloca <8 x float>, align 32
+  %conv2.t97_c3_1 = alloca <8 x float>, align 32
+  %conv2.t97_c3_0 = alloca <8 x float>, align 32
+  %conv2.t97_c2_2 = alloca <8 x float>, align 32
+  %conv2.t97_c2_1 = alloca <8 x float>, align 32
+  %conv2.t97_c2_0 = alloca <8 x float>, align 32
+  %conv2.t97_c1_2 = alloca <8 x float>, align 32
+  %conv2.t97_c1_1 = alloca <8 x float>, align 32
+  %conv2.t97_c1_0 = alloca <8 x float>, align 32
+  %conv2.t97_c0_2 = alloca <8 x float>, align 32
+  %conv2.t97_c0_1 = alloca <8 x float>, align 32
+  %conv2.t97_c0_0 = alloca <8 x float>, align 32
+  br label %conv2.nb95
+
+conv2.nb95:                                       ; preds = %conv2.mb96.end, %entry
+  %conv2.nb951 = phi i64 [ 0, %entry ], [ %nb95.next, %conv2.mb96.end ]
+  br label %conv2.mb96
+
+conv2.nb95.end:                                   ; preds = %conv2.mb96.end
+  br label %conv2.mb99
+
+conv2.mb96:                                       ; preds = %conv2.k98.end, %conv2.nb95
+  %conv2.mb962 = phi i64 [ 0, %conv2.nb95 ], [ %mb96.next, %conv2.k98.end ]
+  store <8 x float> zeroinitializer, ptr %conv2.t97_c0_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t97_c0_1, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t97_c0_2, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t97_c1_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t97_c1_1, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t97_c1_2, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t97_c2_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t97_c2_1, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t97_c2_2, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t97_c3_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t97_c3_1, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t97_c3_2, align 32
+  br label %conv2.k98
+
+conv2.mb96.end:                                   ; preds = %conv2.k98.end
+  %nb95.next = add nsw i64 %conv2.nb951, 1
+  %1 = icmp slt i64 %nb95.next, 2
+  br i1 %1, label %conv2.nb95, label %conv2.nb95.end
+
+conv2.k98:                                        ; preds = %conv2.k98, %conv2.mb96
+  %conv2.k983 = phi i64 [ 0, %conv2.mb96 ], [ %k98.next, %conv2.k98 ]
+  %2 = mul nsw i64 %0, 2048
+  %3 = add nsw i64 2564096, %2
+  %4 = mul nsw i64 %conv2.k983, 64
+  %5 = add nsw i64 %3, %4
+  %6 = mul nsw i64 %conv2.nb951, 24
+  %7 = add nsw i64 %5, %6
+  %arena4 = getelementptr inbounds float, ptr %arena, i64 %7
+  %8 = load <8 x float>, ptr %arena4, align 4
+  store <8 x float> %8, ptr %conv2.t97_b0, align 32
+  %9 = mul nsw i64 %0, 2048
+  %10 = add nsw i64 2564096, %9
+  %11 = mul nsw i64 %conv2.k983, 64
+  %12 = add nsw i64 %10, %11
+  %13 = mul nsw i64 %conv2.nb951, 24
+  %14 = add nsw i64 %12, %13
+  %15 = add nsw i64 %14, 8
+  %arena5 = getelementptr inbounds float, ptr %arena, i64 %15
+  %16 = load <8 x float>, ptr %arena5, align 4
+  store <8 x float> %16, ptr %conv2.t97_b1, align 32
+  %17 = mul nsw i64 %0, 2048
+  %18 = add nsw i64 2564096, %17
+  %19 = mul nsw i64 %conv2.k983, 64
+  %20 = add nsw i64 %18, %19
+  %21 = mul nsw i64 %conv2.nb951, 24
+  %22 = add nsw i64 %20, %21
+  %23 = add nsw i64 %22, 16
+  %arena6 = getelementptr inbounds float, ptr %arena, i64 %23
+  %24 = load <8 x float>, ptr %arena6, align 4
+  store <8 x float> %24, ptr %conv2.t97_b2, align 32
+  %25 = mul nsw i64 %0, 4608
+  %26 = add nsw i64 2618496, %25
+  %27 = mul nsw i64 %conv2.mb962, 4
+  %28 = mul nsw i64 %27, 32
+  %29 = add nsw i64 %26, %28
+  %30 = add nsw i64 %29, %conv2.k983
+  %arena7 = getelementptr inbounds float, ptr %arena, i64 %30
+  %31 = load float, ptr %arena7, align 4
+  %32 = insertelement <8 x float> undef, float %31, i32 0
+  %33 = shufflevector <8 x float> %32, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %33, ptr %conv2.t97_a0, align 32
+  %t97_a0 = load <8 x float>, ptr %conv2.t97_a0, align 32
+  %t97_b0 = load <8 x float>, ptr %conv2.t97_b0, align 32
+  %t97_c0_0 = load <8 x float>, ptr %conv2.t97_c0_0, align 32
+  %34 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t97_a0, <8 x float> %t97_b0, <8 x float> %t97_c0_0)
+  store <8 x float> %34, ptr %conv2.t97_c0_0, align 32
+  %t97_a08 = load <8 x float>, ptr %conv2.t97_a0, align 32
+  %t97_b1 = load <8 x float>, ptr %conv2.t97_b1, align 32
+  %t97_c0_1 = load <8 x float>, ptr %conv2.t97_c0_1, align 32
+  %35 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t97_a08, <8 x float> %t97_b1, <8 x float> %t97_c0_1)
+  store <8 x float> %35, ptr %conv2.t97_c0_1, align 32
+  %t97_a09 = load <8 x float>, ptr %conv2.t97_a0, align 32
+  %t97_b2 = load <8 x float>, ptr %conv2.t97_b2, align 32
+  %t97_c0_2 = load <8 x float>, ptr %conv2.t97_c0_2, align 32
+  %36 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t97_a09, <8 x float> %t97_b2, <8 x float> %t97_c0_2)
+  store <8 x float> %36, ptr %conv2.t97_c0_2, align 32
+  %37 = mul nsw i64 %0, 4608
+  %38 = add nsw i64 2618496, %37
+  %39 = mul nsw i64 %conv2.mb962, 4
+  %40 = add nsw i64 %39, 1
+  %41 = mul nsw i64 %40, 32
+  %42 = add nsw i64 %38, %41
+  %43 = add nsw i64 %42, %conv2.k983
+  %arena10 = getelementptr inbounds float, ptr %arena, i64 %43
+  %44 = load float, ptr %arena10, align 4
+  %45 = insertelement <8 x float> undef, float %44, i32 0
+  %46 = shufflevector <8 x float> %45, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %46, ptr %conv2.t97_a1, align 32
+  %t97_a1 = load <8 x float>, ptr %conv2.t97_a1, align 32
+  %t97_b011 = load <8 x float>, ptr %conv2.t97_b0, align 32
+  %t97_c1_0 = load <8 x float>, ptr %conv2.t97_c1_0, align 32
+  %47 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t97_a1, <8 x float> %t97_b011, <8 x float> %t97_c1_0)
+  store <8 x float> %47, ptr %conv2.t97_c1_0, align 32
+  %t97_a112 = load <8 x float>, ptr %conv2.t97_a1, align 32
+  %t97_b113 = load <8 x float>, ptr %conv2.t97_b1, align 32
+  %t97_c1_1 = load <8 x float>, ptr %conv2.t97_c1_1, align 32
+  %48 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t97_a112, <8 x float> %t97_b113, <8 x float> %t97_c1_1)
+  store <8 x float> %48, ptr %conv2.t97_c1_1, align 32
+  %t97_a114 = load <8 x float>, ptr %conv2.t97_a1, align 32
+  %t97_b215 = load <8 x float>, ptr %conv2.t97_b2, align 32
+  %t97_c1_2 = load <8 x float>, ptr %conv2.t97_c1_2, align 32
+  %49 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t97_a114, <8 x float> %t97_b215, <8 x float> %t97_c1_2)
+  store <8 x float> %49, ptr %conv2.t97_c1_2, align 32
+  %50 = mul nsw i64 %0, 4608
+  %51 = add nsw i64 2618496, %50
+  %52 = mul nsw i64 %conv2.mb962, 4
+  %53 = add nsw i64 %52, 2
+  %54 = mul nsw i64 %53, 32
+  %55 = add nsw i64 %51, %54
+  %56 = add nsw i64 %55, %conv2.k983
+  %arena16 = getelementptr inbounds float, ptr %arena, i64 %56
+  %57 = load float, ptr %arena16, align 4
+  %58 = insertelement <8 x float> undef, float %57, i32 0
+  %59 = shufflevector <8 x float> %58, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %59, ptr %conv2.t97_a2, align 32
+  %t97_a2 = load <8 x float>, ptr %conv2.t97_a2, align 32
+  %t97_b017 = load <8 x float>, ptr %conv2.t97_b0, align 32
+  %t97_c2_0 = load <8 x float>, ptr %conv2.t97_c2_0, align 32
+  %60 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t97_a2, <8 x float> %t97_b017, <8 x float> %t97_c2_0)
+  store <8 x float> %60, ptr %conv2.t97_c2_0, align 32
+  %t97_a218 = load <8 x float>, ptr %conv2.t97_a2, align 32
+  %t97_b119 = load <8 x float>, ptr %conv2.t97_b1, align 32
+  %t97_c2_1 = load <8 x float>, ptr %conv2.t97_c2_1, align 32
+  %61 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t97_a218, <8 x float> %t97_b119, <8 x float> %t97_c2_1)
+  store <8 x float> %61, ptr %conv2.t97_c2_1, align 32
+  %t97_a220 = load <8 x float>, ptr %conv2.t97_a2, align 32
+  %t97_b221 = load <8 x float>, ptr %conv2.t97_b2, align 32
+  %t97_c2_2 = load <8 x float>, ptr %conv2.t97_c2_2, align 32
+  %62 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t97_a220, <8 x float> %t97_b221, <8 x float> %t97_c2_2)
+  store <8 x float> %62, ptr %conv2.t97_c2_2, align 32
+  %63 = mul nsw i64 %0, 4608
+  %64 = add nsw i64 2618496, %63
+  %65 = mul nsw i64 %conv2.mb962, 4
+  %66 = add nsw i64 %65, 3
+  %67 = mul nsw i64 %66, 32
+  %68 = add nsw i64 %64, %67
+  %69 = add nsw i64 %68, %conv2.k983
+  %arena22 = getelementptr inbounds float, ptr %arena, i64 %69
+  %70 = load float, ptr %arena22, align 4
+  %71 = insertelement <8 x float> undef, float %70, i32 0
+  %72 = shufflevector <8 x float> %71, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %72, ptr %conv2.t97_a3, align 32
+  %t97_a3 = load <8 x float>, ptr %conv2.t97_a3, align 32
+  %t97_b023 = load <8 x float>, ptr %conv2.t97_b0, align 32
+  %t97_c3_0 = load <8 x float>, ptr %conv2.t97_c3_0, align 32
+  %73 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t97_a3, <8 x float> %t97_b023, <8 x float> %t97_c3_0)
+  store <8 x float> %73, ptr %conv2.t97_c3_0, align 32
+  %t97_a324 = load <8 x float>, ptr %conv2.t97_a3, align 32
+  %t97_b125 = load <8 x float>, ptr %conv2.t97_b1, align 32
+  %t97_c3_1 = load <8 x float>, ptr %conv2.t97_c3_1, align 32
+  %74 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t97_a324, <8 x float> %t97_b125, <8 x float> %t97_c3_1)
+  store <8 x float> %74, ptr %conv2.t97_c3_1, align 32
+  %t97_a326 = load <8 x float>, ptr %conv2.t97_a3, align 32
+  %t97_b227 = load <8 x float>, ptr %conv2.t97_b2, align 32
+  %t97_c3_2 = load <8 x float>, ptr %conv2.t97_c3_2, align 32
+  %75 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t97_a326, <8 x float> %t97_b227, <8 x float> %t97_c3_2)
+  store <8 x float> %75, ptr %conv2.t97_c3_2, align 32
+  %k98.next = add nsw i64 %conv2.k983, 1
+  %76 = icmp slt i64 %k98.next, 32
+  br i1 %76, label %conv2.k98, label %conv2.k98.end
+
+conv2.k98.end:                                    ; preds = %conv2.k98
+  %t97_c0_028 = load <8 x float>, ptr %conv2.t97_c0_0, align 32
+  %77 = mul nsw i64 %0, 9216
+  %78 = add nsw i64 2692224, %77
+  %79 = mul nsw i64 %conv2.mb962, 4
+  %80 = mul nsw i64 %79, 64
+  %81 = add nsw i64 %78, %80
+  %82 = mul nsw i64 %conv2.nb951, 24
+  %83 = add nsw i64 %81, %82
+  %arena29 = getelementptr inbounds float, ptr %arena, i64 %83
+  store <8 x float> %t97_c0_028, ptr %arena29, align 4
+  %t97_c0_130 = load <8 x float>, ptr %conv2.t97_c0_1, align 32
+  %84 = mul nsw i64 %0, 9216
+  %85 = add nsw i64 2692224, %84
+  %86 = mul nsw i64 %conv2.mb962, 4
+  %87 = mul nsw i64 %86, 64
+  %88 = add nsw i64 %85, %87
+  %89 = mul nsw i64 %conv2.nb951, 24
+  %90 = add nsw i64 %88, %89
+  %91 = add nsw i64 %90, 8
+  %arena31 = getelementptr inbounds float, ptr %arena, i64 %91
+  store <8 x float> %t97_c0_130, ptr %arena31, align 4
+  %t97_c0_232 = load <8 x float>, ptr %conv2.t97_c0_2, align 32
+  %92 = mul nsw i64 %0, 9216
+  %93 = add nsw i64 2692224, %92
+  %94 = mul nsw i64 %conv2.mb962, 4
+  %95 = mul nsw i64 %94, 64
+  %96 = add nsw i64 %93, %95
+  %97 = mul nsw i64 %conv2.nb951, 24
+  %98 = add nsw i64 %96, %97
+  %99 = add nsw i64 %98, 16
+  %arena33 = getelementptr inbounds float, ptr %arena, i64 %99
+  store <8 x float> %t97_c0_232, ptr %arena33, align 4
+  %t97_c1_034 = load <8 x float>, ptr %conv2.t97_c1_0, align 32
+  %100 = mul nsw i64 %0, 9216
+  %101 = add nsw i64 2692224, %100
+  %102 = mul nsw i64 %conv2.mb962, 4
+  %103 = add nsw i64 %102, 1
+  %104 = mul nsw i64 %103, 64
+  %105 = add nsw i64 %101, %104
+  %106 = mul nsw i64 %conv2.nb951, 24
+  %107 = add nsw i64 %105, %106
+  %arena35 = getelementptr inbounds float, ptr %arena, i64 %107
+  store <8 x float> %t97_c1_034, ptr %arena35, align 4
+  %t97_c1_136 = load <8 x float>, ptr %conv2.t97_c1_1, align 32
+  %108 = mul nsw i64 %0, 9216
+  %109 = add nsw i64 2692224, %108
+  %110 = mul nsw i64 %conv2.mb962, 4
+  %111 = add nsw i64 %110, 1
+  %112 = mul nsw i64 %111, 64
+  %113 = add nsw i64 %109, %112
+  %114 = mul nsw i64 %conv2.nb951, 24
+  %115 = add nsw i64 %113, %114
+  %116 = add nsw i64 %115, 8
+  %arena37 = getelementptr inbounds float, ptr %arena, i64 %116
+  store <8 x float> %t97_c1_136, ptr %arena37, align 4
+  %t97_c1_238 = load <8 x float>, ptr %conv2.t97_c1_2, align 32
+  %117 = mul nsw i64 %0, 9216
+  %118 = add nsw i64 2692224, %117
+  %119 = mul nsw i64 %conv2.mb962, 4
+  %120 = add nsw i64 %119, 1
+  %121 = mul nsw i64 %120, 64
+  %122 = add nsw i64 %118, %121
+  %123 = mul nsw i64 %conv2.nb951, 24
+  %124 = add nsw i64 %122, %123
+  %125 = add nsw i64 %124, 16
+  %arena39 = getelementptr inbounds float, ptr %arena, i64 %125
+  store <8 x float> %t97_c1_238, ptr %arena39, align 4
+  %t97_c2_040 = load <8 x float>, ptr %conv2.t97_c2_0, align 32
+  %126 = mul nsw i64 %0, 9216
+  %127 = add nsw i64 2692224, %126
+  %128 = mul nsw i64 %conv2.mb962, 4
+  %129 = add nsw i64 %128, 2
+  %130 = mul nsw i64 %129, 64
+  %131 = add nsw i64 %127, %130
+  %132 = mul nsw i64 %conv2.nb951, 24
+  %133 = add nsw i64 %131, %132
+  %arena41 = getelementptr inbounds float, ptr %arena, i64 %133
+  store <8 x float> %t97_c2_040, ptr %arena41, align 4
+  %t97_c2_142 = load <8 x float>, ptr %conv2.t97_c2_1, align 32
+  %134 = mul nsw i64 %0, 9216
+  %135 = add nsw i64 2692224, %134
+  %136 = mul nsw i64 %conv2.mb962, 4
+  %137 = add nsw i64 %136, 2
+  %138 = mul nsw i64 %137, 64
+  %139 = add nsw i64 %135, %138
+  %140 = mul nsw i64 %conv2.nb951, 24
+  %141 = add nsw i64 %139, %140
+  %142 = add nsw i64 %141, 8
+  %arena43 = getelementptr inbounds float, ptr %arena, i64 %142
+  store <8 x float> %t97_c2_142, ptr %arena43, align 4
+  %t97_c2_244 = load <8 x float>, ptr %conv2.t97_c2_2, align 32
+  %143 = mul nsw i64 %0, 9216
+  %144 = add nsw i64 2692224, %143
+  %145 = mul nsw i64 %conv2.mb962, 4
+  %146 = add nsw i64 %145, 2
+  %147 = mul nsw i64 %146, 64
+  %148 = add nsw i64 %144, %147
+  %149 = mul nsw i64 %conv2.nb951, 24
+  %150 = add nsw i64 %148, %149
+  %151 = add nsw i64 %150, 16
+  %arena45 = getelementptr inbounds float, ptr %arena, i64 %151
+  store <8 x float> %t97_c2_244, ptr %arena45, align 4
+  %t97_c3_046 = load <8 x float>, ptr %conv2.t97_c3_0, align 32
+  %152 = mul nsw i64 %0, 9216
+  %153 = add nsw i64 2692224, %152
+  %154 = mul nsw i64 %conv2.mb962, 4
+  %155 = add nsw i64 %154, 3
+  %156 = mul nsw i64 %155, 64
+  %157 = add nsw i64 %153, %156
+  %158 = mul nsw i64 %conv2.nb951, 24
+  %159 = add nsw i64 %157, %158
+  %arena47 = getelementptr inbounds float, ptr %arena, i64 %159
+  store <8 x float> %t97_c3_046, ptr %arena47, align 4
+  %t97_c3_148 = load <8 x float>, ptr %conv2.t97_c3_1, align 32
+  %160 = mul nsw i64 %0, 9216
+  %161 = add nsw i64 2692224, %160
+  %162 = mul nsw i64 %conv2.mb962, 4
+  %163 = add nsw i64 %162, 3
+  %164 = mul nsw i64 %163, 64
+  %165 = add nsw i64 %161, %164
+  %166 = mul nsw i64 %conv2.nb951, 24
+  %167 = add nsw i64 %165, %166
+  %168 = add nsw i64 %167, 8
+  %arena49 = getelementptr inbounds float, ptr %arena, i64 %168
+  store <8 x float> %t97_c3_148, ptr %arena49, align 4
+  %t97_c3_250 = load <8 x float>, ptr %conv2.t97_c3_2, align 32
+  %169 = mul nsw i64 %0, 9216
+  %170 = add nsw i64 2692224, %169
+  %171 = mul nsw i64 %conv2.mb962, 4
+  %172 = add nsw i64 %171, 3
+  %173 = mul nsw i64 %172, 64
+  %174 = add nsw i64 %170, %173
+  %175 = mul nsw i64 %conv2.nb951, 24
+  %176 = add nsw i64 %174, %175
+  %177 = add nsw i64 %176, 16
+  %arena51 = getelementptr inbounds float, ptr %arena, i64 %177
+  store <8 x float> %t97_c3_250, ptr %arena51, align 4
+  %mb96.next = add nsw i64 %conv2.mb962, 1
+  %178 = icmp slt i64 %mb96.next, 36
+  br i1 %178, label %conv2.mb96, label %conv2.mb96.end
+
+conv2.mb99:                                       ; preds = %conv2.k101.end, %conv2.nb95.end
+  %conv2.mb9952 = phi i64 [ 0, %conv2.nb95.end ], [ %mb99.next, %conv2.k101.end ]
+  store <8 x float> zeroinitializer, ptr %conv2.t100_c0_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t100_c0_1, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t100_c1_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t100_c1_1, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t100_c2_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t100_c2_1, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t100_c3_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t100_c3_1, align 32
+  br label %conv2.k101
+
+conv2.mb99.end:                                   ; preds = %conv2.k101.end
+  ret void
+
+conv2.k101:                                       ; preds = %conv2.k101, %conv2.mb99
+  %conv2.k10153 = phi i64 [ 0, %conv2.mb99 ], [ %k101.next, %conv2.k101 ]
+  %179 = mul nsw i64 %0, 2048
+  %180 = add nsw i64 2564096, %179
+  %181 = mul nsw i64 %conv2.k10153, 64
+  %182 = add nsw i64 %180, %181
+  %183 = add nsw i64 %182, 48
+  %arena54 = getelementptr inbounds float, ptr %arena, i64 %183
+  %184 = load <8 x float>, ptr %arena54, align 4
+  store <8 x float> %184, ptr %conv2.t100_b0, align 32
+  %185 = mul nsw i64 %0, 2048
+  %186 = add nsw i64 2564096, %185
+  %187 = mul nsw i64 %conv2.k10153, 64
+  %188 = add nsw i64 %186, %187
+  %189 = add nsw i64 %188, 48
+  %190 = add nsw i64 %189, 8
+  %arena55 = getelementptr inbounds float, ptr %arena, i64 %190
+  %191 = load <8 x float>, ptr %arena55, align 4
+  store <8 x float> %191, ptr %conv2.t100_b1, align 32
+  %192 = mul nsw i64 %0, 4608
+  %193 = add nsw i64 2618496, %192
+  %194 = mul nsw i64 %conv2.mb9952, 4
+  %195 = mul nsw i64 %194, 32
+  %196 = add nsw i64 %193, %195
+  %197 = add nsw i64 %196, %conv2.k10153
+  %arena56 = getelementptr inbounds float, ptr %arena, i64 %197
+  %198 = load float, ptr %arena56, align 4
+  %199 = insertelement <8 x float> undef, float %198, i32 0
+  %200 = shufflevector <8 x float> %199, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %200, ptr %conv2.t100_a0, align 32
+  %t100_a0 = load <8 x float>, ptr %conv2.t100_a0, align 32
+  %t100_b0 = load <8 x float>, ptr %conv2.t100_b0, align 32
+  %t100_c0_0 = load <8 x float>, ptr %conv2.t100_c0_0, align 32
+  %201 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t100_a0, <8 x float> %t100_b0, <8 x float> %t100_c0_0)
+  store <8 x float> %201, ptr %conv2.t100_c0_0, align 32
+  %t100_a057 = load <8 x float>, ptr %conv2.t100_a0, align 32
+  %t100_b1 = load <8 x float>, ptr %conv2.t100_b1, align 32
+  %t100_c0_1 = load <8 x float>, ptr %conv2.t100_c0_1, align 32
+  %202 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t100_a057, <8 x float> %t100_b1, <8 x float> %t100_c0_1)
+  store <8 x float> %202, ptr %conv2.t100_c0_1, align 32
+  %203 = mul nsw i64 %0, 4608
+  %204 = add nsw i64 2618496, %203
+  %205 = mul nsw i64 %conv2.mb9952, 4
+  %206 = add nsw i64 %205, 1
+  %207 = mul nsw i64 %206, 32
+  %208 = add nsw i64 %204, %207
+  %209 = add nsw i64 %208, %conv2.k10153
+  %arena58 = getelementptr inbounds float, ptr %arena, i64 %209
+  %210 = load float, ptr %arena58, align 4
+  %211 = insertelement <8 x float> undef, float %210, i32 0
+  %212 = shufflevector <8 x float> %211, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %212, ptr %conv2.t100_a1, align 32
+  %t100_a1 = load <8 x float>, ptr %conv2.t100_a1, align 32
+  %t100_b059 = load <8 x float>, ptr %conv2.t100_b0, align 32
+  %t100_c1_0 = load <8 x float>, ptr %conv2.t100_c1_0, align 32
+  %213 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t100_a1, <8 x float> %t100_b059, <8 x float> %t100_c1_0)
+  store <8 x float> %213, ptr %conv2.t100_c1_0, align 32
+  %t100_a160 = load <8 x float>, ptr %conv2.t100_a1, align 32
+  %t100_b161 = load <8 x float>, ptr %conv2.t100_b1, align 32
+  %t100_c1_1 = load <8 x float>, ptr %conv2.t100_c1_1, align 32
+  %214 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t100_a160, <8 x float> %t100_b161, <8 x float> %t100_c1_1)
+  store <8 x float> %214, ptr %conv2.t100_c1_1, align 32
+  %215 = mul nsw i64 %0, 4608
+  %216 = add nsw i64 2618496, %215
+  %217 = mul nsw i64 %conv2.mb9952, 4
+  %218 = add nsw i64 %217, 2
+  %219 = mul nsw i64 %218, 32
+  %220 = add nsw i64 %216, %219
+  %221 = add nsw i64 %220, %conv2.k10153
+  %arena62 = getelementptr inbounds float, ptr %arena, i64 %221
+  %222 = load float, ptr %arena62, align 4
+  %223 = insertelement <8 x float> undef, float %222, i32 0
+  %224 = shufflevector <8 x float> %223, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %224, ptr %conv2.t100_a2, align 32
+  %t100_a2 = load <8 x float>, ptr %conv2.t100_a2, align 32
+  %t100_b063 = load <8 x float>, ptr %conv2.t100_b0, align 32
+  %t100_c2_0 = load <8 x float>, ptr %conv2.t100_c2_0, align 32
+  %225 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t100_a2, <8 x float> %t100_b063, <8 x float> %t100_c2_0)
+  store <8 x float> %225, ptr %conv2.t100_c2_0, align 32
+  %t100_a264 = load <8 x float>, ptr %conv2.t100_a2, align 32
+  %t100_b165 = load <8 x float>, ptr %conv2.t100_b1, align 32
+  %t100_c2_1 = load <8 x float>, ptr %conv2.t100_c2_1, align 32
+  %226 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t100_a264, <8 x float> %t100_b165, <8 x float> %t100_c2_1)
+  store <8 x float> %226, ptr %conv2.t100_c2_1, align 32
+  %227 = mul nsw i64 %0, 4608
+  %228 = add nsw i64 2618496, %227
+  %229 = mul nsw i64 %conv2.mb9952, 4
+  %230 = add nsw i64 %229, 3
+  %231 = mul nsw i64 %230, 32
+  %232 = add nsw i64 %228, %231
+  %233 = add nsw i64 %232, %conv2.k10153
+  %arena66 = getelementptr inbounds float, ptr %arena, i64 %233
+  %234 = load float, ptr %arena66, align 4
+  %235 = insertelement <8 x float> undef, float %234, i32 0
+  %236 = shufflevector <8 x float> %235, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %236, ptr %conv2.t100_a3, align 32
+  %t100_a3 = load <8 x float>, ptr %conv2.t100_a3, align 32
+  %t100_b067 = load <8 x float>, ptr %conv2.t100_b0, align 32
+  %t100_c3_0 = load <8 x float>, ptr %conv2.t100_c3_0, align 32
+  %237 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t100_a3, <8 x float> %t100_b067, <8 x float> %t100_c3_0)
+  store <8 x float> %237, ptr %conv2.t100_c3_0, align 32
+  %t100_a368 = load <8 x float>, ptr %conv2.t100_a3, align 32
+  %t100_b169 = load <8 x float>, ptr %conv2.t100_b1, align 32
+  %t100_c3_1 = load <8 x float>, ptr %conv2.t100_c3_1, align 32
+  %238 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t100_a368, <8 x float> %t100_b169, <8 x float> %t100_c3_1)
+  store <8 x float> %238, ptr %conv2.t100_c3_1, align 32
+  %k101.next = add nsw i64 %conv2.k10153, 1
+  %239 = icmp slt i64 %k101.next, 32
+  br i1 %239, label %conv2.k101, label %conv2.k101.end
+
+conv2.k101.end:                                   ; preds = %conv2.k101
+  %t100_c0_070 = load <8 x float>, ptr %conv2.t100_c0_0, align 32
+  %240 = mul nsw i64 %0, 9216
+  %241 = add nsw i64 2692224, %240
+  %242 = mul nsw i64 %conv2.mb9952, 4
+  %243 = mul nsw i64 %242, 64
+  %244 = add nsw i64 %241, %243
+  %245 = add nsw i64 %244, 48
+  %arena71 = getelementptr inbounds float, ptr %arena, i64 %245
+  store <8 x float> %t100_c0_070, ptr %arena71, align 4
+  %t100_c0_172 = load <8 x float>, ptr %conv2.t100_c0_1, align 32
+  %246 = mul nsw i64 %0, 9216
+  %247 = add nsw i64 2692224, %246
+  %248 = mul nsw i64 %conv2.mb9952, 4
+  %249 = mul nsw i64 %248, 64
+  %250 = add nsw i64 %247, %249
+  %251 = add nsw i64 %250, 48
+  %252 = add nsw i64 %251, 8
+  %arena73 = getelementptr inbounds float, ptr %arena, i64 %252
+  store <8 x float> %t100_c0_172, ptr %arena73, align 4
+  %t100_c1_074 = load <8 x float>, ptr %conv2.t100_c1_0, align 32
+  %253 = mul nsw i64 %0, 9216
+  %254 = add nsw i64 2692224, %253
+  %255 = mul nsw i64 %conv2.mb9952, 4
+  %256 = add nsw i64 %255, 1
+  %257 = mul nsw i64 %256, 64
+  %258 = add nsw i64 %254, %257
+  %259 = add nsw i64 %258, 48
+  %arena75 = getelementptr inbounds float, ptr %arena, i64 %259
+  store <8 x float> %t100_c1_074, ptr %arena75, align 4
+  %t100_c1_176 = load <8 x float>, ptr %conv2.t100_c1_1, align 32
+  %260 = mul nsw i64 %0, 9216
+  %261 = add nsw i64 2692224, %260
+  %262 = mul nsw i64 %conv2.mb9952, 4
+  %263 = add nsw i64 %262, 1
+  %264 = mul nsw i64 %263, 64
+  %265 = add nsw i64 %261, %264
+  %266 = add nsw i64 %265, 48
+  %267 = add nsw i64 %266, 8
+  %arena77 = getelementptr inbounds float, ptr %arena, i64 %267
+  store <8 x float> %t100_c1_176, ptr %arena77, align 4
+  %t100_c2_078 = load <8 x float>, ptr %conv2.t100_c2_0, align 32
+  %268 = mul nsw i64 %0, 9216
+  %269 = add nsw i64 2692224, %268
+  %270 = mul nsw i64 %conv2.mb9952, 4
+  %271 = add nsw i64 %270, 2
+  %272 = mul nsw i64 %271, 64
+  %273 = add nsw i64 %269, %272
+  %274 = add nsw i64 %273, 48
+  %arena79 = getelementptr inbounds float, ptr %arena, i64 %274
+  store <8 x float> %t100_c2_078, ptr %arena79, align 4
+  %t100_c2_180 = load <8 x float>, ptr %conv2.t100_c2_1, align 32
+  %275 = mul nsw i64 %0, 9216
+  %276 = add nsw i64 2692224, %275
+  %277 = mul nsw i64 %conv2.mb9952, 4
+  %278 = add nsw i64 %277, 2
+  %279 = mul nsw i64 %278, 64
+  %280 = add nsw i64 %276, %279
+  %281 = add nsw i64 %280, 48
+  %282 = add nsw i64 %281, 8
+  %arena81 = getelementptr inbounds float, ptr %arena, i64 %282
+  store <8 x float> %t100_c2_180, ptr %arena81, align 4
+  %t100_c3_082 = load <8 x float>, ptr %conv2.t100_c3_0, align 32
+  %283 = mul nsw i64 %0, 9216
+  %284 = add nsw i64 2692224, %283
+  %285 = mul nsw i64 %conv2.mb9952, 4
+  %286 = add nsw i64 %285, 3
+  %287 = mul nsw i64 %286, 64
+  %288 = add nsw i64 %284, %287
+  %289 = add nsw i64 %288, 48
+  %arena83 = getelementptr inbounds float, ptr %arena, i64 %289
+  store <8 x float> %t100_c3_082, ptr %arena83, align 4
+  %t100_c3_184 = load <8 x float>, ptr %conv2.t100_c3_1, align 32
+  %290 = mul nsw i64 %0, 9216
+  %291 = add nsw i64 2692224, %290
+  %292 = mul nsw i64 %conv2.mb9952, 4
+  %293 = add nsw i64 %292, 3
+  %294 = mul nsw i64 %293, 64
+  %295 = add nsw i64 %291, %294
+  %296 = add nsw i64 %295, 48
+  %297 = add nsw i64 %296, 8
+  %arena85 = getelementptr inbounds float, ptr %arena, i64 %297
+  store <8 x float> %t100_c3_184, ptr %arena85, align 4
+  %mb99.next = add nsw i64 %conv2.mb9952, 1
+  %298 = icmp slt i64 %mb99.next, 36
+  br i1 %298, label %conv2.mb99, label %conv2.mb99.end
+}
 
 ; Function Attrs: noinline
-define internal void @mnistnet_train_b64.k2.drop1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @mnistnet_train_b64.k2.drop1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %0 = xor i64 %seed, 7835718858194987975
   %1 = lshr i64 %0, 30
@@ -2625,11 +3177,11 @@ entry:
   %15 = mul i64 %14, -7723592293110705685
   %16 = lshr i64 %15, 31
   %17 = xor i64 %15, %16
-  br label %drop1.i137
+  br label %drop1.i145
 
-drop1.i137:                                       ; preds = %drop1.i137, %entry
-  %drop1.i1371 = phi i64 [ 0, %entry ], [ %i137.next, %drop1.i137 ]
-  %18 = mul i64 %drop1.i1371, -7046029254386353131
+drop1.i145:                                       ; preds = %drop1.i145, %entry
+  %drop1.i1451 = phi i64 [ 0, %entry ], [ %i145.next, %drop1.i145 ]
+  %18 = mul i64 %drop1.i1451, -7046029254386353131
   %19 = add i64 %17, %18
   %20 = lshr i64 %19, 30
   %21 = xor i64 %19, %20
@@ -2641,589 +3193,589 @@ drop1.i137:                                       ; preds = %drop1.i137, %entry
   %27 = xor i64 %25, %26
   %28 = lshr i64 %27, 40
   %29 = icmp uge i64 %28, 4194304
-  %30 = add nsw i64 1384448, %drop1.i1371
+  %30 = add nsw i64 1384448, %drop1.i1451
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %30
   %31 = load float, ptr %arena2, align 4
   %32 = fmul float %31, 0x3FF5555560000000
   %33 = select i1 %29, float %32, float 0.000000e+00
-  %34 = add nsw i64 2564096, %drop1.i1371
+  %34 = add nsw i64 2564096, %drop1.i1451
   %arena3 = getelementptr inbounds float, ptr %arena, i64 %34
   store float %33, ptr %arena3, align 4
-  %i137.next = add nsw i64 %drop1.i1371, 1
-  %35 = icmp slt i64 %i137.next, 589824
-  br i1 %35, label %drop1.i137, label %drop1.i137.end
+  %i145.next = add nsw i64 %drop1.i1451, 1
+  %35 = icmp slt i64 %i145.next, 589824
+  br i1 %35, label %drop1.i145, label %drop1.i145.end
 
-drop1.i137.end:                                   ; preds = %drop1.i137
+drop1.i145.end:                                   ; preds = %drop1.i145
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @mnistnet_train_b64.k3.flat(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @mnistnet_train_b64.k3.flat(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @mnistnet_train_b64.k4.fc1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @mnistnet_train_b64.k4.fc1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  br label %fc1.n142
+  br label %fc1.n150
 
-fc1.n142:                                         ; preds = %fc1.k143.end, %entry
-  %fc1.n1421 = phi i64 [ 0, %entry ], [ %n142.next, %fc1.k143.end ]
-  br label %fc1.k143
+fc1.n150:                                         ; preds = %fc1.k151.end, %entry
+  %fc1.n1501 = phi i64 [ 0, %entry ], [ %n150.next, %fc1.k151.end ]
+  br label %fc1.k151
 
-fc1.n142.end:                                     ; preds = %fc1.k143.end
-  call void @mnistnet_train_b64.k4.fc1.gemm154(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  br label %fc1.n155
+fc1.n150.end:                                     ; preds = %fc1.k151.end
+  call void @mnistnet_train_b64.k4.fc1.gemm162(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  br label %fc1.n163
 
-fc1.k143:                                         ; preds = %fc1.k143, %fc1.n142
-  %fc1.k1432 = phi i64 [ 0, %fc1.n142 ], [ %k143.next, %fc1.k143 ]
-  %0 = mul nsw i64 %fc1.n1421, 9216
+fc1.k151:                                         ; preds = %fc1.k151, %fc1.n150
+  %fc1.k1512 = phi i64 [ 0, %fc1.n150 ], [ %k151.next, %fc1.k151 ]
+  %0 = mul nsw i64 %fc1.n1501, 9216
   %1 = add nsw i64 2564096, %0
-  %2 = add nsw i64 %1, %fc1.k1432
+  %2 = add nsw i64 %1, %fc1.k1512
   %arena3 = getelementptr inbounds float, ptr %arena, i64 %2
   %3 = load float, ptr %arena3, align 4
-  %4 = mul nsw i64 %fc1.k1432, 64
+  %4 = mul nsw i64 %fc1.k1512, 64
   %5 = add nsw i64 3162112, %4
-  %6 = add nsw i64 %5, %fc1.n1421
+  %6 = add nsw i64 %5, %fc1.n1501
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %6
   store float %3, ptr %arena4, align 4
-  %k143.next = add nsw i64 %fc1.k1432, 1
-  %7 = icmp slt i64 %k143.next, 9216
-  br i1 %7, label %fc1.k143, label %fc1.k143.end
+  %k151.next = add nsw i64 %fc1.k1512, 1
+  %7 = icmp slt i64 %k151.next, 9216
+  br i1 %7, label %fc1.k151, label %fc1.k151.end
 
-fc1.k143.end:                                     ; preds = %fc1.k143
-  %n142.next = add nsw i64 %fc1.n1421, 1
-  %8 = icmp slt i64 %n142.next, 64
-  br i1 %8, label %fc1.n142, label %fc1.n142.end
+fc1.k151.end:                                     ; preds = %fc1.k151
+  %n150.next = add nsw i64 %fc1.n1501, 1
+  %8 = icmp slt i64 %n150.next, 64
+  br i1 %8, label %fc1.n150, label %fc1.n150.end
 
-fc1.n155:                                         ; preds = %fc1.u156.end, %fc1.n142.end
-  %fc1.n1555 = phi i64 [ 0, %fc1.n142.end ], [ %n155.next, %fc1.u156.end ]
-  br label %fc1.u156
+fc1.n163:                                         ; preds = %fc1.u164.end, %fc1.n150.end
+  %fc1.n1635 = phi i64 [ 0, %fc1.n150.end ], [ %n163.next, %fc1.u164.end ]
+  br label %fc1.u164
 
-fc1.n155.end:                                     ; preds = %fc1.u156.end
+fc1.n163.end:                                     ; preds = %fc1.u164.end
   ret void
 
-fc1.u156:                                         ; preds = %fc1.u156, %fc1.n155
-  %fc1.u1566 = phi i64 [ 0, %fc1.n155 ], [ %u156.next, %fc1.u156 ]
-  %9 = mul nsw i64 %fc1.u1566, 64
+fc1.u164:                                         ; preds = %fc1.u164, %fc1.n163
+  %fc1.u1646 = phi i64 [ 0, %fc1.n163 ], [ %u164.next, %fc1.u164 ]
+  %9 = mul nsw i64 %fc1.u1646, 64
   %10 = add nsw i64 3751936, %9
-  %11 = add nsw i64 %10, %fc1.n1555
+  %11 = add nsw i64 %10, %fc1.n1635
   %arena7 = getelementptr inbounds float, ptr %arena, i64 %11
   %12 = load float, ptr %arena7, align 4
-  %13 = add nsw i64 1198464, %fc1.u1566
+  %13 = add nsw i64 1198464, %fc1.u1646
   %params8 = getelementptr inbounds float, ptr %params, i64 %13
   %14 = load float, ptr %params8, align 4
   %15 = fadd float %12, %14
   %16 = fcmp ogt float %15, 0.000000e+00
-  %17 = mul nsw i64 %fc1.u1566, 64
+  %17 = mul nsw i64 %fc1.u1646, 64
   %18 = add nsw i64 3751936, %17
-  %19 = add nsw i64 %18, %fc1.n1555
+  %19 = add nsw i64 %18, %fc1.n1635
   %arena9 = getelementptr inbounds float, ptr %arena, i64 %19
   %20 = load float, ptr %arena9, align 4
-  %21 = add nsw i64 1198464, %fc1.u1566
+  %21 = add nsw i64 1198464, %fc1.u1646
   %params10 = getelementptr inbounds float, ptr %params, i64 %21
   %22 = load float, ptr %params10, align 4
   %23 = fadd float %20, %22
   %24 = select i1 %16, float %23, float 0.000000e+00
-  %25 = mul nsw i64 %fc1.n1555, 128
+  %25 = mul nsw i64 %fc1.n1635, 128
   %26 = add nsw i64 3153920, %25
-  %27 = add nsw i64 %26, %fc1.u1566
+  %27 = add nsw i64 %26, %fc1.u1646
   %arena11 = getelementptr inbounds float, ptr %arena, i64 %27
   store float %24, ptr %arena11, align 4
-  %u156.next = add nsw i64 %fc1.u1566, 1
-  %28 = icmp slt i64 %u156.next, 128
-  br i1 %28, label %fc1.u156, label %fc1.u156.end
+  %u164.next = add nsw i64 %fc1.u1646, 1
+  %28 = icmp slt i64 %u164.next, 128
+  br i1 %28, label %fc1.u164, label %fc1.u164.end
 
-fc1.u156.end:                                     ; preds = %fc1.u156
-  %n155.next = add nsw i64 %fc1.n1555, 1
-  %29 = icmp slt i64 %n155.next, 64
-  br i1 %29, label %fc1.n155, label %fc1.n155.end
+fc1.u164.end:                                     ; preds = %fc1.u164
+  %n163.next = add nsw i64 %fc1.n1635, 1
+  %29 = icmp slt i64 %n163.next, 64
+  br i1 %29, label %fc1.n163, label %fc1.n163.end
 }
 
 ; Function Attrs: noinline
-define internal void @mnistnet_train_b64.k4.fc1.gemm154(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @mnistnet_train_b64.k4.fc1.gemm162(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %fc1.t152_a3 = alloca <8 x float>, align 32
-  %fc1.t152_a2 = alloca <8 x float>, align 32
-  %fc1.t152_a1 = alloca <8 x float>, align 32
-  %fc1.t152_a0 = alloca <8 x float>, align 32
-  %fc1.t152_b1 = alloca <8 x float>, align 32
-  %fc1.t152_b0 = alloca <8 x float>, align 32
-  %fc1.t152_c3_1 = alloca <8 x float>, align 32
-  %fc1.t152_c3_0 = alloca <8 x float>, align 32
-  %fc1.t152_c2_1 = alloca <8 x float>, align 32
-  %fc1.t152_c2_0 = alloca <8 x float>, align 32
-  %fc1.t152_c1_1 = alloca <8 x float>, align 32
-  %fc1.t152_c1_0 = alloca <8 x float>, align 32
-  %fc1.t152_c0_1 = alloca <8 x float>, align 32
-  %fc1.t152_c0_0 = alloca <8 x float>, align 32
-  %fc1.t149_a3 = alloca <8 x float>, align 32
-  %fc1.t149_a2 = alloca <8 x float>, align 32
-  %fc1.t149_a1 = alloca <8 x float>, align 32
-  %fc1.t149_a0 = alloca <8 x float>, align 32
-  %fc1.t149_b2 = alloca <8 x float>, align 32
-  %fc1.t149_b1 = alloca <8 x float>, align 32
-  %fc1.t149_b0 = alloca <8 x float>, align 32
-  %fc1.t149_c3_2 = alloca <8 x float>, align 32
-  %fc1.t149_c3_1 = alloca <8 x float>, align 32
-  %fc1.t149_c3_0 = alloca <8 x float>, align 32
-  %fc1.t149_c2_2 = alloca <8 x float>, align 32
-  %fc1.t149_c2_1 = alloca <8 x float>, align 32
-  %fc1.t149_c2_0 = alloca <8 x float>, align 32
-  %fc1.t149_c1_2 = alloca <8 x float>, align 32
-  %fc1.t149_c1_1 = alloca <8 x float>, align 32
-  %fc1.t149_c1_0 = alloca <8 x float>, align 32
-  %fc1.t149_c0_2 = alloca <8 x float>, align 32
-  %fc1.t149_c0_1 = alloca <8 x float>, align 32
-  %fc1.t149_c0_0 = alloca <8 x float>, align 32
-  br label %fc1.r144
+  %fc1.t160_a3 = alloca <8 x float>, align 32
+  %fc1.t160_a2 = alloca <8 x float>, align 32
+  %fc1.t160_a1 = alloca <8 x float>, align 32
+  %fc1.t160_a0 = alloca <8 x float>, align 32
+  %fc1.t160_b1 = alloca <8 x float>, align 32
+  %fc1.t160_b0 = alloca <8 x float>, align 32
+  %fc1.t160_c3_1 = alloca <8 x float>, align 32
+  %fc1.t160_c3_0 = alloca <8 x float>, align 32
+  %fc1.t160_c2_1 = alloca <8 x float>, align 32
+  %fc1.t160_c2_0 = alloca <8 x float>, align 32
+  %fc1.t160_c1_1 = alloca <8 x float>, align 32
+  %fc1.t160_c1_0 = alloca <8 x float>, align 32
+  %fc1.t160_c0_1 = alloca <8 x float>, align 32
+  %fc1.t160_c0_0 = alloca <8 x float>, align 32
+  %fc1.t157_a3 = alloca <8 x float>, align 32
+  %fc1.t157_a2 = alloca <8 x float>, align 32
+  %fc1.t157_a1 = alloca <8 x float>, align 32
+  %fc1.t157_a0 = alloca <8 x float>, align 32
+  %fc1.t157_b2 = alloca <8 x float>, align 32
+  %fc1.t157_b1 = alloca <8 x float>, align 32
+  %fc1.t157_b0 = alloca <8 x float>, align 32
+  %fc1.t157_c3_2 = alloca <8 x float>, align 32
+  %fc1.t157_c3_1 = alloca <8 x float>, align 32
+  %fc1.t157_c3_0 = alloca <8 x float>, align 32
+  %fc1.t157_c2_2 = alloca <8 x float>, align 32
+  %fc1.t157_c2_1 = alloca <8 x float>, align 32
+  %fc1.t157_c2_0 = alloca <8 x float>, align 32
+  %fc1.t157_c1_2 = alloca <8 x float>, align 32
+  %fc1.t157_c1_1 = alloca <8 x float>, align 32
+  %fc1.t157_c1_0 = alloca <8 x float>, align 32
+  %fc1.t157_c0_2 = alloca <8 x float>, align 32
+  %fc1.t157_c0_1 = alloca <8 x float>, align 32
+  %fc1.t157_c0_0 = alloca <8 x float>, align 32
+  br label %fc1.r152
 
-fc1.r144:                                         ; preds = %fc1.i145.end, %entry
-  %fc1.r1441 = phi i64 [ 0, %entry ], [ %r144.next, %fc1.i145.end ]
-  br label %fc1.i145
+fc1.r152:                                         ; preds = %fc1.i153.end, %entry
+  %fc1.r1521 = phi i64 [ 0, %entry ], [ %r152.next, %fc1.i153.end ]
+  br label %fc1.i153
 
-fc1.r144.end:                                     ; preds = %fc1.i145.end
-  br label %fc1.kp146
+fc1.r152.end:                                     ; preds = %fc1.i153.end
+  br label %fc1.kp154
 
-fc1.i145:                                         ; preds = %fc1.i145, %fc1.r144
-  %fc1.i1452 = phi i64 [ 0, %fc1.r144 ], [ %i145.next, %fc1.i145 ]
-  %0 = mul nsw i64 %fc1.r1441, 64
+fc1.i153:                                         ; preds = %fc1.i153, %fc1.r152
+  %fc1.i1532 = phi i64 [ 0, %fc1.r152 ], [ %i153.next, %fc1.i153 ]
+  %0 = mul nsw i64 %fc1.r1521, 64
   %1 = add nsw i64 3751936, %0
-  %2 = add nsw i64 %1, %fc1.i1452
+  %2 = add nsw i64 %1, %fc1.i1532
   %arena3 = getelementptr inbounds float, ptr %arena, i64 %2
   store float 0.000000e+00, ptr %arena3, align 4
-  %i145.next = add nsw i64 %fc1.i1452, 1
-  %3 = icmp slt i64 %i145.next, 64
-  br i1 %3, label %fc1.i145, label %fc1.i145.end
+  %i153.next = add nsw i64 %fc1.i1532, 1
+  %3 = icmp slt i64 %i153.next, 64
+  br i1 %3, label %fc1.i153, label %fc1.i153.end
 
-fc1.i145.end:                                     ; preds = %fc1.i145
-  %r144.next = add nsw i64 %fc1.r1441, 1
-  %4 = icmp slt i64 %r144.next, 128
-  br i1 %4, label %fc1.r144, label %fc1.r144.end
+fc1.i153.end:                                     ; preds = %fc1.i153
+  %r152.next = add nsw i64 %fc1.r1521, 1
+  %4 = icmp slt i64 %r152.next, 128
+  br i1 %4, label %fc1.r152, label %fc1.r152.end
 
-fc1.kp146:                                        ; preds = %fc1.mb151.end, %fc1.r144.end
-  %fc1.kp1464 = phi i64 [ 0, %fc1.r144.end ], [ %kp146.next, %fc1.mb151.end ]
-  br label %fc1.nb147
+fc1.kp154:                                        ; preds = %fc1.mb159.end, %fc1.r152.end
+  %fc1.kp1544 = phi i64 [ 0, %fc1.r152.end ], [ %kp154.next, %fc1.mb159.end ]
+  br label %fc1.nb155
 
-fc1.kp146.end:                                    ; preds = %fc1.mb151.end
+fc1.kp154.end:                                    ; preds = %fc1.mb159.end
   ret void
 
-fc1.nb147:                                        ; preds = %fc1.mb148.end, %fc1.kp146
-  %fc1.nb1475 = phi i64 [ 0, %fc1.kp146 ], [ %nb147.next, %fc1.mb148.end ]
-  br label %fc1.mb148
+fc1.nb155:                                        ; preds = %fc1.mb156.end, %fc1.kp154
+  %fc1.nb1555 = phi i64 [ 0, %fc1.kp154 ], [ %nb155.next, %fc1.mb156.end ]
+  br label %fc1.mb156
 
-fc1.nb147.end:                                    ; preds = %fc1.mb148.end
-  br label %fc1.mb151
+fc1.nb155.end:                                    ; preds = %fc1.mb156.end
+  br label %fc1.mb159
 
-fc1.mb148:                                        ; preds = %fc1.k150.end, %fc1.nb147
-  %fc1.mb1486 = phi i64 [ 0, %fc1.nb147 ], [ %mb148.next, %fc1.k150.end ]
-  %5 = mul nsw i64 %fc1.mb1486, 4
+fc1.mb156:                                        ; preds = %fc1.k158.end, %fc1.nb155
+  %fc1.mb1566 = phi i64 [ 0, %fc1.nb155 ], [ %mb156.next, %fc1.k158.end ]
+  %5 = mul nsw i64 %fc1.mb1566, 4
   %6 = mul nsw i64 %5, 64
   %7 = add nsw i64 3751936, %6
-  %8 = mul nsw i64 %fc1.nb1475, 24
+  %8 = mul nsw i64 %fc1.nb1555, 24
   %9 = add nsw i64 %7, %8
   %arena7 = getelementptr inbounds float, ptr %arena, i64 %9
   %10 = load <8 x float>, ptr %arena7, align 4
-  store <8 x float> %10, ptr %fc1.t149_c0_0, align 32
-  %11 = mul nsw i64 %fc1.mb1486, 4
+  store <8 x float> %10, ptr %fc1.t157_c0_0, align 32
+  %11 = mul nsw i64 %fc1.mb1566, 4
   %12 = mul nsw i64 %11, 64
   %13 = add nsw i64 3751936, %12
-  %14 = mul nsw i64 %fc1.nb1475, 24
+  %14 = mul nsw i64 %fc1.nb1555, 24
   %15 = add nsw i64 %13, %14
   %16 = add nsw i64 %15, 8
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %16
   %17 = load <8 x float>, ptr %arena8, align 4
-  store <8 x float> %17, ptr %fc1.t149_c0_1, align 32
-  %18 = mul nsw i64 %fc1.mb1486, 4
+  store <8 x float> %17, ptr %fc1.t157_c0_1, align 32
+  %18 = mul nsw i64 %fc1.mb1566, 4
   %19 = mul nsw i64 %18, 64
   %20 = add nsw i64 3751936, %19
-  %21 = mul nsw i64 %fc1.nb1475, 24
+  %21 = mul nsw i64 %fc1.nb1555, 24
   %22 = add nsw i64 %20, %21
   %23 = add nsw i64 %22, 16
   %arena9 = getelementptr inbounds float, ptr %arena, i64 %23
   %24 = load <8 x float>, ptr %arena9, align 4
-  store <8 x float> %24, ptr %fc1.t149_c0_2, align 32
-  %25 = mul nsw i64 %fc1.mb1486, 4
+  store <8 x float> %24, ptr %fc1.t157_c0_2, align 32
+  %25 = mul nsw i64 %fc1.mb1566, 4
   %26 = add nsw i64 %25, 1
   %27 = mul nsw i64 %26, 64
   %28 = add nsw i64 3751936, %27
-  %29 = mul nsw i64 %fc1.nb1475, 24
+  %29 = mul nsw i64 %fc1.nb1555, 24
   %30 = add nsw i64 %28, %29
   %arena10 = getelementptr inbounds float, ptr %arena, i64 %30
   %31 = load <8 x float>, ptr %arena10, align 4
-  store <8 x float> %31, ptr %fc1.t149_c1_0, align 32
-  %32 = mul nsw i64 %fc1.mb1486, 4
+  store <8 x float> %31, ptr %fc1.t157_c1_0, align 32
+  %32 = mul nsw i64 %fc1.mb1566, 4
   %33 = add nsw i64 %32, 1
   %34 = mul nsw i64 %33, 64
   %35 = add nsw i64 3751936, %34
-  %36 = mul nsw i64 %fc1.nb1475, 24
+  %36 = mul nsw i64 %fc1.nb1555, 24
   %37 = add nsw i64 %35, %36
   %38 = add nsw i64 %37, 8
   %arena11 = getelementptr inbounds float, ptr %arena, i64 %38
   %39 = load <8 x float>, ptr %arena11, align 4
-  store <8 x float> %39, ptr %fc1.t149_c1_1, align 32
-  %40 = mul nsw i64 %fc1.mb1486, 4
+  store <8 x float> %39, ptr %fc1.t157_c1_1, align 32
+  %40 = mul nsw i64 %fc1.mb1566, 4
   %41 = add nsw i64 %40, 1
   %42 = mul nsw i64 %41, 64
   %43 = add nsw i64 3751936, %42
-  %44 = mul nsw i64 %fc1.nb1475, 24
+  %44 = mul nsw i64 %fc1.nb1555, 24
   %45 = add nsw i64 %43, %44
   %46 = add nsw i64 %45, 16
   %arena12 = getelementptr inbounds float, ptr %arena, i64 %46
   %47 = load <8 x float>, ptr %arena12, align 4
-  store <8 x float> %47, ptr %fc1.t149_c1_2, align 32
-  %48 = mul nsw i64 %fc1.mb1486, 4
+  store <8 x float> %47, ptr %fc1.t157_c1_2, align 32
+  %48 = mul nsw i64 %fc1.mb1566, 4
   %49 = add nsw i64 %48, 2
   %50 = mul nsw i64 %49, 64
   %51 = add nsw i64 3751936, %50
-  %52 = mul nsw i64 %fc1.nb1475, 24
+  %52 = mul nsw i64 %fc1.nb1555, 24
   %53 = add nsw i64 %51, %52
   %arena13 = getelementptr inbounds float, ptr %arena, i64 %53
   %54 = load <8 x float>, ptr %arena13, align 4
-  store <8 x float> %54, ptr %fc1.t149_c2_0, align 32
-  %55 = mul nsw i64 %fc1.mb1486, 4
+  store <8 x float> %54, ptr %fc1.t157_c2_0, align 32
+  %55 = mul nsw i64 %fc1.mb1566, 4
   %56 = add nsw i64 %55, 2
   %57 = mul nsw i64 %56, 64
   %58 = add nsw i64 3751936, %57
-  %59 = mul nsw i64 %fc1.nb1475, 24
+  %59 = mul nsw i64 %fc1.nb1555, 24
   %60 = add nsw i64 %58, %59
   %61 = add nsw i64 %60, 8
   %arena14 = getelementptr inbounds float, ptr %arena, i64 %61
   %62 = load <8 x float>, ptr %arena14, align 4
-  store <8 x float> %62, ptr %fc1.t149_c2_1, align 32
-  %63 = mul nsw i64 %fc1.mb1486, 4
+  store <8 x float> %62, ptr %fc1.t157_c2_1, align 32
+  %63 = mul nsw i64 %fc1.mb1566, 4
   %64 = add nsw i64 %63, 2
   %65 = mul nsw i64 %64, 64
   %66 = add nsw i64 3751936, %65
-  %67 = mul nsw i64 %fc1.nb1475, 24
+  %67 = mul nsw i64 %fc1.nb1555, 24
   %68 = add nsw i64 %66, %67
   %69 = add nsw i64 %68, 16
   %arena15 = getelementptr inbounds float, ptr %arena, i64 %69
   %70 = load <8 x float>, ptr %arena15, align 4
-  store <8 x float> %70, ptr %fc1.t149_c2_2, align 32
-  %71 = mul nsw i64 %fc1.mb1486, 4
+  store <8 x float> %70, ptr %fc1.t157_c2_2, align 32
+  %71 = mul nsw i64 %fc1.mb1566, 4
   %72 = add nsw i64 %71, 3
   %73 = mul nsw i64 %72, 64
   %74 = add nsw i64 3751936, %73
-  %75 = mul nsw i64 %fc1.nb1475, 24
+  %75 = mul nsw i64 %fc1.nb1555, 24
   %76 = add nsw i64 %74, %75
   %arena16 = getelementptr inbounds float, ptr %arena, i64 %76
   %77 = load <8 x float>, ptr %arena16, align 4
-  store <8 x float> %77, ptr %fc1.t149_c3_0, align 32
-  %78 = mul nsw i64 %fc1.mb1486, 4
+  store <8 x float> %77, ptr %fc1.t157_c3_0, align 32
+  %78 = mul nsw i64 %fc1.mb1566, 4
   %79 = add nsw i64 %78, 3
   %80 = mul nsw i64 %79, 64
   %81 = add nsw i64 3751936, %80
-  %82 = mul nsw i64 %fc1.nb1475, 24
+  %82 = mul nsw i64 %fc1.nb1555, 24
   %83 = add nsw i64 %81, %82
   %84 = add nsw i64 %83, 8
   %arena17 = getelementptr inbounds float, ptr %arena, i64 %84
   %85 = load <8 x float>, ptr %arena17, align 4
-  store <8 x float> %85, ptr %fc1.t149_c3_1, align 32
-  %86 = mul nsw i64 %fc1.mb1486, 4
+  store <8 x float> %85, ptr %fc1.t157_c3_1, align 32
+  %86 = mul nsw i64 %fc1.mb1566, 4
   %87 = add nsw i64 %86, 3
   %88 = mul nsw i64 %87, 64
   %89 = add nsw i64 3751936, %88
-  %90 = mul nsw i64 %fc1.nb1475, 24
+  %90 = mul nsw i64 %fc1.nb1555, 24
   %91 = add nsw i64 %89, %90
   %92 = add nsw i64 %91, 16
   %arena18 = getelementptr inbounds float, ptr %arena, i64 %92
   %93 = load <8 x float>, ptr %arena18, align 4
-  store <8 x float> %93, ptr %fc1.t149_c3_2, align 32
-  br label %fc1.k150
+  store <8 x float> %93, ptr %fc1.t157_c3_2, align 32
+  br label %fc1.k158
 
-fc1.mb148.end:                                    ; preds = %fc1.k150.end
-  %nb147.next = add nsw i64 %fc1.nb1475, 1
-  %94 = icmp slt i64 %nb147.next, 2
-  br i1 %94, label %fc1.nb147, label %fc1.nb147.end
+fc1.mb156.end:                                    ; preds = %fc1.k158.end
+  %nb155.next = add nsw i64 %fc1.nb1555, 1
+  %94 = icmp slt i64 %nb155.next, 2
+  br i1 %94, label %fc1.nb155, label %fc1.nb155.end
 
-fc1.k150:                                         ; preds = %fc1.k150, %fc1.mb148
-  %fc1.k15019 = phi i64 [ 0, %fc1.mb148 ], [ %k150.next, %fc1.k150 ]
-  %95 = mul nsw i64 %fc1.kp1464, 1152
-  %96 = add nsw i64 %fc1.k15019, %95
+fc1.k158:                                         ; preds = %fc1.k158, %fc1.mb156
+  %fc1.k15819 = phi i64 [ 0, %fc1.mb156 ], [ %k158.next, %fc1.k158 ]
+  %95 = mul nsw i64 %fc1.kp1544, 1152
+  %96 = add nsw i64 %fc1.k15819, %95
   %97 = mul nsw i64 %96, 64
   %98 = add nsw i64 3162112, %97
-  %99 = mul nsw i64 %fc1.nb1475, 24
+  %99 = mul nsw i64 %fc1.nb1555, 24
   %100 = add nsw i64 %98, %99
   %arena20 = getelementptr inbounds float, ptr %arena, i64 %100
   %101 = load <8 x float>, ptr %arena20, align 4
-  store <8 x float> %101, ptr %fc1.t149_b0, align 32
-  %102 = mul nsw i64 %fc1.kp1464, 1152
-  %103 = add nsw i64 %fc1.k15019, %102
+  store <8 x float> %101, ptr %fc1.t157_b0, align 32
+  %102 = mul nsw i64 %fc1.kp1544, 1152
+  %103 = add nsw i64 %fc1.k15819, %102
   %104 = mul nsw i64 %103, 64
   %105 = add nsw i64 3162112, %104
-  %106 = mul nsw i64 %fc1.nb1475, 24
+  %106 = mul nsw i64 %fc1.nb1555, 24
   %107 = add nsw i64 %105, %106
   %108 = add nsw i64 %107, 8
   %arena21 = getelementptr inbounds float, ptr %arena, i64 %108
   %109 = load <8 x float>, ptr %arena21, align 4
-  store <8 x float> %109, ptr %fc1.t149_b1, align 32
-  %110 = mul nsw i64 %fc1.kp1464, 1152
-  %111 = add nsw i64 %fc1.k15019, %110
+  store <8 x float> %109, ptr %fc1.t157_b1, align 32
+  %110 = mul nsw i64 %fc1.kp1544, 1152
+  %111 = add nsw i64 %fc1.k15819, %110
   %112 = mul nsw i64 %111, 64
   %113 = add nsw i64 3162112, %112
-  %114 = mul nsw i64 %fc1.nb1475, 24
+  %114 = mul nsw i64 %fc1.nb1555, 24
   %115 = add nsw i64 %113, %114
   %116 = add nsw i64 %115, 16
   %arena22 = getelementptr inbounds float, ptr %arena, i64 %116
   %117 = load <8 x float>, ptr %arena22, align 4
-  store <8 x float> %117, ptr %fc1.t149_b2, align 32
-  %118 = mul nsw i64 %fc1.mb1486, 4
+  store <8 x float> %117, ptr %fc1.t157_b2, align 32
+  %118 = mul nsw i64 %fc1.mb1566, 4
   %119 = mul nsw i64 %118, 9216
   %120 = add nsw i64 18816, %119
-  %121 = mul nsw i64 %fc1.kp1464, 1152
-  %122 = add nsw i64 %fc1.k15019, %121
+  %121 = mul nsw i64 %fc1.kp1544, 1152
+  %122 = add nsw i64 %fc1.k15819, %121
   %123 = add nsw i64 %120, %122
   %params23 = getelementptr inbounds float, ptr %params, i64 %123
   %124 = load float, ptr %params23, align 4
   %125 = insertelement <8 x float> undef, float %124, i32 0
   %126 = shufflevector <8 x float> %125, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %126, ptr %fc1.t149_a0, align 32
-  %t149_a0 = load <8 x float>, ptr %fc1.t149_a0, align 32
-  %t149_b0 = load <8 x float>, ptr %fc1.t149_b0, align 32
-  %t149_c0_0 = load <8 x float>, ptr %fc1.t149_c0_0, align 32
-  %127 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t149_a0, <8 x float> %t149_b0, <8 x float> %t149_c0_0)
-  store <8 x float> %127, ptr %fc1.t149_c0_0, align 32
-  %t149_a024 = load <8 x float>, ptr %fc1.t149_a0, align 32
-  %t149_b1 = load <8 x float>, ptr %fc1.t149_b1, align 32
-  %t149_c0_1 = load <8 x float>, ptr %fc1.t149_c0_1, align 32
-  %128 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t149_a024, <8 x float> %t149_b1, <8 x float> %t149_c0_1)
-  store <8 x float> %128, ptr %fc1.t149_c0_1, align 32
-  %t149_a025 = load <8 x float>, ptr %fc1.t149_a0, align 32
-  %t149_b2 = load <8 x float>, ptr %fc1.t149_b2, align 32
-  %t149_c0_2 = load <8 x float>, ptr %fc1.t149_c0_2, align 32
-  %129 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t149_a025, <8 x float> %t149_b2, <8 x float> %t149_c0_2)
-  store <8 x float> %129, ptr %fc1.t149_c0_2, align 32
-  %130 = mul nsw i64 %fc1.mb1486, 4
+  store <8 x float> %126, ptr %fc1.t157_a0, align 32
+  %t157_a0 = load <8 x float>, ptr %fc1.t157_a0, align 32
+  %t157_b0 = load <8 x float>, ptr %fc1.t157_b0, align 32
+  %t157_c0_0 = load <8 x float>, ptr %fc1.t157_c0_0, align 32
+  %127 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t157_a0, <8 x float> %t157_b0, <8 x float> %t157_c0_0)
+  store <8 x float> %127, ptr %fc1.t157_c0_0, align 32
+  %t157_a024 = load <8 x float>, ptr %fc1.t157_a0, align 32
+  %t157_b1 = load <8 x float>, ptr %fc1.t157_b1, align 32
+  %t157_c0_1 = load <8 x float>, ptr %fc1.t157_c0_1, align 32
+  %128 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t157_a024, <8 x float> %t157_b1, <8 x float> %t157_c0_1)
+  store <8 x float> %128, ptr %fc1.t157_c0_1, align 32
+  %t157_a025 = load <8 x float>, ptr %fc1.t157_a0, align 32
+  %t157_b2 = load <8 x float>, ptr %fc1.t157_b2, align 32
+  %t157_c0_2 = load <8 x float>, ptr %fc1.t157_c0_2, align 32
+  %129 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t157_a025, <8 x float> %t157_b2, <8 x float> %t157_c0_2)
+  store <8 x float> %129, ptr %fc1.t157_c0_2, align 32
+  %130 = mul nsw i64 %fc1.mb1566, 4
   %131 = add nsw i64 %130, 1
   %132 = mul nsw i64 %131, 9216
   %133 = add nsw i64 18816, %132
-  %134 = mul nsw i64 %fc1.kp1464, 1152
-  %135 = add nsw i64 %fc1.k15019, %134
+  %134 = mul nsw i64 %fc1.kp1544, 1152
+  %135 = add nsw i64 %fc1.k15819, %134
   %136 = add nsw i64 %133, %135
   %params26 = getelementptr inbounds float, ptr %params, i64 %136
   %137 = load float, ptr %params26, align 4
   %138 = insertelement <8 x float> undef, float %137, i32 0
   %139 = shufflevector <8 x float> %138, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %139, ptr %fc1.t149_a1, align 32
-  %t149_a1 = load <8 x float>, ptr %fc1.t149_a1, align 32
-  %t149_b027 = load <8 x float>, ptr %fc1.t149_b0, align 32
-  %t149_c1_0 = load <8 x float>, ptr %fc1.t149_c1_0, align 32
-  %140 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t149_a1, <8 x float> %t149_b027, <8 x float> %t149_c1_0)
-  store <8 x float> %140, ptr %fc1.t149_c1_0, align 32
-  %t149_a128 = load <8 x float>, ptr %fc1.t149_a1, align 32
-  %t149_b129 = load <8 x float>, ptr %fc1.t149_b1, align 32
-  %t149_c1_1 = load <8 x float>, ptr %fc1.t149_c1_1, align 32
-  %141 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t149_a128, <8 x float> %t149_b129, <8 x float> %t149_c1_1)
-  store <8 x float> %141, ptr %fc1.t149_c1_1, align 32
-  %t149_a130 = load <8 x float>, ptr %fc1.t149_a1, align 32
-  %t149_b231 = load <8 x float>, ptr %fc1.t149_b2, align 32
-  %t149_c1_2 = load <8 x float>, ptr %fc1.t149_c1_2, align 32
-  %142 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t149_a130, <8 x float> %t149_b231, <8 x float> %t149_c1_2)
-  store <8 x float> %142, ptr %fc1.t149_c1_2, align 32
-  %143 = mul nsw i64 %fc1.mb1486, 4
+  store <8 x float> %139, ptr %fc1.t157_a1, align 32
+  %t157_a1 = load <8 x float>, ptr %fc1.t157_a1, align 32
+  %t157_b027 = load <8 x float>, ptr %fc1.t157_b0, align 32
+  %t157_c1_0 = load <8 x float>, ptr %fc1.t157_c1_0, align 32
+  %140 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t157_a1, <8 x float> %t157_b027, <8 x float> %t157_c1_0)
+  store <8 x float> %140, ptr %fc1.t157_c1_0, align 32
+  %t157_a128 = load <8 x float>, ptr %fc1.t157_a1, align 32
+  %t157_b129 = load <8 x float>, ptr %fc1.t157_b1, align 32
+  %t157_c1_1 = load <8 x float>, ptr %fc1.t157_c1_1, align 32
+  %141 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t157_a128, <8 x float> %t157_b129, <8 x float> %t157_c1_1)
+  store <8 x float> %141, ptr %fc1.t157_c1_1, align 32
+  %t157_a130 = load <8 x float>, ptr %fc1.t157_a1, align 32
+  %t157_b231 = load <8 x float>, ptr %fc1.t157_b2, align 32
+  %t157_c1_2 = load <8 x float>, ptr %fc1.t157_c1_2, align 32
+  %142 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t157_a130, <8 x float> %t157_b231, <8 x float> %t157_c1_2)
+  store <8 x float> %142, ptr %fc1.t157_c1_2, align 32
+  %143 = mul nsw i64 %fc1.mb1566, 4
   %144 = add nsw i64 %143, 2
   %145 = mul nsw i64 %144, 9216
   %146 = add nsw i64 18816, %145
-  %147 = mul nsw i64 %fc1.kp1464, 1152
-  %148 = add nsw i64 %fc1.k15019, %147
+  %147 = mul nsw i64 %fc1.kp1544, 1152
+  %148 = add nsw i64 %fc1.k15819, %147
   %149 = add nsw i64 %146, %148
   %params32 = getelementptr inbounds float, ptr %params, i64 %149
   %150 = load float, ptr %params32, align 4
   %151 = insertelement <8 x float> undef, float %150, i32 0
   %152 = shufflevector <8 x float> %151, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %152, ptr %fc1.t149_a2, align 32
-  %t149_a2 = load <8 x float>, ptr %fc1.t149_a2, align 32
-  %t149_b033 = load <8 x float>, ptr %fc1.t149_b0, align 32
-  %t149_c2_0 = load <8 x float>, ptr %fc1.t149_c2_0, align 32
-  %153 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t149_a2, <8 x float> %t149_b033, <8 x float> %t149_c2_0)
-  store <8 x float> %153, ptr %fc1.t149_c2_0, align 32
-  %t149_a234 = load <8 x float>, ptr %fc1.t149_a2, align 32
-  %t149_b135 = load <8 x float>, ptr %fc1.t149_b1, align 32
-  %t149_c2_1 = load <8 x float>, ptr %fc1.t149_c2_1, align 32
-  %154 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t149_a234, <8 x float> %t149_b135, <8 x float> %t149_c2_1)
-  store <8 x float> %154, ptr %fc1.t149_c2_1, align 32
-  %t149_a236 = load <8 x float>, ptr %fc1.t149_a2, align 32
-  %t149_b237 = load <8 x float>, ptr %fc1.t149_b2, align 32
-  %t149_c2_2 = load <8 x float>, ptr %fc1.t149_c2_2, align 32
-  %155 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t149_a236, <8 x float> %t149_b237, <8 x float> %t149_c2_2)
-  store <8 x float> %155, ptr %fc1.t149_c2_2, align 32
-  %156 = mul nsw i64 %fc1.mb1486, 4
+  store <8 x float> %152, ptr %fc1.t157_a2, align 32
+  %t157_a2 = load <8 x float>, ptr %fc1.t157_a2, align 32
+  %t157_b033 = load <8 x float>, ptr %fc1.t157_b0, align 32
+  %t157_c2_0 = load <8 x float>, ptr %fc1.t157_c2_0, align 32
+  %153 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t157_a2, <8 x float> %t157_b033, <8 x float> %t157_c2_0)
+  store <8 x float> %153, ptr %fc1.t157_c2_0, align 32
+  %t157_a234 = load <8 x float>, ptr %fc1.t157_a2, align 32
+  %t157_b135 = load <8 x float>, ptr %fc1.t157_b1, align 32
+  %t157_c2_1 = load <8 x float>, ptr %fc1.t157_c2_1, align 32
+  %154 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t157_a234, <8 x float> %t157_b135, <8 x float> %t157_c2_1)
+  store <8 x float> %154, ptr %fc1.t157_c2_1, align 32
+  %t157_a236 = load <8 x float>, ptr %fc1.t157_a2, align 32
+  %t157_b237 = load <8 x float>, ptr %fc1.t157_b2, align 32
+  %t157_c2_2 = load <8 x float>, ptr %fc1.t157_c2_2, align 32
+  %155 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t157_a236, <8 x float> %t157_b237, <8 x float> %t157_c2_2)
+  store <8 x float> %155, ptr %fc1.t157_c2_2, align 32
+  %156 = mul nsw i64 %fc1.mb1566, 4
   %157 = add nsw i64 %156, 3
   %158 = mul nsw i64 %157, 9216
   %159 = add nsw i64 18816, %158
-  %160 = mul nsw i64 %fc1.kp1464, 1152
-  %161 = add nsw i64 %fc1.k15019, %160
+  %160 = mul nsw i64 %fc1.kp1544, 1152
+  %161 = add nsw i64 %fc1.k15819, %160
   %162 = add nsw i64 %159, %161
   %params38 = getelementptr inbounds float, ptr %params, i64 %162
   %163 = load float, ptr %params38, align 4
   %164 = insertelement <8 x float> undef, float %163, i32 0
   %165 = shufflevector <8 x float> %164, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %165, ptr %fc1.t149_a3, align 32
-  %t149_a3 = load <8 x float>, ptr %fc1.t149_a3, align 32
-  %t149_b039 = load <8 x float>, ptr %fc1.t149_b0, align 32
-  %t149_c3_0 = load <8 x float>, ptr %fc1.t149_c3_0, align 32
-  %166 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t149_a3, <8 x float> %t149_b039, <8 x float> %t149_c3_0)
-  store <8 x float> %166, ptr %fc1.t149_c3_0, align 32
-  %t149_a340 = load <8 x float>, ptr %fc1.t149_a3, align 32
-  %t149_b141 = load <8 x float>, ptr %fc1.t149_b1, align 32
-  %t149_c3_1 = load <8 x float>, ptr %fc1.t149_c3_1, align 32
-  %167 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t149_a340, <8 x float> %t149_b141, <8 x float> %t149_c3_1)
-  store <8 x float> %167, ptr %fc1.t149_c3_1, align 32
-  %t149_a342 = load <8 x float>, ptr %fc1.t149_a3, align 32
-  %t149_b243 = load <8 x float>, ptr %fc1.t149_b2, align 32
-  %t149_c3_2 = load <8 x float>, ptr %fc1.t149_c3_2, align 32
-  %168 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t149_a342, <8 x float> %t149_b243, <8 x float> %t149_c3_2)
-  store <8 x float> %168, ptr %fc1.t149_c3_2, align 32
-  %k150.next = add nsw i64 %fc1.k15019, 1
-  %169 = icmp slt i64 %k150.next, 1152
-  br i1 %169, label %fc1.k150, label %fc1.k150.end
+  store <8 x float> %165, ptr %fc1.t157_a3, align 32
+  %t157_a3 = load <8 x float>, ptr %fc1.t157_a3, align 32
+  %t157_b039 = load <8 x float>, ptr %fc1.t157_b0, align 32
+  %t157_c3_0 = load <8 x float>, ptr %fc1.t157_c3_0, align 32
+  %166 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t157_a3, <8 x float> %t157_b039, <8 x float> %t157_c3_0)
+  store <8 x float> %166, ptr %fc1.t157_c3_0, align 32
+  %t157_a340 = load <8 x float>, ptr %fc1.t157_a3, align 32
+  %t157_b141 = load <8 x float>, ptr %fc1.t157_b1, align 32
+  %t157_c3_1 = load <8 x float>, ptr %fc1.t157_c3_1, align 32
+  %167 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t157_a340, <8 x float> %t157_b141, <8 x float> %t157_c3_1)
+  store <8 x float> %167, ptr %fc1.t157_c3_1, align 32
+  %t157_a342 = load <8 x float>, ptr %fc1.t157_a3, align 32
+  %t157_b243 = load <8 x float>, ptr %fc1.t157_b2, align 32
+  %t157_c3_2 = load <8 x float>, ptr %fc1.t157_c3_2, align 32
+  %168 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t157_a342, <8 x float> %t157_b243, <8 x float> %t157_c3_2)
+  store <8 x float> %168, ptr %fc1.t157_c3_2, align 32
+  %k158.next = add nsw i64 %fc1.k15819, 1
+  %169 = icmp slt i64 %k158.next, 1152
+  br i1 %169, label %fc1.k158, label %fc1.k158.end
 
-fc1.k150.end:                                     ; preds = %fc1.k150
-  %t149_c0_044 = load <8 x float>, ptr %fc1.t149_c0_0, align 32
-  %170 = mul nsw i64 %fc1.mb1486, 4
+fc1.k158.end:                                     ; preds = %fc1.k158
+  %t157_c0_044 = load <8 x float>, ptr %fc1.t157_c0_0, align 32
+  %170 = mul nsw i64 %fc1.mb1566, 4
   %171 = mul nsw i64 %170, 64
   %172 = add nsw i64 3751936, %171
-  %173 = mul nsw i64 %fc1.nb1475, 24
+  %173 = mul nsw i64 %fc1.nb1555, 24
   %174 = add nsw i64 %172, %173
   %arena45 = getelementptr inbounds float, ptr %arena, i64 %174
-  store <8 x float> %t149_c0_044, ptr %arena45, align 4
-  %t149_c0_146 = load <8 x float>, ptr %fc1.t149_c0_1, align 32
-  %175 = mul nsw i64 %fc1.mb1486, 4
+  store <8 x float> %t157_c0_044, ptr %arena45, align 4
+  %t157_c0_146 = load <8 x float>, ptr %fc1.t157_c0_1, align 32
+  %175 = mul nsw i64 %fc1.mb1566, 4
   %176 = mul nsw i64 %175, 64
   %177 = add nsw i64 3751936, %176
-  %178 = mul nsw i64 %fc1.nb1475, 24
+  %178 = mul nsw i64 %fc1.nb1555, 24
   %179 = add nsw i64 %177, %178
   %180 = add nsw i64 %179, 8
   %arena47 = getelementptr inbounds float, ptr %arena, i64 %180
-  store <8 x float> %t149_c0_146, ptr %arena47, align 4
-  %t149_c0_248 = load <8 x float>, ptr %fc1.t149_c0_2, align 32
-  %181 = mul nsw i64 %fc1.mb1486, 4
+  store <8 x float> %t157_c0_146, ptr %arena47, align 4
+  %t157_c0_248 = load <8 x float>, ptr %fc1.t157_c0_2, align 32
+  %181 = mul nsw i64 %fc1.mb1566, 4
   %182 = mul nsw i64 %181, 64
   %183 = add nsw i64 3751936, %182
-  %184 = mul nsw i64 %fc1.nb1475, 24
+  %184 = mul nsw i64 %fc1.nb1555, 24
   %185 = add nsw i64 %183, %184
   %186 = add nsw i64 %185, 16
   %arena49 = getelementptr inbounds float, ptr %arena, i64 %186
-  store <8 x float> %t149_c0_248, ptr %arena49, align 4
-  %t149_c1_050 = load <8 x float>, ptr %fc1.t149_c1_0, align 32
-  %187 = mul nsw i64 %fc1.mb1486, 4
+  store <8 x float> %t157_c0_248, ptr %arena49, align 4
+  %t157_c1_050 = load <8 x float>, ptr %fc1.t157_c1_0, align 32
+  %187 = mul nsw i64 %fc1.mb1566, 4
   %188 = add nsw i64 %187, 1
   %189 = mul nsw i64 %188, 64
   %190 = add nsw i64 3751936, %189
-  %191 = mul nsw i64 %fc1.nb1475, 24
+  %191 = mul nsw i64 %fc1.nb1555, 24
   %192 = add nsw i64 %190, %191
   %arena51 = getelementptr inbounds float, ptr %arena, i64 %192
-  store <8 x float> %t149_c1_050, ptr %arena51, align 4
-  %t149_c1_152 = load <8 x float>, ptr %fc1.t149_c1_1, align 32
-  %193 = mul nsw i64 %fc1.mb1486, 4
+  store <8 x float> %t157_c1_050, ptr %arena51, align 4
+  %t157_c1_152 = load <8 x float>, ptr %fc1.t157_c1_1, align 32
+  %193 = mul nsw i64 %fc1.mb1566, 4
   %194 = add nsw i64 %193, 1
   %195 = mul nsw i64 %194, 64
   %196 = add nsw i64 3751936, %195
-  %197 = mul nsw i64 %fc1.nb1475, 24
+  %197 = mul nsw i64 %fc1.nb1555, 24
   %198 = add nsw i64 %196, %197
   %199 = add nsw i64 %198, 8
   %arena53 = getelementptr inbounds float, ptr %arena, i64 %199
-  store <8 x float> %t149_c1_152, ptr %arena53, align 4
-  %t149_c1_254 = load <8 x float>, ptr %fc1.t149_c1_2, align 32
-  %200 = mul nsw i64 %fc1.mb1486, 4
+  store <8 x float> %t157_c1_152, ptr %arena53, align 4
+  %t157_c1_254 = load <8 x float>, ptr %fc1.t157_c1_2, align 32
+  %200 = mul nsw i64 %fc1.mb1566, 4
   %201 = add nsw i64 %200, 1
   %202 = mul nsw i64 %201, 64
   %203 = add nsw i64 3751936, %202
-  %204 = mul nsw i64 %fc1.nb1475, 24
+  %204 = mul nsw i64 %fc1.nb1555, 24
   %205 = add nsw i64 %203, %204
   %206 = add nsw i64 %205, 16
   %arena55 = getelementptr inbounds float, ptr %arena, i64 %206
-  store <8 x float> %t149_c1_254, ptr %arena55, align 4
-  %t149_c2_056 = load <8 x float>, ptr %fc1.t149_c2_0, align 32
-  %207 = mul nsw i64 %fc1.mb1486, 4
+  store <8 x float> %t157_c1_254, ptr %arena55, align 4
+  %t157_c2_056 = load <8 x float>, ptr %fc1.t157_c2_0, align 32
+  %207 = mul nsw i64 %fc1.mb1566, 4
   %208 = add nsw i64 %207, 2
   %209 = mul nsw i64 %208, 64
   %210 = add nsw i64 3751936, %209
-  %211 = mul nsw i64 %fc1.nb1475, 24
+  %211 = mul nsw i64 %fc1.nb1555, 24
   %212 = add nsw i64 %210, %211
   %arena57 = getelementptr inbounds float, ptr %arena, i64 %212
-  store <8 x float> %t149_c2_056, ptr %arena57, align 4
-  %t149_c2_158 = load <8 x float>, ptr %fc1.t149_c2_1, align 32
-  %213 = mul nsw i64 %fc1.mb1486, 4
+  store <8 x float> %t157_c2_056, ptr %arena57, align 4
+  %t157_c2_158 = load <8 x float>, ptr %fc1.t157_c2_1, align 32
+  %213 = mul nsw i64 %fc1.mb1566, 4
   %214 = add nsw i64 %213, 2
   %215 = mul nsw i64 %214, 64
   %216 = add nsw i64 3751936, %215
-  %217 = mul nsw i64 %fc1.nb1475, 24
+  %217 = mul nsw i64 %fc1.nb1555, 24
   %218 = add nsw i64 %216, %217
   %219 = add nsw i64 %218, 8
   %arena59 = getelementptr inbounds float, ptr %arena, i64 %219
-  store <8 x float> %t149_c2_158, ptr %arena59, align 4
-  %t149_c2_260 = load <8 x float>, ptr %fc1.t149_c2_2, align 32
-  %220 = mul nsw i64 %fc1.mb1486, 4
+  store <8 x float> %t157_c2_158, ptr %arena59, align 4
+  %t157_c2_260 = load <8 x float>, ptr %fc1.t157_c2_2, align 32
+  %220 = mul nsw i64 %fc1.mb1566, 4
   %221 = add nsw i64 %220, 2
   %222 = mul nsw i64 %221, 64
   %223 = add nsw i64 3751936, %222
-  %224 = mul nsw i64 %fc1.nb1475, 24
+  %224 = mul nsw i64 %fc1.nb1555, 24
   %225 = add nsw i64 %223, %224
   %226 = add nsw i64 %225, 16
   %arena61 = getelementptr inbounds float, ptr %arena, i64 %226
-  store <8 x float> %t149_c2_260, ptr %arena61, align 4
-  %t149_c3_062 = load <8 x float>, ptr %fc1.t149_c3_0, align 32
-  %227 = mul nsw i64 %fc1.mb1486, 4
+  store <8 x float> %t157_c2_260, ptr %arena61, align 4
+  %t157_c3_062 = load <8 x float>, ptr %fc1.t157_c3_0, align 32
+  %227 = mul nsw i64 %fc1.mb1566, 4
   %228 = add nsw i64 %227, 3
   %229 = mul nsw i64 %228, 64
   %230 = add nsw i64 3751936, %229
-  %231 = mul nsw i64 %fc1.nb1475, 24
+  %231 = mul nsw i64 %fc1.nb1555, 24
   %232 = add nsw i64 %230, %231
   %arena63 = getelementptr inbounds float, ptr %arena, i64 %232
-  store <8 x float> %t149_c3_062, ptr %arena63, align 4
-  %t149_c3_164 = load <8 x float>, ptr %fc1.t149_c3_1, align 32
-  %233 = mul nsw i64 %fc1.mb1486, 4
+  store <8 x float> %t157_c3_062, ptr %arena63, align 4
+  %t157_c3_164 = load <8 x float>, ptr %fc1.t157_c3_1, align 32
+  %233 = mul nsw i64 %fc1.mb1566, 4
   %234 = add nsw i64 %233, 3
   %235 = mul nsw i64 %234, 64
   %236 = add nsw i64 3751936, %235
-  %237 = mul nsw i64 %fc1.nb1475, 24
+  %237 = mul nsw i64 %fc1.nb1555, 24
   %238 = add nsw i64 %236, %237
   %239 = add nsw i64 %238, 8
   %arena65 = getelementptr inbounds float, ptr %arena, i64 %239
-  store <8 x float> %t149_c3_164, ptr %arena65, align 4
-  %t149_c3_266 = load <8 x float>, ptr %fc1.t149_c3_2, align 32
-  %240 = mul nsw i64 %fc1.mb1486, 4
+  store <8 x float> %t157_c3_164, ptr %arena65, align 4
+  %t157_c3_266 = load <8 x float>, ptr %fc1.t157_c3_2, align 32
+  %240 = mul nsw i64 %fc1.mb1566, 4
   %241 = add nsw i64 %240, 3
   %242 = mul nsw i64 %241, 64
   %243 = add nsw i64 3751936, %242
-  %244 = mul nsw i64 %fc1.nb1475, 24
+  %244 = mul nsw i64 %fc1.nb1555, 24
   %245 = add nsw i64 %243, %244
   %246 = add nsw i64 %245, 16
   %arena67 = getelementptr inbounds float, ptr %arena, i64 %246
-  store <8 x float> %t149_c3_266, ptr %arena67, align 4
-  %mb148.next = add nsw i64 %fc1.mb1486, 1
-  %247 = icmp slt i64 %mb148.next, 32
-  br i1 %247, label %fc1.mb148, label %fc1.mb148.end
+  store <8 x float> %t157_c3_266, ptr %arena67, align 4
+  %mb156.next = add nsw i64 %fc1.mb1566, 1
+  %247 = icmp slt i64 %mb156.next, 32
+  br i1 %247, label %fc1.mb156, label %fc1.mb156.end
 
-fc1.mb151:                                        ; preds = %fc1.k153.end, %fc1.nb147.end
-  %fc1.mb15168 = phi i64 [ 0, %fc1.nb147.end ], [ %mb151.next, %fc1.k153.end ]
-  %248 = mul nsw i64 %fc1.mb15168, 4
+fc1.mb159:                                        ; preds = %fc1.k161.end, %fc1.nb155.end
+  %fc1.mb15968 = phi i64 [ 0, %fc1.nb155.end ], [ %mb159.next, %fc1.k161.end ]
+  %248 = mul nsw i64 %fc1.mb15968, 4
   %249 = mul nsw i64 %248, 64
   %250 = add nsw i64 3751936, %249
   %251 = add nsw i64 %250, 48
   %arena69 = getelementptr inbounds float, ptr %arena, i64 %251
   %252 = load <8 x float>, ptr %arena69, align 4
-  store <8 x float> %252, ptr %fc1.t152_c0_0, align 32
-  %253 = mul nsw i64 %fc1.mb15168, 4
+  store <8 x float> %252, ptr %fc1.t160_c0_0, align 32
+  %253 = mul nsw i64 %fc1.mb15968, 4
   %254 = mul nsw i64 %253, 64
   %255 = add nsw i64 3751936, %254
   %256 = add nsw i64 %255, 48
   %257 = add nsw i64 %256, 8
   %arena70 = getelementptr inbounds float, ptr %arena, i64 %257
   %258 = load <8 x float>, ptr %arena70, align 4
-  store <8 x float> %258, ptr %fc1.t152_c0_1, align 32
-  %259 = mul nsw i64 %fc1.mb15168, 4
+  store <8 x float> %258, ptr %fc1.t160_c0_1, align 32
+  %259 = mul nsw i64 %fc1.mb15968, 4
   %260 = add nsw i64 %259, 1
   %261 = mul nsw i64 %260, 64
   %262 = add nsw i64 3751936, %261
   %263 = add nsw i64 %262, 48
   %arena71 = getelementptr inbounds float, ptr %arena, i64 %263
   %264 = load <8 x float>, ptr %arena71, align 4
-  store <8 x float> %264, ptr %fc1.t152_c1_0, align 32
-  %265 = mul nsw i64 %fc1.mb15168, 4
+  store <8 x float> %264, ptr %fc1.t160_c1_0, align 32
+  %265 = mul nsw i64 %fc1.mb15968, 4
   %266 = add nsw i64 %265, 1
   %267 = mul nsw i64 %266, 64
   %268 = add nsw i64 3751936, %267
@@ -3231,16 +3783,16 @@ fc1.mb151:                                        ; preds = %fc1.k153.end, %fc1.
   %270 = add nsw i64 %269, 8
   %arena72 = getelementptr inbounds float, ptr %arena, i64 %270
   %271 = load <8 x float>, ptr %arena72, align 4
-  store <8 x float> %271, ptr %fc1.t152_c1_1, align 32
-  %272 = mul nsw i64 %fc1.mb15168, 4
+  store <8 x float> %271, ptr %fc1.t160_c1_1, align 32
+  %272 = mul nsw i64 %fc1.mb15968, 4
   %273 = add nsw i64 %272, 2
   %274 = mul nsw i64 %273, 64
   %275 = add nsw i64 3751936, %274
   %276 = add nsw i64 %275, 48
   %arena73 = getelementptr inbounds float, ptr %arena, i64 %276
   %277 = load <8 x float>, ptr %arena73, align 4
-  store <8 x float> %277, ptr %fc1.t152_c2_0, align 32
-  %278 = mul nsw i64 %fc1.mb15168, 4
+  store <8 x float> %277, ptr %fc1.t160_c2_0, align 32
+  %278 = mul nsw i64 %fc1.mb15968, 4
   %279 = add nsw i64 %278, 2
   %280 = mul nsw i64 %279, 64
   %281 = add nsw i64 3751936, %280
@@ -3248,16 +3800,16 @@ fc1.mb151:                                        ; preds = %fc1.k153.end, %fc1.
   %283 = add nsw i64 %282, 8
   %arena74 = getelementptr inbounds float, ptr %arena, i64 %283
   %284 = load <8 x float>, ptr %arena74, align 4
-  store <8 x float> %284, ptr %fc1.t152_c2_1, align 32
-  %285 = mul nsw i64 %fc1.mb15168, 4
+  store <8 x float> %284, ptr %fc1.t160_c2_1, align 32
+  %285 = mul nsw i64 %fc1.mb15968, 4
   %286 = add nsw i64 %285, 3
   %287 = mul nsw i64 %286, 64
   %288 = add nsw i64 3751936, %287
   %289 = add nsw i64 %288, 48
   %arena75 = getelementptr inbounds float, ptr %arena, i64 %289
   %290 = load <8 x float>, ptr %arena75, align 4
-  store <8 x float> %290, ptr %fc1.t152_c3_0, align 32
-  %291 = mul nsw i64 %fc1.mb15168, 4
+  store <8 x float> %290, ptr %fc1.t160_c3_0, align 32
+  %291 = mul nsw i64 %fc1.mb15968, 4
   %292 = add nsw i64 %291, 3
   %293 = mul nsw i64 %292, 64
   %294 = add nsw i64 3751936, %293
@@ -3265,198 +3817,198 @@ fc1.mb151:                                        ; preds = %fc1.k153.end, %fc1.
   %296 = add nsw i64 %295, 8
   %arena76 = getelementptr inbounds float, ptr %arena, i64 %296
   %297 = load <8 x float>, ptr %arena76, align 4
-  store <8 x float> %297, ptr %fc1.t152_c3_1, align 32
-  br label %fc1.k153
+  store <8 x float> %297, ptr %fc1.t160_c3_1, align 32
+  br label %fc1.k161
 
-fc1.mb151.end:                                    ; preds = %fc1.k153.end
-  %kp146.next = add nsw i64 %fc1.kp1464, 1
-  %298 = icmp slt i64 %kp146.next, 8
-  br i1 %298, label %fc1.kp146, label %fc1.kp146.end
+fc1.mb159.end:                                    ; preds = %fc1.k161.end
+  %kp154.next = add nsw i64 %fc1.kp1544, 1
+  %298 = icmp slt i64 %kp154.next, 8
+  br i1 %298, label %fc1.kp154, label %fc1.kp154.end
 
-fc1.k153:                                         ; preds = %fc1.k153, %fc1.mb151
-  %fc1.k15377 = phi i64 [ 0, %fc1.mb151 ], [ %k153.next, %fc1.k153 ]
-  %299 = mul nsw i64 %fc1.kp1464, 1152
-  %300 = add nsw i64 %fc1.k15377, %299
+fc1.k161:                                         ; preds = %fc1.k161, %fc1.mb159
+  %fc1.k16177 = phi i64 [ 0, %fc1.mb159 ], [ %k161.next, %fc1.k161 ]
+  %299 = mul nsw i64 %fc1.kp1544, 1152
+  %300 = add nsw i64 %fc1.k16177, %299
   %301 = mul nsw i64 %300, 64
   %302 = add nsw i64 3162112, %301
   %303 = add nsw i64 %302, 48
   %arena78 = getelementptr inbounds float, ptr %arena, i64 %303
   %304 = load <8 x float>, ptr %arena78, align 4
-  store <8 x float> %304, ptr %fc1.t152_b0, align 32
-  %305 = mul nsw i64 %fc1.kp1464, 1152
-  %306 = add nsw i64 %fc1.k15377, %305
+  store <8 x float> %304, ptr %fc1.t160_b0, align 32
+  %305 = mul nsw i64 %fc1.kp1544, 1152
+  %306 = add nsw i64 %fc1.k16177, %305
   %307 = mul nsw i64 %306, 64
   %308 = add nsw i64 3162112, %307
   %309 = add nsw i64 %308, 48
   %310 = add nsw i64 %309, 8
   %arena79 = getelementptr inbounds float, ptr %arena, i64 %310
   %311 = load <8 x float>, ptr %arena79, align 4
-  store <8 x float> %311, ptr %fc1.t152_b1, align 32
-  %312 = mul nsw i64 %fc1.mb15168, 4
+  store <8 x float> %311, ptr %fc1.t160_b1, align 32
+  %312 = mul nsw i64 %fc1.mb15968, 4
   %313 = mul nsw i64 %312, 9216
   %314 = add nsw i64 18816, %313
-  %315 = mul nsw i64 %fc1.kp1464, 1152
-  %316 = add nsw i64 %fc1.k15377, %315
+  %315 = mul nsw i64 %fc1.kp1544, 1152
+  %316 = add nsw i64 %fc1.k16177, %315
   %317 = add nsw i64 %314, %316
   %params80 = getelementptr inbounds float, ptr %params, i64 %317
   %318 = load float, ptr %params80, align 4
   %319 = insertelement <8 x float> undef, float %318, i32 0
   %320 = shufflevector <8 x float> %319, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %320, ptr %fc1.t152_a0, align 32
-  %t152_a0 = load <8 x float>, ptr %fc1.t152_a0, align 32
-  %t152_b0 = load <8 x float>, ptr %fc1.t152_b0, align 32
-  %t152_c0_0 = load <8 x float>, ptr %fc1.t152_c0_0, align 32
-  %321 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t152_a0, <8 x float> %t152_b0, <8 x float> %t152_c0_0)
-  store <8 x float> %321, ptr %fc1.t152_c0_0, align 32
-  %t152_a081 = load <8 x float>, ptr %fc1.t152_a0, align 32
-  %t152_b1 = load <8 x float>, ptr %fc1.t152_b1, align 32
-  %t152_c0_1 = load <8 x float>, ptr %fc1.t152_c0_1, align 32
-  %322 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t152_a081, <8 x float> %t152_b1, <8 x float> %t152_c0_1)
-  store <8 x float> %322, ptr %fc1.t152_c0_1, align 32
-  %323 = mul nsw i64 %fc1.mb15168, 4
+  store <8 x float> %320, ptr %fc1.t160_a0, align 32
+  %t160_a0 = load <8 x float>, ptr %fc1.t160_a0, align 32
+  %t160_b0 = load <8 x float>, ptr %fc1.t160_b0, align 32
+  %t160_c0_0 = load <8 x float>, ptr %fc1.t160_c0_0, align 32
+  %321 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t160_a0, <8 x float> %t160_b0, <8 x float> %t160_c0_0)
+  store <8 x float> %321, ptr %fc1.t160_c0_0, align 32
+  %t160_a081 = load <8 x float>, ptr %fc1.t160_a0, align 32
+  %t160_b1 = load <8 x float>, ptr %fc1.t160_b1, align 32
+  %t160_c0_1 = load <8 x float>, ptr %fc1.t160_c0_1, align 32
+  %322 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t160_a081, <8 x float> %t160_b1, <8 x float> %t160_c0_1)
+  store <8 x float> %322, ptr %fc1.t160_c0_1, align 32
+  %323 = mul nsw i64 %fc1.mb15968, 4
   %324 = add nsw i64 %323, 1
   %325 = mul nsw i64 %324, 9216
   %326 = add nsw i64 18816, %325
-  %327 = mul nsw i64 %fc1.kp1464, 1152
-  %328 = add nsw i64 %fc1.k15377, %327
+  %327 = mul nsw i64 %fc1.kp1544, 1152
+  %328 = add nsw i64 %fc1.k16177, %327
   %329 = add nsw i64 %326, %328
   %params82 = getelementptr inbounds float, ptr %params, i64 %329
   %330 = load float, ptr %params82, align 4
   %331 = insertelement <8 x float> undef, float %330, i32 0
   %332 = shufflevector <8 x float> %331, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %332, ptr %fc1.t152_a1, align 32
-  %t152_a1 = load <8 x float>, ptr %fc1.t152_a1, align 32
-  %t152_b083 = load <8 x float>, ptr %fc1.t152_b0, align 32
-  %t152_c1_0 = load <8 x float>, ptr %fc1.t152_c1_0, align 32
-  %333 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t152_a1, <8 x float> %t152_b083, <8 x float> %t152_c1_0)
-  store <8 x float> %333, ptr %fc1.t152_c1_0, align 32
-  %t152_a184 = load <8 x float>, ptr %fc1.t152_a1, align 32
-  %t152_b185 = load <8 x float>, ptr %fc1.t152_b1, align 32
-  %t152_c1_1 = load <8 x float>, ptr %fc1.t152_c1_1, align 32
-  %334 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t152_a184, <8 x float> %t152_b185, <8 x float> %t152_c1_1)
-  store <8 x float> %334, ptr %fc1.t152_c1_1, align 32
-  %335 = mul nsw i64 %fc1.mb15168, 4
+  store <8 x float> %332, ptr %fc1.t160_a1, align 32
+  %t160_a1 = load <8 x float>, ptr %fc1.t160_a1, align 32
+  %t160_b083 = load <8 x float>, ptr %fc1.t160_b0, align 32
+  %t160_c1_0 = load <8 x float>, ptr %fc1.t160_c1_0, align 32
+  %333 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t160_a1, <8 x float> %t160_b083, <8 x float> %t160_c1_0)
+  store <8 x float> %333, ptr %fc1.t160_c1_0, align 32
+  %t160_a184 = load <8 x float>, ptr %fc1.t160_a1, align 32
+  %t160_b185 = load <8 x float>, ptr %fc1.t160_b1, align 32
+  %t160_c1_1 = load <8 x float>, ptr %fc1.t160_c1_1, align 32
+  %334 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t160_a184, <8 x float> %t160_b185, <8 x float> %t160_c1_1)
+  store <8 x float> %334, ptr %fc1.t160_c1_1, align 32
+  %335 = mul nsw i64 %fc1.mb15968, 4
   %336 = add nsw i64 %335, 2
   %337 = mul nsw i64 %336, 9216
   %338 = add nsw i64 18816, %337
-  %339 = mul nsw i64 %fc1.kp1464, 1152
-  %340 = add nsw i64 %fc1.k15377, %339
+  %339 = mul nsw i64 %fc1.kp1544, 1152
+  %340 = add nsw i64 %fc1.k16177, %339
   %341 = add nsw i64 %338, %340
   %params86 = getelementptr inbounds float, ptr %params, i64 %341
   %342 = load float, ptr %params86, align 4
   %343 = insertelement <8 x float> undef, float %342, i32 0
   %344 = shufflevector <8 x float> %343, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %344, ptr %fc1.t152_a2, align 32
-  %t152_a2 = load <8 x float>, ptr %fc1.t152_a2, align 32
-  %t152_b087 = load <8 x float>, ptr %fc1.t152_b0, align 32
-  %t152_c2_0 = load <8 x float>, ptr %fc1.t152_c2_0, align 32
-  %345 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t152_a2, <8 x float> %t152_b087, <8 x float> %t152_c2_0)
-  store <8 x float> %345, ptr %fc1.t152_c2_0, align 32
-  %t152_a288 = load <8 x float>, ptr %fc1.t152_a2, align 32
-  %t152_b189 = load <8 x float>, ptr %fc1.t152_b1, align 32
-  %t152_c2_1 = load <8 x float>, ptr %fc1.t152_c2_1, align 32
-  %346 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t152_a288, <8 x float> %t152_b189, <8 x float> %t152_c2_1)
-  store <8 x float> %346, ptr %fc1.t152_c2_1, align 32
-  %347 = mul nsw i64 %fc1.mb15168, 4
+  store <8 x float> %344, ptr %fc1.t160_a2, align 32
+  %t160_a2 = load <8 x float>, ptr %fc1.t160_a2, align 32
+  %t160_b087 = load <8 x float>, ptr %fc1.t160_b0, align 32
+  %t160_c2_0 = load <8 x float>, ptr %fc1.t160_c2_0, align 32
+  %345 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t160_a2, <8 x float> %t160_b087, <8 x float> %t160_c2_0)
+  store <8 x float> %345, ptr %fc1.t160_c2_0, align 32
+  %t160_a288 = load <8 x float>, ptr %fc1.t160_a2, align 32
+  %t160_b189 = load <8 x float>, ptr %fc1.t160_b1, align 32
+  %t160_c2_1 = load <8 x float>, ptr %fc1.t160_c2_1, align 32
+  %346 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t160_a288, <8 x float> %t160_b189, <8 x float> %t160_c2_1)
+  store <8 x float> %346, ptr %fc1.t160_c2_1, align 32
+  %347 = mul nsw i64 %fc1.mb15968, 4
   %348 = add nsw i64 %347, 3
   %349 = mul nsw i64 %348, 9216
   %350 = add nsw i64 18816, %349
-  %351 = mul nsw i64 %fc1.kp1464, 1152
-  %352 = add nsw i64 %fc1.k15377, %351
+  %351 = mul nsw i64 %fc1.kp1544, 1152
+  %352 = add nsw i64 %fc1.k16177, %351
   %353 = add nsw i64 %350, %352
   %params90 = getelementptr inbounds float, ptr %params, i64 %353
   %354 = load float, ptr %params90, align 4
   %355 = insertelement <8 x float> undef, float %354, i32 0
   %356 = shufflevector <8 x float> %355, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %356, ptr %fc1.t152_a3, align 32
-  %t152_a3 = load <8 x float>, ptr %fc1.t152_a3, align 32
-  %t152_b091 = load <8 x float>, ptr %fc1.t152_b0, align 32
-  %t152_c3_0 = load <8 x float>, ptr %fc1.t152_c3_0, align 32
-  %357 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t152_a3, <8 x float> %t152_b091, <8 x float> %t152_c3_0)
-  store <8 x float> %357, ptr %fc1.t152_c3_0, align 32
-  %t152_a392 = load <8 x float>, ptr %fc1.t152_a3, align 32
-  %t152_b193 = load <8 x float>, ptr %fc1.t152_b1, align 32
-  %t152_c3_1 = load <8 x float>, ptr %fc1.t152_c3_1, align 32
-  %358 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t152_a392, <8 x float> %t152_b193, <8 x float> %t152_c3_1)
-  store <8 x float> %358, ptr %fc1.t152_c3_1, align 32
-  %k153.next = add nsw i64 %fc1.k15377, 1
-  %359 = icmp slt i64 %k153.next, 1152
-  br i1 %359, label %fc1.k153, label %fc1.k153.end
+  store <8 x float> %356, ptr %fc1.t160_a3, align 32
+  %t160_a3 = load <8 x float>, ptr %fc1.t160_a3, align 32
+  %t160_b091 = load <8 x float>, ptr %fc1.t160_b0, align 32
+  %t160_c3_0 = load <8 x float>, ptr %fc1.t160_c3_0, align 32
+  %357 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t160_a3, <8 x float> %t160_b091, <8 x float> %t160_c3_0)
+  store <8 x float> %357, ptr %fc1.t160_c3_0, align 32
+  %t160_a392 = load <8 x float>, ptr %fc1.t160_a3, align 32
+  %t160_b193 = load <8 x float>, ptr %fc1.t160_b1, align 32
+  %t160_c3_1 = load <8 x float>, ptr %fc1.t160_c3_1, align 32
+  %358 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t160_a392, <8 x float> %t160_b193, <8 x float> %t160_c3_1)
+  store <8 x float> %358, ptr %fc1.t160_c3_1, align 32
+  %k161.next = add nsw i64 %fc1.k16177, 1
+  %359 = icmp slt i64 %k161.next, 1152
+  br i1 %359, label %fc1.k161, label %fc1.k161.end
 
-fc1.k153.end:                                     ; preds = %fc1.k153
-  %t152_c0_094 = load <8 x float>, ptr %fc1.t152_c0_0, align 32
-  %360 = mul nsw i64 %fc1.mb15168, 4
+fc1.k161.end:                                     ; preds = %fc1.k161
+  %t160_c0_094 = load <8 x float>, ptr %fc1.t160_c0_0, align 32
+  %360 = mul nsw i64 %fc1.mb15968, 4
   %361 = mul nsw i64 %360, 64
   %362 = add nsw i64 3751936, %361
   %363 = add nsw i64 %362, 48
   %arena95 = getelementptr inbounds float, ptr %arena, i64 %363
-  store <8 x float> %t152_c0_094, ptr %arena95, align 4
-  %t152_c0_196 = load <8 x float>, ptr %fc1.t152_c0_1, align 32
-  %364 = mul nsw i64 %fc1.mb15168, 4
+  store <8 x float> %t160_c0_094, ptr %arena95, align 4
+  %t160_c0_196 = load <8 x float>, ptr %fc1.t160_c0_1, align 32
+  %364 = mul nsw i64 %fc1.mb15968, 4
   %365 = mul nsw i64 %364, 64
   %366 = add nsw i64 3751936, %365
   %367 = add nsw i64 %366, 48
   %368 = add nsw i64 %367, 8
   %arena97 = getelementptr inbounds float, ptr %arena, i64 %368
-  store <8 x float> %t152_c0_196, ptr %arena97, align 4
-  %t152_c1_098 = load <8 x float>, ptr %fc1.t152_c1_0, align 32
-  %369 = mul nsw i64 %fc1.mb15168, 4
+  store <8 x float> %t160_c0_196, ptr %arena97, align 4
+  %t160_c1_098 = load <8 x float>, ptr %fc1.t160_c1_0, align 32
+  %369 = mul nsw i64 %fc1.mb15968, 4
   %370 = add nsw i64 %369, 1
   %371 = mul nsw i64 %370, 64
   %372 = add nsw i64 3751936, %371
   %373 = add nsw i64 %372, 48
   %arena99 = getelementptr inbounds float, ptr %arena, i64 %373
-  store <8 x float> %t152_c1_098, ptr %arena99, align 4
-  %t152_c1_1100 = load <8 x float>, ptr %fc1.t152_c1_1, align 32
-  %374 = mul nsw i64 %fc1.mb15168, 4
+  store <8 x float> %t160_c1_098, ptr %arena99, align 4
+  %t160_c1_1100 = load <8 x float>, ptr %fc1.t160_c1_1, align 32
+  %374 = mul nsw i64 %fc1.mb15968, 4
   %375 = add nsw i64 %374, 1
   %376 = mul nsw i64 %375, 64
   %377 = add nsw i64 3751936, %376
   %378 = add nsw i64 %377, 48
   %379 = add nsw i64 %378, 8
   %arena101 = getelementptr inbounds float, ptr %arena, i64 %379
-  store <8 x float> %t152_c1_1100, ptr %arena101, align 4
-  %t152_c2_0102 = load <8 x float>, ptr %fc1.t152_c2_0, align 32
-  %380 = mul nsw i64 %fc1.mb15168, 4
+  store <8 x float> %t160_c1_1100, ptr %arena101, align 4
+  %t160_c2_0102 = load <8 x float>, ptr %fc1.t160_c2_0, align 32
+  %380 = mul nsw i64 %fc1.mb15968, 4
   %381 = add nsw i64 %380, 2
   %382 = mul nsw i64 %381, 64
   %383 = add nsw i64 3751936, %382
   %384 = add nsw i64 %383, 48
   %arena103 = getelementptr inbounds float, ptr %arena, i64 %384
-  store <8 x float> %t152_c2_0102, ptr %arena103, align 4
-  %t152_c2_1104 = load <8 x float>, ptr %fc1.t152_c2_1, align 32
-  %385 = mul nsw i64 %fc1.mb15168, 4
+  store <8 x float> %t160_c2_0102, ptr %arena103, align 4
+  %t160_c2_1104 = load <8 x float>, ptr %fc1.t160_c2_1, align 32
+  %385 = mul nsw i64 %fc1.mb15968, 4
   %386 = add nsw i64 %385, 2
   %387 = mul nsw i64 %386, 64
   %388 = add nsw i64 3751936, %387
   %389 = add nsw i64 %388, 48
   %390 = add nsw i64 %389, 8
   %arena105 = getelementptr inbounds float, ptr %arena, i64 %390
-  store <8 x float> %t152_c2_1104, ptr %arena105, align 4
-  %t152_c3_0106 = load <8 x float>, ptr %fc1.t152_c3_0, align 32
-  %391 = mul nsw i64 %fc1.mb15168, 4
+  store <8 x float> %t160_c2_1104, ptr %arena105, align 4
+  %t160_c3_0106 = load <8 x float>, ptr %fc1.t160_c3_0, align 32
+  %391 = mul nsw i64 %fc1.mb15968, 4
   %392 = add nsw i64 %391, 3
   %393 = mul nsw i64 %392, 64
   %394 = add nsw i64 3751936, %393
   %395 = add nsw i64 %394, 48
   %arena107 = getelementptr inbounds float, ptr %arena, i64 %395
-  store <8 x float> %t152_c3_0106, ptr %arena107, align 4
-  %t152_c3_1108 = load <8 x float>, ptr %fc1.t152_c3_1, align 32
-  %396 = mul nsw i64 %fc1.mb15168, 4
+  store <8 x float> %t160_c3_0106, ptr %arena107, align 4
+  %t160_c3_1108 = load <8 x float>, ptr %fc1.t160_c3_1, align 32
+  %396 = mul nsw i64 %fc1.mb15968, 4
   %397 = add nsw i64 %396, 3
   %398 = mul nsw i64 %397, 64
   %399 = add nsw i64 3751936, %398
   %400 = add nsw i64 %399, 48
   %401 = add nsw i64 %400, 8
   %arena109 = getelementptr inbounds float, ptr %arena, i64 %401
-  store <8 x float> %t152_c3_1108, ptr %arena109, align 4
-  %mb151.next = add nsw i64 %fc1.mb15168, 1
-  %402 = icmp slt i64 %mb151.next, 32
-  br i1 %402, label %fc1.mb151, label %fc1.mb151.end
+  store <8 x float> %t160_c3_1108, ptr %arena109, align 4
+  %mb159.next = add nsw i64 %fc1.mb15968, 1
+  %402 = icmp slt i64 %mb159.next, 32
+  br i1 %402, label %fc1.mb159, label %fc1.mb159.end
 }
 
 ; Function Attrs: noinline
-define internal void @mnistnet_train_b64.k5.drop2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @mnistnet_train_b64.k5.drop2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %0 = xor i64 %seed, 7835719957706616186
   %1 = lshr i64 %0, 30
@@ -3476,11 +4028,11 @@ entry:
   %15 = mul i64 %14, -7723592293110705685
   %16 = lshr i64 %15, 31
   %17 = xor i64 %15, %16
-  br label %drop2.i165
+  br label %drop2.i173
 
-drop2.i165:                                       ; preds = %drop2.i165, %entry
-  %drop2.i1651 = phi i64 [ 0, %entry ], [ %i165.next, %drop2.i165 ]
-  %18 = mul i64 %drop2.i1651, -7046029254386353131
+drop2.i173:                                       ; preds = %drop2.i173, %entry
+  %drop2.i1731 = phi i64 [ 0, %entry ], [ %i173.next, %drop2.i173 ]
+  %18 = mul i64 %drop2.i1731, -7046029254386353131
   %19 = add i64 %17, %18
   %20 = lshr i64 %19, 30
   %21 = xor i64 %19, %20
@@ -3492,342 +4044,344 @@ drop2.i165:                                       ; preds = %drop2.i165, %entry
   %27 = xor i64 %25, %26
   %28 = lshr i64 %27, 40
   %29 = icmp uge i64 %28, 8388608
-  %30 = add nsw i64 3153920, %drop2.i1651
+  %30 = add nsw i64 3153920, %drop2.i1731
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %30
   %31 = load float, ptr %arena2, align 4
   %32 = fmul float %31, 2.000000e+00
   %33 = select i1 %29, float %32, float 0.000000e+00
-  %34 = add nsw i64 3162112, %drop2.i1651
+  %34 = add nsw i64 3162112, %drop2.i1731
   %arena3 = getelementptr inbounds float, ptr %arena, i64 %34
   store float %33, ptr %arena3, align 4
-  %i165.next = add nsw i64 %drop2.i1651, 1
-  %35 = icmp slt i64 %i165.next, 8192
-  br i1 %35, label %drop2.i165, label %drop2.i165.end
+  %i173.next = add nsw i64 %drop2.i1731, 1
+  %35 = icmp slt i64 %i173.next, 8192
+  br i1 %35, label %drop2.i173, label %drop2.i173.end
 
-drop2.i165.end:                                   ; preds = %drop2.i165
+drop2.i173.end:                                   ; preds = %drop2.i173
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @mnistnet_train_b64.k6.fc2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @mnistnet_train_b64.k6.fc2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %arena1 = getelementptr inbounds float, ptr %arena, i64 3162112
   %params2 = getelementptr inbounds float, ptr %params, i64 1198592
   %arena3 = getelementptr inbounds float, ptr %arena, i64 3170304
   call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 128, float 1.000000e+00, ptr %arena1, i32 128, ptr %params2, i32 128, float 0.000000e+00, ptr %arena3, i32 10)
-  br label %fc2.n170
+  br label %fc2.n178
 
-fc2.n170:                                         ; preds = %fc2.u171.end, %entry
-  %fc2.n1704 = phi i64 [ 0, %entry ], [ %n170.next, %fc2.u171.end ]
-  br label %fc2.u171
+fc2.n178:                                         ; preds = %fc2.u179.end, %entry
+  %fc2.n1784 = phi i64 [ 0, %entry ], [ %n178.next, %fc2.u179.end ]
+  br label %fc2.u179
 
-fc2.n170.end:                                     ; preds = %fc2.u171.end
+fc2.n178.end:                                     ; preds = %fc2.u179.end
   ret void
 
-fc2.u171:                                         ; preds = %fc2.u171, %fc2.n170
-  %fc2.u1715 = phi i64 [ 0, %fc2.n170 ], [ %u171.next, %fc2.u171 ]
-  %0 = mul nsw i64 %fc2.n1704, 10
+fc2.u179:                                         ; preds = %fc2.u179, %fc2.n178
+  %fc2.u1795 = phi i64 [ 0, %fc2.n178 ], [ %u179.next, %fc2.u179 ]
+  %0 = mul nsw i64 %fc2.n1784, 10
   %1 = add nsw i64 3170304, %0
-  %2 = add nsw i64 %1, %fc2.u1715
+  %2 = add nsw i64 %1, %fc2.u1795
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %2
   %3 = load float, ptr %arena6, align 4
-  %4 = add nsw i64 1199872, %fc2.u1715
+  %4 = add nsw i64 1199872, %fc2.u1795
   %params7 = getelementptr inbounds float, ptr %params, i64 %4
   %5 = load float, ptr %params7, align 4
   %6 = fadd float %3, %5
-  %7 = mul nsw i64 %fc2.n1704, 10
+  %7 = mul nsw i64 %fc2.n1784, 10
   %8 = add nsw i64 3170304, %7
-  %9 = add nsw i64 %8, %fc2.u1715
+  %9 = add nsw i64 %8, %fc2.u1795
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %9
   store float %6, ptr %arena8, align 4
-  %u171.next = add nsw i64 %fc2.u1715, 1
-  %10 = icmp slt i64 %u171.next, 10
-  br i1 %10, label %fc2.u171, label %fc2.u171.end
+  %u179.next = add nsw i64 %fc2.u1795, 1
+  %10 = icmp slt i64 %u179.next, 10
+  br i1 %10, label %fc2.u179, label %fc2.u179.end
 
-fc2.u171.end:                                     ; preds = %fc2.u171
-  %n170.next = add nsw i64 %fc2.n1704, 1
-  %11 = icmp slt i64 %n170.next, 64
-  br i1 %11, label %fc2.n170, label %fc2.n170.end
+fc2.u179.end:                                     ; preds = %fc2.u179
+  %n178.next = add nsw i64 %fc2.n1784, 1
+  %11 = icmp slt i64 %n178.next, 64
+  br i1 %11, label %fc2.n178, label %fc2.n178.end
 }
 
-; Function Attrs: noinline
-define internal void @mnistnet_train_b64.k7.probs(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
-entry:
-  %probs.s174 = alloca float, align 4
-  %probs.m173 = alloca float, align 4
-  br label %probs.n172
+declare void @cblas_sgemm(i32, i32, i32, i32, i32, i32, float, ptr, i32, ptr, i32, float, ptr, i32)
 
-probs.n172:                                       ; preds = %probs.k177.end, %entry
-  %probs.n1721 = phi i64 [ 0, %entry ], [ %n172.next, %probs.k177.end ]
-  %0 = mul nsw i64 %probs.n1721, 10
+; Function Attrs: noinline
+define internal void @mnistnet_train_b64.k7.probs(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+entry:
+  %probs.s182 = alloca float, align 4
+  %probs.m181 = alloca float, align 4
+  br label %probs.n180
+
+probs.n180:                                       ; preds = %probs.k185.end, %entry
+  %probs.n1801 = phi i64 [ 0, %entry ], [ %n180.next, %probs.k185.end ]
+  %0 = mul nsw i64 %probs.n1801, 10
   %1 = add nsw i64 3170304, %0
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %1
   %2 = load float, ptr %arena2, align 4
-  store float %2, ptr %probs.m173, align 4
-  br label %probs.k175
+  store float %2, ptr %probs.m181, align 4
+  br label %probs.k183
 
-probs.n172.end:                                   ; preds = %probs.k177.end
+probs.n180.end:                                   ; preds = %probs.k185.end
   ret void
 
-probs.k175:                                       ; preds = %probs.k175, %probs.n172
-  %probs.k1753 = phi i64 [ 0, %probs.n172 ], [ %k175.next, %probs.k175 ]
-  %m173 = load float, ptr %probs.m173, align 4
-  %3 = mul nsw i64 %probs.n1721, 10
+probs.k183:                                       ; preds = %probs.k183, %probs.n180
+  %probs.k1833 = phi i64 [ 0, %probs.n180 ], [ %k183.next, %probs.k183 ]
+  %m181 = load float, ptr %probs.m181, align 4
+  %3 = mul nsw i64 %probs.n1801, 10
   %4 = add nsw i64 3170304, %3
-  %5 = add nsw i64 %4, %probs.k1753
+  %5 = add nsw i64 %4, %probs.k1833
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %5
   %6 = load float, ptr %arena4, align 4
-  %7 = fcmp ogt float %6, %m173
-  %8 = select i1 %7, float %6, float %m173
-  store float %8, ptr %probs.m173, align 4
-  %k175.next = add nsw i64 %probs.k1753, 1
-  %9 = icmp slt i64 %k175.next, 10
-  br i1 %9, label %probs.k175, label %probs.k175.end
+  %7 = fcmp ogt float %6, %m181
+  %8 = select i1 %7, float %6, float %m181
+  store float %8, ptr %probs.m181, align 4
+  %k183.next = add nsw i64 %probs.k1833, 1
+  %9 = icmp slt i64 %k183.next, 10
+  br i1 %9, label %probs.k183, label %probs.k183.end
 
-probs.k175.end:                                   ; preds = %probs.k175
-  store float 0.000000e+00, ptr %probs.s174, align 4
-  br label %probs.k176
+probs.k183.end:                                   ; preds = %probs.k183
+  store float 0.000000e+00, ptr %probs.s182, align 4
+  br label %probs.k184
 
-probs.k176:                                       ; preds = %probs.k176, %probs.k175.end
-  %probs.k1765 = phi i64 [ 0, %probs.k175.end ], [ %k176.next, %probs.k176 ]
-  %s174 = load float, ptr %probs.s174, align 4
-  %10 = mul nsw i64 %probs.n1721, 10
+probs.k184:                                       ; preds = %probs.k184, %probs.k183.end
+  %probs.k1845 = phi i64 [ 0, %probs.k183.end ], [ %k184.next, %probs.k184 ]
+  %s182 = load float, ptr %probs.s182, align 4
+  %10 = mul nsw i64 %probs.n1801, 10
   %11 = add nsw i64 3170304, %10
-  %12 = add nsw i64 %11, %probs.k1765
+  %12 = add nsw i64 %11, %probs.k1845
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %12
   %13 = load float, ptr %arena6, align 4
-  %m1737 = load float, ptr %probs.m173, align 4
-  %14 = fsub float %13, %m1737
+  %m1817 = load float, ptr %probs.m181, align 4
+  %14 = fsub float %13, %m1817
   %15 = call float @llvm.exp.f32(float %14)
-  %16 = fadd float %s174, %15
-  store float %16, ptr %probs.s174, align 4
-  %k176.next = add nsw i64 %probs.k1765, 1
-  %17 = icmp slt i64 %k176.next, 10
-  br i1 %17, label %probs.k176, label %probs.k176.end
+  %16 = fadd float %s182, %15
+  store float %16, ptr %probs.s182, align 4
+  %k184.next = add nsw i64 %probs.k1845, 1
+  %17 = icmp slt i64 %k184.next, 10
+  br i1 %17, label %probs.k184, label %probs.k184.end
 
-probs.k176.end:                                   ; preds = %probs.k176
-  br label %probs.k177
+probs.k184.end:                                   ; preds = %probs.k184
+  br label %probs.k185
 
-probs.k177:                                       ; preds = %probs.k177, %probs.k176.end
-  %probs.k1778 = phi i64 [ 0, %probs.k176.end ], [ %k177.next, %probs.k177 ]
-  %18 = mul nsw i64 %probs.n1721, 10
+probs.k185:                                       ; preds = %probs.k185, %probs.k184.end
+  %probs.k1858 = phi i64 [ 0, %probs.k184.end ], [ %k185.next, %probs.k185 ]
+  %18 = mul nsw i64 %probs.n1801, 10
   %19 = add nsw i64 3170304, %18
-  %20 = add nsw i64 %19, %probs.k1778
+  %20 = add nsw i64 %19, %probs.k1858
   %arena9 = getelementptr inbounds float, ptr %arena, i64 %20
   %21 = load float, ptr %arena9, align 4
-  %m17310 = load float, ptr %probs.m173, align 4
-  %22 = fsub float %21, %m17310
+  %m18110 = load float, ptr %probs.m181, align 4
+  %22 = fsub float %21, %m18110
   %23 = call float @llvm.exp.f32(float %22)
-  %s17411 = load float, ptr %probs.s174, align 4
-  %24 = fdiv float %23, %s17411
-  %25 = mul nsw i64 %probs.n1721, 10
+  %s18211 = load float, ptr %probs.s182, align 4
+  %24 = fdiv float %23, %s18211
+  %25 = mul nsw i64 %probs.n1801, 10
   %26 = add nsw i64 3170944, %25
-  %27 = add nsw i64 %26, %probs.k1778
+  %27 = add nsw i64 %26, %probs.k1858
   %arena12 = getelementptr inbounds float, ptr %arena, i64 %27
   store float %24, ptr %arena12, align 4
-  %k177.next = add nsw i64 %probs.k1778, 1
-  %28 = icmp slt i64 %k177.next, 10
-  br i1 %28, label %probs.k177, label %probs.k177.end
+  %k185.next = add nsw i64 %probs.k1858, 1
+  %28 = icmp slt i64 %k185.next, 10
+  br i1 %28, label %probs.k185, label %probs.k185.end
 
-probs.k177.end:                                   ; preds = %probs.k177
-  %n172.next = add nsw i64 %probs.n1721, 1
-  %29 = icmp slt i64 %n172.next, 64
-  br i1 %29, label %probs.n172, label %probs.n172.end
+probs.k185.end:                                   ; preds = %probs.k185
+  %n180.next = add nsw i64 %probs.n1801, 1
+  %29 = icmp slt i64 %n180.next, 64
+  br i1 %29, label %probs.n180, label %probs.n180.end
 }
 
 ; Function Attrs: nocallback nofree nosync nounwind speculatable willreturn memory(none)
 declare float @llvm.exp.f32(float) #2
 
 ; Function Attrs: noinline
-define internal void @mnistnet_train_b64.k8.loss(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @mnistnet_train_b64.k8.loss(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %loss.s181 = alloca float, align 4
-  %loss.m180 = alloca float, align 4
-  %loss.total178 = alloca float, align 4
-  store float 0.000000e+00, ptr %loss.total178, align 4
-  br label %loss.n179
+  %loss.s189 = alloca float, align 4
+  %loss.m188 = alloca float, align 4
+  %loss.total186 = alloca float, align 4
+  store float 0.000000e+00, ptr %loss.total186, align 4
+  br label %loss.n187
 
-loss.n179:                                        ; preds = %loss.k183.end, %entry
-  %loss.n1791 = phi i64 [ 0, %entry ], [ %n179.next, %loss.k183.end ]
-  %0 = mul nsw i64 %loss.n1791, 10
+loss.n187:                                        ; preds = %loss.k191.end, %entry
+  %loss.n1871 = phi i64 [ 0, %entry ], [ %n187.next, %loss.k191.end ]
+  %0 = mul nsw i64 %loss.n1871, 10
   %1 = add nsw i64 3170304, %0
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %1
   %2 = load float, ptr %arena2, align 4
-  store float %2, ptr %loss.m180, align 4
-  br label %loss.k182
+  store float %2, ptr %loss.m188, align 4
+  br label %loss.k190
 
-loss.n179.end:                                    ; preds = %loss.k183.end
-  %total17812 = load float, ptr %loss.total178, align 4
-  %3 = fdiv float %total17812, 6.400000e+01
+loss.n187.end:                                    ; preds = %loss.k191.end
+  %total18612 = load float, ptr %loss.total186, align 4
+  %3 = fdiv float %total18612, 6.400000e+01
   %arena13 = getelementptr inbounds float, ptr %arena, i64 3171584
   store float %3, ptr %arena13, align 4
   ret void
 
-loss.k182:                                        ; preds = %loss.k182, %loss.n179
-  %loss.k1823 = phi i64 [ 0, %loss.n179 ], [ %k182.next, %loss.k182 ]
-  %m180 = load float, ptr %loss.m180, align 4
-  %4 = mul nsw i64 %loss.n1791, 10
+loss.k190:                                        ; preds = %loss.k190, %loss.n187
+  %loss.k1903 = phi i64 [ 0, %loss.n187 ], [ %k190.next, %loss.k190 ]
+  %m188 = load float, ptr %loss.m188, align 4
+  %4 = mul nsw i64 %loss.n1871, 10
   %5 = add nsw i64 3170304, %4
-  %6 = add nsw i64 %5, %loss.k1823
+  %6 = add nsw i64 %5, %loss.k1903
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %6
   %7 = load float, ptr %arena4, align 4
-  %8 = fcmp ogt float %7, %m180
-  %9 = select i1 %8, float %7, float %m180
-  store float %9, ptr %loss.m180, align 4
-  %k182.next = add nsw i64 %loss.k1823, 1
-  %10 = icmp slt i64 %k182.next, 10
-  br i1 %10, label %loss.k182, label %loss.k182.end
+  %8 = fcmp ogt float %7, %m188
+  %9 = select i1 %8, float %7, float %m188
+  store float %9, ptr %loss.m188, align 4
+  %k190.next = add nsw i64 %loss.k1903, 1
+  %10 = icmp slt i64 %k190.next, 10
+  br i1 %10, label %loss.k190, label %loss.k190.end
 
-loss.k182.end:                                    ; preds = %loss.k182
-  store float 0.000000e+00, ptr %loss.s181, align 4
-  br label %loss.k183
+loss.k190.end:                                    ; preds = %loss.k190
+  store float 0.000000e+00, ptr %loss.s189, align 4
+  br label %loss.k191
 
-loss.k183:                                        ; preds = %loss.k183, %loss.k182.end
-  %loss.k1835 = phi i64 [ 0, %loss.k182.end ], [ %k183.next, %loss.k183 ]
-  %s181 = load float, ptr %loss.s181, align 4
-  %11 = mul nsw i64 %loss.n1791, 10
+loss.k191:                                        ; preds = %loss.k191, %loss.k190.end
+  %loss.k1915 = phi i64 [ 0, %loss.k190.end ], [ %k191.next, %loss.k191 ]
+  %s189 = load float, ptr %loss.s189, align 4
+  %11 = mul nsw i64 %loss.n1871, 10
   %12 = add nsw i64 3170304, %11
-  %13 = add nsw i64 %12, %loss.k1835
+  %13 = add nsw i64 %12, %loss.k1915
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %13
   %14 = load float, ptr %arena6, align 4
-  %m1807 = load float, ptr %loss.m180, align 4
-  %15 = fsub float %14, %m1807
+  %m1887 = load float, ptr %loss.m188, align 4
+  %15 = fsub float %14, %m1887
   %16 = call float @llvm.exp.f32(float %15)
-  %17 = fadd float %s181, %16
-  store float %17, ptr %loss.s181, align 4
-  %k183.next = add nsw i64 %loss.k1835, 1
-  %18 = icmp slt i64 %k183.next, 10
-  br i1 %18, label %loss.k183, label %loss.k183.end
+  %17 = fadd float %s189, %16
+  store float %17, ptr %loss.s189, align 4
+  %k191.next = add nsw i64 %loss.k1915, 1
+  %18 = icmp slt i64 %k191.next, 10
+  br i1 %18, label %loss.k191, label %loss.k191.end
 
-loss.k183.end:                                    ; preds = %loss.k183
-  %total178 = load float, ptr %loss.total178, align 4
-  %m1808 = load float, ptr %loss.m180, align 4
-  %s1819 = load float, ptr %loss.s181, align 4
-  %19 = call float @llvm.log.f32(float %s1819)
-  %20 = fadd float %m1808, %19
-  %21 = mul nsw i64 %loss.n1791, 10
+loss.k191.end:                                    ; preds = %loss.k191
+  %total186 = load float, ptr %loss.total186, align 4
+  %m1888 = load float, ptr %loss.m188, align 4
+  %s1899 = load float, ptr %loss.s189, align 4
+  %19 = call float @llvm.log.f32(float %s1899)
+  %20 = fadd float %m1888, %19
+  %21 = mul nsw i64 %loss.n1871, 10
   %22 = add nsw i64 3170304, %21
-  %labels10 = getelementptr inbounds i32, ptr %labels, i64 %loss.n1791
+  %labels10 = getelementptr inbounds i32, ptr %labels, i64 %loss.n1871
   %label = load i32, ptr %labels10, align 4
   %23 = sext i32 %label to i64
   %24 = add nsw i64 %22, %23
   %arena11 = getelementptr inbounds float, ptr %arena, i64 %24
   %25 = load float, ptr %arena11, align 4
   %26 = fsub float %20, %25
-  %27 = fadd float %total178, %26
-  store float %27, ptr %loss.total178, align 4
-  %n179.next = add nsw i64 %loss.n1791, 1
-  %28 = icmp slt i64 %n179.next, 64
-  br i1 %28, label %loss.n179, label %loss.n179.end
+  %27 = fadd float %total186, %26
+  store float %27, ptr %loss.total186, align 4
+  %n187.next = add nsw i64 %loss.n1871, 1
+  %28 = icmp slt i64 %n187.next, 64
+  br i1 %28, label %loss.n187, label %loss.n187.end
 }
 
 ; Function Attrs: nocallback nofree nosync nounwind speculatable willreturn memory(none)
 declare float @llvm.log.f32(float) #2
 
 ; Function Attrs: noinline
-define internal void @mnistnet_train_b64.k9.fc2_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @mnistnet_train_b64.k9.fc2_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %fc2_grad.s186 = alloca float, align 4
-  %fc2_grad.m185 = alloca float, align 4
-  br label %fc2_grad.n184
+  %fc2_grad.s194 = alloca float, align 4
+  %fc2_grad.m193 = alloca float, align 4
+  br label %fc2_grad.n192
 
-fc2_grad.n184:                                    ; preds = %fc2_grad.k189.end, %entry
-  %fc2_grad.n1841 = phi i64 [ 0, %entry ], [ %n184.next, %fc2_grad.k189.end ]
-  %0 = mul nsw i64 %fc2_grad.n1841, 10
+fc2_grad.n192:                                    ; preds = %fc2_grad.k197.end, %entry
+  %fc2_grad.n1921 = phi i64 [ 0, %entry ], [ %n192.next, %fc2_grad.k197.end ]
+  %0 = mul nsw i64 %fc2_grad.n1921, 10
   %1 = add nsw i64 3170304, %0
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %1
   %2 = load float, ptr %arena2, align 4
-  store float %2, ptr %fc2_grad.m185, align 4
-  br label %fc2_grad.k187
+  store float %2, ptr %fc2_grad.m193, align 4
+  br label %fc2_grad.k195
 
-fc2_grad.n184.end:                                ; preds = %fc2_grad.k189.end
+fc2_grad.n192.end:                                ; preds = %fc2_grad.k197.end
   ret void
 
-fc2_grad.k187:                                    ; preds = %fc2_grad.k187, %fc2_grad.n184
-  %fc2_grad.k1873 = phi i64 [ 0, %fc2_grad.n184 ], [ %k187.next, %fc2_grad.k187 ]
-  %m185 = load float, ptr %fc2_grad.m185, align 4
-  %3 = mul nsw i64 %fc2_grad.n1841, 10
+fc2_grad.k195:                                    ; preds = %fc2_grad.k195, %fc2_grad.n192
+  %fc2_grad.k1953 = phi i64 [ 0, %fc2_grad.n192 ], [ %k195.next, %fc2_grad.k195 ]
+  %m193 = load float, ptr %fc2_grad.m193, align 4
+  %3 = mul nsw i64 %fc2_grad.n1921, 10
   %4 = add nsw i64 3170304, %3
-  %5 = add nsw i64 %4, %fc2_grad.k1873
+  %5 = add nsw i64 %4, %fc2_grad.k1953
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %5
   %6 = load float, ptr %arena4, align 4
-  %7 = fcmp ogt float %6, %m185
-  %8 = select i1 %7, float %6, float %m185
-  store float %8, ptr %fc2_grad.m185, align 4
-  %k187.next = add nsw i64 %fc2_grad.k1873, 1
-  %9 = icmp slt i64 %k187.next, 10
-  br i1 %9, label %fc2_grad.k187, label %fc2_grad.k187.end
+  %7 = fcmp ogt float %6, %m193
+  %8 = select i1 %7, float %6, float %m193
+  store float %8, ptr %fc2_grad.m193, align 4
+  %k195.next = add nsw i64 %fc2_grad.k1953, 1
+  %9 = icmp slt i64 %k195.next, 10
+  br i1 %9, label %fc2_grad.k195, label %fc2_grad.k195.end
 
-fc2_grad.k187.end:                                ; preds = %fc2_grad.k187
-  store float 0.000000e+00, ptr %fc2_grad.s186, align 4
-  br label %fc2_grad.k188
+fc2_grad.k195.end:                                ; preds = %fc2_grad.k195
+  store float 0.000000e+00, ptr %fc2_grad.s194, align 4
+  br label %fc2_grad.k196
 
-fc2_grad.k188:                                    ; preds = %fc2_grad.k188, %fc2_grad.k187.end
-  %fc2_grad.k1885 = phi i64 [ 0, %fc2_grad.k187.end ], [ %k188.next, %fc2_grad.k188 ]
-  %s186 = load float, ptr %fc2_grad.s186, align 4
-  %10 = mul nsw i64 %fc2_grad.n1841, 10
+fc2_grad.k196:                                    ; preds = %fc2_grad.k196, %fc2_grad.k195.end
+  %fc2_grad.k1965 = phi i64 [ 0, %fc2_grad.k195.end ], [ %k196.next, %fc2_grad.k196 ]
+  %s194 = load float, ptr %fc2_grad.s194, align 4
+  %10 = mul nsw i64 %fc2_grad.n1921, 10
   %11 = add nsw i64 3170304, %10
-  %12 = add nsw i64 %11, %fc2_grad.k1885
+  %12 = add nsw i64 %11, %fc2_grad.k1965
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %12
   %13 = load float, ptr %arena6, align 4
-  %m1857 = load float, ptr %fc2_grad.m185, align 4
-  %14 = fsub float %13, %m1857
+  %m1937 = load float, ptr %fc2_grad.m193, align 4
+  %14 = fsub float %13, %m1937
   %15 = call float @llvm.exp.f32(float %14)
-  %16 = fadd float %s186, %15
-  store float %16, ptr %fc2_grad.s186, align 4
-  %k188.next = add nsw i64 %fc2_grad.k1885, 1
-  %17 = icmp slt i64 %k188.next, 10
-  br i1 %17, label %fc2_grad.k188, label %fc2_grad.k188.end
+  %16 = fadd float %s194, %15
+  store float %16, ptr %fc2_grad.s194, align 4
+  %k196.next = add nsw i64 %fc2_grad.k1965, 1
+  %17 = icmp slt i64 %k196.next, 10
+  br i1 %17, label %fc2_grad.k196, label %fc2_grad.k196.end
 
-fc2_grad.k188.end:                                ; preds = %fc2_grad.k188
-  br label %fc2_grad.k189
+fc2_grad.k196.end:                                ; preds = %fc2_grad.k196
+  br label %fc2_grad.k197
 
-fc2_grad.k189:                                    ; preds = %fc2_grad.k189, %fc2_grad.k188.end
-  %fc2_grad.k1898 = phi i64 [ 0, %fc2_grad.k188.end ], [ %k189.next, %fc2_grad.k189 ]
-  %labels9 = getelementptr inbounds i32, ptr %labels, i64 %fc2_grad.n1841
+fc2_grad.k197:                                    ; preds = %fc2_grad.k197, %fc2_grad.k196.end
+  %fc2_grad.k1978 = phi i64 [ 0, %fc2_grad.k196.end ], [ %k197.next, %fc2_grad.k197 ]
+  %labels9 = getelementptr inbounds i32, ptr %labels, i64 %fc2_grad.n1921
   %label = load i32, ptr %labels9, align 4
   %18 = sext i32 %label to i64
-  %19 = icmp eq i64 %fc2_grad.k1898, %18
-  %20 = mul nsw i64 %fc2_grad.n1841, 10
+  %19 = icmp eq i64 %fc2_grad.k1978, %18
+  %20 = mul nsw i64 %fc2_grad.n1921, 10
   %21 = add nsw i64 3170304, %20
-  %22 = add nsw i64 %21, %fc2_grad.k1898
+  %22 = add nsw i64 %21, %fc2_grad.k1978
   %arena10 = getelementptr inbounds float, ptr %arena, i64 %22
   %23 = load float, ptr %arena10, align 4
-  %m18511 = load float, ptr %fc2_grad.m185, align 4
-  %24 = fsub float %23, %m18511
+  %m19311 = load float, ptr %fc2_grad.m193, align 4
+  %24 = fsub float %23, %m19311
   %25 = call float @llvm.exp.f32(float %24)
-  %s18612 = load float, ptr %fc2_grad.s186, align 4
-  %26 = fdiv float %25, %s18612
+  %s19412 = load float, ptr %fc2_grad.s194, align 4
+  %26 = fdiv float %25, %s19412
   %27 = fsub float %26, 1.000000e+00
-  %28 = mul nsw i64 %fc2_grad.n1841, 10
+  %28 = mul nsw i64 %fc2_grad.n1921, 10
   %29 = add nsw i64 3170304, %28
-  %30 = add nsw i64 %29, %fc2_grad.k1898
+  %30 = add nsw i64 %29, %fc2_grad.k1978
   %arena13 = getelementptr inbounds float, ptr %arena, i64 %30
   %31 = load float, ptr %arena13, align 4
-  %m18514 = load float, ptr %fc2_grad.m185, align 4
-  %32 = fsub float %31, %m18514
+  %m19314 = load float, ptr %fc2_grad.m193, align 4
+  %32 = fsub float %31, %m19314
   %33 = call float @llvm.exp.f32(float %32)
-  %s18615 = load float, ptr %fc2_grad.s186, align 4
-  %34 = fdiv float %33, %s18615
+  %s19415 = load float, ptr %fc2_grad.s194, align 4
+  %34 = fdiv float %33, %s19415
   %35 = select i1 %19, float %27, float %34
   %36 = fdiv float %35, 6.400000e+01
-  %37 = mul nsw i64 %fc2_grad.n1841, 10
+  %37 = mul nsw i64 %fc2_grad.n1921, 10
   %38 = add nsw i64 3171600, %37
-  %39 = add nsw i64 %38, %fc2_grad.k1898
+  %39 = add nsw i64 %38, %fc2_grad.k1978
   %arena16 = getelementptr inbounds float, ptr %arena, i64 %39
   store float %36, ptr %arena16, align 4
-  %k189.next = add nsw i64 %fc2_grad.k1898, 1
-  %40 = icmp slt i64 %k189.next, 10
-  br i1 %40, label %fc2_grad.k189, label %fc2_grad.k189.end
+  %k197.next = add nsw i64 %fc2_grad.k1978, 1
+  %40 = icmp slt i64 %k197.next, 10
+  br i1 %40, label %fc2_grad.k197, label %fc2_grad.k197.end
 
-fc2_grad.k189.end:                                ; preds = %fc2_grad.k189
-  %n184.next = add nsw i64 %fc2_grad.n1841, 1
-  %41 = icmp slt i64 %n184.next, 64
-  br i1 %41, label %fc2_grad.n184, label %fc2_grad.n184.end
+fc2_grad.k197.end:                                ; preds = %fc2_grad.k197
+  %n192.next = add nsw i64 %fc2_grad.n1921, 1
+  %41 = icmp slt i64 %n192.next, 64
+  br i1 %41, label %fc2_grad.n192, label %fc2_grad.n192.end
 }
 
 ; Function Attrs: noinline
-define internal void @mnistnet_train_b64.k10.fc2_weight_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @mnistnet_train_b64.k10.fc2_weight_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %arena1 = getelementptr inbounds float, ptr %arena, i64 3171600
   %arena2 = getelementptr inbounds float, ptr %arena, i64 3162112
@@ -3837,45 +4391,45 @@ entry:
 }
 
 ; Function Attrs: noinline
-define internal void @mnistnet_train_b64.k11.fc2_bias_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @mnistnet_train_b64.k11.fc2_bias_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %fc2_bias_grad.acc191 = alloca float, align 4
-  br label %fc2_bias_grad.u190
+  %fc2_bias_grad.acc199 = alloca float, align 4
+  br label %fc2_bias_grad.u198
 
-fc2_bias_grad.u190:                               ; preds = %fc2_bias_grad.n192.end, %entry
-  %fc2_bias_grad.u1901 = phi i64 [ 0, %entry ], [ %u190.next, %fc2_bias_grad.n192.end ]
-  store float 0.000000e+00, ptr %fc2_bias_grad.acc191, align 4
-  br label %fc2_bias_grad.n192
+fc2_bias_grad.u198:                               ; preds = %fc2_bias_grad.n200.end, %entry
+  %fc2_bias_grad.u1981 = phi i64 [ 0, %entry ], [ %u198.next, %fc2_bias_grad.n200.end ]
+  store float 0.000000e+00, ptr %fc2_bias_grad.acc199, align 4
+  br label %fc2_bias_grad.n200
 
-fc2_bias_grad.u190.end:                           ; preds = %fc2_bias_grad.n192.end
+fc2_bias_grad.u198.end:                           ; preds = %fc2_bias_grad.n200.end
   ret void
 
-fc2_bias_grad.n192:                               ; preds = %fc2_bias_grad.n192, %fc2_bias_grad.u190
-  %fc2_bias_grad.n1922 = phi i64 [ 0, %fc2_bias_grad.u190 ], [ %n192.next, %fc2_bias_grad.n192 ]
-  %acc191 = load float, ptr %fc2_bias_grad.acc191, align 4
-  %0 = mul nsw i64 %fc2_bias_grad.n1922, 10
+fc2_bias_grad.n200:                               ; preds = %fc2_bias_grad.n200, %fc2_bias_grad.u198
+  %fc2_bias_grad.n2002 = phi i64 [ 0, %fc2_bias_grad.u198 ], [ %n200.next, %fc2_bias_grad.n200 ]
+  %acc199 = load float, ptr %fc2_bias_grad.acc199, align 4
+  %0 = mul nsw i64 %fc2_bias_grad.n2002, 10
   %1 = add nsw i64 3171600, %0
-  %2 = add nsw i64 %1, %fc2_bias_grad.u1901
+  %2 = add nsw i64 %1, %fc2_bias_grad.u1981
   %arena3 = getelementptr inbounds float, ptr %arena, i64 %2
   %3 = load float, ptr %arena3, align 4
-  %4 = fadd float %acc191, %3
-  store float %4, ptr %fc2_bias_grad.acc191, align 4
-  %n192.next = add nsw i64 %fc2_bias_grad.n1922, 1
-  %5 = icmp slt i64 %n192.next, 64
-  br i1 %5, label %fc2_bias_grad.n192, label %fc2_bias_grad.n192.end
+  %4 = fadd float %acc199, %3
+  store float %4, ptr %fc2_bias_grad.acc199, align 4
+  %n200.next = add nsw i64 %fc2_bias_grad.n2002, 1
+  %5 = icmp slt i64 %n200.next, 64
+  br i1 %5, label %fc2_bias_grad.n200, label %fc2_bias_grad.n200.end
 
-fc2_bias_grad.n192.end:                           ; preds = %fc2_bias_grad.n192
-  %acc1914 = load float, ptr %fc2_bias_grad.acc191, align 4
-  %6 = add nsw i64 1199872, %fc2_bias_grad.u1901
+fc2_bias_grad.n200.end:                           ; preds = %fc2_bias_grad.n200
+  %acc1994 = load float, ptr %fc2_bias_grad.acc199, align 4
+  %6 = add nsw i64 1199872, %fc2_bias_grad.u1981
   %grads5 = getelementptr inbounds float, ptr %grads, i64 %6
-  store float %acc1914, ptr %grads5, align 4
-  %u190.next = add nsw i64 %fc2_bias_grad.u1901, 1
-  %7 = icmp slt i64 %u190.next, 10
-  br i1 %7, label %fc2_bias_grad.u190, label %fc2_bias_grad.u190.end
+  store float %acc1994, ptr %grads5, align 4
+  %u198.next = add nsw i64 %fc2_bias_grad.u1981, 1
+  %7 = icmp slt i64 %u198.next, 10
+  br i1 %7, label %fc2_bias_grad.u198, label %fc2_bias_grad.u198.end
 }
 
 ; Function Attrs: noinline
-define internal void @mnistnet_train_b64.k12.drop2_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @mnistnet_train_b64.k12.drop2_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %arena1 = getelementptr inbounds float, ptr %arena, i64 3171600
   %params2 = getelementptr inbounds float, ptr %params, i64 1198592
@@ -3885,7 +4439,7 @@ entry:
 }
 
 ; Function Attrs: noinline
-define internal void @mnistnet_train_b64.k13.relu3_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @mnistnet_train_b64.k13.relu3_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %0 = xor i64 %seed, 7835719957706616186
   %1 = lshr i64 %0, 30
@@ -3905,11 +4459,11 @@ entry:
   %15 = mul i64 %14, -7723592293110705685
   %16 = lshr i64 %15, 31
   %17 = xor i64 %15, %16
-  br label %relu3_grad.i201
+  br label %relu3_grad.i209
 
-relu3_grad.i201:                                  ; preds = %relu3_grad.i201, %entry
-  %relu3_grad.i2011 = phi i64 [ 0, %entry ], [ %i201.next, %relu3_grad.i201 ]
-  %18 = mul i64 %relu3_grad.i2011, -7046029254386353131
+relu3_grad.i209:                                  ; preds = %relu3_grad.i209, %entry
+  %relu3_grad.i2091 = phi i64 [ 0, %entry ], [ %i209.next, %relu3_grad.i209 ]
+  %18 = mul i64 %relu3_grad.i2091, -7046029254386353131
   %19 = add i64 %17, %18
   %20 = lshr i64 %19, 30
   %21 = xor i64 %19, %20
@@ -3921,706 +4475,706 @@ relu3_grad.i201:                                  ; preds = %relu3_grad.i201, %e
   %27 = xor i64 %25, %26
   %28 = lshr i64 %27, 40
   %29 = icmp uge i64 %28, 8388608
-  %30 = add nsw i64 3172240, %relu3_grad.i2011
+  %30 = add nsw i64 3172240, %relu3_grad.i2091
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %30
   %31 = load float, ptr %arena2, align 4
   %32 = fmul float %31, 2.000000e+00
   %33 = select i1 %29, float %32, float 0.000000e+00
-  %34 = add nsw i64 3180432, %relu3_grad.i2011
+  %34 = add nsw i64 3180432, %relu3_grad.i2091
   %arena3 = getelementptr inbounds float, ptr %arena, i64 %34
   store float %33, ptr %arena3, align 4
-  %i201.next = add nsw i64 %relu3_grad.i2011, 1
-  %35 = icmp slt i64 %i201.next, 8192
-  br i1 %35, label %relu3_grad.i201, label %relu3_grad.i201.end
+  %i209.next = add nsw i64 %relu3_grad.i2091, 1
+  %35 = icmp slt i64 %i209.next, 8192
+  br i1 %35, label %relu3_grad.i209, label %relu3_grad.i209.end
 
-relu3_grad.i201.end:                              ; preds = %relu3_grad.i201
+relu3_grad.i209.end:                              ; preds = %relu3_grad.i209
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @mnistnet_train_b64.k14.fc1_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @mnistnet_train_b64.k14.fc1_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  br label %fc1_grad.i206
+  br label %fc1_grad.i214
 
-fc1_grad.i206:                                    ; preds = %fc1_grad.i206, %entry
-  %fc1_grad.i2061 = phi i64 [ 0, %entry ], [ %i206.next, %fc1_grad.i206 ]
-  %0 = add nsw i64 3153920, %fc1_grad.i2061
+fc1_grad.i214:                                    ; preds = %fc1_grad.i214, %entry
+  %fc1_grad.i2141 = phi i64 [ 0, %entry ], [ %i214.next, %fc1_grad.i214 ]
+  %0 = add nsw i64 3153920, %fc1_grad.i2141
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %0
   %1 = load float, ptr %arena2, align 4
   %2 = fcmp ogt float %1, 0.000000e+00
-  %3 = add nsw i64 3180432, %fc1_grad.i2061
+  %3 = add nsw i64 3180432, %fc1_grad.i2141
   %arena3 = getelementptr inbounds float, ptr %arena, i64 %3
   %4 = load float, ptr %arena3, align 4
   %5 = select i1 %2, float %4, float 0.000000e+00
-  %6 = add nsw i64 3162112, %fc1_grad.i2061
+  %6 = add nsw i64 3162112, %fc1_grad.i2141
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %6
   store float %5, ptr %arena4, align 4
-  %i206.next = add nsw i64 %fc1_grad.i2061, 1
-  %7 = icmp slt i64 %i206.next, 8192
-  br i1 %7, label %fc1_grad.i206, label %fc1_grad.i206.end
+  %i214.next = add nsw i64 %fc1_grad.i2141, 1
+  %7 = icmp slt i64 %i214.next, 8192
+  br i1 %7, label %fc1_grad.i214, label %fc1_grad.i214.end
 
-fc1_grad.i206.end:                                ; preds = %fc1_grad.i206
+fc1_grad.i214.end:                                ; preds = %fc1_grad.i214
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @mnistnet_train_b64.k15.fc1_weight_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @mnistnet_train_b64.k15.fc1_weight_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  call void @mnistnet_train_b64.k15.fc1_weight_grad.gemm211(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
+  call void @mnistnet_train_b64.k15.fc1_weight_grad.gemm219(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @mnistnet_train_b64.k15.fc1_weight_grad.gemm211(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @mnistnet_train_b64.k15.fc1_weight_grad.gemm219(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %fc1_weight_grad.t209_a3 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t209_a2 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t209_a1 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t209_a0 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t209_b2 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t209_b1 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t209_b0 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t209_c3_2 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t209_c3_1 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t209_c3_0 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t209_c2_2 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t209_c2_1 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t209_c2_0 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t209_c1_2 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t209_c1_1 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t209_c1_0 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t209_c0_2 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t209_c0_1 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t209_c0_0 = alloca <8 x float>, align 32
-  br label %fc1_weight_grad.nb207
+  %fc1_weight_grad.t217_a3 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t217_a2 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t217_a1 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t217_a0 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t217_b2 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t217_b1 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t217_b0 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t217_c3_2 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t217_c3_1 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t217_c3_0 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t217_c2_2 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t217_c2_1 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t217_c2_0 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t217_c1_2 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t217_c1_1 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t217_c1_0 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t217_c0_2 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t217_c0_1 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t217_c0_0 = alloca <8 x float>, align 32
+  br label %fc1_weight_grad.nb215
 
-fc1_weight_grad.nb207:                            ; preds = %fc1_weight_grad.mb208.end, %entry
-  %fc1_weight_grad.nb2071 = phi i64 [ 0, %entry ], [ %nb207.next, %fc1_weight_grad.mb208.end ]
-  br label %fc1_weight_grad.mb208
+fc1_weight_grad.nb215:                            ; preds = %fc1_weight_grad.mb216.end, %entry
+  %fc1_weight_grad.nb2151 = phi i64 [ 0, %entry ], [ %nb215.next, %fc1_weight_grad.mb216.end ]
+  br label %fc1_weight_grad.mb216
 
-fc1_weight_grad.nb207.end:                        ; preds = %fc1_weight_grad.mb208.end
+fc1_weight_grad.nb215.end:                        ; preds = %fc1_weight_grad.mb216.end
   ret void
 
-fc1_weight_grad.mb208:                            ; preds = %fc1_weight_grad.k210.end, %fc1_weight_grad.nb207
-  %fc1_weight_grad.mb2082 = phi i64 [ 0, %fc1_weight_grad.nb207 ], [ %mb208.next, %fc1_weight_grad.k210.end ]
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t209_c0_0, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t209_c0_1, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t209_c0_2, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t209_c1_0, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t209_c1_1, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t209_c1_2, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t209_c2_0, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t209_c2_1, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t209_c2_2, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t209_c3_0, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t209_c3_1, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t209_c3_2, align 32
-  br label %fc1_weight_grad.k210
+fc1_weight_grad.mb216:                            ; preds = %fc1_weight_grad.k218.end, %fc1_weight_grad.nb215
+  %fc1_weight_grad.mb2162 = phi i64 [ 0, %fc1_weight_grad.nb215 ], [ %mb216.next, %fc1_weight_grad.k218.end ]
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t217_c0_0, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t217_c0_1, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t217_c0_2, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t217_c1_0, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t217_c1_1, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t217_c1_2, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t217_c2_0, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t217_c2_1, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t217_c2_2, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t217_c3_0, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t217_c3_1, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t217_c3_2, align 32
+  br label %fc1_weight_grad.k218
 
-fc1_weight_grad.mb208.end:                        ; preds = %fc1_weight_grad.k210.end
-  %nb207.next = add nsw i64 %fc1_weight_grad.nb2071, 1
-  %0 = icmp slt i64 %nb207.next, 384
-  br i1 %0, label %fc1_weight_grad.nb207, label %fc1_weight_grad.nb207.end
+fc1_weight_grad.mb216.end:                        ; preds = %fc1_weight_grad.k218.end
+  %nb215.next = add nsw i64 %fc1_weight_grad.nb2151, 1
+  %0 = icmp slt i64 %nb215.next, 384
+  br i1 %0, label %fc1_weight_grad.nb215, label %fc1_weight_grad.nb215.end
 
-fc1_weight_grad.k210:                             ; preds = %fc1_weight_grad.k210, %fc1_weight_grad.mb208
-  %fc1_weight_grad.k2103 = phi i64 [ 0, %fc1_weight_grad.mb208 ], [ %k210.next, %fc1_weight_grad.k210 ]
-  %1 = mul nsw i64 %fc1_weight_grad.k2103, 9216
+fc1_weight_grad.k218:                             ; preds = %fc1_weight_grad.k218, %fc1_weight_grad.mb216
+  %fc1_weight_grad.k2183 = phi i64 [ 0, %fc1_weight_grad.mb216 ], [ %k218.next, %fc1_weight_grad.k218 ]
+  %1 = mul nsw i64 %fc1_weight_grad.k2183, 9216
   %2 = add nsw i64 2564096, %1
-  %3 = mul nsw i64 %fc1_weight_grad.nb2071, 24
+  %3 = mul nsw i64 %fc1_weight_grad.nb2151, 24
   %4 = add nsw i64 %2, %3
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %4
   %5 = load <8 x float>, ptr %arena4, align 4
-  store <8 x float> %5, ptr %fc1_weight_grad.t209_b0, align 32
-  %6 = mul nsw i64 %fc1_weight_grad.k2103, 9216
+  store <8 x float> %5, ptr %fc1_weight_grad.t217_b0, align 32
+  %6 = mul nsw i64 %fc1_weight_grad.k2183, 9216
   %7 = add nsw i64 2564096, %6
-  %8 = mul nsw i64 %fc1_weight_grad.nb2071, 24
+  %8 = mul nsw i64 %fc1_weight_grad.nb2151, 24
   %9 = add nsw i64 %7, %8
   %10 = add nsw i64 %9, 8
   %arena5 = getelementptr inbounds float, ptr %arena, i64 %10
   %11 = load <8 x float>, ptr %arena5, align 4
-  store <8 x float> %11, ptr %fc1_weight_grad.t209_b1, align 32
-  %12 = mul nsw i64 %fc1_weight_grad.k2103, 9216
+  store <8 x float> %11, ptr %fc1_weight_grad.t217_b1, align 32
+  %12 = mul nsw i64 %fc1_weight_grad.k2183, 9216
   %13 = add nsw i64 2564096, %12
-  %14 = mul nsw i64 %fc1_weight_grad.nb2071, 24
+  %14 = mul nsw i64 %fc1_weight_grad.nb2151, 24
   %15 = add nsw i64 %13, %14
   %16 = add nsw i64 %15, 16
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %16
   %17 = load <8 x float>, ptr %arena6, align 4
-  store <8 x float> %17, ptr %fc1_weight_grad.t209_b2, align 32
-  %18 = mul nsw i64 %fc1_weight_grad.mb2082, 4
+  store <8 x float> %17, ptr %fc1_weight_grad.t217_b2, align 32
+  %18 = mul nsw i64 %fc1_weight_grad.mb2162, 4
   %19 = add nsw i64 3162112, %18
-  %20 = mul nsw i64 %fc1_weight_grad.k2103, 128
+  %20 = mul nsw i64 %fc1_weight_grad.k2183, 128
   %21 = add nsw i64 %19, %20
   %arena7 = getelementptr inbounds float, ptr %arena, i64 %21
   %22 = load float, ptr %arena7, align 4
   %23 = insertelement <8 x float> undef, float %22, i32 0
   %24 = shufflevector <8 x float> %23, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %24, ptr %fc1_weight_grad.t209_a0, align 32
-  %t209_a0 = load <8 x float>, ptr %fc1_weight_grad.t209_a0, align 32
-  %t209_b0 = load <8 x float>, ptr %fc1_weight_grad.t209_b0, align 32
-  %t209_c0_0 = load <8 x float>, ptr %fc1_weight_grad.t209_c0_0, align 32
-  %25 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t209_a0, <8 x float> %t209_b0, <8 x float> %t209_c0_0)
-  store <8 x float> %25, ptr %fc1_weight_grad.t209_c0_0, align 32
-  %t209_a08 = load <8 x float>, ptr %fc1_weight_grad.t209_a0, align 32
-  %t209_b1 = load <8 x float>, ptr %fc1_weight_grad.t209_b1, align 32
-  %t209_c0_1 = load <8 x float>, ptr %fc1_weight_grad.t209_c0_1, align 32
-  %26 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t209_a08, <8 x float> %t209_b1, <8 x float> %t209_c0_1)
-  store <8 x float> %26, ptr %fc1_weight_grad.t209_c0_1, align 32
-  %t209_a09 = load <8 x float>, ptr %fc1_weight_grad.t209_a0, align 32
-  %t209_b2 = load <8 x float>, ptr %fc1_weight_grad.t209_b2, align 32
-  %t209_c0_2 = load <8 x float>, ptr %fc1_weight_grad.t209_c0_2, align 32
-  %27 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t209_a09, <8 x float> %t209_b2, <8 x float> %t209_c0_2)
-  store <8 x float> %27, ptr %fc1_weight_grad.t209_c0_2, align 32
-  %28 = mul nsw i64 %fc1_weight_grad.mb2082, 4
+  store <8 x float> %24, ptr %fc1_weight_grad.t217_a0, align 32
+  %t217_a0 = load <8 x float>, ptr %fc1_weight_grad.t217_a0, align 32
+  %t217_b0 = load <8 x float>, ptr %fc1_weight_grad.t217_b0, align 32
+  %t217_c0_0 = load <8 x float>, ptr %fc1_weight_grad.t217_c0_0, align 32
+  %25 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t217_a0, <8 x float> %t217_b0, <8 x float> %t217_c0_0)
+  store <8 x float> %25, ptr %fc1_weight_grad.t217_c0_0, align 32
+  %t217_a08 = load <8 x float>, ptr %fc1_weight_grad.t217_a0, align 32
+  %t217_b1 = load <8 x float>, ptr %fc1_weight_grad.t217_b1, align 32
+  %t217_c0_1 = load <8 x float>, ptr %fc1_weight_grad.t217_c0_1, align 32
+  %26 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t217_a08, <8 x float> %t217_b1, <8 x float> %t217_c0_1)
+  store <8 x float> %26, ptr %fc1_weight_grad.t217_c0_1, align 32
+  %t217_a09 = load <8 x float>, ptr %fc1_weight_grad.t217_a0, align 32
+  %t217_b2 = load <8 x float>, ptr %fc1_weight_grad.t217_b2, align 32
+  %t217_c0_2 = load <8 x float>, ptr %fc1_weight_grad.t217_c0_2, align 32
+  %27 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t217_a09, <8 x float> %t217_b2, <8 x float> %t217_c0_2)
+  store <8 x float> %27, ptr %fc1_weight_grad.t217_c0_2, align 32
+  %28 = mul nsw i64 %fc1_weight_grad.mb2162, 4
   %29 = add nsw i64 %28, 1
   %30 = add nsw i64 3162112, %29
-  %31 = mul nsw i64 %fc1_weight_grad.k2103, 128
+  %31 = mul nsw i64 %fc1_weight_grad.k2183, 128
   %32 = add nsw i64 %30, %31
   %arena10 = getelementptr inbounds float, ptr %arena, i64 %32
   %33 = load float, ptr %arena10, align 4
   %34 = insertelement <8 x float> undef, float %33, i32 0
   %35 = shufflevector <8 x float> %34, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %35, ptr %fc1_weight_grad.t209_a1, align 32
-  %t209_a1 = load <8 x float>, ptr %fc1_weight_grad.t209_a1, align 32
-  %t209_b011 = load <8 x float>, ptr %fc1_weight_grad.t209_b0, align 32
-  %t209_c1_0 = load <8 x float>, ptr %fc1_weight_grad.t209_c1_0, align 32
-  %36 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t209_a1, <8 x float> %t209_b011, <8 x float> %t209_c1_0)
-  store <8 x float> %36, ptr %fc1_weight_grad.t209_c1_0, align 32
-  %t209_a112 = load <8 x float>, ptr %fc1_weight_grad.t209_a1, align 32
-  %t209_b113 = load <8 x float>, ptr %fc1_weight_grad.t209_b1, align 32
-  %t209_c1_1 = load <8 x float>, ptr %fc1_weight_grad.t209_c1_1, align 32
-  %37 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t209_a112, <8 x float> %t209_b113, <8 x float> %t209_c1_1)
-  store <8 x float> %37, ptr %fc1_weight_grad.t209_c1_1, align 32
-  %t209_a114 = load <8 x float>, ptr %fc1_weight_grad.t209_a1, align 32
-  %t209_b215 = load <8 x float>, ptr %fc1_weight_grad.t209_b2, align 32
-  %t209_c1_2 = load <8 x float>, ptr %fc1_weight_grad.t209_c1_2, align 32
-  %38 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t209_a114, <8 x float> %t209_b215, <8 x float> %t209_c1_2)
-  store <8 x float> %38, ptr %fc1_weight_grad.t209_c1_2, align 32
-  %39 = mul nsw i64 %fc1_weight_grad.mb2082, 4
+  store <8 x float> %35, ptr %fc1_weight_grad.t217_a1, align 32
+  %t217_a1 = load <8 x float>, ptr %fc1_weight_grad.t217_a1, align 32
+  %t217_b011 = load <8 x float>, ptr %fc1_weight_grad.t217_b0, align 32
+  %t217_c1_0 = load <8 x float>, ptr %fc1_weight_grad.t217_c1_0, align 32
+  %36 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t217_a1, <8 x float> %t217_b011, <8 x float> %t217_c1_0)
+  store <8 x float> %36, ptr %fc1_weight_grad.t217_c1_0, align 32
+  %t217_a112 = load <8 x float>, ptr %fc1_weight_grad.t217_a1, align 32
+  %t217_b113 = load <8 x float>, ptr %fc1_weight_grad.t217_b1, align 32
+  %t217_c1_1 = load <8 x float>, ptr %fc1_weight_grad.t217_c1_1, align 32
+  %37 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t217_a112, <8 x float> %t217_b113, <8 x float> %t217_c1_1)
+  store <8 x float> %37, ptr %fc1_weight_grad.t217_c1_1, align 32
+  %t217_a114 = load <8 x float>, ptr %fc1_weight_grad.t217_a1, align 32
+  %t217_b215 = load <8 x float>, ptr %fc1_weight_grad.t217_b2, align 32
+  %t217_c1_2 = load <8 x float>, ptr %fc1_weight_grad.t217_c1_2, align 32
+  %38 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t217_a114, <8 x float> %t217_b215, <8 x float> %t217_c1_2)
+  store <8 x float> %38, ptr %fc1_weight_grad.t217_c1_2, align 32
+  %39 = mul nsw i64 %fc1_weight_grad.mb2162, 4
   %40 = add nsw i64 %39, 2
   %41 = add nsw i64 3162112, %40
-  %42 = mul nsw i64 %fc1_weight_grad.k2103, 128
+  %42 = mul nsw i64 %fc1_weight_grad.k2183, 128
   %43 = add nsw i64 %41, %42
   %arena16 = getelementptr inbounds float, ptr %arena, i64 %43
   %44 = load float, ptr %arena16, align 4
   %45 = insertelement <8 x float> undef, float %44, i32 0
   %46 = shufflevector <8 x float> %45, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %46, ptr %fc1_weight_grad.t209_a2, align 32
-  %t209_a2 = load <8 x float>, ptr %fc1_weight_grad.t209_a2, align 32
-  %t209_b017 = load <8 x float>, ptr %fc1_weight_grad.t209_b0, align 32
-  %t209_c2_0 = load <8 x float>, ptr %fc1_weight_grad.t209_c2_0, align 32
-  %47 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t209_a2, <8 x float> %t209_b017, <8 x float> %t209_c2_0)
-  store <8 x float> %47, ptr %fc1_weight_grad.t209_c2_0, align 32
-  %t209_a218 = load <8 x float>, ptr %fc1_weight_grad.t209_a2, align 32
-  %t209_b119 = load <8 x float>, ptr %fc1_weight_grad.t209_b1, align 32
-  %t209_c2_1 = load <8 x float>, ptr %fc1_weight_grad.t209_c2_1, align 32
-  %48 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t209_a218, <8 x float> %t209_b119, <8 x float> %t209_c2_1)
-  store <8 x float> %48, ptr %fc1_weight_grad.t209_c2_1, align 32
-  %t209_a220 = load <8 x float>, ptr %fc1_weight_grad.t209_a2, align 32
-  %t209_b221 = load <8 x float>, ptr %fc1_weight_grad.t209_b2, align 32
-  %t209_c2_2 = load <8 x float>, ptr %fc1_weight_grad.t209_c2_2, align 32
-  %49 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t209_a220, <8 x float> %t209_b221, <8 x float> %t209_c2_2)
-  store <8 x float> %49, ptr %fc1_weight_grad.t209_c2_2, align 32
-  %50 = mul nsw i64 %fc1_weight_grad.mb2082, 4
+  store <8 x float> %46, ptr %fc1_weight_grad.t217_a2, align 32
+  %t217_a2 = load <8 x float>, ptr %fc1_weight_grad.t217_a2, align 32
+  %t217_b017 = load <8 x float>, ptr %fc1_weight_grad.t217_b0, align 32
+  %t217_c2_0 = load <8 x float>, ptr %fc1_weight_grad.t217_c2_0, align 32
+  %47 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t217_a2, <8 x float> %t217_b017, <8 x float> %t217_c2_0)
+  store <8 x float> %47, ptr %fc1_weight_grad.t217_c2_0, align 32
+  %t217_a218 = load <8 x float>, ptr %fc1_weight_grad.t217_a2, align 32
+  %t217_b119 = load <8 x float>, ptr %fc1_weight_grad.t217_b1, align 32
+  %t217_c2_1 = load <8 x float>, ptr %fc1_weight_grad.t217_c2_1, align 32
+  %48 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t217_a218, <8 x float> %t217_b119, <8 x float> %t217_c2_1)
+  store <8 x float> %48, ptr %fc1_weight_grad.t217_c2_1, align 32
+  %t217_a220 = load <8 x float>, ptr %fc1_weight_grad.t217_a2, align 32
+  %t217_b221 = load <8 x float>, ptr %fc1_weight_grad.t217_b2, align 32
+  %t217_c2_2 = load <8 x float>, ptr %fc1_weight_grad.t217_c2_2, align 32
+  %49 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t217_a220, <8 x float> %t217_b221, <8 x float> %t217_c2_2)
+  store <8 x float> %49, ptr %fc1_weight_grad.t217_c2_2, align 32
+  %50 = mul nsw i64 %fc1_weight_grad.mb2162, 4
   %51 = add nsw i64 %50, 3
   %52 = add nsw i64 3162112, %51
-  %53 = mul nsw i64 %fc1_weight_grad.k2103, 128
+  %53 = mul nsw i64 %fc1_weight_grad.k2183, 128
   %54 = add nsw i64 %52, %53
   %arena22 = getelementptr inbounds float, ptr %arena, i64 %54
   %55 = load float, ptr %arena22, align 4
   %56 = insertelement <8 x float> undef, float %55, i32 0
   %57 = shufflevector <8 x float> %56, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %57, ptr %fc1_weight_grad.t209_a3, align 32
-  %t209_a3 = load <8 x float>, ptr %fc1_weight_grad.t209_a3, align 32
-  %t209_b023 = load <8 x float>, ptr %fc1_weight_grad.t209_b0, align 32
-  %t209_c3_0 = load <8 x float>, ptr %fc1_weight_grad.t209_c3_0, align 32
-  %58 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t209_a3, <8 x float> %t209_b023, <8 x float> %t209_c3_0)
-  store <8 x float> %58, ptr %fc1_weight_grad.t209_c3_0, align 32
-  %t209_a324 = load <8 x float>, ptr %fc1_weight_grad.t209_a3, align 32
-  %t209_b125 = load <8 x float>, ptr %fc1_weight_grad.t209_b1, align 32
-  %t209_c3_1 = load <8 x float>, ptr %fc1_weight_grad.t209_c3_1, align 32
-  %59 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t209_a324, <8 x float> %t209_b125, <8 x float> %t209_c3_1)
-  store <8 x float> %59, ptr %fc1_weight_grad.t209_c3_1, align 32
-  %t209_a326 = load <8 x float>, ptr %fc1_weight_grad.t209_a3, align 32
-  %t209_b227 = load <8 x float>, ptr %fc1_weight_grad.t209_b2, align 32
-  %t209_c3_2 = load <8 x float>, ptr %fc1_weight_grad.t209_c3_2, align 32
-  %60 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t209_a326, <8 x float> %t209_b227, <8 x float> %t209_c3_2)
-  store <8 x float> %60, ptr %fc1_weight_grad.t209_c3_2, align 32
-  %k210.next = add nsw i64 %fc1_weight_grad.k2103, 1
-  %61 = icmp slt i64 %k210.next, 64
-  br i1 %61, label %fc1_weight_grad.k210, label %fc1_weight_grad.k210.end
+  store <8 x float> %57, ptr %fc1_weight_grad.t217_a3, align 32
+  %t217_a3 = load <8 x float>, ptr %fc1_weight_grad.t217_a3, align 32
+  %t217_b023 = load <8 x float>, ptr %fc1_weight_grad.t217_b0, align 32
+  %t217_c3_0 = load <8 x float>, ptr %fc1_weight_grad.t217_c3_0, align 32
+  %58 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t217_a3, <8 x float> %t217_b023, <8 x float> %t217_c3_0)
+  store <8 x float> %58, ptr %fc1_weight_grad.t217_c3_0, align 32
+  %t217_a324 = load <8 x float>, ptr %fc1_weight_grad.t217_a3, align 32
+  %t217_b125 = load <8 x float>, ptr %fc1_weight_grad.t217_b1, align 32
+  %t217_c3_1 = load <8 x float>, ptr %fc1_weight_grad.t217_c3_1, align 32
+  %59 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t217_a324, <8 x float> %t217_b125, <8 x float> %t217_c3_1)
+  store <8 x float> %59, ptr %fc1_weight_grad.t217_c3_1, align 32
+  %t217_a326 = load <8 x float>, ptr %fc1_weight_grad.t217_a3, align 32
+  %t217_b227 = load <8 x float>, ptr %fc1_weight_grad.t217_b2, align 32
+  %t217_c3_2 = load <8 x float>, ptr %fc1_weight_grad.t217_c3_2, align 32
+  %60 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t217_a326, <8 x float> %t217_b227, <8 x float> %t217_c3_2)
+  store <8 x float> %60, ptr %fc1_weight_grad.t217_c3_2, align 32
+  %k218.next = add nsw i64 %fc1_weight_grad.k2183, 1
+  %61 = icmp slt i64 %k218.next, 64
+  br i1 %61, label %fc1_weight_grad.k218, label %fc1_weight_grad.k218.end
 
-fc1_weight_grad.k210.end:                         ; preds = %fc1_weight_grad.k210
-  %t209_c0_028 = load <8 x float>, ptr %fc1_weight_grad.t209_c0_0, align 32
-  %62 = mul nsw i64 %fc1_weight_grad.mb2082, 4
+fc1_weight_grad.k218.end:                         ; preds = %fc1_weight_grad.k218
+  %t217_c0_028 = load <8 x float>, ptr %fc1_weight_grad.t217_c0_0, align 32
+  %62 = mul nsw i64 %fc1_weight_grad.mb2162, 4
   %63 = mul nsw i64 %62, 9216
   %64 = add nsw i64 18816, %63
-  %65 = mul nsw i64 %fc1_weight_grad.nb2071, 24
+  %65 = mul nsw i64 %fc1_weight_grad.nb2151, 24
   %66 = add nsw i64 %64, %65
   %grads29 = getelementptr inbounds float, ptr %grads, i64 %66
-  store <8 x float> %t209_c0_028, ptr %grads29, align 4
-  %t209_c0_130 = load <8 x float>, ptr %fc1_weight_grad.t209_c0_1, align 32
-  %67 = mul nsw i64 %fc1_weight_grad.mb2082, 4
+  store <8 x float> %t217_c0_028, ptr %grads29, align 4
+  %t217_c0_130 = load <8 x float>, ptr %fc1_weight_grad.t217_c0_1, align 32
+  %67 = mul nsw i64 %fc1_weight_grad.mb2162, 4
   %68 = mul nsw i64 %67, 9216
   %69 = add nsw i64 18816, %68
-  %70 = mul nsw i64 %fc1_weight_grad.nb2071, 24
+  %70 = mul nsw i64 %fc1_weight_grad.nb2151, 24
   %71 = add nsw i64 %69, %70
   %72 = add nsw i64 %71, 8
   %grads31 = getelementptr inbounds float, ptr %grads, i64 %72
-  store <8 x float> %t209_c0_130, ptr %grads31, align 4
-  %t209_c0_232 = load <8 x float>, ptr %fc1_weight_grad.t209_c0_2, align 32
-  %73 = mul nsw i64 %fc1_weight_grad.mb2082, 4
+  store <8 x float> %t217_c0_130, ptr %grads31, align 4
+  %t217_c0_232 = load <8 x float>, ptr %fc1_weight_grad.t217_c0_2, align 32
+  %73 = mul nsw i64 %fc1_weight_grad.mb2162, 4
   %74 = mul nsw i64 %73, 9216
   %75 = add nsw i64 18816, %74
-  %76 = mul nsw i64 %fc1_weight_grad.nb2071, 24
+  %76 = mul nsw i64 %fc1_weight_grad.nb2151, 24
   %77 = add nsw i64 %75, %76
   %78 = add nsw i64 %77, 16
   %grads33 = getelementptr inbounds float, ptr %grads, i64 %78
-  store <8 x float> %t209_c0_232, ptr %grads33, align 4
-  %t209_c1_034 = load <8 x float>, ptr %fc1_weight_grad.t209_c1_0, align 32
-  %79 = mul nsw i64 %fc1_weight_grad.mb2082, 4
+  store <8 x float> %t217_c0_232, ptr %grads33, align 4
+  %t217_c1_034 = load <8 x float>, ptr %fc1_weight_grad.t217_c1_0, align 32
+  %79 = mul nsw i64 %fc1_weight_grad.mb2162, 4
   %80 = add nsw i64 %79, 1
   %81 = mul nsw i64 %80, 9216
   %82 = add nsw i64 18816, %81
-  %83 = mul nsw i64 %fc1_weight_grad.nb2071, 24
+  %83 = mul nsw i64 %fc1_weight_grad.nb2151, 24
   %84 = add nsw i64 %82, %83
   %grads35 = getelementptr inbounds float, ptr %grads, i64 %84
-  store <8 x float> %t209_c1_034, ptr %grads35, align 4
-  %t209_c1_136 = load <8 x float>, ptr %fc1_weight_grad.t209_c1_1, align 32
-  %85 = mul nsw i64 %fc1_weight_grad.mb2082, 4
+  store <8 x float> %t217_c1_034, ptr %grads35, align 4
+  %t217_c1_136 = load <8 x float>, ptr %fc1_weight_grad.t217_c1_1, align 32
+  %85 = mul nsw i64 %fc1_weight_grad.mb2162, 4
   %86 = add nsw i64 %85, 1
   %87 = mul nsw i64 %86, 9216
   %88 = add nsw i64 18816, %87
-  %89 = mul nsw i64 %fc1_weight_grad.nb2071, 24
+  %89 = mul nsw i64 %fc1_weight_grad.nb2151, 24
   %90 = add nsw i64 %88, %89
   %91 = add nsw i64 %90, 8
   %grads37 = getelementptr inbounds float, ptr %grads, i64 %91
-  store <8 x float> %t209_c1_136, ptr %grads37, align 4
-  %t209_c1_238 = load <8 x float>, ptr %fc1_weight_grad.t209_c1_2, align 32
-  %92 = mul nsw i64 %fc1_weight_grad.mb2082, 4
+  store <8 x float> %t217_c1_136, ptr %grads37, align 4
+  %t217_c1_238 = load <8 x float>, ptr %fc1_weight_grad.t217_c1_2, align 32
+  %92 = mul nsw i64 %fc1_weight_grad.mb2162, 4
   %93 = add nsw i64 %92, 1
   %94 = mul nsw i64 %93, 9216
   %95 = add nsw i64 18816, %94
-  %96 = mul nsw i64 %fc1_weight_grad.nb2071, 24
+  %96 = mul nsw i64 %fc1_weight_grad.nb2151, 24
   %97 = add nsw i64 %95, %96
   %98 = add nsw i64 %97, 16
   %grads39 = getelementptr inbounds float, ptr %grads, i64 %98
-  store <8 x float> %t209_c1_238, ptr %grads39, align 4
-  %t209_c2_040 = load <8 x float>, ptr %fc1_weight_grad.t209_c2_0, align 32
-  %99 = mul nsw i64 %fc1_weight_grad.mb2082, 4
+  store <8 x float> %t217_c1_238, ptr %grads39, align 4
+  %t217_c2_040 = load <8 x float>, ptr %fc1_weight_grad.t217_c2_0, align 32
+  %99 = mul nsw i64 %fc1_weight_grad.mb2162, 4
   %100 = add nsw i64 %99, 2
   %101 = mul nsw i64 %100, 9216
   %102 = add nsw i64 18816, %101
-  %103 = mul nsw i64 %fc1_weight_grad.nb2071, 24
+  %103 = mul nsw i64 %fc1_weight_grad.nb2151, 24
   %104 = add nsw i64 %102, %103
   %grads41 = getelementptr inbounds float, ptr %grads, i64 %104
-  store <8 x float> %t209_c2_040, ptr %grads41, align 4
-  %t209_c2_142 = load <8 x float>, ptr %fc1_weight_grad.t209_c2_1, align 32
-  %105 = mul nsw i64 %fc1_weight_grad.mb2082, 4
+  store <8 x float> %t217_c2_040, ptr %grads41, align 4
+  %t217_c2_142 = load <8 x float>, ptr %fc1_weight_grad.t217_c2_1, align 32
+  %105 = mul nsw i64 %fc1_weight_grad.mb2162, 4
   %106 = add nsw i64 %105, 2
   %107 = mul nsw i64 %106, 9216
   %108 = add nsw i64 18816, %107
-  %109 = mul nsw i64 %fc1_weight_grad.nb2071, 24
+  %109 = mul nsw i64 %fc1_weight_grad.nb2151, 24
   %110 = add nsw i64 %108, %109
   %111 = add nsw i64 %110, 8
   %grads43 = getelementptr inbounds float, ptr %grads, i64 %111
-  store <8 x float> %t209_c2_142, ptr %grads43, align 4
-  %t209_c2_244 = load <8 x float>, ptr %fc1_weight_grad.t209_c2_2, align 32
-  %112 = mul nsw i64 %fc1_weight_grad.mb2082, 4
+  store <8 x float> %t217_c2_142, ptr %grads43, align 4
+  %t217_c2_244 = load <8 x float>, ptr %fc1_weight_grad.t217_c2_2, align 32
+  %112 = mul nsw i64 %fc1_weight_grad.mb2162, 4
   %113 = add nsw i64 %112, 2
   %114 = mul nsw i64 %113, 9216
   %115 = add nsw i64 18816, %114
-  %116 = mul nsw i64 %fc1_weight_grad.nb2071, 24
+  %116 = mul nsw i64 %fc1_weight_grad.nb2151, 24
   %117 = add nsw i64 %115, %116
   %118 = add nsw i64 %117, 16
   %grads45 = getelementptr inbounds float, ptr %grads, i64 %118
-  store <8 x float> %t209_c2_244, ptr %grads45, align 4
-  %t209_c3_046 = load <8 x float>, ptr %fc1_weight_grad.t209_c3_0, align 32
-  %119 = mul nsw i64 %fc1_weight_grad.mb2082, 4
+  store <8 x float> %t217_c2_244, ptr %grads45, align 4
+  %t217_c3_046 = load <8 x float>, ptr %fc1_weight_grad.t217_c3_0, align 32
+  %119 = mul nsw i64 %fc1_weight_grad.mb2162, 4
   %120 = add nsw i64 %119, 3
   %121 = mul nsw i64 %120, 9216
   %122 = add nsw i64 18816, %121
-  %123 = mul nsw i64 %fc1_weight_grad.nb2071, 24
+  %123 = mul nsw i64 %fc1_weight_grad.nb2151, 24
   %124 = add nsw i64 %122, %123
   %grads47 = getelementptr inbounds float, ptr %grads, i64 %124
-  store <8 x float> %t209_c3_046, ptr %grads47, align 4
-  %t209_c3_148 = load <8 x float>, ptr %fc1_weight_grad.t209_c3_1, align 32
-  %125 = mul nsw i64 %fc1_weight_grad.mb2082, 4
+  store <8 x float> %t217_c3_046, ptr %grads47, align 4
+  %t217_c3_148 = load <8 x float>, ptr %fc1_weight_grad.t217_c3_1, align 32
+  %125 = mul nsw i64 %fc1_weight_grad.mb2162, 4
   %126 = add nsw i64 %125, 3
   %127 = mul nsw i64 %126, 9216
   %128 = add nsw i64 18816, %127
-  %129 = mul nsw i64 %fc1_weight_grad.nb2071, 24
+  %129 = mul nsw i64 %fc1_weight_grad.nb2151, 24
   %130 = add nsw i64 %128, %129
   %131 = add nsw i64 %130, 8
   %grads49 = getelementptr inbounds float, ptr %grads, i64 %131
-  store <8 x float> %t209_c3_148, ptr %grads49, align 4
-  %t209_c3_250 = load <8 x float>, ptr %fc1_weight_grad.t209_c3_2, align 32
-  %132 = mul nsw i64 %fc1_weight_grad.mb2082, 4
+  store <8 x float> %t217_c3_148, ptr %grads49, align 4
+  %t217_c3_250 = load <8 x float>, ptr %fc1_weight_grad.t217_c3_2, align 32
+  %132 = mul nsw i64 %fc1_weight_grad.mb2162, 4
   %133 = add nsw i64 %132, 3
   %134 = mul nsw i64 %133, 9216
   %135 = add nsw i64 18816, %134
-  %136 = mul nsw i64 %fc1_weight_grad.nb2071, 24
+  %136 = mul nsw i64 %fc1_weight_grad.nb2151, 24
   %137 = add nsw i64 %135, %136
   %138 = add nsw i64 %137, 16
   %grads51 = getelementptr inbounds float, ptr %grads, i64 %138
-  store <8 x float> %t209_c3_250, ptr %grads51, align 4
-  %mb208.next = add nsw i64 %fc1_weight_grad.mb2082, 1
-  %139 = icmp slt i64 %mb208.next, 32
-  br i1 %139, label %fc1_weight_grad.mb208, label %fc1_weight_grad.mb208.end
+  store <8 x float> %t217_c3_250, ptr %grads51, align 4
+  %mb216.next = add nsw i64 %fc1_weight_grad.mb2162, 1
+  %139 = icmp slt i64 %mb216.next, 32
+  br i1 %139, label %fc1_weight_grad.mb216, label %fc1_weight_grad.mb216.end
 }
 
 ; Function Attrs: noinline
-define internal void @mnistnet_train_b64.k16.fc1_bias_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @mnistnet_train_b64.k16.fc1_bias_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %fc1_bias_grad.acc213 = alloca float, align 4
-  br label %fc1_bias_grad.u212
+  %fc1_bias_grad.acc221 = alloca float, align 4
+  br label %fc1_bias_grad.u220
 
-fc1_bias_grad.u212:                               ; preds = %fc1_bias_grad.n214.end, %entry
-  %fc1_bias_grad.u2121 = phi i64 [ 0, %entry ], [ %u212.next, %fc1_bias_grad.n214.end ]
-  store float 0.000000e+00, ptr %fc1_bias_grad.acc213, align 4
-  br label %fc1_bias_grad.n214
+fc1_bias_grad.u220:                               ; preds = %fc1_bias_grad.n222.end, %entry
+  %fc1_bias_grad.u2201 = phi i64 [ 0, %entry ], [ %u220.next, %fc1_bias_grad.n222.end ]
+  store float 0.000000e+00, ptr %fc1_bias_grad.acc221, align 4
+  br label %fc1_bias_grad.n222
 
-fc1_bias_grad.u212.end:                           ; preds = %fc1_bias_grad.n214.end
+fc1_bias_grad.u220.end:                           ; preds = %fc1_bias_grad.n222.end
   ret void
 
-fc1_bias_grad.n214:                               ; preds = %fc1_bias_grad.n214, %fc1_bias_grad.u212
-  %fc1_bias_grad.n2142 = phi i64 [ 0, %fc1_bias_grad.u212 ], [ %n214.next, %fc1_bias_grad.n214 ]
-  %acc213 = load float, ptr %fc1_bias_grad.acc213, align 4
-  %0 = mul nsw i64 %fc1_bias_grad.n2142, 128
+fc1_bias_grad.n222:                               ; preds = %fc1_bias_grad.n222, %fc1_bias_grad.u220
+  %fc1_bias_grad.n2222 = phi i64 [ 0, %fc1_bias_grad.u220 ], [ %n222.next, %fc1_bias_grad.n222 ]
+  %acc221 = load float, ptr %fc1_bias_grad.acc221, align 4
+  %0 = mul nsw i64 %fc1_bias_grad.n2222, 128
   %1 = add nsw i64 3162112, %0
-  %2 = add nsw i64 %1, %fc1_bias_grad.u2121
+  %2 = add nsw i64 %1, %fc1_bias_grad.u2201
   %arena3 = getelementptr inbounds float, ptr %arena, i64 %2
   %3 = load float, ptr %arena3, align 4
-  %4 = fadd float %acc213, %3
-  store float %4, ptr %fc1_bias_grad.acc213, align 4
-  %n214.next = add nsw i64 %fc1_bias_grad.n2142, 1
-  %5 = icmp slt i64 %n214.next, 64
-  br i1 %5, label %fc1_bias_grad.n214, label %fc1_bias_grad.n214.end
+  %4 = fadd float %acc221, %3
+  store float %4, ptr %fc1_bias_grad.acc221, align 4
+  %n222.next = add nsw i64 %fc1_bias_grad.n2222, 1
+  %5 = icmp slt i64 %n222.next, 64
+  br i1 %5, label %fc1_bias_grad.n222, label %fc1_bias_grad.n222.end
 
-fc1_bias_grad.n214.end:                           ; preds = %fc1_bias_grad.n214
-  %acc2134 = load float, ptr %fc1_bias_grad.acc213, align 4
-  %6 = add nsw i64 1198464, %fc1_bias_grad.u2121
+fc1_bias_grad.n222.end:                           ; preds = %fc1_bias_grad.n222
+  %acc2214 = load float, ptr %fc1_bias_grad.acc221, align 4
+  %6 = add nsw i64 1198464, %fc1_bias_grad.u2201
   %grads5 = getelementptr inbounds float, ptr %grads, i64 %6
-  store float %acc2134, ptr %grads5, align 4
-  %u212.next = add nsw i64 %fc1_bias_grad.u2121, 1
-  %7 = icmp slt i64 %u212.next, 128
-  br i1 %7, label %fc1_bias_grad.u212, label %fc1_bias_grad.u212.end
+  store float %acc2214, ptr %grads5, align 4
+  %u220.next = add nsw i64 %fc1_bias_grad.u2201, 1
+  %7 = icmp slt i64 %u220.next, 128
+  br i1 %7, label %fc1_bias_grad.u220, label %fc1_bias_grad.u220.end
 }
 
 ; Function Attrs: noinline
-define internal void @mnistnet_train_b64.k17.flat_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @mnistnet_train_b64.k17.flat_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  call void @mnistnet_train_b64.k17.flat_grad.gemm219(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
+  call void @mnistnet_train_b64.k17.flat_grad.gemm227(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @mnistnet_train_b64.k17.flat_grad.gemm219(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @mnistnet_train_b64.k17.flat_grad.gemm227(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %flat_grad.t217_a3 = alloca <8 x float>, align 32
-  %flat_grad.t217_a2 = alloca <8 x float>, align 32
-  %flat_grad.t217_a1 = alloca <8 x float>, align 32
-  %flat_grad.t217_a0 = alloca <8 x float>, align 32
-  %flat_grad.t217_b2 = alloca <8 x float>, align 32
-  %flat_grad.t217_b1 = alloca <8 x float>, align 32
-  %flat_grad.t217_b0 = alloca <8 x float>, align 32
-  %flat_grad.t217_c3_2 = alloca <8 x float>, align 32
-  %flat_grad.t217_c3_1 = alloca <8 x float>, align 32
-  %flat_grad.t217_c3_0 = alloca <8 x float>, align 32
-  %flat_grad.t217_c2_2 = alloca <8 x float>, align 32
-  %flat_grad.t217_c2_1 = alloca <8 x float>, align 32
-  %flat_grad.t217_c2_0 = alloca <8 x float>, align 32
-  %flat_grad.t217_c1_2 = alloca <8 x float>, align 32
-  %flat_grad.t217_c1_1 = alloca <8 x float>, align 32
-  %flat_grad.t217_c1_0 = alloca <8 x float>, align 32
-  %flat_grad.t217_c0_2 = alloca <8 x float>, align 32
-  %flat_grad.t217_c0_1 = alloca <8 x float>, align 32
-  %flat_grad.t217_c0_0 = alloca <8 x float>, align 32
-  br label %flat_grad.nb215
+  %flat_grad.t225_a3 = alloca <8 x float>, align 32
+  %flat_grad.t225_a2 = alloca <8 x float>, align 32
+  %flat_grad.t225_a1 = alloca <8 x float>, align 32
+  %flat_grad.t225_a0 = alloca <8 x float>, align 32
+  %flat_grad.t225_b2 = alloca <8 x float>, align 32
+  %flat_grad.t225_b1 = alloca <8 x float>, align 32
+  %flat_grad.t225_b0 = alloca <8 x float>, align 32
+  %flat_grad.t225_c3_2 = alloca <8 x float>, align 32
+  %flat_grad.t225_c3_1 = alloca <8 x float>, align 32
+  %flat_grad.t225_c3_0 = alloca <8 x float>, align 32
+  %flat_grad.t225_c2_2 = alloca <8 x float>, align 32
+  %flat_grad.t225_c2_1 = alloca <8 x float>, align 32
+  %flat_grad.t225_c2_0 = alloca <8 x float>, align 32
+  %flat_grad.t225_c1_2 = alloca <8 x float>, align 32
+  %flat_grad.t225_c1_1 = alloca <8 x float>, align 32
+  %flat_grad.t225_c1_0 = alloca <8 x float>, align 32
+  %flat_grad.t225_c0_2 = alloca <8 x float>, align 32
+  %flat_grad.t225_c0_1 = alloca <8 x float>, align 32
+  %flat_grad.t225_c0_0 = alloca <8 x float>, align 32
+  br label %flat_grad.nb223
 
-flat_grad.nb215:                                  ; preds = %flat_grad.mb216.end, %entry
-  %flat_grad.nb2151 = phi i64 [ 0, %entry ], [ %nb215.next, %flat_grad.mb216.end ]
-  br label %flat_grad.mb216
+flat_grad.nb223:                                  ; preds = %flat_grad.mb224.end, %entry
+  %flat_grad.nb2231 = phi i64 [ 0, %entry ], [ %nb223.next, %flat_grad.mb224.end ]
+  br label %flat_grad.mb224
 
-flat_grad.nb215.end:                              ; preds = %flat_grad.mb216.end
+flat_grad.nb223.end:                              ; preds = %flat_grad.mb224.end
   ret void
 
-flat_grad.mb216:                                  ; preds = %flat_grad.k218.end, %flat_grad.nb215
-  %flat_grad.mb2162 = phi i64 [ 0, %flat_grad.nb215 ], [ %mb216.next, %flat_grad.k218.end ]
-  store <8 x float> zeroinitializer, ptr %flat_grad.t217_c0_0, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t217_c0_1, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t217_c0_2, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t217_c1_0, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t217_c1_1, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t217_c1_2, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t217_c2_0, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t217_c2_1, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t217_c2_2, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t217_c3_0, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t217_c3_1, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t217_c3_2, align 32
-  br label %flat_grad.k218
+flat_grad.mb224:                                  ; preds = %flat_grad.k226.end, %flat_grad.nb223
+  %flat_grad.mb2242 = phi i64 [ 0, %flat_grad.nb223 ], [ %mb224.next, %flat_grad.k226.end ]
+  store <8 x float> zeroinitializer, ptr %flat_grad.t225_c0_0, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t225_c0_1, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t225_c0_2, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t225_c1_0, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t225_c1_1, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t225_c1_2, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t225_c2_0, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t225_c2_1, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t225_c2_2, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t225_c3_0, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t225_c3_1, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t225_c3_2, align 32
+  br label %flat_grad.k226
 
-flat_grad.mb216.end:                              ; preds = %flat_grad.k218.end
-  %nb215.next = add nsw i64 %flat_grad.nb2151, 1
-  %0 = icmp slt i64 %nb215.next, 384
-  br i1 %0, label %flat_grad.nb215, label %flat_grad.nb215.end
+flat_grad.mb224.end:                              ; preds = %flat_grad.k226.end
+  %nb223.next = add nsw i64 %flat_grad.nb2231, 1
+  %0 = icmp slt i64 %nb223.next, 384
+  br i1 %0, label %flat_grad.nb223, label %flat_grad.nb223.end
 
-flat_grad.k218:                                   ; preds = %flat_grad.k218, %flat_grad.mb216
-  %flat_grad.k2183 = phi i64 [ 0, %flat_grad.mb216 ], [ %k218.next, %flat_grad.k218 ]
-  %1 = mul nsw i64 %flat_grad.k2183, 9216
+flat_grad.k226:                                   ; preds = %flat_grad.k226, %flat_grad.mb224
+  %flat_grad.k2263 = phi i64 [ 0, %flat_grad.mb224 ], [ %k226.next, %flat_grad.k226 ]
+  %1 = mul nsw i64 %flat_grad.k2263, 9216
   %2 = add nsw i64 18816, %1
-  %3 = mul nsw i64 %flat_grad.nb2151, 24
+  %3 = mul nsw i64 %flat_grad.nb2231, 24
   %4 = add nsw i64 %2, %3
   %params4 = getelementptr inbounds float, ptr %params, i64 %4
   %5 = load <8 x float>, ptr %params4, align 4
-  store <8 x float> %5, ptr %flat_grad.t217_b0, align 32
-  %6 = mul nsw i64 %flat_grad.k2183, 9216
+  store <8 x float> %5, ptr %flat_grad.t225_b0, align 32
+  %6 = mul nsw i64 %flat_grad.k2263, 9216
   %7 = add nsw i64 18816, %6
-  %8 = mul nsw i64 %flat_grad.nb2151, 24
+  %8 = mul nsw i64 %flat_grad.nb2231, 24
   %9 = add nsw i64 %7, %8
   %10 = add nsw i64 %9, 8
   %params5 = getelementptr inbounds float, ptr %params, i64 %10
   %11 = load <8 x float>, ptr %params5, align 4
-  store <8 x float> %11, ptr %flat_grad.t217_b1, align 32
-  %12 = mul nsw i64 %flat_grad.k2183, 9216
+  store <8 x float> %11, ptr %flat_grad.t225_b1, align 32
+  %12 = mul nsw i64 %flat_grad.k2263, 9216
   %13 = add nsw i64 18816, %12
-  %14 = mul nsw i64 %flat_grad.nb2151, 24
+  %14 = mul nsw i64 %flat_grad.nb2231, 24
   %15 = add nsw i64 %13, %14
   %16 = add nsw i64 %15, 16
   %params6 = getelementptr inbounds float, ptr %params, i64 %16
   %17 = load <8 x float>, ptr %params6, align 4
-  store <8 x float> %17, ptr %flat_grad.t217_b2, align 32
-  %18 = mul nsw i64 %flat_grad.mb2162, 4
+  store <8 x float> %17, ptr %flat_grad.t225_b2, align 32
+  %18 = mul nsw i64 %flat_grad.mb2242, 4
   %19 = mul nsw i64 %18, 128
   %20 = add nsw i64 3162112, %19
-  %21 = add nsw i64 %20, %flat_grad.k2183
+  %21 = add nsw i64 %20, %flat_grad.k2263
   %arena7 = getelementptr inbounds float, ptr %arena, i64 %21
   %22 = load float, ptr %arena7, align 4
   %23 = insertelement <8 x float> undef, float %22, i32 0
   %24 = shufflevector <8 x float> %23, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %24, ptr %flat_grad.t217_a0, align 32
-  %t217_a0 = load <8 x float>, ptr %flat_grad.t217_a0, align 32
-  %t217_b0 = load <8 x float>, ptr %flat_grad.t217_b0, align 32
-  %t217_c0_0 = load <8 x float>, ptr %flat_grad.t217_c0_0, align 32
-  %25 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t217_a0, <8 x float> %t217_b0, <8 x float> %t217_c0_0)
-  store <8 x float> %25, ptr %flat_grad.t217_c0_0, align 32
-  %t217_a08 = load <8 x float>, ptr %flat_grad.t217_a0, align 32
-  %t217_b1 = load <8 x float>, ptr %flat_grad.t217_b1, align 32
-  %t217_c0_1 = load <8 x float>, ptr %flat_grad.t217_c0_1, align 32
-  %26 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t217_a08, <8 x float> %t217_b1, <8 x float> %t217_c0_1)
-  store <8 x float> %26, ptr %flat_grad.t217_c0_1, align 32
-  %t217_a09 = load <8 x float>, ptr %flat_grad.t217_a0, align 32
-  %t217_b2 = load <8 x float>, ptr %flat_grad.t217_b2, align 32
-  %t217_c0_2 = load <8 x float>, ptr %flat_grad.t217_c0_2, align 32
-  %27 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t217_a09, <8 x float> %t217_b2, <8 x float> %t217_c0_2)
-  store <8 x float> %27, ptr %flat_grad.t217_c0_2, align 32
-  %28 = mul nsw i64 %flat_grad.mb2162, 4
+  store <8 x float> %24, ptr %flat_grad.t225_a0, align 32
+  %t225_a0 = load <8 x float>, ptr %flat_grad.t225_a0, align 32
+  %t225_b0 = load <8 x float>, ptr %flat_grad.t225_b0, align 32
+  %t225_c0_0 = load <8 x float>, ptr %flat_grad.t225_c0_0, align 32
+  %25 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t225_a0, <8 x float> %t225_b0, <8 x float> %t225_c0_0)
+  store <8 x float> %25, ptr %flat_grad.t225_c0_0, align 32
+  %t225_a08 = load <8 x float>, ptr %flat_grad.t225_a0, align 32
+  %t225_b1 = load <8 x float>, ptr %flat_grad.t225_b1, align 32
+  %t225_c0_1 = load <8 x float>, ptr %flat_grad.t225_c0_1, align 32
+  %26 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t225_a08, <8 x float> %t225_b1, <8 x float> %t225_c0_1)
+  store <8 x float> %26, ptr %flat_grad.t225_c0_1, align 32
+  %t225_a09 = load <8 x float>, ptr %flat_grad.t225_a0, align 32
+  %t225_b2 = load <8 x float>, ptr %flat_grad.t225_b2, align 32
+  %t225_c0_2 = load <8 x float>, ptr %flat_grad.t225_c0_2, align 32
+  %27 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t225_a09, <8 x float> %t225_b2, <8 x float> %t225_c0_2)
+  store <8 x float> %27, ptr %flat_grad.t225_c0_2, align 32
+  %28 = mul nsw i64 %flat_grad.mb2242, 4
   %29 = add nsw i64 %28, 1
   %30 = mul nsw i64 %29, 128
   %31 = add nsw i64 3162112, %30
-  %32 = add nsw i64 %31, %flat_grad.k2183
+  %32 = add nsw i64 %31, %flat_grad.k2263
   %arena10 = getelementptr inbounds float, ptr %arena, i64 %32
   %33 = load float, ptr %arena10, align 4
   %34 = insertelement <8 x float> undef, float %33, i32 0
   %35 = shufflevector <8 x float> %34, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %35, ptr %flat_grad.t217_a1, align 32
-  %t217_a1 = load <8 x float>, ptr %flat_grad.t217_a1, align 32
-  %t217_b011 = load <8 x float>, ptr %flat_grad.t217_b0, align 32
-  %t217_c1_0 = load <8 x float>, ptr %flat_grad.t217_c1_0, align 32
-  %36 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t217_a1, <8 x float> %t217_b011, <8 x float> %t217_c1_0)
-  store <8 x float> %36, ptr %flat_grad.t217_c1_0, align 32
-  %t217_a112 = load <8 x float>, ptr %flat_grad.t217_a1, align 32
-  %t217_b113 = load <8 x float>, ptr %flat_grad.t217_b1, align 32
-  %t217_c1_1 = load <8 x float>, ptr %flat_grad.t217_c1_1, align 32
-  %37 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t217_a112, <8 x float> %t217_b113, <8 x float> %t217_c1_1)
-  store <8 x float> %37, ptr %flat_grad.t217_c1_1, align 32
-  %t217_a114 = load <8 x float>, ptr %flat_grad.t217_a1, align 32
-  %t217_b215 = load <8 x float>, ptr %flat_grad.t217_b2, align 32
-  %t217_c1_2 = load <8 x float>, ptr %flat_grad.t217_c1_2, align 32
-  %38 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t217_a114, <8 x float> %t217_b215, <8 x float> %t217_c1_2)
-  store <8 x float> %38, ptr %flat_grad.t217_c1_2, align 32
-  %39 = mul nsw i64 %flat_grad.mb2162, 4
+  store <8 x float> %35, ptr %flat_grad.t225_a1, align 32
+  %t225_a1 = load <8 x float>, ptr %flat_grad.t225_a1, align 32
+  %t225_b011 = load <8 x float>, ptr %flat_grad.t225_b0, align 32
+  %t225_c1_0 = load <8 x float>, ptr %flat_grad.t225_c1_0, align 32
+  %36 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t225_a1, <8 x float> %t225_b011, <8 x float> %t225_c1_0)
+  store <8 x float> %36, ptr %flat_grad.t225_c1_0, align 32
+  %t225_a112 = load <8 x float>, ptr %flat_grad.t225_a1, align 32
+  %t225_b113 = load <8 x float>, ptr %flat_grad.t225_b1, align 32
+  %t225_c1_1 = load <8 x float>, ptr %flat_grad.t225_c1_1, align 32
+  %37 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t225_a112, <8 x float> %t225_b113, <8 x float> %t225_c1_1)
+  store <8 x float> %37, ptr %flat_grad.t225_c1_1, align 32
+  %t225_a114 = load <8 x float>, ptr %flat_grad.t225_a1, align 32
+  %t225_b215 = load <8 x float>, ptr %flat_grad.t225_b2, align 32
+  %t225_c1_2 = load <8 x float>, ptr %flat_grad.t225_c1_2, align 32
+  %38 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t225_a114, <8 x float> %t225_b215, <8 x float> %t225_c1_2)
+  store <8 x float> %38, ptr %flat_grad.t225_c1_2, align 32
+  %39 = mul nsw i64 %flat_grad.mb2242, 4
   %40 = add nsw i64 %39, 2
   %41 = mul nsw i64 %40, 128
   %42 = add nsw i64 3162112, %41
-  %43 = add nsw i64 %42, %flat_grad.k2183
+  %43 = add nsw i64 %42, %flat_grad.k2263
   %arena16 = getelementptr inbounds float, ptr %arena, i64 %43
   %44 = load float, ptr %arena16, align 4
   %45 = insertelement <8 x float> undef, float %44, i32 0
   %46 = shufflevector <8 x float> %45, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %46, ptr %flat_grad.t217_a2, align 32
-  %t217_a2 = load <8 x float>, ptr %flat_grad.t217_a2, align 32
-  %t217_b017 = load <8 x float>, ptr %flat_grad.t217_b0, align 32
-  %t217_c2_0 = load <8 x float>, ptr %flat_grad.t217_c2_0, align 32
-  %47 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t217_a2, <8 x float> %t217_b017, <8 x float> %t217_c2_0)
-  store <8 x float> %47, ptr %flat_grad.t217_c2_0, align 32
-  %t217_a218 = load <8 x float>, ptr %flat_grad.t217_a2, align 32
-  %t217_b119 = load <8 x float>, ptr %flat_grad.t217_b1, align 32
-  %t217_c2_1 = load <8 x float>, ptr %flat_grad.t217_c2_1, align 32
-  %48 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t217_a218, <8 x float> %t217_b119, <8 x float> %t217_c2_1)
-  store <8 x float> %48, ptr %flat_grad.t217_c2_1, align 32
-  %t217_a220 = load <8 x float>, ptr %flat_grad.t217_a2, align 32
-  %t217_b221 = load <8 x float>, ptr %flat_grad.t217_b2, align 32
-  %t217_c2_2 = load <8 x float>, ptr %flat_grad.t217_c2_2, align 32
-  %49 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t217_a220, <8 x float> %t217_b221, <8 x float> %t217_c2_2)
-  store <8 x float> %49, ptr %flat_grad.t217_c2_2, align 32
-  %50 = mul nsw i64 %flat_grad.mb2162, 4
+  store <8 x float> %46, ptr %flat_grad.t225_a2, align 32
+  %t225_a2 = load <8 x float>, ptr %flat_grad.t225_a2, align 32
+  %t225_b017 = load <8 x float>, ptr %flat_grad.t225_b0, align 32
+  %t225_c2_0 = load <8 x float>, ptr %flat_grad.t225_c2_0, align 32
+  %47 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t225_a2, <8 x float> %t225_b017, <8 x float> %t225_c2_0)
+  store <8 x float> %47, ptr %flat_grad.t225_c2_0, align 32
+  %t225_a218 = load <8 x float>, ptr %flat_grad.t225_a2, align 32
+  %t225_b119 = load <8 x float>, ptr %flat_grad.t225_b1, align 32
+  %t225_c2_1 = load <8 x float>, ptr %flat_grad.t225_c2_1, align 32
+  %48 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t225_a218, <8 x float> %t225_b119, <8 x float> %t225_c2_1)
+  store <8 x float> %48, ptr %flat_grad.t225_c2_1, align 32
+  %t225_a220 = load <8 x float>, ptr %flat_grad.t225_a2, align 32
+  %t225_b221 = load <8 x float>, ptr %flat_grad.t225_b2, align 32
+  %t225_c2_2 = load <8 x float>, ptr %flat_grad.t225_c2_2, align 32
+  %49 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t225_a220, <8 x float> %t225_b221, <8 x float> %t225_c2_2)
+  store <8 x float> %49, ptr %flat_grad.t225_c2_2, align 32
+  %50 = mul nsw i64 %flat_grad.mb2242, 4
   %51 = add nsw i64 %50, 3
   %52 = mul nsw i64 %51, 128
   %53 = add nsw i64 3162112, %52
-  %54 = add nsw i64 %53, %flat_grad.k2183
+  %54 = add nsw i64 %53, %flat_grad.k2263
   %arena22 = getelementptr inbounds float, ptr %arena, i64 %54
   %55 = load float, ptr %arena22, align 4
   %56 = insertelement <8 x float> undef, float %55, i32 0
   %57 = shufflevector <8 x float> %56, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %57, ptr %flat_grad.t217_a3, align 32
-  %t217_a3 = load <8 x float>, ptr %flat_grad.t217_a3, align 32
-  %t217_b023 = load <8 x float>, ptr %flat_grad.t217_b0, align 32
-  %t217_c3_0 = load <8 x float>, ptr %flat_grad.t217_c3_0, align 32
-  %58 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t217_a3, <8 x float> %t217_b023, <8 x float> %t217_c3_0)
-  store <8 x float> %58, ptr %flat_grad.t217_c3_0, align 32
-  %t217_a324 = load <8 x float>, ptr %flat_grad.t217_a3, align 32
-  %t217_b125 = load <8 x float>, ptr %flat_grad.t217_b1, align 32
-  %t217_c3_1 = load <8 x float>, ptr %flat_grad.t217_c3_1, align 32
-  %59 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t217_a324, <8 x float> %t217_b125, <8 x float> %t217_c3_1)
-  store <8 x float> %59, ptr %flat_grad.t217_c3_1, align 32
-  %t217_a326 = load <8 x float>, ptr %flat_grad.t217_a3, align 32
-  %t217_b227 = load <8 x float>, ptr %flat_grad.t217_b2, align 32
-  %t217_c3_2 = load <8 x float>, ptr %flat_grad.t217_c3_2, align 32
-  %60 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t217_a326, <8 x float> %t217_b227, <8 x float> %t217_c3_2)
-  store <8 x float> %60, ptr %flat_grad.t217_c3_2, align 32
-  %k218.next = add nsw i64 %flat_grad.k2183, 1
-  %61 = icmp slt i64 %k218.next, 128
-  br i1 %61, label %flat_grad.k218, label %flat_grad.k218.end
+  store <8 x float> %57, ptr %flat_grad.t225_a3, align 32
+  %t225_a3 = load <8 x float>, ptr %flat_grad.t225_a3, align 32
+  %t225_b023 = load <8 x float>, ptr %flat_grad.t225_b0, align 32
+  %t225_c3_0 = load <8 x float>, ptr %flat_grad.t225_c3_0, align 32
+  %58 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t225_a3, <8 x float> %t225_b023, <8 x float> %t225_c3_0)
+  store <8 x float> %58, ptr %flat_grad.t225_c3_0, align 32
+  %t225_a324 = load <8 x float>, ptr %flat_grad.t225_a3, align 32
+  %t225_b125 = load <8 x float>, ptr %flat_grad.t225_b1, align 32
+  %t225_c3_1 = load <8 x float>, ptr %flat_grad.t225_c3_1, align 32
+  %59 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t225_a324, <8 x float> %t225_b125, <8 x float> %t225_c3_1)
+  store <8 x float> %59, ptr %flat_grad.t225_c3_1, align 32
+  %t225_a326 = load <8 x float>, ptr %flat_grad.t225_a3, align 32
+  %t225_b227 = load <8 x float>, ptr %flat_grad.t225_b2, align 32
+  %t225_c3_2 = load <8 x float>, ptr %flat_grad.t225_c3_2, align 32
+  %60 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t225_a326, <8 x float> %t225_b227, <8 x float> %t225_c3_2)
+  store <8 x float> %60, ptr %flat_grad.t225_c3_2, align 32
+  %k226.next = add nsw i64 %flat_grad.k2263, 1
+  %61 = icmp slt i64 %k226.next, 128
+  br i1 %61, label %flat_grad.k226, label %flat_grad.k226.end
 
-flat_grad.k218.end:                               ; preds = %flat_grad.k218
-  %t217_c0_028 = load <8 x float>, ptr %flat_grad.t217_c0_0, align 32
-  %62 = mul nsw i64 %flat_grad.mb2162, 4
+flat_grad.k226.end:                               ; preds = %flat_grad.k226
+  %t225_c0_028 = load <8 x float>, ptr %flat_grad.t225_c0_0, align 32
+  %62 = mul nsw i64 %flat_grad.mb2242, 4
   %63 = mul nsw i64 %62, 9216
   %64 = add nsw i64 3171600, %63
-  %65 = mul nsw i64 %flat_grad.nb2151, 24
+  %65 = mul nsw i64 %flat_grad.nb2231, 24
   %66 = add nsw i64 %64, %65
   %arena29 = getelementptr inbounds float, ptr %arena, i64 %66
-  store <8 x float> %t217_c0_028, ptr %arena29, align 4
-  %t217_c0_130 = load <8 x float>, ptr %flat_grad.t217_c0_1, align 32
-  %67 = mul nsw i64 %flat_grad.mb2162, 4
+  store <8 x float> %t225_c0_028, ptr %arena29, align 4
+  %t225_c0_130 = load <8 x float>, ptr %flat_grad.t225_c0_1, align 32
+  %67 = mul nsw i64 %flat_grad.mb2242, 4
   %68 = mul nsw i64 %67, 9216
   %69 = add nsw i64 3171600, %68
-  %70 = mul nsw i64 %flat_grad.nb2151, 24
+  %70 = mul nsw i64 %flat_grad.nb2231, 24
   %71 = add nsw i64 %69, %70
   %72 = add nsw i64 %71, 8
   %arena31 = getelementptr inbounds float, ptr %arena, i64 %72
-  store <8 x float> %t217_c0_130, ptr %arena31, align 4
-  %t217_c0_232 = load <8 x float>, ptr %flat_grad.t217_c0_2, align 32
-  %73 = mul nsw i64 %flat_grad.mb2162, 4
+  store <8 x float> %t225_c0_130, ptr %arena31, align 4
+  %t225_c0_232 = load <8 x float>, ptr %flat_grad.t225_c0_2, align 32
+  %73 = mul nsw i64 %flat_grad.mb2242, 4
   %74 = mul nsw i64 %73, 9216
   %75 = add nsw i64 3171600, %74
-  %76 = mul nsw i64 %flat_grad.nb2151, 24
+  %76 = mul nsw i64 %flat_grad.nb2231, 24
   %77 = add nsw i64 %75, %76
   %78 = add nsw i64 %77, 16
   %arena33 = getelementptr inbounds float, ptr %arena, i64 %78
-  store <8 x float> %t217_c0_232, ptr %arena33, align 4
-  %t217_c1_034 = load <8 x float>, ptr %flat_grad.t217_c1_0, align 32
-  %79 = mul nsw i64 %flat_grad.mb2162, 4
+  store <8 x float> %t225_c0_232, ptr %arena33, align 4
+  %t225_c1_034 = load <8 x float>, ptr %flat_grad.t225_c1_0, align 32
+  %79 = mul nsw i64 %flat_grad.mb2242, 4
   %80 = add nsw i64 %79, 1
   %81 = mul nsw i64 %80, 9216
   %82 = add nsw i64 3171600, %81
-  %83 = mul nsw i64 %flat_grad.nb2151, 24
+  %83 = mul nsw i64 %flat_grad.nb2231, 24
   %84 = add nsw i64 %82, %83
   %arena35 = getelementptr inbounds float, ptr %arena, i64 %84
-  store <8 x float> %t217_c1_034, ptr %arena35, align 4
-  %t217_c1_136 = load <8 x float>, ptr %flat_grad.t217_c1_1, align 32
-  %85 = mul nsw i64 %flat_grad.mb2162, 4
+  store <8 x float> %t225_c1_034, ptr %arena35, align 4
+  %t225_c1_136 = load <8 x float>, ptr %flat_grad.t225_c1_1, align 32
+  %85 = mul nsw i64 %flat_grad.mb2242, 4
   %86 = add nsw i64 %85, 1
   %87 = mul nsw i64 %86, 9216
   %88 = add nsw i64 3171600, %87
-  %89 = mul nsw i64 %flat_grad.nb2151, 24
+  %89 = mul nsw i64 %flat_grad.nb2231, 24
   %90 = add nsw i64 %88, %89
   %91 = add nsw i64 %90, 8
   %arena37 = getelementptr inbounds float, ptr %arena, i64 %91
-  store <8 x float> %t217_c1_136, ptr %arena37, align 4
-  %t217_c1_238 = load <8 x float>, ptr %flat_grad.t217_c1_2, align 32
-  %92 = mul nsw i64 %flat_grad.mb2162, 4
+  store <8 x float> %t225_c1_136, ptr %arena37, align 4
+  %t225_c1_238 = load <8 x float>, ptr %flat_grad.t225_c1_2, align 32
+  %92 = mul nsw i64 %flat_grad.mb2242, 4
   %93 = add nsw i64 %92, 1
   %94 = mul nsw i64 %93, 9216
   %95 = add nsw i64 3171600, %94
-  %96 = mul nsw i64 %flat_grad.nb2151, 24
+  %96 = mul nsw i64 %flat_grad.nb2231, 24
   %97 = add nsw i64 %95, %96
   %98 = add nsw i64 %97, 16
   %arena39 = getelementptr inbounds float, ptr %arena, i64 %98
-  store <8 x float> %t217_c1_238, ptr %arena39, align 4
-  %t217_c2_040 = load <8 x float>, ptr %flat_grad.t217_c2_0, align 32
-  %99 = mul nsw i64 %flat_grad.mb2162, 4
+  store <8 x float> %t225_c1_238, ptr %arena39, align 4
+  %t225_c2_040 = load <8 x float>, ptr %flat_grad.t225_c2_0, align 32
+  %99 = mul nsw i64 %flat_grad.mb2242, 4
   %100 = add nsw i64 %99, 2
   %101 = mul nsw i64 %100, 9216
   %102 = add nsw i64 3171600, %101
-  %103 = mul nsw i64 %flat_grad.nb2151, 24
+  %103 = mul nsw i64 %flat_grad.nb2231, 24
   %104 = add nsw i64 %102, %103
   %arena41 = getelementptr inbounds float, ptr %arena, i64 %104
-  store <8 x float> %t217_c2_040, ptr %arena41, align 4
-  %t217_c2_142 = load <8 x float>, ptr %flat_grad.t217_c2_1, align 32
-  %105 = mul nsw i64 %flat_grad.mb2162, 4
+  store <8 x float> %t225_c2_040, ptr %arena41, align 4
+  %t225_c2_142 = load <8 x float>, ptr %flat_grad.t225_c2_1, align 32
+  %105 = mul nsw i64 %flat_grad.mb2242, 4
   %106 = add nsw i64 %105, 2
   %107 = mul nsw i64 %106, 9216
   %108 = add nsw i64 3171600, %107
-  %109 = mul nsw i64 %flat_grad.nb2151, 24
+  %109 = mul nsw i64 %flat_grad.nb2231, 24
   %110 = add nsw i64 %108, %109
   %111 = add nsw i64 %110, 8
   %arena43 = getelementptr inbounds float, ptr %arena, i64 %111
-  store <8 x float> %t217_c2_142, ptr %arena43, align 4
-  %t217_c2_244 = load <8 x float>, ptr %flat_grad.t217_c2_2, align 32
-  %112 = mul nsw i64 %flat_grad.mb2162, 4
+  store <8 x float> %t225_c2_142, ptr %arena43, align 4
+  %t225_c2_244 = load <8 x float>, ptr %flat_grad.t225_c2_2, align 32
+  %112 = mul nsw i64 %flat_grad.mb2242, 4
   %113 = add nsw i64 %112, 2
   %114 = mul nsw i64 %113, 9216
   %115 = add nsw i64 3171600, %114
-  %116 = mul nsw i64 %flat_grad.nb2151, 24
+  %116 = mul nsw i64 %flat_grad.nb2231, 24
   %117 = add nsw i64 %115, %116
   %118 = add nsw i64 %117, 16
   %arena45 = getelementptr inbounds float, ptr %arena, i64 %118
-  store <8 x float> %t217_c2_244, ptr %arena45, align 4
-  %t217_c3_046 = load <8 x float>, ptr %flat_grad.t217_c3_0, align 32
-  %119 = mul nsw i64 %flat_grad.mb2162, 4
+  store <8 x float> %t225_c2_244, ptr %arena45, align 4
+  %t225_c3_046 = load <8 x float>, ptr %flat_grad.t225_c3_0, align 32
+  %119 = mul nsw i64 %flat_grad.mb2242, 4
   %120 = add nsw i64 %119, 3
   %121 = mul nsw i64 %120, 9216
   %122 = add nsw i64 3171600, %121
-  %123 = mul nsw i64 %flat_grad.nb2151, 24
+  %123 = mul nsw i64 %flat_grad.nb2231, 24
   %124 = add nsw i64 %122, %123
   %arena47 = getelementptr inbounds float, ptr %arena, i64 %124
-  store <8 x float> %t217_c3_046, ptr %arena47, align 4
-  %t217_c3_148 = load <8 x float>, ptr %flat_grad.t217_c3_1, align 32
-  %125 = mul nsw i64 %flat_grad.mb2162, 4
+  store <8 x float> %t225_c3_046, ptr %arena47, align 4
+  %t225_c3_148 = load <8 x float>, ptr %flat_grad.t225_c3_1, align 32
+  %125 = mul nsw i64 %flat_grad.mb2242, 4
   %126 = add nsw i64 %125, 3
   %127 = mul nsw i64 %126, 9216
   %128 = add nsw i64 3171600, %127
-  %129 = mul nsw i64 %flat_grad.nb2151, 24
+  %129 = mul nsw i64 %flat_grad.nb2231, 24
   %130 = add nsw i64 %128, %129
   %131 = add nsw i64 %130, 8
   %arena49 = getelementptr inbounds float, ptr %arena, i64 %131
-  store <8 x float> %t217_c3_148, ptr %arena49, align 4
-  %t217_c3_250 = load <8 x float>, ptr %flat_grad.t217_c3_2, align 32
-  %132 = mul nsw i64 %flat_grad.mb2162, 4
+  store <8 x float> %t225_c3_148, ptr %arena49, align 4
+  %t225_c3_250 = load <8 x float>, ptr %flat_grad.t225_c3_2, align 32
+  %132 = mul nsw i64 %flat_grad.mb2242, 4
   %133 = add nsw i64 %132, 3
   %134 = mul nsw i64 %133, 9216
   %135 = add nsw i64 3171600, %134
-  %136 = mul nsw i64 %flat_grad.nb2151, 24
+  %136 = mul nsw i64 %flat_grad.nb2231, 24
   %137 = add nsw i64 %135, %136
   %138 = add nsw i64 %137, 16
   %arena51 = getelementptr inbounds float, ptr %arena, i64 %138
-  store <8 x float> %t217_c3_250, ptr %arena51, align 4
-  %mb216.next = add nsw i64 %flat_grad.mb2162, 1
-  %139 = icmp slt i64 %mb216.next, 16
-  br i1 %139, label %flat_grad.mb216, label %flat_grad.mb216.end
+  store <8 x float> %t225_c3_250, ptr %arena51, align 4
+  %mb224.next = add nsw i64 %flat_grad.mb2242, 1
+  %139 = icmp slt i64 %mb224.next, 16
+  br i1 %139, label %flat_grad.mb224, label %flat_grad.mb224.end
 }
 
 ; Function Attrs: noinline
-define internal void @mnistnet_train_b64.k18.drop1_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @mnistnet_train_b64.k18.drop1_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @mnistnet_train_b64.k19.pool_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @mnistnet_train_b64.k19.pool_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %0 = xor i64 %seed, 7835718858194987975
   %1 = lshr i64 %0, 30
@@ -4640,11 +5194,11 @@ entry:
   %15 = mul i64 %14, -7723592293110705685
   %16 = lshr i64 %15, 31
   %17 = xor i64 %15, %16
-  br label %pool_grad.i228
+  br label %pool_grad.i236
 
-pool_grad.i228:                                   ; preds = %pool_grad.i228, %entry
-  %pool_grad.i2281 = phi i64 [ 0, %entry ], [ %i228.next, %pool_grad.i228 ]
-  %18 = mul i64 %pool_grad.i2281, -7046029254386353131
+pool_grad.i236:                                   ; preds = %pool_grad.i236, %entry
+  %pool_grad.i2361 = phi i64 [ 0, %entry ], [ %i236.next, %pool_grad.i236 ]
+  %18 = mul i64 %pool_grad.i2361, -7046029254386353131
   %19 = add i64 %17, %18
   %20 = lshr i64 %19, 30
   %21 = xor i64 %19, %20
@@ -4656,66 +5210,66 @@ pool_grad.i228:                                   ; preds = %pool_grad.i228, %en
   %27 = xor i64 %25, %26
   %28 = lshr i64 %27, 40
   %29 = icmp uge i64 %28, 4194304
-  %30 = add nsw i64 3171600, %pool_grad.i2281
+  %30 = add nsw i64 3171600, %pool_grad.i2361
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %30
   %31 = load float, ptr %arena2, align 4
   %32 = fmul float %31, 0x3FF5555560000000
   %33 = select i1 %29, float %32, float 0.000000e+00
-  %34 = add nsw i64 3761424, %pool_grad.i2281
+  %34 = add nsw i64 3761424, %pool_grad.i2361
   %arena3 = getelementptr inbounds float, ptr %arena, i64 %34
   store float %33, ptr %arena3, align 4
-  %i228.next = add nsw i64 %pool_grad.i2281, 1
-  %35 = icmp slt i64 %i228.next, 589824
-  br i1 %35, label %pool_grad.i228, label %pool_grad.i228.end
+  %i236.next = add nsw i64 %pool_grad.i2361, 1
+  %35 = icmp slt i64 %i236.next, 589824
+  br i1 %35, label %pool_grad.i236, label %pool_grad.i236.end
 
-pool_grad.i228.end:                               ; preds = %pool_grad.i228
+pool_grad.i236.end:                               ; preds = %pool_grad.i236
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @mnistnet_train_b64.k20.conv2_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @mnistnet_train_b64.k20.conv2_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  br label %conv2_grad.i233
+  br label %conv2_grad.i241
 
-conv2_grad.i233:                                  ; preds = %conv2_grad.i233, %entry
-  %conv2_grad.i2331 = phi i64 [ 0, %entry ], [ %i233.next, %conv2_grad.i233 ]
-  %0 = add nsw i64 4351248, %conv2_grad.i2331
+conv2_grad.i241:                                  ; preds = %conv2_grad.i241, %entry
+  %conv2_grad.i2411 = phi i64 [ 0, %entry ], [ %i241.next, %conv2_grad.i241 ]
+  %0 = add nsw i64 4351248, %conv2_grad.i2411
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %0
   store float 0.000000e+00, ptr %arena2, align 4
-  %i233.next = add nsw i64 %conv2_grad.i2331, 1
-  %1 = icmp slt i64 %i233.next, 2359296
-  br i1 %1, label %conv2_grad.i233, label %conv2_grad.i233.end
+  %i241.next = add nsw i64 %conv2_grad.i2411, 1
+  %1 = icmp slt i64 %i241.next, 2359296
+  br i1 %1, label %conv2_grad.i241, label %conv2_grad.i241.end
 
-conv2_grad.i233.end:                              ; preds = %conv2_grad.i233
-  br label %conv2_grad.q234
+conv2_grad.i241.end:                              ; preds = %conv2_grad.i241
+  br label %conv2_grad.q242
 
-conv2_grad.q234:                                  ; preds = %conv2_grad.i235.end, %conv2_grad.i233.end
-  %conv2_grad.q2343 = phi i64 [ 0, %conv2_grad.i233.end ], [ %q234.next, %conv2_grad.i235.end ]
-  br label %conv2_grad.i235
+conv2_grad.q242:                                  ; preds = %conv2_grad.i243.end, %conv2_grad.i241.end
+  %conv2_grad.q2423 = phi i64 [ 0, %conv2_grad.i241.end ], [ %q242.next, %conv2_grad.i243.end ]
+  br label %conv2_grad.i243
 
-conv2_grad.q234.end:                              ; preds = %conv2_grad.i235.end
+conv2_grad.q242.end:                              ; preds = %conv2_grad.i243.end
   ret void
 
-conv2_grad.i235:                                  ; preds = %conv2_grad.endif, %conv2_grad.q234
-  %conv2_grad.i2354 = phi i64 [ 0, %conv2_grad.q234 ], [ %i235.next, %conv2_grad.endif ]
-  %2 = mul nsw i64 %conv2_grad.q2343, 144
-  %3 = add nsw i64 %2, %conv2_grad.i2354
+conv2_grad.i243:                                  ; preds = %conv2_grad.endif, %conv2_grad.q242
+  %conv2_grad.i2434 = phi i64 [ 0, %conv2_grad.q242 ], [ %i243.next, %conv2_grad.endif ]
+  %2 = mul nsw i64 %conv2_grad.q2423, 144
+  %3 = add nsw i64 %2, %conv2_grad.i2434
   %4 = add nsw i64 1384448, %3
   %arena5 = getelementptr inbounds float, ptr %arena, i64 %4
   %5 = load float, ptr %arena5, align 4
   %6 = fcmp ogt float %5, 0.000000e+00
   br i1 %6, label %conv2_grad.then, label %conv2_grad.endif
 
-conv2_grad.i235.end:                              ; preds = %conv2_grad.endif
-  %q234.next = add nsw i64 %conv2_grad.q2343, 1
-  %7 = icmp slt i64 %q234.next, 4096
-  br i1 %7, label %conv2_grad.q234, label %conv2_grad.q234.end
+conv2_grad.i243.end:                              ; preds = %conv2_grad.endif
+  %q242.next = add nsw i64 %conv2_grad.q2423, 1
+  %7 = icmp slt i64 %q242.next, 4096
+  br i1 %7, label %conv2_grad.q242, label %conv2_grad.q242.end
 
-conv2_grad.then:                                  ; preds = %conv2_grad.i235
-  %8 = mul nsw i64 %conv2_grad.q2343, 576
+conv2_grad.then:                                  ; preds = %conv2_grad.i243
+  %8 = mul nsw i64 %conv2_grad.q2423, 576
   %9 = add nsw i64 4351248, %8
-  %10 = mul nsw i64 %conv2_grad.q2343, 144
-  %11 = add nsw i64 %10, %conv2_grad.i2354
+  %10 = mul nsw i64 %conv2_grad.q2423, 144
+  %11 = add nsw i64 %10, %conv2_grad.i2434
   %12 = add nsw i64 1974272, %11
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %12
   %13 = load float, ptr %arena6, align 4
@@ -4723,8 +5277,8 @@ conv2_grad.then:                                  ; preds = %conv2_grad.i235
   %15 = add nsw i64 %9, %14
   %arena7 = getelementptr inbounds float, ptr %arena, i64 %15
   %16 = load float, ptr %arena7, align 4
-  %17 = mul nsw i64 %conv2_grad.q2343, 144
-  %18 = add nsw i64 %17, %conv2_grad.i2354
+  %17 = mul nsw i64 %conv2_grad.q2423, 144
+  %18 = add nsw i64 %17, %conv2_grad.i2434
   %19 = add nsw i64 3761424, %18
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %19
   %20 = load float, ptr %arena8, align 4
@@ -4732,15 +5286,23 @@ conv2_grad.then:                                  ; preds = %conv2_grad.i235
   store float %21, ptr %arena7, align 4
   br label %conv2_grad.endif
 
-conv2_grad.endif:                                 ; preds = %conv2_grad.then, %conv2_grad.i235
-  %i235.next = add nsw i64 %conv2_grad.i2354, 1
-  %22 = icmp slt i64 %i235.next, 144
-  br i1 %22, label %conv2_grad.i235, label %conv2_grad.i235.end
+conv2_grad.endif:                                 ; preds = %conv2_grad.then, %conv2_grad.i243
+  %i243.next = add nsw i64 %conv2_grad.i2434, 1
+  %22 = icmp slt i64 %i243.next, 144
+  br i1 %22, label %conv2_grad.i243, label %conv2_grad.i243.end
 }
 
 ; Function Attrs: noinline
-define internal void @mnistnet_train_b64.k21.conv2_weight_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @mnistnet_train_b64.k21.conv2_weight_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
+  %conv2_weight_grad.w343 = alloca float, align 4
+  %conv2_weight_grad.w342 = alloca float, align 4
+  %conv2_weight_grad.w341 = alloca float, align 4
+  %conv2_weight_grad.w340 = alloca float, align 4
+  %conv2_weight_grad.w339 = alloca float, align 4
+  %conv2_weight_grad.w338 = alloca float, align 4
+  %conv2_weight_grad.w337 = alloca float, align 4
+  %conv2_weight_grad.w336 = alloca float, align 4
   %conv2_weight_grad.w335 = alloca float, align 4
   %conv2_weight_grad.w334 = alloca float, align 4
   %conv2_weight_grad.w333 = alloca float, align 4
@@ -4754,14 +5316,14 @@ entry:
   %conv2_weight_grad.w325 = alloca float, align 4
   %conv2_weight_grad.w324 = alloca float, align 4
   %conv2_weight_grad.w323 = alloca float, align 4
-  %conv2_weight_grad.w322 = alloca float, align 4
-  %conv2_weight_grad.w321 = alloca float, align 4
-  %conv2_weight_grad.w320 = alloca float, align 4
-  %conv2_weight_grad.w319 = alloca float, align 4
-  %conv2_weight_grad.w318 = alloca float, align 4
-  %conv2_weight_grad.w317 = alloca float, align 4
-  %conv2_weight_grad.w316 = alloca float, align 4
-  %conv2_weight_grad.w315 = alloca float, align 4
+  %conv2_weight_grad.w319 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w318 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w317 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w316 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w315 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w314 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w313 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w312 = alloca <8 x float>, align 32
   %conv2_weight_grad.w311 = alloca <8 x float>, align 32
   %conv2_weight_grad.w310 = alloca <8 x float>, align 32
   %conv2_weight_grad.w309 = alloca <8 x float>, align 32
@@ -4778,14 +5340,14 @@ entry:
   %conv2_weight_grad.w298 = alloca <8 x float>, align 32
   %conv2_weight_grad.w297 = alloca <8 x float>, align 32
   %conv2_weight_grad.w296 = alloca <8 x float>, align 32
-  %conv2_weight_grad.w295 = alloca <8 x float>, align 32
-  %conv2_weight_grad.w294 = alloca <8 x float>, align 32
-  %conv2_weight_grad.w293 = alloca <8 x float>, align 32
-  %conv2_weight_grad.w292 = alloca <8 x float>, align 32
-  %conv2_weight_grad.w291 = alloca <8 x float>, align 32
-  %conv2_weight_grad.w290 = alloca <8 x float>, align 32
-  %conv2_weight_grad.w289 = alloca <8 x float>, align 32
-  %conv2_weight_grad.w288 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w287 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w286 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w285 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w284 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w283 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w282 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w281 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w280 = alloca <8 x float>, align 32
   %conv2_weight_grad.w279 = alloca <8 x float>, align 32
   %conv2_weight_grad.w278 = alloca <8 x float>, align 32
   %conv2_weight_grad.w277 = alloca <8 x float>, align 32
@@ -4810,1857 +5372,1857 @@ entry:
   %conv2_weight_grad.w258 = alloca <8 x float>, align 32
   %conv2_weight_grad.w257 = alloca <8 x float>, align 32
   %conv2_weight_grad.w256 = alloca <8 x float>, align 32
-  %conv2_weight_grad.w255 = alloca <8 x float>, align 32
-  %conv2_weight_grad.w254 = alloca <8 x float>, align 32
-  %conv2_weight_grad.w253 = alloca <8 x float>, align 32
-  %conv2_weight_grad.w252 = alloca <8 x float>, align 32
-  %conv2_weight_grad.w251 = alloca <8 x float>, align 32
-  %conv2_weight_grad.w250 = alloca <8 x float>, align 32
-  %conv2_weight_grad.w249 = alloca <8 x float>, align 32
-  %conv2_weight_grad.w248 = alloca <8 x float>, align 32
-  br label %conv2_weight_grad.i236
+  br label %conv2_weight_grad.i244
 
-conv2_weight_grad.i236:                           ; preds = %conv2_weight_grad.i236, %entry
-  %conv2_weight_grad.i2361 = phi i64 [ 0, %entry ], [ %i236.next, %conv2_weight_grad.i236 ]
-  %0 = add nsw i64 1664128, %conv2_weight_grad.i2361
+conv2_weight_grad.i244:                           ; preds = %conv2_weight_grad.i244, %entry
+  %conv2_weight_grad.i2441 = phi i64 [ 0, %entry ], [ %i244.next, %conv2_weight_grad.i244 ]
+  %0 = add nsw i64 1664128, %conv2_weight_grad.i2441
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %0
   store float 0.000000e+00, ptr %arena2, align 4
-  %i236.next = add nsw i64 %conv2_weight_grad.i2361, 1
-  %1 = icmp slt i64 %i236.next, 32768
-  br i1 %1, label %conv2_weight_grad.i236, label %conv2_weight_grad.i236.end
+  %i244.next = add nsw i64 %conv2_weight_grad.i2441, 1
+  %1 = icmp slt i64 %i244.next, 32768
+  br i1 %1, label %conv2_weight_grad.i244, label %conv2_weight_grad.i244.end
 
-conv2_weight_grad.i236.end:                       ; preds = %conv2_weight_grad.i236
-  br label %conv2_weight_grad.i237
+conv2_weight_grad.i244.end:                       ; preds = %conv2_weight_grad.i244
+  br label %conv2_weight_grad.i245
 
-conv2_weight_grad.i237:                           ; preds = %conv2_weight_grad.i237, %conv2_weight_grad.i236.end
-  %conv2_weight_grad.i2373 = phi i64 [ 0, %conv2_weight_grad.i236.end ], [ %i237.next, %conv2_weight_grad.i237 ]
-  %2 = add nsw i64 1384448, %conv2_weight_grad.i2373
+conv2_weight_grad.i245:                           ; preds = %conv2_weight_grad.i245, %conv2_weight_grad.i244.end
+  %conv2_weight_grad.i2453 = phi i64 [ 0, %conv2_weight_grad.i244.end ], [ %i245.next, %conv2_weight_grad.i245 ]
+  %2 = add nsw i64 1384448, %conv2_weight_grad.i2453
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %2
   store float 0.000000e+00, ptr %arena4, align 4
-  %i237.next = add nsw i64 %conv2_weight_grad.i2373, 1
-  %3 = icmp slt i64 %i237.next, 21632
-  br i1 %3, label %conv2_weight_grad.i237, label %conv2_weight_grad.i237.end
+  %i245.next = add nsw i64 %conv2_weight_grad.i2453, 1
+  %3 = icmp slt i64 %i245.next, 21632
+  br i1 %3, label %conv2_weight_grad.i245, label %conv2_weight_grad.i245.end
 
-conv2_weight_grad.i237.end:                       ; preds = %conv2_weight_grad.i237
-  br label %conv2_weight_grad.i238
+conv2_weight_grad.i245.end:                       ; preds = %conv2_weight_grad.i245
+  br label %conv2_weight_grad.i246
 
-conv2_weight_grad.i238:                           ; preds = %conv2_weight_grad.i238, %conv2_weight_grad.i237.end
-  %conv2_weight_grad.i2385 = phi i64 [ 0, %conv2_weight_grad.i237.end ], [ %i238.next, %conv2_weight_grad.i238 ]
-  %4 = add nsw i64 1479808, %conv2_weight_grad.i2385
+conv2_weight_grad.i246:                           ; preds = %conv2_weight_grad.i246, %conv2_weight_grad.i245.end
+  %conv2_weight_grad.i2465 = phi i64 [ 0, %conv2_weight_grad.i245.end ], [ %i246.next, %conv2_weight_grad.i246 ]
+  %4 = add nsw i64 1479808, %conv2_weight_grad.i2465
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %4
   store float 0.000000e+00, ptr %arena6, align 4
-  %i238.next = add nsw i64 %conv2_weight_grad.i2385, 1
-  %5 = icmp slt i64 %i238.next, 36864
-  br i1 %5, label %conv2_weight_grad.i238, label %conv2_weight_grad.i238.end
+  %i246.next = add nsw i64 %conv2_weight_grad.i2465, 1
+  %5 = icmp slt i64 %i246.next, 36864
+  br i1 %5, label %conv2_weight_grad.i246, label %conv2_weight_grad.i246.end
 
-conv2_weight_grad.i238.end:                       ; preds = %conv2_weight_grad.i238
-  br label %conv2_weight_grad.g239
+conv2_weight_grad.i246.end:                       ; preds = %conv2_weight_grad.i246
+  br label %conv2_weight_grad.g247
 
-conv2_weight_grad.g239:                           ; preds = %conv2_weight_grad.xi312.end, %conv2_weight_grad.i238.end
-  %conv2_weight_grad.g2397 = phi i64 [ 0, %conv2_weight_grad.i238.end ], [ %g239.next, %conv2_weight_grad.xi312.end ]
-  br label %conv2_weight_grad.j240
+conv2_weight_grad.g247:                           ; preds = %conv2_weight_grad.xi320.end, %conv2_weight_grad.i246.end
+  %conv2_weight_grad.g2477 = phi i64 [ 0, %conv2_weight_grad.i246.end ], [ %g247.next, %conv2_weight_grad.xi320.end ]
+  br label %conv2_weight_grad.j248
 
-conv2_weight_grad.g239.end:                       ; preds = %conv2_weight_grad.xi312.end
-  br label %conv2_weight_grad.f313
+conv2_weight_grad.g247.end:                       ; preds = %conv2_weight_grad.xi320.end
+  br label %conv2_weight_grad.f321
 
-conv2_weight_grad.j240:                           ; preds = %conv2_weight_grad.c241.end, %conv2_weight_grad.g239
-  %conv2_weight_grad.j2408 = phi i64 [ 0, %conv2_weight_grad.g239 ], [ %j240.next, %conv2_weight_grad.c241.end ]
-  br label %conv2_weight_grad.c241
+conv2_weight_grad.j248:                           ; preds = %conv2_weight_grad.c249.end, %conv2_weight_grad.g247
+  %conv2_weight_grad.j2488 = phi i64 [ 0, %conv2_weight_grad.g247 ], [ %j248.next, %conv2_weight_grad.c249.end ]
+  br label %conv2_weight_grad.c249
 
-conv2_weight_grad.j240.end:                       ; preds = %conv2_weight_grad.c241.end
-  br label %conv2_weight_grad.j244
+conv2_weight_grad.j248.end:                       ; preds = %conv2_weight_grad.c249.end
+  br label %conv2_weight_grad.j252
 
-conv2_weight_grad.c241:                           ; preds = %conv2_weight_grad.iy242.end, %conv2_weight_grad.j240
-  %conv2_weight_grad.c2419 = phi i64 [ 0, %conv2_weight_grad.j240 ], [ %c241.next, %conv2_weight_grad.iy242.end ]
-  br label %conv2_weight_grad.iy242
+conv2_weight_grad.c249:                           ; preds = %conv2_weight_grad.iy250.end, %conv2_weight_grad.j248
+  %conv2_weight_grad.c2499 = phi i64 [ 0, %conv2_weight_grad.j248 ], [ %c249.next, %conv2_weight_grad.iy250.end ]
+  br label %conv2_weight_grad.iy250
 
-conv2_weight_grad.c241.end:                       ; preds = %conv2_weight_grad.iy242.end
-  %j240.next = add nsw i64 %conv2_weight_grad.j2408, 1
-  %6 = icmp slt i64 %j240.next, 1
-  br i1 %6, label %conv2_weight_grad.j240, label %conv2_weight_grad.j240.end
+conv2_weight_grad.c249.end:                       ; preds = %conv2_weight_grad.iy250.end
+  %j248.next = add nsw i64 %conv2_weight_grad.j2488, 1
+  %6 = icmp slt i64 %j248.next, 1
+  br i1 %6, label %conv2_weight_grad.j248, label %conv2_weight_grad.j248.end
 
-conv2_weight_grad.iy242:                          ; preds = %conv2_weight_grad.ix243.end, %conv2_weight_grad.c241
-  %conv2_weight_grad.iy24210 = phi i64 [ 0, %conv2_weight_grad.c241 ], [ %iy242.next, %conv2_weight_grad.ix243.end ]
-  br label %conv2_weight_grad.ix243
+conv2_weight_grad.iy250:                          ; preds = %conv2_weight_grad.ix251.end, %conv2_weight_grad.c249
+  %conv2_weight_grad.iy25010 = phi i64 [ 0, %conv2_weight_grad.c249 ], [ %iy250.next, %conv2_weight_grad.ix251.end ]
+  br label %conv2_weight_grad.ix251
 
-conv2_weight_grad.iy242.end:                      ; preds = %conv2_weight_grad.ix243.end
-  %c241.next = add nsw i64 %conv2_weight_grad.c2419, 1
-  %7 = icmp slt i64 %c241.next, 32
-  br i1 %7, label %conv2_weight_grad.c241, label %conv2_weight_grad.c241.end
+conv2_weight_grad.iy250.end:                      ; preds = %conv2_weight_grad.ix251.end
+  %c249.next = add nsw i64 %conv2_weight_grad.c2499, 1
+  %7 = icmp slt i64 %c249.next, 32
+  br i1 %7, label %conv2_weight_grad.c249, label %conv2_weight_grad.c249.end
 
-conv2_weight_grad.ix243:                          ; preds = %conv2_weight_grad.ix243, %conv2_weight_grad.iy242
-  %conv2_weight_grad.ix24311 = phi i64 [ 0, %conv2_weight_grad.iy242 ], [ %ix243.next, %conv2_weight_grad.ix243 ]
-  %8 = add nsw i64 %conv2_weight_grad.g2397, %conv2_weight_grad.j2408
+conv2_weight_grad.ix251:                          ; preds = %conv2_weight_grad.ix251, %conv2_weight_grad.iy250
+  %conv2_weight_grad.ix25111 = phi i64 [ 0, %conv2_weight_grad.iy250 ], [ %ix251.next, %conv2_weight_grad.ix251 ]
+  %8 = add nsw i64 %conv2_weight_grad.g2477, %conv2_weight_grad.j2488
   %9 = mul nsw i64 %8, 21632
-  %10 = mul nsw i64 %conv2_weight_grad.c2419, 676
+  %10 = mul nsw i64 %conv2_weight_grad.c2499, 676
   %11 = add nsw i64 %9, %10
-  %12 = mul nsw i64 %conv2_weight_grad.iy24210, 26
+  %12 = mul nsw i64 %conv2_weight_grad.iy25010, 26
   %13 = add nsw i64 %11, %12
-  %14 = add nsw i64 %13, %conv2_weight_grad.ix24311
+  %14 = add nsw i64 %13, %conv2_weight_grad.ix25111
   %arena12 = getelementptr inbounds float, ptr %arena, i64 %14
   %15 = load float, ptr %arena12, align 4
-  %16 = mul nsw i64 %conv2_weight_grad.j2408, 21632
-  %17 = mul nsw i64 %conv2_weight_grad.iy24210, 832
+  %16 = mul nsw i64 %conv2_weight_grad.j2488, 21632
+  %17 = mul nsw i64 %conv2_weight_grad.iy25010, 832
   %18 = add nsw i64 %16, %17
-  %19 = mul nsw i64 %conv2_weight_grad.ix24311, 32
+  %19 = mul nsw i64 %conv2_weight_grad.ix25111, 32
   %20 = add nsw i64 %18, %19
-  %21 = add nsw i64 %20, %conv2_weight_grad.c2419
+  %21 = add nsw i64 %20, %conv2_weight_grad.c2499
   %22 = add nsw i64 1384448, %21
   %arena13 = getelementptr inbounds float, ptr %arena, i64 %22
   store float %15, ptr %arena13, align 4
-  %ix243.next = add nsw i64 %conv2_weight_grad.ix24311, 1
-  %23 = icmp slt i64 %ix243.next, 26
-  br i1 %23, label %conv2_weight_grad.ix243, label %conv2_weight_grad.ix243.end
+  %ix251.next = add nsw i64 %conv2_weight_grad.ix25111, 1
+  %23 = icmp slt i64 %ix251.next, 26
+  br i1 %23, label %conv2_weight_grad.ix251, label %conv2_weight_grad.ix251.end
 
-conv2_weight_grad.ix243.end:                      ; preds = %conv2_weight_grad.ix243
-  %iy242.next = add nsw i64 %conv2_weight_grad.iy24210, 1
-  %24 = icmp slt i64 %iy242.next, 26
-  br i1 %24, label %conv2_weight_grad.iy242, label %conv2_weight_grad.iy242.end
+conv2_weight_grad.ix251.end:                      ; preds = %conv2_weight_grad.ix251
+  %iy250.next = add nsw i64 %conv2_weight_grad.iy25010, 1
+  %24 = icmp slt i64 %iy250.next, 26
+  br i1 %24, label %conv2_weight_grad.iy250, label %conv2_weight_grad.iy250.end
 
-conv2_weight_grad.j244:                           ; preds = %conv2_weight_grad.ty245.end, %conv2_weight_grad.j240.end
-  %conv2_weight_grad.j24414 = phi i64 [ 0, %conv2_weight_grad.j240.end ], [ %j244.next, %conv2_weight_grad.ty245.end ]
-  br label %conv2_weight_grad.ty245
+conv2_weight_grad.j252:                           ; preds = %conv2_weight_grad.ty253.end, %conv2_weight_grad.j248.end
+  %conv2_weight_grad.j25214 = phi i64 [ 0, %conv2_weight_grad.j248.end ], [ %j252.next, %conv2_weight_grad.ty253.end ]
+  br label %conv2_weight_grad.ty253
 
-conv2_weight_grad.j244.end:                       ; preds = %conv2_weight_grad.ty245.end
-  br label %conv2_weight_grad.j280
+conv2_weight_grad.j252.end:                       ; preds = %conv2_weight_grad.ty253.end
+  br label %conv2_weight_grad.j288
 
-conv2_weight_grad.ty245:                          ; preds = %conv2_weight_grad.tx246.end, %conv2_weight_grad.j244
-  %conv2_weight_grad.ty24515 = phi i64 [ 0, %conv2_weight_grad.j244 ], [ %ty245.next, %conv2_weight_grad.tx246.end ]
-  br label %conv2_weight_grad.tx246
+conv2_weight_grad.ty253:                          ; preds = %conv2_weight_grad.tx254.end, %conv2_weight_grad.j252
+  %conv2_weight_grad.ty25315 = phi i64 [ 0, %conv2_weight_grad.j252 ], [ %ty253.next, %conv2_weight_grad.tx254.end ]
+  br label %conv2_weight_grad.tx254
 
-conv2_weight_grad.ty245.end:                      ; preds = %conv2_weight_grad.tx246.end
-  %j244.next = add nsw i64 %conv2_weight_grad.j24414, 1
-  %25 = icmp slt i64 %j244.next, 1
-  br i1 %25, label %conv2_weight_grad.j244, label %conv2_weight_grad.j244.end
+conv2_weight_grad.ty253.end:                      ; preds = %conv2_weight_grad.tx254.end
+  %j252.next = add nsw i64 %conv2_weight_grad.j25214, 1
+  %25 = icmp slt i64 %j252.next, 1
+  br i1 %25, label %conv2_weight_grad.j252, label %conv2_weight_grad.j252.end
 
-conv2_weight_grad.tx246:                          ; preds = %conv2_weight_grad.cv247.end, %conv2_weight_grad.ty245
-  %conv2_weight_grad.tx24616 = phi i64 [ 0, %conv2_weight_grad.ty245 ], [ %tx246.next, %conv2_weight_grad.cv247.end ]
-  br label %conv2_weight_grad.cv247
+conv2_weight_grad.tx254:                          ; preds = %conv2_weight_grad.cv255.end, %conv2_weight_grad.ty253
+  %conv2_weight_grad.tx25416 = phi i64 [ 0, %conv2_weight_grad.ty253 ], [ %tx254.next, %conv2_weight_grad.cv255.end ]
+  br label %conv2_weight_grad.cv255
 
-conv2_weight_grad.tx246.end:                      ; preds = %conv2_weight_grad.cv247.end
-  %ty245.next = add nsw i64 %conv2_weight_grad.ty24515, 1
-  %26 = icmp slt i64 %ty245.next, 12
-  br i1 %26, label %conv2_weight_grad.ty245, label %conv2_weight_grad.ty245.end
+conv2_weight_grad.tx254.end:                      ; preds = %conv2_weight_grad.cv255.end
+  %ty253.next = add nsw i64 %conv2_weight_grad.ty25315, 1
+  %26 = icmp slt i64 %ty253.next, 12
+  br i1 %26, label %conv2_weight_grad.ty253, label %conv2_weight_grad.ty253.end
 
-conv2_weight_grad.cv247:                          ; preds = %conv2_weight_grad.cv247, %conv2_weight_grad.tx246
-  %conv2_weight_grad.cv24717 = phi i64 [ 0, %conv2_weight_grad.tx246 ], [ %cv247.next, %conv2_weight_grad.cv247 ]
-  %27 = mul nsw i64 %conv2_weight_grad.j24414, 21632
-  %28 = mul nsw i64 %conv2_weight_grad.ty24515, 2
+conv2_weight_grad.cv255:                          ; preds = %conv2_weight_grad.cv255, %conv2_weight_grad.tx254
+  %conv2_weight_grad.cv25517 = phi i64 [ 0, %conv2_weight_grad.tx254 ], [ %cv255.next, %conv2_weight_grad.cv255 ]
+  %27 = mul nsw i64 %conv2_weight_grad.j25214, 21632
+  %28 = mul nsw i64 %conv2_weight_grad.ty25315, 2
   %29 = mul nsw i64 %28, 832
   %30 = add nsw i64 %27, %29
-  %31 = mul nsw i64 %conv2_weight_grad.tx24616, 2
+  %31 = mul nsw i64 %conv2_weight_grad.tx25416, 2
   %32 = mul nsw i64 %31, 32
   %33 = add nsw i64 %30, %32
-  %34 = mul nsw i64 %conv2_weight_grad.cv24717, 8
+  %34 = mul nsw i64 %conv2_weight_grad.cv25517, 8
   %35 = add nsw i64 %33, %34
   %36 = add nsw i64 1384448, %35
   %arena18 = getelementptr inbounds float, ptr %arena, i64 %36
   %37 = load <8 x float>, ptr %arena18, align 4
-  %38 = mul nsw i64 %conv2_weight_grad.j24414, 21632
-  %39 = mul nsw i64 %conv2_weight_grad.ty24515, 2
+  %38 = mul nsw i64 %conv2_weight_grad.j25214, 21632
+  %39 = mul nsw i64 %conv2_weight_grad.ty25315, 2
   %40 = add nsw i64 %39, 2
   %41 = mul nsw i64 %40, 832
   %42 = add nsw i64 %38, %41
-  %43 = mul nsw i64 %conv2_weight_grad.tx24616, 2
+  %43 = mul nsw i64 %conv2_weight_grad.tx25416, 2
   %44 = mul nsw i64 %43, 32
   %45 = add nsw i64 %42, %44
-  %46 = mul nsw i64 %conv2_weight_grad.cv24717, 8
+  %46 = mul nsw i64 %conv2_weight_grad.cv25517, 8
   %47 = add nsw i64 %45, %46
   %48 = add nsw i64 1384448, %47
   %arena19 = getelementptr inbounds float, ptr %arena, i64 %48
   %49 = load <8 x float>, ptr %arena19, align 4
   %50 = fsub <8 x float> %37, %49
-  store <8 x float> %50, ptr %conv2_weight_grad.w248, align 32
-  %51 = mul nsw i64 %conv2_weight_grad.j24414, 21632
-  %52 = mul nsw i64 %conv2_weight_grad.ty24515, 2
+  store <8 x float> %50, ptr %conv2_weight_grad.w256, align 32
+  %51 = mul nsw i64 %conv2_weight_grad.j25214, 21632
+  %52 = mul nsw i64 %conv2_weight_grad.ty25315, 2
   %53 = add nsw i64 %52, 1
   %54 = mul nsw i64 %53, 832
   %55 = add nsw i64 %51, %54
-  %56 = mul nsw i64 %conv2_weight_grad.tx24616, 2
+  %56 = mul nsw i64 %conv2_weight_grad.tx25416, 2
   %57 = mul nsw i64 %56, 32
   %58 = add nsw i64 %55, %57
-  %59 = mul nsw i64 %conv2_weight_grad.cv24717, 8
+  %59 = mul nsw i64 %conv2_weight_grad.cv25517, 8
   %60 = add nsw i64 %58, %59
   %61 = add nsw i64 1384448, %60
   %arena20 = getelementptr inbounds float, ptr %arena, i64 %61
   %62 = load <8 x float>, ptr %arena20, align 4
-  %63 = mul nsw i64 %conv2_weight_grad.j24414, 21632
-  %64 = mul nsw i64 %conv2_weight_grad.ty24515, 2
+  %63 = mul nsw i64 %conv2_weight_grad.j25214, 21632
+  %64 = mul nsw i64 %conv2_weight_grad.ty25315, 2
   %65 = add nsw i64 %64, 2
   %66 = mul nsw i64 %65, 832
   %67 = add nsw i64 %63, %66
-  %68 = mul nsw i64 %conv2_weight_grad.tx24616, 2
+  %68 = mul nsw i64 %conv2_weight_grad.tx25416, 2
   %69 = mul nsw i64 %68, 32
   %70 = add nsw i64 %67, %69
-  %71 = mul nsw i64 %conv2_weight_grad.cv24717, 8
+  %71 = mul nsw i64 %conv2_weight_grad.cv25517, 8
   %72 = add nsw i64 %70, %71
   %73 = add nsw i64 1384448, %72
   %arena21 = getelementptr inbounds float, ptr %arena, i64 %73
   %74 = load <8 x float>, ptr %arena21, align 4
   %75 = fadd <8 x float> %62, %74
-  store <8 x float> %75, ptr %conv2_weight_grad.w249, align 32
-  %76 = mul nsw i64 %conv2_weight_grad.j24414, 21632
-  %77 = mul nsw i64 %conv2_weight_grad.ty24515, 2
+  store <8 x float> %75, ptr %conv2_weight_grad.w257, align 32
+  %76 = mul nsw i64 %conv2_weight_grad.j25214, 21632
+  %77 = mul nsw i64 %conv2_weight_grad.ty25315, 2
   %78 = add nsw i64 %77, 2
   %79 = mul nsw i64 %78, 832
   %80 = add nsw i64 %76, %79
-  %81 = mul nsw i64 %conv2_weight_grad.tx24616, 2
+  %81 = mul nsw i64 %conv2_weight_grad.tx25416, 2
   %82 = mul nsw i64 %81, 32
   %83 = add nsw i64 %80, %82
-  %84 = mul nsw i64 %conv2_weight_grad.cv24717, 8
+  %84 = mul nsw i64 %conv2_weight_grad.cv25517, 8
   %85 = add nsw i64 %83, %84
   %86 = add nsw i64 1384448, %85
   %arena22 = getelementptr inbounds float, ptr %arena, i64 %86
   %87 = load <8 x float>, ptr %arena22, align 4
-  %88 = mul nsw i64 %conv2_weight_grad.j24414, 21632
-  %89 = mul nsw i64 %conv2_weight_grad.ty24515, 2
+  %88 = mul nsw i64 %conv2_weight_grad.j25214, 21632
+  %89 = mul nsw i64 %conv2_weight_grad.ty25315, 2
   %90 = add nsw i64 %89, 1
   %91 = mul nsw i64 %90, 832
   %92 = add nsw i64 %88, %91
-  %93 = mul nsw i64 %conv2_weight_grad.tx24616, 2
+  %93 = mul nsw i64 %conv2_weight_grad.tx25416, 2
   %94 = mul nsw i64 %93, 32
   %95 = add nsw i64 %92, %94
-  %96 = mul nsw i64 %conv2_weight_grad.cv24717, 8
+  %96 = mul nsw i64 %conv2_weight_grad.cv25517, 8
   %97 = add nsw i64 %95, %96
   %98 = add nsw i64 1384448, %97
   %arena23 = getelementptr inbounds float, ptr %arena, i64 %98
   %99 = load <8 x float>, ptr %arena23, align 4
   %100 = fsub <8 x float> %87, %99
-  store <8 x float> %100, ptr %conv2_weight_grad.w250, align 32
-  %101 = mul nsw i64 %conv2_weight_grad.j24414, 21632
-  %102 = mul nsw i64 %conv2_weight_grad.ty24515, 2
+  store <8 x float> %100, ptr %conv2_weight_grad.w258, align 32
+  %101 = mul nsw i64 %conv2_weight_grad.j25214, 21632
+  %102 = mul nsw i64 %conv2_weight_grad.ty25315, 2
   %103 = add nsw i64 %102, 1
   %104 = mul nsw i64 %103, 832
   %105 = add nsw i64 %101, %104
-  %106 = mul nsw i64 %conv2_weight_grad.tx24616, 2
+  %106 = mul nsw i64 %conv2_weight_grad.tx25416, 2
   %107 = mul nsw i64 %106, 32
   %108 = add nsw i64 %105, %107
-  %109 = mul nsw i64 %conv2_weight_grad.cv24717, 8
+  %109 = mul nsw i64 %conv2_weight_grad.cv25517, 8
   %110 = add nsw i64 %108, %109
   %111 = add nsw i64 1384448, %110
   %arena24 = getelementptr inbounds float, ptr %arena, i64 %111
   %112 = load <8 x float>, ptr %arena24, align 4
-  %113 = mul nsw i64 %conv2_weight_grad.j24414, 21632
-  %114 = mul nsw i64 %conv2_weight_grad.ty24515, 2
+  %113 = mul nsw i64 %conv2_weight_grad.j25214, 21632
+  %114 = mul nsw i64 %conv2_weight_grad.ty25315, 2
   %115 = add nsw i64 %114, 3
   %116 = mul nsw i64 %115, 832
   %117 = add nsw i64 %113, %116
-  %118 = mul nsw i64 %conv2_weight_grad.tx24616, 2
+  %118 = mul nsw i64 %conv2_weight_grad.tx25416, 2
   %119 = mul nsw i64 %118, 32
   %120 = add nsw i64 %117, %119
-  %121 = mul nsw i64 %conv2_weight_grad.cv24717, 8
+  %121 = mul nsw i64 %conv2_weight_grad.cv25517, 8
   %122 = add nsw i64 %120, %121
   %123 = add nsw i64 1384448, %122
   %arena25 = getelementptr inbounds float, ptr %arena, i64 %123
   %124 = load <8 x float>, ptr %arena25, align 4
   %125 = fsub <8 x float> %112, %124
-  store <8 x float> %125, ptr %conv2_weight_grad.w251, align 32
-  %126 = mul nsw i64 %conv2_weight_grad.j24414, 21632
-  %127 = mul nsw i64 %conv2_weight_grad.ty24515, 2
+  store <8 x float> %125, ptr %conv2_weight_grad.w259, align 32
+  %126 = mul nsw i64 %conv2_weight_grad.j25214, 21632
+  %127 = mul nsw i64 %conv2_weight_grad.ty25315, 2
   %128 = mul nsw i64 %127, 832
   %129 = add nsw i64 %126, %128
-  %130 = mul nsw i64 %conv2_weight_grad.tx24616, 2
+  %130 = mul nsw i64 %conv2_weight_grad.tx25416, 2
   %131 = add nsw i64 %130, 1
   %132 = mul nsw i64 %131, 32
   %133 = add nsw i64 %129, %132
-  %134 = mul nsw i64 %conv2_weight_grad.cv24717, 8
+  %134 = mul nsw i64 %conv2_weight_grad.cv25517, 8
   %135 = add nsw i64 %133, %134
   %136 = add nsw i64 1384448, %135
   %arena26 = getelementptr inbounds float, ptr %arena, i64 %136
   %137 = load <8 x float>, ptr %arena26, align 4
-  %138 = mul nsw i64 %conv2_weight_grad.j24414, 21632
-  %139 = mul nsw i64 %conv2_weight_grad.ty24515, 2
+  %138 = mul nsw i64 %conv2_weight_grad.j25214, 21632
+  %139 = mul nsw i64 %conv2_weight_grad.ty25315, 2
   %140 = add nsw i64 %139, 2
   %141 = mul nsw i64 %140, 832
   %142 = add nsw i64 %138, %141
-  %143 = mul nsw i64 %conv2_weight_grad.tx24616, 2
+  %143 = mul nsw i64 %conv2_weight_grad.tx25416, 2
   %144 = add nsw i64 %143, 1
   %145 = mul nsw i64 %144, 32
   %146 = add nsw i64 %142, %145
-  %147 = mul nsw i64 %conv2_weight_grad.cv24717, 8
+  %147 = mul nsw i64 %conv2_weight_grad.cv25517, 8
   %148 = add nsw i64 %146, %147
   %149 = add nsw i64 1384448, %148
   %arena27 = getelementptr inbounds float, ptr %arena, i64 %149
   %150 = load <8 x float>, ptr %arena27, align 4
   %151 = fsub <8 x float> %137, %150
-  store <8 x float> %151, ptr %conv2_weight_grad.w252, align 32
-  %152 = mul nsw i64 %conv2_weight_grad.j24414, 21632
-  %153 = mul nsw i64 %conv2_weight_grad.ty24515, 2
+  store <8 x float> %151, ptr %conv2_weight_grad.w260, align 32
+  %152 = mul nsw i64 %conv2_weight_grad.j25214, 21632
+  %153 = mul nsw i64 %conv2_weight_grad.ty25315, 2
   %154 = add nsw i64 %153, 1
   %155 = mul nsw i64 %154, 832
   %156 = add nsw i64 %152, %155
-  %157 = mul nsw i64 %conv2_weight_grad.tx24616, 2
+  %157 = mul nsw i64 %conv2_weight_grad.tx25416, 2
   %158 = add nsw i64 %157, 1
   %159 = mul nsw i64 %158, 32
   %160 = add nsw i64 %156, %159
-  %161 = mul nsw i64 %conv2_weight_grad.cv24717, 8
+  %161 = mul nsw i64 %conv2_weight_grad.cv25517, 8
   %162 = add nsw i64 %160, %161
   %163 = add nsw i64 1384448, %162
   %arena28 = getelementptr inbounds float, ptr %arena, i64 %163
   %164 = load <8 x float>, ptr %arena28, align 4
-  %165 = mul nsw i64 %conv2_weight_grad.j24414, 21632
-  %166 = mul nsw i64 %conv2_weight_grad.ty24515, 2
+  %165 = mul nsw i64 %conv2_weight_grad.j25214, 21632
+  %166 = mul nsw i64 %conv2_weight_grad.ty25315, 2
   %167 = add nsw i64 %166, 2
   %168 = mul nsw i64 %167, 832
   %169 = add nsw i64 %165, %168
-  %170 = mul nsw i64 %conv2_weight_grad.tx24616, 2
+  %170 = mul nsw i64 %conv2_weight_grad.tx25416, 2
   %171 = add nsw i64 %170, 1
   %172 = mul nsw i64 %171, 32
   %173 = add nsw i64 %169, %172
-  %174 = mul nsw i64 %conv2_weight_grad.cv24717, 8
+  %174 = mul nsw i64 %conv2_weight_grad.cv25517, 8
   %175 = add nsw i64 %173, %174
   %176 = add nsw i64 1384448, %175
   %arena29 = getelementptr inbounds float, ptr %arena, i64 %176
   %177 = load <8 x float>, ptr %arena29, align 4
   %178 = fadd <8 x float> %164, %177
-  store <8 x float> %178, ptr %conv2_weight_grad.w253, align 32
-  %179 = mul nsw i64 %conv2_weight_grad.j24414, 21632
-  %180 = mul nsw i64 %conv2_weight_grad.ty24515, 2
+  store <8 x float> %178, ptr %conv2_weight_grad.w261, align 32
+  %179 = mul nsw i64 %conv2_weight_grad.j25214, 21632
+  %180 = mul nsw i64 %conv2_weight_grad.ty25315, 2
   %181 = add nsw i64 %180, 2
   %182 = mul nsw i64 %181, 832
   %183 = add nsw i64 %179, %182
-  %184 = mul nsw i64 %conv2_weight_grad.tx24616, 2
+  %184 = mul nsw i64 %conv2_weight_grad.tx25416, 2
   %185 = add nsw i64 %184, 1
   %186 = mul nsw i64 %185, 32
   %187 = add nsw i64 %183, %186
-  %188 = mul nsw i64 %conv2_weight_grad.cv24717, 8
+  %188 = mul nsw i64 %conv2_weight_grad.cv25517, 8
   %189 = add nsw i64 %187, %188
   %190 = add nsw i64 1384448, %189
   %arena30 = getelementptr inbounds float, ptr %arena, i64 %190
   %191 = load <8 x float>, ptr %arena30, align 4
-  %192 = mul nsw i64 %conv2_weight_grad.j24414, 21632
-  %193 = mul nsw i64 %conv2_weight_grad.ty24515, 2
+  %192 = mul nsw i64 %conv2_weight_grad.j25214, 21632
+  %193 = mul nsw i64 %conv2_weight_grad.ty25315, 2
   %194 = add nsw i64 %193, 1
   %195 = mul nsw i64 %194, 832
   %196 = add nsw i64 %192, %195
-  %197 = mul nsw i64 %conv2_weight_grad.tx24616, 2
+  %197 = mul nsw i64 %conv2_weight_grad.tx25416, 2
   %198 = add nsw i64 %197, 1
   %199 = mul nsw i64 %198, 32
   %200 = add nsw i64 %196, %199
-  %201 = mul nsw i64 %conv2_weight_grad.cv24717, 8
+  %201 = mul nsw i64 %conv2_weight_grad.cv25517, 8
   %202 = add nsw i64 %200, %201
   %203 = add nsw i64 1384448, %202
   %arena31 = getelementptr inbounds float, ptr %arena, i64 %203
   %204 = load <8 x float>, ptr %arena31, align 4
   %205 = fsub <8 x float> %191, %204
-  store <8 x float> %205, ptr %conv2_weight_grad.w254, align 32
-  %206 = mul nsw i64 %conv2_weight_grad.j24414, 21632
-  %207 = mul nsw i64 %conv2_weight_grad.ty24515, 2
+  store <8 x float> %205, ptr %conv2_weight_grad.w262, align 32
+  %206 = mul nsw i64 %conv2_weight_grad.j25214, 21632
+  %207 = mul nsw i64 %conv2_weight_grad.ty25315, 2
   %208 = add nsw i64 %207, 1
   %209 = mul nsw i64 %208, 832
   %210 = add nsw i64 %206, %209
-  %211 = mul nsw i64 %conv2_weight_grad.tx24616, 2
+  %211 = mul nsw i64 %conv2_weight_grad.tx25416, 2
   %212 = add nsw i64 %211, 1
   %213 = mul nsw i64 %212, 32
   %214 = add nsw i64 %210, %213
-  %215 = mul nsw i64 %conv2_weight_grad.cv24717, 8
+  %215 = mul nsw i64 %conv2_weight_grad.cv25517, 8
   %216 = add nsw i64 %214, %215
   %217 = add nsw i64 1384448, %216
   %arena32 = getelementptr inbounds float, ptr %arena, i64 %217
   %218 = load <8 x float>, ptr %arena32, align 4
-  %219 = mul nsw i64 %conv2_weight_grad.j24414, 21632
-  %220 = mul nsw i64 %conv2_weight_grad.ty24515, 2
+  %219 = mul nsw i64 %conv2_weight_grad.j25214, 21632
+  %220 = mul nsw i64 %conv2_weight_grad.ty25315, 2
   %221 = add nsw i64 %220, 3
   %222 = mul nsw i64 %221, 832
   %223 = add nsw i64 %219, %222
-  %224 = mul nsw i64 %conv2_weight_grad.tx24616, 2
+  %224 = mul nsw i64 %conv2_weight_grad.tx25416, 2
   %225 = add nsw i64 %224, 1
   %226 = mul nsw i64 %225, 32
   %227 = add nsw i64 %223, %226
-  %228 = mul nsw i64 %conv2_weight_grad.cv24717, 8
+  %228 = mul nsw i64 %conv2_weight_grad.cv25517, 8
   %229 = add nsw i64 %227, %228
   %230 = add nsw i64 1384448, %229
   %arena33 = getelementptr inbounds float, ptr %arena, i64 %230
   %231 = load <8 x float>, ptr %arena33, align 4
   %232 = fsub <8 x float> %218, %231
-  store <8 x float> %232, ptr %conv2_weight_grad.w255, align 32
-  %233 = mul nsw i64 %conv2_weight_grad.j24414, 21632
-  %234 = mul nsw i64 %conv2_weight_grad.ty24515, 2
+  store <8 x float> %232, ptr %conv2_weight_grad.w263, align 32
+  %233 = mul nsw i64 %conv2_weight_grad.j25214, 21632
+  %234 = mul nsw i64 %conv2_weight_grad.ty25315, 2
   %235 = mul nsw i64 %234, 832
   %236 = add nsw i64 %233, %235
-  %237 = mul nsw i64 %conv2_weight_grad.tx24616, 2
+  %237 = mul nsw i64 %conv2_weight_grad.tx25416, 2
   %238 = add nsw i64 %237, 2
   %239 = mul nsw i64 %238, 32
   %240 = add nsw i64 %236, %239
-  %241 = mul nsw i64 %conv2_weight_grad.cv24717, 8
+  %241 = mul nsw i64 %conv2_weight_grad.cv25517, 8
   %242 = add nsw i64 %240, %241
   %243 = add nsw i64 1384448, %242
   %arena34 = getelementptr inbounds float, ptr %arena, i64 %243
   %244 = load <8 x float>, ptr %arena34, align 4
-  %245 = mul nsw i64 %conv2_weight_grad.j24414, 21632
-  %246 = mul nsw i64 %conv2_weight_grad.ty24515, 2
+  %245 = mul nsw i64 %conv2_weight_grad.j25214, 21632
+  %246 = mul nsw i64 %conv2_weight_grad.ty25315, 2
   %247 = add nsw i64 %246, 2
   %248 = mul nsw i64 %247, 832
   %249 = add nsw i64 %245, %248
-  %250 = mul nsw i64 %conv2_weight_grad.tx24616, 2
+  %250 = mul nsw i64 %conv2_weight_grad.tx25416, 2
   %251 = add nsw i64 %250, 2
   %252 = mul nsw i64 %251, 32
   %253 = add nsw i64 %249, %252
-  %254 = mul nsw i64 %conv2_weight_grad.cv24717, 8
+  %254 = mul nsw i64 %conv2_weight_grad.cv25517, 8
   %255 = add nsw i64 %253, %254
   %256 = add nsw i64 1384448, %255
   %arena35 = getelementptr inbounds float, ptr %arena, i64 %256
   %257 = load <8 x float>, ptr %arena35, align 4
   %258 = fsub <8 x float> %244, %257
-  store <8 x float> %258, ptr %conv2_weight_grad.w256, align 32
-  %259 = mul nsw i64 %conv2_weight_grad.j24414, 21632
-  %260 = mul nsw i64 %conv2_weight_grad.ty24515, 2
+  store <8 x float> %258, ptr %conv2_weight_grad.w264, align 32
+  %259 = mul nsw i64 %conv2_weight_grad.j25214, 21632
+  %260 = mul nsw i64 %conv2_weight_grad.ty25315, 2
   %261 = add nsw i64 %260, 1
   %262 = mul nsw i64 %261, 832
   %263 = add nsw i64 %259, %262
-  %264 = mul nsw i64 %conv2_weight_grad.tx24616, 2
+  %264 = mul nsw i64 %conv2_weight_grad.tx25416, 2
   %265 = add nsw i64 %264, 2
   %266 = mul nsw i64 %265, 32
   %267 = add nsw i64 %263, %266
-  %268 = mul nsw i64 %conv2_weight_grad.cv24717, 8
+  %268 = mul nsw i64 %conv2_weight_grad.cv25517, 8
   %269 = add nsw i64 %267, %268
   %270 = add nsw i64 1384448, %269
   %arena36 = getelementptr inbounds float, ptr %arena, i64 %270
   %271 = load <8 x float>, ptr %arena36, align 4
-  %272 = mul nsw i64 %conv2_weight_grad.j24414, 21632
-  %273 = mul nsw i64 %conv2_weight_grad.ty24515, 2
+  %272 = mul nsw i64 %conv2_weight_grad.j25214, 21632
+  %273 = mul nsw i64 %conv2_weight_grad.ty25315, 2
   %274 = add nsw i64 %273, 2
   %275 = mul nsw i64 %274, 832
   %276 = add nsw i64 %272, %275
-  %277 = mul nsw i64 %conv2_weight_grad.tx24616, 2
+  %277 = mul nsw i64 %conv2_weight_grad.tx25416, 2
   %278 = add nsw i64 %277, 2
   %279 = mul nsw i64 %278, 32
   %280 = add nsw i64 %276, %279
-  %281 = mul nsw i64 %conv2_weight_grad.cv24717, 8
+  %281 = mul nsw i64 %conv2_weight_grad.cv25517, 8
   %282 = add nsw i64 %280, %281
   %283 = add nsw i64 1384448, %282
   %arena37 = getelementptr inbounds float, ptr %arena, i64 %283
   %284 = load <8 x float>, ptr %arena37, align 4
   %285 = fadd <8 x float> %271, %284
-  store <8 x float> %285, ptr %conv2_weight_grad.w257, align 32
-  %286 = mul nsw i64 %conv2_weight_grad.j24414, 21632
-  %287 = mul nsw i64 %conv2_weight_grad.ty24515, 2
+  store <8 x float> %285, ptr %conv2_weight_grad.w265, align 32
+  %286 = mul nsw i64 %conv2_weight_grad.j25214, 21632
+  %287 = mul nsw i64 %conv2_weight_grad.ty25315, 2
   %288 = add nsw i64 %287, 2
   %289 = mul nsw i64 %288, 832
   %290 = add nsw i64 %286, %289
-  %291 = mul nsw i64 %conv2_weight_grad.tx24616, 2
+  %291 = mul nsw i64 %conv2_weight_grad.tx25416, 2
   %292 = add nsw i64 %291, 2
   %293 = mul nsw i64 %292, 32
   %294 = add nsw i64 %290, %293
-  %295 = mul nsw i64 %conv2_weight_grad.cv24717, 8
+  %295 = mul nsw i64 %conv2_weight_grad.cv25517, 8
   %296 = add nsw i64 %294, %295
   %297 = add nsw i64 1384448, %296
   %arena38 = getelementptr inbounds float, ptr %arena, i64 %297
   %298 = load <8 x float>, ptr %arena38, align 4
-  %299 = mul nsw i64 %conv2_weight_grad.j24414, 21632
-  %300 = mul nsw i64 %conv2_weight_grad.ty24515, 2
+  %299 = mul nsw i64 %conv2_weight_grad.j25214, 21632
+  %300 = mul nsw i64 %conv2_weight_grad.ty25315, 2
   %301 = add nsw i64 %300, 1
   %302 = mul nsw i64 %301, 832
   %303 = add nsw i64 %299, %302
-  %304 = mul nsw i64 %conv2_weight_grad.tx24616, 2
+  %304 = mul nsw i64 %conv2_weight_grad.tx25416, 2
   %305 = add nsw i64 %304, 2
   %306 = mul nsw i64 %305, 32
   %307 = add nsw i64 %303, %306
-  %308 = mul nsw i64 %conv2_weight_grad.cv24717, 8
+  %308 = mul nsw i64 %conv2_weight_grad.cv25517, 8
   %309 = add nsw i64 %307, %308
   %310 = add nsw i64 1384448, %309
   %arena39 = getelementptr inbounds float, ptr %arena, i64 %310
   %311 = load <8 x float>, ptr %arena39, align 4
   %312 = fsub <8 x float> %298, %311
-  store <8 x float> %312, ptr %conv2_weight_grad.w258, align 32
-  %313 = mul nsw i64 %conv2_weight_grad.j24414, 21632
-  %314 = mul nsw i64 %conv2_weight_grad.ty24515, 2
+  store <8 x float> %312, ptr %conv2_weight_grad.w266, align 32
+  %313 = mul nsw i64 %conv2_weight_grad.j25214, 21632
+  %314 = mul nsw i64 %conv2_weight_grad.ty25315, 2
   %315 = add nsw i64 %314, 1
   %316 = mul nsw i64 %315, 832
   %317 = add nsw i64 %313, %316
-  %318 = mul nsw i64 %conv2_weight_grad.tx24616, 2
+  %318 = mul nsw i64 %conv2_weight_grad.tx25416, 2
   %319 = add nsw i64 %318, 2
   %320 = mul nsw i64 %319, 32
   %321 = add nsw i64 %317, %320
-  %322 = mul nsw i64 %conv2_weight_grad.cv24717, 8
+  %322 = mul nsw i64 %conv2_weight_grad.cv25517, 8
   %323 = add nsw i64 %321, %322
   %324 = add nsw i64 1384448, %323
   %arena40 = getelementptr inbounds float, ptr %arena, i64 %324
   %325 = load <8 x float>, ptr %arena40, align 4
-  %326 = mul nsw i64 %conv2_weight_grad.j24414, 21632
-  %327 = mul nsw i64 %conv2_weight_grad.ty24515, 2
+  %326 = mul nsw i64 %conv2_weight_grad.j25214, 21632
+  %327 = mul nsw i64 %conv2_weight_grad.ty25315, 2
   %328 = add nsw i64 %327, 3
   %329 = mul nsw i64 %328, 832
   %330 = add nsw i64 %326, %329
-  %331 = mul nsw i64 %conv2_weight_grad.tx24616, 2
+  %331 = mul nsw i64 %conv2_weight_grad.tx25416, 2
   %332 = add nsw i64 %331, 2
   %333 = mul nsw i64 %332, 32
   %334 = add nsw i64 %330, %333
-  %335 = mul nsw i64 %conv2_weight_grad.cv24717, 8
+  %335 = mul nsw i64 %conv2_weight_grad.cv25517, 8
   %336 = add nsw i64 %334, %335
   %337 = add nsw i64 1384448, %336
   %arena41 = getelementptr inbounds float, ptr %arena, i64 %337
   %338 = load <8 x float>, ptr %arena41, align 4
   %339 = fsub <8 x float> %325, %338
-  store <8 x float> %339, ptr %conv2_weight_grad.w259, align 32
-  %340 = mul nsw i64 %conv2_weight_grad.j24414, 21632
-  %341 = mul nsw i64 %conv2_weight_grad.ty24515, 2
+  store <8 x float> %339, ptr %conv2_weight_grad.w267, align 32
+  %340 = mul nsw i64 %conv2_weight_grad.j25214, 21632
+  %341 = mul nsw i64 %conv2_weight_grad.ty25315, 2
   %342 = mul nsw i64 %341, 832
   %343 = add nsw i64 %340, %342
-  %344 = mul nsw i64 %conv2_weight_grad.tx24616, 2
+  %344 = mul nsw i64 %conv2_weight_grad.tx25416, 2
   %345 = add nsw i64 %344, 3
   %346 = mul nsw i64 %345, 32
   %347 = add nsw i64 %343, %346
-  %348 = mul nsw i64 %conv2_weight_grad.cv24717, 8
+  %348 = mul nsw i64 %conv2_weight_grad.cv25517, 8
   %349 = add nsw i64 %347, %348
   %350 = add nsw i64 1384448, %349
   %arena42 = getelementptr inbounds float, ptr %arena, i64 %350
   %351 = load <8 x float>, ptr %arena42, align 4
-  %352 = mul nsw i64 %conv2_weight_grad.j24414, 21632
-  %353 = mul nsw i64 %conv2_weight_grad.ty24515, 2
+  %352 = mul nsw i64 %conv2_weight_grad.j25214, 21632
+  %353 = mul nsw i64 %conv2_weight_grad.ty25315, 2
   %354 = add nsw i64 %353, 2
   %355 = mul nsw i64 %354, 832
   %356 = add nsw i64 %352, %355
-  %357 = mul nsw i64 %conv2_weight_grad.tx24616, 2
+  %357 = mul nsw i64 %conv2_weight_grad.tx25416, 2
   %358 = add nsw i64 %357, 3
   %359 = mul nsw i64 %358, 32
   %360 = add nsw i64 %356, %359
-  %361 = mul nsw i64 %conv2_weight_grad.cv24717, 8
+  %361 = mul nsw i64 %conv2_weight_grad.cv25517, 8
   %362 = add nsw i64 %360, %361
   %363 = add nsw i64 1384448, %362
   %arena43 = getelementptr inbounds float, ptr %arena, i64 %363
   %364 = load <8 x float>, ptr %arena43, align 4
   %365 = fsub <8 x float> %351, %364
-  store <8 x float> %365, ptr %conv2_weight_grad.w260, align 32
-  %366 = mul nsw i64 %conv2_weight_grad.j24414, 21632
-  %367 = mul nsw i64 %conv2_weight_grad.ty24515, 2
+  store <8 x float> %365, ptr %conv2_weight_grad.w268, align 32
+  %366 = mul nsw i64 %conv2_weight_grad.j25214, 21632
+  %367 = mul nsw i64 %conv2_weight_grad.ty25315, 2
   %368 = add nsw i64 %367, 1
   %369 = mul nsw i64 %368, 832
   %370 = add nsw i64 %366, %369
-  %371 = mul nsw i64 %conv2_weight_grad.tx24616, 2
+  %371 = mul nsw i64 %conv2_weight_grad.tx25416, 2
   %372 = add nsw i64 %371, 3
   %373 = mul nsw i64 %372, 32
   %374 = add nsw i64 %370, %373
-  %375 = mul nsw i64 %conv2_weight_grad.cv24717, 8
+  %375 = mul nsw i64 %conv2_weight_grad.cv25517, 8
   %376 = add nsw i64 %374, %375
   %377 = add nsw i64 1384448, %376
   %arena44 = getelementptr inbounds float, ptr %arena, i64 %377
   %378 = load <8 x float>, ptr %arena44, align 4
-  %379 = mul nsw i64 %conv2_weight_grad.j24414, 21632
-  %380 = mul nsw i64 %conv2_weight_grad.ty24515, 2
+  %379 = mul nsw i64 %conv2_weight_grad.j25214, 21632
+  %380 = mul nsw i64 %conv2_weight_grad.ty25315, 2
   %381 = add nsw i64 %380, 2
   %382 = mul nsw i64 %381, 832
   %383 = add nsw i64 %379, %382
-  %384 = mul nsw i64 %conv2_weight_grad.tx24616, 2
+  %384 = mul nsw i64 %conv2_weight_grad.tx25416, 2
   %385 = add nsw i64 %384, 3
   %386 = mul nsw i64 %385, 32
   %387 = add nsw i64 %383, %386
-  %388 = mul nsw i64 %conv2_weight_grad.cv24717, 8
+  %388 = mul nsw i64 %conv2_weight_grad.cv25517, 8
   %389 = add nsw i64 %387, %388
   %390 = add nsw i64 1384448, %389
   %arena45 = getelementptr inbounds float, ptr %arena, i64 %390
   %391 = load <8 x float>, ptr %arena45, align 4
   %392 = fadd <8 x float> %378, %391
-  store <8 x float> %392, ptr %conv2_weight_grad.w261, align 32
-  %393 = mul nsw i64 %conv2_weight_grad.j24414, 21632
-  %394 = mul nsw i64 %conv2_weight_grad.ty24515, 2
+  store <8 x float> %392, ptr %conv2_weight_grad.w269, align 32
+  %393 = mul nsw i64 %conv2_weight_grad.j25214, 21632
+  %394 = mul nsw i64 %conv2_weight_grad.ty25315, 2
   %395 = add nsw i64 %394, 2
   %396 = mul nsw i64 %395, 832
   %397 = add nsw i64 %393, %396
-  %398 = mul nsw i64 %conv2_weight_grad.tx24616, 2
+  %398 = mul nsw i64 %conv2_weight_grad.tx25416, 2
   %399 = add nsw i64 %398, 3
   %400 = mul nsw i64 %399, 32
   %401 = add nsw i64 %397, %400
-  %402 = mul nsw i64 %conv2_weight_grad.cv24717, 8
+  %402 = mul nsw i64 %conv2_weight_grad.cv25517, 8
   %403 = add nsw i64 %401, %402
   %404 = add nsw i64 1384448, %403
   %arena46 = getelementptr inbounds float, ptr %arena, i64 %404
   %405 = load <8 x float>, ptr %arena46, align 4
-  %406 = mul nsw i64 %conv2_weight_grad.j24414, 21632
-  %407 = mul nsw i64 %conv2_weight_grad.ty24515, 2
+  %406 = mul nsw i64 %conv2_weight_grad.j25214, 21632
+  %407 = mul nsw i64 %conv2_weight_grad.ty25315, 2
   %408 = add nsw i64 %407, 1
   %409 = mul nsw i64 %408, 832
   %410 = add nsw i64 %406, %409
-  %411 = mul nsw i64 %conv2_weight_grad.tx24616, 2
+  %411 = mul nsw i64 %conv2_weight_grad.tx25416, 2
   %412 = add nsw i64 %411, 3
   %413 = mul nsw i64 %412, 32
   %414 = add nsw i64 %410, %413
-  %415 = mul nsw i64 %conv2_weight_grad.cv24717, 8
+  %415 = mul nsw i64 %conv2_weight_grad.cv25517, 8
   %416 = add nsw i64 %414, %415
   %417 = add nsw i64 1384448, %416
   %arena47 = getelementptr inbounds float, ptr %arena, i64 %417
   %418 = load <8 x float>, ptr %arena47, align 4
   %419 = fsub <8 x float> %405, %418
-  store <8 x float> %419, ptr %conv2_weight_grad.w262, align 32
-  %420 = mul nsw i64 %conv2_weight_grad.j24414, 21632
-  %421 = mul nsw i64 %conv2_weight_grad.ty24515, 2
+  store <8 x float> %419, ptr %conv2_weight_grad.w270, align 32
+  %420 = mul nsw i64 %conv2_weight_grad.j25214, 21632
+  %421 = mul nsw i64 %conv2_weight_grad.ty25315, 2
   %422 = add nsw i64 %421, 1
   %423 = mul nsw i64 %422, 832
   %424 = add nsw i64 %420, %423
-  %425 = mul nsw i64 %conv2_weight_grad.tx24616, 2
+  %425 = mul nsw i64 %conv2_weight_grad.tx25416, 2
   %426 = add nsw i64 %425, 3
   %427 = mul nsw i64 %426, 32
   %428 = add nsw i64 %424, %427
-  %429 = mul nsw i64 %conv2_weight_grad.cv24717, 8
+  %429 = mul nsw i64 %conv2_weight_grad.cv25517, 8
   %430 = add nsw i64 %428, %429
   %431 = add nsw i64 1384448, %430
   %arena48 = getelementptr inbounds float, ptr %arena, i64 %431
   %432 = load <8 x float>, ptr %arena48, align 4
-  %433 = mul nsw i64 %conv2_weight_grad.j24414, 21632
-  %434 = mul nsw i64 %conv2_weight_grad.ty24515, 2
+  %433 = mul nsw i64 %conv2_weight_grad.j25214, 21632
+  %434 = mul nsw i64 %conv2_weight_grad.ty25315, 2
   %435 = add nsw i64 %434, 3
   %436 = mul nsw i64 %435, 832
   %437 = add nsw i64 %433, %436
-  %438 = mul nsw i64 %conv2_weight_grad.tx24616, 2
+  %438 = mul nsw i64 %conv2_weight_grad.tx25416, 2
   %439 = add nsw i64 %438, 3
   %440 = mul nsw i64 %439, 32
   %441 = add nsw i64 %437, %440
-  %442 = mul nsw i64 %conv2_weight_grad.cv24717, 8
+  %442 = mul nsw i64 %conv2_weight_grad.cv25517, 8
   %443 = add nsw i64 %441, %442
   %444 = add nsw i64 1384448, %443
   %arena49 = getelementptr inbounds float, ptr %arena, i64 %444
   %445 = load <8 x float>, ptr %arena49, align 4
   %446 = fsub <8 x float> %432, %445
-  store <8 x float> %446, ptr %conv2_weight_grad.w263, align 32
-  %w248 = load <8 x float>, ptr %conv2_weight_grad.w248, align 32
+  store <8 x float> %446, ptr %conv2_weight_grad.w271, align 32
   %w256 = load <8 x float>, ptr %conv2_weight_grad.w256, align 32
-  %447 = fsub <8 x float> %w248, %w256
-  store <8 x float> %447, ptr %conv2_weight_grad.w264, align 32
-  %w252 = load <8 x float>, ptr %conv2_weight_grad.w252, align 32
-  %w25650 = load <8 x float>, ptr %conv2_weight_grad.w256, align 32
-  %448 = fadd <8 x float> %w252, %w25650
-  store <8 x float> %448, ptr %conv2_weight_grad.w265, align 32
-  %w25651 = load <8 x float>, ptr %conv2_weight_grad.w256, align 32
-  %w25252 = load <8 x float>, ptr %conv2_weight_grad.w252, align 32
-  %449 = fsub <8 x float> %w25651, %w25252
-  store <8 x float> %449, ptr %conv2_weight_grad.w266, align 32
-  %w25253 = load <8 x float>, ptr %conv2_weight_grad.w252, align 32
-  %w260 = load <8 x float>, ptr %conv2_weight_grad.w260, align 32
-  %450 = fsub <8 x float> %w25253, %w260
-  store <8 x float> %450, ptr %conv2_weight_grad.w267, align 32
-  %w249 = load <8 x float>, ptr %conv2_weight_grad.w249, align 32
-  %w257 = load <8 x float>, ptr %conv2_weight_grad.w257, align 32
-  %451 = fsub <8 x float> %w249, %w257
-  store <8 x float> %451, ptr %conv2_weight_grad.w268, align 32
-  %w253 = load <8 x float>, ptr %conv2_weight_grad.w253, align 32
-  %w25754 = load <8 x float>, ptr %conv2_weight_grad.w257, align 32
-  %452 = fadd <8 x float> %w253, %w25754
-  store <8 x float> %452, ptr %conv2_weight_grad.w269, align 32
-  %w25755 = load <8 x float>, ptr %conv2_weight_grad.w257, align 32
-  %w25356 = load <8 x float>, ptr %conv2_weight_grad.w253, align 32
-  %453 = fsub <8 x float> %w25755, %w25356
-  store <8 x float> %453, ptr %conv2_weight_grad.w270, align 32
-  %w25357 = load <8 x float>, ptr %conv2_weight_grad.w253, align 32
-  %w261 = load <8 x float>, ptr %conv2_weight_grad.w261, align 32
-  %454 = fsub <8 x float> %w25357, %w261
-  store <8 x float> %454, ptr %conv2_weight_grad.w271, align 32
-  %w250 = load <8 x float>, ptr %conv2_weight_grad.w250, align 32
-  %w258 = load <8 x float>, ptr %conv2_weight_grad.w258, align 32
-  %455 = fsub <8 x float> %w250, %w258
-  store <8 x float> %455, ptr %conv2_weight_grad.w272, align 32
-  %w254 = load <8 x float>, ptr %conv2_weight_grad.w254, align 32
-  %w25858 = load <8 x float>, ptr %conv2_weight_grad.w258, align 32
-  %456 = fadd <8 x float> %w254, %w25858
-  store <8 x float> %456, ptr %conv2_weight_grad.w273, align 32
-  %w25859 = load <8 x float>, ptr %conv2_weight_grad.w258, align 32
-  %w25460 = load <8 x float>, ptr %conv2_weight_grad.w254, align 32
-  %457 = fsub <8 x float> %w25859, %w25460
-  store <8 x float> %457, ptr %conv2_weight_grad.w274, align 32
-  %w25461 = load <8 x float>, ptr %conv2_weight_grad.w254, align 32
-  %w262 = load <8 x float>, ptr %conv2_weight_grad.w262, align 32
-  %458 = fsub <8 x float> %w25461, %w262
-  store <8 x float> %458, ptr %conv2_weight_grad.w275, align 32
-  %w251 = load <8 x float>, ptr %conv2_weight_grad.w251, align 32
-  %w259 = load <8 x float>, ptr %conv2_weight_grad.w259, align 32
-  %459 = fsub <8 x float> %w251, %w259
-  store <8 x float> %459, ptr %conv2_weight_grad.w276, align 32
-  %w255 = load <8 x float>, ptr %conv2_weight_grad.w255, align 32
-  %w25962 = load <8 x float>, ptr %conv2_weight_grad.w259, align 32
-  %460 = fadd <8 x float> %w255, %w25962
-  store <8 x float> %460, ptr %conv2_weight_grad.w277, align 32
-  %w25963 = load <8 x float>, ptr %conv2_weight_grad.w259, align 32
-  %w25564 = load <8 x float>, ptr %conv2_weight_grad.w255, align 32
-  %461 = fsub <8 x float> %w25963, %w25564
-  store <8 x float> %461, ptr %conv2_weight_grad.w278, align 32
-  %w25565 = load <8 x float>, ptr %conv2_weight_grad.w255, align 32
-  %w263 = load <8 x float>, ptr %conv2_weight_grad.w263, align 32
-  %462 = fsub <8 x float> %w25565, %w263
-  store <8 x float> %462, ptr %conv2_weight_grad.w279, align 32
   %w264 = load <8 x float>, ptr %conv2_weight_grad.w264, align 32
-  %463 = mul nsw i64 %conv2_weight_grad.j24414, 144
-  %464 = mul nsw i64 %conv2_weight_grad.ty24515, 12
+  %447 = fsub <8 x float> %w256, %w264
+  store <8 x float> %447, ptr %conv2_weight_grad.w272, align 32
+  %w260 = load <8 x float>, ptr %conv2_weight_grad.w260, align 32
+  %w26450 = load <8 x float>, ptr %conv2_weight_grad.w264, align 32
+  %448 = fadd <8 x float> %w260, %w26450
+  store <8 x float> %448, ptr %conv2_weight_grad.w273, align 32
+  %w26451 = load <8 x float>, ptr %conv2_weight_grad.w264, align 32
+  %w26052 = load <8 x float>, ptr %conv2_weight_grad.w260, align 32
+  %449 = fsub <8 x float> %w26451, %w26052
+  store <8 x float> %449, ptr %conv2_weight_grad.w274, align 32
+  %w26053 = load <8 x float>, ptr %conv2_weight_grad.w260, align 32
+  %w268 = load <8 x float>, ptr %conv2_weight_grad.w268, align 32
+  %450 = fsub <8 x float> %w26053, %w268
+  store <8 x float> %450, ptr %conv2_weight_grad.w275, align 32
+  %w257 = load <8 x float>, ptr %conv2_weight_grad.w257, align 32
+  %w265 = load <8 x float>, ptr %conv2_weight_grad.w265, align 32
+  %451 = fsub <8 x float> %w257, %w265
+  store <8 x float> %451, ptr %conv2_weight_grad.w276, align 32
+  %w261 = load <8 x float>, ptr %conv2_weight_grad.w261, align 32
+  %w26554 = load <8 x float>, ptr %conv2_weight_grad.w265, align 32
+  %452 = fadd <8 x float> %w261, %w26554
+  store <8 x float> %452, ptr %conv2_weight_grad.w277, align 32
+  %w26555 = load <8 x float>, ptr %conv2_weight_grad.w265, align 32
+  %w26156 = load <8 x float>, ptr %conv2_weight_grad.w261, align 32
+  %453 = fsub <8 x float> %w26555, %w26156
+  store <8 x float> %453, ptr %conv2_weight_grad.w278, align 32
+  %w26157 = load <8 x float>, ptr %conv2_weight_grad.w261, align 32
+  %w269 = load <8 x float>, ptr %conv2_weight_grad.w269, align 32
+  %454 = fsub <8 x float> %w26157, %w269
+  store <8 x float> %454, ptr %conv2_weight_grad.w279, align 32
+  %w258 = load <8 x float>, ptr %conv2_weight_grad.w258, align 32
+  %w266 = load <8 x float>, ptr %conv2_weight_grad.w266, align 32
+  %455 = fsub <8 x float> %w258, %w266
+  store <8 x float> %455, ptr %conv2_weight_grad.w280, align 32
+  %w262 = load <8 x float>, ptr %conv2_weight_grad.w262, align 32
+  %w26658 = load <8 x float>, ptr %conv2_weight_grad.w266, align 32
+  %456 = fadd <8 x float> %w262, %w26658
+  store <8 x float> %456, ptr %conv2_weight_grad.w281, align 32
+  %w26659 = load <8 x float>, ptr %conv2_weight_grad.w266, align 32
+  %w26260 = load <8 x float>, ptr %conv2_weight_grad.w262, align 32
+  %457 = fsub <8 x float> %w26659, %w26260
+  store <8 x float> %457, ptr %conv2_weight_grad.w282, align 32
+  %w26261 = load <8 x float>, ptr %conv2_weight_grad.w262, align 32
+  %w270 = load <8 x float>, ptr %conv2_weight_grad.w270, align 32
+  %458 = fsub <8 x float> %w26261, %w270
+  store <8 x float> %458, ptr %conv2_weight_grad.w283, align 32
+  %w259 = load <8 x float>, ptr %conv2_weight_grad.w259, align 32
+  %w267 = load <8 x float>, ptr %conv2_weight_grad.w267, align 32
+  %459 = fsub <8 x float> %w259, %w267
+  store <8 x float> %459, ptr %conv2_weight_grad.w284, align 32
+  %w263 = load <8 x float>, ptr %conv2_weight_grad.w263, align 32
+  %w26762 = load <8 x float>, ptr %conv2_weight_grad.w267, align 32
+  %460 = fadd <8 x float> %w263, %w26762
+  store <8 x float> %460, ptr %conv2_weight_grad.w285, align 32
+  %w26763 = load <8 x float>, ptr %conv2_weight_grad.w267, align 32
+  %w26364 = load <8 x float>, ptr %conv2_weight_grad.w263, align 32
+  %461 = fsub <8 x float> %w26763, %w26364
+  store <8 x float> %461, ptr %conv2_weight_grad.w286, align 32
+  %w26365 = load <8 x float>, ptr %conv2_weight_grad.w263, align 32
+  %w271 = load <8 x float>, ptr %conv2_weight_grad.w271, align 32
+  %462 = fsub <8 x float> %w26365, %w271
+  store <8 x float> %462, ptr %conv2_weight_grad.w287, align 32
+  %w272 = load <8 x float>, ptr %conv2_weight_grad.w272, align 32
+  %463 = mul nsw i64 %conv2_weight_grad.j25214, 144
+  %464 = mul nsw i64 %conv2_weight_grad.ty25315, 12
   %465 = add nsw i64 %463, %464
-  %466 = add nsw i64 %465, %conv2_weight_grad.tx24616
+  %466 = add nsw i64 %465, %conv2_weight_grad.tx25416
   %467 = mul nsw i64 %466, 32
   %468 = add nsw i64 1406080, %467
-  %469 = mul nsw i64 %conv2_weight_grad.cv24717, 8
+  %469 = mul nsw i64 %conv2_weight_grad.cv25517, 8
   %470 = add nsw i64 %468, %469
   %arena66 = getelementptr inbounds float, ptr %arena, i64 %470
-  store <8 x float> %w264, ptr %arena66, align 4
-  %w265 = load <8 x float>, ptr %conv2_weight_grad.w265, align 32
-  %471 = mul nsw i64 %conv2_weight_grad.j24414, 144
-  %472 = mul nsw i64 %conv2_weight_grad.ty24515, 12
+  store <8 x float> %w272, ptr %arena66, align 4
+  %w273 = load <8 x float>, ptr %conv2_weight_grad.w273, align 32
+  %471 = mul nsw i64 %conv2_weight_grad.j25214, 144
+  %472 = mul nsw i64 %conv2_weight_grad.ty25315, 12
   %473 = add nsw i64 %471, %472
-  %474 = add nsw i64 %473, %conv2_weight_grad.tx24616
+  %474 = add nsw i64 %473, %conv2_weight_grad.tx25416
   %475 = mul nsw i64 %474, 32
   %476 = add nsw i64 1410688, %475
-  %477 = mul nsw i64 %conv2_weight_grad.cv24717, 8
+  %477 = mul nsw i64 %conv2_weight_grad.cv25517, 8
   %478 = add nsw i64 %476, %477
   %arena67 = getelementptr inbounds float, ptr %arena, i64 %478
-  store <8 x float> %w265, ptr %arena67, align 4
-  %w266 = load <8 x float>, ptr %conv2_weight_grad.w266, align 32
-  %479 = mul nsw i64 %conv2_weight_grad.j24414, 144
-  %480 = mul nsw i64 %conv2_weight_grad.ty24515, 12
+  store <8 x float> %w273, ptr %arena67, align 4
+  %w274 = load <8 x float>, ptr %conv2_weight_grad.w274, align 32
+  %479 = mul nsw i64 %conv2_weight_grad.j25214, 144
+  %480 = mul nsw i64 %conv2_weight_grad.ty25315, 12
   %481 = add nsw i64 %479, %480
-  %482 = add nsw i64 %481, %conv2_weight_grad.tx24616
+  %482 = add nsw i64 %481, %conv2_weight_grad.tx25416
   %483 = mul nsw i64 %482, 32
   %484 = add nsw i64 1415296, %483
-  %485 = mul nsw i64 %conv2_weight_grad.cv24717, 8
+  %485 = mul nsw i64 %conv2_weight_grad.cv25517, 8
   %486 = add nsw i64 %484, %485
   %arena68 = getelementptr inbounds float, ptr %arena, i64 %486
-  store <8 x float> %w266, ptr %arena68, align 4
-  %w267 = load <8 x float>, ptr %conv2_weight_grad.w267, align 32
-  %487 = mul nsw i64 %conv2_weight_grad.j24414, 144
-  %488 = mul nsw i64 %conv2_weight_grad.ty24515, 12
+  store <8 x float> %w274, ptr %arena68, align 4
+  %w275 = load <8 x float>, ptr %conv2_weight_grad.w275, align 32
+  %487 = mul nsw i64 %conv2_weight_grad.j25214, 144
+  %488 = mul nsw i64 %conv2_weight_grad.ty25315, 12
   %489 = add nsw i64 %487, %488
-  %490 = add nsw i64 %489, %conv2_weight_grad.tx24616
+  %490 = add nsw i64 %489, %conv2_weight_grad.tx25416
   %491 = mul nsw i64 %490, 32
   %492 = add nsw i64 1419904, %491
-  %493 = mul nsw i64 %conv2_weight_grad.cv24717, 8
+  %493 = mul nsw i64 %conv2_weight_grad.cv25517, 8
   %494 = add nsw i64 %492, %493
   %arena69 = getelementptr inbounds float, ptr %arena, i64 %494
-  store <8 x float> %w267, ptr %arena69, align 4
-  %w268 = load <8 x float>, ptr %conv2_weight_grad.w268, align 32
-  %495 = mul nsw i64 %conv2_weight_grad.j24414, 144
-  %496 = mul nsw i64 %conv2_weight_grad.ty24515, 12
+  store <8 x float> %w275, ptr %arena69, align 4
+  %w276 = load <8 x float>, ptr %conv2_weight_grad.w276, align 32
+  %495 = mul nsw i64 %conv2_weight_grad.j25214, 144
+  %496 = mul nsw i64 %conv2_weight_grad.ty25315, 12
   %497 = add nsw i64 %495, %496
-  %498 = add nsw i64 %497, %conv2_weight_grad.tx24616
+  %498 = add nsw i64 %497, %conv2_weight_grad.tx25416
   %499 = mul nsw i64 %498, 32
   %500 = add nsw i64 1424512, %499
-  %501 = mul nsw i64 %conv2_weight_grad.cv24717, 8
+  %501 = mul nsw i64 %conv2_weight_grad.cv25517, 8
   %502 = add nsw i64 %500, %501
   %arena70 = getelementptr inbounds float, ptr %arena, i64 %502
-  store <8 x float> %w268, ptr %arena70, align 4
-  %w269 = load <8 x float>, ptr %conv2_weight_grad.w269, align 32
-  %503 = mul nsw i64 %conv2_weight_grad.j24414, 144
-  %504 = mul nsw i64 %conv2_weight_grad.ty24515, 12
+  store <8 x float> %w276, ptr %arena70, align 4
+  %w277 = load <8 x float>, ptr %conv2_weight_grad.w277, align 32
+  %503 = mul nsw i64 %conv2_weight_grad.j25214, 144
+  %504 = mul nsw i64 %conv2_weight_grad.ty25315, 12
   %505 = add nsw i64 %503, %504
-  %506 = add nsw i64 %505, %conv2_weight_grad.tx24616
+  %506 = add nsw i64 %505, %conv2_weight_grad.tx25416
   %507 = mul nsw i64 %506, 32
   %508 = add nsw i64 1429120, %507
-  %509 = mul nsw i64 %conv2_weight_grad.cv24717, 8
+  %509 = mul nsw i64 %conv2_weight_grad.cv25517, 8
   %510 = add nsw i64 %508, %509
   %arena71 = getelementptr inbounds float, ptr %arena, i64 %510
-  store <8 x float> %w269, ptr %arena71, align 4
-  %w270 = load <8 x float>, ptr %conv2_weight_grad.w270, align 32
-  %511 = mul nsw i64 %conv2_weight_grad.j24414, 144
-  %512 = mul nsw i64 %conv2_weight_grad.ty24515, 12
+  store <8 x float> %w277, ptr %arena71, align 4
+  %w278 = load <8 x float>, ptr %conv2_weight_grad.w278, align 32
+  %511 = mul nsw i64 %conv2_weight_grad.j25214, 144
+  %512 = mul nsw i64 %conv2_weight_grad.ty25315, 12
   %513 = add nsw i64 %511, %512
-  %514 = add nsw i64 %513, %conv2_weight_grad.tx24616
+  %514 = add nsw i64 %513, %conv2_weight_grad.tx25416
   %515 = mul nsw i64 %514, 32
   %516 = add nsw i64 1433728, %515
-  %517 = mul nsw i64 %conv2_weight_grad.cv24717, 8
+  %517 = mul nsw i64 %conv2_weight_grad.cv25517, 8
   %518 = add nsw i64 %516, %517
   %arena72 = getelementptr inbounds float, ptr %arena, i64 %518
-  store <8 x float> %w270, ptr %arena72, align 4
-  %w271 = load <8 x float>, ptr %conv2_weight_grad.w271, align 32
-  %519 = mul nsw i64 %conv2_weight_grad.j24414, 144
-  %520 = mul nsw i64 %conv2_weight_grad.ty24515, 12
+  store <8 x float> %w278, ptr %arena72, align 4
+  %w279 = load <8 x float>, ptr %conv2_weight_grad.w279, align 32
+  %519 = mul nsw i64 %conv2_weight_grad.j25214, 144
+  %520 = mul nsw i64 %conv2_weight_grad.ty25315, 12
   %521 = add nsw i64 %519, %520
-  %522 = add nsw i64 %521, %conv2_weight_grad.tx24616
+  %522 = add nsw i64 %521, %conv2_weight_grad.tx25416
   %523 = mul nsw i64 %522, 32
   %524 = add nsw i64 1438336, %523
-  %525 = mul nsw i64 %conv2_weight_grad.cv24717, 8
+  %525 = mul nsw i64 %conv2_weight_grad.cv25517, 8
   %526 = add nsw i64 %524, %525
   %arena73 = getelementptr inbounds float, ptr %arena, i64 %526
-  store <8 x float> %w271, ptr %arena73, align 4
-  %w272 = load <8 x float>, ptr %conv2_weight_grad.w272, align 32
-  %527 = mul nsw i64 %conv2_weight_grad.j24414, 144
-  %528 = mul nsw i64 %conv2_weight_grad.ty24515, 12
+  store <8 x float> %w279, ptr %arena73, align 4
+  %w280 = load <8 x float>, ptr %conv2_weight_grad.w280, align 32
+  %527 = mul nsw i64 %conv2_weight_grad.j25214, 144
+  %528 = mul nsw i64 %conv2_weight_grad.ty25315, 12
   %529 = add nsw i64 %527, %528
-  %530 = add nsw i64 %529, %conv2_weight_grad.tx24616
+  %530 = add nsw i64 %529, %conv2_weight_grad.tx25416
   %531 = mul nsw i64 %530, 32
   %532 = add nsw i64 1442944, %531
-  %533 = mul nsw i64 %conv2_weight_grad.cv24717, 8
+  %533 = mul nsw i64 %conv2_weight_grad.cv25517, 8
   %534 = add nsw i64 %532, %533
   %arena74 = getelementptr inbounds float, ptr %arena, i64 %534
-  store <8 x float> %w272, ptr %arena74, align 4
-  %w273 = load <8 x float>, ptr %conv2_weight_grad.w273, align 32
-  %535 = mul nsw i64 %conv2_weight_grad.j24414, 144
-  %536 = mul nsw i64 %conv2_weight_grad.ty24515, 12
+  store <8 x float> %w280, ptr %arena74, align 4
+  %w281 = load <8 x float>, ptr %conv2_weight_grad.w281, align 32
+  %535 = mul nsw i64 %conv2_weight_grad.j25214, 144
+  %536 = mul nsw i64 %conv2_weight_grad.ty25315, 12
   %537 = add nsw i64 %535, %536
-  %538 = add nsw i64 %537, %conv2_weight_grad.tx24616
+  %538 = add nsw i64 %537, %conv2_weight_grad.tx25416
   %539 = mul nsw i64 %538, 32
   %540 = add nsw i64 1447552, %539
-  %541 = mul nsw i64 %conv2_weight_grad.cv24717, 8
+  %541 = mul nsw i64 %conv2_weight_grad.cv25517, 8
   %542 = add nsw i64 %540, %541
   %arena75 = getelementptr inbounds float, ptr %arena, i64 %542
-  store <8 x float> %w273, ptr %arena75, align 4
-  %w274 = load <8 x float>, ptr %conv2_weight_grad.w274, align 32
-  %543 = mul nsw i64 %conv2_weight_grad.j24414, 144
-  %544 = mul nsw i64 %conv2_weight_grad.ty24515, 12
+  store <8 x float> %w281, ptr %arena75, align 4
+  %w282 = load <8 x float>, ptr %conv2_weight_grad.w282, align 32
+  %543 = mul nsw i64 %conv2_weight_grad.j25214, 144
+  %544 = mul nsw i64 %conv2_weight_grad.ty25315, 12
   %545 = add nsw i64 %543, %544
-  %546 = add nsw i64 %545, %conv2_weight_grad.tx24616
+  %546 = add nsw i64 %545, %conv2_weight_grad.tx25416
   %547 = mul nsw i64 %546, 32
   %548 = add nsw i64 1452160, %547
-  %549 = mul nsw i64 %conv2_weight_grad.cv24717, 8
+  %549 = mul nsw i64 %conv2_weight_grad.cv25517, 8
   %550 = add nsw i64 %548, %549
   %arena76 = getelementptr inbounds float, ptr %arena, i64 %550
-  store <8 x float> %w274, ptr %arena76, align 4
-  %w275 = load <8 x float>, ptr %conv2_weight_grad.w275, align 32
-  %551 = mul nsw i64 %conv2_weight_grad.j24414, 144
-  %552 = mul nsw i64 %conv2_weight_grad.ty24515, 12
+  store <8 x float> %w282, ptr %arena76, align 4
+  %w283 = load <8 x float>, ptr %conv2_weight_grad.w283, align 32
+  %551 = mul nsw i64 %conv2_weight_grad.j25214, 144
+  %552 = mul nsw i64 %conv2_weight_grad.ty25315, 12
   %553 = add nsw i64 %551, %552
-  %554 = add nsw i64 %553, %conv2_weight_grad.tx24616
+  %554 = add nsw i64 %553, %conv2_weight_grad.tx25416
   %555 = mul nsw i64 %554, 32
   %556 = add nsw i64 1456768, %555
-  %557 = mul nsw i64 %conv2_weight_grad.cv24717, 8
+  %557 = mul nsw i64 %conv2_weight_grad.cv25517, 8
   %558 = add nsw i64 %556, %557
   %arena77 = getelementptr inbounds float, ptr %arena, i64 %558
-  store <8 x float> %w275, ptr %arena77, align 4
-  %w276 = load <8 x float>, ptr %conv2_weight_grad.w276, align 32
-  %559 = mul nsw i64 %conv2_weight_grad.j24414, 144
-  %560 = mul nsw i64 %conv2_weight_grad.ty24515, 12
+  store <8 x float> %w283, ptr %arena77, align 4
+  %w284 = load <8 x float>, ptr %conv2_weight_grad.w284, align 32
+  %559 = mul nsw i64 %conv2_weight_grad.j25214, 144
+  %560 = mul nsw i64 %conv2_weight_grad.ty25315, 12
   %561 = add nsw i64 %559, %560
-  %562 = add nsw i64 %561, %conv2_weight_grad.tx24616
+  %562 = add nsw i64 %561, %conv2_weight_grad.tx25416
   %563 = mul nsw i64 %562, 32
   %564 = add nsw i64 1461376, %563
-  %565 = mul nsw i64 %conv2_weight_grad.cv24717, 8
+  %565 = mul nsw i64 %conv2_weight_grad.cv25517, 8
   %566 = add nsw i64 %564, %565
   %arena78 = getelementptr inbounds float, ptr %arena, i64 %566
-  store <8 x float> %w276, ptr %arena78, align 4
-  %w277 = load <8 x float>, ptr %conv2_weight_grad.w277, align 32
-  %567 = mul nsw i64 %conv2_weight_grad.j24414, 144
-  %568 = mul nsw i64 %conv2_weight_grad.ty24515, 12
+  store <8 x float> %w284, ptr %arena78, align 4
+  %w285 = load <8 x float>, ptr %conv2_weight_grad.w285, align 32
+  %567 = mul nsw i64 %conv2_weight_grad.j25214, 144
+  %568 = mul nsw i64 %conv2_weight_grad.ty25315, 12
   %569 = add nsw i64 %567, %568
-  %570 = add nsw i64 %569, %conv2_weight_grad.tx24616
+  %570 = add nsw i64 %569, %conv2_weight_grad.tx25416
   %571 = mul nsw i64 %570, 32
   %572 = add nsw i64 1465984, %571
-  %573 = mul nsw i64 %conv2_weight_grad.cv24717, 8
+  %573 = mul nsw i64 %conv2_weight_grad.cv25517, 8
   %574 = add nsw i64 %572, %573
   %arena79 = getelementptr inbounds float, ptr %arena, i64 %574
-  store <8 x float> %w277, ptr %arena79, align 4
-  %w278 = load <8 x float>, ptr %conv2_weight_grad.w278, align 32
-  %575 = mul nsw i64 %conv2_weight_grad.j24414, 144
-  %576 = mul nsw i64 %conv2_weight_grad.ty24515, 12
+  store <8 x float> %w285, ptr %arena79, align 4
+  %w286 = load <8 x float>, ptr %conv2_weight_grad.w286, align 32
+  %575 = mul nsw i64 %conv2_weight_grad.j25214, 144
+  %576 = mul nsw i64 %conv2_weight_grad.ty25315, 12
   %577 = add nsw i64 %575, %576
-  %578 = add nsw i64 %577, %conv2_weight_grad.tx24616
+  %578 = add nsw i64 %577, %conv2_weight_grad.tx25416
   %579 = mul nsw i64 %578, 32
   %580 = add nsw i64 1470592, %579
-  %581 = mul nsw i64 %conv2_weight_grad.cv24717, 8
+  %581 = mul nsw i64 %conv2_weight_grad.cv25517, 8
   %582 = add nsw i64 %580, %581
   %arena80 = getelementptr inbounds float, ptr %arena, i64 %582
-  store <8 x float> %w278, ptr %arena80, align 4
-  %w279 = load <8 x float>, ptr %conv2_weight_grad.w279, align 32
-  %583 = mul nsw i64 %conv2_weight_grad.j24414, 144
-  %584 = mul nsw i64 %conv2_weight_grad.ty24515, 12
+  store <8 x float> %w286, ptr %arena80, align 4
+  %w287 = load <8 x float>, ptr %conv2_weight_grad.w287, align 32
+  %583 = mul nsw i64 %conv2_weight_grad.j25214, 144
+  %584 = mul nsw i64 %conv2_weight_grad.ty25315, 12
   %585 = add nsw i64 %583, %584
-  %586 = add nsw i64 %585, %conv2_weight_grad.tx24616
+  %586 = add nsw i64 %585, %conv2_weight_grad.tx25416
   %587 = mul nsw i64 %586, 32
   %588 = add nsw i64 1475200, %587
-  %589 = mul nsw i64 %conv2_weight_grad.cv24717, 8
+  %589 = mul nsw i64 %conv2_weight_grad.cv25517, 8
   %590 = add nsw i64 %588, %589
   %arena81 = getelementptr inbounds float, ptr %arena, i64 %590
-  store <8 x float> %w279, ptr %arena81, align 4
-  %cv247.next = add nsw i64 %conv2_weight_grad.cv24717, 1
-  %591 = icmp slt i64 %cv247.next, 4
-  br i1 %591, label %conv2_weight_grad.cv247, label %conv2_weight_grad.cv247.end
+  store <8 x float> %w287, ptr %arena81, align 4
+  %cv255.next = add nsw i64 %conv2_weight_grad.cv25517, 1
+  %591 = icmp slt i64 %cv255.next, 4
+  br i1 %591, label %conv2_weight_grad.cv255, label %conv2_weight_grad.cv255.end
 
-conv2_weight_grad.cv247.end:                      ; preds = %conv2_weight_grad.cv247
-  %tx246.next = add nsw i64 %conv2_weight_grad.tx24616, 1
-  %592 = icmp slt i64 %tx246.next, 12
-  br i1 %592, label %conv2_weight_grad.tx246, label %conv2_weight_grad.tx246.end
+conv2_weight_grad.cv255.end:                      ; preds = %conv2_weight_grad.cv255
+  %tx254.next = add nsw i64 %conv2_weight_grad.tx25416, 1
+  %592 = icmp slt i64 %tx254.next, 12
+  br i1 %592, label %conv2_weight_grad.tx254, label %conv2_weight_grad.tx254.end
 
-conv2_weight_grad.j280:                           ; preds = %conv2_weight_grad.c281.end, %conv2_weight_grad.j244.end
-  %conv2_weight_grad.j28082 = phi i64 [ 0, %conv2_weight_grad.j244.end ], [ %j280.next, %conv2_weight_grad.c281.end ]
-  br label %conv2_weight_grad.c281
+conv2_weight_grad.j288:                           ; preds = %conv2_weight_grad.c289.end, %conv2_weight_grad.j252.end
+  %conv2_weight_grad.j28882 = phi i64 [ 0, %conv2_weight_grad.j252.end ], [ %j288.next, %conv2_weight_grad.c289.end ]
+  br label %conv2_weight_grad.c289
 
-conv2_weight_grad.j280.end:                       ; preds = %conv2_weight_grad.c281.end
-  br label %conv2_weight_grad.j284
+conv2_weight_grad.j288.end:                       ; preds = %conv2_weight_grad.c289.end
+  br label %conv2_weight_grad.j292
 
-conv2_weight_grad.c281:                           ; preds = %conv2_weight_grad.iy282.end, %conv2_weight_grad.j280
-  %conv2_weight_grad.c28183 = phi i64 [ 0, %conv2_weight_grad.j280 ], [ %c281.next, %conv2_weight_grad.iy282.end ]
-  br label %conv2_weight_grad.iy282
+conv2_weight_grad.c289:                           ; preds = %conv2_weight_grad.iy290.end, %conv2_weight_grad.j288
+  %conv2_weight_grad.c28983 = phi i64 [ 0, %conv2_weight_grad.j288 ], [ %c289.next, %conv2_weight_grad.iy290.end ]
+  br label %conv2_weight_grad.iy290
 
-conv2_weight_grad.c281.end:                       ; preds = %conv2_weight_grad.iy282.end
-  %j280.next = add nsw i64 %conv2_weight_grad.j28082, 1
-  %593 = icmp slt i64 %j280.next, 1
-  br i1 %593, label %conv2_weight_grad.j280, label %conv2_weight_grad.j280.end
+conv2_weight_grad.c289.end:                       ; preds = %conv2_weight_grad.iy290.end
+  %j288.next = add nsw i64 %conv2_weight_grad.j28882, 1
+  %593 = icmp slt i64 %j288.next, 1
+  br i1 %593, label %conv2_weight_grad.j288, label %conv2_weight_grad.j288.end
 
-conv2_weight_grad.iy282:                          ; preds = %conv2_weight_grad.ix283.end, %conv2_weight_grad.c281
-  %conv2_weight_grad.iy28284 = phi i64 [ 0, %conv2_weight_grad.c281 ], [ %iy282.next, %conv2_weight_grad.ix283.end ]
-  br label %conv2_weight_grad.ix283
+conv2_weight_grad.iy290:                          ; preds = %conv2_weight_grad.ix291.end, %conv2_weight_grad.c289
+  %conv2_weight_grad.iy29084 = phi i64 [ 0, %conv2_weight_grad.c289 ], [ %iy290.next, %conv2_weight_grad.ix291.end ]
+  br label %conv2_weight_grad.ix291
 
-conv2_weight_grad.iy282.end:                      ; preds = %conv2_weight_grad.ix283.end
-  %c281.next = add nsw i64 %conv2_weight_grad.c28183, 1
-  %594 = icmp slt i64 %c281.next, 64
-  br i1 %594, label %conv2_weight_grad.c281, label %conv2_weight_grad.c281.end
+conv2_weight_grad.iy290.end:                      ; preds = %conv2_weight_grad.ix291.end
+  %c289.next = add nsw i64 %conv2_weight_grad.c28983, 1
+  %594 = icmp slt i64 %c289.next, 64
+  br i1 %594, label %conv2_weight_grad.c289, label %conv2_weight_grad.c289.end
 
-conv2_weight_grad.ix283:                          ; preds = %conv2_weight_grad.ix283, %conv2_weight_grad.iy282
-  %conv2_weight_grad.ix28385 = phi i64 [ 0, %conv2_weight_grad.iy282 ], [ %ix283.next, %conv2_weight_grad.ix283 ]
-  %595 = add nsw i64 %conv2_weight_grad.g2397, %conv2_weight_grad.j28082
+conv2_weight_grad.ix291:                          ; preds = %conv2_weight_grad.ix291, %conv2_weight_grad.iy290
+  %conv2_weight_grad.ix29185 = phi i64 [ 0, %conv2_weight_grad.iy290 ], [ %ix291.next, %conv2_weight_grad.ix291 ]
+  %595 = add nsw i64 %conv2_weight_grad.g2477, %conv2_weight_grad.j28882
   %596 = mul nsw i64 %595, 36864
   %597 = add nsw i64 4351248, %596
-  %598 = mul nsw i64 %conv2_weight_grad.c28183, 576
+  %598 = mul nsw i64 %conv2_weight_grad.c28983, 576
   %599 = add nsw i64 %597, %598
-  %600 = mul nsw i64 %conv2_weight_grad.iy28284, 24
+  %600 = mul nsw i64 %conv2_weight_grad.iy29084, 24
   %601 = add nsw i64 %599, %600
-  %602 = add nsw i64 %601, %conv2_weight_grad.ix28385
+  %602 = add nsw i64 %601, %conv2_weight_grad.ix29185
   %arena86 = getelementptr inbounds float, ptr %arena, i64 %602
   %603 = load float, ptr %arena86, align 4
-  %604 = mul nsw i64 %conv2_weight_grad.j28082, 36864
-  %605 = mul nsw i64 %conv2_weight_grad.iy28284, 1536
+  %604 = mul nsw i64 %conv2_weight_grad.j28882, 36864
+  %605 = mul nsw i64 %conv2_weight_grad.iy29084, 1536
   %606 = add nsw i64 %604, %605
-  %607 = mul nsw i64 %conv2_weight_grad.ix28385, 64
+  %607 = mul nsw i64 %conv2_weight_grad.ix29185, 64
   %608 = add nsw i64 %606, %607
-  %609 = add nsw i64 %608, %conv2_weight_grad.c28183
+  %609 = add nsw i64 %608, %conv2_weight_grad.c28983
   %610 = add nsw i64 1479808, %609
   %arena87 = getelementptr inbounds float, ptr %arena, i64 %610
   store float %603, ptr %arena87, align 4
-  %ix283.next = add nsw i64 %conv2_weight_grad.ix28385, 1
-  %611 = icmp slt i64 %ix283.next, 24
-  br i1 %611, label %conv2_weight_grad.ix283, label %conv2_weight_grad.ix283.end
+  %ix291.next = add nsw i64 %conv2_weight_grad.ix29185, 1
+  %611 = icmp slt i64 %ix291.next, 24
+  br i1 %611, label %conv2_weight_grad.ix291, label %conv2_weight_grad.ix291.end
 
-conv2_weight_grad.ix283.end:                      ; preds = %conv2_weight_grad.ix283
-  %iy282.next = add nsw i64 %conv2_weight_grad.iy28284, 1
-  %612 = icmp slt i64 %iy282.next, 24
-  br i1 %612, label %conv2_weight_grad.iy282, label %conv2_weight_grad.iy282.end
+conv2_weight_grad.ix291.end:                      ; preds = %conv2_weight_grad.ix291
+  %iy290.next = add nsw i64 %conv2_weight_grad.iy29084, 1
+  %612 = icmp slt i64 %iy290.next, 24
+  br i1 %612, label %conv2_weight_grad.iy290, label %conv2_weight_grad.iy290.end
 
-conv2_weight_grad.j284:                           ; preds = %conv2_weight_grad.ty285.end, %conv2_weight_grad.j280.end
-  %conv2_weight_grad.j28488 = phi i64 [ 0, %conv2_weight_grad.j280.end ], [ %j284.next, %conv2_weight_grad.ty285.end ]
-  br label %conv2_weight_grad.ty285
+conv2_weight_grad.j292:                           ; preds = %conv2_weight_grad.ty293.end, %conv2_weight_grad.j288.end
+  %conv2_weight_grad.j29288 = phi i64 [ 0, %conv2_weight_grad.j288.end ], [ %j292.next, %conv2_weight_grad.ty293.end ]
+  br label %conv2_weight_grad.ty293
 
-conv2_weight_grad.j284.end:                       ; preds = %conv2_weight_grad.ty285.end
-  br label %conv2_weight_grad.xi312
+conv2_weight_grad.j292.end:                       ; preds = %conv2_weight_grad.ty293.end
+  br label %conv2_weight_grad.xi320
 
-conv2_weight_grad.ty285:                          ; preds = %conv2_weight_grad.tx286.end, %conv2_weight_grad.j284
-  %conv2_weight_grad.ty28589 = phi i64 [ 0, %conv2_weight_grad.j284 ], [ %ty285.next, %conv2_weight_grad.tx286.end ]
-  br label %conv2_weight_grad.tx286
+conv2_weight_grad.ty293:                          ; preds = %conv2_weight_grad.tx294.end, %conv2_weight_grad.j292
+  %conv2_weight_grad.ty29389 = phi i64 [ 0, %conv2_weight_grad.j292 ], [ %ty293.next, %conv2_weight_grad.tx294.end ]
+  br label %conv2_weight_grad.tx294
 
-conv2_weight_grad.ty285.end:                      ; preds = %conv2_weight_grad.tx286.end
-  %j284.next = add nsw i64 %conv2_weight_grad.j28488, 1
-  %613 = icmp slt i64 %j284.next, 1
-  br i1 %613, label %conv2_weight_grad.j284, label %conv2_weight_grad.j284.end
+conv2_weight_grad.ty293.end:                      ; preds = %conv2_weight_grad.tx294.end
+  %j292.next = add nsw i64 %conv2_weight_grad.j29288, 1
+  %613 = icmp slt i64 %j292.next, 1
+  br i1 %613, label %conv2_weight_grad.j292, label %conv2_weight_grad.j292.end
 
-conv2_weight_grad.tx286:                          ; preds = %conv2_weight_grad.cv287.end, %conv2_weight_grad.ty285
-  %conv2_weight_grad.tx28690 = phi i64 [ 0, %conv2_weight_grad.ty285 ], [ %tx286.next, %conv2_weight_grad.cv287.end ]
-  br label %conv2_weight_grad.cv287
+conv2_weight_grad.tx294:                          ; preds = %conv2_weight_grad.cv295.end, %conv2_weight_grad.ty293
+  %conv2_weight_grad.tx29490 = phi i64 [ 0, %conv2_weight_grad.ty293 ], [ %tx294.next, %conv2_weight_grad.cv295.end ]
+  br label %conv2_weight_grad.cv295
 
-conv2_weight_grad.tx286.end:                      ; preds = %conv2_weight_grad.cv287.end
-  %ty285.next = add nsw i64 %conv2_weight_grad.ty28589, 1
-  %614 = icmp slt i64 %ty285.next, 12
-  br i1 %614, label %conv2_weight_grad.ty285, label %conv2_weight_grad.ty285.end
+conv2_weight_grad.tx294.end:                      ; preds = %conv2_weight_grad.cv295.end
+  %ty293.next = add nsw i64 %conv2_weight_grad.ty29389, 1
+  %614 = icmp slt i64 %ty293.next, 12
+  br i1 %614, label %conv2_weight_grad.ty293, label %conv2_weight_grad.ty293.end
 
-conv2_weight_grad.cv287:                          ; preds = %conv2_weight_grad.cv287, %conv2_weight_grad.tx286
-  %conv2_weight_grad.cv28791 = phi i64 [ 0, %conv2_weight_grad.tx286 ], [ %cv287.next, %conv2_weight_grad.cv287 ]
-  %615 = mul nsw i64 %conv2_weight_grad.j28488, 36864
-  %616 = mul nsw i64 %conv2_weight_grad.ty28589, 2
+conv2_weight_grad.cv295:                          ; preds = %conv2_weight_grad.cv295, %conv2_weight_grad.tx294
+  %conv2_weight_grad.cv29591 = phi i64 [ 0, %conv2_weight_grad.tx294 ], [ %cv295.next, %conv2_weight_grad.cv295 ]
+  %615 = mul nsw i64 %conv2_weight_grad.j29288, 36864
+  %616 = mul nsw i64 %conv2_weight_grad.ty29389, 2
   %617 = mul nsw i64 %616, 1536
   %618 = add nsw i64 %615, %617
-  %619 = mul nsw i64 %conv2_weight_grad.tx28690, 2
+  %619 = mul nsw i64 %conv2_weight_grad.tx29490, 2
   %620 = mul nsw i64 %619, 64
   %621 = add nsw i64 %618, %620
-  %622 = mul nsw i64 %conv2_weight_grad.cv28791, 8
+  %622 = mul nsw i64 %conv2_weight_grad.cv29591, 8
   %623 = add nsw i64 %621, %622
   %624 = add nsw i64 1479808, %623
   %arena92 = getelementptr inbounds float, ptr %arena, i64 %624
   %625 = load <8 x float>, ptr %arena92, align 4
-  store <8 x float> %625, ptr %conv2_weight_grad.w288, align 32
-  %626 = mul nsw i64 %conv2_weight_grad.j28488, 36864
-  %627 = mul nsw i64 %conv2_weight_grad.ty28589, 2
+  store <8 x float> %625, ptr %conv2_weight_grad.w296, align 32
+  %626 = mul nsw i64 %conv2_weight_grad.j29288, 36864
+  %627 = mul nsw i64 %conv2_weight_grad.ty29389, 2
   %628 = mul nsw i64 %627, 1536
   %629 = add nsw i64 %626, %628
-  %630 = mul nsw i64 %conv2_weight_grad.tx28690, 2
+  %630 = mul nsw i64 %conv2_weight_grad.tx29490, 2
   %631 = mul nsw i64 %630, 64
   %632 = add nsw i64 %629, %631
-  %633 = mul nsw i64 %conv2_weight_grad.cv28791, 8
+  %633 = mul nsw i64 %conv2_weight_grad.cv29591, 8
   %634 = add nsw i64 %632, %633
   %635 = add nsw i64 1479808, %634
   %arena93 = getelementptr inbounds float, ptr %arena, i64 %635
   %636 = load <8 x float>, ptr %arena93, align 4
-  %637 = mul nsw i64 %conv2_weight_grad.j28488, 36864
-  %638 = mul nsw i64 %conv2_weight_grad.ty28589, 2
+  %637 = mul nsw i64 %conv2_weight_grad.j29288, 36864
+  %638 = mul nsw i64 %conv2_weight_grad.ty29389, 2
   %639 = add nsw i64 %638, 1
   %640 = mul nsw i64 %639, 1536
   %641 = add nsw i64 %637, %640
-  %642 = mul nsw i64 %conv2_weight_grad.tx28690, 2
+  %642 = mul nsw i64 %conv2_weight_grad.tx29490, 2
   %643 = mul nsw i64 %642, 64
   %644 = add nsw i64 %641, %643
-  %645 = mul nsw i64 %conv2_weight_grad.cv28791, 8
+  %645 = mul nsw i64 %conv2_weight_grad.cv29591, 8
   %646 = add nsw i64 %644, %645
   %647 = add nsw i64 1479808, %646
   %arena94 = getelementptr inbounds float, ptr %arena, i64 %647
   %648 = load <8 x float>, ptr %arena94, align 4
   %649 = fadd <8 x float> %636, %648
-  store <8 x float> %649, ptr %conv2_weight_grad.w289, align 32
-  %650 = mul nsw i64 %conv2_weight_grad.j28488, 36864
-  %651 = mul nsw i64 %conv2_weight_grad.ty28589, 2
+  store <8 x float> %649, ptr %conv2_weight_grad.w297, align 32
+  %650 = mul nsw i64 %conv2_weight_grad.j29288, 36864
+  %651 = mul nsw i64 %conv2_weight_grad.ty29389, 2
   %652 = mul nsw i64 %651, 1536
   %653 = add nsw i64 %650, %652
-  %654 = mul nsw i64 %conv2_weight_grad.tx28690, 2
+  %654 = mul nsw i64 %conv2_weight_grad.tx29490, 2
   %655 = mul nsw i64 %654, 64
   %656 = add nsw i64 %653, %655
-  %657 = mul nsw i64 %conv2_weight_grad.cv28791, 8
+  %657 = mul nsw i64 %conv2_weight_grad.cv29591, 8
   %658 = add nsw i64 %656, %657
   %659 = add nsw i64 1479808, %658
   %arena95 = getelementptr inbounds float, ptr %arena, i64 %659
   %660 = load <8 x float>, ptr %arena95, align 4
-  %661 = mul nsw i64 %conv2_weight_grad.j28488, 36864
-  %662 = mul nsw i64 %conv2_weight_grad.ty28589, 2
+  %661 = mul nsw i64 %conv2_weight_grad.j29288, 36864
+  %662 = mul nsw i64 %conv2_weight_grad.ty29389, 2
   %663 = add nsw i64 %662, 1
   %664 = mul nsw i64 %663, 1536
   %665 = add nsw i64 %661, %664
-  %666 = mul nsw i64 %conv2_weight_grad.tx28690, 2
+  %666 = mul nsw i64 %conv2_weight_grad.tx29490, 2
   %667 = mul nsw i64 %666, 64
   %668 = add nsw i64 %665, %667
-  %669 = mul nsw i64 %conv2_weight_grad.cv28791, 8
+  %669 = mul nsw i64 %conv2_weight_grad.cv29591, 8
   %670 = add nsw i64 %668, %669
   %671 = add nsw i64 1479808, %670
   %arena96 = getelementptr inbounds float, ptr %arena, i64 %671
   %672 = load <8 x float>, ptr %arena96, align 4
   %673 = fsub <8 x float> %660, %672
-  store <8 x float> %673, ptr %conv2_weight_grad.w290, align 32
-  %674 = mul nsw i64 %conv2_weight_grad.j28488, 36864
-  %675 = mul nsw i64 %conv2_weight_grad.ty28589, 2
+  store <8 x float> %673, ptr %conv2_weight_grad.w298, align 32
+  %674 = mul nsw i64 %conv2_weight_grad.j29288, 36864
+  %675 = mul nsw i64 %conv2_weight_grad.ty29389, 2
   %676 = add nsw i64 %675, 1
   %677 = mul nsw i64 %676, 1536
   %678 = add nsw i64 %674, %677
-  %679 = mul nsw i64 %conv2_weight_grad.tx28690, 2
+  %679 = mul nsw i64 %conv2_weight_grad.tx29490, 2
   %680 = mul nsw i64 %679, 64
   %681 = add nsw i64 %678, %680
-  %682 = mul nsw i64 %conv2_weight_grad.cv28791, 8
+  %682 = mul nsw i64 %conv2_weight_grad.cv29591, 8
   %683 = add nsw i64 %681, %682
   %684 = add nsw i64 1479808, %683
   %arena97 = getelementptr inbounds float, ptr %arena, i64 %684
   %685 = load <8 x float>, ptr %arena97, align 4
   %686 = fmul <8 x float> %685, <float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00>
-  store <8 x float> %686, ptr %conv2_weight_grad.w291, align 32
-  %687 = mul nsw i64 %conv2_weight_grad.j28488, 36864
-  %688 = mul nsw i64 %conv2_weight_grad.ty28589, 2
+  store <8 x float> %686, ptr %conv2_weight_grad.w299, align 32
+  %687 = mul nsw i64 %conv2_weight_grad.j29288, 36864
+  %688 = mul nsw i64 %conv2_weight_grad.ty29389, 2
   %689 = mul nsw i64 %688, 1536
   %690 = add nsw i64 %687, %689
-  %691 = mul nsw i64 %conv2_weight_grad.tx28690, 2
+  %691 = mul nsw i64 %conv2_weight_grad.tx29490, 2
   %692 = add nsw i64 %691, 1
   %693 = mul nsw i64 %692, 64
   %694 = add nsw i64 %690, %693
-  %695 = mul nsw i64 %conv2_weight_grad.cv28791, 8
+  %695 = mul nsw i64 %conv2_weight_grad.cv29591, 8
   %696 = add nsw i64 %694, %695
   %697 = add nsw i64 1479808, %696
   %arena98 = getelementptr inbounds float, ptr %arena, i64 %697
   %698 = load <8 x float>, ptr %arena98, align 4
-  store <8 x float> %698, ptr %conv2_weight_grad.w292, align 32
-  %699 = mul nsw i64 %conv2_weight_grad.j28488, 36864
-  %700 = mul nsw i64 %conv2_weight_grad.ty28589, 2
+  store <8 x float> %698, ptr %conv2_weight_grad.w300, align 32
+  %699 = mul nsw i64 %conv2_weight_grad.j29288, 36864
+  %700 = mul nsw i64 %conv2_weight_grad.ty29389, 2
   %701 = mul nsw i64 %700, 1536
   %702 = add nsw i64 %699, %701
-  %703 = mul nsw i64 %conv2_weight_grad.tx28690, 2
+  %703 = mul nsw i64 %conv2_weight_grad.tx29490, 2
   %704 = add nsw i64 %703, 1
   %705 = mul nsw i64 %704, 64
   %706 = add nsw i64 %702, %705
-  %707 = mul nsw i64 %conv2_weight_grad.cv28791, 8
+  %707 = mul nsw i64 %conv2_weight_grad.cv29591, 8
   %708 = add nsw i64 %706, %707
   %709 = add nsw i64 1479808, %708
   %arena99 = getelementptr inbounds float, ptr %arena, i64 %709
   %710 = load <8 x float>, ptr %arena99, align 4
-  %711 = mul nsw i64 %conv2_weight_grad.j28488, 36864
-  %712 = mul nsw i64 %conv2_weight_grad.ty28589, 2
+  %711 = mul nsw i64 %conv2_weight_grad.j29288, 36864
+  %712 = mul nsw i64 %conv2_weight_grad.ty29389, 2
   %713 = add nsw i64 %712, 1
   %714 = mul nsw i64 %713, 1536
   %715 = add nsw i64 %711, %714
-  %716 = mul nsw i64 %conv2_weight_grad.tx28690, 2
+  %716 = mul nsw i64 %conv2_weight_grad.tx29490, 2
   %717 = add nsw i64 %716, 1
   %718 = mul nsw i64 %717, 64
   %719 = add nsw i64 %715, %718
-  %720 = mul nsw i64 %conv2_weight_grad.cv28791, 8
+  %720 = mul nsw i64 %conv2_weight_grad.cv29591, 8
   %721 = add nsw i64 %719, %720
   %722 = add nsw i64 1479808, %721
   %arena100 = getelementptr inbounds float, ptr %arena, i64 %722
   %723 = load <8 x float>, ptr %arena100, align 4
   %724 = fadd <8 x float> %710, %723
-  store <8 x float> %724, ptr %conv2_weight_grad.w293, align 32
-  %725 = mul nsw i64 %conv2_weight_grad.j28488, 36864
-  %726 = mul nsw i64 %conv2_weight_grad.ty28589, 2
+  store <8 x float> %724, ptr %conv2_weight_grad.w301, align 32
+  %725 = mul nsw i64 %conv2_weight_grad.j29288, 36864
+  %726 = mul nsw i64 %conv2_weight_grad.ty29389, 2
   %727 = mul nsw i64 %726, 1536
   %728 = add nsw i64 %725, %727
-  %729 = mul nsw i64 %conv2_weight_grad.tx28690, 2
+  %729 = mul nsw i64 %conv2_weight_grad.tx29490, 2
   %730 = add nsw i64 %729, 1
   %731 = mul nsw i64 %730, 64
   %732 = add nsw i64 %728, %731
-  %733 = mul nsw i64 %conv2_weight_grad.cv28791, 8
+  %733 = mul nsw i64 %conv2_weight_grad.cv29591, 8
   %734 = add nsw i64 %732, %733
   %735 = add nsw i64 1479808, %734
   %arena101 = getelementptr inbounds float, ptr %arena, i64 %735
   %736 = load <8 x float>, ptr %arena101, align 4
-  %737 = mul nsw i64 %conv2_weight_grad.j28488, 36864
-  %738 = mul nsw i64 %conv2_weight_grad.ty28589, 2
+  %737 = mul nsw i64 %conv2_weight_grad.j29288, 36864
+  %738 = mul nsw i64 %conv2_weight_grad.ty29389, 2
   %739 = add nsw i64 %738, 1
   %740 = mul nsw i64 %739, 1536
   %741 = add nsw i64 %737, %740
-  %742 = mul nsw i64 %conv2_weight_grad.tx28690, 2
+  %742 = mul nsw i64 %conv2_weight_grad.tx29490, 2
   %743 = add nsw i64 %742, 1
   %744 = mul nsw i64 %743, 64
   %745 = add nsw i64 %741, %744
-  %746 = mul nsw i64 %conv2_weight_grad.cv28791, 8
+  %746 = mul nsw i64 %conv2_weight_grad.cv29591, 8
   %747 = add nsw i64 %745, %746
   %748 = add nsw i64 1479808, %747
   %arena102 = getelementptr inbounds float, ptr %arena, i64 %748
   %749 = load <8 x float>, ptr %arena102, align 4
   %750 = fsub <8 x float> %736, %749
-  store <8 x float> %750, ptr %conv2_weight_grad.w294, align 32
-  %751 = mul nsw i64 %conv2_weight_grad.j28488, 36864
-  %752 = mul nsw i64 %conv2_weight_grad.ty28589, 2
+  store <8 x float> %750, ptr %conv2_weight_grad.w302, align 32
+  %751 = mul nsw i64 %conv2_weight_grad.j29288, 36864
+  %752 = mul nsw i64 %conv2_weight_grad.ty29389, 2
   %753 = add nsw i64 %752, 1
   %754 = mul nsw i64 %753, 1536
   %755 = add nsw i64 %751, %754
-  %756 = mul nsw i64 %conv2_weight_grad.tx28690, 2
+  %756 = mul nsw i64 %conv2_weight_grad.tx29490, 2
   %757 = add nsw i64 %756, 1
   %758 = mul nsw i64 %757, 64
   %759 = add nsw i64 %755, %758
-  %760 = mul nsw i64 %conv2_weight_grad.cv28791, 8
+  %760 = mul nsw i64 %conv2_weight_grad.cv29591, 8
   %761 = add nsw i64 %759, %760
   %762 = add nsw i64 1479808, %761
   %arena103 = getelementptr inbounds float, ptr %arena, i64 %762
   %763 = load <8 x float>, ptr %arena103, align 4
   %764 = fmul <8 x float> %763, <float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00>
-  store <8 x float> %764, ptr %conv2_weight_grad.w295, align 32
-  %w288 = load <8 x float>, ptr %conv2_weight_grad.w288, align 32
-  store <8 x float> %w288, ptr %conv2_weight_grad.w296, align 32
-  %w288104 = load <8 x float>, ptr %conv2_weight_grad.w288, align 32
-  %w292 = load <8 x float>, ptr %conv2_weight_grad.w292, align 32
-  %765 = fadd <8 x float> %w288104, %w292
-  store <8 x float> %765, ptr %conv2_weight_grad.w297, align 32
-  %w288105 = load <8 x float>, ptr %conv2_weight_grad.w288, align 32
-  %w292106 = load <8 x float>, ptr %conv2_weight_grad.w292, align 32
-  %766 = fsub <8 x float> %w288105, %w292106
-  store <8 x float> %766, ptr %conv2_weight_grad.w298, align 32
-  %w292107 = load <8 x float>, ptr %conv2_weight_grad.w292, align 32
-  %767 = fmul <8 x float> %w292107, <float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00>
-  store <8 x float> %767, ptr %conv2_weight_grad.w299, align 32
-  %w289 = load <8 x float>, ptr %conv2_weight_grad.w289, align 32
-  store <8 x float> %w289, ptr %conv2_weight_grad.w300, align 32
-  %w289108 = load <8 x float>, ptr %conv2_weight_grad.w289, align 32
-  %w293 = load <8 x float>, ptr %conv2_weight_grad.w293, align 32
-  %768 = fadd <8 x float> %w289108, %w293
-  store <8 x float> %768, ptr %conv2_weight_grad.w301, align 32
-  %w289109 = load <8 x float>, ptr %conv2_weight_grad.w289, align 32
-  %w293110 = load <8 x float>, ptr %conv2_weight_grad.w293, align 32
-  %769 = fsub <8 x float> %w289109, %w293110
-  store <8 x float> %769, ptr %conv2_weight_grad.w302, align 32
-  %w293111 = load <8 x float>, ptr %conv2_weight_grad.w293, align 32
-  %770 = fmul <8 x float> %w293111, <float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00>
-  store <8 x float> %770, ptr %conv2_weight_grad.w303, align 32
-  %w290 = load <8 x float>, ptr %conv2_weight_grad.w290, align 32
-  store <8 x float> %w290, ptr %conv2_weight_grad.w304, align 32
-  %w290112 = load <8 x float>, ptr %conv2_weight_grad.w290, align 32
-  %w294 = load <8 x float>, ptr %conv2_weight_grad.w294, align 32
-  %771 = fadd <8 x float> %w290112, %w294
-  store <8 x float> %771, ptr %conv2_weight_grad.w305, align 32
-  %w290113 = load <8 x float>, ptr %conv2_weight_grad.w290, align 32
-  %w294114 = load <8 x float>, ptr %conv2_weight_grad.w294, align 32
-  %772 = fsub <8 x float> %w290113, %w294114
-  store <8 x float> %772, ptr %conv2_weight_grad.w306, align 32
-  %w294115 = load <8 x float>, ptr %conv2_weight_grad.w294, align 32
-  %773 = fmul <8 x float> %w294115, <float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00>
-  store <8 x float> %773, ptr %conv2_weight_grad.w307, align 32
-  %w291 = load <8 x float>, ptr %conv2_weight_grad.w291, align 32
-  store <8 x float> %w291, ptr %conv2_weight_grad.w308, align 32
-  %w291116 = load <8 x float>, ptr %conv2_weight_grad.w291, align 32
-  %w295 = load <8 x float>, ptr %conv2_weight_grad.w295, align 32
-  %774 = fadd <8 x float> %w291116, %w295
-  store <8 x float> %774, ptr %conv2_weight_grad.w309, align 32
-  %w291117 = load <8 x float>, ptr %conv2_weight_grad.w291, align 32
-  %w295118 = load <8 x float>, ptr %conv2_weight_grad.w295, align 32
-  %775 = fsub <8 x float> %w291117, %w295118
-  store <8 x float> %775, ptr %conv2_weight_grad.w310, align 32
-  %w295119 = load <8 x float>, ptr %conv2_weight_grad.w295, align 32
-  %776 = fmul <8 x float> %w295119, <float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00>
-  store <8 x float> %776, ptr %conv2_weight_grad.w311, align 32
+  store <8 x float> %764, ptr %conv2_weight_grad.w303, align 32
   %w296 = load <8 x float>, ptr %conv2_weight_grad.w296, align 32
-  %777 = mul nsw i64 %conv2_weight_grad.j28488, 144
-  %778 = mul nsw i64 %conv2_weight_grad.ty28589, 12
+  store <8 x float> %w296, ptr %conv2_weight_grad.w304, align 32
+  %w296104 = load <8 x float>, ptr %conv2_weight_grad.w296, align 32
+  %w300 = load <8 x float>, ptr %conv2_weight_grad.w300, align 32
+  %765 = fadd <8 x float> %w296104, %w300
+  store <8 x float> %765, ptr %conv2_weight_grad.w305, align 32
+  %w296105 = load <8 x float>, ptr %conv2_weight_grad.w296, align 32
+  %w300106 = load <8 x float>, ptr %conv2_weight_grad.w300, align 32
+  %766 = fsub <8 x float> %w296105, %w300106
+  store <8 x float> %766, ptr %conv2_weight_grad.w306, align 32
+  %w300107 = load <8 x float>, ptr %conv2_weight_grad.w300, align 32
+  %767 = fmul <8 x float> %w300107, <float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00>
+  store <8 x float> %767, ptr %conv2_weight_grad.w307, align 32
+  %w297 = load <8 x float>, ptr %conv2_weight_grad.w297, align 32
+  store <8 x float> %w297, ptr %conv2_weight_grad.w308, align 32
+  %w297108 = load <8 x float>, ptr %conv2_weight_grad.w297, align 32
+  %w301 = load <8 x float>, ptr %conv2_weight_grad.w301, align 32
+  %768 = fadd <8 x float> %w297108, %w301
+  store <8 x float> %768, ptr %conv2_weight_grad.w309, align 32
+  %w297109 = load <8 x float>, ptr %conv2_weight_grad.w297, align 32
+  %w301110 = load <8 x float>, ptr %conv2_weight_grad.w301, align 32
+  %769 = fsub <8 x float> %w297109, %w301110
+  store <8 x float> %769, ptr %conv2_weight_grad.w310, align 32
+  %w301111 = load <8 x float>, ptr %conv2_weight_grad.w301, align 32
+  %770 = fmul <8 x float> %w301111, <float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00>
+  store <8 x float> %770, ptr %conv2_weight_grad.w311, align 32
+  %w298 = load <8 x float>, ptr %conv2_weight_grad.w298, align 32
+  store <8 x float> %w298, ptr %conv2_weight_grad.w312, align 32
+  %w298112 = load <8 x float>, ptr %conv2_weight_grad.w298, align 32
+  %w302 = load <8 x float>, ptr %conv2_weight_grad.w302, align 32
+  %771 = fadd <8 x float> %w298112, %w302
+  store <8 x float> %771, ptr %conv2_weight_grad.w313, align 32
+  %w298113 = load <8 x float>, ptr %conv2_weight_grad.w298, align 32
+  %w302114 = load <8 x float>, ptr %conv2_weight_grad.w302, align 32
+  %772 = fsub <8 x float> %w298113, %w302114
+  store <8 x float> %772, ptr %conv2_weight_grad.w314, align 32
+  %w302115 = load <8 x float>, ptr %conv2_weight_grad.w302, align 32
+  %773 = fmul <8 x float> %w302115, <float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00>
+  store <8 x float> %773, ptr %conv2_weight_grad.w315, align 32
+  %w299 = load <8 x float>, ptr %conv2_weight_grad.w299, align 32
+  store <8 x float> %w299, ptr %conv2_weight_grad.w316, align 32
+  %w299116 = load <8 x float>, ptr %conv2_weight_grad.w299, align 32
+  %w303 = load <8 x float>, ptr %conv2_weight_grad.w303, align 32
+  %774 = fadd <8 x float> %w299116, %w303
+  store <8 x float> %774, ptr %conv2_weight_grad.w317, align 32
+  %w299117 = load <8 x float>, ptr %conv2_weight_grad.w299, align 32
+  %w303118 = load <8 x float>, ptr %conv2_weight_grad.w303, align 32
+  %775 = fsub <8 x float> %w299117, %w303118
+  store <8 x float> %775, ptr %conv2_weight_grad.w318, align 32
+  %w303119 = load <8 x float>, ptr %conv2_weight_grad.w303, align 32
+  %776 = fmul <8 x float> %w303119, <float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00>
+  store <8 x float> %776, ptr %conv2_weight_grad.w319, align 32
+  %w304 = load <8 x float>, ptr %conv2_weight_grad.w304, align 32
+  %777 = mul nsw i64 %conv2_weight_grad.j29288, 144
+  %778 = mul nsw i64 %conv2_weight_grad.ty29389, 12
   %779 = add nsw i64 %777, %778
-  %780 = add nsw i64 %779, %conv2_weight_grad.tx28690
+  %780 = add nsw i64 %779, %conv2_weight_grad.tx29490
   %781 = mul nsw i64 %780, 64
   %782 = add nsw i64 1516672, %781
-  %783 = mul nsw i64 %conv2_weight_grad.cv28791, 8
+  %783 = mul nsw i64 %conv2_weight_grad.cv29591, 8
   %784 = add nsw i64 %782, %783
   %arena120 = getelementptr inbounds float, ptr %arena, i64 %784
-  store <8 x float> %w296, ptr %arena120, align 4
-  %w297 = load <8 x float>, ptr %conv2_weight_grad.w297, align 32
-  %785 = mul nsw i64 %conv2_weight_grad.j28488, 144
-  %786 = mul nsw i64 %conv2_weight_grad.ty28589, 12
+  store <8 x float> %w304, ptr %arena120, align 4
+  %w305 = load <8 x float>, ptr %conv2_weight_grad.w305, align 32
+  %785 = mul nsw i64 %conv2_weight_grad.j29288, 144
+  %786 = mul nsw i64 %conv2_weight_grad.ty29389, 12
   %787 = add nsw i64 %785, %786
-  %788 = add nsw i64 %787, %conv2_weight_grad.tx28690
+  %788 = add nsw i64 %787, %conv2_weight_grad.tx29490
   %789 = mul nsw i64 %788, 64
   %790 = add nsw i64 1525888, %789
-  %791 = mul nsw i64 %conv2_weight_grad.cv28791, 8
+  %791 = mul nsw i64 %conv2_weight_grad.cv29591, 8
   %792 = add nsw i64 %790, %791
   %arena121 = getelementptr inbounds float, ptr %arena, i64 %792
-  store <8 x float> %w297, ptr %arena121, align 4
-  %w298 = load <8 x float>, ptr %conv2_weight_grad.w298, align 32
-  %793 = mul nsw i64 %conv2_weight_grad.j28488, 144
-  %794 = mul nsw i64 %conv2_weight_grad.ty28589, 12
+  store <8 x float> %w305, ptr %arena121, align 4
+  %w306 = load <8 x float>, ptr %conv2_weight_grad.w306, align 32
+  %793 = mul nsw i64 %conv2_weight_grad.j29288, 144
+  %794 = mul nsw i64 %conv2_weight_grad.ty29389, 12
   %795 = add nsw i64 %793, %794
-  %796 = add nsw i64 %795, %conv2_weight_grad.tx28690
+  %796 = add nsw i64 %795, %conv2_weight_grad.tx29490
   %797 = mul nsw i64 %796, 64
   %798 = add nsw i64 1535104, %797
-  %799 = mul nsw i64 %conv2_weight_grad.cv28791, 8
+  %799 = mul nsw i64 %conv2_weight_grad.cv29591, 8
   %800 = add nsw i64 %798, %799
   %arena122 = getelementptr inbounds float, ptr %arena, i64 %800
-  store <8 x float> %w298, ptr %arena122, align 4
-  %w299 = load <8 x float>, ptr %conv2_weight_grad.w299, align 32
-  %801 = mul nsw i64 %conv2_weight_grad.j28488, 144
-  %802 = mul nsw i64 %conv2_weight_grad.ty28589, 12
+  store <8 x float> %w306, ptr %arena122, align 4
+  %w307 = load <8 x float>, ptr %conv2_weight_grad.w307, align 32
+  %801 = mul nsw i64 %conv2_weight_grad.j29288, 144
+  %802 = mul nsw i64 %conv2_weight_grad.ty29389, 12
   %803 = add nsw i64 %801, %802
-  %804 = add nsw i64 %803, %conv2_weight_grad.tx28690
+  %804 = add nsw i64 %803, %conv2_weight_grad.tx29490
   %805 = mul nsw i64 %804, 64
   %806 = add nsw i64 1544320, %805
-  %807 = mul nsw i64 %conv2_weight_grad.cv28791, 8
+  %807 = mul nsw i64 %conv2_weight_grad.cv29591, 8
   %808 = add nsw i64 %806, %807
   %arena123 = getelementptr inbounds float, ptr %arena, i64 %808
-  store <8 x float> %w299, ptr %arena123, align 4
-  %w300 = load <8 x float>, ptr %conv2_weight_grad.w300, align 32
-  %809 = mul nsw i64 %conv2_weight_grad.j28488, 144
-  %810 = mul nsw i64 %conv2_weight_grad.ty28589, 12
+  store <8 x float> %w307, ptr %arena123, align 4
+  %w308 = load <8 x float>, ptr %conv2_weight_grad.w308, align 32
+  %809 = mul nsw i64 %conv2_weight_grad.j29288, 144
+  %810 = mul nsw i64 %conv2_weight_grad.ty29389, 12
   %811 = add nsw i64 %809, %810
-  %812 = add nsw i64 %811, %conv2_weight_grad.tx28690
+  %812 = add nsw i64 %811, %conv2_weight_grad.tx29490
   %813 = mul nsw i64 %812, 64
   %814 = add nsw i64 1553536, %813
-  %815 = mul nsw i64 %conv2_weight_grad.cv28791, 8
+  %815 = mul nsw i64 %conv2_weight_grad.cv29591, 8
   %816 = add nsw i64 %814, %815
   %arena124 = getelementptr inbounds float, ptr %arena, i64 %816
-  store <8 x float> %w300, ptr %arena124, align 4
-  %w301 = load <8 x float>, ptr %conv2_weight_grad.w301, align 32
-  %817 = mul nsw i64 %conv2_weight_grad.j28488, 144
-  %818 = mul nsw i64 %conv2_weight_grad.ty28589, 12
+  store <8 x float> %w308, ptr %arena124, align 4
+  %w309 = load <8 x float>, ptr %conv2_weight_grad.w309, align 32
+  %817 = mul nsw i64 %conv2_weight_grad.j29288, 144
+  %818 = mul nsw i64 %conv2_weight_grad.ty29389, 12
   %819 = add nsw i64 %817, %818
-  %820 = add nsw i64 %819, %conv2_weight_grad.tx28690
+  %820 = add nsw i64 %819, %conv2_weight_grad.tx29490
   %821 = mul nsw i64 %820, 64
   %822 = add nsw i64 1562752, %821
-  %823 = mul nsw i64 %conv2_weight_grad.cv28791, 8
+  %823 = mul nsw i64 %conv2_weight_grad.cv29591, 8
   %824 = add nsw i64 %822, %823
   %arena125 = getelementptr inbounds float, ptr %arena, i64 %824
-  store <8 x float> %w301, ptr %arena125, align 4
-  %w302 = load <8 x float>, ptr %conv2_weight_grad.w302, align 32
-  %825 = mul nsw i64 %conv2_weight_grad.j28488, 144
-  %826 = mul nsw i64 %conv2_weight_grad.ty28589, 12
+  store <8 x float> %w309, ptr %arena125, align 4
+  %w310 = load <8 x float>, ptr %conv2_weight_grad.w310, align 32
+  %825 = mul nsw i64 %conv2_weight_grad.j29288, 144
+  %826 = mul nsw i64 %conv2_weight_grad.ty29389, 12
   %827 = add nsw i64 %825, %826
-  %828 = add nsw i64 %827, %conv2_weight_grad.tx28690
+  %828 = add nsw i64 %827, %conv2_weight_grad.tx29490
   %829 = mul nsw i64 %828, 64
   %830 = add nsw i64 1571968, %829
-  %831 = mul nsw i64 %conv2_weight_grad.cv28791, 8
+  %831 = mul nsw i64 %conv2_weight_grad.cv29591, 8
   %832 = add nsw i64 %830, %831
   %arena126 = getelementptr inbounds float, ptr %arena, i64 %832
-  store <8 x float> %w302, ptr %arena126, align 4
-  %w303 = load <8 x float>, ptr %conv2_weight_grad.w303, align 32
-  %833 = mul nsw i64 %conv2_weight_grad.j28488, 144
-  %834 = mul nsw i64 %conv2_weight_grad.ty28589, 12
+  store <8 x float> %w310, ptr %arena126, align 4
+  %w311 = load <8 x float>, ptr %conv2_weight_grad.w311, align 32
+  %833 = mul nsw i64 %conv2_weight_grad.j29288, 144
+  %834 = mul nsw i64 %conv2_weight_grad.ty29389, 12
   %835 = add nsw i64 %833, %834
-  %836 = add nsw i64 %835, %conv2_weight_grad.tx28690
+  %836 = add nsw i64 %835, %conv2_weight_grad.tx29490
   %837 = mul nsw i64 %836, 64
   %838 = add nsw i64 1581184, %837
-  %839 = mul nsw i64 %conv2_weight_grad.cv28791, 8
+  %839 = mul nsw i64 %conv2_weight_grad.cv29591, 8
   %840 = add nsw i64 %838, %839
   %arena127 = getelementptr inbounds float, ptr %arena, i64 %840
-  store <8 x float> %w303, ptr %arena127, align 4
-  %w304 = load <8 x float>, ptr %conv2_weight_grad.w304, align 32
-  %841 = mul nsw i64 %conv2_weight_grad.j28488, 144
-  %842 = mul nsw i64 %conv2_weight_grad.ty28589, 12
+  store <8 x float> %w311, ptr %arena127, align 4
+  %w312 = load <8 x float>, ptr %conv2_weight_grad.w312, align 32
+  %841 = mul nsw i64 %conv2_weight_grad.j29288, 144
+  %842 = mul nsw i64 %conv2_weight_grad.ty29389, 12
   %843 = add nsw i64 %841, %842
-  %844 = add nsw i64 %843, %conv2_weight_grad.tx28690
+  %844 = add nsw i64 %843, %conv2_weight_grad.tx29490
   %845 = mul nsw i64 %844, 64
   %846 = add nsw i64 1590400, %845
-  %847 = mul nsw i64 %conv2_weight_grad.cv28791, 8
+  %847 = mul nsw i64 %conv2_weight_grad.cv29591, 8
   %848 = add nsw i64 %846, %847
   %arena128 = getelementptr inbounds float, ptr %arena, i64 %848
-  store <8 x float> %w304, ptr %arena128, align 4
-  %w305 = load <8 x float>, ptr %conv2_weight_grad.w305, align 32
-  %849 = mul nsw i64 %conv2_weight_grad.j28488, 144
-  %850 = mul nsw i64 %conv2_weight_grad.ty28589, 12
+  store <8 x float> %w312, ptr %arena128, align 4
+  %w313 = load <8 x float>, ptr %conv2_weight_grad.w313, align 32
+  %849 = mul nsw i64 %conv2_weight_grad.j29288, 144
+  %850 = mul nsw i64 %conv2_weight_grad.ty29389, 12
   %851 = add nsw i64 %849, %850
-  %852 = add nsw i64 %851, %conv2_weight_grad.tx28690
+  %852 = add nsw i64 %851, %conv2_weight_grad.tx29490
   %853 = mul nsw i64 %852, 64
   %854 = add nsw i64 1599616, %853
-  %855 = mul nsw i64 %conv2_weight_grad.cv28791, 8
+  %855 = mul nsw i64 %conv2_weight_grad.cv29591, 8
   %856 = add nsw i64 %854, %855
   %arena129 = getelementptr inbounds float, ptr %arena, i64 %856
-  store <8 x float> %w305, ptr %arena129, align 4
-  %w306 = load <8 x float>, ptr %conv2_weight_grad.w306, align 32
-  %857 = mul nsw i64 %conv2_weight_grad.j28488, 144
-  %858 = mul nsw i64 %conv2_weight_grad.ty28589, 12
+  store <8 x float> %w313, ptr %arena129, align 4
+  %w314 = load <8 x float>, ptr %conv2_weight_grad.w314, align 32
+  %857 = mul nsw i64 %conv2_weight_grad.j29288, 144
+  %858 = mul nsw i64 %conv2_weight_grad.ty29389, 12
   %859 = add nsw i64 %857, %858
-  %860 = add nsw i64 %859, %conv2_weight_grad.tx28690
+  %860 = add nsw i64 %859, %conv2_weight_grad.tx29490
   %861 = mul nsw i64 %860, 64
   %862 = add nsw i64 1608832, %861
-  %863 = mul nsw i64 %conv2_weight_grad.cv28791, 8
+  %863 = mul nsw i64 %conv2_weight_grad.cv29591, 8
   %864 = add nsw i64 %862, %863
   %arena130 = getelementptr inbounds float, ptr %arena, i64 %864
-  store <8 x float> %w306, ptr %arena130, align 4
-  %w307 = load <8 x float>, ptr %conv2_weight_grad.w307, align 32
-  %865 = mul nsw i64 %conv2_weight_grad.j28488, 144
-  %866 = mul nsw i64 %conv2_weight_grad.ty28589, 12
+  store <8 x float> %w314, ptr %arena130, align 4
+  %w315 = load <8 x float>, ptr %conv2_weight_grad.w315, align 32
+  %865 = mul nsw i64 %conv2_weight_grad.j29288, 144
+  %866 = mul nsw i64 %conv2_weight_grad.ty29389, 12
   %867 = add nsw i64 %865, %866
-  %868 = add nsw i64 %867, %conv2_weight_grad.tx28690
+  %868 = add nsw i64 %867, %conv2_weight_grad.tx29490
   %869 = mul nsw i64 %868, 64
   %870 = add nsw i64 1618048, %869
-  %871 = mul nsw i64 %conv2_weight_grad.cv28791, 8
+  %871 = mul nsw i64 %conv2_weight_grad.cv29591, 8
   %872 = add nsw i64 %870, %871
   %arena131 = getelementptr inbounds float, ptr %arena, i64 %872
-  store <8 x float> %w307, ptr %arena131, align 4
-  %w308 = load <8 x float>, ptr %conv2_weight_grad.w308, align 32
-  %873 = mul nsw i64 %conv2_weight_grad.j28488, 144
-  %874 = mul nsw i64 %conv2_weight_grad.ty28589, 12
+  store <8 x float> %w315, ptr %arena131, align 4
+  %w316 = load <8 x float>, ptr %conv2_weight_grad.w316, align 32
+  %873 = mul nsw i64 %conv2_weight_grad.j29288, 144
+  %874 = mul nsw i64 %conv2_weight_grad.ty29389, 12
   %875 = add nsw i64 %873, %874
-  %876 = add nsw i64 %875, %conv2_weight_grad.tx28690
+  %876 = add nsw i64 %875, %conv2_weight_grad.tx29490
   %877 = mul nsw i64 %876, 64
   %878 = add nsw i64 1627264, %877
-  %879 = mul nsw i64 %conv2_weight_grad.cv28791, 8
+  %879 = mul nsw i64 %conv2_weight_grad.cv29591, 8
   %880 = add nsw i64 %878, %879
   %arena132 = getelementptr inbounds float, ptr %arena, i64 %880
-  store <8 x float> %w308, ptr %arena132, align 4
-  %w309 = load <8 x float>, ptr %conv2_weight_grad.w309, align 32
-  %881 = mul nsw i64 %conv2_weight_grad.j28488, 144
-  %882 = mul nsw i64 %conv2_weight_grad.ty28589, 12
+  store <8 x float> %w316, ptr %arena132, align 4
+  %w317 = load <8 x float>, ptr %conv2_weight_grad.w317, align 32
+  %881 = mul nsw i64 %conv2_weight_grad.j29288, 144
+  %882 = mul nsw i64 %conv2_weight_grad.ty29389, 12
   %883 = add nsw i64 %881, %882
-  %884 = add nsw i64 %883, %conv2_weight_grad.tx28690
+  %884 = add nsw i64 %883, %conv2_weight_grad.tx29490
   %885 = mul nsw i64 %884, 64
   %886 = add nsw i64 1636480, %885
-  %887 = mul nsw i64 %conv2_weight_grad.cv28791, 8
+  %887 = mul nsw i64 %conv2_weight_grad.cv29591, 8
   %888 = add nsw i64 %886, %887
   %arena133 = getelementptr inbounds float, ptr %arena, i64 %888
-  store <8 x float> %w309, ptr %arena133, align 4
-  %w310 = load <8 x float>, ptr %conv2_weight_grad.w310, align 32
-  %889 = mul nsw i64 %conv2_weight_grad.j28488, 144
-  %890 = mul nsw i64 %conv2_weight_grad.ty28589, 12
+  store <8 x float> %w317, ptr %arena133, align 4
+  %w318 = load <8 x float>, ptr %conv2_weight_grad.w318, align 32
+  %889 = mul nsw i64 %conv2_weight_grad.j29288, 144
+  %890 = mul nsw i64 %conv2_weight_grad.ty29389, 12
   %891 = add nsw i64 %889, %890
-  %892 = add nsw i64 %891, %conv2_weight_grad.tx28690
+  %892 = add nsw i64 %891, %conv2_weight_grad.tx29490
   %893 = mul nsw i64 %892, 64
   %894 = add nsw i64 1645696, %893
-  %895 = mul nsw i64 %conv2_weight_grad.cv28791, 8
+  %895 = mul nsw i64 %conv2_weight_grad.cv29591, 8
   %896 = add nsw i64 %894, %895
   %arena134 = getelementptr inbounds float, ptr %arena, i64 %896
-  store <8 x float> %w310, ptr %arena134, align 4
-  %w311 = load <8 x float>, ptr %conv2_weight_grad.w311, align 32
-  %897 = mul nsw i64 %conv2_weight_grad.j28488, 144
-  %898 = mul nsw i64 %conv2_weight_grad.ty28589, 12
+  store <8 x float> %w318, ptr %arena134, align 4
+  %w319 = load <8 x float>, ptr %conv2_weight_grad.w319, align 32
+  %897 = mul nsw i64 %conv2_weight_grad.j29288, 144
+  %898 = mul nsw i64 %conv2_weight_grad.ty29389, 12
   %899 = add nsw i64 %897, %898
-  %900 = add nsw i64 %899, %conv2_weight_grad.tx28690
+  %900 = add nsw i64 %899, %conv2_weight_grad.tx29490
   %901 = mul nsw i64 %900, 64
   %902 = add nsw i64 1654912, %901
-  %903 = mul nsw i64 %conv2_weight_grad.cv28791, 8
+  %903 = mul nsw i64 %conv2_weight_grad.cv29591, 8
   %904 = add nsw i64 %902, %903
   %arena135 = getelementptr inbounds float, ptr %arena, i64 %904
-  store <8 x float> %w311, ptr %arena135, align 4
-  %cv287.next = add nsw i64 %conv2_weight_grad.cv28791, 1
-  %905 = icmp slt i64 %cv287.next, 8
-  br i1 %905, label %conv2_weight_grad.cv287, label %conv2_weight_grad.cv287.end
+  store <8 x float> %w319, ptr %arena135, align 4
+  %cv295.next = add nsw i64 %conv2_weight_grad.cv29591, 1
+  %905 = icmp slt i64 %cv295.next, 8
+  br i1 %905, label %conv2_weight_grad.cv295, label %conv2_weight_grad.cv295.end
 
-conv2_weight_grad.cv287.end:                      ; preds = %conv2_weight_grad.cv287
-  %tx286.next = add nsw i64 %conv2_weight_grad.tx28690, 1
-  %906 = icmp slt i64 %tx286.next, 12
-  br i1 %906, label %conv2_weight_grad.tx286, label %conv2_weight_grad.tx286.end
+conv2_weight_grad.cv295.end:                      ; preds = %conv2_weight_grad.cv295
+  %tx294.next = add nsw i64 %conv2_weight_grad.tx29490, 1
+  %906 = icmp slt i64 %tx294.next, 12
+  br i1 %906, label %conv2_weight_grad.tx294, label %conv2_weight_grad.tx294.end
 
-conv2_weight_grad.xi312:                          ; preds = %conv2_weight_grad.xi312, %conv2_weight_grad.j284.end
-  %conv2_weight_grad.xi312136 = phi i64 [ 0, %conv2_weight_grad.j284.end ], [ %xi312.next, %conv2_weight_grad.xi312 ]
-  %907 = mul nsw i64 %conv2_weight_grad.xi312136, 4608
+conv2_weight_grad.xi320:                          ; preds = %conv2_weight_grad.xi320, %conv2_weight_grad.j292.end
+  %conv2_weight_grad.xi320136 = phi i64 [ 0, %conv2_weight_grad.j292.end ], [ %xi320.next, %conv2_weight_grad.xi320 ]
+  %907 = mul nsw i64 %conv2_weight_grad.xi320136, 4608
   %908 = add nsw i64 1406080, %907
   %arena137 = getelementptr inbounds float, ptr %arena, i64 %908
-  %909 = mul nsw i64 %conv2_weight_grad.xi312136, 9216
+  %909 = mul nsw i64 %conv2_weight_grad.xi320136, 9216
   %910 = add nsw i64 1516672, %909
   %arena138 = getelementptr inbounds float, ptr %arena, i64 %910
-  %911 = mul nsw i64 %conv2_weight_grad.xi312136, 2048
+  %911 = mul nsw i64 %conv2_weight_grad.xi320136, 2048
   %912 = add nsw i64 1664128, %911
   %arena139 = getelementptr inbounds float, ptr %arena, i64 %912
   call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 32, i32 64, i32 144, float 1.000000e+00, ptr %arena137, i32 32, ptr %arena138, i32 64, float 1.000000e+00, ptr %arena139, i32 64)
-  %xi312.next = add nsw i64 %conv2_weight_grad.xi312136, 1
-  %913 = icmp slt i64 %xi312.next, 16
-  br i1 %913, label %conv2_weight_grad.xi312, label %conv2_weight_grad.xi312.end
+  %xi320.next = add nsw i64 %conv2_weight_grad.xi320136, 1
+  %913 = icmp slt i64 %xi320.next, 16
+  br i1 %913, label %conv2_weight_grad.xi320, label %conv2_weight_grad.xi320.end
 
-conv2_weight_grad.xi312.end:                      ; preds = %conv2_weight_grad.xi312
-  %g239.next = add nsw i64 %conv2_weight_grad.g2397, 1
-  %914 = icmp slt i64 %g239.next, 64
-  br i1 %914, label %conv2_weight_grad.g239, label %conv2_weight_grad.g239.end
+conv2_weight_grad.xi320.end:                      ; preds = %conv2_weight_grad.xi320
+  %g247.next = add nsw i64 %conv2_weight_grad.g2477, 1
+  %914 = icmp slt i64 %g247.next, 64
+  br i1 %914, label %conv2_weight_grad.g247, label %conv2_weight_grad.g247.end
 
-conv2_weight_grad.f313:                           ; preds = %conv2_weight_grad.c314.end, %conv2_weight_grad.g239.end
-  %conv2_weight_grad.f313140 = phi i64 [ 0, %conv2_weight_grad.g239.end ], [ %f313.next, %conv2_weight_grad.c314.end ]
-  br label %conv2_weight_grad.c314
+conv2_weight_grad.f321:                           ; preds = %conv2_weight_grad.c322.end, %conv2_weight_grad.g247.end
+  %conv2_weight_grad.f321140 = phi i64 [ 0, %conv2_weight_grad.g247.end ], [ %f321.next, %conv2_weight_grad.c322.end ]
+  br label %conv2_weight_grad.c322
 
-conv2_weight_grad.f313.end:                       ; preds = %conv2_weight_grad.c314.end
+conv2_weight_grad.f321.end:                       ; preds = %conv2_weight_grad.c322.end
   ret void
 
-conv2_weight_grad.c314:                           ; preds = %conv2_weight_grad.c314, %conv2_weight_grad.f313
-  %conv2_weight_grad.c314141 = phi i64 [ 0, %conv2_weight_grad.f313 ], [ %c314.next, %conv2_weight_grad.c314 ]
-  %915 = mul nsw i64 %conv2_weight_grad.c314141, 64
+conv2_weight_grad.c322:                           ; preds = %conv2_weight_grad.c322, %conv2_weight_grad.f321
+  %conv2_weight_grad.c322141 = phi i64 [ 0, %conv2_weight_grad.f321 ], [ %c322.next, %conv2_weight_grad.c322 ]
+  %915 = mul nsw i64 %conv2_weight_grad.c322141, 64
   %916 = add nsw i64 1664128, %915
-  %917 = add nsw i64 %916, %conv2_weight_grad.f313140
+  %917 = add nsw i64 %916, %conv2_weight_grad.f321140
   %arena142 = getelementptr inbounds float, ptr %arena, i64 %917
   %918 = load float, ptr %arena142, align 4
   %919 = fmul float %918, 1.000000e+00
-  %920 = mul nsw i64 %conv2_weight_grad.c314141, 64
+  %920 = mul nsw i64 %conv2_weight_grad.c322141, 64
   %921 = add nsw i64 1672320, %920
-  %922 = add nsw i64 %921, %conv2_weight_grad.f313140
+  %922 = add nsw i64 %921, %conv2_weight_grad.f321140
   %arena143 = getelementptr inbounds float, ptr %arena, i64 %922
   %923 = load float, ptr %arena143, align 4
   %924 = fmul float %923, 5.000000e-01
   %925 = fadd float %919, %924
-  %926 = mul nsw i64 %conv2_weight_grad.c314141, 64
+  %926 = mul nsw i64 %conv2_weight_grad.c322141, 64
   %927 = add nsw i64 1680512, %926
-  %928 = add nsw i64 %927, %conv2_weight_grad.f313140
+  %928 = add nsw i64 %927, %conv2_weight_grad.f321140
   %arena144 = getelementptr inbounds float, ptr %arena, i64 %928
   %929 = load float, ptr %arena144, align 4
   %930 = fmul float %929, 5.000000e-01
   %931 = fadd float %925, %930
-  store float %931, ptr %conv2_weight_grad.w315, align 4
-  %932 = mul nsw i64 %conv2_weight_grad.c314141, 64
+  store float %931, ptr %conv2_weight_grad.w323, align 4
+  %932 = mul nsw i64 %conv2_weight_grad.c322141, 64
   %933 = add nsw i64 1672320, %932
-  %934 = add nsw i64 %933, %conv2_weight_grad.f313140
+  %934 = add nsw i64 %933, %conv2_weight_grad.f321140
   %arena145 = getelementptr inbounds float, ptr %arena, i64 %934
   %935 = load float, ptr %arena145, align 4
-  %936 = mul nsw i64 %conv2_weight_grad.c314141, 64
+  %936 = mul nsw i64 %conv2_weight_grad.c322141, 64
   %937 = add nsw i64 1680512, %936
-  %938 = add nsw i64 %937, %conv2_weight_grad.f313140
+  %938 = add nsw i64 %937, %conv2_weight_grad.f321140
   %arena146 = getelementptr inbounds float, ptr %arena, i64 %938
   %939 = load float, ptr %arena146, align 4
   %940 = fsub float %935, %939
   %941 = fmul float %940, 5.000000e-01
-  store float %941, ptr %conv2_weight_grad.w316, align 4
-  %942 = mul nsw i64 %conv2_weight_grad.c314141, 64
+  store float %941, ptr %conv2_weight_grad.w324, align 4
+  %942 = mul nsw i64 %conv2_weight_grad.c322141, 64
   %943 = add nsw i64 1672320, %942
-  %944 = add nsw i64 %943, %conv2_weight_grad.f313140
+  %944 = add nsw i64 %943, %conv2_weight_grad.f321140
   %arena147 = getelementptr inbounds float, ptr %arena, i64 %944
   %945 = load float, ptr %arena147, align 4
   %946 = fmul float %945, 5.000000e-01
-  %947 = mul nsw i64 %conv2_weight_grad.c314141, 64
+  %947 = mul nsw i64 %conv2_weight_grad.c322141, 64
   %948 = add nsw i64 1680512, %947
-  %949 = add nsw i64 %948, %conv2_weight_grad.f313140
+  %949 = add nsw i64 %948, %conv2_weight_grad.f321140
   %arena148 = getelementptr inbounds float, ptr %arena, i64 %949
   %950 = load float, ptr %arena148, align 4
   %951 = fmul float %950, 5.000000e-01
   %952 = fadd float %946, %951
-  %953 = mul nsw i64 %conv2_weight_grad.c314141, 64
+  %953 = mul nsw i64 %conv2_weight_grad.c322141, 64
   %954 = add nsw i64 1688704, %953
-  %955 = add nsw i64 %954, %conv2_weight_grad.f313140
+  %955 = add nsw i64 %954, %conv2_weight_grad.f321140
   %arena149 = getelementptr inbounds float, ptr %arena, i64 %955
   %956 = load float, ptr %arena149, align 4
   %957 = fmul float %956, 1.000000e+00
   %958 = fadd float %952, %957
-  store float %958, ptr %conv2_weight_grad.w317, align 4
-  %959 = mul nsw i64 %conv2_weight_grad.c314141, 64
+  store float %958, ptr %conv2_weight_grad.w325, align 4
+  %959 = mul nsw i64 %conv2_weight_grad.c322141, 64
   %960 = add nsw i64 1666176, %959
-  %961 = add nsw i64 %960, %conv2_weight_grad.f313140
+  %961 = add nsw i64 %960, %conv2_weight_grad.f321140
   %arena150 = getelementptr inbounds float, ptr %arena, i64 %961
   %962 = load float, ptr %arena150, align 4
   %963 = fmul float %962, 1.000000e+00
-  %964 = mul nsw i64 %conv2_weight_grad.c314141, 64
+  %964 = mul nsw i64 %conv2_weight_grad.c322141, 64
   %965 = add nsw i64 1674368, %964
-  %966 = add nsw i64 %965, %conv2_weight_grad.f313140
+  %966 = add nsw i64 %965, %conv2_weight_grad.f321140
   %arena151 = getelementptr inbounds float, ptr %arena, i64 %966
   %967 = load float, ptr %arena151, align 4
   %968 = fmul float %967, 5.000000e-01
   %969 = fadd float %963, %968
-  %970 = mul nsw i64 %conv2_weight_grad.c314141, 64
+  %970 = mul nsw i64 %conv2_weight_grad.c322141, 64
   %971 = add nsw i64 1682560, %970
-  %972 = add nsw i64 %971, %conv2_weight_grad.f313140
+  %972 = add nsw i64 %971, %conv2_weight_grad.f321140
   %arena152 = getelementptr inbounds float, ptr %arena, i64 %972
   %973 = load float, ptr %arena152, align 4
   %974 = fmul float %973, 5.000000e-01
   %975 = fadd float %969, %974
-  store float %975, ptr %conv2_weight_grad.w318, align 4
-  %976 = mul nsw i64 %conv2_weight_grad.c314141, 64
+  store float %975, ptr %conv2_weight_grad.w326, align 4
+  %976 = mul nsw i64 %conv2_weight_grad.c322141, 64
   %977 = add nsw i64 1674368, %976
-  %978 = add nsw i64 %977, %conv2_weight_grad.f313140
+  %978 = add nsw i64 %977, %conv2_weight_grad.f321140
   %arena153 = getelementptr inbounds float, ptr %arena, i64 %978
   %979 = load float, ptr %arena153, align 4
-  %980 = mul nsw i64 %conv2_weight_grad.c314141, 64
+  %980 = mul nsw i64 %conv2_weight_grad.c322141, 64
   %981 = add nsw i64 1682560, %980
-  %982 = add nsw i64 %981, %conv2_weight_grad.f313140
+  %982 = add nsw i64 %981, %conv2_weight_grad.f321140
   %arena154 = getelementptr inbounds float, ptr %arena, i64 %982
   %983 = load float, ptr %arena154, align 4
   %984 = fsub float %979, %983
   %985 = fmul float %984, 5.000000e-01
-  store float %985, ptr %conv2_weight_grad.w319, align 4
-  %986 = mul nsw i64 %conv2_weight_grad.c314141, 64
+  store float %985, ptr %conv2_weight_grad.w327, align 4
+  %986 = mul nsw i64 %conv2_weight_grad.c322141, 64
   %987 = add nsw i64 1674368, %986
-  %988 = add nsw i64 %987, %conv2_weight_grad.f313140
+  %988 = add nsw i64 %987, %conv2_weight_grad.f321140
   %arena155 = getelementptr inbounds float, ptr %arena, i64 %988
   %989 = load float, ptr %arena155, align 4
   %990 = fmul float %989, 5.000000e-01
-  %991 = mul nsw i64 %conv2_weight_grad.c314141, 64
+  %991 = mul nsw i64 %conv2_weight_grad.c322141, 64
   %992 = add nsw i64 1682560, %991
-  %993 = add nsw i64 %992, %conv2_weight_grad.f313140
+  %993 = add nsw i64 %992, %conv2_weight_grad.f321140
   %arena156 = getelementptr inbounds float, ptr %arena, i64 %993
   %994 = load float, ptr %arena156, align 4
   %995 = fmul float %994, 5.000000e-01
   %996 = fadd float %990, %995
-  %997 = mul nsw i64 %conv2_weight_grad.c314141, 64
+  %997 = mul nsw i64 %conv2_weight_grad.c322141, 64
   %998 = add nsw i64 1690752, %997
-  %999 = add nsw i64 %998, %conv2_weight_grad.f313140
+  %999 = add nsw i64 %998, %conv2_weight_grad.f321140
   %arena157 = getelementptr inbounds float, ptr %arena, i64 %999
   %1000 = load float, ptr %arena157, align 4
   %1001 = fmul float %1000, 1.000000e+00
   %1002 = fadd float %996, %1001
-  store float %1002, ptr %conv2_weight_grad.w320, align 4
-  %1003 = mul nsw i64 %conv2_weight_grad.c314141, 64
+  store float %1002, ptr %conv2_weight_grad.w328, align 4
+  %1003 = mul nsw i64 %conv2_weight_grad.c322141, 64
   %1004 = add nsw i64 1668224, %1003
-  %1005 = add nsw i64 %1004, %conv2_weight_grad.f313140
+  %1005 = add nsw i64 %1004, %conv2_weight_grad.f321140
   %arena158 = getelementptr inbounds float, ptr %arena, i64 %1005
   %1006 = load float, ptr %arena158, align 4
   %1007 = fmul float %1006, 1.000000e+00
-  %1008 = mul nsw i64 %conv2_weight_grad.c314141, 64
+  %1008 = mul nsw i64 %conv2_weight_grad.c322141, 64
   %1009 = add nsw i64 1676416, %1008
-  %1010 = add nsw i64 %1009, %conv2_weight_grad.f313140
+  %1010 = add nsw i64 %1009, %conv2_weight_grad.f321140
   %arena159 = getelementptr inbounds float, ptr %arena, i64 %1010
   %1011 = load float, ptr %arena159, align 4
   %1012 = fmul float %1011, 5.000000e-01
   %1013 = fadd float %1007, %1012
-  %1014 = mul nsw i64 %conv2_weight_grad.c314141, 64
+  %1014 = mul nsw i64 %conv2_weight_grad.c322141, 64
   %1015 = add nsw i64 1684608, %1014
-  %1016 = add nsw i64 %1015, %conv2_weight_grad.f313140
+  %1016 = add nsw i64 %1015, %conv2_weight_grad.f321140
   %arena160 = getelementptr inbounds float, ptr %arena, i64 %1016
   %1017 = load float, ptr %arena160, align 4
   %1018 = fmul float %1017, 5.000000e-01
   %1019 = fadd float %1013, %1018
-  store float %1019, ptr %conv2_weight_grad.w321, align 4
-  %1020 = mul nsw i64 %conv2_weight_grad.c314141, 64
+  store float %1019, ptr %conv2_weight_grad.w329, align 4
+  %1020 = mul nsw i64 %conv2_weight_grad.c322141, 64
   %1021 = add nsw i64 1676416, %1020
-  %1022 = add nsw i64 %1021, %conv2_weight_grad.f313140
+  %1022 = add nsw i64 %1021, %conv2_weight_grad.f321140
   %arena161 = getelementptr inbounds float, ptr %arena, i64 %1022
   %1023 = load float, ptr %arena161, align 4
-  %1024 = mul nsw i64 %conv2_weight_grad.c314141, 64
+  %1024 = mul nsw i64 %conv2_weight_grad.c322141, 64
   %1025 = add nsw i64 1684608, %1024
-  %1026 = add nsw i64 %1025, %conv2_weight_grad.f313140
+  %1026 = add nsw i64 %1025, %conv2_weight_grad.f321140
   %arena162 = getelementptr inbounds float, ptr %arena, i64 %1026
   %1027 = load float, ptr %arena162, align 4
   %1028 = fsub float %1023, %1027
   %1029 = fmul float %1028, 5.000000e-01
-  store float %1029, ptr %conv2_weight_grad.w322, align 4
-  %1030 = mul nsw i64 %conv2_weight_grad.c314141, 64
+  store float %1029, ptr %conv2_weight_grad.w330, align 4
+  %1030 = mul nsw i64 %conv2_weight_grad.c322141, 64
   %1031 = add nsw i64 1676416, %1030
-  %1032 = add nsw i64 %1031, %conv2_weight_grad.f313140
+  %1032 = add nsw i64 %1031, %conv2_weight_grad.f321140
   %arena163 = getelementptr inbounds float, ptr %arena, i64 %1032
   %1033 = load float, ptr %arena163, align 4
   %1034 = fmul float %1033, 5.000000e-01
-  %1035 = mul nsw i64 %conv2_weight_grad.c314141, 64
+  %1035 = mul nsw i64 %conv2_weight_grad.c322141, 64
   %1036 = add nsw i64 1684608, %1035
-  %1037 = add nsw i64 %1036, %conv2_weight_grad.f313140
+  %1037 = add nsw i64 %1036, %conv2_weight_grad.f321140
   %arena164 = getelementptr inbounds float, ptr %arena, i64 %1037
   %1038 = load float, ptr %arena164, align 4
   %1039 = fmul float %1038, 5.000000e-01
   %1040 = fadd float %1034, %1039
-  %1041 = mul nsw i64 %conv2_weight_grad.c314141, 64
+  %1041 = mul nsw i64 %conv2_weight_grad.c322141, 64
   %1042 = add nsw i64 1692800, %1041
-  %1043 = add nsw i64 %1042, %conv2_weight_grad.f313140
+  %1043 = add nsw i64 %1042, %conv2_weight_grad.f321140
   %arena165 = getelementptr inbounds float, ptr %arena, i64 %1043
   %1044 = load float, ptr %arena165, align 4
   %1045 = fmul float %1044, 1.000000e+00
   %1046 = fadd float %1040, %1045
-  store float %1046, ptr %conv2_weight_grad.w323, align 4
-  %1047 = mul nsw i64 %conv2_weight_grad.c314141, 64
+  store float %1046, ptr %conv2_weight_grad.w331, align 4
+  %1047 = mul nsw i64 %conv2_weight_grad.c322141, 64
   %1048 = add nsw i64 1670272, %1047
-  %1049 = add nsw i64 %1048, %conv2_weight_grad.f313140
+  %1049 = add nsw i64 %1048, %conv2_weight_grad.f321140
   %arena166 = getelementptr inbounds float, ptr %arena, i64 %1049
   %1050 = load float, ptr %arena166, align 4
   %1051 = fmul float %1050, 1.000000e+00
-  %1052 = mul nsw i64 %conv2_weight_grad.c314141, 64
+  %1052 = mul nsw i64 %conv2_weight_grad.c322141, 64
   %1053 = add nsw i64 1678464, %1052
-  %1054 = add nsw i64 %1053, %conv2_weight_grad.f313140
+  %1054 = add nsw i64 %1053, %conv2_weight_grad.f321140
   %arena167 = getelementptr inbounds float, ptr %arena, i64 %1054
   %1055 = load float, ptr %arena167, align 4
   %1056 = fmul float %1055, 5.000000e-01
   %1057 = fadd float %1051, %1056
-  %1058 = mul nsw i64 %conv2_weight_grad.c314141, 64
+  %1058 = mul nsw i64 %conv2_weight_grad.c322141, 64
   %1059 = add nsw i64 1686656, %1058
-  %1060 = add nsw i64 %1059, %conv2_weight_grad.f313140
+  %1060 = add nsw i64 %1059, %conv2_weight_grad.f321140
   %arena168 = getelementptr inbounds float, ptr %arena, i64 %1060
   %1061 = load float, ptr %arena168, align 4
   %1062 = fmul float %1061, 5.000000e-01
   %1063 = fadd float %1057, %1062
-  store float %1063, ptr %conv2_weight_grad.w324, align 4
-  %1064 = mul nsw i64 %conv2_weight_grad.c314141, 64
+  store float %1063, ptr %conv2_weight_grad.w332, align 4
+  %1064 = mul nsw i64 %conv2_weight_grad.c322141, 64
   %1065 = add nsw i64 1678464, %1064
-  %1066 = add nsw i64 %1065, %conv2_weight_grad.f313140
+  %1066 = add nsw i64 %1065, %conv2_weight_grad.f321140
   %arena169 = getelementptr inbounds float, ptr %arena, i64 %1066
   %1067 = load float, ptr %arena169, align 4
-  %1068 = mul nsw i64 %conv2_weight_grad.c314141, 64
+  %1068 = mul nsw i64 %conv2_weight_grad.c322141, 64
   %1069 = add nsw i64 1686656, %1068
-  %1070 = add nsw i64 %1069, %conv2_weight_grad.f313140
+  %1070 = add nsw i64 %1069, %conv2_weight_grad.f321140
   %arena170 = getelementptr inbounds float, ptr %arena, i64 %1070
   %1071 = load float, ptr %arena170, align 4
   %1072 = fsub float %1067, %1071
   %1073 = fmul float %1072, 5.000000e-01
-  store float %1073, ptr %conv2_weight_grad.w325, align 4
-  %1074 = mul nsw i64 %conv2_weight_grad.c314141, 64
+  store float %1073, ptr %conv2_weight_grad.w333, align 4
+  %1074 = mul nsw i64 %conv2_weight_grad.c322141, 64
   %1075 = add nsw i64 1678464, %1074
-  %1076 = add nsw i64 %1075, %conv2_weight_grad.f313140
+  %1076 = add nsw i64 %1075, %conv2_weight_grad.f321140
   %arena171 = getelementptr inbounds float, ptr %arena, i64 %1076
   %1077 = load float, ptr %arena171, align 4
   %1078 = fmul float %1077, 5.000000e-01
-  %1079 = mul nsw i64 %conv2_weight_grad.c314141, 64
+  %1079 = mul nsw i64 %conv2_weight_grad.c322141, 64
   %1080 = add nsw i64 1686656, %1079
-  %1081 = add nsw i64 %1080, %conv2_weight_grad.f313140
+  %1081 = add nsw i64 %1080, %conv2_weight_grad.f321140
   %arena172 = getelementptr inbounds float, ptr %arena, i64 %1081
   %1082 = load float, ptr %arena172, align 4
   %1083 = fmul float %1082, 5.000000e-01
   %1084 = fadd float %1078, %1083
-  %1085 = mul nsw i64 %conv2_weight_grad.c314141, 64
+  %1085 = mul nsw i64 %conv2_weight_grad.c322141, 64
   %1086 = add nsw i64 1694848, %1085
-  %1087 = add nsw i64 %1086, %conv2_weight_grad.f313140
+  %1087 = add nsw i64 %1086, %conv2_weight_grad.f321140
   %arena173 = getelementptr inbounds float, ptr %arena, i64 %1087
   %1088 = load float, ptr %arena173, align 4
   %1089 = fmul float %1088, 1.000000e+00
   %1090 = fadd float %1084, %1089
-  store float %1090, ptr %conv2_weight_grad.w326, align 4
-  %w315 = load float, ptr %conv2_weight_grad.w315, align 4
-  %1091 = fmul float %w315, 1.000000e+00
-  %w318 = load float, ptr %conv2_weight_grad.w318, align 4
-  %1092 = fmul float %w318, 5.000000e-01
-  %1093 = fadd float %1091, %1092
-  %w321 = load float, ptr %conv2_weight_grad.w321, align 4
-  %1094 = fmul float %w321, 5.000000e-01
-  %1095 = fadd float %1093, %1094
-  store float %1095, ptr %conv2_weight_grad.w327, align 4
-  %w318174 = load float, ptr %conv2_weight_grad.w318, align 4
-  %w321175 = load float, ptr %conv2_weight_grad.w321, align 4
-  %1096 = fsub float %w318174, %w321175
-  %1097 = fmul float %1096, 5.000000e-01
-  store float %1097, ptr %conv2_weight_grad.w328, align 4
-  %w318176 = load float, ptr %conv2_weight_grad.w318, align 4
-  %1098 = fmul float %w318176, 5.000000e-01
-  %w321177 = load float, ptr %conv2_weight_grad.w321, align 4
-  %1099 = fmul float %w321177, 5.000000e-01
-  %1100 = fadd float %1098, %1099
-  %w324 = load float, ptr %conv2_weight_grad.w324, align 4
-  %1101 = fmul float %w324, 1.000000e+00
-  %1102 = fadd float %1100, %1101
-  store float %1102, ptr %conv2_weight_grad.w329, align 4
-  %w316 = load float, ptr %conv2_weight_grad.w316, align 4
-  %1103 = fmul float %w316, 1.000000e+00
-  %w319 = load float, ptr %conv2_weight_grad.w319, align 4
-  %1104 = fmul float %w319, 5.000000e-01
-  %1105 = fadd float %1103, %1104
-  %w322 = load float, ptr %conv2_weight_grad.w322, align 4
-  %1106 = fmul float %w322, 5.000000e-01
-  %1107 = fadd float %1105, %1106
-  store float %1107, ptr %conv2_weight_grad.w330, align 4
-  %w319178 = load float, ptr %conv2_weight_grad.w319, align 4
-  %w322179 = load float, ptr %conv2_weight_grad.w322, align 4
-  %1108 = fsub float %w319178, %w322179
-  %1109 = fmul float %1108, 5.000000e-01
-  store float %1109, ptr %conv2_weight_grad.w331, align 4
-  %w319180 = load float, ptr %conv2_weight_grad.w319, align 4
-  %1110 = fmul float %w319180, 5.000000e-01
-  %w322181 = load float, ptr %conv2_weight_grad.w322, align 4
-  %1111 = fmul float %w322181, 5.000000e-01
-  %1112 = fadd float %1110, %1111
-  %w325 = load float, ptr %conv2_weight_grad.w325, align 4
-  %1113 = fmul float %w325, 1.000000e+00
-  %1114 = fadd float %1112, %1113
-  store float %1114, ptr %conv2_weight_grad.w332, align 4
-  %w317 = load float, ptr %conv2_weight_grad.w317, align 4
-  %1115 = fmul float %w317, 1.000000e+00
-  %w320 = load float, ptr %conv2_weight_grad.w320, align 4
-  %1116 = fmul float %w320, 5.000000e-01
-  %1117 = fadd float %1115, %1116
+  store float %1090, ptr %conv2_weight_grad.w334, align 4
   %w323 = load float, ptr %conv2_weight_grad.w323, align 4
-  %1118 = fmul float %w323, 5.000000e-01
-  %1119 = fadd float %1117, %1118
-  store float %1119, ptr %conv2_weight_grad.w333, align 4
-  %w320182 = load float, ptr %conv2_weight_grad.w320, align 4
-  %w323183 = load float, ptr %conv2_weight_grad.w323, align 4
-  %1120 = fsub float %w320182, %w323183
-  %1121 = fmul float %1120, 5.000000e-01
-  store float %1121, ptr %conv2_weight_grad.w334, align 4
-  %w320184 = load float, ptr %conv2_weight_grad.w320, align 4
-  %1122 = fmul float %w320184, 5.000000e-01
-  %w323185 = load float, ptr %conv2_weight_grad.w323, align 4
-  %1123 = fmul float %w323185, 5.000000e-01
-  %1124 = fadd float %1122, %1123
+  %1091 = fmul float %w323, 1.000000e+00
   %w326 = load float, ptr %conv2_weight_grad.w326, align 4
-  %1125 = fmul float %w326, 1.000000e+00
-  %1126 = fadd float %1124, %1125
-  store float %1126, ptr %conv2_weight_grad.w335, align 4
+  %1092 = fmul float %w326, 5.000000e-01
+  %1093 = fadd float %1091, %1092
+  %w329 = load float, ptr %conv2_weight_grad.w329, align 4
+  %1094 = fmul float %w329, 5.000000e-01
+  %1095 = fadd float %1093, %1094
+  store float %1095, ptr %conv2_weight_grad.w335, align 4
+  %w326174 = load float, ptr %conv2_weight_grad.w326, align 4
+  %w329175 = load float, ptr %conv2_weight_grad.w329, align 4
+  %1096 = fsub float %w326174, %w329175
+  %1097 = fmul float %1096, 5.000000e-01
+  store float %1097, ptr %conv2_weight_grad.w336, align 4
+  %w326176 = load float, ptr %conv2_weight_grad.w326, align 4
+  %1098 = fmul float %w326176, 5.000000e-01
+  %w329177 = load float, ptr %conv2_weight_grad.w329, align 4
+  %1099 = fmul float %w329177, 5.000000e-01
+  %1100 = fadd float %1098, %1099
+  %w332 = load float, ptr %conv2_weight_grad.w332, align 4
+  %1101 = fmul float %w332, 1.000000e+00
+  %1102 = fadd float %1100, %1101
+  store float %1102, ptr %conv2_weight_grad.w337, align 4
+  %w324 = load float, ptr %conv2_weight_grad.w324, align 4
+  %1103 = fmul float %w324, 1.000000e+00
   %w327 = load float, ptr %conv2_weight_grad.w327, align 4
-  %1127 = mul nsw i64 %conv2_weight_grad.f313140, 32
-  %1128 = add nsw i64 %1127, %conv2_weight_grad.c314141
+  %1104 = fmul float %w327, 5.000000e-01
+  %1105 = fadd float %1103, %1104
+  %w330 = load float, ptr %conv2_weight_grad.w330, align 4
+  %1106 = fmul float %w330, 5.000000e-01
+  %1107 = fadd float %1105, %1106
+  store float %1107, ptr %conv2_weight_grad.w338, align 4
+  %w327178 = load float, ptr %conv2_weight_grad.w327, align 4
+  %w330179 = load float, ptr %conv2_weight_grad.w330, align 4
+  %1108 = fsub float %w327178, %w330179
+  %1109 = fmul float %1108, 5.000000e-01
+  store float %1109, ptr %conv2_weight_grad.w339, align 4
+  %w327180 = load float, ptr %conv2_weight_grad.w327, align 4
+  %1110 = fmul float %w327180, 5.000000e-01
+  %w330181 = load float, ptr %conv2_weight_grad.w330, align 4
+  %1111 = fmul float %w330181, 5.000000e-01
+  %1112 = fadd float %1110, %1111
+  %w333 = load float, ptr %conv2_weight_grad.w333, align 4
+  %1113 = fmul float %w333, 1.000000e+00
+  %1114 = fadd float %1112, %1113
+  store float %1114, ptr %conv2_weight_grad.w340, align 4
+  %w325 = load float, ptr %conv2_weight_grad.w325, align 4
+  %1115 = fmul float %w325, 1.000000e+00
+  %w328 = load float, ptr %conv2_weight_grad.w328, align 4
+  %1116 = fmul float %w328, 5.000000e-01
+  %1117 = fadd float %1115, %1116
+  %w331 = load float, ptr %conv2_weight_grad.w331, align 4
+  %1118 = fmul float %w331, 5.000000e-01
+  %1119 = fadd float %1117, %1118
+  store float %1119, ptr %conv2_weight_grad.w341, align 4
+  %w328182 = load float, ptr %conv2_weight_grad.w328, align 4
+  %w331183 = load float, ptr %conv2_weight_grad.w331, align 4
+  %1120 = fsub float %w328182, %w331183
+  %1121 = fmul float %1120, 5.000000e-01
+  store float %1121, ptr %conv2_weight_grad.w342, align 4
+  %w328184 = load float, ptr %conv2_weight_grad.w328, align 4
+  %1122 = fmul float %w328184, 5.000000e-01
+  %w331185 = load float, ptr %conv2_weight_grad.w331, align 4
+  %1123 = fmul float %w331185, 5.000000e-01
+  %1124 = fadd float %1122, %1123
+  %w334 = load float, ptr %conv2_weight_grad.w334, align 4
+  %1125 = fmul float %w334, 1.000000e+00
+  %1126 = fadd float %1124, %1125
+  store float %1126, ptr %conv2_weight_grad.w343, align 4
+  %w335 = load float, ptr %conv2_weight_grad.w335, align 4
+  %1127 = mul nsw i64 %conv2_weight_grad.f321140, 32
+  %1128 = add nsw i64 %1127, %conv2_weight_grad.c322141
   %1129 = mul nsw i64 %1128, 9
   %1130 = add nsw i64 320, %1129
   %grads186 = getelementptr inbounds float, ptr %grads, i64 %1130
-  store float %w327, ptr %grads186, align 4
-  %w328 = load float, ptr %conv2_weight_grad.w328, align 4
-  %1131 = mul nsw i64 %conv2_weight_grad.f313140, 32
-  %1132 = add nsw i64 %1131, %conv2_weight_grad.c314141
+  store float %w335, ptr %grads186, align 4
+  %w336 = load float, ptr %conv2_weight_grad.w336, align 4
+  %1131 = mul nsw i64 %conv2_weight_grad.f321140, 32
+  %1132 = add nsw i64 %1131, %conv2_weight_grad.c322141
   %1133 = mul nsw i64 %1132, 9
   %1134 = add nsw i64 320, %1133
   %1135 = add nsw i64 %1134, 1
   %grads187 = getelementptr inbounds float, ptr %grads, i64 %1135
-  store float %w328, ptr %grads187, align 4
-  %w329 = load float, ptr %conv2_weight_grad.w329, align 4
-  %1136 = mul nsw i64 %conv2_weight_grad.f313140, 32
-  %1137 = add nsw i64 %1136, %conv2_weight_grad.c314141
+  store float %w336, ptr %grads187, align 4
+  %w337 = load float, ptr %conv2_weight_grad.w337, align 4
+  %1136 = mul nsw i64 %conv2_weight_grad.f321140, 32
+  %1137 = add nsw i64 %1136, %conv2_weight_grad.c322141
   %1138 = mul nsw i64 %1137, 9
   %1139 = add nsw i64 320, %1138
   %1140 = add nsw i64 %1139, 2
   %grads188 = getelementptr inbounds float, ptr %grads, i64 %1140
-  store float %w329, ptr %grads188, align 4
-  %w330 = load float, ptr %conv2_weight_grad.w330, align 4
-  %1141 = mul nsw i64 %conv2_weight_grad.f313140, 32
-  %1142 = add nsw i64 %1141, %conv2_weight_grad.c314141
+  store float %w337, ptr %grads188, align 4
+  %w338 = load float, ptr %conv2_weight_grad.w338, align 4
+  %1141 = mul nsw i64 %conv2_weight_grad.f321140, 32
+  %1142 = add nsw i64 %1141, %conv2_weight_grad.c322141
   %1143 = mul nsw i64 %1142, 9
   %1144 = add nsw i64 320, %1143
   %1145 = add nsw i64 %1144, 3
   %grads189 = getelementptr inbounds float, ptr %grads, i64 %1145
-  store float %w330, ptr %grads189, align 4
-  %w331 = load float, ptr %conv2_weight_grad.w331, align 4
-  %1146 = mul nsw i64 %conv2_weight_grad.f313140, 32
-  %1147 = add nsw i64 %1146, %conv2_weight_grad.c314141
+  store float %w338, ptr %grads189, align 4
+  %w339 = load float, ptr %conv2_weight_grad.w339, align 4
+  %1146 = mul nsw i64 %conv2_weight_grad.f321140, 32
+  %1147 = add nsw i64 %1146, %conv2_weight_grad.c322141
   %1148 = mul nsw i64 %1147, 9
   %1149 = add nsw i64 320, %1148
   %1150 = add nsw i64 %1149, 4
   %grads190 = getelementptr inbounds float, ptr %grads, i64 %1150
-  store float %w331, ptr %grads190, align 4
-  %w332 = load float, ptr %conv2_weight_grad.w332, align 4
-  %1151 = mul nsw i64 %conv2_weight_grad.f313140, 32
-  %1152 = add nsw i64 %1151, %conv2_weight_grad.c314141
+  store float %w339, ptr %grads190, align 4
+  %w340 = load float, ptr %conv2_weight_grad.w340, align 4
+  %1151 = mul nsw i64 %conv2_weight_grad.f321140, 32
+  %1152 = add nsw i64 %1151, %conv2_weight_grad.c322141
   %1153 = mul nsw i64 %1152, 9
   %1154 = add nsw i64 320, %1153
   %1155 = add nsw i64 %1154, 5
   %grads191 = getelementptr inbounds float, ptr %grads, i64 %1155
-  store float %w332, ptr %grads191, align 4
-  %w333 = load float, ptr %conv2_weight_grad.w333, align 4
-  %1156 = mul nsw i64 %conv2_weight_grad.f313140, 32
-  %1157 = add nsw i64 %1156, %conv2_weight_grad.c314141
+  store float %w340, ptr %grads191, align 4
+  %w341 = load float, ptr %conv2_weight_grad.w341, align 4
+  %1156 = mul nsw i64 %conv2_weight_grad.f321140, 32
+  %1157 = add nsw i64 %1156, %conv2_weight_grad.c322141
   %1158 = mul nsw i64 %1157, 9
   %1159 = add nsw i64 320, %1158
   %1160 = add nsw i64 %1159, 6
   %grads192 = getelementptr inbounds float, ptr %grads, i64 %1160
-  store float %w333, ptr %grads192, align 4
-  %w334 = load float, ptr %conv2_weight_grad.w334, align 4
-  %1161 = mul nsw i64 %conv2_weight_grad.f313140, 32
-  %1162 = add nsw i64 %1161, %conv2_weight_grad.c314141
+  store float %w341, ptr %grads192, align 4
+  %w342 = load float, ptr %conv2_weight_grad.w342, align 4
+  %1161 = mul nsw i64 %conv2_weight_grad.f321140, 32
+  %1162 = add nsw i64 %1161, %conv2_weight_grad.c322141
   %1163 = mul nsw i64 %1162, 9
   %1164 = add nsw i64 320, %1163
   %1165 = add nsw i64 %1164, 7
   %grads193 = getelementptr inbounds float, ptr %grads, i64 %1165
-  store float %w334, ptr %grads193, align 4
-  %w335 = load float, ptr %conv2_weight_grad.w335, align 4
-  %1166 = mul nsw i64 %conv2_weight_grad.f313140, 32
-  %1167 = add nsw i64 %1166, %conv2_weight_grad.c314141
+  store float %w342, ptr %grads193, align 4
+  %w343 = load float, ptr %conv2_weight_grad.w343, align 4
+  %1166 = mul nsw i64 %conv2_weight_grad.f321140, 32
+  %1167 = add nsw i64 %1166, %conv2_weight_grad.c322141
   %1168 = mul nsw i64 %1167, 9
   %1169 = add nsw i64 320, %1168
   %1170 = add nsw i64 %1169, 8
   %grads194 = getelementptr inbounds float, ptr %grads, i64 %1170
-  store float %w335, ptr %grads194, align 4
-  %c314.next = add nsw i64 %conv2_weight_grad.c314141, 1
-  %1171 = icmp slt i64 %c314.next, 32
-  br i1 %1171, label %conv2_weight_grad.c314, label %conv2_weight_grad.c314.end
+  store float %w343, ptr %grads194, align 4
+  %c322.next = add nsw i64 %conv2_weight_grad.c322141, 1
+  %1171 = icmp slt i64 %c322.next, 32
+  br i1 %1171, label %conv2_weight_grad.c322, label %conv2_weight_grad.c322.end
 
-conv2_weight_grad.c314.end:                       ; preds = %conv2_weight_grad.c314
-  %f313.next = add nsw i64 %conv2_weight_grad.f313140, 1
-  %1172 = icmp slt i64 %f313.next, 64
-  br i1 %1172, label %conv2_weight_grad.f313, label %conv2_weight_grad.f313.end
+conv2_weight_grad.c322.end:                       ; preds = %conv2_weight_grad.c322
+  %f321.next = add nsw i64 %conv2_weight_grad.f321140, 1
+  %1172 = icmp slt i64 %f321.next, 64
+  br i1 %1172, label %conv2_weight_grad.f321, label %conv2_weight_grad.f321.end
 }
 
 ; Function Attrs: noinline
-define internal void @mnistnet_train_b64.k22.conv2_bias_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @mnistnet_train_b64.k22.conv2_bias_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %conv2_bias_grad.sum346 = alloca float, align 4
-  %conv2_bias_grad.sum345 = alloca float, align 4
-  %conv2_bias_grad.sum344 = alloca float, align 4
-  %conv2_bias_grad.sum343 = alloca float, align 4
-  %conv2_bias_grad.sum342 = alloca float, align 4
-  %conv2_bias_grad.sum341 = alloca float, align 4
-  %conv2_bias_grad.sum340 = alloca float, align 4
-  %conv2_bias_grad.acc337 = alloca <8 x float>, align 32
-  br label %conv2_bias_grad.f336
+  %conv2_bias_grad.sum354 = alloca float, align 4
+  %conv2_bias_grad.sum353 = alloca float, align 4
+  %conv2_bias_grad.sum352 = alloca float, align 4
+  %conv2_bias_grad.sum351 = alloca float, align 4
+  %conv2_bias_grad.sum350 = alloca float, align 4
+  %conv2_bias_grad.sum349 = alloca float, align 4
+  %conv2_bias_grad.sum348 = alloca float, align 4
+  %conv2_bias_grad.acc345 = alloca <8 x float>, align 32
+  br label %conv2_bias_grad.f344
 
-conv2_bias_grad.f336:                             ; preds = %conv2_bias_grad.img338.end, %entry
-  %conv2_bias_grad.f3361 = phi i64 [ 0, %entry ], [ %f336.next, %conv2_bias_grad.img338.end ]
-  store <8 x float> zeroinitializer, ptr %conv2_bias_grad.acc337, align 32
-  br label %conv2_bias_grad.img338
+conv2_bias_grad.f344:                             ; preds = %conv2_bias_grad.img346.end, %entry
+  %conv2_bias_grad.f3441 = phi i64 [ 0, %entry ], [ %f344.next, %conv2_bias_grad.img346.end ]
+  store <8 x float> zeroinitializer, ptr %conv2_bias_grad.acc345, align 32
+  br label %conv2_bias_grad.img346
 
-conv2_bias_grad.f336.end:                         ; preds = %conv2_bias_grad.img338.end
+conv2_bias_grad.f344.end:                         ; preds = %conv2_bias_grad.img346.end
   ret void
 
-conv2_bias_grad.img338:                           ; preds = %conv2_bias_grad.i339.end, %conv2_bias_grad.f336
-  %conv2_bias_grad.img3382 = phi i64 [ 0, %conv2_bias_grad.f336 ], [ %img338.next, %conv2_bias_grad.i339.end ]
-  br label %conv2_bias_grad.i339
+conv2_bias_grad.img346:                           ; preds = %conv2_bias_grad.i347.end, %conv2_bias_grad.f344
+  %conv2_bias_grad.img3462 = phi i64 [ 0, %conv2_bias_grad.f344 ], [ %img346.next, %conv2_bias_grad.i347.end ]
+  br label %conv2_bias_grad.i347
 
-conv2_bias_grad.img338.end:                       ; preds = %conv2_bias_grad.i339.end
-  %acc3375 = load <8 x float>, ptr %conv2_bias_grad.acc337, align 32
+conv2_bias_grad.img346.end:                       ; preds = %conv2_bias_grad.i347.end
+  %acc3455 = load <8 x float>, ptr %conv2_bias_grad.acc345, align 32
   %arena6 = getelementptr inbounds float, ptr %arena, i64 1384448
-  store <8 x float> %acc3375, ptr %arena6, align 4
+  store <8 x float> %acc3455, ptr %arena6, align 4
   %arena7 = getelementptr inbounds float, ptr %arena, i64 1384448
   %0 = load float, ptr %arena7, align 4
   %arena8 = getelementptr inbounds float, ptr %arena, i64 1384449
   %1 = load float, ptr %arena8, align 4
   %2 = fadd float %0, %1
-  store float %2, ptr %conv2_bias_grad.sum340, align 4
-  %sum340 = load float, ptr %conv2_bias_grad.sum340, align 4
+  store float %2, ptr %conv2_bias_grad.sum348, align 4
+  %sum348 = load float, ptr %conv2_bias_grad.sum348, align 4
   %arena9 = getelementptr inbounds float, ptr %arena, i64 1384450
   %3 = load float, ptr %arena9, align 4
-  %4 = fadd float %sum340, %3
-  store float %4, ptr %conv2_bias_grad.sum341, align 4
-  %sum341 = load float, ptr %conv2_bias_grad.sum341, align 4
+  %4 = fadd float %sum348, %3
+  store float %4, ptr %conv2_bias_grad.sum349, align 4
+  %sum349 = load float, ptr %conv2_bias_grad.sum349, align 4
   %arena10 = getelementptr inbounds float, ptr %arena, i64 1384451
   %5 = load float, ptr %arena10, align 4
-  %6 = fadd float %sum341, %5
-  store float %6, ptr %conv2_bias_grad.sum342, align 4
-  %sum342 = load float, ptr %conv2_bias_grad.sum342, align 4
+  %6 = fadd float %sum349, %5
+  store float %6, ptr %conv2_bias_grad.sum350, align 4
+  %sum350 = load float, ptr %conv2_bias_grad.sum350, align 4
   %arena11 = getelementptr inbounds float, ptr %arena, i64 1384452
   %7 = load float, ptr %arena11, align 4
-  %8 = fadd float %sum342, %7
-  store float %8, ptr %conv2_bias_grad.sum343, align 4
-  %sum343 = load float, ptr %conv2_bias_grad.sum343, align 4
+  %8 = fadd float %sum350, %7
+  store float %8, ptr %conv2_bias_grad.sum351, align 4
+  %sum351 = load float, ptr %conv2_bias_grad.sum351, align 4
   %arena12 = getelementptr inbounds float, ptr %arena, i64 1384453
   %9 = load float, ptr %arena12, align 4
-  %10 = fadd float %sum343, %9
-  store float %10, ptr %conv2_bias_grad.sum344, align 4
-  %sum344 = load float, ptr %conv2_bias_grad.sum344, align 4
+  %10 = fadd float %sum351, %9
+  store float %10, ptr %conv2_bias_grad.sum352, align 4
+  %sum352 = load float, ptr %conv2_bias_grad.sum352, align 4
   %arena13 = getelementptr inbounds float, ptr %arena, i64 1384454
   %11 = load float, ptr %arena13, align 4
-  %12 = fadd float %sum344, %11
-  store float %12, ptr %conv2_bias_grad.sum345, align 4
-  %sum345 = load float, ptr %conv2_bias_grad.sum345, align 4
+  %12 = fadd float %sum352, %11
+  store float %12, ptr %conv2_bias_grad.sum353, align 4
+  %sum353 = load float, ptr %conv2_bias_grad.sum353, align 4
   %arena14 = getelementptr inbounds float, ptr %arena, i64 1384455
   %13 = load float, ptr %arena14, align 4
-  %14 = fadd float %sum345, %13
-  store float %14, ptr %conv2_bias_grad.sum346, align 4
-  %sum346 = load float, ptr %conv2_bias_grad.sum346, align 4
-  %15 = add nsw i64 18752, %conv2_bias_grad.f3361
+  %14 = fadd float %sum353, %13
+  store float %14, ptr %conv2_bias_grad.sum354, align 4
+  %sum354 = load float, ptr %conv2_bias_grad.sum354, align 4
+  %15 = add nsw i64 18752, %conv2_bias_grad.f3441
   %grads15 = getelementptr inbounds float, ptr %grads, i64 %15
-  store float %sum346, ptr %grads15, align 4
-  %f336.next = add nsw i64 %conv2_bias_grad.f3361, 1
-  %16 = icmp slt i64 %f336.next, 64
-  br i1 %16, label %conv2_bias_grad.f336, label %conv2_bias_grad.f336.end
+  store float %sum354, ptr %grads15, align 4
+  %f344.next = add nsw i64 %conv2_bias_grad.f3441, 1
+  %16 = icmp slt i64 %f344.next, 64
+  br i1 %16, label %conv2_bias_grad.f344, label %conv2_bias_grad.f344.end
 
-conv2_bias_grad.i339:                             ; preds = %conv2_bias_grad.i339, %conv2_bias_grad.img338
-  %conv2_bias_grad.i3393 = phi i64 [ 0, %conv2_bias_grad.img338 ], [ %i339.next, %conv2_bias_grad.i339 ]
-  %17 = mul nsw i64 %conv2_bias_grad.img3382, 36864
+conv2_bias_grad.i347:                             ; preds = %conv2_bias_grad.i347, %conv2_bias_grad.img346
+  %conv2_bias_grad.i3473 = phi i64 [ 0, %conv2_bias_grad.img346 ], [ %i347.next, %conv2_bias_grad.i347 ]
+  %17 = mul nsw i64 %conv2_bias_grad.img3462, 36864
   %18 = add nsw i64 4351248, %17
-  %19 = mul nsw i64 %conv2_bias_grad.f3361, 576
+  %19 = mul nsw i64 %conv2_bias_grad.f3441, 576
   %20 = add nsw i64 %18, %19
-  %21 = mul nsw i64 %conv2_bias_grad.i3393, 8
+  %21 = mul nsw i64 %conv2_bias_grad.i3473, 8
   %22 = add nsw i64 %20, %21
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %22
   %23 = load <8 x float>, ptr %arena4, align 4
-  %acc337 = load <8 x float>, ptr %conv2_bias_grad.acc337, align 32
-  %24 = call <8 x float> @llvm.fma.v8f32(<8 x float> <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>, <8 x float> %23, <8 x float> %acc337)
-  store <8 x float> %24, ptr %conv2_bias_grad.acc337, align 32
-  %i339.next = add nsw i64 %conv2_bias_grad.i3393, 1
-  %25 = icmp slt i64 %i339.next, 72
-  br i1 %25, label %conv2_bias_grad.i339, label %conv2_bias_grad.i339.end
+  %acc345 = load <8 x float>, ptr %conv2_bias_grad.acc345, align 32
+  %24 = call <8 x float> @llvm.fma.v8f32(<8 x float> <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>, <8 x float> %23, <8 x float> %acc345)
+  store <8 x float> %24, ptr %conv2_bias_grad.acc345, align 32
+  %i347.next = add nsw i64 %conv2_bias_grad.i3473, 1
+  %25 = icmp slt i64 %i347.next, 72
+  br i1 %25, label %conv2_bias_grad.i347, label %conv2_bias_grad.i347.end
 
-conv2_bias_grad.i339.end:                         ; preds = %conv2_bias_grad.i339
-  %img338.next = add nsw i64 %conv2_bias_grad.img3382, 1
-  %26 = icmp slt i64 %img338.next, 64
-  br i1 %26, label %conv2_bias_grad.img338, label %conv2_bias_grad.img338.end
+conv2_bias_grad.i347.end:                         ; preds = %conv2_bias_grad.i347
+  %img346.next = add nsw i64 %conv2_bias_grad.img3462, 1
+  %26 = icmp slt i64 %img346.next, 64
+  br i1 %26, label %conv2_bias_grad.img346, label %conv2_bias_grad.img346.end
 }
 
 ; Function Attrs: noinline
-define internal void @mnistnet_train_b64.k23.relu1_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @mnistnet_train_b64.k23.relu1_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %relu1_grad.w435 = alloca <8 x float>, align 32
-  %relu1_grad.w434 = alloca <8 x float>, align 32
-  %relu1_grad.w433 = alloca <8 x float>, align 32
-  %relu1_grad.w432 = alloca <8 x float>, align 32
-  %relu1_grad.w431 = alloca <8 x float>, align 32
-  %relu1_grad.w430 = alloca <8 x float>, align 32
-  %relu1_grad.w429 = alloca <8 x float>, align 32
-  %relu1_grad.w428 = alloca <8 x float>, align 32
-  %relu1_grad.w427 = alloca <8 x float>, align 32
+  %relu1_grad.w450 = alloca <8 x float>, align 32
+  %relu1_grad.w449 = alloca <8 x float>, align 32
+  %relu1_grad.w448 = alloca <8 x float>, align 32
+  %relu1_grad.w447 = alloca <8 x float>, align 32
+  %relu1_grad.w446 = alloca <8 x float>, align 32
+  %relu1_grad.w445 = alloca <8 x float>, align 32
+  %relu1_grad.w444 = alloca <8 x float>, align 32
+  %relu1_grad.w443 = alloca <8 x float>, align 32
+  %relu1_grad.w442 = alloca <8 x float>, align 32
+  %relu1_grad.w441 = alloca <8 x float>, align 32
+  %relu1_grad.w440 = alloca <8 x float>, align 32
+  %relu1_grad.w439 = alloca <8 x float>, align 32
   %relu1_grad.w426 = alloca <8 x float>, align 32
   %relu1_grad.w425 = alloca <8 x float>, align 32
   %relu1_grad.w424 = alloca <8 x float>, align 32
+  %relu1_grad.w423 = alloca <8 x float>, align 32
+  %relu1_grad.w422 = alloca <8 x float>, align 32
+  %relu1_grad.w421 = alloca <8 x float>, align 32
+  %relu1_grad.w420 = alloca <8 x float>, align 32
+  %relu1_grad.w419 = alloca <8 x float>, align 32
   %relu1_grad.w418 = alloca <8 x float>, align 32
   %relu1_grad.w417 = alloca <8 x float>, align 32
   %relu1_grad.w416 = alloca <8 x float>, align 32
@@ -6685,14 +7247,14 @@ entry:
   %relu1_grad.w397 = alloca <8 x float>, align 32
   %relu1_grad.w396 = alloca <8 x float>, align 32
   %relu1_grad.w395 = alloca <8 x float>, align 32
-  %relu1_grad.w394 = alloca <8 x float>, align 32
-  %relu1_grad.w393 = alloca <8 x float>, align 32
-  %relu1_grad.w392 = alloca <8 x float>, align 32
-  %relu1_grad.w391 = alloca <8 x float>, align 32
-  %relu1_grad.w390 = alloca <8 x float>, align 32
-  %relu1_grad.w389 = alloca <8 x float>, align 32
-  %relu1_grad.w388 = alloca <8 x float>, align 32
-  %relu1_grad.w387 = alloca <8 x float>, align 32
+  %relu1_grad.w384 = alloca float, align 4
+  %relu1_grad.w383 = alloca float, align 4
+  %relu1_grad.w382 = alloca float, align 4
+  %relu1_grad.w381 = alloca float, align 4
+  %relu1_grad.w380 = alloca float, align 4
+  %relu1_grad.w379 = alloca float, align 4
+  %relu1_grad.w378 = alloca float, align 4
+  %relu1_grad.w377 = alloca float, align 4
   %relu1_grad.w376 = alloca float, align 4
   %relu1_grad.w375 = alloca float, align 4
   %relu1_grad.w374 = alloca float, align 4
@@ -6713,50 +7275,42 @@ entry:
   %relu1_grad.w359 = alloca float, align 4
   %relu1_grad.w358 = alloca float, align 4
   %relu1_grad.w357 = alloca float, align 4
-  %relu1_grad.w356 = alloca float, align 4
-  %relu1_grad.w355 = alloca float, align 4
-  %relu1_grad.w354 = alloca float, align 4
-  %relu1_grad.w353 = alloca float, align 4
-  %relu1_grad.w352 = alloca float, align 4
-  %relu1_grad.w351 = alloca float, align 4
-  %relu1_grad.w350 = alloca float, align 4
-  %relu1_grad.w349 = alloca float, align 4
-  br label %relu1_grad.ci347
+  br label %relu1_grad.ci355
 
-relu1_grad.ci347:                                 ; preds = %relu1_grad.co348.end, %entry
-  %relu1_grad.ci3471 = phi i64 [ 0, %entry ], [ %ci347.next, %relu1_grad.co348.end ]
-  br label %relu1_grad.co348
+relu1_grad.ci355:                                 ; preds = %relu1_grad.co356.end, %entry
+  %relu1_grad.ci3551 = phi i64 [ 0, %entry ], [ %ci355.next, %relu1_grad.co356.end ]
+  br label %relu1_grad.co356
 
-relu1_grad.ci347.end:                             ; preds = %relu1_grad.co348.end
-  br label %relu1_grad.i377
+relu1_grad.ci355.end:                             ; preds = %relu1_grad.co356.end
+  br label %relu1_grad.i385
 
-relu1_grad.co348:                                 ; preds = %relu1_grad.co348, %relu1_grad.ci347
-  %relu1_grad.co3482 = phi i64 [ 0, %relu1_grad.ci347 ], [ %co348.next, %relu1_grad.co348 ]
-  %0 = mul nsw i64 %relu1_grad.ci3471, 32
-  %1 = add nsw i64 %0, %relu1_grad.co3482
+relu1_grad.co356:                                 ; preds = %relu1_grad.co356, %relu1_grad.ci355
+  %relu1_grad.co3562 = phi i64 [ 0, %relu1_grad.ci355 ], [ %co356.next, %relu1_grad.co356 ]
+  %0 = mul nsw i64 %relu1_grad.ci3551, 32
+  %1 = add nsw i64 %0, %relu1_grad.co3562
   %2 = mul nsw i64 %1, 9
   %3 = add nsw i64 320, %2
   %4 = add nsw i64 %3, 8
   %params3 = getelementptr inbounds float, ptr %params, i64 %4
   %5 = load float, ptr %params3, align 4
-  store float %5, ptr %relu1_grad.w349, align 4
-  %6 = mul nsw i64 %relu1_grad.ci3471, 32
-  %7 = add nsw i64 %6, %relu1_grad.co3482
+  store float %5, ptr %relu1_grad.w357, align 4
+  %6 = mul nsw i64 %relu1_grad.ci3551, 32
+  %7 = add nsw i64 %6, %relu1_grad.co3562
   %8 = mul nsw i64 %7, 9
   %9 = add nsw i64 320, %8
   %10 = add nsw i64 %9, 8
   %params4 = getelementptr inbounds float, ptr %params, i64 %10
   %11 = load float, ptr %params4, align 4
-  %12 = mul nsw i64 %relu1_grad.ci3471, 32
-  %13 = add nsw i64 %12, %relu1_grad.co3482
+  %12 = mul nsw i64 %relu1_grad.ci3551, 32
+  %13 = add nsw i64 %12, %relu1_grad.co3562
   %14 = mul nsw i64 %13, 9
   %15 = add nsw i64 320, %14
   %16 = add nsw i64 %15, 5
   %params5 = getelementptr inbounds float, ptr %params, i64 %16
   %17 = load float, ptr %params5, align 4
   %18 = fadd float %11, %17
-  %19 = mul nsw i64 %relu1_grad.ci3471, 32
-  %20 = add nsw i64 %19, %relu1_grad.co3482
+  %19 = mul nsw i64 %relu1_grad.ci3551, 32
+  %20 = add nsw i64 %19, %relu1_grad.co3562
   %21 = mul nsw i64 %20, 9
   %22 = add nsw i64 320, %21
   %23 = add nsw i64 %22, 2
@@ -6764,24 +7318,24 @@ relu1_grad.co348:                                 ; preds = %relu1_grad.co348, %
   %24 = load float, ptr %params6, align 4
   %25 = fadd float %18, %24
   %26 = fmul float %25, 5.000000e-01
-  store float %26, ptr %relu1_grad.w350, align 4
-  %27 = mul nsw i64 %relu1_grad.ci3471, 32
-  %28 = add nsw i64 %27, %relu1_grad.co3482
+  store float %26, ptr %relu1_grad.w358, align 4
+  %27 = mul nsw i64 %relu1_grad.ci3551, 32
+  %28 = add nsw i64 %27, %relu1_grad.co3562
   %29 = mul nsw i64 %28, 9
   %30 = add nsw i64 320, %29
   %31 = add nsw i64 %30, 8
   %params7 = getelementptr inbounds float, ptr %params, i64 %31
   %32 = load float, ptr %params7, align 4
-  %33 = mul nsw i64 %relu1_grad.ci3471, 32
-  %34 = add nsw i64 %33, %relu1_grad.co3482
+  %33 = mul nsw i64 %relu1_grad.ci3551, 32
+  %34 = add nsw i64 %33, %relu1_grad.co3562
   %35 = mul nsw i64 %34, 9
   %36 = add nsw i64 320, %35
   %37 = add nsw i64 %36, 2
   %params8 = getelementptr inbounds float, ptr %params, i64 %37
   %38 = load float, ptr %params8, align 4
   %39 = fadd float %32, %38
-  %40 = mul nsw i64 %relu1_grad.ci3471, 32
-  %41 = add nsw i64 %40, %relu1_grad.co3482
+  %40 = mul nsw i64 %relu1_grad.ci3551, 32
+  %41 = add nsw i64 %40, %relu1_grad.co3562
   %42 = mul nsw i64 %41, 9
   %43 = add nsw i64 320, %42
   %44 = add nsw i64 %43, 5
@@ -6789,40 +7343,40 @@ relu1_grad.co348:                                 ; preds = %relu1_grad.co348, %
   %45 = load float, ptr %params9, align 4
   %46 = fsub float %39, %45
   %47 = fmul float %46, 5.000000e-01
-  store float %47, ptr %relu1_grad.w351, align 4
-  %48 = mul nsw i64 %relu1_grad.ci3471, 32
-  %49 = add nsw i64 %48, %relu1_grad.co3482
+  store float %47, ptr %relu1_grad.w359, align 4
+  %48 = mul nsw i64 %relu1_grad.ci3551, 32
+  %49 = add nsw i64 %48, %relu1_grad.co3562
   %50 = mul nsw i64 %49, 9
   %51 = add nsw i64 320, %50
   %52 = add nsw i64 %51, 2
   %params10 = getelementptr inbounds float, ptr %params, i64 %52
   %53 = load float, ptr %params10, align 4
-  store float %53, ptr %relu1_grad.w352, align 4
-  %54 = mul nsw i64 %relu1_grad.ci3471, 32
-  %55 = add nsw i64 %54, %relu1_grad.co3482
+  store float %53, ptr %relu1_grad.w360, align 4
+  %54 = mul nsw i64 %relu1_grad.ci3551, 32
+  %55 = add nsw i64 %54, %relu1_grad.co3562
   %56 = mul nsw i64 %55, 9
   %57 = add nsw i64 320, %56
   %58 = add nsw i64 %57, 7
   %params11 = getelementptr inbounds float, ptr %params, i64 %58
   %59 = load float, ptr %params11, align 4
-  store float %59, ptr %relu1_grad.w353, align 4
-  %60 = mul nsw i64 %relu1_grad.ci3471, 32
-  %61 = add nsw i64 %60, %relu1_grad.co3482
+  store float %59, ptr %relu1_grad.w361, align 4
+  %60 = mul nsw i64 %relu1_grad.ci3551, 32
+  %61 = add nsw i64 %60, %relu1_grad.co3562
   %62 = mul nsw i64 %61, 9
   %63 = add nsw i64 320, %62
   %64 = add nsw i64 %63, 7
   %params12 = getelementptr inbounds float, ptr %params, i64 %64
   %65 = load float, ptr %params12, align 4
-  %66 = mul nsw i64 %relu1_grad.ci3471, 32
-  %67 = add nsw i64 %66, %relu1_grad.co3482
+  %66 = mul nsw i64 %relu1_grad.ci3551, 32
+  %67 = add nsw i64 %66, %relu1_grad.co3562
   %68 = mul nsw i64 %67, 9
   %69 = add nsw i64 320, %68
   %70 = add nsw i64 %69, 4
   %params13 = getelementptr inbounds float, ptr %params, i64 %70
   %71 = load float, ptr %params13, align 4
   %72 = fadd float %65, %71
-  %73 = mul nsw i64 %relu1_grad.ci3471, 32
-  %74 = add nsw i64 %73, %relu1_grad.co3482
+  %73 = mul nsw i64 %relu1_grad.ci3551, 32
+  %74 = add nsw i64 %73, %relu1_grad.co3562
   %75 = mul nsw i64 %74, 9
   %76 = add nsw i64 320, %75
   %77 = add nsw i64 %76, 1
@@ -6830,24 +7384,24 @@ relu1_grad.co348:                                 ; preds = %relu1_grad.co348, %
   %78 = load float, ptr %params14, align 4
   %79 = fadd float %72, %78
   %80 = fmul float %79, 5.000000e-01
-  store float %80, ptr %relu1_grad.w354, align 4
-  %81 = mul nsw i64 %relu1_grad.ci3471, 32
-  %82 = add nsw i64 %81, %relu1_grad.co3482
+  store float %80, ptr %relu1_grad.w362, align 4
+  %81 = mul nsw i64 %relu1_grad.ci3551, 32
+  %82 = add nsw i64 %81, %relu1_grad.co3562
   %83 = mul nsw i64 %82, 9
   %84 = add nsw i64 320, %83
   %85 = add nsw i64 %84, 7
   %params15 = getelementptr inbounds float, ptr %params, i64 %85
   %86 = load float, ptr %params15, align 4
-  %87 = mul nsw i64 %relu1_grad.ci3471, 32
-  %88 = add nsw i64 %87, %relu1_grad.co3482
+  %87 = mul nsw i64 %relu1_grad.ci3551, 32
+  %88 = add nsw i64 %87, %relu1_grad.co3562
   %89 = mul nsw i64 %88, 9
   %90 = add nsw i64 320, %89
   %91 = add nsw i64 %90, 1
   %params16 = getelementptr inbounds float, ptr %params, i64 %91
   %92 = load float, ptr %params16, align 4
   %93 = fadd float %86, %92
-  %94 = mul nsw i64 %relu1_grad.ci3471, 32
-  %95 = add nsw i64 %94, %relu1_grad.co3482
+  %94 = mul nsw i64 %relu1_grad.ci3551, 32
+  %95 = add nsw i64 %94, %relu1_grad.co3562
   %96 = mul nsw i64 %95, 9
   %97 = add nsw i64 320, %96
   %98 = add nsw i64 %97, 4
@@ -6855,63 +7409,63 @@ relu1_grad.co348:                                 ; preds = %relu1_grad.co348, %
   %99 = load float, ptr %params17, align 4
   %100 = fsub float %93, %99
   %101 = fmul float %100, 5.000000e-01
-  store float %101, ptr %relu1_grad.w355, align 4
-  %102 = mul nsw i64 %relu1_grad.ci3471, 32
-  %103 = add nsw i64 %102, %relu1_grad.co3482
+  store float %101, ptr %relu1_grad.w363, align 4
+  %102 = mul nsw i64 %relu1_grad.ci3551, 32
+  %103 = add nsw i64 %102, %relu1_grad.co3562
   %104 = mul nsw i64 %103, 9
   %105 = add nsw i64 320, %104
   %106 = add nsw i64 %105, 1
   %params18 = getelementptr inbounds float, ptr %params, i64 %106
   %107 = load float, ptr %params18, align 4
-  store float %107, ptr %relu1_grad.w356, align 4
-  %108 = mul nsw i64 %relu1_grad.ci3471, 32
-  %109 = add nsw i64 %108, %relu1_grad.co3482
+  store float %107, ptr %relu1_grad.w364, align 4
+  %108 = mul nsw i64 %relu1_grad.ci3551, 32
+  %109 = add nsw i64 %108, %relu1_grad.co3562
   %110 = mul nsw i64 %109, 9
   %111 = add nsw i64 320, %110
   %112 = add nsw i64 %111, 6
   %params19 = getelementptr inbounds float, ptr %params, i64 %112
   %113 = load float, ptr %params19, align 4
-  store float %113, ptr %relu1_grad.w357, align 4
-  %114 = mul nsw i64 %relu1_grad.ci3471, 32
-  %115 = add nsw i64 %114, %relu1_grad.co3482
+  store float %113, ptr %relu1_grad.w365, align 4
+  %114 = mul nsw i64 %relu1_grad.ci3551, 32
+  %115 = add nsw i64 %114, %relu1_grad.co3562
   %116 = mul nsw i64 %115, 9
   %117 = add nsw i64 320, %116
   %118 = add nsw i64 %117, 6
   %params20 = getelementptr inbounds float, ptr %params, i64 %118
   %119 = load float, ptr %params20, align 4
-  %120 = mul nsw i64 %relu1_grad.ci3471, 32
-  %121 = add nsw i64 %120, %relu1_grad.co3482
+  %120 = mul nsw i64 %relu1_grad.ci3551, 32
+  %121 = add nsw i64 %120, %relu1_grad.co3562
   %122 = mul nsw i64 %121, 9
   %123 = add nsw i64 320, %122
   %124 = add nsw i64 %123, 3
   %params21 = getelementptr inbounds float, ptr %params, i64 %124
   %125 = load float, ptr %params21, align 4
   %126 = fadd float %119, %125
-  %127 = mul nsw i64 %relu1_grad.ci3471, 32
-  %128 = add nsw i64 %127, %relu1_grad.co3482
+  %127 = mul nsw i64 %relu1_grad.ci3551, 32
+  %128 = add nsw i64 %127, %relu1_grad.co3562
   %129 = mul nsw i64 %128, 9
   %130 = add nsw i64 320, %129
   %params22 = getelementptr inbounds float, ptr %params, i64 %130
   %131 = load float, ptr %params22, align 4
   %132 = fadd float %126, %131
   %133 = fmul float %132, 5.000000e-01
-  store float %133, ptr %relu1_grad.w358, align 4
-  %134 = mul nsw i64 %relu1_grad.ci3471, 32
-  %135 = add nsw i64 %134, %relu1_grad.co3482
+  store float %133, ptr %relu1_grad.w366, align 4
+  %134 = mul nsw i64 %relu1_grad.ci3551, 32
+  %135 = add nsw i64 %134, %relu1_grad.co3562
   %136 = mul nsw i64 %135, 9
   %137 = add nsw i64 320, %136
   %138 = add nsw i64 %137, 6
   %params23 = getelementptr inbounds float, ptr %params, i64 %138
   %139 = load float, ptr %params23, align 4
-  %140 = mul nsw i64 %relu1_grad.ci3471, 32
-  %141 = add nsw i64 %140, %relu1_grad.co3482
+  %140 = mul nsw i64 %relu1_grad.ci3551, 32
+  %141 = add nsw i64 %140, %relu1_grad.co3562
   %142 = mul nsw i64 %141, 9
   %143 = add nsw i64 320, %142
   %params24 = getelementptr inbounds float, ptr %params, i64 %143
   %144 = load float, ptr %params24, align 4
   %145 = fadd float %139, %144
-  %146 = mul nsw i64 %relu1_grad.ci3471, 32
-  %147 = add nsw i64 %146, %relu1_grad.co3482
+  %146 = mul nsw i64 %relu1_grad.ci3551, 32
+  %147 = add nsw i64 %146, %relu1_grad.co3562
   %148 = mul nsw i64 %147, 9
   %149 = add nsw i64 320, %148
   %150 = add nsw i64 %149, 3
@@ -6919,2447 +7473,2860 @@ relu1_grad.co348:                                 ; preds = %relu1_grad.co348, %
   %151 = load float, ptr %params25, align 4
   %152 = fsub float %145, %151
   %153 = fmul float %152, 5.000000e-01
-  store float %153, ptr %relu1_grad.w359, align 4
-  %154 = mul nsw i64 %relu1_grad.ci3471, 32
-  %155 = add nsw i64 %154, %relu1_grad.co3482
+  store float %153, ptr %relu1_grad.w367, align 4
+  %154 = mul nsw i64 %relu1_grad.ci3551, 32
+  %155 = add nsw i64 %154, %relu1_grad.co3562
   %156 = mul nsw i64 %155, 9
   %157 = add nsw i64 320, %156
   %params26 = getelementptr inbounds float, ptr %params, i64 %157
   %158 = load float, ptr %params26, align 4
-  store float %158, ptr %relu1_grad.w360, align 4
-  %w349 = load float, ptr %relu1_grad.w349, align 4
-  store float %w349, ptr %relu1_grad.w361, align 4
-  %w34927 = load float, ptr %relu1_grad.w349, align 4
-  %w353 = load float, ptr %relu1_grad.w353, align 4
-  %159 = fadd float %w34927, %w353
+  store float %158, ptr %relu1_grad.w368, align 4
   %w357 = load float, ptr %relu1_grad.w357, align 4
-  %160 = fadd float %159, %w357
-  %161 = fmul float %160, 5.000000e-01
-  store float %161, ptr %relu1_grad.w362, align 4
-  %w34928 = load float, ptr %relu1_grad.w349, align 4
-  %w35729 = load float, ptr %relu1_grad.w357, align 4
-  %162 = fadd float %w34928, %w35729
-  %w35330 = load float, ptr %relu1_grad.w353, align 4
-  %163 = fsub float %162, %w35330
-  %164 = fmul float %163, 5.000000e-01
-  store float %164, ptr %relu1_grad.w363, align 4
-  %w35731 = load float, ptr %relu1_grad.w357, align 4
-  store float %w35731, ptr %relu1_grad.w364, align 4
-  %w350 = load float, ptr %relu1_grad.w350, align 4
-  store float %w350, ptr %relu1_grad.w365, align 4
-  %w35032 = load float, ptr %relu1_grad.w350, align 4
-  %w354 = load float, ptr %relu1_grad.w354, align 4
-  %165 = fadd float %w35032, %w354
-  %w358 = load float, ptr %relu1_grad.w358, align 4
-  %166 = fadd float %165, %w358
-  %167 = fmul float %166, 5.000000e-01
-  store float %167, ptr %relu1_grad.w366, align 4
-  %w35033 = load float, ptr %relu1_grad.w350, align 4
-  %w35834 = load float, ptr %relu1_grad.w358, align 4
-  %168 = fadd float %w35033, %w35834
-  %w35435 = load float, ptr %relu1_grad.w354, align 4
-  %169 = fsub float %168, %w35435
-  %170 = fmul float %169, 5.000000e-01
-  store float %170, ptr %relu1_grad.w367, align 4
-  %w35836 = load float, ptr %relu1_grad.w358, align 4
-  store float %w35836, ptr %relu1_grad.w368, align 4
-  %w351 = load float, ptr %relu1_grad.w351, align 4
-  store float %w351, ptr %relu1_grad.w369, align 4
-  %w35137 = load float, ptr %relu1_grad.w351, align 4
-  %w355 = load float, ptr %relu1_grad.w355, align 4
-  %171 = fadd float %w35137, %w355
-  %w359 = load float, ptr %relu1_grad.w359, align 4
-  %172 = fadd float %171, %w359
-  %173 = fmul float %172, 5.000000e-01
-  store float %173, ptr %relu1_grad.w370, align 4
-  %w35138 = load float, ptr %relu1_grad.w351, align 4
-  %w35939 = load float, ptr %relu1_grad.w359, align 4
-  %174 = fadd float %w35138, %w35939
-  %w35540 = load float, ptr %relu1_grad.w355, align 4
-  %175 = fsub float %174, %w35540
-  %176 = fmul float %175, 5.000000e-01
-  store float %176, ptr %relu1_grad.w371, align 4
-  %w35941 = load float, ptr %relu1_grad.w359, align 4
-  store float %w35941, ptr %relu1_grad.w372, align 4
-  %w352 = load float, ptr %relu1_grad.w352, align 4
-  store float %w352, ptr %relu1_grad.w373, align 4
-  %w35242 = load float, ptr %relu1_grad.w352, align 4
-  %w356 = load float, ptr %relu1_grad.w356, align 4
-  %177 = fadd float %w35242, %w356
-  %w360 = load float, ptr %relu1_grad.w360, align 4
-  %178 = fadd float %177, %w360
-  %179 = fmul float %178, 5.000000e-01
-  store float %179, ptr %relu1_grad.w374, align 4
-  %w35243 = load float, ptr %relu1_grad.w352, align 4
-  %w36044 = load float, ptr %relu1_grad.w360, align 4
-  %180 = fadd float %w35243, %w36044
-  %w35645 = load float, ptr %relu1_grad.w356, align 4
-  %181 = fsub float %180, %w35645
-  %182 = fmul float %181, 5.000000e-01
-  store float %182, ptr %relu1_grad.w375, align 4
-  %w36046 = load float, ptr %relu1_grad.w360, align 4
-  store float %w36046, ptr %relu1_grad.w376, align 4
+  store float %w357, ptr %relu1_grad.w369, align 4
+  %w35727 = load float, ptr %relu1_grad.w357, align 4
   %w361 = load float, ptr %relu1_grad.w361, align 4
-  %183 = mul nsw i64 %relu1_grad.ci3471, 32
-  %184 = add nsw i64 2768896, %183
-  %185 = add nsw i64 %184, %relu1_grad.co3482
-  %arena47 = getelementptr inbounds float, ptr %arena, i64 %185
-  store float %w361, ptr %arena47, align 4
-  %w362 = load float, ptr %relu1_grad.w362, align 4
-  %186 = mul nsw i64 %relu1_grad.ci3471, 32
-  %187 = add nsw i64 2770944, %186
-  %188 = add nsw i64 %187, %relu1_grad.co3482
-  %arena48 = getelementptr inbounds float, ptr %arena, i64 %188
-  store float %w362, ptr %arena48, align 4
-  %w363 = load float, ptr %relu1_grad.w363, align 4
-  %189 = mul nsw i64 %relu1_grad.ci3471, 32
-  %190 = add nsw i64 2772992, %189
-  %191 = add nsw i64 %190, %relu1_grad.co3482
-  %arena49 = getelementptr inbounds float, ptr %arena, i64 %191
-  store float %w363, ptr %arena49, align 4
-  %w364 = load float, ptr %relu1_grad.w364, align 4
-  %192 = mul nsw i64 %relu1_grad.ci3471, 32
-  %193 = add nsw i64 2775040, %192
-  %194 = add nsw i64 %193, %relu1_grad.co3482
-  %arena50 = getelementptr inbounds float, ptr %arena, i64 %194
-  store float %w364, ptr %arena50, align 4
+  %159 = fadd float %w35727, %w361
   %w365 = load float, ptr %relu1_grad.w365, align 4
-  %195 = mul nsw i64 %relu1_grad.ci3471, 32
-  %196 = add nsw i64 2777088, %195
-  %197 = add nsw i64 %196, %relu1_grad.co3482
-  %arena51 = getelementptr inbounds float, ptr %arena, i64 %197
-  store float %w365, ptr %arena51, align 4
+  %160 = fadd float %159, %w365
+  %161 = fmul float %160, 5.000000e-01
+  store float %161, ptr %relu1_grad.w370, align 4
+  %w35728 = load float, ptr %relu1_grad.w357, align 4
+  %w36529 = load float, ptr %relu1_grad.w365, align 4
+  %162 = fadd float %w35728, %w36529
+  %w36130 = load float, ptr %relu1_grad.w361, align 4
+  %163 = fsub float %162, %w36130
+  %164 = fmul float %163, 5.000000e-01
+  store float %164, ptr %relu1_grad.w371, align 4
+  %w36531 = load float, ptr %relu1_grad.w365, align 4
+  store float %w36531, ptr %relu1_grad.w372, align 4
+  %w358 = load float, ptr %relu1_grad.w358, align 4
+  store float %w358, ptr %relu1_grad.w373, align 4
+  %w35832 = load float, ptr %relu1_grad.w358, align 4
+  %w362 = load float, ptr %relu1_grad.w362, align 4
+  %165 = fadd float %w35832, %w362
   %w366 = load float, ptr %relu1_grad.w366, align 4
-  %198 = mul nsw i64 %relu1_grad.ci3471, 32
-  %199 = add nsw i64 2779136, %198
-  %200 = add nsw i64 %199, %relu1_grad.co3482
-  %arena52 = getelementptr inbounds float, ptr %arena, i64 %200
-  store float %w366, ptr %arena52, align 4
+  %166 = fadd float %165, %w366
+  %167 = fmul float %166, 5.000000e-01
+  store float %167, ptr %relu1_grad.w374, align 4
+  %w35833 = load float, ptr %relu1_grad.w358, align 4
+  %w36634 = load float, ptr %relu1_grad.w366, align 4
+  %168 = fadd float %w35833, %w36634
+  %w36235 = load float, ptr %relu1_grad.w362, align 4
+  %169 = fsub float %168, %w36235
+  %170 = fmul float %169, 5.000000e-01
+  store float %170, ptr %relu1_grad.w375, align 4
+  %w36636 = load float, ptr %relu1_grad.w366, align 4
+  store float %w36636, ptr %relu1_grad.w376, align 4
+  %w359 = load float, ptr %relu1_grad.w359, align 4
+  store float %w359, ptr %relu1_grad.w377, align 4
+  %w35937 = load float, ptr %relu1_grad.w359, align 4
+  %w363 = load float, ptr %relu1_grad.w363, align 4
+  %171 = fadd float %w35937, %w363
   %w367 = load float, ptr %relu1_grad.w367, align 4
-  %201 = mul nsw i64 %relu1_grad.ci3471, 32
-  %202 = add nsw i64 2781184, %201
-  %203 = add nsw i64 %202, %relu1_grad.co3482
-  %arena53 = getelementptr inbounds float, ptr %arena, i64 %203
-  store float %w367, ptr %arena53, align 4
+  %172 = fadd float %171, %w367
+  %173 = fmul float %172, 5.000000e-01
+  store float %173, ptr %relu1_grad.w378, align 4
+  %w35938 = load float, ptr %relu1_grad.w359, align 4
+  %w36739 = load float, ptr %relu1_grad.w367, align 4
+  %174 = fadd float %w35938, %w36739
+  %w36340 = load float, ptr %relu1_grad.w363, align 4
+  %175 = fsub float %174, %w36340
+  %176 = fmul float %175, 5.000000e-01
+  store float %176, ptr %relu1_grad.w379, align 4
+  %w36741 = load float, ptr %relu1_grad.w367, align 4
+  store float %w36741, ptr %relu1_grad.w380, align 4
+  %w360 = load float, ptr %relu1_grad.w360, align 4
+  store float %w360, ptr %relu1_grad.w381, align 4
+  %w36042 = load float, ptr %relu1_grad.w360, align 4
+  %w364 = load float, ptr %relu1_grad.w364, align 4
+  %177 = fadd float %w36042, %w364
   %w368 = load float, ptr %relu1_grad.w368, align 4
-  %204 = mul nsw i64 %relu1_grad.ci3471, 32
-  %205 = add nsw i64 2783232, %204
-  %206 = add nsw i64 %205, %relu1_grad.co3482
-  %arena54 = getelementptr inbounds float, ptr %arena, i64 %206
-  store float %w368, ptr %arena54, align 4
+  %178 = fadd float %177, %w368
+  %179 = fmul float %178, 5.000000e-01
+  store float %179, ptr %relu1_grad.w382, align 4
+  %w36043 = load float, ptr %relu1_grad.w360, align 4
+  %w36844 = load float, ptr %relu1_grad.w368, align 4
+  %180 = fadd float %w36043, %w36844
+  %w36445 = load float, ptr %relu1_grad.w364, align 4
+  %181 = fsub float %180, %w36445
+  %182 = fmul float %181, 5.000000e-01
+  store float %182, ptr %relu1_grad.w383, align 4
+  %w36846 = load float, ptr %relu1_grad.w368, align 4
+  store float %w36846, ptr %relu1_grad.w384, align 4
   %w369 = load float, ptr %relu1_grad.w369, align 4
-  %207 = mul nsw i64 %relu1_grad.ci3471, 32
-  %208 = add nsw i64 2785280, %207
-  %209 = add nsw i64 %208, %relu1_grad.co3482
-  %arena55 = getelementptr inbounds float, ptr %arena, i64 %209
-  store float %w369, ptr %arena55, align 4
+  %183 = mul nsw i64 %relu1_grad.ci3551, 32
+  %184 = add nsw i64 2768896, %183
+  %185 = add nsw i64 %184, %relu1_grad.co3562
+  %arena47 = getelementptr inbounds float, ptr %arena, i64 %185
+  store float %w369, ptr %arena47, align 4
   %w370 = load float, ptr %relu1_grad.w370, align 4
-  %210 = mul nsw i64 %relu1_grad.ci3471, 32
-  %211 = add nsw i64 2787328, %210
-  %212 = add nsw i64 %211, %relu1_grad.co3482
-  %arena56 = getelementptr inbounds float, ptr %arena, i64 %212
-  store float %w370, ptr %arena56, align 4
+  %186 = mul nsw i64 %relu1_grad.ci3551, 32
+  %187 = add nsw i64 2770944, %186
+  %188 = add nsw i64 %187, %relu1_grad.co3562
+  %arena48 = getelementptr inbounds float, ptr %arena, i64 %188
+  store float %w370, ptr %arena48, align 4
   %w371 = load float, ptr %relu1_grad.w371, align 4
-  %213 = mul nsw i64 %relu1_grad.ci3471, 32
-  %214 = add nsw i64 2789376, %213
-  %215 = add nsw i64 %214, %relu1_grad.co3482
-  %arena57 = getelementptr inbounds float, ptr %arena, i64 %215
-  store float %w371, ptr %arena57, align 4
+  %189 = mul nsw i64 %relu1_grad.ci3551, 32
+  %190 = add nsw i64 2772992, %189
+  %191 = add nsw i64 %190, %relu1_grad.co3562
+  %arena49 = getelementptr inbounds float, ptr %arena, i64 %191
+  store float %w371, ptr %arena49, align 4
   %w372 = load float, ptr %relu1_grad.w372, align 4
-  %216 = mul nsw i64 %relu1_grad.ci3471, 32
-  %217 = add nsw i64 2791424, %216
-  %218 = add nsw i64 %217, %relu1_grad.co3482
-  %arena58 = getelementptr inbounds float, ptr %arena, i64 %218
-  store float %w372, ptr %arena58, align 4
+  %192 = mul nsw i64 %relu1_grad.ci3551, 32
+  %193 = add nsw i64 2775040, %192
+  %194 = add nsw i64 %193, %relu1_grad.co3562
+  %arena50 = getelementptr inbounds float, ptr %arena, i64 %194
+  store float %w372, ptr %arena50, align 4
   %w373 = load float, ptr %relu1_grad.w373, align 4
-  %219 = mul nsw i64 %relu1_grad.ci3471, 32
-  %220 = add nsw i64 2793472, %219
-  %221 = add nsw i64 %220, %relu1_grad.co3482
-  %arena59 = getelementptr inbounds float, ptr %arena, i64 %221
-  store float %w373, ptr %arena59, align 4
+  %195 = mul nsw i64 %relu1_grad.ci3551, 32
+  %196 = add nsw i64 2777088, %195
+  %197 = add nsw i64 %196, %relu1_grad.co3562
+  %arena51 = getelementptr inbounds float, ptr %arena, i64 %197
+  store float %w373, ptr %arena51, align 4
   %w374 = load float, ptr %relu1_grad.w374, align 4
-  %222 = mul nsw i64 %relu1_grad.ci3471, 32
-  %223 = add nsw i64 2795520, %222
-  %224 = add nsw i64 %223, %relu1_grad.co3482
-  %arena60 = getelementptr inbounds float, ptr %arena, i64 %224
-  store float %w374, ptr %arena60, align 4
+  %198 = mul nsw i64 %relu1_grad.ci3551, 32
+  %199 = add nsw i64 2779136, %198
+  %200 = add nsw i64 %199, %relu1_grad.co3562
+  %arena52 = getelementptr inbounds float, ptr %arena, i64 %200
+  store float %w374, ptr %arena52, align 4
   %w375 = load float, ptr %relu1_grad.w375, align 4
-  %225 = mul nsw i64 %relu1_grad.ci3471, 32
-  %226 = add nsw i64 2797568, %225
-  %227 = add nsw i64 %226, %relu1_grad.co3482
-  %arena61 = getelementptr inbounds float, ptr %arena, i64 %227
-  store float %w375, ptr %arena61, align 4
+  %201 = mul nsw i64 %relu1_grad.ci3551, 32
+  %202 = add nsw i64 2781184, %201
+  %203 = add nsw i64 %202, %relu1_grad.co3562
+  %arena53 = getelementptr inbounds float, ptr %arena, i64 %203
+  store float %w375, ptr %arena53, align 4
   %w376 = load float, ptr %relu1_grad.w376, align 4
-  %228 = mul nsw i64 %relu1_grad.ci3471, 32
+  %204 = mul nsw i64 %relu1_grad.ci3551, 32
+  %205 = add nsw i64 2783232, %204
+  %206 = add nsw i64 %205, %relu1_grad.co3562
+  %arena54 = getelementptr inbounds float, ptr %arena, i64 %206
+  store float %w376, ptr %arena54, align 4
+  %w377 = load float, ptr %relu1_grad.w377, align 4
+  %207 = mul nsw i64 %relu1_grad.ci3551, 32
+  %208 = add nsw i64 2785280, %207
+  %209 = add nsw i64 %208, %relu1_grad.co3562
+  %arena55 = getelementptr inbounds float, ptr %arena, i64 %209
+  store float %w377, ptr %arena55, align 4
+  %w378 = load float, ptr %relu1_grad.w378, align 4
+  %210 = mul nsw i64 %relu1_grad.ci3551, 32
+  %211 = add nsw i64 2787328, %210
+  %212 = add nsw i64 %211, %relu1_grad.co3562
+  %arena56 = getelementptr inbounds float, ptr %arena, i64 %212
+  store float %w378, ptr %arena56, align 4
+  %w379 = load float, ptr %relu1_grad.w379, align 4
+  %213 = mul nsw i64 %relu1_grad.ci3551, 32
+  %214 = add nsw i64 2789376, %213
+  %215 = add nsw i64 %214, %relu1_grad.co3562
+  %arena57 = getelementptr inbounds float, ptr %arena, i64 %215
+  store float %w379, ptr %arena57, align 4
+  %w380 = load float, ptr %relu1_grad.w380, align 4
+  %216 = mul nsw i64 %relu1_grad.ci3551, 32
+  %217 = add nsw i64 2791424, %216
+  %218 = add nsw i64 %217, %relu1_grad.co3562
+  %arena58 = getelementptr inbounds float, ptr %arena, i64 %218
+  store float %w380, ptr %arena58, align 4
+  %w381 = load float, ptr %relu1_grad.w381, align 4
+  %219 = mul nsw i64 %relu1_grad.ci3551, 32
+  %220 = add nsw i64 2793472, %219
+  %221 = add nsw i64 %220, %relu1_grad.co3562
+  %arena59 = getelementptr inbounds float, ptr %arena, i64 %221
+  store float %w381, ptr %arena59, align 4
+  %w382 = load float, ptr %relu1_grad.w382, align 4
+  %222 = mul nsw i64 %relu1_grad.ci3551, 32
+  %223 = add nsw i64 2795520, %222
+  %224 = add nsw i64 %223, %relu1_grad.co3562
+  %arena60 = getelementptr inbounds float, ptr %arena, i64 %224
+  store float %w382, ptr %arena60, align 4
+  %w383 = load float, ptr %relu1_grad.w383, align 4
+  %225 = mul nsw i64 %relu1_grad.ci3551, 32
+  %226 = add nsw i64 2797568, %225
+  %227 = add nsw i64 %226, %relu1_grad.co3562
+  %arena61 = getelementptr inbounds float, ptr %arena, i64 %227
+  store float %w383, ptr %arena61, align 4
+  %w384 = load float, ptr %relu1_grad.w384, align 4
+  %228 = mul nsw i64 %relu1_grad.ci3551, 32
   %229 = add nsw i64 2799616, %228
-  %230 = add nsw i64 %229, %relu1_grad.co3482
+  %230 = add nsw i64 %229, %relu1_grad.co3562
   %arena62 = getelementptr inbounds float, ptr %arena, i64 %230
-  store float %w376, ptr %arena62, align 4
-  %co348.next = add nsw i64 %relu1_grad.co3482, 1
-  %231 = icmp slt i64 %co348.next, 32
-  br i1 %231, label %relu1_grad.co348, label %relu1_grad.co348.end
+  store float %w384, ptr %arena62, align 4
+  %co356.next = add nsw i64 %relu1_grad.co3562, 1
+  %231 = icmp slt i64 %co356.next, 32
+  br i1 %231, label %relu1_grad.co356, label %relu1_grad.co356.end
 
-relu1_grad.co348.end:                             ; preds = %relu1_grad.co348
-  %ci347.next = add nsw i64 %relu1_grad.ci3471, 1
-  %232 = icmp slt i64 %ci347.next, 64
-  br i1 %232, label %relu1_grad.ci347, label %relu1_grad.ci347.end
+relu1_grad.co356.end:                             ; preds = %relu1_grad.co356
+  %ci355.next = add nsw i64 %relu1_grad.ci3551, 1
+  %232 = icmp slt i64 %ci355.next, 64
+  br i1 %232, label %relu1_grad.ci355, label %relu1_grad.ci355.end
 
-relu1_grad.i377:                                  ; preds = %relu1_grad.i377, %relu1_grad.ci347.end
-  %relu1_grad.i37763 = phi i64 [ 0, %relu1_grad.ci347.end ], [ %i377.next, %relu1_grad.i377 ]
-  %233 = add nsw i64 2801664, %relu1_grad.i37763
+relu1_grad.i385:                                  ; preds = %relu1_grad.i385, %relu1_grad.ci355.end
+  %relu1_grad.i38563 = phi i64 [ 0, %relu1_grad.ci355.end ], [ %i385.next, %relu1_grad.i385 ]
+  %233 = add nsw i64 2801664, %relu1_grad.i38563
   %arena64 = getelementptr inbounds float, ptr %arena, i64 %233
   store float 0.000000e+00, ptr %arena64, align 4
-  %i377.next = add nsw i64 %relu1_grad.i37763, 1
-  %234 = icmp slt i64 %i377.next, 50176
-  br i1 %234, label %relu1_grad.i377, label %relu1_grad.i377.end
+  %i385.next = add nsw i64 %relu1_grad.i38563, 1
+  %234 = icmp slt i64 %i385.next, 50176
+  br i1 %234, label %relu1_grad.i385, label %relu1_grad.i385.end
 
-relu1_grad.i377.end:                              ; preds = %relu1_grad.i377
-  br label %relu1_grad.g378
+relu1_grad.i385.end:                              ; preds = %relu1_grad.i385
+  br label %relu1_grad.g386
 
-relu1_grad.g378:                                  ; preds = %relu1_grad.j436.end, %relu1_grad.i377.end
-  %relu1_grad.g37865 = phi i64 [ 0, %relu1_grad.i377.end ], [ %g378.next, %relu1_grad.j436.end ]
-  br label %relu1_grad.j379
+relu1_grad.g386:                                  ; preds = %relu1_grad.j451.end, %relu1_grad.i385.end
+  %relu1_grad.g38665 = phi i64 [ 0, %relu1_grad.i385.end ], [ %g386.next, %relu1_grad.j451.end ]
+  br label %relu1_grad.j387
 
-relu1_grad.g378.end:                              ; preds = %relu1_grad.j436.end
+relu1_grad.g386.end:                              ; preds = %relu1_grad.j451.end
   ret void
 
-relu1_grad.j379:                                  ; preds = %relu1_grad.c380.end, %relu1_grad.g378
-  %relu1_grad.j37966 = phi i64 [ 0, %relu1_grad.g378 ], [ %j379.next, %relu1_grad.c380.end ]
-  br label %relu1_grad.c380
+relu1_grad.j387:                                  ; preds = %relu1_grad.c388.end, %relu1_grad.g386
+  %relu1_grad.j38766 = phi i64 [ 0, %relu1_grad.g386 ], [ %j387.next, %relu1_grad.c388.end ]
+  br label %relu1_grad.c388
 
-relu1_grad.j379.end:                              ; preds = %relu1_grad.c380.end
-  br label %relu1_grad.j383
+relu1_grad.j387.end:                              ; preds = %relu1_grad.c388.end
+  br label %relu1_grad.j391
 
-relu1_grad.c380:                                  ; preds = %relu1_grad.iy381.end, %relu1_grad.j379
-  %relu1_grad.c38067 = phi i64 [ 0, %relu1_grad.j379 ], [ %c380.next, %relu1_grad.iy381.end ]
-  br label %relu1_grad.iy381
+relu1_grad.c388:                                  ; preds = %relu1_grad.iy389.end, %relu1_grad.j387
+  %relu1_grad.c38867 = phi i64 [ 0, %relu1_grad.j387 ], [ %c388.next, %relu1_grad.iy389.end ]
+  br label %relu1_grad.iy389
 
-relu1_grad.c380.end:                              ; preds = %relu1_grad.iy381.end
-  %j379.next = add nsw i64 %relu1_grad.j37966, 1
-  %235 = icmp slt i64 %j379.next, 1
-  br i1 %235, label %relu1_grad.j379, label %relu1_grad.j379.end
+relu1_grad.c388.end:                              ; preds = %relu1_grad.iy389.end
+  %j387.next = add nsw i64 %relu1_grad.j38766, 1
+  %235 = icmp slt i64 %j387.next, 1
+  br i1 %235, label %relu1_grad.j387, label %relu1_grad.j387.end
 
-relu1_grad.iy381:                                 ; preds = %relu1_grad.ix382.end, %relu1_grad.c380
-  %relu1_grad.iy38168 = phi i64 [ 0, %relu1_grad.c380 ], [ %iy381.next, %relu1_grad.ix382.end ]
-  br label %relu1_grad.ix382
+relu1_grad.iy389:                                 ; preds = %relu1_grad.ix390.end, %relu1_grad.c388
+  %relu1_grad.iy38968 = phi i64 [ 0, %relu1_grad.c388 ], [ %iy389.next, %relu1_grad.ix390.end ]
+  br label %relu1_grad.ix390
 
-relu1_grad.iy381.end:                             ; preds = %relu1_grad.ix382.end
-  %c380.next = add nsw i64 %relu1_grad.c38067, 1
-  %236 = icmp slt i64 %c380.next, 64
-  br i1 %236, label %relu1_grad.c380, label %relu1_grad.c380.end
+relu1_grad.iy389.end:                             ; preds = %relu1_grad.ix390.end
+  %c388.next = add nsw i64 %relu1_grad.c38867, 1
+  %236 = icmp slt i64 %c388.next, 64
+  br i1 %236, label %relu1_grad.c388, label %relu1_grad.c388.end
 
-relu1_grad.ix382:                                 ; preds = %relu1_grad.ix382, %relu1_grad.iy381
-  %relu1_grad.ix38269 = phi i64 [ 0, %relu1_grad.iy381 ], [ %ix382.next, %relu1_grad.ix382 ]
-  %237 = add nsw i64 %relu1_grad.g37865, %relu1_grad.j37966
+relu1_grad.ix390:                                 ; preds = %relu1_grad.ix390, %relu1_grad.iy389
+  %relu1_grad.ix39069 = phi i64 [ 0, %relu1_grad.iy389 ], [ %ix390.next, %relu1_grad.ix390 ]
+  %237 = add nsw i64 %relu1_grad.g38665, %relu1_grad.j38766
   %238 = mul nsw i64 %237, 36864
   %239 = add nsw i64 4351248, %238
-  %240 = mul nsw i64 %relu1_grad.c38067, 576
+  %240 = mul nsw i64 %relu1_grad.c38867, 576
   %241 = add nsw i64 %239, %240
-  %242 = mul nsw i64 %relu1_grad.iy38168, 24
+  %242 = mul nsw i64 %relu1_grad.iy38968, 24
   %243 = add nsw i64 %241, %242
-  %244 = add nsw i64 %243, %relu1_grad.ix38269
+  %244 = add nsw i64 %243, %relu1_grad.ix39069
   %arena70 = getelementptr inbounds float, ptr %arena, i64 %244
   %245 = load float, ptr %arena70, align 4
-  %246 = mul nsw i64 %relu1_grad.j37966, 50176
-  %247 = add nsw i64 %relu1_grad.iy38168, 2
+  %246 = mul nsw i64 %relu1_grad.j38766, 50176
+  %247 = add nsw i64 %relu1_grad.iy38968, 2
   %248 = mul nsw i64 %247, 1792
   %249 = add nsw i64 %246, %248
-  %250 = add nsw i64 %relu1_grad.ix38269, 2
+  %250 = add nsw i64 %relu1_grad.ix39069, 2
   %251 = mul nsw i64 %250, 64
   %252 = add nsw i64 %249, %251
-  %253 = add nsw i64 %252, %relu1_grad.c38067
+  %253 = add nsw i64 %252, %relu1_grad.c38867
   %254 = add nsw i64 2801664, %253
   %arena71 = getelementptr inbounds float, ptr %arena, i64 %254
   store float %245, ptr %arena71, align 4
-  %ix382.next = add nsw i64 %relu1_grad.ix38269, 1
-  %255 = icmp slt i64 %ix382.next, 24
-  br i1 %255, label %relu1_grad.ix382, label %relu1_grad.ix382.end
+  %ix390.next = add nsw i64 %relu1_grad.ix39069, 1
+  %255 = icmp slt i64 %ix390.next, 24
+  br i1 %255, label %relu1_grad.ix390, label %relu1_grad.ix390.end
 
-relu1_grad.ix382.end:                             ; preds = %relu1_grad.ix382
-  %iy381.next = add nsw i64 %relu1_grad.iy38168, 1
-  %256 = icmp slt i64 %iy381.next, 24
-  br i1 %256, label %relu1_grad.iy381, label %relu1_grad.iy381.end
+relu1_grad.ix390.end:                             ; preds = %relu1_grad.ix390
+  %iy389.next = add nsw i64 %relu1_grad.iy38968, 1
+  %256 = icmp slt i64 %iy389.next, 24
+  br i1 %256, label %relu1_grad.iy389, label %relu1_grad.iy389.end
 
-relu1_grad.j383:                                  ; preds = %relu1_grad.ty384.end, %relu1_grad.j379.end
-  %relu1_grad.j38372 = phi i64 [ 0, %relu1_grad.j379.end ], [ %j383.next, %relu1_grad.ty384.end ]
-  br label %relu1_grad.ty384
+relu1_grad.j391:                                  ; preds = %relu1_grad.ty392.end, %relu1_grad.j387.end
+  %relu1_grad.j39172 = phi i64 [ 0, %relu1_grad.j387.end ], [ %j391.next, %relu1_grad.ty392.end ]
+  br label %relu1_grad.ty392
 
-relu1_grad.j383.end:                              ; preds = %relu1_grad.ty384.end
-  br label %relu1_grad.xi419
+relu1_grad.j391.end:                              ; preds = %relu1_grad.ty392.end
+  br label %relu1_grad.xi427
 
-relu1_grad.ty384:                                 ; preds = %relu1_grad.tx385.end, %relu1_grad.j383
-  %relu1_grad.ty38473 = phi i64 [ 0, %relu1_grad.j383 ], [ %ty384.next, %relu1_grad.tx385.end ]
-  br label %relu1_grad.tx385
+relu1_grad.ty392:                                 ; preds = %relu1_grad.tx393.end, %relu1_grad.j391
+  %relu1_grad.ty39273 = phi i64 [ 0, %relu1_grad.j391 ], [ %ty392.next, %relu1_grad.tx393.end ]
+  br label %relu1_grad.tx393
 
-relu1_grad.ty384.end:                             ; preds = %relu1_grad.tx385.end
-  %j383.next = add nsw i64 %relu1_grad.j38372, 1
-  %257 = icmp slt i64 %j383.next, 1
-  br i1 %257, label %relu1_grad.j383, label %relu1_grad.j383.end
+relu1_grad.ty392.end:                             ; preds = %relu1_grad.tx393.end
+  %j391.next = add nsw i64 %relu1_grad.j39172, 1
+  %257 = icmp slt i64 %j391.next, 1
+  br i1 %257, label %relu1_grad.j391, label %relu1_grad.j391.end
 
-relu1_grad.tx385:                                 ; preds = %relu1_grad.cv386.end, %relu1_grad.ty384
-  %relu1_grad.tx38574 = phi i64 [ 0, %relu1_grad.ty384 ], [ %tx385.next, %relu1_grad.cv386.end ]
-  br label %relu1_grad.cv386
+relu1_grad.tx393:                                 ; preds = %relu1_grad.cv394.end, %relu1_grad.ty392
+  %relu1_grad.tx39374 = phi i64 [ 0, %relu1_grad.ty392 ], [ %tx393.next, %relu1_grad.cv394.end ]
+  br label %relu1_grad.cv394
 
-relu1_grad.tx385.end:                             ; preds = %relu1_grad.cv386.end
-  %ty384.next = add nsw i64 %relu1_grad.ty38473, 1
-  %258 = icmp slt i64 %ty384.next, 13
-  br i1 %258, label %relu1_grad.ty384, label %relu1_grad.ty384.end
+relu1_grad.tx393.end:                             ; preds = %relu1_grad.cv394.end
+  %ty392.next = add nsw i64 %relu1_grad.ty39273, 1
+  %258 = icmp slt i64 %ty392.next, 13
+  br i1 %258, label %relu1_grad.ty392, label %relu1_grad.ty392.end
 
-relu1_grad.cv386:                                 ; preds = %relu1_grad.cv386, %relu1_grad.tx385
-  %relu1_grad.cv38675 = phi i64 [ 0, %relu1_grad.tx385 ], [ %cv386.next, %relu1_grad.cv386 ]
-  %259 = mul nsw i64 %relu1_grad.j38372, 50176
-  %260 = mul nsw i64 %relu1_grad.ty38473, 2
+relu1_grad.cv394:                                 ; preds = %relu1_grad.cv394, %relu1_grad.tx393
+  %relu1_grad.cv39475 = phi i64 [ 0, %relu1_grad.tx393 ], [ %cv394.next, %relu1_grad.cv394 ]
+  %259 = mul nsw i64 %relu1_grad.j39172, 50176
+  %260 = mul nsw i64 %relu1_grad.ty39273, 2
   %261 = mul nsw i64 %260, 1792
   %262 = add nsw i64 %259, %261
-  %263 = mul nsw i64 %relu1_grad.tx38574, 2
+  %263 = mul nsw i64 %relu1_grad.tx39374, 2
   %264 = mul nsw i64 %263, 64
   %265 = add nsw i64 %262, %264
-  %266 = mul nsw i64 %relu1_grad.cv38675, 8
+  %266 = mul nsw i64 %relu1_grad.cv39475, 8
   %267 = add nsw i64 %265, %266
   %268 = add nsw i64 2801664, %267
   %arena76 = getelementptr inbounds float, ptr %arena, i64 %268
   %269 = load <8 x float>, ptr %arena76, align 4
-  %270 = mul nsw i64 %relu1_grad.j38372, 50176
-  %271 = mul nsw i64 %relu1_grad.ty38473, 2
+  %270 = mul nsw i64 %relu1_grad.j39172, 50176
+  %271 = mul nsw i64 %relu1_grad.ty39273, 2
   %272 = add nsw i64 %271, 2
   %273 = mul nsw i64 %272, 1792
   %274 = add nsw i64 %270, %273
-  %275 = mul nsw i64 %relu1_grad.tx38574, 2
+  %275 = mul nsw i64 %relu1_grad.tx39374, 2
   %276 = mul nsw i64 %275, 64
   %277 = add nsw i64 %274, %276
-  %278 = mul nsw i64 %relu1_grad.cv38675, 8
+  %278 = mul nsw i64 %relu1_grad.cv39475, 8
   %279 = add nsw i64 %277, %278
   %280 = add nsw i64 2801664, %279
   %arena77 = getelementptr inbounds float, ptr %arena, i64 %280
   %281 = load <8 x float>, ptr %arena77, align 4
   %282 = fsub <8 x float> %269, %281
-  store <8 x float> %282, ptr %relu1_grad.w387, align 32
-  %283 = mul nsw i64 %relu1_grad.j38372, 50176
-  %284 = mul nsw i64 %relu1_grad.ty38473, 2
+  store <8 x float> %282, ptr %relu1_grad.w395, align 32
+  %283 = mul nsw i64 %relu1_grad.j39172, 50176
+  %284 = mul nsw i64 %relu1_grad.ty39273, 2
   %285 = add nsw i64 %284, 1
   %286 = mul nsw i64 %285, 1792
   %287 = add nsw i64 %283, %286
-  %288 = mul nsw i64 %relu1_grad.tx38574, 2
+  %288 = mul nsw i64 %relu1_grad.tx39374, 2
   %289 = mul nsw i64 %288, 64
   %290 = add nsw i64 %287, %289
-  %291 = mul nsw i64 %relu1_grad.cv38675, 8
+  %291 = mul nsw i64 %relu1_grad.cv39475, 8
   %292 = add nsw i64 %290, %291
   %293 = add nsw i64 2801664, %292
   %arena78 = getelementptr inbounds float, ptr %arena, i64 %293
   %294 = load <8 x float>, ptr %arena78, align 4
-  %295 = mul nsw i64 %relu1_grad.j38372, 50176
-  %296 = mul nsw i64 %relu1_grad.ty38473, 2
+  %295 = mul nsw i64 %relu1_grad.j39172, 50176
+  %296 = mul nsw i64 %relu1_grad.ty39273, 2
   %297 = add nsw i64 %296, 2
   %298 = mul nsw i64 %297, 1792
   %299 = add nsw i64 %295, %298
-  %300 = mul nsw i64 %relu1_grad.tx38574, 2
+  %300 = mul nsw i64 %relu1_grad.tx39374, 2
   %301 = mul nsw i64 %300, 64
   %302 = add nsw i64 %299, %301
-  %303 = mul nsw i64 %relu1_grad.cv38675, 8
+  %303 = mul nsw i64 %relu1_grad.cv39475, 8
   %304 = add nsw i64 %302, %303
   %305 = add nsw i64 2801664, %304
   %arena79 = getelementptr inbounds float, ptr %arena, i64 %305
   %306 = load <8 x float>, ptr %arena79, align 4
   %307 = fadd <8 x float> %294, %306
-  store <8 x float> %307, ptr %relu1_grad.w388, align 32
-  %308 = mul nsw i64 %relu1_grad.j38372, 50176
-  %309 = mul nsw i64 %relu1_grad.ty38473, 2
+  store <8 x float> %307, ptr %relu1_grad.w396, align 32
+  %308 = mul nsw i64 %relu1_grad.j39172, 50176
+  %309 = mul nsw i64 %relu1_grad.ty39273, 2
   %310 = add nsw i64 %309, 2
   %311 = mul nsw i64 %310, 1792
   %312 = add nsw i64 %308, %311
-  %313 = mul nsw i64 %relu1_grad.tx38574, 2
+  %313 = mul nsw i64 %relu1_grad.tx39374, 2
   %314 = mul nsw i64 %313, 64
   %315 = add nsw i64 %312, %314
-  %316 = mul nsw i64 %relu1_grad.cv38675, 8
+  %316 = mul nsw i64 %relu1_grad.cv39475, 8
   %317 = add nsw i64 %315, %316
   %318 = add nsw i64 2801664, %317
   %arena80 = getelementptr inbounds float, ptr %arena, i64 %318
   %319 = load <8 x float>, ptr %arena80, align 4
-  %320 = mul nsw i64 %relu1_grad.j38372, 50176
-  %321 = mul nsw i64 %relu1_grad.ty38473, 2
+  %320 = mul nsw i64 %relu1_grad.j39172, 50176
+  %321 = mul nsw i64 %relu1_grad.ty39273, 2
   %322 = add nsw i64 %321, 1
   %323 = mul nsw i64 %322, 1792
   %324 = add nsw i64 %320, %323
-  %325 = mul nsw i64 %relu1_grad.tx38574, 2
+  %325 = mul nsw i64 %relu1_grad.tx39374, 2
   %326 = mul nsw i64 %325, 64
   %327 = add nsw i64 %324, %326
-  %328 = mul nsw i64 %relu1_grad.cv38675, 8
+  %328 = mul nsw i64 %relu1_grad.cv39475, 8
   %329 = add nsw i64 %327, %328
   %330 = add nsw i64 2801664, %329
   %arena81 = getelementptr inbounds float, ptr %arena, i64 %330
   %331 = load <8 x float>, ptr %arena81, align 4
   %332 = fsub <8 x float> %319, %331
-  store <8 x float> %332, ptr %relu1_grad.w389, align 32
-  %333 = mul nsw i64 %relu1_grad.j38372, 50176
-  %334 = mul nsw i64 %relu1_grad.ty38473, 2
+  store <8 x float> %332, ptr %relu1_grad.w397, align 32
+  %333 = mul nsw i64 %relu1_grad.j39172, 50176
+  %334 = mul nsw i64 %relu1_grad.ty39273, 2
   %335 = add nsw i64 %334, 1
   %336 = mul nsw i64 %335, 1792
   %337 = add nsw i64 %333, %336
-  %338 = mul nsw i64 %relu1_grad.tx38574, 2
+  %338 = mul nsw i64 %relu1_grad.tx39374, 2
   %339 = mul nsw i64 %338, 64
   %340 = add nsw i64 %337, %339
-  %341 = mul nsw i64 %relu1_grad.cv38675, 8
+  %341 = mul nsw i64 %relu1_grad.cv39475, 8
   %342 = add nsw i64 %340, %341
   %343 = add nsw i64 2801664, %342
   %arena82 = getelementptr inbounds float, ptr %arena, i64 %343
   %344 = load <8 x float>, ptr %arena82, align 4
-  %345 = mul nsw i64 %relu1_grad.j38372, 50176
-  %346 = mul nsw i64 %relu1_grad.ty38473, 2
+  %345 = mul nsw i64 %relu1_grad.j39172, 50176
+  %346 = mul nsw i64 %relu1_grad.ty39273, 2
   %347 = add nsw i64 %346, 3
   %348 = mul nsw i64 %347, 1792
   %349 = add nsw i64 %345, %348
-  %350 = mul nsw i64 %relu1_grad.tx38574, 2
+  %350 = mul nsw i64 %relu1_grad.tx39374, 2
   %351 = mul nsw i64 %350, 64
   %352 = add nsw i64 %349, %351
-  %353 = mul nsw i64 %relu1_grad.cv38675, 8
+  %353 = mul nsw i64 %relu1_grad.cv39475, 8
   %354 = add nsw i64 %352, %353
   %355 = add nsw i64 2801664, %354
   %arena83 = getelementptr inbounds float, ptr %arena, i64 %355
   %356 = load <8 x float>, ptr %arena83, align 4
   %357 = fsub <8 x float> %344, %356
-  store <8 x float> %357, ptr %relu1_grad.w390, align 32
-  %358 = mul nsw i64 %relu1_grad.j38372, 50176
-  %359 = mul nsw i64 %relu1_grad.ty38473, 2
+  store <8 x float> %357, ptr %relu1_grad.w398, align 32
+  %358 = mul nsw i64 %relu1_grad.j39172, 50176
+  %359 = mul nsw i64 %relu1_grad.ty39273, 2
   %360 = mul nsw i64 %359, 1792
   %361 = add nsw i64 %358, %360
-  %362 = mul nsw i64 %relu1_grad.tx38574, 2
+  %362 = mul nsw i64 %relu1_grad.tx39374, 2
   %363 = add nsw i64 %362, 1
   %364 = mul nsw i64 %363, 64
   %365 = add nsw i64 %361, %364
-  %366 = mul nsw i64 %relu1_grad.cv38675, 8
+  %366 = mul nsw i64 %relu1_grad.cv39475, 8
   %367 = add nsw i64 %365, %366
   %368 = add nsw i64 2801664, %367
   %arena84 = getelementptr inbounds float, ptr %arena, i64 %368
   %369 = load <8 x float>, ptr %arena84, align 4
-  %370 = mul nsw i64 %relu1_grad.j38372, 50176
-  %371 = mul nsw i64 %relu1_grad.ty38473, 2
+  %370 = mul nsw i64 %relu1_grad.j39172, 50176
+  %371 = mul nsw i64 %relu1_grad.ty39273, 2
   %372 = add nsw i64 %371, 2
   %373 = mul nsw i64 %372, 1792
   %374 = add nsw i64 %370, %373
-  %375 = mul nsw i64 %relu1_grad.tx38574, 2
+  %375 = mul nsw i64 %relu1_grad.tx39374, 2
   %376 = add nsw i64 %375, 1
   %377 = mul nsw i64 %376, 64
   %378 = add nsw i64 %374, %377
-  %379 = mul nsw i64 %relu1_grad.cv38675, 8
+  %379 = mul nsw i64 %relu1_grad.cv39475, 8
   %380 = add nsw i64 %378, %379
   %381 = add nsw i64 2801664, %380
   %arena85 = getelementptr inbounds float, ptr %arena, i64 %381
   %382 = load <8 x float>, ptr %arena85, align 4
   %383 = fsub <8 x float> %369, %382
-  store <8 x float> %383, ptr %relu1_grad.w391, align 32
-  %384 = mul nsw i64 %relu1_grad.j38372, 50176
-  %385 = mul nsw i64 %relu1_grad.ty38473, 2
+  store <8 x float> %383, ptr %relu1_grad.w399, align 32
+  %384 = mul nsw i64 %relu1_grad.j39172, 50176
+  %385 = mul nsw i64 %relu1_grad.ty39273, 2
   %386 = add nsw i64 %385, 1
   %387 = mul nsw i64 %386, 1792
   %388 = add nsw i64 %384, %387
-  %389 = mul nsw i64 %relu1_grad.tx38574, 2
+  %389 = mul nsw i64 %relu1_grad.tx39374, 2
   %390 = add nsw i64 %389, 1
   %391 = mul nsw i64 %390, 64
   %392 = add nsw i64 %388, %391
-  %393 = mul nsw i64 %relu1_grad.cv38675, 8
+  %393 = mul nsw i64 %relu1_grad.cv39475, 8
   %394 = add nsw i64 %392, %393
   %395 = add nsw i64 2801664, %394
   %arena86 = getelementptr inbounds float, ptr %arena, i64 %395
   %396 = load <8 x float>, ptr %arena86, align 4
-  %397 = mul nsw i64 %relu1_grad.j38372, 50176
-  %398 = mul nsw i64 %relu1_grad.ty38473, 2
+  %397 = mul nsw i64 %relu1_grad.j39172, 50176
+  %398 = mul nsw i64 %relu1_grad.ty39273, 2
   %399 = add nsw i64 %398, 2
   %400 = mul nsw i64 %399, 1792
   %401 = add nsw i64 %397, %400
-  %402 = mul nsw i64 %relu1_grad.tx38574, 2
+  %402 = mul nsw i64 %relu1_grad.tx39374, 2
   %403 = add nsw i64 %402, 1
   %404 = mul nsw i64 %403, 64
   %405 = add nsw i64 %401, %404
-  %406 = mul nsw i64 %relu1_grad.cv38675, 8
+  %406 = mul nsw i64 %relu1_grad.cv39475, 8
   %407 = add nsw i64 %405, %406
   %408 = add nsw i64 2801664, %407
   %arena87 = getelementptr inbounds float, ptr %arena, i64 %408
   %409 = load <8 x float>, ptr %arena87, align 4
   %410 = fadd <8 x float> %396, %409
-  store <8 x float> %410, ptr %relu1_grad.w392, align 32
-  %411 = mul nsw i64 %relu1_grad.j38372, 50176
-  %412 = mul nsw i64 %relu1_grad.ty38473, 2
+  store <8 x float> %410, ptr %relu1_grad.w400, align 32
+  %411 = mul nsw i64 %relu1_grad.j39172, 50176
+  %412 = mul nsw i64 %relu1_grad.ty39273, 2
   %413 = add nsw i64 %412, 2
   %414 = mul nsw i64 %413, 1792
   %415 = add nsw i64 %411, %414
-  %416 = mul nsw i64 %relu1_grad.tx38574, 2
+  %416 = mul nsw i64 %relu1_grad.tx39374, 2
   %417 = add nsw i64 %416, 1
   %418 = mul nsw i64 %417, 64
   %419 = add nsw i64 %415, %418
-  %420 = mul nsw i64 %relu1_grad.cv38675, 8
+  %420 = mul nsw i64 %relu1_grad.cv39475, 8
   %421 = add nsw i64 %419, %420
   %422 = add nsw i64 2801664, %421
   %arena88 = getelementptr inbounds float, ptr %arena, i64 %422
   %423 = load <8 x float>, ptr %arena88, align 4
-  %424 = mul nsw i64 %relu1_grad.j38372, 50176
-  %425 = mul nsw i64 %relu1_grad.ty38473, 2
+  %424 = mul nsw i64 %relu1_grad.j39172, 50176
+  %425 = mul nsw i64 %relu1_grad.ty39273, 2
   %426 = add nsw i64 %425, 1
   %427 = mul nsw i64 %426, 1792
   %428 = add nsw i64 %424, %427
-  %429 = mul nsw i64 %relu1_grad.tx38574, 2
+  %429 = mul nsw i64 %relu1_grad.tx39374, 2
   %430 = add nsw i64 %429, 1
   %431 = mul nsw i64 %430, 64
   %432 = add nsw i64 %428, %431
-  %433 = mul nsw i64 %relu1_grad.cv38675, 8
+  %433 = mul nsw i64 %relu1_grad.cv39475, 8
   %434 = add nsw i64 %432, %433
   %435 = add nsw i64 2801664, %434
   %arena89 = getelementptr inbounds float, ptr %arena, i64 %435
   %436 = load <8 x float>, ptr %arena89, align 4
   %437 = fsub <8 x float> %423, %436
-  store <8 x float> %437, ptr %relu1_grad.w393, align 32
-  %438 = mul nsw i64 %relu1_grad.j38372, 50176
-  %439 = mul nsw i64 %relu1_grad.ty38473, 2
+  store <8 x float> %437, ptr %relu1_grad.w401, align 32
+  %438 = mul nsw i64 %relu1_grad.j39172, 50176
+  %439 = mul nsw i64 %relu1_grad.ty39273, 2
   %440 = add nsw i64 %439, 1
   %441 = mul nsw i64 %440, 1792
   %442 = add nsw i64 %438, %441
-  %443 = mul nsw i64 %relu1_grad.tx38574, 2
+  %443 = mul nsw i64 %relu1_grad.tx39374, 2
   %444 = add nsw i64 %443, 1
   %445 = mul nsw i64 %444, 64
   %446 = add nsw i64 %442, %445
-  %447 = mul nsw i64 %relu1_grad.cv38675, 8
+  %447 = mul nsw i64 %relu1_grad.cv39475, 8
   %448 = add nsw i64 %446, %447
   %449 = add nsw i64 2801664, %448
   %arena90 = getelementptr inbounds float, ptr %arena, i64 %449
   %450 = load <8 x float>, ptr %arena90, align 4
-  %451 = mul nsw i64 %relu1_grad.j38372, 50176
-  %452 = mul nsw i64 %relu1_grad.ty38473, 2
+  %451 = mul nsw i64 %relu1_grad.j39172, 50176
+  %452 = mul nsw i64 %relu1_grad.ty39273, 2
   %453 = add nsw i64 %452, 3
   %454 = mul nsw i64 %453, 1792
   %455 = add nsw i64 %451, %454
-  %456 = mul nsw i64 %relu1_grad.tx38574, 2
+  %456 = mul nsw i64 %relu1_grad.tx39374, 2
   %457 = add nsw i64 %456, 1
   %458 = mul nsw i64 %457, 64
   %459 = add nsw i64 %455, %458
-  %460 = mul nsw i64 %relu1_grad.cv38675, 8
+  %460 = mul nsw i64 %relu1_grad.cv39475, 8
   %461 = add nsw i64 %459, %460
   %462 = add nsw i64 2801664, %461
   %arena91 = getelementptr inbounds float, ptr %arena, i64 %462
   %463 = load <8 x float>, ptr %arena91, align 4
   %464 = fsub <8 x float> %450, %463
-  store <8 x float> %464, ptr %relu1_grad.w394, align 32
-  %465 = mul nsw i64 %relu1_grad.j38372, 50176
-  %466 = mul nsw i64 %relu1_grad.ty38473, 2
+  store <8 x float> %464, ptr %relu1_grad.w402, align 32
+  %465 = mul nsw i64 %relu1_grad.j39172, 50176
+  %466 = mul nsw i64 %relu1_grad.ty39273, 2
   %467 = mul nsw i64 %466, 1792
   %468 = add nsw i64 %465, %467
-  %469 = mul nsw i64 %relu1_grad.tx38574, 2
+  %469 = mul nsw i64 %relu1_grad.tx39374, 2
   %470 = add nsw i64 %469, 2
   %471 = mul nsw i64 %470, 64
   %472 = add nsw i64 %468, %471
-  %473 = mul nsw i64 %relu1_grad.cv38675, 8
+  %473 = mul nsw i64 %relu1_grad.cv39475, 8
   %474 = add nsw i64 %472, %473
   %475 = add nsw i64 2801664, %474
   %arena92 = getelementptr inbounds float, ptr %arena, i64 %475
   %476 = load <8 x float>, ptr %arena92, align 4
-  %477 = mul nsw i64 %relu1_grad.j38372, 50176
-  %478 = mul nsw i64 %relu1_grad.ty38473, 2
+  %477 = mul nsw i64 %relu1_grad.j39172, 50176
+  %478 = mul nsw i64 %relu1_grad.ty39273, 2
   %479 = add nsw i64 %478, 2
   %480 = mul nsw i64 %479, 1792
   %481 = add nsw i64 %477, %480
-  %482 = mul nsw i64 %relu1_grad.tx38574, 2
+  %482 = mul nsw i64 %relu1_grad.tx39374, 2
   %483 = add nsw i64 %482, 2
   %484 = mul nsw i64 %483, 64
   %485 = add nsw i64 %481, %484
-  %486 = mul nsw i64 %relu1_grad.cv38675, 8
+  %486 = mul nsw i64 %relu1_grad.cv39475, 8
   %487 = add nsw i64 %485, %486
   %488 = add nsw i64 2801664, %487
   %arena93 = getelementptr inbounds float, ptr %arena, i64 %488
   %489 = load <8 x float>, ptr %arena93, align 4
   %490 = fsub <8 x float> %476, %489
-  store <8 x float> %490, ptr %relu1_grad.w395, align 32
-  %491 = mul nsw i64 %relu1_grad.j38372, 50176
-  %492 = mul nsw i64 %relu1_grad.ty38473, 2
+  store <8 x float> %490, ptr %relu1_grad.w403, align 32
+  %491 = mul nsw i64 %relu1_grad.j39172, 50176
+  %492 = mul nsw i64 %relu1_grad.ty39273, 2
   %493 = add nsw i64 %492, 1
   %494 = mul nsw i64 %493, 1792
   %495 = add nsw i64 %491, %494
-  %496 = mul nsw i64 %relu1_grad.tx38574, 2
+  %496 = mul nsw i64 %relu1_grad.tx39374, 2
   %497 = add nsw i64 %496, 2
   %498 = mul nsw i64 %497, 64
   %499 = add nsw i64 %495, %498
-  %500 = mul nsw i64 %relu1_grad.cv38675, 8
+  %500 = mul nsw i64 %relu1_grad.cv39475, 8
   %501 = add nsw i64 %499, %500
   %502 = add nsw i64 2801664, %501
   %arena94 = getelementptr inbounds float, ptr %arena, i64 %502
   %503 = load <8 x float>, ptr %arena94, align 4
-  %504 = mul nsw i64 %relu1_grad.j38372, 50176
-  %505 = mul nsw i64 %relu1_grad.ty38473, 2
+  %504 = mul nsw i64 %relu1_grad.j39172, 50176
+  %505 = mul nsw i64 %relu1_grad.ty39273, 2
   %506 = add nsw i64 %505, 2
   %507 = mul nsw i64 %506, 1792
   %508 = add nsw i64 %504, %507
-  %509 = mul nsw i64 %relu1_grad.tx38574, 2
+  %509 = mul nsw i64 %relu1_grad.tx39374, 2
   %510 = add nsw i64 %509, 2
   %511 = mul nsw i64 %510, 64
   %512 = add nsw i64 %508, %511
-  %513 = mul nsw i64 %relu1_grad.cv38675, 8
+  %513 = mul nsw i64 %relu1_grad.cv39475, 8
   %514 = add nsw i64 %512, %513
   %515 = add nsw i64 2801664, %514
   %arena95 = getelementptr inbounds float, ptr %arena, i64 %515
   %516 = load <8 x float>, ptr %arena95, align 4
   %517 = fadd <8 x float> %503, %516
-  store <8 x float> %517, ptr %relu1_grad.w396, align 32
-  %518 = mul nsw i64 %relu1_grad.j38372, 50176
-  %519 = mul nsw i64 %relu1_grad.ty38473, 2
+  store <8 x float> %517, ptr %relu1_grad.w404, align 32
+  %518 = mul nsw i64 %relu1_grad.j39172, 50176
+  %519 = mul nsw i64 %relu1_grad.ty39273, 2
   %520 = add nsw i64 %519, 2
   %521 = mul nsw i64 %520, 1792
   %522 = add nsw i64 %518, %521
-  %523 = mul nsw i64 %relu1_grad.tx38574, 2
+  %523 = mul nsw i64 %relu1_grad.tx39374, 2
   %524 = add nsw i64 %523, 2
   %525 = mul nsw i64 %524, 64
   %526 = add nsw i64 %522, %525
-  %527 = mul nsw i64 %relu1_grad.cv38675, 8
+  %527 = mul nsw i64 %relu1_grad.cv39475, 8
   %528 = add nsw i64 %526, %527
   %529 = add nsw i64 2801664, %528
   %arena96 = getelementptr inbounds float, ptr %arena, i64 %529
   %530 = load <8 x float>, ptr %arena96, align 4
-  %531 = mul nsw i64 %relu1_grad.j38372, 50176
-  %532 = mul nsw i64 %relu1_grad.ty38473, 2
+  %531 = mul nsw i64 %relu1_grad.j39172, 50176
+  %532 = mul nsw i64 %relu1_grad.ty39273, 2
   %533 = add nsw i64 %532, 1
   %534 = mul nsw i64 %533, 1792
   %535 = add nsw i64 %531, %534
-  %536 = mul nsw i64 %relu1_grad.tx38574, 2
+  %536 = mul nsw i64 %relu1_grad.tx39374, 2
   %537 = add nsw i64 %536, 2
   %538 = mul nsw i64 %537, 64
   %539 = add nsw i64 %535, %538
-  %540 = mul nsw i64 %relu1_grad.cv38675, 8
+  %540 = mul nsw i64 %relu1_grad.cv39475, 8
   %541 = add nsw i64 %539, %540
   %542 = add nsw i64 2801664, %541
   %arena97 = getelementptr inbounds float, ptr %arena, i64 %542
   %543 = load <8 x float>, ptr %arena97, align 4
   %544 = fsub <8 x float> %530, %543
-  store <8 x float> %544, ptr %relu1_grad.w397, align 32
-  %545 = mul nsw i64 %relu1_grad.j38372, 50176
-  %546 = mul nsw i64 %relu1_grad.ty38473, 2
+  store <8 x float> %544, ptr %relu1_grad.w405, align 32
+  %545 = mul nsw i64 %relu1_grad.j39172, 50176
+  %546 = mul nsw i64 %relu1_grad.ty39273, 2
   %547 = add nsw i64 %546, 1
   %548 = mul nsw i64 %547, 1792
   %549 = add nsw i64 %545, %548
-  %550 = mul nsw i64 %relu1_grad.tx38574, 2
+  %550 = mul nsw i64 %relu1_grad.tx39374, 2
   %551 = add nsw i64 %550, 2
   %552 = mul nsw i64 %551, 64
   %553 = add nsw i64 %549, %552
-  %554 = mul nsw i64 %relu1_grad.cv38675, 8
+  %554 = mul nsw i64 %relu1_grad.cv39475, 8
   %555 = add nsw i64 %553, %554
   %556 = add nsw i64 2801664, %555
   %arena98 = getelementptr inbounds float, ptr %arena, i64 %556
   %557 = load <8 x float>, ptr %arena98, align 4
-  %558 = mul nsw i64 %relu1_grad.j38372, 50176
-  %559 = mul nsw i64 %relu1_grad.ty38473, 2
+  %558 = mul nsw i64 %relu1_grad.j39172, 50176
+  %559 = mul nsw i64 %relu1_grad.ty39273, 2
   %560 = add nsw i64 %559, 3
   %561 = mul nsw i64 %560, 1792
   %562 = add nsw i64 %558, %561
-  %563 = mul nsw i64 %relu1_grad.tx38574, 2
+  %563 = mul nsw i64 %relu1_grad.tx39374, 2
   %564 = add nsw i64 %563, 2
   %565 = mul nsw i64 %564, 64
   %566 = add nsw i64 %562, %565
-  %567 = mul nsw i64 %relu1_grad.cv38675, 8
+  %567 = mul nsw i64 %relu1_grad.cv39475, 8
   %568 = add nsw i64 %566, %567
   %569 = add nsw i64 2801664, %568
   %arena99 = getelementptr inbounds float, ptr %arena, i64 %569
   %570 = load <8 x float>, ptr %arena99, align 4
   %571 = fsub <8 x float> %557, %570
-  store <8 x float> %571, ptr %relu1_grad.w398, align 32
-  %572 = mul nsw i64 %relu1_grad.j38372, 50176
-  %573 = mul nsw i64 %relu1_grad.ty38473, 2
+  store <8 x float> %571, ptr %relu1_grad.w406, align 32
+  %572 = mul nsw i64 %relu1_grad.j39172, 50176
+  %573 = mul nsw i64 %relu1_grad.ty39273, 2
   %574 = mul nsw i64 %573, 1792
   %575 = add nsw i64 %572, %574
-  %576 = mul nsw i64 %relu1_grad.tx38574, 2
+  %576 = mul nsw i64 %relu1_grad.tx39374, 2
   %577 = add nsw i64 %576, 3
   %578 = mul nsw i64 %577, 64
   %579 = add nsw i64 %575, %578
-  %580 = mul nsw i64 %relu1_grad.cv38675, 8
+  %580 = mul nsw i64 %relu1_grad.cv39475, 8
   %581 = add nsw i64 %579, %580
   %582 = add nsw i64 2801664, %581
   %arena100 = getelementptr inbounds float, ptr %arena, i64 %582
   %583 = load <8 x float>, ptr %arena100, align 4
-  %584 = mul nsw i64 %relu1_grad.j38372, 50176
-  %585 = mul nsw i64 %relu1_grad.ty38473, 2
+  %584 = mul nsw i64 %relu1_grad.j39172, 50176
+  %585 = mul nsw i64 %relu1_grad.ty39273, 2
   %586 = add nsw i64 %585, 2
   %587 = mul nsw i64 %586, 1792
   %588 = add nsw i64 %584, %587
-  %589 = mul nsw i64 %relu1_grad.tx38574, 2
+  %589 = mul nsw i64 %relu1_grad.tx39374, 2
   %590 = add nsw i64 %589, 3
   %591 = mul nsw i64 %590, 64
   %592 = add nsw i64 %588, %591
-  %593 = mul nsw i64 %relu1_grad.cv38675, 8
+  %593 = mul nsw i64 %relu1_grad.cv39475, 8
   %594 = add nsw i64 %592, %593
   %595 = add nsw i64 2801664, %594
   %arena101 = getelementptr inbounds float, ptr %arena, i64 %595
   %596 = load <8 x float>, ptr %arena101, align 4
   %597 = fsub <8 x float> %583, %596
-  store <8 x float> %597, ptr %relu1_grad.w399, align 32
-  %598 = mul nsw i64 %relu1_grad.j38372, 50176
-  %599 = mul nsw i64 %relu1_grad.ty38473, 2
+  store <8 x float> %597, ptr %relu1_grad.w407, align 32
+  %598 = mul nsw i64 %relu1_grad.j39172, 50176
+  %599 = mul nsw i64 %relu1_grad.ty39273, 2
   %600 = add nsw i64 %599, 1
   %601 = mul nsw i64 %600, 1792
   %602 = add nsw i64 %598, %601
-  %603 = mul nsw i64 %relu1_grad.tx38574, 2
+  %603 = mul nsw i64 %relu1_grad.tx39374, 2
   %604 = add nsw i64 %603, 3
   %605 = mul nsw i64 %604, 64
   %606 = add nsw i64 %602, %605
-  %607 = mul nsw i64 %relu1_grad.cv38675, 8
+  %607 = mul nsw i64 %relu1_grad.cv39475, 8
   %608 = add nsw i64 %606, %607
   %609 = add nsw i64 2801664, %608
   %arena102 = getelementptr inbounds float, ptr %arena, i64 %609
   %610 = load <8 x float>, ptr %arena102, align 4
-  %611 = mul nsw i64 %relu1_grad.j38372, 50176
-  %612 = mul nsw i64 %relu1_grad.ty38473, 2
+  %611 = mul nsw i64 %relu1_grad.j39172, 50176
+  %612 = mul nsw i64 %relu1_grad.ty39273, 2
   %613 = add nsw i64 %612, 2
   %614 = mul nsw i64 %613, 1792
   %615 = add nsw i64 %611, %614
-  %616 = mul nsw i64 %relu1_grad.tx38574, 2
+  %616 = mul nsw i64 %relu1_grad.tx39374, 2
   %617 = add nsw i64 %616, 3
   %618 = mul nsw i64 %617, 64
   %619 = add nsw i64 %615, %618
-  %620 = mul nsw i64 %relu1_grad.cv38675, 8
+  %620 = mul nsw i64 %relu1_grad.cv39475, 8
   %621 = add nsw i64 %619, %620
   %622 = add nsw i64 2801664, %621
   %arena103 = getelementptr inbounds float, ptr %arena, i64 %622
   %623 = load <8 x float>, ptr %arena103, align 4
   %624 = fadd <8 x float> %610, %623
-  store <8 x float> %624, ptr %relu1_grad.w400, align 32
-  %625 = mul nsw i64 %relu1_grad.j38372, 50176
-  %626 = mul nsw i64 %relu1_grad.ty38473, 2
+  store <8 x float> %624, ptr %relu1_grad.w408, align 32
+  %625 = mul nsw i64 %relu1_grad.j39172, 50176
+  %626 = mul nsw i64 %relu1_grad.ty39273, 2
   %627 = add nsw i64 %626, 2
   %628 = mul nsw i64 %627, 1792
   %629 = add nsw i64 %625, %628
-  %630 = mul nsw i64 %relu1_grad.tx38574, 2
+  %630 = mul nsw i64 %relu1_grad.tx39374, 2
   %631 = add nsw i64 %630, 3
   %632 = mul nsw i64 %631, 64
   %633 = add nsw i64 %629, %632
-  %634 = mul nsw i64 %relu1_grad.cv38675, 8
+  %634 = mul nsw i64 %relu1_grad.cv39475, 8
   %635 = add nsw i64 %633, %634
   %636 = add nsw i64 2801664, %635
   %arena104 = getelementptr inbounds float, ptr %arena, i64 %636
   %637 = load <8 x float>, ptr %arena104, align 4
-  %638 = mul nsw i64 %relu1_grad.j38372, 50176
-  %639 = mul nsw i64 %relu1_grad.ty38473, 2
+  %638 = mul nsw i64 %relu1_grad.j39172, 50176
+  %639 = mul nsw i64 %relu1_grad.ty39273, 2
   %640 = add nsw i64 %639, 1
   %641 = mul nsw i64 %640, 1792
   %642 = add nsw i64 %638, %641
-  %643 = mul nsw i64 %relu1_grad.tx38574, 2
+  %643 = mul nsw i64 %relu1_grad.tx39374, 2
   %644 = add nsw i64 %643, 3
   %645 = mul nsw i64 %644, 64
   %646 = add nsw i64 %642, %645
-  %647 = mul nsw i64 %relu1_grad.cv38675, 8
+  %647 = mul nsw i64 %relu1_grad.cv39475, 8
   %648 = add nsw i64 %646, %647
   %649 = add nsw i64 2801664, %648
   %arena105 = getelementptr inbounds float, ptr %arena, i64 %649
   %650 = load <8 x float>, ptr %arena105, align 4
   %651 = fsub <8 x float> %637, %650
-  store <8 x float> %651, ptr %relu1_grad.w401, align 32
-  %652 = mul nsw i64 %relu1_grad.j38372, 50176
-  %653 = mul nsw i64 %relu1_grad.ty38473, 2
+  store <8 x float> %651, ptr %relu1_grad.w409, align 32
+  %652 = mul nsw i64 %relu1_grad.j39172, 50176
+  %653 = mul nsw i64 %relu1_grad.ty39273, 2
   %654 = add nsw i64 %653, 1
   %655 = mul nsw i64 %654, 1792
   %656 = add nsw i64 %652, %655
-  %657 = mul nsw i64 %relu1_grad.tx38574, 2
+  %657 = mul nsw i64 %relu1_grad.tx39374, 2
   %658 = add nsw i64 %657, 3
   %659 = mul nsw i64 %658, 64
   %660 = add nsw i64 %656, %659
-  %661 = mul nsw i64 %relu1_grad.cv38675, 8
+  %661 = mul nsw i64 %relu1_grad.cv39475, 8
   %662 = add nsw i64 %660, %661
   %663 = add nsw i64 2801664, %662
   %arena106 = getelementptr inbounds float, ptr %arena, i64 %663
   %664 = load <8 x float>, ptr %arena106, align 4
-  %665 = mul nsw i64 %relu1_grad.j38372, 50176
-  %666 = mul nsw i64 %relu1_grad.ty38473, 2
+  %665 = mul nsw i64 %relu1_grad.j39172, 50176
+  %666 = mul nsw i64 %relu1_grad.ty39273, 2
   %667 = add nsw i64 %666, 3
   %668 = mul nsw i64 %667, 1792
   %669 = add nsw i64 %665, %668
-  %670 = mul nsw i64 %relu1_grad.tx38574, 2
+  %670 = mul nsw i64 %relu1_grad.tx39374, 2
   %671 = add nsw i64 %670, 3
   %672 = mul nsw i64 %671, 64
   %673 = add nsw i64 %669, %672
-  %674 = mul nsw i64 %relu1_grad.cv38675, 8
+  %674 = mul nsw i64 %relu1_grad.cv39475, 8
   %675 = add nsw i64 %673, %674
   %676 = add nsw i64 2801664, %675
   %arena107 = getelementptr inbounds float, ptr %arena, i64 %676
   %677 = load <8 x float>, ptr %arena107, align 4
   %678 = fsub <8 x float> %664, %677
-  store <8 x float> %678, ptr %relu1_grad.w402, align 32
-  %w387 = load <8 x float>, ptr %relu1_grad.w387, align 32
+  store <8 x float> %678, ptr %relu1_grad.w410, align 32
   %w395 = load <8 x float>, ptr %relu1_grad.w395, align 32
-  %679 = fsub <8 x float> %w387, %w395
-  store <8 x float> %679, ptr %relu1_grad.w403, align 32
-  %w391 = load <8 x float>, ptr %relu1_grad.w391, align 32
-  %w395108 = load <8 x float>, ptr %relu1_grad.w395, align 32
-  %680 = fadd <8 x float> %w391, %w395108
-  store <8 x float> %680, ptr %relu1_grad.w404, align 32
-  %w395109 = load <8 x float>, ptr %relu1_grad.w395, align 32
-  %w391110 = load <8 x float>, ptr %relu1_grad.w391, align 32
-  %681 = fsub <8 x float> %w395109, %w391110
-  store <8 x float> %681, ptr %relu1_grad.w405, align 32
-  %w391111 = load <8 x float>, ptr %relu1_grad.w391, align 32
-  %w399 = load <8 x float>, ptr %relu1_grad.w399, align 32
-  %682 = fsub <8 x float> %w391111, %w399
-  store <8 x float> %682, ptr %relu1_grad.w406, align 32
-  %w388 = load <8 x float>, ptr %relu1_grad.w388, align 32
-  %w396 = load <8 x float>, ptr %relu1_grad.w396, align 32
-  %683 = fsub <8 x float> %w388, %w396
-  store <8 x float> %683, ptr %relu1_grad.w407, align 32
-  %w392 = load <8 x float>, ptr %relu1_grad.w392, align 32
-  %w396112 = load <8 x float>, ptr %relu1_grad.w396, align 32
-  %684 = fadd <8 x float> %w392, %w396112
-  store <8 x float> %684, ptr %relu1_grad.w408, align 32
-  %w396113 = load <8 x float>, ptr %relu1_grad.w396, align 32
-  %w392114 = load <8 x float>, ptr %relu1_grad.w392, align 32
-  %685 = fsub <8 x float> %w396113, %w392114
-  store <8 x float> %685, ptr %relu1_grad.w409, align 32
-  %w392115 = load <8 x float>, ptr %relu1_grad.w392, align 32
-  %w400 = load <8 x float>, ptr %relu1_grad.w400, align 32
-  %686 = fsub <8 x float> %w392115, %w400
-  store <8 x float> %686, ptr %relu1_grad.w410, align 32
-  %w389 = load <8 x float>, ptr %relu1_grad.w389, align 32
-  %w397 = load <8 x float>, ptr %relu1_grad.w397, align 32
-  %687 = fsub <8 x float> %w389, %w397
-  store <8 x float> %687, ptr %relu1_grad.w411, align 32
-  %w393 = load <8 x float>, ptr %relu1_grad.w393, align 32
-  %w397116 = load <8 x float>, ptr %relu1_grad.w397, align 32
-  %688 = fadd <8 x float> %w393, %w397116
-  store <8 x float> %688, ptr %relu1_grad.w412, align 32
-  %w397117 = load <8 x float>, ptr %relu1_grad.w397, align 32
-  %w393118 = load <8 x float>, ptr %relu1_grad.w393, align 32
-  %689 = fsub <8 x float> %w397117, %w393118
-  store <8 x float> %689, ptr %relu1_grad.w413, align 32
-  %w393119 = load <8 x float>, ptr %relu1_grad.w393, align 32
-  %w401 = load <8 x float>, ptr %relu1_grad.w401, align 32
-  %690 = fsub <8 x float> %w393119, %w401
-  store <8 x float> %690, ptr %relu1_grad.w414, align 32
-  %w390 = load <8 x float>, ptr %relu1_grad.w390, align 32
-  %w398 = load <8 x float>, ptr %relu1_grad.w398, align 32
-  %691 = fsub <8 x float> %w390, %w398
-  store <8 x float> %691, ptr %relu1_grad.w415, align 32
-  %w394 = load <8 x float>, ptr %relu1_grad.w394, align 32
-  %w398120 = load <8 x float>, ptr %relu1_grad.w398, align 32
-  %692 = fadd <8 x float> %w394, %w398120
-  store <8 x float> %692, ptr %relu1_grad.w416, align 32
-  %w398121 = load <8 x float>, ptr %relu1_grad.w398, align 32
-  %w394122 = load <8 x float>, ptr %relu1_grad.w394, align 32
-  %693 = fsub <8 x float> %w398121, %w394122
-  store <8 x float> %693, ptr %relu1_grad.w417, align 32
-  %w394123 = load <8 x float>, ptr %relu1_grad.w394, align 32
-  %w402 = load <8 x float>, ptr %relu1_grad.w402, align 32
-  %694 = fsub <8 x float> %w394123, %w402
-  store <8 x float> %694, ptr %relu1_grad.w418, align 32
   %w403 = load <8 x float>, ptr %relu1_grad.w403, align 32
-  %695 = mul nsw i64 %relu1_grad.j38372, 169
-  %696 = mul nsw i64 %relu1_grad.ty38473, 13
+  %679 = fsub <8 x float> %w395, %w403
+  store <8 x float> %679, ptr %relu1_grad.w411, align 32
+  %w399 = load <8 x float>, ptr %relu1_grad.w399, align 32
+  %w403108 = load <8 x float>, ptr %relu1_grad.w403, align 32
+  %680 = fadd <8 x float> %w399, %w403108
+  store <8 x float> %680, ptr %relu1_grad.w412, align 32
+  %w403109 = load <8 x float>, ptr %relu1_grad.w403, align 32
+  %w399110 = load <8 x float>, ptr %relu1_grad.w399, align 32
+  %681 = fsub <8 x float> %w403109, %w399110
+  store <8 x float> %681, ptr %relu1_grad.w413, align 32
+  %w399111 = load <8 x float>, ptr %relu1_grad.w399, align 32
+  %w407 = load <8 x float>, ptr %relu1_grad.w407, align 32
+  %682 = fsub <8 x float> %w399111, %w407
+  store <8 x float> %682, ptr %relu1_grad.w414, align 32
+  %w396 = load <8 x float>, ptr %relu1_grad.w396, align 32
+  %w404 = load <8 x float>, ptr %relu1_grad.w404, align 32
+  %683 = fsub <8 x float> %w396, %w404
+  store <8 x float> %683, ptr %relu1_grad.w415, align 32
+  %w400 = load <8 x float>, ptr %relu1_grad.w400, align 32
+  %w404112 = load <8 x float>, ptr %relu1_grad.w404, align 32
+  %684 = fadd <8 x float> %w400, %w404112
+  store <8 x float> %684, ptr %relu1_grad.w416, align 32
+  %w404113 = load <8 x float>, ptr %relu1_grad.w404, align 32
+  %w400114 = load <8 x float>, ptr %relu1_grad.w400, align 32
+  %685 = fsub <8 x float> %w404113, %w400114
+  store <8 x float> %685, ptr %relu1_grad.w417, align 32
+  %w400115 = load <8 x float>, ptr %relu1_grad.w400, align 32
+  %w408 = load <8 x float>, ptr %relu1_grad.w408, align 32
+  %686 = fsub <8 x float> %w400115, %w408
+  store <8 x float> %686, ptr %relu1_grad.w418, align 32
+  %w397 = load <8 x float>, ptr %relu1_grad.w397, align 32
+  %w405 = load <8 x float>, ptr %relu1_grad.w405, align 32
+  %687 = fsub <8 x float> %w397, %w405
+  store <8 x float> %687, ptr %relu1_grad.w419, align 32
+  %w401 = load <8 x float>, ptr %relu1_grad.w401, align 32
+  %w405116 = load <8 x float>, ptr %relu1_grad.w405, align 32
+  %688 = fadd <8 x float> %w401, %w405116
+  store <8 x float> %688, ptr %relu1_grad.w420, align 32
+  %w405117 = load <8 x float>, ptr %relu1_grad.w405, align 32
+  %w401118 = load <8 x float>, ptr %relu1_grad.w401, align 32
+  %689 = fsub <8 x float> %w405117, %w401118
+  store <8 x float> %689, ptr %relu1_grad.w421, align 32
+  %w401119 = load <8 x float>, ptr %relu1_grad.w401, align 32
+  %w409 = load <8 x float>, ptr %relu1_grad.w409, align 32
+  %690 = fsub <8 x float> %w401119, %w409
+  store <8 x float> %690, ptr %relu1_grad.w422, align 32
+  %w398 = load <8 x float>, ptr %relu1_grad.w398, align 32
+  %w406 = load <8 x float>, ptr %relu1_grad.w406, align 32
+  %691 = fsub <8 x float> %w398, %w406
+  store <8 x float> %691, ptr %relu1_grad.w423, align 32
+  %w402 = load <8 x float>, ptr %relu1_grad.w402, align 32
+  %w406120 = load <8 x float>, ptr %relu1_grad.w406, align 32
+  %692 = fadd <8 x float> %w402, %w406120
+  store <8 x float> %692, ptr %relu1_grad.w424, align 32
+  %w406121 = load <8 x float>, ptr %relu1_grad.w406, align 32
+  %w402122 = load <8 x float>, ptr %relu1_grad.w402, align 32
+  %693 = fsub <8 x float> %w406121, %w402122
+  store <8 x float> %693, ptr %relu1_grad.w425, align 32
+  %w402123 = load <8 x float>, ptr %relu1_grad.w402, align 32
+  %w410 = load <8 x float>, ptr %relu1_grad.w410, align 32
+  %694 = fsub <8 x float> %w402123, %w410
+  store <8 x float> %694, ptr %relu1_grad.w426, align 32
+  %w411 = load <8 x float>, ptr %relu1_grad.w411, align 32
+  %695 = mul nsw i64 %relu1_grad.j39172, 169
+  %696 = mul nsw i64 %relu1_grad.ty39273, 13
   %697 = add nsw i64 %695, %696
-  %698 = add nsw i64 %697, %relu1_grad.tx38574
+  %698 = add nsw i64 %697, %relu1_grad.tx39374
   %699 = mul nsw i64 %698, 64
   %700 = add nsw i64 2851840, %699
-  %701 = mul nsw i64 %relu1_grad.cv38675, 8
+  %701 = mul nsw i64 %relu1_grad.cv39475, 8
   %702 = add nsw i64 %700, %701
   %arena124 = getelementptr inbounds float, ptr %arena, i64 %702
-  store <8 x float> %w403, ptr %arena124, align 4
-  %w404 = load <8 x float>, ptr %relu1_grad.w404, align 32
-  %703 = mul nsw i64 %relu1_grad.j38372, 169
-  %704 = mul nsw i64 %relu1_grad.ty38473, 13
+  store <8 x float> %w411, ptr %arena124, align 4
+  %w412 = load <8 x float>, ptr %relu1_grad.w412, align 32
+  %703 = mul nsw i64 %relu1_grad.j39172, 169
+  %704 = mul nsw i64 %relu1_grad.ty39273, 13
   %705 = add nsw i64 %703, %704
-  %706 = add nsw i64 %705, %relu1_grad.tx38574
+  %706 = add nsw i64 %705, %relu1_grad.tx39374
   %707 = mul nsw i64 %706, 64
   %708 = add nsw i64 2862656, %707
-  %709 = mul nsw i64 %relu1_grad.cv38675, 8
+  %709 = mul nsw i64 %relu1_grad.cv39475, 8
   %710 = add nsw i64 %708, %709
   %arena125 = getelementptr inbounds float, ptr %arena, i64 %710
-  store <8 x float> %w404, ptr %arena125, align 4
-  %w405 = load <8 x float>, ptr %relu1_grad.w405, align 32
-  %711 = mul nsw i64 %relu1_grad.j38372, 169
-  %712 = mul nsw i64 %relu1_grad.ty38473, 13
+  store <8 x float> %w412, ptr %arena125, align 4
+  %w413 = load <8 x float>, ptr %relu1_grad.w413, align 32
+  %711 = mul nsw i64 %relu1_grad.j39172, 169
+  %712 = mul nsw i64 %relu1_grad.ty39273, 13
   %713 = add nsw i64 %711, %712
-  %714 = add nsw i64 %713, %relu1_grad.tx38574
+  %714 = add nsw i64 %713, %relu1_grad.tx39374
   %715 = mul nsw i64 %714, 64
   %716 = add nsw i64 2873472, %715
-  %717 = mul nsw i64 %relu1_grad.cv38675, 8
+  %717 = mul nsw i64 %relu1_grad.cv39475, 8
   %718 = add nsw i64 %716, %717
   %arena126 = getelementptr inbounds float, ptr %arena, i64 %718
-  store <8 x float> %w405, ptr %arena126, align 4
-  %w406 = load <8 x float>, ptr %relu1_grad.w406, align 32
-  %719 = mul nsw i64 %relu1_grad.j38372, 169
-  %720 = mul nsw i64 %relu1_grad.ty38473, 13
+  store <8 x float> %w413, ptr %arena126, align 4
+  %w414 = load <8 x float>, ptr %relu1_grad.w414, align 32
+  %719 = mul nsw i64 %relu1_grad.j39172, 169
+  %720 = mul nsw i64 %relu1_grad.ty39273, 13
   %721 = add nsw i64 %719, %720
-  %722 = add nsw i64 %721, %relu1_grad.tx38574
+  %722 = add nsw i64 %721, %relu1_grad.tx39374
   %723 = mul nsw i64 %722, 64
   %724 = add nsw i64 2884288, %723
-  %725 = mul nsw i64 %relu1_grad.cv38675, 8
+  %725 = mul nsw i64 %relu1_grad.cv39475, 8
   %726 = add nsw i64 %724, %725
   %arena127 = getelementptr inbounds float, ptr %arena, i64 %726
-  store <8 x float> %w406, ptr %arena127, align 4
-  %w407 = load <8 x float>, ptr %relu1_grad.w407, align 32
-  %727 = mul nsw i64 %relu1_grad.j38372, 169
-  %728 = mul nsw i64 %relu1_grad.ty38473, 13
+  store <8 x float> %w414, ptr %arena127, align 4
+  %w415 = load <8 x float>, ptr %relu1_grad.w415, align 32
+  %727 = mul nsw i64 %relu1_grad.j39172, 169
+  %728 = mul nsw i64 %relu1_grad.ty39273, 13
   %729 = add nsw i64 %727, %728
-  %730 = add nsw i64 %729, %relu1_grad.tx38574
+  %730 = add nsw i64 %729, %relu1_grad.tx39374
   %731 = mul nsw i64 %730, 64
   %732 = add nsw i64 2895104, %731
-  %733 = mul nsw i64 %relu1_grad.cv38675, 8
+  %733 = mul nsw i64 %relu1_grad.cv39475, 8
   %734 = add nsw i64 %732, %733
   %arena128 = getelementptr inbounds float, ptr %arena, i64 %734
-  store <8 x float> %w407, ptr %arena128, align 4
-  %w408 = load <8 x float>, ptr %relu1_grad.w408, align 32
-  %735 = mul nsw i64 %relu1_grad.j38372, 169
-  %736 = mul nsw i64 %relu1_grad.ty38473, 13
+  store <8 x float> %w415, ptr %arena128, align 4
+  %w416 = load <8 x float>, ptr %relu1_grad.w416, align 32
+  %735 = mul nsw i64 %relu1_grad.j39172, 169
+  %736 = mul nsw i64 %relu1_grad.ty39273, 13
   %737 = add nsw i64 %735, %736
-  %738 = add nsw i64 %737, %relu1_grad.tx38574
+  %738 = add nsw i64 %737, %relu1_grad.tx39374
   %739 = mul nsw i64 %738, 64
   %740 = add nsw i64 2905920, %739
-  %741 = mul nsw i64 %relu1_grad.cv38675, 8
+  %741 = mul nsw i64 %relu1_grad.cv39475, 8
   %742 = add nsw i64 %740, %741
   %arena129 = getelementptr inbounds float, ptr %arena, i64 %742
-  store <8 x float> %w408, ptr %arena129, align 4
-  %w409 = load <8 x float>, ptr %relu1_grad.w409, align 32
-  %743 = mul nsw i64 %relu1_grad.j38372, 169
-  %744 = mul nsw i64 %relu1_grad.ty38473, 13
+  store <8 x float> %w416, ptr %arena129, align 4
+  %w417 = load <8 x float>, ptr %relu1_grad.w417, align 32
+  %743 = mul nsw i64 %relu1_grad.j39172, 169
+  %744 = mul nsw i64 %relu1_grad.ty39273, 13
   %745 = add nsw i64 %743, %744
-  %746 = add nsw i64 %745, %relu1_grad.tx38574
+  %746 = add nsw i64 %745, %relu1_grad.tx39374
   %747 = mul nsw i64 %746, 64
   %748 = add nsw i64 2916736, %747
-  %749 = mul nsw i64 %relu1_grad.cv38675, 8
+  %749 = mul nsw i64 %relu1_grad.cv39475, 8
   %750 = add nsw i64 %748, %749
   %arena130 = getelementptr inbounds float, ptr %arena, i64 %750
-  store <8 x float> %w409, ptr %arena130, align 4
-  %w410 = load <8 x float>, ptr %relu1_grad.w410, align 32
-  %751 = mul nsw i64 %relu1_grad.j38372, 169
-  %752 = mul nsw i64 %relu1_grad.ty38473, 13
+  store <8 x float> %w417, ptr %arena130, align 4
+  %w418 = load <8 x float>, ptr %relu1_grad.w418, align 32
+  %751 = mul nsw i64 %relu1_grad.j39172, 169
+  %752 = mul nsw i64 %relu1_grad.ty39273, 13
   %753 = add nsw i64 %751, %752
-  %754 = add nsw i64 %753, %relu1_grad.tx38574
+  %754 = add nsw i64 %753, %relu1_grad.tx39374
   %755 = mul nsw i64 %754, 64
   %756 = add nsw i64 2927552, %755
-  %757 = mul nsw i64 %relu1_grad.cv38675, 8
+  %757 = mul nsw i64 %relu1_grad.cv39475, 8
   %758 = add nsw i64 %756, %757
   %arena131 = getelementptr inbounds float, ptr %arena, i64 %758
-  store <8 x float> %w410, ptr %arena131, align 4
-  %w411 = load <8 x float>, ptr %relu1_grad.w411, align 32
-  %759 = mul nsw i64 %relu1_grad.j38372, 169
-  %760 = mul nsw i64 %relu1_grad.ty38473, 13
+  store <8 x float> %w418, ptr %arena131, align 4
+  %w419 = load <8 x float>, ptr %relu1_grad.w419, align 32
+  %759 = mul nsw i64 %relu1_grad.j39172, 169
+  %760 = mul nsw i64 %relu1_grad.ty39273, 13
   %761 = add nsw i64 %759, %760
-  %762 = add nsw i64 %761, %relu1_grad.tx38574
+  %762 = add nsw i64 %761, %relu1_grad.tx39374
   %763 = mul nsw i64 %762, 64
   %764 = add nsw i64 2938368, %763
-  %765 = mul nsw i64 %relu1_grad.cv38675, 8
+  %765 = mul nsw i64 %relu1_grad.cv39475, 8
   %766 = add nsw i64 %764, %765
   %arena132 = getelementptr inbounds float, ptr %arena, i64 %766
-  store <8 x float> %w411, ptr %arena132, align 4
-  %w412 = load <8 x float>, ptr %relu1_grad.w412, align 32
-  %767 = mul nsw i64 %relu1_grad.j38372, 169
-  %768 = mul nsw i64 %relu1_grad.ty38473, 13
+  store <8 x float> %w419, ptr %arena132, align 4
+  %w420 = load <8 x float>, ptr %relu1_grad.w420, align 32
+  %767 = mul nsw i64 %relu1_grad.j39172, 169
+  %768 = mul nsw i64 %relu1_grad.ty39273, 13
   %769 = add nsw i64 %767, %768
-  %770 = add nsw i64 %769, %relu1_grad.tx38574
+  %770 = add nsw i64 %769, %relu1_grad.tx39374
   %771 = mul nsw i64 %770, 64
   %772 = add nsw i64 2949184, %771
-  %773 = mul nsw i64 %relu1_grad.cv38675, 8
+  %773 = mul nsw i64 %relu1_grad.cv39475, 8
   %774 = add nsw i64 %772, %773
   %arena133 = getelementptr inbounds float, ptr %arena, i64 %774
-  store <8 x float> %w412, ptr %arena133, align 4
-  %w413 = load <8 x float>, ptr %relu1_grad.w413, align 32
-  %775 = mul nsw i64 %relu1_grad.j38372, 169
-  %776 = mul nsw i64 %relu1_grad.ty38473, 13
+  store <8 x float> %w420, ptr %arena133, align 4
+  %w421 = load <8 x float>, ptr %relu1_grad.w421, align 32
+  %775 = mul nsw i64 %relu1_grad.j39172, 169
+  %776 = mul nsw i64 %relu1_grad.ty39273, 13
   %777 = add nsw i64 %775, %776
-  %778 = add nsw i64 %777, %relu1_grad.tx38574
+  %778 = add nsw i64 %777, %relu1_grad.tx39374
   %779 = mul nsw i64 %778, 64
   %780 = add nsw i64 2960000, %779
-  %781 = mul nsw i64 %relu1_grad.cv38675, 8
+  %781 = mul nsw i64 %relu1_grad.cv39475, 8
   %782 = add nsw i64 %780, %781
   %arena134 = getelementptr inbounds float, ptr %arena, i64 %782
-  store <8 x float> %w413, ptr %arena134, align 4
-  %w414 = load <8 x float>, ptr %relu1_grad.w414, align 32
-  %783 = mul nsw i64 %relu1_grad.j38372, 169
-  %784 = mul nsw i64 %relu1_grad.ty38473, 13
+  store <8 x float> %w421, ptr %arena134, align 4
+  %w422 = load <8 x float>, ptr %relu1_grad.w422, align 32
+  %783 = mul nsw i64 %relu1_grad.j39172, 169
+  %784 = mul nsw i64 %relu1_grad.ty39273, 13
   %785 = add nsw i64 %783, %784
-  %786 = add nsw i64 %785, %relu1_grad.tx38574
+  %786 = add nsw i64 %785, %relu1_grad.tx39374
   %787 = mul nsw i64 %786, 64
   %788 = add nsw i64 2970816, %787
-  %789 = mul nsw i64 %relu1_grad.cv38675, 8
+  %789 = mul nsw i64 %relu1_grad.cv39475, 8
   %790 = add nsw i64 %788, %789
   %arena135 = getelementptr inbounds float, ptr %arena, i64 %790
-  store <8 x float> %w414, ptr %arena135, align 4
-  %w415 = load <8 x float>, ptr %relu1_grad.w415, align 32
-  %791 = mul nsw i64 %relu1_grad.j38372, 169
-  %792 = mul nsw i64 %relu1_grad.ty38473, 13
+  store <8 x float> %w422, ptr %arena135, align 4
+  %w423 = load <8 x float>, ptr %relu1_grad.w423, align 32
+  %791 = mul nsw i64 %relu1_grad.j39172, 169
+  %792 = mul nsw i64 %relu1_grad.ty39273, 13
   %793 = add nsw i64 %791, %792
-  %794 = add nsw i64 %793, %relu1_grad.tx38574
+  %794 = add nsw i64 %793, %relu1_grad.tx39374
   %795 = mul nsw i64 %794, 64
   %796 = add nsw i64 2981632, %795
-  %797 = mul nsw i64 %relu1_grad.cv38675, 8
+  %797 = mul nsw i64 %relu1_grad.cv39475, 8
   %798 = add nsw i64 %796, %797
   %arena136 = getelementptr inbounds float, ptr %arena, i64 %798
-  store <8 x float> %w415, ptr %arena136, align 4
-  %w416 = load <8 x float>, ptr %relu1_grad.w416, align 32
-  %799 = mul nsw i64 %relu1_grad.j38372, 169
-  %800 = mul nsw i64 %relu1_grad.ty38473, 13
+  store <8 x float> %w423, ptr %arena136, align 4
+  %w424 = load <8 x float>, ptr %relu1_grad.w424, align 32
+  %799 = mul nsw i64 %relu1_grad.j39172, 169
+  %800 = mul nsw i64 %relu1_grad.ty39273, 13
   %801 = add nsw i64 %799, %800
-  %802 = add nsw i64 %801, %relu1_grad.tx38574
+  %802 = add nsw i64 %801, %relu1_grad.tx39374
   %803 = mul nsw i64 %802, 64
   %804 = add nsw i64 2992448, %803
-  %805 = mul nsw i64 %relu1_grad.cv38675, 8
+  %805 = mul nsw i64 %relu1_grad.cv39475, 8
   %806 = add nsw i64 %804, %805
   %arena137 = getelementptr inbounds float, ptr %arena, i64 %806
-  store <8 x float> %w416, ptr %arena137, align 4
-  %w417 = load <8 x float>, ptr %relu1_grad.w417, align 32
-  %807 = mul nsw i64 %relu1_grad.j38372, 169
-  %808 = mul nsw i64 %relu1_grad.ty38473, 13
+  store <8 x float> %w424, ptr %arena137, align 4
+  %w425 = load <8 x float>, ptr %relu1_grad.w425, align 32
+  %807 = mul nsw i64 %relu1_grad.j39172, 169
+  %808 = mul nsw i64 %relu1_grad.ty39273, 13
   %809 = add nsw i64 %807, %808
-  %810 = add nsw i64 %809, %relu1_grad.tx38574
+  %810 = add nsw i64 %809, %relu1_grad.tx39374
   %811 = mul nsw i64 %810, 64
   %812 = add nsw i64 3003264, %811
-  %813 = mul nsw i64 %relu1_grad.cv38675, 8
+  %813 = mul nsw i64 %relu1_grad.cv39475, 8
   %814 = add nsw i64 %812, %813
   %arena138 = getelementptr inbounds float, ptr %arena, i64 %814
-  store <8 x float> %w417, ptr %arena138, align 4
-  %w418 = load <8 x float>, ptr %relu1_grad.w418, align 32
-  %815 = mul nsw i64 %relu1_grad.j38372, 169
-  %816 = mul nsw i64 %relu1_grad.ty38473, 13
+  store <8 x float> %w425, ptr %arena138, align 4
+  %w426 = load <8 x float>, ptr %relu1_grad.w426, align 32
+  %815 = mul nsw i64 %relu1_grad.j39172, 169
+  %816 = mul nsw i64 %relu1_grad.ty39273, 13
   %817 = add nsw i64 %815, %816
-  %818 = add nsw i64 %817, %relu1_grad.tx38574
+  %818 = add nsw i64 %817, %relu1_grad.tx39374
   %819 = mul nsw i64 %818, 64
   %820 = add nsw i64 3014080, %819
-  %821 = mul nsw i64 %relu1_grad.cv38675, 8
+  %821 = mul nsw i64 %relu1_grad.cv39475, 8
   %822 = add nsw i64 %820, %821
   %arena139 = getelementptr inbounds float, ptr %arena, i64 %822
-  store <8 x float> %w418, ptr %arena139, align 4
-  %cv386.next = add nsw i64 %relu1_grad.cv38675, 1
-  %823 = icmp slt i64 %cv386.next, 8
-  br i1 %823, label %relu1_grad.cv386, label %relu1_grad.cv386.end
+  store <8 x float> %w426, ptr %arena139, align 4
+  %cv394.next = add nsw i64 %relu1_grad.cv39475, 1
+  %823 = icmp slt i64 %cv394.next, 8
+  br i1 %823, label %relu1_grad.cv394, label %relu1_grad.cv394.end
 
-relu1_grad.cv386.end:                             ; preds = %relu1_grad.cv386
-  %tx385.next = add nsw i64 %relu1_grad.tx38574, 1
-  %824 = icmp slt i64 %tx385.next, 13
-  br i1 %824, label %relu1_grad.tx385, label %relu1_grad.tx385.end
+relu1_grad.cv394.end:                             ; preds = %relu1_grad.cv394
+  %tx393.next = add nsw i64 %relu1_grad.tx39374, 1
+  %824 = icmp slt i64 %tx393.next, 13
+  br i1 %824, label %relu1_grad.tx393, label %relu1_grad.tx393.end
 
-relu1_grad.xi419:                                 ; preds = %relu1_grad.xi419, %relu1_grad.j383.end
-  %relu1_grad.xi419140 = phi i64 [ 0, %relu1_grad.j383.end ], [ %xi419.next, %relu1_grad.xi419 ]
-  %825 = mul nsw i64 %relu1_grad.xi419140, 10816
-  %826 = add nsw i64 2851840, %825
-  %arena141 = getelementptr inbounds float, ptr %arena, i64 %826
-  %827 = mul nsw i64 %relu1_grad.xi419140, 2048
-  %828 = add nsw i64 2768896, %827
-  %arena142 = getelementptr inbounds float, ptr %arena, i64 %828
-  %829 = mul nsw i64 %relu1_grad.xi419140, 5408
-  %830 = add nsw i64 3024896, %829
-  %arena143 = getelementptr inbounds float, ptr %arena, i64 %830
-  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 169, i32 32, i32 64, float 1.000000e+00, ptr %arena141, i32 64, ptr %arena142, i32 32, float 0.000000e+00, ptr %arena143, i32 32)
-  %xi419.next = add nsw i64 %relu1_grad.xi419140, 1
-  %831 = icmp slt i64 %xi419.next, 16
-  br i1 %831, label %relu1_grad.xi419, label %relu1_grad.xi419.end
+relu1_grad.xi427:                                 ; preds = %relu1_grad.xi427, %relu1_grad.j391.end
+  %relu1_grad.xi427140 = phi i64 [ 0, %relu1_grad.j391.end ], [ %xi427.next, %relu1_grad.xi427 ]
+  call void @mnistnet_train_b64.k23.relu1_grad.gemm434(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %relu1_grad.xi427140)
+  %xi427.next = add nsw i64 %relu1_grad.xi427140, 1
+  %825 = icmp slt i64 %xi427.next, 16
+  br i1 %825, label %relu1_grad.xi427, label %relu1_grad.xi427.end
 
-relu1_grad.xi419.end:                             ; preds = %relu1_grad.xi419
-  br label %relu1_grad.j420
+relu1_grad.xi427.end:                             ; preds = %relu1_grad.xi427
+  br label %relu1_grad.j435
 
-relu1_grad.j420:                                  ; preds = %relu1_grad.ty421.end, %relu1_grad.xi419.end
-  %relu1_grad.j420144 = phi i64 [ 0, %relu1_grad.xi419.end ], [ %j420.next, %relu1_grad.ty421.end ]
-  br label %relu1_grad.ty421
+relu1_grad.j435:                                  ; preds = %relu1_grad.ty436.end, %relu1_grad.xi427.end
+  %relu1_grad.j435141 = phi i64 [ 0, %relu1_grad.xi427.end ], [ %j435.next, %relu1_grad.ty436.end ]
+  br label %relu1_grad.ty436
 
-relu1_grad.j420.end:                              ; preds = %relu1_grad.ty421.end
-  br label %relu1_grad.j436
+relu1_grad.j435.end:                              ; preds = %relu1_grad.ty436.end
+  br label %relu1_grad.j451
 
-relu1_grad.ty421:                                 ; preds = %relu1_grad.tx422.end, %relu1_grad.j420
-  %relu1_grad.ty421145 = phi i64 [ 0, %relu1_grad.j420 ], [ %ty421.next, %relu1_grad.tx422.end ]
-  br label %relu1_grad.tx422
+relu1_grad.ty436:                                 ; preds = %relu1_grad.tx437.end, %relu1_grad.j435
+  %relu1_grad.ty436142 = phi i64 [ 0, %relu1_grad.j435 ], [ %ty436.next, %relu1_grad.tx437.end ]
+  br label %relu1_grad.tx437
 
-relu1_grad.ty421.end:                             ; preds = %relu1_grad.tx422.end
-  %j420.next = add nsw i64 %relu1_grad.j420144, 1
-  %832 = icmp slt i64 %j420.next, 1
-  br i1 %832, label %relu1_grad.j420, label %relu1_grad.j420.end
+relu1_grad.ty436.end:                             ; preds = %relu1_grad.tx437.end
+  %j435.next = add nsw i64 %relu1_grad.j435141, 1
+  %826 = icmp slt i64 %j435.next, 1
+  br i1 %826, label %relu1_grad.j435, label %relu1_grad.j435.end
 
-relu1_grad.tx422:                                 ; preds = %relu1_grad.cv423.end, %relu1_grad.ty421
-  %relu1_grad.tx422146 = phi i64 [ 0, %relu1_grad.ty421 ], [ %tx422.next, %relu1_grad.cv423.end ]
-  br label %relu1_grad.cv423
+relu1_grad.tx437:                                 ; preds = %relu1_grad.cv438.end, %relu1_grad.ty436
+  %relu1_grad.tx437143 = phi i64 [ 0, %relu1_grad.ty436 ], [ %tx437.next, %relu1_grad.cv438.end ]
+  br label %relu1_grad.cv438
 
-relu1_grad.tx422.end:                             ; preds = %relu1_grad.cv423.end
-  %ty421.next = add nsw i64 %relu1_grad.ty421145, 1
-  %833 = icmp slt i64 %ty421.next, 13
-  br i1 %833, label %relu1_grad.ty421, label %relu1_grad.ty421.end
+relu1_grad.tx437.end:                             ; preds = %relu1_grad.cv438.end
+  %ty436.next = add nsw i64 %relu1_grad.ty436142, 1
+  %827 = icmp slt i64 %ty436.next, 13
+  br i1 %827, label %relu1_grad.ty436, label %relu1_grad.ty436.end
 
-relu1_grad.cv423:                                 ; preds = %relu1_grad.cv423, %relu1_grad.tx422
-  %relu1_grad.cv423147 = phi i64 [ 0, %relu1_grad.tx422 ], [ %cv423.next, %relu1_grad.cv423 ]
-  %834 = mul nsw i64 %relu1_grad.j420144, 169
-  %835 = mul nsw i64 %relu1_grad.ty421145, 13
-  %836 = add nsw i64 %834, %835
-  %837 = add nsw i64 %836, %relu1_grad.tx422146
-  %838 = mul nsw i64 %837, 32
-  %839 = add nsw i64 3024896, %838
-  %840 = mul nsw i64 %relu1_grad.cv423147, 8
-  %841 = add nsw i64 %839, %840
-  %arena148 = getelementptr inbounds float, ptr %arena, i64 %841
-  %842 = load <8 x float>, ptr %arena148, align 4
-  %843 = mul nsw i64 %relu1_grad.j420144, 169
-  %844 = mul nsw i64 %relu1_grad.ty421145, 13
-  %845 = add nsw i64 %843, %844
-  %846 = add nsw i64 %845, %relu1_grad.tx422146
-  %847 = mul nsw i64 %846, 32
-  %848 = add nsw i64 3046528, %847
-  %849 = mul nsw i64 %relu1_grad.cv423147, 8
-  %850 = add nsw i64 %848, %849
-  %arena149 = getelementptr inbounds float, ptr %arena, i64 %850
-  %851 = load <8 x float>, ptr %arena149, align 4
-  %852 = fadd <8 x float> %842, %851
-  %853 = mul nsw i64 %relu1_grad.j420144, 169
-  %854 = mul nsw i64 %relu1_grad.ty421145, 13
-  %855 = add nsw i64 %853, %854
-  %856 = add nsw i64 %855, %relu1_grad.tx422146
-  %857 = mul nsw i64 %856, 32
-  %858 = add nsw i64 3068160, %857
-  %859 = mul nsw i64 %relu1_grad.cv423147, 8
-  %860 = add nsw i64 %858, %859
-  %arena150 = getelementptr inbounds float, ptr %arena, i64 %860
-  %861 = load <8 x float>, ptr %arena150, align 4
-  %862 = fadd <8 x float> %852, %861
-  store <8 x float> %862, ptr %relu1_grad.w424, align 32
-  %863 = mul nsw i64 %relu1_grad.j420144, 169
-  %864 = mul nsw i64 %relu1_grad.ty421145, 13
-  %865 = add nsw i64 %863, %864
-  %866 = add nsw i64 %865, %relu1_grad.tx422146
-  %867 = mul nsw i64 %866, 32
-  %868 = add nsw i64 3046528, %867
-  %869 = mul nsw i64 %relu1_grad.cv423147, 8
-  %870 = add nsw i64 %868, %869
-  %arena151 = getelementptr inbounds float, ptr %arena, i64 %870
-  %871 = load <8 x float>, ptr %arena151, align 4
-  %872 = mul nsw i64 %relu1_grad.j420144, 169
-  %873 = mul nsw i64 %relu1_grad.ty421145, 13
-  %874 = add nsw i64 %872, %873
-  %875 = add nsw i64 %874, %relu1_grad.tx422146
-  %876 = mul nsw i64 %875, 32
-  %877 = add nsw i64 3068160, %876
-  %878 = mul nsw i64 %relu1_grad.cv423147, 8
-  %879 = add nsw i64 %877, %878
-  %arena152 = getelementptr inbounds float, ptr %arena, i64 %879
-  %880 = load <8 x float>, ptr %arena152, align 4
-  %881 = fsub <8 x float> %871, %880
-  %882 = mul nsw i64 %relu1_grad.j420144, 169
-  %883 = mul nsw i64 %relu1_grad.ty421145, 13
-  %884 = add nsw i64 %882, %883
-  %885 = add nsw i64 %884, %relu1_grad.tx422146
-  %886 = mul nsw i64 %885, 32
-  %887 = add nsw i64 3089792, %886
-  %888 = mul nsw i64 %relu1_grad.cv423147, 8
-  %889 = add nsw i64 %887, %888
-  %arena153 = getelementptr inbounds float, ptr %arena, i64 %889
-  %890 = load <8 x float>, ptr %arena153, align 4
-  %891 = fsub <8 x float> %881, %890
-  store <8 x float> %891, ptr %relu1_grad.w425, align 32
-  %892 = mul nsw i64 %relu1_grad.j420144, 169
-  %893 = mul nsw i64 %relu1_grad.ty421145, 13
-  %894 = add nsw i64 %892, %893
-  %895 = add nsw i64 %894, %relu1_grad.tx422146
-  %896 = mul nsw i64 %895, 32
-  %897 = add nsw i64 3030304, %896
-  %898 = mul nsw i64 %relu1_grad.cv423147, 8
-  %899 = add nsw i64 %897, %898
-  %arena154 = getelementptr inbounds float, ptr %arena, i64 %899
-  %900 = load <8 x float>, ptr %arena154, align 4
-  %901 = mul nsw i64 %relu1_grad.j420144, 169
-  %902 = mul nsw i64 %relu1_grad.ty421145, 13
-  %903 = add nsw i64 %901, %902
-  %904 = add nsw i64 %903, %relu1_grad.tx422146
-  %905 = mul nsw i64 %904, 32
-  %906 = add nsw i64 3051936, %905
-  %907 = mul nsw i64 %relu1_grad.cv423147, 8
-  %908 = add nsw i64 %906, %907
-  %arena155 = getelementptr inbounds float, ptr %arena, i64 %908
-  %909 = load <8 x float>, ptr %arena155, align 4
-  %910 = fadd <8 x float> %900, %909
-  %911 = mul nsw i64 %relu1_grad.j420144, 169
-  %912 = mul nsw i64 %relu1_grad.ty421145, 13
-  %913 = add nsw i64 %911, %912
-  %914 = add nsw i64 %913, %relu1_grad.tx422146
-  %915 = mul nsw i64 %914, 32
-  %916 = add nsw i64 3073568, %915
-  %917 = mul nsw i64 %relu1_grad.cv423147, 8
-  %918 = add nsw i64 %916, %917
-  %arena156 = getelementptr inbounds float, ptr %arena, i64 %918
-  %919 = load <8 x float>, ptr %arena156, align 4
-  %920 = fadd <8 x float> %910, %919
-  store <8 x float> %920, ptr %relu1_grad.w426, align 32
-  %921 = mul nsw i64 %relu1_grad.j420144, 169
-  %922 = mul nsw i64 %relu1_grad.ty421145, 13
-  %923 = add nsw i64 %921, %922
-  %924 = add nsw i64 %923, %relu1_grad.tx422146
-  %925 = mul nsw i64 %924, 32
-  %926 = add nsw i64 3051936, %925
-  %927 = mul nsw i64 %relu1_grad.cv423147, 8
-  %928 = add nsw i64 %926, %927
-  %arena157 = getelementptr inbounds float, ptr %arena, i64 %928
-  %929 = load <8 x float>, ptr %arena157, align 4
-  %930 = mul nsw i64 %relu1_grad.j420144, 169
-  %931 = mul nsw i64 %relu1_grad.ty421145, 13
-  %932 = add nsw i64 %930, %931
-  %933 = add nsw i64 %932, %relu1_grad.tx422146
-  %934 = mul nsw i64 %933, 32
-  %935 = add nsw i64 3073568, %934
-  %936 = mul nsw i64 %relu1_grad.cv423147, 8
-  %937 = add nsw i64 %935, %936
-  %arena158 = getelementptr inbounds float, ptr %arena, i64 %937
-  %938 = load <8 x float>, ptr %arena158, align 4
-  %939 = fsub <8 x float> %929, %938
-  %940 = mul nsw i64 %relu1_grad.j420144, 169
-  %941 = mul nsw i64 %relu1_grad.ty421145, 13
-  %942 = add nsw i64 %940, %941
-  %943 = add nsw i64 %942, %relu1_grad.tx422146
-  %944 = mul nsw i64 %943, 32
-  %945 = add nsw i64 3095200, %944
-  %946 = mul nsw i64 %relu1_grad.cv423147, 8
-  %947 = add nsw i64 %945, %946
-  %arena159 = getelementptr inbounds float, ptr %arena, i64 %947
-  %948 = load <8 x float>, ptr %arena159, align 4
-  %949 = fsub <8 x float> %939, %948
-  store <8 x float> %949, ptr %relu1_grad.w427, align 32
-  %950 = mul nsw i64 %relu1_grad.j420144, 169
-  %951 = mul nsw i64 %relu1_grad.ty421145, 13
-  %952 = add nsw i64 %950, %951
-  %953 = add nsw i64 %952, %relu1_grad.tx422146
-  %954 = mul nsw i64 %953, 32
-  %955 = add nsw i64 3035712, %954
-  %956 = mul nsw i64 %relu1_grad.cv423147, 8
-  %957 = add nsw i64 %955, %956
-  %arena160 = getelementptr inbounds float, ptr %arena, i64 %957
-  %958 = load <8 x float>, ptr %arena160, align 4
-  %959 = mul nsw i64 %relu1_grad.j420144, 169
-  %960 = mul nsw i64 %relu1_grad.ty421145, 13
-  %961 = add nsw i64 %959, %960
-  %962 = add nsw i64 %961, %relu1_grad.tx422146
-  %963 = mul nsw i64 %962, 32
-  %964 = add nsw i64 3057344, %963
-  %965 = mul nsw i64 %relu1_grad.cv423147, 8
-  %966 = add nsw i64 %964, %965
-  %arena161 = getelementptr inbounds float, ptr %arena, i64 %966
-  %967 = load <8 x float>, ptr %arena161, align 4
-  %968 = fadd <8 x float> %958, %967
-  %969 = mul nsw i64 %relu1_grad.j420144, 169
-  %970 = mul nsw i64 %relu1_grad.ty421145, 13
-  %971 = add nsw i64 %969, %970
-  %972 = add nsw i64 %971, %relu1_grad.tx422146
-  %973 = mul nsw i64 %972, 32
-  %974 = add nsw i64 3078976, %973
-  %975 = mul nsw i64 %relu1_grad.cv423147, 8
-  %976 = add nsw i64 %974, %975
-  %arena162 = getelementptr inbounds float, ptr %arena, i64 %976
-  %977 = load <8 x float>, ptr %arena162, align 4
-  %978 = fadd <8 x float> %968, %977
-  store <8 x float> %978, ptr %relu1_grad.w428, align 32
-  %979 = mul nsw i64 %relu1_grad.j420144, 169
-  %980 = mul nsw i64 %relu1_grad.ty421145, 13
-  %981 = add nsw i64 %979, %980
-  %982 = add nsw i64 %981, %relu1_grad.tx422146
-  %983 = mul nsw i64 %982, 32
-  %984 = add nsw i64 3057344, %983
-  %985 = mul nsw i64 %relu1_grad.cv423147, 8
-  %986 = add nsw i64 %984, %985
-  %arena163 = getelementptr inbounds float, ptr %arena, i64 %986
-  %987 = load <8 x float>, ptr %arena163, align 4
-  %988 = mul nsw i64 %relu1_grad.j420144, 169
-  %989 = mul nsw i64 %relu1_grad.ty421145, 13
-  %990 = add nsw i64 %988, %989
-  %991 = add nsw i64 %990, %relu1_grad.tx422146
-  %992 = mul nsw i64 %991, 32
-  %993 = add nsw i64 3078976, %992
-  %994 = mul nsw i64 %relu1_grad.cv423147, 8
-  %995 = add nsw i64 %993, %994
-  %arena164 = getelementptr inbounds float, ptr %arena, i64 %995
-  %996 = load <8 x float>, ptr %arena164, align 4
-  %997 = fsub <8 x float> %987, %996
-  %998 = mul nsw i64 %relu1_grad.j420144, 169
-  %999 = mul nsw i64 %relu1_grad.ty421145, 13
-  %1000 = add nsw i64 %998, %999
-  %1001 = add nsw i64 %1000, %relu1_grad.tx422146
-  %1002 = mul nsw i64 %1001, 32
-  %1003 = add nsw i64 3100608, %1002
-  %1004 = mul nsw i64 %relu1_grad.cv423147, 8
-  %1005 = add nsw i64 %1003, %1004
-  %arena165 = getelementptr inbounds float, ptr %arena, i64 %1005
-  %1006 = load <8 x float>, ptr %arena165, align 4
-  %1007 = fsub <8 x float> %997, %1006
-  store <8 x float> %1007, ptr %relu1_grad.w429, align 32
-  %1008 = mul nsw i64 %relu1_grad.j420144, 169
-  %1009 = mul nsw i64 %relu1_grad.ty421145, 13
-  %1010 = add nsw i64 %1008, %1009
-  %1011 = add nsw i64 %1010, %relu1_grad.tx422146
-  %1012 = mul nsw i64 %1011, 32
-  %1013 = add nsw i64 3041120, %1012
-  %1014 = mul nsw i64 %relu1_grad.cv423147, 8
-  %1015 = add nsw i64 %1013, %1014
-  %arena166 = getelementptr inbounds float, ptr %arena, i64 %1015
-  %1016 = load <8 x float>, ptr %arena166, align 4
-  %1017 = mul nsw i64 %relu1_grad.j420144, 169
-  %1018 = mul nsw i64 %relu1_grad.ty421145, 13
-  %1019 = add nsw i64 %1017, %1018
-  %1020 = add nsw i64 %1019, %relu1_grad.tx422146
-  %1021 = mul nsw i64 %1020, 32
-  %1022 = add nsw i64 3062752, %1021
-  %1023 = mul nsw i64 %relu1_grad.cv423147, 8
-  %1024 = add nsw i64 %1022, %1023
-  %arena167 = getelementptr inbounds float, ptr %arena, i64 %1024
-  %1025 = load <8 x float>, ptr %arena167, align 4
-  %1026 = fadd <8 x float> %1016, %1025
-  %1027 = mul nsw i64 %relu1_grad.j420144, 169
-  %1028 = mul nsw i64 %relu1_grad.ty421145, 13
-  %1029 = add nsw i64 %1027, %1028
-  %1030 = add nsw i64 %1029, %relu1_grad.tx422146
-  %1031 = mul nsw i64 %1030, 32
-  %1032 = add nsw i64 3084384, %1031
-  %1033 = mul nsw i64 %relu1_grad.cv423147, 8
-  %1034 = add nsw i64 %1032, %1033
-  %arena168 = getelementptr inbounds float, ptr %arena, i64 %1034
-  %1035 = load <8 x float>, ptr %arena168, align 4
-  %1036 = fadd <8 x float> %1026, %1035
-  store <8 x float> %1036, ptr %relu1_grad.w430, align 32
-  %1037 = mul nsw i64 %relu1_grad.j420144, 169
-  %1038 = mul nsw i64 %relu1_grad.ty421145, 13
-  %1039 = add nsw i64 %1037, %1038
-  %1040 = add nsw i64 %1039, %relu1_grad.tx422146
-  %1041 = mul nsw i64 %1040, 32
-  %1042 = add nsw i64 3062752, %1041
-  %1043 = mul nsw i64 %relu1_grad.cv423147, 8
-  %1044 = add nsw i64 %1042, %1043
-  %arena169 = getelementptr inbounds float, ptr %arena, i64 %1044
-  %1045 = load <8 x float>, ptr %arena169, align 4
-  %1046 = mul nsw i64 %relu1_grad.j420144, 169
-  %1047 = mul nsw i64 %relu1_grad.ty421145, 13
-  %1048 = add nsw i64 %1046, %1047
-  %1049 = add nsw i64 %1048, %relu1_grad.tx422146
-  %1050 = mul nsw i64 %1049, 32
-  %1051 = add nsw i64 3084384, %1050
-  %1052 = mul nsw i64 %relu1_grad.cv423147, 8
-  %1053 = add nsw i64 %1051, %1052
-  %arena170 = getelementptr inbounds float, ptr %arena, i64 %1053
-  %1054 = load <8 x float>, ptr %arena170, align 4
-  %1055 = fsub <8 x float> %1045, %1054
-  %1056 = mul nsw i64 %relu1_grad.j420144, 169
-  %1057 = mul nsw i64 %relu1_grad.ty421145, 13
-  %1058 = add nsw i64 %1056, %1057
-  %1059 = add nsw i64 %1058, %relu1_grad.tx422146
-  %1060 = mul nsw i64 %1059, 32
-  %1061 = add nsw i64 3106016, %1060
-  %1062 = mul nsw i64 %relu1_grad.cv423147, 8
-  %1063 = add nsw i64 %1061, %1062
-  %arena171 = getelementptr inbounds float, ptr %arena, i64 %1063
-  %1064 = load <8 x float>, ptr %arena171, align 4
-  %1065 = fsub <8 x float> %1055, %1064
-  store <8 x float> %1065, ptr %relu1_grad.w431, align 32
-  %w424 = load <8 x float>, ptr %relu1_grad.w424, align 32
-  %w426 = load <8 x float>, ptr %relu1_grad.w426, align 32
-  %1066 = fadd <8 x float> %w424, %w426
-  %w428 = load <8 x float>, ptr %relu1_grad.w428, align 32
-  %1067 = fadd <8 x float> %1066, %w428
-  store <8 x float> %1067, ptr %relu1_grad.w432, align 32
-  %w426172 = load <8 x float>, ptr %relu1_grad.w426, align 32
-  %w428173 = load <8 x float>, ptr %relu1_grad.w428, align 32
-  %1068 = fsub <8 x float> %w426172, %w428173
-  %w430 = load <8 x float>, ptr %relu1_grad.w430, align 32
-  %1069 = fsub <8 x float> %1068, %w430
-  store <8 x float> %1069, ptr %relu1_grad.w433, align 32
-  %w425 = load <8 x float>, ptr %relu1_grad.w425, align 32
-  %w427 = load <8 x float>, ptr %relu1_grad.w427, align 32
-  %1070 = fadd <8 x float> %w425, %w427
-  %w429 = load <8 x float>, ptr %relu1_grad.w429, align 32
-  %1071 = fadd <8 x float> %1070, %w429
-  store <8 x float> %1071, ptr %relu1_grad.w434, align 32
-  %w427174 = load <8 x float>, ptr %relu1_grad.w427, align 32
-  %w429175 = load <8 x float>, ptr %relu1_grad.w429, align 32
-  %1072 = fsub <8 x float> %w427174, %w429175
-  %w431 = load <8 x float>, ptr %relu1_grad.w431, align 32
-  %1073 = fsub <8 x float> %1072, %w431
-  store <8 x float> %1073, ptr %relu1_grad.w435, align 32
-  %w432 = load <8 x float>, ptr %relu1_grad.w432, align 32
-  %1074 = mul nsw i64 %relu1_grad.j420144, 26
-  %1075 = mul nsw i64 %relu1_grad.ty421145, 2
-  %1076 = add nsw i64 %1074, %1075
-  %1077 = mul nsw i64 %1076, 26
-  %1078 = mul nsw i64 %relu1_grad.tx422146, 2
-  %1079 = add nsw i64 %1077, %1078
-  %1080 = mul nsw i64 %1079, 32
-  %1081 = add nsw i64 3111424, %1080
-  %1082 = mul nsw i64 %relu1_grad.cv423147, 8
+relu1_grad.cv438:                                 ; preds = %relu1_grad.cv438, %relu1_grad.tx437
+  %relu1_grad.cv438144 = phi i64 [ 0, %relu1_grad.tx437 ], [ %cv438.next, %relu1_grad.cv438 ]
+  %828 = mul nsw i64 %relu1_grad.j435141, 169
+  %829 = mul nsw i64 %relu1_grad.ty436142, 13
+  %830 = add nsw i64 %828, %829
+  %831 = add nsw i64 %830, %relu1_grad.tx437143
+  %832 = mul nsw i64 %831, 32
+  %833 = add nsw i64 3024896, %832
+  %834 = mul nsw i64 %relu1_grad.cv438144, 8
+  %835 = add nsw i64 %833, %834
+  %arena145 = getelementptr inbounds float, ptr %arena, i64 %835
+  %836 = load <8 x float>, ptr %arena145, align 4
+  %837 = mul nsw i64 %relu1_grad.j435141, 169
+  %838 = mul nsw i64 %relu1_grad.ty436142, 13
+  %839 = add nsw i64 %837, %838
+  %840 = add nsw i64 %839, %relu1_grad.tx437143
+  %841 = mul nsw i64 %840, 32
+  %842 = add nsw i64 3046528, %841
+  %843 = mul nsw i64 %relu1_grad.cv438144, 8
+  %844 = add nsw i64 %842, %843
+  %arena146 = getelementptr inbounds float, ptr %arena, i64 %844
+  %845 = load <8 x float>, ptr %arena146, align 4
+  %846 = fadd <8 x float> %836, %845
+  %847 = mul nsw i64 %relu1_grad.j435141, 169
+  %848 = mul nsw i64 %relu1_grad.ty436142, 13
+  %849 = add nsw i64 %847, %848
+  %850 = add nsw i64 %849, %relu1_grad.tx437143
+  %851 = mul nsw i64 %850, 32
+  %852 = add nsw i64 3068160, %851
+  %853 = mul nsw i64 %relu1_grad.cv438144, 8
+  %854 = add nsw i64 %852, %853
+  %arena147 = getelementptr inbounds float, ptr %arena, i64 %854
+  %855 = load <8 x float>, ptr %arena147, align 4
+  %856 = fadd <8 x float> %846, %855
+  store <8 x float> %856, ptr %relu1_grad.w439, align 32
+  %857 = mul nsw i64 %relu1_grad.j435141, 169
+  %858 = mul nsw i64 %relu1_grad.ty436142, 13
+  %859 = add nsw i64 %857, %858
+  %860 = add nsw i64 %859, %relu1_grad.tx437143
+  %861 = mul nsw i64 %860, 32
+  %862 = add nsw i64 3046528, %861
+  %863 = mul nsw i64 %relu1_grad.cv438144, 8
+  %864 = add nsw i64 %862, %863
+  %arena148 = getelementptr inbounds float, ptr %arena, i64 %864
+  %865 = load <8 x float>, ptr %arena148, align 4
+  %866 = mul nsw i64 %relu1_grad.j435141, 169
+  %867 = mul nsw i64 %relu1_grad.ty436142, 13
+  %868 = add nsw i64 %866, %867
+  %869 = add nsw i64 %868, %relu1_grad.tx437143
+  %870 = mul nsw i64 %869, 32
+  %871 = add nsw i64 3068160, %870
+  %872 = mul nsw i64 %relu1_grad.cv438144, 8
+  %873 = add nsw i64 %871, %872
+  %arena149 = getelementptr inbounds float, ptr %arena, i64 %873
+  %874 = load <8 x float>, ptr %arena149, align 4
+  %875 = fsub <8 x float> %865, %874
+  %876 = mul nsw i64 %relu1_grad.j435141, 169
+  %877 = mul nsw i64 %relu1_grad.ty436142, 13
+  %878 = add nsw i64 %876, %877
+  %879 = add nsw i64 %878, %relu1_grad.tx437143
+  %880 = mul nsw i64 %879, 32
+  %881 = add nsw i64 3089792, %880
+  %882 = mul nsw i64 %relu1_grad.cv438144, 8
+  %883 = add nsw i64 %881, %882
+  %arena150 = getelementptr inbounds float, ptr %arena, i64 %883
+  %884 = load <8 x float>, ptr %arena150, align 4
+  %885 = fsub <8 x float> %875, %884
+  store <8 x float> %885, ptr %relu1_grad.w440, align 32
+  %886 = mul nsw i64 %relu1_grad.j435141, 169
+  %887 = mul nsw i64 %relu1_grad.ty436142, 13
+  %888 = add nsw i64 %886, %887
+  %889 = add nsw i64 %888, %relu1_grad.tx437143
+  %890 = mul nsw i64 %889, 32
+  %891 = add nsw i64 3030304, %890
+  %892 = mul nsw i64 %relu1_grad.cv438144, 8
+  %893 = add nsw i64 %891, %892
+  %arena151 = getelementptr inbounds float, ptr %arena, i64 %893
+  %894 = load <8 x float>, ptr %arena151, align 4
+  %895 = mul nsw i64 %relu1_grad.j435141, 169
+  %896 = mul nsw i64 %relu1_grad.ty436142, 13
+  %897 = add nsw i64 %895, %896
+  %898 = add nsw i64 %897, %relu1_grad.tx437143
+  %899 = mul nsw i64 %898, 32
+  %900 = add nsw i64 3051936, %899
+  %901 = mul nsw i64 %relu1_grad.cv438144, 8
+  %902 = add nsw i64 %900, %901
+  %arena152 = getelementptr inbounds float, ptr %arena, i64 %902
+  %903 = load <8 x float>, ptr %arena152, align 4
+  %904 = fadd <8 x float> %894, %903
+  %905 = mul nsw i64 %relu1_grad.j435141, 169
+  %906 = mul nsw i64 %relu1_grad.ty436142, 13
+  %907 = add nsw i64 %905, %906
+  %908 = add nsw i64 %907, %relu1_grad.tx437143
+  %909 = mul nsw i64 %908, 32
+  %910 = add nsw i64 3073568, %909
+  %911 = mul nsw i64 %relu1_grad.cv438144, 8
+  %912 = add nsw i64 %910, %911
+  %arena153 = getelementptr inbounds float, ptr %arena, i64 %912
+  %913 = load <8 x float>, ptr %arena153, align 4
+  %914 = fadd <8 x float> %904, %913
+  store <8 x float> %914, ptr %relu1_grad.w441, align 32
+  %915 = mul nsw i64 %relu1_grad.j435141, 169
+  %916 = mul nsw i64 %relu1_grad.ty436142, 13
+  %917 = add nsw i64 %915, %916
+  %918 = add nsw i64 %917, %relu1_grad.tx437143
+  %919 = mul nsw i64 %918, 32
+  %920 = add nsw i64 3051936, %919
+  %921 = mul nsw i64 %relu1_grad.cv438144, 8
+  %922 = add nsw i64 %920, %921
+  %arena154 = getelementptr inbounds float, ptr %arena, i64 %922
+  %923 = load <8 x float>, ptr %arena154, align 4
+  %924 = mul nsw i64 %relu1_grad.j435141, 169
+  %925 = mul nsw i64 %relu1_grad.ty436142, 13
+  %926 = add nsw i64 %924, %925
+  %927 = add nsw i64 %926, %relu1_grad.tx437143
+  %928 = mul nsw i64 %927, 32
+  %929 = add nsw i64 3073568, %928
+  %930 = mul nsw i64 %relu1_grad.cv438144, 8
+  %931 = add nsw i64 %929, %930
+  %arena155 = getelementptr inbounds float, ptr %arena, i64 %931
+  %932 = load <8 x float>, ptr %arena155, align 4
+  %933 = fsub <8 x float> %923, %932
+  %934 = mul nsw i64 %relu1_grad.j435141, 169
+  %935 = mul nsw i64 %relu1_grad.ty436142, 13
+  %936 = add nsw i64 %934, %935
+  %937 = add nsw i64 %936, %relu1_grad.tx437143
+  %938 = mul nsw i64 %937, 32
+  %939 = add nsw i64 3095200, %938
+  %940 = mul nsw i64 %relu1_grad.cv438144, 8
+  %941 = add nsw i64 %939, %940
+  %arena156 = getelementptr inbounds float, ptr %arena, i64 %941
+  %942 = load <8 x float>, ptr %arena156, align 4
+  %943 = fsub <8 x float> %933, %942
+  store <8 x float> %943, ptr %relu1_grad.w442, align 32
+  %944 = mul nsw i64 %relu1_grad.j435141, 169
+  %945 = mul nsw i64 %relu1_grad.ty436142, 13
+  %946 = add nsw i64 %944, %945
+  %947 = add nsw i64 %946, %relu1_grad.tx437143
+  %948 = mul nsw i64 %947, 32
+  %949 = add nsw i64 3035712, %948
+  %950 = mul nsw i64 %relu1_grad.cv438144, 8
+  %951 = add nsw i64 %949, %950
+  %arena157 = getelementptr inbounds float, ptr %arena, i64 %951
+  %952 = load <8 x float>, ptr %arena157, align 4
+  %953 = mul nsw i64 %relu1_grad.j435141, 169
+  %954 = mul nsw i64 %relu1_grad.ty436142, 13
+  %955 = add nsw i64 %953, %954
+  %956 = add nsw i64 %955, %relu1_grad.tx437143
+  %957 = mul nsw i64 %956, 32
+  %958 = add nsw i64 3057344, %957
+  %959 = mul nsw i64 %relu1_grad.cv438144, 8
+  %960 = add nsw i64 %958, %959
+  %arena158 = getelementptr inbounds float, ptr %arena, i64 %960
+  %961 = load <8 x float>, ptr %arena158, align 4
+  %962 = fadd <8 x float> %952, %961
+  %963 = mul nsw i64 %relu1_grad.j435141, 169
+  %964 = mul nsw i64 %relu1_grad.ty436142, 13
+  %965 = add nsw i64 %963, %964
+  %966 = add nsw i64 %965, %relu1_grad.tx437143
+  %967 = mul nsw i64 %966, 32
+  %968 = add nsw i64 3078976, %967
+  %969 = mul nsw i64 %relu1_grad.cv438144, 8
+  %970 = add nsw i64 %968, %969
+  %arena159 = getelementptr inbounds float, ptr %arena, i64 %970
+  %971 = load <8 x float>, ptr %arena159, align 4
+  %972 = fadd <8 x float> %962, %971
+  store <8 x float> %972, ptr %relu1_grad.w443, align 32
+  %973 = mul nsw i64 %relu1_grad.j435141, 169
+  %974 = mul nsw i64 %relu1_grad.ty436142, 13
+  %975 = add nsw i64 %973, %974
+  %976 = add nsw i64 %975, %relu1_grad.tx437143
+  %977 = mul nsw i64 %976, 32
+  %978 = add nsw i64 3057344, %977
+  %979 = mul nsw i64 %relu1_grad.cv438144, 8
+  %980 = add nsw i64 %978, %979
+  %arena160 = getelementptr inbounds float, ptr %arena, i64 %980
+  %981 = load <8 x float>, ptr %arena160, align 4
+  %982 = mul nsw i64 %relu1_grad.j435141, 169
+  %983 = mul nsw i64 %relu1_grad.ty436142, 13
+  %984 = add nsw i64 %982, %983
+  %985 = add nsw i64 %984, %relu1_grad.tx437143
+  %986 = mul nsw i64 %985, 32
+  %987 = add nsw i64 3078976, %986
+  %988 = mul nsw i64 %relu1_grad.cv438144, 8
+  %989 = add nsw i64 %987, %988
+  %arena161 = getelementptr inbounds float, ptr %arena, i64 %989
+  %990 = load <8 x float>, ptr %arena161, align 4
+  %991 = fsub <8 x float> %981, %990
+  %992 = mul nsw i64 %relu1_grad.j435141, 169
+  %993 = mul nsw i64 %relu1_grad.ty436142, 13
+  %994 = add nsw i64 %992, %993
+  %995 = add nsw i64 %994, %relu1_grad.tx437143
+  %996 = mul nsw i64 %995, 32
+  %997 = add nsw i64 3100608, %996
+  %998 = mul nsw i64 %relu1_grad.cv438144, 8
+  %999 = add nsw i64 %997, %998
+  %arena162 = getelementptr inbounds float, ptr %arena, i64 %999
+  %1000 = load <8 x float>, ptr %arena162, align 4
+  %1001 = fsub <8 x float> %991, %1000
+  store <8 x float> %1001, ptr %relu1_grad.w444, align 32
+  %1002 = mul nsw i64 %relu1_grad.j435141, 169
+  %1003 = mul nsw i64 %relu1_grad.ty436142, 13
+  %1004 = add nsw i64 %1002, %1003
+  %1005 = add nsw i64 %1004, %relu1_grad.tx437143
+  %1006 = mul nsw i64 %1005, 32
+  %1007 = add nsw i64 3041120, %1006
+  %1008 = mul nsw i64 %relu1_grad.cv438144, 8
+  %1009 = add nsw i64 %1007, %1008
+  %arena163 = getelementptr inbounds float, ptr %arena, i64 %1009
+  %1010 = load <8 x float>, ptr %arena163, align 4
+  %1011 = mul nsw i64 %relu1_grad.j435141, 169
+  %1012 = mul nsw i64 %relu1_grad.ty436142, 13
+  %1013 = add nsw i64 %1011, %1012
+  %1014 = add nsw i64 %1013, %relu1_grad.tx437143
+  %1015 = mul nsw i64 %1014, 32
+  %1016 = add nsw i64 3062752, %1015
+  %1017 = mul nsw i64 %relu1_grad.cv438144, 8
+  %1018 = add nsw i64 %1016, %1017
+  %arena164 = getelementptr inbounds float, ptr %arena, i64 %1018
+  %1019 = load <8 x float>, ptr %arena164, align 4
+  %1020 = fadd <8 x float> %1010, %1019
+  %1021 = mul nsw i64 %relu1_grad.j435141, 169
+  %1022 = mul nsw i64 %relu1_grad.ty436142, 13
+  %1023 = add nsw i64 %1021, %1022
+  %1024 = add nsw i64 %1023, %relu1_grad.tx437143
+  %1025 = mul nsw i64 %1024, 32
+  %1026 = add nsw i64 3084384, %1025
+  %1027 = mul nsw i64 %relu1_grad.cv438144, 8
+  %1028 = add nsw i64 %1026, %1027
+  %arena165 = getelementptr inbounds float, ptr %arena, i64 %1028
+  %1029 = load <8 x float>, ptr %arena165, align 4
+  %1030 = fadd <8 x float> %1020, %1029
+  store <8 x float> %1030, ptr %relu1_grad.w445, align 32
+  %1031 = mul nsw i64 %relu1_grad.j435141, 169
+  %1032 = mul nsw i64 %relu1_grad.ty436142, 13
+  %1033 = add nsw i64 %1031, %1032
+  %1034 = add nsw i64 %1033, %relu1_grad.tx437143
+  %1035 = mul nsw i64 %1034, 32
+  %1036 = add nsw i64 3062752, %1035
+  %1037 = mul nsw i64 %relu1_grad.cv438144, 8
+  %1038 = add nsw i64 %1036, %1037
+  %arena166 = getelementptr inbounds float, ptr %arena, i64 %1038
+  %1039 = load <8 x float>, ptr %arena166, align 4
+  %1040 = mul nsw i64 %relu1_grad.j435141, 169
+  %1041 = mul nsw i64 %relu1_grad.ty436142, 13
+  %1042 = add nsw i64 %1040, %1041
+  %1043 = add nsw i64 %1042, %relu1_grad.tx437143
+  %1044 = mul nsw i64 %1043, 32
+  %1045 = add nsw i64 3084384, %1044
+  %1046 = mul nsw i64 %relu1_grad.cv438144, 8
+  %1047 = add nsw i64 %1045, %1046
+  %arena167 = getelementptr inbounds float, ptr %arena, i64 %1047
+  %1048 = load <8 x float>, ptr %arena167, align 4
+  %1049 = fsub <8 x float> %1039, %1048
+  %1050 = mul nsw i64 %relu1_grad.j435141, 169
+  %1051 = mul nsw i64 %relu1_grad.ty436142, 13
+  %1052 = add nsw i64 %1050, %1051
+  %1053 = add nsw i64 %1052, %relu1_grad.tx437143
+  %1054 = mul nsw i64 %1053, 32
+  %1055 = add nsw i64 3106016, %1054
+  %1056 = mul nsw i64 %relu1_grad.cv438144, 8
+  %1057 = add nsw i64 %1055, %1056
+  %arena168 = getelementptr inbounds float, ptr %arena, i64 %1057
+  %1058 = load <8 x float>, ptr %arena168, align 4
+  %1059 = fsub <8 x float> %1049, %1058
+  store <8 x float> %1059, ptr %relu1_grad.w446, align 32
+  %w439 = load <8 x float>, ptr %relu1_grad.w439, align 32
+  %w441 = load <8 x float>, ptr %relu1_grad.w441, align 32
+  %1060 = fadd <8 x float> %w439, %w441
+  %w443 = load <8 x float>, ptr %relu1_grad.w443, align 32
+  %1061 = fadd <8 x float> %1060, %w443
+  store <8 x float> %1061, ptr %relu1_grad.w447, align 32
+  %w441169 = load <8 x float>, ptr %relu1_grad.w441, align 32
+  %w443170 = load <8 x float>, ptr %relu1_grad.w443, align 32
+  %1062 = fsub <8 x float> %w441169, %w443170
+  %w445 = load <8 x float>, ptr %relu1_grad.w445, align 32
+  %1063 = fsub <8 x float> %1062, %w445
+  store <8 x float> %1063, ptr %relu1_grad.w448, align 32
+  %w440 = load <8 x float>, ptr %relu1_grad.w440, align 32
+  %w442 = load <8 x float>, ptr %relu1_grad.w442, align 32
+  %1064 = fadd <8 x float> %w440, %w442
+  %w444 = load <8 x float>, ptr %relu1_grad.w444, align 32
+  %1065 = fadd <8 x float> %1064, %w444
+  store <8 x float> %1065, ptr %relu1_grad.w449, align 32
+  %w442171 = load <8 x float>, ptr %relu1_grad.w442, align 32
+  %w444172 = load <8 x float>, ptr %relu1_grad.w444, align 32
+  %1066 = fsub <8 x float> %w442171, %w444172
+  %w446 = load <8 x float>, ptr %relu1_grad.w446, align 32
+  %1067 = fsub <8 x float> %1066, %w446
+  store <8 x float> %1067, ptr %relu1_grad.w450, align 32
+  %w447 = load <8 x float>, ptr %relu1_grad.w447, align 32
+  %1068 = mul nsw i64 %relu1_grad.j435141, 26
+  %1069 = mul nsw i64 %relu1_grad.ty436142, 2
+  %1070 = add nsw i64 %1068, %1069
+  %1071 = mul nsw i64 %1070, 26
+  %1072 = mul nsw i64 %relu1_grad.tx437143, 2
+  %1073 = add nsw i64 %1071, %1072
+  %1074 = mul nsw i64 %1073, 32
+  %1075 = add nsw i64 3111424, %1074
+  %1076 = mul nsw i64 %relu1_grad.cv438144, 8
+  %1077 = add nsw i64 %1075, %1076
+  %arena173 = getelementptr inbounds float, ptr %arena, i64 %1077
+  store <8 x float> %w447, ptr %arena173, align 4
+  %w448 = load <8 x float>, ptr %relu1_grad.w448, align 32
+  %1078 = mul nsw i64 %relu1_grad.j435141, 26
+  %1079 = mul nsw i64 %relu1_grad.ty436142, 2
+  %1080 = add nsw i64 %1078, %1079
+  %1081 = mul nsw i64 %1080, 26
+  %1082 = mul nsw i64 %relu1_grad.tx437143, 2
   %1083 = add nsw i64 %1081, %1082
-  %arena176 = getelementptr inbounds float, ptr %arena, i64 %1083
-  store <8 x float> %w432, ptr %arena176, align 4
-  %w433 = load <8 x float>, ptr %relu1_grad.w433, align 32
-  %1084 = mul nsw i64 %relu1_grad.j420144, 26
-  %1085 = mul nsw i64 %relu1_grad.ty421145, 2
-  %1086 = add nsw i64 %1084, %1085
-  %1087 = mul nsw i64 %1086, 26
-  %1088 = mul nsw i64 %relu1_grad.tx422146, 2
-  %1089 = add nsw i64 %1087, %1088
-  %1090 = add nsw i64 %1089, 1
-  %1091 = mul nsw i64 %1090, 32
-  %1092 = add nsw i64 3111424, %1091
-  %1093 = mul nsw i64 %relu1_grad.cv423147, 8
-  %1094 = add nsw i64 %1092, %1093
-  %arena177 = getelementptr inbounds float, ptr %arena, i64 %1094
-  store <8 x float> %w433, ptr %arena177, align 4
-  %w434 = load <8 x float>, ptr %relu1_grad.w434, align 32
-  %1095 = mul nsw i64 %relu1_grad.j420144, 26
-  %1096 = mul nsw i64 %relu1_grad.ty421145, 2
-  %1097 = add nsw i64 %1095, %1096
-  %1098 = add nsw i64 %1097, 1
-  %1099 = mul nsw i64 %1098, 26
-  %1100 = mul nsw i64 %relu1_grad.tx422146, 2
-  %1101 = add nsw i64 %1099, %1100
-  %1102 = mul nsw i64 %1101, 32
-  %1103 = add nsw i64 3111424, %1102
-  %1104 = mul nsw i64 %relu1_grad.cv423147, 8
-  %1105 = add nsw i64 %1103, %1104
-  %arena178 = getelementptr inbounds float, ptr %arena, i64 %1105
-  store <8 x float> %w434, ptr %arena178, align 4
-  %w435 = load <8 x float>, ptr %relu1_grad.w435, align 32
-  %1106 = mul nsw i64 %relu1_grad.j420144, 26
-  %1107 = mul nsw i64 %relu1_grad.ty421145, 2
-  %1108 = add nsw i64 %1106, %1107
-  %1109 = add nsw i64 %1108, 1
-  %1110 = mul nsw i64 %1109, 26
-  %1111 = mul nsw i64 %relu1_grad.tx422146, 2
-  %1112 = add nsw i64 %1110, %1111
-  %1113 = add nsw i64 %1112, 1
-  %1114 = mul nsw i64 %1113, 32
-  %1115 = add nsw i64 3111424, %1114
-  %1116 = mul nsw i64 %relu1_grad.cv423147, 8
-  %1117 = add nsw i64 %1115, %1116
-  %arena179 = getelementptr inbounds float, ptr %arena, i64 %1117
-  store <8 x float> %w435, ptr %arena179, align 4
-  %cv423.next = add nsw i64 %relu1_grad.cv423147, 1
-  %1118 = icmp slt i64 %cv423.next, 4
-  br i1 %1118, label %relu1_grad.cv423, label %relu1_grad.cv423.end
+  %1084 = add nsw i64 %1083, 1
+  %1085 = mul nsw i64 %1084, 32
+  %1086 = add nsw i64 3111424, %1085
+  %1087 = mul nsw i64 %relu1_grad.cv438144, 8
+  %1088 = add nsw i64 %1086, %1087
+  %arena174 = getelementptr inbounds float, ptr %arena, i64 %1088
+  store <8 x float> %w448, ptr %arena174, align 4
+  %w449 = load <8 x float>, ptr %relu1_grad.w449, align 32
+  %1089 = mul nsw i64 %relu1_grad.j435141, 26
+  %1090 = mul nsw i64 %relu1_grad.ty436142, 2
+  %1091 = add nsw i64 %1089, %1090
+  %1092 = add nsw i64 %1091, 1
+  %1093 = mul nsw i64 %1092, 26
+  %1094 = mul nsw i64 %relu1_grad.tx437143, 2
+  %1095 = add nsw i64 %1093, %1094
+  %1096 = mul nsw i64 %1095, 32
+  %1097 = add nsw i64 3111424, %1096
+  %1098 = mul nsw i64 %relu1_grad.cv438144, 8
+  %1099 = add nsw i64 %1097, %1098
+  %arena175 = getelementptr inbounds float, ptr %arena, i64 %1099
+  store <8 x float> %w449, ptr %arena175, align 4
+  %w450 = load <8 x float>, ptr %relu1_grad.w450, align 32
+  %1100 = mul nsw i64 %relu1_grad.j435141, 26
+  %1101 = mul nsw i64 %relu1_grad.ty436142, 2
+  %1102 = add nsw i64 %1100, %1101
+  %1103 = add nsw i64 %1102, 1
+  %1104 = mul nsw i64 %1103, 26
+  %1105 = mul nsw i64 %relu1_grad.tx437143, 2
+  %1106 = add nsw i64 %1104, %1105
+  %1107 = add nsw i64 %1106, 1
+  %1108 = mul nsw i64 %1107, 32
+  %1109 = add nsw i64 3111424, %1108
+  %1110 = mul nsw i64 %relu1_grad.cv438144, 8
+  %1111 = add nsw i64 %1109, %1110
+  %arena176 = getelementptr inbounds float, ptr %arena, i64 %1111
+  store <8 x float> %w450, ptr %arena176, align 4
+  %cv438.next = add nsw i64 %relu1_grad.cv438144, 1
+  %1112 = icmp slt i64 %cv438.next, 4
+  br i1 %1112, label %relu1_grad.cv438, label %relu1_grad.cv438.end
 
-relu1_grad.cv423.end:                             ; preds = %relu1_grad.cv423
-  %tx422.next = add nsw i64 %relu1_grad.tx422146, 1
-  %1119 = icmp slt i64 %tx422.next, 13
-  br i1 %1119, label %relu1_grad.tx422, label %relu1_grad.tx422.end
+relu1_grad.cv438.end:                             ; preds = %relu1_grad.cv438
+  %tx437.next = add nsw i64 %relu1_grad.tx437143, 1
+  %1113 = icmp slt i64 %tx437.next, 13
+  br i1 %1113, label %relu1_grad.tx437, label %relu1_grad.tx437.end
 
-relu1_grad.j436:                                  ; preds = %relu1_grad.c437.end, %relu1_grad.j420.end
-  %relu1_grad.j436180 = phi i64 [ 0, %relu1_grad.j420.end ], [ %j436.next, %relu1_grad.c437.end ]
-  br label %relu1_grad.c437
+relu1_grad.j451:                                  ; preds = %relu1_grad.c452.end, %relu1_grad.j435.end
+  %relu1_grad.j451177 = phi i64 [ 0, %relu1_grad.j435.end ], [ %j451.next, %relu1_grad.c452.end ]
+  br label %relu1_grad.c452
 
-relu1_grad.j436.end:                              ; preds = %relu1_grad.c437.end
-  %g378.next = add nsw i64 %relu1_grad.g37865, 1
-  %1120 = icmp slt i64 %g378.next, 64
-  br i1 %1120, label %relu1_grad.g378, label %relu1_grad.g378.end
+relu1_grad.j451.end:                              ; preds = %relu1_grad.c452.end
+  %g386.next = add nsw i64 %relu1_grad.g38665, 1
+  %1114 = icmp slt i64 %g386.next, 64
+  br i1 %1114, label %relu1_grad.g386, label %relu1_grad.g386.end
 
-relu1_grad.c437:                                  ; preds = %relu1_grad.q438.end, %relu1_grad.j436
-  %relu1_grad.c437181 = phi i64 [ 0, %relu1_grad.j436 ], [ %c437.next, %relu1_grad.q438.end ]
-  br label %relu1_grad.q438
+relu1_grad.c452:                                  ; preds = %relu1_grad.q453.end, %relu1_grad.j451
+  %relu1_grad.c452178 = phi i64 [ 0, %relu1_grad.j451 ], [ %c452.next, %relu1_grad.q453.end ]
+  br label %relu1_grad.q453
 
-relu1_grad.c437.end:                              ; preds = %relu1_grad.q438.end
-  %j436.next = add nsw i64 %relu1_grad.j436180, 1
-  %1121 = icmp slt i64 %j436.next, 1
-  br i1 %1121, label %relu1_grad.j436, label %relu1_grad.j436.end
+relu1_grad.c452.end:                              ; preds = %relu1_grad.q453.end
+  %j451.next = add nsw i64 %relu1_grad.j451177, 1
+  %1115 = icmp slt i64 %j451.next, 1
+  br i1 %1115, label %relu1_grad.j451, label %relu1_grad.j451.end
 
-relu1_grad.q438:                                  ; preds = %relu1_grad.q438, %relu1_grad.c437
-  %relu1_grad.q438182 = phi i64 [ 0, %relu1_grad.c437 ], [ %q438.next, %relu1_grad.q438 ]
-  %1122 = mul nsw i64 %relu1_grad.j436180, 676
-  %1123 = add nsw i64 %1122, %relu1_grad.q438182
-  %1124 = mul nsw i64 %1123, 32
-  %1125 = add nsw i64 3111424, %1124
-  %1126 = add nsw i64 %1125, %relu1_grad.c437181
-  %arena183 = getelementptr inbounds float, ptr %arena, i64 %1126
-  %1127 = load float, ptr %arena183, align 4
-  %1128 = add nsw i64 %relu1_grad.g37865, %relu1_grad.j436180
-  %1129 = mul nsw i64 %1128, 21632
-  %1130 = add nsw i64 1384448, %1129
-  %1131 = mul nsw i64 %relu1_grad.c437181, 676
-  %1132 = add nsw i64 %1130, %1131
-  %1133 = add nsw i64 %1132, %relu1_grad.q438182
-  %arena184 = getelementptr inbounds float, ptr %arena, i64 %1133
-  store float %1127, ptr %arena184, align 4
-  %q438.next = add nsw i64 %relu1_grad.q438182, 1
-  %1134 = icmp slt i64 %q438.next, 676
-  br i1 %1134, label %relu1_grad.q438, label %relu1_grad.q438.end
+relu1_grad.q453:                                  ; preds = %relu1_grad.q453, %relu1_grad.c452
+  %relu1_grad.q453179 = phi i64 [ 0, %relu1_grad.c452 ], [ %q453.next, %relu1_grad.q453 ]
+  %1116 = mul nsw i64 %relu1_grad.j451177, 676
+  %1117 = add nsw i64 %1116, %relu1_grad.q453179
+  %1118 = mul nsw i64 %1117, 32
+  %1119 = add nsw i64 3111424, %1118
+  %1120 = add nsw i64 %1119, %relu1_grad.c452178
+  %arena180 = getelementptr inbounds float, ptr %arena, i64 %1120
+  %1121 = load float, ptr %arena180, align 4
+  %1122 = add nsw i64 %relu1_grad.g38665, %relu1_grad.j451177
+  %1123 = mul nsw i64 %1122, 21632
+  %1124 = add nsw i64 1384448, %1123
+  %1125 = mul nsw i64 %relu1_grad.c452178, 676
+  %1126 = add nsw i64 %1124, %1125
+  %1127 = add nsw i64 %1126, %relu1_grad.q453179
+  %arena181 = getelementptr inbounds float, ptr %arena, i64 %1127
+  store float %1121, ptr %arena181, align 4
+  %q453.next = add nsw i64 %relu1_grad.q453179, 1
+  %1128 = icmp slt i64 %q453.next, 676
+  br i1 %1128, label %relu1_grad.q453, label %relu1_grad.q453.end
 
-relu1_grad.q438.end:                              ; preds = %relu1_grad.q438
-  %c437.next = add nsw i64 %relu1_grad.c437181, 1
-  %1135 = icmp slt i64 %c437.next, 32
-  br i1 %1135, label %relu1_grad.c437, label %relu1_grad.c437.end
+relu1_grad.q453.end:                              ; preds = %relu1_grad.q453
+  %c452.next = add nsw i64 %relu1_grad.c452178, 1
+  %1129 = icmp slt i64 %c452.next, 32
+  br i1 %1129, label %relu1_grad.c452, label %relu1_grad.c452.end
 }
 
 ; Function Attrs: noinline
-define internal void @mnistnet_train_b64.k24.conv1_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @mnistnet_train_b64.k23.relu1_grad.gemm434(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #1 {
 entry:
-  br label %conv1_grad.i439
+  %relu1_grad.t432_a0 = alloca <8 x float>, align 32
+  %relu1_grad.t432_b1 = alloca <8 x float>, align 32
+  %relu1_grad.t432_b0 = alloca <8 x float>, align 32
+  %relu1_grad.t432_c0_1 = alloca <8 x float>, align 32
+  %relu1_grad.t432_c0_0 = alloca <8 x float>, align 32
+  %relu1_grad.t430_a5 = alloca <8 x float>, align 32
+  %relu1_grad.t430_a4 = alloca <8 x float>, align 32
+  %relu1_grad.t430_a3 = alloca <8 x float>, align 32
+  %relu1_grad.t430_a2 = alloca <8 x float>, align 32
+  %relu1_grad.t430_a1 = alloca <8 x float>, align 32
+  %relu1_grad.t430_a0 = alloca <8 x float>, align 32
+  %relu1_grad.t430_b1 = alloca <8 x float>, align 32
+  %relu1_grad.t430_b0 = alloca <8 x float>, align 32
+  %relu1_grad.t430_c5_1 = alloca <8 x float>, align 32
+  %relu1_grad.t430_c5_0 = alloca <8 x float>, align 32
+  %relu1_grad.t430_c4_1 = alloca <8 x float>, align 32
+  %relu1_grad.t430_c4_0 = alloca <8 x float>, align 32
+  %relu1_grad.t430_c3_1 = alloca <8 x float>, align 32
+  %relu1_grad.t430_c3_0 = alloca <8 x float>, align 32
+  %relu1_grad.t430_c2_1 = alloca <8 x float>, align 32
+  %relu1_grad.t430_c2_0 = alloca <8 x float>, align 32
+  %relu1_grad.t430_c1_1 = alloca <8 x float>, align 32
+  %relu1_grad.t430_c1_0 = alloca <8 x float>, align 32
+  %relu1_grad.t430_c0_1 = alloca <8 x float>, align 32
+  %relu1_grad.t430_c0_0 = alloca <8 x float>, align 32
+  br label %relu1_grad.nb428
 
-conv1_grad.i439:                                  ; preds = %conv1_grad.i439, %entry
-  %conv1_grad.i4391 = phi i64 [ 0, %entry ], [ %i439.next, %conv1_grad.i439 ]
-  %arena2 = getelementptr inbounds float, ptr %arena, i64 %conv1_grad.i4391
+relu1_grad.nb428:                                 ; preds = %relu1_grad.k433.end, %entry
+  %relu1_grad.nb4281 = phi i64 [ 0, %entry ], [ %nb428.next, %relu1_grad.k433.end ]
+  br label %relu1_grad.mb429
+
+relu1_grad.nb428.end:                             ; preds = %relu1_grad.k433.end
+  ret void
+
+relu1_grad.mb429:                                 ; preds = %relu1_grad.k431.end, %relu1_grad.nb428
+  %relu1_grad.mb4292 = phi i64 [ 0, %relu1_grad.nb428 ], [ %mb429.next, %relu1_grad.k431.end ]
+  store <8 x float> zeroinitializer, ptr %relu1_grad.t430_c0_0, align 32
+  store <8 x float> zeroinitializer, ptr %relu1_grad.t430_c0_1, align 32
+  store <8 x float> zeroinitializer, ptr %relu1_grad.t430_c1_0, align 32
+  store <8 x float> zeroinitializer, ptr %relu1_grad.t430_c1_1, align 32
+  store <8 x float> zeroinitializer, ptr %relu1_grad.t430_c2_0, align 32
+  store <8 x float> zeroinitializer, ptr %relu1_grad.t430_c2_1, align 32
+  store <8 x float> zeroinitializer, ptr %relu1_grad.t430_c3_0, align 32
+  store <8 x float> zeroinitializer, ptr %relu1_grad.t430_c3_1, align 32
+  store <8 x float> zeroinitializer, ptr %relu1_grad.t430_c4_0, align 32
+  store <8 x float> zeroinitializer, ptr %relu1_grad.t430_c4_1, align 32
+  store <8 x float> zeroinitializer, ptr %relu1_grad.t430_c5_0, align 32
+  store <8 x float> zeroinitializer, ptr %relu1_grad.t430_c5_1, align 32
+  br label %relu1_grad.k431
+
+relu1_grad.mb429.end:                             ; preds = %relu1_grad.k431.end
+  store <8 x float> zeroinitializer, ptr %relu1_grad.t432_c0_0, align 32
+  store <8 x float> zeroinitializer, ptr %relu1_grad.t432_c0_1, align 32
+  br label %relu1_grad.k433
+
+relu1_grad.k431:                                  ; preds = %relu1_grad.k431, %relu1_grad.mb429
+  %relu1_grad.k4313 = phi i64 [ 0, %relu1_grad.mb429 ], [ %k431.next, %relu1_grad.k431 ]
+  %1 = mul nsw i64 %0, 2048
+  %2 = add nsw i64 2768896, %1
+  %3 = mul nsw i64 %relu1_grad.k4313, 32
+  %4 = add nsw i64 %2, %3
+  %5 = mul nsw i64 %relu1_grad.nb4281, 16
+  %6 = add nsw i64 %4, %5
+  %arena4 = getelementptr inbounds float, ptr %arena, i64 %6
+  %7 = load <8 x float>, ptr %arena4, align 4
+  store <8 x float> %7, ptr %relu1_grad.t430_b0, align 32
+  %8 = mul nsw i64 %0, 2048
+  %9 = add nsw i64 2768896, %8
+  %10 = mul nsw i64 %relu1_grad.k4313, 32
+  %11 = add nsw i64 %9, %10
+  %12 = mul nsw i64 %relu1_grad.nb4281, 16
+  %13 = add nsw i64 %11, %12
+  %14 = add nsw i64 %13, 8
+  %arena5 = getelementptr inbounds float, ptr %arena, i64 %14
+  %15 = load <8 x float>, ptr %arena5, align 4
+  store <8 x float> %15, ptr %relu1_grad.t430_b1, align 32
+  %16 = mul nsw i64 %0, 10816
+  %17 = add nsw i64 2851840, %16
+  %18 = mul nsw i64 %relu1_grad.mb4292, 6
+  %19 = mul nsw i64 %18, 64
+  %20 = add nsw i64 %17, %19
+  %21 = add nsw i64 %20, %relu1_grad.k4313
+  %arena6 = getelementptr inbounds float, ptr %arena, i64 %21
+  %22 = load float, ptr %arena6, align 4
+  %23 = insertelement <8 x float> undef, float %22, i32 0
+  %24 = shufflevector <8 x float> %23, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %24, ptr %relu1_grad.t430_a0, align 32
+  %t430_a0 = load <8 x float>, ptr %relu1_grad.t430_a0, align 32
+  %t430_b0 = load <8 x float>, ptr %relu1_grad.t430_b0, align 32
+  %t430_c0_0 = load <8 x float>, ptr %relu1_grad.t430_c0_0, align 32
+  %25 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t430_a0, <8 x float> %t430_b0, <8 x float> %t430_c0_0)
+  store <8 x float> %25, ptr %relu1_grad.t430_c0_0, align 32
+  %t430_a07 = load <8 x float>, ptr %relu1_grad.t430_a0, align 32
+  %t430_b1 = load <8 x float>, ptr %relu1_grad.t430_b1, align 32
+  %t430_c0_1 = load <8 x float>, ptr %relu1_grad.t430_c0_1, align 32
+  %26 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t430_a07, <8 x float> %t430_b1, <8 x float> %t430_c0_1)
+  store <8 x float> %26, ptr %relu1_grad.t430_c0_1, align 32
+  %27 = mul nsw i64 %0, 10816
+  %28 = add nsw i64 2851840, %27
+  %29 = mul nsw i64 %relu1_grad.mb4292, 6
+  %30 = add nsw i64 %29, 1
+  %31 = mul nsw i64 %30, 64
+  %32 = add nsw i64 %28, %31
+  %33 = add nsw i64 %32, %relu1_grad.k4313
+  %arena8 = getelementptr inbounds float, ptr %arena, i64 %33
+  %34 = load float, ptr %arena8, align 4
+  %35 = insertelement <8 x float> undef, float %34, i32 0
+  %36 = shufflevector <8 x float> %35, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %36, ptr %relu1_grad.t430_a1, align 32
+  %t430_a1 = load <8 x float>, ptr %relu1_grad.t430_a1, align 32
+  %t430_b09 = load <8 x float>, ptr %relu1_grad.t430_b0, align 32
+  %t430_c1_0 = load <8 x float>, ptr %relu1_grad.t430_c1_0, align 32
+  %37 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t430_a1, <8 x float> %t430_b09, <8 x float> %t430_c1_0)
+  store <8 x float> %37, ptr %relu1_grad.t430_c1_0, align 32
+  %t430_a110 = load <8 x float>, ptr %relu1_grad.t430_a1, align 32
+  %t430_b111 = load <8 x float>, ptr %relu1_grad.t430_b1, align 32
+  %t430_c1_1 = load <8 x float>, ptr %relu1_grad.t430_c1_1, align 32
+  %38 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t430_a110, <8 x float> %t430_b111, <8 x float> %t430_c1_1)
+  store <8 x float> %38, ptr %relu1_grad.t430_c1_1, align 32
+  %39 = mul nsw i64 %0, 10816
+  %40 = add nsw i64 2851840, %39
+  %41 = mul nsw i64 %relu1_grad.mb4292, 6
+  %42 = add nsw i64 %41, 2
+  %43 = mul nsw i64 %42, 64
+  %44 = add nsw i64 %40, %43
+  %45 = add nsw i64 %44, %relu1_grad.k4313
+  %arena12 = getelementptr inbounds float, ptr %arena, i64 %45
+  %46 = load float, ptr %arena12, align 4
+  %47 = insertelement <8 x float> undef, float %46, i32 0
+  %48 = shufflevector <8 x float> %47, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %48, ptr %relu1_grad.t430_a2, align 32
+  %t430_a2 = load <8 x float>, ptr %relu1_grad.t430_a2, align 32
+  %t430_b013 = load <8 x float>, ptr %relu1_grad.t430_b0, align 32
+  %t430_c2_0 = load <8 x float>, ptr %relu1_grad.t430_c2_0, align 32
+  %49 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t430_a2, <8 x float> %t430_b013, <8 x float> %t430_c2_0)
+  store <8 x float> %49, ptr %relu1_grad.t430_c2_0, align 32
+  %t430_a214 = load <8 x float>, ptr %relu1_grad.t430_a2, align 32
+  %t430_b115 = load <8 x float>, ptr %relu1_grad.t430_b1, align 32
+  %t430_c2_1 = load <8 x float>, ptr %relu1_grad.t430_c2_1, align 32
+  %50 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t430_a214, <8 x float> %t430_b115, <8 x float> %t430_c2_1)
+  store <8 x float> %50, ptr %relu1_grad.t430_c2_1, align 32
+  %51 = mul nsw i64 %0, 10816
+  %52 = add nsw i64 2851840, %51
+  %53 = mul nsw i64 %relu1_grad.mb4292, 6
+  %54 = add nsw i64 %53, 3
+  %55 = mul nsw i64 %54, 64
+  %56 = add nsw i64 %52, %55
+  %57 = add nsw i64 %56, %relu1_grad.k4313
+  %arena16 = getelementptr inbounds float, ptr %arena, i64 %57
+  %58 = load float, ptr %arena16, align 4
+  %59 = insertelement <8 x float> undef, float %58, i32 0
+  %60 = shufflevector <8 x float> %59, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %60, ptr %relu1_grad.t430_a3, align 32
+  %t430_a3 = load <8 x float>, ptr %relu1_grad.t430_a3, align 32
+  %t430_b017 = load <8 x float>, ptr %relu1_grad.t430_b0, align 32
+  %t430_c3_0 = load <8 x float>, ptr %relu1_grad.t430_c3_0, align 32
+  %61 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t430_a3, <8 x float> %t430_b017, <8 x float> %t430_c3_0)
+  store <8 x float> %61, ptr %relu1_grad.t430_c3_0, align 32
+  %t430_a318 = load <8 x float>, ptr %relu1_grad.t430_a3, align 32
+  %t430_b119 = load <8 x float>, ptr %relu1_grad.t430_b1, align 32
+  %t430_c3_1 = load <8 x float>, ptr %relu1_grad.t430_c3_1, align 32
+  %62 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t430_a318, <8 x float> %t430_b119, <8 x float> %t430_c3_1)
+  store <8 x float> %62, ptr %relu1_grad.t430_c3_1, align 32
+  %63 = mul nsw i64 %0, 10816
+  %64 = add nsw i64 2851840, %63
+  %65 = mul nsw i64 %relu1_grad.mb4292, 6
+  %66 = add nsw i64 %65, 4
+  %67 = mul nsw i64 %66, 64
+  %68 = add nsw i64 %64, %67
+  %69 = add nsw i64 %68, %relu1_grad.k4313
+  %arena20 = getelementptr inbounds float, ptr %arena, i64 %69
+  %70 = load float, ptr %arena20, align 4
+  %71 = insertelement <8 x float> undef, float %70, i32 0
+  %72 = shufflevector <8 x float> %71, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %72, ptr %relu1_grad.t430_a4, align 32
+  %t430_a4 = load <8 x float>, ptr %relu1_grad.t430_a4, align 32
+  %t430_b021 = load <8 x float>, ptr %relu1_grad.t430_b0, align 32
+  %t430_c4_0 = load <8 x float>, ptr %relu1_grad.t430_c4_0, align 32
+  %73 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t430_a4, <8 x float> %t430_b021, <8 x float> %t430_c4_0)
+  store <8 x float> %73, ptr %relu1_grad.t430_c4_0, align 32
+  %t430_a422 = load <8 x float>, ptr %relu1_grad.t430_a4, align 32
+  %t430_b123 = load <8 x float>, ptr %relu1_grad.t430_b1, align 32
+  %t430_c4_1 = load <8 x float>, ptr %relu1_grad.t430_c4_1, align 32
+  %74 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t430_a422, <8 x float> %t430_b123, <8 x float> %t430_c4_1)
+  store <8 x float> %74, ptr %relu1_grad.t430_c4_1, align 32
+  %75 = mul nsw i64 %0, 10816
+  %76 = add nsw i64 2851840, %75
+  %77 = mul nsw i64 %relu1_grad.mb4292, 6
+  %78 = add nsw i64 %77, 5
+  %79 = mul nsw i64 %78, 64
+  %80 = add nsw i64 %76, %79
+  %81 = add nsw i64 %80, %relu1_grad.k4313
+  %arena24 = getelementptr inbounds float, ptr %arena, i64 %81
+  %82 = load float, ptr %arena24, align 4
+  %83 = insertelement <8 x float> undef, float %82, i32 0
+  %84 = shufflevector <8 x float> %83, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %84, ptr %relu1_grad.t430_a5, align 32
+  %t430_a5 = load <8 x float>, ptr %relu1_grad.t430_a5, align 32
+  %t430_b025 = load <8 x float>, ptr %relu1_grad.t430_b0, align 32
+  %t430_c5_0 = load <8 x float>, ptr %relu1_grad.t430_c5_0, align 32
+  %85 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t430_a5, <8 x float> %t430_b025, <8 x float> %t430_c5_0)
+  store <8 x float> %85, ptr %relu1_grad.t430_c5_0, align 32
+  %t430_a526 = load <8 x float>, ptr %relu1_grad.t430_a5, align 32
+  %t430_b127 = load <8 x float>, ptr %relu1_grad.t430_b1, align 32
+  %t430_c5_1 = load <8 x float>, ptr %relu1_grad.t430_c5_1, align 32
+  %86 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t430_a526, <8 x float> %t430_b127, <8 x float> %t430_c5_1)
+  store <8 x float> %86, ptr %relu1_grad.t430_c5_1, align 32
+  %k431.next = add nsw i64 %relu1_grad.k4313, 1
+  %87 = icmp slt i64 %k431.next, 64
+  br i1 %87, label %relu1_grad.k431, label %relu1_grad.k431.end
+
+relu1_grad.k431.end:                              ; preds = %relu1_grad.k431
+  %t430_c0_028 = load <8 x float>, ptr %relu1_grad.t430_c0_0, align 32
+  %88 = mul nsw i64 %0, 5408
+  %89 = add nsw i64 3024896, %88
+  %90 = mul nsw i64 %relu1_grad.mb4292, 6
+  %91 = mul nsw i64 %90, 32
+  %92 = add nsw i64 %89, %91
+  %93 = mul nsw i64 %relu1_grad.nb4281, 16
+  %94 = add nsw i64 %92, %93
+  %arena29 = getelementptr inbounds float, ptr %arena, i64 %94
+  store <8 x float> %t430_c0_028, ptr %arena29, align 4
+  %t430_c0_130 = load <8 x float>, ptr %relu1_grad.t430_c0_1, align 32
+  %95 = mul nsw i64 %0, 5408
+  %96 = add nsw i64 3024896, %95
+  %97 = mul nsw i64 %relu1_grad.mb4292, 6
+  %98 = mul nsw i64 %97, 32
+  %99 = add nsw i64 %96, %98
+  %100 = mul nsw i64 %relu1_grad.nb4281, 16
+  %101 = add nsw i64 %99, %100
+  %102 = add nsw i64 %101, 8
+  %arena31 = getelementptr inbounds float, ptr %arena, i64 %102
+  store <8 x float> %t430_c0_130, ptr %arena31, align 4
+  %t430_c1_032 = load <8 x float>, ptr %relu1_grad.t430_c1_0, align 32
+  %103 = mul nsw i64 %0, 5408
+  %104 = add nsw i64 3024896, %103
+  %105 = mul nsw i64 %relu1_grad.mb4292, 6
+  %106 = add nsw i64 %105, 1
+  %107 = mul nsw i64 %106, 32
+  %108 = add nsw i64 %104, %107
+  %109 = mul nsw i64 %relu1_grad.nb4281, 16
+  %110 = add nsw i64 %108, %109
+  %arena33 = getelementptr inbounds float, ptr %arena, i64 %110
+  store <8 x float> %t430_c1_032, ptr %arena33, align 4
+  %t430_c1_134 = load <8 x float>, ptr %relu1_grad.t430_c1_1, align 32
+  %111 = mul nsw i64 %0, 5408
+  %112 = add nsw i64 3024896, %111
+  %113 = mul nsw i64 %relu1_grad.mb4292, 6
+  %114 = add nsw i64 %113, 1
+  %115 = mul nsw i64 %114, 32
+  %116 = add nsw i64 %112, %115
+  %117 = mul nsw i64 %relu1_grad.nb4281, 16
+  %118 = add nsw i64 %116, %117
+  %119 = add nsw i64 %118, 8
+  %arena35 = getelementptr inbounds float, ptr %arena, i64 %119
+  store <8 x float> %t430_c1_134, ptr %arena35, align 4
+  %t430_c2_036 = load <8 x float>, ptr %relu1_grad.t430_c2_0, align 32
+  %120 = mul nsw i64 %0, 5408
+  %121 = add nsw i64 3024896, %120
+  %122 = mul nsw i64 %relu1_grad.mb4292, 6
+  %123 = add nsw i64 %122, 2
+  %124 = mul nsw i64 %123, 32
+  %125 = add nsw i64 %121, %124
+  %126 = mul nsw i64 %relu1_grad.nb4281, 16
+  %127 = add nsw i64 %125, %126
+  %arena37 = getelementptr inbounds float, ptr %arena, i64 %127
+  store <8 x float> %t430_c2_036, ptr %arena37, align 4
+  %t430_c2_138 = load <8 x float>, ptr %relu1_grad.t430_c2_1, align 32
+  %128 = mul nsw i64 %0, 5408
+  %129 = add nsw i64 3024896, %128
+  %130 = mul nsw i64 %relu1_grad.mb4292, 6
+  %131 = add nsw i64 %130, 2
+  %132 = mul nsw i64 %131, 32
+  %133 = add nsw i64 %129, %132
+  %134 = mul nsw i64 %relu1_grad.nb4281, 16
+  %135 = add nsw i64 %133, %134
+  %136 = add nsw i64 %135, 8
+  %arena39 = getelementptr inbounds float, ptr %arena, i64 %136
+  store <8 x float> %t430_c2_138, ptr %arena39, align 4
+  %t430_c3_040 = load <8 x float>, ptr %relu1_grad.t430_c3_0, align 32
+  %137 = mul nsw i64 %0, 5408
+  %138 = add nsw i64 3024896, %137
+  %139 = mul nsw i64 %relu1_grad.mb4292, 6
+  %140 = add nsw i64 %139, 3
+  %141 = mul nsw i64 %140, 32
+  %142 = add nsw i64 %138, %141
+  %143 = mul nsw i64 %relu1_grad.nb4281, 16
+  %144 = add nsw i64 %142, %143
+  %arena41 = getelementptr inbounds float, ptr %arena, i64 %144
+  store <8 x float> %t430_c3_040, ptr %arena41, align 4
+  %t430_c3_142 = load <8 x float>, ptr %relu1_grad.t430_c3_1, align 32
+  %145 = mul nsw i64 %0, 5408
+  %146 = add nsw i64 3024896, %145
+  %147 = mul nsw i64 %relu1_grad.mb4292, 6
+  %148 = add nsw i64 %147, 3
+  %149 = mul nsw i64 %148, 32
+  %150 = add nsw i64 %146, %149
+  %151 = mul nsw i64 %relu1_grad.nb4281, 16
+  %152 = add nsw i64 %150, %151
+  %153 = add nsw i64 %152, 8
+  %arena43 = getelementptr inbounds float, ptr %arena, i64 %153
+  store <8 x float> %t430_c3_142, ptr %arena43, align 4
+  %t430_c4_044 = load <8 x float>, ptr %relu1_grad.t430_c4_0, align 32
+  %154 = mul nsw i64 %0, 5408
+  %155 = add nsw i64 3024896, %154
+  %156 = mul nsw i64 %relu1_grad.mb4292, 6
+  %157 = add nsw i64 %156, 4
+  %158 = mul nsw i64 %157, 32
+  %159 = add nsw i64 %155, %158
+  %160 = mul nsw i64 %relu1_grad.nb4281, 16
+  %161 = add nsw i64 %159, %160
+  %arena45 = getelementptr inbounds float, ptr %arena, i64 %161
+  store <8 x float> %t430_c4_044, ptr %arena45, align 4
+  %t430_c4_146 = load <8 x float>, ptr %relu1_grad.t430_c4_1, align 32
+  %162 = mul nsw i64 %0, 5408
+  %163 = add nsw i64 3024896, %162
+  %164 = mul nsw i64 %relu1_grad.mb4292, 6
+  %165 = add nsw i64 %164, 4
+  %166 = mul nsw i64 %165, 32
+  %167 = add nsw i64 %163, %166
+  %168 = mul nsw i64 %relu1_grad.nb4281, 16
+  %169 = add nsw i64 %167, %168
+  %170 = add nsw i64 %169, 8
+  %arena47 = getelementptr inbounds float, ptr %arena, i64 %170
+  store <8 x float> %t430_c4_146, ptr %arena47, align 4
+  %t430_c5_048 = load <8 x float>, ptr %relu1_grad.t430_c5_0, align 32
+  %171 = mul nsw i64 %0, 5408
+  %172 = add nsw i64 3024896, %171
+  %173 = mul nsw i64 %relu1_grad.mb4292, 6
+  %174 = add nsw i64 %173, 5
+  %175 = mul nsw i64 %174, 32
+  %176 = add nsw i64 %172, %175
+  %177 = mul nsw i64 %relu1_grad.nb4281, 16
+  %178 = add nsw i64 %176, %177
+  %arena49 = getelementptr inbounds float, ptr %arena, i64 %178
+  store <8 x float> %t430_c5_048, ptr %arena49, align 4
+  %t430_c5_150 = load <8 x float>, ptr %relu1_grad.t430_c5_1, align 32
+  %179 = mul nsw i64 %0, 5408
+  %180 = add nsw i64 3024896, %179
+  %181 = mul nsw i64 %relu1_grad.mb4292, 6
+  %182 = add nsw i64 %181, 5
+  %183 = mul nsw i64 %182, 32
+  %184 = add nsw i64 %180, %183
+  %185 = mul nsw i64 %relu1_grad.nb4281, 16
+  %186 = add nsw i64 %184, %185
+  %187 = add nsw i64 %186, 8
+  %arena51 = getelementptr inbounds float, ptr %arena, i64 %187
+  store <8 x float> %t430_c5_150, ptr %arena51, align 4
+  %mb429.next = add nsw i64 %relu1_grad.mb4292, 1
+  %188 = icmp slt i64 %mb429.next, 28
+  br i1 %188, label %relu1_grad.mb429, label %relu1_grad.mb429.end
+
+relu1_grad.k433:                                  ; preds = %relu1_grad.k433, %relu1_grad.mb429.end
+  %relu1_grad.k43352 = phi i64 [ 0, %relu1_grad.mb429.end ], [ %k433.next, %relu1_grad.k433 ]
+  %189 = mul nsw i64 %0, 2048
+  %190 = add nsw i64 2768896, %189
+  %191 = mul nsw i64 %relu1_grad.k43352, 32
+  %192 = add nsw i64 %190, %191
+  %193 = mul nsw i64 %relu1_grad.nb4281, 16
+  %194 = add nsw i64 %192, %193
+  %arena53 = getelementptr inbounds float, ptr %arena, i64 %194
+  %195 = load <8 x float>, ptr %arena53, align 4
+  store <8 x float> %195, ptr %relu1_grad.t432_b0, align 32
+  %196 = mul nsw i64 %0, 2048
+  %197 = add nsw i64 2768896, %196
+  %198 = mul nsw i64 %relu1_grad.k43352, 32
+  %199 = add nsw i64 %197, %198
+  %200 = mul nsw i64 %relu1_grad.nb4281, 16
+  %201 = add nsw i64 %199, %200
+  %202 = add nsw i64 %201, 8
+  %arena54 = getelementptr inbounds float, ptr %arena, i64 %202
+  %203 = load <8 x float>, ptr %arena54, align 4
+  store <8 x float> %203, ptr %relu1_grad.t432_b1, align 32
+  %204 = mul nsw i64 %0, 10816
+  %205 = add nsw i64 2851840, %204
+  %206 = add nsw i64 %205, 10752
+  %207 = add nsw i64 %206, %relu1_grad.k43352
+  %arena55 = getelementptr inbounds float, ptr %arena, i64 %207
+  %208 = load float, ptr %arena55, align 4
+  %209 = insertelement <8 x float> undef, float %208, i32 0
+  %210 = shufflevector <8 x float> %209, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %210, ptr %relu1_grad.t432_a0, align 32
+  %t432_a0 = load <8 x float>, ptr %relu1_grad.t432_a0, align 32
+  %t432_b0 = load <8 x float>, ptr %relu1_grad.t432_b0, align 32
+  %t432_c0_0 = load <8 x float>, ptr %relu1_grad.t432_c0_0, align 32
+  %211 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t432_a0, <8 x float> %t432_b0, <8 x float> %t432_c0_0)
+  store <8 x float> %211, ptr %relu1_grad.t432_c0_0, align 32
+  %t432_a056 = load <8 x float>, ptr %relu1_grad.t432_a0, align 32
+  %t432_b1 = load <8 x float>, ptr %relu1_grad.t432_b1, align 32
+  %t432_c0_1 = load <8 x float>, ptr %relu1_grad.t432_c0_1, align 32
+  %212 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t432_a056, <8 x float> %t432_b1, <8 x float> %t432_c0_1)
+  store <8 x float> %212, ptr %relu1_grad.t432_c0_1, align 32
+  %k433.next = add nsw i64 %relu1_grad.k43352, 1
+  %213 = icmp slt i64 %k433.next, 64
+  br i1 %213, label %relu1_grad.k433, label %relu1_grad.k433.end
+
+relu1_grad.k433.end:                              ; preds = %relu1_grad.k433
+  %t432_c0_057 = load <8 x float>, ptr %relu1_grad.t432_c0_0, align 32
+  %214 = mul nsw i64 %0, 5408
+  %215 = add nsw i64 3024896, %214
+  %216 = add nsw i64 %215, 5376
+  %217 = mul nsw i64 %relu1_grad.nb4281, 16
+  %218 = add nsw i64 %216, %217
+  %arena58 = getelementptr inbounds float, ptr %arena, i64 %218
+  store <8 x float> %t432_c0_057, ptr %arena58, align 4
+  %t432_c0_159 = load <8 x float>, ptr %relu1_grad.t432_c0_1, align 32
+  %219 = mul nsw i64 %0, 5408
+  %220 = add nsw i64 3024896, %219
+  %221 = add nsw i64 %220, 5376
+  %222 = mul nsw i64 %relu1_grad.nb4281, 16
+  %223 = add nsw i64 %221, %222
+  %224 = add nsw i64 %223, 8
+  %arena60 = getelementptr inbounds float, ptr %arena, i64 %224
+  store <8 x float> %t432_c0_159, ptr %arena60, align 4
+  %nb428.next = add nsw i64 %relu1_grad.nb4281, 1
+  %225 = icmp slt i64 %nb428.next, 2
+  br i1 %225, label %relu1_grad.nb428, label %relu1_grad.nb428.end
+}
+
+; Function Attrs: noinline
+define internal void @mnistnet_train_b64.k24.conv1_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+entry:
+  br label %conv1_grad.i454
+
+conv1_grad.i454:                                  ; preds = %conv1_grad.i454, %entry
+  %conv1_grad.i4541 = phi i64 [ 0, %entry ], [ %i454.next, %conv1_grad.i454 ]
+  %arena2 = getelementptr inbounds float, ptr %arena, i64 %conv1_grad.i4541
   %0 = load float, ptr %arena2, align 4
   %1 = fcmp ogt float %0, 0.000000e+00
-  %2 = add nsw i64 1384448, %conv1_grad.i4391
+  %2 = add nsw i64 1384448, %conv1_grad.i4541
   %arena3 = getelementptr inbounds float, ptr %arena, i64 %2
   %3 = load float, ptr %arena3, align 4
   %4 = select i1 %1, float %3, float 0.000000e+00
-  %5 = add nsw i64 3171600, %conv1_grad.i4391
+  %5 = add nsw i64 3171600, %conv1_grad.i4541
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %5
   store float %4, ptr %arena4, align 4
-  %i439.next = add nsw i64 %conv1_grad.i4391, 1
-  %6 = icmp slt i64 %i439.next, 1384448
-  br i1 %6, label %conv1_grad.i439, label %conv1_grad.i439.end
+  %i454.next = add nsw i64 %conv1_grad.i4541, 1
+  %6 = icmp slt i64 %i454.next, 1384448
+  br i1 %6, label %conv1_grad.i454, label %conv1_grad.i454.end
 
-conv1_grad.i439.end:                              ; preds = %conv1_grad.i439
+conv1_grad.i454.end:                              ; preds = %conv1_grad.i454
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @mnistnet_train_b64.k25.conv1_weight_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @mnistnet_train_b64.k25.conv1_weight_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  br label %conv1_weight_grad.i440
+  br label %conv1_weight_grad.i455
 
-conv1_weight_grad.i440:                           ; preds = %conv1_weight_grad.i440, %entry
-  %conv1_weight_grad.i4401 = phi i64 [ 0, %entry ], [ %i440.next, %conv1_weight_grad.i440 ]
-  %0 = add nsw i64 443600, %conv1_weight_grad.i4401
+conv1_weight_grad.i455:                           ; preds = %conv1_weight_grad.i455, %entry
+  %conv1_weight_grad.i4551 = phi i64 [ 0, %entry ], [ %i455.next, %conv1_weight_grad.i455 ]
+  %0 = add nsw i64 443600, %conv1_weight_grad.i4551
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %0
   store float 0.000000e+00, ptr %arena2, align 4
-  %i440.next = add nsw i64 %conv1_weight_grad.i4401, 1
-  %1 = icmp slt i64 %i440.next, 288
-  br i1 %1, label %conv1_weight_grad.i440, label %conv1_weight_grad.i440.end
+  %i455.next = add nsw i64 %conv1_weight_grad.i4551, 1
+  %1 = icmp slt i64 %i455.next, 288
+  br i1 %1, label %conv1_weight_grad.i455, label %conv1_weight_grad.i455.end
 
-conv1_weight_grad.i440.end:                       ; preds = %conv1_weight_grad.i440
-  br label %conv1_weight_grad.g441
+conv1_weight_grad.i455.end:                       ; preds = %conv1_weight_grad.i455
+  br label %conv1_weight_grad.g456
 
-conv1_weight_grad.g441:                           ; preds = %conv1_weight_grad.j451.end, %conv1_weight_grad.i440.end
-  %conv1_weight_grad.g4413 = phi i64 [ 0, %conv1_weight_grad.i440.end ], [ %g441.next, %conv1_weight_grad.j451.end ]
-  br label %conv1_weight_grad.j442
+conv1_weight_grad.g456:                           ; preds = %conv1_weight_grad.j466.end, %conv1_weight_grad.i455.end
+  %conv1_weight_grad.g4563 = phi i64 [ 0, %conv1_weight_grad.i455.end ], [ %g456.next, %conv1_weight_grad.j466.end ]
+  br label %conv1_weight_grad.j457
 
-conv1_weight_grad.g441.end:                       ; preds = %conv1_weight_grad.j451.end
-  br label %conv1_weight_grad.f462
+conv1_weight_grad.g456.end:                       ; preds = %conv1_weight_grad.j466.end
+  br label %conv1_weight_grad.f477
 
-conv1_weight_grad.j442:                           ; preds = %conv1_weight_grad.c443.end, %conv1_weight_grad.g441
-  %conv1_weight_grad.j4424 = phi i64 [ 0, %conv1_weight_grad.g441 ], [ %j442.next, %conv1_weight_grad.c443.end ]
-  br label %conv1_weight_grad.c443
+conv1_weight_grad.j457:                           ; preds = %conv1_weight_grad.c458.end, %conv1_weight_grad.g456
+  %conv1_weight_grad.j4574 = phi i64 [ 0, %conv1_weight_grad.g456 ], [ %j457.next, %conv1_weight_grad.c458.end ]
+  br label %conv1_weight_grad.c458
 
-conv1_weight_grad.j442.end:                       ; preds = %conv1_weight_grad.c443.end
-  br label %conv1_weight_grad.j451
+conv1_weight_grad.j457.end:                       ; preds = %conv1_weight_grad.c458.end
+  br label %conv1_weight_grad.j466
 
-conv1_weight_grad.c443:                           ; preds = %conv1_weight_grad.ky444.end, %conv1_weight_grad.j442
-  %conv1_weight_grad.c4435 = phi i64 [ 0, %conv1_weight_grad.j442 ], [ %c443.next, %conv1_weight_grad.ky444.end ]
-  br label %conv1_weight_grad.ky444
+conv1_weight_grad.c458:                           ; preds = %conv1_weight_grad.ky459.end, %conv1_weight_grad.j457
+  %conv1_weight_grad.c4585 = phi i64 [ 0, %conv1_weight_grad.j457 ], [ %c458.next, %conv1_weight_grad.ky459.end ]
+  br label %conv1_weight_grad.ky459
 
-conv1_weight_grad.c443.end:                       ; preds = %conv1_weight_grad.ky444.end
-  %j442.next = add nsw i64 %conv1_weight_grad.j4424, 1
-  %2 = icmp slt i64 %j442.next, 16
-  br i1 %2, label %conv1_weight_grad.j442, label %conv1_weight_grad.j442.end
+conv1_weight_grad.c458.end:                       ; preds = %conv1_weight_grad.ky459.end
+  %j457.next = add nsw i64 %conv1_weight_grad.j4574, 1
+  %2 = icmp slt i64 %j457.next, 16
+  br i1 %2, label %conv1_weight_grad.j457, label %conv1_weight_grad.j457.end
 
-conv1_weight_grad.ky444:                          ; preds = %conv1_weight_grad.oy449.end, %conv1_weight_grad.c443
-  %conv1_weight_grad.ky4446 = phi i64 [ 0, %conv1_weight_grad.c443 ], [ %ky444.next, %conv1_weight_grad.oy449.end ]
-  br label %conv1_weight_grad.oy445
+conv1_weight_grad.ky459:                          ; preds = %conv1_weight_grad.oy464.end, %conv1_weight_grad.c458
+  %conv1_weight_grad.ky4596 = phi i64 [ 0, %conv1_weight_grad.c458 ], [ %ky459.next, %conv1_weight_grad.oy464.end ]
+  br label %conv1_weight_grad.oy460
 
-conv1_weight_grad.ky444.end:                      ; preds = %conv1_weight_grad.oy449.end
-  %c443.next = add nsw i64 %conv1_weight_grad.c4435, 1
-  %3 = icmp slt i64 %c443.next, 1
-  br i1 %3, label %conv1_weight_grad.c443, label %conv1_weight_grad.c443.end
+conv1_weight_grad.ky459.end:                      ; preds = %conv1_weight_grad.oy464.end
+  %c458.next = add nsw i64 %conv1_weight_grad.c4585, 1
+  %3 = icmp slt i64 %c458.next, 1
+  br i1 %3, label %conv1_weight_grad.c458, label %conv1_weight_grad.c458.end
 
-conv1_weight_grad.oy445:                          ; preds = %conv1_weight_grad.ox446.end, %conv1_weight_grad.ky444
-  %conv1_weight_grad.oy4457 = phi i64 [ 0, %conv1_weight_grad.ky444 ], [ %oy445.next, %conv1_weight_grad.ox446.end ]
-  br label %conv1_weight_grad.ox446
+conv1_weight_grad.oy460:                          ; preds = %conv1_weight_grad.ox461.end, %conv1_weight_grad.ky459
+  %conv1_weight_grad.oy4607 = phi i64 [ 0, %conv1_weight_grad.ky459 ], [ %oy460.next, %conv1_weight_grad.ox461.end ]
+  br label %conv1_weight_grad.ox461
 
-conv1_weight_grad.oy445.end:                      ; preds = %conv1_weight_grad.ox446.end
-  br label %conv1_weight_grad.oy447
+conv1_weight_grad.oy460.end:                      ; preds = %conv1_weight_grad.ox461.end
+  br label %conv1_weight_grad.oy462
 
-conv1_weight_grad.ox446:                          ; preds = %conv1_weight_grad.ox446, %conv1_weight_grad.oy445
-  %conv1_weight_grad.ox4468 = phi i64 [ 0, %conv1_weight_grad.oy445 ], [ %ox446.next, %conv1_weight_grad.ox446 ]
-  %4 = mul nsw i64 %conv1_weight_grad.g4413, 16
-  %5 = add nsw i64 %4, %conv1_weight_grad.j4424
+conv1_weight_grad.ox461:                          ; preds = %conv1_weight_grad.ox461, %conv1_weight_grad.oy460
+  %conv1_weight_grad.ox4618 = phi i64 [ 0, %conv1_weight_grad.oy460 ], [ %ox461.next, %conv1_weight_grad.ox461 ]
+  %4 = mul nsw i64 %conv1_weight_grad.g4563, 16
+  %5 = add nsw i64 %4, %conv1_weight_grad.j4574
   %6 = mul nsw i64 %5, 784
-  %7 = mul nsw i64 %conv1_weight_grad.c4435, 784
+  %7 = mul nsw i64 %conv1_weight_grad.c4585, 784
   %8 = add nsw i64 %6, %7
-  %9 = add nsw i64 %conv1_weight_grad.oy4457, %conv1_weight_grad.ky4446
+  %9 = add nsw i64 %conv1_weight_grad.oy4607, %conv1_weight_grad.ky4596
   %10 = mul nsw i64 %9, 28
   %11 = add nsw i64 %8, %10
-  %12 = add nsw i64 %11, %conv1_weight_grad.ox4468
+  %12 = add nsw i64 %11, %conv1_weight_grad.ox4618
   %images9 = getelementptr inbounds float, ptr %images, i64 %12
   %13 = load float, ptr %images9, align 4
-  %14 = mul nsw i64 %conv1_weight_grad.c4435, 3
-  %15 = add nsw i64 %14, %conv1_weight_grad.ky4446
+  %14 = mul nsw i64 %conv1_weight_grad.c4585, 3
+  %15 = add nsw i64 %14, %conv1_weight_grad.ky4596
   %16 = mul nsw i64 %15, 3
   %17 = mul nsw i64 %16, 10832
-  %18 = mul nsw i64 %conv1_weight_grad.j4424, 676
+  %18 = mul nsw i64 %conv1_weight_grad.j4574, 676
   %19 = add nsw i64 %17, %18
-  %20 = mul nsw i64 %conv1_weight_grad.oy4457, 26
-  %21 = add nsw i64 %20, %conv1_weight_grad.ox4468
+  %20 = mul nsw i64 %conv1_weight_grad.oy4607, 26
+  %21 = add nsw i64 %20, %conv1_weight_grad.ox4618
   %22 = add nsw i64 %19, %21
   %arena10 = getelementptr inbounds float, ptr %arena, i64 %22
   store float %13, ptr %arena10, align 4
-  %ox446.next = add nsw i64 %conv1_weight_grad.ox4468, 1
-  %23 = icmp slt i64 %ox446.next, 26
-  br i1 %23, label %conv1_weight_grad.ox446, label %conv1_weight_grad.ox446.end
+  %ox461.next = add nsw i64 %conv1_weight_grad.ox4618, 1
+  %23 = icmp slt i64 %ox461.next, 26
+  br i1 %23, label %conv1_weight_grad.ox461, label %conv1_weight_grad.ox461.end
 
-conv1_weight_grad.ox446.end:                      ; preds = %conv1_weight_grad.ox446
-  %oy445.next = add nsw i64 %conv1_weight_grad.oy4457, 1
-  %24 = icmp slt i64 %oy445.next, 26
-  br i1 %24, label %conv1_weight_grad.oy445, label %conv1_weight_grad.oy445.end
+conv1_weight_grad.ox461.end:                      ; preds = %conv1_weight_grad.ox461
+  %oy460.next = add nsw i64 %conv1_weight_grad.oy4607, 1
+  %24 = icmp slt i64 %oy460.next, 26
+  br i1 %24, label %conv1_weight_grad.oy460, label %conv1_weight_grad.oy460.end
 
-conv1_weight_grad.oy447:                          ; preds = %conv1_weight_grad.ox448.end, %conv1_weight_grad.oy445.end
-  %conv1_weight_grad.oy44711 = phi i64 [ 0, %conv1_weight_grad.oy445.end ], [ %oy447.next, %conv1_weight_grad.ox448.end ]
-  br label %conv1_weight_grad.ox448
+conv1_weight_grad.oy462:                          ; preds = %conv1_weight_grad.ox463.end, %conv1_weight_grad.oy460.end
+  %conv1_weight_grad.oy46211 = phi i64 [ 0, %conv1_weight_grad.oy460.end ], [ %oy462.next, %conv1_weight_grad.ox463.end ]
+  br label %conv1_weight_grad.ox463
 
-conv1_weight_grad.oy447.end:                      ; preds = %conv1_weight_grad.ox448.end
-  br label %conv1_weight_grad.oy449
+conv1_weight_grad.oy462.end:                      ; preds = %conv1_weight_grad.ox463.end
+  br label %conv1_weight_grad.oy464
 
-conv1_weight_grad.ox448:                          ; preds = %conv1_weight_grad.ox448, %conv1_weight_grad.oy447
-  %conv1_weight_grad.ox44812 = phi i64 [ 0, %conv1_weight_grad.oy447 ], [ %ox448.next, %conv1_weight_grad.ox448 ]
-  %25 = mul nsw i64 %conv1_weight_grad.g4413, 16
-  %26 = add nsw i64 %25, %conv1_weight_grad.j4424
+conv1_weight_grad.ox463:                          ; preds = %conv1_weight_grad.ox463, %conv1_weight_grad.oy462
+  %conv1_weight_grad.ox46312 = phi i64 [ 0, %conv1_weight_grad.oy462 ], [ %ox463.next, %conv1_weight_grad.ox463 ]
+  %25 = mul nsw i64 %conv1_weight_grad.g4563, 16
+  %26 = add nsw i64 %25, %conv1_weight_grad.j4574
   %27 = mul nsw i64 %26, 784
-  %28 = mul nsw i64 %conv1_weight_grad.c4435, 784
+  %28 = mul nsw i64 %conv1_weight_grad.c4585, 784
   %29 = add nsw i64 %27, %28
-  %30 = add nsw i64 %conv1_weight_grad.oy44711, %conv1_weight_grad.ky4446
+  %30 = add nsw i64 %conv1_weight_grad.oy46211, %conv1_weight_grad.ky4596
   %31 = mul nsw i64 %30, 28
   %32 = add nsw i64 %29, %31
-  %33 = add nsw i64 %conv1_weight_grad.ox44812, 1
+  %33 = add nsw i64 %conv1_weight_grad.ox46312, 1
   %34 = add nsw i64 %32, %33
   %images13 = getelementptr inbounds float, ptr %images, i64 %34
   %35 = load float, ptr %images13, align 4
-  %36 = mul nsw i64 %conv1_weight_grad.c4435, 3
-  %37 = add nsw i64 %36, %conv1_weight_grad.ky4446
+  %36 = mul nsw i64 %conv1_weight_grad.c4585, 3
+  %37 = add nsw i64 %36, %conv1_weight_grad.ky4596
   %38 = mul nsw i64 %37, 3
   %39 = add nsw i64 %38, 1
   %40 = mul nsw i64 %39, 10832
-  %41 = mul nsw i64 %conv1_weight_grad.j4424, 676
+  %41 = mul nsw i64 %conv1_weight_grad.j4574, 676
   %42 = add nsw i64 %40, %41
-  %43 = mul nsw i64 %conv1_weight_grad.oy44711, 26
-  %44 = add nsw i64 %43, %conv1_weight_grad.ox44812
+  %43 = mul nsw i64 %conv1_weight_grad.oy46211, 26
+  %44 = add nsw i64 %43, %conv1_weight_grad.ox46312
   %45 = add nsw i64 %42, %44
   %arena14 = getelementptr inbounds float, ptr %arena, i64 %45
   store float %35, ptr %arena14, align 4
-  %ox448.next = add nsw i64 %conv1_weight_grad.ox44812, 1
-  %46 = icmp slt i64 %ox448.next, 26
-  br i1 %46, label %conv1_weight_grad.ox448, label %conv1_weight_grad.ox448.end
+  %ox463.next = add nsw i64 %conv1_weight_grad.ox46312, 1
+  %46 = icmp slt i64 %ox463.next, 26
+  br i1 %46, label %conv1_weight_grad.ox463, label %conv1_weight_grad.ox463.end
 
-conv1_weight_grad.ox448.end:                      ; preds = %conv1_weight_grad.ox448
-  %oy447.next = add nsw i64 %conv1_weight_grad.oy44711, 1
-  %47 = icmp slt i64 %oy447.next, 26
-  br i1 %47, label %conv1_weight_grad.oy447, label %conv1_weight_grad.oy447.end
+conv1_weight_grad.ox463.end:                      ; preds = %conv1_weight_grad.ox463
+  %oy462.next = add nsw i64 %conv1_weight_grad.oy46211, 1
+  %47 = icmp slt i64 %oy462.next, 26
+  br i1 %47, label %conv1_weight_grad.oy462, label %conv1_weight_grad.oy462.end
 
-conv1_weight_grad.oy449:                          ; preds = %conv1_weight_grad.ox450.end, %conv1_weight_grad.oy447.end
-  %conv1_weight_grad.oy44915 = phi i64 [ 0, %conv1_weight_grad.oy447.end ], [ %oy449.next, %conv1_weight_grad.ox450.end ]
-  br label %conv1_weight_grad.ox450
+conv1_weight_grad.oy464:                          ; preds = %conv1_weight_grad.ox465.end, %conv1_weight_grad.oy462.end
+  %conv1_weight_grad.oy46415 = phi i64 [ 0, %conv1_weight_grad.oy462.end ], [ %oy464.next, %conv1_weight_grad.ox465.end ]
+  br label %conv1_weight_grad.ox465
 
-conv1_weight_grad.oy449.end:                      ; preds = %conv1_weight_grad.ox450.end
-  %ky444.next = add nsw i64 %conv1_weight_grad.ky4446, 1
-  %48 = icmp slt i64 %ky444.next, 3
-  br i1 %48, label %conv1_weight_grad.ky444, label %conv1_weight_grad.ky444.end
+conv1_weight_grad.oy464.end:                      ; preds = %conv1_weight_grad.ox465.end
+  %ky459.next = add nsw i64 %conv1_weight_grad.ky4596, 1
+  %48 = icmp slt i64 %ky459.next, 3
+  br i1 %48, label %conv1_weight_grad.ky459, label %conv1_weight_grad.ky459.end
 
-conv1_weight_grad.ox450:                          ; preds = %conv1_weight_grad.ox450, %conv1_weight_grad.oy449
-  %conv1_weight_grad.ox45016 = phi i64 [ 0, %conv1_weight_grad.oy449 ], [ %ox450.next, %conv1_weight_grad.ox450 ]
-  %49 = mul nsw i64 %conv1_weight_grad.g4413, 16
-  %50 = add nsw i64 %49, %conv1_weight_grad.j4424
+conv1_weight_grad.ox465:                          ; preds = %conv1_weight_grad.ox465, %conv1_weight_grad.oy464
+  %conv1_weight_grad.ox46516 = phi i64 [ 0, %conv1_weight_grad.oy464 ], [ %ox465.next, %conv1_weight_grad.ox465 ]
+  %49 = mul nsw i64 %conv1_weight_grad.g4563, 16
+  %50 = add nsw i64 %49, %conv1_weight_grad.j4574
   %51 = mul nsw i64 %50, 784
-  %52 = mul nsw i64 %conv1_weight_grad.c4435, 784
+  %52 = mul nsw i64 %conv1_weight_grad.c4585, 784
   %53 = add nsw i64 %51, %52
-  %54 = add nsw i64 %conv1_weight_grad.oy44915, %conv1_weight_grad.ky4446
+  %54 = add nsw i64 %conv1_weight_grad.oy46415, %conv1_weight_grad.ky4596
   %55 = mul nsw i64 %54, 28
   %56 = add nsw i64 %53, %55
-  %57 = add nsw i64 %conv1_weight_grad.ox45016, 2
+  %57 = add nsw i64 %conv1_weight_grad.ox46516, 2
   %58 = add nsw i64 %56, %57
   %images17 = getelementptr inbounds float, ptr %images, i64 %58
   %59 = load float, ptr %images17, align 4
-  %60 = mul nsw i64 %conv1_weight_grad.c4435, 3
-  %61 = add nsw i64 %60, %conv1_weight_grad.ky4446
+  %60 = mul nsw i64 %conv1_weight_grad.c4585, 3
+  %61 = add nsw i64 %60, %conv1_weight_grad.ky4596
   %62 = mul nsw i64 %61, 3
   %63 = add nsw i64 %62, 2
   %64 = mul nsw i64 %63, 10832
-  %65 = mul nsw i64 %conv1_weight_grad.j4424, 676
+  %65 = mul nsw i64 %conv1_weight_grad.j4574, 676
   %66 = add nsw i64 %64, %65
-  %67 = mul nsw i64 %conv1_weight_grad.oy44915, 26
-  %68 = add nsw i64 %67, %conv1_weight_grad.ox45016
+  %67 = mul nsw i64 %conv1_weight_grad.oy46415, 26
+  %68 = add nsw i64 %67, %conv1_weight_grad.ox46516
   %69 = add nsw i64 %66, %68
   %arena18 = getelementptr inbounds float, ptr %arena, i64 %69
   store float %59, ptr %arena18, align 4
-  %ox450.next = add nsw i64 %conv1_weight_grad.ox45016, 1
-  %70 = icmp slt i64 %ox450.next, 26
-  br i1 %70, label %conv1_weight_grad.ox450, label %conv1_weight_grad.ox450.end
+  %ox465.next = add nsw i64 %conv1_weight_grad.ox46516, 1
+  %70 = icmp slt i64 %ox465.next, 26
+  br i1 %70, label %conv1_weight_grad.ox465, label %conv1_weight_grad.ox465.end
 
-conv1_weight_grad.ox450.end:                      ; preds = %conv1_weight_grad.ox450
-  %oy449.next = add nsw i64 %conv1_weight_grad.oy44915, 1
-  %71 = icmp slt i64 %oy449.next, 26
-  br i1 %71, label %conv1_weight_grad.oy449, label %conv1_weight_grad.oy449.end
+conv1_weight_grad.ox465.end:                      ; preds = %conv1_weight_grad.ox465
+  %oy464.next = add nsw i64 %conv1_weight_grad.oy46415, 1
+  %71 = icmp slt i64 %oy464.next, 26
+  br i1 %71, label %conv1_weight_grad.oy464, label %conv1_weight_grad.oy464.end
 
-conv1_weight_grad.j451:                           ; preds = %conv1_weight_grad.i452.end, %conv1_weight_grad.j442.end
-  %conv1_weight_grad.j45119 = phi i64 [ 0, %conv1_weight_grad.j442.end ], [ %j451.next, %conv1_weight_grad.i452.end ]
-  br label %conv1_weight_grad.i452
+conv1_weight_grad.j466:                           ; preds = %conv1_weight_grad.i467.end, %conv1_weight_grad.j457.end
+  %conv1_weight_grad.j46619 = phi i64 [ 0, %conv1_weight_grad.j457.end ], [ %j466.next, %conv1_weight_grad.i467.end ]
+  br label %conv1_weight_grad.i467
 
-conv1_weight_grad.j451.end:                       ; preds = %conv1_weight_grad.i452.end
-  call void @mnistnet_train_b64.k25.conv1_weight_grad.gemm461(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  %g441.next = add nsw i64 %conv1_weight_grad.g4413, 1
-  %72 = icmp slt i64 %g441.next, 4
-  br i1 %72, label %conv1_weight_grad.g441, label %conv1_weight_grad.g441.end
+conv1_weight_grad.j466.end:                       ; preds = %conv1_weight_grad.i467.end
+  call void @mnistnet_train_b64.k25.conv1_weight_grad.gemm476(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  %g456.next = add nsw i64 %conv1_weight_grad.g4563, 1
+  %72 = icmp slt i64 %g456.next, 4
+  br i1 %72, label %conv1_weight_grad.g456, label %conv1_weight_grad.g456.end
 
-conv1_weight_grad.i452:                           ; preds = %conv1_weight_grad.f453.end, %conv1_weight_grad.j451
-  %conv1_weight_grad.i45220 = phi i64 [ 0, %conv1_weight_grad.j451 ], [ %i452.next, %conv1_weight_grad.f453.end ]
-  br label %conv1_weight_grad.f453
+conv1_weight_grad.i467:                           ; preds = %conv1_weight_grad.f468.end, %conv1_weight_grad.j466
+  %conv1_weight_grad.i46720 = phi i64 [ 0, %conv1_weight_grad.j466 ], [ %i467.next, %conv1_weight_grad.f468.end ]
+  br label %conv1_weight_grad.f468
 
-conv1_weight_grad.i452.end:                       ; preds = %conv1_weight_grad.f453.end
-  %j451.next = add nsw i64 %conv1_weight_grad.j45119, 1
-  %73 = icmp slt i64 %j451.next, 16
-  br i1 %73, label %conv1_weight_grad.j451, label %conv1_weight_grad.j451.end
+conv1_weight_grad.i467.end:                       ; preds = %conv1_weight_grad.f468.end
+  %j466.next = add nsw i64 %conv1_weight_grad.j46619, 1
+  %73 = icmp slt i64 %j466.next, 16
+  br i1 %73, label %conv1_weight_grad.j466, label %conv1_weight_grad.j466.end
 
-conv1_weight_grad.f453:                           ; preds = %conv1_weight_grad.f453, %conv1_weight_grad.i452
-  %conv1_weight_grad.f45321 = phi i64 [ 0, %conv1_weight_grad.i452 ], [ %f453.next, %conv1_weight_grad.f453 ]
-  %74 = mul nsw i64 %conv1_weight_grad.g4413, 16
-  %75 = add nsw i64 %74, %conv1_weight_grad.j45119
+conv1_weight_grad.f468:                           ; preds = %conv1_weight_grad.f468, %conv1_weight_grad.i467
+  %conv1_weight_grad.f46821 = phi i64 [ 0, %conv1_weight_grad.i467 ], [ %f468.next, %conv1_weight_grad.f468 ]
+  %74 = mul nsw i64 %conv1_weight_grad.g4563, 16
+  %75 = add nsw i64 %74, %conv1_weight_grad.j46619
   %76 = mul nsw i64 %75, 21632
   %77 = add nsw i64 3171600, %76
-  %78 = mul nsw i64 %conv1_weight_grad.f45321, 676
+  %78 = mul nsw i64 %conv1_weight_grad.f46821, 676
   %79 = add nsw i64 %77, %78
-  %80 = add nsw i64 %79, %conv1_weight_grad.i45220
+  %80 = add nsw i64 %79, %conv1_weight_grad.i46720
   %arena22 = getelementptr inbounds float, ptr %arena, i64 %80
   %81 = load float, ptr %arena22, align 4
-  %82 = mul nsw i64 %conv1_weight_grad.j45119, 676
-  %83 = add nsw i64 %82, %conv1_weight_grad.i45220
+  %82 = mul nsw i64 %conv1_weight_grad.j46619, 676
+  %83 = add nsw i64 %82, %conv1_weight_grad.i46720
   %84 = mul nsw i64 %83, 32
   %85 = add nsw i64 97488, %84
-  %86 = add nsw i64 %85, %conv1_weight_grad.f45321
+  %86 = add nsw i64 %85, %conv1_weight_grad.f46821
   %arena23 = getelementptr inbounds float, ptr %arena, i64 %86
   store float %81, ptr %arena23, align 4
-  %f453.next = add nsw i64 %conv1_weight_grad.f45321, 1
-  %87 = icmp slt i64 %f453.next, 32
-  br i1 %87, label %conv1_weight_grad.f453, label %conv1_weight_grad.f453.end
+  %f468.next = add nsw i64 %conv1_weight_grad.f46821, 1
+  %87 = icmp slt i64 %f468.next, 32
+  br i1 %87, label %conv1_weight_grad.f468, label %conv1_weight_grad.f468.end
 
-conv1_weight_grad.f453.end:                       ; preds = %conv1_weight_grad.f453
-  %i452.next = add nsw i64 %conv1_weight_grad.i45220, 1
-  %88 = icmp slt i64 %i452.next, 676
-  br i1 %88, label %conv1_weight_grad.i452, label %conv1_weight_grad.i452.end
+conv1_weight_grad.f468.end:                       ; preds = %conv1_weight_grad.f468
+  %i467.next = add nsw i64 %conv1_weight_grad.i46720, 1
+  %88 = icmp slt i64 %i467.next, 676
+  br i1 %88, label %conv1_weight_grad.i467, label %conv1_weight_grad.i467.end
 
-conv1_weight_grad.f462:                           ; preds = %conv1_weight_grad.r463.end, %conv1_weight_grad.g441.end
-  %conv1_weight_grad.f46224 = phi i64 [ 0, %conv1_weight_grad.g441.end ], [ %f462.next, %conv1_weight_grad.r463.end ]
-  br label %conv1_weight_grad.r463
+conv1_weight_grad.f477:                           ; preds = %conv1_weight_grad.r478.end, %conv1_weight_grad.g456.end
+  %conv1_weight_grad.f47724 = phi i64 [ 0, %conv1_weight_grad.g456.end ], [ %f477.next, %conv1_weight_grad.r478.end ]
+  br label %conv1_weight_grad.r478
 
-conv1_weight_grad.f462.end:                       ; preds = %conv1_weight_grad.r463.end
+conv1_weight_grad.f477.end:                       ; preds = %conv1_weight_grad.r478.end
   ret void
 
-conv1_weight_grad.r463:                           ; preds = %conv1_weight_grad.r463, %conv1_weight_grad.f462
-  %conv1_weight_grad.r46325 = phi i64 [ 0, %conv1_weight_grad.f462 ], [ %r463.next, %conv1_weight_grad.r463 ]
-  %89 = mul nsw i64 %conv1_weight_grad.r46325, 32
+conv1_weight_grad.r478:                           ; preds = %conv1_weight_grad.r478, %conv1_weight_grad.f477
+  %conv1_weight_grad.r47825 = phi i64 [ 0, %conv1_weight_grad.f477 ], [ %r478.next, %conv1_weight_grad.r478 ]
+  %89 = mul nsw i64 %conv1_weight_grad.r47825, 32
   %90 = add nsw i64 443600, %89
-  %91 = add nsw i64 %90, %conv1_weight_grad.f46224
+  %91 = add nsw i64 %90, %conv1_weight_grad.f47724
   %arena26 = getelementptr inbounds float, ptr %arena, i64 %91
   %92 = load float, ptr %arena26, align 4
-  %93 = mul nsw i64 %conv1_weight_grad.f46224, 9
-  %94 = add nsw i64 %93, %conv1_weight_grad.r46325
+  %93 = mul nsw i64 %conv1_weight_grad.f47724, 9
+  %94 = add nsw i64 %93, %conv1_weight_grad.r47825
   %grads27 = getelementptr inbounds float, ptr %grads, i64 %94
   store float %92, ptr %grads27, align 4
-  %r463.next = add nsw i64 %conv1_weight_grad.r46325, 1
-  %95 = icmp slt i64 %r463.next, 9
-  br i1 %95, label %conv1_weight_grad.r463, label %conv1_weight_grad.r463.end
+  %r478.next = add nsw i64 %conv1_weight_grad.r47825, 1
+  %95 = icmp slt i64 %r478.next, 9
+  br i1 %95, label %conv1_weight_grad.r478, label %conv1_weight_grad.r478.end
 
-conv1_weight_grad.r463.end:                       ; preds = %conv1_weight_grad.r463
-  %f462.next = add nsw i64 %conv1_weight_grad.f46224, 1
-  %96 = icmp slt i64 %f462.next, 32
-  br i1 %96, label %conv1_weight_grad.f462, label %conv1_weight_grad.f462.end
+conv1_weight_grad.r478.end:                       ; preds = %conv1_weight_grad.r478
+  %f477.next = add nsw i64 %conv1_weight_grad.f47724, 1
+  %96 = icmp slt i64 %f477.next, 32
+  br i1 %96, label %conv1_weight_grad.f477, label %conv1_weight_grad.f477.end
 }
 
 ; Function Attrs: noinline
-define internal void @mnistnet_train_b64.k25.conv1_weight_grad.gemm461(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @mnistnet_train_b64.k25.conv1_weight_grad.gemm476(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %conv1_weight_grad.t459_a3 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t459_a2 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t459_a1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t459_a0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t459_b1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t459_b0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t459_c3_1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t459_c3_0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t459_c2_1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t459_c2_0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t459_c1_1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t459_c1_0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t459_c0_1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t459_c0_0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t457_a4 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t457_a3 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t457_a2 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t457_a1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t457_a0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t457_b1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t457_b0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t457_c4_1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t457_c4_0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t457_c3_1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t457_c3_0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t457_c2_1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t457_c2_0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t457_c1_1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t457_c1_0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t457_c0_1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t457_c0_0 = alloca <8 x float>, align 32
-  br label %conv1_weight_grad.kp454
+  %conv1_weight_grad.t474_a3 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t474_a2 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t474_a1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t474_a0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t474_b1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t474_b0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t474_c3_1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t474_c3_0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t474_c2_1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t474_c2_0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t474_c1_1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t474_c1_0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t474_c0_1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t474_c0_0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t472_a4 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t472_a3 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t472_a2 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t472_a1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t472_a0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t472_b1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t472_b0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t472_c4_1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t472_c4_0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t472_c3_1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t472_c3_0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t472_c2_1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t472_c2_0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t472_c1_1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t472_c1_0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t472_c0_1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t472_c0_0 = alloca <8 x float>, align 32
+  br label %conv1_weight_grad.kp469
 
-conv1_weight_grad.kp454:                          ; preds = %conv1_weight_grad.nb455.end, %entry
-  %conv1_weight_grad.kp4541 = phi i64 [ 0, %entry ], [ %kp454.next, %conv1_weight_grad.nb455.end ]
-  br label %conv1_weight_grad.nb455
+conv1_weight_grad.kp469:                          ; preds = %conv1_weight_grad.nb470.end, %entry
+  %conv1_weight_grad.kp4691 = phi i64 [ 0, %entry ], [ %kp469.next, %conv1_weight_grad.nb470.end ]
+  br label %conv1_weight_grad.nb470
 
-conv1_weight_grad.kp454.end:                      ; preds = %conv1_weight_grad.nb455.end
+conv1_weight_grad.kp469.end:                      ; preds = %conv1_weight_grad.nb470.end
   ret void
 
-conv1_weight_grad.nb455:                          ; preds = %conv1_weight_grad.k460.end, %conv1_weight_grad.kp454
-  %conv1_weight_grad.nb4552 = phi i64 [ 0, %conv1_weight_grad.kp454 ], [ %nb455.next, %conv1_weight_grad.k460.end ]
-  br label %conv1_weight_grad.mb456
+conv1_weight_grad.nb470:                          ; preds = %conv1_weight_grad.k475.end, %conv1_weight_grad.kp469
+  %conv1_weight_grad.nb4702 = phi i64 [ 0, %conv1_weight_grad.kp469 ], [ %nb470.next, %conv1_weight_grad.k475.end ]
+  br label %conv1_weight_grad.mb471
 
-conv1_weight_grad.nb455.end:                      ; preds = %conv1_weight_grad.k460.end
-  %kp454.next = add nsw i64 %conv1_weight_grad.kp4541, 1
-  %0 = icmp slt i64 %kp454.next, 8
-  br i1 %0, label %conv1_weight_grad.kp454, label %conv1_weight_grad.kp454.end
+conv1_weight_grad.nb470.end:                      ; preds = %conv1_weight_grad.k475.end
+  %kp469.next = add nsw i64 %conv1_weight_grad.kp4691, 1
+  %0 = icmp slt i64 %kp469.next, 8
+  br i1 %0, label %conv1_weight_grad.kp469, label %conv1_weight_grad.kp469.end
 
-conv1_weight_grad.mb456:                          ; preds = %conv1_weight_grad.k458.end, %conv1_weight_grad.nb455
-  %conv1_weight_grad.mb4563 = phi i64 [ 0, %conv1_weight_grad.nb455 ], [ %mb456.next, %conv1_weight_grad.k458.end ]
-  %1 = mul nsw i64 %conv1_weight_grad.mb4563, 5
+conv1_weight_grad.mb471:                          ; preds = %conv1_weight_grad.k473.end, %conv1_weight_grad.nb470
+  %conv1_weight_grad.mb4713 = phi i64 [ 0, %conv1_weight_grad.nb470 ], [ %mb471.next, %conv1_weight_grad.k473.end ]
+  %1 = mul nsw i64 %conv1_weight_grad.mb4713, 5
   %2 = mul nsw i64 %1, 32
   %3 = add nsw i64 443600, %2
-  %4 = mul nsw i64 %conv1_weight_grad.nb4552, 16
+  %4 = mul nsw i64 %conv1_weight_grad.nb4702, 16
   %5 = add nsw i64 %3, %4
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %5
   %6 = load <8 x float>, ptr %arena4, align 4
-  store <8 x float> %6, ptr %conv1_weight_grad.t457_c0_0, align 32
-  %7 = mul nsw i64 %conv1_weight_grad.mb4563, 5
+  store <8 x float> %6, ptr %conv1_weight_grad.t472_c0_0, align 32
+  %7 = mul nsw i64 %conv1_weight_grad.mb4713, 5
   %8 = mul nsw i64 %7, 32
   %9 = add nsw i64 443600, %8
-  %10 = mul nsw i64 %conv1_weight_grad.nb4552, 16
+  %10 = mul nsw i64 %conv1_weight_grad.nb4702, 16
   %11 = add nsw i64 %9, %10
   %12 = add nsw i64 %11, 8
   %arena5 = getelementptr inbounds float, ptr %arena, i64 %12
   %13 = load <8 x float>, ptr %arena5, align 4
-  store <8 x float> %13, ptr %conv1_weight_grad.t457_c0_1, align 32
-  %14 = mul nsw i64 %conv1_weight_grad.mb4563, 5
+  store <8 x float> %13, ptr %conv1_weight_grad.t472_c0_1, align 32
+  %14 = mul nsw i64 %conv1_weight_grad.mb4713, 5
   %15 = add nsw i64 %14, 1
   %16 = mul nsw i64 %15, 32
   %17 = add nsw i64 443600, %16
-  %18 = mul nsw i64 %conv1_weight_grad.nb4552, 16
+  %18 = mul nsw i64 %conv1_weight_grad.nb4702, 16
   %19 = add nsw i64 %17, %18
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %19
   %20 = load <8 x float>, ptr %arena6, align 4
-  store <8 x float> %20, ptr %conv1_weight_grad.t457_c1_0, align 32
-  %21 = mul nsw i64 %conv1_weight_grad.mb4563, 5
+  store <8 x float> %20, ptr %conv1_weight_grad.t472_c1_0, align 32
+  %21 = mul nsw i64 %conv1_weight_grad.mb4713, 5
   %22 = add nsw i64 %21, 1
   %23 = mul nsw i64 %22, 32
   %24 = add nsw i64 443600, %23
-  %25 = mul nsw i64 %conv1_weight_grad.nb4552, 16
+  %25 = mul nsw i64 %conv1_weight_grad.nb4702, 16
   %26 = add nsw i64 %24, %25
   %27 = add nsw i64 %26, 8
   %arena7 = getelementptr inbounds float, ptr %arena, i64 %27
   %28 = load <8 x float>, ptr %arena7, align 4
-  store <8 x float> %28, ptr %conv1_weight_grad.t457_c1_1, align 32
-  %29 = mul nsw i64 %conv1_weight_grad.mb4563, 5
+  store <8 x float> %28, ptr %conv1_weight_grad.t472_c1_1, align 32
+  %29 = mul nsw i64 %conv1_weight_grad.mb4713, 5
   %30 = add nsw i64 %29, 2
   %31 = mul nsw i64 %30, 32
   %32 = add nsw i64 443600, %31
-  %33 = mul nsw i64 %conv1_weight_grad.nb4552, 16
+  %33 = mul nsw i64 %conv1_weight_grad.nb4702, 16
   %34 = add nsw i64 %32, %33
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %34
   %35 = load <8 x float>, ptr %arena8, align 4
-  store <8 x float> %35, ptr %conv1_weight_grad.t457_c2_0, align 32
-  %36 = mul nsw i64 %conv1_weight_grad.mb4563, 5
+  store <8 x float> %35, ptr %conv1_weight_grad.t472_c2_0, align 32
+  %36 = mul nsw i64 %conv1_weight_grad.mb4713, 5
   %37 = add nsw i64 %36, 2
   %38 = mul nsw i64 %37, 32
   %39 = add nsw i64 443600, %38
-  %40 = mul nsw i64 %conv1_weight_grad.nb4552, 16
+  %40 = mul nsw i64 %conv1_weight_grad.nb4702, 16
   %41 = add nsw i64 %39, %40
   %42 = add nsw i64 %41, 8
   %arena9 = getelementptr inbounds float, ptr %arena, i64 %42
   %43 = load <8 x float>, ptr %arena9, align 4
-  store <8 x float> %43, ptr %conv1_weight_grad.t457_c2_1, align 32
-  %44 = mul nsw i64 %conv1_weight_grad.mb4563, 5
+  store <8 x float> %43, ptr %conv1_weight_grad.t472_c2_1, align 32
+  %44 = mul nsw i64 %conv1_weight_grad.mb4713, 5
   %45 = add nsw i64 %44, 3
   %46 = mul nsw i64 %45, 32
   %47 = add nsw i64 443600, %46
-  %48 = mul nsw i64 %conv1_weight_grad.nb4552, 16
+  %48 = mul nsw i64 %conv1_weight_grad.nb4702, 16
   %49 = add nsw i64 %47, %48
   %arena10 = getelementptr inbounds float, ptr %arena, i64 %49
   %50 = load <8 x float>, ptr %arena10, align 4
-  store <8 x float> %50, ptr %conv1_weight_grad.t457_c3_0, align 32
-  %51 = mul nsw i64 %conv1_weight_grad.mb4563, 5
+  store <8 x float> %50, ptr %conv1_weight_grad.t472_c3_0, align 32
+  %51 = mul nsw i64 %conv1_weight_grad.mb4713, 5
   %52 = add nsw i64 %51, 3
   %53 = mul nsw i64 %52, 32
   %54 = add nsw i64 443600, %53
-  %55 = mul nsw i64 %conv1_weight_grad.nb4552, 16
+  %55 = mul nsw i64 %conv1_weight_grad.nb4702, 16
   %56 = add nsw i64 %54, %55
   %57 = add nsw i64 %56, 8
   %arena11 = getelementptr inbounds float, ptr %arena, i64 %57
   %58 = load <8 x float>, ptr %arena11, align 4
-  store <8 x float> %58, ptr %conv1_weight_grad.t457_c3_1, align 32
-  %59 = mul nsw i64 %conv1_weight_grad.mb4563, 5
+  store <8 x float> %58, ptr %conv1_weight_grad.t472_c3_1, align 32
+  %59 = mul nsw i64 %conv1_weight_grad.mb4713, 5
   %60 = add nsw i64 %59, 4
   %61 = mul nsw i64 %60, 32
   %62 = add nsw i64 443600, %61
-  %63 = mul nsw i64 %conv1_weight_grad.nb4552, 16
+  %63 = mul nsw i64 %conv1_weight_grad.nb4702, 16
   %64 = add nsw i64 %62, %63
   %arena12 = getelementptr inbounds float, ptr %arena, i64 %64
   %65 = load <8 x float>, ptr %arena12, align 4
-  store <8 x float> %65, ptr %conv1_weight_grad.t457_c4_0, align 32
-  %66 = mul nsw i64 %conv1_weight_grad.mb4563, 5
+  store <8 x float> %65, ptr %conv1_weight_grad.t472_c4_0, align 32
+  %66 = mul nsw i64 %conv1_weight_grad.mb4713, 5
   %67 = add nsw i64 %66, 4
   %68 = mul nsw i64 %67, 32
   %69 = add nsw i64 443600, %68
-  %70 = mul nsw i64 %conv1_weight_grad.nb4552, 16
+  %70 = mul nsw i64 %conv1_weight_grad.nb4702, 16
   %71 = add nsw i64 %69, %70
   %72 = add nsw i64 %71, 8
   %arena13 = getelementptr inbounds float, ptr %arena, i64 %72
   %73 = load <8 x float>, ptr %arena13, align 4
-  store <8 x float> %73, ptr %conv1_weight_grad.t457_c4_1, align 32
-  br label %conv1_weight_grad.k458
+  store <8 x float> %73, ptr %conv1_weight_grad.t472_c4_1, align 32
+  br label %conv1_weight_grad.k473
 
-conv1_weight_grad.mb456.end:                      ; preds = %conv1_weight_grad.k458.end
-  %74 = mul nsw i64 %conv1_weight_grad.nb4552, 16
+conv1_weight_grad.mb471.end:                      ; preds = %conv1_weight_grad.k473.end
+  %74 = mul nsw i64 %conv1_weight_grad.nb4702, 16
   %75 = add nsw i64 443760, %74
   %arena55 = getelementptr inbounds float, ptr %arena, i64 %75
   %76 = load <8 x float>, ptr %arena55, align 4
-  store <8 x float> %76, ptr %conv1_weight_grad.t459_c0_0, align 32
-  %77 = mul nsw i64 %conv1_weight_grad.nb4552, 16
+  store <8 x float> %76, ptr %conv1_weight_grad.t474_c0_0, align 32
+  %77 = mul nsw i64 %conv1_weight_grad.nb4702, 16
   %78 = add nsw i64 443760, %77
   %79 = add nsw i64 %78, 8
   %arena56 = getelementptr inbounds float, ptr %arena, i64 %79
   %80 = load <8 x float>, ptr %arena56, align 4
-  store <8 x float> %80, ptr %conv1_weight_grad.t459_c0_1, align 32
-  %81 = mul nsw i64 %conv1_weight_grad.nb4552, 16
+  store <8 x float> %80, ptr %conv1_weight_grad.t474_c0_1, align 32
+  %81 = mul nsw i64 %conv1_weight_grad.nb4702, 16
   %82 = add nsw i64 443792, %81
   %arena57 = getelementptr inbounds float, ptr %arena, i64 %82
   %83 = load <8 x float>, ptr %arena57, align 4
-  store <8 x float> %83, ptr %conv1_weight_grad.t459_c1_0, align 32
-  %84 = mul nsw i64 %conv1_weight_grad.nb4552, 16
+  store <8 x float> %83, ptr %conv1_weight_grad.t474_c1_0, align 32
+  %84 = mul nsw i64 %conv1_weight_grad.nb4702, 16
   %85 = add nsw i64 443792, %84
   %86 = add nsw i64 %85, 8
   %arena58 = getelementptr inbounds float, ptr %arena, i64 %86
   %87 = load <8 x float>, ptr %arena58, align 4
-  store <8 x float> %87, ptr %conv1_weight_grad.t459_c1_1, align 32
-  %88 = mul nsw i64 %conv1_weight_grad.nb4552, 16
+  store <8 x float> %87, ptr %conv1_weight_grad.t474_c1_1, align 32
+  %88 = mul nsw i64 %conv1_weight_grad.nb4702, 16
   %89 = add nsw i64 443824, %88
   %arena59 = getelementptr inbounds float, ptr %arena, i64 %89
   %90 = load <8 x float>, ptr %arena59, align 4
-  store <8 x float> %90, ptr %conv1_weight_grad.t459_c2_0, align 32
-  %91 = mul nsw i64 %conv1_weight_grad.nb4552, 16
+  store <8 x float> %90, ptr %conv1_weight_grad.t474_c2_0, align 32
+  %91 = mul nsw i64 %conv1_weight_grad.nb4702, 16
   %92 = add nsw i64 443824, %91
   %93 = add nsw i64 %92, 8
   %arena60 = getelementptr inbounds float, ptr %arena, i64 %93
   %94 = load <8 x float>, ptr %arena60, align 4
-  store <8 x float> %94, ptr %conv1_weight_grad.t459_c2_1, align 32
-  %95 = mul nsw i64 %conv1_weight_grad.nb4552, 16
+  store <8 x float> %94, ptr %conv1_weight_grad.t474_c2_1, align 32
+  %95 = mul nsw i64 %conv1_weight_grad.nb4702, 16
   %96 = add nsw i64 443856, %95
   %arena61 = getelementptr inbounds float, ptr %arena, i64 %96
   %97 = load <8 x float>, ptr %arena61, align 4
-  store <8 x float> %97, ptr %conv1_weight_grad.t459_c3_0, align 32
-  %98 = mul nsw i64 %conv1_weight_grad.nb4552, 16
+  store <8 x float> %97, ptr %conv1_weight_grad.t474_c3_0, align 32
+  %98 = mul nsw i64 %conv1_weight_grad.nb4702, 16
   %99 = add nsw i64 443856, %98
   %100 = add nsw i64 %99, 8
   %arena62 = getelementptr inbounds float, ptr %arena, i64 %100
   %101 = load <8 x float>, ptr %arena62, align 4
-  store <8 x float> %101, ptr %conv1_weight_grad.t459_c3_1, align 32
-  br label %conv1_weight_grad.k460
+  store <8 x float> %101, ptr %conv1_weight_grad.t474_c3_1, align 32
+  br label %conv1_weight_grad.k475
 
-conv1_weight_grad.k458:                           ; preds = %conv1_weight_grad.k458, %conv1_weight_grad.mb456
-  %conv1_weight_grad.k45814 = phi i64 [ 0, %conv1_weight_grad.mb456 ], [ %k458.next, %conv1_weight_grad.k458 ]
-  %102 = mul nsw i64 %conv1_weight_grad.kp4541, 1352
-  %103 = add nsw i64 %conv1_weight_grad.k45814, %102
+conv1_weight_grad.k473:                           ; preds = %conv1_weight_grad.k473, %conv1_weight_grad.mb471
+  %conv1_weight_grad.k47314 = phi i64 [ 0, %conv1_weight_grad.mb471 ], [ %k473.next, %conv1_weight_grad.k473 ]
+  %102 = mul nsw i64 %conv1_weight_grad.kp4691, 1352
+  %103 = add nsw i64 %conv1_weight_grad.k47314, %102
   %104 = mul nsw i64 %103, 32
   %105 = add nsw i64 97488, %104
-  %106 = mul nsw i64 %conv1_weight_grad.nb4552, 16
+  %106 = mul nsw i64 %conv1_weight_grad.nb4702, 16
   %107 = add nsw i64 %105, %106
   %arena15 = getelementptr inbounds float, ptr %arena, i64 %107
   %108 = load <8 x float>, ptr %arena15, align 4
-  store <8 x float> %108, ptr %conv1_weight_grad.t457_b0, align 32
-  %109 = mul nsw i64 %conv1_weight_grad.kp4541, 1352
-  %110 = add nsw i64 %conv1_weight_grad.k45814, %109
+  store <8 x float> %108, ptr %conv1_weight_grad.t472_b0, align 32
+  %109 = mul nsw i64 %conv1_weight_grad.kp4691, 1352
+  %110 = add nsw i64 %conv1_weight_grad.k47314, %109
   %111 = mul nsw i64 %110, 32
   %112 = add nsw i64 97488, %111
-  %113 = mul nsw i64 %conv1_weight_grad.nb4552, 16
+  %113 = mul nsw i64 %conv1_weight_grad.nb4702, 16
   %114 = add nsw i64 %112, %113
   %115 = add nsw i64 %114, 8
   %arena16 = getelementptr inbounds float, ptr %arena, i64 %115
   %116 = load <8 x float>, ptr %arena16, align 4
-  store <8 x float> %116, ptr %conv1_weight_grad.t457_b1, align 32
-  %117 = mul nsw i64 %conv1_weight_grad.mb4563, 5
+  store <8 x float> %116, ptr %conv1_weight_grad.t472_b1, align 32
+  %117 = mul nsw i64 %conv1_weight_grad.mb4713, 5
   %118 = mul nsw i64 %117, 10832
-  %119 = mul nsw i64 %conv1_weight_grad.kp4541, 1352
-  %120 = add nsw i64 %conv1_weight_grad.k45814, %119
+  %119 = mul nsw i64 %conv1_weight_grad.kp4691, 1352
+  %120 = add nsw i64 %conv1_weight_grad.k47314, %119
   %121 = add nsw i64 %118, %120
   %arena17 = getelementptr inbounds float, ptr %arena, i64 %121
   %122 = load float, ptr %arena17, align 4
   %123 = insertelement <8 x float> undef, float %122, i32 0
   %124 = shufflevector <8 x float> %123, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %124, ptr %conv1_weight_grad.t457_a0, align 32
-  %t457_a0 = load <8 x float>, ptr %conv1_weight_grad.t457_a0, align 32
-  %t457_b0 = load <8 x float>, ptr %conv1_weight_grad.t457_b0, align 32
-  %t457_c0_0 = load <8 x float>, ptr %conv1_weight_grad.t457_c0_0, align 32
-  %125 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t457_a0, <8 x float> %t457_b0, <8 x float> %t457_c0_0)
-  store <8 x float> %125, ptr %conv1_weight_grad.t457_c0_0, align 32
-  %t457_a018 = load <8 x float>, ptr %conv1_weight_grad.t457_a0, align 32
-  %t457_b1 = load <8 x float>, ptr %conv1_weight_grad.t457_b1, align 32
-  %t457_c0_1 = load <8 x float>, ptr %conv1_weight_grad.t457_c0_1, align 32
-  %126 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t457_a018, <8 x float> %t457_b1, <8 x float> %t457_c0_1)
-  store <8 x float> %126, ptr %conv1_weight_grad.t457_c0_1, align 32
-  %127 = mul nsw i64 %conv1_weight_grad.mb4563, 5
+  store <8 x float> %124, ptr %conv1_weight_grad.t472_a0, align 32
+  %t472_a0 = load <8 x float>, ptr %conv1_weight_grad.t472_a0, align 32
+  %t472_b0 = load <8 x float>, ptr %conv1_weight_grad.t472_b0, align 32
+  %t472_c0_0 = load <8 x float>, ptr %conv1_weight_grad.t472_c0_0, align 32
+  %125 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t472_a0, <8 x float> %t472_b0, <8 x float> %t472_c0_0)
+  store <8 x float> %125, ptr %conv1_weight_grad.t472_c0_0, align 32
+  %t472_a018 = load <8 x float>, ptr %conv1_weight_grad.t472_a0, align 32
+  %t472_b1 = load <8 x float>, ptr %conv1_weight_grad.t472_b1, align 32
+  %t472_c0_1 = load <8 x float>, ptr %conv1_weight_grad.t472_c0_1, align 32
+  %126 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t472_a018, <8 x float> %t472_b1, <8 x float> %t472_c0_1)
+  store <8 x float> %126, ptr %conv1_weight_grad.t472_c0_1, align 32
+  %127 = mul nsw i64 %conv1_weight_grad.mb4713, 5
   %128 = add nsw i64 %127, 1
   %129 = mul nsw i64 %128, 10832
-  %130 = mul nsw i64 %conv1_weight_grad.kp4541, 1352
-  %131 = add nsw i64 %conv1_weight_grad.k45814, %130
+  %130 = mul nsw i64 %conv1_weight_grad.kp4691, 1352
+  %131 = add nsw i64 %conv1_weight_grad.k47314, %130
   %132 = add nsw i64 %129, %131
   %arena19 = getelementptr inbounds float, ptr %arena, i64 %132
   %133 = load float, ptr %arena19, align 4
   %134 = insertelement <8 x float> undef, float %133, i32 0
   %135 = shufflevector <8 x float> %134, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %135, ptr %conv1_weight_grad.t457_a1, align 32
-  %t457_a1 = load <8 x float>, ptr %conv1_weight_grad.t457_a1, align 32
-  %t457_b020 = load <8 x float>, ptr %conv1_weight_grad.t457_b0, align 32
-  %t457_c1_0 = load <8 x float>, ptr %conv1_weight_grad.t457_c1_0, align 32
-  %136 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t457_a1, <8 x float> %t457_b020, <8 x float> %t457_c1_0)
-  store <8 x float> %136, ptr %conv1_weight_grad.t457_c1_0, align 32
-  %t457_a121 = load <8 x float>, ptr %conv1_weight_grad.t457_a1, align 32
-  %t457_b122 = load <8 x float>, ptr %conv1_weight_grad.t457_b1, align 32
-  %t457_c1_1 = load <8 x float>, ptr %conv1_weight_grad.t457_c1_1, align 32
-  %137 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t457_a121, <8 x float> %t457_b122, <8 x float> %t457_c1_1)
-  store <8 x float> %137, ptr %conv1_weight_grad.t457_c1_1, align 32
-  %138 = mul nsw i64 %conv1_weight_grad.mb4563, 5
+  store <8 x float> %135, ptr %conv1_weight_grad.t472_a1, align 32
+  %t472_a1 = load <8 x float>, ptr %conv1_weight_grad.t472_a1, align 32
+  %t472_b020 = load <8 x float>, ptr %conv1_weight_grad.t472_b0, align 32
+  %t472_c1_0 = load <8 x float>, ptr %conv1_weight_grad.t472_c1_0, align 32
+  %136 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t472_a1, <8 x float> %t472_b020, <8 x float> %t472_c1_0)
+  store <8 x float> %136, ptr %conv1_weight_grad.t472_c1_0, align 32
+  %t472_a121 = load <8 x float>, ptr %conv1_weight_grad.t472_a1, align 32
+  %t472_b122 = load <8 x float>, ptr %conv1_weight_grad.t472_b1, align 32
+  %t472_c1_1 = load <8 x float>, ptr %conv1_weight_grad.t472_c1_1, align 32
+  %137 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t472_a121, <8 x float> %t472_b122, <8 x float> %t472_c1_1)
+  store <8 x float> %137, ptr %conv1_weight_grad.t472_c1_1, align 32
+  %138 = mul nsw i64 %conv1_weight_grad.mb4713, 5
   %139 = add nsw i64 %138, 2
   %140 = mul nsw i64 %139, 10832
-  %141 = mul nsw i64 %conv1_weight_grad.kp4541, 1352
-  %142 = add nsw i64 %conv1_weight_grad.k45814, %141
+  %141 = mul nsw i64 %conv1_weight_grad.kp4691, 1352
+  %142 = add nsw i64 %conv1_weight_grad.k47314, %141
   %143 = add nsw i64 %140, %142
   %arena23 = getelementptr inbounds float, ptr %arena, i64 %143
   %144 = load float, ptr %arena23, align 4
   %145 = insertelement <8 x float> undef, float %144, i32 0
   %146 = shufflevector <8 x float> %145, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %146, ptr %conv1_weight_grad.t457_a2, align 32
-  %t457_a2 = load <8 x float>, ptr %conv1_weight_grad.t457_a2, align 32
-  %t457_b024 = load <8 x float>, ptr %conv1_weight_grad.t457_b0, align 32
-  %t457_c2_0 = load <8 x float>, ptr %conv1_weight_grad.t457_c2_0, align 32
-  %147 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t457_a2, <8 x float> %t457_b024, <8 x float> %t457_c2_0)
-  store <8 x float> %147, ptr %conv1_weight_grad.t457_c2_0, align 32
-  %t457_a225 = load <8 x float>, ptr %conv1_weight_grad.t457_a2, align 32
-  %t457_b126 = load <8 x float>, ptr %conv1_weight_grad.t457_b1, align 32
-  %t457_c2_1 = load <8 x float>, ptr %conv1_weight_grad.t457_c2_1, align 32
-  %148 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t457_a225, <8 x float> %t457_b126, <8 x float> %t457_c2_1)
-  store <8 x float> %148, ptr %conv1_weight_grad.t457_c2_1, align 32
-  %149 = mul nsw i64 %conv1_weight_grad.mb4563, 5
+  store <8 x float> %146, ptr %conv1_weight_grad.t472_a2, align 32
+  %t472_a2 = load <8 x float>, ptr %conv1_weight_grad.t472_a2, align 32
+  %t472_b024 = load <8 x float>, ptr %conv1_weight_grad.t472_b0, align 32
+  %t472_c2_0 = load <8 x float>, ptr %conv1_weight_grad.t472_c2_0, align 32
+  %147 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t472_a2, <8 x float> %t472_b024, <8 x float> %t472_c2_0)
+  store <8 x float> %147, ptr %conv1_weight_grad.t472_c2_0, align 32
+  %t472_a225 = load <8 x float>, ptr %conv1_weight_grad.t472_a2, align 32
+  %t472_b126 = load <8 x float>, ptr %conv1_weight_grad.t472_b1, align 32
+  %t472_c2_1 = load <8 x float>, ptr %conv1_weight_grad.t472_c2_1, align 32
+  %148 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t472_a225, <8 x float> %t472_b126, <8 x float> %t472_c2_1)
+  store <8 x float> %148, ptr %conv1_weight_grad.t472_c2_1, align 32
+  %149 = mul nsw i64 %conv1_weight_grad.mb4713, 5
   %150 = add nsw i64 %149, 3
   %151 = mul nsw i64 %150, 10832
-  %152 = mul nsw i64 %conv1_weight_grad.kp4541, 1352
-  %153 = add nsw i64 %conv1_weight_grad.k45814, %152
+  %152 = mul nsw i64 %conv1_weight_grad.kp4691, 1352
+  %153 = add nsw i64 %conv1_weight_grad.k47314, %152
   %154 = add nsw i64 %151, %153
   %arena27 = getelementptr inbounds float, ptr %arena, i64 %154
   %155 = load float, ptr %arena27, align 4
   %156 = insertelement <8 x float> undef, float %155, i32 0
   %157 = shufflevector <8 x float> %156, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %157, ptr %conv1_weight_grad.t457_a3, align 32
-  %t457_a3 = load <8 x float>, ptr %conv1_weight_grad.t457_a3, align 32
-  %t457_b028 = load <8 x float>, ptr %conv1_weight_grad.t457_b0, align 32
-  %t457_c3_0 = load <8 x float>, ptr %conv1_weight_grad.t457_c3_0, align 32
-  %158 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t457_a3, <8 x float> %t457_b028, <8 x float> %t457_c3_0)
-  store <8 x float> %158, ptr %conv1_weight_grad.t457_c3_0, align 32
-  %t457_a329 = load <8 x float>, ptr %conv1_weight_grad.t457_a3, align 32
-  %t457_b130 = load <8 x float>, ptr %conv1_weight_grad.t457_b1, align 32
-  %t457_c3_1 = load <8 x float>, ptr %conv1_weight_grad.t457_c3_1, align 32
-  %159 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t457_a329, <8 x float> %t457_b130, <8 x float> %t457_c3_1)
-  store <8 x float> %159, ptr %conv1_weight_grad.t457_c3_1, align 32
-  %160 = mul nsw i64 %conv1_weight_grad.mb4563, 5
+  store <8 x float> %157, ptr %conv1_weight_grad.t472_a3, align 32
+  %t472_a3 = load <8 x float>, ptr %conv1_weight_grad.t472_a3, align 32
+  %t472_b028 = load <8 x float>, ptr %conv1_weight_grad.t472_b0, align 32
+  %t472_c3_0 = load <8 x float>, ptr %conv1_weight_grad.t472_c3_0, align 32
+  %158 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t472_a3, <8 x float> %t472_b028, <8 x float> %t472_c3_0)
+  store <8 x float> %158, ptr %conv1_weight_grad.t472_c3_0, align 32
+  %t472_a329 = load <8 x float>, ptr %conv1_weight_grad.t472_a3, align 32
+  %t472_b130 = load <8 x float>, ptr %conv1_weight_grad.t472_b1, align 32
+  %t472_c3_1 = load <8 x float>, ptr %conv1_weight_grad.t472_c3_1, align 32
+  %159 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t472_a329, <8 x float> %t472_b130, <8 x float> %t472_c3_1)
+  store <8 x float> %159, ptr %conv1_weight_grad.t472_c3_1, align 32
+  %160 = mul nsw i64 %conv1_weight_grad.mb4713, 5
   %161 = add nsw i64 %160, 4
   %162 = mul nsw i64 %161, 10832
-  %163 = mul nsw i64 %conv1_weight_grad.kp4541, 1352
-  %164 = add nsw i64 %conv1_weight_grad.k45814, %163
+  %163 = mul nsw i64 %conv1_weight_grad.kp4691, 1352
+  %164 = add nsw i64 %conv1_weight_grad.k47314, %163
   %165 = add nsw i64 %162, %164
   %arena31 = getelementptr inbounds float, ptr %arena, i64 %165
   %166 = load float, ptr %arena31, align 4
   %167 = insertelement <8 x float> undef, float %166, i32 0
   %168 = shufflevector <8 x float> %167, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %168, ptr %conv1_weight_grad.t457_a4, align 32
-  %t457_a4 = load <8 x float>, ptr %conv1_weight_grad.t457_a4, align 32
-  %t457_b032 = load <8 x float>, ptr %conv1_weight_grad.t457_b0, align 32
-  %t457_c4_0 = load <8 x float>, ptr %conv1_weight_grad.t457_c4_0, align 32
-  %169 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t457_a4, <8 x float> %t457_b032, <8 x float> %t457_c4_0)
-  store <8 x float> %169, ptr %conv1_weight_grad.t457_c4_0, align 32
-  %t457_a433 = load <8 x float>, ptr %conv1_weight_grad.t457_a4, align 32
-  %t457_b134 = load <8 x float>, ptr %conv1_weight_grad.t457_b1, align 32
-  %t457_c4_1 = load <8 x float>, ptr %conv1_weight_grad.t457_c4_1, align 32
-  %170 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t457_a433, <8 x float> %t457_b134, <8 x float> %t457_c4_1)
-  store <8 x float> %170, ptr %conv1_weight_grad.t457_c4_1, align 32
-  %k458.next = add nsw i64 %conv1_weight_grad.k45814, 1
-  %171 = icmp slt i64 %k458.next, 1352
-  br i1 %171, label %conv1_weight_grad.k458, label %conv1_weight_grad.k458.end
+  store <8 x float> %168, ptr %conv1_weight_grad.t472_a4, align 32
+  %t472_a4 = load <8 x float>, ptr %conv1_weight_grad.t472_a4, align 32
+  %t472_b032 = load <8 x float>, ptr %conv1_weight_grad.t472_b0, align 32
+  %t472_c4_0 = load <8 x float>, ptr %conv1_weight_grad.t472_c4_0, align 32
+  %169 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t472_a4, <8 x float> %t472_b032, <8 x float> %t472_c4_0)
+  store <8 x float> %169, ptr %conv1_weight_grad.t472_c4_0, align 32
+  %t472_a433 = load <8 x float>, ptr %conv1_weight_grad.t472_a4, align 32
+  %t472_b134 = load <8 x float>, ptr %conv1_weight_grad.t472_b1, align 32
+  %t472_c4_1 = load <8 x float>, ptr %conv1_weight_grad.t472_c4_1, align 32
+  %170 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t472_a433, <8 x float> %t472_b134, <8 x float> %t472_c4_1)
+  store <8 x float> %170, ptr %conv1_weight_grad.t472_c4_1, align 32
+  %k473.next = add nsw i64 %conv1_weight_grad.k47314, 1
+  %171 = icmp slt i64 %k473.next, 1352
+  br i1 %171, label %conv1_weight_grad.k473, label %conv1_weight_grad.k473.end
 
-conv1_weight_grad.k458.end:                       ; preds = %conv1_weight_grad.k458
-  %t457_c0_035 = load <8 x float>, ptr %conv1_weight_grad.t457_c0_0, align 32
-  %172 = mul nsw i64 %conv1_weight_grad.mb4563, 5
+conv1_weight_grad.k473.end:                       ; preds = %conv1_weight_grad.k473
+  %t472_c0_035 = load <8 x float>, ptr %conv1_weight_grad.t472_c0_0, align 32
+  %172 = mul nsw i64 %conv1_weight_grad.mb4713, 5
   %173 = mul nsw i64 %172, 32
   %174 = add nsw i64 443600, %173
-  %175 = mul nsw i64 %conv1_weight_grad.nb4552, 16
+  %175 = mul nsw i64 %conv1_weight_grad.nb4702, 16
   %176 = add nsw i64 %174, %175
   %arena36 = getelementptr inbounds float, ptr %arena, i64 %176
-  store <8 x float> %t457_c0_035, ptr %arena36, align 4
-  %t457_c0_137 = load <8 x float>, ptr %conv1_weight_grad.t457_c0_1, align 32
-  %177 = mul nsw i64 %conv1_weight_grad.mb4563, 5
+  store <8 x float> %t472_c0_035, ptr %arena36, align 4
+  %t472_c0_137 = load <8 x float>, ptr %conv1_weight_grad.t472_c0_1, align 32
+  %177 = mul nsw i64 %conv1_weight_grad.mb4713, 5
   %178 = mul nsw i64 %177, 32
   %179 = add nsw i64 443600, %178
-  %180 = mul nsw i64 %conv1_weight_grad.nb4552, 16
+  %180 = mul nsw i64 %conv1_weight_grad.nb4702, 16
   %181 = add nsw i64 %179, %180
   %182 = add nsw i64 %181, 8
   %arena38 = getelementptr inbounds float, ptr %arena, i64 %182
-  store <8 x float> %t457_c0_137, ptr %arena38, align 4
-  %t457_c1_039 = load <8 x float>, ptr %conv1_weight_grad.t457_c1_0, align 32
-  %183 = mul nsw i64 %conv1_weight_grad.mb4563, 5
+  store <8 x float> %t472_c0_137, ptr %arena38, align 4
+  %t472_c1_039 = load <8 x float>, ptr %conv1_weight_grad.t472_c1_0, align 32
+  %183 = mul nsw i64 %conv1_weight_grad.mb4713, 5
   %184 = add nsw i64 %183, 1
   %185 = mul nsw i64 %184, 32
   %186 = add nsw i64 443600, %185
-  %187 = mul nsw i64 %conv1_weight_grad.nb4552, 16
+  %187 = mul nsw i64 %conv1_weight_grad.nb4702, 16
   %188 = add nsw i64 %186, %187
   %arena40 = getelementptr inbounds float, ptr %arena, i64 %188
-  store <8 x float> %t457_c1_039, ptr %arena40, align 4
-  %t457_c1_141 = load <8 x float>, ptr %conv1_weight_grad.t457_c1_1, align 32
-  %189 = mul nsw i64 %conv1_weight_grad.mb4563, 5
+  store <8 x float> %t472_c1_039, ptr %arena40, align 4
+  %t472_c1_141 = load <8 x float>, ptr %conv1_weight_grad.t472_c1_1, align 32
+  %189 = mul nsw i64 %conv1_weight_grad.mb4713, 5
   %190 = add nsw i64 %189, 1
   %191 = mul nsw i64 %190, 32
   %192 = add nsw i64 443600, %191
-  %193 = mul nsw i64 %conv1_weight_grad.nb4552, 16
+  %193 = mul nsw i64 %conv1_weight_grad.nb4702, 16
   %194 = add nsw i64 %192, %193
   %195 = add nsw i64 %194, 8
   %arena42 = getelementptr inbounds float, ptr %arena, i64 %195
-  store <8 x float> %t457_c1_141, ptr %arena42, align 4
-  %t457_c2_043 = load <8 x float>, ptr %conv1_weight_grad.t457_c2_0, align 32
-  %196 = mul nsw i64 %conv1_weight_grad.mb4563, 5
+  store <8 x float> %t472_c1_141, ptr %arena42, align 4
+  %t472_c2_043 = load <8 x float>, ptr %conv1_weight_grad.t472_c2_0, align 32
+  %196 = mul nsw i64 %conv1_weight_grad.mb4713, 5
   %197 = add nsw i64 %196, 2
   %198 = mul nsw i64 %197, 32
   %199 = add nsw i64 443600, %198
-  %200 = mul nsw i64 %conv1_weight_grad.nb4552, 16
+  %200 = mul nsw i64 %conv1_weight_grad.nb4702, 16
   %201 = add nsw i64 %199, %200
   %arena44 = getelementptr inbounds float, ptr %arena, i64 %201
-  store <8 x float> %t457_c2_043, ptr %arena44, align 4
-  %t457_c2_145 = load <8 x float>, ptr %conv1_weight_grad.t457_c2_1, align 32
-  %202 = mul nsw i64 %conv1_weight_grad.mb4563, 5
+  store <8 x float> %t472_c2_043, ptr %arena44, align 4
+  %t472_c2_145 = load <8 x float>, ptr %conv1_weight_grad.t472_c2_1, align 32
+  %202 = mul nsw i64 %conv1_weight_grad.mb4713, 5
   %203 = add nsw i64 %202, 2
   %204 = mul nsw i64 %203, 32
   %205 = add nsw i64 443600, %204
-  %206 = mul nsw i64 %conv1_weight_grad.nb4552, 16
+  %206 = mul nsw i64 %conv1_weight_grad.nb4702, 16
   %207 = add nsw i64 %205, %206
   %208 = add nsw i64 %207, 8
   %arena46 = getelementptr inbounds float, ptr %arena, i64 %208
-  store <8 x float> %t457_c2_145, ptr %arena46, align 4
-  %t457_c3_047 = load <8 x float>, ptr %conv1_weight_grad.t457_c3_0, align 32
-  %209 = mul nsw i64 %conv1_weight_grad.mb4563, 5
+  store <8 x float> %t472_c2_145, ptr %arena46, align 4
+  %t472_c3_047 = load <8 x float>, ptr %conv1_weight_grad.t472_c3_0, align 32
+  %209 = mul nsw i64 %conv1_weight_grad.mb4713, 5
   %210 = add nsw i64 %209, 3
   %211 = mul nsw i64 %210, 32
   %212 = add nsw i64 443600, %211
-  %213 = mul nsw i64 %conv1_weight_grad.nb4552, 16
+  %213 = mul nsw i64 %conv1_weight_grad.nb4702, 16
   %214 = add nsw i64 %212, %213
   %arena48 = getelementptr inbounds float, ptr %arena, i64 %214
-  store <8 x float> %t457_c3_047, ptr %arena48, align 4
-  %t457_c3_149 = load <8 x float>, ptr %conv1_weight_grad.t457_c3_1, align 32
-  %215 = mul nsw i64 %conv1_weight_grad.mb4563, 5
+  store <8 x float> %t472_c3_047, ptr %arena48, align 4
+  %t472_c3_149 = load <8 x float>, ptr %conv1_weight_grad.t472_c3_1, align 32
+  %215 = mul nsw i64 %conv1_weight_grad.mb4713, 5
   %216 = add nsw i64 %215, 3
   %217 = mul nsw i64 %216, 32
   %218 = add nsw i64 443600, %217
-  %219 = mul nsw i64 %conv1_weight_grad.nb4552, 16
+  %219 = mul nsw i64 %conv1_weight_grad.nb4702, 16
   %220 = add nsw i64 %218, %219
   %221 = add nsw i64 %220, 8
   %arena50 = getelementptr inbounds float, ptr %arena, i64 %221
-  store <8 x float> %t457_c3_149, ptr %arena50, align 4
-  %t457_c4_051 = load <8 x float>, ptr %conv1_weight_grad.t457_c4_0, align 32
-  %222 = mul nsw i64 %conv1_weight_grad.mb4563, 5
+  store <8 x float> %t472_c3_149, ptr %arena50, align 4
+  %t472_c4_051 = load <8 x float>, ptr %conv1_weight_grad.t472_c4_0, align 32
+  %222 = mul nsw i64 %conv1_weight_grad.mb4713, 5
   %223 = add nsw i64 %222, 4
   %224 = mul nsw i64 %223, 32
   %225 = add nsw i64 443600, %224
-  %226 = mul nsw i64 %conv1_weight_grad.nb4552, 16
+  %226 = mul nsw i64 %conv1_weight_grad.nb4702, 16
   %227 = add nsw i64 %225, %226
   %arena52 = getelementptr inbounds float, ptr %arena, i64 %227
-  store <8 x float> %t457_c4_051, ptr %arena52, align 4
-  %t457_c4_153 = load <8 x float>, ptr %conv1_weight_grad.t457_c4_1, align 32
-  %228 = mul nsw i64 %conv1_weight_grad.mb4563, 5
+  store <8 x float> %t472_c4_051, ptr %arena52, align 4
+  %t472_c4_153 = load <8 x float>, ptr %conv1_weight_grad.t472_c4_1, align 32
+  %228 = mul nsw i64 %conv1_weight_grad.mb4713, 5
   %229 = add nsw i64 %228, 4
   %230 = mul nsw i64 %229, 32
   %231 = add nsw i64 443600, %230
-  %232 = mul nsw i64 %conv1_weight_grad.nb4552, 16
+  %232 = mul nsw i64 %conv1_weight_grad.nb4702, 16
   %233 = add nsw i64 %231, %232
   %234 = add nsw i64 %233, 8
   %arena54 = getelementptr inbounds float, ptr %arena, i64 %234
-  store <8 x float> %t457_c4_153, ptr %arena54, align 4
-  %mb456.next = add nsw i64 %conv1_weight_grad.mb4563, 1
-  %235 = icmp slt i64 %mb456.next, 1
-  br i1 %235, label %conv1_weight_grad.mb456, label %conv1_weight_grad.mb456.end
+  store <8 x float> %t472_c4_153, ptr %arena54, align 4
+  %mb471.next = add nsw i64 %conv1_weight_grad.mb4713, 1
+  %235 = icmp slt i64 %mb471.next, 1
+  br i1 %235, label %conv1_weight_grad.mb471, label %conv1_weight_grad.mb471.end
 
-conv1_weight_grad.k460:                           ; preds = %conv1_weight_grad.k460, %conv1_weight_grad.mb456.end
-  %conv1_weight_grad.k46063 = phi i64 [ 0, %conv1_weight_grad.mb456.end ], [ %k460.next, %conv1_weight_grad.k460 ]
-  %236 = mul nsw i64 %conv1_weight_grad.kp4541, 1352
-  %237 = add nsw i64 %conv1_weight_grad.k46063, %236
+conv1_weight_grad.k475:                           ; preds = %conv1_weight_grad.k475, %conv1_weight_grad.mb471.end
+  %conv1_weight_grad.k47563 = phi i64 [ 0, %conv1_weight_grad.mb471.end ], [ %k475.next, %conv1_weight_grad.k475 ]
+  %236 = mul nsw i64 %conv1_weight_grad.kp4691, 1352
+  %237 = add nsw i64 %conv1_weight_grad.k47563, %236
   %238 = mul nsw i64 %237, 32
   %239 = add nsw i64 97488, %238
-  %240 = mul nsw i64 %conv1_weight_grad.nb4552, 16
+  %240 = mul nsw i64 %conv1_weight_grad.nb4702, 16
   %241 = add nsw i64 %239, %240
   %arena64 = getelementptr inbounds float, ptr %arena, i64 %241
   %242 = load <8 x float>, ptr %arena64, align 4
-  store <8 x float> %242, ptr %conv1_weight_grad.t459_b0, align 32
-  %243 = mul nsw i64 %conv1_weight_grad.kp4541, 1352
-  %244 = add nsw i64 %conv1_weight_grad.k46063, %243
+  store <8 x float> %242, ptr %conv1_weight_grad.t474_b0, align 32
+  %243 = mul nsw i64 %conv1_weight_grad.kp4691, 1352
+  %244 = add nsw i64 %conv1_weight_grad.k47563, %243
   %245 = mul nsw i64 %244, 32
   %246 = add nsw i64 97488, %245
-  %247 = mul nsw i64 %conv1_weight_grad.nb4552, 16
+  %247 = mul nsw i64 %conv1_weight_grad.nb4702, 16
   %248 = add nsw i64 %246, %247
   %249 = add nsw i64 %248, 8
   %arena65 = getelementptr inbounds float, ptr %arena, i64 %249
   %250 = load <8 x float>, ptr %arena65, align 4
-  store <8 x float> %250, ptr %conv1_weight_grad.t459_b1, align 32
-  %251 = mul nsw i64 %conv1_weight_grad.kp4541, 1352
-  %252 = add nsw i64 %conv1_weight_grad.k46063, %251
+  store <8 x float> %250, ptr %conv1_weight_grad.t474_b1, align 32
+  %251 = mul nsw i64 %conv1_weight_grad.kp4691, 1352
+  %252 = add nsw i64 %conv1_weight_grad.k47563, %251
   %253 = add nsw i64 54160, %252
   %arena66 = getelementptr inbounds float, ptr %arena, i64 %253
   %254 = load float, ptr %arena66, align 4
   %255 = insertelement <8 x float> undef, float %254, i32 0
   %256 = shufflevector <8 x float> %255, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %256, ptr %conv1_weight_grad.t459_a0, align 32
-  %t459_a0 = load <8 x float>, ptr %conv1_weight_grad.t459_a0, align 32
-  %t459_b0 = load <8 x float>, ptr %conv1_weight_grad.t459_b0, align 32
-  %t459_c0_0 = load <8 x float>, ptr %conv1_weight_grad.t459_c0_0, align 32
-  %257 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t459_a0, <8 x float> %t459_b0, <8 x float> %t459_c0_0)
-  store <8 x float> %257, ptr %conv1_weight_grad.t459_c0_0, align 32
-  %t459_a067 = load <8 x float>, ptr %conv1_weight_grad.t459_a0, align 32
-  %t459_b1 = load <8 x float>, ptr %conv1_weight_grad.t459_b1, align 32
-  %t459_c0_1 = load <8 x float>, ptr %conv1_weight_grad.t459_c0_1, align 32
-  %258 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t459_a067, <8 x float> %t459_b1, <8 x float> %t459_c0_1)
-  store <8 x float> %258, ptr %conv1_weight_grad.t459_c0_1, align 32
-  %259 = mul nsw i64 %conv1_weight_grad.kp4541, 1352
-  %260 = add nsw i64 %conv1_weight_grad.k46063, %259
+  store <8 x float> %256, ptr %conv1_weight_grad.t474_a0, align 32
+  %t474_a0 = load <8 x float>, ptr %conv1_weight_grad.t474_a0, align 32
+  %t474_b0 = load <8 x float>, ptr %conv1_weight_grad.t474_b0, align 32
+  %t474_c0_0 = load <8 x float>, ptr %conv1_weight_grad.t474_c0_0, align 32
+  %257 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t474_a0, <8 x float> %t474_b0, <8 x float> %t474_c0_0)
+  store <8 x float> %257, ptr %conv1_weight_grad.t474_c0_0, align 32
+  %t474_a067 = load <8 x float>, ptr %conv1_weight_grad.t474_a0, align 32
+  %t474_b1 = load <8 x float>, ptr %conv1_weight_grad.t474_b1, align 32
+  %t474_c0_1 = load <8 x float>, ptr %conv1_weight_grad.t474_c0_1, align 32
+  %258 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t474_a067, <8 x float> %t474_b1, <8 x float> %t474_c0_1)
+  store <8 x float> %258, ptr %conv1_weight_grad.t474_c0_1, align 32
+  %259 = mul nsw i64 %conv1_weight_grad.kp4691, 1352
+  %260 = add nsw i64 %conv1_weight_grad.k47563, %259
   %261 = add nsw i64 64992, %260
   %arena68 = getelementptr inbounds float, ptr %arena, i64 %261
   %262 = load float, ptr %arena68, align 4
   %263 = insertelement <8 x float> undef, float %262, i32 0
   %264 = shufflevector <8 x float> %263, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %264, ptr %conv1_weight_grad.t459_a1, align 32
-  %t459_a1 = load <8 x float>, ptr %conv1_weight_grad.t459_a1, align 32
-  %t459_b069 = load <8 x float>, ptr %conv1_weight_grad.t459_b0, align 32
-  %t459_c1_0 = load <8 x float>, ptr %conv1_weight_grad.t459_c1_0, align 32
-  %265 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t459_a1, <8 x float> %t459_b069, <8 x float> %t459_c1_0)
-  store <8 x float> %265, ptr %conv1_weight_grad.t459_c1_0, align 32
-  %t459_a170 = load <8 x float>, ptr %conv1_weight_grad.t459_a1, align 32
-  %t459_b171 = load <8 x float>, ptr %conv1_weight_grad.t459_b1, align 32
-  %t459_c1_1 = load <8 x float>, ptr %conv1_weight_grad.t459_c1_1, align 32
-  %266 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t459_a170, <8 x float> %t459_b171, <8 x float> %t459_c1_1)
-  store <8 x float> %266, ptr %conv1_weight_grad.t459_c1_1, align 32
-  %267 = mul nsw i64 %conv1_weight_grad.kp4541, 1352
-  %268 = add nsw i64 %conv1_weight_grad.k46063, %267
+  store <8 x float> %264, ptr %conv1_weight_grad.t474_a1, align 32
+  %t474_a1 = load <8 x float>, ptr %conv1_weight_grad.t474_a1, align 32
+  %t474_b069 = load <8 x float>, ptr %conv1_weight_grad.t474_b0, align 32
+  %t474_c1_0 = load <8 x float>, ptr %conv1_weight_grad.t474_c1_0, align 32
+  %265 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t474_a1, <8 x float> %t474_b069, <8 x float> %t474_c1_0)
+  store <8 x float> %265, ptr %conv1_weight_grad.t474_c1_0, align 32
+  %t474_a170 = load <8 x float>, ptr %conv1_weight_grad.t474_a1, align 32
+  %t474_b171 = load <8 x float>, ptr %conv1_weight_grad.t474_b1, align 32
+  %t474_c1_1 = load <8 x float>, ptr %conv1_weight_grad.t474_c1_1, align 32
+  %266 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t474_a170, <8 x float> %t474_b171, <8 x float> %t474_c1_1)
+  store <8 x float> %266, ptr %conv1_weight_grad.t474_c1_1, align 32
+  %267 = mul nsw i64 %conv1_weight_grad.kp4691, 1352
+  %268 = add nsw i64 %conv1_weight_grad.k47563, %267
   %269 = add nsw i64 75824, %268
   %arena72 = getelementptr inbounds float, ptr %arena, i64 %269
   %270 = load float, ptr %arena72, align 4
   %271 = insertelement <8 x float> undef, float %270, i32 0
   %272 = shufflevector <8 x float> %271, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %272, ptr %conv1_weight_grad.t459_a2, align 32
-  %t459_a2 = load <8 x float>, ptr %conv1_weight_grad.t459_a2, align 32
-  %t459_b073 = load <8 x float>, ptr %conv1_weight_grad.t459_b0, align 32
-  %t459_c2_0 = load <8 x float>, ptr %conv1_weight_grad.t459_c2_0, align 32
-  %273 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t459_a2, <8 x float> %t459_b073, <8 x float> %t459_c2_0)
-  store <8 x float> %273, ptr %conv1_weight_grad.t459_c2_0, align 32
-  %t459_a274 = load <8 x float>, ptr %conv1_weight_grad.t459_a2, align 32
-  %t459_b175 = load <8 x float>, ptr %conv1_weight_grad.t459_b1, align 32
-  %t459_c2_1 = load <8 x float>, ptr %conv1_weight_grad.t459_c2_1, align 32
-  %274 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t459_a274, <8 x float> %t459_b175, <8 x float> %t459_c2_1)
-  store <8 x float> %274, ptr %conv1_weight_grad.t459_c2_1, align 32
-  %275 = mul nsw i64 %conv1_weight_grad.kp4541, 1352
-  %276 = add nsw i64 %conv1_weight_grad.k46063, %275
+  store <8 x float> %272, ptr %conv1_weight_grad.t474_a2, align 32
+  %t474_a2 = load <8 x float>, ptr %conv1_weight_grad.t474_a2, align 32
+  %t474_b073 = load <8 x float>, ptr %conv1_weight_grad.t474_b0, align 32
+  %t474_c2_0 = load <8 x float>, ptr %conv1_weight_grad.t474_c2_0, align 32
+  %273 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t474_a2, <8 x float> %t474_b073, <8 x float> %t474_c2_0)
+  store <8 x float> %273, ptr %conv1_weight_grad.t474_c2_0, align 32
+  %t474_a274 = load <8 x float>, ptr %conv1_weight_grad.t474_a2, align 32
+  %t474_b175 = load <8 x float>, ptr %conv1_weight_grad.t474_b1, align 32
+  %t474_c2_1 = load <8 x float>, ptr %conv1_weight_grad.t474_c2_1, align 32
+  %274 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t474_a274, <8 x float> %t474_b175, <8 x float> %t474_c2_1)
+  store <8 x float> %274, ptr %conv1_weight_grad.t474_c2_1, align 32
+  %275 = mul nsw i64 %conv1_weight_grad.kp4691, 1352
+  %276 = add nsw i64 %conv1_weight_grad.k47563, %275
   %277 = add nsw i64 86656, %276
   %arena76 = getelementptr inbounds float, ptr %arena, i64 %277
   %278 = load float, ptr %arena76, align 4
   %279 = insertelement <8 x float> undef, float %278, i32 0
   %280 = shufflevector <8 x float> %279, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %280, ptr %conv1_weight_grad.t459_a3, align 32
-  %t459_a3 = load <8 x float>, ptr %conv1_weight_grad.t459_a3, align 32
-  %t459_b077 = load <8 x float>, ptr %conv1_weight_grad.t459_b0, align 32
-  %t459_c3_0 = load <8 x float>, ptr %conv1_weight_grad.t459_c3_0, align 32
-  %281 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t459_a3, <8 x float> %t459_b077, <8 x float> %t459_c3_0)
-  store <8 x float> %281, ptr %conv1_weight_grad.t459_c3_0, align 32
-  %t459_a378 = load <8 x float>, ptr %conv1_weight_grad.t459_a3, align 32
-  %t459_b179 = load <8 x float>, ptr %conv1_weight_grad.t459_b1, align 32
-  %t459_c3_1 = load <8 x float>, ptr %conv1_weight_grad.t459_c3_1, align 32
-  %282 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t459_a378, <8 x float> %t459_b179, <8 x float> %t459_c3_1)
-  store <8 x float> %282, ptr %conv1_weight_grad.t459_c3_1, align 32
-  %k460.next = add nsw i64 %conv1_weight_grad.k46063, 1
-  %283 = icmp slt i64 %k460.next, 1352
-  br i1 %283, label %conv1_weight_grad.k460, label %conv1_weight_grad.k460.end
+  store <8 x float> %280, ptr %conv1_weight_grad.t474_a3, align 32
+  %t474_a3 = load <8 x float>, ptr %conv1_weight_grad.t474_a3, align 32
+  %t474_b077 = load <8 x float>, ptr %conv1_weight_grad.t474_b0, align 32
+  %t474_c3_0 = load <8 x float>, ptr %conv1_weight_grad.t474_c3_0, align 32
+  %281 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t474_a3, <8 x float> %t474_b077, <8 x float> %t474_c3_0)
+  store <8 x float> %281, ptr %conv1_weight_grad.t474_c3_0, align 32
+  %t474_a378 = load <8 x float>, ptr %conv1_weight_grad.t474_a3, align 32
+  %t474_b179 = load <8 x float>, ptr %conv1_weight_grad.t474_b1, align 32
+  %t474_c3_1 = load <8 x float>, ptr %conv1_weight_grad.t474_c3_1, align 32
+  %282 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t474_a378, <8 x float> %t474_b179, <8 x float> %t474_c3_1)
+  store <8 x float> %282, ptr %conv1_weight_grad.t474_c3_1, align 32
+  %k475.next = add nsw i64 %conv1_weight_grad.k47563, 1
+  %283 = icmp slt i64 %k475.next, 1352
+  br i1 %283, label %conv1_weight_grad.k475, label %conv1_weight_grad.k475.end
 
-conv1_weight_grad.k460.end:                       ; preds = %conv1_weight_grad.k460
-  %t459_c0_080 = load <8 x float>, ptr %conv1_weight_grad.t459_c0_0, align 32
-  %284 = mul nsw i64 %conv1_weight_grad.nb4552, 16
+conv1_weight_grad.k475.end:                       ; preds = %conv1_weight_grad.k475
+  %t474_c0_080 = load <8 x float>, ptr %conv1_weight_grad.t474_c0_0, align 32
+  %284 = mul nsw i64 %conv1_weight_grad.nb4702, 16
   %285 = add nsw i64 443760, %284
   %arena81 = getelementptr inbounds float, ptr %arena, i64 %285
-  store <8 x float> %t459_c0_080, ptr %arena81, align 4
-  %t459_c0_182 = load <8 x float>, ptr %conv1_weight_grad.t459_c0_1, align 32
-  %286 = mul nsw i64 %conv1_weight_grad.nb4552, 16
+  store <8 x float> %t474_c0_080, ptr %arena81, align 4
+  %t474_c0_182 = load <8 x float>, ptr %conv1_weight_grad.t474_c0_1, align 32
+  %286 = mul nsw i64 %conv1_weight_grad.nb4702, 16
   %287 = add nsw i64 443760, %286
   %288 = add nsw i64 %287, 8
   %arena83 = getelementptr inbounds float, ptr %arena, i64 %288
-  store <8 x float> %t459_c0_182, ptr %arena83, align 4
-  %t459_c1_084 = load <8 x float>, ptr %conv1_weight_grad.t459_c1_0, align 32
-  %289 = mul nsw i64 %conv1_weight_grad.nb4552, 16
+  store <8 x float> %t474_c0_182, ptr %arena83, align 4
+  %t474_c1_084 = load <8 x float>, ptr %conv1_weight_grad.t474_c1_0, align 32
+  %289 = mul nsw i64 %conv1_weight_grad.nb4702, 16
   %290 = add nsw i64 443792, %289
   %arena85 = getelementptr inbounds float, ptr %arena, i64 %290
-  store <8 x float> %t459_c1_084, ptr %arena85, align 4
-  %t459_c1_186 = load <8 x float>, ptr %conv1_weight_grad.t459_c1_1, align 32
-  %291 = mul nsw i64 %conv1_weight_grad.nb4552, 16
+  store <8 x float> %t474_c1_084, ptr %arena85, align 4
+  %t474_c1_186 = load <8 x float>, ptr %conv1_weight_grad.t474_c1_1, align 32
+  %291 = mul nsw i64 %conv1_weight_grad.nb4702, 16
   %292 = add nsw i64 443792, %291
   %293 = add nsw i64 %292, 8
   %arena87 = getelementptr inbounds float, ptr %arena, i64 %293
-  store <8 x float> %t459_c1_186, ptr %arena87, align 4
-  %t459_c2_088 = load <8 x float>, ptr %conv1_weight_grad.t459_c2_0, align 32
-  %294 = mul nsw i64 %conv1_weight_grad.nb4552, 16
+  store <8 x float> %t474_c1_186, ptr %arena87, align 4
+  %t474_c2_088 = load <8 x float>, ptr %conv1_weight_grad.t474_c2_0, align 32
+  %294 = mul nsw i64 %conv1_weight_grad.nb4702, 16
   %295 = add nsw i64 443824, %294
   %arena89 = getelementptr inbounds float, ptr %arena, i64 %295
-  store <8 x float> %t459_c2_088, ptr %arena89, align 4
-  %t459_c2_190 = load <8 x float>, ptr %conv1_weight_grad.t459_c2_1, align 32
-  %296 = mul nsw i64 %conv1_weight_grad.nb4552, 16
+  store <8 x float> %t474_c2_088, ptr %arena89, align 4
+  %t474_c2_190 = load <8 x float>, ptr %conv1_weight_grad.t474_c2_1, align 32
+  %296 = mul nsw i64 %conv1_weight_grad.nb4702, 16
   %297 = add nsw i64 443824, %296
   %298 = add nsw i64 %297, 8
   %arena91 = getelementptr inbounds float, ptr %arena, i64 %298
-  store <8 x float> %t459_c2_190, ptr %arena91, align 4
-  %t459_c3_092 = load <8 x float>, ptr %conv1_weight_grad.t459_c3_0, align 32
-  %299 = mul nsw i64 %conv1_weight_grad.nb4552, 16
+  store <8 x float> %t474_c2_190, ptr %arena91, align 4
+  %t474_c3_092 = load <8 x float>, ptr %conv1_weight_grad.t474_c3_0, align 32
+  %299 = mul nsw i64 %conv1_weight_grad.nb4702, 16
   %300 = add nsw i64 443856, %299
   %arena93 = getelementptr inbounds float, ptr %arena, i64 %300
-  store <8 x float> %t459_c3_092, ptr %arena93, align 4
-  %t459_c3_194 = load <8 x float>, ptr %conv1_weight_grad.t459_c3_1, align 32
-  %301 = mul nsw i64 %conv1_weight_grad.nb4552, 16
+  store <8 x float> %t474_c3_092, ptr %arena93, align 4
+  %t474_c3_194 = load <8 x float>, ptr %conv1_weight_grad.t474_c3_1, align 32
+  %301 = mul nsw i64 %conv1_weight_grad.nb4702, 16
   %302 = add nsw i64 443856, %301
   %303 = add nsw i64 %302, 8
   %arena95 = getelementptr inbounds float, ptr %arena, i64 %303
-  store <8 x float> %t459_c3_194, ptr %arena95, align 4
-  %nb455.next = add nsw i64 %conv1_weight_grad.nb4552, 1
-  %304 = icmp slt i64 %nb455.next, 2
-  br i1 %304, label %conv1_weight_grad.nb455, label %conv1_weight_grad.nb455.end
+  store <8 x float> %t474_c3_194, ptr %arena95, align 4
+  %nb470.next = add nsw i64 %conv1_weight_grad.nb4702, 1
+  %304 = icmp slt i64 %nb470.next, 2
+  br i1 %304, label %conv1_weight_grad.nb470, label %conv1_weight_grad.nb470.end
 }
 
 ; Function Attrs: noinline
-define internal void @mnistnet_train_b64.k26.conv1_bias_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @mnistnet_train_b64.k26.conv1_bias_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %conv1_bias_grad.sum474 = alloca float, align 4
-  %conv1_bias_grad.sum473 = alloca float, align 4
-  %conv1_bias_grad.sum472 = alloca float, align 4
-  %conv1_bias_grad.sum471 = alloca float, align 4
-  %conv1_bias_grad.sum470 = alloca float, align 4
-  %conv1_bias_grad.sum469 = alloca float, align 4
-  %conv1_bias_grad.sum468 = alloca float, align 4
-  %conv1_bias_grad.acc465 = alloca <8 x float>, align 32
-  br label %conv1_bias_grad.f464
+  %conv1_bias_grad.sum489 = alloca float, align 4
+  %conv1_bias_grad.sum488 = alloca float, align 4
+  %conv1_bias_grad.sum487 = alloca float, align 4
+  %conv1_bias_grad.sum486 = alloca float, align 4
+  %conv1_bias_grad.sum485 = alloca float, align 4
+  %conv1_bias_grad.sum484 = alloca float, align 4
+  %conv1_bias_grad.sum483 = alloca float, align 4
+  %conv1_bias_grad.acc480 = alloca <8 x float>, align 32
+  br label %conv1_bias_grad.f479
 
-conv1_bias_grad.f464:                             ; preds = %conv1_bias_grad.img466.end, %entry
-  %conv1_bias_grad.f4641 = phi i64 [ 0, %entry ], [ %f464.next, %conv1_bias_grad.img466.end ]
-  store <8 x float> zeroinitializer, ptr %conv1_bias_grad.acc465, align 32
-  br label %conv1_bias_grad.img466
+conv1_bias_grad.f479:                             ; preds = %conv1_bias_grad.img481.end, %entry
+  %conv1_bias_grad.f4791 = phi i64 [ 0, %entry ], [ %f479.next, %conv1_bias_grad.img481.end ]
+  store <8 x float> zeroinitializer, ptr %conv1_bias_grad.acc480, align 32
+  br label %conv1_bias_grad.img481
 
-conv1_bias_grad.f464.end:                         ; preds = %conv1_bias_grad.img466.end
+conv1_bias_grad.f479.end:                         ; preds = %conv1_bias_grad.img481.end
   ret void
 
-conv1_bias_grad.img466:                           ; preds = %conv1_bias_grad.i467.end, %conv1_bias_grad.f464
-  %conv1_bias_grad.img4662 = phi i64 [ 0, %conv1_bias_grad.f464 ], [ %img466.next, %conv1_bias_grad.i467.end ]
-  br label %conv1_bias_grad.i467
+conv1_bias_grad.img481:                           ; preds = %conv1_bias_grad.i482.end, %conv1_bias_grad.f479
+  %conv1_bias_grad.img4812 = phi i64 [ 0, %conv1_bias_grad.f479 ], [ %img481.next, %conv1_bias_grad.i482.end ]
+  br label %conv1_bias_grad.i482
 
-conv1_bias_grad.img466.end:                       ; preds = %conv1_bias_grad.i467.end
-  %acc4657 = load <8 x float>, ptr %conv1_bias_grad.acc465, align 32
+conv1_bias_grad.img481.end:                       ; preds = %conv1_bias_grad.i482.end
+  %acc4807 = load <8 x float>, ptr %conv1_bias_grad.acc480, align 32
   %arena8 = getelementptr inbounds float, ptr %arena, i64 0
-  store <8 x float> %acc4657, ptr %arena8, align 4
+  store <8 x float> %acc4807, ptr %arena8, align 4
   %arena9 = getelementptr inbounds float, ptr %arena, i64 0
   %0 = load float, ptr %arena9, align 4
   %arena10 = getelementptr inbounds float, ptr %arena, i64 1
   %1 = load float, ptr %arena10, align 4
   %2 = fadd float %0, %1
-  store float %2, ptr %conv1_bias_grad.sum468, align 4
-  %sum468 = load float, ptr %conv1_bias_grad.sum468, align 4
+  store float %2, ptr %conv1_bias_grad.sum483, align 4
+  %sum483 = load float, ptr %conv1_bias_grad.sum483, align 4
   %arena11 = getelementptr inbounds float, ptr %arena, i64 2
   %3 = load float, ptr %arena11, align 4
-  %4 = fadd float %sum468, %3
-  store float %4, ptr %conv1_bias_grad.sum469, align 4
-  %sum469 = load float, ptr %conv1_bias_grad.sum469, align 4
+  %4 = fadd float %sum483, %3
+  store float %4, ptr %conv1_bias_grad.sum484, align 4
+  %sum484 = load float, ptr %conv1_bias_grad.sum484, align 4
   %arena12 = getelementptr inbounds float, ptr %arena, i64 3
   %5 = load float, ptr %arena12, align 4
-  %6 = fadd float %sum469, %5
-  store float %6, ptr %conv1_bias_grad.sum470, align 4
-  %sum470 = load float, ptr %conv1_bias_grad.sum470, align 4
+  %6 = fadd float %sum484, %5
+  store float %6, ptr %conv1_bias_grad.sum485, align 4
+  %sum485 = load float, ptr %conv1_bias_grad.sum485, align 4
   %arena13 = getelementptr inbounds float, ptr %arena, i64 4
   %7 = load float, ptr %arena13, align 4
-  %8 = fadd float %sum470, %7
-  store float %8, ptr %conv1_bias_grad.sum471, align 4
-  %sum471 = load float, ptr %conv1_bias_grad.sum471, align 4
+  %8 = fadd float %sum485, %7
+  store float %8, ptr %conv1_bias_grad.sum486, align 4
+  %sum486 = load float, ptr %conv1_bias_grad.sum486, align 4
   %arena14 = getelementptr inbounds float, ptr %arena, i64 5
   %9 = load float, ptr %arena14, align 4
-  %10 = fadd float %sum471, %9
-  store float %10, ptr %conv1_bias_grad.sum472, align 4
-  %sum472 = load float, ptr %conv1_bias_grad.sum472, align 4
+  %10 = fadd float %sum486, %9
+  store float %10, ptr %conv1_bias_grad.sum487, align 4
+  %sum487 = load float, ptr %conv1_bias_grad.sum487, align 4
   %arena15 = getelementptr inbounds float, ptr %arena, i64 6
   %11 = load float, ptr %arena15, align 4
-  %12 = fadd float %sum472, %11
-  store float %12, ptr %conv1_bias_grad.sum473, align 4
-  %sum473 = load float, ptr %conv1_bias_grad.sum473, align 4
+  %12 = fadd float %sum487, %11
+  store float %12, ptr %conv1_bias_grad.sum488, align 4
+  %sum488 = load float, ptr %conv1_bias_grad.sum488, align 4
   %arena16 = getelementptr inbounds float, ptr %arena, i64 7
   %13 = load float, ptr %arena16, align 4
-  %14 = fadd float %sum473, %13
-  store float %14, ptr %conv1_bias_grad.sum474, align 4
-  %sum474 = load float, ptr %conv1_bias_grad.sum474, align 4
-  %15 = add nsw i64 288, %conv1_bias_grad.f4641
+  %14 = fadd float %sum488, %13
+  store float %14, ptr %conv1_bias_grad.sum489, align 4
+  %sum489 = load float, ptr %conv1_bias_grad.sum489, align 4
+  %15 = add nsw i64 288, %conv1_bias_grad.f4791
   %grads17 = getelementptr inbounds float, ptr %grads, i64 %15
-  store float %sum474, ptr %grads17, align 4
-  %f464.next = add nsw i64 %conv1_bias_grad.f4641, 1
-  %16 = icmp slt i64 %f464.next, 32
-  br i1 %16, label %conv1_bias_grad.f464, label %conv1_bias_grad.f464.end
+  store float %sum489, ptr %grads17, align 4
+  %f479.next = add nsw i64 %conv1_bias_grad.f4791, 1
+  %16 = icmp slt i64 %f479.next, 32
+  br i1 %16, label %conv1_bias_grad.f479, label %conv1_bias_grad.f479.end
 
-conv1_bias_grad.i467:                             ; preds = %conv1_bias_grad.i467, %conv1_bias_grad.img466
-  %conv1_bias_grad.i4673 = phi i64 [ 0, %conv1_bias_grad.img466 ], [ %i467.next, %conv1_bias_grad.i467 ]
-  %17 = mul nsw i64 %conv1_bias_grad.img4662, 21632
+conv1_bias_grad.i482:                             ; preds = %conv1_bias_grad.i482, %conv1_bias_grad.img481
+  %conv1_bias_grad.i4823 = phi i64 [ 0, %conv1_bias_grad.img481 ], [ %i482.next, %conv1_bias_grad.i482 ]
+  %17 = mul nsw i64 %conv1_bias_grad.img4812, 21632
   %18 = add nsw i64 3171600, %17
-  %19 = mul nsw i64 %conv1_bias_grad.f4641, 676
+  %19 = mul nsw i64 %conv1_bias_grad.f4791, 676
   %20 = add nsw i64 %18, %19
-  %21 = mul nsw i64 %conv1_bias_grad.i4673, 8
+  %21 = mul nsw i64 %conv1_bias_grad.i4823, 8
   %22 = add nsw i64 %20, %21
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %22
   %23 = load <8 x float>, ptr %arena4, align 4
-  %acc465 = load <8 x float>, ptr %conv1_bias_grad.acc465, align 32
-  %24 = call <8 x float> @llvm.fma.v8f32(<8 x float> <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>, <8 x float> %23, <8 x float> %acc465)
-  store <8 x float> %24, ptr %conv1_bias_grad.acc465, align 32
-  %i467.next = add nsw i64 %conv1_bias_grad.i4673, 1
-  %25 = icmp slt i64 %i467.next, 84
-  br i1 %25, label %conv1_bias_grad.i467, label %conv1_bias_grad.i467.end
+  %acc480 = load <8 x float>, ptr %conv1_bias_grad.acc480, align 32
+  %24 = call <8 x float> @llvm.fma.v8f32(<8 x float> <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>, <8 x float> %23, <8 x float> %acc480)
+  store <8 x float> %24, ptr %conv1_bias_grad.acc480, align 32
+  %i482.next = add nsw i64 %conv1_bias_grad.i4823, 1
+  %25 = icmp slt i64 %i482.next, 84
+  br i1 %25, label %conv1_bias_grad.i482, label %conv1_bias_grad.i482.end
 
-conv1_bias_grad.i467.end:                         ; preds = %conv1_bias_grad.i467
-  %26 = mul nsw i64 %conv1_bias_grad.img4662, 21632
+conv1_bias_grad.i482.end:                         ; preds = %conv1_bias_grad.i482
+  %26 = mul nsw i64 %conv1_bias_grad.img4812, 21632
   %27 = add nsw i64 3171600, %26
-  %28 = mul nsw i64 %conv1_bias_grad.f4641, 676
+  %28 = mul nsw i64 %conv1_bias_grad.f4791, 676
   %29 = add nsw i64 %27, %28
   %30 = add nsw i64 %29, 672
   %arena5 = getelementptr inbounds float, ptr %arena, i64 %30
   %31 = call <8 x float> @llvm.masked.load.v8f32.p0(ptr %arena5, i32 4, <8 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false>, <8 x float> zeroinitializer)
-  %acc4656 = load <8 x float>, ptr %conv1_bias_grad.acc465, align 32
-  %32 = call <8 x float> @llvm.fma.v8f32(<8 x float> <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>, <8 x float> %31, <8 x float> %acc4656)
-  store <8 x float> %32, ptr %conv1_bias_grad.acc465, align 32
-  %img466.next = add nsw i64 %conv1_bias_grad.img4662, 1
-  %33 = icmp slt i64 %img466.next, 64
-  br i1 %33, label %conv1_bias_grad.img466, label %conv1_bias_grad.img466.end
+  %acc4806 = load <8 x float>, ptr %conv1_bias_grad.acc480, align 32
+  %32 = call <8 x float> @llvm.fma.v8f32(<8 x float> <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>, <8 x float> %31, <8 x float> %acc4806)
+  store <8 x float> %32, ptr %conv1_bias_grad.acc480, align 32
+  %img481.next = add nsw i64 %conv1_bias_grad.img4812, 1
+  %33 = icmp slt i64 %img481.next, 64
+  br i1 %33, label %conv1_bias_grad.img481, label %conv1_bias_grad.img481.end
 }
 
 ; Function Attrs: nocallback nofree nosync nounwind willreturn memory(argmem: read)
 declare <8 x float> @llvm.masked.load.v8f32.p0(ptr nocapture, i32 immarg, <8 x i1>, <8 x float>) #3
 
 ; Function Attrs: noinline
-define internal void @mnistnet_train_b64.k27.adam(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @mnistnet_train_b64.k27.adam(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %adam.v_new = alloca float, align 4
   %adam.m_new = alloca float, align 4
   %adam.g = alloca float, align 4
-  %adam.bc2_sqrt476 = alloca float, align 4
-  %adam.step_size475 = alloca float, align 4
+  %adam.bc2_sqrt491 = alloca float, align 4
+  %adam.step_size490 = alloca float, align 4
   %0 = sitofp i64 %step to float
   %1 = fmul float %0, 0xBFBAF8E8A0000000
   %2 = call float @llvm.exp.f32(float %1)
   %3 = fsub float 1.000000e+00, %2
   %4 = fdiv float %lr, %3
-  store float %4, ptr %adam.step_size475, align 4
+  store float %4, ptr %adam.step_size490, align 4
   %5 = sitofp i64 %step to float
   %6 = fmul float %5, 0xBF50645940000000
   %7 = call float @llvm.exp.f32(float %6)
   %8 = fsub float 1.000000e+00, %7
   %9 = call float @llvm.sqrt.f32(float %8)
-  store float %9, ptr %adam.bc2_sqrt476, align 4
-  br label %adam.i477
+  store float %9, ptr %adam.bc2_sqrt491, align 4
+  br label %adam.i492
 
-adam.i477:                                        ; preds = %adam.i477, %entry
-  %adam.i4771 = phi i64 [ 0, %entry ], [ %i477.next, %adam.i477 ]
-  %grads2 = getelementptr inbounds float, ptr %grads, i64 %adam.i4771
+adam.i492:                                        ; preds = %adam.i492, %entry
+  %adam.i4921 = phi i64 [ 0, %entry ], [ %i492.next, %adam.i492 ]
+  %grads2 = getelementptr inbounds float, ptr %grads, i64 %adam.i4921
   %10 = load float, ptr %grads2, align 4
-  %params3 = getelementptr inbounds float, ptr %params, i64 %adam.i4771
+  %params3 = getelementptr inbounds float, ptr %params, i64 %adam.i4921
   %11 = load float, ptr %params3, align 4
   %12 = fmul float 0.000000e+00, %11
   %13 = fadd float %10, %12
   store float %13, ptr %adam.g, align 4
-  %m4 = getelementptr inbounds float, ptr %m, i64 %adam.i4771
+  %m4 = getelementptr inbounds float, ptr %m, i64 %adam.i4921
   %14 = load float, ptr %m4, align 4
   %15 = fmul float 0x3FECCCCCC0000000, %14
   %g = load float, ptr %adam.g, align 4
   %16 = fmul float 0x3FB9999A00000000, %g
   %17 = fadd float %15, %16
   store float %17, ptr %adam.m_new, align 4
-  %v5 = getelementptr inbounds float, ptr %v, i64 %adam.i4771
+  %v5 = getelementptr inbounds float, ptr %v, i64 %adam.i4921
   %18 = load float, ptr %v5, align 4
   %19 = fmul float 0x3FEFF7CEE0000000, %18
   %g6 = load float, ptr %adam.g, align 4
@@ -9369,51 +10336,51 @@ adam.i477:                                        ; preds = %adam.i477, %entry
   %22 = fadd float %19, %21
   store float %22, ptr %adam.v_new, align 4
   %m_new = load float, ptr %adam.m_new, align 4
-  %m8 = getelementptr inbounds float, ptr %m, i64 %adam.i4771
+  %m8 = getelementptr inbounds float, ptr %m, i64 %adam.i4921
   store float %m_new, ptr %m8, align 4
   %v_new = load float, ptr %adam.v_new, align 4
-  %v9 = getelementptr inbounds float, ptr %v, i64 %adam.i4771
+  %v9 = getelementptr inbounds float, ptr %v, i64 %adam.i4921
   store float %v_new, ptr %v9, align 4
-  %params10 = getelementptr inbounds float, ptr %params, i64 %adam.i4771
+  %params10 = getelementptr inbounds float, ptr %params, i64 %adam.i4921
   %23 = load float, ptr %params10, align 4
-  %step_size475 = load float, ptr %adam.step_size475, align 4
+  %step_size490 = load float, ptr %adam.step_size490, align 4
   %m_new11 = load float, ptr %adam.m_new, align 4
-  %24 = fmul float %step_size475, %m_new11
+  %24 = fmul float %step_size490, %m_new11
   %v_new12 = load float, ptr %adam.v_new, align 4
   %25 = call float @llvm.sqrt.f32(float %v_new12)
-  %bc2_sqrt476 = load float, ptr %adam.bc2_sqrt476, align 4
-  %26 = fdiv float %25, %bc2_sqrt476
+  %bc2_sqrt491 = load float, ptr %adam.bc2_sqrt491, align 4
+  %26 = fdiv float %25, %bc2_sqrt491
   %27 = fadd float %26, 0x3E45798EE0000000
   %28 = fdiv float %24, %27
   %29 = fsub float %23, %28
-  %params13 = getelementptr inbounds float, ptr %params, i64 %adam.i4771
+  %params13 = getelementptr inbounds float, ptr %params, i64 %adam.i4921
   store float %29, ptr %params13, align 4
-  %i477.next = add nsw i64 %adam.i4771, 1
-  %30 = icmp slt i64 %i477.next, 1199882
-  br i1 %30, label %adam.i477, label %adam.i477.end
+  %i492.next = add nsw i64 %adam.i4921, 1
+  %30 = icmp slt i64 %i492.next, 1199882
+  br i1 %30, label %adam.i492, label %adam.i492.end
 
-adam.i477.end:                                    ; preds = %adam.i477
+adam.i492.end:                                    ; preds = %adam.i492
   ret void
 }
 
 ; Function Attrs: nocallback nofree nosync nounwind speculatable willreturn memory(none)
 declare float @llvm.sqrt.f32(float) #2
 
-define void @mnistnet_infer_b64(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #0 {
+define void @mnistnet_infer_b64(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #0 {
 entry:
-  call void @mnistnet_infer_b64.k0.conv1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @mnistnet_infer_b64.k1.conv2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @mnistnet_infer_b64.k2.drop1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @mnistnet_infer_b64.k3.flat(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @mnistnet_infer_b64.k4.fc1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @mnistnet_infer_b64.k5.drop2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @mnistnet_infer_b64.k6.fc2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @mnistnet_infer_b64.k7.probs(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
+  call void @mnistnet_infer_b64.k0.conv1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @mnistnet_infer_b64.k1.conv2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @mnistnet_infer_b64.k2.drop1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @mnistnet_infer_b64.k3.flat(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @mnistnet_infer_b64.k4.fc1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @mnistnet_infer_b64.k5.drop2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @mnistnet_infer_b64.k6.fc2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @mnistnet_infer_b64.k7.probs(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @mnistnet_infer_b64.k0.conv1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @mnistnet_infer_b64.k0.conv1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   br label %conv1.g1
 
@@ -9429,7 +10396,7 @@ conv1.j2:                                         ; preds = %conv1.c3.end, %conv
   br label %conv1.c3
 
 conv1.j2.end:                                     ; preds = %conv1.c3.end
-  call void @mnistnet_infer_b64.k0.conv1.gemm18(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
+  call void @mnistnet_infer_b64.k0.conv1.gemm18(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
   br label %conv1.j19
 
 conv1.c3:                                         ; preds = %conv1.ky4.end, %conv1.j2
@@ -9642,7 +10609,7 @@ conv1.i21.end:                                    ; preds = %conv1.i21
 }
 
 ; Function Attrs: noinline
-define internal void @mnistnet_infer_b64.k0.conv1.gemm18(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @mnistnet_infer_b64.k0.conv1.gemm18(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %conv1.t16_a3 = alloca <8 x float>, align 32
   %conv1.t16_a2 = alloca <8 x float>, align 32
@@ -10131,32 +11098,10 @@ conv1.k17.end:                                    ; preds = %conv1.k17
 }
 
 ; Function Attrs: noinline
-define internal void @mnistnet_infer_b64.k1.conv2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @mnistnet_infer_b64.k1.conv2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %conv2.at122 = alloca <8 x float>, align 32
-  %conv2.best121 = alloca <8 x float>, align 32
-  %conv2.v120 = alloca <8 x float>, align 32
-  %conv2.at119 = alloca <8 x float>, align 32
-  %conv2.best118 = alloca <8 x float>, align 32
-  %conv2.v117 = alloca <8 x float>, align 32
-  %conv2.at116 = alloca <8 x float>, align 32
-  %conv2.best115 = alloca <8 x float>, align 32
-  %conv2.v114 = alloca <8 x float>, align 32
-  %conv2.at113 = alloca <8 x float>, align 32
-  %conv2.best112 = alloca <8 x float>, align 32
-  %conv2.v111 = alloca <8 x float>, align 32
-  %conv2.w110 = alloca <8 x float>, align 32
-  %conv2.w109 = alloca <8 x float>, align 32
-  %conv2.w108 = alloca <8 x float>, align 32
-  %conv2.w107 = alloca <8 x float>, align 32
-  %conv2.w106 = alloca <8 x float>, align 32
-  %conv2.w105 = alloca <8 x float>, align 32
-  %conv2.w104 = alloca <8 x float>, align 32
-  %conv2.w103 = alloca <8 x float>, align 32
-  %conv2.w102 = alloca <8 x float>, align 32
-  %conv2.w101 = alloca <8 x float>, align 32
-  %conv2.w100 = alloca <8 x float>, align 32
-  %conv2.w99 = alloca <8 x float>, align 32
+  %part95.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, align 8
+  %conv2.w94 = alloca <8 x float>, align 32
   %conv2.w93 = alloca <8 x float>, align 32
   %conv2.w92 = alloca <8 x float>, align 32
   %conv2.w91 = alloca <8 x float>, align 32
@@ -10188,7 +11133,923 @@ entry:
   %conv2.w65 = alloca <8 x float>, align 32
   %conv2.w64 = alloca <8 x float>, align 32
   %conv2.w63 = alloca <8 x float>, align 32
-  %conv2.w62 = alloca <8 x float>, align 32
+  %part22.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, align 8
+  %0 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part22.context, i32 0, i32 0
+  store ptr %params, ptr %0, align 8
+  %1 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part22.context, i32 0, i32 1
+  store ptr %grads, ptr %1, align 8
+  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part22.context, i32 0, i32 2
+  store ptr %m, ptr %2, align 8
+  %3 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part22.context, i32 0, i32 3
+  store ptr %v, ptr %3, align 8
+  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part22.context, i32 0, i32 4
+  store ptr %arena, ptr %4, align 8
+  %5 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part22.context, i32 0, i32 5
+  store ptr %images, ptr %5, align 8
+  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part22.context, i32 0, i32 6
+  store ptr %labels, ptr %6, align 8
+  %7 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part22.context, i32 0, i32 7
+  store float %lr, ptr %7, align 4
+  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part22.context, i32 0, i32 8
+  store i64 %step, ptr %8, align 4
+  %9 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part22.context, i32 0, i32 9
+  store i64 %seed, ptr %9, align 4
+  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part22.context, i32 0, i32 10
+  store ptr %pool, ptr %10, align 8
+  %11 = icmp eq ptr %pool, null
+  br i1 %11, label %conv2.part22.serial, label %conv2.part22.pool
+
+conv2.part22.pool:                                ; preds = %entry
+  %run = load ptr, ptr %pool, align 8
+  call void %run(ptr %pool, ptr @mnistnet_infer_b64.k1.conv2.part22.task, ptr %part22.context, i64 2)
+  br label %conv2.part22.done
+
+conv2.part22.serial:                              ; preds = %entry
+  br label %conv2.part22
+
+conv2.part22.done:                                ; preds = %conv2.part22.end, %conv2.part22.pool
+  br label %conv2.i53
+
+conv2.part22:                                     ; preds = %conv2.part22, %conv2.part22.serial
+  %conv2.part221 = phi i64 [ 0, %conv2.part22.serial ], [ %part22.next, %conv2.part22 ]
+  call void @mnistnet_infer_b64.k1.conv2.part22(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv2.part221)
+  %part22.next = add nsw i64 %conv2.part221, 1
+  %12 = icmp slt i64 %part22.next, 2
+  br i1 %12, label %conv2.part22, label %conv2.part22.end
+
+conv2.part22.end:                                 ; preds = %conv2.part22
+  br label %conv2.part22.done
+
+conv2.i53:                                        ; preds = %conv2.i53, %conv2.part22.done
+  %conv2.i532 = phi i64 [ 0, %conv2.part22.done ], [ %i53.next, %conv2.i53 ]
+  %13 = add nsw i64 2596864, %conv2.i532
+  %arena3 = getelementptr inbounds float, ptr %arena, i64 %13
+  store float 0.000000e+00, ptr %arena3, align 4
+  %i53.next = add nsw i64 %conv2.i532, 1
+  %14 = icmp slt i64 %i53.next, 21632
+  br i1 %14, label %conv2.i53, label %conv2.i53.end
+
+conv2.i53.end:                                    ; preds = %conv2.i53
+  br label %conv2.g54
+
+conv2.g54:                                        ; preds = %conv2.part95.done, %conv2.i53.end
+  %conv2.g544 = phi i64 [ 0, %conv2.i53.end ], [ %g54.next, %conv2.part95.done ]
+  br label %conv2.j55
+
+conv2.g54.end:                                    ; preds = %conv2.part95.done
+  ret void
+
+conv2.j55:                                        ; preds = %conv2.c56.end, %conv2.g54
+  %conv2.j555 = phi i64 [ 0, %conv2.g54 ], [ %j55.next, %conv2.c56.end ]
+  br label %conv2.c56
+
+conv2.j55.end:                                    ; preds = %conv2.c56.end
+  br label %conv2.j59
+
+conv2.c56:                                        ; preds = %conv2.iy57.end, %conv2.j55
+  %conv2.c566 = phi i64 [ 0, %conv2.j55 ], [ %c56.next, %conv2.iy57.end ]
+  br label %conv2.iy57
+
+conv2.c56.end:                                    ; preds = %conv2.iy57.end
+  %j55.next = add nsw i64 %conv2.j555, 1
+  %15 = icmp slt i64 %j55.next, 1
+  br i1 %15, label %conv2.j55, label %conv2.j55.end
+
+conv2.iy57:                                       ; preds = %conv2.ix58.end, %conv2.c56
+  %conv2.iy577 = phi i64 [ 0, %conv2.c56 ], [ %iy57.next, %conv2.ix58.end ]
+  br label %conv2.ix58
+
+conv2.iy57.end:                                   ; preds = %conv2.ix58.end
+  %c56.next = add nsw i64 %conv2.c566, 1
+  %16 = icmp slt i64 %c56.next, 32
+  br i1 %16, label %conv2.c56, label %conv2.c56.end
+
+conv2.ix58:                                       ; preds = %conv2.ix58, %conv2.iy57
+  %conv2.ix588 = phi i64 [ 0, %conv2.iy57 ], [ %ix58.next, %conv2.ix58 ]
+  %17 = add nsw i64 %conv2.g544, %conv2.j555
+  %18 = mul nsw i64 %17, 21632
+  %19 = mul nsw i64 %conv2.c566, 676
+  %20 = add nsw i64 %18, %19
+  %21 = mul nsw i64 %conv2.iy577, 26
+  %22 = add nsw i64 %20, %21
+  %23 = add nsw i64 %22, %conv2.ix588
+  %arena9 = getelementptr inbounds float, ptr %arena, i64 %23
+  %24 = load float, ptr %arena9, align 4
+  %25 = mul nsw i64 %conv2.j555, 21632
+  %26 = mul nsw i64 %conv2.iy577, 832
+  %27 = add nsw i64 %25, %26
+  %28 = mul nsw i64 %conv2.ix588, 32
+  %29 = add nsw i64 %27, %28
+  %30 = add nsw i64 %29, %conv2.c566
+  %31 = add nsw i64 2596864, %30
+  %arena10 = getelementptr inbounds float, ptr %arena, i64 %31
+  store float %24, ptr %arena10, align 4
+  %ix58.next = add nsw i64 %conv2.ix588, 1
+  %32 = icmp slt i64 %ix58.next, 26
+  br i1 %32, label %conv2.ix58, label %conv2.ix58.end
+
+conv2.ix58.end:                                   ; preds = %conv2.ix58
+  %iy57.next = add nsw i64 %conv2.iy577, 1
+  %33 = icmp slt i64 %iy57.next, 26
+  br i1 %33, label %conv2.iy57, label %conv2.iy57.end
+
+conv2.j59:                                        ; preds = %conv2.ty60.end, %conv2.j55.end
+  %conv2.j5911 = phi i64 [ 0, %conv2.j55.end ], [ %j59.next, %conv2.ty60.end ]
+  br label %conv2.ty60
+
+conv2.j59.end:                                    ; preds = %conv2.ty60.end
+  %34 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part95.context, i32 0, i32 0
+  store ptr %params, ptr %34, align 8
+  %35 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part95.context, i32 0, i32 1
+  store ptr %grads, ptr %35, align 8
+  %36 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part95.context, i32 0, i32 2
+  store ptr %m, ptr %36, align 8
+  %37 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part95.context, i32 0, i32 3
+  store ptr %v, ptr %37, align 8
+  %38 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part95.context, i32 0, i32 4
+  store ptr %arena, ptr %38, align 8
+  %39 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part95.context, i32 0, i32 5
+  store ptr %images, ptr %39, align 8
+  %40 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part95.context, i32 0, i32 6
+  store ptr %labels, ptr %40, align 8
+  %41 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part95.context, i32 0, i32 7
+  store float %lr, ptr %41, align 4
+  %42 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part95.context, i32 0, i32 8
+  store i64 %step, ptr %42, align 4
+  %43 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part95.context, i32 0, i32 9
+  store i64 %seed, ptr %43, align 4
+  %44 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part95.context, i32 0, i32 10
+  store ptr %pool, ptr %44, align 8
+  %45 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part95.context, i32 0, i32 11
+  store i64 %conv2.g544, ptr %45, align 4
+  %46 = icmp eq ptr %pool, null
+  br i1 %46, label %conv2.part95.serial, label %conv2.part95.pool
+
+conv2.ty60:                                       ; preds = %conv2.tx61.end, %conv2.j59
+  %conv2.ty6012 = phi i64 [ 0, %conv2.j59 ], [ %ty60.next, %conv2.tx61.end ]
+  br label %conv2.tx61
+
+conv2.ty60.end:                                   ; preds = %conv2.tx61.end
+  %j59.next = add nsw i64 %conv2.j5911, 1
+  %47 = icmp slt i64 %j59.next, 1
+  br i1 %47, label %conv2.j59, label %conv2.j59.end
+
+conv2.tx61:                                       ; preds = %conv2.cv62.end, %conv2.ty60
+  %conv2.tx6113 = phi i64 [ 0, %conv2.ty60 ], [ %tx61.next, %conv2.cv62.end ]
+  br label %conv2.cv62
+
+conv2.tx61.end:                                   ; preds = %conv2.cv62.end
+  %ty60.next = add nsw i64 %conv2.ty6012, 1
+  %48 = icmp slt i64 %ty60.next, 12
+  br i1 %48, label %conv2.ty60, label %conv2.ty60.end
+
+conv2.cv62:                                       ; preds = %conv2.cv62, %conv2.tx61
+  %conv2.cv6214 = phi i64 [ 0, %conv2.tx61 ], [ %cv62.next, %conv2.cv62 ]
+  %49 = mul nsw i64 %conv2.j5911, 21632
+  %50 = mul nsw i64 %conv2.ty6012, 2
+  %51 = mul nsw i64 %50, 832
+  %52 = add nsw i64 %49, %51
+  %53 = mul nsw i64 %conv2.tx6113, 2
+  %54 = mul nsw i64 %53, 32
+  %55 = add nsw i64 %52, %54
+  %56 = mul nsw i64 %conv2.cv6214, 8
+  %57 = add nsw i64 %55, %56
+  %58 = add nsw i64 2596864, %57
+  %arena15 = getelementptr inbounds float, ptr %arena, i64 %58
+  %59 = load <8 x float>, ptr %arena15, align 4
+  %60 = mul nsw i64 %conv2.j5911, 21632
+  %61 = mul nsw i64 %conv2.ty6012, 2
+  %62 = add nsw i64 %61, 2
+  %63 = mul nsw i64 %62, 832
+  %64 = add nsw i64 %60, %63
+  %65 = mul nsw i64 %conv2.tx6113, 2
+  %66 = mul nsw i64 %65, 32
+  %67 = add nsw i64 %64, %66
+  %68 = mul nsw i64 %conv2.cv6214, 8
+  %69 = add nsw i64 %67, %68
+  %70 = add nsw i64 2596864, %69
+  %arena16 = getelementptr inbounds float, ptr %arena, i64 %70
+  %71 = load <8 x float>, ptr %arena16, align 4
+  %72 = fsub <8 x float> %59, %71
+  store <8 x float> %72, ptr %conv2.w63, align 32
+  %73 = mul nsw i64 %conv2.j5911, 21632
+  %74 = mul nsw i64 %conv2.ty6012, 2
+  %75 = add nsw i64 %74, 1
+  %76 = mul nsw i64 %75, 832
+  %77 = add nsw i64 %73, %76
+  %78 = mul nsw i64 %conv2.tx6113, 2
+  %79 = mul nsw i64 %78, 32
+  %80 = add nsw i64 %77, %79
+  %81 = mul nsw i64 %conv2.cv6214, 8
+  %82 = add nsw i64 %80, %81
+  %83 = add nsw i64 2596864, %82
+  %arena17 = getelementptr inbounds float, ptr %arena, i64 %83
+  %84 = load <8 x float>, ptr %arena17, align 4
+  %85 = mul nsw i64 %conv2.j5911, 21632
+  %86 = mul nsw i64 %conv2.ty6012, 2
+  %87 = add nsw i64 %86, 2
+  %88 = mul nsw i64 %87, 832
+  %89 = add nsw i64 %85, %88
+  %90 = mul nsw i64 %conv2.tx6113, 2
+  %91 = mul nsw i64 %90, 32
+  %92 = add nsw i64 %89, %91
+  %93 = mul nsw i64 %conv2.cv6214, 8
+  %94 = add nsw i64 %92, %93
+  %95 = add nsw i64 2596864, %94
+  %arena18 = getelementptr inbounds float, ptr %arena, i64 %95
+  %96 = load <8 x float>, ptr %arena18, align 4
+  %97 = fadd <8 x float> %84, %96
+  store <8 x float> %97, ptr %conv2.w64, align 32
+  %98 = mul nsw i64 %conv2.j5911, 21632
+  %99 = mul nsw i64 %conv2.ty6012, 2
+  %100 = add nsw i64 %99, 2
+  %101 = mul nsw i64 %100, 832
+  %102 = add nsw i64 %98, %101
+  %103 = mul nsw i64 %conv2.tx6113, 2
+  %104 = mul nsw i64 %103, 32
+  %105 = add nsw i64 %102, %104
+  %106 = mul nsw i64 %conv2.cv6214, 8
+  %107 = add nsw i64 %105, %106
+  %108 = add nsw i64 2596864, %107
+  %arena19 = getelementptr inbounds float, ptr %arena, i64 %108
+  %109 = load <8 x float>, ptr %arena19, align 4
+  %110 = mul nsw i64 %conv2.j5911, 21632
+  %111 = mul nsw i64 %conv2.ty6012, 2
+  %112 = add nsw i64 %111, 1
+  %113 = mul nsw i64 %112, 832
+  %114 = add nsw i64 %110, %113
+  %115 = mul nsw i64 %conv2.tx6113, 2
+  %116 = mul nsw i64 %115, 32
+  %117 = add nsw i64 %114, %116
+  %118 = mul nsw i64 %conv2.cv6214, 8
+  %119 = add nsw i64 %117, %118
+  %120 = add nsw i64 2596864, %119
+  %arena20 = getelementptr inbounds float, ptr %arena, i64 %120
+  %121 = load <8 x float>, ptr %arena20, align 4
+  %122 = fsub <8 x float> %109, %121
+  store <8 x float> %122, ptr %conv2.w65, align 32
+  %123 = mul nsw i64 %conv2.j5911, 21632
+  %124 = mul nsw i64 %conv2.ty6012, 2
+  %125 = add nsw i64 %124, 1
+  %126 = mul nsw i64 %125, 832
+  %127 = add nsw i64 %123, %126
+  %128 = mul nsw i64 %conv2.tx6113, 2
+  %129 = mul nsw i64 %128, 32
+  %130 = add nsw i64 %127, %129
+  %131 = mul nsw i64 %conv2.cv6214, 8
+  %132 = add nsw i64 %130, %131
+  %133 = add nsw i64 2596864, %132
+  %arena21 = getelementptr inbounds float, ptr %arena, i64 %133
+  %134 = load <8 x float>, ptr %arena21, align 4
+  %135 = mul nsw i64 %conv2.j5911, 21632
+  %136 = mul nsw i64 %conv2.ty6012, 2
+  %137 = add nsw i64 %136, 3
+  %138 = mul nsw i64 %137, 832
+  %139 = add nsw i64 %135, %138
+  %140 = mul nsw i64 %conv2.tx6113, 2
+  %141 = mul nsw i64 %140, 32
+  %142 = add nsw i64 %139, %141
+  %143 = mul nsw i64 %conv2.cv6214, 8
+  %144 = add nsw i64 %142, %143
+  %145 = add nsw i64 2596864, %144
+  %arena22 = getelementptr inbounds float, ptr %arena, i64 %145
+  %146 = load <8 x float>, ptr %arena22, align 4
+  %147 = fsub <8 x float> %134, %146
+  store <8 x float> %147, ptr %conv2.w66, align 32
+  %148 = mul nsw i64 %conv2.j5911, 21632
+  %149 = mul nsw i64 %conv2.ty6012, 2
+  %150 = mul nsw i64 %149, 832
+  %151 = add nsw i64 %148, %150
+  %152 = mul nsw i64 %conv2.tx6113, 2
+  %153 = add nsw i64 %152, 1
+  %154 = mul nsw i64 %153, 32
+  %155 = add nsw i64 %151, %154
+  %156 = mul nsw i64 %conv2.cv6214, 8
+  %157 = add nsw i64 %155, %156
+  %158 = add nsw i64 2596864, %157
+  %arena23 = getelementptr inbounds float, ptr %arena, i64 %158
+  %159 = load <8 x float>, ptr %arena23, align 4
+  %160 = mul nsw i64 %conv2.j5911, 21632
+  %161 = mul nsw i64 %conv2.ty6012, 2
+  %162 = add nsw i64 %161, 2
+  %163 = mul nsw i64 %162, 832
+  %164 = add nsw i64 %160, %163
+  %165 = mul nsw i64 %conv2.tx6113, 2
+  %166 = add nsw i64 %165, 1
+  %167 = mul nsw i64 %166, 32
+  %168 = add nsw i64 %164, %167
+  %169 = mul nsw i64 %conv2.cv6214, 8
+  %170 = add nsw i64 %168, %169
+  %171 = add nsw i64 2596864, %170
+  %arena24 = getelementptr inbounds float, ptr %arena, i64 %171
+  %172 = load <8 x float>, ptr %arena24, align 4
+  %173 = fsub <8 x float> %159, %172
+  store <8 x float> %173, ptr %conv2.w67, align 32
+  %174 = mul nsw i64 %conv2.j5911, 21632
+  %175 = mul nsw i64 %conv2.ty6012, 2
+  %176 = add nsw i64 %175, 1
+  %177 = mul nsw i64 %176, 832
+  %178 = add nsw i64 %174, %177
+  %179 = mul nsw i64 %conv2.tx6113, 2
+  %180 = add nsw i64 %179, 1
+  %181 = mul nsw i64 %180, 32
+  %182 = add nsw i64 %178, %181
+  %183 = mul nsw i64 %conv2.cv6214, 8
+  %184 = add nsw i64 %182, %183
+  %185 = add nsw i64 2596864, %184
+  %arena25 = getelementptr inbounds float, ptr %arena, i64 %185
+  %186 = load <8 x float>, ptr %arena25, align 4
+  %187 = mul nsw i64 %conv2.j5911, 21632
+  %188 = mul nsw i64 %conv2.ty6012, 2
+  %189 = add nsw i64 %188, 2
+  %190 = mul nsw i64 %189, 832
+  %191 = add nsw i64 %187, %190
+  %192 = mul nsw i64 %conv2.tx6113, 2
+  %193 = add nsw i64 %192, 1
+  %194 = mul nsw i64 %193, 32
+  %195 = add nsw i64 %191, %194
+  %196 = mul nsw i64 %conv2.cv6214, 8
+  %197 = add nsw i64 %195, %196
+  %198 = add nsw i64 2596864, %197
+  %arena26 = getelementptr inbounds float, ptr %arena, i64 %198
+  %199 = load <8 x float>, ptr %arena26, align 4
+  %200 = fadd <8 x float> %186, %199
+  store <8 x float> %200, ptr %conv2.w68, align 32
+  %201 = mul nsw i64 %conv2.j5911, 21632
+  %202 = mul nsw i64 %conv2.ty6012, 2
+  %203 = add nsw i64 %202, 2
+  %204 = mul nsw i64 %203, 832
+  %205 = add nsw i64 %201, %204
+  %206 = mul nsw i64 %conv2.tx6113, 2
+  %207 = add nsw i64 %206, 1
+  %208 = mul nsw i64 %207, 32
+  %209 = add nsw i64 %205, %208
+  %210 = mul nsw i64 %conv2.cv6214, 8
+  %211 = add nsw i64 %209, %210
+  %212 = add nsw i64 2596864, %211
+  %arena27 = getelementptr inbounds float, ptr %arena, i64 %212
+  %213 = load <8 x float>, ptr %arena27, align 4
+  %214 = mul nsw i64 %conv2.j5911, 21632
+  %215 = mul nsw i64 %conv2.ty6012, 2
+  %216 = add nsw i64 %215, 1
+  %217 = mul nsw i64 %216, 832
+  %218 = add nsw i64 %214, %217
+  %219 = mul nsw i64 %conv2.tx6113, 2
+  %220 = add nsw i64 %219, 1
+  %221 = mul nsw i64 %220, 32
+  %222 = add nsw i64 %218, %221
+  %223 = mul nsw i64 %conv2.cv6214, 8
+  %224 = add nsw i64 %222, %223
+  %225 = add nsw i64 2596864, %224
+  %arena28 = getelementptr inbounds float, ptr %arena, i64 %225
+  %226 = load <8 x float>, ptr %arena28, align 4
+  %227 = fsub <8 x float> %213, %226
+  store <8 x float> %227, ptr %conv2.w69, align 32
+  %228 = mul nsw i64 %conv2.j5911, 21632
+  %229 = mul nsw i64 %conv2.ty6012, 2
+  %230 = add nsw i64 %229, 1
+  %231 = mul nsw i64 %230, 832
+  %232 = add nsw i64 %228, %231
+  %233 = mul nsw i64 %conv2.tx6113, 2
+  %234 = add nsw i64 %233, 1
+  %235 = mul nsw i64 %234, 32
+  %236 = add nsw i64 %232, %235
+  %237 = mul nsw i64 %conv2.cv6214, 8
+  %238 = add nsw i64 %236, %237
+  %239 = add nsw i64 2596864, %238
+  %arena29 = getelementptr inbounds float, ptr %arena, i64 %239
+  %240 = load <8 x float>, ptr %arena29, align 4
+  %241 = mul nsw i64 %conv2.j5911, 21632
+  %242 = mul nsw i64 %conv2.ty6012, 2
+  %243 = add nsw i64 %242, 3
+  %244 = mul nsw i64 %243, 832
+  %245 = add nsw i64 %241, %244
+  %246 = mul nsw i64 %conv2.tx6113, 2
+  %247 = add nsw i64 %246, 1
+  %248 = mul nsw i64 %247, 32
+  %249 = add nsw i64 %245, %248
+  %250 = mul nsw i64 %conv2.cv6214, 8
+  %251 = add nsw i64 %249, %250
+  %252 = add nsw i64 2596864, %251
+  %arena30 = getelementptr inbounds float, ptr %arena, i64 %252
+  %253 = load <8 x float>, ptr %arena30, align 4
+  %254 = fsub <8 x float> %240, %253
+  store <8 x float> %254, ptr %conv2.w70, align 32
+  %255 = mul nsw i64 %conv2.j5911, 21632
+  %256 = mul nsw i64 %conv2.ty6012, 2
+  %257 = mul nsw i64 %256, 832
+  %258 = add nsw i64 %255, %257
+  %259 = mul nsw i64 %conv2.tx6113, 2
+  %260 = add nsw i64 %259, 2
+  %261 = mul nsw i64 %260, 32
+  %262 = add nsw i64 %258, %261
+  %263 = mul nsw i64 %conv2.cv6214, 8
+  %264 = add nsw i64 %262, %263
+  %265 = add nsw i64 2596864, %264
+  %arena31 = getelementptr inbounds float, ptr %arena, i64 %265
+  %266 = load <8 x float>, ptr %arena31, align 4
+  %267 = mul nsw i64 %conv2.j5911, 21632
+  %268 = mul nsw i64 %conv2.ty6012, 2
+  %269 = add nsw i64 %268, 2
+  %270 = mul nsw i64 %269, 832
+  %271 = add nsw i64 %267, %270
+  %272 = mul nsw i64 %conv2.tx6113, 2
+  %273 = add nsw i64 %272, 2
+  %274 = mul nsw i64 %273, 32
+  %275 = add nsw i64 %271, %274
+  %276 = mul nsw i64 %conv2.cv6214, 8
+  %277 = add nsw i64 %275, %276
+  %278 = add nsw i64 2596864, %277
+  %arena32 = getelementptr inbounds float, ptr %arena, i64 %278
+  %279 = load <8 x float>, ptr %arena32, align 4
+  %280 = fsub <8 x float> %266, %279
+  store <8 x float> %280, ptr %conv2.w71, align 32
+  %281 = mul nsw i64 %conv2.j5911, 21632
+  %282 = mul nsw i64 %conv2.ty6012, 2
+  %283 = add nsw i64 %282, 1
+  %284 = mul nsw i64 %283, 832
+  %285 = add nsw i64 %281, %284
+  %286 = mul nsw i64 %conv2.tx6113, 2
+  %287 = add nsw i64 %286, 2
+  %288 = mul nsw i64 %287, 32
+  %289 = add nsw i64 %285, %288
+  %290 = mul nsw i64 %conv2.cv6214, 8
+  %291 = add nsw i64 %289, %290
+  %292 = add nsw i64 2596864, %291
+  %arena33 = getelementptr inbounds float, ptr %arena, i64 %292
+  %293 = load <8 x float>, ptr %arena33, align 4
+  %294 = mul nsw i64 %conv2.j5911, 21632
+  %295 = mul nsw i64 %conv2.ty6012, 2
+  %296 = add nsw i64 %295, 2
+  %297 = mul nsw i64 %296, 832
+  %298 = add nsw i64 %294, %297
+  %299 = mul nsw i64 %conv2.tx6113, 2
+  %300 = add nsw i64 %299, 2
+  %301 = mul nsw i64 %300, 32
+  %302 = add nsw i64 %298, %301
+  %303 = mul nsw i64 %conv2.cv6214, 8
+  %304 = add nsw i64 %302, %303
+  %305 = add nsw i64 2596864, %304
+  %arena34 = getelementptr inbounds float, ptr %arena, i64 %305
+  %306 = load <8 x float>, ptr %arena34, align 4
+  %307 = fadd <8 x float> %293, %306
+  store <8 x float> %307, ptr %conv2.w72, align 32
+  %308 = mul nsw i64 %conv2.j5911, 21632
+  %309 = mul nsw i64 %conv2.ty6012, 2
+  %310 = add nsw i64 %309, 2
+  %311 = mul nsw i64 %310, 832
+  %312 = add nsw i64 %308, %311
+  %313 = mul nsw i64 %conv2.tx6113, 2
+  %314 = add nsw i64 %313, 2
+  %315 = mul nsw i64 %314, 32
+  %316 = add nsw i64 %312, %315
+  %317 = mul nsw i64 %conv2.cv6214, 8
+  %318 = add nsw i64 %316, %317
+  %319 = add nsw i64 2596864, %318
+  %arena35 = getelementptr inbounds float, ptr %arena, i64 %319
+  %320 = load <8 x float>, ptr %arena35, align 4
+  %321 = mul nsw i64 %conv2.j5911, 21632
+  %322 = mul nsw i64 %conv2.ty6012, 2
+  %323 = add nsw i64 %322, 1
+  %324 = mul nsw i64 %323, 832
+  %325 = add nsw i64 %321, %324
+  %326 = mul nsw i64 %conv2.tx6113, 2
+  %327 = add nsw i64 %326, 2
+  %328 = mul nsw i64 %327, 32
+  %329 = add nsw i64 %325, %328
+  %330 = mul nsw i64 %conv2.cv6214, 8
+  %331 = add nsw i64 %329, %330
+  %332 = add nsw i64 2596864, %331
+  %arena36 = getelementptr inbounds float, ptr %arena, i64 %332
+  %333 = load <8 x float>, ptr %arena36, align 4
+  %334 = fsub <8 x float> %320, %333
+  store <8 x float> %334, ptr %conv2.w73, align 32
+  %335 = mul nsw i64 %conv2.j5911, 21632
+  %336 = mul nsw i64 %conv2.ty6012, 2
+  %337 = add nsw i64 %336, 1
+  %338 = mul nsw i64 %337, 832
+  %339 = add nsw i64 %335, %338
+  %340 = mul nsw i64 %conv2.tx6113, 2
+  %341 = add nsw i64 %340, 2
+  %342 = mul nsw i64 %341, 32
+  %343 = add nsw i64 %339, %342
+  %344 = mul nsw i64 %conv2.cv6214, 8
+  %345 = add nsw i64 %343, %344
+  %346 = add nsw i64 2596864, %345
+  %arena37 = getelementptr inbounds float, ptr %arena, i64 %346
+  %347 = load <8 x float>, ptr %arena37, align 4
+  %348 = mul nsw i64 %conv2.j5911, 21632
+  %349 = mul nsw i64 %conv2.ty6012, 2
+  %350 = add nsw i64 %349, 3
+  %351 = mul nsw i64 %350, 832
+  %352 = add nsw i64 %348, %351
+  %353 = mul nsw i64 %conv2.tx6113, 2
+  %354 = add nsw i64 %353, 2
+  %355 = mul nsw i64 %354, 32
+  %356 = add nsw i64 %352, %355
+  %357 = mul nsw i64 %conv2.cv6214, 8
+  %358 = add nsw i64 %356, %357
+  %359 = add nsw i64 2596864, %358
+  %arena38 = getelementptr inbounds float, ptr %arena, i64 %359
+  %360 = load <8 x float>, ptr %arena38, align 4
+  %361 = fsub <8 x float> %347, %360
+  store <8 x float> %361, ptr %conv2.w74, align 32
+  %362 = mul nsw i64 %conv2.j5911, 21632
+  %363 = mul nsw i64 %conv2.ty6012, 2
+  %364 = mul nsw i64 %363, 832
+  %365 = add nsw i64 %362, %364
+  %366 = mul nsw i64 %conv2.tx6113, 2
+  %367 = add nsw i64 %366, 3
+  %368 = mul nsw i64 %367, 32
+  %369 = add nsw i64 %365, %368
+  %370 = mul nsw i64 %conv2.cv6214, 8
+  %371 = add nsw i64 %369, %370
+  %372 = add nsw i64 2596864, %371
+  %arena39 = getelementptr inbounds float, ptr %arena, i64 %372
+  %373 = load <8 x float>, ptr %arena39, align 4
+  %374 = mul nsw i64 %conv2.j5911, 21632
+  %375 = mul nsw i64 %conv2.ty6012, 2
+  %376 = add nsw i64 %375, 2
+  %377 = mul nsw i64 %376, 832
+  %378 = add nsw i64 %374, %377
+  %379 = mul nsw i64 %conv2.tx6113, 2
+  %380 = add nsw i64 %379, 3
+  %381 = mul nsw i64 %380, 32
+  %382 = add nsw i64 %378, %381
+  %383 = mul nsw i64 %conv2.cv6214, 8
+  %384 = add nsw i64 %382, %383
+  %385 = add nsw i64 2596864, %384
+  %arena40 = getelementptr inbounds float, ptr %arena, i64 %385
+  %386 = load <8 x float>, ptr %arena40, align 4
+  %387 = fsub <8 x float> %373, %386
+  store <8 x float> %387, ptr %conv2.w75, align 32
+  %388 = mul nsw i64 %conv2.j5911, 21632
+  %389 = mul nsw i64 %conv2.ty6012, 2
+  %390 = add nsw i64 %389, 1
+  %391 = mul nsw i64 %390, 832
+  %392 = add nsw i64 %388, %391
+  %393 = mul nsw i64 %conv2.tx6113, 2
+  %394 = add nsw i64 %393, 3
+  %395 = mul nsw i64 %394, 32
+  %396 = add nsw i64 %392, %395
+  %397 = mul nsw i64 %conv2.cv6214, 8
+  %398 = add nsw i64 %396, %397
+  %399 = add nsw i64 2596864, %398
+  %arena41 = getelementptr inbounds float, ptr %arena, i64 %399
+  %400 = load <8 x float>, ptr %arena41, align 4
+  %401 = mul nsw i64 %conv2.j5911, 21632
+  %402 = mul nsw i64 %conv2.ty6012, 2
+  %403 = add nsw i64 %402, 2
+  %404 = mul nsw i64 %403, 832
+  %405 = add nsw i64 %401, %404
+  %406 = mul nsw i64 %conv2.tx6113, 2
+  %407 = add nsw i64 %406, 3
+  %408 = mul nsw i64 %407, 32
+  %409 = add nsw i64 %405, %408
+  %410 = mul nsw i64 %conv2.cv6214, 8
+  %411 = add nsw i64 %409, %410
+  %412 = add nsw i64 2596864, %411
+  %arena42 = getelementptr inbounds float, ptr %arena, i64 %412
+  %413 = load <8 x float>, ptr %arena42, align 4
+  %414 = fadd <8 x float> %400, %413
+  store <8 x float> %414, ptr %conv2.w76, align 32
+  %415 = mul nsw i64 %conv2.j5911, 21632
+  %416 = mul nsw i64 %conv2.ty6012, 2
+  %417 = add nsw i64 %416, 2
+  %418 = mul nsw i64 %417, 832
+  %419 = add nsw i64 %415, %418
+  %420 = mul nsw i64 %conv2.tx6113, 2
+  %421 = add nsw i64 %420, 3
+  %422 = mul nsw i64 %421, 32
+  %423 = add nsw i64 %419, %422
+  %424 = mul nsw i64 %conv2.cv6214, 8
+  %425 = add nsw i64 %423, %424
+  %426 = add nsw i64 2596864, %425
+  %arena43 = getelementptr inbounds float, ptr %arena, i64 %426
+  %427 = load <8 x float>, ptr %arena43, align 4
+  %428 = mul nsw i64 %conv2.j5911, 21632
+  %429 = mul nsw i64 %conv2.ty6012, 2
+  %430 = add nsw i64 %429, 1
+  %431 = mul nsw i64 %430, 832
+  %432 = add nsw i64 %428, %431
+  %433 = mul nsw i64 %conv2.tx6113, 2
+  %434 = add nsw i64 %433, 3
+  %435 = mul nsw i64 %434, 32
+  %436 = add nsw i64 %432, %435
+  %437 = mul nsw i64 %conv2.cv6214, 8
+  %438 = add nsw i64 %436, %437
+  %439 = add nsw i64 2596864, %438
+  %arena44 = getelementptr inbounds float, ptr %arena, i64 %439
+  %440 = load <8 x float>, ptr %arena44, align 4
+  %441 = fsub <8 x float> %427, %440
+  store <8 x float> %441, ptr %conv2.w77, align 32
+  %442 = mul nsw i64 %conv2.j5911, 21632
+  %443 = mul nsw i64 %conv2.ty6012, 2
+  %444 = add nsw i64 %443, 1
+  %445 = mul nsw i64 %444, 832
+  %446 = add nsw i64 %442, %445
+  %447 = mul nsw i64 %conv2.tx6113, 2
+  %448 = add nsw i64 %447, 3
+  %449 = mul nsw i64 %448, 32
+  %450 = add nsw i64 %446, %449
+  %451 = mul nsw i64 %conv2.cv6214, 8
+  %452 = add nsw i64 %450, %451
+  %453 = add nsw i64 2596864, %452
+  %arena45 = getelementptr inbounds float, ptr %arena, i64 %453
+  %454 = load <8 x float>, ptr %arena45, align 4
+  %455 = mul nsw i64 %conv2.j5911, 21632
+  %456 = mul nsw i64 %conv2.ty6012, 2
+  %457 = add nsw i64 %456, 3
+  %458 = mul nsw i64 %457, 832
+  %459 = add nsw i64 %455, %458
+  %460 = mul nsw i64 %conv2.tx6113, 2
+  %461 = add nsw i64 %460, 3
+  %462 = mul nsw i64 %461, 32
+  %463 = add nsw i64 %459, %462
+  %464 = mul nsw i64 %conv2.cv6214, 8
+  %465 = add nsw i64 %463, %464
+  %466 = add nsw i64 2596864, %465
+  %arena46 = getelementptr inbounds float, ptr %arena, i64 %466
+  %467 = load <8 x float>, ptr %arena46, align 4
+  %468 = fsub <8 x float> %454, %467
+  store <8 x float> %468, ptr %conv2.w78, align 32
+  %w63 = load <8 x float>, ptr %conv2.w63, align 32
+  %w71 = load <8 x float>, ptr %conv2.w71, align 32
+  %469 = fsub <8 x float> %w63, %w71
+  store <8 x float> %469, ptr %conv2.w79, align 32
+  %w67 = load <8 x float>, ptr %conv2.w67, align 32
+  %w7147 = load <8 x float>, ptr %conv2.w71, align 32
+  %470 = fadd <8 x float> %w67, %w7147
+  store <8 x float> %470, ptr %conv2.w80, align 32
+  %w7148 = load <8 x float>, ptr %conv2.w71, align 32
+  %w6749 = load <8 x float>, ptr %conv2.w67, align 32
+  %471 = fsub <8 x float> %w7148, %w6749
+  store <8 x float> %471, ptr %conv2.w81, align 32
+  %w6750 = load <8 x float>, ptr %conv2.w67, align 32
+  %w75 = load <8 x float>, ptr %conv2.w75, align 32
+  %472 = fsub <8 x float> %w6750, %w75
+  store <8 x float> %472, ptr %conv2.w82, align 32
+  %w64 = load <8 x float>, ptr %conv2.w64, align 32
+  %w72 = load <8 x float>, ptr %conv2.w72, align 32
+  %473 = fsub <8 x float> %w64, %w72
+  store <8 x float> %473, ptr %conv2.w83, align 32
+  %w68 = load <8 x float>, ptr %conv2.w68, align 32
+  %w7251 = load <8 x float>, ptr %conv2.w72, align 32
+  %474 = fadd <8 x float> %w68, %w7251
+  store <8 x float> %474, ptr %conv2.w84, align 32
+  %w7252 = load <8 x float>, ptr %conv2.w72, align 32
+  %w6853 = load <8 x float>, ptr %conv2.w68, align 32
+  %475 = fsub <8 x float> %w7252, %w6853
+  store <8 x float> %475, ptr %conv2.w85, align 32
+  %w6854 = load <8 x float>, ptr %conv2.w68, align 32
+  %w76 = load <8 x float>, ptr %conv2.w76, align 32
+  %476 = fsub <8 x float> %w6854, %w76
+  store <8 x float> %476, ptr %conv2.w86, align 32
+  %w65 = load <8 x float>, ptr %conv2.w65, align 32
+  %w73 = load <8 x float>, ptr %conv2.w73, align 32
+  %477 = fsub <8 x float> %w65, %w73
+  store <8 x float> %477, ptr %conv2.w87, align 32
+  %w69 = load <8 x float>, ptr %conv2.w69, align 32
+  %w7355 = load <8 x float>, ptr %conv2.w73, align 32
+  %478 = fadd <8 x float> %w69, %w7355
+  store <8 x float> %478, ptr %conv2.w88, align 32
+  %w7356 = load <8 x float>, ptr %conv2.w73, align 32
+  %w6957 = load <8 x float>, ptr %conv2.w69, align 32
+  %479 = fsub <8 x float> %w7356, %w6957
+  store <8 x float> %479, ptr %conv2.w89, align 32
+  %w6958 = load <8 x float>, ptr %conv2.w69, align 32
+  %w77 = load <8 x float>, ptr %conv2.w77, align 32
+  %480 = fsub <8 x float> %w6958, %w77
+  store <8 x float> %480, ptr %conv2.w90, align 32
+  %w66 = load <8 x float>, ptr %conv2.w66, align 32
+  %w74 = load <8 x float>, ptr %conv2.w74, align 32
+  %481 = fsub <8 x float> %w66, %w74
+  store <8 x float> %481, ptr %conv2.w91, align 32
+  %w70 = load <8 x float>, ptr %conv2.w70, align 32
+  %w7459 = load <8 x float>, ptr %conv2.w74, align 32
+  %482 = fadd <8 x float> %w70, %w7459
+  store <8 x float> %482, ptr %conv2.w92, align 32
+  %w7460 = load <8 x float>, ptr %conv2.w74, align 32
+  %w7061 = load <8 x float>, ptr %conv2.w70, align 32
+  %483 = fsub <8 x float> %w7460, %w7061
+  store <8 x float> %483, ptr %conv2.w93, align 32
+  %w7062 = load <8 x float>, ptr %conv2.w70, align 32
+  %w78 = load <8 x float>, ptr %conv2.w78, align 32
+  %484 = fsub <8 x float> %w7062, %w78
+  store <8 x float> %484, ptr %conv2.w94, align 32
+  %w79 = load <8 x float>, ptr %conv2.w79, align 32
+  %485 = mul nsw i64 %conv2.j5911, 144
+  %486 = mul nsw i64 %conv2.ty6012, 12
+  %487 = add nsw i64 %485, %486
+  %488 = add nsw i64 %487, %conv2.tx6113
+  %489 = mul nsw i64 %488, 32
+  %490 = add nsw i64 2618496, %489
+  %491 = mul nsw i64 %conv2.cv6214, 8
+  %492 = add nsw i64 %490, %491
+  %arena63 = getelementptr inbounds float, ptr %arena, i64 %492
+  store <8 x float> %w79, ptr %arena63, align 4
+  %w80 = load <8 x float>, ptr %conv2.w80, align 32
+  %493 = mul nsw i64 %conv2.j5911, 144
+  %494 = mul nsw i64 %conv2.ty6012, 12
+  %495 = add nsw i64 %493, %494
+  %496 = add nsw i64 %495, %conv2.tx6113
+  %497 = mul nsw i64 %496, 32
+  %498 = add nsw i64 2623104, %497
+  %499 = mul nsw i64 %conv2.cv6214, 8
+  %500 = add nsw i64 %498, %499
+  %arena64 = getelementptr inbounds float, ptr %arena, i64 %500
+  store <8 x float> %w80, ptr %arena64, align 4
+  %w81 = load <8 x float>, ptr %conv2.w81, align 32
+  %501 = mul nsw i64 %conv2.j5911, 144
+  %502 = mul nsw i64 %conv2.ty6012, 12
+  %503 = add nsw i64 %501, %502
+  %504 = add nsw i64 %503, %conv2.tx6113
+  %505 = mul nsw i64 %504, 32
+  %506 = add nsw i64 2627712, %505
+  %507 = mul nsw i64 %conv2.cv6214, 8
+  %508 = add nsw i64 %506, %507
+  %arena65 = getelementptr inbounds float, ptr %arena, i64 %508
+  store <8 x float> %w81, ptr %arena65, align 4
+  %w82 = load <8 x float>, ptr %conv2.w82, align 32
+  %509 = mul nsw i64 %conv2.j5911, 144
+  %510 = mul nsw i64 %conv2.ty6012, 12
+  %511 = add nsw i64 %509, %510
+  %512 = add nsw i64 %511, %conv2.tx6113
+  %513 = mul nsw i64 %512, 32
+  %514 = add nsw i64 2632320, %513
+  %515 = mul nsw i64 %conv2.cv6214, 8
+  %516 = add nsw i64 %514, %515
+  %arena66 = getelementptr inbounds float, ptr %arena, i64 %516
+  store <8 x float> %w82, ptr %arena66, align 4
+  %w83 = load <8 x float>, ptr %conv2.w83, align 32
+  %517 = mul nsw i64 %conv2.j5911, 144
+  %518 = mul nsw i64 %conv2.ty6012, 12
+  %519 = add nsw i64 %517, %518
+  %520 = add nsw i64 %519, %conv2.tx6113
+  %521 = mul nsw i64 %520, 32
+  %522 = add nsw i64 2636928, %521
+  %523 = mul nsw i64 %conv2.cv6214, 8
+  %524 = add nsw i64 %522, %523
+  %arena67 = getelementptr inbounds float, ptr %arena, i64 %524
+  store <8 x float> %w83, ptr %arena67, align 4
+  %w84 = load <8 x float>, ptr %conv2.w84, align 32
+  %525 = mul nsw i64 %conv2.j5911, 144
+  %526 = mul nsw i64 %conv2.ty6012, 12
+  %527 = add nsw i64 %525, %526
+  %528 = add nsw i64 %527, %conv2.tx6113
+  %529 = mul nsw i64 %528, 32
+  %530 = add nsw i64 2641536, %529
+  %531 = mul nsw i64 %conv2.cv6214, 8
+  %532 = add nsw i64 %530, %531
+  %arena68 = getelementptr inbounds float, ptr %arena, i64 %532
+  store <8 x float> %w84, ptr %arena68, align 4
+  %w85 = load <8 x float>, ptr %conv2.w85, align 32
+  %533 = mul nsw i64 %conv2.j5911, 144
+  %534 = mul nsw i64 %conv2.ty6012, 12
+  %535 = add nsw i64 %533, %534
+  %536 = add nsw i64 %535, %conv2.tx6113
+  %537 = mul nsw i64 %536, 32
+  %538 = add nsw i64 2646144, %537
+  %539 = mul nsw i64 %conv2.cv6214, 8
+  %540 = add nsw i64 %538, %539
+  %arena69 = getelementptr inbounds float, ptr %arena, i64 %540
+  store <8 x float> %w85, ptr %arena69, align 4
+  %w86 = load <8 x float>, ptr %conv2.w86, align 32
+  %541 = mul nsw i64 %conv2.j5911, 144
+  %542 = mul nsw i64 %conv2.ty6012, 12
+  %543 = add nsw i64 %541, %542
+  %544 = add nsw i64 %543, %conv2.tx6113
+  %545 = mul nsw i64 %544, 32
+  %546 = add nsw i64 2650752, %545
+  %547 = mul nsw i64 %conv2.cv6214, 8
+  %548 = add nsw i64 %546, %547
+  %arena70 = getelementptr inbounds float, ptr %arena, i64 %548
+  store <8 x float> %w86, ptr %arena70, align 4
+  %w87 = load <8 x float>, ptr %conv2.w87, align 32
+  %549 = mul nsw i64 %conv2.j5911, 144
+  %550 = mul nsw i64 %conv2.ty6012, 12
+  %551 = add nsw i64 %549, %550
+  %552 = add nsw i64 %551, %conv2.tx6113
+  %553 = mul nsw i64 %552, 32
+  %554 = add nsw i64 2655360, %553
+  %555 = mul nsw i64 %conv2.cv6214, 8
+  %556 = add nsw i64 %554, %555
+  %arena71 = getelementptr inbounds float, ptr %arena, i64 %556
+  store <8 x float> %w87, ptr %arena71, align 4
+  %w88 = load <8 x float>, ptr %conv2.w88, align 32
+  %557 = mul nsw i64 %conv2.j5911, 144
+  %558 = mul nsw i64 %conv2.ty6012, 12
+  %559 = add nsw i64 %557, %558
+  %560 = add nsw i64 %559, %conv2.tx6113
+  %561 = mul nsw i64 %560, 32
+  %562 = add nsw i64 2659968, %561
+  %563 = mul nsw i64 %conv2.cv6214, 8
+  %564 = add nsw i64 %562, %563
+  %arena72 = getelementptr inbounds float, ptr %arena, i64 %564
+  store <8 x float> %w88, ptr %arena72, align 4
+  %w89 = load <8 x float>, ptr %conv2.w89, align 32
+  %565 = mul nsw i64 %conv2.j5911, 144
+  %566 = mul nsw i64 %conv2.ty6012, 12
+  %567 = add nsw i64 %565, %566
+  %568 = add nsw i64 %567, %conv2.tx6113
+  %569 = mul nsw i64 %568, 32
+  %570 = add nsw i64 2664576, %569
+  %571 = mul nsw i64 %conv2.cv6214, 8
+  %572 = add nsw i64 %570, %571
+  %arena73 = getelementptr inbounds float, ptr %arena, i64 %572
+  store <8 x float> %w89, ptr %arena73, align 4
+  %w90 = load <8 x float>, ptr %conv2.w90, align 32
+  %573 = mul nsw i64 %conv2.j5911, 144
+  %574 = mul nsw i64 %conv2.ty6012, 12
+  %575 = add nsw i64 %573, %574
+  %576 = add nsw i64 %575, %conv2.tx6113
+  %577 = mul nsw i64 %576, 32
+  %578 = add nsw i64 2669184, %577
+  %579 = mul nsw i64 %conv2.cv6214, 8
+  %580 = add nsw i64 %578, %579
+  %arena74 = getelementptr inbounds float, ptr %arena, i64 %580
+  store <8 x float> %w90, ptr %arena74, align 4
+  %w91 = load <8 x float>, ptr %conv2.w91, align 32
+  %581 = mul nsw i64 %conv2.j5911, 144
+  %582 = mul nsw i64 %conv2.ty6012, 12
+  %583 = add nsw i64 %581, %582
+  %584 = add nsw i64 %583, %conv2.tx6113
+  %585 = mul nsw i64 %584, 32
+  %586 = add nsw i64 2673792, %585
+  %587 = mul nsw i64 %conv2.cv6214, 8
+  %588 = add nsw i64 %586, %587
+  %arena75 = getelementptr inbounds float, ptr %arena, i64 %588
+  store <8 x float> %w91, ptr %arena75, align 4
+  %w92 = load <8 x float>, ptr %conv2.w92, align 32
+  %589 = mul nsw i64 %conv2.j5911, 144
+  %590 = mul nsw i64 %conv2.ty6012, 12
+  %591 = add nsw i64 %589, %590
+  %592 = add nsw i64 %591, %conv2.tx6113
+  %593 = mul nsw i64 %592, 32
+  %594 = add nsw i64 2678400, %593
+  %595 = mul nsw i64 %conv2.cv6214, 8
+  %596 = add nsw i64 %594, %595
+  %arena76 = getelementptr inbounds float, ptr %arena, i64 %596
+  store <8 x float> %w92, ptr %arena76, align 4
+  %w93 = load <8 x float>, ptr %conv2.w93, align 32
+  %597 = mul nsw i64 %conv2.j5911, 144
+  %598 = mul nsw i64 %conv2.ty6012, 12
+  %599 = add nsw i64 %597, %598
+  %600 = add nsw i64 %599, %conv2.tx6113
+  %601 = mul nsw i64 %600, 32
+  %602 = add nsw i64 2683008, %601
+  %603 = mul nsw i64 %conv2.cv6214, 8
+  %604 = add nsw i64 %602, %603
+  %arena77 = getelementptr inbounds float, ptr %arena, i64 %604
+  store <8 x float> %w93, ptr %arena77, align 4
+  %w94 = load <8 x float>, ptr %conv2.w94, align 32
+  %605 = mul nsw i64 %conv2.j5911, 144
+  %606 = mul nsw i64 %conv2.ty6012, 12
+  %607 = add nsw i64 %605, %606
+  %608 = add nsw i64 %607, %conv2.tx6113
+  %609 = mul nsw i64 %608, 32
+  %610 = add nsw i64 2687616, %609
+  %611 = mul nsw i64 %conv2.cv6214, 8
+  %612 = add nsw i64 %610, %611
+  %arena78 = getelementptr inbounds float, ptr %arena, i64 %612
+  store <8 x float> %w94, ptr %arena78, align 4
+  %cv62.next = add nsw i64 %conv2.cv6214, 1
+  %613 = icmp slt i64 %cv62.next, 4
+  br i1 %613, label %conv2.cv62, label %conv2.cv62.end
+
+conv2.cv62.end:                                   ; preds = %conv2.cv62
+  %tx61.next = add nsw i64 %conv2.tx6113, 1
+  %614 = icmp slt i64 %tx61.next, 12
+  br i1 %614, label %conv2.tx61, label %conv2.tx61.end
+
+conv2.part95.pool:                                ; preds = %conv2.j59.end
+  %run79 = load ptr, ptr %pool, align 8
+  call void %run79(ptr %pool, ptr @mnistnet_infer_b64.k1.conv2.part95.task, ptr %part95.context, i64 2)
+  br label %conv2.part95.done
+
+conv2.part95.serial:                              ; preds = %conv2.j59.end
+  br label %conv2.part95
+
+conv2.part95.done:                                ; preds = %conv2.part95.end, %conv2.part95.pool
+  %g54.next = add nsw i64 %conv2.g544, 1
+  %615 = icmp slt i64 %g54.next, 64
+  br i1 %615, label %conv2.g54, label %conv2.g54.end
+
+conv2.part95:                                     ; preds = %conv2.part95, %conv2.part95.serial
+  %conv2.part9580 = phi i64 [ 0, %conv2.part95.serial ], [ %part95.next, %conv2.part95 ]
+  call void @mnistnet_infer_b64.k1.conv2.part95(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv2.g544, i64 %conv2.part9580)
+  %part95.next = add nsw i64 %conv2.part9580, 1
+  %616 = icmp slt i64 %part95.next, 2
+  br i1 %616, label %conv2.part95, label %conv2.part95.end
+
+conv2.part95.end:                                 ; preds = %conv2.part95
+  br label %conv2.part95.done
+}
+
+; Function Attrs: noinline
+define internal void @mnistnet_infer_b64.k1.conv2.part22(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #1 {
+entry:
+  %conv2.w52 = alloca float, align 4
   %conv2.w51 = alloca float, align 4
   %conv2.w50 = alloca float, align 4
   %conv2.w49 = alloca float, align 4
@@ -10216,2337 +12077,2123 @@ entry:
   %conv2.w27 = alloca float, align 4
   %conv2.w26 = alloca float, align 4
   %conv2.w25 = alloca float, align 4
-  %conv2.w24 = alloca float, align 4
-  br label %conv2.ci22
+  br label %conv2.ci23
 
-conv2.ci22:                                       ; preds = %conv2.co23.end, %entry
-  %conv2.ci221 = phi i64 [ 0, %entry ], [ %ci22.next, %conv2.co23.end ]
-  br label %conv2.co23
+conv2.ci23:                                       ; preds = %conv2.co24.end, %entry
+  %conv2.ci231 = phi i64 [ 0, %entry ], [ %ci23.next, %conv2.co24.end ]
+  br label %conv2.co24
 
-conv2.ci22.end:                                   ; preds = %conv2.co23.end
-  br label %conv2.i52
+conv2.ci23.end:                                   ; preds = %conv2.co24.end
+  ret void
 
-conv2.co23:                                       ; preds = %conv2.co23, %conv2.ci22
-  %conv2.co232 = phi i64 [ 0, %conv2.ci22 ], [ %co23.next, %conv2.co23 ]
-  %0 = mul nsw i64 %conv2.co232, 32
-  %1 = add nsw i64 %0, %conv2.ci221
-  %2 = mul nsw i64 %1, 9
-  %3 = add nsw i64 320, %2
-  %params3 = getelementptr inbounds float, ptr %params, i64 %3
-  %4 = load float, ptr %params3, align 4
-  store float %4, ptr %conv2.w24, align 4
-  %5 = mul nsw i64 %conv2.co232, 32
-  %6 = add nsw i64 %5, %conv2.ci221
-  %7 = mul nsw i64 %6, 9
-  %8 = add nsw i64 320, %7
-  %params4 = getelementptr inbounds float, ptr %params, i64 %8
-  %9 = load float, ptr %params4, align 4
-  %10 = mul nsw i64 %conv2.co232, 32
-  %11 = add nsw i64 %10, %conv2.ci221
+conv2.co24:                                       ; preds = %conv2.co24, %conv2.ci23
+  %conv2.co242 = phi i64 [ 0, %conv2.ci23 ], [ %co24.next, %conv2.co24 ]
+  %1 = mul nsw i64 %0, 32
+  %2 = add nsw i64 %1, %conv2.co242
+  %3 = mul nsw i64 %2, 32
+  %4 = add nsw i64 %3, %conv2.ci231
+  %5 = mul nsw i64 %4, 9
+  %6 = add nsw i64 320, %5
+  %params3 = getelementptr inbounds float, ptr %params, i64 %6
+  %7 = load float, ptr %params3, align 4
+  store float %7, ptr %conv2.w25, align 4
+  %8 = mul nsw i64 %0, 32
+  %9 = add nsw i64 %8, %conv2.co242
+  %10 = mul nsw i64 %9, 32
+  %11 = add nsw i64 %10, %conv2.ci231
   %12 = mul nsw i64 %11, 9
   %13 = add nsw i64 320, %12
-  %14 = add nsw i64 %13, 3
-  %params5 = getelementptr inbounds float, ptr %params, i64 %14
-  %15 = load float, ptr %params5, align 4
-  %16 = fadd float %9, %15
-  %17 = mul nsw i64 %conv2.co232, 32
-  %18 = add nsw i64 %17, %conv2.ci221
+  %params4 = getelementptr inbounds float, ptr %params, i64 %13
+  %14 = load float, ptr %params4, align 4
+  %15 = mul nsw i64 %0, 32
+  %16 = add nsw i64 %15, %conv2.co242
+  %17 = mul nsw i64 %16, 32
+  %18 = add nsw i64 %17, %conv2.ci231
   %19 = mul nsw i64 %18, 9
   %20 = add nsw i64 320, %19
-  %21 = add nsw i64 %20, 6
-  %params6 = getelementptr inbounds float, ptr %params, i64 %21
-  %22 = load float, ptr %params6, align 4
-  %23 = fadd float %16, %22
-  %24 = fmul float %23, 5.000000e-01
-  store float %24, ptr %conv2.w25, align 4
-  %25 = mul nsw i64 %conv2.co232, 32
-  %26 = add nsw i64 %25, %conv2.ci221
-  %27 = mul nsw i64 %26, 9
-  %28 = add nsw i64 320, %27
-  %params7 = getelementptr inbounds float, ptr %params, i64 %28
-  %29 = load float, ptr %params7, align 4
-  %30 = mul nsw i64 %conv2.co232, 32
-  %31 = add nsw i64 %30, %conv2.ci221
-  %32 = mul nsw i64 %31, 9
-  %33 = add nsw i64 320, %32
-  %34 = add nsw i64 %33, 6
-  %params8 = getelementptr inbounds float, ptr %params, i64 %34
-  %35 = load float, ptr %params8, align 4
-  %36 = fadd float %29, %35
-  %37 = mul nsw i64 %conv2.co232, 32
-  %38 = add nsw i64 %37, %conv2.ci221
-  %39 = mul nsw i64 %38, 9
-  %40 = add nsw i64 320, %39
-  %41 = add nsw i64 %40, 3
-  %params9 = getelementptr inbounds float, ptr %params, i64 %41
-  %42 = load float, ptr %params9, align 4
-  %43 = fsub float %36, %42
-  %44 = fmul float %43, 5.000000e-01
-  store float %44, ptr %conv2.w26, align 4
-  %45 = mul nsw i64 %conv2.co232, 32
-  %46 = add nsw i64 %45, %conv2.ci221
-  %47 = mul nsw i64 %46, 9
-  %48 = add nsw i64 320, %47
-  %49 = add nsw i64 %48, 6
-  %params10 = getelementptr inbounds float, ptr %params, i64 %49
-  %50 = load float, ptr %params10, align 4
-  store float %50, ptr %conv2.w27, align 4
-  %51 = mul nsw i64 %conv2.co232, 32
-  %52 = add nsw i64 %51, %conv2.ci221
-  %53 = mul nsw i64 %52, 9
-  %54 = add nsw i64 320, %53
-  %55 = add nsw i64 %54, 1
-  %params11 = getelementptr inbounds float, ptr %params, i64 %55
-  %56 = load float, ptr %params11, align 4
-  store float %56, ptr %conv2.w28, align 4
-  %57 = mul nsw i64 %conv2.co232, 32
-  %58 = add nsw i64 %57, %conv2.ci221
-  %59 = mul nsw i64 %58, 9
-  %60 = add nsw i64 320, %59
-  %61 = add nsw i64 %60, 1
-  %params12 = getelementptr inbounds float, ptr %params, i64 %61
-  %62 = load float, ptr %params12, align 4
-  %63 = mul nsw i64 %conv2.co232, 32
-  %64 = add nsw i64 %63, %conv2.ci221
-  %65 = mul nsw i64 %64, 9
-  %66 = add nsw i64 320, %65
-  %67 = add nsw i64 %66, 4
-  %params13 = getelementptr inbounds float, ptr %params, i64 %67
-  %68 = load float, ptr %params13, align 4
-  %69 = fadd float %62, %68
-  %70 = mul nsw i64 %conv2.co232, 32
-  %71 = add nsw i64 %70, %conv2.ci221
+  %21 = add nsw i64 %20, 3
+  %params5 = getelementptr inbounds float, ptr %params, i64 %21
+  %22 = load float, ptr %params5, align 4
+  %23 = fadd float %14, %22
+  %24 = mul nsw i64 %0, 32
+  %25 = add nsw i64 %24, %conv2.co242
+  %26 = mul nsw i64 %25, 32
+  %27 = add nsw i64 %26, %conv2.ci231
+  %28 = mul nsw i64 %27, 9
+  %29 = add nsw i64 320, %28
+  %30 = add nsw i64 %29, 6
+  %params6 = getelementptr inbounds float, ptr %params, i64 %30
+  %31 = load float, ptr %params6, align 4
+  %32 = fadd float %23, %31
+  %33 = fmul float %32, 5.000000e-01
+  store float %33, ptr %conv2.w26, align 4
+  %34 = mul nsw i64 %0, 32
+  %35 = add nsw i64 %34, %conv2.co242
+  %36 = mul nsw i64 %35, 32
+  %37 = add nsw i64 %36, %conv2.ci231
+  %38 = mul nsw i64 %37, 9
+  %39 = add nsw i64 320, %38
+  %params7 = getelementptr inbounds float, ptr %params, i64 %39
+  %40 = load float, ptr %params7, align 4
+  %41 = mul nsw i64 %0, 32
+  %42 = add nsw i64 %41, %conv2.co242
+  %43 = mul nsw i64 %42, 32
+  %44 = add nsw i64 %43, %conv2.ci231
+  %45 = mul nsw i64 %44, 9
+  %46 = add nsw i64 320, %45
+  %47 = add nsw i64 %46, 6
+  %params8 = getelementptr inbounds float, ptr %params, i64 %47
+  %48 = load float, ptr %params8, align 4
+  %49 = fadd float %40, %48
+  %50 = mul nsw i64 %0, 32
+  %51 = add nsw i64 %50, %conv2.co242
+  %52 = mul nsw i64 %51, 32
+  %53 = add nsw i64 %52, %conv2.ci231
+  %54 = mul nsw i64 %53, 9
+  %55 = add nsw i64 320, %54
+  %56 = add nsw i64 %55, 3
+  %params9 = getelementptr inbounds float, ptr %params, i64 %56
+  %57 = load float, ptr %params9, align 4
+  %58 = fsub float %49, %57
+  %59 = fmul float %58, 5.000000e-01
+  store float %59, ptr %conv2.w27, align 4
+  %60 = mul nsw i64 %0, 32
+  %61 = add nsw i64 %60, %conv2.co242
+  %62 = mul nsw i64 %61, 32
+  %63 = add nsw i64 %62, %conv2.ci231
+  %64 = mul nsw i64 %63, 9
+  %65 = add nsw i64 320, %64
+  %66 = add nsw i64 %65, 6
+  %params10 = getelementptr inbounds float, ptr %params, i64 %66
+  %67 = load float, ptr %params10, align 4
+  store float %67, ptr %conv2.w28, align 4
+  %68 = mul nsw i64 %0, 32
+  %69 = add nsw i64 %68, %conv2.co242
+  %70 = mul nsw i64 %69, 32
+  %71 = add nsw i64 %70, %conv2.ci231
   %72 = mul nsw i64 %71, 9
   %73 = add nsw i64 320, %72
-  %74 = add nsw i64 %73, 7
-  %params14 = getelementptr inbounds float, ptr %params, i64 %74
-  %75 = load float, ptr %params14, align 4
-  %76 = fadd float %69, %75
-  %77 = fmul float %76, 5.000000e-01
-  store float %77, ptr %conv2.w29, align 4
-  %78 = mul nsw i64 %conv2.co232, 32
-  %79 = add nsw i64 %78, %conv2.ci221
+  %74 = add nsw i64 %73, 1
+  %params11 = getelementptr inbounds float, ptr %params, i64 %74
+  %75 = load float, ptr %params11, align 4
+  store float %75, ptr %conv2.w29, align 4
+  %76 = mul nsw i64 %0, 32
+  %77 = add nsw i64 %76, %conv2.co242
+  %78 = mul nsw i64 %77, 32
+  %79 = add nsw i64 %78, %conv2.ci231
   %80 = mul nsw i64 %79, 9
   %81 = add nsw i64 320, %80
   %82 = add nsw i64 %81, 1
-  %params15 = getelementptr inbounds float, ptr %params, i64 %82
-  %83 = load float, ptr %params15, align 4
-  %84 = mul nsw i64 %conv2.co232, 32
-  %85 = add nsw i64 %84, %conv2.ci221
-  %86 = mul nsw i64 %85, 9
-  %87 = add nsw i64 320, %86
-  %88 = add nsw i64 %87, 7
-  %params16 = getelementptr inbounds float, ptr %params, i64 %88
-  %89 = load float, ptr %params16, align 4
-  %90 = fadd float %83, %89
-  %91 = mul nsw i64 %conv2.co232, 32
-  %92 = add nsw i64 %91, %conv2.ci221
-  %93 = mul nsw i64 %92, 9
-  %94 = add nsw i64 320, %93
-  %95 = add nsw i64 %94, 4
-  %params17 = getelementptr inbounds float, ptr %params, i64 %95
-  %96 = load float, ptr %params17, align 4
-  %97 = fsub float %90, %96
-  %98 = fmul float %97, 5.000000e-01
-  store float %98, ptr %conv2.w30, align 4
-  %99 = mul nsw i64 %conv2.co232, 32
-  %100 = add nsw i64 %99, %conv2.ci221
-  %101 = mul nsw i64 %100, 9
-  %102 = add nsw i64 320, %101
-  %103 = add nsw i64 %102, 7
-  %params18 = getelementptr inbounds float, ptr %params, i64 %103
-  %104 = load float, ptr %params18, align 4
-  store float %104, ptr %conv2.w31, align 4
-  %105 = mul nsw i64 %conv2.co232, 32
-  %106 = add nsw i64 %105, %conv2.ci221
+  %params12 = getelementptr inbounds float, ptr %params, i64 %82
+  %83 = load float, ptr %params12, align 4
+  %84 = mul nsw i64 %0, 32
+  %85 = add nsw i64 %84, %conv2.co242
+  %86 = mul nsw i64 %85, 32
+  %87 = add nsw i64 %86, %conv2.ci231
+  %88 = mul nsw i64 %87, 9
+  %89 = add nsw i64 320, %88
+  %90 = add nsw i64 %89, 4
+  %params13 = getelementptr inbounds float, ptr %params, i64 %90
+  %91 = load float, ptr %params13, align 4
+  %92 = fadd float %83, %91
+  %93 = mul nsw i64 %0, 32
+  %94 = add nsw i64 %93, %conv2.co242
+  %95 = mul nsw i64 %94, 32
+  %96 = add nsw i64 %95, %conv2.ci231
+  %97 = mul nsw i64 %96, 9
+  %98 = add nsw i64 320, %97
+  %99 = add nsw i64 %98, 7
+  %params14 = getelementptr inbounds float, ptr %params, i64 %99
+  %100 = load float, ptr %params14, align 4
+  %101 = fadd float %92, %100
+  %102 = fmul float %101, 5.000000e-01
+  store float %102, ptr %conv2.w30, align 4
+  %103 = mul nsw i64 %0, 32
+  %104 = add nsw i64 %103, %conv2.co242
+  %105 = mul nsw i64 %104, 32
+  %106 = add nsw i64 %105, %conv2.ci231
   %107 = mul nsw i64 %106, 9
   %108 = add nsw i64 320, %107
-  %109 = add nsw i64 %108, 2
-  %params19 = getelementptr inbounds float, ptr %params, i64 %109
-  %110 = load float, ptr %params19, align 4
-  store float %110, ptr %conv2.w32, align 4
-  %111 = mul nsw i64 %conv2.co232, 32
-  %112 = add nsw i64 %111, %conv2.ci221
-  %113 = mul nsw i64 %112, 9
-  %114 = add nsw i64 320, %113
-  %115 = add nsw i64 %114, 2
-  %params20 = getelementptr inbounds float, ptr %params, i64 %115
-  %116 = load float, ptr %params20, align 4
-  %117 = mul nsw i64 %conv2.co232, 32
-  %118 = add nsw i64 %117, %conv2.ci221
-  %119 = mul nsw i64 %118, 9
-  %120 = add nsw i64 320, %119
-  %121 = add nsw i64 %120, 5
-  %params21 = getelementptr inbounds float, ptr %params, i64 %121
-  %122 = load float, ptr %params21, align 4
-  %123 = fadd float %116, %122
-  %124 = mul nsw i64 %conv2.co232, 32
-  %125 = add nsw i64 %124, %conv2.ci221
-  %126 = mul nsw i64 %125, 9
-  %127 = add nsw i64 320, %126
-  %128 = add nsw i64 %127, 8
-  %params22 = getelementptr inbounds float, ptr %params, i64 %128
-  %129 = load float, ptr %params22, align 4
-  %130 = fadd float %123, %129
-  %131 = fmul float %130, 5.000000e-01
-  store float %131, ptr %conv2.w33, align 4
-  %132 = mul nsw i64 %conv2.co232, 32
-  %133 = add nsw i64 %132, %conv2.ci221
+  %109 = add nsw i64 %108, 1
+  %params15 = getelementptr inbounds float, ptr %params, i64 %109
+  %110 = load float, ptr %params15, align 4
+  %111 = mul nsw i64 %0, 32
+  %112 = add nsw i64 %111, %conv2.co242
+  %113 = mul nsw i64 %112, 32
+  %114 = add nsw i64 %113, %conv2.ci231
+  %115 = mul nsw i64 %114, 9
+  %116 = add nsw i64 320, %115
+  %117 = add nsw i64 %116, 7
+  %params16 = getelementptr inbounds float, ptr %params, i64 %117
+  %118 = load float, ptr %params16, align 4
+  %119 = fadd float %110, %118
+  %120 = mul nsw i64 %0, 32
+  %121 = add nsw i64 %120, %conv2.co242
+  %122 = mul nsw i64 %121, 32
+  %123 = add nsw i64 %122, %conv2.ci231
+  %124 = mul nsw i64 %123, 9
+  %125 = add nsw i64 320, %124
+  %126 = add nsw i64 %125, 4
+  %params17 = getelementptr inbounds float, ptr %params, i64 %126
+  %127 = load float, ptr %params17, align 4
+  %128 = fsub float %119, %127
+  %129 = fmul float %128, 5.000000e-01
+  store float %129, ptr %conv2.w31, align 4
+  %130 = mul nsw i64 %0, 32
+  %131 = add nsw i64 %130, %conv2.co242
+  %132 = mul nsw i64 %131, 32
+  %133 = add nsw i64 %132, %conv2.ci231
   %134 = mul nsw i64 %133, 9
   %135 = add nsw i64 320, %134
-  %136 = add nsw i64 %135, 2
-  %params23 = getelementptr inbounds float, ptr %params, i64 %136
-  %137 = load float, ptr %params23, align 4
-  %138 = mul nsw i64 %conv2.co232, 32
-  %139 = add nsw i64 %138, %conv2.ci221
-  %140 = mul nsw i64 %139, 9
-  %141 = add nsw i64 320, %140
-  %142 = add nsw i64 %141, 8
-  %params24 = getelementptr inbounds float, ptr %params, i64 %142
-  %143 = load float, ptr %params24, align 4
-  %144 = fadd float %137, %143
-  %145 = mul nsw i64 %conv2.co232, 32
-  %146 = add nsw i64 %145, %conv2.ci221
-  %147 = mul nsw i64 %146, 9
-  %148 = add nsw i64 320, %147
-  %149 = add nsw i64 %148, 5
-  %params25 = getelementptr inbounds float, ptr %params, i64 %149
-  %150 = load float, ptr %params25, align 4
-  %151 = fsub float %144, %150
-  %152 = fmul float %151, 5.000000e-01
-  store float %152, ptr %conv2.w34, align 4
-  %153 = mul nsw i64 %conv2.co232, 32
-  %154 = add nsw i64 %153, %conv2.ci221
-  %155 = mul nsw i64 %154, 9
-  %156 = add nsw i64 320, %155
-  %157 = add nsw i64 %156, 8
-  %params26 = getelementptr inbounds float, ptr %params, i64 %157
-  %158 = load float, ptr %params26, align 4
-  store float %158, ptr %conv2.w35, align 4
-  %w24 = load float, ptr %conv2.w24, align 4
-  store float %w24, ptr %conv2.w36, align 4
-  %w2427 = load float, ptr %conv2.w24, align 4
-  %w28 = load float, ptr %conv2.w28, align 4
-  %159 = fadd float %w2427, %w28
-  %w32 = load float, ptr %conv2.w32, align 4
-  %160 = fadd float %159, %w32
-  %161 = fmul float %160, 5.000000e-01
-  store float %161, ptr %conv2.w37, align 4
-  %w2428 = load float, ptr %conv2.w24, align 4
-  %w3229 = load float, ptr %conv2.w32, align 4
-  %162 = fadd float %w2428, %w3229
-  %w2830 = load float, ptr %conv2.w28, align 4
-  %163 = fsub float %162, %w2830
-  %164 = fmul float %163, 5.000000e-01
-  store float %164, ptr %conv2.w38, align 4
-  %w3231 = load float, ptr %conv2.w32, align 4
-  store float %w3231, ptr %conv2.w39, align 4
+  %136 = add nsw i64 %135, 7
+  %params18 = getelementptr inbounds float, ptr %params, i64 %136
+  %137 = load float, ptr %params18, align 4
+  store float %137, ptr %conv2.w32, align 4
+  %138 = mul nsw i64 %0, 32
+  %139 = add nsw i64 %138, %conv2.co242
+  %140 = mul nsw i64 %139, 32
+  %141 = add nsw i64 %140, %conv2.ci231
+  %142 = mul nsw i64 %141, 9
+  %143 = add nsw i64 320, %142
+  %144 = add nsw i64 %143, 2
+  %params19 = getelementptr inbounds float, ptr %params, i64 %144
+  %145 = load float, ptr %params19, align 4
+  store float %145, ptr %conv2.w33, align 4
+  %146 = mul nsw i64 %0, 32
+  %147 = add nsw i64 %146, %conv2.co242
+  %148 = mul nsw i64 %147, 32
+  %149 = add nsw i64 %148, %conv2.ci231
+  %150 = mul nsw i64 %149, 9
+  %151 = add nsw i64 320, %150
+  %152 = add nsw i64 %151, 2
+  %params20 = getelementptr inbounds float, ptr %params, i64 %152
+  %153 = load float, ptr %params20, align 4
+  %154 = mul nsw i64 %0, 32
+  %155 = add nsw i64 %154, %conv2.co242
+  %156 = mul nsw i64 %155, 32
+  %157 = add nsw i64 %156, %conv2.ci231
+  %158 = mul nsw i64 %157, 9
+  %159 = add nsw i64 320, %158
+  %160 = add nsw i64 %159, 5
+  %params21 = getelementptr inbounds float, ptr %params, i64 %160
+  %161 = load float, ptr %params21, align 4
+  %162 = fadd float %153, %161
+  %163 = mul nsw i64 %0, 32
+  %164 = add nsw i64 %163, %conv2.co242
+  %165 = mul nsw i64 %164, 32
+  %166 = add nsw i64 %165, %conv2.ci231
+  %167 = mul nsw i64 %166, 9
+  %168 = add nsw i64 320, %167
+  %169 = add nsw i64 %168, 8
+  %params22 = getelementptr inbounds float, ptr %params, i64 %169
+  %170 = load float, ptr %params22, align 4
+  %171 = fadd float %162, %170
+  %172 = fmul float %171, 5.000000e-01
+  store float %172, ptr %conv2.w34, align 4
+  %173 = mul nsw i64 %0, 32
+  %174 = add nsw i64 %173, %conv2.co242
+  %175 = mul nsw i64 %174, 32
+  %176 = add nsw i64 %175, %conv2.ci231
+  %177 = mul nsw i64 %176, 9
+  %178 = add nsw i64 320, %177
+  %179 = add nsw i64 %178, 2
+  %params23 = getelementptr inbounds float, ptr %params, i64 %179
+  %180 = load float, ptr %params23, align 4
+  %181 = mul nsw i64 %0, 32
+  %182 = add nsw i64 %181, %conv2.co242
+  %183 = mul nsw i64 %182, 32
+  %184 = add nsw i64 %183, %conv2.ci231
+  %185 = mul nsw i64 %184, 9
+  %186 = add nsw i64 320, %185
+  %187 = add nsw i64 %186, 8
+  %params24 = getelementptr inbounds float, ptr %params, i64 %187
+  %188 = load float, ptr %params24, align 4
+  %189 = fadd float %180, %188
+  %190 = mul nsw i64 %0, 32
+  %191 = add nsw i64 %190, %conv2.co242
+  %192 = mul nsw i64 %191, 32
+  %193 = add nsw i64 %192, %conv2.ci231
+  %194 = mul nsw i64 %193, 9
+  %195 = add nsw i64 320, %194
+  %196 = add nsw i64 %195, 5
+  %params25 = getelementptr inbounds float, ptr %params, i64 %196
+  %197 = load float, ptr %params25, align 4
+  %198 = fsub float %189, %197
+  %199 = fmul float %198, 5.000000e-01
+  store float %199, ptr %conv2.w35, align 4
+  %200 = mul nsw i64 %0, 32
+  %201 = add nsw i64 %200, %conv2.co242
+  %202 = mul nsw i64 %201, 32
+  %203 = add nsw i64 %202, %conv2.ci231
+  %204 = mul nsw i64 %203, 9
+  %205 = add nsw i64 320, %204
+  %206 = add nsw i64 %205, 8
+  %params26 = getelementptr inbounds float, ptr %params, i64 %206
+  %207 = load float, ptr %params26, align 4
+  store float %207, ptr %conv2.w36, align 4
   %w25 = load float, ptr %conv2.w25, align 4
-  store float %w25, ptr %conv2.w40, align 4
-  %w2532 = load float, ptr %conv2.w25, align 4
+  store float %w25, ptr %conv2.w37, align 4
+  %w2527 = load float, ptr %conv2.w25, align 4
   %w29 = load float, ptr %conv2.w29, align 4
-  %165 = fadd float %w2532, %w29
+  %208 = fadd float %w2527, %w29
   %w33 = load float, ptr %conv2.w33, align 4
-  %166 = fadd float %165, %w33
-  %167 = fmul float %166, 5.000000e-01
-  store float %167, ptr %conv2.w41, align 4
-  %w2533 = load float, ptr %conv2.w25, align 4
-  %w3334 = load float, ptr %conv2.w33, align 4
-  %168 = fadd float %w2533, %w3334
-  %w2935 = load float, ptr %conv2.w29, align 4
-  %169 = fsub float %168, %w2935
-  %170 = fmul float %169, 5.000000e-01
-  store float %170, ptr %conv2.w42, align 4
-  %w3336 = load float, ptr %conv2.w33, align 4
-  store float %w3336, ptr %conv2.w43, align 4
+  %209 = fadd float %208, %w33
+  %210 = fmul float %209, 5.000000e-01
+  store float %210, ptr %conv2.w38, align 4
+  %w2528 = load float, ptr %conv2.w25, align 4
+  %w3329 = load float, ptr %conv2.w33, align 4
+  %211 = fadd float %w2528, %w3329
+  %w2930 = load float, ptr %conv2.w29, align 4
+  %212 = fsub float %211, %w2930
+  %213 = fmul float %212, 5.000000e-01
+  store float %213, ptr %conv2.w39, align 4
+  %w3331 = load float, ptr %conv2.w33, align 4
+  store float %w3331, ptr %conv2.w40, align 4
   %w26 = load float, ptr %conv2.w26, align 4
-  store float %w26, ptr %conv2.w44, align 4
-  %w2637 = load float, ptr %conv2.w26, align 4
+  store float %w26, ptr %conv2.w41, align 4
+  %w2632 = load float, ptr %conv2.w26, align 4
   %w30 = load float, ptr %conv2.w30, align 4
-  %171 = fadd float %w2637, %w30
+  %214 = fadd float %w2632, %w30
   %w34 = load float, ptr %conv2.w34, align 4
-  %172 = fadd float %171, %w34
-  %173 = fmul float %172, 5.000000e-01
-  store float %173, ptr %conv2.w45, align 4
-  %w2638 = load float, ptr %conv2.w26, align 4
-  %w3439 = load float, ptr %conv2.w34, align 4
-  %174 = fadd float %w2638, %w3439
-  %w3040 = load float, ptr %conv2.w30, align 4
-  %175 = fsub float %174, %w3040
-  %176 = fmul float %175, 5.000000e-01
-  store float %176, ptr %conv2.w46, align 4
-  %w3441 = load float, ptr %conv2.w34, align 4
-  store float %w3441, ptr %conv2.w47, align 4
+  %215 = fadd float %214, %w34
+  %216 = fmul float %215, 5.000000e-01
+  store float %216, ptr %conv2.w42, align 4
+  %w2633 = load float, ptr %conv2.w26, align 4
+  %w3434 = load float, ptr %conv2.w34, align 4
+  %217 = fadd float %w2633, %w3434
+  %w3035 = load float, ptr %conv2.w30, align 4
+  %218 = fsub float %217, %w3035
+  %219 = fmul float %218, 5.000000e-01
+  store float %219, ptr %conv2.w43, align 4
+  %w3436 = load float, ptr %conv2.w34, align 4
+  store float %w3436, ptr %conv2.w44, align 4
   %w27 = load float, ptr %conv2.w27, align 4
-  store float %w27, ptr %conv2.w48, align 4
-  %w2742 = load float, ptr %conv2.w27, align 4
+  store float %w27, ptr %conv2.w45, align 4
+  %w2737 = load float, ptr %conv2.w27, align 4
   %w31 = load float, ptr %conv2.w31, align 4
-  %177 = fadd float %w2742, %w31
+  %220 = fadd float %w2737, %w31
   %w35 = load float, ptr %conv2.w35, align 4
-  %178 = fadd float %177, %w35
-  %179 = fmul float %178, 5.000000e-01
-  store float %179, ptr %conv2.w49, align 4
-  %w2743 = load float, ptr %conv2.w27, align 4
-  %w3544 = load float, ptr %conv2.w35, align 4
-  %180 = fadd float %w2743, %w3544
-  %w3145 = load float, ptr %conv2.w31, align 4
-  %181 = fsub float %180, %w3145
-  %182 = fmul float %181, 5.000000e-01
-  store float %182, ptr %conv2.w50, align 4
-  %w3546 = load float, ptr %conv2.w35, align 4
-  store float %w3546, ptr %conv2.w51, align 4
+  %221 = fadd float %220, %w35
+  %222 = fmul float %221, 5.000000e-01
+  store float %222, ptr %conv2.w46, align 4
+  %w2738 = load float, ptr %conv2.w27, align 4
+  %w3539 = load float, ptr %conv2.w35, align 4
+  %223 = fadd float %w2738, %w3539
+  %w3140 = load float, ptr %conv2.w31, align 4
+  %224 = fsub float %223, %w3140
+  %225 = fmul float %224, 5.000000e-01
+  store float %225, ptr %conv2.w47, align 4
+  %w3541 = load float, ptr %conv2.w35, align 4
+  store float %w3541, ptr %conv2.w48, align 4
+  %w28 = load float, ptr %conv2.w28, align 4
+  store float %w28, ptr %conv2.w49, align 4
+  %w2842 = load float, ptr %conv2.w28, align 4
+  %w32 = load float, ptr %conv2.w32, align 4
+  %226 = fadd float %w2842, %w32
   %w36 = load float, ptr %conv2.w36, align 4
-  %183 = mul nsw i64 %conv2.ci221, 64
-  %184 = add nsw i64 2564096, %183
-  %185 = add nsw i64 %184, %conv2.co232
-  %arena47 = getelementptr inbounds float, ptr %arena, i64 %185
-  store float %w36, ptr %arena47, align 4
+  %227 = fadd float %226, %w36
+  %228 = fmul float %227, 5.000000e-01
+  store float %228, ptr %conv2.w50, align 4
+  %w2843 = load float, ptr %conv2.w28, align 4
+  %w3644 = load float, ptr %conv2.w36, align 4
+  %229 = fadd float %w2843, %w3644
+  %w3245 = load float, ptr %conv2.w32, align 4
+  %230 = fsub float %229, %w3245
+  %231 = fmul float %230, 5.000000e-01
+  store float %231, ptr %conv2.w51, align 4
+  %w3646 = load float, ptr %conv2.w36, align 4
+  store float %w3646, ptr %conv2.w52, align 4
   %w37 = load float, ptr %conv2.w37, align 4
-  %186 = mul nsw i64 %conv2.ci221, 64
-  %187 = add nsw i64 2566144, %186
-  %188 = add nsw i64 %187, %conv2.co232
-  %arena48 = getelementptr inbounds float, ptr %arena, i64 %188
-  store float %w37, ptr %arena48, align 4
+  %232 = mul nsw i64 %conv2.ci231, 64
+  %233 = add nsw i64 2564096, %232
+  %234 = mul nsw i64 %0, 32
+  %235 = add nsw i64 %234, %conv2.co242
+  %236 = add nsw i64 %233, %235
+  %arena47 = getelementptr inbounds float, ptr %arena, i64 %236
+  store float %w37, ptr %arena47, align 4
   %w38 = load float, ptr %conv2.w38, align 4
-  %189 = mul nsw i64 %conv2.ci221, 64
-  %190 = add nsw i64 2568192, %189
-  %191 = add nsw i64 %190, %conv2.co232
-  %arena49 = getelementptr inbounds float, ptr %arena, i64 %191
-  store float %w38, ptr %arena49, align 4
+  %237 = mul nsw i64 %conv2.ci231, 64
+  %238 = add nsw i64 2566144, %237
+  %239 = mul nsw i64 %0, 32
+  %240 = add nsw i64 %239, %conv2.co242
+  %241 = add nsw i64 %238, %240
+  %arena48 = getelementptr inbounds float, ptr %arena, i64 %241
+  store float %w38, ptr %arena48, align 4
   %w39 = load float, ptr %conv2.w39, align 4
-  %192 = mul nsw i64 %conv2.ci221, 64
-  %193 = add nsw i64 2570240, %192
-  %194 = add nsw i64 %193, %conv2.co232
-  %arena50 = getelementptr inbounds float, ptr %arena, i64 %194
-  store float %w39, ptr %arena50, align 4
+  %242 = mul nsw i64 %conv2.ci231, 64
+  %243 = add nsw i64 2568192, %242
+  %244 = mul nsw i64 %0, 32
+  %245 = add nsw i64 %244, %conv2.co242
+  %246 = add nsw i64 %243, %245
+  %arena49 = getelementptr inbounds float, ptr %arena, i64 %246
+  store float %w39, ptr %arena49, align 4
   %w40 = load float, ptr %conv2.w40, align 4
-  %195 = mul nsw i64 %conv2.ci221, 64
-  %196 = add nsw i64 2572288, %195
-  %197 = add nsw i64 %196, %conv2.co232
-  %arena51 = getelementptr inbounds float, ptr %arena, i64 %197
-  store float %w40, ptr %arena51, align 4
+  %247 = mul nsw i64 %conv2.ci231, 64
+  %248 = add nsw i64 2570240, %247
+  %249 = mul nsw i64 %0, 32
+  %250 = add nsw i64 %249, %conv2.co242
+  %251 = add nsw i64 %248, %250
+  %arena50 = getelementptr inbounds float, ptr %arena, i64 %251
+  store float %w40, ptr %arena50, align 4
   %w41 = load float, ptr %conv2.w41, align 4
-  %198 = mul nsw i64 %conv2.ci221, 64
-  %199 = add nsw i64 2574336, %198
-  %200 = add nsw i64 %199, %conv2.co232
-  %arena52 = getelementptr inbounds float, ptr %arena, i64 %200
-  store float %w41, ptr %arena52, align 4
+  %252 = mul nsw i64 %conv2.ci231, 64
+  %253 = add nsw i64 2572288, %252
+  %254 = mul nsw i64 %0, 32
+  %255 = add nsw i64 %254, %conv2.co242
+  %256 = add nsw i64 %253, %255
+  %arena51 = getelementptr inbounds float, ptr %arena, i64 %256
+  store float %w41, ptr %arena51, align 4
   %w42 = load float, ptr %conv2.w42, align 4
-  %201 = mul nsw i64 %conv2.ci221, 64
-  %202 = add nsw i64 2576384, %201
-  %203 = add nsw i64 %202, %conv2.co232
-  %arena53 = getelementptr inbounds float, ptr %arena, i64 %203
-  store float %w42, ptr %arena53, align 4
+  %257 = mul nsw i64 %conv2.ci231, 64
+  %258 = add nsw i64 2574336, %257
+  %259 = mul nsw i64 %0, 32
+  %260 = add nsw i64 %259, %conv2.co242
+  %261 = add nsw i64 %258, %260
+  %arena52 = getelementptr inbounds float, ptr %arena, i64 %261
+  store float %w42, ptr %arena52, align 4
   %w43 = load float, ptr %conv2.w43, align 4
-  %204 = mul nsw i64 %conv2.ci221, 64
-  %205 = add nsw i64 2578432, %204
-  %206 = add nsw i64 %205, %conv2.co232
-  %arena54 = getelementptr inbounds float, ptr %arena, i64 %206
-  store float %w43, ptr %arena54, align 4
+  %262 = mul nsw i64 %conv2.ci231, 64
+  %263 = add nsw i64 2576384, %262
+  %264 = mul nsw i64 %0, 32
+  %265 = add nsw i64 %264, %conv2.co242
+  %266 = add nsw i64 %263, %265
+  %arena53 = getelementptr inbounds float, ptr %arena, i64 %266
+  store float %w43, ptr %arena53, align 4
   %w44 = load float, ptr %conv2.w44, align 4
-  %207 = mul nsw i64 %conv2.ci221, 64
-  %208 = add nsw i64 2580480, %207
-  %209 = add nsw i64 %208, %conv2.co232
-  %arena55 = getelementptr inbounds float, ptr %arena, i64 %209
-  store float %w44, ptr %arena55, align 4
+  %267 = mul nsw i64 %conv2.ci231, 64
+  %268 = add nsw i64 2578432, %267
+  %269 = mul nsw i64 %0, 32
+  %270 = add nsw i64 %269, %conv2.co242
+  %271 = add nsw i64 %268, %270
+  %arena54 = getelementptr inbounds float, ptr %arena, i64 %271
+  store float %w44, ptr %arena54, align 4
   %w45 = load float, ptr %conv2.w45, align 4
-  %210 = mul nsw i64 %conv2.ci221, 64
-  %211 = add nsw i64 2582528, %210
-  %212 = add nsw i64 %211, %conv2.co232
-  %arena56 = getelementptr inbounds float, ptr %arena, i64 %212
-  store float %w45, ptr %arena56, align 4
+  %272 = mul nsw i64 %conv2.ci231, 64
+  %273 = add nsw i64 2580480, %272
+  %274 = mul nsw i64 %0, 32
+  %275 = add nsw i64 %274, %conv2.co242
+  %276 = add nsw i64 %273, %275
+  %arena55 = getelementptr inbounds float, ptr %arena, i64 %276
+  store float %w45, ptr %arena55, align 4
   %w46 = load float, ptr %conv2.w46, align 4
-  %213 = mul nsw i64 %conv2.ci221, 64
-  %214 = add nsw i64 2584576, %213
-  %215 = add nsw i64 %214, %conv2.co232
-  %arena57 = getelementptr inbounds float, ptr %arena, i64 %215
-  store float %w46, ptr %arena57, align 4
+  %277 = mul nsw i64 %conv2.ci231, 64
+  %278 = add nsw i64 2582528, %277
+  %279 = mul nsw i64 %0, 32
+  %280 = add nsw i64 %279, %conv2.co242
+  %281 = add nsw i64 %278, %280
+  %arena56 = getelementptr inbounds float, ptr %arena, i64 %281
+  store float %w46, ptr %arena56, align 4
   %w47 = load float, ptr %conv2.w47, align 4
-  %216 = mul nsw i64 %conv2.ci221, 64
-  %217 = add nsw i64 2586624, %216
-  %218 = add nsw i64 %217, %conv2.co232
-  %arena58 = getelementptr inbounds float, ptr %arena, i64 %218
-  store float %w47, ptr %arena58, align 4
+  %282 = mul nsw i64 %conv2.ci231, 64
+  %283 = add nsw i64 2584576, %282
+  %284 = mul nsw i64 %0, 32
+  %285 = add nsw i64 %284, %conv2.co242
+  %286 = add nsw i64 %283, %285
+  %arena57 = getelementptr inbounds float, ptr %arena, i64 %286
+  store float %w47, ptr %arena57, align 4
   %w48 = load float, ptr %conv2.w48, align 4
-  %219 = mul nsw i64 %conv2.ci221, 64
-  %220 = add nsw i64 2588672, %219
-  %221 = add nsw i64 %220, %conv2.co232
-  %arena59 = getelementptr inbounds float, ptr %arena, i64 %221
-  store float %w48, ptr %arena59, align 4
+  %287 = mul nsw i64 %conv2.ci231, 64
+  %288 = add nsw i64 2586624, %287
+  %289 = mul nsw i64 %0, 32
+  %290 = add nsw i64 %289, %conv2.co242
+  %291 = add nsw i64 %288, %290
+  %arena58 = getelementptr inbounds float, ptr %arena, i64 %291
+  store float %w48, ptr %arena58, align 4
   %w49 = load float, ptr %conv2.w49, align 4
-  %222 = mul nsw i64 %conv2.ci221, 64
-  %223 = add nsw i64 2590720, %222
-  %224 = add nsw i64 %223, %conv2.co232
-  %arena60 = getelementptr inbounds float, ptr %arena, i64 %224
-  store float %w49, ptr %arena60, align 4
+  %292 = mul nsw i64 %conv2.ci231, 64
+  %293 = add nsw i64 2588672, %292
+  %294 = mul nsw i64 %0, 32
+  %295 = add nsw i64 %294, %conv2.co242
+  %296 = add nsw i64 %293, %295
+  %arena59 = getelementptr inbounds float, ptr %arena, i64 %296
+  store float %w49, ptr %arena59, align 4
   %w50 = load float, ptr %conv2.w50, align 4
-  %225 = mul nsw i64 %conv2.ci221, 64
-  %226 = add nsw i64 2592768, %225
-  %227 = add nsw i64 %226, %conv2.co232
-  %arena61 = getelementptr inbounds float, ptr %arena, i64 %227
-  store float %w50, ptr %arena61, align 4
+  %297 = mul nsw i64 %conv2.ci231, 64
+  %298 = add nsw i64 2590720, %297
+  %299 = mul nsw i64 %0, 32
+  %300 = add nsw i64 %299, %conv2.co242
+  %301 = add nsw i64 %298, %300
+  %arena60 = getelementptr inbounds float, ptr %arena, i64 %301
+  store float %w50, ptr %arena60, align 4
   %w51 = load float, ptr %conv2.w51, align 4
-  %228 = mul nsw i64 %conv2.ci221, 64
-  %229 = add nsw i64 2594816, %228
-  %230 = add nsw i64 %229, %conv2.co232
-  %arena62 = getelementptr inbounds float, ptr %arena, i64 %230
-  store float %w51, ptr %arena62, align 4
-  %co23.next = add nsw i64 %conv2.co232, 1
-  %231 = icmp slt i64 %co23.next, 64
-  br i1 %231, label %conv2.co23, label %conv2.co23.end
+  %302 = mul nsw i64 %conv2.ci231, 64
+  %303 = add nsw i64 2592768, %302
+  %304 = mul nsw i64 %0, 32
+  %305 = add nsw i64 %304, %conv2.co242
+  %306 = add nsw i64 %303, %305
+  %arena61 = getelementptr inbounds float, ptr %arena, i64 %306
+  store float %w51, ptr %arena61, align 4
+  %w52 = load float, ptr %conv2.w52, align 4
+  %307 = mul nsw i64 %conv2.ci231, 64
+  %308 = add nsw i64 2594816, %307
+  %309 = mul nsw i64 %0, 32
+  %310 = add nsw i64 %309, %conv2.co242
+  %311 = add nsw i64 %308, %310
+  %arena62 = getelementptr inbounds float, ptr %arena, i64 %311
+  store float %w52, ptr %arena62, align 4
+  %co24.next = add nsw i64 %conv2.co242, 1
+  %312 = icmp slt i64 %co24.next, 32
+  br i1 %312, label %conv2.co24, label %conv2.co24.end
 
-conv2.co23.end:                                   ; preds = %conv2.co23
-  %ci22.next = add nsw i64 %conv2.ci221, 1
-  %232 = icmp slt i64 %ci22.next, 32
-  br i1 %232, label %conv2.ci22, label %conv2.ci22.end
+conv2.co24.end:                                   ; preds = %conv2.co24
+  %ci23.next = add nsw i64 %conv2.ci231, 1
+  %313 = icmp slt i64 %ci23.next, 32
+  br i1 %313, label %conv2.ci23, label %conv2.ci23.end
+}
 
-conv2.i52:                                        ; preds = %conv2.i52, %conv2.ci22.end
-  %conv2.i5263 = phi i64 [ 0, %conv2.ci22.end ], [ %i52.next, %conv2.i52 ]
-  %233 = add nsw i64 2596864, %conv2.i5263
-  %arena64 = getelementptr inbounds float, ptr %arena, i64 %233
-  store float 0.000000e+00, ptr %arena64, align 4
-  %i52.next = add nsw i64 %conv2.i5263, 1
-  %234 = icmp slt i64 %i52.next, 21632
-  br i1 %234, label %conv2.i52, label %conv2.i52.end
-
-conv2.i52.end:                                    ; preds = %conv2.i52
-  br label %conv2.g53
-
-conv2.g53:                                        ; preds = %conv2.j126.end, %conv2.i52.end
-  %conv2.g5365 = phi i64 [ 0, %conv2.i52.end ], [ %g53.next, %conv2.j126.end ]
-  br label %conv2.j54
-
-conv2.g53.end:                                    ; preds = %conv2.j126.end
+define internal void @mnistnet_infer_b64.k1.conv2.part22.task(ptr %0, i64 %1) {
+entry:
+  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 0
+  %3 = load ptr, ptr %2, align 8
+  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 1
+  %5 = load ptr, ptr %4, align 8
+  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 2
+  %7 = load ptr, ptr %6, align 8
+  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 3
+  %9 = load ptr, ptr %8, align 8
+  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 4
+  %11 = load ptr, ptr %10, align 8
+  %12 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 5
+  %13 = load ptr, ptr %12, align 8
+  %14 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 6
+  %15 = load ptr, ptr %14, align 8
+  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 7
+  %17 = load float, ptr %16, align 4
+  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 8
+  %19 = load i64, ptr %18, align 4
+  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 9
+  %21 = load i64, ptr %20, align 4
+  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 10
+  %23 = load ptr, ptr %22, align 8
+  call void @mnistnet_infer_b64.k1.conv2.part22(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %1)
   ret void
+}
 
-conv2.j54:                                        ; preds = %conv2.c55.end, %conv2.g53
-  %conv2.j5466 = phi i64 [ 0, %conv2.g53 ], [ %j54.next, %conv2.c55.end ]
-  br label %conv2.c55
+; Function Attrs: noinline
+define internal void @mnistnet_infer_b64.k1.conv2.part95(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0, i64 %1) #1 {
+entry:
+  %conv2.at129 = alloca <8 x float>, align 32
+  %conv2.best128 = alloca <8 x float>, align 32
+  %conv2.v127 = alloca <8 x float>, align 32
+  %conv2.at126 = alloca <8 x float>, align 32
+  %conv2.best125 = alloca <8 x float>, align 32
+  %conv2.v124 = alloca <8 x float>, align 32
+  %conv2.at123 = alloca <8 x float>, align 32
+  %conv2.best122 = alloca <8 x float>, align 32
+  %conv2.v121 = alloca <8 x float>, align 32
+  %conv2.at120 = alloca <8 x float>, align 32
+  %conv2.best119 = alloca <8 x float>, align 32
+  %conv2.v118 = alloca <8 x float>, align 32
+  %conv2.w117 = alloca <8 x float>, align 32
+  %conv2.w116 = alloca <8 x float>, align 32
+  %conv2.w115 = alloca <8 x float>, align 32
+  %conv2.w114 = alloca <8 x float>, align 32
+  %conv2.w113 = alloca <8 x float>, align 32
+  %conv2.w112 = alloca <8 x float>, align 32
+  %conv2.w111 = alloca <8 x float>, align 32
+  %conv2.w110 = alloca <8 x float>, align 32
+  %conv2.w109 = alloca <8 x float>, align 32
+  %conv2.w108 = alloca <8 x float>, align 32
+  %conv2.w107 = alloca <8 x float>, align 32
+  %conv2.w106 = alloca <8 x float>, align 32
+  br label %conv2.xi96
 
-conv2.j54.end:                                    ; preds = %conv2.c55.end
-  br label %conv2.j58
+conv2.xi96:                                       ; preds = %conv2.xi96, %entry
+  %conv2.xi961 = phi i64 [ 0, %entry ], [ %xi96.next, %conv2.xi96 ]
+  call void @mnistnet_infer_b64.k1.conv2.part95.gemm101(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv2.xi961, i64 %1)
+  %xi96.next = add nsw i64 %conv2.xi961, 1
+  %2 = icmp slt i64 %xi96.next, 16
+  br i1 %2, label %conv2.xi96, label %conv2.xi96.end
 
-conv2.c55:                                        ; preds = %conv2.iy56.end, %conv2.j54
-  %conv2.c5567 = phi i64 [ 0, %conv2.j54 ], [ %c55.next, %conv2.iy56.end ]
-  br label %conv2.iy56
+conv2.xi96.end:                                   ; preds = %conv2.xi96
+  br label %conv2.j102
 
-conv2.c55.end:                                    ; preds = %conv2.iy56.end
-  %j54.next = add nsw i64 %conv2.j5466, 1
-  %235 = icmp slt i64 %j54.next, 1
-  br i1 %235, label %conv2.j54, label %conv2.j54.end
+conv2.j102:                                       ; preds = %conv2.ty103.end, %conv2.xi96.end
+  %conv2.j1022 = phi i64 [ 0, %conv2.xi96.end ], [ %j102.next, %conv2.ty103.end ]
+  br label %conv2.ty103
 
-conv2.iy56:                                       ; preds = %conv2.ix57.end, %conv2.c55
-  %conv2.iy5668 = phi i64 [ 0, %conv2.c55 ], [ %iy56.next, %conv2.ix57.end ]
-  br label %conv2.ix57
+conv2.j102.end:                                   ; preds = %conv2.ty103.end
+  br label %conv2.j130
 
-conv2.iy56.end:                                   ; preds = %conv2.ix57.end
-  %c55.next = add nsw i64 %conv2.c5567, 1
-  %236 = icmp slt i64 %c55.next, 32
-  br i1 %236, label %conv2.c55, label %conv2.c55.end
+conv2.ty103:                                      ; preds = %conv2.tx104.end, %conv2.j102
+  %conv2.ty1033 = phi i64 [ 0, %conv2.j102 ], [ %ty103.next, %conv2.tx104.end ]
+  br label %conv2.tx104
 
-conv2.ix57:                                       ; preds = %conv2.ix57, %conv2.iy56
-  %conv2.ix5769 = phi i64 [ 0, %conv2.iy56 ], [ %ix57.next, %conv2.ix57 ]
-  %237 = add nsw i64 %conv2.g5365, %conv2.j5466
-  %238 = mul nsw i64 %237, 21632
-  %239 = mul nsw i64 %conv2.c5567, 676
+conv2.ty103.end:                                  ; preds = %conv2.tx104.end
+  %j102.next = add nsw i64 %conv2.j1022, 1
+  %3 = icmp slt i64 %j102.next, 1
+  br i1 %3, label %conv2.j102, label %conv2.j102.end
+
+conv2.tx104:                                      ; preds = %conv2.cv105.end, %conv2.ty103
+  %conv2.tx1044 = phi i64 [ 0, %conv2.ty103 ], [ %tx104.next, %conv2.cv105.end ]
+  br label %conv2.cv105
+
+conv2.tx104.end:                                  ; preds = %conv2.cv105.end
+  %ty103.next = add nsw i64 %conv2.ty1033, 1
+  %4 = icmp slt i64 %ty103.next, 12
+  br i1 %4, label %conv2.ty103, label %conv2.ty103.end
+
+conv2.cv105:                                      ; preds = %conv2.cv105, %conv2.tx104
+  %conv2.cv1055 = phi i64 [ 0, %conv2.tx104 ], [ %cv105.next, %conv2.cv105 ]
+  %5 = mul nsw i64 %conv2.j1022, 144
+  %6 = mul nsw i64 %conv2.ty1033, 12
+  %7 = add nsw i64 %5, %6
+  %8 = add nsw i64 %7, %conv2.tx1044
+  %9 = mul nsw i64 %8, 64
+  %10 = add nsw i64 2692224, %9
+  %11 = mul nsw i64 %1, 32
+  %12 = mul nsw i64 %conv2.cv1055, 8
+  %13 = add nsw i64 %11, %12
+  %14 = add nsw i64 %10, %13
+  %arena6 = getelementptr inbounds float, ptr %arena, i64 %14
+  %15 = load <8 x float>, ptr %arena6, align 4
+  %16 = mul nsw i64 %conv2.j1022, 144
+  %17 = mul nsw i64 %conv2.ty1033, 12
+  %18 = add nsw i64 %16, %17
+  %19 = add nsw i64 %18, %conv2.tx1044
+  %20 = mul nsw i64 %19, 64
+  %21 = add nsw i64 2729088, %20
+  %22 = mul nsw i64 %1, 32
+  %23 = mul nsw i64 %conv2.cv1055, 8
+  %24 = add nsw i64 %22, %23
+  %25 = add nsw i64 %21, %24
+  %arena7 = getelementptr inbounds float, ptr %arena, i64 %25
+  %26 = load <8 x float>, ptr %arena7, align 4
+  %27 = fadd <8 x float> %15, %26
+  %28 = mul nsw i64 %conv2.j1022, 144
+  %29 = mul nsw i64 %conv2.ty1033, 12
+  %30 = add nsw i64 %28, %29
+  %31 = add nsw i64 %30, %conv2.tx1044
+  %32 = mul nsw i64 %31, 64
+  %33 = add nsw i64 2765952, %32
+  %34 = mul nsw i64 %1, 32
+  %35 = mul nsw i64 %conv2.cv1055, 8
+  %36 = add nsw i64 %34, %35
+  %37 = add nsw i64 %33, %36
+  %arena8 = getelementptr inbounds float, ptr %arena, i64 %37
+  %38 = load <8 x float>, ptr %arena8, align 4
+  %39 = fadd <8 x float> %27, %38
+  store <8 x float> %39, ptr %conv2.w106, align 32
+  %40 = mul nsw i64 %conv2.j1022, 144
+  %41 = mul nsw i64 %conv2.ty1033, 12
+  %42 = add nsw i64 %40, %41
+  %43 = add nsw i64 %42, %conv2.tx1044
+  %44 = mul nsw i64 %43, 64
+  %45 = add nsw i64 2729088, %44
+  %46 = mul nsw i64 %1, 32
+  %47 = mul nsw i64 %conv2.cv1055, 8
+  %48 = add nsw i64 %46, %47
+  %49 = add nsw i64 %45, %48
+  %arena9 = getelementptr inbounds float, ptr %arena, i64 %49
+  %50 = load <8 x float>, ptr %arena9, align 4
+  %51 = mul nsw i64 %conv2.j1022, 144
+  %52 = mul nsw i64 %conv2.ty1033, 12
+  %53 = add nsw i64 %51, %52
+  %54 = add nsw i64 %53, %conv2.tx1044
+  %55 = mul nsw i64 %54, 64
+  %56 = add nsw i64 2765952, %55
+  %57 = mul nsw i64 %1, 32
+  %58 = mul nsw i64 %conv2.cv1055, 8
+  %59 = add nsw i64 %57, %58
+  %60 = add nsw i64 %56, %59
+  %arena10 = getelementptr inbounds float, ptr %arena, i64 %60
+  %61 = load <8 x float>, ptr %arena10, align 4
+  %62 = fsub <8 x float> %50, %61
+  %63 = mul nsw i64 %conv2.j1022, 144
+  %64 = mul nsw i64 %conv2.ty1033, 12
+  %65 = add nsw i64 %63, %64
+  %66 = add nsw i64 %65, %conv2.tx1044
+  %67 = mul nsw i64 %66, 64
+  %68 = add nsw i64 2802816, %67
+  %69 = mul nsw i64 %1, 32
+  %70 = mul nsw i64 %conv2.cv1055, 8
+  %71 = add nsw i64 %69, %70
+  %72 = add nsw i64 %68, %71
+  %arena11 = getelementptr inbounds float, ptr %arena, i64 %72
+  %73 = load <8 x float>, ptr %arena11, align 4
+  %74 = fsub <8 x float> %62, %73
+  store <8 x float> %74, ptr %conv2.w107, align 32
+  %75 = mul nsw i64 %conv2.j1022, 144
+  %76 = mul nsw i64 %conv2.ty1033, 12
+  %77 = add nsw i64 %75, %76
+  %78 = add nsw i64 %77, %conv2.tx1044
+  %79 = mul nsw i64 %78, 64
+  %80 = add nsw i64 2701440, %79
+  %81 = mul nsw i64 %1, 32
+  %82 = mul nsw i64 %conv2.cv1055, 8
+  %83 = add nsw i64 %81, %82
+  %84 = add nsw i64 %80, %83
+  %arena12 = getelementptr inbounds float, ptr %arena, i64 %84
+  %85 = load <8 x float>, ptr %arena12, align 4
+  %86 = mul nsw i64 %conv2.j1022, 144
+  %87 = mul nsw i64 %conv2.ty1033, 12
+  %88 = add nsw i64 %86, %87
+  %89 = add nsw i64 %88, %conv2.tx1044
+  %90 = mul nsw i64 %89, 64
+  %91 = add nsw i64 2738304, %90
+  %92 = mul nsw i64 %1, 32
+  %93 = mul nsw i64 %conv2.cv1055, 8
+  %94 = add nsw i64 %92, %93
+  %95 = add nsw i64 %91, %94
+  %arena13 = getelementptr inbounds float, ptr %arena, i64 %95
+  %96 = load <8 x float>, ptr %arena13, align 4
+  %97 = fadd <8 x float> %85, %96
+  %98 = mul nsw i64 %conv2.j1022, 144
+  %99 = mul nsw i64 %conv2.ty1033, 12
+  %100 = add nsw i64 %98, %99
+  %101 = add nsw i64 %100, %conv2.tx1044
+  %102 = mul nsw i64 %101, 64
+  %103 = add nsw i64 2775168, %102
+  %104 = mul nsw i64 %1, 32
+  %105 = mul nsw i64 %conv2.cv1055, 8
+  %106 = add nsw i64 %104, %105
+  %107 = add nsw i64 %103, %106
+  %arena14 = getelementptr inbounds float, ptr %arena, i64 %107
+  %108 = load <8 x float>, ptr %arena14, align 4
+  %109 = fadd <8 x float> %97, %108
+  store <8 x float> %109, ptr %conv2.w108, align 32
+  %110 = mul nsw i64 %conv2.j1022, 144
+  %111 = mul nsw i64 %conv2.ty1033, 12
+  %112 = add nsw i64 %110, %111
+  %113 = add nsw i64 %112, %conv2.tx1044
+  %114 = mul nsw i64 %113, 64
+  %115 = add nsw i64 2738304, %114
+  %116 = mul nsw i64 %1, 32
+  %117 = mul nsw i64 %conv2.cv1055, 8
+  %118 = add nsw i64 %116, %117
+  %119 = add nsw i64 %115, %118
+  %arena15 = getelementptr inbounds float, ptr %arena, i64 %119
+  %120 = load <8 x float>, ptr %arena15, align 4
+  %121 = mul nsw i64 %conv2.j1022, 144
+  %122 = mul nsw i64 %conv2.ty1033, 12
+  %123 = add nsw i64 %121, %122
+  %124 = add nsw i64 %123, %conv2.tx1044
+  %125 = mul nsw i64 %124, 64
+  %126 = add nsw i64 2775168, %125
+  %127 = mul nsw i64 %1, 32
+  %128 = mul nsw i64 %conv2.cv1055, 8
+  %129 = add nsw i64 %127, %128
+  %130 = add nsw i64 %126, %129
+  %arena16 = getelementptr inbounds float, ptr %arena, i64 %130
+  %131 = load <8 x float>, ptr %arena16, align 4
+  %132 = fsub <8 x float> %120, %131
+  %133 = mul nsw i64 %conv2.j1022, 144
+  %134 = mul nsw i64 %conv2.ty1033, 12
+  %135 = add nsw i64 %133, %134
+  %136 = add nsw i64 %135, %conv2.tx1044
+  %137 = mul nsw i64 %136, 64
+  %138 = add nsw i64 2812032, %137
+  %139 = mul nsw i64 %1, 32
+  %140 = mul nsw i64 %conv2.cv1055, 8
+  %141 = add nsw i64 %139, %140
+  %142 = add nsw i64 %138, %141
+  %arena17 = getelementptr inbounds float, ptr %arena, i64 %142
+  %143 = load <8 x float>, ptr %arena17, align 4
+  %144 = fsub <8 x float> %132, %143
+  store <8 x float> %144, ptr %conv2.w109, align 32
+  %145 = mul nsw i64 %conv2.j1022, 144
+  %146 = mul nsw i64 %conv2.ty1033, 12
+  %147 = add nsw i64 %145, %146
+  %148 = add nsw i64 %147, %conv2.tx1044
+  %149 = mul nsw i64 %148, 64
+  %150 = add nsw i64 2710656, %149
+  %151 = mul nsw i64 %1, 32
+  %152 = mul nsw i64 %conv2.cv1055, 8
+  %153 = add nsw i64 %151, %152
+  %154 = add nsw i64 %150, %153
+  %arena18 = getelementptr inbounds float, ptr %arena, i64 %154
+  %155 = load <8 x float>, ptr %arena18, align 4
+  %156 = mul nsw i64 %conv2.j1022, 144
+  %157 = mul nsw i64 %conv2.ty1033, 12
+  %158 = add nsw i64 %156, %157
+  %159 = add nsw i64 %158, %conv2.tx1044
+  %160 = mul nsw i64 %159, 64
+  %161 = add nsw i64 2747520, %160
+  %162 = mul nsw i64 %1, 32
+  %163 = mul nsw i64 %conv2.cv1055, 8
+  %164 = add nsw i64 %162, %163
+  %165 = add nsw i64 %161, %164
+  %arena19 = getelementptr inbounds float, ptr %arena, i64 %165
+  %166 = load <8 x float>, ptr %arena19, align 4
+  %167 = fadd <8 x float> %155, %166
+  %168 = mul nsw i64 %conv2.j1022, 144
+  %169 = mul nsw i64 %conv2.ty1033, 12
+  %170 = add nsw i64 %168, %169
+  %171 = add nsw i64 %170, %conv2.tx1044
+  %172 = mul nsw i64 %171, 64
+  %173 = add nsw i64 2784384, %172
+  %174 = mul nsw i64 %1, 32
+  %175 = mul nsw i64 %conv2.cv1055, 8
+  %176 = add nsw i64 %174, %175
+  %177 = add nsw i64 %173, %176
+  %arena20 = getelementptr inbounds float, ptr %arena, i64 %177
+  %178 = load <8 x float>, ptr %arena20, align 4
+  %179 = fadd <8 x float> %167, %178
+  store <8 x float> %179, ptr %conv2.w110, align 32
+  %180 = mul nsw i64 %conv2.j1022, 144
+  %181 = mul nsw i64 %conv2.ty1033, 12
+  %182 = add nsw i64 %180, %181
+  %183 = add nsw i64 %182, %conv2.tx1044
+  %184 = mul nsw i64 %183, 64
+  %185 = add nsw i64 2747520, %184
+  %186 = mul nsw i64 %1, 32
+  %187 = mul nsw i64 %conv2.cv1055, 8
+  %188 = add nsw i64 %186, %187
+  %189 = add nsw i64 %185, %188
+  %arena21 = getelementptr inbounds float, ptr %arena, i64 %189
+  %190 = load <8 x float>, ptr %arena21, align 4
+  %191 = mul nsw i64 %conv2.j1022, 144
+  %192 = mul nsw i64 %conv2.ty1033, 12
+  %193 = add nsw i64 %191, %192
+  %194 = add nsw i64 %193, %conv2.tx1044
+  %195 = mul nsw i64 %194, 64
+  %196 = add nsw i64 2784384, %195
+  %197 = mul nsw i64 %1, 32
+  %198 = mul nsw i64 %conv2.cv1055, 8
+  %199 = add nsw i64 %197, %198
+  %200 = add nsw i64 %196, %199
+  %arena22 = getelementptr inbounds float, ptr %arena, i64 %200
+  %201 = load <8 x float>, ptr %arena22, align 4
+  %202 = fsub <8 x float> %190, %201
+  %203 = mul nsw i64 %conv2.j1022, 144
+  %204 = mul nsw i64 %conv2.ty1033, 12
+  %205 = add nsw i64 %203, %204
+  %206 = add nsw i64 %205, %conv2.tx1044
+  %207 = mul nsw i64 %206, 64
+  %208 = add nsw i64 2821248, %207
+  %209 = mul nsw i64 %1, 32
+  %210 = mul nsw i64 %conv2.cv1055, 8
+  %211 = add nsw i64 %209, %210
+  %212 = add nsw i64 %208, %211
+  %arena23 = getelementptr inbounds float, ptr %arena, i64 %212
+  %213 = load <8 x float>, ptr %arena23, align 4
+  %214 = fsub <8 x float> %202, %213
+  store <8 x float> %214, ptr %conv2.w111, align 32
+  %215 = mul nsw i64 %conv2.j1022, 144
+  %216 = mul nsw i64 %conv2.ty1033, 12
+  %217 = add nsw i64 %215, %216
+  %218 = add nsw i64 %217, %conv2.tx1044
+  %219 = mul nsw i64 %218, 64
+  %220 = add nsw i64 2719872, %219
+  %221 = mul nsw i64 %1, 32
+  %222 = mul nsw i64 %conv2.cv1055, 8
+  %223 = add nsw i64 %221, %222
+  %224 = add nsw i64 %220, %223
+  %arena24 = getelementptr inbounds float, ptr %arena, i64 %224
+  %225 = load <8 x float>, ptr %arena24, align 4
+  %226 = mul nsw i64 %conv2.j1022, 144
+  %227 = mul nsw i64 %conv2.ty1033, 12
+  %228 = add nsw i64 %226, %227
+  %229 = add nsw i64 %228, %conv2.tx1044
+  %230 = mul nsw i64 %229, 64
+  %231 = add nsw i64 2756736, %230
+  %232 = mul nsw i64 %1, 32
+  %233 = mul nsw i64 %conv2.cv1055, 8
+  %234 = add nsw i64 %232, %233
+  %235 = add nsw i64 %231, %234
+  %arena25 = getelementptr inbounds float, ptr %arena, i64 %235
+  %236 = load <8 x float>, ptr %arena25, align 4
+  %237 = fadd <8 x float> %225, %236
+  %238 = mul nsw i64 %conv2.j1022, 144
+  %239 = mul nsw i64 %conv2.ty1033, 12
   %240 = add nsw i64 %238, %239
-  %241 = mul nsw i64 %conv2.iy5668, 26
-  %242 = add nsw i64 %240, %241
-  %243 = add nsw i64 %242, %conv2.ix5769
-  %arena70 = getelementptr inbounds float, ptr %arena, i64 %243
-  %244 = load float, ptr %arena70, align 4
-  %245 = mul nsw i64 %conv2.j5466, 21632
-  %246 = mul nsw i64 %conv2.iy5668, 832
-  %247 = add nsw i64 %245, %246
-  %248 = mul nsw i64 %conv2.ix5769, 32
-  %249 = add nsw i64 %247, %248
-  %250 = add nsw i64 %249, %conv2.c5567
-  %251 = add nsw i64 2596864, %250
-  %arena71 = getelementptr inbounds float, ptr %arena, i64 %251
-  store float %244, ptr %arena71, align 4
-  %ix57.next = add nsw i64 %conv2.ix5769, 1
-  %252 = icmp slt i64 %ix57.next, 26
-  br i1 %252, label %conv2.ix57, label %conv2.ix57.end
-
-conv2.ix57.end:                                   ; preds = %conv2.ix57
-  %iy56.next = add nsw i64 %conv2.iy5668, 1
-  %253 = icmp slt i64 %iy56.next, 26
-  br i1 %253, label %conv2.iy56, label %conv2.iy56.end
-
-conv2.j58:                                        ; preds = %conv2.ty59.end, %conv2.j54.end
-  %conv2.j5872 = phi i64 [ 0, %conv2.j54.end ], [ %j58.next, %conv2.ty59.end ]
-  br label %conv2.ty59
-
-conv2.j58.end:                                    ; preds = %conv2.ty59.end
-  br label %conv2.xi94
-
-conv2.ty59:                                       ; preds = %conv2.tx60.end, %conv2.j58
-  %conv2.ty5973 = phi i64 [ 0, %conv2.j58 ], [ %ty59.next, %conv2.tx60.end ]
-  br label %conv2.tx60
-
-conv2.ty59.end:                                   ; preds = %conv2.tx60.end
-  %j58.next = add nsw i64 %conv2.j5872, 1
-  %254 = icmp slt i64 %j58.next, 1
-  br i1 %254, label %conv2.j58, label %conv2.j58.end
-
-conv2.tx60:                                       ; preds = %conv2.cv61.end, %conv2.ty59
-  %conv2.tx6074 = phi i64 [ 0, %conv2.ty59 ], [ %tx60.next, %conv2.cv61.end ]
-  br label %conv2.cv61
-
-conv2.tx60.end:                                   ; preds = %conv2.cv61.end
-  %ty59.next = add nsw i64 %conv2.ty5973, 1
-  %255 = icmp slt i64 %ty59.next, 12
-  br i1 %255, label %conv2.ty59, label %conv2.ty59.end
-
-conv2.cv61:                                       ; preds = %conv2.cv61, %conv2.tx60
-  %conv2.cv6175 = phi i64 [ 0, %conv2.tx60 ], [ %cv61.next, %conv2.cv61 ]
-  %256 = mul nsw i64 %conv2.j5872, 21632
-  %257 = mul nsw i64 %conv2.ty5973, 2
-  %258 = mul nsw i64 %257, 832
-  %259 = add nsw i64 %256, %258
-  %260 = mul nsw i64 %conv2.tx6074, 2
-  %261 = mul nsw i64 %260, 32
-  %262 = add nsw i64 %259, %261
-  %263 = mul nsw i64 %conv2.cv6175, 8
-  %264 = add nsw i64 %262, %263
-  %265 = add nsw i64 2596864, %264
-  %arena76 = getelementptr inbounds float, ptr %arena, i64 %265
-  %266 = load <8 x float>, ptr %arena76, align 4
-  %267 = mul nsw i64 %conv2.j5872, 21632
-  %268 = mul nsw i64 %conv2.ty5973, 2
-  %269 = add nsw i64 %268, 2
-  %270 = mul nsw i64 %269, 832
-  %271 = add nsw i64 %267, %270
-  %272 = mul nsw i64 %conv2.tx6074, 2
-  %273 = mul nsw i64 %272, 32
-  %274 = add nsw i64 %271, %273
-  %275 = mul nsw i64 %conv2.cv6175, 8
-  %276 = add nsw i64 %274, %275
-  %277 = add nsw i64 2596864, %276
-  %arena77 = getelementptr inbounds float, ptr %arena, i64 %277
-  %278 = load <8 x float>, ptr %arena77, align 4
-  %279 = fsub <8 x float> %266, %278
-  store <8 x float> %279, ptr %conv2.w62, align 32
-  %280 = mul nsw i64 %conv2.j5872, 21632
-  %281 = mul nsw i64 %conv2.ty5973, 2
-  %282 = add nsw i64 %281, 1
-  %283 = mul nsw i64 %282, 832
-  %284 = add nsw i64 %280, %283
-  %285 = mul nsw i64 %conv2.tx6074, 2
-  %286 = mul nsw i64 %285, 32
-  %287 = add nsw i64 %284, %286
-  %288 = mul nsw i64 %conv2.cv6175, 8
-  %289 = add nsw i64 %287, %288
-  %290 = add nsw i64 2596864, %289
-  %arena78 = getelementptr inbounds float, ptr %arena, i64 %290
-  %291 = load <8 x float>, ptr %arena78, align 4
-  %292 = mul nsw i64 %conv2.j5872, 21632
-  %293 = mul nsw i64 %conv2.ty5973, 2
-  %294 = add nsw i64 %293, 2
-  %295 = mul nsw i64 %294, 832
-  %296 = add nsw i64 %292, %295
-  %297 = mul nsw i64 %conv2.tx6074, 2
-  %298 = mul nsw i64 %297, 32
-  %299 = add nsw i64 %296, %298
-  %300 = mul nsw i64 %conv2.cv6175, 8
-  %301 = add nsw i64 %299, %300
-  %302 = add nsw i64 2596864, %301
-  %arena79 = getelementptr inbounds float, ptr %arena, i64 %302
-  %303 = load <8 x float>, ptr %arena79, align 4
-  %304 = fadd <8 x float> %291, %303
-  store <8 x float> %304, ptr %conv2.w63, align 32
-  %305 = mul nsw i64 %conv2.j5872, 21632
-  %306 = mul nsw i64 %conv2.ty5973, 2
-  %307 = add nsw i64 %306, 2
-  %308 = mul nsw i64 %307, 832
-  %309 = add nsw i64 %305, %308
-  %310 = mul nsw i64 %conv2.tx6074, 2
-  %311 = mul nsw i64 %310, 32
-  %312 = add nsw i64 %309, %311
-  %313 = mul nsw i64 %conv2.cv6175, 8
-  %314 = add nsw i64 %312, %313
-  %315 = add nsw i64 2596864, %314
-  %arena80 = getelementptr inbounds float, ptr %arena, i64 %315
-  %316 = load <8 x float>, ptr %arena80, align 4
-  %317 = mul nsw i64 %conv2.j5872, 21632
-  %318 = mul nsw i64 %conv2.ty5973, 2
-  %319 = add nsw i64 %318, 1
-  %320 = mul nsw i64 %319, 832
-  %321 = add nsw i64 %317, %320
-  %322 = mul nsw i64 %conv2.tx6074, 2
-  %323 = mul nsw i64 %322, 32
-  %324 = add nsw i64 %321, %323
-  %325 = mul nsw i64 %conv2.cv6175, 8
-  %326 = add nsw i64 %324, %325
-  %327 = add nsw i64 2596864, %326
-  %arena81 = getelementptr inbounds float, ptr %arena, i64 %327
-  %328 = load <8 x float>, ptr %arena81, align 4
-  %329 = fsub <8 x float> %316, %328
-  store <8 x float> %329, ptr %conv2.w64, align 32
-  %330 = mul nsw i64 %conv2.j5872, 21632
-  %331 = mul nsw i64 %conv2.ty5973, 2
-  %332 = add nsw i64 %331, 1
-  %333 = mul nsw i64 %332, 832
-  %334 = add nsw i64 %330, %333
-  %335 = mul nsw i64 %conv2.tx6074, 2
-  %336 = mul nsw i64 %335, 32
-  %337 = add nsw i64 %334, %336
-  %338 = mul nsw i64 %conv2.cv6175, 8
-  %339 = add nsw i64 %337, %338
-  %340 = add nsw i64 2596864, %339
-  %arena82 = getelementptr inbounds float, ptr %arena, i64 %340
-  %341 = load <8 x float>, ptr %arena82, align 4
-  %342 = mul nsw i64 %conv2.j5872, 21632
-  %343 = mul nsw i64 %conv2.ty5973, 2
-  %344 = add nsw i64 %343, 3
-  %345 = mul nsw i64 %344, 832
-  %346 = add nsw i64 %342, %345
-  %347 = mul nsw i64 %conv2.tx6074, 2
-  %348 = mul nsw i64 %347, 32
-  %349 = add nsw i64 %346, %348
-  %350 = mul nsw i64 %conv2.cv6175, 8
-  %351 = add nsw i64 %349, %350
-  %352 = add nsw i64 2596864, %351
-  %arena83 = getelementptr inbounds float, ptr %arena, i64 %352
-  %353 = load <8 x float>, ptr %arena83, align 4
-  %354 = fsub <8 x float> %341, %353
-  store <8 x float> %354, ptr %conv2.w65, align 32
-  %355 = mul nsw i64 %conv2.j5872, 21632
-  %356 = mul nsw i64 %conv2.ty5973, 2
-  %357 = mul nsw i64 %356, 832
-  %358 = add nsw i64 %355, %357
-  %359 = mul nsw i64 %conv2.tx6074, 2
-  %360 = add nsw i64 %359, 1
-  %361 = mul nsw i64 %360, 32
-  %362 = add nsw i64 %358, %361
-  %363 = mul nsw i64 %conv2.cv6175, 8
-  %364 = add nsw i64 %362, %363
-  %365 = add nsw i64 2596864, %364
-  %arena84 = getelementptr inbounds float, ptr %arena, i64 %365
-  %366 = load <8 x float>, ptr %arena84, align 4
-  %367 = mul nsw i64 %conv2.j5872, 21632
-  %368 = mul nsw i64 %conv2.ty5973, 2
-  %369 = add nsw i64 %368, 2
-  %370 = mul nsw i64 %369, 832
-  %371 = add nsw i64 %367, %370
-  %372 = mul nsw i64 %conv2.tx6074, 2
-  %373 = add nsw i64 %372, 1
-  %374 = mul nsw i64 %373, 32
-  %375 = add nsw i64 %371, %374
-  %376 = mul nsw i64 %conv2.cv6175, 8
-  %377 = add nsw i64 %375, %376
-  %378 = add nsw i64 2596864, %377
-  %arena85 = getelementptr inbounds float, ptr %arena, i64 %378
-  %379 = load <8 x float>, ptr %arena85, align 4
-  %380 = fsub <8 x float> %366, %379
-  store <8 x float> %380, ptr %conv2.w66, align 32
-  %381 = mul nsw i64 %conv2.j5872, 21632
-  %382 = mul nsw i64 %conv2.ty5973, 2
-  %383 = add nsw i64 %382, 1
-  %384 = mul nsw i64 %383, 832
-  %385 = add nsw i64 %381, %384
-  %386 = mul nsw i64 %conv2.tx6074, 2
-  %387 = add nsw i64 %386, 1
-  %388 = mul nsw i64 %387, 32
-  %389 = add nsw i64 %385, %388
-  %390 = mul nsw i64 %conv2.cv6175, 8
-  %391 = add nsw i64 %389, %390
-  %392 = add nsw i64 2596864, %391
-  %arena86 = getelementptr inbounds float, ptr %arena, i64 %392
-  %393 = load <8 x float>, ptr %arena86, align 4
-  %394 = mul nsw i64 %conv2.j5872, 21632
-  %395 = mul nsw i64 %conv2.ty5973, 2
-  %396 = add nsw i64 %395, 2
-  %397 = mul nsw i64 %396, 832
-  %398 = add nsw i64 %394, %397
-  %399 = mul nsw i64 %conv2.tx6074, 2
-  %400 = add nsw i64 %399, 1
-  %401 = mul nsw i64 %400, 32
-  %402 = add nsw i64 %398, %401
-  %403 = mul nsw i64 %conv2.cv6175, 8
-  %404 = add nsw i64 %402, %403
-  %405 = add nsw i64 2596864, %404
-  %arena87 = getelementptr inbounds float, ptr %arena, i64 %405
-  %406 = load <8 x float>, ptr %arena87, align 4
-  %407 = fadd <8 x float> %393, %406
-  store <8 x float> %407, ptr %conv2.w67, align 32
-  %408 = mul nsw i64 %conv2.j5872, 21632
-  %409 = mul nsw i64 %conv2.ty5973, 2
-  %410 = add nsw i64 %409, 2
-  %411 = mul nsw i64 %410, 832
-  %412 = add nsw i64 %408, %411
-  %413 = mul nsw i64 %conv2.tx6074, 2
-  %414 = add nsw i64 %413, 1
-  %415 = mul nsw i64 %414, 32
-  %416 = add nsw i64 %412, %415
-  %417 = mul nsw i64 %conv2.cv6175, 8
-  %418 = add nsw i64 %416, %417
-  %419 = add nsw i64 2596864, %418
-  %arena88 = getelementptr inbounds float, ptr %arena, i64 %419
-  %420 = load <8 x float>, ptr %arena88, align 4
-  %421 = mul nsw i64 %conv2.j5872, 21632
-  %422 = mul nsw i64 %conv2.ty5973, 2
-  %423 = add nsw i64 %422, 1
-  %424 = mul nsw i64 %423, 832
-  %425 = add nsw i64 %421, %424
-  %426 = mul nsw i64 %conv2.tx6074, 2
-  %427 = add nsw i64 %426, 1
-  %428 = mul nsw i64 %427, 32
-  %429 = add nsw i64 %425, %428
-  %430 = mul nsw i64 %conv2.cv6175, 8
-  %431 = add nsw i64 %429, %430
-  %432 = add nsw i64 2596864, %431
-  %arena89 = getelementptr inbounds float, ptr %arena, i64 %432
-  %433 = load <8 x float>, ptr %arena89, align 4
-  %434 = fsub <8 x float> %420, %433
-  store <8 x float> %434, ptr %conv2.w68, align 32
-  %435 = mul nsw i64 %conv2.j5872, 21632
-  %436 = mul nsw i64 %conv2.ty5973, 2
-  %437 = add nsw i64 %436, 1
-  %438 = mul nsw i64 %437, 832
-  %439 = add nsw i64 %435, %438
-  %440 = mul nsw i64 %conv2.tx6074, 2
-  %441 = add nsw i64 %440, 1
-  %442 = mul nsw i64 %441, 32
-  %443 = add nsw i64 %439, %442
-  %444 = mul nsw i64 %conv2.cv6175, 8
-  %445 = add nsw i64 %443, %444
-  %446 = add nsw i64 2596864, %445
-  %arena90 = getelementptr inbounds float, ptr %arena, i64 %446
-  %447 = load <8 x float>, ptr %arena90, align 4
-  %448 = mul nsw i64 %conv2.j5872, 21632
-  %449 = mul nsw i64 %conv2.ty5973, 2
-  %450 = add nsw i64 %449, 3
-  %451 = mul nsw i64 %450, 832
-  %452 = add nsw i64 %448, %451
-  %453 = mul nsw i64 %conv2.tx6074, 2
-  %454 = add nsw i64 %453, 1
-  %455 = mul nsw i64 %454, 32
-  %456 = add nsw i64 %452, %455
-  %457 = mul nsw i64 %conv2.cv6175, 8
-  %458 = add nsw i64 %456, %457
-  %459 = add nsw i64 2596864, %458
-  %arena91 = getelementptr inbounds float, ptr %arena, i64 %459
-  %460 = load <8 x float>, ptr %arena91, align 4
-  %461 = fsub <8 x float> %447, %460
-  store <8 x float> %461, ptr %conv2.w69, align 32
-  %462 = mul nsw i64 %conv2.j5872, 21632
-  %463 = mul nsw i64 %conv2.ty5973, 2
-  %464 = mul nsw i64 %463, 832
-  %465 = add nsw i64 %462, %464
-  %466 = mul nsw i64 %conv2.tx6074, 2
-  %467 = add nsw i64 %466, 2
-  %468 = mul nsw i64 %467, 32
-  %469 = add nsw i64 %465, %468
-  %470 = mul nsw i64 %conv2.cv6175, 8
-  %471 = add nsw i64 %469, %470
-  %472 = add nsw i64 2596864, %471
-  %arena92 = getelementptr inbounds float, ptr %arena, i64 %472
-  %473 = load <8 x float>, ptr %arena92, align 4
-  %474 = mul nsw i64 %conv2.j5872, 21632
-  %475 = mul nsw i64 %conv2.ty5973, 2
-  %476 = add nsw i64 %475, 2
-  %477 = mul nsw i64 %476, 832
-  %478 = add nsw i64 %474, %477
-  %479 = mul nsw i64 %conv2.tx6074, 2
-  %480 = add nsw i64 %479, 2
-  %481 = mul nsw i64 %480, 32
-  %482 = add nsw i64 %478, %481
-  %483 = mul nsw i64 %conv2.cv6175, 8
-  %484 = add nsw i64 %482, %483
-  %485 = add nsw i64 2596864, %484
-  %arena93 = getelementptr inbounds float, ptr %arena, i64 %485
-  %486 = load <8 x float>, ptr %arena93, align 4
-  %487 = fsub <8 x float> %473, %486
-  store <8 x float> %487, ptr %conv2.w70, align 32
-  %488 = mul nsw i64 %conv2.j5872, 21632
-  %489 = mul nsw i64 %conv2.ty5973, 2
-  %490 = add nsw i64 %489, 1
-  %491 = mul nsw i64 %490, 832
-  %492 = add nsw i64 %488, %491
-  %493 = mul nsw i64 %conv2.tx6074, 2
-  %494 = add nsw i64 %493, 2
-  %495 = mul nsw i64 %494, 32
-  %496 = add nsw i64 %492, %495
-  %497 = mul nsw i64 %conv2.cv6175, 8
-  %498 = add nsw i64 %496, %497
-  %499 = add nsw i64 2596864, %498
-  %arena94 = getelementptr inbounds float, ptr %arena, i64 %499
-  %500 = load <8 x float>, ptr %arena94, align 4
-  %501 = mul nsw i64 %conv2.j5872, 21632
-  %502 = mul nsw i64 %conv2.ty5973, 2
-  %503 = add nsw i64 %502, 2
-  %504 = mul nsw i64 %503, 832
-  %505 = add nsw i64 %501, %504
-  %506 = mul nsw i64 %conv2.tx6074, 2
-  %507 = add nsw i64 %506, 2
-  %508 = mul nsw i64 %507, 32
-  %509 = add nsw i64 %505, %508
-  %510 = mul nsw i64 %conv2.cv6175, 8
-  %511 = add nsw i64 %509, %510
-  %512 = add nsw i64 2596864, %511
-  %arena95 = getelementptr inbounds float, ptr %arena, i64 %512
-  %513 = load <8 x float>, ptr %arena95, align 4
-  %514 = fadd <8 x float> %500, %513
-  store <8 x float> %514, ptr %conv2.w71, align 32
-  %515 = mul nsw i64 %conv2.j5872, 21632
-  %516 = mul nsw i64 %conv2.ty5973, 2
-  %517 = add nsw i64 %516, 2
-  %518 = mul nsw i64 %517, 832
-  %519 = add nsw i64 %515, %518
-  %520 = mul nsw i64 %conv2.tx6074, 2
-  %521 = add nsw i64 %520, 2
-  %522 = mul nsw i64 %521, 32
-  %523 = add nsw i64 %519, %522
-  %524 = mul nsw i64 %conv2.cv6175, 8
-  %525 = add nsw i64 %523, %524
-  %526 = add nsw i64 2596864, %525
-  %arena96 = getelementptr inbounds float, ptr %arena, i64 %526
-  %527 = load <8 x float>, ptr %arena96, align 4
-  %528 = mul nsw i64 %conv2.j5872, 21632
-  %529 = mul nsw i64 %conv2.ty5973, 2
-  %530 = add nsw i64 %529, 1
-  %531 = mul nsw i64 %530, 832
-  %532 = add nsw i64 %528, %531
-  %533 = mul nsw i64 %conv2.tx6074, 2
-  %534 = add nsw i64 %533, 2
-  %535 = mul nsw i64 %534, 32
-  %536 = add nsw i64 %532, %535
-  %537 = mul nsw i64 %conv2.cv6175, 8
-  %538 = add nsw i64 %536, %537
-  %539 = add nsw i64 2596864, %538
-  %arena97 = getelementptr inbounds float, ptr %arena, i64 %539
-  %540 = load <8 x float>, ptr %arena97, align 4
-  %541 = fsub <8 x float> %527, %540
-  store <8 x float> %541, ptr %conv2.w72, align 32
-  %542 = mul nsw i64 %conv2.j5872, 21632
-  %543 = mul nsw i64 %conv2.ty5973, 2
-  %544 = add nsw i64 %543, 1
-  %545 = mul nsw i64 %544, 832
-  %546 = add nsw i64 %542, %545
-  %547 = mul nsw i64 %conv2.tx6074, 2
-  %548 = add nsw i64 %547, 2
-  %549 = mul nsw i64 %548, 32
-  %550 = add nsw i64 %546, %549
-  %551 = mul nsw i64 %conv2.cv6175, 8
-  %552 = add nsw i64 %550, %551
-  %553 = add nsw i64 2596864, %552
-  %arena98 = getelementptr inbounds float, ptr %arena, i64 %553
-  %554 = load <8 x float>, ptr %arena98, align 4
-  %555 = mul nsw i64 %conv2.j5872, 21632
-  %556 = mul nsw i64 %conv2.ty5973, 2
-  %557 = add nsw i64 %556, 3
-  %558 = mul nsw i64 %557, 832
-  %559 = add nsw i64 %555, %558
-  %560 = mul nsw i64 %conv2.tx6074, 2
-  %561 = add nsw i64 %560, 2
-  %562 = mul nsw i64 %561, 32
-  %563 = add nsw i64 %559, %562
-  %564 = mul nsw i64 %conv2.cv6175, 8
-  %565 = add nsw i64 %563, %564
-  %566 = add nsw i64 2596864, %565
-  %arena99 = getelementptr inbounds float, ptr %arena, i64 %566
-  %567 = load <8 x float>, ptr %arena99, align 4
-  %568 = fsub <8 x float> %554, %567
-  store <8 x float> %568, ptr %conv2.w73, align 32
-  %569 = mul nsw i64 %conv2.j5872, 21632
-  %570 = mul nsw i64 %conv2.ty5973, 2
-  %571 = mul nsw i64 %570, 832
-  %572 = add nsw i64 %569, %571
-  %573 = mul nsw i64 %conv2.tx6074, 2
-  %574 = add nsw i64 %573, 3
-  %575 = mul nsw i64 %574, 32
-  %576 = add nsw i64 %572, %575
-  %577 = mul nsw i64 %conv2.cv6175, 8
-  %578 = add nsw i64 %576, %577
-  %579 = add nsw i64 2596864, %578
-  %arena100 = getelementptr inbounds float, ptr %arena, i64 %579
-  %580 = load <8 x float>, ptr %arena100, align 4
-  %581 = mul nsw i64 %conv2.j5872, 21632
-  %582 = mul nsw i64 %conv2.ty5973, 2
-  %583 = add nsw i64 %582, 2
-  %584 = mul nsw i64 %583, 832
-  %585 = add nsw i64 %581, %584
-  %586 = mul nsw i64 %conv2.tx6074, 2
-  %587 = add nsw i64 %586, 3
-  %588 = mul nsw i64 %587, 32
-  %589 = add nsw i64 %585, %588
-  %590 = mul nsw i64 %conv2.cv6175, 8
-  %591 = add nsw i64 %589, %590
-  %592 = add nsw i64 2596864, %591
-  %arena101 = getelementptr inbounds float, ptr %arena, i64 %592
-  %593 = load <8 x float>, ptr %arena101, align 4
-  %594 = fsub <8 x float> %580, %593
-  store <8 x float> %594, ptr %conv2.w74, align 32
-  %595 = mul nsw i64 %conv2.j5872, 21632
-  %596 = mul nsw i64 %conv2.ty5973, 2
-  %597 = add nsw i64 %596, 1
-  %598 = mul nsw i64 %597, 832
-  %599 = add nsw i64 %595, %598
-  %600 = mul nsw i64 %conv2.tx6074, 2
-  %601 = add nsw i64 %600, 3
-  %602 = mul nsw i64 %601, 32
-  %603 = add nsw i64 %599, %602
-  %604 = mul nsw i64 %conv2.cv6175, 8
-  %605 = add nsw i64 %603, %604
-  %606 = add nsw i64 2596864, %605
-  %arena102 = getelementptr inbounds float, ptr %arena, i64 %606
-  %607 = load <8 x float>, ptr %arena102, align 4
-  %608 = mul nsw i64 %conv2.j5872, 21632
-  %609 = mul nsw i64 %conv2.ty5973, 2
-  %610 = add nsw i64 %609, 2
-  %611 = mul nsw i64 %610, 832
-  %612 = add nsw i64 %608, %611
-  %613 = mul nsw i64 %conv2.tx6074, 2
-  %614 = add nsw i64 %613, 3
-  %615 = mul nsw i64 %614, 32
-  %616 = add nsw i64 %612, %615
-  %617 = mul nsw i64 %conv2.cv6175, 8
-  %618 = add nsw i64 %616, %617
-  %619 = add nsw i64 2596864, %618
-  %arena103 = getelementptr inbounds float, ptr %arena, i64 %619
-  %620 = load <8 x float>, ptr %arena103, align 4
-  %621 = fadd <8 x float> %607, %620
-  store <8 x float> %621, ptr %conv2.w75, align 32
-  %622 = mul nsw i64 %conv2.j5872, 21632
-  %623 = mul nsw i64 %conv2.ty5973, 2
-  %624 = add nsw i64 %623, 2
-  %625 = mul nsw i64 %624, 832
-  %626 = add nsw i64 %622, %625
-  %627 = mul nsw i64 %conv2.tx6074, 2
-  %628 = add nsw i64 %627, 3
-  %629 = mul nsw i64 %628, 32
-  %630 = add nsw i64 %626, %629
-  %631 = mul nsw i64 %conv2.cv6175, 8
-  %632 = add nsw i64 %630, %631
-  %633 = add nsw i64 2596864, %632
-  %arena104 = getelementptr inbounds float, ptr %arena, i64 %633
-  %634 = load <8 x float>, ptr %arena104, align 4
-  %635 = mul nsw i64 %conv2.j5872, 21632
-  %636 = mul nsw i64 %conv2.ty5973, 2
-  %637 = add nsw i64 %636, 1
-  %638 = mul nsw i64 %637, 832
-  %639 = add nsw i64 %635, %638
-  %640 = mul nsw i64 %conv2.tx6074, 2
-  %641 = add nsw i64 %640, 3
-  %642 = mul nsw i64 %641, 32
-  %643 = add nsw i64 %639, %642
-  %644 = mul nsw i64 %conv2.cv6175, 8
-  %645 = add nsw i64 %643, %644
-  %646 = add nsw i64 2596864, %645
-  %arena105 = getelementptr inbounds float, ptr %arena, i64 %646
-  %647 = load <8 x float>, ptr %arena105, align 4
-  %648 = fsub <8 x float> %634, %647
-  store <8 x float> %648, ptr %conv2.w76, align 32
-  %649 = mul nsw i64 %conv2.j5872, 21632
-  %650 = mul nsw i64 %conv2.ty5973, 2
-  %651 = add nsw i64 %650, 1
-  %652 = mul nsw i64 %651, 832
-  %653 = add nsw i64 %649, %652
-  %654 = mul nsw i64 %conv2.tx6074, 2
-  %655 = add nsw i64 %654, 3
-  %656 = mul nsw i64 %655, 32
-  %657 = add nsw i64 %653, %656
-  %658 = mul nsw i64 %conv2.cv6175, 8
-  %659 = add nsw i64 %657, %658
-  %660 = add nsw i64 2596864, %659
-  %arena106 = getelementptr inbounds float, ptr %arena, i64 %660
-  %661 = load <8 x float>, ptr %arena106, align 4
-  %662 = mul nsw i64 %conv2.j5872, 21632
-  %663 = mul nsw i64 %conv2.ty5973, 2
-  %664 = add nsw i64 %663, 3
-  %665 = mul nsw i64 %664, 832
-  %666 = add nsw i64 %662, %665
-  %667 = mul nsw i64 %conv2.tx6074, 2
-  %668 = add nsw i64 %667, 3
-  %669 = mul nsw i64 %668, 32
-  %670 = add nsw i64 %666, %669
-  %671 = mul nsw i64 %conv2.cv6175, 8
-  %672 = add nsw i64 %670, %671
-  %673 = add nsw i64 2596864, %672
-  %arena107 = getelementptr inbounds float, ptr %arena, i64 %673
-  %674 = load <8 x float>, ptr %arena107, align 4
-  %675 = fsub <8 x float> %661, %674
-  store <8 x float> %675, ptr %conv2.w77, align 32
-  %w62 = load <8 x float>, ptr %conv2.w62, align 32
-  %w70 = load <8 x float>, ptr %conv2.w70, align 32
-  %676 = fsub <8 x float> %w62, %w70
-  store <8 x float> %676, ptr %conv2.w78, align 32
-  %w66 = load <8 x float>, ptr %conv2.w66, align 32
-  %w70108 = load <8 x float>, ptr %conv2.w70, align 32
-  %677 = fadd <8 x float> %w66, %w70108
-  store <8 x float> %677, ptr %conv2.w79, align 32
-  %w70109 = load <8 x float>, ptr %conv2.w70, align 32
-  %w66110 = load <8 x float>, ptr %conv2.w66, align 32
-  %678 = fsub <8 x float> %w70109, %w66110
-  store <8 x float> %678, ptr %conv2.w80, align 32
-  %w66111 = load <8 x float>, ptr %conv2.w66, align 32
-  %w74 = load <8 x float>, ptr %conv2.w74, align 32
-  %679 = fsub <8 x float> %w66111, %w74
-  store <8 x float> %679, ptr %conv2.w81, align 32
-  %w63 = load <8 x float>, ptr %conv2.w63, align 32
-  %w71 = load <8 x float>, ptr %conv2.w71, align 32
-  %680 = fsub <8 x float> %w63, %w71
-  store <8 x float> %680, ptr %conv2.w82, align 32
-  %w67 = load <8 x float>, ptr %conv2.w67, align 32
-  %w71112 = load <8 x float>, ptr %conv2.w71, align 32
-  %681 = fadd <8 x float> %w67, %w71112
-  store <8 x float> %681, ptr %conv2.w83, align 32
-  %w71113 = load <8 x float>, ptr %conv2.w71, align 32
-  %w67114 = load <8 x float>, ptr %conv2.w67, align 32
-  %682 = fsub <8 x float> %w71113, %w67114
-  store <8 x float> %682, ptr %conv2.w84, align 32
-  %w67115 = load <8 x float>, ptr %conv2.w67, align 32
-  %w75 = load <8 x float>, ptr %conv2.w75, align 32
-  %683 = fsub <8 x float> %w67115, %w75
-  store <8 x float> %683, ptr %conv2.w85, align 32
-  %w64 = load <8 x float>, ptr %conv2.w64, align 32
-  %w72 = load <8 x float>, ptr %conv2.w72, align 32
-  %684 = fsub <8 x float> %w64, %w72
-  store <8 x float> %684, ptr %conv2.w86, align 32
-  %w68 = load <8 x float>, ptr %conv2.w68, align 32
-  %w72116 = load <8 x float>, ptr %conv2.w72, align 32
-  %685 = fadd <8 x float> %w68, %w72116
-  store <8 x float> %685, ptr %conv2.w87, align 32
-  %w72117 = load <8 x float>, ptr %conv2.w72, align 32
-  %w68118 = load <8 x float>, ptr %conv2.w68, align 32
-  %686 = fsub <8 x float> %w72117, %w68118
-  store <8 x float> %686, ptr %conv2.w88, align 32
-  %w68119 = load <8 x float>, ptr %conv2.w68, align 32
-  %w76 = load <8 x float>, ptr %conv2.w76, align 32
-  %687 = fsub <8 x float> %w68119, %w76
-  store <8 x float> %687, ptr %conv2.w89, align 32
-  %w65 = load <8 x float>, ptr %conv2.w65, align 32
-  %w73 = load <8 x float>, ptr %conv2.w73, align 32
-  %688 = fsub <8 x float> %w65, %w73
-  store <8 x float> %688, ptr %conv2.w90, align 32
-  %w69 = load <8 x float>, ptr %conv2.w69, align 32
-  %w73120 = load <8 x float>, ptr %conv2.w73, align 32
-  %689 = fadd <8 x float> %w69, %w73120
-  store <8 x float> %689, ptr %conv2.w91, align 32
-  %w73121 = load <8 x float>, ptr %conv2.w73, align 32
-  %w69122 = load <8 x float>, ptr %conv2.w69, align 32
-  %690 = fsub <8 x float> %w73121, %w69122
-  store <8 x float> %690, ptr %conv2.w92, align 32
-  %w69123 = load <8 x float>, ptr %conv2.w69, align 32
-  %w77 = load <8 x float>, ptr %conv2.w77, align 32
-  %691 = fsub <8 x float> %w69123, %w77
-  store <8 x float> %691, ptr %conv2.w93, align 32
-  %w78 = load <8 x float>, ptr %conv2.w78, align 32
-  %692 = mul nsw i64 %conv2.j5872, 144
-  %693 = mul nsw i64 %conv2.ty5973, 12
-  %694 = add nsw i64 %692, %693
-  %695 = add nsw i64 %694, %conv2.tx6074
-  %696 = mul nsw i64 %695, 32
-  %697 = add nsw i64 2618496, %696
-  %698 = mul nsw i64 %conv2.cv6175, 8
-  %699 = add nsw i64 %697, %698
-  %arena124 = getelementptr inbounds float, ptr %arena, i64 %699
-  store <8 x float> %w78, ptr %arena124, align 4
-  %w79 = load <8 x float>, ptr %conv2.w79, align 32
-  %700 = mul nsw i64 %conv2.j5872, 144
-  %701 = mul nsw i64 %conv2.ty5973, 12
-  %702 = add nsw i64 %700, %701
-  %703 = add nsw i64 %702, %conv2.tx6074
-  %704 = mul nsw i64 %703, 32
-  %705 = add nsw i64 2623104, %704
-  %706 = mul nsw i64 %conv2.cv6175, 8
-  %707 = add nsw i64 %705, %706
-  %arena125 = getelementptr inbounds float, ptr %arena, i64 %707
-  store <8 x float> %w79, ptr %arena125, align 4
-  %w80 = load <8 x float>, ptr %conv2.w80, align 32
-  %708 = mul nsw i64 %conv2.j5872, 144
-  %709 = mul nsw i64 %conv2.ty5973, 12
-  %710 = add nsw i64 %708, %709
-  %711 = add nsw i64 %710, %conv2.tx6074
-  %712 = mul nsw i64 %711, 32
-  %713 = add nsw i64 2627712, %712
-  %714 = mul nsw i64 %conv2.cv6175, 8
-  %715 = add nsw i64 %713, %714
-  %arena126 = getelementptr inbounds float, ptr %arena, i64 %715
-  store <8 x float> %w80, ptr %arena126, align 4
-  %w81 = load <8 x float>, ptr %conv2.w81, align 32
-  %716 = mul nsw i64 %conv2.j5872, 144
-  %717 = mul nsw i64 %conv2.ty5973, 12
-  %718 = add nsw i64 %716, %717
-  %719 = add nsw i64 %718, %conv2.tx6074
-  %720 = mul nsw i64 %719, 32
-  %721 = add nsw i64 2632320, %720
-  %722 = mul nsw i64 %conv2.cv6175, 8
-  %723 = add nsw i64 %721, %722
-  %arena127 = getelementptr inbounds float, ptr %arena, i64 %723
-  store <8 x float> %w81, ptr %arena127, align 4
-  %w82 = load <8 x float>, ptr %conv2.w82, align 32
-  %724 = mul nsw i64 %conv2.j5872, 144
-  %725 = mul nsw i64 %conv2.ty5973, 12
-  %726 = add nsw i64 %724, %725
-  %727 = add nsw i64 %726, %conv2.tx6074
-  %728 = mul nsw i64 %727, 32
-  %729 = add nsw i64 2636928, %728
-  %730 = mul nsw i64 %conv2.cv6175, 8
-  %731 = add nsw i64 %729, %730
-  %arena128 = getelementptr inbounds float, ptr %arena, i64 %731
-  store <8 x float> %w82, ptr %arena128, align 4
-  %w83 = load <8 x float>, ptr %conv2.w83, align 32
-  %732 = mul nsw i64 %conv2.j5872, 144
-  %733 = mul nsw i64 %conv2.ty5973, 12
-  %734 = add nsw i64 %732, %733
-  %735 = add nsw i64 %734, %conv2.tx6074
-  %736 = mul nsw i64 %735, 32
-  %737 = add nsw i64 2641536, %736
-  %738 = mul nsw i64 %conv2.cv6175, 8
-  %739 = add nsw i64 %737, %738
-  %arena129 = getelementptr inbounds float, ptr %arena, i64 %739
-  store <8 x float> %w83, ptr %arena129, align 4
-  %w84 = load <8 x float>, ptr %conv2.w84, align 32
-  %740 = mul nsw i64 %conv2.j5872, 144
-  %741 = mul nsw i64 %conv2.ty5973, 12
-  %742 = add nsw i64 %740, %741
-  %743 = add nsw i64 %742, %conv2.tx6074
-  %744 = mul nsw i64 %743, 32
-  %745 = add nsw i64 2646144, %744
-  %746 = mul nsw i64 %conv2.cv6175, 8
-  %747 = add nsw i64 %745, %746
-  %arena130 = getelementptr inbounds float, ptr %arena, i64 %747
-  store <8 x float> %w84, ptr %arena130, align 4
-  %w85 = load <8 x float>, ptr %conv2.w85, align 32
-  %748 = mul nsw i64 %conv2.j5872, 144
-  %749 = mul nsw i64 %conv2.ty5973, 12
-  %750 = add nsw i64 %748, %749
-  %751 = add nsw i64 %750, %conv2.tx6074
-  %752 = mul nsw i64 %751, 32
-  %753 = add nsw i64 2650752, %752
-  %754 = mul nsw i64 %conv2.cv6175, 8
-  %755 = add nsw i64 %753, %754
-  %arena131 = getelementptr inbounds float, ptr %arena, i64 %755
-  store <8 x float> %w85, ptr %arena131, align 4
-  %w86 = load <8 x float>, ptr %conv2.w86, align 32
-  %756 = mul nsw i64 %conv2.j5872, 144
-  %757 = mul nsw i64 %conv2.ty5973, 12
-  %758 = add nsw i64 %756, %757
-  %759 = add nsw i64 %758, %conv2.tx6074
-  %760 = mul nsw i64 %759, 32
-  %761 = add nsw i64 2655360, %760
-  %762 = mul nsw i64 %conv2.cv6175, 8
-  %763 = add nsw i64 %761, %762
-  %arena132 = getelementptr inbounds float, ptr %arena, i64 %763
-  store <8 x float> %w86, ptr %arena132, align 4
-  %w87 = load <8 x float>, ptr %conv2.w87, align 32
-  %764 = mul nsw i64 %conv2.j5872, 144
-  %765 = mul nsw i64 %conv2.ty5973, 12
-  %766 = add nsw i64 %764, %765
-  %767 = add nsw i64 %766, %conv2.tx6074
-  %768 = mul nsw i64 %767, 32
-  %769 = add nsw i64 2659968, %768
-  %770 = mul nsw i64 %conv2.cv6175, 8
-  %771 = add nsw i64 %769, %770
-  %arena133 = getelementptr inbounds float, ptr %arena, i64 %771
-  store <8 x float> %w87, ptr %arena133, align 4
-  %w88 = load <8 x float>, ptr %conv2.w88, align 32
-  %772 = mul nsw i64 %conv2.j5872, 144
-  %773 = mul nsw i64 %conv2.ty5973, 12
-  %774 = add nsw i64 %772, %773
-  %775 = add nsw i64 %774, %conv2.tx6074
-  %776 = mul nsw i64 %775, 32
-  %777 = add nsw i64 2664576, %776
-  %778 = mul nsw i64 %conv2.cv6175, 8
-  %779 = add nsw i64 %777, %778
-  %arena134 = getelementptr inbounds float, ptr %arena, i64 %779
-  store <8 x float> %w88, ptr %arena134, align 4
-  %w89 = load <8 x float>, ptr %conv2.w89, align 32
-  %780 = mul nsw i64 %conv2.j5872, 144
-  %781 = mul nsw i64 %conv2.ty5973, 12
-  %782 = add nsw i64 %780, %781
-  %783 = add nsw i64 %782, %conv2.tx6074
-  %784 = mul nsw i64 %783, 32
-  %785 = add nsw i64 2669184, %784
-  %786 = mul nsw i64 %conv2.cv6175, 8
-  %787 = add nsw i64 %785, %786
-  %arena135 = getelementptr inbounds float, ptr %arena, i64 %787
-  store <8 x float> %w89, ptr %arena135, align 4
-  %w90 = load <8 x float>, ptr %conv2.w90, align 32
-  %788 = mul nsw i64 %conv2.j5872, 144
-  %789 = mul nsw i64 %conv2.ty5973, 12
-  %790 = add nsw i64 %788, %789
-  %791 = add nsw i64 %790, %conv2.tx6074
-  %792 = mul nsw i64 %791, 32
-  %793 = add nsw i64 2673792, %792
-  %794 = mul nsw i64 %conv2.cv6175, 8
-  %795 = add nsw i64 %793, %794
-  %arena136 = getelementptr inbounds float, ptr %arena, i64 %795
-  store <8 x float> %w90, ptr %arena136, align 4
-  %w91 = load <8 x float>, ptr %conv2.w91, align 32
-  %796 = mul nsw i64 %conv2.j5872, 144
-  %797 = mul nsw i64 %conv2.ty5973, 12
-  %798 = add nsw i64 %796, %797
-  %799 = add nsw i64 %798, %conv2.tx6074
-  %800 = mul nsw i64 %799, 32
-  %801 = add nsw i64 2678400, %800
-  %802 = mul nsw i64 %conv2.cv6175, 8
-  %803 = add nsw i64 %801, %802
-  %arena137 = getelementptr inbounds float, ptr %arena, i64 %803
-  store <8 x float> %w91, ptr %arena137, align 4
-  %w92 = load <8 x float>, ptr %conv2.w92, align 32
-  %804 = mul nsw i64 %conv2.j5872, 144
-  %805 = mul nsw i64 %conv2.ty5973, 12
-  %806 = add nsw i64 %804, %805
-  %807 = add nsw i64 %806, %conv2.tx6074
-  %808 = mul nsw i64 %807, 32
-  %809 = add nsw i64 2683008, %808
-  %810 = mul nsw i64 %conv2.cv6175, 8
-  %811 = add nsw i64 %809, %810
-  %arena138 = getelementptr inbounds float, ptr %arena, i64 %811
-  store <8 x float> %w92, ptr %arena138, align 4
-  %w93 = load <8 x float>, ptr %conv2.w93, align 32
-  %812 = mul nsw i64 %conv2.j5872, 144
-  %813 = mul nsw i64 %conv2.ty5973, 12
-  %814 = add nsw i64 %812, %813
-  %815 = add nsw i64 %814, %conv2.tx6074
-  %816 = mul nsw i64 %815, 32
-  %817 = add nsw i64 2687616, %816
-  %818 = mul nsw i64 %conv2.cv6175, 8
-  %819 = add nsw i64 %817, %818
-  %arena139 = getelementptr inbounds float, ptr %arena, i64 %819
-  store <8 x float> %w93, ptr %arena139, align 4
-  %cv61.next = add nsw i64 %conv2.cv6175, 1
-  %820 = icmp slt i64 %cv61.next, 4
-  br i1 %820, label %conv2.cv61, label %conv2.cv61.end
-
-conv2.cv61.end:                                   ; preds = %conv2.cv61
-  %tx60.next = add nsw i64 %conv2.tx6074, 1
-  %821 = icmp slt i64 %tx60.next, 12
-  br i1 %821, label %conv2.tx60, label %conv2.tx60.end
-
-conv2.xi94:                                       ; preds = %conv2.xi94, %conv2.j58.end
-  %conv2.xi94140 = phi i64 [ 0, %conv2.j58.end ], [ %xi94.next, %conv2.xi94 ]
-  %822 = mul nsw i64 %conv2.xi94140, 4608
-  %823 = add nsw i64 2618496, %822
-  %arena141 = getelementptr inbounds float, ptr %arena, i64 %823
-  %824 = mul nsw i64 %conv2.xi94140, 2048
-  %825 = add nsw i64 2564096, %824
-  %arena142 = getelementptr inbounds float, ptr %arena, i64 %825
-  %826 = mul nsw i64 %conv2.xi94140, 9216
-  %827 = add nsw i64 2692224, %826
-  %arena143 = getelementptr inbounds float, ptr %arena, i64 %827
-  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 144, i32 64, i32 32, float 1.000000e+00, ptr %arena141, i32 32, ptr %arena142, i32 64, float 0.000000e+00, ptr %arena143, i32 64)
-  %xi94.next = add nsw i64 %conv2.xi94140, 1
-  %828 = icmp slt i64 %xi94.next, 16
-  br i1 %828, label %conv2.xi94, label %conv2.xi94.end
-
-conv2.xi94.end:                                   ; preds = %conv2.xi94
-  br label %conv2.j95
-
-conv2.j95:                                        ; preds = %conv2.ty96.end, %conv2.xi94.end
-  %conv2.j95144 = phi i64 [ 0, %conv2.xi94.end ], [ %j95.next, %conv2.ty96.end ]
-  br label %conv2.ty96
-
-conv2.j95.end:                                    ; preds = %conv2.ty96.end
-  br label %conv2.j123
-
-conv2.ty96:                                       ; preds = %conv2.tx97.end, %conv2.j95
-  %conv2.ty96145 = phi i64 [ 0, %conv2.j95 ], [ %ty96.next, %conv2.tx97.end ]
-  br label %conv2.tx97
-
-conv2.ty96.end:                                   ; preds = %conv2.tx97.end
-  %j95.next = add nsw i64 %conv2.j95144, 1
-  %829 = icmp slt i64 %j95.next, 1
-  br i1 %829, label %conv2.j95, label %conv2.j95.end
-
-conv2.tx97:                                       ; preds = %conv2.cv98.end, %conv2.ty96
-  %conv2.tx97146 = phi i64 [ 0, %conv2.ty96 ], [ %tx97.next, %conv2.cv98.end ]
-  br label %conv2.cv98
-
-conv2.tx97.end:                                   ; preds = %conv2.cv98.end
-  %ty96.next = add nsw i64 %conv2.ty96145, 1
-  %830 = icmp slt i64 %ty96.next, 12
-  br i1 %830, label %conv2.ty96, label %conv2.ty96.end
-
-conv2.cv98:                                       ; preds = %conv2.cv98, %conv2.tx97
-  %conv2.cv98147 = phi i64 [ 0, %conv2.tx97 ], [ %cv98.next, %conv2.cv98 ]
-  %831 = mul nsw i64 %conv2.j95144, 144
-  %832 = mul nsw i64 %conv2.ty96145, 12
-  %833 = add nsw i64 %831, %832
-  %834 = add nsw i64 %833, %conv2.tx97146
-  %835 = mul nsw i64 %834, 64
-  %836 = add nsw i64 2692224, %835
-  %837 = mul nsw i64 %conv2.cv98147, 8
-  %838 = add nsw i64 %836, %837
-  %arena148 = getelementptr inbounds float, ptr %arena, i64 %838
-  %839 = load <8 x float>, ptr %arena148, align 4
-  %840 = mul nsw i64 %conv2.j95144, 144
-  %841 = mul nsw i64 %conv2.ty96145, 12
-  %842 = add nsw i64 %840, %841
-  %843 = add nsw i64 %842, %conv2.tx97146
-  %844 = mul nsw i64 %843, 64
-  %845 = add nsw i64 2729088, %844
-  %846 = mul nsw i64 %conv2.cv98147, 8
-  %847 = add nsw i64 %845, %846
-  %arena149 = getelementptr inbounds float, ptr %arena, i64 %847
-  %848 = load <8 x float>, ptr %arena149, align 4
-  %849 = fadd <8 x float> %839, %848
-  %850 = mul nsw i64 %conv2.j95144, 144
-  %851 = mul nsw i64 %conv2.ty96145, 12
-  %852 = add nsw i64 %850, %851
-  %853 = add nsw i64 %852, %conv2.tx97146
-  %854 = mul nsw i64 %853, 64
-  %855 = add nsw i64 2765952, %854
-  %856 = mul nsw i64 %conv2.cv98147, 8
-  %857 = add nsw i64 %855, %856
-  %arena150 = getelementptr inbounds float, ptr %arena, i64 %857
-  %858 = load <8 x float>, ptr %arena150, align 4
-  %859 = fadd <8 x float> %849, %858
-  store <8 x float> %859, ptr %conv2.w99, align 32
-  %860 = mul nsw i64 %conv2.j95144, 144
-  %861 = mul nsw i64 %conv2.ty96145, 12
-  %862 = add nsw i64 %860, %861
-  %863 = add nsw i64 %862, %conv2.tx97146
-  %864 = mul nsw i64 %863, 64
-  %865 = add nsw i64 2729088, %864
-  %866 = mul nsw i64 %conv2.cv98147, 8
-  %867 = add nsw i64 %865, %866
-  %arena151 = getelementptr inbounds float, ptr %arena, i64 %867
-  %868 = load <8 x float>, ptr %arena151, align 4
-  %869 = mul nsw i64 %conv2.j95144, 144
-  %870 = mul nsw i64 %conv2.ty96145, 12
-  %871 = add nsw i64 %869, %870
-  %872 = add nsw i64 %871, %conv2.tx97146
-  %873 = mul nsw i64 %872, 64
-  %874 = add nsw i64 2765952, %873
-  %875 = mul nsw i64 %conv2.cv98147, 8
-  %876 = add nsw i64 %874, %875
-  %arena152 = getelementptr inbounds float, ptr %arena, i64 %876
-  %877 = load <8 x float>, ptr %arena152, align 4
-  %878 = fsub <8 x float> %868, %877
-  %879 = mul nsw i64 %conv2.j95144, 144
-  %880 = mul nsw i64 %conv2.ty96145, 12
-  %881 = add nsw i64 %879, %880
-  %882 = add nsw i64 %881, %conv2.tx97146
-  %883 = mul nsw i64 %882, 64
-  %884 = add nsw i64 2802816, %883
-  %885 = mul nsw i64 %conv2.cv98147, 8
-  %886 = add nsw i64 %884, %885
-  %arena153 = getelementptr inbounds float, ptr %arena, i64 %886
-  %887 = load <8 x float>, ptr %arena153, align 4
-  %888 = fsub <8 x float> %878, %887
-  store <8 x float> %888, ptr %conv2.w100, align 32
-  %889 = mul nsw i64 %conv2.j95144, 144
-  %890 = mul nsw i64 %conv2.ty96145, 12
-  %891 = add nsw i64 %889, %890
-  %892 = add nsw i64 %891, %conv2.tx97146
-  %893 = mul nsw i64 %892, 64
-  %894 = add nsw i64 2701440, %893
-  %895 = mul nsw i64 %conv2.cv98147, 8
-  %896 = add nsw i64 %894, %895
-  %arena154 = getelementptr inbounds float, ptr %arena, i64 %896
-  %897 = load <8 x float>, ptr %arena154, align 4
-  %898 = mul nsw i64 %conv2.j95144, 144
-  %899 = mul nsw i64 %conv2.ty96145, 12
-  %900 = add nsw i64 %898, %899
-  %901 = add nsw i64 %900, %conv2.tx97146
-  %902 = mul nsw i64 %901, 64
-  %903 = add nsw i64 2738304, %902
-  %904 = mul nsw i64 %conv2.cv98147, 8
-  %905 = add nsw i64 %903, %904
-  %arena155 = getelementptr inbounds float, ptr %arena, i64 %905
-  %906 = load <8 x float>, ptr %arena155, align 4
-  %907 = fadd <8 x float> %897, %906
-  %908 = mul nsw i64 %conv2.j95144, 144
-  %909 = mul nsw i64 %conv2.ty96145, 12
-  %910 = add nsw i64 %908, %909
-  %911 = add nsw i64 %910, %conv2.tx97146
-  %912 = mul nsw i64 %911, 64
-  %913 = add nsw i64 2775168, %912
-  %914 = mul nsw i64 %conv2.cv98147, 8
-  %915 = add nsw i64 %913, %914
-  %arena156 = getelementptr inbounds float, ptr %arena, i64 %915
-  %916 = load <8 x float>, ptr %arena156, align 4
-  %917 = fadd <8 x float> %907, %916
-  store <8 x float> %917, ptr %conv2.w101, align 32
-  %918 = mul nsw i64 %conv2.j95144, 144
-  %919 = mul nsw i64 %conv2.ty96145, 12
-  %920 = add nsw i64 %918, %919
-  %921 = add nsw i64 %920, %conv2.tx97146
-  %922 = mul nsw i64 %921, 64
-  %923 = add nsw i64 2738304, %922
-  %924 = mul nsw i64 %conv2.cv98147, 8
-  %925 = add nsw i64 %923, %924
-  %arena157 = getelementptr inbounds float, ptr %arena, i64 %925
-  %926 = load <8 x float>, ptr %arena157, align 4
-  %927 = mul nsw i64 %conv2.j95144, 144
-  %928 = mul nsw i64 %conv2.ty96145, 12
-  %929 = add nsw i64 %927, %928
-  %930 = add nsw i64 %929, %conv2.tx97146
-  %931 = mul nsw i64 %930, 64
-  %932 = add nsw i64 2775168, %931
-  %933 = mul nsw i64 %conv2.cv98147, 8
-  %934 = add nsw i64 %932, %933
-  %arena158 = getelementptr inbounds float, ptr %arena, i64 %934
-  %935 = load <8 x float>, ptr %arena158, align 4
-  %936 = fsub <8 x float> %926, %935
-  %937 = mul nsw i64 %conv2.j95144, 144
-  %938 = mul nsw i64 %conv2.ty96145, 12
-  %939 = add nsw i64 %937, %938
-  %940 = add nsw i64 %939, %conv2.tx97146
-  %941 = mul nsw i64 %940, 64
-  %942 = add nsw i64 2812032, %941
-  %943 = mul nsw i64 %conv2.cv98147, 8
-  %944 = add nsw i64 %942, %943
-  %arena159 = getelementptr inbounds float, ptr %arena, i64 %944
-  %945 = load <8 x float>, ptr %arena159, align 4
-  %946 = fsub <8 x float> %936, %945
-  store <8 x float> %946, ptr %conv2.w102, align 32
-  %947 = mul nsw i64 %conv2.j95144, 144
-  %948 = mul nsw i64 %conv2.ty96145, 12
-  %949 = add nsw i64 %947, %948
-  %950 = add nsw i64 %949, %conv2.tx97146
-  %951 = mul nsw i64 %950, 64
-  %952 = add nsw i64 2710656, %951
-  %953 = mul nsw i64 %conv2.cv98147, 8
-  %954 = add nsw i64 %952, %953
-  %arena160 = getelementptr inbounds float, ptr %arena, i64 %954
-  %955 = load <8 x float>, ptr %arena160, align 4
-  %956 = mul nsw i64 %conv2.j95144, 144
-  %957 = mul nsw i64 %conv2.ty96145, 12
-  %958 = add nsw i64 %956, %957
-  %959 = add nsw i64 %958, %conv2.tx97146
-  %960 = mul nsw i64 %959, 64
-  %961 = add nsw i64 2747520, %960
-  %962 = mul nsw i64 %conv2.cv98147, 8
-  %963 = add nsw i64 %961, %962
-  %arena161 = getelementptr inbounds float, ptr %arena, i64 %963
-  %964 = load <8 x float>, ptr %arena161, align 4
-  %965 = fadd <8 x float> %955, %964
-  %966 = mul nsw i64 %conv2.j95144, 144
-  %967 = mul nsw i64 %conv2.ty96145, 12
-  %968 = add nsw i64 %966, %967
-  %969 = add nsw i64 %968, %conv2.tx97146
-  %970 = mul nsw i64 %969, 64
-  %971 = add nsw i64 2784384, %970
-  %972 = mul nsw i64 %conv2.cv98147, 8
-  %973 = add nsw i64 %971, %972
-  %arena162 = getelementptr inbounds float, ptr %arena, i64 %973
-  %974 = load <8 x float>, ptr %arena162, align 4
-  %975 = fadd <8 x float> %965, %974
-  store <8 x float> %975, ptr %conv2.w103, align 32
-  %976 = mul nsw i64 %conv2.j95144, 144
-  %977 = mul nsw i64 %conv2.ty96145, 12
-  %978 = add nsw i64 %976, %977
-  %979 = add nsw i64 %978, %conv2.tx97146
-  %980 = mul nsw i64 %979, 64
-  %981 = add nsw i64 2747520, %980
-  %982 = mul nsw i64 %conv2.cv98147, 8
-  %983 = add nsw i64 %981, %982
-  %arena163 = getelementptr inbounds float, ptr %arena, i64 %983
-  %984 = load <8 x float>, ptr %arena163, align 4
-  %985 = mul nsw i64 %conv2.j95144, 144
-  %986 = mul nsw i64 %conv2.ty96145, 12
-  %987 = add nsw i64 %985, %986
-  %988 = add nsw i64 %987, %conv2.tx97146
-  %989 = mul nsw i64 %988, 64
-  %990 = add nsw i64 2784384, %989
-  %991 = mul nsw i64 %conv2.cv98147, 8
-  %992 = add nsw i64 %990, %991
-  %arena164 = getelementptr inbounds float, ptr %arena, i64 %992
-  %993 = load <8 x float>, ptr %arena164, align 4
-  %994 = fsub <8 x float> %984, %993
-  %995 = mul nsw i64 %conv2.j95144, 144
-  %996 = mul nsw i64 %conv2.ty96145, 12
-  %997 = add nsw i64 %995, %996
-  %998 = add nsw i64 %997, %conv2.tx97146
-  %999 = mul nsw i64 %998, 64
-  %1000 = add nsw i64 2821248, %999
-  %1001 = mul nsw i64 %conv2.cv98147, 8
-  %1002 = add nsw i64 %1000, %1001
-  %arena165 = getelementptr inbounds float, ptr %arena, i64 %1002
-  %1003 = load <8 x float>, ptr %arena165, align 4
-  %1004 = fsub <8 x float> %994, %1003
-  store <8 x float> %1004, ptr %conv2.w104, align 32
-  %1005 = mul nsw i64 %conv2.j95144, 144
-  %1006 = mul nsw i64 %conv2.ty96145, 12
-  %1007 = add nsw i64 %1005, %1006
-  %1008 = add nsw i64 %1007, %conv2.tx97146
-  %1009 = mul nsw i64 %1008, 64
-  %1010 = add nsw i64 2719872, %1009
-  %1011 = mul nsw i64 %conv2.cv98147, 8
-  %1012 = add nsw i64 %1010, %1011
-  %arena166 = getelementptr inbounds float, ptr %arena, i64 %1012
-  %1013 = load <8 x float>, ptr %arena166, align 4
-  %1014 = mul nsw i64 %conv2.j95144, 144
-  %1015 = mul nsw i64 %conv2.ty96145, 12
-  %1016 = add nsw i64 %1014, %1015
-  %1017 = add nsw i64 %1016, %conv2.tx97146
-  %1018 = mul nsw i64 %1017, 64
-  %1019 = add nsw i64 2756736, %1018
-  %1020 = mul nsw i64 %conv2.cv98147, 8
-  %1021 = add nsw i64 %1019, %1020
-  %arena167 = getelementptr inbounds float, ptr %arena, i64 %1021
-  %1022 = load <8 x float>, ptr %arena167, align 4
-  %1023 = fadd <8 x float> %1013, %1022
-  %1024 = mul nsw i64 %conv2.j95144, 144
-  %1025 = mul nsw i64 %conv2.ty96145, 12
-  %1026 = add nsw i64 %1024, %1025
-  %1027 = add nsw i64 %1026, %conv2.tx97146
-  %1028 = mul nsw i64 %1027, 64
-  %1029 = add nsw i64 2793600, %1028
-  %1030 = mul nsw i64 %conv2.cv98147, 8
-  %1031 = add nsw i64 %1029, %1030
-  %arena168 = getelementptr inbounds float, ptr %arena, i64 %1031
-  %1032 = load <8 x float>, ptr %arena168, align 4
-  %1033 = fadd <8 x float> %1023, %1032
-  store <8 x float> %1033, ptr %conv2.w105, align 32
-  %1034 = mul nsw i64 %conv2.j95144, 144
-  %1035 = mul nsw i64 %conv2.ty96145, 12
-  %1036 = add nsw i64 %1034, %1035
-  %1037 = add nsw i64 %1036, %conv2.tx97146
-  %1038 = mul nsw i64 %1037, 64
-  %1039 = add nsw i64 2756736, %1038
-  %1040 = mul nsw i64 %conv2.cv98147, 8
-  %1041 = add nsw i64 %1039, %1040
-  %arena169 = getelementptr inbounds float, ptr %arena, i64 %1041
-  %1042 = load <8 x float>, ptr %arena169, align 4
-  %1043 = mul nsw i64 %conv2.j95144, 144
-  %1044 = mul nsw i64 %conv2.ty96145, 12
-  %1045 = add nsw i64 %1043, %1044
-  %1046 = add nsw i64 %1045, %conv2.tx97146
-  %1047 = mul nsw i64 %1046, 64
-  %1048 = add nsw i64 2793600, %1047
-  %1049 = mul nsw i64 %conv2.cv98147, 8
-  %1050 = add nsw i64 %1048, %1049
-  %arena170 = getelementptr inbounds float, ptr %arena, i64 %1050
-  %1051 = load <8 x float>, ptr %arena170, align 4
-  %1052 = fsub <8 x float> %1042, %1051
-  %1053 = mul nsw i64 %conv2.j95144, 144
-  %1054 = mul nsw i64 %conv2.ty96145, 12
-  %1055 = add nsw i64 %1053, %1054
-  %1056 = add nsw i64 %1055, %conv2.tx97146
-  %1057 = mul nsw i64 %1056, 64
-  %1058 = add nsw i64 2830464, %1057
-  %1059 = mul nsw i64 %conv2.cv98147, 8
-  %1060 = add nsw i64 %1058, %1059
-  %arena171 = getelementptr inbounds float, ptr %arena, i64 %1060
-  %1061 = load <8 x float>, ptr %arena171, align 4
-  %1062 = fsub <8 x float> %1052, %1061
-  store <8 x float> %1062, ptr %conv2.w106, align 32
-  %w99 = load <8 x float>, ptr %conv2.w99, align 32
-  %w101 = load <8 x float>, ptr %conv2.w101, align 32
-  %1063 = fadd <8 x float> %w99, %w101
-  %w103 = load <8 x float>, ptr %conv2.w103, align 32
-  %1064 = fadd <8 x float> %1063, %w103
-  store <8 x float> %1064, ptr %conv2.w107, align 32
-  %w101172 = load <8 x float>, ptr %conv2.w101, align 32
-  %w103173 = load <8 x float>, ptr %conv2.w103, align 32
-  %1065 = fsub <8 x float> %w101172, %w103173
-  %w105 = load <8 x float>, ptr %conv2.w105, align 32
-  %1066 = fsub <8 x float> %1065, %w105
-  store <8 x float> %1066, ptr %conv2.w108, align 32
-  %w100 = load <8 x float>, ptr %conv2.w100, align 32
-  %w102 = load <8 x float>, ptr %conv2.w102, align 32
-  %1067 = fadd <8 x float> %w100, %w102
-  %w104 = load <8 x float>, ptr %conv2.w104, align 32
-  %1068 = fadd <8 x float> %1067, %w104
-  store <8 x float> %1068, ptr %conv2.w109, align 32
-  %w102174 = load <8 x float>, ptr %conv2.w102, align 32
-  %w104175 = load <8 x float>, ptr %conv2.w104, align 32
-  %1069 = fsub <8 x float> %w102174, %w104175
+  %241 = add nsw i64 %240, %conv2.tx1044
+  %242 = mul nsw i64 %241, 64
+  %243 = add nsw i64 2793600, %242
+  %244 = mul nsw i64 %1, 32
+  %245 = mul nsw i64 %conv2.cv1055, 8
+  %246 = add nsw i64 %244, %245
+  %247 = add nsw i64 %243, %246
+  %arena26 = getelementptr inbounds float, ptr %arena, i64 %247
+  %248 = load <8 x float>, ptr %arena26, align 4
+  %249 = fadd <8 x float> %237, %248
+  store <8 x float> %249, ptr %conv2.w112, align 32
+  %250 = mul nsw i64 %conv2.j1022, 144
+  %251 = mul nsw i64 %conv2.ty1033, 12
+  %252 = add nsw i64 %250, %251
+  %253 = add nsw i64 %252, %conv2.tx1044
+  %254 = mul nsw i64 %253, 64
+  %255 = add nsw i64 2756736, %254
+  %256 = mul nsw i64 %1, 32
+  %257 = mul nsw i64 %conv2.cv1055, 8
+  %258 = add nsw i64 %256, %257
+  %259 = add nsw i64 %255, %258
+  %arena27 = getelementptr inbounds float, ptr %arena, i64 %259
+  %260 = load <8 x float>, ptr %arena27, align 4
+  %261 = mul nsw i64 %conv2.j1022, 144
+  %262 = mul nsw i64 %conv2.ty1033, 12
+  %263 = add nsw i64 %261, %262
+  %264 = add nsw i64 %263, %conv2.tx1044
+  %265 = mul nsw i64 %264, 64
+  %266 = add nsw i64 2793600, %265
+  %267 = mul nsw i64 %1, 32
+  %268 = mul nsw i64 %conv2.cv1055, 8
+  %269 = add nsw i64 %267, %268
+  %270 = add nsw i64 %266, %269
+  %arena28 = getelementptr inbounds float, ptr %arena, i64 %270
+  %271 = load <8 x float>, ptr %arena28, align 4
+  %272 = fsub <8 x float> %260, %271
+  %273 = mul nsw i64 %conv2.j1022, 144
+  %274 = mul nsw i64 %conv2.ty1033, 12
+  %275 = add nsw i64 %273, %274
+  %276 = add nsw i64 %275, %conv2.tx1044
+  %277 = mul nsw i64 %276, 64
+  %278 = add nsw i64 2830464, %277
+  %279 = mul nsw i64 %1, 32
+  %280 = mul nsw i64 %conv2.cv1055, 8
+  %281 = add nsw i64 %279, %280
+  %282 = add nsw i64 %278, %281
+  %arena29 = getelementptr inbounds float, ptr %arena, i64 %282
+  %283 = load <8 x float>, ptr %arena29, align 4
+  %284 = fsub <8 x float> %272, %283
+  store <8 x float> %284, ptr %conv2.w113, align 32
   %w106 = load <8 x float>, ptr %conv2.w106, align 32
-  %1070 = fsub <8 x float> %1069, %w106
-  store <8 x float> %1070, ptr %conv2.w110, align 32
-  %w107 = load <8 x float>, ptr %conv2.w107, align 32
-  %1071 = mul nsw i64 %conv2.cv98147, 8
-  %1072 = add nsw i64 18752, %1071
-  %params176 = getelementptr inbounds float, ptr %params, i64 %1072
-  %1073 = load <8 x float>, ptr %params176, align 4
-  %1074 = fadd <8 x float> %w107, %1073
-  store <8 x float> %1074, ptr %conv2.v111, align 32
-  %v111 = load <8 x float>, ptr %conv2.v111, align 32
-  store <8 x float> %v111, ptr %conv2.best112, align 32
-  %1075 = mul nsw i64 %conv2.ty96145, 2
-  %1076 = mul nsw i64 %1075, 24
-  %1077 = mul nsw i64 %conv2.tx97146, 2
-  %1078 = add nsw i64 %1076, %1077
-  %1079 = sitofp i64 %1078 to float
-  %1080 = insertelement <8 x float> undef, float %1079, i32 0
-  %1081 = shufflevector <8 x float> %1080, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %1081, ptr %conv2.at113, align 32
   %w108 = load <8 x float>, ptr %conv2.w108, align 32
-  %1082 = mul nsw i64 %conv2.cv98147, 8
-  %1083 = add nsw i64 18752, %1082
-  %params177 = getelementptr inbounds float, ptr %params, i64 %1083
-  %1084 = load <8 x float>, ptr %params177, align 4
-  %1085 = fadd <8 x float> %w108, %1084
-  store <8 x float> %1085, ptr %conv2.v114, align 32
-  %v114 = load <8 x float>, ptr %conv2.v114, align 32
-  %best112 = load <8 x float>, ptr %conv2.best112, align 32
-  %1086 = fcmp ogt <8 x float> %v114, %best112
-  %v114178 = load <8 x float>, ptr %conv2.v114, align 32
-  %best112179 = load <8 x float>, ptr %conv2.best112, align 32
-  %1087 = select <8 x i1> %1086, <8 x float> %v114178, <8 x float> %best112179
-  store <8 x float> %1087, ptr %conv2.best115, align 32
-  %v114180 = load <8 x float>, ptr %conv2.v114, align 32
-  %best112181 = load <8 x float>, ptr %conv2.best112, align 32
-  %1088 = fcmp ogt <8 x float> %v114180, %best112181
-  %1089 = mul nsw i64 %conv2.ty96145, 2
-  %1090 = mul nsw i64 %1089, 24
-  %1091 = mul nsw i64 %conv2.tx97146, 2
-  %1092 = add nsw i64 %1090, %1091
-  %1093 = add nsw i64 %1092, 1
-  %1094 = sitofp i64 %1093 to float
-  %1095 = insertelement <8 x float> undef, float %1094, i32 0
-  %1096 = shufflevector <8 x float> %1095, <8 x float> undef, <8 x i32> zeroinitializer
-  %at113 = load <8 x float>, ptr %conv2.at113, align 32
-  %1097 = select <8 x i1> %1088, <8 x float> %1096, <8 x float> %at113
-  store <8 x float> %1097, ptr %conv2.at116, align 32
-  %w109 = load <8 x float>, ptr %conv2.w109, align 32
-  %1098 = mul nsw i64 %conv2.cv98147, 8
-  %1099 = add nsw i64 18752, %1098
-  %params182 = getelementptr inbounds float, ptr %params, i64 %1099
-  %1100 = load <8 x float>, ptr %params182, align 4
-  %1101 = fadd <8 x float> %w109, %1100
-  store <8 x float> %1101, ptr %conv2.v117, align 32
-  %v117 = load <8 x float>, ptr %conv2.v117, align 32
-  %best115 = load <8 x float>, ptr %conv2.best115, align 32
-  %1102 = fcmp ogt <8 x float> %v117, %best115
-  %v117183 = load <8 x float>, ptr %conv2.v117, align 32
-  %best115184 = load <8 x float>, ptr %conv2.best115, align 32
-  %1103 = select <8 x i1> %1102, <8 x float> %v117183, <8 x float> %best115184
-  store <8 x float> %1103, ptr %conv2.best118, align 32
-  %v117185 = load <8 x float>, ptr %conv2.v117, align 32
-  %best115186 = load <8 x float>, ptr %conv2.best115, align 32
-  %1104 = fcmp ogt <8 x float> %v117185, %best115186
-  %1105 = mul nsw i64 %conv2.ty96145, 2
-  %1106 = add nsw i64 %1105, 1
-  %1107 = mul nsw i64 %1106, 24
-  %1108 = mul nsw i64 %conv2.tx97146, 2
-  %1109 = add nsw i64 %1107, %1108
-  %1110 = sitofp i64 %1109 to float
-  %1111 = insertelement <8 x float> undef, float %1110, i32 0
-  %1112 = shufflevector <8 x float> %1111, <8 x float> undef, <8 x i32> zeroinitializer
-  %at116 = load <8 x float>, ptr %conv2.at116, align 32
-  %1113 = select <8 x i1> %1104, <8 x float> %1112, <8 x float> %at116
-  store <8 x float> %1113, ptr %conv2.at119, align 32
+  %285 = fadd <8 x float> %w106, %w108
   %w110 = load <8 x float>, ptr %conv2.w110, align 32
-  %1114 = mul nsw i64 %conv2.cv98147, 8
-  %1115 = add nsw i64 18752, %1114
-  %params187 = getelementptr inbounds float, ptr %params, i64 %1115
-  %1116 = load <8 x float>, ptr %params187, align 4
-  %1117 = fadd <8 x float> %w110, %1116
-  store <8 x float> %1117, ptr %conv2.v120, align 32
-  %v120 = load <8 x float>, ptr %conv2.v120, align 32
-  %best118 = load <8 x float>, ptr %conv2.best118, align 32
-  %1118 = fcmp ogt <8 x float> %v120, %best118
-  %v120188 = load <8 x float>, ptr %conv2.v120, align 32
-  %best118189 = load <8 x float>, ptr %conv2.best118, align 32
-  %1119 = select <8 x i1> %1118, <8 x float> %v120188, <8 x float> %best118189
-  store <8 x float> %1119, ptr %conv2.best121, align 32
-  %v120190 = load <8 x float>, ptr %conv2.v120, align 32
-  %best118191 = load <8 x float>, ptr %conv2.best118, align 32
-  %1120 = fcmp ogt <8 x float> %v120190, %best118191
-  %1121 = mul nsw i64 %conv2.ty96145, 2
-  %1122 = add nsw i64 %1121, 1
-  %1123 = mul nsw i64 %1122, 24
-  %1124 = mul nsw i64 %conv2.tx97146, 2
-  %1125 = add nsw i64 %1123, %1124
-  %1126 = add nsw i64 %1125, 1
-  %1127 = sitofp i64 %1126 to float
-  %1128 = insertelement <8 x float> undef, float %1127, i32 0
-  %1129 = shufflevector <8 x float> %1128, <8 x float> undef, <8 x i32> zeroinitializer
-  %at119 = load <8 x float>, ptr %conv2.at119, align 32
-  %1130 = select <8 x i1> %1120, <8 x float> %1129, <8 x float> %at119
-  store <8 x float> %1130, ptr %conv2.at122, align 32
-  %best121 = load <8 x float>, ptr %conv2.best121, align 32
-  %1131 = fcmp ogt <8 x float> %best121, zeroinitializer
-  %best121192 = load <8 x float>, ptr %conv2.best121, align 32
-  %1132 = select <8 x i1> %1131, <8 x float> %best121192, <8 x float> zeroinitializer
-  %1133 = mul nsw i64 %conv2.j95144, 144
-  %1134 = mul nsw i64 %conv2.ty96145, 12
-  %1135 = add nsw i64 %1133, %1134
-  %1136 = add nsw i64 %1135, %conv2.tx97146
-  %1137 = mul nsw i64 %1136, 64
-  %1138 = add nsw i64 2839680, %1137
-  %1139 = mul nsw i64 %conv2.cv98147, 8
-  %1140 = add nsw i64 %1138, %1139
-  %arena193 = getelementptr inbounds float, ptr %arena, i64 %1140
-  store <8 x float> %1132, ptr %arena193, align 4
-  %at122 = load <8 x float>, ptr %conv2.at122, align 32
-  %1141 = mul nsw i64 %conv2.j95144, 144
-  %1142 = mul nsw i64 %conv2.ty96145, 12
-  %1143 = add nsw i64 %1141, %1142
-  %1144 = add nsw i64 %1143, %conv2.tx97146
-  %1145 = mul nsw i64 %1144, 64
-  %1146 = add nsw i64 2839680, %1145
-  %1147 = mul nsw i64 %conv2.cv98147, 8
-  %1148 = add nsw i64 %1146, %1147
-  %1149 = add nsw i64 %1148, 9216
-  %arena194 = getelementptr inbounds float, ptr %arena, i64 %1149
-  store <8 x float> %at122, ptr %arena194, align 4
-  %cv98.next = add nsw i64 %conv2.cv98147, 1
-  %1150 = icmp slt i64 %cv98.next, 8
-  br i1 %1150, label %conv2.cv98, label %conv2.cv98.end
+  %286 = fadd <8 x float> %285, %w110
+  store <8 x float> %286, ptr %conv2.w114, align 32
+  %w10830 = load <8 x float>, ptr %conv2.w108, align 32
+  %w11031 = load <8 x float>, ptr %conv2.w110, align 32
+  %287 = fsub <8 x float> %w10830, %w11031
+  %w112 = load <8 x float>, ptr %conv2.w112, align 32
+  %288 = fsub <8 x float> %287, %w112
+  store <8 x float> %288, ptr %conv2.w115, align 32
+  %w107 = load <8 x float>, ptr %conv2.w107, align 32
+  %w109 = load <8 x float>, ptr %conv2.w109, align 32
+  %289 = fadd <8 x float> %w107, %w109
+  %w111 = load <8 x float>, ptr %conv2.w111, align 32
+  %290 = fadd <8 x float> %289, %w111
+  store <8 x float> %290, ptr %conv2.w116, align 32
+  %w10932 = load <8 x float>, ptr %conv2.w109, align 32
+  %w11133 = load <8 x float>, ptr %conv2.w111, align 32
+  %291 = fsub <8 x float> %w10932, %w11133
+  %w113 = load <8 x float>, ptr %conv2.w113, align 32
+  %292 = fsub <8 x float> %291, %w113
+  store <8 x float> %292, ptr %conv2.w117, align 32
+  %w114 = load <8 x float>, ptr %conv2.w114, align 32
+  %293 = mul nsw i64 %1, 32
+  %294 = mul nsw i64 %conv2.cv1055, 8
+  %295 = add nsw i64 %293, %294
+  %296 = add nsw i64 18752, %295
+  %params34 = getelementptr inbounds float, ptr %params, i64 %296
+  %297 = load <8 x float>, ptr %params34, align 4
+  %298 = fadd <8 x float> %w114, %297
+  store <8 x float> %298, ptr %conv2.v118, align 32
+  %v118 = load <8 x float>, ptr %conv2.v118, align 32
+  store <8 x float> %v118, ptr %conv2.best119, align 32
+  %299 = mul nsw i64 %conv2.ty1033, 2
+  %300 = mul nsw i64 %299, 24
+  %301 = mul nsw i64 %conv2.tx1044, 2
+  %302 = add nsw i64 %300, %301
+  %303 = sitofp i64 %302 to float
+  %304 = insertelement <8 x float> undef, float %303, i32 0
+  %305 = shufflevector <8 x float> %304, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %305, ptr %conv2.at120, align 32
+  %w115 = load <8 x float>, ptr %conv2.w115, align 32
+  %306 = mul nsw i64 %1, 32
+  %307 = mul nsw i64 %conv2.cv1055, 8
+  %308 = add nsw i64 %306, %307
+  %309 = add nsw i64 18752, %308
+  %params35 = getelementptr inbounds float, ptr %params, i64 %309
+  %310 = load <8 x float>, ptr %params35, align 4
+  %311 = fadd <8 x float> %w115, %310
+  store <8 x float> %311, ptr %conv2.v121, align 32
+  %v121 = load <8 x float>, ptr %conv2.v121, align 32
+  %best119 = load <8 x float>, ptr %conv2.best119, align 32
+  %312 = fcmp ogt <8 x float> %v121, %best119
+  %v12136 = load <8 x float>, ptr %conv2.v121, align 32
+  %best11937 = load <8 x float>, ptr %conv2.best119, align 32
+  %313 = select <8 x i1> %312, <8 x float> %v12136, <8 x float> %best11937
+  store <8 x float> %313, ptr %conv2.best122, align 32
+  %v12138 = load <8 x float>, ptr %conv2.v121, align 32
+  %best11939 = load <8 x float>, ptr %conv2.best119, align 32
+  %314 = fcmp ogt <8 x float> %v12138, %best11939
+  %315 = mul nsw i64 %conv2.ty1033, 2
+  %316 = mul nsw i64 %315, 24
+  %317 = mul nsw i64 %conv2.tx1044, 2
+  %318 = add nsw i64 %316, %317
+  %319 = add nsw i64 %318, 1
+  %320 = sitofp i64 %319 to float
+  %321 = insertelement <8 x float> undef, float %320, i32 0
+  %322 = shufflevector <8 x float> %321, <8 x float> undef, <8 x i32> zeroinitializer
+  %at120 = load <8 x float>, ptr %conv2.at120, align 32
+  %323 = select <8 x i1> %314, <8 x float> %322, <8 x float> %at120
+  store <8 x float> %323, ptr %conv2.at123, align 32
+  %w116 = load <8 x float>, ptr %conv2.w116, align 32
+  %324 = mul nsw i64 %1, 32
+  %325 = mul nsw i64 %conv2.cv1055, 8
+  %326 = add nsw i64 %324, %325
+  %327 = add nsw i64 18752, %326
+  %params40 = getelementptr inbounds float, ptr %params, i64 %327
+  %328 = load <8 x float>, ptr %params40, align 4
+  %329 = fadd <8 x float> %w116, %328
+  store <8 x float> %329, ptr %conv2.v124, align 32
+  %v124 = load <8 x float>, ptr %conv2.v124, align 32
+  %best122 = load <8 x float>, ptr %conv2.best122, align 32
+  %330 = fcmp ogt <8 x float> %v124, %best122
+  %v12441 = load <8 x float>, ptr %conv2.v124, align 32
+  %best12242 = load <8 x float>, ptr %conv2.best122, align 32
+  %331 = select <8 x i1> %330, <8 x float> %v12441, <8 x float> %best12242
+  store <8 x float> %331, ptr %conv2.best125, align 32
+  %v12443 = load <8 x float>, ptr %conv2.v124, align 32
+  %best12244 = load <8 x float>, ptr %conv2.best122, align 32
+  %332 = fcmp ogt <8 x float> %v12443, %best12244
+  %333 = mul nsw i64 %conv2.ty1033, 2
+  %334 = add nsw i64 %333, 1
+  %335 = mul nsw i64 %334, 24
+  %336 = mul nsw i64 %conv2.tx1044, 2
+  %337 = add nsw i64 %335, %336
+  %338 = sitofp i64 %337 to float
+  %339 = insertelement <8 x float> undef, float %338, i32 0
+  %340 = shufflevector <8 x float> %339, <8 x float> undef, <8 x i32> zeroinitializer
+  %at123 = load <8 x float>, ptr %conv2.at123, align 32
+  %341 = select <8 x i1> %332, <8 x float> %340, <8 x float> %at123
+  store <8 x float> %341, ptr %conv2.at126, align 32
+  %w117 = load <8 x float>, ptr %conv2.w117, align 32
+  %342 = mul nsw i64 %1, 32
+  %343 = mul nsw i64 %conv2.cv1055, 8
+  %344 = add nsw i64 %342, %343
+  %345 = add nsw i64 18752, %344
+  %params45 = getelementptr inbounds float, ptr %params, i64 %345
+  %346 = load <8 x float>, ptr %params45, align 4
+  %347 = fadd <8 x float> %w117, %346
+  store <8 x float> %347, ptr %conv2.v127, align 32
+  %v127 = load <8 x float>, ptr %conv2.v127, align 32
+  %best125 = load <8 x float>, ptr %conv2.best125, align 32
+  %348 = fcmp ogt <8 x float> %v127, %best125
+  %v12746 = load <8 x float>, ptr %conv2.v127, align 32
+  %best12547 = load <8 x float>, ptr %conv2.best125, align 32
+  %349 = select <8 x i1> %348, <8 x float> %v12746, <8 x float> %best12547
+  store <8 x float> %349, ptr %conv2.best128, align 32
+  %v12748 = load <8 x float>, ptr %conv2.v127, align 32
+  %best12549 = load <8 x float>, ptr %conv2.best125, align 32
+  %350 = fcmp ogt <8 x float> %v12748, %best12549
+  %351 = mul nsw i64 %conv2.ty1033, 2
+  %352 = add nsw i64 %351, 1
+  %353 = mul nsw i64 %352, 24
+  %354 = mul nsw i64 %conv2.tx1044, 2
+  %355 = add nsw i64 %353, %354
+  %356 = add nsw i64 %355, 1
+  %357 = sitofp i64 %356 to float
+  %358 = insertelement <8 x float> undef, float %357, i32 0
+  %359 = shufflevector <8 x float> %358, <8 x float> undef, <8 x i32> zeroinitializer
+  %at126 = load <8 x float>, ptr %conv2.at126, align 32
+  %360 = select <8 x i1> %350, <8 x float> %359, <8 x float> %at126
+  store <8 x float> %360, ptr %conv2.at129, align 32
+  %best128 = load <8 x float>, ptr %conv2.best128, align 32
+  %361 = fcmp ogt <8 x float> %best128, zeroinitializer
+  %best12850 = load <8 x float>, ptr %conv2.best128, align 32
+  %362 = select <8 x i1> %361, <8 x float> %best12850, <8 x float> zeroinitializer
+  %363 = mul nsw i64 %conv2.j1022, 144
+  %364 = mul nsw i64 %conv2.ty1033, 12
+  %365 = add nsw i64 %363, %364
+  %366 = add nsw i64 %365, %conv2.tx1044
+  %367 = mul nsw i64 %366, 64
+  %368 = add nsw i64 2839680, %367
+  %369 = mul nsw i64 %1, 32
+  %370 = mul nsw i64 %conv2.cv1055, 8
+  %371 = add nsw i64 %369, %370
+  %372 = add nsw i64 %368, %371
+  %arena51 = getelementptr inbounds float, ptr %arena, i64 %372
+  store <8 x float> %362, ptr %arena51, align 4
+  %at129 = load <8 x float>, ptr %conv2.at129, align 32
+  %373 = mul nsw i64 %conv2.j1022, 144
+  %374 = mul nsw i64 %conv2.ty1033, 12
+  %375 = add nsw i64 %373, %374
+  %376 = add nsw i64 %375, %conv2.tx1044
+  %377 = mul nsw i64 %376, 64
+  %378 = add nsw i64 2839680, %377
+  %379 = mul nsw i64 %1, 32
+  %380 = mul nsw i64 %conv2.cv1055, 8
+  %381 = add nsw i64 %379, %380
+  %382 = add nsw i64 %378, %381
+  %383 = add nsw i64 %382, 9216
+  %arena52 = getelementptr inbounds float, ptr %arena, i64 %383
+  store <8 x float> %at129, ptr %arena52, align 4
+  %cv105.next = add nsw i64 %conv2.cv1055, 1
+  %384 = icmp slt i64 %cv105.next, 4
+  br i1 %384, label %conv2.cv105, label %conv2.cv105.end
 
-conv2.cv98.end:                                   ; preds = %conv2.cv98
-  %tx97.next = add nsw i64 %conv2.tx97146, 1
-  %1151 = icmp slt i64 %tx97.next, 12
-  br i1 %1151, label %conv2.tx97, label %conv2.tx97.end
+conv2.cv105.end:                                  ; preds = %conv2.cv105
+  %tx104.next = add nsw i64 %conv2.tx1044, 1
+  %385 = icmp slt i64 %tx104.next, 12
+  br i1 %385, label %conv2.tx104, label %conv2.tx104.end
 
-conv2.j123:                                       ; preds = %conv2.c124.end, %conv2.j95.end
-  %conv2.j123195 = phi i64 [ 0, %conv2.j95.end ], [ %j123.next, %conv2.c124.end ]
-  br label %conv2.c124
+conv2.j130:                                       ; preds = %conv2.c131.end, %conv2.j102.end
+  %conv2.j13053 = phi i64 [ 0, %conv2.j102.end ], [ %j130.next, %conv2.c131.end ]
+  br label %conv2.c131
 
-conv2.j123.end:                                   ; preds = %conv2.c124.end
-  br label %conv2.j126
+conv2.j130.end:                                   ; preds = %conv2.c131.end
+  br label %conv2.j133
 
-conv2.c124:                                       ; preds = %conv2.q125.end, %conv2.j123
-  %conv2.c124196 = phi i64 [ 0, %conv2.j123 ], [ %c124.next, %conv2.q125.end ]
-  br label %conv2.q125
+conv2.c131:                                       ; preds = %conv2.q132.end, %conv2.j130
+  %conv2.c13154 = phi i64 [ 0, %conv2.j130 ], [ %c131.next, %conv2.q132.end ]
+  br label %conv2.q132
 
-conv2.c124.end:                                   ; preds = %conv2.q125.end
-  %j123.next = add nsw i64 %conv2.j123195, 1
-  %1152 = icmp slt i64 %j123.next, 1
-  br i1 %1152, label %conv2.j123, label %conv2.j123.end
+conv2.c131.end:                                   ; preds = %conv2.q132.end
+  %j130.next = add nsw i64 %conv2.j13053, 1
+  %386 = icmp slt i64 %j130.next, 1
+  br i1 %386, label %conv2.j130, label %conv2.j130.end
 
-conv2.q125:                                       ; preds = %conv2.q125, %conv2.c124
-  %conv2.q125197 = phi i64 [ 0, %conv2.c124 ], [ %q125.next, %conv2.q125 ]
-  %1153 = mul nsw i64 %conv2.j123195, 144
-  %1154 = add nsw i64 %1153, %conv2.q125197
-  %1155 = mul nsw i64 %1154, 64
-  %1156 = add nsw i64 2839680, %1155
-  %1157 = add nsw i64 %1156, %conv2.c124196
-  %arena198 = getelementptr inbounds float, ptr %arena, i64 %1157
-  %1158 = load float, ptr %arena198, align 4
-  %1159 = add nsw i64 %conv2.g5365, %conv2.j123195
-  %1160 = mul nsw i64 %1159, 9216
-  %1161 = mul nsw i64 %conv2.c124196, 144
-  %1162 = add nsw i64 %1160, %1161
-  %1163 = add nsw i64 %1162, %conv2.q125197
-  %1164 = add nsw i64 1384448, %1163
-  %arena199 = getelementptr inbounds float, ptr %arena, i64 %1164
-  store float %1158, ptr %arena199, align 4
-  %q125.next = add nsw i64 %conv2.q125197, 1
-  %1165 = icmp slt i64 %q125.next, 144
-  br i1 %1165, label %conv2.q125, label %conv2.q125.end
+conv2.q132:                                       ; preds = %conv2.q132, %conv2.c131
+  %conv2.q13255 = phi i64 [ 0, %conv2.c131 ], [ %q132.next, %conv2.q132 ]
+  %387 = mul nsw i64 %conv2.j13053, 144
+  %388 = add nsw i64 %387, %conv2.q13255
+  %389 = mul nsw i64 %388, 64
+  %390 = add nsw i64 2839680, %389
+  %391 = mul nsw i64 %1, 32
+  %392 = add nsw i64 %391, %conv2.c13154
+  %393 = add nsw i64 %390, %392
+  %arena56 = getelementptr inbounds float, ptr %arena, i64 %393
+  %394 = load float, ptr %arena56, align 4
+  %395 = add nsw i64 %0, %conv2.j13053
+  %396 = mul nsw i64 %395, 9216
+  %397 = mul nsw i64 %1, 32
+  %398 = add nsw i64 %397, %conv2.c13154
+  %399 = mul nsw i64 %398, 144
+  %400 = add nsw i64 %396, %399
+  %401 = add nsw i64 %400, %conv2.q13255
+  %402 = add nsw i64 1384448, %401
+  %arena57 = getelementptr inbounds float, ptr %arena, i64 %402
+  store float %394, ptr %arena57, align 4
+  %q132.next = add nsw i64 %conv2.q13255, 1
+  %403 = icmp slt i64 %q132.next, 144
+  br i1 %403, label %conv2.q132, label %conv2.q132.end
 
-conv2.q125.end:                                   ; preds = %conv2.q125
-  %c124.next = add nsw i64 %conv2.c124196, 1
-  %1166 = icmp slt i64 %c124.next, 64
-  br i1 %1166, label %conv2.c124, label %conv2.c124.end
+conv2.q132.end:                                   ; preds = %conv2.q132
+  %c131.next = add nsw i64 %conv2.c13154, 1
+  %404 = icmp slt i64 %c131.next, 32
+  br i1 %404, label %conv2.c131, label %conv2.c131.end
 
-conv2.j126:                                       ; preds = %conv2.c127.end, %conv2.j123.end
-  %conv2.j126200 = phi i64 [ 0, %conv2.j123.end ], [ %j126.next, %conv2.c127.end ]
-  br label %conv2.c127
+conv2.j133:                                       ; preds = %conv2.c134.end, %conv2.j130.end
+  %conv2.j13358 = phi i64 [ 0, %conv2.j130.end ], [ %j133.next, %conv2.c134.end ]
+  br label %conv2.c134
 
-conv2.j126.end:                                   ; preds = %conv2.c127.end
-  %g53.next = add nsw i64 %conv2.g5365, 1
-  %1167 = icmp slt i64 %g53.next, 64
-  br i1 %1167, label %conv2.g53, label %conv2.g53.end
+conv2.j133.end:                                   ; preds = %conv2.c134.end
+  ret void
 
-conv2.c127:                                       ; preds = %conv2.q128.end, %conv2.j126
-  %conv2.c127201 = phi i64 [ 0, %conv2.j126 ], [ %c127.next, %conv2.q128.end ]
-  br label %conv2.q128
+conv2.c134:                                       ; preds = %conv2.q135.end, %conv2.j133
+  %conv2.c13459 = phi i64 [ 0, %conv2.j133 ], [ %c134.next, %conv2.q135.end ]
+  br label %conv2.q135
 
-conv2.c127.end:                                   ; preds = %conv2.q128.end
-  %j126.next = add nsw i64 %conv2.j126200, 1
-  %1168 = icmp slt i64 %j126.next, 1
-  br i1 %1168, label %conv2.j126, label %conv2.j126.end
+conv2.c134.end:                                   ; preds = %conv2.q135.end
+  %j133.next = add nsw i64 %conv2.j13358, 1
+  %405 = icmp slt i64 %j133.next, 1
+  br i1 %405, label %conv2.j133, label %conv2.j133.end
 
-conv2.q128:                                       ; preds = %conv2.q128, %conv2.c127
-  %conv2.q128202 = phi i64 [ 0, %conv2.c127 ], [ %q128.next, %conv2.q128 ]
-  %1169 = mul nsw i64 %conv2.j126200, 144
-  %1170 = add nsw i64 %1169, %conv2.q128202
-  %1171 = mul nsw i64 %1170, 64
-  %1172 = add nsw i64 2848896, %1171
-  %1173 = add nsw i64 %1172, %conv2.c127201
-  %arena203 = getelementptr inbounds float, ptr %arena, i64 %1173
-  %1174 = load float, ptr %arena203, align 4
-  %1175 = add nsw i64 %conv2.g5365, %conv2.j126200
-  %1176 = mul nsw i64 %1175, 9216
-  %1177 = mul nsw i64 %conv2.c127201, 144
-  %1178 = add nsw i64 %1176, %1177
-  %1179 = add nsw i64 %1178, %conv2.q128202
-  %1180 = add nsw i64 1974272, %1179
-  %arena204 = getelementptr inbounds float, ptr %arena, i64 %1180
-  store float %1174, ptr %arena204, align 4
-  %q128.next = add nsw i64 %conv2.q128202, 1
-  %1181 = icmp slt i64 %q128.next, 144
-  br i1 %1181, label %conv2.q128, label %conv2.q128.end
+conv2.q135:                                       ; preds = %conv2.q135, %conv2.c134
+  %conv2.q13560 = phi i64 [ 0, %conv2.c134 ], [ %q135.next, %conv2.q135 ]
+  %406 = mul nsw i64 %conv2.j13358, 144
+  %407 = add nsw i64 %406, %conv2.q13560
+  %408 = mul nsw i64 %407, 64
+  %409 = add nsw i64 2848896, %408
+  %410 = mul nsw i64 %1, 32
+  %411 = add nsw i64 %410, %conv2.c13459
+  %412 = add nsw i64 %409, %411
+  %arena61 = getelementptr inbounds float, ptr %arena, i64 %412
+  %413 = load float, ptr %arena61, align 4
+  %414 = add nsw i64 %0, %conv2.j13358
+  %415 = mul nsw i64 %414, 9216
+  %416 = mul nsw i64 %1, 32
+  %417 = add nsw i64 %416, %conv2.c13459
+  %418 = mul nsw i64 %417, 144
+  %419 = add nsw i64 %415, %418
+  %420 = add nsw i64 %419, %conv2.q13560
+  %421 = add nsw i64 1974272, %420
+  %arena62 = getelementptr inbounds float, ptr %arena, i64 %421
+  store float %413, ptr %arena62, align 4
+  %q135.next = add nsw i64 %conv2.q13560, 1
+  %422 = icmp slt i64 %q135.next, 144
+  br i1 %422, label %conv2.q135, label %conv2.q135.end
 
-conv2.q128.end:                                   ; preds = %conv2.q128
-  %c127.next = add nsw i64 %conv2.c127201, 1
-  %1182 = icmp slt i64 %c127.next, 64
-  br i1 %1182, label %conv2.c127, label %conv2.c127.end
+conv2.q135.end:                                   ; preds = %conv2.q135
+  %c134.next = add nsw i64 %conv2.c13459, 1
+  %423 = icmp slt i64 %c134.next, 32
+  br i1 %423, label %conv2.c134, label %conv2.c134.end
 }
 
 ; Function Attrs: noinline
-define internal void @mnistnet_infer_b64.k2.drop1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @mnistnet_infer_b64.k1.conv2.part95.gemm101(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0, i64 %1) #1 {
+entry:
+  %conv2.t99_a5 = alloca <8 x float>, align 32
+  %conv2.t99_a4 = alloca <8 x float>, align 32
+  %conv2.t99_a3 = alloca <8 x float>, align 32
+  %conv2.t99_a2 = alloca <8 x float>, align 32
+  %conv2.t99_a1 = alloca <8 x float>, align 32
+  %conv2.t99_a0 = alloca <8 x float>, align 32
+  %conv2.t99_b1 = alloca <8 x float>, align 32
+  %conv2.t99_b0 = alloca <8 x float>, align 32
+  %conv2.t99_c5_1 = alloca <8 x float>, align 32
+  %conv2.t99_c5_0 = alloca <8 x float>, align 32
+  %conv2.t99_c4_1 = alloca <8 x float>, align 32
+  %conv2.t99_c4_0 = alloca <8 x float>, align 32
+  %conv2.t99_c3_1 = alloca <8 x float>, align 32
+  %conv2.t99_c3_0 = alloca <8 x float>, align 32
+  %conv2.t99_c2_1 = alloca <8 x float>, align 32
+  %conv2.t99_c2_0 = alloca <8 x float>, align 32
+  %conv2.t99_c1_1 = alloca <8 x float>, align 32
+  %conv2.t99_c1_0 = alloca <8 x float>, align 32
+  %conv2.t99_c0_1 = alloca <8 x float>, align 32
+  %conv2.t99_c0_0 = alloca <8 x float>, align 32
+  br label %conv2.nb97
+
+conv2.nb97:                                       ; preds = %conv2.mb98.end, %entry
+  %conv2.nb971 = phi i64 [ 0, %entry ], [ %nb97.next, %conv2.mb98.end ]
+  br label %conv2.mb98
+
+conv2.nb97.end:                                   ; preds = %conv2.mb98.end
+  ret void
+
+conv2.mb98:                                       ; preds = %conv2.k100.end, %conv2.nb97
+  %conv2.mb982 = phi i64 [ 0, %conv2.nb97 ], [ %mb98.next, %conv2.k100.end ]
+  store <8 x float> zeroinitializer, ptr %conv2.t99_c0_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t99_c0_1, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t99_c1_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t99_c1_1, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t99_c2_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t99_c2_1, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t99_c3_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t99_c3_1, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t99_c4_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t99_c4_1, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t99_c5_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t99_c5_1, align 32
+  br label %conv2.k100
+
+conv2.mb98.end:                                   ; preds = %conv2.k100.end
+  %nb97.next = add nsw i64 %conv2.nb971, 1
+  %2 = icmp slt i64 %nb97.next, 2
+  br i1 %2, label %conv2.nb97, label %conv2.nb97.end
+
+conv2.k100:                                       ; preds = %conv2.k100, %conv2.mb98
+  %conv2.k1003 = phi i64 [ 0, %conv2.mb98 ], [ %k100.next, %conv2.k100 ]
+  %3 = mul nsw i64 %0, 2048
+  %4 = add nsw i64 2564096, %3
+  %5 = mul nsw i64 %1, 32
+  %6 = add nsw i64 %4, %5
+  %7 = mul nsw i64 %conv2.k1003, 64
+  %8 = add nsw i64 %6, %7
+  %9 = mul nsw i64 %conv2.nb971, 16
+  %10 = add nsw i64 %8, %9
+  %arena4 = getelementptr inbounds float, ptr %arena, i64 %10
+  %11 = load <8 x float>, ptr %arena4, align 4
+  store <8 x float> %11, ptr %conv2.t99_b0, align 32
+  %12 = mul nsw i64 %0, 2048
+  %13 = add nsw i64 2564096, %12
+  %14 = mul nsw i64 %1, 32
+  %15 = add nsw i64 %13, %14
+  %16 = mul nsw i64 %conv2.k1003, 64
+  %17 = add nsw i64 %15, %16
+  %18 = mul nsw i64 %conv2.nb971, 16
+  %19 = add nsw i64 %17, %18
+  %20 = add nsw i64 %19, 8
+  %arena5 = getelementptr inbounds float, ptr %arena, i64 %20
+  %21 = load <8 x float>, ptr %arena5, align 4
+  store <8 x float> %21, ptr %conv2.t99_b1, align 32
+  %22 = mul nsw i64 %0, 4608
+  %23 = add nsw i64 2618496, %22
+  %24 = mul nsw i64 %conv2.mb982, 6
+  %25 = mul nsw i64 %24, 32
+  %26 = add nsw i64 %23, %25
+  %27 = add nsw i64 %26, %conv2.k1003
+  %arena6 = getelementptr inbounds float, ptr %arena, i64 %27
+  %28 = load float, ptr %arena6, align 4
+  %29 = insertelement <8 x float> undef, float %28, i32 0
+  %30 = shufflevector <8 x float> %29, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %30, ptr %conv2.t99_a0, align 32
+  %t99_a0 = load <8 x float>, ptr %conv2.t99_a0, align 32
+  %t99_b0 = load <8 x float>, ptr %conv2.t99_b0, align 32
+  %t99_c0_0 = load <8 x float>, ptr %conv2.t99_c0_0, align 32
+  %31 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t99_a0, <8 x float> %t99_b0, <8 x float> %t99_c0_0)
+  store <8 x float> %31, ptr %conv2.t99_c0_0, align 32
+  %t99_a07 = load <8 x float>, ptr %conv2.t99_a0, align 32
+  %t99_b1 = load <8 x float>, ptr %conv2.t99_b1, align 32
+  %t99_c0_1 = load <8 x float>, ptr %conv2.t99_c0_1, align 32
+  %32 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t99_a07, <8 x float> %t99_b1, <8 x float> %t99_c0_1)
+  store <8 x float> %32, ptr %conv2.t99_c0_1, align 32
+  %33 = mul nsw i64 %0, 4608
+  %34 = add nsw i64 2618496, %33
+  %35 = mul nsw i64 %conv2.mb982, 6
+  %36 = add nsw i64 %35, 1
+  %37 = mul nsw i64 %36, 32
+  %38 = add nsw i64 %34, %37
+  %39 = add nsw i64 %38, %conv2.k1003
+  %arena8 = getelementptr inbounds float, ptr %arena, i64 %39
+  %40 = load float, ptr %arena8, align 4
+  %41 = insertelement <8 x float> undef, float %40, i32 0
+  %42 = shufflevector <8 x float> %41, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %42, ptr %conv2.t99_a1, align 32
+  %t99_a1 = load <8 x float>, ptr %conv2.t99_a1, align 32
+  %t99_b09 = load <8 x float>, ptr %conv2.t99_b0, align 32
+  %t99_c1_0 = load <8 x float>, ptr %conv2.t99_c1_0, align 32
+  %43 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t99_a1, <8 x float> %t99_b09, <8 x float> %t99_c1_0)
+  store <8 x float> %43, ptr %conv2.t99_c1_0, align 32
+  %t99_a110 = load <8 x float>, ptr %conv2.t99_a1, align 32
+  %t99_b111 = load <8 x float>, ptr %conv2.t99_b1, align 32
+  %t99_c1_1 = load <8 x float>, ptr %conv2.t99_c1_1, align 32
+  %44 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t99_a110, <8 x float> %t99_b111, <8 x float> %t99_c1_1)
+  store <8 x float> %44, ptr %conv2.t99_c1_1, align 32
+  %45 = mul nsw i64 %0, 4608
+  %46 = add nsw i64 2618496, %45
+  %47 = mul nsw i64 %conv2.mb982, 6
+  %48 = add nsw i64 %47, 2
+  %49 = mul nsw i64 %48, 32
+  %50 = add nsw i64 %46, %49
+  %51 = add nsw i64 %50, %conv2.k1003
+  %arena12 = getelementptr inbounds float, ptr %arena, i64 %51
+  %52 = load float, ptr %arena12, align 4
+  %53 = insertelement <8 x float> undef, float %52, i32 0
+  %54 = shufflevector <8 x float> %53, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %54, ptr %conv2.t99_a2, align 32
+  %t99_a2 = load <8 x float>, ptr %conv2.t99_a2, align 32
+  %t99_b013 = load <8 x float>, ptr %conv2.t99_b0, align 32
+  %t99_c2_0 = load <8 x float>, ptr %conv2.t99_c2_0, align 32
+  %55 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t99_a2, <8 x float> %t99_b013, <8 x float> %t99_c2_0)
+  store <8 x float> %55, ptr %conv2.t99_c2_0, align 32
+  %t99_a214 = load <8 x float>, ptr %conv2.t99_a2, align 32
+  %t99_b115 = load <8 x float>, ptr %conv2.t99_b1, align 32
+  %t99_c2_1 = load <8 x float>, ptr %conv2.t99_c2_1, align 32
+  %56 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t99_a214, <8 x float> %t99_b115, <8 x float> %t99_c2_1)
+  store <8 x float> %56, ptr %conv2.t99_c2_1, align 32
+  %57 = mul nsw i64 %0, 4608
+  %58 = add nsw i64 2618496, %57
+  %59 = mul nsw i64 %conv2.mb982, 6
+  %60 = add nsw i64 %59, 3
+  %61 = mul nsw i64 %60, 32
+  %62 = add nsw i64 %58, %61
+  %63 = add nsw i64 %62, %conv2.k1003
+  %arena16 = getelementptr inbounds float, ptr %arena, i64 %63
+  %64 = load float, ptr %arena16, align 4
+  %65 = insertelement <8 x float> undef, float %64, i32 0
+  %66 = shufflevector <8 x float> %65, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %66, ptr %conv2.t99_a3, align 32
+  %t99_a3 = load <8 x float>, ptr %conv2.t99_a3, align 32
+  %t99_b017 = load <8 x float>, ptr %conv2.t99_b0, align 32
+  %t99_c3_0 = load <8 x float>, ptr %conv2.t99_c3_0, align 32
+  %67 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t99_a3, <8 x float> %t99_b017, <8 x float> %t99_c3_0)
+  store <8 x float> %67, ptr %conv2.t99_c3_0, align 32
+  %t99_a318 = load <8 x float>, ptr %conv2.t99_a3, align 32
+  %t99_b119 = load <8 x float>, ptr %conv2.t99_b1, align 32
+  %t99_c3_1 = load <8 x float>, ptr %conv2.t99_c3_1, align 32
+  %68 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t99_a318, <8 x float> %t99_b119, <8 x float> %t99_c3_1)
+  store <8 x float> %68, ptr %conv2.t99_c3_1, align 32
+  %69 = mul nsw i64 %0, 4608
+  %70 = add nsw i64 2618496, %69
+  %71 = mul nsw i64 %conv2.mb982, 6
+  %72 = add nsw i64 %71, 4
+  %73 = mul nsw i64 %72, 32
+  %74 = add nsw i64 %70, %73
+  %75 = add nsw i64 %74, %conv2.k1003
+  %arena20 = getelementptr inbounds float, ptr %arena, i64 %75
+  %76 = load float, ptr %arena20, align 4
+  %77 = insertelement <8 x float> undef, float %76, i32 0
+  %78 = shufflevector <8 x float> %77, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %78, ptr %conv2.t99_a4, align 32
+  %t99_a4 = load <8 x float>, ptr %conv2.t99_a4, align 32
+  %t99_b021 = load <8 x float>, ptr %conv2.t99_b0, align 32
+  %t99_c4_0 = load <8 x float>, ptr %conv2.t99_c4_0, align 32
+  %79 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t99_a4, <8 x float> %t99_b021, <8 x float> %t99_c4_0)
+  store <8 x float> %79, ptr %conv2.t99_c4_0, align 32
+  %t99_a422 = load <8 x float>, ptr %conv2.t99_a4, align 32
+  %t99_b123 = load <8 x float>, ptr %conv2.t99_b1, align 32
+  %t99_c4_1 = load <8 x float>, ptr %conv2.t99_c4_1, align 32
+  %80 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t99_a422, <8 x float> %t99_b123, <8 x float> %t99_c4_1)
+  store <8 x float> %80, ptr %conv2.t99_c4_1, align 32
+  %81 = mul nsw i64 %0, 4608
+  %82 = add nsw i64 2618496, %81
+  %83 = mul nsw i64 %conv2.mb982, 6
+  %84 = add nsw i64 %83, 5
+  %85 = mul nsw i64 %84, 32
+  %86 = add nsw i64 %82, %85
+  %87 = add nsw i64 %86, %conv2.k1003
+  %arena24 = getelementptr inbounds float, ptr %arena, i64 %87
+  %88 = load float, ptr %arena24, align 4
+  %89 = insertelement <8 x float> undef, float %88, i32 0
+  %90 = shufflevector <8 x float> %89, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %90, ptr %conv2.t99_a5, align 32
+  %t99_a5 = load <8 x float>, ptr %conv2.t99_a5, align 32
+  %t99_b025 = load <8 x float>, ptr %conv2.t99_b0, align 32
+  %t99_c5_0 = load <8 x float>, ptr %conv2.t99_c5_0, align 32
+  %91 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t99_a5, <8 x float> %t99_b025, <8 x float> %t99_c5_0)
+  store <8 x float> %91, ptr %conv2.t99_c5_0, align 32
+  %t99_a526 = load <8 x float>, ptr %conv2.t99_a5, align 32
+  %t99_b127 = load <8 x float>, ptr %conv2.t99_b1, align 32
+  %t99_c5_1 = load <8 x float>, ptr %conv2.t99_c5_1, align 32
+  %92 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t99_a526, <8 x float> %t99_b127, <8 x float> %t99_c5_1)
+  store <8 x float> %92, ptr %conv2.t99_c5_1, align 32
+  %k100.next = add nsw i64 %conv2.k1003, 1
+  %93 = icmp slt i64 %k100.next, 32
+  br i1 %93, label %conv2.k100, label %conv2.k100.end
+
+conv2.k100.end:                                   ; preds = %conv2.k100
+  %t99_c0_028 = load <8 x float>, ptr %conv2.t99_c0_0, align 32
+  %94 = mul nsw i64 %0, 9216
+  %95 = add nsw i64 2692224, %94
+  %96 = mul nsw i64 %1, 32
+  %97 = add nsw i64 %95, %96
+  %98 = mul nsw i64 %conv2.mb982, 6
+  %99 = mul nsw i64 %98, 64
+  %100 = add nsw i64 %97, %99
+  %101 = mul nsw i64 %conv2.nb971, 16
+  %102 = add nsw i64 %100, %101
+  %arena29 = getelementptr inbounds float, ptr %arena, i64 %102
+  store <8 x float> %t99_c0_028, ptr %arena29, align 4
+  %t99_c0_130 = load <8 x float>, ptr %conv2.t99_c0_1, align 32
+  %103 = mul nsw i64 %0, 9216
+  %104 = add nsw i64 2692224, %103
+  %105 = mul nsw i64 %1, 32
+  %106 = add nsw i64 %104, %105
+  %107 = mul nsw i64 %conv2.mb982, 6
+  %108 = mul nsw i64 %107, 64
+  %109 = add nsw i64 %106, %108
+  %110 = mul nsw i64 %conv2.nb971, 16
+  %111 = add nsw i64 %109, %110
+  %112 = add nsw i64 %111, 8
+  %arena31 = getelementptr inbounds float, ptr %arena, i64 %112
+  store <8 x float> %t99_c0_130, ptr %arena31, align 4
+  %t99_c1_032 = load <8 x float>, ptr %conv2.t99_c1_0, align 32
+  %113 = mul nsw i64 %0, 9216
+  %114 = add nsw i64 2692224, %113
+  %115 = mul nsw i64 %1, 32
+  %116 = add nsw i64 %114, %115
+  %117 = mul nsw i64 %conv2.mb982, 6
+  %118 = add nsw i64 %117, 1
+  %119 = mul nsw i64 %118, 64
+  %120 = add nsw i64 %116, %119
+  %121 = mul nsw i64 %conv2.nb971, 16
+  %122 = add nsw i64 %120, %121
+  %arena33 = getelementptr inbounds float, ptr %arena, i64 %122
+  store <8 x float> %t99_c1_032, ptr %arena33, align 4
+  %t99_c1_134 = load <8 x float>, ptr %conv2.t99_c1_1, align 32
+  %123 = mul nsw i64 %0, 9216
+  %124 = add nsw i64 2692224, %123
+  %125 = mul nsw i64 %1, 32
+  %126 = add nsw i64 %124, %125
+  %127 = mul nsw i64 %conv2.mb982, 6
+  %128 = add nsw i64 %127, 1
+  %129 = mul nsw i64 %128, 64
+  %130 = add nsw i64 %126, %129
+  %131 = mul nsw i64 %conv2.nb971, 16
+  %132 = add nsw i64 %130, %131
+  %133 = add nsw i64 %132, 8
+  %arena35 = getelementptr inbounds float, ptr %arena, i64 %133
+  store <8 x float> %t99_c1_134, ptr %arena35, align 4
+  %t99_c2_036 = load <8 x float>, ptr %conv2.t99_c2_0, align 32
+  %134 = mul nsw i64 %0, 9216
+  %135 = add nsw i64 2692224, %134
+  %136 = mul nsw i64 %1, 32
+  %137 = add nsw i64 %135, %136
+  %138 = mul nsw i64 %conv2.mb982, 6
+  %139 = add nsw i64 %138, 2
+  %140 = mul nsw i64 %139, 64
+  %141 = add nsw i64 %137, %140
+  %142 = mul nsw i64 %conv2.nb971, 16
+  %143 = add nsw i64 %141, %142
+  %arena37 = getelementptr inbounds float, ptr %arena, i64 %143
+  store <8 x float> %t99_c2_036, ptr %arena37, align 4
+  %t99_c2_138 = load <8 x float>, ptr %conv2.t99_c2_1, align 32
+  %144 = mul nsw i64 %0, 9216
+  %145 = add nsw i64 2692224, %144
+  %146 = mul nsw i64 %1, 32
+  %147 = add nsw i64 %145, %146
+  %148 = mul nsw i64 %conv2.mb982, 6
+  %149 = add nsw i64 %148, 2
+  %150 = mul nsw i64 %149, 64
+  %151 = add nsw i64 %147, %150
+  %152 = mul nsw i64 %conv2.nb971, 16
+  %153 = add nsw i64 %151, %152
+  %154 = add nsw i64 %153, 8
+  %arena39 = getelementptr inbounds float, ptr %arena, i64 %154
+  store <8 x float> %t99_c2_138, ptr %arena39, align 4
+  %t99_c3_040 = load <8 x float>, ptr %conv2.t99_c3_0, align 32
+  %155 = mul nsw i64 %0, 9216
+  %156 = add nsw i64 2692224, %155
+  %157 = mul nsw i64 %1, 32
+  %158 = add nsw i64 %156, %157
+  %159 = mul nsw i64 %conv2.mb982, 6
+  %160 = add nsw i64 %159, 3
+  %161 = mul nsw i64 %160, 64
+  %162 = add nsw i64 %158, %161
+  %163 = mul nsw i64 %conv2.nb971, 16
+  %164 = add nsw i64 %162, %163
+  %arena41 = getelementptr inbounds float, ptr %arena, i64 %164
+  store <8 x float> %t99_c3_040, ptr %arena41, align 4
+  %t99_c3_142 = load <8 x float>, ptr %conv2.t99_c3_1, align 32
+  %165 = mul nsw i64 %0, 9216
+  %166 = add nsw i64 2692224, %165
+  %167 = mul nsw i64 %1, 32
+  %168 = add nsw i64 %166, %167
+  %169 = mul nsw i64 %conv2.mb982, 6
+  %170 = add nsw i64 %169, 3
+  %171 = mul nsw i64 %170, 64
+  %172 = add nsw i64 %168, %171
+  %173 = mul nsw i64 %conv2.nb971, 16
+  %174 = add nsw i64 %172, %173
+  %175 = add nsw i64 %174, 8
+  %arena43 = getelementptr inbounds float, ptr %arena, i64 %175
+  store <8 x float> %t99_c3_142, ptr %arena43, align 4
+  %t99_c4_044 = load <8 x float>, ptr %conv2.t99_c4_0, align 32
+  %176 = mul nsw i64 %0, 9216
+  %177 = add nsw i64 2692224, %176
+  %178 = mul nsw i64 %1, 32
+  %179 = add nsw i64 %177, %178
+  %180 = mul nsw i64 %conv2.mb982, 6
+  %181 = add nsw i64 %180, 4
+  %182 = mul nsw i64 %181, 64
+  %183 = add nsw i64 %179, %182
+  %184 = mul nsw i64 %conv2.nb971, 16
+  %185 = add nsw i64 %183, %184
+  %arena45 = getelementptr inbounds float, ptr %arena, i64 %185
+  store <8 x float> %t99_c4_044, ptr %arena45, align 4
+  %t99_c4_146 = load <8 x float>, ptr %conv2.t99_c4_1, align 32
+  %186 = mul nsw i64 %0, 9216
+  %187 = add nsw i64 2692224, %186
+  %188 = mul nsw i64 %1, 32
+  %189 = add nsw i64 %187, %188
+  %190 = mul nsw i64 %conv2.mb982, 6
+  %191 = add nsw i64 %190, 4
+  %192 = mul nsw i64 %191, 64
+  %193 = add nsw i64 %189, %192
+  %194 = mul nsw i64 %conv2.nb971, 16
+  %195 = add nsw i64 %193, %194
+  %196 = add nsw i64 %195, 8
+  %arena47 = getelementptr inbounds float, ptr %arena, i64 %196
+  store <8 x float> %t99_c4_146, ptr %arena47, align 4
+  %t99_c5_048 = load <8 x float>, ptr %conv2.t99_c5_0, align 32
+  %197 = mul nsw i64 %0, 9216
+  %198 = add nsw i64 2692224, %197
+  %199 = mul nsw i64 %1, 32
+  %200 = add nsw i64 %198, %199
+  %201 = mul nsw i64 %conv2.mb982, 6
+  %202 = add nsw i64 %201, 5
+  %203 = mul nsw i64 %202, 64
+  %204 = add nsw i64 %200, %203
+  %205 = mul nsw i64 %conv2.nb971, 16
+  %206 = add nsw i64 %204, %205
+  %arena49 = getelementptr inbounds float, ptr %arena, i64 %206
+  store <8 x float> %t99_c5_048, ptr %arena49, align 4
+  %t99_c5_150 = load <8 x float>, ptr %conv2.t99_c5_1, align 32
+  %207 = mul nsw i64 %0, 9216
+  %208 = add nsw i64 2692224, %207
+  %209 = mul nsw i64 %1, 32
+  %210 = add nsw i64 %208, %209
+  %211 = mul nsw i64 %conv2.mb982, 6
+  %212 = add nsw i64 %211, 5
+  %213 = mul nsw i64 %212, 64
+  %214 = add nsw i64 %210, %213
+  %215 = mul nsw i64 %conv2.nb971, 16
+  %216 = add nsw i64 %214, %215
+  %217 = add nsw i64 %216, 8
+  %arena51 = getelementptr inbounds float, ptr %arena, i64 %217
+  store <8 x float> %t99_c5_150, ptr %arena51, align 4
+  %mb98.next = add nsw i64 %conv2.mb982, 1
+  %218 = icmp slt i64 %mb98.next, 24
+  br i1 %218, label %conv2.mb98, label %conv2.mb98.end
+}
+
+define internal void @mnistnet_infer_b64.k1.conv2.part95.task(ptr %0, i64 %1) {
+entry:
+  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 0
+  %3 = load ptr, ptr %2, align 8
+  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 1
+  %5 = load ptr, ptr %4, align 8
+  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 2
+  %7 = load ptr, ptr %6, align 8
+  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 3
+  %9 = load ptr, ptr %8, align 8
+  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 4
+  %11 = load ptr, ptr %10, align 8
+  %12 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 5
+  %13 = load ptr, ptr %12, align 8
+  %14 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 6
+  %15 = load ptr, ptr %14, align 8
+  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 7
+  %17 = load float, ptr %16, align 4
+  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 8
+  %19 = load i64, ptr %18, align 4
+  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 9
+  %21 = load i64, ptr %20, align 4
+  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 10
+  %23 = load ptr, ptr %22, align 8
+  %24 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 11
+  %25 = load i64, ptr %24, align 4
+  call void @mnistnet_infer_b64.k1.conv2.part95(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %25, i64 %1)
+  ret void
+}
+
+; Function Attrs: noinline
+define internal void @mnistnet_infer_b64.k2.drop1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @mnistnet_infer_b64.k3.flat(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @mnistnet_infer_b64.k3.flat(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @mnistnet_infer_b64.k4.fc1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @mnistnet_infer_b64.k4.fc1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  br label %fc1.n129
+  br label %fc1.n136
 
-fc1.n129:                                         ; preds = %fc1.k130.end, %entry
-  %fc1.n1291 = phi i64 [ 0, %entry ], [ %n129.next, %fc1.k130.end ]
-  br label %fc1.k130
+fc1.n136:                                         ; preds = %fc1.k137.end, %entry
+  %fc1.n1361 = phi i64 [ 0, %entry ], [ %n136.next, %fc1.k137.end ]
+  br label %fc1.k137
 
-fc1.n129.end:                                     ; preds = %fc1.k130.end
-  call void @mnistnet_infer_b64.k4.fc1.gemm141(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  br label %fc1.n142
+fc1.n136.end:                                     ; preds = %fc1.k137.end
+  call void @mnistnet_infer_b64.k4.fc1.gemm148(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  br label %fc1.n149
 
-fc1.k130:                                         ; preds = %fc1.k130, %fc1.n129
-  %fc1.k1302 = phi i64 [ 0, %fc1.n129 ], [ %k130.next, %fc1.k130 ]
-  %0 = mul nsw i64 %fc1.n1291, 9216
+fc1.k137:                                         ; preds = %fc1.k137, %fc1.n136
+  %fc1.k1372 = phi i64 [ 0, %fc1.n136 ], [ %k137.next, %fc1.k137 ]
+  %0 = mul nsw i64 %fc1.n1361, 9216
   %1 = add nsw i64 1384448, %0
-  %2 = add nsw i64 %1, %fc1.k1302
+  %2 = add nsw i64 %1, %fc1.k1372
   %arena3 = getelementptr inbounds float, ptr %arena, i64 %2
   %3 = load float, ptr %arena3, align 4
-  %4 = mul nsw i64 %fc1.k1302, 64
+  %4 = mul nsw i64 %fc1.k1372, 64
   %5 = add nsw i64 8192, %4
-  %6 = add nsw i64 %5, %fc1.n1291
+  %6 = add nsw i64 %5, %fc1.n1361
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %6
   store float %3, ptr %arena4, align 4
-  %k130.next = add nsw i64 %fc1.k1302, 1
-  %7 = icmp slt i64 %k130.next, 9216
-  br i1 %7, label %fc1.k130, label %fc1.k130.end
+  %k137.next = add nsw i64 %fc1.k1372, 1
+  %7 = icmp slt i64 %k137.next, 9216
+  br i1 %7, label %fc1.k137, label %fc1.k137.end
 
-fc1.k130.end:                                     ; preds = %fc1.k130
-  %n129.next = add nsw i64 %fc1.n1291, 1
-  %8 = icmp slt i64 %n129.next, 64
-  br i1 %8, label %fc1.n129, label %fc1.n129.end
+fc1.k137.end:                                     ; preds = %fc1.k137
+  %n136.next = add nsw i64 %fc1.n1361, 1
+  %8 = icmp slt i64 %n136.next, 64
+  br i1 %8, label %fc1.n136, label %fc1.n136.end
 
-fc1.n142:                                         ; preds = %fc1.u143.end, %fc1.n129.end
-  %fc1.n1425 = phi i64 [ 0, %fc1.n129.end ], [ %n142.next, %fc1.u143.end ]
-  br label %fc1.u143
+fc1.n149:                                         ; preds = %fc1.u150.end, %fc1.n136.end
+  %fc1.n1495 = phi i64 [ 0, %fc1.n136.end ], [ %n149.next, %fc1.u150.end ]
+  br label %fc1.u150
 
-fc1.n142.end:                                     ; preds = %fc1.u143.end
+fc1.n149.end:                                     ; preds = %fc1.u150.end
   ret void
 
-fc1.u143:                                         ; preds = %fc1.u143, %fc1.n142
-  %fc1.u1436 = phi i64 [ 0, %fc1.n142 ], [ %u143.next, %fc1.u143 ]
-  %9 = mul nsw i64 %fc1.u1436, 64
+fc1.u150:                                         ; preds = %fc1.u150, %fc1.n149
+  %fc1.u1506 = phi i64 [ 0, %fc1.n149 ], [ %u150.next, %fc1.u150 ]
+  %9 = mul nsw i64 %fc1.u1506, 64
   %10 = add nsw i64 598016, %9
-  %11 = add nsw i64 %10, %fc1.n1425
+  %11 = add nsw i64 %10, %fc1.n1495
   %arena7 = getelementptr inbounds float, ptr %arena, i64 %11
   %12 = load float, ptr %arena7, align 4
-  %13 = add nsw i64 1198464, %fc1.u1436
+  %13 = add nsw i64 1198464, %fc1.u1506
   %params8 = getelementptr inbounds float, ptr %params, i64 %13
   %14 = load float, ptr %params8, align 4
   %15 = fadd float %12, %14
   %16 = fcmp ogt float %15, 0.000000e+00
-  %17 = mul nsw i64 %fc1.u1436, 64
+  %17 = mul nsw i64 %fc1.u1506, 64
   %18 = add nsw i64 598016, %17
-  %19 = add nsw i64 %18, %fc1.n1425
+  %19 = add nsw i64 %18, %fc1.n1495
   %arena9 = getelementptr inbounds float, ptr %arena, i64 %19
   %20 = load float, ptr %arena9, align 4
-  %21 = add nsw i64 1198464, %fc1.u1436
+  %21 = add nsw i64 1198464, %fc1.u1506
   %params10 = getelementptr inbounds float, ptr %params, i64 %21
   %22 = load float, ptr %params10, align 4
   %23 = fadd float %20, %22
   %24 = select i1 %16, float %23, float 0.000000e+00
-  %25 = mul nsw i64 %fc1.n1425, 128
-  %26 = add nsw i64 %25, %fc1.u1436
+  %25 = mul nsw i64 %fc1.n1495, 128
+  %26 = add nsw i64 %25, %fc1.u1506
   %arena11 = getelementptr inbounds float, ptr %arena, i64 %26
   store float %24, ptr %arena11, align 4
-  %u143.next = add nsw i64 %fc1.u1436, 1
-  %27 = icmp slt i64 %u143.next, 128
-  br i1 %27, label %fc1.u143, label %fc1.u143.end
+  %u150.next = add nsw i64 %fc1.u1506, 1
+  %27 = icmp slt i64 %u150.next, 128
+  br i1 %27, label %fc1.u150, label %fc1.u150.end
 
-fc1.u143.end:                                     ; preds = %fc1.u143
-  %n142.next = add nsw i64 %fc1.n1425, 1
-  %28 = icmp slt i64 %n142.next, 64
-  br i1 %28, label %fc1.n142, label %fc1.n142.end
+fc1.u150.end:                                     ; preds = %fc1.u150
+  %n149.next = add nsw i64 %fc1.n1495, 1
+  %28 = icmp slt i64 %n149.next, 64
+  br i1 %28, label %fc1.n149, label %fc1.n149.end
 }
 
 ; Function Attrs: noinline
-define internal void @mnistnet_infer_b64.k4.fc1.gemm141(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @mnistnet_infer_b64.k4.fc1.gemm148(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %fc1.t139_a3 = alloca <8 x float>, align 32
-  %fc1.t139_a2 = alloca <8 x float>, align 32
-  %fc1.t139_a1 = alloca <8 x float>, align 32
-  %fc1.t139_a0 = alloca <8 x float>, align 32
-  %fc1.t139_b1 = alloca <8 x float>, align 32
-  %fc1.t139_b0 = alloca <8 x float>, align 32
-  %fc1.t139_c3_1 = alloca <8 x float>, align 32
-  %fc1.t139_c3_0 = alloca <8 x float>, align 32
-  %fc1.t139_c2_1 = alloca <8 x float>, align 32
-  %fc1.t139_c2_0 = alloca <8 x float>, align 32
-  %fc1.t139_c1_1 = alloca <8 x float>, align 32
-  %fc1.t139_c1_0 = alloca <8 x float>, align 32
-  %fc1.t139_c0_1 = alloca <8 x float>, align 32
-  %fc1.t139_c0_0 = alloca <8 x float>, align 32
-  %fc1.t136_a3 = alloca <8 x float>, align 32
-  %fc1.t136_a2 = alloca <8 x float>, align 32
-  %fc1.t136_a1 = alloca <8 x float>, align 32
-  %fc1.t136_a0 = alloca <8 x float>, align 32
-  %fc1.t136_b2 = alloca <8 x float>, align 32
-  %fc1.t136_b1 = alloca <8 x float>, align 32
-  %fc1.t136_b0 = alloca <8 x float>, align 32
-  %fc1.t136_c3_2 = alloca <8 x float>, align 32
-  %fc1.t136_c3_1 = alloca <8 x float>, align 32
-  %fc1.t136_c3_0 = alloca <8 x float>, align 32
-  %fc1.t136_c2_2 = alloca <8 x float>, align 32
-  %fc1.t136_c2_1 = alloca <8 x float>, align 32
-  %fc1.t136_c2_0 = alloca <8 x float>, align 32
-  %fc1.t136_c1_2 = alloca <8 x float>, align 32
-  %fc1.t136_c1_1 = alloca <8 x float>, align 32
-  %fc1.t136_c1_0 = alloca <8 x float>, align 32
-  %fc1.t136_c0_2 = alloca <8 x float>, align 32
-  %fc1.t136_c0_1 = alloca <8 x float>, align 32
-  %fc1.t136_c0_0 = alloca <8 x float>, align 32
-  br label %fc1.r131
+  %fc1.t146_a3 = alloca <8 x float>, align 32
+  %fc1.t146_a2 = alloca <8 x float>, align 32
+  %fc1.t146_a1 = alloca <8 x float>, align 32
+  %fc1.t146_a0 = alloca <8 x float>, align 32
+  %fc1.t146_b1 = alloca <8 x float>, align 32
+  %fc1.t146_b0 = alloca <8 x float>, align 32
+  %fc1.t146_c3_1 = alloca <8 x float>, align 32
+  %fc1.t146_c3_0 = alloca <8 x float>, align 32
+  %fc1.t146_c2_1 = alloca <8 x float>, align 32
+  %fc1.t146_c2_0 = alloca <8 x float>, align 32
+  %fc1.t146_c1_1 = alloca <8 x float>, align 32
+  %fc1.t146_c1_0 = alloca <8 x float>, align 32
+  %fc1.t146_c0_1 = alloca <8 x float>, align 32
+  %fc1.t146_c0_0 = alloca <8 x float>, align 32
+  %fc1.t143_a3 = alloca <8 x float>, align 32
+  %fc1.t143_a2 = alloca <8 x float>, align 32
+  %fc1.t143_a1 = alloca <8 x float>, align 32
+  %fc1.t143_a0 = alloca <8 x float>, align 32
+  %fc1.t143_b2 = alloca <8 x float>, align 32
+  %fc1.t143_b1 = alloca <8 x float>, align 32
+  %fc1.t143_b0 = alloca <8 x float>, align 32
+  %fc1.t143_c3_2 = alloca <8 x float>, align 32
+  %fc1.t143_c3_1 = alloca <8 x float>, align 32
+  %fc1.t143_c3_0 = alloca <8 x float>, align 32
+  %fc1.t143_c2_2 = alloca <8 x float>, align 32
+  %fc1.t143_c2_1 = alloca <8 x float>, align 32
+  %fc1.t143_c2_0 = alloca <8 x float>, align 32
+  %fc1.t143_c1_2 = alloca <8 x float>, align 32
+  %fc1.t143_c1_1 = alloca <8 x float>, align 32
+  %fc1.t143_c1_0 = alloca <8 x float>, align 32
+  %fc1.t143_c0_2 = alloca <8 x float>, align 32
+  %fc1.t143_c0_1 = alloca <8 x float>, align 32
+  %fc1.t143_c0_0 = alloca <8 x float>, align 32
+  br label %fc1.r138
 
-fc1.r131:                                         ; preds = %fc1.i132.end, %entry
-  %fc1.r1311 = phi i64 [ 0, %entry ], [ %r131.next, %fc1.i132.end ]
-  br label %fc1.i132
+fc1.r138:                                         ; preds = %fc1.i139.end, %entry
+  %fc1.r1381 = phi i64 [ 0, %entry ], [ %r138.next, %fc1.i139.end ]
+  br label %fc1.i139
 
-fc1.r131.end:                                     ; preds = %fc1.i132.end
-  br label %fc1.kp133
+fc1.r138.end:                                     ; preds = %fc1.i139.end
+  br label %fc1.kp140
 
-fc1.i132:                                         ; preds = %fc1.i132, %fc1.r131
-  %fc1.i1322 = phi i64 [ 0, %fc1.r131 ], [ %i132.next, %fc1.i132 ]
-  %0 = mul nsw i64 %fc1.r1311, 64
+fc1.i139:                                         ; preds = %fc1.i139, %fc1.r138
+  %fc1.i1392 = phi i64 [ 0, %fc1.r138 ], [ %i139.next, %fc1.i139 ]
+  %0 = mul nsw i64 %fc1.r1381, 64
   %1 = add nsw i64 598016, %0
-  %2 = add nsw i64 %1, %fc1.i1322
+  %2 = add nsw i64 %1, %fc1.i1392
   %arena3 = getelementptr inbounds float, ptr %arena, i64 %2
   store float 0.000000e+00, ptr %arena3, align 4
-  %i132.next = add nsw i64 %fc1.i1322, 1
-  %3 = icmp slt i64 %i132.next, 64
-  br i1 %3, label %fc1.i132, label %fc1.i132.end
+  %i139.next = add nsw i64 %fc1.i1392, 1
+  %3 = icmp slt i64 %i139.next, 64
+  br i1 %3, label %fc1.i139, label %fc1.i139.end
 
-fc1.i132.end:                                     ; preds = %fc1.i132
-  %r131.next = add nsw i64 %fc1.r1311, 1
-  %4 = icmp slt i64 %r131.next, 128
-  br i1 %4, label %fc1.r131, label %fc1.r131.end
+fc1.i139.end:                                     ; preds = %fc1.i139
+  %r138.next = add nsw i64 %fc1.r1381, 1
+  %4 = icmp slt i64 %r138.next, 128
+  br i1 %4, label %fc1.r138, label %fc1.r138.end
 
-fc1.kp133:                                        ; preds = %fc1.mb138.end, %fc1.r131.end
-  %fc1.kp1334 = phi i64 [ 0, %fc1.r131.end ], [ %kp133.next, %fc1.mb138.end ]
-  br label %fc1.nb134
+fc1.kp140:                                        ; preds = %fc1.mb145.end, %fc1.r138.end
+  %fc1.kp1404 = phi i64 [ 0, %fc1.r138.end ], [ %kp140.next, %fc1.mb145.end ]
+  br label %fc1.nb141
 
-fc1.kp133.end:                                    ; preds = %fc1.mb138.end
+fc1.kp140.end:                                    ; preds = %fc1.mb145.end
   ret void
 
-fc1.nb134:                                        ; preds = %fc1.mb135.end, %fc1.kp133
-  %fc1.nb1345 = phi i64 [ 0, %fc1.kp133 ], [ %nb134.next, %fc1.mb135.end ]
-  br label %fc1.mb135
+fc1.nb141:                                        ; preds = %fc1.mb142.end, %fc1.kp140
+  %fc1.nb1415 = phi i64 [ 0, %fc1.kp140 ], [ %nb141.next, %fc1.mb142.end ]
+  br label %fc1.mb142
 
-fc1.nb134.end:                                    ; preds = %fc1.mb135.end
-  br label %fc1.mb138
+fc1.nb141.end:                                    ; preds = %fc1.mb142.end
+  br label %fc1.mb145
 
-fc1.mb135:                                        ; preds = %fc1.k137.end, %fc1.nb134
-  %fc1.mb1356 = phi i64 [ 0, %fc1.nb134 ], [ %mb135.next, %fc1.k137.end ]
-  %5 = mul nsw i64 %fc1.mb1356, 4
+fc1.mb142:                                        ; preds = %fc1.k144.end, %fc1.nb141
+  %fc1.mb1426 = phi i64 [ 0, %fc1.nb141 ], [ %mb142.next, %fc1.k144.end ]
+  %5 = mul nsw i64 %fc1.mb1426, 4
   %6 = mul nsw i64 %5, 64
   %7 = add nsw i64 598016, %6
-  %8 = mul nsw i64 %fc1.nb1345, 24
+  %8 = mul nsw i64 %fc1.nb1415, 24
   %9 = add nsw i64 %7, %8
   %arena7 = getelementptr inbounds float, ptr %arena, i64 %9
   %10 = load <8 x float>, ptr %arena7, align 4
-  store <8 x float> %10, ptr %fc1.t136_c0_0, align 32
-  %11 = mul nsw i64 %fc1.mb1356, 4
+  store <8 x float> %10, ptr %fc1.t143_c0_0, align 32
+  %11 = mul nsw i64 %fc1.mb1426, 4
   %12 = mul nsw i64 %11, 64
   %13 = add nsw i64 598016, %12
-  %14 = mul nsw i64 %fc1.nb1345, 24
+  %14 = mul nsw i64 %fc1.nb1415, 24
   %15 = add nsw i64 %13, %14
   %16 = add nsw i64 %15, 8
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %16
   %17 = load <8 x float>, ptr %arena8, align 4
-  store <8 x float> %17, ptr %fc1.t136_c0_1, align 32
-  %18 = mul nsw i64 %fc1.mb1356, 4
+  store <8 x float> %17, ptr %fc1.t143_c0_1, align 32
+  %18 = mul nsw i64 %fc1.mb1426, 4
   %19 = mul nsw i64 %18, 64
   %20 = add nsw i64 598016, %19
-  %21 = mul nsw i64 %fc1.nb1345, 24
+  %21 = mul nsw i64 %fc1.nb1415, 24
   %22 = add nsw i64 %20, %21
   %23 = add nsw i64 %22, 16
   %arena9 = getelementptr inbounds float, ptr %arena, i64 %23
   %24 = load <8 x float>, ptr %arena9, align 4
-  store <8 x float> %24, ptr %fc1.t136_c0_2, align 32
-  %25 = mul nsw i64 %fc1.mb1356, 4
+  store <8 x float> %24, ptr %fc1.t143_c0_2, align 32
+  %25 = mul nsw i64 %fc1.mb1426, 4
   %26 = add nsw i64 %25, 1
   %27 = mul nsw i64 %26, 64
   %28 = add nsw i64 598016, %27
-  %29 = mul nsw i64 %fc1.nb1345, 24
+  %29 = mul nsw i64 %fc1.nb1415, 24
   %30 = add nsw i64 %28, %29
   %arena10 = getelementptr inbounds float, ptr %arena, i64 %30
   %31 = load <8 x float>, ptr %arena10, align 4
-  store <8 x float> %31, ptr %fc1.t136_c1_0, align 32
-  %32 = mul nsw i64 %fc1.mb1356, 4
+  store <8 x float> %31, ptr %fc1.t143_c1_0, align 32
+  %32 = mul nsw i64 %fc1.mb1426, 4
   %33 = add nsw i64 %32, 1
   %34 = mul nsw i64 %33, 64
   %35 = add nsw i64 598016, %34
-  %36 = mul nsw i64 %fc1.nb1345, 24
+  %36 = mul nsw i64 %fc1.nb1415, 24
   %37 = add nsw i64 %35, %36
   %38 = add nsw i64 %37, 8
   %arena11 = getelementptr inbounds float, ptr %arena, i64 %38
   %39 = load <8 x float>, ptr %arena11, align 4
-  store <8 x float> %39, ptr %fc1.t136_c1_1, align 32
-  %40 = mul nsw i64 %fc1.mb1356, 4
+  store <8 x float> %39, ptr %fc1.t143_c1_1, align 32
+  %40 = mul nsw i64 %fc1.mb1426, 4
   %41 = add nsw i64 %40, 1
   %42 = mul nsw i64 %41, 64
   %43 = add nsw i64 598016, %42
-  %44 = mul nsw i64 %fc1.nb1345, 24
+  %44 = mul nsw i64 %fc1.nb1415, 24
   %45 = add nsw i64 %43, %44
   %46 = add nsw i64 %45, 16
   %arena12 = getelementptr inbounds float, ptr %arena, i64 %46
   %47 = load <8 x float>, ptr %arena12, align 4
-  store <8 x float> %47, ptr %fc1.t136_c1_2, align 32
-  %48 = mul nsw i64 %fc1.mb1356, 4
+  store <8 x float> %47, ptr %fc1.t143_c1_2, align 32
+  %48 = mul nsw i64 %fc1.mb1426, 4
   %49 = add nsw i64 %48, 2
   %50 = mul nsw i64 %49, 64
   %51 = add nsw i64 598016, %50
-  %52 = mul nsw i64 %fc1.nb1345, 24
+  %52 = mul nsw i64 %fc1.nb1415, 24
   %53 = add nsw i64 %51, %52
   %arena13 = getelementptr inbounds float, ptr %arena, i64 %53
   %54 = load <8 x float>, ptr %arena13, align 4
-  store <8 x float> %54, ptr %fc1.t136_c2_0, align 32
-  %55 = mul nsw i64 %fc1.mb1356, 4
+  store <8 x float> %54, ptr %fc1.t143_c2_0, align 32
+  %55 = mul nsw i64 %fc1.mb1426, 4
   %56 = add nsw i64 %55, 2
   %57 = mul nsw i64 %56, 64
   %58 = add nsw i64 598016, %57
-  %59 = mul nsw i64 %fc1.nb1345, 24
+  %59 = mul nsw i64 %fc1.nb1415, 24
   %60 = add nsw i64 %58, %59
   %61 = add nsw i64 %60, 8
   %arena14 = getelementptr inbounds float, ptr %arena, i64 %61
   %62 = load <8 x float>, ptr %arena14, align 4
-  store <8 x float> %62, ptr %fc1.t136_c2_1, align 32
-  %63 = mul nsw i64 %fc1.mb1356, 4
+  store <8 x float> %62, ptr %fc1.t143_c2_1, align 32
+  %63 = mul nsw i64 %fc1.mb1426, 4
   %64 = add nsw i64 %63, 2
   %65 = mul nsw i64 %64, 64
   %66 = add nsw i64 598016, %65
-  %67 = mul nsw i64 %fc1.nb1345, 24
+  %67 = mul nsw i64 %fc1.nb1415, 24
   %68 = add nsw i64 %66, %67
   %69 = add nsw i64 %68, 16
   %arena15 = getelementptr inbounds float, ptr %arena, i64 %69
   %70 = load <8 x float>, ptr %arena15, align 4
-  store <8 x float> %70, ptr %fc1.t136_c2_2, align 32
-  %71 = mul nsw i64 %fc1.mb1356, 4
+  store <8 x float> %70, ptr %fc1.t143_c2_2, align 32
+  %71 = mul nsw i64 %fc1.mb1426, 4
   %72 = add nsw i64 %71, 3
   %73 = mul nsw i64 %72, 64
   %74 = add nsw i64 598016, %73
-  %75 = mul nsw i64 %fc1.nb1345, 24
+  %75 = mul nsw i64 %fc1.nb1415, 24
   %76 = add nsw i64 %74, %75
   %arena16 = getelementptr inbounds float, ptr %arena, i64 %76
   %77 = load <8 x float>, ptr %arena16, align 4
-  store <8 x float> %77, ptr %fc1.t136_c3_0, align 32
-  %78 = mul nsw i64 %fc1.mb1356, 4
+  store <8 x float> %77, ptr %fc1.t143_c3_0, align 32
+  %78 = mul nsw i64 %fc1.mb1426, 4
   %79 = add nsw i64 %78, 3
   %80 = mul nsw i64 %79, 64
   %81 = add nsw i64 598016, %80
-  %82 = mul nsw i64 %fc1.nb1345, 24
+  %82 = mul nsw i64 %fc1.nb1415, 24
   %83 = add nsw i64 %81, %82
   %84 = add nsw i64 %83, 8
   %arena17 = getelementptr inbounds float, ptr %arena, i64 %84
   %85 = load <8 x float>, ptr %arena17, align 4
-  store <8 x float> %85, ptr %fc1.t136_c3_1, align 32
-  %86 = mul nsw i64 %fc1.mb1356, 4
+  store <8 x float> %85, ptr %fc1.t143_c3_1, align 32
+  %86 = mul nsw i64 %fc1.mb1426, 4
   %87 = add nsw i64 %86, 3
   %88 = mul nsw i64 %87, 64
   %89 = add nsw i64 598016, %88
-  %90 = mul nsw i64 %fc1.nb1345, 24
+  %90 = mul nsw i64 %fc1.nb1415, 24
   %91 = add nsw i64 %89, %90
   %92 = add nsw i64 %91, 16
   %arena18 = getelementptr inbounds float, ptr %arena, i64 %92
   %93 = load <8 x float>, ptr %arena18, align 4
-  store <8 x float> %93, ptr %fc1.t136_c3_2, align 32
-  br label %fc1.k137
+  store <8 x float> %93, ptr %fc1.t143_c3_2, align 32
+  br label %fc1.k144
 
-fc1.mb135.end:                                    ; preds = %fc1.k137.end
-  %nb134.next = add nsw i64 %fc1.nb1345, 1
-  %94 = icmp slt i64 %nb134.next, 2
-  br i1 %94, label %fc1.nb134, label %fc1.nb134.end
+fc1.mb142.end:                                    ; preds = %fc1.k144.end
+  %nb141.next = add nsw i64 %fc1.nb1415, 1
+  %94 = icmp slt i64 %nb141.next, 2
+  br i1 %94, label %fc1.nb141, label %fc1.nb141.end
 
-fc1.k137:                                         ; preds = %fc1.k137, %fc1.mb135
-  %fc1.k13719 = phi i64 [ 0, %fc1.mb135 ], [ %k137.next, %fc1.k137 ]
-  %95 = mul nsw i64 %fc1.kp1334, 1152
-  %96 = add nsw i64 %fc1.k13719, %95
+fc1.k144:                                         ; preds = %fc1.k144, %fc1.mb142
+  %fc1.k14419 = phi i64 [ 0, %fc1.mb142 ], [ %k144.next, %fc1.k144 ]
+  %95 = mul nsw i64 %fc1.kp1404, 1152
+  %96 = add nsw i64 %fc1.k14419, %95
   %97 = mul nsw i64 %96, 64
   %98 = add nsw i64 8192, %97
-  %99 = mul nsw i64 %fc1.nb1345, 24
+  %99 = mul nsw i64 %fc1.nb1415, 24
   %100 = add nsw i64 %98, %99
   %arena20 = getelementptr inbounds float, ptr %arena, i64 %100
   %101 = load <8 x float>, ptr %arena20, align 4
-  store <8 x float> %101, ptr %fc1.t136_b0, align 32
-  %102 = mul nsw i64 %fc1.kp1334, 1152
-  %103 = add nsw i64 %fc1.k13719, %102
+  store <8 x float> %101, ptr %fc1.t143_b0, align 32
+  %102 = mul nsw i64 %fc1.kp1404, 1152
+  %103 = add nsw i64 %fc1.k14419, %102
   %104 = mul nsw i64 %103, 64
   %105 = add nsw i64 8192, %104
-  %106 = mul nsw i64 %fc1.nb1345, 24
+  %106 = mul nsw i64 %fc1.nb1415, 24
   %107 = add nsw i64 %105, %106
   %108 = add nsw i64 %107, 8
   %arena21 = getelementptr inbounds float, ptr %arena, i64 %108
   %109 = load <8 x float>, ptr %arena21, align 4
-  store <8 x float> %109, ptr %fc1.t136_b1, align 32
-  %110 = mul nsw i64 %fc1.kp1334, 1152
-  %111 = add nsw i64 %fc1.k13719, %110
+  store <8 x float> %109, ptr %fc1.t143_b1, align 32
+  %110 = mul nsw i64 %fc1.kp1404, 1152
+  %111 = add nsw i64 %fc1.k14419, %110
   %112 = mul nsw i64 %111, 64
   %113 = add nsw i64 8192, %112
-  %114 = mul nsw i64 %fc1.nb1345, 24
+  %114 = mul nsw i64 %fc1.nb1415, 24
   %115 = add nsw i64 %113, %114
   %116 = add nsw i64 %115, 16
   %arena22 = getelementptr inbounds float, ptr %arena, i64 %116
   %117 = load <8 x float>, ptr %arena22, align 4
-  store <8 x float> %117, ptr %fc1.t136_b2, align 32
-  %118 = mul nsw i64 %fc1.mb1356, 4
+  store <8 x float> %117, ptr %fc1.t143_b2, align 32
+  %118 = mul nsw i64 %fc1.mb1426, 4
   %119 = mul nsw i64 %118, 9216
   %120 = add nsw i64 18816, %119
-  %121 = mul nsw i64 %fc1.kp1334, 1152
-  %122 = add nsw i64 %fc1.k13719, %121
+  %121 = mul nsw i64 %fc1.kp1404, 1152
+  %122 = add nsw i64 %fc1.k14419, %121
   %123 = add nsw i64 %120, %122
   %params23 = getelementptr inbounds float, ptr %params, i64 %123
   %124 = load float, ptr %params23, align 4
   %125 = insertelement <8 x float> undef, float %124, i32 0
   %126 = shufflevector <8 x float> %125, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %126, ptr %fc1.t136_a0, align 32
-  %t136_a0 = load <8 x float>, ptr %fc1.t136_a0, align 32
-  %t136_b0 = load <8 x float>, ptr %fc1.t136_b0, align 32
-  %t136_c0_0 = load <8 x float>, ptr %fc1.t136_c0_0, align 32
-  %127 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t136_a0, <8 x float> %t136_b0, <8 x float> %t136_c0_0)
-  store <8 x float> %127, ptr %fc1.t136_c0_0, align 32
-  %t136_a024 = load <8 x float>, ptr %fc1.t136_a0, align 32
-  %t136_b1 = load <8 x float>, ptr %fc1.t136_b1, align 32
-  %t136_c0_1 = load <8 x float>, ptr %fc1.t136_c0_1, align 32
-  %128 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t136_a024, <8 x float> %t136_b1, <8 x float> %t136_c0_1)
-  store <8 x float> %128, ptr %fc1.t136_c0_1, align 32
-  %t136_a025 = load <8 x float>, ptr %fc1.t136_a0, align 32
-  %t136_b2 = load <8 x float>, ptr %fc1.t136_b2, align 32
-  %t136_c0_2 = load <8 x float>, ptr %fc1.t136_c0_2, align 32
-  %129 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t136_a025, <8 x float> %t136_b2, <8 x float> %t136_c0_2)
-  store <8 x float> %129, ptr %fc1.t136_c0_2, align 32
-  %130 = mul nsw i64 %fc1.mb1356, 4
+  store <8 x float> %126, ptr %fc1.t143_a0, align 32
+  %t143_a0 = load <8 x float>, ptr %fc1.t143_a0, align 32
+  %t143_b0 = load <8 x float>, ptr %fc1.t143_b0, align 32
+  %t143_c0_0 = load <8 x float>, ptr %fc1.t143_c0_0, align 32
+  %127 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t143_a0, <8 x float> %t143_b0, <8 x float> %t143_c0_0)
+  store <8 x float> %127, ptr %fc1.t143_c0_0, align 32
+  %t143_a024 = load <8 x float>, ptr %fc1.t143_a0, align 32
+  %t143_b1 = load <8 x float>, ptr %fc1.t143_b1, align 32
+  %t143_c0_1 = load <8 x float>, ptr %fc1.t143_c0_1, align 32
+  %128 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t143_a024, <8 x float> %t143_b1, <8 x float> %t143_c0_1)
+  store <8 x float> %128, ptr %fc1.t143_c0_1, align 32
+  %t143_a025 = load <8 x float>, ptr %fc1.t143_a0, align 32
+  %t143_b2 = load <8 x float>, ptr %fc1.t143_b2, align 32
+  %t143_c0_2 = load <8 x float>, ptr %fc1.t143_c0_2, align 32
+  %129 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t143_a025, <8 x float> %t143_b2, <8 x float> %t143_c0_2)
+  store <8 x float> %129, ptr %fc1.t143_c0_2, align 32
+  %130 = mul nsw i64 %fc1.mb1426, 4
   %131 = add nsw i64 %130, 1
   %132 = mul nsw i64 %131, 9216
   %133 = add nsw i64 18816, %132
-  %134 = mul nsw i64 %fc1.kp1334, 1152
-  %135 = add nsw i64 %fc1.k13719, %134
+  %134 = mul nsw i64 %fc1.kp1404, 1152
+  %135 = add nsw i64 %fc1.k14419, %134
   %136 = add nsw i64 %133, %135
   %params26 = getelementptr inbounds float, ptr %params, i64 %136
   %137 = load float, ptr %params26, align 4
   %138 = insertelement <8 x float> undef, float %137, i32 0
   %139 = shufflevector <8 x float> %138, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %139, ptr %fc1.t136_a1, align 32
-  %t136_a1 = load <8 x float>, ptr %fc1.t136_a1, align 32
-  %t136_b027 = load <8 x float>, ptr %fc1.t136_b0, align 32
-  %t136_c1_0 = load <8 x float>, ptr %fc1.t136_c1_0, align 32
-  %140 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t136_a1, <8 x float> %t136_b027, <8 x float> %t136_c1_0)
-  store <8 x float> %140, ptr %fc1.t136_c1_0, align 32
-  %t136_a128 = load <8 x float>, ptr %fc1.t136_a1, align 32
-  %t136_b129 = load <8 x float>, ptr %fc1.t136_b1, align 32
-  %t136_c1_1 = load <8 x float>, ptr %fc1.t136_c1_1, align 32
-  %141 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t136_a128, <8 x float> %t136_b129, <8 x float> %t136_c1_1)
-  store <8 x float> %141, ptr %fc1.t136_c1_1, align 32
-  %t136_a130 = load <8 x float>, ptr %fc1.t136_a1, align 32
-  %t136_b231 = load <8 x float>, ptr %fc1.t136_b2, align 32
-  %t136_c1_2 = load <8 x float>, ptr %fc1.t136_c1_2, align 32
-  %142 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t136_a130, <8 x float> %t136_b231, <8 x float> %t136_c1_2)
-  store <8 x float> %142, ptr %fc1.t136_c1_2, align 32
-  %143 = mul nsw i64 %fc1.mb1356, 4
+  store <8 x float> %139, ptr %fc1.t143_a1, align 32
+  %t143_a1 = load <8 x float>, ptr %fc1.t143_a1, align 32
+  %t143_b027 = load <8 x float>, ptr %fc1.t143_b0, align 32
+  %t143_c1_0 = load <8 x float>, ptr %fc1.t143_c1_0, align 32
+  %140 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t143_a1, <8 x float> %t143_b027, <8 x float> %t143_c1_0)
+  store <8 x float> %140, ptr %fc1.t143_c1_0, align 32
+  %t143_a128 = load <8 x float>, ptr %fc1.t143_a1, align 32
+  %t143_b129 = load <8 x float>, ptr %fc1.t143_b1, align 32
+  %t143_c1_1 = load <8 x float>, ptr %fc1.t143_c1_1, align 32
+  %141 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t143_a128, <8 x float> %t143_b129, <8 x float> %t143_c1_1)
+  store <8 x float> %141, ptr %fc1.t143_c1_1, align 32
+  %t143_a130 = load <8 x float>, ptr %fc1.t143_a1, align 32
+  %t143_b231 = load <8 x float>, ptr %fc1.t143_b2, align 32
+  %t143_c1_2 = load <8 x float>, ptr %fc1.t143_c1_2, align 32
+  %142 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t143_a130, <8 x float> %t143_b231, <8 x float> %t143_c1_2)
+  store <8 x float> %142, ptr %fc1.t143_c1_2, align 32
+  %143 = mul nsw i64 %fc1.mb1426, 4
   %144 = add nsw i64 %143, 2
   %145 = mul nsw i64 %144, 9216
   %146 = add nsw i64 18816, %145
-  %147 = mul nsw i64 %fc1.kp1334, 1152
-  %148 = add nsw i64 %fc1.k13719, %147
+  %147 = mul nsw i64 %fc1.kp1404, 1152
+  %148 = add nsw i64 %fc1.k14419, %147
   %149 = add nsw i64 %146, %148
   %params32 = getelementptr inbounds float, ptr %params, i64 %149
   %150 = load float, ptr %params32, align 4
   %151 = insertelement <8 x float> undef, float %150, i32 0
   %152 = shufflevector <8 x float> %151, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %152, ptr %fc1.t136_a2, align 32
-  %t136_a2 = load <8 x float>, ptr %fc1.t136_a2, align 32
-  %t136_b033 = load <8 x float>, ptr %fc1.t136_b0, align 32
-  %t136_c2_0 = load <8 x float>, ptr %fc1.t136_c2_0, align 32
-  %153 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t136_a2, <8 x float> %t136_b033, <8 x float> %t136_c2_0)
-  store <8 x float> %153, ptr %fc1.t136_c2_0, align 32
-  %t136_a234 = load <8 x float>, ptr %fc1.t136_a2, align 32
-  %t136_b135 = load <8 x float>, ptr %fc1.t136_b1, align 32
-  %t136_c2_1 = load <8 x float>, ptr %fc1.t136_c2_1, align 32
-  %154 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t136_a234, <8 x float> %t136_b135, <8 x float> %t136_c2_1)
-  store <8 x float> %154, ptr %fc1.t136_c2_1, align 32
-  %t136_a236 = load <8 x float>, ptr %fc1.t136_a2, align 32
-  %t136_b237 = load <8 x float>, ptr %fc1.t136_b2, align 32
-  %t136_c2_2 = load <8 x float>, ptr %fc1.t136_c2_2, align 32
-  %155 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t136_a236, <8 x float> %t136_b237, <8 x float> %t136_c2_2)
-  store <8 x float> %155, ptr %fc1.t136_c2_2, align 32
-  %156 = mul nsw i64 %fc1.mb1356, 4
+  store <8 x float> %152, ptr %fc1.t143_a2, align 32
+  %t143_a2 = load <8 x float>, ptr %fc1.t143_a2, align 32
+  %t143_b033 = load <8 x float>, ptr %fc1.t143_b0, align 32
+  %t143_c2_0 = load <8 x float>, ptr %fc1.t143_c2_0, align 32
+  %153 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t143_a2, <8 x float> %t143_b033, <8 x float> %t143_c2_0)
+  store <8 x float> %153, ptr %fc1.t143_c2_0, align 32
+  %t143_a234 = load <8 x float>, ptr %fc1.t143_a2, align 32
+  %t143_b135 = load <8 x float>, ptr %fc1.t143_b1, align 32
+  %t143_c2_1 = load <8 x float>, ptr %fc1.t143_c2_1, align 32
+  %154 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t143_a234, <8 x float> %t143_b135, <8 x float> %t143_c2_1)
+  store <8 x float> %154, ptr %fc1.t143_c2_1, align 32
+  %t143_a236 = load <8 x float>, ptr %fc1.t143_a2, align 32
+  %t143_b237 = load <8 x float>, ptr %fc1.t143_b2, align 32
+  %t143_c2_2 = load <8 x float>, ptr %fc1.t143_c2_2, align 32
+  %155 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t143_a236, <8 x float> %t143_b237, <8 x float> %t143_c2_2)
+  store <8 x float> %155, ptr %fc1.t143_c2_2, align 32
+  %156 = mul nsw i64 %fc1.mb1426, 4
   %157 = add nsw i64 %156, 3
   %158 = mul nsw i64 %157, 9216
   %159 = add nsw i64 18816, %158
-  %160 = mul nsw i64 %fc1.kp1334, 1152
-  %161 = add nsw i64 %fc1.k13719, %160
+  %160 = mul nsw i64 %fc1.kp1404, 1152
+  %161 = add nsw i64 %fc1.k14419, %160
   %162 = add nsw i64 %159, %161
   %params38 = getelementptr inbounds float, ptr %params, i64 %162
   %163 = load float, ptr %params38, align 4
   %164 = insertelement <8 x float> undef, float %163, i32 0
   %165 = shufflevector <8 x float> %164, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %165, ptr %fc1.t136_a3, align 32
-  %t136_a3 = load <8 x float>, ptr %fc1.t136_a3, align 32
-  %t136_b039 = load <8 x float>, ptr %fc1.t136_b0, align 32
-  %t136_c3_0 = load <8 x float>, ptr %fc1.t136_c3_0, align 32
-  %166 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t136_a3, <8 x float> %t136_b039, <8 x float> %t136_c3_0)
-  store <8 x float> %166, ptr %fc1.t136_c3_0, align 32
-  %t136_a340 = load <8 x float>, ptr %fc1.t136_a3, align 32
-  %t136_b141 = load <8 x float>, ptr %fc1.t136_b1, align 32
-  %t136_c3_1 = load <8 x float>, ptr %fc1.t136_c3_1, align 32
-  %167 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t136_a340, <8 x float> %t136_b141, <8 x float> %t136_c3_1)
-  store <8 x float> %167, ptr %fc1.t136_c3_1, align 32
-  %t136_a342 = load <8 x float>, ptr %fc1.t136_a3, align 32
-  %t136_b243 = load <8 x float>, ptr %fc1.t136_b2, align 32
-  %t136_c3_2 = load <8 x float>, ptr %fc1.t136_c3_2, align 32
-  %168 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t136_a342, <8 x float> %t136_b243, <8 x float> %t136_c3_2)
-  store <8 x float> %168, ptr %fc1.t136_c3_2, align 32
-  %k137.next = add nsw i64 %fc1.k13719, 1
-  %169 = icmp slt i64 %k137.next, 1152
-  br i1 %169, label %fc1.k137, label %fc1.k137.end
+  store <8 x float> %165, ptr %fc1.t143_a3, align 32
+  %t143_a3 = load <8 x float>, ptr %fc1.t143_a3, align 32
+  %t143_b039 = load <8 x float>, ptr %fc1.t143_b0, align 32
+  %t143_c3_0 = load <8 x float>, ptr %fc1.t143_c3_0, align 32
+  %166 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t143_a3, <8 x float> %t143_b039, <8 x float> %t143_c3_0)
+  store <8 x float> %166, ptr %fc1.t143_c3_0, align 32
+  %t143_a340 = load <8 x float>, ptr %fc1.t143_a3, align 32
+  %t143_b141 = load <8 x float>, ptr %fc1.t143_b1, align 32
+  %t143_c3_1 = load <8 x float>, ptr %fc1.t143_c3_1, align 32
+  %167 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t143_a340, <8 x float> %t143_b141, <8 x float> %t143_c3_1)
+  store <8 x float> %167, ptr %fc1.t143_c3_1, align 32
+  %t143_a342 = load <8 x float>, ptr %fc1.t143_a3, align 32
+  %t143_b243 = load <8 x float>, ptr %fc1.t143_b2, align 32
+  %t143_c3_2 = load <8 x float>, ptr %fc1.t143_c3_2, align 32
+  %168 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t143_a342, <8 x float> %t143_b243, <8 x float> %t143_c3_2)
+  store <8 x float> %168, ptr %fc1.t143_c3_2, align 32
+  %k144.next = add nsw i64 %fc1.k14419, 1
+  %169 = icmp slt i64 %k144.next, 1152
+  br i1 %169, label %fc1.k144, label %fc1.k144.end
 
-fc1.k137.end:                                     ; preds = %fc1.k137
-  %t136_c0_044 = load <8 x float>, ptr %fc1.t136_c0_0, align 32
-  %170 = mul nsw i64 %fc1.mb1356, 4
+fc1.k144.end:                                     ; preds = %fc1.k144
+  %t143_c0_044 = load <8 x float>, ptr %fc1.t143_c0_0, align 32
+  %170 = mul nsw i64 %fc1.mb1426, 4
   %171 = mul nsw i64 %170, 64
   %172 = add nsw i64 598016, %171
-  %173 = mul nsw i64 %fc1.nb1345, 24
+  %173 = mul nsw i64 %fc1.nb1415, 24
   %174 = add nsw i64 %172, %173
   %arena45 = getelementptr inbounds float, ptr %arena, i64 %174
-  store <8 x float> %t136_c0_044, ptr %arena45, align 4
-  %t136_c0_146 = load <8 x float>, ptr %fc1.t136_c0_1, align 32
-  %175 = mul nsw i64 %fc1.mb1356, 4
+  store <8 x float> %t143_c0_044, ptr %arena45, align 4
+  %t143_c0_146 = load <8 x float>, ptr %fc1.t143_c0_1, align 32
+  %175 = mul nsw i64 %fc1.mb1426, 4
   %176 = mul nsw i64 %175, 64
   %177 = add nsw i64 598016, %176
-  %178 = mul nsw i64 %fc1.nb1345, 24
+  %178 = mul nsw i64 %fc1.nb1415, 24
   %179 = add nsw i64 %177, %178
   %180 = add nsw i64 %179, 8
   %arena47 = getelementptr inbounds float, ptr %arena, i64 %180
-  store <8 x float> %t136_c0_146, ptr %arena47, align 4
-  %t136_c0_248 = load <8 x float>, ptr %fc1.t136_c0_2, align 32
-  %181 = mul nsw i64 %fc1.mb1356, 4
+  store <8 x float> %t143_c0_146, ptr %arena47, align 4
+  %t143_c0_248 = load <8 x float>, ptr %fc1.t143_c0_2, align 32
+  %181 = mul nsw i64 %fc1.mb1426, 4
   %182 = mul nsw i64 %181, 64
   %183 = add nsw i64 598016, %182
-  %184 = mul nsw i64 %fc1.nb1345, 24
+  %184 = mul nsw i64 %fc1.nb1415, 24
   %185 = add nsw i64 %183, %184
   %186 = add nsw i64 %185, 16
   %arena49 = getelementptr inbounds float, ptr %arena, i64 %186
-  store <8 x float> %t136_c0_248, ptr %arena49, align 4
-  %t136_c1_050 = load <8 x float>, ptr %fc1.t136_c1_0, align 32
-  %187 = mul nsw i64 %fc1.mb1356, 4
+  store <8 x float> %t143_c0_248, ptr %arena49, align 4
+  %t143_c1_050 = load <8 x float>, ptr %fc1.t143_c1_0, align 32
+  %187 = mul nsw i64 %fc1.mb1426, 4
   %188 = add nsw i64 %187, 1
   %189 = mul nsw i64 %188, 64
   %190 = add nsw i64 598016, %189
-  %191 = mul nsw i64 %fc1.nb1345, 24
+  %191 = mul nsw i64 %fc1.nb1415, 24
   %192 = add nsw i64 %190, %191
   %arena51 = getelementptr inbounds float, ptr %arena, i64 %192
-  store <8 x float> %t136_c1_050, ptr %arena51, align 4
-  %t136_c1_152 = load <8 x float>, ptr %fc1.t136_c1_1, align 32
-  %193 = mul nsw i64 %fc1.mb1356, 4
+  store <8 x float> %t143_c1_050, ptr %arena51, align 4
+  %t143_c1_152 = load <8 x float>, ptr %fc1.t143_c1_1, align 32
+  %193 = mul nsw i64 %fc1.mb1426, 4
   %194 = add nsw i64 %193, 1
   %195 = mul nsw i64 %194, 64
   %196 = add nsw i64 598016, %195
-  %197 = mul nsw i64 %fc1.nb1345, 24
+  %197 = mul nsw i64 %fc1.nb1415, 24
   %198 = add nsw i64 %196, %197
   %199 = add nsw i64 %198, 8
   %arena53 = getelementptr inbounds float, ptr %arena, i64 %199
-  store <8 x float> %t136_c1_152, ptr %arena53, align 4
-  %t136_c1_254 = load <8 x float>, ptr %fc1.t136_c1_2, align 32
-  %200 = mul nsw i64 %fc1.mb1356, 4
+  store <8 x float> %t143_c1_152, ptr %arena53, align 4
+  %t143_c1_254 = load <8 x float>, ptr %fc1.t143_c1_2, align 32
+  %200 = mul nsw i64 %fc1.mb1426, 4
   %201 = add nsw i64 %200, 1
   %202 = mul nsw i64 %201, 64
   %203 = add nsw i64 598016, %202
-  %204 = mul nsw i64 %fc1.nb1345, 24
+  %204 = mul nsw i64 %fc1.nb1415, 24
   %205 = add nsw i64 %203, %204
   %206 = add nsw i64 %205, 16
   %arena55 = getelementptr inbounds float, ptr %arena, i64 %206
-  store <8 x float> %t136_c1_254, ptr %arena55, align 4
-  %t136_c2_056 = load <8 x float>, ptr %fc1.t136_c2_0, align 32
-  %207 = mul nsw i64 %fc1.mb1356, 4
+  store <8 x float> %t143_c1_254, ptr %arena55, align 4
+  %t143_c2_056 = load <8 x float>, ptr %fc1.t143_c2_0, align 32
+  %207 = mul nsw i64 %fc1.mb1426, 4
   %208 = add nsw i64 %207, 2
   %209 = mul nsw i64 %208, 64
   %210 = add nsw i64 598016, %209
-  %211 = mul nsw i64 %fc1.nb1345, 24
+  %211 = mul nsw i64 %fc1.nb1415, 24
   %212 = add nsw i64 %210, %211
   %arena57 = getelementptr inbounds float, ptr %arena, i64 %212
-  store <8 x float> %t136_c2_056, ptr %arena57, align 4
-  %t136_c2_158 = load <8 x float>, ptr %fc1.t136_c2_1, align 32
-  %213 = mul nsw i64 %fc1.mb1356, 4
+  store <8 x float> %t143_c2_056, ptr %arena57, align 4
+  %t143_c2_158 = load <8 x float>, ptr %fc1.t143_c2_1, align 32
+  %213 = mul nsw i64 %fc1.mb1426, 4
   %214 = add nsw i64 %213, 2
   %215 = mul nsw i64 %214, 64
   %216 = add nsw i64 598016, %215
-  %217 = mul nsw i64 %fc1.nb1345, 24
+  %217 = mul nsw i64 %fc1.nb1415, 24
   %218 = add nsw i64 %216, %217
   %219 = add nsw i64 %218, 8
   %arena59 = getelementptr inbounds float, ptr %arena, i64 %219
-  store <8 x float> %t136_c2_158, ptr %arena59, align 4
-  %t136_c2_260 = load <8 x float>, ptr %fc1.t136_c2_2, align 32
-  %220 = mul nsw i64 %fc1.mb1356, 4
+  store <8 x float> %t143_c2_158, ptr %arena59, align 4
+  %t143_c2_260 = load <8 x float>, ptr %fc1.t143_c2_2, align 32
+  %220 = mul nsw i64 %fc1.mb1426, 4
   %221 = add nsw i64 %220, 2
   %222 = mul nsw i64 %221, 64
   %223 = add nsw i64 598016, %222
-  %224 = mul nsw i64 %fc1.nb1345, 24
+  %224 = mul nsw i64 %fc1.nb1415, 24
   %225 = add nsw i64 %223, %224
   %226 = add nsw i64 %225, 16
   %arena61 = getelementptr inbounds float, ptr %arena, i64 %226
-  store <8 x float> %t136_c2_260, ptr %arena61, align 4
-  %t136_c3_062 = load <8 x float>, ptr %fc1.t136_c3_0, align 32
-  %227 = mul nsw i64 %fc1.mb1356, 4
+  store <8 x float> %t143_c2_260, ptr %arena61, align 4
+  %t143_c3_062 = load <8 x float>, ptr %fc1.t143_c3_0, align 32
+  %227 = mul nsw i64 %fc1.mb1426, 4
   %228 = add nsw i64 %227, 3
   %229 = mul nsw i64 %228, 64
   %230 = add nsw i64 598016, %229
-  %231 = mul nsw i64 %fc1.nb1345, 24
+  %231 = mul nsw i64 %fc1.nb1415, 24
   %232 = add nsw i64 %230, %231
   %arena63 = getelementptr inbounds float, ptr %arena, i64 %232
-  store <8 x float> %t136_c3_062, ptr %arena63, align 4
-  %t136_c3_164 = load <8 x float>, ptr %fc1.t136_c3_1, align 32
-  %233 = mul nsw i64 %fc1.mb1356, 4
+  store <8 x float> %t143_c3_062, ptr %arena63, align 4
+  %t143_c3_164 = load <8 x float>, ptr %fc1.t143_c3_1, align 32
+  %233 = mul nsw i64 %fc1.mb1426, 4
   %234 = add nsw i64 %233, 3
   %235 = mul nsw i64 %234, 64
   %236 = add nsw i64 598016, %235
-  %237 = mul nsw i64 %fc1.nb1345, 24
+  %237 = mul nsw i64 %fc1.nb1415, 24
   %238 = add nsw i64 %236, %237
   %239 = add nsw i64 %238, 8
   %arena65 = getelementptr inbounds float, ptr %arena, i64 %239
-  store <8 x float> %t136_c3_164, ptr %arena65, align 4
-  %t136_c3_266 = load <8 x float>, ptr %fc1.t136_c3_2, align 32
-  %240 = mul nsw i64 %fc1.mb1356, 4
+  store <8 x float> %t143_c3_164, ptr %arena65, align 4
+  %t143_c3_266 = load <8 x float>, ptr %fc1.t143_c3_2, align 32
+  %240 = mul nsw i64 %fc1.mb1426, 4
   %241 = add nsw i64 %240, 3
   %242 = mul nsw i64 %241, 64
   %243 = add nsw i64 598016, %242
-  %244 = mul nsw i64 %fc1.nb1345, 24
+  %244 = mul nsw i64 %fc1.nb1415, 24
   %245 = add nsw i64 %243, %244
   %246 = add nsw i64 %245, 16
   %arena67 = getelementptr inbounds float, ptr %arena, i64 %246
-  store <8 x float> %t136_c3_266, ptr %arena67, align 4
-  %mb135.next = add nsw i64 %fc1.mb1356, 1
-  %247 = icmp slt i64 %mb135.next, 32
-  br i1 %247, label %fc1.mb135, label %fc1.mb135.end
+  store <8 x float> %t143_c3_266, ptr %arena67, align 4
+  %mb142.next = add nsw i64 %fc1.mb1426, 1
+  %247 = icmp slt i64 %mb142.next, 32
+  br i1 %247, label %fc1.mb142, label %fc1.mb142.end
 
-fc1.mb138:                                        ; preds = %fc1.k140.end, %fc1.nb134.end
-  %fc1.mb13868 = phi i64 [ 0, %fc1.nb134.end ], [ %mb138.next, %fc1.k140.end ]
-  %248 = mul nsw i64 %fc1.mb13868, 4
+fc1.mb145:                                        ; preds = %fc1.k147.end, %fc1.nb141.end
+  %fc1.mb14568 = phi i64 [ 0, %fc1.nb141.end ], [ %mb145.next, %fc1.k147.end ]
+  %248 = mul nsw i64 %fc1.mb14568, 4
   %249 = mul nsw i64 %248, 64
   %250 = add nsw i64 598016, %249
   %251 = add nsw i64 %250, 48
   %arena69 = getelementptr inbounds float, ptr %arena, i64 %251
   %252 = load <8 x float>, ptr %arena69, align 4
-  store <8 x float> %252, ptr %fc1.t139_c0_0, align 32
-  %253 = mul nsw i64 %fc1.mb13868, 4
+  store <8 x float> %252, ptr %fc1.t146_c0_0, align 32
+  %253 = mul nsw i64 %fc1.mb14568, 4
   %254 = mul nsw i64 %253, 64
   %255 = add nsw i64 598016, %254
   %256 = add nsw i64 %255, 48
   %257 = add nsw i64 %256, 8
   %arena70 = getelementptr inbounds float, ptr %arena, i64 %257
   %258 = load <8 x float>, ptr %arena70, align 4
-  store <8 x float> %258, ptr %fc1.t139_c0_1, align 32
-  %259 = mul nsw i64 %fc1.mb13868, 4
+  store <8 x float> %258, ptr %fc1.t146_c0_1, align 32
+  %259 = mul nsw i64 %fc1.mb14568, 4
   %260 = add nsw i64 %259, 1
   %261 = mul nsw i64 %260, 64
   %262 = add nsw i64 598016, %261
   %263 = add nsw i64 %262, 48
   %arena71 = getelementptr inbounds float, ptr %arena, i64 %263
   %264 = load <8 x float>, ptr %arena71, align 4
-  store <8 x float> %264, ptr %fc1.t139_c1_0, align 32
-  %265 = mul nsw i64 %fc1.mb13868, 4
+  store <8 x float> %264, ptr %fc1.t146_c1_0, align 32
+  %265 = mul nsw i64 %fc1.mb14568, 4
   %266 = add nsw i64 %265, 1
   %267 = mul nsw i64 %266, 64
   %268 = add nsw i64 598016, %267
@@ -12554,16 +14201,16 @@ fc1.mb138:                                        ; preds = %fc1.k140.end, %fc1.
   %270 = add nsw i64 %269, 8
   %arena72 = getelementptr inbounds float, ptr %arena, i64 %270
   %271 = load <8 x float>, ptr %arena72, align 4
-  store <8 x float> %271, ptr %fc1.t139_c1_1, align 32
-  %272 = mul nsw i64 %fc1.mb13868, 4
+  store <8 x float> %271, ptr %fc1.t146_c1_1, align 32
+  %272 = mul nsw i64 %fc1.mb14568, 4
   %273 = add nsw i64 %272, 2
   %274 = mul nsw i64 %273, 64
   %275 = add nsw i64 598016, %274
   %276 = add nsw i64 %275, 48
   %arena73 = getelementptr inbounds float, ptr %arena, i64 %276
   %277 = load <8 x float>, ptr %arena73, align 4
-  store <8 x float> %277, ptr %fc1.t139_c2_0, align 32
-  %278 = mul nsw i64 %fc1.mb13868, 4
+  store <8 x float> %277, ptr %fc1.t146_c2_0, align 32
+  %278 = mul nsw i64 %fc1.mb14568, 4
   %279 = add nsw i64 %278, 2
   %280 = mul nsw i64 %279, 64
   %281 = add nsw i64 598016, %280
@@ -12571,16 +14218,16 @@ fc1.mb138:                                        ; preds = %fc1.k140.end, %fc1.
   %283 = add nsw i64 %282, 8
   %arena74 = getelementptr inbounds float, ptr %arena, i64 %283
   %284 = load <8 x float>, ptr %arena74, align 4
-  store <8 x float> %284, ptr %fc1.t139_c2_1, align 32
-  %285 = mul nsw i64 %fc1.mb13868, 4
+  store <8 x float> %284, ptr %fc1.t146_c2_1, align 32
+  %285 = mul nsw i64 %fc1.mb14568, 4
   %286 = add nsw i64 %285, 3
   %287 = mul nsw i64 %286, 64
   %288 = add nsw i64 598016, %287
   %289 = add nsw i64 %288, 48
   %arena75 = getelementptr inbounds float, ptr %arena, i64 %289
   %290 = load <8 x float>, ptr %arena75, align 4
-  store <8 x float> %290, ptr %fc1.t139_c3_0, align 32
-  %291 = mul nsw i64 %fc1.mb13868, 4
+  store <8 x float> %290, ptr %fc1.t146_c3_0, align 32
+  %291 = mul nsw i64 %fc1.mb14568, 4
   %292 = add nsw i64 %291, 3
   %293 = mul nsw i64 %292, 64
   %294 = add nsw i64 598016, %293
@@ -12588,326 +14235,326 @@ fc1.mb138:                                        ; preds = %fc1.k140.end, %fc1.
   %296 = add nsw i64 %295, 8
   %arena76 = getelementptr inbounds float, ptr %arena, i64 %296
   %297 = load <8 x float>, ptr %arena76, align 4
-  store <8 x float> %297, ptr %fc1.t139_c3_1, align 32
-  br label %fc1.k140
+  store <8 x float> %297, ptr %fc1.t146_c3_1, align 32
+  br label %fc1.k147
 
-fc1.mb138.end:                                    ; preds = %fc1.k140.end
-  %kp133.next = add nsw i64 %fc1.kp1334, 1
-  %298 = icmp slt i64 %kp133.next, 8
-  br i1 %298, label %fc1.kp133, label %fc1.kp133.end
+fc1.mb145.end:                                    ; preds = %fc1.k147.end
+  %kp140.next = add nsw i64 %fc1.kp1404, 1
+  %298 = icmp slt i64 %kp140.next, 8
+  br i1 %298, label %fc1.kp140, label %fc1.kp140.end
 
-fc1.k140:                                         ; preds = %fc1.k140, %fc1.mb138
-  %fc1.k14077 = phi i64 [ 0, %fc1.mb138 ], [ %k140.next, %fc1.k140 ]
-  %299 = mul nsw i64 %fc1.kp1334, 1152
-  %300 = add nsw i64 %fc1.k14077, %299
+fc1.k147:                                         ; preds = %fc1.k147, %fc1.mb145
+  %fc1.k14777 = phi i64 [ 0, %fc1.mb145 ], [ %k147.next, %fc1.k147 ]
+  %299 = mul nsw i64 %fc1.kp1404, 1152
+  %300 = add nsw i64 %fc1.k14777, %299
   %301 = mul nsw i64 %300, 64
   %302 = add nsw i64 8192, %301
   %303 = add nsw i64 %302, 48
   %arena78 = getelementptr inbounds float, ptr %arena, i64 %303
   %304 = load <8 x float>, ptr %arena78, align 4
-  store <8 x float> %304, ptr %fc1.t139_b0, align 32
-  %305 = mul nsw i64 %fc1.kp1334, 1152
-  %306 = add nsw i64 %fc1.k14077, %305
+  store <8 x float> %304, ptr %fc1.t146_b0, align 32
+  %305 = mul nsw i64 %fc1.kp1404, 1152
+  %306 = add nsw i64 %fc1.k14777, %305
   %307 = mul nsw i64 %306, 64
   %308 = add nsw i64 8192, %307
   %309 = add nsw i64 %308, 48
   %310 = add nsw i64 %309, 8
   %arena79 = getelementptr inbounds float, ptr %arena, i64 %310
   %311 = load <8 x float>, ptr %arena79, align 4
-  store <8 x float> %311, ptr %fc1.t139_b1, align 32
-  %312 = mul nsw i64 %fc1.mb13868, 4
+  store <8 x float> %311, ptr %fc1.t146_b1, align 32
+  %312 = mul nsw i64 %fc1.mb14568, 4
   %313 = mul nsw i64 %312, 9216
   %314 = add nsw i64 18816, %313
-  %315 = mul nsw i64 %fc1.kp1334, 1152
-  %316 = add nsw i64 %fc1.k14077, %315
+  %315 = mul nsw i64 %fc1.kp1404, 1152
+  %316 = add nsw i64 %fc1.k14777, %315
   %317 = add nsw i64 %314, %316
   %params80 = getelementptr inbounds float, ptr %params, i64 %317
   %318 = load float, ptr %params80, align 4
   %319 = insertelement <8 x float> undef, float %318, i32 0
   %320 = shufflevector <8 x float> %319, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %320, ptr %fc1.t139_a0, align 32
-  %t139_a0 = load <8 x float>, ptr %fc1.t139_a0, align 32
-  %t139_b0 = load <8 x float>, ptr %fc1.t139_b0, align 32
-  %t139_c0_0 = load <8 x float>, ptr %fc1.t139_c0_0, align 32
-  %321 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t139_a0, <8 x float> %t139_b0, <8 x float> %t139_c0_0)
-  store <8 x float> %321, ptr %fc1.t139_c0_0, align 32
-  %t139_a081 = load <8 x float>, ptr %fc1.t139_a0, align 32
-  %t139_b1 = load <8 x float>, ptr %fc1.t139_b1, align 32
-  %t139_c0_1 = load <8 x float>, ptr %fc1.t139_c0_1, align 32
-  %322 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t139_a081, <8 x float> %t139_b1, <8 x float> %t139_c0_1)
-  store <8 x float> %322, ptr %fc1.t139_c0_1, align 32
-  %323 = mul nsw i64 %fc1.mb13868, 4
+  store <8 x float> %320, ptr %fc1.t146_a0, align 32
+  %t146_a0 = load <8 x float>, ptr %fc1.t146_a0, align 32
+  %t146_b0 = load <8 x float>, ptr %fc1.t146_b0, align 32
+  %t146_c0_0 = load <8 x float>, ptr %fc1.t146_c0_0, align 32
+  %321 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t146_a0, <8 x float> %t146_b0, <8 x float> %t146_c0_0)
+  store <8 x float> %321, ptr %fc1.t146_c0_0, align 32
+  %t146_a081 = load <8 x float>, ptr %fc1.t146_a0, align 32
+  %t146_b1 = load <8 x float>, ptr %fc1.t146_b1, align 32
+  %t146_c0_1 = load <8 x float>, ptr %fc1.t146_c0_1, align 32
+  %322 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t146_a081, <8 x float> %t146_b1, <8 x float> %t146_c0_1)
+  store <8 x float> %322, ptr %fc1.t146_c0_1, align 32
+  %323 = mul nsw i64 %fc1.mb14568, 4
   %324 = add nsw i64 %323, 1
   %325 = mul nsw i64 %324, 9216
   %326 = add nsw i64 18816, %325
-  %327 = mul nsw i64 %fc1.kp1334, 1152
-  %328 = add nsw i64 %fc1.k14077, %327
+  %327 = mul nsw i64 %fc1.kp1404, 1152
+  %328 = add nsw i64 %fc1.k14777, %327
   %329 = add nsw i64 %326, %328
   %params82 = getelementptr inbounds float, ptr %params, i64 %329
   %330 = load float, ptr %params82, align 4
   %331 = insertelement <8 x float> undef, float %330, i32 0
   %332 = shufflevector <8 x float> %331, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %332, ptr %fc1.t139_a1, align 32
-  %t139_a1 = load <8 x float>, ptr %fc1.t139_a1, align 32
-  %t139_b083 = load <8 x float>, ptr %fc1.t139_b0, align 32
-  %t139_c1_0 = load <8 x float>, ptr %fc1.t139_c1_0, align 32
-  %333 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t139_a1, <8 x float> %t139_b083, <8 x float> %t139_c1_0)
-  store <8 x float> %333, ptr %fc1.t139_c1_0, align 32
-  %t139_a184 = load <8 x float>, ptr %fc1.t139_a1, align 32
-  %t139_b185 = load <8 x float>, ptr %fc1.t139_b1, align 32
-  %t139_c1_1 = load <8 x float>, ptr %fc1.t139_c1_1, align 32
-  %334 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t139_a184, <8 x float> %t139_b185, <8 x float> %t139_c1_1)
-  store <8 x float> %334, ptr %fc1.t139_c1_1, align 32
-  %335 = mul nsw i64 %fc1.mb13868, 4
+  store <8 x float> %332, ptr %fc1.t146_a1, align 32
+  %t146_a1 = load <8 x float>, ptr %fc1.t146_a1, align 32
+  %t146_b083 = load <8 x float>, ptr %fc1.t146_b0, align 32
+  %t146_c1_0 = load <8 x float>, ptr %fc1.t146_c1_0, align 32
+  %333 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t146_a1, <8 x float> %t146_b083, <8 x float> %t146_c1_0)
+  store <8 x float> %333, ptr %fc1.t146_c1_0, align 32
+  %t146_a184 = load <8 x float>, ptr %fc1.t146_a1, align 32
+  %t146_b185 = load <8 x float>, ptr %fc1.t146_b1, align 32
+  %t146_c1_1 = load <8 x float>, ptr %fc1.t146_c1_1, align 32
+  %334 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t146_a184, <8 x float> %t146_b185, <8 x float> %t146_c1_1)
+  store <8 x float> %334, ptr %fc1.t146_c1_1, align 32
+  %335 = mul nsw i64 %fc1.mb14568, 4
   %336 = add nsw i64 %335, 2
   %337 = mul nsw i64 %336, 9216
   %338 = add nsw i64 18816, %337
-  %339 = mul nsw i64 %fc1.kp1334, 1152
-  %340 = add nsw i64 %fc1.k14077, %339
+  %339 = mul nsw i64 %fc1.kp1404, 1152
+  %340 = add nsw i64 %fc1.k14777, %339
   %341 = add nsw i64 %338, %340
   %params86 = getelementptr inbounds float, ptr %params, i64 %341
   %342 = load float, ptr %params86, align 4
   %343 = insertelement <8 x float> undef, float %342, i32 0
   %344 = shufflevector <8 x float> %343, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %344, ptr %fc1.t139_a2, align 32
-  %t139_a2 = load <8 x float>, ptr %fc1.t139_a2, align 32
-  %t139_b087 = load <8 x float>, ptr %fc1.t139_b0, align 32
-  %t139_c2_0 = load <8 x float>, ptr %fc1.t139_c2_0, align 32
-  %345 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t139_a2, <8 x float> %t139_b087, <8 x float> %t139_c2_0)
-  store <8 x float> %345, ptr %fc1.t139_c2_0, align 32
-  %t139_a288 = load <8 x float>, ptr %fc1.t139_a2, align 32
-  %t139_b189 = load <8 x float>, ptr %fc1.t139_b1, align 32
-  %t139_c2_1 = load <8 x float>, ptr %fc1.t139_c2_1, align 32
-  %346 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t139_a288, <8 x float> %t139_b189, <8 x float> %t139_c2_1)
-  store <8 x float> %346, ptr %fc1.t139_c2_1, align 32
-  %347 = mul nsw i64 %fc1.mb13868, 4
+  store <8 x float> %344, ptr %fc1.t146_a2, align 32
+  %t146_a2 = load <8 x float>, ptr %fc1.t146_a2, align 32
+  %t146_b087 = load <8 x float>, ptr %fc1.t146_b0, align 32
+  %t146_c2_0 = load <8 x float>, ptr %fc1.t146_c2_0, align 32
+  %345 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t146_a2, <8 x float> %t146_b087, <8 x float> %t146_c2_0)
+  store <8 x float> %345, ptr %fc1.t146_c2_0, align 32
+  %t146_a288 = load <8 x float>, ptr %fc1.t146_a2, align 32
+  %t146_b189 = load <8 x float>, ptr %fc1.t146_b1, align 32
+  %t146_c2_1 = load <8 x float>, ptr %fc1.t146_c2_1, align 32
+  %346 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t146_a288, <8 x float> %t146_b189, <8 x float> %t146_c2_1)
+  store <8 x float> %346, ptr %fc1.t146_c2_1, align 32
+  %347 = mul nsw i64 %fc1.mb14568, 4
   %348 = add nsw i64 %347, 3
   %349 = mul nsw i64 %348, 9216
   %350 = add nsw i64 18816, %349
-  %351 = mul nsw i64 %fc1.kp1334, 1152
-  %352 = add nsw i64 %fc1.k14077, %351
+  %351 = mul nsw i64 %fc1.kp1404, 1152
+  %352 = add nsw i64 %fc1.k14777, %351
   %353 = add nsw i64 %350, %352
   %params90 = getelementptr inbounds float, ptr %params, i64 %353
   %354 = load float, ptr %params90, align 4
   %355 = insertelement <8 x float> undef, float %354, i32 0
   %356 = shufflevector <8 x float> %355, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %356, ptr %fc1.t139_a3, align 32
-  %t139_a3 = load <8 x float>, ptr %fc1.t139_a3, align 32
-  %t139_b091 = load <8 x float>, ptr %fc1.t139_b0, align 32
-  %t139_c3_0 = load <8 x float>, ptr %fc1.t139_c3_0, align 32
-  %357 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t139_a3, <8 x float> %t139_b091, <8 x float> %t139_c3_0)
-  store <8 x float> %357, ptr %fc1.t139_c3_0, align 32
-  %t139_a392 = load <8 x float>, ptr %fc1.t139_a3, align 32
-  %t139_b193 = load <8 x float>, ptr %fc1.t139_b1, align 32
-  %t139_c3_1 = load <8 x float>, ptr %fc1.t139_c3_1, align 32
-  %358 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t139_a392, <8 x float> %t139_b193, <8 x float> %t139_c3_1)
-  store <8 x float> %358, ptr %fc1.t139_c3_1, align 32
-  %k140.next = add nsw i64 %fc1.k14077, 1
-  %359 = icmp slt i64 %k140.next, 1152
-  br i1 %359, label %fc1.k140, label %fc1.k140.end
+  store <8 x float> %356, ptr %fc1.t146_a3, align 32
+  %t146_a3 = load <8 x float>, ptr %fc1.t146_a3, align 32
+  %t146_b091 = load <8 x float>, ptr %fc1.t146_b0, align 32
+  %t146_c3_0 = load <8 x float>, ptr %fc1.t146_c3_0, align 32
+  %357 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t146_a3, <8 x float> %t146_b091, <8 x float> %t146_c3_0)
+  store <8 x float> %357, ptr %fc1.t146_c3_0, align 32
+  %t146_a392 = load <8 x float>, ptr %fc1.t146_a3, align 32
+  %t146_b193 = load <8 x float>, ptr %fc1.t146_b1, align 32
+  %t146_c3_1 = load <8 x float>, ptr %fc1.t146_c3_1, align 32
+  %358 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t146_a392, <8 x float> %t146_b193, <8 x float> %t146_c3_1)
+  store <8 x float> %358, ptr %fc1.t146_c3_1, align 32
+  %k147.next = add nsw i64 %fc1.k14777, 1
+  %359 = icmp slt i64 %k147.next, 1152
+  br i1 %359, label %fc1.k147, label %fc1.k147.end
 
-fc1.k140.end:                                     ; preds = %fc1.k140
-  %t139_c0_094 = load <8 x float>, ptr %fc1.t139_c0_0, align 32
-  %360 = mul nsw i64 %fc1.mb13868, 4
+fc1.k147.end:                                     ; preds = %fc1.k147
+  %t146_c0_094 = load <8 x float>, ptr %fc1.t146_c0_0, align 32
+  %360 = mul nsw i64 %fc1.mb14568, 4
   %361 = mul nsw i64 %360, 64
   %362 = add nsw i64 598016, %361
   %363 = add nsw i64 %362, 48
   %arena95 = getelementptr inbounds float, ptr %arena, i64 %363
-  store <8 x float> %t139_c0_094, ptr %arena95, align 4
-  %t139_c0_196 = load <8 x float>, ptr %fc1.t139_c0_1, align 32
-  %364 = mul nsw i64 %fc1.mb13868, 4
+  store <8 x float> %t146_c0_094, ptr %arena95, align 4
+  %t146_c0_196 = load <8 x float>, ptr %fc1.t146_c0_1, align 32
+  %364 = mul nsw i64 %fc1.mb14568, 4
   %365 = mul nsw i64 %364, 64
   %366 = add nsw i64 598016, %365
   %367 = add nsw i64 %366, 48
   %368 = add nsw i64 %367, 8
   %arena97 = getelementptr inbounds float, ptr %arena, i64 %368
-  store <8 x float> %t139_c0_196, ptr %arena97, align 4
-  %t139_c1_098 = load <8 x float>, ptr %fc1.t139_c1_0, align 32
-  %369 = mul nsw i64 %fc1.mb13868, 4
+  store <8 x float> %t146_c0_196, ptr %arena97, align 4
+  %t146_c1_098 = load <8 x float>, ptr %fc1.t146_c1_0, align 32
+  %369 = mul nsw i64 %fc1.mb14568, 4
   %370 = add nsw i64 %369, 1
   %371 = mul nsw i64 %370, 64
   %372 = add nsw i64 598016, %371
   %373 = add nsw i64 %372, 48
   %arena99 = getelementptr inbounds float, ptr %arena, i64 %373
-  store <8 x float> %t139_c1_098, ptr %arena99, align 4
-  %t139_c1_1100 = load <8 x float>, ptr %fc1.t139_c1_1, align 32
-  %374 = mul nsw i64 %fc1.mb13868, 4
+  store <8 x float> %t146_c1_098, ptr %arena99, align 4
+  %t146_c1_1100 = load <8 x float>, ptr %fc1.t146_c1_1, align 32
+  %374 = mul nsw i64 %fc1.mb14568, 4
   %375 = add nsw i64 %374, 1
   %376 = mul nsw i64 %375, 64
   %377 = add nsw i64 598016, %376
   %378 = add nsw i64 %377, 48
   %379 = add nsw i64 %378, 8
   %arena101 = getelementptr inbounds float, ptr %arena, i64 %379
-  store <8 x float> %t139_c1_1100, ptr %arena101, align 4
-  %t139_c2_0102 = load <8 x float>, ptr %fc1.t139_c2_0, align 32
-  %380 = mul nsw i64 %fc1.mb13868, 4
+  store <8 x float> %t146_c1_1100, ptr %arena101, align 4
+  %t146_c2_0102 = load <8 x float>, ptr %fc1.t146_c2_0, align 32
+  %380 = mul nsw i64 %fc1.mb14568, 4
   %381 = add nsw i64 %380, 2
   %382 = mul nsw i64 %381, 64
   %383 = add nsw i64 598016, %382
   %384 = add nsw i64 %383, 48
   %arena103 = getelementptr inbounds float, ptr %arena, i64 %384
-  store <8 x float> %t139_c2_0102, ptr %arena103, align 4
-  %t139_c2_1104 = load <8 x float>, ptr %fc1.t139_c2_1, align 32
-  %385 = mul nsw i64 %fc1.mb13868, 4
+  store <8 x float> %t146_c2_0102, ptr %arena103, align 4
+  %t146_c2_1104 = load <8 x float>, ptr %fc1.t146_c2_1, align 32
+  %385 = mul nsw i64 %fc1.mb14568, 4
   %386 = add nsw i64 %385, 2
   %387 = mul nsw i64 %386, 64
   %388 = add nsw i64 598016, %387
   %389 = add nsw i64 %388, 48
   %390 = add nsw i64 %389, 8
   %arena105 = getelementptr inbounds float, ptr %arena, i64 %390
-  store <8 x float> %t139_c2_1104, ptr %arena105, align 4
-  %t139_c3_0106 = load <8 x float>, ptr %fc1.t139_c3_0, align 32
-  %391 = mul nsw i64 %fc1.mb13868, 4
+  store <8 x float> %t146_c2_1104, ptr %arena105, align 4
+  %t146_c3_0106 = load <8 x float>, ptr %fc1.t146_c3_0, align 32
+  %391 = mul nsw i64 %fc1.mb14568, 4
   %392 = add nsw i64 %391, 3
   %393 = mul nsw i64 %392, 64
   %394 = add nsw i64 598016, %393
   %395 = add nsw i64 %394, 48
   %arena107 = getelementptr inbounds float, ptr %arena, i64 %395
-  store <8 x float> %t139_c3_0106, ptr %arena107, align 4
-  %t139_c3_1108 = load <8 x float>, ptr %fc1.t139_c3_1, align 32
-  %396 = mul nsw i64 %fc1.mb13868, 4
+  store <8 x float> %t146_c3_0106, ptr %arena107, align 4
+  %t146_c3_1108 = load <8 x float>, ptr %fc1.t146_c3_1, align 32
+  %396 = mul nsw i64 %fc1.mb14568, 4
   %397 = add nsw i64 %396, 3
   %398 = mul nsw i64 %397, 64
   %399 = add nsw i64 598016, %398
   %400 = add nsw i64 %399, 48
   %401 = add nsw i64 %400, 8
   %arena109 = getelementptr inbounds float, ptr %arena, i64 %401
-  store <8 x float> %t139_c3_1108, ptr %arena109, align 4
-  %mb138.next = add nsw i64 %fc1.mb13868, 1
-  %402 = icmp slt i64 %mb138.next, 32
-  br i1 %402, label %fc1.mb138, label %fc1.mb138.end
+  store <8 x float> %t146_c3_1108, ptr %arena109, align 4
+  %mb145.next = add nsw i64 %fc1.mb14568, 1
+  %402 = icmp slt i64 %mb145.next, 32
+  br i1 %402, label %fc1.mb145, label %fc1.mb145.end
 }
 
 ; Function Attrs: noinline
-define internal void @mnistnet_infer_b64.k5.drop2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @mnistnet_infer_b64.k5.drop2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @mnistnet_infer_b64.k6.fc2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @mnistnet_infer_b64.k6.fc2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %arena1 = getelementptr inbounds float, ptr %arena, i64 0
   %params2 = getelementptr inbounds float, ptr %params, i64 1198592
   %arena3 = getelementptr inbounds float, ptr %arena, i64 8192
   call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 128, float 1.000000e+00, ptr %arena1, i32 128, ptr %params2, i32 128, float 0.000000e+00, ptr %arena3, i32 10)
-  br label %fc2.n144
+  br label %fc2.n151
 
-fc2.n144:                                         ; preds = %fc2.u145.end, %entry
-  %fc2.n1444 = phi i64 [ 0, %entry ], [ %n144.next, %fc2.u145.end ]
-  br label %fc2.u145
+fc2.n151:                                         ; preds = %fc2.u152.end, %entry
+  %fc2.n1514 = phi i64 [ 0, %entry ], [ %n151.next, %fc2.u152.end ]
+  br label %fc2.u152
 
-fc2.n144.end:                                     ; preds = %fc2.u145.end
+fc2.n151.end:                                     ; preds = %fc2.u152.end
   ret void
 
-fc2.u145:                                         ; preds = %fc2.u145, %fc2.n144
-  %fc2.u1455 = phi i64 [ 0, %fc2.n144 ], [ %u145.next, %fc2.u145 ]
-  %0 = mul nsw i64 %fc2.n1444, 10
+fc2.u152:                                         ; preds = %fc2.u152, %fc2.n151
+  %fc2.u1525 = phi i64 [ 0, %fc2.n151 ], [ %u152.next, %fc2.u152 ]
+  %0 = mul nsw i64 %fc2.n1514, 10
   %1 = add nsw i64 8192, %0
-  %2 = add nsw i64 %1, %fc2.u1455
+  %2 = add nsw i64 %1, %fc2.u1525
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %2
   %3 = load float, ptr %arena6, align 4
-  %4 = add nsw i64 1199872, %fc2.u1455
+  %4 = add nsw i64 1199872, %fc2.u1525
   %params7 = getelementptr inbounds float, ptr %params, i64 %4
   %5 = load float, ptr %params7, align 4
   %6 = fadd float %3, %5
-  %7 = mul nsw i64 %fc2.n1444, 10
+  %7 = mul nsw i64 %fc2.n1514, 10
   %8 = add nsw i64 8192, %7
-  %9 = add nsw i64 %8, %fc2.u1455
+  %9 = add nsw i64 %8, %fc2.u1525
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %9
   store float %6, ptr %arena8, align 4
-  %u145.next = add nsw i64 %fc2.u1455, 1
-  %10 = icmp slt i64 %u145.next, 10
-  br i1 %10, label %fc2.u145, label %fc2.u145.end
+  %u152.next = add nsw i64 %fc2.u1525, 1
+  %10 = icmp slt i64 %u152.next, 10
+  br i1 %10, label %fc2.u152, label %fc2.u152.end
 
-fc2.u145.end:                                     ; preds = %fc2.u145
-  %n144.next = add nsw i64 %fc2.n1444, 1
-  %11 = icmp slt i64 %n144.next, 64
-  br i1 %11, label %fc2.n144, label %fc2.n144.end
+fc2.u152.end:                                     ; preds = %fc2.u152
+  %n151.next = add nsw i64 %fc2.n1514, 1
+  %11 = icmp slt i64 %n151.next, 64
+  br i1 %11, label %fc2.n151, label %fc2.n151.end
 }
 
 ; Function Attrs: noinline
-define internal void @mnistnet_infer_b64.k7.probs(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @mnistnet_infer_b64.k7.probs(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %probs.s148 = alloca float, align 4
-  %probs.m147 = alloca float, align 4
-  br label %probs.n146
+  %probs.s155 = alloca float, align 4
+  %probs.m154 = alloca float, align 4
+  br label %probs.n153
 
-probs.n146:                                       ; preds = %probs.k151.end, %entry
-  %probs.n1461 = phi i64 [ 0, %entry ], [ %n146.next, %probs.k151.end ]
-  %0 = mul nsw i64 %probs.n1461, 10
+probs.n153:                                       ; preds = %probs.k158.end, %entry
+  %probs.n1531 = phi i64 [ 0, %entry ], [ %n153.next, %probs.k158.end ]
+  %0 = mul nsw i64 %probs.n1531, 10
   %1 = add nsw i64 8192, %0
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %1
   %2 = load float, ptr %arena2, align 4
-  store float %2, ptr %probs.m147, align 4
-  br label %probs.k149
+  store float %2, ptr %probs.m154, align 4
+  br label %probs.k156
 
-probs.n146.end:                                   ; preds = %probs.k151.end
+probs.n153.end:                                   ; preds = %probs.k158.end
   ret void
 
-probs.k149:                                       ; preds = %probs.k149, %probs.n146
-  %probs.k1493 = phi i64 [ 0, %probs.n146 ], [ %k149.next, %probs.k149 ]
-  %m147 = load float, ptr %probs.m147, align 4
-  %3 = mul nsw i64 %probs.n1461, 10
+probs.k156:                                       ; preds = %probs.k156, %probs.n153
+  %probs.k1563 = phi i64 [ 0, %probs.n153 ], [ %k156.next, %probs.k156 ]
+  %m154 = load float, ptr %probs.m154, align 4
+  %3 = mul nsw i64 %probs.n1531, 10
   %4 = add nsw i64 8192, %3
-  %5 = add nsw i64 %4, %probs.k1493
+  %5 = add nsw i64 %4, %probs.k1563
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %5
   %6 = load float, ptr %arena4, align 4
-  %7 = fcmp ogt float %6, %m147
-  %8 = select i1 %7, float %6, float %m147
-  store float %8, ptr %probs.m147, align 4
-  %k149.next = add nsw i64 %probs.k1493, 1
-  %9 = icmp slt i64 %k149.next, 10
-  br i1 %9, label %probs.k149, label %probs.k149.end
+  %7 = fcmp ogt float %6, %m154
+  %8 = select i1 %7, float %6, float %m154
+  store float %8, ptr %probs.m154, align 4
+  %k156.next = add nsw i64 %probs.k1563, 1
+  %9 = icmp slt i64 %k156.next, 10
+  br i1 %9, label %probs.k156, label %probs.k156.end
 
-probs.k149.end:                                   ; preds = %probs.k149
-  store float 0.000000e+00, ptr %probs.s148, align 4
-  br label %probs.k150
+probs.k156.end:                                   ; preds = %probs.k156
+  store float 0.000000e+00, ptr %probs.s155, align 4
+  br label %probs.k157
 
-probs.k150:                                       ; preds = %probs.k150, %probs.k149.end
-  %probs.k1505 = phi i64 [ 0, %probs.k149.end ], [ %k150.next, %probs.k150 ]
-  %s148 = load float, ptr %probs.s148, align 4
-  %10 = mul nsw i64 %probs.n1461, 10
+probs.k157:                                       ; preds = %probs.k157, %probs.k156.end
+  %probs.k1575 = phi i64 [ 0, %probs.k156.end ], [ %k157.next, %probs.k157 ]
+  %s155 = load float, ptr %probs.s155, align 4
+  %10 = mul nsw i64 %probs.n1531, 10
   %11 = add nsw i64 8192, %10
-  %12 = add nsw i64 %11, %probs.k1505
+  %12 = add nsw i64 %11, %probs.k1575
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %12
   %13 = load float, ptr %arena6, align 4
-  %m1477 = load float, ptr %probs.m147, align 4
-  %14 = fsub float %13, %m1477
+  %m1547 = load float, ptr %probs.m154, align 4
+  %14 = fsub float %13, %m1547
   %15 = call float @llvm.exp.f32(float %14)
-  %16 = fadd float %s148, %15
-  store float %16, ptr %probs.s148, align 4
-  %k150.next = add nsw i64 %probs.k1505, 1
-  %17 = icmp slt i64 %k150.next, 10
-  br i1 %17, label %probs.k150, label %probs.k150.end
+  %16 = fadd float %s155, %15
+  store float %16, ptr %probs.s155, align 4
+  %k157.next = add nsw i64 %probs.k1575, 1
+  %17 = icmp slt i64 %k157.next, 10
+  br i1 %17, label %probs.k157, label %probs.k157.end
 
-probs.k150.end:                                   ; preds = %probs.k150
-  br label %probs.k151
+probs.k157.end:                                   ; preds = %probs.k157
+  br label %probs.k158
 
-probs.k151:                                       ; preds = %probs.k151, %probs.k150.end
-  %probs.k1518 = phi i64 [ 0, %probs.k150.end ], [ %k151.next, %probs.k151 ]
-  %18 = mul nsw i64 %probs.n1461, 10
+probs.k158:                                       ; preds = %probs.k158, %probs.k157.end
+  %probs.k1588 = phi i64 [ 0, %probs.k157.end ], [ %k158.next, %probs.k158 ]
+  %18 = mul nsw i64 %probs.n1531, 10
   %19 = add nsw i64 8192, %18
-  %20 = add nsw i64 %19, %probs.k1518
+  %20 = add nsw i64 %19, %probs.k1588
   %arena9 = getelementptr inbounds float, ptr %arena, i64 %20
   %21 = load float, ptr %arena9, align 4
-  %m14710 = load float, ptr %probs.m147, align 4
-  %22 = fsub float %21, %m14710
+  %m15410 = load float, ptr %probs.m154, align 4
+  %22 = fsub float %21, %m15410
   %23 = call float @llvm.exp.f32(float %22)
-  %s14811 = load float, ptr %probs.s148, align 4
-  %24 = fdiv float %23, %s14811
-  %25 = mul nsw i64 %probs.n1461, 10
-  %26 = add nsw i64 %25, %probs.k1518
+  %s15511 = load float, ptr %probs.s155, align 4
+  %24 = fdiv float %23, %s15511
+  %25 = mul nsw i64 %probs.n1531, 10
+  %26 = add nsw i64 %25, %probs.k1588
   %arena12 = getelementptr inbounds float, ptr %arena, i64 %26
   store float %24, ptr %arena12, align 4
-  %k151.next = add nsw i64 %probs.k1518, 1
-  %27 = icmp slt i64 %k151.next, 10
-  br i1 %27, label %probs.k151, label %probs.k151.end
+  %k158.next = add nsw i64 %probs.k1588, 1
+  %27 = icmp slt i64 %k158.next, 10
+  br i1 %27, label %probs.k158, label %probs.k158.end
 
-probs.k151.end:                                   ; preds = %probs.k151
-  %n146.next = add nsw i64 %probs.n1461, 1
-  %28 = icmp slt i64 %n146.next, 64
-  br i1 %28, label %probs.n146, label %probs.n146.end
+probs.k158.end:                                   ; preds = %probs.k158
+  %n153.next = add nsw i64 %probs.n1531, 1
+  %28 = icmp slt i64 %n153.next, 64
+  br i1 %28, label %probs.n153, label %probs.n153.end
 }
 
 attributes #0 = { "target-cpu"="x86-64-v3" }

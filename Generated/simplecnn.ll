@@ -3,38 +3,38 @@
 source_filename = "simplecnn"
 target triple = "x86_64-unknown-linux-gnu"
 
-define void @simplecnn_train_b64(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #0 {
+define void @simplecnn_train_b64(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #0 {
 entry:
-  call void @simplecnn_train_b64.k0.conv1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @simplecnn_train_b64.k1.conv2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @simplecnn_train_b64.k2.flat(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @simplecnn_train_b64.k3.fc1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @simplecnn_train_b64.k4.drop(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @simplecnn_train_b64.k5.fc2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @simplecnn_train_b64.k6.loss(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @simplecnn_train_b64.k7.fc2_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @simplecnn_train_b64.k8.fc2_weight_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @simplecnn_train_b64.k9.fc2_bias_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @simplecnn_train_b64.k10.drop_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @simplecnn_train_b64.k11.relu3_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @simplecnn_train_b64.k12.fc1_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @simplecnn_train_b64.k13.fc1_weight_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @simplecnn_train_b64.k14.fc1_bias_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @simplecnn_train_b64.k15.flat_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @simplecnn_train_b64.k16.pool2_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @simplecnn_train_b64.k17.conv2_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @simplecnn_train_b64.k18.conv2_weight_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @simplecnn_train_b64.k19.conv2_bias_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @simplecnn_train_b64.k20.pool1_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @simplecnn_train_b64.k21.conv1_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @simplecnn_train_b64.k22.conv1_weight_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @simplecnn_train_b64.k23.conv1_bias_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @simplecnn_train_b64.k24.adam(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
+  call void @simplecnn_train_b64.k0.conv1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @simplecnn_train_b64.k1.conv2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @simplecnn_train_b64.k2.flat(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @simplecnn_train_b64.k3.fc1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @simplecnn_train_b64.k4.drop(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @simplecnn_train_b64.k5.fc2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @simplecnn_train_b64.k6.loss(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @simplecnn_train_b64.k7.fc2_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @simplecnn_train_b64.k8.fc2_weight_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @simplecnn_train_b64.k9.fc2_bias_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @simplecnn_train_b64.k10.drop_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @simplecnn_train_b64.k11.relu3_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @simplecnn_train_b64.k12.fc1_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @simplecnn_train_b64.k13.fc1_weight_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @simplecnn_train_b64.k14.fc1_bias_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @simplecnn_train_b64.k15.flat_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @simplecnn_train_b64.k16.pool2_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @simplecnn_train_b64.k17.conv2_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @simplecnn_train_b64.k18.conv2_weight_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @simplecnn_train_b64.k19.conv2_bias_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @simplecnn_train_b64.k20.pool1_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @simplecnn_train_b64.k21.conv1_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @simplecnn_train_b64.k22.conv1_weight_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @simplecnn_train_b64.k23.conv1_bias_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @simplecnn_train_b64.k24.adam(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @simplecnn_train_b64.k0.conv1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @simplecnn_train_b64.k0.conv1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %conv1.best66 = alloca float, align 4
   %conv1.at67 = alloca float, align 4
@@ -79,7 +79,7 @@ conv1.j3:                                         ; preds = %conv1.c4.end, %conv
   br label %conv1.c4
 
 conv1.j3.end:                                     ; preds = %conv1.c4.end
-  call void @simplecnn_train_b64.k0.conv1.gemm53(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
+  call void @simplecnn_train_b64.k0.conv1.gemm53(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
   br label %conv1.j54
 
 conv1.c4:                                         ; preds = %conv1.ky5.end, %conv1.j3
@@ -1886,7 +1886,7 @@ conv1.q56.end:                                    ; preds = %conv1.q56
 }
 
 ; Function Attrs: noinline
-define internal void @simplecnn_train_b64.k0.conv1.gemm53(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @simplecnn_train_b64.k0.conv1.gemm53(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %conv1.t51_a3 = alloca <8 x float>, align 32
   %conv1.t51_a2 = alloca <8 x float>, align 32
@@ -2378,32 +2378,32 @@ conv1.k52.end:                                    ; preds = %conv1.k52
 declare <8 x float> @llvm.fma.v8f32(<8 x float>, <8 x float>, <8 x float>) #2
 
 ; Function Attrs: noinline
-define internal void @simplecnn_train_b64.k1.conv2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @simplecnn_train_b64.k1.conv2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %conv2.at168 = alloca <8 x float>, align 32
-  %conv2.best167 = alloca <8 x float>, align 32
-  %conv2.v166 = alloca <8 x float>, align 32
-  %conv2.at165 = alloca <8 x float>, align 32
-  %conv2.best164 = alloca <8 x float>, align 32
-  %conv2.v163 = alloca <8 x float>, align 32
-  %conv2.at162 = alloca <8 x float>, align 32
-  %conv2.best161 = alloca <8 x float>, align 32
-  %conv2.v160 = alloca <8 x float>, align 32
-  %conv2.at159 = alloca <8 x float>, align 32
-  %conv2.best158 = alloca <8 x float>, align 32
-  %conv2.v157 = alloca <8 x float>, align 32
+  %conv2.at175 = alloca <8 x float>, align 32
+  %conv2.best174 = alloca <8 x float>, align 32
+  %conv2.v173 = alloca <8 x float>, align 32
+  %conv2.at172 = alloca <8 x float>, align 32
+  %conv2.best171 = alloca <8 x float>, align 32
+  %conv2.v170 = alloca <8 x float>, align 32
+  %conv2.at169 = alloca <8 x float>, align 32
+  %conv2.best168 = alloca <8 x float>, align 32
+  %conv2.v167 = alloca <8 x float>, align 32
+  %conv2.at166 = alloca <8 x float>, align 32
+  %conv2.best165 = alloca <8 x float>, align 32
+  %conv2.v164 = alloca <8 x float>, align 32
+  %conv2.w163 = alloca <8 x float>, align 32
+  %conv2.w162 = alloca <8 x float>, align 32
+  %conv2.w161 = alloca <8 x float>, align 32
+  %conv2.w160 = alloca <8 x float>, align 32
+  %conv2.w159 = alloca <8 x float>, align 32
+  %conv2.w158 = alloca <8 x float>, align 32
+  %conv2.w157 = alloca <8 x float>, align 32
   %conv2.w156 = alloca <8 x float>, align 32
   %conv2.w155 = alloca <8 x float>, align 32
   %conv2.w154 = alloca <8 x float>, align 32
   %conv2.w153 = alloca <8 x float>, align 32
   %conv2.w152 = alloca <8 x float>, align 32
-  %conv2.w151 = alloca <8 x float>, align 32
-  %conv2.w150 = alloca <8 x float>, align 32
-  %conv2.w149 = alloca <8 x float>, align 32
-  %conv2.w148 = alloca <8 x float>, align 32
-  %conv2.w147 = alloca <8 x float>, align 32
-  %conv2.w146 = alloca <8 x float>, align 32
-  %conv2.w145 = alloca <8 x float>, align 32
   %conv2.w139 = alloca <8 x float>, align 32
   %conv2.w138 = alloca <8 x float>, align 32
   %conv2.w137 = alloca <8 x float>, align 32
@@ -2859,11 +2859,11 @@ conv2.i98:                                        ; preds = %conv2.i98, %conv2.c
 conv2.i98.end:                                    ; preds = %conv2.i98
   br label %conv2.g99
 
-conv2.g99:                                        ; preds = %conv2.j172.end, %conv2.i98.end
-  %conv2.g9965 = phi i64 [ 0, %conv2.i98.end ], [ %g99.next, %conv2.j172.end ]
+conv2.g99:                                        ; preds = %conv2.j179.end, %conv2.i98.end
+  %conv2.g9965 = phi i64 [ 0, %conv2.i98.end ], [ %g99.next, %conv2.j179.end ]
   br label %conv2.j100
 
-conv2.g99.end:                                    ; preds = %conv2.j172.end
+conv2.g99.end:                                    ; preds = %conv2.j179.end
   ret void
 
 conv2.j100:                                       ; preds = %conv2.c101.end, %conv2.g99
@@ -3668,1131 +3668,1615 @@ conv2.cv107.end:                                  ; preds = %conv2.cv107
 
 conv2.xi140:                                      ; preds = %conv2.xi140, %conv2.j104.end
   %conv2.xi140140 = phi i64 [ 0, %conv2.j104.end ], [ %xi140.next, %conv2.xi140 ]
-  %824 = mul nsw i64 %conv2.xi140140, 1568
-  %825 = add nsw i64 1245184, %824
-  %arena141 = getelementptr inbounds float, ptr %arena, i64 %825
-  %826 = mul nsw i64 %conv2.xi140140, 2048
-  %827 = add nsw i64 1204224, %826
-  %arena142 = getelementptr inbounds float, ptr %arena, i64 %827
-  %828 = mul nsw i64 %conv2.xi140140, 3136
-  %829 = add nsw i64 1270272, %828
-  %arena143 = getelementptr inbounds float, ptr %arena, i64 %829
-  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 49, i32 64, i32 32, float 1.000000e+00, ptr %arena141, i32 32, ptr %arena142, i32 64, float 0.000000e+00, ptr %arena143, i32 64)
+  call void @simplecnn_train_b64.k1.conv2.gemm147(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv2.xi140140)
   %xi140.next = add nsw i64 %conv2.xi140140, 1
-  %830 = icmp slt i64 %xi140.next, 16
-  br i1 %830, label %conv2.xi140, label %conv2.xi140.end
+  %824 = icmp slt i64 %xi140.next, 16
+  br i1 %824, label %conv2.xi140, label %conv2.xi140.end
 
 conv2.xi140.end:                                  ; preds = %conv2.xi140
-  br label %conv2.j141
+  br label %conv2.j148
 
-conv2.j141:                                       ; preds = %conv2.ty142.end, %conv2.xi140.end
-  %conv2.j141144 = phi i64 [ 0, %conv2.xi140.end ], [ %j141.next, %conv2.ty142.end ]
-  br label %conv2.ty142
+conv2.j148:                                       ; preds = %conv2.ty149.end, %conv2.xi140.end
+  %conv2.j148141 = phi i64 [ 0, %conv2.xi140.end ], [ %j148.next, %conv2.ty149.end ]
+  br label %conv2.ty149
 
-conv2.j141.end:                                   ; preds = %conv2.ty142.end
-  br label %conv2.j169
+conv2.j148.end:                                   ; preds = %conv2.ty149.end
+  br label %conv2.j176
 
-conv2.ty142:                                      ; preds = %conv2.tx143.end, %conv2.j141
-  %conv2.ty142145 = phi i64 [ 0, %conv2.j141 ], [ %ty142.next, %conv2.tx143.end ]
-  br label %conv2.tx143
+conv2.ty149:                                      ; preds = %conv2.tx150.end, %conv2.j148
+  %conv2.ty149142 = phi i64 [ 0, %conv2.j148 ], [ %ty149.next, %conv2.tx150.end ]
+  br label %conv2.tx150
 
-conv2.ty142.end:                                  ; preds = %conv2.tx143.end
-  %j141.next = add nsw i64 %conv2.j141144, 1
-  %831 = icmp slt i64 %j141.next, 1
-  br i1 %831, label %conv2.j141, label %conv2.j141.end
+conv2.ty149.end:                                  ; preds = %conv2.tx150.end
+  %j148.next = add nsw i64 %conv2.j148141, 1
+  %825 = icmp slt i64 %j148.next, 1
+  br i1 %825, label %conv2.j148, label %conv2.j148.end
 
-conv2.tx143:                                      ; preds = %conv2.cv144.end, %conv2.ty142
-  %conv2.tx143146 = phi i64 [ 0, %conv2.ty142 ], [ %tx143.next, %conv2.cv144.end ]
-  br label %conv2.cv144
+conv2.tx150:                                      ; preds = %conv2.cv151.end, %conv2.ty149
+  %conv2.tx150143 = phi i64 [ 0, %conv2.ty149 ], [ %tx150.next, %conv2.cv151.end ]
+  br label %conv2.cv151
 
-conv2.tx143.end:                                  ; preds = %conv2.cv144.end
-  %ty142.next = add nsw i64 %conv2.ty142145, 1
-  %832 = icmp slt i64 %ty142.next, 7
-  br i1 %832, label %conv2.ty142, label %conv2.ty142.end
+conv2.tx150.end:                                  ; preds = %conv2.cv151.end
+  %ty149.next = add nsw i64 %conv2.ty149142, 1
+  %826 = icmp slt i64 %ty149.next, 7
+  br i1 %826, label %conv2.ty149, label %conv2.ty149.end
 
-conv2.cv144:                                      ; preds = %conv2.cv144, %conv2.tx143
-  %conv2.cv144147 = phi i64 [ 0, %conv2.tx143 ], [ %cv144.next, %conv2.cv144 ]
-  %833 = mul nsw i64 %conv2.j141144, 49
-  %834 = mul nsw i64 %conv2.ty142145, 7
-  %835 = add nsw i64 %833, %834
-  %836 = add nsw i64 %835, %conv2.tx143146
-  %837 = mul nsw i64 %836, 64
-  %838 = add nsw i64 1270272, %837
-  %839 = mul nsw i64 %conv2.cv144147, 8
-  %840 = add nsw i64 %838, %839
-  %arena148 = getelementptr inbounds float, ptr %arena, i64 %840
-  %841 = load <8 x float>, ptr %arena148, align 4
-  %842 = mul nsw i64 %conv2.j141144, 49
-  %843 = mul nsw i64 %conv2.ty142145, 7
-  %844 = add nsw i64 %842, %843
-  %845 = add nsw i64 %844, %conv2.tx143146
-  %846 = mul nsw i64 %845, 64
-  %847 = add nsw i64 1282816, %846
-  %848 = mul nsw i64 %conv2.cv144147, 8
-  %849 = add nsw i64 %847, %848
-  %arena149 = getelementptr inbounds float, ptr %arena, i64 %849
-  %850 = load <8 x float>, ptr %arena149, align 4
-  %851 = fadd <8 x float> %841, %850
-  %852 = mul nsw i64 %conv2.j141144, 49
-  %853 = mul nsw i64 %conv2.ty142145, 7
-  %854 = add nsw i64 %852, %853
-  %855 = add nsw i64 %854, %conv2.tx143146
-  %856 = mul nsw i64 %855, 64
-  %857 = add nsw i64 1295360, %856
-  %858 = mul nsw i64 %conv2.cv144147, 8
-  %859 = add nsw i64 %857, %858
-  %arena150 = getelementptr inbounds float, ptr %arena, i64 %859
-  %860 = load <8 x float>, ptr %arena150, align 4
-  %861 = fadd <8 x float> %851, %860
-  store <8 x float> %861, ptr %conv2.w145, align 32
-  %862 = mul nsw i64 %conv2.j141144, 49
-  %863 = mul nsw i64 %conv2.ty142145, 7
-  %864 = add nsw i64 %862, %863
-  %865 = add nsw i64 %864, %conv2.tx143146
-  %866 = mul nsw i64 %865, 64
-  %867 = add nsw i64 1282816, %866
-  %868 = mul nsw i64 %conv2.cv144147, 8
-  %869 = add nsw i64 %867, %868
-  %arena151 = getelementptr inbounds float, ptr %arena, i64 %869
-  %870 = load <8 x float>, ptr %arena151, align 4
-  %871 = mul nsw i64 %conv2.j141144, 49
-  %872 = mul nsw i64 %conv2.ty142145, 7
-  %873 = add nsw i64 %871, %872
-  %874 = add nsw i64 %873, %conv2.tx143146
-  %875 = mul nsw i64 %874, 64
-  %876 = add nsw i64 1295360, %875
-  %877 = mul nsw i64 %conv2.cv144147, 8
-  %878 = add nsw i64 %876, %877
-  %arena152 = getelementptr inbounds float, ptr %arena, i64 %878
-  %879 = load <8 x float>, ptr %arena152, align 4
-  %880 = fsub <8 x float> %870, %879
-  %881 = mul nsw i64 %conv2.j141144, 49
-  %882 = mul nsw i64 %conv2.ty142145, 7
-  %883 = add nsw i64 %881, %882
-  %884 = add nsw i64 %883, %conv2.tx143146
-  %885 = mul nsw i64 %884, 64
-  %886 = add nsw i64 1307904, %885
-  %887 = mul nsw i64 %conv2.cv144147, 8
-  %888 = add nsw i64 %886, %887
-  %arena153 = getelementptr inbounds float, ptr %arena, i64 %888
-  %889 = load <8 x float>, ptr %arena153, align 4
-  %890 = fsub <8 x float> %880, %889
-  store <8 x float> %890, ptr %conv2.w146, align 32
-  %891 = mul nsw i64 %conv2.j141144, 49
-  %892 = mul nsw i64 %conv2.ty142145, 7
-  %893 = add nsw i64 %891, %892
-  %894 = add nsw i64 %893, %conv2.tx143146
-  %895 = mul nsw i64 %894, 64
-  %896 = add nsw i64 1273408, %895
-  %897 = mul nsw i64 %conv2.cv144147, 8
-  %898 = add nsw i64 %896, %897
-  %arena154 = getelementptr inbounds float, ptr %arena, i64 %898
-  %899 = load <8 x float>, ptr %arena154, align 4
-  %900 = mul nsw i64 %conv2.j141144, 49
-  %901 = mul nsw i64 %conv2.ty142145, 7
-  %902 = add nsw i64 %900, %901
-  %903 = add nsw i64 %902, %conv2.tx143146
-  %904 = mul nsw i64 %903, 64
-  %905 = add nsw i64 1285952, %904
-  %906 = mul nsw i64 %conv2.cv144147, 8
-  %907 = add nsw i64 %905, %906
-  %arena155 = getelementptr inbounds float, ptr %arena, i64 %907
-  %908 = load <8 x float>, ptr %arena155, align 4
-  %909 = fadd <8 x float> %899, %908
-  %910 = mul nsw i64 %conv2.j141144, 49
-  %911 = mul nsw i64 %conv2.ty142145, 7
-  %912 = add nsw i64 %910, %911
-  %913 = add nsw i64 %912, %conv2.tx143146
-  %914 = mul nsw i64 %913, 64
-  %915 = add nsw i64 1298496, %914
-  %916 = mul nsw i64 %conv2.cv144147, 8
-  %917 = add nsw i64 %915, %916
-  %arena156 = getelementptr inbounds float, ptr %arena, i64 %917
-  %918 = load <8 x float>, ptr %arena156, align 4
-  %919 = fadd <8 x float> %909, %918
-  store <8 x float> %919, ptr %conv2.w147, align 32
-  %920 = mul nsw i64 %conv2.j141144, 49
-  %921 = mul nsw i64 %conv2.ty142145, 7
-  %922 = add nsw i64 %920, %921
-  %923 = add nsw i64 %922, %conv2.tx143146
-  %924 = mul nsw i64 %923, 64
-  %925 = add nsw i64 1285952, %924
-  %926 = mul nsw i64 %conv2.cv144147, 8
-  %927 = add nsw i64 %925, %926
-  %arena157 = getelementptr inbounds float, ptr %arena, i64 %927
-  %928 = load <8 x float>, ptr %arena157, align 4
-  %929 = mul nsw i64 %conv2.j141144, 49
-  %930 = mul nsw i64 %conv2.ty142145, 7
-  %931 = add nsw i64 %929, %930
-  %932 = add nsw i64 %931, %conv2.tx143146
-  %933 = mul nsw i64 %932, 64
-  %934 = add nsw i64 1298496, %933
-  %935 = mul nsw i64 %conv2.cv144147, 8
-  %936 = add nsw i64 %934, %935
-  %arena158 = getelementptr inbounds float, ptr %arena, i64 %936
-  %937 = load <8 x float>, ptr %arena158, align 4
-  %938 = fsub <8 x float> %928, %937
-  %939 = mul nsw i64 %conv2.j141144, 49
-  %940 = mul nsw i64 %conv2.ty142145, 7
-  %941 = add nsw i64 %939, %940
-  %942 = add nsw i64 %941, %conv2.tx143146
-  %943 = mul nsw i64 %942, 64
-  %944 = add nsw i64 1311040, %943
-  %945 = mul nsw i64 %conv2.cv144147, 8
-  %946 = add nsw i64 %944, %945
-  %arena159 = getelementptr inbounds float, ptr %arena, i64 %946
-  %947 = load <8 x float>, ptr %arena159, align 4
-  %948 = fsub <8 x float> %938, %947
-  store <8 x float> %948, ptr %conv2.w148, align 32
-  %949 = mul nsw i64 %conv2.j141144, 49
-  %950 = mul nsw i64 %conv2.ty142145, 7
-  %951 = add nsw i64 %949, %950
-  %952 = add nsw i64 %951, %conv2.tx143146
-  %953 = mul nsw i64 %952, 64
-  %954 = add nsw i64 1276544, %953
-  %955 = mul nsw i64 %conv2.cv144147, 8
-  %956 = add nsw i64 %954, %955
-  %arena160 = getelementptr inbounds float, ptr %arena, i64 %956
-  %957 = load <8 x float>, ptr %arena160, align 4
-  %958 = mul nsw i64 %conv2.j141144, 49
-  %959 = mul nsw i64 %conv2.ty142145, 7
-  %960 = add nsw i64 %958, %959
-  %961 = add nsw i64 %960, %conv2.tx143146
-  %962 = mul nsw i64 %961, 64
-  %963 = add nsw i64 1289088, %962
-  %964 = mul nsw i64 %conv2.cv144147, 8
-  %965 = add nsw i64 %963, %964
-  %arena161 = getelementptr inbounds float, ptr %arena, i64 %965
-  %966 = load <8 x float>, ptr %arena161, align 4
-  %967 = fadd <8 x float> %957, %966
-  %968 = mul nsw i64 %conv2.j141144, 49
-  %969 = mul nsw i64 %conv2.ty142145, 7
-  %970 = add nsw i64 %968, %969
-  %971 = add nsw i64 %970, %conv2.tx143146
-  %972 = mul nsw i64 %971, 64
-  %973 = add nsw i64 1301632, %972
-  %974 = mul nsw i64 %conv2.cv144147, 8
-  %975 = add nsw i64 %973, %974
-  %arena162 = getelementptr inbounds float, ptr %arena, i64 %975
-  %976 = load <8 x float>, ptr %arena162, align 4
-  %977 = fadd <8 x float> %967, %976
-  store <8 x float> %977, ptr %conv2.w149, align 32
-  %978 = mul nsw i64 %conv2.j141144, 49
-  %979 = mul nsw i64 %conv2.ty142145, 7
-  %980 = add nsw i64 %978, %979
-  %981 = add nsw i64 %980, %conv2.tx143146
-  %982 = mul nsw i64 %981, 64
-  %983 = add nsw i64 1289088, %982
-  %984 = mul nsw i64 %conv2.cv144147, 8
-  %985 = add nsw i64 %983, %984
-  %arena163 = getelementptr inbounds float, ptr %arena, i64 %985
-  %986 = load <8 x float>, ptr %arena163, align 4
-  %987 = mul nsw i64 %conv2.j141144, 49
-  %988 = mul nsw i64 %conv2.ty142145, 7
-  %989 = add nsw i64 %987, %988
-  %990 = add nsw i64 %989, %conv2.tx143146
-  %991 = mul nsw i64 %990, 64
-  %992 = add nsw i64 1301632, %991
-  %993 = mul nsw i64 %conv2.cv144147, 8
-  %994 = add nsw i64 %992, %993
-  %arena164 = getelementptr inbounds float, ptr %arena, i64 %994
-  %995 = load <8 x float>, ptr %arena164, align 4
-  %996 = fsub <8 x float> %986, %995
-  %997 = mul nsw i64 %conv2.j141144, 49
-  %998 = mul nsw i64 %conv2.ty142145, 7
-  %999 = add nsw i64 %997, %998
-  %1000 = add nsw i64 %999, %conv2.tx143146
-  %1001 = mul nsw i64 %1000, 64
-  %1002 = add nsw i64 1314176, %1001
-  %1003 = mul nsw i64 %conv2.cv144147, 8
-  %1004 = add nsw i64 %1002, %1003
-  %arena165 = getelementptr inbounds float, ptr %arena, i64 %1004
-  %1005 = load <8 x float>, ptr %arena165, align 4
-  %1006 = fsub <8 x float> %996, %1005
-  store <8 x float> %1006, ptr %conv2.w150, align 32
-  %1007 = mul nsw i64 %conv2.j141144, 49
-  %1008 = mul nsw i64 %conv2.ty142145, 7
-  %1009 = add nsw i64 %1007, %1008
-  %1010 = add nsw i64 %1009, %conv2.tx143146
-  %1011 = mul nsw i64 %1010, 64
-  %1012 = add nsw i64 1279680, %1011
-  %1013 = mul nsw i64 %conv2.cv144147, 8
-  %1014 = add nsw i64 %1012, %1013
-  %arena166 = getelementptr inbounds float, ptr %arena, i64 %1014
-  %1015 = load <8 x float>, ptr %arena166, align 4
-  %1016 = mul nsw i64 %conv2.j141144, 49
-  %1017 = mul nsw i64 %conv2.ty142145, 7
-  %1018 = add nsw i64 %1016, %1017
-  %1019 = add nsw i64 %1018, %conv2.tx143146
-  %1020 = mul nsw i64 %1019, 64
-  %1021 = add nsw i64 1292224, %1020
-  %1022 = mul nsw i64 %conv2.cv144147, 8
-  %1023 = add nsw i64 %1021, %1022
-  %arena167 = getelementptr inbounds float, ptr %arena, i64 %1023
-  %1024 = load <8 x float>, ptr %arena167, align 4
-  %1025 = fadd <8 x float> %1015, %1024
-  %1026 = mul nsw i64 %conv2.j141144, 49
-  %1027 = mul nsw i64 %conv2.ty142145, 7
-  %1028 = add nsw i64 %1026, %1027
-  %1029 = add nsw i64 %1028, %conv2.tx143146
-  %1030 = mul nsw i64 %1029, 64
-  %1031 = add nsw i64 1304768, %1030
-  %1032 = mul nsw i64 %conv2.cv144147, 8
-  %1033 = add nsw i64 %1031, %1032
-  %arena168 = getelementptr inbounds float, ptr %arena, i64 %1033
-  %1034 = load <8 x float>, ptr %arena168, align 4
-  %1035 = fadd <8 x float> %1025, %1034
-  store <8 x float> %1035, ptr %conv2.w151, align 32
-  %1036 = mul nsw i64 %conv2.j141144, 49
-  %1037 = mul nsw i64 %conv2.ty142145, 7
-  %1038 = add nsw i64 %1036, %1037
-  %1039 = add nsw i64 %1038, %conv2.tx143146
-  %1040 = mul nsw i64 %1039, 64
-  %1041 = add nsw i64 1292224, %1040
-  %1042 = mul nsw i64 %conv2.cv144147, 8
-  %1043 = add nsw i64 %1041, %1042
-  %arena169 = getelementptr inbounds float, ptr %arena, i64 %1043
-  %1044 = load <8 x float>, ptr %arena169, align 4
-  %1045 = mul nsw i64 %conv2.j141144, 49
-  %1046 = mul nsw i64 %conv2.ty142145, 7
-  %1047 = add nsw i64 %1045, %1046
-  %1048 = add nsw i64 %1047, %conv2.tx143146
-  %1049 = mul nsw i64 %1048, 64
-  %1050 = add nsw i64 1304768, %1049
-  %1051 = mul nsw i64 %conv2.cv144147, 8
-  %1052 = add nsw i64 %1050, %1051
-  %arena170 = getelementptr inbounds float, ptr %arena, i64 %1052
-  %1053 = load <8 x float>, ptr %arena170, align 4
-  %1054 = fsub <8 x float> %1044, %1053
-  %1055 = mul nsw i64 %conv2.j141144, 49
-  %1056 = mul nsw i64 %conv2.ty142145, 7
-  %1057 = add nsw i64 %1055, %1056
-  %1058 = add nsw i64 %1057, %conv2.tx143146
-  %1059 = mul nsw i64 %1058, 64
-  %1060 = add nsw i64 1317312, %1059
-  %1061 = mul nsw i64 %conv2.cv144147, 8
-  %1062 = add nsw i64 %1060, %1061
-  %arena171 = getelementptr inbounds float, ptr %arena, i64 %1062
-  %1063 = load <8 x float>, ptr %arena171, align 4
-  %1064 = fsub <8 x float> %1054, %1063
-  store <8 x float> %1064, ptr %conv2.w152, align 32
-  %w145 = load <8 x float>, ptr %conv2.w145, align 32
-  %w147 = load <8 x float>, ptr %conv2.w147, align 32
-  %1065 = fadd <8 x float> %w145, %w147
-  %w149 = load <8 x float>, ptr %conv2.w149, align 32
-  %1066 = fadd <8 x float> %1065, %w149
-  store <8 x float> %1066, ptr %conv2.w153, align 32
-  %w147172 = load <8 x float>, ptr %conv2.w147, align 32
-  %w149173 = load <8 x float>, ptr %conv2.w149, align 32
-  %1067 = fsub <8 x float> %w147172, %w149173
-  %w151 = load <8 x float>, ptr %conv2.w151, align 32
-  %1068 = fsub <8 x float> %1067, %w151
-  store <8 x float> %1068, ptr %conv2.w154, align 32
-  %w146 = load <8 x float>, ptr %conv2.w146, align 32
-  %w148 = load <8 x float>, ptr %conv2.w148, align 32
-  %1069 = fadd <8 x float> %w146, %w148
-  %w150 = load <8 x float>, ptr %conv2.w150, align 32
-  %1070 = fadd <8 x float> %1069, %w150
-  store <8 x float> %1070, ptr %conv2.w155, align 32
-  %w148174 = load <8 x float>, ptr %conv2.w148, align 32
-  %w150175 = load <8 x float>, ptr %conv2.w150, align 32
-  %1071 = fsub <8 x float> %w148174, %w150175
+conv2.cv151:                                      ; preds = %conv2.cv151, %conv2.tx150
+  %conv2.cv151144 = phi i64 [ 0, %conv2.tx150 ], [ %cv151.next, %conv2.cv151 ]
+  %827 = mul nsw i64 %conv2.j148141, 49
+  %828 = mul nsw i64 %conv2.ty149142, 7
+  %829 = add nsw i64 %827, %828
+  %830 = add nsw i64 %829, %conv2.tx150143
+  %831 = mul nsw i64 %830, 64
+  %832 = add nsw i64 1270272, %831
+  %833 = mul nsw i64 %conv2.cv151144, 8
+  %834 = add nsw i64 %832, %833
+  %arena145 = getelementptr inbounds float, ptr %arena, i64 %834
+  %835 = load <8 x float>, ptr %arena145, align 4
+  %836 = mul nsw i64 %conv2.j148141, 49
+  %837 = mul nsw i64 %conv2.ty149142, 7
+  %838 = add nsw i64 %836, %837
+  %839 = add nsw i64 %838, %conv2.tx150143
+  %840 = mul nsw i64 %839, 64
+  %841 = add nsw i64 1282816, %840
+  %842 = mul nsw i64 %conv2.cv151144, 8
+  %843 = add nsw i64 %841, %842
+  %arena146 = getelementptr inbounds float, ptr %arena, i64 %843
+  %844 = load <8 x float>, ptr %arena146, align 4
+  %845 = fadd <8 x float> %835, %844
+  %846 = mul nsw i64 %conv2.j148141, 49
+  %847 = mul nsw i64 %conv2.ty149142, 7
+  %848 = add nsw i64 %846, %847
+  %849 = add nsw i64 %848, %conv2.tx150143
+  %850 = mul nsw i64 %849, 64
+  %851 = add nsw i64 1295360, %850
+  %852 = mul nsw i64 %conv2.cv151144, 8
+  %853 = add nsw i64 %851, %852
+  %arena147 = getelementptr inbounds float, ptr %arena, i64 %853
+  %854 = load <8 x float>, ptr %arena147, align 4
+  %855 = fadd <8 x float> %845, %854
+  store <8 x float> %855, ptr %conv2.w152, align 32
+  %856 = mul nsw i64 %conv2.j148141, 49
+  %857 = mul nsw i64 %conv2.ty149142, 7
+  %858 = add nsw i64 %856, %857
+  %859 = add nsw i64 %858, %conv2.tx150143
+  %860 = mul nsw i64 %859, 64
+  %861 = add nsw i64 1282816, %860
+  %862 = mul nsw i64 %conv2.cv151144, 8
+  %863 = add nsw i64 %861, %862
+  %arena148 = getelementptr inbounds float, ptr %arena, i64 %863
+  %864 = load <8 x float>, ptr %arena148, align 4
+  %865 = mul nsw i64 %conv2.j148141, 49
+  %866 = mul nsw i64 %conv2.ty149142, 7
+  %867 = add nsw i64 %865, %866
+  %868 = add nsw i64 %867, %conv2.tx150143
+  %869 = mul nsw i64 %868, 64
+  %870 = add nsw i64 1295360, %869
+  %871 = mul nsw i64 %conv2.cv151144, 8
+  %872 = add nsw i64 %870, %871
+  %arena149 = getelementptr inbounds float, ptr %arena, i64 %872
+  %873 = load <8 x float>, ptr %arena149, align 4
+  %874 = fsub <8 x float> %864, %873
+  %875 = mul nsw i64 %conv2.j148141, 49
+  %876 = mul nsw i64 %conv2.ty149142, 7
+  %877 = add nsw i64 %875, %876
+  %878 = add nsw i64 %877, %conv2.tx150143
+  %879 = mul nsw i64 %878, 64
+  %880 = add nsw i64 1307904, %879
+  %881 = mul nsw i64 %conv2.cv151144, 8
+  %882 = add nsw i64 %880, %881
+  %arena150 = getelementptr inbounds float, ptr %arena, i64 %882
+  %883 = load <8 x float>, ptr %arena150, align 4
+  %884 = fsub <8 x float> %874, %883
+  store <8 x float> %884, ptr %conv2.w153, align 32
+  %885 = mul nsw i64 %conv2.j148141, 49
+  %886 = mul nsw i64 %conv2.ty149142, 7
+  %887 = add nsw i64 %885, %886
+  %888 = add nsw i64 %887, %conv2.tx150143
+  %889 = mul nsw i64 %888, 64
+  %890 = add nsw i64 1273408, %889
+  %891 = mul nsw i64 %conv2.cv151144, 8
+  %892 = add nsw i64 %890, %891
+  %arena151 = getelementptr inbounds float, ptr %arena, i64 %892
+  %893 = load <8 x float>, ptr %arena151, align 4
+  %894 = mul nsw i64 %conv2.j148141, 49
+  %895 = mul nsw i64 %conv2.ty149142, 7
+  %896 = add nsw i64 %894, %895
+  %897 = add nsw i64 %896, %conv2.tx150143
+  %898 = mul nsw i64 %897, 64
+  %899 = add nsw i64 1285952, %898
+  %900 = mul nsw i64 %conv2.cv151144, 8
+  %901 = add nsw i64 %899, %900
+  %arena152 = getelementptr inbounds float, ptr %arena, i64 %901
+  %902 = load <8 x float>, ptr %arena152, align 4
+  %903 = fadd <8 x float> %893, %902
+  %904 = mul nsw i64 %conv2.j148141, 49
+  %905 = mul nsw i64 %conv2.ty149142, 7
+  %906 = add nsw i64 %904, %905
+  %907 = add nsw i64 %906, %conv2.tx150143
+  %908 = mul nsw i64 %907, 64
+  %909 = add nsw i64 1298496, %908
+  %910 = mul nsw i64 %conv2.cv151144, 8
+  %911 = add nsw i64 %909, %910
+  %arena153 = getelementptr inbounds float, ptr %arena, i64 %911
+  %912 = load <8 x float>, ptr %arena153, align 4
+  %913 = fadd <8 x float> %903, %912
+  store <8 x float> %913, ptr %conv2.w154, align 32
+  %914 = mul nsw i64 %conv2.j148141, 49
+  %915 = mul nsw i64 %conv2.ty149142, 7
+  %916 = add nsw i64 %914, %915
+  %917 = add nsw i64 %916, %conv2.tx150143
+  %918 = mul nsw i64 %917, 64
+  %919 = add nsw i64 1285952, %918
+  %920 = mul nsw i64 %conv2.cv151144, 8
+  %921 = add nsw i64 %919, %920
+  %arena154 = getelementptr inbounds float, ptr %arena, i64 %921
+  %922 = load <8 x float>, ptr %arena154, align 4
+  %923 = mul nsw i64 %conv2.j148141, 49
+  %924 = mul nsw i64 %conv2.ty149142, 7
+  %925 = add nsw i64 %923, %924
+  %926 = add nsw i64 %925, %conv2.tx150143
+  %927 = mul nsw i64 %926, 64
+  %928 = add nsw i64 1298496, %927
+  %929 = mul nsw i64 %conv2.cv151144, 8
+  %930 = add nsw i64 %928, %929
+  %arena155 = getelementptr inbounds float, ptr %arena, i64 %930
+  %931 = load <8 x float>, ptr %arena155, align 4
+  %932 = fsub <8 x float> %922, %931
+  %933 = mul nsw i64 %conv2.j148141, 49
+  %934 = mul nsw i64 %conv2.ty149142, 7
+  %935 = add nsw i64 %933, %934
+  %936 = add nsw i64 %935, %conv2.tx150143
+  %937 = mul nsw i64 %936, 64
+  %938 = add nsw i64 1311040, %937
+  %939 = mul nsw i64 %conv2.cv151144, 8
+  %940 = add nsw i64 %938, %939
+  %arena156 = getelementptr inbounds float, ptr %arena, i64 %940
+  %941 = load <8 x float>, ptr %arena156, align 4
+  %942 = fsub <8 x float> %932, %941
+  store <8 x float> %942, ptr %conv2.w155, align 32
+  %943 = mul nsw i64 %conv2.j148141, 49
+  %944 = mul nsw i64 %conv2.ty149142, 7
+  %945 = add nsw i64 %943, %944
+  %946 = add nsw i64 %945, %conv2.tx150143
+  %947 = mul nsw i64 %946, 64
+  %948 = add nsw i64 1276544, %947
+  %949 = mul nsw i64 %conv2.cv151144, 8
+  %950 = add nsw i64 %948, %949
+  %arena157 = getelementptr inbounds float, ptr %arena, i64 %950
+  %951 = load <8 x float>, ptr %arena157, align 4
+  %952 = mul nsw i64 %conv2.j148141, 49
+  %953 = mul nsw i64 %conv2.ty149142, 7
+  %954 = add nsw i64 %952, %953
+  %955 = add nsw i64 %954, %conv2.tx150143
+  %956 = mul nsw i64 %955, 64
+  %957 = add nsw i64 1289088, %956
+  %958 = mul nsw i64 %conv2.cv151144, 8
+  %959 = add nsw i64 %957, %958
+  %arena158 = getelementptr inbounds float, ptr %arena, i64 %959
+  %960 = load <8 x float>, ptr %arena158, align 4
+  %961 = fadd <8 x float> %951, %960
+  %962 = mul nsw i64 %conv2.j148141, 49
+  %963 = mul nsw i64 %conv2.ty149142, 7
+  %964 = add nsw i64 %962, %963
+  %965 = add nsw i64 %964, %conv2.tx150143
+  %966 = mul nsw i64 %965, 64
+  %967 = add nsw i64 1301632, %966
+  %968 = mul nsw i64 %conv2.cv151144, 8
+  %969 = add nsw i64 %967, %968
+  %arena159 = getelementptr inbounds float, ptr %arena, i64 %969
+  %970 = load <8 x float>, ptr %arena159, align 4
+  %971 = fadd <8 x float> %961, %970
+  store <8 x float> %971, ptr %conv2.w156, align 32
+  %972 = mul nsw i64 %conv2.j148141, 49
+  %973 = mul nsw i64 %conv2.ty149142, 7
+  %974 = add nsw i64 %972, %973
+  %975 = add nsw i64 %974, %conv2.tx150143
+  %976 = mul nsw i64 %975, 64
+  %977 = add nsw i64 1289088, %976
+  %978 = mul nsw i64 %conv2.cv151144, 8
+  %979 = add nsw i64 %977, %978
+  %arena160 = getelementptr inbounds float, ptr %arena, i64 %979
+  %980 = load <8 x float>, ptr %arena160, align 4
+  %981 = mul nsw i64 %conv2.j148141, 49
+  %982 = mul nsw i64 %conv2.ty149142, 7
+  %983 = add nsw i64 %981, %982
+  %984 = add nsw i64 %983, %conv2.tx150143
+  %985 = mul nsw i64 %984, 64
+  %986 = add nsw i64 1301632, %985
+  %987 = mul nsw i64 %conv2.cv151144, 8
+  %988 = add nsw i64 %986, %987
+  %arena161 = getelementptr inbounds float, ptr %arena, i64 %988
+  %989 = load <8 x float>, ptr %arena161, align 4
+  %990 = fsub <8 x float> %980, %989
+  %991 = mul nsw i64 %conv2.j148141, 49
+  %992 = mul nsw i64 %conv2.ty149142, 7
+  %993 = add nsw i64 %991, %992
+  %994 = add nsw i64 %993, %conv2.tx150143
+  %995 = mul nsw i64 %994, 64
+  %996 = add nsw i64 1314176, %995
+  %997 = mul nsw i64 %conv2.cv151144, 8
+  %998 = add nsw i64 %996, %997
+  %arena162 = getelementptr inbounds float, ptr %arena, i64 %998
+  %999 = load <8 x float>, ptr %arena162, align 4
+  %1000 = fsub <8 x float> %990, %999
+  store <8 x float> %1000, ptr %conv2.w157, align 32
+  %1001 = mul nsw i64 %conv2.j148141, 49
+  %1002 = mul nsw i64 %conv2.ty149142, 7
+  %1003 = add nsw i64 %1001, %1002
+  %1004 = add nsw i64 %1003, %conv2.tx150143
+  %1005 = mul nsw i64 %1004, 64
+  %1006 = add nsw i64 1279680, %1005
+  %1007 = mul nsw i64 %conv2.cv151144, 8
+  %1008 = add nsw i64 %1006, %1007
+  %arena163 = getelementptr inbounds float, ptr %arena, i64 %1008
+  %1009 = load <8 x float>, ptr %arena163, align 4
+  %1010 = mul nsw i64 %conv2.j148141, 49
+  %1011 = mul nsw i64 %conv2.ty149142, 7
+  %1012 = add nsw i64 %1010, %1011
+  %1013 = add nsw i64 %1012, %conv2.tx150143
+  %1014 = mul nsw i64 %1013, 64
+  %1015 = add nsw i64 1292224, %1014
+  %1016 = mul nsw i64 %conv2.cv151144, 8
+  %1017 = add nsw i64 %1015, %1016
+  %arena164 = getelementptr inbounds float, ptr %arena, i64 %1017
+  %1018 = load <8 x float>, ptr %arena164, align 4
+  %1019 = fadd <8 x float> %1009, %1018
+  %1020 = mul nsw i64 %conv2.j148141, 49
+  %1021 = mul nsw i64 %conv2.ty149142, 7
+  %1022 = add nsw i64 %1020, %1021
+  %1023 = add nsw i64 %1022, %conv2.tx150143
+  %1024 = mul nsw i64 %1023, 64
+  %1025 = add nsw i64 1304768, %1024
+  %1026 = mul nsw i64 %conv2.cv151144, 8
+  %1027 = add nsw i64 %1025, %1026
+  %arena165 = getelementptr inbounds float, ptr %arena, i64 %1027
+  %1028 = load <8 x float>, ptr %arena165, align 4
+  %1029 = fadd <8 x float> %1019, %1028
+  store <8 x float> %1029, ptr %conv2.w158, align 32
+  %1030 = mul nsw i64 %conv2.j148141, 49
+  %1031 = mul nsw i64 %conv2.ty149142, 7
+  %1032 = add nsw i64 %1030, %1031
+  %1033 = add nsw i64 %1032, %conv2.tx150143
+  %1034 = mul nsw i64 %1033, 64
+  %1035 = add nsw i64 1292224, %1034
+  %1036 = mul nsw i64 %conv2.cv151144, 8
+  %1037 = add nsw i64 %1035, %1036
+  %arena166 = getelementptr inbounds float, ptr %arena, i64 %1037
+  %1038 = load <8 x float>, ptr %arena166, align 4
+  %1039 = mul nsw i64 %conv2.j148141, 49
+  %1040 = mul nsw i64 %conv2.ty149142, 7
+  %1041 = add nsw i64 %1039, %1040
+  %1042 = add nsw i64 %1041, %conv2.tx150143
+  %1043 = mul nsw i64 %1042, 64
+  %1044 = add nsw i64 1304768, %1043
+  %1045 = mul nsw i64 %conv2.cv151144, 8
+  %1046 = add nsw i64 %1044, %1045
+  %arena167 = getelementptr inbounds float, ptr %arena, i64 %1046
+  %1047 = load <8 x float>, ptr %arena167, align 4
+  %1048 = fsub <8 x float> %1038, %1047
+  %1049 = mul nsw i64 %conv2.j148141, 49
+  %1050 = mul nsw i64 %conv2.ty149142, 7
+  %1051 = add nsw i64 %1049, %1050
+  %1052 = add nsw i64 %1051, %conv2.tx150143
+  %1053 = mul nsw i64 %1052, 64
+  %1054 = add nsw i64 1317312, %1053
+  %1055 = mul nsw i64 %conv2.cv151144, 8
+  %1056 = add nsw i64 %1054, %1055
+  %arena168 = getelementptr inbounds float, ptr %arena, i64 %1056
+  %1057 = load <8 x float>, ptr %arena168, align 4
+  %1058 = fsub <8 x float> %1048, %1057
+  store <8 x float> %1058, ptr %conv2.w159, align 32
   %w152 = load <8 x float>, ptr %conv2.w152, align 32
-  %1072 = fsub <8 x float> %1071, %w152
-  store <8 x float> %1072, ptr %conv2.w156, align 32
-  %w153 = load <8 x float>, ptr %conv2.w153, align 32
-  %1073 = mul nsw i64 %conv2.cv144147, 8
-  %1074 = add nsw i64 18752, %1073
-  %params176 = getelementptr inbounds float, ptr %params, i64 %1074
-  %1075 = load <8 x float>, ptr %params176, align 4
-  %1076 = fadd <8 x float> %w153, %1075
-  store <8 x float> %1076, ptr %conv2.v157, align 32
-  %v157 = load <8 x float>, ptr %conv2.v157, align 32
-  store <8 x float> %v157, ptr %conv2.best158, align 32
-  %1077 = mul nsw i64 %conv2.ty142145, 2
-  %1078 = mul nsw i64 %1077, 14
-  %1079 = mul nsw i64 %conv2.tx143146, 2
-  %1080 = add nsw i64 %1078, %1079
-  %1081 = sitofp i64 %1080 to float
-  %1082 = insertelement <8 x float> undef, float %1081, i32 0
-  %1083 = shufflevector <8 x float> %1082, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %1083, ptr %conv2.at159, align 32
   %w154 = load <8 x float>, ptr %conv2.w154, align 32
-  %1084 = mul nsw i64 %conv2.cv144147, 8
-  %1085 = add nsw i64 18752, %1084
-  %params177 = getelementptr inbounds float, ptr %params, i64 %1085
-  %1086 = load <8 x float>, ptr %params177, align 4
-  %1087 = fadd <8 x float> %w154, %1086
-  store <8 x float> %1087, ptr %conv2.v160, align 32
-  %v160 = load <8 x float>, ptr %conv2.v160, align 32
-  %best158 = load <8 x float>, ptr %conv2.best158, align 32
-  %1088 = fcmp ogt <8 x float> %v160, %best158
-  %v160178 = load <8 x float>, ptr %conv2.v160, align 32
-  %best158179 = load <8 x float>, ptr %conv2.best158, align 32
-  %1089 = select <8 x i1> %1088, <8 x float> %v160178, <8 x float> %best158179
-  store <8 x float> %1089, ptr %conv2.best161, align 32
-  %v160180 = load <8 x float>, ptr %conv2.v160, align 32
-  %best158181 = load <8 x float>, ptr %conv2.best158, align 32
-  %1090 = fcmp ogt <8 x float> %v160180, %best158181
-  %1091 = mul nsw i64 %conv2.ty142145, 2
-  %1092 = mul nsw i64 %1091, 14
-  %1093 = mul nsw i64 %conv2.tx143146, 2
-  %1094 = add nsw i64 %1092, %1093
-  %1095 = add nsw i64 %1094, 1
-  %1096 = sitofp i64 %1095 to float
-  %1097 = insertelement <8 x float> undef, float %1096, i32 0
-  %1098 = shufflevector <8 x float> %1097, <8 x float> undef, <8 x i32> zeroinitializer
-  %at159 = load <8 x float>, ptr %conv2.at159, align 32
-  %1099 = select <8 x i1> %1090, <8 x float> %1098, <8 x float> %at159
-  store <8 x float> %1099, ptr %conv2.at162, align 32
-  %w155 = load <8 x float>, ptr %conv2.w155, align 32
-  %1100 = mul nsw i64 %conv2.cv144147, 8
-  %1101 = add nsw i64 18752, %1100
-  %params182 = getelementptr inbounds float, ptr %params, i64 %1101
-  %1102 = load <8 x float>, ptr %params182, align 4
-  %1103 = fadd <8 x float> %w155, %1102
-  store <8 x float> %1103, ptr %conv2.v163, align 32
-  %v163 = load <8 x float>, ptr %conv2.v163, align 32
-  %best161 = load <8 x float>, ptr %conv2.best161, align 32
-  %1104 = fcmp ogt <8 x float> %v163, %best161
-  %v163183 = load <8 x float>, ptr %conv2.v163, align 32
-  %best161184 = load <8 x float>, ptr %conv2.best161, align 32
-  %1105 = select <8 x i1> %1104, <8 x float> %v163183, <8 x float> %best161184
-  store <8 x float> %1105, ptr %conv2.best164, align 32
-  %v163185 = load <8 x float>, ptr %conv2.v163, align 32
-  %best161186 = load <8 x float>, ptr %conv2.best161, align 32
-  %1106 = fcmp ogt <8 x float> %v163185, %best161186
-  %1107 = mul nsw i64 %conv2.ty142145, 2
-  %1108 = add nsw i64 %1107, 1
-  %1109 = mul nsw i64 %1108, 14
-  %1110 = mul nsw i64 %conv2.tx143146, 2
-  %1111 = add nsw i64 %1109, %1110
-  %1112 = sitofp i64 %1111 to float
-  %1113 = insertelement <8 x float> undef, float %1112, i32 0
-  %1114 = shufflevector <8 x float> %1113, <8 x float> undef, <8 x i32> zeroinitializer
-  %at162 = load <8 x float>, ptr %conv2.at162, align 32
-  %1115 = select <8 x i1> %1106, <8 x float> %1114, <8 x float> %at162
-  store <8 x float> %1115, ptr %conv2.at165, align 32
+  %1059 = fadd <8 x float> %w152, %w154
   %w156 = load <8 x float>, ptr %conv2.w156, align 32
-  %1116 = mul nsw i64 %conv2.cv144147, 8
-  %1117 = add nsw i64 18752, %1116
-  %params187 = getelementptr inbounds float, ptr %params, i64 %1117
-  %1118 = load <8 x float>, ptr %params187, align 4
-  %1119 = fadd <8 x float> %w156, %1118
-  store <8 x float> %1119, ptr %conv2.v166, align 32
-  %v166 = load <8 x float>, ptr %conv2.v166, align 32
-  %best164 = load <8 x float>, ptr %conv2.best164, align 32
-  %1120 = fcmp ogt <8 x float> %v166, %best164
-  %v166188 = load <8 x float>, ptr %conv2.v166, align 32
-  %best164189 = load <8 x float>, ptr %conv2.best164, align 32
-  %1121 = select <8 x i1> %1120, <8 x float> %v166188, <8 x float> %best164189
-  store <8 x float> %1121, ptr %conv2.best167, align 32
-  %v166190 = load <8 x float>, ptr %conv2.v166, align 32
-  %best164191 = load <8 x float>, ptr %conv2.best164, align 32
-  %1122 = fcmp ogt <8 x float> %v166190, %best164191
-  %1123 = mul nsw i64 %conv2.ty142145, 2
-  %1124 = add nsw i64 %1123, 1
-  %1125 = mul nsw i64 %1124, 14
-  %1126 = mul nsw i64 %conv2.tx143146, 2
-  %1127 = add nsw i64 %1125, %1126
-  %1128 = add nsw i64 %1127, 1
-  %1129 = sitofp i64 %1128 to float
-  %1130 = insertelement <8 x float> undef, float %1129, i32 0
-  %1131 = shufflevector <8 x float> %1130, <8 x float> undef, <8 x i32> zeroinitializer
-  %at165 = load <8 x float>, ptr %conv2.at165, align 32
-  %1132 = select <8 x i1> %1122, <8 x float> %1131, <8 x float> %at165
-  store <8 x float> %1132, ptr %conv2.at168, align 32
-  %best167 = load <8 x float>, ptr %conv2.best167, align 32
-  %1133 = fcmp ogt <8 x float> %best167, zeroinitializer
-  %best167192 = load <8 x float>, ptr %conv2.best167, align 32
-  %1134 = select <8 x i1> %1133, <8 x float> %best167192, <8 x float> zeroinitializer
-  %1135 = mul nsw i64 %conv2.j141144, 49
-  %1136 = mul nsw i64 %conv2.ty142145, 7
-  %1137 = add nsw i64 %1135, %1136
-  %1138 = add nsw i64 %1137, %conv2.tx143146
-  %1139 = mul nsw i64 %1138, 64
-  %1140 = add nsw i64 1320448, %1139
-  %1141 = mul nsw i64 %conv2.cv144147, 8
-  %1142 = add nsw i64 %1140, %1141
-  %arena193 = getelementptr inbounds float, ptr %arena, i64 %1142
-  store <8 x float> %1134, ptr %arena193, align 4
-  %at168 = load <8 x float>, ptr %conv2.at168, align 32
-  %1143 = mul nsw i64 %conv2.j141144, 49
-  %1144 = mul nsw i64 %conv2.ty142145, 7
-  %1145 = add nsw i64 %1143, %1144
-  %1146 = add nsw i64 %1145, %conv2.tx143146
-  %1147 = mul nsw i64 %1146, 64
-  %1148 = add nsw i64 1320448, %1147
-  %1149 = mul nsw i64 %conv2.cv144147, 8
-  %1150 = add nsw i64 %1148, %1149
-  %1151 = add nsw i64 %1150, 3136
-  %arena194 = getelementptr inbounds float, ptr %arena, i64 %1151
-  store <8 x float> %at168, ptr %arena194, align 4
-  %cv144.next = add nsw i64 %conv2.cv144147, 1
-  %1152 = icmp slt i64 %cv144.next, 8
-  br i1 %1152, label %conv2.cv144, label %conv2.cv144.end
+  %1060 = fadd <8 x float> %1059, %w156
+  store <8 x float> %1060, ptr %conv2.w160, align 32
+  %w154169 = load <8 x float>, ptr %conv2.w154, align 32
+  %w156170 = load <8 x float>, ptr %conv2.w156, align 32
+  %1061 = fsub <8 x float> %w154169, %w156170
+  %w158 = load <8 x float>, ptr %conv2.w158, align 32
+  %1062 = fsub <8 x float> %1061, %w158
+  store <8 x float> %1062, ptr %conv2.w161, align 32
+  %w153 = load <8 x float>, ptr %conv2.w153, align 32
+  %w155 = load <8 x float>, ptr %conv2.w155, align 32
+  %1063 = fadd <8 x float> %w153, %w155
+  %w157 = load <8 x float>, ptr %conv2.w157, align 32
+  %1064 = fadd <8 x float> %1063, %w157
+  store <8 x float> %1064, ptr %conv2.w162, align 32
+  %w155171 = load <8 x float>, ptr %conv2.w155, align 32
+  %w157172 = load <8 x float>, ptr %conv2.w157, align 32
+  %1065 = fsub <8 x float> %w155171, %w157172
+  %w159 = load <8 x float>, ptr %conv2.w159, align 32
+  %1066 = fsub <8 x float> %1065, %w159
+  store <8 x float> %1066, ptr %conv2.w163, align 32
+  %w160 = load <8 x float>, ptr %conv2.w160, align 32
+  %1067 = mul nsw i64 %conv2.cv151144, 8
+  %1068 = add nsw i64 18752, %1067
+  %params173 = getelementptr inbounds float, ptr %params, i64 %1068
+  %1069 = load <8 x float>, ptr %params173, align 4
+  %1070 = fadd <8 x float> %w160, %1069
+  store <8 x float> %1070, ptr %conv2.v164, align 32
+  %v164 = load <8 x float>, ptr %conv2.v164, align 32
+  store <8 x float> %v164, ptr %conv2.best165, align 32
+  %1071 = mul nsw i64 %conv2.ty149142, 2
+  %1072 = mul nsw i64 %1071, 14
+  %1073 = mul nsw i64 %conv2.tx150143, 2
+  %1074 = add nsw i64 %1072, %1073
+  %1075 = sitofp i64 %1074 to float
+  %1076 = insertelement <8 x float> undef, float %1075, i32 0
+  %1077 = shufflevector <8 x float> %1076, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %1077, ptr %conv2.at166, align 32
+  %w161 = load <8 x float>, ptr %conv2.w161, align 32
+  %1078 = mul nsw i64 %conv2.cv151144, 8
+  %1079 = add nsw i64 18752, %1078
+  %params174 = getelementptr inbounds float, ptr %params, i64 %1079
+  %1080 = load <8 x float>, ptr %params174, align 4
+  %1081 = fadd <8 x float> %w161, %1080
+  store <8 x float> %1081, ptr %conv2.v167, align 32
+  %v167 = load <8 x float>, ptr %conv2.v167, align 32
+  %best165 = load <8 x float>, ptr %conv2.best165, align 32
+  %1082 = fcmp ogt <8 x float> %v167, %best165
+  %v167175 = load <8 x float>, ptr %conv2.v167, align 32
+  %best165176 = load <8 x float>, ptr %conv2.best165, align 32
+  %1083 = select <8 x i1> %1082, <8 x float> %v167175, <8 x float> %best165176
+  store <8 x float> %1083, ptr %conv2.best168, align 32
+  %v167177 = load <8 x float>, ptr %conv2.v167, align 32
+  %best165178 = load <8 x float>, ptr %conv2.best165, align 32
+  %1084 = fcmp ogt <8 x float> %v167177, %best165178
+  %1085 = mul nsw i64 %conv2.ty149142, 2
+  %1086 = mul nsw i64 %1085, 14
+  %1087 = mul nsw i64 %conv2.tx150143, 2
+  %1088 = add nsw i64 %1086, %1087
+  %1089 = add nsw i64 %1088, 1
+  %1090 = sitofp i64 %1089 to float
+  %1091 = insertelement <8 x float> undef, float %1090, i32 0
+  %1092 = shufflevector <8 x float> %1091, <8 x float> undef, <8 x i32> zeroinitializer
+  %at166 = load <8 x float>, ptr %conv2.at166, align 32
+  %1093 = select <8 x i1> %1084, <8 x float> %1092, <8 x float> %at166
+  store <8 x float> %1093, ptr %conv2.at169, align 32
+  %w162 = load <8 x float>, ptr %conv2.w162, align 32
+  %1094 = mul nsw i64 %conv2.cv151144, 8
+  %1095 = add nsw i64 18752, %1094
+  %params179 = getelementptr inbounds float, ptr %params, i64 %1095
+  %1096 = load <8 x float>, ptr %params179, align 4
+  %1097 = fadd <8 x float> %w162, %1096
+  store <8 x float> %1097, ptr %conv2.v170, align 32
+  %v170 = load <8 x float>, ptr %conv2.v170, align 32
+  %best168 = load <8 x float>, ptr %conv2.best168, align 32
+  %1098 = fcmp ogt <8 x float> %v170, %best168
+  %v170180 = load <8 x float>, ptr %conv2.v170, align 32
+  %best168181 = load <8 x float>, ptr %conv2.best168, align 32
+  %1099 = select <8 x i1> %1098, <8 x float> %v170180, <8 x float> %best168181
+  store <8 x float> %1099, ptr %conv2.best171, align 32
+  %v170182 = load <8 x float>, ptr %conv2.v170, align 32
+  %best168183 = load <8 x float>, ptr %conv2.best168, align 32
+  %1100 = fcmp ogt <8 x float> %v170182, %best168183
+  %1101 = mul nsw i64 %conv2.ty149142, 2
+  %1102 = add nsw i64 %1101, 1
+  %1103 = mul nsw i64 %1102, 14
+  %1104 = mul nsw i64 %conv2.tx150143, 2
+  %1105 = add nsw i64 %1103, %1104
+  %1106 = sitofp i64 %1105 to float
+  %1107 = insertelement <8 x float> undef, float %1106, i32 0
+  %1108 = shufflevector <8 x float> %1107, <8 x float> undef, <8 x i32> zeroinitializer
+  %at169 = load <8 x float>, ptr %conv2.at169, align 32
+  %1109 = select <8 x i1> %1100, <8 x float> %1108, <8 x float> %at169
+  store <8 x float> %1109, ptr %conv2.at172, align 32
+  %w163 = load <8 x float>, ptr %conv2.w163, align 32
+  %1110 = mul nsw i64 %conv2.cv151144, 8
+  %1111 = add nsw i64 18752, %1110
+  %params184 = getelementptr inbounds float, ptr %params, i64 %1111
+  %1112 = load <8 x float>, ptr %params184, align 4
+  %1113 = fadd <8 x float> %w163, %1112
+  store <8 x float> %1113, ptr %conv2.v173, align 32
+  %v173 = load <8 x float>, ptr %conv2.v173, align 32
+  %best171 = load <8 x float>, ptr %conv2.best171, align 32
+  %1114 = fcmp ogt <8 x float> %v173, %best171
+  %v173185 = load <8 x float>, ptr %conv2.v173, align 32
+  %best171186 = load <8 x float>, ptr %conv2.best171, align 32
+  %1115 = select <8 x i1> %1114, <8 x float> %v173185, <8 x float> %best171186
+  store <8 x float> %1115, ptr %conv2.best174, align 32
+  %v173187 = load <8 x float>, ptr %conv2.v173, align 32
+  %best171188 = load <8 x float>, ptr %conv2.best171, align 32
+  %1116 = fcmp ogt <8 x float> %v173187, %best171188
+  %1117 = mul nsw i64 %conv2.ty149142, 2
+  %1118 = add nsw i64 %1117, 1
+  %1119 = mul nsw i64 %1118, 14
+  %1120 = mul nsw i64 %conv2.tx150143, 2
+  %1121 = add nsw i64 %1119, %1120
+  %1122 = add nsw i64 %1121, 1
+  %1123 = sitofp i64 %1122 to float
+  %1124 = insertelement <8 x float> undef, float %1123, i32 0
+  %1125 = shufflevector <8 x float> %1124, <8 x float> undef, <8 x i32> zeroinitializer
+  %at172 = load <8 x float>, ptr %conv2.at172, align 32
+  %1126 = select <8 x i1> %1116, <8 x float> %1125, <8 x float> %at172
+  store <8 x float> %1126, ptr %conv2.at175, align 32
+  %best174 = load <8 x float>, ptr %conv2.best174, align 32
+  %1127 = fcmp ogt <8 x float> %best174, zeroinitializer
+  %best174189 = load <8 x float>, ptr %conv2.best174, align 32
+  %1128 = select <8 x i1> %1127, <8 x float> %best174189, <8 x float> zeroinitializer
+  %1129 = mul nsw i64 %conv2.j148141, 49
+  %1130 = mul nsw i64 %conv2.ty149142, 7
+  %1131 = add nsw i64 %1129, %1130
+  %1132 = add nsw i64 %1131, %conv2.tx150143
+  %1133 = mul nsw i64 %1132, 64
+  %1134 = add nsw i64 1320448, %1133
+  %1135 = mul nsw i64 %conv2.cv151144, 8
+  %1136 = add nsw i64 %1134, %1135
+  %arena190 = getelementptr inbounds float, ptr %arena, i64 %1136
+  store <8 x float> %1128, ptr %arena190, align 4
+  %at175 = load <8 x float>, ptr %conv2.at175, align 32
+  %1137 = mul nsw i64 %conv2.j148141, 49
+  %1138 = mul nsw i64 %conv2.ty149142, 7
+  %1139 = add nsw i64 %1137, %1138
+  %1140 = add nsw i64 %1139, %conv2.tx150143
+  %1141 = mul nsw i64 %1140, 64
+  %1142 = add nsw i64 1320448, %1141
+  %1143 = mul nsw i64 %conv2.cv151144, 8
+  %1144 = add nsw i64 %1142, %1143
+  %1145 = add nsw i64 %1144, 3136
+  %arena191 = getelementptr inbounds float, ptr %arena, i64 %1145
+  store <8 x float> %at175, ptr %arena191, align 4
+  %cv151.next = add nsw i64 %conv2.cv151144, 1
+  %1146 = icmp slt i64 %cv151.next, 8
+  br i1 %1146, label %conv2.cv151, label %conv2.cv151.end
 
-conv2.cv144.end:                                  ; preds = %conv2.cv144
-  %tx143.next = add nsw i64 %conv2.tx143146, 1
-  %1153 = icmp slt i64 %tx143.next, 7
-  br i1 %1153, label %conv2.tx143, label %conv2.tx143.end
+conv2.cv151.end:                                  ; preds = %conv2.cv151
+  %tx150.next = add nsw i64 %conv2.tx150143, 1
+  %1147 = icmp slt i64 %tx150.next, 7
+  br i1 %1147, label %conv2.tx150, label %conv2.tx150.end
 
-conv2.j169:                                       ; preds = %conv2.c170.end, %conv2.j141.end
-  %conv2.j169195 = phi i64 [ 0, %conv2.j141.end ], [ %j169.next, %conv2.c170.end ]
-  br label %conv2.c170
+conv2.j176:                                       ; preds = %conv2.c177.end, %conv2.j148.end
+  %conv2.j176192 = phi i64 [ 0, %conv2.j148.end ], [ %j176.next, %conv2.c177.end ]
+  br label %conv2.c177
 
-conv2.j169.end:                                   ; preds = %conv2.c170.end
-  br label %conv2.j172
+conv2.j176.end:                                   ; preds = %conv2.c177.end
+  br label %conv2.j179
 
-conv2.c170:                                       ; preds = %conv2.q171.end, %conv2.j169
-  %conv2.c170196 = phi i64 [ 0, %conv2.j169 ], [ %c170.next, %conv2.q171.end ]
-  br label %conv2.q171
+conv2.c177:                                       ; preds = %conv2.q178.end, %conv2.j176
+  %conv2.c177193 = phi i64 [ 0, %conv2.j176 ], [ %c177.next, %conv2.q178.end ]
+  br label %conv2.q178
 
-conv2.c170.end:                                   ; preds = %conv2.q171.end
-  %j169.next = add nsw i64 %conv2.j169195, 1
-  %1154 = icmp slt i64 %j169.next, 1
-  br i1 %1154, label %conv2.j169, label %conv2.j169.end
+conv2.c177.end:                                   ; preds = %conv2.q178.end
+  %j176.next = add nsw i64 %conv2.j176192, 1
+  %1148 = icmp slt i64 %j176.next, 1
+  br i1 %1148, label %conv2.j176, label %conv2.j176.end
 
-conv2.q171:                                       ; preds = %conv2.q171, %conv2.c170
-  %conv2.q171197 = phi i64 [ 0, %conv2.c170 ], [ %q171.next, %conv2.q171 ]
-  %1155 = mul nsw i64 %conv2.j169195, 49
-  %1156 = add nsw i64 %1155, %conv2.q171197
-  %1157 = mul nsw i64 %1156, 64
-  %1158 = add nsw i64 1320448, %1157
-  %1159 = add nsw i64 %1158, %conv2.c170196
-  %arena198 = getelementptr inbounds float, ptr %arena, i64 %1159
-  %1160 = load float, ptr %arena198, align 4
-  %1161 = add nsw i64 %conv2.g9965, %conv2.j169195
-  %1162 = mul nsw i64 %1161, 3136
-  %1163 = mul nsw i64 %conv2.c170196, 49
-  %1164 = add nsw i64 %1162, %1163
-  %1165 = add nsw i64 %1164, %conv2.q171197
-  %1166 = add nsw i64 802816, %1165
-  %arena199 = getelementptr inbounds float, ptr %arena, i64 %1166
-  store float %1160, ptr %arena199, align 4
-  %q171.next = add nsw i64 %conv2.q171197, 1
-  %1167 = icmp slt i64 %q171.next, 49
-  br i1 %1167, label %conv2.q171, label %conv2.q171.end
+conv2.q178:                                       ; preds = %conv2.q178, %conv2.c177
+  %conv2.q178194 = phi i64 [ 0, %conv2.c177 ], [ %q178.next, %conv2.q178 ]
+  %1149 = mul nsw i64 %conv2.j176192, 49
+  %1150 = add nsw i64 %1149, %conv2.q178194
+  %1151 = mul nsw i64 %1150, 64
+  %1152 = add nsw i64 1320448, %1151
+  %1153 = add nsw i64 %1152, %conv2.c177193
+  %arena195 = getelementptr inbounds float, ptr %arena, i64 %1153
+  %1154 = load float, ptr %arena195, align 4
+  %1155 = add nsw i64 %conv2.g9965, %conv2.j176192
+  %1156 = mul nsw i64 %1155, 3136
+  %1157 = mul nsw i64 %conv2.c177193, 49
+  %1158 = add nsw i64 %1156, %1157
+  %1159 = add nsw i64 %1158, %conv2.q178194
+  %1160 = add nsw i64 802816, %1159
+  %arena196 = getelementptr inbounds float, ptr %arena, i64 %1160
+  store float %1154, ptr %arena196, align 4
+  %q178.next = add nsw i64 %conv2.q178194, 1
+  %1161 = icmp slt i64 %q178.next, 49
+  br i1 %1161, label %conv2.q178, label %conv2.q178.end
 
-conv2.q171.end:                                   ; preds = %conv2.q171
-  %c170.next = add nsw i64 %conv2.c170196, 1
-  %1168 = icmp slt i64 %c170.next, 64
-  br i1 %1168, label %conv2.c170, label %conv2.c170.end
+conv2.q178.end:                                   ; preds = %conv2.q178
+  %c177.next = add nsw i64 %conv2.c177193, 1
+  %1162 = icmp slt i64 %c177.next, 64
+  br i1 %1162, label %conv2.c177, label %conv2.c177.end
 
-conv2.j172:                                       ; preds = %conv2.c173.end, %conv2.j169.end
-  %conv2.j172200 = phi i64 [ 0, %conv2.j169.end ], [ %j172.next, %conv2.c173.end ]
-  br label %conv2.c173
+conv2.j179:                                       ; preds = %conv2.c180.end, %conv2.j176.end
+  %conv2.j179197 = phi i64 [ 0, %conv2.j176.end ], [ %j179.next, %conv2.c180.end ]
+  br label %conv2.c180
 
-conv2.j172.end:                                   ; preds = %conv2.c173.end
+conv2.j179.end:                                   ; preds = %conv2.c180.end
   %g99.next = add nsw i64 %conv2.g9965, 1
-  %1169 = icmp slt i64 %g99.next, 64
-  br i1 %1169, label %conv2.g99, label %conv2.g99.end
+  %1163 = icmp slt i64 %g99.next, 64
+  br i1 %1163, label %conv2.g99, label %conv2.g99.end
 
-conv2.c173:                                       ; preds = %conv2.q174.end, %conv2.j172
-  %conv2.c173201 = phi i64 [ 0, %conv2.j172 ], [ %c173.next, %conv2.q174.end ]
-  br label %conv2.q174
+conv2.c180:                                       ; preds = %conv2.q181.end, %conv2.j179
+  %conv2.c180198 = phi i64 [ 0, %conv2.j179 ], [ %c180.next, %conv2.q181.end ]
+  br label %conv2.q181
 
-conv2.c173.end:                                   ; preds = %conv2.q174.end
-  %j172.next = add nsw i64 %conv2.j172200, 1
-  %1170 = icmp slt i64 %j172.next, 1
-  br i1 %1170, label %conv2.j172, label %conv2.j172.end
+conv2.c180.end:                                   ; preds = %conv2.q181.end
+  %j179.next = add nsw i64 %conv2.j179197, 1
+  %1164 = icmp slt i64 %j179.next, 1
+  br i1 %1164, label %conv2.j179, label %conv2.j179.end
 
-conv2.q174:                                       ; preds = %conv2.q174, %conv2.c173
-  %conv2.q174202 = phi i64 [ 0, %conv2.c173 ], [ %q174.next, %conv2.q174 ]
-  %1171 = mul nsw i64 %conv2.j172200, 49
-  %1172 = add nsw i64 %1171, %conv2.q174202
-  %1173 = mul nsw i64 %1172, 64
-  %1174 = add nsw i64 1323584, %1173
-  %1175 = add nsw i64 %1174, %conv2.c173201
-  %arena203 = getelementptr inbounds float, ptr %arena, i64 %1175
-  %1176 = load float, ptr %arena203, align 4
-  %1177 = add nsw i64 %conv2.g9965, %conv2.j172200
-  %1178 = mul nsw i64 %1177, 3136
-  %1179 = mul nsw i64 %conv2.c173201, 49
-  %1180 = add nsw i64 %1178, %1179
-  %1181 = add nsw i64 %1180, %conv2.q174202
-  %1182 = add nsw i64 1003520, %1181
-  %arena204 = getelementptr inbounds float, ptr %arena, i64 %1182
-  store float %1176, ptr %arena204, align 4
-  %q174.next = add nsw i64 %conv2.q174202, 1
-  %1183 = icmp slt i64 %q174.next, 49
-  br i1 %1183, label %conv2.q174, label %conv2.q174.end
+conv2.q181:                                       ; preds = %conv2.q181, %conv2.c180
+  %conv2.q181199 = phi i64 [ 0, %conv2.c180 ], [ %q181.next, %conv2.q181 ]
+  %1165 = mul nsw i64 %conv2.j179197, 49
+  %1166 = add nsw i64 %1165, %conv2.q181199
+  %1167 = mul nsw i64 %1166, 64
+  %1168 = add nsw i64 1323584, %1167
+  %1169 = add nsw i64 %1168, %conv2.c180198
+  %arena200 = getelementptr inbounds float, ptr %arena, i64 %1169
+  %1170 = load float, ptr %arena200, align 4
+  %1171 = add nsw i64 %conv2.g9965, %conv2.j179197
+  %1172 = mul nsw i64 %1171, 3136
+  %1173 = mul nsw i64 %conv2.c180198, 49
+  %1174 = add nsw i64 %1172, %1173
+  %1175 = add nsw i64 %1174, %conv2.q181199
+  %1176 = add nsw i64 1003520, %1175
+  %arena201 = getelementptr inbounds float, ptr %arena, i64 %1176
+  store float %1170, ptr %arena201, align 4
+  %q181.next = add nsw i64 %conv2.q181199, 1
+  %1177 = icmp slt i64 %q181.next, 49
+  br i1 %1177, label %conv2.q181, label %conv2.q181.end
 
-conv2.q174.end:                                   ; preds = %conv2.q174
-  %c173.next = add nsw i64 %conv2.c173201, 1
-  %1184 = icmp slt i64 %c173.next, 64
-  br i1 %1184, label %conv2.c173, label %conv2.c173.end
+conv2.q181.end:                                   ; preds = %conv2.q181
+  %c180.next = add nsw i64 %conv2.c180198, 1
+  %1178 = icmp slt i64 %c180.next, 64
+  br i1 %1178, label %conv2.c180, label %conv2.c180.end
 }
 
-declare void @cblas_sgemm(i32, i32, i32, i32, i32, i32, float, ptr, i32, ptr, i32, float, ptr, i32)
+; Function Attrs: noinline
+define internal void @simplecnn_train_b64.k1.conv2.gemm147(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #1 {
+entry:
+  %conv2.t145_a3 = alloca <8 x float>, align 32
+  %conv2.t145_a2 = alloca <8 x float>, align 32
+  %conv2.t145_a1 = alloca <8 x float>, align 32
+  %conv2.t145_a0 = alloca <8 x float>, align 32
+  %conv2.t145_b1 = alloca <8 x float>, align 32
+  %conv2.t145_b0 = alloca <8 x float>, align 32
+  %conv2.t145_c3_1 = alloca <8 x float>, align 32
+  %conv2.t145_c3_0 = alloca <8 x float>, align 32
+  %conv2.t145_c2_1 = alloca <8 x float>, align 32
+  %conv2.t145_c2_0 = alloca <8 x float>, align 32
+  %conv2.t145_c1_1 = alloca <8 x float>, align 32
+  %conv2.t145_c1_0 = alloca <8 x float>, align 32
+  %conv2.t145_c0_1 = alloca <8 x float>, align 32
+  %conv2.t145_c0_0 = alloca <8 x float>, align 32
+  %conv2.t143_a4 = alloca <8 x float>, align 32
+  %conv2.t143_a3 = alloca <8 x float>, align 32
+  %conv2.t143_a2 = alloca <8 x float>, align 32
+  %conv2.t143_a1 = alloca <8 x float>, align 32
+  %conv2.t143_a0 = alloca <8 x float>, align 32
+  %conv2.t143_b1 = alloca <8 x float>, align 32
+  %conv2.t143_b0 = alloca <8 x float>, align 32
+  %conv2.t143_c4_1 = alloca <8 x float>, align 32
+  %conv2.t143_c4_0 = alloca <8 x float>, align 32
+  %conv2.t143_c3_1 = alloca <8 x float>, align 32
+  %conv2.t143_c3_0 = alloca <8 x float>, align 32
+  %conv2.t143_c2_1 = alloca <8 x float>, align 32
+  %conv2.t143_c2_0 = alloca <8 x float>, align 32
+  %conv2.t143_c1_1 = alloca <8 x float>, align 32
+  %conv2.t143_c1_0 = alloca <8 x float>, align 32
+  %conv2.t143_c0_1 = alloca <8 x float>, align 32
+  %conv2.t143_c0_0 = alloca <8 x float>, align 32
+  br label %conv2.nb141
+
+conv2.nb141:                                      ; preds = %conv2.k146.end, %entry
+  %conv2.nb1411 = phi i64 [ 0, %entry ], [ %nb141.next, %conv2.k146.end ]
+  br label %conv2.mb142
+
+conv2.nb141.end:                                  ; preds = %conv2.k146.end
+  ret void
+
+conv2.mb142:                                      ; preds = %conv2.k144.end, %conv2.nb141
+  %conv2.mb1422 = phi i64 [ 0, %conv2.nb141 ], [ %mb142.next, %conv2.k144.end ]
+  store <8 x float> zeroinitializer, ptr %conv2.t143_c0_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t143_c0_1, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t143_c1_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t143_c1_1, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t143_c2_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t143_c2_1, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t143_c3_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t143_c3_1, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t143_c4_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t143_c4_1, align 32
+  br label %conv2.k144
+
+conv2.mb142.end:                                  ; preds = %conv2.k144.end
+  store <8 x float> zeroinitializer, ptr %conv2.t145_c0_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t145_c0_1, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t145_c1_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t145_c1_1, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t145_c2_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t145_c2_1, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t145_c3_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t145_c3_1, align 32
+  br label %conv2.k146
+
+conv2.k144:                                       ; preds = %conv2.k144, %conv2.mb142
+  %conv2.k1443 = phi i64 [ 0, %conv2.mb142 ], [ %k144.next, %conv2.k144 ]
+  %1 = mul nsw i64 %0, 2048
+  %2 = add nsw i64 1204224, %1
+  %3 = mul nsw i64 %conv2.k1443, 64
+  %4 = add nsw i64 %2, %3
+  %5 = mul nsw i64 %conv2.nb1411, 16
+  %6 = add nsw i64 %4, %5
+  %arena4 = getelementptr inbounds float, ptr %arena, i64 %6
+  %7 = load <8 x float>, ptr %arena4, align 4
+  store <8 x float> %7, ptr %conv2.t143_b0, align 32
+  %8 = mul nsw i64 %0, 2048
+  %9 = add nsw i64 1204224, %8
+  %10 = mul nsw i64 %conv2.k1443, 64
+  %11 = add nsw i64 %9, %10
+  %12 = mul nsw i64 %conv2.nb1411, 16
+  %13 = add nsw i64 %11, %12
+  %14 = add nsw i64 %13, 8
+  %arena5 = getelementptr inbounds float, ptr %arena, i64 %14
+  %15 = load <8 x float>, ptr %arena5, align 4
+  store <8 x float> %15, ptr %conv2.t143_b1, align 32
+  %16 = mul nsw i64 %0, 1568
+  %17 = add nsw i64 1245184, %16
+  %18 = mul nsw i64 %conv2.mb1422, 5
+  %19 = mul nsw i64 %18, 32
+  %20 = add nsw i64 %17, %19
+  %21 = add nsw i64 %20, %conv2.k1443
+  %arena6 = getelementptr inbounds float, ptr %arena, i64 %21
+  %22 = load float, ptr %arena6, align 4
+  %23 = insertelement <8 x float> undef, float %22, i32 0
+  %24 = shufflevector <8 x float> %23, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %24, ptr %conv2.t143_a0, align 32
+  %t143_a0 = load <8 x float>, ptr %conv2.t143_a0, align 32
+  %t143_b0 = load <8 x float>, ptr %conv2.t143_b0, align 32
+  %t143_c0_0 = load <8 x float>, ptr %conv2.t143_c0_0, align 32
+  %25 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t143_a0, <8 x float> %t143_b0, <8 x float> %t143_c0_0)
+  store <8 x float> %25, ptr %conv2.t143_c0_0, align 32
+  %t143_a07 = load <8 x float>, ptr %conv2.t143_a0, align 32
+  %t143_b1 = load <8 x float>, ptr %conv2.t143_b1, align 32
+  %t143_c0_1 = load <8 x float>, ptr %conv2.t143_c0_1, align 32
+  %26 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t143_a07, <8 x float> %t143_b1, <8 x float> %t143_c0_1)
+  store <8 x float> %26, ptr %conv2.t143_c0_1, align 32
+  %27 = mul nsw i64 %0, 1568
+  %28 = add nsw i64 1245184, %27
+  %29 = mul nsw i64 %conv2.mb1422, 5
+  %30 = add nsw i64 %29, 1
+  %31 = mul nsw i64 %30, 32
+  %32 = add nsw i64 %28, %31
+  %33 = add nsw i64 %32, %conv2.k1443
+  %arena8 = getelementptr inbounds float, ptr %arena, i64 %33
+  %34 = load float, ptr %arena8, align 4
+  %35 = insertelement <8 x float> undef, float %34, i32 0
+  %36 = shufflevector <8 x float> %35, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %36, ptr %conv2.t143_a1, align 32
+  %t143_a1 = load <8 x float>, ptr %conv2.t143_a1, align 32
+  %t143_b09 = load <8 x float>, ptr %conv2.t143_b0, align 32
+  %t143_c1_0 = load <8 x float>, ptr %conv2.t143_c1_0, align 32
+  %37 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t143_a1, <8 x float> %t143_b09, <8 x float> %t143_c1_0)
+  store <8 x float> %37, ptr %conv2.t143_c1_0, align 32
+  %t143_a110 = load <8 x float>, ptr %conv2.t143_a1, align 32
+  %t143_b111 = load <8 x float>, ptr %conv2.t143_b1, align 32
+  %t143_c1_1 = load <8 x float>, ptr %conv2.t143_c1_1, align 32
+  %38 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t143_a110, <8 x float> %t143_b111, <8 x float> %t143_c1_1)
+  store <8 x float> %38, ptr %conv2.t143_c1_1, align 32
+  %39 = mul nsw i64 %0, 1568
+  %40 = add nsw i64 1245184, %39
+  %41 = mul nsw i64 %conv2.mb1422, 5
+  %42 = add nsw i64 %41, 2
+  %43 = mul nsw i64 %42, 32
+  %44 = add nsw i64 %40, %43
+  %45 = add nsw i64 %44, %conv2.k1443
+  %arena12 = getelementptr inbounds float, ptr %arena, i64 %45
+  %46 = load float, ptr %arena12, align 4
+  %47 = insertelement <8 x float> undef, float %46, i32 0
+  %48 = shufflevector <8 x float> %47, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %48, ptr %conv2.t143_a2, align 32
+  %t143_a2 = load <8 x float>, ptr %conv2.t143_a2, align 32
+  %t143_b013 = load <8 x float>, ptr %conv2.t143_b0, align 32
+  %t143_c2_0 = load <8 x float>, ptr %conv2.t143_c2_0, align 32
+  %49 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t143_a2, <8 x float> %t143_b013, <8 x float> %t143_c2_0)
+  store <8 x float> %49, ptr %conv2.t143_c2_0, align 32
+  %t143_a214 = load <8 x float>, ptr %conv2.t143_a2, align 32
+  %t143_b115 = load <8 x float>, ptr %conv2.t143_b1, align 32
+  %t143_c2_1 = load <8 x float>, ptr %conv2.t143_c2_1, align 32
+  %50 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t143_a214, <8 x float> %t143_b115, <8 x float> %t143_c2_1)
+  store <8 x float> %50, ptr %conv2.t143_c2_1, align 32
+  %51 = mul nsw i64 %0, 1568
+  %52 = add nsw i64 1245184, %51
+  %53 = mul nsw i64 %conv2.mb1422, 5
+  %54 = add nsw i64 %53, 3
+  %55 = mul nsw i64 %54, 32
+  %56 = add nsw i64 %52, %55
+  %57 = add nsw i64 %56, %conv2.k1443
+  %arena16 = getelementptr inbounds float, ptr %arena, i64 %57
+  %58 = load float, ptr %arena16, align 4
+  %59 = insertelement <8 x float> undef, float %58, i32 0
+  %60 = shufflevector <8 x float> %59, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %60, ptr %conv2.t143_a3, align 32
+  %t143_a3 = load <8 x float>, ptr %conv2.t143_a3, align 32
+  %t143_b017 = load <8 x float>, ptr %conv2.t143_b0, align 32
+  %t143_c3_0 = load <8 x float>, ptr %conv2.t143_c3_0, align 32
+  %61 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t143_a3, <8 x float> %t143_b017, <8 x float> %t143_c3_0)
+  store <8 x float> %61, ptr %conv2.t143_c3_0, align 32
+  %t143_a318 = load <8 x float>, ptr %conv2.t143_a3, align 32
+  %t143_b119 = load <8 x float>, ptr %conv2.t143_b1, align 32
+  %t143_c3_1 = load <8 x float>, ptr %conv2.t143_c3_1, align 32
+  %62 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t143_a318, <8 x float> %t143_b119, <8 x float> %t143_c3_1)
+  store <8 x float> %62, ptr %conv2.t143_c3_1, align 32
+  %63 = mul nsw i64 %0, 1568
+  %64 = add nsw i64 1245184, %63
+  %65 = mul nsw i64 %conv2.mb1422, 5
+  %66 = add nsw i64 %65, 4
+  %67 = mul nsw i64 %66, 32
+  %68 = add nsw i64 %64, %67
+  %69 = add nsw i64 %68, %conv2.k1443
+  %arena20 = getelementptr inbounds float, ptr %arena, i64 %69
+  %70 = load float, ptr %arena20, align 4
+  %71 = insertelement <8 x float> undef, float %70, i32 0
+  %72 = shufflevector <8 x float> %71, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %72, ptr %conv2.t143_a4, align 32
+  %t143_a4 = load <8 x float>, ptr %conv2.t143_a4, align 32
+  %t143_b021 = load <8 x float>, ptr %conv2.t143_b0, align 32
+  %t143_c4_0 = load <8 x float>, ptr %conv2.t143_c4_0, align 32
+  %73 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t143_a4, <8 x float> %t143_b021, <8 x float> %t143_c4_0)
+  store <8 x float> %73, ptr %conv2.t143_c4_0, align 32
+  %t143_a422 = load <8 x float>, ptr %conv2.t143_a4, align 32
+  %t143_b123 = load <8 x float>, ptr %conv2.t143_b1, align 32
+  %t143_c4_1 = load <8 x float>, ptr %conv2.t143_c4_1, align 32
+  %74 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t143_a422, <8 x float> %t143_b123, <8 x float> %t143_c4_1)
+  store <8 x float> %74, ptr %conv2.t143_c4_1, align 32
+  %k144.next = add nsw i64 %conv2.k1443, 1
+  %75 = icmp slt i64 %k144.next, 32
+  br i1 %75, label %conv2.k144, label %conv2.k144.end
+
+conv2.k144.end:                                   ; preds = %conv2.k144
+  %t143_c0_024 = load <8 x float>, ptr %conv2.t143_c0_0, align 32
+  %76 = mul nsw i64 %0, 3136
+  %77 = add nsw i64 1270272, %76
+  %78 = mul nsw i64 %conv2.mb1422, 5
+  %79 = mul nsw i64 %78, 64
+  %80 = add nsw i64 %77, %79
+  %81 = mul nsw i64 %conv2.nb1411, 16
+  %82 = add nsw i64 %80, %81
+  %arena25 = getelementptr inbounds float, ptr %arena, i64 %82
+  store <8 x float> %t143_c0_024, ptr %arena25, align 4
+  %t143_c0_126 = load <8 x float>, ptr %conv2.t143_c0_1, align 32
+  %83 = mul nsw i64 %0, 3136
+  %84 = add nsw i64 1270272, %83
+  %85 = mul nsw i64 %conv2.mb1422, 5
+  %86 = mul nsw i64 %85, 64
+  %87 = add nsw i64 %84, %86
+  %88 = mul nsw i64 %conv2.nb1411, 16
+  %89 = add nsw i64 %87, %88
+  %90 = add nsw i64 %89, 8
+  %arena27 = getelementptr inbounds float, ptr %arena, i64 %90
+  store <8 x float> %t143_c0_126, ptr %arena27, align 4
+  %t143_c1_028 = load <8 x float>, ptr %conv2.t143_c1_0, align 32
+  %91 = mul nsw i64 %0, 3136
+  %92 = add nsw i64 1270272, %91
+  %93 = mul nsw i64 %conv2.mb1422, 5
+  %94 = add nsw i64 %93, 1
+  %95 = mul nsw i64 %94, 64
+  %96 = add nsw i64 %92, %95
+  %97 = mul nsw i64 %conv2.nb1411, 16
+  %98 = add nsw i64 %96, %97
+  %arena29 = getelementptr inbounds float, ptr %arena, i64 %98
+  store <8 x float> %t143_c1_028, ptr %arena29, align 4
+  %t143_c1_130 = load <8 x float>, ptr %conv2.t143_c1_1, align 32
+  %99 = mul nsw i64 %0, 3136
+  %100 = add nsw i64 1270272, %99
+  %101 = mul nsw i64 %conv2.mb1422, 5
+  %102 = add nsw i64 %101, 1
+  %103 = mul nsw i64 %102, 64
+  %104 = add nsw i64 %100, %103
+  %105 = mul nsw i64 %conv2.nb1411, 16
+  %106 = add nsw i64 %104, %105
+  %107 = add nsw i64 %106, 8
+  %arena31 = getelementptr inbounds float, ptr %arena, i64 %107
+  store <8 x float> %t143_c1_130, ptr %arena31, align 4
+  %t143_c2_032 = load <8 x float>, ptr %conv2.t143_c2_0, align 32
+  %108 = mul nsw i64 %0, 3136
+  %109 = add nsw i64 1270272, %108
+  %110 = mul nsw i64 %conv2.mb1422, 5
+  %111 = add nsw i64 %110, 2
+  %112 = mul nsw i64 %111, 64
+  %113 = add nsw i64 %109, %112
+  %114 = mul nsw i64 %conv2.nb1411, 16
+  %115 = add nsw i64 %113, %114
+  %arena33 = getelementptr inbounds float, ptr %arena, i64 %115
+  store <8 x float> %t143_c2_032, ptr %arena33, align 4
+  %t143_c2_134 = load <8 x float>, ptr %conv2.t143_c2_1, align 32
+  %116 = mul nsw i64 %0, 3136
+  %117 = add nsw i64 1270272, %116
+  %118 = mul nsw i64 %conv2.mb1422, 5
+  %119 = add nsw i64 %118, 2
+  %120 = mul nsw i64 %119, 64
+  %121 = add nsw i64 %117, %120
+  %122 = mul nsw i64 %conv2.nb1411, 16
+  %123 = add nsw i64 %121, %122
+  %124 = add nsw i64 %123, 8
+  %arena35 = getelementptr inbounds float, ptr %arena, i64 %124
+  store <8 x float> %t143_c2_134, ptr %arena35, align 4
+  %t143_c3_036 = load <8 x float>, ptr %conv2.t143_c3_0, align 32
+  %125 = mul nsw i64 %0, 3136
+  %126 = add nsw i64 1270272, %125
+  %127 = mul nsw i64 %conv2.mb1422, 5
+  %128 = add nsw i64 %127, 3
+  %129 = mul nsw i64 %128, 64
+  %130 = add nsw i64 %126, %129
+  %131 = mul nsw i64 %conv2.nb1411, 16
+  %132 = add nsw i64 %130, %131
+  %arena37 = getelementptr inbounds float, ptr %arena, i64 %132
+  store <8 x float> %t143_c3_036, ptr %arena37, align 4
+  %t143_c3_138 = load <8 x float>, ptr %conv2.t143_c3_1, align 32
+  %133 = mul nsw i64 %0, 3136
+  %134 = add nsw i64 1270272, %133
+  %135 = mul nsw i64 %conv2.mb1422, 5
+  %136 = add nsw i64 %135, 3
+  %137 = mul nsw i64 %136, 64
+  %138 = add nsw i64 %134, %137
+  %139 = mul nsw i64 %conv2.nb1411, 16
+  %140 = add nsw i64 %138, %139
+  %141 = add nsw i64 %140, 8
+  %arena39 = getelementptr inbounds float, ptr %arena, i64 %141
+  store <8 x float> %t143_c3_138, ptr %arena39, align 4
+  %t143_c4_040 = load <8 x float>, ptr %conv2.t143_c4_0, align 32
+  %142 = mul nsw i64 %0, 3136
+  %143 = add nsw i64 1270272, %142
+  %144 = mul nsw i64 %conv2.mb1422, 5
+  %145 = add nsw i64 %144, 4
+  %146 = mul nsw i64 %145, 64
+  %147 = add nsw i64 %143, %146
+  %148 = mul nsw i64 %conv2.nb1411, 16
+  %149 = add nsw i64 %147, %148
+  %arena41 = getelementptr inbounds float, ptr %arena, i64 %149
+  store <8 x float> %t143_c4_040, ptr %arena41, align 4
+  %t143_c4_142 = load <8 x float>, ptr %conv2.t143_c4_1, align 32
+  %150 = mul nsw i64 %0, 3136
+  %151 = add nsw i64 1270272, %150
+  %152 = mul nsw i64 %conv2.mb1422, 5
+  %153 = add nsw i64 %152, 4
+  %154 = mul nsw i64 %153, 64
+  %155 = add nsw i64 %151, %154
+  %156 = mul nsw i64 %conv2.nb1411, 16
+  %157 = add nsw i64 %155, %156
+  %158 = add nsw i64 %157, 8
+  %arena43 = getelementptr inbounds float, ptr %arena, i64 %158
+  store <8 x float> %t143_c4_142, ptr %arena43, align 4
+  %mb142.next = add nsw i64 %conv2.mb1422, 1
+  %159 = icmp slt i64 %mb142.next, 9
+  br i1 %159, label %conv2.mb142, label %conv2.mb142.end
+
+conv2.k146:                                       ; preds = %conv2.k146, %conv2.mb142.end
+  %conv2.k14644 = phi i64 [ 0, %conv2.mb142.end ], [ %k146.next, %conv2.k146 ]
+  %160 = mul nsw i64 %0, 2048
+  %161 = add nsw i64 1204224, %160
+  %162 = mul nsw i64 %conv2.k14644, 64
+  %163 = add nsw i64 %161, %162
+  %164 = mul nsw i64 %conv2.nb1411, 16
+  %165 = add nsw i64 %163, %164
+  %arena45 = getelementptr inbounds float, ptr %arena, i64 %165
+  %166 = load <8 x float>, ptr %arena45, align 4
+  store <8 x float> %166, ptr %conv2.t145_b0, align 32
+  %167 = mul nsw i64 %0, 2048
+  %168 = add nsw i64 1204224, %167
+  %169 = mul nsw i64 %conv2.k14644, 64
+  %170 = add nsw i64 %168, %169
+  %171 = mul nsw i64 %conv2.nb1411, 16
+  %172 = add nsw i64 %170, %171
+  %173 = add nsw i64 %172, 8
+  %arena46 = getelementptr inbounds float, ptr %arena, i64 %173
+  %174 = load <8 x float>, ptr %arena46, align 4
+  store <8 x float> %174, ptr %conv2.t145_b1, align 32
+  %175 = mul nsw i64 %0, 1568
+  %176 = add nsw i64 1245184, %175
+  %177 = add nsw i64 %176, 1440
+  %178 = add nsw i64 %177, %conv2.k14644
+  %arena47 = getelementptr inbounds float, ptr %arena, i64 %178
+  %179 = load float, ptr %arena47, align 4
+  %180 = insertelement <8 x float> undef, float %179, i32 0
+  %181 = shufflevector <8 x float> %180, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %181, ptr %conv2.t145_a0, align 32
+  %t145_a0 = load <8 x float>, ptr %conv2.t145_a0, align 32
+  %t145_b0 = load <8 x float>, ptr %conv2.t145_b0, align 32
+  %t145_c0_0 = load <8 x float>, ptr %conv2.t145_c0_0, align 32
+  %182 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t145_a0, <8 x float> %t145_b0, <8 x float> %t145_c0_0)
+  store <8 x float> %182, ptr %conv2.t145_c0_0, align 32
+  %t145_a048 = load <8 x float>, ptr %conv2.t145_a0, align 32
+  %t145_b1 = load <8 x float>, ptr %conv2.t145_b1, align 32
+  %t145_c0_1 = load <8 x float>, ptr %conv2.t145_c0_1, align 32
+  %183 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t145_a048, <8 x float> %t145_b1, <8 x float> %t145_c0_1)
+  store <8 x float> %183, ptr %conv2.t145_c0_1, align 32
+  %184 = mul nsw i64 %0, 1568
+  %185 = add nsw i64 1245184, %184
+  %186 = add nsw i64 %185, 1472
+  %187 = add nsw i64 %186, %conv2.k14644
+  %arena49 = getelementptr inbounds float, ptr %arena, i64 %187
+  %188 = load float, ptr %arena49, align 4
+  %189 = insertelement <8 x float> undef, float %188, i32 0
+  %190 = shufflevector <8 x float> %189, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %190, ptr %conv2.t145_a1, align 32
+  %t145_a1 = load <8 x float>, ptr %conv2.t145_a1, align 32
+  %t145_b050 = load <8 x float>, ptr %conv2.t145_b0, align 32
+  %t145_c1_0 = load <8 x float>, ptr %conv2.t145_c1_0, align 32
+  %191 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t145_a1, <8 x float> %t145_b050, <8 x float> %t145_c1_0)
+  store <8 x float> %191, ptr %conv2.t145_c1_0, align 32
+  %t145_a151 = load <8 x float>, ptr %conv2.t145_a1, align 32
+  %t145_b152 = load <8 x float>, ptr %conv2.t145_b1, align 32
+  %t145_c1_1 = load <8 x float>, ptr %conv2.t145_c1_1, align 32
+  %192 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t145_a151, <8 x float> %t145_b152, <8 x float> %t145_c1_1)
+  store <8 x float> %192, ptr %conv2.t145_c1_1, align 32
+  %193 = mul nsw i64 %0, 1568
+  %194 = add nsw i64 1245184, %193
+  %195 = add nsw i64 %194, 1504
+  %196 = add nsw i64 %195, %conv2.k14644
+  %arena53 = getelementptr inbounds float, ptr %arena, i64 %196
+  %197 = load float, ptr %arena53, align 4
+  %198 = insertelement <8 x float> undef, float %197, i32 0
+  %199 = shufflevector <8 x float> %198, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %199, ptr %conv2.t145_a2, align 32
+  %t145_a2 = load <8 x float>, ptr %conv2.t145_a2, align 32
+  %t145_b054 = load <8 x float>, ptr %conv2.t145_b0, align 32
+  %t145_c2_0 = load <8 x float>, ptr %conv2.t145_c2_0, align 32
+  %200 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t145_a2, <8 x float> %t145_b054, <8 x float> %t145_c2_0)
+  store <8 x float> %200, ptr %conv2.t145_c2_0, align 32
+  %t145_a255 = load <8 x float>, ptr %conv2.t145_a2, align 32
+  %t145_b156 = load <8 x float>, ptr %conv2.t145_b1, align 32
+  %t145_c2_1 = load <8 x float>, ptr %conv2.t145_c2_1, align 32
+  %201 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t145_a255, <8 x float> %t145_b156, <8 x float> %t145_c2_1)
+  store <8 x float> %201, ptr %conv2.t145_c2_1, align 32
+  %202 = mul nsw i64 %0, 1568
+  %203 = add nsw i64 1245184, %202
+  %204 = add nsw i64 %203, 1536
+  %205 = add nsw i64 %204, %conv2.k14644
+  %arena57 = getelementptr inbounds float, ptr %arena, i64 %205
+  %206 = load float, ptr %arena57, align 4
+  %207 = insertelement <8 x float> undef, float %206, i32 0
+  %208 = shufflevector <8 x float> %207, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %208, ptr %conv2.t145_a3, align 32
+  %t145_a3 = load <8 x float>, ptr %conv2.t145_a3, align 32
+  %t145_b058 = load <8 x float>, ptr %conv2.t145_b0, align 32
+  %t145_c3_0 = load <8 x float>, ptr %conv2.t145_c3_0, align 32
+  %209 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t145_a3, <8 x float> %t145_b058, <8 x float> %t145_c3_0)
+  store <8 x float> %209, ptr %conv2.t145_c3_0, align 32
+  %t145_a359 = load <8 x float>, ptr %conv2.t145_a3, align 32
+  %t145_b160 = load <8 x float>, ptr %conv2.t145_b1, align 32
+  %t145_c3_1 = load <8 x float>, ptr %conv2.t145_c3_1, align 32
+  %210 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t145_a359, <8 x float> %t145_b160, <8 x float> %t145_c3_1)
+  store <8 x float> %210, ptr %conv2.t145_c3_1, align 32
+  %k146.next = add nsw i64 %conv2.k14644, 1
+  %211 = icmp slt i64 %k146.next, 32
+  br i1 %211, label %conv2.k146, label %conv2.k146.end
+
+conv2.k146.end:                                   ; preds = %conv2.k146
+  %t145_c0_061 = load <8 x float>, ptr %conv2.t145_c0_0, align 32
+  %212 = mul nsw i64 %0, 3136
+  %213 = add nsw i64 1270272, %212
+  %214 = add nsw i64 %213, 2880
+  %215 = mul nsw i64 %conv2.nb1411, 16
+  %216 = add nsw i64 %214, %215
+  %arena62 = getelementptr inbounds float, ptr %arena, i64 %216
+  store <8 x float> %t145_c0_061, ptr %arena62, align 4
+  %t145_c0_163 = load <8 x float>, ptr %conv2.t145_c0_1, align 32
+  %217 = mul nsw i64 %0, 3136
+  %218 = add nsw i64 1270272, %217
+  %219 = add nsw i64 %218, 2880
+  %220 = mul nsw i64 %conv2.nb1411, 16
+  %221 = add nsw i64 %219, %220
+  %222 = add nsw i64 %221, 8
+  %arena64 = getelementptr inbounds float, ptr %arena, i64 %222
+  store <8 x float> %t145_c0_163, ptr %arena64, align 4
+  %t145_c1_065 = load <8 x float>, ptr %conv2.t145_c1_0, align 32
+  %223 = mul nsw i64 %0, 3136
+  %224 = add nsw i64 1270272, %223
+  %225 = add nsw i64 %224, 2944
+  %226 = mul nsw i64 %conv2.nb1411, 16
+  %227 = add nsw i64 %225, %226
+  %arena66 = getelementptr inbounds float, ptr %arena, i64 %227
+  store <8 x float> %t145_c1_065, ptr %arena66, align 4
+  %t145_c1_167 = load <8 x float>, ptr %conv2.t145_c1_1, align 32
+  %228 = mul nsw i64 %0, 3136
+  %229 = add nsw i64 1270272, %228
+  %230 = add nsw i64 %229, 2944
+  %231 = mul nsw i64 %conv2.nb1411, 16
+  %232 = add nsw i64 %230, %231
+  %233 = add nsw i64 %232, 8
+  %arena68 = getelementptr inbounds float, ptr %arena, i64 %233
+  store <8 x float> %t145_c1_167, ptr %arena68, align 4
+  %t145_c2_069 = load <8 x float>, ptr %conv2.t145_c2_0, align 32
+  %234 = mul nsw i64 %0, 3136
+  %235 = add nsw i64 1270272, %234
+  %236 = add nsw i64 %235, 3008
+  %237 = mul nsw i64 %conv2.nb1411, 16
+  %238 = add nsw i64 %236, %237
+  %arena70 = getelementptr inbounds float, ptr %arena, i64 %238
+  store <8 x float> %t145_c2_069, ptr %arena70, align 4
+  %t145_c2_171 = load <8 x float>, ptr %conv2.t145_c2_1, align 32
+  %239 = mul nsw i64 %0, 3136
+  %240 = add nsw i64 1270272, %239
+  %241 = add nsw i64 %240, 3008
+  %242 = mul nsw i64 %conv2.nb1411, 16
+  %243 = add nsw i64 %241, %242
+  %244 = add nsw i64 %243, 8
+  %arena72 = getelementptr inbounds float, ptr %arena, i64 %244
+  store <8 x float> %t145_c2_171, ptr %arena72, align 4
+  %t145_c3_073 = load <8 x float>, ptr %conv2.t145_c3_0, align 32
+  %245 = mul nsw i64 %0, 3136
+  %246 = add nsw i64 1270272, %245
+  %247 = add nsw i64 %246, 3072
+  %248 = mul nsw i64 %conv2.nb1411, 16
+  %249 = add nsw i64 %247, %248
+  %arena74 = getelementptr inbounds float, ptr %arena, i64 %249
+  store <8 x float> %t145_c3_073, ptr %arena74, align 4
+  %t145_c3_175 = load <8 x float>, ptr %conv2.t145_c3_1, align 32
+  %250 = mul nsw i64 %0, 3136
+  %251 = add nsw i64 1270272, %250
+  %252 = add nsw i64 %251, 3072
+  %253 = mul nsw i64 %conv2.nb1411, 16
+  %254 = add nsw i64 %252, %253
+  %255 = add nsw i64 %254, 8
+  %arena76 = getelementptr inbounds float, ptr %arena, i64 %255
+  store <8 x float> %t145_c3_175, ptr %arena76, align 4
+  %nb141.next = add nsw i64 %conv2.nb1411, 1
+  %256 = icmp slt i64 %nb141.next, 4
+  br i1 %256, label %conv2.nb141, label %conv2.nb141.end
+}
 
 ; Function Attrs: noinline
-define internal void @simplecnn_train_b64.k2.flat(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @simplecnn_train_b64.k2.flat(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @simplecnn_train_b64.k3.fc1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @simplecnn_train_b64.k3.fc1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  br label %fc1.n175
+  br label %fc1.n182
 
-fc1.n175:                                         ; preds = %fc1.k176.end, %entry
-  %fc1.n1751 = phi i64 [ 0, %entry ], [ %n175.next, %fc1.k176.end ]
-  br label %fc1.k176
+fc1.n182:                                         ; preds = %fc1.k183.end, %entry
+  %fc1.n1821 = phi i64 [ 0, %entry ], [ %n182.next, %fc1.k183.end ]
+  br label %fc1.k183
 
-fc1.n175.end:                                     ; preds = %fc1.k176.end
-  call void @simplecnn_train_b64.k3.fc1.gemm187(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  br label %fc1.n188
+fc1.n182.end:                                     ; preds = %fc1.k183.end
+  call void @simplecnn_train_b64.k3.fc1.gemm194(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  br label %fc1.n195
 
-fc1.k176:                                         ; preds = %fc1.k176, %fc1.n175
-  %fc1.k1762 = phi i64 [ 0, %fc1.n175 ], [ %k176.next, %fc1.k176 ]
-  %0 = mul nsw i64 %fc1.n1751, 3136
+fc1.k183:                                         ; preds = %fc1.k183, %fc1.n182
+  %fc1.k1832 = phi i64 [ 0, %fc1.n182 ], [ %k183.next, %fc1.k183 ]
+  %0 = mul nsw i64 %fc1.n1821, 3136
   %1 = add nsw i64 802816, %0
-  %2 = add nsw i64 %1, %fc1.k1762
+  %2 = add nsw i64 %1, %fc1.k1832
   %arena3 = getelementptr inbounds float, ptr %arena, i64 %2
   %3 = load float, ptr %arena3, align 4
-  %4 = mul nsw i64 %fc1.k1762, 64
+  %4 = mul nsw i64 %fc1.k1832, 64
   %5 = add nsw i64 1212416, %4
-  %6 = add nsw i64 %5, %fc1.n1751
+  %6 = add nsw i64 %5, %fc1.n1821
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %6
   store float %3, ptr %arena4, align 4
-  %k176.next = add nsw i64 %fc1.k1762, 1
-  %7 = icmp slt i64 %k176.next, 3136
-  br i1 %7, label %fc1.k176, label %fc1.k176.end
+  %k183.next = add nsw i64 %fc1.k1832, 1
+  %7 = icmp slt i64 %k183.next, 3136
+  br i1 %7, label %fc1.k183, label %fc1.k183.end
 
-fc1.k176.end:                                     ; preds = %fc1.k176
-  %n175.next = add nsw i64 %fc1.n1751, 1
-  %8 = icmp slt i64 %n175.next, 64
-  br i1 %8, label %fc1.n175, label %fc1.n175.end
+fc1.k183.end:                                     ; preds = %fc1.k183
+  %n182.next = add nsw i64 %fc1.n1821, 1
+  %8 = icmp slt i64 %n182.next, 64
+  br i1 %8, label %fc1.n182, label %fc1.n182.end
 
-fc1.n188:                                         ; preds = %fc1.u189.end, %fc1.n175.end
-  %fc1.n1885 = phi i64 [ 0, %fc1.n175.end ], [ %n188.next, %fc1.u189.end ]
-  br label %fc1.u189
+fc1.n195:                                         ; preds = %fc1.u196.end, %fc1.n182.end
+  %fc1.n1955 = phi i64 [ 0, %fc1.n182.end ], [ %n195.next, %fc1.u196.end ]
+  br label %fc1.u196
 
-fc1.n188.end:                                     ; preds = %fc1.u189.end
+fc1.n195.end:                                     ; preds = %fc1.u196.end
   ret void
 
-fc1.u189:                                         ; preds = %fc1.u189, %fc1.n188
-  %fc1.u1896 = phi i64 [ 0, %fc1.n188 ], [ %u189.next, %fc1.u189 ]
-  %9 = mul nsw i64 %fc1.u1896, 64
+fc1.u196:                                         ; preds = %fc1.u196, %fc1.n195
+  %fc1.u1966 = phi i64 [ 0, %fc1.n195 ], [ %u196.next, %fc1.u196 ]
+  %9 = mul nsw i64 %fc1.u1966, 64
   %10 = add nsw i64 1413120, %9
-  %11 = add nsw i64 %10, %fc1.n1885
+  %11 = add nsw i64 %10, %fc1.n1955
   %arena7 = getelementptr inbounds float, ptr %arena, i64 %11
   %12 = load float, ptr %arena7, align 4
-  %13 = add nsw i64 420224, %fc1.u1896
+  %13 = add nsw i64 420224, %fc1.u1966
   %params8 = getelementptr inbounds float, ptr %params, i64 %13
   %14 = load float, ptr %params8, align 4
   %15 = fadd float %12, %14
   %16 = fcmp ogt float %15, 0.000000e+00
-  %17 = mul nsw i64 %fc1.u1896, 64
+  %17 = mul nsw i64 %fc1.u1966, 64
   %18 = add nsw i64 1413120, %17
-  %19 = add nsw i64 %18, %fc1.n1885
+  %19 = add nsw i64 %18, %fc1.n1955
   %arena9 = getelementptr inbounds float, ptr %arena, i64 %19
   %20 = load float, ptr %arena9, align 4
-  %21 = add nsw i64 420224, %fc1.u1896
+  %21 = add nsw i64 420224, %fc1.u1966
   %params10 = getelementptr inbounds float, ptr %params, i64 %21
   %22 = load float, ptr %params10, align 4
   %23 = fadd float %20, %22
   %24 = select i1 %16, float %23, float 0.000000e+00
-  %25 = mul nsw i64 %fc1.n1885, 128
+  %25 = mul nsw i64 %fc1.n1955, 128
   %26 = add nsw i64 1204224, %25
-  %27 = add nsw i64 %26, %fc1.u1896
+  %27 = add nsw i64 %26, %fc1.u1966
   %arena11 = getelementptr inbounds float, ptr %arena, i64 %27
   store float %24, ptr %arena11, align 4
-  %u189.next = add nsw i64 %fc1.u1896, 1
-  %28 = icmp slt i64 %u189.next, 128
-  br i1 %28, label %fc1.u189, label %fc1.u189.end
+  %u196.next = add nsw i64 %fc1.u1966, 1
+  %28 = icmp slt i64 %u196.next, 128
+  br i1 %28, label %fc1.u196, label %fc1.u196.end
 
-fc1.u189.end:                                     ; preds = %fc1.u189
-  %n188.next = add nsw i64 %fc1.n1885, 1
-  %29 = icmp slt i64 %n188.next, 64
-  br i1 %29, label %fc1.n188, label %fc1.n188.end
+fc1.u196.end:                                     ; preds = %fc1.u196
+  %n195.next = add nsw i64 %fc1.n1955, 1
+  %29 = icmp slt i64 %n195.next, 64
+  br i1 %29, label %fc1.n195, label %fc1.n195.end
 }
 
 ; Function Attrs: noinline
-define internal void @simplecnn_train_b64.k3.fc1.gemm187(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @simplecnn_train_b64.k3.fc1.gemm194(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %fc1.t185_a3 = alloca <8 x float>, align 32
-  %fc1.t185_a2 = alloca <8 x float>, align 32
-  %fc1.t185_a1 = alloca <8 x float>, align 32
-  %fc1.t185_a0 = alloca <8 x float>, align 32
-  %fc1.t185_b1 = alloca <8 x float>, align 32
-  %fc1.t185_b0 = alloca <8 x float>, align 32
-  %fc1.t185_c3_1 = alloca <8 x float>, align 32
-  %fc1.t185_c3_0 = alloca <8 x float>, align 32
-  %fc1.t185_c2_1 = alloca <8 x float>, align 32
-  %fc1.t185_c2_0 = alloca <8 x float>, align 32
-  %fc1.t185_c1_1 = alloca <8 x float>, align 32
-  %fc1.t185_c1_0 = alloca <8 x float>, align 32
-  %fc1.t185_c0_1 = alloca <8 x float>, align 32
-  %fc1.t185_c0_0 = alloca <8 x float>, align 32
-  %fc1.t182_a3 = alloca <8 x float>, align 32
-  %fc1.t182_a2 = alloca <8 x float>, align 32
-  %fc1.t182_a1 = alloca <8 x float>, align 32
-  %fc1.t182_a0 = alloca <8 x float>, align 32
-  %fc1.t182_b2 = alloca <8 x float>, align 32
-  %fc1.t182_b1 = alloca <8 x float>, align 32
-  %fc1.t182_b0 = alloca <8 x float>, align 32
-  %fc1.t182_c3_2 = alloca <8 x float>, align 32
-  %fc1.t182_c3_1 = alloca <8 x float>, align 32
-  %fc1.t182_c3_0 = alloca <8 x float>, align 32
-  %fc1.t182_c2_2 = alloca <8 x float>, align 32
-  %fc1.t182_c2_1 = alloca <8 x float>, align 32
-  %fc1.t182_c2_0 = alloca <8 x float>, align 32
-  %fc1.t182_c1_2 = alloca <8 x float>, align 32
-  %fc1.t182_c1_1 = alloca <8 x float>, align 32
-  %fc1.t182_c1_0 = alloca <8 x float>, align 32
-  %fc1.t182_c0_2 = alloca <8 x float>, align 32
-  %fc1.t182_c0_1 = alloca <8 x float>, align 32
-  %fc1.t182_c0_0 = alloca <8 x float>, align 32
-  br label %fc1.r177
+  %fc1.t192_a3 = alloca <8 x float>, align 32
+  %fc1.t192_a2 = alloca <8 x float>, align 32
+  %fc1.t192_a1 = alloca <8 x float>, align 32
+  %fc1.t192_a0 = alloca <8 x float>, align 32
+  %fc1.t192_b1 = alloca <8 x float>, align 32
+  %fc1.t192_b0 = alloca <8 x float>, align 32
+  %fc1.t192_c3_1 = alloca <8 x float>, align 32
+  %fc1.t192_c3_0 = alloca <8 x float>, align 32
+  %fc1.t192_c2_1 = alloca <8 x float>, align 32
+  %fc1.t192_c2_0 = alloca <8 x float>, align 32
+  %fc1.t192_c1_1 = alloca <8 x float>, align 32
+  %fc1.t192_c1_0 = alloca <8 x float>, align 32
+  %fc1.t192_c0_1 = alloca <8 x float>, align 32
+  %fc1.t192_c0_0 = alloca <8 x float>, align 32
+  %fc1.t189_a3 = alloca <8 x float>, align 32
+  %fc1.t189_a2 = alloca <8 x float>, align 32
+  %fc1.t189_a1 = alloca <8 x float>, align 32
+  %fc1.t189_a0 = alloca <8 x float>, align 32
+  %fc1.t189_b2 = alloca <8 x float>, align 32
+  %fc1.t189_b1 = alloca <8 x float>, align 32
+  %fc1.t189_b0 = alloca <8 x float>, align 32
+  %fc1.t189_c3_2 = alloca <8 x float>, align 32
+  %fc1.t189_c3_1 = alloca <8 x float>, align 32
+  %fc1.t189_c3_0 = alloca <8 x float>, align 32
+  %fc1.t189_c2_2 = alloca <8 x float>, align 32
+  %fc1.t189_c2_1 = alloca <8 x float>, align 32
+  %fc1.t189_c2_0 = alloca <8 x float>, align 32
+  %fc1.t189_c1_2 = alloca <8 x float>, align 32
+  %fc1.t189_c1_1 = alloca <8 x float>, align 32
+  %fc1.t189_c1_0 = alloca <8 x float>, align 32
+  %fc1.t189_c0_2 = alloca <8 x float>, align 32
+  %fc1.t189_c0_1 = alloca <8 x float>, align 32
+  %fc1.t189_c0_0 = alloca <8 x float>, align 32
+  br label %fc1.r184
 
-fc1.r177:                                         ; preds = %fc1.i178.end, %entry
-  %fc1.r1771 = phi i64 [ 0, %entry ], [ %r177.next, %fc1.i178.end ]
-  br label %fc1.i178
+fc1.r184:                                         ; preds = %fc1.i185.end, %entry
+  %fc1.r1841 = phi i64 [ 0, %entry ], [ %r184.next, %fc1.i185.end ]
+  br label %fc1.i185
 
-fc1.r177.end:                                     ; preds = %fc1.i178.end
-  br label %fc1.kp179
+fc1.r184.end:                                     ; preds = %fc1.i185.end
+  br label %fc1.kp186
 
-fc1.i178:                                         ; preds = %fc1.i178, %fc1.r177
-  %fc1.i1782 = phi i64 [ 0, %fc1.r177 ], [ %i178.next, %fc1.i178 ]
-  %0 = mul nsw i64 %fc1.r1771, 64
+fc1.i185:                                         ; preds = %fc1.i185, %fc1.r184
+  %fc1.i1852 = phi i64 [ 0, %fc1.r184 ], [ %i185.next, %fc1.i185 ]
+  %0 = mul nsw i64 %fc1.r1841, 64
   %1 = add nsw i64 1413120, %0
-  %2 = add nsw i64 %1, %fc1.i1782
+  %2 = add nsw i64 %1, %fc1.i1852
   %arena3 = getelementptr inbounds float, ptr %arena, i64 %2
   store float 0.000000e+00, ptr %arena3, align 4
-  %i178.next = add nsw i64 %fc1.i1782, 1
-  %3 = icmp slt i64 %i178.next, 64
-  br i1 %3, label %fc1.i178, label %fc1.i178.end
+  %i185.next = add nsw i64 %fc1.i1852, 1
+  %3 = icmp slt i64 %i185.next, 64
+  br i1 %3, label %fc1.i185, label %fc1.i185.end
 
-fc1.i178.end:                                     ; preds = %fc1.i178
-  %r177.next = add nsw i64 %fc1.r1771, 1
-  %4 = icmp slt i64 %r177.next, 128
-  br i1 %4, label %fc1.r177, label %fc1.r177.end
+fc1.i185.end:                                     ; preds = %fc1.i185
+  %r184.next = add nsw i64 %fc1.r1841, 1
+  %4 = icmp slt i64 %r184.next, 128
+  br i1 %4, label %fc1.r184, label %fc1.r184.end
 
-fc1.kp179:                                        ; preds = %fc1.mb184.end, %fc1.r177.end
-  %fc1.kp1794 = phi i64 [ 0, %fc1.r177.end ], [ %kp179.next, %fc1.mb184.end ]
-  br label %fc1.nb180
+fc1.kp186:                                        ; preds = %fc1.mb191.end, %fc1.r184.end
+  %fc1.kp1864 = phi i64 [ 0, %fc1.r184.end ], [ %kp186.next, %fc1.mb191.end ]
+  br label %fc1.nb187
 
-fc1.kp179.end:                                    ; preds = %fc1.mb184.end
+fc1.kp186.end:                                    ; preds = %fc1.mb191.end
   ret void
 
-fc1.nb180:                                        ; preds = %fc1.mb181.end, %fc1.kp179
-  %fc1.nb1805 = phi i64 [ 0, %fc1.kp179 ], [ %nb180.next, %fc1.mb181.end ]
-  br label %fc1.mb181
+fc1.nb187:                                        ; preds = %fc1.mb188.end, %fc1.kp186
+  %fc1.nb1875 = phi i64 [ 0, %fc1.kp186 ], [ %nb187.next, %fc1.mb188.end ]
+  br label %fc1.mb188
 
-fc1.nb180.end:                                    ; preds = %fc1.mb181.end
-  br label %fc1.mb184
+fc1.nb187.end:                                    ; preds = %fc1.mb188.end
+  br label %fc1.mb191
 
-fc1.mb181:                                        ; preds = %fc1.k183.end, %fc1.nb180
-  %fc1.mb1816 = phi i64 [ 0, %fc1.nb180 ], [ %mb181.next, %fc1.k183.end ]
-  %5 = mul nsw i64 %fc1.mb1816, 4
+fc1.mb188:                                        ; preds = %fc1.k190.end, %fc1.nb187
+  %fc1.mb1886 = phi i64 [ 0, %fc1.nb187 ], [ %mb188.next, %fc1.k190.end ]
+  %5 = mul nsw i64 %fc1.mb1886, 4
   %6 = mul nsw i64 %5, 64
   %7 = add nsw i64 1413120, %6
-  %8 = mul nsw i64 %fc1.nb1805, 24
+  %8 = mul nsw i64 %fc1.nb1875, 24
   %9 = add nsw i64 %7, %8
   %arena7 = getelementptr inbounds float, ptr %arena, i64 %9
   %10 = load <8 x float>, ptr %arena7, align 4
-  store <8 x float> %10, ptr %fc1.t182_c0_0, align 32
-  %11 = mul nsw i64 %fc1.mb1816, 4
+  store <8 x float> %10, ptr %fc1.t189_c0_0, align 32
+  %11 = mul nsw i64 %fc1.mb1886, 4
   %12 = mul nsw i64 %11, 64
   %13 = add nsw i64 1413120, %12
-  %14 = mul nsw i64 %fc1.nb1805, 24
+  %14 = mul nsw i64 %fc1.nb1875, 24
   %15 = add nsw i64 %13, %14
   %16 = add nsw i64 %15, 8
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %16
   %17 = load <8 x float>, ptr %arena8, align 4
-  store <8 x float> %17, ptr %fc1.t182_c0_1, align 32
-  %18 = mul nsw i64 %fc1.mb1816, 4
+  store <8 x float> %17, ptr %fc1.t189_c0_1, align 32
+  %18 = mul nsw i64 %fc1.mb1886, 4
   %19 = mul nsw i64 %18, 64
   %20 = add nsw i64 1413120, %19
-  %21 = mul nsw i64 %fc1.nb1805, 24
+  %21 = mul nsw i64 %fc1.nb1875, 24
   %22 = add nsw i64 %20, %21
   %23 = add nsw i64 %22, 16
   %arena9 = getelementptr inbounds float, ptr %arena, i64 %23
   %24 = load <8 x float>, ptr %arena9, align 4
-  store <8 x float> %24, ptr %fc1.t182_c0_2, align 32
-  %25 = mul nsw i64 %fc1.mb1816, 4
+  store <8 x float> %24, ptr %fc1.t189_c0_2, align 32
+  %25 = mul nsw i64 %fc1.mb1886, 4
   %26 = add nsw i64 %25, 1
   %27 = mul nsw i64 %26, 64
   %28 = add nsw i64 1413120, %27
-  %29 = mul nsw i64 %fc1.nb1805, 24
+  %29 = mul nsw i64 %fc1.nb1875, 24
   %30 = add nsw i64 %28, %29
   %arena10 = getelementptr inbounds float, ptr %arena, i64 %30
   %31 = load <8 x float>, ptr %arena10, align 4
-  store <8 x float> %31, ptr %fc1.t182_c1_0, align 32
-  %32 = mul nsw i64 %fc1.mb1816, 4
+  store <8 x float> %31, ptr %fc1.t189_c1_0, align 32
+  %32 = mul nsw i64 %fc1.mb1886, 4
   %33 = add nsw i64 %32, 1
   %34 = mul nsw i64 %33, 64
   %35 = add nsw i64 1413120, %34
-  %36 = mul nsw i64 %fc1.nb1805, 24
+  %36 = mul nsw i64 %fc1.nb1875, 24
   %37 = add nsw i64 %35, %36
   %38 = add nsw i64 %37, 8
   %arena11 = getelementptr inbounds float, ptr %arena, i64 %38
   %39 = load <8 x float>, ptr %arena11, align 4
-  store <8 x float> %39, ptr %fc1.t182_c1_1, align 32
-  %40 = mul nsw i64 %fc1.mb1816, 4
+  store <8 x float> %39, ptr %fc1.t189_c1_1, align 32
+  %40 = mul nsw i64 %fc1.mb1886, 4
   %41 = add nsw i64 %40, 1
   %42 = mul nsw i64 %41, 64
   %43 = add nsw i64 1413120, %42
-  %44 = mul nsw i64 %fc1.nb1805, 24
+  %44 = mul nsw i64 %fc1.nb1875, 24
   %45 = add nsw i64 %43, %44
   %46 = add nsw i64 %45, 16
   %arena12 = getelementptr inbounds float, ptr %arena, i64 %46
   %47 = load <8 x float>, ptr %arena12, align 4
-  store <8 x float> %47, ptr %fc1.t182_c1_2, align 32
-  %48 = mul nsw i64 %fc1.mb1816, 4
+  store <8 x float> %47, ptr %fc1.t189_c1_2, align 32
+  %48 = mul nsw i64 %fc1.mb1886, 4
   %49 = add nsw i64 %48, 2
   %50 = mul nsw i64 %49, 64
   %51 = add nsw i64 1413120, %50
-  %52 = mul nsw i64 %fc1.nb1805, 24
+  %52 = mul nsw i64 %fc1.nb1875, 24
   %53 = add nsw i64 %51, %52
   %arena13 = getelementptr inbounds float, ptr %arena, i64 %53
   %54 = load <8 x float>, ptr %arena13, align 4
-  store <8 x float> %54, ptr %fc1.t182_c2_0, align 32
-  %55 = mul nsw i64 %fc1.mb1816, 4
+  store <8 x float> %54, ptr %fc1.t189_c2_0, align 32
+  %55 = mul nsw i64 %fc1.mb1886, 4
   %56 = add nsw i64 %55, 2
   %57 = mul nsw i64 %56, 64
   %58 = add nsw i64 1413120, %57
-  %59 = mul nsw i64 %fc1.nb1805, 24
+  %59 = mul nsw i64 %fc1.nb1875, 24
   %60 = add nsw i64 %58, %59
   %61 = add nsw i64 %60, 8
   %arena14 = getelementptr inbounds float, ptr %arena, i64 %61
   %62 = load <8 x float>, ptr %arena14, align 4
-  store <8 x float> %62, ptr %fc1.t182_c2_1, align 32
-  %63 = mul nsw i64 %fc1.mb1816, 4
+  store <8 x float> %62, ptr %fc1.t189_c2_1, align 32
+  %63 = mul nsw i64 %fc1.mb1886, 4
   %64 = add nsw i64 %63, 2
   %65 = mul nsw i64 %64, 64
   %66 = add nsw i64 1413120, %65
-  %67 = mul nsw i64 %fc1.nb1805, 24
+  %67 = mul nsw i64 %fc1.nb1875, 24
   %68 = add nsw i64 %66, %67
   %69 = add nsw i64 %68, 16
   %arena15 = getelementptr inbounds float, ptr %arena, i64 %69
   %70 = load <8 x float>, ptr %arena15, align 4
-  store <8 x float> %70, ptr %fc1.t182_c2_2, align 32
-  %71 = mul nsw i64 %fc1.mb1816, 4
+  store <8 x float> %70, ptr %fc1.t189_c2_2, align 32
+  %71 = mul nsw i64 %fc1.mb1886, 4
   %72 = add nsw i64 %71, 3
   %73 = mul nsw i64 %72, 64
   %74 = add nsw i64 1413120, %73
-  %75 = mul nsw i64 %fc1.nb1805, 24
+  %75 = mul nsw i64 %fc1.nb1875, 24
   %76 = add nsw i64 %74, %75
   %arena16 = getelementptr inbounds float, ptr %arena, i64 %76
   %77 = load <8 x float>, ptr %arena16, align 4
-  store <8 x float> %77, ptr %fc1.t182_c3_0, align 32
-  %78 = mul nsw i64 %fc1.mb1816, 4
+  store <8 x float> %77, ptr %fc1.t189_c3_0, align 32
+  %78 = mul nsw i64 %fc1.mb1886, 4
   %79 = add nsw i64 %78, 3
   %80 = mul nsw i64 %79, 64
   %81 = add nsw i64 1413120, %80
-  %82 = mul nsw i64 %fc1.nb1805, 24
+  %82 = mul nsw i64 %fc1.nb1875, 24
   %83 = add nsw i64 %81, %82
   %84 = add nsw i64 %83, 8
   %arena17 = getelementptr inbounds float, ptr %arena, i64 %84
   %85 = load <8 x float>, ptr %arena17, align 4
-  store <8 x float> %85, ptr %fc1.t182_c3_1, align 32
-  %86 = mul nsw i64 %fc1.mb1816, 4
+  store <8 x float> %85, ptr %fc1.t189_c3_1, align 32
+  %86 = mul nsw i64 %fc1.mb1886, 4
   %87 = add nsw i64 %86, 3
   %88 = mul nsw i64 %87, 64
   %89 = add nsw i64 1413120, %88
-  %90 = mul nsw i64 %fc1.nb1805, 24
+  %90 = mul nsw i64 %fc1.nb1875, 24
   %91 = add nsw i64 %89, %90
   %92 = add nsw i64 %91, 16
   %arena18 = getelementptr inbounds float, ptr %arena, i64 %92
   %93 = load <8 x float>, ptr %arena18, align 4
-  store <8 x float> %93, ptr %fc1.t182_c3_2, align 32
-  br label %fc1.k183
+  store <8 x float> %93, ptr %fc1.t189_c3_2, align 32
+  br label %fc1.k190
 
-fc1.mb181.end:                                    ; preds = %fc1.k183.end
-  %nb180.next = add nsw i64 %fc1.nb1805, 1
-  %94 = icmp slt i64 %nb180.next, 2
-  br i1 %94, label %fc1.nb180, label %fc1.nb180.end
+fc1.mb188.end:                                    ; preds = %fc1.k190.end
+  %nb187.next = add nsw i64 %fc1.nb1875, 1
+  %94 = icmp slt i64 %nb187.next, 2
+  br i1 %94, label %fc1.nb187, label %fc1.nb187.end
 
-fc1.k183:                                         ; preds = %fc1.k183, %fc1.mb181
-  %fc1.k18319 = phi i64 [ 0, %fc1.mb181 ], [ %k183.next, %fc1.k183 ]
-  %95 = mul nsw i64 %fc1.kp1794, 784
-  %96 = add nsw i64 %fc1.k18319, %95
+fc1.k190:                                         ; preds = %fc1.k190, %fc1.mb188
+  %fc1.k19019 = phi i64 [ 0, %fc1.mb188 ], [ %k190.next, %fc1.k190 ]
+  %95 = mul nsw i64 %fc1.kp1864, 784
+  %96 = add nsw i64 %fc1.k19019, %95
   %97 = mul nsw i64 %96, 64
   %98 = add nsw i64 1212416, %97
-  %99 = mul nsw i64 %fc1.nb1805, 24
+  %99 = mul nsw i64 %fc1.nb1875, 24
   %100 = add nsw i64 %98, %99
   %arena20 = getelementptr inbounds float, ptr %arena, i64 %100
   %101 = load <8 x float>, ptr %arena20, align 4
-  store <8 x float> %101, ptr %fc1.t182_b0, align 32
-  %102 = mul nsw i64 %fc1.kp1794, 784
-  %103 = add nsw i64 %fc1.k18319, %102
+  store <8 x float> %101, ptr %fc1.t189_b0, align 32
+  %102 = mul nsw i64 %fc1.kp1864, 784
+  %103 = add nsw i64 %fc1.k19019, %102
   %104 = mul nsw i64 %103, 64
   %105 = add nsw i64 1212416, %104
-  %106 = mul nsw i64 %fc1.nb1805, 24
+  %106 = mul nsw i64 %fc1.nb1875, 24
   %107 = add nsw i64 %105, %106
   %108 = add nsw i64 %107, 8
   %arena21 = getelementptr inbounds float, ptr %arena, i64 %108
   %109 = load <8 x float>, ptr %arena21, align 4
-  store <8 x float> %109, ptr %fc1.t182_b1, align 32
-  %110 = mul nsw i64 %fc1.kp1794, 784
-  %111 = add nsw i64 %fc1.k18319, %110
+  store <8 x float> %109, ptr %fc1.t189_b1, align 32
+  %110 = mul nsw i64 %fc1.kp1864, 784
+  %111 = add nsw i64 %fc1.k19019, %110
   %112 = mul nsw i64 %111, 64
   %113 = add nsw i64 1212416, %112
-  %114 = mul nsw i64 %fc1.nb1805, 24
+  %114 = mul nsw i64 %fc1.nb1875, 24
   %115 = add nsw i64 %113, %114
   %116 = add nsw i64 %115, 16
   %arena22 = getelementptr inbounds float, ptr %arena, i64 %116
   %117 = load <8 x float>, ptr %arena22, align 4
-  store <8 x float> %117, ptr %fc1.t182_b2, align 32
-  %118 = mul nsw i64 %fc1.mb1816, 4
+  store <8 x float> %117, ptr %fc1.t189_b2, align 32
+  %118 = mul nsw i64 %fc1.mb1886, 4
   %119 = mul nsw i64 %118, 3136
   %120 = add nsw i64 18816, %119
-  %121 = mul nsw i64 %fc1.kp1794, 784
-  %122 = add nsw i64 %fc1.k18319, %121
+  %121 = mul nsw i64 %fc1.kp1864, 784
+  %122 = add nsw i64 %fc1.k19019, %121
   %123 = add nsw i64 %120, %122
   %params23 = getelementptr inbounds float, ptr %params, i64 %123
   %124 = load float, ptr %params23, align 4
   %125 = insertelement <8 x float> undef, float %124, i32 0
   %126 = shufflevector <8 x float> %125, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %126, ptr %fc1.t182_a0, align 32
-  %t182_a0 = load <8 x float>, ptr %fc1.t182_a0, align 32
-  %t182_b0 = load <8 x float>, ptr %fc1.t182_b0, align 32
-  %t182_c0_0 = load <8 x float>, ptr %fc1.t182_c0_0, align 32
-  %127 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t182_a0, <8 x float> %t182_b0, <8 x float> %t182_c0_0)
-  store <8 x float> %127, ptr %fc1.t182_c0_0, align 32
-  %t182_a024 = load <8 x float>, ptr %fc1.t182_a0, align 32
-  %t182_b1 = load <8 x float>, ptr %fc1.t182_b1, align 32
-  %t182_c0_1 = load <8 x float>, ptr %fc1.t182_c0_1, align 32
-  %128 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t182_a024, <8 x float> %t182_b1, <8 x float> %t182_c0_1)
-  store <8 x float> %128, ptr %fc1.t182_c0_1, align 32
-  %t182_a025 = load <8 x float>, ptr %fc1.t182_a0, align 32
-  %t182_b2 = load <8 x float>, ptr %fc1.t182_b2, align 32
-  %t182_c0_2 = load <8 x float>, ptr %fc1.t182_c0_2, align 32
-  %129 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t182_a025, <8 x float> %t182_b2, <8 x float> %t182_c0_2)
-  store <8 x float> %129, ptr %fc1.t182_c0_2, align 32
-  %130 = mul nsw i64 %fc1.mb1816, 4
+  store <8 x float> %126, ptr %fc1.t189_a0, align 32
+  %t189_a0 = load <8 x float>, ptr %fc1.t189_a0, align 32
+  %t189_b0 = load <8 x float>, ptr %fc1.t189_b0, align 32
+  %t189_c0_0 = load <8 x float>, ptr %fc1.t189_c0_0, align 32
+  %127 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t189_a0, <8 x float> %t189_b0, <8 x float> %t189_c0_0)
+  store <8 x float> %127, ptr %fc1.t189_c0_0, align 32
+  %t189_a024 = load <8 x float>, ptr %fc1.t189_a0, align 32
+  %t189_b1 = load <8 x float>, ptr %fc1.t189_b1, align 32
+  %t189_c0_1 = load <8 x float>, ptr %fc1.t189_c0_1, align 32
+  %128 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t189_a024, <8 x float> %t189_b1, <8 x float> %t189_c0_1)
+  store <8 x float> %128, ptr %fc1.t189_c0_1, align 32
+  %t189_a025 = load <8 x float>, ptr %fc1.t189_a0, align 32
+  %t189_b2 = load <8 x float>, ptr %fc1.t189_b2, align 32
+  %t189_c0_2 = load <8 x float>, ptr %fc1.t189_c0_2, align 32
+  %129 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t189_a025, <8 x float> %t189_b2, <8 x float> %t189_c0_2)
+  store <8 x float> %129, ptr %fc1.t189_c0_2, align 32
+  %130 = mul nsw i64 %fc1.mb1886, 4
   %131 = add nsw i64 %130, 1
   %132 = mul nsw i64 %131, 3136
   %133 = add nsw i64 18816, %132
-  %134 = mul nsw i64 %fc1.kp1794, 784
-  %135 = add nsw i64 %fc1.k18319, %134
+  %134 = mul nsw i64 %fc1.kp1864, 784
+  %135 = add nsw i64 %fc1.k19019, %134
   %136 = add nsw i64 %133, %135
   %params26 = getelementptr inbounds float, ptr %params, i64 %136
   %137 = load float, ptr %params26, align 4
   %138 = insertelement <8 x float> undef, float %137, i32 0
   %139 = shufflevector <8 x float> %138, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %139, ptr %fc1.t182_a1, align 32
-  %t182_a1 = load <8 x float>, ptr %fc1.t182_a1, align 32
-  %t182_b027 = load <8 x float>, ptr %fc1.t182_b0, align 32
-  %t182_c1_0 = load <8 x float>, ptr %fc1.t182_c1_0, align 32
-  %140 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t182_a1, <8 x float> %t182_b027, <8 x float> %t182_c1_0)
-  store <8 x float> %140, ptr %fc1.t182_c1_0, align 32
-  %t182_a128 = load <8 x float>, ptr %fc1.t182_a1, align 32
-  %t182_b129 = load <8 x float>, ptr %fc1.t182_b1, align 32
-  %t182_c1_1 = load <8 x float>, ptr %fc1.t182_c1_1, align 32
-  %141 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t182_a128, <8 x float> %t182_b129, <8 x float> %t182_c1_1)
-  store <8 x float> %141, ptr %fc1.t182_c1_1, align 32
-  %t182_a130 = load <8 x float>, ptr %fc1.t182_a1, align 32
-  %t182_b231 = load <8 x float>, ptr %fc1.t182_b2, align 32
-  %t182_c1_2 = load <8 x float>, ptr %fc1.t182_c1_2, align 32
-  %142 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t182_a130, <8 x float> %t182_b231, <8 x float> %t182_c1_2)
-  store <8 x float> %142, ptr %fc1.t182_c1_2, align 32
-  %143 = mul nsw i64 %fc1.mb1816, 4
+  store <8 x float> %139, ptr %fc1.t189_a1, align 32
+  %t189_a1 = load <8 x float>, ptr %fc1.t189_a1, align 32
+  %t189_b027 = load <8 x float>, ptr %fc1.t189_b0, align 32
+  %t189_c1_0 = load <8 x float>, ptr %fc1.t189_c1_0, align 32
+  %140 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t189_a1, <8 x float> %t189_b027, <8 x float> %t189_c1_0)
+  store <8 x float> %140, ptr %fc1.t189_c1_0, align 32
+  %t189_a128 = load <8 x float>, ptr %fc1.t189_a1, align 32
+  %t189_b129 = load <8 x float>, ptr %fc1.t189_b1, align 32
+  %t189_c1_1 = load <8 x float>, ptr %fc1.t189_c1_1, align 32
+  %141 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t189_a128, <8 x float> %t189_b129, <8 x float> %t189_c1_1)
+  store <8 x float> %141, ptr %fc1.t189_c1_1, align 32
+  %t189_a130 = load <8 x float>, ptr %fc1.t189_a1, align 32
+  %t189_b231 = load <8 x float>, ptr %fc1.t189_b2, align 32
+  %t189_c1_2 = load <8 x float>, ptr %fc1.t189_c1_2, align 32
+  %142 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t189_a130, <8 x float> %t189_b231, <8 x float> %t189_c1_2)
+  store <8 x float> %142, ptr %fc1.t189_c1_2, align 32
+  %143 = mul nsw i64 %fc1.mb1886, 4
   %144 = add nsw i64 %143, 2
   %145 = mul nsw i64 %144, 3136
   %146 = add nsw i64 18816, %145
-  %147 = mul nsw i64 %fc1.kp1794, 784
-  %148 = add nsw i64 %fc1.k18319, %147
+  %147 = mul nsw i64 %fc1.kp1864, 784
+  %148 = add nsw i64 %fc1.k19019, %147
   %149 = add nsw i64 %146, %148
   %params32 = getelementptr inbounds float, ptr %params, i64 %149
   %150 = load float, ptr %params32, align 4
   %151 = insertelement <8 x float> undef, float %150, i32 0
   %152 = shufflevector <8 x float> %151, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %152, ptr %fc1.t182_a2, align 32
-  %t182_a2 = load <8 x float>, ptr %fc1.t182_a2, align 32
-  %t182_b033 = load <8 x float>, ptr %fc1.t182_b0, align 32
-  %t182_c2_0 = load <8 x float>, ptr %fc1.t182_c2_0, align 32
-  %153 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t182_a2, <8 x float> %t182_b033, <8 x float> %t182_c2_0)
-  store <8 x float> %153, ptr %fc1.t182_c2_0, align 32
-  %t182_a234 = load <8 x float>, ptr %fc1.t182_a2, align 32
-  %t182_b135 = load <8 x float>, ptr %fc1.t182_b1, align 32
-  %t182_c2_1 = load <8 x float>, ptr %fc1.t182_c2_1, align 32
-  %154 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t182_a234, <8 x float> %t182_b135, <8 x float> %t182_c2_1)
-  store <8 x float> %154, ptr %fc1.t182_c2_1, align 32
-  %t182_a236 = load <8 x float>, ptr %fc1.t182_a2, align 32
-  %t182_b237 = load <8 x float>, ptr %fc1.t182_b2, align 32
-  %t182_c2_2 = load <8 x float>, ptr %fc1.t182_c2_2, align 32
-  %155 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t182_a236, <8 x float> %t182_b237, <8 x float> %t182_c2_2)
-  store <8 x float> %155, ptr %fc1.t182_c2_2, align 32
-  %156 = mul nsw i64 %fc1.mb1816, 4
+  store <8 x float> %152, ptr %fc1.t189_a2, align 32
+  %t189_a2 = load <8 x float>, ptr %fc1.t189_a2, align 32
+  %t189_b033 = load <8 x float>, ptr %fc1.t189_b0, align 32
+  %t189_c2_0 = load <8 x float>, ptr %fc1.t189_c2_0, align 32
+  %153 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t189_a2, <8 x float> %t189_b033, <8 x float> %t189_c2_0)
+  store <8 x float> %153, ptr %fc1.t189_c2_0, align 32
+  %t189_a234 = load <8 x float>, ptr %fc1.t189_a2, align 32
+  %t189_b135 = load <8 x float>, ptr %fc1.t189_b1, align 32
+  %t189_c2_1 = load <8 x float>, ptr %fc1.t189_c2_1, align 32
+  %154 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t189_a234, <8 x float> %t189_b135, <8 x float> %t189_c2_1)
+  store <8 x float> %154, ptr %fc1.t189_c2_1, align 32
+  %t189_a236 = load <8 x float>, ptr %fc1.t189_a2, align 32
+  %t189_b237 = load <8 x float>, ptr %fc1.t189_b2, align 32
+  %t189_c2_2 = load <8 x float>, ptr %fc1.t189_c2_2, align 32
+  %155 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t189_a236, <8 x float> %t189_b237, <8 x float> %t189_c2_2)
+  store <8 x float> %155, ptr %fc1.t189_c2_2, align 32
+  %156 = mul nsw i64 %fc1.mb1886, 4
   %157 = add nsw i64 %156, 3
   %158 = mul nsw i64 %157, 3136
   %159 = add nsw i64 18816, %158
-  %160 = mul nsw i64 %fc1.kp1794, 784
-  %161 = add nsw i64 %fc1.k18319, %160
+  %160 = mul nsw i64 %fc1.kp1864, 784
+  %161 = add nsw i64 %fc1.k19019, %160
   %162 = add nsw i64 %159, %161
   %params38 = getelementptr inbounds float, ptr %params, i64 %162
   %163 = load float, ptr %params38, align 4
   %164 = insertelement <8 x float> undef, float %163, i32 0
   %165 = shufflevector <8 x float> %164, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %165, ptr %fc1.t182_a3, align 32
-  %t182_a3 = load <8 x float>, ptr %fc1.t182_a3, align 32
-  %t182_b039 = load <8 x float>, ptr %fc1.t182_b0, align 32
-  %t182_c3_0 = load <8 x float>, ptr %fc1.t182_c3_0, align 32
-  %166 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t182_a3, <8 x float> %t182_b039, <8 x float> %t182_c3_0)
-  store <8 x float> %166, ptr %fc1.t182_c3_0, align 32
-  %t182_a340 = load <8 x float>, ptr %fc1.t182_a3, align 32
-  %t182_b141 = load <8 x float>, ptr %fc1.t182_b1, align 32
-  %t182_c3_1 = load <8 x float>, ptr %fc1.t182_c3_1, align 32
-  %167 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t182_a340, <8 x float> %t182_b141, <8 x float> %t182_c3_1)
-  store <8 x float> %167, ptr %fc1.t182_c3_1, align 32
-  %t182_a342 = load <8 x float>, ptr %fc1.t182_a3, align 32
-  %t182_b243 = load <8 x float>, ptr %fc1.t182_b2, align 32
-  %t182_c3_2 = load <8 x float>, ptr %fc1.t182_c3_2, align 32
-  %168 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t182_a342, <8 x float> %t182_b243, <8 x float> %t182_c3_2)
-  store <8 x float> %168, ptr %fc1.t182_c3_2, align 32
-  %k183.next = add nsw i64 %fc1.k18319, 1
-  %169 = icmp slt i64 %k183.next, 784
-  br i1 %169, label %fc1.k183, label %fc1.k183.end
+  store <8 x float> %165, ptr %fc1.t189_a3, align 32
+  %t189_a3 = load <8 x float>, ptr %fc1.t189_a3, align 32
+  %t189_b039 = load <8 x float>, ptr %fc1.t189_b0, align 32
+  %t189_c3_0 = load <8 x float>, ptr %fc1.t189_c3_0, align 32
+  %166 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t189_a3, <8 x float> %t189_b039, <8 x float> %t189_c3_0)
+  store <8 x float> %166, ptr %fc1.t189_c3_0, align 32
+  %t189_a340 = load <8 x float>, ptr %fc1.t189_a3, align 32
+  %t189_b141 = load <8 x float>, ptr %fc1.t189_b1, align 32
+  %t189_c3_1 = load <8 x float>, ptr %fc1.t189_c3_1, align 32
+  %167 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t189_a340, <8 x float> %t189_b141, <8 x float> %t189_c3_1)
+  store <8 x float> %167, ptr %fc1.t189_c3_1, align 32
+  %t189_a342 = load <8 x float>, ptr %fc1.t189_a3, align 32
+  %t189_b243 = load <8 x float>, ptr %fc1.t189_b2, align 32
+  %t189_c3_2 = load <8 x float>, ptr %fc1.t189_c3_2, align 32
+  %168 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t189_a342, <8 x float> %t189_b243, <8 x float> %t189_c3_2)
+  store <8 x float> %168, ptr %fc1.t189_c3_2, align 32
+  %k190.next = add nsw i64 %fc1.k19019, 1
+  %169 = icmp slt i64 %k190.next, 784
+  br i1 %169, label %fc1.k190, label %fc1.k190.end
 
-fc1.k183.end:                                     ; preds = %fc1.k183
-  %t182_c0_044 = load <8 x float>, ptr %fc1.t182_c0_0, align 32
-  %170 = mul nsw i64 %fc1.mb1816, 4
+fc1.k190.end:                                     ; preds = %fc1.k190
+  %t189_c0_044 = load <8 x float>, ptr %fc1.t189_c0_0, align 32
+  %170 = mul nsw i64 %fc1.mb1886, 4
   %171 = mul nsw i64 %170, 64
   %172 = add nsw i64 1413120, %171
-  %173 = mul nsw i64 %fc1.nb1805, 24
+  %173 = mul nsw i64 %fc1.nb1875, 24
   %174 = add nsw i64 %172, %173
   %arena45 = getelementptr inbounds float, ptr %arena, i64 %174
-  store <8 x float> %t182_c0_044, ptr %arena45, align 4
-  %t182_c0_146 = load <8 x float>, ptr %fc1.t182_c0_1, align 32
-  %175 = mul nsw i64 %fc1.mb1816, 4
+  store <8 x float> %t189_c0_044, ptr %arena45, align 4
+  %t189_c0_146 = load <8 x float>, ptr %fc1.t189_c0_1, align 32
+  %175 = mul nsw i64 %fc1.mb1886, 4
   %176 = mul nsw i64 %175, 64
   %177 = add nsw i64 1413120, %176
-  %178 = mul nsw i64 %fc1.nb1805, 24
+  %178 = mul nsw i64 %fc1.nb1875, 24
   %179 = add nsw i64 %177, %178
   %180 = add nsw i64 %179, 8
   %arena47 = getelementptr inbounds float, ptr %arena, i64 %180
-  store <8 x float> %t182_c0_146, ptr %arena47, align 4
-  %t182_c0_248 = load <8 x float>, ptr %fc1.t182_c0_2, align 32
-  %181 = mul nsw i64 %fc1.mb1816, 4
+  store <8 x float> %t189_c0_146, ptr %arena47, align 4
+  %t189_c0_248 = load <8 x float>, ptr %fc1.t189_c0_2, align 32
+  %181 = mul nsw i64 %fc1.mb1886, 4
   %182 = mul nsw i64 %181, 64
   %183 = add nsw i64 1413120, %182
-  %184 = mul nsw i64 %fc1.nb1805, 24
+  %184 = mul nsw i64 %fc1.nb1875, 24
   %185 = add nsw i64 %183, %184
   %186 = add nsw i64 %185, 16
   %arena49 = getelementptr inbounds float, ptr %arena, i64 %186
-  store <8 x float> %t182_c0_248, ptr %arena49, align 4
-  %t182_c1_050 = load <8 x float>, ptr %fc1.t182_c1_0, align 32
-  %187 = mul nsw i64 %fc1.mb1816, 4
+  store <8 x float> %t189_c0_248, ptr %arena49, align 4
+  %t189_c1_050 = load <8 x float>, ptr %fc1.t189_c1_0, align 32
+  %187 = mul nsw i64 %fc1.mb1886, 4
   %188 = add nsw i64 %187, 1
   %189 = mul nsw i64 %188, 64
   %190 = add nsw i64 1413120, %189
-  %191 = mul nsw i64 %fc1.nb1805, 24
+  %191 = mul nsw i64 %fc1.nb1875, 24
   %192 = add nsw i64 %190, %191
   %arena51 = getelementptr inbounds float, ptr %arena, i64 %192
-  store <8 x float> %t182_c1_050, ptr %arena51, align 4
-  %t182_c1_152 = load <8 x float>, ptr %fc1.t182_c1_1, align 32
-  %193 = mul nsw i64 %fc1.mb1816, 4
+  store <8 x float> %t189_c1_050, ptr %arena51, align 4
+  %t189_c1_152 = load <8 x float>, ptr %fc1.t189_c1_1, align 32
+  %193 = mul nsw i64 %fc1.mb1886, 4
   %194 = add nsw i64 %193, 1
   %195 = mul nsw i64 %194, 64
   %196 = add nsw i64 1413120, %195
-  %197 = mul nsw i64 %fc1.nb1805, 24
+  %197 = mul nsw i64 %fc1.nb1875, 24
   %198 = add nsw i64 %196, %197
   %199 = add nsw i64 %198, 8
   %arena53 = getelementptr inbounds float, ptr %arena, i64 %199
-  store <8 x float> %t182_c1_152, ptr %arena53, align 4
-  %t182_c1_254 = load <8 x float>, ptr %fc1.t182_c1_2, align 32
-  %200 = mul nsw i64 %fc1.mb1816, 4
+  store <8 x float> %t189_c1_152, ptr %arena53, align 4
+  %t189_c1_254 = load <8 x float>, ptr %fc1.t189_c1_2, align 32
+  %200 = mul nsw i64 %fc1.mb1886, 4
   %201 = add nsw i64 %200, 1
   %202 = mul nsw i64 %201, 64
   %203 = add nsw i64 1413120, %202
-  %204 = mul nsw i64 %fc1.nb1805, 24
+  %204 = mul nsw i64 %fc1.nb1875, 24
   %205 = add nsw i64 %203, %204
   %206 = add nsw i64 %205, 16
   %arena55 = getelementptr inbounds float, ptr %arena, i64 %206
-  store <8 x float> %t182_c1_254, ptr %arena55, align 4
-  %t182_c2_056 = load <8 x float>, ptr %fc1.t182_c2_0, align 32
-  %207 = mul nsw i64 %fc1.mb1816, 4
+  store <8 x float> %t189_c1_254, ptr %arena55, align 4
+  %t189_c2_056 = load <8 x float>, ptr %fc1.t189_c2_0, align 32
+  %207 = mul nsw i64 %fc1.mb1886, 4
   %208 = add nsw i64 %207, 2
   %209 = mul nsw i64 %208, 64
   %210 = add nsw i64 1413120, %209
-  %211 = mul nsw i64 %fc1.nb1805, 24
+  %211 = mul nsw i64 %fc1.nb1875, 24
   %212 = add nsw i64 %210, %211
   %arena57 = getelementptr inbounds float, ptr %arena, i64 %212
-  store <8 x float> %t182_c2_056, ptr %arena57, align 4
-  %t182_c2_158 = load <8 x float>, ptr %fc1.t182_c2_1, align 32
-  %213 = mul nsw i64 %fc1.mb1816, 4
+  store <8 x float> %t189_c2_056, ptr %arena57, align 4
+  %t189_c2_158 = load <8 x float>, ptr %fc1.t189_c2_1, align 32
+  %213 = mul nsw i64 %fc1.mb1886, 4
   %214 = add nsw i64 %213, 2
   %215 = mul nsw i64 %214, 64
   %216 = add nsw i64 1413120, %215
-  %217 = mul nsw i64 %fc1.nb1805, 24
+  %217 = mul nsw i64 %fc1.nb1875, 24
   %218 = add nsw i64 %216, %217
   %219 = add nsw i64 %218, 8
   %arena59 = getelementptr inbounds float, ptr %arena, i64 %219
-  store <8 x float> %t182_c2_158, ptr %arena59, align 4
-  %t182_c2_260 = load <8 x float>, ptr %fc1.t182_c2_2, align 32
-  %220 = mul nsw i64 %fc1.mb1816, 4
+  store <8 x float> %t189_c2_158, ptr %arena59, align 4
+  %t189_c2_260 = load <8 x float>, ptr %fc1.t189_c2_2, align 32
+  %220 = mul nsw i64 %fc1.mb1886, 4
   %221 = add nsw i64 %220, 2
   %222 = mul nsw i64 %221, 64
   %223 = add nsw i64 1413120, %222
-  %224 = mul nsw i64 %fc1.nb1805, 24
+  %224 = mul nsw i64 %fc1.nb1875, 24
   %225 = add nsw i64 %223, %224
   %226 = add nsw i64 %225, 16
   %arena61 = getelementptr inbounds float, ptr %arena, i64 %226
-  store <8 x float> %t182_c2_260, ptr %arena61, align 4
-  %t182_c3_062 = load <8 x float>, ptr %fc1.t182_c3_0, align 32
-  %227 = mul nsw i64 %fc1.mb1816, 4
+  store <8 x float> %t189_c2_260, ptr %arena61, align 4
+  %t189_c3_062 = load <8 x float>, ptr %fc1.t189_c3_0, align 32
+  %227 = mul nsw i64 %fc1.mb1886, 4
   %228 = add nsw i64 %227, 3
   %229 = mul nsw i64 %228, 64
   %230 = add nsw i64 1413120, %229
-  %231 = mul nsw i64 %fc1.nb1805, 24
+  %231 = mul nsw i64 %fc1.nb1875, 24
   %232 = add nsw i64 %230, %231
   %arena63 = getelementptr inbounds float, ptr %arena, i64 %232
-  store <8 x float> %t182_c3_062, ptr %arena63, align 4
-  %t182_c3_164 = load <8 x float>, ptr %fc1.t182_c3_1, align 32
-  %233 = mul nsw i64 %fc1.mb1816, 4
+  store <8 x float> %t189_c3_062, ptr %arena63, align 4
+  %t189_c3_164 = load <8 x float>, ptr %fc1.t189_c3_1, align 32
+  %233 = mul nsw i64 %fc1.mb1886, 4
   %234 = add nsw i64 %233, 3
   %235 = mul nsw i64 %234, 64
   %236 = add nsw i64 1413120, %235
-  %237 = mul nsw i64 %fc1.nb1805, 24
+  %237 = mul nsw i64 %fc1.nb1875, 24
   %238 = add nsw i64 %236, %237
   %239 = add nsw i64 %238, 8
   %arena65 = getelementptr inbounds float, ptr %arena, i64 %239
-  store <8 x float> %t182_c3_164, ptr %arena65, align 4
-  %t182_c3_266 = load <8 x float>, ptr %fc1.t182_c3_2, align 32
-  %240 = mul nsw i64 %fc1.mb1816, 4
+  store <8 x float> %t189_c3_164, ptr %arena65, align 4
+  %t189_c3_266 = load <8 x float>, ptr %fc1.t189_c3_2, align 32
+  %240 = mul nsw i64 %fc1.mb1886, 4
   %241 = add nsw i64 %240, 3
   %242 = mul nsw i64 %241, 64
   %243 = add nsw i64 1413120, %242
-  %244 = mul nsw i64 %fc1.nb1805, 24
+  %244 = mul nsw i64 %fc1.nb1875, 24
   %245 = add nsw i64 %243, %244
   %246 = add nsw i64 %245, 16
   %arena67 = getelementptr inbounds float, ptr %arena, i64 %246
-  store <8 x float> %t182_c3_266, ptr %arena67, align 4
-  %mb181.next = add nsw i64 %fc1.mb1816, 1
-  %247 = icmp slt i64 %mb181.next, 32
-  br i1 %247, label %fc1.mb181, label %fc1.mb181.end
+  store <8 x float> %t189_c3_266, ptr %arena67, align 4
+  %mb188.next = add nsw i64 %fc1.mb1886, 1
+  %247 = icmp slt i64 %mb188.next, 32
+  br i1 %247, label %fc1.mb188, label %fc1.mb188.end
 
-fc1.mb184:                                        ; preds = %fc1.k186.end, %fc1.nb180.end
-  %fc1.mb18468 = phi i64 [ 0, %fc1.nb180.end ], [ %mb184.next, %fc1.k186.end ]
-  %248 = mul nsw i64 %fc1.mb18468, 4
+fc1.mb191:                                        ; preds = %fc1.k193.end, %fc1.nb187.end
+  %fc1.mb19168 = phi i64 [ 0, %fc1.nb187.end ], [ %mb191.next, %fc1.k193.end ]
+  %248 = mul nsw i64 %fc1.mb19168, 4
   %249 = mul nsw i64 %248, 64
   %250 = add nsw i64 1413120, %249
   %251 = add nsw i64 %250, 48
   %arena69 = getelementptr inbounds float, ptr %arena, i64 %251
   %252 = load <8 x float>, ptr %arena69, align 4
-  store <8 x float> %252, ptr %fc1.t185_c0_0, align 32
-  %253 = mul nsw i64 %fc1.mb18468, 4
+  store <8 x float> %252, ptr %fc1.t192_c0_0, align 32
+  %253 = mul nsw i64 %fc1.mb19168, 4
   %254 = mul nsw i64 %253, 64
   %255 = add nsw i64 1413120, %254
   %256 = add nsw i64 %255, 48
   %257 = add nsw i64 %256, 8
   %arena70 = getelementptr inbounds float, ptr %arena, i64 %257
   %258 = load <8 x float>, ptr %arena70, align 4
-  store <8 x float> %258, ptr %fc1.t185_c0_1, align 32
-  %259 = mul nsw i64 %fc1.mb18468, 4
+  store <8 x float> %258, ptr %fc1.t192_c0_1, align 32
+  %259 = mul nsw i64 %fc1.mb19168, 4
   %260 = add nsw i64 %259, 1
   %261 = mul nsw i64 %260, 64
   %262 = add nsw i64 1413120, %261
   %263 = add nsw i64 %262, 48
   %arena71 = getelementptr inbounds float, ptr %arena, i64 %263
   %264 = load <8 x float>, ptr %arena71, align 4
-  store <8 x float> %264, ptr %fc1.t185_c1_0, align 32
-  %265 = mul nsw i64 %fc1.mb18468, 4
+  store <8 x float> %264, ptr %fc1.t192_c1_0, align 32
+  %265 = mul nsw i64 %fc1.mb19168, 4
   %266 = add nsw i64 %265, 1
   %267 = mul nsw i64 %266, 64
   %268 = add nsw i64 1413120, %267
@@ -4800,16 +5284,16 @@ fc1.mb184:                                        ; preds = %fc1.k186.end, %fc1.
   %270 = add nsw i64 %269, 8
   %arena72 = getelementptr inbounds float, ptr %arena, i64 %270
   %271 = load <8 x float>, ptr %arena72, align 4
-  store <8 x float> %271, ptr %fc1.t185_c1_1, align 32
-  %272 = mul nsw i64 %fc1.mb18468, 4
+  store <8 x float> %271, ptr %fc1.t192_c1_1, align 32
+  %272 = mul nsw i64 %fc1.mb19168, 4
   %273 = add nsw i64 %272, 2
   %274 = mul nsw i64 %273, 64
   %275 = add nsw i64 1413120, %274
   %276 = add nsw i64 %275, 48
   %arena73 = getelementptr inbounds float, ptr %arena, i64 %276
   %277 = load <8 x float>, ptr %arena73, align 4
-  store <8 x float> %277, ptr %fc1.t185_c2_0, align 32
-  %278 = mul nsw i64 %fc1.mb18468, 4
+  store <8 x float> %277, ptr %fc1.t192_c2_0, align 32
+  %278 = mul nsw i64 %fc1.mb19168, 4
   %279 = add nsw i64 %278, 2
   %280 = mul nsw i64 %279, 64
   %281 = add nsw i64 1413120, %280
@@ -4817,16 +5301,16 @@ fc1.mb184:                                        ; preds = %fc1.k186.end, %fc1.
   %283 = add nsw i64 %282, 8
   %arena74 = getelementptr inbounds float, ptr %arena, i64 %283
   %284 = load <8 x float>, ptr %arena74, align 4
-  store <8 x float> %284, ptr %fc1.t185_c2_1, align 32
-  %285 = mul nsw i64 %fc1.mb18468, 4
+  store <8 x float> %284, ptr %fc1.t192_c2_1, align 32
+  %285 = mul nsw i64 %fc1.mb19168, 4
   %286 = add nsw i64 %285, 3
   %287 = mul nsw i64 %286, 64
   %288 = add nsw i64 1413120, %287
   %289 = add nsw i64 %288, 48
   %arena75 = getelementptr inbounds float, ptr %arena, i64 %289
   %290 = load <8 x float>, ptr %arena75, align 4
-  store <8 x float> %290, ptr %fc1.t185_c3_0, align 32
-  %291 = mul nsw i64 %fc1.mb18468, 4
+  store <8 x float> %290, ptr %fc1.t192_c3_0, align 32
+  %291 = mul nsw i64 %fc1.mb19168, 4
   %292 = add nsw i64 %291, 3
   %293 = mul nsw i64 %292, 64
   %294 = add nsw i64 1413120, %293
@@ -4834,198 +5318,198 @@ fc1.mb184:                                        ; preds = %fc1.k186.end, %fc1.
   %296 = add nsw i64 %295, 8
   %arena76 = getelementptr inbounds float, ptr %arena, i64 %296
   %297 = load <8 x float>, ptr %arena76, align 4
-  store <8 x float> %297, ptr %fc1.t185_c3_1, align 32
-  br label %fc1.k186
+  store <8 x float> %297, ptr %fc1.t192_c3_1, align 32
+  br label %fc1.k193
 
-fc1.mb184.end:                                    ; preds = %fc1.k186.end
-  %kp179.next = add nsw i64 %fc1.kp1794, 1
-  %298 = icmp slt i64 %kp179.next, 4
-  br i1 %298, label %fc1.kp179, label %fc1.kp179.end
+fc1.mb191.end:                                    ; preds = %fc1.k193.end
+  %kp186.next = add nsw i64 %fc1.kp1864, 1
+  %298 = icmp slt i64 %kp186.next, 4
+  br i1 %298, label %fc1.kp186, label %fc1.kp186.end
 
-fc1.k186:                                         ; preds = %fc1.k186, %fc1.mb184
-  %fc1.k18677 = phi i64 [ 0, %fc1.mb184 ], [ %k186.next, %fc1.k186 ]
-  %299 = mul nsw i64 %fc1.kp1794, 784
-  %300 = add nsw i64 %fc1.k18677, %299
+fc1.k193:                                         ; preds = %fc1.k193, %fc1.mb191
+  %fc1.k19377 = phi i64 [ 0, %fc1.mb191 ], [ %k193.next, %fc1.k193 ]
+  %299 = mul nsw i64 %fc1.kp1864, 784
+  %300 = add nsw i64 %fc1.k19377, %299
   %301 = mul nsw i64 %300, 64
   %302 = add nsw i64 1212416, %301
   %303 = add nsw i64 %302, 48
   %arena78 = getelementptr inbounds float, ptr %arena, i64 %303
   %304 = load <8 x float>, ptr %arena78, align 4
-  store <8 x float> %304, ptr %fc1.t185_b0, align 32
-  %305 = mul nsw i64 %fc1.kp1794, 784
-  %306 = add nsw i64 %fc1.k18677, %305
+  store <8 x float> %304, ptr %fc1.t192_b0, align 32
+  %305 = mul nsw i64 %fc1.kp1864, 784
+  %306 = add nsw i64 %fc1.k19377, %305
   %307 = mul nsw i64 %306, 64
   %308 = add nsw i64 1212416, %307
   %309 = add nsw i64 %308, 48
   %310 = add nsw i64 %309, 8
   %arena79 = getelementptr inbounds float, ptr %arena, i64 %310
   %311 = load <8 x float>, ptr %arena79, align 4
-  store <8 x float> %311, ptr %fc1.t185_b1, align 32
-  %312 = mul nsw i64 %fc1.mb18468, 4
+  store <8 x float> %311, ptr %fc1.t192_b1, align 32
+  %312 = mul nsw i64 %fc1.mb19168, 4
   %313 = mul nsw i64 %312, 3136
   %314 = add nsw i64 18816, %313
-  %315 = mul nsw i64 %fc1.kp1794, 784
-  %316 = add nsw i64 %fc1.k18677, %315
+  %315 = mul nsw i64 %fc1.kp1864, 784
+  %316 = add nsw i64 %fc1.k19377, %315
   %317 = add nsw i64 %314, %316
   %params80 = getelementptr inbounds float, ptr %params, i64 %317
   %318 = load float, ptr %params80, align 4
   %319 = insertelement <8 x float> undef, float %318, i32 0
   %320 = shufflevector <8 x float> %319, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %320, ptr %fc1.t185_a0, align 32
-  %t185_a0 = load <8 x float>, ptr %fc1.t185_a0, align 32
-  %t185_b0 = load <8 x float>, ptr %fc1.t185_b0, align 32
-  %t185_c0_0 = load <8 x float>, ptr %fc1.t185_c0_0, align 32
-  %321 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t185_a0, <8 x float> %t185_b0, <8 x float> %t185_c0_0)
-  store <8 x float> %321, ptr %fc1.t185_c0_0, align 32
-  %t185_a081 = load <8 x float>, ptr %fc1.t185_a0, align 32
-  %t185_b1 = load <8 x float>, ptr %fc1.t185_b1, align 32
-  %t185_c0_1 = load <8 x float>, ptr %fc1.t185_c0_1, align 32
-  %322 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t185_a081, <8 x float> %t185_b1, <8 x float> %t185_c0_1)
-  store <8 x float> %322, ptr %fc1.t185_c0_1, align 32
-  %323 = mul nsw i64 %fc1.mb18468, 4
+  store <8 x float> %320, ptr %fc1.t192_a0, align 32
+  %t192_a0 = load <8 x float>, ptr %fc1.t192_a0, align 32
+  %t192_b0 = load <8 x float>, ptr %fc1.t192_b0, align 32
+  %t192_c0_0 = load <8 x float>, ptr %fc1.t192_c0_0, align 32
+  %321 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t192_a0, <8 x float> %t192_b0, <8 x float> %t192_c0_0)
+  store <8 x float> %321, ptr %fc1.t192_c0_0, align 32
+  %t192_a081 = load <8 x float>, ptr %fc1.t192_a0, align 32
+  %t192_b1 = load <8 x float>, ptr %fc1.t192_b1, align 32
+  %t192_c0_1 = load <8 x float>, ptr %fc1.t192_c0_1, align 32
+  %322 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t192_a081, <8 x float> %t192_b1, <8 x float> %t192_c0_1)
+  store <8 x float> %322, ptr %fc1.t192_c0_1, align 32
+  %323 = mul nsw i64 %fc1.mb19168, 4
   %324 = add nsw i64 %323, 1
   %325 = mul nsw i64 %324, 3136
   %326 = add nsw i64 18816, %325
-  %327 = mul nsw i64 %fc1.kp1794, 784
-  %328 = add nsw i64 %fc1.k18677, %327
+  %327 = mul nsw i64 %fc1.kp1864, 784
+  %328 = add nsw i64 %fc1.k19377, %327
   %329 = add nsw i64 %326, %328
   %params82 = getelementptr inbounds float, ptr %params, i64 %329
   %330 = load float, ptr %params82, align 4
   %331 = insertelement <8 x float> undef, float %330, i32 0
   %332 = shufflevector <8 x float> %331, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %332, ptr %fc1.t185_a1, align 32
-  %t185_a1 = load <8 x float>, ptr %fc1.t185_a1, align 32
-  %t185_b083 = load <8 x float>, ptr %fc1.t185_b0, align 32
-  %t185_c1_0 = load <8 x float>, ptr %fc1.t185_c1_0, align 32
-  %333 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t185_a1, <8 x float> %t185_b083, <8 x float> %t185_c1_0)
-  store <8 x float> %333, ptr %fc1.t185_c1_0, align 32
-  %t185_a184 = load <8 x float>, ptr %fc1.t185_a1, align 32
-  %t185_b185 = load <8 x float>, ptr %fc1.t185_b1, align 32
-  %t185_c1_1 = load <8 x float>, ptr %fc1.t185_c1_1, align 32
-  %334 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t185_a184, <8 x float> %t185_b185, <8 x float> %t185_c1_1)
-  store <8 x float> %334, ptr %fc1.t185_c1_1, align 32
-  %335 = mul nsw i64 %fc1.mb18468, 4
+  store <8 x float> %332, ptr %fc1.t192_a1, align 32
+  %t192_a1 = load <8 x float>, ptr %fc1.t192_a1, align 32
+  %t192_b083 = load <8 x float>, ptr %fc1.t192_b0, align 32
+  %t192_c1_0 = load <8 x float>, ptr %fc1.t192_c1_0, align 32
+  %333 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t192_a1, <8 x float> %t192_b083, <8 x float> %t192_c1_0)
+  store <8 x float> %333, ptr %fc1.t192_c1_0, align 32
+  %t192_a184 = load <8 x float>, ptr %fc1.t192_a1, align 32
+  %t192_b185 = load <8 x float>, ptr %fc1.t192_b1, align 32
+  %t192_c1_1 = load <8 x float>, ptr %fc1.t192_c1_1, align 32
+  %334 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t192_a184, <8 x float> %t192_b185, <8 x float> %t192_c1_1)
+  store <8 x float> %334, ptr %fc1.t192_c1_1, align 32
+  %335 = mul nsw i64 %fc1.mb19168, 4
   %336 = add nsw i64 %335, 2
   %337 = mul nsw i64 %336, 3136
   %338 = add nsw i64 18816, %337
-  %339 = mul nsw i64 %fc1.kp1794, 784
-  %340 = add nsw i64 %fc1.k18677, %339
+  %339 = mul nsw i64 %fc1.kp1864, 784
+  %340 = add nsw i64 %fc1.k19377, %339
   %341 = add nsw i64 %338, %340
   %params86 = getelementptr inbounds float, ptr %params, i64 %341
   %342 = load float, ptr %params86, align 4
   %343 = insertelement <8 x float> undef, float %342, i32 0
   %344 = shufflevector <8 x float> %343, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %344, ptr %fc1.t185_a2, align 32
-  %t185_a2 = load <8 x float>, ptr %fc1.t185_a2, align 32
-  %t185_b087 = load <8 x float>, ptr %fc1.t185_b0, align 32
-  %t185_c2_0 = load <8 x float>, ptr %fc1.t185_c2_0, align 32
-  %345 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t185_a2, <8 x float> %t185_b087, <8 x float> %t185_c2_0)
-  store <8 x float> %345, ptr %fc1.t185_c2_0, align 32
-  %t185_a288 = load <8 x float>, ptr %fc1.t185_a2, align 32
-  %t185_b189 = load <8 x float>, ptr %fc1.t185_b1, align 32
-  %t185_c2_1 = load <8 x float>, ptr %fc1.t185_c2_1, align 32
-  %346 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t185_a288, <8 x float> %t185_b189, <8 x float> %t185_c2_1)
-  store <8 x float> %346, ptr %fc1.t185_c2_1, align 32
-  %347 = mul nsw i64 %fc1.mb18468, 4
+  store <8 x float> %344, ptr %fc1.t192_a2, align 32
+  %t192_a2 = load <8 x float>, ptr %fc1.t192_a2, align 32
+  %t192_b087 = load <8 x float>, ptr %fc1.t192_b0, align 32
+  %t192_c2_0 = load <8 x float>, ptr %fc1.t192_c2_0, align 32
+  %345 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t192_a2, <8 x float> %t192_b087, <8 x float> %t192_c2_0)
+  store <8 x float> %345, ptr %fc1.t192_c2_0, align 32
+  %t192_a288 = load <8 x float>, ptr %fc1.t192_a2, align 32
+  %t192_b189 = load <8 x float>, ptr %fc1.t192_b1, align 32
+  %t192_c2_1 = load <8 x float>, ptr %fc1.t192_c2_1, align 32
+  %346 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t192_a288, <8 x float> %t192_b189, <8 x float> %t192_c2_1)
+  store <8 x float> %346, ptr %fc1.t192_c2_1, align 32
+  %347 = mul nsw i64 %fc1.mb19168, 4
   %348 = add nsw i64 %347, 3
   %349 = mul nsw i64 %348, 3136
   %350 = add nsw i64 18816, %349
-  %351 = mul nsw i64 %fc1.kp1794, 784
-  %352 = add nsw i64 %fc1.k18677, %351
+  %351 = mul nsw i64 %fc1.kp1864, 784
+  %352 = add nsw i64 %fc1.k19377, %351
   %353 = add nsw i64 %350, %352
   %params90 = getelementptr inbounds float, ptr %params, i64 %353
   %354 = load float, ptr %params90, align 4
   %355 = insertelement <8 x float> undef, float %354, i32 0
   %356 = shufflevector <8 x float> %355, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %356, ptr %fc1.t185_a3, align 32
-  %t185_a3 = load <8 x float>, ptr %fc1.t185_a3, align 32
-  %t185_b091 = load <8 x float>, ptr %fc1.t185_b0, align 32
-  %t185_c3_0 = load <8 x float>, ptr %fc1.t185_c3_0, align 32
-  %357 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t185_a3, <8 x float> %t185_b091, <8 x float> %t185_c3_0)
-  store <8 x float> %357, ptr %fc1.t185_c3_0, align 32
-  %t185_a392 = load <8 x float>, ptr %fc1.t185_a3, align 32
-  %t185_b193 = load <8 x float>, ptr %fc1.t185_b1, align 32
-  %t185_c3_1 = load <8 x float>, ptr %fc1.t185_c3_1, align 32
-  %358 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t185_a392, <8 x float> %t185_b193, <8 x float> %t185_c3_1)
-  store <8 x float> %358, ptr %fc1.t185_c3_1, align 32
-  %k186.next = add nsw i64 %fc1.k18677, 1
-  %359 = icmp slt i64 %k186.next, 784
-  br i1 %359, label %fc1.k186, label %fc1.k186.end
+  store <8 x float> %356, ptr %fc1.t192_a3, align 32
+  %t192_a3 = load <8 x float>, ptr %fc1.t192_a3, align 32
+  %t192_b091 = load <8 x float>, ptr %fc1.t192_b0, align 32
+  %t192_c3_0 = load <8 x float>, ptr %fc1.t192_c3_0, align 32
+  %357 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t192_a3, <8 x float> %t192_b091, <8 x float> %t192_c3_0)
+  store <8 x float> %357, ptr %fc1.t192_c3_0, align 32
+  %t192_a392 = load <8 x float>, ptr %fc1.t192_a3, align 32
+  %t192_b193 = load <8 x float>, ptr %fc1.t192_b1, align 32
+  %t192_c3_1 = load <8 x float>, ptr %fc1.t192_c3_1, align 32
+  %358 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t192_a392, <8 x float> %t192_b193, <8 x float> %t192_c3_1)
+  store <8 x float> %358, ptr %fc1.t192_c3_1, align 32
+  %k193.next = add nsw i64 %fc1.k19377, 1
+  %359 = icmp slt i64 %k193.next, 784
+  br i1 %359, label %fc1.k193, label %fc1.k193.end
 
-fc1.k186.end:                                     ; preds = %fc1.k186
-  %t185_c0_094 = load <8 x float>, ptr %fc1.t185_c0_0, align 32
-  %360 = mul nsw i64 %fc1.mb18468, 4
+fc1.k193.end:                                     ; preds = %fc1.k193
+  %t192_c0_094 = load <8 x float>, ptr %fc1.t192_c0_0, align 32
+  %360 = mul nsw i64 %fc1.mb19168, 4
   %361 = mul nsw i64 %360, 64
   %362 = add nsw i64 1413120, %361
   %363 = add nsw i64 %362, 48
   %arena95 = getelementptr inbounds float, ptr %arena, i64 %363
-  store <8 x float> %t185_c0_094, ptr %arena95, align 4
-  %t185_c0_196 = load <8 x float>, ptr %fc1.t185_c0_1, align 32
-  %364 = mul nsw i64 %fc1.mb18468, 4
+  store <8 x float> %t192_c0_094, ptr %arena95, align 4
+  %t192_c0_196 = load <8 x float>, ptr %fc1.t192_c0_1, align 32
+  %364 = mul nsw i64 %fc1.mb19168, 4
   %365 = mul nsw i64 %364, 64
   %366 = add nsw i64 1413120, %365
   %367 = add nsw i64 %366, 48
   %368 = add nsw i64 %367, 8
   %arena97 = getelementptr inbounds float, ptr %arena, i64 %368
-  store <8 x float> %t185_c0_196, ptr %arena97, align 4
-  %t185_c1_098 = load <8 x float>, ptr %fc1.t185_c1_0, align 32
-  %369 = mul nsw i64 %fc1.mb18468, 4
+  store <8 x float> %t192_c0_196, ptr %arena97, align 4
+  %t192_c1_098 = load <8 x float>, ptr %fc1.t192_c1_0, align 32
+  %369 = mul nsw i64 %fc1.mb19168, 4
   %370 = add nsw i64 %369, 1
   %371 = mul nsw i64 %370, 64
   %372 = add nsw i64 1413120, %371
   %373 = add nsw i64 %372, 48
   %arena99 = getelementptr inbounds float, ptr %arena, i64 %373
-  store <8 x float> %t185_c1_098, ptr %arena99, align 4
-  %t185_c1_1100 = load <8 x float>, ptr %fc1.t185_c1_1, align 32
-  %374 = mul nsw i64 %fc1.mb18468, 4
+  store <8 x float> %t192_c1_098, ptr %arena99, align 4
+  %t192_c1_1100 = load <8 x float>, ptr %fc1.t192_c1_1, align 32
+  %374 = mul nsw i64 %fc1.mb19168, 4
   %375 = add nsw i64 %374, 1
   %376 = mul nsw i64 %375, 64
   %377 = add nsw i64 1413120, %376
   %378 = add nsw i64 %377, 48
   %379 = add nsw i64 %378, 8
   %arena101 = getelementptr inbounds float, ptr %arena, i64 %379
-  store <8 x float> %t185_c1_1100, ptr %arena101, align 4
-  %t185_c2_0102 = load <8 x float>, ptr %fc1.t185_c2_0, align 32
-  %380 = mul nsw i64 %fc1.mb18468, 4
+  store <8 x float> %t192_c1_1100, ptr %arena101, align 4
+  %t192_c2_0102 = load <8 x float>, ptr %fc1.t192_c2_0, align 32
+  %380 = mul nsw i64 %fc1.mb19168, 4
   %381 = add nsw i64 %380, 2
   %382 = mul nsw i64 %381, 64
   %383 = add nsw i64 1413120, %382
   %384 = add nsw i64 %383, 48
   %arena103 = getelementptr inbounds float, ptr %arena, i64 %384
-  store <8 x float> %t185_c2_0102, ptr %arena103, align 4
-  %t185_c2_1104 = load <8 x float>, ptr %fc1.t185_c2_1, align 32
-  %385 = mul nsw i64 %fc1.mb18468, 4
+  store <8 x float> %t192_c2_0102, ptr %arena103, align 4
+  %t192_c2_1104 = load <8 x float>, ptr %fc1.t192_c2_1, align 32
+  %385 = mul nsw i64 %fc1.mb19168, 4
   %386 = add nsw i64 %385, 2
   %387 = mul nsw i64 %386, 64
   %388 = add nsw i64 1413120, %387
   %389 = add nsw i64 %388, 48
   %390 = add nsw i64 %389, 8
   %arena105 = getelementptr inbounds float, ptr %arena, i64 %390
-  store <8 x float> %t185_c2_1104, ptr %arena105, align 4
-  %t185_c3_0106 = load <8 x float>, ptr %fc1.t185_c3_0, align 32
-  %391 = mul nsw i64 %fc1.mb18468, 4
+  store <8 x float> %t192_c2_1104, ptr %arena105, align 4
+  %t192_c3_0106 = load <8 x float>, ptr %fc1.t192_c3_0, align 32
+  %391 = mul nsw i64 %fc1.mb19168, 4
   %392 = add nsw i64 %391, 3
   %393 = mul nsw i64 %392, 64
   %394 = add nsw i64 1413120, %393
   %395 = add nsw i64 %394, 48
   %arena107 = getelementptr inbounds float, ptr %arena, i64 %395
-  store <8 x float> %t185_c3_0106, ptr %arena107, align 4
-  %t185_c3_1108 = load <8 x float>, ptr %fc1.t185_c3_1, align 32
-  %396 = mul nsw i64 %fc1.mb18468, 4
+  store <8 x float> %t192_c3_0106, ptr %arena107, align 4
+  %t192_c3_1108 = load <8 x float>, ptr %fc1.t192_c3_1, align 32
+  %396 = mul nsw i64 %fc1.mb19168, 4
   %397 = add nsw i64 %396, 3
   %398 = mul nsw i64 %397, 64
   %399 = add nsw i64 1413120, %398
   %400 = add nsw i64 %399, 48
   %401 = add nsw i64 %400, 8
   %arena109 = getelementptr inbounds float, ptr %arena, i64 %401
-  store <8 x float> %t185_c3_1108, ptr %arena109, align 4
-  %mb184.next = add nsw i64 %fc1.mb18468, 1
-  %402 = icmp slt i64 %mb184.next, 32
-  br i1 %402, label %fc1.mb184, label %fc1.mb184.end
+  store <8 x float> %t192_c3_1108, ptr %arena109, align 4
+  %mb191.next = add nsw i64 %fc1.mb19168, 1
+  %402 = icmp slt i64 %mb191.next, 32
+  br i1 %402, label %fc1.mb191, label %fc1.mb191.end
 }
 
 ; Function Attrs: noinline
-define internal void @simplecnn_train_b64.k4.drop(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @simplecnn_train_b64.k4.drop(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %0 = xor i64 %seed, -1035080904108319828
   %1 = lshr i64 %0, 30
@@ -5045,11 +5529,11 @@ entry:
   %15 = mul i64 %14, -7723592293110705685
   %16 = lshr i64 %15, 31
   %17 = xor i64 %15, %16
-  br label %drop.i198
+  br label %drop.i205
 
-drop.i198:                                        ; preds = %drop.i198, %entry
-  %drop.i1981 = phi i64 [ 0, %entry ], [ %i198.next, %drop.i198 ]
-  %18 = mul i64 %drop.i1981, -7046029254386353131
+drop.i205:                                        ; preds = %drop.i205, %entry
+  %drop.i2051 = phi i64 [ 0, %entry ], [ %i205.next, %drop.i205 ]
+  %18 = mul i64 %drop.i2051, -7046029254386353131
   %19 = add i64 %17, %18
   %20 = lshr i64 %19, 30
   %21 = xor i64 %19, %20
@@ -5061,145 +5545,147 @@ drop.i198:                                        ; preds = %drop.i198, %entry
   %27 = xor i64 %25, %26
   %28 = lshr i64 %27, 40
   %29 = icmp uge i64 %28, 8388608
-  %30 = add nsw i64 1204224, %drop.i1981
+  %30 = add nsw i64 1204224, %drop.i2051
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %30
   %31 = load float, ptr %arena2, align 4
   %32 = fmul float %31, 2.000000e+00
   %33 = select i1 %29, float %32, float 0.000000e+00
-  %34 = add nsw i64 1212416, %drop.i1981
+  %34 = add nsw i64 1212416, %drop.i2051
   %arena3 = getelementptr inbounds float, ptr %arena, i64 %34
   store float %33, ptr %arena3, align 4
-  %i198.next = add nsw i64 %drop.i1981, 1
-  %35 = icmp slt i64 %i198.next, 8192
-  br i1 %35, label %drop.i198, label %drop.i198.end
+  %i205.next = add nsw i64 %drop.i2051, 1
+  %35 = icmp slt i64 %i205.next, 8192
+  br i1 %35, label %drop.i205, label %drop.i205.end
 
-drop.i198.end:                                    ; preds = %drop.i198
+drop.i205.end:                                    ; preds = %drop.i205
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @simplecnn_train_b64.k5.fc2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @simplecnn_train_b64.k5.fc2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %arena1 = getelementptr inbounds float, ptr %arena, i64 1212416
   %params2 = getelementptr inbounds float, ptr %params, i64 420352
   %arena3 = getelementptr inbounds float, ptr %arena, i64 1220608
   call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 128, float 1.000000e+00, ptr %arena1, i32 128, ptr %params2, i32 128, float 0.000000e+00, ptr %arena3, i32 10)
-  br label %fc2.n203
+  br label %fc2.n210
 
-fc2.n203:                                         ; preds = %fc2.u204.end, %entry
-  %fc2.n2034 = phi i64 [ 0, %entry ], [ %n203.next, %fc2.u204.end ]
-  br label %fc2.u204
+fc2.n210:                                         ; preds = %fc2.u211.end, %entry
+  %fc2.n2104 = phi i64 [ 0, %entry ], [ %n210.next, %fc2.u211.end ]
+  br label %fc2.u211
 
-fc2.n203.end:                                     ; preds = %fc2.u204.end
+fc2.n210.end:                                     ; preds = %fc2.u211.end
   ret void
 
-fc2.u204:                                         ; preds = %fc2.u204, %fc2.n203
-  %fc2.u2045 = phi i64 [ 0, %fc2.n203 ], [ %u204.next, %fc2.u204 ]
-  %0 = mul nsw i64 %fc2.n2034, 10
+fc2.u211:                                         ; preds = %fc2.u211, %fc2.n210
+  %fc2.u2115 = phi i64 [ 0, %fc2.n210 ], [ %u211.next, %fc2.u211 ]
+  %0 = mul nsw i64 %fc2.n2104, 10
   %1 = add nsw i64 1220608, %0
-  %2 = add nsw i64 %1, %fc2.u2045
+  %2 = add nsw i64 %1, %fc2.u2115
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %2
   %3 = load float, ptr %arena6, align 4
-  %4 = add nsw i64 421632, %fc2.u2045
+  %4 = add nsw i64 421632, %fc2.u2115
   %params7 = getelementptr inbounds float, ptr %params, i64 %4
   %5 = load float, ptr %params7, align 4
   %6 = fadd float %3, %5
-  %7 = mul nsw i64 %fc2.n2034, 10
+  %7 = mul nsw i64 %fc2.n2104, 10
   %8 = add nsw i64 1220608, %7
-  %9 = add nsw i64 %8, %fc2.u2045
+  %9 = add nsw i64 %8, %fc2.u2115
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %9
   store float %6, ptr %arena8, align 4
-  %u204.next = add nsw i64 %fc2.u2045, 1
-  %10 = icmp slt i64 %u204.next, 10
-  br i1 %10, label %fc2.u204, label %fc2.u204.end
+  %u211.next = add nsw i64 %fc2.u2115, 1
+  %10 = icmp slt i64 %u211.next, 10
+  br i1 %10, label %fc2.u211, label %fc2.u211.end
 
-fc2.u204.end:                                     ; preds = %fc2.u204
-  %n203.next = add nsw i64 %fc2.n2034, 1
-  %11 = icmp slt i64 %n203.next, 64
-  br i1 %11, label %fc2.n203, label %fc2.n203.end
+fc2.u211.end:                                     ; preds = %fc2.u211
+  %n210.next = add nsw i64 %fc2.n2104, 1
+  %11 = icmp slt i64 %n210.next, 64
+  br i1 %11, label %fc2.n210, label %fc2.n210.end
 }
 
-; Function Attrs: noinline
-define internal void @simplecnn_train_b64.k6.loss(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
-entry:
-  %loss.s208 = alloca float, align 4
-  %loss.m207 = alloca float, align 4
-  %loss.total205 = alloca float, align 4
-  store float 0.000000e+00, ptr %loss.total205, align 4
-  br label %loss.n206
+declare void @cblas_sgemm(i32, i32, i32, i32, i32, i32, float, ptr, i32, ptr, i32, float, ptr, i32)
 
-loss.n206:                                        ; preds = %loss.k210.end, %entry
-  %loss.n2061 = phi i64 [ 0, %entry ], [ %n206.next, %loss.k210.end ]
-  %0 = mul nsw i64 %loss.n2061, 10
+; Function Attrs: noinline
+define internal void @simplecnn_train_b64.k6.loss(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+entry:
+  %loss.s215 = alloca float, align 4
+  %loss.m214 = alloca float, align 4
+  %loss.total212 = alloca float, align 4
+  store float 0.000000e+00, ptr %loss.total212, align 4
+  br label %loss.n213
+
+loss.n213:                                        ; preds = %loss.k217.end, %entry
+  %loss.n2131 = phi i64 [ 0, %entry ], [ %n213.next, %loss.k217.end ]
+  %0 = mul nsw i64 %loss.n2131, 10
   %1 = add nsw i64 1220608, %0
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %1
   %2 = load float, ptr %arena2, align 4
-  store float %2, ptr %loss.m207, align 4
-  br label %loss.k209
+  store float %2, ptr %loss.m214, align 4
+  br label %loss.k216
 
-loss.n206.end:                                    ; preds = %loss.k210.end
-  %total20512 = load float, ptr %loss.total205, align 4
-  %3 = fdiv float %total20512, 6.400000e+01
+loss.n213.end:                                    ; preds = %loss.k217.end
+  %total21212 = load float, ptr %loss.total212, align 4
+  %3 = fdiv float %total21212, 6.400000e+01
   %arena13 = getelementptr inbounds float, ptr %arena, i64 1221248
   store float %3, ptr %arena13, align 4
   ret void
 
-loss.k209:                                        ; preds = %loss.k209, %loss.n206
-  %loss.k2093 = phi i64 [ 0, %loss.n206 ], [ %k209.next, %loss.k209 ]
-  %m207 = load float, ptr %loss.m207, align 4
-  %4 = mul nsw i64 %loss.n2061, 10
+loss.k216:                                        ; preds = %loss.k216, %loss.n213
+  %loss.k2163 = phi i64 [ 0, %loss.n213 ], [ %k216.next, %loss.k216 ]
+  %m214 = load float, ptr %loss.m214, align 4
+  %4 = mul nsw i64 %loss.n2131, 10
   %5 = add nsw i64 1220608, %4
-  %6 = add nsw i64 %5, %loss.k2093
+  %6 = add nsw i64 %5, %loss.k2163
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %6
   %7 = load float, ptr %arena4, align 4
-  %8 = fcmp ogt float %7, %m207
-  %9 = select i1 %8, float %7, float %m207
-  store float %9, ptr %loss.m207, align 4
-  %k209.next = add nsw i64 %loss.k2093, 1
-  %10 = icmp slt i64 %k209.next, 10
-  br i1 %10, label %loss.k209, label %loss.k209.end
+  %8 = fcmp ogt float %7, %m214
+  %9 = select i1 %8, float %7, float %m214
+  store float %9, ptr %loss.m214, align 4
+  %k216.next = add nsw i64 %loss.k2163, 1
+  %10 = icmp slt i64 %k216.next, 10
+  br i1 %10, label %loss.k216, label %loss.k216.end
 
-loss.k209.end:                                    ; preds = %loss.k209
-  store float 0.000000e+00, ptr %loss.s208, align 4
-  br label %loss.k210
+loss.k216.end:                                    ; preds = %loss.k216
+  store float 0.000000e+00, ptr %loss.s215, align 4
+  br label %loss.k217
 
-loss.k210:                                        ; preds = %loss.k210, %loss.k209.end
-  %loss.k2105 = phi i64 [ 0, %loss.k209.end ], [ %k210.next, %loss.k210 ]
-  %s208 = load float, ptr %loss.s208, align 4
-  %11 = mul nsw i64 %loss.n2061, 10
+loss.k217:                                        ; preds = %loss.k217, %loss.k216.end
+  %loss.k2175 = phi i64 [ 0, %loss.k216.end ], [ %k217.next, %loss.k217 ]
+  %s215 = load float, ptr %loss.s215, align 4
+  %11 = mul nsw i64 %loss.n2131, 10
   %12 = add nsw i64 1220608, %11
-  %13 = add nsw i64 %12, %loss.k2105
+  %13 = add nsw i64 %12, %loss.k2175
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %13
   %14 = load float, ptr %arena6, align 4
-  %m2077 = load float, ptr %loss.m207, align 4
-  %15 = fsub float %14, %m2077
+  %m2147 = load float, ptr %loss.m214, align 4
+  %15 = fsub float %14, %m2147
   %16 = call float @llvm.exp.f32(float %15)
-  %17 = fadd float %s208, %16
-  store float %17, ptr %loss.s208, align 4
-  %k210.next = add nsw i64 %loss.k2105, 1
-  %18 = icmp slt i64 %k210.next, 10
-  br i1 %18, label %loss.k210, label %loss.k210.end
+  %17 = fadd float %s215, %16
+  store float %17, ptr %loss.s215, align 4
+  %k217.next = add nsw i64 %loss.k2175, 1
+  %18 = icmp slt i64 %k217.next, 10
+  br i1 %18, label %loss.k217, label %loss.k217.end
 
-loss.k210.end:                                    ; preds = %loss.k210
-  %total205 = load float, ptr %loss.total205, align 4
-  %m2078 = load float, ptr %loss.m207, align 4
-  %s2089 = load float, ptr %loss.s208, align 4
-  %19 = call float @llvm.log.f32(float %s2089)
-  %20 = fadd float %m2078, %19
-  %21 = mul nsw i64 %loss.n2061, 10
+loss.k217.end:                                    ; preds = %loss.k217
+  %total212 = load float, ptr %loss.total212, align 4
+  %m2148 = load float, ptr %loss.m214, align 4
+  %s2159 = load float, ptr %loss.s215, align 4
+  %19 = call float @llvm.log.f32(float %s2159)
+  %20 = fadd float %m2148, %19
+  %21 = mul nsw i64 %loss.n2131, 10
   %22 = add nsw i64 1220608, %21
-  %labels10 = getelementptr inbounds i32, ptr %labels, i64 %loss.n2061
+  %labels10 = getelementptr inbounds i32, ptr %labels, i64 %loss.n2131
   %label = load i32, ptr %labels10, align 4
   %23 = sext i32 %label to i64
   %24 = add nsw i64 %22, %23
   %arena11 = getelementptr inbounds float, ptr %arena, i64 %24
   %25 = load float, ptr %arena11, align 4
   %26 = fsub float %20, %25
-  %27 = fadd float %total205, %26
-  store float %27, ptr %loss.total205, align 4
-  %n206.next = add nsw i64 %loss.n2061, 1
-  %28 = icmp slt i64 %n206.next, 64
-  br i1 %28, label %loss.n206, label %loss.n206.end
+  %27 = fadd float %total212, %26
+  store float %27, ptr %loss.total212, align 4
+  %n213.next = add nsw i64 %loss.n2131, 1
+  %28 = icmp slt i64 %n213.next, 64
+  br i1 %28, label %loss.n213, label %loss.n213.end
 }
 
 ; Function Attrs: nocallback nofree nosync nounwind speculatable willreturn memory(none)
@@ -5209,109 +5695,109 @@ declare float @llvm.exp.f32(float) #2
 declare float @llvm.log.f32(float) #2
 
 ; Function Attrs: noinline
-define internal void @simplecnn_train_b64.k7.fc2_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @simplecnn_train_b64.k7.fc2_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %fc2_grad.s213 = alloca float, align 4
-  %fc2_grad.m212 = alloca float, align 4
-  br label %fc2_grad.n211
+  %fc2_grad.s220 = alloca float, align 4
+  %fc2_grad.m219 = alloca float, align 4
+  br label %fc2_grad.n218
 
-fc2_grad.n211:                                    ; preds = %fc2_grad.k216.end, %entry
-  %fc2_grad.n2111 = phi i64 [ 0, %entry ], [ %n211.next, %fc2_grad.k216.end ]
-  %0 = mul nsw i64 %fc2_grad.n2111, 10
+fc2_grad.n218:                                    ; preds = %fc2_grad.k223.end, %entry
+  %fc2_grad.n2181 = phi i64 [ 0, %entry ], [ %n218.next, %fc2_grad.k223.end ]
+  %0 = mul nsw i64 %fc2_grad.n2181, 10
   %1 = add nsw i64 1220608, %0
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %1
   %2 = load float, ptr %arena2, align 4
-  store float %2, ptr %fc2_grad.m212, align 4
-  br label %fc2_grad.k214
+  store float %2, ptr %fc2_grad.m219, align 4
+  br label %fc2_grad.k221
 
-fc2_grad.n211.end:                                ; preds = %fc2_grad.k216.end
+fc2_grad.n218.end:                                ; preds = %fc2_grad.k223.end
   ret void
 
-fc2_grad.k214:                                    ; preds = %fc2_grad.k214, %fc2_grad.n211
-  %fc2_grad.k2143 = phi i64 [ 0, %fc2_grad.n211 ], [ %k214.next, %fc2_grad.k214 ]
-  %m212 = load float, ptr %fc2_grad.m212, align 4
-  %3 = mul nsw i64 %fc2_grad.n2111, 10
+fc2_grad.k221:                                    ; preds = %fc2_grad.k221, %fc2_grad.n218
+  %fc2_grad.k2213 = phi i64 [ 0, %fc2_grad.n218 ], [ %k221.next, %fc2_grad.k221 ]
+  %m219 = load float, ptr %fc2_grad.m219, align 4
+  %3 = mul nsw i64 %fc2_grad.n2181, 10
   %4 = add nsw i64 1220608, %3
-  %5 = add nsw i64 %4, %fc2_grad.k2143
+  %5 = add nsw i64 %4, %fc2_grad.k2213
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %5
   %6 = load float, ptr %arena4, align 4
-  %7 = fcmp ogt float %6, %m212
-  %8 = select i1 %7, float %6, float %m212
-  store float %8, ptr %fc2_grad.m212, align 4
-  %k214.next = add nsw i64 %fc2_grad.k2143, 1
-  %9 = icmp slt i64 %k214.next, 10
-  br i1 %9, label %fc2_grad.k214, label %fc2_grad.k214.end
+  %7 = fcmp ogt float %6, %m219
+  %8 = select i1 %7, float %6, float %m219
+  store float %8, ptr %fc2_grad.m219, align 4
+  %k221.next = add nsw i64 %fc2_grad.k2213, 1
+  %9 = icmp slt i64 %k221.next, 10
+  br i1 %9, label %fc2_grad.k221, label %fc2_grad.k221.end
 
-fc2_grad.k214.end:                                ; preds = %fc2_grad.k214
-  store float 0.000000e+00, ptr %fc2_grad.s213, align 4
-  br label %fc2_grad.k215
+fc2_grad.k221.end:                                ; preds = %fc2_grad.k221
+  store float 0.000000e+00, ptr %fc2_grad.s220, align 4
+  br label %fc2_grad.k222
 
-fc2_grad.k215:                                    ; preds = %fc2_grad.k215, %fc2_grad.k214.end
-  %fc2_grad.k2155 = phi i64 [ 0, %fc2_grad.k214.end ], [ %k215.next, %fc2_grad.k215 ]
-  %s213 = load float, ptr %fc2_grad.s213, align 4
-  %10 = mul nsw i64 %fc2_grad.n2111, 10
+fc2_grad.k222:                                    ; preds = %fc2_grad.k222, %fc2_grad.k221.end
+  %fc2_grad.k2225 = phi i64 [ 0, %fc2_grad.k221.end ], [ %k222.next, %fc2_grad.k222 ]
+  %s220 = load float, ptr %fc2_grad.s220, align 4
+  %10 = mul nsw i64 %fc2_grad.n2181, 10
   %11 = add nsw i64 1220608, %10
-  %12 = add nsw i64 %11, %fc2_grad.k2155
+  %12 = add nsw i64 %11, %fc2_grad.k2225
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %12
   %13 = load float, ptr %arena6, align 4
-  %m2127 = load float, ptr %fc2_grad.m212, align 4
-  %14 = fsub float %13, %m2127
+  %m2197 = load float, ptr %fc2_grad.m219, align 4
+  %14 = fsub float %13, %m2197
   %15 = call float @llvm.exp.f32(float %14)
-  %16 = fadd float %s213, %15
-  store float %16, ptr %fc2_grad.s213, align 4
-  %k215.next = add nsw i64 %fc2_grad.k2155, 1
-  %17 = icmp slt i64 %k215.next, 10
-  br i1 %17, label %fc2_grad.k215, label %fc2_grad.k215.end
+  %16 = fadd float %s220, %15
+  store float %16, ptr %fc2_grad.s220, align 4
+  %k222.next = add nsw i64 %fc2_grad.k2225, 1
+  %17 = icmp slt i64 %k222.next, 10
+  br i1 %17, label %fc2_grad.k222, label %fc2_grad.k222.end
 
-fc2_grad.k215.end:                                ; preds = %fc2_grad.k215
-  br label %fc2_grad.k216
+fc2_grad.k222.end:                                ; preds = %fc2_grad.k222
+  br label %fc2_grad.k223
 
-fc2_grad.k216:                                    ; preds = %fc2_grad.k216, %fc2_grad.k215.end
-  %fc2_grad.k2168 = phi i64 [ 0, %fc2_grad.k215.end ], [ %k216.next, %fc2_grad.k216 ]
-  %labels9 = getelementptr inbounds i32, ptr %labels, i64 %fc2_grad.n2111
+fc2_grad.k223:                                    ; preds = %fc2_grad.k223, %fc2_grad.k222.end
+  %fc2_grad.k2238 = phi i64 [ 0, %fc2_grad.k222.end ], [ %k223.next, %fc2_grad.k223 ]
+  %labels9 = getelementptr inbounds i32, ptr %labels, i64 %fc2_grad.n2181
   %label = load i32, ptr %labels9, align 4
   %18 = sext i32 %label to i64
-  %19 = icmp eq i64 %fc2_grad.k2168, %18
-  %20 = mul nsw i64 %fc2_grad.n2111, 10
+  %19 = icmp eq i64 %fc2_grad.k2238, %18
+  %20 = mul nsw i64 %fc2_grad.n2181, 10
   %21 = add nsw i64 1220608, %20
-  %22 = add nsw i64 %21, %fc2_grad.k2168
+  %22 = add nsw i64 %21, %fc2_grad.k2238
   %arena10 = getelementptr inbounds float, ptr %arena, i64 %22
   %23 = load float, ptr %arena10, align 4
-  %m21211 = load float, ptr %fc2_grad.m212, align 4
-  %24 = fsub float %23, %m21211
+  %m21911 = load float, ptr %fc2_grad.m219, align 4
+  %24 = fsub float %23, %m21911
   %25 = call float @llvm.exp.f32(float %24)
-  %s21312 = load float, ptr %fc2_grad.s213, align 4
-  %26 = fdiv float %25, %s21312
+  %s22012 = load float, ptr %fc2_grad.s220, align 4
+  %26 = fdiv float %25, %s22012
   %27 = fsub float %26, 1.000000e+00
-  %28 = mul nsw i64 %fc2_grad.n2111, 10
+  %28 = mul nsw i64 %fc2_grad.n2181, 10
   %29 = add nsw i64 1220608, %28
-  %30 = add nsw i64 %29, %fc2_grad.k2168
+  %30 = add nsw i64 %29, %fc2_grad.k2238
   %arena13 = getelementptr inbounds float, ptr %arena, i64 %30
   %31 = load float, ptr %arena13, align 4
-  %m21214 = load float, ptr %fc2_grad.m212, align 4
-  %32 = fsub float %31, %m21214
+  %m21914 = load float, ptr %fc2_grad.m219, align 4
+  %32 = fsub float %31, %m21914
   %33 = call float @llvm.exp.f32(float %32)
-  %s21315 = load float, ptr %fc2_grad.s213, align 4
-  %34 = fdiv float %33, %s21315
+  %s22015 = load float, ptr %fc2_grad.s220, align 4
+  %34 = fdiv float %33, %s22015
   %35 = select i1 %19, float %27, float %34
   %36 = fdiv float %35, 6.400000e+01
-  %37 = mul nsw i64 %fc2_grad.n2111, 10
+  %37 = mul nsw i64 %fc2_grad.n2181, 10
   %38 = add nsw i64 1221264, %37
-  %39 = add nsw i64 %38, %fc2_grad.k2168
+  %39 = add nsw i64 %38, %fc2_grad.k2238
   %arena16 = getelementptr inbounds float, ptr %arena, i64 %39
   store float %36, ptr %arena16, align 4
-  %k216.next = add nsw i64 %fc2_grad.k2168, 1
-  %40 = icmp slt i64 %k216.next, 10
-  br i1 %40, label %fc2_grad.k216, label %fc2_grad.k216.end
+  %k223.next = add nsw i64 %fc2_grad.k2238, 1
+  %40 = icmp slt i64 %k223.next, 10
+  br i1 %40, label %fc2_grad.k223, label %fc2_grad.k223.end
 
-fc2_grad.k216.end:                                ; preds = %fc2_grad.k216
-  %n211.next = add nsw i64 %fc2_grad.n2111, 1
-  %41 = icmp slt i64 %n211.next, 64
-  br i1 %41, label %fc2_grad.n211, label %fc2_grad.n211.end
+fc2_grad.k223.end:                                ; preds = %fc2_grad.k223
+  %n218.next = add nsw i64 %fc2_grad.n2181, 1
+  %41 = icmp slt i64 %n218.next, 64
+  br i1 %41, label %fc2_grad.n218, label %fc2_grad.n218.end
 }
 
 ; Function Attrs: noinline
-define internal void @simplecnn_train_b64.k8.fc2_weight_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @simplecnn_train_b64.k8.fc2_weight_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %arena1 = getelementptr inbounds float, ptr %arena, i64 1221264
   %arena2 = getelementptr inbounds float, ptr %arena, i64 1212416
@@ -5321,45 +5807,45 @@ entry:
 }
 
 ; Function Attrs: noinline
-define internal void @simplecnn_train_b64.k9.fc2_bias_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @simplecnn_train_b64.k9.fc2_bias_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %fc2_bias_grad.acc218 = alloca float, align 4
-  br label %fc2_bias_grad.u217
+  %fc2_bias_grad.acc225 = alloca float, align 4
+  br label %fc2_bias_grad.u224
 
-fc2_bias_grad.u217:                               ; preds = %fc2_bias_grad.n219.end, %entry
-  %fc2_bias_grad.u2171 = phi i64 [ 0, %entry ], [ %u217.next, %fc2_bias_grad.n219.end ]
-  store float 0.000000e+00, ptr %fc2_bias_grad.acc218, align 4
-  br label %fc2_bias_grad.n219
+fc2_bias_grad.u224:                               ; preds = %fc2_bias_grad.n226.end, %entry
+  %fc2_bias_grad.u2241 = phi i64 [ 0, %entry ], [ %u224.next, %fc2_bias_grad.n226.end ]
+  store float 0.000000e+00, ptr %fc2_bias_grad.acc225, align 4
+  br label %fc2_bias_grad.n226
 
-fc2_bias_grad.u217.end:                           ; preds = %fc2_bias_grad.n219.end
+fc2_bias_grad.u224.end:                           ; preds = %fc2_bias_grad.n226.end
   ret void
 
-fc2_bias_grad.n219:                               ; preds = %fc2_bias_grad.n219, %fc2_bias_grad.u217
-  %fc2_bias_grad.n2192 = phi i64 [ 0, %fc2_bias_grad.u217 ], [ %n219.next, %fc2_bias_grad.n219 ]
-  %acc218 = load float, ptr %fc2_bias_grad.acc218, align 4
-  %0 = mul nsw i64 %fc2_bias_grad.n2192, 10
+fc2_bias_grad.n226:                               ; preds = %fc2_bias_grad.n226, %fc2_bias_grad.u224
+  %fc2_bias_grad.n2262 = phi i64 [ 0, %fc2_bias_grad.u224 ], [ %n226.next, %fc2_bias_grad.n226 ]
+  %acc225 = load float, ptr %fc2_bias_grad.acc225, align 4
+  %0 = mul nsw i64 %fc2_bias_grad.n2262, 10
   %1 = add nsw i64 1221264, %0
-  %2 = add nsw i64 %1, %fc2_bias_grad.u2171
+  %2 = add nsw i64 %1, %fc2_bias_grad.u2241
   %arena3 = getelementptr inbounds float, ptr %arena, i64 %2
   %3 = load float, ptr %arena3, align 4
-  %4 = fadd float %acc218, %3
-  store float %4, ptr %fc2_bias_grad.acc218, align 4
-  %n219.next = add nsw i64 %fc2_bias_grad.n2192, 1
-  %5 = icmp slt i64 %n219.next, 64
-  br i1 %5, label %fc2_bias_grad.n219, label %fc2_bias_grad.n219.end
+  %4 = fadd float %acc225, %3
+  store float %4, ptr %fc2_bias_grad.acc225, align 4
+  %n226.next = add nsw i64 %fc2_bias_grad.n2262, 1
+  %5 = icmp slt i64 %n226.next, 64
+  br i1 %5, label %fc2_bias_grad.n226, label %fc2_bias_grad.n226.end
 
-fc2_bias_grad.n219.end:                           ; preds = %fc2_bias_grad.n219
-  %acc2184 = load float, ptr %fc2_bias_grad.acc218, align 4
-  %6 = add nsw i64 421632, %fc2_bias_grad.u2171
+fc2_bias_grad.n226.end:                           ; preds = %fc2_bias_grad.n226
+  %acc2254 = load float, ptr %fc2_bias_grad.acc225, align 4
+  %6 = add nsw i64 421632, %fc2_bias_grad.u2241
   %grads5 = getelementptr inbounds float, ptr %grads, i64 %6
-  store float %acc2184, ptr %grads5, align 4
-  %u217.next = add nsw i64 %fc2_bias_grad.u2171, 1
-  %7 = icmp slt i64 %u217.next, 10
-  br i1 %7, label %fc2_bias_grad.u217, label %fc2_bias_grad.u217.end
+  store float %acc2254, ptr %grads5, align 4
+  %u224.next = add nsw i64 %fc2_bias_grad.u2241, 1
+  %7 = icmp slt i64 %u224.next, 10
+  br i1 %7, label %fc2_bias_grad.u224, label %fc2_bias_grad.u224.end
 }
 
 ; Function Attrs: noinline
-define internal void @simplecnn_train_b64.k10.drop_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @simplecnn_train_b64.k10.drop_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %arena1 = getelementptr inbounds float, ptr %arena, i64 1221264
   %params2 = getelementptr inbounds float, ptr %params, i64 420352
@@ -5369,7 +5855,7 @@ entry:
 }
 
 ; Function Attrs: noinline
-define internal void @simplecnn_train_b64.k11.relu3_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @simplecnn_train_b64.k11.relu3_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %0 = xor i64 %seed, -1035080904108319828
   %1 = lshr i64 %0, 30
@@ -5389,11 +5875,11 @@ entry:
   %15 = mul i64 %14, -7723592293110705685
   %16 = lshr i64 %15, 31
   %17 = xor i64 %15, %16
-  br label %relu3_grad.i228
+  br label %relu3_grad.i235
 
-relu3_grad.i228:                                  ; preds = %relu3_grad.i228, %entry
-  %relu3_grad.i2281 = phi i64 [ 0, %entry ], [ %i228.next, %relu3_grad.i228 ]
-  %18 = mul i64 %relu3_grad.i2281, -7046029254386353131
+relu3_grad.i235:                                  ; preds = %relu3_grad.i235, %entry
+  %relu3_grad.i2351 = phi i64 [ 0, %entry ], [ %i235.next, %relu3_grad.i235 ]
+  %18 = mul i64 %relu3_grad.i2351, -7046029254386353131
   %19 = add i64 %17, %18
   %20 = lshr i64 %19, 30
   %21 = xor i64 %19, %20
@@ -5405,1144 +5891,1144 @@ relu3_grad.i228:                                  ; preds = %relu3_grad.i228, %e
   %27 = xor i64 %25, %26
   %28 = lshr i64 %27, 40
   %29 = icmp uge i64 %28, 8388608
-  %30 = add nsw i64 1221904, %relu3_grad.i2281
+  %30 = add nsw i64 1221904, %relu3_grad.i2351
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %30
   %31 = load float, ptr %arena2, align 4
   %32 = fmul float %31, 2.000000e+00
   %33 = select i1 %29, float %32, float 0.000000e+00
-  %34 = add nsw i64 1230096, %relu3_grad.i2281
+  %34 = add nsw i64 1230096, %relu3_grad.i2351
   %arena3 = getelementptr inbounds float, ptr %arena, i64 %34
   store float %33, ptr %arena3, align 4
-  %i228.next = add nsw i64 %relu3_grad.i2281, 1
-  %35 = icmp slt i64 %i228.next, 8192
-  br i1 %35, label %relu3_grad.i228, label %relu3_grad.i228.end
+  %i235.next = add nsw i64 %relu3_grad.i2351, 1
+  %35 = icmp slt i64 %i235.next, 8192
+  br i1 %35, label %relu3_grad.i235, label %relu3_grad.i235.end
 
-relu3_grad.i228.end:                              ; preds = %relu3_grad.i228
+relu3_grad.i235.end:                              ; preds = %relu3_grad.i235
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @simplecnn_train_b64.k12.fc1_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @simplecnn_train_b64.k12.fc1_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  br label %fc1_grad.i233
+  br label %fc1_grad.i240
 
-fc1_grad.i233:                                    ; preds = %fc1_grad.i233, %entry
-  %fc1_grad.i2331 = phi i64 [ 0, %entry ], [ %i233.next, %fc1_grad.i233 ]
-  %0 = add nsw i64 1204224, %fc1_grad.i2331
+fc1_grad.i240:                                    ; preds = %fc1_grad.i240, %entry
+  %fc1_grad.i2401 = phi i64 [ 0, %entry ], [ %i240.next, %fc1_grad.i240 ]
+  %0 = add nsw i64 1204224, %fc1_grad.i2401
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %0
   %1 = load float, ptr %arena2, align 4
   %2 = fcmp ogt float %1, 0.000000e+00
-  %3 = add nsw i64 1230096, %fc1_grad.i2331
+  %3 = add nsw i64 1230096, %fc1_grad.i2401
   %arena3 = getelementptr inbounds float, ptr %arena, i64 %3
   %4 = load float, ptr %arena3, align 4
   %5 = select i1 %2, float %4, float 0.000000e+00
-  %6 = add nsw i64 1212416, %fc1_grad.i2331
+  %6 = add nsw i64 1212416, %fc1_grad.i2401
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %6
   store float %5, ptr %arena4, align 4
-  %i233.next = add nsw i64 %fc1_grad.i2331, 1
-  %7 = icmp slt i64 %i233.next, 8192
-  br i1 %7, label %fc1_grad.i233, label %fc1_grad.i233.end
+  %i240.next = add nsw i64 %fc1_grad.i2401, 1
+  %7 = icmp slt i64 %i240.next, 8192
+  br i1 %7, label %fc1_grad.i240, label %fc1_grad.i240.end
 
-fc1_grad.i233.end:                                ; preds = %fc1_grad.i233
+fc1_grad.i240.end:                                ; preds = %fc1_grad.i240
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @simplecnn_train_b64.k13.fc1_weight_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @simplecnn_train_b64.k13.fc1_weight_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  call void @simplecnn_train_b64.k13.fc1_weight_grad.gemm241(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
+  call void @simplecnn_train_b64.k13.fc1_weight_grad.gemm248(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @simplecnn_train_b64.k13.fc1_weight_grad.gemm241(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @simplecnn_train_b64.k13.fc1_weight_grad.gemm248(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %fc1_weight_grad.t239_a3 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t239_a2 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t239_a1 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t239_a0 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t239_b1 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t239_b0 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t239_c3_1 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t239_c3_0 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t239_c2_1 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t239_c2_0 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t239_c1_1 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t239_c1_0 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t239_c0_1 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t239_c0_0 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t236_a3 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t236_a2 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t236_a1 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t236_a0 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t236_b2 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t236_b1 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t236_b0 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t236_c3_2 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t236_c3_1 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t236_c3_0 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t236_c2_2 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t236_c2_1 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t236_c2_0 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t236_c1_2 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t236_c1_1 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t236_c1_0 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t236_c0_2 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t236_c0_1 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t236_c0_0 = alloca <8 x float>, align 32
-  br label %fc1_weight_grad.nb234
+  %fc1_weight_grad.t246_a3 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t246_a2 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t246_a1 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t246_a0 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t246_b1 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t246_b0 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t246_c3_1 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t246_c3_0 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t246_c2_1 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t246_c2_0 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t246_c1_1 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t246_c1_0 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t246_c0_1 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t246_c0_0 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t243_a3 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t243_a2 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t243_a1 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t243_a0 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t243_b2 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t243_b1 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t243_b0 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t243_c3_2 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t243_c3_1 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t243_c3_0 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t243_c2_2 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t243_c2_1 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t243_c2_0 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t243_c1_2 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t243_c1_1 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t243_c1_0 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t243_c0_2 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t243_c0_1 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t243_c0_0 = alloca <8 x float>, align 32
+  br label %fc1_weight_grad.nb241
 
-fc1_weight_grad.nb234:                            ; preds = %fc1_weight_grad.mb235.end, %entry
-  %fc1_weight_grad.nb2341 = phi i64 [ 0, %entry ], [ %nb234.next, %fc1_weight_grad.mb235.end ]
-  br label %fc1_weight_grad.mb235
+fc1_weight_grad.nb241:                            ; preds = %fc1_weight_grad.mb242.end, %entry
+  %fc1_weight_grad.nb2411 = phi i64 [ 0, %entry ], [ %nb241.next, %fc1_weight_grad.mb242.end ]
+  br label %fc1_weight_grad.mb242
 
-fc1_weight_grad.nb234.end:                        ; preds = %fc1_weight_grad.mb235.end
-  br label %fc1_weight_grad.mb238
+fc1_weight_grad.nb241.end:                        ; preds = %fc1_weight_grad.mb242.end
+  br label %fc1_weight_grad.mb245
 
-fc1_weight_grad.mb235:                            ; preds = %fc1_weight_grad.k237.end, %fc1_weight_grad.nb234
-  %fc1_weight_grad.mb2352 = phi i64 [ 0, %fc1_weight_grad.nb234 ], [ %mb235.next, %fc1_weight_grad.k237.end ]
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t236_c0_0, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t236_c0_1, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t236_c0_2, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t236_c1_0, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t236_c1_1, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t236_c1_2, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t236_c2_0, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t236_c2_1, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t236_c2_2, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t236_c3_0, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t236_c3_1, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t236_c3_2, align 32
-  br label %fc1_weight_grad.k237
+fc1_weight_grad.mb242:                            ; preds = %fc1_weight_grad.k244.end, %fc1_weight_grad.nb241
+  %fc1_weight_grad.mb2422 = phi i64 [ 0, %fc1_weight_grad.nb241 ], [ %mb242.next, %fc1_weight_grad.k244.end ]
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t243_c0_0, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t243_c0_1, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t243_c0_2, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t243_c1_0, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t243_c1_1, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t243_c1_2, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t243_c2_0, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t243_c2_1, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t243_c2_2, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t243_c3_0, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t243_c3_1, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t243_c3_2, align 32
+  br label %fc1_weight_grad.k244
 
-fc1_weight_grad.mb235.end:                        ; preds = %fc1_weight_grad.k237.end
-  %nb234.next = add nsw i64 %fc1_weight_grad.nb2341, 1
-  %0 = icmp slt i64 %nb234.next, 130
-  br i1 %0, label %fc1_weight_grad.nb234, label %fc1_weight_grad.nb234.end
+fc1_weight_grad.mb242.end:                        ; preds = %fc1_weight_grad.k244.end
+  %nb241.next = add nsw i64 %fc1_weight_grad.nb2411, 1
+  %0 = icmp slt i64 %nb241.next, 130
+  br i1 %0, label %fc1_weight_grad.nb241, label %fc1_weight_grad.nb241.end
 
-fc1_weight_grad.k237:                             ; preds = %fc1_weight_grad.k237, %fc1_weight_grad.mb235
-  %fc1_weight_grad.k2373 = phi i64 [ 0, %fc1_weight_grad.mb235 ], [ %k237.next, %fc1_weight_grad.k237 ]
-  %1 = mul nsw i64 %fc1_weight_grad.k2373, 3136
+fc1_weight_grad.k244:                             ; preds = %fc1_weight_grad.k244, %fc1_weight_grad.mb242
+  %fc1_weight_grad.k2443 = phi i64 [ 0, %fc1_weight_grad.mb242 ], [ %k244.next, %fc1_weight_grad.k244 ]
+  %1 = mul nsw i64 %fc1_weight_grad.k2443, 3136
   %2 = add nsw i64 802816, %1
-  %3 = mul nsw i64 %fc1_weight_grad.nb2341, 24
+  %3 = mul nsw i64 %fc1_weight_grad.nb2411, 24
   %4 = add nsw i64 %2, %3
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %4
   %5 = load <8 x float>, ptr %arena4, align 4
-  store <8 x float> %5, ptr %fc1_weight_grad.t236_b0, align 32
-  %6 = mul nsw i64 %fc1_weight_grad.k2373, 3136
+  store <8 x float> %5, ptr %fc1_weight_grad.t243_b0, align 32
+  %6 = mul nsw i64 %fc1_weight_grad.k2443, 3136
   %7 = add nsw i64 802816, %6
-  %8 = mul nsw i64 %fc1_weight_grad.nb2341, 24
+  %8 = mul nsw i64 %fc1_weight_grad.nb2411, 24
   %9 = add nsw i64 %7, %8
   %10 = add nsw i64 %9, 8
   %arena5 = getelementptr inbounds float, ptr %arena, i64 %10
   %11 = load <8 x float>, ptr %arena5, align 4
-  store <8 x float> %11, ptr %fc1_weight_grad.t236_b1, align 32
-  %12 = mul nsw i64 %fc1_weight_grad.k2373, 3136
+  store <8 x float> %11, ptr %fc1_weight_grad.t243_b1, align 32
+  %12 = mul nsw i64 %fc1_weight_grad.k2443, 3136
   %13 = add nsw i64 802816, %12
-  %14 = mul nsw i64 %fc1_weight_grad.nb2341, 24
+  %14 = mul nsw i64 %fc1_weight_grad.nb2411, 24
   %15 = add nsw i64 %13, %14
   %16 = add nsw i64 %15, 16
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %16
   %17 = load <8 x float>, ptr %arena6, align 4
-  store <8 x float> %17, ptr %fc1_weight_grad.t236_b2, align 32
-  %18 = mul nsw i64 %fc1_weight_grad.mb2352, 4
+  store <8 x float> %17, ptr %fc1_weight_grad.t243_b2, align 32
+  %18 = mul nsw i64 %fc1_weight_grad.mb2422, 4
   %19 = add nsw i64 1212416, %18
-  %20 = mul nsw i64 %fc1_weight_grad.k2373, 128
+  %20 = mul nsw i64 %fc1_weight_grad.k2443, 128
   %21 = add nsw i64 %19, %20
   %arena7 = getelementptr inbounds float, ptr %arena, i64 %21
   %22 = load float, ptr %arena7, align 4
   %23 = insertelement <8 x float> undef, float %22, i32 0
   %24 = shufflevector <8 x float> %23, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %24, ptr %fc1_weight_grad.t236_a0, align 32
-  %t236_a0 = load <8 x float>, ptr %fc1_weight_grad.t236_a0, align 32
-  %t236_b0 = load <8 x float>, ptr %fc1_weight_grad.t236_b0, align 32
-  %t236_c0_0 = load <8 x float>, ptr %fc1_weight_grad.t236_c0_0, align 32
-  %25 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t236_a0, <8 x float> %t236_b0, <8 x float> %t236_c0_0)
-  store <8 x float> %25, ptr %fc1_weight_grad.t236_c0_0, align 32
-  %t236_a08 = load <8 x float>, ptr %fc1_weight_grad.t236_a0, align 32
-  %t236_b1 = load <8 x float>, ptr %fc1_weight_grad.t236_b1, align 32
-  %t236_c0_1 = load <8 x float>, ptr %fc1_weight_grad.t236_c0_1, align 32
-  %26 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t236_a08, <8 x float> %t236_b1, <8 x float> %t236_c0_1)
-  store <8 x float> %26, ptr %fc1_weight_grad.t236_c0_1, align 32
-  %t236_a09 = load <8 x float>, ptr %fc1_weight_grad.t236_a0, align 32
-  %t236_b2 = load <8 x float>, ptr %fc1_weight_grad.t236_b2, align 32
-  %t236_c0_2 = load <8 x float>, ptr %fc1_weight_grad.t236_c0_2, align 32
-  %27 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t236_a09, <8 x float> %t236_b2, <8 x float> %t236_c0_2)
-  store <8 x float> %27, ptr %fc1_weight_grad.t236_c0_2, align 32
-  %28 = mul nsw i64 %fc1_weight_grad.mb2352, 4
+  store <8 x float> %24, ptr %fc1_weight_grad.t243_a0, align 32
+  %t243_a0 = load <8 x float>, ptr %fc1_weight_grad.t243_a0, align 32
+  %t243_b0 = load <8 x float>, ptr %fc1_weight_grad.t243_b0, align 32
+  %t243_c0_0 = load <8 x float>, ptr %fc1_weight_grad.t243_c0_0, align 32
+  %25 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t243_a0, <8 x float> %t243_b0, <8 x float> %t243_c0_0)
+  store <8 x float> %25, ptr %fc1_weight_grad.t243_c0_0, align 32
+  %t243_a08 = load <8 x float>, ptr %fc1_weight_grad.t243_a0, align 32
+  %t243_b1 = load <8 x float>, ptr %fc1_weight_grad.t243_b1, align 32
+  %t243_c0_1 = load <8 x float>, ptr %fc1_weight_grad.t243_c0_1, align 32
+  %26 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t243_a08, <8 x float> %t243_b1, <8 x float> %t243_c0_1)
+  store <8 x float> %26, ptr %fc1_weight_grad.t243_c0_1, align 32
+  %t243_a09 = load <8 x float>, ptr %fc1_weight_grad.t243_a0, align 32
+  %t243_b2 = load <8 x float>, ptr %fc1_weight_grad.t243_b2, align 32
+  %t243_c0_2 = load <8 x float>, ptr %fc1_weight_grad.t243_c0_2, align 32
+  %27 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t243_a09, <8 x float> %t243_b2, <8 x float> %t243_c0_2)
+  store <8 x float> %27, ptr %fc1_weight_grad.t243_c0_2, align 32
+  %28 = mul nsw i64 %fc1_weight_grad.mb2422, 4
   %29 = add nsw i64 %28, 1
   %30 = add nsw i64 1212416, %29
-  %31 = mul nsw i64 %fc1_weight_grad.k2373, 128
+  %31 = mul nsw i64 %fc1_weight_grad.k2443, 128
   %32 = add nsw i64 %30, %31
   %arena10 = getelementptr inbounds float, ptr %arena, i64 %32
   %33 = load float, ptr %arena10, align 4
   %34 = insertelement <8 x float> undef, float %33, i32 0
   %35 = shufflevector <8 x float> %34, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %35, ptr %fc1_weight_grad.t236_a1, align 32
-  %t236_a1 = load <8 x float>, ptr %fc1_weight_grad.t236_a1, align 32
-  %t236_b011 = load <8 x float>, ptr %fc1_weight_grad.t236_b0, align 32
-  %t236_c1_0 = load <8 x float>, ptr %fc1_weight_grad.t236_c1_0, align 32
-  %36 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t236_a1, <8 x float> %t236_b011, <8 x float> %t236_c1_0)
-  store <8 x float> %36, ptr %fc1_weight_grad.t236_c1_0, align 32
-  %t236_a112 = load <8 x float>, ptr %fc1_weight_grad.t236_a1, align 32
-  %t236_b113 = load <8 x float>, ptr %fc1_weight_grad.t236_b1, align 32
-  %t236_c1_1 = load <8 x float>, ptr %fc1_weight_grad.t236_c1_1, align 32
-  %37 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t236_a112, <8 x float> %t236_b113, <8 x float> %t236_c1_1)
-  store <8 x float> %37, ptr %fc1_weight_grad.t236_c1_1, align 32
-  %t236_a114 = load <8 x float>, ptr %fc1_weight_grad.t236_a1, align 32
-  %t236_b215 = load <8 x float>, ptr %fc1_weight_grad.t236_b2, align 32
-  %t236_c1_2 = load <8 x float>, ptr %fc1_weight_grad.t236_c1_2, align 32
-  %38 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t236_a114, <8 x float> %t236_b215, <8 x float> %t236_c1_2)
-  store <8 x float> %38, ptr %fc1_weight_grad.t236_c1_2, align 32
-  %39 = mul nsw i64 %fc1_weight_grad.mb2352, 4
+  store <8 x float> %35, ptr %fc1_weight_grad.t243_a1, align 32
+  %t243_a1 = load <8 x float>, ptr %fc1_weight_grad.t243_a1, align 32
+  %t243_b011 = load <8 x float>, ptr %fc1_weight_grad.t243_b0, align 32
+  %t243_c1_0 = load <8 x float>, ptr %fc1_weight_grad.t243_c1_0, align 32
+  %36 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t243_a1, <8 x float> %t243_b011, <8 x float> %t243_c1_0)
+  store <8 x float> %36, ptr %fc1_weight_grad.t243_c1_0, align 32
+  %t243_a112 = load <8 x float>, ptr %fc1_weight_grad.t243_a1, align 32
+  %t243_b113 = load <8 x float>, ptr %fc1_weight_grad.t243_b1, align 32
+  %t243_c1_1 = load <8 x float>, ptr %fc1_weight_grad.t243_c1_1, align 32
+  %37 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t243_a112, <8 x float> %t243_b113, <8 x float> %t243_c1_1)
+  store <8 x float> %37, ptr %fc1_weight_grad.t243_c1_1, align 32
+  %t243_a114 = load <8 x float>, ptr %fc1_weight_grad.t243_a1, align 32
+  %t243_b215 = load <8 x float>, ptr %fc1_weight_grad.t243_b2, align 32
+  %t243_c1_2 = load <8 x float>, ptr %fc1_weight_grad.t243_c1_2, align 32
+  %38 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t243_a114, <8 x float> %t243_b215, <8 x float> %t243_c1_2)
+  store <8 x float> %38, ptr %fc1_weight_grad.t243_c1_2, align 32
+  %39 = mul nsw i64 %fc1_weight_grad.mb2422, 4
   %40 = add nsw i64 %39, 2
   %41 = add nsw i64 1212416, %40
-  %42 = mul nsw i64 %fc1_weight_grad.k2373, 128
+  %42 = mul nsw i64 %fc1_weight_grad.k2443, 128
   %43 = add nsw i64 %41, %42
   %arena16 = getelementptr inbounds float, ptr %arena, i64 %43
   %44 = load float, ptr %arena16, align 4
   %45 = insertelement <8 x float> undef, float %44, i32 0
   %46 = shufflevector <8 x float> %45, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %46, ptr %fc1_weight_grad.t236_a2, align 32
-  %t236_a2 = load <8 x float>, ptr %fc1_weight_grad.t236_a2, align 32
-  %t236_b017 = load <8 x float>, ptr %fc1_weight_grad.t236_b0, align 32
-  %t236_c2_0 = load <8 x float>, ptr %fc1_weight_grad.t236_c2_0, align 32
-  %47 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t236_a2, <8 x float> %t236_b017, <8 x float> %t236_c2_0)
-  store <8 x float> %47, ptr %fc1_weight_grad.t236_c2_0, align 32
-  %t236_a218 = load <8 x float>, ptr %fc1_weight_grad.t236_a2, align 32
-  %t236_b119 = load <8 x float>, ptr %fc1_weight_grad.t236_b1, align 32
-  %t236_c2_1 = load <8 x float>, ptr %fc1_weight_grad.t236_c2_1, align 32
-  %48 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t236_a218, <8 x float> %t236_b119, <8 x float> %t236_c2_1)
-  store <8 x float> %48, ptr %fc1_weight_grad.t236_c2_1, align 32
-  %t236_a220 = load <8 x float>, ptr %fc1_weight_grad.t236_a2, align 32
-  %t236_b221 = load <8 x float>, ptr %fc1_weight_grad.t236_b2, align 32
-  %t236_c2_2 = load <8 x float>, ptr %fc1_weight_grad.t236_c2_2, align 32
-  %49 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t236_a220, <8 x float> %t236_b221, <8 x float> %t236_c2_2)
-  store <8 x float> %49, ptr %fc1_weight_grad.t236_c2_2, align 32
-  %50 = mul nsw i64 %fc1_weight_grad.mb2352, 4
+  store <8 x float> %46, ptr %fc1_weight_grad.t243_a2, align 32
+  %t243_a2 = load <8 x float>, ptr %fc1_weight_grad.t243_a2, align 32
+  %t243_b017 = load <8 x float>, ptr %fc1_weight_grad.t243_b0, align 32
+  %t243_c2_0 = load <8 x float>, ptr %fc1_weight_grad.t243_c2_0, align 32
+  %47 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t243_a2, <8 x float> %t243_b017, <8 x float> %t243_c2_0)
+  store <8 x float> %47, ptr %fc1_weight_grad.t243_c2_0, align 32
+  %t243_a218 = load <8 x float>, ptr %fc1_weight_grad.t243_a2, align 32
+  %t243_b119 = load <8 x float>, ptr %fc1_weight_grad.t243_b1, align 32
+  %t243_c2_1 = load <8 x float>, ptr %fc1_weight_grad.t243_c2_1, align 32
+  %48 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t243_a218, <8 x float> %t243_b119, <8 x float> %t243_c2_1)
+  store <8 x float> %48, ptr %fc1_weight_grad.t243_c2_1, align 32
+  %t243_a220 = load <8 x float>, ptr %fc1_weight_grad.t243_a2, align 32
+  %t243_b221 = load <8 x float>, ptr %fc1_weight_grad.t243_b2, align 32
+  %t243_c2_2 = load <8 x float>, ptr %fc1_weight_grad.t243_c2_2, align 32
+  %49 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t243_a220, <8 x float> %t243_b221, <8 x float> %t243_c2_2)
+  store <8 x float> %49, ptr %fc1_weight_grad.t243_c2_2, align 32
+  %50 = mul nsw i64 %fc1_weight_grad.mb2422, 4
   %51 = add nsw i64 %50, 3
   %52 = add nsw i64 1212416, %51
-  %53 = mul nsw i64 %fc1_weight_grad.k2373, 128
+  %53 = mul nsw i64 %fc1_weight_grad.k2443, 128
   %54 = add nsw i64 %52, %53
   %arena22 = getelementptr inbounds float, ptr %arena, i64 %54
   %55 = load float, ptr %arena22, align 4
   %56 = insertelement <8 x float> undef, float %55, i32 0
   %57 = shufflevector <8 x float> %56, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %57, ptr %fc1_weight_grad.t236_a3, align 32
-  %t236_a3 = load <8 x float>, ptr %fc1_weight_grad.t236_a3, align 32
-  %t236_b023 = load <8 x float>, ptr %fc1_weight_grad.t236_b0, align 32
-  %t236_c3_0 = load <8 x float>, ptr %fc1_weight_grad.t236_c3_0, align 32
-  %58 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t236_a3, <8 x float> %t236_b023, <8 x float> %t236_c3_0)
-  store <8 x float> %58, ptr %fc1_weight_grad.t236_c3_0, align 32
-  %t236_a324 = load <8 x float>, ptr %fc1_weight_grad.t236_a3, align 32
-  %t236_b125 = load <8 x float>, ptr %fc1_weight_grad.t236_b1, align 32
-  %t236_c3_1 = load <8 x float>, ptr %fc1_weight_grad.t236_c3_1, align 32
-  %59 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t236_a324, <8 x float> %t236_b125, <8 x float> %t236_c3_1)
-  store <8 x float> %59, ptr %fc1_weight_grad.t236_c3_1, align 32
-  %t236_a326 = load <8 x float>, ptr %fc1_weight_grad.t236_a3, align 32
-  %t236_b227 = load <8 x float>, ptr %fc1_weight_grad.t236_b2, align 32
-  %t236_c3_2 = load <8 x float>, ptr %fc1_weight_grad.t236_c3_2, align 32
-  %60 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t236_a326, <8 x float> %t236_b227, <8 x float> %t236_c3_2)
-  store <8 x float> %60, ptr %fc1_weight_grad.t236_c3_2, align 32
-  %k237.next = add nsw i64 %fc1_weight_grad.k2373, 1
-  %61 = icmp slt i64 %k237.next, 64
-  br i1 %61, label %fc1_weight_grad.k237, label %fc1_weight_grad.k237.end
+  store <8 x float> %57, ptr %fc1_weight_grad.t243_a3, align 32
+  %t243_a3 = load <8 x float>, ptr %fc1_weight_grad.t243_a3, align 32
+  %t243_b023 = load <8 x float>, ptr %fc1_weight_grad.t243_b0, align 32
+  %t243_c3_0 = load <8 x float>, ptr %fc1_weight_grad.t243_c3_0, align 32
+  %58 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t243_a3, <8 x float> %t243_b023, <8 x float> %t243_c3_0)
+  store <8 x float> %58, ptr %fc1_weight_grad.t243_c3_0, align 32
+  %t243_a324 = load <8 x float>, ptr %fc1_weight_grad.t243_a3, align 32
+  %t243_b125 = load <8 x float>, ptr %fc1_weight_grad.t243_b1, align 32
+  %t243_c3_1 = load <8 x float>, ptr %fc1_weight_grad.t243_c3_1, align 32
+  %59 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t243_a324, <8 x float> %t243_b125, <8 x float> %t243_c3_1)
+  store <8 x float> %59, ptr %fc1_weight_grad.t243_c3_1, align 32
+  %t243_a326 = load <8 x float>, ptr %fc1_weight_grad.t243_a3, align 32
+  %t243_b227 = load <8 x float>, ptr %fc1_weight_grad.t243_b2, align 32
+  %t243_c3_2 = load <8 x float>, ptr %fc1_weight_grad.t243_c3_2, align 32
+  %60 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t243_a326, <8 x float> %t243_b227, <8 x float> %t243_c3_2)
+  store <8 x float> %60, ptr %fc1_weight_grad.t243_c3_2, align 32
+  %k244.next = add nsw i64 %fc1_weight_grad.k2443, 1
+  %61 = icmp slt i64 %k244.next, 64
+  br i1 %61, label %fc1_weight_grad.k244, label %fc1_weight_grad.k244.end
 
-fc1_weight_grad.k237.end:                         ; preds = %fc1_weight_grad.k237
-  %t236_c0_028 = load <8 x float>, ptr %fc1_weight_grad.t236_c0_0, align 32
-  %62 = mul nsw i64 %fc1_weight_grad.mb2352, 4
+fc1_weight_grad.k244.end:                         ; preds = %fc1_weight_grad.k244
+  %t243_c0_028 = load <8 x float>, ptr %fc1_weight_grad.t243_c0_0, align 32
+  %62 = mul nsw i64 %fc1_weight_grad.mb2422, 4
   %63 = mul nsw i64 %62, 3136
   %64 = add nsw i64 18816, %63
-  %65 = mul nsw i64 %fc1_weight_grad.nb2341, 24
+  %65 = mul nsw i64 %fc1_weight_grad.nb2411, 24
   %66 = add nsw i64 %64, %65
   %grads29 = getelementptr inbounds float, ptr %grads, i64 %66
-  store <8 x float> %t236_c0_028, ptr %grads29, align 4
-  %t236_c0_130 = load <8 x float>, ptr %fc1_weight_grad.t236_c0_1, align 32
-  %67 = mul nsw i64 %fc1_weight_grad.mb2352, 4
+  store <8 x float> %t243_c0_028, ptr %grads29, align 4
+  %t243_c0_130 = load <8 x float>, ptr %fc1_weight_grad.t243_c0_1, align 32
+  %67 = mul nsw i64 %fc1_weight_grad.mb2422, 4
   %68 = mul nsw i64 %67, 3136
   %69 = add nsw i64 18816, %68
-  %70 = mul nsw i64 %fc1_weight_grad.nb2341, 24
+  %70 = mul nsw i64 %fc1_weight_grad.nb2411, 24
   %71 = add nsw i64 %69, %70
   %72 = add nsw i64 %71, 8
   %grads31 = getelementptr inbounds float, ptr %grads, i64 %72
-  store <8 x float> %t236_c0_130, ptr %grads31, align 4
-  %t236_c0_232 = load <8 x float>, ptr %fc1_weight_grad.t236_c0_2, align 32
-  %73 = mul nsw i64 %fc1_weight_grad.mb2352, 4
+  store <8 x float> %t243_c0_130, ptr %grads31, align 4
+  %t243_c0_232 = load <8 x float>, ptr %fc1_weight_grad.t243_c0_2, align 32
+  %73 = mul nsw i64 %fc1_weight_grad.mb2422, 4
   %74 = mul nsw i64 %73, 3136
   %75 = add nsw i64 18816, %74
-  %76 = mul nsw i64 %fc1_weight_grad.nb2341, 24
+  %76 = mul nsw i64 %fc1_weight_grad.nb2411, 24
   %77 = add nsw i64 %75, %76
   %78 = add nsw i64 %77, 16
   %grads33 = getelementptr inbounds float, ptr %grads, i64 %78
-  store <8 x float> %t236_c0_232, ptr %grads33, align 4
-  %t236_c1_034 = load <8 x float>, ptr %fc1_weight_grad.t236_c1_0, align 32
-  %79 = mul nsw i64 %fc1_weight_grad.mb2352, 4
+  store <8 x float> %t243_c0_232, ptr %grads33, align 4
+  %t243_c1_034 = load <8 x float>, ptr %fc1_weight_grad.t243_c1_0, align 32
+  %79 = mul nsw i64 %fc1_weight_grad.mb2422, 4
   %80 = add nsw i64 %79, 1
   %81 = mul nsw i64 %80, 3136
   %82 = add nsw i64 18816, %81
-  %83 = mul nsw i64 %fc1_weight_grad.nb2341, 24
+  %83 = mul nsw i64 %fc1_weight_grad.nb2411, 24
   %84 = add nsw i64 %82, %83
   %grads35 = getelementptr inbounds float, ptr %grads, i64 %84
-  store <8 x float> %t236_c1_034, ptr %grads35, align 4
-  %t236_c1_136 = load <8 x float>, ptr %fc1_weight_grad.t236_c1_1, align 32
-  %85 = mul nsw i64 %fc1_weight_grad.mb2352, 4
+  store <8 x float> %t243_c1_034, ptr %grads35, align 4
+  %t243_c1_136 = load <8 x float>, ptr %fc1_weight_grad.t243_c1_1, align 32
+  %85 = mul nsw i64 %fc1_weight_grad.mb2422, 4
   %86 = add nsw i64 %85, 1
   %87 = mul nsw i64 %86, 3136
   %88 = add nsw i64 18816, %87
-  %89 = mul nsw i64 %fc1_weight_grad.nb2341, 24
+  %89 = mul nsw i64 %fc1_weight_grad.nb2411, 24
   %90 = add nsw i64 %88, %89
   %91 = add nsw i64 %90, 8
   %grads37 = getelementptr inbounds float, ptr %grads, i64 %91
-  store <8 x float> %t236_c1_136, ptr %grads37, align 4
-  %t236_c1_238 = load <8 x float>, ptr %fc1_weight_grad.t236_c1_2, align 32
-  %92 = mul nsw i64 %fc1_weight_grad.mb2352, 4
+  store <8 x float> %t243_c1_136, ptr %grads37, align 4
+  %t243_c1_238 = load <8 x float>, ptr %fc1_weight_grad.t243_c1_2, align 32
+  %92 = mul nsw i64 %fc1_weight_grad.mb2422, 4
   %93 = add nsw i64 %92, 1
   %94 = mul nsw i64 %93, 3136
   %95 = add nsw i64 18816, %94
-  %96 = mul nsw i64 %fc1_weight_grad.nb2341, 24
+  %96 = mul nsw i64 %fc1_weight_grad.nb2411, 24
   %97 = add nsw i64 %95, %96
   %98 = add nsw i64 %97, 16
   %grads39 = getelementptr inbounds float, ptr %grads, i64 %98
-  store <8 x float> %t236_c1_238, ptr %grads39, align 4
-  %t236_c2_040 = load <8 x float>, ptr %fc1_weight_grad.t236_c2_0, align 32
-  %99 = mul nsw i64 %fc1_weight_grad.mb2352, 4
+  store <8 x float> %t243_c1_238, ptr %grads39, align 4
+  %t243_c2_040 = load <8 x float>, ptr %fc1_weight_grad.t243_c2_0, align 32
+  %99 = mul nsw i64 %fc1_weight_grad.mb2422, 4
   %100 = add nsw i64 %99, 2
   %101 = mul nsw i64 %100, 3136
   %102 = add nsw i64 18816, %101
-  %103 = mul nsw i64 %fc1_weight_grad.nb2341, 24
+  %103 = mul nsw i64 %fc1_weight_grad.nb2411, 24
   %104 = add nsw i64 %102, %103
   %grads41 = getelementptr inbounds float, ptr %grads, i64 %104
-  store <8 x float> %t236_c2_040, ptr %grads41, align 4
-  %t236_c2_142 = load <8 x float>, ptr %fc1_weight_grad.t236_c2_1, align 32
-  %105 = mul nsw i64 %fc1_weight_grad.mb2352, 4
+  store <8 x float> %t243_c2_040, ptr %grads41, align 4
+  %t243_c2_142 = load <8 x float>, ptr %fc1_weight_grad.t243_c2_1, align 32
+  %105 = mul nsw i64 %fc1_weight_grad.mb2422, 4
   %106 = add nsw i64 %105, 2
   %107 = mul nsw i64 %106, 3136
   %108 = add nsw i64 18816, %107
-  %109 = mul nsw i64 %fc1_weight_grad.nb2341, 24
+  %109 = mul nsw i64 %fc1_weight_grad.nb2411, 24
   %110 = add nsw i64 %108, %109
   %111 = add nsw i64 %110, 8
   %grads43 = getelementptr inbounds float, ptr %grads, i64 %111
-  store <8 x float> %t236_c2_142, ptr %grads43, align 4
-  %t236_c2_244 = load <8 x float>, ptr %fc1_weight_grad.t236_c2_2, align 32
-  %112 = mul nsw i64 %fc1_weight_grad.mb2352, 4
+  store <8 x float> %t243_c2_142, ptr %grads43, align 4
+  %t243_c2_244 = load <8 x float>, ptr %fc1_weight_grad.t243_c2_2, align 32
+  %112 = mul nsw i64 %fc1_weight_grad.mb2422, 4
   %113 = add nsw i64 %112, 2
   %114 = mul nsw i64 %113, 3136
   %115 = add nsw i64 18816, %114
-  %116 = mul nsw i64 %fc1_weight_grad.nb2341, 24
+  %116 = mul nsw i64 %fc1_weight_grad.nb2411, 24
   %117 = add nsw i64 %115, %116
   %118 = add nsw i64 %117, 16
   %grads45 = getelementptr inbounds float, ptr %grads, i64 %118
-  store <8 x float> %t236_c2_244, ptr %grads45, align 4
-  %t236_c3_046 = load <8 x float>, ptr %fc1_weight_grad.t236_c3_0, align 32
-  %119 = mul nsw i64 %fc1_weight_grad.mb2352, 4
+  store <8 x float> %t243_c2_244, ptr %grads45, align 4
+  %t243_c3_046 = load <8 x float>, ptr %fc1_weight_grad.t243_c3_0, align 32
+  %119 = mul nsw i64 %fc1_weight_grad.mb2422, 4
   %120 = add nsw i64 %119, 3
   %121 = mul nsw i64 %120, 3136
   %122 = add nsw i64 18816, %121
-  %123 = mul nsw i64 %fc1_weight_grad.nb2341, 24
+  %123 = mul nsw i64 %fc1_weight_grad.nb2411, 24
   %124 = add nsw i64 %122, %123
   %grads47 = getelementptr inbounds float, ptr %grads, i64 %124
-  store <8 x float> %t236_c3_046, ptr %grads47, align 4
-  %t236_c3_148 = load <8 x float>, ptr %fc1_weight_grad.t236_c3_1, align 32
-  %125 = mul nsw i64 %fc1_weight_grad.mb2352, 4
+  store <8 x float> %t243_c3_046, ptr %grads47, align 4
+  %t243_c3_148 = load <8 x float>, ptr %fc1_weight_grad.t243_c3_1, align 32
+  %125 = mul nsw i64 %fc1_weight_grad.mb2422, 4
   %126 = add nsw i64 %125, 3
   %127 = mul nsw i64 %126, 3136
   %128 = add nsw i64 18816, %127
-  %129 = mul nsw i64 %fc1_weight_grad.nb2341, 24
+  %129 = mul nsw i64 %fc1_weight_grad.nb2411, 24
   %130 = add nsw i64 %128, %129
   %131 = add nsw i64 %130, 8
   %grads49 = getelementptr inbounds float, ptr %grads, i64 %131
-  store <8 x float> %t236_c3_148, ptr %grads49, align 4
-  %t236_c3_250 = load <8 x float>, ptr %fc1_weight_grad.t236_c3_2, align 32
-  %132 = mul nsw i64 %fc1_weight_grad.mb2352, 4
+  store <8 x float> %t243_c3_148, ptr %grads49, align 4
+  %t243_c3_250 = load <8 x float>, ptr %fc1_weight_grad.t243_c3_2, align 32
+  %132 = mul nsw i64 %fc1_weight_grad.mb2422, 4
   %133 = add nsw i64 %132, 3
   %134 = mul nsw i64 %133, 3136
   %135 = add nsw i64 18816, %134
-  %136 = mul nsw i64 %fc1_weight_grad.nb2341, 24
+  %136 = mul nsw i64 %fc1_weight_grad.nb2411, 24
   %137 = add nsw i64 %135, %136
   %138 = add nsw i64 %137, 16
   %grads51 = getelementptr inbounds float, ptr %grads, i64 %138
-  store <8 x float> %t236_c3_250, ptr %grads51, align 4
-  %mb235.next = add nsw i64 %fc1_weight_grad.mb2352, 1
-  %139 = icmp slt i64 %mb235.next, 32
-  br i1 %139, label %fc1_weight_grad.mb235, label %fc1_weight_grad.mb235.end
+  store <8 x float> %t243_c3_250, ptr %grads51, align 4
+  %mb242.next = add nsw i64 %fc1_weight_grad.mb2422, 1
+  %139 = icmp slt i64 %mb242.next, 32
+  br i1 %139, label %fc1_weight_grad.mb242, label %fc1_weight_grad.mb242.end
 
-fc1_weight_grad.mb238:                            ; preds = %fc1_weight_grad.k240.end, %fc1_weight_grad.nb234.end
-  %fc1_weight_grad.mb23852 = phi i64 [ 0, %fc1_weight_grad.nb234.end ], [ %mb238.next, %fc1_weight_grad.k240.end ]
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t239_c0_0, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t239_c0_1, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t239_c1_0, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t239_c1_1, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t239_c2_0, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t239_c2_1, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t239_c3_0, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t239_c3_1, align 32
-  br label %fc1_weight_grad.k240
+fc1_weight_grad.mb245:                            ; preds = %fc1_weight_grad.k247.end, %fc1_weight_grad.nb241.end
+  %fc1_weight_grad.mb24552 = phi i64 [ 0, %fc1_weight_grad.nb241.end ], [ %mb245.next, %fc1_weight_grad.k247.end ]
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t246_c0_0, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t246_c0_1, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t246_c1_0, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t246_c1_1, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t246_c2_0, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t246_c2_1, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t246_c3_0, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t246_c3_1, align 32
+  br label %fc1_weight_grad.k247
 
-fc1_weight_grad.mb238.end:                        ; preds = %fc1_weight_grad.k240.end
+fc1_weight_grad.mb245.end:                        ; preds = %fc1_weight_grad.k247.end
   ret void
 
-fc1_weight_grad.k240:                             ; preds = %fc1_weight_grad.k240, %fc1_weight_grad.mb238
-  %fc1_weight_grad.k24053 = phi i64 [ 0, %fc1_weight_grad.mb238 ], [ %k240.next, %fc1_weight_grad.k240 ]
-  %140 = mul nsw i64 %fc1_weight_grad.k24053, 3136
+fc1_weight_grad.k247:                             ; preds = %fc1_weight_grad.k247, %fc1_weight_grad.mb245
+  %fc1_weight_grad.k24753 = phi i64 [ 0, %fc1_weight_grad.mb245 ], [ %k247.next, %fc1_weight_grad.k247 ]
+  %140 = mul nsw i64 %fc1_weight_grad.k24753, 3136
   %141 = add nsw i64 802816, %140
   %142 = add nsw i64 %141, 3120
   %arena54 = getelementptr inbounds float, ptr %arena, i64 %142
   %143 = load <8 x float>, ptr %arena54, align 4
-  store <8 x float> %143, ptr %fc1_weight_grad.t239_b0, align 32
-  %144 = mul nsw i64 %fc1_weight_grad.k24053, 3136
+  store <8 x float> %143, ptr %fc1_weight_grad.t246_b0, align 32
+  %144 = mul nsw i64 %fc1_weight_grad.k24753, 3136
   %145 = add nsw i64 802816, %144
   %146 = add nsw i64 %145, 3120
   %147 = add nsw i64 %146, 8
   %arena55 = getelementptr inbounds float, ptr %arena, i64 %147
   %148 = load <8 x float>, ptr %arena55, align 4
-  store <8 x float> %148, ptr %fc1_weight_grad.t239_b1, align 32
-  %149 = mul nsw i64 %fc1_weight_grad.mb23852, 4
+  store <8 x float> %148, ptr %fc1_weight_grad.t246_b1, align 32
+  %149 = mul nsw i64 %fc1_weight_grad.mb24552, 4
   %150 = add nsw i64 1212416, %149
-  %151 = mul nsw i64 %fc1_weight_grad.k24053, 128
+  %151 = mul nsw i64 %fc1_weight_grad.k24753, 128
   %152 = add nsw i64 %150, %151
   %arena56 = getelementptr inbounds float, ptr %arena, i64 %152
   %153 = load float, ptr %arena56, align 4
   %154 = insertelement <8 x float> undef, float %153, i32 0
   %155 = shufflevector <8 x float> %154, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %155, ptr %fc1_weight_grad.t239_a0, align 32
-  %t239_a0 = load <8 x float>, ptr %fc1_weight_grad.t239_a0, align 32
-  %t239_b0 = load <8 x float>, ptr %fc1_weight_grad.t239_b0, align 32
-  %t239_c0_0 = load <8 x float>, ptr %fc1_weight_grad.t239_c0_0, align 32
-  %156 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t239_a0, <8 x float> %t239_b0, <8 x float> %t239_c0_0)
-  store <8 x float> %156, ptr %fc1_weight_grad.t239_c0_0, align 32
-  %t239_a057 = load <8 x float>, ptr %fc1_weight_grad.t239_a0, align 32
-  %t239_b1 = load <8 x float>, ptr %fc1_weight_grad.t239_b1, align 32
-  %t239_c0_1 = load <8 x float>, ptr %fc1_weight_grad.t239_c0_1, align 32
-  %157 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t239_a057, <8 x float> %t239_b1, <8 x float> %t239_c0_1)
-  store <8 x float> %157, ptr %fc1_weight_grad.t239_c0_1, align 32
-  %158 = mul nsw i64 %fc1_weight_grad.mb23852, 4
+  store <8 x float> %155, ptr %fc1_weight_grad.t246_a0, align 32
+  %t246_a0 = load <8 x float>, ptr %fc1_weight_grad.t246_a0, align 32
+  %t246_b0 = load <8 x float>, ptr %fc1_weight_grad.t246_b0, align 32
+  %t246_c0_0 = load <8 x float>, ptr %fc1_weight_grad.t246_c0_0, align 32
+  %156 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t246_a0, <8 x float> %t246_b0, <8 x float> %t246_c0_0)
+  store <8 x float> %156, ptr %fc1_weight_grad.t246_c0_0, align 32
+  %t246_a057 = load <8 x float>, ptr %fc1_weight_grad.t246_a0, align 32
+  %t246_b1 = load <8 x float>, ptr %fc1_weight_grad.t246_b1, align 32
+  %t246_c0_1 = load <8 x float>, ptr %fc1_weight_grad.t246_c0_1, align 32
+  %157 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t246_a057, <8 x float> %t246_b1, <8 x float> %t246_c0_1)
+  store <8 x float> %157, ptr %fc1_weight_grad.t246_c0_1, align 32
+  %158 = mul nsw i64 %fc1_weight_grad.mb24552, 4
   %159 = add nsw i64 %158, 1
   %160 = add nsw i64 1212416, %159
-  %161 = mul nsw i64 %fc1_weight_grad.k24053, 128
+  %161 = mul nsw i64 %fc1_weight_grad.k24753, 128
   %162 = add nsw i64 %160, %161
   %arena58 = getelementptr inbounds float, ptr %arena, i64 %162
   %163 = load float, ptr %arena58, align 4
   %164 = insertelement <8 x float> undef, float %163, i32 0
   %165 = shufflevector <8 x float> %164, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %165, ptr %fc1_weight_grad.t239_a1, align 32
-  %t239_a1 = load <8 x float>, ptr %fc1_weight_grad.t239_a1, align 32
-  %t239_b059 = load <8 x float>, ptr %fc1_weight_grad.t239_b0, align 32
-  %t239_c1_0 = load <8 x float>, ptr %fc1_weight_grad.t239_c1_0, align 32
-  %166 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t239_a1, <8 x float> %t239_b059, <8 x float> %t239_c1_0)
-  store <8 x float> %166, ptr %fc1_weight_grad.t239_c1_0, align 32
-  %t239_a160 = load <8 x float>, ptr %fc1_weight_grad.t239_a1, align 32
-  %t239_b161 = load <8 x float>, ptr %fc1_weight_grad.t239_b1, align 32
-  %t239_c1_1 = load <8 x float>, ptr %fc1_weight_grad.t239_c1_1, align 32
-  %167 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t239_a160, <8 x float> %t239_b161, <8 x float> %t239_c1_1)
-  store <8 x float> %167, ptr %fc1_weight_grad.t239_c1_1, align 32
-  %168 = mul nsw i64 %fc1_weight_grad.mb23852, 4
+  store <8 x float> %165, ptr %fc1_weight_grad.t246_a1, align 32
+  %t246_a1 = load <8 x float>, ptr %fc1_weight_grad.t246_a1, align 32
+  %t246_b059 = load <8 x float>, ptr %fc1_weight_grad.t246_b0, align 32
+  %t246_c1_0 = load <8 x float>, ptr %fc1_weight_grad.t246_c1_0, align 32
+  %166 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t246_a1, <8 x float> %t246_b059, <8 x float> %t246_c1_0)
+  store <8 x float> %166, ptr %fc1_weight_grad.t246_c1_0, align 32
+  %t246_a160 = load <8 x float>, ptr %fc1_weight_grad.t246_a1, align 32
+  %t246_b161 = load <8 x float>, ptr %fc1_weight_grad.t246_b1, align 32
+  %t246_c1_1 = load <8 x float>, ptr %fc1_weight_grad.t246_c1_1, align 32
+  %167 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t246_a160, <8 x float> %t246_b161, <8 x float> %t246_c1_1)
+  store <8 x float> %167, ptr %fc1_weight_grad.t246_c1_1, align 32
+  %168 = mul nsw i64 %fc1_weight_grad.mb24552, 4
   %169 = add nsw i64 %168, 2
   %170 = add nsw i64 1212416, %169
-  %171 = mul nsw i64 %fc1_weight_grad.k24053, 128
+  %171 = mul nsw i64 %fc1_weight_grad.k24753, 128
   %172 = add nsw i64 %170, %171
   %arena62 = getelementptr inbounds float, ptr %arena, i64 %172
   %173 = load float, ptr %arena62, align 4
   %174 = insertelement <8 x float> undef, float %173, i32 0
   %175 = shufflevector <8 x float> %174, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %175, ptr %fc1_weight_grad.t239_a2, align 32
-  %t239_a2 = load <8 x float>, ptr %fc1_weight_grad.t239_a2, align 32
-  %t239_b063 = load <8 x float>, ptr %fc1_weight_grad.t239_b0, align 32
-  %t239_c2_0 = load <8 x float>, ptr %fc1_weight_grad.t239_c2_0, align 32
-  %176 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t239_a2, <8 x float> %t239_b063, <8 x float> %t239_c2_0)
-  store <8 x float> %176, ptr %fc1_weight_grad.t239_c2_0, align 32
-  %t239_a264 = load <8 x float>, ptr %fc1_weight_grad.t239_a2, align 32
-  %t239_b165 = load <8 x float>, ptr %fc1_weight_grad.t239_b1, align 32
-  %t239_c2_1 = load <8 x float>, ptr %fc1_weight_grad.t239_c2_1, align 32
-  %177 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t239_a264, <8 x float> %t239_b165, <8 x float> %t239_c2_1)
-  store <8 x float> %177, ptr %fc1_weight_grad.t239_c2_1, align 32
-  %178 = mul nsw i64 %fc1_weight_grad.mb23852, 4
+  store <8 x float> %175, ptr %fc1_weight_grad.t246_a2, align 32
+  %t246_a2 = load <8 x float>, ptr %fc1_weight_grad.t246_a2, align 32
+  %t246_b063 = load <8 x float>, ptr %fc1_weight_grad.t246_b0, align 32
+  %t246_c2_0 = load <8 x float>, ptr %fc1_weight_grad.t246_c2_0, align 32
+  %176 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t246_a2, <8 x float> %t246_b063, <8 x float> %t246_c2_0)
+  store <8 x float> %176, ptr %fc1_weight_grad.t246_c2_0, align 32
+  %t246_a264 = load <8 x float>, ptr %fc1_weight_grad.t246_a2, align 32
+  %t246_b165 = load <8 x float>, ptr %fc1_weight_grad.t246_b1, align 32
+  %t246_c2_1 = load <8 x float>, ptr %fc1_weight_grad.t246_c2_1, align 32
+  %177 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t246_a264, <8 x float> %t246_b165, <8 x float> %t246_c2_1)
+  store <8 x float> %177, ptr %fc1_weight_grad.t246_c2_1, align 32
+  %178 = mul nsw i64 %fc1_weight_grad.mb24552, 4
   %179 = add nsw i64 %178, 3
   %180 = add nsw i64 1212416, %179
-  %181 = mul nsw i64 %fc1_weight_grad.k24053, 128
+  %181 = mul nsw i64 %fc1_weight_grad.k24753, 128
   %182 = add nsw i64 %180, %181
   %arena66 = getelementptr inbounds float, ptr %arena, i64 %182
   %183 = load float, ptr %arena66, align 4
   %184 = insertelement <8 x float> undef, float %183, i32 0
   %185 = shufflevector <8 x float> %184, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %185, ptr %fc1_weight_grad.t239_a3, align 32
-  %t239_a3 = load <8 x float>, ptr %fc1_weight_grad.t239_a3, align 32
-  %t239_b067 = load <8 x float>, ptr %fc1_weight_grad.t239_b0, align 32
-  %t239_c3_0 = load <8 x float>, ptr %fc1_weight_grad.t239_c3_0, align 32
-  %186 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t239_a3, <8 x float> %t239_b067, <8 x float> %t239_c3_0)
-  store <8 x float> %186, ptr %fc1_weight_grad.t239_c3_0, align 32
-  %t239_a368 = load <8 x float>, ptr %fc1_weight_grad.t239_a3, align 32
-  %t239_b169 = load <8 x float>, ptr %fc1_weight_grad.t239_b1, align 32
-  %t239_c3_1 = load <8 x float>, ptr %fc1_weight_grad.t239_c3_1, align 32
-  %187 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t239_a368, <8 x float> %t239_b169, <8 x float> %t239_c3_1)
-  store <8 x float> %187, ptr %fc1_weight_grad.t239_c3_1, align 32
-  %k240.next = add nsw i64 %fc1_weight_grad.k24053, 1
-  %188 = icmp slt i64 %k240.next, 64
-  br i1 %188, label %fc1_weight_grad.k240, label %fc1_weight_grad.k240.end
+  store <8 x float> %185, ptr %fc1_weight_grad.t246_a3, align 32
+  %t246_a3 = load <8 x float>, ptr %fc1_weight_grad.t246_a3, align 32
+  %t246_b067 = load <8 x float>, ptr %fc1_weight_grad.t246_b0, align 32
+  %t246_c3_0 = load <8 x float>, ptr %fc1_weight_grad.t246_c3_0, align 32
+  %186 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t246_a3, <8 x float> %t246_b067, <8 x float> %t246_c3_0)
+  store <8 x float> %186, ptr %fc1_weight_grad.t246_c3_0, align 32
+  %t246_a368 = load <8 x float>, ptr %fc1_weight_grad.t246_a3, align 32
+  %t246_b169 = load <8 x float>, ptr %fc1_weight_grad.t246_b1, align 32
+  %t246_c3_1 = load <8 x float>, ptr %fc1_weight_grad.t246_c3_1, align 32
+  %187 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t246_a368, <8 x float> %t246_b169, <8 x float> %t246_c3_1)
+  store <8 x float> %187, ptr %fc1_weight_grad.t246_c3_1, align 32
+  %k247.next = add nsw i64 %fc1_weight_grad.k24753, 1
+  %188 = icmp slt i64 %k247.next, 64
+  br i1 %188, label %fc1_weight_grad.k247, label %fc1_weight_grad.k247.end
 
-fc1_weight_grad.k240.end:                         ; preds = %fc1_weight_grad.k240
-  %t239_c0_070 = load <8 x float>, ptr %fc1_weight_grad.t239_c0_0, align 32
-  %189 = mul nsw i64 %fc1_weight_grad.mb23852, 4
+fc1_weight_grad.k247.end:                         ; preds = %fc1_weight_grad.k247
+  %t246_c0_070 = load <8 x float>, ptr %fc1_weight_grad.t246_c0_0, align 32
+  %189 = mul nsw i64 %fc1_weight_grad.mb24552, 4
   %190 = mul nsw i64 %189, 3136
   %191 = add nsw i64 18816, %190
   %192 = add nsw i64 %191, 3120
   %grads71 = getelementptr inbounds float, ptr %grads, i64 %192
-  store <8 x float> %t239_c0_070, ptr %grads71, align 4
-  %t239_c0_172 = load <8 x float>, ptr %fc1_weight_grad.t239_c0_1, align 32
-  %193 = mul nsw i64 %fc1_weight_grad.mb23852, 4
+  store <8 x float> %t246_c0_070, ptr %grads71, align 4
+  %t246_c0_172 = load <8 x float>, ptr %fc1_weight_grad.t246_c0_1, align 32
+  %193 = mul nsw i64 %fc1_weight_grad.mb24552, 4
   %194 = mul nsw i64 %193, 3136
   %195 = add nsw i64 18816, %194
   %196 = add nsw i64 %195, 3120
   %197 = add nsw i64 %196, 8
   %grads73 = getelementptr inbounds float, ptr %grads, i64 %197
-  store <8 x float> %t239_c0_172, ptr %grads73, align 4
-  %t239_c1_074 = load <8 x float>, ptr %fc1_weight_grad.t239_c1_0, align 32
-  %198 = mul nsw i64 %fc1_weight_grad.mb23852, 4
+  store <8 x float> %t246_c0_172, ptr %grads73, align 4
+  %t246_c1_074 = load <8 x float>, ptr %fc1_weight_grad.t246_c1_0, align 32
+  %198 = mul nsw i64 %fc1_weight_grad.mb24552, 4
   %199 = add nsw i64 %198, 1
   %200 = mul nsw i64 %199, 3136
   %201 = add nsw i64 18816, %200
   %202 = add nsw i64 %201, 3120
   %grads75 = getelementptr inbounds float, ptr %grads, i64 %202
-  store <8 x float> %t239_c1_074, ptr %grads75, align 4
-  %t239_c1_176 = load <8 x float>, ptr %fc1_weight_grad.t239_c1_1, align 32
-  %203 = mul nsw i64 %fc1_weight_grad.mb23852, 4
+  store <8 x float> %t246_c1_074, ptr %grads75, align 4
+  %t246_c1_176 = load <8 x float>, ptr %fc1_weight_grad.t246_c1_1, align 32
+  %203 = mul nsw i64 %fc1_weight_grad.mb24552, 4
   %204 = add nsw i64 %203, 1
   %205 = mul nsw i64 %204, 3136
   %206 = add nsw i64 18816, %205
   %207 = add nsw i64 %206, 3120
   %208 = add nsw i64 %207, 8
   %grads77 = getelementptr inbounds float, ptr %grads, i64 %208
-  store <8 x float> %t239_c1_176, ptr %grads77, align 4
-  %t239_c2_078 = load <8 x float>, ptr %fc1_weight_grad.t239_c2_0, align 32
-  %209 = mul nsw i64 %fc1_weight_grad.mb23852, 4
+  store <8 x float> %t246_c1_176, ptr %grads77, align 4
+  %t246_c2_078 = load <8 x float>, ptr %fc1_weight_grad.t246_c2_0, align 32
+  %209 = mul nsw i64 %fc1_weight_grad.mb24552, 4
   %210 = add nsw i64 %209, 2
   %211 = mul nsw i64 %210, 3136
   %212 = add nsw i64 18816, %211
   %213 = add nsw i64 %212, 3120
   %grads79 = getelementptr inbounds float, ptr %grads, i64 %213
-  store <8 x float> %t239_c2_078, ptr %grads79, align 4
-  %t239_c2_180 = load <8 x float>, ptr %fc1_weight_grad.t239_c2_1, align 32
-  %214 = mul nsw i64 %fc1_weight_grad.mb23852, 4
+  store <8 x float> %t246_c2_078, ptr %grads79, align 4
+  %t246_c2_180 = load <8 x float>, ptr %fc1_weight_grad.t246_c2_1, align 32
+  %214 = mul nsw i64 %fc1_weight_grad.mb24552, 4
   %215 = add nsw i64 %214, 2
   %216 = mul nsw i64 %215, 3136
   %217 = add nsw i64 18816, %216
   %218 = add nsw i64 %217, 3120
   %219 = add nsw i64 %218, 8
   %grads81 = getelementptr inbounds float, ptr %grads, i64 %219
-  store <8 x float> %t239_c2_180, ptr %grads81, align 4
-  %t239_c3_082 = load <8 x float>, ptr %fc1_weight_grad.t239_c3_0, align 32
-  %220 = mul nsw i64 %fc1_weight_grad.mb23852, 4
+  store <8 x float> %t246_c2_180, ptr %grads81, align 4
+  %t246_c3_082 = load <8 x float>, ptr %fc1_weight_grad.t246_c3_0, align 32
+  %220 = mul nsw i64 %fc1_weight_grad.mb24552, 4
   %221 = add nsw i64 %220, 3
   %222 = mul nsw i64 %221, 3136
   %223 = add nsw i64 18816, %222
   %224 = add nsw i64 %223, 3120
   %grads83 = getelementptr inbounds float, ptr %grads, i64 %224
-  store <8 x float> %t239_c3_082, ptr %grads83, align 4
-  %t239_c3_184 = load <8 x float>, ptr %fc1_weight_grad.t239_c3_1, align 32
-  %225 = mul nsw i64 %fc1_weight_grad.mb23852, 4
+  store <8 x float> %t246_c3_082, ptr %grads83, align 4
+  %t246_c3_184 = load <8 x float>, ptr %fc1_weight_grad.t246_c3_1, align 32
+  %225 = mul nsw i64 %fc1_weight_grad.mb24552, 4
   %226 = add nsw i64 %225, 3
   %227 = mul nsw i64 %226, 3136
   %228 = add nsw i64 18816, %227
   %229 = add nsw i64 %228, 3120
   %230 = add nsw i64 %229, 8
   %grads85 = getelementptr inbounds float, ptr %grads, i64 %230
-  store <8 x float> %t239_c3_184, ptr %grads85, align 4
-  %mb238.next = add nsw i64 %fc1_weight_grad.mb23852, 1
-  %231 = icmp slt i64 %mb238.next, 32
-  br i1 %231, label %fc1_weight_grad.mb238, label %fc1_weight_grad.mb238.end
+  store <8 x float> %t246_c3_184, ptr %grads85, align 4
+  %mb245.next = add nsw i64 %fc1_weight_grad.mb24552, 1
+  %231 = icmp slt i64 %mb245.next, 32
+  br i1 %231, label %fc1_weight_grad.mb245, label %fc1_weight_grad.mb245.end
 }
 
 ; Function Attrs: noinline
-define internal void @simplecnn_train_b64.k14.fc1_bias_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @simplecnn_train_b64.k14.fc1_bias_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %fc1_bias_grad.acc243 = alloca float, align 4
-  br label %fc1_bias_grad.u242
+  %fc1_bias_grad.acc250 = alloca float, align 4
+  br label %fc1_bias_grad.u249
 
-fc1_bias_grad.u242:                               ; preds = %fc1_bias_grad.n244.end, %entry
-  %fc1_bias_grad.u2421 = phi i64 [ 0, %entry ], [ %u242.next, %fc1_bias_grad.n244.end ]
-  store float 0.000000e+00, ptr %fc1_bias_grad.acc243, align 4
-  br label %fc1_bias_grad.n244
+fc1_bias_grad.u249:                               ; preds = %fc1_bias_grad.n251.end, %entry
+  %fc1_bias_grad.u2491 = phi i64 [ 0, %entry ], [ %u249.next, %fc1_bias_grad.n251.end ]
+  store float 0.000000e+00, ptr %fc1_bias_grad.acc250, align 4
+  br label %fc1_bias_grad.n251
 
-fc1_bias_grad.u242.end:                           ; preds = %fc1_bias_grad.n244.end
+fc1_bias_grad.u249.end:                           ; preds = %fc1_bias_grad.n251.end
   ret void
 
-fc1_bias_grad.n244:                               ; preds = %fc1_bias_grad.n244, %fc1_bias_grad.u242
-  %fc1_bias_grad.n2442 = phi i64 [ 0, %fc1_bias_grad.u242 ], [ %n244.next, %fc1_bias_grad.n244 ]
-  %acc243 = load float, ptr %fc1_bias_grad.acc243, align 4
-  %0 = mul nsw i64 %fc1_bias_grad.n2442, 128
+fc1_bias_grad.n251:                               ; preds = %fc1_bias_grad.n251, %fc1_bias_grad.u249
+  %fc1_bias_grad.n2512 = phi i64 [ 0, %fc1_bias_grad.u249 ], [ %n251.next, %fc1_bias_grad.n251 ]
+  %acc250 = load float, ptr %fc1_bias_grad.acc250, align 4
+  %0 = mul nsw i64 %fc1_bias_grad.n2512, 128
   %1 = add nsw i64 1212416, %0
-  %2 = add nsw i64 %1, %fc1_bias_grad.u2421
+  %2 = add nsw i64 %1, %fc1_bias_grad.u2491
   %arena3 = getelementptr inbounds float, ptr %arena, i64 %2
   %3 = load float, ptr %arena3, align 4
-  %4 = fadd float %acc243, %3
-  store float %4, ptr %fc1_bias_grad.acc243, align 4
-  %n244.next = add nsw i64 %fc1_bias_grad.n2442, 1
-  %5 = icmp slt i64 %n244.next, 64
-  br i1 %5, label %fc1_bias_grad.n244, label %fc1_bias_grad.n244.end
+  %4 = fadd float %acc250, %3
+  store float %4, ptr %fc1_bias_grad.acc250, align 4
+  %n251.next = add nsw i64 %fc1_bias_grad.n2512, 1
+  %5 = icmp slt i64 %n251.next, 64
+  br i1 %5, label %fc1_bias_grad.n251, label %fc1_bias_grad.n251.end
 
-fc1_bias_grad.n244.end:                           ; preds = %fc1_bias_grad.n244
-  %acc2434 = load float, ptr %fc1_bias_grad.acc243, align 4
-  %6 = add nsw i64 420224, %fc1_bias_grad.u2421
+fc1_bias_grad.n251.end:                           ; preds = %fc1_bias_grad.n251
+  %acc2504 = load float, ptr %fc1_bias_grad.acc250, align 4
+  %6 = add nsw i64 420224, %fc1_bias_grad.u2491
   %grads5 = getelementptr inbounds float, ptr %grads, i64 %6
-  store float %acc2434, ptr %grads5, align 4
-  %u242.next = add nsw i64 %fc1_bias_grad.u2421, 1
-  %7 = icmp slt i64 %u242.next, 128
-  br i1 %7, label %fc1_bias_grad.u242, label %fc1_bias_grad.u242.end
+  store float %acc2504, ptr %grads5, align 4
+  %u249.next = add nsw i64 %fc1_bias_grad.u2491, 1
+  %7 = icmp slt i64 %u249.next, 128
+  br i1 %7, label %fc1_bias_grad.u249, label %fc1_bias_grad.u249.end
 }
 
 ; Function Attrs: noinline
-define internal void @simplecnn_train_b64.k15.flat_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @simplecnn_train_b64.k15.flat_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  call void @simplecnn_train_b64.k15.flat_grad.gemm252(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
+  call void @simplecnn_train_b64.k15.flat_grad.gemm259(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @simplecnn_train_b64.k15.flat_grad.gemm252(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @simplecnn_train_b64.k15.flat_grad.gemm259(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %flat_grad.t250_a3 = alloca <8 x float>, align 32
-  %flat_grad.t250_a2 = alloca <8 x float>, align 32
-  %flat_grad.t250_a1 = alloca <8 x float>, align 32
-  %flat_grad.t250_a0 = alloca <8 x float>, align 32
-  %flat_grad.t250_b1 = alloca <8 x float>, align 32
-  %flat_grad.t250_b0 = alloca <8 x float>, align 32
-  %flat_grad.t250_c3_1 = alloca <8 x float>, align 32
-  %flat_grad.t250_c3_0 = alloca <8 x float>, align 32
-  %flat_grad.t250_c2_1 = alloca <8 x float>, align 32
-  %flat_grad.t250_c2_0 = alloca <8 x float>, align 32
-  %flat_grad.t250_c1_1 = alloca <8 x float>, align 32
-  %flat_grad.t250_c1_0 = alloca <8 x float>, align 32
-  %flat_grad.t250_c0_1 = alloca <8 x float>, align 32
-  %flat_grad.t250_c0_0 = alloca <8 x float>, align 32
-  %flat_grad.t247_a3 = alloca <8 x float>, align 32
-  %flat_grad.t247_a2 = alloca <8 x float>, align 32
-  %flat_grad.t247_a1 = alloca <8 x float>, align 32
-  %flat_grad.t247_a0 = alloca <8 x float>, align 32
-  %flat_grad.t247_b2 = alloca <8 x float>, align 32
-  %flat_grad.t247_b1 = alloca <8 x float>, align 32
-  %flat_grad.t247_b0 = alloca <8 x float>, align 32
-  %flat_grad.t247_c3_2 = alloca <8 x float>, align 32
-  %flat_grad.t247_c3_1 = alloca <8 x float>, align 32
-  %flat_grad.t247_c3_0 = alloca <8 x float>, align 32
-  %flat_grad.t247_c2_2 = alloca <8 x float>, align 32
-  %flat_grad.t247_c2_1 = alloca <8 x float>, align 32
-  %flat_grad.t247_c2_0 = alloca <8 x float>, align 32
-  %flat_grad.t247_c1_2 = alloca <8 x float>, align 32
-  %flat_grad.t247_c1_1 = alloca <8 x float>, align 32
-  %flat_grad.t247_c1_0 = alloca <8 x float>, align 32
-  %flat_grad.t247_c0_2 = alloca <8 x float>, align 32
-  %flat_grad.t247_c0_1 = alloca <8 x float>, align 32
-  %flat_grad.t247_c0_0 = alloca <8 x float>, align 32
-  br label %flat_grad.nb245
+  %flat_grad.t257_a3 = alloca <8 x float>, align 32
+  %flat_grad.t257_a2 = alloca <8 x float>, align 32
+  %flat_grad.t257_a1 = alloca <8 x float>, align 32
+  %flat_grad.t257_a0 = alloca <8 x float>, align 32
+  %flat_grad.t257_b1 = alloca <8 x float>, align 32
+  %flat_grad.t257_b0 = alloca <8 x float>, align 32
+  %flat_grad.t257_c3_1 = alloca <8 x float>, align 32
+  %flat_grad.t257_c3_0 = alloca <8 x float>, align 32
+  %flat_grad.t257_c2_1 = alloca <8 x float>, align 32
+  %flat_grad.t257_c2_0 = alloca <8 x float>, align 32
+  %flat_grad.t257_c1_1 = alloca <8 x float>, align 32
+  %flat_grad.t257_c1_0 = alloca <8 x float>, align 32
+  %flat_grad.t257_c0_1 = alloca <8 x float>, align 32
+  %flat_grad.t257_c0_0 = alloca <8 x float>, align 32
+  %flat_grad.t254_a3 = alloca <8 x float>, align 32
+  %flat_grad.t254_a2 = alloca <8 x float>, align 32
+  %flat_grad.t254_a1 = alloca <8 x float>, align 32
+  %flat_grad.t254_a0 = alloca <8 x float>, align 32
+  %flat_grad.t254_b2 = alloca <8 x float>, align 32
+  %flat_grad.t254_b1 = alloca <8 x float>, align 32
+  %flat_grad.t254_b0 = alloca <8 x float>, align 32
+  %flat_grad.t254_c3_2 = alloca <8 x float>, align 32
+  %flat_grad.t254_c3_1 = alloca <8 x float>, align 32
+  %flat_grad.t254_c3_0 = alloca <8 x float>, align 32
+  %flat_grad.t254_c2_2 = alloca <8 x float>, align 32
+  %flat_grad.t254_c2_1 = alloca <8 x float>, align 32
+  %flat_grad.t254_c2_0 = alloca <8 x float>, align 32
+  %flat_grad.t254_c1_2 = alloca <8 x float>, align 32
+  %flat_grad.t254_c1_1 = alloca <8 x float>, align 32
+  %flat_grad.t254_c1_0 = alloca <8 x float>, align 32
+  %flat_grad.t254_c0_2 = alloca <8 x float>, align 32
+  %flat_grad.t254_c0_1 = alloca <8 x float>, align 32
+  %flat_grad.t254_c0_0 = alloca <8 x float>, align 32
+  br label %flat_grad.nb252
 
-flat_grad.nb245:                                  ; preds = %flat_grad.mb246.end, %entry
-  %flat_grad.nb2451 = phi i64 [ 0, %entry ], [ %nb245.next, %flat_grad.mb246.end ]
-  br label %flat_grad.mb246
+flat_grad.nb252:                                  ; preds = %flat_grad.mb253.end, %entry
+  %flat_grad.nb2521 = phi i64 [ 0, %entry ], [ %nb252.next, %flat_grad.mb253.end ]
+  br label %flat_grad.mb253
 
-flat_grad.nb245.end:                              ; preds = %flat_grad.mb246.end
-  br label %flat_grad.mb249
+flat_grad.nb252.end:                              ; preds = %flat_grad.mb253.end
+  br label %flat_grad.mb256
 
-flat_grad.mb246:                                  ; preds = %flat_grad.k248.end, %flat_grad.nb245
-  %flat_grad.mb2462 = phi i64 [ 0, %flat_grad.nb245 ], [ %mb246.next, %flat_grad.k248.end ]
-  store <8 x float> zeroinitializer, ptr %flat_grad.t247_c0_0, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t247_c0_1, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t247_c0_2, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t247_c1_0, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t247_c1_1, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t247_c1_2, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t247_c2_0, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t247_c2_1, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t247_c2_2, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t247_c3_0, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t247_c3_1, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t247_c3_2, align 32
-  br label %flat_grad.k248
+flat_grad.mb253:                                  ; preds = %flat_grad.k255.end, %flat_grad.nb252
+  %flat_grad.mb2532 = phi i64 [ 0, %flat_grad.nb252 ], [ %mb253.next, %flat_grad.k255.end ]
+  store <8 x float> zeroinitializer, ptr %flat_grad.t254_c0_0, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t254_c0_1, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t254_c0_2, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t254_c1_0, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t254_c1_1, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t254_c1_2, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t254_c2_0, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t254_c2_1, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t254_c2_2, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t254_c3_0, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t254_c3_1, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t254_c3_2, align 32
+  br label %flat_grad.k255
 
-flat_grad.mb246.end:                              ; preds = %flat_grad.k248.end
-  %nb245.next = add nsw i64 %flat_grad.nb2451, 1
-  %0 = icmp slt i64 %nb245.next, 130
-  br i1 %0, label %flat_grad.nb245, label %flat_grad.nb245.end
+flat_grad.mb253.end:                              ; preds = %flat_grad.k255.end
+  %nb252.next = add nsw i64 %flat_grad.nb2521, 1
+  %0 = icmp slt i64 %nb252.next, 130
+  br i1 %0, label %flat_grad.nb252, label %flat_grad.nb252.end
 
-flat_grad.k248:                                   ; preds = %flat_grad.k248, %flat_grad.mb246
-  %flat_grad.k2483 = phi i64 [ 0, %flat_grad.mb246 ], [ %k248.next, %flat_grad.k248 ]
-  %1 = mul nsw i64 %flat_grad.k2483, 3136
+flat_grad.k255:                                   ; preds = %flat_grad.k255, %flat_grad.mb253
+  %flat_grad.k2553 = phi i64 [ 0, %flat_grad.mb253 ], [ %k255.next, %flat_grad.k255 ]
+  %1 = mul nsw i64 %flat_grad.k2553, 3136
   %2 = add nsw i64 18816, %1
-  %3 = mul nsw i64 %flat_grad.nb2451, 24
+  %3 = mul nsw i64 %flat_grad.nb2521, 24
   %4 = add nsw i64 %2, %3
   %params4 = getelementptr inbounds float, ptr %params, i64 %4
   %5 = load <8 x float>, ptr %params4, align 4
-  store <8 x float> %5, ptr %flat_grad.t247_b0, align 32
-  %6 = mul nsw i64 %flat_grad.k2483, 3136
+  store <8 x float> %5, ptr %flat_grad.t254_b0, align 32
+  %6 = mul nsw i64 %flat_grad.k2553, 3136
   %7 = add nsw i64 18816, %6
-  %8 = mul nsw i64 %flat_grad.nb2451, 24
+  %8 = mul nsw i64 %flat_grad.nb2521, 24
   %9 = add nsw i64 %7, %8
   %10 = add nsw i64 %9, 8
   %params5 = getelementptr inbounds float, ptr %params, i64 %10
   %11 = load <8 x float>, ptr %params5, align 4
-  store <8 x float> %11, ptr %flat_grad.t247_b1, align 32
-  %12 = mul nsw i64 %flat_grad.k2483, 3136
+  store <8 x float> %11, ptr %flat_grad.t254_b1, align 32
+  %12 = mul nsw i64 %flat_grad.k2553, 3136
   %13 = add nsw i64 18816, %12
-  %14 = mul nsw i64 %flat_grad.nb2451, 24
+  %14 = mul nsw i64 %flat_grad.nb2521, 24
   %15 = add nsw i64 %13, %14
   %16 = add nsw i64 %15, 16
   %params6 = getelementptr inbounds float, ptr %params, i64 %16
   %17 = load <8 x float>, ptr %params6, align 4
-  store <8 x float> %17, ptr %flat_grad.t247_b2, align 32
-  %18 = mul nsw i64 %flat_grad.mb2462, 4
+  store <8 x float> %17, ptr %flat_grad.t254_b2, align 32
+  %18 = mul nsw i64 %flat_grad.mb2532, 4
   %19 = mul nsw i64 %18, 128
   %20 = add nsw i64 1212416, %19
-  %21 = add nsw i64 %20, %flat_grad.k2483
+  %21 = add nsw i64 %20, %flat_grad.k2553
   %arena7 = getelementptr inbounds float, ptr %arena, i64 %21
   %22 = load float, ptr %arena7, align 4
   %23 = insertelement <8 x float> undef, float %22, i32 0
   %24 = shufflevector <8 x float> %23, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %24, ptr %flat_grad.t247_a0, align 32
-  %t247_a0 = load <8 x float>, ptr %flat_grad.t247_a0, align 32
-  %t247_b0 = load <8 x float>, ptr %flat_grad.t247_b0, align 32
-  %t247_c0_0 = load <8 x float>, ptr %flat_grad.t247_c0_0, align 32
-  %25 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t247_a0, <8 x float> %t247_b0, <8 x float> %t247_c0_0)
-  store <8 x float> %25, ptr %flat_grad.t247_c0_0, align 32
-  %t247_a08 = load <8 x float>, ptr %flat_grad.t247_a0, align 32
-  %t247_b1 = load <8 x float>, ptr %flat_grad.t247_b1, align 32
-  %t247_c0_1 = load <8 x float>, ptr %flat_grad.t247_c0_1, align 32
-  %26 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t247_a08, <8 x float> %t247_b1, <8 x float> %t247_c0_1)
-  store <8 x float> %26, ptr %flat_grad.t247_c0_1, align 32
-  %t247_a09 = load <8 x float>, ptr %flat_grad.t247_a0, align 32
-  %t247_b2 = load <8 x float>, ptr %flat_grad.t247_b2, align 32
-  %t247_c0_2 = load <8 x float>, ptr %flat_grad.t247_c0_2, align 32
-  %27 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t247_a09, <8 x float> %t247_b2, <8 x float> %t247_c0_2)
-  store <8 x float> %27, ptr %flat_grad.t247_c0_2, align 32
-  %28 = mul nsw i64 %flat_grad.mb2462, 4
+  store <8 x float> %24, ptr %flat_grad.t254_a0, align 32
+  %t254_a0 = load <8 x float>, ptr %flat_grad.t254_a0, align 32
+  %t254_b0 = load <8 x float>, ptr %flat_grad.t254_b0, align 32
+  %t254_c0_0 = load <8 x float>, ptr %flat_grad.t254_c0_0, align 32
+  %25 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t254_a0, <8 x float> %t254_b0, <8 x float> %t254_c0_0)
+  store <8 x float> %25, ptr %flat_grad.t254_c0_0, align 32
+  %t254_a08 = load <8 x float>, ptr %flat_grad.t254_a0, align 32
+  %t254_b1 = load <8 x float>, ptr %flat_grad.t254_b1, align 32
+  %t254_c0_1 = load <8 x float>, ptr %flat_grad.t254_c0_1, align 32
+  %26 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t254_a08, <8 x float> %t254_b1, <8 x float> %t254_c0_1)
+  store <8 x float> %26, ptr %flat_grad.t254_c0_1, align 32
+  %t254_a09 = load <8 x float>, ptr %flat_grad.t254_a0, align 32
+  %t254_b2 = load <8 x float>, ptr %flat_grad.t254_b2, align 32
+  %t254_c0_2 = load <8 x float>, ptr %flat_grad.t254_c0_2, align 32
+  %27 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t254_a09, <8 x float> %t254_b2, <8 x float> %t254_c0_2)
+  store <8 x float> %27, ptr %flat_grad.t254_c0_2, align 32
+  %28 = mul nsw i64 %flat_grad.mb2532, 4
   %29 = add nsw i64 %28, 1
   %30 = mul nsw i64 %29, 128
   %31 = add nsw i64 1212416, %30
-  %32 = add nsw i64 %31, %flat_grad.k2483
+  %32 = add nsw i64 %31, %flat_grad.k2553
   %arena10 = getelementptr inbounds float, ptr %arena, i64 %32
   %33 = load float, ptr %arena10, align 4
   %34 = insertelement <8 x float> undef, float %33, i32 0
   %35 = shufflevector <8 x float> %34, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %35, ptr %flat_grad.t247_a1, align 32
-  %t247_a1 = load <8 x float>, ptr %flat_grad.t247_a1, align 32
-  %t247_b011 = load <8 x float>, ptr %flat_grad.t247_b0, align 32
-  %t247_c1_0 = load <8 x float>, ptr %flat_grad.t247_c1_0, align 32
-  %36 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t247_a1, <8 x float> %t247_b011, <8 x float> %t247_c1_0)
-  store <8 x float> %36, ptr %flat_grad.t247_c1_0, align 32
-  %t247_a112 = load <8 x float>, ptr %flat_grad.t247_a1, align 32
-  %t247_b113 = load <8 x float>, ptr %flat_grad.t247_b1, align 32
-  %t247_c1_1 = load <8 x float>, ptr %flat_grad.t247_c1_1, align 32
-  %37 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t247_a112, <8 x float> %t247_b113, <8 x float> %t247_c1_1)
-  store <8 x float> %37, ptr %flat_grad.t247_c1_1, align 32
-  %t247_a114 = load <8 x float>, ptr %flat_grad.t247_a1, align 32
-  %t247_b215 = load <8 x float>, ptr %flat_grad.t247_b2, align 32
-  %t247_c1_2 = load <8 x float>, ptr %flat_grad.t247_c1_2, align 32
-  %38 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t247_a114, <8 x float> %t247_b215, <8 x float> %t247_c1_2)
-  store <8 x float> %38, ptr %flat_grad.t247_c1_2, align 32
-  %39 = mul nsw i64 %flat_grad.mb2462, 4
+  store <8 x float> %35, ptr %flat_grad.t254_a1, align 32
+  %t254_a1 = load <8 x float>, ptr %flat_grad.t254_a1, align 32
+  %t254_b011 = load <8 x float>, ptr %flat_grad.t254_b0, align 32
+  %t254_c1_0 = load <8 x float>, ptr %flat_grad.t254_c1_0, align 32
+  %36 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t254_a1, <8 x float> %t254_b011, <8 x float> %t254_c1_0)
+  store <8 x float> %36, ptr %flat_grad.t254_c1_0, align 32
+  %t254_a112 = load <8 x float>, ptr %flat_grad.t254_a1, align 32
+  %t254_b113 = load <8 x float>, ptr %flat_grad.t254_b1, align 32
+  %t254_c1_1 = load <8 x float>, ptr %flat_grad.t254_c1_1, align 32
+  %37 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t254_a112, <8 x float> %t254_b113, <8 x float> %t254_c1_1)
+  store <8 x float> %37, ptr %flat_grad.t254_c1_1, align 32
+  %t254_a114 = load <8 x float>, ptr %flat_grad.t254_a1, align 32
+  %t254_b215 = load <8 x float>, ptr %flat_grad.t254_b2, align 32
+  %t254_c1_2 = load <8 x float>, ptr %flat_grad.t254_c1_2, align 32
+  %38 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t254_a114, <8 x float> %t254_b215, <8 x float> %t254_c1_2)
+  store <8 x float> %38, ptr %flat_grad.t254_c1_2, align 32
+  %39 = mul nsw i64 %flat_grad.mb2532, 4
   %40 = add nsw i64 %39, 2
   %41 = mul nsw i64 %40, 128
   %42 = add nsw i64 1212416, %41
-  %43 = add nsw i64 %42, %flat_grad.k2483
+  %43 = add nsw i64 %42, %flat_grad.k2553
   %arena16 = getelementptr inbounds float, ptr %arena, i64 %43
   %44 = load float, ptr %arena16, align 4
   %45 = insertelement <8 x float> undef, float %44, i32 0
   %46 = shufflevector <8 x float> %45, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %46, ptr %flat_grad.t247_a2, align 32
-  %t247_a2 = load <8 x float>, ptr %flat_grad.t247_a2, align 32
-  %t247_b017 = load <8 x float>, ptr %flat_grad.t247_b0, align 32
-  %t247_c2_0 = load <8 x float>, ptr %flat_grad.t247_c2_0, align 32
-  %47 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t247_a2, <8 x float> %t247_b017, <8 x float> %t247_c2_0)
-  store <8 x float> %47, ptr %flat_grad.t247_c2_0, align 32
-  %t247_a218 = load <8 x float>, ptr %flat_grad.t247_a2, align 32
-  %t247_b119 = load <8 x float>, ptr %flat_grad.t247_b1, align 32
-  %t247_c2_1 = load <8 x float>, ptr %flat_grad.t247_c2_1, align 32
-  %48 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t247_a218, <8 x float> %t247_b119, <8 x float> %t247_c2_1)
-  store <8 x float> %48, ptr %flat_grad.t247_c2_1, align 32
-  %t247_a220 = load <8 x float>, ptr %flat_grad.t247_a2, align 32
-  %t247_b221 = load <8 x float>, ptr %flat_grad.t247_b2, align 32
-  %t247_c2_2 = load <8 x float>, ptr %flat_grad.t247_c2_2, align 32
-  %49 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t247_a220, <8 x float> %t247_b221, <8 x float> %t247_c2_2)
-  store <8 x float> %49, ptr %flat_grad.t247_c2_2, align 32
-  %50 = mul nsw i64 %flat_grad.mb2462, 4
+  store <8 x float> %46, ptr %flat_grad.t254_a2, align 32
+  %t254_a2 = load <8 x float>, ptr %flat_grad.t254_a2, align 32
+  %t254_b017 = load <8 x float>, ptr %flat_grad.t254_b0, align 32
+  %t254_c2_0 = load <8 x float>, ptr %flat_grad.t254_c2_0, align 32
+  %47 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t254_a2, <8 x float> %t254_b017, <8 x float> %t254_c2_0)
+  store <8 x float> %47, ptr %flat_grad.t254_c2_0, align 32
+  %t254_a218 = load <8 x float>, ptr %flat_grad.t254_a2, align 32
+  %t254_b119 = load <8 x float>, ptr %flat_grad.t254_b1, align 32
+  %t254_c2_1 = load <8 x float>, ptr %flat_grad.t254_c2_1, align 32
+  %48 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t254_a218, <8 x float> %t254_b119, <8 x float> %t254_c2_1)
+  store <8 x float> %48, ptr %flat_grad.t254_c2_1, align 32
+  %t254_a220 = load <8 x float>, ptr %flat_grad.t254_a2, align 32
+  %t254_b221 = load <8 x float>, ptr %flat_grad.t254_b2, align 32
+  %t254_c2_2 = load <8 x float>, ptr %flat_grad.t254_c2_2, align 32
+  %49 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t254_a220, <8 x float> %t254_b221, <8 x float> %t254_c2_2)
+  store <8 x float> %49, ptr %flat_grad.t254_c2_2, align 32
+  %50 = mul nsw i64 %flat_grad.mb2532, 4
   %51 = add nsw i64 %50, 3
   %52 = mul nsw i64 %51, 128
   %53 = add nsw i64 1212416, %52
-  %54 = add nsw i64 %53, %flat_grad.k2483
+  %54 = add nsw i64 %53, %flat_grad.k2553
   %arena22 = getelementptr inbounds float, ptr %arena, i64 %54
   %55 = load float, ptr %arena22, align 4
   %56 = insertelement <8 x float> undef, float %55, i32 0
   %57 = shufflevector <8 x float> %56, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %57, ptr %flat_grad.t247_a3, align 32
-  %t247_a3 = load <8 x float>, ptr %flat_grad.t247_a3, align 32
-  %t247_b023 = load <8 x float>, ptr %flat_grad.t247_b0, align 32
-  %t247_c3_0 = load <8 x float>, ptr %flat_grad.t247_c3_0, align 32
-  %58 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t247_a3, <8 x float> %t247_b023, <8 x float> %t247_c3_0)
-  store <8 x float> %58, ptr %flat_grad.t247_c3_0, align 32
-  %t247_a324 = load <8 x float>, ptr %flat_grad.t247_a3, align 32
-  %t247_b125 = load <8 x float>, ptr %flat_grad.t247_b1, align 32
-  %t247_c3_1 = load <8 x float>, ptr %flat_grad.t247_c3_1, align 32
-  %59 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t247_a324, <8 x float> %t247_b125, <8 x float> %t247_c3_1)
-  store <8 x float> %59, ptr %flat_grad.t247_c3_1, align 32
-  %t247_a326 = load <8 x float>, ptr %flat_grad.t247_a3, align 32
-  %t247_b227 = load <8 x float>, ptr %flat_grad.t247_b2, align 32
-  %t247_c3_2 = load <8 x float>, ptr %flat_grad.t247_c3_2, align 32
-  %60 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t247_a326, <8 x float> %t247_b227, <8 x float> %t247_c3_2)
-  store <8 x float> %60, ptr %flat_grad.t247_c3_2, align 32
-  %k248.next = add nsw i64 %flat_grad.k2483, 1
-  %61 = icmp slt i64 %k248.next, 128
-  br i1 %61, label %flat_grad.k248, label %flat_grad.k248.end
+  store <8 x float> %57, ptr %flat_grad.t254_a3, align 32
+  %t254_a3 = load <8 x float>, ptr %flat_grad.t254_a3, align 32
+  %t254_b023 = load <8 x float>, ptr %flat_grad.t254_b0, align 32
+  %t254_c3_0 = load <8 x float>, ptr %flat_grad.t254_c3_0, align 32
+  %58 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t254_a3, <8 x float> %t254_b023, <8 x float> %t254_c3_0)
+  store <8 x float> %58, ptr %flat_grad.t254_c3_0, align 32
+  %t254_a324 = load <8 x float>, ptr %flat_grad.t254_a3, align 32
+  %t254_b125 = load <8 x float>, ptr %flat_grad.t254_b1, align 32
+  %t254_c3_1 = load <8 x float>, ptr %flat_grad.t254_c3_1, align 32
+  %59 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t254_a324, <8 x float> %t254_b125, <8 x float> %t254_c3_1)
+  store <8 x float> %59, ptr %flat_grad.t254_c3_1, align 32
+  %t254_a326 = load <8 x float>, ptr %flat_grad.t254_a3, align 32
+  %t254_b227 = load <8 x float>, ptr %flat_grad.t254_b2, align 32
+  %t254_c3_2 = load <8 x float>, ptr %flat_grad.t254_c3_2, align 32
+  %60 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t254_a326, <8 x float> %t254_b227, <8 x float> %t254_c3_2)
+  store <8 x float> %60, ptr %flat_grad.t254_c3_2, align 32
+  %k255.next = add nsw i64 %flat_grad.k2553, 1
+  %61 = icmp slt i64 %k255.next, 128
+  br i1 %61, label %flat_grad.k255, label %flat_grad.k255.end
 
-flat_grad.k248.end:                               ; preds = %flat_grad.k248
-  %t247_c0_028 = load <8 x float>, ptr %flat_grad.t247_c0_0, align 32
-  %62 = mul nsw i64 %flat_grad.mb2462, 4
+flat_grad.k255.end:                               ; preds = %flat_grad.k255
+  %t254_c0_028 = load <8 x float>, ptr %flat_grad.t254_c0_0, align 32
+  %62 = mul nsw i64 %flat_grad.mb2532, 4
   %63 = mul nsw i64 %62, 3136
   %64 = add nsw i64 1221264, %63
-  %65 = mul nsw i64 %flat_grad.nb2451, 24
+  %65 = mul nsw i64 %flat_grad.nb2521, 24
   %66 = add nsw i64 %64, %65
   %arena29 = getelementptr inbounds float, ptr %arena, i64 %66
-  store <8 x float> %t247_c0_028, ptr %arena29, align 4
-  %t247_c0_130 = load <8 x float>, ptr %flat_grad.t247_c0_1, align 32
-  %67 = mul nsw i64 %flat_grad.mb2462, 4
+  store <8 x float> %t254_c0_028, ptr %arena29, align 4
+  %t254_c0_130 = load <8 x float>, ptr %flat_grad.t254_c0_1, align 32
+  %67 = mul nsw i64 %flat_grad.mb2532, 4
   %68 = mul nsw i64 %67, 3136
   %69 = add nsw i64 1221264, %68
-  %70 = mul nsw i64 %flat_grad.nb2451, 24
+  %70 = mul nsw i64 %flat_grad.nb2521, 24
   %71 = add nsw i64 %69, %70
   %72 = add nsw i64 %71, 8
   %arena31 = getelementptr inbounds float, ptr %arena, i64 %72
-  store <8 x float> %t247_c0_130, ptr %arena31, align 4
-  %t247_c0_232 = load <8 x float>, ptr %flat_grad.t247_c0_2, align 32
-  %73 = mul nsw i64 %flat_grad.mb2462, 4
+  store <8 x float> %t254_c0_130, ptr %arena31, align 4
+  %t254_c0_232 = load <8 x float>, ptr %flat_grad.t254_c0_2, align 32
+  %73 = mul nsw i64 %flat_grad.mb2532, 4
   %74 = mul nsw i64 %73, 3136
   %75 = add nsw i64 1221264, %74
-  %76 = mul nsw i64 %flat_grad.nb2451, 24
+  %76 = mul nsw i64 %flat_grad.nb2521, 24
   %77 = add nsw i64 %75, %76
   %78 = add nsw i64 %77, 16
   %arena33 = getelementptr inbounds float, ptr %arena, i64 %78
-  store <8 x float> %t247_c0_232, ptr %arena33, align 4
-  %t247_c1_034 = load <8 x float>, ptr %flat_grad.t247_c1_0, align 32
-  %79 = mul nsw i64 %flat_grad.mb2462, 4
+  store <8 x float> %t254_c0_232, ptr %arena33, align 4
+  %t254_c1_034 = load <8 x float>, ptr %flat_grad.t254_c1_0, align 32
+  %79 = mul nsw i64 %flat_grad.mb2532, 4
   %80 = add nsw i64 %79, 1
   %81 = mul nsw i64 %80, 3136
   %82 = add nsw i64 1221264, %81
-  %83 = mul nsw i64 %flat_grad.nb2451, 24
+  %83 = mul nsw i64 %flat_grad.nb2521, 24
   %84 = add nsw i64 %82, %83
   %arena35 = getelementptr inbounds float, ptr %arena, i64 %84
-  store <8 x float> %t247_c1_034, ptr %arena35, align 4
-  %t247_c1_136 = load <8 x float>, ptr %flat_grad.t247_c1_1, align 32
-  %85 = mul nsw i64 %flat_grad.mb2462, 4
+  store <8 x float> %t254_c1_034, ptr %arena35, align 4
+  %t254_c1_136 = load <8 x float>, ptr %flat_grad.t254_c1_1, align 32
+  %85 = mul nsw i64 %flat_grad.mb2532, 4
   %86 = add nsw i64 %85, 1
   %87 = mul nsw i64 %86, 3136
   %88 = add nsw i64 1221264, %87
-  %89 = mul nsw i64 %flat_grad.nb2451, 24
+  %89 = mul nsw i64 %flat_grad.nb2521, 24
   %90 = add nsw i64 %88, %89
   %91 = add nsw i64 %90, 8
   %arena37 = getelementptr inbounds float, ptr %arena, i64 %91
-  store <8 x float> %t247_c1_136, ptr %arena37, align 4
-  %t247_c1_238 = load <8 x float>, ptr %flat_grad.t247_c1_2, align 32
-  %92 = mul nsw i64 %flat_grad.mb2462, 4
+  store <8 x float> %t254_c1_136, ptr %arena37, align 4
+  %t254_c1_238 = load <8 x float>, ptr %flat_grad.t254_c1_2, align 32
+  %92 = mul nsw i64 %flat_grad.mb2532, 4
   %93 = add nsw i64 %92, 1
   %94 = mul nsw i64 %93, 3136
   %95 = add nsw i64 1221264, %94
-  %96 = mul nsw i64 %flat_grad.nb2451, 24
+  %96 = mul nsw i64 %flat_grad.nb2521, 24
   %97 = add nsw i64 %95, %96
   %98 = add nsw i64 %97, 16
   %arena39 = getelementptr inbounds float, ptr %arena, i64 %98
-  store <8 x float> %t247_c1_238, ptr %arena39, align 4
-  %t247_c2_040 = load <8 x float>, ptr %flat_grad.t247_c2_0, align 32
-  %99 = mul nsw i64 %flat_grad.mb2462, 4
+  store <8 x float> %t254_c1_238, ptr %arena39, align 4
+  %t254_c2_040 = load <8 x float>, ptr %flat_grad.t254_c2_0, align 32
+  %99 = mul nsw i64 %flat_grad.mb2532, 4
   %100 = add nsw i64 %99, 2
   %101 = mul nsw i64 %100, 3136
   %102 = add nsw i64 1221264, %101
-  %103 = mul nsw i64 %flat_grad.nb2451, 24
+  %103 = mul nsw i64 %flat_grad.nb2521, 24
   %104 = add nsw i64 %102, %103
   %arena41 = getelementptr inbounds float, ptr %arena, i64 %104
-  store <8 x float> %t247_c2_040, ptr %arena41, align 4
-  %t247_c2_142 = load <8 x float>, ptr %flat_grad.t247_c2_1, align 32
-  %105 = mul nsw i64 %flat_grad.mb2462, 4
+  store <8 x float> %t254_c2_040, ptr %arena41, align 4
+  %t254_c2_142 = load <8 x float>, ptr %flat_grad.t254_c2_1, align 32
+  %105 = mul nsw i64 %flat_grad.mb2532, 4
   %106 = add nsw i64 %105, 2
   %107 = mul nsw i64 %106, 3136
   %108 = add nsw i64 1221264, %107
-  %109 = mul nsw i64 %flat_grad.nb2451, 24
+  %109 = mul nsw i64 %flat_grad.nb2521, 24
   %110 = add nsw i64 %108, %109
   %111 = add nsw i64 %110, 8
   %arena43 = getelementptr inbounds float, ptr %arena, i64 %111
-  store <8 x float> %t247_c2_142, ptr %arena43, align 4
-  %t247_c2_244 = load <8 x float>, ptr %flat_grad.t247_c2_2, align 32
-  %112 = mul nsw i64 %flat_grad.mb2462, 4
+  store <8 x float> %t254_c2_142, ptr %arena43, align 4
+  %t254_c2_244 = load <8 x float>, ptr %flat_grad.t254_c2_2, align 32
+  %112 = mul nsw i64 %flat_grad.mb2532, 4
   %113 = add nsw i64 %112, 2
   %114 = mul nsw i64 %113, 3136
   %115 = add nsw i64 1221264, %114
-  %116 = mul nsw i64 %flat_grad.nb2451, 24
+  %116 = mul nsw i64 %flat_grad.nb2521, 24
   %117 = add nsw i64 %115, %116
   %118 = add nsw i64 %117, 16
   %arena45 = getelementptr inbounds float, ptr %arena, i64 %118
-  store <8 x float> %t247_c2_244, ptr %arena45, align 4
-  %t247_c3_046 = load <8 x float>, ptr %flat_grad.t247_c3_0, align 32
-  %119 = mul nsw i64 %flat_grad.mb2462, 4
+  store <8 x float> %t254_c2_244, ptr %arena45, align 4
+  %t254_c3_046 = load <8 x float>, ptr %flat_grad.t254_c3_0, align 32
+  %119 = mul nsw i64 %flat_grad.mb2532, 4
   %120 = add nsw i64 %119, 3
   %121 = mul nsw i64 %120, 3136
   %122 = add nsw i64 1221264, %121
-  %123 = mul nsw i64 %flat_grad.nb2451, 24
+  %123 = mul nsw i64 %flat_grad.nb2521, 24
   %124 = add nsw i64 %122, %123
   %arena47 = getelementptr inbounds float, ptr %arena, i64 %124
-  store <8 x float> %t247_c3_046, ptr %arena47, align 4
-  %t247_c3_148 = load <8 x float>, ptr %flat_grad.t247_c3_1, align 32
-  %125 = mul nsw i64 %flat_grad.mb2462, 4
+  store <8 x float> %t254_c3_046, ptr %arena47, align 4
+  %t254_c3_148 = load <8 x float>, ptr %flat_grad.t254_c3_1, align 32
+  %125 = mul nsw i64 %flat_grad.mb2532, 4
   %126 = add nsw i64 %125, 3
   %127 = mul nsw i64 %126, 3136
   %128 = add nsw i64 1221264, %127
-  %129 = mul nsw i64 %flat_grad.nb2451, 24
+  %129 = mul nsw i64 %flat_grad.nb2521, 24
   %130 = add nsw i64 %128, %129
   %131 = add nsw i64 %130, 8
   %arena49 = getelementptr inbounds float, ptr %arena, i64 %131
-  store <8 x float> %t247_c3_148, ptr %arena49, align 4
-  %t247_c3_250 = load <8 x float>, ptr %flat_grad.t247_c3_2, align 32
-  %132 = mul nsw i64 %flat_grad.mb2462, 4
+  store <8 x float> %t254_c3_148, ptr %arena49, align 4
+  %t254_c3_250 = load <8 x float>, ptr %flat_grad.t254_c3_2, align 32
+  %132 = mul nsw i64 %flat_grad.mb2532, 4
   %133 = add nsw i64 %132, 3
   %134 = mul nsw i64 %133, 3136
   %135 = add nsw i64 1221264, %134
-  %136 = mul nsw i64 %flat_grad.nb2451, 24
+  %136 = mul nsw i64 %flat_grad.nb2521, 24
   %137 = add nsw i64 %135, %136
   %138 = add nsw i64 %137, 16
   %arena51 = getelementptr inbounds float, ptr %arena, i64 %138
-  store <8 x float> %t247_c3_250, ptr %arena51, align 4
-  %mb246.next = add nsw i64 %flat_grad.mb2462, 1
-  %139 = icmp slt i64 %mb246.next, 16
-  br i1 %139, label %flat_grad.mb246, label %flat_grad.mb246.end
+  store <8 x float> %t254_c3_250, ptr %arena51, align 4
+  %mb253.next = add nsw i64 %flat_grad.mb2532, 1
+  %139 = icmp slt i64 %mb253.next, 16
+  br i1 %139, label %flat_grad.mb253, label %flat_grad.mb253.end
 
-flat_grad.mb249:                                  ; preds = %flat_grad.k251.end, %flat_grad.nb245.end
-  %flat_grad.mb24952 = phi i64 [ 0, %flat_grad.nb245.end ], [ %mb249.next, %flat_grad.k251.end ]
-  store <8 x float> zeroinitializer, ptr %flat_grad.t250_c0_0, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t250_c0_1, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t250_c1_0, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t250_c1_1, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t250_c2_0, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t250_c2_1, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t250_c3_0, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t250_c3_1, align 32
-  br label %flat_grad.k251
+flat_grad.mb256:                                  ; preds = %flat_grad.k258.end, %flat_grad.nb252.end
+  %flat_grad.mb25652 = phi i64 [ 0, %flat_grad.nb252.end ], [ %mb256.next, %flat_grad.k258.end ]
+  store <8 x float> zeroinitializer, ptr %flat_grad.t257_c0_0, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t257_c0_1, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t257_c1_0, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t257_c1_1, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t257_c2_0, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t257_c2_1, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t257_c3_0, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t257_c3_1, align 32
+  br label %flat_grad.k258
 
-flat_grad.mb249.end:                              ; preds = %flat_grad.k251.end
+flat_grad.mb256.end:                              ; preds = %flat_grad.k258.end
   ret void
 
-flat_grad.k251:                                   ; preds = %flat_grad.k251, %flat_grad.mb249
-  %flat_grad.k25153 = phi i64 [ 0, %flat_grad.mb249 ], [ %k251.next, %flat_grad.k251 ]
-  %140 = mul nsw i64 %flat_grad.k25153, 3136
+flat_grad.k258:                                   ; preds = %flat_grad.k258, %flat_grad.mb256
+  %flat_grad.k25853 = phi i64 [ 0, %flat_grad.mb256 ], [ %k258.next, %flat_grad.k258 ]
+  %140 = mul nsw i64 %flat_grad.k25853, 3136
   %141 = add nsw i64 18816, %140
   %142 = add nsw i64 %141, 3120
   %params54 = getelementptr inbounds float, ptr %params, i64 %142
   %143 = load <8 x float>, ptr %params54, align 4
-  store <8 x float> %143, ptr %flat_grad.t250_b0, align 32
-  %144 = mul nsw i64 %flat_grad.k25153, 3136
+  store <8 x float> %143, ptr %flat_grad.t257_b0, align 32
+  %144 = mul nsw i64 %flat_grad.k25853, 3136
   %145 = add nsw i64 18816, %144
   %146 = add nsw i64 %145, 3120
   %147 = add nsw i64 %146, 8
   %params55 = getelementptr inbounds float, ptr %params, i64 %147
   %148 = load <8 x float>, ptr %params55, align 4
-  store <8 x float> %148, ptr %flat_grad.t250_b1, align 32
-  %149 = mul nsw i64 %flat_grad.mb24952, 4
+  store <8 x float> %148, ptr %flat_grad.t257_b1, align 32
+  %149 = mul nsw i64 %flat_grad.mb25652, 4
   %150 = mul nsw i64 %149, 128
   %151 = add nsw i64 1212416, %150
-  %152 = add nsw i64 %151, %flat_grad.k25153
+  %152 = add nsw i64 %151, %flat_grad.k25853
   %arena56 = getelementptr inbounds float, ptr %arena, i64 %152
   %153 = load float, ptr %arena56, align 4
   %154 = insertelement <8 x float> undef, float %153, i32 0
   %155 = shufflevector <8 x float> %154, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %155, ptr %flat_grad.t250_a0, align 32
-  %t250_a0 = load <8 x float>, ptr %flat_grad.t250_a0, align 32
-  %t250_b0 = load <8 x float>, ptr %flat_grad.t250_b0, align 32
-  %t250_c0_0 = load <8 x float>, ptr %flat_grad.t250_c0_0, align 32
-  %156 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t250_a0, <8 x float> %t250_b0, <8 x float> %t250_c0_0)
-  store <8 x float> %156, ptr %flat_grad.t250_c0_0, align 32
-  %t250_a057 = load <8 x float>, ptr %flat_grad.t250_a0, align 32
-  %t250_b1 = load <8 x float>, ptr %flat_grad.t250_b1, align 32
-  %t250_c0_1 = load <8 x float>, ptr %flat_grad.t250_c0_1, align 32
-  %157 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t250_a057, <8 x float> %t250_b1, <8 x float> %t250_c0_1)
-  store <8 x float> %157, ptr %flat_grad.t250_c0_1, align 32
-  %158 = mul nsw i64 %flat_grad.mb24952, 4
+  store <8 x float> %155, ptr %flat_grad.t257_a0, align 32
+  %t257_a0 = load <8 x float>, ptr %flat_grad.t257_a0, align 32
+  %t257_b0 = load <8 x float>, ptr %flat_grad.t257_b0, align 32
+  %t257_c0_0 = load <8 x float>, ptr %flat_grad.t257_c0_0, align 32
+  %156 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t257_a0, <8 x float> %t257_b0, <8 x float> %t257_c0_0)
+  store <8 x float> %156, ptr %flat_grad.t257_c0_0, align 32
+  %t257_a057 = load <8 x float>, ptr %flat_grad.t257_a0, align 32
+  %t257_b1 = load <8 x float>, ptr %flat_grad.t257_b1, align 32
+  %t257_c0_1 = load <8 x float>, ptr %flat_grad.t257_c0_1, align 32
+  %157 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t257_a057, <8 x float> %t257_b1, <8 x float> %t257_c0_1)
+  store <8 x float> %157, ptr %flat_grad.t257_c0_1, align 32
+  %158 = mul nsw i64 %flat_grad.mb25652, 4
   %159 = add nsw i64 %158, 1
   %160 = mul nsw i64 %159, 128
   %161 = add nsw i64 1212416, %160
-  %162 = add nsw i64 %161, %flat_grad.k25153
+  %162 = add nsw i64 %161, %flat_grad.k25853
   %arena58 = getelementptr inbounds float, ptr %arena, i64 %162
   %163 = load float, ptr %arena58, align 4
   %164 = insertelement <8 x float> undef, float %163, i32 0
   %165 = shufflevector <8 x float> %164, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %165, ptr %flat_grad.t250_a1, align 32
-  %t250_a1 = load <8 x float>, ptr %flat_grad.t250_a1, align 32
-  %t250_b059 = load <8 x float>, ptr %flat_grad.t250_b0, align 32
-  %t250_c1_0 = load <8 x float>, ptr %flat_grad.t250_c1_0, align 32
-  %166 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t250_a1, <8 x float> %t250_b059, <8 x float> %t250_c1_0)
-  store <8 x float> %166, ptr %flat_grad.t250_c1_0, align 32
-  %t250_a160 = load <8 x float>, ptr %flat_grad.t250_a1, align 32
-  %t250_b161 = load <8 x float>, ptr %flat_grad.t250_b1, align 32
-  %t250_c1_1 = load <8 x float>, ptr %flat_grad.t250_c1_1, align 32
-  %167 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t250_a160, <8 x float> %t250_b161, <8 x float> %t250_c1_1)
-  store <8 x float> %167, ptr %flat_grad.t250_c1_1, align 32
-  %168 = mul nsw i64 %flat_grad.mb24952, 4
+  store <8 x float> %165, ptr %flat_grad.t257_a1, align 32
+  %t257_a1 = load <8 x float>, ptr %flat_grad.t257_a1, align 32
+  %t257_b059 = load <8 x float>, ptr %flat_grad.t257_b0, align 32
+  %t257_c1_0 = load <8 x float>, ptr %flat_grad.t257_c1_0, align 32
+  %166 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t257_a1, <8 x float> %t257_b059, <8 x float> %t257_c1_0)
+  store <8 x float> %166, ptr %flat_grad.t257_c1_0, align 32
+  %t257_a160 = load <8 x float>, ptr %flat_grad.t257_a1, align 32
+  %t257_b161 = load <8 x float>, ptr %flat_grad.t257_b1, align 32
+  %t257_c1_1 = load <8 x float>, ptr %flat_grad.t257_c1_1, align 32
+  %167 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t257_a160, <8 x float> %t257_b161, <8 x float> %t257_c1_1)
+  store <8 x float> %167, ptr %flat_grad.t257_c1_1, align 32
+  %168 = mul nsw i64 %flat_grad.mb25652, 4
   %169 = add nsw i64 %168, 2
   %170 = mul nsw i64 %169, 128
   %171 = add nsw i64 1212416, %170
-  %172 = add nsw i64 %171, %flat_grad.k25153
+  %172 = add nsw i64 %171, %flat_grad.k25853
   %arena62 = getelementptr inbounds float, ptr %arena, i64 %172
   %173 = load float, ptr %arena62, align 4
   %174 = insertelement <8 x float> undef, float %173, i32 0
   %175 = shufflevector <8 x float> %174, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %175, ptr %flat_grad.t250_a2, align 32
-  %t250_a2 = load <8 x float>, ptr %flat_grad.t250_a2, align 32
-  %t250_b063 = load <8 x float>, ptr %flat_grad.t250_b0, align 32
-  %t250_c2_0 = load <8 x float>, ptr %flat_grad.t250_c2_0, align 32
-  %176 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t250_a2, <8 x float> %t250_b063, <8 x float> %t250_c2_0)
-  store <8 x float> %176, ptr %flat_grad.t250_c2_0, align 32
-  %t250_a264 = load <8 x float>, ptr %flat_grad.t250_a2, align 32
-  %t250_b165 = load <8 x float>, ptr %flat_grad.t250_b1, align 32
-  %t250_c2_1 = load <8 x float>, ptr %flat_grad.t250_c2_1, align 32
-  %177 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t250_a264, <8 x float> %t250_b165, <8 x float> %t250_c2_1)
-  store <8 x float> %177, ptr %flat_grad.t250_c2_1, align 32
-  %178 = mul nsw i64 %flat_grad.mb24952, 4
+  store <8 x float> %175, ptr %flat_grad.t257_a2, align 32
+  %t257_a2 = load <8 x float>, ptr %flat_grad.t257_a2, align 32
+  %t257_b063 = load <8 x float>, ptr %flat_grad.t257_b0, align 32
+  %t257_c2_0 = load <8 x float>, ptr %flat_grad.t257_c2_0, align 32
+  %176 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t257_a2, <8 x float> %t257_b063, <8 x float> %t257_c2_0)
+  store <8 x float> %176, ptr %flat_grad.t257_c2_0, align 32
+  %t257_a264 = load <8 x float>, ptr %flat_grad.t257_a2, align 32
+  %t257_b165 = load <8 x float>, ptr %flat_grad.t257_b1, align 32
+  %t257_c2_1 = load <8 x float>, ptr %flat_grad.t257_c2_1, align 32
+  %177 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t257_a264, <8 x float> %t257_b165, <8 x float> %t257_c2_1)
+  store <8 x float> %177, ptr %flat_grad.t257_c2_1, align 32
+  %178 = mul nsw i64 %flat_grad.mb25652, 4
   %179 = add nsw i64 %178, 3
   %180 = mul nsw i64 %179, 128
   %181 = add nsw i64 1212416, %180
-  %182 = add nsw i64 %181, %flat_grad.k25153
+  %182 = add nsw i64 %181, %flat_grad.k25853
   %arena66 = getelementptr inbounds float, ptr %arena, i64 %182
   %183 = load float, ptr %arena66, align 4
   %184 = insertelement <8 x float> undef, float %183, i32 0
   %185 = shufflevector <8 x float> %184, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %185, ptr %flat_grad.t250_a3, align 32
-  %t250_a3 = load <8 x float>, ptr %flat_grad.t250_a3, align 32
-  %t250_b067 = load <8 x float>, ptr %flat_grad.t250_b0, align 32
-  %t250_c3_0 = load <8 x float>, ptr %flat_grad.t250_c3_0, align 32
-  %186 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t250_a3, <8 x float> %t250_b067, <8 x float> %t250_c3_0)
-  store <8 x float> %186, ptr %flat_grad.t250_c3_0, align 32
-  %t250_a368 = load <8 x float>, ptr %flat_grad.t250_a3, align 32
-  %t250_b169 = load <8 x float>, ptr %flat_grad.t250_b1, align 32
-  %t250_c3_1 = load <8 x float>, ptr %flat_grad.t250_c3_1, align 32
-  %187 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t250_a368, <8 x float> %t250_b169, <8 x float> %t250_c3_1)
-  store <8 x float> %187, ptr %flat_grad.t250_c3_1, align 32
-  %k251.next = add nsw i64 %flat_grad.k25153, 1
-  %188 = icmp slt i64 %k251.next, 128
-  br i1 %188, label %flat_grad.k251, label %flat_grad.k251.end
+  store <8 x float> %185, ptr %flat_grad.t257_a3, align 32
+  %t257_a3 = load <8 x float>, ptr %flat_grad.t257_a3, align 32
+  %t257_b067 = load <8 x float>, ptr %flat_grad.t257_b0, align 32
+  %t257_c3_0 = load <8 x float>, ptr %flat_grad.t257_c3_0, align 32
+  %186 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t257_a3, <8 x float> %t257_b067, <8 x float> %t257_c3_0)
+  store <8 x float> %186, ptr %flat_grad.t257_c3_0, align 32
+  %t257_a368 = load <8 x float>, ptr %flat_grad.t257_a3, align 32
+  %t257_b169 = load <8 x float>, ptr %flat_grad.t257_b1, align 32
+  %t257_c3_1 = load <8 x float>, ptr %flat_grad.t257_c3_1, align 32
+  %187 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t257_a368, <8 x float> %t257_b169, <8 x float> %t257_c3_1)
+  store <8 x float> %187, ptr %flat_grad.t257_c3_1, align 32
+  %k258.next = add nsw i64 %flat_grad.k25853, 1
+  %188 = icmp slt i64 %k258.next, 128
+  br i1 %188, label %flat_grad.k258, label %flat_grad.k258.end
 
-flat_grad.k251.end:                               ; preds = %flat_grad.k251
-  %t250_c0_070 = load <8 x float>, ptr %flat_grad.t250_c0_0, align 32
-  %189 = mul nsw i64 %flat_grad.mb24952, 4
+flat_grad.k258.end:                               ; preds = %flat_grad.k258
+  %t257_c0_070 = load <8 x float>, ptr %flat_grad.t257_c0_0, align 32
+  %189 = mul nsw i64 %flat_grad.mb25652, 4
   %190 = mul nsw i64 %189, 3136
   %191 = add nsw i64 1221264, %190
   %192 = add nsw i64 %191, 3120
   %arena71 = getelementptr inbounds float, ptr %arena, i64 %192
-  store <8 x float> %t250_c0_070, ptr %arena71, align 4
-  %t250_c0_172 = load <8 x float>, ptr %flat_grad.t250_c0_1, align 32
-  %193 = mul nsw i64 %flat_grad.mb24952, 4
+  store <8 x float> %t257_c0_070, ptr %arena71, align 4
+  %t257_c0_172 = load <8 x float>, ptr %flat_grad.t257_c0_1, align 32
+  %193 = mul nsw i64 %flat_grad.mb25652, 4
   %194 = mul nsw i64 %193, 3136
   %195 = add nsw i64 1221264, %194
   %196 = add nsw i64 %195, 3120
   %197 = add nsw i64 %196, 8
   %arena73 = getelementptr inbounds float, ptr %arena, i64 %197
-  store <8 x float> %t250_c0_172, ptr %arena73, align 4
-  %t250_c1_074 = load <8 x float>, ptr %flat_grad.t250_c1_0, align 32
-  %198 = mul nsw i64 %flat_grad.mb24952, 4
+  store <8 x float> %t257_c0_172, ptr %arena73, align 4
+  %t257_c1_074 = load <8 x float>, ptr %flat_grad.t257_c1_0, align 32
+  %198 = mul nsw i64 %flat_grad.mb25652, 4
   %199 = add nsw i64 %198, 1
   %200 = mul nsw i64 %199, 3136
   %201 = add nsw i64 1221264, %200
   %202 = add nsw i64 %201, 3120
   %arena75 = getelementptr inbounds float, ptr %arena, i64 %202
-  store <8 x float> %t250_c1_074, ptr %arena75, align 4
-  %t250_c1_176 = load <8 x float>, ptr %flat_grad.t250_c1_1, align 32
-  %203 = mul nsw i64 %flat_grad.mb24952, 4
+  store <8 x float> %t257_c1_074, ptr %arena75, align 4
+  %t257_c1_176 = load <8 x float>, ptr %flat_grad.t257_c1_1, align 32
+  %203 = mul nsw i64 %flat_grad.mb25652, 4
   %204 = add nsw i64 %203, 1
   %205 = mul nsw i64 %204, 3136
   %206 = add nsw i64 1221264, %205
   %207 = add nsw i64 %206, 3120
   %208 = add nsw i64 %207, 8
   %arena77 = getelementptr inbounds float, ptr %arena, i64 %208
-  store <8 x float> %t250_c1_176, ptr %arena77, align 4
-  %t250_c2_078 = load <8 x float>, ptr %flat_grad.t250_c2_0, align 32
-  %209 = mul nsw i64 %flat_grad.mb24952, 4
+  store <8 x float> %t257_c1_176, ptr %arena77, align 4
+  %t257_c2_078 = load <8 x float>, ptr %flat_grad.t257_c2_0, align 32
+  %209 = mul nsw i64 %flat_grad.mb25652, 4
   %210 = add nsw i64 %209, 2
   %211 = mul nsw i64 %210, 3136
   %212 = add nsw i64 1221264, %211
   %213 = add nsw i64 %212, 3120
   %arena79 = getelementptr inbounds float, ptr %arena, i64 %213
-  store <8 x float> %t250_c2_078, ptr %arena79, align 4
-  %t250_c2_180 = load <8 x float>, ptr %flat_grad.t250_c2_1, align 32
-  %214 = mul nsw i64 %flat_grad.mb24952, 4
+  store <8 x float> %t257_c2_078, ptr %arena79, align 4
+  %t257_c2_180 = load <8 x float>, ptr %flat_grad.t257_c2_1, align 32
+  %214 = mul nsw i64 %flat_grad.mb25652, 4
   %215 = add nsw i64 %214, 2
   %216 = mul nsw i64 %215, 3136
   %217 = add nsw i64 1221264, %216
   %218 = add nsw i64 %217, 3120
   %219 = add nsw i64 %218, 8
   %arena81 = getelementptr inbounds float, ptr %arena, i64 %219
-  store <8 x float> %t250_c2_180, ptr %arena81, align 4
-  %t250_c3_082 = load <8 x float>, ptr %flat_grad.t250_c3_0, align 32
-  %220 = mul nsw i64 %flat_grad.mb24952, 4
+  store <8 x float> %t257_c2_180, ptr %arena81, align 4
+  %t257_c3_082 = load <8 x float>, ptr %flat_grad.t257_c3_0, align 32
+  %220 = mul nsw i64 %flat_grad.mb25652, 4
   %221 = add nsw i64 %220, 3
   %222 = mul nsw i64 %221, 3136
   %223 = add nsw i64 1221264, %222
   %224 = add nsw i64 %223, 3120
   %arena83 = getelementptr inbounds float, ptr %arena, i64 %224
-  store <8 x float> %t250_c3_082, ptr %arena83, align 4
-  %t250_c3_184 = load <8 x float>, ptr %flat_grad.t250_c3_1, align 32
-  %225 = mul nsw i64 %flat_grad.mb24952, 4
+  store <8 x float> %t257_c3_082, ptr %arena83, align 4
+  %t257_c3_184 = load <8 x float>, ptr %flat_grad.t257_c3_1, align 32
+  %225 = mul nsw i64 %flat_grad.mb25652, 4
   %226 = add nsw i64 %225, 3
   %227 = mul nsw i64 %226, 3136
   %228 = add nsw i64 1221264, %227
   %229 = add nsw i64 %228, 3120
   %230 = add nsw i64 %229, 8
   %arena85 = getelementptr inbounds float, ptr %arena, i64 %230
-  store <8 x float> %t250_c3_184, ptr %arena85, align 4
-  %mb249.next = add nsw i64 %flat_grad.mb24952, 1
-  %231 = icmp slt i64 %mb249.next, 16
-  br i1 %231, label %flat_grad.mb249, label %flat_grad.mb249.end
+  store <8 x float> %t257_c3_184, ptr %arena85, align 4
+  %mb256.next = add nsw i64 %flat_grad.mb25652, 1
+  %231 = icmp slt i64 %mb256.next, 16
+  br i1 %231, label %flat_grad.mb256, label %flat_grad.mb256.end
 }
 
 ; Function Attrs: noinline
-define internal void @simplecnn_train_b64.k16.pool2_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @simplecnn_train_b64.k16.pool2_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @simplecnn_train_b64.k17.conv2_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @simplecnn_train_b64.k17.conv2_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  br label %conv2_grad.i253
+  br label %conv2_grad.i260
 
-conv2_grad.i253:                                  ; preds = %conv2_grad.i253, %entry
-  %conv2_grad.i2531 = phi i64 [ 0, %entry ], [ %i253.next, %conv2_grad.i253 ]
-  %0 = add nsw i64 1421968, %conv2_grad.i2531
+conv2_grad.i260:                                  ; preds = %conv2_grad.i260, %entry
+  %conv2_grad.i2601 = phi i64 [ 0, %entry ], [ %i260.next, %conv2_grad.i260 ]
+  %0 = add nsw i64 1421968, %conv2_grad.i2601
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %0
   store float 0.000000e+00, ptr %arena2, align 4
-  %i253.next = add nsw i64 %conv2_grad.i2531, 1
-  %1 = icmp slt i64 %i253.next, 802816
-  br i1 %1, label %conv2_grad.i253, label %conv2_grad.i253.end
+  %i260.next = add nsw i64 %conv2_grad.i2601, 1
+  %1 = icmp slt i64 %i260.next, 802816
+  br i1 %1, label %conv2_grad.i260, label %conv2_grad.i260.end
 
-conv2_grad.i253.end:                              ; preds = %conv2_grad.i253
-  br label %conv2_grad.q254
+conv2_grad.i260.end:                              ; preds = %conv2_grad.i260
+  br label %conv2_grad.q261
 
-conv2_grad.q254:                                  ; preds = %conv2_grad.i255.end, %conv2_grad.i253.end
-  %conv2_grad.q2543 = phi i64 [ 0, %conv2_grad.i253.end ], [ %q254.next, %conv2_grad.i255.end ]
-  br label %conv2_grad.i255
+conv2_grad.q261:                                  ; preds = %conv2_grad.i262.end, %conv2_grad.i260.end
+  %conv2_grad.q2613 = phi i64 [ 0, %conv2_grad.i260.end ], [ %q261.next, %conv2_grad.i262.end ]
+  br label %conv2_grad.i262
 
-conv2_grad.q254.end:                              ; preds = %conv2_grad.i255.end
+conv2_grad.q261.end:                              ; preds = %conv2_grad.i262.end
   ret void
 
-conv2_grad.i255:                                  ; preds = %conv2_grad.endif, %conv2_grad.q254
-  %conv2_grad.i2554 = phi i64 [ 0, %conv2_grad.q254 ], [ %i255.next, %conv2_grad.endif ]
-  %2 = mul nsw i64 %conv2_grad.q2543, 49
-  %3 = add nsw i64 %2, %conv2_grad.i2554
+conv2_grad.i262:                                  ; preds = %conv2_grad.endif, %conv2_grad.q261
+  %conv2_grad.i2624 = phi i64 [ 0, %conv2_grad.q261 ], [ %i262.next, %conv2_grad.endif ]
+  %2 = mul nsw i64 %conv2_grad.q2613, 49
+  %3 = add nsw i64 %2, %conv2_grad.i2624
   %4 = add nsw i64 802816, %3
   %arena5 = getelementptr inbounds float, ptr %arena, i64 %4
   %5 = load float, ptr %arena5, align 4
   %6 = fcmp ogt float %5, 0.000000e+00
   br i1 %6, label %conv2_grad.then, label %conv2_grad.endif
 
-conv2_grad.i255.end:                              ; preds = %conv2_grad.endif
-  %q254.next = add nsw i64 %conv2_grad.q2543, 1
-  %7 = icmp slt i64 %q254.next, 4096
-  br i1 %7, label %conv2_grad.q254, label %conv2_grad.q254.end
+conv2_grad.i262.end:                              ; preds = %conv2_grad.endif
+  %q261.next = add nsw i64 %conv2_grad.q2613, 1
+  %7 = icmp slt i64 %q261.next, 4096
+  br i1 %7, label %conv2_grad.q261, label %conv2_grad.q261.end
 
-conv2_grad.then:                                  ; preds = %conv2_grad.i255
-  %8 = mul nsw i64 %conv2_grad.q2543, 196
+conv2_grad.then:                                  ; preds = %conv2_grad.i262
+  %8 = mul nsw i64 %conv2_grad.q2613, 196
   %9 = add nsw i64 1421968, %8
-  %10 = mul nsw i64 %conv2_grad.q2543, 49
-  %11 = add nsw i64 %10, %conv2_grad.i2554
+  %10 = mul nsw i64 %conv2_grad.q2613, 49
+  %11 = add nsw i64 %10, %conv2_grad.i2624
   %12 = add nsw i64 1003520, %11
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %12
   %13 = load float, ptr %arena6, align 4
@@ -6550,8 +7036,8 @@ conv2_grad.then:                                  ; preds = %conv2_grad.i255
   %15 = add nsw i64 %9, %14
   %arena7 = getelementptr inbounds float, ptr %arena, i64 %15
   %16 = load float, ptr %arena7, align 4
-  %17 = mul nsw i64 %conv2_grad.q2543, 49
-  %18 = add nsw i64 %17, %conv2_grad.i2554
+  %17 = mul nsw i64 %conv2_grad.q2613, 49
+  %18 = add nsw i64 %17, %conv2_grad.i2624
   %19 = add nsw i64 1221264, %18
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %19
   %20 = load float, ptr %arena8, align 4
@@ -6559,15 +7045,22 @@ conv2_grad.then:                                  ; preds = %conv2_grad.i255
   store float %21, ptr %arena7, align 4
   br label %conv2_grad.endif
 
-conv2_grad.endif:                                 ; preds = %conv2_grad.then, %conv2_grad.i255
-  %i255.next = add nsw i64 %conv2_grad.i2554, 1
-  %22 = icmp slt i64 %i255.next, 49
-  br i1 %22, label %conv2_grad.i255, label %conv2_grad.i255.end
+conv2_grad.endif:                                 ; preds = %conv2_grad.then, %conv2_grad.i262
+  %i262.next = add nsw i64 %conv2_grad.i2624, 1
+  %22 = icmp slt i64 %i262.next, 49
+  br i1 %22, label %conv2_grad.i262, label %conv2_grad.i262.end
 }
 
 ; Function Attrs: noinline
-define internal void @simplecnn_train_b64.k18.conv2_weight_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @simplecnn_train_b64.k18.conv2_weight_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
+  %conv2_weight_grad.w362 = alloca float, align 4
+  %conv2_weight_grad.w361 = alloca float, align 4
+  %conv2_weight_grad.w360 = alloca float, align 4
+  %conv2_weight_grad.w359 = alloca float, align 4
+  %conv2_weight_grad.w358 = alloca float, align 4
+  %conv2_weight_grad.w357 = alloca float, align 4
+  %conv2_weight_grad.w356 = alloca float, align 4
   %conv2_weight_grad.w355 = alloca float, align 4
   %conv2_weight_grad.w354 = alloca float, align 4
   %conv2_weight_grad.w353 = alloca float, align 4
@@ -6582,13 +7075,13 @@ entry:
   %conv2_weight_grad.w344 = alloca float, align 4
   %conv2_weight_grad.w343 = alloca float, align 4
   %conv2_weight_grad.w342 = alloca float, align 4
-  %conv2_weight_grad.w341 = alloca float, align 4
-  %conv2_weight_grad.w340 = alloca float, align 4
-  %conv2_weight_grad.w339 = alloca float, align 4
-  %conv2_weight_grad.w338 = alloca float, align 4
-  %conv2_weight_grad.w337 = alloca float, align 4
-  %conv2_weight_grad.w336 = alloca float, align 4
-  %conv2_weight_grad.w335 = alloca float, align 4
+  %conv2_weight_grad.w338 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w337 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w336 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w335 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w334 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w333 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w332 = alloca <8 x float>, align 32
   %conv2_weight_grad.w331 = alloca <8 x float>, align 32
   %conv2_weight_grad.w330 = alloca <8 x float>, align 32
   %conv2_weight_grad.w329 = alloca <8 x float>, align 32
@@ -6606,13 +7099,13 @@ entry:
   %conv2_weight_grad.w317 = alloca <8 x float>, align 32
   %conv2_weight_grad.w316 = alloca <8 x float>, align 32
   %conv2_weight_grad.w315 = alloca <8 x float>, align 32
-  %conv2_weight_grad.w314 = alloca <8 x float>, align 32
-  %conv2_weight_grad.w313 = alloca <8 x float>, align 32
-  %conv2_weight_grad.w312 = alloca <8 x float>, align 32
-  %conv2_weight_grad.w311 = alloca <8 x float>, align 32
-  %conv2_weight_grad.w310 = alloca <8 x float>, align 32
-  %conv2_weight_grad.w309 = alloca <8 x float>, align 32
-  %conv2_weight_grad.w308 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w306 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w305 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w304 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w303 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w302 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w301 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w300 = alloca <8 x float>, align 32
   %conv2_weight_grad.w299 = alloca <8 x float>, align 32
   %conv2_weight_grad.w298 = alloca <8 x float>, align 32
   %conv2_weight_grad.w297 = alloca <8 x float>, align 32
@@ -6638,1871 +7131,1871 @@ entry:
   %conv2_weight_grad.w277 = alloca <8 x float>, align 32
   %conv2_weight_grad.w276 = alloca <8 x float>, align 32
   %conv2_weight_grad.w275 = alloca <8 x float>, align 32
-  %conv2_weight_grad.w274 = alloca <8 x float>, align 32
-  %conv2_weight_grad.w273 = alloca <8 x float>, align 32
-  %conv2_weight_grad.w272 = alloca <8 x float>, align 32
-  %conv2_weight_grad.w271 = alloca <8 x float>, align 32
-  %conv2_weight_grad.w270 = alloca <8 x float>, align 32
-  %conv2_weight_grad.w269 = alloca <8 x float>, align 32
-  %conv2_weight_grad.w268 = alloca <8 x float>, align 32
-  br label %conv2_weight_grad.i256
+  br label %conv2_weight_grad.i263
 
-conv2_weight_grad.i256:                           ; preds = %conv2_weight_grad.i256, %entry
-  %conv2_weight_grad.i2561 = phi i64 [ 0, %entry ], [ %i256.next, %conv2_weight_grad.i256 ]
-  %0 = add nsw i64 898816, %conv2_weight_grad.i2561
+conv2_weight_grad.i263:                           ; preds = %conv2_weight_grad.i263, %entry
+  %conv2_weight_grad.i2631 = phi i64 [ 0, %entry ], [ %i263.next, %conv2_weight_grad.i263 ]
+  %0 = add nsw i64 898816, %conv2_weight_grad.i2631
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %0
   store float 0.000000e+00, ptr %arena2, align 4
-  %i256.next = add nsw i64 %conv2_weight_grad.i2561, 1
-  %1 = icmp slt i64 %i256.next, 32768
-  br i1 %1, label %conv2_weight_grad.i256, label %conv2_weight_grad.i256.end
+  %i263.next = add nsw i64 %conv2_weight_grad.i2631, 1
+  %1 = icmp slt i64 %i263.next, 32768
+  br i1 %1, label %conv2_weight_grad.i263, label %conv2_weight_grad.i263.end
 
-conv2_weight_grad.i256.end:                       ; preds = %conv2_weight_grad.i256
-  br label %conv2_weight_grad.i257
+conv2_weight_grad.i263.end:                       ; preds = %conv2_weight_grad.i263
+  br label %conv2_weight_grad.i264
 
-conv2_weight_grad.i257:                           ; preds = %conv2_weight_grad.i257, %conv2_weight_grad.i256.end
-  %conv2_weight_grad.i2573 = phi i64 [ 0, %conv2_weight_grad.i256.end ], [ %i257.next, %conv2_weight_grad.i257 ]
-  %2 = add nsw i64 802816, %conv2_weight_grad.i2573
+conv2_weight_grad.i264:                           ; preds = %conv2_weight_grad.i264, %conv2_weight_grad.i263.end
+  %conv2_weight_grad.i2643 = phi i64 [ 0, %conv2_weight_grad.i263.end ], [ %i264.next, %conv2_weight_grad.i264 ]
+  %2 = add nsw i64 802816, %conv2_weight_grad.i2643
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %2
   store float 0.000000e+00, ptr %arena4, align 4
-  %i257.next = add nsw i64 %conv2_weight_grad.i2573, 1
-  %3 = icmp slt i64 %i257.next, 8192
-  br i1 %3, label %conv2_weight_grad.i257, label %conv2_weight_grad.i257.end
+  %i264.next = add nsw i64 %conv2_weight_grad.i2643, 1
+  %3 = icmp slt i64 %i264.next, 8192
+  br i1 %3, label %conv2_weight_grad.i264, label %conv2_weight_grad.i264.end
 
-conv2_weight_grad.i257.end:                       ; preds = %conv2_weight_grad.i257
-  br label %conv2_weight_grad.i258
+conv2_weight_grad.i264.end:                       ; preds = %conv2_weight_grad.i264
+  br label %conv2_weight_grad.i265
 
-conv2_weight_grad.i258:                           ; preds = %conv2_weight_grad.i258, %conv2_weight_grad.i257.end
-  %conv2_weight_grad.i2585 = phi i64 [ 0, %conv2_weight_grad.i257.end ], [ %i258.next, %conv2_weight_grad.i258 ]
-  %4 = add nsw i64 836096, %conv2_weight_grad.i2585
+conv2_weight_grad.i265:                           ; preds = %conv2_weight_grad.i265, %conv2_weight_grad.i264.end
+  %conv2_weight_grad.i2655 = phi i64 [ 0, %conv2_weight_grad.i264.end ], [ %i265.next, %conv2_weight_grad.i265 ]
+  %4 = add nsw i64 836096, %conv2_weight_grad.i2655
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %4
   store float 0.000000e+00, ptr %arena6, align 4
-  %i258.next = add nsw i64 %conv2_weight_grad.i2585, 1
-  %5 = icmp slt i64 %i258.next, 12544
-  br i1 %5, label %conv2_weight_grad.i258, label %conv2_weight_grad.i258.end
+  %i265.next = add nsw i64 %conv2_weight_grad.i2655, 1
+  %5 = icmp slt i64 %i265.next, 12544
+  br i1 %5, label %conv2_weight_grad.i265, label %conv2_weight_grad.i265.end
 
-conv2_weight_grad.i258.end:                       ; preds = %conv2_weight_grad.i258
-  br label %conv2_weight_grad.g259
+conv2_weight_grad.i265.end:                       ; preds = %conv2_weight_grad.i265
+  br label %conv2_weight_grad.g266
 
-conv2_weight_grad.g259:                           ; preds = %conv2_weight_grad.xi332.end, %conv2_weight_grad.i258.end
-  %conv2_weight_grad.g2597 = phi i64 [ 0, %conv2_weight_grad.i258.end ], [ %g259.next, %conv2_weight_grad.xi332.end ]
-  br label %conv2_weight_grad.j260
+conv2_weight_grad.g266:                           ; preds = %conv2_weight_grad.xi339.end, %conv2_weight_grad.i265.end
+  %conv2_weight_grad.g2667 = phi i64 [ 0, %conv2_weight_grad.i265.end ], [ %g266.next, %conv2_weight_grad.xi339.end ]
+  br label %conv2_weight_grad.j267
 
-conv2_weight_grad.g259.end:                       ; preds = %conv2_weight_grad.xi332.end
-  br label %conv2_weight_grad.f333
+conv2_weight_grad.g266.end:                       ; preds = %conv2_weight_grad.xi339.end
+  br label %conv2_weight_grad.f340
 
-conv2_weight_grad.j260:                           ; preds = %conv2_weight_grad.c261.end, %conv2_weight_grad.g259
-  %conv2_weight_grad.j2608 = phi i64 [ 0, %conv2_weight_grad.g259 ], [ %j260.next, %conv2_weight_grad.c261.end ]
-  br label %conv2_weight_grad.c261
+conv2_weight_grad.j267:                           ; preds = %conv2_weight_grad.c268.end, %conv2_weight_grad.g266
+  %conv2_weight_grad.j2678 = phi i64 [ 0, %conv2_weight_grad.g266 ], [ %j267.next, %conv2_weight_grad.c268.end ]
+  br label %conv2_weight_grad.c268
 
-conv2_weight_grad.j260.end:                       ; preds = %conv2_weight_grad.c261.end
-  br label %conv2_weight_grad.j264
+conv2_weight_grad.j267.end:                       ; preds = %conv2_weight_grad.c268.end
+  br label %conv2_weight_grad.j271
 
-conv2_weight_grad.c261:                           ; preds = %conv2_weight_grad.iy262.end, %conv2_weight_grad.j260
-  %conv2_weight_grad.c2619 = phi i64 [ 0, %conv2_weight_grad.j260 ], [ %c261.next, %conv2_weight_grad.iy262.end ]
-  br label %conv2_weight_grad.iy262
+conv2_weight_grad.c268:                           ; preds = %conv2_weight_grad.iy269.end, %conv2_weight_grad.j267
+  %conv2_weight_grad.c2689 = phi i64 [ 0, %conv2_weight_grad.j267 ], [ %c268.next, %conv2_weight_grad.iy269.end ]
+  br label %conv2_weight_grad.iy269
 
-conv2_weight_grad.c261.end:                       ; preds = %conv2_weight_grad.iy262.end
-  %j260.next = add nsw i64 %conv2_weight_grad.j2608, 1
-  %6 = icmp slt i64 %j260.next, 1
-  br i1 %6, label %conv2_weight_grad.j260, label %conv2_weight_grad.j260.end
+conv2_weight_grad.c268.end:                       ; preds = %conv2_weight_grad.iy269.end
+  %j267.next = add nsw i64 %conv2_weight_grad.j2678, 1
+  %6 = icmp slt i64 %j267.next, 1
+  br i1 %6, label %conv2_weight_grad.j267, label %conv2_weight_grad.j267.end
 
-conv2_weight_grad.iy262:                          ; preds = %conv2_weight_grad.ix263.end, %conv2_weight_grad.c261
-  %conv2_weight_grad.iy26210 = phi i64 [ 0, %conv2_weight_grad.c261 ], [ %iy262.next, %conv2_weight_grad.ix263.end ]
-  br label %conv2_weight_grad.ix263
+conv2_weight_grad.iy269:                          ; preds = %conv2_weight_grad.ix270.end, %conv2_weight_grad.c268
+  %conv2_weight_grad.iy26910 = phi i64 [ 0, %conv2_weight_grad.c268 ], [ %iy269.next, %conv2_weight_grad.ix270.end ]
+  br label %conv2_weight_grad.ix270
 
-conv2_weight_grad.iy262.end:                      ; preds = %conv2_weight_grad.ix263.end
-  %c261.next = add nsw i64 %conv2_weight_grad.c2619, 1
-  %7 = icmp slt i64 %c261.next, 32
-  br i1 %7, label %conv2_weight_grad.c261, label %conv2_weight_grad.c261.end
+conv2_weight_grad.iy269.end:                      ; preds = %conv2_weight_grad.ix270.end
+  %c268.next = add nsw i64 %conv2_weight_grad.c2689, 1
+  %7 = icmp slt i64 %c268.next, 32
+  br i1 %7, label %conv2_weight_grad.c268, label %conv2_weight_grad.c268.end
 
-conv2_weight_grad.ix263:                          ; preds = %conv2_weight_grad.ix263, %conv2_weight_grad.iy262
-  %conv2_weight_grad.ix26311 = phi i64 [ 0, %conv2_weight_grad.iy262 ], [ %ix263.next, %conv2_weight_grad.ix263 ]
-  %8 = add nsw i64 %conv2_weight_grad.g2597, %conv2_weight_grad.j2608
+conv2_weight_grad.ix270:                          ; preds = %conv2_weight_grad.ix270, %conv2_weight_grad.iy269
+  %conv2_weight_grad.ix27011 = phi i64 [ 0, %conv2_weight_grad.iy269 ], [ %ix270.next, %conv2_weight_grad.ix270 ]
+  %8 = add nsw i64 %conv2_weight_grad.g2667, %conv2_weight_grad.j2678
   %9 = mul nsw i64 %8, 6272
-  %10 = mul nsw i64 %conv2_weight_grad.c2619, 196
+  %10 = mul nsw i64 %conv2_weight_grad.c2689, 196
   %11 = add nsw i64 %9, %10
-  %12 = mul nsw i64 %conv2_weight_grad.iy26210, 14
+  %12 = mul nsw i64 %conv2_weight_grad.iy26910, 14
   %13 = add nsw i64 %11, %12
-  %14 = add nsw i64 %13, %conv2_weight_grad.ix26311
+  %14 = add nsw i64 %13, %conv2_weight_grad.ix27011
   %arena12 = getelementptr inbounds float, ptr %arena, i64 %14
   %15 = load float, ptr %arena12, align 4
-  %16 = mul nsw i64 %conv2_weight_grad.j2608, 8192
-  %17 = add nsw i64 %conv2_weight_grad.iy26210, 1
+  %16 = mul nsw i64 %conv2_weight_grad.j2678, 8192
+  %17 = add nsw i64 %conv2_weight_grad.iy26910, 1
   %18 = mul nsw i64 %17, 512
   %19 = add nsw i64 %16, %18
-  %20 = add nsw i64 %conv2_weight_grad.ix26311, 1
+  %20 = add nsw i64 %conv2_weight_grad.ix27011, 1
   %21 = mul nsw i64 %20, 32
   %22 = add nsw i64 %19, %21
-  %23 = add nsw i64 %22, %conv2_weight_grad.c2619
+  %23 = add nsw i64 %22, %conv2_weight_grad.c2689
   %24 = add nsw i64 802816, %23
   %arena13 = getelementptr inbounds float, ptr %arena, i64 %24
   store float %15, ptr %arena13, align 4
-  %ix263.next = add nsw i64 %conv2_weight_grad.ix26311, 1
-  %25 = icmp slt i64 %ix263.next, 14
-  br i1 %25, label %conv2_weight_grad.ix263, label %conv2_weight_grad.ix263.end
+  %ix270.next = add nsw i64 %conv2_weight_grad.ix27011, 1
+  %25 = icmp slt i64 %ix270.next, 14
+  br i1 %25, label %conv2_weight_grad.ix270, label %conv2_weight_grad.ix270.end
 
-conv2_weight_grad.ix263.end:                      ; preds = %conv2_weight_grad.ix263
-  %iy262.next = add nsw i64 %conv2_weight_grad.iy26210, 1
-  %26 = icmp slt i64 %iy262.next, 14
-  br i1 %26, label %conv2_weight_grad.iy262, label %conv2_weight_grad.iy262.end
+conv2_weight_grad.ix270.end:                      ; preds = %conv2_weight_grad.ix270
+  %iy269.next = add nsw i64 %conv2_weight_grad.iy26910, 1
+  %26 = icmp slt i64 %iy269.next, 14
+  br i1 %26, label %conv2_weight_grad.iy269, label %conv2_weight_grad.iy269.end
 
-conv2_weight_grad.j264:                           ; preds = %conv2_weight_grad.ty265.end, %conv2_weight_grad.j260.end
-  %conv2_weight_grad.j26414 = phi i64 [ 0, %conv2_weight_grad.j260.end ], [ %j264.next, %conv2_weight_grad.ty265.end ]
-  br label %conv2_weight_grad.ty265
+conv2_weight_grad.j271:                           ; preds = %conv2_weight_grad.ty272.end, %conv2_weight_grad.j267.end
+  %conv2_weight_grad.j27114 = phi i64 [ 0, %conv2_weight_grad.j267.end ], [ %j271.next, %conv2_weight_grad.ty272.end ]
+  br label %conv2_weight_grad.ty272
 
-conv2_weight_grad.j264.end:                       ; preds = %conv2_weight_grad.ty265.end
-  br label %conv2_weight_grad.j300
+conv2_weight_grad.j271.end:                       ; preds = %conv2_weight_grad.ty272.end
+  br label %conv2_weight_grad.j307
 
-conv2_weight_grad.ty265:                          ; preds = %conv2_weight_grad.tx266.end, %conv2_weight_grad.j264
-  %conv2_weight_grad.ty26515 = phi i64 [ 0, %conv2_weight_grad.j264 ], [ %ty265.next, %conv2_weight_grad.tx266.end ]
-  br label %conv2_weight_grad.tx266
+conv2_weight_grad.ty272:                          ; preds = %conv2_weight_grad.tx273.end, %conv2_weight_grad.j271
+  %conv2_weight_grad.ty27215 = phi i64 [ 0, %conv2_weight_grad.j271 ], [ %ty272.next, %conv2_weight_grad.tx273.end ]
+  br label %conv2_weight_grad.tx273
 
-conv2_weight_grad.ty265.end:                      ; preds = %conv2_weight_grad.tx266.end
-  %j264.next = add nsw i64 %conv2_weight_grad.j26414, 1
-  %27 = icmp slt i64 %j264.next, 1
-  br i1 %27, label %conv2_weight_grad.j264, label %conv2_weight_grad.j264.end
+conv2_weight_grad.ty272.end:                      ; preds = %conv2_weight_grad.tx273.end
+  %j271.next = add nsw i64 %conv2_weight_grad.j27114, 1
+  %27 = icmp slt i64 %j271.next, 1
+  br i1 %27, label %conv2_weight_grad.j271, label %conv2_weight_grad.j271.end
 
-conv2_weight_grad.tx266:                          ; preds = %conv2_weight_grad.cv267.end, %conv2_weight_grad.ty265
-  %conv2_weight_grad.tx26616 = phi i64 [ 0, %conv2_weight_grad.ty265 ], [ %tx266.next, %conv2_weight_grad.cv267.end ]
-  br label %conv2_weight_grad.cv267
+conv2_weight_grad.tx273:                          ; preds = %conv2_weight_grad.cv274.end, %conv2_weight_grad.ty272
+  %conv2_weight_grad.tx27316 = phi i64 [ 0, %conv2_weight_grad.ty272 ], [ %tx273.next, %conv2_weight_grad.cv274.end ]
+  br label %conv2_weight_grad.cv274
 
-conv2_weight_grad.tx266.end:                      ; preds = %conv2_weight_grad.cv267.end
-  %ty265.next = add nsw i64 %conv2_weight_grad.ty26515, 1
-  %28 = icmp slt i64 %ty265.next, 7
-  br i1 %28, label %conv2_weight_grad.ty265, label %conv2_weight_grad.ty265.end
+conv2_weight_grad.tx273.end:                      ; preds = %conv2_weight_grad.cv274.end
+  %ty272.next = add nsw i64 %conv2_weight_grad.ty27215, 1
+  %28 = icmp slt i64 %ty272.next, 7
+  br i1 %28, label %conv2_weight_grad.ty272, label %conv2_weight_grad.ty272.end
 
-conv2_weight_grad.cv267:                          ; preds = %conv2_weight_grad.cv267, %conv2_weight_grad.tx266
-  %conv2_weight_grad.cv26717 = phi i64 [ 0, %conv2_weight_grad.tx266 ], [ %cv267.next, %conv2_weight_grad.cv267 ]
-  %29 = mul nsw i64 %conv2_weight_grad.j26414, 8192
-  %30 = mul nsw i64 %conv2_weight_grad.ty26515, 2
+conv2_weight_grad.cv274:                          ; preds = %conv2_weight_grad.cv274, %conv2_weight_grad.tx273
+  %conv2_weight_grad.cv27417 = phi i64 [ 0, %conv2_weight_grad.tx273 ], [ %cv274.next, %conv2_weight_grad.cv274 ]
+  %29 = mul nsw i64 %conv2_weight_grad.j27114, 8192
+  %30 = mul nsw i64 %conv2_weight_grad.ty27215, 2
   %31 = mul nsw i64 %30, 512
   %32 = add nsw i64 %29, %31
-  %33 = mul nsw i64 %conv2_weight_grad.tx26616, 2
+  %33 = mul nsw i64 %conv2_weight_grad.tx27316, 2
   %34 = mul nsw i64 %33, 32
   %35 = add nsw i64 %32, %34
-  %36 = mul nsw i64 %conv2_weight_grad.cv26717, 8
+  %36 = mul nsw i64 %conv2_weight_grad.cv27417, 8
   %37 = add nsw i64 %35, %36
   %38 = add nsw i64 802816, %37
   %arena18 = getelementptr inbounds float, ptr %arena, i64 %38
   %39 = load <8 x float>, ptr %arena18, align 4
-  %40 = mul nsw i64 %conv2_weight_grad.j26414, 8192
-  %41 = mul nsw i64 %conv2_weight_grad.ty26515, 2
+  %40 = mul nsw i64 %conv2_weight_grad.j27114, 8192
+  %41 = mul nsw i64 %conv2_weight_grad.ty27215, 2
   %42 = add nsw i64 %41, 2
   %43 = mul nsw i64 %42, 512
   %44 = add nsw i64 %40, %43
-  %45 = mul nsw i64 %conv2_weight_grad.tx26616, 2
+  %45 = mul nsw i64 %conv2_weight_grad.tx27316, 2
   %46 = mul nsw i64 %45, 32
   %47 = add nsw i64 %44, %46
-  %48 = mul nsw i64 %conv2_weight_grad.cv26717, 8
+  %48 = mul nsw i64 %conv2_weight_grad.cv27417, 8
   %49 = add nsw i64 %47, %48
   %50 = add nsw i64 802816, %49
   %arena19 = getelementptr inbounds float, ptr %arena, i64 %50
   %51 = load <8 x float>, ptr %arena19, align 4
   %52 = fsub <8 x float> %39, %51
-  store <8 x float> %52, ptr %conv2_weight_grad.w268, align 32
-  %53 = mul nsw i64 %conv2_weight_grad.j26414, 8192
-  %54 = mul nsw i64 %conv2_weight_grad.ty26515, 2
+  store <8 x float> %52, ptr %conv2_weight_grad.w275, align 32
+  %53 = mul nsw i64 %conv2_weight_grad.j27114, 8192
+  %54 = mul nsw i64 %conv2_weight_grad.ty27215, 2
   %55 = add nsw i64 %54, 1
   %56 = mul nsw i64 %55, 512
   %57 = add nsw i64 %53, %56
-  %58 = mul nsw i64 %conv2_weight_grad.tx26616, 2
+  %58 = mul nsw i64 %conv2_weight_grad.tx27316, 2
   %59 = mul nsw i64 %58, 32
   %60 = add nsw i64 %57, %59
-  %61 = mul nsw i64 %conv2_weight_grad.cv26717, 8
+  %61 = mul nsw i64 %conv2_weight_grad.cv27417, 8
   %62 = add nsw i64 %60, %61
   %63 = add nsw i64 802816, %62
   %arena20 = getelementptr inbounds float, ptr %arena, i64 %63
   %64 = load <8 x float>, ptr %arena20, align 4
-  %65 = mul nsw i64 %conv2_weight_grad.j26414, 8192
-  %66 = mul nsw i64 %conv2_weight_grad.ty26515, 2
+  %65 = mul nsw i64 %conv2_weight_grad.j27114, 8192
+  %66 = mul nsw i64 %conv2_weight_grad.ty27215, 2
   %67 = add nsw i64 %66, 2
   %68 = mul nsw i64 %67, 512
   %69 = add nsw i64 %65, %68
-  %70 = mul nsw i64 %conv2_weight_grad.tx26616, 2
+  %70 = mul nsw i64 %conv2_weight_grad.tx27316, 2
   %71 = mul nsw i64 %70, 32
   %72 = add nsw i64 %69, %71
-  %73 = mul nsw i64 %conv2_weight_grad.cv26717, 8
+  %73 = mul nsw i64 %conv2_weight_grad.cv27417, 8
   %74 = add nsw i64 %72, %73
   %75 = add nsw i64 802816, %74
   %arena21 = getelementptr inbounds float, ptr %arena, i64 %75
   %76 = load <8 x float>, ptr %arena21, align 4
   %77 = fadd <8 x float> %64, %76
-  store <8 x float> %77, ptr %conv2_weight_grad.w269, align 32
-  %78 = mul nsw i64 %conv2_weight_grad.j26414, 8192
-  %79 = mul nsw i64 %conv2_weight_grad.ty26515, 2
+  store <8 x float> %77, ptr %conv2_weight_grad.w276, align 32
+  %78 = mul nsw i64 %conv2_weight_grad.j27114, 8192
+  %79 = mul nsw i64 %conv2_weight_grad.ty27215, 2
   %80 = add nsw i64 %79, 2
   %81 = mul nsw i64 %80, 512
   %82 = add nsw i64 %78, %81
-  %83 = mul nsw i64 %conv2_weight_grad.tx26616, 2
+  %83 = mul nsw i64 %conv2_weight_grad.tx27316, 2
   %84 = mul nsw i64 %83, 32
   %85 = add nsw i64 %82, %84
-  %86 = mul nsw i64 %conv2_weight_grad.cv26717, 8
+  %86 = mul nsw i64 %conv2_weight_grad.cv27417, 8
   %87 = add nsw i64 %85, %86
   %88 = add nsw i64 802816, %87
   %arena22 = getelementptr inbounds float, ptr %arena, i64 %88
   %89 = load <8 x float>, ptr %arena22, align 4
-  %90 = mul nsw i64 %conv2_weight_grad.j26414, 8192
-  %91 = mul nsw i64 %conv2_weight_grad.ty26515, 2
+  %90 = mul nsw i64 %conv2_weight_grad.j27114, 8192
+  %91 = mul nsw i64 %conv2_weight_grad.ty27215, 2
   %92 = add nsw i64 %91, 1
   %93 = mul nsw i64 %92, 512
   %94 = add nsw i64 %90, %93
-  %95 = mul nsw i64 %conv2_weight_grad.tx26616, 2
+  %95 = mul nsw i64 %conv2_weight_grad.tx27316, 2
   %96 = mul nsw i64 %95, 32
   %97 = add nsw i64 %94, %96
-  %98 = mul nsw i64 %conv2_weight_grad.cv26717, 8
+  %98 = mul nsw i64 %conv2_weight_grad.cv27417, 8
   %99 = add nsw i64 %97, %98
   %100 = add nsw i64 802816, %99
   %arena23 = getelementptr inbounds float, ptr %arena, i64 %100
   %101 = load <8 x float>, ptr %arena23, align 4
   %102 = fsub <8 x float> %89, %101
-  store <8 x float> %102, ptr %conv2_weight_grad.w270, align 32
-  %103 = mul nsw i64 %conv2_weight_grad.j26414, 8192
-  %104 = mul nsw i64 %conv2_weight_grad.ty26515, 2
+  store <8 x float> %102, ptr %conv2_weight_grad.w277, align 32
+  %103 = mul nsw i64 %conv2_weight_grad.j27114, 8192
+  %104 = mul nsw i64 %conv2_weight_grad.ty27215, 2
   %105 = add nsw i64 %104, 1
   %106 = mul nsw i64 %105, 512
   %107 = add nsw i64 %103, %106
-  %108 = mul nsw i64 %conv2_weight_grad.tx26616, 2
+  %108 = mul nsw i64 %conv2_weight_grad.tx27316, 2
   %109 = mul nsw i64 %108, 32
   %110 = add nsw i64 %107, %109
-  %111 = mul nsw i64 %conv2_weight_grad.cv26717, 8
+  %111 = mul nsw i64 %conv2_weight_grad.cv27417, 8
   %112 = add nsw i64 %110, %111
   %113 = add nsw i64 802816, %112
   %arena24 = getelementptr inbounds float, ptr %arena, i64 %113
   %114 = load <8 x float>, ptr %arena24, align 4
-  %115 = mul nsw i64 %conv2_weight_grad.j26414, 8192
-  %116 = mul nsw i64 %conv2_weight_grad.ty26515, 2
+  %115 = mul nsw i64 %conv2_weight_grad.j27114, 8192
+  %116 = mul nsw i64 %conv2_weight_grad.ty27215, 2
   %117 = add nsw i64 %116, 3
   %118 = mul nsw i64 %117, 512
   %119 = add nsw i64 %115, %118
-  %120 = mul nsw i64 %conv2_weight_grad.tx26616, 2
+  %120 = mul nsw i64 %conv2_weight_grad.tx27316, 2
   %121 = mul nsw i64 %120, 32
   %122 = add nsw i64 %119, %121
-  %123 = mul nsw i64 %conv2_weight_grad.cv26717, 8
+  %123 = mul nsw i64 %conv2_weight_grad.cv27417, 8
   %124 = add nsw i64 %122, %123
   %125 = add nsw i64 802816, %124
   %arena25 = getelementptr inbounds float, ptr %arena, i64 %125
   %126 = load <8 x float>, ptr %arena25, align 4
   %127 = fsub <8 x float> %114, %126
-  store <8 x float> %127, ptr %conv2_weight_grad.w271, align 32
-  %128 = mul nsw i64 %conv2_weight_grad.j26414, 8192
-  %129 = mul nsw i64 %conv2_weight_grad.ty26515, 2
+  store <8 x float> %127, ptr %conv2_weight_grad.w278, align 32
+  %128 = mul nsw i64 %conv2_weight_grad.j27114, 8192
+  %129 = mul nsw i64 %conv2_weight_grad.ty27215, 2
   %130 = mul nsw i64 %129, 512
   %131 = add nsw i64 %128, %130
-  %132 = mul nsw i64 %conv2_weight_grad.tx26616, 2
+  %132 = mul nsw i64 %conv2_weight_grad.tx27316, 2
   %133 = add nsw i64 %132, 1
   %134 = mul nsw i64 %133, 32
   %135 = add nsw i64 %131, %134
-  %136 = mul nsw i64 %conv2_weight_grad.cv26717, 8
+  %136 = mul nsw i64 %conv2_weight_grad.cv27417, 8
   %137 = add nsw i64 %135, %136
   %138 = add nsw i64 802816, %137
   %arena26 = getelementptr inbounds float, ptr %arena, i64 %138
   %139 = load <8 x float>, ptr %arena26, align 4
-  %140 = mul nsw i64 %conv2_weight_grad.j26414, 8192
-  %141 = mul nsw i64 %conv2_weight_grad.ty26515, 2
+  %140 = mul nsw i64 %conv2_weight_grad.j27114, 8192
+  %141 = mul nsw i64 %conv2_weight_grad.ty27215, 2
   %142 = add nsw i64 %141, 2
   %143 = mul nsw i64 %142, 512
   %144 = add nsw i64 %140, %143
-  %145 = mul nsw i64 %conv2_weight_grad.tx26616, 2
+  %145 = mul nsw i64 %conv2_weight_grad.tx27316, 2
   %146 = add nsw i64 %145, 1
   %147 = mul nsw i64 %146, 32
   %148 = add nsw i64 %144, %147
-  %149 = mul nsw i64 %conv2_weight_grad.cv26717, 8
+  %149 = mul nsw i64 %conv2_weight_grad.cv27417, 8
   %150 = add nsw i64 %148, %149
   %151 = add nsw i64 802816, %150
   %arena27 = getelementptr inbounds float, ptr %arena, i64 %151
   %152 = load <8 x float>, ptr %arena27, align 4
   %153 = fsub <8 x float> %139, %152
-  store <8 x float> %153, ptr %conv2_weight_grad.w272, align 32
-  %154 = mul nsw i64 %conv2_weight_grad.j26414, 8192
-  %155 = mul nsw i64 %conv2_weight_grad.ty26515, 2
+  store <8 x float> %153, ptr %conv2_weight_grad.w279, align 32
+  %154 = mul nsw i64 %conv2_weight_grad.j27114, 8192
+  %155 = mul nsw i64 %conv2_weight_grad.ty27215, 2
   %156 = add nsw i64 %155, 1
   %157 = mul nsw i64 %156, 512
   %158 = add nsw i64 %154, %157
-  %159 = mul nsw i64 %conv2_weight_grad.tx26616, 2
+  %159 = mul nsw i64 %conv2_weight_grad.tx27316, 2
   %160 = add nsw i64 %159, 1
   %161 = mul nsw i64 %160, 32
   %162 = add nsw i64 %158, %161
-  %163 = mul nsw i64 %conv2_weight_grad.cv26717, 8
+  %163 = mul nsw i64 %conv2_weight_grad.cv27417, 8
   %164 = add nsw i64 %162, %163
   %165 = add nsw i64 802816, %164
   %arena28 = getelementptr inbounds float, ptr %arena, i64 %165
   %166 = load <8 x float>, ptr %arena28, align 4
-  %167 = mul nsw i64 %conv2_weight_grad.j26414, 8192
-  %168 = mul nsw i64 %conv2_weight_grad.ty26515, 2
+  %167 = mul nsw i64 %conv2_weight_grad.j27114, 8192
+  %168 = mul nsw i64 %conv2_weight_grad.ty27215, 2
   %169 = add nsw i64 %168, 2
   %170 = mul nsw i64 %169, 512
   %171 = add nsw i64 %167, %170
-  %172 = mul nsw i64 %conv2_weight_grad.tx26616, 2
+  %172 = mul nsw i64 %conv2_weight_grad.tx27316, 2
   %173 = add nsw i64 %172, 1
   %174 = mul nsw i64 %173, 32
   %175 = add nsw i64 %171, %174
-  %176 = mul nsw i64 %conv2_weight_grad.cv26717, 8
+  %176 = mul nsw i64 %conv2_weight_grad.cv27417, 8
   %177 = add nsw i64 %175, %176
   %178 = add nsw i64 802816, %177
   %arena29 = getelementptr inbounds float, ptr %arena, i64 %178
   %179 = load <8 x float>, ptr %arena29, align 4
   %180 = fadd <8 x float> %166, %179
-  store <8 x float> %180, ptr %conv2_weight_grad.w273, align 32
-  %181 = mul nsw i64 %conv2_weight_grad.j26414, 8192
-  %182 = mul nsw i64 %conv2_weight_grad.ty26515, 2
+  store <8 x float> %180, ptr %conv2_weight_grad.w280, align 32
+  %181 = mul nsw i64 %conv2_weight_grad.j27114, 8192
+  %182 = mul nsw i64 %conv2_weight_grad.ty27215, 2
   %183 = add nsw i64 %182, 2
   %184 = mul nsw i64 %183, 512
   %185 = add nsw i64 %181, %184
-  %186 = mul nsw i64 %conv2_weight_grad.tx26616, 2
+  %186 = mul nsw i64 %conv2_weight_grad.tx27316, 2
   %187 = add nsw i64 %186, 1
   %188 = mul nsw i64 %187, 32
   %189 = add nsw i64 %185, %188
-  %190 = mul nsw i64 %conv2_weight_grad.cv26717, 8
+  %190 = mul nsw i64 %conv2_weight_grad.cv27417, 8
   %191 = add nsw i64 %189, %190
   %192 = add nsw i64 802816, %191
   %arena30 = getelementptr inbounds float, ptr %arena, i64 %192
   %193 = load <8 x float>, ptr %arena30, align 4
-  %194 = mul nsw i64 %conv2_weight_grad.j26414, 8192
-  %195 = mul nsw i64 %conv2_weight_grad.ty26515, 2
+  %194 = mul nsw i64 %conv2_weight_grad.j27114, 8192
+  %195 = mul nsw i64 %conv2_weight_grad.ty27215, 2
   %196 = add nsw i64 %195, 1
   %197 = mul nsw i64 %196, 512
   %198 = add nsw i64 %194, %197
-  %199 = mul nsw i64 %conv2_weight_grad.tx26616, 2
+  %199 = mul nsw i64 %conv2_weight_grad.tx27316, 2
   %200 = add nsw i64 %199, 1
   %201 = mul nsw i64 %200, 32
   %202 = add nsw i64 %198, %201
-  %203 = mul nsw i64 %conv2_weight_grad.cv26717, 8
+  %203 = mul nsw i64 %conv2_weight_grad.cv27417, 8
   %204 = add nsw i64 %202, %203
   %205 = add nsw i64 802816, %204
   %arena31 = getelementptr inbounds float, ptr %arena, i64 %205
   %206 = load <8 x float>, ptr %arena31, align 4
   %207 = fsub <8 x float> %193, %206
-  store <8 x float> %207, ptr %conv2_weight_grad.w274, align 32
-  %208 = mul nsw i64 %conv2_weight_grad.j26414, 8192
-  %209 = mul nsw i64 %conv2_weight_grad.ty26515, 2
+  store <8 x float> %207, ptr %conv2_weight_grad.w281, align 32
+  %208 = mul nsw i64 %conv2_weight_grad.j27114, 8192
+  %209 = mul nsw i64 %conv2_weight_grad.ty27215, 2
   %210 = add nsw i64 %209, 1
   %211 = mul nsw i64 %210, 512
   %212 = add nsw i64 %208, %211
-  %213 = mul nsw i64 %conv2_weight_grad.tx26616, 2
+  %213 = mul nsw i64 %conv2_weight_grad.tx27316, 2
   %214 = add nsw i64 %213, 1
   %215 = mul nsw i64 %214, 32
   %216 = add nsw i64 %212, %215
-  %217 = mul nsw i64 %conv2_weight_grad.cv26717, 8
+  %217 = mul nsw i64 %conv2_weight_grad.cv27417, 8
   %218 = add nsw i64 %216, %217
   %219 = add nsw i64 802816, %218
   %arena32 = getelementptr inbounds float, ptr %arena, i64 %219
   %220 = load <8 x float>, ptr %arena32, align 4
-  %221 = mul nsw i64 %conv2_weight_grad.j26414, 8192
-  %222 = mul nsw i64 %conv2_weight_grad.ty26515, 2
+  %221 = mul nsw i64 %conv2_weight_grad.j27114, 8192
+  %222 = mul nsw i64 %conv2_weight_grad.ty27215, 2
   %223 = add nsw i64 %222, 3
   %224 = mul nsw i64 %223, 512
   %225 = add nsw i64 %221, %224
-  %226 = mul nsw i64 %conv2_weight_grad.tx26616, 2
+  %226 = mul nsw i64 %conv2_weight_grad.tx27316, 2
   %227 = add nsw i64 %226, 1
   %228 = mul nsw i64 %227, 32
   %229 = add nsw i64 %225, %228
-  %230 = mul nsw i64 %conv2_weight_grad.cv26717, 8
+  %230 = mul nsw i64 %conv2_weight_grad.cv27417, 8
   %231 = add nsw i64 %229, %230
   %232 = add nsw i64 802816, %231
   %arena33 = getelementptr inbounds float, ptr %arena, i64 %232
   %233 = load <8 x float>, ptr %arena33, align 4
   %234 = fsub <8 x float> %220, %233
-  store <8 x float> %234, ptr %conv2_weight_grad.w275, align 32
-  %235 = mul nsw i64 %conv2_weight_grad.j26414, 8192
-  %236 = mul nsw i64 %conv2_weight_grad.ty26515, 2
+  store <8 x float> %234, ptr %conv2_weight_grad.w282, align 32
+  %235 = mul nsw i64 %conv2_weight_grad.j27114, 8192
+  %236 = mul nsw i64 %conv2_weight_grad.ty27215, 2
   %237 = mul nsw i64 %236, 512
   %238 = add nsw i64 %235, %237
-  %239 = mul nsw i64 %conv2_weight_grad.tx26616, 2
+  %239 = mul nsw i64 %conv2_weight_grad.tx27316, 2
   %240 = add nsw i64 %239, 2
   %241 = mul nsw i64 %240, 32
   %242 = add nsw i64 %238, %241
-  %243 = mul nsw i64 %conv2_weight_grad.cv26717, 8
+  %243 = mul nsw i64 %conv2_weight_grad.cv27417, 8
   %244 = add nsw i64 %242, %243
   %245 = add nsw i64 802816, %244
   %arena34 = getelementptr inbounds float, ptr %arena, i64 %245
   %246 = load <8 x float>, ptr %arena34, align 4
-  %247 = mul nsw i64 %conv2_weight_grad.j26414, 8192
-  %248 = mul nsw i64 %conv2_weight_grad.ty26515, 2
+  %247 = mul nsw i64 %conv2_weight_grad.j27114, 8192
+  %248 = mul nsw i64 %conv2_weight_grad.ty27215, 2
   %249 = add nsw i64 %248, 2
   %250 = mul nsw i64 %249, 512
   %251 = add nsw i64 %247, %250
-  %252 = mul nsw i64 %conv2_weight_grad.tx26616, 2
+  %252 = mul nsw i64 %conv2_weight_grad.tx27316, 2
   %253 = add nsw i64 %252, 2
   %254 = mul nsw i64 %253, 32
   %255 = add nsw i64 %251, %254
-  %256 = mul nsw i64 %conv2_weight_grad.cv26717, 8
+  %256 = mul nsw i64 %conv2_weight_grad.cv27417, 8
   %257 = add nsw i64 %255, %256
   %258 = add nsw i64 802816, %257
   %arena35 = getelementptr inbounds float, ptr %arena, i64 %258
   %259 = load <8 x float>, ptr %arena35, align 4
   %260 = fsub <8 x float> %246, %259
-  store <8 x float> %260, ptr %conv2_weight_grad.w276, align 32
-  %261 = mul nsw i64 %conv2_weight_grad.j26414, 8192
-  %262 = mul nsw i64 %conv2_weight_grad.ty26515, 2
+  store <8 x float> %260, ptr %conv2_weight_grad.w283, align 32
+  %261 = mul nsw i64 %conv2_weight_grad.j27114, 8192
+  %262 = mul nsw i64 %conv2_weight_grad.ty27215, 2
   %263 = add nsw i64 %262, 1
   %264 = mul nsw i64 %263, 512
   %265 = add nsw i64 %261, %264
-  %266 = mul nsw i64 %conv2_weight_grad.tx26616, 2
+  %266 = mul nsw i64 %conv2_weight_grad.tx27316, 2
   %267 = add nsw i64 %266, 2
   %268 = mul nsw i64 %267, 32
   %269 = add nsw i64 %265, %268
-  %270 = mul nsw i64 %conv2_weight_grad.cv26717, 8
+  %270 = mul nsw i64 %conv2_weight_grad.cv27417, 8
   %271 = add nsw i64 %269, %270
   %272 = add nsw i64 802816, %271
   %arena36 = getelementptr inbounds float, ptr %arena, i64 %272
   %273 = load <8 x float>, ptr %arena36, align 4
-  %274 = mul nsw i64 %conv2_weight_grad.j26414, 8192
-  %275 = mul nsw i64 %conv2_weight_grad.ty26515, 2
+  %274 = mul nsw i64 %conv2_weight_grad.j27114, 8192
+  %275 = mul nsw i64 %conv2_weight_grad.ty27215, 2
   %276 = add nsw i64 %275, 2
   %277 = mul nsw i64 %276, 512
   %278 = add nsw i64 %274, %277
-  %279 = mul nsw i64 %conv2_weight_grad.tx26616, 2
+  %279 = mul nsw i64 %conv2_weight_grad.tx27316, 2
   %280 = add nsw i64 %279, 2
   %281 = mul nsw i64 %280, 32
   %282 = add nsw i64 %278, %281
-  %283 = mul nsw i64 %conv2_weight_grad.cv26717, 8
+  %283 = mul nsw i64 %conv2_weight_grad.cv27417, 8
   %284 = add nsw i64 %282, %283
   %285 = add nsw i64 802816, %284
   %arena37 = getelementptr inbounds float, ptr %arena, i64 %285
   %286 = load <8 x float>, ptr %arena37, align 4
   %287 = fadd <8 x float> %273, %286
-  store <8 x float> %287, ptr %conv2_weight_grad.w277, align 32
-  %288 = mul nsw i64 %conv2_weight_grad.j26414, 8192
-  %289 = mul nsw i64 %conv2_weight_grad.ty26515, 2
+  store <8 x float> %287, ptr %conv2_weight_grad.w284, align 32
+  %288 = mul nsw i64 %conv2_weight_grad.j27114, 8192
+  %289 = mul nsw i64 %conv2_weight_grad.ty27215, 2
   %290 = add nsw i64 %289, 2
   %291 = mul nsw i64 %290, 512
   %292 = add nsw i64 %288, %291
-  %293 = mul nsw i64 %conv2_weight_grad.tx26616, 2
+  %293 = mul nsw i64 %conv2_weight_grad.tx27316, 2
   %294 = add nsw i64 %293, 2
   %295 = mul nsw i64 %294, 32
   %296 = add nsw i64 %292, %295
-  %297 = mul nsw i64 %conv2_weight_grad.cv26717, 8
+  %297 = mul nsw i64 %conv2_weight_grad.cv27417, 8
   %298 = add nsw i64 %296, %297
   %299 = add nsw i64 802816, %298
   %arena38 = getelementptr inbounds float, ptr %arena, i64 %299
   %300 = load <8 x float>, ptr %arena38, align 4
-  %301 = mul nsw i64 %conv2_weight_grad.j26414, 8192
-  %302 = mul nsw i64 %conv2_weight_grad.ty26515, 2
+  %301 = mul nsw i64 %conv2_weight_grad.j27114, 8192
+  %302 = mul nsw i64 %conv2_weight_grad.ty27215, 2
   %303 = add nsw i64 %302, 1
   %304 = mul nsw i64 %303, 512
   %305 = add nsw i64 %301, %304
-  %306 = mul nsw i64 %conv2_weight_grad.tx26616, 2
+  %306 = mul nsw i64 %conv2_weight_grad.tx27316, 2
   %307 = add nsw i64 %306, 2
   %308 = mul nsw i64 %307, 32
   %309 = add nsw i64 %305, %308
-  %310 = mul nsw i64 %conv2_weight_grad.cv26717, 8
+  %310 = mul nsw i64 %conv2_weight_grad.cv27417, 8
   %311 = add nsw i64 %309, %310
   %312 = add nsw i64 802816, %311
   %arena39 = getelementptr inbounds float, ptr %arena, i64 %312
   %313 = load <8 x float>, ptr %arena39, align 4
   %314 = fsub <8 x float> %300, %313
-  store <8 x float> %314, ptr %conv2_weight_grad.w278, align 32
-  %315 = mul nsw i64 %conv2_weight_grad.j26414, 8192
-  %316 = mul nsw i64 %conv2_weight_grad.ty26515, 2
+  store <8 x float> %314, ptr %conv2_weight_grad.w285, align 32
+  %315 = mul nsw i64 %conv2_weight_grad.j27114, 8192
+  %316 = mul nsw i64 %conv2_weight_grad.ty27215, 2
   %317 = add nsw i64 %316, 1
   %318 = mul nsw i64 %317, 512
   %319 = add nsw i64 %315, %318
-  %320 = mul nsw i64 %conv2_weight_grad.tx26616, 2
+  %320 = mul nsw i64 %conv2_weight_grad.tx27316, 2
   %321 = add nsw i64 %320, 2
   %322 = mul nsw i64 %321, 32
   %323 = add nsw i64 %319, %322
-  %324 = mul nsw i64 %conv2_weight_grad.cv26717, 8
+  %324 = mul nsw i64 %conv2_weight_grad.cv27417, 8
   %325 = add nsw i64 %323, %324
   %326 = add nsw i64 802816, %325
   %arena40 = getelementptr inbounds float, ptr %arena, i64 %326
   %327 = load <8 x float>, ptr %arena40, align 4
-  %328 = mul nsw i64 %conv2_weight_grad.j26414, 8192
-  %329 = mul nsw i64 %conv2_weight_grad.ty26515, 2
+  %328 = mul nsw i64 %conv2_weight_grad.j27114, 8192
+  %329 = mul nsw i64 %conv2_weight_grad.ty27215, 2
   %330 = add nsw i64 %329, 3
   %331 = mul nsw i64 %330, 512
   %332 = add nsw i64 %328, %331
-  %333 = mul nsw i64 %conv2_weight_grad.tx26616, 2
+  %333 = mul nsw i64 %conv2_weight_grad.tx27316, 2
   %334 = add nsw i64 %333, 2
   %335 = mul nsw i64 %334, 32
   %336 = add nsw i64 %332, %335
-  %337 = mul nsw i64 %conv2_weight_grad.cv26717, 8
+  %337 = mul nsw i64 %conv2_weight_grad.cv27417, 8
   %338 = add nsw i64 %336, %337
   %339 = add nsw i64 802816, %338
   %arena41 = getelementptr inbounds float, ptr %arena, i64 %339
   %340 = load <8 x float>, ptr %arena41, align 4
   %341 = fsub <8 x float> %327, %340
-  store <8 x float> %341, ptr %conv2_weight_grad.w279, align 32
-  %342 = mul nsw i64 %conv2_weight_grad.j26414, 8192
-  %343 = mul nsw i64 %conv2_weight_grad.ty26515, 2
+  store <8 x float> %341, ptr %conv2_weight_grad.w286, align 32
+  %342 = mul nsw i64 %conv2_weight_grad.j27114, 8192
+  %343 = mul nsw i64 %conv2_weight_grad.ty27215, 2
   %344 = mul nsw i64 %343, 512
   %345 = add nsw i64 %342, %344
-  %346 = mul nsw i64 %conv2_weight_grad.tx26616, 2
+  %346 = mul nsw i64 %conv2_weight_grad.tx27316, 2
   %347 = add nsw i64 %346, 3
   %348 = mul nsw i64 %347, 32
   %349 = add nsw i64 %345, %348
-  %350 = mul nsw i64 %conv2_weight_grad.cv26717, 8
+  %350 = mul nsw i64 %conv2_weight_grad.cv27417, 8
   %351 = add nsw i64 %349, %350
   %352 = add nsw i64 802816, %351
   %arena42 = getelementptr inbounds float, ptr %arena, i64 %352
   %353 = load <8 x float>, ptr %arena42, align 4
-  %354 = mul nsw i64 %conv2_weight_grad.j26414, 8192
-  %355 = mul nsw i64 %conv2_weight_grad.ty26515, 2
+  %354 = mul nsw i64 %conv2_weight_grad.j27114, 8192
+  %355 = mul nsw i64 %conv2_weight_grad.ty27215, 2
   %356 = add nsw i64 %355, 2
   %357 = mul nsw i64 %356, 512
   %358 = add nsw i64 %354, %357
-  %359 = mul nsw i64 %conv2_weight_grad.tx26616, 2
+  %359 = mul nsw i64 %conv2_weight_grad.tx27316, 2
   %360 = add nsw i64 %359, 3
   %361 = mul nsw i64 %360, 32
   %362 = add nsw i64 %358, %361
-  %363 = mul nsw i64 %conv2_weight_grad.cv26717, 8
+  %363 = mul nsw i64 %conv2_weight_grad.cv27417, 8
   %364 = add nsw i64 %362, %363
   %365 = add nsw i64 802816, %364
   %arena43 = getelementptr inbounds float, ptr %arena, i64 %365
   %366 = load <8 x float>, ptr %arena43, align 4
   %367 = fsub <8 x float> %353, %366
-  store <8 x float> %367, ptr %conv2_weight_grad.w280, align 32
-  %368 = mul nsw i64 %conv2_weight_grad.j26414, 8192
-  %369 = mul nsw i64 %conv2_weight_grad.ty26515, 2
+  store <8 x float> %367, ptr %conv2_weight_grad.w287, align 32
+  %368 = mul nsw i64 %conv2_weight_grad.j27114, 8192
+  %369 = mul nsw i64 %conv2_weight_grad.ty27215, 2
   %370 = add nsw i64 %369, 1
   %371 = mul nsw i64 %370, 512
   %372 = add nsw i64 %368, %371
-  %373 = mul nsw i64 %conv2_weight_grad.tx26616, 2
+  %373 = mul nsw i64 %conv2_weight_grad.tx27316, 2
   %374 = add nsw i64 %373, 3
   %375 = mul nsw i64 %374, 32
   %376 = add nsw i64 %372, %375
-  %377 = mul nsw i64 %conv2_weight_grad.cv26717, 8
+  %377 = mul nsw i64 %conv2_weight_grad.cv27417, 8
   %378 = add nsw i64 %376, %377
   %379 = add nsw i64 802816, %378
   %arena44 = getelementptr inbounds float, ptr %arena, i64 %379
   %380 = load <8 x float>, ptr %arena44, align 4
-  %381 = mul nsw i64 %conv2_weight_grad.j26414, 8192
-  %382 = mul nsw i64 %conv2_weight_grad.ty26515, 2
+  %381 = mul nsw i64 %conv2_weight_grad.j27114, 8192
+  %382 = mul nsw i64 %conv2_weight_grad.ty27215, 2
   %383 = add nsw i64 %382, 2
   %384 = mul nsw i64 %383, 512
   %385 = add nsw i64 %381, %384
-  %386 = mul nsw i64 %conv2_weight_grad.tx26616, 2
+  %386 = mul nsw i64 %conv2_weight_grad.tx27316, 2
   %387 = add nsw i64 %386, 3
   %388 = mul nsw i64 %387, 32
   %389 = add nsw i64 %385, %388
-  %390 = mul nsw i64 %conv2_weight_grad.cv26717, 8
+  %390 = mul nsw i64 %conv2_weight_grad.cv27417, 8
   %391 = add nsw i64 %389, %390
   %392 = add nsw i64 802816, %391
   %arena45 = getelementptr inbounds float, ptr %arena, i64 %392
   %393 = load <8 x float>, ptr %arena45, align 4
   %394 = fadd <8 x float> %380, %393
-  store <8 x float> %394, ptr %conv2_weight_grad.w281, align 32
-  %395 = mul nsw i64 %conv2_weight_grad.j26414, 8192
-  %396 = mul nsw i64 %conv2_weight_grad.ty26515, 2
+  store <8 x float> %394, ptr %conv2_weight_grad.w288, align 32
+  %395 = mul nsw i64 %conv2_weight_grad.j27114, 8192
+  %396 = mul nsw i64 %conv2_weight_grad.ty27215, 2
   %397 = add nsw i64 %396, 2
   %398 = mul nsw i64 %397, 512
   %399 = add nsw i64 %395, %398
-  %400 = mul nsw i64 %conv2_weight_grad.tx26616, 2
+  %400 = mul nsw i64 %conv2_weight_grad.tx27316, 2
   %401 = add nsw i64 %400, 3
   %402 = mul nsw i64 %401, 32
   %403 = add nsw i64 %399, %402
-  %404 = mul nsw i64 %conv2_weight_grad.cv26717, 8
+  %404 = mul nsw i64 %conv2_weight_grad.cv27417, 8
   %405 = add nsw i64 %403, %404
   %406 = add nsw i64 802816, %405
   %arena46 = getelementptr inbounds float, ptr %arena, i64 %406
   %407 = load <8 x float>, ptr %arena46, align 4
-  %408 = mul nsw i64 %conv2_weight_grad.j26414, 8192
-  %409 = mul nsw i64 %conv2_weight_grad.ty26515, 2
+  %408 = mul nsw i64 %conv2_weight_grad.j27114, 8192
+  %409 = mul nsw i64 %conv2_weight_grad.ty27215, 2
   %410 = add nsw i64 %409, 1
   %411 = mul nsw i64 %410, 512
   %412 = add nsw i64 %408, %411
-  %413 = mul nsw i64 %conv2_weight_grad.tx26616, 2
+  %413 = mul nsw i64 %conv2_weight_grad.tx27316, 2
   %414 = add nsw i64 %413, 3
   %415 = mul nsw i64 %414, 32
   %416 = add nsw i64 %412, %415
-  %417 = mul nsw i64 %conv2_weight_grad.cv26717, 8
+  %417 = mul nsw i64 %conv2_weight_grad.cv27417, 8
   %418 = add nsw i64 %416, %417
   %419 = add nsw i64 802816, %418
   %arena47 = getelementptr inbounds float, ptr %arena, i64 %419
   %420 = load <8 x float>, ptr %arena47, align 4
   %421 = fsub <8 x float> %407, %420
-  store <8 x float> %421, ptr %conv2_weight_grad.w282, align 32
-  %422 = mul nsw i64 %conv2_weight_grad.j26414, 8192
-  %423 = mul nsw i64 %conv2_weight_grad.ty26515, 2
+  store <8 x float> %421, ptr %conv2_weight_grad.w289, align 32
+  %422 = mul nsw i64 %conv2_weight_grad.j27114, 8192
+  %423 = mul nsw i64 %conv2_weight_grad.ty27215, 2
   %424 = add nsw i64 %423, 1
   %425 = mul nsw i64 %424, 512
   %426 = add nsw i64 %422, %425
-  %427 = mul nsw i64 %conv2_weight_grad.tx26616, 2
+  %427 = mul nsw i64 %conv2_weight_grad.tx27316, 2
   %428 = add nsw i64 %427, 3
   %429 = mul nsw i64 %428, 32
   %430 = add nsw i64 %426, %429
-  %431 = mul nsw i64 %conv2_weight_grad.cv26717, 8
+  %431 = mul nsw i64 %conv2_weight_grad.cv27417, 8
   %432 = add nsw i64 %430, %431
   %433 = add nsw i64 802816, %432
   %arena48 = getelementptr inbounds float, ptr %arena, i64 %433
   %434 = load <8 x float>, ptr %arena48, align 4
-  %435 = mul nsw i64 %conv2_weight_grad.j26414, 8192
-  %436 = mul nsw i64 %conv2_weight_grad.ty26515, 2
+  %435 = mul nsw i64 %conv2_weight_grad.j27114, 8192
+  %436 = mul nsw i64 %conv2_weight_grad.ty27215, 2
   %437 = add nsw i64 %436, 3
   %438 = mul nsw i64 %437, 512
   %439 = add nsw i64 %435, %438
-  %440 = mul nsw i64 %conv2_weight_grad.tx26616, 2
+  %440 = mul nsw i64 %conv2_weight_grad.tx27316, 2
   %441 = add nsw i64 %440, 3
   %442 = mul nsw i64 %441, 32
   %443 = add nsw i64 %439, %442
-  %444 = mul nsw i64 %conv2_weight_grad.cv26717, 8
+  %444 = mul nsw i64 %conv2_weight_grad.cv27417, 8
   %445 = add nsw i64 %443, %444
   %446 = add nsw i64 802816, %445
   %arena49 = getelementptr inbounds float, ptr %arena, i64 %446
   %447 = load <8 x float>, ptr %arena49, align 4
   %448 = fsub <8 x float> %434, %447
-  store <8 x float> %448, ptr %conv2_weight_grad.w283, align 32
-  %w268 = load <8 x float>, ptr %conv2_weight_grad.w268, align 32
-  %w276 = load <8 x float>, ptr %conv2_weight_grad.w276, align 32
-  %449 = fsub <8 x float> %w268, %w276
-  store <8 x float> %449, ptr %conv2_weight_grad.w284, align 32
-  %w272 = load <8 x float>, ptr %conv2_weight_grad.w272, align 32
-  %w27650 = load <8 x float>, ptr %conv2_weight_grad.w276, align 32
-  %450 = fadd <8 x float> %w272, %w27650
-  store <8 x float> %450, ptr %conv2_weight_grad.w285, align 32
-  %w27651 = load <8 x float>, ptr %conv2_weight_grad.w276, align 32
-  %w27252 = load <8 x float>, ptr %conv2_weight_grad.w272, align 32
-  %451 = fsub <8 x float> %w27651, %w27252
-  store <8 x float> %451, ptr %conv2_weight_grad.w286, align 32
-  %w27253 = load <8 x float>, ptr %conv2_weight_grad.w272, align 32
-  %w280 = load <8 x float>, ptr %conv2_weight_grad.w280, align 32
-  %452 = fsub <8 x float> %w27253, %w280
-  store <8 x float> %452, ptr %conv2_weight_grad.w287, align 32
-  %w269 = load <8 x float>, ptr %conv2_weight_grad.w269, align 32
-  %w277 = load <8 x float>, ptr %conv2_weight_grad.w277, align 32
-  %453 = fsub <8 x float> %w269, %w277
-  store <8 x float> %453, ptr %conv2_weight_grad.w288, align 32
-  %w273 = load <8 x float>, ptr %conv2_weight_grad.w273, align 32
-  %w27754 = load <8 x float>, ptr %conv2_weight_grad.w277, align 32
-  %454 = fadd <8 x float> %w273, %w27754
-  store <8 x float> %454, ptr %conv2_weight_grad.w289, align 32
-  %w27755 = load <8 x float>, ptr %conv2_weight_grad.w277, align 32
-  %w27356 = load <8 x float>, ptr %conv2_weight_grad.w273, align 32
-  %455 = fsub <8 x float> %w27755, %w27356
-  store <8 x float> %455, ptr %conv2_weight_grad.w290, align 32
-  %w27357 = load <8 x float>, ptr %conv2_weight_grad.w273, align 32
-  %w281 = load <8 x float>, ptr %conv2_weight_grad.w281, align 32
-  %456 = fsub <8 x float> %w27357, %w281
-  store <8 x float> %456, ptr %conv2_weight_grad.w291, align 32
-  %w270 = load <8 x float>, ptr %conv2_weight_grad.w270, align 32
-  %w278 = load <8 x float>, ptr %conv2_weight_grad.w278, align 32
-  %457 = fsub <8 x float> %w270, %w278
-  store <8 x float> %457, ptr %conv2_weight_grad.w292, align 32
-  %w274 = load <8 x float>, ptr %conv2_weight_grad.w274, align 32
-  %w27858 = load <8 x float>, ptr %conv2_weight_grad.w278, align 32
-  %458 = fadd <8 x float> %w274, %w27858
-  store <8 x float> %458, ptr %conv2_weight_grad.w293, align 32
-  %w27859 = load <8 x float>, ptr %conv2_weight_grad.w278, align 32
-  %w27460 = load <8 x float>, ptr %conv2_weight_grad.w274, align 32
-  %459 = fsub <8 x float> %w27859, %w27460
-  store <8 x float> %459, ptr %conv2_weight_grad.w294, align 32
-  %w27461 = load <8 x float>, ptr %conv2_weight_grad.w274, align 32
-  %w282 = load <8 x float>, ptr %conv2_weight_grad.w282, align 32
-  %460 = fsub <8 x float> %w27461, %w282
-  store <8 x float> %460, ptr %conv2_weight_grad.w295, align 32
-  %w271 = load <8 x float>, ptr %conv2_weight_grad.w271, align 32
-  %w279 = load <8 x float>, ptr %conv2_weight_grad.w279, align 32
-  %461 = fsub <8 x float> %w271, %w279
-  store <8 x float> %461, ptr %conv2_weight_grad.w296, align 32
+  store <8 x float> %448, ptr %conv2_weight_grad.w290, align 32
   %w275 = load <8 x float>, ptr %conv2_weight_grad.w275, align 32
-  %w27962 = load <8 x float>, ptr %conv2_weight_grad.w279, align 32
-  %462 = fadd <8 x float> %w275, %w27962
-  store <8 x float> %462, ptr %conv2_weight_grad.w297, align 32
-  %w27963 = load <8 x float>, ptr %conv2_weight_grad.w279, align 32
-  %w27564 = load <8 x float>, ptr %conv2_weight_grad.w275, align 32
-  %463 = fsub <8 x float> %w27963, %w27564
-  store <8 x float> %463, ptr %conv2_weight_grad.w298, align 32
-  %w27565 = load <8 x float>, ptr %conv2_weight_grad.w275, align 32
   %w283 = load <8 x float>, ptr %conv2_weight_grad.w283, align 32
-  %464 = fsub <8 x float> %w27565, %w283
-  store <8 x float> %464, ptr %conv2_weight_grad.w299, align 32
+  %449 = fsub <8 x float> %w275, %w283
+  store <8 x float> %449, ptr %conv2_weight_grad.w291, align 32
+  %w279 = load <8 x float>, ptr %conv2_weight_grad.w279, align 32
+  %w28350 = load <8 x float>, ptr %conv2_weight_grad.w283, align 32
+  %450 = fadd <8 x float> %w279, %w28350
+  store <8 x float> %450, ptr %conv2_weight_grad.w292, align 32
+  %w28351 = load <8 x float>, ptr %conv2_weight_grad.w283, align 32
+  %w27952 = load <8 x float>, ptr %conv2_weight_grad.w279, align 32
+  %451 = fsub <8 x float> %w28351, %w27952
+  store <8 x float> %451, ptr %conv2_weight_grad.w293, align 32
+  %w27953 = load <8 x float>, ptr %conv2_weight_grad.w279, align 32
+  %w287 = load <8 x float>, ptr %conv2_weight_grad.w287, align 32
+  %452 = fsub <8 x float> %w27953, %w287
+  store <8 x float> %452, ptr %conv2_weight_grad.w294, align 32
+  %w276 = load <8 x float>, ptr %conv2_weight_grad.w276, align 32
   %w284 = load <8 x float>, ptr %conv2_weight_grad.w284, align 32
-  %465 = mul nsw i64 %conv2_weight_grad.j26414, 49
-  %466 = mul nsw i64 %conv2_weight_grad.ty26515, 7
+  %453 = fsub <8 x float> %w276, %w284
+  store <8 x float> %453, ptr %conv2_weight_grad.w295, align 32
+  %w280 = load <8 x float>, ptr %conv2_weight_grad.w280, align 32
+  %w28454 = load <8 x float>, ptr %conv2_weight_grad.w284, align 32
+  %454 = fadd <8 x float> %w280, %w28454
+  store <8 x float> %454, ptr %conv2_weight_grad.w296, align 32
+  %w28455 = load <8 x float>, ptr %conv2_weight_grad.w284, align 32
+  %w28056 = load <8 x float>, ptr %conv2_weight_grad.w280, align 32
+  %455 = fsub <8 x float> %w28455, %w28056
+  store <8 x float> %455, ptr %conv2_weight_grad.w297, align 32
+  %w28057 = load <8 x float>, ptr %conv2_weight_grad.w280, align 32
+  %w288 = load <8 x float>, ptr %conv2_weight_grad.w288, align 32
+  %456 = fsub <8 x float> %w28057, %w288
+  store <8 x float> %456, ptr %conv2_weight_grad.w298, align 32
+  %w277 = load <8 x float>, ptr %conv2_weight_grad.w277, align 32
+  %w285 = load <8 x float>, ptr %conv2_weight_grad.w285, align 32
+  %457 = fsub <8 x float> %w277, %w285
+  store <8 x float> %457, ptr %conv2_weight_grad.w299, align 32
+  %w281 = load <8 x float>, ptr %conv2_weight_grad.w281, align 32
+  %w28558 = load <8 x float>, ptr %conv2_weight_grad.w285, align 32
+  %458 = fadd <8 x float> %w281, %w28558
+  store <8 x float> %458, ptr %conv2_weight_grad.w300, align 32
+  %w28559 = load <8 x float>, ptr %conv2_weight_grad.w285, align 32
+  %w28160 = load <8 x float>, ptr %conv2_weight_grad.w281, align 32
+  %459 = fsub <8 x float> %w28559, %w28160
+  store <8 x float> %459, ptr %conv2_weight_grad.w301, align 32
+  %w28161 = load <8 x float>, ptr %conv2_weight_grad.w281, align 32
+  %w289 = load <8 x float>, ptr %conv2_weight_grad.w289, align 32
+  %460 = fsub <8 x float> %w28161, %w289
+  store <8 x float> %460, ptr %conv2_weight_grad.w302, align 32
+  %w278 = load <8 x float>, ptr %conv2_weight_grad.w278, align 32
+  %w286 = load <8 x float>, ptr %conv2_weight_grad.w286, align 32
+  %461 = fsub <8 x float> %w278, %w286
+  store <8 x float> %461, ptr %conv2_weight_grad.w303, align 32
+  %w282 = load <8 x float>, ptr %conv2_weight_grad.w282, align 32
+  %w28662 = load <8 x float>, ptr %conv2_weight_grad.w286, align 32
+  %462 = fadd <8 x float> %w282, %w28662
+  store <8 x float> %462, ptr %conv2_weight_grad.w304, align 32
+  %w28663 = load <8 x float>, ptr %conv2_weight_grad.w286, align 32
+  %w28264 = load <8 x float>, ptr %conv2_weight_grad.w282, align 32
+  %463 = fsub <8 x float> %w28663, %w28264
+  store <8 x float> %463, ptr %conv2_weight_grad.w305, align 32
+  %w28265 = load <8 x float>, ptr %conv2_weight_grad.w282, align 32
+  %w290 = load <8 x float>, ptr %conv2_weight_grad.w290, align 32
+  %464 = fsub <8 x float> %w28265, %w290
+  store <8 x float> %464, ptr %conv2_weight_grad.w306, align 32
+  %w291 = load <8 x float>, ptr %conv2_weight_grad.w291, align 32
+  %465 = mul nsw i64 %conv2_weight_grad.j27114, 49
+  %466 = mul nsw i64 %conv2_weight_grad.ty27215, 7
   %467 = add nsw i64 %465, %466
-  %468 = add nsw i64 %467, %conv2_weight_grad.tx26616
+  %468 = add nsw i64 %467, %conv2_weight_grad.tx27316
   %469 = mul nsw i64 %468, 32
   %470 = add nsw i64 811008, %469
-  %471 = mul nsw i64 %conv2_weight_grad.cv26717, 8
+  %471 = mul nsw i64 %conv2_weight_grad.cv27417, 8
   %472 = add nsw i64 %470, %471
   %arena66 = getelementptr inbounds float, ptr %arena, i64 %472
-  store <8 x float> %w284, ptr %arena66, align 4
-  %w285 = load <8 x float>, ptr %conv2_weight_grad.w285, align 32
-  %473 = mul nsw i64 %conv2_weight_grad.j26414, 49
-  %474 = mul nsw i64 %conv2_weight_grad.ty26515, 7
+  store <8 x float> %w291, ptr %arena66, align 4
+  %w292 = load <8 x float>, ptr %conv2_weight_grad.w292, align 32
+  %473 = mul nsw i64 %conv2_weight_grad.j27114, 49
+  %474 = mul nsw i64 %conv2_weight_grad.ty27215, 7
   %475 = add nsw i64 %473, %474
-  %476 = add nsw i64 %475, %conv2_weight_grad.tx26616
+  %476 = add nsw i64 %475, %conv2_weight_grad.tx27316
   %477 = mul nsw i64 %476, 32
   %478 = add nsw i64 812576, %477
-  %479 = mul nsw i64 %conv2_weight_grad.cv26717, 8
+  %479 = mul nsw i64 %conv2_weight_grad.cv27417, 8
   %480 = add nsw i64 %478, %479
   %arena67 = getelementptr inbounds float, ptr %arena, i64 %480
-  store <8 x float> %w285, ptr %arena67, align 4
-  %w286 = load <8 x float>, ptr %conv2_weight_grad.w286, align 32
-  %481 = mul nsw i64 %conv2_weight_grad.j26414, 49
-  %482 = mul nsw i64 %conv2_weight_grad.ty26515, 7
+  store <8 x float> %w292, ptr %arena67, align 4
+  %w293 = load <8 x float>, ptr %conv2_weight_grad.w293, align 32
+  %481 = mul nsw i64 %conv2_weight_grad.j27114, 49
+  %482 = mul nsw i64 %conv2_weight_grad.ty27215, 7
   %483 = add nsw i64 %481, %482
-  %484 = add nsw i64 %483, %conv2_weight_grad.tx26616
+  %484 = add nsw i64 %483, %conv2_weight_grad.tx27316
   %485 = mul nsw i64 %484, 32
   %486 = add nsw i64 814144, %485
-  %487 = mul nsw i64 %conv2_weight_grad.cv26717, 8
+  %487 = mul nsw i64 %conv2_weight_grad.cv27417, 8
   %488 = add nsw i64 %486, %487
   %arena68 = getelementptr inbounds float, ptr %arena, i64 %488
-  store <8 x float> %w286, ptr %arena68, align 4
-  %w287 = load <8 x float>, ptr %conv2_weight_grad.w287, align 32
-  %489 = mul nsw i64 %conv2_weight_grad.j26414, 49
-  %490 = mul nsw i64 %conv2_weight_grad.ty26515, 7
+  store <8 x float> %w293, ptr %arena68, align 4
+  %w294 = load <8 x float>, ptr %conv2_weight_grad.w294, align 32
+  %489 = mul nsw i64 %conv2_weight_grad.j27114, 49
+  %490 = mul nsw i64 %conv2_weight_grad.ty27215, 7
   %491 = add nsw i64 %489, %490
-  %492 = add nsw i64 %491, %conv2_weight_grad.tx26616
+  %492 = add nsw i64 %491, %conv2_weight_grad.tx27316
   %493 = mul nsw i64 %492, 32
   %494 = add nsw i64 815712, %493
-  %495 = mul nsw i64 %conv2_weight_grad.cv26717, 8
+  %495 = mul nsw i64 %conv2_weight_grad.cv27417, 8
   %496 = add nsw i64 %494, %495
   %arena69 = getelementptr inbounds float, ptr %arena, i64 %496
-  store <8 x float> %w287, ptr %arena69, align 4
-  %w288 = load <8 x float>, ptr %conv2_weight_grad.w288, align 32
-  %497 = mul nsw i64 %conv2_weight_grad.j26414, 49
-  %498 = mul nsw i64 %conv2_weight_grad.ty26515, 7
+  store <8 x float> %w294, ptr %arena69, align 4
+  %w295 = load <8 x float>, ptr %conv2_weight_grad.w295, align 32
+  %497 = mul nsw i64 %conv2_weight_grad.j27114, 49
+  %498 = mul nsw i64 %conv2_weight_grad.ty27215, 7
   %499 = add nsw i64 %497, %498
-  %500 = add nsw i64 %499, %conv2_weight_grad.tx26616
+  %500 = add nsw i64 %499, %conv2_weight_grad.tx27316
   %501 = mul nsw i64 %500, 32
   %502 = add nsw i64 817280, %501
-  %503 = mul nsw i64 %conv2_weight_grad.cv26717, 8
+  %503 = mul nsw i64 %conv2_weight_grad.cv27417, 8
   %504 = add nsw i64 %502, %503
   %arena70 = getelementptr inbounds float, ptr %arena, i64 %504
-  store <8 x float> %w288, ptr %arena70, align 4
-  %w289 = load <8 x float>, ptr %conv2_weight_grad.w289, align 32
-  %505 = mul nsw i64 %conv2_weight_grad.j26414, 49
-  %506 = mul nsw i64 %conv2_weight_grad.ty26515, 7
+  store <8 x float> %w295, ptr %arena70, align 4
+  %w296 = load <8 x float>, ptr %conv2_weight_grad.w296, align 32
+  %505 = mul nsw i64 %conv2_weight_grad.j27114, 49
+  %506 = mul nsw i64 %conv2_weight_grad.ty27215, 7
   %507 = add nsw i64 %505, %506
-  %508 = add nsw i64 %507, %conv2_weight_grad.tx26616
+  %508 = add nsw i64 %507, %conv2_weight_grad.tx27316
   %509 = mul nsw i64 %508, 32
   %510 = add nsw i64 818848, %509
-  %511 = mul nsw i64 %conv2_weight_grad.cv26717, 8
+  %511 = mul nsw i64 %conv2_weight_grad.cv27417, 8
   %512 = add nsw i64 %510, %511
   %arena71 = getelementptr inbounds float, ptr %arena, i64 %512
-  store <8 x float> %w289, ptr %arena71, align 4
-  %w290 = load <8 x float>, ptr %conv2_weight_grad.w290, align 32
-  %513 = mul nsw i64 %conv2_weight_grad.j26414, 49
-  %514 = mul nsw i64 %conv2_weight_grad.ty26515, 7
+  store <8 x float> %w296, ptr %arena71, align 4
+  %w297 = load <8 x float>, ptr %conv2_weight_grad.w297, align 32
+  %513 = mul nsw i64 %conv2_weight_grad.j27114, 49
+  %514 = mul nsw i64 %conv2_weight_grad.ty27215, 7
   %515 = add nsw i64 %513, %514
-  %516 = add nsw i64 %515, %conv2_weight_grad.tx26616
+  %516 = add nsw i64 %515, %conv2_weight_grad.tx27316
   %517 = mul nsw i64 %516, 32
   %518 = add nsw i64 820416, %517
-  %519 = mul nsw i64 %conv2_weight_grad.cv26717, 8
+  %519 = mul nsw i64 %conv2_weight_grad.cv27417, 8
   %520 = add nsw i64 %518, %519
   %arena72 = getelementptr inbounds float, ptr %arena, i64 %520
-  store <8 x float> %w290, ptr %arena72, align 4
-  %w291 = load <8 x float>, ptr %conv2_weight_grad.w291, align 32
-  %521 = mul nsw i64 %conv2_weight_grad.j26414, 49
-  %522 = mul nsw i64 %conv2_weight_grad.ty26515, 7
+  store <8 x float> %w297, ptr %arena72, align 4
+  %w298 = load <8 x float>, ptr %conv2_weight_grad.w298, align 32
+  %521 = mul nsw i64 %conv2_weight_grad.j27114, 49
+  %522 = mul nsw i64 %conv2_weight_grad.ty27215, 7
   %523 = add nsw i64 %521, %522
-  %524 = add nsw i64 %523, %conv2_weight_grad.tx26616
+  %524 = add nsw i64 %523, %conv2_weight_grad.tx27316
   %525 = mul nsw i64 %524, 32
   %526 = add nsw i64 821984, %525
-  %527 = mul nsw i64 %conv2_weight_grad.cv26717, 8
+  %527 = mul nsw i64 %conv2_weight_grad.cv27417, 8
   %528 = add nsw i64 %526, %527
   %arena73 = getelementptr inbounds float, ptr %arena, i64 %528
-  store <8 x float> %w291, ptr %arena73, align 4
-  %w292 = load <8 x float>, ptr %conv2_weight_grad.w292, align 32
-  %529 = mul nsw i64 %conv2_weight_grad.j26414, 49
-  %530 = mul nsw i64 %conv2_weight_grad.ty26515, 7
+  store <8 x float> %w298, ptr %arena73, align 4
+  %w299 = load <8 x float>, ptr %conv2_weight_grad.w299, align 32
+  %529 = mul nsw i64 %conv2_weight_grad.j27114, 49
+  %530 = mul nsw i64 %conv2_weight_grad.ty27215, 7
   %531 = add nsw i64 %529, %530
-  %532 = add nsw i64 %531, %conv2_weight_grad.tx26616
+  %532 = add nsw i64 %531, %conv2_weight_grad.tx27316
   %533 = mul nsw i64 %532, 32
   %534 = add nsw i64 823552, %533
-  %535 = mul nsw i64 %conv2_weight_grad.cv26717, 8
+  %535 = mul nsw i64 %conv2_weight_grad.cv27417, 8
   %536 = add nsw i64 %534, %535
   %arena74 = getelementptr inbounds float, ptr %arena, i64 %536
-  store <8 x float> %w292, ptr %arena74, align 4
-  %w293 = load <8 x float>, ptr %conv2_weight_grad.w293, align 32
-  %537 = mul nsw i64 %conv2_weight_grad.j26414, 49
-  %538 = mul nsw i64 %conv2_weight_grad.ty26515, 7
+  store <8 x float> %w299, ptr %arena74, align 4
+  %w300 = load <8 x float>, ptr %conv2_weight_grad.w300, align 32
+  %537 = mul nsw i64 %conv2_weight_grad.j27114, 49
+  %538 = mul nsw i64 %conv2_weight_grad.ty27215, 7
   %539 = add nsw i64 %537, %538
-  %540 = add nsw i64 %539, %conv2_weight_grad.tx26616
+  %540 = add nsw i64 %539, %conv2_weight_grad.tx27316
   %541 = mul nsw i64 %540, 32
   %542 = add nsw i64 825120, %541
-  %543 = mul nsw i64 %conv2_weight_grad.cv26717, 8
+  %543 = mul nsw i64 %conv2_weight_grad.cv27417, 8
   %544 = add nsw i64 %542, %543
   %arena75 = getelementptr inbounds float, ptr %arena, i64 %544
-  store <8 x float> %w293, ptr %arena75, align 4
-  %w294 = load <8 x float>, ptr %conv2_weight_grad.w294, align 32
-  %545 = mul nsw i64 %conv2_weight_grad.j26414, 49
-  %546 = mul nsw i64 %conv2_weight_grad.ty26515, 7
+  store <8 x float> %w300, ptr %arena75, align 4
+  %w301 = load <8 x float>, ptr %conv2_weight_grad.w301, align 32
+  %545 = mul nsw i64 %conv2_weight_grad.j27114, 49
+  %546 = mul nsw i64 %conv2_weight_grad.ty27215, 7
   %547 = add nsw i64 %545, %546
-  %548 = add nsw i64 %547, %conv2_weight_grad.tx26616
+  %548 = add nsw i64 %547, %conv2_weight_grad.tx27316
   %549 = mul nsw i64 %548, 32
   %550 = add nsw i64 826688, %549
-  %551 = mul nsw i64 %conv2_weight_grad.cv26717, 8
+  %551 = mul nsw i64 %conv2_weight_grad.cv27417, 8
   %552 = add nsw i64 %550, %551
   %arena76 = getelementptr inbounds float, ptr %arena, i64 %552
-  store <8 x float> %w294, ptr %arena76, align 4
-  %w295 = load <8 x float>, ptr %conv2_weight_grad.w295, align 32
-  %553 = mul nsw i64 %conv2_weight_grad.j26414, 49
-  %554 = mul nsw i64 %conv2_weight_grad.ty26515, 7
+  store <8 x float> %w301, ptr %arena76, align 4
+  %w302 = load <8 x float>, ptr %conv2_weight_grad.w302, align 32
+  %553 = mul nsw i64 %conv2_weight_grad.j27114, 49
+  %554 = mul nsw i64 %conv2_weight_grad.ty27215, 7
   %555 = add nsw i64 %553, %554
-  %556 = add nsw i64 %555, %conv2_weight_grad.tx26616
+  %556 = add nsw i64 %555, %conv2_weight_grad.tx27316
   %557 = mul nsw i64 %556, 32
   %558 = add nsw i64 828256, %557
-  %559 = mul nsw i64 %conv2_weight_grad.cv26717, 8
+  %559 = mul nsw i64 %conv2_weight_grad.cv27417, 8
   %560 = add nsw i64 %558, %559
   %arena77 = getelementptr inbounds float, ptr %arena, i64 %560
-  store <8 x float> %w295, ptr %arena77, align 4
-  %w296 = load <8 x float>, ptr %conv2_weight_grad.w296, align 32
-  %561 = mul nsw i64 %conv2_weight_grad.j26414, 49
-  %562 = mul nsw i64 %conv2_weight_grad.ty26515, 7
+  store <8 x float> %w302, ptr %arena77, align 4
+  %w303 = load <8 x float>, ptr %conv2_weight_grad.w303, align 32
+  %561 = mul nsw i64 %conv2_weight_grad.j27114, 49
+  %562 = mul nsw i64 %conv2_weight_grad.ty27215, 7
   %563 = add nsw i64 %561, %562
-  %564 = add nsw i64 %563, %conv2_weight_grad.tx26616
+  %564 = add nsw i64 %563, %conv2_weight_grad.tx27316
   %565 = mul nsw i64 %564, 32
   %566 = add nsw i64 829824, %565
-  %567 = mul nsw i64 %conv2_weight_grad.cv26717, 8
+  %567 = mul nsw i64 %conv2_weight_grad.cv27417, 8
   %568 = add nsw i64 %566, %567
   %arena78 = getelementptr inbounds float, ptr %arena, i64 %568
-  store <8 x float> %w296, ptr %arena78, align 4
-  %w297 = load <8 x float>, ptr %conv2_weight_grad.w297, align 32
-  %569 = mul nsw i64 %conv2_weight_grad.j26414, 49
-  %570 = mul nsw i64 %conv2_weight_grad.ty26515, 7
+  store <8 x float> %w303, ptr %arena78, align 4
+  %w304 = load <8 x float>, ptr %conv2_weight_grad.w304, align 32
+  %569 = mul nsw i64 %conv2_weight_grad.j27114, 49
+  %570 = mul nsw i64 %conv2_weight_grad.ty27215, 7
   %571 = add nsw i64 %569, %570
-  %572 = add nsw i64 %571, %conv2_weight_grad.tx26616
+  %572 = add nsw i64 %571, %conv2_weight_grad.tx27316
   %573 = mul nsw i64 %572, 32
   %574 = add nsw i64 831392, %573
-  %575 = mul nsw i64 %conv2_weight_grad.cv26717, 8
+  %575 = mul nsw i64 %conv2_weight_grad.cv27417, 8
   %576 = add nsw i64 %574, %575
   %arena79 = getelementptr inbounds float, ptr %arena, i64 %576
-  store <8 x float> %w297, ptr %arena79, align 4
-  %w298 = load <8 x float>, ptr %conv2_weight_grad.w298, align 32
-  %577 = mul nsw i64 %conv2_weight_grad.j26414, 49
-  %578 = mul nsw i64 %conv2_weight_grad.ty26515, 7
+  store <8 x float> %w304, ptr %arena79, align 4
+  %w305 = load <8 x float>, ptr %conv2_weight_grad.w305, align 32
+  %577 = mul nsw i64 %conv2_weight_grad.j27114, 49
+  %578 = mul nsw i64 %conv2_weight_grad.ty27215, 7
   %579 = add nsw i64 %577, %578
-  %580 = add nsw i64 %579, %conv2_weight_grad.tx26616
+  %580 = add nsw i64 %579, %conv2_weight_grad.tx27316
   %581 = mul nsw i64 %580, 32
   %582 = add nsw i64 832960, %581
-  %583 = mul nsw i64 %conv2_weight_grad.cv26717, 8
+  %583 = mul nsw i64 %conv2_weight_grad.cv27417, 8
   %584 = add nsw i64 %582, %583
   %arena80 = getelementptr inbounds float, ptr %arena, i64 %584
-  store <8 x float> %w298, ptr %arena80, align 4
-  %w299 = load <8 x float>, ptr %conv2_weight_grad.w299, align 32
-  %585 = mul nsw i64 %conv2_weight_grad.j26414, 49
-  %586 = mul nsw i64 %conv2_weight_grad.ty26515, 7
+  store <8 x float> %w305, ptr %arena80, align 4
+  %w306 = load <8 x float>, ptr %conv2_weight_grad.w306, align 32
+  %585 = mul nsw i64 %conv2_weight_grad.j27114, 49
+  %586 = mul nsw i64 %conv2_weight_grad.ty27215, 7
   %587 = add nsw i64 %585, %586
-  %588 = add nsw i64 %587, %conv2_weight_grad.tx26616
+  %588 = add nsw i64 %587, %conv2_weight_grad.tx27316
   %589 = mul nsw i64 %588, 32
   %590 = add nsw i64 834528, %589
-  %591 = mul nsw i64 %conv2_weight_grad.cv26717, 8
+  %591 = mul nsw i64 %conv2_weight_grad.cv27417, 8
   %592 = add nsw i64 %590, %591
   %arena81 = getelementptr inbounds float, ptr %arena, i64 %592
-  store <8 x float> %w299, ptr %arena81, align 4
-  %cv267.next = add nsw i64 %conv2_weight_grad.cv26717, 1
-  %593 = icmp slt i64 %cv267.next, 4
-  br i1 %593, label %conv2_weight_grad.cv267, label %conv2_weight_grad.cv267.end
+  store <8 x float> %w306, ptr %arena81, align 4
+  %cv274.next = add nsw i64 %conv2_weight_grad.cv27417, 1
+  %593 = icmp slt i64 %cv274.next, 4
+  br i1 %593, label %conv2_weight_grad.cv274, label %conv2_weight_grad.cv274.end
 
-conv2_weight_grad.cv267.end:                      ; preds = %conv2_weight_grad.cv267
-  %tx266.next = add nsw i64 %conv2_weight_grad.tx26616, 1
-  %594 = icmp slt i64 %tx266.next, 7
-  br i1 %594, label %conv2_weight_grad.tx266, label %conv2_weight_grad.tx266.end
+conv2_weight_grad.cv274.end:                      ; preds = %conv2_weight_grad.cv274
+  %tx273.next = add nsw i64 %conv2_weight_grad.tx27316, 1
+  %594 = icmp slt i64 %tx273.next, 7
+  br i1 %594, label %conv2_weight_grad.tx273, label %conv2_weight_grad.tx273.end
 
-conv2_weight_grad.j300:                           ; preds = %conv2_weight_grad.c301.end, %conv2_weight_grad.j264.end
-  %conv2_weight_grad.j30082 = phi i64 [ 0, %conv2_weight_grad.j264.end ], [ %j300.next, %conv2_weight_grad.c301.end ]
-  br label %conv2_weight_grad.c301
+conv2_weight_grad.j307:                           ; preds = %conv2_weight_grad.c308.end, %conv2_weight_grad.j271.end
+  %conv2_weight_grad.j30782 = phi i64 [ 0, %conv2_weight_grad.j271.end ], [ %j307.next, %conv2_weight_grad.c308.end ]
+  br label %conv2_weight_grad.c308
 
-conv2_weight_grad.j300.end:                       ; preds = %conv2_weight_grad.c301.end
-  br label %conv2_weight_grad.j304
+conv2_weight_grad.j307.end:                       ; preds = %conv2_weight_grad.c308.end
+  br label %conv2_weight_grad.j311
 
-conv2_weight_grad.c301:                           ; preds = %conv2_weight_grad.iy302.end, %conv2_weight_grad.j300
-  %conv2_weight_grad.c30183 = phi i64 [ 0, %conv2_weight_grad.j300 ], [ %c301.next, %conv2_weight_grad.iy302.end ]
-  br label %conv2_weight_grad.iy302
+conv2_weight_grad.c308:                           ; preds = %conv2_weight_grad.iy309.end, %conv2_weight_grad.j307
+  %conv2_weight_grad.c30883 = phi i64 [ 0, %conv2_weight_grad.j307 ], [ %c308.next, %conv2_weight_grad.iy309.end ]
+  br label %conv2_weight_grad.iy309
 
-conv2_weight_grad.c301.end:                       ; preds = %conv2_weight_grad.iy302.end
-  %j300.next = add nsw i64 %conv2_weight_grad.j30082, 1
-  %595 = icmp slt i64 %j300.next, 1
-  br i1 %595, label %conv2_weight_grad.j300, label %conv2_weight_grad.j300.end
+conv2_weight_grad.c308.end:                       ; preds = %conv2_weight_grad.iy309.end
+  %j307.next = add nsw i64 %conv2_weight_grad.j30782, 1
+  %595 = icmp slt i64 %j307.next, 1
+  br i1 %595, label %conv2_weight_grad.j307, label %conv2_weight_grad.j307.end
 
-conv2_weight_grad.iy302:                          ; preds = %conv2_weight_grad.ix303.end, %conv2_weight_grad.c301
-  %conv2_weight_grad.iy30284 = phi i64 [ 0, %conv2_weight_grad.c301 ], [ %iy302.next, %conv2_weight_grad.ix303.end ]
-  br label %conv2_weight_grad.ix303
+conv2_weight_grad.iy309:                          ; preds = %conv2_weight_grad.ix310.end, %conv2_weight_grad.c308
+  %conv2_weight_grad.iy30984 = phi i64 [ 0, %conv2_weight_grad.c308 ], [ %iy309.next, %conv2_weight_grad.ix310.end ]
+  br label %conv2_weight_grad.ix310
 
-conv2_weight_grad.iy302.end:                      ; preds = %conv2_weight_grad.ix303.end
-  %c301.next = add nsw i64 %conv2_weight_grad.c30183, 1
-  %596 = icmp slt i64 %c301.next, 64
-  br i1 %596, label %conv2_weight_grad.c301, label %conv2_weight_grad.c301.end
+conv2_weight_grad.iy309.end:                      ; preds = %conv2_weight_grad.ix310.end
+  %c308.next = add nsw i64 %conv2_weight_grad.c30883, 1
+  %596 = icmp slt i64 %c308.next, 64
+  br i1 %596, label %conv2_weight_grad.c308, label %conv2_weight_grad.c308.end
 
-conv2_weight_grad.ix303:                          ; preds = %conv2_weight_grad.ix303, %conv2_weight_grad.iy302
-  %conv2_weight_grad.ix30385 = phi i64 [ 0, %conv2_weight_grad.iy302 ], [ %ix303.next, %conv2_weight_grad.ix303 ]
-  %597 = add nsw i64 %conv2_weight_grad.g2597, %conv2_weight_grad.j30082
+conv2_weight_grad.ix310:                          ; preds = %conv2_weight_grad.ix310, %conv2_weight_grad.iy309
+  %conv2_weight_grad.ix31085 = phi i64 [ 0, %conv2_weight_grad.iy309 ], [ %ix310.next, %conv2_weight_grad.ix310 ]
+  %597 = add nsw i64 %conv2_weight_grad.g2667, %conv2_weight_grad.j30782
   %598 = mul nsw i64 %597, 12544
   %599 = add nsw i64 1421968, %598
-  %600 = mul nsw i64 %conv2_weight_grad.c30183, 196
+  %600 = mul nsw i64 %conv2_weight_grad.c30883, 196
   %601 = add nsw i64 %599, %600
-  %602 = mul nsw i64 %conv2_weight_grad.iy30284, 14
+  %602 = mul nsw i64 %conv2_weight_grad.iy30984, 14
   %603 = add nsw i64 %601, %602
-  %604 = add nsw i64 %603, %conv2_weight_grad.ix30385
+  %604 = add nsw i64 %603, %conv2_weight_grad.ix31085
   %arena86 = getelementptr inbounds float, ptr %arena, i64 %604
   %605 = load float, ptr %arena86, align 4
-  %606 = mul nsw i64 %conv2_weight_grad.j30082, 12544
-  %607 = mul nsw i64 %conv2_weight_grad.iy30284, 896
+  %606 = mul nsw i64 %conv2_weight_grad.j30782, 12544
+  %607 = mul nsw i64 %conv2_weight_grad.iy30984, 896
   %608 = add nsw i64 %606, %607
-  %609 = mul nsw i64 %conv2_weight_grad.ix30385, 64
+  %609 = mul nsw i64 %conv2_weight_grad.ix31085, 64
   %610 = add nsw i64 %608, %609
-  %611 = add nsw i64 %610, %conv2_weight_grad.c30183
+  %611 = add nsw i64 %610, %conv2_weight_grad.c30883
   %612 = add nsw i64 836096, %611
   %arena87 = getelementptr inbounds float, ptr %arena, i64 %612
   store float %605, ptr %arena87, align 4
-  %ix303.next = add nsw i64 %conv2_weight_grad.ix30385, 1
-  %613 = icmp slt i64 %ix303.next, 14
-  br i1 %613, label %conv2_weight_grad.ix303, label %conv2_weight_grad.ix303.end
+  %ix310.next = add nsw i64 %conv2_weight_grad.ix31085, 1
+  %613 = icmp slt i64 %ix310.next, 14
+  br i1 %613, label %conv2_weight_grad.ix310, label %conv2_weight_grad.ix310.end
 
-conv2_weight_grad.ix303.end:                      ; preds = %conv2_weight_grad.ix303
-  %iy302.next = add nsw i64 %conv2_weight_grad.iy30284, 1
-  %614 = icmp slt i64 %iy302.next, 14
-  br i1 %614, label %conv2_weight_grad.iy302, label %conv2_weight_grad.iy302.end
+conv2_weight_grad.ix310.end:                      ; preds = %conv2_weight_grad.ix310
+  %iy309.next = add nsw i64 %conv2_weight_grad.iy30984, 1
+  %614 = icmp slt i64 %iy309.next, 14
+  br i1 %614, label %conv2_weight_grad.iy309, label %conv2_weight_grad.iy309.end
 
-conv2_weight_grad.j304:                           ; preds = %conv2_weight_grad.ty305.end, %conv2_weight_grad.j300.end
-  %conv2_weight_grad.j30488 = phi i64 [ 0, %conv2_weight_grad.j300.end ], [ %j304.next, %conv2_weight_grad.ty305.end ]
-  br label %conv2_weight_grad.ty305
+conv2_weight_grad.j311:                           ; preds = %conv2_weight_grad.ty312.end, %conv2_weight_grad.j307.end
+  %conv2_weight_grad.j31188 = phi i64 [ 0, %conv2_weight_grad.j307.end ], [ %j311.next, %conv2_weight_grad.ty312.end ]
+  br label %conv2_weight_grad.ty312
 
-conv2_weight_grad.j304.end:                       ; preds = %conv2_weight_grad.ty305.end
-  br label %conv2_weight_grad.xi332
+conv2_weight_grad.j311.end:                       ; preds = %conv2_weight_grad.ty312.end
+  br label %conv2_weight_grad.xi339
 
-conv2_weight_grad.ty305:                          ; preds = %conv2_weight_grad.tx306.end, %conv2_weight_grad.j304
-  %conv2_weight_grad.ty30589 = phi i64 [ 0, %conv2_weight_grad.j304 ], [ %ty305.next, %conv2_weight_grad.tx306.end ]
-  br label %conv2_weight_grad.tx306
+conv2_weight_grad.ty312:                          ; preds = %conv2_weight_grad.tx313.end, %conv2_weight_grad.j311
+  %conv2_weight_grad.ty31289 = phi i64 [ 0, %conv2_weight_grad.j311 ], [ %ty312.next, %conv2_weight_grad.tx313.end ]
+  br label %conv2_weight_grad.tx313
 
-conv2_weight_grad.ty305.end:                      ; preds = %conv2_weight_grad.tx306.end
-  %j304.next = add nsw i64 %conv2_weight_grad.j30488, 1
-  %615 = icmp slt i64 %j304.next, 1
-  br i1 %615, label %conv2_weight_grad.j304, label %conv2_weight_grad.j304.end
+conv2_weight_grad.ty312.end:                      ; preds = %conv2_weight_grad.tx313.end
+  %j311.next = add nsw i64 %conv2_weight_grad.j31188, 1
+  %615 = icmp slt i64 %j311.next, 1
+  br i1 %615, label %conv2_weight_grad.j311, label %conv2_weight_grad.j311.end
 
-conv2_weight_grad.tx306:                          ; preds = %conv2_weight_grad.cv307.end, %conv2_weight_grad.ty305
-  %conv2_weight_grad.tx30690 = phi i64 [ 0, %conv2_weight_grad.ty305 ], [ %tx306.next, %conv2_weight_grad.cv307.end ]
-  br label %conv2_weight_grad.cv307
+conv2_weight_grad.tx313:                          ; preds = %conv2_weight_grad.cv314.end, %conv2_weight_grad.ty312
+  %conv2_weight_grad.tx31390 = phi i64 [ 0, %conv2_weight_grad.ty312 ], [ %tx313.next, %conv2_weight_grad.cv314.end ]
+  br label %conv2_weight_grad.cv314
 
-conv2_weight_grad.tx306.end:                      ; preds = %conv2_weight_grad.cv307.end
-  %ty305.next = add nsw i64 %conv2_weight_grad.ty30589, 1
-  %616 = icmp slt i64 %ty305.next, 7
-  br i1 %616, label %conv2_weight_grad.ty305, label %conv2_weight_grad.ty305.end
+conv2_weight_grad.tx313.end:                      ; preds = %conv2_weight_grad.cv314.end
+  %ty312.next = add nsw i64 %conv2_weight_grad.ty31289, 1
+  %616 = icmp slt i64 %ty312.next, 7
+  br i1 %616, label %conv2_weight_grad.ty312, label %conv2_weight_grad.ty312.end
 
-conv2_weight_grad.cv307:                          ; preds = %conv2_weight_grad.cv307, %conv2_weight_grad.tx306
-  %conv2_weight_grad.cv30791 = phi i64 [ 0, %conv2_weight_grad.tx306 ], [ %cv307.next, %conv2_weight_grad.cv307 ]
-  %617 = mul nsw i64 %conv2_weight_grad.j30488, 12544
-  %618 = mul nsw i64 %conv2_weight_grad.ty30589, 2
+conv2_weight_grad.cv314:                          ; preds = %conv2_weight_grad.cv314, %conv2_weight_grad.tx313
+  %conv2_weight_grad.cv31491 = phi i64 [ 0, %conv2_weight_grad.tx313 ], [ %cv314.next, %conv2_weight_grad.cv314 ]
+  %617 = mul nsw i64 %conv2_weight_grad.j31188, 12544
+  %618 = mul nsw i64 %conv2_weight_grad.ty31289, 2
   %619 = mul nsw i64 %618, 896
   %620 = add nsw i64 %617, %619
-  %621 = mul nsw i64 %conv2_weight_grad.tx30690, 2
+  %621 = mul nsw i64 %conv2_weight_grad.tx31390, 2
   %622 = mul nsw i64 %621, 64
   %623 = add nsw i64 %620, %622
-  %624 = mul nsw i64 %conv2_weight_grad.cv30791, 8
+  %624 = mul nsw i64 %conv2_weight_grad.cv31491, 8
   %625 = add nsw i64 %623, %624
   %626 = add nsw i64 836096, %625
   %arena92 = getelementptr inbounds float, ptr %arena, i64 %626
   %627 = load <8 x float>, ptr %arena92, align 4
-  store <8 x float> %627, ptr %conv2_weight_grad.w308, align 32
-  %628 = mul nsw i64 %conv2_weight_grad.j30488, 12544
-  %629 = mul nsw i64 %conv2_weight_grad.ty30589, 2
+  store <8 x float> %627, ptr %conv2_weight_grad.w315, align 32
+  %628 = mul nsw i64 %conv2_weight_grad.j31188, 12544
+  %629 = mul nsw i64 %conv2_weight_grad.ty31289, 2
   %630 = mul nsw i64 %629, 896
   %631 = add nsw i64 %628, %630
-  %632 = mul nsw i64 %conv2_weight_grad.tx30690, 2
+  %632 = mul nsw i64 %conv2_weight_grad.tx31390, 2
   %633 = mul nsw i64 %632, 64
   %634 = add nsw i64 %631, %633
-  %635 = mul nsw i64 %conv2_weight_grad.cv30791, 8
+  %635 = mul nsw i64 %conv2_weight_grad.cv31491, 8
   %636 = add nsw i64 %634, %635
   %637 = add nsw i64 836096, %636
   %arena93 = getelementptr inbounds float, ptr %arena, i64 %637
   %638 = load <8 x float>, ptr %arena93, align 4
-  %639 = mul nsw i64 %conv2_weight_grad.j30488, 12544
-  %640 = mul nsw i64 %conv2_weight_grad.ty30589, 2
+  %639 = mul nsw i64 %conv2_weight_grad.j31188, 12544
+  %640 = mul nsw i64 %conv2_weight_grad.ty31289, 2
   %641 = add nsw i64 %640, 1
   %642 = mul nsw i64 %641, 896
   %643 = add nsw i64 %639, %642
-  %644 = mul nsw i64 %conv2_weight_grad.tx30690, 2
+  %644 = mul nsw i64 %conv2_weight_grad.tx31390, 2
   %645 = mul nsw i64 %644, 64
   %646 = add nsw i64 %643, %645
-  %647 = mul nsw i64 %conv2_weight_grad.cv30791, 8
+  %647 = mul nsw i64 %conv2_weight_grad.cv31491, 8
   %648 = add nsw i64 %646, %647
   %649 = add nsw i64 836096, %648
   %arena94 = getelementptr inbounds float, ptr %arena, i64 %649
   %650 = load <8 x float>, ptr %arena94, align 4
   %651 = fadd <8 x float> %638, %650
-  store <8 x float> %651, ptr %conv2_weight_grad.w309, align 32
-  %652 = mul nsw i64 %conv2_weight_grad.j30488, 12544
-  %653 = mul nsw i64 %conv2_weight_grad.ty30589, 2
+  store <8 x float> %651, ptr %conv2_weight_grad.w316, align 32
+  %652 = mul nsw i64 %conv2_weight_grad.j31188, 12544
+  %653 = mul nsw i64 %conv2_weight_grad.ty31289, 2
   %654 = mul nsw i64 %653, 896
   %655 = add nsw i64 %652, %654
-  %656 = mul nsw i64 %conv2_weight_grad.tx30690, 2
+  %656 = mul nsw i64 %conv2_weight_grad.tx31390, 2
   %657 = mul nsw i64 %656, 64
   %658 = add nsw i64 %655, %657
-  %659 = mul nsw i64 %conv2_weight_grad.cv30791, 8
+  %659 = mul nsw i64 %conv2_weight_grad.cv31491, 8
   %660 = add nsw i64 %658, %659
   %661 = add nsw i64 836096, %660
   %arena95 = getelementptr inbounds float, ptr %arena, i64 %661
   %662 = load <8 x float>, ptr %arena95, align 4
-  %663 = mul nsw i64 %conv2_weight_grad.j30488, 12544
-  %664 = mul nsw i64 %conv2_weight_grad.ty30589, 2
+  %663 = mul nsw i64 %conv2_weight_grad.j31188, 12544
+  %664 = mul nsw i64 %conv2_weight_grad.ty31289, 2
   %665 = add nsw i64 %664, 1
   %666 = mul nsw i64 %665, 896
   %667 = add nsw i64 %663, %666
-  %668 = mul nsw i64 %conv2_weight_grad.tx30690, 2
+  %668 = mul nsw i64 %conv2_weight_grad.tx31390, 2
   %669 = mul nsw i64 %668, 64
   %670 = add nsw i64 %667, %669
-  %671 = mul nsw i64 %conv2_weight_grad.cv30791, 8
+  %671 = mul nsw i64 %conv2_weight_grad.cv31491, 8
   %672 = add nsw i64 %670, %671
   %673 = add nsw i64 836096, %672
   %arena96 = getelementptr inbounds float, ptr %arena, i64 %673
   %674 = load <8 x float>, ptr %arena96, align 4
   %675 = fsub <8 x float> %662, %674
-  store <8 x float> %675, ptr %conv2_weight_grad.w310, align 32
-  %676 = mul nsw i64 %conv2_weight_grad.j30488, 12544
-  %677 = mul nsw i64 %conv2_weight_grad.ty30589, 2
+  store <8 x float> %675, ptr %conv2_weight_grad.w317, align 32
+  %676 = mul nsw i64 %conv2_weight_grad.j31188, 12544
+  %677 = mul nsw i64 %conv2_weight_grad.ty31289, 2
   %678 = add nsw i64 %677, 1
   %679 = mul nsw i64 %678, 896
   %680 = add nsw i64 %676, %679
-  %681 = mul nsw i64 %conv2_weight_grad.tx30690, 2
+  %681 = mul nsw i64 %conv2_weight_grad.tx31390, 2
   %682 = mul nsw i64 %681, 64
   %683 = add nsw i64 %680, %682
-  %684 = mul nsw i64 %conv2_weight_grad.cv30791, 8
+  %684 = mul nsw i64 %conv2_weight_grad.cv31491, 8
   %685 = add nsw i64 %683, %684
   %686 = add nsw i64 836096, %685
   %arena97 = getelementptr inbounds float, ptr %arena, i64 %686
   %687 = load <8 x float>, ptr %arena97, align 4
   %688 = fmul <8 x float> %687, <float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00>
-  store <8 x float> %688, ptr %conv2_weight_grad.w311, align 32
-  %689 = mul nsw i64 %conv2_weight_grad.j30488, 12544
-  %690 = mul nsw i64 %conv2_weight_grad.ty30589, 2
+  store <8 x float> %688, ptr %conv2_weight_grad.w318, align 32
+  %689 = mul nsw i64 %conv2_weight_grad.j31188, 12544
+  %690 = mul nsw i64 %conv2_weight_grad.ty31289, 2
   %691 = mul nsw i64 %690, 896
   %692 = add nsw i64 %689, %691
-  %693 = mul nsw i64 %conv2_weight_grad.tx30690, 2
+  %693 = mul nsw i64 %conv2_weight_grad.tx31390, 2
   %694 = add nsw i64 %693, 1
   %695 = mul nsw i64 %694, 64
   %696 = add nsw i64 %692, %695
-  %697 = mul nsw i64 %conv2_weight_grad.cv30791, 8
+  %697 = mul nsw i64 %conv2_weight_grad.cv31491, 8
   %698 = add nsw i64 %696, %697
   %699 = add nsw i64 836096, %698
   %arena98 = getelementptr inbounds float, ptr %arena, i64 %699
   %700 = load <8 x float>, ptr %arena98, align 4
-  store <8 x float> %700, ptr %conv2_weight_grad.w312, align 32
-  %701 = mul nsw i64 %conv2_weight_grad.j30488, 12544
-  %702 = mul nsw i64 %conv2_weight_grad.ty30589, 2
+  store <8 x float> %700, ptr %conv2_weight_grad.w319, align 32
+  %701 = mul nsw i64 %conv2_weight_grad.j31188, 12544
+  %702 = mul nsw i64 %conv2_weight_grad.ty31289, 2
   %703 = mul nsw i64 %702, 896
   %704 = add nsw i64 %701, %703
-  %705 = mul nsw i64 %conv2_weight_grad.tx30690, 2
+  %705 = mul nsw i64 %conv2_weight_grad.tx31390, 2
   %706 = add nsw i64 %705, 1
   %707 = mul nsw i64 %706, 64
   %708 = add nsw i64 %704, %707
-  %709 = mul nsw i64 %conv2_weight_grad.cv30791, 8
+  %709 = mul nsw i64 %conv2_weight_grad.cv31491, 8
   %710 = add nsw i64 %708, %709
   %711 = add nsw i64 836096, %710
   %arena99 = getelementptr inbounds float, ptr %arena, i64 %711
   %712 = load <8 x float>, ptr %arena99, align 4
-  %713 = mul nsw i64 %conv2_weight_grad.j30488, 12544
-  %714 = mul nsw i64 %conv2_weight_grad.ty30589, 2
+  %713 = mul nsw i64 %conv2_weight_grad.j31188, 12544
+  %714 = mul nsw i64 %conv2_weight_grad.ty31289, 2
   %715 = add nsw i64 %714, 1
   %716 = mul nsw i64 %715, 896
   %717 = add nsw i64 %713, %716
-  %718 = mul nsw i64 %conv2_weight_grad.tx30690, 2
+  %718 = mul nsw i64 %conv2_weight_grad.tx31390, 2
   %719 = add nsw i64 %718, 1
   %720 = mul nsw i64 %719, 64
   %721 = add nsw i64 %717, %720
-  %722 = mul nsw i64 %conv2_weight_grad.cv30791, 8
+  %722 = mul nsw i64 %conv2_weight_grad.cv31491, 8
   %723 = add nsw i64 %721, %722
   %724 = add nsw i64 836096, %723
   %arena100 = getelementptr inbounds float, ptr %arena, i64 %724
   %725 = load <8 x float>, ptr %arena100, align 4
   %726 = fadd <8 x float> %712, %725
-  store <8 x float> %726, ptr %conv2_weight_grad.w313, align 32
-  %727 = mul nsw i64 %conv2_weight_grad.j30488, 12544
-  %728 = mul nsw i64 %conv2_weight_grad.ty30589, 2
+  store <8 x float> %726, ptr %conv2_weight_grad.w320, align 32
+  %727 = mul nsw i64 %conv2_weight_grad.j31188, 12544
+  %728 = mul nsw i64 %conv2_weight_grad.ty31289, 2
   %729 = mul nsw i64 %728, 896
   %730 = add nsw i64 %727, %729
-  %731 = mul nsw i64 %conv2_weight_grad.tx30690, 2
+  %731 = mul nsw i64 %conv2_weight_grad.tx31390, 2
   %732 = add nsw i64 %731, 1
   %733 = mul nsw i64 %732, 64
   %734 = add nsw i64 %730, %733
-  %735 = mul nsw i64 %conv2_weight_grad.cv30791, 8
+  %735 = mul nsw i64 %conv2_weight_grad.cv31491, 8
   %736 = add nsw i64 %734, %735
   %737 = add nsw i64 836096, %736
   %arena101 = getelementptr inbounds float, ptr %arena, i64 %737
   %738 = load <8 x float>, ptr %arena101, align 4
-  %739 = mul nsw i64 %conv2_weight_grad.j30488, 12544
-  %740 = mul nsw i64 %conv2_weight_grad.ty30589, 2
+  %739 = mul nsw i64 %conv2_weight_grad.j31188, 12544
+  %740 = mul nsw i64 %conv2_weight_grad.ty31289, 2
   %741 = add nsw i64 %740, 1
   %742 = mul nsw i64 %741, 896
   %743 = add nsw i64 %739, %742
-  %744 = mul nsw i64 %conv2_weight_grad.tx30690, 2
+  %744 = mul nsw i64 %conv2_weight_grad.tx31390, 2
   %745 = add nsw i64 %744, 1
   %746 = mul nsw i64 %745, 64
   %747 = add nsw i64 %743, %746
-  %748 = mul nsw i64 %conv2_weight_grad.cv30791, 8
+  %748 = mul nsw i64 %conv2_weight_grad.cv31491, 8
   %749 = add nsw i64 %747, %748
   %750 = add nsw i64 836096, %749
   %arena102 = getelementptr inbounds float, ptr %arena, i64 %750
   %751 = load <8 x float>, ptr %arena102, align 4
   %752 = fsub <8 x float> %738, %751
-  store <8 x float> %752, ptr %conv2_weight_grad.w314, align 32
-  %753 = mul nsw i64 %conv2_weight_grad.j30488, 12544
-  %754 = mul nsw i64 %conv2_weight_grad.ty30589, 2
+  store <8 x float> %752, ptr %conv2_weight_grad.w321, align 32
+  %753 = mul nsw i64 %conv2_weight_grad.j31188, 12544
+  %754 = mul nsw i64 %conv2_weight_grad.ty31289, 2
   %755 = add nsw i64 %754, 1
   %756 = mul nsw i64 %755, 896
   %757 = add nsw i64 %753, %756
-  %758 = mul nsw i64 %conv2_weight_grad.tx30690, 2
+  %758 = mul nsw i64 %conv2_weight_grad.tx31390, 2
   %759 = add nsw i64 %758, 1
   %760 = mul nsw i64 %759, 64
   %761 = add nsw i64 %757, %760
-  %762 = mul nsw i64 %conv2_weight_grad.cv30791, 8
+  %762 = mul nsw i64 %conv2_weight_grad.cv31491, 8
   %763 = add nsw i64 %761, %762
   %764 = add nsw i64 836096, %763
   %arena103 = getelementptr inbounds float, ptr %arena, i64 %764
   %765 = load <8 x float>, ptr %arena103, align 4
   %766 = fmul <8 x float> %765, <float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00>
-  store <8 x float> %766, ptr %conv2_weight_grad.w315, align 32
-  %w308 = load <8 x float>, ptr %conv2_weight_grad.w308, align 32
-  store <8 x float> %w308, ptr %conv2_weight_grad.w316, align 32
-  %w308104 = load <8 x float>, ptr %conv2_weight_grad.w308, align 32
-  %w312 = load <8 x float>, ptr %conv2_weight_grad.w312, align 32
-  %767 = fadd <8 x float> %w308104, %w312
-  store <8 x float> %767, ptr %conv2_weight_grad.w317, align 32
-  %w308105 = load <8 x float>, ptr %conv2_weight_grad.w308, align 32
-  %w312106 = load <8 x float>, ptr %conv2_weight_grad.w312, align 32
-  %768 = fsub <8 x float> %w308105, %w312106
-  store <8 x float> %768, ptr %conv2_weight_grad.w318, align 32
-  %w312107 = load <8 x float>, ptr %conv2_weight_grad.w312, align 32
-  %769 = fmul <8 x float> %w312107, <float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00>
-  store <8 x float> %769, ptr %conv2_weight_grad.w319, align 32
-  %w309 = load <8 x float>, ptr %conv2_weight_grad.w309, align 32
-  store <8 x float> %w309, ptr %conv2_weight_grad.w320, align 32
-  %w309108 = load <8 x float>, ptr %conv2_weight_grad.w309, align 32
-  %w313 = load <8 x float>, ptr %conv2_weight_grad.w313, align 32
-  %770 = fadd <8 x float> %w309108, %w313
-  store <8 x float> %770, ptr %conv2_weight_grad.w321, align 32
-  %w309109 = load <8 x float>, ptr %conv2_weight_grad.w309, align 32
-  %w313110 = load <8 x float>, ptr %conv2_weight_grad.w313, align 32
-  %771 = fsub <8 x float> %w309109, %w313110
-  store <8 x float> %771, ptr %conv2_weight_grad.w322, align 32
-  %w313111 = load <8 x float>, ptr %conv2_weight_grad.w313, align 32
-  %772 = fmul <8 x float> %w313111, <float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00>
-  store <8 x float> %772, ptr %conv2_weight_grad.w323, align 32
-  %w310 = load <8 x float>, ptr %conv2_weight_grad.w310, align 32
-  store <8 x float> %w310, ptr %conv2_weight_grad.w324, align 32
-  %w310112 = load <8 x float>, ptr %conv2_weight_grad.w310, align 32
-  %w314 = load <8 x float>, ptr %conv2_weight_grad.w314, align 32
-  %773 = fadd <8 x float> %w310112, %w314
-  store <8 x float> %773, ptr %conv2_weight_grad.w325, align 32
-  %w310113 = load <8 x float>, ptr %conv2_weight_grad.w310, align 32
-  %w314114 = load <8 x float>, ptr %conv2_weight_grad.w314, align 32
-  %774 = fsub <8 x float> %w310113, %w314114
-  store <8 x float> %774, ptr %conv2_weight_grad.w326, align 32
-  %w314115 = load <8 x float>, ptr %conv2_weight_grad.w314, align 32
-  %775 = fmul <8 x float> %w314115, <float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00>
-  store <8 x float> %775, ptr %conv2_weight_grad.w327, align 32
-  %w311 = load <8 x float>, ptr %conv2_weight_grad.w311, align 32
-  store <8 x float> %w311, ptr %conv2_weight_grad.w328, align 32
-  %w311116 = load <8 x float>, ptr %conv2_weight_grad.w311, align 32
+  store <8 x float> %766, ptr %conv2_weight_grad.w322, align 32
   %w315 = load <8 x float>, ptr %conv2_weight_grad.w315, align 32
-  %776 = fadd <8 x float> %w311116, %w315
-  store <8 x float> %776, ptr %conv2_weight_grad.w329, align 32
-  %w311117 = load <8 x float>, ptr %conv2_weight_grad.w311, align 32
-  %w315118 = load <8 x float>, ptr %conv2_weight_grad.w315, align 32
-  %777 = fsub <8 x float> %w311117, %w315118
-  store <8 x float> %777, ptr %conv2_weight_grad.w330, align 32
-  %w315119 = load <8 x float>, ptr %conv2_weight_grad.w315, align 32
-  %778 = fmul <8 x float> %w315119, <float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00>
-  store <8 x float> %778, ptr %conv2_weight_grad.w331, align 32
+  store <8 x float> %w315, ptr %conv2_weight_grad.w323, align 32
+  %w315104 = load <8 x float>, ptr %conv2_weight_grad.w315, align 32
+  %w319 = load <8 x float>, ptr %conv2_weight_grad.w319, align 32
+  %767 = fadd <8 x float> %w315104, %w319
+  store <8 x float> %767, ptr %conv2_weight_grad.w324, align 32
+  %w315105 = load <8 x float>, ptr %conv2_weight_grad.w315, align 32
+  %w319106 = load <8 x float>, ptr %conv2_weight_grad.w319, align 32
+  %768 = fsub <8 x float> %w315105, %w319106
+  store <8 x float> %768, ptr %conv2_weight_grad.w325, align 32
+  %w319107 = load <8 x float>, ptr %conv2_weight_grad.w319, align 32
+  %769 = fmul <8 x float> %w319107, <float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00>
+  store <8 x float> %769, ptr %conv2_weight_grad.w326, align 32
   %w316 = load <8 x float>, ptr %conv2_weight_grad.w316, align 32
-  %779 = mul nsw i64 %conv2_weight_grad.j30488, 49
-  %780 = mul nsw i64 %conv2_weight_grad.ty30589, 7
+  store <8 x float> %w316, ptr %conv2_weight_grad.w327, align 32
+  %w316108 = load <8 x float>, ptr %conv2_weight_grad.w316, align 32
+  %w320 = load <8 x float>, ptr %conv2_weight_grad.w320, align 32
+  %770 = fadd <8 x float> %w316108, %w320
+  store <8 x float> %770, ptr %conv2_weight_grad.w328, align 32
+  %w316109 = load <8 x float>, ptr %conv2_weight_grad.w316, align 32
+  %w320110 = load <8 x float>, ptr %conv2_weight_grad.w320, align 32
+  %771 = fsub <8 x float> %w316109, %w320110
+  store <8 x float> %771, ptr %conv2_weight_grad.w329, align 32
+  %w320111 = load <8 x float>, ptr %conv2_weight_grad.w320, align 32
+  %772 = fmul <8 x float> %w320111, <float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00>
+  store <8 x float> %772, ptr %conv2_weight_grad.w330, align 32
+  %w317 = load <8 x float>, ptr %conv2_weight_grad.w317, align 32
+  store <8 x float> %w317, ptr %conv2_weight_grad.w331, align 32
+  %w317112 = load <8 x float>, ptr %conv2_weight_grad.w317, align 32
+  %w321 = load <8 x float>, ptr %conv2_weight_grad.w321, align 32
+  %773 = fadd <8 x float> %w317112, %w321
+  store <8 x float> %773, ptr %conv2_weight_grad.w332, align 32
+  %w317113 = load <8 x float>, ptr %conv2_weight_grad.w317, align 32
+  %w321114 = load <8 x float>, ptr %conv2_weight_grad.w321, align 32
+  %774 = fsub <8 x float> %w317113, %w321114
+  store <8 x float> %774, ptr %conv2_weight_grad.w333, align 32
+  %w321115 = load <8 x float>, ptr %conv2_weight_grad.w321, align 32
+  %775 = fmul <8 x float> %w321115, <float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00>
+  store <8 x float> %775, ptr %conv2_weight_grad.w334, align 32
+  %w318 = load <8 x float>, ptr %conv2_weight_grad.w318, align 32
+  store <8 x float> %w318, ptr %conv2_weight_grad.w335, align 32
+  %w318116 = load <8 x float>, ptr %conv2_weight_grad.w318, align 32
+  %w322 = load <8 x float>, ptr %conv2_weight_grad.w322, align 32
+  %776 = fadd <8 x float> %w318116, %w322
+  store <8 x float> %776, ptr %conv2_weight_grad.w336, align 32
+  %w318117 = load <8 x float>, ptr %conv2_weight_grad.w318, align 32
+  %w322118 = load <8 x float>, ptr %conv2_weight_grad.w322, align 32
+  %777 = fsub <8 x float> %w318117, %w322118
+  store <8 x float> %777, ptr %conv2_weight_grad.w337, align 32
+  %w322119 = load <8 x float>, ptr %conv2_weight_grad.w322, align 32
+  %778 = fmul <8 x float> %w322119, <float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00>
+  store <8 x float> %778, ptr %conv2_weight_grad.w338, align 32
+  %w323 = load <8 x float>, ptr %conv2_weight_grad.w323, align 32
+  %779 = mul nsw i64 %conv2_weight_grad.j31188, 49
+  %780 = mul nsw i64 %conv2_weight_grad.ty31289, 7
   %781 = add nsw i64 %779, %780
-  %782 = add nsw i64 %781, %conv2_weight_grad.tx30690
+  %782 = add nsw i64 %781, %conv2_weight_grad.tx31390
   %783 = mul nsw i64 %782, 64
   %784 = add nsw i64 848640, %783
-  %785 = mul nsw i64 %conv2_weight_grad.cv30791, 8
+  %785 = mul nsw i64 %conv2_weight_grad.cv31491, 8
   %786 = add nsw i64 %784, %785
   %arena120 = getelementptr inbounds float, ptr %arena, i64 %786
-  store <8 x float> %w316, ptr %arena120, align 4
-  %w317 = load <8 x float>, ptr %conv2_weight_grad.w317, align 32
-  %787 = mul nsw i64 %conv2_weight_grad.j30488, 49
-  %788 = mul nsw i64 %conv2_weight_grad.ty30589, 7
+  store <8 x float> %w323, ptr %arena120, align 4
+  %w324 = load <8 x float>, ptr %conv2_weight_grad.w324, align 32
+  %787 = mul nsw i64 %conv2_weight_grad.j31188, 49
+  %788 = mul nsw i64 %conv2_weight_grad.ty31289, 7
   %789 = add nsw i64 %787, %788
-  %790 = add nsw i64 %789, %conv2_weight_grad.tx30690
+  %790 = add nsw i64 %789, %conv2_weight_grad.tx31390
   %791 = mul nsw i64 %790, 64
   %792 = add nsw i64 851776, %791
-  %793 = mul nsw i64 %conv2_weight_grad.cv30791, 8
+  %793 = mul nsw i64 %conv2_weight_grad.cv31491, 8
   %794 = add nsw i64 %792, %793
   %arena121 = getelementptr inbounds float, ptr %arena, i64 %794
-  store <8 x float> %w317, ptr %arena121, align 4
-  %w318 = load <8 x float>, ptr %conv2_weight_grad.w318, align 32
-  %795 = mul nsw i64 %conv2_weight_grad.j30488, 49
-  %796 = mul nsw i64 %conv2_weight_grad.ty30589, 7
+  store <8 x float> %w324, ptr %arena121, align 4
+  %w325 = load <8 x float>, ptr %conv2_weight_grad.w325, align 32
+  %795 = mul nsw i64 %conv2_weight_grad.j31188, 49
+  %796 = mul nsw i64 %conv2_weight_grad.ty31289, 7
   %797 = add nsw i64 %795, %796
-  %798 = add nsw i64 %797, %conv2_weight_grad.tx30690
+  %798 = add nsw i64 %797, %conv2_weight_grad.tx31390
   %799 = mul nsw i64 %798, 64
   %800 = add nsw i64 854912, %799
-  %801 = mul nsw i64 %conv2_weight_grad.cv30791, 8
+  %801 = mul nsw i64 %conv2_weight_grad.cv31491, 8
   %802 = add nsw i64 %800, %801
   %arena122 = getelementptr inbounds float, ptr %arena, i64 %802
-  store <8 x float> %w318, ptr %arena122, align 4
-  %w319 = load <8 x float>, ptr %conv2_weight_grad.w319, align 32
-  %803 = mul nsw i64 %conv2_weight_grad.j30488, 49
-  %804 = mul nsw i64 %conv2_weight_grad.ty30589, 7
+  store <8 x float> %w325, ptr %arena122, align 4
+  %w326 = load <8 x float>, ptr %conv2_weight_grad.w326, align 32
+  %803 = mul nsw i64 %conv2_weight_grad.j31188, 49
+  %804 = mul nsw i64 %conv2_weight_grad.ty31289, 7
   %805 = add nsw i64 %803, %804
-  %806 = add nsw i64 %805, %conv2_weight_grad.tx30690
+  %806 = add nsw i64 %805, %conv2_weight_grad.tx31390
   %807 = mul nsw i64 %806, 64
   %808 = add nsw i64 858048, %807
-  %809 = mul nsw i64 %conv2_weight_grad.cv30791, 8
+  %809 = mul nsw i64 %conv2_weight_grad.cv31491, 8
   %810 = add nsw i64 %808, %809
   %arena123 = getelementptr inbounds float, ptr %arena, i64 %810
-  store <8 x float> %w319, ptr %arena123, align 4
-  %w320 = load <8 x float>, ptr %conv2_weight_grad.w320, align 32
-  %811 = mul nsw i64 %conv2_weight_grad.j30488, 49
-  %812 = mul nsw i64 %conv2_weight_grad.ty30589, 7
+  store <8 x float> %w326, ptr %arena123, align 4
+  %w327 = load <8 x float>, ptr %conv2_weight_grad.w327, align 32
+  %811 = mul nsw i64 %conv2_weight_grad.j31188, 49
+  %812 = mul nsw i64 %conv2_weight_grad.ty31289, 7
   %813 = add nsw i64 %811, %812
-  %814 = add nsw i64 %813, %conv2_weight_grad.tx30690
+  %814 = add nsw i64 %813, %conv2_weight_grad.tx31390
   %815 = mul nsw i64 %814, 64
   %816 = add nsw i64 861184, %815
-  %817 = mul nsw i64 %conv2_weight_grad.cv30791, 8
+  %817 = mul nsw i64 %conv2_weight_grad.cv31491, 8
   %818 = add nsw i64 %816, %817
   %arena124 = getelementptr inbounds float, ptr %arena, i64 %818
-  store <8 x float> %w320, ptr %arena124, align 4
-  %w321 = load <8 x float>, ptr %conv2_weight_grad.w321, align 32
-  %819 = mul nsw i64 %conv2_weight_grad.j30488, 49
-  %820 = mul nsw i64 %conv2_weight_grad.ty30589, 7
+  store <8 x float> %w327, ptr %arena124, align 4
+  %w328 = load <8 x float>, ptr %conv2_weight_grad.w328, align 32
+  %819 = mul nsw i64 %conv2_weight_grad.j31188, 49
+  %820 = mul nsw i64 %conv2_weight_grad.ty31289, 7
   %821 = add nsw i64 %819, %820
-  %822 = add nsw i64 %821, %conv2_weight_grad.tx30690
+  %822 = add nsw i64 %821, %conv2_weight_grad.tx31390
   %823 = mul nsw i64 %822, 64
   %824 = add nsw i64 864320, %823
-  %825 = mul nsw i64 %conv2_weight_grad.cv30791, 8
+  %825 = mul nsw i64 %conv2_weight_grad.cv31491, 8
   %826 = add nsw i64 %824, %825
   %arena125 = getelementptr inbounds float, ptr %arena, i64 %826
-  store <8 x float> %w321, ptr %arena125, align 4
-  %w322 = load <8 x float>, ptr %conv2_weight_grad.w322, align 32
-  %827 = mul nsw i64 %conv2_weight_grad.j30488, 49
-  %828 = mul nsw i64 %conv2_weight_grad.ty30589, 7
+  store <8 x float> %w328, ptr %arena125, align 4
+  %w329 = load <8 x float>, ptr %conv2_weight_grad.w329, align 32
+  %827 = mul nsw i64 %conv2_weight_grad.j31188, 49
+  %828 = mul nsw i64 %conv2_weight_grad.ty31289, 7
   %829 = add nsw i64 %827, %828
-  %830 = add nsw i64 %829, %conv2_weight_grad.tx30690
+  %830 = add nsw i64 %829, %conv2_weight_grad.tx31390
   %831 = mul nsw i64 %830, 64
   %832 = add nsw i64 867456, %831
-  %833 = mul nsw i64 %conv2_weight_grad.cv30791, 8
+  %833 = mul nsw i64 %conv2_weight_grad.cv31491, 8
   %834 = add nsw i64 %832, %833
   %arena126 = getelementptr inbounds float, ptr %arena, i64 %834
-  store <8 x float> %w322, ptr %arena126, align 4
-  %w323 = load <8 x float>, ptr %conv2_weight_grad.w323, align 32
-  %835 = mul nsw i64 %conv2_weight_grad.j30488, 49
-  %836 = mul nsw i64 %conv2_weight_grad.ty30589, 7
+  store <8 x float> %w329, ptr %arena126, align 4
+  %w330 = load <8 x float>, ptr %conv2_weight_grad.w330, align 32
+  %835 = mul nsw i64 %conv2_weight_grad.j31188, 49
+  %836 = mul nsw i64 %conv2_weight_grad.ty31289, 7
   %837 = add nsw i64 %835, %836
-  %838 = add nsw i64 %837, %conv2_weight_grad.tx30690
+  %838 = add nsw i64 %837, %conv2_weight_grad.tx31390
   %839 = mul nsw i64 %838, 64
   %840 = add nsw i64 870592, %839
-  %841 = mul nsw i64 %conv2_weight_grad.cv30791, 8
+  %841 = mul nsw i64 %conv2_weight_grad.cv31491, 8
   %842 = add nsw i64 %840, %841
   %arena127 = getelementptr inbounds float, ptr %arena, i64 %842
-  store <8 x float> %w323, ptr %arena127, align 4
-  %w324 = load <8 x float>, ptr %conv2_weight_grad.w324, align 32
-  %843 = mul nsw i64 %conv2_weight_grad.j30488, 49
-  %844 = mul nsw i64 %conv2_weight_grad.ty30589, 7
+  store <8 x float> %w330, ptr %arena127, align 4
+  %w331 = load <8 x float>, ptr %conv2_weight_grad.w331, align 32
+  %843 = mul nsw i64 %conv2_weight_grad.j31188, 49
+  %844 = mul nsw i64 %conv2_weight_grad.ty31289, 7
   %845 = add nsw i64 %843, %844
-  %846 = add nsw i64 %845, %conv2_weight_grad.tx30690
+  %846 = add nsw i64 %845, %conv2_weight_grad.tx31390
   %847 = mul nsw i64 %846, 64
   %848 = add nsw i64 873728, %847
-  %849 = mul nsw i64 %conv2_weight_grad.cv30791, 8
+  %849 = mul nsw i64 %conv2_weight_grad.cv31491, 8
   %850 = add nsw i64 %848, %849
   %arena128 = getelementptr inbounds float, ptr %arena, i64 %850
-  store <8 x float> %w324, ptr %arena128, align 4
-  %w325 = load <8 x float>, ptr %conv2_weight_grad.w325, align 32
-  %851 = mul nsw i64 %conv2_weight_grad.j30488, 49
-  %852 = mul nsw i64 %conv2_weight_grad.ty30589, 7
+  store <8 x float> %w331, ptr %arena128, align 4
+  %w332 = load <8 x float>, ptr %conv2_weight_grad.w332, align 32
+  %851 = mul nsw i64 %conv2_weight_grad.j31188, 49
+  %852 = mul nsw i64 %conv2_weight_grad.ty31289, 7
   %853 = add nsw i64 %851, %852
-  %854 = add nsw i64 %853, %conv2_weight_grad.tx30690
+  %854 = add nsw i64 %853, %conv2_weight_grad.tx31390
   %855 = mul nsw i64 %854, 64
   %856 = add nsw i64 876864, %855
-  %857 = mul nsw i64 %conv2_weight_grad.cv30791, 8
+  %857 = mul nsw i64 %conv2_weight_grad.cv31491, 8
   %858 = add nsw i64 %856, %857
   %arena129 = getelementptr inbounds float, ptr %arena, i64 %858
-  store <8 x float> %w325, ptr %arena129, align 4
-  %w326 = load <8 x float>, ptr %conv2_weight_grad.w326, align 32
-  %859 = mul nsw i64 %conv2_weight_grad.j30488, 49
-  %860 = mul nsw i64 %conv2_weight_grad.ty30589, 7
+  store <8 x float> %w332, ptr %arena129, align 4
+  %w333 = load <8 x float>, ptr %conv2_weight_grad.w333, align 32
+  %859 = mul nsw i64 %conv2_weight_grad.j31188, 49
+  %860 = mul nsw i64 %conv2_weight_grad.ty31289, 7
   %861 = add nsw i64 %859, %860
-  %862 = add nsw i64 %861, %conv2_weight_grad.tx30690
+  %862 = add nsw i64 %861, %conv2_weight_grad.tx31390
   %863 = mul nsw i64 %862, 64
   %864 = add nsw i64 880000, %863
-  %865 = mul nsw i64 %conv2_weight_grad.cv30791, 8
+  %865 = mul nsw i64 %conv2_weight_grad.cv31491, 8
   %866 = add nsw i64 %864, %865
   %arena130 = getelementptr inbounds float, ptr %arena, i64 %866
-  store <8 x float> %w326, ptr %arena130, align 4
-  %w327 = load <8 x float>, ptr %conv2_weight_grad.w327, align 32
-  %867 = mul nsw i64 %conv2_weight_grad.j30488, 49
-  %868 = mul nsw i64 %conv2_weight_grad.ty30589, 7
+  store <8 x float> %w333, ptr %arena130, align 4
+  %w334 = load <8 x float>, ptr %conv2_weight_grad.w334, align 32
+  %867 = mul nsw i64 %conv2_weight_grad.j31188, 49
+  %868 = mul nsw i64 %conv2_weight_grad.ty31289, 7
   %869 = add nsw i64 %867, %868
-  %870 = add nsw i64 %869, %conv2_weight_grad.tx30690
+  %870 = add nsw i64 %869, %conv2_weight_grad.tx31390
   %871 = mul nsw i64 %870, 64
   %872 = add nsw i64 883136, %871
-  %873 = mul nsw i64 %conv2_weight_grad.cv30791, 8
+  %873 = mul nsw i64 %conv2_weight_grad.cv31491, 8
   %874 = add nsw i64 %872, %873
   %arena131 = getelementptr inbounds float, ptr %arena, i64 %874
-  store <8 x float> %w327, ptr %arena131, align 4
-  %w328 = load <8 x float>, ptr %conv2_weight_grad.w328, align 32
-  %875 = mul nsw i64 %conv2_weight_grad.j30488, 49
-  %876 = mul nsw i64 %conv2_weight_grad.ty30589, 7
+  store <8 x float> %w334, ptr %arena131, align 4
+  %w335 = load <8 x float>, ptr %conv2_weight_grad.w335, align 32
+  %875 = mul nsw i64 %conv2_weight_grad.j31188, 49
+  %876 = mul nsw i64 %conv2_weight_grad.ty31289, 7
   %877 = add nsw i64 %875, %876
-  %878 = add nsw i64 %877, %conv2_weight_grad.tx30690
+  %878 = add nsw i64 %877, %conv2_weight_grad.tx31390
   %879 = mul nsw i64 %878, 64
   %880 = add nsw i64 886272, %879
-  %881 = mul nsw i64 %conv2_weight_grad.cv30791, 8
+  %881 = mul nsw i64 %conv2_weight_grad.cv31491, 8
   %882 = add nsw i64 %880, %881
   %arena132 = getelementptr inbounds float, ptr %arena, i64 %882
-  store <8 x float> %w328, ptr %arena132, align 4
-  %w329 = load <8 x float>, ptr %conv2_weight_grad.w329, align 32
-  %883 = mul nsw i64 %conv2_weight_grad.j30488, 49
-  %884 = mul nsw i64 %conv2_weight_grad.ty30589, 7
+  store <8 x float> %w335, ptr %arena132, align 4
+  %w336 = load <8 x float>, ptr %conv2_weight_grad.w336, align 32
+  %883 = mul nsw i64 %conv2_weight_grad.j31188, 49
+  %884 = mul nsw i64 %conv2_weight_grad.ty31289, 7
   %885 = add nsw i64 %883, %884
-  %886 = add nsw i64 %885, %conv2_weight_grad.tx30690
+  %886 = add nsw i64 %885, %conv2_weight_grad.tx31390
   %887 = mul nsw i64 %886, 64
   %888 = add nsw i64 889408, %887
-  %889 = mul nsw i64 %conv2_weight_grad.cv30791, 8
+  %889 = mul nsw i64 %conv2_weight_grad.cv31491, 8
   %890 = add nsw i64 %888, %889
   %arena133 = getelementptr inbounds float, ptr %arena, i64 %890
-  store <8 x float> %w329, ptr %arena133, align 4
-  %w330 = load <8 x float>, ptr %conv2_weight_grad.w330, align 32
-  %891 = mul nsw i64 %conv2_weight_grad.j30488, 49
-  %892 = mul nsw i64 %conv2_weight_grad.ty30589, 7
+  store <8 x float> %w336, ptr %arena133, align 4
+  %w337 = load <8 x float>, ptr %conv2_weight_grad.w337, align 32
+  %891 = mul nsw i64 %conv2_weight_grad.j31188, 49
+  %892 = mul nsw i64 %conv2_weight_grad.ty31289, 7
   %893 = add nsw i64 %891, %892
-  %894 = add nsw i64 %893, %conv2_weight_grad.tx30690
+  %894 = add nsw i64 %893, %conv2_weight_grad.tx31390
   %895 = mul nsw i64 %894, 64
   %896 = add nsw i64 892544, %895
-  %897 = mul nsw i64 %conv2_weight_grad.cv30791, 8
+  %897 = mul nsw i64 %conv2_weight_grad.cv31491, 8
   %898 = add nsw i64 %896, %897
   %arena134 = getelementptr inbounds float, ptr %arena, i64 %898
-  store <8 x float> %w330, ptr %arena134, align 4
-  %w331 = load <8 x float>, ptr %conv2_weight_grad.w331, align 32
-  %899 = mul nsw i64 %conv2_weight_grad.j30488, 49
-  %900 = mul nsw i64 %conv2_weight_grad.ty30589, 7
+  store <8 x float> %w337, ptr %arena134, align 4
+  %w338 = load <8 x float>, ptr %conv2_weight_grad.w338, align 32
+  %899 = mul nsw i64 %conv2_weight_grad.j31188, 49
+  %900 = mul nsw i64 %conv2_weight_grad.ty31289, 7
   %901 = add nsw i64 %899, %900
-  %902 = add nsw i64 %901, %conv2_weight_grad.tx30690
+  %902 = add nsw i64 %901, %conv2_weight_grad.tx31390
   %903 = mul nsw i64 %902, 64
   %904 = add nsw i64 895680, %903
-  %905 = mul nsw i64 %conv2_weight_grad.cv30791, 8
+  %905 = mul nsw i64 %conv2_weight_grad.cv31491, 8
   %906 = add nsw i64 %904, %905
   %arena135 = getelementptr inbounds float, ptr %arena, i64 %906
-  store <8 x float> %w331, ptr %arena135, align 4
-  %cv307.next = add nsw i64 %conv2_weight_grad.cv30791, 1
-  %907 = icmp slt i64 %cv307.next, 8
-  br i1 %907, label %conv2_weight_grad.cv307, label %conv2_weight_grad.cv307.end
+  store <8 x float> %w338, ptr %arena135, align 4
+  %cv314.next = add nsw i64 %conv2_weight_grad.cv31491, 1
+  %907 = icmp slt i64 %cv314.next, 8
+  br i1 %907, label %conv2_weight_grad.cv314, label %conv2_weight_grad.cv314.end
 
-conv2_weight_grad.cv307.end:                      ; preds = %conv2_weight_grad.cv307
-  %tx306.next = add nsw i64 %conv2_weight_grad.tx30690, 1
-  %908 = icmp slt i64 %tx306.next, 7
-  br i1 %908, label %conv2_weight_grad.tx306, label %conv2_weight_grad.tx306.end
+conv2_weight_grad.cv314.end:                      ; preds = %conv2_weight_grad.cv314
+  %tx313.next = add nsw i64 %conv2_weight_grad.tx31390, 1
+  %908 = icmp slt i64 %tx313.next, 7
+  br i1 %908, label %conv2_weight_grad.tx313, label %conv2_weight_grad.tx313.end
 
-conv2_weight_grad.xi332:                          ; preds = %conv2_weight_grad.xi332, %conv2_weight_grad.j304.end
-  %conv2_weight_grad.xi332136 = phi i64 [ 0, %conv2_weight_grad.j304.end ], [ %xi332.next, %conv2_weight_grad.xi332 ]
-  %909 = mul nsw i64 %conv2_weight_grad.xi332136, 1568
+conv2_weight_grad.xi339:                          ; preds = %conv2_weight_grad.xi339, %conv2_weight_grad.j311.end
+  %conv2_weight_grad.xi339136 = phi i64 [ 0, %conv2_weight_grad.j311.end ], [ %xi339.next, %conv2_weight_grad.xi339 ]
+  %909 = mul nsw i64 %conv2_weight_grad.xi339136, 1568
   %910 = add nsw i64 811008, %909
   %arena137 = getelementptr inbounds float, ptr %arena, i64 %910
-  %911 = mul nsw i64 %conv2_weight_grad.xi332136, 3136
+  %911 = mul nsw i64 %conv2_weight_grad.xi339136, 3136
   %912 = add nsw i64 848640, %911
   %arena138 = getelementptr inbounds float, ptr %arena, i64 %912
-  %913 = mul nsw i64 %conv2_weight_grad.xi332136, 2048
+  %913 = mul nsw i64 %conv2_weight_grad.xi339136, 2048
   %914 = add nsw i64 898816, %913
   %arena139 = getelementptr inbounds float, ptr %arena, i64 %914
   call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 32, i32 64, i32 49, float 1.000000e+00, ptr %arena137, i32 32, ptr %arena138, i32 64, float 1.000000e+00, ptr %arena139, i32 64)
-  %xi332.next = add nsw i64 %conv2_weight_grad.xi332136, 1
-  %915 = icmp slt i64 %xi332.next, 16
-  br i1 %915, label %conv2_weight_grad.xi332, label %conv2_weight_grad.xi332.end
+  %xi339.next = add nsw i64 %conv2_weight_grad.xi339136, 1
+  %915 = icmp slt i64 %xi339.next, 16
+  br i1 %915, label %conv2_weight_grad.xi339, label %conv2_weight_grad.xi339.end
 
-conv2_weight_grad.xi332.end:                      ; preds = %conv2_weight_grad.xi332
-  %g259.next = add nsw i64 %conv2_weight_grad.g2597, 1
-  %916 = icmp slt i64 %g259.next, 64
-  br i1 %916, label %conv2_weight_grad.g259, label %conv2_weight_grad.g259.end
+conv2_weight_grad.xi339.end:                      ; preds = %conv2_weight_grad.xi339
+  %g266.next = add nsw i64 %conv2_weight_grad.g2667, 1
+  %916 = icmp slt i64 %g266.next, 64
+  br i1 %916, label %conv2_weight_grad.g266, label %conv2_weight_grad.g266.end
 
-conv2_weight_grad.f333:                           ; preds = %conv2_weight_grad.c334.end, %conv2_weight_grad.g259.end
-  %conv2_weight_grad.f333140 = phi i64 [ 0, %conv2_weight_grad.g259.end ], [ %f333.next, %conv2_weight_grad.c334.end ]
-  br label %conv2_weight_grad.c334
+conv2_weight_grad.f340:                           ; preds = %conv2_weight_grad.c341.end, %conv2_weight_grad.g266.end
+  %conv2_weight_grad.f340140 = phi i64 [ 0, %conv2_weight_grad.g266.end ], [ %f340.next, %conv2_weight_grad.c341.end ]
+  br label %conv2_weight_grad.c341
 
-conv2_weight_grad.f333.end:                       ; preds = %conv2_weight_grad.c334.end
+conv2_weight_grad.f340.end:                       ; preds = %conv2_weight_grad.c341.end
   ret void
 
-conv2_weight_grad.c334:                           ; preds = %conv2_weight_grad.c334, %conv2_weight_grad.f333
-  %conv2_weight_grad.c334141 = phi i64 [ 0, %conv2_weight_grad.f333 ], [ %c334.next, %conv2_weight_grad.c334 ]
-  %917 = mul nsw i64 %conv2_weight_grad.c334141, 64
+conv2_weight_grad.c341:                           ; preds = %conv2_weight_grad.c341, %conv2_weight_grad.f340
+  %conv2_weight_grad.c341141 = phi i64 [ 0, %conv2_weight_grad.f340 ], [ %c341.next, %conv2_weight_grad.c341 ]
+  %917 = mul nsw i64 %conv2_weight_grad.c341141, 64
   %918 = add nsw i64 898816, %917
-  %919 = add nsw i64 %918, %conv2_weight_grad.f333140
+  %919 = add nsw i64 %918, %conv2_weight_grad.f340140
   %arena142 = getelementptr inbounds float, ptr %arena, i64 %919
   %920 = load float, ptr %arena142, align 4
   %921 = fmul float %920, 1.000000e+00
-  %922 = mul nsw i64 %conv2_weight_grad.c334141, 64
+  %922 = mul nsw i64 %conv2_weight_grad.c341141, 64
   %923 = add nsw i64 907008, %922
-  %924 = add nsw i64 %923, %conv2_weight_grad.f333140
+  %924 = add nsw i64 %923, %conv2_weight_grad.f340140
   %arena143 = getelementptr inbounds float, ptr %arena, i64 %924
   %925 = load float, ptr %arena143, align 4
   %926 = fmul float %925, 5.000000e-01
   %927 = fadd float %921, %926
-  %928 = mul nsw i64 %conv2_weight_grad.c334141, 64
+  %928 = mul nsw i64 %conv2_weight_grad.c341141, 64
   %929 = add nsw i64 915200, %928
-  %930 = add nsw i64 %929, %conv2_weight_grad.f333140
+  %930 = add nsw i64 %929, %conv2_weight_grad.f340140
   %arena144 = getelementptr inbounds float, ptr %arena, i64 %930
   %931 = load float, ptr %arena144, align 4
   %932 = fmul float %931, 5.000000e-01
   %933 = fadd float %927, %932
-  store float %933, ptr %conv2_weight_grad.w335, align 4
-  %934 = mul nsw i64 %conv2_weight_grad.c334141, 64
+  store float %933, ptr %conv2_weight_grad.w342, align 4
+  %934 = mul nsw i64 %conv2_weight_grad.c341141, 64
   %935 = add nsw i64 907008, %934
-  %936 = add nsw i64 %935, %conv2_weight_grad.f333140
+  %936 = add nsw i64 %935, %conv2_weight_grad.f340140
   %arena145 = getelementptr inbounds float, ptr %arena, i64 %936
   %937 = load float, ptr %arena145, align 4
-  %938 = mul nsw i64 %conv2_weight_grad.c334141, 64
+  %938 = mul nsw i64 %conv2_weight_grad.c341141, 64
   %939 = add nsw i64 915200, %938
-  %940 = add nsw i64 %939, %conv2_weight_grad.f333140
+  %940 = add nsw i64 %939, %conv2_weight_grad.f340140
   %arena146 = getelementptr inbounds float, ptr %arena, i64 %940
   %941 = load float, ptr %arena146, align 4
   %942 = fsub float %937, %941
   %943 = fmul float %942, 5.000000e-01
-  store float %943, ptr %conv2_weight_grad.w336, align 4
-  %944 = mul nsw i64 %conv2_weight_grad.c334141, 64
+  store float %943, ptr %conv2_weight_grad.w343, align 4
+  %944 = mul nsw i64 %conv2_weight_grad.c341141, 64
   %945 = add nsw i64 907008, %944
-  %946 = add nsw i64 %945, %conv2_weight_grad.f333140
+  %946 = add nsw i64 %945, %conv2_weight_grad.f340140
   %arena147 = getelementptr inbounds float, ptr %arena, i64 %946
   %947 = load float, ptr %arena147, align 4
   %948 = fmul float %947, 5.000000e-01
-  %949 = mul nsw i64 %conv2_weight_grad.c334141, 64
+  %949 = mul nsw i64 %conv2_weight_grad.c341141, 64
   %950 = add nsw i64 915200, %949
-  %951 = add nsw i64 %950, %conv2_weight_grad.f333140
+  %951 = add nsw i64 %950, %conv2_weight_grad.f340140
   %arena148 = getelementptr inbounds float, ptr %arena, i64 %951
   %952 = load float, ptr %arena148, align 4
   %953 = fmul float %952, 5.000000e-01
   %954 = fadd float %948, %953
-  %955 = mul nsw i64 %conv2_weight_grad.c334141, 64
+  %955 = mul nsw i64 %conv2_weight_grad.c341141, 64
   %956 = add nsw i64 923392, %955
-  %957 = add nsw i64 %956, %conv2_weight_grad.f333140
+  %957 = add nsw i64 %956, %conv2_weight_grad.f340140
   %arena149 = getelementptr inbounds float, ptr %arena, i64 %957
   %958 = load float, ptr %arena149, align 4
   %959 = fmul float %958, 1.000000e+00
   %960 = fadd float %954, %959
-  store float %960, ptr %conv2_weight_grad.w337, align 4
-  %961 = mul nsw i64 %conv2_weight_grad.c334141, 64
+  store float %960, ptr %conv2_weight_grad.w344, align 4
+  %961 = mul nsw i64 %conv2_weight_grad.c341141, 64
   %962 = add nsw i64 900864, %961
-  %963 = add nsw i64 %962, %conv2_weight_grad.f333140
+  %963 = add nsw i64 %962, %conv2_weight_grad.f340140
   %arena150 = getelementptr inbounds float, ptr %arena, i64 %963
   %964 = load float, ptr %arena150, align 4
   %965 = fmul float %964, 1.000000e+00
-  %966 = mul nsw i64 %conv2_weight_grad.c334141, 64
+  %966 = mul nsw i64 %conv2_weight_grad.c341141, 64
   %967 = add nsw i64 909056, %966
-  %968 = add nsw i64 %967, %conv2_weight_grad.f333140
+  %968 = add nsw i64 %967, %conv2_weight_grad.f340140
   %arena151 = getelementptr inbounds float, ptr %arena, i64 %968
   %969 = load float, ptr %arena151, align 4
   %970 = fmul float %969, 5.000000e-01
   %971 = fadd float %965, %970
-  %972 = mul nsw i64 %conv2_weight_grad.c334141, 64
+  %972 = mul nsw i64 %conv2_weight_grad.c341141, 64
   %973 = add nsw i64 917248, %972
-  %974 = add nsw i64 %973, %conv2_weight_grad.f333140
+  %974 = add nsw i64 %973, %conv2_weight_grad.f340140
   %arena152 = getelementptr inbounds float, ptr %arena, i64 %974
   %975 = load float, ptr %arena152, align 4
   %976 = fmul float %975, 5.000000e-01
   %977 = fadd float %971, %976
-  store float %977, ptr %conv2_weight_grad.w338, align 4
-  %978 = mul nsw i64 %conv2_weight_grad.c334141, 64
+  store float %977, ptr %conv2_weight_grad.w345, align 4
+  %978 = mul nsw i64 %conv2_weight_grad.c341141, 64
   %979 = add nsw i64 909056, %978
-  %980 = add nsw i64 %979, %conv2_weight_grad.f333140
+  %980 = add nsw i64 %979, %conv2_weight_grad.f340140
   %arena153 = getelementptr inbounds float, ptr %arena, i64 %980
   %981 = load float, ptr %arena153, align 4
-  %982 = mul nsw i64 %conv2_weight_grad.c334141, 64
+  %982 = mul nsw i64 %conv2_weight_grad.c341141, 64
   %983 = add nsw i64 917248, %982
-  %984 = add nsw i64 %983, %conv2_weight_grad.f333140
+  %984 = add nsw i64 %983, %conv2_weight_grad.f340140
   %arena154 = getelementptr inbounds float, ptr %arena, i64 %984
   %985 = load float, ptr %arena154, align 4
   %986 = fsub float %981, %985
   %987 = fmul float %986, 5.000000e-01
-  store float %987, ptr %conv2_weight_grad.w339, align 4
-  %988 = mul nsw i64 %conv2_weight_grad.c334141, 64
+  store float %987, ptr %conv2_weight_grad.w346, align 4
+  %988 = mul nsw i64 %conv2_weight_grad.c341141, 64
   %989 = add nsw i64 909056, %988
-  %990 = add nsw i64 %989, %conv2_weight_grad.f333140
+  %990 = add nsw i64 %989, %conv2_weight_grad.f340140
   %arena155 = getelementptr inbounds float, ptr %arena, i64 %990
   %991 = load float, ptr %arena155, align 4
   %992 = fmul float %991, 5.000000e-01
-  %993 = mul nsw i64 %conv2_weight_grad.c334141, 64
+  %993 = mul nsw i64 %conv2_weight_grad.c341141, 64
   %994 = add nsw i64 917248, %993
-  %995 = add nsw i64 %994, %conv2_weight_grad.f333140
+  %995 = add nsw i64 %994, %conv2_weight_grad.f340140
   %arena156 = getelementptr inbounds float, ptr %arena, i64 %995
   %996 = load float, ptr %arena156, align 4
   %997 = fmul float %996, 5.000000e-01
   %998 = fadd float %992, %997
-  %999 = mul nsw i64 %conv2_weight_grad.c334141, 64
+  %999 = mul nsw i64 %conv2_weight_grad.c341141, 64
   %1000 = add nsw i64 925440, %999
-  %1001 = add nsw i64 %1000, %conv2_weight_grad.f333140
+  %1001 = add nsw i64 %1000, %conv2_weight_grad.f340140
   %arena157 = getelementptr inbounds float, ptr %arena, i64 %1001
   %1002 = load float, ptr %arena157, align 4
   %1003 = fmul float %1002, 1.000000e+00
   %1004 = fadd float %998, %1003
-  store float %1004, ptr %conv2_weight_grad.w340, align 4
-  %1005 = mul nsw i64 %conv2_weight_grad.c334141, 64
+  store float %1004, ptr %conv2_weight_grad.w347, align 4
+  %1005 = mul nsw i64 %conv2_weight_grad.c341141, 64
   %1006 = add nsw i64 902912, %1005
-  %1007 = add nsw i64 %1006, %conv2_weight_grad.f333140
+  %1007 = add nsw i64 %1006, %conv2_weight_grad.f340140
   %arena158 = getelementptr inbounds float, ptr %arena, i64 %1007
   %1008 = load float, ptr %arena158, align 4
   %1009 = fmul float %1008, 1.000000e+00
-  %1010 = mul nsw i64 %conv2_weight_grad.c334141, 64
+  %1010 = mul nsw i64 %conv2_weight_grad.c341141, 64
   %1011 = add nsw i64 911104, %1010
-  %1012 = add nsw i64 %1011, %conv2_weight_grad.f333140
+  %1012 = add nsw i64 %1011, %conv2_weight_grad.f340140
   %arena159 = getelementptr inbounds float, ptr %arena, i64 %1012
   %1013 = load float, ptr %arena159, align 4
   %1014 = fmul float %1013, 5.000000e-01
   %1015 = fadd float %1009, %1014
-  %1016 = mul nsw i64 %conv2_weight_grad.c334141, 64
+  %1016 = mul nsw i64 %conv2_weight_grad.c341141, 64
   %1017 = add nsw i64 919296, %1016
-  %1018 = add nsw i64 %1017, %conv2_weight_grad.f333140
+  %1018 = add nsw i64 %1017, %conv2_weight_grad.f340140
   %arena160 = getelementptr inbounds float, ptr %arena, i64 %1018
   %1019 = load float, ptr %arena160, align 4
   %1020 = fmul float %1019, 5.000000e-01
   %1021 = fadd float %1015, %1020
-  store float %1021, ptr %conv2_weight_grad.w341, align 4
-  %1022 = mul nsw i64 %conv2_weight_grad.c334141, 64
+  store float %1021, ptr %conv2_weight_grad.w348, align 4
+  %1022 = mul nsw i64 %conv2_weight_grad.c341141, 64
   %1023 = add nsw i64 911104, %1022
-  %1024 = add nsw i64 %1023, %conv2_weight_grad.f333140
+  %1024 = add nsw i64 %1023, %conv2_weight_grad.f340140
   %arena161 = getelementptr inbounds float, ptr %arena, i64 %1024
   %1025 = load float, ptr %arena161, align 4
-  %1026 = mul nsw i64 %conv2_weight_grad.c334141, 64
+  %1026 = mul nsw i64 %conv2_weight_grad.c341141, 64
   %1027 = add nsw i64 919296, %1026
-  %1028 = add nsw i64 %1027, %conv2_weight_grad.f333140
+  %1028 = add nsw i64 %1027, %conv2_weight_grad.f340140
   %arena162 = getelementptr inbounds float, ptr %arena, i64 %1028
   %1029 = load float, ptr %arena162, align 4
   %1030 = fsub float %1025, %1029
   %1031 = fmul float %1030, 5.000000e-01
-  store float %1031, ptr %conv2_weight_grad.w342, align 4
-  %1032 = mul nsw i64 %conv2_weight_grad.c334141, 64
+  store float %1031, ptr %conv2_weight_grad.w349, align 4
+  %1032 = mul nsw i64 %conv2_weight_grad.c341141, 64
   %1033 = add nsw i64 911104, %1032
-  %1034 = add nsw i64 %1033, %conv2_weight_grad.f333140
+  %1034 = add nsw i64 %1033, %conv2_weight_grad.f340140
   %arena163 = getelementptr inbounds float, ptr %arena, i64 %1034
   %1035 = load float, ptr %arena163, align 4
   %1036 = fmul float %1035, 5.000000e-01
-  %1037 = mul nsw i64 %conv2_weight_grad.c334141, 64
+  %1037 = mul nsw i64 %conv2_weight_grad.c341141, 64
   %1038 = add nsw i64 919296, %1037
-  %1039 = add nsw i64 %1038, %conv2_weight_grad.f333140
+  %1039 = add nsw i64 %1038, %conv2_weight_grad.f340140
   %arena164 = getelementptr inbounds float, ptr %arena, i64 %1039
   %1040 = load float, ptr %arena164, align 4
   %1041 = fmul float %1040, 5.000000e-01
   %1042 = fadd float %1036, %1041
-  %1043 = mul nsw i64 %conv2_weight_grad.c334141, 64
+  %1043 = mul nsw i64 %conv2_weight_grad.c341141, 64
   %1044 = add nsw i64 927488, %1043
-  %1045 = add nsw i64 %1044, %conv2_weight_grad.f333140
+  %1045 = add nsw i64 %1044, %conv2_weight_grad.f340140
   %arena165 = getelementptr inbounds float, ptr %arena, i64 %1045
   %1046 = load float, ptr %arena165, align 4
   %1047 = fmul float %1046, 1.000000e+00
   %1048 = fadd float %1042, %1047
-  store float %1048, ptr %conv2_weight_grad.w343, align 4
-  %1049 = mul nsw i64 %conv2_weight_grad.c334141, 64
+  store float %1048, ptr %conv2_weight_grad.w350, align 4
+  %1049 = mul nsw i64 %conv2_weight_grad.c341141, 64
   %1050 = add nsw i64 904960, %1049
-  %1051 = add nsw i64 %1050, %conv2_weight_grad.f333140
+  %1051 = add nsw i64 %1050, %conv2_weight_grad.f340140
   %arena166 = getelementptr inbounds float, ptr %arena, i64 %1051
   %1052 = load float, ptr %arena166, align 4
   %1053 = fmul float %1052, 1.000000e+00
-  %1054 = mul nsw i64 %conv2_weight_grad.c334141, 64
+  %1054 = mul nsw i64 %conv2_weight_grad.c341141, 64
   %1055 = add nsw i64 913152, %1054
-  %1056 = add nsw i64 %1055, %conv2_weight_grad.f333140
+  %1056 = add nsw i64 %1055, %conv2_weight_grad.f340140
   %arena167 = getelementptr inbounds float, ptr %arena, i64 %1056
   %1057 = load float, ptr %arena167, align 4
   %1058 = fmul float %1057, 5.000000e-01
   %1059 = fadd float %1053, %1058
-  %1060 = mul nsw i64 %conv2_weight_grad.c334141, 64
+  %1060 = mul nsw i64 %conv2_weight_grad.c341141, 64
   %1061 = add nsw i64 921344, %1060
-  %1062 = add nsw i64 %1061, %conv2_weight_grad.f333140
+  %1062 = add nsw i64 %1061, %conv2_weight_grad.f340140
   %arena168 = getelementptr inbounds float, ptr %arena, i64 %1062
   %1063 = load float, ptr %arena168, align 4
   %1064 = fmul float %1063, 5.000000e-01
   %1065 = fadd float %1059, %1064
-  store float %1065, ptr %conv2_weight_grad.w344, align 4
-  %1066 = mul nsw i64 %conv2_weight_grad.c334141, 64
+  store float %1065, ptr %conv2_weight_grad.w351, align 4
+  %1066 = mul nsw i64 %conv2_weight_grad.c341141, 64
   %1067 = add nsw i64 913152, %1066
-  %1068 = add nsw i64 %1067, %conv2_weight_grad.f333140
+  %1068 = add nsw i64 %1067, %conv2_weight_grad.f340140
   %arena169 = getelementptr inbounds float, ptr %arena, i64 %1068
   %1069 = load float, ptr %arena169, align 4
-  %1070 = mul nsw i64 %conv2_weight_grad.c334141, 64
+  %1070 = mul nsw i64 %conv2_weight_grad.c341141, 64
   %1071 = add nsw i64 921344, %1070
-  %1072 = add nsw i64 %1071, %conv2_weight_grad.f333140
+  %1072 = add nsw i64 %1071, %conv2_weight_grad.f340140
   %arena170 = getelementptr inbounds float, ptr %arena, i64 %1072
   %1073 = load float, ptr %arena170, align 4
   %1074 = fsub float %1069, %1073
   %1075 = fmul float %1074, 5.000000e-01
-  store float %1075, ptr %conv2_weight_grad.w345, align 4
-  %1076 = mul nsw i64 %conv2_weight_grad.c334141, 64
+  store float %1075, ptr %conv2_weight_grad.w352, align 4
+  %1076 = mul nsw i64 %conv2_weight_grad.c341141, 64
   %1077 = add nsw i64 913152, %1076
-  %1078 = add nsw i64 %1077, %conv2_weight_grad.f333140
+  %1078 = add nsw i64 %1077, %conv2_weight_grad.f340140
   %arena171 = getelementptr inbounds float, ptr %arena, i64 %1078
   %1079 = load float, ptr %arena171, align 4
   %1080 = fmul float %1079, 5.000000e-01
-  %1081 = mul nsw i64 %conv2_weight_grad.c334141, 64
+  %1081 = mul nsw i64 %conv2_weight_grad.c341141, 64
   %1082 = add nsw i64 921344, %1081
-  %1083 = add nsw i64 %1082, %conv2_weight_grad.f333140
+  %1083 = add nsw i64 %1082, %conv2_weight_grad.f340140
   %arena172 = getelementptr inbounds float, ptr %arena, i64 %1083
   %1084 = load float, ptr %arena172, align 4
   %1085 = fmul float %1084, 5.000000e-01
   %1086 = fadd float %1080, %1085
-  %1087 = mul nsw i64 %conv2_weight_grad.c334141, 64
+  %1087 = mul nsw i64 %conv2_weight_grad.c341141, 64
   %1088 = add nsw i64 929536, %1087
-  %1089 = add nsw i64 %1088, %conv2_weight_grad.f333140
+  %1089 = add nsw i64 %1088, %conv2_weight_grad.f340140
   %arena173 = getelementptr inbounds float, ptr %arena, i64 %1089
   %1090 = load float, ptr %arena173, align 4
   %1091 = fmul float %1090, 1.000000e+00
   %1092 = fadd float %1086, %1091
-  store float %1092, ptr %conv2_weight_grad.w346, align 4
-  %w335 = load float, ptr %conv2_weight_grad.w335, align 4
-  %1093 = fmul float %w335, 1.000000e+00
-  %w338 = load float, ptr %conv2_weight_grad.w338, align 4
-  %1094 = fmul float %w338, 5.000000e-01
-  %1095 = fadd float %1093, %1094
-  %w341 = load float, ptr %conv2_weight_grad.w341, align 4
-  %1096 = fmul float %w341, 5.000000e-01
-  %1097 = fadd float %1095, %1096
-  store float %1097, ptr %conv2_weight_grad.w347, align 4
-  %w338174 = load float, ptr %conv2_weight_grad.w338, align 4
-  %w341175 = load float, ptr %conv2_weight_grad.w341, align 4
-  %1098 = fsub float %w338174, %w341175
-  %1099 = fmul float %1098, 5.000000e-01
-  store float %1099, ptr %conv2_weight_grad.w348, align 4
-  %w338176 = load float, ptr %conv2_weight_grad.w338, align 4
-  %1100 = fmul float %w338176, 5.000000e-01
-  %w341177 = load float, ptr %conv2_weight_grad.w341, align 4
-  %1101 = fmul float %w341177, 5.000000e-01
-  %1102 = fadd float %1100, %1101
-  %w344 = load float, ptr %conv2_weight_grad.w344, align 4
-  %1103 = fmul float %w344, 1.000000e+00
-  %1104 = fadd float %1102, %1103
-  store float %1104, ptr %conv2_weight_grad.w349, align 4
-  %w336 = load float, ptr %conv2_weight_grad.w336, align 4
-  %1105 = fmul float %w336, 1.000000e+00
-  %w339 = load float, ptr %conv2_weight_grad.w339, align 4
-  %1106 = fmul float %w339, 5.000000e-01
-  %1107 = fadd float %1105, %1106
+  store float %1092, ptr %conv2_weight_grad.w353, align 4
   %w342 = load float, ptr %conv2_weight_grad.w342, align 4
-  %1108 = fmul float %w342, 5.000000e-01
-  %1109 = fadd float %1107, %1108
-  store float %1109, ptr %conv2_weight_grad.w350, align 4
-  %w339178 = load float, ptr %conv2_weight_grad.w339, align 4
-  %w342179 = load float, ptr %conv2_weight_grad.w342, align 4
-  %1110 = fsub float %w339178, %w342179
-  %1111 = fmul float %1110, 5.000000e-01
-  store float %1111, ptr %conv2_weight_grad.w351, align 4
-  %w339180 = load float, ptr %conv2_weight_grad.w339, align 4
-  %1112 = fmul float %w339180, 5.000000e-01
-  %w342181 = load float, ptr %conv2_weight_grad.w342, align 4
-  %1113 = fmul float %w342181, 5.000000e-01
-  %1114 = fadd float %1112, %1113
+  %1093 = fmul float %w342, 1.000000e+00
   %w345 = load float, ptr %conv2_weight_grad.w345, align 4
-  %1115 = fmul float %w345, 1.000000e+00
-  %1116 = fadd float %1114, %1115
-  store float %1116, ptr %conv2_weight_grad.w352, align 4
-  %w337 = load float, ptr %conv2_weight_grad.w337, align 4
-  %1117 = fmul float %w337, 1.000000e+00
-  %w340 = load float, ptr %conv2_weight_grad.w340, align 4
-  %1118 = fmul float %w340, 5.000000e-01
-  %1119 = fadd float %1117, %1118
+  %1094 = fmul float %w345, 5.000000e-01
+  %1095 = fadd float %1093, %1094
+  %w348 = load float, ptr %conv2_weight_grad.w348, align 4
+  %1096 = fmul float %w348, 5.000000e-01
+  %1097 = fadd float %1095, %1096
+  store float %1097, ptr %conv2_weight_grad.w354, align 4
+  %w345174 = load float, ptr %conv2_weight_grad.w345, align 4
+  %w348175 = load float, ptr %conv2_weight_grad.w348, align 4
+  %1098 = fsub float %w345174, %w348175
+  %1099 = fmul float %1098, 5.000000e-01
+  store float %1099, ptr %conv2_weight_grad.w355, align 4
+  %w345176 = load float, ptr %conv2_weight_grad.w345, align 4
+  %1100 = fmul float %w345176, 5.000000e-01
+  %w348177 = load float, ptr %conv2_weight_grad.w348, align 4
+  %1101 = fmul float %w348177, 5.000000e-01
+  %1102 = fadd float %1100, %1101
+  %w351 = load float, ptr %conv2_weight_grad.w351, align 4
+  %1103 = fmul float %w351, 1.000000e+00
+  %1104 = fadd float %1102, %1103
+  store float %1104, ptr %conv2_weight_grad.w356, align 4
   %w343 = load float, ptr %conv2_weight_grad.w343, align 4
-  %1120 = fmul float %w343, 5.000000e-01
-  %1121 = fadd float %1119, %1120
-  store float %1121, ptr %conv2_weight_grad.w353, align 4
-  %w340182 = load float, ptr %conv2_weight_grad.w340, align 4
-  %w343183 = load float, ptr %conv2_weight_grad.w343, align 4
-  %1122 = fsub float %w340182, %w343183
-  %1123 = fmul float %1122, 5.000000e-01
-  store float %1123, ptr %conv2_weight_grad.w354, align 4
-  %w340184 = load float, ptr %conv2_weight_grad.w340, align 4
-  %1124 = fmul float %w340184, 5.000000e-01
-  %w343185 = load float, ptr %conv2_weight_grad.w343, align 4
-  %1125 = fmul float %w343185, 5.000000e-01
-  %1126 = fadd float %1124, %1125
+  %1105 = fmul float %w343, 1.000000e+00
   %w346 = load float, ptr %conv2_weight_grad.w346, align 4
-  %1127 = fmul float %w346, 1.000000e+00
-  %1128 = fadd float %1126, %1127
-  store float %1128, ptr %conv2_weight_grad.w355, align 4
+  %1106 = fmul float %w346, 5.000000e-01
+  %1107 = fadd float %1105, %1106
+  %w349 = load float, ptr %conv2_weight_grad.w349, align 4
+  %1108 = fmul float %w349, 5.000000e-01
+  %1109 = fadd float %1107, %1108
+  store float %1109, ptr %conv2_weight_grad.w357, align 4
+  %w346178 = load float, ptr %conv2_weight_grad.w346, align 4
+  %w349179 = load float, ptr %conv2_weight_grad.w349, align 4
+  %1110 = fsub float %w346178, %w349179
+  %1111 = fmul float %1110, 5.000000e-01
+  store float %1111, ptr %conv2_weight_grad.w358, align 4
+  %w346180 = load float, ptr %conv2_weight_grad.w346, align 4
+  %1112 = fmul float %w346180, 5.000000e-01
+  %w349181 = load float, ptr %conv2_weight_grad.w349, align 4
+  %1113 = fmul float %w349181, 5.000000e-01
+  %1114 = fadd float %1112, %1113
+  %w352 = load float, ptr %conv2_weight_grad.w352, align 4
+  %1115 = fmul float %w352, 1.000000e+00
+  %1116 = fadd float %1114, %1115
+  store float %1116, ptr %conv2_weight_grad.w359, align 4
+  %w344 = load float, ptr %conv2_weight_grad.w344, align 4
+  %1117 = fmul float %w344, 1.000000e+00
   %w347 = load float, ptr %conv2_weight_grad.w347, align 4
-  %1129 = mul nsw i64 %conv2_weight_grad.f333140, 32
-  %1130 = add nsw i64 %1129, %conv2_weight_grad.c334141
+  %1118 = fmul float %w347, 5.000000e-01
+  %1119 = fadd float %1117, %1118
+  %w350 = load float, ptr %conv2_weight_grad.w350, align 4
+  %1120 = fmul float %w350, 5.000000e-01
+  %1121 = fadd float %1119, %1120
+  store float %1121, ptr %conv2_weight_grad.w360, align 4
+  %w347182 = load float, ptr %conv2_weight_grad.w347, align 4
+  %w350183 = load float, ptr %conv2_weight_grad.w350, align 4
+  %1122 = fsub float %w347182, %w350183
+  %1123 = fmul float %1122, 5.000000e-01
+  store float %1123, ptr %conv2_weight_grad.w361, align 4
+  %w347184 = load float, ptr %conv2_weight_grad.w347, align 4
+  %1124 = fmul float %w347184, 5.000000e-01
+  %w350185 = load float, ptr %conv2_weight_grad.w350, align 4
+  %1125 = fmul float %w350185, 5.000000e-01
+  %1126 = fadd float %1124, %1125
+  %w353 = load float, ptr %conv2_weight_grad.w353, align 4
+  %1127 = fmul float %w353, 1.000000e+00
+  %1128 = fadd float %1126, %1127
+  store float %1128, ptr %conv2_weight_grad.w362, align 4
+  %w354 = load float, ptr %conv2_weight_grad.w354, align 4
+  %1129 = mul nsw i64 %conv2_weight_grad.f340140, 32
+  %1130 = add nsw i64 %1129, %conv2_weight_grad.c341141
   %1131 = mul nsw i64 %1130, 9
   %1132 = add nsw i64 320, %1131
   %grads186 = getelementptr inbounds float, ptr %grads, i64 %1132
-  store float %w347, ptr %grads186, align 4
-  %w348 = load float, ptr %conv2_weight_grad.w348, align 4
-  %1133 = mul nsw i64 %conv2_weight_grad.f333140, 32
-  %1134 = add nsw i64 %1133, %conv2_weight_grad.c334141
+  store float %w354, ptr %grads186, align 4
+  %w355 = load float, ptr %conv2_weight_grad.w355, align 4
+  %1133 = mul nsw i64 %conv2_weight_grad.f340140, 32
+  %1134 = add nsw i64 %1133, %conv2_weight_grad.c341141
   %1135 = mul nsw i64 %1134, 9
   %1136 = add nsw i64 320, %1135
   %1137 = add nsw i64 %1136, 1
   %grads187 = getelementptr inbounds float, ptr %grads, i64 %1137
-  store float %w348, ptr %grads187, align 4
-  %w349 = load float, ptr %conv2_weight_grad.w349, align 4
-  %1138 = mul nsw i64 %conv2_weight_grad.f333140, 32
-  %1139 = add nsw i64 %1138, %conv2_weight_grad.c334141
+  store float %w355, ptr %grads187, align 4
+  %w356 = load float, ptr %conv2_weight_grad.w356, align 4
+  %1138 = mul nsw i64 %conv2_weight_grad.f340140, 32
+  %1139 = add nsw i64 %1138, %conv2_weight_grad.c341141
   %1140 = mul nsw i64 %1139, 9
   %1141 = add nsw i64 320, %1140
   %1142 = add nsw i64 %1141, 2
   %grads188 = getelementptr inbounds float, ptr %grads, i64 %1142
-  store float %w349, ptr %grads188, align 4
-  %w350 = load float, ptr %conv2_weight_grad.w350, align 4
-  %1143 = mul nsw i64 %conv2_weight_grad.f333140, 32
-  %1144 = add nsw i64 %1143, %conv2_weight_grad.c334141
+  store float %w356, ptr %grads188, align 4
+  %w357 = load float, ptr %conv2_weight_grad.w357, align 4
+  %1143 = mul nsw i64 %conv2_weight_grad.f340140, 32
+  %1144 = add nsw i64 %1143, %conv2_weight_grad.c341141
   %1145 = mul nsw i64 %1144, 9
   %1146 = add nsw i64 320, %1145
   %1147 = add nsw i64 %1146, 3
   %grads189 = getelementptr inbounds float, ptr %grads, i64 %1147
-  store float %w350, ptr %grads189, align 4
-  %w351 = load float, ptr %conv2_weight_grad.w351, align 4
-  %1148 = mul nsw i64 %conv2_weight_grad.f333140, 32
-  %1149 = add nsw i64 %1148, %conv2_weight_grad.c334141
+  store float %w357, ptr %grads189, align 4
+  %w358 = load float, ptr %conv2_weight_grad.w358, align 4
+  %1148 = mul nsw i64 %conv2_weight_grad.f340140, 32
+  %1149 = add nsw i64 %1148, %conv2_weight_grad.c341141
   %1150 = mul nsw i64 %1149, 9
   %1151 = add nsw i64 320, %1150
   %1152 = add nsw i64 %1151, 4
   %grads190 = getelementptr inbounds float, ptr %grads, i64 %1152
-  store float %w351, ptr %grads190, align 4
-  %w352 = load float, ptr %conv2_weight_grad.w352, align 4
-  %1153 = mul nsw i64 %conv2_weight_grad.f333140, 32
-  %1154 = add nsw i64 %1153, %conv2_weight_grad.c334141
+  store float %w358, ptr %grads190, align 4
+  %w359 = load float, ptr %conv2_weight_grad.w359, align 4
+  %1153 = mul nsw i64 %conv2_weight_grad.f340140, 32
+  %1154 = add nsw i64 %1153, %conv2_weight_grad.c341141
   %1155 = mul nsw i64 %1154, 9
   %1156 = add nsw i64 320, %1155
   %1157 = add nsw i64 %1156, 5
   %grads191 = getelementptr inbounds float, ptr %grads, i64 %1157
-  store float %w352, ptr %grads191, align 4
-  %w353 = load float, ptr %conv2_weight_grad.w353, align 4
-  %1158 = mul nsw i64 %conv2_weight_grad.f333140, 32
-  %1159 = add nsw i64 %1158, %conv2_weight_grad.c334141
+  store float %w359, ptr %grads191, align 4
+  %w360 = load float, ptr %conv2_weight_grad.w360, align 4
+  %1158 = mul nsw i64 %conv2_weight_grad.f340140, 32
+  %1159 = add nsw i64 %1158, %conv2_weight_grad.c341141
   %1160 = mul nsw i64 %1159, 9
   %1161 = add nsw i64 320, %1160
   %1162 = add nsw i64 %1161, 6
   %grads192 = getelementptr inbounds float, ptr %grads, i64 %1162
-  store float %w353, ptr %grads192, align 4
-  %w354 = load float, ptr %conv2_weight_grad.w354, align 4
-  %1163 = mul nsw i64 %conv2_weight_grad.f333140, 32
-  %1164 = add nsw i64 %1163, %conv2_weight_grad.c334141
+  store float %w360, ptr %grads192, align 4
+  %w361 = load float, ptr %conv2_weight_grad.w361, align 4
+  %1163 = mul nsw i64 %conv2_weight_grad.f340140, 32
+  %1164 = add nsw i64 %1163, %conv2_weight_grad.c341141
   %1165 = mul nsw i64 %1164, 9
   %1166 = add nsw i64 320, %1165
   %1167 = add nsw i64 %1166, 7
   %grads193 = getelementptr inbounds float, ptr %grads, i64 %1167
-  store float %w354, ptr %grads193, align 4
-  %w355 = load float, ptr %conv2_weight_grad.w355, align 4
-  %1168 = mul nsw i64 %conv2_weight_grad.f333140, 32
-  %1169 = add nsw i64 %1168, %conv2_weight_grad.c334141
+  store float %w361, ptr %grads193, align 4
+  %w362 = load float, ptr %conv2_weight_grad.w362, align 4
+  %1168 = mul nsw i64 %conv2_weight_grad.f340140, 32
+  %1169 = add nsw i64 %1168, %conv2_weight_grad.c341141
   %1170 = mul nsw i64 %1169, 9
   %1171 = add nsw i64 320, %1170
   %1172 = add nsw i64 %1171, 8
   %grads194 = getelementptr inbounds float, ptr %grads, i64 %1172
-  store float %w355, ptr %grads194, align 4
-  %c334.next = add nsw i64 %conv2_weight_grad.c334141, 1
-  %1173 = icmp slt i64 %c334.next, 32
-  br i1 %1173, label %conv2_weight_grad.c334, label %conv2_weight_grad.c334.end
+  store float %w362, ptr %grads194, align 4
+  %c341.next = add nsw i64 %conv2_weight_grad.c341141, 1
+  %1173 = icmp slt i64 %c341.next, 32
+  br i1 %1173, label %conv2_weight_grad.c341, label %conv2_weight_grad.c341.end
 
-conv2_weight_grad.c334.end:                       ; preds = %conv2_weight_grad.c334
-  %f333.next = add nsw i64 %conv2_weight_grad.f333140, 1
-  %1174 = icmp slt i64 %f333.next, 64
-  br i1 %1174, label %conv2_weight_grad.f333, label %conv2_weight_grad.f333.end
+conv2_weight_grad.c341.end:                       ; preds = %conv2_weight_grad.c341
+  %f340.next = add nsw i64 %conv2_weight_grad.f340140, 1
+  %1174 = icmp slt i64 %f340.next, 64
+  br i1 %1174, label %conv2_weight_grad.f340, label %conv2_weight_grad.f340.end
 }
 
 ; Function Attrs: noinline
-define internal void @simplecnn_train_b64.k19.conv2_bias_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @simplecnn_train_b64.k19.conv2_bias_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %conv2_bias_grad.sum366 = alloca float, align 4
-  %conv2_bias_grad.sum365 = alloca float, align 4
-  %conv2_bias_grad.sum364 = alloca float, align 4
-  %conv2_bias_grad.sum363 = alloca float, align 4
-  %conv2_bias_grad.sum362 = alloca float, align 4
-  %conv2_bias_grad.sum361 = alloca float, align 4
-  %conv2_bias_grad.sum360 = alloca float, align 4
-  %conv2_bias_grad.acc357 = alloca <8 x float>, align 32
-  br label %conv2_bias_grad.f356
+  %conv2_bias_grad.sum373 = alloca float, align 4
+  %conv2_bias_grad.sum372 = alloca float, align 4
+  %conv2_bias_grad.sum371 = alloca float, align 4
+  %conv2_bias_grad.sum370 = alloca float, align 4
+  %conv2_bias_grad.sum369 = alloca float, align 4
+  %conv2_bias_grad.sum368 = alloca float, align 4
+  %conv2_bias_grad.sum367 = alloca float, align 4
+  %conv2_bias_grad.acc364 = alloca <8 x float>, align 32
+  br label %conv2_bias_grad.f363
 
-conv2_bias_grad.f356:                             ; preds = %conv2_bias_grad.img358.end, %entry
-  %conv2_bias_grad.f3561 = phi i64 [ 0, %entry ], [ %f356.next, %conv2_bias_grad.img358.end ]
-  store <8 x float> zeroinitializer, ptr %conv2_bias_grad.acc357, align 32
-  br label %conv2_bias_grad.img358
+conv2_bias_grad.f363:                             ; preds = %conv2_bias_grad.img365.end, %entry
+  %conv2_bias_grad.f3631 = phi i64 [ 0, %entry ], [ %f363.next, %conv2_bias_grad.img365.end ]
+  store <8 x float> zeroinitializer, ptr %conv2_bias_grad.acc364, align 32
+  br label %conv2_bias_grad.img365
 
-conv2_bias_grad.f356.end:                         ; preds = %conv2_bias_grad.img358.end
+conv2_bias_grad.f363.end:                         ; preds = %conv2_bias_grad.img365.end
   ret void
 
-conv2_bias_grad.img358:                           ; preds = %conv2_bias_grad.i359.end, %conv2_bias_grad.f356
-  %conv2_bias_grad.img3582 = phi i64 [ 0, %conv2_bias_grad.f356 ], [ %img358.next, %conv2_bias_grad.i359.end ]
-  br label %conv2_bias_grad.i359
+conv2_bias_grad.img365:                           ; preds = %conv2_bias_grad.i366.end, %conv2_bias_grad.f363
+  %conv2_bias_grad.img3652 = phi i64 [ 0, %conv2_bias_grad.f363 ], [ %img365.next, %conv2_bias_grad.i366.end ]
+  br label %conv2_bias_grad.i366
 
-conv2_bias_grad.img358.end:                       ; preds = %conv2_bias_grad.i359.end
-  %acc3577 = load <8 x float>, ptr %conv2_bias_grad.acc357, align 32
+conv2_bias_grad.img365.end:                       ; preds = %conv2_bias_grad.i366.end
+  %acc3647 = load <8 x float>, ptr %conv2_bias_grad.acc364, align 32
   %arena8 = getelementptr inbounds float, ptr %arena, i64 802816
-  store <8 x float> %acc3577, ptr %arena8, align 4
+  store <8 x float> %acc3647, ptr %arena8, align 4
   %arena9 = getelementptr inbounds float, ptr %arena, i64 802816
   %0 = load float, ptr %arena9, align 4
   %arena10 = getelementptr inbounds float, ptr %arena, i64 802817
   %1 = load float, ptr %arena10, align 4
   %2 = fadd float %0, %1
-  store float %2, ptr %conv2_bias_grad.sum360, align 4
-  %sum360 = load float, ptr %conv2_bias_grad.sum360, align 4
+  store float %2, ptr %conv2_bias_grad.sum367, align 4
+  %sum367 = load float, ptr %conv2_bias_grad.sum367, align 4
   %arena11 = getelementptr inbounds float, ptr %arena, i64 802818
   %3 = load float, ptr %arena11, align 4
-  %4 = fadd float %sum360, %3
-  store float %4, ptr %conv2_bias_grad.sum361, align 4
-  %sum361 = load float, ptr %conv2_bias_grad.sum361, align 4
+  %4 = fadd float %sum367, %3
+  store float %4, ptr %conv2_bias_grad.sum368, align 4
+  %sum368 = load float, ptr %conv2_bias_grad.sum368, align 4
   %arena12 = getelementptr inbounds float, ptr %arena, i64 802819
   %5 = load float, ptr %arena12, align 4
-  %6 = fadd float %sum361, %5
-  store float %6, ptr %conv2_bias_grad.sum362, align 4
-  %sum362 = load float, ptr %conv2_bias_grad.sum362, align 4
+  %6 = fadd float %sum368, %5
+  store float %6, ptr %conv2_bias_grad.sum369, align 4
+  %sum369 = load float, ptr %conv2_bias_grad.sum369, align 4
   %arena13 = getelementptr inbounds float, ptr %arena, i64 802820
   %7 = load float, ptr %arena13, align 4
-  %8 = fadd float %sum362, %7
-  store float %8, ptr %conv2_bias_grad.sum363, align 4
-  %sum363 = load float, ptr %conv2_bias_grad.sum363, align 4
+  %8 = fadd float %sum369, %7
+  store float %8, ptr %conv2_bias_grad.sum370, align 4
+  %sum370 = load float, ptr %conv2_bias_grad.sum370, align 4
   %arena14 = getelementptr inbounds float, ptr %arena, i64 802821
   %9 = load float, ptr %arena14, align 4
-  %10 = fadd float %sum363, %9
-  store float %10, ptr %conv2_bias_grad.sum364, align 4
-  %sum364 = load float, ptr %conv2_bias_grad.sum364, align 4
+  %10 = fadd float %sum370, %9
+  store float %10, ptr %conv2_bias_grad.sum371, align 4
+  %sum371 = load float, ptr %conv2_bias_grad.sum371, align 4
   %arena15 = getelementptr inbounds float, ptr %arena, i64 802822
   %11 = load float, ptr %arena15, align 4
-  %12 = fadd float %sum364, %11
-  store float %12, ptr %conv2_bias_grad.sum365, align 4
-  %sum365 = load float, ptr %conv2_bias_grad.sum365, align 4
+  %12 = fadd float %sum371, %11
+  store float %12, ptr %conv2_bias_grad.sum372, align 4
+  %sum372 = load float, ptr %conv2_bias_grad.sum372, align 4
   %arena16 = getelementptr inbounds float, ptr %arena, i64 802823
   %13 = load float, ptr %arena16, align 4
-  %14 = fadd float %sum365, %13
-  store float %14, ptr %conv2_bias_grad.sum366, align 4
-  %sum366 = load float, ptr %conv2_bias_grad.sum366, align 4
-  %15 = add nsw i64 18752, %conv2_bias_grad.f3561
+  %14 = fadd float %sum372, %13
+  store float %14, ptr %conv2_bias_grad.sum373, align 4
+  %sum373 = load float, ptr %conv2_bias_grad.sum373, align 4
+  %15 = add nsw i64 18752, %conv2_bias_grad.f3631
   %grads17 = getelementptr inbounds float, ptr %grads, i64 %15
-  store float %sum366, ptr %grads17, align 4
-  %f356.next = add nsw i64 %conv2_bias_grad.f3561, 1
-  %16 = icmp slt i64 %f356.next, 64
-  br i1 %16, label %conv2_bias_grad.f356, label %conv2_bias_grad.f356.end
+  store float %sum373, ptr %grads17, align 4
+  %f363.next = add nsw i64 %conv2_bias_grad.f3631, 1
+  %16 = icmp slt i64 %f363.next, 64
+  br i1 %16, label %conv2_bias_grad.f363, label %conv2_bias_grad.f363.end
 
-conv2_bias_grad.i359:                             ; preds = %conv2_bias_grad.i359, %conv2_bias_grad.img358
-  %conv2_bias_grad.i3593 = phi i64 [ 0, %conv2_bias_grad.img358 ], [ %i359.next, %conv2_bias_grad.i359 ]
-  %17 = mul nsw i64 %conv2_bias_grad.img3582, 12544
+conv2_bias_grad.i366:                             ; preds = %conv2_bias_grad.i366, %conv2_bias_grad.img365
+  %conv2_bias_grad.i3663 = phi i64 [ 0, %conv2_bias_grad.img365 ], [ %i366.next, %conv2_bias_grad.i366 ]
+  %17 = mul nsw i64 %conv2_bias_grad.img3652, 12544
   %18 = add nsw i64 1421968, %17
-  %19 = mul nsw i64 %conv2_bias_grad.f3561, 196
+  %19 = mul nsw i64 %conv2_bias_grad.f3631, 196
   %20 = add nsw i64 %18, %19
-  %21 = mul nsw i64 %conv2_bias_grad.i3593, 8
+  %21 = mul nsw i64 %conv2_bias_grad.i3663, 8
   %22 = add nsw i64 %20, %21
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %22
   %23 = load <8 x float>, ptr %arena4, align 4
-  %acc357 = load <8 x float>, ptr %conv2_bias_grad.acc357, align 32
-  %24 = call <8 x float> @llvm.fma.v8f32(<8 x float> <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>, <8 x float> %23, <8 x float> %acc357)
-  store <8 x float> %24, ptr %conv2_bias_grad.acc357, align 32
-  %i359.next = add nsw i64 %conv2_bias_grad.i3593, 1
-  %25 = icmp slt i64 %i359.next, 24
-  br i1 %25, label %conv2_bias_grad.i359, label %conv2_bias_grad.i359.end
+  %acc364 = load <8 x float>, ptr %conv2_bias_grad.acc364, align 32
+  %24 = call <8 x float> @llvm.fma.v8f32(<8 x float> <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>, <8 x float> %23, <8 x float> %acc364)
+  store <8 x float> %24, ptr %conv2_bias_grad.acc364, align 32
+  %i366.next = add nsw i64 %conv2_bias_grad.i3663, 1
+  %25 = icmp slt i64 %i366.next, 24
+  br i1 %25, label %conv2_bias_grad.i366, label %conv2_bias_grad.i366.end
 
-conv2_bias_grad.i359.end:                         ; preds = %conv2_bias_grad.i359
-  %26 = mul nsw i64 %conv2_bias_grad.img3582, 12544
+conv2_bias_grad.i366.end:                         ; preds = %conv2_bias_grad.i366
+  %26 = mul nsw i64 %conv2_bias_grad.img3652, 12544
   %27 = add nsw i64 1421968, %26
-  %28 = mul nsw i64 %conv2_bias_grad.f3561, 196
+  %28 = mul nsw i64 %conv2_bias_grad.f3631, 196
   %29 = add nsw i64 %27, %28
   %30 = add nsw i64 %29, 192
   %arena5 = getelementptr inbounds float, ptr %arena, i64 %30
   %31 = call <8 x float> @llvm.masked.load.v8f32.p0(ptr %arena5, i32 4, <8 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false>, <8 x float> zeroinitializer)
-  %acc3576 = load <8 x float>, ptr %conv2_bias_grad.acc357, align 32
-  %32 = call <8 x float> @llvm.fma.v8f32(<8 x float> <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>, <8 x float> %31, <8 x float> %acc3576)
-  store <8 x float> %32, ptr %conv2_bias_grad.acc357, align 32
-  %img358.next = add nsw i64 %conv2_bias_grad.img3582, 1
-  %33 = icmp slt i64 %img358.next, 64
-  br i1 %33, label %conv2_bias_grad.img358, label %conv2_bias_grad.img358.end
+  %acc3646 = load <8 x float>, ptr %conv2_bias_grad.acc364, align 32
+  %32 = call <8 x float> @llvm.fma.v8f32(<8 x float> <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>, <8 x float> %31, <8 x float> %acc3646)
+  store <8 x float> %32, ptr %conv2_bias_grad.acc364, align 32
+  %img365.next = add nsw i64 %conv2_bias_grad.img3652, 1
+  %33 = icmp slt i64 %img365.next, 64
+  br i1 %33, label %conv2_bias_grad.img365, label %conv2_bias_grad.img365.end
 }
 
 ; Function Attrs: nocallback nofree nosync nounwind willreturn memory(argmem: read)
 declare <8 x float> @llvm.masked.load.v8f32.p0(ptr nocapture, i32 immarg, <8 x i1>, <8 x float>) #3
 
 ; Function Attrs: noinline
-define internal void @simplecnn_train_b64.k20.pool1_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @simplecnn_train_b64.k20.pool1_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %pool1_grad.w455 = alloca <8 x float>, align 32
-  %pool1_grad.w454 = alloca <8 x float>, align 32
-  %pool1_grad.w453 = alloca <8 x float>, align 32
-  %pool1_grad.w452 = alloca <8 x float>, align 32
-  %pool1_grad.w451 = alloca <8 x float>, align 32
-  %pool1_grad.w450 = alloca <8 x float>, align 32
-  %pool1_grad.w449 = alloca <8 x float>, align 32
-  %pool1_grad.w448 = alloca <8 x float>, align 32
-  %pool1_grad.w447 = alloca <8 x float>, align 32
-  %pool1_grad.w446 = alloca <8 x float>, align 32
+  %pool1_grad.w469 = alloca <8 x float>, align 32
+  %pool1_grad.w468 = alloca <8 x float>, align 32
+  %pool1_grad.w467 = alloca <8 x float>, align 32
+  %pool1_grad.w466 = alloca <8 x float>, align 32
+  %pool1_grad.w465 = alloca <8 x float>, align 32
+  %pool1_grad.w464 = alloca <8 x float>, align 32
+  %pool1_grad.w463 = alloca <8 x float>, align 32
+  %pool1_grad.w462 = alloca <8 x float>, align 32
+  %pool1_grad.w461 = alloca <8 x float>, align 32
+  %pool1_grad.w460 = alloca <8 x float>, align 32
+  %pool1_grad.w459 = alloca <8 x float>, align 32
+  %pool1_grad.w458 = alloca <8 x float>, align 32
   %pool1_grad.w445 = alloca <8 x float>, align 32
   %pool1_grad.w444 = alloca <8 x float>, align 32
+  %pool1_grad.w443 = alloca <8 x float>, align 32
+  %pool1_grad.w442 = alloca <8 x float>, align 32
+  %pool1_grad.w441 = alloca <8 x float>, align 32
+  %pool1_grad.w440 = alloca <8 x float>, align 32
+  %pool1_grad.w439 = alloca <8 x float>, align 32
   %pool1_grad.w438 = alloca <8 x float>, align 32
   %pool1_grad.w437 = alloca <8 x float>, align 32
   %pool1_grad.w436 = alloca <8 x float>, align 32
@@ -8528,13 +9021,13 @@ entry:
   %pool1_grad.w416 = alloca <8 x float>, align 32
   %pool1_grad.w415 = alloca <8 x float>, align 32
   %pool1_grad.w414 = alloca <8 x float>, align 32
-  %pool1_grad.w413 = alloca <8 x float>, align 32
-  %pool1_grad.w412 = alloca <8 x float>, align 32
-  %pool1_grad.w411 = alloca <8 x float>, align 32
-  %pool1_grad.w410 = alloca <8 x float>, align 32
-  %pool1_grad.w409 = alloca <8 x float>, align 32
-  %pool1_grad.w408 = alloca <8 x float>, align 32
-  %pool1_grad.w407 = alloca <8 x float>, align 32
+  %pool1_grad.w403 = alloca float, align 4
+  %pool1_grad.w402 = alloca float, align 4
+  %pool1_grad.w401 = alloca float, align 4
+  %pool1_grad.w400 = alloca float, align 4
+  %pool1_grad.w399 = alloca float, align 4
+  %pool1_grad.w398 = alloca float, align 4
+  %pool1_grad.w397 = alloca float, align 4
   %pool1_grad.w396 = alloca float, align 4
   %pool1_grad.w395 = alloca float, align 4
   %pool1_grad.w394 = alloca float, align 4
@@ -8556,49 +9049,42 @@ entry:
   %pool1_grad.w378 = alloca float, align 4
   %pool1_grad.w377 = alloca float, align 4
   %pool1_grad.w376 = alloca float, align 4
-  %pool1_grad.w375 = alloca float, align 4
-  %pool1_grad.w374 = alloca float, align 4
-  %pool1_grad.w373 = alloca float, align 4
-  %pool1_grad.w372 = alloca float, align 4
-  %pool1_grad.w371 = alloca float, align 4
-  %pool1_grad.w370 = alloca float, align 4
-  %pool1_grad.w369 = alloca float, align 4
-  br label %pool1_grad.ci367
+  br label %pool1_grad.ci374
 
-pool1_grad.ci367:                                 ; preds = %pool1_grad.co368.end, %entry
-  %pool1_grad.ci3671 = phi i64 [ 0, %entry ], [ %ci367.next, %pool1_grad.co368.end ]
-  br label %pool1_grad.co368
+pool1_grad.ci374:                                 ; preds = %pool1_grad.co375.end, %entry
+  %pool1_grad.ci3741 = phi i64 [ 0, %entry ], [ %ci374.next, %pool1_grad.co375.end ]
+  br label %pool1_grad.co375
 
-pool1_grad.ci367.end:                             ; preds = %pool1_grad.co368.end
-  br label %pool1_grad.i397
+pool1_grad.ci374.end:                             ; preds = %pool1_grad.co375.end
+  br label %pool1_grad.i404
 
-pool1_grad.co368:                                 ; preds = %pool1_grad.co368, %pool1_grad.ci367
-  %pool1_grad.co3682 = phi i64 [ 0, %pool1_grad.ci367 ], [ %co368.next, %pool1_grad.co368 ]
-  %0 = mul nsw i64 %pool1_grad.ci3671, 32
-  %1 = add nsw i64 %0, %pool1_grad.co3682
+pool1_grad.co375:                                 ; preds = %pool1_grad.co375, %pool1_grad.ci374
+  %pool1_grad.co3752 = phi i64 [ 0, %pool1_grad.ci374 ], [ %co375.next, %pool1_grad.co375 ]
+  %0 = mul nsw i64 %pool1_grad.ci3741, 32
+  %1 = add nsw i64 %0, %pool1_grad.co3752
   %2 = mul nsw i64 %1, 9
   %3 = add nsw i64 320, %2
   %4 = add nsw i64 %3, 8
   %params3 = getelementptr inbounds float, ptr %params, i64 %4
   %5 = load float, ptr %params3, align 4
-  store float %5, ptr %pool1_grad.w369, align 4
-  %6 = mul nsw i64 %pool1_grad.ci3671, 32
-  %7 = add nsw i64 %6, %pool1_grad.co3682
+  store float %5, ptr %pool1_grad.w376, align 4
+  %6 = mul nsw i64 %pool1_grad.ci3741, 32
+  %7 = add nsw i64 %6, %pool1_grad.co3752
   %8 = mul nsw i64 %7, 9
   %9 = add nsw i64 320, %8
   %10 = add nsw i64 %9, 8
   %params4 = getelementptr inbounds float, ptr %params, i64 %10
   %11 = load float, ptr %params4, align 4
-  %12 = mul nsw i64 %pool1_grad.ci3671, 32
-  %13 = add nsw i64 %12, %pool1_grad.co3682
+  %12 = mul nsw i64 %pool1_grad.ci3741, 32
+  %13 = add nsw i64 %12, %pool1_grad.co3752
   %14 = mul nsw i64 %13, 9
   %15 = add nsw i64 320, %14
   %16 = add nsw i64 %15, 5
   %params5 = getelementptr inbounds float, ptr %params, i64 %16
   %17 = load float, ptr %params5, align 4
   %18 = fadd float %11, %17
-  %19 = mul nsw i64 %pool1_grad.ci3671, 32
-  %20 = add nsw i64 %19, %pool1_grad.co3682
+  %19 = mul nsw i64 %pool1_grad.ci3741, 32
+  %20 = add nsw i64 %19, %pool1_grad.co3752
   %21 = mul nsw i64 %20, 9
   %22 = add nsw i64 320, %21
   %23 = add nsw i64 %22, 2
@@ -8606,24 +9092,24 @@ pool1_grad.co368:                                 ; preds = %pool1_grad.co368, %
   %24 = load float, ptr %params6, align 4
   %25 = fadd float %18, %24
   %26 = fmul float %25, 5.000000e-01
-  store float %26, ptr %pool1_grad.w370, align 4
-  %27 = mul nsw i64 %pool1_grad.ci3671, 32
-  %28 = add nsw i64 %27, %pool1_grad.co3682
+  store float %26, ptr %pool1_grad.w377, align 4
+  %27 = mul nsw i64 %pool1_grad.ci3741, 32
+  %28 = add nsw i64 %27, %pool1_grad.co3752
   %29 = mul nsw i64 %28, 9
   %30 = add nsw i64 320, %29
   %31 = add nsw i64 %30, 8
   %params7 = getelementptr inbounds float, ptr %params, i64 %31
   %32 = load float, ptr %params7, align 4
-  %33 = mul nsw i64 %pool1_grad.ci3671, 32
-  %34 = add nsw i64 %33, %pool1_grad.co3682
+  %33 = mul nsw i64 %pool1_grad.ci3741, 32
+  %34 = add nsw i64 %33, %pool1_grad.co3752
   %35 = mul nsw i64 %34, 9
   %36 = add nsw i64 320, %35
   %37 = add nsw i64 %36, 2
   %params8 = getelementptr inbounds float, ptr %params, i64 %37
   %38 = load float, ptr %params8, align 4
   %39 = fadd float %32, %38
-  %40 = mul nsw i64 %pool1_grad.ci3671, 32
-  %41 = add nsw i64 %40, %pool1_grad.co3682
+  %40 = mul nsw i64 %pool1_grad.ci3741, 32
+  %41 = add nsw i64 %40, %pool1_grad.co3752
   %42 = mul nsw i64 %41, 9
   %43 = add nsw i64 320, %42
   %44 = add nsw i64 %43, 5
@@ -8631,40 +9117,40 @@ pool1_grad.co368:                                 ; preds = %pool1_grad.co368, %
   %45 = load float, ptr %params9, align 4
   %46 = fsub float %39, %45
   %47 = fmul float %46, 5.000000e-01
-  store float %47, ptr %pool1_grad.w371, align 4
-  %48 = mul nsw i64 %pool1_grad.ci3671, 32
-  %49 = add nsw i64 %48, %pool1_grad.co3682
+  store float %47, ptr %pool1_grad.w378, align 4
+  %48 = mul nsw i64 %pool1_grad.ci3741, 32
+  %49 = add nsw i64 %48, %pool1_grad.co3752
   %50 = mul nsw i64 %49, 9
   %51 = add nsw i64 320, %50
   %52 = add nsw i64 %51, 2
   %params10 = getelementptr inbounds float, ptr %params, i64 %52
   %53 = load float, ptr %params10, align 4
-  store float %53, ptr %pool1_grad.w372, align 4
-  %54 = mul nsw i64 %pool1_grad.ci3671, 32
-  %55 = add nsw i64 %54, %pool1_grad.co3682
+  store float %53, ptr %pool1_grad.w379, align 4
+  %54 = mul nsw i64 %pool1_grad.ci3741, 32
+  %55 = add nsw i64 %54, %pool1_grad.co3752
   %56 = mul nsw i64 %55, 9
   %57 = add nsw i64 320, %56
   %58 = add nsw i64 %57, 7
   %params11 = getelementptr inbounds float, ptr %params, i64 %58
   %59 = load float, ptr %params11, align 4
-  store float %59, ptr %pool1_grad.w373, align 4
-  %60 = mul nsw i64 %pool1_grad.ci3671, 32
-  %61 = add nsw i64 %60, %pool1_grad.co3682
+  store float %59, ptr %pool1_grad.w380, align 4
+  %60 = mul nsw i64 %pool1_grad.ci3741, 32
+  %61 = add nsw i64 %60, %pool1_grad.co3752
   %62 = mul nsw i64 %61, 9
   %63 = add nsw i64 320, %62
   %64 = add nsw i64 %63, 7
   %params12 = getelementptr inbounds float, ptr %params, i64 %64
   %65 = load float, ptr %params12, align 4
-  %66 = mul nsw i64 %pool1_grad.ci3671, 32
-  %67 = add nsw i64 %66, %pool1_grad.co3682
+  %66 = mul nsw i64 %pool1_grad.ci3741, 32
+  %67 = add nsw i64 %66, %pool1_grad.co3752
   %68 = mul nsw i64 %67, 9
   %69 = add nsw i64 320, %68
   %70 = add nsw i64 %69, 4
   %params13 = getelementptr inbounds float, ptr %params, i64 %70
   %71 = load float, ptr %params13, align 4
   %72 = fadd float %65, %71
-  %73 = mul nsw i64 %pool1_grad.ci3671, 32
-  %74 = add nsw i64 %73, %pool1_grad.co3682
+  %73 = mul nsw i64 %pool1_grad.ci3741, 32
+  %74 = add nsw i64 %73, %pool1_grad.co3752
   %75 = mul nsw i64 %74, 9
   %76 = add nsw i64 320, %75
   %77 = add nsw i64 %76, 1
@@ -8672,24 +9158,24 @@ pool1_grad.co368:                                 ; preds = %pool1_grad.co368, %
   %78 = load float, ptr %params14, align 4
   %79 = fadd float %72, %78
   %80 = fmul float %79, 5.000000e-01
-  store float %80, ptr %pool1_grad.w374, align 4
-  %81 = mul nsw i64 %pool1_grad.ci3671, 32
-  %82 = add nsw i64 %81, %pool1_grad.co3682
+  store float %80, ptr %pool1_grad.w381, align 4
+  %81 = mul nsw i64 %pool1_grad.ci3741, 32
+  %82 = add nsw i64 %81, %pool1_grad.co3752
   %83 = mul nsw i64 %82, 9
   %84 = add nsw i64 320, %83
   %85 = add nsw i64 %84, 7
   %params15 = getelementptr inbounds float, ptr %params, i64 %85
   %86 = load float, ptr %params15, align 4
-  %87 = mul nsw i64 %pool1_grad.ci3671, 32
-  %88 = add nsw i64 %87, %pool1_grad.co3682
+  %87 = mul nsw i64 %pool1_grad.ci3741, 32
+  %88 = add nsw i64 %87, %pool1_grad.co3752
   %89 = mul nsw i64 %88, 9
   %90 = add nsw i64 320, %89
   %91 = add nsw i64 %90, 1
   %params16 = getelementptr inbounds float, ptr %params, i64 %91
   %92 = load float, ptr %params16, align 4
   %93 = fadd float %86, %92
-  %94 = mul nsw i64 %pool1_grad.ci3671, 32
-  %95 = add nsw i64 %94, %pool1_grad.co3682
+  %94 = mul nsw i64 %pool1_grad.ci3741, 32
+  %95 = add nsw i64 %94, %pool1_grad.co3752
   %96 = mul nsw i64 %95, 9
   %97 = add nsw i64 320, %96
   %98 = add nsw i64 %97, 4
@@ -8697,63 +9183,63 @@ pool1_grad.co368:                                 ; preds = %pool1_grad.co368, %
   %99 = load float, ptr %params17, align 4
   %100 = fsub float %93, %99
   %101 = fmul float %100, 5.000000e-01
-  store float %101, ptr %pool1_grad.w375, align 4
-  %102 = mul nsw i64 %pool1_grad.ci3671, 32
-  %103 = add nsw i64 %102, %pool1_grad.co3682
+  store float %101, ptr %pool1_grad.w382, align 4
+  %102 = mul nsw i64 %pool1_grad.ci3741, 32
+  %103 = add nsw i64 %102, %pool1_grad.co3752
   %104 = mul nsw i64 %103, 9
   %105 = add nsw i64 320, %104
   %106 = add nsw i64 %105, 1
   %params18 = getelementptr inbounds float, ptr %params, i64 %106
   %107 = load float, ptr %params18, align 4
-  store float %107, ptr %pool1_grad.w376, align 4
-  %108 = mul nsw i64 %pool1_grad.ci3671, 32
-  %109 = add nsw i64 %108, %pool1_grad.co3682
+  store float %107, ptr %pool1_grad.w383, align 4
+  %108 = mul nsw i64 %pool1_grad.ci3741, 32
+  %109 = add nsw i64 %108, %pool1_grad.co3752
   %110 = mul nsw i64 %109, 9
   %111 = add nsw i64 320, %110
   %112 = add nsw i64 %111, 6
   %params19 = getelementptr inbounds float, ptr %params, i64 %112
   %113 = load float, ptr %params19, align 4
-  store float %113, ptr %pool1_grad.w377, align 4
-  %114 = mul nsw i64 %pool1_grad.ci3671, 32
-  %115 = add nsw i64 %114, %pool1_grad.co3682
+  store float %113, ptr %pool1_grad.w384, align 4
+  %114 = mul nsw i64 %pool1_grad.ci3741, 32
+  %115 = add nsw i64 %114, %pool1_grad.co3752
   %116 = mul nsw i64 %115, 9
   %117 = add nsw i64 320, %116
   %118 = add nsw i64 %117, 6
   %params20 = getelementptr inbounds float, ptr %params, i64 %118
   %119 = load float, ptr %params20, align 4
-  %120 = mul nsw i64 %pool1_grad.ci3671, 32
-  %121 = add nsw i64 %120, %pool1_grad.co3682
+  %120 = mul nsw i64 %pool1_grad.ci3741, 32
+  %121 = add nsw i64 %120, %pool1_grad.co3752
   %122 = mul nsw i64 %121, 9
   %123 = add nsw i64 320, %122
   %124 = add nsw i64 %123, 3
   %params21 = getelementptr inbounds float, ptr %params, i64 %124
   %125 = load float, ptr %params21, align 4
   %126 = fadd float %119, %125
-  %127 = mul nsw i64 %pool1_grad.ci3671, 32
-  %128 = add nsw i64 %127, %pool1_grad.co3682
+  %127 = mul nsw i64 %pool1_grad.ci3741, 32
+  %128 = add nsw i64 %127, %pool1_grad.co3752
   %129 = mul nsw i64 %128, 9
   %130 = add nsw i64 320, %129
   %params22 = getelementptr inbounds float, ptr %params, i64 %130
   %131 = load float, ptr %params22, align 4
   %132 = fadd float %126, %131
   %133 = fmul float %132, 5.000000e-01
-  store float %133, ptr %pool1_grad.w378, align 4
-  %134 = mul nsw i64 %pool1_grad.ci3671, 32
-  %135 = add nsw i64 %134, %pool1_grad.co3682
+  store float %133, ptr %pool1_grad.w385, align 4
+  %134 = mul nsw i64 %pool1_grad.ci3741, 32
+  %135 = add nsw i64 %134, %pool1_grad.co3752
   %136 = mul nsw i64 %135, 9
   %137 = add nsw i64 320, %136
   %138 = add nsw i64 %137, 6
   %params23 = getelementptr inbounds float, ptr %params, i64 %138
   %139 = load float, ptr %params23, align 4
-  %140 = mul nsw i64 %pool1_grad.ci3671, 32
-  %141 = add nsw i64 %140, %pool1_grad.co3682
+  %140 = mul nsw i64 %pool1_grad.ci3741, 32
+  %141 = add nsw i64 %140, %pool1_grad.co3752
   %142 = mul nsw i64 %141, 9
   %143 = add nsw i64 320, %142
   %params24 = getelementptr inbounds float, ptr %params, i64 %143
   %144 = load float, ptr %params24, align 4
   %145 = fadd float %139, %144
-  %146 = mul nsw i64 %pool1_grad.ci3671, 32
-  %147 = add nsw i64 %146, %pool1_grad.co3682
+  %146 = mul nsw i64 %pool1_grad.ci3741, 32
+  %147 = add nsw i64 %146, %pool1_grad.co3752
   %148 = mul nsw i64 %147, 9
   %149 = add nsw i64 320, %148
   %150 = add nsw i64 %149, 3
@@ -8761,1498 +9247,1984 @@ pool1_grad.co368:                                 ; preds = %pool1_grad.co368, %
   %151 = load float, ptr %params25, align 4
   %152 = fsub float %145, %151
   %153 = fmul float %152, 5.000000e-01
-  store float %153, ptr %pool1_grad.w379, align 4
-  %154 = mul nsw i64 %pool1_grad.ci3671, 32
-  %155 = add nsw i64 %154, %pool1_grad.co3682
+  store float %153, ptr %pool1_grad.w386, align 4
+  %154 = mul nsw i64 %pool1_grad.ci3741, 32
+  %155 = add nsw i64 %154, %pool1_grad.co3752
   %156 = mul nsw i64 %155, 9
   %157 = add nsw i64 320, %156
   %params26 = getelementptr inbounds float, ptr %params, i64 %157
   %158 = load float, ptr %params26, align 4
-  store float %158, ptr %pool1_grad.w380, align 4
-  %w369 = load float, ptr %pool1_grad.w369, align 4
-  store float %w369, ptr %pool1_grad.w381, align 4
-  %w36927 = load float, ptr %pool1_grad.w369, align 4
-  %w373 = load float, ptr %pool1_grad.w373, align 4
-  %159 = fadd float %w36927, %w373
-  %w377 = load float, ptr %pool1_grad.w377, align 4
-  %160 = fadd float %159, %w377
-  %161 = fmul float %160, 5.000000e-01
-  store float %161, ptr %pool1_grad.w382, align 4
-  %w36928 = load float, ptr %pool1_grad.w369, align 4
-  %w37729 = load float, ptr %pool1_grad.w377, align 4
-  %162 = fadd float %w36928, %w37729
-  %w37330 = load float, ptr %pool1_grad.w373, align 4
-  %163 = fsub float %162, %w37330
-  %164 = fmul float %163, 5.000000e-01
-  store float %164, ptr %pool1_grad.w383, align 4
-  %w37731 = load float, ptr %pool1_grad.w377, align 4
-  store float %w37731, ptr %pool1_grad.w384, align 4
-  %w370 = load float, ptr %pool1_grad.w370, align 4
-  store float %w370, ptr %pool1_grad.w385, align 4
-  %w37032 = load float, ptr %pool1_grad.w370, align 4
-  %w374 = load float, ptr %pool1_grad.w374, align 4
-  %165 = fadd float %w37032, %w374
-  %w378 = load float, ptr %pool1_grad.w378, align 4
-  %166 = fadd float %165, %w378
-  %167 = fmul float %166, 5.000000e-01
-  store float %167, ptr %pool1_grad.w386, align 4
-  %w37033 = load float, ptr %pool1_grad.w370, align 4
-  %w37834 = load float, ptr %pool1_grad.w378, align 4
-  %168 = fadd float %w37033, %w37834
-  %w37435 = load float, ptr %pool1_grad.w374, align 4
-  %169 = fsub float %168, %w37435
-  %170 = fmul float %169, 5.000000e-01
-  store float %170, ptr %pool1_grad.w387, align 4
-  %w37836 = load float, ptr %pool1_grad.w378, align 4
-  store float %w37836, ptr %pool1_grad.w388, align 4
-  %w371 = load float, ptr %pool1_grad.w371, align 4
-  store float %w371, ptr %pool1_grad.w389, align 4
-  %w37137 = load float, ptr %pool1_grad.w371, align 4
-  %w375 = load float, ptr %pool1_grad.w375, align 4
-  %171 = fadd float %w37137, %w375
-  %w379 = load float, ptr %pool1_grad.w379, align 4
-  %172 = fadd float %171, %w379
-  %173 = fmul float %172, 5.000000e-01
-  store float %173, ptr %pool1_grad.w390, align 4
-  %w37138 = load float, ptr %pool1_grad.w371, align 4
-  %w37939 = load float, ptr %pool1_grad.w379, align 4
-  %174 = fadd float %w37138, %w37939
-  %w37540 = load float, ptr %pool1_grad.w375, align 4
-  %175 = fsub float %174, %w37540
-  %176 = fmul float %175, 5.000000e-01
-  store float %176, ptr %pool1_grad.w391, align 4
-  %w37941 = load float, ptr %pool1_grad.w379, align 4
-  store float %w37941, ptr %pool1_grad.w392, align 4
-  %w372 = load float, ptr %pool1_grad.w372, align 4
-  store float %w372, ptr %pool1_grad.w393, align 4
-  %w37242 = load float, ptr %pool1_grad.w372, align 4
+  store float %158, ptr %pool1_grad.w387, align 4
   %w376 = load float, ptr %pool1_grad.w376, align 4
-  %177 = fadd float %w37242, %w376
+  store float %w376, ptr %pool1_grad.w388, align 4
+  %w37627 = load float, ptr %pool1_grad.w376, align 4
   %w380 = load float, ptr %pool1_grad.w380, align 4
-  %178 = fadd float %177, %w380
-  %179 = fmul float %178, 5.000000e-01
-  store float %179, ptr %pool1_grad.w394, align 4
-  %w37243 = load float, ptr %pool1_grad.w372, align 4
-  %w38044 = load float, ptr %pool1_grad.w380, align 4
-  %180 = fadd float %w37243, %w38044
-  %w37645 = load float, ptr %pool1_grad.w376, align 4
-  %181 = fsub float %180, %w37645
-  %182 = fmul float %181, 5.000000e-01
-  store float %182, ptr %pool1_grad.w395, align 4
-  %w38046 = load float, ptr %pool1_grad.w380, align 4
-  store float %w38046, ptr %pool1_grad.w396, align 4
-  %w381 = load float, ptr %pool1_grad.w381, align 4
-  %183 = mul nsw i64 %pool1_grad.ci3671, 32
-  %184 = add nsw i64 1221264, %183
-  %185 = add nsw i64 %184, %pool1_grad.co3682
-  %arena47 = getelementptr inbounds float, ptr %arena, i64 %185
-  store float %w381, ptr %arena47, align 4
-  %w382 = load float, ptr %pool1_grad.w382, align 4
-  %186 = mul nsw i64 %pool1_grad.ci3671, 32
-  %187 = add nsw i64 1223312, %186
-  %188 = add nsw i64 %187, %pool1_grad.co3682
-  %arena48 = getelementptr inbounds float, ptr %arena, i64 %188
-  store float %w382, ptr %arena48, align 4
-  %w383 = load float, ptr %pool1_grad.w383, align 4
-  %189 = mul nsw i64 %pool1_grad.ci3671, 32
-  %190 = add nsw i64 1225360, %189
-  %191 = add nsw i64 %190, %pool1_grad.co3682
-  %arena49 = getelementptr inbounds float, ptr %arena, i64 %191
-  store float %w383, ptr %arena49, align 4
+  %159 = fadd float %w37627, %w380
   %w384 = load float, ptr %pool1_grad.w384, align 4
-  %192 = mul nsw i64 %pool1_grad.ci3671, 32
-  %193 = add nsw i64 1227408, %192
-  %194 = add nsw i64 %193, %pool1_grad.co3682
-  %arena50 = getelementptr inbounds float, ptr %arena, i64 %194
-  store float %w384, ptr %arena50, align 4
+  %160 = fadd float %159, %w384
+  %161 = fmul float %160, 5.000000e-01
+  store float %161, ptr %pool1_grad.w389, align 4
+  %w37628 = load float, ptr %pool1_grad.w376, align 4
+  %w38429 = load float, ptr %pool1_grad.w384, align 4
+  %162 = fadd float %w37628, %w38429
+  %w38030 = load float, ptr %pool1_grad.w380, align 4
+  %163 = fsub float %162, %w38030
+  %164 = fmul float %163, 5.000000e-01
+  store float %164, ptr %pool1_grad.w390, align 4
+  %w38431 = load float, ptr %pool1_grad.w384, align 4
+  store float %w38431, ptr %pool1_grad.w391, align 4
+  %w377 = load float, ptr %pool1_grad.w377, align 4
+  store float %w377, ptr %pool1_grad.w392, align 4
+  %w37732 = load float, ptr %pool1_grad.w377, align 4
+  %w381 = load float, ptr %pool1_grad.w381, align 4
+  %165 = fadd float %w37732, %w381
   %w385 = load float, ptr %pool1_grad.w385, align 4
-  %195 = mul nsw i64 %pool1_grad.ci3671, 32
-  %196 = add nsw i64 1229456, %195
-  %197 = add nsw i64 %196, %pool1_grad.co3682
-  %arena51 = getelementptr inbounds float, ptr %arena, i64 %197
-  store float %w385, ptr %arena51, align 4
+  %166 = fadd float %165, %w385
+  %167 = fmul float %166, 5.000000e-01
+  store float %167, ptr %pool1_grad.w393, align 4
+  %w37733 = load float, ptr %pool1_grad.w377, align 4
+  %w38534 = load float, ptr %pool1_grad.w385, align 4
+  %168 = fadd float %w37733, %w38534
+  %w38135 = load float, ptr %pool1_grad.w381, align 4
+  %169 = fsub float %168, %w38135
+  %170 = fmul float %169, 5.000000e-01
+  store float %170, ptr %pool1_grad.w394, align 4
+  %w38536 = load float, ptr %pool1_grad.w385, align 4
+  store float %w38536, ptr %pool1_grad.w395, align 4
+  %w378 = load float, ptr %pool1_grad.w378, align 4
+  store float %w378, ptr %pool1_grad.w396, align 4
+  %w37837 = load float, ptr %pool1_grad.w378, align 4
+  %w382 = load float, ptr %pool1_grad.w382, align 4
+  %171 = fadd float %w37837, %w382
   %w386 = load float, ptr %pool1_grad.w386, align 4
-  %198 = mul nsw i64 %pool1_grad.ci3671, 32
-  %199 = add nsw i64 1231504, %198
-  %200 = add nsw i64 %199, %pool1_grad.co3682
-  %arena52 = getelementptr inbounds float, ptr %arena, i64 %200
-  store float %w386, ptr %arena52, align 4
+  %172 = fadd float %171, %w386
+  %173 = fmul float %172, 5.000000e-01
+  store float %173, ptr %pool1_grad.w397, align 4
+  %w37838 = load float, ptr %pool1_grad.w378, align 4
+  %w38639 = load float, ptr %pool1_grad.w386, align 4
+  %174 = fadd float %w37838, %w38639
+  %w38240 = load float, ptr %pool1_grad.w382, align 4
+  %175 = fsub float %174, %w38240
+  %176 = fmul float %175, 5.000000e-01
+  store float %176, ptr %pool1_grad.w398, align 4
+  %w38641 = load float, ptr %pool1_grad.w386, align 4
+  store float %w38641, ptr %pool1_grad.w399, align 4
+  %w379 = load float, ptr %pool1_grad.w379, align 4
+  store float %w379, ptr %pool1_grad.w400, align 4
+  %w37942 = load float, ptr %pool1_grad.w379, align 4
+  %w383 = load float, ptr %pool1_grad.w383, align 4
+  %177 = fadd float %w37942, %w383
   %w387 = load float, ptr %pool1_grad.w387, align 4
-  %201 = mul nsw i64 %pool1_grad.ci3671, 32
-  %202 = add nsw i64 1233552, %201
-  %203 = add nsw i64 %202, %pool1_grad.co3682
-  %arena53 = getelementptr inbounds float, ptr %arena, i64 %203
-  store float %w387, ptr %arena53, align 4
+  %178 = fadd float %177, %w387
+  %179 = fmul float %178, 5.000000e-01
+  store float %179, ptr %pool1_grad.w401, align 4
+  %w37943 = load float, ptr %pool1_grad.w379, align 4
+  %w38744 = load float, ptr %pool1_grad.w387, align 4
+  %180 = fadd float %w37943, %w38744
+  %w38345 = load float, ptr %pool1_grad.w383, align 4
+  %181 = fsub float %180, %w38345
+  %182 = fmul float %181, 5.000000e-01
+  store float %182, ptr %pool1_grad.w402, align 4
+  %w38746 = load float, ptr %pool1_grad.w387, align 4
+  store float %w38746, ptr %pool1_grad.w403, align 4
   %w388 = load float, ptr %pool1_grad.w388, align 4
-  %204 = mul nsw i64 %pool1_grad.ci3671, 32
-  %205 = add nsw i64 1235600, %204
-  %206 = add nsw i64 %205, %pool1_grad.co3682
-  %arena54 = getelementptr inbounds float, ptr %arena, i64 %206
-  store float %w388, ptr %arena54, align 4
+  %183 = mul nsw i64 %pool1_grad.ci3741, 32
+  %184 = add nsw i64 1221264, %183
+  %185 = add nsw i64 %184, %pool1_grad.co3752
+  %arena47 = getelementptr inbounds float, ptr %arena, i64 %185
+  store float %w388, ptr %arena47, align 4
   %w389 = load float, ptr %pool1_grad.w389, align 4
-  %207 = mul nsw i64 %pool1_grad.ci3671, 32
-  %208 = add nsw i64 1237648, %207
-  %209 = add nsw i64 %208, %pool1_grad.co3682
-  %arena55 = getelementptr inbounds float, ptr %arena, i64 %209
-  store float %w389, ptr %arena55, align 4
+  %186 = mul nsw i64 %pool1_grad.ci3741, 32
+  %187 = add nsw i64 1223312, %186
+  %188 = add nsw i64 %187, %pool1_grad.co3752
+  %arena48 = getelementptr inbounds float, ptr %arena, i64 %188
+  store float %w389, ptr %arena48, align 4
   %w390 = load float, ptr %pool1_grad.w390, align 4
-  %210 = mul nsw i64 %pool1_grad.ci3671, 32
-  %211 = add nsw i64 1239696, %210
-  %212 = add nsw i64 %211, %pool1_grad.co3682
-  %arena56 = getelementptr inbounds float, ptr %arena, i64 %212
-  store float %w390, ptr %arena56, align 4
+  %189 = mul nsw i64 %pool1_grad.ci3741, 32
+  %190 = add nsw i64 1225360, %189
+  %191 = add nsw i64 %190, %pool1_grad.co3752
+  %arena49 = getelementptr inbounds float, ptr %arena, i64 %191
+  store float %w390, ptr %arena49, align 4
   %w391 = load float, ptr %pool1_grad.w391, align 4
-  %213 = mul nsw i64 %pool1_grad.ci3671, 32
-  %214 = add nsw i64 1241744, %213
-  %215 = add nsw i64 %214, %pool1_grad.co3682
-  %arena57 = getelementptr inbounds float, ptr %arena, i64 %215
-  store float %w391, ptr %arena57, align 4
+  %192 = mul nsw i64 %pool1_grad.ci3741, 32
+  %193 = add nsw i64 1227408, %192
+  %194 = add nsw i64 %193, %pool1_grad.co3752
+  %arena50 = getelementptr inbounds float, ptr %arena, i64 %194
+  store float %w391, ptr %arena50, align 4
   %w392 = load float, ptr %pool1_grad.w392, align 4
-  %216 = mul nsw i64 %pool1_grad.ci3671, 32
-  %217 = add nsw i64 1243792, %216
-  %218 = add nsw i64 %217, %pool1_grad.co3682
-  %arena58 = getelementptr inbounds float, ptr %arena, i64 %218
-  store float %w392, ptr %arena58, align 4
+  %195 = mul nsw i64 %pool1_grad.ci3741, 32
+  %196 = add nsw i64 1229456, %195
+  %197 = add nsw i64 %196, %pool1_grad.co3752
+  %arena51 = getelementptr inbounds float, ptr %arena, i64 %197
+  store float %w392, ptr %arena51, align 4
   %w393 = load float, ptr %pool1_grad.w393, align 4
-  %219 = mul nsw i64 %pool1_grad.ci3671, 32
-  %220 = add nsw i64 1245840, %219
-  %221 = add nsw i64 %220, %pool1_grad.co3682
-  %arena59 = getelementptr inbounds float, ptr %arena, i64 %221
-  store float %w393, ptr %arena59, align 4
+  %198 = mul nsw i64 %pool1_grad.ci3741, 32
+  %199 = add nsw i64 1231504, %198
+  %200 = add nsw i64 %199, %pool1_grad.co3752
+  %arena52 = getelementptr inbounds float, ptr %arena, i64 %200
+  store float %w393, ptr %arena52, align 4
   %w394 = load float, ptr %pool1_grad.w394, align 4
-  %222 = mul nsw i64 %pool1_grad.ci3671, 32
-  %223 = add nsw i64 1247888, %222
-  %224 = add nsw i64 %223, %pool1_grad.co3682
-  %arena60 = getelementptr inbounds float, ptr %arena, i64 %224
-  store float %w394, ptr %arena60, align 4
+  %201 = mul nsw i64 %pool1_grad.ci3741, 32
+  %202 = add nsw i64 1233552, %201
+  %203 = add nsw i64 %202, %pool1_grad.co3752
+  %arena53 = getelementptr inbounds float, ptr %arena, i64 %203
+  store float %w394, ptr %arena53, align 4
   %w395 = load float, ptr %pool1_grad.w395, align 4
-  %225 = mul nsw i64 %pool1_grad.ci3671, 32
-  %226 = add nsw i64 1249936, %225
-  %227 = add nsw i64 %226, %pool1_grad.co3682
-  %arena61 = getelementptr inbounds float, ptr %arena, i64 %227
-  store float %w395, ptr %arena61, align 4
+  %204 = mul nsw i64 %pool1_grad.ci3741, 32
+  %205 = add nsw i64 1235600, %204
+  %206 = add nsw i64 %205, %pool1_grad.co3752
+  %arena54 = getelementptr inbounds float, ptr %arena, i64 %206
+  store float %w395, ptr %arena54, align 4
   %w396 = load float, ptr %pool1_grad.w396, align 4
-  %228 = mul nsw i64 %pool1_grad.ci3671, 32
+  %207 = mul nsw i64 %pool1_grad.ci3741, 32
+  %208 = add nsw i64 1237648, %207
+  %209 = add nsw i64 %208, %pool1_grad.co3752
+  %arena55 = getelementptr inbounds float, ptr %arena, i64 %209
+  store float %w396, ptr %arena55, align 4
+  %w397 = load float, ptr %pool1_grad.w397, align 4
+  %210 = mul nsw i64 %pool1_grad.ci3741, 32
+  %211 = add nsw i64 1239696, %210
+  %212 = add nsw i64 %211, %pool1_grad.co3752
+  %arena56 = getelementptr inbounds float, ptr %arena, i64 %212
+  store float %w397, ptr %arena56, align 4
+  %w398 = load float, ptr %pool1_grad.w398, align 4
+  %213 = mul nsw i64 %pool1_grad.ci3741, 32
+  %214 = add nsw i64 1241744, %213
+  %215 = add nsw i64 %214, %pool1_grad.co3752
+  %arena57 = getelementptr inbounds float, ptr %arena, i64 %215
+  store float %w398, ptr %arena57, align 4
+  %w399 = load float, ptr %pool1_grad.w399, align 4
+  %216 = mul nsw i64 %pool1_grad.ci3741, 32
+  %217 = add nsw i64 1243792, %216
+  %218 = add nsw i64 %217, %pool1_grad.co3752
+  %arena58 = getelementptr inbounds float, ptr %arena, i64 %218
+  store float %w399, ptr %arena58, align 4
+  %w400 = load float, ptr %pool1_grad.w400, align 4
+  %219 = mul nsw i64 %pool1_grad.ci3741, 32
+  %220 = add nsw i64 1245840, %219
+  %221 = add nsw i64 %220, %pool1_grad.co3752
+  %arena59 = getelementptr inbounds float, ptr %arena, i64 %221
+  store float %w400, ptr %arena59, align 4
+  %w401 = load float, ptr %pool1_grad.w401, align 4
+  %222 = mul nsw i64 %pool1_grad.ci3741, 32
+  %223 = add nsw i64 1247888, %222
+  %224 = add nsw i64 %223, %pool1_grad.co3752
+  %arena60 = getelementptr inbounds float, ptr %arena, i64 %224
+  store float %w401, ptr %arena60, align 4
+  %w402 = load float, ptr %pool1_grad.w402, align 4
+  %225 = mul nsw i64 %pool1_grad.ci3741, 32
+  %226 = add nsw i64 1249936, %225
+  %227 = add nsw i64 %226, %pool1_grad.co3752
+  %arena61 = getelementptr inbounds float, ptr %arena, i64 %227
+  store float %w402, ptr %arena61, align 4
+  %w403 = load float, ptr %pool1_grad.w403, align 4
+  %228 = mul nsw i64 %pool1_grad.ci3741, 32
   %229 = add nsw i64 1251984, %228
-  %230 = add nsw i64 %229, %pool1_grad.co3682
+  %230 = add nsw i64 %229, %pool1_grad.co3752
   %arena62 = getelementptr inbounds float, ptr %arena, i64 %230
-  store float %w396, ptr %arena62, align 4
-  %co368.next = add nsw i64 %pool1_grad.co3682, 1
-  %231 = icmp slt i64 %co368.next, 32
-  br i1 %231, label %pool1_grad.co368, label %pool1_grad.co368.end
+  store float %w403, ptr %arena62, align 4
+  %co375.next = add nsw i64 %pool1_grad.co3752, 1
+  %231 = icmp slt i64 %co375.next, 32
+  br i1 %231, label %pool1_grad.co375, label %pool1_grad.co375.end
 
-pool1_grad.co368.end:                             ; preds = %pool1_grad.co368
-  %ci367.next = add nsw i64 %pool1_grad.ci3671, 1
-  %232 = icmp slt i64 %ci367.next, 64
-  br i1 %232, label %pool1_grad.ci367, label %pool1_grad.ci367.end
+pool1_grad.co375.end:                             ; preds = %pool1_grad.co375
+  %ci374.next = add nsw i64 %pool1_grad.ci3741, 1
+  %232 = icmp slt i64 %ci374.next, 64
+  br i1 %232, label %pool1_grad.ci374, label %pool1_grad.ci374.end
 
-pool1_grad.i397:                                  ; preds = %pool1_grad.i397, %pool1_grad.ci367.end
-  %pool1_grad.i39763 = phi i64 [ 0, %pool1_grad.ci367.end ], [ %i397.next, %pool1_grad.i397 ]
-  %233 = add nsw i64 1254032, %pool1_grad.i39763
+pool1_grad.i404:                                  ; preds = %pool1_grad.i404, %pool1_grad.ci374.end
+  %pool1_grad.i40463 = phi i64 [ 0, %pool1_grad.ci374.end ], [ %i404.next, %pool1_grad.i404 ]
+  %233 = add nsw i64 1254032, %pool1_grad.i40463
   %arena64 = getelementptr inbounds float, ptr %arena, i64 %233
   store float 0.000000e+00, ptr %arena64, align 4
-  %i397.next = add nsw i64 %pool1_grad.i39763, 1
-  %234 = icmp slt i64 %i397.next, 16384
-  br i1 %234, label %pool1_grad.i397, label %pool1_grad.i397.end
+  %i404.next = add nsw i64 %pool1_grad.i40463, 1
+  %234 = icmp slt i64 %i404.next, 16384
+  br i1 %234, label %pool1_grad.i404, label %pool1_grad.i404.end
 
-pool1_grad.i397.end:                              ; preds = %pool1_grad.i397
-  br label %pool1_grad.g398
+pool1_grad.i404.end:                              ; preds = %pool1_grad.i404
+  br label %pool1_grad.g405
 
-pool1_grad.g398:                                  ; preds = %pool1_grad.j456.end, %pool1_grad.i397.end
-  %pool1_grad.g39865 = phi i64 [ 0, %pool1_grad.i397.end ], [ %g398.next, %pool1_grad.j456.end ]
-  br label %pool1_grad.j399
+pool1_grad.g405:                                  ; preds = %pool1_grad.j470.end, %pool1_grad.i404.end
+  %pool1_grad.g40565 = phi i64 [ 0, %pool1_grad.i404.end ], [ %g405.next, %pool1_grad.j470.end ]
+  br label %pool1_grad.j406
 
-pool1_grad.g398.end:                              ; preds = %pool1_grad.j456.end
+pool1_grad.g405.end:                              ; preds = %pool1_grad.j470.end
   ret void
 
-pool1_grad.j399:                                  ; preds = %pool1_grad.c400.end, %pool1_grad.g398
-  %pool1_grad.j39966 = phi i64 [ 0, %pool1_grad.g398 ], [ %j399.next, %pool1_grad.c400.end ]
-  br label %pool1_grad.c400
+pool1_grad.j406:                                  ; preds = %pool1_grad.c407.end, %pool1_grad.g405
+  %pool1_grad.j40666 = phi i64 [ 0, %pool1_grad.g405 ], [ %j406.next, %pool1_grad.c407.end ]
+  br label %pool1_grad.c407
 
-pool1_grad.j399.end:                              ; preds = %pool1_grad.c400.end
-  br label %pool1_grad.j403
+pool1_grad.j406.end:                              ; preds = %pool1_grad.c407.end
+  br label %pool1_grad.j410
 
-pool1_grad.c400:                                  ; preds = %pool1_grad.iy401.end, %pool1_grad.j399
-  %pool1_grad.c40067 = phi i64 [ 0, %pool1_grad.j399 ], [ %c400.next, %pool1_grad.iy401.end ]
-  br label %pool1_grad.iy401
+pool1_grad.c407:                                  ; preds = %pool1_grad.iy408.end, %pool1_grad.j406
+  %pool1_grad.c40767 = phi i64 [ 0, %pool1_grad.j406 ], [ %c407.next, %pool1_grad.iy408.end ]
+  br label %pool1_grad.iy408
 
-pool1_grad.c400.end:                              ; preds = %pool1_grad.iy401.end
-  %j399.next = add nsw i64 %pool1_grad.j39966, 1
-  %235 = icmp slt i64 %j399.next, 1
-  br i1 %235, label %pool1_grad.j399, label %pool1_grad.j399.end
+pool1_grad.c407.end:                              ; preds = %pool1_grad.iy408.end
+  %j406.next = add nsw i64 %pool1_grad.j40666, 1
+  %235 = icmp slt i64 %j406.next, 1
+  br i1 %235, label %pool1_grad.j406, label %pool1_grad.j406.end
 
-pool1_grad.iy401:                                 ; preds = %pool1_grad.ix402.end, %pool1_grad.c400
-  %pool1_grad.iy40168 = phi i64 [ 0, %pool1_grad.c400 ], [ %iy401.next, %pool1_grad.ix402.end ]
-  br label %pool1_grad.ix402
+pool1_grad.iy408:                                 ; preds = %pool1_grad.ix409.end, %pool1_grad.c407
+  %pool1_grad.iy40868 = phi i64 [ 0, %pool1_grad.c407 ], [ %iy408.next, %pool1_grad.ix409.end ]
+  br label %pool1_grad.ix409
 
-pool1_grad.iy401.end:                             ; preds = %pool1_grad.ix402.end
-  %c400.next = add nsw i64 %pool1_grad.c40067, 1
-  %236 = icmp slt i64 %c400.next, 64
-  br i1 %236, label %pool1_grad.c400, label %pool1_grad.c400.end
+pool1_grad.iy408.end:                             ; preds = %pool1_grad.ix409.end
+  %c407.next = add nsw i64 %pool1_grad.c40767, 1
+  %236 = icmp slt i64 %c407.next, 64
+  br i1 %236, label %pool1_grad.c407, label %pool1_grad.c407.end
 
-pool1_grad.ix402:                                 ; preds = %pool1_grad.ix402, %pool1_grad.iy401
-  %pool1_grad.ix40269 = phi i64 [ 0, %pool1_grad.iy401 ], [ %ix402.next, %pool1_grad.ix402 ]
-  %237 = add nsw i64 %pool1_grad.g39865, %pool1_grad.j39966
+pool1_grad.ix409:                                 ; preds = %pool1_grad.ix409, %pool1_grad.iy408
+  %pool1_grad.ix40969 = phi i64 [ 0, %pool1_grad.iy408 ], [ %ix409.next, %pool1_grad.ix409 ]
+  %237 = add nsw i64 %pool1_grad.g40565, %pool1_grad.j40666
   %238 = mul nsw i64 %237, 12544
   %239 = add nsw i64 1421968, %238
-  %240 = mul nsw i64 %pool1_grad.c40067, 196
+  %240 = mul nsw i64 %pool1_grad.c40767, 196
   %241 = add nsw i64 %239, %240
-  %242 = mul nsw i64 %pool1_grad.iy40168, 14
+  %242 = mul nsw i64 %pool1_grad.iy40868, 14
   %243 = add nsw i64 %241, %242
-  %244 = add nsw i64 %243, %pool1_grad.ix40269
+  %244 = add nsw i64 %243, %pool1_grad.ix40969
   %arena70 = getelementptr inbounds float, ptr %arena, i64 %244
   %245 = load float, ptr %arena70, align 4
-  %246 = mul nsw i64 %pool1_grad.j39966, 16384
-  %247 = add nsw i64 %pool1_grad.iy40168, 1
+  %246 = mul nsw i64 %pool1_grad.j40666, 16384
+  %247 = add nsw i64 %pool1_grad.iy40868, 1
   %248 = mul nsw i64 %247, 1024
   %249 = add nsw i64 %246, %248
-  %250 = add nsw i64 %pool1_grad.ix40269, 1
+  %250 = add nsw i64 %pool1_grad.ix40969, 1
   %251 = mul nsw i64 %250, 64
   %252 = add nsw i64 %249, %251
-  %253 = add nsw i64 %252, %pool1_grad.c40067
+  %253 = add nsw i64 %252, %pool1_grad.c40767
   %254 = add nsw i64 1254032, %253
   %arena71 = getelementptr inbounds float, ptr %arena, i64 %254
   store float %245, ptr %arena71, align 4
-  %ix402.next = add nsw i64 %pool1_grad.ix40269, 1
-  %255 = icmp slt i64 %ix402.next, 14
-  br i1 %255, label %pool1_grad.ix402, label %pool1_grad.ix402.end
+  %ix409.next = add nsw i64 %pool1_grad.ix40969, 1
+  %255 = icmp slt i64 %ix409.next, 14
+  br i1 %255, label %pool1_grad.ix409, label %pool1_grad.ix409.end
 
-pool1_grad.ix402.end:                             ; preds = %pool1_grad.ix402
-  %iy401.next = add nsw i64 %pool1_grad.iy40168, 1
-  %256 = icmp slt i64 %iy401.next, 14
-  br i1 %256, label %pool1_grad.iy401, label %pool1_grad.iy401.end
+pool1_grad.ix409.end:                             ; preds = %pool1_grad.ix409
+  %iy408.next = add nsw i64 %pool1_grad.iy40868, 1
+  %256 = icmp slt i64 %iy408.next, 14
+  br i1 %256, label %pool1_grad.iy408, label %pool1_grad.iy408.end
 
-pool1_grad.j403:                                  ; preds = %pool1_grad.ty404.end, %pool1_grad.j399.end
-  %pool1_grad.j40372 = phi i64 [ 0, %pool1_grad.j399.end ], [ %j403.next, %pool1_grad.ty404.end ]
-  br label %pool1_grad.ty404
+pool1_grad.j410:                                  ; preds = %pool1_grad.ty411.end, %pool1_grad.j406.end
+  %pool1_grad.j41072 = phi i64 [ 0, %pool1_grad.j406.end ], [ %j410.next, %pool1_grad.ty411.end ]
+  br label %pool1_grad.ty411
 
-pool1_grad.j403.end:                              ; preds = %pool1_grad.ty404.end
-  br label %pool1_grad.xi439
+pool1_grad.j410.end:                              ; preds = %pool1_grad.ty411.end
+  br label %pool1_grad.xi446
 
-pool1_grad.ty404:                                 ; preds = %pool1_grad.tx405.end, %pool1_grad.j403
-  %pool1_grad.ty40473 = phi i64 [ 0, %pool1_grad.j403 ], [ %ty404.next, %pool1_grad.tx405.end ]
-  br label %pool1_grad.tx405
+pool1_grad.ty411:                                 ; preds = %pool1_grad.tx412.end, %pool1_grad.j410
+  %pool1_grad.ty41173 = phi i64 [ 0, %pool1_grad.j410 ], [ %ty411.next, %pool1_grad.tx412.end ]
+  br label %pool1_grad.tx412
 
-pool1_grad.ty404.end:                             ; preds = %pool1_grad.tx405.end
-  %j403.next = add nsw i64 %pool1_grad.j40372, 1
-  %257 = icmp slt i64 %j403.next, 1
-  br i1 %257, label %pool1_grad.j403, label %pool1_grad.j403.end
+pool1_grad.ty411.end:                             ; preds = %pool1_grad.tx412.end
+  %j410.next = add nsw i64 %pool1_grad.j41072, 1
+  %257 = icmp slt i64 %j410.next, 1
+  br i1 %257, label %pool1_grad.j410, label %pool1_grad.j410.end
 
-pool1_grad.tx405:                                 ; preds = %pool1_grad.cv406.end, %pool1_grad.ty404
-  %pool1_grad.tx40574 = phi i64 [ 0, %pool1_grad.ty404 ], [ %tx405.next, %pool1_grad.cv406.end ]
-  br label %pool1_grad.cv406
+pool1_grad.tx412:                                 ; preds = %pool1_grad.cv413.end, %pool1_grad.ty411
+  %pool1_grad.tx41274 = phi i64 [ 0, %pool1_grad.ty411 ], [ %tx412.next, %pool1_grad.cv413.end ]
+  br label %pool1_grad.cv413
 
-pool1_grad.tx405.end:                             ; preds = %pool1_grad.cv406.end
-  %ty404.next = add nsw i64 %pool1_grad.ty40473, 1
-  %258 = icmp slt i64 %ty404.next, 7
-  br i1 %258, label %pool1_grad.ty404, label %pool1_grad.ty404.end
+pool1_grad.tx412.end:                             ; preds = %pool1_grad.cv413.end
+  %ty411.next = add nsw i64 %pool1_grad.ty41173, 1
+  %258 = icmp slt i64 %ty411.next, 7
+  br i1 %258, label %pool1_grad.ty411, label %pool1_grad.ty411.end
 
-pool1_grad.cv406:                                 ; preds = %pool1_grad.cv406, %pool1_grad.tx405
-  %pool1_grad.cv40675 = phi i64 [ 0, %pool1_grad.tx405 ], [ %cv406.next, %pool1_grad.cv406 ]
-  %259 = mul nsw i64 %pool1_grad.j40372, 16384
-  %260 = mul nsw i64 %pool1_grad.ty40473, 2
+pool1_grad.cv413:                                 ; preds = %pool1_grad.cv413, %pool1_grad.tx412
+  %pool1_grad.cv41375 = phi i64 [ 0, %pool1_grad.tx412 ], [ %cv413.next, %pool1_grad.cv413 ]
+  %259 = mul nsw i64 %pool1_grad.j41072, 16384
+  %260 = mul nsw i64 %pool1_grad.ty41173, 2
   %261 = mul nsw i64 %260, 1024
   %262 = add nsw i64 %259, %261
-  %263 = mul nsw i64 %pool1_grad.tx40574, 2
+  %263 = mul nsw i64 %pool1_grad.tx41274, 2
   %264 = mul nsw i64 %263, 64
   %265 = add nsw i64 %262, %264
-  %266 = mul nsw i64 %pool1_grad.cv40675, 8
+  %266 = mul nsw i64 %pool1_grad.cv41375, 8
   %267 = add nsw i64 %265, %266
   %268 = add nsw i64 1254032, %267
   %arena76 = getelementptr inbounds float, ptr %arena, i64 %268
   %269 = load <8 x float>, ptr %arena76, align 4
-  %270 = mul nsw i64 %pool1_grad.j40372, 16384
-  %271 = mul nsw i64 %pool1_grad.ty40473, 2
+  %270 = mul nsw i64 %pool1_grad.j41072, 16384
+  %271 = mul nsw i64 %pool1_grad.ty41173, 2
   %272 = add nsw i64 %271, 2
   %273 = mul nsw i64 %272, 1024
   %274 = add nsw i64 %270, %273
-  %275 = mul nsw i64 %pool1_grad.tx40574, 2
+  %275 = mul nsw i64 %pool1_grad.tx41274, 2
   %276 = mul nsw i64 %275, 64
   %277 = add nsw i64 %274, %276
-  %278 = mul nsw i64 %pool1_grad.cv40675, 8
+  %278 = mul nsw i64 %pool1_grad.cv41375, 8
   %279 = add nsw i64 %277, %278
   %280 = add nsw i64 1254032, %279
   %arena77 = getelementptr inbounds float, ptr %arena, i64 %280
   %281 = load <8 x float>, ptr %arena77, align 4
   %282 = fsub <8 x float> %269, %281
-  store <8 x float> %282, ptr %pool1_grad.w407, align 32
-  %283 = mul nsw i64 %pool1_grad.j40372, 16384
-  %284 = mul nsw i64 %pool1_grad.ty40473, 2
+  store <8 x float> %282, ptr %pool1_grad.w414, align 32
+  %283 = mul nsw i64 %pool1_grad.j41072, 16384
+  %284 = mul nsw i64 %pool1_grad.ty41173, 2
   %285 = add nsw i64 %284, 1
   %286 = mul nsw i64 %285, 1024
   %287 = add nsw i64 %283, %286
-  %288 = mul nsw i64 %pool1_grad.tx40574, 2
+  %288 = mul nsw i64 %pool1_grad.tx41274, 2
   %289 = mul nsw i64 %288, 64
   %290 = add nsw i64 %287, %289
-  %291 = mul nsw i64 %pool1_grad.cv40675, 8
+  %291 = mul nsw i64 %pool1_grad.cv41375, 8
   %292 = add nsw i64 %290, %291
   %293 = add nsw i64 1254032, %292
   %arena78 = getelementptr inbounds float, ptr %arena, i64 %293
   %294 = load <8 x float>, ptr %arena78, align 4
-  %295 = mul nsw i64 %pool1_grad.j40372, 16384
-  %296 = mul nsw i64 %pool1_grad.ty40473, 2
+  %295 = mul nsw i64 %pool1_grad.j41072, 16384
+  %296 = mul nsw i64 %pool1_grad.ty41173, 2
   %297 = add nsw i64 %296, 2
   %298 = mul nsw i64 %297, 1024
   %299 = add nsw i64 %295, %298
-  %300 = mul nsw i64 %pool1_grad.tx40574, 2
+  %300 = mul nsw i64 %pool1_grad.tx41274, 2
   %301 = mul nsw i64 %300, 64
   %302 = add nsw i64 %299, %301
-  %303 = mul nsw i64 %pool1_grad.cv40675, 8
+  %303 = mul nsw i64 %pool1_grad.cv41375, 8
   %304 = add nsw i64 %302, %303
   %305 = add nsw i64 1254032, %304
   %arena79 = getelementptr inbounds float, ptr %arena, i64 %305
   %306 = load <8 x float>, ptr %arena79, align 4
   %307 = fadd <8 x float> %294, %306
-  store <8 x float> %307, ptr %pool1_grad.w408, align 32
-  %308 = mul nsw i64 %pool1_grad.j40372, 16384
-  %309 = mul nsw i64 %pool1_grad.ty40473, 2
+  store <8 x float> %307, ptr %pool1_grad.w415, align 32
+  %308 = mul nsw i64 %pool1_grad.j41072, 16384
+  %309 = mul nsw i64 %pool1_grad.ty41173, 2
   %310 = add nsw i64 %309, 2
   %311 = mul nsw i64 %310, 1024
   %312 = add nsw i64 %308, %311
-  %313 = mul nsw i64 %pool1_grad.tx40574, 2
+  %313 = mul nsw i64 %pool1_grad.tx41274, 2
   %314 = mul nsw i64 %313, 64
   %315 = add nsw i64 %312, %314
-  %316 = mul nsw i64 %pool1_grad.cv40675, 8
+  %316 = mul nsw i64 %pool1_grad.cv41375, 8
   %317 = add nsw i64 %315, %316
   %318 = add nsw i64 1254032, %317
   %arena80 = getelementptr inbounds float, ptr %arena, i64 %318
   %319 = load <8 x float>, ptr %arena80, align 4
-  %320 = mul nsw i64 %pool1_grad.j40372, 16384
-  %321 = mul nsw i64 %pool1_grad.ty40473, 2
+  %320 = mul nsw i64 %pool1_grad.j41072, 16384
+  %321 = mul nsw i64 %pool1_grad.ty41173, 2
   %322 = add nsw i64 %321, 1
   %323 = mul nsw i64 %322, 1024
   %324 = add nsw i64 %320, %323
-  %325 = mul nsw i64 %pool1_grad.tx40574, 2
+  %325 = mul nsw i64 %pool1_grad.tx41274, 2
   %326 = mul nsw i64 %325, 64
   %327 = add nsw i64 %324, %326
-  %328 = mul nsw i64 %pool1_grad.cv40675, 8
+  %328 = mul nsw i64 %pool1_grad.cv41375, 8
   %329 = add nsw i64 %327, %328
   %330 = add nsw i64 1254032, %329
   %arena81 = getelementptr inbounds float, ptr %arena, i64 %330
   %331 = load <8 x float>, ptr %arena81, align 4
   %332 = fsub <8 x float> %319, %331
-  store <8 x float> %332, ptr %pool1_grad.w409, align 32
-  %333 = mul nsw i64 %pool1_grad.j40372, 16384
-  %334 = mul nsw i64 %pool1_grad.ty40473, 2
+  store <8 x float> %332, ptr %pool1_grad.w416, align 32
+  %333 = mul nsw i64 %pool1_grad.j41072, 16384
+  %334 = mul nsw i64 %pool1_grad.ty41173, 2
   %335 = add nsw i64 %334, 1
   %336 = mul nsw i64 %335, 1024
   %337 = add nsw i64 %333, %336
-  %338 = mul nsw i64 %pool1_grad.tx40574, 2
+  %338 = mul nsw i64 %pool1_grad.tx41274, 2
   %339 = mul nsw i64 %338, 64
   %340 = add nsw i64 %337, %339
-  %341 = mul nsw i64 %pool1_grad.cv40675, 8
+  %341 = mul nsw i64 %pool1_grad.cv41375, 8
   %342 = add nsw i64 %340, %341
   %343 = add nsw i64 1254032, %342
   %arena82 = getelementptr inbounds float, ptr %arena, i64 %343
   %344 = load <8 x float>, ptr %arena82, align 4
-  %345 = mul nsw i64 %pool1_grad.j40372, 16384
-  %346 = mul nsw i64 %pool1_grad.ty40473, 2
+  %345 = mul nsw i64 %pool1_grad.j41072, 16384
+  %346 = mul nsw i64 %pool1_grad.ty41173, 2
   %347 = add nsw i64 %346, 3
   %348 = mul nsw i64 %347, 1024
   %349 = add nsw i64 %345, %348
-  %350 = mul nsw i64 %pool1_grad.tx40574, 2
+  %350 = mul nsw i64 %pool1_grad.tx41274, 2
   %351 = mul nsw i64 %350, 64
   %352 = add nsw i64 %349, %351
-  %353 = mul nsw i64 %pool1_grad.cv40675, 8
+  %353 = mul nsw i64 %pool1_grad.cv41375, 8
   %354 = add nsw i64 %352, %353
   %355 = add nsw i64 1254032, %354
   %arena83 = getelementptr inbounds float, ptr %arena, i64 %355
   %356 = load <8 x float>, ptr %arena83, align 4
   %357 = fsub <8 x float> %344, %356
-  store <8 x float> %357, ptr %pool1_grad.w410, align 32
-  %358 = mul nsw i64 %pool1_grad.j40372, 16384
-  %359 = mul nsw i64 %pool1_grad.ty40473, 2
+  store <8 x float> %357, ptr %pool1_grad.w417, align 32
+  %358 = mul nsw i64 %pool1_grad.j41072, 16384
+  %359 = mul nsw i64 %pool1_grad.ty41173, 2
   %360 = mul nsw i64 %359, 1024
   %361 = add nsw i64 %358, %360
-  %362 = mul nsw i64 %pool1_grad.tx40574, 2
+  %362 = mul nsw i64 %pool1_grad.tx41274, 2
   %363 = add nsw i64 %362, 1
   %364 = mul nsw i64 %363, 64
   %365 = add nsw i64 %361, %364
-  %366 = mul nsw i64 %pool1_grad.cv40675, 8
+  %366 = mul nsw i64 %pool1_grad.cv41375, 8
   %367 = add nsw i64 %365, %366
   %368 = add nsw i64 1254032, %367
   %arena84 = getelementptr inbounds float, ptr %arena, i64 %368
   %369 = load <8 x float>, ptr %arena84, align 4
-  %370 = mul nsw i64 %pool1_grad.j40372, 16384
-  %371 = mul nsw i64 %pool1_grad.ty40473, 2
+  %370 = mul nsw i64 %pool1_grad.j41072, 16384
+  %371 = mul nsw i64 %pool1_grad.ty41173, 2
   %372 = add nsw i64 %371, 2
   %373 = mul nsw i64 %372, 1024
   %374 = add nsw i64 %370, %373
-  %375 = mul nsw i64 %pool1_grad.tx40574, 2
+  %375 = mul nsw i64 %pool1_grad.tx41274, 2
   %376 = add nsw i64 %375, 1
   %377 = mul nsw i64 %376, 64
   %378 = add nsw i64 %374, %377
-  %379 = mul nsw i64 %pool1_grad.cv40675, 8
+  %379 = mul nsw i64 %pool1_grad.cv41375, 8
   %380 = add nsw i64 %378, %379
   %381 = add nsw i64 1254032, %380
   %arena85 = getelementptr inbounds float, ptr %arena, i64 %381
   %382 = load <8 x float>, ptr %arena85, align 4
   %383 = fsub <8 x float> %369, %382
-  store <8 x float> %383, ptr %pool1_grad.w411, align 32
-  %384 = mul nsw i64 %pool1_grad.j40372, 16384
-  %385 = mul nsw i64 %pool1_grad.ty40473, 2
+  store <8 x float> %383, ptr %pool1_grad.w418, align 32
+  %384 = mul nsw i64 %pool1_grad.j41072, 16384
+  %385 = mul nsw i64 %pool1_grad.ty41173, 2
   %386 = add nsw i64 %385, 1
   %387 = mul nsw i64 %386, 1024
   %388 = add nsw i64 %384, %387
-  %389 = mul nsw i64 %pool1_grad.tx40574, 2
+  %389 = mul nsw i64 %pool1_grad.tx41274, 2
   %390 = add nsw i64 %389, 1
   %391 = mul nsw i64 %390, 64
   %392 = add nsw i64 %388, %391
-  %393 = mul nsw i64 %pool1_grad.cv40675, 8
+  %393 = mul nsw i64 %pool1_grad.cv41375, 8
   %394 = add nsw i64 %392, %393
   %395 = add nsw i64 1254032, %394
   %arena86 = getelementptr inbounds float, ptr %arena, i64 %395
   %396 = load <8 x float>, ptr %arena86, align 4
-  %397 = mul nsw i64 %pool1_grad.j40372, 16384
-  %398 = mul nsw i64 %pool1_grad.ty40473, 2
+  %397 = mul nsw i64 %pool1_grad.j41072, 16384
+  %398 = mul nsw i64 %pool1_grad.ty41173, 2
   %399 = add nsw i64 %398, 2
   %400 = mul nsw i64 %399, 1024
   %401 = add nsw i64 %397, %400
-  %402 = mul nsw i64 %pool1_grad.tx40574, 2
+  %402 = mul nsw i64 %pool1_grad.tx41274, 2
   %403 = add nsw i64 %402, 1
   %404 = mul nsw i64 %403, 64
   %405 = add nsw i64 %401, %404
-  %406 = mul nsw i64 %pool1_grad.cv40675, 8
+  %406 = mul nsw i64 %pool1_grad.cv41375, 8
   %407 = add nsw i64 %405, %406
   %408 = add nsw i64 1254032, %407
   %arena87 = getelementptr inbounds float, ptr %arena, i64 %408
   %409 = load <8 x float>, ptr %arena87, align 4
   %410 = fadd <8 x float> %396, %409
-  store <8 x float> %410, ptr %pool1_grad.w412, align 32
-  %411 = mul nsw i64 %pool1_grad.j40372, 16384
-  %412 = mul nsw i64 %pool1_grad.ty40473, 2
+  store <8 x float> %410, ptr %pool1_grad.w419, align 32
+  %411 = mul nsw i64 %pool1_grad.j41072, 16384
+  %412 = mul nsw i64 %pool1_grad.ty41173, 2
   %413 = add nsw i64 %412, 2
   %414 = mul nsw i64 %413, 1024
   %415 = add nsw i64 %411, %414
-  %416 = mul nsw i64 %pool1_grad.tx40574, 2
+  %416 = mul nsw i64 %pool1_grad.tx41274, 2
   %417 = add nsw i64 %416, 1
   %418 = mul nsw i64 %417, 64
   %419 = add nsw i64 %415, %418
-  %420 = mul nsw i64 %pool1_grad.cv40675, 8
+  %420 = mul nsw i64 %pool1_grad.cv41375, 8
   %421 = add nsw i64 %419, %420
   %422 = add nsw i64 1254032, %421
   %arena88 = getelementptr inbounds float, ptr %arena, i64 %422
   %423 = load <8 x float>, ptr %arena88, align 4
-  %424 = mul nsw i64 %pool1_grad.j40372, 16384
-  %425 = mul nsw i64 %pool1_grad.ty40473, 2
+  %424 = mul nsw i64 %pool1_grad.j41072, 16384
+  %425 = mul nsw i64 %pool1_grad.ty41173, 2
   %426 = add nsw i64 %425, 1
   %427 = mul nsw i64 %426, 1024
   %428 = add nsw i64 %424, %427
-  %429 = mul nsw i64 %pool1_grad.tx40574, 2
+  %429 = mul nsw i64 %pool1_grad.tx41274, 2
   %430 = add nsw i64 %429, 1
   %431 = mul nsw i64 %430, 64
   %432 = add nsw i64 %428, %431
-  %433 = mul nsw i64 %pool1_grad.cv40675, 8
+  %433 = mul nsw i64 %pool1_grad.cv41375, 8
   %434 = add nsw i64 %432, %433
   %435 = add nsw i64 1254032, %434
   %arena89 = getelementptr inbounds float, ptr %arena, i64 %435
   %436 = load <8 x float>, ptr %arena89, align 4
   %437 = fsub <8 x float> %423, %436
-  store <8 x float> %437, ptr %pool1_grad.w413, align 32
-  %438 = mul nsw i64 %pool1_grad.j40372, 16384
-  %439 = mul nsw i64 %pool1_grad.ty40473, 2
+  store <8 x float> %437, ptr %pool1_grad.w420, align 32
+  %438 = mul nsw i64 %pool1_grad.j41072, 16384
+  %439 = mul nsw i64 %pool1_grad.ty41173, 2
   %440 = add nsw i64 %439, 1
   %441 = mul nsw i64 %440, 1024
   %442 = add nsw i64 %438, %441
-  %443 = mul nsw i64 %pool1_grad.tx40574, 2
+  %443 = mul nsw i64 %pool1_grad.tx41274, 2
   %444 = add nsw i64 %443, 1
   %445 = mul nsw i64 %444, 64
   %446 = add nsw i64 %442, %445
-  %447 = mul nsw i64 %pool1_grad.cv40675, 8
+  %447 = mul nsw i64 %pool1_grad.cv41375, 8
   %448 = add nsw i64 %446, %447
   %449 = add nsw i64 1254032, %448
   %arena90 = getelementptr inbounds float, ptr %arena, i64 %449
   %450 = load <8 x float>, ptr %arena90, align 4
-  %451 = mul nsw i64 %pool1_grad.j40372, 16384
-  %452 = mul nsw i64 %pool1_grad.ty40473, 2
+  %451 = mul nsw i64 %pool1_grad.j41072, 16384
+  %452 = mul nsw i64 %pool1_grad.ty41173, 2
   %453 = add nsw i64 %452, 3
   %454 = mul nsw i64 %453, 1024
   %455 = add nsw i64 %451, %454
-  %456 = mul nsw i64 %pool1_grad.tx40574, 2
+  %456 = mul nsw i64 %pool1_grad.tx41274, 2
   %457 = add nsw i64 %456, 1
   %458 = mul nsw i64 %457, 64
   %459 = add nsw i64 %455, %458
-  %460 = mul nsw i64 %pool1_grad.cv40675, 8
+  %460 = mul nsw i64 %pool1_grad.cv41375, 8
   %461 = add nsw i64 %459, %460
   %462 = add nsw i64 1254032, %461
   %arena91 = getelementptr inbounds float, ptr %arena, i64 %462
   %463 = load <8 x float>, ptr %arena91, align 4
   %464 = fsub <8 x float> %450, %463
-  store <8 x float> %464, ptr %pool1_grad.w414, align 32
-  %465 = mul nsw i64 %pool1_grad.j40372, 16384
-  %466 = mul nsw i64 %pool1_grad.ty40473, 2
+  store <8 x float> %464, ptr %pool1_grad.w421, align 32
+  %465 = mul nsw i64 %pool1_grad.j41072, 16384
+  %466 = mul nsw i64 %pool1_grad.ty41173, 2
   %467 = mul nsw i64 %466, 1024
   %468 = add nsw i64 %465, %467
-  %469 = mul nsw i64 %pool1_grad.tx40574, 2
+  %469 = mul nsw i64 %pool1_grad.tx41274, 2
   %470 = add nsw i64 %469, 2
   %471 = mul nsw i64 %470, 64
   %472 = add nsw i64 %468, %471
-  %473 = mul nsw i64 %pool1_grad.cv40675, 8
+  %473 = mul nsw i64 %pool1_grad.cv41375, 8
   %474 = add nsw i64 %472, %473
   %475 = add nsw i64 1254032, %474
   %arena92 = getelementptr inbounds float, ptr %arena, i64 %475
   %476 = load <8 x float>, ptr %arena92, align 4
-  %477 = mul nsw i64 %pool1_grad.j40372, 16384
-  %478 = mul nsw i64 %pool1_grad.ty40473, 2
+  %477 = mul nsw i64 %pool1_grad.j41072, 16384
+  %478 = mul nsw i64 %pool1_grad.ty41173, 2
   %479 = add nsw i64 %478, 2
   %480 = mul nsw i64 %479, 1024
   %481 = add nsw i64 %477, %480
-  %482 = mul nsw i64 %pool1_grad.tx40574, 2
+  %482 = mul nsw i64 %pool1_grad.tx41274, 2
   %483 = add nsw i64 %482, 2
   %484 = mul nsw i64 %483, 64
   %485 = add nsw i64 %481, %484
-  %486 = mul nsw i64 %pool1_grad.cv40675, 8
+  %486 = mul nsw i64 %pool1_grad.cv41375, 8
   %487 = add nsw i64 %485, %486
   %488 = add nsw i64 1254032, %487
   %arena93 = getelementptr inbounds float, ptr %arena, i64 %488
   %489 = load <8 x float>, ptr %arena93, align 4
   %490 = fsub <8 x float> %476, %489
-  store <8 x float> %490, ptr %pool1_grad.w415, align 32
-  %491 = mul nsw i64 %pool1_grad.j40372, 16384
-  %492 = mul nsw i64 %pool1_grad.ty40473, 2
+  store <8 x float> %490, ptr %pool1_grad.w422, align 32
+  %491 = mul nsw i64 %pool1_grad.j41072, 16384
+  %492 = mul nsw i64 %pool1_grad.ty41173, 2
   %493 = add nsw i64 %492, 1
   %494 = mul nsw i64 %493, 1024
   %495 = add nsw i64 %491, %494
-  %496 = mul nsw i64 %pool1_grad.tx40574, 2
+  %496 = mul nsw i64 %pool1_grad.tx41274, 2
   %497 = add nsw i64 %496, 2
   %498 = mul nsw i64 %497, 64
   %499 = add nsw i64 %495, %498
-  %500 = mul nsw i64 %pool1_grad.cv40675, 8
+  %500 = mul nsw i64 %pool1_grad.cv41375, 8
   %501 = add nsw i64 %499, %500
   %502 = add nsw i64 1254032, %501
   %arena94 = getelementptr inbounds float, ptr %arena, i64 %502
   %503 = load <8 x float>, ptr %arena94, align 4
-  %504 = mul nsw i64 %pool1_grad.j40372, 16384
-  %505 = mul nsw i64 %pool1_grad.ty40473, 2
+  %504 = mul nsw i64 %pool1_grad.j41072, 16384
+  %505 = mul nsw i64 %pool1_grad.ty41173, 2
   %506 = add nsw i64 %505, 2
   %507 = mul nsw i64 %506, 1024
   %508 = add nsw i64 %504, %507
-  %509 = mul nsw i64 %pool1_grad.tx40574, 2
+  %509 = mul nsw i64 %pool1_grad.tx41274, 2
   %510 = add nsw i64 %509, 2
   %511 = mul nsw i64 %510, 64
   %512 = add nsw i64 %508, %511
-  %513 = mul nsw i64 %pool1_grad.cv40675, 8
+  %513 = mul nsw i64 %pool1_grad.cv41375, 8
   %514 = add nsw i64 %512, %513
   %515 = add nsw i64 1254032, %514
   %arena95 = getelementptr inbounds float, ptr %arena, i64 %515
   %516 = load <8 x float>, ptr %arena95, align 4
   %517 = fadd <8 x float> %503, %516
-  store <8 x float> %517, ptr %pool1_grad.w416, align 32
-  %518 = mul nsw i64 %pool1_grad.j40372, 16384
-  %519 = mul nsw i64 %pool1_grad.ty40473, 2
+  store <8 x float> %517, ptr %pool1_grad.w423, align 32
+  %518 = mul nsw i64 %pool1_grad.j41072, 16384
+  %519 = mul nsw i64 %pool1_grad.ty41173, 2
   %520 = add nsw i64 %519, 2
   %521 = mul nsw i64 %520, 1024
   %522 = add nsw i64 %518, %521
-  %523 = mul nsw i64 %pool1_grad.tx40574, 2
+  %523 = mul nsw i64 %pool1_grad.tx41274, 2
   %524 = add nsw i64 %523, 2
   %525 = mul nsw i64 %524, 64
   %526 = add nsw i64 %522, %525
-  %527 = mul nsw i64 %pool1_grad.cv40675, 8
+  %527 = mul nsw i64 %pool1_grad.cv41375, 8
   %528 = add nsw i64 %526, %527
   %529 = add nsw i64 1254032, %528
   %arena96 = getelementptr inbounds float, ptr %arena, i64 %529
   %530 = load <8 x float>, ptr %arena96, align 4
-  %531 = mul nsw i64 %pool1_grad.j40372, 16384
-  %532 = mul nsw i64 %pool1_grad.ty40473, 2
+  %531 = mul nsw i64 %pool1_grad.j41072, 16384
+  %532 = mul nsw i64 %pool1_grad.ty41173, 2
   %533 = add nsw i64 %532, 1
   %534 = mul nsw i64 %533, 1024
   %535 = add nsw i64 %531, %534
-  %536 = mul nsw i64 %pool1_grad.tx40574, 2
+  %536 = mul nsw i64 %pool1_grad.tx41274, 2
   %537 = add nsw i64 %536, 2
   %538 = mul nsw i64 %537, 64
   %539 = add nsw i64 %535, %538
-  %540 = mul nsw i64 %pool1_grad.cv40675, 8
+  %540 = mul nsw i64 %pool1_grad.cv41375, 8
   %541 = add nsw i64 %539, %540
   %542 = add nsw i64 1254032, %541
   %arena97 = getelementptr inbounds float, ptr %arena, i64 %542
   %543 = load <8 x float>, ptr %arena97, align 4
   %544 = fsub <8 x float> %530, %543
-  store <8 x float> %544, ptr %pool1_grad.w417, align 32
-  %545 = mul nsw i64 %pool1_grad.j40372, 16384
-  %546 = mul nsw i64 %pool1_grad.ty40473, 2
+  store <8 x float> %544, ptr %pool1_grad.w424, align 32
+  %545 = mul nsw i64 %pool1_grad.j41072, 16384
+  %546 = mul nsw i64 %pool1_grad.ty41173, 2
   %547 = add nsw i64 %546, 1
   %548 = mul nsw i64 %547, 1024
   %549 = add nsw i64 %545, %548
-  %550 = mul nsw i64 %pool1_grad.tx40574, 2
+  %550 = mul nsw i64 %pool1_grad.tx41274, 2
   %551 = add nsw i64 %550, 2
   %552 = mul nsw i64 %551, 64
   %553 = add nsw i64 %549, %552
-  %554 = mul nsw i64 %pool1_grad.cv40675, 8
+  %554 = mul nsw i64 %pool1_grad.cv41375, 8
   %555 = add nsw i64 %553, %554
   %556 = add nsw i64 1254032, %555
   %arena98 = getelementptr inbounds float, ptr %arena, i64 %556
   %557 = load <8 x float>, ptr %arena98, align 4
-  %558 = mul nsw i64 %pool1_grad.j40372, 16384
-  %559 = mul nsw i64 %pool1_grad.ty40473, 2
+  %558 = mul nsw i64 %pool1_grad.j41072, 16384
+  %559 = mul nsw i64 %pool1_grad.ty41173, 2
   %560 = add nsw i64 %559, 3
   %561 = mul nsw i64 %560, 1024
   %562 = add nsw i64 %558, %561
-  %563 = mul nsw i64 %pool1_grad.tx40574, 2
+  %563 = mul nsw i64 %pool1_grad.tx41274, 2
   %564 = add nsw i64 %563, 2
   %565 = mul nsw i64 %564, 64
   %566 = add nsw i64 %562, %565
-  %567 = mul nsw i64 %pool1_grad.cv40675, 8
+  %567 = mul nsw i64 %pool1_grad.cv41375, 8
   %568 = add nsw i64 %566, %567
   %569 = add nsw i64 1254032, %568
   %arena99 = getelementptr inbounds float, ptr %arena, i64 %569
   %570 = load <8 x float>, ptr %arena99, align 4
   %571 = fsub <8 x float> %557, %570
-  store <8 x float> %571, ptr %pool1_grad.w418, align 32
-  %572 = mul nsw i64 %pool1_grad.j40372, 16384
-  %573 = mul nsw i64 %pool1_grad.ty40473, 2
+  store <8 x float> %571, ptr %pool1_grad.w425, align 32
+  %572 = mul nsw i64 %pool1_grad.j41072, 16384
+  %573 = mul nsw i64 %pool1_grad.ty41173, 2
   %574 = mul nsw i64 %573, 1024
   %575 = add nsw i64 %572, %574
-  %576 = mul nsw i64 %pool1_grad.tx40574, 2
+  %576 = mul nsw i64 %pool1_grad.tx41274, 2
   %577 = add nsw i64 %576, 3
   %578 = mul nsw i64 %577, 64
   %579 = add nsw i64 %575, %578
-  %580 = mul nsw i64 %pool1_grad.cv40675, 8
+  %580 = mul nsw i64 %pool1_grad.cv41375, 8
   %581 = add nsw i64 %579, %580
   %582 = add nsw i64 1254032, %581
   %arena100 = getelementptr inbounds float, ptr %arena, i64 %582
   %583 = load <8 x float>, ptr %arena100, align 4
-  %584 = mul nsw i64 %pool1_grad.j40372, 16384
-  %585 = mul nsw i64 %pool1_grad.ty40473, 2
+  %584 = mul nsw i64 %pool1_grad.j41072, 16384
+  %585 = mul nsw i64 %pool1_grad.ty41173, 2
   %586 = add nsw i64 %585, 2
   %587 = mul nsw i64 %586, 1024
   %588 = add nsw i64 %584, %587
-  %589 = mul nsw i64 %pool1_grad.tx40574, 2
+  %589 = mul nsw i64 %pool1_grad.tx41274, 2
   %590 = add nsw i64 %589, 3
   %591 = mul nsw i64 %590, 64
   %592 = add nsw i64 %588, %591
-  %593 = mul nsw i64 %pool1_grad.cv40675, 8
+  %593 = mul nsw i64 %pool1_grad.cv41375, 8
   %594 = add nsw i64 %592, %593
   %595 = add nsw i64 1254032, %594
   %arena101 = getelementptr inbounds float, ptr %arena, i64 %595
   %596 = load <8 x float>, ptr %arena101, align 4
   %597 = fsub <8 x float> %583, %596
-  store <8 x float> %597, ptr %pool1_grad.w419, align 32
-  %598 = mul nsw i64 %pool1_grad.j40372, 16384
-  %599 = mul nsw i64 %pool1_grad.ty40473, 2
+  store <8 x float> %597, ptr %pool1_grad.w426, align 32
+  %598 = mul nsw i64 %pool1_grad.j41072, 16384
+  %599 = mul nsw i64 %pool1_grad.ty41173, 2
   %600 = add nsw i64 %599, 1
   %601 = mul nsw i64 %600, 1024
   %602 = add nsw i64 %598, %601
-  %603 = mul nsw i64 %pool1_grad.tx40574, 2
+  %603 = mul nsw i64 %pool1_grad.tx41274, 2
   %604 = add nsw i64 %603, 3
   %605 = mul nsw i64 %604, 64
   %606 = add nsw i64 %602, %605
-  %607 = mul nsw i64 %pool1_grad.cv40675, 8
+  %607 = mul nsw i64 %pool1_grad.cv41375, 8
   %608 = add nsw i64 %606, %607
   %609 = add nsw i64 1254032, %608
   %arena102 = getelementptr inbounds float, ptr %arena, i64 %609
   %610 = load <8 x float>, ptr %arena102, align 4
-  %611 = mul nsw i64 %pool1_grad.j40372, 16384
-  %612 = mul nsw i64 %pool1_grad.ty40473, 2
+  %611 = mul nsw i64 %pool1_grad.j41072, 16384
+  %612 = mul nsw i64 %pool1_grad.ty41173, 2
   %613 = add nsw i64 %612, 2
   %614 = mul nsw i64 %613, 1024
   %615 = add nsw i64 %611, %614
-  %616 = mul nsw i64 %pool1_grad.tx40574, 2
+  %616 = mul nsw i64 %pool1_grad.tx41274, 2
   %617 = add nsw i64 %616, 3
   %618 = mul nsw i64 %617, 64
   %619 = add nsw i64 %615, %618
-  %620 = mul nsw i64 %pool1_grad.cv40675, 8
+  %620 = mul nsw i64 %pool1_grad.cv41375, 8
   %621 = add nsw i64 %619, %620
   %622 = add nsw i64 1254032, %621
   %arena103 = getelementptr inbounds float, ptr %arena, i64 %622
   %623 = load <8 x float>, ptr %arena103, align 4
   %624 = fadd <8 x float> %610, %623
-  store <8 x float> %624, ptr %pool1_grad.w420, align 32
-  %625 = mul nsw i64 %pool1_grad.j40372, 16384
-  %626 = mul nsw i64 %pool1_grad.ty40473, 2
+  store <8 x float> %624, ptr %pool1_grad.w427, align 32
+  %625 = mul nsw i64 %pool1_grad.j41072, 16384
+  %626 = mul nsw i64 %pool1_grad.ty41173, 2
   %627 = add nsw i64 %626, 2
   %628 = mul nsw i64 %627, 1024
   %629 = add nsw i64 %625, %628
-  %630 = mul nsw i64 %pool1_grad.tx40574, 2
+  %630 = mul nsw i64 %pool1_grad.tx41274, 2
   %631 = add nsw i64 %630, 3
   %632 = mul nsw i64 %631, 64
   %633 = add nsw i64 %629, %632
-  %634 = mul nsw i64 %pool1_grad.cv40675, 8
+  %634 = mul nsw i64 %pool1_grad.cv41375, 8
   %635 = add nsw i64 %633, %634
   %636 = add nsw i64 1254032, %635
   %arena104 = getelementptr inbounds float, ptr %arena, i64 %636
   %637 = load <8 x float>, ptr %arena104, align 4
-  %638 = mul nsw i64 %pool1_grad.j40372, 16384
-  %639 = mul nsw i64 %pool1_grad.ty40473, 2
+  %638 = mul nsw i64 %pool1_grad.j41072, 16384
+  %639 = mul nsw i64 %pool1_grad.ty41173, 2
   %640 = add nsw i64 %639, 1
   %641 = mul nsw i64 %640, 1024
   %642 = add nsw i64 %638, %641
-  %643 = mul nsw i64 %pool1_grad.tx40574, 2
+  %643 = mul nsw i64 %pool1_grad.tx41274, 2
   %644 = add nsw i64 %643, 3
   %645 = mul nsw i64 %644, 64
   %646 = add nsw i64 %642, %645
-  %647 = mul nsw i64 %pool1_grad.cv40675, 8
+  %647 = mul nsw i64 %pool1_grad.cv41375, 8
   %648 = add nsw i64 %646, %647
   %649 = add nsw i64 1254032, %648
   %arena105 = getelementptr inbounds float, ptr %arena, i64 %649
   %650 = load <8 x float>, ptr %arena105, align 4
   %651 = fsub <8 x float> %637, %650
-  store <8 x float> %651, ptr %pool1_grad.w421, align 32
-  %652 = mul nsw i64 %pool1_grad.j40372, 16384
-  %653 = mul nsw i64 %pool1_grad.ty40473, 2
+  store <8 x float> %651, ptr %pool1_grad.w428, align 32
+  %652 = mul nsw i64 %pool1_grad.j41072, 16384
+  %653 = mul nsw i64 %pool1_grad.ty41173, 2
   %654 = add nsw i64 %653, 1
   %655 = mul nsw i64 %654, 1024
   %656 = add nsw i64 %652, %655
-  %657 = mul nsw i64 %pool1_grad.tx40574, 2
+  %657 = mul nsw i64 %pool1_grad.tx41274, 2
   %658 = add nsw i64 %657, 3
   %659 = mul nsw i64 %658, 64
   %660 = add nsw i64 %656, %659
-  %661 = mul nsw i64 %pool1_grad.cv40675, 8
+  %661 = mul nsw i64 %pool1_grad.cv41375, 8
   %662 = add nsw i64 %660, %661
   %663 = add nsw i64 1254032, %662
   %arena106 = getelementptr inbounds float, ptr %arena, i64 %663
   %664 = load <8 x float>, ptr %arena106, align 4
-  %665 = mul nsw i64 %pool1_grad.j40372, 16384
-  %666 = mul nsw i64 %pool1_grad.ty40473, 2
+  %665 = mul nsw i64 %pool1_grad.j41072, 16384
+  %666 = mul nsw i64 %pool1_grad.ty41173, 2
   %667 = add nsw i64 %666, 3
   %668 = mul nsw i64 %667, 1024
   %669 = add nsw i64 %665, %668
-  %670 = mul nsw i64 %pool1_grad.tx40574, 2
+  %670 = mul nsw i64 %pool1_grad.tx41274, 2
   %671 = add nsw i64 %670, 3
   %672 = mul nsw i64 %671, 64
   %673 = add nsw i64 %669, %672
-  %674 = mul nsw i64 %pool1_grad.cv40675, 8
+  %674 = mul nsw i64 %pool1_grad.cv41375, 8
   %675 = add nsw i64 %673, %674
   %676 = add nsw i64 1254032, %675
   %arena107 = getelementptr inbounds float, ptr %arena, i64 %676
   %677 = load <8 x float>, ptr %arena107, align 4
   %678 = fsub <8 x float> %664, %677
-  store <8 x float> %678, ptr %pool1_grad.w422, align 32
-  %w407 = load <8 x float>, ptr %pool1_grad.w407, align 32
-  %w415 = load <8 x float>, ptr %pool1_grad.w415, align 32
-  %679 = fsub <8 x float> %w407, %w415
-  store <8 x float> %679, ptr %pool1_grad.w423, align 32
-  %w411 = load <8 x float>, ptr %pool1_grad.w411, align 32
-  %w415108 = load <8 x float>, ptr %pool1_grad.w415, align 32
-  %680 = fadd <8 x float> %w411, %w415108
-  store <8 x float> %680, ptr %pool1_grad.w424, align 32
-  %w415109 = load <8 x float>, ptr %pool1_grad.w415, align 32
-  %w411110 = load <8 x float>, ptr %pool1_grad.w411, align 32
-  %681 = fsub <8 x float> %w415109, %w411110
-  store <8 x float> %681, ptr %pool1_grad.w425, align 32
-  %w411111 = load <8 x float>, ptr %pool1_grad.w411, align 32
-  %w419 = load <8 x float>, ptr %pool1_grad.w419, align 32
-  %682 = fsub <8 x float> %w411111, %w419
-  store <8 x float> %682, ptr %pool1_grad.w426, align 32
-  %w408 = load <8 x float>, ptr %pool1_grad.w408, align 32
-  %w416 = load <8 x float>, ptr %pool1_grad.w416, align 32
-  %683 = fsub <8 x float> %w408, %w416
-  store <8 x float> %683, ptr %pool1_grad.w427, align 32
-  %w412 = load <8 x float>, ptr %pool1_grad.w412, align 32
-  %w416112 = load <8 x float>, ptr %pool1_grad.w416, align 32
-  %684 = fadd <8 x float> %w412, %w416112
-  store <8 x float> %684, ptr %pool1_grad.w428, align 32
-  %w416113 = load <8 x float>, ptr %pool1_grad.w416, align 32
-  %w412114 = load <8 x float>, ptr %pool1_grad.w412, align 32
-  %685 = fsub <8 x float> %w416113, %w412114
-  store <8 x float> %685, ptr %pool1_grad.w429, align 32
-  %w412115 = load <8 x float>, ptr %pool1_grad.w412, align 32
-  %w420 = load <8 x float>, ptr %pool1_grad.w420, align 32
-  %686 = fsub <8 x float> %w412115, %w420
-  store <8 x float> %686, ptr %pool1_grad.w430, align 32
-  %w409 = load <8 x float>, ptr %pool1_grad.w409, align 32
-  %w417 = load <8 x float>, ptr %pool1_grad.w417, align 32
-  %687 = fsub <8 x float> %w409, %w417
-  store <8 x float> %687, ptr %pool1_grad.w431, align 32
-  %w413 = load <8 x float>, ptr %pool1_grad.w413, align 32
-  %w417116 = load <8 x float>, ptr %pool1_grad.w417, align 32
-  %688 = fadd <8 x float> %w413, %w417116
-  store <8 x float> %688, ptr %pool1_grad.w432, align 32
-  %w417117 = load <8 x float>, ptr %pool1_grad.w417, align 32
-  %w413118 = load <8 x float>, ptr %pool1_grad.w413, align 32
-  %689 = fsub <8 x float> %w417117, %w413118
-  store <8 x float> %689, ptr %pool1_grad.w433, align 32
-  %w413119 = load <8 x float>, ptr %pool1_grad.w413, align 32
-  %w421 = load <8 x float>, ptr %pool1_grad.w421, align 32
-  %690 = fsub <8 x float> %w413119, %w421
-  store <8 x float> %690, ptr %pool1_grad.w434, align 32
-  %w410 = load <8 x float>, ptr %pool1_grad.w410, align 32
-  %w418 = load <8 x float>, ptr %pool1_grad.w418, align 32
-  %691 = fsub <8 x float> %w410, %w418
-  store <8 x float> %691, ptr %pool1_grad.w435, align 32
+  store <8 x float> %678, ptr %pool1_grad.w429, align 32
   %w414 = load <8 x float>, ptr %pool1_grad.w414, align 32
-  %w418120 = load <8 x float>, ptr %pool1_grad.w418, align 32
-  %692 = fadd <8 x float> %w414, %w418120
-  store <8 x float> %692, ptr %pool1_grad.w436, align 32
-  %w418121 = load <8 x float>, ptr %pool1_grad.w418, align 32
-  %w414122 = load <8 x float>, ptr %pool1_grad.w414, align 32
-  %693 = fsub <8 x float> %w418121, %w414122
-  store <8 x float> %693, ptr %pool1_grad.w437, align 32
-  %w414123 = load <8 x float>, ptr %pool1_grad.w414, align 32
   %w422 = load <8 x float>, ptr %pool1_grad.w422, align 32
-  %694 = fsub <8 x float> %w414123, %w422
-  store <8 x float> %694, ptr %pool1_grad.w438, align 32
+  %679 = fsub <8 x float> %w414, %w422
+  store <8 x float> %679, ptr %pool1_grad.w430, align 32
+  %w418 = load <8 x float>, ptr %pool1_grad.w418, align 32
+  %w422108 = load <8 x float>, ptr %pool1_grad.w422, align 32
+  %680 = fadd <8 x float> %w418, %w422108
+  store <8 x float> %680, ptr %pool1_grad.w431, align 32
+  %w422109 = load <8 x float>, ptr %pool1_grad.w422, align 32
+  %w418110 = load <8 x float>, ptr %pool1_grad.w418, align 32
+  %681 = fsub <8 x float> %w422109, %w418110
+  store <8 x float> %681, ptr %pool1_grad.w432, align 32
+  %w418111 = load <8 x float>, ptr %pool1_grad.w418, align 32
+  %w426 = load <8 x float>, ptr %pool1_grad.w426, align 32
+  %682 = fsub <8 x float> %w418111, %w426
+  store <8 x float> %682, ptr %pool1_grad.w433, align 32
+  %w415 = load <8 x float>, ptr %pool1_grad.w415, align 32
   %w423 = load <8 x float>, ptr %pool1_grad.w423, align 32
-  %695 = mul nsw i64 %pool1_grad.j40372, 49
-  %696 = mul nsw i64 %pool1_grad.ty40473, 7
+  %683 = fsub <8 x float> %w415, %w423
+  store <8 x float> %683, ptr %pool1_grad.w434, align 32
+  %w419 = load <8 x float>, ptr %pool1_grad.w419, align 32
+  %w423112 = load <8 x float>, ptr %pool1_grad.w423, align 32
+  %684 = fadd <8 x float> %w419, %w423112
+  store <8 x float> %684, ptr %pool1_grad.w435, align 32
+  %w423113 = load <8 x float>, ptr %pool1_grad.w423, align 32
+  %w419114 = load <8 x float>, ptr %pool1_grad.w419, align 32
+  %685 = fsub <8 x float> %w423113, %w419114
+  store <8 x float> %685, ptr %pool1_grad.w436, align 32
+  %w419115 = load <8 x float>, ptr %pool1_grad.w419, align 32
+  %w427 = load <8 x float>, ptr %pool1_grad.w427, align 32
+  %686 = fsub <8 x float> %w419115, %w427
+  store <8 x float> %686, ptr %pool1_grad.w437, align 32
+  %w416 = load <8 x float>, ptr %pool1_grad.w416, align 32
+  %w424 = load <8 x float>, ptr %pool1_grad.w424, align 32
+  %687 = fsub <8 x float> %w416, %w424
+  store <8 x float> %687, ptr %pool1_grad.w438, align 32
+  %w420 = load <8 x float>, ptr %pool1_grad.w420, align 32
+  %w424116 = load <8 x float>, ptr %pool1_grad.w424, align 32
+  %688 = fadd <8 x float> %w420, %w424116
+  store <8 x float> %688, ptr %pool1_grad.w439, align 32
+  %w424117 = load <8 x float>, ptr %pool1_grad.w424, align 32
+  %w420118 = load <8 x float>, ptr %pool1_grad.w420, align 32
+  %689 = fsub <8 x float> %w424117, %w420118
+  store <8 x float> %689, ptr %pool1_grad.w440, align 32
+  %w420119 = load <8 x float>, ptr %pool1_grad.w420, align 32
+  %w428 = load <8 x float>, ptr %pool1_grad.w428, align 32
+  %690 = fsub <8 x float> %w420119, %w428
+  store <8 x float> %690, ptr %pool1_grad.w441, align 32
+  %w417 = load <8 x float>, ptr %pool1_grad.w417, align 32
+  %w425 = load <8 x float>, ptr %pool1_grad.w425, align 32
+  %691 = fsub <8 x float> %w417, %w425
+  store <8 x float> %691, ptr %pool1_grad.w442, align 32
+  %w421 = load <8 x float>, ptr %pool1_grad.w421, align 32
+  %w425120 = load <8 x float>, ptr %pool1_grad.w425, align 32
+  %692 = fadd <8 x float> %w421, %w425120
+  store <8 x float> %692, ptr %pool1_grad.w443, align 32
+  %w425121 = load <8 x float>, ptr %pool1_grad.w425, align 32
+  %w421122 = load <8 x float>, ptr %pool1_grad.w421, align 32
+  %693 = fsub <8 x float> %w425121, %w421122
+  store <8 x float> %693, ptr %pool1_grad.w444, align 32
+  %w421123 = load <8 x float>, ptr %pool1_grad.w421, align 32
+  %w429 = load <8 x float>, ptr %pool1_grad.w429, align 32
+  %694 = fsub <8 x float> %w421123, %w429
+  store <8 x float> %694, ptr %pool1_grad.w445, align 32
+  %w430 = load <8 x float>, ptr %pool1_grad.w430, align 32
+  %695 = mul nsw i64 %pool1_grad.j41072, 49
+  %696 = mul nsw i64 %pool1_grad.ty41173, 7
   %697 = add nsw i64 %695, %696
-  %698 = add nsw i64 %697, %pool1_grad.tx40574
+  %698 = add nsw i64 %697, %pool1_grad.tx41274
   %699 = mul nsw i64 %698, 64
   %700 = add nsw i64 1270416, %699
-  %701 = mul nsw i64 %pool1_grad.cv40675, 8
+  %701 = mul nsw i64 %pool1_grad.cv41375, 8
   %702 = add nsw i64 %700, %701
   %arena124 = getelementptr inbounds float, ptr %arena, i64 %702
-  store <8 x float> %w423, ptr %arena124, align 4
-  %w424 = load <8 x float>, ptr %pool1_grad.w424, align 32
-  %703 = mul nsw i64 %pool1_grad.j40372, 49
-  %704 = mul nsw i64 %pool1_grad.ty40473, 7
+  store <8 x float> %w430, ptr %arena124, align 4
+  %w431 = load <8 x float>, ptr %pool1_grad.w431, align 32
+  %703 = mul nsw i64 %pool1_grad.j41072, 49
+  %704 = mul nsw i64 %pool1_grad.ty41173, 7
   %705 = add nsw i64 %703, %704
-  %706 = add nsw i64 %705, %pool1_grad.tx40574
+  %706 = add nsw i64 %705, %pool1_grad.tx41274
   %707 = mul nsw i64 %706, 64
   %708 = add nsw i64 1273552, %707
-  %709 = mul nsw i64 %pool1_grad.cv40675, 8
+  %709 = mul nsw i64 %pool1_grad.cv41375, 8
   %710 = add nsw i64 %708, %709
   %arena125 = getelementptr inbounds float, ptr %arena, i64 %710
-  store <8 x float> %w424, ptr %arena125, align 4
-  %w425 = load <8 x float>, ptr %pool1_grad.w425, align 32
-  %711 = mul nsw i64 %pool1_grad.j40372, 49
-  %712 = mul nsw i64 %pool1_grad.ty40473, 7
+  store <8 x float> %w431, ptr %arena125, align 4
+  %w432 = load <8 x float>, ptr %pool1_grad.w432, align 32
+  %711 = mul nsw i64 %pool1_grad.j41072, 49
+  %712 = mul nsw i64 %pool1_grad.ty41173, 7
   %713 = add nsw i64 %711, %712
-  %714 = add nsw i64 %713, %pool1_grad.tx40574
+  %714 = add nsw i64 %713, %pool1_grad.tx41274
   %715 = mul nsw i64 %714, 64
   %716 = add nsw i64 1276688, %715
-  %717 = mul nsw i64 %pool1_grad.cv40675, 8
+  %717 = mul nsw i64 %pool1_grad.cv41375, 8
   %718 = add nsw i64 %716, %717
   %arena126 = getelementptr inbounds float, ptr %arena, i64 %718
-  store <8 x float> %w425, ptr %arena126, align 4
-  %w426 = load <8 x float>, ptr %pool1_grad.w426, align 32
-  %719 = mul nsw i64 %pool1_grad.j40372, 49
-  %720 = mul nsw i64 %pool1_grad.ty40473, 7
+  store <8 x float> %w432, ptr %arena126, align 4
+  %w433 = load <8 x float>, ptr %pool1_grad.w433, align 32
+  %719 = mul nsw i64 %pool1_grad.j41072, 49
+  %720 = mul nsw i64 %pool1_grad.ty41173, 7
   %721 = add nsw i64 %719, %720
-  %722 = add nsw i64 %721, %pool1_grad.tx40574
+  %722 = add nsw i64 %721, %pool1_grad.tx41274
   %723 = mul nsw i64 %722, 64
   %724 = add nsw i64 1279824, %723
-  %725 = mul nsw i64 %pool1_grad.cv40675, 8
+  %725 = mul nsw i64 %pool1_grad.cv41375, 8
   %726 = add nsw i64 %724, %725
   %arena127 = getelementptr inbounds float, ptr %arena, i64 %726
-  store <8 x float> %w426, ptr %arena127, align 4
-  %w427 = load <8 x float>, ptr %pool1_grad.w427, align 32
-  %727 = mul nsw i64 %pool1_grad.j40372, 49
-  %728 = mul nsw i64 %pool1_grad.ty40473, 7
+  store <8 x float> %w433, ptr %arena127, align 4
+  %w434 = load <8 x float>, ptr %pool1_grad.w434, align 32
+  %727 = mul nsw i64 %pool1_grad.j41072, 49
+  %728 = mul nsw i64 %pool1_grad.ty41173, 7
   %729 = add nsw i64 %727, %728
-  %730 = add nsw i64 %729, %pool1_grad.tx40574
+  %730 = add nsw i64 %729, %pool1_grad.tx41274
   %731 = mul nsw i64 %730, 64
   %732 = add nsw i64 1282960, %731
-  %733 = mul nsw i64 %pool1_grad.cv40675, 8
+  %733 = mul nsw i64 %pool1_grad.cv41375, 8
   %734 = add nsw i64 %732, %733
   %arena128 = getelementptr inbounds float, ptr %arena, i64 %734
-  store <8 x float> %w427, ptr %arena128, align 4
-  %w428 = load <8 x float>, ptr %pool1_grad.w428, align 32
-  %735 = mul nsw i64 %pool1_grad.j40372, 49
-  %736 = mul nsw i64 %pool1_grad.ty40473, 7
+  store <8 x float> %w434, ptr %arena128, align 4
+  %w435 = load <8 x float>, ptr %pool1_grad.w435, align 32
+  %735 = mul nsw i64 %pool1_grad.j41072, 49
+  %736 = mul nsw i64 %pool1_grad.ty41173, 7
   %737 = add nsw i64 %735, %736
-  %738 = add nsw i64 %737, %pool1_grad.tx40574
+  %738 = add nsw i64 %737, %pool1_grad.tx41274
   %739 = mul nsw i64 %738, 64
   %740 = add nsw i64 1286096, %739
-  %741 = mul nsw i64 %pool1_grad.cv40675, 8
+  %741 = mul nsw i64 %pool1_grad.cv41375, 8
   %742 = add nsw i64 %740, %741
   %arena129 = getelementptr inbounds float, ptr %arena, i64 %742
-  store <8 x float> %w428, ptr %arena129, align 4
-  %w429 = load <8 x float>, ptr %pool1_grad.w429, align 32
-  %743 = mul nsw i64 %pool1_grad.j40372, 49
-  %744 = mul nsw i64 %pool1_grad.ty40473, 7
+  store <8 x float> %w435, ptr %arena129, align 4
+  %w436 = load <8 x float>, ptr %pool1_grad.w436, align 32
+  %743 = mul nsw i64 %pool1_grad.j41072, 49
+  %744 = mul nsw i64 %pool1_grad.ty41173, 7
   %745 = add nsw i64 %743, %744
-  %746 = add nsw i64 %745, %pool1_grad.tx40574
+  %746 = add nsw i64 %745, %pool1_grad.tx41274
   %747 = mul nsw i64 %746, 64
   %748 = add nsw i64 1289232, %747
-  %749 = mul nsw i64 %pool1_grad.cv40675, 8
+  %749 = mul nsw i64 %pool1_grad.cv41375, 8
   %750 = add nsw i64 %748, %749
   %arena130 = getelementptr inbounds float, ptr %arena, i64 %750
-  store <8 x float> %w429, ptr %arena130, align 4
-  %w430 = load <8 x float>, ptr %pool1_grad.w430, align 32
-  %751 = mul nsw i64 %pool1_grad.j40372, 49
-  %752 = mul nsw i64 %pool1_grad.ty40473, 7
+  store <8 x float> %w436, ptr %arena130, align 4
+  %w437 = load <8 x float>, ptr %pool1_grad.w437, align 32
+  %751 = mul nsw i64 %pool1_grad.j41072, 49
+  %752 = mul nsw i64 %pool1_grad.ty41173, 7
   %753 = add nsw i64 %751, %752
-  %754 = add nsw i64 %753, %pool1_grad.tx40574
+  %754 = add nsw i64 %753, %pool1_grad.tx41274
   %755 = mul nsw i64 %754, 64
   %756 = add nsw i64 1292368, %755
-  %757 = mul nsw i64 %pool1_grad.cv40675, 8
+  %757 = mul nsw i64 %pool1_grad.cv41375, 8
   %758 = add nsw i64 %756, %757
   %arena131 = getelementptr inbounds float, ptr %arena, i64 %758
-  store <8 x float> %w430, ptr %arena131, align 4
-  %w431 = load <8 x float>, ptr %pool1_grad.w431, align 32
-  %759 = mul nsw i64 %pool1_grad.j40372, 49
-  %760 = mul nsw i64 %pool1_grad.ty40473, 7
+  store <8 x float> %w437, ptr %arena131, align 4
+  %w438 = load <8 x float>, ptr %pool1_grad.w438, align 32
+  %759 = mul nsw i64 %pool1_grad.j41072, 49
+  %760 = mul nsw i64 %pool1_grad.ty41173, 7
   %761 = add nsw i64 %759, %760
-  %762 = add nsw i64 %761, %pool1_grad.tx40574
+  %762 = add nsw i64 %761, %pool1_grad.tx41274
   %763 = mul nsw i64 %762, 64
   %764 = add nsw i64 1295504, %763
-  %765 = mul nsw i64 %pool1_grad.cv40675, 8
+  %765 = mul nsw i64 %pool1_grad.cv41375, 8
   %766 = add nsw i64 %764, %765
   %arena132 = getelementptr inbounds float, ptr %arena, i64 %766
-  store <8 x float> %w431, ptr %arena132, align 4
-  %w432 = load <8 x float>, ptr %pool1_grad.w432, align 32
-  %767 = mul nsw i64 %pool1_grad.j40372, 49
-  %768 = mul nsw i64 %pool1_grad.ty40473, 7
+  store <8 x float> %w438, ptr %arena132, align 4
+  %w439 = load <8 x float>, ptr %pool1_grad.w439, align 32
+  %767 = mul nsw i64 %pool1_grad.j41072, 49
+  %768 = mul nsw i64 %pool1_grad.ty41173, 7
   %769 = add nsw i64 %767, %768
-  %770 = add nsw i64 %769, %pool1_grad.tx40574
+  %770 = add nsw i64 %769, %pool1_grad.tx41274
   %771 = mul nsw i64 %770, 64
   %772 = add nsw i64 1298640, %771
-  %773 = mul nsw i64 %pool1_grad.cv40675, 8
+  %773 = mul nsw i64 %pool1_grad.cv41375, 8
   %774 = add nsw i64 %772, %773
   %arena133 = getelementptr inbounds float, ptr %arena, i64 %774
-  store <8 x float> %w432, ptr %arena133, align 4
-  %w433 = load <8 x float>, ptr %pool1_grad.w433, align 32
-  %775 = mul nsw i64 %pool1_grad.j40372, 49
-  %776 = mul nsw i64 %pool1_grad.ty40473, 7
+  store <8 x float> %w439, ptr %arena133, align 4
+  %w440 = load <8 x float>, ptr %pool1_grad.w440, align 32
+  %775 = mul nsw i64 %pool1_grad.j41072, 49
+  %776 = mul nsw i64 %pool1_grad.ty41173, 7
   %777 = add nsw i64 %775, %776
-  %778 = add nsw i64 %777, %pool1_grad.tx40574
+  %778 = add nsw i64 %777, %pool1_grad.tx41274
   %779 = mul nsw i64 %778, 64
   %780 = add nsw i64 1301776, %779
-  %781 = mul nsw i64 %pool1_grad.cv40675, 8
+  %781 = mul nsw i64 %pool1_grad.cv41375, 8
   %782 = add nsw i64 %780, %781
   %arena134 = getelementptr inbounds float, ptr %arena, i64 %782
-  store <8 x float> %w433, ptr %arena134, align 4
-  %w434 = load <8 x float>, ptr %pool1_grad.w434, align 32
-  %783 = mul nsw i64 %pool1_grad.j40372, 49
-  %784 = mul nsw i64 %pool1_grad.ty40473, 7
+  store <8 x float> %w440, ptr %arena134, align 4
+  %w441 = load <8 x float>, ptr %pool1_grad.w441, align 32
+  %783 = mul nsw i64 %pool1_grad.j41072, 49
+  %784 = mul nsw i64 %pool1_grad.ty41173, 7
   %785 = add nsw i64 %783, %784
-  %786 = add nsw i64 %785, %pool1_grad.tx40574
+  %786 = add nsw i64 %785, %pool1_grad.tx41274
   %787 = mul nsw i64 %786, 64
   %788 = add nsw i64 1304912, %787
-  %789 = mul nsw i64 %pool1_grad.cv40675, 8
+  %789 = mul nsw i64 %pool1_grad.cv41375, 8
   %790 = add nsw i64 %788, %789
   %arena135 = getelementptr inbounds float, ptr %arena, i64 %790
-  store <8 x float> %w434, ptr %arena135, align 4
-  %w435 = load <8 x float>, ptr %pool1_grad.w435, align 32
-  %791 = mul nsw i64 %pool1_grad.j40372, 49
-  %792 = mul nsw i64 %pool1_grad.ty40473, 7
+  store <8 x float> %w441, ptr %arena135, align 4
+  %w442 = load <8 x float>, ptr %pool1_grad.w442, align 32
+  %791 = mul nsw i64 %pool1_grad.j41072, 49
+  %792 = mul nsw i64 %pool1_grad.ty41173, 7
   %793 = add nsw i64 %791, %792
-  %794 = add nsw i64 %793, %pool1_grad.tx40574
+  %794 = add nsw i64 %793, %pool1_grad.tx41274
   %795 = mul nsw i64 %794, 64
   %796 = add nsw i64 1308048, %795
-  %797 = mul nsw i64 %pool1_grad.cv40675, 8
+  %797 = mul nsw i64 %pool1_grad.cv41375, 8
   %798 = add nsw i64 %796, %797
   %arena136 = getelementptr inbounds float, ptr %arena, i64 %798
-  store <8 x float> %w435, ptr %arena136, align 4
-  %w436 = load <8 x float>, ptr %pool1_grad.w436, align 32
-  %799 = mul nsw i64 %pool1_grad.j40372, 49
-  %800 = mul nsw i64 %pool1_grad.ty40473, 7
+  store <8 x float> %w442, ptr %arena136, align 4
+  %w443 = load <8 x float>, ptr %pool1_grad.w443, align 32
+  %799 = mul nsw i64 %pool1_grad.j41072, 49
+  %800 = mul nsw i64 %pool1_grad.ty41173, 7
   %801 = add nsw i64 %799, %800
-  %802 = add nsw i64 %801, %pool1_grad.tx40574
+  %802 = add nsw i64 %801, %pool1_grad.tx41274
   %803 = mul nsw i64 %802, 64
   %804 = add nsw i64 1311184, %803
-  %805 = mul nsw i64 %pool1_grad.cv40675, 8
+  %805 = mul nsw i64 %pool1_grad.cv41375, 8
   %806 = add nsw i64 %804, %805
   %arena137 = getelementptr inbounds float, ptr %arena, i64 %806
-  store <8 x float> %w436, ptr %arena137, align 4
-  %w437 = load <8 x float>, ptr %pool1_grad.w437, align 32
-  %807 = mul nsw i64 %pool1_grad.j40372, 49
-  %808 = mul nsw i64 %pool1_grad.ty40473, 7
+  store <8 x float> %w443, ptr %arena137, align 4
+  %w444 = load <8 x float>, ptr %pool1_grad.w444, align 32
+  %807 = mul nsw i64 %pool1_grad.j41072, 49
+  %808 = mul nsw i64 %pool1_grad.ty41173, 7
   %809 = add nsw i64 %807, %808
-  %810 = add nsw i64 %809, %pool1_grad.tx40574
+  %810 = add nsw i64 %809, %pool1_grad.tx41274
   %811 = mul nsw i64 %810, 64
   %812 = add nsw i64 1314320, %811
-  %813 = mul nsw i64 %pool1_grad.cv40675, 8
+  %813 = mul nsw i64 %pool1_grad.cv41375, 8
   %814 = add nsw i64 %812, %813
   %arena138 = getelementptr inbounds float, ptr %arena, i64 %814
-  store <8 x float> %w437, ptr %arena138, align 4
-  %w438 = load <8 x float>, ptr %pool1_grad.w438, align 32
-  %815 = mul nsw i64 %pool1_grad.j40372, 49
-  %816 = mul nsw i64 %pool1_grad.ty40473, 7
+  store <8 x float> %w444, ptr %arena138, align 4
+  %w445 = load <8 x float>, ptr %pool1_grad.w445, align 32
+  %815 = mul nsw i64 %pool1_grad.j41072, 49
+  %816 = mul nsw i64 %pool1_grad.ty41173, 7
   %817 = add nsw i64 %815, %816
-  %818 = add nsw i64 %817, %pool1_grad.tx40574
+  %818 = add nsw i64 %817, %pool1_grad.tx41274
   %819 = mul nsw i64 %818, 64
   %820 = add nsw i64 1317456, %819
-  %821 = mul nsw i64 %pool1_grad.cv40675, 8
+  %821 = mul nsw i64 %pool1_grad.cv41375, 8
   %822 = add nsw i64 %820, %821
   %arena139 = getelementptr inbounds float, ptr %arena, i64 %822
-  store <8 x float> %w438, ptr %arena139, align 4
-  %cv406.next = add nsw i64 %pool1_grad.cv40675, 1
-  %823 = icmp slt i64 %cv406.next, 8
-  br i1 %823, label %pool1_grad.cv406, label %pool1_grad.cv406.end
+  store <8 x float> %w445, ptr %arena139, align 4
+  %cv413.next = add nsw i64 %pool1_grad.cv41375, 1
+  %823 = icmp slt i64 %cv413.next, 8
+  br i1 %823, label %pool1_grad.cv413, label %pool1_grad.cv413.end
 
-pool1_grad.cv406.end:                             ; preds = %pool1_grad.cv406
-  %tx405.next = add nsw i64 %pool1_grad.tx40574, 1
-  %824 = icmp slt i64 %tx405.next, 7
-  br i1 %824, label %pool1_grad.tx405, label %pool1_grad.tx405.end
+pool1_grad.cv413.end:                             ; preds = %pool1_grad.cv413
+  %tx412.next = add nsw i64 %pool1_grad.tx41274, 1
+  %824 = icmp slt i64 %tx412.next, 7
+  br i1 %824, label %pool1_grad.tx412, label %pool1_grad.tx412.end
 
-pool1_grad.xi439:                                 ; preds = %pool1_grad.xi439, %pool1_grad.j403.end
-  %pool1_grad.xi439140 = phi i64 [ 0, %pool1_grad.j403.end ], [ %xi439.next, %pool1_grad.xi439 ]
-  %825 = mul nsw i64 %pool1_grad.xi439140, 3136
-  %826 = add nsw i64 1270416, %825
-  %arena141 = getelementptr inbounds float, ptr %arena, i64 %826
-  %827 = mul nsw i64 %pool1_grad.xi439140, 2048
-  %828 = add nsw i64 1221264, %827
-  %arena142 = getelementptr inbounds float, ptr %arena, i64 %828
-  %829 = mul nsw i64 %pool1_grad.xi439140, 1568
-  %830 = add nsw i64 1320592, %829
-  %arena143 = getelementptr inbounds float, ptr %arena, i64 %830
-  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 49, i32 32, i32 64, float 1.000000e+00, ptr %arena141, i32 64, ptr %arena142, i32 32, float 0.000000e+00, ptr %arena143, i32 32)
-  %xi439.next = add nsw i64 %pool1_grad.xi439140, 1
-  %831 = icmp slt i64 %xi439.next, 16
-  br i1 %831, label %pool1_grad.xi439, label %pool1_grad.xi439.end
+pool1_grad.xi446:                                 ; preds = %pool1_grad.xi446, %pool1_grad.j410.end
+  %pool1_grad.xi446140 = phi i64 [ 0, %pool1_grad.j410.end ], [ %xi446.next, %pool1_grad.xi446 ]
+  call void @simplecnn_train_b64.k20.pool1_grad.gemm453(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %pool1_grad.xi446140)
+  %xi446.next = add nsw i64 %pool1_grad.xi446140, 1
+  %825 = icmp slt i64 %xi446.next, 16
+  br i1 %825, label %pool1_grad.xi446, label %pool1_grad.xi446.end
 
-pool1_grad.xi439.end:                             ; preds = %pool1_grad.xi439
-  br label %pool1_grad.j440
+pool1_grad.xi446.end:                             ; preds = %pool1_grad.xi446
+  br label %pool1_grad.j454
 
-pool1_grad.j440:                                  ; preds = %pool1_grad.ty441.end, %pool1_grad.xi439.end
-  %pool1_grad.j440144 = phi i64 [ 0, %pool1_grad.xi439.end ], [ %j440.next, %pool1_grad.ty441.end ]
-  br label %pool1_grad.ty441
+pool1_grad.j454:                                  ; preds = %pool1_grad.ty455.end, %pool1_grad.xi446.end
+  %pool1_grad.j454141 = phi i64 [ 0, %pool1_grad.xi446.end ], [ %j454.next, %pool1_grad.ty455.end ]
+  br label %pool1_grad.ty455
 
-pool1_grad.j440.end:                              ; preds = %pool1_grad.ty441.end
-  br label %pool1_grad.j456
+pool1_grad.j454.end:                              ; preds = %pool1_grad.ty455.end
+  br label %pool1_grad.j470
 
-pool1_grad.ty441:                                 ; preds = %pool1_grad.tx442.end, %pool1_grad.j440
-  %pool1_grad.ty441145 = phi i64 [ 0, %pool1_grad.j440 ], [ %ty441.next, %pool1_grad.tx442.end ]
-  br label %pool1_grad.tx442
+pool1_grad.ty455:                                 ; preds = %pool1_grad.tx456.end, %pool1_grad.j454
+  %pool1_grad.ty455142 = phi i64 [ 0, %pool1_grad.j454 ], [ %ty455.next, %pool1_grad.tx456.end ]
+  br label %pool1_grad.tx456
 
-pool1_grad.ty441.end:                             ; preds = %pool1_grad.tx442.end
-  %j440.next = add nsw i64 %pool1_grad.j440144, 1
-  %832 = icmp slt i64 %j440.next, 1
-  br i1 %832, label %pool1_grad.j440, label %pool1_grad.j440.end
+pool1_grad.ty455.end:                             ; preds = %pool1_grad.tx456.end
+  %j454.next = add nsw i64 %pool1_grad.j454141, 1
+  %826 = icmp slt i64 %j454.next, 1
+  br i1 %826, label %pool1_grad.j454, label %pool1_grad.j454.end
 
-pool1_grad.tx442:                                 ; preds = %pool1_grad.cv443.end, %pool1_grad.ty441
-  %pool1_grad.tx442146 = phi i64 [ 0, %pool1_grad.ty441 ], [ %tx442.next, %pool1_grad.cv443.end ]
-  br label %pool1_grad.cv443
+pool1_grad.tx456:                                 ; preds = %pool1_grad.cv457.end, %pool1_grad.ty455
+  %pool1_grad.tx456143 = phi i64 [ 0, %pool1_grad.ty455 ], [ %tx456.next, %pool1_grad.cv457.end ]
+  br label %pool1_grad.cv457
 
-pool1_grad.tx442.end:                             ; preds = %pool1_grad.cv443.end
-  %ty441.next = add nsw i64 %pool1_grad.ty441145, 1
-  %833 = icmp slt i64 %ty441.next, 7
-  br i1 %833, label %pool1_grad.ty441, label %pool1_grad.ty441.end
+pool1_grad.tx456.end:                             ; preds = %pool1_grad.cv457.end
+  %ty455.next = add nsw i64 %pool1_grad.ty455142, 1
+  %827 = icmp slt i64 %ty455.next, 7
+  br i1 %827, label %pool1_grad.ty455, label %pool1_grad.ty455.end
 
-pool1_grad.cv443:                                 ; preds = %pool1_grad.cv443, %pool1_grad.tx442
-  %pool1_grad.cv443147 = phi i64 [ 0, %pool1_grad.tx442 ], [ %cv443.next, %pool1_grad.cv443 ]
-  %834 = mul nsw i64 %pool1_grad.j440144, 49
-  %835 = mul nsw i64 %pool1_grad.ty441145, 7
-  %836 = add nsw i64 %834, %835
-  %837 = add nsw i64 %836, %pool1_grad.tx442146
-  %838 = mul nsw i64 %837, 32
-  %839 = add nsw i64 1320592, %838
-  %840 = mul nsw i64 %pool1_grad.cv443147, 8
-  %841 = add nsw i64 %839, %840
-  %arena148 = getelementptr inbounds float, ptr %arena, i64 %841
-  %842 = load <8 x float>, ptr %arena148, align 4
-  %843 = mul nsw i64 %pool1_grad.j440144, 49
-  %844 = mul nsw i64 %pool1_grad.ty441145, 7
-  %845 = add nsw i64 %843, %844
-  %846 = add nsw i64 %845, %pool1_grad.tx442146
-  %847 = mul nsw i64 %846, 32
-  %848 = add nsw i64 1326864, %847
-  %849 = mul nsw i64 %pool1_grad.cv443147, 8
-  %850 = add nsw i64 %848, %849
-  %arena149 = getelementptr inbounds float, ptr %arena, i64 %850
-  %851 = load <8 x float>, ptr %arena149, align 4
-  %852 = fadd <8 x float> %842, %851
-  %853 = mul nsw i64 %pool1_grad.j440144, 49
-  %854 = mul nsw i64 %pool1_grad.ty441145, 7
-  %855 = add nsw i64 %853, %854
-  %856 = add nsw i64 %855, %pool1_grad.tx442146
-  %857 = mul nsw i64 %856, 32
-  %858 = add nsw i64 1333136, %857
-  %859 = mul nsw i64 %pool1_grad.cv443147, 8
-  %860 = add nsw i64 %858, %859
-  %arena150 = getelementptr inbounds float, ptr %arena, i64 %860
-  %861 = load <8 x float>, ptr %arena150, align 4
-  %862 = fadd <8 x float> %852, %861
-  store <8 x float> %862, ptr %pool1_grad.w444, align 32
-  %863 = mul nsw i64 %pool1_grad.j440144, 49
-  %864 = mul nsw i64 %pool1_grad.ty441145, 7
-  %865 = add nsw i64 %863, %864
-  %866 = add nsw i64 %865, %pool1_grad.tx442146
-  %867 = mul nsw i64 %866, 32
-  %868 = add nsw i64 1326864, %867
-  %869 = mul nsw i64 %pool1_grad.cv443147, 8
-  %870 = add nsw i64 %868, %869
-  %arena151 = getelementptr inbounds float, ptr %arena, i64 %870
-  %871 = load <8 x float>, ptr %arena151, align 4
-  %872 = mul nsw i64 %pool1_grad.j440144, 49
-  %873 = mul nsw i64 %pool1_grad.ty441145, 7
-  %874 = add nsw i64 %872, %873
-  %875 = add nsw i64 %874, %pool1_grad.tx442146
-  %876 = mul nsw i64 %875, 32
-  %877 = add nsw i64 1333136, %876
-  %878 = mul nsw i64 %pool1_grad.cv443147, 8
-  %879 = add nsw i64 %877, %878
-  %arena152 = getelementptr inbounds float, ptr %arena, i64 %879
-  %880 = load <8 x float>, ptr %arena152, align 4
-  %881 = fsub <8 x float> %871, %880
-  %882 = mul nsw i64 %pool1_grad.j440144, 49
-  %883 = mul nsw i64 %pool1_grad.ty441145, 7
-  %884 = add nsw i64 %882, %883
-  %885 = add nsw i64 %884, %pool1_grad.tx442146
-  %886 = mul nsw i64 %885, 32
-  %887 = add nsw i64 1339408, %886
-  %888 = mul nsw i64 %pool1_grad.cv443147, 8
-  %889 = add nsw i64 %887, %888
-  %arena153 = getelementptr inbounds float, ptr %arena, i64 %889
-  %890 = load <8 x float>, ptr %arena153, align 4
-  %891 = fsub <8 x float> %881, %890
-  store <8 x float> %891, ptr %pool1_grad.w445, align 32
-  %892 = mul nsw i64 %pool1_grad.j440144, 49
-  %893 = mul nsw i64 %pool1_grad.ty441145, 7
-  %894 = add nsw i64 %892, %893
-  %895 = add nsw i64 %894, %pool1_grad.tx442146
-  %896 = mul nsw i64 %895, 32
-  %897 = add nsw i64 1322160, %896
-  %898 = mul nsw i64 %pool1_grad.cv443147, 8
-  %899 = add nsw i64 %897, %898
-  %arena154 = getelementptr inbounds float, ptr %arena, i64 %899
-  %900 = load <8 x float>, ptr %arena154, align 4
-  %901 = mul nsw i64 %pool1_grad.j440144, 49
-  %902 = mul nsw i64 %pool1_grad.ty441145, 7
-  %903 = add nsw i64 %901, %902
-  %904 = add nsw i64 %903, %pool1_grad.tx442146
-  %905 = mul nsw i64 %904, 32
-  %906 = add nsw i64 1328432, %905
-  %907 = mul nsw i64 %pool1_grad.cv443147, 8
-  %908 = add nsw i64 %906, %907
-  %arena155 = getelementptr inbounds float, ptr %arena, i64 %908
-  %909 = load <8 x float>, ptr %arena155, align 4
-  %910 = fadd <8 x float> %900, %909
-  %911 = mul nsw i64 %pool1_grad.j440144, 49
-  %912 = mul nsw i64 %pool1_grad.ty441145, 7
-  %913 = add nsw i64 %911, %912
-  %914 = add nsw i64 %913, %pool1_grad.tx442146
-  %915 = mul nsw i64 %914, 32
-  %916 = add nsw i64 1334704, %915
-  %917 = mul nsw i64 %pool1_grad.cv443147, 8
-  %918 = add nsw i64 %916, %917
-  %arena156 = getelementptr inbounds float, ptr %arena, i64 %918
-  %919 = load <8 x float>, ptr %arena156, align 4
-  %920 = fadd <8 x float> %910, %919
-  store <8 x float> %920, ptr %pool1_grad.w446, align 32
-  %921 = mul nsw i64 %pool1_grad.j440144, 49
-  %922 = mul nsw i64 %pool1_grad.ty441145, 7
-  %923 = add nsw i64 %921, %922
-  %924 = add nsw i64 %923, %pool1_grad.tx442146
-  %925 = mul nsw i64 %924, 32
-  %926 = add nsw i64 1328432, %925
-  %927 = mul nsw i64 %pool1_grad.cv443147, 8
-  %928 = add nsw i64 %926, %927
-  %arena157 = getelementptr inbounds float, ptr %arena, i64 %928
-  %929 = load <8 x float>, ptr %arena157, align 4
-  %930 = mul nsw i64 %pool1_grad.j440144, 49
-  %931 = mul nsw i64 %pool1_grad.ty441145, 7
-  %932 = add nsw i64 %930, %931
-  %933 = add nsw i64 %932, %pool1_grad.tx442146
-  %934 = mul nsw i64 %933, 32
-  %935 = add nsw i64 1334704, %934
-  %936 = mul nsw i64 %pool1_grad.cv443147, 8
-  %937 = add nsw i64 %935, %936
-  %arena158 = getelementptr inbounds float, ptr %arena, i64 %937
-  %938 = load <8 x float>, ptr %arena158, align 4
-  %939 = fsub <8 x float> %929, %938
-  %940 = mul nsw i64 %pool1_grad.j440144, 49
-  %941 = mul nsw i64 %pool1_grad.ty441145, 7
-  %942 = add nsw i64 %940, %941
-  %943 = add nsw i64 %942, %pool1_grad.tx442146
-  %944 = mul nsw i64 %943, 32
-  %945 = add nsw i64 1340976, %944
-  %946 = mul nsw i64 %pool1_grad.cv443147, 8
-  %947 = add nsw i64 %945, %946
-  %arena159 = getelementptr inbounds float, ptr %arena, i64 %947
-  %948 = load <8 x float>, ptr %arena159, align 4
-  %949 = fsub <8 x float> %939, %948
-  store <8 x float> %949, ptr %pool1_grad.w447, align 32
-  %950 = mul nsw i64 %pool1_grad.j440144, 49
-  %951 = mul nsw i64 %pool1_grad.ty441145, 7
-  %952 = add nsw i64 %950, %951
-  %953 = add nsw i64 %952, %pool1_grad.tx442146
-  %954 = mul nsw i64 %953, 32
-  %955 = add nsw i64 1323728, %954
-  %956 = mul nsw i64 %pool1_grad.cv443147, 8
-  %957 = add nsw i64 %955, %956
-  %arena160 = getelementptr inbounds float, ptr %arena, i64 %957
-  %958 = load <8 x float>, ptr %arena160, align 4
-  %959 = mul nsw i64 %pool1_grad.j440144, 49
-  %960 = mul nsw i64 %pool1_grad.ty441145, 7
-  %961 = add nsw i64 %959, %960
-  %962 = add nsw i64 %961, %pool1_grad.tx442146
-  %963 = mul nsw i64 %962, 32
-  %964 = add nsw i64 1330000, %963
-  %965 = mul nsw i64 %pool1_grad.cv443147, 8
-  %966 = add nsw i64 %964, %965
-  %arena161 = getelementptr inbounds float, ptr %arena, i64 %966
-  %967 = load <8 x float>, ptr %arena161, align 4
-  %968 = fadd <8 x float> %958, %967
-  %969 = mul nsw i64 %pool1_grad.j440144, 49
-  %970 = mul nsw i64 %pool1_grad.ty441145, 7
-  %971 = add nsw i64 %969, %970
-  %972 = add nsw i64 %971, %pool1_grad.tx442146
-  %973 = mul nsw i64 %972, 32
-  %974 = add nsw i64 1336272, %973
-  %975 = mul nsw i64 %pool1_grad.cv443147, 8
-  %976 = add nsw i64 %974, %975
-  %arena162 = getelementptr inbounds float, ptr %arena, i64 %976
-  %977 = load <8 x float>, ptr %arena162, align 4
-  %978 = fadd <8 x float> %968, %977
-  store <8 x float> %978, ptr %pool1_grad.w448, align 32
-  %979 = mul nsw i64 %pool1_grad.j440144, 49
-  %980 = mul nsw i64 %pool1_grad.ty441145, 7
-  %981 = add nsw i64 %979, %980
-  %982 = add nsw i64 %981, %pool1_grad.tx442146
-  %983 = mul nsw i64 %982, 32
-  %984 = add nsw i64 1330000, %983
-  %985 = mul nsw i64 %pool1_grad.cv443147, 8
-  %986 = add nsw i64 %984, %985
-  %arena163 = getelementptr inbounds float, ptr %arena, i64 %986
-  %987 = load <8 x float>, ptr %arena163, align 4
-  %988 = mul nsw i64 %pool1_grad.j440144, 49
-  %989 = mul nsw i64 %pool1_grad.ty441145, 7
-  %990 = add nsw i64 %988, %989
-  %991 = add nsw i64 %990, %pool1_grad.tx442146
-  %992 = mul nsw i64 %991, 32
-  %993 = add nsw i64 1336272, %992
-  %994 = mul nsw i64 %pool1_grad.cv443147, 8
-  %995 = add nsw i64 %993, %994
-  %arena164 = getelementptr inbounds float, ptr %arena, i64 %995
-  %996 = load <8 x float>, ptr %arena164, align 4
-  %997 = fsub <8 x float> %987, %996
-  %998 = mul nsw i64 %pool1_grad.j440144, 49
-  %999 = mul nsw i64 %pool1_grad.ty441145, 7
-  %1000 = add nsw i64 %998, %999
-  %1001 = add nsw i64 %1000, %pool1_grad.tx442146
-  %1002 = mul nsw i64 %1001, 32
-  %1003 = add nsw i64 1342544, %1002
-  %1004 = mul nsw i64 %pool1_grad.cv443147, 8
-  %1005 = add nsw i64 %1003, %1004
-  %arena165 = getelementptr inbounds float, ptr %arena, i64 %1005
-  %1006 = load <8 x float>, ptr %arena165, align 4
-  %1007 = fsub <8 x float> %997, %1006
-  store <8 x float> %1007, ptr %pool1_grad.w449, align 32
-  %1008 = mul nsw i64 %pool1_grad.j440144, 49
-  %1009 = mul nsw i64 %pool1_grad.ty441145, 7
-  %1010 = add nsw i64 %1008, %1009
-  %1011 = add nsw i64 %1010, %pool1_grad.tx442146
-  %1012 = mul nsw i64 %1011, 32
-  %1013 = add nsw i64 1325296, %1012
-  %1014 = mul nsw i64 %pool1_grad.cv443147, 8
-  %1015 = add nsw i64 %1013, %1014
-  %arena166 = getelementptr inbounds float, ptr %arena, i64 %1015
-  %1016 = load <8 x float>, ptr %arena166, align 4
-  %1017 = mul nsw i64 %pool1_grad.j440144, 49
-  %1018 = mul nsw i64 %pool1_grad.ty441145, 7
-  %1019 = add nsw i64 %1017, %1018
-  %1020 = add nsw i64 %1019, %pool1_grad.tx442146
-  %1021 = mul nsw i64 %1020, 32
-  %1022 = add nsw i64 1331568, %1021
-  %1023 = mul nsw i64 %pool1_grad.cv443147, 8
-  %1024 = add nsw i64 %1022, %1023
-  %arena167 = getelementptr inbounds float, ptr %arena, i64 %1024
-  %1025 = load <8 x float>, ptr %arena167, align 4
-  %1026 = fadd <8 x float> %1016, %1025
-  %1027 = mul nsw i64 %pool1_grad.j440144, 49
-  %1028 = mul nsw i64 %pool1_grad.ty441145, 7
-  %1029 = add nsw i64 %1027, %1028
-  %1030 = add nsw i64 %1029, %pool1_grad.tx442146
-  %1031 = mul nsw i64 %1030, 32
-  %1032 = add nsw i64 1337840, %1031
-  %1033 = mul nsw i64 %pool1_grad.cv443147, 8
-  %1034 = add nsw i64 %1032, %1033
-  %arena168 = getelementptr inbounds float, ptr %arena, i64 %1034
-  %1035 = load <8 x float>, ptr %arena168, align 4
-  %1036 = fadd <8 x float> %1026, %1035
-  store <8 x float> %1036, ptr %pool1_grad.w450, align 32
-  %1037 = mul nsw i64 %pool1_grad.j440144, 49
-  %1038 = mul nsw i64 %pool1_grad.ty441145, 7
-  %1039 = add nsw i64 %1037, %1038
-  %1040 = add nsw i64 %1039, %pool1_grad.tx442146
-  %1041 = mul nsw i64 %1040, 32
-  %1042 = add nsw i64 1331568, %1041
-  %1043 = mul nsw i64 %pool1_grad.cv443147, 8
-  %1044 = add nsw i64 %1042, %1043
-  %arena169 = getelementptr inbounds float, ptr %arena, i64 %1044
-  %1045 = load <8 x float>, ptr %arena169, align 4
-  %1046 = mul nsw i64 %pool1_grad.j440144, 49
-  %1047 = mul nsw i64 %pool1_grad.ty441145, 7
-  %1048 = add nsw i64 %1046, %1047
-  %1049 = add nsw i64 %1048, %pool1_grad.tx442146
-  %1050 = mul nsw i64 %1049, 32
-  %1051 = add nsw i64 1337840, %1050
-  %1052 = mul nsw i64 %pool1_grad.cv443147, 8
-  %1053 = add nsw i64 %1051, %1052
-  %arena170 = getelementptr inbounds float, ptr %arena, i64 %1053
-  %1054 = load <8 x float>, ptr %arena170, align 4
-  %1055 = fsub <8 x float> %1045, %1054
-  %1056 = mul nsw i64 %pool1_grad.j440144, 49
-  %1057 = mul nsw i64 %pool1_grad.ty441145, 7
-  %1058 = add nsw i64 %1056, %1057
-  %1059 = add nsw i64 %1058, %pool1_grad.tx442146
-  %1060 = mul nsw i64 %1059, 32
-  %1061 = add nsw i64 1344112, %1060
-  %1062 = mul nsw i64 %pool1_grad.cv443147, 8
-  %1063 = add nsw i64 %1061, %1062
-  %arena171 = getelementptr inbounds float, ptr %arena, i64 %1063
-  %1064 = load <8 x float>, ptr %arena171, align 4
-  %1065 = fsub <8 x float> %1055, %1064
-  store <8 x float> %1065, ptr %pool1_grad.w451, align 32
-  %w444 = load <8 x float>, ptr %pool1_grad.w444, align 32
-  %w446 = load <8 x float>, ptr %pool1_grad.w446, align 32
-  %1066 = fadd <8 x float> %w444, %w446
-  %w448 = load <8 x float>, ptr %pool1_grad.w448, align 32
-  %1067 = fadd <8 x float> %1066, %w448
-  store <8 x float> %1067, ptr %pool1_grad.w452, align 32
-  %w446172 = load <8 x float>, ptr %pool1_grad.w446, align 32
-  %w448173 = load <8 x float>, ptr %pool1_grad.w448, align 32
-  %1068 = fsub <8 x float> %w446172, %w448173
-  %w450 = load <8 x float>, ptr %pool1_grad.w450, align 32
-  %1069 = fsub <8 x float> %1068, %w450
-  store <8 x float> %1069, ptr %pool1_grad.w453, align 32
-  %w445 = load <8 x float>, ptr %pool1_grad.w445, align 32
-  %w447 = load <8 x float>, ptr %pool1_grad.w447, align 32
-  %1070 = fadd <8 x float> %w445, %w447
-  %w449 = load <8 x float>, ptr %pool1_grad.w449, align 32
-  %1071 = fadd <8 x float> %1070, %w449
-  store <8 x float> %1071, ptr %pool1_grad.w454, align 32
-  %w447174 = load <8 x float>, ptr %pool1_grad.w447, align 32
-  %w449175 = load <8 x float>, ptr %pool1_grad.w449, align 32
-  %1072 = fsub <8 x float> %w447174, %w449175
-  %w451 = load <8 x float>, ptr %pool1_grad.w451, align 32
-  %1073 = fsub <8 x float> %1072, %w451
-  store <8 x float> %1073, ptr %pool1_grad.w455, align 32
-  %w452 = load <8 x float>, ptr %pool1_grad.w452, align 32
-  %1074 = mul nsw i64 %pool1_grad.j440144, 14
-  %1075 = mul nsw i64 %pool1_grad.ty441145, 2
-  %1076 = add nsw i64 %1074, %1075
-  %1077 = mul nsw i64 %1076, 14
-  %1078 = mul nsw i64 %pool1_grad.tx442146, 2
-  %1079 = add nsw i64 %1077, %1078
-  %1080 = mul nsw i64 %1079, 32
-  %1081 = add nsw i64 1345680, %1080
-  %1082 = mul nsw i64 %pool1_grad.cv443147, 8
+pool1_grad.cv457:                                 ; preds = %pool1_grad.cv457, %pool1_grad.tx456
+  %pool1_grad.cv457144 = phi i64 [ 0, %pool1_grad.tx456 ], [ %cv457.next, %pool1_grad.cv457 ]
+  %828 = mul nsw i64 %pool1_grad.j454141, 49
+  %829 = mul nsw i64 %pool1_grad.ty455142, 7
+  %830 = add nsw i64 %828, %829
+  %831 = add nsw i64 %830, %pool1_grad.tx456143
+  %832 = mul nsw i64 %831, 32
+  %833 = add nsw i64 1320592, %832
+  %834 = mul nsw i64 %pool1_grad.cv457144, 8
+  %835 = add nsw i64 %833, %834
+  %arena145 = getelementptr inbounds float, ptr %arena, i64 %835
+  %836 = load <8 x float>, ptr %arena145, align 4
+  %837 = mul nsw i64 %pool1_grad.j454141, 49
+  %838 = mul nsw i64 %pool1_grad.ty455142, 7
+  %839 = add nsw i64 %837, %838
+  %840 = add nsw i64 %839, %pool1_grad.tx456143
+  %841 = mul nsw i64 %840, 32
+  %842 = add nsw i64 1326864, %841
+  %843 = mul nsw i64 %pool1_grad.cv457144, 8
+  %844 = add nsw i64 %842, %843
+  %arena146 = getelementptr inbounds float, ptr %arena, i64 %844
+  %845 = load <8 x float>, ptr %arena146, align 4
+  %846 = fadd <8 x float> %836, %845
+  %847 = mul nsw i64 %pool1_grad.j454141, 49
+  %848 = mul nsw i64 %pool1_grad.ty455142, 7
+  %849 = add nsw i64 %847, %848
+  %850 = add nsw i64 %849, %pool1_grad.tx456143
+  %851 = mul nsw i64 %850, 32
+  %852 = add nsw i64 1333136, %851
+  %853 = mul nsw i64 %pool1_grad.cv457144, 8
+  %854 = add nsw i64 %852, %853
+  %arena147 = getelementptr inbounds float, ptr %arena, i64 %854
+  %855 = load <8 x float>, ptr %arena147, align 4
+  %856 = fadd <8 x float> %846, %855
+  store <8 x float> %856, ptr %pool1_grad.w458, align 32
+  %857 = mul nsw i64 %pool1_grad.j454141, 49
+  %858 = mul nsw i64 %pool1_grad.ty455142, 7
+  %859 = add nsw i64 %857, %858
+  %860 = add nsw i64 %859, %pool1_grad.tx456143
+  %861 = mul nsw i64 %860, 32
+  %862 = add nsw i64 1326864, %861
+  %863 = mul nsw i64 %pool1_grad.cv457144, 8
+  %864 = add nsw i64 %862, %863
+  %arena148 = getelementptr inbounds float, ptr %arena, i64 %864
+  %865 = load <8 x float>, ptr %arena148, align 4
+  %866 = mul nsw i64 %pool1_grad.j454141, 49
+  %867 = mul nsw i64 %pool1_grad.ty455142, 7
+  %868 = add nsw i64 %866, %867
+  %869 = add nsw i64 %868, %pool1_grad.tx456143
+  %870 = mul nsw i64 %869, 32
+  %871 = add nsw i64 1333136, %870
+  %872 = mul nsw i64 %pool1_grad.cv457144, 8
+  %873 = add nsw i64 %871, %872
+  %arena149 = getelementptr inbounds float, ptr %arena, i64 %873
+  %874 = load <8 x float>, ptr %arena149, align 4
+  %875 = fsub <8 x float> %865, %874
+  %876 = mul nsw i64 %pool1_grad.j454141, 49
+  %877 = mul nsw i64 %pool1_grad.ty455142, 7
+  %878 = add nsw i64 %876, %877
+  %879 = add nsw i64 %878, %pool1_grad.tx456143
+  %880 = mul nsw i64 %879, 32
+  %881 = add nsw i64 1339408, %880
+  %882 = mul nsw i64 %pool1_grad.cv457144, 8
+  %883 = add nsw i64 %881, %882
+  %arena150 = getelementptr inbounds float, ptr %arena, i64 %883
+  %884 = load <8 x float>, ptr %arena150, align 4
+  %885 = fsub <8 x float> %875, %884
+  store <8 x float> %885, ptr %pool1_grad.w459, align 32
+  %886 = mul nsw i64 %pool1_grad.j454141, 49
+  %887 = mul nsw i64 %pool1_grad.ty455142, 7
+  %888 = add nsw i64 %886, %887
+  %889 = add nsw i64 %888, %pool1_grad.tx456143
+  %890 = mul nsw i64 %889, 32
+  %891 = add nsw i64 1322160, %890
+  %892 = mul nsw i64 %pool1_grad.cv457144, 8
+  %893 = add nsw i64 %891, %892
+  %arena151 = getelementptr inbounds float, ptr %arena, i64 %893
+  %894 = load <8 x float>, ptr %arena151, align 4
+  %895 = mul nsw i64 %pool1_grad.j454141, 49
+  %896 = mul nsw i64 %pool1_grad.ty455142, 7
+  %897 = add nsw i64 %895, %896
+  %898 = add nsw i64 %897, %pool1_grad.tx456143
+  %899 = mul nsw i64 %898, 32
+  %900 = add nsw i64 1328432, %899
+  %901 = mul nsw i64 %pool1_grad.cv457144, 8
+  %902 = add nsw i64 %900, %901
+  %arena152 = getelementptr inbounds float, ptr %arena, i64 %902
+  %903 = load <8 x float>, ptr %arena152, align 4
+  %904 = fadd <8 x float> %894, %903
+  %905 = mul nsw i64 %pool1_grad.j454141, 49
+  %906 = mul nsw i64 %pool1_grad.ty455142, 7
+  %907 = add nsw i64 %905, %906
+  %908 = add nsw i64 %907, %pool1_grad.tx456143
+  %909 = mul nsw i64 %908, 32
+  %910 = add nsw i64 1334704, %909
+  %911 = mul nsw i64 %pool1_grad.cv457144, 8
+  %912 = add nsw i64 %910, %911
+  %arena153 = getelementptr inbounds float, ptr %arena, i64 %912
+  %913 = load <8 x float>, ptr %arena153, align 4
+  %914 = fadd <8 x float> %904, %913
+  store <8 x float> %914, ptr %pool1_grad.w460, align 32
+  %915 = mul nsw i64 %pool1_grad.j454141, 49
+  %916 = mul nsw i64 %pool1_grad.ty455142, 7
+  %917 = add nsw i64 %915, %916
+  %918 = add nsw i64 %917, %pool1_grad.tx456143
+  %919 = mul nsw i64 %918, 32
+  %920 = add nsw i64 1328432, %919
+  %921 = mul nsw i64 %pool1_grad.cv457144, 8
+  %922 = add nsw i64 %920, %921
+  %arena154 = getelementptr inbounds float, ptr %arena, i64 %922
+  %923 = load <8 x float>, ptr %arena154, align 4
+  %924 = mul nsw i64 %pool1_grad.j454141, 49
+  %925 = mul nsw i64 %pool1_grad.ty455142, 7
+  %926 = add nsw i64 %924, %925
+  %927 = add nsw i64 %926, %pool1_grad.tx456143
+  %928 = mul nsw i64 %927, 32
+  %929 = add nsw i64 1334704, %928
+  %930 = mul nsw i64 %pool1_grad.cv457144, 8
+  %931 = add nsw i64 %929, %930
+  %arena155 = getelementptr inbounds float, ptr %arena, i64 %931
+  %932 = load <8 x float>, ptr %arena155, align 4
+  %933 = fsub <8 x float> %923, %932
+  %934 = mul nsw i64 %pool1_grad.j454141, 49
+  %935 = mul nsw i64 %pool1_grad.ty455142, 7
+  %936 = add nsw i64 %934, %935
+  %937 = add nsw i64 %936, %pool1_grad.tx456143
+  %938 = mul nsw i64 %937, 32
+  %939 = add nsw i64 1340976, %938
+  %940 = mul nsw i64 %pool1_grad.cv457144, 8
+  %941 = add nsw i64 %939, %940
+  %arena156 = getelementptr inbounds float, ptr %arena, i64 %941
+  %942 = load <8 x float>, ptr %arena156, align 4
+  %943 = fsub <8 x float> %933, %942
+  store <8 x float> %943, ptr %pool1_grad.w461, align 32
+  %944 = mul nsw i64 %pool1_grad.j454141, 49
+  %945 = mul nsw i64 %pool1_grad.ty455142, 7
+  %946 = add nsw i64 %944, %945
+  %947 = add nsw i64 %946, %pool1_grad.tx456143
+  %948 = mul nsw i64 %947, 32
+  %949 = add nsw i64 1323728, %948
+  %950 = mul nsw i64 %pool1_grad.cv457144, 8
+  %951 = add nsw i64 %949, %950
+  %arena157 = getelementptr inbounds float, ptr %arena, i64 %951
+  %952 = load <8 x float>, ptr %arena157, align 4
+  %953 = mul nsw i64 %pool1_grad.j454141, 49
+  %954 = mul nsw i64 %pool1_grad.ty455142, 7
+  %955 = add nsw i64 %953, %954
+  %956 = add nsw i64 %955, %pool1_grad.tx456143
+  %957 = mul nsw i64 %956, 32
+  %958 = add nsw i64 1330000, %957
+  %959 = mul nsw i64 %pool1_grad.cv457144, 8
+  %960 = add nsw i64 %958, %959
+  %arena158 = getelementptr inbounds float, ptr %arena, i64 %960
+  %961 = load <8 x float>, ptr %arena158, align 4
+  %962 = fadd <8 x float> %952, %961
+  %963 = mul nsw i64 %pool1_grad.j454141, 49
+  %964 = mul nsw i64 %pool1_grad.ty455142, 7
+  %965 = add nsw i64 %963, %964
+  %966 = add nsw i64 %965, %pool1_grad.tx456143
+  %967 = mul nsw i64 %966, 32
+  %968 = add nsw i64 1336272, %967
+  %969 = mul nsw i64 %pool1_grad.cv457144, 8
+  %970 = add nsw i64 %968, %969
+  %arena159 = getelementptr inbounds float, ptr %arena, i64 %970
+  %971 = load <8 x float>, ptr %arena159, align 4
+  %972 = fadd <8 x float> %962, %971
+  store <8 x float> %972, ptr %pool1_grad.w462, align 32
+  %973 = mul nsw i64 %pool1_grad.j454141, 49
+  %974 = mul nsw i64 %pool1_grad.ty455142, 7
+  %975 = add nsw i64 %973, %974
+  %976 = add nsw i64 %975, %pool1_grad.tx456143
+  %977 = mul nsw i64 %976, 32
+  %978 = add nsw i64 1330000, %977
+  %979 = mul nsw i64 %pool1_grad.cv457144, 8
+  %980 = add nsw i64 %978, %979
+  %arena160 = getelementptr inbounds float, ptr %arena, i64 %980
+  %981 = load <8 x float>, ptr %arena160, align 4
+  %982 = mul nsw i64 %pool1_grad.j454141, 49
+  %983 = mul nsw i64 %pool1_grad.ty455142, 7
+  %984 = add nsw i64 %982, %983
+  %985 = add nsw i64 %984, %pool1_grad.tx456143
+  %986 = mul nsw i64 %985, 32
+  %987 = add nsw i64 1336272, %986
+  %988 = mul nsw i64 %pool1_grad.cv457144, 8
+  %989 = add nsw i64 %987, %988
+  %arena161 = getelementptr inbounds float, ptr %arena, i64 %989
+  %990 = load <8 x float>, ptr %arena161, align 4
+  %991 = fsub <8 x float> %981, %990
+  %992 = mul nsw i64 %pool1_grad.j454141, 49
+  %993 = mul nsw i64 %pool1_grad.ty455142, 7
+  %994 = add nsw i64 %992, %993
+  %995 = add nsw i64 %994, %pool1_grad.tx456143
+  %996 = mul nsw i64 %995, 32
+  %997 = add nsw i64 1342544, %996
+  %998 = mul nsw i64 %pool1_grad.cv457144, 8
+  %999 = add nsw i64 %997, %998
+  %arena162 = getelementptr inbounds float, ptr %arena, i64 %999
+  %1000 = load <8 x float>, ptr %arena162, align 4
+  %1001 = fsub <8 x float> %991, %1000
+  store <8 x float> %1001, ptr %pool1_grad.w463, align 32
+  %1002 = mul nsw i64 %pool1_grad.j454141, 49
+  %1003 = mul nsw i64 %pool1_grad.ty455142, 7
+  %1004 = add nsw i64 %1002, %1003
+  %1005 = add nsw i64 %1004, %pool1_grad.tx456143
+  %1006 = mul nsw i64 %1005, 32
+  %1007 = add nsw i64 1325296, %1006
+  %1008 = mul nsw i64 %pool1_grad.cv457144, 8
+  %1009 = add nsw i64 %1007, %1008
+  %arena163 = getelementptr inbounds float, ptr %arena, i64 %1009
+  %1010 = load <8 x float>, ptr %arena163, align 4
+  %1011 = mul nsw i64 %pool1_grad.j454141, 49
+  %1012 = mul nsw i64 %pool1_grad.ty455142, 7
+  %1013 = add nsw i64 %1011, %1012
+  %1014 = add nsw i64 %1013, %pool1_grad.tx456143
+  %1015 = mul nsw i64 %1014, 32
+  %1016 = add nsw i64 1331568, %1015
+  %1017 = mul nsw i64 %pool1_grad.cv457144, 8
+  %1018 = add nsw i64 %1016, %1017
+  %arena164 = getelementptr inbounds float, ptr %arena, i64 %1018
+  %1019 = load <8 x float>, ptr %arena164, align 4
+  %1020 = fadd <8 x float> %1010, %1019
+  %1021 = mul nsw i64 %pool1_grad.j454141, 49
+  %1022 = mul nsw i64 %pool1_grad.ty455142, 7
+  %1023 = add nsw i64 %1021, %1022
+  %1024 = add nsw i64 %1023, %pool1_grad.tx456143
+  %1025 = mul nsw i64 %1024, 32
+  %1026 = add nsw i64 1337840, %1025
+  %1027 = mul nsw i64 %pool1_grad.cv457144, 8
+  %1028 = add nsw i64 %1026, %1027
+  %arena165 = getelementptr inbounds float, ptr %arena, i64 %1028
+  %1029 = load <8 x float>, ptr %arena165, align 4
+  %1030 = fadd <8 x float> %1020, %1029
+  store <8 x float> %1030, ptr %pool1_grad.w464, align 32
+  %1031 = mul nsw i64 %pool1_grad.j454141, 49
+  %1032 = mul nsw i64 %pool1_grad.ty455142, 7
+  %1033 = add nsw i64 %1031, %1032
+  %1034 = add nsw i64 %1033, %pool1_grad.tx456143
+  %1035 = mul nsw i64 %1034, 32
+  %1036 = add nsw i64 1331568, %1035
+  %1037 = mul nsw i64 %pool1_grad.cv457144, 8
+  %1038 = add nsw i64 %1036, %1037
+  %arena166 = getelementptr inbounds float, ptr %arena, i64 %1038
+  %1039 = load <8 x float>, ptr %arena166, align 4
+  %1040 = mul nsw i64 %pool1_grad.j454141, 49
+  %1041 = mul nsw i64 %pool1_grad.ty455142, 7
+  %1042 = add nsw i64 %1040, %1041
+  %1043 = add nsw i64 %1042, %pool1_grad.tx456143
+  %1044 = mul nsw i64 %1043, 32
+  %1045 = add nsw i64 1337840, %1044
+  %1046 = mul nsw i64 %pool1_grad.cv457144, 8
+  %1047 = add nsw i64 %1045, %1046
+  %arena167 = getelementptr inbounds float, ptr %arena, i64 %1047
+  %1048 = load <8 x float>, ptr %arena167, align 4
+  %1049 = fsub <8 x float> %1039, %1048
+  %1050 = mul nsw i64 %pool1_grad.j454141, 49
+  %1051 = mul nsw i64 %pool1_grad.ty455142, 7
+  %1052 = add nsw i64 %1050, %1051
+  %1053 = add nsw i64 %1052, %pool1_grad.tx456143
+  %1054 = mul nsw i64 %1053, 32
+  %1055 = add nsw i64 1344112, %1054
+  %1056 = mul nsw i64 %pool1_grad.cv457144, 8
+  %1057 = add nsw i64 %1055, %1056
+  %arena168 = getelementptr inbounds float, ptr %arena, i64 %1057
+  %1058 = load <8 x float>, ptr %arena168, align 4
+  %1059 = fsub <8 x float> %1049, %1058
+  store <8 x float> %1059, ptr %pool1_grad.w465, align 32
+  %w458 = load <8 x float>, ptr %pool1_grad.w458, align 32
+  %w460 = load <8 x float>, ptr %pool1_grad.w460, align 32
+  %1060 = fadd <8 x float> %w458, %w460
+  %w462 = load <8 x float>, ptr %pool1_grad.w462, align 32
+  %1061 = fadd <8 x float> %1060, %w462
+  store <8 x float> %1061, ptr %pool1_grad.w466, align 32
+  %w460169 = load <8 x float>, ptr %pool1_grad.w460, align 32
+  %w462170 = load <8 x float>, ptr %pool1_grad.w462, align 32
+  %1062 = fsub <8 x float> %w460169, %w462170
+  %w464 = load <8 x float>, ptr %pool1_grad.w464, align 32
+  %1063 = fsub <8 x float> %1062, %w464
+  store <8 x float> %1063, ptr %pool1_grad.w467, align 32
+  %w459 = load <8 x float>, ptr %pool1_grad.w459, align 32
+  %w461 = load <8 x float>, ptr %pool1_grad.w461, align 32
+  %1064 = fadd <8 x float> %w459, %w461
+  %w463 = load <8 x float>, ptr %pool1_grad.w463, align 32
+  %1065 = fadd <8 x float> %1064, %w463
+  store <8 x float> %1065, ptr %pool1_grad.w468, align 32
+  %w461171 = load <8 x float>, ptr %pool1_grad.w461, align 32
+  %w463172 = load <8 x float>, ptr %pool1_grad.w463, align 32
+  %1066 = fsub <8 x float> %w461171, %w463172
+  %w465 = load <8 x float>, ptr %pool1_grad.w465, align 32
+  %1067 = fsub <8 x float> %1066, %w465
+  store <8 x float> %1067, ptr %pool1_grad.w469, align 32
+  %w466 = load <8 x float>, ptr %pool1_grad.w466, align 32
+  %1068 = mul nsw i64 %pool1_grad.j454141, 14
+  %1069 = mul nsw i64 %pool1_grad.ty455142, 2
+  %1070 = add nsw i64 %1068, %1069
+  %1071 = mul nsw i64 %1070, 14
+  %1072 = mul nsw i64 %pool1_grad.tx456143, 2
+  %1073 = add nsw i64 %1071, %1072
+  %1074 = mul nsw i64 %1073, 32
+  %1075 = add nsw i64 1345680, %1074
+  %1076 = mul nsw i64 %pool1_grad.cv457144, 8
+  %1077 = add nsw i64 %1075, %1076
+  %arena173 = getelementptr inbounds float, ptr %arena, i64 %1077
+  store <8 x float> %w466, ptr %arena173, align 4
+  %w467 = load <8 x float>, ptr %pool1_grad.w467, align 32
+  %1078 = mul nsw i64 %pool1_grad.j454141, 14
+  %1079 = mul nsw i64 %pool1_grad.ty455142, 2
+  %1080 = add nsw i64 %1078, %1079
+  %1081 = mul nsw i64 %1080, 14
+  %1082 = mul nsw i64 %pool1_grad.tx456143, 2
   %1083 = add nsw i64 %1081, %1082
-  %arena176 = getelementptr inbounds float, ptr %arena, i64 %1083
-  store <8 x float> %w452, ptr %arena176, align 4
-  %w453 = load <8 x float>, ptr %pool1_grad.w453, align 32
-  %1084 = mul nsw i64 %pool1_grad.j440144, 14
-  %1085 = mul nsw i64 %pool1_grad.ty441145, 2
-  %1086 = add nsw i64 %1084, %1085
-  %1087 = mul nsw i64 %1086, 14
-  %1088 = mul nsw i64 %pool1_grad.tx442146, 2
-  %1089 = add nsw i64 %1087, %1088
-  %1090 = add nsw i64 %1089, 1
-  %1091 = mul nsw i64 %1090, 32
-  %1092 = add nsw i64 1345680, %1091
-  %1093 = mul nsw i64 %pool1_grad.cv443147, 8
-  %1094 = add nsw i64 %1092, %1093
-  %arena177 = getelementptr inbounds float, ptr %arena, i64 %1094
-  store <8 x float> %w453, ptr %arena177, align 4
-  %w454 = load <8 x float>, ptr %pool1_grad.w454, align 32
-  %1095 = mul nsw i64 %pool1_grad.j440144, 14
-  %1096 = mul nsw i64 %pool1_grad.ty441145, 2
-  %1097 = add nsw i64 %1095, %1096
-  %1098 = add nsw i64 %1097, 1
-  %1099 = mul nsw i64 %1098, 14
-  %1100 = mul nsw i64 %pool1_grad.tx442146, 2
-  %1101 = add nsw i64 %1099, %1100
-  %1102 = mul nsw i64 %1101, 32
-  %1103 = add nsw i64 1345680, %1102
-  %1104 = mul nsw i64 %pool1_grad.cv443147, 8
-  %1105 = add nsw i64 %1103, %1104
-  %arena178 = getelementptr inbounds float, ptr %arena, i64 %1105
-  store <8 x float> %w454, ptr %arena178, align 4
-  %w455 = load <8 x float>, ptr %pool1_grad.w455, align 32
-  %1106 = mul nsw i64 %pool1_grad.j440144, 14
-  %1107 = mul nsw i64 %pool1_grad.ty441145, 2
-  %1108 = add nsw i64 %1106, %1107
-  %1109 = add nsw i64 %1108, 1
-  %1110 = mul nsw i64 %1109, 14
-  %1111 = mul nsw i64 %pool1_grad.tx442146, 2
-  %1112 = add nsw i64 %1110, %1111
-  %1113 = add nsw i64 %1112, 1
-  %1114 = mul nsw i64 %1113, 32
-  %1115 = add nsw i64 1345680, %1114
-  %1116 = mul nsw i64 %pool1_grad.cv443147, 8
-  %1117 = add nsw i64 %1115, %1116
-  %arena179 = getelementptr inbounds float, ptr %arena, i64 %1117
-  store <8 x float> %w455, ptr %arena179, align 4
-  %cv443.next = add nsw i64 %pool1_grad.cv443147, 1
-  %1118 = icmp slt i64 %cv443.next, 4
-  br i1 %1118, label %pool1_grad.cv443, label %pool1_grad.cv443.end
+  %1084 = add nsw i64 %1083, 1
+  %1085 = mul nsw i64 %1084, 32
+  %1086 = add nsw i64 1345680, %1085
+  %1087 = mul nsw i64 %pool1_grad.cv457144, 8
+  %1088 = add nsw i64 %1086, %1087
+  %arena174 = getelementptr inbounds float, ptr %arena, i64 %1088
+  store <8 x float> %w467, ptr %arena174, align 4
+  %w468 = load <8 x float>, ptr %pool1_grad.w468, align 32
+  %1089 = mul nsw i64 %pool1_grad.j454141, 14
+  %1090 = mul nsw i64 %pool1_grad.ty455142, 2
+  %1091 = add nsw i64 %1089, %1090
+  %1092 = add nsw i64 %1091, 1
+  %1093 = mul nsw i64 %1092, 14
+  %1094 = mul nsw i64 %pool1_grad.tx456143, 2
+  %1095 = add nsw i64 %1093, %1094
+  %1096 = mul nsw i64 %1095, 32
+  %1097 = add nsw i64 1345680, %1096
+  %1098 = mul nsw i64 %pool1_grad.cv457144, 8
+  %1099 = add nsw i64 %1097, %1098
+  %arena175 = getelementptr inbounds float, ptr %arena, i64 %1099
+  store <8 x float> %w468, ptr %arena175, align 4
+  %w469 = load <8 x float>, ptr %pool1_grad.w469, align 32
+  %1100 = mul nsw i64 %pool1_grad.j454141, 14
+  %1101 = mul nsw i64 %pool1_grad.ty455142, 2
+  %1102 = add nsw i64 %1100, %1101
+  %1103 = add nsw i64 %1102, 1
+  %1104 = mul nsw i64 %1103, 14
+  %1105 = mul nsw i64 %pool1_grad.tx456143, 2
+  %1106 = add nsw i64 %1104, %1105
+  %1107 = add nsw i64 %1106, 1
+  %1108 = mul nsw i64 %1107, 32
+  %1109 = add nsw i64 1345680, %1108
+  %1110 = mul nsw i64 %pool1_grad.cv457144, 8
+  %1111 = add nsw i64 %1109, %1110
+  %arena176 = getelementptr inbounds float, ptr %arena, i64 %1111
+  store <8 x float> %w469, ptr %arena176, align 4
+  %cv457.next = add nsw i64 %pool1_grad.cv457144, 1
+  %1112 = icmp slt i64 %cv457.next, 4
+  br i1 %1112, label %pool1_grad.cv457, label %pool1_grad.cv457.end
 
-pool1_grad.cv443.end:                             ; preds = %pool1_grad.cv443
-  %tx442.next = add nsw i64 %pool1_grad.tx442146, 1
-  %1119 = icmp slt i64 %tx442.next, 7
-  br i1 %1119, label %pool1_grad.tx442, label %pool1_grad.tx442.end
+pool1_grad.cv457.end:                             ; preds = %pool1_grad.cv457
+  %tx456.next = add nsw i64 %pool1_grad.tx456143, 1
+  %1113 = icmp slt i64 %tx456.next, 7
+  br i1 %1113, label %pool1_grad.tx456, label %pool1_grad.tx456.end
 
-pool1_grad.j456:                                  ; preds = %pool1_grad.c457.end, %pool1_grad.j440.end
-  %pool1_grad.j456180 = phi i64 [ 0, %pool1_grad.j440.end ], [ %j456.next, %pool1_grad.c457.end ]
-  br label %pool1_grad.c457
+pool1_grad.j470:                                  ; preds = %pool1_grad.c471.end, %pool1_grad.j454.end
+  %pool1_grad.j470177 = phi i64 [ 0, %pool1_grad.j454.end ], [ %j470.next, %pool1_grad.c471.end ]
+  br label %pool1_grad.c471
 
-pool1_grad.j456.end:                              ; preds = %pool1_grad.c457.end
-  %g398.next = add nsw i64 %pool1_grad.g39865, 1
-  %1120 = icmp slt i64 %g398.next, 64
-  br i1 %1120, label %pool1_grad.g398, label %pool1_grad.g398.end
+pool1_grad.j470.end:                              ; preds = %pool1_grad.c471.end
+  %g405.next = add nsw i64 %pool1_grad.g40565, 1
+  %1114 = icmp slt i64 %g405.next, 64
+  br i1 %1114, label %pool1_grad.g405, label %pool1_grad.g405.end
 
-pool1_grad.c457:                                  ; preds = %pool1_grad.q458.end, %pool1_grad.j456
-  %pool1_grad.c457181 = phi i64 [ 0, %pool1_grad.j456 ], [ %c457.next, %pool1_grad.q458.end ]
-  br label %pool1_grad.q458
+pool1_grad.c471:                                  ; preds = %pool1_grad.q472.end, %pool1_grad.j470
+  %pool1_grad.c471178 = phi i64 [ 0, %pool1_grad.j470 ], [ %c471.next, %pool1_grad.q472.end ]
+  br label %pool1_grad.q472
 
-pool1_grad.c457.end:                              ; preds = %pool1_grad.q458.end
-  %j456.next = add nsw i64 %pool1_grad.j456180, 1
-  %1121 = icmp slt i64 %j456.next, 1
-  br i1 %1121, label %pool1_grad.j456, label %pool1_grad.j456.end
+pool1_grad.c471.end:                              ; preds = %pool1_grad.q472.end
+  %j470.next = add nsw i64 %pool1_grad.j470177, 1
+  %1115 = icmp slt i64 %j470.next, 1
+  br i1 %1115, label %pool1_grad.j470, label %pool1_grad.j470.end
 
-pool1_grad.q458:                                  ; preds = %pool1_grad.q458, %pool1_grad.c457
-  %pool1_grad.q458182 = phi i64 [ 0, %pool1_grad.c457 ], [ %q458.next, %pool1_grad.q458 ]
-  %1122 = mul nsw i64 %pool1_grad.j456180, 196
-  %1123 = add nsw i64 %1122, %pool1_grad.q458182
-  %1124 = mul nsw i64 %1123, 32
-  %1125 = add nsw i64 1345680, %1124
-  %1126 = add nsw i64 %1125, %pool1_grad.c457181
-  %arena183 = getelementptr inbounds float, ptr %arena, i64 %1126
-  %1127 = load float, ptr %arena183, align 4
-  %1128 = add nsw i64 %pool1_grad.g39865, %pool1_grad.j456180
-  %1129 = mul nsw i64 %1128, 6272
-  %1130 = add nsw i64 802816, %1129
-  %1131 = mul nsw i64 %pool1_grad.c457181, 196
-  %1132 = add nsw i64 %1130, %1131
-  %1133 = add nsw i64 %1132, %pool1_grad.q458182
-  %arena184 = getelementptr inbounds float, ptr %arena, i64 %1133
-  store float %1127, ptr %arena184, align 4
-  %q458.next = add nsw i64 %pool1_grad.q458182, 1
-  %1134 = icmp slt i64 %q458.next, 196
-  br i1 %1134, label %pool1_grad.q458, label %pool1_grad.q458.end
+pool1_grad.q472:                                  ; preds = %pool1_grad.q472, %pool1_grad.c471
+  %pool1_grad.q472179 = phi i64 [ 0, %pool1_grad.c471 ], [ %q472.next, %pool1_grad.q472 ]
+  %1116 = mul nsw i64 %pool1_grad.j470177, 196
+  %1117 = add nsw i64 %1116, %pool1_grad.q472179
+  %1118 = mul nsw i64 %1117, 32
+  %1119 = add nsw i64 1345680, %1118
+  %1120 = add nsw i64 %1119, %pool1_grad.c471178
+  %arena180 = getelementptr inbounds float, ptr %arena, i64 %1120
+  %1121 = load float, ptr %arena180, align 4
+  %1122 = add nsw i64 %pool1_grad.g40565, %pool1_grad.j470177
+  %1123 = mul nsw i64 %1122, 6272
+  %1124 = add nsw i64 802816, %1123
+  %1125 = mul nsw i64 %pool1_grad.c471178, 196
+  %1126 = add nsw i64 %1124, %1125
+  %1127 = add nsw i64 %1126, %pool1_grad.q472179
+  %arena181 = getelementptr inbounds float, ptr %arena, i64 %1127
+  store float %1121, ptr %arena181, align 4
+  %q472.next = add nsw i64 %pool1_grad.q472179, 1
+  %1128 = icmp slt i64 %q472.next, 196
+  br i1 %1128, label %pool1_grad.q472, label %pool1_grad.q472.end
 
-pool1_grad.q458.end:                              ; preds = %pool1_grad.q458
-  %c457.next = add nsw i64 %pool1_grad.c457181, 1
-  %1135 = icmp slt i64 %c457.next, 32
-  br i1 %1135, label %pool1_grad.c457, label %pool1_grad.c457.end
+pool1_grad.q472.end:                              ; preds = %pool1_grad.q472
+  %c471.next = add nsw i64 %pool1_grad.c471178, 1
+  %1129 = icmp slt i64 %c471.next, 32
+  br i1 %1129, label %pool1_grad.c471, label %pool1_grad.c471.end
 }
 
 ; Function Attrs: noinline
-define internal void @simplecnn_train_b64.k21.conv1_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @simplecnn_train_b64.k20.pool1_grad.gemm453(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #1 {
 entry:
-  br label %conv1_grad.i459
+  %pool1_grad.t451_a3 = alloca <8 x float>, align 32
+  %pool1_grad.t451_a2 = alloca <8 x float>, align 32
+  %pool1_grad.t451_a1 = alloca <8 x float>, align 32
+  %pool1_grad.t451_a0 = alloca <8 x float>, align 32
+  %pool1_grad.t451_b1 = alloca <8 x float>, align 32
+  %pool1_grad.t451_b0 = alloca <8 x float>, align 32
+  %pool1_grad.t451_c3_1 = alloca <8 x float>, align 32
+  %pool1_grad.t451_c3_0 = alloca <8 x float>, align 32
+  %pool1_grad.t451_c2_1 = alloca <8 x float>, align 32
+  %pool1_grad.t451_c2_0 = alloca <8 x float>, align 32
+  %pool1_grad.t451_c1_1 = alloca <8 x float>, align 32
+  %pool1_grad.t451_c1_0 = alloca <8 x float>, align 32
+  %pool1_grad.t451_c0_1 = alloca <8 x float>, align 32
+  %pool1_grad.t451_c0_0 = alloca <8 x float>, align 32
+  %pool1_grad.t449_a4 = alloca <8 x float>, align 32
+  %pool1_grad.t449_a3 = alloca <8 x float>, align 32
+  %pool1_grad.t449_a2 = alloca <8 x float>, align 32
+  %pool1_grad.t449_a1 = alloca <8 x float>, align 32
+  %pool1_grad.t449_a0 = alloca <8 x float>, align 32
+  %pool1_grad.t449_b1 = alloca <8 x float>, align 32
+  %pool1_grad.t449_b0 = alloca <8 x float>, align 32
+  %pool1_grad.t449_c4_1 = alloca <8 x float>, align 32
+  %pool1_grad.t449_c4_0 = alloca <8 x float>, align 32
+  %pool1_grad.t449_c3_1 = alloca <8 x float>, align 32
+  %pool1_grad.t449_c3_0 = alloca <8 x float>, align 32
+  %pool1_grad.t449_c2_1 = alloca <8 x float>, align 32
+  %pool1_grad.t449_c2_0 = alloca <8 x float>, align 32
+  %pool1_grad.t449_c1_1 = alloca <8 x float>, align 32
+  %pool1_grad.t449_c1_0 = alloca <8 x float>, align 32
+  %pool1_grad.t449_c0_1 = alloca <8 x float>, align 32
+  %pool1_grad.t449_c0_0 = alloca <8 x float>, align 32
+  br label %pool1_grad.nb447
 
-conv1_grad.i459:                                  ; preds = %conv1_grad.i459, %entry
-  %conv1_grad.i4591 = phi i64 [ 0, %entry ], [ %i459.next, %conv1_grad.i459 ]
-  %0 = add nsw i64 1221264, %conv1_grad.i4591
-  %arena2 = getelementptr inbounds float, ptr %arena, i64 %0
-  store float 0.000000e+00, ptr %arena2, align 4
-  %i459.next = add nsw i64 %conv1_grad.i4591, 1
-  %1 = icmp slt i64 %i459.next, 1605632
-  br i1 %1, label %conv1_grad.i459, label %conv1_grad.i459.end
+pool1_grad.nb447:                                 ; preds = %pool1_grad.k452.end, %entry
+  %pool1_grad.nb4471 = phi i64 [ 0, %entry ], [ %nb447.next, %pool1_grad.k452.end ]
+  br label %pool1_grad.mb448
 
-conv1_grad.i459.end:                              ; preds = %conv1_grad.i459
-  br label %conv1_grad.q460
-
-conv1_grad.q460:                                  ; preds = %conv1_grad.i461.end, %conv1_grad.i459.end
-  %conv1_grad.q4603 = phi i64 [ 0, %conv1_grad.i459.end ], [ %q460.next, %conv1_grad.i461.end ]
-  br label %conv1_grad.i461
-
-conv1_grad.q460.end:                              ; preds = %conv1_grad.i461.end
+pool1_grad.nb447.end:                             ; preds = %pool1_grad.k452.end
   ret void
 
-conv1_grad.i461:                                  ; preds = %conv1_grad.endif, %conv1_grad.q460
-  %conv1_grad.i4614 = phi i64 [ 0, %conv1_grad.q460 ], [ %i461.next, %conv1_grad.endif ]
-  %2 = mul nsw i64 %conv1_grad.q4603, 196
-  %3 = add nsw i64 %2, %conv1_grad.i4614
+pool1_grad.mb448:                                 ; preds = %pool1_grad.k450.end, %pool1_grad.nb447
+  %pool1_grad.mb4482 = phi i64 [ 0, %pool1_grad.nb447 ], [ %mb448.next, %pool1_grad.k450.end ]
+  store <8 x float> zeroinitializer, ptr %pool1_grad.t449_c0_0, align 32
+  store <8 x float> zeroinitializer, ptr %pool1_grad.t449_c0_1, align 32
+  store <8 x float> zeroinitializer, ptr %pool1_grad.t449_c1_0, align 32
+  store <8 x float> zeroinitializer, ptr %pool1_grad.t449_c1_1, align 32
+  store <8 x float> zeroinitializer, ptr %pool1_grad.t449_c2_0, align 32
+  store <8 x float> zeroinitializer, ptr %pool1_grad.t449_c2_1, align 32
+  store <8 x float> zeroinitializer, ptr %pool1_grad.t449_c3_0, align 32
+  store <8 x float> zeroinitializer, ptr %pool1_grad.t449_c3_1, align 32
+  store <8 x float> zeroinitializer, ptr %pool1_grad.t449_c4_0, align 32
+  store <8 x float> zeroinitializer, ptr %pool1_grad.t449_c4_1, align 32
+  br label %pool1_grad.k450
+
+pool1_grad.mb448.end:                             ; preds = %pool1_grad.k450.end
+  store <8 x float> zeroinitializer, ptr %pool1_grad.t451_c0_0, align 32
+  store <8 x float> zeroinitializer, ptr %pool1_grad.t451_c0_1, align 32
+  store <8 x float> zeroinitializer, ptr %pool1_grad.t451_c1_0, align 32
+  store <8 x float> zeroinitializer, ptr %pool1_grad.t451_c1_1, align 32
+  store <8 x float> zeroinitializer, ptr %pool1_grad.t451_c2_0, align 32
+  store <8 x float> zeroinitializer, ptr %pool1_grad.t451_c2_1, align 32
+  store <8 x float> zeroinitializer, ptr %pool1_grad.t451_c3_0, align 32
+  store <8 x float> zeroinitializer, ptr %pool1_grad.t451_c3_1, align 32
+  br label %pool1_grad.k452
+
+pool1_grad.k450:                                  ; preds = %pool1_grad.k450, %pool1_grad.mb448
+  %pool1_grad.k4503 = phi i64 [ 0, %pool1_grad.mb448 ], [ %k450.next, %pool1_grad.k450 ]
+  %1 = mul nsw i64 %0, 2048
+  %2 = add nsw i64 1221264, %1
+  %3 = mul nsw i64 %pool1_grad.k4503, 32
+  %4 = add nsw i64 %2, %3
+  %5 = mul nsw i64 %pool1_grad.nb4471, 16
+  %6 = add nsw i64 %4, %5
+  %arena4 = getelementptr inbounds float, ptr %arena, i64 %6
+  %7 = load <8 x float>, ptr %arena4, align 4
+  store <8 x float> %7, ptr %pool1_grad.t449_b0, align 32
+  %8 = mul nsw i64 %0, 2048
+  %9 = add nsw i64 1221264, %8
+  %10 = mul nsw i64 %pool1_grad.k4503, 32
+  %11 = add nsw i64 %9, %10
+  %12 = mul nsw i64 %pool1_grad.nb4471, 16
+  %13 = add nsw i64 %11, %12
+  %14 = add nsw i64 %13, 8
+  %arena5 = getelementptr inbounds float, ptr %arena, i64 %14
+  %15 = load <8 x float>, ptr %arena5, align 4
+  store <8 x float> %15, ptr %pool1_grad.t449_b1, align 32
+  %16 = mul nsw i64 %0, 3136
+  %17 = add nsw i64 1270416, %16
+  %18 = mul nsw i64 %pool1_grad.mb4482, 5
+  %19 = mul nsw i64 %18, 64
+  %20 = add nsw i64 %17, %19
+  %21 = add nsw i64 %20, %pool1_grad.k4503
+  %arena6 = getelementptr inbounds float, ptr %arena, i64 %21
+  %22 = load float, ptr %arena6, align 4
+  %23 = insertelement <8 x float> undef, float %22, i32 0
+  %24 = shufflevector <8 x float> %23, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %24, ptr %pool1_grad.t449_a0, align 32
+  %t449_a0 = load <8 x float>, ptr %pool1_grad.t449_a0, align 32
+  %t449_b0 = load <8 x float>, ptr %pool1_grad.t449_b0, align 32
+  %t449_c0_0 = load <8 x float>, ptr %pool1_grad.t449_c0_0, align 32
+  %25 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t449_a0, <8 x float> %t449_b0, <8 x float> %t449_c0_0)
+  store <8 x float> %25, ptr %pool1_grad.t449_c0_0, align 32
+  %t449_a07 = load <8 x float>, ptr %pool1_grad.t449_a0, align 32
+  %t449_b1 = load <8 x float>, ptr %pool1_grad.t449_b1, align 32
+  %t449_c0_1 = load <8 x float>, ptr %pool1_grad.t449_c0_1, align 32
+  %26 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t449_a07, <8 x float> %t449_b1, <8 x float> %t449_c0_1)
+  store <8 x float> %26, ptr %pool1_grad.t449_c0_1, align 32
+  %27 = mul nsw i64 %0, 3136
+  %28 = add nsw i64 1270416, %27
+  %29 = mul nsw i64 %pool1_grad.mb4482, 5
+  %30 = add nsw i64 %29, 1
+  %31 = mul nsw i64 %30, 64
+  %32 = add nsw i64 %28, %31
+  %33 = add nsw i64 %32, %pool1_grad.k4503
+  %arena8 = getelementptr inbounds float, ptr %arena, i64 %33
+  %34 = load float, ptr %arena8, align 4
+  %35 = insertelement <8 x float> undef, float %34, i32 0
+  %36 = shufflevector <8 x float> %35, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %36, ptr %pool1_grad.t449_a1, align 32
+  %t449_a1 = load <8 x float>, ptr %pool1_grad.t449_a1, align 32
+  %t449_b09 = load <8 x float>, ptr %pool1_grad.t449_b0, align 32
+  %t449_c1_0 = load <8 x float>, ptr %pool1_grad.t449_c1_0, align 32
+  %37 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t449_a1, <8 x float> %t449_b09, <8 x float> %t449_c1_0)
+  store <8 x float> %37, ptr %pool1_grad.t449_c1_0, align 32
+  %t449_a110 = load <8 x float>, ptr %pool1_grad.t449_a1, align 32
+  %t449_b111 = load <8 x float>, ptr %pool1_grad.t449_b1, align 32
+  %t449_c1_1 = load <8 x float>, ptr %pool1_grad.t449_c1_1, align 32
+  %38 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t449_a110, <8 x float> %t449_b111, <8 x float> %t449_c1_1)
+  store <8 x float> %38, ptr %pool1_grad.t449_c1_1, align 32
+  %39 = mul nsw i64 %0, 3136
+  %40 = add nsw i64 1270416, %39
+  %41 = mul nsw i64 %pool1_grad.mb4482, 5
+  %42 = add nsw i64 %41, 2
+  %43 = mul nsw i64 %42, 64
+  %44 = add nsw i64 %40, %43
+  %45 = add nsw i64 %44, %pool1_grad.k4503
+  %arena12 = getelementptr inbounds float, ptr %arena, i64 %45
+  %46 = load float, ptr %arena12, align 4
+  %47 = insertelement <8 x float> undef, float %46, i32 0
+  %48 = shufflevector <8 x float> %47, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %48, ptr %pool1_grad.t449_a2, align 32
+  %t449_a2 = load <8 x float>, ptr %pool1_grad.t449_a2, align 32
+  %t449_b013 = load <8 x float>, ptr %pool1_grad.t449_b0, align 32
+  %t449_c2_0 = load <8 x float>, ptr %pool1_grad.t449_c2_0, align 32
+  %49 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t449_a2, <8 x float> %t449_b013, <8 x float> %t449_c2_0)
+  store <8 x float> %49, ptr %pool1_grad.t449_c2_0, align 32
+  %t449_a214 = load <8 x float>, ptr %pool1_grad.t449_a2, align 32
+  %t449_b115 = load <8 x float>, ptr %pool1_grad.t449_b1, align 32
+  %t449_c2_1 = load <8 x float>, ptr %pool1_grad.t449_c2_1, align 32
+  %50 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t449_a214, <8 x float> %t449_b115, <8 x float> %t449_c2_1)
+  store <8 x float> %50, ptr %pool1_grad.t449_c2_1, align 32
+  %51 = mul nsw i64 %0, 3136
+  %52 = add nsw i64 1270416, %51
+  %53 = mul nsw i64 %pool1_grad.mb4482, 5
+  %54 = add nsw i64 %53, 3
+  %55 = mul nsw i64 %54, 64
+  %56 = add nsw i64 %52, %55
+  %57 = add nsw i64 %56, %pool1_grad.k4503
+  %arena16 = getelementptr inbounds float, ptr %arena, i64 %57
+  %58 = load float, ptr %arena16, align 4
+  %59 = insertelement <8 x float> undef, float %58, i32 0
+  %60 = shufflevector <8 x float> %59, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %60, ptr %pool1_grad.t449_a3, align 32
+  %t449_a3 = load <8 x float>, ptr %pool1_grad.t449_a3, align 32
+  %t449_b017 = load <8 x float>, ptr %pool1_grad.t449_b0, align 32
+  %t449_c3_0 = load <8 x float>, ptr %pool1_grad.t449_c3_0, align 32
+  %61 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t449_a3, <8 x float> %t449_b017, <8 x float> %t449_c3_0)
+  store <8 x float> %61, ptr %pool1_grad.t449_c3_0, align 32
+  %t449_a318 = load <8 x float>, ptr %pool1_grad.t449_a3, align 32
+  %t449_b119 = load <8 x float>, ptr %pool1_grad.t449_b1, align 32
+  %t449_c3_1 = load <8 x float>, ptr %pool1_grad.t449_c3_1, align 32
+  %62 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t449_a318, <8 x float> %t449_b119, <8 x float> %t449_c3_1)
+  store <8 x float> %62, ptr %pool1_grad.t449_c3_1, align 32
+  %63 = mul nsw i64 %0, 3136
+  %64 = add nsw i64 1270416, %63
+  %65 = mul nsw i64 %pool1_grad.mb4482, 5
+  %66 = add nsw i64 %65, 4
+  %67 = mul nsw i64 %66, 64
+  %68 = add nsw i64 %64, %67
+  %69 = add nsw i64 %68, %pool1_grad.k4503
+  %arena20 = getelementptr inbounds float, ptr %arena, i64 %69
+  %70 = load float, ptr %arena20, align 4
+  %71 = insertelement <8 x float> undef, float %70, i32 0
+  %72 = shufflevector <8 x float> %71, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %72, ptr %pool1_grad.t449_a4, align 32
+  %t449_a4 = load <8 x float>, ptr %pool1_grad.t449_a4, align 32
+  %t449_b021 = load <8 x float>, ptr %pool1_grad.t449_b0, align 32
+  %t449_c4_0 = load <8 x float>, ptr %pool1_grad.t449_c4_0, align 32
+  %73 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t449_a4, <8 x float> %t449_b021, <8 x float> %t449_c4_0)
+  store <8 x float> %73, ptr %pool1_grad.t449_c4_0, align 32
+  %t449_a422 = load <8 x float>, ptr %pool1_grad.t449_a4, align 32
+  %t449_b123 = load <8 x float>, ptr %pool1_grad.t449_b1, align 32
+  %t449_c4_1 = load <8 x float>, ptr %pool1_grad.t449_c4_1, align 32
+  %74 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t449_a422, <8 x float> %t449_b123, <8 x float> %t449_c4_1)
+  store <8 x float> %74, ptr %pool1_grad.t449_c4_1, align 32
+  %k450.next = add nsw i64 %pool1_grad.k4503, 1
+  %75 = icmp slt i64 %k450.next, 64
+  br i1 %75, label %pool1_grad.k450, label %pool1_grad.k450.end
+
+pool1_grad.k450.end:                              ; preds = %pool1_grad.k450
+  %t449_c0_024 = load <8 x float>, ptr %pool1_grad.t449_c0_0, align 32
+  %76 = mul nsw i64 %0, 1568
+  %77 = add nsw i64 1320592, %76
+  %78 = mul nsw i64 %pool1_grad.mb4482, 5
+  %79 = mul nsw i64 %78, 32
+  %80 = add nsw i64 %77, %79
+  %81 = mul nsw i64 %pool1_grad.nb4471, 16
+  %82 = add nsw i64 %80, %81
+  %arena25 = getelementptr inbounds float, ptr %arena, i64 %82
+  store <8 x float> %t449_c0_024, ptr %arena25, align 4
+  %t449_c0_126 = load <8 x float>, ptr %pool1_grad.t449_c0_1, align 32
+  %83 = mul nsw i64 %0, 1568
+  %84 = add nsw i64 1320592, %83
+  %85 = mul nsw i64 %pool1_grad.mb4482, 5
+  %86 = mul nsw i64 %85, 32
+  %87 = add nsw i64 %84, %86
+  %88 = mul nsw i64 %pool1_grad.nb4471, 16
+  %89 = add nsw i64 %87, %88
+  %90 = add nsw i64 %89, 8
+  %arena27 = getelementptr inbounds float, ptr %arena, i64 %90
+  store <8 x float> %t449_c0_126, ptr %arena27, align 4
+  %t449_c1_028 = load <8 x float>, ptr %pool1_grad.t449_c1_0, align 32
+  %91 = mul nsw i64 %0, 1568
+  %92 = add nsw i64 1320592, %91
+  %93 = mul nsw i64 %pool1_grad.mb4482, 5
+  %94 = add nsw i64 %93, 1
+  %95 = mul nsw i64 %94, 32
+  %96 = add nsw i64 %92, %95
+  %97 = mul nsw i64 %pool1_grad.nb4471, 16
+  %98 = add nsw i64 %96, %97
+  %arena29 = getelementptr inbounds float, ptr %arena, i64 %98
+  store <8 x float> %t449_c1_028, ptr %arena29, align 4
+  %t449_c1_130 = load <8 x float>, ptr %pool1_grad.t449_c1_1, align 32
+  %99 = mul nsw i64 %0, 1568
+  %100 = add nsw i64 1320592, %99
+  %101 = mul nsw i64 %pool1_grad.mb4482, 5
+  %102 = add nsw i64 %101, 1
+  %103 = mul nsw i64 %102, 32
+  %104 = add nsw i64 %100, %103
+  %105 = mul nsw i64 %pool1_grad.nb4471, 16
+  %106 = add nsw i64 %104, %105
+  %107 = add nsw i64 %106, 8
+  %arena31 = getelementptr inbounds float, ptr %arena, i64 %107
+  store <8 x float> %t449_c1_130, ptr %arena31, align 4
+  %t449_c2_032 = load <8 x float>, ptr %pool1_grad.t449_c2_0, align 32
+  %108 = mul nsw i64 %0, 1568
+  %109 = add nsw i64 1320592, %108
+  %110 = mul nsw i64 %pool1_grad.mb4482, 5
+  %111 = add nsw i64 %110, 2
+  %112 = mul nsw i64 %111, 32
+  %113 = add nsw i64 %109, %112
+  %114 = mul nsw i64 %pool1_grad.nb4471, 16
+  %115 = add nsw i64 %113, %114
+  %arena33 = getelementptr inbounds float, ptr %arena, i64 %115
+  store <8 x float> %t449_c2_032, ptr %arena33, align 4
+  %t449_c2_134 = load <8 x float>, ptr %pool1_grad.t449_c2_1, align 32
+  %116 = mul nsw i64 %0, 1568
+  %117 = add nsw i64 1320592, %116
+  %118 = mul nsw i64 %pool1_grad.mb4482, 5
+  %119 = add nsw i64 %118, 2
+  %120 = mul nsw i64 %119, 32
+  %121 = add nsw i64 %117, %120
+  %122 = mul nsw i64 %pool1_grad.nb4471, 16
+  %123 = add nsw i64 %121, %122
+  %124 = add nsw i64 %123, 8
+  %arena35 = getelementptr inbounds float, ptr %arena, i64 %124
+  store <8 x float> %t449_c2_134, ptr %arena35, align 4
+  %t449_c3_036 = load <8 x float>, ptr %pool1_grad.t449_c3_0, align 32
+  %125 = mul nsw i64 %0, 1568
+  %126 = add nsw i64 1320592, %125
+  %127 = mul nsw i64 %pool1_grad.mb4482, 5
+  %128 = add nsw i64 %127, 3
+  %129 = mul nsw i64 %128, 32
+  %130 = add nsw i64 %126, %129
+  %131 = mul nsw i64 %pool1_grad.nb4471, 16
+  %132 = add nsw i64 %130, %131
+  %arena37 = getelementptr inbounds float, ptr %arena, i64 %132
+  store <8 x float> %t449_c3_036, ptr %arena37, align 4
+  %t449_c3_138 = load <8 x float>, ptr %pool1_grad.t449_c3_1, align 32
+  %133 = mul nsw i64 %0, 1568
+  %134 = add nsw i64 1320592, %133
+  %135 = mul nsw i64 %pool1_grad.mb4482, 5
+  %136 = add nsw i64 %135, 3
+  %137 = mul nsw i64 %136, 32
+  %138 = add nsw i64 %134, %137
+  %139 = mul nsw i64 %pool1_grad.nb4471, 16
+  %140 = add nsw i64 %138, %139
+  %141 = add nsw i64 %140, 8
+  %arena39 = getelementptr inbounds float, ptr %arena, i64 %141
+  store <8 x float> %t449_c3_138, ptr %arena39, align 4
+  %t449_c4_040 = load <8 x float>, ptr %pool1_grad.t449_c4_0, align 32
+  %142 = mul nsw i64 %0, 1568
+  %143 = add nsw i64 1320592, %142
+  %144 = mul nsw i64 %pool1_grad.mb4482, 5
+  %145 = add nsw i64 %144, 4
+  %146 = mul nsw i64 %145, 32
+  %147 = add nsw i64 %143, %146
+  %148 = mul nsw i64 %pool1_grad.nb4471, 16
+  %149 = add nsw i64 %147, %148
+  %arena41 = getelementptr inbounds float, ptr %arena, i64 %149
+  store <8 x float> %t449_c4_040, ptr %arena41, align 4
+  %t449_c4_142 = load <8 x float>, ptr %pool1_grad.t449_c4_1, align 32
+  %150 = mul nsw i64 %0, 1568
+  %151 = add nsw i64 1320592, %150
+  %152 = mul nsw i64 %pool1_grad.mb4482, 5
+  %153 = add nsw i64 %152, 4
+  %154 = mul nsw i64 %153, 32
+  %155 = add nsw i64 %151, %154
+  %156 = mul nsw i64 %pool1_grad.nb4471, 16
+  %157 = add nsw i64 %155, %156
+  %158 = add nsw i64 %157, 8
+  %arena43 = getelementptr inbounds float, ptr %arena, i64 %158
+  store <8 x float> %t449_c4_142, ptr %arena43, align 4
+  %mb448.next = add nsw i64 %pool1_grad.mb4482, 1
+  %159 = icmp slt i64 %mb448.next, 9
+  br i1 %159, label %pool1_grad.mb448, label %pool1_grad.mb448.end
+
+pool1_grad.k452:                                  ; preds = %pool1_grad.k452, %pool1_grad.mb448.end
+  %pool1_grad.k45244 = phi i64 [ 0, %pool1_grad.mb448.end ], [ %k452.next, %pool1_grad.k452 ]
+  %160 = mul nsw i64 %0, 2048
+  %161 = add nsw i64 1221264, %160
+  %162 = mul nsw i64 %pool1_grad.k45244, 32
+  %163 = add nsw i64 %161, %162
+  %164 = mul nsw i64 %pool1_grad.nb4471, 16
+  %165 = add nsw i64 %163, %164
+  %arena45 = getelementptr inbounds float, ptr %arena, i64 %165
+  %166 = load <8 x float>, ptr %arena45, align 4
+  store <8 x float> %166, ptr %pool1_grad.t451_b0, align 32
+  %167 = mul nsw i64 %0, 2048
+  %168 = add nsw i64 1221264, %167
+  %169 = mul nsw i64 %pool1_grad.k45244, 32
+  %170 = add nsw i64 %168, %169
+  %171 = mul nsw i64 %pool1_grad.nb4471, 16
+  %172 = add nsw i64 %170, %171
+  %173 = add nsw i64 %172, 8
+  %arena46 = getelementptr inbounds float, ptr %arena, i64 %173
+  %174 = load <8 x float>, ptr %arena46, align 4
+  store <8 x float> %174, ptr %pool1_grad.t451_b1, align 32
+  %175 = mul nsw i64 %0, 3136
+  %176 = add nsw i64 1270416, %175
+  %177 = add nsw i64 %176, 2880
+  %178 = add nsw i64 %177, %pool1_grad.k45244
+  %arena47 = getelementptr inbounds float, ptr %arena, i64 %178
+  %179 = load float, ptr %arena47, align 4
+  %180 = insertelement <8 x float> undef, float %179, i32 0
+  %181 = shufflevector <8 x float> %180, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %181, ptr %pool1_grad.t451_a0, align 32
+  %t451_a0 = load <8 x float>, ptr %pool1_grad.t451_a0, align 32
+  %t451_b0 = load <8 x float>, ptr %pool1_grad.t451_b0, align 32
+  %t451_c0_0 = load <8 x float>, ptr %pool1_grad.t451_c0_0, align 32
+  %182 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t451_a0, <8 x float> %t451_b0, <8 x float> %t451_c0_0)
+  store <8 x float> %182, ptr %pool1_grad.t451_c0_0, align 32
+  %t451_a048 = load <8 x float>, ptr %pool1_grad.t451_a0, align 32
+  %t451_b1 = load <8 x float>, ptr %pool1_grad.t451_b1, align 32
+  %t451_c0_1 = load <8 x float>, ptr %pool1_grad.t451_c0_1, align 32
+  %183 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t451_a048, <8 x float> %t451_b1, <8 x float> %t451_c0_1)
+  store <8 x float> %183, ptr %pool1_grad.t451_c0_1, align 32
+  %184 = mul nsw i64 %0, 3136
+  %185 = add nsw i64 1270416, %184
+  %186 = add nsw i64 %185, 2944
+  %187 = add nsw i64 %186, %pool1_grad.k45244
+  %arena49 = getelementptr inbounds float, ptr %arena, i64 %187
+  %188 = load float, ptr %arena49, align 4
+  %189 = insertelement <8 x float> undef, float %188, i32 0
+  %190 = shufflevector <8 x float> %189, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %190, ptr %pool1_grad.t451_a1, align 32
+  %t451_a1 = load <8 x float>, ptr %pool1_grad.t451_a1, align 32
+  %t451_b050 = load <8 x float>, ptr %pool1_grad.t451_b0, align 32
+  %t451_c1_0 = load <8 x float>, ptr %pool1_grad.t451_c1_0, align 32
+  %191 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t451_a1, <8 x float> %t451_b050, <8 x float> %t451_c1_0)
+  store <8 x float> %191, ptr %pool1_grad.t451_c1_0, align 32
+  %t451_a151 = load <8 x float>, ptr %pool1_grad.t451_a1, align 32
+  %t451_b152 = load <8 x float>, ptr %pool1_grad.t451_b1, align 32
+  %t451_c1_1 = load <8 x float>, ptr %pool1_grad.t451_c1_1, align 32
+  %192 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t451_a151, <8 x float> %t451_b152, <8 x float> %t451_c1_1)
+  store <8 x float> %192, ptr %pool1_grad.t451_c1_1, align 32
+  %193 = mul nsw i64 %0, 3136
+  %194 = add nsw i64 1270416, %193
+  %195 = add nsw i64 %194, 3008
+  %196 = add nsw i64 %195, %pool1_grad.k45244
+  %arena53 = getelementptr inbounds float, ptr %arena, i64 %196
+  %197 = load float, ptr %arena53, align 4
+  %198 = insertelement <8 x float> undef, float %197, i32 0
+  %199 = shufflevector <8 x float> %198, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %199, ptr %pool1_grad.t451_a2, align 32
+  %t451_a2 = load <8 x float>, ptr %pool1_grad.t451_a2, align 32
+  %t451_b054 = load <8 x float>, ptr %pool1_grad.t451_b0, align 32
+  %t451_c2_0 = load <8 x float>, ptr %pool1_grad.t451_c2_0, align 32
+  %200 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t451_a2, <8 x float> %t451_b054, <8 x float> %t451_c2_0)
+  store <8 x float> %200, ptr %pool1_grad.t451_c2_0, align 32
+  %t451_a255 = load <8 x float>, ptr %pool1_grad.t451_a2, align 32
+  %t451_b156 = load <8 x float>, ptr %pool1_grad.t451_b1, align 32
+  %t451_c2_1 = load <8 x float>, ptr %pool1_grad.t451_c2_1, align 32
+  %201 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t451_a255, <8 x float> %t451_b156, <8 x float> %t451_c2_1)
+  store <8 x float> %201, ptr %pool1_grad.t451_c2_1, align 32
+  %202 = mul nsw i64 %0, 3136
+  %203 = add nsw i64 1270416, %202
+  %204 = add nsw i64 %203, 3072
+  %205 = add nsw i64 %204, %pool1_grad.k45244
+  %arena57 = getelementptr inbounds float, ptr %arena, i64 %205
+  %206 = load float, ptr %arena57, align 4
+  %207 = insertelement <8 x float> undef, float %206, i32 0
+  %208 = shufflevector <8 x float> %207, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %208, ptr %pool1_grad.t451_a3, align 32
+  %t451_a3 = load <8 x float>, ptr %pool1_grad.t451_a3, align 32
+  %t451_b058 = load <8 x float>, ptr %pool1_grad.t451_b0, align 32
+  %t451_c3_0 = load <8 x float>, ptr %pool1_grad.t451_c3_0, align 32
+  %209 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t451_a3, <8 x float> %t451_b058, <8 x float> %t451_c3_0)
+  store <8 x float> %209, ptr %pool1_grad.t451_c3_0, align 32
+  %t451_a359 = load <8 x float>, ptr %pool1_grad.t451_a3, align 32
+  %t451_b160 = load <8 x float>, ptr %pool1_grad.t451_b1, align 32
+  %t451_c3_1 = load <8 x float>, ptr %pool1_grad.t451_c3_1, align 32
+  %210 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t451_a359, <8 x float> %t451_b160, <8 x float> %t451_c3_1)
+  store <8 x float> %210, ptr %pool1_grad.t451_c3_1, align 32
+  %k452.next = add nsw i64 %pool1_grad.k45244, 1
+  %211 = icmp slt i64 %k452.next, 64
+  br i1 %211, label %pool1_grad.k452, label %pool1_grad.k452.end
+
+pool1_grad.k452.end:                              ; preds = %pool1_grad.k452
+  %t451_c0_061 = load <8 x float>, ptr %pool1_grad.t451_c0_0, align 32
+  %212 = mul nsw i64 %0, 1568
+  %213 = add nsw i64 1320592, %212
+  %214 = add nsw i64 %213, 1440
+  %215 = mul nsw i64 %pool1_grad.nb4471, 16
+  %216 = add nsw i64 %214, %215
+  %arena62 = getelementptr inbounds float, ptr %arena, i64 %216
+  store <8 x float> %t451_c0_061, ptr %arena62, align 4
+  %t451_c0_163 = load <8 x float>, ptr %pool1_grad.t451_c0_1, align 32
+  %217 = mul nsw i64 %0, 1568
+  %218 = add nsw i64 1320592, %217
+  %219 = add nsw i64 %218, 1440
+  %220 = mul nsw i64 %pool1_grad.nb4471, 16
+  %221 = add nsw i64 %219, %220
+  %222 = add nsw i64 %221, 8
+  %arena64 = getelementptr inbounds float, ptr %arena, i64 %222
+  store <8 x float> %t451_c0_163, ptr %arena64, align 4
+  %t451_c1_065 = load <8 x float>, ptr %pool1_grad.t451_c1_0, align 32
+  %223 = mul nsw i64 %0, 1568
+  %224 = add nsw i64 1320592, %223
+  %225 = add nsw i64 %224, 1472
+  %226 = mul nsw i64 %pool1_grad.nb4471, 16
+  %227 = add nsw i64 %225, %226
+  %arena66 = getelementptr inbounds float, ptr %arena, i64 %227
+  store <8 x float> %t451_c1_065, ptr %arena66, align 4
+  %t451_c1_167 = load <8 x float>, ptr %pool1_grad.t451_c1_1, align 32
+  %228 = mul nsw i64 %0, 1568
+  %229 = add nsw i64 1320592, %228
+  %230 = add nsw i64 %229, 1472
+  %231 = mul nsw i64 %pool1_grad.nb4471, 16
+  %232 = add nsw i64 %230, %231
+  %233 = add nsw i64 %232, 8
+  %arena68 = getelementptr inbounds float, ptr %arena, i64 %233
+  store <8 x float> %t451_c1_167, ptr %arena68, align 4
+  %t451_c2_069 = load <8 x float>, ptr %pool1_grad.t451_c2_0, align 32
+  %234 = mul nsw i64 %0, 1568
+  %235 = add nsw i64 1320592, %234
+  %236 = add nsw i64 %235, 1504
+  %237 = mul nsw i64 %pool1_grad.nb4471, 16
+  %238 = add nsw i64 %236, %237
+  %arena70 = getelementptr inbounds float, ptr %arena, i64 %238
+  store <8 x float> %t451_c2_069, ptr %arena70, align 4
+  %t451_c2_171 = load <8 x float>, ptr %pool1_grad.t451_c2_1, align 32
+  %239 = mul nsw i64 %0, 1568
+  %240 = add nsw i64 1320592, %239
+  %241 = add nsw i64 %240, 1504
+  %242 = mul nsw i64 %pool1_grad.nb4471, 16
+  %243 = add nsw i64 %241, %242
+  %244 = add nsw i64 %243, 8
+  %arena72 = getelementptr inbounds float, ptr %arena, i64 %244
+  store <8 x float> %t451_c2_171, ptr %arena72, align 4
+  %t451_c3_073 = load <8 x float>, ptr %pool1_grad.t451_c3_0, align 32
+  %245 = mul nsw i64 %0, 1568
+  %246 = add nsw i64 1320592, %245
+  %247 = add nsw i64 %246, 1536
+  %248 = mul nsw i64 %pool1_grad.nb4471, 16
+  %249 = add nsw i64 %247, %248
+  %arena74 = getelementptr inbounds float, ptr %arena, i64 %249
+  store <8 x float> %t451_c3_073, ptr %arena74, align 4
+  %t451_c3_175 = load <8 x float>, ptr %pool1_grad.t451_c3_1, align 32
+  %250 = mul nsw i64 %0, 1568
+  %251 = add nsw i64 1320592, %250
+  %252 = add nsw i64 %251, 1536
+  %253 = mul nsw i64 %pool1_grad.nb4471, 16
+  %254 = add nsw i64 %252, %253
+  %255 = add nsw i64 %254, 8
+  %arena76 = getelementptr inbounds float, ptr %arena, i64 %255
+  store <8 x float> %t451_c3_175, ptr %arena76, align 4
+  %nb447.next = add nsw i64 %pool1_grad.nb4471, 1
+  %256 = icmp slt i64 %nb447.next, 2
+  br i1 %256, label %pool1_grad.nb447, label %pool1_grad.nb447.end
+}
+
+; Function Attrs: noinline
+define internal void @simplecnn_train_b64.k21.conv1_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+entry:
+  br label %conv1_grad.i473
+
+conv1_grad.i473:                                  ; preds = %conv1_grad.i473, %entry
+  %conv1_grad.i4731 = phi i64 [ 0, %entry ], [ %i473.next, %conv1_grad.i473 ]
+  %0 = add nsw i64 1221264, %conv1_grad.i4731
+  %arena2 = getelementptr inbounds float, ptr %arena, i64 %0
+  store float 0.000000e+00, ptr %arena2, align 4
+  %i473.next = add nsw i64 %conv1_grad.i4731, 1
+  %1 = icmp slt i64 %i473.next, 1605632
+  br i1 %1, label %conv1_grad.i473, label %conv1_grad.i473.end
+
+conv1_grad.i473.end:                              ; preds = %conv1_grad.i473
+  br label %conv1_grad.q474
+
+conv1_grad.q474:                                  ; preds = %conv1_grad.i475.end, %conv1_grad.i473.end
+  %conv1_grad.q4743 = phi i64 [ 0, %conv1_grad.i473.end ], [ %q474.next, %conv1_grad.i475.end ]
+  br label %conv1_grad.i475
+
+conv1_grad.q474.end:                              ; preds = %conv1_grad.i475.end
+  ret void
+
+conv1_grad.i475:                                  ; preds = %conv1_grad.endif, %conv1_grad.q474
+  %conv1_grad.i4754 = phi i64 [ 0, %conv1_grad.q474 ], [ %i475.next, %conv1_grad.endif ]
+  %2 = mul nsw i64 %conv1_grad.q4743, 196
+  %3 = add nsw i64 %2, %conv1_grad.i4754
   %arena5 = getelementptr inbounds float, ptr %arena, i64 %3
   %4 = load float, ptr %arena5, align 4
   %5 = fcmp ogt float %4, 0.000000e+00
   br i1 %5, label %conv1_grad.then, label %conv1_grad.endif
 
-conv1_grad.i461.end:                              ; preds = %conv1_grad.endif
-  %q460.next = add nsw i64 %conv1_grad.q4603, 1
-  %6 = icmp slt i64 %q460.next, 2048
-  br i1 %6, label %conv1_grad.q460, label %conv1_grad.q460.end
+conv1_grad.i475.end:                              ; preds = %conv1_grad.endif
+  %q474.next = add nsw i64 %conv1_grad.q4743, 1
+  %6 = icmp slt i64 %q474.next, 2048
+  br i1 %6, label %conv1_grad.q474, label %conv1_grad.q474.end
 
-conv1_grad.then:                                  ; preds = %conv1_grad.i461
-  %7 = mul nsw i64 %conv1_grad.q4603, 784
+conv1_grad.then:                                  ; preds = %conv1_grad.i475
+  %7 = mul nsw i64 %conv1_grad.q4743, 784
   %8 = add nsw i64 1221264, %7
-  %9 = mul nsw i64 %conv1_grad.q4603, 196
-  %10 = add nsw i64 %9, %conv1_grad.i4614
+  %9 = mul nsw i64 %conv1_grad.q4743, 196
+  %10 = add nsw i64 %9, %conv1_grad.i4754
   %11 = add nsw i64 401408, %10
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %11
   %12 = load float, ptr %arena6, align 4
@@ -10260,8 +11232,8 @@ conv1_grad.then:                                  ; preds = %conv1_grad.i461
   %14 = add nsw i64 %8, %13
   %arena7 = getelementptr inbounds float, ptr %arena, i64 %14
   %15 = load float, ptr %arena7, align 4
-  %16 = mul nsw i64 %conv1_grad.q4603, 196
-  %17 = add nsw i64 %16, %conv1_grad.i4614
+  %16 = mul nsw i64 %conv1_grad.q4743, 196
+  %17 = add nsw i64 %16, %conv1_grad.i4754
   %18 = add nsw i64 802816, %17
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %18
   %19 = load float, ptr %arena8, align 4
@@ -10269,1230 +11241,1230 @@ conv1_grad.then:                                  ; preds = %conv1_grad.i461
   store float %20, ptr %arena7, align 4
   br label %conv1_grad.endif
 
-conv1_grad.endif:                                 ; preds = %conv1_grad.then, %conv1_grad.i461
-  %i461.next = add nsw i64 %conv1_grad.i4614, 1
-  %21 = icmp slt i64 %i461.next, 196
-  br i1 %21, label %conv1_grad.i461, label %conv1_grad.i461.end
+conv1_grad.endif:                                 ; preds = %conv1_grad.then, %conv1_grad.i475
+  %i475.next = add nsw i64 %conv1_grad.i4754, 1
+  %21 = icmp slt i64 %i475.next, 196
+  br i1 %21, label %conv1_grad.i475, label %conv1_grad.i475.end
 }
 
 ; Function Attrs: noinline
-define internal void @simplecnn_train_b64.k22.conv1_weight_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @simplecnn_train_b64.k22.conv1_weight_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  br label %conv1_weight_grad.i462
+  br label %conv1_weight_grad.i476
 
-conv1_weight_grad.i462:                           ; preds = %conv1_weight_grad.i462, %entry
-  %conv1_weight_grad.i4621 = phi i64 [ 0, %entry ], [ %i462.next, %conv1_weight_grad.i462 ]
-  %0 = add nsw i64 514448, %conv1_weight_grad.i4621
+conv1_weight_grad.i476:                           ; preds = %conv1_weight_grad.i476, %entry
+  %conv1_weight_grad.i4761 = phi i64 [ 0, %entry ], [ %i476.next, %conv1_weight_grad.i476 ]
+  %0 = add nsw i64 514448, %conv1_weight_grad.i4761
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %0
   store float 0.000000e+00, ptr %arena2, align 4
-  %i462.next = add nsw i64 %conv1_weight_grad.i4621, 1
-  %1 = icmp slt i64 %i462.next, 288
-  br i1 %1, label %conv1_weight_grad.i462, label %conv1_weight_grad.i462.end
+  %i476.next = add nsw i64 %conv1_weight_grad.i4761, 1
+  %1 = icmp slt i64 %i476.next, 288
+  br i1 %1, label %conv1_weight_grad.i476, label %conv1_weight_grad.i476.end
 
-conv1_weight_grad.i462.end:                       ; preds = %conv1_weight_grad.i462
-  br label %conv1_weight_grad.g463
+conv1_weight_grad.i476.end:                       ; preds = %conv1_weight_grad.i476
+  br label %conv1_weight_grad.g477
 
-conv1_weight_grad.g463:                           ; preds = %conv1_weight_grad.j478.end, %conv1_weight_grad.i462.end
-  %conv1_weight_grad.g4633 = phi i64 [ 0, %conv1_weight_grad.i462.end ], [ %g463.next, %conv1_weight_grad.j478.end ]
-  br label %conv1_weight_grad.j464
-
-conv1_weight_grad.g463.end:                       ; preds = %conv1_weight_grad.j478.end
-  br label %conv1_weight_grad.f489
-
-conv1_weight_grad.j464:                           ; preds = %conv1_weight_grad.c465.end, %conv1_weight_grad.g463
-  %conv1_weight_grad.j4644 = phi i64 [ 0, %conv1_weight_grad.g463 ], [ %j464.next, %conv1_weight_grad.c465.end ]
-  br label %conv1_weight_grad.c465
-
-conv1_weight_grad.j464.end:                       ; preds = %conv1_weight_grad.c465.end
+conv1_weight_grad.g477:                           ; preds = %conv1_weight_grad.j492.end, %conv1_weight_grad.i476.end
+  %conv1_weight_grad.g4773 = phi i64 [ 0, %conv1_weight_grad.i476.end ], [ %g477.next, %conv1_weight_grad.j492.end ]
   br label %conv1_weight_grad.j478
 
-conv1_weight_grad.c465:                           ; preds = %conv1_weight_grad.ky466.end, %conv1_weight_grad.j464
-  %conv1_weight_grad.c4655 = phi i64 [ 0, %conv1_weight_grad.j464 ], [ %c465.next, %conv1_weight_grad.ky466.end ]
-  br label %conv1_weight_grad.ky466
+conv1_weight_grad.g477.end:                       ; preds = %conv1_weight_grad.j492.end
+  br label %conv1_weight_grad.f503
 
-conv1_weight_grad.c465.end:                       ; preds = %conv1_weight_grad.ky466.end
-  %j464.next = add nsw i64 %conv1_weight_grad.j4644, 1
-  %2 = icmp slt i64 %j464.next, 16
-  br i1 %2, label %conv1_weight_grad.j464, label %conv1_weight_grad.j464.end
+conv1_weight_grad.j478:                           ; preds = %conv1_weight_grad.c479.end, %conv1_weight_grad.g477
+  %conv1_weight_grad.j4784 = phi i64 [ 0, %conv1_weight_grad.g477 ], [ %j478.next, %conv1_weight_grad.c479.end ]
+  br label %conv1_weight_grad.c479
 
-conv1_weight_grad.ky466:                          ; preds = %conv1_weight_grad.oy474.end, %conv1_weight_grad.c465
-  %conv1_weight_grad.ky4666 = phi i64 [ 0, %conv1_weight_grad.c465 ], [ %ky466.next, %conv1_weight_grad.oy474.end ]
-  br label %conv1_weight_grad.oy467
+conv1_weight_grad.j478.end:                       ; preds = %conv1_weight_grad.c479.end
+  br label %conv1_weight_grad.j492
 
-conv1_weight_grad.ky466.end:                      ; preds = %conv1_weight_grad.oy474.end
-  %c465.next = add nsw i64 %conv1_weight_grad.c4655, 1
-  %3 = icmp slt i64 %c465.next, 1
-  br i1 %3, label %conv1_weight_grad.c465, label %conv1_weight_grad.c465.end
+conv1_weight_grad.c479:                           ; preds = %conv1_weight_grad.ky480.end, %conv1_weight_grad.j478
+  %conv1_weight_grad.c4795 = phi i64 [ 0, %conv1_weight_grad.j478 ], [ %c479.next, %conv1_weight_grad.ky480.end ]
+  br label %conv1_weight_grad.ky480
 
-conv1_weight_grad.oy467:                          ; preds = %conv1_weight_grad.endif18, %conv1_weight_grad.ky466
-  %conv1_weight_grad.oy4677 = phi i64 [ 0, %conv1_weight_grad.ky466 ], [ %oy467.next, %conv1_weight_grad.endif18 ]
-  %4 = add nsw i64 %conv1_weight_grad.oy4677, %conv1_weight_grad.ky4666
+conv1_weight_grad.c479.end:                       ; preds = %conv1_weight_grad.ky480.end
+  %j478.next = add nsw i64 %conv1_weight_grad.j4784, 1
+  %2 = icmp slt i64 %j478.next, 16
+  br i1 %2, label %conv1_weight_grad.j478, label %conv1_weight_grad.j478.end
+
+conv1_weight_grad.ky480:                          ; preds = %conv1_weight_grad.oy488.end, %conv1_weight_grad.c479
+  %conv1_weight_grad.ky4806 = phi i64 [ 0, %conv1_weight_grad.c479 ], [ %ky480.next, %conv1_weight_grad.oy488.end ]
+  br label %conv1_weight_grad.oy481
+
+conv1_weight_grad.ky480.end:                      ; preds = %conv1_weight_grad.oy488.end
+  %c479.next = add nsw i64 %conv1_weight_grad.c4795, 1
+  %3 = icmp slt i64 %c479.next, 1
+  br i1 %3, label %conv1_weight_grad.c479, label %conv1_weight_grad.c479.end
+
+conv1_weight_grad.oy481:                          ; preds = %conv1_weight_grad.endif18, %conv1_weight_grad.ky480
+  %conv1_weight_grad.oy4817 = phi i64 [ 0, %conv1_weight_grad.ky480 ], [ %oy481.next, %conv1_weight_grad.endif18 ]
+  %4 = add nsw i64 %conv1_weight_grad.oy4817, %conv1_weight_grad.ky4806
   %5 = add nsw i64 %4, -1
   %6 = icmp slt i64 -1, %5
-  %7 = add nsw i64 %conv1_weight_grad.oy4677, %conv1_weight_grad.ky4666
+  %7 = add nsw i64 %conv1_weight_grad.oy4817, %conv1_weight_grad.ky4806
   %8 = add nsw i64 %7, -1
   %9 = icmp slt i64 %8, 28
   %10 = and i1 %6, %9
   br i1 %10, label %conv1_weight_grad.then, label %conv1_weight_grad.endif
 
-conv1_weight_grad.oy467.end:                      ; preds = %conv1_weight_grad.endif18
-  br label %conv1_weight_grad.oy471
+conv1_weight_grad.oy481.end:                      ; preds = %conv1_weight_grad.endif18
+  br label %conv1_weight_grad.oy485
 
-conv1_weight_grad.then:                           ; preds = %conv1_weight_grad.oy467
-  br label %conv1_weight_grad.ox468
+conv1_weight_grad.then:                           ; preds = %conv1_weight_grad.oy481
+  br label %conv1_weight_grad.ox482
 
-conv1_weight_grad.endif:                          ; preds = %conv1_weight_grad.ox469.end, %conv1_weight_grad.oy467
-  %11 = add nsw i64 %conv1_weight_grad.oy4677, %conv1_weight_grad.ky4666
+conv1_weight_grad.endif:                          ; preds = %conv1_weight_grad.ox483.end, %conv1_weight_grad.oy481
+  %11 = add nsw i64 %conv1_weight_grad.oy4817, %conv1_weight_grad.ky4806
   %12 = add nsw i64 %11, -1
   %13 = icmp slt i64 %12, 0
   br i1 %13, label %conv1_weight_grad.then13, label %conv1_weight_grad.endif14
 
-conv1_weight_grad.ox468:                          ; preds = %conv1_weight_grad.ox468, %conv1_weight_grad.then
-  %conv1_weight_grad.ox4688 = phi i64 [ 0, %conv1_weight_grad.then ], [ %ox468.next, %conv1_weight_grad.ox468 ]
-  %14 = mul nsw i64 %conv1_weight_grad.g4633, 16
-  %15 = add nsw i64 %14, %conv1_weight_grad.j4644
+conv1_weight_grad.ox482:                          ; preds = %conv1_weight_grad.ox482, %conv1_weight_grad.then
+  %conv1_weight_grad.ox4828 = phi i64 [ 0, %conv1_weight_grad.then ], [ %ox482.next, %conv1_weight_grad.ox482 ]
+  %14 = mul nsw i64 %conv1_weight_grad.g4773, 16
+  %15 = add nsw i64 %14, %conv1_weight_grad.j4784
   %16 = mul nsw i64 %15, 784
-  %17 = mul nsw i64 %conv1_weight_grad.c4655, 784
+  %17 = mul nsw i64 %conv1_weight_grad.c4795, 784
   %18 = add nsw i64 %16, %17
-  %19 = add nsw i64 %conv1_weight_grad.oy4677, %conv1_weight_grad.ky4666
+  %19 = add nsw i64 %conv1_weight_grad.oy4817, %conv1_weight_grad.ky4806
   %20 = add nsw i64 %19, -1
   %21 = mul nsw i64 %20, 28
   %22 = add nsw i64 %18, %21
-  %23 = add nsw i64 %conv1_weight_grad.ox4688, 1
+  %23 = add nsw i64 %conv1_weight_grad.ox4828, 1
   %24 = add nsw i64 %23, -1
   %25 = add nsw i64 %22, %24
   %images9 = getelementptr inbounds float, ptr %images, i64 %25
   %26 = load float, ptr %images9, align 4
-  %27 = mul nsw i64 %conv1_weight_grad.c4655, 3
-  %28 = add nsw i64 %27, %conv1_weight_grad.ky4666
+  %27 = mul nsw i64 %conv1_weight_grad.c4795, 3
+  %28 = add nsw i64 %27, %conv1_weight_grad.ky4806
   %29 = mul nsw i64 %28, 3
   %30 = mul nsw i64 %29, 12560
-  %31 = mul nsw i64 %conv1_weight_grad.j4644, 784
+  %31 = mul nsw i64 %conv1_weight_grad.j4784, 784
   %32 = add nsw i64 %30, %31
-  %33 = mul nsw i64 %conv1_weight_grad.oy4677, 28
-  %34 = add nsw i64 %conv1_weight_grad.ox4688, 1
+  %33 = mul nsw i64 %conv1_weight_grad.oy4817, 28
+  %34 = add nsw i64 %conv1_weight_grad.ox4828, 1
   %35 = add nsw i64 %33, %34
   %36 = add nsw i64 %32, %35
   %arena10 = getelementptr inbounds float, ptr %arena, i64 %36
   store float %26, ptr %arena10, align 4
-  %ox468.next = add nsw i64 %conv1_weight_grad.ox4688, 1
-  %37 = icmp slt i64 %ox468.next, 27
-  br i1 %37, label %conv1_weight_grad.ox468, label %conv1_weight_grad.ox468.end
+  %ox482.next = add nsw i64 %conv1_weight_grad.ox4828, 1
+  %37 = icmp slt i64 %ox482.next, 27
+  br i1 %37, label %conv1_weight_grad.ox482, label %conv1_weight_grad.ox482.end
 
-conv1_weight_grad.ox468.end:                      ; preds = %conv1_weight_grad.ox468
-  br label %conv1_weight_grad.ox469
+conv1_weight_grad.ox482.end:                      ; preds = %conv1_weight_grad.ox482
+  br label %conv1_weight_grad.ox483
 
-conv1_weight_grad.ox469:                          ; preds = %conv1_weight_grad.ox469, %conv1_weight_grad.ox468.end
-  %conv1_weight_grad.ox46911 = phi i64 [ 0, %conv1_weight_grad.ox468.end ], [ %ox469.next, %conv1_weight_grad.ox469 ]
-  %38 = mul nsw i64 %conv1_weight_grad.c4655, 3
-  %39 = add nsw i64 %38, %conv1_weight_grad.ky4666
+conv1_weight_grad.ox483:                          ; preds = %conv1_weight_grad.ox483, %conv1_weight_grad.ox482.end
+  %conv1_weight_grad.ox48311 = phi i64 [ 0, %conv1_weight_grad.ox482.end ], [ %ox483.next, %conv1_weight_grad.ox483 ]
+  %38 = mul nsw i64 %conv1_weight_grad.c4795, 3
+  %39 = add nsw i64 %38, %conv1_weight_grad.ky4806
   %40 = mul nsw i64 %39, 3
   %41 = mul nsw i64 %40, 12560
-  %42 = mul nsw i64 %conv1_weight_grad.j4644, 784
+  %42 = mul nsw i64 %conv1_weight_grad.j4784, 784
   %43 = add nsw i64 %41, %42
-  %44 = mul nsw i64 %conv1_weight_grad.oy4677, 28
-  %45 = add nsw i64 %44, %conv1_weight_grad.ox46911
+  %44 = mul nsw i64 %conv1_weight_grad.oy4817, 28
+  %45 = add nsw i64 %44, %conv1_weight_grad.ox48311
   %46 = add nsw i64 %43, %45
   %arena12 = getelementptr inbounds float, ptr %arena, i64 %46
   store float 0.000000e+00, ptr %arena12, align 4
-  %ox469.next = add nsw i64 %conv1_weight_grad.ox46911, 1
-  %47 = icmp slt i64 %ox469.next, 1
-  br i1 %47, label %conv1_weight_grad.ox469, label %conv1_weight_grad.ox469.end
+  %ox483.next = add nsw i64 %conv1_weight_grad.ox48311, 1
+  %47 = icmp slt i64 %ox483.next, 1
+  br i1 %47, label %conv1_weight_grad.ox483, label %conv1_weight_grad.ox483.end
 
-conv1_weight_grad.ox469.end:                      ; preds = %conv1_weight_grad.ox469
+conv1_weight_grad.ox483.end:                      ; preds = %conv1_weight_grad.ox483
   br label %conv1_weight_grad.endif
 
 conv1_weight_grad.then13:                         ; preds = %conv1_weight_grad.endif
-  br label %conv1_weight_grad.ox470
+  br label %conv1_weight_grad.ox484
 
-conv1_weight_grad.endif14:                        ; preds = %conv1_weight_grad.ox470.end, %conv1_weight_grad.endif
-  %48 = add nsw i64 %conv1_weight_grad.oy4677, %conv1_weight_grad.ky4666
+conv1_weight_grad.endif14:                        ; preds = %conv1_weight_grad.ox484.end, %conv1_weight_grad.endif
+  %48 = add nsw i64 %conv1_weight_grad.oy4817, %conv1_weight_grad.ky4806
   %49 = add nsw i64 %48, -1
   %50 = icmp slt i64 27, %49
   br i1 %50, label %conv1_weight_grad.then17, label %conv1_weight_grad.endif18
 
-conv1_weight_grad.ox470:                          ; preds = %conv1_weight_grad.ox470, %conv1_weight_grad.then13
-  %conv1_weight_grad.ox47015 = phi i64 [ 0, %conv1_weight_grad.then13 ], [ %ox470.next, %conv1_weight_grad.ox470 ]
-  %51 = mul nsw i64 %conv1_weight_grad.c4655, 3
-  %52 = add nsw i64 %51, %conv1_weight_grad.ky4666
+conv1_weight_grad.ox484:                          ; preds = %conv1_weight_grad.ox484, %conv1_weight_grad.then13
+  %conv1_weight_grad.ox48415 = phi i64 [ 0, %conv1_weight_grad.then13 ], [ %ox484.next, %conv1_weight_grad.ox484 ]
+  %51 = mul nsw i64 %conv1_weight_grad.c4795, 3
+  %52 = add nsw i64 %51, %conv1_weight_grad.ky4806
   %53 = mul nsw i64 %52, 3
   %54 = mul nsw i64 %53, 12560
-  %55 = mul nsw i64 %conv1_weight_grad.j4644, 784
+  %55 = mul nsw i64 %conv1_weight_grad.j4784, 784
   %56 = add nsw i64 %54, %55
-  %57 = mul nsw i64 %conv1_weight_grad.oy4677, 28
-  %58 = add nsw i64 %57, %conv1_weight_grad.ox47015
+  %57 = mul nsw i64 %conv1_weight_grad.oy4817, 28
+  %58 = add nsw i64 %57, %conv1_weight_grad.ox48415
   %59 = add nsw i64 %56, %58
   %arena16 = getelementptr inbounds float, ptr %arena, i64 %59
   store float 0.000000e+00, ptr %arena16, align 4
-  %ox470.next = add nsw i64 %conv1_weight_grad.ox47015, 1
-  %60 = icmp slt i64 %ox470.next, 28
-  br i1 %60, label %conv1_weight_grad.ox470, label %conv1_weight_grad.ox470.end
+  %ox484.next = add nsw i64 %conv1_weight_grad.ox48415, 1
+  %60 = icmp slt i64 %ox484.next, 28
+  br i1 %60, label %conv1_weight_grad.ox484, label %conv1_weight_grad.ox484.end
 
-conv1_weight_grad.ox470.end:                      ; preds = %conv1_weight_grad.ox470
+conv1_weight_grad.ox484.end:                      ; preds = %conv1_weight_grad.ox484
   br label %conv1_weight_grad.endif14
 
 conv1_weight_grad.then17:                         ; preds = %conv1_weight_grad.endif14
-  br label %conv1_weight_grad.ox47019
+  br label %conv1_weight_grad.ox48419
 
-conv1_weight_grad.endif18:                        ; preds = %conv1_weight_grad.ox470.end20, %conv1_weight_grad.endif14
-  %oy467.next = add nsw i64 %conv1_weight_grad.oy4677, 1
-  %61 = icmp slt i64 %oy467.next, 28
-  br i1 %61, label %conv1_weight_grad.oy467, label %conv1_weight_grad.oy467.end
+conv1_weight_grad.endif18:                        ; preds = %conv1_weight_grad.ox484.end20, %conv1_weight_grad.endif14
+  %oy481.next = add nsw i64 %conv1_weight_grad.oy4817, 1
+  %61 = icmp slt i64 %oy481.next, 28
+  br i1 %61, label %conv1_weight_grad.oy481, label %conv1_weight_grad.oy481.end
 
-conv1_weight_grad.ox47019:                        ; preds = %conv1_weight_grad.ox47019, %conv1_weight_grad.then17
-  %conv1_weight_grad.ox47021 = phi i64 [ 0, %conv1_weight_grad.then17 ], [ %ox470.next23, %conv1_weight_grad.ox47019 ]
-  %62 = mul nsw i64 %conv1_weight_grad.c4655, 3
-  %63 = add nsw i64 %62, %conv1_weight_grad.ky4666
+conv1_weight_grad.ox48419:                        ; preds = %conv1_weight_grad.ox48419, %conv1_weight_grad.then17
+  %conv1_weight_grad.ox48421 = phi i64 [ 0, %conv1_weight_grad.then17 ], [ %ox484.next23, %conv1_weight_grad.ox48419 ]
+  %62 = mul nsw i64 %conv1_weight_grad.c4795, 3
+  %63 = add nsw i64 %62, %conv1_weight_grad.ky4806
   %64 = mul nsw i64 %63, 3
   %65 = mul nsw i64 %64, 12560
-  %66 = mul nsw i64 %conv1_weight_grad.j4644, 784
+  %66 = mul nsw i64 %conv1_weight_grad.j4784, 784
   %67 = add nsw i64 %65, %66
-  %68 = mul nsw i64 %conv1_weight_grad.oy4677, 28
-  %69 = add nsw i64 %68, %conv1_weight_grad.ox47021
+  %68 = mul nsw i64 %conv1_weight_grad.oy4817, 28
+  %69 = add nsw i64 %68, %conv1_weight_grad.ox48421
   %70 = add nsw i64 %67, %69
   %arena22 = getelementptr inbounds float, ptr %arena, i64 %70
   store float 0.000000e+00, ptr %arena22, align 4
-  %ox470.next23 = add nsw i64 %conv1_weight_grad.ox47021, 1
-  %71 = icmp slt i64 %ox470.next23, 28
-  br i1 %71, label %conv1_weight_grad.ox47019, label %conv1_weight_grad.ox470.end20
+  %ox484.next23 = add nsw i64 %conv1_weight_grad.ox48421, 1
+  %71 = icmp slt i64 %ox484.next23, 28
+  br i1 %71, label %conv1_weight_grad.ox48419, label %conv1_weight_grad.ox484.end20
 
-conv1_weight_grad.ox470.end20:                    ; preds = %conv1_weight_grad.ox47019
+conv1_weight_grad.ox484.end20:                    ; preds = %conv1_weight_grad.ox48419
   br label %conv1_weight_grad.endif18
 
-conv1_weight_grad.oy471:                          ; preds = %conv1_weight_grad.endif35, %conv1_weight_grad.oy467.end
-  %conv1_weight_grad.oy47124 = phi i64 [ 0, %conv1_weight_grad.oy467.end ], [ %oy471.next, %conv1_weight_grad.endif35 ]
-  %72 = add nsw i64 %conv1_weight_grad.oy47124, %conv1_weight_grad.ky4666
+conv1_weight_grad.oy485:                          ; preds = %conv1_weight_grad.endif35, %conv1_weight_grad.oy481.end
+  %conv1_weight_grad.oy48524 = phi i64 [ 0, %conv1_weight_grad.oy481.end ], [ %oy485.next, %conv1_weight_grad.endif35 ]
+  %72 = add nsw i64 %conv1_weight_grad.oy48524, %conv1_weight_grad.ky4806
   %73 = add nsw i64 %72, -1
   %74 = icmp slt i64 -1, %73
-  %75 = add nsw i64 %conv1_weight_grad.oy47124, %conv1_weight_grad.ky4666
+  %75 = add nsw i64 %conv1_weight_grad.oy48524, %conv1_weight_grad.ky4806
   %76 = add nsw i64 %75, -1
   %77 = icmp slt i64 %76, 28
   %78 = and i1 %74, %77
   br i1 %78, label %conv1_weight_grad.then25, label %conv1_weight_grad.endif26
 
-conv1_weight_grad.oy471.end:                      ; preds = %conv1_weight_grad.endif35
-  br label %conv1_weight_grad.oy474
+conv1_weight_grad.oy485.end:                      ; preds = %conv1_weight_grad.endif35
+  br label %conv1_weight_grad.oy488
 
-conv1_weight_grad.then25:                         ; preds = %conv1_weight_grad.oy471
-  br label %conv1_weight_grad.ox472
+conv1_weight_grad.then25:                         ; preds = %conv1_weight_grad.oy485
+  br label %conv1_weight_grad.ox486
 
-conv1_weight_grad.endif26:                        ; preds = %conv1_weight_grad.ox472.end, %conv1_weight_grad.oy471
-  %79 = add nsw i64 %conv1_weight_grad.oy47124, %conv1_weight_grad.ky4666
+conv1_weight_grad.endif26:                        ; preds = %conv1_weight_grad.ox486.end, %conv1_weight_grad.oy485
+  %79 = add nsw i64 %conv1_weight_grad.oy48524, %conv1_weight_grad.ky4806
   %80 = add nsw i64 %79, -1
   %81 = icmp slt i64 %80, 0
   br i1 %81, label %conv1_weight_grad.then30, label %conv1_weight_grad.endif31
 
-conv1_weight_grad.ox472:                          ; preds = %conv1_weight_grad.ox472, %conv1_weight_grad.then25
-  %conv1_weight_grad.ox47227 = phi i64 [ 0, %conv1_weight_grad.then25 ], [ %ox472.next, %conv1_weight_grad.ox472 ]
-  %82 = mul nsw i64 %conv1_weight_grad.g4633, 16
-  %83 = add nsw i64 %82, %conv1_weight_grad.j4644
+conv1_weight_grad.ox486:                          ; preds = %conv1_weight_grad.ox486, %conv1_weight_grad.then25
+  %conv1_weight_grad.ox48627 = phi i64 [ 0, %conv1_weight_grad.then25 ], [ %ox486.next, %conv1_weight_grad.ox486 ]
+  %82 = mul nsw i64 %conv1_weight_grad.g4773, 16
+  %83 = add nsw i64 %82, %conv1_weight_grad.j4784
   %84 = mul nsw i64 %83, 784
-  %85 = mul nsw i64 %conv1_weight_grad.c4655, 784
+  %85 = mul nsw i64 %conv1_weight_grad.c4795, 784
   %86 = add nsw i64 %84, %85
-  %87 = add nsw i64 %conv1_weight_grad.oy47124, %conv1_weight_grad.ky4666
+  %87 = add nsw i64 %conv1_weight_grad.oy48524, %conv1_weight_grad.ky4806
   %88 = add nsw i64 %87, -1
   %89 = mul nsw i64 %88, 28
   %90 = add nsw i64 %86, %89
-  %91 = add nsw i64 %90, %conv1_weight_grad.ox47227
+  %91 = add nsw i64 %90, %conv1_weight_grad.ox48627
   %images28 = getelementptr inbounds float, ptr %images, i64 %91
   %92 = load float, ptr %images28, align 4
-  %93 = mul nsw i64 %conv1_weight_grad.c4655, 3
-  %94 = add nsw i64 %93, %conv1_weight_grad.ky4666
+  %93 = mul nsw i64 %conv1_weight_grad.c4795, 3
+  %94 = add nsw i64 %93, %conv1_weight_grad.ky4806
   %95 = mul nsw i64 %94, 3
   %96 = add nsw i64 %95, 1
   %97 = mul nsw i64 %96, 12560
-  %98 = mul nsw i64 %conv1_weight_grad.j4644, 784
+  %98 = mul nsw i64 %conv1_weight_grad.j4784, 784
   %99 = add nsw i64 %97, %98
-  %100 = mul nsw i64 %conv1_weight_grad.oy47124, 28
-  %101 = add nsw i64 %100, %conv1_weight_grad.ox47227
+  %100 = mul nsw i64 %conv1_weight_grad.oy48524, 28
+  %101 = add nsw i64 %100, %conv1_weight_grad.ox48627
   %102 = add nsw i64 %99, %101
   %arena29 = getelementptr inbounds float, ptr %arena, i64 %102
   store float %92, ptr %arena29, align 4
-  %ox472.next = add nsw i64 %conv1_weight_grad.ox47227, 1
-  %103 = icmp slt i64 %ox472.next, 28
-  br i1 %103, label %conv1_weight_grad.ox472, label %conv1_weight_grad.ox472.end
+  %ox486.next = add nsw i64 %conv1_weight_grad.ox48627, 1
+  %103 = icmp slt i64 %ox486.next, 28
+  br i1 %103, label %conv1_weight_grad.ox486, label %conv1_weight_grad.ox486.end
 
-conv1_weight_grad.ox472.end:                      ; preds = %conv1_weight_grad.ox472
+conv1_weight_grad.ox486.end:                      ; preds = %conv1_weight_grad.ox486
   br label %conv1_weight_grad.endif26
 
 conv1_weight_grad.then30:                         ; preds = %conv1_weight_grad.endif26
-  br label %conv1_weight_grad.ox473
+  br label %conv1_weight_grad.ox487
 
-conv1_weight_grad.endif31:                        ; preds = %conv1_weight_grad.ox473.end, %conv1_weight_grad.endif26
-  %104 = add nsw i64 %conv1_weight_grad.oy47124, %conv1_weight_grad.ky4666
+conv1_weight_grad.endif31:                        ; preds = %conv1_weight_grad.ox487.end, %conv1_weight_grad.endif26
+  %104 = add nsw i64 %conv1_weight_grad.oy48524, %conv1_weight_grad.ky4806
   %105 = add nsw i64 %104, -1
   %106 = icmp slt i64 27, %105
   br i1 %106, label %conv1_weight_grad.then34, label %conv1_weight_grad.endif35
 
-conv1_weight_grad.ox473:                          ; preds = %conv1_weight_grad.ox473, %conv1_weight_grad.then30
-  %conv1_weight_grad.ox47332 = phi i64 [ 0, %conv1_weight_grad.then30 ], [ %ox473.next, %conv1_weight_grad.ox473 ]
-  %107 = mul nsw i64 %conv1_weight_grad.c4655, 3
-  %108 = add nsw i64 %107, %conv1_weight_grad.ky4666
+conv1_weight_grad.ox487:                          ; preds = %conv1_weight_grad.ox487, %conv1_weight_grad.then30
+  %conv1_weight_grad.ox48732 = phi i64 [ 0, %conv1_weight_grad.then30 ], [ %ox487.next, %conv1_weight_grad.ox487 ]
+  %107 = mul nsw i64 %conv1_weight_grad.c4795, 3
+  %108 = add nsw i64 %107, %conv1_weight_grad.ky4806
   %109 = mul nsw i64 %108, 3
   %110 = add nsw i64 %109, 1
   %111 = mul nsw i64 %110, 12560
-  %112 = mul nsw i64 %conv1_weight_grad.j4644, 784
+  %112 = mul nsw i64 %conv1_weight_grad.j4784, 784
   %113 = add nsw i64 %111, %112
-  %114 = mul nsw i64 %conv1_weight_grad.oy47124, 28
-  %115 = add nsw i64 %114, %conv1_weight_grad.ox47332
+  %114 = mul nsw i64 %conv1_weight_grad.oy48524, 28
+  %115 = add nsw i64 %114, %conv1_weight_grad.ox48732
   %116 = add nsw i64 %113, %115
   %arena33 = getelementptr inbounds float, ptr %arena, i64 %116
   store float 0.000000e+00, ptr %arena33, align 4
-  %ox473.next = add nsw i64 %conv1_weight_grad.ox47332, 1
-  %117 = icmp slt i64 %ox473.next, 28
-  br i1 %117, label %conv1_weight_grad.ox473, label %conv1_weight_grad.ox473.end
+  %ox487.next = add nsw i64 %conv1_weight_grad.ox48732, 1
+  %117 = icmp slt i64 %ox487.next, 28
+  br i1 %117, label %conv1_weight_grad.ox487, label %conv1_weight_grad.ox487.end
 
-conv1_weight_grad.ox473.end:                      ; preds = %conv1_weight_grad.ox473
+conv1_weight_grad.ox487.end:                      ; preds = %conv1_weight_grad.ox487
   br label %conv1_weight_grad.endif31
 
 conv1_weight_grad.then34:                         ; preds = %conv1_weight_grad.endif31
-  br label %conv1_weight_grad.ox47336
+  br label %conv1_weight_grad.ox48736
 
-conv1_weight_grad.endif35:                        ; preds = %conv1_weight_grad.ox473.end37, %conv1_weight_grad.endif31
-  %oy471.next = add nsw i64 %conv1_weight_grad.oy47124, 1
-  %118 = icmp slt i64 %oy471.next, 28
-  br i1 %118, label %conv1_weight_grad.oy471, label %conv1_weight_grad.oy471.end
+conv1_weight_grad.endif35:                        ; preds = %conv1_weight_grad.ox487.end37, %conv1_weight_grad.endif31
+  %oy485.next = add nsw i64 %conv1_weight_grad.oy48524, 1
+  %118 = icmp slt i64 %oy485.next, 28
+  br i1 %118, label %conv1_weight_grad.oy485, label %conv1_weight_grad.oy485.end
 
-conv1_weight_grad.ox47336:                        ; preds = %conv1_weight_grad.ox47336, %conv1_weight_grad.then34
-  %conv1_weight_grad.ox47338 = phi i64 [ 0, %conv1_weight_grad.then34 ], [ %ox473.next40, %conv1_weight_grad.ox47336 ]
-  %119 = mul nsw i64 %conv1_weight_grad.c4655, 3
-  %120 = add nsw i64 %119, %conv1_weight_grad.ky4666
+conv1_weight_grad.ox48736:                        ; preds = %conv1_weight_grad.ox48736, %conv1_weight_grad.then34
+  %conv1_weight_grad.ox48738 = phi i64 [ 0, %conv1_weight_grad.then34 ], [ %ox487.next40, %conv1_weight_grad.ox48736 ]
+  %119 = mul nsw i64 %conv1_weight_grad.c4795, 3
+  %120 = add nsw i64 %119, %conv1_weight_grad.ky4806
   %121 = mul nsw i64 %120, 3
   %122 = add nsw i64 %121, 1
   %123 = mul nsw i64 %122, 12560
-  %124 = mul nsw i64 %conv1_weight_grad.j4644, 784
+  %124 = mul nsw i64 %conv1_weight_grad.j4784, 784
   %125 = add nsw i64 %123, %124
-  %126 = mul nsw i64 %conv1_weight_grad.oy47124, 28
-  %127 = add nsw i64 %126, %conv1_weight_grad.ox47338
+  %126 = mul nsw i64 %conv1_weight_grad.oy48524, 28
+  %127 = add nsw i64 %126, %conv1_weight_grad.ox48738
   %128 = add nsw i64 %125, %127
   %arena39 = getelementptr inbounds float, ptr %arena, i64 %128
   store float 0.000000e+00, ptr %arena39, align 4
-  %ox473.next40 = add nsw i64 %conv1_weight_grad.ox47338, 1
-  %129 = icmp slt i64 %ox473.next40, 28
-  br i1 %129, label %conv1_weight_grad.ox47336, label %conv1_weight_grad.ox473.end37
+  %ox487.next40 = add nsw i64 %conv1_weight_grad.ox48738, 1
+  %129 = icmp slt i64 %ox487.next40, 28
+  br i1 %129, label %conv1_weight_grad.ox48736, label %conv1_weight_grad.ox487.end37
 
-conv1_weight_grad.ox473.end37:                    ; preds = %conv1_weight_grad.ox47336
+conv1_weight_grad.ox487.end37:                    ; preds = %conv1_weight_grad.ox48736
   br label %conv1_weight_grad.endif35
 
-conv1_weight_grad.oy474:                          ; preds = %conv1_weight_grad.endif54, %conv1_weight_grad.oy471.end
-  %conv1_weight_grad.oy47441 = phi i64 [ 0, %conv1_weight_grad.oy471.end ], [ %oy474.next, %conv1_weight_grad.endif54 ]
-  %130 = add nsw i64 %conv1_weight_grad.oy47441, %conv1_weight_grad.ky4666
+conv1_weight_grad.oy488:                          ; preds = %conv1_weight_grad.endif54, %conv1_weight_grad.oy485.end
+  %conv1_weight_grad.oy48841 = phi i64 [ 0, %conv1_weight_grad.oy485.end ], [ %oy488.next, %conv1_weight_grad.endif54 ]
+  %130 = add nsw i64 %conv1_weight_grad.oy48841, %conv1_weight_grad.ky4806
   %131 = add nsw i64 %130, -1
   %132 = icmp slt i64 -1, %131
-  %133 = add nsw i64 %conv1_weight_grad.oy47441, %conv1_weight_grad.ky4666
+  %133 = add nsw i64 %conv1_weight_grad.oy48841, %conv1_weight_grad.ky4806
   %134 = add nsw i64 %133, -1
   %135 = icmp slt i64 %134, 28
   %136 = and i1 %132, %135
   br i1 %136, label %conv1_weight_grad.then42, label %conv1_weight_grad.endif43
 
-conv1_weight_grad.oy474.end:                      ; preds = %conv1_weight_grad.endif54
-  %ky466.next = add nsw i64 %conv1_weight_grad.ky4666, 1
-  %137 = icmp slt i64 %ky466.next, 3
-  br i1 %137, label %conv1_weight_grad.ky466, label %conv1_weight_grad.ky466.end
+conv1_weight_grad.oy488.end:                      ; preds = %conv1_weight_grad.endif54
+  %ky480.next = add nsw i64 %conv1_weight_grad.ky4806, 1
+  %137 = icmp slt i64 %ky480.next, 3
+  br i1 %137, label %conv1_weight_grad.ky480, label %conv1_weight_grad.ky480.end
 
-conv1_weight_grad.then42:                         ; preds = %conv1_weight_grad.oy474
-  br label %conv1_weight_grad.ox475
+conv1_weight_grad.then42:                         ; preds = %conv1_weight_grad.oy488
+  br label %conv1_weight_grad.ox489
 
-conv1_weight_grad.endif43:                        ; preds = %conv1_weight_grad.ox476.end, %conv1_weight_grad.oy474
-  %138 = add nsw i64 %conv1_weight_grad.oy47441, %conv1_weight_grad.ky4666
+conv1_weight_grad.endif43:                        ; preds = %conv1_weight_grad.ox490.end, %conv1_weight_grad.oy488
+  %138 = add nsw i64 %conv1_weight_grad.oy48841, %conv1_weight_grad.ky4806
   %139 = add nsw i64 %138, -1
   %140 = icmp slt i64 %139, 0
   br i1 %140, label %conv1_weight_grad.then49, label %conv1_weight_grad.endif50
 
-conv1_weight_grad.ox475:                          ; preds = %conv1_weight_grad.ox475, %conv1_weight_grad.then42
-  %conv1_weight_grad.ox47544 = phi i64 [ 0, %conv1_weight_grad.then42 ], [ %ox475.next, %conv1_weight_grad.ox475 ]
-  %141 = mul nsw i64 %conv1_weight_grad.g4633, 16
-  %142 = add nsw i64 %141, %conv1_weight_grad.j4644
+conv1_weight_grad.ox489:                          ; preds = %conv1_weight_grad.ox489, %conv1_weight_grad.then42
+  %conv1_weight_grad.ox48944 = phi i64 [ 0, %conv1_weight_grad.then42 ], [ %ox489.next, %conv1_weight_grad.ox489 ]
+  %141 = mul nsw i64 %conv1_weight_grad.g4773, 16
+  %142 = add nsw i64 %141, %conv1_weight_grad.j4784
   %143 = mul nsw i64 %142, 784
-  %144 = mul nsw i64 %conv1_weight_grad.c4655, 784
+  %144 = mul nsw i64 %conv1_weight_grad.c4795, 784
   %145 = add nsw i64 %143, %144
-  %146 = add nsw i64 %conv1_weight_grad.oy47441, %conv1_weight_grad.ky4666
+  %146 = add nsw i64 %conv1_weight_grad.oy48841, %conv1_weight_grad.ky4806
   %147 = add nsw i64 %146, -1
   %148 = mul nsw i64 %147, 28
   %149 = add nsw i64 %145, %148
-  %150 = add nsw i64 %conv1_weight_grad.ox47544, 1
+  %150 = add nsw i64 %conv1_weight_grad.ox48944, 1
   %151 = add nsw i64 %149, %150
   %images45 = getelementptr inbounds float, ptr %images, i64 %151
   %152 = load float, ptr %images45, align 4
-  %153 = mul nsw i64 %conv1_weight_grad.c4655, 3
-  %154 = add nsw i64 %153, %conv1_weight_grad.ky4666
+  %153 = mul nsw i64 %conv1_weight_grad.c4795, 3
+  %154 = add nsw i64 %153, %conv1_weight_grad.ky4806
   %155 = mul nsw i64 %154, 3
   %156 = add nsw i64 %155, 2
   %157 = mul nsw i64 %156, 12560
-  %158 = mul nsw i64 %conv1_weight_grad.j4644, 784
+  %158 = mul nsw i64 %conv1_weight_grad.j4784, 784
   %159 = add nsw i64 %157, %158
-  %160 = mul nsw i64 %conv1_weight_grad.oy47441, 28
-  %161 = add nsw i64 %160, %conv1_weight_grad.ox47544
+  %160 = mul nsw i64 %conv1_weight_grad.oy48841, 28
+  %161 = add nsw i64 %160, %conv1_weight_grad.ox48944
   %162 = add nsw i64 %159, %161
   %arena46 = getelementptr inbounds float, ptr %arena, i64 %162
   store float %152, ptr %arena46, align 4
-  %ox475.next = add nsw i64 %conv1_weight_grad.ox47544, 1
-  %163 = icmp slt i64 %ox475.next, 27
-  br i1 %163, label %conv1_weight_grad.ox475, label %conv1_weight_grad.ox475.end
+  %ox489.next = add nsw i64 %conv1_weight_grad.ox48944, 1
+  %163 = icmp slt i64 %ox489.next, 27
+  br i1 %163, label %conv1_weight_grad.ox489, label %conv1_weight_grad.ox489.end
 
-conv1_weight_grad.ox475.end:                      ; preds = %conv1_weight_grad.ox475
-  br label %conv1_weight_grad.ox476
+conv1_weight_grad.ox489.end:                      ; preds = %conv1_weight_grad.ox489
+  br label %conv1_weight_grad.ox490
 
-conv1_weight_grad.ox476:                          ; preds = %conv1_weight_grad.ox476, %conv1_weight_grad.ox475.end
-  %conv1_weight_grad.ox47647 = phi i64 [ 0, %conv1_weight_grad.ox475.end ], [ %ox476.next, %conv1_weight_grad.ox476 ]
-  %164 = mul nsw i64 %conv1_weight_grad.c4655, 3
-  %165 = add nsw i64 %164, %conv1_weight_grad.ky4666
+conv1_weight_grad.ox490:                          ; preds = %conv1_weight_grad.ox490, %conv1_weight_grad.ox489.end
+  %conv1_weight_grad.ox49047 = phi i64 [ 0, %conv1_weight_grad.ox489.end ], [ %ox490.next, %conv1_weight_grad.ox490 ]
+  %164 = mul nsw i64 %conv1_weight_grad.c4795, 3
+  %165 = add nsw i64 %164, %conv1_weight_grad.ky4806
   %166 = mul nsw i64 %165, 3
   %167 = add nsw i64 %166, 2
   %168 = mul nsw i64 %167, 12560
-  %169 = mul nsw i64 %conv1_weight_grad.j4644, 784
+  %169 = mul nsw i64 %conv1_weight_grad.j4784, 784
   %170 = add nsw i64 %168, %169
-  %171 = mul nsw i64 %conv1_weight_grad.oy47441, 28
-  %172 = add nsw i64 %conv1_weight_grad.ox47647, 27
+  %171 = mul nsw i64 %conv1_weight_grad.oy48841, 28
+  %172 = add nsw i64 %conv1_weight_grad.ox49047, 27
   %173 = add nsw i64 %171, %172
   %174 = add nsw i64 %170, %173
   %arena48 = getelementptr inbounds float, ptr %arena, i64 %174
   store float 0.000000e+00, ptr %arena48, align 4
-  %ox476.next = add nsw i64 %conv1_weight_grad.ox47647, 1
-  %175 = icmp slt i64 %ox476.next, 1
-  br i1 %175, label %conv1_weight_grad.ox476, label %conv1_weight_grad.ox476.end
+  %ox490.next = add nsw i64 %conv1_weight_grad.ox49047, 1
+  %175 = icmp slt i64 %ox490.next, 1
+  br i1 %175, label %conv1_weight_grad.ox490, label %conv1_weight_grad.ox490.end
 
-conv1_weight_grad.ox476.end:                      ; preds = %conv1_weight_grad.ox476
+conv1_weight_grad.ox490.end:                      ; preds = %conv1_weight_grad.ox490
   br label %conv1_weight_grad.endif43
 
 conv1_weight_grad.then49:                         ; preds = %conv1_weight_grad.endif43
-  br label %conv1_weight_grad.ox477
+  br label %conv1_weight_grad.ox491
 
-conv1_weight_grad.endif50:                        ; preds = %conv1_weight_grad.ox477.end, %conv1_weight_grad.endif43
-  %176 = add nsw i64 %conv1_weight_grad.oy47441, %conv1_weight_grad.ky4666
+conv1_weight_grad.endif50:                        ; preds = %conv1_weight_grad.ox491.end, %conv1_weight_grad.endif43
+  %176 = add nsw i64 %conv1_weight_grad.oy48841, %conv1_weight_grad.ky4806
   %177 = add nsw i64 %176, -1
   %178 = icmp slt i64 27, %177
   br i1 %178, label %conv1_weight_grad.then53, label %conv1_weight_grad.endif54
 
-conv1_weight_grad.ox477:                          ; preds = %conv1_weight_grad.ox477, %conv1_weight_grad.then49
-  %conv1_weight_grad.ox47751 = phi i64 [ 0, %conv1_weight_grad.then49 ], [ %ox477.next, %conv1_weight_grad.ox477 ]
-  %179 = mul nsw i64 %conv1_weight_grad.c4655, 3
-  %180 = add nsw i64 %179, %conv1_weight_grad.ky4666
+conv1_weight_grad.ox491:                          ; preds = %conv1_weight_grad.ox491, %conv1_weight_grad.then49
+  %conv1_weight_grad.ox49151 = phi i64 [ 0, %conv1_weight_grad.then49 ], [ %ox491.next, %conv1_weight_grad.ox491 ]
+  %179 = mul nsw i64 %conv1_weight_grad.c4795, 3
+  %180 = add nsw i64 %179, %conv1_weight_grad.ky4806
   %181 = mul nsw i64 %180, 3
   %182 = add nsw i64 %181, 2
   %183 = mul nsw i64 %182, 12560
-  %184 = mul nsw i64 %conv1_weight_grad.j4644, 784
+  %184 = mul nsw i64 %conv1_weight_grad.j4784, 784
   %185 = add nsw i64 %183, %184
-  %186 = mul nsw i64 %conv1_weight_grad.oy47441, 28
-  %187 = add nsw i64 %186, %conv1_weight_grad.ox47751
+  %186 = mul nsw i64 %conv1_weight_grad.oy48841, 28
+  %187 = add nsw i64 %186, %conv1_weight_grad.ox49151
   %188 = add nsw i64 %185, %187
   %arena52 = getelementptr inbounds float, ptr %arena, i64 %188
   store float 0.000000e+00, ptr %arena52, align 4
-  %ox477.next = add nsw i64 %conv1_weight_grad.ox47751, 1
-  %189 = icmp slt i64 %ox477.next, 28
-  br i1 %189, label %conv1_weight_grad.ox477, label %conv1_weight_grad.ox477.end
+  %ox491.next = add nsw i64 %conv1_weight_grad.ox49151, 1
+  %189 = icmp slt i64 %ox491.next, 28
+  br i1 %189, label %conv1_weight_grad.ox491, label %conv1_weight_grad.ox491.end
 
-conv1_weight_grad.ox477.end:                      ; preds = %conv1_weight_grad.ox477
+conv1_weight_grad.ox491.end:                      ; preds = %conv1_weight_grad.ox491
   br label %conv1_weight_grad.endif50
 
 conv1_weight_grad.then53:                         ; preds = %conv1_weight_grad.endif50
-  br label %conv1_weight_grad.ox47755
+  br label %conv1_weight_grad.ox49155
 
-conv1_weight_grad.endif54:                        ; preds = %conv1_weight_grad.ox477.end56, %conv1_weight_grad.endif50
-  %oy474.next = add nsw i64 %conv1_weight_grad.oy47441, 1
-  %190 = icmp slt i64 %oy474.next, 28
-  br i1 %190, label %conv1_weight_grad.oy474, label %conv1_weight_grad.oy474.end
+conv1_weight_grad.endif54:                        ; preds = %conv1_weight_grad.ox491.end56, %conv1_weight_grad.endif50
+  %oy488.next = add nsw i64 %conv1_weight_grad.oy48841, 1
+  %190 = icmp slt i64 %oy488.next, 28
+  br i1 %190, label %conv1_weight_grad.oy488, label %conv1_weight_grad.oy488.end
 
-conv1_weight_grad.ox47755:                        ; preds = %conv1_weight_grad.ox47755, %conv1_weight_grad.then53
-  %conv1_weight_grad.ox47757 = phi i64 [ 0, %conv1_weight_grad.then53 ], [ %ox477.next59, %conv1_weight_grad.ox47755 ]
-  %191 = mul nsw i64 %conv1_weight_grad.c4655, 3
-  %192 = add nsw i64 %191, %conv1_weight_grad.ky4666
+conv1_weight_grad.ox49155:                        ; preds = %conv1_weight_grad.ox49155, %conv1_weight_grad.then53
+  %conv1_weight_grad.ox49157 = phi i64 [ 0, %conv1_weight_grad.then53 ], [ %ox491.next59, %conv1_weight_grad.ox49155 ]
+  %191 = mul nsw i64 %conv1_weight_grad.c4795, 3
+  %192 = add nsw i64 %191, %conv1_weight_grad.ky4806
   %193 = mul nsw i64 %192, 3
   %194 = add nsw i64 %193, 2
   %195 = mul nsw i64 %194, 12560
-  %196 = mul nsw i64 %conv1_weight_grad.j4644, 784
+  %196 = mul nsw i64 %conv1_weight_grad.j4784, 784
   %197 = add nsw i64 %195, %196
-  %198 = mul nsw i64 %conv1_weight_grad.oy47441, 28
-  %199 = add nsw i64 %198, %conv1_weight_grad.ox47757
+  %198 = mul nsw i64 %conv1_weight_grad.oy48841, 28
+  %199 = add nsw i64 %198, %conv1_weight_grad.ox49157
   %200 = add nsw i64 %197, %199
   %arena58 = getelementptr inbounds float, ptr %arena, i64 %200
   store float 0.000000e+00, ptr %arena58, align 4
-  %ox477.next59 = add nsw i64 %conv1_weight_grad.ox47757, 1
-  %201 = icmp slt i64 %ox477.next59, 28
-  br i1 %201, label %conv1_weight_grad.ox47755, label %conv1_weight_grad.ox477.end56
+  %ox491.next59 = add nsw i64 %conv1_weight_grad.ox49157, 1
+  %201 = icmp slt i64 %ox491.next59, 28
+  br i1 %201, label %conv1_weight_grad.ox49155, label %conv1_weight_grad.ox491.end56
 
-conv1_weight_grad.ox477.end56:                    ; preds = %conv1_weight_grad.ox47755
+conv1_weight_grad.ox491.end56:                    ; preds = %conv1_weight_grad.ox49155
   br label %conv1_weight_grad.endif54
 
-conv1_weight_grad.j478:                           ; preds = %conv1_weight_grad.i479.end, %conv1_weight_grad.j464.end
-  %conv1_weight_grad.j47860 = phi i64 [ 0, %conv1_weight_grad.j464.end ], [ %j478.next, %conv1_weight_grad.i479.end ]
-  br label %conv1_weight_grad.i479
+conv1_weight_grad.j492:                           ; preds = %conv1_weight_grad.i493.end, %conv1_weight_grad.j478.end
+  %conv1_weight_grad.j49260 = phi i64 [ 0, %conv1_weight_grad.j478.end ], [ %j492.next, %conv1_weight_grad.i493.end ]
+  br label %conv1_weight_grad.i493
 
-conv1_weight_grad.j478.end:                       ; preds = %conv1_weight_grad.i479.end
-  call void @simplecnn_train_b64.k22.conv1_weight_grad.gemm488(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  %g463.next = add nsw i64 %conv1_weight_grad.g4633, 1
-  %202 = icmp slt i64 %g463.next, 4
-  br i1 %202, label %conv1_weight_grad.g463, label %conv1_weight_grad.g463.end
+conv1_weight_grad.j492.end:                       ; preds = %conv1_weight_grad.i493.end
+  call void @simplecnn_train_b64.k22.conv1_weight_grad.gemm502(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  %g477.next = add nsw i64 %conv1_weight_grad.g4773, 1
+  %202 = icmp slt i64 %g477.next, 4
+  br i1 %202, label %conv1_weight_grad.g477, label %conv1_weight_grad.g477.end
 
-conv1_weight_grad.i479:                           ; preds = %conv1_weight_grad.f480.end, %conv1_weight_grad.j478
-  %conv1_weight_grad.i47961 = phi i64 [ 0, %conv1_weight_grad.j478 ], [ %i479.next, %conv1_weight_grad.f480.end ]
-  br label %conv1_weight_grad.f480
+conv1_weight_grad.i493:                           ; preds = %conv1_weight_grad.f494.end, %conv1_weight_grad.j492
+  %conv1_weight_grad.i49361 = phi i64 [ 0, %conv1_weight_grad.j492 ], [ %i493.next, %conv1_weight_grad.f494.end ]
+  br label %conv1_weight_grad.f494
 
-conv1_weight_grad.i479.end:                       ; preds = %conv1_weight_grad.f480.end
-  %j478.next = add nsw i64 %conv1_weight_grad.j47860, 1
-  %203 = icmp slt i64 %j478.next, 16
-  br i1 %203, label %conv1_weight_grad.j478, label %conv1_weight_grad.j478.end
+conv1_weight_grad.i493.end:                       ; preds = %conv1_weight_grad.f494.end
+  %j492.next = add nsw i64 %conv1_weight_grad.j49260, 1
+  %203 = icmp slt i64 %j492.next, 16
+  br i1 %203, label %conv1_weight_grad.j492, label %conv1_weight_grad.j492.end
 
-conv1_weight_grad.f480:                           ; preds = %conv1_weight_grad.f480, %conv1_weight_grad.i479
-  %conv1_weight_grad.f48062 = phi i64 [ 0, %conv1_weight_grad.i479 ], [ %f480.next, %conv1_weight_grad.f480 ]
-  %204 = mul nsw i64 %conv1_weight_grad.g4633, 16
-  %205 = add nsw i64 %204, %conv1_weight_grad.j47860
+conv1_weight_grad.f494:                           ; preds = %conv1_weight_grad.f494, %conv1_weight_grad.i493
+  %conv1_weight_grad.f49462 = phi i64 [ 0, %conv1_weight_grad.i493 ], [ %f494.next, %conv1_weight_grad.f494 ]
+  %204 = mul nsw i64 %conv1_weight_grad.g4773, 16
+  %205 = add nsw i64 %204, %conv1_weight_grad.j49260
   %206 = mul nsw i64 %205, 25088
   %207 = add nsw i64 1221264, %206
-  %208 = mul nsw i64 %conv1_weight_grad.f48062, 784
+  %208 = mul nsw i64 %conv1_weight_grad.f49462, 784
   %209 = add nsw i64 %207, %208
-  %210 = add nsw i64 %209, %conv1_weight_grad.i47961
+  %210 = add nsw i64 %209, %conv1_weight_grad.i49361
   %arena63 = getelementptr inbounds float, ptr %arena, i64 %210
   %211 = load float, ptr %arena63, align 4
-  %212 = mul nsw i64 %conv1_weight_grad.j47860, 784
-  %213 = add nsw i64 %212, %conv1_weight_grad.i47961
+  %212 = mul nsw i64 %conv1_weight_grad.j49260, 784
+  %213 = add nsw i64 %212, %conv1_weight_grad.i49361
   %214 = mul nsw i64 %213, 32
   %215 = add nsw i64 113040, %214
-  %216 = add nsw i64 %215, %conv1_weight_grad.f48062
+  %216 = add nsw i64 %215, %conv1_weight_grad.f49462
   %arena64 = getelementptr inbounds float, ptr %arena, i64 %216
   store float %211, ptr %arena64, align 4
-  %f480.next = add nsw i64 %conv1_weight_grad.f48062, 1
-  %217 = icmp slt i64 %f480.next, 32
-  br i1 %217, label %conv1_weight_grad.f480, label %conv1_weight_grad.f480.end
+  %f494.next = add nsw i64 %conv1_weight_grad.f49462, 1
+  %217 = icmp slt i64 %f494.next, 32
+  br i1 %217, label %conv1_weight_grad.f494, label %conv1_weight_grad.f494.end
 
-conv1_weight_grad.f480.end:                       ; preds = %conv1_weight_grad.f480
-  %i479.next = add nsw i64 %conv1_weight_grad.i47961, 1
-  %218 = icmp slt i64 %i479.next, 784
-  br i1 %218, label %conv1_weight_grad.i479, label %conv1_weight_grad.i479.end
+conv1_weight_grad.f494.end:                       ; preds = %conv1_weight_grad.f494
+  %i493.next = add nsw i64 %conv1_weight_grad.i49361, 1
+  %218 = icmp slt i64 %i493.next, 784
+  br i1 %218, label %conv1_weight_grad.i493, label %conv1_weight_grad.i493.end
 
-conv1_weight_grad.f489:                           ; preds = %conv1_weight_grad.r490.end, %conv1_weight_grad.g463.end
-  %conv1_weight_grad.f48965 = phi i64 [ 0, %conv1_weight_grad.g463.end ], [ %f489.next, %conv1_weight_grad.r490.end ]
-  br label %conv1_weight_grad.r490
+conv1_weight_grad.f503:                           ; preds = %conv1_weight_grad.r504.end, %conv1_weight_grad.g477.end
+  %conv1_weight_grad.f50365 = phi i64 [ 0, %conv1_weight_grad.g477.end ], [ %f503.next, %conv1_weight_grad.r504.end ]
+  br label %conv1_weight_grad.r504
 
-conv1_weight_grad.f489.end:                       ; preds = %conv1_weight_grad.r490.end
+conv1_weight_grad.f503.end:                       ; preds = %conv1_weight_grad.r504.end
   ret void
 
-conv1_weight_grad.r490:                           ; preds = %conv1_weight_grad.r490, %conv1_weight_grad.f489
-  %conv1_weight_grad.r49066 = phi i64 [ 0, %conv1_weight_grad.f489 ], [ %r490.next, %conv1_weight_grad.r490 ]
-  %219 = mul nsw i64 %conv1_weight_grad.r49066, 32
+conv1_weight_grad.r504:                           ; preds = %conv1_weight_grad.r504, %conv1_weight_grad.f503
+  %conv1_weight_grad.r50466 = phi i64 [ 0, %conv1_weight_grad.f503 ], [ %r504.next, %conv1_weight_grad.r504 ]
+  %219 = mul nsw i64 %conv1_weight_grad.r50466, 32
   %220 = add nsw i64 514448, %219
-  %221 = add nsw i64 %220, %conv1_weight_grad.f48965
+  %221 = add nsw i64 %220, %conv1_weight_grad.f50365
   %arena67 = getelementptr inbounds float, ptr %arena, i64 %221
   %222 = load float, ptr %arena67, align 4
-  %223 = mul nsw i64 %conv1_weight_grad.f48965, 9
-  %224 = add nsw i64 %223, %conv1_weight_grad.r49066
+  %223 = mul nsw i64 %conv1_weight_grad.f50365, 9
+  %224 = add nsw i64 %223, %conv1_weight_grad.r50466
   %grads68 = getelementptr inbounds float, ptr %grads, i64 %224
   store float %222, ptr %grads68, align 4
-  %r490.next = add nsw i64 %conv1_weight_grad.r49066, 1
-  %225 = icmp slt i64 %r490.next, 9
-  br i1 %225, label %conv1_weight_grad.r490, label %conv1_weight_grad.r490.end
+  %r504.next = add nsw i64 %conv1_weight_grad.r50466, 1
+  %225 = icmp slt i64 %r504.next, 9
+  br i1 %225, label %conv1_weight_grad.r504, label %conv1_weight_grad.r504.end
 
-conv1_weight_grad.r490.end:                       ; preds = %conv1_weight_grad.r490
-  %f489.next = add nsw i64 %conv1_weight_grad.f48965, 1
-  %226 = icmp slt i64 %f489.next, 32
-  br i1 %226, label %conv1_weight_grad.f489, label %conv1_weight_grad.f489.end
+conv1_weight_grad.r504.end:                       ; preds = %conv1_weight_grad.r504
+  %f503.next = add nsw i64 %conv1_weight_grad.f50365, 1
+  %226 = icmp slt i64 %f503.next, 32
+  br i1 %226, label %conv1_weight_grad.f503, label %conv1_weight_grad.f503.end
 }
 
 ; Function Attrs: noinline
-define internal void @simplecnn_train_b64.k22.conv1_weight_grad.gemm488(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @simplecnn_train_b64.k22.conv1_weight_grad.gemm502(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %conv1_weight_grad.t486_a3 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t486_a2 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t486_a1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t486_a0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t486_b1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t486_b0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t486_c3_1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t486_c3_0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t486_c2_1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t486_c2_0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t486_c1_1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t486_c1_0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t486_c0_1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t486_c0_0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t484_a4 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t484_a3 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t484_a2 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t484_a1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t484_a0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t484_b1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t484_b0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t484_c4_1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t484_c4_0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t484_c3_1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t484_c3_0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t484_c2_1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t484_c2_0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t484_c1_1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t484_c1_0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t484_c0_1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t484_c0_0 = alloca <8 x float>, align 32
-  br label %conv1_weight_grad.kp481
+  %conv1_weight_grad.t500_a3 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t500_a2 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t500_a1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t500_a0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t500_b1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t500_b0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t500_c3_1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t500_c3_0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t500_c2_1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t500_c2_0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t500_c1_1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t500_c1_0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t500_c0_1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t500_c0_0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t498_a4 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t498_a3 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t498_a2 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t498_a1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t498_a0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t498_b1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t498_b0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t498_c4_1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t498_c4_0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t498_c3_1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t498_c3_0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t498_c2_1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t498_c2_0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t498_c1_1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t498_c1_0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t498_c0_1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t498_c0_0 = alloca <8 x float>, align 32
+  br label %conv1_weight_grad.kp495
 
-conv1_weight_grad.kp481:                          ; preds = %conv1_weight_grad.nb482.end, %entry
-  %conv1_weight_grad.kp4811 = phi i64 [ 0, %entry ], [ %kp481.next, %conv1_weight_grad.nb482.end ]
-  br label %conv1_weight_grad.nb482
+conv1_weight_grad.kp495:                          ; preds = %conv1_weight_grad.nb496.end, %entry
+  %conv1_weight_grad.kp4951 = phi i64 [ 0, %entry ], [ %kp495.next, %conv1_weight_grad.nb496.end ]
+  br label %conv1_weight_grad.nb496
 
-conv1_weight_grad.kp481.end:                      ; preds = %conv1_weight_grad.nb482.end
+conv1_weight_grad.kp495.end:                      ; preds = %conv1_weight_grad.nb496.end
   ret void
 
-conv1_weight_grad.nb482:                          ; preds = %conv1_weight_grad.k487.end, %conv1_weight_grad.kp481
-  %conv1_weight_grad.nb4822 = phi i64 [ 0, %conv1_weight_grad.kp481 ], [ %nb482.next, %conv1_weight_grad.k487.end ]
-  br label %conv1_weight_grad.mb483
+conv1_weight_grad.nb496:                          ; preds = %conv1_weight_grad.k501.end, %conv1_weight_grad.kp495
+  %conv1_weight_grad.nb4962 = phi i64 [ 0, %conv1_weight_grad.kp495 ], [ %nb496.next, %conv1_weight_grad.k501.end ]
+  br label %conv1_weight_grad.mb497
 
-conv1_weight_grad.nb482.end:                      ; preds = %conv1_weight_grad.k487.end
-  %kp481.next = add nsw i64 %conv1_weight_grad.kp4811, 1
-  %0 = icmp slt i64 %kp481.next, 7
-  br i1 %0, label %conv1_weight_grad.kp481, label %conv1_weight_grad.kp481.end
+conv1_weight_grad.nb496.end:                      ; preds = %conv1_weight_grad.k501.end
+  %kp495.next = add nsw i64 %conv1_weight_grad.kp4951, 1
+  %0 = icmp slt i64 %kp495.next, 7
+  br i1 %0, label %conv1_weight_grad.kp495, label %conv1_weight_grad.kp495.end
 
-conv1_weight_grad.mb483:                          ; preds = %conv1_weight_grad.k485.end, %conv1_weight_grad.nb482
-  %conv1_weight_grad.mb4833 = phi i64 [ 0, %conv1_weight_grad.nb482 ], [ %mb483.next, %conv1_weight_grad.k485.end ]
-  %1 = mul nsw i64 %conv1_weight_grad.mb4833, 5
+conv1_weight_grad.mb497:                          ; preds = %conv1_weight_grad.k499.end, %conv1_weight_grad.nb496
+  %conv1_weight_grad.mb4973 = phi i64 [ 0, %conv1_weight_grad.nb496 ], [ %mb497.next, %conv1_weight_grad.k499.end ]
+  %1 = mul nsw i64 %conv1_weight_grad.mb4973, 5
   %2 = mul nsw i64 %1, 32
   %3 = add nsw i64 514448, %2
-  %4 = mul nsw i64 %conv1_weight_grad.nb4822, 16
+  %4 = mul nsw i64 %conv1_weight_grad.nb4962, 16
   %5 = add nsw i64 %3, %4
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %5
   %6 = load <8 x float>, ptr %arena4, align 4
-  store <8 x float> %6, ptr %conv1_weight_grad.t484_c0_0, align 32
-  %7 = mul nsw i64 %conv1_weight_grad.mb4833, 5
+  store <8 x float> %6, ptr %conv1_weight_grad.t498_c0_0, align 32
+  %7 = mul nsw i64 %conv1_weight_grad.mb4973, 5
   %8 = mul nsw i64 %7, 32
   %9 = add nsw i64 514448, %8
-  %10 = mul nsw i64 %conv1_weight_grad.nb4822, 16
+  %10 = mul nsw i64 %conv1_weight_grad.nb4962, 16
   %11 = add nsw i64 %9, %10
   %12 = add nsw i64 %11, 8
   %arena5 = getelementptr inbounds float, ptr %arena, i64 %12
   %13 = load <8 x float>, ptr %arena5, align 4
-  store <8 x float> %13, ptr %conv1_weight_grad.t484_c0_1, align 32
-  %14 = mul nsw i64 %conv1_weight_grad.mb4833, 5
+  store <8 x float> %13, ptr %conv1_weight_grad.t498_c0_1, align 32
+  %14 = mul nsw i64 %conv1_weight_grad.mb4973, 5
   %15 = add nsw i64 %14, 1
   %16 = mul nsw i64 %15, 32
   %17 = add nsw i64 514448, %16
-  %18 = mul nsw i64 %conv1_weight_grad.nb4822, 16
+  %18 = mul nsw i64 %conv1_weight_grad.nb4962, 16
   %19 = add nsw i64 %17, %18
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %19
   %20 = load <8 x float>, ptr %arena6, align 4
-  store <8 x float> %20, ptr %conv1_weight_grad.t484_c1_0, align 32
-  %21 = mul nsw i64 %conv1_weight_grad.mb4833, 5
+  store <8 x float> %20, ptr %conv1_weight_grad.t498_c1_0, align 32
+  %21 = mul nsw i64 %conv1_weight_grad.mb4973, 5
   %22 = add nsw i64 %21, 1
   %23 = mul nsw i64 %22, 32
   %24 = add nsw i64 514448, %23
-  %25 = mul nsw i64 %conv1_weight_grad.nb4822, 16
+  %25 = mul nsw i64 %conv1_weight_grad.nb4962, 16
   %26 = add nsw i64 %24, %25
   %27 = add nsw i64 %26, 8
   %arena7 = getelementptr inbounds float, ptr %arena, i64 %27
   %28 = load <8 x float>, ptr %arena7, align 4
-  store <8 x float> %28, ptr %conv1_weight_grad.t484_c1_1, align 32
-  %29 = mul nsw i64 %conv1_weight_grad.mb4833, 5
+  store <8 x float> %28, ptr %conv1_weight_grad.t498_c1_1, align 32
+  %29 = mul nsw i64 %conv1_weight_grad.mb4973, 5
   %30 = add nsw i64 %29, 2
   %31 = mul nsw i64 %30, 32
   %32 = add nsw i64 514448, %31
-  %33 = mul nsw i64 %conv1_weight_grad.nb4822, 16
+  %33 = mul nsw i64 %conv1_weight_grad.nb4962, 16
   %34 = add nsw i64 %32, %33
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %34
   %35 = load <8 x float>, ptr %arena8, align 4
-  store <8 x float> %35, ptr %conv1_weight_grad.t484_c2_0, align 32
-  %36 = mul nsw i64 %conv1_weight_grad.mb4833, 5
+  store <8 x float> %35, ptr %conv1_weight_grad.t498_c2_0, align 32
+  %36 = mul nsw i64 %conv1_weight_grad.mb4973, 5
   %37 = add nsw i64 %36, 2
   %38 = mul nsw i64 %37, 32
   %39 = add nsw i64 514448, %38
-  %40 = mul nsw i64 %conv1_weight_grad.nb4822, 16
+  %40 = mul nsw i64 %conv1_weight_grad.nb4962, 16
   %41 = add nsw i64 %39, %40
   %42 = add nsw i64 %41, 8
   %arena9 = getelementptr inbounds float, ptr %arena, i64 %42
   %43 = load <8 x float>, ptr %arena9, align 4
-  store <8 x float> %43, ptr %conv1_weight_grad.t484_c2_1, align 32
-  %44 = mul nsw i64 %conv1_weight_grad.mb4833, 5
+  store <8 x float> %43, ptr %conv1_weight_grad.t498_c2_1, align 32
+  %44 = mul nsw i64 %conv1_weight_grad.mb4973, 5
   %45 = add nsw i64 %44, 3
   %46 = mul nsw i64 %45, 32
   %47 = add nsw i64 514448, %46
-  %48 = mul nsw i64 %conv1_weight_grad.nb4822, 16
+  %48 = mul nsw i64 %conv1_weight_grad.nb4962, 16
   %49 = add nsw i64 %47, %48
   %arena10 = getelementptr inbounds float, ptr %arena, i64 %49
   %50 = load <8 x float>, ptr %arena10, align 4
-  store <8 x float> %50, ptr %conv1_weight_grad.t484_c3_0, align 32
-  %51 = mul nsw i64 %conv1_weight_grad.mb4833, 5
+  store <8 x float> %50, ptr %conv1_weight_grad.t498_c3_0, align 32
+  %51 = mul nsw i64 %conv1_weight_grad.mb4973, 5
   %52 = add nsw i64 %51, 3
   %53 = mul nsw i64 %52, 32
   %54 = add nsw i64 514448, %53
-  %55 = mul nsw i64 %conv1_weight_grad.nb4822, 16
+  %55 = mul nsw i64 %conv1_weight_grad.nb4962, 16
   %56 = add nsw i64 %54, %55
   %57 = add nsw i64 %56, 8
   %arena11 = getelementptr inbounds float, ptr %arena, i64 %57
   %58 = load <8 x float>, ptr %arena11, align 4
-  store <8 x float> %58, ptr %conv1_weight_grad.t484_c3_1, align 32
-  %59 = mul nsw i64 %conv1_weight_grad.mb4833, 5
+  store <8 x float> %58, ptr %conv1_weight_grad.t498_c3_1, align 32
+  %59 = mul nsw i64 %conv1_weight_grad.mb4973, 5
   %60 = add nsw i64 %59, 4
   %61 = mul nsw i64 %60, 32
   %62 = add nsw i64 514448, %61
-  %63 = mul nsw i64 %conv1_weight_grad.nb4822, 16
+  %63 = mul nsw i64 %conv1_weight_grad.nb4962, 16
   %64 = add nsw i64 %62, %63
   %arena12 = getelementptr inbounds float, ptr %arena, i64 %64
   %65 = load <8 x float>, ptr %arena12, align 4
-  store <8 x float> %65, ptr %conv1_weight_grad.t484_c4_0, align 32
-  %66 = mul nsw i64 %conv1_weight_grad.mb4833, 5
+  store <8 x float> %65, ptr %conv1_weight_grad.t498_c4_0, align 32
+  %66 = mul nsw i64 %conv1_weight_grad.mb4973, 5
   %67 = add nsw i64 %66, 4
   %68 = mul nsw i64 %67, 32
   %69 = add nsw i64 514448, %68
-  %70 = mul nsw i64 %conv1_weight_grad.nb4822, 16
+  %70 = mul nsw i64 %conv1_weight_grad.nb4962, 16
   %71 = add nsw i64 %69, %70
   %72 = add nsw i64 %71, 8
   %arena13 = getelementptr inbounds float, ptr %arena, i64 %72
   %73 = load <8 x float>, ptr %arena13, align 4
-  store <8 x float> %73, ptr %conv1_weight_grad.t484_c4_1, align 32
-  br label %conv1_weight_grad.k485
+  store <8 x float> %73, ptr %conv1_weight_grad.t498_c4_1, align 32
+  br label %conv1_weight_grad.k499
 
-conv1_weight_grad.mb483.end:                      ; preds = %conv1_weight_grad.k485.end
-  %74 = mul nsw i64 %conv1_weight_grad.nb4822, 16
+conv1_weight_grad.mb497.end:                      ; preds = %conv1_weight_grad.k499.end
+  %74 = mul nsw i64 %conv1_weight_grad.nb4962, 16
   %75 = add nsw i64 514608, %74
   %arena55 = getelementptr inbounds float, ptr %arena, i64 %75
   %76 = load <8 x float>, ptr %arena55, align 4
-  store <8 x float> %76, ptr %conv1_weight_grad.t486_c0_0, align 32
-  %77 = mul nsw i64 %conv1_weight_grad.nb4822, 16
+  store <8 x float> %76, ptr %conv1_weight_grad.t500_c0_0, align 32
+  %77 = mul nsw i64 %conv1_weight_grad.nb4962, 16
   %78 = add nsw i64 514608, %77
   %79 = add nsw i64 %78, 8
   %arena56 = getelementptr inbounds float, ptr %arena, i64 %79
   %80 = load <8 x float>, ptr %arena56, align 4
-  store <8 x float> %80, ptr %conv1_weight_grad.t486_c0_1, align 32
-  %81 = mul nsw i64 %conv1_weight_grad.nb4822, 16
+  store <8 x float> %80, ptr %conv1_weight_grad.t500_c0_1, align 32
+  %81 = mul nsw i64 %conv1_weight_grad.nb4962, 16
   %82 = add nsw i64 514640, %81
   %arena57 = getelementptr inbounds float, ptr %arena, i64 %82
   %83 = load <8 x float>, ptr %arena57, align 4
-  store <8 x float> %83, ptr %conv1_weight_grad.t486_c1_0, align 32
-  %84 = mul nsw i64 %conv1_weight_grad.nb4822, 16
+  store <8 x float> %83, ptr %conv1_weight_grad.t500_c1_0, align 32
+  %84 = mul nsw i64 %conv1_weight_grad.nb4962, 16
   %85 = add nsw i64 514640, %84
   %86 = add nsw i64 %85, 8
   %arena58 = getelementptr inbounds float, ptr %arena, i64 %86
   %87 = load <8 x float>, ptr %arena58, align 4
-  store <8 x float> %87, ptr %conv1_weight_grad.t486_c1_1, align 32
-  %88 = mul nsw i64 %conv1_weight_grad.nb4822, 16
+  store <8 x float> %87, ptr %conv1_weight_grad.t500_c1_1, align 32
+  %88 = mul nsw i64 %conv1_weight_grad.nb4962, 16
   %89 = add nsw i64 514672, %88
   %arena59 = getelementptr inbounds float, ptr %arena, i64 %89
   %90 = load <8 x float>, ptr %arena59, align 4
-  store <8 x float> %90, ptr %conv1_weight_grad.t486_c2_0, align 32
-  %91 = mul nsw i64 %conv1_weight_grad.nb4822, 16
+  store <8 x float> %90, ptr %conv1_weight_grad.t500_c2_0, align 32
+  %91 = mul nsw i64 %conv1_weight_grad.nb4962, 16
   %92 = add nsw i64 514672, %91
   %93 = add nsw i64 %92, 8
   %arena60 = getelementptr inbounds float, ptr %arena, i64 %93
   %94 = load <8 x float>, ptr %arena60, align 4
-  store <8 x float> %94, ptr %conv1_weight_grad.t486_c2_1, align 32
-  %95 = mul nsw i64 %conv1_weight_grad.nb4822, 16
+  store <8 x float> %94, ptr %conv1_weight_grad.t500_c2_1, align 32
+  %95 = mul nsw i64 %conv1_weight_grad.nb4962, 16
   %96 = add nsw i64 514704, %95
   %arena61 = getelementptr inbounds float, ptr %arena, i64 %96
   %97 = load <8 x float>, ptr %arena61, align 4
-  store <8 x float> %97, ptr %conv1_weight_grad.t486_c3_0, align 32
-  %98 = mul nsw i64 %conv1_weight_grad.nb4822, 16
+  store <8 x float> %97, ptr %conv1_weight_grad.t500_c3_0, align 32
+  %98 = mul nsw i64 %conv1_weight_grad.nb4962, 16
   %99 = add nsw i64 514704, %98
   %100 = add nsw i64 %99, 8
   %arena62 = getelementptr inbounds float, ptr %arena, i64 %100
   %101 = load <8 x float>, ptr %arena62, align 4
-  store <8 x float> %101, ptr %conv1_weight_grad.t486_c3_1, align 32
-  br label %conv1_weight_grad.k487
+  store <8 x float> %101, ptr %conv1_weight_grad.t500_c3_1, align 32
+  br label %conv1_weight_grad.k501
 
-conv1_weight_grad.k485:                           ; preds = %conv1_weight_grad.k485, %conv1_weight_grad.mb483
-  %conv1_weight_grad.k48514 = phi i64 [ 0, %conv1_weight_grad.mb483 ], [ %k485.next, %conv1_weight_grad.k485 ]
-  %102 = mul nsw i64 %conv1_weight_grad.kp4811, 1792
-  %103 = add nsw i64 %conv1_weight_grad.k48514, %102
+conv1_weight_grad.k499:                           ; preds = %conv1_weight_grad.k499, %conv1_weight_grad.mb497
+  %conv1_weight_grad.k49914 = phi i64 [ 0, %conv1_weight_grad.mb497 ], [ %k499.next, %conv1_weight_grad.k499 ]
+  %102 = mul nsw i64 %conv1_weight_grad.kp4951, 1792
+  %103 = add nsw i64 %conv1_weight_grad.k49914, %102
   %104 = mul nsw i64 %103, 32
   %105 = add nsw i64 113040, %104
-  %106 = mul nsw i64 %conv1_weight_grad.nb4822, 16
+  %106 = mul nsw i64 %conv1_weight_grad.nb4962, 16
   %107 = add nsw i64 %105, %106
   %arena15 = getelementptr inbounds float, ptr %arena, i64 %107
   %108 = load <8 x float>, ptr %arena15, align 4
-  store <8 x float> %108, ptr %conv1_weight_grad.t484_b0, align 32
-  %109 = mul nsw i64 %conv1_weight_grad.kp4811, 1792
-  %110 = add nsw i64 %conv1_weight_grad.k48514, %109
+  store <8 x float> %108, ptr %conv1_weight_grad.t498_b0, align 32
+  %109 = mul nsw i64 %conv1_weight_grad.kp4951, 1792
+  %110 = add nsw i64 %conv1_weight_grad.k49914, %109
   %111 = mul nsw i64 %110, 32
   %112 = add nsw i64 113040, %111
-  %113 = mul nsw i64 %conv1_weight_grad.nb4822, 16
+  %113 = mul nsw i64 %conv1_weight_grad.nb4962, 16
   %114 = add nsw i64 %112, %113
   %115 = add nsw i64 %114, 8
   %arena16 = getelementptr inbounds float, ptr %arena, i64 %115
   %116 = load <8 x float>, ptr %arena16, align 4
-  store <8 x float> %116, ptr %conv1_weight_grad.t484_b1, align 32
-  %117 = mul nsw i64 %conv1_weight_grad.mb4833, 5
+  store <8 x float> %116, ptr %conv1_weight_grad.t498_b1, align 32
+  %117 = mul nsw i64 %conv1_weight_grad.mb4973, 5
   %118 = mul nsw i64 %117, 12560
-  %119 = mul nsw i64 %conv1_weight_grad.kp4811, 1792
-  %120 = add nsw i64 %conv1_weight_grad.k48514, %119
+  %119 = mul nsw i64 %conv1_weight_grad.kp4951, 1792
+  %120 = add nsw i64 %conv1_weight_grad.k49914, %119
   %121 = add nsw i64 %118, %120
   %arena17 = getelementptr inbounds float, ptr %arena, i64 %121
   %122 = load float, ptr %arena17, align 4
   %123 = insertelement <8 x float> undef, float %122, i32 0
   %124 = shufflevector <8 x float> %123, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %124, ptr %conv1_weight_grad.t484_a0, align 32
-  %t484_a0 = load <8 x float>, ptr %conv1_weight_grad.t484_a0, align 32
-  %t484_b0 = load <8 x float>, ptr %conv1_weight_grad.t484_b0, align 32
-  %t484_c0_0 = load <8 x float>, ptr %conv1_weight_grad.t484_c0_0, align 32
-  %125 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t484_a0, <8 x float> %t484_b0, <8 x float> %t484_c0_0)
-  store <8 x float> %125, ptr %conv1_weight_grad.t484_c0_0, align 32
-  %t484_a018 = load <8 x float>, ptr %conv1_weight_grad.t484_a0, align 32
-  %t484_b1 = load <8 x float>, ptr %conv1_weight_grad.t484_b1, align 32
-  %t484_c0_1 = load <8 x float>, ptr %conv1_weight_grad.t484_c0_1, align 32
-  %126 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t484_a018, <8 x float> %t484_b1, <8 x float> %t484_c0_1)
-  store <8 x float> %126, ptr %conv1_weight_grad.t484_c0_1, align 32
-  %127 = mul nsw i64 %conv1_weight_grad.mb4833, 5
+  store <8 x float> %124, ptr %conv1_weight_grad.t498_a0, align 32
+  %t498_a0 = load <8 x float>, ptr %conv1_weight_grad.t498_a0, align 32
+  %t498_b0 = load <8 x float>, ptr %conv1_weight_grad.t498_b0, align 32
+  %t498_c0_0 = load <8 x float>, ptr %conv1_weight_grad.t498_c0_0, align 32
+  %125 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t498_a0, <8 x float> %t498_b0, <8 x float> %t498_c0_0)
+  store <8 x float> %125, ptr %conv1_weight_grad.t498_c0_0, align 32
+  %t498_a018 = load <8 x float>, ptr %conv1_weight_grad.t498_a0, align 32
+  %t498_b1 = load <8 x float>, ptr %conv1_weight_grad.t498_b1, align 32
+  %t498_c0_1 = load <8 x float>, ptr %conv1_weight_grad.t498_c0_1, align 32
+  %126 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t498_a018, <8 x float> %t498_b1, <8 x float> %t498_c0_1)
+  store <8 x float> %126, ptr %conv1_weight_grad.t498_c0_1, align 32
+  %127 = mul nsw i64 %conv1_weight_grad.mb4973, 5
   %128 = add nsw i64 %127, 1
   %129 = mul nsw i64 %128, 12560
-  %130 = mul nsw i64 %conv1_weight_grad.kp4811, 1792
-  %131 = add nsw i64 %conv1_weight_grad.k48514, %130
+  %130 = mul nsw i64 %conv1_weight_grad.kp4951, 1792
+  %131 = add nsw i64 %conv1_weight_grad.k49914, %130
   %132 = add nsw i64 %129, %131
   %arena19 = getelementptr inbounds float, ptr %arena, i64 %132
   %133 = load float, ptr %arena19, align 4
   %134 = insertelement <8 x float> undef, float %133, i32 0
   %135 = shufflevector <8 x float> %134, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %135, ptr %conv1_weight_grad.t484_a1, align 32
-  %t484_a1 = load <8 x float>, ptr %conv1_weight_grad.t484_a1, align 32
-  %t484_b020 = load <8 x float>, ptr %conv1_weight_grad.t484_b0, align 32
-  %t484_c1_0 = load <8 x float>, ptr %conv1_weight_grad.t484_c1_0, align 32
-  %136 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t484_a1, <8 x float> %t484_b020, <8 x float> %t484_c1_0)
-  store <8 x float> %136, ptr %conv1_weight_grad.t484_c1_0, align 32
-  %t484_a121 = load <8 x float>, ptr %conv1_weight_grad.t484_a1, align 32
-  %t484_b122 = load <8 x float>, ptr %conv1_weight_grad.t484_b1, align 32
-  %t484_c1_1 = load <8 x float>, ptr %conv1_weight_grad.t484_c1_1, align 32
-  %137 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t484_a121, <8 x float> %t484_b122, <8 x float> %t484_c1_1)
-  store <8 x float> %137, ptr %conv1_weight_grad.t484_c1_1, align 32
-  %138 = mul nsw i64 %conv1_weight_grad.mb4833, 5
+  store <8 x float> %135, ptr %conv1_weight_grad.t498_a1, align 32
+  %t498_a1 = load <8 x float>, ptr %conv1_weight_grad.t498_a1, align 32
+  %t498_b020 = load <8 x float>, ptr %conv1_weight_grad.t498_b0, align 32
+  %t498_c1_0 = load <8 x float>, ptr %conv1_weight_grad.t498_c1_0, align 32
+  %136 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t498_a1, <8 x float> %t498_b020, <8 x float> %t498_c1_0)
+  store <8 x float> %136, ptr %conv1_weight_grad.t498_c1_0, align 32
+  %t498_a121 = load <8 x float>, ptr %conv1_weight_grad.t498_a1, align 32
+  %t498_b122 = load <8 x float>, ptr %conv1_weight_grad.t498_b1, align 32
+  %t498_c1_1 = load <8 x float>, ptr %conv1_weight_grad.t498_c1_1, align 32
+  %137 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t498_a121, <8 x float> %t498_b122, <8 x float> %t498_c1_1)
+  store <8 x float> %137, ptr %conv1_weight_grad.t498_c1_1, align 32
+  %138 = mul nsw i64 %conv1_weight_grad.mb4973, 5
   %139 = add nsw i64 %138, 2
   %140 = mul nsw i64 %139, 12560
-  %141 = mul nsw i64 %conv1_weight_grad.kp4811, 1792
-  %142 = add nsw i64 %conv1_weight_grad.k48514, %141
+  %141 = mul nsw i64 %conv1_weight_grad.kp4951, 1792
+  %142 = add nsw i64 %conv1_weight_grad.k49914, %141
   %143 = add nsw i64 %140, %142
   %arena23 = getelementptr inbounds float, ptr %arena, i64 %143
   %144 = load float, ptr %arena23, align 4
   %145 = insertelement <8 x float> undef, float %144, i32 0
   %146 = shufflevector <8 x float> %145, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %146, ptr %conv1_weight_grad.t484_a2, align 32
-  %t484_a2 = load <8 x float>, ptr %conv1_weight_grad.t484_a2, align 32
-  %t484_b024 = load <8 x float>, ptr %conv1_weight_grad.t484_b0, align 32
-  %t484_c2_0 = load <8 x float>, ptr %conv1_weight_grad.t484_c2_0, align 32
-  %147 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t484_a2, <8 x float> %t484_b024, <8 x float> %t484_c2_0)
-  store <8 x float> %147, ptr %conv1_weight_grad.t484_c2_0, align 32
-  %t484_a225 = load <8 x float>, ptr %conv1_weight_grad.t484_a2, align 32
-  %t484_b126 = load <8 x float>, ptr %conv1_weight_grad.t484_b1, align 32
-  %t484_c2_1 = load <8 x float>, ptr %conv1_weight_grad.t484_c2_1, align 32
-  %148 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t484_a225, <8 x float> %t484_b126, <8 x float> %t484_c2_1)
-  store <8 x float> %148, ptr %conv1_weight_grad.t484_c2_1, align 32
-  %149 = mul nsw i64 %conv1_weight_grad.mb4833, 5
+  store <8 x float> %146, ptr %conv1_weight_grad.t498_a2, align 32
+  %t498_a2 = load <8 x float>, ptr %conv1_weight_grad.t498_a2, align 32
+  %t498_b024 = load <8 x float>, ptr %conv1_weight_grad.t498_b0, align 32
+  %t498_c2_0 = load <8 x float>, ptr %conv1_weight_grad.t498_c2_0, align 32
+  %147 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t498_a2, <8 x float> %t498_b024, <8 x float> %t498_c2_0)
+  store <8 x float> %147, ptr %conv1_weight_grad.t498_c2_0, align 32
+  %t498_a225 = load <8 x float>, ptr %conv1_weight_grad.t498_a2, align 32
+  %t498_b126 = load <8 x float>, ptr %conv1_weight_grad.t498_b1, align 32
+  %t498_c2_1 = load <8 x float>, ptr %conv1_weight_grad.t498_c2_1, align 32
+  %148 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t498_a225, <8 x float> %t498_b126, <8 x float> %t498_c2_1)
+  store <8 x float> %148, ptr %conv1_weight_grad.t498_c2_1, align 32
+  %149 = mul nsw i64 %conv1_weight_grad.mb4973, 5
   %150 = add nsw i64 %149, 3
   %151 = mul nsw i64 %150, 12560
-  %152 = mul nsw i64 %conv1_weight_grad.kp4811, 1792
-  %153 = add nsw i64 %conv1_weight_grad.k48514, %152
+  %152 = mul nsw i64 %conv1_weight_grad.kp4951, 1792
+  %153 = add nsw i64 %conv1_weight_grad.k49914, %152
   %154 = add nsw i64 %151, %153
   %arena27 = getelementptr inbounds float, ptr %arena, i64 %154
   %155 = load float, ptr %arena27, align 4
   %156 = insertelement <8 x float> undef, float %155, i32 0
   %157 = shufflevector <8 x float> %156, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %157, ptr %conv1_weight_grad.t484_a3, align 32
-  %t484_a3 = load <8 x float>, ptr %conv1_weight_grad.t484_a3, align 32
-  %t484_b028 = load <8 x float>, ptr %conv1_weight_grad.t484_b0, align 32
-  %t484_c3_0 = load <8 x float>, ptr %conv1_weight_grad.t484_c3_0, align 32
-  %158 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t484_a3, <8 x float> %t484_b028, <8 x float> %t484_c3_0)
-  store <8 x float> %158, ptr %conv1_weight_grad.t484_c3_0, align 32
-  %t484_a329 = load <8 x float>, ptr %conv1_weight_grad.t484_a3, align 32
-  %t484_b130 = load <8 x float>, ptr %conv1_weight_grad.t484_b1, align 32
-  %t484_c3_1 = load <8 x float>, ptr %conv1_weight_grad.t484_c3_1, align 32
-  %159 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t484_a329, <8 x float> %t484_b130, <8 x float> %t484_c3_1)
-  store <8 x float> %159, ptr %conv1_weight_grad.t484_c3_1, align 32
-  %160 = mul nsw i64 %conv1_weight_grad.mb4833, 5
+  store <8 x float> %157, ptr %conv1_weight_grad.t498_a3, align 32
+  %t498_a3 = load <8 x float>, ptr %conv1_weight_grad.t498_a3, align 32
+  %t498_b028 = load <8 x float>, ptr %conv1_weight_grad.t498_b0, align 32
+  %t498_c3_0 = load <8 x float>, ptr %conv1_weight_grad.t498_c3_0, align 32
+  %158 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t498_a3, <8 x float> %t498_b028, <8 x float> %t498_c3_0)
+  store <8 x float> %158, ptr %conv1_weight_grad.t498_c3_0, align 32
+  %t498_a329 = load <8 x float>, ptr %conv1_weight_grad.t498_a3, align 32
+  %t498_b130 = load <8 x float>, ptr %conv1_weight_grad.t498_b1, align 32
+  %t498_c3_1 = load <8 x float>, ptr %conv1_weight_grad.t498_c3_1, align 32
+  %159 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t498_a329, <8 x float> %t498_b130, <8 x float> %t498_c3_1)
+  store <8 x float> %159, ptr %conv1_weight_grad.t498_c3_1, align 32
+  %160 = mul nsw i64 %conv1_weight_grad.mb4973, 5
   %161 = add nsw i64 %160, 4
   %162 = mul nsw i64 %161, 12560
-  %163 = mul nsw i64 %conv1_weight_grad.kp4811, 1792
-  %164 = add nsw i64 %conv1_weight_grad.k48514, %163
+  %163 = mul nsw i64 %conv1_weight_grad.kp4951, 1792
+  %164 = add nsw i64 %conv1_weight_grad.k49914, %163
   %165 = add nsw i64 %162, %164
   %arena31 = getelementptr inbounds float, ptr %arena, i64 %165
   %166 = load float, ptr %arena31, align 4
   %167 = insertelement <8 x float> undef, float %166, i32 0
   %168 = shufflevector <8 x float> %167, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %168, ptr %conv1_weight_grad.t484_a4, align 32
-  %t484_a4 = load <8 x float>, ptr %conv1_weight_grad.t484_a4, align 32
-  %t484_b032 = load <8 x float>, ptr %conv1_weight_grad.t484_b0, align 32
-  %t484_c4_0 = load <8 x float>, ptr %conv1_weight_grad.t484_c4_0, align 32
-  %169 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t484_a4, <8 x float> %t484_b032, <8 x float> %t484_c4_0)
-  store <8 x float> %169, ptr %conv1_weight_grad.t484_c4_0, align 32
-  %t484_a433 = load <8 x float>, ptr %conv1_weight_grad.t484_a4, align 32
-  %t484_b134 = load <8 x float>, ptr %conv1_weight_grad.t484_b1, align 32
-  %t484_c4_1 = load <8 x float>, ptr %conv1_weight_grad.t484_c4_1, align 32
-  %170 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t484_a433, <8 x float> %t484_b134, <8 x float> %t484_c4_1)
-  store <8 x float> %170, ptr %conv1_weight_grad.t484_c4_1, align 32
-  %k485.next = add nsw i64 %conv1_weight_grad.k48514, 1
-  %171 = icmp slt i64 %k485.next, 1792
-  br i1 %171, label %conv1_weight_grad.k485, label %conv1_weight_grad.k485.end
+  store <8 x float> %168, ptr %conv1_weight_grad.t498_a4, align 32
+  %t498_a4 = load <8 x float>, ptr %conv1_weight_grad.t498_a4, align 32
+  %t498_b032 = load <8 x float>, ptr %conv1_weight_grad.t498_b0, align 32
+  %t498_c4_0 = load <8 x float>, ptr %conv1_weight_grad.t498_c4_0, align 32
+  %169 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t498_a4, <8 x float> %t498_b032, <8 x float> %t498_c4_0)
+  store <8 x float> %169, ptr %conv1_weight_grad.t498_c4_0, align 32
+  %t498_a433 = load <8 x float>, ptr %conv1_weight_grad.t498_a4, align 32
+  %t498_b134 = load <8 x float>, ptr %conv1_weight_grad.t498_b1, align 32
+  %t498_c4_1 = load <8 x float>, ptr %conv1_weight_grad.t498_c4_1, align 32
+  %170 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t498_a433, <8 x float> %t498_b134, <8 x float> %t498_c4_1)
+  store <8 x float> %170, ptr %conv1_weight_grad.t498_c4_1, align 32
+  %k499.next = add nsw i64 %conv1_weight_grad.k49914, 1
+  %171 = icmp slt i64 %k499.next, 1792
+  br i1 %171, label %conv1_weight_grad.k499, label %conv1_weight_grad.k499.end
 
-conv1_weight_grad.k485.end:                       ; preds = %conv1_weight_grad.k485
-  %t484_c0_035 = load <8 x float>, ptr %conv1_weight_grad.t484_c0_0, align 32
-  %172 = mul nsw i64 %conv1_weight_grad.mb4833, 5
+conv1_weight_grad.k499.end:                       ; preds = %conv1_weight_grad.k499
+  %t498_c0_035 = load <8 x float>, ptr %conv1_weight_grad.t498_c0_0, align 32
+  %172 = mul nsw i64 %conv1_weight_grad.mb4973, 5
   %173 = mul nsw i64 %172, 32
   %174 = add nsw i64 514448, %173
-  %175 = mul nsw i64 %conv1_weight_grad.nb4822, 16
+  %175 = mul nsw i64 %conv1_weight_grad.nb4962, 16
   %176 = add nsw i64 %174, %175
   %arena36 = getelementptr inbounds float, ptr %arena, i64 %176
-  store <8 x float> %t484_c0_035, ptr %arena36, align 4
-  %t484_c0_137 = load <8 x float>, ptr %conv1_weight_grad.t484_c0_1, align 32
-  %177 = mul nsw i64 %conv1_weight_grad.mb4833, 5
+  store <8 x float> %t498_c0_035, ptr %arena36, align 4
+  %t498_c0_137 = load <8 x float>, ptr %conv1_weight_grad.t498_c0_1, align 32
+  %177 = mul nsw i64 %conv1_weight_grad.mb4973, 5
   %178 = mul nsw i64 %177, 32
   %179 = add nsw i64 514448, %178
-  %180 = mul nsw i64 %conv1_weight_grad.nb4822, 16
+  %180 = mul nsw i64 %conv1_weight_grad.nb4962, 16
   %181 = add nsw i64 %179, %180
   %182 = add nsw i64 %181, 8
   %arena38 = getelementptr inbounds float, ptr %arena, i64 %182
-  store <8 x float> %t484_c0_137, ptr %arena38, align 4
-  %t484_c1_039 = load <8 x float>, ptr %conv1_weight_grad.t484_c1_0, align 32
-  %183 = mul nsw i64 %conv1_weight_grad.mb4833, 5
+  store <8 x float> %t498_c0_137, ptr %arena38, align 4
+  %t498_c1_039 = load <8 x float>, ptr %conv1_weight_grad.t498_c1_0, align 32
+  %183 = mul nsw i64 %conv1_weight_grad.mb4973, 5
   %184 = add nsw i64 %183, 1
   %185 = mul nsw i64 %184, 32
   %186 = add nsw i64 514448, %185
-  %187 = mul nsw i64 %conv1_weight_grad.nb4822, 16
+  %187 = mul nsw i64 %conv1_weight_grad.nb4962, 16
   %188 = add nsw i64 %186, %187
   %arena40 = getelementptr inbounds float, ptr %arena, i64 %188
-  store <8 x float> %t484_c1_039, ptr %arena40, align 4
-  %t484_c1_141 = load <8 x float>, ptr %conv1_weight_grad.t484_c1_1, align 32
-  %189 = mul nsw i64 %conv1_weight_grad.mb4833, 5
+  store <8 x float> %t498_c1_039, ptr %arena40, align 4
+  %t498_c1_141 = load <8 x float>, ptr %conv1_weight_grad.t498_c1_1, align 32
+  %189 = mul nsw i64 %conv1_weight_grad.mb4973, 5
   %190 = add nsw i64 %189, 1
   %191 = mul nsw i64 %190, 32
   %192 = add nsw i64 514448, %191
-  %193 = mul nsw i64 %conv1_weight_grad.nb4822, 16
+  %193 = mul nsw i64 %conv1_weight_grad.nb4962, 16
   %194 = add nsw i64 %192, %193
   %195 = add nsw i64 %194, 8
   %arena42 = getelementptr inbounds float, ptr %arena, i64 %195
-  store <8 x float> %t484_c1_141, ptr %arena42, align 4
-  %t484_c2_043 = load <8 x float>, ptr %conv1_weight_grad.t484_c2_0, align 32
-  %196 = mul nsw i64 %conv1_weight_grad.mb4833, 5
+  store <8 x float> %t498_c1_141, ptr %arena42, align 4
+  %t498_c2_043 = load <8 x float>, ptr %conv1_weight_grad.t498_c2_0, align 32
+  %196 = mul nsw i64 %conv1_weight_grad.mb4973, 5
   %197 = add nsw i64 %196, 2
   %198 = mul nsw i64 %197, 32
   %199 = add nsw i64 514448, %198
-  %200 = mul nsw i64 %conv1_weight_grad.nb4822, 16
+  %200 = mul nsw i64 %conv1_weight_grad.nb4962, 16
   %201 = add nsw i64 %199, %200
   %arena44 = getelementptr inbounds float, ptr %arena, i64 %201
-  store <8 x float> %t484_c2_043, ptr %arena44, align 4
-  %t484_c2_145 = load <8 x float>, ptr %conv1_weight_grad.t484_c2_1, align 32
-  %202 = mul nsw i64 %conv1_weight_grad.mb4833, 5
+  store <8 x float> %t498_c2_043, ptr %arena44, align 4
+  %t498_c2_145 = load <8 x float>, ptr %conv1_weight_grad.t498_c2_1, align 32
+  %202 = mul nsw i64 %conv1_weight_grad.mb4973, 5
   %203 = add nsw i64 %202, 2
   %204 = mul nsw i64 %203, 32
   %205 = add nsw i64 514448, %204
-  %206 = mul nsw i64 %conv1_weight_grad.nb4822, 16
+  %206 = mul nsw i64 %conv1_weight_grad.nb4962, 16
   %207 = add nsw i64 %205, %206
   %208 = add nsw i64 %207, 8
   %arena46 = getelementptr inbounds float, ptr %arena, i64 %208
-  store <8 x float> %t484_c2_145, ptr %arena46, align 4
-  %t484_c3_047 = load <8 x float>, ptr %conv1_weight_grad.t484_c3_0, align 32
-  %209 = mul nsw i64 %conv1_weight_grad.mb4833, 5
+  store <8 x float> %t498_c2_145, ptr %arena46, align 4
+  %t498_c3_047 = load <8 x float>, ptr %conv1_weight_grad.t498_c3_0, align 32
+  %209 = mul nsw i64 %conv1_weight_grad.mb4973, 5
   %210 = add nsw i64 %209, 3
   %211 = mul nsw i64 %210, 32
   %212 = add nsw i64 514448, %211
-  %213 = mul nsw i64 %conv1_weight_grad.nb4822, 16
+  %213 = mul nsw i64 %conv1_weight_grad.nb4962, 16
   %214 = add nsw i64 %212, %213
   %arena48 = getelementptr inbounds float, ptr %arena, i64 %214
-  store <8 x float> %t484_c3_047, ptr %arena48, align 4
-  %t484_c3_149 = load <8 x float>, ptr %conv1_weight_grad.t484_c3_1, align 32
-  %215 = mul nsw i64 %conv1_weight_grad.mb4833, 5
+  store <8 x float> %t498_c3_047, ptr %arena48, align 4
+  %t498_c3_149 = load <8 x float>, ptr %conv1_weight_grad.t498_c3_1, align 32
+  %215 = mul nsw i64 %conv1_weight_grad.mb4973, 5
   %216 = add nsw i64 %215, 3
   %217 = mul nsw i64 %216, 32
   %218 = add nsw i64 514448, %217
-  %219 = mul nsw i64 %conv1_weight_grad.nb4822, 16
+  %219 = mul nsw i64 %conv1_weight_grad.nb4962, 16
   %220 = add nsw i64 %218, %219
   %221 = add nsw i64 %220, 8
   %arena50 = getelementptr inbounds float, ptr %arena, i64 %221
-  store <8 x float> %t484_c3_149, ptr %arena50, align 4
-  %t484_c4_051 = load <8 x float>, ptr %conv1_weight_grad.t484_c4_0, align 32
-  %222 = mul nsw i64 %conv1_weight_grad.mb4833, 5
+  store <8 x float> %t498_c3_149, ptr %arena50, align 4
+  %t498_c4_051 = load <8 x float>, ptr %conv1_weight_grad.t498_c4_0, align 32
+  %222 = mul nsw i64 %conv1_weight_grad.mb4973, 5
   %223 = add nsw i64 %222, 4
   %224 = mul nsw i64 %223, 32
   %225 = add nsw i64 514448, %224
-  %226 = mul nsw i64 %conv1_weight_grad.nb4822, 16
+  %226 = mul nsw i64 %conv1_weight_grad.nb4962, 16
   %227 = add nsw i64 %225, %226
   %arena52 = getelementptr inbounds float, ptr %arena, i64 %227
-  store <8 x float> %t484_c4_051, ptr %arena52, align 4
-  %t484_c4_153 = load <8 x float>, ptr %conv1_weight_grad.t484_c4_1, align 32
-  %228 = mul nsw i64 %conv1_weight_grad.mb4833, 5
+  store <8 x float> %t498_c4_051, ptr %arena52, align 4
+  %t498_c4_153 = load <8 x float>, ptr %conv1_weight_grad.t498_c4_1, align 32
+  %228 = mul nsw i64 %conv1_weight_grad.mb4973, 5
   %229 = add nsw i64 %228, 4
   %230 = mul nsw i64 %229, 32
   %231 = add nsw i64 514448, %230
-  %232 = mul nsw i64 %conv1_weight_grad.nb4822, 16
+  %232 = mul nsw i64 %conv1_weight_grad.nb4962, 16
   %233 = add nsw i64 %231, %232
   %234 = add nsw i64 %233, 8
   %arena54 = getelementptr inbounds float, ptr %arena, i64 %234
-  store <8 x float> %t484_c4_153, ptr %arena54, align 4
-  %mb483.next = add nsw i64 %conv1_weight_grad.mb4833, 1
-  %235 = icmp slt i64 %mb483.next, 1
-  br i1 %235, label %conv1_weight_grad.mb483, label %conv1_weight_grad.mb483.end
+  store <8 x float> %t498_c4_153, ptr %arena54, align 4
+  %mb497.next = add nsw i64 %conv1_weight_grad.mb4973, 1
+  %235 = icmp slt i64 %mb497.next, 1
+  br i1 %235, label %conv1_weight_grad.mb497, label %conv1_weight_grad.mb497.end
 
-conv1_weight_grad.k487:                           ; preds = %conv1_weight_grad.k487, %conv1_weight_grad.mb483.end
-  %conv1_weight_grad.k48763 = phi i64 [ 0, %conv1_weight_grad.mb483.end ], [ %k487.next, %conv1_weight_grad.k487 ]
-  %236 = mul nsw i64 %conv1_weight_grad.kp4811, 1792
-  %237 = add nsw i64 %conv1_weight_grad.k48763, %236
+conv1_weight_grad.k501:                           ; preds = %conv1_weight_grad.k501, %conv1_weight_grad.mb497.end
+  %conv1_weight_grad.k50163 = phi i64 [ 0, %conv1_weight_grad.mb497.end ], [ %k501.next, %conv1_weight_grad.k501 ]
+  %236 = mul nsw i64 %conv1_weight_grad.kp4951, 1792
+  %237 = add nsw i64 %conv1_weight_grad.k50163, %236
   %238 = mul nsw i64 %237, 32
   %239 = add nsw i64 113040, %238
-  %240 = mul nsw i64 %conv1_weight_grad.nb4822, 16
+  %240 = mul nsw i64 %conv1_weight_grad.nb4962, 16
   %241 = add nsw i64 %239, %240
   %arena64 = getelementptr inbounds float, ptr %arena, i64 %241
   %242 = load <8 x float>, ptr %arena64, align 4
-  store <8 x float> %242, ptr %conv1_weight_grad.t486_b0, align 32
-  %243 = mul nsw i64 %conv1_weight_grad.kp4811, 1792
-  %244 = add nsw i64 %conv1_weight_grad.k48763, %243
+  store <8 x float> %242, ptr %conv1_weight_grad.t500_b0, align 32
+  %243 = mul nsw i64 %conv1_weight_grad.kp4951, 1792
+  %244 = add nsw i64 %conv1_weight_grad.k50163, %243
   %245 = mul nsw i64 %244, 32
   %246 = add nsw i64 113040, %245
-  %247 = mul nsw i64 %conv1_weight_grad.nb4822, 16
+  %247 = mul nsw i64 %conv1_weight_grad.nb4962, 16
   %248 = add nsw i64 %246, %247
   %249 = add nsw i64 %248, 8
   %arena65 = getelementptr inbounds float, ptr %arena, i64 %249
   %250 = load <8 x float>, ptr %arena65, align 4
-  store <8 x float> %250, ptr %conv1_weight_grad.t486_b1, align 32
-  %251 = mul nsw i64 %conv1_weight_grad.kp4811, 1792
-  %252 = add nsw i64 %conv1_weight_grad.k48763, %251
+  store <8 x float> %250, ptr %conv1_weight_grad.t500_b1, align 32
+  %251 = mul nsw i64 %conv1_weight_grad.kp4951, 1792
+  %252 = add nsw i64 %conv1_weight_grad.k50163, %251
   %253 = add nsw i64 62800, %252
   %arena66 = getelementptr inbounds float, ptr %arena, i64 %253
   %254 = load float, ptr %arena66, align 4
   %255 = insertelement <8 x float> undef, float %254, i32 0
   %256 = shufflevector <8 x float> %255, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %256, ptr %conv1_weight_grad.t486_a0, align 32
-  %t486_a0 = load <8 x float>, ptr %conv1_weight_grad.t486_a0, align 32
-  %t486_b0 = load <8 x float>, ptr %conv1_weight_grad.t486_b0, align 32
-  %t486_c0_0 = load <8 x float>, ptr %conv1_weight_grad.t486_c0_0, align 32
-  %257 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t486_a0, <8 x float> %t486_b0, <8 x float> %t486_c0_0)
-  store <8 x float> %257, ptr %conv1_weight_grad.t486_c0_0, align 32
-  %t486_a067 = load <8 x float>, ptr %conv1_weight_grad.t486_a0, align 32
-  %t486_b1 = load <8 x float>, ptr %conv1_weight_grad.t486_b1, align 32
-  %t486_c0_1 = load <8 x float>, ptr %conv1_weight_grad.t486_c0_1, align 32
-  %258 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t486_a067, <8 x float> %t486_b1, <8 x float> %t486_c0_1)
-  store <8 x float> %258, ptr %conv1_weight_grad.t486_c0_1, align 32
-  %259 = mul nsw i64 %conv1_weight_grad.kp4811, 1792
-  %260 = add nsw i64 %conv1_weight_grad.k48763, %259
+  store <8 x float> %256, ptr %conv1_weight_grad.t500_a0, align 32
+  %t500_a0 = load <8 x float>, ptr %conv1_weight_grad.t500_a0, align 32
+  %t500_b0 = load <8 x float>, ptr %conv1_weight_grad.t500_b0, align 32
+  %t500_c0_0 = load <8 x float>, ptr %conv1_weight_grad.t500_c0_0, align 32
+  %257 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t500_a0, <8 x float> %t500_b0, <8 x float> %t500_c0_0)
+  store <8 x float> %257, ptr %conv1_weight_grad.t500_c0_0, align 32
+  %t500_a067 = load <8 x float>, ptr %conv1_weight_grad.t500_a0, align 32
+  %t500_b1 = load <8 x float>, ptr %conv1_weight_grad.t500_b1, align 32
+  %t500_c0_1 = load <8 x float>, ptr %conv1_weight_grad.t500_c0_1, align 32
+  %258 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t500_a067, <8 x float> %t500_b1, <8 x float> %t500_c0_1)
+  store <8 x float> %258, ptr %conv1_weight_grad.t500_c0_1, align 32
+  %259 = mul nsw i64 %conv1_weight_grad.kp4951, 1792
+  %260 = add nsw i64 %conv1_weight_grad.k50163, %259
   %261 = add nsw i64 75360, %260
   %arena68 = getelementptr inbounds float, ptr %arena, i64 %261
   %262 = load float, ptr %arena68, align 4
   %263 = insertelement <8 x float> undef, float %262, i32 0
   %264 = shufflevector <8 x float> %263, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %264, ptr %conv1_weight_grad.t486_a1, align 32
-  %t486_a1 = load <8 x float>, ptr %conv1_weight_grad.t486_a1, align 32
-  %t486_b069 = load <8 x float>, ptr %conv1_weight_grad.t486_b0, align 32
-  %t486_c1_0 = load <8 x float>, ptr %conv1_weight_grad.t486_c1_0, align 32
-  %265 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t486_a1, <8 x float> %t486_b069, <8 x float> %t486_c1_0)
-  store <8 x float> %265, ptr %conv1_weight_grad.t486_c1_0, align 32
-  %t486_a170 = load <8 x float>, ptr %conv1_weight_grad.t486_a1, align 32
-  %t486_b171 = load <8 x float>, ptr %conv1_weight_grad.t486_b1, align 32
-  %t486_c1_1 = load <8 x float>, ptr %conv1_weight_grad.t486_c1_1, align 32
-  %266 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t486_a170, <8 x float> %t486_b171, <8 x float> %t486_c1_1)
-  store <8 x float> %266, ptr %conv1_weight_grad.t486_c1_1, align 32
-  %267 = mul nsw i64 %conv1_weight_grad.kp4811, 1792
-  %268 = add nsw i64 %conv1_weight_grad.k48763, %267
+  store <8 x float> %264, ptr %conv1_weight_grad.t500_a1, align 32
+  %t500_a1 = load <8 x float>, ptr %conv1_weight_grad.t500_a1, align 32
+  %t500_b069 = load <8 x float>, ptr %conv1_weight_grad.t500_b0, align 32
+  %t500_c1_0 = load <8 x float>, ptr %conv1_weight_grad.t500_c1_0, align 32
+  %265 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t500_a1, <8 x float> %t500_b069, <8 x float> %t500_c1_0)
+  store <8 x float> %265, ptr %conv1_weight_grad.t500_c1_0, align 32
+  %t500_a170 = load <8 x float>, ptr %conv1_weight_grad.t500_a1, align 32
+  %t500_b171 = load <8 x float>, ptr %conv1_weight_grad.t500_b1, align 32
+  %t500_c1_1 = load <8 x float>, ptr %conv1_weight_grad.t500_c1_1, align 32
+  %266 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t500_a170, <8 x float> %t500_b171, <8 x float> %t500_c1_1)
+  store <8 x float> %266, ptr %conv1_weight_grad.t500_c1_1, align 32
+  %267 = mul nsw i64 %conv1_weight_grad.kp4951, 1792
+  %268 = add nsw i64 %conv1_weight_grad.k50163, %267
   %269 = add nsw i64 87920, %268
   %arena72 = getelementptr inbounds float, ptr %arena, i64 %269
   %270 = load float, ptr %arena72, align 4
   %271 = insertelement <8 x float> undef, float %270, i32 0
   %272 = shufflevector <8 x float> %271, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %272, ptr %conv1_weight_grad.t486_a2, align 32
-  %t486_a2 = load <8 x float>, ptr %conv1_weight_grad.t486_a2, align 32
-  %t486_b073 = load <8 x float>, ptr %conv1_weight_grad.t486_b0, align 32
-  %t486_c2_0 = load <8 x float>, ptr %conv1_weight_grad.t486_c2_0, align 32
-  %273 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t486_a2, <8 x float> %t486_b073, <8 x float> %t486_c2_0)
-  store <8 x float> %273, ptr %conv1_weight_grad.t486_c2_0, align 32
-  %t486_a274 = load <8 x float>, ptr %conv1_weight_grad.t486_a2, align 32
-  %t486_b175 = load <8 x float>, ptr %conv1_weight_grad.t486_b1, align 32
-  %t486_c2_1 = load <8 x float>, ptr %conv1_weight_grad.t486_c2_1, align 32
-  %274 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t486_a274, <8 x float> %t486_b175, <8 x float> %t486_c2_1)
-  store <8 x float> %274, ptr %conv1_weight_grad.t486_c2_1, align 32
-  %275 = mul nsw i64 %conv1_weight_grad.kp4811, 1792
-  %276 = add nsw i64 %conv1_weight_grad.k48763, %275
+  store <8 x float> %272, ptr %conv1_weight_grad.t500_a2, align 32
+  %t500_a2 = load <8 x float>, ptr %conv1_weight_grad.t500_a2, align 32
+  %t500_b073 = load <8 x float>, ptr %conv1_weight_grad.t500_b0, align 32
+  %t500_c2_0 = load <8 x float>, ptr %conv1_weight_grad.t500_c2_0, align 32
+  %273 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t500_a2, <8 x float> %t500_b073, <8 x float> %t500_c2_0)
+  store <8 x float> %273, ptr %conv1_weight_grad.t500_c2_0, align 32
+  %t500_a274 = load <8 x float>, ptr %conv1_weight_grad.t500_a2, align 32
+  %t500_b175 = load <8 x float>, ptr %conv1_weight_grad.t500_b1, align 32
+  %t500_c2_1 = load <8 x float>, ptr %conv1_weight_grad.t500_c2_1, align 32
+  %274 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t500_a274, <8 x float> %t500_b175, <8 x float> %t500_c2_1)
+  store <8 x float> %274, ptr %conv1_weight_grad.t500_c2_1, align 32
+  %275 = mul nsw i64 %conv1_weight_grad.kp4951, 1792
+  %276 = add nsw i64 %conv1_weight_grad.k50163, %275
   %277 = add nsw i64 100480, %276
   %arena76 = getelementptr inbounds float, ptr %arena, i64 %277
   %278 = load float, ptr %arena76, align 4
   %279 = insertelement <8 x float> undef, float %278, i32 0
   %280 = shufflevector <8 x float> %279, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %280, ptr %conv1_weight_grad.t486_a3, align 32
-  %t486_a3 = load <8 x float>, ptr %conv1_weight_grad.t486_a3, align 32
-  %t486_b077 = load <8 x float>, ptr %conv1_weight_grad.t486_b0, align 32
-  %t486_c3_0 = load <8 x float>, ptr %conv1_weight_grad.t486_c3_0, align 32
-  %281 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t486_a3, <8 x float> %t486_b077, <8 x float> %t486_c3_0)
-  store <8 x float> %281, ptr %conv1_weight_grad.t486_c3_0, align 32
-  %t486_a378 = load <8 x float>, ptr %conv1_weight_grad.t486_a3, align 32
-  %t486_b179 = load <8 x float>, ptr %conv1_weight_grad.t486_b1, align 32
-  %t486_c3_1 = load <8 x float>, ptr %conv1_weight_grad.t486_c3_1, align 32
-  %282 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t486_a378, <8 x float> %t486_b179, <8 x float> %t486_c3_1)
-  store <8 x float> %282, ptr %conv1_weight_grad.t486_c3_1, align 32
-  %k487.next = add nsw i64 %conv1_weight_grad.k48763, 1
-  %283 = icmp slt i64 %k487.next, 1792
-  br i1 %283, label %conv1_weight_grad.k487, label %conv1_weight_grad.k487.end
+  store <8 x float> %280, ptr %conv1_weight_grad.t500_a3, align 32
+  %t500_a3 = load <8 x float>, ptr %conv1_weight_grad.t500_a3, align 32
+  %t500_b077 = load <8 x float>, ptr %conv1_weight_grad.t500_b0, align 32
+  %t500_c3_0 = load <8 x float>, ptr %conv1_weight_grad.t500_c3_0, align 32
+  %281 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t500_a3, <8 x float> %t500_b077, <8 x float> %t500_c3_0)
+  store <8 x float> %281, ptr %conv1_weight_grad.t500_c3_0, align 32
+  %t500_a378 = load <8 x float>, ptr %conv1_weight_grad.t500_a3, align 32
+  %t500_b179 = load <8 x float>, ptr %conv1_weight_grad.t500_b1, align 32
+  %t500_c3_1 = load <8 x float>, ptr %conv1_weight_grad.t500_c3_1, align 32
+  %282 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t500_a378, <8 x float> %t500_b179, <8 x float> %t500_c3_1)
+  store <8 x float> %282, ptr %conv1_weight_grad.t500_c3_1, align 32
+  %k501.next = add nsw i64 %conv1_weight_grad.k50163, 1
+  %283 = icmp slt i64 %k501.next, 1792
+  br i1 %283, label %conv1_weight_grad.k501, label %conv1_weight_grad.k501.end
 
-conv1_weight_grad.k487.end:                       ; preds = %conv1_weight_grad.k487
-  %t486_c0_080 = load <8 x float>, ptr %conv1_weight_grad.t486_c0_0, align 32
-  %284 = mul nsw i64 %conv1_weight_grad.nb4822, 16
+conv1_weight_grad.k501.end:                       ; preds = %conv1_weight_grad.k501
+  %t500_c0_080 = load <8 x float>, ptr %conv1_weight_grad.t500_c0_0, align 32
+  %284 = mul nsw i64 %conv1_weight_grad.nb4962, 16
   %285 = add nsw i64 514608, %284
   %arena81 = getelementptr inbounds float, ptr %arena, i64 %285
-  store <8 x float> %t486_c0_080, ptr %arena81, align 4
-  %t486_c0_182 = load <8 x float>, ptr %conv1_weight_grad.t486_c0_1, align 32
-  %286 = mul nsw i64 %conv1_weight_grad.nb4822, 16
+  store <8 x float> %t500_c0_080, ptr %arena81, align 4
+  %t500_c0_182 = load <8 x float>, ptr %conv1_weight_grad.t500_c0_1, align 32
+  %286 = mul nsw i64 %conv1_weight_grad.nb4962, 16
   %287 = add nsw i64 514608, %286
   %288 = add nsw i64 %287, 8
   %arena83 = getelementptr inbounds float, ptr %arena, i64 %288
-  store <8 x float> %t486_c0_182, ptr %arena83, align 4
-  %t486_c1_084 = load <8 x float>, ptr %conv1_weight_grad.t486_c1_0, align 32
-  %289 = mul nsw i64 %conv1_weight_grad.nb4822, 16
+  store <8 x float> %t500_c0_182, ptr %arena83, align 4
+  %t500_c1_084 = load <8 x float>, ptr %conv1_weight_grad.t500_c1_0, align 32
+  %289 = mul nsw i64 %conv1_weight_grad.nb4962, 16
   %290 = add nsw i64 514640, %289
   %arena85 = getelementptr inbounds float, ptr %arena, i64 %290
-  store <8 x float> %t486_c1_084, ptr %arena85, align 4
-  %t486_c1_186 = load <8 x float>, ptr %conv1_weight_grad.t486_c1_1, align 32
-  %291 = mul nsw i64 %conv1_weight_grad.nb4822, 16
+  store <8 x float> %t500_c1_084, ptr %arena85, align 4
+  %t500_c1_186 = load <8 x float>, ptr %conv1_weight_grad.t500_c1_1, align 32
+  %291 = mul nsw i64 %conv1_weight_grad.nb4962, 16
   %292 = add nsw i64 514640, %291
   %293 = add nsw i64 %292, 8
   %arena87 = getelementptr inbounds float, ptr %arena, i64 %293
-  store <8 x float> %t486_c1_186, ptr %arena87, align 4
-  %t486_c2_088 = load <8 x float>, ptr %conv1_weight_grad.t486_c2_0, align 32
-  %294 = mul nsw i64 %conv1_weight_grad.nb4822, 16
+  store <8 x float> %t500_c1_186, ptr %arena87, align 4
+  %t500_c2_088 = load <8 x float>, ptr %conv1_weight_grad.t500_c2_0, align 32
+  %294 = mul nsw i64 %conv1_weight_grad.nb4962, 16
   %295 = add nsw i64 514672, %294
   %arena89 = getelementptr inbounds float, ptr %arena, i64 %295
-  store <8 x float> %t486_c2_088, ptr %arena89, align 4
-  %t486_c2_190 = load <8 x float>, ptr %conv1_weight_grad.t486_c2_1, align 32
-  %296 = mul nsw i64 %conv1_weight_grad.nb4822, 16
+  store <8 x float> %t500_c2_088, ptr %arena89, align 4
+  %t500_c2_190 = load <8 x float>, ptr %conv1_weight_grad.t500_c2_1, align 32
+  %296 = mul nsw i64 %conv1_weight_grad.nb4962, 16
   %297 = add nsw i64 514672, %296
   %298 = add nsw i64 %297, 8
   %arena91 = getelementptr inbounds float, ptr %arena, i64 %298
-  store <8 x float> %t486_c2_190, ptr %arena91, align 4
-  %t486_c3_092 = load <8 x float>, ptr %conv1_weight_grad.t486_c3_0, align 32
-  %299 = mul nsw i64 %conv1_weight_grad.nb4822, 16
+  store <8 x float> %t500_c2_190, ptr %arena91, align 4
+  %t500_c3_092 = load <8 x float>, ptr %conv1_weight_grad.t500_c3_0, align 32
+  %299 = mul nsw i64 %conv1_weight_grad.nb4962, 16
   %300 = add nsw i64 514704, %299
   %arena93 = getelementptr inbounds float, ptr %arena, i64 %300
-  store <8 x float> %t486_c3_092, ptr %arena93, align 4
-  %t486_c3_194 = load <8 x float>, ptr %conv1_weight_grad.t486_c3_1, align 32
-  %301 = mul nsw i64 %conv1_weight_grad.nb4822, 16
+  store <8 x float> %t500_c3_092, ptr %arena93, align 4
+  %t500_c3_194 = load <8 x float>, ptr %conv1_weight_grad.t500_c3_1, align 32
+  %301 = mul nsw i64 %conv1_weight_grad.nb4962, 16
   %302 = add nsw i64 514704, %301
   %303 = add nsw i64 %302, 8
   %arena95 = getelementptr inbounds float, ptr %arena, i64 %303
-  store <8 x float> %t486_c3_194, ptr %arena95, align 4
-  %nb482.next = add nsw i64 %conv1_weight_grad.nb4822, 1
-  %304 = icmp slt i64 %nb482.next, 2
-  br i1 %304, label %conv1_weight_grad.nb482, label %conv1_weight_grad.nb482.end
+  store <8 x float> %t500_c3_194, ptr %arena95, align 4
+  %nb496.next = add nsw i64 %conv1_weight_grad.nb4962, 1
+  %304 = icmp slt i64 %nb496.next, 2
+  br i1 %304, label %conv1_weight_grad.nb496, label %conv1_weight_grad.nb496.end
 }
 
 ; Function Attrs: noinline
-define internal void @simplecnn_train_b64.k23.conv1_bias_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @simplecnn_train_b64.k23.conv1_bias_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %conv1_bias_grad.sum501 = alloca float, align 4
-  %conv1_bias_grad.sum500 = alloca float, align 4
-  %conv1_bias_grad.sum499 = alloca float, align 4
-  %conv1_bias_grad.sum498 = alloca float, align 4
-  %conv1_bias_grad.sum497 = alloca float, align 4
-  %conv1_bias_grad.sum496 = alloca float, align 4
-  %conv1_bias_grad.sum495 = alloca float, align 4
-  %conv1_bias_grad.acc492 = alloca <8 x float>, align 32
-  br label %conv1_bias_grad.f491
+  %conv1_bias_grad.sum515 = alloca float, align 4
+  %conv1_bias_grad.sum514 = alloca float, align 4
+  %conv1_bias_grad.sum513 = alloca float, align 4
+  %conv1_bias_grad.sum512 = alloca float, align 4
+  %conv1_bias_grad.sum511 = alloca float, align 4
+  %conv1_bias_grad.sum510 = alloca float, align 4
+  %conv1_bias_grad.sum509 = alloca float, align 4
+  %conv1_bias_grad.acc506 = alloca <8 x float>, align 32
+  br label %conv1_bias_grad.f505
 
-conv1_bias_grad.f491:                             ; preds = %conv1_bias_grad.img493.end, %entry
-  %conv1_bias_grad.f4911 = phi i64 [ 0, %entry ], [ %f491.next, %conv1_bias_grad.img493.end ]
-  store <8 x float> zeroinitializer, ptr %conv1_bias_grad.acc492, align 32
-  br label %conv1_bias_grad.img493
+conv1_bias_grad.f505:                             ; preds = %conv1_bias_grad.img507.end, %entry
+  %conv1_bias_grad.f5051 = phi i64 [ 0, %entry ], [ %f505.next, %conv1_bias_grad.img507.end ]
+  store <8 x float> zeroinitializer, ptr %conv1_bias_grad.acc506, align 32
+  br label %conv1_bias_grad.img507
 
-conv1_bias_grad.f491.end:                         ; preds = %conv1_bias_grad.img493.end
+conv1_bias_grad.f505.end:                         ; preds = %conv1_bias_grad.img507.end
   ret void
 
-conv1_bias_grad.img493:                           ; preds = %conv1_bias_grad.i494.end, %conv1_bias_grad.f491
-  %conv1_bias_grad.img4932 = phi i64 [ 0, %conv1_bias_grad.f491 ], [ %img493.next, %conv1_bias_grad.i494.end ]
-  br label %conv1_bias_grad.i494
+conv1_bias_grad.img507:                           ; preds = %conv1_bias_grad.i508.end, %conv1_bias_grad.f505
+  %conv1_bias_grad.img5072 = phi i64 [ 0, %conv1_bias_grad.f505 ], [ %img507.next, %conv1_bias_grad.i508.end ]
+  br label %conv1_bias_grad.i508
 
-conv1_bias_grad.img493.end:                       ; preds = %conv1_bias_grad.i494.end
-  %acc4925 = load <8 x float>, ptr %conv1_bias_grad.acc492, align 32
+conv1_bias_grad.img507.end:                       ; preds = %conv1_bias_grad.i508.end
+  %acc5065 = load <8 x float>, ptr %conv1_bias_grad.acc506, align 32
   %arena6 = getelementptr inbounds float, ptr %arena, i64 0
-  store <8 x float> %acc4925, ptr %arena6, align 4
+  store <8 x float> %acc5065, ptr %arena6, align 4
   %arena7 = getelementptr inbounds float, ptr %arena, i64 0
   %0 = load float, ptr %arena7, align 4
   %arena8 = getelementptr inbounds float, ptr %arena, i64 1
   %1 = load float, ptr %arena8, align 4
   %2 = fadd float %0, %1
-  store float %2, ptr %conv1_bias_grad.sum495, align 4
-  %sum495 = load float, ptr %conv1_bias_grad.sum495, align 4
+  store float %2, ptr %conv1_bias_grad.sum509, align 4
+  %sum509 = load float, ptr %conv1_bias_grad.sum509, align 4
   %arena9 = getelementptr inbounds float, ptr %arena, i64 2
   %3 = load float, ptr %arena9, align 4
-  %4 = fadd float %sum495, %3
-  store float %4, ptr %conv1_bias_grad.sum496, align 4
-  %sum496 = load float, ptr %conv1_bias_grad.sum496, align 4
+  %4 = fadd float %sum509, %3
+  store float %4, ptr %conv1_bias_grad.sum510, align 4
+  %sum510 = load float, ptr %conv1_bias_grad.sum510, align 4
   %arena10 = getelementptr inbounds float, ptr %arena, i64 3
   %5 = load float, ptr %arena10, align 4
-  %6 = fadd float %sum496, %5
-  store float %6, ptr %conv1_bias_grad.sum497, align 4
-  %sum497 = load float, ptr %conv1_bias_grad.sum497, align 4
+  %6 = fadd float %sum510, %5
+  store float %6, ptr %conv1_bias_grad.sum511, align 4
+  %sum511 = load float, ptr %conv1_bias_grad.sum511, align 4
   %arena11 = getelementptr inbounds float, ptr %arena, i64 4
   %7 = load float, ptr %arena11, align 4
-  %8 = fadd float %sum497, %7
-  store float %8, ptr %conv1_bias_grad.sum498, align 4
-  %sum498 = load float, ptr %conv1_bias_grad.sum498, align 4
+  %8 = fadd float %sum511, %7
+  store float %8, ptr %conv1_bias_grad.sum512, align 4
+  %sum512 = load float, ptr %conv1_bias_grad.sum512, align 4
   %arena12 = getelementptr inbounds float, ptr %arena, i64 5
   %9 = load float, ptr %arena12, align 4
-  %10 = fadd float %sum498, %9
-  store float %10, ptr %conv1_bias_grad.sum499, align 4
-  %sum499 = load float, ptr %conv1_bias_grad.sum499, align 4
+  %10 = fadd float %sum512, %9
+  store float %10, ptr %conv1_bias_grad.sum513, align 4
+  %sum513 = load float, ptr %conv1_bias_grad.sum513, align 4
   %arena13 = getelementptr inbounds float, ptr %arena, i64 6
   %11 = load float, ptr %arena13, align 4
-  %12 = fadd float %sum499, %11
-  store float %12, ptr %conv1_bias_grad.sum500, align 4
-  %sum500 = load float, ptr %conv1_bias_grad.sum500, align 4
+  %12 = fadd float %sum513, %11
+  store float %12, ptr %conv1_bias_grad.sum514, align 4
+  %sum514 = load float, ptr %conv1_bias_grad.sum514, align 4
   %arena14 = getelementptr inbounds float, ptr %arena, i64 7
   %13 = load float, ptr %arena14, align 4
-  %14 = fadd float %sum500, %13
-  store float %14, ptr %conv1_bias_grad.sum501, align 4
-  %sum501 = load float, ptr %conv1_bias_grad.sum501, align 4
-  %15 = add nsw i64 288, %conv1_bias_grad.f4911
+  %14 = fadd float %sum514, %13
+  store float %14, ptr %conv1_bias_grad.sum515, align 4
+  %sum515 = load float, ptr %conv1_bias_grad.sum515, align 4
+  %15 = add nsw i64 288, %conv1_bias_grad.f5051
   %grads15 = getelementptr inbounds float, ptr %grads, i64 %15
-  store float %sum501, ptr %grads15, align 4
-  %f491.next = add nsw i64 %conv1_bias_grad.f4911, 1
-  %16 = icmp slt i64 %f491.next, 32
-  br i1 %16, label %conv1_bias_grad.f491, label %conv1_bias_grad.f491.end
+  store float %sum515, ptr %grads15, align 4
+  %f505.next = add nsw i64 %conv1_bias_grad.f5051, 1
+  %16 = icmp slt i64 %f505.next, 32
+  br i1 %16, label %conv1_bias_grad.f505, label %conv1_bias_grad.f505.end
 
-conv1_bias_grad.i494:                             ; preds = %conv1_bias_grad.i494, %conv1_bias_grad.img493
-  %conv1_bias_grad.i4943 = phi i64 [ 0, %conv1_bias_grad.img493 ], [ %i494.next, %conv1_bias_grad.i494 ]
-  %17 = mul nsw i64 %conv1_bias_grad.img4932, 25088
+conv1_bias_grad.i508:                             ; preds = %conv1_bias_grad.i508, %conv1_bias_grad.img507
+  %conv1_bias_grad.i5083 = phi i64 [ 0, %conv1_bias_grad.img507 ], [ %i508.next, %conv1_bias_grad.i508 ]
+  %17 = mul nsw i64 %conv1_bias_grad.img5072, 25088
   %18 = add nsw i64 1221264, %17
-  %19 = mul nsw i64 %conv1_bias_grad.f4911, 784
+  %19 = mul nsw i64 %conv1_bias_grad.f5051, 784
   %20 = add nsw i64 %18, %19
-  %21 = mul nsw i64 %conv1_bias_grad.i4943, 8
+  %21 = mul nsw i64 %conv1_bias_grad.i5083, 8
   %22 = add nsw i64 %20, %21
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %22
   %23 = load <8 x float>, ptr %arena4, align 4
-  %acc492 = load <8 x float>, ptr %conv1_bias_grad.acc492, align 32
-  %24 = call <8 x float> @llvm.fma.v8f32(<8 x float> <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>, <8 x float> %23, <8 x float> %acc492)
-  store <8 x float> %24, ptr %conv1_bias_grad.acc492, align 32
-  %i494.next = add nsw i64 %conv1_bias_grad.i4943, 1
-  %25 = icmp slt i64 %i494.next, 98
-  br i1 %25, label %conv1_bias_grad.i494, label %conv1_bias_grad.i494.end
+  %acc506 = load <8 x float>, ptr %conv1_bias_grad.acc506, align 32
+  %24 = call <8 x float> @llvm.fma.v8f32(<8 x float> <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>, <8 x float> %23, <8 x float> %acc506)
+  store <8 x float> %24, ptr %conv1_bias_grad.acc506, align 32
+  %i508.next = add nsw i64 %conv1_bias_grad.i5083, 1
+  %25 = icmp slt i64 %i508.next, 98
+  br i1 %25, label %conv1_bias_grad.i508, label %conv1_bias_grad.i508.end
 
-conv1_bias_grad.i494.end:                         ; preds = %conv1_bias_grad.i494
-  %img493.next = add nsw i64 %conv1_bias_grad.img4932, 1
-  %26 = icmp slt i64 %img493.next, 64
-  br i1 %26, label %conv1_bias_grad.img493, label %conv1_bias_grad.img493.end
+conv1_bias_grad.i508.end:                         ; preds = %conv1_bias_grad.i508
+  %img507.next = add nsw i64 %conv1_bias_grad.img5072, 1
+  %26 = icmp slt i64 %img507.next, 64
+  br i1 %26, label %conv1_bias_grad.img507, label %conv1_bias_grad.img507.end
 }
 
 ; Function Attrs: noinline
-define internal void @simplecnn_train_b64.k24.adam(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @simplecnn_train_b64.k24.adam(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %adam.v_new = alloca float, align 4
   %adam.m_new = alloca float, align 4
   %adam.g = alloca float, align 4
-  %adam.bc2_sqrt503 = alloca float, align 4
-  %adam.step_size502 = alloca float, align 4
+  %adam.bc2_sqrt517 = alloca float, align 4
+  %adam.step_size516 = alloca float, align 4
   %0 = sitofp i64 %step to float
   %1 = fmul float %0, 0xBFBAF8E8A0000000
   %2 = call float @llvm.exp.f32(float %1)
   %3 = fsub float 1.000000e+00, %2
   %4 = fdiv float %lr, %3
-  store float %4, ptr %adam.step_size502, align 4
+  store float %4, ptr %adam.step_size516, align 4
   %5 = sitofp i64 %step to float
   %6 = fmul float %5, 0xBF50645940000000
   %7 = call float @llvm.exp.f32(float %6)
   %8 = fsub float 1.000000e+00, %7
   %9 = call float @llvm.sqrt.f32(float %8)
-  store float %9, ptr %adam.bc2_sqrt503, align 4
-  br label %adam.i504
+  store float %9, ptr %adam.bc2_sqrt517, align 4
+  br label %adam.i518
 
-adam.i504:                                        ; preds = %adam.i504, %entry
-  %adam.i5041 = phi i64 [ 0, %entry ], [ %i504.next, %adam.i504 ]
-  %grads2 = getelementptr inbounds float, ptr %grads, i64 %adam.i5041
+adam.i518:                                        ; preds = %adam.i518, %entry
+  %adam.i5181 = phi i64 [ 0, %entry ], [ %i518.next, %adam.i518 ]
+  %grads2 = getelementptr inbounds float, ptr %grads, i64 %adam.i5181
   %10 = load float, ptr %grads2, align 4
-  %params3 = getelementptr inbounds float, ptr %params, i64 %adam.i5041
+  %params3 = getelementptr inbounds float, ptr %params, i64 %adam.i5181
   %11 = load float, ptr %params3, align 4
   %12 = fmul float 0.000000e+00, %11
   %13 = fadd float %10, %12
   store float %13, ptr %adam.g, align 4
-  %m4 = getelementptr inbounds float, ptr %m, i64 %adam.i5041
+  %m4 = getelementptr inbounds float, ptr %m, i64 %adam.i5181
   %14 = load float, ptr %m4, align 4
   %15 = fmul float 0x3FECCCCCC0000000, %14
   %g = load float, ptr %adam.g, align 4
   %16 = fmul float 0x3FB9999A00000000, %g
   %17 = fadd float %15, %16
   store float %17, ptr %adam.m_new, align 4
-  %v5 = getelementptr inbounds float, ptr %v, i64 %adam.i5041
+  %v5 = getelementptr inbounds float, ptr %v, i64 %adam.i5181
   %18 = load float, ptr %v5, align 4
   %19 = fmul float 0x3FEFF7CEE0000000, %18
   %g6 = load float, ptr %adam.g, align 4
@@ -11502,49 +12474,49 @@ adam.i504:                                        ; preds = %adam.i504, %entry
   %22 = fadd float %19, %21
   store float %22, ptr %adam.v_new, align 4
   %m_new = load float, ptr %adam.m_new, align 4
-  %m8 = getelementptr inbounds float, ptr %m, i64 %adam.i5041
+  %m8 = getelementptr inbounds float, ptr %m, i64 %adam.i5181
   store float %m_new, ptr %m8, align 4
   %v_new = load float, ptr %adam.v_new, align 4
-  %v9 = getelementptr inbounds float, ptr %v, i64 %adam.i5041
+  %v9 = getelementptr inbounds float, ptr %v, i64 %adam.i5181
   store float %v_new, ptr %v9, align 4
-  %params10 = getelementptr inbounds float, ptr %params, i64 %adam.i5041
+  %params10 = getelementptr inbounds float, ptr %params, i64 %adam.i5181
   %23 = load float, ptr %params10, align 4
-  %step_size502 = load float, ptr %adam.step_size502, align 4
+  %step_size516 = load float, ptr %adam.step_size516, align 4
   %m_new11 = load float, ptr %adam.m_new, align 4
-  %24 = fmul float %step_size502, %m_new11
+  %24 = fmul float %step_size516, %m_new11
   %v_new12 = load float, ptr %adam.v_new, align 4
   %25 = call float @llvm.sqrt.f32(float %v_new12)
-  %bc2_sqrt503 = load float, ptr %adam.bc2_sqrt503, align 4
-  %26 = fdiv float %25, %bc2_sqrt503
+  %bc2_sqrt517 = load float, ptr %adam.bc2_sqrt517, align 4
+  %26 = fdiv float %25, %bc2_sqrt517
   %27 = fadd float %26, 0x3E45798EE0000000
   %28 = fdiv float %24, %27
   %29 = fsub float %23, %28
-  %params13 = getelementptr inbounds float, ptr %params, i64 %adam.i5041
+  %params13 = getelementptr inbounds float, ptr %params, i64 %adam.i5181
   store float %29, ptr %params13, align 4
-  %i504.next = add nsw i64 %adam.i5041, 1
-  %30 = icmp slt i64 %i504.next, 421642
-  br i1 %30, label %adam.i504, label %adam.i504.end
+  %i518.next = add nsw i64 %adam.i5181, 1
+  %30 = icmp slt i64 %i518.next, 421642
+  br i1 %30, label %adam.i518, label %adam.i518.end
 
-adam.i504.end:                                    ; preds = %adam.i504
+adam.i518.end:                                    ; preds = %adam.i518
   ret void
 }
 
 ; Function Attrs: nocallback nofree nosync nounwind speculatable willreturn memory(none)
 declare float @llvm.sqrt.f32(float) #2
 
-define void @simplecnn_infer_b64(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #0 {
+define void @simplecnn_infer_b64(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #0 {
 entry:
-  call void @simplecnn_infer_b64.k0.conv1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @simplecnn_infer_b64.k1.conv2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @simplecnn_infer_b64.k2.flat(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @simplecnn_infer_b64.k3.fc1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @simplecnn_infer_b64.k4.drop(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @simplecnn_infer_b64.k5.fc2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
+  call void @simplecnn_infer_b64.k0.conv1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @simplecnn_infer_b64.k1.conv2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @simplecnn_infer_b64.k2.flat(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @simplecnn_infer_b64.k3.fc1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @simplecnn_infer_b64.k4.drop(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @simplecnn_infer_b64.k5.fc2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @simplecnn_infer_b64.k0.conv1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @simplecnn_infer_b64.k0.conv1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %conv1.best66 = alloca float, align 4
   %conv1.at67 = alloca float, align 4
@@ -11589,7 +12561,7 @@ conv1.j3:                                         ; preds = %conv1.c4.end, %conv
   br label %conv1.c4
 
 conv1.j3.end:                                     ; preds = %conv1.c4.end
-  call void @simplecnn_infer_b64.k0.conv1.gemm53(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
+  call void @simplecnn_infer_b64.k0.conv1.gemm53(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
   br label %conv1.j54
 
 conv1.c4:                                         ; preds = %conv1.ky5.end, %conv1.j3
@@ -13396,7 +14368,7 @@ conv1.q56.end:                                    ; preds = %conv1.q56
 }
 
 ; Function Attrs: noinline
-define internal void @simplecnn_infer_b64.k0.conv1.gemm53(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @simplecnn_infer_b64.k0.conv1.gemm53(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %conv1.t51_a3 = alloca <8 x float>, align 32
   %conv1.t51_a2 = alloca <8 x float>, align 32
@@ -13885,32 +14857,10 @@ conv1.k52.end:                                    ; preds = %conv1.k52
 }
 
 ; Function Attrs: noinline
-define internal void @simplecnn_infer_b64.k1.conv2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @simplecnn_infer_b64.k1.conv2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %conv2.at168 = alloca <8 x float>, align 32
-  %conv2.best167 = alloca <8 x float>, align 32
-  %conv2.v166 = alloca <8 x float>, align 32
-  %conv2.at165 = alloca <8 x float>, align 32
-  %conv2.best164 = alloca <8 x float>, align 32
-  %conv2.v163 = alloca <8 x float>, align 32
-  %conv2.at162 = alloca <8 x float>, align 32
-  %conv2.best161 = alloca <8 x float>, align 32
-  %conv2.v160 = alloca <8 x float>, align 32
-  %conv2.at159 = alloca <8 x float>, align 32
-  %conv2.best158 = alloca <8 x float>, align 32
-  %conv2.v157 = alloca <8 x float>, align 32
-  %conv2.w156 = alloca <8 x float>, align 32
-  %conv2.w155 = alloca <8 x float>, align 32
-  %conv2.w154 = alloca <8 x float>, align 32
-  %conv2.w153 = alloca <8 x float>, align 32
-  %conv2.w152 = alloca <8 x float>, align 32
-  %conv2.w151 = alloca <8 x float>, align 32
-  %conv2.w150 = alloca <8 x float>, align 32
-  %conv2.w149 = alloca <8 x float>, align 32
-  %conv2.w148 = alloca <8 x float>, align 32
-  %conv2.w147 = alloca <8 x float>, align 32
-  %conv2.w146 = alloca <8 x float>, align 32
-  %conv2.w145 = alloca <8 x float>, align 32
+  %part141.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, align 8
+  %conv2.w140 = alloca <8 x float>, align 32
   %conv2.w139 = alloca <8 x float>, align 32
   %conv2.w138 = alloca <8 x float>, align 32
   %conv2.w137 = alloca <8 x float>, align 32
@@ -13942,7 +14892,925 @@ entry:
   %conv2.w111 = alloca <8 x float>, align 32
   %conv2.w110 = alloca <8 x float>, align 32
   %conv2.w109 = alloca <8 x float>, align 32
-  %conv2.w108 = alloca <8 x float>, align 32
+  %part68.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, align 8
+  %0 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part68.context, i32 0, i32 0
+  store ptr %params, ptr %0, align 8
+  %1 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part68.context, i32 0, i32 1
+  store ptr %grads, ptr %1, align 8
+  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part68.context, i32 0, i32 2
+  store ptr %m, ptr %2, align 8
+  %3 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part68.context, i32 0, i32 3
+  store ptr %v, ptr %3, align 8
+  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part68.context, i32 0, i32 4
+  store ptr %arena, ptr %4, align 8
+  %5 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part68.context, i32 0, i32 5
+  store ptr %images, ptr %5, align 8
+  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part68.context, i32 0, i32 6
+  store ptr %labels, ptr %6, align 8
+  %7 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part68.context, i32 0, i32 7
+  store float %lr, ptr %7, align 4
+  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part68.context, i32 0, i32 8
+  store i64 %step, ptr %8, align 4
+  %9 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part68.context, i32 0, i32 9
+  store i64 %seed, ptr %9, align 4
+  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part68.context, i32 0, i32 10
+  store ptr %pool, ptr %10, align 8
+  %11 = icmp eq ptr %pool, null
+  br i1 %11, label %conv2.part68.serial, label %conv2.part68.pool
+
+conv2.part68.pool:                                ; preds = %entry
+  %run = load ptr, ptr %pool, align 8
+  call void %run(ptr %pool, ptr @simplecnn_infer_b64.k1.conv2.part68.task, ptr %part68.context, i64 2)
+  br label %conv2.part68.done
+
+conv2.part68.serial:                              ; preds = %entry
+  br label %conv2.part68
+
+conv2.part68.done:                                ; preds = %conv2.part68.end, %conv2.part68.pool
+  br label %conv2.i99
+
+conv2.part68:                                     ; preds = %conv2.part68, %conv2.part68.serial
+  %conv2.part681 = phi i64 [ 0, %conv2.part68.serial ], [ %part68.next, %conv2.part68 ]
+  call void @simplecnn_infer_b64.k1.conv2.part68(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv2.part681)
+  %part68.next = add nsw i64 %conv2.part681, 1
+  %12 = icmp slt i64 %part68.next, 2
+  br i1 %12, label %conv2.part68, label %conv2.part68.end
+
+conv2.part68.end:                                 ; preds = %conv2.part68
+  br label %conv2.part68.done
+
+conv2.i99:                                        ; preds = %conv2.i99, %conv2.part68.done
+  %conv2.i992 = phi i64 [ 0, %conv2.part68.done ], [ %i99.next, %conv2.i99 ]
+  %13 = add nsw i64 835584, %conv2.i992
+  %arena3 = getelementptr inbounds float, ptr %arena, i64 %13
+  store float 0.000000e+00, ptr %arena3, align 4
+  %i99.next = add nsw i64 %conv2.i992, 1
+  %14 = icmp slt i64 %i99.next, 8192
+  br i1 %14, label %conv2.i99, label %conv2.i99.end
+
+conv2.i99.end:                                    ; preds = %conv2.i99
+  br label %conv2.g100
+
+conv2.g100:                                       ; preds = %conv2.part141.done, %conv2.i99.end
+  %conv2.g1004 = phi i64 [ 0, %conv2.i99.end ], [ %g100.next, %conv2.part141.done ]
+  br label %conv2.j101
+
+conv2.g100.end:                                   ; preds = %conv2.part141.done
+  ret void
+
+conv2.j101:                                       ; preds = %conv2.c102.end, %conv2.g100
+  %conv2.j1015 = phi i64 [ 0, %conv2.g100 ], [ %j101.next, %conv2.c102.end ]
+  br label %conv2.c102
+
+conv2.j101.end:                                   ; preds = %conv2.c102.end
+  br label %conv2.j105
+
+conv2.c102:                                       ; preds = %conv2.iy103.end, %conv2.j101
+  %conv2.c1026 = phi i64 [ 0, %conv2.j101 ], [ %c102.next, %conv2.iy103.end ]
+  br label %conv2.iy103
+
+conv2.c102.end:                                   ; preds = %conv2.iy103.end
+  %j101.next = add nsw i64 %conv2.j1015, 1
+  %15 = icmp slt i64 %j101.next, 1
+  br i1 %15, label %conv2.j101, label %conv2.j101.end
+
+conv2.iy103:                                      ; preds = %conv2.ix104.end, %conv2.c102
+  %conv2.iy1037 = phi i64 [ 0, %conv2.c102 ], [ %iy103.next, %conv2.ix104.end ]
+  br label %conv2.ix104
+
+conv2.iy103.end:                                  ; preds = %conv2.ix104.end
+  %c102.next = add nsw i64 %conv2.c1026, 1
+  %16 = icmp slt i64 %c102.next, 32
+  br i1 %16, label %conv2.c102, label %conv2.c102.end
+
+conv2.ix104:                                      ; preds = %conv2.ix104, %conv2.iy103
+  %conv2.ix1048 = phi i64 [ 0, %conv2.iy103 ], [ %ix104.next, %conv2.ix104 ]
+  %17 = add nsw i64 %conv2.g1004, %conv2.j1015
+  %18 = mul nsw i64 %17, 6272
+  %19 = mul nsw i64 %conv2.c1026, 196
+  %20 = add nsw i64 %18, %19
+  %21 = mul nsw i64 %conv2.iy1037, 14
+  %22 = add nsw i64 %20, %21
+  %23 = add nsw i64 %22, %conv2.ix1048
+  %arena9 = getelementptr inbounds float, ptr %arena, i64 %23
+  %24 = load float, ptr %arena9, align 4
+  %25 = mul nsw i64 %conv2.j1015, 8192
+  %26 = add nsw i64 %conv2.iy1037, 1
+  %27 = mul nsw i64 %26, 512
+  %28 = add nsw i64 %25, %27
+  %29 = add nsw i64 %conv2.ix1048, 1
+  %30 = mul nsw i64 %29, 32
+  %31 = add nsw i64 %28, %30
+  %32 = add nsw i64 %31, %conv2.c1026
+  %33 = add nsw i64 835584, %32
+  %arena10 = getelementptr inbounds float, ptr %arena, i64 %33
+  store float %24, ptr %arena10, align 4
+  %ix104.next = add nsw i64 %conv2.ix1048, 1
+  %34 = icmp slt i64 %ix104.next, 14
+  br i1 %34, label %conv2.ix104, label %conv2.ix104.end
+
+conv2.ix104.end:                                  ; preds = %conv2.ix104
+  %iy103.next = add nsw i64 %conv2.iy1037, 1
+  %35 = icmp slt i64 %iy103.next, 14
+  br i1 %35, label %conv2.iy103, label %conv2.iy103.end
+
+conv2.j105:                                       ; preds = %conv2.ty106.end, %conv2.j101.end
+  %conv2.j10511 = phi i64 [ 0, %conv2.j101.end ], [ %j105.next, %conv2.ty106.end ]
+  br label %conv2.ty106
+
+conv2.j105.end:                                   ; preds = %conv2.ty106.end
+  %36 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part141.context, i32 0, i32 0
+  store ptr %params, ptr %36, align 8
+  %37 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part141.context, i32 0, i32 1
+  store ptr %grads, ptr %37, align 8
+  %38 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part141.context, i32 0, i32 2
+  store ptr %m, ptr %38, align 8
+  %39 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part141.context, i32 0, i32 3
+  store ptr %v, ptr %39, align 8
+  %40 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part141.context, i32 0, i32 4
+  store ptr %arena, ptr %40, align 8
+  %41 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part141.context, i32 0, i32 5
+  store ptr %images, ptr %41, align 8
+  %42 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part141.context, i32 0, i32 6
+  store ptr %labels, ptr %42, align 8
+  %43 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part141.context, i32 0, i32 7
+  store float %lr, ptr %43, align 4
+  %44 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part141.context, i32 0, i32 8
+  store i64 %step, ptr %44, align 4
+  %45 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part141.context, i32 0, i32 9
+  store i64 %seed, ptr %45, align 4
+  %46 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part141.context, i32 0, i32 10
+  store ptr %pool, ptr %46, align 8
+  %47 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part141.context, i32 0, i32 11
+  store i64 %conv2.g1004, ptr %47, align 4
+  %48 = icmp eq ptr %pool, null
+  br i1 %48, label %conv2.part141.serial, label %conv2.part141.pool
+
+conv2.ty106:                                      ; preds = %conv2.tx107.end, %conv2.j105
+  %conv2.ty10612 = phi i64 [ 0, %conv2.j105 ], [ %ty106.next, %conv2.tx107.end ]
+  br label %conv2.tx107
+
+conv2.ty106.end:                                  ; preds = %conv2.tx107.end
+  %j105.next = add nsw i64 %conv2.j10511, 1
+  %49 = icmp slt i64 %j105.next, 1
+  br i1 %49, label %conv2.j105, label %conv2.j105.end
+
+conv2.tx107:                                      ; preds = %conv2.cv108.end, %conv2.ty106
+  %conv2.tx10713 = phi i64 [ 0, %conv2.ty106 ], [ %tx107.next, %conv2.cv108.end ]
+  br label %conv2.cv108
+
+conv2.tx107.end:                                  ; preds = %conv2.cv108.end
+  %ty106.next = add nsw i64 %conv2.ty10612, 1
+  %50 = icmp slt i64 %ty106.next, 7
+  br i1 %50, label %conv2.ty106, label %conv2.ty106.end
+
+conv2.cv108:                                      ; preds = %conv2.cv108, %conv2.tx107
+  %conv2.cv10814 = phi i64 [ 0, %conv2.tx107 ], [ %cv108.next, %conv2.cv108 ]
+  %51 = mul nsw i64 %conv2.j10511, 8192
+  %52 = mul nsw i64 %conv2.ty10612, 2
+  %53 = mul nsw i64 %52, 512
+  %54 = add nsw i64 %51, %53
+  %55 = mul nsw i64 %conv2.tx10713, 2
+  %56 = mul nsw i64 %55, 32
+  %57 = add nsw i64 %54, %56
+  %58 = mul nsw i64 %conv2.cv10814, 8
+  %59 = add nsw i64 %57, %58
+  %60 = add nsw i64 835584, %59
+  %arena15 = getelementptr inbounds float, ptr %arena, i64 %60
+  %61 = load <8 x float>, ptr %arena15, align 4
+  %62 = mul nsw i64 %conv2.j10511, 8192
+  %63 = mul nsw i64 %conv2.ty10612, 2
+  %64 = add nsw i64 %63, 2
+  %65 = mul nsw i64 %64, 512
+  %66 = add nsw i64 %62, %65
+  %67 = mul nsw i64 %conv2.tx10713, 2
+  %68 = mul nsw i64 %67, 32
+  %69 = add nsw i64 %66, %68
+  %70 = mul nsw i64 %conv2.cv10814, 8
+  %71 = add nsw i64 %69, %70
+  %72 = add nsw i64 835584, %71
+  %arena16 = getelementptr inbounds float, ptr %arena, i64 %72
+  %73 = load <8 x float>, ptr %arena16, align 4
+  %74 = fsub <8 x float> %61, %73
+  store <8 x float> %74, ptr %conv2.w109, align 32
+  %75 = mul nsw i64 %conv2.j10511, 8192
+  %76 = mul nsw i64 %conv2.ty10612, 2
+  %77 = add nsw i64 %76, 1
+  %78 = mul nsw i64 %77, 512
+  %79 = add nsw i64 %75, %78
+  %80 = mul nsw i64 %conv2.tx10713, 2
+  %81 = mul nsw i64 %80, 32
+  %82 = add nsw i64 %79, %81
+  %83 = mul nsw i64 %conv2.cv10814, 8
+  %84 = add nsw i64 %82, %83
+  %85 = add nsw i64 835584, %84
+  %arena17 = getelementptr inbounds float, ptr %arena, i64 %85
+  %86 = load <8 x float>, ptr %arena17, align 4
+  %87 = mul nsw i64 %conv2.j10511, 8192
+  %88 = mul nsw i64 %conv2.ty10612, 2
+  %89 = add nsw i64 %88, 2
+  %90 = mul nsw i64 %89, 512
+  %91 = add nsw i64 %87, %90
+  %92 = mul nsw i64 %conv2.tx10713, 2
+  %93 = mul nsw i64 %92, 32
+  %94 = add nsw i64 %91, %93
+  %95 = mul nsw i64 %conv2.cv10814, 8
+  %96 = add nsw i64 %94, %95
+  %97 = add nsw i64 835584, %96
+  %arena18 = getelementptr inbounds float, ptr %arena, i64 %97
+  %98 = load <8 x float>, ptr %arena18, align 4
+  %99 = fadd <8 x float> %86, %98
+  store <8 x float> %99, ptr %conv2.w110, align 32
+  %100 = mul nsw i64 %conv2.j10511, 8192
+  %101 = mul nsw i64 %conv2.ty10612, 2
+  %102 = add nsw i64 %101, 2
+  %103 = mul nsw i64 %102, 512
+  %104 = add nsw i64 %100, %103
+  %105 = mul nsw i64 %conv2.tx10713, 2
+  %106 = mul nsw i64 %105, 32
+  %107 = add nsw i64 %104, %106
+  %108 = mul nsw i64 %conv2.cv10814, 8
+  %109 = add nsw i64 %107, %108
+  %110 = add nsw i64 835584, %109
+  %arena19 = getelementptr inbounds float, ptr %arena, i64 %110
+  %111 = load <8 x float>, ptr %arena19, align 4
+  %112 = mul nsw i64 %conv2.j10511, 8192
+  %113 = mul nsw i64 %conv2.ty10612, 2
+  %114 = add nsw i64 %113, 1
+  %115 = mul nsw i64 %114, 512
+  %116 = add nsw i64 %112, %115
+  %117 = mul nsw i64 %conv2.tx10713, 2
+  %118 = mul nsw i64 %117, 32
+  %119 = add nsw i64 %116, %118
+  %120 = mul nsw i64 %conv2.cv10814, 8
+  %121 = add nsw i64 %119, %120
+  %122 = add nsw i64 835584, %121
+  %arena20 = getelementptr inbounds float, ptr %arena, i64 %122
+  %123 = load <8 x float>, ptr %arena20, align 4
+  %124 = fsub <8 x float> %111, %123
+  store <8 x float> %124, ptr %conv2.w111, align 32
+  %125 = mul nsw i64 %conv2.j10511, 8192
+  %126 = mul nsw i64 %conv2.ty10612, 2
+  %127 = add nsw i64 %126, 1
+  %128 = mul nsw i64 %127, 512
+  %129 = add nsw i64 %125, %128
+  %130 = mul nsw i64 %conv2.tx10713, 2
+  %131 = mul nsw i64 %130, 32
+  %132 = add nsw i64 %129, %131
+  %133 = mul nsw i64 %conv2.cv10814, 8
+  %134 = add nsw i64 %132, %133
+  %135 = add nsw i64 835584, %134
+  %arena21 = getelementptr inbounds float, ptr %arena, i64 %135
+  %136 = load <8 x float>, ptr %arena21, align 4
+  %137 = mul nsw i64 %conv2.j10511, 8192
+  %138 = mul nsw i64 %conv2.ty10612, 2
+  %139 = add nsw i64 %138, 3
+  %140 = mul nsw i64 %139, 512
+  %141 = add nsw i64 %137, %140
+  %142 = mul nsw i64 %conv2.tx10713, 2
+  %143 = mul nsw i64 %142, 32
+  %144 = add nsw i64 %141, %143
+  %145 = mul nsw i64 %conv2.cv10814, 8
+  %146 = add nsw i64 %144, %145
+  %147 = add nsw i64 835584, %146
+  %arena22 = getelementptr inbounds float, ptr %arena, i64 %147
+  %148 = load <8 x float>, ptr %arena22, align 4
+  %149 = fsub <8 x float> %136, %148
+  store <8 x float> %149, ptr %conv2.w112, align 32
+  %150 = mul nsw i64 %conv2.j10511, 8192
+  %151 = mul nsw i64 %conv2.ty10612, 2
+  %152 = mul nsw i64 %151, 512
+  %153 = add nsw i64 %150, %152
+  %154 = mul nsw i64 %conv2.tx10713, 2
+  %155 = add nsw i64 %154, 1
+  %156 = mul nsw i64 %155, 32
+  %157 = add nsw i64 %153, %156
+  %158 = mul nsw i64 %conv2.cv10814, 8
+  %159 = add nsw i64 %157, %158
+  %160 = add nsw i64 835584, %159
+  %arena23 = getelementptr inbounds float, ptr %arena, i64 %160
+  %161 = load <8 x float>, ptr %arena23, align 4
+  %162 = mul nsw i64 %conv2.j10511, 8192
+  %163 = mul nsw i64 %conv2.ty10612, 2
+  %164 = add nsw i64 %163, 2
+  %165 = mul nsw i64 %164, 512
+  %166 = add nsw i64 %162, %165
+  %167 = mul nsw i64 %conv2.tx10713, 2
+  %168 = add nsw i64 %167, 1
+  %169 = mul nsw i64 %168, 32
+  %170 = add nsw i64 %166, %169
+  %171 = mul nsw i64 %conv2.cv10814, 8
+  %172 = add nsw i64 %170, %171
+  %173 = add nsw i64 835584, %172
+  %arena24 = getelementptr inbounds float, ptr %arena, i64 %173
+  %174 = load <8 x float>, ptr %arena24, align 4
+  %175 = fsub <8 x float> %161, %174
+  store <8 x float> %175, ptr %conv2.w113, align 32
+  %176 = mul nsw i64 %conv2.j10511, 8192
+  %177 = mul nsw i64 %conv2.ty10612, 2
+  %178 = add nsw i64 %177, 1
+  %179 = mul nsw i64 %178, 512
+  %180 = add nsw i64 %176, %179
+  %181 = mul nsw i64 %conv2.tx10713, 2
+  %182 = add nsw i64 %181, 1
+  %183 = mul nsw i64 %182, 32
+  %184 = add nsw i64 %180, %183
+  %185 = mul nsw i64 %conv2.cv10814, 8
+  %186 = add nsw i64 %184, %185
+  %187 = add nsw i64 835584, %186
+  %arena25 = getelementptr inbounds float, ptr %arena, i64 %187
+  %188 = load <8 x float>, ptr %arena25, align 4
+  %189 = mul nsw i64 %conv2.j10511, 8192
+  %190 = mul nsw i64 %conv2.ty10612, 2
+  %191 = add nsw i64 %190, 2
+  %192 = mul nsw i64 %191, 512
+  %193 = add nsw i64 %189, %192
+  %194 = mul nsw i64 %conv2.tx10713, 2
+  %195 = add nsw i64 %194, 1
+  %196 = mul nsw i64 %195, 32
+  %197 = add nsw i64 %193, %196
+  %198 = mul nsw i64 %conv2.cv10814, 8
+  %199 = add nsw i64 %197, %198
+  %200 = add nsw i64 835584, %199
+  %arena26 = getelementptr inbounds float, ptr %arena, i64 %200
+  %201 = load <8 x float>, ptr %arena26, align 4
+  %202 = fadd <8 x float> %188, %201
+  store <8 x float> %202, ptr %conv2.w114, align 32
+  %203 = mul nsw i64 %conv2.j10511, 8192
+  %204 = mul nsw i64 %conv2.ty10612, 2
+  %205 = add nsw i64 %204, 2
+  %206 = mul nsw i64 %205, 512
+  %207 = add nsw i64 %203, %206
+  %208 = mul nsw i64 %conv2.tx10713, 2
+  %209 = add nsw i64 %208, 1
+  %210 = mul nsw i64 %209, 32
+  %211 = add nsw i64 %207, %210
+  %212 = mul nsw i64 %conv2.cv10814, 8
+  %213 = add nsw i64 %211, %212
+  %214 = add nsw i64 835584, %213
+  %arena27 = getelementptr inbounds float, ptr %arena, i64 %214
+  %215 = load <8 x float>, ptr %arena27, align 4
+  %216 = mul nsw i64 %conv2.j10511, 8192
+  %217 = mul nsw i64 %conv2.ty10612, 2
+  %218 = add nsw i64 %217, 1
+  %219 = mul nsw i64 %218, 512
+  %220 = add nsw i64 %216, %219
+  %221 = mul nsw i64 %conv2.tx10713, 2
+  %222 = add nsw i64 %221, 1
+  %223 = mul nsw i64 %222, 32
+  %224 = add nsw i64 %220, %223
+  %225 = mul nsw i64 %conv2.cv10814, 8
+  %226 = add nsw i64 %224, %225
+  %227 = add nsw i64 835584, %226
+  %arena28 = getelementptr inbounds float, ptr %arena, i64 %227
+  %228 = load <8 x float>, ptr %arena28, align 4
+  %229 = fsub <8 x float> %215, %228
+  store <8 x float> %229, ptr %conv2.w115, align 32
+  %230 = mul nsw i64 %conv2.j10511, 8192
+  %231 = mul nsw i64 %conv2.ty10612, 2
+  %232 = add nsw i64 %231, 1
+  %233 = mul nsw i64 %232, 512
+  %234 = add nsw i64 %230, %233
+  %235 = mul nsw i64 %conv2.tx10713, 2
+  %236 = add nsw i64 %235, 1
+  %237 = mul nsw i64 %236, 32
+  %238 = add nsw i64 %234, %237
+  %239 = mul nsw i64 %conv2.cv10814, 8
+  %240 = add nsw i64 %238, %239
+  %241 = add nsw i64 835584, %240
+  %arena29 = getelementptr inbounds float, ptr %arena, i64 %241
+  %242 = load <8 x float>, ptr %arena29, align 4
+  %243 = mul nsw i64 %conv2.j10511, 8192
+  %244 = mul nsw i64 %conv2.ty10612, 2
+  %245 = add nsw i64 %244, 3
+  %246 = mul nsw i64 %245, 512
+  %247 = add nsw i64 %243, %246
+  %248 = mul nsw i64 %conv2.tx10713, 2
+  %249 = add nsw i64 %248, 1
+  %250 = mul nsw i64 %249, 32
+  %251 = add nsw i64 %247, %250
+  %252 = mul nsw i64 %conv2.cv10814, 8
+  %253 = add nsw i64 %251, %252
+  %254 = add nsw i64 835584, %253
+  %arena30 = getelementptr inbounds float, ptr %arena, i64 %254
+  %255 = load <8 x float>, ptr %arena30, align 4
+  %256 = fsub <8 x float> %242, %255
+  store <8 x float> %256, ptr %conv2.w116, align 32
+  %257 = mul nsw i64 %conv2.j10511, 8192
+  %258 = mul nsw i64 %conv2.ty10612, 2
+  %259 = mul nsw i64 %258, 512
+  %260 = add nsw i64 %257, %259
+  %261 = mul nsw i64 %conv2.tx10713, 2
+  %262 = add nsw i64 %261, 2
+  %263 = mul nsw i64 %262, 32
+  %264 = add nsw i64 %260, %263
+  %265 = mul nsw i64 %conv2.cv10814, 8
+  %266 = add nsw i64 %264, %265
+  %267 = add nsw i64 835584, %266
+  %arena31 = getelementptr inbounds float, ptr %arena, i64 %267
+  %268 = load <8 x float>, ptr %arena31, align 4
+  %269 = mul nsw i64 %conv2.j10511, 8192
+  %270 = mul nsw i64 %conv2.ty10612, 2
+  %271 = add nsw i64 %270, 2
+  %272 = mul nsw i64 %271, 512
+  %273 = add nsw i64 %269, %272
+  %274 = mul nsw i64 %conv2.tx10713, 2
+  %275 = add nsw i64 %274, 2
+  %276 = mul nsw i64 %275, 32
+  %277 = add nsw i64 %273, %276
+  %278 = mul nsw i64 %conv2.cv10814, 8
+  %279 = add nsw i64 %277, %278
+  %280 = add nsw i64 835584, %279
+  %arena32 = getelementptr inbounds float, ptr %arena, i64 %280
+  %281 = load <8 x float>, ptr %arena32, align 4
+  %282 = fsub <8 x float> %268, %281
+  store <8 x float> %282, ptr %conv2.w117, align 32
+  %283 = mul nsw i64 %conv2.j10511, 8192
+  %284 = mul nsw i64 %conv2.ty10612, 2
+  %285 = add nsw i64 %284, 1
+  %286 = mul nsw i64 %285, 512
+  %287 = add nsw i64 %283, %286
+  %288 = mul nsw i64 %conv2.tx10713, 2
+  %289 = add nsw i64 %288, 2
+  %290 = mul nsw i64 %289, 32
+  %291 = add nsw i64 %287, %290
+  %292 = mul nsw i64 %conv2.cv10814, 8
+  %293 = add nsw i64 %291, %292
+  %294 = add nsw i64 835584, %293
+  %arena33 = getelementptr inbounds float, ptr %arena, i64 %294
+  %295 = load <8 x float>, ptr %arena33, align 4
+  %296 = mul nsw i64 %conv2.j10511, 8192
+  %297 = mul nsw i64 %conv2.ty10612, 2
+  %298 = add nsw i64 %297, 2
+  %299 = mul nsw i64 %298, 512
+  %300 = add nsw i64 %296, %299
+  %301 = mul nsw i64 %conv2.tx10713, 2
+  %302 = add nsw i64 %301, 2
+  %303 = mul nsw i64 %302, 32
+  %304 = add nsw i64 %300, %303
+  %305 = mul nsw i64 %conv2.cv10814, 8
+  %306 = add nsw i64 %304, %305
+  %307 = add nsw i64 835584, %306
+  %arena34 = getelementptr inbounds float, ptr %arena, i64 %307
+  %308 = load <8 x float>, ptr %arena34, align 4
+  %309 = fadd <8 x float> %295, %308
+  store <8 x float> %309, ptr %conv2.w118, align 32
+  %310 = mul nsw i64 %conv2.j10511, 8192
+  %311 = mul nsw i64 %conv2.ty10612, 2
+  %312 = add nsw i64 %311, 2
+  %313 = mul nsw i64 %312, 512
+  %314 = add nsw i64 %310, %313
+  %315 = mul nsw i64 %conv2.tx10713, 2
+  %316 = add nsw i64 %315, 2
+  %317 = mul nsw i64 %316, 32
+  %318 = add nsw i64 %314, %317
+  %319 = mul nsw i64 %conv2.cv10814, 8
+  %320 = add nsw i64 %318, %319
+  %321 = add nsw i64 835584, %320
+  %arena35 = getelementptr inbounds float, ptr %arena, i64 %321
+  %322 = load <8 x float>, ptr %arena35, align 4
+  %323 = mul nsw i64 %conv2.j10511, 8192
+  %324 = mul nsw i64 %conv2.ty10612, 2
+  %325 = add nsw i64 %324, 1
+  %326 = mul nsw i64 %325, 512
+  %327 = add nsw i64 %323, %326
+  %328 = mul nsw i64 %conv2.tx10713, 2
+  %329 = add nsw i64 %328, 2
+  %330 = mul nsw i64 %329, 32
+  %331 = add nsw i64 %327, %330
+  %332 = mul nsw i64 %conv2.cv10814, 8
+  %333 = add nsw i64 %331, %332
+  %334 = add nsw i64 835584, %333
+  %arena36 = getelementptr inbounds float, ptr %arena, i64 %334
+  %335 = load <8 x float>, ptr %arena36, align 4
+  %336 = fsub <8 x float> %322, %335
+  store <8 x float> %336, ptr %conv2.w119, align 32
+  %337 = mul nsw i64 %conv2.j10511, 8192
+  %338 = mul nsw i64 %conv2.ty10612, 2
+  %339 = add nsw i64 %338, 1
+  %340 = mul nsw i64 %339, 512
+  %341 = add nsw i64 %337, %340
+  %342 = mul nsw i64 %conv2.tx10713, 2
+  %343 = add nsw i64 %342, 2
+  %344 = mul nsw i64 %343, 32
+  %345 = add nsw i64 %341, %344
+  %346 = mul nsw i64 %conv2.cv10814, 8
+  %347 = add nsw i64 %345, %346
+  %348 = add nsw i64 835584, %347
+  %arena37 = getelementptr inbounds float, ptr %arena, i64 %348
+  %349 = load <8 x float>, ptr %arena37, align 4
+  %350 = mul nsw i64 %conv2.j10511, 8192
+  %351 = mul nsw i64 %conv2.ty10612, 2
+  %352 = add nsw i64 %351, 3
+  %353 = mul nsw i64 %352, 512
+  %354 = add nsw i64 %350, %353
+  %355 = mul nsw i64 %conv2.tx10713, 2
+  %356 = add nsw i64 %355, 2
+  %357 = mul nsw i64 %356, 32
+  %358 = add nsw i64 %354, %357
+  %359 = mul nsw i64 %conv2.cv10814, 8
+  %360 = add nsw i64 %358, %359
+  %361 = add nsw i64 835584, %360
+  %arena38 = getelementptr inbounds float, ptr %arena, i64 %361
+  %362 = load <8 x float>, ptr %arena38, align 4
+  %363 = fsub <8 x float> %349, %362
+  store <8 x float> %363, ptr %conv2.w120, align 32
+  %364 = mul nsw i64 %conv2.j10511, 8192
+  %365 = mul nsw i64 %conv2.ty10612, 2
+  %366 = mul nsw i64 %365, 512
+  %367 = add nsw i64 %364, %366
+  %368 = mul nsw i64 %conv2.tx10713, 2
+  %369 = add nsw i64 %368, 3
+  %370 = mul nsw i64 %369, 32
+  %371 = add nsw i64 %367, %370
+  %372 = mul nsw i64 %conv2.cv10814, 8
+  %373 = add nsw i64 %371, %372
+  %374 = add nsw i64 835584, %373
+  %arena39 = getelementptr inbounds float, ptr %arena, i64 %374
+  %375 = load <8 x float>, ptr %arena39, align 4
+  %376 = mul nsw i64 %conv2.j10511, 8192
+  %377 = mul nsw i64 %conv2.ty10612, 2
+  %378 = add nsw i64 %377, 2
+  %379 = mul nsw i64 %378, 512
+  %380 = add nsw i64 %376, %379
+  %381 = mul nsw i64 %conv2.tx10713, 2
+  %382 = add nsw i64 %381, 3
+  %383 = mul nsw i64 %382, 32
+  %384 = add nsw i64 %380, %383
+  %385 = mul nsw i64 %conv2.cv10814, 8
+  %386 = add nsw i64 %384, %385
+  %387 = add nsw i64 835584, %386
+  %arena40 = getelementptr inbounds float, ptr %arena, i64 %387
+  %388 = load <8 x float>, ptr %arena40, align 4
+  %389 = fsub <8 x float> %375, %388
+  store <8 x float> %389, ptr %conv2.w121, align 32
+  %390 = mul nsw i64 %conv2.j10511, 8192
+  %391 = mul nsw i64 %conv2.ty10612, 2
+  %392 = add nsw i64 %391, 1
+  %393 = mul nsw i64 %392, 512
+  %394 = add nsw i64 %390, %393
+  %395 = mul nsw i64 %conv2.tx10713, 2
+  %396 = add nsw i64 %395, 3
+  %397 = mul nsw i64 %396, 32
+  %398 = add nsw i64 %394, %397
+  %399 = mul nsw i64 %conv2.cv10814, 8
+  %400 = add nsw i64 %398, %399
+  %401 = add nsw i64 835584, %400
+  %arena41 = getelementptr inbounds float, ptr %arena, i64 %401
+  %402 = load <8 x float>, ptr %arena41, align 4
+  %403 = mul nsw i64 %conv2.j10511, 8192
+  %404 = mul nsw i64 %conv2.ty10612, 2
+  %405 = add nsw i64 %404, 2
+  %406 = mul nsw i64 %405, 512
+  %407 = add nsw i64 %403, %406
+  %408 = mul nsw i64 %conv2.tx10713, 2
+  %409 = add nsw i64 %408, 3
+  %410 = mul nsw i64 %409, 32
+  %411 = add nsw i64 %407, %410
+  %412 = mul nsw i64 %conv2.cv10814, 8
+  %413 = add nsw i64 %411, %412
+  %414 = add nsw i64 835584, %413
+  %arena42 = getelementptr inbounds float, ptr %arena, i64 %414
+  %415 = load <8 x float>, ptr %arena42, align 4
+  %416 = fadd <8 x float> %402, %415
+  store <8 x float> %416, ptr %conv2.w122, align 32
+  %417 = mul nsw i64 %conv2.j10511, 8192
+  %418 = mul nsw i64 %conv2.ty10612, 2
+  %419 = add nsw i64 %418, 2
+  %420 = mul nsw i64 %419, 512
+  %421 = add nsw i64 %417, %420
+  %422 = mul nsw i64 %conv2.tx10713, 2
+  %423 = add nsw i64 %422, 3
+  %424 = mul nsw i64 %423, 32
+  %425 = add nsw i64 %421, %424
+  %426 = mul nsw i64 %conv2.cv10814, 8
+  %427 = add nsw i64 %425, %426
+  %428 = add nsw i64 835584, %427
+  %arena43 = getelementptr inbounds float, ptr %arena, i64 %428
+  %429 = load <8 x float>, ptr %arena43, align 4
+  %430 = mul nsw i64 %conv2.j10511, 8192
+  %431 = mul nsw i64 %conv2.ty10612, 2
+  %432 = add nsw i64 %431, 1
+  %433 = mul nsw i64 %432, 512
+  %434 = add nsw i64 %430, %433
+  %435 = mul nsw i64 %conv2.tx10713, 2
+  %436 = add nsw i64 %435, 3
+  %437 = mul nsw i64 %436, 32
+  %438 = add nsw i64 %434, %437
+  %439 = mul nsw i64 %conv2.cv10814, 8
+  %440 = add nsw i64 %438, %439
+  %441 = add nsw i64 835584, %440
+  %arena44 = getelementptr inbounds float, ptr %arena, i64 %441
+  %442 = load <8 x float>, ptr %arena44, align 4
+  %443 = fsub <8 x float> %429, %442
+  store <8 x float> %443, ptr %conv2.w123, align 32
+  %444 = mul nsw i64 %conv2.j10511, 8192
+  %445 = mul nsw i64 %conv2.ty10612, 2
+  %446 = add nsw i64 %445, 1
+  %447 = mul nsw i64 %446, 512
+  %448 = add nsw i64 %444, %447
+  %449 = mul nsw i64 %conv2.tx10713, 2
+  %450 = add nsw i64 %449, 3
+  %451 = mul nsw i64 %450, 32
+  %452 = add nsw i64 %448, %451
+  %453 = mul nsw i64 %conv2.cv10814, 8
+  %454 = add nsw i64 %452, %453
+  %455 = add nsw i64 835584, %454
+  %arena45 = getelementptr inbounds float, ptr %arena, i64 %455
+  %456 = load <8 x float>, ptr %arena45, align 4
+  %457 = mul nsw i64 %conv2.j10511, 8192
+  %458 = mul nsw i64 %conv2.ty10612, 2
+  %459 = add nsw i64 %458, 3
+  %460 = mul nsw i64 %459, 512
+  %461 = add nsw i64 %457, %460
+  %462 = mul nsw i64 %conv2.tx10713, 2
+  %463 = add nsw i64 %462, 3
+  %464 = mul nsw i64 %463, 32
+  %465 = add nsw i64 %461, %464
+  %466 = mul nsw i64 %conv2.cv10814, 8
+  %467 = add nsw i64 %465, %466
+  %468 = add nsw i64 835584, %467
+  %arena46 = getelementptr inbounds float, ptr %arena, i64 %468
+  %469 = load <8 x float>, ptr %arena46, align 4
+  %470 = fsub <8 x float> %456, %469
+  store <8 x float> %470, ptr %conv2.w124, align 32
+  %w109 = load <8 x float>, ptr %conv2.w109, align 32
+  %w117 = load <8 x float>, ptr %conv2.w117, align 32
+  %471 = fsub <8 x float> %w109, %w117
+  store <8 x float> %471, ptr %conv2.w125, align 32
+  %w113 = load <8 x float>, ptr %conv2.w113, align 32
+  %w11747 = load <8 x float>, ptr %conv2.w117, align 32
+  %472 = fadd <8 x float> %w113, %w11747
+  store <8 x float> %472, ptr %conv2.w126, align 32
+  %w11748 = load <8 x float>, ptr %conv2.w117, align 32
+  %w11349 = load <8 x float>, ptr %conv2.w113, align 32
+  %473 = fsub <8 x float> %w11748, %w11349
+  store <8 x float> %473, ptr %conv2.w127, align 32
+  %w11350 = load <8 x float>, ptr %conv2.w113, align 32
+  %w121 = load <8 x float>, ptr %conv2.w121, align 32
+  %474 = fsub <8 x float> %w11350, %w121
+  store <8 x float> %474, ptr %conv2.w128, align 32
+  %w110 = load <8 x float>, ptr %conv2.w110, align 32
+  %w118 = load <8 x float>, ptr %conv2.w118, align 32
+  %475 = fsub <8 x float> %w110, %w118
+  store <8 x float> %475, ptr %conv2.w129, align 32
+  %w114 = load <8 x float>, ptr %conv2.w114, align 32
+  %w11851 = load <8 x float>, ptr %conv2.w118, align 32
+  %476 = fadd <8 x float> %w114, %w11851
+  store <8 x float> %476, ptr %conv2.w130, align 32
+  %w11852 = load <8 x float>, ptr %conv2.w118, align 32
+  %w11453 = load <8 x float>, ptr %conv2.w114, align 32
+  %477 = fsub <8 x float> %w11852, %w11453
+  store <8 x float> %477, ptr %conv2.w131, align 32
+  %w11454 = load <8 x float>, ptr %conv2.w114, align 32
+  %w122 = load <8 x float>, ptr %conv2.w122, align 32
+  %478 = fsub <8 x float> %w11454, %w122
+  store <8 x float> %478, ptr %conv2.w132, align 32
+  %w111 = load <8 x float>, ptr %conv2.w111, align 32
+  %w119 = load <8 x float>, ptr %conv2.w119, align 32
+  %479 = fsub <8 x float> %w111, %w119
+  store <8 x float> %479, ptr %conv2.w133, align 32
+  %w115 = load <8 x float>, ptr %conv2.w115, align 32
+  %w11955 = load <8 x float>, ptr %conv2.w119, align 32
+  %480 = fadd <8 x float> %w115, %w11955
+  store <8 x float> %480, ptr %conv2.w134, align 32
+  %w11956 = load <8 x float>, ptr %conv2.w119, align 32
+  %w11557 = load <8 x float>, ptr %conv2.w115, align 32
+  %481 = fsub <8 x float> %w11956, %w11557
+  store <8 x float> %481, ptr %conv2.w135, align 32
+  %w11558 = load <8 x float>, ptr %conv2.w115, align 32
+  %w123 = load <8 x float>, ptr %conv2.w123, align 32
+  %482 = fsub <8 x float> %w11558, %w123
+  store <8 x float> %482, ptr %conv2.w136, align 32
+  %w112 = load <8 x float>, ptr %conv2.w112, align 32
+  %w120 = load <8 x float>, ptr %conv2.w120, align 32
+  %483 = fsub <8 x float> %w112, %w120
+  store <8 x float> %483, ptr %conv2.w137, align 32
+  %w116 = load <8 x float>, ptr %conv2.w116, align 32
+  %w12059 = load <8 x float>, ptr %conv2.w120, align 32
+  %484 = fadd <8 x float> %w116, %w12059
+  store <8 x float> %484, ptr %conv2.w138, align 32
+  %w12060 = load <8 x float>, ptr %conv2.w120, align 32
+  %w11661 = load <8 x float>, ptr %conv2.w116, align 32
+  %485 = fsub <8 x float> %w12060, %w11661
+  store <8 x float> %485, ptr %conv2.w139, align 32
+  %w11662 = load <8 x float>, ptr %conv2.w116, align 32
+  %w124 = load <8 x float>, ptr %conv2.w124, align 32
+  %486 = fsub <8 x float> %w11662, %w124
+  store <8 x float> %486, ptr %conv2.w140, align 32
+  %w125 = load <8 x float>, ptr %conv2.w125, align 32
+  %487 = mul nsw i64 %conv2.j10511, 49
+  %488 = mul nsw i64 %conv2.ty10612, 7
+  %489 = add nsw i64 %487, %488
+  %490 = add nsw i64 %489, %conv2.tx10713
+  %491 = mul nsw i64 %490, 32
+  %492 = add nsw i64 843776, %491
+  %493 = mul nsw i64 %conv2.cv10814, 8
+  %494 = add nsw i64 %492, %493
+  %arena63 = getelementptr inbounds float, ptr %arena, i64 %494
+  store <8 x float> %w125, ptr %arena63, align 4
+  %w126 = load <8 x float>, ptr %conv2.w126, align 32
+  %495 = mul nsw i64 %conv2.j10511, 49
+  %496 = mul nsw i64 %conv2.ty10612, 7
+  %497 = add nsw i64 %495, %496
+  %498 = add nsw i64 %497, %conv2.tx10713
+  %499 = mul nsw i64 %498, 32
+  %500 = add nsw i64 845344, %499
+  %501 = mul nsw i64 %conv2.cv10814, 8
+  %502 = add nsw i64 %500, %501
+  %arena64 = getelementptr inbounds float, ptr %arena, i64 %502
+  store <8 x float> %w126, ptr %arena64, align 4
+  %w127 = load <8 x float>, ptr %conv2.w127, align 32
+  %503 = mul nsw i64 %conv2.j10511, 49
+  %504 = mul nsw i64 %conv2.ty10612, 7
+  %505 = add nsw i64 %503, %504
+  %506 = add nsw i64 %505, %conv2.tx10713
+  %507 = mul nsw i64 %506, 32
+  %508 = add nsw i64 846912, %507
+  %509 = mul nsw i64 %conv2.cv10814, 8
+  %510 = add nsw i64 %508, %509
+  %arena65 = getelementptr inbounds float, ptr %arena, i64 %510
+  store <8 x float> %w127, ptr %arena65, align 4
+  %w128 = load <8 x float>, ptr %conv2.w128, align 32
+  %511 = mul nsw i64 %conv2.j10511, 49
+  %512 = mul nsw i64 %conv2.ty10612, 7
+  %513 = add nsw i64 %511, %512
+  %514 = add nsw i64 %513, %conv2.tx10713
+  %515 = mul nsw i64 %514, 32
+  %516 = add nsw i64 848480, %515
+  %517 = mul nsw i64 %conv2.cv10814, 8
+  %518 = add nsw i64 %516, %517
+  %arena66 = getelementptr inbounds float, ptr %arena, i64 %518
+  store <8 x float> %w128, ptr %arena66, align 4
+  %w129 = load <8 x float>, ptr %conv2.w129, align 32
+  %519 = mul nsw i64 %conv2.j10511, 49
+  %520 = mul nsw i64 %conv2.ty10612, 7
+  %521 = add nsw i64 %519, %520
+  %522 = add nsw i64 %521, %conv2.tx10713
+  %523 = mul nsw i64 %522, 32
+  %524 = add nsw i64 850048, %523
+  %525 = mul nsw i64 %conv2.cv10814, 8
+  %526 = add nsw i64 %524, %525
+  %arena67 = getelementptr inbounds float, ptr %arena, i64 %526
+  store <8 x float> %w129, ptr %arena67, align 4
+  %w130 = load <8 x float>, ptr %conv2.w130, align 32
+  %527 = mul nsw i64 %conv2.j10511, 49
+  %528 = mul nsw i64 %conv2.ty10612, 7
+  %529 = add nsw i64 %527, %528
+  %530 = add nsw i64 %529, %conv2.tx10713
+  %531 = mul nsw i64 %530, 32
+  %532 = add nsw i64 851616, %531
+  %533 = mul nsw i64 %conv2.cv10814, 8
+  %534 = add nsw i64 %532, %533
+  %arena68 = getelementptr inbounds float, ptr %arena, i64 %534
+  store <8 x float> %w130, ptr %arena68, align 4
+  %w131 = load <8 x float>, ptr %conv2.w131, align 32
+  %535 = mul nsw i64 %conv2.j10511, 49
+  %536 = mul nsw i64 %conv2.ty10612, 7
+  %537 = add nsw i64 %535, %536
+  %538 = add nsw i64 %537, %conv2.tx10713
+  %539 = mul nsw i64 %538, 32
+  %540 = add nsw i64 853184, %539
+  %541 = mul nsw i64 %conv2.cv10814, 8
+  %542 = add nsw i64 %540, %541
+  %arena69 = getelementptr inbounds float, ptr %arena, i64 %542
+  store <8 x float> %w131, ptr %arena69, align 4
+  %w132 = load <8 x float>, ptr %conv2.w132, align 32
+  %543 = mul nsw i64 %conv2.j10511, 49
+  %544 = mul nsw i64 %conv2.ty10612, 7
+  %545 = add nsw i64 %543, %544
+  %546 = add nsw i64 %545, %conv2.tx10713
+  %547 = mul nsw i64 %546, 32
+  %548 = add nsw i64 854752, %547
+  %549 = mul nsw i64 %conv2.cv10814, 8
+  %550 = add nsw i64 %548, %549
+  %arena70 = getelementptr inbounds float, ptr %arena, i64 %550
+  store <8 x float> %w132, ptr %arena70, align 4
+  %w133 = load <8 x float>, ptr %conv2.w133, align 32
+  %551 = mul nsw i64 %conv2.j10511, 49
+  %552 = mul nsw i64 %conv2.ty10612, 7
+  %553 = add nsw i64 %551, %552
+  %554 = add nsw i64 %553, %conv2.tx10713
+  %555 = mul nsw i64 %554, 32
+  %556 = add nsw i64 856320, %555
+  %557 = mul nsw i64 %conv2.cv10814, 8
+  %558 = add nsw i64 %556, %557
+  %arena71 = getelementptr inbounds float, ptr %arena, i64 %558
+  store <8 x float> %w133, ptr %arena71, align 4
+  %w134 = load <8 x float>, ptr %conv2.w134, align 32
+  %559 = mul nsw i64 %conv2.j10511, 49
+  %560 = mul nsw i64 %conv2.ty10612, 7
+  %561 = add nsw i64 %559, %560
+  %562 = add nsw i64 %561, %conv2.tx10713
+  %563 = mul nsw i64 %562, 32
+  %564 = add nsw i64 857888, %563
+  %565 = mul nsw i64 %conv2.cv10814, 8
+  %566 = add nsw i64 %564, %565
+  %arena72 = getelementptr inbounds float, ptr %arena, i64 %566
+  store <8 x float> %w134, ptr %arena72, align 4
+  %w135 = load <8 x float>, ptr %conv2.w135, align 32
+  %567 = mul nsw i64 %conv2.j10511, 49
+  %568 = mul nsw i64 %conv2.ty10612, 7
+  %569 = add nsw i64 %567, %568
+  %570 = add nsw i64 %569, %conv2.tx10713
+  %571 = mul nsw i64 %570, 32
+  %572 = add nsw i64 859456, %571
+  %573 = mul nsw i64 %conv2.cv10814, 8
+  %574 = add nsw i64 %572, %573
+  %arena73 = getelementptr inbounds float, ptr %arena, i64 %574
+  store <8 x float> %w135, ptr %arena73, align 4
+  %w136 = load <8 x float>, ptr %conv2.w136, align 32
+  %575 = mul nsw i64 %conv2.j10511, 49
+  %576 = mul nsw i64 %conv2.ty10612, 7
+  %577 = add nsw i64 %575, %576
+  %578 = add nsw i64 %577, %conv2.tx10713
+  %579 = mul nsw i64 %578, 32
+  %580 = add nsw i64 861024, %579
+  %581 = mul nsw i64 %conv2.cv10814, 8
+  %582 = add nsw i64 %580, %581
+  %arena74 = getelementptr inbounds float, ptr %arena, i64 %582
+  store <8 x float> %w136, ptr %arena74, align 4
+  %w137 = load <8 x float>, ptr %conv2.w137, align 32
+  %583 = mul nsw i64 %conv2.j10511, 49
+  %584 = mul nsw i64 %conv2.ty10612, 7
+  %585 = add nsw i64 %583, %584
+  %586 = add nsw i64 %585, %conv2.tx10713
+  %587 = mul nsw i64 %586, 32
+  %588 = add nsw i64 862592, %587
+  %589 = mul nsw i64 %conv2.cv10814, 8
+  %590 = add nsw i64 %588, %589
+  %arena75 = getelementptr inbounds float, ptr %arena, i64 %590
+  store <8 x float> %w137, ptr %arena75, align 4
+  %w138 = load <8 x float>, ptr %conv2.w138, align 32
+  %591 = mul nsw i64 %conv2.j10511, 49
+  %592 = mul nsw i64 %conv2.ty10612, 7
+  %593 = add nsw i64 %591, %592
+  %594 = add nsw i64 %593, %conv2.tx10713
+  %595 = mul nsw i64 %594, 32
+  %596 = add nsw i64 864160, %595
+  %597 = mul nsw i64 %conv2.cv10814, 8
+  %598 = add nsw i64 %596, %597
+  %arena76 = getelementptr inbounds float, ptr %arena, i64 %598
+  store <8 x float> %w138, ptr %arena76, align 4
+  %w139 = load <8 x float>, ptr %conv2.w139, align 32
+  %599 = mul nsw i64 %conv2.j10511, 49
+  %600 = mul nsw i64 %conv2.ty10612, 7
+  %601 = add nsw i64 %599, %600
+  %602 = add nsw i64 %601, %conv2.tx10713
+  %603 = mul nsw i64 %602, 32
+  %604 = add nsw i64 865728, %603
+  %605 = mul nsw i64 %conv2.cv10814, 8
+  %606 = add nsw i64 %604, %605
+  %arena77 = getelementptr inbounds float, ptr %arena, i64 %606
+  store <8 x float> %w139, ptr %arena77, align 4
+  %w140 = load <8 x float>, ptr %conv2.w140, align 32
+  %607 = mul nsw i64 %conv2.j10511, 49
+  %608 = mul nsw i64 %conv2.ty10612, 7
+  %609 = add nsw i64 %607, %608
+  %610 = add nsw i64 %609, %conv2.tx10713
+  %611 = mul nsw i64 %610, 32
+  %612 = add nsw i64 867296, %611
+  %613 = mul nsw i64 %conv2.cv10814, 8
+  %614 = add nsw i64 %612, %613
+  %arena78 = getelementptr inbounds float, ptr %arena, i64 %614
+  store <8 x float> %w140, ptr %arena78, align 4
+  %cv108.next = add nsw i64 %conv2.cv10814, 1
+  %615 = icmp slt i64 %cv108.next, 4
+  br i1 %615, label %conv2.cv108, label %conv2.cv108.end
+
+conv2.cv108.end:                                  ; preds = %conv2.cv108
+  %tx107.next = add nsw i64 %conv2.tx10713, 1
+  %616 = icmp slt i64 %tx107.next, 7
+  br i1 %616, label %conv2.tx107, label %conv2.tx107.end
+
+conv2.part141.pool:                               ; preds = %conv2.j105.end
+  %run79 = load ptr, ptr %pool, align 8
+  call void %run79(ptr %pool, ptr @simplecnn_infer_b64.k1.conv2.part141.task, ptr %part141.context, i64 2)
+  br label %conv2.part141.done
+
+conv2.part141.serial:                             ; preds = %conv2.j105.end
+  br label %conv2.part141
+
+conv2.part141.done:                               ; preds = %conv2.part141.end, %conv2.part141.pool
+  %g100.next = add nsw i64 %conv2.g1004, 1
+  %617 = icmp slt i64 %g100.next, 64
+  br i1 %617, label %conv2.g100, label %conv2.g100.end
+
+conv2.part141:                                    ; preds = %conv2.part141, %conv2.part141.serial
+  %conv2.part14180 = phi i64 [ 0, %conv2.part141.serial ], [ %part141.next, %conv2.part141 ]
+  call void @simplecnn_infer_b64.k1.conv2.part141(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv2.g1004, i64 %conv2.part14180)
+  %part141.next = add nsw i64 %conv2.part14180, 1
+  %618 = icmp slt i64 %part141.next, 2
+  br i1 %618, label %conv2.part141, label %conv2.part141.end
+
+conv2.part141.end:                                ; preds = %conv2.part141
+  br label %conv2.part141.done
+}
+
+; Function Attrs: noinline
+define internal void @simplecnn_infer_b64.k1.conv2.part68(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #1 {
+entry:
+  %conv2.w98 = alloca float, align 4
   %conv2.w97 = alloca float, align 4
   %conv2.w96 = alloca float, align 4
   %conv2.w95 = alloca float, align 4
@@ -13970,2333 +15838,2277 @@ entry:
   %conv2.w73 = alloca float, align 4
   %conv2.w72 = alloca float, align 4
   %conv2.w71 = alloca float, align 4
-  %conv2.w70 = alloca float, align 4
-  br label %conv2.ci68
+  br label %conv2.ci69
 
-conv2.ci68:                                       ; preds = %conv2.co69.end, %entry
-  %conv2.ci681 = phi i64 [ 0, %entry ], [ %ci68.next, %conv2.co69.end ]
-  br label %conv2.co69
+conv2.ci69:                                       ; preds = %conv2.co70.end, %entry
+  %conv2.ci691 = phi i64 [ 0, %entry ], [ %ci69.next, %conv2.co70.end ]
+  br label %conv2.co70
 
-conv2.ci68.end:                                   ; preds = %conv2.co69.end
-  br label %conv2.i98
+conv2.ci69.end:                                   ; preds = %conv2.co70.end
+  ret void
 
-conv2.co69:                                       ; preds = %conv2.co69, %conv2.ci68
-  %conv2.co692 = phi i64 [ 0, %conv2.ci68 ], [ %co69.next, %conv2.co69 ]
-  %0 = mul nsw i64 %conv2.co692, 32
-  %1 = add nsw i64 %0, %conv2.ci681
-  %2 = mul nsw i64 %1, 9
-  %3 = add nsw i64 320, %2
-  %params3 = getelementptr inbounds float, ptr %params, i64 %3
-  %4 = load float, ptr %params3, align 4
-  store float %4, ptr %conv2.w70, align 4
-  %5 = mul nsw i64 %conv2.co692, 32
-  %6 = add nsw i64 %5, %conv2.ci681
-  %7 = mul nsw i64 %6, 9
-  %8 = add nsw i64 320, %7
-  %params4 = getelementptr inbounds float, ptr %params, i64 %8
-  %9 = load float, ptr %params4, align 4
-  %10 = mul nsw i64 %conv2.co692, 32
-  %11 = add nsw i64 %10, %conv2.ci681
+conv2.co70:                                       ; preds = %conv2.co70, %conv2.ci69
+  %conv2.co702 = phi i64 [ 0, %conv2.ci69 ], [ %co70.next, %conv2.co70 ]
+  %1 = mul nsw i64 %0, 32
+  %2 = add nsw i64 %1, %conv2.co702
+  %3 = mul nsw i64 %2, 32
+  %4 = add nsw i64 %3, %conv2.ci691
+  %5 = mul nsw i64 %4, 9
+  %6 = add nsw i64 320, %5
+  %params3 = getelementptr inbounds float, ptr %params, i64 %6
+  %7 = load float, ptr %params3, align 4
+  store float %7, ptr %conv2.w71, align 4
+  %8 = mul nsw i64 %0, 32
+  %9 = add nsw i64 %8, %conv2.co702
+  %10 = mul nsw i64 %9, 32
+  %11 = add nsw i64 %10, %conv2.ci691
   %12 = mul nsw i64 %11, 9
   %13 = add nsw i64 320, %12
-  %14 = add nsw i64 %13, 3
-  %params5 = getelementptr inbounds float, ptr %params, i64 %14
-  %15 = load float, ptr %params5, align 4
-  %16 = fadd float %9, %15
-  %17 = mul nsw i64 %conv2.co692, 32
-  %18 = add nsw i64 %17, %conv2.ci681
+  %params4 = getelementptr inbounds float, ptr %params, i64 %13
+  %14 = load float, ptr %params4, align 4
+  %15 = mul nsw i64 %0, 32
+  %16 = add nsw i64 %15, %conv2.co702
+  %17 = mul nsw i64 %16, 32
+  %18 = add nsw i64 %17, %conv2.ci691
   %19 = mul nsw i64 %18, 9
   %20 = add nsw i64 320, %19
-  %21 = add nsw i64 %20, 6
-  %params6 = getelementptr inbounds float, ptr %params, i64 %21
-  %22 = load float, ptr %params6, align 4
-  %23 = fadd float %16, %22
-  %24 = fmul float %23, 5.000000e-01
-  store float %24, ptr %conv2.w71, align 4
-  %25 = mul nsw i64 %conv2.co692, 32
-  %26 = add nsw i64 %25, %conv2.ci681
-  %27 = mul nsw i64 %26, 9
-  %28 = add nsw i64 320, %27
-  %params7 = getelementptr inbounds float, ptr %params, i64 %28
-  %29 = load float, ptr %params7, align 4
-  %30 = mul nsw i64 %conv2.co692, 32
-  %31 = add nsw i64 %30, %conv2.ci681
-  %32 = mul nsw i64 %31, 9
-  %33 = add nsw i64 320, %32
-  %34 = add nsw i64 %33, 6
-  %params8 = getelementptr inbounds float, ptr %params, i64 %34
-  %35 = load float, ptr %params8, align 4
-  %36 = fadd float %29, %35
-  %37 = mul nsw i64 %conv2.co692, 32
-  %38 = add nsw i64 %37, %conv2.ci681
-  %39 = mul nsw i64 %38, 9
-  %40 = add nsw i64 320, %39
-  %41 = add nsw i64 %40, 3
-  %params9 = getelementptr inbounds float, ptr %params, i64 %41
-  %42 = load float, ptr %params9, align 4
-  %43 = fsub float %36, %42
-  %44 = fmul float %43, 5.000000e-01
-  store float %44, ptr %conv2.w72, align 4
-  %45 = mul nsw i64 %conv2.co692, 32
-  %46 = add nsw i64 %45, %conv2.ci681
-  %47 = mul nsw i64 %46, 9
-  %48 = add nsw i64 320, %47
-  %49 = add nsw i64 %48, 6
-  %params10 = getelementptr inbounds float, ptr %params, i64 %49
-  %50 = load float, ptr %params10, align 4
-  store float %50, ptr %conv2.w73, align 4
-  %51 = mul nsw i64 %conv2.co692, 32
-  %52 = add nsw i64 %51, %conv2.ci681
-  %53 = mul nsw i64 %52, 9
-  %54 = add nsw i64 320, %53
-  %55 = add nsw i64 %54, 1
-  %params11 = getelementptr inbounds float, ptr %params, i64 %55
-  %56 = load float, ptr %params11, align 4
-  store float %56, ptr %conv2.w74, align 4
-  %57 = mul nsw i64 %conv2.co692, 32
-  %58 = add nsw i64 %57, %conv2.ci681
-  %59 = mul nsw i64 %58, 9
-  %60 = add nsw i64 320, %59
-  %61 = add nsw i64 %60, 1
-  %params12 = getelementptr inbounds float, ptr %params, i64 %61
-  %62 = load float, ptr %params12, align 4
-  %63 = mul nsw i64 %conv2.co692, 32
-  %64 = add nsw i64 %63, %conv2.ci681
-  %65 = mul nsw i64 %64, 9
-  %66 = add nsw i64 320, %65
-  %67 = add nsw i64 %66, 4
-  %params13 = getelementptr inbounds float, ptr %params, i64 %67
-  %68 = load float, ptr %params13, align 4
-  %69 = fadd float %62, %68
-  %70 = mul nsw i64 %conv2.co692, 32
-  %71 = add nsw i64 %70, %conv2.ci681
+  %21 = add nsw i64 %20, 3
+  %params5 = getelementptr inbounds float, ptr %params, i64 %21
+  %22 = load float, ptr %params5, align 4
+  %23 = fadd float %14, %22
+  %24 = mul nsw i64 %0, 32
+  %25 = add nsw i64 %24, %conv2.co702
+  %26 = mul nsw i64 %25, 32
+  %27 = add nsw i64 %26, %conv2.ci691
+  %28 = mul nsw i64 %27, 9
+  %29 = add nsw i64 320, %28
+  %30 = add nsw i64 %29, 6
+  %params6 = getelementptr inbounds float, ptr %params, i64 %30
+  %31 = load float, ptr %params6, align 4
+  %32 = fadd float %23, %31
+  %33 = fmul float %32, 5.000000e-01
+  store float %33, ptr %conv2.w72, align 4
+  %34 = mul nsw i64 %0, 32
+  %35 = add nsw i64 %34, %conv2.co702
+  %36 = mul nsw i64 %35, 32
+  %37 = add nsw i64 %36, %conv2.ci691
+  %38 = mul nsw i64 %37, 9
+  %39 = add nsw i64 320, %38
+  %params7 = getelementptr inbounds float, ptr %params, i64 %39
+  %40 = load float, ptr %params7, align 4
+  %41 = mul nsw i64 %0, 32
+  %42 = add nsw i64 %41, %conv2.co702
+  %43 = mul nsw i64 %42, 32
+  %44 = add nsw i64 %43, %conv2.ci691
+  %45 = mul nsw i64 %44, 9
+  %46 = add nsw i64 320, %45
+  %47 = add nsw i64 %46, 6
+  %params8 = getelementptr inbounds float, ptr %params, i64 %47
+  %48 = load float, ptr %params8, align 4
+  %49 = fadd float %40, %48
+  %50 = mul nsw i64 %0, 32
+  %51 = add nsw i64 %50, %conv2.co702
+  %52 = mul nsw i64 %51, 32
+  %53 = add nsw i64 %52, %conv2.ci691
+  %54 = mul nsw i64 %53, 9
+  %55 = add nsw i64 320, %54
+  %56 = add nsw i64 %55, 3
+  %params9 = getelementptr inbounds float, ptr %params, i64 %56
+  %57 = load float, ptr %params9, align 4
+  %58 = fsub float %49, %57
+  %59 = fmul float %58, 5.000000e-01
+  store float %59, ptr %conv2.w73, align 4
+  %60 = mul nsw i64 %0, 32
+  %61 = add nsw i64 %60, %conv2.co702
+  %62 = mul nsw i64 %61, 32
+  %63 = add nsw i64 %62, %conv2.ci691
+  %64 = mul nsw i64 %63, 9
+  %65 = add nsw i64 320, %64
+  %66 = add nsw i64 %65, 6
+  %params10 = getelementptr inbounds float, ptr %params, i64 %66
+  %67 = load float, ptr %params10, align 4
+  store float %67, ptr %conv2.w74, align 4
+  %68 = mul nsw i64 %0, 32
+  %69 = add nsw i64 %68, %conv2.co702
+  %70 = mul nsw i64 %69, 32
+  %71 = add nsw i64 %70, %conv2.ci691
   %72 = mul nsw i64 %71, 9
   %73 = add nsw i64 320, %72
-  %74 = add nsw i64 %73, 7
-  %params14 = getelementptr inbounds float, ptr %params, i64 %74
-  %75 = load float, ptr %params14, align 4
-  %76 = fadd float %69, %75
-  %77 = fmul float %76, 5.000000e-01
-  store float %77, ptr %conv2.w75, align 4
-  %78 = mul nsw i64 %conv2.co692, 32
-  %79 = add nsw i64 %78, %conv2.ci681
+  %74 = add nsw i64 %73, 1
+  %params11 = getelementptr inbounds float, ptr %params, i64 %74
+  %75 = load float, ptr %params11, align 4
+  store float %75, ptr %conv2.w75, align 4
+  %76 = mul nsw i64 %0, 32
+  %77 = add nsw i64 %76, %conv2.co702
+  %78 = mul nsw i64 %77, 32
+  %79 = add nsw i64 %78, %conv2.ci691
   %80 = mul nsw i64 %79, 9
   %81 = add nsw i64 320, %80
   %82 = add nsw i64 %81, 1
-  %params15 = getelementptr inbounds float, ptr %params, i64 %82
-  %83 = load float, ptr %params15, align 4
-  %84 = mul nsw i64 %conv2.co692, 32
-  %85 = add nsw i64 %84, %conv2.ci681
-  %86 = mul nsw i64 %85, 9
-  %87 = add nsw i64 320, %86
-  %88 = add nsw i64 %87, 7
-  %params16 = getelementptr inbounds float, ptr %params, i64 %88
-  %89 = load float, ptr %params16, align 4
-  %90 = fadd float %83, %89
-  %91 = mul nsw i64 %conv2.co692, 32
-  %92 = add nsw i64 %91, %conv2.ci681
-  %93 = mul nsw i64 %92, 9
-  %94 = add nsw i64 320, %93
-  %95 = add nsw i64 %94, 4
-  %params17 = getelementptr inbounds float, ptr %params, i64 %95
-  %96 = load float, ptr %params17, align 4
-  %97 = fsub float %90, %96
-  %98 = fmul float %97, 5.000000e-01
-  store float %98, ptr %conv2.w76, align 4
-  %99 = mul nsw i64 %conv2.co692, 32
-  %100 = add nsw i64 %99, %conv2.ci681
-  %101 = mul nsw i64 %100, 9
-  %102 = add nsw i64 320, %101
-  %103 = add nsw i64 %102, 7
-  %params18 = getelementptr inbounds float, ptr %params, i64 %103
-  %104 = load float, ptr %params18, align 4
-  store float %104, ptr %conv2.w77, align 4
-  %105 = mul nsw i64 %conv2.co692, 32
-  %106 = add nsw i64 %105, %conv2.ci681
+  %params12 = getelementptr inbounds float, ptr %params, i64 %82
+  %83 = load float, ptr %params12, align 4
+  %84 = mul nsw i64 %0, 32
+  %85 = add nsw i64 %84, %conv2.co702
+  %86 = mul nsw i64 %85, 32
+  %87 = add nsw i64 %86, %conv2.ci691
+  %88 = mul nsw i64 %87, 9
+  %89 = add nsw i64 320, %88
+  %90 = add nsw i64 %89, 4
+  %params13 = getelementptr inbounds float, ptr %params, i64 %90
+  %91 = load float, ptr %params13, align 4
+  %92 = fadd float %83, %91
+  %93 = mul nsw i64 %0, 32
+  %94 = add nsw i64 %93, %conv2.co702
+  %95 = mul nsw i64 %94, 32
+  %96 = add nsw i64 %95, %conv2.ci691
+  %97 = mul nsw i64 %96, 9
+  %98 = add nsw i64 320, %97
+  %99 = add nsw i64 %98, 7
+  %params14 = getelementptr inbounds float, ptr %params, i64 %99
+  %100 = load float, ptr %params14, align 4
+  %101 = fadd float %92, %100
+  %102 = fmul float %101, 5.000000e-01
+  store float %102, ptr %conv2.w76, align 4
+  %103 = mul nsw i64 %0, 32
+  %104 = add nsw i64 %103, %conv2.co702
+  %105 = mul nsw i64 %104, 32
+  %106 = add nsw i64 %105, %conv2.ci691
   %107 = mul nsw i64 %106, 9
   %108 = add nsw i64 320, %107
-  %109 = add nsw i64 %108, 2
-  %params19 = getelementptr inbounds float, ptr %params, i64 %109
-  %110 = load float, ptr %params19, align 4
-  store float %110, ptr %conv2.w78, align 4
-  %111 = mul nsw i64 %conv2.co692, 32
-  %112 = add nsw i64 %111, %conv2.ci681
-  %113 = mul nsw i64 %112, 9
-  %114 = add nsw i64 320, %113
-  %115 = add nsw i64 %114, 2
-  %params20 = getelementptr inbounds float, ptr %params, i64 %115
-  %116 = load float, ptr %params20, align 4
-  %117 = mul nsw i64 %conv2.co692, 32
-  %118 = add nsw i64 %117, %conv2.ci681
-  %119 = mul nsw i64 %118, 9
-  %120 = add nsw i64 320, %119
-  %121 = add nsw i64 %120, 5
-  %params21 = getelementptr inbounds float, ptr %params, i64 %121
-  %122 = load float, ptr %params21, align 4
-  %123 = fadd float %116, %122
-  %124 = mul nsw i64 %conv2.co692, 32
-  %125 = add nsw i64 %124, %conv2.ci681
-  %126 = mul nsw i64 %125, 9
-  %127 = add nsw i64 320, %126
-  %128 = add nsw i64 %127, 8
-  %params22 = getelementptr inbounds float, ptr %params, i64 %128
-  %129 = load float, ptr %params22, align 4
-  %130 = fadd float %123, %129
-  %131 = fmul float %130, 5.000000e-01
-  store float %131, ptr %conv2.w79, align 4
-  %132 = mul nsw i64 %conv2.co692, 32
-  %133 = add nsw i64 %132, %conv2.ci681
+  %109 = add nsw i64 %108, 1
+  %params15 = getelementptr inbounds float, ptr %params, i64 %109
+  %110 = load float, ptr %params15, align 4
+  %111 = mul nsw i64 %0, 32
+  %112 = add nsw i64 %111, %conv2.co702
+  %113 = mul nsw i64 %112, 32
+  %114 = add nsw i64 %113, %conv2.ci691
+  %115 = mul nsw i64 %114, 9
+  %116 = add nsw i64 320, %115
+  %117 = add nsw i64 %116, 7
+  %params16 = getelementptr inbounds float, ptr %params, i64 %117
+  %118 = load float, ptr %params16, align 4
+  %119 = fadd float %110, %118
+  %120 = mul nsw i64 %0, 32
+  %121 = add nsw i64 %120, %conv2.co702
+  %122 = mul nsw i64 %121, 32
+  %123 = add nsw i64 %122, %conv2.ci691
+  %124 = mul nsw i64 %123, 9
+  %125 = add nsw i64 320, %124
+  %126 = add nsw i64 %125, 4
+  %params17 = getelementptr inbounds float, ptr %params, i64 %126
+  %127 = load float, ptr %params17, align 4
+  %128 = fsub float %119, %127
+  %129 = fmul float %128, 5.000000e-01
+  store float %129, ptr %conv2.w77, align 4
+  %130 = mul nsw i64 %0, 32
+  %131 = add nsw i64 %130, %conv2.co702
+  %132 = mul nsw i64 %131, 32
+  %133 = add nsw i64 %132, %conv2.ci691
   %134 = mul nsw i64 %133, 9
   %135 = add nsw i64 320, %134
-  %136 = add nsw i64 %135, 2
-  %params23 = getelementptr inbounds float, ptr %params, i64 %136
-  %137 = load float, ptr %params23, align 4
-  %138 = mul nsw i64 %conv2.co692, 32
-  %139 = add nsw i64 %138, %conv2.ci681
-  %140 = mul nsw i64 %139, 9
-  %141 = add nsw i64 320, %140
-  %142 = add nsw i64 %141, 8
-  %params24 = getelementptr inbounds float, ptr %params, i64 %142
-  %143 = load float, ptr %params24, align 4
-  %144 = fadd float %137, %143
-  %145 = mul nsw i64 %conv2.co692, 32
-  %146 = add nsw i64 %145, %conv2.ci681
-  %147 = mul nsw i64 %146, 9
-  %148 = add nsw i64 320, %147
-  %149 = add nsw i64 %148, 5
-  %params25 = getelementptr inbounds float, ptr %params, i64 %149
-  %150 = load float, ptr %params25, align 4
-  %151 = fsub float %144, %150
-  %152 = fmul float %151, 5.000000e-01
-  store float %152, ptr %conv2.w80, align 4
-  %153 = mul nsw i64 %conv2.co692, 32
-  %154 = add nsw i64 %153, %conv2.ci681
-  %155 = mul nsw i64 %154, 9
-  %156 = add nsw i64 320, %155
-  %157 = add nsw i64 %156, 8
-  %params26 = getelementptr inbounds float, ptr %params, i64 %157
-  %158 = load float, ptr %params26, align 4
-  store float %158, ptr %conv2.w81, align 4
-  %w70 = load float, ptr %conv2.w70, align 4
-  store float %w70, ptr %conv2.w82, align 4
-  %w7027 = load float, ptr %conv2.w70, align 4
-  %w74 = load float, ptr %conv2.w74, align 4
-  %159 = fadd float %w7027, %w74
-  %w78 = load float, ptr %conv2.w78, align 4
-  %160 = fadd float %159, %w78
-  %161 = fmul float %160, 5.000000e-01
-  store float %161, ptr %conv2.w83, align 4
-  %w7028 = load float, ptr %conv2.w70, align 4
-  %w7829 = load float, ptr %conv2.w78, align 4
-  %162 = fadd float %w7028, %w7829
-  %w7430 = load float, ptr %conv2.w74, align 4
-  %163 = fsub float %162, %w7430
-  %164 = fmul float %163, 5.000000e-01
-  store float %164, ptr %conv2.w84, align 4
-  %w7831 = load float, ptr %conv2.w78, align 4
-  store float %w7831, ptr %conv2.w85, align 4
+  %136 = add nsw i64 %135, 7
+  %params18 = getelementptr inbounds float, ptr %params, i64 %136
+  %137 = load float, ptr %params18, align 4
+  store float %137, ptr %conv2.w78, align 4
+  %138 = mul nsw i64 %0, 32
+  %139 = add nsw i64 %138, %conv2.co702
+  %140 = mul nsw i64 %139, 32
+  %141 = add nsw i64 %140, %conv2.ci691
+  %142 = mul nsw i64 %141, 9
+  %143 = add nsw i64 320, %142
+  %144 = add nsw i64 %143, 2
+  %params19 = getelementptr inbounds float, ptr %params, i64 %144
+  %145 = load float, ptr %params19, align 4
+  store float %145, ptr %conv2.w79, align 4
+  %146 = mul nsw i64 %0, 32
+  %147 = add nsw i64 %146, %conv2.co702
+  %148 = mul nsw i64 %147, 32
+  %149 = add nsw i64 %148, %conv2.ci691
+  %150 = mul nsw i64 %149, 9
+  %151 = add nsw i64 320, %150
+  %152 = add nsw i64 %151, 2
+  %params20 = getelementptr inbounds float, ptr %params, i64 %152
+  %153 = load float, ptr %params20, align 4
+  %154 = mul nsw i64 %0, 32
+  %155 = add nsw i64 %154, %conv2.co702
+  %156 = mul nsw i64 %155, 32
+  %157 = add nsw i64 %156, %conv2.ci691
+  %158 = mul nsw i64 %157, 9
+  %159 = add nsw i64 320, %158
+  %160 = add nsw i64 %159, 5
+  %params21 = getelementptr inbounds float, ptr %params, i64 %160
+  %161 = load float, ptr %params21, align 4
+  %162 = fadd float %153, %161
+  %163 = mul nsw i64 %0, 32
+  %164 = add nsw i64 %163, %conv2.co702
+  %165 = mul nsw i64 %164, 32
+  %166 = add nsw i64 %165, %conv2.ci691
+  %167 = mul nsw i64 %166, 9
+  %168 = add nsw i64 320, %167
+  %169 = add nsw i64 %168, 8
+  %params22 = getelementptr inbounds float, ptr %params, i64 %169
+  %170 = load float, ptr %params22, align 4
+  %171 = fadd float %162, %170
+  %172 = fmul float %171, 5.000000e-01
+  store float %172, ptr %conv2.w80, align 4
+  %173 = mul nsw i64 %0, 32
+  %174 = add nsw i64 %173, %conv2.co702
+  %175 = mul nsw i64 %174, 32
+  %176 = add nsw i64 %175, %conv2.ci691
+  %177 = mul nsw i64 %176, 9
+  %178 = add nsw i64 320, %177
+  %179 = add nsw i64 %178, 2
+  %params23 = getelementptr inbounds float, ptr %params, i64 %179
+  %180 = load float, ptr %params23, align 4
+  %181 = mul nsw i64 %0, 32
+  %182 = add nsw i64 %181, %conv2.co702
+  %183 = mul nsw i64 %182, 32
+  %184 = add nsw i64 %183, %conv2.ci691
+  %185 = mul nsw i64 %184, 9
+  %186 = add nsw i64 320, %185
+  %187 = add nsw i64 %186, 8
+  %params24 = getelementptr inbounds float, ptr %params, i64 %187
+  %188 = load float, ptr %params24, align 4
+  %189 = fadd float %180, %188
+  %190 = mul nsw i64 %0, 32
+  %191 = add nsw i64 %190, %conv2.co702
+  %192 = mul nsw i64 %191, 32
+  %193 = add nsw i64 %192, %conv2.ci691
+  %194 = mul nsw i64 %193, 9
+  %195 = add nsw i64 320, %194
+  %196 = add nsw i64 %195, 5
+  %params25 = getelementptr inbounds float, ptr %params, i64 %196
+  %197 = load float, ptr %params25, align 4
+  %198 = fsub float %189, %197
+  %199 = fmul float %198, 5.000000e-01
+  store float %199, ptr %conv2.w81, align 4
+  %200 = mul nsw i64 %0, 32
+  %201 = add nsw i64 %200, %conv2.co702
+  %202 = mul nsw i64 %201, 32
+  %203 = add nsw i64 %202, %conv2.ci691
+  %204 = mul nsw i64 %203, 9
+  %205 = add nsw i64 320, %204
+  %206 = add nsw i64 %205, 8
+  %params26 = getelementptr inbounds float, ptr %params, i64 %206
+  %207 = load float, ptr %params26, align 4
+  store float %207, ptr %conv2.w82, align 4
   %w71 = load float, ptr %conv2.w71, align 4
-  store float %w71, ptr %conv2.w86, align 4
-  %w7132 = load float, ptr %conv2.w71, align 4
+  store float %w71, ptr %conv2.w83, align 4
+  %w7127 = load float, ptr %conv2.w71, align 4
   %w75 = load float, ptr %conv2.w75, align 4
-  %165 = fadd float %w7132, %w75
+  %208 = fadd float %w7127, %w75
   %w79 = load float, ptr %conv2.w79, align 4
-  %166 = fadd float %165, %w79
-  %167 = fmul float %166, 5.000000e-01
-  store float %167, ptr %conv2.w87, align 4
-  %w7133 = load float, ptr %conv2.w71, align 4
-  %w7934 = load float, ptr %conv2.w79, align 4
-  %168 = fadd float %w7133, %w7934
-  %w7535 = load float, ptr %conv2.w75, align 4
-  %169 = fsub float %168, %w7535
-  %170 = fmul float %169, 5.000000e-01
-  store float %170, ptr %conv2.w88, align 4
-  %w7936 = load float, ptr %conv2.w79, align 4
-  store float %w7936, ptr %conv2.w89, align 4
+  %209 = fadd float %208, %w79
+  %210 = fmul float %209, 5.000000e-01
+  store float %210, ptr %conv2.w84, align 4
+  %w7128 = load float, ptr %conv2.w71, align 4
+  %w7929 = load float, ptr %conv2.w79, align 4
+  %211 = fadd float %w7128, %w7929
+  %w7530 = load float, ptr %conv2.w75, align 4
+  %212 = fsub float %211, %w7530
+  %213 = fmul float %212, 5.000000e-01
+  store float %213, ptr %conv2.w85, align 4
+  %w7931 = load float, ptr %conv2.w79, align 4
+  store float %w7931, ptr %conv2.w86, align 4
   %w72 = load float, ptr %conv2.w72, align 4
-  store float %w72, ptr %conv2.w90, align 4
-  %w7237 = load float, ptr %conv2.w72, align 4
+  store float %w72, ptr %conv2.w87, align 4
+  %w7232 = load float, ptr %conv2.w72, align 4
   %w76 = load float, ptr %conv2.w76, align 4
-  %171 = fadd float %w7237, %w76
+  %214 = fadd float %w7232, %w76
   %w80 = load float, ptr %conv2.w80, align 4
-  %172 = fadd float %171, %w80
-  %173 = fmul float %172, 5.000000e-01
-  store float %173, ptr %conv2.w91, align 4
-  %w7238 = load float, ptr %conv2.w72, align 4
-  %w8039 = load float, ptr %conv2.w80, align 4
-  %174 = fadd float %w7238, %w8039
-  %w7640 = load float, ptr %conv2.w76, align 4
-  %175 = fsub float %174, %w7640
-  %176 = fmul float %175, 5.000000e-01
-  store float %176, ptr %conv2.w92, align 4
-  %w8041 = load float, ptr %conv2.w80, align 4
-  store float %w8041, ptr %conv2.w93, align 4
+  %215 = fadd float %214, %w80
+  %216 = fmul float %215, 5.000000e-01
+  store float %216, ptr %conv2.w88, align 4
+  %w7233 = load float, ptr %conv2.w72, align 4
+  %w8034 = load float, ptr %conv2.w80, align 4
+  %217 = fadd float %w7233, %w8034
+  %w7635 = load float, ptr %conv2.w76, align 4
+  %218 = fsub float %217, %w7635
+  %219 = fmul float %218, 5.000000e-01
+  store float %219, ptr %conv2.w89, align 4
+  %w8036 = load float, ptr %conv2.w80, align 4
+  store float %w8036, ptr %conv2.w90, align 4
   %w73 = load float, ptr %conv2.w73, align 4
-  store float %w73, ptr %conv2.w94, align 4
-  %w7342 = load float, ptr %conv2.w73, align 4
+  store float %w73, ptr %conv2.w91, align 4
+  %w7337 = load float, ptr %conv2.w73, align 4
   %w77 = load float, ptr %conv2.w77, align 4
-  %177 = fadd float %w7342, %w77
+  %220 = fadd float %w7337, %w77
   %w81 = load float, ptr %conv2.w81, align 4
-  %178 = fadd float %177, %w81
-  %179 = fmul float %178, 5.000000e-01
-  store float %179, ptr %conv2.w95, align 4
-  %w7343 = load float, ptr %conv2.w73, align 4
-  %w8144 = load float, ptr %conv2.w81, align 4
-  %180 = fadd float %w7343, %w8144
-  %w7745 = load float, ptr %conv2.w77, align 4
-  %181 = fsub float %180, %w7745
-  %182 = fmul float %181, 5.000000e-01
-  store float %182, ptr %conv2.w96, align 4
-  %w8146 = load float, ptr %conv2.w81, align 4
-  store float %w8146, ptr %conv2.w97, align 4
+  %221 = fadd float %220, %w81
+  %222 = fmul float %221, 5.000000e-01
+  store float %222, ptr %conv2.w92, align 4
+  %w7338 = load float, ptr %conv2.w73, align 4
+  %w8139 = load float, ptr %conv2.w81, align 4
+  %223 = fadd float %w7338, %w8139
+  %w7740 = load float, ptr %conv2.w77, align 4
+  %224 = fsub float %223, %w7740
+  %225 = fmul float %224, 5.000000e-01
+  store float %225, ptr %conv2.w93, align 4
+  %w8141 = load float, ptr %conv2.w81, align 4
+  store float %w8141, ptr %conv2.w94, align 4
+  %w74 = load float, ptr %conv2.w74, align 4
+  store float %w74, ptr %conv2.w95, align 4
+  %w7442 = load float, ptr %conv2.w74, align 4
+  %w78 = load float, ptr %conv2.w78, align 4
+  %226 = fadd float %w7442, %w78
   %w82 = load float, ptr %conv2.w82, align 4
-  %183 = mul nsw i64 %conv2.ci681, 64
-  %184 = add nsw i64 802816, %183
-  %185 = add nsw i64 %184, %conv2.co692
-  %arena47 = getelementptr inbounds float, ptr %arena, i64 %185
-  store float %w82, ptr %arena47, align 4
+  %227 = fadd float %226, %w82
+  %228 = fmul float %227, 5.000000e-01
+  store float %228, ptr %conv2.w96, align 4
+  %w7443 = load float, ptr %conv2.w74, align 4
+  %w8244 = load float, ptr %conv2.w82, align 4
+  %229 = fadd float %w7443, %w8244
+  %w7845 = load float, ptr %conv2.w78, align 4
+  %230 = fsub float %229, %w7845
+  %231 = fmul float %230, 5.000000e-01
+  store float %231, ptr %conv2.w97, align 4
+  %w8246 = load float, ptr %conv2.w82, align 4
+  store float %w8246, ptr %conv2.w98, align 4
   %w83 = load float, ptr %conv2.w83, align 4
-  %186 = mul nsw i64 %conv2.ci681, 64
-  %187 = add nsw i64 804864, %186
-  %188 = add nsw i64 %187, %conv2.co692
-  %arena48 = getelementptr inbounds float, ptr %arena, i64 %188
-  store float %w83, ptr %arena48, align 4
+  %232 = mul nsw i64 %conv2.ci691, 64
+  %233 = add nsw i64 802816, %232
+  %234 = mul nsw i64 %0, 32
+  %235 = add nsw i64 %234, %conv2.co702
+  %236 = add nsw i64 %233, %235
+  %arena47 = getelementptr inbounds float, ptr %arena, i64 %236
+  store float %w83, ptr %arena47, align 4
   %w84 = load float, ptr %conv2.w84, align 4
-  %189 = mul nsw i64 %conv2.ci681, 64
-  %190 = add nsw i64 806912, %189
-  %191 = add nsw i64 %190, %conv2.co692
-  %arena49 = getelementptr inbounds float, ptr %arena, i64 %191
-  store float %w84, ptr %arena49, align 4
+  %237 = mul nsw i64 %conv2.ci691, 64
+  %238 = add nsw i64 804864, %237
+  %239 = mul nsw i64 %0, 32
+  %240 = add nsw i64 %239, %conv2.co702
+  %241 = add nsw i64 %238, %240
+  %arena48 = getelementptr inbounds float, ptr %arena, i64 %241
+  store float %w84, ptr %arena48, align 4
   %w85 = load float, ptr %conv2.w85, align 4
-  %192 = mul nsw i64 %conv2.ci681, 64
-  %193 = add nsw i64 808960, %192
-  %194 = add nsw i64 %193, %conv2.co692
-  %arena50 = getelementptr inbounds float, ptr %arena, i64 %194
-  store float %w85, ptr %arena50, align 4
+  %242 = mul nsw i64 %conv2.ci691, 64
+  %243 = add nsw i64 806912, %242
+  %244 = mul nsw i64 %0, 32
+  %245 = add nsw i64 %244, %conv2.co702
+  %246 = add nsw i64 %243, %245
+  %arena49 = getelementptr inbounds float, ptr %arena, i64 %246
+  store float %w85, ptr %arena49, align 4
   %w86 = load float, ptr %conv2.w86, align 4
-  %195 = mul nsw i64 %conv2.ci681, 64
-  %196 = add nsw i64 811008, %195
-  %197 = add nsw i64 %196, %conv2.co692
-  %arena51 = getelementptr inbounds float, ptr %arena, i64 %197
-  store float %w86, ptr %arena51, align 4
-  %w87 = load float, ptr %conv2.w87, align 4
-  %198 = mul nsw i64 %conv2.ci681, 64
-  %199 = add nsw i64 813056, %198
-  %200 = add nsw i64 %199, %conv2.co692
-  %arena52 = getelementptr inbounds float, ptr %arena, i64 %200
-  store float %w87, ptr %arena52, align 4
-  %w88 = load float, ptr %conv2.w88, align 4
-  %201 = mul nsw i64 %conv2.ci681, 64
-  %202 = add nsw i64 815104, %201
-  %203 = add nsw i64 %202, %conv2.co692
-  %arena53 = getelementptr inbounds float, ptr %arena, i64 %203
-  store float %w88, ptr %arena53, align 4
-  %w89 = load float, ptr %conv2.w89, align 4
-  %204 = mul nsw i64 %conv2.ci681, 64
-  %205 = add nsw i64 817152, %204
-  %206 = add nsw i64 %205, %conv2.co692
-  %arena54 = getelementptr inbounds float, ptr %arena, i64 %206
-  store float %w89, ptr %arena54, align 4
-  %w90 = load float, ptr %conv2.w90, align 4
-  %207 = mul nsw i64 %conv2.ci681, 64
-  %208 = add nsw i64 819200, %207
-  %209 = add nsw i64 %208, %conv2.co692
-  %arena55 = getelementptr inbounds float, ptr %arena, i64 %209
-  store float %w90, ptr %arena55, align 4
-  %w91 = load float, ptr %conv2.w91, align 4
-  %210 = mul nsw i64 %conv2.ci681, 64
-  %211 = add nsw i64 821248, %210
-  %212 = add nsw i64 %211, %conv2.co692
-  %arena56 = getelementptr inbounds float, ptr %arena, i64 %212
-  store float %w91, ptr %arena56, align 4
-  %w92 = load float, ptr %conv2.w92, align 4
-  %213 = mul nsw i64 %conv2.ci681, 64
-  %214 = add nsw i64 823296, %213
-  %215 = add nsw i64 %214, %conv2.co692
-  %arena57 = getelementptr inbounds float, ptr %arena, i64 %215
-  store float %w92, ptr %arena57, align 4
-  %w93 = load float, ptr %conv2.w93, align 4
-  %216 = mul nsw i64 %conv2.ci681, 64
-  %217 = add nsw i64 825344, %216
-  %218 = add nsw i64 %217, %conv2.co692
-  %arena58 = getelementptr inbounds float, ptr %arena, i64 %218
-  store float %w93, ptr %arena58, align 4
-  %w94 = load float, ptr %conv2.w94, align 4
-  %219 = mul nsw i64 %conv2.ci681, 64
-  %220 = add nsw i64 827392, %219
-  %221 = add nsw i64 %220, %conv2.co692
-  %arena59 = getelementptr inbounds float, ptr %arena, i64 %221
-  store float %w94, ptr %arena59, align 4
-  %w95 = load float, ptr %conv2.w95, align 4
-  %222 = mul nsw i64 %conv2.ci681, 64
-  %223 = add nsw i64 829440, %222
-  %224 = add nsw i64 %223, %conv2.co692
-  %arena60 = getelementptr inbounds float, ptr %arena, i64 %224
-  store float %w95, ptr %arena60, align 4
-  %w96 = load float, ptr %conv2.w96, align 4
-  %225 = mul nsw i64 %conv2.ci681, 64
-  %226 = add nsw i64 831488, %225
-  %227 = add nsw i64 %226, %conv2.co692
-  %arena61 = getelementptr inbounds float, ptr %arena, i64 %227
-  store float %w96, ptr %arena61, align 4
-  %w97 = load float, ptr %conv2.w97, align 4
-  %228 = mul nsw i64 %conv2.ci681, 64
-  %229 = add nsw i64 833536, %228
-  %230 = add nsw i64 %229, %conv2.co692
-  %arena62 = getelementptr inbounds float, ptr %arena, i64 %230
-  store float %w97, ptr %arena62, align 4
-  %co69.next = add nsw i64 %conv2.co692, 1
-  %231 = icmp slt i64 %co69.next, 64
-  br i1 %231, label %conv2.co69, label %conv2.co69.end
-
-conv2.co69.end:                                   ; preds = %conv2.co69
-  %ci68.next = add nsw i64 %conv2.ci681, 1
-  %232 = icmp slt i64 %ci68.next, 32
-  br i1 %232, label %conv2.ci68, label %conv2.ci68.end
-
-conv2.i98:                                        ; preds = %conv2.i98, %conv2.ci68.end
-  %conv2.i9863 = phi i64 [ 0, %conv2.ci68.end ], [ %i98.next, %conv2.i98 ]
-  %233 = add nsw i64 835584, %conv2.i9863
-  %arena64 = getelementptr inbounds float, ptr %arena, i64 %233
-  store float 0.000000e+00, ptr %arena64, align 4
-  %i98.next = add nsw i64 %conv2.i9863, 1
-  %234 = icmp slt i64 %i98.next, 8192
-  br i1 %234, label %conv2.i98, label %conv2.i98.end
-
-conv2.i98.end:                                    ; preds = %conv2.i98
-  br label %conv2.g99
-
-conv2.g99:                                        ; preds = %conv2.j172.end, %conv2.i98.end
-  %conv2.g9965 = phi i64 [ 0, %conv2.i98.end ], [ %g99.next, %conv2.j172.end ]
-  br label %conv2.j100
-
-conv2.g99.end:                                    ; preds = %conv2.j172.end
-  ret void
-
-conv2.j100:                                       ; preds = %conv2.c101.end, %conv2.g99
-  %conv2.j10066 = phi i64 [ 0, %conv2.g99 ], [ %j100.next, %conv2.c101.end ]
-  br label %conv2.c101
-
-conv2.j100.end:                                   ; preds = %conv2.c101.end
-  br label %conv2.j104
-
-conv2.c101:                                       ; preds = %conv2.iy102.end, %conv2.j100
-  %conv2.c10167 = phi i64 [ 0, %conv2.j100 ], [ %c101.next, %conv2.iy102.end ]
-  br label %conv2.iy102
-
-conv2.c101.end:                                   ; preds = %conv2.iy102.end
-  %j100.next = add nsw i64 %conv2.j10066, 1
-  %235 = icmp slt i64 %j100.next, 1
-  br i1 %235, label %conv2.j100, label %conv2.j100.end
-
-conv2.iy102:                                      ; preds = %conv2.ix103.end, %conv2.c101
-  %conv2.iy10268 = phi i64 [ 0, %conv2.c101 ], [ %iy102.next, %conv2.ix103.end ]
-  br label %conv2.ix103
-
-conv2.iy102.end:                                  ; preds = %conv2.ix103.end
-  %c101.next = add nsw i64 %conv2.c10167, 1
-  %236 = icmp slt i64 %c101.next, 32
-  br i1 %236, label %conv2.c101, label %conv2.c101.end
-
-conv2.ix103:                                      ; preds = %conv2.ix103, %conv2.iy102
-  %conv2.ix10369 = phi i64 [ 0, %conv2.iy102 ], [ %ix103.next, %conv2.ix103 ]
-  %237 = add nsw i64 %conv2.g9965, %conv2.j10066
-  %238 = mul nsw i64 %237, 6272
-  %239 = mul nsw i64 %conv2.c10167, 196
-  %240 = add nsw i64 %238, %239
-  %241 = mul nsw i64 %conv2.iy10268, 14
-  %242 = add nsw i64 %240, %241
-  %243 = add nsw i64 %242, %conv2.ix10369
-  %arena70 = getelementptr inbounds float, ptr %arena, i64 %243
-  %244 = load float, ptr %arena70, align 4
-  %245 = mul nsw i64 %conv2.j10066, 8192
-  %246 = add nsw i64 %conv2.iy10268, 1
-  %247 = mul nsw i64 %246, 512
-  %248 = add nsw i64 %245, %247
-  %249 = add nsw i64 %conv2.ix10369, 1
-  %250 = mul nsw i64 %249, 32
+  %247 = mul nsw i64 %conv2.ci691, 64
+  %248 = add nsw i64 808960, %247
+  %249 = mul nsw i64 %0, 32
+  %250 = add nsw i64 %249, %conv2.co702
   %251 = add nsw i64 %248, %250
-  %252 = add nsw i64 %251, %conv2.c10167
-  %253 = add nsw i64 835584, %252
-  %arena71 = getelementptr inbounds float, ptr %arena, i64 %253
-  store float %244, ptr %arena71, align 4
-  %ix103.next = add nsw i64 %conv2.ix10369, 1
-  %254 = icmp slt i64 %ix103.next, 14
-  br i1 %254, label %conv2.ix103, label %conv2.ix103.end
-
-conv2.ix103.end:                                  ; preds = %conv2.ix103
-  %iy102.next = add nsw i64 %conv2.iy10268, 1
-  %255 = icmp slt i64 %iy102.next, 14
-  br i1 %255, label %conv2.iy102, label %conv2.iy102.end
-
-conv2.j104:                                       ; preds = %conv2.ty105.end, %conv2.j100.end
-  %conv2.j10472 = phi i64 [ 0, %conv2.j100.end ], [ %j104.next, %conv2.ty105.end ]
-  br label %conv2.ty105
-
-conv2.j104.end:                                   ; preds = %conv2.ty105.end
-  br label %conv2.xi140
-
-conv2.ty105:                                      ; preds = %conv2.tx106.end, %conv2.j104
-  %conv2.ty10573 = phi i64 [ 0, %conv2.j104 ], [ %ty105.next, %conv2.tx106.end ]
-  br label %conv2.tx106
-
-conv2.ty105.end:                                  ; preds = %conv2.tx106.end
-  %j104.next = add nsw i64 %conv2.j10472, 1
-  %256 = icmp slt i64 %j104.next, 1
-  br i1 %256, label %conv2.j104, label %conv2.j104.end
-
-conv2.tx106:                                      ; preds = %conv2.cv107.end, %conv2.ty105
-  %conv2.tx10674 = phi i64 [ 0, %conv2.ty105 ], [ %tx106.next, %conv2.cv107.end ]
-  br label %conv2.cv107
-
-conv2.tx106.end:                                  ; preds = %conv2.cv107.end
-  %ty105.next = add nsw i64 %conv2.ty10573, 1
-  %257 = icmp slt i64 %ty105.next, 7
-  br i1 %257, label %conv2.ty105, label %conv2.ty105.end
-
-conv2.cv107:                                      ; preds = %conv2.cv107, %conv2.tx106
-  %conv2.cv10775 = phi i64 [ 0, %conv2.tx106 ], [ %cv107.next, %conv2.cv107 ]
-  %258 = mul nsw i64 %conv2.j10472, 8192
-  %259 = mul nsw i64 %conv2.ty10573, 2
-  %260 = mul nsw i64 %259, 512
+  %arena50 = getelementptr inbounds float, ptr %arena, i64 %251
+  store float %w86, ptr %arena50, align 4
+  %w87 = load float, ptr %conv2.w87, align 4
+  %252 = mul nsw i64 %conv2.ci691, 64
+  %253 = add nsw i64 811008, %252
+  %254 = mul nsw i64 %0, 32
+  %255 = add nsw i64 %254, %conv2.co702
+  %256 = add nsw i64 %253, %255
+  %arena51 = getelementptr inbounds float, ptr %arena, i64 %256
+  store float %w87, ptr %arena51, align 4
+  %w88 = load float, ptr %conv2.w88, align 4
+  %257 = mul nsw i64 %conv2.ci691, 64
+  %258 = add nsw i64 813056, %257
+  %259 = mul nsw i64 %0, 32
+  %260 = add nsw i64 %259, %conv2.co702
   %261 = add nsw i64 %258, %260
-  %262 = mul nsw i64 %conv2.tx10674, 2
-  %263 = mul nsw i64 %262, 32
-  %264 = add nsw i64 %261, %263
-  %265 = mul nsw i64 %conv2.cv10775, 8
-  %266 = add nsw i64 %264, %265
-  %267 = add nsw i64 835584, %266
-  %arena76 = getelementptr inbounds float, ptr %arena, i64 %267
-  %268 = load <8 x float>, ptr %arena76, align 4
-  %269 = mul nsw i64 %conv2.j10472, 8192
-  %270 = mul nsw i64 %conv2.ty10573, 2
-  %271 = add nsw i64 %270, 2
-  %272 = mul nsw i64 %271, 512
-  %273 = add nsw i64 %269, %272
-  %274 = mul nsw i64 %conv2.tx10674, 2
-  %275 = mul nsw i64 %274, 32
+  %arena52 = getelementptr inbounds float, ptr %arena, i64 %261
+  store float %w88, ptr %arena52, align 4
+  %w89 = load float, ptr %conv2.w89, align 4
+  %262 = mul nsw i64 %conv2.ci691, 64
+  %263 = add nsw i64 815104, %262
+  %264 = mul nsw i64 %0, 32
+  %265 = add nsw i64 %264, %conv2.co702
+  %266 = add nsw i64 %263, %265
+  %arena53 = getelementptr inbounds float, ptr %arena, i64 %266
+  store float %w89, ptr %arena53, align 4
+  %w90 = load float, ptr %conv2.w90, align 4
+  %267 = mul nsw i64 %conv2.ci691, 64
+  %268 = add nsw i64 817152, %267
+  %269 = mul nsw i64 %0, 32
+  %270 = add nsw i64 %269, %conv2.co702
+  %271 = add nsw i64 %268, %270
+  %arena54 = getelementptr inbounds float, ptr %arena, i64 %271
+  store float %w90, ptr %arena54, align 4
+  %w91 = load float, ptr %conv2.w91, align 4
+  %272 = mul nsw i64 %conv2.ci691, 64
+  %273 = add nsw i64 819200, %272
+  %274 = mul nsw i64 %0, 32
+  %275 = add nsw i64 %274, %conv2.co702
   %276 = add nsw i64 %273, %275
-  %277 = mul nsw i64 %conv2.cv10775, 8
-  %278 = add nsw i64 %276, %277
-  %279 = add nsw i64 835584, %278
-  %arena77 = getelementptr inbounds float, ptr %arena, i64 %279
-  %280 = load <8 x float>, ptr %arena77, align 4
-  %281 = fsub <8 x float> %268, %280
-  store <8 x float> %281, ptr %conv2.w108, align 32
-  %282 = mul nsw i64 %conv2.j10472, 8192
-  %283 = mul nsw i64 %conv2.ty10573, 2
-  %284 = add nsw i64 %283, 1
-  %285 = mul nsw i64 %284, 512
-  %286 = add nsw i64 %282, %285
-  %287 = mul nsw i64 %conv2.tx10674, 2
-  %288 = mul nsw i64 %287, 32
-  %289 = add nsw i64 %286, %288
-  %290 = mul nsw i64 %conv2.cv10775, 8
-  %291 = add nsw i64 %289, %290
-  %292 = add nsw i64 835584, %291
-  %arena78 = getelementptr inbounds float, ptr %arena, i64 %292
-  %293 = load <8 x float>, ptr %arena78, align 4
-  %294 = mul nsw i64 %conv2.j10472, 8192
-  %295 = mul nsw i64 %conv2.ty10573, 2
-  %296 = add nsw i64 %295, 2
-  %297 = mul nsw i64 %296, 512
-  %298 = add nsw i64 %294, %297
-  %299 = mul nsw i64 %conv2.tx10674, 2
-  %300 = mul nsw i64 %299, 32
+  %arena55 = getelementptr inbounds float, ptr %arena, i64 %276
+  store float %w91, ptr %arena55, align 4
+  %w92 = load float, ptr %conv2.w92, align 4
+  %277 = mul nsw i64 %conv2.ci691, 64
+  %278 = add nsw i64 821248, %277
+  %279 = mul nsw i64 %0, 32
+  %280 = add nsw i64 %279, %conv2.co702
+  %281 = add nsw i64 %278, %280
+  %arena56 = getelementptr inbounds float, ptr %arena, i64 %281
+  store float %w92, ptr %arena56, align 4
+  %w93 = load float, ptr %conv2.w93, align 4
+  %282 = mul nsw i64 %conv2.ci691, 64
+  %283 = add nsw i64 823296, %282
+  %284 = mul nsw i64 %0, 32
+  %285 = add nsw i64 %284, %conv2.co702
+  %286 = add nsw i64 %283, %285
+  %arena57 = getelementptr inbounds float, ptr %arena, i64 %286
+  store float %w93, ptr %arena57, align 4
+  %w94 = load float, ptr %conv2.w94, align 4
+  %287 = mul nsw i64 %conv2.ci691, 64
+  %288 = add nsw i64 825344, %287
+  %289 = mul nsw i64 %0, 32
+  %290 = add nsw i64 %289, %conv2.co702
+  %291 = add nsw i64 %288, %290
+  %arena58 = getelementptr inbounds float, ptr %arena, i64 %291
+  store float %w94, ptr %arena58, align 4
+  %w95 = load float, ptr %conv2.w95, align 4
+  %292 = mul nsw i64 %conv2.ci691, 64
+  %293 = add nsw i64 827392, %292
+  %294 = mul nsw i64 %0, 32
+  %295 = add nsw i64 %294, %conv2.co702
+  %296 = add nsw i64 %293, %295
+  %arena59 = getelementptr inbounds float, ptr %arena, i64 %296
+  store float %w95, ptr %arena59, align 4
+  %w96 = load float, ptr %conv2.w96, align 4
+  %297 = mul nsw i64 %conv2.ci691, 64
+  %298 = add nsw i64 829440, %297
+  %299 = mul nsw i64 %0, 32
+  %300 = add nsw i64 %299, %conv2.co702
   %301 = add nsw i64 %298, %300
-  %302 = mul nsw i64 %conv2.cv10775, 8
-  %303 = add nsw i64 %301, %302
-  %304 = add nsw i64 835584, %303
-  %arena79 = getelementptr inbounds float, ptr %arena, i64 %304
-  %305 = load <8 x float>, ptr %arena79, align 4
-  %306 = fadd <8 x float> %293, %305
-  store <8 x float> %306, ptr %conv2.w109, align 32
-  %307 = mul nsw i64 %conv2.j10472, 8192
-  %308 = mul nsw i64 %conv2.ty10573, 2
-  %309 = add nsw i64 %308, 2
-  %310 = mul nsw i64 %309, 512
-  %311 = add nsw i64 %307, %310
-  %312 = mul nsw i64 %conv2.tx10674, 2
-  %313 = mul nsw i64 %312, 32
-  %314 = add nsw i64 %311, %313
-  %315 = mul nsw i64 %conv2.cv10775, 8
-  %316 = add nsw i64 %314, %315
-  %317 = add nsw i64 835584, %316
-  %arena80 = getelementptr inbounds float, ptr %arena, i64 %317
-  %318 = load <8 x float>, ptr %arena80, align 4
-  %319 = mul nsw i64 %conv2.j10472, 8192
-  %320 = mul nsw i64 %conv2.ty10573, 2
-  %321 = add nsw i64 %320, 1
-  %322 = mul nsw i64 %321, 512
-  %323 = add nsw i64 %319, %322
-  %324 = mul nsw i64 %conv2.tx10674, 2
-  %325 = mul nsw i64 %324, 32
-  %326 = add nsw i64 %323, %325
-  %327 = mul nsw i64 %conv2.cv10775, 8
-  %328 = add nsw i64 %326, %327
-  %329 = add nsw i64 835584, %328
-  %arena81 = getelementptr inbounds float, ptr %arena, i64 %329
-  %330 = load <8 x float>, ptr %arena81, align 4
-  %331 = fsub <8 x float> %318, %330
-  store <8 x float> %331, ptr %conv2.w110, align 32
-  %332 = mul nsw i64 %conv2.j10472, 8192
-  %333 = mul nsw i64 %conv2.ty10573, 2
-  %334 = add nsw i64 %333, 1
-  %335 = mul nsw i64 %334, 512
-  %336 = add nsw i64 %332, %335
-  %337 = mul nsw i64 %conv2.tx10674, 2
-  %338 = mul nsw i64 %337, 32
-  %339 = add nsw i64 %336, %338
-  %340 = mul nsw i64 %conv2.cv10775, 8
-  %341 = add nsw i64 %339, %340
-  %342 = add nsw i64 835584, %341
-  %arena82 = getelementptr inbounds float, ptr %arena, i64 %342
-  %343 = load <8 x float>, ptr %arena82, align 4
-  %344 = mul nsw i64 %conv2.j10472, 8192
-  %345 = mul nsw i64 %conv2.ty10573, 2
-  %346 = add nsw i64 %345, 3
-  %347 = mul nsw i64 %346, 512
-  %348 = add nsw i64 %344, %347
-  %349 = mul nsw i64 %conv2.tx10674, 2
-  %350 = mul nsw i64 %349, 32
-  %351 = add nsw i64 %348, %350
-  %352 = mul nsw i64 %conv2.cv10775, 8
-  %353 = add nsw i64 %351, %352
-  %354 = add nsw i64 835584, %353
-  %arena83 = getelementptr inbounds float, ptr %arena, i64 %354
-  %355 = load <8 x float>, ptr %arena83, align 4
-  %356 = fsub <8 x float> %343, %355
-  store <8 x float> %356, ptr %conv2.w111, align 32
-  %357 = mul nsw i64 %conv2.j10472, 8192
-  %358 = mul nsw i64 %conv2.ty10573, 2
-  %359 = mul nsw i64 %358, 512
-  %360 = add nsw i64 %357, %359
-  %361 = mul nsw i64 %conv2.tx10674, 2
-  %362 = add nsw i64 %361, 1
-  %363 = mul nsw i64 %362, 32
-  %364 = add nsw i64 %360, %363
-  %365 = mul nsw i64 %conv2.cv10775, 8
-  %366 = add nsw i64 %364, %365
-  %367 = add nsw i64 835584, %366
-  %arena84 = getelementptr inbounds float, ptr %arena, i64 %367
-  %368 = load <8 x float>, ptr %arena84, align 4
-  %369 = mul nsw i64 %conv2.j10472, 8192
-  %370 = mul nsw i64 %conv2.ty10573, 2
-  %371 = add nsw i64 %370, 2
-  %372 = mul nsw i64 %371, 512
-  %373 = add nsw i64 %369, %372
-  %374 = mul nsw i64 %conv2.tx10674, 2
-  %375 = add nsw i64 %374, 1
-  %376 = mul nsw i64 %375, 32
-  %377 = add nsw i64 %373, %376
-  %378 = mul nsw i64 %conv2.cv10775, 8
-  %379 = add nsw i64 %377, %378
-  %380 = add nsw i64 835584, %379
-  %arena85 = getelementptr inbounds float, ptr %arena, i64 %380
-  %381 = load <8 x float>, ptr %arena85, align 4
-  %382 = fsub <8 x float> %368, %381
-  store <8 x float> %382, ptr %conv2.w112, align 32
-  %383 = mul nsw i64 %conv2.j10472, 8192
-  %384 = mul nsw i64 %conv2.ty10573, 2
-  %385 = add nsw i64 %384, 1
-  %386 = mul nsw i64 %385, 512
-  %387 = add nsw i64 %383, %386
-  %388 = mul nsw i64 %conv2.tx10674, 2
-  %389 = add nsw i64 %388, 1
-  %390 = mul nsw i64 %389, 32
-  %391 = add nsw i64 %387, %390
-  %392 = mul nsw i64 %conv2.cv10775, 8
-  %393 = add nsw i64 %391, %392
-  %394 = add nsw i64 835584, %393
-  %arena86 = getelementptr inbounds float, ptr %arena, i64 %394
-  %395 = load <8 x float>, ptr %arena86, align 4
-  %396 = mul nsw i64 %conv2.j10472, 8192
-  %397 = mul nsw i64 %conv2.ty10573, 2
-  %398 = add nsw i64 %397, 2
-  %399 = mul nsw i64 %398, 512
-  %400 = add nsw i64 %396, %399
-  %401 = mul nsw i64 %conv2.tx10674, 2
-  %402 = add nsw i64 %401, 1
-  %403 = mul nsw i64 %402, 32
-  %404 = add nsw i64 %400, %403
-  %405 = mul nsw i64 %conv2.cv10775, 8
-  %406 = add nsw i64 %404, %405
-  %407 = add nsw i64 835584, %406
-  %arena87 = getelementptr inbounds float, ptr %arena, i64 %407
-  %408 = load <8 x float>, ptr %arena87, align 4
-  %409 = fadd <8 x float> %395, %408
-  store <8 x float> %409, ptr %conv2.w113, align 32
-  %410 = mul nsw i64 %conv2.j10472, 8192
-  %411 = mul nsw i64 %conv2.ty10573, 2
-  %412 = add nsw i64 %411, 2
-  %413 = mul nsw i64 %412, 512
-  %414 = add nsw i64 %410, %413
-  %415 = mul nsw i64 %conv2.tx10674, 2
-  %416 = add nsw i64 %415, 1
-  %417 = mul nsw i64 %416, 32
-  %418 = add nsw i64 %414, %417
-  %419 = mul nsw i64 %conv2.cv10775, 8
-  %420 = add nsw i64 %418, %419
-  %421 = add nsw i64 835584, %420
-  %arena88 = getelementptr inbounds float, ptr %arena, i64 %421
-  %422 = load <8 x float>, ptr %arena88, align 4
-  %423 = mul nsw i64 %conv2.j10472, 8192
-  %424 = mul nsw i64 %conv2.ty10573, 2
-  %425 = add nsw i64 %424, 1
-  %426 = mul nsw i64 %425, 512
-  %427 = add nsw i64 %423, %426
-  %428 = mul nsw i64 %conv2.tx10674, 2
-  %429 = add nsw i64 %428, 1
-  %430 = mul nsw i64 %429, 32
-  %431 = add nsw i64 %427, %430
-  %432 = mul nsw i64 %conv2.cv10775, 8
-  %433 = add nsw i64 %431, %432
-  %434 = add nsw i64 835584, %433
-  %arena89 = getelementptr inbounds float, ptr %arena, i64 %434
-  %435 = load <8 x float>, ptr %arena89, align 4
-  %436 = fsub <8 x float> %422, %435
-  store <8 x float> %436, ptr %conv2.w114, align 32
-  %437 = mul nsw i64 %conv2.j10472, 8192
-  %438 = mul nsw i64 %conv2.ty10573, 2
-  %439 = add nsw i64 %438, 1
-  %440 = mul nsw i64 %439, 512
-  %441 = add nsw i64 %437, %440
-  %442 = mul nsw i64 %conv2.tx10674, 2
-  %443 = add nsw i64 %442, 1
-  %444 = mul nsw i64 %443, 32
-  %445 = add nsw i64 %441, %444
-  %446 = mul nsw i64 %conv2.cv10775, 8
-  %447 = add nsw i64 %445, %446
-  %448 = add nsw i64 835584, %447
-  %arena90 = getelementptr inbounds float, ptr %arena, i64 %448
-  %449 = load <8 x float>, ptr %arena90, align 4
-  %450 = mul nsw i64 %conv2.j10472, 8192
-  %451 = mul nsw i64 %conv2.ty10573, 2
-  %452 = add nsw i64 %451, 3
-  %453 = mul nsw i64 %452, 512
-  %454 = add nsw i64 %450, %453
-  %455 = mul nsw i64 %conv2.tx10674, 2
-  %456 = add nsw i64 %455, 1
-  %457 = mul nsw i64 %456, 32
-  %458 = add nsw i64 %454, %457
-  %459 = mul nsw i64 %conv2.cv10775, 8
-  %460 = add nsw i64 %458, %459
-  %461 = add nsw i64 835584, %460
-  %arena91 = getelementptr inbounds float, ptr %arena, i64 %461
-  %462 = load <8 x float>, ptr %arena91, align 4
-  %463 = fsub <8 x float> %449, %462
-  store <8 x float> %463, ptr %conv2.w115, align 32
-  %464 = mul nsw i64 %conv2.j10472, 8192
-  %465 = mul nsw i64 %conv2.ty10573, 2
-  %466 = mul nsw i64 %465, 512
-  %467 = add nsw i64 %464, %466
-  %468 = mul nsw i64 %conv2.tx10674, 2
-  %469 = add nsw i64 %468, 2
-  %470 = mul nsw i64 %469, 32
-  %471 = add nsw i64 %467, %470
-  %472 = mul nsw i64 %conv2.cv10775, 8
-  %473 = add nsw i64 %471, %472
-  %474 = add nsw i64 835584, %473
-  %arena92 = getelementptr inbounds float, ptr %arena, i64 %474
-  %475 = load <8 x float>, ptr %arena92, align 4
-  %476 = mul nsw i64 %conv2.j10472, 8192
-  %477 = mul nsw i64 %conv2.ty10573, 2
-  %478 = add nsw i64 %477, 2
-  %479 = mul nsw i64 %478, 512
-  %480 = add nsw i64 %476, %479
-  %481 = mul nsw i64 %conv2.tx10674, 2
-  %482 = add nsw i64 %481, 2
-  %483 = mul nsw i64 %482, 32
-  %484 = add nsw i64 %480, %483
-  %485 = mul nsw i64 %conv2.cv10775, 8
-  %486 = add nsw i64 %484, %485
-  %487 = add nsw i64 835584, %486
-  %arena93 = getelementptr inbounds float, ptr %arena, i64 %487
-  %488 = load <8 x float>, ptr %arena93, align 4
-  %489 = fsub <8 x float> %475, %488
-  store <8 x float> %489, ptr %conv2.w116, align 32
-  %490 = mul nsw i64 %conv2.j10472, 8192
-  %491 = mul nsw i64 %conv2.ty10573, 2
-  %492 = add nsw i64 %491, 1
-  %493 = mul nsw i64 %492, 512
-  %494 = add nsw i64 %490, %493
-  %495 = mul nsw i64 %conv2.tx10674, 2
-  %496 = add nsw i64 %495, 2
-  %497 = mul nsw i64 %496, 32
-  %498 = add nsw i64 %494, %497
-  %499 = mul nsw i64 %conv2.cv10775, 8
-  %500 = add nsw i64 %498, %499
-  %501 = add nsw i64 835584, %500
-  %arena94 = getelementptr inbounds float, ptr %arena, i64 %501
-  %502 = load <8 x float>, ptr %arena94, align 4
-  %503 = mul nsw i64 %conv2.j10472, 8192
-  %504 = mul nsw i64 %conv2.ty10573, 2
-  %505 = add nsw i64 %504, 2
-  %506 = mul nsw i64 %505, 512
-  %507 = add nsw i64 %503, %506
-  %508 = mul nsw i64 %conv2.tx10674, 2
-  %509 = add nsw i64 %508, 2
-  %510 = mul nsw i64 %509, 32
-  %511 = add nsw i64 %507, %510
-  %512 = mul nsw i64 %conv2.cv10775, 8
-  %513 = add nsw i64 %511, %512
-  %514 = add nsw i64 835584, %513
-  %arena95 = getelementptr inbounds float, ptr %arena, i64 %514
-  %515 = load <8 x float>, ptr %arena95, align 4
-  %516 = fadd <8 x float> %502, %515
-  store <8 x float> %516, ptr %conv2.w117, align 32
-  %517 = mul nsw i64 %conv2.j10472, 8192
-  %518 = mul nsw i64 %conv2.ty10573, 2
-  %519 = add nsw i64 %518, 2
-  %520 = mul nsw i64 %519, 512
-  %521 = add nsw i64 %517, %520
-  %522 = mul nsw i64 %conv2.tx10674, 2
-  %523 = add nsw i64 %522, 2
-  %524 = mul nsw i64 %523, 32
-  %525 = add nsw i64 %521, %524
-  %526 = mul nsw i64 %conv2.cv10775, 8
-  %527 = add nsw i64 %525, %526
-  %528 = add nsw i64 835584, %527
-  %arena96 = getelementptr inbounds float, ptr %arena, i64 %528
-  %529 = load <8 x float>, ptr %arena96, align 4
-  %530 = mul nsw i64 %conv2.j10472, 8192
-  %531 = mul nsw i64 %conv2.ty10573, 2
-  %532 = add nsw i64 %531, 1
-  %533 = mul nsw i64 %532, 512
-  %534 = add nsw i64 %530, %533
-  %535 = mul nsw i64 %conv2.tx10674, 2
-  %536 = add nsw i64 %535, 2
-  %537 = mul nsw i64 %536, 32
-  %538 = add nsw i64 %534, %537
-  %539 = mul nsw i64 %conv2.cv10775, 8
-  %540 = add nsw i64 %538, %539
-  %541 = add nsw i64 835584, %540
-  %arena97 = getelementptr inbounds float, ptr %arena, i64 %541
-  %542 = load <8 x float>, ptr %arena97, align 4
-  %543 = fsub <8 x float> %529, %542
-  store <8 x float> %543, ptr %conv2.w118, align 32
-  %544 = mul nsw i64 %conv2.j10472, 8192
-  %545 = mul nsw i64 %conv2.ty10573, 2
-  %546 = add nsw i64 %545, 1
-  %547 = mul nsw i64 %546, 512
-  %548 = add nsw i64 %544, %547
-  %549 = mul nsw i64 %conv2.tx10674, 2
-  %550 = add nsw i64 %549, 2
-  %551 = mul nsw i64 %550, 32
-  %552 = add nsw i64 %548, %551
-  %553 = mul nsw i64 %conv2.cv10775, 8
-  %554 = add nsw i64 %552, %553
-  %555 = add nsw i64 835584, %554
-  %arena98 = getelementptr inbounds float, ptr %arena, i64 %555
-  %556 = load <8 x float>, ptr %arena98, align 4
-  %557 = mul nsw i64 %conv2.j10472, 8192
-  %558 = mul nsw i64 %conv2.ty10573, 2
-  %559 = add nsw i64 %558, 3
-  %560 = mul nsw i64 %559, 512
-  %561 = add nsw i64 %557, %560
-  %562 = mul nsw i64 %conv2.tx10674, 2
-  %563 = add nsw i64 %562, 2
-  %564 = mul nsw i64 %563, 32
-  %565 = add nsw i64 %561, %564
-  %566 = mul nsw i64 %conv2.cv10775, 8
-  %567 = add nsw i64 %565, %566
-  %568 = add nsw i64 835584, %567
-  %arena99 = getelementptr inbounds float, ptr %arena, i64 %568
-  %569 = load <8 x float>, ptr %arena99, align 4
-  %570 = fsub <8 x float> %556, %569
-  store <8 x float> %570, ptr %conv2.w119, align 32
-  %571 = mul nsw i64 %conv2.j10472, 8192
-  %572 = mul nsw i64 %conv2.ty10573, 2
-  %573 = mul nsw i64 %572, 512
-  %574 = add nsw i64 %571, %573
-  %575 = mul nsw i64 %conv2.tx10674, 2
-  %576 = add nsw i64 %575, 3
-  %577 = mul nsw i64 %576, 32
-  %578 = add nsw i64 %574, %577
-  %579 = mul nsw i64 %conv2.cv10775, 8
-  %580 = add nsw i64 %578, %579
-  %581 = add nsw i64 835584, %580
-  %arena100 = getelementptr inbounds float, ptr %arena, i64 %581
-  %582 = load <8 x float>, ptr %arena100, align 4
-  %583 = mul nsw i64 %conv2.j10472, 8192
-  %584 = mul nsw i64 %conv2.ty10573, 2
-  %585 = add nsw i64 %584, 2
-  %586 = mul nsw i64 %585, 512
-  %587 = add nsw i64 %583, %586
-  %588 = mul nsw i64 %conv2.tx10674, 2
-  %589 = add nsw i64 %588, 3
-  %590 = mul nsw i64 %589, 32
-  %591 = add nsw i64 %587, %590
-  %592 = mul nsw i64 %conv2.cv10775, 8
-  %593 = add nsw i64 %591, %592
-  %594 = add nsw i64 835584, %593
-  %arena101 = getelementptr inbounds float, ptr %arena, i64 %594
-  %595 = load <8 x float>, ptr %arena101, align 4
-  %596 = fsub <8 x float> %582, %595
-  store <8 x float> %596, ptr %conv2.w120, align 32
-  %597 = mul nsw i64 %conv2.j10472, 8192
-  %598 = mul nsw i64 %conv2.ty10573, 2
-  %599 = add nsw i64 %598, 1
-  %600 = mul nsw i64 %599, 512
-  %601 = add nsw i64 %597, %600
-  %602 = mul nsw i64 %conv2.tx10674, 2
-  %603 = add nsw i64 %602, 3
-  %604 = mul nsw i64 %603, 32
-  %605 = add nsw i64 %601, %604
-  %606 = mul nsw i64 %conv2.cv10775, 8
-  %607 = add nsw i64 %605, %606
-  %608 = add nsw i64 835584, %607
-  %arena102 = getelementptr inbounds float, ptr %arena, i64 %608
-  %609 = load <8 x float>, ptr %arena102, align 4
-  %610 = mul nsw i64 %conv2.j10472, 8192
-  %611 = mul nsw i64 %conv2.ty10573, 2
-  %612 = add nsw i64 %611, 2
-  %613 = mul nsw i64 %612, 512
-  %614 = add nsw i64 %610, %613
-  %615 = mul nsw i64 %conv2.tx10674, 2
-  %616 = add nsw i64 %615, 3
-  %617 = mul nsw i64 %616, 32
-  %618 = add nsw i64 %614, %617
-  %619 = mul nsw i64 %conv2.cv10775, 8
-  %620 = add nsw i64 %618, %619
-  %621 = add nsw i64 835584, %620
-  %arena103 = getelementptr inbounds float, ptr %arena, i64 %621
-  %622 = load <8 x float>, ptr %arena103, align 4
-  %623 = fadd <8 x float> %609, %622
-  store <8 x float> %623, ptr %conv2.w121, align 32
-  %624 = mul nsw i64 %conv2.j10472, 8192
-  %625 = mul nsw i64 %conv2.ty10573, 2
-  %626 = add nsw i64 %625, 2
-  %627 = mul nsw i64 %626, 512
-  %628 = add nsw i64 %624, %627
-  %629 = mul nsw i64 %conv2.tx10674, 2
-  %630 = add nsw i64 %629, 3
-  %631 = mul nsw i64 %630, 32
-  %632 = add nsw i64 %628, %631
-  %633 = mul nsw i64 %conv2.cv10775, 8
-  %634 = add nsw i64 %632, %633
-  %635 = add nsw i64 835584, %634
-  %arena104 = getelementptr inbounds float, ptr %arena, i64 %635
-  %636 = load <8 x float>, ptr %arena104, align 4
-  %637 = mul nsw i64 %conv2.j10472, 8192
-  %638 = mul nsw i64 %conv2.ty10573, 2
-  %639 = add nsw i64 %638, 1
-  %640 = mul nsw i64 %639, 512
-  %641 = add nsw i64 %637, %640
-  %642 = mul nsw i64 %conv2.tx10674, 2
-  %643 = add nsw i64 %642, 3
-  %644 = mul nsw i64 %643, 32
-  %645 = add nsw i64 %641, %644
-  %646 = mul nsw i64 %conv2.cv10775, 8
-  %647 = add nsw i64 %645, %646
-  %648 = add nsw i64 835584, %647
-  %arena105 = getelementptr inbounds float, ptr %arena, i64 %648
-  %649 = load <8 x float>, ptr %arena105, align 4
-  %650 = fsub <8 x float> %636, %649
-  store <8 x float> %650, ptr %conv2.w122, align 32
-  %651 = mul nsw i64 %conv2.j10472, 8192
-  %652 = mul nsw i64 %conv2.ty10573, 2
-  %653 = add nsw i64 %652, 1
-  %654 = mul nsw i64 %653, 512
-  %655 = add nsw i64 %651, %654
-  %656 = mul nsw i64 %conv2.tx10674, 2
-  %657 = add nsw i64 %656, 3
-  %658 = mul nsw i64 %657, 32
-  %659 = add nsw i64 %655, %658
-  %660 = mul nsw i64 %conv2.cv10775, 8
-  %661 = add nsw i64 %659, %660
-  %662 = add nsw i64 835584, %661
-  %arena106 = getelementptr inbounds float, ptr %arena, i64 %662
-  %663 = load <8 x float>, ptr %arena106, align 4
-  %664 = mul nsw i64 %conv2.j10472, 8192
-  %665 = mul nsw i64 %conv2.ty10573, 2
-  %666 = add nsw i64 %665, 3
-  %667 = mul nsw i64 %666, 512
-  %668 = add nsw i64 %664, %667
-  %669 = mul nsw i64 %conv2.tx10674, 2
-  %670 = add nsw i64 %669, 3
-  %671 = mul nsw i64 %670, 32
-  %672 = add nsw i64 %668, %671
-  %673 = mul nsw i64 %conv2.cv10775, 8
-  %674 = add nsw i64 %672, %673
-  %675 = add nsw i64 835584, %674
-  %arena107 = getelementptr inbounds float, ptr %arena, i64 %675
-  %676 = load <8 x float>, ptr %arena107, align 4
-  %677 = fsub <8 x float> %663, %676
-  store <8 x float> %677, ptr %conv2.w123, align 32
-  %w108 = load <8 x float>, ptr %conv2.w108, align 32
-  %w116 = load <8 x float>, ptr %conv2.w116, align 32
-  %678 = fsub <8 x float> %w108, %w116
-  store <8 x float> %678, ptr %conv2.w124, align 32
-  %w112 = load <8 x float>, ptr %conv2.w112, align 32
-  %w116108 = load <8 x float>, ptr %conv2.w116, align 32
-  %679 = fadd <8 x float> %w112, %w116108
-  store <8 x float> %679, ptr %conv2.w125, align 32
-  %w116109 = load <8 x float>, ptr %conv2.w116, align 32
-  %w112110 = load <8 x float>, ptr %conv2.w112, align 32
-  %680 = fsub <8 x float> %w116109, %w112110
-  store <8 x float> %680, ptr %conv2.w126, align 32
-  %w112111 = load <8 x float>, ptr %conv2.w112, align 32
-  %w120 = load <8 x float>, ptr %conv2.w120, align 32
-  %681 = fsub <8 x float> %w112111, %w120
-  store <8 x float> %681, ptr %conv2.w127, align 32
-  %w109 = load <8 x float>, ptr %conv2.w109, align 32
-  %w117 = load <8 x float>, ptr %conv2.w117, align 32
-  %682 = fsub <8 x float> %w109, %w117
-  store <8 x float> %682, ptr %conv2.w128, align 32
-  %w113 = load <8 x float>, ptr %conv2.w113, align 32
-  %w117112 = load <8 x float>, ptr %conv2.w117, align 32
-  %683 = fadd <8 x float> %w113, %w117112
-  store <8 x float> %683, ptr %conv2.w129, align 32
-  %w117113 = load <8 x float>, ptr %conv2.w117, align 32
-  %w113114 = load <8 x float>, ptr %conv2.w113, align 32
-  %684 = fsub <8 x float> %w117113, %w113114
-  store <8 x float> %684, ptr %conv2.w130, align 32
-  %w113115 = load <8 x float>, ptr %conv2.w113, align 32
-  %w121 = load <8 x float>, ptr %conv2.w121, align 32
-  %685 = fsub <8 x float> %w113115, %w121
-  store <8 x float> %685, ptr %conv2.w131, align 32
-  %w110 = load <8 x float>, ptr %conv2.w110, align 32
-  %w118 = load <8 x float>, ptr %conv2.w118, align 32
-  %686 = fsub <8 x float> %w110, %w118
-  store <8 x float> %686, ptr %conv2.w132, align 32
-  %w114 = load <8 x float>, ptr %conv2.w114, align 32
-  %w118116 = load <8 x float>, ptr %conv2.w118, align 32
-  %687 = fadd <8 x float> %w114, %w118116
-  store <8 x float> %687, ptr %conv2.w133, align 32
-  %w118117 = load <8 x float>, ptr %conv2.w118, align 32
-  %w114118 = load <8 x float>, ptr %conv2.w114, align 32
-  %688 = fsub <8 x float> %w118117, %w114118
-  store <8 x float> %688, ptr %conv2.w134, align 32
-  %w114119 = load <8 x float>, ptr %conv2.w114, align 32
-  %w122 = load <8 x float>, ptr %conv2.w122, align 32
-  %689 = fsub <8 x float> %w114119, %w122
-  store <8 x float> %689, ptr %conv2.w135, align 32
-  %w111 = load <8 x float>, ptr %conv2.w111, align 32
-  %w119 = load <8 x float>, ptr %conv2.w119, align 32
-  %690 = fsub <8 x float> %w111, %w119
-  store <8 x float> %690, ptr %conv2.w136, align 32
-  %w115 = load <8 x float>, ptr %conv2.w115, align 32
-  %w119120 = load <8 x float>, ptr %conv2.w119, align 32
-  %691 = fadd <8 x float> %w115, %w119120
-  store <8 x float> %691, ptr %conv2.w137, align 32
-  %w119121 = load <8 x float>, ptr %conv2.w119, align 32
-  %w115122 = load <8 x float>, ptr %conv2.w115, align 32
-  %692 = fsub <8 x float> %w119121, %w115122
-  store <8 x float> %692, ptr %conv2.w138, align 32
-  %w115123 = load <8 x float>, ptr %conv2.w115, align 32
-  %w123 = load <8 x float>, ptr %conv2.w123, align 32
-  %693 = fsub <8 x float> %w115123, %w123
-  store <8 x float> %693, ptr %conv2.w139, align 32
-  %w124 = load <8 x float>, ptr %conv2.w124, align 32
-  %694 = mul nsw i64 %conv2.j10472, 49
-  %695 = mul nsw i64 %conv2.ty10573, 7
-  %696 = add nsw i64 %694, %695
-  %697 = add nsw i64 %696, %conv2.tx10674
-  %698 = mul nsw i64 %697, 32
-  %699 = add nsw i64 843776, %698
-  %700 = mul nsw i64 %conv2.cv10775, 8
-  %701 = add nsw i64 %699, %700
-  %arena124 = getelementptr inbounds float, ptr %arena, i64 %701
-  store <8 x float> %w124, ptr %arena124, align 4
-  %w125 = load <8 x float>, ptr %conv2.w125, align 32
-  %702 = mul nsw i64 %conv2.j10472, 49
-  %703 = mul nsw i64 %conv2.ty10573, 7
-  %704 = add nsw i64 %702, %703
-  %705 = add nsw i64 %704, %conv2.tx10674
-  %706 = mul nsw i64 %705, 32
-  %707 = add nsw i64 845344, %706
-  %708 = mul nsw i64 %conv2.cv10775, 8
-  %709 = add nsw i64 %707, %708
-  %arena125 = getelementptr inbounds float, ptr %arena, i64 %709
-  store <8 x float> %w125, ptr %arena125, align 4
-  %w126 = load <8 x float>, ptr %conv2.w126, align 32
-  %710 = mul nsw i64 %conv2.j10472, 49
-  %711 = mul nsw i64 %conv2.ty10573, 7
-  %712 = add nsw i64 %710, %711
-  %713 = add nsw i64 %712, %conv2.tx10674
-  %714 = mul nsw i64 %713, 32
-  %715 = add nsw i64 846912, %714
-  %716 = mul nsw i64 %conv2.cv10775, 8
-  %717 = add nsw i64 %715, %716
-  %arena126 = getelementptr inbounds float, ptr %arena, i64 %717
-  store <8 x float> %w126, ptr %arena126, align 4
-  %w127 = load <8 x float>, ptr %conv2.w127, align 32
-  %718 = mul nsw i64 %conv2.j10472, 49
-  %719 = mul nsw i64 %conv2.ty10573, 7
-  %720 = add nsw i64 %718, %719
-  %721 = add nsw i64 %720, %conv2.tx10674
-  %722 = mul nsw i64 %721, 32
-  %723 = add nsw i64 848480, %722
-  %724 = mul nsw i64 %conv2.cv10775, 8
-  %725 = add nsw i64 %723, %724
-  %arena127 = getelementptr inbounds float, ptr %arena, i64 %725
-  store <8 x float> %w127, ptr %arena127, align 4
-  %w128 = load <8 x float>, ptr %conv2.w128, align 32
-  %726 = mul nsw i64 %conv2.j10472, 49
-  %727 = mul nsw i64 %conv2.ty10573, 7
-  %728 = add nsw i64 %726, %727
-  %729 = add nsw i64 %728, %conv2.tx10674
-  %730 = mul nsw i64 %729, 32
-  %731 = add nsw i64 850048, %730
-  %732 = mul nsw i64 %conv2.cv10775, 8
-  %733 = add nsw i64 %731, %732
-  %arena128 = getelementptr inbounds float, ptr %arena, i64 %733
-  store <8 x float> %w128, ptr %arena128, align 4
-  %w129 = load <8 x float>, ptr %conv2.w129, align 32
-  %734 = mul nsw i64 %conv2.j10472, 49
-  %735 = mul nsw i64 %conv2.ty10573, 7
-  %736 = add nsw i64 %734, %735
-  %737 = add nsw i64 %736, %conv2.tx10674
-  %738 = mul nsw i64 %737, 32
-  %739 = add nsw i64 851616, %738
-  %740 = mul nsw i64 %conv2.cv10775, 8
-  %741 = add nsw i64 %739, %740
-  %arena129 = getelementptr inbounds float, ptr %arena, i64 %741
-  store <8 x float> %w129, ptr %arena129, align 4
-  %w130 = load <8 x float>, ptr %conv2.w130, align 32
-  %742 = mul nsw i64 %conv2.j10472, 49
-  %743 = mul nsw i64 %conv2.ty10573, 7
-  %744 = add nsw i64 %742, %743
-  %745 = add nsw i64 %744, %conv2.tx10674
-  %746 = mul nsw i64 %745, 32
-  %747 = add nsw i64 853184, %746
-  %748 = mul nsw i64 %conv2.cv10775, 8
-  %749 = add nsw i64 %747, %748
-  %arena130 = getelementptr inbounds float, ptr %arena, i64 %749
-  store <8 x float> %w130, ptr %arena130, align 4
-  %w131 = load <8 x float>, ptr %conv2.w131, align 32
-  %750 = mul nsw i64 %conv2.j10472, 49
-  %751 = mul nsw i64 %conv2.ty10573, 7
-  %752 = add nsw i64 %750, %751
-  %753 = add nsw i64 %752, %conv2.tx10674
-  %754 = mul nsw i64 %753, 32
-  %755 = add nsw i64 854752, %754
-  %756 = mul nsw i64 %conv2.cv10775, 8
-  %757 = add nsw i64 %755, %756
-  %arena131 = getelementptr inbounds float, ptr %arena, i64 %757
-  store <8 x float> %w131, ptr %arena131, align 4
-  %w132 = load <8 x float>, ptr %conv2.w132, align 32
-  %758 = mul nsw i64 %conv2.j10472, 49
-  %759 = mul nsw i64 %conv2.ty10573, 7
-  %760 = add nsw i64 %758, %759
-  %761 = add nsw i64 %760, %conv2.tx10674
-  %762 = mul nsw i64 %761, 32
-  %763 = add nsw i64 856320, %762
-  %764 = mul nsw i64 %conv2.cv10775, 8
-  %765 = add nsw i64 %763, %764
-  %arena132 = getelementptr inbounds float, ptr %arena, i64 %765
-  store <8 x float> %w132, ptr %arena132, align 4
-  %w133 = load <8 x float>, ptr %conv2.w133, align 32
-  %766 = mul nsw i64 %conv2.j10472, 49
-  %767 = mul nsw i64 %conv2.ty10573, 7
-  %768 = add nsw i64 %766, %767
-  %769 = add nsw i64 %768, %conv2.tx10674
-  %770 = mul nsw i64 %769, 32
-  %771 = add nsw i64 857888, %770
-  %772 = mul nsw i64 %conv2.cv10775, 8
-  %773 = add nsw i64 %771, %772
-  %arena133 = getelementptr inbounds float, ptr %arena, i64 %773
-  store <8 x float> %w133, ptr %arena133, align 4
-  %w134 = load <8 x float>, ptr %conv2.w134, align 32
-  %774 = mul nsw i64 %conv2.j10472, 49
-  %775 = mul nsw i64 %conv2.ty10573, 7
-  %776 = add nsw i64 %774, %775
-  %777 = add nsw i64 %776, %conv2.tx10674
-  %778 = mul nsw i64 %777, 32
-  %779 = add nsw i64 859456, %778
-  %780 = mul nsw i64 %conv2.cv10775, 8
-  %781 = add nsw i64 %779, %780
-  %arena134 = getelementptr inbounds float, ptr %arena, i64 %781
-  store <8 x float> %w134, ptr %arena134, align 4
-  %w135 = load <8 x float>, ptr %conv2.w135, align 32
-  %782 = mul nsw i64 %conv2.j10472, 49
-  %783 = mul nsw i64 %conv2.ty10573, 7
-  %784 = add nsw i64 %782, %783
-  %785 = add nsw i64 %784, %conv2.tx10674
-  %786 = mul nsw i64 %785, 32
-  %787 = add nsw i64 861024, %786
-  %788 = mul nsw i64 %conv2.cv10775, 8
-  %789 = add nsw i64 %787, %788
-  %arena135 = getelementptr inbounds float, ptr %arena, i64 %789
-  store <8 x float> %w135, ptr %arena135, align 4
-  %w136 = load <8 x float>, ptr %conv2.w136, align 32
-  %790 = mul nsw i64 %conv2.j10472, 49
-  %791 = mul nsw i64 %conv2.ty10573, 7
-  %792 = add nsw i64 %790, %791
-  %793 = add nsw i64 %792, %conv2.tx10674
-  %794 = mul nsw i64 %793, 32
-  %795 = add nsw i64 862592, %794
-  %796 = mul nsw i64 %conv2.cv10775, 8
-  %797 = add nsw i64 %795, %796
-  %arena136 = getelementptr inbounds float, ptr %arena, i64 %797
-  store <8 x float> %w136, ptr %arena136, align 4
-  %w137 = load <8 x float>, ptr %conv2.w137, align 32
-  %798 = mul nsw i64 %conv2.j10472, 49
-  %799 = mul nsw i64 %conv2.ty10573, 7
-  %800 = add nsw i64 %798, %799
-  %801 = add nsw i64 %800, %conv2.tx10674
-  %802 = mul nsw i64 %801, 32
-  %803 = add nsw i64 864160, %802
-  %804 = mul nsw i64 %conv2.cv10775, 8
-  %805 = add nsw i64 %803, %804
-  %arena137 = getelementptr inbounds float, ptr %arena, i64 %805
-  store <8 x float> %w137, ptr %arena137, align 4
-  %w138 = load <8 x float>, ptr %conv2.w138, align 32
-  %806 = mul nsw i64 %conv2.j10472, 49
-  %807 = mul nsw i64 %conv2.ty10573, 7
-  %808 = add nsw i64 %806, %807
-  %809 = add nsw i64 %808, %conv2.tx10674
-  %810 = mul nsw i64 %809, 32
-  %811 = add nsw i64 865728, %810
-  %812 = mul nsw i64 %conv2.cv10775, 8
-  %813 = add nsw i64 %811, %812
-  %arena138 = getelementptr inbounds float, ptr %arena, i64 %813
-  store <8 x float> %w138, ptr %arena138, align 4
-  %w139 = load <8 x float>, ptr %conv2.w139, align 32
-  %814 = mul nsw i64 %conv2.j10472, 49
-  %815 = mul nsw i64 %conv2.ty10573, 7
-  %816 = add nsw i64 %814, %815
-  %817 = add nsw i64 %816, %conv2.tx10674
-  %818 = mul nsw i64 %817, 32
-  %819 = add nsw i64 867296, %818
-  %820 = mul nsw i64 %conv2.cv10775, 8
-  %821 = add nsw i64 %819, %820
-  %arena139 = getelementptr inbounds float, ptr %arena, i64 %821
-  store <8 x float> %w139, ptr %arena139, align 4
-  %cv107.next = add nsw i64 %conv2.cv10775, 1
-  %822 = icmp slt i64 %cv107.next, 4
-  br i1 %822, label %conv2.cv107, label %conv2.cv107.end
+  %arena60 = getelementptr inbounds float, ptr %arena, i64 %301
+  store float %w96, ptr %arena60, align 4
+  %w97 = load float, ptr %conv2.w97, align 4
+  %302 = mul nsw i64 %conv2.ci691, 64
+  %303 = add nsw i64 831488, %302
+  %304 = mul nsw i64 %0, 32
+  %305 = add nsw i64 %304, %conv2.co702
+  %306 = add nsw i64 %303, %305
+  %arena61 = getelementptr inbounds float, ptr %arena, i64 %306
+  store float %w97, ptr %arena61, align 4
+  %w98 = load float, ptr %conv2.w98, align 4
+  %307 = mul nsw i64 %conv2.ci691, 64
+  %308 = add nsw i64 833536, %307
+  %309 = mul nsw i64 %0, 32
+  %310 = add nsw i64 %309, %conv2.co702
+  %311 = add nsw i64 %308, %310
+  %arena62 = getelementptr inbounds float, ptr %arena, i64 %311
+  store float %w98, ptr %arena62, align 4
+  %co70.next = add nsw i64 %conv2.co702, 1
+  %312 = icmp slt i64 %co70.next, 32
+  br i1 %312, label %conv2.co70, label %conv2.co70.end
 
-conv2.cv107.end:                                  ; preds = %conv2.cv107
-  %tx106.next = add nsw i64 %conv2.tx10674, 1
-  %823 = icmp slt i64 %tx106.next, 7
-  br i1 %823, label %conv2.tx106, label %conv2.tx106.end
+conv2.co70.end:                                   ; preds = %conv2.co70
+  %ci69.next = add nsw i64 %conv2.ci691, 1
+  %313 = icmp slt i64 %ci69.next, 32
+  br i1 %313, label %conv2.ci69, label %conv2.ci69.end
+}
 
-conv2.xi140:                                      ; preds = %conv2.xi140, %conv2.j104.end
-  %conv2.xi140140 = phi i64 [ 0, %conv2.j104.end ], [ %xi140.next, %conv2.xi140 ]
-  %824 = mul nsw i64 %conv2.xi140140, 1568
-  %825 = add nsw i64 843776, %824
-  %arena141 = getelementptr inbounds float, ptr %arena, i64 %825
-  %826 = mul nsw i64 %conv2.xi140140, 2048
-  %827 = add nsw i64 802816, %826
-  %arena142 = getelementptr inbounds float, ptr %arena, i64 %827
-  %828 = mul nsw i64 %conv2.xi140140, 3136
-  %829 = add nsw i64 868864, %828
-  %arena143 = getelementptr inbounds float, ptr %arena, i64 %829
-  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 49, i32 64, i32 32, float 1.000000e+00, ptr %arena141, i32 32, ptr %arena142, i32 64, float 0.000000e+00, ptr %arena143, i32 64)
-  %xi140.next = add nsw i64 %conv2.xi140140, 1
-  %830 = icmp slt i64 %xi140.next, 16
-  br i1 %830, label %conv2.xi140, label %conv2.xi140.end
-
-conv2.xi140.end:                                  ; preds = %conv2.xi140
-  br label %conv2.j141
-
-conv2.j141:                                       ; preds = %conv2.ty142.end, %conv2.xi140.end
-  %conv2.j141144 = phi i64 [ 0, %conv2.xi140.end ], [ %j141.next, %conv2.ty142.end ]
-  br label %conv2.ty142
-
-conv2.j141.end:                                   ; preds = %conv2.ty142.end
-  br label %conv2.j169
-
-conv2.ty142:                                      ; preds = %conv2.tx143.end, %conv2.j141
-  %conv2.ty142145 = phi i64 [ 0, %conv2.j141 ], [ %ty142.next, %conv2.tx143.end ]
-  br label %conv2.tx143
-
-conv2.ty142.end:                                  ; preds = %conv2.tx143.end
-  %j141.next = add nsw i64 %conv2.j141144, 1
-  %831 = icmp slt i64 %j141.next, 1
-  br i1 %831, label %conv2.j141, label %conv2.j141.end
-
-conv2.tx143:                                      ; preds = %conv2.cv144.end, %conv2.ty142
-  %conv2.tx143146 = phi i64 [ 0, %conv2.ty142 ], [ %tx143.next, %conv2.cv144.end ]
-  br label %conv2.cv144
-
-conv2.tx143.end:                                  ; preds = %conv2.cv144.end
-  %ty142.next = add nsw i64 %conv2.ty142145, 1
-  %832 = icmp slt i64 %ty142.next, 7
-  br i1 %832, label %conv2.ty142, label %conv2.ty142.end
-
-conv2.cv144:                                      ; preds = %conv2.cv144, %conv2.tx143
-  %conv2.cv144147 = phi i64 [ 0, %conv2.tx143 ], [ %cv144.next, %conv2.cv144 ]
-  %833 = mul nsw i64 %conv2.j141144, 49
-  %834 = mul nsw i64 %conv2.ty142145, 7
-  %835 = add nsw i64 %833, %834
-  %836 = add nsw i64 %835, %conv2.tx143146
-  %837 = mul nsw i64 %836, 64
-  %838 = add nsw i64 868864, %837
-  %839 = mul nsw i64 %conv2.cv144147, 8
-  %840 = add nsw i64 %838, %839
-  %arena148 = getelementptr inbounds float, ptr %arena, i64 %840
-  %841 = load <8 x float>, ptr %arena148, align 4
-  %842 = mul nsw i64 %conv2.j141144, 49
-  %843 = mul nsw i64 %conv2.ty142145, 7
-  %844 = add nsw i64 %842, %843
-  %845 = add nsw i64 %844, %conv2.tx143146
-  %846 = mul nsw i64 %845, 64
-  %847 = add nsw i64 881408, %846
-  %848 = mul nsw i64 %conv2.cv144147, 8
-  %849 = add nsw i64 %847, %848
-  %arena149 = getelementptr inbounds float, ptr %arena, i64 %849
-  %850 = load <8 x float>, ptr %arena149, align 4
-  %851 = fadd <8 x float> %841, %850
-  %852 = mul nsw i64 %conv2.j141144, 49
-  %853 = mul nsw i64 %conv2.ty142145, 7
-  %854 = add nsw i64 %852, %853
-  %855 = add nsw i64 %854, %conv2.tx143146
-  %856 = mul nsw i64 %855, 64
-  %857 = add nsw i64 893952, %856
-  %858 = mul nsw i64 %conv2.cv144147, 8
-  %859 = add nsw i64 %857, %858
-  %arena150 = getelementptr inbounds float, ptr %arena, i64 %859
-  %860 = load <8 x float>, ptr %arena150, align 4
-  %861 = fadd <8 x float> %851, %860
-  store <8 x float> %861, ptr %conv2.w145, align 32
-  %862 = mul nsw i64 %conv2.j141144, 49
-  %863 = mul nsw i64 %conv2.ty142145, 7
-  %864 = add nsw i64 %862, %863
-  %865 = add nsw i64 %864, %conv2.tx143146
-  %866 = mul nsw i64 %865, 64
-  %867 = add nsw i64 881408, %866
-  %868 = mul nsw i64 %conv2.cv144147, 8
-  %869 = add nsw i64 %867, %868
-  %arena151 = getelementptr inbounds float, ptr %arena, i64 %869
-  %870 = load <8 x float>, ptr %arena151, align 4
-  %871 = mul nsw i64 %conv2.j141144, 49
-  %872 = mul nsw i64 %conv2.ty142145, 7
-  %873 = add nsw i64 %871, %872
-  %874 = add nsw i64 %873, %conv2.tx143146
-  %875 = mul nsw i64 %874, 64
-  %876 = add nsw i64 893952, %875
-  %877 = mul nsw i64 %conv2.cv144147, 8
-  %878 = add nsw i64 %876, %877
-  %arena152 = getelementptr inbounds float, ptr %arena, i64 %878
-  %879 = load <8 x float>, ptr %arena152, align 4
-  %880 = fsub <8 x float> %870, %879
-  %881 = mul nsw i64 %conv2.j141144, 49
-  %882 = mul nsw i64 %conv2.ty142145, 7
-  %883 = add nsw i64 %881, %882
-  %884 = add nsw i64 %883, %conv2.tx143146
-  %885 = mul nsw i64 %884, 64
-  %886 = add nsw i64 906496, %885
-  %887 = mul nsw i64 %conv2.cv144147, 8
-  %888 = add nsw i64 %886, %887
-  %arena153 = getelementptr inbounds float, ptr %arena, i64 %888
-  %889 = load <8 x float>, ptr %arena153, align 4
-  %890 = fsub <8 x float> %880, %889
-  store <8 x float> %890, ptr %conv2.w146, align 32
-  %891 = mul nsw i64 %conv2.j141144, 49
-  %892 = mul nsw i64 %conv2.ty142145, 7
-  %893 = add nsw i64 %891, %892
-  %894 = add nsw i64 %893, %conv2.tx143146
-  %895 = mul nsw i64 %894, 64
-  %896 = add nsw i64 872000, %895
-  %897 = mul nsw i64 %conv2.cv144147, 8
-  %898 = add nsw i64 %896, %897
-  %arena154 = getelementptr inbounds float, ptr %arena, i64 %898
-  %899 = load <8 x float>, ptr %arena154, align 4
-  %900 = mul nsw i64 %conv2.j141144, 49
-  %901 = mul nsw i64 %conv2.ty142145, 7
-  %902 = add nsw i64 %900, %901
-  %903 = add nsw i64 %902, %conv2.tx143146
-  %904 = mul nsw i64 %903, 64
-  %905 = add nsw i64 884544, %904
-  %906 = mul nsw i64 %conv2.cv144147, 8
-  %907 = add nsw i64 %905, %906
-  %arena155 = getelementptr inbounds float, ptr %arena, i64 %907
-  %908 = load <8 x float>, ptr %arena155, align 4
-  %909 = fadd <8 x float> %899, %908
-  %910 = mul nsw i64 %conv2.j141144, 49
-  %911 = mul nsw i64 %conv2.ty142145, 7
-  %912 = add nsw i64 %910, %911
-  %913 = add nsw i64 %912, %conv2.tx143146
-  %914 = mul nsw i64 %913, 64
-  %915 = add nsw i64 897088, %914
-  %916 = mul nsw i64 %conv2.cv144147, 8
-  %917 = add nsw i64 %915, %916
-  %arena156 = getelementptr inbounds float, ptr %arena, i64 %917
-  %918 = load <8 x float>, ptr %arena156, align 4
-  %919 = fadd <8 x float> %909, %918
-  store <8 x float> %919, ptr %conv2.w147, align 32
-  %920 = mul nsw i64 %conv2.j141144, 49
-  %921 = mul nsw i64 %conv2.ty142145, 7
-  %922 = add nsw i64 %920, %921
-  %923 = add nsw i64 %922, %conv2.tx143146
-  %924 = mul nsw i64 %923, 64
-  %925 = add nsw i64 884544, %924
-  %926 = mul nsw i64 %conv2.cv144147, 8
-  %927 = add nsw i64 %925, %926
-  %arena157 = getelementptr inbounds float, ptr %arena, i64 %927
-  %928 = load <8 x float>, ptr %arena157, align 4
-  %929 = mul nsw i64 %conv2.j141144, 49
-  %930 = mul nsw i64 %conv2.ty142145, 7
-  %931 = add nsw i64 %929, %930
-  %932 = add nsw i64 %931, %conv2.tx143146
-  %933 = mul nsw i64 %932, 64
-  %934 = add nsw i64 897088, %933
-  %935 = mul nsw i64 %conv2.cv144147, 8
-  %936 = add nsw i64 %934, %935
-  %arena158 = getelementptr inbounds float, ptr %arena, i64 %936
-  %937 = load <8 x float>, ptr %arena158, align 4
-  %938 = fsub <8 x float> %928, %937
-  %939 = mul nsw i64 %conv2.j141144, 49
-  %940 = mul nsw i64 %conv2.ty142145, 7
-  %941 = add nsw i64 %939, %940
-  %942 = add nsw i64 %941, %conv2.tx143146
-  %943 = mul nsw i64 %942, 64
-  %944 = add nsw i64 909632, %943
-  %945 = mul nsw i64 %conv2.cv144147, 8
-  %946 = add nsw i64 %944, %945
-  %arena159 = getelementptr inbounds float, ptr %arena, i64 %946
-  %947 = load <8 x float>, ptr %arena159, align 4
-  %948 = fsub <8 x float> %938, %947
-  store <8 x float> %948, ptr %conv2.w148, align 32
-  %949 = mul nsw i64 %conv2.j141144, 49
-  %950 = mul nsw i64 %conv2.ty142145, 7
-  %951 = add nsw i64 %949, %950
-  %952 = add nsw i64 %951, %conv2.tx143146
-  %953 = mul nsw i64 %952, 64
-  %954 = add nsw i64 875136, %953
-  %955 = mul nsw i64 %conv2.cv144147, 8
-  %956 = add nsw i64 %954, %955
-  %arena160 = getelementptr inbounds float, ptr %arena, i64 %956
-  %957 = load <8 x float>, ptr %arena160, align 4
-  %958 = mul nsw i64 %conv2.j141144, 49
-  %959 = mul nsw i64 %conv2.ty142145, 7
-  %960 = add nsw i64 %958, %959
-  %961 = add nsw i64 %960, %conv2.tx143146
-  %962 = mul nsw i64 %961, 64
-  %963 = add nsw i64 887680, %962
-  %964 = mul nsw i64 %conv2.cv144147, 8
-  %965 = add nsw i64 %963, %964
-  %arena161 = getelementptr inbounds float, ptr %arena, i64 %965
-  %966 = load <8 x float>, ptr %arena161, align 4
-  %967 = fadd <8 x float> %957, %966
-  %968 = mul nsw i64 %conv2.j141144, 49
-  %969 = mul nsw i64 %conv2.ty142145, 7
-  %970 = add nsw i64 %968, %969
-  %971 = add nsw i64 %970, %conv2.tx143146
-  %972 = mul nsw i64 %971, 64
-  %973 = add nsw i64 900224, %972
-  %974 = mul nsw i64 %conv2.cv144147, 8
-  %975 = add nsw i64 %973, %974
-  %arena162 = getelementptr inbounds float, ptr %arena, i64 %975
-  %976 = load <8 x float>, ptr %arena162, align 4
-  %977 = fadd <8 x float> %967, %976
-  store <8 x float> %977, ptr %conv2.w149, align 32
-  %978 = mul nsw i64 %conv2.j141144, 49
-  %979 = mul nsw i64 %conv2.ty142145, 7
-  %980 = add nsw i64 %978, %979
-  %981 = add nsw i64 %980, %conv2.tx143146
-  %982 = mul nsw i64 %981, 64
-  %983 = add nsw i64 887680, %982
-  %984 = mul nsw i64 %conv2.cv144147, 8
-  %985 = add nsw i64 %983, %984
-  %arena163 = getelementptr inbounds float, ptr %arena, i64 %985
-  %986 = load <8 x float>, ptr %arena163, align 4
-  %987 = mul nsw i64 %conv2.j141144, 49
-  %988 = mul nsw i64 %conv2.ty142145, 7
-  %989 = add nsw i64 %987, %988
-  %990 = add nsw i64 %989, %conv2.tx143146
-  %991 = mul nsw i64 %990, 64
-  %992 = add nsw i64 900224, %991
-  %993 = mul nsw i64 %conv2.cv144147, 8
-  %994 = add nsw i64 %992, %993
-  %arena164 = getelementptr inbounds float, ptr %arena, i64 %994
-  %995 = load <8 x float>, ptr %arena164, align 4
-  %996 = fsub <8 x float> %986, %995
-  %997 = mul nsw i64 %conv2.j141144, 49
-  %998 = mul nsw i64 %conv2.ty142145, 7
-  %999 = add nsw i64 %997, %998
-  %1000 = add nsw i64 %999, %conv2.tx143146
-  %1001 = mul nsw i64 %1000, 64
-  %1002 = add nsw i64 912768, %1001
-  %1003 = mul nsw i64 %conv2.cv144147, 8
-  %1004 = add nsw i64 %1002, %1003
-  %arena165 = getelementptr inbounds float, ptr %arena, i64 %1004
-  %1005 = load <8 x float>, ptr %arena165, align 4
-  %1006 = fsub <8 x float> %996, %1005
-  store <8 x float> %1006, ptr %conv2.w150, align 32
-  %1007 = mul nsw i64 %conv2.j141144, 49
-  %1008 = mul nsw i64 %conv2.ty142145, 7
-  %1009 = add nsw i64 %1007, %1008
-  %1010 = add nsw i64 %1009, %conv2.tx143146
-  %1011 = mul nsw i64 %1010, 64
-  %1012 = add nsw i64 878272, %1011
-  %1013 = mul nsw i64 %conv2.cv144147, 8
-  %1014 = add nsw i64 %1012, %1013
-  %arena166 = getelementptr inbounds float, ptr %arena, i64 %1014
-  %1015 = load <8 x float>, ptr %arena166, align 4
-  %1016 = mul nsw i64 %conv2.j141144, 49
-  %1017 = mul nsw i64 %conv2.ty142145, 7
-  %1018 = add nsw i64 %1016, %1017
-  %1019 = add nsw i64 %1018, %conv2.tx143146
-  %1020 = mul nsw i64 %1019, 64
-  %1021 = add nsw i64 890816, %1020
-  %1022 = mul nsw i64 %conv2.cv144147, 8
-  %1023 = add nsw i64 %1021, %1022
-  %arena167 = getelementptr inbounds float, ptr %arena, i64 %1023
-  %1024 = load <8 x float>, ptr %arena167, align 4
-  %1025 = fadd <8 x float> %1015, %1024
-  %1026 = mul nsw i64 %conv2.j141144, 49
-  %1027 = mul nsw i64 %conv2.ty142145, 7
-  %1028 = add nsw i64 %1026, %1027
-  %1029 = add nsw i64 %1028, %conv2.tx143146
-  %1030 = mul nsw i64 %1029, 64
-  %1031 = add nsw i64 903360, %1030
-  %1032 = mul nsw i64 %conv2.cv144147, 8
-  %1033 = add nsw i64 %1031, %1032
-  %arena168 = getelementptr inbounds float, ptr %arena, i64 %1033
-  %1034 = load <8 x float>, ptr %arena168, align 4
-  %1035 = fadd <8 x float> %1025, %1034
-  store <8 x float> %1035, ptr %conv2.w151, align 32
-  %1036 = mul nsw i64 %conv2.j141144, 49
-  %1037 = mul nsw i64 %conv2.ty142145, 7
-  %1038 = add nsw i64 %1036, %1037
-  %1039 = add nsw i64 %1038, %conv2.tx143146
-  %1040 = mul nsw i64 %1039, 64
-  %1041 = add nsw i64 890816, %1040
-  %1042 = mul nsw i64 %conv2.cv144147, 8
-  %1043 = add nsw i64 %1041, %1042
-  %arena169 = getelementptr inbounds float, ptr %arena, i64 %1043
-  %1044 = load <8 x float>, ptr %arena169, align 4
-  %1045 = mul nsw i64 %conv2.j141144, 49
-  %1046 = mul nsw i64 %conv2.ty142145, 7
-  %1047 = add nsw i64 %1045, %1046
-  %1048 = add nsw i64 %1047, %conv2.tx143146
-  %1049 = mul nsw i64 %1048, 64
-  %1050 = add nsw i64 903360, %1049
-  %1051 = mul nsw i64 %conv2.cv144147, 8
-  %1052 = add nsw i64 %1050, %1051
-  %arena170 = getelementptr inbounds float, ptr %arena, i64 %1052
-  %1053 = load <8 x float>, ptr %arena170, align 4
-  %1054 = fsub <8 x float> %1044, %1053
-  %1055 = mul nsw i64 %conv2.j141144, 49
-  %1056 = mul nsw i64 %conv2.ty142145, 7
-  %1057 = add nsw i64 %1055, %1056
-  %1058 = add nsw i64 %1057, %conv2.tx143146
-  %1059 = mul nsw i64 %1058, 64
-  %1060 = add nsw i64 915904, %1059
-  %1061 = mul nsw i64 %conv2.cv144147, 8
-  %1062 = add nsw i64 %1060, %1061
-  %arena171 = getelementptr inbounds float, ptr %arena, i64 %1062
-  %1063 = load <8 x float>, ptr %arena171, align 4
-  %1064 = fsub <8 x float> %1054, %1063
-  store <8 x float> %1064, ptr %conv2.w152, align 32
-  %w145 = load <8 x float>, ptr %conv2.w145, align 32
-  %w147 = load <8 x float>, ptr %conv2.w147, align 32
-  %1065 = fadd <8 x float> %w145, %w147
-  %w149 = load <8 x float>, ptr %conv2.w149, align 32
-  %1066 = fadd <8 x float> %1065, %w149
-  store <8 x float> %1066, ptr %conv2.w153, align 32
-  %w147172 = load <8 x float>, ptr %conv2.w147, align 32
-  %w149173 = load <8 x float>, ptr %conv2.w149, align 32
-  %1067 = fsub <8 x float> %w147172, %w149173
-  %w151 = load <8 x float>, ptr %conv2.w151, align 32
-  %1068 = fsub <8 x float> %1067, %w151
-  store <8 x float> %1068, ptr %conv2.w154, align 32
-  %w146 = load <8 x float>, ptr %conv2.w146, align 32
-  %w148 = load <8 x float>, ptr %conv2.w148, align 32
-  %1069 = fadd <8 x float> %w146, %w148
-  %w150 = load <8 x float>, ptr %conv2.w150, align 32
-  %1070 = fadd <8 x float> %1069, %w150
-  store <8 x float> %1070, ptr %conv2.w155, align 32
-  %w148174 = load <8 x float>, ptr %conv2.w148, align 32
-  %w150175 = load <8 x float>, ptr %conv2.w150, align 32
-  %1071 = fsub <8 x float> %w148174, %w150175
-  %w152 = load <8 x float>, ptr %conv2.w152, align 32
-  %1072 = fsub <8 x float> %1071, %w152
-  store <8 x float> %1072, ptr %conv2.w156, align 32
-  %w153 = load <8 x float>, ptr %conv2.w153, align 32
-  %1073 = mul nsw i64 %conv2.cv144147, 8
-  %1074 = add nsw i64 18752, %1073
-  %params176 = getelementptr inbounds float, ptr %params, i64 %1074
-  %1075 = load <8 x float>, ptr %params176, align 4
-  %1076 = fadd <8 x float> %w153, %1075
-  store <8 x float> %1076, ptr %conv2.v157, align 32
-  %v157 = load <8 x float>, ptr %conv2.v157, align 32
-  store <8 x float> %v157, ptr %conv2.best158, align 32
-  %1077 = mul nsw i64 %conv2.ty142145, 2
-  %1078 = mul nsw i64 %1077, 14
-  %1079 = mul nsw i64 %conv2.tx143146, 2
-  %1080 = add nsw i64 %1078, %1079
-  %1081 = sitofp i64 %1080 to float
-  %1082 = insertelement <8 x float> undef, float %1081, i32 0
-  %1083 = shufflevector <8 x float> %1082, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %1083, ptr %conv2.at159, align 32
-  %w154 = load <8 x float>, ptr %conv2.w154, align 32
-  %1084 = mul nsw i64 %conv2.cv144147, 8
-  %1085 = add nsw i64 18752, %1084
-  %params177 = getelementptr inbounds float, ptr %params, i64 %1085
-  %1086 = load <8 x float>, ptr %params177, align 4
-  %1087 = fadd <8 x float> %w154, %1086
-  store <8 x float> %1087, ptr %conv2.v160, align 32
-  %v160 = load <8 x float>, ptr %conv2.v160, align 32
-  %best158 = load <8 x float>, ptr %conv2.best158, align 32
-  %1088 = fcmp ogt <8 x float> %v160, %best158
-  %v160178 = load <8 x float>, ptr %conv2.v160, align 32
-  %best158179 = load <8 x float>, ptr %conv2.best158, align 32
-  %1089 = select <8 x i1> %1088, <8 x float> %v160178, <8 x float> %best158179
-  store <8 x float> %1089, ptr %conv2.best161, align 32
-  %v160180 = load <8 x float>, ptr %conv2.v160, align 32
-  %best158181 = load <8 x float>, ptr %conv2.best158, align 32
-  %1090 = fcmp ogt <8 x float> %v160180, %best158181
-  %1091 = mul nsw i64 %conv2.ty142145, 2
-  %1092 = mul nsw i64 %1091, 14
-  %1093 = mul nsw i64 %conv2.tx143146, 2
-  %1094 = add nsw i64 %1092, %1093
-  %1095 = add nsw i64 %1094, 1
-  %1096 = sitofp i64 %1095 to float
-  %1097 = insertelement <8 x float> undef, float %1096, i32 0
-  %1098 = shufflevector <8 x float> %1097, <8 x float> undef, <8 x i32> zeroinitializer
-  %at159 = load <8 x float>, ptr %conv2.at159, align 32
-  %1099 = select <8 x i1> %1090, <8 x float> %1098, <8 x float> %at159
-  store <8 x float> %1099, ptr %conv2.at162, align 32
-  %w155 = load <8 x float>, ptr %conv2.w155, align 32
-  %1100 = mul nsw i64 %conv2.cv144147, 8
-  %1101 = add nsw i64 18752, %1100
-  %params182 = getelementptr inbounds float, ptr %params, i64 %1101
-  %1102 = load <8 x float>, ptr %params182, align 4
-  %1103 = fadd <8 x float> %w155, %1102
-  store <8 x float> %1103, ptr %conv2.v163, align 32
-  %v163 = load <8 x float>, ptr %conv2.v163, align 32
-  %best161 = load <8 x float>, ptr %conv2.best161, align 32
-  %1104 = fcmp ogt <8 x float> %v163, %best161
-  %v163183 = load <8 x float>, ptr %conv2.v163, align 32
-  %best161184 = load <8 x float>, ptr %conv2.best161, align 32
-  %1105 = select <8 x i1> %1104, <8 x float> %v163183, <8 x float> %best161184
-  store <8 x float> %1105, ptr %conv2.best164, align 32
-  %v163185 = load <8 x float>, ptr %conv2.v163, align 32
-  %best161186 = load <8 x float>, ptr %conv2.best161, align 32
-  %1106 = fcmp ogt <8 x float> %v163185, %best161186
-  %1107 = mul nsw i64 %conv2.ty142145, 2
-  %1108 = add nsw i64 %1107, 1
-  %1109 = mul nsw i64 %1108, 14
-  %1110 = mul nsw i64 %conv2.tx143146, 2
-  %1111 = add nsw i64 %1109, %1110
-  %1112 = sitofp i64 %1111 to float
-  %1113 = insertelement <8 x float> undef, float %1112, i32 0
-  %1114 = shufflevector <8 x float> %1113, <8 x float> undef, <8 x i32> zeroinitializer
-  %at162 = load <8 x float>, ptr %conv2.at162, align 32
-  %1115 = select <8 x i1> %1106, <8 x float> %1114, <8 x float> %at162
-  store <8 x float> %1115, ptr %conv2.at165, align 32
-  %w156 = load <8 x float>, ptr %conv2.w156, align 32
-  %1116 = mul nsw i64 %conv2.cv144147, 8
-  %1117 = add nsw i64 18752, %1116
-  %params187 = getelementptr inbounds float, ptr %params, i64 %1117
-  %1118 = load <8 x float>, ptr %params187, align 4
-  %1119 = fadd <8 x float> %w156, %1118
-  store <8 x float> %1119, ptr %conv2.v166, align 32
-  %v166 = load <8 x float>, ptr %conv2.v166, align 32
-  %best164 = load <8 x float>, ptr %conv2.best164, align 32
-  %1120 = fcmp ogt <8 x float> %v166, %best164
-  %v166188 = load <8 x float>, ptr %conv2.v166, align 32
-  %best164189 = load <8 x float>, ptr %conv2.best164, align 32
-  %1121 = select <8 x i1> %1120, <8 x float> %v166188, <8 x float> %best164189
-  store <8 x float> %1121, ptr %conv2.best167, align 32
-  %v166190 = load <8 x float>, ptr %conv2.v166, align 32
-  %best164191 = load <8 x float>, ptr %conv2.best164, align 32
-  %1122 = fcmp ogt <8 x float> %v166190, %best164191
-  %1123 = mul nsw i64 %conv2.ty142145, 2
-  %1124 = add nsw i64 %1123, 1
-  %1125 = mul nsw i64 %1124, 14
-  %1126 = mul nsw i64 %conv2.tx143146, 2
-  %1127 = add nsw i64 %1125, %1126
-  %1128 = add nsw i64 %1127, 1
-  %1129 = sitofp i64 %1128 to float
-  %1130 = insertelement <8 x float> undef, float %1129, i32 0
-  %1131 = shufflevector <8 x float> %1130, <8 x float> undef, <8 x i32> zeroinitializer
-  %at165 = load <8 x float>, ptr %conv2.at165, align 32
-  %1132 = select <8 x i1> %1122, <8 x float> %1131, <8 x float> %at165
-  store <8 x float> %1132, ptr %conv2.at168, align 32
-  %best167 = load <8 x float>, ptr %conv2.best167, align 32
-  %1133 = fcmp ogt <8 x float> %best167, zeroinitializer
-  %best167192 = load <8 x float>, ptr %conv2.best167, align 32
-  %1134 = select <8 x i1> %1133, <8 x float> %best167192, <8 x float> zeroinitializer
-  %1135 = mul nsw i64 %conv2.j141144, 49
-  %1136 = mul nsw i64 %conv2.ty142145, 7
-  %1137 = add nsw i64 %1135, %1136
-  %1138 = add nsw i64 %1137, %conv2.tx143146
-  %1139 = mul nsw i64 %1138, 64
-  %1140 = add nsw i64 919040, %1139
-  %1141 = mul nsw i64 %conv2.cv144147, 8
-  %1142 = add nsw i64 %1140, %1141
-  %arena193 = getelementptr inbounds float, ptr %arena, i64 %1142
-  store <8 x float> %1134, ptr %arena193, align 4
-  %at168 = load <8 x float>, ptr %conv2.at168, align 32
-  %1143 = mul nsw i64 %conv2.j141144, 49
-  %1144 = mul nsw i64 %conv2.ty142145, 7
-  %1145 = add nsw i64 %1143, %1144
-  %1146 = add nsw i64 %1145, %conv2.tx143146
-  %1147 = mul nsw i64 %1146, 64
-  %1148 = add nsw i64 919040, %1147
-  %1149 = mul nsw i64 %conv2.cv144147, 8
-  %1150 = add nsw i64 %1148, %1149
-  %1151 = add nsw i64 %1150, 3136
-  %arena194 = getelementptr inbounds float, ptr %arena, i64 %1151
-  store <8 x float> %at168, ptr %arena194, align 4
-  %cv144.next = add nsw i64 %conv2.cv144147, 1
-  %1152 = icmp slt i64 %cv144.next, 8
-  br i1 %1152, label %conv2.cv144, label %conv2.cv144.end
-
-conv2.cv144.end:                                  ; preds = %conv2.cv144
-  %tx143.next = add nsw i64 %conv2.tx143146, 1
-  %1153 = icmp slt i64 %tx143.next, 7
-  br i1 %1153, label %conv2.tx143, label %conv2.tx143.end
-
-conv2.j169:                                       ; preds = %conv2.c170.end, %conv2.j141.end
-  %conv2.j169195 = phi i64 [ 0, %conv2.j141.end ], [ %j169.next, %conv2.c170.end ]
-  br label %conv2.c170
-
-conv2.j169.end:                                   ; preds = %conv2.c170.end
-  br label %conv2.j172
-
-conv2.c170:                                       ; preds = %conv2.q171.end, %conv2.j169
-  %conv2.c170196 = phi i64 [ 0, %conv2.j169 ], [ %c170.next, %conv2.q171.end ]
-  br label %conv2.q171
-
-conv2.c170.end:                                   ; preds = %conv2.q171.end
-  %j169.next = add nsw i64 %conv2.j169195, 1
-  %1154 = icmp slt i64 %j169.next, 1
-  br i1 %1154, label %conv2.j169, label %conv2.j169.end
-
-conv2.q171:                                       ; preds = %conv2.q171, %conv2.c170
-  %conv2.q171197 = phi i64 [ 0, %conv2.c170 ], [ %q171.next, %conv2.q171 ]
-  %1155 = mul nsw i64 %conv2.j169195, 49
-  %1156 = add nsw i64 %1155, %conv2.q171197
-  %1157 = mul nsw i64 %1156, 64
-  %1158 = add nsw i64 919040, %1157
-  %1159 = add nsw i64 %1158, %conv2.c170196
-  %arena198 = getelementptr inbounds float, ptr %arena, i64 %1159
-  %1160 = load float, ptr %arena198, align 4
-  %1161 = add nsw i64 %conv2.g9965, %conv2.j169195
-  %1162 = mul nsw i64 %1161, 3136
-  %1163 = mul nsw i64 %conv2.c170196, 49
-  %1164 = add nsw i64 %1162, %1163
-  %1165 = add nsw i64 %1164, %conv2.q171197
-  %1166 = add nsw i64 401408, %1165
-  %arena199 = getelementptr inbounds float, ptr %arena, i64 %1166
-  store float %1160, ptr %arena199, align 4
-  %q171.next = add nsw i64 %conv2.q171197, 1
-  %1167 = icmp slt i64 %q171.next, 49
-  br i1 %1167, label %conv2.q171, label %conv2.q171.end
-
-conv2.q171.end:                                   ; preds = %conv2.q171
-  %c170.next = add nsw i64 %conv2.c170196, 1
-  %1168 = icmp slt i64 %c170.next, 64
-  br i1 %1168, label %conv2.c170, label %conv2.c170.end
-
-conv2.j172:                                       ; preds = %conv2.c173.end, %conv2.j169.end
-  %conv2.j172200 = phi i64 [ 0, %conv2.j169.end ], [ %j172.next, %conv2.c173.end ]
-  br label %conv2.c173
-
-conv2.j172.end:                                   ; preds = %conv2.c173.end
-  %g99.next = add nsw i64 %conv2.g9965, 1
-  %1169 = icmp slt i64 %g99.next, 64
-  br i1 %1169, label %conv2.g99, label %conv2.g99.end
-
-conv2.c173:                                       ; preds = %conv2.q174.end, %conv2.j172
-  %conv2.c173201 = phi i64 [ 0, %conv2.j172 ], [ %c173.next, %conv2.q174.end ]
-  br label %conv2.q174
-
-conv2.c173.end:                                   ; preds = %conv2.q174.end
-  %j172.next = add nsw i64 %conv2.j172200, 1
-  %1170 = icmp slt i64 %j172.next, 1
-  br i1 %1170, label %conv2.j172, label %conv2.j172.end
-
-conv2.q174:                                       ; preds = %conv2.q174, %conv2.c173
-  %conv2.q174202 = phi i64 [ 0, %conv2.c173 ], [ %q174.next, %conv2.q174 ]
-  %1171 = mul nsw i64 %conv2.j172200, 49
-  %1172 = add nsw i64 %1171, %conv2.q174202
-  %1173 = mul nsw i64 %1172, 64
-  %1174 = add nsw i64 922176, %1173
-  %1175 = add nsw i64 %1174, %conv2.c173201
-  %arena203 = getelementptr inbounds float, ptr %arena, i64 %1175
-  %1176 = load float, ptr %arena203, align 4
-  %1177 = add nsw i64 %conv2.g9965, %conv2.j172200
-  %1178 = mul nsw i64 %1177, 3136
-  %1179 = mul nsw i64 %conv2.c173201, 49
-  %1180 = add nsw i64 %1178, %1179
-  %1181 = add nsw i64 %1180, %conv2.q174202
-  %1182 = add nsw i64 602112, %1181
-  %arena204 = getelementptr inbounds float, ptr %arena, i64 %1182
-  store float %1176, ptr %arena204, align 4
-  %q174.next = add nsw i64 %conv2.q174202, 1
-  %1183 = icmp slt i64 %q174.next, 49
-  br i1 %1183, label %conv2.q174, label %conv2.q174.end
-
-conv2.q174.end:                                   ; preds = %conv2.q174
-  %c173.next = add nsw i64 %conv2.c173201, 1
-  %1184 = icmp slt i64 %c173.next, 64
-  br i1 %1184, label %conv2.c173, label %conv2.c173.end
+define internal void @simplecnn_infer_b64.k1.conv2.part68.task(ptr %0, i64 %1) {
+entry:
+  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 0
+  %3 = load ptr, ptr %2, align 8
+  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 1
+  %5 = load ptr, ptr %4, align 8
+  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 2
+  %7 = load ptr, ptr %6, align 8
+  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 3
+  %9 = load ptr, ptr %8, align 8
+  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 4
+  %11 = load ptr, ptr %10, align 8
+  %12 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 5
+  %13 = load ptr, ptr %12, align 8
+  %14 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 6
+  %15 = load ptr, ptr %14, align 8
+  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 7
+  %17 = load float, ptr %16, align 4
+  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 8
+  %19 = load i64, ptr %18, align 4
+  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 9
+  %21 = load i64, ptr %20, align 4
+  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 10
+  %23 = load ptr, ptr %22, align 8
+  call void @simplecnn_infer_b64.k1.conv2.part68(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %1)
+  ret void
 }
 
 ; Function Attrs: noinline
-define internal void @simplecnn_infer_b64.k2.flat(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @simplecnn_infer_b64.k1.conv2.part141(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0, i64 %1) #1 {
+entry:
+  %conv2.at177 = alloca <8 x float>, align 32
+  %conv2.best176 = alloca <8 x float>, align 32
+  %conv2.v175 = alloca <8 x float>, align 32
+  %conv2.at174 = alloca <8 x float>, align 32
+  %conv2.best173 = alloca <8 x float>, align 32
+  %conv2.v172 = alloca <8 x float>, align 32
+  %conv2.at171 = alloca <8 x float>, align 32
+  %conv2.best170 = alloca <8 x float>, align 32
+  %conv2.v169 = alloca <8 x float>, align 32
+  %conv2.at168 = alloca <8 x float>, align 32
+  %conv2.best167 = alloca <8 x float>, align 32
+  %conv2.v166 = alloca <8 x float>, align 32
+  %conv2.w165 = alloca <8 x float>, align 32
+  %conv2.w164 = alloca <8 x float>, align 32
+  %conv2.w163 = alloca <8 x float>, align 32
+  %conv2.w162 = alloca <8 x float>, align 32
+  %conv2.w161 = alloca <8 x float>, align 32
+  %conv2.w160 = alloca <8 x float>, align 32
+  %conv2.w159 = alloca <8 x float>, align 32
+  %conv2.w158 = alloca <8 x float>, align 32
+  %conv2.w157 = alloca <8 x float>, align 32
+  %conv2.w156 = alloca <8 x float>, align 32
+  %conv2.w155 = alloca <8 x float>, align 32
+  %conv2.w154 = alloca <8 x float>, align 32
+  br label %conv2.xi142
+
+conv2.xi142:                                      ; preds = %conv2.xi142, %entry
+  %conv2.xi1421 = phi i64 [ 0, %entry ], [ %xi142.next, %conv2.xi142 ]
+  call void @simplecnn_infer_b64.k1.conv2.part141.gemm149(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv2.xi1421, i64 %1)
+  %xi142.next = add nsw i64 %conv2.xi1421, 1
+  %2 = icmp slt i64 %xi142.next, 16
+  br i1 %2, label %conv2.xi142, label %conv2.xi142.end
+
+conv2.xi142.end:                                  ; preds = %conv2.xi142
+  br label %conv2.j150
+
+conv2.j150:                                       ; preds = %conv2.ty151.end, %conv2.xi142.end
+  %conv2.j1502 = phi i64 [ 0, %conv2.xi142.end ], [ %j150.next, %conv2.ty151.end ]
+  br label %conv2.ty151
+
+conv2.j150.end:                                   ; preds = %conv2.ty151.end
+  br label %conv2.j178
+
+conv2.ty151:                                      ; preds = %conv2.tx152.end, %conv2.j150
+  %conv2.ty1513 = phi i64 [ 0, %conv2.j150 ], [ %ty151.next, %conv2.tx152.end ]
+  br label %conv2.tx152
+
+conv2.ty151.end:                                  ; preds = %conv2.tx152.end
+  %j150.next = add nsw i64 %conv2.j1502, 1
+  %3 = icmp slt i64 %j150.next, 1
+  br i1 %3, label %conv2.j150, label %conv2.j150.end
+
+conv2.tx152:                                      ; preds = %conv2.cv153.end, %conv2.ty151
+  %conv2.tx1524 = phi i64 [ 0, %conv2.ty151 ], [ %tx152.next, %conv2.cv153.end ]
+  br label %conv2.cv153
+
+conv2.tx152.end:                                  ; preds = %conv2.cv153.end
+  %ty151.next = add nsw i64 %conv2.ty1513, 1
+  %4 = icmp slt i64 %ty151.next, 7
+  br i1 %4, label %conv2.ty151, label %conv2.ty151.end
+
+conv2.cv153:                                      ; preds = %conv2.cv153, %conv2.tx152
+  %conv2.cv1535 = phi i64 [ 0, %conv2.tx152 ], [ %cv153.next, %conv2.cv153 ]
+  %5 = mul nsw i64 %conv2.j1502, 49
+  %6 = mul nsw i64 %conv2.ty1513, 7
+  %7 = add nsw i64 %5, %6
+  %8 = add nsw i64 %7, %conv2.tx1524
+  %9 = mul nsw i64 %8, 64
+  %10 = add nsw i64 868864, %9
+  %11 = mul nsw i64 %1, 32
+  %12 = mul nsw i64 %conv2.cv1535, 8
+  %13 = add nsw i64 %11, %12
+  %14 = add nsw i64 %10, %13
+  %arena6 = getelementptr inbounds float, ptr %arena, i64 %14
+  %15 = load <8 x float>, ptr %arena6, align 4
+  %16 = mul nsw i64 %conv2.j1502, 49
+  %17 = mul nsw i64 %conv2.ty1513, 7
+  %18 = add nsw i64 %16, %17
+  %19 = add nsw i64 %18, %conv2.tx1524
+  %20 = mul nsw i64 %19, 64
+  %21 = add nsw i64 881408, %20
+  %22 = mul nsw i64 %1, 32
+  %23 = mul nsw i64 %conv2.cv1535, 8
+  %24 = add nsw i64 %22, %23
+  %25 = add nsw i64 %21, %24
+  %arena7 = getelementptr inbounds float, ptr %arena, i64 %25
+  %26 = load <8 x float>, ptr %arena7, align 4
+  %27 = fadd <8 x float> %15, %26
+  %28 = mul nsw i64 %conv2.j1502, 49
+  %29 = mul nsw i64 %conv2.ty1513, 7
+  %30 = add nsw i64 %28, %29
+  %31 = add nsw i64 %30, %conv2.tx1524
+  %32 = mul nsw i64 %31, 64
+  %33 = add nsw i64 893952, %32
+  %34 = mul nsw i64 %1, 32
+  %35 = mul nsw i64 %conv2.cv1535, 8
+  %36 = add nsw i64 %34, %35
+  %37 = add nsw i64 %33, %36
+  %arena8 = getelementptr inbounds float, ptr %arena, i64 %37
+  %38 = load <8 x float>, ptr %arena8, align 4
+  %39 = fadd <8 x float> %27, %38
+  store <8 x float> %39, ptr %conv2.w154, align 32
+  %40 = mul nsw i64 %conv2.j1502, 49
+  %41 = mul nsw i64 %conv2.ty1513, 7
+  %42 = add nsw i64 %40, %41
+  %43 = add nsw i64 %42, %conv2.tx1524
+  %44 = mul nsw i64 %43, 64
+  %45 = add nsw i64 881408, %44
+  %46 = mul nsw i64 %1, 32
+  %47 = mul nsw i64 %conv2.cv1535, 8
+  %48 = add nsw i64 %46, %47
+  %49 = add nsw i64 %45, %48
+  %arena9 = getelementptr inbounds float, ptr %arena, i64 %49
+  %50 = load <8 x float>, ptr %arena9, align 4
+  %51 = mul nsw i64 %conv2.j1502, 49
+  %52 = mul nsw i64 %conv2.ty1513, 7
+  %53 = add nsw i64 %51, %52
+  %54 = add nsw i64 %53, %conv2.tx1524
+  %55 = mul nsw i64 %54, 64
+  %56 = add nsw i64 893952, %55
+  %57 = mul nsw i64 %1, 32
+  %58 = mul nsw i64 %conv2.cv1535, 8
+  %59 = add nsw i64 %57, %58
+  %60 = add nsw i64 %56, %59
+  %arena10 = getelementptr inbounds float, ptr %arena, i64 %60
+  %61 = load <8 x float>, ptr %arena10, align 4
+  %62 = fsub <8 x float> %50, %61
+  %63 = mul nsw i64 %conv2.j1502, 49
+  %64 = mul nsw i64 %conv2.ty1513, 7
+  %65 = add nsw i64 %63, %64
+  %66 = add nsw i64 %65, %conv2.tx1524
+  %67 = mul nsw i64 %66, 64
+  %68 = add nsw i64 906496, %67
+  %69 = mul nsw i64 %1, 32
+  %70 = mul nsw i64 %conv2.cv1535, 8
+  %71 = add nsw i64 %69, %70
+  %72 = add nsw i64 %68, %71
+  %arena11 = getelementptr inbounds float, ptr %arena, i64 %72
+  %73 = load <8 x float>, ptr %arena11, align 4
+  %74 = fsub <8 x float> %62, %73
+  store <8 x float> %74, ptr %conv2.w155, align 32
+  %75 = mul nsw i64 %conv2.j1502, 49
+  %76 = mul nsw i64 %conv2.ty1513, 7
+  %77 = add nsw i64 %75, %76
+  %78 = add nsw i64 %77, %conv2.tx1524
+  %79 = mul nsw i64 %78, 64
+  %80 = add nsw i64 872000, %79
+  %81 = mul nsw i64 %1, 32
+  %82 = mul nsw i64 %conv2.cv1535, 8
+  %83 = add nsw i64 %81, %82
+  %84 = add nsw i64 %80, %83
+  %arena12 = getelementptr inbounds float, ptr %arena, i64 %84
+  %85 = load <8 x float>, ptr %arena12, align 4
+  %86 = mul nsw i64 %conv2.j1502, 49
+  %87 = mul nsw i64 %conv2.ty1513, 7
+  %88 = add nsw i64 %86, %87
+  %89 = add nsw i64 %88, %conv2.tx1524
+  %90 = mul nsw i64 %89, 64
+  %91 = add nsw i64 884544, %90
+  %92 = mul nsw i64 %1, 32
+  %93 = mul nsw i64 %conv2.cv1535, 8
+  %94 = add nsw i64 %92, %93
+  %95 = add nsw i64 %91, %94
+  %arena13 = getelementptr inbounds float, ptr %arena, i64 %95
+  %96 = load <8 x float>, ptr %arena13, align 4
+  %97 = fadd <8 x float> %85, %96
+  %98 = mul nsw i64 %conv2.j1502, 49
+  %99 = mul nsw i64 %conv2.ty1513, 7
+  %100 = add nsw i64 %98, %99
+  %101 = add nsw i64 %100, %conv2.tx1524
+  %102 = mul nsw i64 %101, 64
+  %103 = add nsw i64 897088, %102
+  %104 = mul nsw i64 %1, 32
+  %105 = mul nsw i64 %conv2.cv1535, 8
+  %106 = add nsw i64 %104, %105
+  %107 = add nsw i64 %103, %106
+  %arena14 = getelementptr inbounds float, ptr %arena, i64 %107
+  %108 = load <8 x float>, ptr %arena14, align 4
+  %109 = fadd <8 x float> %97, %108
+  store <8 x float> %109, ptr %conv2.w156, align 32
+  %110 = mul nsw i64 %conv2.j1502, 49
+  %111 = mul nsw i64 %conv2.ty1513, 7
+  %112 = add nsw i64 %110, %111
+  %113 = add nsw i64 %112, %conv2.tx1524
+  %114 = mul nsw i64 %113, 64
+  %115 = add nsw i64 884544, %114
+  %116 = mul nsw i64 %1, 32
+  %117 = mul nsw i64 %conv2.cv1535, 8
+  %118 = add nsw i64 %116, %117
+  %119 = add nsw i64 %115, %118
+  %arena15 = getelementptr inbounds float, ptr %arena, i64 %119
+  %120 = load <8 x float>, ptr %arena15, align 4
+  %121 = mul nsw i64 %conv2.j1502, 49
+  %122 = mul nsw i64 %conv2.ty1513, 7
+  %123 = add nsw i64 %121, %122
+  %124 = add nsw i64 %123, %conv2.tx1524
+  %125 = mul nsw i64 %124, 64
+  %126 = add nsw i64 897088, %125
+  %127 = mul nsw i64 %1, 32
+  %128 = mul nsw i64 %conv2.cv1535, 8
+  %129 = add nsw i64 %127, %128
+  %130 = add nsw i64 %126, %129
+  %arena16 = getelementptr inbounds float, ptr %arena, i64 %130
+  %131 = load <8 x float>, ptr %arena16, align 4
+  %132 = fsub <8 x float> %120, %131
+  %133 = mul nsw i64 %conv2.j1502, 49
+  %134 = mul nsw i64 %conv2.ty1513, 7
+  %135 = add nsw i64 %133, %134
+  %136 = add nsw i64 %135, %conv2.tx1524
+  %137 = mul nsw i64 %136, 64
+  %138 = add nsw i64 909632, %137
+  %139 = mul nsw i64 %1, 32
+  %140 = mul nsw i64 %conv2.cv1535, 8
+  %141 = add nsw i64 %139, %140
+  %142 = add nsw i64 %138, %141
+  %arena17 = getelementptr inbounds float, ptr %arena, i64 %142
+  %143 = load <8 x float>, ptr %arena17, align 4
+  %144 = fsub <8 x float> %132, %143
+  store <8 x float> %144, ptr %conv2.w157, align 32
+  %145 = mul nsw i64 %conv2.j1502, 49
+  %146 = mul nsw i64 %conv2.ty1513, 7
+  %147 = add nsw i64 %145, %146
+  %148 = add nsw i64 %147, %conv2.tx1524
+  %149 = mul nsw i64 %148, 64
+  %150 = add nsw i64 875136, %149
+  %151 = mul nsw i64 %1, 32
+  %152 = mul nsw i64 %conv2.cv1535, 8
+  %153 = add nsw i64 %151, %152
+  %154 = add nsw i64 %150, %153
+  %arena18 = getelementptr inbounds float, ptr %arena, i64 %154
+  %155 = load <8 x float>, ptr %arena18, align 4
+  %156 = mul nsw i64 %conv2.j1502, 49
+  %157 = mul nsw i64 %conv2.ty1513, 7
+  %158 = add nsw i64 %156, %157
+  %159 = add nsw i64 %158, %conv2.tx1524
+  %160 = mul nsw i64 %159, 64
+  %161 = add nsw i64 887680, %160
+  %162 = mul nsw i64 %1, 32
+  %163 = mul nsw i64 %conv2.cv1535, 8
+  %164 = add nsw i64 %162, %163
+  %165 = add nsw i64 %161, %164
+  %arena19 = getelementptr inbounds float, ptr %arena, i64 %165
+  %166 = load <8 x float>, ptr %arena19, align 4
+  %167 = fadd <8 x float> %155, %166
+  %168 = mul nsw i64 %conv2.j1502, 49
+  %169 = mul nsw i64 %conv2.ty1513, 7
+  %170 = add nsw i64 %168, %169
+  %171 = add nsw i64 %170, %conv2.tx1524
+  %172 = mul nsw i64 %171, 64
+  %173 = add nsw i64 900224, %172
+  %174 = mul nsw i64 %1, 32
+  %175 = mul nsw i64 %conv2.cv1535, 8
+  %176 = add nsw i64 %174, %175
+  %177 = add nsw i64 %173, %176
+  %arena20 = getelementptr inbounds float, ptr %arena, i64 %177
+  %178 = load <8 x float>, ptr %arena20, align 4
+  %179 = fadd <8 x float> %167, %178
+  store <8 x float> %179, ptr %conv2.w158, align 32
+  %180 = mul nsw i64 %conv2.j1502, 49
+  %181 = mul nsw i64 %conv2.ty1513, 7
+  %182 = add nsw i64 %180, %181
+  %183 = add nsw i64 %182, %conv2.tx1524
+  %184 = mul nsw i64 %183, 64
+  %185 = add nsw i64 887680, %184
+  %186 = mul nsw i64 %1, 32
+  %187 = mul nsw i64 %conv2.cv1535, 8
+  %188 = add nsw i64 %186, %187
+  %189 = add nsw i64 %185, %188
+  %arena21 = getelementptr inbounds float, ptr %arena, i64 %189
+  %190 = load <8 x float>, ptr %arena21, align 4
+  %191 = mul nsw i64 %conv2.j1502, 49
+  %192 = mul nsw i64 %conv2.ty1513, 7
+  %193 = add nsw i64 %191, %192
+  %194 = add nsw i64 %193, %conv2.tx1524
+  %195 = mul nsw i64 %194, 64
+  %196 = add nsw i64 900224, %195
+  %197 = mul nsw i64 %1, 32
+  %198 = mul nsw i64 %conv2.cv1535, 8
+  %199 = add nsw i64 %197, %198
+  %200 = add nsw i64 %196, %199
+  %arena22 = getelementptr inbounds float, ptr %arena, i64 %200
+  %201 = load <8 x float>, ptr %arena22, align 4
+  %202 = fsub <8 x float> %190, %201
+  %203 = mul nsw i64 %conv2.j1502, 49
+  %204 = mul nsw i64 %conv2.ty1513, 7
+  %205 = add nsw i64 %203, %204
+  %206 = add nsw i64 %205, %conv2.tx1524
+  %207 = mul nsw i64 %206, 64
+  %208 = add nsw i64 912768, %207
+  %209 = mul nsw i64 %1, 32
+  %210 = mul nsw i64 %conv2.cv1535, 8
+  %211 = add nsw i64 %209, %210
+  %212 = add nsw i64 %208, %211
+  %arena23 = getelementptr inbounds float, ptr %arena, i64 %212
+  %213 = load <8 x float>, ptr %arena23, align 4
+  %214 = fsub <8 x float> %202, %213
+  store <8 x float> %214, ptr %conv2.w159, align 32
+  %215 = mul nsw i64 %conv2.j1502, 49
+  %216 = mul nsw i64 %conv2.ty1513, 7
+  %217 = add nsw i64 %215, %216
+  %218 = add nsw i64 %217, %conv2.tx1524
+  %219 = mul nsw i64 %218, 64
+  %220 = add nsw i64 878272, %219
+  %221 = mul nsw i64 %1, 32
+  %222 = mul nsw i64 %conv2.cv1535, 8
+  %223 = add nsw i64 %221, %222
+  %224 = add nsw i64 %220, %223
+  %arena24 = getelementptr inbounds float, ptr %arena, i64 %224
+  %225 = load <8 x float>, ptr %arena24, align 4
+  %226 = mul nsw i64 %conv2.j1502, 49
+  %227 = mul nsw i64 %conv2.ty1513, 7
+  %228 = add nsw i64 %226, %227
+  %229 = add nsw i64 %228, %conv2.tx1524
+  %230 = mul nsw i64 %229, 64
+  %231 = add nsw i64 890816, %230
+  %232 = mul nsw i64 %1, 32
+  %233 = mul nsw i64 %conv2.cv1535, 8
+  %234 = add nsw i64 %232, %233
+  %235 = add nsw i64 %231, %234
+  %arena25 = getelementptr inbounds float, ptr %arena, i64 %235
+  %236 = load <8 x float>, ptr %arena25, align 4
+  %237 = fadd <8 x float> %225, %236
+  %238 = mul nsw i64 %conv2.j1502, 49
+  %239 = mul nsw i64 %conv2.ty1513, 7
+  %240 = add nsw i64 %238, %239
+  %241 = add nsw i64 %240, %conv2.tx1524
+  %242 = mul nsw i64 %241, 64
+  %243 = add nsw i64 903360, %242
+  %244 = mul nsw i64 %1, 32
+  %245 = mul nsw i64 %conv2.cv1535, 8
+  %246 = add nsw i64 %244, %245
+  %247 = add nsw i64 %243, %246
+  %arena26 = getelementptr inbounds float, ptr %arena, i64 %247
+  %248 = load <8 x float>, ptr %arena26, align 4
+  %249 = fadd <8 x float> %237, %248
+  store <8 x float> %249, ptr %conv2.w160, align 32
+  %250 = mul nsw i64 %conv2.j1502, 49
+  %251 = mul nsw i64 %conv2.ty1513, 7
+  %252 = add nsw i64 %250, %251
+  %253 = add nsw i64 %252, %conv2.tx1524
+  %254 = mul nsw i64 %253, 64
+  %255 = add nsw i64 890816, %254
+  %256 = mul nsw i64 %1, 32
+  %257 = mul nsw i64 %conv2.cv1535, 8
+  %258 = add nsw i64 %256, %257
+  %259 = add nsw i64 %255, %258
+  %arena27 = getelementptr inbounds float, ptr %arena, i64 %259
+  %260 = load <8 x float>, ptr %arena27, align 4
+  %261 = mul nsw i64 %conv2.j1502, 49
+  %262 = mul nsw i64 %conv2.ty1513, 7
+  %263 = add nsw i64 %261, %262
+  %264 = add nsw i64 %263, %conv2.tx1524
+  %265 = mul nsw i64 %264, 64
+  %266 = add nsw i64 903360, %265
+  %267 = mul nsw i64 %1, 32
+  %268 = mul nsw i64 %conv2.cv1535, 8
+  %269 = add nsw i64 %267, %268
+  %270 = add nsw i64 %266, %269
+  %arena28 = getelementptr inbounds float, ptr %arena, i64 %270
+  %271 = load <8 x float>, ptr %arena28, align 4
+  %272 = fsub <8 x float> %260, %271
+  %273 = mul nsw i64 %conv2.j1502, 49
+  %274 = mul nsw i64 %conv2.ty1513, 7
+  %275 = add nsw i64 %273, %274
+  %276 = add nsw i64 %275, %conv2.tx1524
+  %277 = mul nsw i64 %276, 64
+  %278 = add nsw i64 915904, %277
+  %279 = mul nsw i64 %1, 32
+  %280 = mul nsw i64 %conv2.cv1535, 8
+  %281 = add nsw i64 %279, %280
+  %282 = add nsw i64 %278, %281
+  %arena29 = getelementptr inbounds float, ptr %arena, i64 %282
+  %283 = load <8 x float>, ptr %arena29, align 4
+  %284 = fsub <8 x float> %272, %283
+  store <8 x float> %284, ptr %conv2.w161, align 32
+  %w154 = load <8 x float>, ptr %conv2.w154, align 32
+  %w156 = load <8 x float>, ptr %conv2.w156, align 32
+  %285 = fadd <8 x float> %w154, %w156
+  %w158 = load <8 x float>, ptr %conv2.w158, align 32
+  %286 = fadd <8 x float> %285, %w158
+  store <8 x float> %286, ptr %conv2.w162, align 32
+  %w15630 = load <8 x float>, ptr %conv2.w156, align 32
+  %w15831 = load <8 x float>, ptr %conv2.w158, align 32
+  %287 = fsub <8 x float> %w15630, %w15831
+  %w160 = load <8 x float>, ptr %conv2.w160, align 32
+  %288 = fsub <8 x float> %287, %w160
+  store <8 x float> %288, ptr %conv2.w163, align 32
+  %w155 = load <8 x float>, ptr %conv2.w155, align 32
+  %w157 = load <8 x float>, ptr %conv2.w157, align 32
+  %289 = fadd <8 x float> %w155, %w157
+  %w159 = load <8 x float>, ptr %conv2.w159, align 32
+  %290 = fadd <8 x float> %289, %w159
+  store <8 x float> %290, ptr %conv2.w164, align 32
+  %w15732 = load <8 x float>, ptr %conv2.w157, align 32
+  %w15933 = load <8 x float>, ptr %conv2.w159, align 32
+  %291 = fsub <8 x float> %w15732, %w15933
+  %w161 = load <8 x float>, ptr %conv2.w161, align 32
+  %292 = fsub <8 x float> %291, %w161
+  store <8 x float> %292, ptr %conv2.w165, align 32
+  %w162 = load <8 x float>, ptr %conv2.w162, align 32
+  %293 = mul nsw i64 %1, 32
+  %294 = mul nsw i64 %conv2.cv1535, 8
+  %295 = add nsw i64 %293, %294
+  %296 = add nsw i64 18752, %295
+  %params34 = getelementptr inbounds float, ptr %params, i64 %296
+  %297 = load <8 x float>, ptr %params34, align 4
+  %298 = fadd <8 x float> %w162, %297
+  store <8 x float> %298, ptr %conv2.v166, align 32
+  %v166 = load <8 x float>, ptr %conv2.v166, align 32
+  store <8 x float> %v166, ptr %conv2.best167, align 32
+  %299 = mul nsw i64 %conv2.ty1513, 2
+  %300 = mul nsw i64 %299, 14
+  %301 = mul nsw i64 %conv2.tx1524, 2
+  %302 = add nsw i64 %300, %301
+  %303 = sitofp i64 %302 to float
+  %304 = insertelement <8 x float> undef, float %303, i32 0
+  %305 = shufflevector <8 x float> %304, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %305, ptr %conv2.at168, align 32
+  %w163 = load <8 x float>, ptr %conv2.w163, align 32
+  %306 = mul nsw i64 %1, 32
+  %307 = mul nsw i64 %conv2.cv1535, 8
+  %308 = add nsw i64 %306, %307
+  %309 = add nsw i64 18752, %308
+  %params35 = getelementptr inbounds float, ptr %params, i64 %309
+  %310 = load <8 x float>, ptr %params35, align 4
+  %311 = fadd <8 x float> %w163, %310
+  store <8 x float> %311, ptr %conv2.v169, align 32
+  %v169 = load <8 x float>, ptr %conv2.v169, align 32
+  %best167 = load <8 x float>, ptr %conv2.best167, align 32
+  %312 = fcmp ogt <8 x float> %v169, %best167
+  %v16936 = load <8 x float>, ptr %conv2.v169, align 32
+  %best16737 = load <8 x float>, ptr %conv2.best167, align 32
+  %313 = select <8 x i1> %312, <8 x float> %v16936, <8 x float> %best16737
+  store <8 x float> %313, ptr %conv2.best170, align 32
+  %v16938 = load <8 x float>, ptr %conv2.v169, align 32
+  %best16739 = load <8 x float>, ptr %conv2.best167, align 32
+  %314 = fcmp ogt <8 x float> %v16938, %best16739
+  %315 = mul nsw i64 %conv2.ty1513, 2
+  %316 = mul nsw i64 %315, 14
+  %317 = mul nsw i64 %conv2.tx1524, 2
+  %318 = add nsw i64 %316, %317
+  %319 = add nsw i64 %318, 1
+  %320 = sitofp i64 %319 to float
+  %321 = insertelement <8 x float> undef, float %320, i32 0
+  %322 = shufflevector <8 x float> %321, <8 x float> undef, <8 x i32> zeroinitializer
+  %at168 = load <8 x float>, ptr %conv2.at168, align 32
+  %323 = select <8 x i1> %314, <8 x float> %322, <8 x float> %at168
+  store <8 x float> %323, ptr %conv2.at171, align 32
+  %w164 = load <8 x float>, ptr %conv2.w164, align 32
+  %324 = mul nsw i64 %1, 32
+  %325 = mul nsw i64 %conv2.cv1535, 8
+  %326 = add nsw i64 %324, %325
+  %327 = add nsw i64 18752, %326
+  %params40 = getelementptr inbounds float, ptr %params, i64 %327
+  %328 = load <8 x float>, ptr %params40, align 4
+  %329 = fadd <8 x float> %w164, %328
+  store <8 x float> %329, ptr %conv2.v172, align 32
+  %v172 = load <8 x float>, ptr %conv2.v172, align 32
+  %best170 = load <8 x float>, ptr %conv2.best170, align 32
+  %330 = fcmp ogt <8 x float> %v172, %best170
+  %v17241 = load <8 x float>, ptr %conv2.v172, align 32
+  %best17042 = load <8 x float>, ptr %conv2.best170, align 32
+  %331 = select <8 x i1> %330, <8 x float> %v17241, <8 x float> %best17042
+  store <8 x float> %331, ptr %conv2.best173, align 32
+  %v17243 = load <8 x float>, ptr %conv2.v172, align 32
+  %best17044 = load <8 x float>, ptr %conv2.best170, align 32
+  %332 = fcmp ogt <8 x float> %v17243, %best17044
+  %333 = mul nsw i64 %conv2.ty1513, 2
+  %334 = add nsw i64 %333, 1
+  %335 = mul nsw i64 %334, 14
+  %336 = mul nsw i64 %conv2.tx1524, 2
+  %337 = add nsw i64 %335, %336
+  %338 = sitofp i64 %337 to float
+  %339 = insertelement <8 x float> undef, float %338, i32 0
+  %340 = shufflevector <8 x float> %339, <8 x float> undef, <8 x i32> zeroinitializer
+  %at171 = load <8 x float>, ptr %conv2.at171, align 32
+  %341 = select <8 x i1> %332, <8 x float> %340, <8 x float> %at171
+  store <8 x float> %341, ptr %conv2.at174, align 32
+  %w165 = load <8 x float>, ptr %conv2.w165, align 32
+  %342 = mul nsw i64 %1, 32
+  %343 = mul nsw i64 %conv2.cv1535, 8
+  %344 = add nsw i64 %342, %343
+  %345 = add nsw i64 18752, %344
+  %params45 = getelementptr inbounds float, ptr %params, i64 %345
+  %346 = load <8 x float>, ptr %params45, align 4
+  %347 = fadd <8 x float> %w165, %346
+  store <8 x float> %347, ptr %conv2.v175, align 32
+  %v175 = load <8 x float>, ptr %conv2.v175, align 32
+  %best173 = load <8 x float>, ptr %conv2.best173, align 32
+  %348 = fcmp ogt <8 x float> %v175, %best173
+  %v17546 = load <8 x float>, ptr %conv2.v175, align 32
+  %best17347 = load <8 x float>, ptr %conv2.best173, align 32
+  %349 = select <8 x i1> %348, <8 x float> %v17546, <8 x float> %best17347
+  store <8 x float> %349, ptr %conv2.best176, align 32
+  %v17548 = load <8 x float>, ptr %conv2.v175, align 32
+  %best17349 = load <8 x float>, ptr %conv2.best173, align 32
+  %350 = fcmp ogt <8 x float> %v17548, %best17349
+  %351 = mul nsw i64 %conv2.ty1513, 2
+  %352 = add nsw i64 %351, 1
+  %353 = mul nsw i64 %352, 14
+  %354 = mul nsw i64 %conv2.tx1524, 2
+  %355 = add nsw i64 %353, %354
+  %356 = add nsw i64 %355, 1
+  %357 = sitofp i64 %356 to float
+  %358 = insertelement <8 x float> undef, float %357, i32 0
+  %359 = shufflevector <8 x float> %358, <8 x float> undef, <8 x i32> zeroinitializer
+  %at174 = load <8 x float>, ptr %conv2.at174, align 32
+  %360 = select <8 x i1> %350, <8 x float> %359, <8 x float> %at174
+  store <8 x float> %360, ptr %conv2.at177, align 32
+  %best176 = load <8 x float>, ptr %conv2.best176, align 32
+  %361 = fcmp ogt <8 x float> %best176, zeroinitializer
+  %best17650 = load <8 x float>, ptr %conv2.best176, align 32
+  %362 = select <8 x i1> %361, <8 x float> %best17650, <8 x float> zeroinitializer
+  %363 = mul nsw i64 %conv2.j1502, 49
+  %364 = mul nsw i64 %conv2.ty1513, 7
+  %365 = add nsw i64 %363, %364
+  %366 = add nsw i64 %365, %conv2.tx1524
+  %367 = mul nsw i64 %366, 64
+  %368 = add nsw i64 919040, %367
+  %369 = mul nsw i64 %1, 32
+  %370 = mul nsw i64 %conv2.cv1535, 8
+  %371 = add nsw i64 %369, %370
+  %372 = add nsw i64 %368, %371
+  %arena51 = getelementptr inbounds float, ptr %arena, i64 %372
+  store <8 x float> %362, ptr %arena51, align 4
+  %at177 = load <8 x float>, ptr %conv2.at177, align 32
+  %373 = mul nsw i64 %conv2.j1502, 49
+  %374 = mul nsw i64 %conv2.ty1513, 7
+  %375 = add nsw i64 %373, %374
+  %376 = add nsw i64 %375, %conv2.tx1524
+  %377 = mul nsw i64 %376, 64
+  %378 = add nsw i64 919040, %377
+  %379 = mul nsw i64 %1, 32
+  %380 = mul nsw i64 %conv2.cv1535, 8
+  %381 = add nsw i64 %379, %380
+  %382 = add nsw i64 %378, %381
+  %383 = add nsw i64 %382, 3136
+  %arena52 = getelementptr inbounds float, ptr %arena, i64 %383
+  store <8 x float> %at177, ptr %arena52, align 4
+  %cv153.next = add nsw i64 %conv2.cv1535, 1
+  %384 = icmp slt i64 %cv153.next, 4
+  br i1 %384, label %conv2.cv153, label %conv2.cv153.end
+
+conv2.cv153.end:                                  ; preds = %conv2.cv153
+  %tx152.next = add nsw i64 %conv2.tx1524, 1
+  %385 = icmp slt i64 %tx152.next, 7
+  br i1 %385, label %conv2.tx152, label %conv2.tx152.end
+
+conv2.j178:                                       ; preds = %conv2.c179.end, %conv2.j150.end
+  %conv2.j17853 = phi i64 [ 0, %conv2.j150.end ], [ %j178.next, %conv2.c179.end ]
+  br label %conv2.c179
+
+conv2.j178.end:                                   ; preds = %conv2.c179.end
+  br label %conv2.j181
+
+conv2.c179:                                       ; preds = %conv2.q180.end, %conv2.j178
+  %conv2.c17954 = phi i64 [ 0, %conv2.j178 ], [ %c179.next, %conv2.q180.end ]
+  br label %conv2.q180
+
+conv2.c179.end:                                   ; preds = %conv2.q180.end
+  %j178.next = add nsw i64 %conv2.j17853, 1
+  %386 = icmp slt i64 %j178.next, 1
+  br i1 %386, label %conv2.j178, label %conv2.j178.end
+
+conv2.q180:                                       ; preds = %conv2.q180, %conv2.c179
+  %conv2.q18055 = phi i64 [ 0, %conv2.c179 ], [ %q180.next, %conv2.q180 ]
+  %387 = mul nsw i64 %conv2.j17853, 49
+  %388 = add nsw i64 %387, %conv2.q18055
+  %389 = mul nsw i64 %388, 64
+  %390 = add nsw i64 919040, %389
+  %391 = mul nsw i64 %1, 32
+  %392 = add nsw i64 %391, %conv2.c17954
+  %393 = add nsw i64 %390, %392
+  %arena56 = getelementptr inbounds float, ptr %arena, i64 %393
+  %394 = load float, ptr %arena56, align 4
+  %395 = add nsw i64 %0, %conv2.j17853
+  %396 = mul nsw i64 %395, 3136
+  %397 = mul nsw i64 %1, 32
+  %398 = add nsw i64 %397, %conv2.c17954
+  %399 = mul nsw i64 %398, 49
+  %400 = add nsw i64 %396, %399
+  %401 = add nsw i64 %400, %conv2.q18055
+  %402 = add nsw i64 401408, %401
+  %arena57 = getelementptr inbounds float, ptr %arena, i64 %402
+  store float %394, ptr %arena57, align 4
+  %q180.next = add nsw i64 %conv2.q18055, 1
+  %403 = icmp slt i64 %q180.next, 49
+  br i1 %403, label %conv2.q180, label %conv2.q180.end
+
+conv2.q180.end:                                   ; preds = %conv2.q180
+  %c179.next = add nsw i64 %conv2.c17954, 1
+  %404 = icmp slt i64 %c179.next, 32
+  br i1 %404, label %conv2.c179, label %conv2.c179.end
+
+conv2.j181:                                       ; preds = %conv2.c182.end, %conv2.j178.end
+  %conv2.j18158 = phi i64 [ 0, %conv2.j178.end ], [ %j181.next, %conv2.c182.end ]
+  br label %conv2.c182
+
+conv2.j181.end:                                   ; preds = %conv2.c182.end
+  ret void
+
+conv2.c182:                                       ; preds = %conv2.q183.end, %conv2.j181
+  %conv2.c18259 = phi i64 [ 0, %conv2.j181 ], [ %c182.next, %conv2.q183.end ]
+  br label %conv2.q183
+
+conv2.c182.end:                                   ; preds = %conv2.q183.end
+  %j181.next = add nsw i64 %conv2.j18158, 1
+  %405 = icmp slt i64 %j181.next, 1
+  br i1 %405, label %conv2.j181, label %conv2.j181.end
+
+conv2.q183:                                       ; preds = %conv2.q183, %conv2.c182
+  %conv2.q18360 = phi i64 [ 0, %conv2.c182 ], [ %q183.next, %conv2.q183 ]
+  %406 = mul nsw i64 %conv2.j18158, 49
+  %407 = add nsw i64 %406, %conv2.q18360
+  %408 = mul nsw i64 %407, 64
+  %409 = add nsw i64 922176, %408
+  %410 = mul nsw i64 %1, 32
+  %411 = add nsw i64 %410, %conv2.c18259
+  %412 = add nsw i64 %409, %411
+  %arena61 = getelementptr inbounds float, ptr %arena, i64 %412
+  %413 = load float, ptr %arena61, align 4
+  %414 = add nsw i64 %0, %conv2.j18158
+  %415 = mul nsw i64 %414, 3136
+  %416 = mul nsw i64 %1, 32
+  %417 = add nsw i64 %416, %conv2.c18259
+  %418 = mul nsw i64 %417, 49
+  %419 = add nsw i64 %415, %418
+  %420 = add nsw i64 %419, %conv2.q18360
+  %421 = add nsw i64 602112, %420
+  %arena62 = getelementptr inbounds float, ptr %arena, i64 %421
+  store float %413, ptr %arena62, align 4
+  %q183.next = add nsw i64 %conv2.q18360, 1
+  %422 = icmp slt i64 %q183.next, 49
+  br i1 %422, label %conv2.q183, label %conv2.q183.end
+
+conv2.q183.end:                                   ; preds = %conv2.q183
+  %c182.next = add nsw i64 %conv2.c18259, 1
+  %423 = icmp slt i64 %c182.next, 32
+  br i1 %423, label %conv2.c182, label %conv2.c182.end
+}
+
+; Function Attrs: noinline
+define internal void @simplecnn_infer_b64.k1.conv2.part141.gemm149(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0, i64 %1) #1 {
+entry:
+  %conv2.t147_a3 = alloca <8 x float>, align 32
+  %conv2.t147_a2 = alloca <8 x float>, align 32
+  %conv2.t147_a1 = alloca <8 x float>, align 32
+  %conv2.t147_a0 = alloca <8 x float>, align 32
+  %conv2.t147_b1 = alloca <8 x float>, align 32
+  %conv2.t147_b0 = alloca <8 x float>, align 32
+  %conv2.t147_c3_1 = alloca <8 x float>, align 32
+  %conv2.t147_c3_0 = alloca <8 x float>, align 32
+  %conv2.t147_c2_1 = alloca <8 x float>, align 32
+  %conv2.t147_c2_0 = alloca <8 x float>, align 32
+  %conv2.t147_c1_1 = alloca <8 x float>, align 32
+  %conv2.t147_c1_0 = alloca <8 x float>, align 32
+  %conv2.t147_c0_1 = alloca <8 x float>, align 32
+  %conv2.t147_c0_0 = alloca <8 x float>, align 32
+  %conv2.t145_a4 = alloca <8 x float>, align 32
+  %conv2.t145_a3 = alloca <8 x float>, align 32
+  %conv2.t145_a2 = alloca <8 x float>, align 32
+  %conv2.t145_a1 = alloca <8 x float>, align 32
+  %conv2.t145_a0 = alloca <8 x float>, align 32
+  %conv2.t145_b1 = alloca <8 x float>, align 32
+  %conv2.t145_b0 = alloca <8 x float>, align 32
+  %conv2.t145_c4_1 = alloca <8 x float>, align 32
+  %conv2.t145_c4_0 = alloca <8 x float>, align 32
+  %conv2.t145_c3_1 = alloca <8 x float>, align 32
+  %conv2.t145_c3_0 = alloca <8 x float>, align 32
+  %conv2.t145_c2_1 = alloca <8 x float>, align 32
+  %conv2.t145_c2_0 = alloca <8 x float>, align 32
+  %conv2.t145_c1_1 = alloca <8 x float>, align 32
+  %conv2.t145_c1_0 = alloca <8 x float>, align 32
+  %conv2.t145_c0_1 = alloca <8 x float>, align 32
+  %conv2.t145_c0_0 = alloca <8 x float>, align 32
+  br label %conv2.nb143
+
+conv2.nb143:                                      ; preds = %conv2.k148.end, %entry
+  %conv2.nb1431 = phi i64 [ 0, %entry ], [ %nb143.next, %conv2.k148.end ]
+  br label %conv2.mb144
+
+conv2.nb143.end:                                  ; preds = %conv2.k148.end
+  ret void
+
+conv2.mb144:                                      ; preds = %conv2.k146.end, %conv2.nb143
+  %conv2.mb1442 = phi i64 [ 0, %conv2.nb143 ], [ %mb144.next, %conv2.k146.end ]
+  store <8 x float> zeroinitializer, ptr %conv2.t145_c0_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t145_c0_1, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t145_c1_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t145_c1_1, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t145_c2_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t145_c2_1, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t145_c3_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t145_c3_1, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t145_c4_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t145_c4_1, align 32
+  br label %conv2.k146
+
+conv2.mb144.end:                                  ; preds = %conv2.k146.end
+  store <8 x float> zeroinitializer, ptr %conv2.t147_c0_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t147_c0_1, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t147_c1_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t147_c1_1, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t147_c2_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t147_c2_1, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t147_c3_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t147_c3_1, align 32
+  br label %conv2.k148
+
+conv2.k146:                                       ; preds = %conv2.k146, %conv2.mb144
+  %conv2.k1463 = phi i64 [ 0, %conv2.mb144 ], [ %k146.next, %conv2.k146 ]
+  %2 = mul nsw i64 %0, 2048
+  %3 = add nsw i64 802816, %2
+  %4 = mul nsw i64 %1, 32
+  %5 = add nsw i64 %3, %4
+  %6 = mul nsw i64 %conv2.k1463, 64
+  %7 = add nsw i64 %5, %6
+  %8 = mul nsw i64 %conv2.nb1431, 16
+  %9 = add nsw i64 %7, %8
+  %arena4 = getelementptr inbounds float, ptr %arena, i64 %9
+  %10 = load <8 x float>, ptr %arena4, align 4
+  store <8 x float> %10, ptr %conv2.t145_b0, align 32
+  %11 = mul nsw i64 %0, 2048
+  %12 = add nsw i64 802816, %11
+  %13 = mul nsw i64 %1, 32
+  %14 = add nsw i64 %12, %13
+  %15 = mul nsw i64 %conv2.k1463, 64
+  %16 = add nsw i64 %14, %15
+  %17 = mul nsw i64 %conv2.nb1431, 16
+  %18 = add nsw i64 %16, %17
+  %19 = add nsw i64 %18, 8
+  %arena5 = getelementptr inbounds float, ptr %arena, i64 %19
+  %20 = load <8 x float>, ptr %arena5, align 4
+  store <8 x float> %20, ptr %conv2.t145_b1, align 32
+  %21 = mul nsw i64 %0, 1568
+  %22 = add nsw i64 843776, %21
+  %23 = mul nsw i64 %conv2.mb1442, 5
+  %24 = mul nsw i64 %23, 32
+  %25 = add nsw i64 %22, %24
+  %26 = add nsw i64 %25, %conv2.k1463
+  %arena6 = getelementptr inbounds float, ptr %arena, i64 %26
+  %27 = load float, ptr %arena6, align 4
+  %28 = insertelement <8 x float> undef, float %27, i32 0
+  %29 = shufflevector <8 x float> %28, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %29, ptr %conv2.t145_a0, align 32
+  %t145_a0 = load <8 x float>, ptr %conv2.t145_a0, align 32
+  %t145_b0 = load <8 x float>, ptr %conv2.t145_b0, align 32
+  %t145_c0_0 = load <8 x float>, ptr %conv2.t145_c0_0, align 32
+  %30 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t145_a0, <8 x float> %t145_b0, <8 x float> %t145_c0_0)
+  store <8 x float> %30, ptr %conv2.t145_c0_0, align 32
+  %t145_a07 = load <8 x float>, ptr %conv2.t145_a0, align 32
+  %t145_b1 = load <8 x float>, ptr %conv2.t145_b1, align 32
+  %t145_c0_1 = load <8 x float>, ptr %conv2.t145_c0_1, align 32
+  %31 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t145_a07, <8 x float> %t145_b1, <8 x float> %t145_c0_1)
+  store <8 x float> %31, ptr %conv2.t145_c0_1, align 32
+  %32 = mul nsw i64 %0, 1568
+  %33 = add nsw i64 843776, %32
+  %34 = mul nsw i64 %conv2.mb1442, 5
+  %35 = add nsw i64 %34, 1
+  %36 = mul nsw i64 %35, 32
+  %37 = add nsw i64 %33, %36
+  %38 = add nsw i64 %37, %conv2.k1463
+  %arena8 = getelementptr inbounds float, ptr %arena, i64 %38
+  %39 = load float, ptr %arena8, align 4
+  %40 = insertelement <8 x float> undef, float %39, i32 0
+  %41 = shufflevector <8 x float> %40, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %41, ptr %conv2.t145_a1, align 32
+  %t145_a1 = load <8 x float>, ptr %conv2.t145_a1, align 32
+  %t145_b09 = load <8 x float>, ptr %conv2.t145_b0, align 32
+  %t145_c1_0 = load <8 x float>, ptr %conv2.t145_c1_0, align 32
+  %42 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t145_a1, <8 x float> %t145_b09, <8 x float> %t145_c1_0)
+  store <8 x float> %42, ptr %conv2.t145_c1_0, align 32
+  %t145_a110 = load <8 x float>, ptr %conv2.t145_a1, align 32
+  %t145_b111 = load <8 x float>, ptr %conv2.t145_b1, align 32
+  %t145_c1_1 = load <8 x float>, ptr %conv2.t145_c1_1, align 32
+  %43 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t145_a110, <8 x float> %t145_b111, <8 x float> %t145_c1_1)
+  store <8 x float> %43, ptr %conv2.t145_c1_1, align 32
+  %44 = mul nsw i64 %0, 1568
+  %45 = add nsw i64 843776, %44
+  %46 = mul nsw i64 %conv2.mb1442, 5
+  %47 = add nsw i64 %46, 2
+  %48 = mul nsw i64 %47, 32
+  %49 = add nsw i64 %45, %48
+  %50 = add nsw i64 %49, %conv2.k1463
+  %arena12 = getelementptr inbounds float, ptr %arena, i64 %50
+  %51 = load float, ptr %arena12, align 4
+  %52 = insertelement <8 x float> undef, float %51, i32 0
+  %53 = shufflevector <8 x float> %52, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %53, ptr %conv2.t145_a2, align 32
+  %t145_a2 = load <8 x float>, ptr %conv2.t145_a2, align 32
+  %t145_b013 = load <8 x float>, ptr %conv2.t145_b0, align 32
+  %t145_c2_0 = load <8 x float>, ptr %conv2.t145_c2_0, align 32
+  %54 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t145_a2, <8 x float> %t145_b013, <8 x float> %t145_c2_0)
+  store <8 x float> %54, ptr %conv2.t145_c2_0, align 32
+  %t145_a214 = load <8 x float>, ptr %conv2.t145_a2, align 32
+  %t145_b115 = load <8 x float>, ptr %conv2.t145_b1, align 32
+  %t145_c2_1 = load <8 x float>, ptr %conv2.t145_c2_1, align 32
+  %55 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t145_a214, <8 x float> %t145_b115, <8 x float> %t145_c2_1)
+  store <8 x float> %55, ptr %conv2.t145_c2_1, align 32
+  %56 = mul nsw i64 %0, 1568
+  %57 = add nsw i64 843776, %56
+  %58 = mul nsw i64 %conv2.mb1442, 5
+  %59 = add nsw i64 %58, 3
+  %60 = mul nsw i64 %59, 32
+  %61 = add nsw i64 %57, %60
+  %62 = add nsw i64 %61, %conv2.k1463
+  %arena16 = getelementptr inbounds float, ptr %arena, i64 %62
+  %63 = load float, ptr %arena16, align 4
+  %64 = insertelement <8 x float> undef, float %63, i32 0
+  %65 = shufflevector <8 x float> %64, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %65, ptr %conv2.t145_a3, align 32
+  %t145_a3 = load <8 x float>, ptr %conv2.t145_a3, align 32
+  %t145_b017 = load <8 x float>, ptr %conv2.t145_b0, align 32
+  %t145_c3_0 = load <8 x float>, ptr %conv2.t145_c3_0, align 32
+  %66 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t145_a3, <8 x float> %t145_b017, <8 x float> %t145_c3_0)
+  store <8 x float> %66, ptr %conv2.t145_c3_0, align 32
+  %t145_a318 = load <8 x float>, ptr %conv2.t145_a3, align 32
+  %t145_b119 = load <8 x float>, ptr %conv2.t145_b1, align 32
+  %t145_c3_1 = load <8 x float>, ptr %conv2.t145_c3_1, align 32
+  %67 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t145_a318, <8 x float> %t145_b119, <8 x float> %t145_c3_1)
+  store <8 x float> %67, ptr %conv2.t145_c3_1, align 32
+  %68 = mul nsw i64 %0, 1568
+  %69 = add nsw i64 843776, %68
+  %70 = mul nsw i64 %conv2.mb1442, 5
+  %71 = add nsw i64 %70, 4
+  %72 = mul nsw i64 %71, 32
+  %73 = add nsw i64 %69, %72
+  %74 = add nsw i64 %73, %conv2.k1463
+  %arena20 = getelementptr inbounds float, ptr %arena, i64 %74
+  %75 = load float, ptr %arena20, align 4
+  %76 = insertelement <8 x float> undef, float %75, i32 0
+  %77 = shufflevector <8 x float> %76, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %77, ptr %conv2.t145_a4, align 32
+  %t145_a4 = load <8 x float>, ptr %conv2.t145_a4, align 32
+  %t145_b021 = load <8 x float>, ptr %conv2.t145_b0, align 32
+  %t145_c4_0 = load <8 x float>, ptr %conv2.t145_c4_0, align 32
+  %78 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t145_a4, <8 x float> %t145_b021, <8 x float> %t145_c4_0)
+  store <8 x float> %78, ptr %conv2.t145_c4_0, align 32
+  %t145_a422 = load <8 x float>, ptr %conv2.t145_a4, align 32
+  %t145_b123 = load <8 x float>, ptr %conv2.t145_b1, align 32
+  %t145_c4_1 = load <8 x float>, ptr %conv2.t145_c4_1, align 32
+  %79 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t145_a422, <8 x float> %t145_b123, <8 x float> %t145_c4_1)
+  store <8 x float> %79, ptr %conv2.t145_c4_1, align 32
+  %k146.next = add nsw i64 %conv2.k1463, 1
+  %80 = icmp slt i64 %k146.next, 32
+  br i1 %80, label %conv2.k146, label %conv2.k146.end
+
+conv2.k146.end:                                   ; preds = %conv2.k146
+  %t145_c0_024 = load <8 x float>, ptr %conv2.t145_c0_0, align 32
+  %81 = mul nsw i64 %0, 3136
+  %82 = add nsw i64 868864, %81
+  %83 = mul nsw i64 %1, 32
+  %84 = add nsw i64 %82, %83
+  %85 = mul nsw i64 %conv2.mb1442, 5
+  %86 = mul nsw i64 %85, 64
+  %87 = add nsw i64 %84, %86
+  %88 = mul nsw i64 %conv2.nb1431, 16
+  %89 = add nsw i64 %87, %88
+  %arena25 = getelementptr inbounds float, ptr %arena, i64 %89
+  store <8 x float> %t145_c0_024, ptr %arena25, align 4
+  %t145_c0_126 = load <8 x float>, ptr %conv2.t145_c0_1, align 32
+  %90 = mul nsw i64 %0, 3136
+  %91 = add nsw i64 868864, %90
+  %92 = mul nsw i64 %1, 32
+  %93 = add nsw i64 %91, %92
+  %94 = mul nsw i64 %conv2.mb1442, 5
+  %95 = mul nsw i64 %94, 64
+  %96 = add nsw i64 %93, %95
+  %97 = mul nsw i64 %conv2.nb1431, 16
+  %98 = add nsw i64 %96, %97
+  %99 = add nsw i64 %98, 8
+  %arena27 = getelementptr inbounds float, ptr %arena, i64 %99
+  store <8 x float> %t145_c0_126, ptr %arena27, align 4
+  %t145_c1_028 = load <8 x float>, ptr %conv2.t145_c1_0, align 32
+  %100 = mul nsw i64 %0, 3136
+  %101 = add nsw i64 868864, %100
+  %102 = mul nsw i64 %1, 32
+  %103 = add nsw i64 %101, %102
+  %104 = mul nsw i64 %conv2.mb1442, 5
+  %105 = add nsw i64 %104, 1
+  %106 = mul nsw i64 %105, 64
+  %107 = add nsw i64 %103, %106
+  %108 = mul nsw i64 %conv2.nb1431, 16
+  %109 = add nsw i64 %107, %108
+  %arena29 = getelementptr inbounds float, ptr %arena, i64 %109
+  store <8 x float> %t145_c1_028, ptr %arena29, align 4
+  %t145_c1_130 = load <8 x float>, ptr %conv2.t145_c1_1, align 32
+  %110 = mul nsw i64 %0, 3136
+  %111 = add nsw i64 868864, %110
+  %112 = mul nsw i64 %1, 32
+  %113 = add nsw i64 %111, %112
+  %114 = mul nsw i64 %conv2.mb1442, 5
+  %115 = add nsw i64 %114, 1
+  %116 = mul nsw i64 %115, 64
+  %117 = add nsw i64 %113, %116
+  %118 = mul nsw i64 %conv2.nb1431, 16
+  %119 = add nsw i64 %117, %118
+  %120 = add nsw i64 %119, 8
+  %arena31 = getelementptr inbounds float, ptr %arena, i64 %120
+  store <8 x float> %t145_c1_130, ptr %arena31, align 4
+  %t145_c2_032 = load <8 x float>, ptr %conv2.t145_c2_0, align 32
+  %121 = mul nsw i64 %0, 3136
+  %122 = add nsw i64 868864, %121
+  %123 = mul nsw i64 %1, 32
+  %124 = add nsw i64 %122, %123
+  %125 = mul nsw i64 %conv2.mb1442, 5
+  %126 = add nsw i64 %125, 2
+  %127 = mul nsw i64 %126, 64
+  %128 = add nsw i64 %124, %127
+  %129 = mul nsw i64 %conv2.nb1431, 16
+  %130 = add nsw i64 %128, %129
+  %arena33 = getelementptr inbounds float, ptr %arena, i64 %130
+  store <8 x float> %t145_c2_032, ptr %arena33, align 4
+  %t145_c2_134 = load <8 x float>, ptr %conv2.t145_c2_1, align 32
+  %131 = mul nsw i64 %0, 3136
+  %132 = add nsw i64 868864, %131
+  %133 = mul nsw i64 %1, 32
+  %134 = add nsw i64 %132, %133
+  %135 = mul nsw i64 %conv2.mb1442, 5
+  %136 = add nsw i64 %135, 2
+  %137 = mul nsw i64 %136, 64
+  %138 = add nsw i64 %134, %137
+  %139 = mul nsw i64 %conv2.nb1431, 16
+  %140 = add nsw i64 %138, %139
+  %141 = add nsw i64 %140, 8
+  %arena35 = getelementptr inbounds float, ptr %arena, i64 %141
+  store <8 x float> %t145_c2_134, ptr %arena35, align 4
+  %t145_c3_036 = load <8 x float>, ptr %conv2.t145_c3_0, align 32
+  %142 = mul nsw i64 %0, 3136
+  %143 = add nsw i64 868864, %142
+  %144 = mul nsw i64 %1, 32
+  %145 = add nsw i64 %143, %144
+  %146 = mul nsw i64 %conv2.mb1442, 5
+  %147 = add nsw i64 %146, 3
+  %148 = mul nsw i64 %147, 64
+  %149 = add nsw i64 %145, %148
+  %150 = mul nsw i64 %conv2.nb1431, 16
+  %151 = add nsw i64 %149, %150
+  %arena37 = getelementptr inbounds float, ptr %arena, i64 %151
+  store <8 x float> %t145_c3_036, ptr %arena37, align 4
+  %t145_c3_138 = load <8 x float>, ptr %conv2.t145_c3_1, align 32
+  %152 = mul nsw i64 %0, 3136
+  %153 = add nsw i64 868864, %152
+  %154 = mul nsw i64 %1, 32
+  %155 = add nsw i64 %153, %154
+  %156 = mul nsw i64 %conv2.mb1442, 5
+  %157 = add nsw i64 %156, 3
+  %158 = mul nsw i64 %157, 64
+  %159 = add nsw i64 %155, %158
+  %160 = mul nsw i64 %conv2.nb1431, 16
+  %161 = add nsw i64 %159, %160
+  %162 = add nsw i64 %161, 8
+  %arena39 = getelementptr inbounds float, ptr %arena, i64 %162
+  store <8 x float> %t145_c3_138, ptr %arena39, align 4
+  %t145_c4_040 = load <8 x float>, ptr %conv2.t145_c4_0, align 32
+  %163 = mul nsw i64 %0, 3136
+  %164 = add nsw i64 868864, %163
+  %165 = mul nsw i64 %1, 32
+  %166 = add nsw i64 %164, %165
+  %167 = mul nsw i64 %conv2.mb1442, 5
+  %168 = add nsw i64 %167, 4
+  %169 = mul nsw i64 %168, 64
+  %170 = add nsw i64 %166, %169
+  %171 = mul nsw i64 %conv2.nb1431, 16
+  %172 = add nsw i64 %170, %171
+  %arena41 = getelementptr inbounds float, ptr %arena, i64 %172
+  store <8 x float> %t145_c4_040, ptr %arena41, align 4
+  %t145_c4_142 = load <8 x float>, ptr %conv2.t145_c4_1, align 32
+  %173 = mul nsw i64 %0, 3136
+  %174 = add nsw i64 868864, %173
+  %175 = mul nsw i64 %1, 32
+  %176 = add nsw i64 %174, %175
+  %177 = mul nsw i64 %conv2.mb1442, 5
+  %178 = add nsw i64 %177, 4
+  %179 = mul nsw i64 %178, 64
+  %180 = add nsw i64 %176, %179
+  %181 = mul nsw i64 %conv2.nb1431, 16
+  %182 = add nsw i64 %180, %181
+  %183 = add nsw i64 %182, 8
+  %arena43 = getelementptr inbounds float, ptr %arena, i64 %183
+  store <8 x float> %t145_c4_142, ptr %arena43, align 4
+  %mb144.next = add nsw i64 %conv2.mb1442, 1
+  %184 = icmp slt i64 %mb144.next, 9
+  br i1 %184, label %conv2.mb144, label %conv2.mb144.end
+
+conv2.k148:                                       ; preds = %conv2.k148, %conv2.mb144.end
+  %conv2.k14844 = phi i64 [ 0, %conv2.mb144.end ], [ %k148.next, %conv2.k148 ]
+  %185 = mul nsw i64 %0, 2048
+  %186 = add nsw i64 802816, %185
+  %187 = mul nsw i64 %1, 32
+  %188 = add nsw i64 %186, %187
+  %189 = mul nsw i64 %conv2.k14844, 64
+  %190 = add nsw i64 %188, %189
+  %191 = mul nsw i64 %conv2.nb1431, 16
+  %192 = add nsw i64 %190, %191
+  %arena45 = getelementptr inbounds float, ptr %arena, i64 %192
+  %193 = load <8 x float>, ptr %arena45, align 4
+  store <8 x float> %193, ptr %conv2.t147_b0, align 32
+  %194 = mul nsw i64 %0, 2048
+  %195 = add nsw i64 802816, %194
+  %196 = mul nsw i64 %1, 32
+  %197 = add nsw i64 %195, %196
+  %198 = mul nsw i64 %conv2.k14844, 64
+  %199 = add nsw i64 %197, %198
+  %200 = mul nsw i64 %conv2.nb1431, 16
+  %201 = add nsw i64 %199, %200
+  %202 = add nsw i64 %201, 8
+  %arena46 = getelementptr inbounds float, ptr %arena, i64 %202
+  %203 = load <8 x float>, ptr %arena46, align 4
+  store <8 x float> %203, ptr %conv2.t147_b1, align 32
+  %204 = mul nsw i64 %0, 1568
+  %205 = add nsw i64 843776, %204
+  %206 = add nsw i64 %205, 1440
+  %207 = add nsw i64 %206, %conv2.k14844
+  %arena47 = getelementptr inbounds float, ptr %arena, i64 %207
+  %208 = load float, ptr %arena47, align 4
+  %209 = insertelement <8 x float> undef, float %208, i32 0
+  %210 = shufflevector <8 x float> %209, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %210, ptr %conv2.t147_a0, align 32
+  %t147_a0 = load <8 x float>, ptr %conv2.t147_a0, align 32
+  %t147_b0 = load <8 x float>, ptr %conv2.t147_b0, align 32
+  %t147_c0_0 = load <8 x float>, ptr %conv2.t147_c0_0, align 32
+  %211 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t147_a0, <8 x float> %t147_b0, <8 x float> %t147_c0_0)
+  store <8 x float> %211, ptr %conv2.t147_c0_0, align 32
+  %t147_a048 = load <8 x float>, ptr %conv2.t147_a0, align 32
+  %t147_b1 = load <8 x float>, ptr %conv2.t147_b1, align 32
+  %t147_c0_1 = load <8 x float>, ptr %conv2.t147_c0_1, align 32
+  %212 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t147_a048, <8 x float> %t147_b1, <8 x float> %t147_c0_1)
+  store <8 x float> %212, ptr %conv2.t147_c0_1, align 32
+  %213 = mul nsw i64 %0, 1568
+  %214 = add nsw i64 843776, %213
+  %215 = add nsw i64 %214, 1472
+  %216 = add nsw i64 %215, %conv2.k14844
+  %arena49 = getelementptr inbounds float, ptr %arena, i64 %216
+  %217 = load float, ptr %arena49, align 4
+  %218 = insertelement <8 x float> undef, float %217, i32 0
+  %219 = shufflevector <8 x float> %218, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %219, ptr %conv2.t147_a1, align 32
+  %t147_a1 = load <8 x float>, ptr %conv2.t147_a1, align 32
+  %t147_b050 = load <8 x float>, ptr %conv2.t147_b0, align 32
+  %t147_c1_0 = load <8 x float>, ptr %conv2.t147_c1_0, align 32
+  %220 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t147_a1, <8 x float> %t147_b050, <8 x float> %t147_c1_0)
+  store <8 x float> %220, ptr %conv2.t147_c1_0, align 32
+  %t147_a151 = load <8 x float>, ptr %conv2.t147_a1, align 32
+  %t147_b152 = load <8 x float>, ptr %conv2.t147_b1, align 32
+  %t147_c1_1 = load <8 x float>, ptr %conv2.t147_c1_1, align 32
+  %221 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t147_a151, <8 x float> %t147_b152, <8 x float> %t147_c1_1)
+  store <8 x float> %221, ptr %conv2.t147_c1_1, align 32
+  %222 = mul nsw i64 %0, 1568
+  %223 = add nsw i64 843776, %222
+  %224 = add nsw i64 %223, 1504
+  %225 = add nsw i64 %224, %conv2.k14844
+  %arena53 = getelementptr inbounds float, ptr %arena, i64 %225
+  %226 = load float, ptr %arena53, align 4
+  %227 = insertelement <8 x float> undef, float %226, i32 0
+  %228 = shufflevector <8 x float> %227, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %228, ptr %conv2.t147_a2, align 32
+  %t147_a2 = load <8 x float>, ptr %conv2.t147_a2, align 32
+  %t147_b054 = load <8 x float>, ptr %conv2.t147_b0, align 32
+  %t147_c2_0 = load <8 x float>, ptr %conv2.t147_c2_0, align 32
+  %229 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t147_a2, <8 x float> %t147_b054, <8 x float> %t147_c2_0)
+  store <8 x float> %229, ptr %conv2.t147_c2_0, align 32
+  %t147_a255 = load <8 x float>, ptr %conv2.t147_a2, align 32
+  %t147_b156 = load <8 x float>, ptr %conv2.t147_b1, align 32
+  %t147_c2_1 = load <8 x float>, ptr %conv2.t147_c2_1, align 32
+  %230 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t147_a255, <8 x float> %t147_b156, <8 x float> %t147_c2_1)
+  store <8 x float> %230, ptr %conv2.t147_c2_1, align 32
+  %231 = mul nsw i64 %0, 1568
+  %232 = add nsw i64 843776, %231
+  %233 = add nsw i64 %232, 1536
+  %234 = add nsw i64 %233, %conv2.k14844
+  %arena57 = getelementptr inbounds float, ptr %arena, i64 %234
+  %235 = load float, ptr %arena57, align 4
+  %236 = insertelement <8 x float> undef, float %235, i32 0
+  %237 = shufflevector <8 x float> %236, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %237, ptr %conv2.t147_a3, align 32
+  %t147_a3 = load <8 x float>, ptr %conv2.t147_a3, align 32
+  %t147_b058 = load <8 x float>, ptr %conv2.t147_b0, align 32
+  %t147_c3_0 = load <8 x float>, ptr %conv2.t147_c3_0, align 32
+  %238 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t147_a3, <8 x float> %t147_b058, <8 x float> %t147_c3_0)
+  store <8 x float> %238, ptr %conv2.t147_c3_0, align 32
+  %t147_a359 = load <8 x float>, ptr %conv2.t147_a3, align 32
+  %t147_b160 = load <8 x float>, ptr %conv2.t147_b1, align 32
+  %t147_c3_1 = load <8 x float>, ptr %conv2.t147_c3_1, align 32
+  %239 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t147_a359, <8 x float> %t147_b160, <8 x float> %t147_c3_1)
+  store <8 x float> %239, ptr %conv2.t147_c3_1, align 32
+  %k148.next = add nsw i64 %conv2.k14844, 1
+  %240 = icmp slt i64 %k148.next, 32
+  br i1 %240, label %conv2.k148, label %conv2.k148.end
+
+conv2.k148.end:                                   ; preds = %conv2.k148
+  %t147_c0_061 = load <8 x float>, ptr %conv2.t147_c0_0, align 32
+  %241 = mul nsw i64 %0, 3136
+  %242 = add nsw i64 868864, %241
+  %243 = mul nsw i64 %1, 32
+  %244 = add nsw i64 %242, %243
+  %245 = add nsw i64 %244, 2880
+  %246 = mul nsw i64 %conv2.nb1431, 16
+  %247 = add nsw i64 %245, %246
+  %arena62 = getelementptr inbounds float, ptr %arena, i64 %247
+  store <8 x float> %t147_c0_061, ptr %arena62, align 4
+  %t147_c0_163 = load <8 x float>, ptr %conv2.t147_c0_1, align 32
+  %248 = mul nsw i64 %0, 3136
+  %249 = add nsw i64 868864, %248
+  %250 = mul nsw i64 %1, 32
+  %251 = add nsw i64 %249, %250
+  %252 = add nsw i64 %251, 2880
+  %253 = mul nsw i64 %conv2.nb1431, 16
+  %254 = add nsw i64 %252, %253
+  %255 = add nsw i64 %254, 8
+  %arena64 = getelementptr inbounds float, ptr %arena, i64 %255
+  store <8 x float> %t147_c0_163, ptr %arena64, align 4
+  %t147_c1_065 = load <8 x float>, ptr %conv2.t147_c1_0, align 32
+  %256 = mul nsw i64 %0, 3136
+  %257 = add nsw i64 868864, %256
+  %258 = mul nsw i64 %1, 32
+  %259 = add nsw i64 %257, %258
+  %260 = add nsw i64 %259, 2944
+  %261 = mul nsw i64 %conv2.nb1431, 16
+  %262 = add nsw i64 %260, %261
+  %arena66 = getelementptr inbounds float, ptr %arena, i64 %262
+  store <8 x float> %t147_c1_065, ptr %arena66, align 4
+  %t147_c1_167 = load <8 x float>, ptr %conv2.t147_c1_1, align 32
+  %263 = mul nsw i64 %0, 3136
+  %264 = add nsw i64 868864, %263
+  %265 = mul nsw i64 %1, 32
+  %266 = add nsw i64 %264, %265
+  %267 = add nsw i64 %266, 2944
+  %268 = mul nsw i64 %conv2.nb1431, 16
+  %269 = add nsw i64 %267, %268
+  %270 = add nsw i64 %269, 8
+  %arena68 = getelementptr inbounds float, ptr %arena, i64 %270
+  store <8 x float> %t147_c1_167, ptr %arena68, align 4
+  %t147_c2_069 = load <8 x float>, ptr %conv2.t147_c2_0, align 32
+  %271 = mul nsw i64 %0, 3136
+  %272 = add nsw i64 868864, %271
+  %273 = mul nsw i64 %1, 32
+  %274 = add nsw i64 %272, %273
+  %275 = add nsw i64 %274, 3008
+  %276 = mul nsw i64 %conv2.nb1431, 16
+  %277 = add nsw i64 %275, %276
+  %arena70 = getelementptr inbounds float, ptr %arena, i64 %277
+  store <8 x float> %t147_c2_069, ptr %arena70, align 4
+  %t147_c2_171 = load <8 x float>, ptr %conv2.t147_c2_1, align 32
+  %278 = mul nsw i64 %0, 3136
+  %279 = add nsw i64 868864, %278
+  %280 = mul nsw i64 %1, 32
+  %281 = add nsw i64 %279, %280
+  %282 = add nsw i64 %281, 3008
+  %283 = mul nsw i64 %conv2.nb1431, 16
+  %284 = add nsw i64 %282, %283
+  %285 = add nsw i64 %284, 8
+  %arena72 = getelementptr inbounds float, ptr %arena, i64 %285
+  store <8 x float> %t147_c2_171, ptr %arena72, align 4
+  %t147_c3_073 = load <8 x float>, ptr %conv2.t147_c3_0, align 32
+  %286 = mul nsw i64 %0, 3136
+  %287 = add nsw i64 868864, %286
+  %288 = mul nsw i64 %1, 32
+  %289 = add nsw i64 %287, %288
+  %290 = add nsw i64 %289, 3072
+  %291 = mul nsw i64 %conv2.nb1431, 16
+  %292 = add nsw i64 %290, %291
+  %arena74 = getelementptr inbounds float, ptr %arena, i64 %292
+  store <8 x float> %t147_c3_073, ptr %arena74, align 4
+  %t147_c3_175 = load <8 x float>, ptr %conv2.t147_c3_1, align 32
+  %293 = mul nsw i64 %0, 3136
+  %294 = add nsw i64 868864, %293
+  %295 = mul nsw i64 %1, 32
+  %296 = add nsw i64 %294, %295
+  %297 = add nsw i64 %296, 3072
+  %298 = mul nsw i64 %conv2.nb1431, 16
+  %299 = add nsw i64 %297, %298
+  %300 = add nsw i64 %299, 8
+  %arena76 = getelementptr inbounds float, ptr %arena, i64 %300
+  store <8 x float> %t147_c3_175, ptr %arena76, align 4
+  %nb143.next = add nsw i64 %conv2.nb1431, 1
+  %301 = icmp slt i64 %nb143.next, 2
+  br i1 %301, label %conv2.nb143, label %conv2.nb143.end
+}
+
+define internal void @simplecnn_infer_b64.k1.conv2.part141.task(ptr %0, i64 %1) {
+entry:
+  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 0
+  %3 = load ptr, ptr %2, align 8
+  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 1
+  %5 = load ptr, ptr %4, align 8
+  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 2
+  %7 = load ptr, ptr %6, align 8
+  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 3
+  %9 = load ptr, ptr %8, align 8
+  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 4
+  %11 = load ptr, ptr %10, align 8
+  %12 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 5
+  %13 = load ptr, ptr %12, align 8
+  %14 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 6
+  %15 = load ptr, ptr %14, align 8
+  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 7
+  %17 = load float, ptr %16, align 4
+  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 8
+  %19 = load i64, ptr %18, align 4
+  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 9
+  %21 = load i64, ptr %20, align 4
+  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 10
+  %23 = load ptr, ptr %22, align 8
+  %24 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 11
+  %25 = load i64, ptr %24, align 4
+  call void @simplecnn_infer_b64.k1.conv2.part141(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %25, i64 %1)
+  ret void
+}
+
+; Function Attrs: noinline
+define internal void @simplecnn_infer_b64.k2.flat(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @simplecnn_infer_b64.k3.fc1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @simplecnn_infer_b64.k3.fc1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  br label %fc1.n175
+  br label %fc1.n184
 
-fc1.n175:                                         ; preds = %fc1.k176.end, %entry
-  %fc1.n1751 = phi i64 [ 0, %entry ], [ %n175.next, %fc1.k176.end ]
-  br label %fc1.k176
+fc1.n184:                                         ; preds = %fc1.k185.end, %entry
+  %fc1.n1841 = phi i64 [ 0, %entry ], [ %n184.next, %fc1.k185.end ]
+  br label %fc1.k185
 
-fc1.n175.end:                                     ; preds = %fc1.k176.end
-  call void @simplecnn_infer_b64.k3.fc1.gemm187(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  br label %fc1.n188
+fc1.n184.end:                                     ; preds = %fc1.k185.end
+  call void @simplecnn_infer_b64.k3.fc1.gemm196(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  br label %fc1.n197
 
-fc1.k176:                                         ; preds = %fc1.k176, %fc1.n175
-  %fc1.k1762 = phi i64 [ 0, %fc1.n175 ], [ %k176.next, %fc1.k176 ]
-  %0 = mul nsw i64 %fc1.n1751, 3136
+fc1.k185:                                         ; preds = %fc1.k185, %fc1.n184
+  %fc1.k1852 = phi i64 [ 0, %fc1.n184 ], [ %k185.next, %fc1.k185 ]
+  %0 = mul nsw i64 %fc1.n1841, 3136
   %1 = add nsw i64 401408, %0
-  %2 = add nsw i64 %1, %fc1.k1762
+  %2 = add nsw i64 %1, %fc1.k1852
   %arena3 = getelementptr inbounds float, ptr %arena, i64 %2
   %3 = load float, ptr %arena3, align 4
-  %4 = mul nsw i64 %fc1.k1762, 64
+  %4 = mul nsw i64 %fc1.k1852, 64
   %5 = add nsw i64 8192, %4
-  %6 = add nsw i64 %5, %fc1.n1751
+  %6 = add nsw i64 %5, %fc1.n1841
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %6
   store float %3, ptr %arena4, align 4
-  %k176.next = add nsw i64 %fc1.k1762, 1
-  %7 = icmp slt i64 %k176.next, 3136
-  br i1 %7, label %fc1.k176, label %fc1.k176.end
+  %k185.next = add nsw i64 %fc1.k1852, 1
+  %7 = icmp slt i64 %k185.next, 3136
+  br i1 %7, label %fc1.k185, label %fc1.k185.end
 
-fc1.k176.end:                                     ; preds = %fc1.k176
-  %n175.next = add nsw i64 %fc1.n1751, 1
-  %8 = icmp slt i64 %n175.next, 64
-  br i1 %8, label %fc1.n175, label %fc1.n175.end
+fc1.k185.end:                                     ; preds = %fc1.k185
+  %n184.next = add nsw i64 %fc1.n1841, 1
+  %8 = icmp slt i64 %n184.next, 64
+  br i1 %8, label %fc1.n184, label %fc1.n184.end
 
-fc1.n188:                                         ; preds = %fc1.u189.end, %fc1.n175.end
-  %fc1.n1885 = phi i64 [ 0, %fc1.n175.end ], [ %n188.next, %fc1.u189.end ]
-  br label %fc1.u189
+fc1.n197:                                         ; preds = %fc1.u198.end, %fc1.n184.end
+  %fc1.n1975 = phi i64 [ 0, %fc1.n184.end ], [ %n197.next, %fc1.u198.end ]
+  br label %fc1.u198
 
-fc1.n188.end:                                     ; preds = %fc1.u189.end
+fc1.n197.end:                                     ; preds = %fc1.u198.end
   ret void
 
-fc1.u189:                                         ; preds = %fc1.u189, %fc1.n188
-  %fc1.u1896 = phi i64 [ 0, %fc1.n188 ], [ %u189.next, %fc1.u189 ]
-  %9 = mul nsw i64 %fc1.u1896, 64
+fc1.u198:                                         ; preds = %fc1.u198, %fc1.n197
+  %fc1.u1986 = phi i64 [ 0, %fc1.n197 ], [ %u198.next, %fc1.u198 ]
+  %9 = mul nsw i64 %fc1.u1986, 64
   %10 = add nsw i64 208896, %9
-  %11 = add nsw i64 %10, %fc1.n1885
+  %11 = add nsw i64 %10, %fc1.n1975
   %arena7 = getelementptr inbounds float, ptr %arena, i64 %11
   %12 = load float, ptr %arena7, align 4
-  %13 = add nsw i64 420224, %fc1.u1896
+  %13 = add nsw i64 420224, %fc1.u1986
   %params8 = getelementptr inbounds float, ptr %params, i64 %13
   %14 = load float, ptr %params8, align 4
   %15 = fadd float %12, %14
   %16 = fcmp ogt float %15, 0.000000e+00
-  %17 = mul nsw i64 %fc1.u1896, 64
+  %17 = mul nsw i64 %fc1.u1986, 64
   %18 = add nsw i64 208896, %17
-  %19 = add nsw i64 %18, %fc1.n1885
+  %19 = add nsw i64 %18, %fc1.n1975
   %arena9 = getelementptr inbounds float, ptr %arena, i64 %19
   %20 = load float, ptr %arena9, align 4
-  %21 = add nsw i64 420224, %fc1.u1896
+  %21 = add nsw i64 420224, %fc1.u1986
   %params10 = getelementptr inbounds float, ptr %params, i64 %21
   %22 = load float, ptr %params10, align 4
   %23 = fadd float %20, %22
   %24 = select i1 %16, float %23, float 0.000000e+00
-  %25 = mul nsw i64 %fc1.n1885, 128
-  %26 = add nsw i64 %25, %fc1.u1896
+  %25 = mul nsw i64 %fc1.n1975, 128
+  %26 = add nsw i64 %25, %fc1.u1986
   %arena11 = getelementptr inbounds float, ptr %arena, i64 %26
   store float %24, ptr %arena11, align 4
-  %u189.next = add nsw i64 %fc1.u1896, 1
-  %27 = icmp slt i64 %u189.next, 128
-  br i1 %27, label %fc1.u189, label %fc1.u189.end
+  %u198.next = add nsw i64 %fc1.u1986, 1
+  %27 = icmp slt i64 %u198.next, 128
+  br i1 %27, label %fc1.u198, label %fc1.u198.end
 
-fc1.u189.end:                                     ; preds = %fc1.u189
-  %n188.next = add nsw i64 %fc1.n1885, 1
-  %28 = icmp slt i64 %n188.next, 64
-  br i1 %28, label %fc1.n188, label %fc1.n188.end
+fc1.u198.end:                                     ; preds = %fc1.u198
+  %n197.next = add nsw i64 %fc1.n1975, 1
+  %28 = icmp slt i64 %n197.next, 64
+  br i1 %28, label %fc1.n197, label %fc1.n197.end
 }
 
 ; Function Attrs: noinline
-define internal void @simplecnn_infer_b64.k3.fc1.gemm187(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @simplecnn_infer_b64.k3.fc1.gemm196(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %fc1.t185_a3 = alloca <8 x float>, align 32
-  %fc1.t185_a2 = alloca <8 x float>, align 32
-  %fc1.t185_a1 = alloca <8 x float>, align 32
-  %fc1.t185_a0 = alloca <8 x float>, align 32
-  %fc1.t185_b1 = alloca <8 x float>, align 32
-  %fc1.t185_b0 = alloca <8 x float>, align 32
-  %fc1.t185_c3_1 = alloca <8 x float>, align 32
-  %fc1.t185_c3_0 = alloca <8 x float>, align 32
-  %fc1.t185_c2_1 = alloca <8 x float>, align 32
-  %fc1.t185_c2_0 = alloca <8 x float>, align 32
-  %fc1.t185_c1_1 = alloca <8 x float>, align 32
-  %fc1.t185_c1_0 = alloca <8 x float>, align 32
-  %fc1.t185_c0_1 = alloca <8 x float>, align 32
-  %fc1.t185_c0_0 = alloca <8 x float>, align 32
-  %fc1.t182_a3 = alloca <8 x float>, align 32
-  %fc1.t182_a2 = alloca <8 x float>, align 32
-  %fc1.t182_a1 = alloca <8 x float>, align 32
-  %fc1.t182_a0 = alloca <8 x float>, align 32
-  %fc1.t182_b2 = alloca <8 x float>, align 32
-  %fc1.t182_b1 = alloca <8 x float>, align 32
-  %fc1.t182_b0 = alloca <8 x float>, align 32
-  %fc1.t182_c3_2 = alloca <8 x float>, align 32
-  %fc1.t182_c3_1 = alloca <8 x float>, align 32
-  %fc1.t182_c3_0 = alloca <8 x float>, align 32
-  %fc1.t182_c2_2 = alloca <8 x float>, align 32
-  %fc1.t182_c2_1 = alloca <8 x float>, align 32
-  %fc1.t182_c2_0 = alloca <8 x float>, align 32
-  %fc1.t182_c1_2 = alloca <8 x float>, align 32
-  %fc1.t182_c1_1 = alloca <8 x float>, align 32
-  %fc1.t182_c1_0 = alloca <8 x float>, align 32
-  %fc1.t182_c0_2 = alloca <8 x float>, align 32
-  %fc1.t182_c0_1 = alloca <8 x float>, align 32
-  %fc1.t182_c0_0 = alloca <8 x float>, align 32
-  br label %fc1.r177
+  %fc1.t194_a3 = alloca <8 x float>, align 32
+  %fc1.t194_a2 = alloca <8 x float>, align 32
+  %fc1.t194_a1 = alloca <8 x float>, align 32
+  %fc1.t194_a0 = alloca <8 x float>, align 32
+  %fc1.t194_b1 = alloca <8 x float>, align 32
+  %fc1.t194_b0 = alloca <8 x float>, align 32
+  %fc1.t194_c3_1 = alloca <8 x float>, align 32
+  %fc1.t194_c3_0 = alloca <8 x float>, align 32
+  %fc1.t194_c2_1 = alloca <8 x float>, align 32
+  %fc1.t194_c2_0 = alloca <8 x float>, align 32
+  %fc1.t194_c1_1 = alloca <8 x float>, align 32
+  %fc1.t194_c1_0 = alloca <8 x float>, align 32
+  %fc1.t194_c0_1 = alloca <8 x float>, align 32
+  %fc1.t194_c0_0 = alloca <8 x float>, align 32
+  %fc1.t191_a3 = alloca <8 x float>, align 32
+  %fc1.t191_a2 = alloca <8 x float>, align 32
+  %fc1.t191_a1 = alloca <8 x float>, align 32
+  %fc1.t191_a0 = alloca <8 x float>, align 32
+  %fc1.t191_b2 = alloca <8 x float>, align 32
+  %fc1.t191_b1 = alloca <8 x float>, align 32
+  %fc1.t191_b0 = alloca <8 x float>, align 32
+  %fc1.t191_c3_2 = alloca <8 x float>, align 32
+  %fc1.t191_c3_1 = alloca <8 x float>, align 32
+  %fc1.t191_c3_0 = alloca <8 x float>, align 32
+  %fc1.t191_c2_2 = alloca <8 x float>, align 32
+  %fc1.t191_c2_1 = alloca <8 x float>, align 32
+  %fc1.t191_c2_0 = alloca <8 x float>, align 32
+  %fc1.t191_c1_2 = alloca <8 x float>, align 32
+  %fc1.t191_c1_1 = alloca <8 x float>, align 32
+  %fc1.t191_c1_0 = alloca <8 x float>, align 32
+  %fc1.t191_c0_2 = alloca <8 x float>, align 32
+  %fc1.t191_c0_1 = alloca <8 x float>, align 32
+  %fc1.t191_c0_0 = alloca <8 x float>, align 32
+  br label %fc1.r186
 
-fc1.r177:                                         ; preds = %fc1.i178.end, %entry
-  %fc1.r1771 = phi i64 [ 0, %entry ], [ %r177.next, %fc1.i178.end ]
-  br label %fc1.i178
+fc1.r186:                                         ; preds = %fc1.i187.end, %entry
+  %fc1.r1861 = phi i64 [ 0, %entry ], [ %r186.next, %fc1.i187.end ]
+  br label %fc1.i187
 
-fc1.r177.end:                                     ; preds = %fc1.i178.end
-  br label %fc1.kp179
+fc1.r186.end:                                     ; preds = %fc1.i187.end
+  br label %fc1.kp188
 
-fc1.i178:                                         ; preds = %fc1.i178, %fc1.r177
-  %fc1.i1782 = phi i64 [ 0, %fc1.r177 ], [ %i178.next, %fc1.i178 ]
-  %0 = mul nsw i64 %fc1.r1771, 64
+fc1.i187:                                         ; preds = %fc1.i187, %fc1.r186
+  %fc1.i1872 = phi i64 [ 0, %fc1.r186 ], [ %i187.next, %fc1.i187 ]
+  %0 = mul nsw i64 %fc1.r1861, 64
   %1 = add nsw i64 208896, %0
-  %2 = add nsw i64 %1, %fc1.i1782
+  %2 = add nsw i64 %1, %fc1.i1872
   %arena3 = getelementptr inbounds float, ptr %arena, i64 %2
   store float 0.000000e+00, ptr %arena3, align 4
-  %i178.next = add nsw i64 %fc1.i1782, 1
-  %3 = icmp slt i64 %i178.next, 64
-  br i1 %3, label %fc1.i178, label %fc1.i178.end
+  %i187.next = add nsw i64 %fc1.i1872, 1
+  %3 = icmp slt i64 %i187.next, 64
+  br i1 %3, label %fc1.i187, label %fc1.i187.end
 
-fc1.i178.end:                                     ; preds = %fc1.i178
-  %r177.next = add nsw i64 %fc1.r1771, 1
-  %4 = icmp slt i64 %r177.next, 128
-  br i1 %4, label %fc1.r177, label %fc1.r177.end
+fc1.i187.end:                                     ; preds = %fc1.i187
+  %r186.next = add nsw i64 %fc1.r1861, 1
+  %4 = icmp slt i64 %r186.next, 128
+  br i1 %4, label %fc1.r186, label %fc1.r186.end
 
-fc1.kp179:                                        ; preds = %fc1.mb184.end, %fc1.r177.end
-  %fc1.kp1794 = phi i64 [ 0, %fc1.r177.end ], [ %kp179.next, %fc1.mb184.end ]
-  br label %fc1.nb180
+fc1.kp188:                                        ; preds = %fc1.mb193.end, %fc1.r186.end
+  %fc1.kp1884 = phi i64 [ 0, %fc1.r186.end ], [ %kp188.next, %fc1.mb193.end ]
+  br label %fc1.nb189
 
-fc1.kp179.end:                                    ; preds = %fc1.mb184.end
+fc1.kp188.end:                                    ; preds = %fc1.mb193.end
   ret void
 
-fc1.nb180:                                        ; preds = %fc1.mb181.end, %fc1.kp179
-  %fc1.nb1805 = phi i64 [ 0, %fc1.kp179 ], [ %nb180.next, %fc1.mb181.end ]
-  br label %fc1.mb181
+fc1.nb189:                                        ; preds = %fc1.mb190.end, %fc1.kp188
+  %fc1.nb1895 = phi i64 [ 0, %fc1.kp188 ], [ %nb189.next, %fc1.mb190.end ]
+  br label %fc1.mb190
 
-fc1.nb180.end:                                    ; preds = %fc1.mb181.end
-  br label %fc1.mb184
+fc1.nb189.end:                                    ; preds = %fc1.mb190.end
+  br label %fc1.mb193
 
-fc1.mb181:                                        ; preds = %fc1.k183.end, %fc1.nb180
-  %fc1.mb1816 = phi i64 [ 0, %fc1.nb180 ], [ %mb181.next, %fc1.k183.end ]
-  %5 = mul nsw i64 %fc1.mb1816, 4
+fc1.mb190:                                        ; preds = %fc1.k192.end, %fc1.nb189
+  %fc1.mb1906 = phi i64 [ 0, %fc1.nb189 ], [ %mb190.next, %fc1.k192.end ]
+  %5 = mul nsw i64 %fc1.mb1906, 4
   %6 = mul nsw i64 %5, 64
   %7 = add nsw i64 208896, %6
-  %8 = mul nsw i64 %fc1.nb1805, 24
+  %8 = mul nsw i64 %fc1.nb1895, 24
   %9 = add nsw i64 %7, %8
   %arena7 = getelementptr inbounds float, ptr %arena, i64 %9
   %10 = load <8 x float>, ptr %arena7, align 4
-  store <8 x float> %10, ptr %fc1.t182_c0_0, align 32
-  %11 = mul nsw i64 %fc1.mb1816, 4
+  store <8 x float> %10, ptr %fc1.t191_c0_0, align 32
+  %11 = mul nsw i64 %fc1.mb1906, 4
   %12 = mul nsw i64 %11, 64
   %13 = add nsw i64 208896, %12
-  %14 = mul nsw i64 %fc1.nb1805, 24
+  %14 = mul nsw i64 %fc1.nb1895, 24
   %15 = add nsw i64 %13, %14
   %16 = add nsw i64 %15, 8
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %16
   %17 = load <8 x float>, ptr %arena8, align 4
-  store <8 x float> %17, ptr %fc1.t182_c0_1, align 32
-  %18 = mul nsw i64 %fc1.mb1816, 4
+  store <8 x float> %17, ptr %fc1.t191_c0_1, align 32
+  %18 = mul nsw i64 %fc1.mb1906, 4
   %19 = mul nsw i64 %18, 64
   %20 = add nsw i64 208896, %19
-  %21 = mul nsw i64 %fc1.nb1805, 24
+  %21 = mul nsw i64 %fc1.nb1895, 24
   %22 = add nsw i64 %20, %21
   %23 = add nsw i64 %22, 16
   %arena9 = getelementptr inbounds float, ptr %arena, i64 %23
   %24 = load <8 x float>, ptr %arena9, align 4
-  store <8 x float> %24, ptr %fc1.t182_c0_2, align 32
-  %25 = mul nsw i64 %fc1.mb1816, 4
+  store <8 x float> %24, ptr %fc1.t191_c0_2, align 32
+  %25 = mul nsw i64 %fc1.mb1906, 4
   %26 = add nsw i64 %25, 1
   %27 = mul nsw i64 %26, 64
   %28 = add nsw i64 208896, %27
-  %29 = mul nsw i64 %fc1.nb1805, 24
+  %29 = mul nsw i64 %fc1.nb1895, 24
   %30 = add nsw i64 %28, %29
   %arena10 = getelementptr inbounds float, ptr %arena, i64 %30
   %31 = load <8 x float>, ptr %arena10, align 4
-  store <8 x float> %31, ptr %fc1.t182_c1_0, align 32
-  %32 = mul nsw i64 %fc1.mb1816, 4
+  store <8 x float> %31, ptr %fc1.t191_c1_0, align 32
+  %32 = mul nsw i64 %fc1.mb1906, 4
   %33 = add nsw i64 %32, 1
   %34 = mul nsw i64 %33, 64
   %35 = add nsw i64 208896, %34
-  %36 = mul nsw i64 %fc1.nb1805, 24
+  %36 = mul nsw i64 %fc1.nb1895, 24
   %37 = add nsw i64 %35, %36
   %38 = add nsw i64 %37, 8
   %arena11 = getelementptr inbounds float, ptr %arena, i64 %38
   %39 = load <8 x float>, ptr %arena11, align 4
-  store <8 x float> %39, ptr %fc1.t182_c1_1, align 32
-  %40 = mul nsw i64 %fc1.mb1816, 4
+  store <8 x float> %39, ptr %fc1.t191_c1_1, align 32
+  %40 = mul nsw i64 %fc1.mb1906, 4
   %41 = add nsw i64 %40, 1
   %42 = mul nsw i64 %41, 64
   %43 = add nsw i64 208896, %42
-  %44 = mul nsw i64 %fc1.nb1805, 24
+  %44 = mul nsw i64 %fc1.nb1895, 24
   %45 = add nsw i64 %43, %44
   %46 = add nsw i64 %45, 16
   %arena12 = getelementptr inbounds float, ptr %arena, i64 %46
   %47 = load <8 x float>, ptr %arena12, align 4
-  store <8 x float> %47, ptr %fc1.t182_c1_2, align 32
-  %48 = mul nsw i64 %fc1.mb1816, 4
+  store <8 x float> %47, ptr %fc1.t191_c1_2, align 32
+  %48 = mul nsw i64 %fc1.mb1906, 4
   %49 = add nsw i64 %48, 2
   %50 = mul nsw i64 %49, 64
   %51 = add nsw i64 208896, %50
-  %52 = mul nsw i64 %fc1.nb1805, 24
+  %52 = mul nsw i64 %fc1.nb1895, 24
   %53 = add nsw i64 %51, %52
   %arena13 = getelementptr inbounds float, ptr %arena, i64 %53
   %54 = load <8 x float>, ptr %arena13, align 4
-  store <8 x float> %54, ptr %fc1.t182_c2_0, align 32
-  %55 = mul nsw i64 %fc1.mb1816, 4
+  store <8 x float> %54, ptr %fc1.t191_c2_0, align 32
+  %55 = mul nsw i64 %fc1.mb1906, 4
   %56 = add nsw i64 %55, 2
   %57 = mul nsw i64 %56, 64
   %58 = add nsw i64 208896, %57
-  %59 = mul nsw i64 %fc1.nb1805, 24
+  %59 = mul nsw i64 %fc1.nb1895, 24
   %60 = add nsw i64 %58, %59
   %61 = add nsw i64 %60, 8
   %arena14 = getelementptr inbounds float, ptr %arena, i64 %61
   %62 = load <8 x float>, ptr %arena14, align 4
-  store <8 x float> %62, ptr %fc1.t182_c2_1, align 32
-  %63 = mul nsw i64 %fc1.mb1816, 4
+  store <8 x float> %62, ptr %fc1.t191_c2_1, align 32
+  %63 = mul nsw i64 %fc1.mb1906, 4
   %64 = add nsw i64 %63, 2
   %65 = mul nsw i64 %64, 64
   %66 = add nsw i64 208896, %65
-  %67 = mul nsw i64 %fc1.nb1805, 24
+  %67 = mul nsw i64 %fc1.nb1895, 24
   %68 = add nsw i64 %66, %67
   %69 = add nsw i64 %68, 16
   %arena15 = getelementptr inbounds float, ptr %arena, i64 %69
   %70 = load <8 x float>, ptr %arena15, align 4
-  store <8 x float> %70, ptr %fc1.t182_c2_2, align 32
-  %71 = mul nsw i64 %fc1.mb1816, 4
+  store <8 x float> %70, ptr %fc1.t191_c2_2, align 32
+  %71 = mul nsw i64 %fc1.mb1906, 4
   %72 = add nsw i64 %71, 3
   %73 = mul nsw i64 %72, 64
   %74 = add nsw i64 208896, %73
-  %75 = mul nsw i64 %fc1.nb1805, 24
+  %75 = mul nsw i64 %fc1.nb1895, 24
   %76 = add nsw i64 %74, %75
   %arena16 = getelementptr inbounds float, ptr %arena, i64 %76
   %77 = load <8 x float>, ptr %arena16, align 4
-  store <8 x float> %77, ptr %fc1.t182_c3_0, align 32
-  %78 = mul nsw i64 %fc1.mb1816, 4
+  store <8 x float> %77, ptr %fc1.t191_c3_0, align 32
+  %78 = mul nsw i64 %fc1.mb1906, 4
   %79 = add nsw i64 %78, 3
   %80 = mul nsw i64 %79, 64
   %81 = add nsw i64 208896, %80
-  %82 = mul nsw i64 %fc1.nb1805, 24
+  %82 = mul nsw i64 %fc1.nb1895, 24
   %83 = add nsw i64 %81, %82
   %84 = add nsw i64 %83, 8
   %arena17 = getelementptr inbounds float, ptr %arena, i64 %84
   %85 = load <8 x float>, ptr %arena17, align 4
-  store <8 x float> %85, ptr %fc1.t182_c3_1, align 32
-  %86 = mul nsw i64 %fc1.mb1816, 4
+  store <8 x float> %85, ptr %fc1.t191_c3_1, align 32
+  %86 = mul nsw i64 %fc1.mb1906, 4
   %87 = add nsw i64 %86, 3
   %88 = mul nsw i64 %87, 64
   %89 = add nsw i64 208896, %88
-  %90 = mul nsw i64 %fc1.nb1805, 24
+  %90 = mul nsw i64 %fc1.nb1895, 24
   %91 = add nsw i64 %89, %90
   %92 = add nsw i64 %91, 16
   %arena18 = getelementptr inbounds float, ptr %arena, i64 %92
   %93 = load <8 x float>, ptr %arena18, align 4
-  store <8 x float> %93, ptr %fc1.t182_c3_2, align 32
-  br label %fc1.k183
+  store <8 x float> %93, ptr %fc1.t191_c3_2, align 32
+  br label %fc1.k192
 
-fc1.mb181.end:                                    ; preds = %fc1.k183.end
-  %nb180.next = add nsw i64 %fc1.nb1805, 1
-  %94 = icmp slt i64 %nb180.next, 2
-  br i1 %94, label %fc1.nb180, label %fc1.nb180.end
+fc1.mb190.end:                                    ; preds = %fc1.k192.end
+  %nb189.next = add nsw i64 %fc1.nb1895, 1
+  %94 = icmp slt i64 %nb189.next, 2
+  br i1 %94, label %fc1.nb189, label %fc1.nb189.end
 
-fc1.k183:                                         ; preds = %fc1.k183, %fc1.mb181
-  %fc1.k18319 = phi i64 [ 0, %fc1.mb181 ], [ %k183.next, %fc1.k183 ]
-  %95 = mul nsw i64 %fc1.kp1794, 784
-  %96 = add nsw i64 %fc1.k18319, %95
+fc1.k192:                                         ; preds = %fc1.k192, %fc1.mb190
+  %fc1.k19219 = phi i64 [ 0, %fc1.mb190 ], [ %k192.next, %fc1.k192 ]
+  %95 = mul nsw i64 %fc1.kp1884, 784
+  %96 = add nsw i64 %fc1.k19219, %95
   %97 = mul nsw i64 %96, 64
   %98 = add nsw i64 8192, %97
-  %99 = mul nsw i64 %fc1.nb1805, 24
+  %99 = mul nsw i64 %fc1.nb1895, 24
   %100 = add nsw i64 %98, %99
   %arena20 = getelementptr inbounds float, ptr %arena, i64 %100
   %101 = load <8 x float>, ptr %arena20, align 4
-  store <8 x float> %101, ptr %fc1.t182_b0, align 32
-  %102 = mul nsw i64 %fc1.kp1794, 784
-  %103 = add nsw i64 %fc1.k18319, %102
+  store <8 x float> %101, ptr %fc1.t191_b0, align 32
+  %102 = mul nsw i64 %fc1.kp1884, 784
+  %103 = add nsw i64 %fc1.k19219, %102
   %104 = mul nsw i64 %103, 64
   %105 = add nsw i64 8192, %104
-  %106 = mul nsw i64 %fc1.nb1805, 24
+  %106 = mul nsw i64 %fc1.nb1895, 24
   %107 = add nsw i64 %105, %106
   %108 = add nsw i64 %107, 8
   %arena21 = getelementptr inbounds float, ptr %arena, i64 %108
   %109 = load <8 x float>, ptr %arena21, align 4
-  store <8 x float> %109, ptr %fc1.t182_b1, align 32
-  %110 = mul nsw i64 %fc1.kp1794, 784
-  %111 = add nsw i64 %fc1.k18319, %110
+  store <8 x float> %109, ptr %fc1.t191_b1, align 32
+  %110 = mul nsw i64 %fc1.kp1884, 784
+  %111 = add nsw i64 %fc1.k19219, %110
   %112 = mul nsw i64 %111, 64
   %113 = add nsw i64 8192, %112
-  %114 = mul nsw i64 %fc1.nb1805, 24
+  %114 = mul nsw i64 %fc1.nb1895, 24
   %115 = add nsw i64 %113, %114
   %116 = add nsw i64 %115, 16
   %arena22 = getelementptr inbounds float, ptr %arena, i64 %116
   %117 = load <8 x float>, ptr %arena22, align 4
-  store <8 x float> %117, ptr %fc1.t182_b2, align 32
-  %118 = mul nsw i64 %fc1.mb1816, 4
+  store <8 x float> %117, ptr %fc1.t191_b2, align 32
+  %118 = mul nsw i64 %fc1.mb1906, 4
   %119 = mul nsw i64 %118, 3136
   %120 = add nsw i64 18816, %119
-  %121 = mul nsw i64 %fc1.kp1794, 784
-  %122 = add nsw i64 %fc1.k18319, %121
+  %121 = mul nsw i64 %fc1.kp1884, 784
+  %122 = add nsw i64 %fc1.k19219, %121
   %123 = add nsw i64 %120, %122
   %params23 = getelementptr inbounds float, ptr %params, i64 %123
   %124 = load float, ptr %params23, align 4
   %125 = insertelement <8 x float> undef, float %124, i32 0
   %126 = shufflevector <8 x float> %125, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %126, ptr %fc1.t182_a0, align 32
-  %t182_a0 = load <8 x float>, ptr %fc1.t182_a0, align 32
-  %t182_b0 = load <8 x float>, ptr %fc1.t182_b0, align 32
-  %t182_c0_0 = load <8 x float>, ptr %fc1.t182_c0_0, align 32
-  %127 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t182_a0, <8 x float> %t182_b0, <8 x float> %t182_c0_0)
-  store <8 x float> %127, ptr %fc1.t182_c0_0, align 32
-  %t182_a024 = load <8 x float>, ptr %fc1.t182_a0, align 32
-  %t182_b1 = load <8 x float>, ptr %fc1.t182_b1, align 32
-  %t182_c0_1 = load <8 x float>, ptr %fc1.t182_c0_1, align 32
-  %128 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t182_a024, <8 x float> %t182_b1, <8 x float> %t182_c0_1)
-  store <8 x float> %128, ptr %fc1.t182_c0_1, align 32
-  %t182_a025 = load <8 x float>, ptr %fc1.t182_a0, align 32
-  %t182_b2 = load <8 x float>, ptr %fc1.t182_b2, align 32
-  %t182_c0_2 = load <8 x float>, ptr %fc1.t182_c0_2, align 32
-  %129 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t182_a025, <8 x float> %t182_b2, <8 x float> %t182_c0_2)
-  store <8 x float> %129, ptr %fc1.t182_c0_2, align 32
-  %130 = mul nsw i64 %fc1.mb1816, 4
+  store <8 x float> %126, ptr %fc1.t191_a0, align 32
+  %t191_a0 = load <8 x float>, ptr %fc1.t191_a0, align 32
+  %t191_b0 = load <8 x float>, ptr %fc1.t191_b0, align 32
+  %t191_c0_0 = load <8 x float>, ptr %fc1.t191_c0_0, align 32
+  %127 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t191_a0, <8 x float> %t191_b0, <8 x float> %t191_c0_0)
+  store <8 x float> %127, ptr %fc1.t191_c0_0, align 32
+  %t191_a024 = load <8 x float>, ptr %fc1.t191_a0, align 32
+  %t191_b1 = load <8 x float>, ptr %fc1.t191_b1, align 32
+  %t191_c0_1 = load <8 x float>, ptr %fc1.t191_c0_1, align 32
+  %128 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t191_a024, <8 x float> %t191_b1, <8 x float> %t191_c0_1)
+  store <8 x float> %128, ptr %fc1.t191_c0_1, align 32
+  %t191_a025 = load <8 x float>, ptr %fc1.t191_a0, align 32
+  %t191_b2 = load <8 x float>, ptr %fc1.t191_b2, align 32
+  %t191_c0_2 = load <8 x float>, ptr %fc1.t191_c0_2, align 32
+  %129 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t191_a025, <8 x float> %t191_b2, <8 x float> %t191_c0_2)
+  store <8 x float> %129, ptr %fc1.t191_c0_2, align 32
+  %130 = mul nsw i64 %fc1.mb1906, 4
   %131 = add nsw i64 %130, 1
   %132 = mul nsw i64 %131, 3136
   %133 = add nsw i64 18816, %132
-  %134 = mul nsw i64 %fc1.kp1794, 784
-  %135 = add nsw i64 %fc1.k18319, %134
+  %134 = mul nsw i64 %fc1.kp1884, 784
+  %135 = add nsw i64 %fc1.k19219, %134
   %136 = add nsw i64 %133, %135
   %params26 = getelementptr inbounds float, ptr %params, i64 %136
   %137 = load float, ptr %params26, align 4
   %138 = insertelement <8 x float> undef, float %137, i32 0
   %139 = shufflevector <8 x float> %138, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %139, ptr %fc1.t182_a1, align 32
-  %t182_a1 = load <8 x float>, ptr %fc1.t182_a1, align 32
-  %t182_b027 = load <8 x float>, ptr %fc1.t182_b0, align 32
-  %t182_c1_0 = load <8 x float>, ptr %fc1.t182_c1_0, align 32
-  %140 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t182_a1, <8 x float> %t182_b027, <8 x float> %t182_c1_0)
-  store <8 x float> %140, ptr %fc1.t182_c1_0, align 32
-  %t182_a128 = load <8 x float>, ptr %fc1.t182_a1, align 32
-  %t182_b129 = load <8 x float>, ptr %fc1.t182_b1, align 32
-  %t182_c1_1 = load <8 x float>, ptr %fc1.t182_c1_1, align 32
-  %141 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t182_a128, <8 x float> %t182_b129, <8 x float> %t182_c1_1)
-  store <8 x float> %141, ptr %fc1.t182_c1_1, align 32
-  %t182_a130 = load <8 x float>, ptr %fc1.t182_a1, align 32
-  %t182_b231 = load <8 x float>, ptr %fc1.t182_b2, align 32
-  %t182_c1_2 = load <8 x float>, ptr %fc1.t182_c1_2, align 32
-  %142 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t182_a130, <8 x float> %t182_b231, <8 x float> %t182_c1_2)
-  store <8 x float> %142, ptr %fc1.t182_c1_2, align 32
-  %143 = mul nsw i64 %fc1.mb1816, 4
+  store <8 x float> %139, ptr %fc1.t191_a1, align 32
+  %t191_a1 = load <8 x float>, ptr %fc1.t191_a1, align 32
+  %t191_b027 = load <8 x float>, ptr %fc1.t191_b0, align 32
+  %t191_c1_0 = load <8 x float>, ptr %fc1.t191_c1_0, align 32
+  %140 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t191_a1, <8 x float> %t191_b027, <8 x float> %t191_c1_0)
+  store <8 x float> %140, ptr %fc1.t191_c1_0, align 32
+  %t191_a128 = load <8 x float>, ptr %fc1.t191_a1, align 32
+  %t191_b129 = load <8 x float>, ptr %fc1.t191_b1, align 32
+  %t191_c1_1 = load <8 x float>, ptr %fc1.t191_c1_1, align 32
+  %141 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t191_a128, <8 x float> %t191_b129, <8 x float> %t191_c1_1)
+  store <8 x float> %141, ptr %fc1.t191_c1_1, align 32
+  %t191_a130 = load <8 x float>, ptr %fc1.t191_a1, align 32
+  %t191_b231 = load <8 x float>, ptr %fc1.t191_b2, align 32
+  %t191_c1_2 = load <8 x float>, ptr %fc1.t191_c1_2, align 32
+  %142 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t191_a130, <8 x float> %t191_b231, <8 x float> %t191_c1_2)
+  store <8 x float> %142, ptr %fc1.t191_c1_2, align 32
+  %143 = mul nsw i64 %fc1.mb1906, 4
   %144 = add nsw i64 %143, 2
   %145 = mul nsw i64 %144, 3136
   %146 = add nsw i64 18816, %145
-  %147 = mul nsw i64 %fc1.kp1794, 784
-  %148 = add nsw i64 %fc1.k18319, %147
+  %147 = mul nsw i64 %fc1.kp1884, 784
+  %148 = add nsw i64 %fc1.k19219, %147
   %149 = add nsw i64 %146, %148
   %params32 = getelementptr inbounds float, ptr %params, i64 %149
   %150 = load float, ptr %params32, align 4
   %151 = insertelement <8 x float> undef, float %150, i32 0
   %152 = shufflevector <8 x float> %151, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %152, ptr %fc1.t182_a2, align 32
-  %t182_a2 = load <8 x float>, ptr %fc1.t182_a2, align 32
-  %t182_b033 = load <8 x float>, ptr %fc1.t182_b0, align 32
-  %t182_c2_0 = load <8 x float>, ptr %fc1.t182_c2_0, align 32
-  %153 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t182_a2, <8 x float> %t182_b033, <8 x float> %t182_c2_0)
-  store <8 x float> %153, ptr %fc1.t182_c2_0, align 32
-  %t182_a234 = load <8 x float>, ptr %fc1.t182_a2, align 32
-  %t182_b135 = load <8 x float>, ptr %fc1.t182_b1, align 32
-  %t182_c2_1 = load <8 x float>, ptr %fc1.t182_c2_1, align 32
-  %154 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t182_a234, <8 x float> %t182_b135, <8 x float> %t182_c2_1)
-  store <8 x float> %154, ptr %fc1.t182_c2_1, align 32
-  %t182_a236 = load <8 x float>, ptr %fc1.t182_a2, align 32
-  %t182_b237 = load <8 x float>, ptr %fc1.t182_b2, align 32
-  %t182_c2_2 = load <8 x float>, ptr %fc1.t182_c2_2, align 32
-  %155 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t182_a236, <8 x float> %t182_b237, <8 x float> %t182_c2_2)
-  store <8 x float> %155, ptr %fc1.t182_c2_2, align 32
-  %156 = mul nsw i64 %fc1.mb1816, 4
+  store <8 x float> %152, ptr %fc1.t191_a2, align 32
+  %t191_a2 = load <8 x float>, ptr %fc1.t191_a2, align 32
+  %t191_b033 = load <8 x float>, ptr %fc1.t191_b0, align 32
+  %t191_c2_0 = load <8 x float>, ptr %fc1.t191_c2_0, align 32
+  %153 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t191_a2, <8 x float> %t191_b033, <8 x float> %t191_c2_0)
+  store <8 x float> %153, ptr %fc1.t191_c2_0, align 32
+  %t191_a234 = load <8 x float>, ptr %fc1.t191_a2, align 32
+  %t191_b135 = load <8 x float>, ptr %fc1.t191_b1, align 32
+  %t191_c2_1 = load <8 x float>, ptr %fc1.t191_c2_1, align 32
+  %154 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t191_a234, <8 x float> %t191_b135, <8 x float> %t191_c2_1)
+  store <8 x float> %154, ptr %fc1.t191_c2_1, align 32
+  %t191_a236 = load <8 x float>, ptr %fc1.t191_a2, align 32
+  %t191_b237 = load <8 x float>, ptr %fc1.t191_b2, align 32
+  %t191_c2_2 = load <8 x float>, ptr %fc1.t191_c2_2, align 32
+  %155 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t191_a236, <8 x float> %t191_b237, <8 x float> %t191_c2_2)
+  store <8 x float> %155, ptr %fc1.t191_c2_2, align 32
+  %156 = mul nsw i64 %fc1.mb1906, 4
   %157 = add nsw i64 %156, 3
   %158 = mul nsw i64 %157, 3136
   %159 = add nsw i64 18816, %158
-  %160 = mul nsw i64 %fc1.kp1794, 784
-  %161 = add nsw i64 %fc1.k18319, %160
+  %160 = mul nsw i64 %fc1.kp1884, 784
+  %161 = add nsw i64 %fc1.k19219, %160
   %162 = add nsw i64 %159, %161
   %params38 = getelementptr inbounds float, ptr %params, i64 %162
   %163 = load float, ptr %params38, align 4
   %164 = insertelement <8 x float> undef, float %163, i32 0
   %165 = shufflevector <8 x float> %164, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %165, ptr %fc1.t182_a3, align 32
-  %t182_a3 = load <8 x float>, ptr %fc1.t182_a3, align 32
-  %t182_b039 = load <8 x float>, ptr %fc1.t182_b0, align 32
-  %t182_c3_0 = load <8 x float>, ptr %fc1.t182_c3_0, align 32
-  %166 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t182_a3, <8 x float> %t182_b039, <8 x float> %t182_c3_0)
-  store <8 x float> %166, ptr %fc1.t182_c3_0, align 32
-  %t182_a340 = load <8 x float>, ptr %fc1.t182_a3, align 32
-  %t182_b141 = load <8 x float>, ptr %fc1.t182_b1, align 32
-  %t182_c3_1 = load <8 x float>, ptr %fc1.t182_c3_1, align 32
-  %167 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t182_a340, <8 x float> %t182_b141, <8 x float> %t182_c3_1)
-  store <8 x float> %167, ptr %fc1.t182_c3_1, align 32
-  %t182_a342 = load <8 x float>, ptr %fc1.t182_a3, align 32
-  %t182_b243 = load <8 x float>, ptr %fc1.t182_b2, align 32
-  %t182_c3_2 = load <8 x float>, ptr %fc1.t182_c3_2, align 32
-  %168 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t182_a342, <8 x float> %t182_b243, <8 x float> %t182_c3_2)
-  store <8 x float> %168, ptr %fc1.t182_c3_2, align 32
-  %k183.next = add nsw i64 %fc1.k18319, 1
-  %169 = icmp slt i64 %k183.next, 784
-  br i1 %169, label %fc1.k183, label %fc1.k183.end
+  store <8 x float> %165, ptr %fc1.t191_a3, align 32
+  %t191_a3 = load <8 x float>, ptr %fc1.t191_a3, align 32
+  %t191_b039 = load <8 x float>, ptr %fc1.t191_b0, align 32
+  %t191_c3_0 = load <8 x float>, ptr %fc1.t191_c3_0, align 32
+  %166 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t191_a3, <8 x float> %t191_b039, <8 x float> %t191_c3_0)
+  store <8 x float> %166, ptr %fc1.t191_c3_0, align 32
+  %t191_a340 = load <8 x float>, ptr %fc1.t191_a3, align 32
+  %t191_b141 = load <8 x float>, ptr %fc1.t191_b1, align 32
+  %t191_c3_1 = load <8 x float>, ptr %fc1.t191_c3_1, align 32
+  %167 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t191_a340, <8 x float> %t191_b141, <8 x float> %t191_c3_1)
+  store <8 x float> %167, ptr %fc1.t191_c3_1, align 32
+  %t191_a342 = load <8 x float>, ptr %fc1.t191_a3, align 32
+  %t191_b243 = load <8 x float>, ptr %fc1.t191_b2, align 32
+  %t191_c3_2 = load <8 x float>, ptr %fc1.t191_c3_2, align 32
+  %168 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t191_a342, <8 x float> %t191_b243, <8 x float> %t191_c3_2)
+  store <8 x float> %168, ptr %fc1.t191_c3_2, align 32
+  %k192.next = add nsw i64 %fc1.k19219, 1
+  %169 = icmp slt i64 %k192.next, 784
+  br i1 %169, label %fc1.k192, label %fc1.k192.end
 
-fc1.k183.end:                                     ; preds = %fc1.k183
-  %t182_c0_044 = load <8 x float>, ptr %fc1.t182_c0_0, align 32
-  %170 = mul nsw i64 %fc1.mb1816, 4
+fc1.k192.end:                                     ; preds = %fc1.k192
+  %t191_c0_044 = load <8 x float>, ptr %fc1.t191_c0_0, align 32
+  %170 = mul nsw i64 %fc1.mb1906, 4
   %171 = mul nsw i64 %170, 64
   %172 = add nsw i64 208896, %171
-  %173 = mul nsw i64 %fc1.nb1805, 24
+  %173 = mul nsw i64 %fc1.nb1895, 24
   %174 = add nsw i64 %172, %173
   %arena45 = getelementptr inbounds float, ptr %arena, i64 %174
-  store <8 x float> %t182_c0_044, ptr %arena45, align 4
-  %t182_c0_146 = load <8 x float>, ptr %fc1.t182_c0_1, align 32
-  %175 = mul nsw i64 %fc1.mb1816, 4
+  store <8 x float> %t191_c0_044, ptr %arena45, align 4
+  %t191_c0_146 = load <8 x float>, ptr %fc1.t191_c0_1, align 32
+  %175 = mul nsw i64 %fc1.mb1906, 4
   %176 = mul nsw i64 %175, 64
   %177 = add nsw i64 208896, %176
-  %178 = mul nsw i64 %fc1.nb1805, 24
+  %178 = mul nsw i64 %fc1.nb1895, 24
   %179 = add nsw i64 %177, %178
   %180 = add nsw i64 %179, 8
   %arena47 = getelementptr inbounds float, ptr %arena, i64 %180
-  store <8 x float> %t182_c0_146, ptr %arena47, align 4
-  %t182_c0_248 = load <8 x float>, ptr %fc1.t182_c0_2, align 32
-  %181 = mul nsw i64 %fc1.mb1816, 4
+  store <8 x float> %t191_c0_146, ptr %arena47, align 4
+  %t191_c0_248 = load <8 x float>, ptr %fc1.t191_c0_2, align 32
+  %181 = mul nsw i64 %fc1.mb1906, 4
   %182 = mul nsw i64 %181, 64
   %183 = add nsw i64 208896, %182
-  %184 = mul nsw i64 %fc1.nb1805, 24
+  %184 = mul nsw i64 %fc1.nb1895, 24
   %185 = add nsw i64 %183, %184
   %186 = add nsw i64 %185, 16
   %arena49 = getelementptr inbounds float, ptr %arena, i64 %186
-  store <8 x float> %t182_c0_248, ptr %arena49, align 4
-  %t182_c1_050 = load <8 x float>, ptr %fc1.t182_c1_0, align 32
-  %187 = mul nsw i64 %fc1.mb1816, 4
+  store <8 x float> %t191_c0_248, ptr %arena49, align 4
+  %t191_c1_050 = load <8 x float>, ptr %fc1.t191_c1_0, align 32
+  %187 = mul nsw i64 %fc1.mb1906, 4
   %188 = add nsw i64 %187, 1
   %189 = mul nsw i64 %188, 64
   %190 = add nsw i64 208896, %189
-  %191 = mul nsw i64 %fc1.nb1805, 24
+  %191 = mul nsw i64 %fc1.nb1895, 24
   %192 = add nsw i64 %190, %191
   %arena51 = getelementptr inbounds float, ptr %arena, i64 %192
-  store <8 x float> %t182_c1_050, ptr %arena51, align 4
-  %t182_c1_152 = load <8 x float>, ptr %fc1.t182_c1_1, align 32
-  %193 = mul nsw i64 %fc1.mb1816, 4
+  store <8 x float> %t191_c1_050, ptr %arena51, align 4
+  %t191_c1_152 = load <8 x float>, ptr %fc1.t191_c1_1, align 32
+  %193 = mul nsw i64 %fc1.mb1906, 4
   %194 = add nsw i64 %193, 1
   %195 = mul nsw i64 %194, 64
   %196 = add nsw i64 208896, %195
-  %197 = mul nsw i64 %fc1.nb1805, 24
+  %197 = mul nsw i64 %fc1.nb1895, 24
   %198 = add nsw i64 %196, %197
   %199 = add nsw i64 %198, 8
   %arena53 = getelementptr inbounds float, ptr %arena, i64 %199
-  store <8 x float> %t182_c1_152, ptr %arena53, align 4
-  %t182_c1_254 = load <8 x float>, ptr %fc1.t182_c1_2, align 32
-  %200 = mul nsw i64 %fc1.mb1816, 4
+  store <8 x float> %t191_c1_152, ptr %arena53, align 4
+  %t191_c1_254 = load <8 x float>, ptr %fc1.t191_c1_2, align 32
+  %200 = mul nsw i64 %fc1.mb1906, 4
   %201 = add nsw i64 %200, 1
   %202 = mul nsw i64 %201, 64
   %203 = add nsw i64 208896, %202
-  %204 = mul nsw i64 %fc1.nb1805, 24
+  %204 = mul nsw i64 %fc1.nb1895, 24
   %205 = add nsw i64 %203, %204
   %206 = add nsw i64 %205, 16
   %arena55 = getelementptr inbounds float, ptr %arena, i64 %206
-  store <8 x float> %t182_c1_254, ptr %arena55, align 4
-  %t182_c2_056 = load <8 x float>, ptr %fc1.t182_c2_0, align 32
-  %207 = mul nsw i64 %fc1.mb1816, 4
+  store <8 x float> %t191_c1_254, ptr %arena55, align 4
+  %t191_c2_056 = load <8 x float>, ptr %fc1.t191_c2_0, align 32
+  %207 = mul nsw i64 %fc1.mb1906, 4
   %208 = add nsw i64 %207, 2
   %209 = mul nsw i64 %208, 64
   %210 = add nsw i64 208896, %209
-  %211 = mul nsw i64 %fc1.nb1805, 24
+  %211 = mul nsw i64 %fc1.nb1895, 24
   %212 = add nsw i64 %210, %211
   %arena57 = getelementptr inbounds float, ptr %arena, i64 %212
-  store <8 x float> %t182_c2_056, ptr %arena57, align 4
-  %t182_c2_158 = load <8 x float>, ptr %fc1.t182_c2_1, align 32
-  %213 = mul nsw i64 %fc1.mb1816, 4
+  store <8 x float> %t191_c2_056, ptr %arena57, align 4
+  %t191_c2_158 = load <8 x float>, ptr %fc1.t191_c2_1, align 32
+  %213 = mul nsw i64 %fc1.mb1906, 4
   %214 = add nsw i64 %213, 2
   %215 = mul nsw i64 %214, 64
   %216 = add nsw i64 208896, %215
-  %217 = mul nsw i64 %fc1.nb1805, 24
+  %217 = mul nsw i64 %fc1.nb1895, 24
   %218 = add nsw i64 %216, %217
   %219 = add nsw i64 %218, 8
   %arena59 = getelementptr inbounds float, ptr %arena, i64 %219
-  store <8 x float> %t182_c2_158, ptr %arena59, align 4
-  %t182_c2_260 = load <8 x float>, ptr %fc1.t182_c2_2, align 32
-  %220 = mul nsw i64 %fc1.mb1816, 4
+  store <8 x float> %t191_c2_158, ptr %arena59, align 4
+  %t191_c2_260 = load <8 x float>, ptr %fc1.t191_c2_2, align 32
+  %220 = mul nsw i64 %fc1.mb1906, 4
   %221 = add nsw i64 %220, 2
   %222 = mul nsw i64 %221, 64
   %223 = add nsw i64 208896, %222
-  %224 = mul nsw i64 %fc1.nb1805, 24
+  %224 = mul nsw i64 %fc1.nb1895, 24
   %225 = add nsw i64 %223, %224
   %226 = add nsw i64 %225, 16
   %arena61 = getelementptr inbounds float, ptr %arena, i64 %226
-  store <8 x float> %t182_c2_260, ptr %arena61, align 4
-  %t182_c3_062 = load <8 x float>, ptr %fc1.t182_c3_0, align 32
-  %227 = mul nsw i64 %fc1.mb1816, 4
+  store <8 x float> %t191_c2_260, ptr %arena61, align 4
+  %t191_c3_062 = load <8 x float>, ptr %fc1.t191_c3_0, align 32
+  %227 = mul nsw i64 %fc1.mb1906, 4
   %228 = add nsw i64 %227, 3
   %229 = mul nsw i64 %228, 64
   %230 = add nsw i64 208896, %229
-  %231 = mul nsw i64 %fc1.nb1805, 24
+  %231 = mul nsw i64 %fc1.nb1895, 24
   %232 = add nsw i64 %230, %231
   %arena63 = getelementptr inbounds float, ptr %arena, i64 %232
-  store <8 x float> %t182_c3_062, ptr %arena63, align 4
-  %t182_c3_164 = load <8 x float>, ptr %fc1.t182_c3_1, align 32
-  %233 = mul nsw i64 %fc1.mb1816, 4
+  store <8 x float> %t191_c3_062, ptr %arena63, align 4
+  %t191_c3_164 = load <8 x float>, ptr %fc1.t191_c3_1, align 32
+  %233 = mul nsw i64 %fc1.mb1906, 4
   %234 = add nsw i64 %233, 3
   %235 = mul nsw i64 %234, 64
   %236 = add nsw i64 208896, %235
-  %237 = mul nsw i64 %fc1.nb1805, 24
+  %237 = mul nsw i64 %fc1.nb1895, 24
   %238 = add nsw i64 %236, %237
   %239 = add nsw i64 %238, 8
   %arena65 = getelementptr inbounds float, ptr %arena, i64 %239
-  store <8 x float> %t182_c3_164, ptr %arena65, align 4
-  %t182_c3_266 = load <8 x float>, ptr %fc1.t182_c3_2, align 32
-  %240 = mul nsw i64 %fc1.mb1816, 4
+  store <8 x float> %t191_c3_164, ptr %arena65, align 4
+  %t191_c3_266 = load <8 x float>, ptr %fc1.t191_c3_2, align 32
+  %240 = mul nsw i64 %fc1.mb1906, 4
   %241 = add nsw i64 %240, 3
   %242 = mul nsw i64 %241, 64
   %243 = add nsw i64 208896, %242
-  %244 = mul nsw i64 %fc1.nb1805, 24
+  %244 = mul nsw i64 %fc1.nb1895, 24
   %245 = add nsw i64 %243, %244
   %246 = add nsw i64 %245, 16
   %arena67 = getelementptr inbounds float, ptr %arena, i64 %246
-  store <8 x float> %t182_c3_266, ptr %arena67, align 4
-  %mb181.next = add nsw i64 %fc1.mb1816, 1
-  %247 = icmp slt i64 %mb181.next, 32
-  br i1 %247, label %fc1.mb181, label %fc1.mb181.end
+  store <8 x float> %t191_c3_266, ptr %arena67, align 4
+  %mb190.next = add nsw i64 %fc1.mb1906, 1
+  %247 = icmp slt i64 %mb190.next, 32
+  br i1 %247, label %fc1.mb190, label %fc1.mb190.end
 
-fc1.mb184:                                        ; preds = %fc1.k186.end, %fc1.nb180.end
-  %fc1.mb18468 = phi i64 [ 0, %fc1.nb180.end ], [ %mb184.next, %fc1.k186.end ]
-  %248 = mul nsw i64 %fc1.mb18468, 4
+fc1.mb193:                                        ; preds = %fc1.k195.end, %fc1.nb189.end
+  %fc1.mb19368 = phi i64 [ 0, %fc1.nb189.end ], [ %mb193.next, %fc1.k195.end ]
+  %248 = mul nsw i64 %fc1.mb19368, 4
   %249 = mul nsw i64 %248, 64
   %250 = add nsw i64 208896, %249
   %251 = add nsw i64 %250, 48
   %arena69 = getelementptr inbounds float, ptr %arena, i64 %251
   %252 = load <8 x float>, ptr %arena69, align 4
-  store <8 x float> %252, ptr %fc1.t185_c0_0, align 32
-  %253 = mul nsw i64 %fc1.mb18468, 4
+  store <8 x float> %252, ptr %fc1.t194_c0_0, align 32
+  %253 = mul nsw i64 %fc1.mb19368, 4
   %254 = mul nsw i64 %253, 64
   %255 = add nsw i64 208896, %254
   %256 = add nsw i64 %255, 48
   %257 = add nsw i64 %256, 8
   %arena70 = getelementptr inbounds float, ptr %arena, i64 %257
   %258 = load <8 x float>, ptr %arena70, align 4
-  store <8 x float> %258, ptr %fc1.t185_c0_1, align 32
-  %259 = mul nsw i64 %fc1.mb18468, 4
+  store <8 x float> %258, ptr %fc1.t194_c0_1, align 32
+  %259 = mul nsw i64 %fc1.mb19368, 4
   %260 = add nsw i64 %259, 1
   %261 = mul nsw i64 %260, 64
   %262 = add nsw i64 208896, %261
   %263 = add nsw i64 %262, 48
   %arena71 = getelementptr inbounds float, ptr %arena, i64 %263
   %264 = load <8 x float>, ptr %arena71, align 4
-  store <8 x float> %264, ptr %fc1.t185_c1_0, align 32
-  %265 = mul nsw i64 %fc1.mb18468, 4
+  store <8 x float> %264, ptr %fc1.t194_c1_0, align 32
+  %265 = mul nsw i64 %fc1.mb19368, 4
   %266 = add nsw i64 %265, 1
   %267 = mul nsw i64 %266, 64
   %268 = add nsw i64 208896, %267
@@ -16304,16 +18116,16 @@ fc1.mb184:                                        ; preds = %fc1.k186.end, %fc1.
   %270 = add nsw i64 %269, 8
   %arena72 = getelementptr inbounds float, ptr %arena, i64 %270
   %271 = load <8 x float>, ptr %arena72, align 4
-  store <8 x float> %271, ptr %fc1.t185_c1_1, align 32
-  %272 = mul nsw i64 %fc1.mb18468, 4
+  store <8 x float> %271, ptr %fc1.t194_c1_1, align 32
+  %272 = mul nsw i64 %fc1.mb19368, 4
   %273 = add nsw i64 %272, 2
   %274 = mul nsw i64 %273, 64
   %275 = add nsw i64 208896, %274
   %276 = add nsw i64 %275, 48
   %arena73 = getelementptr inbounds float, ptr %arena, i64 %276
   %277 = load <8 x float>, ptr %arena73, align 4
-  store <8 x float> %277, ptr %fc1.t185_c2_0, align 32
-  %278 = mul nsw i64 %fc1.mb18468, 4
+  store <8 x float> %277, ptr %fc1.t194_c2_0, align 32
+  %278 = mul nsw i64 %fc1.mb19368, 4
   %279 = add nsw i64 %278, 2
   %280 = mul nsw i64 %279, 64
   %281 = add nsw i64 208896, %280
@@ -16321,16 +18133,16 @@ fc1.mb184:                                        ; preds = %fc1.k186.end, %fc1.
   %283 = add nsw i64 %282, 8
   %arena74 = getelementptr inbounds float, ptr %arena, i64 %283
   %284 = load <8 x float>, ptr %arena74, align 4
-  store <8 x float> %284, ptr %fc1.t185_c2_1, align 32
-  %285 = mul nsw i64 %fc1.mb18468, 4
+  store <8 x float> %284, ptr %fc1.t194_c2_1, align 32
+  %285 = mul nsw i64 %fc1.mb19368, 4
   %286 = add nsw i64 %285, 3
   %287 = mul nsw i64 %286, 64
   %288 = add nsw i64 208896, %287
   %289 = add nsw i64 %288, 48
   %arena75 = getelementptr inbounds float, ptr %arena, i64 %289
   %290 = load <8 x float>, ptr %arena75, align 4
-  store <8 x float> %290, ptr %fc1.t185_c3_0, align 32
-  %291 = mul nsw i64 %fc1.mb18468, 4
+  store <8 x float> %290, ptr %fc1.t194_c3_0, align 32
+  %291 = mul nsw i64 %fc1.mb19368, 4
   %292 = add nsw i64 %291, 3
   %293 = mul nsw i64 %292, 64
   %294 = add nsw i64 208896, %293
@@ -16338,242 +18150,242 @@ fc1.mb184:                                        ; preds = %fc1.k186.end, %fc1.
   %296 = add nsw i64 %295, 8
   %arena76 = getelementptr inbounds float, ptr %arena, i64 %296
   %297 = load <8 x float>, ptr %arena76, align 4
-  store <8 x float> %297, ptr %fc1.t185_c3_1, align 32
-  br label %fc1.k186
+  store <8 x float> %297, ptr %fc1.t194_c3_1, align 32
+  br label %fc1.k195
 
-fc1.mb184.end:                                    ; preds = %fc1.k186.end
-  %kp179.next = add nsw i64 %fc1.kp1794, 1
-  %298 = icmp slt i64 %kp179.next, 4
-  br i1 %298, label %fc1.kp179, label %fc1.kp179.end
+fc1.mb193.end:                                    ; preds = %fc1.k195.end
+  %kp188.next = add nsw i64 %fc1.kp1884, 1
+  %298 = icmp slt i64 %kp188.next, 4
+  br i1 %298, label %fc1.kp188, label %fc1.kp188.end
 
-fc1.k186:                                         ; preds = %fc1.k186, %fc1.mb184
-  %fc1.k18677 = phi i64 [ 0, %fc1.mb184 ], [ %k186.next, %fc1.k186 ]
-  %299 = mul nsw i64 %fc1.kp1794, 784
-  %300 = add nsw i64 %fc1.k18677, %299
+fc1.k195:                                         ; preds = %fc1.k195, %fc1.mb193
+  %fc1.k19577 = phi i64 [ 0, %fc1.mb193 ], [ %k195.next, %fc1.k195 ]
+  %299 = mul nsw i64 %fc1.kp1884, 784
+  %300 = add nsw i64 %fc1.k19577, %299
   %301 = mul nsw i64 %300, 64
   %302 = add nsw i64 8192, %301
   %303 = add nsw i64 %302, 48
   %arena78 = getelementptr inbounds float, ptr %arena, i64 %303
   %304 = load <8 x float>, ptr %arena78, align 4
-  store <8 x float> %304, ptr %fc1.t185_b0, align 32
-  %305 = mul nsw i64 %fc1.kp1794, 784
-  %306 = add nsw i64 %fc1.k18677, %305
+  store <8 x float> %304, ptr %fc1.t194_b0, align 32
+  %305 = mul nsw i64 %fc1.kp1884, 784
+  %306 = add nsw i64 %fc1.k19577, %305
   %307 = mul nsw i64 %306, 64
   %308 = add nsw i64 8192, %307
   %309 = add nsw i64 %308, 48
   %310 = add nsw i64 %309, 8
   %arena79 = getelementptr inbounds float, ptr %arena, i64 %310
   %311 = load <8 x float>, ptr %arena79, align 4
-  store <8 x float> %311, ptr %fc1.t185_b1, align 32
-  %312 = mul nsw i64 %fc1.mb18468, 4
+  store <8 x float> %311, ptr %fc1.t194_b1, align 32
+  %312 = mul nsw i64 %fc1.mb19368, 4
   %313 = mul nsw i64 %312, 3136
   %314 = add nsw i64 18816, %313
-  %315 = mul nsw i64 %fc1.kp1794, 784
-  %316 = add nsw i64 %fc1.k18677, %315
+  %315 = mul nsw i64 %fc1.kp1884, 784
+  %316 = add nsw i64 %fc1.k19577, %315
   %317 = add nsw i64 %314, %316
   %params80 = getelementptr inbounds float, ptr %params, i64 %317
   %318 = load float, ptr %params80, align 4
   %319 = insertelement <8 x float> undef, float %318, i32 0
   %320 = shufflevector <8 x float> %319, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %320, ptr %fc1.t185_a0, align 32
-  %t185_a0 = load <8 x float>, ptr %fc1.t185_a0, align 32
-  %t185_b0 = load <8 x float>, ptr %fc1.t185_b0, align 32
-  %t185_c0_0 = load <8 x float>, ptr %fc1.t185_c0_0, align 32
-  %321 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t185_a0, <8 x float> %t185_b0, <8 x float> %t185_c0_0)
-  store <8 x float> %321, ptr %fc1.t185_c0_0, align 32
-  %t185_a081 = load <8 x float>, ptr %fc1.t185_a0, align 32
-  %t185_b1 = load <8 x float>, ptr %fc1.t185_b1, align 32
-  %t185_c0_1 = load <8 x float>, ptr %fc1.t185_c0_1, align 32
-  %322 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t185_a081, <8 x float> %t185_b1, <8 x float> %t185_c0_1)
-  store <8 x float> %322, ptr %fc1.t185_c0_1, align 32
-  %323 = mul nsw i64 %fc1.mb18468, 4
+  store <8 x float> %320, ptr %fc1.t194_a0, align 32
+  %t194_a0 = load <8 x float>, ptr %fc1.t194_a0, align 32
+  %t194_b0 = load <8 x float>, ptr %fc1.t194_b0, align 32
+  %t194_c0_0 = load <8 x float>, ptr %fc1.t194_c0_0, align 32
+  %321 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t194_a0, <8 x float> %t194_b0, <8 x float> %t194_c0_0)
+  store <8 x float> %321, ptr %fc1.t194_c0_0, align 32
+  %t194_a081 = load <8 x float>, ptr %fc1.t194_a0, align 32
+  %t194_b1 = load <8 x float>, ptr %fc1.t194_b1, align 32
+  %t194_c0_1 = load <8 x float>, ptr %fc1.t194_c0_1, align 32
+  %322 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t194_a081, <8 x float> %t194_b1, <8 x float> %t194_c0_1)
+  store <8 x float> %322, ptr %fc1.t194_c0_1, align 32
+  %323 = mul nsw i64 %fc1.mb19368, 4
   %324 = add nsw i64 %323, 1
   %325 = mul nsw i64 %324, 3136
   %326 = add nsw i64 18816, %325
-  %327 = mul nsw i64 %fc1.kp1794, 784
-  %328 = add nsw i64 %fc1.k18677, %327
+  %327 = mul nsw i64 %fc1.kp1884, 784
+  %328 = add nsw i64 %fc1.k19577, %327
   %329 = add nsw i64 %326, %328
   %params82 = getelementptr inbounds float, ptr %params, i64 %329
   %330 = load float, ptr %params82, align 4
   %331 = insertelement <8 x float> undef, float %330, i32 0
   %332 = shufflevector <8 x float> %331, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %332, ptr %fc1.t185_a1, align 32
-  %t185_a1 = load <8 x float>, ptr %fc1.t185_a1, align 32
-  %t185_b083 = load <8 x float>, ptr %fc1.t185_b0, align 32
-  %t185_c1_0 = load <8 x float>, ptr %fc1.t185_c1_0, align 32
-  %333 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t185_a1, <8 x float> %t185_b083, <8 x float> %t185_c1_0)
-  store <8 x float> %333, ptr %fc1.t185_c1_0, align 32
-  %t185_a184 = load <8 x float>, ptr %fc1.t185_a1, align 32
-  %t185_b185 = load <8 x float>, ptr %fc1.t185_b1, align 32
-  %t185_c1_1 = load <8 x float>, ptr %fc1.t185_c1_1, align 32
-  %334 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t185_a184, <8 x float> %t185_b185, <8 x float> %t185_c1_1)
-  store <8 x float> %334, ptr %fc1.t185_c1_1, align 32
-  %335 = mul nsw i64 %fc1.mb18468, 4
+  store <8 x float> %332, ptr %fc1.t194_a1, align 32
+  %t194_a1 = load <8 x float>, ptr %fc1.t194_a1, align 32
+  %t194_b083 = load <8 x float>, ptr %fc1.t194_b0, align 32
+  %t194_c1_0 = load <8 x float>, ptr %fc1.t194_c1_0, align 32
+  %333 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t194_a1, <8 x float> %t194_b083, <8 x float> %t194_c1_0)
+  store <8 x float> %333, ptr %fc1.t194_c1_0, align 32
+  %t194_a184 = load <8 x float>, ptr %fc1.t194_a1, align 32
+  %t194_b185 = load <8 x float>, ptr %fc1.t194_b1, align 32
+  %t194_c1_1 = load <8 x float>, ptr %fc1.t194_c1_1, align 32
+  %334 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t194_a184, <8 x float> %t194_b185, <8 x float> %t194_c1_1)
+  store <8 x float> %334, ptr %fc1.t194_c1_1, align 32
+  %335 = mul nsw i64 %fc1.mb19368, 4
   %336 = add nsw i64 %335, 2
   %337 = mul nsw i64 %336, 3136
   %338 = add nsw i64 18816, %337
-  %339 = mul nsw i64 %fc1.kp1794, 784
-  %340 = add nsw i64 %fc1.k18677, %339
+  %339 = mul nsw i64 %fc1.kp1884, 784
+  %340 = add nsw i64 %fc1.k19577, %339
   %341 = add nsw i64 %338, %340
   %params86 = getelementptr inbounds float, ptr %params, i64 %341
   %342 = load float, ptr %params86, align 4
   %343 = insertelement <8 x float> undef, float %342, i32 0
   %344 = shufflevector <8 x float> %343, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %344, ptr %fc1.t185_a2, align 32
-  %t185_a2 = load <8 x float>, ptr %fc1.t185_a2, align 32
-  %t185_b087 = load <8 x float>, ptr %fc1.t185_b0, align 32
-  %t185_c2_0 = load <8 x float>, ptr %fc1.t185_c2_0, align 32
-  %345 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t185_a2, <8 x float> %t185_b087, <8 x float> %t185_c2_0)
-  store <8 x float> %345, ptr %fc1.t185_c2_0, align 32
-  %t185_a288 = load <8 x float>, ptr %fc1.t185_a2, align 32
-  %t185_b189 = load <8 x float>, ptr %fc1.t185_b1, align 32
-  %t185_c2_1 = load <8 x float>, ptr %fc1.t185_c2_1, align 32
-  %346 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t185_a288, <8 x float> %t185_b189, <8 x float> %t185_c2_1)
-  store <8 x float> %346, ptr %fc1.t185_c2_1, align 32
-  %347 = mul nsw i64 %fc1.mb18468, 4
+  store <8 x float> %344, ptr %fc1.t194_a2, align 32
+  %t194_a2 = load <8 x float>, ptr %fc1.t194_a2, align 32
+  %t194_b087 = load <8 x float>, ptr %fc1.t194_b0, align 32
+  %t194_c2_0 = load <8 x float>, ptr %fc1.t194_c2_0, align 32
+  %345 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t194_a2, <8 x float> %t194_b087, <8 x float> %t194_c2_0)
+  store <8 x float> %345, ptr %fc1.t194_c2_0, align 32
+  %t194_a288 = load <8 x float>, ptr %fc1.t194_a2, align 32
+  %t194_b189 = load <8 x float>, ptr %fc1.t194_b1, align 32
+  %t194_c2_1 = load <8 x float>, ptr %fc1.t194_c2_1, align 32
+  %346 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t194_a288, <8 x float> %t194_b189, <8 x float> %t194_c2_1)
+  store <8 x float> %346, ptr %fc1.t194_c2_1, align 32
+  %347 = mul nsw i64 %fc1.mb19368, 4
   %348 = add nsw i64 %347, 3
   %349 = mul nsw i64 %348, 3136
   %350 = add nsw i64 18816, %349
-  %351 = mul nsw i64 %fc1.kp1794, 784
-  %352 = add nsw i64 %fc1.k18677, %351
+  %351 = mul nsw i64 %fc1.kp1884, 784
+  %352 = add nsw i64 %fc1.k19577, %351
   %353 = add nsw i64 %350, %352
   %params90 = getelementptr inbounds float, ptr %params, i64 %353
   %354 = load float, ptr %params90, align 4
   %355 = insertelement <8 x float> undef, float %354, i32 0
   %356 = shufflevector <8 x float> %355, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %356, ptr %fc1.t185_a3, align 32
-  %t185_a3 = load <8 x float>, ptr %fc1.t185_a3, align 32
-  %t185_b091 = load <8 x float>, ptr %fc1.t185_b0, align 32
-  %t185_c3_0 = load <8 x float>, ptr %fc1.t185_c3_0, align 32
-  %357 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t185_a3, <8 x float> %t185_b091, <8 x float> %t185_c3_0)
-  store <8 x float> %357, ptr %fc1.t185_c3_0, align 32
-  %t185_a392 = load <8 x float>, ptr %fc1.t185_a3, align 32
-  %t185_b193 = load <8 x float>, ptr %fc1.t185_b1, align 32
-  %t185_c3_1 = load <8 x float>, ptr %fc1.t185_c3_1, align 32
-  %358 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t185_a392, <8 x float> %t185_b193, <8 x float> %t185_c3_1)
-  store <8 x float> %358, ptr %fc1.t185_c3_1, align 32
-  %k186.next = add nsw i64 %fc1.k18677, 1
-  %359 = icmp slt i64 %k186.next, 784
-  br i1 %359, label %fc1.k186, label %fc1.k186.end
+  store <8 x float> %356, ptr %fc1.t194_a3, align 32
+  %t194_a3 = load <8 x float>, ptr %fc1.t194_a3, align 32
+  %t194_b091 = load <8 x float>, ptr %fc1.t194_b0, align 32
+  %t194_c3_0 = load <8 x float>, ptr %fc1.t194_c3_0, align 32
+  %357 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t194_a3, <8 x float> %t194_b091, <8 x float> %t194_c3_0)
+  store <8 x float> %357, ptr %fc1.t194_c3_0, align 32
+  %t194_a392 = load <8 x float>, ptr %fc1.t194_a3, align 32
+  %t194_b193 = load <8 x float>, ptr %fc1.t194_b1, align 32
+  %t194_c3_1 = load <8 x float>, ptr %fc1.t194_c3_1, align 32
+  %358 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t194_a392, <8 x float> %t194_b193, <8 x float> %t194_c3_1)
+  store <8 x float> %358, ptr %fc1.t194_c3_1, align 32
+  %k195.next = add nsw i64 %fc1.k19577, 1
+  %359 = icmp slt i64 %k195.next, 784
+  br i1 %359, label %fc1.k195, label %fc1.k195.end
 
-fc1.k186.end:                                     ; preds = %fc1.k186
-  %t185_c0_094 = load <8 x float>, ptr %fc1.t185_c0_0, align 32
-  %360 = mul nsw i64 %fc1.mb18468, 4
+fc1.k195.end:                                     ; preds = %fc1.k195
+  %t194_c0_094 = load <8 x float>, ptr %fc1.t194_c0_0, align 32
+  %360 = mul nsw i64 %fc1.mb19368, 4
   %361 = mul nsw i64 %360, 64
   %362 = add nsw i64 208896, %361
   %363 = add nsw i64 %362, 48
   %arena95 = getelementptr inbounds float, ptr %arena, i64 %363
-  store <8 x float> %t185_c0_094, ptr %arena95, align 4
-  %t185_c0_196 = load <8 x float>, ptr %fc1.t185_c0_1, align 32
-  %364 = mul nsw i64 %fc1.mb18468, 4
+  store <8 x float> %t194_c0_094, ptr %arena95, align 4
+  %t194_c0_196 = load <8 x float>, ptr %fc1.t194_c0_1, align 32
+  %364 = mul nsw i64 %fc1.mb19368, 4
   %365 = mul nsw i64 %364, 64
   %366 = add nsw i64 208896, %365
   %367 = add nsw i64 %366, 48
   %368 = add nsw i64 %367, 8
   %arena97 = getelementptr inbounds float, ptr %arena, i64 %368
-  store <8 x float> %t185_c0_196, ptr %arena97, align 4
-  %t185_c1_098 = load <8 x float>, ptr %fc1.t185_c1_0, align 32
-  %369 = mul nsw i64 %fc1.mb18468, 4
+  store <8 x float> %t194_c0_196, ptr %arena97, align 4
+  %t194_c1_098 = load <8 x float>, ptr %fc1.t194_c1_0, align 32
+  %369 = mul nsw i64 %fc1.mb19368, 4
   %370 = add nsw i64 %369, 1
   %371 = mul nsw i64 %370, 64
   %372 = add nsw i64 208896, %371
   %373 = add nsw i64 %372, 48
   %arena99 = getelementptr inbounds float, ptr %arena, i64 %373
-  store <8 x float> %t185_c1_098, ptr %arena99, align 4
-  %t185_c1_1100 = load <8 x float>, ptr %fc1.t185_c1_1, align 32
-  %374 = mul nsw i64 %fc1.mb18468, 4
+  store <8 x float> %t194_c1_098, ptr %arena99, align 4
+  %t194_c1_1100 = load <8 x float>, ptr %fc1.t194_c1_1, align 32
+  %374 = mul nsw i64 %fc1.mb19368, 4
   %375 = add nsw i64 %374, 1
   %376 = mul nsw i64 %375, 64
   %377 = add nsw i64 208896, %376
   %378 = add nsw i64 %377, 48
   %379 = add nsw i64 %378, 8
   %arena101 = getelementptr inbounds float, ptr %arena, i64 %379
-  store <8 x float> %t185_c1_1100, ptr %arena101, align 4
-  %t185_c2_0102 = load <8 x float>, ptr %fc1.t185_c2_0, align 32
-  %380 = mul nsw i64 %fc1.mb18468, 4
+  store <8 x float> %t194_c1_1100, ptr %arena101, align 4
+  %t194_c2_0102 = load <8 x float>, ptr %fc1.t194_c2_0, align 32
+  %380 = mul nsw i64 %fc1.mb19368, 4
   %381 = add nsw i64 %380, 2
   %382 = mul nsw i64 %381, 64
   %383 = add nsw i64 208896, %382
   %384 = add nsw i64 %383, 48
   %arena103 = getelementptr inbounds float, ptr %arena, i64 %384
-  store <8 x float> %t185_c2_0102, ptr %arena103, align 4
-  %t185_c2_1104 = load <8 x float>, ptr %fc1.t185_c2_1, align 32
-  %385 = mul nsw i64 %fc1.mb18468, 4
+  store <8 x float> %t194_c2_0102, ptr %arena103, align 4
+  %t194_c2_1104 = load <8 x float>, ptr %fc1.t194_c2_1, align 32
+  %385 = mul nsw i64 %fc1.mb19368, 4
   %386 = add nsw i64 %385, 2
   %387 = mul nsw i64 %386, 64
   %388 = add nsw i64 208896, %387
   %389 = add nsw i64 %388, 48
   %390 = add nsw i64 %389, 8
   %arena105 = getelementptr inbounds float, ptr %arena, i64 %390
-  store <8 x float> %t185_c2_1104, ptr %arena105, align 4
-  %t185_c3_0106 = load <8 x float>, ptr %fc1.t185_c3_0, align 32
-  %391 = mul nsw i64 %fc1.mb18468, 4
+  store <8 x float> %t194_c2_1104, ptr %arena105, align 4
+  %t194_c3_0106 = load <8 x float>, ptr %fc1.t194_c3_0, align 32
+  %391 = mul nsw i64 %fc1.mb19368, 4
   %392 = add nsw i64 %391, 3
   %393 = mul nsw i64 %392, 64
   %394 = add nsw i64 208896, %393
   %395 = add nsw i64 %394, 48
   %arena107 = getelementptr inbounds float, ptr %arena, i64 %395
-  store <8 x float> %t185_c3_0106, ptr %arena107, align 4
-  %t185_c3_1108 = load <8 x float>, ptr %fc1.t185_c3_1, align 32
-  %396 = mul nsw i64 %fc1.mb18468, 4
+  store <8 x float> %t194_c3_0106, ptr %arena107, align 4
+  %t194_c3_1108 = load <8 x float>, ptr %fc1.t194_c3_1, align 32
+  %396 = mul nsw i64 %fc1.mb19368, 4
   %397 = add nsw i64 %396, 3
   %398 = mul nsw i64 %397, 64
   %399 = add nsw i64 208896, %398
   %400 = add nsw i64 %399, 48
   %401 = add nsw i64 %400, 8
   %arena109 = getelementptr inbounds float, ptr %arena, i64 %401
-  store <8 x float> %t185_c3_1108, ptr %arena109, align 4
-  %mb184.next = add nsw i64 %fc1.mb18468, 1
-  %402 = icmp slt i64 %mb184.next, 32
-  br i1 %402, label %fc1.mb184, label %fc1.mb184.end
+  store <8 x float> %t194_c3_1108, ptr %arena109, align 4
+  %mb193.next = add nsw i64 %fc1.mb19368, 1
+  %402 = icmp slt i64 %mb193.next, 32
+  br i1 %402, label %fc1.mb193, label %fc1.mb193.end
 }
 
 ; Function Attrs: noinline
-define internal void @simplecnn_infer_b64.k4.drop(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @simplecnn_infer_b64.k4.drop(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @simplecnn_infer_b64.k5.fc2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @simplecnn_infer_b64.k5.fc2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %arena1 = getelementptr inbounds float, ptr %arena, i64 0
   %params2 = getelementptr inbounds float, ptr %params, i64 420352
   %arena3 = getelementptr inbounds float, ptr %arena, i64 8192
   call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 128, float 1.000000e+00, ptr %arena1, i32 128, ptr %params2, i32 128, float 0.000000e+00, ptr %arena3, i32 10)
-  br label %fc2.n190
+  br label %fc2.n199
 
-fc2.n190:                                         ; preds = %fc2.u191.end, %entry
-  %fc2.n1904 = phi i64 [ 0, %entry ], [ %n190.next, %fc2.u191.end ]
-  br label %fc2.u191
+fc2.n199:                                         ; preds = %fc2.u200.end, %entry
+  %fc2.n1994 = phi i64 [ 0, %entry ], [ %n199.next, %fc2.u200.end ]
+  br label %fc2.u200
 
-fc2.n190.end:                                     ; preds = %fc2.u191.end
+fc2.n199.end:                                     ; preds = %fc2.u200.end
   ret void
 
-fc2.u191:                                         ; preds = %fc2.u191, %fc2.n190
-  %fc2.u1915 = phi i64 [ 0, %fc2.n190 ], [ %u191.next, %fc2.u191 ]
-  %0 = mul nsw i64 %fc2.n1904, 10
+fc2.u200:                                         ; preds = %fc2.u200, %fc2.n199
+  %fc2.u2005 = phi i64 [ 0, %fc2.n199 ], [ %u200.next, %fc2.u200 ]
+  %0 = mul nsw i64 %fc2.n1994, 10
   %1 = add nsw i64 8192, %0
-  %2 = add nsw i64 %1, %fc2.u1915
+  %2 = add nsw i64 %1, %fc2.u2005
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %2
   %3 = load float, ptr %arena6, align 4
-  %4 = add nsw i64 421632, %fc2.u1915
+  %4 = add nsw i64 421632, %fc2.u2005
   %params7 = getelementptr inbounds float, ptr %params, i64 %4
   %5 = load float, ptr %params7, align 4
   %6 = fadd float %3, %5
-  %7 = mul nsw i64 %fc2.n1904, 10
+  %7 = mul nsw i64 %fc2.n1994, 10
   %8 = add nsw i64 8192, %7
-  %9 = add nsw i64 %8, %fc2.u1915
+  %9 = add nsw i64 %8, %fc2.u2005
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %9
   store float %6, ptr %arena8, align 4
-  %u191.next = add nsw i64 %fc2.u1915, 1
-  %10 = icmp slt i64 %u191.next, 10
-  br i1 %10, label %fc2.u191, label %fc2.u191.end
+  %u200.next = add nsw i64 %fc2.u2005, 1
+  %10 = icmp slt i64 %u200.next, 10
+  br i1 %10, label %fc2.u200, label %fc2.u200.end
 
-fc2.u191.end:                                     ; preds = %fc2.u191
-  %n190.next = add nsw i64 %fc2.n1904, 1
-  %11 = icmp slt i64 %n190.next, 64
-  br i1 %11, label %fc2.n190, label %fc2.n190.end
+fc2.u200.end:                                     ; preds = %fc2.u200
+  %n199.next = add nsw i64 %fc2.n1994, 1
+  %11 = icmp slt i64 %n199.next, 64
+  br i1 %11, label %fc2.n199, label %fc2.n199.end
 }
 
 attributes #0 = { "target-cpu"="x86-64-v3" }

@@ -3,36 +3,36 @@
 source_filename = "smallcnn"
 target triple = "x86_64-unknown-linux-gnu"
 
-define void @smallcnn_train_b64(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #0 {
+define void @smallcnn_train_b64(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #0 {
 entry:
-  call void @smallcnn_train_b64.k0.conv1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @smallcnn_train_b64.k1.conv2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @smallcnn_train_b64.k2.flat(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @smallcnn_train_b64.k3.fc1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @smallcnn_train_b64.k4.fc2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @smallcnn_train_b64.k5.loss(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @smallcnn_train_b64.k6.fc2_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @smallcnn_train_b64.k7.fc2_weight_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @smallcnn_train_b64.k8.fc2_bias_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @smallcnn_train_b64.k9.relu3_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @smallcnn_train_b64.k10.fc1_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @smallcnn_train_b64.k11.fc1_weight_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @smallcnn_train_b64.k12.fc1_bias_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @smallcnn_train_b64.k13.flat_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @smallcnn_train_b64.k14.pool2_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @smallcnn_train_b64.k15.conv2_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @smallcnn_train_b64.k16.conv2_weight_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @smallcnn_train_b64.k17.conv2_bias_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @smallcnn_train_b64.k18.pool1_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @smallcnn_train_b64.k19.conv1_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @smallcnn_train_b64.k20.conv1_weight_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @smallcnn_train_b64.k21.conv1_bias_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @smallcnn_train_b64.k22.adam(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
+  call void @smallcnn_train_b64.k0.conv1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @smallcnn_train_b64.k1.conv2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @smallcnn_train_b64.k2.flat(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @smallcnn_train_b64.k3.fc1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @smallcnn_train_b64.k4.fc2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @smallcnn_train_b64.k5.loss(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @smallcnn_train_b64.k6.fc2_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @smallcnn_train_b64.k7.fc2_weight_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @smallcnn_train_b64.k8.fc2_bias_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @smallcnn_train_b64.k9.relu3_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @smallcnn_train_b64.k10.fc1_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @smallcnn_train_b64.k11.fc1_weight_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @smallcnn_train_b64.k12.fc1_bias_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @smallcnn_train_b64.k13.flat_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @smallcnn_train_b64.k14.pool2_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @smallcnn_train_b64.k15.conv2_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @smallcnn_train_b64.k16.conv2_weight_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @smallcnn_train_b64.k17.conv2_bias_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @smallcnn_train_b64.k18.pool1_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @smallcnn_train_b64.k19.conv1_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @smallcnn_train_b64.k20.conv1_weight_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @smallcnn_train_b64.k21.conv1_bias_grad(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @smallcnn_train_b64.k22.adam(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @smallcnn_train_b64.k0.conv1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @smallcnn_train_b64.k0.conv1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %conv1.best66 = alloca float, align 4
   %conv1.at67 = alloca float, align 4
@@ -77,7 +77,7 @@ conv1.j3:                                         ; preds = %conv1.c4.end, %conv
   br label %conv1.c4
 
 conv1.j3.end:                                     ; preds = %conv1.c4.end
-  call void @smallcnn_train_b64.k0.conv1.gemm53(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
+  call void @smallcnn_train_b64.k0.conv1.gemm53(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
   br label %conv1.j54
 
 conv1.c4:                                         ; preds = %conv1.ky5.end, %conv1.j3
@@ -1884,7 +1884,7 @@ conv1.q56.end:                                    ; preds = %conv1.q56
 }
 
 ; Function Attrs: noinline
-define internal void @smallcnn_train_b64.k0.conv1.gemm53(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @smallcnn_train_b64.k0.conv1.gemm53(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %conv1.t51_a3 = alloca <8 x float>, align 32
   %conv1.t51_a2 = alloca <8 x float>, align 32
@@ -2376,32 +2376,32 @@ conv1.k52.end:                                    ; preds = %conv1.k52
 declare <8 x float> @llvm.fma.v8f32(<8 x float>, <8 x float>, <8 x float>) #2
 
 ; Function Attrs: noinline
-define internal void @smallcnn_train_b64.k1.conv2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @smallcnn_train_b64.k1.conv2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %conv2.at168 = alloca <8 x float>, align 32
-  %conv2.best167 = alloca <8 x float>, align 32
-  %conv2.v166 = alloca <8 x float>, align 32
-  %conv2.at165 = alloca <8 x float>, align 32
-  %conv2.best164 = alloca <8 x float>, align 32
-  %conv2.v163 = alloca <8 x float>, align 32
-  %conv2.at162 = alloca <8 x float>, align 32
-  %conv2.best161 = alloca <8 x float>, align 32
-  %conv2.v160 = alloca <8 x float>, align 32
-  %conv2.at159 = alloca <8 x float>, align 32
-  %conv2.best158 = alloca <8 x float>, align 32
-  %conv2.v157 = alloca <8 x float>, align 32
+  %conv2.at175 = alloca <8 x float>, align 32
+  %conv2.best174 = alloca <8 x float>, align 32
+  %conv2.v173 = alloca <8 x float>, align 32
+  %conv2.at172 = alloca <8 x float>, align 32
+  %conv2.best171 = alloca <8 x float>, align 32
+  %conv2.v170 = alloca <8 x float>, align 32
+  %conv2.at169 = alloca <8 x float>, align 32
+  %conv2.best168 = alloca <8 x float>, align 32
+  %conv2.v167 = alloca <8 x float>, align 32
+  %conv2.at166 = alloca <8 x float>, align 32
+  %conv2.best165 = alloca <8 x float>, align 32
+  %conv2.v164 = alloca <8 x float>, align 32
+  %conv2.w163 = alloca <8 x float>, align 32
+  %conv2.w162 = alloca <8 x float>, align 32
+  %conv2.w161 = alloca <8 x float>, align 32
+  %conv2.w160 = alloca <8 x float>, align 32
+  %conv2.w159 = alloca <8 x float>, align 32
+  %conv2.w158 = alloca <8 x float>, align 32
+  %conv2.w157 = alloca <8 x float>, align 32
   %conv2.w156 = alloca <8 x float>, align 32
   %conv2.w155 = alloca <8 x float>, align 32
   %conv2.w154 = alloca <8 x float>, align 32
   %conv2.w153 = alloca <8 x float>, align 32
   %conv2.w152 = alloca <8 x float>, align 32
-  %conv2.w151 = alloca <8 x float>, align 32
-  %conv2.w150 = alloca <8 x float>, align 32
-  %conv2.w149 = alloca <8 x float>, align 32
-  %conv2.w148 = alloca <8 x float>, align 32
-  %conv2.w147 = alloca <8 x float>, align 32
-  %conv2.w146 = alloca <8 x float>, align 32
-  %conv2.w145 = alloca <8 x float>, align 32
   %conv2.w139 = alloca <8 x float>, align 32
   %conv2.w138 = alloca <8 x float>, align 32
   %conv2.w137 = alloca <8 x float>, align 32
@@ -2857,11 +2857,11 @@ conv2.i98:                                        ; preds = %conv2.i98, %conv2.c
 conv2.i98.end:                                    ; preds = %conv2.i98
   br label %conv2.g99
 
-conv2.g99:                                        ; preds = %conv2.j172.end, %conv2.i98.end
-  %conv2.g9965 = phi i64 [ 0, %conv2.i98.end ], [ %g99.next, %conv2.j172.end ]
+conv2.g99:                                        ; preds = %conv2.j179.end, %conv2.i98.end
+  %conv2.g9965 = phi i64 [ 0, %conv2.i98.end ], [ %g99.next, %conv2.j179.end ]
   br label %conv2.j100
 
-conv2.g99.end:                                    ; preds = %conv2.j172.end
+conv2.g99.end:                                    ; preds = %conv2.j179.end
   ret void
 
 conv2.j100:                                       ; preds = %conv2.c101.end, %conv2.g99
@@ -3666,1131 +3666,1615 @@ conv2.cv107.end:                                  ; preds = %conv2.cv107
 
 conv2.xi140:                                      ; preds = %conv2.xi140, %conv2.j104.end
   %conv2.xi140140 = phi i64 [ 0, %conv2.j104.end ], [ %xi140.next, %conv2.xi140 ]
-  %824 = mul nsw i64 %conv2.xi140140, 784
-  %825 = add nsw i64 614400, %824
-  %arena141 = getelementptr inbounds float, ptr %arena, i64 %825
-  %826 = mul nsw i64 %conv2.xi140140, 512
-  %827 = add nsw i64 602112, %826
-  %arena142 = getelementptr inbounds float, ptr %arena, i64 %827
-  %828 = mul nsw i64 %conv2.xi140140, 1568
-  %829 = add nsw i64 626944, %828
-  %arena143 = getelementptr inbounds float, ptr %arena, i64 %829
-  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 49, i32 32, i32 16, float 1.000000e+00, ptr %arena141, i32 16, ptr %arena142, i32 32, float 0.000000e+00, ptr %arena143, i32 32)
+  call void @smallcnn_train_b64.k1.conv2.gemm147(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv2.xi140140)
   %xi140.next = add nsw i64 %conv2.xi140140, 1
-  %830 = icmp slt i64 %xi140.next, 16
-  br i1 %830, label %conv2.xi140, label %conv2.xi140.end
+  %824 = icmp slt i64 %xi140.next, 16
+  br i1 %824, label %conv2.xi140, label %conv2.xi140.end
 
 conv2.xi140.end:                                  ; preds = %conv2.xi140
-  br label %conv2.j141
+  br label %conv2.j148
 
-conv2.j141:                                       ; preds = %conv2.ty142.end, %conv2.xi140.end
-  %conv2.j141144 = phi i64 [ 0, %conv2.xi140.end ], [ %j141.next, %conv2.ty142.end ]
-  br label %conv2.ty142
+conv2.j148:                                       ; preds = %conv2.ty149.end, %conv2.xi140.end
+  %conv2.j148141 = phi i64 [ 0, %conv2.xi140.end ], [ %j148.next, %conv2.ty149.end ]
+  br label %conv2.ty149
 
-conv2.j141.end:                                   ; preds = %conv2.ty142.end
-  br label %conv2.j169
+conv2.j148.end:                                   ; preds = %conv2.ty149.end
+  br label %conv2.j176
 
-conv2.ty142:                                      ; preds = %conv2.tx143.end, %conv2.j141
-  %conv2.ty142145 = phi i64 [ 0, %conv2.j141 ], [ %ty142.next, %conv2.tx143.end ]
-  br label %conv2.tx143
+conv2.ty149:                                      ; preds = %conv2.tx150.end, %conv2.j148
+  %conv2.ty149142 = phi i64 [ 0, %conv2.j148 ], [ %ty149.next, %conv2.tx150.end ]
+  br label %conv2.tx150
 
-conv2.ty142.end:                                  ; preds = %conv2.tx143.end
-  %j141.next = add nsw i64 %conv2.j141144, 1
-  %831 = icmp slt i64 %j141.next, 1
-  br i1 %831, label %conv2.j141, label %conv2.j141.end
+conv2.ty149.end:                                  ; preds = %conv2.tx150.end
+  %j148.next = add nsw i64 %conv2.j148141, 1
+  %825 = icmp slt i64 %j148.next, 1
+  br i1 %825, label %conv2.j148, label %conv2.j148.end
 
-conv2.tx143:                                      ; preds = %conv2.cv144.end, %conv2.ty142
-  %conv2.tx143146 = phi i64 [ 0, %conv2.ty142 ], [ %tx143.next, %conv2.cv144.end ]
-  br label %conv2.cv144
+conv2.tx150:                                      ; preds = %conv2.cv151.end, %conv2.ty149
+  %conv2.tx150143 = phi i64 [ 0, %conv2.ty149 ], [ %tx150.next, %conv2.cv151.end ]
+  br label %conv2.cv151
 
-conv2.tx143.end:                                  ; preds = %conv2.cv144.end
-  %ty142.next = add nsw i64 %conv2.ty142145, 1
-  %832 = icmp slt i64 %ty142.next, 7
-  br i1 %832, label %conv2.ty142, label %conv2.ty142.end
+conv2.tx150.end:                                  ; preds = %conv2.cv151.end
+  %ty149.next = add nsw i64 %conv2.ty149142, 1
+  %826 = icmp slt i64 %ty149.next, 7
+  br i1 %826, label %conv2.ty149, label %conv2.ty149.end
 
-conv2.cv144:                                      ; preds = %conv2.cv144, %conv2.tx143
-  %conv2.cv144147 = phi i64 [ 0, %conv2.tx143 ], [ %cv144.next, %conv2.cv144 ]
-  %833 = mul nsw i64 %conv2.j141144, 49
-  %834 = mul nsw i64 %conv2.ty142145, 7
-  %835 = add nsw i64 %833, %834
-  %836 = add nsw i64 %835, %conv2.tx143146
-  %837 = mul nsw i64 %836, 32
-  %838 = add nsw i64 626944, %837
-  %839 = mul nsw i64 %conv2.cv144147, 8
-  %840 = add nsw i64 %838, %839
-  %arena148 = getelementptr inbounds float, ptr %arena, i64 %840
-  %841 = load <8 x float>, ptr %arena148, align 4
-  %842 = mul nsw i64 %conv2.j141144, 49
-  %843 = mul nsw i64 %conv2.ty142145, 7
-  %844 = add nsw i64 %842, %843
-  %845 = add nsw i64 %844, %conv2.tx143146
-  %846 = mul nsw i64 %845, 32
-  %847 = add nsw i64 633216, %846
-  %848 = mul nsw i64 %conv2.cv144147, 8
-  %849 = add nsw i64 %847, %848
-  %arena149 = getelementptr inbounds float, ptr %arena, i64 %849
-  %850 = load <8 x float>, ptr %arena149, align 4
-  %851 = fadd <8 x float> %841, %850
-  %852 = mul nsw i64 %conv2.j141144, 49
-  %853 = mul nsw i64 %conv2.ty142145, 7
-  %854 = add nsw i64 %852, %853
-  %855 = add nsw i64 %854, %conv2.tx143146
-  %856 = mul nsw i64 %855, 32
-  %857 = add nsw i64 639488, %856
-  %858 = mul nsw i64 %conv2.cv144147, 8
-  %859 = add nsw i64 %857, %858
-  %arena150 = getelementptr inbounds float, ptr %arena, i64 %859
-  %860 = load <8 x float>, ptr %arena150, align 4
-  %861 = fadd <8 x float> %851, %860
-  store <8 x float> %861, ptr %conv2.w145, align 32
-  %862 = mul nsw i64 %conv2.j141144, 49
-  %863 = mul nsw i64 %conv2.ty142145, 7
-  %864 = add nsw i64 %862, %863
-  %865 = add nsw i64 %864, %conv2.tx143146
-  %866 = mul nsw i64 %865, 32
-  %867 = add nsw i64 633216, %866
-  %868 = mul nsw i64 %conv2.cv144147, 8
-  %869 = add nsw i64 %867, %868
-  %arena151 = getelementptr inbounds float, ptr %arena, i64 %869
-  %870 = load <8 x float>, ptr %arena151, align 4
-  %871 = mul nsw i64 %conv2.j141144, 49
-  %872 = mul nsw i64 %conv2.ty142145, 7
-  %873 = add nsw i64 %871, %872
-  %874 = add nsw i64 %873, %conv2.tx143146
-  %875 = mul nsw i64 %874, 32
-  %876 = add nsw i64 639488, %875
-  %877 = mul nsw i64 %conv2.cv144147, 8
-  %878 = add nsw i64 %876, %877
-  %arena152 = getelementptr inbounds float, ptr %arena, i64 %878
-  %879 = load <8 x float>, ptr %arena152, align 4
-  %880 = fsub <8 x float> %870, %879
-  %881 = mul nsw i64 %conv2.j141144, 49
-  %882 = mul nsw i64 %conv2.ty142145, 7
-  %883 = add nsw i64 %881, %882
-  %884 = add nsw i64 %883, %conv2.tx143146
-  %885 = mul nsw i64 %884, 32
-  %886 = add nsw i64 645760, %885
-  %887 = mul nsw i64 %conv2.cv144147, 8
-  %888 = add nsw i64 %886, %887
-  %arena153 = getelementptr inbounds float, ptr %arena, i64 %888
-  %889 = load <8 x float>, ptr %arena153, align 4
-  %890 = fsub <8 x float> %880, %889
-  store <8 x float> %890, ptr %conv2.w146, align 32
-  %891 = mul nsw i64 %conv2.j141144, 49
-  %892 = mul nsw i64 %conv2.ty142145, 7
-  %893 = add nsw i64 %891, %892
-  %894 = add nsw i64 %893, %conv2.tx143146
-  %895 = mul nsw i64 %894, 32
-  %896 = add nsw i64 628512, %895
-  %897 = mul nsw i64 %conv2.cv144147, 8
-  %898 = add nsw i64 %896, %897
-  %arena154 = getelementptr inbounds float, ptr %arena, i64 %898
-  %899 = load <8 x float>, ptr %arena154, align 4
-  %900 = mul nsw i64 %conv2.j141144, 49
-  %901 = mul nsw i64 %conv2.ty142145, 7
-  %902 = add nsw i64 %900, %901
-  %903 = add nsw i64 %902, %conv2.tx143146
-  %904 = mul nsw i64 %903, 32
-  %905 = add nsw i64 634784, %904
-  %906 = mul nsw i64 %conv2.cv144147, 8
-  %907 = add nsw i64 %905, %906
-  %arena155 = getelementptr inbounds float, ptr %arena, i64 %907
-  %908 = load <8 x float>, ptr %arena155, align 4
-  %909 = fadd <8 x float> %899, %908
-  %910 = mul nsw i64 %conv2.j141144, 49
-  %911 = mul nsw i64 %conv2.ty142145, 7
-  %912 = add nsw i64 %910, %911
-  %913 = add nsw i64 %912, %conv2.tx143146
-  %914 = mul nsw i64 %913, 32
-  %915 = add nsw i64 641056, %914
-  %916 = mul nsw i64 %conv2.cv144147, 8
-  %917 = add nsw i64 %915, %916
-  %arena156 = getelementptr inbounds float, ptr %arena, i64 %917
-  %918 = load <8 x float>, ptr %arena156, align 4
-  %919 = fadd <8 x float> %909, %918
-  store <8 x float> %919, ptr %conv2.w147, align 32
-  %920 = mul nsw i64 %conv2.j141144, 49
-  %921 = mul nsw i64 %conv2.ty142145, 7
-  %922 = add nsw i64 %920, %921
-  %923 = add nsw i64 %922, %conv2.tx143146
-  %924 = mul nsw i64 %923, 32
-  %925 = add nsw i64 634784, %924
-  %926 = mul nsw i64 %conv2.cv144147, 8
-  %927 = add nsw i64 %925, %926
-  %arena157 = getelementptr inbounds float, ptr %arena, i64 %927
-  %928 = load <8 x float>, ptr %arena157, align 4
-  %929 = mul nsw i64 %conv2.j141144, 49
-  %930 = mul nsw i64 %conv2.ty142145, 7
-  %931 = add nsw i64 %929, %930
-  %932 = add nsw i64 %931, %conv2.tx143146
-  %933 = mul nsw i64 %932, 32
-  %934 = add nsw i64 641056, %933
-  %935 = mul nsw i64 %conv2.cv144147, 8
-  %936 = add nsw i64 %934, %935
-  %arena158 = getelementptr inbounds float, ptr %arena, i64 %936
-  %937 = load <8 x float>, ptr %arena158, align 4
-  %938 = fsub <8 x float> %928, %937
-  %939 = mul nsw i64 %conv2.j141144, 49
-  %940 = mul nsw i64 %conv2.ty142145, 7
-  %941 = add nsw i64 %939, %940
-  %942 = add nsw i64 %941, %conv2.tx143146
-  %943 = mul nsw i64 %942, 32
-  %944 = add nsw i64 647328, %943
-  %945 = mul nsw i64 %conv2.cv144147, 8
-  %946 = add nsw i64 %944, %945
-  %arena159 = getelementptr inbounds float, ptr %arena, i64 %946
-  %947 = load <8 x float>, ptr %arena159, align 4
-  %948 = fsub <8 x float> %938, %947
-  store <8 x float> %948, ptr %conv2.w148, align 32
-  %949 = mul nsw i64 %conv2.j141144, 49
-  %950 = mul nsw i64 %conv2.ty142145, 7
-  %951 = add nsw i64 %949, %950
-  %952 = add nsw i64 %951, %conv2.tx143146
-  %953 = mul nsw i64 %952, 32
-  %954 = add nsw i64 630080, %953
-  %955 = mul nsw i64 %conv2.cv144147, 8
-  %956 = add nsw i64 %954, %955
-  %arena160 = getelementptr inbounds float, ptr %arena, i64 %956
-  %957 = load <8 x float>, ptr %arena160, align 4
-  %958 = mul nsw i64 %conv2.j141144, 49
-  %959 = mul nsw i64 %conv2.ty142145, 7
-  %960 = add nsw i64 %958, %959
-  %961 = add nsw i64 %960, %conv2.tx143146
-  %962 = mul nsw i64 %961, 32
-  %963 = add nsw i64 636352, %962
-  %964 = mul nsw i64 %conv2.cv144147, 8
-  %965 = add nsw i64 %963, %964
-  %arena161 = getelementptr inbounds float, ptr %arena, i64 %965
-  %966 = load <8 x float>, ptr %arena161, align 4
-  %967 = fadd <8 x float> %957, %966
-  %968 = mul nsw i64 %conv2.j141144, 49
-  %969 = mul nsw i64 %conv2.ty142145, 7
-  %970 = add nsw i64 %968, %969
-  %971 = add nsw i64 %970, %conv2.tx143146
-  %972 = mul nsw i64 %971, 32
-  %973 = add nsw i64 642624, %972
-  %974 = mul nsw i64 %conv2.cv144147, 8
-  %975 = add nsw i64 %973, %974
-  %arena162 = getelementptr inbounds float, ptr %arena, i64 %975
-  %976 = load <8 x float>, ptr %arena162, align 4
-  %977 = fadd <8 x float> %967, %976
-  store <8 x float> %977, ptr %conv2.w149, align 32
-  %978 = mul nsw i64 %conv2.j141144, 49
-  %979 = mul nsw i64 %conv2.ty142145, 7
-  %980 = add nsw i64 %978, %979
-  %981 = add nsw i64 %980, %conv2.tx143146
-  %982 = mul nsw i64 %981, 32
-  %983 = add nsw i64 636352, %982
-  %984 = mul nsw i64 %conv2.cv144147, 8
-  %985 = add nsw i64 %983, %984
-  %arena163 = getelementptr inbounds float, ptr %arena, i64 %985
-  %986 = load <8 x float>, ptr %arena163, align 4
-  %987 = mul nsw i64 %conv2.j141144, 49
-  %988 = mul nsw i64 %conv2.ty142145, 7
-  %989 = add nsw i64 %987, %988
-  %990 = add nsw i64 %989, %conv2.tx143146
-  %991 = mul nsw i64 %990, 32
-  %992 = add nsw i64 642624, %991
-  %993 = mul nsw i64 %conv2.cv144147, 8
-  %994 = add nsw i64 %992, %993
-  %arena164 = getelementptr inbounds float, ptr %arena, i64 %994
-  %995 = load <8 x float>, ptr %arena164, align 4
-  %996 = fsub <8 x float> %986, %995
-  %997 = mul nsw i64 %conv2.j141144, 49
-  %998 = mul nsw i64 %conv2.ty142145, 7
-  %999 = add nsw i64 %997, %998
-  %1000 = add nsw i64 %999, %conv2.tx143146
-  %1001 = mul nsw i64 %1000, 32
-  %1002 = add nsw i64 648896, %1001
-  %1003 = mul nsw i64 %conv2.cv144147, 8
-  %1004 = add nsw i64 %1002, %1003
-  %arena165 = getelementptr inbounds float, ptr %arena, i64 %1004
-  %1005 = load <8 x float>, ptr %arena165, align 4
-  %1006 = fsub <8 x float> %996, %1005
-  store <8 x float> %1006, ptr %conv2.w150, align 32
-  %1007 = mul nsw i64 %conv2.j141144, 49
-  %1008 = mul nsw i64 %conv2.ty142145, 7
-  %1009 = add nsw i64 %1007, %1008
-  %1010 = add nsw i64 %1009, %conv2.tx143146
-  %1011 = mul nsw i64 %1010, 32
-  %1012 = add nsw i64 631648, %1011
-  %1013 = mul nsw i64 %conv2.cv144147, 8
-  %1014 = add nsw i64 %1012, %1013
-  %arena166 = getelementptr inbounds float, ptr %arena, i64 %1014
-  %1015 = load <8 x float>, ptr %arena166, align 4
-  %1016 = mul nsw i64 %conv2.j141144, 49
-  %1017 = mul nsw i64 %conv2.ty142145, 7
-  %1018 = add nsw i64 %1016, %1017
-  %1019 = add nsw i64 %1018, %conv2.tx143146
-  %1020 = mul nsw i64 %1019, 32
-  %1021 = add nsw i64 637920, %1020
-  %1022 = mul nsw i64 %conv2.cv144147, 8
-  %1023 = add nsw i64 %1021, %1022
-  %arena167 = getelementptr inbounds float, ptr %arena, i64 %1023
-  %1024 = load <8 x float>, ptr %arena167, align 4
-  %1025 = fadd <8 x float> %1015, %1024
-  %1026 = mul nsw i64 %conv2.j141144, 49
-  %1027 = mul nsw i64 %conv2.ty142145, 7
-  %1028 = add nsw i64 %1026, %1027
-  %1029 = add nsw i64 %1028, %conv2.tx143146
-  %1030 = mul nsw i64 %1029, 32
-  %1031 = add nsw i64 644192, %1030
-  %1032 = mul nsw i64 %conv2.cv144147, 8
-  %1033 = add nsw i64 %1031, %1032
-  %arena168 = getelementptr inbounds float, ptr %arena, i64 %1033
-  %1034 = load <8 x float>, ptr %arena168, align 4
-  %1035 = fadd <8 x float> %1025, %1034
-  store <8 x float> %1035, ptr %conv2.w151, align 32
-  %1036 = mul nsw i64 %conv2.j141144, 49
-  %1037 = mul nsw i64 %conv2.ty142145, 7
-  %1038 = add nsw i64 %1036, %1037
-  %1039 = add nsw i64 %1038, %conv2.tx143146
-  %1040 = mul nsw i64 %1039, 32
-  %1041 = add nsw i64 637920, %1040
-  %1042 = mul nsw i64 %conv2.cv144147, 8
-  %1043 = add nsw i64 %1041, %1042
-  %arena169 = getelementptr inbounds float, ptr %arena, i64 %1043
-  %1044 = load <8 x float>, ptr %arena169, align 4
-  %1045 = mul nsw i64 %conv2.j141144, 49
-  %1046 = mul nsw i64 %conv2.ty142145, 7
-  %1047 = add nsw i64 %1045, %1046
-  %1048 = add nsw i64 %1047, %conv2.tx143146
-  %1049 = mul nsw i64 %1048, 32
-  %1050 = add nsw i64 644192, %1049
-  %1051 = mul nsw i64 %conv2.cv144147, 8
-  %1052 = add nsw i64 %1050, %1051
-  %arena170 = getelementptr inbounds float, ptr %arena, i64 %1052
-  %1053 = load <8 x float>, ptr %arena170, align 4
-  %1054 = fsub <8 x float> %1044, %1053
-  %1055 = mul nsw i64 %conv2.j141144, 49
-  %1056 = mul nsw i64 %conv2.ty142145, 7
-  %1057 = add nsw i64 %1055, %1056
-  %1058 = add nsw i64 %1057, %conv2.tx143146
-  %1059 = mul nsw i64 %1058, 32
-  %1060 = add nsw i64 650464, %1059
-  %1061 = mul nsw i64 %conv2.cv144147, 8
-  %1062 = add nsw i64 %1060, %1061
-  %arena171 = getelementptr inbounds float, ptr %arena, i64 %1062
-  %1063 = load <8 x float>, ptr %arena171, align 4
-  %1064 = fsub <8 x float> %1054, %1063
-  store <8 x float> %1064, ptr %conv2.w152, align 32
-  %w145 = load <8 x float>, ptr %conv2.w145, align 32
-  %w147 = load <8 x float>, ptr %conv2.w147, align 32
-  %1065 = fadd <8 x float> %w145, %w147
-  %w149 = load <8 x float>, ptr %conv2.w149, align 32
-  %1066 = fadd <8 x float> %1065, %w149
-  store <8 x float> %1066, ptr %conv2.w153, align 32
-  %w147172 = load <8 x float>, ptr %conv2.w147, align 32
-  %w149173 = load <8 x float>, ptr %conv2.w149, align 32
-  %1067 = fsub <8 x float> %w147172, %w149173
-  %w151 = load <8 x float>, ptr %conv2.w151, align 32
-  %1068 = fsub <8 x float> %1067, %w151
-  store <8 x float> %1068, ptr %conv2.w154, align 32
-  %w146 = load <8 x float>, ptr %conv2.w146, align 32
-  %w148 = load <8 x float>, ptr %conv2.w148, align 32
-  %1069 = fadd <8 x float> %w146, %w148
-  %w150 = load <8 x float>, ptr %conv2.w150, align 32
-  %1070 = fadd <8 x float> %1069, %w150
-  store <8 x float> %1070, ptr %conv2.w155, align 32
-  %w148174 = load <8 x float>, ptr %conv2.w148, align 32
-  %w150175 = load <8 x float>, ptr %conv2.w150, align 32
-  %1071 = fsub <8 x float> %w148174, %w150175
+conv2.cv151:                                      ; preds = %conv2.cv151, %conv2.tx150
+  %conv2.cv151144 = phi i64 [ 0, %conv2.tx150 ], [ %cv151.next, %conv2.cv151 ]
+  %827 = mul nsw i64 %conv2.j148141, 49
+  %828 = mul nsw i64 %conv2.ty149142, 7
+  %829 = add nsw i64 %827, %828
+  %830 = add nsw i64 %829, %conv2.tx150143
+  %831 = mul nsw i64 %830, 32
+  %832 = add nsw i64 626944, %831
+  %833 = mul nsw i64 %conv2.cv151144, 8
+  %834 = add nsw i64 %832, %833
+  %arena145 = getelementptr inbounds float, ptr %arena, i64 %834
+  %835 = load <8 x float>, ptr %arena145, align 4
+  %836 = mul nsw i64 %conv2.j148141, 49
+  %837 = mul nsw i64 %conv2.ty149142, 7
+  %838 = add nsw i64 %836, %837
+  %839 = add nsw i64 %838, %conv2.tx150143
+  %840 = mul nsw i64 %839, 32
+  %841 = add nsw i64 633216, %840
+  %842 = mul nsw i64 %conv2.cv151144, 8
+  %843 = add nsw i64 %841, %842
+  %arena146 = getelementptr inbounds float, ptr %arena, i64 %843
+  %844 = load <8 x float>, ptr %arena146, align 4
+  %845 = fadd <8 x float> %835, %844
+  %846 = mul nsw i64 %conv2.j148141, 49
+  %847 = mul nsw i64 %conv2.ty149142, 7
+  %848 = add nsw i64 %846, %847
+  %849 = add nsw i64 %848, %conv2.tx150143
+  %850 = mul nsw i64 %849, 32
+  %851 = add nsw i64 639488, %850
+  %852 = mul nsw i64 %conv2.cv151144, 8
+  %853 = add nsw i64 %851, %852
+  %arena147 = getelementptr inbounds float, ptr %arena, i64 %853
+  %854 = load <8 x float>, ptr %arena147, align 4
+  %855 = fadd <8 x float> %845, %854
+  store <8 x float> %855, ptr %conv2.w152, align 32
+  %856 = mul nsw i64 %conv2.j148141, 49
+  %857 = mul nsw i64 %conv2.ty149142, 7
+  %858 = add nsw i64 %856, %857
+  %859 = add nsw i64 %858, %conv2.tx150143
+  %860 = mul nsw i64 %859, 32
+  %861 = add nsw i64 633216, %860
+  %862 = mul nsw i64 %conv2.cv151144, 8
+  %863 = add nsw i64 %861, %862
+  %arena148 = getelementptr inbounds float, ptr %arena, i64 %863
+  %864 = load <8 x float>, ptr %arena148, align 4
+  %865 = mul nsw i64 %conv2.j148141, 49
+  %866 = mul nsw i64 %conv2.ty149142, 7
+  %867 = add nsw i64 %865, %866
+  %868 = add nsw i64 %867, %conv2.tx150143
+  %869 = mul nsw i64 %868, 32
+  %870 = add nsw i64 639488, %869
+  %871 = mul nsw i64 %conv2.cv151144, 8
+  %872 = add nsw i64 %870, %871
+  %arena149 = getelementptr inbounds float, ptr %arena, i64 %872
+  %873 = load <8 x float>, ptr %arena149, align 4
+  %874 = fsub <8 x float> %864, %873
+  %875 = mul nsw i64 %conv2.j148141, 49
+  %876 = mul nsw i64 %conv2.ty149142, 7
+  %877 = add nsw i64 %875, %876
+  %878 = add nsw i64 %877, %conv2.tx150143
+  %879 = mul nsw i64 %878, 32
+  %880 = add nsw i64 645760, %879
+  %881 = mul nsw i64 %conv2.cv151144, 8
+  %882 = add nsw i64 %880, %881
+  %arena150 = getelementptr inbounds float, ptr %arena, i64 %882
+  %883 = load <8 x float>, ptr %arena150, align 4
+  %884 = fsub <8 x float> %874, %883
+  store <8 x float> %884, ptr %conv2.w153, align 32
+  %885 = mul nsw i64 %conv2.j148141, 49
+  %886 = mul nsw i64 %conv2.ty149142, 7
+  %887 = add nsw i64 %885, %886
+  %888 = add nsw i64 %887, %conv2.tx150143
+  %889 = mul nsw i64 %888, 32
+  %890 = add nsw i64 628512, %889
+  %891 = mul nsw i64 %conv2.cv151144, 8
+  %892 = add nsw i64 %890, %891
+  %arena151 = getelementptr inbounds float, ptr %arena, i64 %892
+  %893 = load <8 x float>, ptr %arena151, align 4
+  %894 = mul nsw i64 %conv2.j148141, 49
+  %895 = mul nsw i64 %conv2.ty149142, 7
+  %896 = add nsw i64 %894, %895
+  %897 = add nsw i64 %896, %conv2.tx150143
+  %898 = mul nsw i64 %897, 32
+  %899 = add nsw i64 634784, %898
+  %900 = mul nsw i64 %conv2.cv151144, 8
+  %901 = add nsw i64 %899, %900
+  %arena152 = getelementptr inbounds float, ptr %arena, i64 %901
+  %902 = load <8 x float>, ptr %arena152, align 4
+  %903 = fadd <8 x float> %893, %902
+  %904 = mul nsw i64 %conv2.j148141, 49
+  %905 = mul nsw i64 %conv2.ty149142, 7
+  %906 = add nsw i64 %904, %905
+  %907 = add nsw i64 %906, %conv2.tx150143
+  %908 = mul nsw i64 %907, 32
+  %909 = add nsw i64 641056, %908
+  %910 = mul nsw i64 %conv2.cv151144, 8
+  %911 = add nsw i64 %909, %910
+  %arena153 = getelementptr inbounds float, ptr %arena, i64 %911
+  %912 = load <8 x float>, ptr %arena153, align 4
+  %913 = fadd <8 x float> %903, %912
+  store <8 x float> %913, ptr %conv2.w154, align 32
+  %914 = mul nsw i64 %conv2.j148141, 49
+  %915 = mul nsw i64 %conv2.ty149142, 7
+  %916 = add nsw i64 %914, %915
+  %917 = add nsw i64 %916, %conv2.tx150143
+  %918 = mul nsw i64 %917, 32
+  %919 = add nsw i64 634784, %918
+  %920 = mul nsw i64 %conv2.cv151144, 8
+  %921 = add nsw i64 %919, %920
+  %arena154 = getelementptr inbounds float, ptr %arena, i64 %921
+  %922 = load <8 x float>, ptr %arena154, align 4
+  %923 = mul nsw i64 %conv2.j148141, 49
+  %924 = mul nsw i64 %conv2.ty149142, 7
+  %925 = add nsw i64 %923, %924
+  %926 = add nsw i64 %925, %conv2.tx150143
+  %927 = mul nsw i64 %926, 32
+  %928 = add nsw i64 641056, %927
+  %929 = mul nsw i64 %conv2.cv151144, 8
+  %930 = add nsw i64 %928, %929
+  %arena155 = getelementptr inbounds float, ptr %arena, i64 %930
+  %931 = load <8 x float>, ptr %arena155, align 4
+  %932 = fsub <8 x float> %922, %931
+  %933 = mul nsw i64 %conv2.j148141, 49
+  %934 = mul nsw i64 %conv2.ty149142, 7
+  %935 = add nsw i64 %933, %934
+  %936 = add nsw i64 %935, %conv2.tx150143
+  %937 = mul nsw i64 %936, 32
+  %938 = add nsw i64 647328, %937
+  %939 = mul nsw i64 %conv2.cv151144, 8
+  %940 = add nsw i64 %938, %939
+  %arena156 = getelementptr inbounds float, ptr %arena, i64 %940
+  %941 = load <8 x float>, ptr %arena156, align 4
+  %942 = fsub <8 x float> %932, %941
+  store <8 x float> %942, ptr %conv2.w155, align 32
+  %943 = mul nsw i64 %conv2.j148141, 49
+  %944 = mul nsw i64 %conv2.ty149142, 7
+  %945 = add nsw i64 %943, %944
+  %946 = add nsw i64 %945, %conv2.tx150143
+  %947 = mul nsw i64 %946, 32
+  %948 = add nsw i64 630080, %947
+  %949 = mul nsw i64 %conv2.cv151144, 8
+  %950 = add nsw i64 %948, %949
+  %arena157 = getelementptr inbounds float, ptr %arena, i64 %950
+  %951 = load <8 x float>, ptr %arena157, align 4
+  %952 = mul nsw i64 %conv2.j148141, 49
+  %953 = mul nsw i64 %conv2.ty149142, 7
+  %954 = add nsw i64 %952, %953
+  %955 = add nsw i64 %954, %conv2.tx150143
+  %956 = mul nsw i64 %955, 32
+  %957 = add nsw i64 636352, %956
+  %958 = mul nsw i64 %conv2.cv151144, 8
+  %959 = add nsw i64 %957, %958
+  %arena158 = getelementptr inbounds float, ptr %arena, i64 %959
+  %960 = load <8 x float>, ptr %arena158, align 4
+  %961 = fadd <8 x float> %951, %960
+  %962 = mul nsw i64 %conv2.j148141, 49
+  %963 = mul nsw i64 %conv2.ty149142, 7
+  %964 = add nsw i64 %962, %963
+  %965 = add nsw i64 %964, %conv2.tx150143
+  %966 = mul nsw i64 %965, 32
+  %967 = add nsw i64 642624, %966
+  %968 = mul nsw i64 %conv2.cv151144, 8
+  %969 = add nsw i64 %967, %968
+  %arena159 = getelementptr inbounds float, ptr %arena, i64 %969
+  %970 = load <8 x float>, ptr %arena159, align 4
+  %971 = fadd <8 x float> %961, %970
+  store <8 x float> %971, ptr %conv2.w156, align 32
+  %972 = mul nsw i64 %conv2.j148141, 49
+  %973 = mul nsw i64 %conv2.ty149142, 7
+  %974 = add nsw i64 %972, %973
+  %975 = add nsw i64 %974, %conv2.tx150143
+  %976 = mul nsw i64 %975, 32
+  %977 = add nsw i64 636352, %976
+  %978 = mul nsw i64 %conv2.cv151144, 8
+  %979 = add nsw i64 %977, %978
+  %arena160 = getelementptr inbounds float, ptr %arena, i64 %979
+  %980 = load <8 x float>, ptr %arena160, align 4
+  %981 = mul nsw i64 %conv2.j148141, 49
+  %982 = mul nsw i64 %conv2.ty149142, 7
+  %983 = add nsw i64 %981, %982
+  %984 = add nsw i64 %983, %conv2.tx150143
+  %985 = mul nsw i64 %984, 32
+  %986 = add nsw i64 642624, %985
+  %987 = mul nsw i64 %conv2.cv151144, 8
+  %988 = add nsw i64 %986, %987
+  %arena161 = getelementptr inbounds float, ptr %arena, i64 %988
+  %989 = load <8 x float>, ptr %arena161, align 4
+  %990 = fsub <8 x float> %980, %989
+  %991 = mul nsw i64 %conv2.j148141, 49
+  %992 = mul nsw i64 %conv2.ty149142, 7
+  %993 = add nsw i64 %991, %992
+  %994 = add nsw i64 %993, %conv2.tx150143
+  %995 = mul nsw i64 %994, 32
+  %996 = add nsw i64 648896, %995
+  %997 = mul nsw i64 %conv2.cv151144, 8
+  %998 = add nsw i64 %996, %997
+  %arena162 = getelementptr inbounds float, ptr %arena, i64 %998
+  %999 = load <8 x float>, ptr %arena162, align 4
+  %1000 = fsub <8 x float> %990, %999
+  store <8 x float> %1000, ptr %conv2.w157, align 32
+  %1001 = mul nsw i64 %conv2.j148141, 49
+  %1002 = mul nsw i64 %conv2.ty149142, 7
+  %1003 = add nsw i64 %1001, %1002
+  %1004 = add nsw i64 %1003, %conv2.tx150143
+  %1005 = mul nsw i64 %1004, 32
+  %1006 = add nsw i64 631648, %1005
+  %1007 = mul nsw i64 %conv2.cv151144, 8
+  %1008 = add nsw i64 %1006, %1007
+  %arena163 = getelementptr inbounds float, ptr %arena, i64 %1008
+  %1009 = load <8 x float>, ptr %arena163, align 4
+  %1010 = mul nsw i64 %conv2.j148141, 49
+  %1011 = mul nsw i64 %conv2.ty149142, 7
+  %1012 = add nsw i64 %1010, %1011
+  %1013 = add nsw i64 %1012, %conv2.tx150143
+  %1014 = mul nsw i64 %1013, 32
+  %1015 = add nsw i64 637920, %1014
+  %1016 = mul nsw i64 %conv2.cv151144, 8
+  %1017 = add nsw i64 %1015, %1016
+  %arena164 = getelementptr inbounds float, ptr %arena, i64 %1017
+  %1018 = load <8 x float>, ptr %arena164, align 4
+  %1019 = fadd <8 x float> %1009, %1018
+  %1020 = mul nsw i64 %conv2.j148141, 49
+  %1021 = mul nsw i64 %conv2.ty149142, 7
+  %1022 = add nsw i64 %1020, %1021
+  %1023 = add nsw i64 %1022, %conv2.tx150143
+  %1024 = mul nsw i64 %1023, 32
+  %1025 = add nsw i64 644192, %1024
+  %1026 = mul nsw i64 %conv2.cv151144, 8
+  %1027 = add nsw i64 %1025, %1026
+  %arena165 = getelementptr inbounds float, ptr %arena, i64 %1027
+  %1028 = load <8 x float>, ptr %arena165, align 4
+  %1029 = fadd <8 x float> %1019, %1028
+  store <8 x float> %1029, ptr %conv2.w158, align 32
+  %1030 = mul nsw i64 %conv2.j148141, 49
+  %1031 = mul nsw i64 %conv2.ty149142, 7
+  %1032 = add nsw i64 %1030, %1031
+  %1033 = add nsw i64 %1032, %conv2.tx150143
+  %1034 = mul nsw i64 %1033, 32
+  %1035 = add nsw i64 637920, %1034
+  %1036 = mul nsw i64 %conv2.cv151144, 8
+  %1037 = add nsw i64 %1035, %1036
+  %arena166 = getelementptr inbounds float, ptr %arena, i64 %1037
+  %1038 = load <8 x float>, ptr %arena166, align 4
+  %1039 = mul nsw i64 %conv2.j148141, 49
+  %1040 = mul nsw i64 %conv2.ty149142, 7
+  %1041 = add nsw i64 %1039, %1040
+  %1042 = add nsw i64 %1041, %conv2.tx150143
+  %1043 = mul nsw i64 %1042, 32
+  %1044 = add nsw i64 644192, %1043
+  %1045 = mul nsw i64 %conv2.cv151144, 8
+  %1046 = add nsw i64 %1044, %1045
+  %arena167 = getelementptr inbounds float, ptr %arena, i64 %1046
+  %1047 = load <8 x float>, ptr %arena167, align 4
+  %1048 = fsub <8 x float> %1038, %1047
+  %1049 = mul nsw i64 %conv2.j148141, 49
+  %1050 = mul nsw i64 %conv2.ty149142, 7
+  %1051 = add nsw i64 %1049, %1050
+  %1052 = add nsw i64 %1051, %conv2.tx150143
+  %1053 = mul nsw i64 %1052, 32
+  %1054 = add nsw i64 650464, %1053
+  %1055 = mul nsw i64 %conv2.cv151144, 8
+  %1056 = add nsw i64 %1054, %1055
+  %arena168 = getelementptr inbounds float, ptr %arena, i64 %1056
+  %1057 = load <8 x float>, ptr %arena168, align 4
+  %1058 = fsub <8 x float> %1048, %1057
+  store <8 x float> %1058, ptr %conv2.w159, align 32
   %w152 = load <8 x float>, ptr %conv2.w152, align 32
-  %1072 = fsub <8 x float> %1071, %w152
-  store <8 x float> %1072, ptr %conv2.w156, align 32
-  %w153 = load <8 x float>, ptr %conv2.w153, align 32
-  %1073 = mul nsw i64 %conv2.cv144147, 8
-  %1074 = add nsw i64 4768, %1073
-  %params176 = getelementptr inbounds float, ptr %params, i64 %1074
-  %1075 = load <8 x float>, ptr %params176, align 4
-  %1076 = fadd <8 x float> %w153, %1075
-  store <8 x float> %1076, ptr %conv2.v157, align 32
-  %v157 = load <8 x float>, ptr %conv2.v157, align 32
-  store <8 x float> %v157, ptr %conv2.best158, align 32
-  %1077 = mul nsw i64 %conv2.ty142145, 2
-  %1078 = mul nsw i64 %1077, 14
-  %1079 = mul nsw i64 %conv2.tx143146, 2
-  %1080 = add nsw i64 %1078, %1079
-  %1081 = sitofp i64 %1080 to float
-  %1082 = insertelement <8 x float> undef, float %1081, i32 0
-  %1083 = shufflevector <8 x float> %1082, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %1083, ptr %conv2.at159, align 32
   %w154 = load <8 x float>, ptr %conv2.w154, align 32
-  %1084 = mul nsw i64 %conv2.cv144147, 8
-  %1085 = add nsw i64 4768, %1084
-  %params177 = getelementptr inbounds float, ptr %params, i64 %1085
-  %1086 = load <8 x float>, ptr %params177, align 4
-  %1087 = fadd <8 x float> %w154, %1086
-  store <8 x float> %1087, ptr %conv2.v160, align 32
-  %v160 = load <8 x float>, ptr %conv2.v160, align 32
-  %best158 = load <8 x float>, ptr %conv2.best158, align 32
-  %1088 = fcmp ogt <8 x float> %v160, %best158
-  %v160178 = load <8 x float>, ptr %conv2.v160, align 32
-  %best158179 = load <8 x float>, ptr %conv2.best158, align 32
-  %1089 = select <8 x i1> %1088, <8 x float> %v160178, <8 x float> %best158179
-  store <8 x float> %1089, ptr %conv2.best161, align 32
-  %v160180 = load <8 x float>, ptr %conv2.v160, align 32
-  %best158181 = load <8 x float>, ptr %conv2.best158, align 32
-  %1090 = fcmp ogt <8 x float> %v160180, %best158181
-  %1091 = mul nsw i64 %conv2.ty142145, 2
-  %1092 = mul nsw i64 %1091, 14
-  %1093 = mul nsw i64 %conv2.tx143146, 2
-  %1094 = add nsw i64 %1092, %1093
-  %1095 = add nsw i64 %1094, 1
-  %1096 = sitofp i64 %1095 to float
-  %1097 = insertelement <8 x float> undef, float %1096, i32 0
-  %1098 = shufflevector <8 x float> %1097, <8 x float> undef, <8 x i32> zeroinitializer
-  %at159 = load <8 x float>, ptr %conv2.at159, align 32
-  %1099 = select <8 x i1> %1090, <8 x float> %1098, <8 x float> %at159
-  store <8 x float> %1099, ptr %conv2.at162, align 32
-  %w155 = load <8 x float>, ptr %conv2.w155, align 32
-  %1100 = mul nsw i64 %conv2.cv144147, 8
-  %1101 = add nsw i64 4768, %1100
-  %params182 = getelementptr inbounds float, ptr %params, i64 %1101
-  %1102 = load <8 x float>, ptr %params182, align 4
-  %1103 = fadd <8 x float> %w155, %1102
-  store <8 x float> %1103, ptr %conv2.v163, align 32
-  %v163 = load <8 x float>, ptr %conv2.v163, align 32
-  %best161 = load <8 x float>, ptr %conv2.best161, align 32
-  %1104 = fcmp ogt <8 x float> %v163, %best161
-  %v163183 = load <8 x float>, ptr %conv2.v163, align 32
-  %best161184 = load <8 x float>, ptr %conv2.best161, align 32
-  %1105 = select <8 x i1> %1104, <8 x float> %v163183, <8 x float> %best161184
-  store <8 x float> %1105, ptr %conv2.best164, align 32
-  %v163185 = load <8 x float>, ptr %conv2.v163, align 32
-  %best161186 = load <8 x float>, ptr %conv2.best161, align 32
-  %1106 = fcmp ogt <8 x float> %v163185, %best161186
-  %1107 = mul nsw i64 %conv2.ty142145, 2
-  %1108 = add nsw i64 %1107, 1
-  %1109 = mul nsw i64 %1108, 14
-  %1110 = mul nsw i64 %conv2.tx143146, 2
-  %1111 = add nsw i64 %1109, %1110
-  %1112 = sitofp i64 %1111 to float
-  %1113 = insertelement <8 x float> undef, float %1112, i32 0
-  %1114 = shufflevector <8 x float> %1113, <8 x float> undef, <8 x i32> zeroinitializer
-  %at162 = load <8 x float>, ptr %conv2.at162, align 32
-  %1115 = select <8 x i1> %1106, <8 x float> %1114, <8 x float> %at162
-  store <8 x float> %1115, ptr %conv2.at165, align 32
+  %1059 = fadd <8 x float> %w152, %w154
   %w156 = load <8 x float>, ptr %conv2.w156, align 32
-  %1116 = mul nsw i64 %conv2.cv144147, 8
-  %1117 = add nsw i64 4768, %1116
-  %params187 = getelementptr inbounds float, ptr %params, i64 %1117
-  %1118 = load <8 x float>, ptr %params187, align 4
-  %1119 = fadd <8 x float> %w156, %1118
-  store <8 x float> %1119, ptr %conv2.v166, align 32
-  %v166 = load <8 x float>, ptr %conv2.v166, align 32
-  %best164 = load <8 x float>, ptr %conv2.best164, align 32
-  %1120 = fcmp ogt <8 x float> %v166, %best164
-  %v166188 = load <8 x float>, ptr %conv2.v166, align 32
-  %best164189 = load <8 x float>, ptr %conv2.best164, align 32
-  %1121 = select <8 x i1> %1120, <8 x float> %v166188, <8 x float> %best164189
-  store <8 x float> %1121, ptr %conv2.best167, align 32
-  %v166190 = load <8 x float>, ptr %conv2.v166, align 32
-  %best164191 = load <8 x float>, ptr %conv2.best164, align 32
-  %1122 = fcmp ogt <8 x float> %v166190, %best164191
-  %1123 = mul nsw i64 %conv2.ty142145, 2
-  %1124 = add nsw i64 %1123, 1
-  %1125 = mul nsw i64 %1124, 14
-  %1126 = mul nsw i64 %conv2.tx143146, 2
-  %1127 = add nsw i64 %1125, %1126
-  %1128 = add nsw i64 %1127, 1
-  %1129 = sitofp i64 %1128 to float
-  %1130 = insertelement <8 x float> undef, float %1129, i32 0
-  %1131 = shufflevector <8 x float> %1130, <8 x float> undef, <8 x i32> zeroinitializer
-  %at165 = load <8 x float>, ptr %conv2.at165, align 32
-  %1132 = select <8 x i1> %1122, <8 x float> %1131, <8 x float> %at165
-  store <8 x float> %1132, ptr %conv2.at168, align 32
-  %best167 = load <8 x float>, ptr %conv2.best167, align 32
-  %1133 = fcmp ogt <8 x float> %best167, zeroinitializer
-  %best167192 = load <8 x float>, ptr %conv2.best167, align 32
-  %1134 = select <8 x i1> %1133, <8 x float> %best167192, <8 x float> zeroinitializer
-  %1135 = mul nsw i64 %conv2.j141144, 49
-  %1136 = mul nsw i64 %conv2.ty142145, 7
-  %1137 = add nsw i64 %1135, %1136
-  %1138 = add nsw i64 %1137, %conv2.tx143146
-  %1139 = mul nsw i64 %1138, 32
-  %1140 = add nsw i64 652032, %1139
-  %1141 = mul nsw i64 %conv2.cv144147, 8
-  %1142 = add nsw i64 %1140, %1141
-  %arena193 = getelementptr inbounds float, ptr %arena, i64 %1142
-  store <8 x float> %1134, ptr %arena193, align 4
-  %at168 = load <8 x float>, ptr %conv2.at168, align 32
-  %1143 = mul nsw i64 %conv2.j141144, 49
-  %1144 = mul nsw i64 %conv2.ty142145, 7
-  %1145 = add nsw i64 %1143, %1144
-  %1146 = add nsw i64 %1145, %conv2.tx143146
-  %1147 = mul nsw i64 %1146, 32
-  %1148 = add nsw i64 652032, %1147
-  %1149 = mul nsw i64 %conv2.cv144147, 8
-  %1150 = add nsw i64 %1148, %1149
-  %1151 = add nsw i64 %1150, 1568
-  %arena194 = getelementptr inbounds float, ptr %arena, i64 %1151
-  store <8 x float> %at168, ptr %arena194, align 4
-  %cv144.next = add nsw i64 %conv2.cv144147, 1
-  %1152 = icmp slt i64 %cv144.next, 4
-  br i1 %1152, label %conv2.cv144, label %conv2.cv144.end
+  %1060 = fadd <8 x float> %1059, %w156
+  store <8 x float> %1060, ptr %conv2.w160, align 32
+  %w154169 = load <8 x float>, ptr %conv2.w154, align 32
+  %w156170 = load <8 x float>, ptr %conv2.w156, align 32
+  %1061 = fsub <8 x float> %w154169, %w156170
+  %w158 = load <8 x float>, ptr %conv2.w158, align 32
+  %1062 = fsub <8 x float> %1061, %w158
+  store <8 x float> %1062, ptr %conv2.w161, align 32
+  %w153 = load <8 x float>, ptr %conv2.w153, align 32
+  %w155 = load <8 x float>, ptr %conv2.w155, align 32
+  %1063 = fadd <8 x float> %w153, %w155
+  %w157 = load <8 x float>, ptr %conv2.w157, align 32
+  %1064 = fadd <8 x float> %1063, %w157
+  store <8 x float> %1064, ptr %conv2.w162, align 32
+  %w155171 = load <8 x float>, ptr %conv2.w155, align 32
+  %w157172 = load <8 x float>, ptr %conv2.w157, align 32
+  %1065 = fsub <8 x float> %w155171, %w157172
+  %w159 = load <8 x float>, ptr %conv2.w159, align 32
+  %1066 = fsub <8 x float> %1065, %w159
+  store <8 x float> %1066, ptr %conv2.w163, align 32
+  %w160 = load <8 x float>, ptr %conv2.w160, align 32
+  %1067 = mul nsw i64 %conv2.cv151144, 8
+  %1068 = add nsw i64 4768, %1067
+  %params173 = getelementptr inbounds float, ptr %params, i64 %1068
+  %1069 = load <8 x float>, ptr %params173, align 4
+  %1070 = fadd <8 x float> %w160, %1069
+  store <8 x float> %1070, ptr %conv2.v164, align 32
+  %v164 = load <8 x float>, ptr %conv2.v164, align 32
+  store <8 x float> %v164, ptr %conv2.best165, align 32
+  %1071 = mul nsw i64 %conv2.ty149142, 2
+  %1072 = mul nsw i64 %1071, 14
+  %1073 = mul nsw i64 %conv2.tx150143, 2
+  %1074 = add nsw i64 %1072, %1073
+  %1075 = sitofp i64 %1074 to float
+  %1076 = insertelement <8 x float> undef, float %1075, i32 0
+  %1077 = shufflevector <8 x float> %1076, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %1077, ptr %conv2.at166, align 32
+  %w161 = load <8 x float>, ptr %conv2.w161, align 32
+  %1078 = mul nsw i64 %conv2.cv151144, 8
+  %1079 = add nsw i64 4768, %1078
+  %params174 = getelementptr inbounds float, ptr %params, i64 %1079
+  %1080 = load <8 x float>, ptr %params174, align 4
+  %1081 = fadd <8 x float> %w161, %1080
+  store <8 x float> %1081, ptr %conv2.v167, align 32
+  %v167 = load <8 x float>, ptr %conv2.v167, align 32
+  %best165 = load <8 x float>, ptr %conv2.best165, align 32
+  %1082 = fcmp ogt <8 x float> %v167, %best165
+  %v167175 = load <8 x float>, ptr %conv2.v167, align 32
+  %best165176 = load <8 x float>, ptr %conv2.best165, align 32
+  %1083 = select <8 x i1> %1082, <8 x float> %v167175, <8 x float> %best165176
+  store <8 x float> %1083, ptr %conv2.best168, align 32
+  %v167177 = load <8 x float>, ptr %conv2.v167, align 32
+  %best165178 = load <8 x float>, ptr %conv2.best165, align 32
+  %1084 = fcmp ogt <8 x float> %v167177, %best165178
+  %1085 = mul nsw i64 %conv2.ty149142, 2
+  %1086 = mul nsw i64 %1085, 14
+  %1087 = mul nsw i64 %conv2.tx150143, 2
+  %1088 = add nsw i64 %1086, %1087
+  %1089 = add nsw i64 %1088, 1
+  %1090 = sitofp i64 %1089 to float
+  %1091 = insertelement <8 x float> undef, float %1090, i32 0
+  %1092 = shufflevector <8 x float> %1091, <8 x float> undef, <8 x i32> zeroinitializer
+  %at166 = load <8 x float>, ptr %conv2.at166, align 32
+  %1093 = select <8 x i1> %1084, <8 x float> %1092, <8 x float> %at166
+  store <8 x float> %1093, ptr %conv2.at169, align 32
+  %w162 = load <8 x float>, ptr %conv2.w162, align 32
+  %1094 = mul nsw i64 %conv2.cv151144, 8
+  %1095 = add nsw i64 4768, %1094
+  %params179 = getelementptr inbounds float, ptr %params, i64 %1095
+  %1096 = load <8 x float>, ptr %params179, align 4
+  %1097 = fadd <8 x float> %w162, %1096
+  store <8 x float> %1097, ptr %conv2.v170, align 32
+  %v170 = load <8 x float>, ptr %conv2.v170, align 32
+  %best168 = load <8 x float>, ptr %conv2.best168, align 32
+  %1098 = fcmp ogt <8 x float> %v170, %best168
+  %v170180 = load <8 x float>, ptr %conv2.v170, align 32
+  %best168181 = load <8 x float>, ptr %conv2.best168, align 32
+  %1099 = select <8 x i1> %1098, <8 x float> %v170180, <8 x float> %best168181
+  store <8 x float> %1099, ptr %conv2.best171, align 32
+  %v170182 = load <8 x float>, ptr %conv2.v170, align 32
+  %best168183 = load <8 x float>, ptr %conv2.best168, align 32
+  %1100 = fcmp ogt <8 x float> %v170182, %best168183
+  %1101 = mul nsw i64 %conv2.ty149142, 2
+  %1102 = add nsw i64 %1101, 1
+  %1103 = mul nsw i64 %1102, 14
+  %1104 = mul nsw i64 %conv2.tx150143, 2
+  %1105 = add nsw i64 %1103, %1104
+  %1106 = sitofp i64 %1105 to float
+  %1107 = insertelement <8 x float> undef, float %1106, i32 0
+  %1108 = shufflevector <8 x float> %1107, <8 x float> undef, <8 x i32> zeroinitializer
+  %at169 = load <8 x float>, ptr %conv2.at169, align 32
+  %1109 = select <8 x i1> %1100, <8 x float> %1108, <8 x float> %at169
+  store <8 x float> %1109, ptr %conv2.at172, align 32
+  %w163 = load <8 x float>, ptr %conv2.w163, align 32
+  %1110 = mul nsw i64 %conv2.cv151144, 8
+  %1111 = add nsw i64 4768, %1110
+  %params184 = getelementptr inbounds float, ptr %params, i64 %1111
+  %1112 = load <8 x float>, ptr %params184, align 4
+  %1113 = fadd <8 x float> %w163, %1112
+  store <8 x float> %1113, ptr %conv2.v173, align 32
+  %v173 = load <8 x float>, ptr %conv2.v173, align 32
+  %best171 = load <8 x float>, ptr %conv2.best171, align 32
+  %1114 = fcmp ogt <8 x float> %v173, %best171
+  %v173185 = load <8 x float>, ptr %conv2.v173, align 32
+  %best171186 = load <8 x float>, ptr %conv2.best171, align 32
+  %1115 = select <8 x i1> %1114, <8 x float> %v173185, <8 x float> %best171186
+  store <8 x float> %1115, ptr %conv2.best174, align 32
+  %v173187 = load <8 x float>, ptr %conv2.v173, align 32
+  %best171188 = load <8 x float>, ptr %conv2.best171, align 32
+  %1116 = fcmp ogt <8 x float> %v173187, %best171188
+  %1117 = mul nsw i64 %conv2.ty149142, 2
+  %1118 = add nsw i64 %1117, 1
+  %1119 = mul nsw i64 %1118, 14
+  %1120 = mul nsw i64 %conv2.tx150143, 2
+  %1121 = add nsw i64 %1119, %1120
+  %1122 = add nsw i64 %1121, 1
+  %1123 = sitofp i64 %1122 to float
+  %1124 = insertelement <8 x float> undef, float %1123, i32 0
+  %1125 = shufflevector <8 x float> %1124, <8 x float> undef, <8 x i32> zeroinitializer
+  %at172 = load <8 x float>, ptr %conv2.at172, align 32
+  %1126 = select <8 x i1> %1116, <8 x float> %1125, <8 x float> %at172
+  store <8 x float> %1126, ptr %conv2.at175, align 32
+  %best174 = load <8 x float>, ptr %conv2.best174, align 32
+  %1127 = fcmp ogt <8 x float> %best174, zeroinitializer
+  %best174189 = load <8 x float>, ptr %conv2.best174, align 32
+  %1128 = select <8 x i1> %1127, <8 x float> %best174189, <8 x float> zeroinitializer
+  %1129 = mul nsw i64 %conv2.j148141, 49
+  %1130 = mul nsw i64 %conv2.ty149142, 7
+  %1131 = add nsw i64 %1129, %1130
+  %1132 = add nsw i64 %1131, %conv2.tx150143
+  %1133 = mul nsw i64 %1132, 32
+  %1134 = add nsw i64 652032, %1133
+  %1135 = mul nsw i64 %conv2.cv151144, 8
+  %1136 = add nsw i64 %1134, %1135
+  %arena190 = getelementptr inbounds float, ptr %arena, i64 %1136
+  store <8 x float> %1128, ptr %arena190, align 4
+  %at175 = load <8 x float>, ptr %conv2.at175, align 32
+  %1137 = mul nsw i64 %conv2.j148141, 49
+  %1138 = mul nsw i64 %conv2.ty149142, 7
+  %1139 = add nsw i64 %1137, %1138
+  %1140 = add nsw i64 %1139, %conv2.tx150143
+  %1141 = mul nsw i64 %1140, 32
+  %1142 = add nsw i64 652032, %1141
+  %1143 = mul nsw i64 %conv2.cv151144, 8
+  %1144 = add nsw i64 %1142, %1143
+  %1145 = add nsw i64 %1144, 1568
+  %arena191 = getelementptr inbounds float, ptr %arena, i64 %1145
+  store <8 x float> %at175, ptr %arena191, align 4
+  %cv151.next = add nsw i64 %conv2.cv151144, 1
+  %1146 = icmp slt i64 %cv151.next, 4
+  br i1 %1146, label %conv2.cv151, label %conv2.cv151.end
 
-conv2.cv144.end:                                  ; preds = %conv2.cv144
-  %tx143.next = add nsw i64 %conv2.tx143146, 1
-  %1153 = icmp slt i64 %tx143.next, 7
-  br i1 %1153, label %conv2.tx143, label %conv2.tx143.end
+conv2.cv151.end:                                  ; preds = %conv2.cv151
+  %tx150.next = add nsw i64 %conv2.tx150143, 1
+  %1147 = icmp slt i64 %tx150.next, 7
+  br i1 %1147, label %conv2.tx150, label %conv2.tx150.end
 
-conv2.j169:                                       ; preds = %conv2.c170.end, %conv2.j141.end
-  %conv2.j169195 = phi i64 [ 0, %conv2.j141.end ], [ %j169.next, %conv2.c170.end ]
-  br label %conv2.c170
+conv2.j176:                                       ; preds = %conv2.c177.end, %conv2.j148.end
+  %conv2.j176192 = phi i64 [ 0, %conv2.j148.end ], [ %j176.next, %conv2.c177.end ]
+  br label %conv2.c177
 
-conv2.j169.end:                                   ; preds = %conv2.c170.end
-  br label %conv2.j172
+conv2.j176.end:                                   ; preds = %conv2.c177.end
+  br label %conv2.j179
 
-conv2.c170:                                       ; preds = %conv2.q171.end, %conv2.j169
-  %conv2.c170196 = phi i64 [ 0, %conv2.j169 ], [ %c170.next, %conv2.q171.end ]
-  br label %conv2.q171
+conv2.c177:                                       ; preds = %conv2.q178.end, %conv2.j176
+  %conv2.c177193 = phi i64 [ 0, %conv2.j176 ], [ %c177.next, %conv2.q178.end ]
+  br label %conv2.q178
 
-conv2.c170.end:                                   ; preds = %conv2.q171.end
-  %j169.next = add nsw i64 %conv2.j169195, 1
-  %1154 = icmp slt i64 %j169.next, 1
-  br i1 %1154, label %conv2.j169, label %conv2.j169.end
+conv2.c177.end:                                   ; preds = %conv2.q178.end
+  %j176.next = add nsw i64 %conv2.j176192, 1
+  %1148 = icmp slt i64 %j176.next, 1
+  br i1 %1148, label %conv2.j176, label %conv2.j176.end
 
-conv2.q171:                                       ; preds = %conv2.q171, %conv2.c170
-  %conv2.q171197 = phi i64 [ 0, %conv2.c170 ], [ %q171.next, %conv2.q171 ]
-  %1155 = mul nsw i64 %conv2.j169195, 49
-  %1156 = add nsw i64 %1155, %conv2.q171197
-  %1157 = mul nsw i64 %1156, 32
-  %1158 = add nsw i64 652032, %1157
-  %1159 = add nsw i64 %1158, %conv2.c170196
-  %arena198 = getelementptr inbounds float, ptr %arena, i64 %1159
-  %1160 = load float, ptr %arena198, align 4
-  %1161 = add nsw i64 %conv2.g9965, %conv2.j169195
-  %1162 = mul nsw i64 %1161, 1568
-  %1163 = mul nsw i64 %conv2.c170196, 49
-  %1164 = add nsw i64 %1162, %1163
-  %1165 = add nsw i64 %1164, %conv2.q171197
-  %1166 = add nsw i64 401408, %1165
-  %arena199 = getelementptr inbounds float, ptr %arena, i64 %1166
-  store float %1160, ptr %arena199, align 4
-  %q171.next = add nsw i64 %conv2.q171197, 1
-  %1167 = icmp slt i64 %q171.next, 49
-  br i1 %1167, label %conv2.q171, label %conv2.q171.end
+conv2.q178:                                       ; preds = %conv2.q178, %conv2.c177
+  %conv2.q178194 = phi i64 [ 0, %conv2.c177 ], [ %q178.next, %conv2.q178 ]
+  %1149 = mul nsw i64 %conv2.j176192, 49
+  %1150 = add nsw i64 %1149, %conv2.q178194
+  %1151 = mul nsw i64 %1150, 32
+  %1152 = add nsw i64 652032, %1151
+  %1153 = add nsw i64 %1152, %conv2.c177193
+  %arena195 = getelementptr inbounds float, ptr %arena, i64 %1153
+  %1154 = load float, ptr %arena195, align 4
+  %1155 = add nsw i64 %conv2.g9965, %conv2.j176192
+  %1156 = mul nsw i64 %1155, 1568
+  %1157 = mul nsw i64 %conv2.c177193, 49
+  %1158 = add nsw i64 %1156, %1157
+  %1159 = add nsw i64 %1158, %conv2.q178194
+  %1160 = add nsw i64 401408, %1159
+  %arena196 = getelementptr inbounds float, ptr %arena, i64 %1160
+  store float %1154, ptr %arena196, align 4
+  %q178.next = add nsw i64 %conv2.q178194, 1
+  %1161 = icmp slt i64 %q178.next, 49
+  br i1 %1161, label %conv2.q178, label %conv2.q178.end
 
-conv2.q171.end:                                   ; preds = %conv2.q171
-  %c170.next = add nsw i64 %conv2.c170196, 1
-  %1168 = icmp slt i64 %c170.next, 32
-  br i1 %1168, label %conv2.c170, label %conv2.c170.end
+conv2.q178.end:                                   ; preds = %conv2.q178
+  %c177.next = add nsw i64 %conv2.c177193, 1
+  %1162 = icmp slt i64 %c177.next, 32
+  br i1 %1162, label %conv2.c177, label %conv2.c177.end
 
-conv2.j172:                                       ; preds = %conv2.c173.end, %conv2.j169.end
-  %conv2.j172200 = phi i64 [ 0, %conv2.j169.end ], [ %j172.next, %conv2.c173.end ]
-  br label %conv2.c173
+conv2.j179:                                       ; preds = %conv2.c180.end, %conv2.j176.end
+  %conv2.j179197 = phi i64 [ 0, %conv2.j176.end ], [ %j179.next, %conv2.c180.end ]
+  br label %conv2.c180
 
-conv2.j172.end:                                   ; preds = %conv2.c173.end
+conv2.j179.end:                                   ; preds = %conv2.c180.end
   %g99.next = add nsw i64 %conv2.g9965, 1
-  %1169 = icmp slt i64 %g99.next, 64
-  br i1 %1169, label %conv2.g99, label %conv2.g99.end
+  %1163 = icmp slt i64 %g99.next, 64
+  br i1 %1163, label %conv2.g99, label %conv2.g99.end
 
-conv2.c173:                                       ; preds = %conv2.q174.end, %conv2.j172
-  %conv2.c173201 = phi i64 [ 0, %conv2.j172 ], [ %c173.next, %conv2.q174.end ]
-  br label %conv2.q174
+conv2.c180:                                       ; preds = %conv2.q181.end, %conv2.j179
+  %conv2.c180198 = phi i64 [ 0, %conv2.j179 ], [ %c180.next, %conv2.q181.end ]
+  br label %conv2.q181
 
-conv2.c173.end:                                   ; preds = %conv2.q174.end
-  %j172.next = add nsw i64 %conv2.j172200, 1
-  %1170 = icmp slt i64 %j172.next, 1
-  br i1 %1170, label %conv2.j172, label %conv2.j172.end
+conv2.c180.end:                                   ; preds = %conv2.q181.end
+  %j179.next = add nsw i64 %conv2.j179197, 1
+  %1164 = icmp slt i64 %j179.next, 1
+  br i1 %1164, label %conv2.j179, label %conv2.j179.end
 
-conv2.q174:                                       ; preds = %conv2.q174, %conv2.c173
-  %conv2.q174202 = phi i64 [ 0, %conv2.c173 ], [ %q174.next, %conv2.q174 ]
-  %1171 = mul nsw i64 %conv2.j172200, 49
-  %1172 = add nsw i64 %1171, %conv2.q174202
-  %1173 = mul nsw i64 %1172, 32
-  %1174 = add nsw i64 653600, %1173
-  %1175 = add nsw i64 %1174, %conv2.c173201
-  %arena203 = getelementptr inbounds float, ptr %arena, i64 %1175
-  %1176 = load float, ptr %arena203, align 4
-  %1177 = add nsw i64 %conv2.g9965, %conv2.j172200
-  %1178 = mul nsw i64 %1177, 1568
-  %1179 = mul nsw i64 %conv2.c173201, 49
-  %1180 = add nsw i64 %1178, %1179
-  %1181 = add nsw i64 %1180, %conv2.q174202
-  %1182 = add nsw i64 501760, %1181
-  %arena204 = getelementptr inbounds float, ptr %arena, i64 %1182
-  store float %1176, ptr %arena204, align 4
-  %q174.next = add nsw i64 %conv2.q174202, 1
-  %1183 = icmp slt i64 %q174.next, 49
-  br i1 %1183, label %conv2.q174, label %conv2.q174.end
+conv2.q181:                                       ; preds = %conv2.q181, %conv2.c180
+  %conv2.q181199 = phi i64 [ 0, %conv2.c180 ], [ %q181.next, %conv2.q181 ]
+  %1165 = mul nsw i64 %conv2.j179197, 49
+  %1166 = add nsw i64 %1165, %conv2.q181199
+  %1167 = mul nsw i64 %1166, 32
+  %1168 = add nsw i64 653600, %1167
+  %1169 = add nsw i64 %1168, %conv2.c180198
+  %arena200 = getelementptr inbounds float, ptr %arena, i64 %1169
+  %1170 = load float, ptr %arena200, align 4
+  %1171 = add nsw i64 %conv2.g9965, %conv2.j179197
+  %1172 = mul nsw i64 %1171, 1568
+  %1173 = mul nsw i64 %conv2.c180198, 49
+  %1174 = add nsw i64 %1172, %1173
+  %1175 = add nsw i64 %1174, %conv2.q181199
+  %1176 = add nsw i64 501760, %1175
+  %arena201 = getelementptr inbounds float, ptr %arena, i64 %1176
+  store float %1170, ptr %arena201, align 4
+  %q181.next = add nsw i64 %conv2.q181199, 1
+  %1177 = icmp slt i64 %q181.next, 49
+  br i1 %1177, label %conv2.q181, label %conv2.q181.end
 
-conv2.q174.end:                                   ; preds = %conv2.q174
-  %c173.next = add nsw i64 %conv2.c173201, 1
-  %1184 = icmp slt i64 %c173.next, 32
-  br i1 %1184, label %conv2.c173, label %conv2.c173.end
+conv2.q181.end:                                   ; preds = %conv2.q181
+  %c180.next = add nsw i64 %conv2.c180198, 1
+  %1178 = icmp slt i64 %c180.next, 32
+  br i1 %1178, label %conv2.c180, label %conv2.c180.end
 }
 
-declare void @cblas_sgemm(i32, i32, i32, i32, i32, i32, float, ptr, i32, ptr, i32, float, ptr, i32)
+; Function Attrs: noinline
+define internal void @smallcnn_train_b64.k1.conv2.gemm147(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #1 {
+entry:
+  %conv2.t145_a3 = alloca <8 x float>, align 32
+  %conv2.t145_a2 = alloca <8 x float>, align 32
+  %conv2.t145_a1 = alloca <8 x float>, align 32
+  %conv2.t145_a0 = alloca <8 x float>, align 32
+  %conv2.t145_b1 = alloca <8 x float>, align 32
+  %conv2.t145_b0 = alloca <8 x float>, align 32
+  %conv2.t145_c3_1 = alloca <8 x float>, align 32
+  %conv2.t145_c3_0 = alloca <8 x float>, align 32
+  %conv2.t145_c2_1 = alloca <8 x float>, align 32
+  %conv2.t145_c2_0 = alloca <8 x float>, align 32
+  %conv2.t145_c1_1 = alloca <8 x float>, align 32
+  %conv2.t145_c1_0 = alloca <8 x float>, align 32
+  %conv2.t145_c0_1 = alloca <8 x float>, align 32
+  %conv2.t145_c0_0 = alloca <8 x float>, align 32
+  %conv2.t143_a4 = alloca <8 x float>, align 32
+  %conv2.t143_a3 = alloca <8 x float>, align 32
+  %conv2.t143_a2 = alloca <8 x float>, align 32
+  %conv2.t143_a1 = alloca <8 x float>, align 32
+  %conv2.t143_a0 = alloca <8 x float>, align 32
+  %conv2.t143_b1 = alloca <8 x float>, align 32
+  %conv2.t143_b0 = alloca <8 x float>, align 32
+  %conv2.t143_c4_1 = alloca <8 x float>, align 32
+  %conv2.t143_c4_0 = alloca <8 x float>, align 32
+  %conv2.t143_c3_1 = alloca <8 x float>, align 32
+  %conv2.t143_c3_0 = alloca <8 x float>, align 32
+  %conv2.t143_c2_1 = alloca <8 x float>, align 32
+  %conv2.t143_c2_0 = alloca <8 x float>, align 32
+  %conv2.t143_c1_1 = alloca <8 x float>, align 32
+  %conv2.t143_c1_0 = alloca <8 x float>, align 32
+  %conv2.t143_c0_1 = alloca <8 x float>, align 32
+  %conv2.t143_c0_0 = alloca <8 x float>, align 32
+  br label %conv2.nb141
+
+conv2.nb141:                                      ; preds = %conv2.k146.end, %entry
+  %conv2.nb1411 = phi i64 [ 0, %entry ], [ %nb141.next, %conv2.k146.end ]
+  br label %conv2.mb142
+
+conv2.nb141.end:                                  ; preds = %conv2.k146.end
+  ret void
+
+conv2.mb142:                                      ; preds = %conv2.k144.end, %conv2.nb141
+  %conv2.mb1422 = phi i64 [ 0, %conv2.nb141 ], [ %mb142.next, %conv2.k144.end ]
+  store <8 x float> zeroinitializer, ptr %conv2.t143_c0_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t143_c0_1, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t143_c1_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t143_c1_1, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t143_c2_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t143_c2_1, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t143_c3_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t143_c3_1, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t143_c4_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t143_c4_1, align 32
+  br label %conv2.k144
+
+conv2.mb142.end:                                  ; preds = %conv2.k144.end
+  store <8 x float> zeroinitializer, ptr %conv2.t145_c0_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t145_c0_1, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t145_c1_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t145_c1_1, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t145_c2_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t145_c2_1, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t145_c3_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t145_c3_1, align 32
+  br label %conv2.k146
+
+conv2.k144:                                       ; preds = %conv2.k144, %conv2.mb142
+  %conv2.k1443 = phi i64 [ 0, %conv2.mb142 ], [ %k144.next, %conv2.k144 ]
+  %1 = mul nsw i64 %0, 512
+  %2 = add nsw i64 602112, %1
+  %3 = mul nsw i64 %conv2.k1443, 32
+  %4 = add nsw i64 %2, %3
+  %5 = mul nsw i64 %conv2.nb1411, 16
+  %6 = add nsw i64 %4, %5
+  %arena4 = getelementptr inbounds float, ptr %arena, i64 %6
+  %7 = load <8 x float>, ptr %arena4, align 4
+  store <8 x float> %7, ptr %conv2.t143_b0, align 32
+  %8 = mul nsw i64 %0, 512
+  %9 = add nsw i64 602112, %8
+  %10 = mul nsw i64 %conv2.k1443, 32
+  %11 = add nsw i64 %9, %10
+  %12 = mul nsw i64 %conv2.nb1411, 16
+  %13 = add nsw i64 %11, %12
+  %14 = add nsw i64 %13, 8
+  %arena5 = getelementptr inbounds float, ptr %arena, i64 %14
+  %15 = load <8 x float>, ptr %arena5, align 4
+  store <8 x float> %15, ptr %conv2.t143_b1, align 32
+  %16 = mul nsw i64 %0, 784
+  %17 = add nsw i64 614400, %16
+  %18 = mul nsw i64 %conv2.mb1422, 5
+  %19 = mul nsw i64 %18, 16
+  %20 = add nsw i64 %17, %19
+  %21 = add nsw i64 %20, %conv2.k1443
+  %arena6 = getelementptr inbounds float, ptr %arena, i64 %21
+  %22 = load float, ptr %arena6, align 4
+  %23 = insertelement <8 x float> undef, float %22, i32 0
+  %24 = shufflevector <8 x float> %23, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %24, ptr %conv2.t143_a0, align 32
+  %t143_a0 = load <8 x float>, ptr %conv2.t143_a0, align 32
+  %t143_b0 = load <8 x float>, ptr %conv2.t143_b0, align 32
+  %t143_c0_0 = load <8 x float>, ptr %conv2.t143_c0_0, align 32
+  %25 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t143_a0, <8 x float> %t143_b0, <8 x float> %t143_c0_0)
+  store <8 x float> %25, ptr %conv2.t143_c0_0, align 32
+  %t143_a07 = load <8 x float>, ptr %conv2.t143_a0, align 32
+  %t143_b1 = load <8 x float>, ptr %conv2.t143_b1, align 32
+  %t143_c0_1 = load <8 x float>, ptr %conv2.t143_c0_1, align 32
+  %26 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t143_a07, <8 x float> %t143_b1, <8 x float> %t143_c0_1)
+  store <8 x float> %26, ptr %conv2.t143_c0_1, align 32
+  %27 = mul nsw i64 %0, 784
+  %28 = add nsw i64 614400, %27
+  %29 = mul nsw i64 %conv2.mb1422, 5
+  %30 = add nsw i64 %29, 1
+  %31 = mul nsw i64 %30, 16
+  %32 = add nsw i64 %28, %31
+  %33 = add nsw i64 %32, %conv2.k1443
+  %arena8 = getelementptr inbounds float, ptr %arena, i64 %33
+  %34 = load float, ptr %arena8, align 4
+  %35 = insertelement <8 x float> undef, float %34, i32 0
+  %36 = shufflevector <8 x float> %35, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %36, ptr %conv2.t143_a1, align 32
+  %t143_a1 = load <8 x float>, ptr %conv2.t143_a1, align 32
+  %t143_b09 = load <8 x float>, ptr %conv2.t143_b0, align 32
+  %t143_c1_0 = load <8 x float>, ptr %conv2.t143_c1_0, align 32
+  %37 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t143_a1, <8 x float> %t143_b09, <8 x float> %t143_c1_0)
+  store <8 x float> %37, ptr %conv2.t143_c1_0, align 32
+  %t143_a110 = load <8 x float>, ptr %conv2.t143_a1, align 32
+  %t143_b111 = load <8 x float>, ptr %conv2.t143_b1, align 32
+  %t143_c1_1 = load <8 x float>, ptr %conv2.t143_c1_1, align 32
+  %38 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t143_a110, <8 x float> %t143_b111, <8 x float> %t143_c1_1)
+  store <8 x float> %38, ptr %conv2.t143_c1_1, align 32
+  %39 = mul nsw i64 %0, 784
+  %40 = add nsw i64 614400, %39
+  %41 = mul nsw i64 %conv2.mb1422, 5
+  %42 = add nsw i64 %41, 2
+  %43 = mul nsw i64 %42, 16
+  %44 = add nsw i64 %40, %43
+  %45 = add nsw i64 %44, %conv2.k1443
+  %arena12 = getelementptr inbounds float, ptr %arena, i64 %45
+  %46 = load float, ptr %arena12, align 4
+  %47 = insertelement <8 x float> undef, float %46, i32 0
+  %48 = shufflevector <8 x float> %47, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %48, ptr %conv2.t143_a2, align 32
+  %t143_a2 = load <8 x float>, ptr %conv2.t143_a2, align 32
+  %t143_b013 = load <8 x float>, ptr %conv2.t143_b0, align 32
+  %t143_c2_0 = load <8 x float>, ptr %conv2.t143_c2_0, align 32
+  %49 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t143_a2, <8 x float> %t143_b013, <8 x float> %t143_c2_0)
+  store <8 x float> %49, ptr %conv2.t143_c2_0, align 32
+  %t143_a214 = load <8 x float>, ptr %conv2.t143_a2, align 32
+  %t143_b115 = load <8 x float>, ptr %conv2.t143_b1, align 32
+  %t143_c2_1 = load <8 x float>, ptr %conv2.t143_c2_1, align 32
+  %50 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t143_a214, <8 x float> %t143_b115, <8 x float> %t143_c2_1)
+  store <8 x float> %50, ptr %conv2.t143_c2_1, align 32
+  %51 = mul nsw i64 %0, 784
+  %52 = add nsw i64 614400, %51
+  %53 = mul nsw i64 %conv2.mb1422, 5
+  %54 = add nsw i64 %53, 3
+  %55 = mul nsw i64 %54, 16
+  %56 = add nsw i64 %52, %55
+  %57 = add nsw i64 %56, %conv2.k1443
+  %arena16 = getelementptr inbounds float, ptr %arena, i64 %57
+  %58 = load float, ptr %arena16, align 4
+  %59 = insertelement <8 x float> undef, float %58, i32 0
+  %60 = shufflevector <8 x float> %59, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %60, ptr %conv2.t143_a3, align 32
+  %t143_a3 = load <8 x float>, ptr %conv2.t143_a3, align 32
+  %t143_b017 = load <8 x float>, ptr %conv2.t143_b0, align 32
+  %t143_c3_0 = load <8 x float>, ptr %conv2.t143_c3_0, align 32
+  %61 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t143_a3, <8 x float> %t143_b017, <8 x float> %t143_c3_0)
+  store <8 x float> %61, ptr %conv2.t143_c3_0, align 32
+  %t143_a318 = load <8 x float>, ptr %conv2.t143_a3, align 32
+  %t143_b119 = load <8 x float>, ptr %conv2.t143_b1, align 32
+  %t143_c3_1 = load <8 x float>, ptr %conv2.t143_c3_1, align 32
+  %62 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t143_a318, <8 x float> %t143_b119, <8 x float> %t143_c3_1)
+  store <8 x float> %62, ptr %conv2.t143_c3_1, align 32
+  %63 = mul nsw i64 %0, 784
+  %64 = add nsw i64 614400, %63
+  %65 = mul nsw i64 %conv2.mb1422, 5
+  %66 = add nsw i64 %65, 4
+  %67 = mul nsw i64 %66, 16
+  %68 = add nsw i64 %64, %67
+  %69 = add nsw i64 %68, %conv2.k1443
+  %arena20 = getelementptr inbounds float, ptr %arena, i64 %69
+  %70 = load float, ptr %arena20, align 4
+  %71 = insertelement <8 x float> undef, float %70, i32 0
+  %72 = shufflevector <8 x float> %71, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %72, ptr %conv2.t143_a4, align 32
+  %t143_a4 = load <8 x float>, ptr %conv2.t143_a4, align 32
+  %t143_b021 = load <8 x float>, ptr %conv2.t143_b0, align 32
+  %t143_c4_0 = load <8 x float>, ptr %conv2.t143_c4_0, align 32
+  %73 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t143_a4, <8 x float> %t143_b021, <8 x float> %t143_c4_0)
+  store <8 x float> %73, ptr %conv2.t143_c4_0, align 32
+  %t143_a422 = load <8 x float>, ptr %conv2.t143_a4, align 32
+  %t143_b123 = load <8 x float>, ptr %conv2.t143_b1, align 32
+  %t143_c4_1 = load <8 x float>, ptr %conv2.t143_c4_1, align 32
+  %74 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t143_a422, <8 x float> %t143_b123, <8 x float> %t143_c4_1)
+  store <8 x float> %74, ptr %conv2.t143_c4_1, align 32
+  %k144.next = add nsw i64 %conv2.k1443, 1
+  %75 = icmp slt i64 %k144.next, 16
+  br i1 %75, label %conv2.k144, label %conv2.k144.end
+
+conv2.k144.end:                                   ; preds = %conv2.k144
+  %t143_c0_024 = load <8 x float>, ptr %conv2.t143_c0_0, align 32
+  %76 = mul nsw i64 %0, 1568
+  %77 = add nsw i64 626944, %76
+  %78 = mul nsw i64 %conv2.mb1422, 5
+  %79 = mul nsw i64 %78, 32
+  %80 = add nsw i64 %77, %79
+  %81 = mul nsw i64 %conv2.nb1411, 16
+  %82 = add nsw i64 %80, %81
+  %arena25 = getelementptr inbounds float, ptr %arena, i64 %82
+  store <8 x float> %t143_c0_024, ptr %arena25, align 4
+  %t143_c0_126 = load <8 x float>, ptr %conv2.t143_c0_1, align 32
+  %83 = mul nsw i64 %0, 1568
+  %84 = add nsw i64 626944, %83
+  %85 = mul nsw i64 %conv2.mb1422, 5
+  %86 = mul nsw i64 %85, 32
+  %87 = add nsw i64 %84, %86
+  %88 = mul nsw i64 %conv2.nb1411, 16
+  %89 = add nsw i64 %87, %88
+  %90 = add nsw i64 %89, 8
+  %arena27 = getelementptr inbounds float, ptr %arena, i64 %90
+  store <8 x float> %t143_c0_126, ptr %arena27, align 4
+  %t143_c1_028 = load <8 x float>, ptr %conv2.t143_c1_0, align 32
+  %91 = mul nsw i64 %0, 1568
+  %92 = add nsw i64 626944, %91
+  %93 = mul nsw i64 %conv2.mb1422, 5
+  %94 = add nsw i64 %93, 1
+  %95 = mul nsw i64 %94, 32
+  %96 = add nsw i64 %92, %95
+  %97 = mul nsw i64 %conv2.nb1411, 16
+  %98 = add nsw i64 %96, %97
+  %arena29 = getelementptr inbounds float, ptr %arena, i64 %98
+  store <8 x float> %t143_c1_028, ptr %arena29, align 4
+  %t143_c1_130 = load <8 x float>, ptr %conv2.t143_c1_1, align 32
+  %99 = mul nsw i64 %0, 1568
+  %100 = add nsw i64 626944, %99
+  %101 = mul nsw i64 %conv2.mb1422, 5
+  %102 = add nsw i64 %101, 1
+  %103 = mul nsw i64 %102, 32
+  %104 = add nsw i64 %100, %103
+  %105 = mul nsw i64 %conv2.nb1411, 16
+  %106 = add nsw i64 %104, %105
+  %107 = add nsw i64 %106, 8
+  %arena31 = getelementptr inbounds float, ptr %arena, i64 %107
+  store <8 x float> %t143_c1_130, ptr %arena31, align 4
+  %t143_c2_032 = load <8 x float>, ptr %conv2.t143_c2_0, align 32
+  %108 = mul nsw i64 %0, 1568
+  %109 = add nsw i64 626944, %108
+  %110 = mul nsw i64 %conv2.mb1422, 5
+  %111 = add nsw i64 %110, 2
+  %112 = mul nsw i64 %111, 32
+  %113 = add nsw i64 %109, %112
+  %114 = mul nsw i64 %conv2.nb1411, 16
+  %115 = add nsw i64 %113, %114
+  %arena33 = getelementptr inbounds float, ptr %arena, i64 %115
+  store <8 x float> %t143_c2_032, ptr %arena33, align 4
+  %t143_c2_134 = load <8 x float>, ptr %conv2.t143_c2_1, align 32
+  %116 = mul nsw i64 %0, 1568
+  %117 = add nsw i64 626944, %116
+  %118 = mul nsw i64 %conv2.mb1422, 5
+  %119 = add nsw i64 %118, 2
+  %120 = mul nsw i64 %119, 32
+  %121 = add nsw i64 %117, %120
+  %122 = mul nsw i64 %conv2.nb1411, 16
+  %123 = add nsw i64 %121, %122
+  %124 = add nsw i64 %123, 8
+  %arena35 = getelementptr inbounds float, ptr %arena, i64 %124
+  store <8 x float> %t143_c2_134, ptr %arena35, align 4
+  %t143_c3_036 = load <8 x float>, ptr %conv2.t143_c3_0, align 32
+  %125 = mul nsw i64 %0, 1568
+  %126 = add nsw i64 626944, %125
+  %127 = mul nsw i64 %conv2.mb1422, 5
+  %128 = add nsw i64 %127, 3
+  %129 = mul nsw i64 %128, 32
+  %130 = add nsw i64 %126, %129
+  %131 = mul nsw i64 %conv2.nb1411, 16
+  %132 = add nsw i64 %130, %131
+  %arena37 = getelementptr inbounds float, ptr %arena, i64 %132
+  store <8 x float> %t143_c3_036, ptr %arena37, align 4
+  %t143_c3_138 = load <8 x float>, ptr %conv2.t143_c3_1, align 32
+  %133 = mul nsw i64 %0, 1568
+  %134 = add nsw i64 626944, %133
+  %135 = mul nsw i64 %conv2.mb1422, 5
+  %136 = add nsw i64 %135, 3
+  %137 = mul nsw i64 %136, 32
+  %138 = add nsw i64 %134, %137
+  %139 = mul nsw i64 %conv2.nb1411, 16
+  %140 = add nsw i64 %138, %139
+  %141 = add nsw i64 %140, 8
+  %arena39 = getelementptr inbounds float, ptr %arena, i64 %141
+  store <8 x float> %t143_c3_138, ptr %arena39, align 4
+  %t143_c4_040 = load <8 x float>, ptr %conv2.t143_c4_0, align 32
+  %142 = mul nsw i64 %0, 1568
+  %143 = add nsw i64 626944, %142
+  %144 = mul nsw i64 %conv2.mb1422, 5
+  %145 = add nsw i64 %144, 4
+  %146 = mul nsw i64 %145, 32
+  %147 = add nsw i64 %143, %146
+  %148 = mul nsw i64 %conv2.nb1411, 16
+  %149 = add nsw i64 %147, %148
+  %arena41 = getelementptr inbounds float, ptr %arena, i64 %149
+  store <8 x float> %t143_c4_040, ptr %arena41, align 4
+  %t143_c4_142 = load <8 x float>, ptr %conv2.t143_c4_1, align 32
+  %150 = mul nsw i64 %0, 1568
+  %151 = add nsw i64 626944, %150
+  %152 = mul nsw i64 %conv2.mb1422, 5
+  %153 = add nsw i64 %152, 4
+  %154 = mul nsw i64 %153, 32
+  %155 = add nsw i64 %151, %154
+  %156 = mul nsw i64 %conv2.nb1411, 16
+  %157 = add nsw i64 %155, %156
+  %158 = add nsw i64 %157, 8
+  %arena43 = getelementptr inbounds float, ptr %arena, i64 %158
+  store <8 x float> %t143_c4_142, ptr %arena43, align 4
+  %mb142.next = add nsw i64 %conv2.mb1422, 1
+  %159 = icmp slt i64 %mb142.next, 9
+  br i1 %159, label %conv2.mb142, label %conv2.mb142.end
+
+conv2.k146:                                       ; preds = %conv2.k146, %conv2.mb142.end
+  %conv2.k14644 = phi i64 [ 0, %conv2.mb142.end ], [ %k146.next, %conv2.k146 ]
+  %160 = mul nsw i64 %0, 512
+  %161 = add nsw i64 602112, %160
+  %162 = mul nsw i64 %conv2.k14644, 32
+  %163 = add nsw i64 %161, %162
+  %164 = mul nsw i64 %conv2.nb1411, 16
+  %165 = add nsw i64 %163, %164
+  %arena45 = getelementptr inbounds float, ptr %arena, i64 %165
+  %166 = load <8 x float>, ptr %arena45, align 4
+  store <8 x float> %166, ptr %conv2.t145_b0, align 32
+  %167 = mul nsw i64 %0, 512
+  %168 = add nsw i64 602112, %167
+  %169 = mul nsw i64 %conv2.k14644, 32
+  %170 = add nsw i64 %168, %169
+  %171 = mul nsw i64 %conv2.nb1411, 16
+  %172 = add nsw i64 %170, %171
+  %173 = add nsw i64 %172, 8
+  %arena46 = getelementptr inbounds float, ptr %arena, i64 %173
+  %174 = load <8 x float>, ptr %arena46, align 4
+  store <8 x float> %174, ptr %conv2.t145_b1, align 32
+  %175 = mul nsw i64 %0, 784
+  %176 = add nsw i64 614400, %175
+  %177 = add nsw i64 %176, 720
+  %178 = add nsw i64 %177, %conv2.k14644
+  %arena47 = getelementptr inbounds float, ptr %arena, i64 %178
+  %179 = load float, ptr %arena47, align 4
+  %180 = insertelement <8 x float> undef, float %179, i32 0
+  %181 = shufflevector <8 x float> %180, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %181, ptr %conv2.t145_a0, align 32
+  %t145_a0 = load <8 x float>, ptr %conv2.t145_a0, align 32
+  %t145_b0 = load <8 x float>, ptr %conv2.t145_b0, align 32
+  %t145_c0_0 = load <8 x float>, ptr %conv2.t145_c0_0, align 32
+  %182 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t145_a0, <8 x float> %t145_b0, <8 x float> %t145_c0_0)
+  store <8 x float> %182, ptr %conv2.t145_c0_0, align 32
+  %t145_a048 = load <8 x float>, ptr %conv2.t145_a0, align 32
+  %t145_b1 = load <8 x float>, ptr %conv2.t145_b1, align 32
+  %t145_c0_1 = load <8 x float>, ptr %conv2.t145_c0_1, align 32
+  %183 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t145_a048, <8 x float> %t145_b1, <8 x float> %t145_c0_1)
+  store <8 x float> %183, ptr %conv2.t145_c0_1, align 32
+  %184 = mul nsw i64 %0, 784
+  %185 = add nsw i64 614400, %184
+  %186 = add nsw i64 %185, 736
+  %187 = add nsw i64 %186, %conv2.k14644
+  %arena49 = getelementptr inbounds float, ptr %arena, i64 %187
+  %188 = load float, ptr %arena49, align 4
+  %189 = insertelement <8 x float> undef, float %188, i32 0
+  %190 = shufflevector <8 x float> %189, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %190, ptr %conv2.t145_a1, align 32
+  %t145_a1 = load <8 x float>, ptr %conv2.t145_a1, align 32
+  %t145_b050 = load <8 x float>, ptr %conv2.t145_b0, align 32
+  %t145_c1_0 = load <8 x float>, ptr %conv2.t145_c1_0, align 32
+  %191 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t145_a1, <8 x float> %t145_b050, <8 x float> %t145_c1_0)
+  store <8 x float> %191, ptr %conv2.t145_c1_0, align 32
+  %t145_a151 = load <8 x float>, ptr %conv2.t145_a1, align 32
+  %t145_b152 = load <8 x float>, ptr %conv2.t145_b1, align 32
+  %t145_c1_1 = load <8 x float>, ptr %conv2.t145_c1_1, align 32
+  %192 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t145_a151, <8 x float> %t145_b152, <8 x float> %t145_c1_1)
+  store <8 x float> %192, ptr %conv2.t145_c1_1, align 32
+  %193 = mul nsw i64 %0, 784
+  %194 = add nsw i64 614400, %193
+  %195 = add nsw i64 %194, 752
+  %196 = add nsw i64 %195, %conv2.k14644
+  %arena53 = getelementptr inbounds float, ptr %arena, i64 %196
+  %197 = load float, ptr %arena53, align 4
+  %198 = insertelement <8 x float> undef, float %197, i32 0
+  %199 = shufflevector <8 x float> %198, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %199, ptr %conv2.t145_a2, align 32
+  %t145_a2 = load <8 x float>, ptr %conv2.t145_a2, align 32
+  %t145_b054 = load <8 x float>, ptr %conv2.t145_b0, align 32
+  %t145_c2_0 = load <8 x float>, ptr %conv2.t145_c2_0, align 32
+  %200 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t145_a2, <8 x float> %t145_b054, <8 x float> %t145_c2_0)
+  store <8 x float> %200, ptr %conv2.t145_c2_0, align 32
+  %t145_a255 = load <8 x float>, ptr %conv2.t145_a2, align 32
+  %t145_b156 = load <8 x float>, ptr %conv2.t145_b1, align 32
+  %t145_c2_1 = load <8 x float>, ptr %conv2.t145_c2_1, align 32
+  %201 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t145_a255, <8 x float> %t145_b156, <8 x float> %t145_c2_1)
+  store <8 x float> %201, ptr %conv2.t145_c2_1, align 32
+  %202 = mul nsw i64 %0, 784
+  %203 = add nsw i64 614400, %202
+  %204 = add nsw i64 %203, 768
+  %205 = add nsw i64 %204, %conv2.k14644
+  %arena57 = getelementptr inbounds float, ptr %arena, i64 %205
+  %206 = load float, ptr %arena57, align 4
+  %207 = insertelement <8 x float> undef, float %206, i32 0
+  %208 = shufflevector <8 x float> %207, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %208, ptr %conv2.t145_a3, align 32
+  %t145_a3 = load <8 x float>, ptr %conv2.t145_a3, align 32
+  %t145_b058 = load <8 x float>, ptr %conv2.t145_b0, align 32
+  %t145_c3_0 = load <8 x float>, ptr %conv2.t145_c3_0, align 32
+  %209 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t145_a3, <8 x float> %t145_b058, <8 x float> %t145_c3_0)
+  store <8 x float> %209, ptr %conv2.t145_c3_0, align 32
+  %t145_a359 = load <8 x float>, ptr %conv2.t145_a3, align 32
+  %t145_b160 = load <8 x float>, ptr %conv2.t145_b1, align 32
+  %t145_c3_1 = load <8 x float>, ptr %conv2.t145_c3_1, align 32
+  %210 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t145_a359, <8 x float> %t145_b160, <8 x float> %t145_c3_1)
+  store <8 x float> %210, ptr %conv2.t145_c3_1, align 32
+  %k146.next = add nsw i64 %conv2.k14644, 1
+  %211 = icmp slt i64 %k146.next, 16
+  br i1 %211, label %conv2.k146, label %conv2.k146.end
+
+conv2.k146.end:                                   ; preds = %conv2.k146
+  %t145_c0_061 = load <8 x float>, ptr %conv2.t145_c0_0, align 32
+  %212 = mul nsw i64 %0, 1568
+  %213 = add nsw i64 626944, %212
+  %214 = add nsw i64 %213, 1440
+  %215 = mul nsw i64 %conv2.nb1411, 16
+  %216 = add nsw i64 %214, %215
+  %arena62 = getelementptr inbounds float, ptr %arena, i64 %216
+  store <8 x float> %t145_c0_061, ptr %arena62, align 4
+  %t145_c0_163 = load <8 x float>, ptr %conv2.t145_c0_1, align 32
+  %217 = mul nsw i64 %0, 1568
+  %218 = add nsw i64 626944, %217
+  %219 = add nsw i64 %218, 1440
+  %220 = mul nsw i64 %conv2.nb1411, 16
+  %221 = add nsw i64 %219, %220
+  %222 = add nsw i64 %221, 8
+  %arena64 = getelementptr inbounds float, ptr %arena, i64 %222
+  store <8 x float> %t145_c0_163, ptr %arena64, align 4
+  %t145_c1_065 = load <8 x float>, ptr %conv2.t145_c1_0, align 32
+  %223 = mul nsw i64 %0, 1568
+  %224 = add nsw i64 626944, %223
+  %225 = add nsw i64 %224, 1472
+  %226 = mul nsw i64 %conv2.nb1411, 16
+  %227 = add nsw i64 %225, %226
+  %arena66 = getelementptr inbounds float, ptr %arena, i64 %227
+  store <8 x float> %t145_c1_065, ptr %arena66, align 4
+  %t145_c1_167 = load <8 x float>, ptr %conv2.t145_c1_1, align 32
+  %228 = mul nsw i64 %0, 1568
+  %229 = add nsw i64 626944, %228
+  %230 = add nsw i64 %229, 1472
+  %231 = mul nsw i64 %conv2.nb1411, 16
+  %232 = add nsw i64 %230, %231
+  %233 = add nsw i64 %232, 8
+  %arena68 = getelementptr inbounds float, ptr %arena, i64 %233
+  store <8 x float> %t145_c1_167, ptr %arena68, align 4
+  %t145_c2_069 = load <8 x float>, ptr %conv2.t145_c2_0, align 32
+  %234 = mul nsw i64 %0, 1568
+  %235 = add nsw i64 626944, %234
+  %236 = add nsw i64 %235, 1504
+  %237 = mul nsw i64 %conv2.nb1411, 16
+  %238 = add nsw i64 %236, %237
+  %arena70 = getelementptr inbounds float, ptr %arena, i64 %238
+  store <8 x float> %t145_c2_069, ptr %arena70, align 4
+  %t145_c2_171 = load <8 x float>, ptr %conv2.t145_c2_1, align 32
+  %239 = mul nsw i64 %0, 1568
+  %240 = add nsw i64 626944, %239
+  %241 = add nsw i64 %240, 1504
+  %242 = mul nsw i64 %conv2.nb1411, 16
+  %243 = add nsw i64 %241, %242
+  %244 = add nsw i64 %243, 8
+  %arena72 = getelementptr inbounds float, ptr %arena, i64 %244
+  store <8 x float> %t145_c2_171, ptr %arena72, align 4
+  %t145_c3_073 = load <8 x float>, ptr %conv2.t145_c3_0, align 32
+  %245 = mul nsw i64 %0, 1568
+  %246 = add nsw i64 626944, %245
+  %247 = add nsw i64 %246, 1536
+  %248 = mul nsw i64 %conv2.nb1411, 16
+  %249 = add nsw i64 %247, %248
+  %arena74 = getelementptr inbounds float, ptr %arena, i64 %249
+  store <8 x float> %t145_c3_073, ptr %arena74, align 4
+  %t145_c3_175 = load <8 x float>, ptr %conv2.t145_c3_1, align 32
+  %250 = mul nsw i64 %0, 1568
+  %251 = add nsw i64 626944, %250
+  %252 = add nsw i64 %251, 1536
+  %253 = mul nsw i64 %conv2.nb1411, 16
+  %254 = add nsw i64 %252, %253
+  %255 = add nsw i64 %254, 8
+  %arena76 = getelementptr inbounds float, ptr %arena, i64 %255
+  store <8 x float> %t145_c3_175, ptr %arena76, align 4
+  %nb141.next = add nsw i64 %conv2.nb1411, 1
+  %256 = icmp slt i64 %nb141.next, 2
+  br i1 %256, label %conv2.nb141, label %conv2.nb141.end
+}
 
 ; Function Attrs: noinline
-define internal void @smallcnn_train_b64.k2.flat(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @smallcnn_train_b64.k2.flat(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @smallcnn_train_b64.k3.fc1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @smallcnn_train_b64.k3.fc1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  br label %fc1.n175
+  br label %fc1.n182
 
-fc1.n175:                                         ; preds = %fc1.k176.end, %entry
-  %fc1.n1751 = phi i64 [ 0, %entry ], [ %n175.next, %fc1.k176.end ]
-  br label %fc1.k176
+fc1.n182:                                         ; preds = %fc1.k183.end, %entry
+  %fc1.n1821 = phi i64 [ 0, %entry ], [ %n182.next, %fc1.k183.end ]
+  br label %fc1.k183
 
-fc1.n175.end:                                     ; preds = %fc1.k176.end
-  call void @smallcnn_train_b64.k3.fc1.gemm187(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  br label %fc1.n188
+fc1.n182.end:                                     ; preds = %fc1.k183.end
+  call void @smallcnn_train_b64.k3.fc1.gemm194(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  br label %fc1.n195
 
-fc1.k176:                                         ; preds = %fc1.k176, %fc1.n175
-  %fc1.k1762 = phi i64 [ 0, %fc1.n175 ], [ %k176.next, %fc1.k176 ]
-  %0 = mul nsw i64 %fc1.n1751, 1568
+fc1.k183:                                         ; preds = %fc1.k183, %fc1.n182
+  %fc1.k1832 = phi i64 [ 0, %fc1.n182 ], [ %k183.next, %fc1.k183 ]
+  %0 = mul nsw i64 %fc1.n1821, 1568
   %1 = add nsw i64 401408, %0
-  %2 = add nsw i64 %1, %fc1.k1762
+  %2 = add nsw i64 %1, %fc1.k1832
   %arena3 = getelementptr inbounds float, ptr %arena, i64 %2
   %3 = load float, ptr %arena3, align 4
-  %4 = mul nsw i64 %fc1.k1762, 64
+  %4 = mul nsw i64 %fc1.k1832, 64
   %5 = add nsw i64 610304, %4
-  %6 = add nsw i64 %5, %fc1.n1751
+  %6 = add nsw i64 %5, %fc1.n1821
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %6
   store float %3, ptr %arena4, align 4
-  %k176.next = add nsw i64 %fc1.k1762, 1
-  %7 = icmp slt i64 %k176.next, 1568
-  br i1 %7, label %fc1.k176, label %fc1.k176.end
+  %k183.next = add nsw i64 %fc1.k1832, 1
+  %7 = icmp slt i64 %k183.next, 1568
+  br i1 %7, label %fc1.k183, label %fc1.k183.end
 
-fc1.k176.end:                                     ; preds = %fc1.k176
-  %n175.next = add nsw i64 %fc1.n1751, 1
-  %8 = icmp slt i64 %n175.next, 64
-  br i1 %8, label %fc1.n175, label %fc1.n175.end
+fc1.k183.end:                                     ; preds = %fc1.k183
+  %n182.next = add nsw i64 %fc1.n1821, 1
+  %8 = icmp slt i64 %n182.next, 64
+  br i1 %8, label %fc1.n182, label %fc1.n182.end
 
-fc1.n188:                                         ; preds = %fc1.u189.end, %fc1.n175.end
-  %fc1.n1885 = phi i64 [ 0, %fc1.n175.end ], [ %n188.next, %fc1.u189.end ]
-  br label %fc1.u189
+fc1.n195:                                         ; preds = %fc1.u196.end, %fc1.n182.end
+  %fc1.n1955 = phi i64 [ 0, %fc1.n182.end ], [ %n195.next, %fc1.u196.end ]
+  br label %fc1.u196
 
-fc1.n188.end:                                     ; preds = %fc1.u189.end
+fc1.n195.end:                                     ; preds = %fc1.u196.end
   ret void
 
-fc1.u189:                                         ; preds = %fc1.u189, %fc1.n188
-  %fc1.u1896 = phi i64 [ 0, %fc1.n188 ], [ %u189.next, %fc1.u189 ]
-  %9 = mul nsw i64 %fc1.u1896, 64
+fc1.u196:                                         ; preds = %fc1.u196, %fc1.n195
+  %fc1.u1966 = phi i64 [ 0, %fc1.n195 ], [ %u196.next, %fc1.u196 ]
+  %9 = mul nsw i64 %fc1.u1966, 64
   %10 = add nsw i64 710656, %9
-  %11 = add nsw i64 %10, %fc1.n1885
+  %11 = add nsw i64 %10, %fc1.n1955
   %arena7 = getelementptr inbounds float, ptr %arena, i64 %11
   %12 = load float, ptr %arena7, align 4
-  %13 = add nsw i64 205504, %fc1.u1896
+  %13 = add nsw i64 205504, %fc1.u1966
   %params8 = getelementptr inbounds float, ptr %params, i64 %13
   %14 = load float, ptr %params8, align 4
   %15 = fadd float %12, %14
   %16 = fcmp ogt float %15, 0.000000e+00
-  %17 = mul nsw i64 %fc1.u1896, 64
+  %17 = mul nsw i64 %fc1.u1966, 64
   %18 = add nsw i64 710656, %17
-  %19 = add nsw i64 %18, %fc1.n1885
+  %19 = add nsw i64 %18, %fc1.n1955
   %arena9 = getelementptr inbounds float, ptr %arena, i64 %19
   %20 = load float, ptr %arena9, align 4
-  %21 = add nsw i64 205504, %fc1.u1896
+  %21 = add nsw i64 205504, %fc1.u1966
   %params10 = getelementptr inbounds float, ptr %params, i64 %21
   %22 = load float, ptr %params10, align 4
   %23 = fadd float %20, %22
   %24 = select i1 %16, float %23, float 0.000000e+00
-  %25 = mul nsw i64 %fc1.n1885, 128
+  %25 = mul nsw i64 %fc1.n1955, 128
   %26 = add nsw i64 602112, %25
-  %27 = add nsw i64 %26, %fc1.u1896
+  %27 = add nsw i64 %26, %fc1.u1966
   %arena11 = getelementptr inbounds float, ptr %arena, i64 %27
   store float %24, ptr %arena11, align 4
-  %u189.next = add nsw i64 %fc1.u1896, 1
-  %28 = icmp slt i64 %u189.next, 128
-  br i1 %28, label %fc1.u189, label %fc1.u189.end
+  %u196.next = add nsw i64 %fc1.u1966, 1
+  %28 = icmp slt i64 %u196.next, 128
+  br i1 %28, label %fc1.u196, label %fc1.u196.end
 
-fc1.u189.end:                                     ; preds = %fc1.u189
-  %n188.next = add nsw i64 %fc1.n1885, 1
-  %29 = icmp slt i64 %n188.next, 64
-  br i1 %29, label %fc1.n188, label %fc1.n188.end
+fc1.u196.end:                                     ; preds = %fc1.u196
+  %n195.next = add nsw i64 %fc1.n1955, 1
+  %29 = icmp slt i64 %n195.next, 64
+  br i1 %29, label %fc1.n195, label %fc1.n195.end
 }
 
 ; Function Attrs: noinline
-define internal void @smallcnn_train_b64.k3.fc1.gemm187(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @smallcnn_train_b64.k3.fc1.gemm194(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %fc1.t185_a3 = alloca <8 x float>, align 32
-  %fc1.t185_a2 = alloca <8 x float>, align 32
-  %fc1.t185_a1 = alloca <8 x float>, align 32
-  %fc1.t185_a0 = alloca <8 x float>, align 32
-  %fc1.t185_b1 = alloca <8 x float>, align 32
-  %fc1.t185_b0 = alloca <8 x float>, align 32
-  %fc1.t185_c3_1 = alloca <8 x float>, align 32
-  %fc1.t185_c3_0 = alloca <8 x float>, align 32
-  %fc1.t185_c2_1 = alloca <8 x float>, align 32
-  %fc1.t185_c2_0 = alloca <8 x float>, align 32
-  %fc1.t185_c1_1 = alloca <8 x float>, align 32
-  %fc1.t185_c1_0 = alloca <8 x float>, align 32
-  %fc1.t185_c0_1 = alloca <8 x float>, align 32
-  %fc1.t185_c0_0 = alloca <8 x float>, align 32
-  %fc1.t182_a3 = alloca <8 x float>, align 32
-  %fc1.t182_a2 = alloca <8 x float>, align 32
-  %fc1.t182_a1 = alloca <8 x float>, align 32
-  %fc1.t182_a0 = alloca <8 x float>, align 32
-  %fc1.t182_b2 = alloca <8 x float>, align 32
-  %fc1.t182_b1 = alloca <8 x float>, align 32
-  %fc1.t182_b0 = alloca <8 x float>, align 32
-  %fc1.t182_c3_2 = alloca <8 x float>, align 32
-  %fc1.t182_c3_1 = alloca <8 x float>, align 32
-  %fc1.t182_c3_0 = alloca <8 x float>, align 32
-  %fc1.t182_c2_2 = alloca <8 x float>, align 32
-  %fc1.t182_c2_1 = alloca <8 x float>, align 32
-  %fc1.t182_c2_0 = alloca <8 x float>, align 32
-  %fc1.t182_c1_2 = alloca <8 x float>, align 32
-  %fc1.t182_c1_1 = alloca <8 x float>, align 32
-  %fc1.t182_c1_0 = alloca <8 x float>, align 32
-  %fc1.t182_c0_2 = alloca <8 x float>, align 32
-  %fc1.t182_c0_1 = alloca <8 x float>, align 32
-  %fc1.t182_c0_0 = alloca <8 x float>, align 32
-  br label %fc1.r177
+  %fc1.t192_a3 = alloca <8 x float>, align 32
+  %fc1.t192_a2 = alloca <8 x float>, align 32
+  %fc1.t192_a1 = alloca <8 x float>, align 32
+  %fc1.t192_a0 = alloca <8 x float>, align 32
+  %fc1.t192_b1 = alloca <8 x float>, align 32
+  %fc1.t192_b0 = alloca <8 x float>, align 32
+  %fc1.t192_c3_1 = alloca <8 x float>, align 32
+  %fc1.t192_c3_0 = alloca <8 x float>, align 32
+  %fc1.t192_c2_1 = alloca <8 x float>, align 32
+  %fc1.t192_c2_0 = alloca <8 x float>, align 32
+  %fc1.t192_c1_1 = alloca <8 x float>, align 32
+  %fc1.t192_c1_0 = alloca <8 x float>, align 32
+  %fc1.t192_c0_1 = alloca <8 x float>, align 32
+  %fc1.t192_c0_0 = alloca <8 x float>, align 32
+  %fc1.t189_a3 = alloca <8 x float>, align 32
+  %fc1.t189_a2 = alloca <8 x float>, align 32
+  %fc1.t189_a1 = alloca <8 x float>, align 32
+  %fc1.t189_a0 = alloca <8 x float>, align 32
+  %fc1.t189_b2 = alloca <8 x float>, align 32
+  %fc1.t189_b1 = alloca <8 x float>, align 32
+  %fc1.t189_b0 = alloca <8 x float>, align 32
+  %fc1.t189_c3_2 = alloca <8 x float>, align 32
+  %fc1.t189_c3_1 = alloca <8 x float>, align 32
+  %fc1.t189_c3_0 = alloca <8 x float>, align 32
+  %fc1.t189_c2_2 = alloca <8 x float>, align 32
+  %fc1.t189_c2_1 = alloca <8 x float>, align 32
+  %fc1.t189_c2_0 = alloca <8 x float>, align 32
+  %fc1.t189_c1_2 = alloca <8 x float>, align 32
+  %fc1.t189_c1_1 = alloca <8 x float>, align 32
+  %fc1.t189_c1_0 = alloca <8 x float>, align 32
+  %fc1.t189_c0_2 = alloca <8 x float>, align 32
+  %fc1.t189_c0_1 = alloca <8 x float>, align 32
+  %fc1.t189_c0_0 = alloca <8 x float>, align 32
+  br label %fc1.r184
 
-fc1.r177:                                         ; preds = %fc1.i178.end, %entry
-  %fc1.r1771 = phi i64 [ 0, %entry ], [ %r177.next, %fc1.i178.end ]
-  br label %fc1.i178
+fc1.r184:                                         ; preds = %fc1.i185.end, %entry
+  %fc1.r1841 = phi i64 [ 0, %entry ], [ %r184.next, %fc1.i185.end ]
+  br label %fc1.i185
 
-fc1.r177.end:                                     ; preds = %fc1.i178.end
-  br label %fc1.kp179
+fc1.r184.end:                                     ; preds = %fc1.i185.end
+  br label %fc1.kp186
 
-fc1.i178:                                         ; preds = %fc1.i178, %fc1.r177
-  %fc1.i1782 = phi i64 [ 0, %fc1.r177 ], [ %i178.next, %fc1.i178 ]
-  %0 = mul nsw i64 %fc1.r1771, 64
+fc1.i185:                                         ; preds = %fc1.i185, %fc1.r184
+  %fc1.i1852 = phi i64 [ 0, %fc1.r184 ], [ %i185.next, %fc1.i185 ]
+  %0 = mul nsw i64 %fc1.r1841, 64
   %1 = add nsw i64 710656, %0
-  %2 = add nsw i64 %1, %fc1.i1782
+  %2 = add nsw i64 %1, %fc1.i1852
   %arena3 = getelementptr inbounds float, ptr %arena, i64 %2
   store float 0.000000e+00, ptr %arena3, align 4
-  %i178.next = add nsw i64 %fc1.i1782, 1
-  %3 = icmp slt i64 %i178.next, 64
-  br i1 %3, label %fc1.i178, label %fc1.i178.end
+  %i185.next = add nsw i64 %fc1.i1852, 1
+  %3 = icmp slt i64 %i185.next, 64
+  br i1 %3, label %fc1.i185, label %fc1.i185.end
 
-fc1.i178.end:                                     ; preds = %fc1.i178
-  %r177.next = add nsw i64 %fc1.r1771, 1
-  %4 = icmp slt i64 %r177.next, 128
-  br i1 %4, label %fc1.r177, label %fc1.r177.end
+fc1.i185.end:                                     ; preds = %fc1.i185
+  %r184.next = add nsw i64 %fc1.r1841, 1
+  %4 = icmp slt i64 %r184.next, 128
+  br i1 %4, label %fc1.r184, label %fc1.r184.end
 
-fc1.kp179:                                        ; preds = %fc1.mb184.end, %fc1.r177.end
-  %fc1.kp1794 = phi i64 [ 0, %fc1.r177.end ], [ %kp179.next, %fc1.mb184.end ]
-  br label %fc1.nb180
+fc1.kp186:                                        ; preds = %fc1.mb191.end, %fc1.r184.end
+  %fc1.kp1864 = phi i64 [ 0, %fc1.r184.end ], [ %kp186.next, %fc1.mb191.end ]
+  br label %fc1.nb187
 
-fc1.kp179.end:                                    ; preds = %fc1.mb184.end
+fc1.kp186.end:                                    ; preds = %fc1.mb191.end
   ret void
 
-fc1.nb180:                                        ; preds = %fc1.mb181.end, %fc1.kp179
-  %fc1.nb1805 = phi i64 [ 0, %fc1.kp179 ], [ %nb180.next, %fc1.mb181.end ]
-  br label %fc1.mb181
+fc1.nb187:                                        ; preds = %fc1.mb188.end, %fc1.kp186
+  %fc1.nb1875 = phi i64 [ 0, %fc1.kp186 ], [ %nb187.next, %fc1.mb188.end ]
+  br label %fc1.mb188
 
-fc1.nb180.end:                                    ; preds = %fc1.mb181.end
-  br label %fc1.mb184
+fc1.nb187.end:                                    ; preds = %fc1.mb188.end
+  br label %fc1.mb191
 
-fc1.mb181:                                        ; preds = %fc1.k183.end, %fc1.nb180
-  %fc1.mb1816 = phi i64 [ 0, %fc1.nb180 ], [ %mb181.next, %fc1.k183.end ]
-  %5 = mul nsw i64 %fc1.mb1816, 4
+fc1.mb188:                                        ; preds = %fc1.k190.end, %fc1.nb187
+  %fc1.mb1886 = phi i64 [ 0, %fc1.nb187 ], [ %mb188.next, %fc1.k190.end ]
+  %5 = mul nsw i64 %fc1.mb1886, 4
   %6 = mul nsw i64 %5, 64
   %7 = add nsw i64 710656, %6
-  %8 = mul nsw i64 %fc1.nb1805, 24
+  %8 = mul nsw i64 %fc1.nb1875, 24
   %9 = add nsw i64 %7, %8
   %arena7 = getelementptr inbounds float, ptr %arena, i64 %9
   %10 = load <8 x float>, ptr %arena7, align 4
-  store <8 x float> %10, ptr %fc1.t182_c0_0, align 32
-  %11 = mul nsw i64 %fc1.mb1816, 4
+  store <8 x float> %10, ptr %fc1.t189_c0_0, align 32
+  %11 = mul nsw i64 %fc1.mb1886, 4
   %12 = mul nsw i64 %11, 64
   %13 = add nsw i64 710656, %12
-  %14 = mul nsw i64 %fc1.nb1805, 24
+  %14 = mul nsw i64 %fc1.nb1875, 24
   %15 = add nsw i64 %13, %14
   %16 = add nsw i64 %15, 8
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %16
   %17 = load <8 x float>, ptr %arena8, align 4
-  store <8 x float> %17, ptr %fc1.t182_c0_1, align 32
-  %18 = mul nsw i64 %fc1.mb1816, 4
+  store <8 x float> %17, ptr %fc1.t189_c0_1, align 32
+  %18 = mul nsw i64 %fc1.mb1886, 4
   %19 = mul nsw i64 %18, 64
   %20 = add nsw i64 710656, %19
-  %21 = mul nsw i64 %fc1.nb1805, 24
+  %21 = mul nsw i64 %fc1.nb1875, 24
   %22 = add nsw i64 %20, %21
   %23 = add nsw i64 %22, 16
   %arena9 = getelementptr inbounds float, ptr %arena, i64 %23
   %24 = load <8 x float>, ptr %arena9, align 4
-  store <8 x float> %24, ptr %fc1.t182_c0_2, align 32
-  %25 = mul nsw i64 %fc1.mb1816, 4
+  store <8 x float> %24, ptr %fc1.t189_c0_2, align 32
+  %25 = mul nsw i64 %fc1.mb1886, 4
   %26 = add nsw i64 %25, 1
   %27 = mul nsw i64 %26, 64
   %28 = add nsw i64 710656, %27
-  %29 = mul nsw i64 %fc1.nb1805, 24
+  %29 = mul nsw i64 %fc1.nb1875, 24
   %30 = add nsw i64 %28, %29
   %arena10 = getelementptr inbounds float, ptr %arena, i64 %30
   %31 = load <8 x float>, ptr %arena10, align 4
-  store <8 x float> %31, ptr %fc1.t182_c1_0, align 32
-  %32 = mul nsw i64 %fc1.mb1816, 4
+  store <8 x float> %31, ptr %fc1.t189_c1_0, align 32
+  %32 = mul nsw i64 %fc1.mb1886, 4
   %33 = add nsw i64 %32, 1
   %34 = mul nsw i64 %33, 64
   %35 = add nsw i64 710656, %34
-  %36 = mul nsw i64 %fc1.nb1805, 24
+  %36 = mul nsw i64 %fc1.nb1875, 24
   %37 = add nsw i64 %35, %36
   %38 = add nsw i64 %37, 8
   %arena11 = getelementptr inbounds float, ptr %arena, i64 %38
   %39 = load <8 x float>, ptr %arena11, align 4
-  store <8 x float> %39, ptr %fc1.t182_c1_1, align 32
-  %40 = mul nsw i64 %fc1.mb1816, 4
+  store <8 x float> %39, ptr %fc1.t189_c1_1, align 32
+  %40 = mul nsw i64 %fc1.mb1886, 4
   %41 = add nsw i64 %40, 1
   %42 = mul nsw i64 %41, 64
   %43 = add nsw i64 710656, %42
-  %44 = mul nsw i64 %fc1.nb1805, 24
+  %44 = mul nsw i64 %fc1.nb1875, 24
   %45 = add nsw i64 %43, %44
   %46 = add nsw i64 %45, 16
   %arena12 = getelementptr inbounds float, ptr %arena, i64 %46
   %47 = load <8 x float>, ptr %arena12, align 4
-  store <8 x float> %47, ptr %fc1.t182_c1_2, align 32
-  %48 = mul nsw i64 %fc1.mb1816, 4
+  store <8 x float> %47, ptr %fc1.t189_c1_2, align 32
+  %48 = mul nsw i64 %fc1.mb1886, 4
   %49 = add nsw i64 %48, 2
   %50 = mul nsw i64 %49, 64
   %51 = add nsw i64 710656, %50
-  %52 = mul nsw i64 %fc1.nb1805, 24
+  %52 = mul nsw i64 %fc1.nb1875, 24
   %53 = add nsw i64 %51, %52
   %arena13 = getelementptr inbounds float, ptr %arena, i64 %53
   %54 = load <8 x float>, ptr %arena13, align 4
-  store <8 x float> %54, ptr %fc1.t182_c2_0, align 32
-  %55 = mul nsw i64 %fc1.mb1816, 4
+  store <8 x float> %54, ptr %fc1.t189_c2_0, align 32
+  %55 = mul nsw i64 %fc1.mb1886, 4
   %56 = add nsw i64 %55, 2
   %57 = mul nsw i64 %56, 64
   %58 = add nsw i64 710656, %57
-  %59 = mul nsw i64 %fc1.nb1805, 24
+  %59 = mul nsw i64 %fc1.nb1875, 24
   %60 = add nsw i64 %58, %59
   %61 = add nsw i64 %60, 8
   %arena14 = getelementptr inbounds float, ptr %arena, i64 %61
   %62 = load <8 x float>, ptr %arena14, align 4
-  store <8 x float> %62, ptr %fc1.t182_c2_1, align 32
-  %63 = mul nsw i64 %fc1.mb1816, 4
+  store <8 x float> %62, ptr %fc1.t189_c2_1, align 32
+  %63 = mul nsw i64 %fc1.mb1886, 4
   %64 = add nsw i64 %63, 2
   %65 = mul nsw i64 %64, 64
   %66 = add nsw i64 710656, %65
-  %67 = mul nsw i64 %fc1.nb1805, 24
+  %67 = mul nsw i64 %fc1.nb1875, 24
   %68 = add nsw i64 %66, %67
   %69 = add nsw i64 %68, 16
   %arena15 = getelementptr inbounds float, ptr %arena, i64 %69
   %70 = load <8 x float>, ptr %arena15, align 4
-  store <8 x float> %70, ptr %fc1.t182_c2_2, align 32
-  %71 = mul nsw i64 %fc1.mb1816, 4
+  store <8 x float> %70, ptr %fc1.t189_c2_2, align 32
+  %71 = mul nsw i64 %fc1.mb1886, 4
   %72 = add nsw i64 %71, 3
   %73 = mul nsw i64 %72, 64
   %74 = add nsw i64 710656, %73
-  %75 = mul nsw i64 %fc1.nb1805, 24
+  %75 = mul nsw i64 %fc1.nb1875, 24
   %76 = add nsw i64 %74, %75
   %arena16 = getelementptr inbounds float, ptr %arena, i64 %76
   %77 = load <8 x float>, ptr %arena16, align 4
-  store <8 x float> %77, ptr %fc1.t182_c3_0, align 32
-  %78 = mul nsw i64 %fc1.mb1816, 4
+  store <8 x float> %77, ptr %fc1.t189_c3_0, align 32
+  %78 = mul nsw i64 %fc1.mb1886, 4
   %79 = add nsw i64 %78, 3
   %80 = mul nsw i64 %79, 64
   %81 = add nsw i64 710656, %80
-  %82 = mul nsw i64 %fc1.nb1805, 24
+  %82 = mul nsw i64 %fc1.nb1875, 24
   %83 = add nsw i64 %81, %82
   %84 = add nsw i64 %83, 8
   %arena17 = getelementptr inbounds float, ptr %arena, i64 %84
   %85 = load <8 x float>, ptr %arena17, align 4
-  store <8 x float> %85, ptr %fc1.t182_c3_1, align 32
-  %86 = mul nsw i64 %fc1.mb1816, 4
+  store <8 x float> %85, ptr %fc1.t189_c3_1, align 32
+  %86 = mul nsw i64 %fc1.mb1886, 4
   %87 = add nsw i64 %86, 3
   %88 = mul nsw i64 %87, 64
   %89 = add nsw i64 710656, %88
-  %90 = mul nsw i64 %fc1.nb1805, 24
+  %90 = mul nsw i64 %fc1.nb1875, 24
   %91 = add nsw i64 %89, %90
   %92 = add nsw i64 %91, 16
   %arena18 = getelementptr inbounds float, ptr %arena, i64 %92
   %93 = load <8 x float>, ptr %arena18, align 4
-  store <8 x float> %93, ptr %fc1.t182_c3_2, align 32
-  br label %fc1.k183
+  store <8 x float> %93, ptr %fc1.t189_c3_2, align 32
+  br label %fc1.k190
 
-fc1.mb181.end:                                    ; preds = %fc1.k183.end
-  %nb180.next = add nsw i64 %fc1.nb1805, 1
-  %94 = icmp slt i64 %nb180.next, 2
-  br i1 %94, label %fc1.nb180, label %fc1.nb180.end
+fc1.mb188.end:                                    ; preds = %fc1.k190.end
+  %nb187.next = add nsw i64 %fc1.nb1875, 1
+  %94 = icmp slt i64 %nb187.next, 2
+  br i1 %94, label %fc1.nb187, label %fc1.nb187.end
 
-fc1.k183:                                         ; preds = %fc1.k183, %fc1.mb181
-  %fc1.k18319 = phi i64 [ 0, %fc1.mb181 ], [ %k183.next, %fc1.k183 ]
-  %95 = mul nsw i64 %fc1.kp1794, 784
-  %96 = add nsw i64 %fc1.k18319, %95
+fc1.k190:                                         ; preds = %fc1.k190, %fc1.mb188
+  %fc1.k19019 = phi i64 [ 0, %fc1.mb188 ], [ %k190.next, %fc1.k190 ]
+  %95 = mul nsw i64 %fc1.kp1864, 784
+  %96 = add nsw i64 %fc1.k19019, %95
   %97 = mul nsw i64 %96, 64
   %98 = add nsw i64 610304, %97
-  %99 = mul nsw i64 %fc1.nb1805, 24
+  %99 = mul nsw i64 %fc1.nb1875, 24
   %100 = add nsw i64 %98, %99
   %arena20 = getelementptr inbounds float, ptr %arena, i64 %100
   %101 = load <8 x float>, ptr %arena20, align 4
-  store <8 x float> %101, ptr %fc1.t182_b0, align 32
-  %102 = mul nsw i64 %fc1.kp1794, 784
-  %103 = add nsw i64 %fc1.k18319, %102
+  store <8 x float> %101, ptr %fc1.t189_b0, align 32
+  %102 = mul nsw i64 %fc1.kp1864, 784
+  %103 = add nsw i64 %fc1.k19019, %102
   %104 = mul nsw i64 %103, 64
   %105 = add nsw i64 610304, %104
-  %106 = mul nsw i64 %fc1.nb1805, 24
+  %106 = mul nsw i64 %fc1.nb1875, 24
   %107 = add nsw i64 %105, %106
   %108 = add nsw i64 %107, 8
   %arena21 = getelementptr inbounds float, ptr %arena, i64 %108
   %109 = load <8 x float>, ptr %arena21, align 4
-  store <8 x float> %109, ptr %fc1.t182_b1, align 32
-  %110 = mul nsw i64 %fc1.kp1794, 784
-  %111 = add nsw i64 %fc1.k18319, %110
+  store <8 x float> %109, ptr %fc1.t189_b1, align 32
+  %110 = mul nsw i64 %fc1.kp1864, 784
+  %111 = add nsw i64 %fc1.k19019, %110
   %112 = mul nsw i64 %111, 64
   %113 = add nsw i64 610304, %112
-  %114 = mul nsw i64 %fc1.nb1805, 24
+  %114 = mul nsw i64 %fc1.nb1875, 24
   %115 = add nsw i64 %113, %114
   %116 = add nsw i64 %115, 16
   %arena22 = getelementptr inbounds float, ptr %arena, i64 %116
   %117 = load <8 x float>, ptr %arena22, align 4
-  store <8 x float> %117, ptr %fc1.t182_b2, align 32
-  %118 = mul nsw i64 %fc1.mb1816, 4
+  store <8 x float> %117, ptr %fc1.t189_b2, align 32
+  %118 = mul nsw i64 %fc1.mb1886, 4
   %119 = mul nsw i64 %118, 1568
   %120 = add nsw i64 4800, %119
-  %121 = mul nsw i64 %fc1.kp1794, 784
-  %122 = add nsw i64 %fc1.k18319, %121
+  %121 = mul nsw i64 %fc1.kp1864, 784
+  %122 = add nsw i64 %fc1.k19019, %121
   %123 = add nsw i64 %120, %122
   %params23 = getelementptr inbounds float, ptr %params, i64 %123
   %124 = load float, ptr %params23, align 4
   %125 = insertelement <8 x float> undef, float %124, i32 0
   %126 = shufflevector <8 x float> %125, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %126, ptr %fc1.t182_a0, align 32
-  %t182_a0 = load <8 x float>, ptr %fc1.t182_a0, align 32
-  %t182_b0 = load <8 x float>, ptr %fc1.t182_b0, align 32
-  %t182_c0_0 = load <8 x float>, ptr %fc1.t182_c0_0, align 32
-  %127 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t182_a0, <8 x float> %t182_b0, <8 x float> %t182_c0_0)
-  store <8 x float> %127, ptr %fc1.t182_c0_0, align 32
-  %t182_a024 = load <8 x float>, ptr %fc1.t182_a0, align 32
-  %t182_b1 = load <8 x float>, ptr %fc1.t182_b1, align 32
-  %t182_c0_1 = load <8 x float>, ptr %fc1.t182_c0_1, align 32
-  %128 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t182_a024, <8 x float> %t182_b1, <8 x float> %t182_c0_1)
-  store <8 x float> %128, ptr %fc1.t182_c0_1, align 32
-  %t182_a025 = load <8 x float>, ptr %fc1.t182_a0, align 32
-  %t182_b2 = load <8 x float>, ptr %fc1.t182_b2, align 32
-  %t182_c0_2 = load <8 x float>, ptr %fc1.t182_c0_2, align 32
-  %129 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t182_a025, <8 x float> %t182_b2, <8 x float> %t182_c0_2)
-  store <8 x float> %129, ptr %fc1.t182_c0_2, align 32
-  %130 = mul nsw i64 %fc1.mb1816, 4
+  store <8 x float> %126, ptr %fc1.t189_a0, align 32
+  %t189_a0 = load <8 x float>, ptr %fc1.t189_a0, align 32
+  %t189_b0 = load <8 x float>, ptr %fc1.t189_b0, align 32
+  %t189_c0_0 = load <8 x float>, ptr %fc1.t189_c0_0, align 32
+  %127 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t189_a0, <8 x float> %t189_b0, <8 x float> %t189_c0_0)
+  store <8 x float> %127, ptr %fc1.t189_c0_0, align 32
+  %t189_a024 = load <8 x float>, ptr %fc1.t189_a0, align 32
+  %t189_b1 = load <8 x float>, ptr %fc1.t189_b1, align 32
+  %t189_c0_1 = load <8 x float>, ptr %fc1.t189_c0_1, align 32
+  %128 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t189_a024, <8 x float> %t189_b1, <8 x float> %t189_c0_1)
+  store <8 x float> %128, ptr %fc1.t189_c0_1, align 32
+  %t189_a025 = load <8 x float>, ptr %fc1.t189_a0, align 32
+  %t189_b2 = load <8 x float>, ptr %fc1.t189_b2, align 32
+  %t189_c0_2 = load <8 x float>, ptr %fc1.t189_c0_2, align 32
+  %129 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t189_a025, <8 x float> %t189_b2, <8 x float> %t189_c0_2)
+  store <8 x float> %129, ptr %fc1.t189_c0_2, align 32
+  %130 = mul nsw i64 %fc1.mb1886, 4
   %131 = add nsw i64 %130, 1
   %132 = mul nsw i64 %131, 1568
   %133 = add nsw i64 4800, %132
-  %134 = mul nsw i64 %fc1.kp1794, 784
-  %135 = add nsw i64 %fc1.k18319, %134
+  %134 = mul nsw i64 %fc1.kp1864, 784
+  %135 = add nsw i64 %fc1.k19019, %134
   %136 = add nsw i64 %133, %135
   %params26 = getelementptr inbounds float, ptr %params, i64 %136
   %137 = load float, ptr %params26, align 4
   %138 = insertelement <8 x float> undef, float %137, i32 0
   %139 = shufflevector <8 x float> %138, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %139, ptr %fc1.t182_a1, align 32
-  %t182_a1 = load <8 x float>, ptr %fc1.t182_a1, align 32
-  %t182_b027 = load <8 x float>, ptr %fc1.t182_b0, align 32
-  %t182_c1_0 = load <8 x float>, ptr %fc1.t182_c1_0, align 32
-  %140 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t182_a1, <8 x float> %t182_b027, <8 x float> %t182_c1_0)
-  store <8 x float> %140, ptr %fc1.t182_c1_0, align 32
-  %t182_a128 = load <8 x float>, ptr %fc1.t182_a1, align 32
-  %t182_b129 = load <8 x float>, ptr %fc1.t182_b1, align 32
-  %t182_c1_1 = load <8 x float>, ptr %fc1.t182_c1_1, align 32
-  %141 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t182_a128, <8 x float> %t182_b129, <8 x float> %t182_c1_1)
-  store <8 x float> %141, ptr %fc1.t182_c1_1, align 32
-  %t182_a130 = load <8 x float>, ptr %fc1.t182_a1, align 32
-  %t182_b231 = load <8 x float>, ptr %fc1.t182_b2, align 32
-  %t182_c1_2 = load <8 x float>, ptr %fc1.t182_c1_2, align 32
-  %142 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t182_a130, <8 x float> %t182_b231, <8 x float> %t182_c1_2)
-  store <8 x float> %142, ptr %fc1.t182_c1_2, align 32
-  %143 = mul nsw i64 %fc1.mb1816, 4
+  store <8 x float> %139, ptr %fc1.t189_a1, align 32
+  %t189_a1 = load <8 x float>, ptr %fc1.t189_a1, align 32
+  %t189_b027 = load <8 x float>, ptr %fc1.t189_b0, align 32
+  %t189_c1_0 = load <8 x float>, ptr %fc1.t189_c1_0, align 32
+  %140 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t189_a1, <8 x float> %t189_b027, <8 x float> %t189_c1_0)
+  store <8 x float> %140, ptr %fc1.t189_c1_0, align 32
+  %t189_a128 = load <8 x float>, ptr %fc1.t189_a1, align 32
+  %t189_b129 = load <8 x float>, ptr %fc1.t189_b1, align 32
+  %t189_c1_1 = load <8 x float>, ptr %fc1.t189_c1_1, align 32
+  %141 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t189_a128, <8 x float> %t189_b129, <8 x float> %t189_c1_1)
+  store <8 x float> %141, ptr %fc1.t189_c1_1, align 32
+  %t189_a130 = load <8 x float>, ptr %fc1.t189_a1, align 32
+  %t189_b231 = load <8 x float>, ptr %fc1.t189_b2, align 32
+  %t189_c1_2 = load <8 x float>, ptr %fc1.t189_c1_2, align 32
+  %142 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t189_a130, <8 x float> %t189_b231, <8 x float> %t189_c1_2)
+  store <8 x float> %142, ptr %fc1.t189_c1_2, align 32
+  %143 = mul nsw i64 %fc1.mb1886, 4
   %144 = add nsw i64 %143, 2
   %145 = mul nsw i64 %144, 1568
   %146 = add nsw i64 4800, %145
-  %147 = mul nsw i64 %fc1.kp1794, 784
-  %148 = add nsw i64 %fc1.k18319, %147
+  %147 = mul nsw i64 %fc1.kp1864, 784
+  %148 = add nsw i64 %fc1.k19019, %147
   %149 = add nsw i64 %146, %148
   %params32 = getelementptr inbounds float, ptr %params, i64 %149
   %150 = load float, ptr %params32, align 4
   %151 = insertelement <8 x float> undef, float %150, i32 0
   %152 = shufflevector <8 x float> %151, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %152, ptr %fc1.t182_a2, align 32
-  %t182_a2 = load <8 x float>, ptr %fc1.t182_a2, align 32
-  %t182_b033 = load <8 x float>, ptr %fc1.t182_b0, align 32
-  %t182_c2_0 = load <8 x float>, ptr %fc1.t182_c2_0, align 32
-  %153 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t182_a2, <8 x float> %t182_b033, <8 x float> %t182_c2_0)
-  store <8 x float> %153, ptr %fc1.t182_c2_0, align 32
-  %t182_a234 = load <8 x float>, ptr %fc1.t182_a2, align 32
-  %t182_b135 = load <8 x float>, ptr %fc1.t182_b1, align 32
-  %t182_c2_1 = load <8 x float>, ptr %fc1.t182_c2_1, align 32
-  %154 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t182_a234, <8 x float> %t182_b135, <8 x float> %t182_c2_1)
-  store <8 x float> %154, ptr %fc1.t182_c2_1, align 32
-  %t182_a236 = load <8 x float>, ptr %fc1.t182_a2, align 32
-  %t182_b237 = load <8 x float>, ptr %fc1.t182_b2, align 32
-  %t182_c2_2 = load <8 x float>, ptr %fc1.t182_c2_2, align 32
-  %155 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t182_a236, <8 x float> %t182_b237, <8 x float> %t182_c2_2)
-  store <8 x float> %155, ptr %fc1.t182_c2_2, align 32
-  %156 = mul nsw i64 %fc1.mb1816, 4
+  store <8 x float> %152, ptr %fc1.t189_a2, align 32
+  %t189_a2 = load <8 x float>, ptr %fc1.t189_a2, align 32
+  %t189_b033 = load <8 x float>, ptr %fc1.t189_b0, align 32
+  %t189_c2_0 = load <8 x float>, ptr %fc1.t189_c2_0, align 32
+  %153 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t189_a2, <8 x float> %t189_b033, <8 x float> %t189_c2_0)
+  store <8 x float> %153, ptr %fc1.t189_c2_0, align 32
+  %t189_a234 = load <8 x float>, ptr %fc1.t189_a2, align 32
+  %t189_b135 = load <8 x float>, ptr %fc1.t189_b1, align 32
+  %t189_c2_1 = load <8 x float>, ptr %fc1.t189_c2_1, align 32
+  %154 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t189_a234, <8 x float> %t189_b135, <8 x float> %t189_c2_1)
+  store <8 x float> %154, ptr %fc1.t189_c2_1, align 32
+  %t189_a236 = load <8 x float>, ptr %fc1.t189_a2, align 32
+  %t189_b237 = load <8 x float>, ptr %fc1.t189_b2, align 32
+  %t189_c2_2 = load <8 x float>, ptr %fc1.t189_c2_2, align 32
+  %155 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t189_a236, <8 x float> %t189_b237, <8 x float> %t189_c2_2)
+  store <8 x float> %155, ptr %fc1.t189_c2_2, align 32
+  %156 = mul nsw i64 %fc1.mb1886, 4
   %157 = add nsw i64 %156, 3
   %158 = mul nsw i64 %157, 1568
   %159 = add nsw i64 4800, %158
-  %160 = mul nsw i64 %fc1.kp1794, 784
-  %161 = add nsw i64 %fc1.k18319, %160
+  %160 = mul nsw i64 %fc1.kp1864, 784
+  %161 = add nsw i64 %fc1.k19019, %160
   %162 = add nsw i64 %159, %161
   %params38 = getelementptr inbounds float, ptr %params, i64 %162
   %163 = load float, ptr %params38, align 4
   %164 = insertelement <8 x float> undef, float %163, i32 0
   %165 = shufflevector <8 x float> %164, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %165, ptr %fc1.t182_a3, align 32
-  %t182_a3 = load <8 x float>, ptr %fc1.t182_a3, align 32
-  %t182_b039 = load <8 x float>, ptr %fc1.t182_b0, align 32
-  %t182_c3_0 = load <8 x float>, ptr %fc1.t182_c3_0, align 32
-  %166 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t182_a3, <8 x float> %t182_b039, <8 x float> %t182_c3_0)
-  store <8 x float> %166, ptr %fc1.t182_c3_0, align 32
-  %t182_a340 = load <8 x float>, ptr %fc1.t182_a3, align 32
-  %t182_b141 = load <8 x float>, ptr %fc1.t182_b1, align 32
-  %t182_c3_1 = load <8 x float>, ptr %fc1.t182_c3_1, align 32
-  %167 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t182_a340, <8 x float> %t182_b141, <8 x float> %t182_c3_1)
-  store <8 x float> %167, ptr %fc1.t182_c3_1, align 32
-  %t182_a342 = load <8 x float>, ptr %fc1.t182_a3, align 32
-  %t182_b243 = load <8 x float>, ptr %fc1.t182_b2, align 32
-  %t182_c3_2 = load <8 x float>, ptr %fc1.t182_c3_2, align 32
-  %168 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t182_a342, <8 x float> %t182_b243, <8 x float> %t182_c3_2)
-  store <8 x float> %168, ptr %fc1.t182_c3_2, align 32
-  %k183.next = add nsw i64 %fc1.k18319, 1
-  %169 = icmp slt i64 %k183.next, 784
-  br i1 %169, label %fc1.k183, label %fc1.k183.end
+  store <8 x float> %165, ptr %fc1.t189_a3, align 32
+  %t189_a3 = load <8 x float>, ptr %fc1.t189_a3, align 32
+  %t189_b039 = load <8 x float>, ptr %fc1.t189_b0, align 32
+  %t189_c3_0 = load <8 x float>, ptr %fc1.t189_c3_0, align 32
+  %166 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t189_a3, <8 x float> %t189_b039, <8 x float> %t189_c3_0)
+  store <8 x float> %166, ptr %fc1.t189_c3_0, align 32
+  %t189_a340 = load <8 x float>, ptr %fc1.t189_a3, align 32
+  %t189_b141 = load <8 x float>, ptr %fc1.t189_b1, align 32
+  %t189_c3_1 = load <8 x float>, ptr %fc1.t189_c3_1, align 32
+  %167 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t189_a340, <8 x float> %t189_b141, <8 x float> %t189_c3_1)
+  store <8 x float> %167, ptr %fc1.t189_c3_1, align 32
+  %t189_a342 = load <8 x float>, ptr %fc1.t189_a3, align 32
+  %t189_b243 = load <8 x float>, ptr %fc1.t189_b2, align 32
+  %t189_c3_2 = load <8 x float>, ptr %fc1.t189_c3_2, align 32
+  %168 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t189_a342, <8 x float> %t189_b243, <8 x float> %t189_c3_2)
+  store <8 x float> %168, ptr %fc1.t189_c3_2, align 32
+  %k190.next = add nsw i64 %fc1.k19019, 1
+  %169 = icmp slt i64 %k190.next, 784
+  br i1 %169, label %fc1.k190, label %fc1.k190.end
 
-fc1.k183.end:                                     ; preds = %fc1.k183
-  %t182_c0_044 = load <8 x float>, ptr %fc1.t182_c0_0, align 32
-  %170 = mul nsw i64 %fc1.mb1816, 4
+fc1.k190.end:                                     ; preds = %fc1.k190
+  %t189_c0_044 = load <8 x float>, ptr %fc1.t189_c0_0, align 32
+  %170 = mul nsw i64 %fc1.mb1886, 4
   %171 = mul nsw i64 %170, 64
   %172 = add nsw i64 710656, %171
-  %173 = mul nsw i64 %fc1.nb1805, 24
+  %173 = mul nsw i64 %fc1.nb1875, 24
   %174 = add nsw i64 %172, %173
   %arena45 = getelementptr inbounds float, ptr %arena, i64 %174
-  store <8 x float> %t182_c0_044, ptr %arena45, align 4
-  %t182_c0_146 = load <8 x float>, ptr %fc1.t182_c0_1, align 32
-  %175 = mul nsw i64 %fc1.mb1816, 4
+  store <8 x float> %t189_c0_044, ptr %arena45, align 4
+  %t189_c0_146 = load <8 x float>, ptr %fc1.t189_c0_1, align 32
+  %175 = mul nsw i64 %fc1.mb1886, 4
   %176 = mul nsw i64 %175, 64
   %177 = add nsw i64 710656, %176
-  %178 = mul nsw i64 %fc1.nb1805, 24
+  %178 = mul nsw i64 %fc1.nb1875, 24
   %179 = add nsw i64 %177, %178
   %180 = add nsw i64 %179, 8
   %arena47 = getelementptr inbounds float, ptr %arena, i64 %180
-  store <8 x float> %t182_c0_146, ptr %arena47, align 4
-  %t182_c0_248 = load <8 x float>, ptr %fc1.t182_c0_2, align 32
-  %181 = mul nsw i64 %fc1.mb1816, 4
+  store <8 x float> %t189_c0_146, ptr %arena47, align 4
+  %t189_c0_248 = load <8 x float>, ptr %fc1.t189_c0_2, align 32
+  %181 = mul nsw i64 %fc1.mb1886, 4
   %182 = mul nsw i64 %181, 64
   %183 = add nsw i64 710656, %182
-  %184 = mul nsw i64 %fc1.nb1805, 24
+  %184 = mul nsw i64 %fc1.nb1875, 24
   %185 = add nsw i64 %183, %184
   %186 = add nsw i64 %185, 16
   %arena49 = getelementptr inbounds float, ptr %arena, i64 %186
-  store <8 x float> %t182_c0_248, ptr %arena49, align 4
-  %t182_c1_050 = load <8 x float>, ptr %fc1.t182_c1_0, align 32
-  %187 = mul nsw i64 %fc1.mb1816, 4
+  store <8 x float> %t189_c0_248, ptr %arena49, align 4
+  %t189_c1_050 = load <8 x float>, ptr %fc1.t189_c1_0, align 32
+  %187 = mul nsw i64 %fc1.mb1886, 4
   %188 = add nsw i64 %187, 1
   %189 = mul nsw i64 %188, 64
   %190 = add nsw i64 710656, %189
-  %191 = mul nsw i64 %fc1.nb1805, 24
+  %191 = mul nsw i64 %fc1.nb1875, 24
   %192 = add nsw i64 %190, %191
   %arena51 = getelementptr inbounds float, ptr %arena, i64 %192
-  store <8 x float> %t182_c1_050, ptr %arena51, align 4
-  %t182_c1_152 = load <8 x float>, ptr %fc1.t182_c1_1, align 32
-  %193 = mul nsw i64 %fc1.mb1816, 4
+  store <8 x float> %t189_c1_050, ptr %arena51, align 4
+  %t189_c1_152 = load <8 x float>, ptr %fc1.t189_c1_1, align 32
+  %193 = mul nsw i64 %fc1.mb1886, 4
   %194 = add nsw i64 %193, 1
   %195 = mul nsw i64 %194, 64
   %196 = add nsw i64 710656, %195
-  %197 = mul nsw i64 %fc1.nb1805, 24
+  %197 = mul nsw i64 %fc1.nb1875, 24
   %198 = add nsw i64 %196, %197
   %199 = add nsw i64 %198, 8
   %arena53 = getelementptr inbounds float, ptr %arena, i64 %199
-  store <8 x float> %t182_c1_152, ptr %arena53, align 4
-  %t182_c1_254 = load <8 x float>, ptr %fc1.t182_c1_2, align 32
-  %200 = mul nsw i64 %fc1.mb1816, 4
+  store <8 x float> %t189_c1_152, ptr %arena53, align 4
+  %t189_c1_254 = load <8 x float>, ptr %fc1.t189_c1_2, align 32
+  %200 = mul nsw i64 %fc1.mb1886, 4
   %201 = add nsw i64 %200, 1
   %202 = mul nsw i64 %201, 64
   %203 = add nsw i64 710656, %202
-  %204 = mul nsw i64 %fc1.nb1805, 24
+  %204 = mul nsw i64 %fc1.nb1875, 24
   %205 = add nsw i64 %203, %204
   %206 = add nsw i64 %205, 16
   %arena55 = getelementptr inbounds float, ptr %arena, i64 %206
-  store <8 x float> %t182_c1_254, ptr %arena55, align 4
-  %t182_c2_056 = load <8 x float>, ptr %fc1.t182_c2_0, align 32
-  %207 = mul nsw i64 %fc1.mb1816, 4
+  store <8 x float> %t189_c1_254, ptr %arena55, align 4
+  %t189_c2_056 = load <8 x float>, ptr %fc1.t189_c2_0, align 32
+  %207 = mul nsw i64 %fc1.mb1886, 4
   %208 = add nsw i64 %207, 2
   %209 = mul nsw i64 %208, 64
   %210 = add nsw i64 710656, %209
-  %211 = mul nsw i64 %fc1.nb1805, 24
+  %211 = mul nsw i64 %fc1.nb1875, 24
   %212 = add nsw i64 %210, %211
   %arena57 = getelementptr inbounds float, ptr %arena, i64 %212
-  store <8 x float> %t182_c2_056, ptr %arena57, align 4
-  %t182_c2_158 = load <8 x float>, ptr %fc1.t182_c2_1, align 32
-  %213 = mul nsw i64 %fc1.mb1816, 4
+  store <8 x float> %t189_c2_056, ptr %arena57, align 4
+  %t189_c2_158 = load <8 x float>, ptr %fc1.t189_c2_1, align 32
+  %213 = mul nsw i64 %fc1.mb1886, 4
   %214 = add nsw i64 %213, 2
   %215 = mul nsw i64 %214, 64
   %216 = add nsw i64 710656, %215
-  %217 = mul nsw i64 %fc1.nb1805, 24
+  %217 = mul nsw i64 %fc1.nb1875, 24
   %218 = add nsw i64 %216, %217
   %219 = add nsw i64 %218, 8
   %arena59 = getelementptr inbounds float, ptr %arena, i64 %219
-  store <8 x float> %t182_c2_158, ptr %arena59, align 4
-  %t182_c2_260 = load <8 x float>, ptr %fc1.t182_c2_2, align 32
-  %220 = mul nsw i64 %fc1.mb1816, 4
+  store <8 x float> %t189_c2_158, ptr %arena59, align 4
+  %t189_c2_260 = load <8 x float>, ptr %fc1.t189_c2_2, align 32
+  %220 = mul nsw i64 %fc1.mb1886, 4
   %221 = add nsw i64 %220, 2
   %222 = mul nsw i64 %221, 64
   %223 = add nsw i64 710656, %222
-  %224 = mul nsw i64 %fc1.nb1805, 24
+  %224 = mul nsw i64 %fc1.nb1875, 24
   %225 = add nsw i64 %223, %224
   %226 = add nsw i64 %225, 16
   %arena61 = getelementptr inbounds float, ptr %arena, i64 %226
-  store <8 x float> %t182_c2_260, ptr %arena61, align 4
-  %t182_c3_062 = load <8 x float>, ptr %fc1.t182_c3_0, align 32
-  %227 = mul nsw i64 %fc1.mb1816, 4
+  store <8 x float> %t189_c2_260, ptr %arena61, align 4
+  %t189_c3_062 = load <8 x float>, ptr %fc1.t189_c3_0, align 32
+  %227 = mul nsw i64 %fc1.mb1886, 4
   %228 = add nsw i64 %227, 3
   %229 = mul nsw i64 %228, 64
   %230 = add nsw i64 710656, %229
-  %231 = mul nsw i64 %fc1.nb1805, 24
+  %231 = mul nsw i64 %fc1.nb1875, 24
   %232 = add nsw i64 %230, %231
   %arena63 = getelementptr inbounds float, ptr %arena, i64 %232
-  store <8 x float> %t182_c3_062, ptr %arena63, align 4
-  %t182_c3_164 = load <8 x float>, ptr %fc1.t182_c3_1, align 32
-  %233 = mul nsw i64 %fc1.mb1816, 4
+  store <8 x float> %t189_c3_062, ptr %arena63, align 4
+  %t189_c3_164 = load <8 x float>, ptr %fc1.t189_c3_1, align 32
+  %233 = mul nsw i64 %fc1.mb1886, 4
   %234 = add nsw i64 %233, 3
   %235 = mul nsw i64 %234, 64
   %236 = add nsw i64 710656, %235
-  %237 = mul nsw i64 %fc1.nb1805, 24
+  %237 = mul nsw i64 %fc1.nb1875, 24
   %238 = add nsw i64 %236, %237
   %239 = add nsw i64 %238, 8
   %arena65 = getelementptr inbounds float, ptr %arena, i64 %239
-  store <8 x float> %t182_c3_164, ptr %arena65, align 4
-  %t182_c3_266 = load <8 x float>, ptr %fc1.t182_c3_2, align 32
-  %240 = mul nsw i64 %fc1.mb1816, 4
+  store <8 x float> %t189_c3_164, ptr %arena65, align 4
+  %t189_c3_266 = load <8 x float>, ptr %fc1.t189_c3_2, align 32
+  %240 = mul nsw i64 %fc1.mb1886, 4
   %241 = add nsw i64 %240, 3
   %242 = mul nsw i64 %241, 64
   %243 = add nsw i64 710656, %242
-  %244 = mul nsw i64 %fc1.nb1805, 24
+  %244 = mul nsw i64 %fc1.nb1875, 24
   %245 = add nsw i64 %243, %244
   %246 = add nsw i64 %245, 16
   %arena67 = getelementptr inbounds float, ptr %arena, i64 %246
-  store <8 x float> %t182_c3_266, ptr %arena67, align 4
-  %mb181.next = add nsw i64 %fc1.mb1816, 1
-  %247 = icmp slt i64 %mb181.next, 32
-  br i1 %247, label %fc1.mb181, label %fc1.mb181.end
+  store <8 x float> %t189_c3_266, ptr %arena67, align 4
+  %mb188.next = add nsw i64 %fc1.mb1886, 1
+  %247 = icmp slt i64 %mb188.next, 32
+  br i1 %247, label %fc1.mb188, label %fc1.mb188.end
 
-fc1.mb184:                                        ; preds = %fc1.k186.end, %fc1.nb180.end
-  %fc1.mb18468 = phi i64 [ 0, %fc1.nb180.end ], [ %mb184.next, %fc1.k186.end ]
-  %248 = mul nsw i64 %fc1.mb18468, 4
+fc1.mb191:                                        ; preds = %fc1.k193.end, %fc1.nb187.end
+  %fc1.mb19168 = phi i64 [ 0, %fc1.nb187.end ], [ %mb191.next, %fc1.k193.end ]
+  %248 = mul nsw i64 %fc1.mb19168, 4
   %249 = mul nsw i64 %248, 64
   %250 = add nsw i64 710656, %249
   %251 = add nsw i64 %250, 48
   %arena69 = getelementptr inbounds float, ptr %arena, i64 %251
   %252 = load <8 x float>, ptr %arena69, align 4
-  store <8 x float> %252, ptr %fc1.t185_c0_0, align 32
-  %253 = mul nsw i64 %fc1.mb18468, 4
+  store <8 x float> %252, ptr %fc1.t192_c0_0, align 32
+  %253 = mul nsw i64 %fc1.mb19168, 4
   %254 = mul nsw i64 %253, 64
   %255 = add nsw i64 710656, %254
   %256 = add nsw i64 %255, 48
   %257 = add nsw i64 %256, 8
   %arena70 = getelementptr inbounds float, ptr %arena, i64 %257
   %258 = load <8 x float>, ptr %arena70, align 4
-  store <8 x float> %258, ptr %fc1.t185_c0_1, align 32
-  %259 = mul nsw i64 %fc1.mb18468, 4
+  store <8 x float> %258, ptr %fc1.t192_c0_1, align 32
+  %259 = mul nsw i64 %fc1.mb19168, 4
   %260 = add nsw i64 %259, 1
   %261 = mul nsw i64 %260, 64
   %262 = add nsw i64 710656, %261
   %263 = add nsw i64 %262, 48
   %arena71 = getelementptr inbounds float, ptr %arena, i64 %263
   %264 = load <8 x float>, ptr %arena71, align 4
-  store <8 x float> %264, ptr %fc1.t185_c1_0, align 32
-  %265 = mul nsw i64 %fc1.mb18468, 4
+  store <8 x float> %264, ptr %fc1.t192_c1_0, align 32
+  %265 = mul nsw i64 %fc1.mb19168, 4
   %266 = add nsw i64 %265, 1
   %267 = mul nsw i64 %266, 64
   %268 = add nsw i64 710656, %267
@@ -4798,16 +5282,16 @@ fc1.mb184:                                        ; preds = %fc1.k186.end, %fc1.
   %270 = add nsw i64 %269, 8
   %arena72 = getelementptr inbounds float, ptr %arena, i64 %270
   %271 = load <8 x float>, ptr %arena72, align 4
-  store <8 x float> %271, ptr %fc1.t185_c1_1, align 32
-  %272 = mul nsw i64 %fc1.mb18468, 4
+  store <8 x float> %271, ptr %fc1.t192_c1_1, align 32
+  %272 = mul nsw i64 %fc1.mb19168, 4
   %273 = add nsw i64 %272, 2
   %274 = mul nsw i64 %273, 64
   %275 = add nsw i64 710656, %274
   %276 = add nsw i64 %275, 48
   %arena73 = getelementptr inbounds float, ptr %arena, i64 %276
   %277 = load <8 x float>, ptr %arena73, align 4
-  store <8 x float> %277, ptr %fc1.t185_c2_0, align 32
-  %278 = mul nsw i64 %fc1.mb18468, 4
+  store <8 x float> %277, ptr %fc1.t192_c2_0, align 32
+  %278 = mul nsw i64 %fc1.mb19168, 4
   %279 = add nsw i64 %278, 2
   %280 = mul nsw i64 %279, 64
   %281 = add nsw i64 710656, %280
@@ -4815,16 +5299,16 @@ fc1.mb184:                                        ; preds = %fc1.k186.end, %fc1.
   %283 = add nsw i64 %282, 8
   %arena74 = getelementptr inbounds float, ptr %arena, i64 %283
   %284 = load <8 x float>, ptr %arena74, align 4
-  store <8 x float> %284, ptr %fc1.t185_c2_1, align 32
-  %285 = mul nsw i64 %fc1.mb18468, 4
+  store <8 x float> %284, ptr %fc1.t192_c2_1, align 32
+  %285 = mul nsw i64 %fc1.mb19168, 4
   %286 = add nsw i64 %285, 3
   %287 = mul nsw i64 %286, 64
   %288 = add nsw i64 710656, %287
   %289 = add nsw i64 %288, 48
   %arena75 = getelementptr inbounds float, ptr %arena, i64 %289
   %290 = load <8 x float>, ptr %arena75, align 4
-  store <8 x float> %290, ptr %fc1.t185_c3_0, align 32
-  %291 = mul nsw i64 %fc1.mb18468, 4
+  store <8 x float> %290, ptr %fc1.t192_c3_0, align 32
+  %291 = mul nsw i64 %fc1.mb19168, 4
   %292 = add nsw i64 %291, 3
   %293 = mul nsw i64 %292, 64
   %294 = add nsw i64 710656, %293
@@ -4832,319 +5316,321 @@ fc1.mb184:                                        ; preds = %fc1.k186.end, %fc1.
   %296 = add nsw i64 %295, 8
   %arena76 = getelementptr inbounds float, ptr %arena, i64 %296
   %297 = load <8 x float>, ptr %arena76, align 4
-  store <8 x float> %297, ptr %fc1.t185_c3_1, align 32
-  br label %fc1.k186
+  store <8 x float> %297, ptr %fc1.t192_c3_1, align 32
+  br label %fc1.k193
 
-fc1.mb184.end:                                    ; preds = %fc1.k186.end
-  %kp179.next = add nsw i64 %fc1.kp1794, 1
-  %298 = icmp slt i64 %kp179.next, 2
-  br i1 %298, label %fc1.kp179, label %fc1.kp179.end
+fc1.mb191.end:                                    ; preds = %fc1.k193.end
+  %kp186.next = add nsw i64 %fc1.kp1864, 1
+  %298 = icmp slt i64 %kp186.next, 2
+  br i1 %298, label %fc1.kp186, label %fc1.kp186.end
 
-fc1.k186:                                         ; preds = %fc1.k186, %fc1.mb184
-  %fc1.k18677 = phi i64 [ 0, %fc1.mb184 ], [ %k186.next, %fc1.k186 ]
-  %299 = mul nsw i64 %fc1.kp1794, 784
-  %300 = add nsw i64 %fc1.k18677, %299
+fc1.k193:                                         ; preds = %fc1.k193, %fc1.mb191
+  %fc1.k19377 = phi i64 [ 0, %fc1.mb191 ], [ %k193.next, %fc1.k193 ]
+  %299 = mul nsw i64 %fc1.kp1864, 784
+  %300 = add nsw i64 %fc1.k19377, %299
   %301 = mul nsw i64 %300, 64
   %302 = add nsw i64 610304, %301
   %303 = add nsw i64 %302, 48
   %arena78 = getelementptr inbounds float, ptr %arena, i64 %303
   %304 = load <8 x float>, ptr %arena78, align 4
-  store <8 x float> %304, ptr %fc1.t185_b0, align 32
-  %305 = mul nsw i64 %fc1.kp1794, 784
-  %306 = add nsw i64 %fc1.k18677, %305
+  store <8 x float> %304, ptr %fc1.t192_b0, align 32
+  %305 = mul nsw i64 %fc1.kp1864, 784
+  %306 = add nsw i64 %fc1.k19377, %305
   %307 = mul nsw i64 %306, 64
   %308 = add nsw i64 610304, %307
   %309 = add nsw i64 %308, 48
   %310 = add nsw i64 %309, 8
   %arena79 = getelementptr inbounds float, ptr %arena, i64 %310
   %311 = load <8 x float>, ptr %arena79, align 4
-  store <8 x float> %311, ptr %fc1.t185_b1, align 32
-  %312 = mul nsw i64 %fc1.mb18468, 4
+  store <8 x float> %311, ptr %fc1.t192_b1, align 32
+  %312 = mul nsw i64 %fc1.mb19168, 4
   %313 = mul nsw i64 %312, 1568
   %314 = add nsw i64 4800, %313
-  %315 = mul nsw i64 %fc1.kp1794, 784
-  %316 = add nsw i64 %fc1.k18677, %315
+  %315 = mul nsw i64 %fc1.kp1864, 784
+  %316 = add nsw i64 %fc1.k19377, %315
   %317 = add nsw i64 %314, %316
   %params80 = getelementptr inbounds float, ptr %params, i64 %317
   %318 = load float, ptr %params80, align 4
   %319 = insertelement <8 x float> undef, float %318, i32 0
   %320 = shufflevector <8 x float> %319, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %320, ptr %fc1.t185_a0, align 32
-  %t185_a0 = load <8 x float>, ptr %fc1.t185_a0, align 32
-  %t185_b0 = load <8 x float>, ptr %fc1.t185_b0, align 32
-  %t185_c0_0 = load <8 x float>, ptr %fc1.t185_c0_0, align 32
-  %321 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t185_a0, <8 x float> %t185_b0, <8 x float> %t185_c0_0)
-  store <8 x float> %321, ptr %fc1.t185_c0_0, align 32
-  %t185_a081 = load <8 x float>, ptr %fc1.t185_a0, align 32
-  %t185_b1 = load <8 x float>, ptr %fc1.t185_b1, align 32
-  %t185_c0_1 = load <8 x float>, ptr %fc1.t185_c0_1, align 32
-  %322 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t185_a081, <8 x float> %t185_b1, <8 x float> %t185_c0_1)
-  store <8 x float> %322, ptr %fc1.t185_c0_1, align 32
-  %323 = mul nsw i64 %fc1.mb18468, 4
+  store <8 x float> %320, ptr %fc1.t192_a0, align 32
+  %t192_a0 = load <8 x float>, ptr %fc1.t192_a0, align 32
+  %t192_b0 = load <8 x float>, ptr %fc1.t192_b0, align 32
+  %t192_c0_0 = load <8 x float>, ptr %fc1.t192_c0_0, align 32
+  %321 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t192_a0, <8 x float> %t192_b0, <8 x float> %t192_c0_0)
+  store <8 x float> %321, ptr %fc1.t192_c0_0, align 32
+  %t192_a081 = load <8 x float>, ptr %fc1.t192_a0, align 32
+  %t192_b1 = load <8 x float>, ptr %fc1.t192_b1, align 32
+  %t192_c0_1 = load <8 x float>, ptr %fc1.t192_c0_1, align 32
+  %322 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t192_a081, <8 x float> %t192_b1, <8 x float> %t192_c0_1)
+  store <8 x float> %322, ptr %fc1.t192_c0_1, align 32
+  %323 = mul nsw i64 %fc1.mb19168, 4
   %324 = add nsw i64 %323, 1
   %325 = mul nsw i64 %324, 1568
   %326 = add nsw i64 4800, %325
-  %327 = mul nsw i64 %fc1.kp1794, 784
-  %328 = add nsw i64 %fc1.k18677, %327
+  %327 = mul nsw i64 %fc1.kp1864, 784
+  %328 = add nsw i64 %fc1.k19377, %327
   %329 = add nsw i64 %326, %328
   %params82 = getelementptr inbounds float, ptr %params, i64 %329
   %330 = load float, ptr %params82, align 4
   %331 = insertelement <8 x float> undef, float %330, i32 0
   %332 = shufflevector <8 x float> %331, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %332, ptr %fc1.t185_a1, align 32
-  %t185_a1 = load <8 x float>, ptr %fc1.t185_a1, align 32
-  %t185_b083 = load <8 x float>, ptr %fc1.t185_b0, align 32
-  %t185_c1_0 = load <8 x float>, ptr %fc1.t185_c1_0, align 32
-  %333 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t185_a1, <8 x float> %t185_b083, <8 x float> %t185_c1_0)
-  store <8 x float> %333, ptr %fc1.t185_c1_0, align 32
-  %t185_a184 = load <8 x float>, ptr %fc1.t185_a1, align 32
-  %t185_b185 = load <8 x float>, ptr %fc1.t185_b1, align 32
-  %t185_c1_1 = load <8 x float>, ptr %fc1.t185_c1_1, align 32
-  %334 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t185_a184, <8 x float> %t185_b185, <8 x float> %t185_c1_1)
-  store <8 x float> %334, ptr %fc1.t185_c1_1, align 32
-  %335 = mul nsw i64 %fc1.mb18468, 4
+  store <8 x float> %332, ptr %fc1.t192_a1, align 32
+  %t192_a1 = load <8 x float>, ptr %fc1.t192_a1, align 32
+  %t192_b083 = load <8 x float>, ptr %fc1.t192_b0, align 32
+  %t192_c1_0 = load <8 x float>, ptr %fc1.t192_c1_0, align 32
+  %333 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t192_a1, <8 x float> %t192_b083, <8 x float> %t192_c1_0)
+  store <8 x float> %333, ptr %fc1.t192_c1_0, align 32
+  %t192_a184 = load <8 x float>, ptr %fc1.t192_a1, align 32
+  %t192_b185 = load <8 x float>, ptr %fc1.t192_b1, align 32
+  %t192_c1_1 = load <8 x float>, ptr %fc1.t192_c1_1, align 32
+  %334 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t192_a184, <8 x float> %t192_b185, <8 x float> %t192_c1_1)
+  store <8 x float> %334, ptr %fc1.t192_c1_1, align 32
+  %335 = mul nsw i64 %fc1.mb19168, 4
   %336 = add nsw i64 %335, 2
   %337 = mul nsw i64 %336, 1568
   %338 = add nsw i64 4800, %337
-  %339 = mul nsw i64 %fc1.kp1794, 784
-  %340 = add nsw i64 %fc1.k18677, %339
+  %339 = mul nsw i64 %fc1.kp1864, 784
+  %340 = add nsw i64 %fc1.k19377, %339
   %341 = add nsw i64 %338, %340
   %params86 = getelementptr inbounds float, ptr %params, i64 %341
   %342 = load float, ptr %params86, align 4
   %343 = insertelement <8 x float> undef, float %342, i32 0
   %344 = shufflevector <8 x float> %343, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %344, ptr %fc1.t185_a2, align 32
-  %t185_a2 = load <8 x float>, ptr %fc1.t185_a2, align 32
-  %t185_b087 = load <8 x float>, ptr %fc1.t185_b0, align 32
-  %t185_c2_0 = load <8 x float>, ptr %fc1.t185_c2_0, align 32
-  %345 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t185_a2, <8 x float> %t185_b087, <8 x float> %t185_c2_0)
-  store <8 x float> %345, ptr %fc1.t185_c2_0, align 32
-  %t185_a288 = load <8 x float>, ptr %fc1.t185_a2, align 32
-  %t185_b189 = load <8 x float>, ptr %fc1.t185_b1, align 32
-  %t185_c2_1 = load <8 x float>, ptr %fc1.t185_c2_1, align 32
-  %346 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t185_a288, <8 x float> %t185_b189, <8 x float> %t185_c2_1)
-  store <8 x float> %346, ptr %fc1.t185_c2_1, align 32
-  %347 = mul nsw i64 %fc1.mb18468, 4
+  store <8 x float> %344, ptr %fc1.t192_a2, align 32
+  %t192_a2 = load <8 x float>, ptr %fc1.t192_a2, align 32
+  %t192_b087 = load <8 x float>, ptr %fc1.t192_b0, align 32
+  %t192_c2_0 = load <8 x float>, ptr %fc1.t192_c2_0, align 32
+  %345 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t192_a2, <8 x float> %t192_b087, <8 x float> %t192_c2_0)
+  store <8 x float> %345, ptr %fc1.t192_c2_0, align 32
+  %t192_a288 = load <8 x float>, ptr %fc1.t192_a2, align 32
+  %t192_b189 = load <8 x float>, ptr %fc1.t192_b1, align 32
+  %t192_c2_1 = load <8 x float>, ptr %fc1.t192_c2_1, align 32
+  %346 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t192_a288, <8 x float> %t192_b189, <8 x float> %t192_c2_1)
+  store <8 x float> %346, ptr %fc1.t192_c2_1, align 32
+  %347 = mul nsw i64 %fc1.mb19168, 4
   %348 = add nsw i64 %347, 3
   %349 = mul nsw i64 %348, 1568
   %350 = add nsw i64 4800, %349
-  %351 = mul nsw i64 %fc1.kp1794, 784
-  %352 = add nsw i64 %fc1.k18677, %351
+  %351 = mul nsw i64 %fc1.kp1864, 784
+  %352 = add nsw i64 %fc1.k19377, %351
   %353 = add nsw i64 %350, %352
   %params90 = getelementptr inbounds float, ptr %params, i64 %353
   %354 = load float, ptr %params90, align 4
   %355 = insertelement <8 x float> undef, float %354, i32 0
   %356 = shufflevector <8 x float> %355, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %356, ptr %fc1.t185_a3, align 32
-  %t185_a3 = load <8 x float>, ptr %fc1.t185_a3, align 32
-  %t185_b091 = load <8 x float>, ptr %fc1.t185_b0, align 32
-  %t185_c3_0 = load <8 x float>, ptr %fc1.t185_c3_0, align 32
-  %357 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t185_a3, <8 x float> %t185_b091, <8 x float> %t185_c3_0)
-  store <8 x float> %357, ptr %fc1.t185_c3_0, align 32
-  %t185_a392 = load <8 x float>, ptr %fc1.t185_a3, align 32
-  %t185_b193 = load <8 x float>, ptr %fc1.t185_b1, align 32
-  %t185_c3_1 = load <8 x float>, ptr %fc1.t185_c3_1, align 32
-  %358 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t185_a392, <8 x float> %t185_b193, <8 x float> %t185_c3_1)
-  store <8 x float> %358, ptr %fc1.t185_c3_1, align 32
-  %k186.next = add nsw i64 %fc1.k18677, 1
-  %359 = icmp slt i64 %k186.next, 784
-  br i1 %359, label %fc1.k186, label %fc1.k186.end
+  store <8 x float> %356, ptr %fc1.t192_a3, align 32
+  %t192_a3 = load <8 x float>, ptr %fc1.t192_a3, align 32
+  %t192_b091 = load <8 x float>, ptr %fc1.t192_b0, align 32
+  %t192_c3_0 = load <8 x float>, ptr %fc1.t192_c3_0, align 32
+  %357 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t192_a3, <8 x float> %t192_b091, <8 x float> %t192_c3_0)
+  store <8 x float> %357, ptr %fc1.t192_c3_0, align 32
+  %t192_a392 = load <8 x float>, ptr %fc1.t192_a3, align 32
+  %t192_b193 = load <8 x float>, ptr %fc1.t192_b1, align 32
+  %t192_c3_1 = load <8 x float>, ptr %fc1.t192_c3_1, align 32
+  %358 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t192_a392, <8 x float> %t192_b193, <8 x float> %t192_c3_1)
+  store <8 x float> %358, ptr %fc1.t192_c3_1, align 32
+  %k193.next = add nsw i64 %fc1.k19377, 1
+  %359 = icmp slt i64 %k193.next, 784
+  br i1 %359, label %fc1.k193, label %fc1.k193.end
 
-fc1.k186.end:                                     ; preds = %fc1.k186
-  %t185_c0_094 = load <8 x float>, ptr %fc1.t185_c0_0, align 32
-  %360 = mul nsw i64 %fc1.mb18468, 4
+fc1.k193.end:                                     ; preds = %fc1.k193
+  %t192_c0_094 = load <8 x float>, ptr %fc1.t192_c0_0, align 32
+  %360 = mul nsw i64 %fc1.mb19168, 4
   %361 = mul nsw i64 %360, 64
   %362 = add nsw i64 710656, %361
   %363 = add nsw i64 %362, 48
   %arena95 = getelementptr inbounds float, ptr %arena, i64 %363
-  store <8 x float> %t185_c0_094, ptr %arena95, align 4
-  %t185_c0_196 = load <8 x float>, ptr %fc1.t185_c0_1, align 32
-  %364 = mul nsw i64 %fc1.mb18468, 4
+  store <8 x float> %t192_c0_094, ptr %arena95, align 4
+  %t192_c0_196 = load <8 x float>, ptr %fc1.t192_c0_1, align 32
+  %364 = mul nsw i64 %fc1.mb19168, 4
   %365 = mul nsw i64 %364, 64
   %366 = add nsw i64 710656, %365
   %367 = add nsw i64 %366, 48
   %368 = add nsw i64 %367, 8
   %arena97 = getelementptr inbounds float, ptr %arena, i64 %368
-  store <8 x float> %t185_c0_196, ptr %arena97, align 4
-  %t185_c1_098 = load <8 x float>, ptr %fc1.t185_c1_0, align 32
-  %369 = mul nsw i64 %fc1.mb18468, 4
+  store <8 x float> %t192_c0_196, ptr %arena97, align 4
+  %t192_c1_098 = load <8 x float>, ptr %fc1.t192_c1_0, align 32
+  %369 = mul nsw i64 %fc1.mb19168, 4
   %370 = add nsw i64 %369, 1
   %371 = mul nsw i64 %370, 64
   %372 = add nsw i64 710656, %371
   %373 = add nsw i64 %372, 48
   %arena99 = getelementptr inbounds float, ptr %arena, i64 %373
-  store <8 x float> %t185_c1_098, ptr %arena99, align 4
-  %t185_c1_1100 = load <8 x float>, ptr %fc1.t185_c1_1, align 32
-  %374 = mul nsw i64 %fc1.mb18468, 4
+  store <8 x float> %t192_c1_098, ptr %arena99, align 4
+  %t192_c1_1100 = load <8 x float>, ptr %fc1.t192_c1_1, align 32
+  %374 = mul nsw i64 %fc1.mb19168, 4
   %375 = add nsw i64 %374, 1
   %376 = mul nsw i64 %375, 64
   %377 = add nsw i64 710656, %376
   %378 = add nsw i64 %377, 48
   %379 = add nsw i64 %378, 8
   %arena101 = getelementptr inbounds float, ptr %arena, i64 %379
-  store <8 x float> %t185_c1_1100, ptr %arena101, align 4
-  %t185_c2_0102 = load <8 x float>, ptr %fc1.t185_c2_0, align 32
-  %380 = mul nsw i64 %fc1.mb18468, 4
+  store <8 x float> %t192_c1_1100, ptr %arena101, align 4
+  %t192_c2_0102 = load <8 x float>, ptr %fc1.t192_c2_0, align 32
+  %380 = mul nsw i64 %fc1.mb19168, 4
   %381 = add nsw i64 %380, 2
   %382 = mul nsw i64 %381, 64
   %383 = add nsw i64 710656, %382
   %384 = add nsw i64 %383, 48
   %arena103 = getelementptr inbounds float, ptr %arena, i64 %384
-  store <8 x float> %t185_c2_0102, ptr %arena103, align 4
-  %t185_c2_1104 = load <8 x float>, ptr %fc1.t185_c2_1, align 32
-  %385 = mul nsw i64 %fc1.mb18468, 4
+  store <8 x float> %t192_c2_0102, ptr %arena103, align 4
+  %t192_c2_1104 = load <8 x float>, ptr %fc1.t192_c2_1, align 32
+  %385 = mul nsw i64 %fc1.mb19168, 4
   %386 = add nsw i64 %385, 2
   %387 = mul nsw i64 %386, 64
   %388 = add nsw i64 710656, %387
   %389 = add nsw i64 %388, 48
   %390 = add nsw i64 %389, 8
   %arena105 = getelementptr inbounds float, ptr %arena, i64 %390
-  store <8 x float> %t185_c2_1104, ptr %arena105, align 4
-  %t185_c3_0106 = load <8 x float>, ptr %fc1.t185_c3_0, align 32
-  %391 = mul nsw i64 %fc1.mb18468, 4
+  store <8 x float> %t192_c2_1104, ptr %arena105, align 4
+  %t192_c3_0106 = load <8 x float>, ptr %fc1.t192_c3_0, align 32
+  %391 = mul nsw i64 %fc1.mb19168, 4
   %392 = add nsw i64 %391, 3
   %393 = mul nsw i64 %392, 64
   %394 = add nsw i64 710656, %393
   %395 = add nsw i64 %394, 48
   %arena107 = getelementptr inbounds float, ptr %arena, i64 %395
-  store <8 x float> %t185_c3_0106, ptr %arena107, align 4
-  %t185_c3_1108 = load <8 x float>, ptr %fc1.t185_c3_1, align 32
-  %396 = mul nsw i64 %fc1.mb18468, 4
+  store <8 x float> %t192_c3_0106, ptr %arena107, align 4
+  %t192_c3_1108 = load <8 x float>, ptr %fc1.t192_c3_1, align 32
+  %396 = mul nsw i64 %fc1.mb19168, 4
   %397 = add nsw i64 %396, 3
   %398 = mul nsw i64 %397, 64
   %399 = add nsw i64 710656, %398
   %400 = add nsw i64 %399, 48
   %401 = add nsw i64 %400, 8
   %arena109 = getelementptr inbounds float, ptr %arena, i64 %401
-  store <8 x float> %t185_c3_1108, ptr %arena109, align 4
-  %mb184.next = add nsw i64 %fc1.mb18468, 1
-  %402 = icmp slt i64 %mb184.next, 32
-  br i1 %402, label %fc1.mb184, label %fc1.mb184.end
+  store <8 x float> %t192_c3_1108, ptr %arena109, align 4
+  %mb191.next = add nsw i64 %fc1.mb19168, 1
+  %402 = icmp slt i64 %mb191.next, 32
+  br i1 %402, label %fc1.mb191, label %fc1.mb191.end
 }
 
 ; Function Attrs: noinline
-define internal void @smallcnn_train_b64.k4.fc2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @smallcnn_train_b64.k4.fc2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %arena1 = getelementptr inbounds float, ptr %arena, i64 602112
   %params2 = getelementptr inbounds float, ptr %params, i64 205632
   %arena3 = getelementptr inbounds float, ptr %arena, i64 610304
   call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 128, float 1.000000e+00, ptr %arena1, i32 128, ptr %params2, i32 128, float 0.000000e+00, ptr %arena3, i32 10)
-  br label %fc2.n190
+  br label %fc2.n197
 
-fc2.n190:                                         ; preds = %fc2.u191.end, %entry
-  %fc2.n1904 = phi i64 [ 0, %entry ], [ %n190.next, %fc2.u191.end ]
-  br label %fc2.u191
+fc2.n197:                                         ; preds = %fc2.u198.end, %entry
+  %fc2.n1974 = phi i64 [ 0, %entry ], [ %n197.next, %fc2.u198.end ]
+  br label %fc2.u198
 
-fc2.n190.end:                                     ; preds = %fc2.u191.end
+fc2.n197.end:                                     ; preds = %fc2.u198.end
   ret void
 
-fc2.u191:                                         ; preds = %fc2.u191, %fc2.n190
-  %fc2.u1915 = phi i64 [ 0, %fc2.n190 ], [ %u191.next, %fc2.u191 ]
-  %0 = mul nsw i64 %fc2.n1904, 10
+fc2.u198:                                         ; preds = %fc2.u198, %fc2.n197
+  %fc2.u1985 = phi i64 [ 0, %fc2.n197 ], [ %u198.next, %fc2.u198 ]
+  %0 = mul nsw i64 %fc2.n1974, 10
   %1 = add nsw i64 610304, %0
-  %2 = add nsw i64 %1, %fc2.u1915
+  %2 = add nsw i64 %1, %fc2.u1985
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %2
   %3 = load float, ptr %arena6, align 4
-  %4 = add nsw i64 206912, %fc2.u1915
+  %4 = add nsw i64 206912, %fc2.u1985
   %params7 = getelementptr inbounds float, ptr %params, i64 %4
   %5 = load float, ptr %params7, align 4
   %6 = fadd float %3, %5
-  %7 = mul nsw i64 %fc2.n1904, 10
+  %7 = mul nsw i64 %fc2.n1974, 10
   %8 = add nsw i64 610304, %7
-  %9 = add nsw i64 %8, %fc2.u1915
+  %9 = add nsw i64 %8, %fc2.u1985
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %9
   store float %6, ptr %arena8, align 4
-  %u191.next = add nsw i64 %fc2.u1915, 1
-  %10 = icmp slt i64 %u191.next, 10
-  br i1 %10, label %fc2.u191, label %fc2.u191.end
+  %u198.next = add nsw i64 %fc2.u1985, 1
+  %10 = icmp slt i64 %u198.next, 10
+  br i1 %10, label %fc2.u198, label %fc2.u198.end
 
-fc2.u191.end:                                     ; preds = %fc2.u191
-  %n190.next = add nsw i64 %fc2.n1904, 1
-  %11 = icmp slt i64 %n190.next, 64
-  br i1 %11, label %fc2.n190, label %fc2.n190.end
+fc2.u198.end:                                     ; preds = %fc2.u198
+  %n197.next = add nsw i64 %fc2.n1974, 1
+  %11 = icmp slt i64 %n197.next, 64
+  br i1 %11, label %fc2.n197, label %fc2.n197.end
 }
 
-; Function Attrs: noinline
-define internal void @smallcnn_train_b64.k5.loss(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
-entry:
-  %loss.s195 = alloca float, align 4
-  %loss.m194 = alloca float, align 4
-  %loss.total192 = alloca float, align 4
-  store float 0.000000e+00, ptr %loss.total192, align 4
-  br label %loss.n193
+declare void @cblas_sgemm(i32, i32, i32, i32, i32, i32, float, ptr, i32, ptr, i32, float, ptr, i32)
 
-loss.n193:                                        ; preds = %loss.k197.end, %entry
-  %loss.n1931 = phi i64 [ 0, %entry ], [ %n193.next, %loss.k197.end ]
-  %0 = mul nsw i64 %loss.n1931, 10
+; Function Attrs: noinline
+define internal void @smallcnn_train_b64.k5.loss(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+entry:
+  %loss.s202 = alloca float, align 4
+  %loss.m201 = alloca float, align 4
+  %loss.total199 = alloca float, align 4
+  store float 0.000000e+00, ptr %loss.total199, align 4
+  br label %loss.n200
+
+loss.n200:                                        ; preds = %loss.k204.end, %entry
+  %loss.n2001 = phi i64 [ 0, %entry ], [ %n200.next, %loss.k204.end ]
+  %0 = mul nsw i64 %loss.n2001, 10
   %1 = add nsw i64 610304, %0
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %1
   %2 = load float, ptr %arena2, align 4
-  store float %2, ptr %loss.m194, align 4
-  br label %loss.k196
+  store float %2, ptr %loss.m201, align 4
+  br label %loss.k203
 
-loss.n193.end:                                    ; preds = %loss.k197.end
-  %total19212 = load float, ptr %loss.total192, align 4
-  %3 = fdiv float %total19212, 6.400000e+01
+loss.n200.end:                                    ; preds = %loss.k204.end
+  %total19912 = load float, ptr %loss.total199, align 4
+  %3 = fdiv float %total19912, 6.400000e+01
   %arena13 = getelementptr inbounds float, ptr %arena, i64 610944
   store float %3, ptr %arena13, align 4
   ret void
 
-loss.k196:                                        ; preds = %loss.k196, %loss.n193
-  %loss.k1963 = phi i64 [ 0, %loss.n193 ], [ %k196.next, %loss.k196 ]
-  %m194 = load float, ptr %loss.m194, align 4
-  %4 = mul nsw i64 %loss.n1931, 10
+loss.k203:                                        ; preds = %loss.k203, %loss.n200
+  %loss.k2033 = phi i64 [ 0, %loss.n200 ], [ %k203.next, %loss.k203 ]
+  %m201 = load float, ptr %loss.m201, align 4
+  %4 = mul nsw i64 %loss.n2001, 10
   %5 = add nsw i64 610304, %4
-  %6 = add nsw i64 %5, %loss.k1963
+  %6 = add nsw i64 %5, %loss.k2033
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %6
   %7 = load float, ptr %arena4, align 4
-  %8 = fcmp ogt float %7, %m194
-  %9 = select i1 %8, float %7, float %m194
-  store float %9, ptr %loss.m194, align 4
-  %k196.next = add nsw i64 %loss.k1963, 1
-  %10 = icmp slt i64 %k196.next, 10
-  br i1 %10, label %loss.k196, label %loss.k196.end
+  %8 = fcmp ogt float %7, %m201
+  %9 = select i1 %8, float %7, float %m201
+  store float %9, ptr %loss.m201, align 4
+  %k203.next = add nsw i64 %loss.k2033, 1
+  %10 = icmp slt i64 %k203.next, 10
+  br i1 %10, label %loss.k203, label %loss.k203.end
 
-loss.k196.end:                                    ; preds = %loss.k196
-  store float 0.000000e+00, ptr %loss.s195, align 4
-  br label %loss.k197
+loss.k203.end:                                    ; preds = %loss.k203
+  store float 0.000000e+00, ptr %loss.s202, align 4
+  br label %loss.k204
 
-loss.k197:                                        ; preds = %loss.k197, %loss.k196.end
-  %loss.k1975 = phi i64 [ 0, %loss.k196.end ], [ %k197.next, %loss.k197 ]
-  %s195 = load float, ptr %loss.s195, align 4
-  %11 = mul nsw i64 %loss.n1931, 10
+loss.k204:                                        ; preds = %loss.k204, %loss.k203.end
+  %loss.k2045 = phi i64 [ 0, %loss.k203.end ], [ %k204.next, %loss.k204 ]
+  %s202 = load float, ptr %loss.s202, align 4
+  %11 = mul nsw i64 %loss.n2001, 10
   %12 = add nsw i64 610304, %11
-  %13 = add nsw i64 %12, %loss.k1975
+  %13 = add nsw i64 %12, %loss.k2045
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %13
   %14 = load float, ptr %arena6, align 4
-  %m1947 = load float, ptr %loss.m194, align 4
-  %15 = fsub float %14, %m1947
+  %m2017 = load float, ptr %loss.m201, align 4
+  %15 = fsub float %14, %m2017
   %16 = call float @llvm.exp.f32(float %15)
-  %17 = fadd float %s195, %16
-  store float %17, ptr %loss.s195, align 4
-  %k197.next = add nsw i64 %loss.k1975, 1
-  %18 = icmp slt i64 %k197.next, 10
-  br i1 %18, label %loss.k197, label %loss.k197.end
+  %17 = fadd float %s202, %16
+  store float %17, ptr %loss.s202, align 4
+  %k204.next = add nsw i64 %loss.k2045, 1
+  %18 = icmp slt i64 %k204.next, 10
+  br i1 %18, label %loss.k204, label %loss.k204.end
 
-loss.k197.end:                                    ; preds = %loss.k197
-  %total192 = load float, ptr %loss.total192, align 4
-  %m1948 = load float, ptr %loss.m194, align 4
-  %s1959 = load float, ptr %loss.s195, align 4
-  %19 = call float @llvm.log.f32(float %s1959)
-  %20 = fadd float %m1948, %19
-  %21 = mul nsw i64 %loss.n1931, 10
+loss.k204.end:                                    ; preds = %loss.k204
+  %total199 = load float, ptr %loss.total199, align 4
+  %m2018 = load float, ptr %loss.m201, align 4
+  %s2029 = load float, ptr %loss.s202, align 4
+  %19 = call float @llvm.log.f32(float %s2029)
+  %20 = fadd float %m2018, %19
+  %21 = mul nsw i64 %loss.n2001, 10
   %22 = add nsw i64 610304, %21
-  %labels10 = getelementptr inbounds i32, ptr %labels, i64 %loss.n1931
+  %labels10 = getelementptr inbounds i32, ptr %labels, i64 %loss.n2001
   %label = load i32, ptr %labels10, align 4
   %23 = sext i32 %label to i64
   %24 = add nsw i64 %22, %23
   %arena11 = getelementptr inbounds float, ptr %arena, i64 %24
   %25 = load float, ptr %arena11, align 4
   %26 = fsub float %20, %25
-  %27 = fadd float %total192, %26
-  store float %27, ptr %loss.total192, align 4
-  %n193.next = add nsw i64 %loss.n1931, 1
-  %28 = icmp slt i64 %n193.next, 64
-  br i1 %28, label %loss.n193, label %loss.n193.end
+  %27 = fadd float %total199, %26
+  store float %27, ptr %loss.total199, align 4
+  %n200.next = add nsw i64 %loss.n2001, 1
+  %28 = icmp slt i64 %n200.next, 64
+  br i1 %28, label %loss.n200, label %loss.n200.end
 }
 
 ; Function Attrs: nocallback nofree nosync nounwind speculatable willreturn memory(none)
@@ -5154,109 +5640,109 @@ declare float @llvm.exp.f32(float) #2
 declare float @llvm.log.f32(float) #2
 
 ; Function Attrs: noinline
-define internal void @smallcnn_train_b64.k6.fc2_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @smallcnn_train_b64.k6.fc2_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %fc2_grad.s200 = alloca float, align 4
-  %fc2_grad.m199 = alloca float, align 4
-  br label %fc2_grad.n198
+  %fc2_grad.s207 = alloca float, align 4
+  %fc2_grad.m206 = alloca float, align 4
+  br label %fc2_grad.n205
 
-fc2_grad.n198:                                    ; preds = %fc2_grad.k203.end, %entry
-  %fc2_grad.n1981 = phi i64 [ 0, %entry ], [ %n198.next, %fc2_grad.k203.end ]
-  %0 = mul nsw i64 %fc2_grad.n1981, 10
+fc2_grad.n205:                                    ; preds = %fc2_grad.k210.end, %entry
+  %fc2_grad.n2051 = phi i64 [ 0, %entry ], [ %n205.next, %fc2_grad.k210.end ]
+  %0 = mul nsw i64 %fc2_grad.n2051, 10
   %1 = add nsw i64 610304, %0
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %1
   %2 = load float, ptr %arena2, align 4
-  store float %2, ptr %fc2_grad.m199, align 4
-  br label %fc2_grad.k201
+  store float %2, ptr %fc2_grad.m206, align 4
+  br label %fc2_grad.k208
 
-fc2_grad.n198.end:                                ; preds = %fc2_grad.k203.end
+fc2_grad.n205.end:                                ; preds = %fc2_grad.k210.end
   ret void
 
-fc2_grad.k201:                                    ; preds = %fc2_grad.k201, %fc2_grad.n198
-  %fc2_grad.k2013 = phi i64 [ 0, %fc2_grad.n198 ], [ %k201.next, %fc2_grad.k201 ]
-  %m199 = load float, ptr %fc2_grad.m199, align 4
-  %3 = mul nsw i64 %fc2_grad.n1981, 10
+fc2_grad.k208:                                    ; preds = %fc2_grad.k208, %fc2_grad.n205
+  %fc2_grad.k2083 = phi i64 [ 0, %fc2_grad.n205 ], [ %k208.next, %fc2_grad.k208 ]
+  %m206 = load float, ptr %fc2_grad.m206, align 4
+  %3 = mul nsw i64 %fc2_grad.n2051, 10
   %4 = add nsw i64 610304, %3
-  %5 = add nsw i64 %4, %fc2_grad.k2013
+  %5 = add nsw i64 %4, %fc2_grad.k2083
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %5
   %6 = load float, ptr %arena4, align 4
-  %7 = fcmp ogt float %6, %m199
-  %8 = select i1 %7, float %6, float %m199
-  store float %8, ptr %fc2_grad.m199, align 4
-  %k201.next = add nsw i64 %fc2_grad.k2013, 1
-  %9 = icmp slt i64 %k201.next, 10
-  br i1 %9, label %fc2_grad.k201, label %fc2_grad.k201.end
+  %7 = fcmp ogt float %6, %m206
+  %8 = select i1 %7, float %6, float %m206
+  store float %8, ptr %fc2_grad.m206, align 4
+  %k208.next = add nsw i64 %fc2_grad.k2083, 1
+  %9 = icmp slt i64 %k208.next, 10
+  br i1 %9, label %fc2_grad.k208, label %fc2_grad.k208.end
 
-fc2_grad.k201.end:                                ; preds = %fc2_grad.k201
-  store float 0.000000e+00, ptr %fc2_grad.s200, align 4
-  br label %fc2_grad.k202
+fc2_grad.k208.end:                                ; preds = %fc2_grad.k208
+  store float 0.000000e+00, ptr %fc2_grad.s207, align 4
+  br label %fc2_grad.k209
 
-fc2_grad.k202:                                    ; preds = %fc2_grad.k202, %fc2_grad.k201.end
-  %fc2_grad.k2025 = phi i64 [ 0, %fc2_grad.k201.end ], [ %k202.next, %fc2_grad.k202 ]
-  %s200 = load float, ptr %fc2_grad.s200, align 4
-  %10 = mul nsw i64 %fc2_grad.n1981, 10
+fc2_grad.k209:                                    ; preds = %fc2_grad.k209, %fc2_grad.k208.end
+  %fc2_grad.k2095 = phi i64 [ 0, %fc2_grad.k208.end ], [ %k209.next, %fc2_grad.k209 ]
+  %s207 = load float, ptr %fc2_grad.s207, align 4
+  %10 = mul nsw i64 %fc2_grad.n2051, 10
   %11 = add nsw i64 610304, %10
-  %12 = add nsw i64 %11, %fc2_grad.k2025
+  %12 = add nsw i64 %11, %fc2_grad.k2095
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %12
   %13 = load float, ptr %arena6, align 4
-  %m1997 = load float, ptr %fc2_grad.m199, align 4
-  %14 = fsub float %13, %m1997
+  %m2067 = load float, ptr %fc2_grad.m206, align 4
+  %14 = fsub float %13, %m2067
   %15 = call float @llvm.exp.f32(float %14)
-  %16 = fadd float %s200, %15
-  store float %16, ptr %fc2_grad.s200, align 4
-  %k202.next = add nsw i64 %fc2_grad.k2025, 1
-  %17 = icmp slt i64 %k202.next, 10
-  br i1 %17, label %fc2_grad.k202, label %fc2_grad.k202.end
+  %16 = fadd float %s207, %15
+  store float %16, ptr %fc2_grad.s207, align 4
+  %k209.next = add nsw i64 %fc2_grad.k2095, 1
+  %17 = icmp slt i64 %k209.next, 10
+  br i1 %17, label %fc2_grad.k209, label %fc2_grad.k209.end
 
-fc2_grad.k202.end:                                ; preds = %fc2_grad.k202
-  br label %fc2_grad.k203
+fc2_grad.k209.end:                                ; preds = %fc2_grad.k209
+  br label %fc2_grad.k210
 
-fc2_grad.k203:                                    ; preds = %fc2_grad.k203, %fc2_grad.k202.end
-  %fc2_grad.k2038 = phi i64 [ 0, %fc2_grad.k202.end ], [ %k203.next, %fc2_grad.k203 ]
-  %labels9 = getelementptr inbounds i32, ptr %labels, i64 %fc2_grad.n1981
+fc2_grad.k210:                                    ; preds = %fc2_grad.k210, %fc2_grad.k209.end
+  %fc2_grad.k2108 = phi i64 [ 0, %fc2_grad.k209.end ], [ %k210.next, %fc2_grad.k210 ]
+  %labels9 = getelementptr inbounds i32, ptr %labels, i64 %fc2_grad.n2051
   %label = load i32, ptr %labels9, align 4
   %18 = sext i32 %label to i64
-  %19 = icmp eq i64 %fc2_grad.k2038, %18
-  %20 = mul nsw i64 %fc2_grad.n1981, 10
+  %19 = icmp eq i64 %fc2_grad.k2108, %18
+  %20 = mul nsw i64 %fc2_grad.n2051, 10
   %21 = add nsw i64 610304, %20
-  %22 = add nsw i64 %21, %fc2_grad.k2038
+  %22 = add nsw i64 %21, %fc2_grad.k2108
   %arena10 = getelementptr inbounds float, ptr %arena, i64 %22
   %23 = load float, ptr %arena10, align 4
-  %m19911 = load float, ptr %fc2_grad.m199, align 4
-  %24 = fsub float %23, %m19911
+  %m20611 = load float, ptr %fc2_grad.m206, align 4
+  %24 = fsub float %23, %m20611
   %25 = call float @llvm.exp.f32(float %24)
-  %s20012 = load float, ptr %fc2_grad.s200, align 4
-  %26 = fdiv float %25, %s20012
+  %s20712 = load float, ptr %fc2_grad.s207, align 4
+  %26 = fdiv float %25, %s20712
   %27 = fsub float %26, 1.000000e+00
-  %28 = mul nsw i64 %fc2_grad.n1981, 10
+  %28 = mul nsw i64 %fc2_grad.n2051, 10
   %29 = add nsw i64 610304, %28
-  %30 = add nsw i64 %29, %fc2_grad.k2038
+  %30 = add nsw i64 %29, %fc2_grad.k2108
   %arena13 = getelementptr inbounds float, ptr %arena, i64 %30
   %31 = load float, ptr %arena13, align 4
-  %m19914 = load float, ptr %fc2_grad.m199, align 4
-  %32 = fsub float %31, %m19914
+  %m20614 = load float, ptr %fc2_grad.m206, align 4
+  %32 = fsub float %31, %m20614
   %33 = call float @llvm.exp.f32(float %32)
-  %s20015 = load float, ptr %fc2_grad.s200, align 4
-  %34 = fdiv float %33, %s20015
+  %s20715 = load float, ptr %fc2_grad.s207, align 4
+  %34 = fdiv float %33, %s20715
   %35 = select i1 %19, float %27, float %34
   %36 = fdiv float %35, 6.400000e+01
-  %37 = mul nsw i64 %fc2_grad.n1981, 10
+  %37 = mul nsw i64 %fc2_grad.n2051, 10
   %38 = add nsw i64 610960, %37
-  %39 = add nsw i64 %38, %fc2_grad.k2038
+  %39 = add nsw i64 %38, %fc2_grad.k2108
   %arena16 = getelementptr inbounds float, ptr %arena, i64 %39
   store float %36, ptr %arena16, align 4
-  %k203.next = add nsw i64 %fc2_grad.k2038, 1
-  %40 = icmp slt i64 %k203.next, 10
-  br i1 %40, label %fc2_grad.k203, label %fc2_grad.k203.end
+  %k210.next = add nsw i64 %fc2_grad.k2108, 1
+  %40 = icmp slt i64 %k210.next, 10
+  br i1 %40, label %fc2_grad.k210, label %fc2_grad.k210.end
 
-fc2_grad.k203.end:                                ; preds = %fc2_grad.k203
-  %n198.next = add nsw i64 %fc2_grad.n1981, 1
-  %41 = icmp slt i64 %n198.next, 64
-  br i1 %41, label %fc2_grad.n198, label %fc2_grad.n198.end
+fc2_grad.k210.end:                                ; preds = %fc2_grad.k210
+  %n205.next = add nsw i64 %fc2_grad.n2051, 1
+  %41 = icmp slt i64 %n205.next, 64
+  br i1 %41, label %fc2_grad.n205, label %fc2_grad.n205.end
 }
 
 ; Function Attrs: noinline
-define internal void @smallcnn_train_b64.k7.fc2_weight_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @smallcnn_train_b64.k7.fc2_weight_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %arena1 = getelementptr inbounds float, ptr %arena, i64 610960
   %arena2 = getelementptr inbounds float, ptr %arena, i64 602112
@@ -5266,45 +5752,45 @@ entry:
 }
 
 ; Function Attrs: noinline
-define internal void @smallcnn_train_b64.k8.fc2_bias_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @smallcnn_train_b64.k8.fc2_bias_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %fc2_bias_grad.acc205 = alloca float, align 4
-  br label %fc2_bias_grad.u204
+  %fc2_bias_grad.acc212 = alloca float, align 4
+  br label %fc2_bias_grad.u211
 
-fc2_bias_grad.u204:                               ; preds = %fc2_bias_grad.n206.end, %entry
-  %fc2_bias_grad.u2041 = phi i64 [ 0, %entry ], [ %u204.next, %fc2_bias_grad.n206.end ]
-  store float 0.000000e+00, ptr %fc2_bias_grad.acc205, align 4
-  br label %fc2_bias_grad.n206
+fc2_bias_grad.u211:                               ; preds = %fc2_bias_grad.n213.end, %entry
+  %fc2_bias_grad.u2111 = phi i64 [ 0, %entry ], [ %u211.next, %fc2_bias_grad.n213.end ]
+  store float 0.000000e+00, ptr %fc2_bias_grad.acc212, align 4
+  br label %fc2_bias_grad.n213
 
-fc2_bias_grad.u204.end:                           ; preds = %fc2_bias_grad.n206.end
+fc2_bias_grad.u211.end:                           ; preds = %fc2_bias_grad.n213.end
   ret void
 
-fc2_bias_grad.n206:                               ; preds = %fc2_bias_grad.n206, %fc2_bias_grad.u204
-  %fc2_bias_grad.n2062 = phi i64 [ 0, %fc2_bias_grad.u204 ], [ %n206.next, %fc2_bias_grad.n206 ]
-  %acc205 = load float, ptr %fc2_bias_grad.acc205, align 4
-  %0 = mul nsw i64 %fc2_bias_grad.n2062, 10
+fc2_bias_grad.n213:                               ; preds = %fc2_bias_grad.n213, %fc2_bias_grad.u211
+  %fc2_bias_grad.n2132 = phi i64 [ 0, %fc2_bias_grad.u211 ], [ %n213.next, %fc2_bias_grad.n213 ]
+  %acc212 = load float, ptr %fc2_bias_grad.acc212, align 4
+  %0 = mul nsw i64 %fc2_bias_grad.n2132, 10
   %1 = add nsw i64 610960, %0
-  %2 = add nsw i64 %1, %fc2_bias_grad.u2041
+  %2 = add nsw i64 %1, %fc2_bias_grad.u2111
   %arena3 = getelementptr inbounds float, ptr %arena, i64 %2
   %3 = load float, ptr %arena3, align 4
-  %4 = fadd float %acc205, %3
-  store float %4, ptr %fc2_bias_grad.acc205, align 4
-  %n206.next = add nsw i64 %fc2_bias_grad.n2062, 1
-  %5 = icmp slt i64 %n206.next, 64
-  br i1 %5, label %fc2_bias_grad.n206, label %fc2_bias_grad.n206.end
+  %4 = fadd float %acc212, %3
+  store float %4, ptr %fc2_bias_grad.acc212, align 4
+  %n213.next = add nsw i64 %fc2_bias_grad.n2132, 1
+  %5 = icmp slt i64 %n213.next, 64
+  br i1 %5, label %fc2_bias_grad.n213, label %fc2_bias_grad.n213.end
 
-fc2_bias_grad.n206.end:                           ; preds = %fc2_bias_grad.n206
-  %acc2054 = load float, ptr %fc2_bias_grad.acc205, align 4
-  %6 = add nsw i64 206912, %fc2_bias_grad.u2041
+fc2_bias_grad.n213.end:                           ; preds = %fc2_bias_grad.n213
+  %acc2124 = load float, ptr %fc2_bias_grad.acc212, align 4
+  %6 = add nsw i64 206912, %fc2_bias_grad.u2111
   %grads5 = getelementptr inbounds float, ptr %grads, i64 %6
-  store float %acc2054, ptr %grads5, align 4
-  %u204.next = add nsw i64 %fc2_bias_grad.u2041, 1
-  %7 = icmp slt i64 %u204.next, 10
-  br i1 %7, label %fc2_bias_grad.u204, label %fc2_bias_grad.u204.end
+  store float %acc2124, ptr %grads5, align 4
+  %u211.next = add nsw i64 %fc2_bias_grad.u2111, 1
+  %7 = icmp slt i64 %u211.next, 10
+  br i1 %7, label %fc2_bias_grad.u211, label %fc2_bias_grad.u211.end
 }
 
 ; Function Attrs: noinline
-define internal void @smallcnn_train_b64.k9.relu3_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @smallcnn_train_b64.k9.relu3_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %arena1 = getelementptr inbounds float, ptr %arena, i64 610960
   %params2 = getelementptr inbounds float, ptr %params, i64 205632
@@ -5314,985 +5800,985 @@ entry:
 }
 
 ; Function Attrs: noinline
-define internal void @smallcnn_train_b64.k10.fc1_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @smallcnn_train_b64.k10.fc1_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  br label %fc1_grad.i207
+  br label %fc1_grad.i214
 
-fc1_grad.i207:                                    ; preds = %fc1_grad.i207, %entry
-  %fc1_grad.i2071 = phi i64 [ 0, %entry ], [ %i207.next, %fc1_grad.i207 ]
-  %0 = add nsw i64 602112, %fc1_grad.i2071
+fc1_grad.i214:                                    ; preds = %fc1_grad.i214, %entry
+  %fc1_grad.i2141 = phi i64 [ 0, %entry ], [ %i214.next, %fc1_grad.i214 ]
+  %0 = add nsw i64 602112, %fc1_grad.i2141
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %0
   %1 = load float, ptr %arena2, align 4
   %2 = fcmp ogt float %1, 0.000000e+00
-  %3 = add nsw i64 611600, %fc1_grad.i2071
+  %3 = add nsw i64 611600, %fc1_grad.i2141
   %arena3 = getelementptr inbounds float, ptr %arena, i64 %3
   %4 = load float, ptr %arena3, align 4
   %5 = select i1 %2, float %4, float 0.000000e+00
-  %6 = add nsw i64 619792, %fc1_grad.i2071
+  %6 = add nsw i64 619792, %fc1_grad.i2141
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %6
   store float %5, ptr %arena4, align 4
-  %i207.next = add nsw i64 %fc1_grad.i2071, 1
-  %7 = icmp slt i64 %i207.next, 8192
-  br i1 %7, label %fc1_grad.i207, label %fc1_grad.i207.end
+  %i214.next = add nsw i64 %fc1_grad.i2141, 1
+  %7 = icmp slt i64 %i214.next, 8192
+  br i1 %7, label %fc1_grad.i214, label %fc1_grad.i214.end
 
-fc1_grad.i207.end:                                ; preds = %fc1_grad.i207
+fc1_grad.i214.end:                                ; preds = %fc1_grad.i214
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @smallcnn_train_b64.k11.fc1_weight_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @smallcnn_train_b64.k11.fc1_weight_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  call void @smallcnn_train_b64.k11.fc1_weight_grad.gemm215(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
+  call void @smallcnn_train_b64.k11.fc1_weight_grad.gemm222(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @smallcnn_train_b64.k11.fc1_weight_grad.gemm215(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @smallcnn_train_b64.k11.fc1_weight_grad.gemm222(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %fc1_weight_grad.t213_a3 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t213_a2 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t213_a1 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t213_a0 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t213_b0 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t213_c3_0 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t213_c2_0 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t213_c1_0 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t213_c0_0 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t210_a3 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t210_a2 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t210_a1 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t210_a0 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t210_b2 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t210_b1 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t210_b0 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t210_c3_2 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t210_c3_1 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t210_c3_0 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t210_c2_2 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t210_c2_1 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t210_c2_0 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t210_c1_2 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t210_c1_1 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t210_c1_0 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t210_c0_2 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t210_c0_1 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t210_c0_0 = alloca <8 x float>, align 32
-  br label %fc1_weight_grad.nb208
+  %fc1_weight_grad.t220_a3 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t220_a2 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t220_a1 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t220_a0 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t220_b0 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t220_c3_0 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t220_c2_0 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t220_c1_0 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t220_c0_0 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t217_a3 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t217_a2 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t217_a1 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t217_a0 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t217_b2 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t217_b1 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t217_b0 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t217_c3_2 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t217_c3_1 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t217_c3_0 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t217_c2_2 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t217_c2_1 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t217_c2_0 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t217_c1_2 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t217_c1_1 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t217_c1_0 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t217_c0_2 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t217_c0_1 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t217_c0_0 = alloca <8 x float>, align 32
+  br label %fc1_weight_grad.nb215
 
-fc1_weight_grad.nb208:                            ; preds = %fc1_weight_grad.mb209.end, %entry
-  %fc1_weight_grad.nb2081 = phi i64 [ 0, %entry ], [ %nb208.next, %fc1_weight_grad.mb209.end ]
-  br label %fc1_weight_grad.mb209
+fc1_weight_grad.nb215:                            ; preds = %fc1_weight_grad.mb216.end, %entry
+  %fc1_weight_grad.nb2151 = phi i64 [ 0, %entry ], [ %nb215.next, %fc1_weight_grad.mb216.end ]
+  br label %fc1_weight_grad.mb216
 
-fc1_weight_grad.nb208.end:                        ; preds = %fc1_weight_grad.mb209.end
-  br label %fc1_weight_grad.mb212
+fc1_weight_grad.nb215.end:                        ; preds = %fc1_weight_grad.mb216.end
+  br label %fc1_weight_grad.mb219
 
-fc1_weight_grad.mb209:                            ; preds = %fc1_weight_grad.k211.end, %fc1_weight_grad.nb208
-  %fc1_weight_grad.mb2092 = phi i64 [ 0, %fc1_weight_grad.nb208 ], [ %mb209.next, %fc1_weight_grad.k211.end ]
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t210_c0_0, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t210_c0_1, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t210_c0_2, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t210_c1_0, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t210_c1_1, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t210_c1_2, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t210_c2_0, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t210_c2_1, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t210_c2_2, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t210_c3_0, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t210_c3_1, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t210_c3_2, align 32
-  br label %fc1_weight_grad.k211
+fc1_weight_grad.mb216:                            ; preds = %fc1_weight_grad.k218.end, %fc1_weight_grad.nb215
+  %fc1_weight_grad.mb2162 = phi i64 [ 0, %fc1_weight_grad.nb215 ], [ %mb216.next, %fc1_weight_grad.k218.end ]
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t217_c0_0, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t217_c0_1, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t217_c0_2, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t217_c1_0, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t217_c1_1, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t217_c1_2, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t217_c2_0, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t217_c2_1, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t217_c2_2, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t217_c3_0, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t217_c3_1, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t217_c3_2, align 32
+  br label %fc1_weight_grad.k218
 
-fc1_weight_grad.mb209.end:                        ; preds = %fc1_weight_grad.k211.end
-  %nb208.next = add nsw i64 %fc1_weight_grad.nb2081, 1
-  %0 = icmp slt i64 %nb208.next, 65
-  br i1 %0, label %fc1_weight_grad.nb208, label %fc1_weight_grad.nb208.end
+fc1_weight_grad.mb216.end:                        ; preds = %fc1_weight_grad.k218.end
+  %nb215.next = add nsw i64 %fc1_weight_grad.nb2151, 1
+  %0 = icmp slt i64 %nb215.next, 65
+  br i1 %0, label %fc1_weight_grad.nb215, label %fc1_weight_grad.nb215.end
 
-fc1_weight_grad.k211:                             ; preds = %fc1_weight_grad.k211, %fc1_weight_grad.mb209
-  %fc1_weight_grad.k2113 = phi i64 [ 0, %fc1_weight_grad.mb209 ], [ %k211.next, %fc1_weight_grad.k211 ]
-  %1 = mul nsw i64 %fc1_weight_grad.k2113, 1568
+fc1_weight_grad.k218:                             ; preds = %fc1_weight_grad.k218, %fc1_weight_grad.mb216
+  %fc1_weight_grad.k2183 = phi i64 [ 0, %fc1_weight_grad.mb216 ], [ %k218.next, %fc1_weight_grad.k218 ]
+  %1 = mul nsw i64 %fc1_weight_grad.k2183, 1568
   %2 = add nsw i64 401408, %1
-  %3 = mul nsw i64 %fc1_weight_grad.nb2081, 24
+  %3 = mul nsw i64 %fc1_weight_grad.nb2151, 24
   %4 = add nsw i64 %2, %3
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %4
   %5 = load <8 x float>, ptr %arena4, align 4
-  store <8 x float> %5, ptr %fc1_weight_grad.t210_b0, align 32
-  %6 = mul nsw i64 %fc1_weight_grad.k2113, 1568
+  store <8 x float> %5, ptr %fc1_weight_grad.t217_b0, align 32
+  %6 = mul nsw i64 %fc1_weight_grad.k2183, 1568
   %7 = add nsw i64 401408, %6
-  %8 = mul nsw i64 %fc1_weight_grad.nb2081, 24
+  %8 = mul nsw i64 %fc1_weight_grad.nb2151, 24
   %9 = add nsw i64 %7, %8
   %10 = add nsw i64 %9, 8
   %arena5 = getelementptr inbounds float, ptr %arena, i64 %10
   %11 = load <8 x float>, ptr %arena5, align 4
-  store <8 x float> %11, ptr %fc1_weight_grad.t210_b1, align 32
-  %12 = mul nsw i64 %fc1_weight_grad.k2113, 1568
+  store <8 x float> %11, ptr %fc1_weight_grad.t217_b1, align 32
+  %12 = mul nsw i64 %fc1_weight_grad.k2183, 1568
   %13 = add nsw i64 401408, %12
-  %14 = mul nsw i64 %fc1_weight_grad.nb2081, 24
+  %14 = mul nsw i64 %fc1_weight_grad.nb2151, 24
   %15 = add nsw i64 %13, %14
   %16 = add nsw i64 %15, 16
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %16
   %17 = load <8 x float>, ptr %arena6, align 4
-  store <8 x float> %17, ptr %fc1_weight_grad.t210_b2, align 32
-  %18 = mul nsw i64 %fc1_weight_grad.mb2092, 4
+  store <8 x float> %17, ptr %fc1_weight_grad.t217_b2, align 32
+  %18 = mul nsw i64 %fc1_weight_grad.mb2162, 4
   %19 = add nsw i64 619792, %18
-  %20 = mul nsw i64 %fc1_weight_grad.k2113, 128
+  %20 = mul nsw i64 %fc1_weight_grad.k2183, 128
   %21 = add nsw i64 %19, %20
   %arena7 = getelementptr inbounds float, ptr %arena, i64 %21
   %22 = load float, ptr %arena7, align 4
   %23 = insertelement <8 x float> undef, float %22, i32 0
   %24 = shufflevector <8 x float> %23, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %24, ptr %fc1_weight_grad.t210_a0, align 32
-  %t210_a0 = load <8 x float>, ptr %fc1_weight_grad.t210_a0, align 32
-  %t210_b0 = load <8 x float>, ptr %fc1_weight_grad.t210_b0, align 32
-  %t210_c0_0 = load <8 x float>, ptr %fc1_weight_grad.t210_c0_0, align 32
-  %25 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t210_a0, <8 x float> %t210_b0, <8 x float> %t210_c0_0)
-  store <8 x float> %25, ptr %fc1_weight_grad.t210_c0_0, align 32
-  %t210_a08 = load <8 x float>, ptr %fc1_weight_grad.t210_a0, align 32
-  %t210_b1 = load <8 x float>, ptr %fc1_weight_grad.t210_b1, align 32
-  %t210_c0_1 = load <8 x float>, ptr %fc1_weight_grad.t210_c0_1, align 32
-  %26 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t210_a08, <8 x float> %t210_b1, <8 x float> %t210_c0_1)
-  store <8 x float> %26, ptr %fc1_weight_grad.t210_c0_1, align 32
-  %t210_a09 = load <8 x float>, ptr %fc1_weight_grad.t210_a0, align 32
-  %t210_b2 = load <8 x float>, ptr %fc1_weight_grad.t210_b2, align 32
-  %t210_c0_2 = load <8 x float>, ptr %fc1_weight_grad.t210_c0_2, align 32
-  %27 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t210_a09, <8 x float> %t210_b2, <8 x float> %t210_c0_2)
-  store <8 x float> %27, ptr %fc1_weight_grad.t210_c0_2, align 32
-  %28 = mul nsw i64 %fc1_weight_grad.mb2092, 4
+  store <8 x float> %24, ptr %fc1_weight_grad.t217_a0, align 32
+  %t217_a0 = load <8 x float>, ptr %fc1_weight_grad.t217_a0, align 32
+  %t217_b0 = load <8 x float>, ptr %fc1_weight_grad.t217_b0, align 32
+  %t217_c0_0 = load <8 x float>, ptr %fc1_weight_grad.t217_c0_0, align 32
+  %25 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t217_a0, <8 x float> %t217_b0, <8 x float> %t217_c0_0)
+  store <8 x float> %25, ptr %fc1_weight_grad.t217_c0_0, align 32
+  %t217_a08 = load <8 x float>, ptr %fc1_weight_grad.t217_a0, align 32
+  %t217_b1 = load <8 x float>, ptr %fc1_weight_grad.t217_b1, align 32
+  %t217_c0_1 = load <8 x float>, ptr %fc1_weight_grad.t217_c0_1, align 32
+  %26 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t217_a08, <8 x float> %t217_b1, <8 x float> %t217_c0_1)
+  store <8 x float> %26, ptr %fc1_weight_grad.t217_c0_1, align 32
+  %t217_a09 = load <8 x float>, ptr %fc1_weight_grad.t217_a0, align 32
+  %t217_b2 = load <8 x float>, ptr %fc1_weight_grad.t217_b2, align 32
+  %t217_c0_2 = load <8 x float>, ptr %fc1_weight_grad.t217_c0_2, align 32
+  %27 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t217_a09, <8 x float> %t217_b2, <8 x float> %t217_c0_2)
+  store <8 x float> %27, ptr %fc1_weight_grad.t217_c0_2, align 32
+  %28 = mul nsw i64 %fc1_weight_grad.mb2162, 4
   %29 = add nsw i64 %28, 1
   %30 = add nsw i64 619792, %29
-  %31 = mul nsw i64 %fc1_weight_grad.k2113, 128
+  %31 = mul nsw i64 %fc1_weight_grad.k2183, 128
   %32 = add nsw i64 %30, %31
   %arena10 = getelementptr inbounds float, ptr %arena, i64 %32
   %33 = load float, ptr %arena10, align 4
   %34 = insertelement <8 x float> undef, float %33, i32 0
   %35 = shufflevector <8 x float> %34, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %35, ptr %fc1_weight_grad.t210_a1, align 32
-  %t210_a1 = load <8 x float>, ptr %fc1_weight_grad.t210_a1, align 32
-  %t210_b011 = load <8 x float>, ptr %fc1_weight_grad.t210_b0, align 32
-  %t210_c1_0 = load <8 x float>, ptr %fc1_weight_grad.t210_c1_0, align 32
-  %36 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t210_a1, <8 x float> %t210_b011, <8 x float> %t210_c1_0)
-  store <8 x float> %36, ptr %fc1_weight_grad.t210_c1_0, align 32
-  %t210_a112 = load <8 x float>, ptr %fc1_weight_grad.t210_a1, align 32
-  %t210_b113 = load <8 x float>, ptr %fc1_weight_grad.t210_b1, align 32
-  %t210_c1_1 = load <8 x float>, ptr %fc1_weight_grad.t210_c1_1, align 32
-  %37 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t210_a112, <8 x float> %t210_b113, <8 x float> %t210_c1_1)
-  store <8 x float> %37, ptr %fc1_weight_grad.t210_c1_1, align 32
-  %t210_a114 = load <8 x float>, ptr %fc1_weight_grad.t210_a1, align 32
-  %t210_b215 = load <8 x float>, ptr %fc1_weight_grad.t210_b2, align 32
-  %t210_c1_2 = load <8 x float>, ptr %fc1_weight_grad.t210_c1_2, align 32
-  %38 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t210_a114, <8 x float> %t210_b215, <8 x float> %t210_c1_2)
-  store <8 x float> %38, ptr %fc1_weight_grad.t210_c1_2, align 32
-  %39 = mul nsw i64 %fc1_weight_grad.mb2092, 4
+  store <8 x float> %35, ptr %fc1_weight_grad.t217_a1, align 32
+  %t217_a1 = load <8 x float>, ptr %fc1_weight_grad.t217_a1, align 32
+  %t217_b011 = load <8 x float>, ptr %fc1_weight_grad.t217_b0, align 32
+  %t217_c1_0 = load <8 x float>, ptr %fc1_weight_grad.t217_c1_0, align 32
+  %36 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t217_a1, <8 x float> %t217_b011, <8 x float> %t217_c1_0)
+  store <8 x float> %36, ptr %fc1_weight_grad.t217_c1_0, align 32
+  %t217_a112 = load <8 x float>, ptr %fc1_weight_grad.t217_a1, align 32
+  %t217_b113 = load <8 x float>, ptr %fc1_weight_grad.t217_b1, align 32
+  %t217_c1_1 = load <8 x float>, ptr %fc1_weight_grad.t217_c1_1, align 32
+  %37 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t217_a112, <8 x float> %t217_b113, <8 x float> %t217_c1_1)
+  store <8 x float> %37, ptr %fc1_weight_grad.t217_c1_1, align 32
+  %t217_a114 = load <8 x float>, ptr %fc1_weight_grad.t217_a1, align 32
+  %t217_b215 = load <8 x float>, ptr %fc1_weight_grad.t217_b2, align 32
+  %t217_c1_2 = load <8 x float>, ptr %fc1_weight_grad.t217_c1_2, align 32
+  %38 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t217_a114, <8 x float> %t217_b215, <8 x float> %t217_c1_2)
+  store <8 x float> %38, ptr %fc1_weight_grad.t217_c1_2, align 32
+  %39 = mul nsw i64 %fc1_weight_grad.mb2162, 4
   %40 = add nsw i64 %39, 2
   %41 = add nsw i64 619792, %40
-  %42 = mul nsw i64 %fc1_weight_grad.k2113, 128
+  %42 = mul nsw i64 %fc1_weight_grad.k2183, 128
   %43 = add nsw i64 %41, %42
   %arena16 = getelementptr inbounds float, ptr %arena, i64 %43
   %44 = load float, ptr %arena16, align 4
   %45 = insertelement <8 x float> undef, float %44, i32 0
   %46 = shufflevector <8 x float> %45, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %46, ptr %fc1_weight_grad.t210_a2, align 32
-  %t210_a2 = load <8 x float>, ptr %fc1_weight_grad.t210_a2, align 32
-  %t210_b017 = load <8 x float>, ptr %fc1_weight_grad.t210_b0, align 32
-  %t210_c2_0 = load <8 x float>, ptr %fc1_weight_grad.t210_c2_0, align 32
-  %47 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t210_a2, <8 x float> %t210_b017, <8 x float> %t210_c2_0)
-  store <8 x float> %47, ptr %fc1_weight_grad.t210_c2_0, align 32
-  %t210_a218 = load <8 x float>, ptr %fc1_weight_grad.t210_a2, align 32
-  %t210_b119 = load <8 x float>, ptr %fc1_weight_grad.t210_b1, align 32
-  %t210_c2_1 = load <8 x float>, ptr %fc1_weight_grad.t210_c2_1, align 32
-  %48 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t210_a218, <8 x float> %t210_b119, <8 x float> %t210_c2_1)
-  store <8 x float> %48, ptr %fc1_weight_grad.t210_c2_1, align 32
-  %t210_a220 = load <8 x float>, ptr %fc1_weight_grad.t210_a2, align 32
-  %t210_b221 = load <8 x float>, ptr %fc1_weight_grad.t210_b2, align 32
-  %t210_c2_2 = load <8 x float>, ptr %fc1_weight_grad.t210_c2_2, align 32
-  %49 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t210_a220, <8 x float> %t210_b221, <8 x float> %t210_c2_2)
-  store <8 x float> %49, ptr %fc1_weight_grad.t210_c2_2, align 32
-  %50 = mul nsw i64 %fc1_weight_grad.mb2092, 4
+  store <8 x float> %46, ptr %fc1_weight_grad.t217_a2, align 32
+  %t217_a2 = load <8 x float>, ptr %fc1_weight_grad.t217_a2, align 32
+  %t217_b017 = load <8 x float>, ptr %fc1_weight_grad.t217_b0, align 32
+  %t217_c2_0 = load <8 x float>, ptr %fc1_weight_grad.t217_c2_0, align 32
+  %47 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t217_a2, <8 x float> %t217_b017, <8 x float> %t217_c2_0)
+  store <8 x float> %47, ptr %fc1_weight_grad.t217_c2_0, align 32
+  %t217_a218 = load <8 x float>, ptr %fc1_weight_grad.t217_a2, align 32
+  %t217_b119 = load <8 x float>, ptr %fc1_weight_grad.t217_b1, align 32
+  %t217_c2_1 = load <8 x float>, ptr %fc1_weight_grad.t217_c2_1, align 32
+  %48 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t217_a218, <8 x float> %t217_b119, <8 x float> %t217_c2_1)
+  store <8 x float> %48, ptr %fc1_weight_grad.t217_c2_1, align 32
+  %t217_a220 = load <8 x float>, ptr %fc1_weight_grad.t217_a2, align 32
+  %t217_b221 = load <8 x float>, ptr %fc1_weight_grad.t217_b2, align 32
+  %t217_c2_2 = load <8 x float>, ptr %fc1_weight_grad.t217_c2_2, align 32
+  %49 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t217_a220, <8 x float> %t217_b221, <8 x float> %t217_c2_2)
+  store <8 x float> %49, ptr %fc1_weight_grad.t217_c2_2, align 32
+  %50 = mul nsw i64 %fc1_weight_grad.mb2162, 4
   %51 = add nsw i64 %50, 3
   %52 = add nsw i64 619792, %51
-  %53 = mul nsw i64 %fc1_weight_grad.k2113, 128
+  %53 = mul nsw i64 %fc1_weight_grad.k2183, 128
   %54 = add nsw i64 %52, %53
   %arena22 = getelementptr inbounds float, ptr %arena, i64 %54
   %55 = load float, ptr %arena22, align 4
   %56 = insertelement <8 x float> undef, float %55, i32 0
   %57 = shufflevector <8 x float> %56, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %57, ptr %fc1_weight_grad.t210_a3, align 32
-  %t210_a3 = load <8 x float>, ptr %fc1_weight_grad.t210_a3, align 32
-  %t210_b023 = load <8 x float>, ptr %fc1_weight_grad.t210_b0, align 32
-  %t210_c3_0 = load <8 x float>, ptr %fc1_weight_grad.t210_c3_0, align 32
-  %58 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t210_a3, <8 x float> %t210_b023, <8 x float> %t210_c3_0)
-  store <8 x float> %58, ptr %fc1_weight_grad.t210_c3_0, align 32
-  %t210_a324 = load <8 x float>, ptr %fc1_weight_grad.t210_a3, align 32
-  %t210_b125 = load <8 x float>, ptr %fc1_weight_grad.t210_b1, align 32
-  %t210_c3_1 = load <8 x float>, ptr %fc1_weight_grad.t210_c3_1, align 32
-  %59 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t210_a324, <8 x float> %t210_b125, <8 x float> %t210_c3_1)
-  store <8 x float> %59, ptr %fc1_weight_grad.t210_c3_1, align 32
-  %t210_a326 = load <8 x float>, ptr %fc1_weight_grad.t210_a3, align 32
-  %t210_b227 = load <8 x float>, ptr %fc1_weight_grad.t210_b2, align 32
-  %t210_c3_2 = load <8 x float>, ptr %fc1_weight_grad.t210_c3_2, align 32
-  %60 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t210_a326, <8 x float> %t210_b227, <8 x float> %t210_c3_2)
-  store <8 x float> %60, ptr %fc1_weight_grad.t210_c3_2, align 32
-  %k211.next = add nsw i64 %fc1_weight_grad.k2113, 1
-  %61 = icmp slt i64 %k211.next, 64
-  br i1 %61, label %fc1_weight_grad.k211, label %fc1_weight_grad.k211.end
+  store <8 x float> %57, ptr %fc1_weight_grad.t217_a3, align 32
+  %t217_a3 = load <8 x float>, ptr %fc1_weight_grad.t217_a3, align 32
+  %t217_b023 = load <8 x float>, ptr %fc1_weight_grad.t217_b0, align 32
+  %t217_c3_0 = load <8 x float>, ptr %fc1_weight_grad.t217_c3_0, align 32
+  %58 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t217_a3, <8 x float> %t217_b023, <8 x float> %t217_c3_0)
+  store <8 x float> %58, ptr %fc1_weight_grad.t217_c3_0, align 32
+  %t217_a324 = load <8 x float>, ptr %fc1_weight_grad.t217_a3, align 32
+  %t217_b125 = load <8 x float>, ptr %fc1_weight_grad.t217_b1, align 32
+  %t217_c3_1 = load <8 x float>, ptr %fc1_weight_grad.t217_c3_1, align 32
+  %59 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t217_a324, <8 x float> %t217_b125, <8 x float> %t217_c3_1)
+  store <8 x float> %59, ptr %fc1_weight_grad.t217_c3_1, align 32
+  %t217_a326 = load <8 x float>, ptr %fc1_weight_grad.t217_a3, align 32
+  %t217_b227 = load <8 x float>, ptr %fc1_weight_grad.t217_b2, align 32
+  %t217_c3_2 = load <8 x float>, ptr %fc1_weight_grad.t217_c3_2, align 32
+  %60 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t217_a326, <8 x float> %t217_b227, <8 x float> %t217_c3_2)
+  store <8 x float> %60, ptr %fc1_weight_grad.t217_c3_2, align 32
+  %k218.next = add nsw i64 %fc1_weight_grad.k2183, 1
+  %61 = icmp slt i64 %k218.next, 64
+  br i1 %61, label %fc1_weight_grad.k218, label %fc1_weight_grad.k218.end
 
-fc1_weight_grad.k211.end:                         ; preds = %fc1_weight_grad.k211
-  %t210_c0_028 = load <8 x float>, ptr %fc1_weight_grad.t210_c0_0, align 32
-  %62 = mul nsw i64 %fc1_weight_grad.mb2092, 4
+fc1_weight_grad.k218.end:                         ; preds = %fc1_weight_grad.k218
+  %t217_c0_028 = load <8 x float>, ptr %fc1_weight_grad.t217_c0_0, align 32
+  %62 = mul nsw i64 %fc1_weight_grad.mb2162, 4
   %63 = mul nsw i64 %62, 1568
   %64 = add nsw i64 4800, %63
-  %65 = mul nsw i64 %fc1_weight_grad.nb2081, 24
+  %65 = mul nsw i64 %fc1_weight_grad.nb2151, 24
   %66 = add nsw i64 %64, %65
   %grads29 = getelementptr inbounds float, ptr %grads, i64 %66
-  store <8 x float> %t210_c0_028, ptr %grads29, align 4
-  %t210_c0_130 = load <8 x float>, ptr %fc1_weight_grad.t210_c0_1, align 32
-  %67 = mul nsw i64 %fc1_weight_grad.mb2092, 4
+  store <8 x float> %t217_c0_028, ptr %grads29, align 4
+  %t217_c0_130 = load <8 x float>, ptr %fc1_weight_grad.t217_c0_1, align 32
+  %67 = mul nsw i64 %fc1_weight_grad.mb2162, 4
   %68 = mul nsw i64 %67, 1568
   %69 = add nsw i64 4800, %68
-  %70 = mul nsw i64 %fc1_weight_grad.nb2081, 24
+  %70 = mul nsw i64 %fc1_weight_grad.nb2151, 24
   %71 = add nsw i64 %69, %70
   %72 = add nsw i64 %71, 8
   %grads31 = getelementptr inbounds float, ptr %grads, i64 %72
-  store <8 x float> %t210_c0_130, ptr %grads31, align 4
-  %t210_c0_232 = load <8 x float>, ptr %fc1_weight_grad.t210_c0_2, align 32
-  %73 = mul nsw i64 %fc1_weight_grad.mb2092, 4
+  store <8 x float> %t217_c0_130, ptr %grads31, align 4
+  %t217_c0_232 = load <8 x float>, ptr %fc1_weight_grad.t217_c0_2, align 32
+  %73 = mul nsw i64 %fc1_weight_grad.mb2162, 4
   %74 = mul nsw i64 %73, 1568
   %75 = add nsw i64 4800, %74
-  %76 = mul nsw i64 %fc1_weight_grad.nb2081, 24
+  %76 = mul nsw i64 %fc1_weight_grad.nb2151, 24
   %77 = add nsw i64 %75, %76
   %78 = add nsw i64 %77, 16
   %grads33 = getelementptr inbounds float, ptr %grads, i64 %78
-  store <8 x float> %t210_c0_232, ptr %grads33, align 4
-  %t210_c1_034 = load <8 x float>, ptr %fc1_weight_grad.t210_c1_0, align 32
-  %79 = mul nsw i64 %fc1_weight_grad.mb2092, 4
+  store <8 x float> %t217_c0_232, ptr %grads33, align 4
+  %t217_c1_034 = load <8 x float>, ptr %fc1_weight_grad.t217_c1_0, align 32
+  %79 = mul nsw i64 %fc1_weight_grad.mb2162, 4
   %80 = add nsw i64 %79, 1
   %81 = mul nsw i64 %80, 1568
   %82 = add nsw i64 4800, %81
-  %83 = mul nsw i64 %fc1_weight_grad.nb2081, 24
+  %83 = mul nsw i64 %fc1_weight_grad.nb2151, 24
   %84 = add nsw i64 %82, %83
   %grads35 = getelementptr inbounds float, ptr %grads, i64 %84
-  store <8 x float> %t210_c1_034, ptr %grads35, align 4
-  %t210_c1_136 = load <8 x float>, ptr %fc1_weight_grad.t210_c1_1, align 32
-  %85 = mul nsw i64 %fc1_weight_grad.mb2092, 4
+  store <8 x float> %t217_c1_034, ptr %grads35, align 4
+  %t217_c1_136 = load <8 x float>, ptr %fc1_weight_grad.t217_c1_1, align 32
+  %85 = mul nsw i64 %fc1_weight_grad.mb2162, 4
   %86 = add nsw i64 %85, 1
   %87 = mul nsw i64 %86, 1568
   %88 = add nsw i64 4800, %87
-  %89 = mul nsw i64 %fc1_weight_grad.nb2081, 24
+  %89 = mul nsw i64 %fc1_weight_grad.nb2151, 24
   %90 = add nsw i64 %88, %89
   %91 = add nsw i64 %90, 8
   %grads37 = getelementptr inbounds float, ptr %grads, i64 %91
-  store <8 x float> %t210_c1_136, ptr %grads37, align 4
-  %t210_c1_238 = load <8 x float>, ptr %fc1_weight_grad.t210_c1_2, align 32
-  %92 = mul nsw i64 %fc1_weight_grad.mb2092, 4
+  store <8 x float> %t217_c1_136, ptr %grads37, align 4
+  %t217_c1_238 = load <8 x float>, ptr %fc1_weight_grad.t217_c1_2, align 32
+  %92 = mul nsw i64 %fc1_weight_grad.mb2162, 4
   %93 = add nsw i64 %92, 1
   %94 = mul nsw i64 %93, 1568
   %95 = add nsw i64 4800, %94
-  %96 = mul nsw i64 %fc1_weight_grad.nb2081, 24
+  %96 = mul nsw i64 %fc1_weight_grad.nb2151, 24
   %97 = add nsw i64 %95, %96
   %98 = add nsw i64 %97, 16
   %grads39 = getelementptr inbounds float, ptr %grads, i64 %98
-  store <8 x float> %t210_c1_238, ptr %grads39, align 4
-  %t210_c2_040 = load <8 x float>, ptr %fc1_weight_grad.t210_c2_0, align 32
-  %99 = mul nsw i64 %fc1_weight_grad.mb2092, 4
+  store <8 x float> %t217_c1_238, ptr %grads39, align 4
+  %t217_c2_040 = load <8 x float>, ptr %fc1_weight_grad.t217_c2_0, align 32
+  %99 = mul nsw i64 %fc1_weight_grad.mb2162, 4
   %100 = add nsw i64 %99, 2
   %101 = mul nsw i64 %100, 1568
   %102 = add nsw i64 4800, %101
-  %103 = mul nsw i64 %fc1_weight_grad.nb2081, 24
+  %103 = mul nsw i64 %fc1_weight_grad.nb2151, 24
   %104 = add nsw i64 %102, %103
   %grads41 = getelementptr inbounds float, ptr %grads, i64 %104
-  store <8 x float> %t210_c2_040, ptr %grads41, align 4
-  %t210_c2_142 = load <8 x float>, ptr %fc1_weight_grad.t210_c2_1, align 32
-  %105 = mul nsw i64 %fc1_weight_grad.mb2092, 4
+  store <8 x float> %t217_c2_040, ptr %grads41, align 4
+  %t217_c2_142 = load <8 x float>, ptr %fc1_weight_grad.t217_c2_1, align 32
+  %105 = mul nsw i64 %fc1_weight_grad.mb2162, 4
   %106 = add nsw i64 %105, 2
   %107 = mul nsw i64 %106, 1568
   %108 = add nsw i64 4800, %107
-  %109 = mul nsw i64 %fc1_weight_grad.nb2081, 24
+  %109 = mul nsw i64 %fc1_weight_grad.nb2151, 24
   %110 = add nsw i64 %108, %109
   %111 = add nsw i64 %110, 8
   %grads43 = getelementptr inbounds float, ptr %grads, i64 %111
-  store <8 x float> %t210_c2_142, ptr %grads43, align 4
-  %t210_c2_244 = load <8 x float>, ptr %fc1_weight_grad.t210_c2_2, align 32
-  %112 = mul nsw i64 %fc1_weight_grad.mb2092, 4
+  store <8 x float> %t217_c2_142, ptr %grads43, align 4
+  %t217_c2_244 = load <8 x float>, ptr %fc1_weight_grad.t217_c2_2, align 32
+  %112 = mul nsw i64 %fc1_weight_grad.mb2162, 4
   %113 = add nsw i64 %112, 2
   %114 = mul nsw i64 %113, 1568
   %115 = add nsw i64 4800, %114
-  %116 = mul nsw i64 %fc1_weight_grad.nb2081, 24
+  %116 = mul nsw i64 %fc1_weight_grad.nb2151, 24
   %117 = add nsw i64 %115, %116
   %118 = add nsw i64 %117, 16
   %grads45 = getelementptr inbounds float, ptr %grads, i64 %118
-  store <8 x float> %t210_c2_244, ptr %grads45, align 4
-  %t210_c3_046 = load <8 x float>, ptr %fc1_weight_grad.t210_c3_0, align 32
-  %119 = mul nsw i64 %fc1_weight_grad.mb2092, 4
+  store <8 x float> %t217_c2_244, ptr %grads45, align 4
+  %t217_c3_046 = load <8 x float>, ptr %fc1_weight_grad.t217_c3_0, align 32
+  %119 = mul nsw i64 %fc1_weight_grad.mb2162, 4
   %120 = add nsw i64 %119, 3
   %121 = mul nsw i64 %120, 1568
   %122 = add nsw i64 4800, %121
-  %123 = mul nsw i64 %fc1_weight_grad.nb2081, 24
+  %123 = mul nsw i64 %fc1_weight_grad.nb2151, 24
   %124 = add nsw i64 %122, %123
   %grads47 = getelementptr inbounds float, ptr %grads, i64 %124
-  store <8 x float> %t210_c3_046, ptr %grads47, align 4
-  %t210_c3_148 = load <8 x float>, ptr %fc1_weight_grad.t210_c3_1, align 32
-  %125 = mul nsw i64 %fc1_weight_grad.mb2092, 4
+  store <8 x float> %t217_c3_046, ptr %grads47, align 4
+  %t217_c3_148 = load <8 x float>, ptr %fc1_weight_grad.t217_c3_1, align 32
+  %125 = mul nsw i64 %fc1_weight_grad.mb2162, 4
   %126 = add nsw i64 %125, 3
   %127 = mul nsw i64 %126, 1568
   %128 = add nsw i64 4800, %127
-  %129 = mul nsw i64 %fc1_weight_grad.nb2081, 24
+  %129 = mul nsw i64 %fc1_weight_grad.nb2151, 24
   %130 = add nsw i64 %128, %129
   %131 = add nsw i64 %130, 8
   %grads49 = getelementptr inbounds float, ptr %grads, i64 %131
-  store <8 x float> %t210_c3_148, ptr %grads49, align 4
-  %t210_c3_250 = load <8 x float>, ptr %fc1_weight_grad.t210_c3_2, align 32
-  %132 = mul nsw i64 %fc1_weight_grad.mb2092, 4
+  store <8 x float> %t217_c3_148, ptr %grads49, align 4
+  %t217_c3_250 = load <8 x float>, ptr %fc1_weight_grad.t217_c3_2, align 32
+  %132 = mul nsw i64 %fc1_weight_grad.mb2162, 4
   %133 = add nsw i64 %132, 3
   %134 = mul nsw i64 %133, 1568
   %135 = add nsw i64 4800, %134
-  %136 = mul nsw i64 %fc1_weight_grad.nb2081, 24
+  %136 = mul nsw i64 %fc1_weight_grad.nb2151, 24
   %137 = add nsw i64 %135, %136
   %138 = add nsw i64 %137, 16
   %grads51 = getelementptr inbounds float, ptr %grads, i64 %138
-  store <8 x float> %t210_c3_250, ptr %grads51, align 4
-  %mb209.next = add nsw i64 %fc1_weight_grad.mb2092, 1
-  %139 = icmp slt i64 %mb209.next, 32
-  br i1 %139, label %fc1_weight_grad.mb209, label %fc1_weight_grad.mb209.end
+  store <8 x float> %t217_c3_250, ptr %grads51, align 4
+  %mb216.next = add nsw i64 %fc1_weight_grad.mb2162, 1
+  %139 = icmp slt i64 %mb216.next, 32
+  br i1 %139, label %fc1_weight_grad.mb216, label %fc1_weight_grad.mb216.end
 
-fc1_weight_grad.mb212:                            ; preds = %fc1_weight_grad.k214.end, %fc1_weight_grad.nb208.end
-  %fc1_weight_grad.mb21252 = phi i64 [ 0, %fc1_weight_grad.nb208.end ], [ %mb212.next, %fc1_weight_grad.k214.end ]
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t213_c0_0, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t213_c1_0, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t213_c2_0, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t213_c3_0, align 32
-  br label %fc1_weight_grad.k214
+fc1_weight_grad.mb219:                            ; preds = %fc1_weight_grad.k221.end, %fc1_weight_grad.nb215.end
+  %fc1_weight_grad.mb21952 = phi i64 [ 0, %fc1_weight_grad.nb215.end ], [ %mb219.next, %fc1_weight_grad.k221.end ]
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t220_c0_0, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t220_c1_0, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t220_c2_0, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t220_c3_0, align 32
+  br label %fc1_weight_grad.k221
 
-fc1_weight_grad.mb212.end:                        ; preds = %fc1_weight_grad.k214.end
+fc1_weight_grad.mb219.end:                        ; preds = %fc1_weight_grad.k221.end
   ret void
 
-fc1_weight_grad.k214:                             ; preds = %fc1_weight_grad.k214, %fc1_weight_grad.mb212
-  %fc1_weight_grad.k21453 = phi i64 [ 0, %fc1_weight_grad.mb212 ], [ %k214.next, %fc1_weight_grad.k214 ]
-  %140 = mul nsw i64 %fc1_weight_grad.k21453, 1568
+fc1_weight_grad.k221:                             ; preds = %fc1_weight_grad.k221, %fc1_weight_grad.mb219
+  %fc1_weight_grad.k22153 = phi i64 [ 0, %fc1_weight_grad.mb219 ], [ %k221.next, %fc1_weight_grad.k221 ]
+  %140 = mul nsw i64 %fc1_weight_grad.k22153, 1568
   %141 = add nsw i64 401408, %140
   %142 = add nsw i64 %141, 1560
   %arena54 = getelementptr inbounds float, ptr %arena, i64 %142
   %143 = load <8 x float>, ptr %arena54, align 4
-  store <8 x float> %143, ptr %fc1_weight_grad.t213_b0, align 32
-  %144 = mul nsw i64 %fc1_weight_grad.mb21252, 4
+  store <8 x float> %143, ptr %fc1_weight_grad.t220_b0, align 32
+  %144 = mul nsw i64 %fc1_weight_grad.mb21952, 4
   %145 = add nsw i64 619792, %144
-  %146 = mul nsw i64 %fc1_weight_grad.k21453, 128
+  %146 = mul nsw i64 %fc1_weight_grad.k22153, 128
   %147 = add nsw i64 %145, %146
   %arena55 = getelementptr inbounds float, ptr %arena, i64 %147
   %148 = load float, ptr %arena55, align 4
   %149 = insertelement <8 x float> undef, float %148, i32 0
   %150 = shufflevector <8 x float> %149, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %150, ptr %fc1_weight_grad.t213_a0, align 32
-  %t213_a0 = load <8 x float>, ptr %fc1_weight_grad.t213_a0, align 32
-  %t213_b0 = load <8 x float>, ptr %fc1_weight_grad.t213_b0, align 32
-  %t213_c0_0 = load <8 x float>, ptr %fc1_weight_grad.t213_c0_0, align 32
-  %151 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t213_a0, <8 x float> %t213_b0, <8 x float> %t213_c0_0)
-  store <8 x float> %151, ptr %fc1_weight_grad.t213_c0_0, align 32
-  %152 = mul nsw i64 %fc1_weight_grad.mb21252, 4
+  store <8 x float> %150, ptr %fc1_weight_grad.t220_a0, align 32
+  %t220_a0 = load <8 x float>, ptr %fc1_weight_grad.t220_a0, align 32
+  %t220_b0 = load <8 x float>, ptr %fc1_weight_grad.t220_b0, align 32
+  %t220_c0_0 = load <8 x float>, ptr %fc1_weight_grad.t220_c0_0, align 32
+  %151 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t220_a0, <8 x float> %t220_b0, <8 x float> %t220_c0_0)
+  store <8 x float> %151, ptr %fc1_weight_grad.t220_c0_0, align 32
+  %152 = mul nsw i64 %fc1_weight_grad.mb21952, 4
   %153 = add nsw i64 %152, 1
   %154 = add nsw i64 619792, %153
-  %155 = mul nsw i64 %fc1_weight_grad.k21453, 128
+  %155 = mul nsw i64 %fc1_weight_grad.k22153, 128
   %156 = add nsw i64 %154, %155
   %arena56 = getelementptr inbounds float, ptr %arena, i64 %156
   %157 = load float, ptr %arena56, align 4
   %158 = insertelement <8 x float> undef, float %157, i32 0
   %159 = shufflevector <8 x float> %158, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %159, ptr %fc1_weight_grad.t213_a1, align 32
-  %t213_a1 = load <8 x float>, ptr %fc1_weight_grad.t213_a1, align 32
-  %t213_b057 = load <8 x float>, ptr %fc1_weight_grad.t213_b0, align 32
-  %t213_c1_0 = load <8 x float>, ptr %fc1_weight_grad.t213_c1_0, align 32
-  %160 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t213_a1, <8 x float> %t213_b057, <8 x float> %t213_c1_0)
-  store <8 x float> %160, ptr %fc1_weight_grad.t213_c1_0, align 32
-  %161 = mul nsw i64 %fc1_weight_grad.mb21252, 4
+  store <8 x float> %159, ptr %fc1_weight_grad.t220_a1, align 32
+  %t220_a1 = load <8 x float>, ptr %fc1_weight_grad.t220_a1, align 32
+  %t220_b057 = load <8 x float>, ptr %fc1_weight_grad.t220_b0, align 32
+  %t220_c1_0 = load <8 x float>, ptr %fc1_weight_grad.t220_c1_0, align 32
+  %160 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t220_a1, <8 x float> %t220_b057, <8 x float> %t220_c1_0)
+  store <8 x float> %160, ptr %fc1_weight_grad.t220_c1_0, align 32
+  %161 = mul nsw i64 %fc1_weight_grad.mb21952, 4
   %162 = add nsw i64 %161, 2
   %163 = add nsw i64 619792, %162
-  %164 = mul nsw i64 %fc1_weight_grad.k21453, 128
+  %164 = mul nsw i64 %fc1_weight_grad.k22153, 128
   %165 = add nsw i64 %163, %164
   %arena58 = getelementptr inbounds float, ptr %arena, i64 %165
   %166 = load float, ptr %arena58, align 4
   %167 = insertelement <8 x float> undef, float %166, i32 0
   %168 = shufflevector <8 x float> %167, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %168, ptr %fc1_weight_grad.t213_a2, align 32
-  %t213_a2 = load <8 x float>, ptr %fc1_weight_grad.t213_a2, align 32
-  %t213_b059 = load <8 x float>, ptr %fc1_weight_grad.t213_b0, align 32
-  %t213_c2_0 = load <8 x float>, ptr %fc1_weight_grad.t213_c2_0, align 32
-  %169 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t213_a2, <8 x float> %t213_b059, <8 x float> %t213_c2_0)
-  store <8 x float> %169, ptr %fc1_weight_grad.t213_c2_0, align 32
-  %170 = mul nsw i64 %fc1_weight_grad.mb21252, 4
+  store <8 x float> %168, ptr %fc1_weight_grad.t220_a2, align 32
+  %t220_a2 = load <8 x float>, ptr %fc1_weight_grad.t220_a2, align 32
+  %t220_b059 = load <8 x float>, ptr %fc1_weight_grad.t220_b0, align 32
+  %t220_c2_0 = load <8 x float>, ptr %fc1_weight_grad.t220_c2_0, align 32
+  %169 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t220_a2, <8 x float> %t220_b059, <8 x float> %t220_c2_0)
+  store <8 x float> %169, ptr %fc1_weight_grad.t220_c2_0, align 32
+  %170 = mul nsw i64 %fc1_weight_grad.mb21952, 4
   %171 = add nsw i64 %170, 3
   %172 = add nsw i64 619792, %171
-  %173 = mul nsw i64 %fc1_weight_grad.k21453, 128
+  %173 = mul nsw i64 %fc1_weight_grad.k22153, 128
   %174 = add nsw i64 %172, %173
   %arena60 = getelementptr inbounds float, ptr %arena, i64 %174
   %175 = load float, ptr %arena60, align 4
   %176 = insertelement <8 x float> undef, float %175, i32 0
   %177 = shufflevector <8 x float> %176, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %177, ptr %fc1_weight_grad.t213_a3, align 32
-  %t213_a3 = load <8 x float>, ptr %fc1_weight_grad.t213_a3, align 32
-  %t213_b061 = load <8 x float>, ptr %fc1_weight_grad.t213_b0, align 32
-  %t213_c3_0 = load <8 x float>, ptr %fc1_weight_grad.t213_c3_0, align 32
-  %178 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t213_a3, <8 x float> %t213_b061, <8 x float> %t213_c3_0)
-  store <8 x float> %178, ptr %fc1_weight_grad.t213_c3_0, align 32
-  %k214.next = add nsw i64 %fc1_weight_grad.k21453, 1
-  %179 = icmp slt i64 %k214.next, 64
-  br i1 %179, label %fc1_weight_grad.k214, label %fc1_weight_grad.k214.end
+  store <8 x float> %177, ptr %fc1_weight_grad.t220_a3, align 32
+  %t220_a3 = load <8 x float>, ptr %fc1_weight_grad.t220_a3, align 32
+  %t220_b061 = load <8 x float>, ptr %fc1_weight_grad.t220_b0, align 32
+  %t220_c3_0 = load <8 x float>, ptr %fc1_weight_grad.t220_c3_0, align 32
+  %178 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t220_a3, <8 x float> %t220_b061, <8 x float> %t220_c3_0)
+  store <8 x float> %178, ptr %fc1_weight_grad.t220_c3_0, align 32
+  %k221.next = add nsw i64 %fc1_weight_grad.k22153, 1
+  %179 = icmp slt i64 %k221.next, 64
+  br i1 %179, label %fc1_weight_grad.k221, label %fc1_weight_grad.k221.end
 
-fc1_weight_grad.k214.end:                         ; preds = %fc1_weight_grad.k214
-  %t213_c0_062 = load <8 x float>, ptr %fc1_weight_grad.t213_c0_0, align 32
-  %180 = mul nsw i64 %fc1_weight_grad.mb21252, 4
+fc1_weight_grad.k221.end:                         ; preds = %fc1_weight_grad.k221
+  %t220_c0_062 = load <8 x float>, ptr %fc1_weight_grad.t220_c0_0, align 32
+  %180 = mul nsw i64 %fc1_weight_grad.mb21952, 4
   %181 = mul nsw i64 %180, 1568
   %182 = add nsw i64 4800, %181
   %183 = add nsw i64 %182, 1560
   %grads63 = getelementptr inbounds float, ptr %grads, i64 %183
-  store <8 x float> %t213_c0_062, ptr %grads63, align 4
-  %t213_c1_064 = load <8 x float>, ptr %fc1_weight_grad.t213_c1_0, align 32
-  %184 = mul nsw i64 %fc1_weight_grad.mb21252, 4
+  store <8 x float> %t220_c0_062, ptr %grads63, align 4
+  %t220_c1_064 = load <8 x float>, ptr %fc1_weight_grad.t220_c1_0, align 32
+  %184 = mul nsw i64 %fc1_weight_grad.mb21952, 4
   %185 = add nsw i64 %184, 1
   %186 = mul nsw i64 %185, 1568
   %187 = add nsw i64 4800, %186
   %188 = add nsw i64 %187, 1560
   %grads65 = getelementptr inbounds float, ptr %grads, i64 %188
-  store <8 x float> %t213_c1_064, ptr %grads65, align 4
-  %t213_c2_066 = load <8 x float>, ptr %fc1_weight_grad.t213_c2_0, align 32
-  %189 = mul nsw i64 %fc1_weight_grad.mb21252, 4
+  store <8 x float> %t220_c1_064, ptr %grads65, align 4
+  %t220_c2_066 = load <8 x float>, ptr %fc1_weight_grad.t220_c2_0, align 32
+  %189 = mul nsw i64 %fc1_weight_grad.mb21952, 4
   %190 = add nsw i64 %189, 2
   %191 = mul nsw i64 %190, 1568
   %192 = add nsw i64 4800, %191
   %193 = add nsw i64 %192, 1560
   %grads67 = getelementptr inbounds float, ptr %grads, i64 %193
-  store <8 x float> %t213_c2_066, ptr %grads67, align 4
-  %t213_c3_068 = load <8 x float>, ptr %fc1_weight_grad.t213_c3_0, align 32
-  %194 = mul nsw i64 %fc1_weight_grad.mb21252, 4
+  store <8 x float> %t220_c2_066, ptr %grads67, align 4
+  %t220_c3_068 = load <8 x float>, ptr %fc1_weight_grad.t220_c3_0, align 32
+  %194 = mul nsw i64 %fc1_weight_grad.mb21952, 4
   %195 = add nsw i64 %194, 3
   %196 = mul nsw i64 %195, 1568
   %197 = add nsw i64 4800, %196
   %198 = add nsw i64 %197, 1560
   %grads69 = getelementptr inbounds float, ptr %grads, i64 %198
-  store <8 x float> %t213_c3_068, ptr %grads69, align 4
-  %mb212.next = add nsw i64 %fc1_weight_grad.mb21252, 1
-  %199 = icmp slt i64 %mb212.next, 32
-  br i1 %199, label %fc1_weight_grad.mb212, label %fc1_weight_grad.mb212.end
+  store <8 x float> %t220_c3_068, ptr %grads69, align 4
+  %mb219.next = add nsw i64 %fc1_weight_grad.mb21952, 1
+  %199 = icmp slt i64 %mb219.next, 32
+  br i1 %199, label %fc1_weight_grad.mb219, label %fc1_weight_grad.mb219.end
 }
 
 ; Function Attrs: noinline
-define internal void @smallcnn_train_b64.k12.fc1_bias_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @smallcnn_train_b64.k12.fc1_bias_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %fc1_bias_grad.acc217 = alloca float, align 4
-  br label %fc1_bias_grad.u216
+  %fc1_bias_grad.acc224 = alloca float, align 4
+  br label %fc1_bias_grad.u223
 
-fc1_bias_grad.u216:                               ; preds = %fc1_bias_grad.n218.end, %entry
-  %fc1_bias_grad.u2161 = phi i64 [ 0, %entry ], [ %u216.next, %fc1_bias_grad.n218.end ]
-  store float 0.000000e+00, ptr %fc1_bias_grad.acc217, align 4
-  br label %fc1_bias_grad.n218
+fc1_bias_grad.u223:                               ; preds = %fc1_bias_grad.n225.end, %entry
+  %fc1_bias_grad.u2231 = phi i64 [ 0, %entry ], [ %u223.next, %fc1_bias_grad.n225.end ]
+  store float 0.000000e+00, ptr %fc1_bias_grad.acc224, align 4
+  br label %fc1_bias_grad.n225
 
-fc1_bias_grad.u216.end:                           ; preds = %fc1_bias_grad.n218.end
+fc1_bias_grad.u223.end:                           ; preds = %fc1_bias_grad.n225.end
   ret void
 
-fc1_bias_grad.n218:                               ; preds = %fc1_bias_grad.n218, %fc1_bias_grad.u216
-  %fc1_bias_grad.n2182 = phi i64 [ 0, %fc1_bias_grad.u216 ], [ %n218.next, %fc1_bias_grad.n218 ]
-  %acc217 = load float, ptr %fc1_bias_grad.acc217, align 4
-  %0 = mul nsw i64 %fc1_bias_grad.n2182, 128
+fc1_bias_grad.n225:                               ; preds = %fc1_bias_grad.n225, %fc1_bias_grad.u223
+  %fc1_bias_grad.n2252 = phi i64 [ 0, %fc1_bias_grad.u223 ], [ %n225.next, %fc1_bias_grad.n225 ]
+  %acc224 = load float, ptr %fc1_bias_grad.acc224, align 4
+  %0 = mul nsw i64 %fc1_bias_grad.n2252, 128
   %1 = add nsw i64 619792, %0
-  %2 = add nsw i64 %1, %fc1_bias_grad.u2161
+  %2 = add nsw i64 %1, %fc1_bias_grad.u2231
   %arena3 = getelementptr inbounds float, ptr %arena, i64 %2
   %3 = load float, ptr %arena3, align 4
-  %4 = fadd float %acc217, %3
-  store float %4, ptr %fc1_bias_grad.acc217, align 4
-  %n218.next = add nsw i64 %fc1_bias_grad.n2182, 1
-  %5 = icmp slt i64 %n218.next, 64
-  br i1 %5, label %fc1_bias_grad.n218, label %fc1_bias_grad.n218.end
+  %4 = fadd float %acc224, %3
+  store float %4, ptr %fc1_bias_grad.acc224, align 4
+  %n225.next = add nsw i64 %fc1_bias_grad.n2252, 1
+  %5 = icmp slt i64 %n225.next, 64
+  br i1 %5, label %fc1_bias_grad.n225, label %fc1_bias_grad.n225.end
 
-fc1_bias_grad.n218.end:                           ; preds = %fc1_bias_grad.n218
-  %acc2174 = load float, ptr %fc1_bias_grad.acc217, align 4
-  %6 = add nsw i64 205504, %fc1_bias_grad.u2161
+fc1_bias_grad.n225.end:                           ; preds = %fc1_bias_grad.n225
+  %acc2244 = load float, ptr %fc1_bias_grad.acc224, align 4
+  %6 = add nsw i64 205504, %fc1_bias_grad.u2231
   %grads5 = getelementptr inbounds float, ptr %grads, i64 %6
-  store float %acc2174, ptr %grads5, align 4
-  %u216.next = add nsw i64 %fc1_bias_grad.u2161, 1
-  %7 = icmp slt i64 %u216.next, 128
-  br i1 %7, label %fc1_bias_grad.u216, label %fc1_bias_grad.u216.end
+  store float %acc2244, ptr %grads5, align 4
+  %u223.next = add nsw i64 %fc1_bias_grad.u2231, 1
+  %7 = icmp slt i64 %u223.next, 128
+  br i1 %7, label %fc1_bias_grad.u223, label %fc1_bias_grad.u223.end
 }
 
 ; Function Attrs: noinline
-define internal void @smallcnn_train_b64.k13.flat_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @smallcnn_train_b64.k13.flat_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  call void @smallcnn_train_b64.k13.flat_grad.gemm226(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
+  call void @smallcnn_train_b64.k13.flat_grad.gemm233(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @smallcnn_train_b64.k13.flat_grad.gemm226(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @smallcnn_train_b64.k13.flat_grad.gemm233(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %flat_grad.t224_a3 = alloca <8 x float>, align 32
-  %flat_grad.t224_a2 = alloca <8 x float>, align 32
-  %flat_grad.t224_a1 = alloca <8 x float>, align 32
-  %flat_grad.t224_a0 = alloca <8 x float>, align 32
-  %flat_grad.t224_b0 = alloca <8 x float>, align 32
-  %flat_grad.t224_c3_0 = alloca <8 x float>, align 32
-  %flat_grad.t224_c2_0 = alloca <8 x float>, align 32
-  %flat_grad.t224_c1_0 = alloca <8 x float>, align 32
-  %flat_grad.t224_c0_0 = alloca <8 x float>, align 32
-  %flat_grad.t221_a3 = alloca <8 x float>, align 32
-  %flat_grad.t221_a2 = alloca <8 x float>, align 32
-  %flat_grad.t221_a1 = alloca <8 x float>, align 32
-  %flat_grad.t221_a0 = alloca <8 x float>, align 32
-  %flat_grad.t221_b2 = alloca <8 x float>, align 32
-  %flat_grad.t221_b1 = alloca <8 x float>, align 32
-  %flat_grad.t221_b0 = alloca <8 x float>, align 32
-  %flat_grad.t221_c3_2 = alloca <8 x float>, align 32
-  %flat_grad.t221_c3_1 = alloca <8 x float>, align 32
-  %flat_grad.t221_c3_0 = alloca <8 x float>, align 32
-  %flat_grad.t221_c2_2 = alloca <8 x float>, align 32
-  %flat_grad.t221_c2_1 = alloca <8 x float>, align 32
-  %flat_grad.t221_c2_0 = alloca <8 x float>, align 32
-  %flat_grad.t221_c1_2 = alloca <8 x float>, align 32
-  %flat_grad.t221_c1_1 = alloca <8 x float>, align 32
-  %flat_grad.t221_c1_0 = alloca <8 x float>, align 32
-  %flat_grad.t221_c0_2 = alloca <8 x float>, align 32
-  %flat_grad.t221_c0_1 = alloca <8 x float>, align 32
-  %flat_grad.t221_c0_0 = alloca <8 x float>, align 32
-  br label %flat_grad.nb219
+  %flat_grad.t231_a3 = alloca <8 x float>, align 32
+  %flat_grad.t231_a2 = alloca <8 x float>, align 32
+  %flat_grad.t231_a1 = alloca <8 x float>, align 32
+  %flat_grad.t231_a0 = alloca <8 x float>, align 32
+  %flat_grad.t231_b0 = alloca <8 x float>, align 32
+  %flat_grad.t231_c3_0 = alloca <8 x float>, align 32
+  %flat_grad.t231_c2_0 = alloca <8 x float>, align 32
+  %flat_grad.t231_c1_0 = alloca <8 x float>, align 32
+  %flat_grad.t231_c0_0 = alloca <8 x float>, align 32
+  %flat_grad.t228_a3 = alloca <8 x float>, align 32
+  %flat_grad.t228_a2 = alloca <8 x float>, align 32
+  %flat_grad.t228_a1 = alloca <8 x float>, align 32
+  %flat_grad.t228_a0 = alloca <8 x float>, align 32
+  %flat_grad.t228_b2 = alloca <8 x float>, align 32
+  %flat_grad.t228_b1 = alloca <8 x float>, align 32
+  %flat_grad.t228_b0 = alloca <8 x float>, align 32
+  %flat_grad.t228_c3_2 = alloca <8 x float>, align 32
+  %flat_grad.t228_c3_1 = alloca <8 x float>, align 32
+  %flat_grad.t228_c3_0 = alloca <8 x float>, align 32
+  %flat_grad.t228_c2_2 = alloca <8 x float>, align 32
+  %flat_grad.t228_c2_1 = alloca <8 x float>, align 32
+  %flat_grad.t228_c2_0 = alloca <8 x float>, align 32
+  %flat_grad.t228_c1_2 = alloca <8 x float>, align 32
+  %flat_grad.t228_c1_1 = alloca <8 x float>, align 32
+  %flat_grad.t228_c1_0 = alloca <8 x float>, align 32
+  %flat_grad.t228_c0_2 = alloca <8 x float>, align 32
+  %flat_grad.t228_c0_1 = alloca <8 x float>, align 32
+  %flat_grad.t228_c0_0 = alloca <8 x float>, align 32
+  br label %flat_grad.nb226
 
-flat_grad.nb219:                                  ; preds = %flat_grad.mb220.end, %entry
-  %flat_grad.nb2191 = phi i64 [ 0, %entry ], [ %nb219.next, %flat_grad.mb220.end ]
-  br label %flat_grad.mb220
+flat_grad.nb226:                                  ; preds = %flat_grad.mb227.end, %entry
+  %flat_grad.nb2261 = phi i64 [ 0, %entry ], [ %nb226.next, %flat_grad.mb227.end ]
+  br label %flat_grad.mb227
 
-flat_grad.nb219.end:                              ; preds = %flat_grad.mb220.end
-  br label %flat_grad.mb223
+flat_grad.nb226.end:                              ; preds = %flat_grad.mb227.end
+  br label %flat_grad.mb230
 
-flat_grad.mb220:                                  ; preds = %flat_grad.k222.end, %flat_grad.nb219
-  %flat_grad.mb2202 = phi i64 [ 0, %flat_grad.nb219 ], [ %mb220.next, %flat_grad.k222.end ]
-  store <8 x float> zeroinitializer, ptr %flat_grad.t221_c0_0, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t221_c0_1, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t221_c0_2, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t221_c1_0, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t221_c1_1, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t221_c1_2, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t221_c2_0, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t221_c2_1, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t221_c2_2, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t221_c3_0, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t221_c3_1, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t221_c3_2, align 32
-  br label %flat_grad.k222
+flat_grad.mb227:                                  ; preds = %flat_grad.k229.end, %flat_grad.nb226
+  %flat_grad.mb2272 = phi i64 [ 0, %flat_grad.nb226 ], [ %mb227.next, %flat_grad.k229.end ]
+  store <8 x float> zeroinitializer, ptr %flat_grad.t228_c0_0, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t228_c0_1, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t228_c0_2, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t228_c1_0, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t228_c1_1, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t228_c1_2, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t228_c2_0, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t228_c2_1, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t228_c2_2, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t228_c3_0, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t228_c3_1, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t228_c3_2, align 32
+  br label %flat_grad.k229
 
-flat_grad.mb220.end:                              ; preds = %flat_grad.k222.end
-  %nb219.next = add nsw i64 %flat_grad.nb2191, 1
-  %0 = icmp slt i64 %nb219.next, 65
-  br i1 %0, label %flat_grad.nb219, label %flat_grad.nb219.end
+flat_grad.mb227.end:                              ; preds = %flat_grad.k229.end
+  %nb226.next = add nsw i64 %flat_grad.nb2261, 1
+  %0 = icmp slt i64 %nb226.next, 65
+  br i1 %0, label %flat_grad.nb226, label %flat_grad.nb226.end
 
-flat_grad.k222:                                   ; preds = %flat_grad.k222, %flat_grad.mb220
-  %flat_grad.k2223 = phi i64 [ 0, %flat_grad.mb220 ], [ %k222.next, %flat_grad.k222 ]
-  %1 = mul nsw i64 %flat_grad.k2223, 1568
+flat_grad.k229:                                   ; preds = %flat_grad.k229, %flat_grad.mb227
+  %flat_grad.k2293 = phi i64 [ 0, %flat_grad.mb227 ], [ %k229.next, %flat_grad.k229 ]
+  %1 = mul nsw i64 %flat_grad.k2293, 1568
   %2 = add nsw i64 4800, %1
-  %3 = mul nsw i64 %flat_grad.nb2191, 24
+  %3 = mul nsw i64 %flat_grad.nb2261, 24
   %4 = add nsw i64 %2, %3
   %params4 = getelementptr inbounds float, ptr %params, i64 %4
   %5 = load <8 x float>, ptr %params4, align 4
-  store <8 x float> %5, ptr %flat_grad.t221_b0, align 32
-  %6 = mul nsw i64 %flat_grad.k2223, 1568
+  store <8 x float> %5, ptr %flat_grad.t228_b0, align 32
+  %6 = mul nsw i64 %flat_grad.k2293, 1568
   %7 = add nsw i64 4800, %6
-  %8 = mul nsw i64 %flat_grad.nb2191, 24
+  %8 = mul nsw i64 %flat_grad.nb2261, 24
   %9 = add nsw i64 %7, %8
   %10 = add nsw i64 %9, 8
   %params5 = getelementptr inbounds float, ptr %params, i64 %10
   %11 = load <8 x float>, ptr %params5, align 4
-  store <8 x float> %11, ptr %flat_grad.t221_b1, align 32
-  %12 = mul nsw i64 %flat_grad.k2223, 1568
+  store <8 x float> %11, ptr %flat_grad.t228_b1, align 32
+  %12 = mul nsw i64 %flat_grad.k2293, 1568
   %13 = add nsw i64 4800, %12
-  %14 = mul nsw i64 %flat_grad.nb2191, 24
+  %14 = mul nsw i64 %flat_grad.nb2261, 24
   %15 = add nsw i64 %13, %14
   %16 = add nsw i64 %15, 16
   %params6 = getelementptr inbounds float, ptr %params, i64 %16
   %17 = load <8 x float>, ptr %params6, align 4
-  store <8 x float> %17, ptr %flat_grad.t221_b2, align 32
-  %18 = mul nsw i64 %flat_grad.mb2202, 4
+  store <8 x float> %17, ptr %flat_grad.t228_b2, align 32
+  %18 = mul nsw i64 %flat_grad.mb2272, 4
   %19 = mul nsw i64 %18, 128
   %20 = add nsw i64 619792, %19
-  %21 = add nsw i64 %20, %flat_grad.k2223
+  %21 = add nsw i64 %20, %flat_grad.k2293
   %arena7 = getelementptr inbounds float, ptr %arena, i64 %21
   %22 = load float, ptr %arena7, align 4
   %23 = insertelement <8 x float> undef, float %22, i32 0
   %24 = shufflevector <8 x float> %23, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %24, ptr %flat_grad.t221_a0, align 32
-  %t221_a0 = load <8 x float>, ptr %flat_grad.t221_a0, align 32
-  %t221_b0 = load <8 x float>, ptr %flat_grad.t221_b0, align 32
-  %t221_c0_0 = load <8 x float>, ptr %flat_grad.t221_c0_0, align 32
-  %25 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t221_a0, <8 x float> %t221_b0, <8 x float> %t221_c0_0)
-  store <8 x float> %25, ptr %flat_grad.t221_c0_0, align 32
-  %t221_a08 = load <8 x float>, ptr %flat_grad.t221_a0, align 32
-  %t221_b1 = load <8 x float>, ptr %flat_grad.t221_b1, align 32
-  %t221_c0_1 = load <8 x float>, ptr %flat_grad.t221_c0_1, align 32
-  %26 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t221_a08, <8 x float> %t221_b1, <8 x float> %t221_c0_1)
-  store <8 x float> %26, ptr %flat_grad.t221_c0_1, align 32
-  %t221_a09 = load <8 x float>, ptr %flat_grad.t221_a0, align 32
-  %t221_b2 = load <8 x float>, ptr %flat_grad.t221_b2, align 32
-  %t221_c0_2 = load <8 x float>, ptr %flat_grad.t221_c0_2, align 32
-  %27 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t221_a09, <8 x float> %t221_b2, <8 x float> %t221_c0_2)
-  store <8 x float> %27, ptr %flat_grad.t221_c0_2, align 32
-  %28 = mul nsw i64 %flat_grad.mb2202, 4
+  store <8 x float> %24, ptr %flat_grad.t228_a0, align 32
+  %t228_a0 = load <8 x float>, ptr %flat_grad.t228_a0, align 32
+  %t228_b0 = load <8 x float>, ptr %flat_grad.t228_b0, align 32
+  %t228_c0_0 = load <8 x float>, ptr %flat_grad.t228_c0_0, align 32
+  %25 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t228_a0, <8 x float> %t228_b0, <8 x float> %t228_c0_0)
+  store <8 x float> %25, ptr %flat_grad.t228_c0_0, align 32
+  %t228_a08 = load <8 x float>, ptr %flat_grad.t228_a0, align 32
+  %t228_b1 = load <8 x float>, ptr %flat_grad.t228_b1, align 32
+  %t228_c0_1 = load <8 x float>, ptr %flat_grad.t228_c0_1, align 32
+  %26 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t228_a08, <8 x float> %t228_b1, <8 x float> %t228_c0_1)
+  store <8 x float> %26, ptr %flat_grad.t228_c0_1, align 32
+  %t228_a09 = load <8 x float>, ptr %flat_grad.t228_a0, align 32
+  %t228_b2 = load <8 x float>, ptr %flat_grad.t228_b2, align 32
+  %t228_c0_2 = load <8 x float>, ptr %flat_grad.t228_c0_2, align 32
+  %27 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t228_a09, <8 x float> %t228_b2, <8 x float> %t228_c0_2)
+  store <8 x float> %27, ptr %flat_grad.t228_c0_2, align 32
+  %28 = mul nsw i64 %flat_grad.mb2272, 4
   %29 = add nsw i64 %28, 1
   %30 = mul nsw i64 %29, 128
   %31 = add nsw i64 619792, %30
-  %32 = add nsw i64 %31, %flat_grad.k2223
+  %32 = add nsw i64 %31, %flat_grad.k2293
   %arena10 = getelementptr inbounds float, ptr %arena, i64 %32
   %33 = load float, ptr %arena10, align 4
   %34 = insertelement <8 x float> undef, float %33, i32 0
   %35 = shufflevector <8 x float> %34, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %35, ptr %flat_grad.t221_a1, align 32
-  %t221_a1 = load <8 x float>, ptr %flat_grad.t221_a1, align 32
-  %t221_b011 = load <8 x float>, ptr %flat_grad.t221_b0, align 32
-  %t221_c1_0 = load <8 x float>, ptr %flat_grad.t221_c1_0, align 32
-  %36 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t221_a1, <8 x float> %t221_b011, <8 x float> %t221_c1_0)
-  store <8 x float> %36, ptr %flat_grad.t221_c1_0, align 32
-  %t221_a112 = load <8 x float>, ptr %flat_grad.t221_a1, align 32
-  %t221_b113 = load <8 x float>, ptr %flat_grad.t221_b1, align 32
-  %t221_c1_1 = load <8 x float>, ptr %flat_grad.t221_c1_1, align 32
-  %37 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t221_a112, <8 x float> %t221_b113, <8 x float> %t221_c1_1)
-  store <8 x float> %37, ptr %flat_grad.t221_c1_1, align 32
-  %t221_a114 = load <8 x float>, ptr %flat_grad.t221_a1, align 32
-  %t221_b215 = load <8 x float>, ptr %flat_grad.t221_b2, align 32
-  %t221_c1_2 = load <8 x float>, ptr %flat_grad.t221_c1_2, align 32
-  %38 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t221_a114, <8 x float> %t221_b215, <8 x float> %t221_c1_2)
-  store <8 x float> %38, ptr %flat_grad.t221_c1_2, align 32
-  %39 = mul nsw i64 %flat_grad.mb2202, 4
+  store <8 x float> %35, ptr %flat_grad.t228_a1, align 32
+  %t228_a1 = load <8 x float>, ptr %flat_grad.t228_a1, align 32
+  %t228_b011 = load <8 x float>, ptr %flat_grad.t228_b0, align 32
+  %t228_c1_0 = load <8 x float>, ptr %flat_grad.t228_c1_0, align 32
+  %36 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t228_a1, <8 x float> %t228_b011, <8 x float> %t228_c1_0)
+  store <8 x float> %36, ptr %flat_grad.t228_c1_0, align 32
+  %t228_a112 = load <8 x float>, ptr %flat_grad.t228_a1, align 32
+  %t228_b113 = load <8 x float>, ptr %flat_grad.t228_b1, align 32
+  %t228_c1_1 = load <8 x float>, ptr %flat_grad.t228_c1_1, align 32
+  %37 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t228_a112, <8 x float> %t228_b113, <8 x float> %t228_c1_1)
+  store <8 x float> %37, ptr %flat_grad.t228_c1_1, align 32
+  %t228_a114 = load <8 x float>, ptr %flat_grad.t228_a1, align 32
+  %t228_b215 = load <8 x float>, ptr %flat_grad.t228_b2, align 32
+  %t228_c1_2 = load <8 x float>, ptr %flat_grad.t228_c1_2, align 32
+  %38 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t228_a114, <8 x float> %t228_b215, <8 x float> %t228_c1_2)
+  store <8 x float> %38, ptr %flat_grad.t228_c1_2, align 32
+  %39 = mul nsw i64 %flat_grad.mb2272, 4
   %40 = add nsw i64 %39, 2
   %41 = mul nsw i64 %40, 128
   %42 = add nsw i64 619792, %41
-  %43 = add nsw i64 %42, %flat_grad.k2223
+  %43 = add nsw i64 %42, %flat_grad.k2293
   %arena16 = getelementptr inbounds float, ptr %arena, i64 %43
   %44 = load float, ptr %arena16, align 4
   %45 = insertelement <8 x float> undef, float %44, i32 0
   %46 = shufflevector <8 x float> %45, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %46, ptr %flat_grad.t221_a2, align 32
-  %t221_a2 = load <8 x float>, ptr %flat_grad.t221_a2, align 32
-  %t221_b017 = load <8 x float>, ptr %flat_grad.t221_b0, align 32
-  %t221_c2_0 = load <8 x float>, ptr %flat_grad.t221_c2_0, align 32
-  %47 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t221_a2, <8 x float> %t221_b017, <8 x float> %t221_c2_0)
-  store <8 x float> %47, ptr %flat_grad.t221_c2_0, align 32
-  %t221_a218 = load <8 x float>, ptr %flat_grad.t221_a2, align 32
-  %t221_b119 = load <8 x float>, ptr %flat_grad.t221_b1, align 32
-  %t221_c2_1 = load <8 x float>, ptr %flat_grad.t221_c2_1, align 32
-  %48 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t221_a218, <8 x float> %t221_b119, <8 x float> %t221_c2_1)
-  store <8 x float> %48, ptr %flat_grad.t221_c2_1, align 32
-  %t221_a220 = load <8 x float>, ptr %flat_grad.t221_a2, align 32
-  %t221_b221 = load <8 x float>, ptr %flat_grad.t221_b2, align 32
-  %t221_c2_2 = load <8 x float>, ptr %flat_grad.t221_c2_2, align 32
-  %49 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t221_a220, <8 x float> %t221_b221, <8 x float> %t221_c2_2)
-  store <8 x float> %49, ptr %flat_grad.t221_c2_2, align 32
-  %50 = mul nsw i64 %flat_grad.mb2202, 4
+  store <8 x float> %46, ptr %flat_grad.t228_a2, align 32
+  %t228_a2 = load <8 x float>, ptr %flat_grad.t228_a2, align 32
+  %t228_b017 = load <8 x float>, ptr %flat_grad.t228_b0, align 32
+  %t228_c2_0 = load <8 x float>, ptr %flat_grad.t228_c2_0, align 32
+  %47 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t228_a2, <8 x float> %t228_b017, <8 x float> %t228_c2_0)
+  store <8 x float> %47, ptr %flat_grad.t228_c2_0, align 32
+  %t228_a218 = load <8 x float>, ptr %flat_grad.t228_a2, align 32
+  %t228_b119 = load <8 x float>, ptr %flat_grad.t228_b1, align 32
+  %t228_c2_1 = load <8 x float>, ptr %flat_grad.t228_c2_1, align 32
+  %48 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t228_a218, <8 x float> %t228_b119, <8 x float> %t228_c2_1)
+  store <8 x float> %48, ptr %flat_grad.t228_c2_1, align 32
+  %t228_a220 = load <8 x float>, ptr %flat_grad.t228_a2, align 32
+  %t228_b221 = load <8 x float>, ptr %flat_grad.t228_b2, align 32
+  %t228_c2_2 = load <8 x float>, ptr %flat_grad.t228_c2_2, align 32
+  %49 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t228_a220, <8 x float> %t228_b221, <8 x float> %t228_c2_2)
+  store <8 x float> %49, ptr %flat_grad.t228_c2_2, align 32
+  %50 = mul nsw i64 %flat_grad.mb2272, 4
   %51 = add nsw i64 %50, 3
   %52 = mul nsw i64 %51, 128
   %53 = add nsw i64 619792, %52
-  %54 = add nsw i64 %53, %flat_grad.k2223
+  %54 = add nsw i64 %53, %flat_grad.k2293
   %arena22 = getelementptr inbounds float, ptr %arena, i64 %54
   %55 = load float, ptr %arena22, align 4
   %56 = insertelement <8 x float> undef, float %55, i32 0
   %57 = shufflevector <8 x float> %56, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %57, ptr %flat_grad.t221_a3, align 32
-  %t221_a3 = load <8 x float>, ptr %flat_grad.t221_a3, align 32
-  %t221_b023 = load <8 x float>, ptr %flat_grad.t221_b0, align 32
-  %t221_c3_0 = load <8 x float>, ptr %flat_grad.t221_c3_0, align 32
-  %58 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t221_a3, <8 x float> %t221_b023, <8 x float> %t221_c3_0)
-  store <8 x float> %58, ptr %flat_grad.t221_c3_0, align 32
-  %t221_a324 = load <8 x float>, ptr %flat_grad.t221_a3, align 32
-  %t221_b125 = load <8 x float>, ptr %flat_grad.t221_b1, align 32
-  %t221_c3_1 = load <8 x float>, ptr %flat_grad.t221_c3_1, align 32
-  %59 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t221_a324, <8 x float> %t221_b125, <8 x float> %t221_c3_1)
-  store <8 x float> %59, ptr %flat_grad.t221_c3_1, align 32
-  %t221_a326 = load <8 x float>, ptr %flat_grad.t221_a3, align 32
-  %t221_b227 = load <8 x float>, ptr %flat_grad.t221_b2, align 32
-  %t221_c3_2 = load <8 x float>, ptr %flat_grad.t221_c3_2, align 32
-  %60 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t221_a326, <8 x float> %t221_b227, <8 x float> %t221_c3_2)
-  store <8 x float> %60, ptr %flat_grad.t221_c3_2, align 32
-  %k222.next = add nsw i64 %flat_grad.k2223, 1
-  %61 = icmp slt i64 %k222.next, 128
-  br i1 %61, label %flat_grad.k222, label %flat_grad.k222.end
+  store <8 x float> %57, ptr %flat_grad.t228_a3, align 32
+  %t228_a3 = load <8 x float>, ptr %flat_grad.t228_a3, align 32
+  %t228_b023 = load <8 x float>, ptr %flat_grad.t228_b0, align 32
+  %t228_c3_0 = load <8 x float>, ptr %flat_grad.t228_c3_0, align 32
+  %58 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t228_a3, <8 x float> %t228_b023, <8 x float> %t228_c3_0)
+  store <8 x float> %58, ptr %flat_grad.t228_c3_0, align 32
+  %t228_a324 = load <8 x float>, ptr %flat_grad.t228_a3, align 32
+  %t228_b125 = load <8 x float>, ptr %flat_grad.t228_b1, align 32
+  %t228_c3_1 = load <8 x float>, ptr %flat_grad.t228_c3_1, align 32
+  %59 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t228_a324, <8 x float> %t228_b125, <8 x float> %t228_c3_1)
+  store <8 x float> %59, ptr %flat_grad.t228_c3_1, align 32
+  %t228_a326 = load <8 x float>, ptr %flat_grad.t228_a3, align 32
+  %t228_b227 = load <8 x float>, ptr %flat_grad.t228_b2, align 32
+  %t228_c3_2 = load <8 x float>, ptr %flat_grad.t228_c3_2, align 32
+  %60 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t228_a326, <8 x float> %t228_b227, <8 x float> %t228_c3_2)
+  store <8 x float> %60, ptr %flat_grad.t228_c3_2, align 32
+  %k229.next = add nsw i64 %flat_grad.k2293, 1
+  %61 = icmp slt i64 %k229.next, 128
+  br i1 %61, label %flat_grad.k229, label %flat_grad.k229.end
 
-flat_grad.k222.end:                               ; preds = %flat_grad.k222
-  %t221_c0_028 = load <8 x float>, ptr %flat_grad.t221_c0_0, align 32
-  %62 = mul nsw i64 %flat_grad.mb2202, 4
+flat_grad.k229.end:                               ; preds = %flat_grad.k229
+  %t228_c0_028 = load <8 x float>, ptr %flat_grad.t228_c0_0, align 32
+  %62 = mul nsw i64 %flat_grad.mb2272, 4
   %63 = mul nsw i64 %62, 1568
   %64 = add nsw i64 627984, %63
-  %65 = mul nsw i64 %flat_grad.nb2191, 24
+  %65 = mul nsw i64 %flat_grad.nb2261, 24
   %66 = add nsw i64 %64, %65
   %arena29 = getelementptr inbounds float, ptr %arena, i64 %66
-  store <8 x float> %t221_c0_028, ptr %arena29, align 4
-  %t221_c0_130 = load <8 x float>, ptr %flat_grad.t221_c0_1, align 32
-  %67 = mul nsw i64 %flat_grad.mb2202, 4
+  store <8 x float> %t228_c0_028, ptr %arena29, align 4
+  %t228_c0_130 = load <8 x float>, ptr %flat_grad.t228_c0_1, align 32
+  %67 = mul nsw i64 %flat_grad.mb2272, 4
   %68 = mul nsw i64 %67, 1568
   %69 = add nsw i64 627984, %68
-  %70 = mul nsw i64 %flat_grad.nb2191, 24
+  %70 = mul nsw i64 %flat_grad.nb2261, 24
   %71 = add nsw i64 %69, %70
   %72 = add nsw i64 %71, 8
   %arena31 = getelementptr inbounds float, ptr %arena, i64 %72
-  store <8 x float> %t221_c0_130, ptr %arena31, align 4
-  %t221_c0_232 = load <8 x float>, ptr %flat_grad.t221_c0_2, align 32
-  %73 = mul nsw i64 %flat_grad.mb2202, 4
+  store <8 x float> %t228_c0_130, ptr %arena31, align 4
+  %t228_c0_232 = load <8 x float>, ptr %flat_grad.t228_c0_2, align 32
+  %73 = mul nsw i64 %flat_grad.mb2272, 4
   %74 = mul nsw i64 %73, 1568
   %75 = add nsw i64 627984, %74
-  %76 = mul nsw i64 %flat_grad.nb2191, 24
+  %76 = mul nsw i64 %flat_grad.nb2261, 24
   %77 = add nsw i64 %75, %76
   %78 = add nsw i64 %77, 16
   %arena33 = getelementptr inbounds float, ptr %arena, i64 %78
-  store <8 x float> %t221_c0_232, ptr %arena33, align 4
-  %t221_c1_034 = load <8 x float>, ptr %flat_grad.t221_c1_0, align 32
-  %79 = mul nsw i64 %flat_grad.mb2202, 4
+  store <8 x float> %t228_c0_232, ptr %arena33, align 4
+  %t228_c1_034 = load <8 x float>, ptr %flat_grad.t228_c1_0, align 32
+  %79 = mul nsw i64 %flat_grad.mb2272, 4
   %80 = add nsw i64 %79, 1
   %81 = mul nsw i64 %80, 1568
   %82 = add nsw i64 627984, %81
-  %83 = mul nsw i64 %flat_grad.nb2191, 24
+  %83 = mul nsw i64 %flat_grad.nb2261, 24
   %84 = add nsw i64 %82, %83
   %arena35 = getelementptr inbounds float, ptr %arena, i64 %84
-  store <8 x float> %t221_c1_034, ptr %arena35, align 4
-  %t221_c1_136 = load <8 x float>, ptr %flat_grad.t221_c1_1, align 32
-  %85 = mul nsw i64 %flat_grad.mb2202, 4
+  store <8 x float> %t228_c1_034, ptr %arena35, align 4
+  %t228_c1_136 = load <8 x float>, ptr %flat_grad.t228_c1_1, align 32
+  %85 = mul nsw i64 %flat_grad.mb2272, 4
   %86 = add nsw i64 %85, 1
   %87 = mul nsw i64 %86, 1568
   %88 = add nsw i64 627984, %87
-  %89 = mul nsw i64 %flat_grad.nb2191, 24
+  %89 = mul nsw i64 %flat_grad.nb2261, 24
   %90 = add nsw i64 %88, %89
   %91 = add nsw i64 %90, 8
   %arena37 = getelementptr inbounds float, ptr %arena, i64 %91
-  store <8 x float> %t221_c1_136, ptr %arena37, align 4
-  %t221_c1_238 = load <8 x float>, ptr %flat_grad.t221_c1_2, align 32
-  %92 = mul nsw i64 %flat_grad.mb2202, 4
+  store <8 x float> %t228_c1_136, ptr %arena37, align 4
+  %t228_c1_238 = load <8 x float>, ptr %flat_grad.t228_c1_2, align 32
+  %92 = mul nsw i64 %flat_grad.mb2272, 4
   %93 = add nsw i64 %92, 1
   %94 = mul nsw i64 %93, 1568
   %95 = add nsw i64 627984, %94
-  %96 = mul nsw i64 %flat_grad.nb2191, 24
+  %96 = mul nsw i64 %flat_grad.nb2261, 24
   %97 = add nsw i64 %95, %96
   %98 = add nsw i64 %97, 16
   %arena39 = getelementptr inbounds float, ptr %arena, i64 %98
-  store <8 x float> %t221_c1_238, ptr %arena39, align 4
-  %t221_c2_040 = load <8 x float>, ptr %flat_grad.t221_c2_0, align 32
-  %99 = mul nsw i64 %flat_grad.mb2202, 4
+  store <8 x float> %t228_c1_238, ptr %arena39, align 4
+  %t228_c2_040 = load <8 x float>, ptr %flat_grad.t228_c2_0, align 32
+  %99 = mul nsw i64 %flat_grad.mb2272, 4
   %100 = add nsw i64 %99, 2
   %101 = mul nsw i64 %100, 1568
   %102 = add nsw i64 627984, %101
-  %103 = mul nsw i64 %flat_grad.nb2191, 24
+  %103 = mul nsw i64 %flat_grad.nb2261, 24
   %104 = add nsw i64 %102, %103
   %arena41 = getelementptr inbounds float, ptr %arena, i64 %104
-  store <8 x float> %t221_c2_040, ptr %arena41, align 4
-  %t221_c2_142 = load <8 x float>, ptr %flat_grad.t221_c2_1, align 32
-  %105 = mul nsw i64 %flat_grad.mb2202, 4
+  store <8 x float> %t228_c2_040, ptr %arena41, align 4
+  %t228_c2_142 = load <8 x float>, ptr %flat_grad.t228_c2_1, align 32
+  %105 = mul nsw i64 %flat_grad.mb2272, 4
   %106 = add nsw i64 %105, 2
   %107 = mul nsw i64 %106, 1568
   %108 = add nsw i64 627984, %107
-  %109 = mul nsw i64 %flat_grad.nb2191, 24
+  %109 = mul nsw i64 %flat_grad.nb2261, 24
   %110 = add nsw i64 %108, %109
   %111 = add nsw i64 %110, 8
   %arena43 = getelementptr inbounds float, ptr %arena, i64 %111
-  store <8 x float> %t221_c2_142, ptr %arena43, align 4
-  %t221_c2_244 = load <8 x float>, ptr %flat_grad.t221_c2_2, align 32
-  %112 = mul nsw i64 %flat_grad.mb2202, 4
+  store <8 x float> %t228_c2_142, ptr %arena43, align 4
+  %t228_c2_244 = load <8 x float>, ptr %flat_grad.t228_c2_2, align 32
+  %112 = mul nsw i64 %flat_grad.mb2272, 4
   %113 = add nsw i64 %112, 2
   %114 = mul nsw i64 %113, 1568
   %115 = add nsw i64 627984, %114
-  %116 = mul nsw i64 %flat_grad.nb2191, 24
+  %116 = mul nsw i64 %flat_grad.nb2261, 24
   %117 = add nsw i64 %115, %116
   %118 = add nsw i64 %117, 16
   %arena45 = getelementptr inbounds float, ptr %arena, i64 %118
-  store <8 x float> %t221_c2_244, ptr %arena45, align 4
-  %t221_c3_046 = load <8 x float>, ptr %flat_grad.t221_c3_0, align 32
-  %119 = mul nsw i64 %flat_grad.mb2202, 4
+  store <8 x float> %t228_c2_244, ptr %arena45, align 4
+  %t228_c3_046 = load <8 x float>, ptr %flat_grad.t228_c3_0, align 32
+  %119 = mul nsw i64 %flat_grad.mb2272, 4
   %120 = add nsw i64 %119, 3
   %121 = mul nsw i64 %120, 1568
   %122 = add nsw i64 627984, %121
-  %123 = mul nsw i64 %flat_grad.nb2191, 24
+  %123 = mul nsw i64 %flat_grad.nb2261, 24
   %124 = add nsw i64 %122, %123
   %arena47 = getelementptr inbounds float, ptr %arena, i64 %124
-  store <8 x float> %t221_c3_046, ptr %arena47, align 4
-  %t221_c3_148 = load <8 x float>, ptr %flat_grad.t221_c3_1, align 32
-  %125 = mul nsw i64 %flat_grad.mb2202, 4
+  store <8 x float> %t228_c3_046, ptr %arena47, align 4
+  %t228_c3_148 = load <8 x float>, ptr %flat_grad.t228_c3_1, align 32
+  %125 = mul nsw i64 %flat_grad.mb2272, 4
   %126 = add nsw i64 %125, 3
   %127 = mul nsw i64 %126, 1568
   %128 = add nsw i64 627984, %127
-  %129 = mul nsw i64 %flat_grad.nb2191, 24
+  %129 = mul nsw i64 %flat_grad.nb2261, 24
   %130 = add nsw i64 %128, %129
   %131 = add nsw i64 %130, 8
   %arena49 = getelementptr inbounds float, ptr %arena, i64 %131
-  store <8 x float> %t221_c3_148, ptr %arena49, align 4
-  %t221_c3_250 = load <8 x float>, ptr %flat_grad.t221_c3_2, align 32
-  %132 = mul nsw i64 %flat_grad.mb2202, 4
+  store <8 x float> %t228_c3_148, ptr %arena49, align 4
+  %t228_c3_250 = load <8 x float>, ptr %flat_grad.t228_c3_2, align 32
+  %132 = mul nsw i64 %flat_grad.mb2272, 4
   %133 = add nsw i64 %132, 3
   %134 = mul nsw i64 %133, 1568
   %135 = add nsw i64 627984, %134
-  %136 = mul nsw i64 %flat_grad.nb2191, 24
+  %136 = mul nsw i64 %flat_grad.nb2261, 24
   %137 = add nsw i64 %135, %136
   %138 = add nsw i64 %137, 16
   %arena51 = getelementptr inbounds float, ptr %arena, i64 %138
-  store <8 x float> %t221_c3_250, ptr %arena51, align 4
-  %mb220.next = add nsw i64 %flat_grad.mb2202, 1
-  %139 = icmp slt i64 %mb220.next, 16
-  br i1 %139, label %flat_grad.mb220, label %flat_grad.mb220.end
+  store <8 x float> %t228_c3_250, ptr %arena51, align 4
+  %mb227.next = add nsw i64 %flat_grad.mb2272, 1
+  %139 = icmp slt i64 %mb227.next, 16
+  br i1 %139, label %flat_grad.mb227, label %flat_grad.mb227.end
 
-flat_grad.mb223:                                  ; preds = %flat_grad.k225.end, %flat_grad.nb219.end
-  %flat_grad.mb22352 = phi i64 [ 0, %flat_grad.nb219.end ], [ %mb223.next, %flat_grad.k225.end ]
-  store <8 x float> zeroinitializer, ptr %flat_grad.t224_c0_0, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t224_c1_0, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t224_c2_0, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t224_c3_0, align 32
-  br label %flat_grad.k225
+flat_grad.mb230:                                  ; preds = %flat_grad.k232.end, %flat_grad.nb226.end
+  %flat_grad.mb23052 = phi i64 [ 0, %flat_grad.nb226.end ], [ %mb230.next, %flat_grad.k232.end ]
+  store <8 x float> zeroinitializer, ptr %flat_grad.t231_c0_0, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t231_c1_0, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t231_c2_0, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t231_c3_0, align 32
+  br label %flat_grad.k232
 
-flat_grad.mb223.end:                              ; preds = %flat_grad.k225.end
+flat_grad.mb230.end:                              ; preds = %flat_grad.k232.end
   ret void
 
-flat_grad.k225:                                   ; preds = %flat_grad.k225, %flat_grad.mb223
-  %flat_grad.k22553 = phi i64 [ 0, %flat_grad.mb223 ], [ %k225.next, %flat_grad.k225 ]
-  %140 = mul nsw i64 %flat_grad.k22553, 1568
+flat_grad.k232:                                   ; preds = %flat_grad.k232, %flat_grad.mb230
+  %flat_grad.k23253 = phi i64 [ 0, %flat_grad.mb230 ], [ %k232.next, %flat_grad.k232 ]
+  %140 = mul nsw i64 %flat_grad.k23253, 1568
   %141 = add nsw i64 4800, %140
   %142 = add nsw i64 %141, 1560
   %params54 = getelementptr inbounds float, ptr %params, i64 %142
   %143 = load <8 x float>, ptr %params54, align 4
-  store <8 x float> %143, ptr %flat_grad.t224_b0, align 32
-  %144 = mul nsw i64 %flat_grad.mb22352, 4
+  store <8 x float> %143, ptr %flat_grad.t231_b0, align 32
+  %144 = mul nsw i64 %flat_grad.mb23052, 4
   %145 = mul nsw i64 %144, 128
   %146 = add nsw i64 619792, %145
-  %147 = add nsw i64 %146, %flat_grad.k22553
+  %147 = add nsw i64 %146, %flat_grad.k23253
   %arena55 = getelementptr inbounds float, ptr %arena, i64 %147
   %148 = load float, ptr %arena55, align 4
   %149 = insertelement <8 x float> undef, float %148, i32 0
   %150 = shufflevector <8 x float> %149, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %150, ptr %flat_grad.t224_a0, align 32
-  %t224_a0 = load <8 x float>, ptr %flat_grad.t224_a0, align 32
-  %t224_b0 = load <8 x float>, ptr %flat_grad.t224_b0, align 32
-  %t224_c0_0 = load <8 x float>, ptr %flat_grad.t224_c0_0, align 32
-  %151 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t224_a0, <8 x float> %t224_b0, <8 x float> %t224_c0_0)
-  store <8 x float> %151, ptr %flat_grad.t224_c0_0, align 32
-  %152 = mul nsw i64 %flat_grad.mb22352, 4
+  store <8 x float> %150, ptr %flat_grad.t231_a0, align 32
+  %t231_a0 = load <8 x float>, ptr %flat_grad.t231_a0, align 32
+  %t231_b0 = load <8 x float>, ptr %flat_grad.t231_b0, align 32
+  %t231_c0_0 = load <8 x float>, ptr %flat_grad.t231_c0_0, align 32
+  %151 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t231_a0, <8 x float> %t231_b0, <8 x float> %t231_c0_0)
+  store <8 x float> %151, ptr %flat_grad.t231_c0_0, align 32
+  %152 = mul nsw i64 %flat_grad.mb23052, 4
   %153 = add nsw i64 %152, 1
   %154 = mul nsw i64 %153, 128
   %155 = add nsw i64 619792, %154
-  %156 = add nsw i64 %155, %flat_grad.k22553
+  %156 = add nsw i64 %155, %flat_grad.k23253
   %arena56 = getelementptr inbounds float, ptr %arena, i64 %156
   %157 = load float, ptr %arena56, align 4
   %158 = insertelement <8 x float> undef, float %157, i32 0
   %159 = shufflevector <8 x float> %158, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %159, ptr %flat_grad.t224_a1, align 32
-  %t224_a1 = load <8 x float>, ptr %flat_grad.t224_a1, align 32
-  %t224_b057 = load <8 x float>, ptr %flat_grad.t224_b0, align 32
-  %t224_c1_0 = load <8 x float>, ptr %flat_grad.t224_c1_0, align 32
-  %160 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t224_a1, <8 x float> %t224_b057, <8 x float> %t224_c1_0)
-  store <8 x float> %160, ptr %flat_grad.t224_c1_0, align 32
-  %161 = mul nsw i64 %flat_grad.mb22352, 4
+  store <8 x float> %159, ptr %flat_grad.t231_a1, align 32
+  %t231_a1 = load <8 x float>, ptr %flat_grad.t231_a1, align 32
+  %t231_b057 = load <8 x float>, ptr %flat_grad.t231_b0, align 32
+  %t231_c1_0 = load <8 x float>, ptr %flat_grad.t231_c1_0, align 32
+  %160 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t231_a1, <8 x float> %t231_b057, <8 x float> %t231_c1_0)
+  store <8 x float> %160, ptr %flat_grad.t231_c1_0, align 32
+  %161 = mul nsw i64 %flat_grad.mb23052, 4
   %162 = add nsw i64 %161, 2
   %163 = mul nsw i64 %162, 128
   %164 = add nsw i64 619792, %163
-  %165 = add nsw i64 %164, %flat_grad.k22553
+  %165 = add nsw i64 %164, %flat_grad.k23253
   %arena58 = getelementptr inbounds float, ptr %arena, i64 %165
   %166 = load float, ptr %arena58, align 4
   %167 = insertelement <8 x float> undef, float %166, i32 0
   %168 = shufflevector <8 x float> %167, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %168, ptr %flat_grad.t224_a2, align 32
-  %t224_a2 = load <8 x float>, ptr %flat_grad.t224_a2, align 32
-  %t224_b059 = load <8 x float>, ptr %flat_grad.t224_b0, align 32
-  %t224_c2_0 = load <8 x float>, ptr %flat_grad.t224_c2_0, align 32
-  %169 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t224_a2, <8 x float> %t224_b059, <8 x float> %t224_c2_0)
-  store <8 x float> %169, ptr %flat_grad.t224_c2_0, align 32
-  %170 = mul nsw i64 %flat_grad.mb22352, 4
+  store <8 x float> %168, ptr %flat_grad.t231_a2, align 32
+  %t231_a2 = load <8 x float>, ptr %flat_grad.t231_a2, align 32
+  %t231_b059 = load <8 x float>, ptr %flat_grad.t231_b0, align 32
+  %t231_c2_0 = load <8 x float>, ptr %flat_grad.t231_c2_0, align 32
+  %169 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t231_a2, <8 x float> %t231_b059, <8 x float> %t231_c2_0)
+  store <8 x float> %169, ptr %flat_grad.t231_c2_0, align 32
+  %170 = mul nsw i64 %flat_grad.mb23052, 4
   %171 = add nsw i64 %170, 3
   %172 = mul nsw i64 %171, 128
   %173 = add nsw i64 619792, %172
-  %174 = add nsw i64 %173, %flat_grad.k22553
+  %174 = add nsw i64 %173, %flat_grad.k23253
   %arena60 = getelementptr inbounds float, ptr %arena, i64 %174
   %175 = load float, ptr %arena60, align 4
   %176 = insertelement <8 x float> undef, float %175, i32 0
   %177 = shufflevector <8 x float> %176, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %177, ptr %flat_grad.t224_a3, align 32
-  %t224_a3 = load <8 x float>, ptr %flat_grad.t224_a3, align 32
-  %t224_b061 = load <8 x float>, ptr %flat_grad.t224_b0, align 32
-  %t224_c3_0 = load <8 x float>, ptr %flat_grad.t224_c3_0, align 32
-  %178 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t224_a3, <8 x float> %t224_b061, <8 x float> %t224_c3_0)
-  store <8 x float> %178, ptr %flat_grad.t224_c3_0, align 32
-  %k225.next = add nsw i64 %flat_grad.k22553, 1
-  %179 = icmp slt i64 %k225.next, 128
-  br i1 %179, label %flat_grad.k225, label %flat_grad.k225.end
+  store <8 x float> %177, ptr %flat_grad.t231_a3, align 32
+  %t231_a3 = load <8 x float>, ptr %flat_grad.t231_a3, align 32
+  %t231_b061 = load <8 x float>, ptr %flat_grad.t231_b0, align 32
+  %t231_c3_0 = load <8 x float>, ptr %flat_grad.t231_c3_0, align 32
+  %178 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t231_a3, <8 x float> %t231_b061, <8 x float> %t231_c3_0)
+  store <8 x float> %178, ptr %flat_grad.t231_c3_0, align 32
+  %k232.next = add nsw i64 %flat_grad.k23253, 1
+  %179 = icmp slt i64 %k232.next, 128
+  br i1 %179, label %flat_grad.k232, label %flat_grad.k232.end
 
-flat_grad.k225.end:                               ; preds = %flat_grad.k225
-  %t224_c0_062 = load <8 x float>, ptr %flat_grad.t224_c0_0, align 32
-  %180 = mul nsw i64 %flat_grad.mb22352, 4
+flat_grad.k232.end:                               ; preds = %flat_grad.k232
+  %t231_c0_062 = load <8 x float>, ptr %flat_grad.t231_c0_0, align 32
+  %180 = mul nsw i64 %flat_grad.mb23052, 4
   %181 = mul nsw i64 %180, 1568
   %182 = add nsw i64 627984, %181
   %183 = add nsw i64 %182, 1560
   %arena63 = getelementptr inbounds float, ptr %arena, i64 %183
-  store <8 x float> %t224_c0_062, ptr %arena63, align 4
-  %t224_c1_064 = load <8 x float>, ptr %flat_grad.t224_c1_0, align 32
-  %184 = mul nsw i64 %flat_grad.mb22352, 4
+  store <8 x float> %t231_c0_062, ptr %arena63, align 4
+  %t231_c1_064 = load <8 x float>, ptr %flat_grad.t231_c1_0, align 32
+  %184 = mul nsw i64 %flat_grad.mb23052, 4
   %185 = add nsw i64 %184, 1
   %186 = mul nsw i64 %185, 1568
   %187 = add nsw i64 627984, %186
   %188 = add nsw i64 %187, 1560
   %arena65 = getelementptr inbounds float, ptr %arena, i64 %188
-  store <8 x float> %t224_c1_064, ptr %arena65, align 4
-  %t224_c2_066 = load <8 x float>, ptr %flat_grad.t224_c2_0, align 32
-  %189 = mul nsw i64 %flat_grad.mb22352, 4
+  store <8 x float> %t231_c1_064, ptr %arena65, align 4
+  %t231_c2_066 = load <8 x float>, ptr %flat_grad.t231_c2_0, align 32
+  %189 = mul nsw i64 %flat_grad.mb23052, 4
   %190 = add nsw i64 %189, 2
   %191 = mul nsw i64 %190, 1568
   %192 = add nsw i64 627984, %191
   %193 = add nsw i64 %192, 1560
   %arena67 = getelementptr inbounds float, ptr %arena, i64 %193
-  store <8 x float> %t224_c2_066, ptr %arena67, align 4
-  %t224_c3_068 = load <8 x float>, ptr %flat_grad.t224_c3_0, align 32
-  %194 = mul nsw i64 %flat_grad.mb22352, 4
+  store <8 x float> %t231_c2_066, ptr %arena67, align 4
+  %t231_c3_068 = load <8 x float>, ptr %flat_grad.t231_c3_0, align 32
+  %194 = mul nsw i64 %flat_grad.mb23052, 4
   %195 = add nsw i64 %194, 3
   %196 = mul nsw i64 %195, 1568
   %197 = add nsw i64 627984, %196
   %198 = add nsw i64 %197, 1560
   %arena69 = getelementptr inbounds float, ptr %arena, i64 %198
-  store <8 x float> %t224_c3_068, ptr %arena69, align 4
-  %mb223.next = add nsw i64 %flat_grad.mb22352, 1
-  %199 = icmp slt i64 %mb223.next, 16
-  br i1 %199, label %flat_grad.mb223, label %flat_grad.mb223.end
+  store <8 x float> %t231_c3_068, ptr %arena69, align 4
+  %mb230.next = add nsw i64 %flat_grad.mb23052, 1
+  %199 = icmp slt i64 %mb230.next, 16
+  br i1 %199, label %flat_grad.mb230, label %flat_grad.mb230.end
 }
 
 ; Function Attrs: noinline
-define internal void @smallcnn_train_b64.k14.pool2_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @smallcnn_train_b64.k14.pool2_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @smallcnn_train_b64.k15.conv2_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @smallcnn_train_b64.k15.conv2_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  br label %conv2_grad.i227
+  br label %conv2_grad.i234
 
-conv2_grad.i227:                                  ; preds = %conv2_grad.i227, %entry
-  %conv2_grad.i2271 = phi i64 [ 0, %entry ], [ %i227.next, %conv2_grad.i227 ]
-  %0 = add nsw i64 728336, %conv2_grad.i2271
+conv2_grad.i234:                                  ; preds = %conv2_grad.i234, %entry
+  %conv2_grad.i2341 = phi i64 [ 0, %entry ], [ %i234.next, %conv2_grad.i234 ]
+  %0 = add nsw i64 728336, %conv2_grad.i2341
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %0
   store float 0.000000e+00, ptr %arena2, align 4
-  %i227.next = add nsw i64 %conv2_grad.i2271, 1
-  %1 = icmp slt i64 %i227.next, 401408
-  br i1 %1, label %conv2_grad.i227, label %conv2_grad.i227.end
+  %i234.next = add nsw i64 %conv2_grad.i2341, 1
+  %1 = icmp slt i64 %i234.next, 401408
+  br i1 %1, label %conv2_grad.i234, label %conv2_grad.i234.end
 
-conv2_grad.i227.end:                              ; preds = %conv2_grad.i227
-  br label %conv2_grad.q228
+conv2_grad.i234.end:                              ; preds = %conv2_grad.i234
+  br label %conv2_grad.q235
 
-conv2_grad.q228:                                  ; preds = %conv2_grad.i229.end, %conv2_grad.i227.end
-  %conv2_grad.q2283 = phi i64 [ 0, %conv2_grad.i227.end ], [ %q228.next, %conv2_grad.i229.end ]
-  br label %conv2_grad.i229
+conv2_grad.q235:                                  ; preds = %conv2_grad.i236.end, %conv2_grad.i234.end
+  %conv2_grad.q2353 = phi i64 [ 0, %conv2_grad.i234.end ], [ %q235.next, %conv2_grad.i236.end ]
+  br label %conv2_grad.i236
 
-conv2_grad.q228.end:                              ; preds = %conv2_grad.i229.end
+conv2_grad.q235.end:                              ; preds = %conv2_grad.i236.end
   ret void
 
-conv2_grad.i229:                                  ; preds = %conv2_grad.endif, %conv2_grad.q228
-  %conv2_grad.i2294 = phi i64 [ 0, %conv2_grad.q228 ], [ %i229.next, %conv2_grad.endif ]
-  %2 = mul nsw i64 %conv2_grad.q2283, 49
-  %3 = add nsw i64 %2, %conv2_grad.i2294
+conv2_grad.i236:                                  ; preds = %conv2_grad.endif, %conv2_grad.q235
+  %conv2_grad.i2364 = phi i64 [ 0, %conv2_grad.q235 ], [ %i236.next, %conv2_grad.endif ]
+  %2 = mul nsw i64 %conv2_grad.q2353, 49
+  %3 = add nsw i64 %2, %conv2_grad.i2364
   %4 = add nsw i64 401408, %3
   %arena5 = getelementptr inbounds float, ptr %arena, i64 %4
   %5 = load float, ptr %arena5, align 4
   %6 = fcmp ogt float %5, 0.000000e+00
   br i1 %6, label %conv2_grad.then, label %conv2_grad.endif
 
-conv2_grad.i229.end:                              ; preds = %conv2_grad.endif
-  %q228.next = add nsw i64 %conv2_grad.q2283, 1
-  %7 = icmp slt i64 %q228.next, 2048
-  br i1 %7, label %conv2_grad.q228, label %conv2_grad.q228.end
+conv2_grad.i236.end:                              ; preds = %conv2_grad.endif
+  %q235.next = add nsw i64 %conv2_grad.q2353, 1
+  %7 = icmp slt i64 %q235.next, 2048
+  br i1 %7, label %conv2_grad.q235, label %conv2_grad.q235.end
 
-conv2_grad.then:                                  ; preds = %conv2_grad.i229
-  %8 = mul nsw i64 %conv2_grad.q2283, 196
+conv2_grad.then:                                  ; preds = %conv2_grad.i236
+  %8 = mul nsw i64 %conv2_grad.q2353, 196
   %9 = add nsw i64 728336, %8
-  %10 = mul nsw i64 %conv2_grad.q2283, 49
-  %11 = add nsw i64 %10, %conv2_grad.i2294
+  %10 = mul nsw i64 %conv2_grad.q2353, 49
+  %11 = add nsw i64 %10, %conv2_grad.i2364
   %12 = add nsw i64 501760, %11
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %12
   %13 = load float, ptr %arena6, align 4
@@ -6300,8 +6786,8 @@ conv2_grad.then:                                  ; preds = %conv2_grad.i229
   %15 = add nsw i64 %9, %14
   %arena7 = getelementptr inbounds float, ptr %arena, i64 %15
   %16 = load float, ptr %arena7, align 4
-  %17 = mul nsw i64 %conv2_grad.q2283, 49
-  %18 = add nsw i64 %17, %conv2_grad.i2294
+  %17 = mul nsw i64 %conv2_grad.q2353, 49
+  %18 = add nsw i64 %17, %conv2_grad.i2364
   %19 = add nsw i64 627984, %18
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %19
   %20 = load float, ptr %arena8, align 4
@@ -6309,15 +6795,22 @@ conv2_grad.then:                                  ; preds = %conv2_grad.i229
   store float %21, ptr %arena7, align 4
   br label %conv2_grad.endif
 
-conv2_grad.endif:                                 ; preds = %conv2_grad.then, %conv2_grad.i229
-  %i229.next = add nsw i64 %conv2_grad.i2294, 1
-  %22 = icmp slt i64 %i229.next, 49
-  br i1 %22, label %conv2_grad.i229, label %conv2_grad.i229.end
+conv2_grad.endif:                                 ; preds = %conv2_grad.then, %conv2_grad.i236
+  %i236.next = add nsw i64 %conv2_grad.i2364, 1
+  %22 = icmp slt i64 %i236.next, 49
+  br i1 %22, label %conv2_grad.i236, label %conv2_grad.i236.end
 }
 
 ; Function Attrs: noinline
-define internal void @smallcnn_train_b64.k16.conv2_weight_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @smallcnn_train_b64.k16.conv2_weight_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
+  %conv2_weight_grad.w336 = alloca float, align 4
+  %conv2_weight_grad.w335 = alloca float, align 4
+  %conv2_weight_grad.w334 = alloca float, align 4
+  %conv2_weight_grad.w333 = alloca float, align 4
+  %conv2_weight_grad.w332 = alloca float, align 4
+  %conv2_weight_grad.w331 = alloca float, align 4
+  %conv2_weight_grad.w330 = alloca float, align 4
   %conv2_weight_grad.w329 = alloca float, align 4
   %conv2_weight_grad.w328 = alloca float, align 4
   %conv2_weight_grad.w327 = alloca float, align 4
@@ -6332,13 +6825,13 @@ entry:
   %conv2_weight_grad.w318 = alloca float, align 4
   %conv2_weight_grad.w317 = alloca float, align 4
   %conv2_weight_grad.w316 = alloca float, align 4
-  %conv2_weight_grad.w315 = alloca float, align 4
-  %conv2_weight_grad.w314 = alloca float, align 4
-  %conv2_weight_grad.w313 = alloca float, align 4
-  %conv2_weight_grad.w312 = alloca float, align 4
-  %conv2_weight_grad.w311 = alloca float, align 4
-  %conv2_weight_grad.w310 = alloca float, align 4
-  %conv2_weight_grad.w309 = alloca float, align 4
+  %conv2_weight_grad.w312 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w311 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w310 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w309 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w308 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w307 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w306 = alloca <8 x float>, align 32
   %conv2_weight_grad.w305 = alloca <8 x float>, align 32
   %conv2_weight_grad.w304 = alloca <8 x float>, align 32
   %conv2_weight_grad.w303 = alloca <8 x float>, align 32
@@ -6356,13 +6849,13 @@ entry:
   %conv2_weight_grad.w291 = alloca <8 x float>, align 32
   %conv2_weight_grad.w290 = alloca <8 x float>, align 32
   %conv2_weight_grad.w289 = alloca <8 x float>, align 32
-  %conv2_weight_grad.w288 = alloca <8 x float>, align 32
-  %conv2_weight_grad.w287 = alloca <8 x float>, align 32
-  %conv2_weight_grad.w286 = alloca <8 x float>, align 32
-  %conv2_weight_grad.w285 = alloca <8 x float>, align 32
-  %conv2_weight_grad.w284 = alloca <8 x float>, align 32
-  %conv2_weight_grad.w283 = alloca <8 x float>, align 32
-  %conv2_weight_grad.w282 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w280 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w279 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w278 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w277 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w276 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w275 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w274 = alloca <8 x float>, align 32
   %conv2_weight_grad.w273 = alloca <8 x float>, align 32
   %conv2_weight_grad.w272 = alloca <8 x float>, align 32
   %conv2_weight_grad.w271 = alloca <8 x float>, align 32
@@ -6388,1871 +6881,1871 @@ entry:
   %conv2_weight_grad.w251 = alloca <8 x float>, align 32
   %conv2_weight_grad.w250 = alloca <8 x float>, align 32
   %conv2_weight_grad.w249 = alloca <8 x float>, align 32
-  %conv2_weight_grad.w248 = alloca <8 x float>, align 32
-  %conv2_weight_grad.w247 = alloca <8 x float>, align 32
-  %conv2_weight_grad.w246 = alloca <8 x float>, align 32
-  %conv2_weight_grad.w245 = alloca <8 x float>, align 32
-  %conv2_weight_grad.w244 = alloca <8 x float>, align 32
-  %conv2_weight_grad.w243 = alloca <8 x float>, align 32
-  %conv2_weight_grad.w242 = alloca <8 x float>, align 32
-  br label %conv2_weight_grad.i230
+  br label %conv2_weight_grad.i237
 
-conv2_weight_grad.i230:                           ; preds = %conv2_weight_grad.i230, %entry
-  %conv2_weight_grad.i2301 = phi i64 [ 0, %entry ], [ %i230.next, %conv2_weight_grad.i230 ]
-  %0 = add nsw i64 449408, %conv2_weight_grad.i2301
+conv2_weight_grad.i237:                           ; preds = %conv2_weight_grad.i237, %entry
+  %conv2_weight_grad.i2371 = phi i64 [ 0, %entry ], [ %i237.next, %conv2_weight_grad.i237 ]
+  %0 = add nsw i64 449408, %conv2_weight_grad.i2371
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %0
   store float 0.000000e+00, ptr %arena2, align 4
-  %i230.next = add nsw i64 %conv2_weight_grad.i2301, 1
-  %1 = icmp slt i64 %i230.next, 8192
-  br i1 %1, label %conv2_weight_grad.i230, label %conv2_weight_grad.i230.end
+  %i237.next = add nsw i64 %conv2_weight_grad.i2371, 1
+  %1 = icmp slt i64 %i237.next, 8192
+  br i1 %1, label %conv2_weight_grad.i237, label %conv2_weight_grad.i237.end
 
-conv2_weight_grad.i230.end:                       ; preds = %conv2_weight_grad.i230
-  br label %conv2_weight_grad.i231
+conv2_weight_grad.i237.end:                       ; preds = %conv2_weight_grad.i237
+  br label %conv2_weight_grad.i238
 
-conv2_weight_grad.i231:                           ; preds = %conv2_weight_grad.i231, %conv2_weight_grad.i230.end
-  %conv2_weight_grad.i2313 = phi i64 [ 0, %conv2_weight_grad.i230.end ], [ %i231.next, %conv2_weight_grad.i231 ]
-  %2 = add nsw i64 401408, %conv2_weight_grad.i2313
+conv2_weight_grad.i238:                           ; preds = %conv2_weight_grad.i238, %conv2_weight_grad.i237.end
+  %conv2_weight_grad.i2383 = phi i64 [ 0, %conv2_weight_grad.i237.end ], [ %i238.next, %conv2_weight_grad.i238 ]
+  %2 = add nsw i64 401408, %conv2_weight_grad.i2383
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %2
   store float 0.000000e+00, ptr %arena4, align 4
-  %i231.next = add nsw i64 %conv2_weight_grad.i2313, 1
-  %3 = icmp slt i64 %i231.next, 4096
-  br i1 %3, label %conv2_weight_grad.i231, label %conv2_weight_grad.i231.end
+  %i238.next = add nsw i64 %conv2_weight_grad.i2383, 1
+  %3 = icmp slt i64 %i238.next, 4096
+  br i1 %3, label %conv2_weight_grad.i238, label %conv2_weight_grad.i238.end
 
-conv2_weight_grad.i231.end:                       ; preds = %conv2_weight_grad.i231
-  br label %conv2_weight_grad.i232
+conv2_weight_grad.i238.end:                       ; preds = %conv2_weight_grad.i238
+  br label %conv2_weight_grad.i239
 
-conv2_weight_grad.i232:                           ; preds = %conv2_weight_grad.i232, %conv2_weight_grad.i231.end
-  %conv2_weight_grad.i2325 = phi i64 [ 0, %conv2_weight_grad.i231.end ], [ %i232.next, %conv2_weight_grad.i232 ]
-  %4 = add nsw i64 418048, %conv2_weight_grad.i2325
+conv2_weight_grad.i239:                           ; preds = %conv2_weight_grad.i239, %conv2_weight_grad.i238.end
+  %conv2_weight_grad.i2395 = phi i64 [ 0, %conv2_weight_grad.i238.end ], [ %i239.next, %conv2_weight_grad.i239 ]
+  %4 = add nsw i64 418048, %conv2_weight_grad.i2395
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %4
   store float 0.000000e+00, ptr %arena6, align 4
-  %i232.next = add nsw i64 %conv2_weight_grad.i2325, 1
-  %5 = icmp slt i64 %i232.next, 6272
-  br i1 %5, label %conv2_weight_grad.i232, label %conv2_weight_grad.i232.end
+  %i239.next = add nsw i64 %conv2_weight_grad.i2395, 1
+  %5 = icmp slt i64 %i239.next, 6272
+  br i1 %5, label %conv2_weight_grad.i239, label %conv2_weight_grad.i239.end
 
-conv2_weight_grad.i232.end:                       ; preds = %conv2_weight_grad.i232
-  br label %conv2_weight_grad.g233
+conv2_weight_grad.i239.end:                       ; preds = %conv2_weight_grad.i239
+  br label %conv2_weight_grad.g240
 
-conv2_weight_grad.g233:                           ; preds = %conv2_weight_grad.xi306.end, %conv2_weight_grad.i232.end
-  %conv2_weight_grad.g2337 = phi i64 [ 0, %conv2_weight_grad.i232.end ], [ %g233.next, %conv2_weight_grad.xi306.end ]
-  br label %conv2_weight_grad.j234
+conv2_weight_grad.g240:                           ; preds = %conv2_weight_grad.xi313.end, %conv2_weight_grad.i239.end
+  %conv2_weight_grad.g2407 = phi i64 [ 0, %conv2_weight_grad.i239.end ], [ %g240.next, %conv2_weight_grad.xi313.end ]
+  br label %conv2_weight_grad.j241
 
-conv2_weight_grad.g233.end:                       ; preds = %conv2_weight_grad.xi306.end
-  br label %conv2_weight_grad.f307
+conv2_weight_grad.g240.end:                       ; preds = %conv2_weight_grad.xi313.end
+  br label %conv2_weight_grad.f314
 
-conv2_weight_grad.j234:                           ; preds = %conv2_weight_grad.c235.end, %conv2_weight_grad.g233
-  %conv2_weight_grad.j2348 = phi i64 [ 0, %conv2_weight_grad.g233 ], [ %j234.next, %conv2_weight_grad.c235.end ]
-  br label %conv2_weight_grad.c235
+conv2_weight_grad.j241:                           ; preds = %conv2_weight_grad.c242.end, %conv2_weight_grad.g240
+  %conv2_weight_grad.j2418 = phi i64 [ 0, %conv2_weight_grad.g240 ], [ %j241.next, %conv2_weight_grad.c242.end ]
+  br label %conv2_weight_grad.c242
 
-conv2_weight_grad.j234.end:                       ; preds = %conv2_weight_grad.c235.end
-  br label %conv2_weight_grad.j238
+conv2_weight_grad.j241.end:                       ; preds = %conv2_weight_grad.c242.end
+  br label %conv2_weight_grad.j245
 
-conv2_weight_grad.c235:                           ; preds = %conv2_weight_grad.iy236.end, %conv2_weight_grad.j234
-  %conv2_weight_grad.c2359 = phi i64 [ 0, %conv2_weight_grad.j234 ], [ %c235.next, %conv2_weight_grad.iy236.end ]
-  br label %conv2_weight_grad.iy236
+conv2_weight_grad.c242:                           ; preds = %conv2_weight_grad.iy243.end, %conv2_weight_grad.j241
+  %conv2_weight_grad.c2429 = phi i64 [ 0, %conv2_weight_grad.j241 ], [ %c242.next, %conv2_weight_grad.iy243.end ]
+  br label %conv2_weight_grad.iy243
 
-conv2_weight_grad.c235.end:                       ; preds = %conv2_weight_grad.iy236.end
-  %j234.next = add nsw i64 %conv2_weight_grad.j2348, 1
-  %6 = icmp slt i64 %j234.next, 1
-  br i1 %6, label %conv2_weight_grad.j234, label %conv2_weight_grad.j234.end
+conv2_weight_grad.c242.end:                       ; preds = %conv2_weight_grad.iy243.end
+  %j241.next = add nsw i64 %conv2_weight_grad.j2418, 1
+  %6 = icmp slt i64 %j241.next, 1
+  br i1 %6, label %conv2_weight_grad.j241, label %conv2_weight_grad.j241.end
 
-conv2_weight_grad.iy236:                          ; preds = %conv2_weight_grad.ix237.end, %conv2_weight_grad.c235
-  %conv2_weight_grad.iy23610 = phi i64 [ 0, %conv2_weight_grad.c235 ], [ %iy236.next, %conv2_weight_grad.ix237.end ]
-  br label %conv2_weight_grad.ix237
+conv2_weight_grad.iy243:                          ; preds = %conv2_weight_grad.ix244.end, %conv2_weight_grad.c242
+  %conv2_weight_grad.iy24310 = phi i64 [ 0, %conv2_weight_grad.c242 ], [ %iy243.next, %conv2_weight_grad.ix244.end ]
+  br label %conv2_weight_grad.ix244
 
-conv2_weight_grad.iy236.end:                      ; preds = %conv2_weight_grad.ix237.end
-  %c235.next = add nsw i64 %conv2_weight_grad.c2359, 1
-  %7 = icmp slt i64 %c235.next, 16
-  br i1 %7, label %conv2_weight_grad.c235, label %conv2_weight_grad.c235.end
+conv2_weight_grad.iy243.end:                      ; preds = %conv2_weight_grad.ix244.end
+  %c242.next = add nsw i64 %conv2_weight_grad.c2429, 1
+  %7 = icmp slt i64 %c242.next, 16
+  br i1 %7, label %conv2_weight_grad.c242, label %conv2_weight_grad.c242.end
 
-conv2_weight_grad.ix237:                          ; preds = %conv2_weight_grad.ix237, %conv2_weight_grad.iy236
-  %conv2_weight_grad.ix23711 = phi i64 [ 0, %conv2_weight_grad.iy236 ], [ %ix237.next, %conv2_weight_grad.ix237 ]
-  %8 = add nsw i64 %conv2_weight_grad.g2337, %conv2_weight_grad.j2348
+conv2_weight_grad.ix244:                          ; preds = %conv2_weight_grad.ix244, %conv2_weight_grad.iy243
+  %conv2_weight_grad.ix24411 = phi i64 [ 0, %conv2_weight_grad.iy243 ], [ %ix244.next, %conv2_weight_grad.ix244 ]
+  %8 = add nsw i64 %conv2_weight_grad.g2407, %conv2_weight_grad.j2418
   %9 = mul nsw i64 %8, 3136
-  %10 = mul nsw i64 %conv2_weight_grad.c2359, 196
+  %10 = mul nsw i64 %conv2_weight_grad.c2429, 196
   %11 = add nsw i64 %9, %10
-  %12 = mul nsw i64 %conv2_weight_grad.iy23610, 14
+  %12 = mul nsw i64 %conv2_weight_grad.iy24310, 14
   %13 = add nsw i64 %11, %12
-  %14 = add nsw i64 %13, %conv2_weight_grad.ix23711
+  %14 = add nsw i64 %13, %conv2_weight_grad.ix24411
   %arena12 = getelementptr inbounds float, ptr %arena, i64 %14
   %15 = load float, ptr %arena12, align 4
-  %16 = mul nsw i64 %conv2_weight_grad.j2348, 4096
-  %17 = add nsw i64 %conv2_weight_grad.iy23610, 1
+  %16 = mul nsw i64 %conv2_weight_grad.j2418, 4096
+  %17 = add nsw i64 %conv2_weight_grad.iy24310, 1
   %18 = mul nsw i64 %17, 256
   %19 = add nsw i64 %16, %18
-  %20 = add nsw i64 %conv2_weight_grad.ix23711, 1
+  %20 = add nsw i64 %conv2_weight_grad.ix24411, 1
   %21 = mul nsw i64 %20, 16
   %22 = add nsw i64 %19, %21
-  %23 = add nsw i64 %22, %conv2_weight_grad.c2359
+  %23 = add nsw i64 %22, %conv2_weight_grad.c2429
   %24 = add nsw i64 401408, %23
   %arena13 = getelementptr inbounds float, ptr %arena, i64 %24
   store float %15, ptr %arena13, align 4
-  %ix237.next = add nsw i64 %conv2_weight_grad.ix23711, 1
-  %25 = icmp slt i64 %ix237.next, 14
-  br i1 %25, label %conv2_weight_grad.ix237, label %conv2_weight_grad.ix237.end
+  %ix244.next = add nsw i64 %conv2_weight_grad.ix24411, 1
+  %25 = icmp slt i64 %ix244.next, 14
+  br i1 %25, label %conv2_weight_grad.ix244, label %conv2_weight_grad.ix244.end
 
-conv2_weight_grad.ix237.end:                      ; preds = %conv2_weight_grad.ix237
-  %iy236.next = add nsw i64 %conv2_weight_grad.iy23610, 1
-  %26 = icmp slt i64 %iy236.next, 14
-  br i1 %26, label %conv2_weight_grad.iy236, label %conv2_weight_grad.iy236.end
+conv2_weight_grad.ix244.end:                      ; preds = %conv2_weight_grad.ix244
+  %iy243.next = add nsw i64 %conv2_weight_grad.iy24310, 1
+  %26 = icmp slt i64 %iy243.next, 14
+  br i1 %26, label %conv2_weight_grad.iy243, label %conv2_weight_grad.iy243.end
 
-conv2_weight_grad.j238:                           ; preds = %conv2_weight_grad.ty239.end, %conv2_weight_grad.j234.end
-  %conv2_weight_grad.j23814 = phi i64 [ 0, %conv2_weight_grad.j234.end ], [ %j238.next, %conv2_weight_grad.ty239.end ]
-  br label %conv2_weight_grad.ty239
+conv2_weight_grad.j245:                           ; preds = %conv2_weight_grad.ty246.end, %conv2_weight_grad.j241.end
+  %conv2_weight_grad.j24514 = phi i64 [ 0, %conv2_weight_grad.j241.end ], [ %j245.next, %conv2_weight_grad.ty246.end ]
+  br label %conv2_weight_grad.ty246
 
-conv2_weight_grad.j238.end:                       ; preds = %conv2_weight_grad.ty239.end
-  br label %conv2_weight_grad.j274
+conv2_weight_grad.j245.end:                       ; preds = %conv2_weight_grad.ty246.end
+  br label %conv2_weight_grad.j281
 
-conv2_weight_grad.ty239:                          ; preds = %conv2_weight_grad.tx240.end, %conv2_weight_grad.j238
-  %conv2_weight_grad.ty23915 = phi i64 [ 0, %conv2_weight_grad.j238 ], [ %ty239.next, %conv2_weight_grad.tx240.end ]
-  br label %conv2_weight_grad.tx240
+conv2_weight_grad.ty246:                          ; preds = %conv2_weight_grad.tx247.end, %conv2_weight_grad.j245
+  %conv2_weight_grad.ty24615 = phi i64 [ 0, %conv2_weight_grad.j245 ], [ %ty246.next, %conv2_weight_grad.tx247.end ]
+  br label %conv2_weight_grad.tx247
 
-conv2_weight_grad.ty239.end:                      ; preds = %conv2_weight_grad.tx240.end
-  %j238.next = add nsw i64 %conv2_weight_grad.j23814, 1
-  %27 = icmp slt i64 %j238.next, 1
-  br i1 %27, label %conv2_weight_grad.j238, label %conv2_weight_grad.j238.end
+conv2_weight_grad.ty246.end:                      ; preds = %conv2_weight_grad.tx247.end
+  %j245.next = add nsw i64 %conv2_weight_grad.j24514, 1
+  %27 = icmp slt i64 %j245.next, 1
+  br i1 %27, label %conv2_weight_grad.j245, label %conv2_weight_grad.j245.end
 
-conv2_weight_grad.tx240:                          ; preds = %conv2_weight_grad.cv241.end, %conv2_weight_grad.ty239
-  %conv2_weight_grad.tx24016 = phi i64 [ 0, %conv2_weight_grad.ty239 ], [ %tx240.next, %conv2_weight_grad.cv241.end ]
-  br label %conv2_weight_grad.cv241
+conv2_weight_grad.tx247:                          ; preds = %conv2_weight_grad.cv248.end, %conv2_weight_grad.ty246
+  %conv2_weight_grad.tx24716 = phi i64 [ 0, %conv2_weight_grad.ty246 ], [ %tx247.next, %conv2_weight_grad.cv248.end ]
+  br label %conv2_weight_grad.cv248
 
-conv2_weight_grad.tx240.end:                      ; preds = %conv2_weight_grad.cv241.end
-  %ty239.next = add nsw i64 %conv2_weight_grad.ty23915, 1
-  %28 = icmp slt i64 %ty239.next, 7
-  br i1 %28, label %conv2_weight_grad.ty239, label %conv2_weight_grad.ty239.end
+conv2_weight_grad.tx247.end:                      ; preds = %conv2_weight_grad.cv248.end
+  %ty246.next = add nsw i64 %conv2_weight_grad.ty24615, 1
+  %28 = icmp slt i64 %ty246.next, 7
+  br i1 %28, label %conv2_weight_grad.ty246, label %conv2_weight_grad.ty246.end
 
-conv2_weight_grad.cv241:                          ; preds = %conv2_weight_grad.cv241, %conv2_weight_grad.tx240
-  %conv2_weight_grad.cv24117 = phi i64 [ 0, %conv2_weight_grad.tx240 ], [ %cv241.next, %conv2_weight_grad.cv241 ]
-  %29 = mul nsw i64 %conv2_weight_grad.j23814, 4096
-  %30 = mul nsw i64 %conv2_weight_grad.ty23915, 2
+conv2_weight_grad.cv248:                          ; preds = %conv2_weight_grad.cv248, %conv2_weight_grad.tx247
+  %conv2_weight_grad.cv24817 = phi i64 [ 0, %conv2_weight_grad.tx247 ], [ %cv248.next, %conv2_weight_grad.cv248 ]
+  %29 = mul nsw i64 %conv2_weight_grad.j24514, 4096
+  %30 = mul nsw i64 %conv2_weight_grad.ty24615, 2
   %31 = mul nsw i64 %30, 256
   %32 = add nsw i64 %29, %31
-  %33 = mul nsw i64 %conv2_weight_grad.tx24016, 2
+  %33 = mul nsw i64 %conv2_weight_grad.tx24716, 2
   %34 = mul nsw i64 %33, 16
   %35 = add nsw i64 %32, %34
-  %36 = mul nsw i64 %conv2_weight_grad.cv24117, 8
+  %36 = mul nsw i64 %conv2_weight_grad.cv24817, 8
   %37 = add nsw i64 %35, %36
   %38 = add nsw i64 401408, %37
   %arena18 = getelementptr inbounds float, ptr %arena, i64 %38
   %39 = load <8 x float>, ptr %arena18, align 4
-  %40 = mul nsw i64 %conv2_weight_grad.j23814, 4096
-  %41 = mul nsw i64 %conv2_weight_grad.ty23915, 2
+  %40 = mul nsw i64 %conv2_weight_grad.j24514, 4096
+  %41 = mul nsw i64 %conv2_weight_grad.ty24615, 2
   %42 = add nsw i64 %41, 2
   %43 = mul nsw i64 %42, 256
   %44 = add nsw i64 %40, %43
-  %45 = mul nsw i64 %conv2_weight_grad.tx24016, 2
+  %45 = mul nsw i64 %conv2_weight_grad.tx24716, 2
   %46 = mul nsw i64 %45, 16
   %47 = add nsw i64 %44, %46
-  %48 = mul nsw i64 %conv2_weight_grad.cv24117, 8
+  %48 = mul nsw i64 %conv2_weight_grad.cv24817, 8
   %49 = add nsw i64 %47, %48
   %50 = add nsw i64 401408, %49
   %arena19 = getelementptr inbounds float, ptr %arena, i64 %50
   %51 = load <8 x float>, ptr %arena19, align 4
   %52 = fsub <8 x float> %39, %51
-  store <8 x float> %52, ptr %conv2_weight_grad.w242, align 32
-  %53 = mul nsw i64 %conv2_weight_grad.j23814, 4096
-  %54 = mul nsw i64 %conv2_weight_grad.ty23915, 2
+  store <8 x float> %52, ptr %conv2_weight_grad.w249, align 32
+  %53 = mul nsw i64 %conv2_weight_grad.j24514, 4096
+  %54 = mul nsw i64 %conv2_weight_grad.ty24615, 2
   %55 = add nsw i64 %54, 1
   %56 = mul nsw i64 %55, 256
   %57 = add nsw i64 %53, %56
-  %58 = mul nsw i64 %conv2_weight_grad.tx24016, 2
+  %58 = mul nsw i64 %conv2_weight_grad.tx24716, 2
   %59 = mul nsw i64 %58, 16
   %60 = add nsw i64 %57, %59
-  %61 = mul nsw i64 %conv2_weight_grad.cv24117, 8
+  %61 = mul nsw i64 %conv2_weight_grad.cv24817, 8
   %62 = add nsw i64 %60, %61
   %63 = add nsw i64 401408, %62
   %arena20 = getelementptr inbounds float, ptr %arena, i64 %63
   %64 = load <8 x float>, ptr %arena20, align 4
-  %65 = mul nsw i64 %conv2_weight_grad.j23814, 4096
-  %66 = mul nsw i64 %conv2_weight_grad.ty23915, 2
+  %65 = mul nsw i64 %conv2_weight_grad.j24514, 4096
+  %66 = mul nsw i64 %conv2_weight_grad.ty24615, 2
   %67 = add nsw i64 %66, 2
   %68 = mul nsw i64 %67, 256
   %69 = add nsw i64 %65, %68
-  %70 = mul nsw i64 %conv2_weight_grad.tx24016, 2
+  %70 = mul nsw i64 %conv2_weight_grad.tx24716, 2
   %71 = mul nsw i64 %70, 16
   %72 = add nsw i64 %69, %71
-  %73 = mul nsw i64 %conv2_weight_grad.cv24117, 8
+  %73 = mul nsw i64 %conv2_weight_grad.cv24817, 8
   %74 = add nsw i64 %72, %73
   %75 = add nsw i64 401408, %74
   %arena21 = getelementptr inbounds float, ptr %arena, i64 %75
   %76 = load <8 x float>, ptr %arena21, align 4
   %77 = fadd <8 x float> %64, %76
-  store <8 x float> %77, ptr %conv2_weight_grad.w243, align 32
-  %78 = mul nsw i64 %conv2_weight_grad.j23814, 4096
-  %79 = mul nsw i64 %conv2_weight_grad.ty23915, 2
+  store <8 x float> %77, ptr %conv2_weight_grad.w250, align 32
+  %78 = mul nsw i64 %conv2_weight_grad.j24514, 4096
+  %79 = mul nsw i64 %conv2_weight_grad.ty24615, 2
   %80 = add nsw i64 %79, 2
   %81 = mul nsw i64 %80, 256
   %82 = add nsw i64 %78, %81
-  %83 = mul nsw i64 %conv2_weight_grad.tx24016, 2
+  %83 = mul nsw i64 %conv2_weight_grad.tx24716, 2
   %84 = mul nsw i64 %83, 16
   %85 = add nsw i64 %82, %84
-  %86 = mul nsw i64 %conv2_weight_grad.cv24117, 8
+  %86 = mul nsw i64 %conv2_weight_grad.cv24817, 8
   %87 = add nsw i64 %85, %86
   %88 = add nsw i64 401408, %87
   %arena22 = getelementptr inbounds float, ptr %arena, i64 %88
   %89 = load <8 x float>, ptr %arena22, align 4
-  %90 = mul nsw i64 %conv2_weight_grad.j23814, 4096
-  %91 = mul nsw i64 %conv2_weight_grad.ty23915, 2
+  %90 = mul nsw i64 %conv2_weight_grad.j24514, 4096
+  %91 = mul nsw i64 %conv2_weight_grad.ty24615, 2
   %92 = add nsw i64 %91, 1
   %93 = mul nsw i64 %92, 256
   %94 = add nsw i64 %90, %93
-  %95 = mul nsw i64 %conv2_weight_grad.tx24016, 2
+  %95 = mul nsw i64 %conv2_weight_grad.tx24716, 2
   %96 = mul nsw i64 %95, 16
   %97 = add nsw i64 %94, %96
-  %98 = mul nsw i64 %conv2_weight_grad.cv24117, 8
+  %98 = mul nsw i64 %conv2_weight_grad.cv24817, 8
   %99 = add nsw i64 %97, %98
   %100 = add nsw i64 401408, %99
   %arena23 = getelementptr inbounds float, ptr %arena, i64 %100
   %101 = load <8 x float>, ptr %arena23, align 4
   %102 = fsub <8 x float> %89, %101
-  store <8 x float> %102, ptr %conv2_weight_grad.w244, align 32
-  %103 = mul nsw i64 %conv2_weight_grad.j23814, 4096
-  %104 = mul nsw i64 %conv2_weight_grad.ty23915, 2
+  store <8 x float> %102, ptr %conv2_weight_grad.w251, align 32
+  %103 = mul nsw i64 %conv2_weight_grad.j24514, 4096
+  %104 = mul nsw i64 %conv2_weight_grad.ty24615, 2
   %105 = add nsw i64 %104, 1
   %106 = mul nsw i64 %105, 256
   %107 = add nsw i64 %103, %106
-  %108 = mul nsw i64 %conv2_weight_grad.tx24016, 2
+  %108 = mul nsw i64 %conv2_weight_grad.tx24716, 2
   %109 = mul nsw i64 %108, 16
   %110 = add nsw i64 %107, %109
-  %111 = mul nsw i64 %conv2_weight_grad.cv24117, 8
+  %111 = mul nsw i64 %conv2_weight_grad.cv24817, 8
   %112 = add nsw i64 %110, %111
   %113 = add nsw i64 401408, %112
   %arena24 = getelementptr inbounds float, ptr %arena, i64 %113
   %114 = load <8 x float>, ptr %arena24, align 4
-  %115 = mul nsw i64 %conv2_weight_grad.j23814, 4096
-  %116 = mul nsw i64 %conv2_weight_grad.ty23915, 2
+  %115 = mul nsw i64 %conv2_weight_grad.j24514, 4096
+  %116 = mul nsw i64 %conv2_weight_grad.ty24615, 2
   %117 = add nsw i64 %116, 3
   %118 = mul nsw i64 %117, 256
   %119 = add nsw i64 %115, %118
-  %120 = mul nsw i64 %conv2_weight_grad.tx24016, 2
+  %120 = mul nsw i64 %conv2_weight_grad.tx24716, 2
   %121 = mul nsw i64 %120, 16
   %122 = add nsw i64 %119, %121
-  %123 = mul nsw i64 %conv2_weight_grad.cv24117, 8
+  %123 = mul nsw i64 %conv2_weight_grad.cv24817, 8
   %124 = add nsw i64 %122, %123
   %125 = add nsw i64 401408, %124
   %arena25 = getelementptr inbounds float, ptr %arena, i64 %125
   %126 = load <8 x float>, ptr %arena25, align 4
   %127 = fsub <8 x float> %114, %126
-  store <8 x float> %127, ptr %conv2_weight_grad.w245, align 32
-  %128 = mul nsw i64 %conv2_weight_grad.j23814, 4096
-  %129 = mul nsw i64 %conv2_weight_grad.ty23915, 2
+  store <8 x float> %127, ptr %conv2_weight_grad.w252, align 32
+  %128 = mul nsw i64 %conv2_weight_grad.j24514, 4096
+  %129 = mul nsw i64 %conv2_weight_grad.ty24615, 2
   %130 = mul nsw i64 %129, 256
   %131 = add nsw i64 %128, %130
-  %132 = mul nsw i64 %conv2_weight_grad.tx24016, 2
+  %132 = mul nsw i64 %conv2_weight_grad.tx24716, 2
   %133 = add nsw i64 %132, 1
   %134 = mul nsw i64 %133, 16
   %135 = add nsw i64 %131, %134
-  %136 = mul nsw i64 %conv2_weight_grad.cv24117, 8
+  %136 = mul nsw i64 %conv2_weight_grad.cv24817, 8
   %137 = add nsw i64 %135, %136
   %138 = add nsw i64 401408, %137
   %arena26 = getelementptr inbounds float, ptr %arena, i64 %138
   %139 = load <8 x float>, ptr %arena26, align 4
-  %140 = mul nsw i64 %conv2_weight_grad.j23814, 4096
-  %141 = mul nsw i64 %conv2_weight_grad.ty23915, 2
+  %140 = mul nsw i64 %conv2_weight_grad.j24514, 4096
+  %141 = mul nsw i64 %conv2_weight_grad.ty24615, 2
   %142 = add nsw i64 %141, 2
   %143 = mul nsw i64 %142, 256
   %144 = add nsw i64 %140, %143
-  %145 = mul nsw i64 %conv2_weight_grad.tx24016, 2
+  %145 = mul nsw i64 %conv2_weight_grad.tx24716, 2
   %146 = add nsw i64 %145, 1
   %147 = mul nsw i64 %146, 16
   %148 = add nsw i64 %144, %147
-  %149 = mul nsw i64 %conv2_weight_grad.cv24117, 8
+  %149 = mul nsw i64 %conv2_weight_grad.cv24817, 8
   %150 = add nsw i64 %148, %149
   %151 = add nsw i64 401408, %150
   %arena27 = getelementptr inbounds float, ptr %arena, i64 %151
   %152 = load <8 x float>, ptr %arena27, align 4
   %153 = fsub <8 x float> %139, %152
-  store <8 x float> %153, ptr %conv2_weight_grad.w246, align 32
-  %154 = mul nsw i64 %conv2_weight_grad.j23814, 4096
-  %155 = mul nsw i64 %conv2_weight_grad.ty23915, 2
+  store <8 x float> %153, ptr %conv2_weight_grad.w253, align 32
+  %154 = mul nsw i64 %conv2_weight_grad.j24514, 4096
+  %155 = mul nsw i64 %conv2_weight_grad.ty24615, 2
   %156 = add nsw i64 %155, 1
   %157 = mul nsw i64 %156, 256
   %158 = add nsw i64 %154, %157
-  %159 = mul nsw i64 %conv2_weight_grad.tx24016, 2
+  %159 = mul nsw i64 %conv2_weight_grad.tx24716, 2
   %160 = add nsw i64 %159, 1
   %161 = mul nsw i64 %160, 16
   %162 = add nsw i64 %158, %161
-  %163 = mul nsw i64 %conv2_weight_grad.cv24117, 8
+  %163 = mul nsw i64 %conv2_weight_grad.cv24817, 8
   %164 = add nsw i64 %162, %163
   %165 = add nsw i64 401408, %164
   %arena28 = getelementptr inbounds float, ptr %arena, i64 %165
   %166 = load <8 x float>, ptr %arena28, align 4
-  %167 = mul nsw i64 %conv2_weight_grad.j23814, 4096
-  %168 = mul nsw i64 %conv2_weight_grad.ty23915, 2
+  %167 = mul nsw i64 %conv2_weight_grad.j24514, 4096
+  %168 = mul nsw i64 %conv2_weight_grad.ty24615, 2
   %169 = add nsw i64 %168, 2
   %170 = mul nsw i64 %169, 256
   %171 = add nsw i64 %167, %170
-  %172 = mul nsw i64 %conv2_weight_grad.tx24016, 2
+  %172 = mul nsw i64 %conv2_weight_grad.tx24716, 2
   %173 = add nsw i64 %172, 1
   %174 = mul nsw i64 %173, 16
   %175 = add nsw i64 %171, %174
-  %176 = mul nsw i64 %conv2_weight_grad.cv24117, 8
+  %176 = mul nsw i64 %conv2_weight_grad.cv24817, 8
   %177 = add nsw i64 %175, %176
   %178 = add nsw i64 401408, %177
   %arena29 = getelementptr inbounds float, ptr %arena, i64 %178
   %179 = load <8 x float>, ptr %arena29, align 4
   %180 = fadd <8 x float> %166, %179
-  store <8 x float> %180, ptr %conv2_weight_grad.w247, align 32
-  %181 = mul nsw i64 %conv2_weight_grad.j23814, 4096
-  %182 = mul nsw i64 %conv2_weight_grad.ty23915, 2
+  store <8 x float> %180, ptr %conv2_weight_grad.w254, align 32
+  %181 = mul nsw i64 %conv2_weight_grad.j24514, 4096
+  %182 = mul nsw i64 %conv2_weight_grad.ty24615, 2
   %183 = add nsw i64 %182, 2
   %184 = mul nsw i64 %183, 256
   %185 = add nsw i64 %181, %184
-  %186 = mul nsw i64 %conv2_weight_grad.tx24016, 2
+  %186 = mul nsw i64 %conv2_weight_grad.tx24716, 2
   %187 = add nsw i64 %186, 1
   %188 = mul nsw i64 %187, 16
   %189 = add nsw i64 %185, %188
-  %190 = mul nsw i64 %conv2_weight_grad.cv24117, 8
+  %190 = mul nsw i64 %conv2_weight_grad.cv24817, 8
   %191 = add nsw i64 %189, %190
   %192 = add nsw i64 401408, %191
   %arena30 = getelementptr inbounds float, ptr %arena, i64 %192
   %193 = load <8 x float>, ptr %arena30, align 4
-  %194 = mul nsw i64 %conv2_weight_grad.j23814, 4096
-  %195 = mul nsw i64 %conv2_weight_grad.ty23915, 2
+  %194 = mul nsw i64 %conv2_weight_grad.j24514, 4096
+  %195 = mul nsw i64 %conv2_weight_grad.ty24615, 2
   %196 = add nsw i64 %195, 1
   %197 = mul nsw i64 %196, 256
   %198 = add nsw i64 %194, %197
-  %199 = mul nsw i64 %conv2_weight_grad.tx24016, 2
+  %199 = mul nsw i64 %conv2_weight_grad.tx24716, 2
   %200 = add nsw i64 %199, 1
   %201 = mul nsw i64 %200, 16
   %202 = add nsw i64 %198, %201
-  %203 = mul nsw i64 %conv2_weight_grad.cv24117, 8
+  %203 = mul nsw i64 %conv2_weight_grad.cv24817, 8
   %204 = add nsw i64 %202, %203
   %205 = add nsw i64 401408, %204
   %arena31 = getelementptr inbounds float, ptr %arena, i64 %205
   %206 = load <8 x float>, ptr %arena31, align 4
   %207 = fsub <8 x float> %193, %206
-  store <8 x float> %207, ptr %conv2_weight_grad.w248, align 32
-  %208 = mul nsw i64 %conv2_weight_grad.j23814, 4096
-  %209 = mul nsw i64 %conv2_weight_grad.ty23915, 2
+  store <8 x float> %207, ptr %conv2_weight_grad.w255, align 32
+  %208 = mul nsw i64 %conv2_weight_grad.j24514, 4096
+  %209 = mul nsw i64 %conv2_weight_grad.ty24615, 2
   %210 = add nsw i64 %209, 1
   %211 = mul nsw i64 %210, 256
   %212 = add nsw i64 %208, %211
-  %213 = mul nsw i64 %conv2_weight_grad.tx24016, 2
+  %213 = mul nsw i64 %conv2_weight_grad.tx24716, 2
   %214 = add nsw i64 %213, 1
   %215 = mul nsw i64 %214, 16
   %216 = add nsw i64 %212, %215
-  %217 = mul nsw i64 %conv2_weight_grad.cv24117, 8
+  %217 = mul nsw i64 %conv2_weight_grad.cv24817, 8
   %218 = add nsw i64 %216, %217
   %219 = add nsw i64 401408, %218
   %arena32 = getelementptr inbounds float, ptr %arena, i64 %219
   %220 = load <8 x float>, ptr %arena32, align 4
-  %221 = mul nsw i64 %conv2_weight_grad.j23814, 4096
-  %222 = mul nsw i64 %conv2_weight_grad.ty23915, 2
+  %221 = mul nsw i64 %conv2_weight_grad.j24514, 4096
+  %222 = mul nsw i64 %conv2_weight_grad.ty24615, 2
   %223 = add nsw i64 %222, 3
   %224 = mul nsw i64 %223, 256
   %225 = add nsw i64 %221, %224
-  %226 = mul nsw i64 %conv2_weight_grad.tx24016, 2
+  %226 = mul nsw i64 %conv2_weight_grad.tx24716, 2
   %227 = add nsw i64 %226, 1
   %228 = mul nsw i64 %227, 16
   %229 = add nsw i64 %225, %228
-  %230 = mul nsw i64 %conv2_weight_grad.cv24117, 8
+  %230 = mul nsw i64 %conv2_weight_grad.cv24817, 8
   %231 = add nsw i64 %229, %230
   %232 = add nsw i64 401408, %231
   %arena33 = getelementptr inbounds float, ptr %arena, i64 %232
   %233 = load <8 x float>, ptr %arena33, align 4
   %234 = fsub <8 x float> %220, %233
-  store <8 x float> %234, ptr %conv2_weight_grad.w249, align 32
-  %235 = mul nsw i64 %conv2_weight_grad.j23814, 4096
-  %236 = mul nsw i64 %conv2_weight_grad.ty23915, 2
+  store <8 x float> %234, ptr %conv2_weight_grad.w256, align 32
+  %235 = mul nsw i64 %conv2_weight_grad.j24514, 4096
+  %236 = mul nsw i64 %conv2_weight_grad.ty24615, 2
   %237 = mul nsw i64 %236, 256
   %238 = add nsw i64 %235, %237
-  %239 = mul nsw i64 %conv2_weight_grad.tx24016, 2
+  %239 = mul nsw i64 %conv2_weight_grad.tx24716, 2
   %240 = add nsw i64 %239, 2
   %241 = mul nsw i64 %240, 16
   %242 = add nsw i64 %238, %241
-  %243 = mul nsw i64 %conv2_weight_grad.cv24117, 8
+  %243 = mul nsw i64 %conv2_weight_grad.cv24817, 8
   %244 = add nsw i64 %242, %243
   %245 = add nsw i64 401408, %244
   %arena34 = getelementptr inbounds float, ptr %arena, i64 %245
   %246 = load <8 x float>, ptr %arena34, align 4
-  %247 = mul nsw i64 %conv2_weight_grad.j23814, 4096
-  %248 = mul nsw i64 %conv2_weight_grad.ty23915, 2
+  %247 = mul nsw i64 %conv2_weight_grad.j24514, 4096
+  %248 = mul nsw i64 %conv2_weight_grad.ty24615, 2
   %249 = add nsw i64 %248, 2
   %250 = mul nsw i64 %249, 256
   %251 = add nsw i64 %247, %250
-  %252 = mul nsw i64 %conv2_weight_grad.tx24016, 2
+  %252 = mul nsw i64 %conv2_weight_grad.tx24716, 2
   %253 = add nsw i64 %252, 2
   %254 = mul nsw i64 %253, 16
   %255 = add nsw i64 %251, %254
-  %256 = mul nsw i64 %conv2_weight_grad.cv24117, 8
+  %256 = mul nsw i64 %conv2_weight_grad.cv24817, 8
   %257 = add nsw i64 %255, %256
   %258 = add nsw i64 401408, %257
   %arena35 = getelementptr inbounds float, ptr %arena, i64 %258
   %259 = load <8 x float>, ptr %arena35, align 4
   %260 = fsub <8 x float> %246, %259
-  store <8 x float> %260, ptr %conv2_weight_grad.w250, align 32
-  %261 = mul nsw i64 %conv2_weight_grad.j23814, 4096
-  %262 = mul nsw i64 %conv2_weight_grad.ty23915, 2
+  store <8 x float> %260, ptr %conv2_weight_grad.w257, align 32
+  %261 = mul nsw i64 %conv2_weight_grad.j24514, 4096
+  %262 = mul nsw i64 %conv2_weight_grad.ty24615, 2
   %263 = add nsw i64 %262, 1
   %264 = mul nsw i64 %263, 256
   %265 = add nsw i64 %261, %264
-  %266 = mul nsw i64 %conv2_weight_grad.tx24016, 2
+  %266 = mul nsw i64 %conv2_weight_grad.tx24716, 2
   %267 = add nsw i64 %266, 2
   %268 = mul nsw i64 %267, 16
   %269 = add nsw i64 %265, %268
-  %270 = mul nsw i64 %conv2_weight_grad.cv24117, 8
+  %270 = mul nsw i64 %conv2_weight_grad.cv24817, 8
   %271 = add nsw i64 %269, %270
   %272 = add nsw i64 401408, %271
   %arena36 = getelementptr inbounds float, ptr %arena, i64 %272
   %273 = load <8 x float>, ptr %arena36, align 4
-  %274 = mul nsw i64 %conv2_weight_grad.j23814, 4096
-  %275 = mul nsw i64 %conv2_weight_grad.ty23915, 2
+  %274 = mul nsw i64 %conv2_weight_grad.j24514, 4096
+  %275 = mul nsw i64 %conv2_weight_grad.ty24615, 2
   %276 = add nsw i64 %275, 2
   %277 = mul nsw i64 %276, 256
   %278 = add nsw i64 %274, %277
-  %279 = mul nsw i64 %conv2_weight_grad.tx24016, 2
+  %279 = mul nsw i64 %conv2_weight_grad.tx24716, 2
   %280 = add nsw i64 %279, 2
   %281 = mul nsw i64 %280, 16
   %282 = add nsw i64 %278, %281
-  %283 = mul nsw i64 %conv2_weight_grad.cv24117, 8
+  %283 = mul nsw i64 %conv2_weight_grad.cv24817, 8
   %284 = add nsw i64 %282, %283
   %285 = add nsw i64 401408, %284
   %arena37 = getelementptr inbounds float, ptr %arena, i64 %285
   %286 = load <8 x float>, ptr %arena37, align 4
   %287 = fadd <8 x float> %273, %286
-  store <8 x float> %287, ptr %conv2_weight_grad.w251, align 32
-  %288 = mul nsw i64 %conv2_weight_grad.j23814, 4096
-  %289 = mul nsw i64 %conv2_weight_grad.ty23915, 2
+  store <8 x float> %287, ptr %conv2_weight_grad.w258, align 32
+  %288 = mul nsw i64 %conv2_weight_grad.j24514, 4096
+  %289 = mul nsw i64 %conv2_weight_grad.ty24615, 2
   %290 = add nsw i64 %289, 2
   %291 = mul nsw i64 %290, 256
   %292 = add nsw i64 %288, %291
-  %293 = mul nsw i64 %conv2_weight_grad.tx24016, 2
+  %293 = mul nsw i64 %conv2_weight_grad.tx24716, 2
   %294 = add nsw i64 %293, 2
   %295 = mul nsw i64 %294, 16
   %296 = add nsw i64 %292, %295
-  %297 = mul nsw i64 %conv2_weight_grad.cv24117, 8
+  %297 = mul nsw i64 %conv2_weight_grad.cv24817, 8
   %298 = add nsw i64 %296, %297
   %299 = add nsw i64 401408, %298
   %arena38 = getelementptr inbounds float, ptr %arena, i64 %299
   %300 = load <8 x float>, ptr %arena38, align 4
-  %301 = mul nsw i64 %conv2_weight_grad.j23814, 4096
-  %302 = mul nsw i64 %conv2_weight_grad.ty23915, 2
+  %301 = mul nsw i64 %conv2_weight_grad.j24514, 4096
+  %302 = mul nsw i64 %conv2_weight_grad.ty24615, 2
   %303 = add nsw i64 %302, 1
   %304 = mul nsw i64 %303, 256
   %305 = add nsw i64 %301, %304
-  %306 = mul nsw i64 %conv2_weight_grad.tx24016, 2
+  %306 = mul nsw i64 %conv2_weight_grad.tx24716, 2
   %307 = add nsw i64 %306, 2
   %308 = mul nsw i64 %307, 16
   %309 = add nsw i64 %305, %308
-  %310 = mul nsw i64 %conv2_weight_grad.cv24117, 8
+  %310 = mul nsw i64 %conv2_weight_grad.cv24817, 8
   %311 = add nsw i64 %309, %310
   %312 = add nsw i64 401408, %311
   %arena39 = getelementptr inbounds float, ptr %arena, i64 %312
   %313 = load <8 x float>, ptr %arena39, align 4
   %314 = fsub <8 x float> %300, %313
-  store <8 x float> %314, ptr %conv2_weight_grad.w252, align 32
-  %315 = mul nsw i64 %conv2_weight_grad.j23814, 4096
-  %316 = mul nsw i64 %conv2_weight_grad.ty23915, 2
+  store <8 x float> %314, ptr %conv2_weight_grad.w259, align 32
+  %315 = mul nsw i64 %conv2_weight_grad.j24514, 4096
+  %316 = mul nsw i64 %conv2_weight_grad.ty24615, 2
   %317 = add nsw i64 %316, 1
   %318 = mul nsw i64 %317, 256
   %319 = add nsw i64 %315, %318
-  %320 = mul nsw i64 %conv2_weight_grad.tx24016, 2
+  %320 = mul nsw i64 %conv2_weight_grad.tx24716, 2
   %321 = add nsw i64 %320, 2
   %322 = mul nsw i64 %321, 16
   %323 = add nsw i64 %319, %322
-  %324 = mul nsw i64 %conv2_weight_grad.cv24117, 8
+  %324 = mul nsw i64 %conv2_weight_grad.cv24817, 8
   %325 = add nsw i64 %323, %324
   %326 = add nsw i64 401408, %325
   %arena40 = getelementptr inbounds float, ptr %arena, i64 %326
   %327 = load <8 x float>, ptr %arena40, align 4
-  %328 = mul nsw i64 %conv2_weight_grad.j23814, 4096
-  %329 = mul nsw i64 %conv2_weight_grad.ty23915, 2
+  %328 = mul nsw i64 %conv2_weight_grad.j24514, 4096
+  %329 = mul nsw i64 %conv2_weight_grad.ty24615, 2
   %330 = add nsw i64 %329, 3
   %331 = mul nsw i64 %330, 256
   %332 = add nsw i64 %328, %331
-  %333 = mul nsw i64 %conv2_weight_grad.tx24016, 2
+  %333 = mul nsw i64 %conv2_weight_grad.tx24716, 2
   %334 = add nsw i64 %333, 2
   %335 = mul nsw i64 %334, 16
   %336 = add nsw i64 %332, %335
-  %337 = mul nsw i64 %conv2_weight_grad.cv24117, 8
+  %337 = mul nsw i64 %conv2_weight_grad.cv24817, 8
   %338 = add nsw i64 %336, %337
   %339 = add nsw i64 401408, %338
   %arena41 = getelementptr inbounds float, ptr %arena, i64 %339
   %340 = load <8 x float>, ptr %arena41, align 4
   %341 = fsub <8 x float> %327, %340
-  store <8 x float> %341, ptr %conv2_weight_grad.w253, align 32
-  %342 = mul nsw i64 %conv2_weight_grad.j23814, 4096
-  %343 = mul nsw i64 %conv2_weight_grad.ty23915, 2
+  store <8 x float> %341, ptr %conv2_weight_grad.w260, align 32
+  %342 = mul nsw i64 %conv2_weight_grad.j24514, 4096
+  %343 = mul nsw i64 %conv2_weight_grad.ty24615, 2
   %344 = mul nsw i64 %343, 256
   %345 = add nsw i64 %342, %344
-  %346 = mul nsw i64 %conv2_weight_grad.tx24016, 2
+  %346 = mul nsw i64 %conv2_weight_grad.tx24716, 2
   %347 = add nsw i64 %346, 3
   %348 = mul nsw i64 %347, 16
   %349 = add nsw i64 %345, %348
-  %350 = mul nsw i64 %conv2_weight_grad.cv24117, 8
+  %350 = mul nsw i64 %conv2_weight_grad.cv24817, 8
   %351 = add nsw i64 %349, %350
   %352 = add nsw i64 401408, %351
   %arena42 = getelementptr inbounds float, ptr %arena, i64 %352
   %353 = load <8 x float>, ptr %arena42, align 4
-  %354 = mul nsw i64 %conv2_weight_grad.j23814, 4096
-  %355 = mul nsw i64 %conv2_weight_grad.ty23915, 2
+  %354 = mul nsw i64 %conv2_weight_grad.j24514, 4096
+  %355 = mul nsw i64 %conv2_weight_grad.ty24615, 2
   %356 = add nsw i64 %355, 2
   %357 = mul nsw i64 %356, 256
   %358 = add nsw i64 %354, %357
-  %359 = mul nsw i64 %conv2_weight_grad.tx24016, 2
+  %359 = mul nsw i64 %conv2_weight_grad.tx24716, 2
   %360 = add nsw i64 %359, 3
   %361 = mul nsw i64 %360, 16
   %362 = add nsw i64 %358, %361
-  %363 = mul nsw i64 %conv2_weight_grad.cv24117, 8
+  %363 = mul nsw i64 %conv2_weight_grad.cv24817, 8
   %364 = add nsw i64 %362, %363
   %365 = add nsw i64 401408, %364
   %arena43 = getelementptr inbounds float, ptr %arena, i64 %365
   %366 = load <8 x float>, ptr %arena43, align 4
   %367 = fsub <8 x float> %353, %366
-  store <8 x float> %367, ptr %conv2_weight_grad.w254, align 32
-  %368 = mul nsw i64 %conv2_weight_grad.j23814, 4096
-  %369 = mul nsw i64 %conv2_weight_grad.ty23915, 2
+  store <8 x float> %367, ptr %conv2_weight_grad.w261, align 32
+  %368 = mul nsw i64 %conv2_weight_grad.j24514, 4096
+  %369 = mul nsw i64 %conv2_weight_grad.ty24615, 2
   %370 = add nsw i64 %369, 1
   %371 = mul nsw i64 %370, 256
   %372 = add nsw i64 %368, %371
-  %373 = mul nsw i64 %conv2_weight_grad.tx24016, 2
+  %373 = mul nsw i64 %conv2_weight_grad.tx24716, 2
   %374 = add nsw i64 %373, 3
   %375 = mul nsw i64 %374, 16
   %376 = add nsw i64 %372, %375
-  %377 = mul nsw i64 %conv2_weight_grad.cv24117, 8
+  %377 = mul nsw i64 %conv2_weight_grad.cv24817, 8
   %378 = add nsw i64 %376, %377
   %379 = add nsw i64 401408, %378
   %arena44 = getelementptr inbounds float, ptr %arena, i64 %379
   %380 = load <8 x float>, ptr %arena44, align 4
-  %381 = mul nsw i64 %conv2_weight_grad.j23814, 4096
-  %382 = mul nsw i64 %conv2_weight_grad.ty23915, 2
+  %381 = mul nsw i64 %conv2_weight_grad.j24514, 4096
+  %382 = mul nsw i64 %conv2_weight_grad.ty24615, 2
   %383 = add nsw i64 %382, 2
   %384 = mul nsw i64 %383, 256
   %385 = add nsw i64 %381, %384
-  %386 = mul nsw i64 %conv2_weight_grad.tx24016, 2
+  %386 = mul nsw i64 %conv2_weight_grad.tx24716, 2
   %387 = add nsw i64 %386, 3
   %388 = mul nsw i64 %387, 16
   %389 = add nsw i64 %385, %388
-  %390 = mul nsw i64 %conv2_weight_grad.cv24117, 8
+  %390 = mul nsw i64 %conv2_weight_grad.cv24817, 8
   %391 = add nsw i64 %389, %390
   %392 = add nsw i64 401408, %391
   %arena45 = getelementptr inbounds float, ptr %arena, i64 %392
   %393 = load <8 x float>, ptr %arena45, align 4
   %394 = fadd <8 x float> %380, %393
-  store <8 x float> %394, ptr %conv2_weight_grad.w255, align 32
-  %395 = mul nsw i64 %conv2_weight_grad.j23814, 4096
-  %396 = mul nsw i64 %conv2_weight_grad.ty23915, 2
+  store <8 x float> %394, ptr %conv2_weight_grad.w262, align 32
+  %395 = mul nsw i64 %conv2_weight_grad.j24514, 4096
+  %396 = mul nsw i64 %conv2_weight_grad.ty24615, 2
   %397 = add nsw i64 %396, 2
   %398 = mul nsw i64 %397, 256
   %399 = add nsw i64 %395, %398
-  %400 = mul nsw i64 %conv2_weight_grad.tx24016, 2
+  %400 = mul nsw i64 %conv2_weight_grad.tx24716, 2
   %401 = add nsw i64 %400, 3
   %402 = mul nsw i64 %401, 16
   %403 = add nsw i64 %399, %402
-  %404 = mul nsw i64 %conv2_weight_grad.cv24117, 8
+  %404 = mul nsw i64 %conv2_weight_grad.cv24817, 8
   %405 = add nsw i64 %403, %404
   %406 = add nsw i64 401408, %405
   %arena46 = getelementptr inbounds float, ptr %arena, i64 %406
   %407 = load <8 x float>, ptr %arena46, align 4
-  %408 = mul nsw i64 %conv2_weight_grad.j23814, 4096
-  %409 = mul nsw i64 %conv2_weight_grad.ty23915, 2
+  %408 = mul nsw i64 %conv2_weight_grad.j24514, 4096
+  %409 = mul nsw i64 %conv2_weight_grad.ty24615, 2
   %410 = add nsw i64 %409, 1
   %411 = mul nsw i64 %410, 256
   %412 = add nsw i64 %408, %411
-  %413 = mul nsw i64 %conv2_weight_grad.tx24016, 2
+  %413 = mul nsw i64 %conv2_weight_grad.tx24716, 2
   %414 = add nsw i64 %413, 3
   %415 = mul nsw i64 %414, 16
   %416 = add nsw i64 %412, %415
-  %417 = mul nsw i64 %conv2_weight_grad.cv24117, 8
+  %417 = mul nsw i64 %conv2_weight_grad.cv24817, 8
   %418 = add nsw i64 %416, %417
   %419 = add nsw i64 401408, %418
   %arena47 = getelementptr inbounds float, ptr %arena, i64 %419
   %420 = load <8 x float>, ptr %arena47, align 4
   %421 = fsub <8 x float> %407, %420
-  store <8 x float> %421, ptr %conv2_weight_grad.w256, align 32
-  %422 = mul nsw i64 %conv2_weight_grad.j23814, 4096
-  %423 = mul nsw i64 %conv2_weight_grad.ty23915, 2
+  store <8 x float> %421, ptr %conv2_weight_grad.w263, align 32
+  %422 = mul nsw i64 %conv2_weight_grad.j24514, 4096
+  %423 = mul nsw i64 %conv2_weight_grad.ty24615, 2
   %424 = add nsw i64 %423, 1
   %425 = mul nsw i64 %424, 256
   %426 = add nsw i64 %422, %425
-  %427 = mul nsw i64 %conv2_weight_grad.tx24016, 2
+  %427 = mul nsw i64 %conv2_weight_grad.tx24716, 2
   %428 = add nsw i64 %427, 3
   %429 = mul nsw i64 %428, 16
   %430 = add nsw i64 %426, %429
-  %431 = mul nsw i64 %conv2_weight_grad.cv24117, 8
+  %431 = mul nsw i64 %conv2_weight_grad.cv24817, 8
   %432 = add nsw i64 %430, %431
   %433 = add nsw i64 401408, %432
   %arena48 = getelementptr inbounds float, ptr %arena, i64 %433
   %434 = load <8 x float>, ptr %arena48, align 4
-  %435 = mul nsw i64 %conv2_weight_grad.j23814, 4096
-  %436 = mul nsw i64 %conv2_weight_grad.ty23915, 2
+  %435 = mul nsw i64 %conv2_weight_grad.j24514, 4096
+  %436 = mul nsw i64 %conv2_weight_grad.ty24615, 2
   %437 = add nsw i64 %436, 3
   %438 = mul nsw i64 %437, 256
   %439 = add nsw i64 %435, %438
-  %440 = mul nsw i64 %conv2_weight_grad.tx24016, 2
+  %440 = mul nsw i64 %conv2_weight_grad.tx24716, 2
   %441 = add nsw i64 %440, 3
   %442 = mul nsw i64 %441, 16
   %443 = add nsw i64 %439, %442
-  %444 = mul nsw i64 %conv2_weight_grad.cv24117, 8
+  %444 = mul nsw i64 %conv2_weight_grad.cv24817, 8
   %445 = add nsw i64 %443, %444
   %446 = add nsw i64 401408, %445
   %arena49 = getelementptr inbounds float, ptr %arena, i64 %446
   %447 = load <8 x float>, ptr %arena49, align 4
   %448 = fsub <8 x float> %434, %447
-  store <8 x float> %448, ptr %conv2_weight_grad.w257, align 32
-  %w242 = load <8 x float>, ptr %conv2_weight_grad.w242, align 32
-  %w250 = load <8 x float>, ptr %conv2_weight_grad.w250, align 32
-  %449 = fsub <8 x float> %w242, %w250
-  store <8 x float> %449, ptr %conv2_weight_grad.w258, align 32
-  %w246 = load <8 x float>, ptr %conv2_weight_grad.w246, align 32
-  %w25050 = load <8 x float>, ptr %conv2_weight_grad.w250, align 32
-  %450 = fadd <8 x float> %w246, %w25050
-  store <8 x float> %450, ptr %conv2_weight_grad.w259, align 32
-  %w25051 = load <8 x float>, ptr %conv2_weight_grad.w250, align 32
-  %w24652 = load <8 x float>, ptr %conv2_weight_grad.w246, align 32
-  %451 = fsub <8 x float> %w25051, %w24652
-  store <8 x float> %451, ptr %conv2_weight_grad.w260, align 32
-  %w24653 = load <8 x float>, ptr %conv2_weight_grad.w246, align 32
-  %w254 = load <8 x float>, ptr %conv2_weight_grad.w254, align 32
-  %452 = fsub <8 x float> %w24653, %w254
-  store <8 x float> %452, ptr %conv2_weight_grad.w261, align 32
-  %w243 = load <8 x float>, ptr %conv2_weight_grad.w243, align 32
-  %w251 = load <8 x float>, ptr %conv2_weight_grad.w251, align 32
-  %453 = fsub <8 x float> %w243, %w251
-  store <8 x float> %453, ptr %conv2_weight_grad.w262, align 32
-  %w247 = load <8 x float>, ptr %conv2_weight_grad.w247, align 32
-  %w25154 = load <8 x float>, ptr %conv2_weight_grad.w251, align 32
-  %454 = fadd <8 x float> %w247, %w25154
-  store <8 x float> %454, ptr %conv2_weight_grad.w263, align 32
-  %w25155 = load <8 x float>, ptr %conv2_weight_grad.w251, align 32
-  %w24756 = load <8 x float>, ptr %conv2_weight_grad.w247, align 32
-  %455 = fsub <8 x float> %w25155, %w24756
-  store <8 x float> %455, ptr %conv2_weight_grad.w264, align 32
-  %w24757 = load <8 x float>, ptr %conv2_weight_grad.w247, align 32
-  %w255 = load <8 x float>, ptr %conv2_weight_grad.w255, align 32
-  %456 = fsub <8 x float> %w24757, %w255
-  store <8 x float> %456, ptr %conv2_weight_grad.w265, align 32
-  %w244 = load <8 x float>, ptr %conv2_weight_grad.w244, align 32
-  %w252 = load <8 x float>, ptr %conv2_weight_grad.w252, align 32
-  %457 = fsub <8 x float> %w244, %w252
-  store <8 x float> %457, ptr %conv2_weight_grad.w266, align 32
-  %w248 = load <8 x float>, ptr %conv2_weight_grad.w248, align 32
-  %w25258 = load <8 x float>, ptr %conv2_weight_grad.w252, align 32
-  %458 = fadd <8 x float> %w248, %w25258
-  store <8 x float> %458, ptr %conv2_weight_grad.w267, align 32
-  %w25259 = load <8 x float>, ptr %conv2_weight_grad.w252, align 32
-  %w24860 = load <8 x float>, ptr %conv2_weight_grad.w248, align 32
-  %459 = fsub <8 x float> %w25259, %w24860
-  store <8 x float> %459, ptr %conv2_weight_grad.w268, align 32
-  %w24861 = load <8 x float>, ptr %conv2_weight_grad.w248, align 32
-  %w256 = load <8 x float>, ptr %conv2_weight_grad.w256, align 32
-  %460 = fsub <8 x float> %w24861, %w256
-  store <8 x float> %460, ptr %conv2_weight_grad.w269, align 32
-  %w245 = load <8 x float>, ptr %conv2_weight_grad.w245, align 32
-  %w253 = load <8 x float>, ptr %conv2_weight_grad.w253, align 32
-  %461 = fsub <8 x float> %w245, %w253
-  store <8 x float> %461, ptr %conv2_weight_grad.w270, align 32
+  store <8 x float> %448, ptr %conv2_weight_grad.w264, align 32
   %w249 = load <8 x float>, ptr %conv2_weight_grad.w249, align 32
-  %w25362 = load <8 x float>, ptr %conv2_weight_grad.w253, align 32
-  %462 = fadd <8 x float> %w249, %w25362
-  store <8 x float> %462, ptr %conv2_weight_grad.w271, align 32
-  %w25363 = load <8 x float>, ptr %conv2_weight_grad.w253, align 32
-  %w24964 = load <8 x float>, ptr %conv2_weight_grad.w249, align 32
-  %463 = fsub <8 x float> %w25363, %w24964
-  store <8 x float> %463, ptr %conv2_weight_grad.w272, align 32
-  %w24965 = load <8 x float>, ptr %conv2_weight_grad.w249, align 32
   %w257 = load <8 x float>, ptr %conv2_weight_grad.w257, align 32
-  %464 = fsub <8 x float> %w24965, %w257
-  store <8 x float> %464, ptr %conv2_weight_grad.w273, align 32
+  %449 = fsub <8 x float> %w249, %w257
+  store <8 x float> %449, ptr %conv2_weight_grad.w265, align 32
+  %w253 = load <8 x float>, ptr %conv2_weight_grad.w253, align 32
+  %w25750 = load <8 x float>, ptr %conv2_weight_grad.w257, align 32
+  %450 = fadd <8 x float> %w253, %w25750
+  store <8 x float> %450, ptr %conv2_weight_grad.w266, align 32
+  %w25751 = load <8 x float>, ptr %conv2_weight_grad.w257, align 32
+  %w25352 = load <8 x float>, ptr %conv2_weight_grad.w253, align 32
+  %451 = fsub <8 x float> %w25751, %w25352
+  store <8 x float> %451, ptr %conv2_weight_grad.w267, align 32
+  %w25353 = load <8 x float>, ptr %conv2_weight_grad.w253, align 32
+  %w261 = load <8 x float>, ptr %conv2_weight_grad.w261, align 32
+  %452 = fsub <8 x float> %w25353, %w261
+  store <8 x float> %452, ptr %conv2_weight_grad.w268, align 32
+  %w250 = load <8 x float>, ptr %conv2_weight_grad.w250, align 32
   %w258 = load <8 x float>, ptr %conv2_weight_grad.w258, align 32
-  %465 = mul nsw i64 %conv2_weight_grad.j23814, 49
-  %466 = mul nsw i64 %conv2_weight_grad.ty23915, 7
+  %453 = fsub <8 x float> %w250, %w258
+  store <8 x float> %453, ptr %conv2_weight_grad.w269, align 32
+  %w254 = load <8 x float>, ptr %conv2_weight_grad.w254, align 32
+  %w25854 = load <8 x float>, ptr %conv2_weight_grad.w258, align 32
+  %454 = fadd <8 x float> %w254, %w25854
+  store <8 x float> %454, ptr %conv2_weight_grad.w270, align 32
+  %w25855 = load <8 x float>, ptr %conv2_weight_grad.w258, align 32
+  %w25456 = load <8 x float>, ptr %conv2_weight_grad.w254, align 32
+  %455 = fsub <8 x float> %w25855, %w25456
+  store <8 x float> %455, ptr %conv2_weight_grad.w271, align 32
+  %w25457 = load <8 x float>, ptr %conv2_weight_grad.w254, align 32
+  %w262 = load <8 x float>, ptr %conv2_weight_grad.w262, align 32
+  %456 = fsub <8 x float> %w25457, %w262
+  store <8 x float> %456, ptr %conv2_weight_grad.w272, align 32
+  %w251 = load <8 x float>, ptr %conv2_weight_grad.w251, align 32
+  %w259 = load <8 x float>, ptr %conv2_weight_grad.w259, align 32
+  %457 = fsub <8 x float> %w251, %w259
+  store <8 x float> %457, ptr %conv2_weight_grad.w273, align 32
+  %w255 = load <8 x float>, ptr %conv2_weight_grad.w255, align 32
+  %w25958 = load <8 x float>, ptr %conv2_weight_grad.w259, align 32
+  %458 = fadd <8 x float> %w255, %w25958
+  store <8 x float> %458, ptr %conv2_weight_grad.w274, align 32
+  %w25959 = load <8 x float>, ptr %conv2_weight_grad.w259, align 32
+  %w25560 = load <8 x float>, ptr %conv2_weight_grad.w255, align 32
+  %459 = fsub <8 x float> %w25959, %w25560
+  store <8 x float> %459, ptr %conv2_weight_grad.w275, align 32
+  %w25561 = load <8 x float>, ptr %conv2_weight_grad.w255, align 32
+  %w263 = load <8 x float>, ptr %conv2_weight_grad.w263, align 32
+  %460 = fsub <8 x float> %w25561, %w263
+  store <8 x float> %460, ptr %conv2_weight_grad.w276, align 32
+  %w252 = load <8 x float>, ptr %conv2_weight_grad.w252, align 32
+  %w260 = load <8 x float>, ptr %conv2_weight_grad.w260, align 32
+  %461 = fsub <8 x float> %w252, %w260
+  store <8 x float> %461, ptr %conv2_weight_grad.w277, align 32
+  %w256 = load <8 x float>, ptr %conv2_weight_grad.w256, align 32
+  %w26062 = load <8 x float>, ptr %conv2_weight_grad.w260, align 32
+  %462 = fadd <8 x float> %w256, %w26062
+  store <8 x float> %462, ptr %conv2_weight_grad.w278, align 32
+  %w26063 = load <8 x float>, ptr %conv2_weight_grad.w260, align 32
+  %w25664 = load <8 x float>, ptr %conv2_weight_grad.w256, align 32
+  %463 = fsub <8 x float> %w26063, %w25664
+  store <8 x float> %463, ptr %conv2_weight_grad.w279, align 32
+  %w25665 = load <8 x float>, ptr %conv2_weight_grad.w256, align 32
+  %w264 = load <8 x float>, ptr %conv2_weight_grad.w264, align 32
+  %464 = fsub <8 x float> %w25665, %w264
+  store <8 x float> %464, ptr %conv2_weight_grad.w280, align 32
+  %w265 = load <8 x float>, ptr %conv2_weight_grad.w265, align 32
+  %465 = mul nsw i64 %conv2_weight_grad.j24514, 49
+  %466 = mul nsw i64 %conv2_weight_grad.ty24615, 7
   %467 = add nsw i64 %465, %466
-  %468 = add nsw i64 %467, %conv2_weight_grad.tx24016
+  %468 = add nsw i64 %467, %conv2_weight_grad.tx24716
   %469 = mul nsw i64 %468, 16
   %470 = add nsw i64 405504, %469
-  %471 = mul nsw i64 %conv2_weight_grad.cv24117, 8
+  %471 = mul nsw i64 %conv2_weight_grad.cv24817, 8
   %472 = add nsw i64 %470, %471
   %arena66 = getelementptr inbounds float, ptr %arena, i64 %472
-  store <8 x float> %w258, ptr %arena66, align 4
-  %w259 = load <8 x float>, ptr %conv2_weight_grad.w259, align 32
-  %473 = mul nsw i64 %conv2_weight_grad.j23814, 49
-  %474 = mul nsw i64 %conv2_weight_grad.ty23915, 7
+  store <8 x float> %w265, ptr %arena66, align 4
+  %w266 = load <8 x float>, ptr %conv2_weight_grad.w266, align 32
+  %473 = mul nsw i64 %conv2_weight_grad.j24514, 49
+  %474 = mul nsw i64 %conv2_weight_grad.ty24615, 7
   %475 = add nsw i64 %473, %474
-  %476 = add nsw i64 %475, %conv2_weight_grad.tx24016
+  %476 = add nsw i64 %475, %conv2_weight_grad.tx24716
   %477 = mul nsw i64 %476, 16
   %478 = add nsw i64 406288, %477
-  %479 = mul nsw i64 %conv2_weight_grad.cv24117, 8
+  %479 = mul nsw i64 %conv2_weight_grad.cv24817, 8
   %480 = add nsw i64 %478, %479
   %arena67 = getelementptr inbounds float, ptr %arena, i64 %480
-  store <8 x float> %w259, ptr %arena67, align 4
-  %w260 = load <8 x float>, ptr %conv2_weight_grad.w260, align 32
-  %481 = mul nsw i64 %conv2_weight_grad.j23814, 49
-  %482 = mul nsw i64 %conv2_weight_grad.ty23915, 7
+  store <8 x float> %w266, ptr %arena67, align 4
+  %w267 = load <8 x float>, ptr %conv2_weight_grad.w267, align 32
+  %481 = mul nsw i64 %conv2_weight_grad.j24514, 49
+  %482 = mul nsw i64 %conv2_weight_grad.ty24615, 7
   %483 = add nsw i64 %481, %482
-  %484 = add nsw i64 %483, %conv2_weight_grad.tx24016
+  %484 = add nsw i64 %483, %conv2_weight_grad.tx24716
   %485 = mul nsw i64 %484, 16
   %486 = add nsw i64 407072, %485
-  %487 = mul nsw i64 %conv2_weight_grad.cv24117, 8
+  %487 = mul nsw i64 %conv2_weight_grad.cv24817, 8
   %488 = add nsw i64 %486, %487
   %arena68 = getelementptr inbounds float, ptr %arena, i64 %488
-  store <8 x float> %w260, ptr %arena68, align 4
-  %w261 = load <8 x float>, ptr %conv2_weight_grad.w261, align 32
-  %489 = mul nsw i64 %conv2_weight_grad.j23814, 49
-  %490 = mul nsw i64 %conv2_weight_grad.ty23915, 7
+  store <8 x float> %w267, ptr %arena68, align 4
+  %w268 = load <8 x float>, ptr %conv2_weight_grad.w268, align 32
+  %489 = mul nsw i64 %conv2_weight_grad.j24514, 49
+  %490 = mul nsw i64 %conv2_weight_grad.ty24615, 7
   %491 = add nsw i64 %489, %490
-  %492 = add nsw i64 %491, %conv2_weight_grad.tx24016
+  %492 = add nsw i64 %491, %conv2_weight_grad.tx24716
   %493 = mul nsw i64 %492, 16
   %494 = add nsw i64 407856, %493
-  %495 = mul nsw i64 %conv2_weight_grad.cv24117, 8
+  %495 = mul nsw i64 %conv2_weight_grad.cv24817, 8
   %496 = add nsw i64 %494, %495
   %arena69 = getelementptr inbounds float, ptr %arena, i64 %496
-  store <8 x float> %w261, ptr %arena69, align 4
-  %w262 = load <8 x float>, ptr %conv2_weight_grad.w262, align 32
-  %497 = mul nsw i64 %conv2_weight_grad.j23814, 49
-  %498 = mul nsw i64 %conv2_weight_grad.ty23915, 7
+  store <8 x float> %w268, ptr %arena69, align 4
+  %w269 = load <8 x float>, ptr %conv2_weight_grad.w269, align 32
+  %497 = mul nsw i64 %conv2_weight_grad.j24514, 49
+  %498 = mul nsw i64 %conv2_weight_grad.ty24615, 7
   %499 = add nsw i64 %497, %498
-  %500 = add nsw i64 %499, %conv2_weight_grad.tx24016
+  %500 = add nsw i64 %499, %conv2_weight_grad.tx24716
   %501 = mul nsw i64 %500, 16
   %502 = add nsw i64 408640, %501
-  %503 = mul nsw i64 %conv2_weight_grad.cv24117, 8
+  %503 = mul nsw i64 %conv2_weight_grad.cv24817, 8
   %504 = add nsw i64 %502, %503
   %arena70 = getelementptr inbounds float, ptr %arena, i64 %504
-  store <8 x float> %w262, ptr %arena70, align 4
-  %w263 = load <8 x float>, ptr %conv2_weight_grad.w263, align 32
-  %505 = mul nsw i64 %conv2_weight_grad.j23814, 49
-  %506 = mul nsw i64 %conv2_weight_grad.ty23915, 7
+  store <8 x float> %w269, ptr %arena70, align 4
+  %w270 = load <8 x float>, ptr %conv2_weight_grad.w270, align 32
+  %505 = mul nsw i64 %conv2_weight_grad.j24514, 49
+  %506 = mul nsw i64 %conv2_weight_grad.ty24615, 7
   %507 = add nsw i64 %505, %506
-  %508 = add nsw i64 %507, %conv2_weight_grad.tx24016
+  %508 = add nsw i64 %507, %conv2_weight_grad.tx24716
   %509 = mul nsw i64 %508, 16
   %510 = add nsw i64 409424, %509
-  %511 = mul nsw i64 %conv2_weight_grad.cv24117, 8
+  %511 = mul nsw i64 %conv2_weight_grad.cv24817, 8
   %512 = add nsw i64 %510, %511
   %arena71 = getelementptr inbounds float, ptr %arena, i64 %512
-  store <8 x float> %w263, ptr %arena71, align 4
-  %w264 = load <8 x float>, ptr %conv2_weight_grad.w264, align 32
-  %513 = mul nsw i64 %conv2_weight_grad.j23814, 49
-  %514 = mul nsw i64 %conv2_weight_grad.ty23915, 7
+  store <8 x float> %w270, ptr %arena71, align 4
+  %w271 = load <8 x float>, ptr %conv2_weight_grad.w271, align 32
+  %513 = mul nsw i64 %conv2_weight_grad.j24514, 49
+  %514 = mul nsw i64 %conv2_weight_grad.ty24615, 7
   %515 = add nsw i64 %513, %514
-  %516 = add nsw i64 %515, %conv2_weight_grad.tx24016
+  %516 = add nsw i64 %515, %conv2_weight_grad.tx24716
   %517 = mul nsw i64 %516, 16
   %518 = add nsw i64 410208, %517
-  %519 = mul nsw i64 %conv2_weight_grad.cv24117, 8
+  %519 = mul nsw i64 %conv2_weight_grad.cv24817, 8
   %520 = add nsw i64 %518, %519
   %arena72 = getelementptr inbounds float, ptr %arena, i64 %520
-  store <8 x float> %w264, ptr %arena72, align 4
-  %w265 = load <8 x float>, ptr %conv2_weight_grad.w265, align 32
-  %521 = mul nsw i64 %conv2_weight_grad.j23814, 49
-  %522 = mul nsw i64 %conv2_weight_grad.ty23915, 7
+  store <8 x float> %w271, ptr %arena72, align 4
+  %w272 = load <8 x float>, ptr %conv2_weight_grad.w272, align 32
+  %521 = mul nsw i64 %conv2_weight_grad.j24514, 49
+  %522 = mul nsw i64 %conv2_weight_grad.ty24615, 7
   %523 = add nsw i64 %521, %522
-  %524 = add nsw i64 %523, %conv2_weight_grad.tx24016
+  %524 = add nsw i64 %523, %conv2_weight_grad.tx24716
   %525 = mul nsw i64 %524, 16
   %526 = add nsw i64 410992, %525
-  %527 = mul nsw i64 %conv2_weight_grad.cv24117, 8
+  %527 = mul nsw i64 %conv2_weight_grad.cv24817, 8
   %528 = add nsw i64 %526, %527
   %arena73 = getelementptr inbounds float, ptr %arena, i64 %528
-  store <8 x float> %w265, ptr %arena73, align 4
-  %w266 = load <8 x float>, ptr %conv2_weight_grad.w266, align 32
-  %529 = mul nsw i64 %conv2_weight_grad.j23814, 49
-  %530 = mul nsw i64 %conv2_weight_grad.ty23915, 7
+  store <8 x float> %w272, ptr %arena73, align 4
+  %w273 = load <8 x float>, ptr %conv2_weight_grad.w273, align 32
+  %529 = mul nsw i64 %conv2_weight_grad.j24514, 49
+  %530 = mul nsw i64 %conv2_weight_grad.ty24615, 7
   %531 = add nsw i64 %529, %530
-  %532 = add nsw i64 %531, %conv2_weight_grad.tx24016
+  %532 = add nsw i64 %531, %conv2_weight_grad.tx24716
   %533 = mul nsw i64 %532, 16
   %534 = add nsw i64 411776, %533
-  %535 = mul nsw i64 %conv2_weight_grad.cv24117, 8
+  %535 = mul nsw i64 %conv2_weight_grad.cv24817, 8
   %536 = add nsw i64 %534, %535
   %arena74 = getelementptr inbounds float, ptr %arena, i64 %536
-  store <8 x float> %w266, ptr %arena74, align 4
-  %w267 = load <8 x float>, ptr %conv2_weight_grad.w267, align 32
-  %537 = mul nsw i64 %conv2_weight_grad.j23814, 49
-  %538 = mul nsw i64 %conv2_weight_grad.ty23915, 7
+  store <8 x float> %w273, ptr %arena74, align 4
+  %w274 = load <8 x float>, ptr %conv2_weight_grad.w274, align 32
+  %537 = mul nsw i64 %conv2_weight_grad.j24514, 49
+  %538 = mul nsw i64 %conv2_weight_grad.ty24615, 7
   %539 = add nsw i64 %537, %538
-  %540 = add nsw i64 %539, %conv2_weight_grad.tx24016
+  %540 = add nsw i64 %539, %conv2_weight_grad.tx24716
   %541 = mul nsw i64 %540, 16
   %542 = add nsw i64 412560, %541
-  %543 = mul nsw i64 %conv2_weight_grad.cv24117, 8
+  %543 = mul nsw i64 %conv2_weight_grad.cv24817, 8
   %544 = add nsw i64 %542, %543
   %arena75 = getelementptr inbounds float, ptr %arena, i64 %544
-  store <8 x float> %w267, ptr %arena75, align 4
-  %w268 = load <8 x float>, ptr %conv2_weight_grad.w268, align 32
-  %545 = mul nsw i64 %conv2_weight_grad.j23814, 49
-  %546 = mul nsw i64 %conv2_weight_grad.ty23915, 7
+  store <8 x float> %w274, ptr %arena75, align 4
+  %w275 = load <8 x float>, ptr %conv2_weight_grad.w275, align 32
+  %545 = mul nsw i64 %conv2_weight_grad.j24514, 49
+  %546 = mul nsw i64 %conv2_weight_grad.ty24615, 7
   %547 = add nsw i64 %545, %546
-  %548 = add nsw i64 %547, %conv2_weight_grad.tx24016
+  %548 = add nsw i64 %547, %conv2_weight_grad.tx24716
   %549 = mul nsw i64 %548, 16
   %550 = add nsw i64 413344, %549
-  %551 = mul nsw i64 %conv2_weight_grad.cv24117, 8
+  %551 = mul nsw i64 %conv2_weight_grad.cv24817, 8
   %552 = add nsw i64 %550, %551
   %arena76 = getelementptr inbounds float, ptr %arena, i64 %552
-  store <8 x float> %w268, ptr %arena76, align 4
-  %w269 = load <8 x float>, ptr %conv2_weight_grad.w269, align 32
-  %553 = mul nsw i64 %conv2_weight_grad.j23814, 49
-  %554 = mul nsw i64 %conv2_weight_grad.ty23915, 7
+  store <8 x float> %w275, ptr %arena76, align 4
+  %w276 = load <8 x float>, ptr %conv2_weight_grad.w276, align 32
+  %553 = mul nsw i64 %conv2_weight_grad.j24514, 49
+  %554 = mul nsw i64 %conv2_weight_grad.ty24615, 7
   %555 = add nsw i64 %553, %554
-  %556 = add nsw i64 %555, %conv2_weight_grad.tx24016
+  %556 = add nsw i64 %555, %conv2_weight_grad.tx24716
   %557 = mul nsw i64 %556, 16
   %558 = add nsw i64 414128, %557
-  %559 = mul nsw i64 %conv2_weight_grad.cv24117, 8
+  %559 = mul nsw i64 %conv2_weight_grad.cv24817, 8
   %560 = add nsw i64 %558, %559
   %arena77 = getelementptr inbounds float, ptr %arena, i64 %560
-  store <8 x float> %w269, ptr %arena77, align 4
-  %w270 = load <8 x float>, ptr %conv2_weight_grad.w270, align 32
-  %561 = mul nsw i64 %conv2_weight_grad.j23814, 49
-  %562 = mul nsw i64 %conv2_weight_grad.ty23915, 7
+  store <8 x float> %w276, ptr %arena77, align 4
+  %w277 = load <8 x float>, ptr %conv2_weight_grad.w277, align 32
+  %561 = mul nsw i64 %conv2_weight_grad.j24514, 49
+  %562 = mul nsw i64 %conv2_weight_grad.ty24615, 7
   %563 = add nsw i64 %561, %562
-  %564 = add nsw i64 %563, %conv2_weight_grad.tx24016
+  %564 = add nsw i64 %563, %conv2_weight_grad.tx24716
   %565 = mul nsw i64 %564, 16
   %566 = add nsw i64 414912, %565
-  %567 = mul nsw i64 %conv2_weight_grad.cv24117, 8
+  %567 = mul nsw i64 %conv2_weight_grad.cv24817, 8
   %568 = add nsw i64 %566, %567
   %arena78 = getelementptr inbounds float, ptr %arena, i64 %568
-  store <8 x float> %w270, ptr %arena78, align 4
-  %w271 = load <8 x float>, ptr %conv2_weight_grad.w271, align 32
-  %569 = mul nsw i64 %conv2_weight_grad.j23814, 49
-  %570 = mul nsw i64 %conv2_weight_grad.ty23915, 7
+  store <8 x float> %w277, ptr %arena78, align 4
+  %w278 = load <8 x float>, ptr %conv2_weight_grad.w278, align 32
+  %569 = mul nsw i64 %conv2_weight_grad.j24514, 49
+  %570 = mul nsw i64 %conv2_weight_grad.ty24615, 7
   %571 = add nsw i64 %569, %570
-  %572 = add nsw i64 %571, %conv2_weight_grad.tx24016
+  %572 = add nsw i64 %571, %conv2_weight_grad.tx24716
   %573 = mul nsw i64 %572, 16
   %574 = add nsw i64 415696, %573
-  %575 = mul nsw i64 %conv2_weight_grad.cv24117, 8
+  %575 = mul nsw i64 %conv2_weight_grad.cv24817, 8
   %576 = add nsw i64 %574, %575
   %arena79 = getelementptr inbounds float, ptr %arena, i64 %576
-  store <8 x float> %w271, ptr %arena79, align 4
-  %w272 = load <8 x float>, ptr %conv2_weight_grad.w272, align 32
-  %577 = mul nsw i64 %conv2_weight_grad.j23814, 49
-  %578 = mul nsw i64 %conv2_weight_grad.ty23915, 7
+  store <8 x float> %w278, ptr %arena79, align 4
+  %w279 = load <8 x float>, ptr %conv2_weight_grad.w279, align 32
+  %577 = mul nsw i64 %conv2_weight_grad.j24514, 49
+  %578 = mul nsw i64 %conv2_weight_grad.ty24615, 7
   %579 = add nsw i64 %577, %578
-  %580 = add nsw i64 %579, %conv2_weight_grad.tx24016
+  %580 = add nsw i64 %579, %conv2_weight_grad.tx24716
   %581 = mul nsw i64 %580, 16
   %582 = add nsw i64 416480, %581
-  %583 = mul nsw i64 %conv2_weight_grad.cv24117, 8
+  %583 = mul nsw i64 %conv2_weight_grad.cv24817, 8
   %584 = add nsw i64 %582, %583
   %arena80 = getelementptr inbounds float, ptr %arena, i64 %584
-  store <8 x float> %w272, ptr %arena80, align 4
-  %w273 = load <8 x float>, ptr %conv2_weight_grad.w273, align 32
-  %585 = mul nsw i64 %conv2_weight_grad.j23814, 49
-  %586 = mul nsw i64 %conv2_weight_grad.ty23915, 7
+  store <8 x float> %w279, ptr %arena80, align 4
+  %w280 = load <8 x float>, ptr %conv2_weight_grad.w280, align 32
+  %585 = mul nsw i64 %conv2_weight_grad.j24514, 49
+  %586 = mul nsw i64 %conv2_weight_grad.ty24615, 7
   %587 = add nsw i64 %585, %586
-  %588 = add nsw i64 %587, %conv2_weight_grad.tx24016
+  %588 = add nsw i64 %587, %conv2_weight_grad.tx24716
   %589 = mul nsw i64 %588, 16
   %590 = add nsw i64 417264, %589
-  %591 = mul nsw i64 %conv2_weight_grad.cv24117, 8
+  %591 = mul nsw i64 %conv2_weight_grad.cv24817, 8
   %592 = add nsw i64 %590, %591
   %arena81 = getelementptr inbounds float, ptr %arena, i64 %592
-  store <8 x float> %w273, ptr %arena81, align 4
-  %cv241.next = add nsw i64 %conv2_weight_grad.cv24117, 1
-  %593 = icmp slt i64 %cv241.next, 2
-  br i1 %593, label %conv2_weight_grad.cv241, label %conv2_weight_grad.cv241.end
+  store <8 x float> %w280, ptr %arena81, align 4
+  %cv248.next = add nsw i64 %conv2_weight_grad.cv24817, 1
+  %593 = icmp slt i64 %cv248.next, 2
+  br i1 %593, label %conv2_weight_grad.cv248, label %conv2_weight_grad.cv248.end
 
-conv2_weight_grad.cv241.end:                      ; preds = %conv2_weight_grad.cv241
-  %tx240.next = add nsw i64 %conv2_weight_grad.tx24016, 1
-  %594 = icmp slt i64 %tx240.next, 7
-  br i1 %594, label %conv2_weight_grad.tx240, label %conv2_weight_grad.tx240.end
+conv2_weight_grad.cv248.end:                      ; preds = %conv2_weight_grad.cv248
+  %tx247.next = add nsw i64 %conv2_weight_grad.tx24716, 1
+  %594 = icmp slt i64 %tx247.next, 7
+  br i1 %594, label %conv2_weight_grad.tx247, label %conv2_weight_grad.tx247.end
 
-conv2_weight_grad.j274:                           ; preds = %conv2_weight_grad.c275.end, %conv2_weight_grad.j238.end
-  %conv2_weight_grad.j27482 = phi i64 [ 0, %conv2_weight_grad.j238.end ], [ %j274.next, %conv2_weight_grad.c275.end ]
-  br label %conv2_weight_grad.c275
+conv2_weight_grad.j281:                           ; preds = %conv2_weight_grad.c282.end, %conv2_weight_grad.j245.end
+  %conv2_weight_grad.j28182 = phi i64 [ 0, %conv2_weight_grad.j245.end ], [ %j281.next, %conv2_weight_grad.c282.end ]
+  br label %conv2_weight_grad.c282
 
-conv2_weight_grad.j274.end:                       ; preds = %conv2_weight_grad.c275.end
-  br label %conv2_weight_grad.j278
+conv2_weight_grad.j281.end:                       ; preds = %conv2_weight_grad.c282.end
+  br label %conv2_weight_grad.j285
 
-conv2_weight_grad.c275:                           ; preds = %conv2_weight_grad.iy276.end, %conv2_weight_grad.j274
-  %conv2_weight_grad.c27583 = phi i64 [ 0, %conv2_weight_grad.j274 ], [ %c275.next, %conv2_weight_grad.iy276.end ]
-  br label %conv2_weight_grad.iy276
+conv2_weight_grad.c282:                           ; preds = %conv2_weight_grad.iy283.end, %conv2_weight_grad.j281
+  %conv2_weight_grad.c28283 = phi i64 [ 0, %conv2_weight_grad.j281 ], [ %c282.next, %conv2_weight_grad.iy283.end ]
+  br label %conv2_weight_grad.iy283
 
-conv2_weight_grad.c275.end:                       ; preds = %conv2_weight_grad.iy276.end
-  %j274.next = add nsw i64 %conv2_weight_grad.j27482, 1
-  %595 = icmp slt i64 %j274.next, 1
-  br i1 %595, label %conv2_weight_grad.j274, label %conv2_weight_grad.j274.end
+conv2_weight_grad.c282.end:                       ; preds = %conv2_weight_grad.iy283.end
+  %j281.next = add nsw i64 %conv2_weight_grad.j28182, 1
+  %595 = icmp slt i64 %j281.next, 1
+  br i1 %595, label %conv2_weight_grad.j281, label %conv2_weight_grad.j281.end
 
-conv2_weight_grad.iy276:                          ; preds = %conv2_weight_grad.ix277.end, %conv2_weight_grad.c275
-  %conv2_weight_grad.iy27684 = phi i64 [ 0, %conv2_weight_grad.c275 ], [ %iy276.next, %conv2_weight_grad.ix277.end ]
-  br label %conv2_weight_grad.ix277
+conv2_weight_grad.iy283:                          ; preds = %conv2_weight_grad.ix284.end, %conv2_weight_grad.c282
+  %conv2_weight_grad.iy28384 = phi i64 [ 0, %conv2_weight_grad.c282 ], [ %iy283.next, %conv2_weight_grad.ix284.end ]
+  br label %conv2_weight_grad.ix284
 
-conv2_weight_grad.iy276.end:                      ; preds = %conv2_weight_grad.ix277.end
-  %c275.next = add nsw i64 %conv2_weight_grad.c27583, 1
-  %596 = icmp slt i64 %c275.next, 32
-  br i1 %596, label %conv2_weight_grad.c275, label %conv2_weight_grad.c275.end
+conv2_weight_grad.iy283.end:                      ; preds = %conv2_weight_grad.ix284.end
+  %c282.next = add nsw i64 %conv2_weight_grad.c28283, 1
+  %596 = icmp slt i64 %c282.next, 32
+  br i1 %596, label %conv2_weight_grad.c282, label %conv2_weight_grad.c282.end
 
-conv2_weight_grad.ix277:                          ; preds = %conv2_weight_grad.ix277, %conv2_weight_grad.iy276
-  %conv2_weight_grad.ix27785 = phi i64 [ 0, %conv2_weight_grad.iy276 ], [ %ix277.next, %conv2_weight_grad.ix277 ]
-  %597 = add nsw i64 %conv2_weight_grad.g2337, %conv2_weight_grad.j27482
+conv2_weight_grad.ix284:                          ; preds = %conv2_weight_grad.ix284, %conv2_weight_grad.iy283
+  %conv2_weight_grad.ix28485 = phi i64 [ 0, %conv2_weight_grad.iy283 ], [ %ix284.next, %conv2_weight_grad.ix284 ]
+  %597 = add nsw i64 %conv2_weight_grad.g2407, %conv2_weight_grad.j28182
   %598 = mul nsw i64 %597, 6272
   %599 = add nsw i64 728336, %598
-  %600 = mul nsw i64 %conv2_weight_grad.c27583, 196
+  %600 = mul nsw i64 %conv2_weight_grad.c28283, 196
   %601 = add nsw i64 %599, %600
-  %602 = mul nsw i64 %conv2_weight_grad.iy27684, 14
+  %602 = mul nsw i64 %conv2_weight_grad.iy28384, 14
   %603 = add nsw i64 %601, %602
-  %604 = add nsw i64 %603, %conv2_weight_grad.ix27785
+  %604 = add nsw i64 %603, %conv2_weight_grad.ix28485
   %arena86 = getelementptr inbounds float, ptr %arena, i64 %604
   %605 = load float, ptr %arena86, align 4
-  %606 = mul nsw i64 %conv2_weight_grad.j27482, 6272
-  %607 = mul nsw i64 %conv2_weight_grad.iy27684, 448
+  %606 = mul nsw i64 %conv2_weight_grad.j28182, 6272
+  %607 = mul nsw i64 %conv2_weight_grad.iy28384, 448
   %608 = add nsw i64 %606, %607
-  %609 = mul nsw i64 %conv2_weight_grad.ix27785, 32
+  %609 = mul nsw i64 %conv2_weight_grad.ix28485, 32
   %610 = add nsw i64 %608, %609
-  %611 = add nsw i64 %610, %conv2_weight_grad.c27583
+  %611 = add nsw i64 %610, %conv2_weight_grad.c28283
   %612 = add nsw i64 418048, %611
   %arena87 = getelementptr inbounds float, ptr %arena, i64 %612
   store float %605, ptr %arena87, align 4
-  %ix277.next = add nsw i64 %conv2_weight_grad.ix27785, 1
-  %613 = icmp slt i64 %ix277.next, 14
-  br i1 %613, label %conv2_weight_grad.ix277, label %conv2_weight_grad.ix277.end
+  %ix284.next = add nsw i64 %conv2_weight_grad.ix28485, 1
+  %613 = icmp slt i64 %ix284.next, 14
+  br i1 %613, label %conv2_weight_grad.ix284, label %conv2_weight_grad.ix284.end
 
-conv2_weight_grad.ix277.end:                      ; preds = %conv2_weight_grad.ix277
-  %iy276.next = add nsw i64 %conv2_weight_grad.iy27684, 1
-  %614 = icmp slt i64 %iy276.next, 14
-  br i1 %614, label %conv2_weight_grad.iy276, label %conv2_weight_grad.iy276.end
+conv2_weight_grad.ix284.end:                      ; preds = %conv2_weight_grad.ix284
+  %iy283.next = add nsw i64 %conv2_weight_grad.iy28384, 1
+  %614 = icmp slt i64 %iy283.next, 14
+  br i1 %614, label %conv2_weight_grad.iy283, label %conv2_weight_grad.iy283.end
 
-conv2_weight_grad.j278:                           ; preds = %conv2_weight_grad.ty279.end, %conv2_weight_grad.j274.end
-  %conv2_weight_grad.j27888 = phi i64 [ 0, %conv2_weight_grad.j274.end ], [ %j278.next, %conv2_weight_grad.ty279.end ]
-  br label %conv2_weight_grad.ty279
+conv2_weight_grad.j285:                           ; preds = %conv2_weight_grad.ty286.end, %conv2_weight_grad.j281.end
+  %conv2_weight_grad.j28588 = phi i64 [ 0, %conv2_weight_grad.j281.end ], [ %j285.next, %conv2_weight_grad.ty286.end ]
+  br label %conv2_weight_grad.ty286
 
-conv2_weight_grad.j278.end:                       ; preds = %conv2_weight_grad.ty279.end
-  br label %conv2_weight_grad.xi306
+conv2_weight_grad.j285.end:                       ; preds = %conv2_weight_grad.ty286.end
+  br label %conv2_weight_grad.xi313
 
-conv2_weight_grad.ty279:                          ; preds = %conv2_weight_grad.tx280.end, %conv2_weight_grad.j278
-  %conv2_weight_grad.ty27989 = phi i64 [ 0, %conv2_weight_grad.j278 ], [ %ty279.next, %conv2_weight_grad.tx280.end ]
-  br label %conv2_weight_grad.tx280
+conv2_weight_grad.ty286:                          ; preds = %conv2_weight_grad.tx287.end, %conv2_weight_grad.j285
+  %conv2_weight_grad.ty28689 = phi i64 [ 0, %conv2_weight_grad.j285 ], [ %ty286.next, %conv2_weight_grad.tx287.end ]
+  br label %conv2_weight_grad.tx287
 
-conv2_weight_grad.ty279.end:                      ; preds = %conv2_weight_grad.tx280.end
-  %j278.next = add nsw i64 %conv2_weight_grad.j27888, 1
-  %615 = icmp slt i64 %j278.next, 1
-  br i1 %615, label %conv2_weight_grad.j278, label %conv2_weight_grad.j278.end
+conv2_weight_grad.ty286.end:                      ; preds = %conv2_weight_grad.tx287.end
+  %j285.next = add nsw i64 %conv2_weight_grad.j28588, 1
+  %615 = icmp slt i64 %j285.next, 1
+  br i1 %615, label %conv2_weight_grad.j285, label %conv2_weight_grad.j285.end
 
-conv2_weight_grad.tx280:                          ; preds = %conv2_weight_grad.cv281.end, %conv2_weight_grad.ty279
-  %conv2_weight_grad.tx28090 = phi i64 [ 0, %conv2_weight_grad.ty279 ], [ %tx280.next, %conv2_weight_grad.cv281.end ]
-  br label %conv2_weight_grad.cv281
+conv2_weight_grad.tx287:                          ; preds = %conv2_weight_grad.cv288.end, %conv2_weight_grad.ty286
+  %conv2_weight_grad.tx28790 = phi i64 [ 0, %conv2_weight_grad.ty286 ], [ %tx287.next, %conv2_weight_grad.cv288.end ]
+  br label %conv2_weight_grad.cv288
 
-conv2_weight_grad.tx280.end:                      ; preds = %conv2_weight_grad.cv281.end
-  %ty279.next = add nsw i64 %conv2_weight_grad.ty27989, 1
-  %616 = icmp slt i64 %ty279.next, 7
-  br i1 %616, label %conv2_weight_grad.ty279, label %conv2_weight_grad.ty279.end
+conv2_weight_grad.tx287.end:                      ; preds = %conv2_weight_grad.cv288.end
+  %ty286.next = add nsw i64 %conv2_weight_grad.ty28689, 1
+  %616 = icmp slt i64 %ty286.next, 7
+  br i1 %616, label %conv2_weight_grad.ty286, label %conv2_weight_grad.ty286.end
 
-conv2_weight_grad.cv281:                          ; preds = %conv2_weight_grad.cv281, %conv2_weight_grad.tx280
-  %conv2_weight_grad.cv28191 = phi i64 [ 0, %conv2_weight_grad.tx280 ], [ %cv281.next, %conv2_weight_grad.cv281 ]
-  %617 = mul nsw i64 %conv2_weight_grad.j27888, 6272
-  %618 = mul nsw i64 %conv2_weight_grad.ty27989, 2
+conv2_weight_grad.cv288:                          ; preds = %conv2_weight_grad.cv288, %conv2_weight_grad.tx287
+  %conv2_weight_grad.cv28891 = phi i64 [ 0, %conv2_weight_grad.tx287 ], [ %cv288.next, %conv2_weight_grad.cv288 ]
+  %617 = mul nsw i64 %conv2_weight_grad.j28588, 6272
+  %618 = mul nsw i64 %conv2_weight_grad.ty28689, 2
   %619 = mul nsw i64 %618, 448
   %620 = add nsw i64 %617, %619
-  %621 = mul nsw i64 %conv2_weight_grad.tx28090, 2
+  %621 = mul nsw i64 %conv2_weight_grad.tx28790, 2
   %622 = mul nsw i64 %621, 32
   %623 = add nsw i64 %620, %622
-  %624 = mul nsw i64 %conv2_weight_grad.cv28191, 8
+  %624 = mul nsw i64 %conv2_weight_grad.cv28891, 8
   %625 = add nsw i64 %623, %624
   %626 = add nsw i64 418048, %625
   %arena92 = getelementptr inbounds float, ptr %arena, i64 %626
   %627 = load <8 x float>, ptr %arena92, align 4
-  store <8 x float> %627, ptr %conv2_weight_grad.w282, align 32
-  %628 = mul nsw i64 %conv2_weight_grad.j27888, 6272
-  %629 = mul nsw i64 %conv2_weight_grad.ty27989, 2
+  store <8 x float> %627, ptr %conv2_weight_grad.w289, align 32
+  %628 = mul nsw i64 %conv2_weight_grad.j28588, 6272
+  %629 = mul nsw i64 %conv2_weight_grad.ty28689, 2
   %630 = mul nsw i64 %629, 448
   %631 = add nsw i64 %628, %630
-  %632 = mul nsw i64 %conv2_weight_grad.tx28090, 2
+  %632 = mul nsw i64 %conv2_weight_grad.tx28790, 2
   %633 = mul nsw i64 %632, 32
   %634 = add nsw i64 %631, %633
-  %635 = mul nsw i64 %conv2_weight_grad.cv28191, 8
+  %635 = mul nsw i64 %conv2_weight_grad.cv28891, 8
   %636 = add nsw i64 %634, %635
   %637 = add nsw i64 418048, %636
   %arena93 = getelementptr inbounds float, ptr %arena, i64 %637
   %638 = load <8 x float>, ptr %arena93, align 4
-  %639 = mul nsw i64 %conv2_weight_grad.j27888, 6272
-  %640 = mul nsw i64 %conv2_weight_grad.ty27989, 2
+  %639 = mul nsw i64 %conv2_weight_grad.j28588, 6272
+  %640 = mul nsw i64 %conv2_weight_grad.ty28689, 2
   %641 = add nsw i64 %640, 1
   %642 = mul nsw i64 %641, 448
   %643 = add nsw i64 %639, %642
-  %644 = mul nsw i64 %conv2_weight_grad.tx28090, 2
+  %644 = mul nsw i64 %conv2_weight_grad.tx28790, 2
   %645 = mul nsw i64 %644, 32
   %646 = add nsw i64 %643, %645
-  %647 = mul nsw i64 %conv2_weight_grad.cv28191, 8
+  %647 = mul nsw i64 %conv2_weight_grad.cv28891, 8
   %648 = add nsw i64 %646, %647
   %649 = add nsw i64 418048, %648
   %arena94 = getelementptr inbounds float, ptr %arena, i64 %649
   %650 = load <8 x float>, ptr %arena94, align 4
   %651 = fadd <8 x float> %638, %650
-  store <8 x float> %651, ptr %conv2_weight_grad.w283, align 32
-  %652 = mul nsw i64 %conv2_weight_grad.j27888, 6272
-  %653 = mul nsw i64 %conv2_weight_grad.ty27989, 2
+  store <8 x float> %651, ptr %conv2_weight_grad.w290, align 32
+  %652 = mul nsw i64 %conv2_weight_grad.j28588, 6272
+  %653 = mul nsw i64 %conv2_weight_grad.ty28689, 2
   %654 = mul nsw i64 %653, 448
   %655 = add nsw i64 %652, %654
-  %656 = mul nsw i64 %conv2_weight_grad.tx28090, 2
+  %656 = mul nsw i64 %conv2_weight_grad.tx28790, 2
   %657 = mul nsw i64 %656, 32
   %658 = add nsw i64 %655, %657
-  %659 = mul nsw i64 %conv2_weight_grad.cv28191, 8
+  %659 = mul nsw i64 %conv2_weight_grad.cv28891, 8
   %660 = add nsw i64 %658, %659
   %661 = add nsw i64 418048, %660
   %arena95 = getelementptr inbounds float, ptr %arena, i64 %661
   %662 = load <8 x float>, ptr %arena95, align 4
-  %663 = mul nsw i64 %conv2_weight_grad.j27888, 6272
-  %664 = mul nsw i64 %conv2_weight_grad.ty27989, 2
+  %663 = mul nsw i64 %conv2_weight_grad.j28588, 6272
+  %664 = mul nsw i64 %conv2_weight_grad.ty28689, 2
   %665 = add nsw i64 %664, 1
   %666 = mul nsw i64 %665, 448
   %667 = add nsw i64 %663, %666
-  %668 = mul nsw i64 %conv2_weight_grad.tx28090, 2
+  %668 = mul nsw i64 %conv2_weight_grad.tx28790, 2
   %669 = mul nsw i64 %668, 32
   %670 = add nsw i64 %667, %669
-  %671 = mul nsw i64 %conv2_weight_grad.cv28191, 8
+  %671 = mul nsw i64 %conv2_weight_grad.cv28891, 8
   %672 = add nsw i64 %670, %671
   %673 = add nsw i64 418048, %672
   %arena96 = getelementptr inbounds float, ptr %arena, i64 %673
   %674 = load <8 x float>, ptr %arena96, align 4
   %675 = fsub <8 x float> %662, %674
-  store <8 x float> %675, ptr %conv2_weight_grad.w284, align 32
-  %676 = mul nsw i64 %conv2_weight_grad.j27888, 6272
-  %677 = mul nsw i64 %conv2_weight_grad.ty27989, 2
+  store <8 x float> %675, ptr %conv2_weight_grad.w291, align 32
+  %676 = mul nsw i64 %conv2_weight_grad.j28588, 6272
+  %677 = mul nsw i64 %conv2_weight_grad.ty28689, 2
   %678 = add nsw i64 %677, 1
   %679 = mul nsw i64 %678, 448
   %680 = add nsw i64 %676, %679
-  %681 = mul nsw i64 %conv2_weight_grad.tx28090, 2
+  %681 = mul nsw i64 %conv2_weight_grad.tx28790, 2
   %682 = mul nsw i64 %681, 32
   %683 = add nsw i64 %680, %682
-  %684 = mul nsw i64 %conv2_weight_grad.cv28191, 8
+  %684 = mul nsw i64 %conv2_weight_grad.cv28891, 8
   %685 = add nsw i64 %683, %684
   %686 = add nsw i64 418048, %685
   %arena97 = getelementptr inbounds float, ptr %arena, i64 %686
   %687 = load <8 x float>, ptr %arena97, align 4
   %688 = fmul <8 x float> %687, <float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00>
-  store <8 x float> %688, ptr %conv2_weight_grad.w285, align 32
-  %689 = mul nsw i64 %conv2_weight_grad.j27888, 6272
-  %690 = mul nsw i64 %conv2_weight_grad.ty27989, 2
+  store <8 x float> %688, ptr %conv2_weight_grad.w292, align 32
+  %689 = mul nsw i64 %conv2_weight_grad.j28588, 6272
+  %690 = mul nsw i64 %conv2_weight_grad.ty28689, 2
   %691 = mul nsw i64 %690, 448
   %692 = add nsw i64 %689, %691
-  %693 = mul nsw i64 %conv2_weight_grad.tx28090, 2
+  %693 = mul nsw i64 %conv2_weight_grad.tx28790, 2
   %694 = add nsw i64 %693, 1
   %695 = mul nsw i64 %694, 32
   %696 = add nsw i64 %692, %695
-  %697 = mul nsw i64 %conv2_weight_grad.cv28191, 8
+  %697 = mul nsw i64 %conv2_weight_grad.cv28891, 8
   %698 = add nsw i64 %696, %697
   %699 = add nsw i64 418048, %698
   %arena98 = getelementptr inbounds float, ptr %arena, i64 %699
   %700 = load <8 x float>, ptr %arena98, align 4
-  store <8 x float> %700, ptr %conv2_weight_grad.w286, align 32
-  %701 = mul nsw i64 %conv2_weight_grad.j27888, 6272
-  %702 = mul nsw i64 %conv2_weight_grad.ty27989, 2
+  store <8 x float> %700, ptr %conv2_weight_grad.w293, align 32
+  %701 = mul nsw i64 %conv2_weight_grad.j28588, 6272
+  %702 = mul nsw i64 %conv2_weight_grad.ty28689, 2
   %703 = mul nsw i64 %702, 448
   %704 = add nsw i64 %701, %703
-  %705 = mul nsw i64 %conv2_weight_grad.tx28090, 2
+  %705 = mul nsw i64 %conv2_weight_grad.tx28790, 2
   %706 = add nsw i64 %705, 1
   %707 = mul nsw i64 %706, 32
   %708 = add nsw i64 %704, %707
-  %709 = mul nsw i64 %conv2_weight_grad.cv28191, 8
+  %709 = mul nsw i64 %conv2_weight_grad.cv28891, 8
   %710 = add nsw i64 %708, %709
   %711 = add nsw i64 418048, %710
   %arena99 = getelementptr inbounds float, ptr %arena, i64 %711
   %712 = load <8 x float>, ptr %arena99, align 4
-  %713 = mul nsw i64 %conv2_weight_grad.j27888, 6272
-  %714 = mul nsw i64 %conv2_weight_grad.ty27989, 2
+  %713 = mul nsw i64 %conv2_weight_grad.j28588, 6272
+  %714 = mul nsw i64 %conv2_weight_grad.ty28689, 2
   %715 = add nsw i64 %714, 1
   %716 = mul nsw i64 %715, 448
   %717 = add nsw i64 %713, %716
-  %718 = mul nsw i64 %conv2_weight_grad.tx28090, 2
+  %718 = mul nsw i64 %conv2_weight_grad.tx28790, 2
   %719 = add nsw i64 %718, 1
   %720 = mul nsw i64 %719, 32
   %721 = add nsw i64 %717, %720
-  %722 = mul nsw i64 %conv2_weight_grad.cv28191, 8
+  %722 = mul nsw i64 %conv2_weight_grad.cv28891, 8
   %723 = add nsw i64 %721, %722
   %724 = add nsw i64 418048, %723
   %arena100 = getelementptr inbounds float, ptr %arena, i64 %724
   %725 = load <8 x float>, ptr %arena100, align 4
   %726 = fadd <8 x float> %712, %725
-  store <8 x float> %726, ptr %conv2_weight_grad.w287, align 32
-  %727 = mul nsw i64 %conv2_weight_grad.j27888, 6272
-  %728 = mul nsw i64 %conv2_weight_grad.ty27989, 2
+  store <8 x float> %726, ptr %conv2_weight_grad.w294, align 32
+  %727 = mul nsw i64 %conv2_weight_grad.j28588, 6272
+  %728 = mul nsw i64 %conv2_weight_grad.ty28689, 2
   %729 = mul nsw i64 %728, 448
   %730 = add nsw i64 %727, %729
-  %731 = mul nsw i64 %conv2_weight_grad.tx28090, 2
+  %731 = mul nsw i64 %conv2_weight_grad.tx28790, 2
   %732 = add nsw i64 %731, 1
   %733 = mul nsw i64 %732, 32
   %734 = add nsw i64 %730, %733
-  %735 = mul nsw i64 %conv2_weight_grad.cv28191, 8
+  %735 = mul nsw i64 %conv2_weight_grad.cv28891, 8
   %736 = add nsw i64 %734, %735
   %737 = add nsw i64 418048, %736
   %arena101 = getelementptr inbounds float, ptr %arena, i64 %737
   %738 = load <8 x float>, ptr %arena101, align 4
-  %739 = mul nsw i64 %conv2_weight_grad.j27888, 6272
-  %740 = mul nsw i64 %conv2_weight_grad.ty27989, 2
+  %739 = mul nsw i64 %conv2_weight_grad.j28588, 6272
+  %740 = mul nsw i64 %conv2_weight_grad.ty28689, 2
   %741 = add nsw i64 %740, 1
   %742 = mul nsw i64 %741, 448
   %743 = add nsw i64 %739, %742
-  %744 = mul nsw i64 %conv2_weight_grad.tx28090, 2
+  %744 = mul nsw i64 %conv2_weight_grad.tx28790, 2
   %745 = add nsw i64 %744, 1
   %746 = mul nsw i64 %745, 32
   %747 = add nsw i64 %743, %746
-  %748 = mul nsw i64 %conv2_weight_grad.cv28191, 8
+  %748 = mul nsw i64 %conv2_weight_grad.cv28891, 8
   %749 = add nsw i64 %747, %748
   %750 = add nsw i64 418048, %749
   %arena102 = getelementptr inbounds float, ptr %arena, i64 %750
   %751 = load <8 x float>, ptr %arena102, align 4
   %752 = fsub <8 x float> %738, %751
-  store <8 x float> %752, ptr %conv2_weight_grad.w288, align 32
-  %753 = mul nsw i64 %conv2_weight_grad.j27888, 6272
-  %754 = mul nsw i64 %conv2_weight_grad.ty27989, 2
+  store <8 x float> %752, ptr %conv2_weight_grad.w295, align 32
+  %753 = mul nsw i64 %conv2_weight_grad.j28588, 6272
+  %754 = mul nsw i64 %conv2_weight_grad.ty28689, 2
   %755 = add nsw i64 %754, 1
   %756 = mul nsw i64 %755, 448
   %757 = add nsw i64 %753, %756
-  %758 = mul nsw i64 %conv2_weight_grad.tx28090, 2
+  %758 = mul nsw i64 %conv2_weight_grad.tx28790, 2
   %759 = add nsw i64 %758, 1
   %760 = mul nsw i64 %759, 32
   %761 = add nsw i64 %757, %760
-  %762 = mul nsw i64 %conv2_weight_grad.cv28191, 8
+  %762 = mul nsw i64 %conv2_weight_grad.cv28891, 8
   %763 = add nsw i64 %761, %762
   %764 = add nsw i64 418048, %763
   %arena103 = getelementptr inbounds float, ptr %arena, i64 %764
   %765 = load <8 x float>, ptr %arena103, align 4
   %766 = fmul <8 x float> %765, <float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00>
-  store <8 x float> %766, ptr %conv2_weight_grad.w289, align 32
-  %w282 = load <8 x float>, ptr %conv2_weight_grad.w282, align 32
-  store <8 x float> %w282, ptr %conv2_weight_grad.w290, align 32
-  %w282104 = load <8 x float>, ptr %conv2_weight_grad.w282, align 32
-  %w286 = load <8 x float>, ptr %conv2_weight_grad.w286, align 32
-  %767 = fadd <8 x float> %w282104, %w286
-  store <8 x float> %767, ptr %conv2_weight_grad.w291, align 32
-  %w282105 = load <8 x float>, ptr %conv2_weight_grad.w282, align 32
-  %w286106 = load <8 x float>, ptr %conv2_weight_grad.w286, align 32
-  %768 = fsub <8 x float> %w282105, %w286106
-  store <8 x float> %768, ptr %conv2_weight_grad.w292, align 32
-  %w286107 = load <8 x float>, ptr %conv2_weight_grad.w286, align 32
-  %769 = fmul <8 x float> %w286107, <float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00>
-  store <8 x float> %769, ptr %conv2_weight_grad.w293, align 32
-  %w283 = load <8 x float>, ptr %conv2_weight_grad.w283, align 32
-  store <8 x float> %w283, ptr %conv2_weight_grad.w294, align 32
-  %w283108 = load <8 x float>, ptr %conv2_weight_grad.w283, align 32
-  %w287 = load <8 x float>, ptr %conv2_weight_grad.w287, align 32
-  %770 = fadd <8 x float> %w283108, %w287
-  store <8 x float> %770, ptr %conv2_weight_grad.w295, align 32
-  %w283109 = load <8 x float>, ptr %conv2_weight_grad.w283, align 32
-  %w287110 = load <8 x float>, ptr %conv2_weight_grad.w287, align 32
-  %771 = fsub <8 x float> %w283109, %w287110
-  store <8 x float> %771, ptr %conv2_weight_grad.w296, align 32
-  %w287111 = load <8 x float>, ptr %conv2_weight_grad.w287, align 32
-  %772 = fmul <8 x float> %w287111, <float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00>
-  store <8 x float> %772, ptr %conv2_weight_grad.w297, align 32
-  %w284 = load <8 x float>, ptr %conv2_weight_grad.w284, align 32
-  store <8 x float> %w284, ptr %conv2_weight_grad.w298, align 32
-  %w284112 = load <8 x float>, ptr %conv2_weight_grad.w284, align 32
-  %w288 = load <8 x float>, ptr %conv2_weight_grad.w288, align 32
-  %773 = fadd <8 x float> %w284112, %w288
-  store <8 x float> %773, ptr %conv2_weight_grad.w299, align 32
-  %w284113 = load <8 x float>, ptr %conv2_weight_grad.w284, align 32
-  %w288114 = load <8 x float>, ptr %conv2_weight_grad.w288, align 32
-  %774 = fsub <8 x float> %w284113, %w288114
-  store <8 x float> %774, ptr %conv2_weight_grad.w300, align 32
-  %w288115 = load <8 x float>, ptr %conv2_weight_grad.w288, align 32
-  %775 = fmul <8 x float> %w288115, <float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00>
-  store <8 x float> %775, ptr %conv2_weight_grad.w301, align 32
-  %w285 = load <8 x float>, ptr %conv2_weight_grad.w285, align 32
-  store <8 x float> %w285, ptr %conv2_weight_grad.w302, align 32
-  %w285116 = load <8 x float>, ptr %conv2_weight_grad.w285, align 32
+  store <8 x float> %766, ptr %conv2_weight_grad.w296, align 32
   %w289 = load <8 x float>, ptr %conv2_weight_grad.w289, align 32
-  %776 = fadd <8 x float> %w285116, %w289
-  store <8 x float> %776, ptr %conv2_weight_grad.w303, align 32
-  %w285117 = load <8 x float>, ptr %conv2_weight_grad.w285, align 32
-  %w289118 = load <8 x float>, ptr %conv2_weight_grad.w289, align 32
-  %777 = fsub <8 x float> %w285117, %w289118
-  store <8 x float> %777, ptr %conv2_weight_grad.w304, align 32
-  %w289119 = load <8 x float>, ptr %conv2_weight_grad.w289, align 32
-  %778 = fmul <8 x float> %w289119, <float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00>
-  store <8 x float> %778, ptr %conv2_weight_grad.w305, align 32
+  store <8 x float> %w289, ptr %conv2_weight_grad.w297, align 32
+  %w289104 = load <8 x float>, ptr %conv2_weight_grad.w289, align 32
+  %w293 = load <8 x float>, ptr %conv2_weight_grad.w293, align 32
+  %767 = fadd <8 x float> %w289104, %w293
+  store <8 x float> %767, ptr %conv2_weight_grad.w298, align 32
+  %w289105 = load <8 x float>, ptr %conv2_weight_grad.w289, align 32
+  %w293106 = load <8 x float>, ptr %conv2_weight_grad.w293, align 32
+  %768 = fsub <8 x float> %w289105, %w293106
+  store <8 x float> %768, ptr %conv2_weight_grad.w299, align 32
+  %w293107 = load <8 x float>, ptr %conv2_weight_grad.w293, align 32
+  %769 = fmul <8 x float> %w293107, <float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00>
+  store <8 x float> %769, ptr %conv2_weight_grad.w300, align 32
   %w290 = load <8 x float>, ptr %conv2_weight_grad.w290, align 32
-  %779 = mul nsw i64 %conv2_weight_grad.j27888, 49
-  %780 = mul nsw i64 %conv2_weight_grad.ty27989, 7
+  store <8 x float> %w290, ptr %conv2_weight_grad.w301, align 32
+  %w290108 = load <8 x float>, ptr %conv2_weight_grad.w290, align 32
+  %w294 = load <8 x float>, ptr %conv2_weight_grad.w294, align 32
+  %770 = fadd <8 x float> %w290108, %w294
+  store <8 x float> %770, ptr %conv2_weight_grad.w302, align 32
+  %w290109 = load <8 x float>, ptr %conv2_weight_grad.w290, align 32
+  %w294110 = load <8 x float>, ptr %conv2_weight_grad.w294, align 32
+  %771 = fsub <8 x float> %w290109, %w294110
+  store <8 x float> %771, ptr %conv2_weight_grad.w303, align 32
+  %w294111 = load <8 x float>, ptr %conv2_weight_grad.w294, align 32
+  %772 = fmul <8 x float> %w294111, <float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00>
+  store <8 x float> %772, ptr %conv2_weight_grad.w304, align 32
+  %w291 = load <8 x float>, ptr %conv2_weight_grad.w291, align 32
+  store <8 x float> %w291, ptr %conv2_weight_grad.w305, align 32
+  %w291112 = load <8 x float>, ptr %conv2_weight_grad.w291, align 32
+  %w295 = load <8 x float>, ptr %conv2_weight_grad.w295, align 32
+  %773 = fadd <8 x float> %w291112, %w295
+  store <8 x float> %773, ptr %conv2_weight_grad.w306, align 32
+  %w291113 = load <8 x float>, ptr %conv2_weight_grad.w291, align 32
+  %w295114 = load <8 x float>, ptr %conv2_weight_grad.w295, align 32
+  %774 = fsub <8 x float> %w291113, %w295114
+  store <8 x float> %774, ptr %conv2_weight_grad.w307, align 32
+  %w295115 = load <8 x float>, ptr %conv2_weight_grad.w295, align 32
+  %775 = fmul <8 x float> %w295115, <float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00>
+  store <8 x float> %775, ptr %conv2_weight_grad.w308, align 32
+  %w292 = load <8 x float>, ptr %conv2_weight_grad.w292, align 32
+  store <8 x float> %w292, ptr %conv2_weight_grad.w309, align 32
+  %w292116 = load <8 x float>, ptr %conv2_weight_grad.w292, align 32
+  %w296 = load <8 x float>, ptr %conv2_weight_grad.w296, align 32
+  %776 = fadd <8 x float> %w292116, %w296
+  store <8 x float> %776, ptr %conv2_weight_grad.w310, align 32
+  %w292117 = load <8 x float>, ptr %conv2_weight_grad.w292, align 32
+  %w296118 = load <8 x float>, ptr %conv2_weight_grad.w296, align 32
+  %777 = fsub <8 x float> %w292117, %w296118
+  store <8 x float> %777, ptr %conv2_weight_grad.w311, align 32
+  %w296119 = load <8 x float>, ptr %conv2_weight_grad.w296, align 32
+  %778 = fmul <8 x float> %w296119, <float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00>
+  store <8 x float> %778, ptr %conv2_weight_grad.w312, align 32
+  %w297 = load <8 x float>, ptr %conv2_weight_grad.w297, align 32
+  %779 = mul nsw i64 %conv2_weight_grad.j28588, 49
+  %780 = mul nsw i64 %conv2_weight_grad.ty28689, 7
   %781 = add nsw i64 %779, %780
-  %782 = add nsw i64 %781, %conv2_weight_grad.tx28090
+  %782 = add nsw i64 %781, %conv2_weight_grad.tx28790
   %783 = mul nsw i64 %782, 32
   %784 = add nsw i64 424320, %783
-  %785 = mul nsw i64 %conv2_weight_grad.cv28191, 8
+  %785 = mul nsw i64 %conv2_weight_grad.cv28891, 8
   %786 = add nsw i64 %784, %785
   %arena120 = getelementptr inbounds float, ptr %arena, i64 %786
-  store <8 x float> %w290, ptr %arena120, align 4
-  %w291 = load <8 x float>, ptr %conv2_weight_grad.w291, align 32
-  %787 = mul nsw i64 %conv2_weight_grad.j27888, 49
-  %788 = mul nsw i64 %conv2_weight_grad.ty27989, 7
+  store <8 x float> %w297, ptr %arena120, align 4
+  %w298 = load <8 x float>, ptr %conv2_weight_grad.w298, align 32
+  %787 = mul nsw i64 %conv2_weight_grad.j28588, 49
+  %788 = mul nsw i64 %conv2_weight_grad.ty28689, 7
   %789 = add nsw i64 %787, %788
-  %790 = add nsw i64 %789, %conv2_weight_grad.tx28090
+  %790 = add nsw i64 %789, %conv2_weight_grad.tx28790
   %791 = mul nsw i64 %790, 32
   %792 = add nsw i64 425888, %791
-  %793 = mul nsw i64 %conv2_weight_grad.cv28191, 8
+  %793 = mul nsw i64 %conv2_weight_grad.cv28891, 8
   %794 = add nsw i64 %792, %793
   %arena121 = getelementptr inbounds float, ptr %arena, i64 %794
-  store <8 x float> %w291, ptr %arena121, align 4
-  %w292 = load <8 x float>, ptr %conv2_weight_grad.w292, align 32
-  %795 = mul nsw i64 %conv2_weight_grad.j27888, 49
-  %796 = mul nsw i64 %conv2_weight_grad.ty27989, 7
+  store <8 x float> %w298, ptr %arena121, align 4
+  %w299 = load <8 x float>, ptr %conv2_weight_grad.w299, align 32
+  %795 = mul nsw i64 %conv2_weight_grad.j28588, 49
+  %796 = mul nsw i64 %conv2_weight_grad.ty28689, 7
   %797 = add nsw i64 %795, %796
-  %798 = add nsw i64 %797, %conv2_weight_grad.tx28090
+  %798 = add nsw i64 %797, %conv2_weight_grad.tx28790
   %799 = mul nsw i64 %798, 32
   %800 = add nsw i64 427456, %799
-  %801 = mul nsw i64 %conv2_weight_grad.cv28191, 8
+  %801 = mul nsw i64 %conv2_weight_grad.cv28891, 8
   %802 = add nsw i64 %800, %801
   %arena122 = getelementptr inbounds float, ptr %arena, i64 %802
-  store <8 x float> %w292, ptr %arena122, align 4
-  %w293 = load <8 x float>, ptr %conv2_weight_grad.w293, align 32
-  %803 = mul nsw i64 %conv2_weight_grad.j27888, 49
-  %804 = mul nsw i64 %conv2_weight_grad.ty27989, 7
+  store <8 x float> %w299, ptr %arena122, align 4
+  %w300 = load <8 x float>, ptr %conv2_weight_grad.w300, align 32
+  %803 = mul nsw i64 %conv2_weight_grad.j28588, 49
+  %804 = mul nsw i64 %conv2_weight_grad.ty28689, 7
   %805 = add nsw i64 %803, %804
-  %806 = add nsw i64 %805, %conv2_weight_grad.tx28090
+  %806 = add nsw i64 %805, %conv2_weight_grad.tx28790
   %807 = mul nsw i64 %806, 32
   %808 = add nsw i64 429024, %807
-  %809 = mul nsw i64 %conv2_weight_grad.cv28191, 8
+  %809 = mul nsw i64 %conv2_weight_grad.cv28891, 8
   %810 = add nsw i64 %808, %809
   %arena123 = getelementptr inbounds float, ptr %arena, i64 %810
-  store <8 x float> %w293, ptr %arena123, align 4
-  %w294 = load <8 x float>, ptr %conv2_weight_grad.w294, align 32
-  %811 = mul nsw i64 %conv2_weight_grad.j27888, 49
-  %812 = mul nsw i64 %conv2_weight_grad.ty27989, 7
+  store <8 x float> %w300, ptr %arena123, align 4
+  %w301 = load <8 x float>, ptr %conv2_weight_grad.w301, align 32
+  %811 = mul nsw i64 %conv2_weight_grad.j28588, 49
+  %812 = mul nsw i64 %conv2_weight_grad.ty28689, 7
   %813 = add nsw i64 %811, %812
-  %814 = add nsw i64 %813, %conv2_weight_grad.tx28090
+  %814 = add nsw i64 %813, %conv2_weight_grad.tx28790
   %815 = mul nsw i64 %814, 32
   %816 = add nsw i64 430592, %815
-  %817 = mul nsw i64 %conv2_weight_grad.cv28191, 8
+  %817 = mul nsw i64 %conv2_weight_grad.cv28891, 8
   %818 = add nsw i64 %816, %817
   %arena124 = getelementptr inbounds float, ptr %arena, i64 %818
-  store <8 x float> %w294, ptr %arena124, align 4
-  %w295 = load <8 x float>, ptr %conv2_weight_grad.w295, align 32
-  %819 = mul nsw i64 %conv2_weight_grad.j27888, 49
-  %820 = mul nsw i64 %conv2_weight_grad.ty27989, 7
+  store <8 x float> %w301, ptr %arena124, align 4
+  %w302 = load <8 x float>, ptr %conv2_weight_grad.w302, align 32
+  %819 = mul nsw i64 %conv2_weight_grad.j28588, 49
+  %820 = mul nsw i64 %conv2_weight_grad.ty28689, 7
   %821 = add nsw i64 %819, %820
-  %822 = add nsw i64 %821, %conv2_weight_grad.tx28090
+  %822 = add nsw i64 %821, %conv2_weight_grad.tx28790
   %823 = mul nsw i64 %822, 32
   %824 = add nsw i64 432160, %823
-  %825 = mul nsw i64 %conv2_weight_grad.cv28191, 8
+  %825 = mul nsw i64 %conv2_weight_grad.cv28891, 8
   %826 = add nsw i64 %824, %825
   %arena125 = getelementptr inbounds float, ptr %arena, i64 %826
-  store <8 x float> %w295, ptr %arena125, align 4
-  %w296 = load <8 x float>, ptr %conv2_weight_grad.w296, align 32
-  %827 = mul nsw i64 %conv2_weight_grad.j27888, 49
-  %828 = mul nsw i64 %conv2_weight_grad.ty27989, 7
+  store <8 x float> %w302, ptr %arena125, align 4
+  %w303 = load <8 x float>, ptr %conv2_weight_grad.w303, align 32
+  %827 = mul nsw i64 %conv2_weight_grad.j28588, 49
+  %828 = mul nsw i64 %conv2_weight_grad.ty28689, 7
   %829 = add nsw i64 %827, %828
-  %830 = add nsw i64 %829, %conv2_weight_grad.tx28090
+  %830 = add nsw i64 %829, %conv2_weight_grad.tx28790
   %831 = mul nsw i64 %830, 32
   %832 = add nsw i64 433728, %831
-  %833 = mul nsw i64 %conv2_weight_grad.cv28191, 8
+  %833 = mul nsw i64 %conv2_weight_grad.cv28891, 8
   %834 = add nsw i64 %832, %833
   %arena126 = getelementptr inbounds float, ptr %arena, i64 %834
-  store <8 x float> %w296, ptr %arena126, align 4
-  %w297 = load <8 x float>, ptr %conv2_weight_grad.w297, align 32
-  %835 = mul nsw i64 %conv2_weight_grad.j27888, 49
-  %836 = mul nsw i64 %conv2_weight_grad.ty27989, 7
+  store <8 x float> %w303, ptr %arena126, align 4
+  %w304 = load <8 x float>, ptr %conv2_weight_grad.w304, align 32
+  %835 = mul nsw i64 %conv2_weight_grad.j28588, 49
+  %836 = mul nsw i64 %conv2_weight_grad.ty28689, 7
   %837 = add nsw i64 %835, %836
-  %838 = add nsw i64 %837, %conv2_weight_grad.tx28090
+  %838 = add nsw i64 %837, %conv2_weight_grad.tx28790
   %839 = mul nsw i64 %838, 32
   %840 = add nsw i64 435296, %839
-  %841 = mul nsw i64 %conv2_weight_grad.cv28191, 8
+  %841 = mul nsw i64 %conv2_weight_grad.cv28891, 8
   %842 = add nsw i64 %840, %841
   %arena127 = getelementptr inbounds float, ptr %arena, i64 %842
-  store <8 x float> %w297, ptr %arena127, align 4
-  %w298 = load <8 x float>, ptr %conv2_weight_grad.w298, align 32
-  %843 = mul nsw i64 %conv2_weight_grad.j27888, 49
-  %844 = mul nsw i64 %conv2_weight_grad.ty27989, 7
+  store <8 x float> %w304, ptr %arena127, align 4
+  %w305 = load <8 x float>, ptr %conv2_weight_grad.w305, align 32
+  %843 = mul nsw i64 %conv2_weight_grad.j28588, 49
+  %844 = mul nsw i64 %conv2_weight_grad.ty28689, 7
   %845 = add nsw i64 %843, %844
-  %846 = add nsw i64 %845, %conv2_weight_grad.tx28090
+  %846 = add nsw i64 %845, %conv2_weight_grad.tx28790
   %847 = mul nsw i64 %846, 32
   %848 = add nsw i64 436864, %847
-  %849 = mul nsw i64 %conv2_weight_grad.cv28191, 8
+  %849 = mul nsw i64 %conv2_weight_grad.cv28891, 8
   %850 = add nsw i64 %848, %849
   %arena128 = getelementptr inbounds float, ptr %arena, i64 %850
-  store <8 x float> %w298, ptr %arena128, align 4
-  %w299 = load <8 x float>, ptr %conv2_weight_grad.w299, align 32
-  %851 = mul nsw i64 %conv2_weight_grad.j27888, 49
-  %852 = mul nsw i64 %conv2_weight_grad.ty27989, 7
+  store <8 x float> %w305, ptr %arena128, align 4
+  %w306 = load <8 x float>, ptr %conv2_weight_grad.w306, align 32
+  %851 = mul nsw i64 %conv2_weight_grad.j28588, 49
+  %852 = mul nsw i64 %conv2_weight_grad.ty28689, 7
   %853 = add nsw i64 %851, %852
-  %854 = add nsw i64 %853, %conv2_weight_grad.tx28090
+  %854 = add nsw i64 %853, %conv2_weight_grad.tx28790
   %855 = mul nsw i64 %854, 32
   %856 = add nsw i64 438432, %855
-  %857 = mul nsw i64 %conv2_weight_grad.cv28191, 8
+  %857 = mul nsw i64 %conv2_weight_grad.cv28891, 8
   %858 = add nsw i64 %856, %857
   %arena129 = getelementptr inbounds float, ptr %arena, i64 %858
-  store <8 x float> %w299, ptr %arena129, align 4
-  %w300 = load <8 x float>, ptr %conv2_weight_grad.w300, align 32
-  %859 = mul nsw i64 %conv2_weight_grad.j27888, 49
-  %860 = mul nsw i64 %conv2_weight_grad.ty27989, 7
+  store <8 x float> %w306, ptr %arena129, align 4
+  %w307 = load <8 x float>, ptr %conv2_weight_grad.w307, align 32
+  %859 = mul nsw i64 %conv2_weight_grad.j28588, 49
+  %860 = mul nsw i64 %conv2_weight_grad.ty28689, 7
   %861 = add nsw i64 %859, %860
-  %862 = add nsw i64 %861, %conv2_weight_grad.tx28090
+  %862 = add nsw i64 %861, %conv2_weight_grad.tx28790
   %863 = mul nsw i64 %862, 32
   %864 = add nsw i64 440000, %863
-  %865 = mul nsw i64 %conv2_weight_grad.cv28191, 8
+  %865 = mul nsw i64 %conv2_weight_grad.cv28891, 8
   %866 = add nsw i64 %864, %865
   %arena130 = getelementptr inbounds float, ptr %arena, i64 %866
-  store <8 x float> %w300, ptr %arena130, align 4
-  %w301 = load <8 x float>, ptr %conv2_weight_grad.w301, align 32
-  %867 = mul nsw i64 %conv2_weight_grad.j27888, 49
-  %868 = mul nsw i64 %conv2_weight_grad.ty27989, 7
+  store <8 x float> %w307, ptr %arena130, align 4
+  %w308 = load <8 x float>, ptr %conv2_weight_grad.w308, align 32
+  %867 = mul nsw i64 %conv2_weight_grad.j28588, 49
+  %868 = mul nsw i64 %conv2_weight_grad.ty28689, 7
   %869 = add nsw i64 %867, %868
-  %870 = add nsw i64 %869, %conv2_weight_grad.tx28090
+  %870 = add nsw i64 %869, %conv2_weight_grad.tx28790
   %871 = mul nsw i64 %870, 32
   %872 = add nsw i64 441568, %871
-  %873 = mul nsw i64 %conv2_weight_grad.cv28191, 8
+  %873 = mul nsw i64 %conv2_weight_grad.cv28891, 8
   %874 = add nsw i64 %872, %873
   %arena131 = getelementptr inbounds float, ptr %arena, i64 %874
-  store <8 x float> %w301, ptr %arena131, align 4
-  %w302 = load <8 x float>, ptr %conv2_weight_grad.w302, align 32
-  %875 = mul nsw i64 %conv2_weight_grad.j27888, 49
-  %876 = mul nsw i64 %conv2_weight_grad.ty27989, 7
+  store <8 x float> %w308, ptr %arena131, align 4
+  %w309 = load <8 x float>, ptr %conv2_weight_grad.w309, align 32
+  %875 = mul nsw i64 %conv2_weight_grad.j28588, 49
+  %876 = mul nsw i64 %conv2_weight_grad.ty28689, 7
   %877 = add nsw i64 %875, %876
-  %878 = add nsw i64 %877, %conv2_weight_grad.tx28090
+  %878 = add nsw i64 %877, %conv2_weight_grad.tx28790
   %879 = mul nsw i64 %878, 32
   %880 = add nsw i64 443136, %879
-  %881 = mul nsw i64 %conv2_weight_grad.cv28191, 8
+  %881 = mul nsw i64 %conv2_weight_grad.cv28891, 8
   %882 = add nsw i64 %880, %881
   %arena132 = getelementptr inbounds float, ptr %arena, i64 %882
-  store <8 x float> %w302, ptr %arena132, align 4
-  %w303 = load <8 x float>, ptr %conv2_weight_grad.w303, align 32
-  %883 = mul nsw i64 %conv2_weight_grad.j27888, 49
-  %884 = mul nsw i64 %conv2_weight_grad.ty27989, 7
+  store <8 x float> %w309, ptr %arena132, align 4
+  %w310 = load <8 x float>, ptr %conv2_weight_grad.w310, align 32
+  %883 = mul nsw i64 %conv2_weight_grad.j28588, 49
+  %884 = mul nsw i64 %conv2_weight_grad.ty28689, 7
   %885 = add nsw i64 %883, %884
-  %886 = add nsw i64 %885, %conv2_weight_grad.tx28090
+  %886 = add nsw i64 %885, %conv2_weight_grad.tx28790
   %887 = mul nsw i64 %886, 32
   %888 = add nsw i64 444704, %887
-  %889 = mul nsw i64 %conv2_weight_grad.cv28191, 8
+  %889 = mul nsw i64 %conv2_weight_grad.cv28891, 8
   %890 = add nsw i64 %888, %889
   %arena133 = getelementptr inbounds float, ptr %arena, i64 %890
-  store <8 x float> %w303, ptr %arena133, align 4
-  %w304 = load <8 x float>, ptr %conv2_weight_grad.w304, align 32
-  %891 = mul nsw i64 %conv2_weight_grad.j27888, 49
-  %892 = mul nsw i64 %conv2_weight_grad.ty27989, 7
+  store <8 x float> %w310, ptr %arena133, align 4
+  %w311 = load <8 x float>, ptr %conv2_weight_grad.w311, align 32
+  %891 = mul nsw i64 %conv2_weight_grad.j28588, 49
+  %892 = mul nsw i64 %conv2_weight_grad.ty28689, 7
   %893 = add nsw i64 %891, %892
-  %894 = add nsw i64 %893, %conv2_weight_grad.tx28090
+  %894 = add nsw i64 %893, %conv2_weight_grad.tx28790
   %895 = mul nsw i64 %894, 32
   %896 = add nsw i64 446272, %895
-  %897 = mul nsw i64 %conv2_weight_grad.cv28191, 8
+  %897 = mul nsw i64 %conv2_weight_grad.cv28891, 8
   %898 = add nsw i64 %896, %897
   %arena134 = getelementptr inbounds float, ptr %arena, i64 %898
-  store <8 x float> %w304, ptr %arena134, align 4
-  %w305 = load <8 x float>, ptr %conv2_weight_grad.w305, align 32
-  %899 = mul nsw i64 %conv2_weight_grad.j27888, 49
-  %900 = mul nsw i64 %conv2_weight_grad.ty27989, 7
+  store <8 x float> %w311, ptr %arena134, align 4
+  %w312 = load <8 x float>, ptr %conv2_weight_grad.w312, align 32
+  %899 = mul nsw i64 %conv2_weight_grad.j28588, 49
+  %900 = mul nsw i64 %conv2_weight_grad.ty28689, 7
   %901 = add nsw i64 %899, %900
-  %902 = add nsw i64 %901, %conv2_weight_grad.tx28090
+  %902 = add nsw i64 %901, %conv2_weight_grad.tx28790
   %903 = mul nsw i64 %902, 32
   %904 = add nsw i64 447840, %903
-  %905 = mul nsw i64 %conv2_weight_grad.cv28191, 8
+  %905 = mul nsw i64 %conv2_weight_grad.cv28891, 8
   %906 = add nsw i64 %904, %905
   %arena135 = getelementptr inbounds float, ptr %arena, i64 %906
-  store <8 x float> %w305, ptr %arena135, align 4
-  %cv281.next = add nsw i64 %conv2_weight_grad.cv28191, 1
-  %907 = icmp slt i64 %cv281.next, 4
-  br i1 %907, label %conv2_weight_grad.cv281, label %conv2_weight_grad.cv281.end
+  store <8 x float> %w312, ptr %arena135, align 4
+  %cv288.next = add nsw i64 %conv2_weight_grad.cv28891, 1
+  %907 = icmp slt i64 %cv288.next, 4
+  br i1 %907, label %conv2_weight_grad.cv288, label %conv2_weight_grad.cv288.end
 
-conv2_weight_grad.cv281.end:                      ; preds = %conv2_weight_grad.cv281
-  %tx280.next = add nsw i64 %conv2_weight_grad.tx28090, 1
-  %908 = icmp slt i64 %tx280.next, 7
-  br i1 %908, label %conv2_weight_grad.tx280, label %conv2_weight_grad.tx280.end
+conv2_weight_grad.cv288.end:                      ; preds = %conv2_weight_grad.cv288
+  %tx287.next = add nsw i64 %conv2_weight_grad.tx28790, 1
+  %908 = icmp slt i64 %tx287.next, 7
+  br i1 %908, label %conv2_weight_grad.tx287, label %conv2_weight_grad.tx287.end
 
-conv2_weight_grad.xi306:                          ; preds = %conv2_weight_grad.xi306, %conv2_weight_grad.j278.end
-  %conv2_weight_grad.xi306136 = phi i64 [ 0, %conv2_weight_grad.j278.end ], [ %xi306.next, %conv2_weight_grad.xi306 ]
-  %909 = mul nsw i64 %conv2_weight_grad.xi306136, 784
+conv2_weight_grad.xi313:                          ; preds = %conv2_weight_grad.xi313, %conv2_weight_grad.j285.end
+  %conv2_weight_grad.xi313136 = phi i64 [ 0, %conv2_weight_grad.j285.end ], [ %xi313.next, %conv2_weight_grad.xi313 ]
+  %909 = mul nsw i64 %conv2_weight_grad.xi313136, 784
   %910 = add nsw i64 405504, %909
   %arena137 = getelementptr inbounds float, ptr %arena, i64 %910
-  %911 = mul nsw i64 %conv2_weight_grad.xi306136, 1568
+  %911 = mul nsw i64 %conv2_weight_grad.xi313136, 1568
   %912 = add nsw i64 424320, %911
   %arena138 = getelementptr inbounds float, ptr %arena, i64 %912
-  %913 = mul nsw i64 %conv2_weight_grad.xi306136, 512
+  %913 = mul nsw i64 %conv2_weight_grad.xi313136, 512
   %914 = add nsw i64 449408, %913
   %arena139 = getelementptr inbounds float, ptr %arena, i64 %914
   call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 16, i32 32, i32 49, float 1.000000e+00, ptr %arena137, i32 16, ptr %arena138, i32 32, float 1.000000e+00, ptr %arena139, i32 32)
-  %xi306.next = add nsw i64 %conv2_weight_grad.xi306136, 1
-  %915 = icmp slt i64 %xi306.next, 16
-  br i1 %915, label %conv2_weight_grad.xi306, label %conv2_weight_grad.xi306.end
+  %xi313.next = add nsw i64 %conv2_weight_grad.xi313136, 1
+  %915 = icmp slt i64 %xi313.next, 16
+  br i1 %915, label %conv2_weight_grad.xi313, label %conv2_weight_grad.xi313.end
 
-conv2_weight_grad.xi306.end:                      ; preds = %conv2_weight_grad.xi306
-  %g233.next = add nsw i64 %conv2_weight_grad.g2337, 1
-  %916 = icmp slt i64 %g233.next, 64
-  br i1 %916, label %conv2_weight_grad.g233, label %conv2_weight_grad.g233.end
+conv2_weight_grad.xi313.end:                      ; preds = %conv2_weight_grad.xi313
+  %g240.next = add nsw i64 %conv2_weight_grad.g2407, 1
+  %916 = icmp slt i64 %g240.next, 64
+  br i1 %916, label %conv2_weight_grad.g240, label %conv2_weight_grad.g240.end
 
-conv2_weight_grad.f307:                           ; preds = %conv2_weight_grad.c308.end, %conv2_weight_grad.g233.end
-  %conv2_weight_grad.f307140 = phi i64 [ 0, %conv2_weight_grad.g233.end ], [ %f307.next, %conv2_weight_grad.c308.end ]
-  br label %conv2_weight_grad.c308
+conv2_weight_grad.f314:                           ; preds = %conv2_weight_grad.c315.end, %conv2_weight_grad.g240.end
+  %conv2_weight_grad.f314140 = phi i64 [ 0, %conv2_weight_grad.g240.end ], [ %f314.next, %conv2_weight_grad.c315.end ]
+  br label %conv2_weight_grad.c315
 
-conv2_weight_grad.f307.end:                       ; preds = %conv2_weight_grad.c308.end
+conv2_weight_grad.f314.end:                       ; preds = %conv2_weight_grad.c315.end
   ret void
 
-conv2_weight_grad.c308:                           ; preds = %conv2_weight_grad.c308, %conv2_weight_grad.f307
-  %conv2_weight_grad.c308141 = phi i64 [ 0, %conv2_weight_grad.f307 ], [ %c308.next, %conv2_weight_grad.c308 ]
-  %917 = mul nsw i64 %conv2_weight_grad.c308141, 32
+conv2_weight_grad.c315:                           ; preds = %conv2_weight_grad.c315, %conv2_weight_grad.f314
+  %conv2_weight_grad.c315141 = phi i64 [ 0, %conv2_weight_grad.f314 ], [ %c315.next, %conv2_weight_grad.c315 ]
+  %917 = mul nsw i64 %conv2_weight_grad.c315141, 32
   %918 = add nsw i64 449408, %917
-  %919 = add nsw i64 %918, %conv2_weight_grad.f307140
+  %919 = add nsw i64 %918, %conv2_weight_grad.f314140
   %arena142 = getelementptr inbounds float, ptr %arena, i64 %919
   %920 = load float, ptr %arena142, align 4
   %921 = fmul float %920, 1.000000e+00
-  %922 = mul nsw i64 %conv2_weight_grad.c308141, 32
+  %922 = mul nsw i64 %conv2_weight_grad.c315141, 32
   %923 = add nsw i64 451456, %922
-  %924 = add nsw i64 %923, %conv2_weight_grad.f307140
+  %924 = add nsw i64 %923, %conv2_weight_grad.f314140
   %arena143 = getelementptr inbounds float, ptr %arena, i64 %924
   %925 = load float, ptr %arena143, align 4
   %926 = fmul float %925, 5.000000e-01
   %927 = fadd float %921, %926
-  %928 = mul nsw i64 %conv2_weight_grad.c308141, 32
+  %928 = mul nsw i64 %conv2_weight_grad.c315141, 32
   %929 = add nsw i64 453504, %928
-  %930 = add nsw i64 %929, %conv2_weight_grad.f307140
+  %930 = add nsw i64 %929, %conv2_weight_grad.f314140
   %arena144 = getelementptr inbounds float, ptr %arena, i64 %930
   %931 = load float, ptr %arena144, align 4
   %932 = fmul float %931, 5.000000e-01
   %933 = fadd float %927, %932
-  store float %933, ptr %conv2_weight_grad.w309, align 4
-  %934 = mul nsw i64 %conv2_weight_grad.c308141, 32
+  store float %933, ptr %conv2_weight_grad.w316, align 4
+  %934 = mul nsw i64 %conv2_weight_grad.c315141, 32
   %935 = add nsw i64 451456, %934
-  %936 = add nsw i64 %935, %conv2_weight_grad.f307140
+  %936 = add nsw i64 %935, %conv2_weight_grad.f314140
   %arena145 = getelementptr inbounds float, ptr %arena, i64 %936
   %937 = load float, ptr %arena145, align 4
-  %938 = mul nsw i64 %conv2_weight_grad.c308141, 32
+  %938 = mul nsw i64 %conv2_weight_grad.c315141, 32
   %939 = add nsw i64 453504, %938
-  %940 = add nsw i64 %939, %conv2_weight_grad.f307140
+  %940 = add nsw i64 %939, %conv2_weight_grad.f314140
   %arena146 = getelementptr inbounds float, ptr %arena, i64 %940
   %941 = load float, ptr %arena146, align 4
   %942 = fsub float %937, %941
   %943 = fmul float %942, 5.000000e-01
-  store float %943, ptr %conv2_weight_grad.w310, align 4
-  %944 = mul nsw i64 %conv2_weight_grad.c308141, 32
+  store float %943, ptr %conv2_weight_grad.w317, align 4
+  %944 = mul nsw i64 %conv2_weight_grad.c315141, 32
   %945 = add nsw i64 451456, %944
-  %946 = add nsw i64 %945, %conv2_weight_grad.f307140
+  %946 = add nsw i64 %945, %conv2_weight_grad.f314140
   %arena147 = getelementptr inbounds float, ptr %arena, i64 %946
   %947 = load float, ptr %arena147, align 4
   %948 = fmul float %947, 5.000000e-01
-  %949 = mul nsw i64 %conv2_weight_grad.c308141, 32
+  %949 = mul nsw i64 %conv2_weight_grad.c315141, 32
   %950 = add nsw i64 453504, %949
-  %951 = add nsw i64 %950, %conv2_weight_grad.f307140
+  %951 = add nsw i64 %950, %conv2_weight_grad.f314140
   %arena148 = getelementptr inbounds float, ptr %arena, i64 %951
   %952 = load float, ptr %arena148, align 4
   %953 = fmul float %952, 5.000000e-01
   %954 = fadd float %948, %953
-  %955 = mul nsw i64 %conv2_weight_grad.c308141, 32
+  %955 = mul nsw i64 %conv2_weight_grad.c315141, 32
   %956 = add nsw i64 455552, %955
-  %957 = add nsw i64 %956, %conv2_weight_grad.f307140
+  %957 = add nsw i64 %956, %conv2_weight_grad.f314140
   %arena149 = getelementptr inbounds float, ptr %arena, i64 %957
   %958 = load float, ptr %arena149, align 4
   %959 = fmul float %958, 1.000000e+00
   %960 = fadd float %954, %959
-  store float %960, ptr %conv2_weight_grad.w311, align 4
-  %961 = mul nsw i64 %conv2_weight_grad.c308141, 32
+  store float %960, ptr %conv2_weight_grad.w318, align 4
+  %961 = mul nsw i64 %conv2_weight_grad.c315141, 32
   %962 = add nsw i64 449920, %961
-  %963 = add nsw i64 %962, %conv2_weight_grad.f307140
+  %963 = add nsw i64 %962, %conv2_weight_grad.f314140
   %arena150 = getelementptr inbounds float, ptr %arena, i64 %963
   %964 = load float, ptr %arena150, align 4
   %965 = fmul float %964, 1.000000e+00
-  %966 = mul nsw i64 %conv2_weight_grad.c308141, 32
+  %966 = mul nsw i64 %conv2_weight_grad.c315141, 32
   %967 = add nsw i64 451968, %966
-  %968 = add nsw i64 %967, %conv2_weight_grad.f307140
+  %968 = add nsw i64 %967, %conv2_weight_grad.f314140
   %arena151 = getelementptr inbounds float, ptr %arena, i64 %968
   %969 = load float, ptr %arena151, align 4
   %970 = fmul float %969, 5.000000e-01
   %971 = fadd float %965, %970
-  %972 = mul nsw i64 %conv2_weight_grad.c308141, 32
+  %972 = mul nsw i64 %conv2_weight_grad.c315141, 32
   %973 = add nsw i64 454016, %972
-  %974 = add nsw i64 %973, %conv2_weight_grad.f307140
+  %974 = add nsw i64 %973, %conv2_weight_grad.f314140
   %arena152 = getelementptr inbounds float, ptr %arena, i64 %974
   %975 = load float, ptr %arena152, align 4
   %976 = fmul float %975, 5.000000e-01
   %977 = fadd float %971, %976
-  store float %977, ptr %conv2_weight_grad.w312, align 4
-  %978 = mul nsw i64 %conv2_weight_grad.c308141, 32
+  store float %977, ptr %conv2_weight_grad.w319, align 4
+  %978 = mul nsw i64 %conv2_weight_grad.c315141, 32
   %979 = add nsw i64 451968, %978
-  %980 = add nsw i64 %979, %conv2_weight_grad.f307140
+  %980 = add nsw i64 %979, %conv2_weight_grad.f314140
   %arena153 = getelementptr inbounds float, ptr %arena, i64 %980
   %981 = load float, ptr %arena153, align 4
-  %982 = mul nsw i64 %conv2_weight_grad.c308141, 32
+  %982 = mul nsw i64 %conv2_weight_grad.c315141, 32
   %983 = add nsw i64 454016, %982
-  %984 = add nsw i64 %983, %conv2_weight_grad.f307140
+  %984 = add nsw i64 %983, %conv2_weight_grad.f314140
   %arena154 = getelementptr inbounds float, ptr %arena, i64 %984
   %985 = load float, ptr %arena154, align 4
   %986 = fsub float %981, %985
   %987 = fmul float %986, 5.000000e-01
-  store float %987, ptr %conv2_weight_grad.w313, align 4
-  %988 = mul nsw i64 %conv2_weight_grad.c308141, 32
+  store float %987, ptr %conv2_weight_grad.w320, align 4
+  %988 = mul nsw i64 %conv2_weight_grad.c315141, 32
   %989 = add nsw i64 451968, %988
-  %990 = add nsw i64 %989, %conv2_weight_grad.f307140
+  %990 = add nsw i64 %989, %conv2_weight_grad.f314140
   %arena155 = getelementptr inbounds float, ptr %arena, i64 %990
   %991 = load float, ptr %arena155, align 4
   %992 = fmul float %991, 5.000000e-01
-  %993 = mul nsw i64 %conv2_weight_grad.c308141, 32
+  %993 = mul nsw i64 %conv2_weight_grad.c315141, 32
   %994 = add nsw i64 454016, %993
-  %995 = add nsw i64 %994, %conv2_weight_grad.f307140
+  %995 = add nsw i64 %994, %conv2_weight_grad.f314140
   %arena156 = getelementptr inbounds float, ptr %arena, i64 %995
   %996 = load float, ptr %arena156, align 4
   %997 = fmul float %996, 5.000000e-01
   %998 = fadd float %992, %997
-  %999 = mul nsw i64 %conv2_weight_grad.c308141, 32
+  %999 = mul nsw i64 %conv2_weight_grad.c315141, 32
   %1000 = add nsw i64 456064, %999
-  %1001 = add nsw i64 %1000, %conv2_weight_grad.f307140
+  %1001 = add nsw i64 %1000, %conv2_weight_grad.f314140
   %arena157 = getelementptr inbounds float, ptr %arena, i64 %1001
   %1002 = load float, ptr %arena157, align 4
   %1003 = fmul float %1002, 1.000000e+00
   %1004 = fadd float %998, %1003
-  store float %1004, ptr %conv2_weight_grad.w314, align 4
-  %1005 = mul nsw i64 %conv2_weight_grad.c308141, 32
+  store float %1004, ptr %conv2_weight_grad.w321, align 4
+  %1005 = mul nsw i64 %conv2_weight_grad.c315141, 32
   %1006 = add nsw i64 450432, %1005
-  %1007 = add nsw i64 %1006, %conv2_weight_grad.f307140
+  %1007 = add nsw i64 %1006, %conv2_weight_grad.f314140
   %arena158 = getelementptr inbounds float, ptr %arena, i64 %1007
   %1008 = load float, ptr %arena158, align 4
   %1009 = fmul float %1008, 1.000000e+00
-  %1010 = mul nsw i64 %conv2_weight_grad.c308141, 32
+  %1010 = mul nsw i64 %conv2_weight_grad.c315141, 32
   %1011 = add nsw i64 452480, %1010
-  %1012 = add nsw i64 %1011, %conv2_weight_grad.f307140
+  %1012 = add nsw i64 %1011, %conv2_weight_grad.f314140
   %arena159 = getelementptr inbounds float, ptr %arena, i64 %1012
   %1013 = load float, ptr %arena159, align 4
   %1014 = fmul float %1013, 5.000000e-01
   %1015 = fadd float %1009, %1014
-  %1016 = mul nsw i64 %conv2_weight_grad.c308141, 32
+  %1016 = mul nsw i64 %conv2_weight_grad.c315141, 32
   %1017 = add nsw i64 454528, %1016
-  %1018 = add nsw i64 %1017, %conv2_weight_grad.f307140
+  %1018 = add nsw i64 %1017, %conv2_weight_grad.f314140
   %arena160 = getelementptr inbounds float, ptr %arena, i64 %1018
   %1019 = load float, ptr %arena160, align 4
   %1020 = fmul float %1019, 5.000000e-01
   %1021 = fadd float %1015, %1020
-  store float %1021, ptr %conv2_weight_grad.w315, align 4
-  %1022 = mul nsw i64 %conv2_weight_grad.c308141, 32
+  store float %1021, ptr %conv2_weight_grad.w322, align 4
+  %1022 = mul nsw i64 %conv2_weight_grad.c315141, 32
   %1023 = add nsw i64 452480, %1022
-  %1024 = add nsw i64 %1023, %conv2_weight_grad.f307140
+  %1024 = add nsw i64 %1023, %conv2_weight_grad.f314140
   %arena161 = getelementptr inbounds float, ptr %arena, i64 %1024
   %1025 = load float, ptr %arena161, align 4
-  %1026 = mul nsw i64 %conv2_weight_grad.c308141, 32
+  %1026 = mul nsw i64 %conv2_weight_grad.c315141, 32
   %1027 = add nsw i64 454528, %1026
-  %1028 = add nsw i64 %1027, %conv2_weight_grad.f307140
+  %1028 = add nsw i64 %1027, %conv2_weight_grad.f314140
   %arena162 = getelementptr inbounds float, ptr %arena, i64 %1028
   %1029 = load float, ptr %arena162, align 4
   %1030 = fsub float %1025, %1029
   %1031 = fmul float %1030, 5.000000e-01
-  store float %1031, ptr %conv2_weight_grad.w316, align 4
-  %1032 = mul nsw i64 %conv2_weight_grad.c308141, 32
+  store float %1031, ptr %conv2_weight_grad.w323, align 4
+  %1032 = mul nsw i64 %conv2_weight_grad.c315141, 32
   %1033 = add nsw i64 452480, %1032
-  %1034 = add nsw i64 %1033, %conv2_weight_grad.f307140
+  %1034 = add nsw i64 %1033, %conv2_weight_grad.f314140
   %arena163 = getelementptr inbounds float, ptr %arena, i64 %1034
   %1035 = load float, ptr %arena163, align 4
   %1036 = fmul float %1035, 5.000000e-01
-  %1037 = mul nsw i64 %conv2_weight_grad.c308141, 32
+  %1037 = mul nsw i64 %conv2_weight_grad.c315141, 32
   %1038 = add nsw i64 454528, %1037
-  %1039 = add nsw i64 %1038, %conv2_weight_grad.f307140
+  %1039 = add nsw i64 %1038, %conv2_weight_grad.f314140
   %arena164 = getelementptr inbounds float, ptr %arena, i64 %1039
   %1040 = load float, ptr %arena164, align 4
   %1041 = fmul float %1040, 5.000000e-01
   %1042 = fadd float %1036, %1041
-  %1043 = mul nsw i64 %conv2_weight_grad.c308141, 32
+  %1043 = mul nsw i64 %conv2_weight_grad.c315141, 32
   %1044 = add nsw i64 456576, %1043
-  %1045 = add nsw i64 %1044, %conv2_weight_grad.f307140
+  %1045 = add nsw i64 %1044, %conv2_weight_grad.f314140
   %arena165 = getelementptr inbounds float, ptr %arena, i64 %1045
   %1046 = load float, ptr %arena165, align 4
   %1047 = fmul float %1046, 1.000000e+00
   %1048 = fadd float %1042, %1047
-  store float %1048, ptr %conv2_weight_grad.w317, align 4
-  %1049 = mul nsw i64 %conv2_weight_grad.c308141, 32
+  store float %1048, ptr %conv2_weight_grad.w324, align 4
+  %1049 = mul nsw i64 %conv2_weight_grad.c315141, 32
   %1050 = add nsw i64 450944, %1049
-  %1051 = add nsw i64 %1050, %conv2_weight_grad.f307140
+  %1051 = add nsw i64 %1050, %conv2_weight_grad.f314140
   %arena166 = getelementptr inbounds float, ptr %arena, i64 %1051
   %1052 = load float, ptr %arena166, align 4
   %1053 = fmul float %1052, 1.000000e+00
-  %1054 = mul nsw i64 %conv2_weight_grad.c308141, 32
+  %1054 = mul nsw i64 %conv2_weight_grad.c315141, 32
   %1055 = add nsw i64 452992, %1054
-  %1056 = add nsw i64 %1055, %conv2_weight_grad.f307140
+  %1056 = add nsw i64 %1055, %conv2_weight_grad.f314140
   %arena167 = getelementptr inbounds float, ptr %arena, i64 %1056
   %1057 = load float, ptr %arena167, align 4
   %1058 = fmul float %1057, 5.000000e-01
   %1059 = fadd float %1053, %1058
-  %1060 = mul nsw i64 %conv2_weight_grad.c308141, 32
+  %1060 = mul nsw i64 %conv2_weight_grad.c315141, 32
   %1061 = add nsw i64 455040, %1060
-  %1062 = add nsw i64 %1061, %conv2_weight_grad.f307140
+  %1062 = add nsw i64 %1061, %conv2_weight_grad.f314140
   %arena168 = getelementptr inbounds float, ptr %arena, i64 %1062
   %1063 = load float, ptr %arena168, align 4
   %1064 = fmul float %1063, 5.000000e-01
   %1065 = fadd float %1059, %1064
-  store float %1065, ptr %conv2_weight_grad.w318, align 4
-  %1066 = mul nsw i64 %conv2_weight_grad.c308141, 32
+  store float %1065, ptr %conv2_weight_grad.w325, align 4
+  %1066 = mul nsw i64 %conv2_weight_grad.c315141, 32
   %1067 = add nsw i64 452992, %1066
-  %1068 = add nsw i64 %1067, %conv2_weight_grad.f307140
+  %1068 = add nsw i64 %1067, %conv2_weight_grad.f314140
   %arena169 = getelementptr inbounds float, ptr %arena, i64 %1068
   %1069 = load float, ptr %arena169, align 4
-  %1070 = mul nsw i64 %conv2_weight_grad.c308141, 32
+  %1070 = mul nsw i64 %conv2_weight_grad.c315141, 32
   %1071 = add nsw i64 455040, %1070
-  %1072 = add nsw i64 %1071, %conv2_weight_grad.f307140
+  %1072 = add nsw i64 %1071, %conv2_weight_grad.f314140
   %arena170 = getelementptr inbounds float, ptr %arena, i64 %1072
   %1073 = load float, ptr %arena170, align 4
   %1074 = fsub float %1069, %1073
   %1075 = fmul float %1074, 5.000000e-01
-  store float %1075, ptr %conv2_weight_grad.w319, align 4
-  %1076 = mul nsw i64 %conv2_weight_grad.c308141, 32
+  store float %1075, ptr %conv2_weight_grad.w326, align 4
+  %1076 = mul nsw i64 %conv2_weight_grad.c315141, 32
   %1077 = add nsw i64 452992, %1076
-  %1078 = add nsw i64 %1077, %conv2_weight_grad.f307140
+  %1078 = add nsw i64 %1077, %conv2_weight_grad.f314140
   %arena171 = getelementptr inbounds float, ptr %arena, i64 %1078
   %1079 = load float, ptr %arena171, align 4
   %1080 = fmul float %1079, 5.000000e-01
-  %1081 = mul nsw i64 %conv2_weight_grad.c308141, 32
+  %1081 = mul nsw i64 %conv2_weight_grad.c315141, 32
   %1082 = add nsw i64 455040, %1081
-  %1083 = add nsw i64 %1082, %conv2_weight_grad.f307140
+  %1083 = add nsw i64 %1082, %conv2_weight_grad.f314140
   %arena172 = getelementptr inbounds float, ptr %arena, i64 %1083
   %1084 = load float, ptr %arena172, align 4
   %1085 = fmul float %1084, 5.000000e-01
   %1086 = fadd float %1080, %1085
-  %1087 = mul nsw i64 %conv2_weight_grad.c308141, 32
+  %1087 = mul nsw i64 %conv2_weight_grad.c315141, 32
   %1088 = add nsw i64 457088, %1087
-  %1089 = add nsw i64 %1088, %conv2_weight_grad.f307140
+  %1089 = add nsw i64 %1088, %conv2_weight_grad.f314140
   %arena173 = getelementptr inbounds float, ptr %arena, i64 %1089
   %1090 = load float, ptr %arena173, align 4
   %1091 = fmul float %1090, 1.000000e+00
   %1092 = fadd float %1086, %1091
-  store float %1092, ptr %conv2_weight_grad.w320, align 4
-  %w309 = load float, ptr %conv2_weight_grad.w309, align 4
-  %1093 = fmul float %w309, 1.000000e+00
-  %w312 = load float, ptr %conv2_weight_grad.w312, align 4
-  %1094 = fmul float %w312, 5.000000e-01
-  %1095 = fadd float %1093, %1094
-  %w315 = load float, ptr %conv2_weight_grad.w315, align 4
-  %1096 = fmul float %w315, 5.000000e-01
-  %1097 = fadd float %1095, %1096
-  store float %1097, ptr %conv2_weight_grad.w321, align 4
-  %w312174 = load float, ptr %conv2_weight_grad.w312, align 4
-  %w315175 = load float, ptr %conv2_weight_grad.w315, align 4
-  %1098 = fsub float %w312174, %w315175
-  %1099 = fmul float %1098, 5.000000e-01
-  store float %1099, ptr %conv2_weight_grad.w322, align 4
-  %w312176 = load float, ptr %conv2_weight_grad.w312, align 4
-  %1100 = fmul float %w312176, 5.000000e-01
-  %w315177 = load float, ptr %conv2_weight_grad.w315, align 4
-  %1101 = fmul float %w315177, 5.000000e-01
-  %1102 = fadd float %1100, %1101
-  %w318 = load float, ptr %conv2_weight_grad.w318, align 4
-  %1103 = fmul float %w318, 1.000000e+00
-  %1104 = fadd float %1102, %1103
-  store float %1104, ptr %conv2_weight_grad.w323, align 4
-  %w310 = load float, ptr %conv2_weight_grad.w310, align 4
-  %1105 = fmul float %w310, 1.000000e+00
-  %w313 = load float, ptr %conv2_weight_grad.w313, align 4
-  %1106 = fmul float %w313, 5.000000e-01
-  %1107 = fadd float %1105, %1106
+  store float %1092, ptr %conv2_weight_grad.w327, align 4
   %w316 = load float, ptr %conv2_weight_grad.w316, align 4
-  %1108 = fmul float %w316, 5.000000e-01
-  %1109 = fadd float %1107, %1108
-  store float %1109, ptr %conv2_weight_grad.w324, align 4
-  %w313178 = load float, ptr %conv2_weight_grad.w313, align 4
-  %w316179 = load float, ptr %conv2_weight_grad.w316, align 4
-  %1110 = fsub float %w313178, %w316179
-  %1111 = fmul float %1110, 5.000000e-01
-  store float %1111, ptr %conv2_weight_grad.w325, align 4
-  %w313180 = load float, ptr %conv2_weight_grad.w313, align 4
-  %1112 = fmul float %w313180, 5.000000e-01
-  %w316181 = load float, ptr %conv2_weight_grad.w316, align 4
-  %1113 = fmul float %w316181, 5.000000e-01
-  %1114 = fadd float %1112, %1113
+  %1093 = fmul float %w316, 1.000000e+00
   %w319 = load float, ptr %conv2_weight_grad.w319, align 4
-  %1115 = fmul float %w319, 1.000000e+00
-  %1116 = fadd float %1114, %1115
-  store float %1116, ptr %conv2_weight_grad.w326, align 4
-  %w311 = load float, ptr %conv2_weight_grad.w311, align 4
-  %1117 = fmul float %w311, 1.000000e+00
-  %w314 = load float, ptr %conv2_weight_grad.w314, align 4
-  %1118 = fmul float %w314, 5.000000e-01
-  %1119 = fadd float %1117, %1118
+  %1094 = fmul float %w319, 5.000000e-01
+  %1095 = fadd float %1093, %1094
+  %w322 = load float, ptr %conv2_weight_grad.w322, align 4
+  %1096 = fmul float %w322, 5.000000e-01
+  %1097 = fadd float %1095, %1096
+  store float %1097, ptr %conv2_weight_grad.w328, align 4
+  %w319174 = load float, ptr %conv2_weight_grad.w319, align 4
+  %w322175 = load float, ptr %conv2_weight_grad.w322, align 4
+  %1098 = fsub float %w319174, %w322175
+  %1099 = fmul float %1098, 5.000000e-01
+  store float %1099, ptr %conv2_weight_grad.w329, align 4
+  %w319176 = load float, ptr %conv2_weight_grad.w319, align 4
+  %1100 = fmul float %w319176, 5.000000e-01
+  %w322177 = load float, ptr %conv2_weight_grad.w322, align 4
+  %1101 = fmul float %w322177, 5.000000e-01
+  %1102 = fadd float %1100, %1101
+  %w325 = load float, ptr %conv2_weight_grad.w325, align 4
+  %1103 = fmul float %w325, 1.000000e+00
+  %1104 = fadd float %1102, %1103
+  store float %1104, ptr %conv2_weight_grad.w330, align 4
   %w317 = load float, ptr %conv2_weight_grad.w317, align 4
-  %1120 = fmul float %w317, 5.000000e-01
-  %1121 = fadd float %1119, %1120
-  store float %1121, ptr %conv2_weight_grad.w327, align 4
-  %w314182 = load float, ptr %conv2_weight_grad.w314, align 4
-  %w317183 = load float, ptr %conv2_weight_grad.w317, align 4
-  %1122 = fsub float %w314182, %w317183
-  %1123 = fmul float %1122, 5.000000e-01
-  store float %1123, ptr %conv2_weight_grad.w328, align 4
-  %w314184 = load float, ptr %conv2_weight_grad.w314, align 4
-  %1124 = fmul float %w314184, 5.000000e-01
-  %w317185 = load float, ptr %conv2_weight_grad.w317, align 4
-  %1125 = fmul float %w317185, 5.000000e-01
-  %1126 = fadd float %1124, %1125
+  %1105 = fmul float %w317, 1.000000e+00
   %w320 = load float, ptr %conv2_weight_grad.w320, align 4
-  %1127 = fmul float %w320, 1.000000e+00
-  %1128 = fadd float %1126, %1127
-  store float %1128, ptr %conv2_weight_grad.w329, align 4
+  %1106 = fmul float %w320, 5.000000e-01
+  %1107 = fadd float %1105, %1106
+  %w323 = load float, ptr %conv2_weight_grad.w323, align 4
+  %1108 = fmul float %w323, 5.000000e-01
+  %1109 = fadd float %1107, %1108
+  store float %1109, ptr %conv2_weight_grad.w331, align 4
+  %w320178 = load float, ptr %conv2_weight_grad.w320, align 4
+  %w323179 = load float, ptr %conv2_weight_grad.w323, align 4
+  %1110 = fsub float %w320178, %w323179
+  %1111 = fmul float %1110, 5.000000e-01
+  store float %1111, ptr %conv2_weight_grad.w332, align 4
+  %w320180 = load float, ptr %conv2_weight_grad.w320, align 4
+  %1112 = fmul float %w320180, 5.000000e-01
+  %w323181 = load float, ptr %conv2_weight_grad.w323, align 4
+  %1113 = fmul float %w323181, 5.000000e-01
+  %1114 = fadd float %1112, %1113
+  %w326 = load float, ptr %conv2_weight_grad.w326, align 4
+  %1115 = fmul float %w326, 1.000000e+00
+  %1116 = fadd float %1114, %1115
+  store float %1116, ptr %conv2_weight_grad.w333, align 4
+  %w318 = load float, ptr %conv2_weight_grad.w318, align 4
+  %1117 = fmul float %w318, 1.000000e+00
   %w321 = load float, ptr %conv2_weight_grad.w321, align 4
-  %1129 = mul nsw i64 %conv2_weight_grad.f307140, 16
-  %1130 = add nsw i64 %1129, %conv2_weight_grad.c308141
+  %1118 = fmul float %w321, 5.000000e-01
+  %1119 = fadd float %1117, %1118
+  %w324 = load float, ptr %conv2_weight_grad.w324, align 4
+  %1120 = fmul float %w324, 5.000000e-01
+  %1121 = fadd float %1119, %1120
+  store float %1121, ptr %conv2_weight_grad.w334, align 4
+  %w321182 = load float, ptr %conv2_weight_grad.w321, align 4
+  %w324183 = load float, ptr %conv2_weight_grad.w324, align 4
+  %1122 = fsub float %w321182, %w324183
+  %1123 = fmul float %1122, 5.000000e-01
+  store float %1123, ptr %conv2_weight_grad.w335, align 4
+  %w321184 = load float, ptr %conv2_weight_grad.w321, align 4
+  %1124 = fmul float %w321184, 5.000000e-01
+  %w324185 = load float, ptr %conv2_weight_grad.w324, align 4
+  %1125 = fmul float %w324185, 5.000000e-01
+  %1126 = fadd float %1124, %1125
+  %w327 = load float, ptr %conv2_weight_grad.w327, align 4
+  %1127 = fmul float %w327, 1.000000e+00
+  %1128 = fadd float %1126, %1127
+  store float %1128, ptr %conv2_weight_grad.w336, align 4
+  %w328 = load float, ptr %conv2_weight_grad.w328, align 4
+  %1129 = mul nsw i64 %conv2_weight_grad.f314140, 16
+  %1130 = add nsw i64 %1129, %conv2_weight_grad.c315141
   %1131 = mul nsw i64 %1130, 9
   %1132 = add nsw i64 160, %1131
   %grads186 = getelementptr inbounds float, ptr %grads, i64 %1132
-  store float %w321, ptr %grads186, align 4
-  %w322 = load float, ptr %conv2_weight_grad.w322, align 4
-  %1133 = mul nsw i64 %conv2_weight_grad.f307140, 16
-  %1134 = add nsw i64 %1133, %conv2_weight_grad.c308141
+  store float %w328, ptr %grads186, align 4
+  %w329 = load float, ptr %conv2_weight_grad.w329, align 4
+  %1133 = mul nsw i64 %conv2_weight_grad.f314140, 16
+  %1134 = add nsw i64 %1133, %conv2_weight_grad.c315141
   %1135 = mul nsw i64 %1134, 9
   %1136 = add nsw i64 160, %1135
   %1137 = add nsw i64 %1136, 1
   %grads187 = getelementptr inbounds float, ptr %grads, i64 %1137
-  store float %w322, ptr %grads187, align 4
-  %w323 = load float, ptr %conv2_weight_grad.w323, align 4
-  %1138 = mul nsw i64 %conv2_weight_grad.f307140, 16
-  %1139 = add nsw i64 %1138, %conv2_weight_grad.c308141
+  store float %w329, ptr %grads187, align 4
+  %w330 = load float, ptr %conv2_weight_grad.w330, align 4
+  %1138 = mul nsw i64 %conv2_weight_grad.f314140, 16
+  %1139 = add nsw i64 %1138, %conv2_weight_grad.c315141
   %1140 = mul nsw i64 %1139, 9
   %1141 = add nsw i64 160, %1140
   %1142 = add nsw i64 %1141, 2
   %grads188 = getelementptr inbounds float, ptr %grads, i64 %1142
-  store float %w323, ptr %grads188, align 4
-  %w324 = load float, ptr %conv2_weight_grad.w324, align 4
-  %1143 = mul nsw i64 %conv2_weight_grad.f307140, 16
-  %1144 = add nsw i64 %1143, %conv2_weight_grad.c308141
+  store float %w330, ptr %grads188, align 4
+  %w331 = load float, ptr %conv2_weight_grad.w331, align 4
+  %1143 = mul nsw i64 %conv2_weight_grad.f314140, 16
+  %1144 = add nsw i64 %1143, %conv2_weight_grad.c315141
   %1145 = mul nsw i64 %1144, 9
   %1146 = add nsw i64 160, %1145
   %1147 = add nsw i64 %1146, 3
   %grads189 = getelementptr inbounds float, ptr %grads, i64 %1147
-  store float %w324, ptr %grads189, align 4
-  %w325 = load float, ptr %conv2_weight_grad.w325, align 4
-  %1148 = mul nsw i64 %conv2_weight_grad.f307140, 16
-  %1149 = add nsw i64 %1148, %conv2_weight_grad.c308141
+  store float %w331, ptr %grads189, align 4
+  %w332 = load float, ptr %conv2_weight_grad.w332, align 4
+  %1148 = mul nsw i64 %conv2_weight_grad.f314140, 16
+  %1149 = add nsw i64 %1148, %conv2_weight_grad.c315141
   %1150 = mul nsw i64 %1149, 9
   %1151 = add nsw i64 160, %1150
   %1152 = add nsw i64 %1151, 4
   %grads190 = getelementptr inbounds float, ptr %grads, i64 %1152
-  store float %w325, ptr %grads190, align 4
-  %w326 = load float, ptr %conv2_weight_grad.w326, align 4
-  %1153 = mul nsw i64 %conv2_weight_grad.f307140, 16
-  %1154 = add nsw i64 %1153, %conv2_weight_grad.c308141
+  store float %w332, ptr %grads190, align 4
+  %w333 = load float, ptr %conv2_weight_grad.w333, align 4
+  %1153 = mul nsw i64 %conv2_weight_grad.f314140, 16
+  %1154 = add nsw i64 %1153, %conv2_weight_grad.c315141
   %1155 = mul nsw i64 %1154, 9
   %1156 = add nsw i64 160, %1155
   %1157 = add nsw i64 %1156, 5
   %grads191 = getelementptr inbounds float, ptr %grads, i64 %1157
-  store float %w326, ptr %grads191, align 4
-  %w327 = load float, ptr %conv2_weight_grad.w327, align 4
-  %1158 = mul nsw i64 %conv2_weight_grad.f307140, 16
-  %1159 = add nsw i64 %1158, %conv2_weight_grad.c308141
+  store float %w333, ptr %grads191, align 4
+  %w334 = load float, ptr %conv2_weight_grad.w334, align 4
+  %1158 = mul nsw i64 %conv2_weight_grad.f314140, 16
+  %1159 = add nsw i64 %1158, %conv2_weight_grad.c315141
   %1160 = mul nsw i64 %1159, 9
   %1161 = add nsw i64 160, %1160
   %1162 = add nsw i64 %1161, 6
   %grads192 = getelementptr inbounds float, ptr %grads, i64 %1162
-  store float %w327, ptr %grads192, align 4
-  %w328 = load float, ptr %conv2_weight_grad.w328, align 4
-  %1163 = mul nsw i64 %conv2_weight_grad.f307140, 16
-  %1164 = add nsw i64 %1163, %conv2_weight_grad.c308141
+  store float %w334, ptr %grads192, align 4
+  %w335 = load float, ptr %conv2_weight_grad.w335, align 4
+  %1163 = mul nsw i64 %conv2_weight_grad.f314140, 16
+  %1164 = add nsw i64 %1163, %conv2_weight_grad.c315141
   %1165 = mul nsw i64 %1164, 9
   %1166 = add nsw i64 160, %1165
   %1167 = add nsw i64 %1166, 7
   %grads193 = getelementptr inbounds float, ptr %grads, i64 %1167
-  store float %w328, ptr %grads193, align 4
-  %w329 = load float, ptr %conv2_weight_grad.w329, align 4
-  %1168 = mul nsw i64 %conv2_weight_grad.f307140, 16
-  %1169 = add nsw i64 %1168, %conv2_weight_grad.c308141
+  store float %w335, ptr %grads193, align 4
+  %w336 = load float, ptr %conv2_weight_grad.w336, align 4
+  %1168 = mul nsw i64 %conv2_weight_grad.f314140, 16
+  %1169 = add nsw i64 %1168, %conv2_weight_grad.c315141
   %1170 = mul nsw i64 %1169, 9
   %1171 = add nsw i64 160, %1170
   %1172 = add nsw i64 %1171, 8
   %grads194 = getelementptr inbounds float, ptr %grads, i64 %1172
-  store float %w329, ptr %grads194, align 4
-  %c308.next = add nsw i64 %conv2_weight_grad.c308141, 1
-  %1173 = icmp slt i64 %c308.next, 16
-  br i1 %1173, label %conv2_weight_grad.c308, label %conv2_weight_grad.c308.end
+  store float %w336, ptr %grads194, align 4
+  %c315.next = add nsw i64 %conv2_weight_grad.c315141, 1
+  %1173 = icmp slt i64 %c315.next, 16
+  br i1 %1173, label %conv2_weight_grad.c315, label %conv2_weight_grad.c315.end
 
-conv2_weight_grad.c308.end:                       ; preds = %conv2_weight_grad.c308
-  %f307.next = add nsw i64 %conv2_weight_grad.f307140, 1
-  %1174 = icmp slt i64 %f307.next, 32
-  br i1 %1174, label %conv2_weight_grad.f307, label %conv2_weight_grad.f307.end
+conv2_weight_grad.c315.end:                       ; preds = %conv2_weight_grad.c315
+  %f314.next = add nsw i64 %conv2_weight_grad.f314140, 1
+  %1174 = icmp slt i64 %f314.next, 32
+  br i1 %1174, label %conv2_weight_grad.f314, label %conv2_weight_grad.f314.end
 }
 
 ; Function Attrs: noinline
-define internal void @smallcnn_train_b64.k17.conv2_bias_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @smallcnn_train_b64.k17.conv2_bias_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %conv2_bias_grad.sum340 = alloca float, align 4
-  %conv2_bias_grad.sum339 = alloca float, align 4
-  %conv2_bias_grad.sum338 = alloca float, align 4
-  %conv2_bias_grad.sum337 = alloca float, align 4
-  %conv2_bias_grad.sum336 = alloca float, align 4
-  %conv2_bias_grad.sum335 = alloca float, align 4
-  %conv2_bias_grad.sum334 = alloca float, align 4
-  %conv2_bias_grad.acc331 = alloca <8 x float>, align 32
-  br label %conv2_bias_grad.f330
+  %conv2_bias_grad.sum347 = alloca float, align 4
+  %conv2_bias_grad.sum346 = alloca float, align 4
+  %conv2_bias_grad.sum345 = alloca float, align 4
+  %conv2_bias_grad.sum344 = alloca float, align 4
+  %conv2_bias_grad.sum343 = alloca float, align 4
+  %conv2_bias_grad.sum342 = alloca float, align 4
+  %conv2_bias_grad.sum341 = alloca float, align 4
+  %conv2_bias_grad.acc338 = alloca <8 x float>, align 32
+  br label %conv2_bias_grad.f337
 
-conv2_bias_grad.f330:                             ; preds = %conv2_bias_grad.img332.end, %entry
-  %conv2_bias_grad.f3301 = phi i64 [ 0, %entry ], [ %f330.next, %conv2_bias_grad.img332.end ]
-  store <8 x float> zeroinitializer, ptr %conv2_bias_grad.acc331, align 32
-  br label %conv2_bias_grad.img332
+conv2_bias_grad.f337:                             ; preds = %conv2_bias_grad.img339.end, %entry
+  %conv2_bias_grad.f3371 = phi i64 [ 0, %entry ], [ %f337.next, %conv2_bias_grad.img339.end ]
+  store <8 x float> zeroinitializer, ptr %conv2_bias_grad.acc338, align 32
+  br label %conv2_bias_grad.img339
 
-conv2_bias_grad.f330.end:                         ; preds = %conv2_bias_grad.img332.end
+conv2_bias_grad.f337.end:                         ; preds = %conv2_bias_grad.img339.end
   ret void
 
-conv2_bias_grad.img332:                           ; preds = %conv2_bias_grad.i333.end, %conv2_bias_grad.f330
-  %conv2_bias_grad.img3322 = phi i64 [ 0, %conv2_bias_grad.f330 ], [ %img332.next, %conv2_bias_grad.i333.end ]
-  br label %conv2_bias_grad.i333
+conv2_bias_grad.img339:                           ; preds = %conv2_bias_grad.i340.end, %conv2_bias_grad.f337
+  %conv2_bias_grad.img3392 = phi i64 [ 0, %conv2_bias_grad.f337 ], [ %img339.next, %conv2_bias_grad.i340.end ]
+  br label %conv2_bias_grad.i340
 
-conv2_bias_grad.img332.end:                       ; preds = %conv2_bias_grad.i333.end
-  %acc3317 = load <8 x float>, ptr %conv2_bias_grad.acc331, align 32
+conv2_bias_grad.img339.end:                       ; preds = %conv2_bias_grad.i340.end
+  %acc3387 = load <8 x float>, ptr %conv2_bias_grad.acc338, align 32
   %arena8 = getelementptr inbounds float, ptr %arena, i64 401408
-  store <8 x float> %acc3317, ptr %arena8, align 4
+  store <8 x float> %acc3387, ptr %arena8, align 4
   %arena9 = getelementptr inbounds float, ptr %arena, i64 401408
   %0 = load float, ptr %arena9, align 4
   %arena10 = getelementptr inbounds float, ptr %arena, i64 401409
   %1 = load float, ptr %arena10, align 4
   %2 = fadd float %0, %1
-  store float %2, ptr %conv2_bias_grad.sum334, align 4
-  %sum334 = load float, ptr %conv2_bias_grad.sum334, align 4
+  store float %2, ptr %conv2_bias_grad.sum341, align 4
+  %sum341 = load float, ptr %conv2_bias_grad.sum341, align 4
   %arena11 = getelementptr inbounds float, ptr %arena, i64 401410
   %3 = load float, ptr %arena11, align 4
-  %4 = fadd float %sum334, %3
-  store float %4, ptr %conv2_bias_grad.sum335, align 4
-  %sum335 = load float, ptr %conv2_bias_grad.sum335, align 4
+  %4 = fadd float %sum341, %3
+  store float %4, ptr %conv2_bias_grad.sum342, align 4
+  %sum342 = load float, ptr %conv2_bias_grad.sum342, align 4
   %arena12 = getelementptr inbounds float, ptr %arena, i64 401411
   %5 = load float, ptr %arena12, align 4
-  %6 = fadd float %sum335, %5
-  store float %6, ptr %conv2_bias_grad.sum336, align 4
-  %sum336 = load float, ptr %conv2_bias_grad.sum336, align 4
+  %6 = fadd float %sum342, %5
+  store float %6, ptr %conv2_bias_grad.sum343, align 4
+  %sum343 = load float, ptr %conv2_bias_grad.sum343, align 4
   %arena13 = getelementptr inbounds float, ptr %arena, i64 401412
   %7 = load float, ptr %arena13, align 4
-  %8 = fadd float %sum336, %7
-  store float %8, ptr %conv2_bias_grad.sum337, align 4
-  %sum337 = load float, ptr %conv2_bias_grad.sum337, align 4
+  %8 = fadd float %sum343, %7
+  store float %8, ptr %conv2_bias_grad.sum344, align 4
+  %sum344 = load float, ptr %conv2_bias_grad.sum344, align 4
   %arena14 = getelementptr inbounds float, ptr %arena, i64 401413
   %9 = load float, ptr %arena14, align 4
-  %10 = fadd float %sum337, %9
-  store float %10, ptr %conv2_bias_grad.sum338, align 4
-  %sum338 = load float, ptr %conv2_bias_grad.sum338, align 4
+  %10 = fadd float %sum344, %9
+  store float %10, ptr %conv2_bias_grad.sum345, align 4
+  %sum345 = load float, ptr %conv2_bias_grad.sum345, align 4
   %arena15 = getelementptr inbounds float, ptr %arena, i64 401414
   %11 = load float, ptr %arena15, align 4
-  %12 = fadd float %sum338, %11
-  store float %12, ptr %conv2_bias_grad.sum339, align 4
-  %sum339 = load float, ptr %conv2_bias_grad.sum339, align 4
+  %12 = fadd float %sum345, %11
+  store float %12, ptr %conv2_bias_grad.sum346, align 4
+  %sum346 = load float, ptr %conv2_bias_grad.sum346, align 4
   %arena16 = getelementptr inbounds float, ptr %arena, i64 401415
   %13 = load float, ptr %arena16, align 4
-  %14 = fadd float %sum339, %13
-  store float %14, ptr %conv2_bias_grad.sum340, align 4
-  %sum340 = load float, ptr %conv2_bias_grad.sum340, align 4
-  %15 = add nsw i64 4768, %conv2_bias_grad.f3301
+  %14 = fadd float %sum346, %13
+  store float %14, ptr %conv2_bias_grad.sum347, align 4
+  %sum347 = load float, ptr %conv2_bias_grad.sum347, align 4
+  %15 = add nsw i64 4768, %conv2_bias_grad.f3371
   %grads17 = getelementptr inbounds float, ptr %grads, i64 %15
-  store float %sum340, ptr %grads17, align 4
-  %f330.next = add nsw i64 %conv2_bias_grad.f3301, 1
-  %16 = icmp slt i64 %f330.next, 32
-  br i1 %16, label %conv2_bias_grad.f330, label %conv2_bias_grad.f330.end
+  store float %sum347, ptr %grads17, align 4
+  %f337.next = add nsw i64 %conv2_bias_grad.f3371, 1
+  %16 = icmp slt i64 %f337.next, 32
+  br i1 %16, label %conv2_bias_grad.f337, label %conv2_bias_grad.f337.end
 
-conv2_bias_grad.i333:                             ; preds = %conv2_bias_grad.i333, %conv2_bias_grad.img332
-  %conv2_bias_grad.i3333 = phi i64 [ 0, %conv2_bias_grad.img332 ], [ %i333.next, %conv2_bias_grad.i333 ]
-  %17 = mul nsw i64 %conv2_bias_grad.img3322, 6272
+conv2_bias_grad.i340:                             ; preds = %conv2_bias_grad.i340, %conv2_bias_grad.img339
+  %conv2_bias_grad.i3403 = phi i64 [ 0, %conv2_bias_grad.img339 ], [ %i340.next, %conv2_bias_grad.i340 ]
+  %17 = mul nsw i64 %conv2_bias_grad.img3392, 6272
   %18 = add nsw i64 728336, %17
-  %19 = mul nsw i64 %conv2_bias_grad.f3301, 196
+  %19 = mul nsw i64 %conv2_bias_grad.f3371, 196
   %20 = add nsw i64 %18, %19
-  %21 = mul nsw i64 %conv2_bias_grad.i3333, 8
+  %21 = mul nsw i64 %conv2_bias_grad.i3403, 8
   %22 = add nsw i64 %20, %21
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %22
   %23 = load <8 x float>, ptr %arena4, align 4
-  %acc331 = load <8 x float>, ptr %conv2_bias_grad.acc331, align 32
-  %24 = call <8 x float> @llvm.fma.v8f32(<8 x float> <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>, <8 x float> %23, <8 x float> %acc331)
-  store <8 x float> %24, ptr %conv2_bias_grad.acc331, align 32
-  %i333.next = add nsw i64 %conv2_bias_grad.i3333, 1
-  %25 = icmp slt i64 %i333.next, 24
-  br i1 %25, label %conv2_bias_grad.i333, label %conv2_bias_grad.i333.end
+  %acc338 = load <8 x float>, ptr %conv2_bias_grad.acc338, align 32
+  %24 = call <8 x float> @llvm.fma.v8f32(<8 x float> <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>, <8 x float> %23, <8 x float> %acc338)
+  store <8 x float> %24, ptr %conv2_bias_grad.acc338, align 32
+  %i340.next = add nsw i64 %conv2_bias_grad.i3403, 1
+  %25 = icmp slt i64 %i340.next, 24
+  br i1 %25, label %conv2_bias_grad.i340, label %conv2_bias_grad.i340.end
 
-conv2_bias_grad.i333.end:                         ; preds = %conv2_bias_grad.i333
-  %26 = mul nsw i64 %conv2_bias_grad.img3322, 6272
+conv2_bias_grad.i340.end:                         ; preds = %conv2_bias_grad.i340
+  %26 = mul nsw i64 %conv2_bias_grad.img3392, 6272
   %27 = add nsw i64 728336, %26
-  %28 = mul nsw i64 %conv2_bias_grad.f3301, 196
+  %28 = mul nsw i64 %conv2_bias_grad.f3371, 196
   %29 = add nsw i64 %27, %28
   %30 = add nsw i64 %29, 192
   %arena5 = getelementptr inbounds float, ptr %arena, i64 %30
   %31 = call <8 x float> @llvm.masked.load.v8f32.p0(ptr %arena5, i32 4, <8 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false>, <8 x float> zeroinitializer)
-  %acc3316 = load <8 x float>, ptr %conv2_bias_grad.acc331, align 32
-  %32 = call <8 x float> @llvm.fma.v8f32(<8 x float> <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>, <8 x float> %31, <8 x float> %acc3316)
-  store <8 x float> %32, ptr %conv2_bias_grad.acc331, align 32
-  %img332.next = add nsw i64 %conv2_bias_grad.img3322, 1
-  %33 = icmp slt i64 %img332.next, 64
-  br i1 %33, label %conv2_bias_grad.img332, label %conv2_bias_grad.img332.end
+  %acc3386 = load <8 x float>, ptr %conv2_bias_grad.acc338, align 32
+  %32 = call <8 x float> @llvm.fma.v8f32(<8 x float> <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>, <8 x float> %31, <8 x float> %acc3386)
+  store <8 x float> %32, ptr %conv2_bias_grad.acc338, align 32
+  %img339.next = add nsw i64 %conv2_bias_grad.img3392, 1
+  %33 = icmp slt i64 %img339.next, 64
+  br i1 %33, label %conv2_bias_grad.img339, label %conv2_bias_grad.img339.end
 }
 
 ; Function Attrs: nocallback nofree nosync nounwind willreturn memory(argmem: read)
 declare <8 x float> @llvm.masked.load.v8f32.p0(ptr nocapture, i32 immarg, <8 x i1>, <8 x float>) #3
 
 ; Function Attrs: noinline
-define internal void @smallcnn_train_b64.k18.pool1_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @smallcnn_train_b64.k18.pool1_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %pool1_grad.w429 = alloca <8 x float>, align 32
-  %pool1_grad.w428 = alloca <8 x float>, align 32
-  %pool1_grad.w427 = alloca <8 x float>, align 32
-  %pool1_grad.w426 = alloca <8 x float>, align 32
-  %pool1_grad.w425 = alloca <8 x float>, align 32
-  %pool1_grad.w424 = alloca <8 x float>, align 32
-  %pool1_grad.w423 = alloca <8 x float>, align 32
-  %pool1_grad.w422 = alloca <8 x float>, align 32
-  %pool1_grad.w421 = alloca <8 x float>, align 32
-  %pool1_grad.w420 = alloca <8 x float>, align 32
+  %pool1_grad.w443 = alloca <8 x float>, align 32
+  %pool1_grad.w442 = alloca <8 x float>, align 32
+  %pool1_grad.w441 = alloca <8 x float>, align 32
+  %pool1_grad.w440 = alloca <8 x float>, align 32
+  %pool1_grad.w439 = alloca <8 x float>, align 32
+  %pool1_grad.w438 = alloca <8 x float>, align 32
+  %pool1_grad.w437 = alloca <8 x float>, align 32
+  %pool1_grad.w436 = alloca <8 x float>, align 32
+  %pool1_grad.w435 = alloca <8 x float>, align 32
+  %pool1_grad.w434 = alloca <8 x float>, align 32
+  %pool1_grad.w433 = alloca <8 x float>, align 32
+  %pool1_grad.w432 = alloca <8 x float>, align 32
   %pool1_grad.w419 = alloca <8 x float>, align 32
   %pool1_grad.w418 = alloca <8 x float>, align 32
+  %pool1_grad.w417 = alloca <8 x float>, align 32
+  %pool1_grad.w416 = alloca <8 x float>, align 32
+  %pool1_grad.w415 = alloca <8 x float>, align 32
+  %pool1_grad.w414 = alloca <8 x float>, align 32
+  %pool1_grad.w413 = alloca <8 x float>, align 32
   %pool1_grad.w412 = alloca <8 x float>, align 32
   %pool1_grad.w411 = alloca <8 x float>, align 32
   %pool1_grad.w410 = alloca <8 x float>, align 32
@@ -8278,13 +8771,13 @@ entry:
   %pool1_grad.w390 = alloca <8 x float>, align 32
   %pool1_grad.w389 = alloca <8 x float>, align 32
   %pool1_grad.w388 = alloca <8 x float>, align 32
-  %pool1_grad.w387 = alloca <8 x float>, align 32
-  %pool1_grad.w386 = alloca <8 x float>, align 32
-  %pool1_grad.w385 = alloca <8 x float>, align 32
-  %pool1_grad.w384 = alloca <8 x float>, align 32
-  %pool1_grad.w383 = alloca <8 x float>, align 32
-  %pool1_grad.w382 = alloca <8 x float>, align 32
-  %pool1_grad.w381 = alloca <8 x float>, align 32
+  %pool1_grad.w377 = alloca float, align 4
+  %pool1_grad.w376 = alloca float, align 4
+  %pool1_grad.w375 = alloca float, align 4
+  %pool1_grad.w374 = alloca float, align 4
+  %pool1_grad.w373 = alloca float, align 4
+  %pool1_grad.w372 = alloca float, align 4
+  %pool1_grad.w371 = alloca float, align 4
   %pool1_grad.w370 = alloca float, align 4
   %pool1_grad.w369 = alloca float, align 4
   %pool1_grad.w368 = alloca float, align 4
@@ -8306,49 +8799,42 @@ entry:
   %pool1_grad.w352 = alloca float, align 4
   %pool1_grad.w351 = alloca float, align 4
   %pool1_grad.w350 = alloca float, align 4
-  %pool1_grad.w349 = alloca float, align 4
-  %pool1_grad.w348 = alloca float, align 4
-  %pool1_grad.w347 = alloca float, align 4
-  %pool1_grad.w346 = alloca float, align 4
-  %pool1_grad.w345 = alloca float, align 4
-  %pool1_grad.w344 = alloca float, align 4
-  %pool1_grad.w343 = alloca float, align 4
-  br label %pool1_grad.ci341
+  br label %pool1_grad.ci348
 
-pool1_grad.ci341:                                 ; preds = %pool1_grad.co342.end, %entry
-  %pool1_grad.ci3411 = phi i64 [ 0, %entry ], [ %ci341.next, %pool1_grad.co342.end ]
-  br label %pool1_grad.co342
+pool1_grad.ci348:                                 ; preds = %pool1_grad.co349.end, %entry
+  %pool1_grad.ci3481 = phi i64 [ 0, %entry ], [ %ci348.next, %pool1_grad.co349.end ]
+  br label %pool1_grad.co349
 
-pool1_grad.ci341.end:                             ; preds = %pool1_grad.co342.end
-  br label %pool1_grad.i371
+pool1_grad.ci348.end:                             ; preds = %pool1_grad.co349.end
+  br label %pool1_grad.i378
 
-pool1_grad.co342:                                 ; preds = %pool1_grad.co342, %pool1_grad.ci341
-  %pool1_grad.co3422 = phi i64 [ 0, %pool1_grad.ci341 ], [ %co342.next, %pool1_grad.co342 ]
-  %0 = mul nsw i64 %pool1_grad.ci3411, 16
-  %1 = add nsw i64 %0, %pool1_grad.co3422
+pool1_grad.co349:                                 ; preds = %pool1_grad.co349, %pool1_grad.ci348
+  %pool1_grad.co3492 = phi i64 [ 0, %pool1_grad.ci348 ], [ %co349.next, %pool1_grad.co349 ]
+  %0 = mul nsw i64 %pool1_grad.ci3481, 16
+  %1 = add nsw i64 %0, %pool1_grad.co3492
   %2 = mul nsw i64 %1, 9
   %3 = add nsw i64 160, %2
   %4 = add nsw i64 %3, 8
   %params3 = getelementptr inbounds float, ptr %params, i64 %4
   %5 = load float, ptr %params3, align 4
-  store float %5, ptr %pool1_grad.w343, align 4
-  %6 = mul nsw i64 %pool1_grad.ci3411, 16
-  %7 = add nsw i64 %6, %pool1_grad.co3422
+  store float %5, ptr %pool1_grad.w350, align 4
+  %6 = mul nsw i64 %pool1_grad.ci3481, 16
+  %7 = add nsw i64 %6, %pool1_grad.co3492
   %8 = mul nsw i64 %7, 9
   %9 = add nsw i64 160, %8
   %10 = add nsw i64 %9, 8
   %params4 = getelementptr inbounds float, ptr %params, i64 %10
   %11 = load float, ptr %params4, align 4
-  %12 = mul nsw i64 %pool1_grad.ci3411, 16
-  %13 = add nsw i64 %12, %pool1_grad.co3422
+  %12 = mul nsw i64 %pool1_grad.ci3481, 16
+  %13 = add nsw i64 %12, %pool1_grad.co3492
   %14 = mul nsw i64 %13, 9
   %15 = add nsw i64 160, %14
   %16 = add nsw i64 %15, 5
   %params5 = getelementptr inbounds float, ptr %params, i64 %16
   %17 = load float, ptr %params5, align 4
   %18 = fadd float %11, %17
-  %19 = mul nsw i64 %pool1_grad.ci3411, 16
-  %20 = add nsw i64 %19, %pool1_grad.co3422
+  %19 = mul nsw i64 %pool1_grad.ci3481, 16
+  %20 = add nsw i64 %19, %pool1_grad.co3492
   %21 = mul nsw i64 %20, 9
   %22 = add nsw i64 160, %21
   %23 = add nsw i64 %22, 2
@@ -8356,24 +8842,24 @@ pool1_grad.co342:                                 ; preds = %pool1_grad.co342, %
   %24 = load float, ptr %params6, align 4
   %25 = fadd float %18, %24
   %26 = fmul float %25, 5.000000e-01
-  store float %26, ptr %pool1_grad.w344, align 4
-  %27 = mul nsw i64 %pool1_grad.ci3411, 16
-  %28 = add nsw i64 %27, %pool1_grad.co3422
+  store float %26, ptr %pool1_grad.w351, align 4
+  %27 = mul nsw i64 %pool1_grad.ci3481, 16
+  %28 = add nsw i64 %27, %pool1_grad.co3492
   %29 = mul nsw i64 %28, 9
   %30 = add nsw i64 160, %29
   %31 = add nsw i64 %30, 8
   %params7 = getelementptr inbounds float, ptr %params, i64 %31
   %32 = load float, ptr %params7, align 4
-  %33 = mul nsw i64 %pool1_grad.ci3411, 16
-  %34 = add nsw i64 %33, %pool1_grad.co3422
+  %33 = mul nsw i64 %pool1_grad.ci3481, 16
+  %34 = add nsw i64 %33, %pool1_grad.co3492
   %35 = mul nsw i64 %34, 9
   %36 = add nsw i64 160, %35
   %37 = add nsw i64 %36, 2
   %params8 = getelementptr inbounds float, ptr %params, i64 %37
   %38 = load float, ptr %params8, align 4
   %39 = fadd float %32, %38
-  %40 = mul nsw i64 %pool1_grad.ci3411, 16
-  %41 = add nsw i64 %40, %pool1_grad.co3422
+  %40 = mul nsw i64 %pool1_grad.ci3481, 16
+  %41 = add nsw i64 %40, %pool1_grad.co3492
   %42 = mul nsw i64 %41, 9
   %43 = add nsw i64 160, %42
   %44 = add nsw i64 %43, 5
@@ -8381,40 +8867,40 @@ pool1_grad.co342:                                 ; preds = %pool1_grad.co342, %
   %45 = load float, ptr %params9, align 4
   %46 = fsub float %39, %45
   %47 = fmul float %46, 5.000000e-01
-  store float %47, ptr %pool1_grad.w345, align 4
-  %48 = mul nsw i64 %pool1_grad.ci3411, 16
-  %49 = add nsw i64 %48, %pool1_grad.co3422
+  store float %47, ptr %pool1_grad.w352, align 4
+  %48 = mul nsw i64 %pool1_grad.ci3481, 16
+  %49 = add nsw i64 %48, %pool1_grad.co3492
   %50 = mul nsw i64 %49, 9
   %51 = add nsw i64 160, %50
   %52 = add nsw i64 %51, 2
   %params10 = getelementptr inbounds float, ptr %params, i64 %52
   %53 = load float, ptr %params10, align 4
-  store float %53, ptr %pool1_grad.w346, align 4
-  %54 = mul nsw i64 %pool1_grad.ci3411, 16
-  %55 = add nsw i64 %54, %pool1_grad.co3422
+  store float %53, ptr %pool1_grad.w353, align 4
+  %54 = mul nsw i64 %pool1_grad.ci3481, 16
+  %55 = add nsw i64 %54, %pool1_grad.co3492
   %56 = mul nsw i64 %55, 9
   %57 = add nsw i64 160, %56
   %58 = add nsw i64 %57, 7
   %params11 = getelementptr inbounds float, ptr %params, i64 %58
   %59 = load float, ptr %params11, align 4
-  store float %59, ptr %pool1_grad.w347, align 4
-  %60 = mul nsw i64 %pool1_grad.ci3411, 16
-  %61 = add nsw i64 %60, %pool1_grad.co3422
+  store float %59, ptr %pool1_grad.w354, align 4
+  %60 = mul nsw i64 %pool1_grad.ci3481, 16
+  %61 = add nsw i64 %60, %pool1_grad.co3492
   %62 = mul nsw i64 %61, 9
   %63 = add nsw i64 160, %62
   %64 = add nsw i64 %63, 7
   %params12 = getelementptr inbounds float, ptr %params, i64 %64
   %65 = load float, ptr %params12, align 4
-  %66 = mul nsw i64 %pool1_grad.ci3411, 16
-  %67 = add nsw i64 %66, %pool1_grad.co3422
+  %66 = mul nsw i64 %pool1_grad.ci3481, 16
+  %67 = add nsw i64 %66, %pool1_grad.co3492
   %68 = mul nsw i64 %67, 9
   %69 = add nsw i64 160, %68
   %70 = add nsw i64 %69, 4
   %params13 = getelementptr inbounds float, ptr %params, i64 %70
   %71 = load float, ptr %params13, align 4
   %72 = fadd float %65, %71
-  %73 = mul nsw i64 %pool1_grad.ci3411, 16
-  %74 = add nsw i64 %73, %pool1_grad.co3422
+  %73 = mul nsw i64 %pool1_grad.ci3481, 16
+  %74 = add nsw i64 %73, %pool1_grad.co3492
   %75 = mul nsw i64 %74, 9
   %76 = add nsw i64 160, %75
   %77 = add nsw i64 %76, 1
@@ -8422,24 +8908,24 @@ pool1_grad.co342:                                 ; preds = %pool1_grad.co342, %
   %78 = load float, ptr %params14, align 4
   %79 = fadd float %72, %78
   %80 = fmul float %79, 5.000000e-01
-  store float %80, ptr %pool1_grad.w348, align 4
-  %81 = mul nsw i64 %pool1_grad.ci3411, 16
-  %82 = add nsw i64 %81, %pool1_grad.co3422
+  store float %80, ptr %pool1_grad.w355, align 4
+  %81 = mul nsw i64 %pool1_grad.ci3481, 16
+  %82 = add nsw i64 %81, %pool1_grad.co3492
   %83 = mul nsw i64 %82, 9
   %84 = add nsw i64 160, %83
   %85 = add nsw i64 %84, 7
   %params15 = getelementptr inbounds float, ptr %params, i64 %85
   %86 = load float, ptr %params15, align 4
-  %87 = mul nsw i64 %pool1_grad.ci3411, 16
-  %88 = add nsw i64 %87, %pool1_grad.co3422
+  %87 = mul nsw i64 %pool1_grad.ci3481, 16
+  %88 = add nsw i64 %87, %pool1_grad.co3492
   %89 = mul nsw i64 %88, 9
   %90 = add nsw i64 160, %89
   %91 = add nsw i64 %90, 1
   %params16 = getelementptr inbounds float, ptr %params, i64 %91
   %92 = load float, ptr %params16, align 4
   %93 = fadd float %86, %92
-  %94 = mul nsw i64 %pool1_grad.ci3411, 16
-  %95 = add nsw i64 %94, %pool1_grad.co3422
+  %94 = mul nsw i64 %pool1_grad.ci3481, 16
+  %95 = add nsw i64 %94, %pool1_grad.co3492
   %96 = mul nsw i64 %95, 9
   %97 = add nsw i64 160, %96
   %98 = add nsw i64 %97, 4
@@ -8447,63 +8933,63 @@ pool1_grad.co342:                                 ; preds = %pool1_grad.co342, %
   %99 = load float, ptr %params17, align 4
   %100 = fsub float %93, %99
   %101 = fmul float %100, 5.000000e-01
-  store float %101, ptr %pool1_grad.w349, align 4
-  %102 = mul nsw i64 %pool1_grad.ci3411, 16
-  %103 = add nsw i64 %102, %pool1_grad.co3422
+  store float %101, ptr %pool1_grad.w356, align 4
+  %102 = mul nsw i64 %pool1_grad.ci3481, 16
+  %103 = add nsw i64 %102, %pool1_grad.co3492
   %104 = mul nsw i64 %103, 9
   %105 = add nsw i64 160, %104
   %106 = add nsw i64 %105, 1
   %params18 = getelementptr inbounds float, ptr %params, i64 %106
   %107 = load float, ptr %params18, align 4
-  store float %107, ptr %pool1_grad.w350, align 4
-  %108 = mul nsw i64 %pool1_grad.ci3411, 16
-  %109 = add nsw i64 %108, %pool1_grad.co3422
+  store float %107, ptr %pool1_grad.w357, align 4
+  %108 = mul nsw i64 %pool1_grad.ci3481, 16
+  %109 = add nsw i64 %108, %pool1_grad.co3492
   %110 = mul nsw i64 %109, 9
   %111 = add nsw i64 160, %110
   %112 = add nsw i64 %111, 6
   %params19 = getelementptr inbounds float, ptr %params, i64 %112
   %113 = load float, ptr %params19, align 4
-  store float %113, ptr %pool1_grad.w351, align 4
-  %114 = mul nsw i64 %pool1_grad.ci3411, 16
-  %115 = add nsw i64 %114, %pool1_grad.co3422
+  store float %113, ptr %pool1_grad.w358, align 4
+  %114 = mul nsw i64 %pool1_grad.ci3481, 16
+  %115 = add nsw i64 %114, %pool1_grad.co3492
   %116 = mul nsw i64 %115, 9
   %117 = add nsw i64 160, %116
   %118 = add nsw i64 %117, 6
   %params20 = getelementptr inbounds float, ptr %params, i64 %118
   %119 = load float, ptr %params20, align 4
-  %120 = mul nsw i64 %pool1_grad.ci3411, 16
-  %121 = add nsw i64 %120, %pool1_grad.co3422
+  %120 = mul nsw i64 %pool1_grad.ci3481, 16
+  %121 = add nsw i64 %120, %pool1_grad.co3492
   %122 = mul nsw i64 %121, 9
   %123 = add nsw i64 160, %122
   %124 = add nsw i64 %123, 3
   %params21 = getelementptr inbounds float, ptr %params, i64 %124
   %125 = load float, ptr %params21, align 4
   %126 = fadd float %119, %125
-  %127 = mul nsw i64 %pool1_grad.ci3411, 16
-  %128 = add nsw i64 %127, %pool1_grad.co3422
+  %127 = mul nsw i64 %pool1_grad.ci3481, 16
+  %128 = add nsw i64 %127, %pool1_grad.co3492
   %129 = mul nsw i64 %128, 9
   %130 = add nsw i64 160, %129
   %params22 = getelementptr inbounds float, ptr %params, i64 %130
   %131 = load float, ptr %params22, align 4
   %132 = fadd float %126, %131
   %133 = fmul float %132, 5.000000e-01
-  store float %133, ptr %pool1_grad.w352, align 4
-  %134 = mul nsw i64 %pool1_grad.ci3411, 16
-  %135 = add nsw i64 %134, %pool1_grad.co3422
+  store float %133, ptr %pool1_grad.w359, align 4
+  %134 = mul nsw i64 %pool1_grad.ci3481, 16
+  %135 = add nsw i64 %134, %pool1_grad.co3492
   %136 = mul nsw i64 %135, 9
   %137 = add nsw i64 160, %136
   %138 = add nsw i64 %137, 6
   %params23 = getelementptr inbounds float, ptr %params, i64 %138
   %139 = load float, ptr %params23, align 4
-  %140 = mul nsw i64 %pool1_grad.ci3411, 16
-  %141 = add nsw i64 %140, %pool1_grad.co3422
+  %140 = mul nsw i64 %pool1_grad.ci3481, 16
+  %141 = add nsw i64 %140, %pool1_grad.co3492
   %142 = mul nsw i64 %141, 9
   %143 = add nsw i64 160, %142
   %params24 = getelementptr inbounds float, ptr %params, i64 %143
   %144 = load float, ptr %params24, align 4
   %145 = fadd float %139, %144
-  %146 = mul nsw i64 %pool1_grad.ci3411, 16
-  %147 = add nsw i64 %146, %pool1_grad.co3422
+  %146 = mul nsw i64 %pool1_grad.ci3481, 16
+  %147 = add nsw i64 %146, %pool1_grad.co3492
   %148 = mul nsw i64 %147, 9
   %149 = add nsw i64 160, %148
   %150 = add nsw i64 %149, 3
@@ -8511,1498 +8997,1984 @@ pool1_grad.co342:                                 ; preds = %pool1_grad.co342, %
   %151 = load float, ptr %params25, align 4
   %152 = fsub float %145, %151
   %153 = fmul float %152, 5.000000e-01
-  store float %153, ptr %pool1_grad.w353, align 4
-  %154 = mul nsw i64 %pool1_grad.ci3411, 16
-  %155 = add nsw i64 %154, %pool1_grad.co3422
+  store float %153, ptr %pool1_grad.w360, align 4
+  %154 = mul nsw i64 %pool1_grad.ci3481, 16
+  %155 = add nsw i64 %154, %pool1_grad.co3492
   %156 = mul nsw i64 %155, 9
   %157 = add nsw i64 160, %156
   %params26 = getelementptr inbounds float, ptr %params, i64 %157
   %158 = load float, ptr %params26, align 4
-  store float %158, ptr %pool1_grad.w354, align 4
-  %w343 = load float, ptr %pool1_grad.w343, align 4
-  store float %w343, ptr %pool1_grad.w355, align 4
-  %w34327 = load float, ptr %pool1_grad.w343, align 4
-  %w347 = load float, ptr %pool1_grad.w347, align 4
-  %159 = fadd float %w34327, %w347
-  %w351 = load float, ptr %pool1_grad.w351, align 4
-  %160 = fadd float %159, %w351
-  %161 = fmul float %160, 5.000000e-01
-  store float %161, ptr %pool1_grad.w356, align 4
-  %w34328 = load float, ptr %pool1_grad.w343, align 4
-  %w35129 = load float, ptr %pool1_grad.w351, align 4
-  %162 = fadd float %w34328, %w35129
-  %w34730 = load float, ptr %pool1_grad.w347, align 4
-  %163 = fsub float %162, %w34730
-  %164 = fmul float %163, 5.000000e-01
-  store float %164, ptr %pool1_grad.w357, align 4
-  %w35131 = load float, ptr %pool1_grad.w351, align 4
-  store float %w35131, ptr %pool1_grad.w358, align 4
-  %w344 = load float, ptr %pool1_grad.w344, align 4
-  store float %w344, ptr %pool1_grad.w359, align 4
-  %w34432 = load float, ptr %pool1_grad.w344, align 4
-  %w348 = load float, ptr %pool1_grad.w348, align 4
-  %165 = fadd float %w34432, %w348
-  %w352 = load float, ptr %pool1_grad.w352, align 4
-  %166 = fadd float %165, %w352
-  %167 = fmul float %166, 5.000000e-01
-  store float %167, ptr %pool1_grad.w360, align 4
-  %w34433 = load float, ptr %pool1_grad.w344, align 4
-  %w35234 = load float, ptr %pool1_grad.w352, align 4
-  %168 = fadd float %w34433, %w35234
-  %w34835 = load float, ptr %pool1_grad.w348, align 4
-  %169 = fsub float %168, %w34835
-  %170 = fmul float %169, 5.000000e-01
-  store float %170, ptr %pool1_grad.w361, align 4
-  %w35236 = load float, ptr %pool1_grad.w352, align 4
-  store float %w35236, ptr %pool1_grad.w362, align 4
-  %w345 = load float, ptr %pool1_grad.w345, align 4
-  store float %w345, ptr %pool1_grad.w363, align 4
-  %w34537 = load float, ptr %pool1_grad.w345, align 4
-  %w349 = load float, ptr %pool1_grad.w349, align 4
-  %171 = fadd float %w34537, %w349
-  %w353 = load float, ptr %pool1_grad.w353, align 4
-  %172 = fadd float %171, %w353
-  %173 = fmul float %172, 5.000000e-01
-  store float %173, ptr %pool1_grad.w364, align 4
-  %w34538 = load float, ptr %pool1_grad.w345, align 4
-  %w35339 = load float, ptr %pool1_grad.w353, align 4
-  %174 = fadd float %w34538, %w35339
-  %w34940 = load float, ptr %pool1_grad.w349, align 4
-  %175 = fsub float %174, %w34940
-  %176 = fmul float %175, 5.000000e-01
-  store float %176, ptr %pool1_grad.w365, align 4
-  %w35341 = load float, ptr %pool1_grad.w353, align 4
-  store float %w35341, ptr %pool1_grad.w366, align 4
-  %w346 = load float, ptr %pool1_grad.w346, align 4
-  store float %w346, ptr %pool1_grad.w367, align 4
-  %w34642 = load float, ptr %pool1_grad.w346, align 4
+  store float %158, ptr %pool1_grad.w361, align 4
   %w350 = load float, ptr %pool1_grad.w350, align 4
-  %177 = fadd float %w34642, %w350
+  store float %w350, ptr %pool1_grad.w362, align 4
+  %w35027 = load float, ptr %pool1_grad.w350, align 4
   %w354 = load float, ptr %pool1_grad.w354, align 4
-  %178 = fadd float %177, %w354
-  %179 = fmul float %178, 5.000000e-01
-  store float %179, ptr %pool1_grad.w368, align 4
-  %w34643 = load float, ptr %pool1_grad.w346, align 4
-  %w35444 = load float, ptr %pool1_grad.w354, align 4
-  %180 = fadd float %w34643, %w35444
-  %w35045 = load float, ptr %pool1_grad.w350, align 4
-  %181 = fsub float %180, %w35045
-  %182 = fmul float %181, 5.000000e-01
-  store float %182, ptr %pool1_grad.w369, align 4
-  %w35446 = load float, ptr %pool1_grad.w354, align 4
-  store float %w35446, ptr %pool1_grad.w370, align 4
-  %w355 = load float, ptr %pool1_grad.w355, align 4
-  %183 = mul nsw i64 %pool1_grad.ci3411, 16
-  %184 = add nsw i64 610960, %183
-  %185 = add nsw i64 %184, %pool1_grad.co3422
-  %arena47 = getelementptr inbounds float, ptr %arena, i64 %185
-  store float %w355, ptr %arena47, align 4
-  %w356 = load float, ptr %pool1_grad.w356, align 4
-  %186 = mul nsw i64 %pool1_grad.ci3411, 16
-  %187 = add nsw i64 611472, %186
-  %188 = add nsw i64 %187, %pool1_grad.co3422
-  %arena48 = getelementptr inbounds float, ptr %arena, i64 %188
-  store float %w356, ptr %arena48, align 4
-  %w357 = load float, ptr %pool1_grad.w357, align 4
-  %189 = mul nsw i64 %pool1_grad.ci3411, 16
-  %190 = add nsw i64 611984, %189
-  %191 = add nsw i64 %190, %pool1_grad.co3422
-  %arena49 = getelementptr inbounds float, ptr %arena, i64 %191
-  store float %w357, ptr %arena49, align 4
+  %159 = fadd float %w35027, %w354
   %w358 = load float, ptr %pool1_grad.w358, align 4
-  %192 = mul nsw i64 %pool1_grad.ci3411, 16
-  %193 = add nsw i64 612496, %192
-  %194 = add nsw i64 %193, %pool1_grad.co3422
-  %arena50 = getelementptr inbounds float, ptr %arena, i64 %194
-  store float %w358, ptr %arena50, align 4
+  %160 = fadd float %159, %w358
+  %161 = fmul float %160, 5.000000e-01
+  store float %161, ptr %pool1_grad.w363, align 4
+  %w35028 = load float, ptr %pool1_grad.w350, align 4
+  %w35829 = load float, ptr %pool1_grad.w358, align 4
+  %162 = fadd float %w35028, %w35829
+  %w35430 = load float, ptr %pool1_grad.w354, align 4
+  %163 = fsub float %162, %w35430
+  %164 = fmul float %163, 5.000000e-01
+  store float %164, ptr %pool1_grad.w364, align 4
+  %w35831 = load float, ptr %pool1_grad.w358, align 4
+  store float %w35831, ptr %pool1_grad.w365, align 4
+  %w351 = load float, ptr %pool1_grad.w351, align 4
+  store float %w351, ptr %pool1_grad.w366, align 4
+  %w35132 = load float, ptr %pool1_grad.w351, align 4
+  %w355 = load float, ptr %pool1_grad.w355, align 4
+  %165 = fadd float %w35132, %w355
   %w359 = load float, ptr %pool1_grad.w359, align 4
-  %195 = mul nsw i64 %pool1_grad.ci3411, 16
-  %196 = add nsw i64 613008, %195
-  %197 = add nsw i64 %196, %pool1_grad.co3422
-  %arena51 = getelementptr inbounds float, ptr %arena, i64 %197
-  store float %w359, ptr %arena51, align 4
+  %166 = fadd float %165, %w359
+  %167 = fmul float %166, 5.000000e-01
+  store float %167, ptr %pool1_grad.w367, align 4
+  %w35133 = load float, ptr %pool1_grad.w351, align 4
+  %w35934 = load float, ptr %pool1_grad.w359, align 4
+  %168 = fadd float %w35133, %w35934
+  %w35535 = load float, ptr %pool1_grad.w355, align 4
+  %169 = fsub float %168, %w35535
+  %170 = fmul float %169, 5.000000e-01
+  store float %170, ptr %pool1_grad.w368, align 4
+  %w35936 = load float, ptr %pool1_grad.w359, align 4
+  store float %w35936, ptr %pool1_grad.w369, align 4
+  %w352 = load float, ptr %pool1_grad.w352, align 4
+  store float %w352, ptr %pool1_grad.w370, align 4
+  %w35237 = load float, ptr %pool1_grad.w352, align 4
+  %w356 = load float, ptr %pool1_grad.w356, align 4
+  %171 = fadd float %w35237, %w356
   %w360 = load float, ptr %pool1_grad.w360, align 4
-  %198 = mul nsw i64 %pool1_grad.ci3411, 16
-  %199 = add nsw i64 613520, %198
-  %200 = add nsw i64 %199, %pool1_grad.co3422
-  %arena52 = getelementptr inbounds float, ptr %arena, i64 %200
-  store float %w360, ptr %arena52, align 4
+  %172 = fadd float %171, %w360
+  %173 = fmul float %172, 5.000000e-01
+  store float %173, ptr %pool1_grad.w371, align 4
+  %w35238 = load float, ptr %pool1_grad.w352, align 4
+  %w36039 = load float, ptr %pool1_grad.w360, align 4
+  %174 = fadd float %w35238, %w36039
+  %w35640 = load float, ptr %pool1_grad.w356, align 4
+  %175 = fsub float %174, %w35640
+  %176 = fmul float %175, 5.000000e-01
+  store float %176, ptr %pool1_grad.w372, align 4
+  %w36041 = load float, ptr %pool1_grad.w360, align 4
+  store float %w36041, ptr %pool1_grad.w373, align 4
+  %w353 = load float, ptr %pool1_grad.w353, align 4
+  store float %w353, ptr %pool1_grad.w374, align 4
+  %w35342 = load float, ptr %pool1_grad.w353, align 4
+  %w357 = load float, ptr %pool1_grad.w357, align 4
+  %177 = fadd float %w35342, %w357
   %w361 = load float, ptr %pool1_grad.w361, align 4
-  %201 = mul nsw i64 %pool1_grad.ci3411, 16
-  %202 = add nsw i64 614032, %201
-  %203 = add nsw i64 %202, %pool1_grad.co3422
-  %arena53 = getelementptr inbounds float, ptr %arena, i64 %203
-  store float %w361, ptr %arena53, align 4
+  %178 = fadd float %177, %w361
+  %179 = fmul float %178, 5.000000e-01
+  store float %179, ptr %pool1_grad.w375, align 4
+  %w35343 = load float, ptr %pool1_grad.w353, align 4
+  %w36144 = load float, ptr %pool1_grad.w361, align 4
+  %180 = fadd float %w35343, %w36144
+  %w35745 = load float, ptr %pool1_grad.w357, align 4
+  %181 = fsub float %180, %w35745
+  %182 = fmul float %181, 5.000000e-01
+  store float %182, ptr %pool1_grad.w376, align 4
+  %w36146 = load float, ptr %pool1_grad.w361, align 4
+  store float %w36146, ptr %pool1_grad.w377, align 4
   %w362 = load float, ptr %pool1_grad.w362, align 4
-  %204 = mul nsw i64 %pool1_grad.ci3411, 16
-  %205 = add nsw i64 614544, %204
-  %206 = add nsw i64 %205, %pool1_grad.co3422
-  %arena54 = getelementptr inbounds float, ptr %arena, i64 %206
-  store float %w362, ptr %arena54, align 4
+  %183 = mul nsw i64 %pool1_grad.ci3481, 16
+  %184 = add nsw i64 610960, %183
+  %185 = add nsw i64 %184, %pool1_grad.co3492
+  %arena47 = getelementptr inbounds float, ptr %arena, i64 %185
+  store float %w362, ptr %arena47, align 4
   %w363 = load float, ptr %pool1_grad.w363, align 4
-  %207 = mul nsw i64 %pool1_grad.ci3411, 16
-  %208 = add nsw i64 615056, %207
-  %209 = add nsw i64 %208, %pool1_grad.co3422
-  %arena55 = getelementptr inbounds float, ptr %arena, i64 %209
-  store float %w363, ptr %arena55, align 4
+  %186 = mul nsw i64 %pool1_grad.ci3481, 16
+  %187 = add nsw i64 611472, %186
+  %188 = add nsw i64 %187, %pool1_grad.co3492
+  %arena48 = getelementptr inbounds float, ptr %arena, i64 %188
+  store float %w363, ptr %arena48, align 4
   %w364 = load float, ptr %pool1_grad.w364, align 4
-  %210 = mul nsw i64 %pool1_grad.ci3411, 16
-  %211 = add nsw i64 615568, %210
-  %212 = add nsw i64 %211, %pool1_grad.co3422
-  %arena56 = getelementptr inbounds float, ptr %arena, i64 %212
-  store float %w364, ptr %arena56, align 4
+  %189 = mul nsw i64 %pool1_grad.ci3481, 16
+  %190 = add nsw i64 611984, %189
+  %191 = add nsw i64 %190, %pool1_grad.co3492
+  %arena49 = getelementptr inbounds float, ptr %arena, i64 %191
+  store float %w364, ptr %arena49, align 4
   %w365 = load float, ptr %pool1_grad.w365, align 4
-  %213 = mul nsw i64 %pool1_grad.ci3411, 16
-  %214 = add nsw i64 616080, %213
-  %215 = add nsw i64 %214, %pool1_grad.co3422
-  %arena57 = getelementptr inbounds float, ptr %arena, i64 %215
-  store float %w365, ptr %arena57, align 4
+  %192 = mul nsw i64 %pool1_grad.ci3481, 16
+  %193 = add nsw i64 612496, %192
+  %194 = add nsw i64 %193, %pool1_grad.co3492
+  %arena50 = getelementptr inbounds float, ptr %arena, i64 %194
+  store float %w365, ptr %arena50, align 4
   %w366 = load float, ptr %pool1_grad.w366, align 4
-  %216 = mul nsw i64 %pool1_grad.ci3411, 16
-  %217 = add nsw i64 616592, %216
-  %218 = add nsw i64 %217, %pool1_grad.co3422
-  %arena58 = getelementptr inbounds float, ptr %arena, i64 %218
-  store float %w366, ptr %arena58, align 4
+  %195 = mul nsw i64 %pool1_grad.ci3481, 16
+  %196 = add nsw i64 613008, %195
+  %197 = add nsw i64 %196, %pool1_grad.co3492
+  %arena51 = getelementptr inbounds float, ptr %arena, i64 %197
+  store float %w366, ptr %arena51, align 4
   %w367 = load float, ptr %pool1_grad.w367, align 4
-  %219 = mul nsw i64 %pool1_grad.ci3411, 16
-  %220 = add nsw i64 617104, %219
-  %221 = add nsw i64 %220, %pool1_grad.co3422
-  %arena59 = getelementptr inbounds float, ptr %arena, i64 %221
-  store float %w367, ptr %arena59, align 4
+  %198 = mul nsw i64 %pool1_grad.ci3481, 16
+  %199 = add nsw i64 613520, %198
+  %200 = add nsw i64 %199, %pool1_grad.co3492
+  %arena52 = getelementptr inbounds float, ptr %arena, i64 %200
+  store float %w367, ptr %arena52, align 4
   %w368 = load float, ptr %pool1_grad.w368, align 4
-  %222 = mul nsw i64 %pool1_grad.ci3411, 16
-  %223 = add nsw i64 617616, %222
-  %224 = add nsw i64 %223, %pool1_grad.co3422
-  %arena60 = getelementptr inbounds float, ptr %arena, i64 %224
-  store float %w368, ptr %arena60, align 4
+  %201 = mul nsw i64 %pool1_grad.ci3481, 16
+  %202 = add nsw i64 614032, %201
+  %203 = add nsw i64 %202, %pool1_grad.co3492
+  %arena53 = getelementptr inbounds float, ptr %arena, i64 %203
+  store float %w368, ptr %arena53, align 4
   %w369 = load float, ptr %pool1_grad.w369, align 4
-  %225 = mul nsw i64 %pool1_grad.ci3411, 16
-  %226 = add nsw i64 618128, %225
-  %227 = add nsw i64 %226, %pool1_grad.co3422
-  %arena61 = getelementptr inbounds float, ptr %arena, i64 %227
-  store float %w369, ptr %arena61, align 4
+  %204 = mul nsw i64 %pool1_grad.ci3481, 16
+  %205 = add nsw i64 614544, %204
+  %206 = add nsw i64 %205, %pool1_grad.co3492
+  %arena54 = getelementptr inbounds float, ptr %arena, i64 %206
+  store float %w369, ptr %arena54, align 4
   %w370 = load float, ptr %pool1_grad.w370, align 4
-  %228 = mul nsw i64 %pool1_grad.ci3411, 16
+  %207 = mul nsw i64 %pool1_grad.ci3481, 16
+  %208 = add nsw i64 615056, %207
+  %209 = add nsw i64 %208, %pool1_grad.co3492
+  %arena55 = getelementptr inbounds float, ptr %arena, i64 %209
+  store float %w370, ptr %arena55, align 4
+  %w371 = load float, ptr %pool1_grad.w371, align 4
+  %210 = mul nsw i64 %pool1_grad.ci3481, 16
+  %211 = add nsw i64 615568, %210
+  %212 = add nsw i64 %211, %pool1_grad.co3492
+  %arena56 = getelementptr inbounds float, ptr %arena, i64 %212
+  store float %w371, ptr %arena56, align 4
+  %w372 = load float, ptr %pool1_grad.w372, align 4
+  %213 = mul nsw i64 %pool1_grad.ci3481, 16
+  %214 = add nsw i64 616080, %213
+  %215 = add nsw i64 %214, %pool1_grad.co3492
+  %arena57 = getelementptr inbounds float, ptr %arena, i64 %215
+  store float %w372, ptr %arena57, align 4
+  %w373 = load float, ptr %pool1_grad.w373, align 4
+  %216 = mul nsw i64 %pool1_grad.ci3481, 16
+  %217 = add nsw i64 616592, %216
+  %218 = add nsw i64 %217, %pool1_grad.co3492
+  %arena58 = getelementptr inbounds float, ptr %arena, i64 %218
+  store float %w373, ptr %arena58, align 4
+  %w374 = load float, ptr %pool1_grad.w374, align 4
+  %219 = mul nsw i64 %pool1_grad.ci3481, 16
+  %220 = add nsw i64 617104, %219
+  %221 = add nsw i64 %220, %pool1_grad.co3492
+  %arena59 = getelementptr inbounds float, ptr %arena, i64 %221
+  store float %w374, ptr %arena59, align 4
+  %w375 = load float, ptr %pool1_grad.w375, align 4
+  %222 = mul nsw i64 %pool1_grad.ci3481, 16
+  %223 = add nsw i64 617616, %222
+  %224 = add nsw i64 %223, %pool1_grad.co3492
+  %arena60 = getelementptr inbounds float, ptr %arena, i64 %224
+  store float %w375, ptr %arena60, align 4
+  %w376 = load float, ptr %pool1_grad.w376, align 4
+  %225 = mul nsw i64 %pool1_grad.ci3481, 16
+  %226 = add nsw i64 618128, %225
+  %227 = add nsw i64 %226, %pool1_grad.co3492
+  %arena61 = getelementptr inbounds float, ptr %arena, i64 %227
+  store float %w376, ptr %arena61, align 4
+  %w377 = load float, ptr %pool1_grad.w377, align 4
+  %228 = mul nsw i64 %pool1_grad.ci3481, 16
   %229 = add nsw i64 618640, %228
-  %230 = add nsw i64 %229, %pool1_grad.co3422
+  %230 = add nsw i64 %229, %pool1_grad.co3492
   %arena62 = getelementptr inbounds float, ptr %arena, i64 %230
-  store float %w370, ptr %arena62, align 4
-  %co342.next = add nsw i64 %pool1_grad.co3422, 1
-  %231 = icmp slt i64 %co342.next, 16
-  br i1 %231, label %pool1_grad.co342, label %pool1_grad.co342.end
+  store float %w377, ptr %arena62, align 4
+  %co349.next = add nsw i64 %pool1_grad.co3492, 1
+  %231 = icmp slt i64 %co349.next, 16
+  br i1 %231, label %pool1_grad.co349, label %pool1_grad.co349.end
 
-pool1_grad.co342.end:                             ; preds = %pool1_grad.co342
-  %ci341.next = add nsw i64 %pool1_grad.ci3411, 1
-  %232 = icmp slt i64 %ci341.next, 32
-  br i1 %232, label %pool1_grad.ci341, label %pool1_grad.ci341.end
+pool1_grad.co349.end:                             ; preds = %pool1_grad.co349
+  %ci348.next = add nsw i64 %pool1_grad.ci3481, 1
+  %232 = icmp slt i64 %ci348.next, 32
+  br i1 %232, label %pool1_grad.ci348, label %pool1_grad.ci348.end
 
-pool1_grad.i371:                                  ; preds = %pool1_grad.i371, %pool1_grad.ci341.end
-  %pool1_grad.i37163 = phi i64 [ 0, %pool1_grad.ci341.end ], [ %i371.next, %pool1_grad.i371 ]
-  %233 = add nsw i64 619152, %pool1_grad.i37163
+pool1_grad.i378:                                  ; preds = %pool1_grad.i378, %pool1_grad.ci348.end
+  %pool1_grad.i37863 = phi i64 [ 0, %pool1_grad.ci348.end ], [ %i378.next, %pool1_grad.i378 ]
+  %233 = add nsw i64 619152, %pool1_grad.i37863
   %arena64 = getelementptr inbounds float, ptr %arena, i64 %233
   store float 0.000000e+00, ptr %arena64, align 4
-  %i371.next = add nsw i64 %pool1_grad.i37163, 1
-  %234 = icmp slt i64 %i371.next, 8192
-  br i1 %234, label %pool1_grad.i371, label %pool1_grad.i371.end
+  %i378.next = add nsw i64 %pool1_grad.i37863, 1
+  %234 = icmp slt i64 %i378.next, 8192
+  br i1 %234, label %pool1_grad.i378, label %pool1_grad.i378.end
 
-pool1_grad.i371.end:                              ; preds = %pool1_grad.i371
-  br label %pool1_grad.g372
+pool1_grad.i378.end:                              ; preds = %pool1_grad.i378
+  br label %pool1_grad.g379
 
-pool1_grad.g372:                                  ; preds = %pool1_grad.j430.end, %pool1_grad.i371.end
-  %pool1_grad.g37265 = phi i64 [ 0, %pool1_grad.i371.end ], [ %g372.next, %pool1_grad.j430.end ]
-  br label %pool1_grad.j373
+pool1_grad.g379:                                  ; preds = %pool1_grad.j444.end, %pool1_grad.i378.end
+  %pool1_grad.g37965 = phi i64 [ 0, %pool1_grad.i378.end ], [ %g379.next, %pool1_grad.j444.end ]
+  br label %pool1_grad.j380
 
-pool1_grad.g372.end:                              ; preds = %pool1_grad.j430.end
+pool1_grad.g379.end:                              ; preds = %pool1_grad.j444.end
   ret void
 
-pool1_grad.j373:                                  ; preds = %pool1_grad.c374.end, %pool1_grad.g372
-  %pool1_grad.j37366 = phi i64 [ 0, %pool1_grad.g372 ], [ %j373.next, %pool1_grad.c374.end ]
-  br label %pool1_grad.c374
+pool1_grad.j380:                                  ; preds = %pool1_grad.c381.end, %pool1_grad.g379
+  %pool1_grad.j38066 = phi i64 [ 0, %pool1_grad.g379 ], [ %j380.next, %pool1_grad.c381.end ]
+  br label %pool1_grad.c381
 
-pool1_grad.j373.end:                              ; preds = %pool1_grad.c374.end
-  br label %pool1_grad.j377
+pool1_grad.j380.end:                              ; preds = %pool1_grad.c381.end
+  br label %pool1_grad.j384
 
-pool1_grad.c374:                                  ; preds = %pool1_grad.iy375.end, %pool1_grad.j373
-  %pool1_grad.c37467 = phi i64 [ 0, %pool1_grad.j373 ], [ %c374.next, %pool1_grad.iy375.end ]
-  br label %pool1_grad.iy375
+pool1_grad.c381:                                  ; preds = %pool1_grad.iy382.end, %pool1_grad.j380
+  %pool1_grad.c38167 = phi i64 [ 0, %pool1_grad.j380 ], [ %c381.next, %pool1_grad.iy382.end ]
+  br label %pool1_grad.iy382
 
-pool1_grad.c374.end:                              ; preds = %pool1_grad.iy375.end
-  %j373.next = add nsw i64 %pool1_grad.j37366, 1
-  %235 = icmp slt i64 %j373.next, 1
-  br i1 %235, label %pool1_grad.j373, label %pool1_grad.j373.end
+pool1_grad.c381.end:                              ; preds = %pool1_grad.iy382.end
+  %j380.next = add nsw i64 %pool1_grad.j38066, 1
+  %235 = icmp slt i64 %j380.next, 1
+  br i1 %235, label %pool1_grad.j380, label %pool1_grad.j380.end
 
-pool1_grad.iy375:                                 ; preds = %pool1_grad.ix376.end, %pool1_grad.c374
-  %pool1_grad.iy37568 = phi i64 [ 0, %pool1_grad.c374 ], [ %iy375.next, %pool1_grad.ix376.end ]
-  br label %pool1_grad.ix376
+pool1_grad.iy382:                                 ; preds = %pool1_grad.ix383.end, %pool1_grad.c381
+  %pool1_grad.iy38268 = phi i64 [ 0, %pool1_grad.c381 ], [ %iy382.next, %pool1_grad.ix383.end ]
+  br label %pool1_grad.ix383
 
-pool1_grad.iy375.end:                             ; preds = %pool1_grad.ix376.end
-  %c374.next = add nsw i64 %pool1_grad.c37467, 1
-  %236 = icmp slt i64 %c374.next, 32
-  br i1 %236, label %pool1_grad.c374, label %pool1_grad.c374.end
+pool1_grad.iy382.end:                             ; preds = %pool1_grad.ix383.end
+  %c381.next = add nsw i64 %pool1_grad.c38167, 1
+  %236 = icmp slt i64 %c381.next, 32
+  br i1 %236, label %pool1_grad.c381, label %pool1_grad.c381.end
 
-pool1_grad.ix376:                                 ; preds = %pool1_grad.ix376, %pool1_grad.iy375
-  %pool1_grad.ix37669 = phi i64 [ 0, %pool1_grad.iy375 ], [ %ix376.next, %pool1_grad.ix376 ]
-  %237 = add nsw i64 %pool1_grad.g37265, %pool1_grad.j37366
+pool1_grad.ix383:                                 ; preds = %pool1_grad.ix383, %pool1_grad.iy382
+  %pool1_grad.ix38369 = phi i64 [ 0, %pool1_grad.iy382 ], [ %ix383.next, %pool1_grad.ix383 ]
+  %237 = add nsw i64 %pool1_grad.g37965, %pool1_grad.j38066
   %238 = mul nsw i64 %237, 6272
   %239 = add nsw i64 728336, %238
-  %240 = mul nsw i64 %pool1_grad.c37467, 196
+  %240 = mul nsw i64 %pool1_grad.c38167, 196
   %241 = add nsw i64 %239, %240
-  %242 = mul nsw i64 %pool1_grad.iy37568, 14
+  %242 = mul nsw i64 %pool1_grad.iy38268, 14
   %243 = add nsw i64 %241, %242
-  %244 = add nsw i64 %243, %pool1_grad.ix37669
+  %244 = add nsw i64 %243, %pool1_grad.ix38369
   %arena70 = getelementptr inbounds float, ptr %arena, i64 %244
   %245 = load float, ptr %arena70, align 4
-  %246 = mul nsw i64 %pool1_grad.j37366, 8192
-  %247 = add nsw i64 %pool1_grad.iy37568, 1
+  %246 = mul nsw i64 %pool1_grad.j38066, 8192
+  %247 = add nsw i64 %pool1_grad.iy38268, 1
   %248 = mul nsw i64 %247, 512
   %249 = add nsw i64 %246, %248
-  %250 = add nsw i64 %pool1_grad.ix37669, 1
+  %250 = add nsw i64 %pool1_grad.ix38369, 1
   %251 = mul nsw i64 %250, 32
   %252 = add nsw i64 %249, %251
-  %253 = add nsw i64 %252, %pool1_grad.c37467
+  %253 = add nsw i64 %252, %pool1_grad.c38167
   %254 = add nsw i64 619152, %253
   %arena71 = getelementptr inbounds float, ptr %arena, i64 %254
   store float %245, ptr %arena71, align 4
-  %ix376.next = add nsw i64 %pool1_grad.ix37669, 1
-  %255 = icmp slt i64 %ix376.next, 14
-  br i1 %255, label %pool1_grad.ix376, label %pool1_grad.ix376.end
+  %ix383.next = add nsw i64 %pool1_grad.ix38369, 1
+  %255 = icmp slt i64 %ix383.next, 14
+  br i1 %255, label %pool1_grad.ix383, label %pool1_grad.ix383.end
 
-pool1_grad.ix376.end:                             ; preds = %pool1_grad.ix376
-  %iy375.next = add nsw i64 %pool1_grad.iy37568, 1
-  %256 = icmp slt i64 %iy375.next, 14
-  br i1 %256, label %pool1_grad.iy375, label %pool1_grad.iy375.end
+pool1_grad.ix383.end:                             ; preds = %pool1_grad.ix383
+  %iy382.next = add nsw i64 %pool1_grad.iy38268, 1
+  %256 = icmp slt i64 %iy382.next, 14
+  br i1 %256, label %pool1_grad.iy382, label %pool1_grad.iy382.end
 
-pool1_grad.j377:                                  ; preds = %pool1_grad.ty378.end, %pool1_grad.j373.end
-  %pool1_grad.j37772 = phi i64 [ 0, %pool1_grad.j373.end ], [ %j377.next, %pool1_grad.ty378.end ]
-  br label %pool1_grad.ty378
+pool1_grad.j384:                                  ; preds = %pool1_grad.ty385.end, %pool1_grad.j380.end
+  %pool1_grad.j38472 = phi i64 [ 0, %pool1_grad.j380.end ], [ %j384.next, %pool1_grad.ty385.end ]
+  br label %pool1_grad.ty385
 
-pool1_grad.j377.end:                              ; preds = %pool1_grad.ty378.end
-  br label %pool1_grad.xi413
+pool1_grad.j384.end:                              ; preds = %pool1_grad.ty385.end
+  br label %pool1_grad.xi420
 
-pool1_grad.ty378:                                 ; preds = %pool1_grad.tx379.end, %pool1_grad.j377
-  %pool1_grad.ty37873 = phi i64 [ 0, %pool1_grad.j377 ], [ %ty378.next, %pool1_grad.tx379.end ]
-  br label %pool1_grad.tx379
+pool1_grad.ty385:                                 ; preds = %pool1_grad.tx386.end, %pool1_grad.j384
+  %pool1_grad.ty38573 = phi i64 [ 0, %pool1_grad.j384 ], [ %ty385.next, %pool1_grad.tx386.end ]
+  br label %pool1_grad.tx386
 
-pool1_grad.ty378.end:                             ; preds = %pool1_grad.tx379.end
-  %j377.next = add nsw i64 %pool1_grad.j37772, 1
-  %257 = icmp slt i64 %j377.next, 1
-  br i1 %257, label %pool1_grad.j377, label %pool1_grad.j377.end
+pool1_grad.ty385.end:                             ; preds = %pool1_grad.tx386.end
+  %j384.next = add nsw i64 %pool1_grad.j38472, 1
+  %257 = icmp slt i64 %j384.next, 1
+  br i1 %257, label %pool1_grad.j384, label %pool1_grad.j384.end
 
-pool1_grad.tx379:                                 ; preds = %pool1_grad.cv380.end, %pool1_grad.ty378
-  %pool1_grad.tx37974 = phi i64 [ 0, %pool1_grad.ty378 ], [ %tx379.next, %pool1_grad.cv380.end ]
-  br label %pool1_grad.cv380
+pool1_grad.tx386:                                 ; preds = %pool1_grad.cv387.end, %pool1_grad.ty385
+  %pool1_grad.tx38674 = phi i64 [ 0, %pool1_grad.ty385 ], [ %tx386.next, %pool1_grad.cv387.end ]
+  br label %pool1_grad.cv387
 
-pool1_grad.tx379.end:                             ; preds = %pool1_grad.cv380.end
-  %ty378.next = add nsw i64 %pool1_grad.ty37873, 1
-  %258 = icmp slt i64 %ty378.next, 7
-  br i1 %258, label %pool1_grad.ty378, label %pool1_grad.ty378.end
+pool1_grad.tx386.end:                             ; preds = %pool1_grad.cv387.end
+  %ty385.next = add nsw i64 %pool1_grad.ty38573, 1
+  %258 = icmp slt i64 %ty385.next, 7
+  br i1 %258, label %pool1_grad.ty385, label %pool1_grad.ty385.end
 
-pool1_grad.cv380:                                 ; preds = %pool1_grad.cv380, %pool1_grad.tx379
-  %pool1_grad.cv38075 = phi i64 [ 0, %pool1_grad.tx379 ], [ %cv380.next, %pool1_grad.cv380 ]
-  %259 = mul nsw i64 %pool1_grad.j37772, 8192
-  %260 = mul nsw i64 %pool1_grad.ty37873, 2
+pool1_grad.cv387:                                 ; preds = %pool1_grad.cv387, %pool1_grad.tx386
+  %pool1_grad.cv38775 = phi i64 [ 0, %pool1_grad.tx386 ], [ %cv387.next, %pool1_grad.cv387 ]
+  %259 = mul nsw i64 %pool1_grad.j38472, 8192
+  %260 = mul nsw i64 %pool1_grad.ty38573, 2
   %261 = mul nsw i64 %260, 512
   %262 = add nsw i64 %259, %261
-  %263 = mul nsw i64 %pool1_grad.tx37974, 2
+  %263 = mul nsw i64 %pool1_grad.tx38674, 2
   %264 = mul nsw i64 %263, 32
   %265 = add nsw i64 %262, %264
-  %266 = mul nsw i64 %pool1_grad.cv38075, 8
+  %266 = mul nsw i64 %pool1_grad.cv38775, 8
   %267 = add nsw i64 %265, %266
   %268 = add nsw i64 619152, %267
   %arena76 = getelementptr inbounds float, ptr %arena, i64 %268
   %269 = load <8 x float>, ptr %arena76, align 4
-  %270 = mul nsw i64 %pool1_grad.j37772, 8192
-  %271 = mul nsw i64 %pool1_grad.ty37873, 2
+  %270 = mul nsw i64 %pool1_grad.j38472, 8192
+  %271 = mul nsw i64 %pool1_grad.ty38573, 2
   %272 = add nsw i64 %271, 2
   %273 = mul nsw i64 %272, 512
   %274 = add nsw i64 %270, %273
-  %275 = mul nsw i64 %pool1_grad.tx37974, 2
+  %275 = mul nsw i64 %pool1_grad.tx38674, 2
   %276 = mul nsw i64 %275, 32
   %277 = add nsw i64 %274, %276
-  %278 = mul nsw i64 %pool1_grad.cv38075, 8
+  %278 = mul nsw i64 %pool1_grad.cv38775, 8
   %279 = add nsw i64 %277, %278
   %280 = add nsw i64 619152, %279
   %arena77 = getelementptr inbounds float, ptr %arena, i64 %280
   %281 = load <8 x float>, ptr %arena77, align 4
   %282 = fsub <8 x float> %269, %281
-  store <8 x float> %282, ptr %pool1_grad.w381, align 32
-  %283 = mul nsw i64 %pool1_grad.j37772, 8192
-  %284 = mul nsw i64 %pool1_grad.ty37873, 2
+  store <8 x float> %282, ptr %pool1_grad.w388, align 32
+  %283 = mul nsw i64 %pool1_grad.j38472, 8192
+  %284 = mul nsw i64 %pool1_grad.ty38573, 2
   %285 = add nsw i64 %284, 1
   %286 = mul nsw i64 %285, 512
   %287 = add nsw i64 %283, %286
-  %288 = mul nsw i64 %pool1_grad.tx37974, 2
+  %288 = mul nsw i64 %pool1_grad.tx38674, 2
   %289 = mul nsw i64 %288, 32
   %290 = add nsw i64 %287, %289
-  %291 = mul nsw i64 %pool1_grad.cv38075, 8
+  %291 = mul nsw i64 %pool1_grad.cv38775, 8
   %292 = add nsw i64 %290, %291
   %293 = add nsw i64 619152, %292
   %arena78 = getelementptr inbounds float, ptr %arena, i64 %293
   %294 = load <8 x float>, ptr %arena78, align 4
-  %295 = mul nsw i64 %pool1_grad.j37772, 8192
-  %296 = mul nsw i64 %pool1_grad.ty37873, 2
+  %295 = mul nsw i64 %pool1_grad.j38472, 8192
+  %296 = mul nsw i64 %pool1_grad.ty38573, 2
   %297 = add nsw i64 %296, 2
   %298 = mul nsw i64 %297, 512
   %299 = add nsw i64 %295, %298
-  %300 = mul nsw i64 %pool1_grad.tx37974, 2
+  %300 = mul nsw i64 %pool1_grad.tx38674, 2
   %301 = mul nsw i64 %300, 32
   %302 = add nsw i64 %299, %301
-  %303 = mul nsw i64 %pool1_grad.cv38075, 8
+  %303 = mul nsw i64 %pool1_grad.cv38775, 8
   %304 = add nsw i64 %302, %303
   %305 = add nsw i64 619152, %304
   %arena79 = getelementptr inbounds float, ptr %arena, i64 %305
   %306 = load <8 x float>, ptr %arena79, align 4
   %307 = fadd <8 x float> %294, %306
-  store <8 x float> %307, ptr %pool1_grad.w382, align 32
-  %308 = mul nsw i64 %pool1_grad.j37772, 8192
-  %309 = mul nsw i64 %pool1_grad.ty37873, 2
+  store <8 x float> %307, ptr %pool1_grad.w389, align 32
+  %308 = mul nsw i64 %pool1_grad.j38472, 8192
+  %309 = mul nsw i64 %pool1_grad.ty38573, 2
   %310 = add nsw i64 %309, 2
   %311 = mul nsw i64 %310, 512
   %312 = add nsw i64 %308, %311
-  %313 = mul nsw i64 %pool1_grad.tx37974, 2
+  %313 = mul nsw i64 %pool1_grad.tx38674, 2
   %314 = mul nsw i64 %313, 32
   %315 = add nsw i64 %312, %314
-  %316 = mul nsw i64 %pool1_grad.cv38075, 8
+  %316 = mul nsw i64 %pool1_grad.cv38775, 8
   %317 = add nsw i64 %315, %316
   %318 = add nsw i64 619152, %317
   %arena80 = getelementptr inbounds float, ptr %arena, i64 %318
   %319 = load <8 x float>, ptr %arena80, align 4
-  %320 = mul nsw i64 %pool1_grad.j37772, 8192
-  %321 = mul nsw i64 %pool1_grad.ty37873, 2
+  %320 = mul nsw i64 %pool1_grad.j38472, 8192
+  %321 = mul nsw i64 %pool1_grad.ty38573, 2
   %322 = add nsw i64 %321, 1
   %323 = mul nsw i64 %322, 512
   %324 = add nsw i64 %320, %323
-  %325 = mul nsw i64 %pool1_grad.tx37974, 2
+  %325 = mul nsw i64 %pool1_grad.tx38674, 2
   %326 = mul nsw i64 %325, 32
   %327 = add nsw i64 %324, %326
-  %328 = mul nsw i64 %pool1_grad.cv38075, 8
+  %328 = mul nsw i64 %pool1_grad.cv38775, 8
   %329 = add nsw i64 %327, %328
   %330 = add nsw i64 619152, %329
   %arena81 = getelementptr inbounds float, ptr %arena, i64 %330
   %331 = load <8 x float>, ptr %arena81, align 4
   %332 = fsub <8 x float> %319, %331
-  store <8 x float> %332, ptr %pool1_grad.w383, align 32
-  %333 = mul nsw i64 %pool1_grad.j37772, 8192
-  %334 = mul nsw i64 %pool1_grad.ty37873, 2
+  store <8 x float> %332, ptr %pool1_grad.w390, align 32
+  %333 = mul nsw i64 %pool1_grad.j38472, 8192
+  %334 = mul nsw i64 %pool1_grad.ty38573, 2
   %335 = add nsw i64 %334, 1
   %336 = mul nsw i64 %335, 512
   %337 = add nsw i64 %333, %336
-  %338 = mul nsw i64 %pool1_grad.tx37974, 2
+  %338 = mul nsw i64 %pool1_grad.tx38674, 2
   %339 = mul nsw i64 %338, 32
   %340 = add nsw i64 %337, %339
-  %341 = mul nsw i64 %pool1_grad.cv38075, 8
+  %341 = mul nsw i64 %pool1_grad.cv38775, 8
   %342 = add nsw i64 %340, %341
   %343 = add nsw i64 619152, %342
   %arena82 = getelementptr inbounds float, ptr %arena, i64 %343
   %344 = load <8 x float>, ptr %arena82, align 4
-  %345 = mul nsw i64 %pool1_grad.j37772, 8192
-  %346 = mul nsw i64 %pool1_grad.ty37873, 2
+  %345 = mul nsw i64 %pool1_grad.j38472, 8192
+  %346 = mul nsw i64 %pool1_grad.ty38573, 2
   %347 = add nsw i64 %346, 3
   %348 = mul nsw i64 %347, 512
   %349 = add nsw i64 %345, %348
-  %350 = mul nsw i64 %pool1_grad.tx37974, 2
+  %350 = mul nsw i64 %pool1_grad.tx38674, 2
   %351 = mul nsw i64 %350, 32
   %352 = add nsw i64 %349, %351
-  %353 = mul nsw i64 %pool1_grad.cv38075, 8
+  %353 = mul nsw i64 %pool1_grad.cv38775, 8
   %354 = add nsw i64 %352, %353
   %355 = add nsw i64 619152, %354
   %arena83 = getelementptr inbounds float, ptr %arena, i64 %355
   %356 = load <8 x float>, ptr %arena83, align 4
   %357 = fsub <8 x float> %344, %356
-  store <8 x float> %357, ptr %pool1_grad.w384, align 32
-  %358 = mul nsw i64 %pool1_grad.j37772, 8192
-  %359 = mul nsw i64 %pool1_grad.ty37873, 2
+  store <8 x float> %357, ptr %pool1_grad.w391, align 32
+  %358 = mul nsw i64 %pool1_grad.j38472, 8192
+  %359 = mul nsw i64 %pool1_grad.ty38573, 2
   %360 = mul nsw i64 %359, 512
   %361 = add nsw i64 %358, %360
-  %362 = mul nsw i64 %pool1_grad.tx37974, 2
+  %362 = mul nsw i64 %pool1_grad.tx38674, 2
   %363 = add nsw i64 %362, 1
   %364 = mul nsw i64 %363, 32
   %365 = add nsw i64 %361, %364
-  %366 = mul nsw i64 %pool1_grad.cv38075, 8
+  %366 = mul nsw i64 %pool1_grad.cv38775, 8
   %367 = add nsw i64 %365, %366
   %368 = add nsw i64 619152, %367
   %arena84 = getelementptr inbounds float, ptr %arena, i64 %368
   %369 = load <8 x float>, ptr %arena84, align 4
-  %370 = mul nsw i64 %pool1_grad.j37772, 8192
-  %371 = mul nsw i64 %pool1_grad.ty37873, 2
+  %370 = mul nsw i64 %pool1_grad.j38472, 8192
+  %371 = mul nsw i64 %pool1_grad.ty38573, 2
   %372 = add nsw i64 %371, 2
   %373 = mul nsw i64 %372, 512
   %374 = add nsw i64 %370, %373
-  %375 = mul nsw i64 %pool1_grad.tx37974, 2
+  %375 = mul nsw i64 %pool1_grad.tx38674, 2
   %376 = add nsw i64 %375, 1
   %377 = mul nsw i64 %376, 32
   %378 = add nsw i64 %374, %377
-  %379 = mul nsw i64 %pool1_grad.cv38075, 8
+  %379 = mul nsw i64 %pool1_grad.cv38775, 8
   %380 = add nsw i64 %378, %379
   %381 = add nsw i64 619152, %380
   %arena85 = getelementptr inbounds float, ptr %arena, i64 %381
   %382 = load <8 x float>, ptr %arena85, align 4
   %383 = fsub <8 x float> %369, %382
-  store <8 x float> %383, ptr %pool1_grad.w385, align 32
-  %384 = mul nsw i64 %pool1_grad.j37772, 8192
-  %385 = mul nsw i64 %pool1_grad.ty37873, 2
+  store <8 x float> %383, ptr %pool1_grad.w392, align 32
+  %384 = mul nsw i64 %pool1_grad.j38472, 8192
+  %385 = mul nsw i64 %pool1_grad.ty38573, 2
   %386 = add nsw i64 %385, 1
   %387 = mul nsw i64 %386, 512
   %388 = add nsw i64 %384, %387
-  %389 = mul nsw i64 %pool1_grad.tx37974, 2
+  %389 = mul nsw i64 %pool1_grad.tx38674, 2
   %390 = add nsw i64 %389, 1
   %391 = mul nsw i64 %390, 32
   %392 = add nsw i64 %388, %391
-  %393 = mul nsw i64 %pool1_grad.cv38075, 8
+  %393 = mul nsw i64 %pool1_grad.cv38775, 8
   %394 = add nsw i64 %392, %393
   %395 = add nsw i64 619152, %394
   %arena86 = getelementptr inbounds float, ptr %arena, i64 %395
   %396 = load <8 x float>, ptr %arena86, align 4
-  %397 = mul nsw i64 %pool1_grad.j37772, 8192
-  %398 = mul nsw i64 %pool1_grad.ty37873, 2
+  %397 = mul nsw i64 %pool1_grad.j38472, 8192
+  %398 = mul nsw i64 %pool1_grad.ty38573, 2
   %399 = add nsw i64 %398, 2
   %400 = mul nsw i64 %399, 512
   %401 = add nsw i64 %397, %400
-  %402 = mul nsw i64 %pool1_grad.tx37974, 2
+  %402 = mul nsw i64 %pool1_grad.tx38674, 2
   %403 = add nsw i64 %402, 1
   %404 = mul nsw i64 %403, 32
   %405 = add nsw i64 %401, %404
-  %406 = mul nsw i64 %pool1_grad.cv38075, 8
+  %406 = mul nsw i64 %pool1_grad.cv38775, 8
   %407 = add nsw i64 %405, %406
   %408 = add nsw i64 619152, %407
   %arena87 = getelementptr inbounds float, ptr %arena, i64 %408
   %409 = load <8 x float>, ptr %arena87, align 4
   %410 = fadd <8 x float> %396, %409
-  store <8 x float> %410, ptr %pool1_grad.w386, align 32
-  %411 = mul nsw i64 %pool1_grad.j37772, 8192
-  %412 = mul nsw i64 %pool1_grad.ty37873, 2
+  store <8 x float> %410, ptr %pool1_grad.w393, align 32
+  %411 = mul nsw i64 %pool1_grad.j38472, 8192
+  %412 = mul nsw i64 %pool1_grad.ty38573, 2
   %413 = add nsw i64 %412, 2
   %414 = mul nsw i64 %413, 512
   %415 = add nsw i64 %411, %414
-  %416 = mul nsw i64 %pool1_grad.tx37974, 2
+  %416 = mul nsw i64 %pool1_grad.tx38674, 2
   %417 = add nsw i64 %416, 1
   %418 = mul nsw i64 %417, 32
   %419 = add nsw i64 %415, %418
-  %420 = mul nsw i64 %pool1_grad.cv38075, 8
+  %420 = mul nsw i64 %pool1_grad.cv38775, 8
   %421 = add nsw i64 %419, %420
   %422 = add nsw i64 619152, %421
   %arena88 = getelementptr inbounds float, ptr %arena, i64 %422
   %423 = load <8 x float>, ptr %arena88, align 4
-  %424 = mul nsw i64 %pool1_grad.j37772, 8192
-  %425 = mul nsw i64 %pool1_grad.ty37873, 2
+  %424 = mul nsw i64 %pool1_grad.j38472, 8192
+  %425 = mul nsw i64 %pool1_grad.ty38573, 2
   %426 = add nsw i64 %425, 1
   %427 = mul nsw i64 %426, 512
   %428 = add nsw i64 %424, %427
-  %429 = mul nsw i64 %pool1_grad.tx37974, 2
+  %429 = mul nsw i64 %pool1_grad.tx38674, 2
   %430 = add nsw i64 %429, 1
   %431 = mul nsw i64 %430, 32
   %432 = add nsw i64 %428, %431
-  %433 = mul nsw i64 %pool1_grad.cv38075, 8
+  %433 = mul nsw i64 %pool1_grad.cv38775, 8
   %434 = add nsw i64 %432, %433
   %435 = add nsw i64 619152, %434
   %arena89 = getelementptr inbounds float, ptr %arena, i64 %435
   %436 = load <8 x float>, ptr %arena89, align 4
   %437 = fsub <8 x float> %423, %436
-  store <8 x float> %437, ptr %pool1_grad.w387, align 32
-  %438 = mul nsw i64 %pool1_grad.j37772, 8192
-  %439 = mul nsw i64 %pool1_grad.ty37873, 2
+  store <8 x float> %437, ptr %pool1_grad.w394, align 32
+  %438 = mul nsw i64 %pool1_grad.j38472, 8192
+  %439 = mul nsw i64 %pool1_grad.ty38573, 2
   %440 = add nsw i64 %439, 1
   %441 = mul nsw i64 %440, 512
   %442 = add nsw i64 %438, %441
-  %443 = mul nsw i64 %pool1_grad.tx37974, 2
+  %443 = mul nsw i64 %pool1_grad.tx38674, 2
   %444 = add nsw i64 %443, 1
   %445 = mul nsw i64 %444, 32
   %446 = add nsw i64 %442, %445
-  %447 = mul nsw i64 %pool1_grad.cv38075, 8
+  %447 = mul nsw i64 %pool1_grad.cv38775, 8
   %448 = add nsw i64 %446, %447
   %449 = add nsw i64 619152, %448
   %arena90 = getelementptr inbounds float, ptr %arena, i64 %449
   %450 = load <8 x float>, ptr %arena90, align 4
-  %451 = mul nsw i64 %pool1_grad.j37772, 8192
-  %452 = mul nsw i64 %pool1_grad.ty37873, 2
+  %451 = mul nsw i64 %pool1_grad.j38472, 8192
+  %452 = mul nsw i64 %pool1_grad.ty38573, 2
   %453 = add nsw i64 %452, 3
   %454 = mul nsw i64 %453, 512
   %455 = add nsw i64 %451, %454
-  %456 = mul nsw i64 %pool1_grad.tx37974, 2
+  %456 = mul nsw i64 %pool1_grad.tx38674, 2
   %457 = add nsw i64 %456, 1
   %458 = mul nsw i64 %457, 32
   %459 = add nsw i64 %455, %458
-  %460 = mul nsw i64 %pool1_grad.cv38075, 8
+  %460 = mul nsw i64 %pool1_grad.cv38775, 8
   %461 = add nsw i64 %459, %460
   %462 = add nsw i64 619152, %461
   %arena91 = getelementptr inbounds float, ptr %arena, i64 %462
   %463 = load <8 x float>, ptr %arena91, align 4
   %464 = fsub <8 x float> %450, %463
-  store <8 x float> %464, ptr %pool1_grad.w388, align 32
-  %465 = mul nsw i64 %pool1_grad.j37772, 8192
-  %466 = mul nsw i64 %pool1_grad.ty37873, 2
+  store <8 x float> %464, ptr %pool1_grad.w395, align 32
+  %465 = mul nsw i64 %pool1_grad.j38472, 8192
+  %466 = mul nsw i64 %pool1_grad.ty38573, 2
   %467 = mul nsw i64 %466, 512
   %468 = add nsw i64 %465, %467
-  %469 = mul nsw i64 %pool1_grad.tx37974, 2
+  %469 = mul nsw i64 %pool1_grad.tx38674, 2
   %470 = add nsw i64 %469, 2
   %471 = mul nsw i64 %470, 32
   %472 = add nsw i64 %468, %471
-  %473 = mul nsw i64 %pool1_grad.cv38075, 8
+  %473 = mul nsw i64 %pool1_grad.cv38775, 8
   %474 = add nsw i64 %472, %473
   %475 = add nsw i64 619152, %474
   %arena92 = getelementptr inbounds float, ptr %arena, i64 %475
   %476 = load <8 x float>, ptr %arena92, align 4
-  %477 = mul nsw i64 %pool1_grad.j37772, 8192
-  %478 = mul nsw i64 %pool1_grad.ty37873, 2
+  %477 = mul nsw i64 %pool1_grad.j38472, 8192
+  %478 = mul nsw i64 %pool1_grad.ty38573, 2
   %479 = add nsw i64 %478, 2
   %480 = mul nsw i64 %479, 512
   %481 = add nsw i64 %477, %480
-  %482 = mul nsw i64 %pool1_grad.tx37974, 2
+  %482 = mul nsw i64 %pool1_grad.tx38674, 2
   %483 = add nsw i64 %482, 2
   %484 = mul nsw i64 %483, 32
   %485 = add nsw i64 %481, %484
-  %486 = mul nsw i64 %pool1_grad.cv38075, 8
+  %486 = mul nsw i64 %pool1_grad.cv38775, 8
   %487 = add nsw i64 %485, %486
   %488 = add nsw i64 619152, %487
   %arena93 = getelementptr inbounds float, ptr %arena, i64 %488
   %489 = load <8 x float>, ptr %arena93, align 4
   %490 = fsub <8 x float> %476, %489
-  store <8 x float> %490, ptr %pool1_grad.w389, align 32
-  %491 = mul nsw i64 %pool1_grad.j37772, 8192
-  %492 = mul nsw i64 %pool1_grad.ty37873, 2
+  store <8 x float> %490, ptr %pool1_grad.w396, align 32
+  %491 = mul nsw i64 %pool1_grad.j38472, 8192
+  %492 = mul nsw i64 %pool1_grad.ty38573, 2
   %493 = add nsw i64 %492, 1
   %494 = mul nsw i64 %493, 512
   %495 = add nsw i64 %491, %494
-  %496 = mul nsw i64 %pool1_grad.tx37974, 2
+  %496 = mul nsw i64 %pool1_grad.tx38674, 2
   %497 = add nsw i64 %496, 2
   %498 = mul nsw i64 %497, 32
   %499 = add nsw i64 %495, %498
-  %500 = mul nsw i64 %pool1_grad.cv38075, 8
+  %500 = mul nsw i64 %pool1_grad.cv38775, 8
   %501 = add nsw i64 %499, %500
   %502 = add nsw i64 619152, %501
   %arena94 = getelementptr inbounds float, ptr %arena, i64 %502
   %503 = load <8 x float>, ptr %arena94, align 4
-  %504 = mul nsw i64 %pool1_grad.j37772, 8192
-  %505 = mul nsw i64 %pool1_grad.ty37873, 2
+  %504 = mul nsw i64 %pool1_grad.j38472, 8192
+  %505 = mul nsw i64 %pool1_grad.ty38573, 2
   %506 = add nsw i64 %505, 2
   %507 = mul nsw i64 %506, 512
   %508 = add nsw i64 %504, %507
-  %509 = mul nsw i64 %pool1_grad.tx37974, 2
+  %509 = mul nsw i64 %pool1_grad.tx38674, 2
   %510 = add nsw i64 %509, 2
   %511 = mul nsw i64 %510, 32
   %512 = add nsw i64 %508, %511
-  %513 = mul nsw i64 %pool1_grad.cv38075, 8
+  %513 = mul nsw i64 %pool1_grad.cv38775, 8
   %514 = add nsw i64 %512, %513
   %515 = add nsw i64 619152, %514
   %arena95 = getelementptr inbounds float, ptr %arena, i64 %515
   %516 = load <8 x float>, ptr %arena95, align 4
   %517 = fadd <8 x float> %503, %516
-  store <8 x float> %517, ptr %pool1_grad.w390, align 32
-  %518 = mul nsw i64 %pool1_grad.j37772, 8192
-  %519 = mul nsw i64 %pool1_grad.ty37873, 2
+  store <8 x float> %517, ptr %pool1_grad.w397, align 32
+  %518 = mul nsw i64 %pool1_grad.j38472, 8192
+  %519 = mul nsw i64 %pool1_grad.ty38573, 2
   %520 = add nsw i64 %519, 2
   %521 = mul nsw i64 %520, 512
   %522 = add nsw i64 %518, %521
-  %523 = mul nsw i64 %pool1_grad.tx37974, 2
+  %523 = mul nsw i64 %pool1_grad.tx38674, 2
   %524 = add nsw i64 %523, 2
   %525 = mul nsw i64 %524, 32
   %526 = add nsw i64 %522, %525
-  %527 = mul nsw i64 %pool1_grad.cv38075, 8
+  %527 = mul nsw i64 %pool1_grad.cv38775, 8
   %528 = add nsw i64 %526, %527
   %529 = add nsw i64 619152, %528
   %arena96 = getelementptr inbounds float, ptr %arena, i64 %529
   %530 = load <8 x float>, ptr %arena96, align 4
-  %531 = mul nsw i64 %pool1_grad.j37772, 8192
-  %532 = mul nsw i64 %pool1_grad.ty37873, 2
+  %531 = mul nsw i64 %pool1_grad.j38472, 8192
+  %532 = mul nsw i64 %pool1_grad.ty38573, 2
   %533 = add nsw i64 %532, 1
   %534 = mul nsw i64 %533, 512
   %535 = add nsw i64 %531, %534
-  %536 = mul nsw i64 %pool1_grad.tx37974, 2
+  %536 = mul nsw i64 %pool1_grad.tx38674, 2
   %537 = add nsw i64 %536, 2
   %538 = mul nsw i64 %537, 32
   %539 = add nsw i64 %535, %538
-  %540 = mul nsw i64 %pool1_grad.cv38075, 8
+  %540 = mul nsw i64 %pool1_grad.cv38775, 8
   %541 = add nsw i64 %539, %540
   %542 = add nsw i64 619152, %541
   %arena97 = getelementptr inbounds float, ptr %arena, i64 %542
   %543 = load <8 x float>, ptr %arena97, align 4
   %544 = fsub <8 x float> %530, %543
-  store <8 x float> %544, ptr %pool1_grad.w391, align 32
-  %545 = mul nsw i64 %pool1_grad.j37772, 8192
-  %546 = mul nsw i64 %pool1_grad.ty37873, 2
+  store <8 x float> %544, ptr %pool1_grad.w398, align 32
+  %545 = mul nsw i64 %pool1_grad.j38472, 8192
+  %546 = mul nsw i64 %pool1_grad.ty38573, 2
   %547 = add nsw i64 %546, 1
   %548 = mul nsw i64 %547, 512
   %549 = add nsw i64 %545, %548
-  %550 = mul nsw i64 %pool1_grad.tx37974, 2
+  %550 = mul nsw i64 %pool1_grad.tx38674, 2
   %551 = add nsw i64 %550, 2
   %552 = mul nsw i64 %551, 32
   %553 = add nsw i64 %549, %552
-  %554 = mul nsw i64 %pool1_grad.cv38075, 8
+  %554 = mul nsw i64 %pool1_grad.cv38775, 8
   %555 = add nsw i64 %553, %554
   %556 = add nsw i64 619152, %555
   %arena98 = getelementptr inbounds float, ptr %arena, i64 %556
   %557 = load <8 x float>, ptr %arena98, align 4
-  %558 = mul nsw i64 %pool1_grad.j37772, 8192
-  %559 = mul nsw i64 %pool1_grad.ty37873, 2
+  %558 = mul nsw i64 %pool1_grad.j38472, 8192
+  %559 = mul nsw i64 %pool1_grad.ty38573, 2
   %560 = add nsw i64 %559, 3
   %561 = mul nsw i64 %560, 512
   %562 = add nsw i64 %558, %561
-  %563 = mul nsw i64 %pool1_grad.tx37974, 2
+  %563 = mul nsw i64 %pool1_grad.tx38674, 2
   %564 = add nsw i64 %563, 2
   %565 = mul nsw i64 %564, 32
   %566 = add nsw i64 %562, %565
-  %567 = mul nsw i64 %pool1_grad.cv38075, 8
+  %567 = mul nsw i64 %pool1_grad.cv38775, 8
   %568 = add nsw i64 %566, %567
   %569 = add nsw i64 619152, %568
   %arena99 = getelementptr inbounds float, ptr %arena, i64 %569
   %570 = load <8 x float>, ptr %arena99, align 4
   %571 = fsub <8 x float> %557, %570
-  store <8 x float> %571, ptr %pool1_grad.w392, align 32
-  %572 = mul nsw i64 %pool1_grad.j37772, 8192
-  %573 = mul nsw i64 %pool1_grad.ty37873, 2
+  store <8 x float> %571, ptr %pool1_grad.w399, align 32
+  %572 = mul nsw i64 %pool1_grad.j38472, 8192
+  %573 = mul nsw i64 %pool1_grad.ty38573, 2
   %574 = mul nsw i64 %573, 512
   %575 = add nsw i64 %572, %574
-  %576 = mul nsw i64 %pool1_grad.tx37974, 2
+  %576 = mul nsw i64 %pool1_grad.tx38674, 2
   %577 = add nsw i64 %576, 3
   %578 = mul nsw i64 %577, 32
   %579 = add nsw i64 %575, %578
-  %580 = mul nsw i64 %pool1_grad.cv38075, 8
+  %580 = mul nsw i64 %pool1_grad.cv38775, 8
   %581 = add nsw i64 %579, %580
   %582 = add nsw i64 619152, %581
   %arena100 = getelementptr inbounds float, ptr %arena, i64 %582
   %583 = load <8 x float>, ptr %arena100, align 4
-  %584 = mul nsw i64 %pool1_grad.j37772, 8192
-  %585 = mul nsw i64 %pool1_grad.ty37873, 2
+  %584 = mul nsw i64 %pool1_grad.j38472, 8192
+  %585 = mul nsw i64 %pool1_grad.ty38573, 2
   %586 = add nsw i64 %585, 2
   %587 = mul nsw i64 %586, 512
   %588 = add nsw i64 %584, %587
-  %589 = mul nsw i64 %pool1_grad.tx37974, 2
+  %589 = mul nsw i64 %pool1_grad.tx38674, 2
   %590 = add nsw i64 %589, 3
   %591 = mul nsw i64 %590, 32
   %592 = add nsw i64 %588, %591
-  %593 = mul nsw i64 %pool1_grad.cv38075, 8
+  %593 = mul nsw i64 %pool1_grad.cv38775, 8
   %594 = add nsw i64 %592, %593
   %595 = add nsw i64 619152, %594
   %arena101 = getelementptr inbounds float, ptr %arena, i64 %595
   %596 = load <8 x float>, ptr %arena101, align 4
   %597 = fsub <8 x float> %583, %596
-  store <8 x float> %597, ptr %pool1_grad.w393, align 32
-  %598 = mul nsw i64 %pool1_grad.j37772, 8192
-  %599 = mul nsw i64 %pool1_grad.ty37873, 2
+  store <8 x float> %597, ptr %pool1_grad.w400, align 32
+  %598 = mul nsw i64 %pool1_grad.j38472, 8192
+  %599 = mul nsw i64 %pool1_grad.ty38573, 2
   %600 = add nsw i64 %599, 1
   %601 = mul nsw i64 %600, 512
   %602 = add nsw i64 %598, %601
-  %603 = mul nsw i64 %pool1_grad.tx37974, 2
+  %603 = mul nsw i64 %pool1_grad.tx38674, 2
   %604 = add nsw i64 %603, 3
   %605 = mul nsw i64 %604, 32
   %606 = add nsw i64 %602, %605
-  %607 = mul nsw i64 %pool1_grad.cv38075, 8
+  %607 = mul nsw i64 %pool1_grad.cv38775, 8
   %608 = add nsw i64 %606, %607
   %609 = add nsw i64 619152, %608
   %arena102 = getelementptr inbounds float, ptr %arena, i64 %609
   %610 = load <8 x float>, ptr %arena102, align 4
-  %611 = mul nsw i64 %pool1_grad.j37772, 8192
-  %612 = mul nsw i64 %pool1_grad.ty37873, 2
+  %611 = mul nsw i64 %pool1_grad.j38472, 8192
+  %612 = mul nsw i64 %pool1_grad.ty38573, 2
   %613 = add nsw i64 %612, 2
   %614 = mul nsw i64 %613, 512
   %615 = add nsw i64 %611, %614
-  %616 = mul nsw i64 %pool1_grad.tx37974, 2
+  %616 = mul nsw i64 %pool1_grad.tx38674, 2
   %617 = add nsw i64 %616, 3
   %618 = mul nsw i64 %617, 32
   %619 = add nsw i64 %615, %618
-  %620 = mul nsw i64 %pool1_grad.cv38075, 8
+  %620 = mul nsw i64 %pool1_grad.cv38775, 8
   %621 = add nsw i64 %619, %620
   %622 = add nsw i64 619152, %621
   %arena103 = getelementptr inbounds float, ptr %arena, i64 %622
   %623 = load <8 x float>, ptr %arena103, align 4
   %624 = fadd <8 x float> %610, %623
-  store <8 x float> %624, ptr %pool1_grad.w394, align 32
-  %625 = mul nsw i64 %pool1_grad.j37772, 8192
-  %626 = mul nsw i64 %pool1_grad.ty37873, 2
+  store <8 x float> %624, ptr %pool1_grad.w401, align 32
+  %625 = mul nsw i64 %pool1_grad.j38472, 8192
+  %626 = mul nsw i64 %pool1_grad.ty38573, 2
   %627 = add nsw i64 %626, 2
   %628 = mul nsw i64 %627, 512
   %629 = add nsw i64 %625, %628
-  %630 = mul nsw i64 %pool1_grad.tx37974, 2
+  %630 = mul nsw i64 %pool1_grad.tx38674, 2
   %631 = add nsw i64 %630, 3
   %632 = mul nsw i64 %631, 32
   %633 = add nsw i64 %629, %632
-  %634 = mul nsw i64 %pool1_grad.cv38075, 8
+  %634 = mul nsw i64 %pool1_grad.cv38775, 8
   %635 = add nsw i64 %633, %634
   %636 = add nsw i64 619152, %635
   %arena104 = getelementptr inbounds float, ptr %arena, i64 %636
   %637 = load <8 x float>, ptr %arena104, align 4
-  %638 = mul nsw i64 %pool1_grad.j37772, 8192
-  %639 = mul nsw i64 %pool1_grad.ty37873, 2
+  %638 = mul nsw i64 %pool1_grad.j38472, 8192
+  %639 = mul nsw i64 %pool1_grad.ty38573, 2
   %640 = add nsw i64 %639, 1
   %641 = mul nsw i64 %640, 512
   %642 = add nsw i64 %638, %641
-  %643 = mul nsw i64 %pool1_grad.tx37974, 2
+  %643 = mul nsw i64 %pool1_grad.tx38674, 2
   %644 = add nsw i64 %643, 3
   %645 = mul nsw i64 %644, 32
   %646 = add nsw i64 %642, %645
-  %647 = mul nsw i64 %pool1_grad.cv38075, 8
+  %647 = mul nsw i64 %pool1_grad.cv38775, 8
   %648 = add nsw i64 %646, %647
   %649 = add nsw i64 619152, %648
   %arena105 = getelementptr inbounds float, ptr %arena, i64 %649
   %650 = load <8 x float>, ptr %arena105, align 4
   %651 = fsub <8 x float> %637, %650
-  store <8 x float> %651, ptr %pool1_grad.w395, align 32
-  %652 = mul nsw i64 %pool1_grad.j37772, 8192
-  %653 = mul nsw i64 %pool1_grad.ty37873, 2
+  store <8 x float> %651, ptr %pool1_grad.w402, align 32
+  %652 = mul nsw i64 %pool1_grad.j38472, 8192
+  %653 = mul nsw i64 %pool1_grad.ty38573, 2
   %654 = add nsw i64 %653, 1
   %655 = mul nsw i64 %654, 512
   %656 = add nsw i64 %652, %655
-  %657 = mul nsw i64 %pool1_grad.tx37974, 2
+  %657 = mul nsw i64 %pool1_grad.tx38674, 2
   %658 = add nsw i64 %657, 3
   %659 = mul nsw i64 %658, 32
   %660 = add nsw i64 %656, %659
-  %661 = mul nsw i64 %pool1_grad.cv38075, 8
+  %661 = mul nsw i64 %pool1_grad.cv38775, 8
   %662 = add nsw i64 %660, %661
   %663 = add nsw i64 619152, %662
   %arena106 = getelementptr inbounds float, ptr %arena, i64 %663
   %664 = load <8 x float>, ptr %arena106, align 4
-  %665 = mul nsw i64 %pool1_grad.j37772, 8192
-  %666 = mul nsw i64 %pool1_grad.ty37873, 2
+  %665 = mul nsw i64 %pool1_grad.j38472, 8192
+  %666 = mul nsw i64 %pool1_grad.ty38573, 2
   %667 = add nsw i64 %666, 3
   %668 = mul nsw i64 %667, 512
   %669 = add nsw i64 %665, %668
-  %670 = mul nsw i64 %pool1_grad.tx37974, 2
+  %670 = mul nsw i64 %pool1_grad.tx38674, 2
   %671 = add nsw i64 %670, 3
   %672 = mul nsw i64 %671, 32
   %673 = add nsw i64 %669, %672
-  %674 = mul nsw i64 %pool1_grad.cv38075, 8
+  %674 = mul nsw i64 %pool1_grad.cv38775, 8
   %675 = add nsw i64 %673, %674
   %676 = add nsw i64 619152, %675
   %arena107 = getelementptr inbounds float, ptr %arena, i64 %676
   %677 = load <8 x float>, ptr %arena107, align 4
   %678 = fsub <8 x float> %664, %677
-  store <8 x float> %678, ptr %pool1_grad.w396, align 32
-  %w381 = load <8 x float>, ptr %pool1_grad.w381, align 32
-  %w389 = load <8 x float>, ptr %pool1_grad.w389, align 32
-  %679 = fsub <8 x float> %w381, %w389
-  store <8 x float> %679, ptr %pool1_grad.w397, align 32
-  %w385 = load <8 x float>, ptr %pool1_grad.w385, align 32
-  %w389108 = load <8 x float>, ptr %pool1_grad.w389, align 32
-  %680 = fadd <8 x float> %w385, %w389108
-  store <8 x float> %680, ptr %pool1_grad.w398, align 32
-  %w389109 = load <8 x float>, ptr %pool1_grad.w389, align 32
-  %w385110 = load <8 x float>, ptr %pool1_grad.w385, align 32
-  %681 = fsub <8 x float> %w389109, %w385110
-  store <8 x float> %681, ptr %pool1_grad.w399, align 32
-  %w385111 = load <8 x float>, ptr %pool1_grad.w385, align 32
-  %w393 = load <8 x float>, ptr %pool1_grad.w393, align 32
-  %682 = fsub <8 x float> %w385111, %w393
-  store <8 x float> %682, ptr %pool1_grad.w400, align 32
-  %w382 = load <8 x float>, ptr %pool1_grad.w382, align 32
-  %w390 = load <8 x float>, ptr %pool1_grad.w390, align 32
-  %683 = fsub <8 x float> %w382, %w390
-  store <8 x float> %683, ptr %pool1_grad.w401, align 32
-  %w386 = load <8 x float>, ptr %pool1_grad.w386, align 32
-  %w390112 = load <8 x float>, ptr %pool1_grad.w390, align 32
-  %684 = fadd <8 x float> %w386, %w390112
-  store <8 x float> %684, ptr %pool1_grad.w402, align 32
-  %w390113 = load <8 x float>, ptr %pool1_grad.w390, align 32
-  %w386114 = load <8 x float>, ptr %pool1_grad.w386, align 32
-  %685 = fsub <8 x float> %w390113, %w386114
-  store <8 x float> %685, ptr %pool1_grad.w403, align 32
-  %w386115 = load <8 x float>, ptr %pool1_grad.w386, align 32
-  %w394 = load <8 x float>, ptr %pool1_grad.w394, align 32
-  %686 = fsub <8 x float> %w386115, %w394
-  store <8 x float> %686, ptr %pool1_grad.w404, align 32
-  %w383 = load <8 x float>, ptr %pool1_grad.w383, align 32
-  %w391 = load <8 x float>, ptr %pool1_grad.w391, align 32
-  %687 = fsub <8 x float> %w383, %w391
-  store <8 x float> %687, ptr %pool1_grad.w405, align 32
-  %w387 = load <8 x float>, ptr %pool1_grad.w387, align 32
-  %w391116 = load <8 x float>, ptr %pool1_grad.w391, align 32
-  %688 = fadd <8 x float> %w387, %w391116
-  store <8 x float> %688, ptr %pool1_grad.w406, align 32
-  %w391117 = load <8 x float>, ptr %pool1_grad.w391, align 32
-  %w387118 = load <8 x float>, ptr %pool1_grad.w387, align 32
-  %689 = fsub <8 x float> %w391117, %w387118
-  store <8 x float> %689, ptr %pool1_grad.w407, align 32
-  %w387119 = load <8 x float>, ptr %pool1_grad.w387, align 32
-  %w395 = load <8 x float>, ptr %pool1_grad.w395, align 32
-  %690 = fsub <8 x float> %w387119, %w395
-  store <8 x float> %690, ptr %pool1_grad.w408, align 32
-  %w384 = load <8 x float>, ptr %pool1_grad.w384, align 32
-  %w392 = load <8 x float>, ptr %pool1_grad.w392, align 32
-  %691 = fsub <8 x float> %w384, %w392
-  store <8 x float> %691, ptr %pool1_grad.w409, align 32
+  store <8 x float> %678, ptr %pool1_grad.w403, align 32
   %w388 = load <8 x float>, ptr %pool1_grad.w388, align 32
-  %w392120 = load <8 x float>, ptr %pool1_grad.w392, align 32
-  %692 = fadd <8 x float> %w388, %w392120
-  store <8 x float> %692, ptr %pool1_grad.w410, align 32
-  %w392121 = load <8 x float>, ptr %pool1_grad.w392, align 32
-  %w388122 = load <8 x float>, ptr %pool1_grad.w388, align 32
-  %693 = fsub <8 x float> %w392121, %w388122
-  store <8 x float> %693, ptr %pool1_grad.w411, align 32
-  %w388123 = load <8 x float>, ptr %pool1_grad.w388, align 32
   %w396 = load <8 x float>, ptr %pool1_grad.w396, align 32
-  %694 = fsub <8 x float> %w388123, %w396
-  store <8 x float> %694, ptr %pool1_grad.w412, align 32
+  %679 = fsub <8 x float> %w388, %w396
+  store <8 x float> %679, ptr %pool1_grad.w404, align 32
+  %w392 = load <8 x float>, ptr %pool1_grad.w392, align 32
+  %w396108 = load <8 x float>, ptr %pool1_grad.w396, align 32
+  %680 = fadd <8 x float> %w392, %w396108
+  store <8 x float> %680, ptr %pool1_grad.w405, align 32
+  %w396109 = load <8 x float>, ptr %pool1_grad.w396, align 32
+  %w392110 = load <8 x float>, ptr %pool1_grad.w392, align 32
+  %681 = fsub <8 x float> %w396109, %w392110
+  store <8 x float> %681, ptr %pool1_grad.w406, align 32
+  %w392111 = load <8 x float>, ptr %pool1_grad.w392, align 32
+  %w400 = load <8 x float>, ptr %pool1_grad.w400, align 32
+  %682 = fsub <8 x float> %w392111, %w400
+  store <8 x float> %682, ptr %pool1_grad.w407, align 32
+  %w389 = load <8 x float>, ptr %pool1_grad.w389, align 32
   %w397 = load <8 x float>, ptr %pool1_grad.w397, align 32
-  %695 = mul nsw i64 %pool1_grad.j37772, 49
-  %696 = mul nsw i64 %pool1_grad.ty37873, 7
+  %683 = fsub <8 x float> %w389, %w397
+  store <8 x float> %683, ptr %pool1_grad.w408, align 32
+  %w393 = load <8 x float>, ptr %pool1_grad.w393, align 32
+  %w397112 = load <8 x float>, ptr %pool1_grad.w397, align 32
+  %684 = fadd <8 x float> %w393, %w397112
+  store <8 x float> %684, ptr %pool1_grad.w409, align 32
+  %w397113 = load <8 x float>, ptr %pool1_grad.w397, align 32
+  %w393114 = load <8 x float>, ptr %pool1_grad.w393, align 32
+  %685 = fsub <8 x float> %w397113, %w393114
+  store <8 x float> %685, ptr %pool1_grad.w410, align 32
+  %w393115 = load <8 x float>, ptr %pool1_grad.w393, align 32
+  %w401 = load <8 x float>, ptr %pool1_grad.w401, align 32
+  %686 = fsub <8 x float> %w393115, %w401
+  store <8 x float> %686, ptr %pool1_grad.w411, align 32
+  %w390 = load <8 x float>, ptr %pool1_grad.w390, align 32
+  %w398 = load <8 x float>, ptr %pool1_grad.w398, align 32
+  %687 = fsub <8 x float> %w390, %w398
+  store <8 x float> %687, ptr %pool1_grad.w412, align 32
+  %w394 = load <8 x float>, ptr %pool1_grad.w394, align 32
+  %w398116 = load <8 x float>, ptr %pool1_grad.w398, align 32
+  %688 = fadd <8 x float> %w394, %w398116
+  store <8 x float> %688, ptr %pool1_grad.w413, align 32
+  %w398117 = load <8 x float>, ptr %pool1_grad.w398, align 32
+  %w394118 = load <8 x float>, ptr %pool1_grad.w394, align 32
+  %689 = fsub <8 x float> %w398117, %w394118
+  store <8 x float> %689, ptr %pool1_grad.w414, align 32
+  %w394119 = load <8 x float>, ptr %pool1_grad.w394, align 32
+  %w402 = load <8 x float>, ptr %pool1_grad.w402, align 32
+  %690 = fsub <8 x float> %w394119, %w402
+  store <8 x float> %690, ptr %pool1_grad.w415, align 32
+  %w391 = load <8 x float>, ptr %pool1_grad.w391, align 32
+  %w399 = load <8 x float>, ptr %pool1_grad.w399, align 32
+  %691 = fsub <8 x float> %w391, %w399
+  store <8 x float> %691, ptr %pool1_grad.w416, align 32
+  %w395 = load <8 x float>, ptr %pool1_grad.w395, align 32
+  %w399120 = load <8 x float>, ptr %pool1_grad.w399, align 32
+  %692 = fadd <8 x float> %w395, %w399120
+  store <8 x float> %692, ptr %pool1_grad.w417, align 32
+  %w399121 = load <8 x float>, ptr %pool1_grad.w399, align 32
+  %w395122 = load <8 x float>, ptr %pool1_grad.w395, align 32
+  %693 = fsub <8 x float> %w399121, %w395122
+  store <8 x float> %693, ptr %pool1_grad.w418, align 32
+  %w395123 = load <8 x float>, ptr %pool1_grad.w395, align 32
+  %w403 = load <8 x float>, ptr %pool1_grad.w403, align 32
+  %694 = fsub <8 x float> %w395123, %w403
+  store <8 x float> %694, ptr %pool1_grad.w419, align 32
+  %w404 = load <8 x float>, ptr %pool1_grad.w404, align 32
+  %695 = mul nsw i64 %pool1_grad.j38472, 49
+  %696 = mul nsw i64 %pool1_grad.ty38573, 7
   %697 = add nsw i64 %695, %696
-  %698 = add nsw i64 %697, %pool1_grad.tx37974
+  %698 = add nsw i64 %697, %pool1_grad.tx38674
   %699 = mul nsw i64 %698, 32
   %700 = add nsw i64 627344, %699
-  %701 = mul nsw i64 %pool1_grad.cv38075, 8
+  %701 = mul nsw i64 %pool1_grad.cv38775, 8
   %702 = add nsw i64 %700, %701
   %arena124 = getelementptr inbounds float, ptr %arena, i64 %702
-  store <8 x float> %w397, ptr %arena124, align 4
-  %w398 = load <8 x float>, ptr %pool1_grad.w398, align 32
-  %703 = mul nsw i64 %pool1_grad.j37772, 49
-  %704 = mul nsw i64 %pool1_grad.ty37873, 7
+  store <8 x float> %w404, ptr %arena124, align 4
+  %w405 = load <8 x float>, ptr %pool1_grad.w405, align 32
+  %703 = mul nsw i64 %pool1_grad.j38472, 49
+  %704 = mul nsw i64 %pool1_grad.ty38573, 7
   %705 = add nsw i64 %703, %704
-  %706 = add nsw i64 %705, %pool1_grad.tx37974
+  %706 = add nsw i64 %705, %pool1_grad.tx38674
   %707 = mul nsw i64 %706, 32
   %708 = add nsw i64 628912, %707
-  %709 = mul nsw i64 %pool1_grad.cv38075, 8
+  %709 = mul nsw i64 %pool1_grad.cv38775, 8
   %710 = add nsw i64 %708, %709
   %arena125 = getelementptr inbounds float, ptr %arena, i64 %710
-  store <8 x float> %w398, ptr %arena125, align 4
-  %w399 = load <8 x float>, ptr %pool1_grad.w399, align 32
-  %711 = mul nsw i64 %pool1_grad.j37772, 49
-  %712 = mul nsw i64 %pool1_grad.ty37873, 7
+  store <8 x float> %w405, ptr %arena125, align 4
+  %w406 = load <8 x float>, ptr %pool1_grad.w406, align 32
+  %711 = mul nsw i64 %pool1_grad.j38472, 49
+  %712 = mul nsw i64 %pool1_grad.ty38573, 7
   %713 = add nsw i64 %711, %712
-  %714 = add nsw i64 %713, %pool1_grad.tx37974
+  %714 = add nsw i64 %713, %pool1_grad.tx38674
   %715 = mul nsw i64 %714, 32
   %716 = add nsw i64 630480, %715
-  %717 = mul nsw i64 %pool1_grad.cv38075, 8
+  %717 = mul nsw i64 %pool1_grad.cv38775, 8
   %718 = add nsw i64 %716, %717
   %arena126 = getelementptr inbounds float, ptr %arena, i64 %718
-  store <8 x float> %w399, ptr %arena126, align 4
-  %w400 = load <8 x float>, ptr %pool1_grad.w400, align 32
-  %719 = mul nsw i64 %pool1_grad.j37772, 49
-  %720 = mul nsw i64 %pool1_grad.ty37873, 7
+  store <8 x float> %w406, ptr %arena126, align 4
+  %w407 = load <8 x float>, ptr %pool1_grad.w407, align 32
+  %719 = mul nsw i64 %pool1_grad.j38472, 49
+  %720 = mul nsw i64 %pool1_grad.ty38573, 7
   %721 = add nsw i64 %719, %720
-  %722 = add nsw i64 %721, %pool1_grad.tx37974
+  %722 = add nsw i64 %721, %pool1_grad.tx38674
   %723 = mul nsw i64 %722, 32
   %724 = add nsw i64 632048, %723
-  %725 = mul nsw i64 %pool1_grad.cv38075, 8
+  %725 = mul nsw i64 %pool1_grad.cv38775, 8
   %726 = add nsw i64 %724, %725
   %arena127 = getelementptr inbounds float, ptr %arena, i64 %726
-  store <8 x float> %w400, ptr %arena127, align 4
-  %w401 = load <8 x float>, ptr %pool1_grad.w401, align 32
-  %727 = mul nsw i64 %pool1_grad.j37772, 49
-  %728 = mul nsw i64 %pool1_grad.ty37873, 7
+  store <8 x float> %w407, ptr %arena127, align 4
+  %w408 = load <8 x float>, ptr %pool1_grad.w408, align 32
+  %727 = mul nsw i64 %pool1_grad.j38472, 49
+  %728 = mul nsw i64 %pool1_grad.ty38573, 7
   %729 = add nsw i64 %727, %728
-  %730 = add nsw i64 %729, %pool1_grad.tx37974
+  %730 = add nsw i64 %729, %pool1_grad.tx38674
   %731 = mul nsw i64 %730, 32
   %732 = add nsw i64 633616, %731
-  %733 = mul nsw i64 %pool1_grad.cv38075, 8
+  %733 = mul nsw i64 %pool1_grad.cv38775, 8
   %734 = add nsw i64 %732, %733
   %arena128 = getelementptr inbounds float, ptr %arena, i64 %734
-  store <8 x float> %w401, ptr %arena128, align 4
-  %w402 = load <8 x float>, ptr %pool1_grad.w402, align 32
-  %735 = mul nsw i64 %pool1_grad.j37772, 49
-  %736 = mul nsw i64 %pool1_grad.ty37873, 7
+  store <8 x float> %w408, ptr %arena128, align 4
+  %w409 = load <8 x float>, ptr %pool1_grad.w409, align 32
+  %735 = mul nsw i64 %pool1_grad.j38472, 49
+  %736 = mul nsw i64 %pool1_grad.ty38573, 7
   %737 = add nsw i64 %735, %736
-  %738 = add nsw i64 %737, %pool1_grad.tx37974
+  %738 = add nsw i64 %737, %pool1_grad.tx38674
   %739 = mul nsw i64 %738, 32
   %740 = add nsw i64 635184, %739
-  %741 = mul nsw i64 %pool1_grad.cv38075, 8
+  %741 = mul nsw i64 %pool1_grad.cv38775, 8
   %742 = add nsw i64 %740, %741
   %arena129 = getelementptr inbounds float, ptr %arena, i64 %742
-  store <8 x float> %w402, ptr %arena129, align 4
-  %w403 = load <8 x float>, ptr %pool1_grad.w403, align 32
-  %743 = mul nsw i64 %pool1_grad.j37772, 49
-  %744 = mul nsw i64 %pool1_grad.ty37873, 7
+  store <8 x float> %w409, ptr %arena129, align 4
+  %w410 = load <8 x float>, ptr %pool1_grad.w410, align 32
+  %743 = mul nsw i64 %pool1_grad.j38472, 49
+  %744 = mul nsw i64 %pool1_grad.ty38573, 7
   %745 = add nsw i64 %743, %744
-  %746 = add nsw i64 %745, %pool1_grad.tx37974
+  %746 = add nsw i64 %745, %pool1_grad.tx38674
   %747 = mul nsw i64 %746, 32
   %748 = add nsw i64 636752, %747
-  %749 = mul nsw i64 %pool1_grad.cv38075, 8
+  %749 = mul nsw i64 %pool1_grad.cv38775, 8
   %750 = add nsw i64 %748, %749
   %arena130 = getelementptr inbounds float, ptr %arena, i64 %750
-  store <8 x float> %w403, ptr %arena130, align 4
-  %w404 = load <8 x float>, ptr %pool1_grad.w404, align 32
-  %751 = mul nsw i64 %pool1_grad.j37772, 49
-  %752 = mul nsw i64 %pool1_grad.ty37873, 7
+  store <8 x float> %w410, ptr %arena130, align 4
+  %w411 = load <8 x float>, ptr %pool1_grad.w411, align 32
+  %751 = mul nsw i64 %pool1_grad.j38472, 49
+  %752 = mul nsw i64 %pool1_grad.ty38573, 7
   %753 = add nsw i64 %751, %752
-  %754 = add nsw i64 %753, %pool1_grad.tx37974
+  %754 = add nsw i64 %753, %pool1_grad.tx38674
   %755 = mul nsw i64 %754, 32
   %756 = add nsw i64 638320, %755
-  %757 = mul nsw i64 %pool1_grad.cv38075, 8
+  %757 = mul nsw i64 %pool1_grad.cv38775, 8
   %758 = add nsw i64 %756, %757
   %arena131 = getelementptr inbounds float, ptr %arena, i64 %758
-  store <8 x float> %w404, ptr %arena131, align 4
-  %w405 = load <8 x float>, ptr %pool1_grad.w405, align 32
-  %759 = mul nsw i64 %pool1_grad.j37772, 49
-  %760 = mul nsw i64 %pool1_grad.ty37873, 7
+  store <8 x float> %w411, ptr %arena131, align 4
+  %w412 = load <8 x float>, ptr %pool1_grad.w412, align 32
+  %759 = mul nsw i64 %pool1_grad.j38472, 49
+  %760 = mul nsw i64 %pool1_grad.ty38573, 7
   %761 = add nsw i64 %759, %760
-  %762 = add nsw i64 %761, %pool1_grad.tx37974
+  %762 = add nsw i64 %761, %pool1_grad.tx38674
   %763 = mul nsw i64 %762, 32
   %764 = add nsw i64 639888, %763
-  %765 = mul nsw i64 %pool1_grad.cv38075, 8
+  %765 = mul nsw i64 %pool1_grad.cv38775, 8
   %766 = add nsw i64 %764, %765
   %arena132 = getelementptr inbounds float, ptr %arena, i64 %766
-  store <8 x float> %w405, ptr %arena132, align 4
-  %w406 = load <8 x float>, ptr %pool1_grad.w406, align 32
-  %767 = mul nsw i64 %pool1_grad.j37772, 49
-  %768 = mul nsw i64 %pool1_grad.ty37873, 7
+  store <8 x float> %w412, ptr %arena132, align 4
+  %w413 = load <8 x float>, ptr %pool1_grad.w413, align 32
+  %767 = mul nsw i64 %pool1_grad.j38472, 49
+  %768 = mul nsw i64 %pool1_grad.ty38573, 7
   %769 = add nsw i64 %767, %768
-  %770 = add nsw i64 %769, %pool1_grad.tx37974
+  %770 = add nsw i64 %769, %pool1_grad.tx38674
   %771 = mul nsw i64 %770, 32
   %772 = add nsw i64 641456, %771
-  %773 = mul nsw i64 %pool1_grad.cv38075, 8
+  %773 = mul nsw i64 %pool1_grad.cv38775, 8
   %774 = add nsw i64 %772, %773
   %arena133 = getelementptr inbounds float, ptr %arena, i64 %774
-  store <8 x float> %w406, ptr %arena133, align 4
-  %w407 = load <8 x float>, ptr %pool1_grad.w407, align 32
-  %775 = mul nsw i64 %pool1_grad.j37772, 49
-  %776 = mul nsw i64 %pool1_grad.ty37873, 7
+  store <8 x float> %w413, ptr %arena133, align 4
+  %w414 = load <8 x float>, ptr %pool1_grad.w414, align 32
+  %775 = mul nsw i64 %pool1_grad.j38472, 49
+  %776 = mul nsw i64 %pool1_grad.ty38573, 7
   %777 = add nsw i64 %775, %776
-  %778 = add nsw i64 %777, %pool1_grad.tx37974
+  %778 = add nsw i64 %777, %pool1_grad.tx38674
   %779 = mul nsw i64 %778, 32
   %780 = add nsw i64 643024, %779
-  %781 = mul nsw i64 %pool1_grad.cv38075, 8
+  %781 = mul nsw i64 %pool1_grad.cv38775, 8
   %782 = add nsw i64 %780, %781
   %arena134 = getelementptr inbounds float, ptr %arena, i64 %782
-  store <8 x float> %w407, ptr %arena134, align 4
-  %w408 = load <8 x float>, ptr %pool1_grad.w408, align 32
-  %783 = mul nsw i64 %pool1_grad.j37772, 49
-  %784 = mul nsw i64 %pool1_grad.ty37873, 7
+  store <8 x float> %w414, ptr %arena134, align 4
+  %w415 = load <8 x float>, ptr %pool1_grad.w415, align 32
+  %783 = mul nsw i64 %pool1_grad.j38472, 49
+  %784 = mul nsw i64 %pool1_grad.ty38573, 7
   %785 = add nsw i64 %783, %784
-  %786 = add nsw i64 %785, %pool1_grad.tx37974
+  %786 = add nsw i64 %785, %pool1_grad.tx38674
   %787 = mul nsw i64 %786, 32
   %788 = add nsw i64 644592, %787
-  %789 = mul nsw i64 %pool1_grad.cv38075, 8
+  %789 = mul nsw i64 %pool1_grad.cv38775, 8
   %790 = add nsw i64 %788, %789
   %arena135 = getelementptr inbounds float, ptr %arena, i64 %790
-  store <8 x float> %w408, ptr %arena135, align 4
-  %w409 = load <8 x float>, ptr %pool1_grad.w409, align 32
-  %791 = mul nsw i64 %pool1_grad.j37772, 49
-  %792 = mul nsw i64 %pool1_grad.ty37873, 7
+  store <8 x float> %w415, ptr %arena135, align 4
+  %w416 = load <8 x float>, ptr %pool1_grad.w416, align 32
+  %791 = mul nsw i64 %pool1_grad.j38472, 49
+  %792 = mul nsw i64 %pool1_grad.ty38573, 7
   %793 = add nsw i64 %791, %792
-  %794 = add nsw i64 %793, %pool1_grad.tx37974
+  %794 = add nsw i64 %793, %pool1_grad.tx38674
   %795 = mul nsw i64 %794, 32
   %796 = add nsw i64 646160, %795
-  %797 = mul nsw i64 %pool1_grad.cv38075, 8
+  %797 = mul nsw i64 %pool1_grad.cv38775, 8
   %798 = add nsw i64 %796, %797
   %arena136 = getelementptr inbounds float, ptr %arena, i64 %798
-  store <8 x float> %w409, ptr %arena136, align 4
-  %w410 = load <8 x float>, ptr %pool1_grad.w410, align 32
-  %799 = mul nsw i64 %pool1_grad.j37772, 49
-  %800 = mul nsw i64 %pool1_grad.ty37873, 7
+  store <8 x float> %w416, ptr %arena136, align 4
+  %w417 = load <8 x float>, ptr %pool1_grad.w417, align 32
+  %799 = mul nsw i64 %pool1_grad.j38472, 49
+  %800 = mul nsw i64 %pool1_grad.ty38573, 7
   %801 = add nsw i64 %799, %800
-  %802 = add nsw i64 %801, %pool1_grad.tx37974
+  %802 = add nsw i64 %801, %pool1_grad.tx38674
   %803 = mul nsw i64 %802, 32
   %804 = add nsw i64 647728, %803
-  %805 = mul nsw i64 %pool1_grad.cv38075, 8
+  %805 = mul nsw i64 %pool1_grad.cv38775, 8
   %806 = add nsw i64 %804, %805
   %arena137 = getelementptr inbounds float, ptr %arena, i64 %806
-  store <8 x float> %w410, ptr %arena137, align 4
-  %w411 = load <8 x float>, ptr %pool1_grad.w411, align 32
-  %807 = mul nsw i64 %pool1_grad.j37772, 49
-  %808 = mul nsw i64 %pool1_grad.ty37873, 7
+  store <8 x float> %w417, ptr %arena137, align 4
+  %w418 = load <8 x float>, ptr %pool1_grad.w418, align 32
+  %807 = mul nsw i64 %pool1_grad.j38472, 49
+  %808 = mul nsw i64 %pool1_grad.ty38573, 7
   %809 = add nsw i64 %807, %808
-  %810 = add nsw i64 %809, %pool1_grad.tx37974
+  %810 = add nsw i64 %809, %pool1_grad.tx38674
   %811 = mul nsw i64 %810, 32
   %812 = add nsw i64 649296, %811
-  %813 = mul nsw i64 %pool1_grad.cv38075, 8
+  %813 = mul nsw i64 %pool1_grad.cv38775, 8
   %814 = add nsw i64 %812, %813
   %arena138 = getelementptr inbounds float, ptr %arena, i64 %814
-  store <8 x float> %w411, ptr %arena138, align 4
-  %w412 = load <8 x float>, ptr %pool1_grad.w412, align 32
-  %815 = mul nsw i64 %pool1_grad.j37772, 49
-  %816 = mul nsw i64 %pool1_grad.ty37873, 7
+  store <8 x float> %w418, ptr %arena138, align 4
+  %w419 = load <8 x float>, ptr %pool1_grad.w419, align 32
+  %815 = mul nsw i64 %pool1_grad.j38472, 49
+  %816 = mul nsw i64 %pool1_grad.ty38573, 7
   %817 = add nsw i64 %815, %816
-  %818 = add nsw i64 %817, %pool1_grad.tx37974
+  %818 = add nsw i64 %817, %pool1_grad.tx38674
   %819 = mul nsw i64 %818, 32
   %820 = add nsw i64 650864, %819
-  %821 = mul nsw i64 %pool1_grad.cv38075, 8
+  %821 = mul nsw i64 %pool1_grad.cv38775, 8
   %822 = add nsw i64 %820, %821
   %arena139 = getelementptr inbounds float, ptr %arena, i64 %822
-  store <8 x float> %w412, ptr %arena139, align 4
-  %cv380.next = add nsw i64 %pool1_grad.cv38075, 1
-  %823 = icmp slt i64 %cv380.next, 4
-  br i1 %823, label %pool1_grad.cv380, label %pool1_grad.cv380.end
+  store <8 x float> %w419, ptr %arena139, align 4
+  %cv387.next = add nsw i64 %pool1_grad.cv38775, 1
+  %823 = icmp slt i64 %cv387.next, 4
+  br i1 %823, label %pool1_grad.cv387, label %pool1_grad.cv387.end
 
-pool1_grad.cv380.end:                             ; preds = %pool1_grad.cv380
-  %tx379.next = add nsw i64 %pool1_grad.tx37974, 1
-  %824 = icmp slt i64 %tx379.next, 7
-  br i1 %824, label %pool1_grad.tx379, label %pool1_grad.tx379.end
+pool1_grad.cv387.end:                             ; preds = %pool1_grad.cv387
+  %tx386.next = add nsw i64 %pool1_grad.tx38674, 1
+  %824 = icmp slt i64 %tx386.next, 7
+  br i1 %824, label %pool1_grad.tx386, label %pool1_grad.tx386.end
 
-pool1_grad.xi413:                                 ; preds = %pool1_grad.xi413, %pool1_grad.j377.end
-  %pool1_grad.xi413140 = phi i64 [ 0, %pool1_grad.j377.end ], [ %xi413.next, %pool1_grad.xi413 ]
-  %825 = mul nsw i64 %pool1_grad.xi413140, 1568
-  %826 = add nsw i64 627344, %825
-  %arena141 = getelementptr inbounds float, ptr %arena, i64 %826
-  %827 = mul nsw i64 %pool1_grad.xi413140, 512
-  %828 = add nsw i64 610960, %827
-  %arena142 = getelementptr inbounds float, ptr %arena, i64 %828
-  %829 = mul nsw i64 %pool1_grad.xi413140, 784
-  %830 = add nsw i64 652432, %829
-  %arena143 = getelementptr inbounds float, ptr %arena, i64 %830
-  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 49, i32 16, i32 32, float 1.000000e+00, ptr %arena141, i32 32, ptr %arena142, i32 16, float 0.000000e+00, ptr %arena143, i32 16)
-  %xi413.next = add nsw i64 %pool1_grad.xi413140, 1
-  %831 = icmp slt i64 %xi413.next, 16
-  br i1 %831, label %pool1_grad.xi413, label %pool1_grad.xi413.end
+pool1_grad.xi420:                                 ; preds = %pool1_grad.xi420, %pool1_grad.j384.end
+  %pool1_grad.xi420140 = phi i64 [ 0, %pool1_grad.j384.end ], [ %xi420.next, %pool1_grad.xi420 ]
+  call void @smallcnn_train_b64.k18.pool1_grad.gemm427(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %pool1_grad.xi420140)
+  %xi420.next = add nsw i64 %pool1_grad.xi420140, 1
+  %825 = icmp slt i64 %xi420.next, 16
+  br i1 %825, label %pool1_grad.xi420, label %pool1_grad.xi420.end
 
-pool1_grad.xi413.end:                             ; preds = %pool1_grad.xi413
-  br label %pool1_grad.j414
+pool1_grad.xi420.end:                             ; preds = %pool1_grad.xi420
+  br label %pool1_grad.j428
 
-pool1_grad.j414:                                  ; preds = %pool1_grad.ty415.end, %pool1_grad.xi413.end
-  %pool1_grad.j414144 = phi i64 [ 0, %pool1_grad.xi413.end ], [ %j414.next, %pool1_grad.ty415.end ]
-  br label %pool1_grad.ty415
+pool1_grad.j428:                                  ; preds = %pool1_grad.ty429.end, %pool1_grad.xi420.end
+  %pool1_grad.j428141 = phi i64 [ 0, %pool1_grad.xi420.end ], [ %j428.next, %pool1_grad.ty429.end ]
+  br label %pool1_grad.ty429
 
-pool1_grad.j414.end:                              ; preds = %pool1_grad.ty415.end
-  br label %pool1_grad.j430
+pool1_grad.j428.end:                              ; preds = %pool1_grad.ty429.end
+  br label %pool1_grad.j444
 
-pool1_grad.ty415:                                 ; preds = %pool1_grad.tx416.end, %pool1_grad.j414
-  %pool1_grad.ty415145 = phi i64 [ 0, %pool1_grad.j414 ], [ %ty415.next, %pool1_grad.tx416.end ]
-  br label %pool1_grad.tx416
+pool1_grad.ty429:                                 ; preds = %pool1_grad.tx430.end, %pool1_grad.j428
+  %pool1_grad.ty429142 = phi i64 [ 0, %pool1_grad.j428 ], [ %ty429.next, %pool1_grad.tx430.end ]
+  br label %pool1_grad.tx430
 
-pool1_grad.ty415.end:                             ; preds = %pool1_grad.tx416.end
-  %j414.next = add nsw i64 %pool1_grad.j414144, 1
-  %832 = icmp slt i64 %j414.next, 1
-  br i1 %832, label %pool1_grad.j414, label %pool1_grad.j414.end
+pool1_grad.ty429.end:                             ; preds = %pool1_grad.tx430.end
+  %j428.next = add nsw i64 %pool1_grad.j428141, 1
+  %826 = icmp slt i64 %j428.next, 1
+  br i1 %826, label %pool1_grad.j428, label %pool1_grad.j428.end
 
-pool1_grad.tx416:                                 ; preds = %pool1_grad.cv417.end, %pool1_grad.ty415
-  %pool1_grad.tx416146 = phi i64 [ 0, %pool1_grad.ty415 ], [ %tx416.next, %pool1_grad.cv417.end ]
-  br label %pool1_grad.cv417
+pool1_grad.tx430:                                 ; preds = %pool1_grad.cv431.end, %pool1_grad.ty429
+  %pool1_grad.tx430143 = phi i64 [ 0, %pool1_grad.ty429 ], [ %tx430.next, %pool1_grad.cv431.end ]
+  br label %pool1_grad.cv431
 
-pool1_grad.tx416.end:                             ; preds = %pool1_grad.cv417.end
-  %ty415.next = add nsw i64 %pool1_grad.ty415145, 1
-  %833 = icmp slt i64 %ty415.next, 7
-  br i1 %833, label %pool1_grad.ty415, label %pool1_grad.ty415.end
+pool1_grad.tx430.end:                             ; preds = %pool1_grad.cv431.end
+  %ty429.next = add nsw i64 %pool1_grad.ty429142, 1
+  %827 = icmp slt i64 %ty429.next, 7
+  br i1 %827, label %pool1_grad.ty429, label %pool1_grad.ty429.end
 
-pool1_grad.cv417:                                 ; preds = %pool1_grad.cv417, %pool1_grad.tx416
-  %pool1_grad.cv417147 = phi i64 [ 0, %pool1_grad.tx416 ], [ %cv417.next, %pool1_grad.cv417 ]
-  %834 = mul nsw i64 %pool1_grad.j414144, 49
-  %835 = mul nsw i64 %pool1_grad.ty415145, 7
-  %836 = add nsw i64 %834, %835
-  %837 = add nsw i64 %836, %pool1_grad.tx416146
-  %838 = mul nsw i64 %837, 16
-  %839 = add nsw i64 652432, %838
-  %840 = mul nsw i64 %pool1_grad.cv417147, 8
-  %841 = add nsw i64 %839, %840
-  %arena148 = getelementptr inbounds float, ptr %arena, i64 %841
-  %842 = load <8 x float>, ptr %arena148, align 4
-  %843 = mul nsw i64 %pool1_grad.j414144, 49
-  %844 = mul nsw i64 %pool1_grad.ty415145, 7
-  %845 = add nsw i64 %843, %844
-  %846 = add nsw i64 %845, %pool1_grad.tx416146
-  %847 = mul nsw i64 %846, 16
-  %848 = add nsw i64 655568, %847
-  %849 = mul nsw i64 %pool1_grad.cv417147, 8
-  %850 = add nsw i64 %848, %849
-  %arena149 = getelementptr inbounds float, ptr %arena, i64 %850
-  %851 = load <8 x float>, ptr %arena149, align 4
-  %852 = fadd <8 x float> %842, %851
-  %853 = mul nsw i64 %pool1_grad.j414144, 49
-  %854 = mul nsw i64 %pool1_grad.ty415145, 7
-  %855 = add nsw i64 %853, %854
-  %856 = add nsw i64 %855, %pool1_grad.tx416146
-  %857 = mul nsw i64 %856, 16
-  %858 = add nsw i64 658704, %857
-  %859 = mul nsw i64 %pool1_grad.cv417147, 8
-  %860 = add nsw i64 %858, %859
-  %arena150 = getelementptr inbounds float, ptr %arena, i64 %860
-  %861 = load <8 x float>, ptr %arena150, align 4
-  %862 = fadd <8 x float> %852, %861
-  store <8 x float> %862, ptr %pool1_grad.w418, align 32
-  %863 = mul nsw i64 %pool1_grad.j414144, 49
-  %864 = mul nsw i64 %pool1_grad.ty415145, 7
-  %865 = add nsw i64 %863, %864
-  %866 = add nsw i64 %865, %pool1_grad.tx416146
-  %867 = mul nsw i64 %866, 16
-  %868 = add nsw i64 655568, %867
-  %869 = mul nsw i64 %pool1_grad.cv417147, 8
-  %870 = add nsw i64 %868, %869
-  %arena151 = getelementptr inbounds float, ptr %arena, i64 %870
-  %871 = load <8 x float>, ptr %arena151, align 4
-  %872 = mul nsw i64 %pool1_grad.j414144, 49
-  %873 = mul nsw i64 %pool1_grad.ty415145, 7
-  %874 = add nsw i64 %872, %873
-  %875 = add nsw i64 %874, %pool1_grad.tx416146
-  %876 = mul nsw i64 %875, 16
-  %877 = add nsw i64 658704, %876
-  %878 = mul nsw i64 %pool1_grad.cv417147, 8
-  %879 = add nsw i64 %877, %878
-  %arena152 = getelementptr inbounds float, ptr %arena, i64 %879
-  %880 = load <8 x float>, ptr %arena152, align 4
-  %881 = fsub <8 x float> %871, %880
-  %882 = mul nsw i64 %pool1_grad.j414144, 49
-  %883 = mul nsw i64 %pool1_grad.ty415145, 7
-  %884 = add nsw i64 %882, %883
-  %885 = add nsw i64 %884, %pool1_grad.tx416146
-  %886 = mul nsw i64 %885, 16
-  %887 = add nsw i64 661840, %886
-  %888 = mul nsw i64 %pool1_grad.cv417147, 8
-  %889 = add nsw i64 %887, %888
-  %arena153 = getelementptr inbounds float, ptr %arena, i64 %889
-  %890 = load <8 x float>, ptr %arena153, align 4
-  %891 = fsub <8 x float> %881, %890
-  store <8 x float> %891, ptr %pool1_grad.w419, align 32
-  %892 = mul nsw i64 %pool1_grad.j414144, 49
-  %893 = mul nsw i64 %pool1_grad.ty415145, 7
-  %894 = add nsw i64 %892, %893
-  %895 = add nsw i64 %894, %pool1_grad.tx416146
-  %896 = mul nsw i64 %895, 16
-  %897 = add nsw i64 653216, %896
-  %898 = mul nsw i64 %pool1_grad.cv417147, 8
-  %899 = add nsw i64 %897, %898
-  %arena154 = getelementptr inbounds float, ptr %arena, i64 %899
-  %900 = load <8 x float>, ptr %arena154, align 4
-  %901 = mul nsw i64 %pool1_grad.j414144, 49
-  %902 = mul nsw i64 %pool1_grad.ty415145, 7
-  %903 = add nsw i64 %901, %902
-  %904 = add nsw i64 %903, %pool1_grad.tx416146
-  %905 = mul nsw i64 %904, 16
-  %906 = add nsw i64 656352, %905
-  %907 = mul nsw i64 %pool1_grad.cv417147, 8
-  %908 = add nsw i64 %906, %907
-  %arena155 = getelementptr inbounds float, ptr %arena, i64 %908
-  %909 = load <8 x float>, ptr %arena155, align 4
-  %910 = fadd <8 x float> %900, %909
-  %911 = mul nsw i64 %pool1_grad.j414144, 49
-  %912 = mul nsw i64 %pool1_grad.ty415145, 7
-  %913 = add nsw i64 %911, %912
-  %914 = add nsw i64 %913, %pool1_grad.tx416146
-  %915 = mul nsw i64 %914, 16
-  %916 = add nsw i64 659488, %915
-  %917 = mul nsw i64 %pool1_grad.cv417147, 8
-  %918 = add nsw i64 %916, %917
-  %arena156 = getelementptr inbounds float, ptr %arena, i64 %918
-  %919 = load <8 x float>, ptr %arena156, align 4
-  %920 = fadd <8 x float> %910, %919
-  store <8 x float> %920, ptr %pool1_grad.w420, align 32
-  %921 = mul nsw i64 %pool1_grad.j414144, 49
-  %922 = mul nsw i64 %pool1_grad.ty415145, 7
-  %923 = add nsw i64 %921, %922
-  %924 = add nsw i64 %923, %pool1_grad.tx416146
-  %925 = mul nsw i64 %924, 16
-  %926 = add nsw i64 656352, %925
-  %927 = mul nsw i64 %pool1_grad.cv417147, 8
-  %928 = add nsw i64 %926, %927
-  %arena157 = getelementptr inbounds float, ptr %arena, i64 %928
-  %929 = load <8 x float>, ptr %arena157, align 4
-  %930 = mul nsw i64 %pool1_grad.j414144, 49
-  %931 = mul nsw i64 %pool1_grad.ty415145, 7
-  %932 = add nsw i64 %930, %931
-  %933 = add nsw i64 %932, %pool1_grad.tx416146
-  %934 = mul nsw i64 %933, 16
-  %935 = add nsw i64 659488, %934
-  %936 = mul nsw i64 %pool1_grad.cv417147, 8
-  %937 = add nsw i64 %935, %936
-  %arena158 = getelementptr inbounds float, ptr %arena, i64 %937
-  %938 = load <8 x float>, ptr %arena158, align 4
-  %939 = fsub <8 x float> %929, %938
-  %940 = mul nsw i64 %pool1_grad.j414144, 49
-  %941 = mul nsw i64 %pool1_grad.ty415145, 7
-  %942 = add nsw i64 %940, %941
-  %943 = add nsw i64 %942, %pool1_grad.tx416146
-  %944 = mul nsw i64 %943, 16
-  %945 = add nsw i64 662624, %944
-  %946 = mul nsw i64 %pool1_grad.cv417147, 8
-  %947 = add nsw i64 %945, %946
-  %arena159 = getelementptr inbounds float, ptr %arena, i64 %947
-  %948 = load <8 x float>, ptr %arena159, align 4
-  %949 = fsub <8 x float> %939, %948
-  store <8 x float> %949, ptr %pool1_grad.w421, align 32
-  %950 = mul nsw i64 %pool1_grad.j414144, 49
-  %951 = mul nsw i64 %pool1_grad.ty415145, 7
-  %952 = add nsw i64 %950, %951
-  %953 = add nsw i64 %952, %pool1_grad.tx416146
-  %954 = mul nsw i64 %953, 16
-  %955 = add nsw i64 654000, %954
-  %956 = mul nsw i64 %pool1_grad.cv417147, 8
-  %957 = add nsw i64 %955, %956
-  %arena160 = getelementptr inbounds float, ptr %arena, i64 %957
-  %958 = load <8 x float>, ptr %arena160, align 4
-  %959 = mul nsw i64 %pool1_grad.j414144, 49
-  %960 = mul nsw i64 %pool1_grad.ty415145, 7
-  %961 = add nsw i64 %959, %960
-  %962 = add nsw i64 %961, %pool1_grad.tx416146
-  %963 = mul nsw i64 %962, 16
-  %964 = add nsw i64 657136, %963
-  %965 = mul nsw i64 %pool1_grad.cv417147, 8
-  %966 = add nsw i64 %964, %965
-  %arena161 = getelementptr inbounds float, ptr %arena, i64 %966
-  %967 = load <8 x float>, ptr %arena161, align 4
-  %968 = fadd <8 x float> %958, %967
-  %969 = mul nsw i64 %pool1_grad.j414144, 49
-  %970 = mul nsw i64 %pool1_grad.ty415145, 7
-  %971 = add nsw i64 %969, %970
-  %972 = add nsw i64 %971, %pool1_grad.tx416146
-  %973 = mul nsw i64 %972, 16
-  %974 = add nsw i64 660272, %973
-  %975 = mul nsw i64 %pool1_grad.cv417147, 8
-  %976 = add nsw i64 %974, %975
-  %arena162 = getelementptr inbounds float, ptr %arena, i64 %976
-  %977 = load <8 x float>, ptr %arena162, align 4
-  %978 = fadd <8 x float> %968, %977
-  store <8 x float> %978, ptr %pool1_grad.w422, align 32
-  %979 = mul nsw i64 %pool1_grad.j414144, 49
-  %980 = mul nsw i64 %pool1_grad.ty415145, 7
-  %981 = add nsw i64 %979, %980
-  %982 = add nsw i64 %981, %pool1_grad.tx416146
-  %983 = mul nsw i64 %982, 16
-  %984 = add nsw i64 657136, %983
-  %985 = mul nsw i64 %pool1_grad.cv417147, 8
-  %986 = add nsw i64 %984, %985
-  %arena163 = getelementptr inbounds float, ptr %arena, i64 %986
-  %987 = load <8 x float>, ptr %arena163, align 4
-  %988 = mul nsw i64 %pool1_grad.j414144, 49
-  %989 = mul nsw i64 %pool1_grad.ty415145, 7
-  %990 = add nsw i64 %988, %989
-  %991 = add nsw i64 %990, %pool1_grad.tx416146
-  %992 = mul nsw i64 %991, 16
-  %993 = add nsw i64 660272, %992
-  %994 = mul nsw i64 %pool1_grad.cv417147, 8
-  %995 = add nsw i64 %993, %994
-  %arena164 = getelementptr inbounds float, ptr %arena, i64 %995
-  %996 = load <8 x float>, ptr %arena164, align 4
-  %997 = fsub <8 x float> %987, %996
-  %998 = mul nsw i64 %pool1_grad.j414144, 49
-  %999 = mul nsw i64 %pool1_grad.ty415145, 7
-  %1000 = add nsw i64 %998, %999
-  %1001 = add nsw i64 %1000, %pool1_grad.tx416146
-  %1002 = mul nsw i64 %1001, 16
-  %1003 = add nsw i64 663408, %1002
-  %1004 = mul nsw i64 %pool1_grad.cv417147, 8
-  %1005 = add nsw i64 %1003, %1004
-  %arena165 = getelementptr inbounds float, ptr %arena, i64 %1005
-  %1006 = load <8 x float>, ptr %arena165, align 4
-  %1007 = fsub <8 x float> %997, %1006
-  store <8 x float> %1007, ptr %pool1_grad.w423, align 32
-  %1008 = mul nsw i64 %pool1_grad.j414144, 49
-  %1009 = mul nsw i64 %pool1_grad.ty415145, 7
-  %1010 = add nsw i64 %1008, %1009
-  %1011 = add nsw i64 %1010, %pool1_grad.tx416146
-  %1012 = mul nsw i64 %1011, 16
-  %1013 = add nsw i64 654784, %1012
-  %1014 = mul nsw i64 %pool1_grad.cv417147, 8
-  %1015 = add nsw i64 %1013, %1014
-  %arena166 = getelementptr inbounds float, ptr %arena, i64 %1015
-  %1016 = load <8 x float>, ptr %arena166, align 4
-  %1017 = mul nsw i64 %pool1_grad.j414144, 49
-  %1018 = mul nsw i64 %pool1_grad.ty415145, 7
-  %1019 = add nsw i64 %1017, %1018
-  %1020 = add nsw i64 %1019, %pool1_grad.tx416146
-  %1021 = mul nsw i64 %1020, 16
-  %1022 = add nsw i64 657920, %1021
-  %1023 = mul nsw i64 %pool1_grad.cv417147, 8
-  %1024 = add nsw i64 %1022, %1023
-  %arena167 = getelementptr inbounds float, ptr %arena, i64 %1024
-  %1025 = load <8 x float>, ptr %arena167, align 4
-  %1026 = fadd <8 x float> %1016, %1025
-  %1027 = mul nsw i64 %pool1_grad.j414144, 49
-  %1028 = mul nsw i64 %pool1_grad.ty415145, 7
-  %1029 = add nsw i64 %1027, %1028
-  %1030 = add nsw i64 %1029, %pool1_grad.tx416146
-  %1031 = mul nsw i64 %1030, 16
-  %1032 = add nsw i64 661056, %1031
-  %1033 = mul nsw i64 %pool1_grad.cv417147, 8
-  %1034 = add nsw i64 %1032, %1033
-  %arena168 = getelementptr inbounds float, ptr %arena, i64 %1034
-  %1035 = load <8 x float>, ptr %arena168, align 4
-  %1036 = fadd <8 x float> %1026, %1035
-  store <8 x float> %1036, ptr %pool1_grad.w424, align 32
-  %1037 = mul nsw i64 %pool1_grad.j414144, 49
-  %1038 = mul nsw i64 %pool1_grad.ty415145, 7
-  %1039 = add nsw i64 %1037, %1038
-  %1040 = add nsw i64 %1039, %pool1_grad.tx416146
-  %1041 = mul nsw i64 %1040, 16
-  %1042 = add nsw i64 657920, %1041
-  %1043 = mul nsw i64 %pool1_grad.cv417147, 8
-  %1044 = add nsw i64 %1042, %1043
-  %arena169 = getelementptr inbounds float, ptr %arena, i64 %1044
-  %1045 = load <8 x float>, ptr %arena169, align 4
-  %1046 = mul nsw i64 %pool1_grad.j414144, 49
-  %1047 = mul nsw i64 %pool1_grad.ty415145, 7
-  %1048 = add nsw i64 %1046, %1047
-  %1049 = add nsw i64 %1048, %pool1_grad.tx416146
-  %1050 = mul nsw i64 %1049, 16
-  %1051 = add nsw i64 661056, %1050
-  %1052 = mul nsw i64 %pool1_grad.cv417147, 8
-  %1053 = add nsw i64 %1051, %1052
-  %arena170 = getelementptr inbounds float, ptr %arena, i64 %1053
-  %1054 = load <8 x float>, ptr %arena170, align 4
-  %1055 = fsub <8 x float> %1045, %1054
-  %1056 = mul nsw i64 %pool1_grad.j414144, 49
-  %1057 = mul nsw i64 %pool1_grad.ty415145, 7
-  %1058 = add nsw i64 %1056, %1057
-  %1059 = add nsw i64 %1058, %pool1_grad.tx416146
-  %1060 = mul nsw i64 %1059, 16
-  %1061 = add nsw i64 664192, %1060
-  %1062 = mul nsw i64 %pool1_grad.cv417147, 8
-  %1063 = add nsw i64 %1061, %1062
-  %arena171 = getelementptr inbounds float, ptr %arena, i64 %1063
-  %1064 = load <8 x float>, ptr %arena171, align 4
-  %1065 = fsub <8 x float> %1055, %1064
-  store <8 x float> %1065, ptr %pool1_grad.w425, align 32
-  %w418 = load <8 x float>, ptr %pool1_grad.w418, align 32
-  %w420 = load <8 x float>, ptr %pool1_grad.w420, align 32
-  %1066 = fadd <8 x float> %w418, %w420
-  %w422 = load <8 x float>, ptr %pool1_grad.w422, align 32
-  %1067 = fadd <8 x float> %1066, %w422
-  store <8 x float> %1067, ptr %pool1_grad.w426, align 32
-  %w420172 = load <8 x float>, ptr %pool1_grad.w420, align 32
-  %w422173 = load <8 x float>, ptr %pool1_grad.w422, align 32
-  %1068 = fsub <8 x float> %w420172, %w422173
-  %w424 = load <8 x float>, ptr %pool1_grad.w424, align 32
-  %1069 = fsub <8 x float> %1068, %w424
-  store <8 x float> %1069, ptr %pool1_grad.w427, align 32
-  %w419 = load <8 x float>, ptr %pool1_grad.w419, align 32
-  %w421 = load <8 x float>, ptr %pool1_grad.w421, align 32
-  %1070 = fadd <8 x float> %w419, %w421
-  %w423 = load <8 x float>, ptr %pool1_grad.w423, align 32
-  %1071 = fadd <8 x float> %1070, %w423
-  store <8 x float> %1071, ptr %pool1_grad.w428, align 32
-  %w421174 = load <8 x float>, ptr %pool1_grad.w421, align 32
-  %w423175 = load <8 x float>, ptr %pool1_grad.w423, align 32
-  %1072 = fsub <8 x float> %w421174, %w423175
-  %w425 = load <8 x float>, ptr %pool1_grad.w425, align 32
-  %1073 = fsub <8 x float> %1072, %w425
-  store <8 x float> %1073, ptr %pool1_grad.w429, align 32
-  %w426 = load <8 x float>, ptr %pool1_grad.w426, align 32
-  %1074 = mul nsw i64 %pool1_grad.j414144, 14
-  %1075 = mul nsw i64 %pool1_grad.ty415145, 2
-  %1076 = add nsw i64 %1074, %1075
-  %1077 = mul nsw i64 %1076, 14
-  %1078 = mul nsw i64 %pool1_grad.tx416146, 2
-  %1079 = add nsw i64 %1077, %1078
-  %1080 = mul nsw i64 %1079, 16
-  %1081 = add nsw i64 664976, %1080
-  %1082 = mul nsw i64 %pool1_grad.cv417147, 8
+pool1_grad.cv431:                                 ; preds = %pool1_grad.cv431, %pool1_grad.tx430
+  %pool1_grad.cv431144 = phi i64 [ 0, %pool1_grad.tx430 ], [ %cv431.next, %pool1_grad.cv431 ]
+  %828 = mul nsw i64 %pool1_grad.j428141, 49
+  %829 = mul nsw i64 %pool1_grad.ty429142, 7
+  %830 = add nsw i64 %828, %829
+  %831 = add nsw i64 %830, %pool1_grad.tx430143
+  %832 = mul nsw i64 %831, 16
+  %833 = add nsw i64 652432, %832
+  %834 = mul nsw i64 %pool1_grad.cv431144, 8
+  %835 = add nsw i64 %833, %834
+  %arena145 = getelementptr inbounds float, ptr %arena, i64 %835
+  %836 = load <8 x float>, ptr %arena145, align 4
+  %837 = mul nsw i64 %pool1_grad.j428141, 49
+  %838 = mul nsw i64 %pool1_grad.ty429142, 7
+  %839 = add nsw i64 %837, %838
+  %840 = add nsw i64 %839, %pool1_grad.tx430143
+  %841 = mul nsw i64 %840, 16
+  %842 = add nsw i64 655568, %841
+  %843 = mul nsw i64 %pool1_grad.cv431144, 8
+  %844 = add nsw i64 %842, %843
+  %arena146 = getelementptr inbounds float, ptr %arena, i64 %844
+  %845 = load <8 x float>, ptr %arena146, align 4
+  %846 = fadd <8 x float> %836, %845
+  %847 = mul nsw i64 %pool1_grad.j428141, 49
+  %848 = mul nsw i64 %pool1_grad.ty429142, 7
+  %849 = add nsw i64 %847, %848
+  %850 = add nsw i64 %849, %pool1_grad.tx430143
+  %851 = mul nsw i64 %850, 16
+  %852 = add nsw i64 658704, %851
+  %853 = mul nsw i64 %pool1_grad.cv431144, 8
+  %854 = add nsw i64 %852, %853
+  %arena147 = getelementptr inbounds float, ptr %arena, i64 %854
+  %855 = load <8 x float>, ptr %arena147, align 4
+  %856 = fadd <8 x float> %846, %855
+  store <8 x float> %856, ptr %pool1_grad.w432, align 32
+  %857 = mul nsw i64 %pool1_grad.j428141, 49
+  %858 = mul nsw i64 %pool1_grad.ty429142, 7
+  %859 = add nsw i64 %857, %858
+  %860 = add nsw i64 %859, %pool1_grad.tx430143
+  %861 = mul nsw i64 %860, 16
+  %862 = add nsw i64 655568, %861
+  %863 = mul nsw i64 %pool1_grad.cv431144, 8
+  %864 = add nsw i64 %862, %863
+  %arena148 = getelementptr inbounds float, ptr %arena, i64 %864
+  %865 = load <8 x float>, ptr %arena148, align 4
+  %866 = mul nsw i64 %pool1_grad.j428141, 49
+  %867 = mul nsw i64 %pool1_grad.ty429142, 7
+  %868 = add nsw i64 %866, %867
+  %869 = add nsw i64 %868, %pool1_grad.tx430143
+  %870 = mul nsw i64 %869, 16
+  %871 = add nsw i64 658704, %870
+  %872 = mul nsw i64 %pool1_grad.cv431144, 8
+  %873 = add nsw i64 %871, %872
+  %arena149 = getelementptr inbounds float, ptr %arena, i64 %873
+  %874 = load <8 x float>, ptr %arena149, align 4
+  %875 = fsub <8 x float> %865, %874
+  %876 = mul nsw i64 %pool1_grad.j428141, 49
+  %877 = mul nsw i64 %pool1_grad.ty429142, 7
+  %878 = add nsw i64 %876, %877
+  %879 = add nsw i64 %878, %pool1_grad.tx430143
+  %880 = mul nsw i64 %879, 16
+  %881 = add nsw i64 661840, %880
+  %882 = mul nsw i64 %pool1_grad.cv431144, 8
+  %883 = add nsw i64 %881, %882
+  %arena150 = getelementptr inbounds float, ptr %arena, i64 %883
+  %884 = load <8 x float>, ptr %arena150, align 4
+  %885 = fsub <8 x float> %875, %884
+  store <8 x float> %885, ptr %pool1_grad.w433, align 32
+  %886 = mul nsw i64 %pool1_grad.j428141, 49
+  %887 = mul nsw i64 %pool1_grad.ty429142, 7
+  %888 = add nsw i64 %886, %887
+  %889 = add nsw i64 %888, %pool1_grad.tx430143
+  %890 = mul nsw i64 %889, 16
+  %891 = add nsw i64 653216, %890
+  %892 = mul nsw i64 %pool1_grad.cv431144, 8
+  %893 = add nsw i64 %891, %892
+  %arena151 = getelementptr inbounds float, ptr %arena, i64 %893
+  %894 = load <8 x float>, ptr %arena151, align 4
+  %895 = mul nsw i64 %pool1_grad.j428141, 49
+  %896 = mul nsw i64 %pool1_grad.ty429142, 7
+  %897 = add nsw i64 %895, %896
+  %898 = add nsw i64 %897, %pool1_grad.tx430143
+  %899 = mul nsw i64 %898, 16
+  %900 = add nsw i64 656352, %899
+  %901 = mul nsw i64 %pool1_grad.cv431144, 8
+  %902 = add nsw i64 %900, %901
+  %arena152 = getelementptr inbounds float, ptr %arena, i64 %902
+  %903 = load <8 x float>, ptr %arena152, align 4
+  %904 = fadd <8 x float> %894, %903
+  %905 = mul nsw i64 %pool1_grad.j428141, 49
+  %906 = mul nsw i64 %pool1_grad.ty429142, 7
+  %907 = add nsw i64 %905, %906
+  %908 = add nsw i64 %907, %pool1_grad.tx430143
+  %909 = mul nsw i64 %908, 16
+  %910 = add nsw i64 659488, %909
+  %911 = mul nsw i64 %pool1_grad.cv431144, 8
+  %912 = add nsw i64 %910, %911
+  %arena153 = getelementptr inbounds float, ptr %arena, i64 %912
+  %913 = load <8 x float>, ptr %arena153, align 4
+  %914 = fadd <8 x float> %904, %913
+  store <8 x float> %914, ptr %pool1_grad.w434, align 32
+  %915 = mul nsw i64 %pool1_grad.j428141, 49
+  %916 = mul nsw i64 %pool1_grad.ty429142, 7
+  %917 = add nsw i64 %915, %916
+  %918 = add nsw i64 %917, %pool1_grad.tx430143
+  %919 = mul nsw i64 %918, 16
+  %920 = add nsw i64 656352, %919
+  %921 = mul nsw i64 %pool1_grad.cv431144, 8
+  %922 = add nsw i64 %920, %921
+  %arena154 = getelementptr inbounds float, ptr %arena, i64 %922
+  %923 = load <8 x float>, ptr %arena154, align 4
+  %924 = mul nsw i64 %pool1_grad.j428141, 49
+  %925 = mul nsw i64 %pool1_grad.ty429142, 7
+  %926 = add nsw i64 %924, %925
+  %927 = add nsw i64 %926, %pool1_grad.tx430143
+  %928 = mul nsw i64 %927, 16
+  %929 = add nsw i64 659488, %928
+  %930 = mul nsw i64 %pool1_grad.cv431144, 8
+  %931 = add nsw i64 %929, %930
+  %arena155 = getelementptr inbounds float, ptr %arena, i64 %931
+  %932 = load <8 x float>, ptr %arena155, align 4
+  %933 = fsub <8 x float> %923, %932
+  %934 = mul nsw i64 %pool1_grad.j428141, 49
+  %935 = mul nsw i64 %pool1_grad.ty429142, 7
+  %936 = add nsw i64 %934, %935
+  %937 = add nsw i64 %936, %pool1_grad.tx430143
+  %938 = mul nsw i64 %937, 16
+  %939 = add nsw i64 662624, %938
+  %940 = mul nsw i64 %pool1_grad.cv431144, 8
+  %941 = add nsw i64 %939, %940
+  %arena156 = getelementptr inbounds float, ptr %arena, i64 %941
+  %942 = load <8 x float>, ptr %arena156, align 4
+  %943 = fsub <8 x float> %933, %942
+  store <8 x float> %943, ptr %pool1_grad.w435, align 32
+  %944 = mul nsw i64 %pool1_grad.j428141, 49
+  %945 = mul nsw i64 %pool1_grad.ty429142, 7
+  %946 = add nsw i64 %944, %945
+  %947 = add nsw i64 %946, %pool1_grad.tx430143
+  %948 = mul nsw i64 %947, 16
+  %949 = add nsw i64 654000, %948
+  %950 = mul nsw i64 %pool1_grad.cv431144, 8
+  %951 = add nsw i64 %949, %950
+  %arena157 = getelementptr inbounds float, ptr %arena, i64 %951
+  %952 = load <8 x float>, ptr %arena157, align 4
+  %953 = mul nsw i64 %pool1_grad.j428141, 49
+  %954 = mul nsw i64 %pool1_grad.ty429142, 7
+  %955 = add nsw i64 %953, %954
+  %956 = add nsw i64 %955, %pool1_grad.tx430143
+  %957 = mul nsw i64 %956, 16
+  %958 = add nsw i64 657136, %957
+  %959 = mul nsw i64 %pool1_grad.cv431144, 8
+  %960 = add nsw i64 %958, %959
+  %arena158 = getelementptr inbounds float, ptr %arena, i64 %960
+  %961 = load <8 x float>, ptr %arena158, align 4
+  %962 = fadd <8 x float> %952, %961
+  %963 = mul nsw i64 %pool1_grad.j428141, 49
+  %964 = mul nsw i64 %pool1_grad.ty429142, 7
+  %965 = add nsw i64 %963, %964
+  %966 = add nsw i64 %965, %pool1_grad.tx430143
+  %967 = mul nsw i64 %966, 16
+  %968 = add nsw i64 660272, %967
+  %969 = mul nsw i64 %pool1_grad.cv431144, 8
+  %970 = add nsw i64 %968, %969
+  %arena159 = getelementptr inbounds float, ptr %arena, i64 %970
+  %971 = load <8 x float>, ptr %arena159, align 4
+  %972 = fadd <8 x float> %962, %971
+  store <8 x float> %972, ptr %pool1_grad.w436, align 32
+  %973 = mul nsw i64 %pool1_grad.j428141, 49
+  %974 = mul nsw i64 %pool1_grad.ty429142, 7
+  %975 = add nsw i64 %973, %974
+  %976 = add nsw i64 %975, %pool1_grad.tx430143
+  %977 = mul nsw i64 %976, 16
+  %978 = add nsw i64 657136, %977
+  %979 = mul nsw i64 %pool1_grad.cv431144, 8
+  %980 = add nsw i64 %978, %979
+  %arena160 = getelementptr inbounds float, ptr %arena, i64 %980
+  %981 = load <8 x float>, ptr %arena160, align 4
+  %982 = mul nsw i64 %pool1_grad.j428141, 49
+  %983 = mul nsw i64 %pool1_grad.ty429142, 7
+  %984 = add nsw i64 %982, %983
+  %985 = add nsw i64 %984, %pool1_grad.tx430143
+  %986 = mul nsw i64 %985, 16
+  %987 = add nsw i64 660272, %986
+  %988 = mul nsw i64 %pool1_grad.cv431144, 8
+  %989 = add nsw i64 %987, %988
+  %arena161 = getelementptr inbounds float, ptr %arena, i64 %989
+  %990 = load <8 x float>, ptr %arena161, align 4
+  %991 = fsub <8 x float> %981, %990
+  %992 = mul nsw i64 %pool1_grad.j428141, 49
+  %993 = mul nsw i64 %pool1_grad.ty429142, 7
+  %994 = add nsw i64 %992, %993
+  %995 = add nsw i64 %994, %pool1_grad.tx430143
+  %996 = mul nsw i64 %995, 16
+  %997 = add nsw i64 663408, %996
+  %998 = mul nsw i64 %pool1_grad.cv431144, 8
+  %999 = add nsw i64 %997, %998
+  %arena162 = getelementptr inbounds float, ptr %arena, i64 %999
+  %1000 = load <8 x float>, ptr %arena162, align 4
+  %1001 = fsub <8 x float> %991, %1000
+  store <8 x float> %1001, ptr %pool1_grad.w437, align 32
+  %1002 = mul nsw i64 %pool1_grad.j428141, 49
+  %1003 = mul nsw i64 %pool1_grad.ty429142, 7
+  %1004 = add nsw i64 %1002, %1003
+  %1005 = add nsw i64 %1004, %pool1_grad.tx430143
+  %1006 = mul nsw i64 %1005, 16
+  %1007 = add nsw i64 654784, %1006
+  %1008 = mul nsw i64 %pool1_grad.cv431144, 8
+  %1009 = add nsw i64 %1007, %1008
+  %arena163 = getelementptr inbounds float, ptr %arena, i64 %1009
+  %1010 = load <8 x float>, ptr %arena163, align 4
+  %1011 = mul nsw i64 %pool1_grad.j428141, 49
+  %1012 = mul nsw i64 %pool1_grad.ty429142, 7
+  %1013 = add nsw i64 %1011, %1012
+  %1014 = add nsw i64 %1013, %pool1_grad.tx430143
+  %1015 = mul nsw i64 %1014, 16
+  %1016 = add nsw i64 657920, %1015
+  %1017 = mul nsw i64 %pool1_grad.cv431144, 8
+  %1018 = add nsw i64 %1016, %1017
+  %arena164 = getelementptr inbounds float, ptr %arena, i64 %1018
+  %1019 = load <8 x float>, ptr %arena164, align 4
+  %1020 = fadd <8 x float> %1010, %1019
+  %1021 = mul nsw i64 %pool1_grad.j428141, 49
+  %1022 = mul nsw i64 %pool1_grad.ty429142, 7
+  %1023 = add nsw i64 %1021, %1022
+  %1024 = add nsw i64 %1023, %pool1_grad.tx430143
+  %1025 = mul nsw i64 %1024, 16
+  %1026 = add nsw i64 661056, %1025
+  %1027 = mul nsw i64 %pool1_grad.cv431144, 8
+  %1028 = add nsw i64 %1026, %1027
+  %arena165 = getelementptr inbounds float, ptr %arena, i64 %1028
+  %1029 = load <8 x float>, ptr %arena165, align 4
+  %1030 = fadd <8 x float> %1020, %1029
+  store <8 x float> %1030, ptr %pool1_grad.w438, align 32
+  %1031 = mul nsw i64 %pool1_grad.j428141, 49
+  %1032 = mul nsw i64 %pool1_grad.ty429142, 7
+  %1033 = add nsw i64 %1031, %1032
+  %1034 = add nsw i64 %1033, %pool1_grad.tx430143
+  %1035 = mul nsw i64 %1034, 16
+  %1036 = add nsw i64 657920, %1035
+  %1037 = mul nsw i64 %pool1_grad.cv431144, 8
+  %1038 = add nsw i64 %1036, %1037
+  %arena166 = getelementptr inbounds float, ptr %arena, i64 %1038
+  %1039 = load <8 x float>, ptr %arena166, align 4
+  %1040 = mul nsw i64 %pool1_grad.j428141, 49
+  %1041 = mul nsw i64 %pool1_grad.ty429142, 7
+  %1042 = add nsw i64 %1040, %1041
+  %1043 = add nsw i64 %1042, %pool1_grad.tx430143
+  %1044 = mul nsw i64 %1043, 16
+  %1045 = add nsw i64 661056, %1044
+  %1046 = mul nsw i64 %pool1_grad.cv431144, 8
+  %1047 = add nsw i64 %1045, %1046
+  %arena167 = getelementptr inbounds float, ptr %arena, i64 %1047
+  %1048 = load <8 x float>, ptr %arena167, align 4
+  %1049 = fsub <8 x float> %1039, %1048
+  %1050 = mul nsw i64 %pool1_grad.j428141, 49
+  %1051 = mul nsw i64 %pool1_grad.ty429142, 7
+  %1052 = add nsw i64 %1050, %1051
+  %1053 = add nsw i64 %1052, %pool1_grad.tx430143
+  %1054 = mul nsw i64 %1053, 16
+  %1055 = add nsw i64 664192, %1054
+  %1056 = mul nsw i64 %pool1_grad.cv431144, 8
+  %1057 = add nsw i64 %1055, %1056
+  %arena168 = getelementptr inbounds float, ptr %arena, i64 %1057
+  %1058 = load <8 x float>, ptr %arena168, align 4
+  %1059 = fsub <8 x float> %1049, %1058
+  store <8 x float> %1059, ptr %pool1_grad.w439, align 32
+  %w432 = load <8 x float>, ptr %pool1_grad.w432, align 32
+  %w434 = load <8 x float>, ptr %pool1_grad.w434, align 32
+  %1060 = fadd <8 x float> %w432, %w434
+  %w436 = load <8 x float>, ptr %pool1_grad.w436, align 32
+  %1061 = fadd <8 x float> %1060, %w436
+  store <8 x float> %1061, ptr %pool1_grad.w440, align 32
+  %w434169 = load <8 x float>, ptr %pool1_grad.w434, align 32
+  %w436170 = load <8 x float>, ptr %pool1_grad.w436, align 32
+  %1062 = fsub <8 x float> %w434169, %w436170
+  %w438 = load <8 x float>, ptr %pool1_grad.w438, align 32
+  %1063 = fsub <8 x float> %1062, %w438
+  store <8 x float> %1063, ptr %pool1_grad.w441, align 32
+  %w433 = load <8 x float>, ptr %pool1_grad.w433, align 32
+  %w435 = load <8 x float>, ptr %pool1_grad.w435, align 32
+  %1064 = fadd <8 x float> %w433, %w435
+  %w437 = load <8 x float>, ptr %pool1_grad.w437, align 32
+  %1065 = fadd <8 x float> %1064, %w437
+  store <8 x float> %1065, ptr %pool1_grad.w442, align 32
+  %w435171 = load <8 x float>, ptr %pool1_grad.w435, align 32
+  %w437172 = load <8 x float>, ptr %pool1_grad.w437, align 32
+  %1066 = fsub <8 x float> %w435171, %w437172
+  %w439 = load <8 x float>, ptr %pool1_grad.w439, align 32
+  %1067 = fsub <8 x float> %1066, %w439
+  store <8 x float> %1067, ptr %pool1_grad.w443, align 32
+  %w440 = load <8 x float>, ptr %pool1_grad.w440, align 32
+  %1068 = mul nsw i64 %pool1_grad.j428141, 14
+  %1069 = mul nsw i64 %pool1_grad.ty429142, 2
+  %1070 = add nsw i64 %1068, %1069
+  %1071 = mul nsw i64 %1070, 14
+  %1072 = mul nsw i64 %pool1_grad.tx430143, 2
+  %1073 = add nsw i64 %1071, %1072
+  %1074 = mul nsw i64 %1073, 16
+  %1075 = add nsw i64 664976, %1074
+  %1076 = mul nsw i64 %pool1_grad.cv431144, 8
+  %1077 = add nsw i64 %1075, %1076
+  %arena173 = getelementptr inbounds float, ptr %arena, i64 %1077
+  store <8 x float> %w440, ptr %arena173, align 4
+  %w441 = load <8 x float>, ptr %pool1_grad.w441, align 32
+  %1078 = mul nsw i64 %pool1_grad.j428141, 14
+  %1079 = mul nsw i64 %pool1_grad.ty429142, 2
+  %1080 = add nsw i64 %1078, %1079
+  %1081 = mul nsw i64 %1080, 14
+  %1082 = mul nsw i64 %pool1_grad.tx430143, 2
   %1083 = add nsw i64 %1081, %1082
-  %arena176 = getelementptr inbounds float, ptr %arena, i64 %1083
-  store <8 x float> %w426, ptr %arena176, align 4
-  %w427 = load <8 x float>, ptr %pool1_grad.w427, align 32
-  %1084 = mul nsw i64 %pool1_grad.j414144, 14
-  %1085 = mul nsw i64 %pool1_grad.ty415145, 2
-  %1086 = add nsw i64 %1084, %1085
-  %1087 = mul nsw i64 %1086, 14
-  %1088 = mul nsw i64 %pool1_grad.tx416146, 2
-  %1089 = add nsw i64 %1087, %1088
-  %1090 = add nsw i64 %1089, 1
-  %1091 = mul nsw i64 %1090, 16
-  %1092 = add nsw i64 664976, %1091
-  %1093 = mul nsw i64 %pool1_grad.cv417147, 8
-  %1094 = add nsw i64 %1092, %1093
-  %arena177 = getelementptr inbounds float, ptr %arena, i64 %1094
-  store <8 x float> %w427, ptr %arena177, align 4
-  %w428 = load <8 x float>, ptr %pool1_grad.w428, align 32
-  %1095 = mul nsw i64 %pool1_grad.j414144, 14
-  %1096 = mul nsw i64 %pool1_grad.ty415145, 2
-  %1097 = add nsw i64 %1095, %1096
-  %1098 = add nsw i64 %1097, 1
-  %1099 = mul nsw i64 %1098, 14
-  %1100 = mul nsw i64 %pool1_grad.tx416146, 2
-  %1101 = add nsw i64 %1099, %1100
-  %1102 = mul nsw i64 %1101, 16
-  %1103 = add nsw i64 664976, %1102
-  %1104 = mul nsw i64 %pool1_grad.cv417147, 8
-  %1105 = add nsw i64 %1103, %1104
-  %arena178 = getelementptr inbounds float, ptr %arena, i64 %1105
-  store <8 x float> %w428, ptr %arena178, align 4
-  %w429 = load <8 x float>, ptr %pool1_grad.w429, align 32
-  %1106 = mul nsw i64 %pool1_grad.j414144, 14
-  %1107 = mul nsw i64 %pool1_grad.ty415145, 2
-  %1108 = add nsw i64 %1106, %1107
-  %1109 = add nsw i64 %1108, 1
-  %1110 = mul nsw i64 %1109, 14
-  %1111 = mul nsw i64 %pool1_grad.tx416146, 2
-  %1112 = add nsw i64 %1110, %1111
-  %1113 = add nsw i64 %1112, 1
-  %1114 = mul nsw i64 %1113, 16
-  %1115 = add nsw i64 664976, %1114
-  %1116 = mul nsw i64 %pool1_grad.cv417147, 8
-  %1117 = add nsw i64 %1115, %1116
-  %arena179 = getelementptr inbounds float, ptr %arena, i64 %1117
-  store <8 x float> %w429, ptr %arena179, align 4
-  %cv417.next = add nsw i64 %pool1_grad.cv417147, 1
-  %1118 = icmp slt i64 %cv417.next, 2
-  br i1 %1118, label %pool1_grad.cv417, label %pool1_grad.cv417.end
+  %1084 = add nsw i64 %1083, 1
+  %1085 = mul nsw i64 %1084, 16
+  %1086 = add nsw i64 664976, %1085
+  %1087 = mul nsw i64 %pool1_grad.cv431144, 8
+  %1088 = add nsw i64 %1086, %1087
+  %arena174 = getelementptr inbounds float, ptr %arena, i64 %1088
+  store <8 x float> %w441, ptr %arena174, align 4
+  %w442 = load <8 x float>, ptr %pool1_grad.w442, align 32
+  %1089 = mul nsw i64 %pool1_grad.j428141, 14
+  %1090 = mul nsw i64 %pool1_grad.ty429142, 2
+  %1091 = add nsw i64 %1089, %1090
+  %1092 = add nsw i64 %1091, 1
+  %1093 = mul nsw i64 %1092, 14
+  %1094 = mul nsw i64 %pool1_grad.tx430143, 2
+  %1095 = add nsw i64 %1093, %1094
+  %1096 = mul nsw i64 %1095, 16
+  %1097 = add nsw i64 664976, %1096
+  %1098 = mul nsw i64 %pool1_grad.cv431144, 8
+  %1099 = add nsw i64 %1097, %1098
+  %arena175 = getelementptr inbounds float, ptr %arena, i64 %1099
+  store <8 x float> %w442, ptr %arena175, align 4
+  %w443 = load <8 x float>, ptr %pool1_grad.w443, align 32
+  %1100 = mul nsw i64 %pool1_grad.j428141, 14
+  %1101 = mul nsw i64 %pool1_grad.ty429142, 2
+  %1102 = add nsw i64 %1100, %1101
+  %1103 = add nsw i64 %1102, 1
+  %1104 = mul nsw i64 %1103, 14
+  %1105 = mul nsw i64 %pool1_grad.tx430143, 2
+  %1106 = add nsw i64 %1104, %1105
+  %1107 = add nsw i64 %1106, 1
+  %1108 = mul nsw i64 %1107, 16
+  %1109 = add nsw i64 664976, %1108
+  %1110 = mul nsw i64 %pool1_grad.cv431144, 8
+  %1111 = add nsw i64 %1109, %1110
+  %arena176 = getelementptr inbounds float, ptr %arena, i64 %1111
+  store <8 x float> %w443, ptr %arena176, align 4
+  %cv431.next = add nsw i64 %pool1_grad.cv431144, 1
+  %1112 = icmp slt i64 %cv431.next, 2
+  br i1 %1112, label %pool1_grad.cv431, label %pool1_grad.cv431.end
 
-pool1_grad.cv417.end:                             ; preds = %pool1_grad.cv417
-  %tx416.next = add nsw i64 %pool1_grad.tx416146, 1
-  %1119 = icmp slt i64 %tx416.next, 7
-  br i1 %1119, label %pool1_grad.tx416, label %pool1_grad.tx416.end
+pool1_grad.cv431.end:                             ; preds = %pool1_grad.cv431
+  %tx430.next = add nsw i64 %pool1_grad.tx430143, 1
+  %1113 = icmp slt i64 %tx430.next, 7
+  br i1 %1113, label %pool1_grad.tx430, label %pool1_grad.tx430.end
 
-pool1_grad.j430:                                  ; preds = %pool1_grad.c431.end, %pool1_grad.j414.end
-  %pool1_grad.j430180 = phi i64 [ 0, %pool1_grad.j414.end ], [ %j430.next, %pool1_grad.c431.end ]
-  br label %pool1_grad.c431
+pool1_grad.j444:                                  ; preds = %pool1_grad.c445.end, %pool1_grad.j428.end
+  %pool1_grad.j444177 = phi i64 [ 0, %pool1_grad.j428.end ], [ %j444.next, %pool1_grad.c445.end ]
+  br label %pool1_grad.c445
 
-pool1_grad.j430.end:                              ; preds = %pool1_grad.c431.end
-  %g372.next = add nsw i64 %pool1_grad.g37265, 1
-  %1120 = icmp slt i64 %g372.next, 64
-  br i1 %1120, label %pool1_grad.g372, label %pool1_grad.g372.end
+pool1_grad.j444.end:                              ; preds = %pool1_grad.c445.end
+  %g379.next = add nsw i64 %pool1_grad.g37965, 1
+  %1114 = icmp slt i64 %g379.next, 64
+  br i1 %1114, label %pool1_grad.g379, label %pool1_grad.g379.end
 
-pool1_grad.c431:                                  ; preds = %pool1_grad.q432.end, %pool1_grad.j430
-  %pool1_grad.c431181 = phi i64 [ 0, %pool1_grad.j430 ], [ %c431.next, %pool1_grad.q432.end ]
-  br label %pool1_grad.q432
+pool1_grad.c445:                                  ; preds = %pool1_grad.q446.end, %pool1_grad.j444
+  %pool1_grad.c445178 = phi i64 [ 0, %pool1_grad.j444 ], [ %c445.next, %pool1_grad.q446.end ]
+  br label %pool1_grad.q446
 
-pool1_grad.c431.end:                              ; preds = %pool1_grad.q432.end
-  %j430.next = add nsw i64 %pool1_grad.j430180, 1
-  %1121 = icmp slt i64 %j430.next, 1
-  br i1 %1121, label %pool1_grad.j430, label %pool1_grad.j430.end
+pool1_grad.c445.end:                              ; preds = %pool1_grad.q446.end
+  %j444.next = add nsw i64 %pool1_grad.j444177, 1
+  %1115 = icmp slt i64 %j444.next, 1
+  br i1 %1115, label %pool1_grad.j444, label %pool1_grad.j444.end
 
-pool1_grad.q432:                                  ; preds = %pool1_grad.q432, %pool1_grad.c431
-  %pool1_grad.q432182 = phi i64 [ 0, %pool1_grad.c431 ], [ %q432.next, %pool1_grad.q432 ]
-  %1122 = mul nsw i64 %pool1_grad.j430180, 196
-  %1123 = add nsw i64 %1122, %pool1_grad.q432182
-  %1124 = mul nsw i64 %1123, 16
-  %1125 = add nsw i64 664976, %1124
-  %1126 = add nsw i64 %1125, %pool1_grad.c431181
-  %arena183 = getelementptr inbounds float, ptr %arena, i64 %1126
-  %1127 = load float, ptr %arena183, align 4
-  %1128 = add nsw i64 %pool1_grad.g37265, %pool1_grad.j430180
-  %1129 = mul nsw i64 %1128, 3136
-  %1130 = add nsw i64 401408, %1129
-  %1131 = mul nsw i64 %pool1_grad.c431181, 196
-  %1132 = add nsw i64 %1130, %1131
-  %1133 = add nsw i64 %1132, %pool1_grad.q432182
-  %arena184 = getelementptr inbounds float, ptr %arena, i64 %1133
-  store float %1127, ptr %arena184, align 4
-  %q432.next = add nsw i64 %pool1_grad.q432182, 1
-  %1134 = icmp slt i64 %q432.next, 196
-  br i1 %1134, label %pool1_grad.q432, label %pool1_grad.q432.end
+pool1_grad.q446:                                  ; preds = %pool1_grad.q446, %pool1_grad.c445
+  %pool1_grad.q446179 = phi i64 [ 0, %pool1_grad.c445 ], [ %q446.next, %pool1_grad.q446 ]
+  %1116 = mul nsw i64 %pool1_grad.j444177, 196
+  %1117 = add nsw i64 %1116, %pool1_grad.q446179
+  %1118 = mul nsw i64 %1117, 16
+  %1119 = add nsw i64 664976, %1118
+  %1120 = add nsw i64 %1119, %pool1_grad.c445178
+  %arena180 = getelementptr inbounds float, ptr %arena, i64 %1120
+  %1121 = load float, ptr %arena180, align 4
+  %1122 = add nsw i64 %pool1_grad.g37965, %pool1_grad.j444177
+  %1123 = mul nsw i64 %1122, 3136
+  %1124 = add nsw i64 401408, %1123
+  %1125 = mul nsw i64 %pool1_grad.c445178, 196
+  %1126 = add nsw i64 %1124, %1125
+  %1127 = add nsw i64 %1126, %pool1_grad.q446179
+  %arena181 = getelementptr inbounds float, ptr %arena, i64 %1127
+  store float %1121, ptr %arena181, align 4
+  %q446.next = add nsw i64 %pool1_grad.q446179, 1
+  %1128 = icmp slt i64 %q446.next, 196
+  br i1 %1128, label %pool1_grad.q446, label %pool1_grad.q446.end
 
-pool1_grad.q432.end:                              ; preds = %pool1_grad.q432
-  %c431.next = add nsw i64 %pool1_grad.c431181, 1
-  %1135 = icmp slt i64 %c431.next, 16
-  br i1 %1135, label %pool1_grad.c431, label %pool1_grad.c431.end
+pool1_grad.q446.end:                              ; preds = %pool1_grad.q446
+  %c445.next = add nsw i64 %pool1_grad.c445178, 1
+  %1129 = icmp slt i64 %c445.next, 16
+  br i1 %1129, label %pool1_grad.c445, label %pool1_grad.c445.end
 }
 
 ; Function Attrs: noinline
-define internal void @smallcnn_train_b64.k19.conv1_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @smallcnn_train_b64.k18.pool1_grad.gemm427(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #1 {
 entry:
-  br label %conv1_grad.i433
+  %pool1_grad.t425_a3 = alloca <8 x float>, align 32
+  %pool1_grad.t425_a2 = alloca <8 x float>, align 32
+  %pool1_grad.t425_a1 = alloca <8 x float>, align 32
+  %pool1_grad.t425_a0 = alloca <8 x float>, align 32
+  %pool1_grad.t425_b1 = alloca <8 x float>, align 32
+  %pool1_grad.t425_b0 = alloca <8 x float>, align 32
+  %pool1_grad.t425_c3_1 = alloca <8 x float>, align 32
+  %pool1_grad.t425_c3_0 = alloca <8 x float>, align 32
+  %pool1_grad.t425_c2_1 = alloca <8 x float>, align 32
+  %pool1_grad.t425_c2_0 = alloca <8 x float>, align 32
+  %pool1_grad.t425_c1_1 = alloca <8 x float>, align 32
+  %pool1_grad.t425_c1_0 = alloca <8 x float>, align 32
+  %pool1_grad.t425_c0_1 = alloca <8 x float>, align 32
+  %pool1_grad.t425_c0_0 = alloca <8 x float>, align 32
+  %pool1_grad.t423_a4 = alloca <8 x float>, align 32
+  %pool1_grad.t423_a3 = alloca <8 x float>, align 32
+  %pool1_grad.t423_a2 = alloca <8 x float>, align 32
+  %pool1_grad.t423_a1 = alloca <8 x float>, align 32
+  %pool1_grad.t423_a0 = alloca <8 x float>, align 32
+  %pool1_grad.t423_b1 = alloca <8 x float>, align 32
+  %pool1_grad.t423_b0 = alloca <8 x float>, align 32
+  %pool1_grad.t423_c4_1 = alloca <8 x float>, align 32
+  %pool1_grad.t423_c4_0 = alloca <8 x float>, align 32
+  %pool1_grad.t423_c3_1 = alloca <8 x float>, align 32
+  %pool1_grad.t423_c3_0 = alloca <8 x float>, align 32
+  %pool1_grad.t423_c2_1 = alloca <8 x float>, align 32
+  %pool1_grad.t423_c2_0 = alloca <8 x float>, align 32
+  %pool1_grad.t423_c1_1 = alloca <8 x float>, align 32
+  %pool1_grad.t423_c1_0 = alloca <8 x float>, align 32
+  %pool1_grad.t423_c0_1 = alloca <8 x float>, align 32
+  %pool1_grad.t423_c0_0 = alloca <8 x float>, align 32
+  br label %pool1_grad.nb421
 
-conv1_grad.i433:                                  ; preds = %conv1_grad.i433, %entry
-  %conv1_grad.i4331 = phi i64 [ 0, %entry ], [ %i433.next, %conv1_grad.i433 ]
-  %0 = add nsw i64 610960, %conv1_grad.i4331
-  %arena2 = getelementptr inbounds float, ptr %arena, i64 %0
-  store float 0.000000e+00, ptr %arena2, align 4
-  %i433.next = add nsw i64 %conv1_grad.i4331, 1
-  %1 = icmp slt i64 %i433.next, 802816
-  br i1 %1, label %conv1_grad.i433, label %conv1_grad.i433.end
+pool1_grad.nb421:                                 ; preds = %pool1_grad.k426.end, %entry
+  %pool1_grad.nb4211 = phi i64 [ 0, %entry ], [ %nb421.next, %pool1_grad.k426.end ]
+  br label %pool1_grad.mb422
 
-conv1_grad.i433.end:                              ; preds = %conv1_grad.i433
-  br label %conv1_grad.q434
-
-conv1_grad.q434:                                  ; preds = %conv1_grad.i435.end, %conv1_grad.i433.end
-  %conv1_grad.q4343 = phi i64 [ 0, %conv1_grad.i433.end ], [ %q434.next, %conv1_grad.i435.end ]
-  br label %conv1_grad.i435
-
-conv1_grad.q434.end:                              ; preds = %conv1_grad.i435.end
+pool1_grad.nb421.end:                             ; preds = %pool1_grad.k426.end
   ret void
 
-conv1_grad.i435:                                  ; preds = %conv1_grad.endif, %conv1_grad.q434
-  %conv1_grad.i4354 = phi i64 [ 0, %conv1_grad.q434 ], [ %i435.next, %conv1_grad.endif ]
-  %2 = mul nsw i64 %conv1_grad.q4343, 196
-  %3 = add nsw i64 %2, %conv1_grad.i4354
+pool1_grad.mb422:                                 ; preds = %pool1_grad.k424.end, %pool1_grad.nb421
+  %pool1_grad.mb4222 = phi i64 [ 0, %pool1_grad.nb421 ], [ %mb422.next, %pool1_grad.k424.end ]
+  store <8 x float> zeroinitializer, ptr %pool1_grad.t423_c0_0, align 32
+  store <8 x float> zeroinitializer, ptr %pool1_grad.t423_c0_1, align 32
+  store <8 x float> zeroinitializer, ptr %pool1_grad.t423_c1_0, align 32
+  store <8 x float> zeroinitializer, ptr %pool1_grad.t423_c1_1, align 32
+  store <8 x float> zeroinitializer, ptr %pool1_grad.t423_c2_0, align 32
+  store <8 x float> zeroinitializer, ptr %pool1_grad.t423_c2_1, align 32
+  store <8 x float> zeroinitializer, ptr %pool1_grad.t423_c3_0, align 32
+  store <8 x float> zeroinitializer, ptr %pool1_grad.t423_c3_1, align 32
+  store <8 x float> zeroinitializer, ptr %pool1_grad.t423_c4_0, align 32
+  store <8 x float> zeroinitializer, ptr %pool1_grad.t423_c4_1, align 32
+  br label %pool1_grad.k424
+
+pool1_grad.mb422.end:                             ; preds = %pool1_grad.k424.end
+  store <8 x float> zeroinitializer, ptr %pool1_grad.t425_c0_0, align 32
+  store <8 x float> zeroinitializer, ptr %pool1_grad.t425_c0_1, align 32
+  store <8 x float> zeroinitializer, ptr %pool1_grad.t425_c1_0, align 32
+  store <8 x float> zeroinitializer, ptr %pool1_grad.t425_c1_1, align 32
+  store <8 x float> zeroinitializer, ptr %pool1_grad.t425_c2_0, align 32
+  store <8 x float> zeroinitializer, ptr %pool1_grad.t425_c2_1, align 32
+  store <8 x float> zeroinitializer, ptr %pool1_grad.t425_c3_0, align 32
+  store <8 x float> zeroinitializer, ptr %pool1_grad.t425_c3_1, align 32
+  br label %pool1_grad.k426
+
+pool1_grad.k424:                                  ; preds = %pool1_grad.k424, %pool1_grad.mb422
+  %pool1_grad.k4243 = phi i64 [ 0, %pool1_grad.mb422 ], [ %k424.next, %pool1_grad.k424 ]
+  %1 = mul nsw i64 %0, 512
+  %2 = add nsw i64 610960, %1
+  %3 = mul nsw i64 %pool1_grad.k4243, 16
+  %4 = add nsw i64 %2, %3
+  %5 = mul nsw i64 %pool1_grad.nb4211, 16
+  %6 = add nsw i64 %4, %5
+  %arena4 = getelementptr inbounds float, ptr %arena, i64 %6
+  %7 = load <8 x float>, ptr %arena4, align 4
+  store <8 x float> %7, ptr %pool1_grad.t423_b0, align 32
+  %8 = mul nsw i64 %0, 512
+  %9 = add nsw i64 610960, %8
+  %10 = mul nsw i64 %pool1_grad.k4243, 16
+  %11 = add nsw i64 %9, %10
+  %12 = mul nsw i64 %pool1_grad.nb4211, 16
+  %13 = add nsw i64 %11, %12
+  %14 = add nsw i64 %13, 8
+  %arena5 = getelementptr inbounds float, ptr %arena, i64 %14
+  %15 = load <8 x float>, ptr %arena5, align 4
+  store <8 x float> %15, ptr %pool1_grad.t423_b1, align 32
+  %16 = mul nsw i64 %0, 1568
+  %17 = add nsw i64 627344, %16
+  %18 = mul nsw i64 %pool1_grad.mb4222, 5
+  %19 = mul nsw i64 %18, 32
+  %20 = add nsw i64 %17, %19
+  %21 = add nsw i64 %20, %pool1_grad.k4243
+  %arena6 = getelementptr inbounds float, ptr %arena, i64 %21
+  %22 = load float, ptr %arena6, align 4
+  %23 = insertelement <8 x float> undef, float %22, i32 0
+  %24 = shufflevector <8 x float> %23, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %24, ptr %pool1_grad.t423_a0, align 32
+  %t423_a0 = load <8 x float>, ptr %pool1_grad.t423_a0, align 32
+  %t423_b0 = load <8 x float>, ptr %pool1_grad.t423_b0, align 32
+  %t423_c0_0 = load <8 x float>, ptr %pool1_grad.t423_c0_0, align 32
+  %25 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t423_a0, <8 x float> %t423_b0, <8 x float> %t423_c0_0)
+  store <8 x float> %25, ptr %pool1_grad.t423_c0_0, align 32
+  %t423_a07 = load <8 x float>, ptr %pool1_grad.t423_a0, align 32
+  %t423_b1 = load <8 x float>, ptr %pool1_grad.t423_b1, align 32
+  %t423_c0_1 = load <8 x float>, ptr %pool1_grad.t423_c0_1, align 32
+  %26 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t423_a07, <8 x float> %t423_b1, <8 x float> %t423_c0_1)
+  store <8 x float> %26, ptr %pool1_grad.t423_c0_1, align 32
+  %27 = mul nsw i64 %0, 1568
+  %28 = add nsw i64 627344, %27
+  %29 = mul nsw i64 %pool1_grad.mb4222, 5
+  %30 = add nsw i64 %29, 1
+  %31 = mul nsw i64 %30, 32
+  %32 = add nsw i64 %28, %31
+  %33 = add nsw i64 %32, %pool1_grad.k4243
+  %arena8 = getelementptr inbounds float, ptr %arena, i64 %33
+  %34 = load float, ptr %arena8, align 4
+  %35 = insertelement <8 x float> undef, float %34, i32 0
+  %36 = shufflevector <8 x float> %35, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %36, ptr %pool1_grad.t423_a1, align 32
+  %t423_a1 = load <8 x float>, ptr %pool1_grad.t423_a1, align 32
+  %t423_b09 = load <8 x float>, ptr %pool1_grad.t423_b0, align 32
+  %t423_c1_0 = load <8 x float>, ptr %pool1_grad.t423_c1_0, align 32
+  %37 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t423_a1, <8 x float> %t423_b09, <8 x float> %t423_c1_0)
+  store <8 x float> %37, ptr %pool1_grad.t423_c1_0, align 32
+  %t423_a110 = load <8 x float>, ptr %pool1_grad.t423_a1, align 32
+  %t423_b111 = load <8 x float>, ptr %pool1_grad.t423_b1, align 32
+  %t423_c1_1 = load <8 x float>, ptr %pool1_grad.t423_c1_1, align 32
+  %38 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t423_a110, <8 x float> %t423_b111, <8 x float> %t423_c1_1)
+  store <8 x float> %38, ptr %pool1_grad.t423_c1_1, align 32
+  %39 = mul nsw i64 %0, 1568
+  %40 = add nsw i64 627344, %39
+  %41 = mul nsw i64 %pool1_grad.mb4222, 5
+  %42 = add nsw i64 %41, 2
+  %43 = mul nsw i64 %42, 32
+  %44 = add nsw i64 %40, %43
+  %45 = add nsw i64 %44, %pool1_grad.k4243
+  %arena12 = getelementptr inbounds float, ptr %arena, i64 %45
+  %46 = load float, ptr %arena12, align 4
+  %47 = insertelement <8 x float> undef, float %46, i32 0
+  %48 = shufflevector <8 x float> %47, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %48, ptr %pool1_grad.t423_a2, align 32
+  %t423_a2 = load <8 x float>, ptr %pool1_grad.t423_a2, align 32
+  %t423_b013 = load <8 x float>, ptr %pool1_grad.t423_b0, align 32
+  %t423_c2_0 = load <8 x float>, ptr %pool1_grad.t423_c2_0, align 32
+  %49 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t423_a2, <8 x float> %t423_b013, <8 x float> %t423_c2_0)
+  store <8 x float> %49, ptr %pool1_grad.t423_c2_0, align 32
+  %t423_a214 = load <8 x float>, ptr %pool1_grad.t423_a2, align 32
+  %t423_b115 = load <8 x float>, ptr %pool1_grad.t423_b1, align 32
+  %t423_c2_1 = load <8 x float>, ptr %pool1_grad.t423_c2_1, align 32
+  %50 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t423_a214, <8 x float> %t423_b115, <8 x float> %t423_c2_1)
+  store <8 x float> %50, ptr %pool1_grad.t423_c2_1, align 32
+  %51 = mul nsw i64 %0, 1568
+  %52 = add nsw i64 627344, %51
+  %53 = mul nsw i64 %pool1_grad.mb4222, 5
+  %54 = add nsw i64 %53, 3
+  %55 = mul nsw i64 %54, 32
+  %56 = add nsw i64 %52, %55
+  %57 = add nsw i64 %56, %pool1_grad.k4243
+  %arena16 = getelementptr inbounds float, ptr %arena, i64 %57
+  %58 = load float, ptr %arena16, align 4
+  %59 = insertelement <8 x float> undef, float %58, i32 0
+  %60 = shufflevector <8 x float> %59, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %60, ptr %pool1_grad.t423_a3, align 32
+  %t423_a3 = load <8 x float>, ptr %pool1_grad.t423_a3, align 32
+  %t423_b017 = load <8 x float>, ptr %pool1_grad.t423_b0, align 32
+  %t423_c3_0 = load <8 x float>, ptr %pool1_grad.t423_c3_0, align 32
+  %61 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t423_a3, <8 x float> %t423_b017, <8 x float> %t423_c3_0)
+  store <8 x float> %61, ptr %pool1_grad.t423_c3_0, align 32
+  %t423_a318 = load <8 x float>, ptr %pool1_grad.t423_a3, align 32
+  %t423_b119 = load <8 x float>, ptr %pool1_grad.t423_b1, align 32
+  %t423_c3_1 = load <8 x float>, ptr %pool1_grad.t423_c3_1, align 32
+  %62 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t423_a318, <8 x float> %t423_b119, <8 x float> %t423_c3_1)
+  store <8 x float> %62, ptr %pool1_grad.t423_c3_1, align 32
+  %63 = mul nsw i64 %0, 1568
+  %64 = add nsw i64 627344, %63
+  %65 = mul nsw i64 %pool1_grad.mb4222, 5
+  %66 = add nsw i64 %65, 4
+  %67 = mul nsw i64 %66, 32
+  %68 = add nsw i64 %64, %67
+  %69 = add nsw i64 %68, %pool1_grad.k4243
+  %arena20 = getelementptr inbounds float, ptr %arena, i64 %69
+  %70 = load float, ptr %arena20, align 4
+  %71 = insertelement <8 x float> undef, float %70, i32 0
+  %72 = shufflevector <8 x float> %71, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %72, ptr %pool1_grad.t423_a4, align 32
+  %t423_a4 = load <8 x float>, ptr %pool1_grad.t423_a4, align 32
+  %t423_b021 = load <8 x float>, ptr %pool1_grad.t423_b0, align 32
+  %t423_c4_0 = load <8 x float>, ptr %pool1_grad.t423_c4_0, align 32
+  %73 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t423_a4, <8 x float> %t423_b021, <8 x float> %t423_c4_0)
+  store <8 x float> %73, ptr %pool1_grad.t423_c4_0, align 32
+  %t423_a422 = load <8 x float>, ptr %pool1_grad.t423_a4, align 32
+  %t423_b123 = load <8 x float>, ptr %pool1_grad.t423_b1, align 32
+  %t423_c4_1 = load <8 x float>, ptr %pool1_grad.t423_c4_1, align 32
+  %74 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t423_a422, <8 x float> %t423_b123, <8 x float> %t423_c4_1)
+  store <8 x float> %74, ptr %pool1_grad.t423_c4_1, align 32
+  %k424.next = add nsw i64 %pool1_grad.k4243, 1
+  %75 = icmp slt i64 %k424.next, 32
+  br i1 %75, label %pool1_grad.k424, label %pool1_grad.k424.end
+
+pool1_grad.k424.end:                              ; preds = %pool1_grad.k424
+  %t423_c0_024 = load <8 x float>, ptr %pool1_grad.t423_c0_0, align 32
+  %76 = mul nsw i64 %0, 784
+  %77 = add nsw i64 652432, %76
+  %78 = mul nsw i64 %pool1_grad.mb4222, 5
+  %79 = mul nsw i64 %78, 16
+  %80 = add nsw i64 %77, %79
+  %81 = mul nsw i64 %pool1_grad.nb4211, 16
+  %82 = add nsw i64 %80, %81
+  %arena25 = getelementptr inbounds float, ptr %arena, i64 %82
+  store <8 x float> %t423_c0_024, ptr %arena25, align 4
+  %t423_c0_126 = load <8 x float>, ptr %pool1_grad.t423_c0_1, align 32
+  %83 = mul nsw i64 %0, 784
+  %84 = add nsw i64 652432, %83
+  %85 = mul nsw i64 %pool1_grad.mb4222, 5
+  %86 = mul nsw i64 %85, 16
+  %87 = add nsw i64 %84, %86
+  %88 = mul nsw i64 %pool1_grad.nb4211, 16
+  %89 = add nsw i64 %87, %88
+  %90 = add nsw i64 %89, 8
+  %arena27 = getelementptr inbounds float, ptr %arena, i64 %90
+  store <8 x float> %t423_c0_126, ptr %arena27, align 4
+  %t423_c1_028 = load <8 x float>, ptr %pool1_grad.t423_c1_0, align 32
+  %91 = mul nsw i64 %0, 784
+  %92 = add nsw i64 652432, %91
+  %93 = mul nsw i64 %pool1_grad.mb4222, 5
+  %94 = add nsw i64 %93, 1
+  %95 = mul nsw i64 %94, 16
+  %96 = add nsw i64 %92, %95
+  %97 = mul nsw i64 %pool1_grad.nb4211, 16
+  %98 = add nsw i64 %96, %97
+  %arena29 = getelementptr inbounds float, ptr %arena, i64 %98
+  store <8 x float> %t423_c1_028, ptr %arena29, align 4
+  %t423_c1_130 = load <8 x float>, ptr %pool1_grad.t423_c1_1, align 32
+  %99 = mul nsw i64 %0, 784
+  %100 = add nsw i64 652432, %99
+  %101 = mul nsw i64 %pool1_grad.mb4222, 5
+  %102 = add nsw i64 %101, 1
+  %103 = mul nsw i64 %102, 16
+  %104 = add nsw i64 %100, %103
+  %105 = mul nsw i64 %pool1_grad.nb4211, 16
+  %106 = add nsw i64 %104, %105
+  %107 = add nsw i64 %106, 8
+  %arena31 = getelementptr inbounds float, ptr %arena, i64 %107
+  store <8 x float> %t423_c1_130, ptr %arena31, align 4
+  %t423_c2_032 = load <8 x float>, ptr %pool1_grad.t423_c2_0, align 32
+  %108 = mul nsw i64 %0, 784
+  %109 = add nsw i64 652432, %108
+  %110 = mul nsw i64 %pool1_grad.mb4222, 5
+  %111 = add nsw i64 %110, 2
+  %112 = mul nsw i64 %111, 16
+  %113 = add nsw i64 %109, %112
+  %114 = mul nsw i64 %pool1_grad.nb4211, 16
+  %115 = add nsw i64 %113, %114
+  %arena33 = getelementptr inbounds float, ptr %arena, i64 %115
+  store <8 x float> %t423_c2_032, ptr %arena33, align 4
+  %t423_c2_134 = load <8 x float>, ptr %pool1_grad.t423_c2_1, align 32
+  %116 = mul nsw i64 %0, 784
+  %117 = add nsw i64 652432, %116
+  %118 = mul nsw i64 %pool1_grad.mb4222, 5
+  %119 = add nsw i64 %118, 2
+  %120 = mul nsw i64 %119, 16
+  %121 = add nsw i64 %117, %120
+  %122 = mul nsw i64 %pool1_grad.nb4211, 16
+  %123 = add nsw i64 %121, %122
+  %124 = add nsw i64 %123, 8
+  %arena35 = getelementptr inbounds float, ptr %arena, i64 %124
+  store <8 x float> %t423_c2_134, ptr %arena35, align 4
+  %t423_c3_036 = load <8 x float>, ptr %pool1_grad.t423_c3_0, align 32
+  %125 = mul nsw i64 %0, 784
+  %126 = add nsw i64 652432, %125
+  %127 = mul nsw i64 %pool1_grad.mb4222, 5
+  %128 = add nsw i64 %127, 3
+  %129 = mul nsw i64 %128, 16
+  %130 = add nsw i64 %126, %129
+  %131 = mul nsw i64 %pool1_grad.nb4211, 16
+  %132 = add nsw i64 %130, %131
+  %arena37 = getelementptr inbounds float, ptr %arena, i64 %132
+  store <8 x float> %t423_c3_036, ptr %arena37, align 4
+  %t423_c3_138 = load <8 x float>, ptr %pool1_grad.t423_c3_1, align 32
+  %133 = mul nsw i64 %0, 784
+  %134 = add nsw i64 652432, %133
+  %135 = mul nsw i64 %pool1_grad.mb4222, 5
+  %136 = add nsw i64 %135, 3
+  %137 = mul nsw i64 %136, 16
+  %138 = add nsw i64 %134, %137
+  %139 = mul nsw i64 %pool1_grad.nb4211, 16
+  %140 = add nsw i64 %138, %139
+  %141 = add nsw i64 %140, 8
+  %arena39 = getelementptr inbounds float, ptr %arena, i64 %141
+  store <8 x float> %t423_c3_138, ptr %arena39, align 4
+  %t423_c4_040 = load <8 x float>, ptr %pool1_grad.t423_c4_0, align 32
+  %142 = mul nsw i64 %0, 784
+  %143 = add nsw i64 652432, %142
+  %144 = mul nsw i64 %pool1_grad.mb4222, 5
+  %145 = add nsw i64 %144, 4
+  %146 = mul nsw i64 %145, 16
+  %147 = add nsw i64 %143, %146
+  %148 = mul nsw i64 %pool1_grad.nb4211, 16
+  %149 = add nsw i64 %147, %148
+  %arena41 = getelementptr inbounds float, ptr %arena, i64 %149
+  store <8 x float> %t423_c4_040, ptr %arena41, align 4
+  %t423_c4_142 = load <8 x float>, ptr %pool1_grad.t423_c4_1, align 32
+  %150 = mul nsw i64 %0, 784
+  %151 = add nsw i64 652432, %150
+  %152 = mul nsw i64 %pool1_grad.mb4222, 5
+  %153 = add nsw i64 %152, 4
+  %154 = mul nsw i64 %153, 16
+  %155 = add nsw i64 %151, %154
+  %156 = mul nsw i64 %pool1_grad.nb4211, 16
+  %157 = add nsw i64 %155, %156
+  %158 = add nsw i64 %157, 8
+  %arena43 = getelementptr inbounds float, ptr %arena, i64 %158
+  store <8 x float> %t423_c4_142, ptr %arena43, align 4
+  %mb422.next = add nsw i64 %pool1_grad.mb4222, 1
+  %159 = icmp slt i64 %mb422.next, 9
+  br i1 %159, label %pool1_grad.mb422, label %pool1_grad.mb422.end
+
+pool1_grad.k426:                                  ; preds = %pool1_grad.k426, %pool1_grad.mb422.end
+  %pool1_grad.k42644 = phi i64 [ 0, %pool1_grad.mb422.end ], [ %k426.next, %pool1_grad.k426 ]
+  %160 = mul nsw i64 %0, 512
+  %161 = add nsw i64 610960, %160
+  %162 = mul nsw i64 %pool1_grad.k42644, 16
+  %163 = add nsw i64 %161, %162
+  %164 = mul nsw i64 %pool1_grad.nb4211, 16
+  %165 = add nsw i64 %163, %164
+  %arena45 = getelementptr inbounds float, ptr %arena, i64 %165
+  %166 = load <8 x float>, ptr %arena45, align 4
+  store <8 x float> %166, ptr %pool1_grad.t425_b0, align 32
+  %167 = mul nsw i64 %0, 512
+  %168 = add nsw i64 610960, %167
+  %169 = mul nsw i64 %pool1_grad.k42644, 16
+  %170 = add nsw i64 %168, %169
+  %171 = mul nsw i64 %pool1_grad.nb4211, 16
+  %172 = add nsw i64 %170, %171
+  %173 = add nsw i64 %172, 8
+  %arena46 = getelementptr inbounds float, ptr %arena, i64 %173
+  %174 = load <8 x float>, ptr %arena46, align 4
+  store <8 x float> %174, ptr %pool1_grad.t425_b1, align 32
+  %175 = mul nsw i64 %0, 1568
+  %176 = add nsw i64 627344, %175
+  %177 = add nsw i64 %176, 1440
+  %178 = add nsw i64 %177, %pool1_grad.k42644
+  %arena47 = getelementptr inbounds float, ptr %arena, i64 %178
+  %179 = load float, ptr %arena47, align 4
+  %180 = insertelement <8 x float> undef, float %179, i32 0
+  %181 = shufflevector <8 x float> %180, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %181, ptr %pool1_grad.t425_a0, align 32
+  %t425_a0 = load <8 x float>, ptr %pool1_grad.t425_a0, align 32
+  %t425_b0 = load <8 x float>, ptr %pool1_grad.t425_b0, align 32
+  %t425_c0_0 = load <8 x float>, ptr %pool1_grad.t425_c0_0, align 32
+  %182 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t425_a0, <8 x float> %t425_b0, <8 x float> %t425_c0_0)
+  store <8 x float> %182, ptr %pool1_grad.t425_c0_0, align 32
+  %t425_a048 = load <8 x float>, ptr %pool1_grad.t425_a0, align 32
+  %t425_b1 = load <8 x float>, ptr %pool1_grad.t425_b1, align 32
+  %t425_c0_1 = load <8 x float>, ptr %pool1_grad.t425_c0_1, align 32
+  %183 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t425_a048, <8 x float> %t425_b1, <8 x float> %t425_c0_1)
+  store <8 x float> %183, ptr %pool1_grad.t425_c0_1, align 32
+  %184 = mul nsw i64 %0, 1568
+  %185 = add nsw i64 627344, %184
+  %186 = add nsw i64 %185, 1472
+  %187 = add nsw i64 %186, %pool1_grad.k42644
+  %arena49 = getelementptr inbounds float, ptr %arena, i64 %187
+  %188 = load float, ptr %arena49, align 4
+  %189 = insertelement <8 x float> undef, float %188, i32 0
+  %190 = shufflevector <8 x float> %189, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %190, ptr %pool1_grad.t425_a1, align 32
+  %t425_a1 = load <8 x float>, ptr %pool1_grad.t425_a1, align 32
+  %t425_b050 = load <8 x float>, ptr %pool1_grad.t425_b0, align 32
+  %t425_c1_0 = load <8 x float>, ptr %pool1_grad.t425_c1_0, align 32
+  %191 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t425_a1, <8 x float> %t425_b050, <8 x float> %t425_c1_0)
+  store <8 x float> %191, ptr %pool1_grad.t425_c1_0, align 32
+  %t425_a151 = load <8 x float>, ptr %pool1_grad.t425_a1, align 32
+  %t425_b152 = load <8 x float>, ptr %pool1_grad.t425_b1, align 32
+  %t425_c1_1 = load <8 x float>, ptr %pool1_grad.t425_c1_1, align 32
+  %192 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t425_a151, <8 x float> %t425_b152, <8 x float> %t425_c1_1)
+  store <8 x float> %192, ptr %pool1_grad.t425_c1_1, align 32
+  %193 = mul nsw i64 %0, 1568
+  %194 = add nsw i64 627344, %193
+  %195 = add nsw i64 %194, 1504
+  %196 = add nsw i64 %195, %pool1_grad.k42644
+  %arena53 = getelementptr inbounds float, ptr %arena, i64 %196
+  %197 = load float, ptr %arena53, align 4
+  %198 = insertelement <8 x float> undef, float %197, i32 0
+  %199 = shufflevector <8 x float> %198, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %199, ptr %pool1_grad.t425_a2, align 32
+  %t425_a2 = load <8 x float>, ptr %pool1_grad.t425_a2, align 32
+  %t425_b054 = load <8 x float>, ptr %pool1_grad.t425_b0, align 32
+  %t425_c2_0 = load <8 x float>, ptr %pool1_grad.t425_c2_0, align 32
+  %200 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t425_a2, <8 x float> %t425_b054, <8 x float> %t425_c2_0)
+  store <8 x float> %200, ptr %pool1_grad.t425_c2_0, align 32
+  %t425_a255 = load <8 x float>, ptr %pool1_grad.t425_a2, align 32
+  %t425_b156 = load <8 x float>, ptr %pool1_grad.t425_b1, align 32
+  %t425_c2_1 = load <8 x float>, ptr %pool1_grad.t425_c2_1, align 32
+  %201 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t425_a255, <8 x float> %t425_b156, <8 x float> %t425_c2_1)
+  store <8 x float> %201, ptr %pool1_grad.t425_c2_1, align 32
+  %202 = mul nsw i64 %0, 1568
+  %203 = add nsw i64 627344, %202
+  %204 = add nsw i64 %203, 1536
+  %205 = add nsw i64 %204, %pool1_grad.k42644
+  %arena57 = getelementptr inbounds float, ptr %arena, i64 %205
+  %206 = load float, ptr %arena57, align 4
+  %207 = insertelement <8 x float> undef, float %206, i32 0
+  %208 = shufflevector <8 x float> %207, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %208, ptr %pool1_grad.t425_a3, align 32
+  %t425_a3 = load <8 x float>, ptr %pool1_grad.t425_a3, align 32
+  %t425_b058 = load <8 x float>, ptr %pool1_grad.t425_b0, align 32
+  %t425_c3_0 = load <8 x float>, ptr %pool1_grad.t425_c3_0, align 32
+  %209 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t425_a3, <8 x float> %t425_b058, <8 x float> %t425_c3_0)
+  store <8 x float> %209, ptr %pool1_grad.t425_c3_0, align 32
+  %t425_a359 = load <8 x float>, ptr %pool1_grad.t425_a3, align 32
+  %t425_b160 = load <8 x float>, ptr %pool1_grad.t425_b1, align 32
+  %t425_c3_1 = load <8 x float>, ptr %pool1_grad.t425_c3_1, align 32
+  %210 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t425_a359, <8 x float> %t425_b160, <8 x float> %t425_c3_1)
+  store <8 x float> %210, ptr %pool1_grad.t425_c3_1, align 32
+  %k426.next = add nsw i64 %pool1_grad.k42644, 1
+  %211 = icmp slt i64 %k426.next, 32
+  br i1 %211, label %pool1_grad.k426, label %pool1_grad.k426.end
+
+pool1_grad.k426.end:                              ; preds = %pool1_grad.k426
+  %t425_c0_061 = load <8 x float>, ptr %pool1_grad.t425_c0_0, align 32
+  %212 = mul nsw i64 %0, 784
+  %213 = add nsw i64 652432, %212
+  %214 = add nsw i64 %213, 720
+  %215 = mul nsw i64 %pool1_grad.nb4211, 16
+  %216 = add nsw i64 %214, %215
+  %arena62 = getelementptr inbounds float, ptr %arena, i64 %216
+  store <8 x float> %t425_c0_061, ptr %arena62, align 4
+  %t425_c0_163 = load <8 x float>, ptr %pool1_grad.t425_c0_1, align 32
+  %217 = mul nsw i64 %0, 784
+  %218 = add nsw i64 652432, %217
+  %219 = add nsw i64 %218, 720
+  %220 = mul nsw i64 %pool1_grad.nb4211, 16
+  %221 = add nsw i64 %219, %220
+  %222 = add nsw i64 %221, 8
+  %arena64 = getelementptr inbounds float, ptr %arena, i64 %222
+  store <8 x float> %t425_c0_163, ptr %arena64, align 4
+  %t425_c1_065 = load <8 x float>, ptr %pool1_grad.t425_c1_0, align 32
+  %223 = mul nsw i64 %0, 784
+  %224 = add nsw i64 652432, %223
+  %225 = add nsw i64 %224, 736
+  %226 = mul nsw i64 %pool1_grad.nb4211, 16
+  %227 = add nsw i64 %225, %226
+  %arena66 = getelementptr inbounds float, ptr %arena, i64 %227
+  store <8 x float> %t425_c1_065, ptr %arena66, align 4
+  %t425_c1_167 = load <8 x float>, ptr %pool1_grad.t425_c1_1, align 32
+  %228 = mul nsw i64 %0, 784
+  %229 = add nsw i64 652432, %228
+  %230 = add nsw i64 %229, 736
+  %231 = mul nsw i64 %pool1_grad.nb4211, 16
+  %232 = add nsw i64 %230, %231
+  %233 = add nsw i64 %232, 8
+  %arena68 = getelementptr inbounds float, ptr %arena, i64 %233
+  store <8 x float> %t425_c1_167, ptr %arena68, align 4
+  %t425_c2_069 = load <8 x float>, ptr %pool1_grad.t425_c2_0, align 32
+  %234 = mul nsw i64 %0, 784
+  %235 = add nsw i64 652432, %234
+  %236 = add nsw i64 %235, 752
+  %237 = mul nsw i64 %pool1_grad.nb4211, 16
+  %238 = add nsw i64 %236, %237
+  %arena70 = getelementptr inbounds float, ptr %arena, i64 %238
+  store <8 x float> %t425_c2_069, ptr %arena70, align 4
+  %t425_c2_171 = load <8 x float>, ptr %pool1_grad.t425_c2_1, align 32
+  %239 = mul nsw i64 %0, 784
+  %240 = add nsw i64 652432, %239
+  %241 = add nsw i64 %240, 752
+  %242 = mul nsw i64 %pool1_grad.nb4211, 16
+  %243 = add nsw i64 %241, %242
+  %244 = add nsw i64 %243, 8
+  %arena72 = getelementptr inbounds float, ptr %arena, i64 %244
+  store <8 x float> %t425_c2_171, ptr %arena72, align 4
+  %t425_c3_073 = load <8 x float>, ptr %pool1_grad.t425_c3_0, align 32
+  %245 = mul nsw i64 %0, 784
+  %246 = add nsw i64 652432, %245
+  %247 = add nsw i64 %246, 768
+  %248 = mul nsw i64 %pool1_grad.nb4211, 16
+  %249 = add nsw i64 %247, %248
+  %arena74 = getelementptr inbounds float, ptr %arena, i64 %249
+  store <8 x float> %t425_c3_073, ptr %arena74, align 4
+  %t425_c3_175 = load <8 x float>, ptr %pool1_grad.t425_c3_1, align 32
+  %250 = mul nsw i64 %0, 784
+  %251 = add nsw i64 652432, %250
+  %252 = add nsw i64 %251, 768
+  %253 = mul nsw i64 %pool1_grad.nb4211, 16
+  %254 = add nsw i64 %252, %253
+  %255 = add nsw i64 %254, 8
+  %arena76 = getelementptr inbounds float, ptr %arena, i64 %255
+  store <8 x float> %t425_c3_175, ptr %arena76, align 4
+  %nb421.next = add nsw i64 %pool1_grad.nb4211, 1
+  %256 = icmp slt i64 %nb421.next, 1
+  br i1 %256, label %pool1_grad.nb421, label %pool1_grad.nb421.end
+}
+
+; Function Attrs: noinline
+define internal void @smallcnn_train_b64.k19.conv1_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+entry:
+  br label %conv1_grad.i447
+
+conv1_grad.i447:                                  ; preds = %conv1_grad.i447, %entry
+  %conv1_grad.i4471 = phi i64 [ 0, %entry ], [ %i447.next, %conv1_grad.i447 ]
+  %0 = add nsw i64 610960, %conv1_grad.i4471
+  %arena2 = getelementptr inbounds float, ptr %arena, i64 %0
+  store float 0.000000e+00, ptr %arena2, align 4
+  %i447.next = add nsw i64 %conv1_grad.i4471, 1
+  %1 = icmp slt i64 %i447.next, 802816
+  br i1 %1, label %conv1_grad.i447, label %conv1_grad.i447.end
+
+conv1_grad.i447.end:                              ; preds = %conv1_grad.i447
+  br label %conv1_grad.q448
+
+conv1_grad.q448:                                  ; preds = %conv1_grad.i449.end, %conv1_grad.i447.end
+  %conv1_grad.q4483 = phi i64 [ 0, %conv1_grad.i447.end ], [ %q448.next, %conv1_grad.i449.end ]
+  br label %conv1_grad.i449
+
+conv1_grad.q448.end:                              ; preds = %conv1_grad.i449.end
+  ret void
+
+conv1_grad.i449:                                  ; preds = %conv1_grad.endif, %conv1_grad.q448
+  %conv1_grad.i4494 = phi i64 [ 0, %conv1_grad.q448 ], [ %i449.next, %conv1_grad.endif ]
+  %2 = mul nsw i64 %conv1_grad.q4483, 196
+  %3 = add nsw i64 %2, %conv1_grad.i4494
   %arena5 = getelementptr inbounds float, ptr %arena, i64 %3
   %4 = load float, ptr %arena5, align 4
   %5 = fcmp ogt float %4, 0.000000e+00
   br i1 %5, label %conv1_grad.then, label %conv1_grad.endif
 
-conv1_grad.i435.end:                              ; preds = %conv1_grad.endif
-  %q434.next = add nsw i64 %conv1_grad.q4343, 1
-  %6 = icmp slt i64 %q434.next, 1024
-  br i1 %6, label %conv1_grad.q434, label %conv1_grad.q434.end
+conv1_grad.i449.end:                              ; preds = %conv1_grad.endif
+  %q448.next = add nsw i64 %conv1_grad.q4483, 1
+  %6 = icmp slt i64 %q448.next, 1024
+  br i1 %6, label %conv1_grad.q448, label %conv1_grad.q448.end
 
-conv1_grad.then:                                  ; preds = %conv1_grad.i435
-  %7 = mul nsw i64 %conv1_grad.q4343, 784
+conv1_grad.then:                                  ; preds = %conv1_grad.i449
+  %7 = mul nsw i64 %conv1_grad.q4483, 784
   %8 = add nsw i64 610960, %7
-  %9 = mul nsw i64 %conv1_grad.q4343, 196
-  %10 = add nsw i64 %9, %conv1_grad.i4354
+  %9 = mul nsw i64 %conv1_grad.q4483, 196
+  %10 = add nsw i64 %9, %conv1_grad.i4494
   %11 = add nsw i64 200704, %10
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %11
   %12 = load float, ptr %arena6, align 4
@@ -10010,8 +10982,8 @@ conv1_grad.then:                                  ; preds = %conv1_grad.i435
   %14 = add nsw i64 %8, %13
   %arena7 = getelementptr inbounds float, ptr %arena, i64 %14
   %15 = load float, ptr %arena7, align 4
-  %16 = mul nsw i64 %conv1_grad.q4343, 196
-  %17 = add nsw i64 %16, %conv1_grad.i4354
+  %16 = mul nsw i64 %conv1_grad.q4483, 196
+  %17 = add nsw i64 %16, %conv1_grad.i4494
   %18 = add nsw i64 401408, %17
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %18
   %19 = load float, ptr %arena8, align 4
@@ -10019,1230 +10991,1230 @@ conv1_grad.then:                                  ; preds = %conv1_grad.i435
   store float %20, ptr %arena7, align 4
   br label %conv1_grad.endif
 
-conv1_grad.endif:                                 ; preds = %conv1_grad.then, %conv1_grad.i435
-  %i435.next = add nsw i64 %conv1_grad.i4354, 1
-  %21 = icmp slt i64 %i435.next, 196
-  br i1 %21, label %conv1_grad.i435, label %conv1_grad.i435.end
+conv1_grad.endif:                                 ; preds = %conv1_grad.then, %conv1_grad.i449
+  %i449.next = add nsw i64 %conv1_grad.i4494, 1
+  %21 = icmp slt i64 %i449.next, 196
+  br i1 %21, label %conv1_grad.i449, label %conv1_grad.i449.end
 }
 
 ; Function Attrs: noinline
-define internal void @smallcnn_train_b64.k20.conv1_weight_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @smallcnn_train_b64.k20.conv1_weight_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  br label %conv1_weight_grad.i436
+  br label %conv1_weight_grad.i450
 
-conv1_weight_grad.i436:                           ; preds = %conv1_weight_grad.i436, %entry
-  %conv1_weight_grad.i4361 = phi i64 [ 0, %entry ], [ %i436.next, %conv1_weight_grad.i436 ]
-  %0 = add nsw i64 313744, %conv1_weight_grad.i4361
+conv1_weight_grad.i450:                           ; preds = %conv1_weight_grad.i450, %entry
+  %conv1_weight_grad.i4501 = phi i64 [ 0, %entry ], [ %i450.next, %conv1_weight_grad.i450 ]
+  %0 = add nsw i64 313744, %conv1_weight_grad.i4501
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %0
   store float 0.000000e+00, ptr %arena2, align 4
-  %i436.next = add nsw i64 %conv1_weight_grad.i4361, 1
-  %1 = icmp slt i64 %i436.next, 144
-  br i1 %1, label %conv1_weight_grad.i436, label %conv1_weight_grad.i436.end
+  %i450.next = add nsw i64 %conv1_weight_grad.i4501, 1
+  %1 = icmp slt i64 %i450.next, 144
+  br i1 %1, label %conv1_weight_grad.i450, label %conv1_weight_grad.i450.end
 
-conv1_weight_grad.i436.end:                       ; preds = %conv1_weight_grad.i436
-  br label %conv1_weight_grad.g437
+conv1_weight_grad.i450.end:                       ; preds = %conv1_weight_grad.i450
+  br label %conv1_weight_grad.g451
 
-conv1_weight_grad.g437:                           ; preds = %conv1_weight_grad.j452.end, %conv1_weight_grad.i436.end
-  %conv1_weight_grad.g4373 = phi i64 [ 0, %conv1_weight_grad.i436.end ], [ %g437.next, %conv1_weight_grad.j452.end ]
-  br label %conv1_weight_grad.j438
-
-conv1_weight_grad.g437.end:                       ; preds = %conv1_weight_grad.j452.end
-  br label %conv1_weight_grad.f463
-
-conv1_weight_grad.j438:                           ; preds = %conv1_weight_grad.c439.end, %conv1_weight_grad.g437
-  %conv1_weight_grad.j4384 = phi i64 [ 0, %conv1_weight_grad.g437 ], [ %j438.next, %conv1_weight_grad.c439.end ]
-  br label %conv1_weight_grad.c439
-
-conv1_weight_grad.j438.end:                       ; preds = %conv1_weight_grad.c439.end
+conv1_weight_grad.g451:                           ; preds = %conv1_weight_grad.j466.end, %conv1_weight_grad.i450.end
+  %conv1_weight_grad.g4513 = phi i64 [ 0, %conv1_weight_grad.i450.end ], [ %g451.next, %conv1_weight_grad.j466.end ]
   br label %conv1_weight_grad.j452
 
-conv1_weight_grad.c439:                           ; preds = %conv1_weight_grad.ky440.end, %conv1_weight_grad.j438
-  %conv1_weight_grad.c4395 = phi i64 [ 0, %conv1_weight_grad.j438 ], [ %c439.next, %conv1_weight_grad.ky440.end ]
-  br label %conv1_weight_grad.ky440
+conv1_weight_grad.g451.end:                       ; preds = %conv1_weight_grad.j466.end
+  br label %conv1_weight_grad.f477
 
-conv1_weight_grad.c439.end:                       ; preds = %conv1_weight_grad.ky440.end
-  %j438.next = add nsw i64 %conv1_weight_grad.j4384, 1
-  %2 = icmp slt i64 %j438.next, 16
-  br i1 %2, label %conv1_weight_grad.j438, label %conv1_weight_grad.j438.end
+conv1_weight_grad.j452:                           ; preds = %conv1_weight_grad.c453.end, %conv1_weight_grad.g451
+  %conv1_weight_grad.j4524 = phi i64 [ 0, %conv1_weight_grad.g451 ], [ %j452.next, %conv1_weight_grad.c453.end ]
+  br label %conv1_weight_grad.c453
 
-conv1_weight_grad.ky440:                          ; preds = %conv1_weight_grad.oy448.end, %conv1_weight_grad.c439
-  %conv1_weight_grad.ky4406 = phi i64 [ 0, %conv1_weight_grad.c439 ], [ %ky440.next, %conv1_weight_grad.oy448.end ]
-  br label %conv1_weight_grad.oy441
+conv1_weight_grad.j452.end:                       ; preds = %conv1_weight_grad.c453.end
+  br label %conv1_weight_grad.j466
 
-conv1_weight_grad.ky440.end:                      ; preds = %conv1_weight_grad.oy448.end
-  %c439.next = add nsw i64 %conv1_weight_grad.c4395, 1
-  %3 = icmp slt i64 %c439.next, 1
-  br i1 %3, label %conv1_weight_grad.c439, label %conv1_weight_grad.c439.end
+conv1_weight_grad.c453:                           ; preds = %conv1_weight_grad.ky454.end, %conv1_weight_grad.j452
+  %conv1_weight_grad.c4535 = phi i64 [ 0, %conv1_weight_grad.j452 ], [ %c453.next, %conv1_weight_grad.ky454.end ]
+  br label %conv1_weight_grad.ky454
 
-conv1_weight_grad.oy441:                          ; preds = %conv1_weight_grad.endif18, %conv1_weight_grad.ky440
-  %conv1_weight_grad.oy4417 = phi i64 [ 0, %conv1_weight_grad.ky440 ], [ %oy441.next, %conv1_weight_grad.endif18 ]
-  %4 = add nsw i64 %conv1_weight_grad.oy4417, %conv1_weight_grad.ky4406
+conv1_weight_grad.c453.end:                       ; preds = %conv1_weight_grad.ky454.end
+  %j452.next = add nsw i64 %conv1_weight_grad.j4524, 1
+  %2 = icmp slt i64 %j452.next, 16
+  br i1 %2, label %conv1_weight_grad.j452, label %conv1_weight_grad.j452.end
+
+conv1_weight_grad.ky454:                          ; preds = %conv1_weight_grad.oy462.end, %conv1_weight_grad.c453
+  %conv1_weight_grad.ky4546 = phi i64 [ 0, %conv1_weight_grad.c453 ], [ %ky454.next, %conv1_weight_grad.oy462.end ]
+  br label %conv1_weight_grad.oy455
+
+conv1_weight_grad.ky454.end:                      ; preds = %conv1_weight_grad.oy462.end
+  %c453.next = add nsw i64 %conv1_weight_grad.c4535, 1
+  %3 = icmp slt i64 %c453.next, 1
+  br i1 %3, label %conv1_weight_grad.c453, label %conv1_weight_grad.c453.end
+
+conv1_weight_grad.oy455:                          ; preds = %conv1_weight_grad.endif18, %conv1_weight_grad.ky454
+  %conv1_weight_grad.oy4557 = phi i64 [ 0, %conv1_weight_grad.ky454 ], [ %oy455.next, %conv1_weight_grad.endif18 ]
+  %4 = add nsw i64 %conv1_weight_grad.oy4557, %conv1_weight_grad.ky4546
   %5 = add nsw i64 %4, -1
   %6 = icmp slt i64 -1, %5
-  %7 = add nsw i64 %conv1_weight_grad.oy4417, %conv1_weight_grad.ky4406
+  %7 = add nsw i64 %conv1_weight_grad.oy4557, %conv1_weight_grad.ky4546
   %8 = add nsw i64 %7, -1
   %9 = icmp slt i64 %8, 28
   %10 = and i1 %6, %9
   br i1 %10, label %conv1_weight_grad.then, label %conv1_weight_grad.endif
 
-conv1_weight_grad.oy441.end:                      ; preds = %conv1_weight_grad.endif18
-  br label %conv1_weight_grad.oy445
+conv1_weight_grad.oy455.end:                      ; preds = %conv1_weight_grad.endif18
+  br label %conv1_weight_grad.oy459
 
-conv1_weight_grad.then:                           ; preds = %conv1_weight_grad.oy441
-  br label %conv1_weight_grad.ox442
+conv1_weight_grad.then:                           ; preds = %conv1_weight_grad.oy455
+  br label %conv1_weight_grad.ox456
 
-conv1_weight_grad.endif:                          ; preds = %conv1_weight_grad.ox443.end, %conv1_weight_grad.oy441
-  %11 = add nsw i64 %conv1_weight_grad.oy4417, %conv1_weight_grad.ky4406
+conv1_weight_grad.endif:                          ; preds = %conv1_weight_grad.ox457.end, %conv1_weight_grad.oy455
+  %11 = add nsw i64 %conv1_weight_grad.oy4557, %conv1_weight_grad.ky4546
   %12 = add nsw i64 %11, -1
   %13 = icmp slt i64 %12, 0
   br i1 %13, label %conv1_weight_grad.then13, label %conv1_weight_grad.endif14
 
-conv1_weight_grad.ox442:                          ; preds = %conv1_weight_grad.ox442, %conv1_weight_grad.then
-  %conv1_weight_grad.ox4428 = phi i64 [ 0, %conv1_weight_grad.then ], [ %ox442.next, %conv1_weight_grad.ox442 ]
-  %14 = mul nsw i64 %conv1_weight_grad.g4373, 16
-  %15 = add nsw i64 %14, %conv1_weight_grad.j4384
+conv1_weight_grad.ox456:                          ; preds = %conv1_weight_grad.ox456, %conv1_weight_grad.then
+  %conv1_weight_grad.ox4568 = phi i64 [ 0, %conv1_weight_grad.then ], [ %ox456.next, %conv1_weight_grad.ox456 ]
+  %14 = mul nsw i64 %conv1_weight_grad.g4513, 16
+  %15 = add nsw i64 %14, %conv1_weight_grad.j4524
   %16 = mul nsw i64 %15, 784
-  %17 = mul nsw i64 %conv1_weight_grad.c4395, 784
+  %17 = mul nsw i64 %conv1_weight_grad.c4535, 784
   %18 = add nsw i64 %16, %17
-  %19 = add nsw i64 %conv1_weight_grad.oy4417, %conv1_weight_grad.ky4406
+  %19 = add nsw i64 %conv1_weight_grad.oy4557, %conv1_weight_grad.ky4546
   %20 = add nsw i64 %19, -1
   %21 = mul nsw i64 %20, 28
   %22 = add nsw i64 %18, %21
-  %23 = add nsw i64 %conv1_weight_grad.ox4428, 1
+  %23 = add nsw i64 %conv1_weight_grad.ox4568, 1
   %24 = add nsw i64 %23, -1
   %25 = add nsw i64 %22, %24
   %images9 = getelementptr inbounds float, ptr %images, i64 %25
   %26 = load float, ptr %images9, align 4
-  %27 = mul nsw i64 %conv1_weight_grad.c4395, 3
-  %28 = add nsw i64 %27, %conv1_weight_grad.ky4406
+  %27 = mul nsw i64 %conv1_weight_grad.c4535, 3
+  %28 = add nsw i64 %27, %conv1_weight_grad.ky4546
   %29 = mul nsw i64 %28, 3
   %30 = mul nsw i64 %29, 12560
-  %31 = mul nsw i64 %conv1_weight_grad.j4384, 784
+  %31 = mul nsw i64 %conv1_weight_grad.j4524, 784
   %32 = add nsw i64 %30, %31
-  %33 = mul nsw i64 %conv1_weight_grad.oy4417, 28
-  %34 = add nsw i64 %conv1_weight_grad.ox4428, 1
+  %33 = mul nsw i64 %conv1_weight_grad.oy4557, 28
+  %34 = add nsw i64 %conv1_weight_grad.ox4568, 1
   %35 = add nsw i64 %33, %34
   %36 = add nsw i64 %32, %35
   %arena10 = getelementptr inbounds float, ptr %arena, i64 %36
   store float %26, ptr %arena10, align 4
-  %ox442.next = add nsw i64 %conv1_weight_grad.ox4428, 1
-  %37 = icmp slt i64 %ox442.next, 27
-  br i1 %37, label %conv1_weight_grad.ox442, label %conv1_weight_grad.ox442.end
+  %ox456.next = add nsw i64 %conv1_weight_grad.ox4568, 1
+  %37 = icmp slt i64 %ox456.next, 27
+  br i1 %37, label %conv1_weight_grad.ox456, label %conv1_weight_grad.ox456.end
 
-conv1_weight_grad.ox442.end:                      ; preds = %conv1_weight_grad.ox442
-  br label %conv1_weight_grad.ox443
+conv1_weight_grad.ox456.end:                      ; preds = %conv1_weight_grad.ox456
+  br label %conv1_weight_grad.ox457
 
-conv1_weight_grad.ox443:                          ; preds = %conv1_weight_grad.ox443, %conv1_weight_grad.ox442.end
-  %conv1_weight_grad.ox44311 = phi i64 [ 0, %conv1_weight_grad.ox442.end ], [ %ox443.next, %conv1_weight_grad.ox443 ]
-  %38 = mul nsw i64 %conv1_weight_grad.c4395, 3
-  %39 = add nsw i64 %38, %conv1_weight_grad.ky4406
+conv1_weight_grad.ox457:                          ; preds = %conv1_weight_grad.ox457, %conv1_weight_grad.ox456.end
+  %conv1_weight_grad.ox45711 = phi i64 [ 0, %conv1_weight_grad.ox456.end ], [ %ox457.next, %conv1_weight_grad.ox457 ]
+  %38 = mul nsw i64 %conv1_weight_grad.c4535, 3
+  %39 = add nsw i64 %38, %conv1_weight_grad.ky4546
   %40 = mul nsw i64 %39, 3
   %41 = mul nsw i64 %40, 12560
-  %42 = mul nsw i64 %conv1_weight_grad.j4384, 784
+  %42 = mul nsw i64 %conv1_weight_grad.j4524, 784
   %43 = add nsw i64 %41, %42
-  %44 = mul nsw i64 %conv1_weight_grad.oy4417, 28
-  %45 = add nsw i64 %44, %conv1_weight_grad.ox44311
+  %44 = mul nsw i64 %conv1_weight_grad.oy4557, 28
+  %45 = add nsw i64 %44, %conv1_weight_grad.ox45711
   %46 = add nsw i64 %43, %45
   %arena12 = getelementptr inbounds float, ptr %arena, i64 %46
   store float 0.000000e+00, ptr %arena12, align 4
-  %ox443.next = add nsw i64 %conv1_weight_grad.ox44311, 1
-  %47 = icmp slt i64 %ox443.next, 1
-  br i1 %47, label %conv1_weight_grad.ox443, label %conv1_weight_grad.ox443.end
+  %ox457.next = add nsw i64 %conv1_weight_grad.ox45711, 1
+  %47 = icmp slt i64 %ox457.next, 1
+  br i1 %47, label %conv1_weight_grad.ox457, label %conv1_weight_grad.ox457.end
 
-conv1_weight_grad.ox443.end:                      ; preds = %conv1_weight_grad.ox443
+conv1_weight_grad.ox457.end:                      ; preds = %conv1_weight_grad.ox457
   br label %conv1_weight_grad.endif
 
 conv1_weight_grad.then13:                         ; preds = %conv1_weight_grad.endif
-  br label %conv1_weight_grad.ox444
+  br label %conv1_weight_grad.ox458
 
-conv1_weight_grad.endif14:                        ; preds = %conv1_weight_grad.ox444.end, %conv1_weight_grad.endif
-  %48 = add nsw i64 %conv1_weight_grad.oy4417, %conv1_weight_grad.ky4406
+conv1_weight_grad.endif14:                        ; preds = %conv1_weight_grad.ox458.end, %conv1_weight_grad.endif
+  %48 = add nsw i64 %conv1_weight_grad.oy4557, %conv1_weight_grad.ky4546
   %49 = add nsw i64 %48, -1
   %50 = icmp slt i64 27, %49
   br i1 %50, label %conv1_weight_grad.then17, label %conv1_weight_grad.endif18
 
-conv1_weight_grad.ox444:                          ; preds = %conv1_weight_grad.ox444, %conv1_weight_grad.then13
-  %conv1_weight_grad.ox44415 = phi i64 [ 0, %conv1_weight_grad.then13 ], [ %ox444.next, %conv1_weight_grad.ox444 ]
-  %51 = mul nsw i64 %conv1_weight_grad.c4395, 3
-  %52 = add nsw i64 %51, %conv1_weight_grad.ky4406
+conv1_weight_grad.ox458:                          ; preds = %conv1_weight_grad.ox458, %conv1_weight_grad.then13
+  %conv1_weight_grad.ox45815 = phi i64 [ 0, %conv1_weight_grad.then13 ], [ %ox458.next, %conv1_weight_grad.ox458 ]
+  %51 = mul nsw i64 %conv1_weight_grad.c4535, 3
+  %52 = add nsw i64 %51, %conv1_weight_grad.ky4546
   %53 = mul nsw i64 %52, 3
   %54 = mul nsw i64 %53, 12560
-  %55 = mul nsw i64 %conv1_weight_grad.j4384, 784
+  %55 = mul nsw i64 %conv1_weight_grad.j4524, 784
   %56 = add nsw i64 %54, %55
-  %57 = mul nsw i64 %conv1_weight_grad.oy4417, 28
-  %58 = add nsw i64 %57, %conv1_weight_grad.ox44415
+  %57 = mul nsw i64 %conv1_weight_grad.oy4557, 28
+  %58 = add nsw i64 %57, %conv1_weight_grad.ox45815
   %59 = add nsw i64 %56, %58
   %arena16 = getelementptr inbounds float, ptr %arena, i64 %59
   store float 0.000000e+00, ptr %arena16, align 4
-  %ox444.next = add nsw i64 %conv1_weight_grad.ox44415, 1
-  %60 = icmp slt i64 %ox444.next, 28
-  br i1 %60, label %conv1_weight_grad.ox444, label %conv1_weight_grad.ox444.end
+  %ox458.next = add nsw i64 %conv1_weight_grad.ox45815, 1
+  %60 = icmp slt i64 %ox458.next, 28
+  br i1 %60, label %conv1_weight_grad.ox458, label %conv1_weight_grad.ox458.end
 
-conv1_weight_grad.ox444.end:                      ; preds = %conv1_weight_grad.ox444
+conv1_weight_grad.ox458.end:                      ; preds = %conv1_weight_grad.ox458
   br label %conv1_weight_grad.endif14
 
 conv1_weight_grad.then17:                         ; preds = %conv1_weight_grad.endif14
-  br label %conv1_weight_grad.ox44419
+  br label %conv1_weight_grad.ox45819
 
-conv1_weight_grad.endif18:                        ; preds = %conv1_weight_grad.ox444.end20, %conv1_weight_grad.endif14
-  %oy441.next = add nsw i64 %conv1_weight_grad.oy4417, 1
-  %61 = icmp slt i64 %oy441.next, 28
-  br i1 %61, label %conv1_weight_grad.oy441, label %conv1_weight_grad.oy441.end
+conv1_weight_grad.endif18:                        ; preds = %conv1_weight_grad.ox458.end20, %conv1_weight_grad.endif14
+  %oy455.next = add nsw i64 %conv1_weight_grad.oy4557, 1
+  %61 = icmp slt i64 %oy455.next, 28
+  br i1 %61, label %conv1_weight_grad.oy455, label %conv1_weight_grad.oy455.end
 
-conv1_weight_grad.ox44419:                        ; preds = %conv1_weight_grad.ox44419, %conv1_weight_grad.then17
-  %conv1_weight_grad.ox44421 = phi i64 [ 0, %conv1_weight_grad.then17 ], [ %ox444.next23, %conv1_weight_grad.ox44419 ]
-  %62 = mul nsw i64 %conv1_weight_grad.c4395, 3
-  %63 = add nsw i64 %62, %conv1_weight_grad.ky4406
+conv1_weight_grad.ox45819:                        ; preds = %conv1_weight_grad.ox45819, %conv1_weight_grad.then17
+  %conv1_weight_grad.ox45821 = phi i64 [ 0, %conv1_weight_grad.then17 ], [ %ox458.next23, %conv1_weight_grad.ox45819 ]
+  %62 = mul nsw i64 %conv1_weight_grad.c4535, 3
+  %63 = add nsw i64 %62, %conv1_weight_grad.ky4546
   %64 = mul nsw i64 %63, 3
   %65 = mul nsw i64 %64, 12560
-  %66 = mul nsw i64 %conv1_weight_grad.j4384, 784
+  %66 = mul nsw i64 %conv1_weight_grad.j4524, 784
   %67 = add nsw i64 %65, %66
-  %68 = mul nsw i64 %conv1_weight_grad.oy4417, 28
-  %69 = add nsw i64 %68, %conv1_weight_grad.ox44421
+  %68 = mul nsw i64 %conv1_weight_grad.oy4557, 28
+  %69 = add nsw i64 %68, %conv1_weight_grad.ox45821
   %70 = add nsw i64 %67, %69
   %arena22 = getelementptr inbounds float, ptr %arena, i64 %70
   store float 0.000000e+00, ptr %arena22, align 4
-  %ox444.next23 = add nsw i64 %conv1_weight_grad.ox44421, 1
-  %71 = icmp slt i64 %ox444.next23, 28
-  br i1 %71, label %conv1_weight_grad.ox44419, label %conv1_weight_grad.ox444.end20
+  %ox458.next23 = add nsw i64 %conv1_weight_grad.ox45821, 1
+  %71 = icmp slt i64 %ox458.next23, 28
+  br i1 %71, label %conv1_weight_grad.ox45819, label %conv1_weight_grad.ox458.end20
 
-conv1_weight_grad.ox444.end20:                    ; preds = %conv1_weight_grad.ox44419
+conv1_weight_grad.ox458.end20:                    ; preds = %conv1_weight_grad.ox45819
   br label %conv1_weight_grad.endif18
 
-conv1_weight_grad.oy445:                          ; preds = %conv1_weight_grad.endif35, %conv1_weight_grad.oy441.end
-  %conv1_weight_grad.oy44524 = phi i64 [ 0, %conv1_weight_grad.oy441.end ], [ %oy445.next, %conv1_weight_grad.endif35 ]
-  %72 = add nsw i64 %conv1_weight_grad.oy44524, %conv1_weight_grad.ky4406
+conv1_weight_grad.oy459:                          ; preds = %conv1_weight_grad.endif35, %conv1_weight_grad.oy455.end
+  %conv1_weight_grad.oy45924 = phi i64 [ 0, %conv1_weight_grad.oy455.end ], [ %oy459.next, %conv1_weight_grad.endif35 ]
+  %72 = add nsw i64 %conv1_weight_grad.oy45924, %conv1_weight_grad.ky4546
   %73 = add nsw i64 %72, -1
   %74 = icmp slt i64 -1, %73
-  %75 = add nsw i64 %conv1_weight_grad.oy44524, %conv1_weight_grad.ky4406
+  %75 = add nsw i64 %conv1_weight_grad.oy45924, %conv1_weight_grad.ky4546
   %76 = add nsw i64 %75, -1
   %77 = icmp slt i64 %76, 28
   %78 = and i1 %74, %77
   br i1 %78, label %conv1_weight_grad.then25, label %conv1_weight_grad.endif26
 
-conv1_weight_grad.oy445.end:                      ; preds = %conv1_weight_grad.endif35
-  br label %conv1_weight_grad.oy448
+conv1_weight_grad.oy459.end:                      ; preds = %conv1_weight_grad.endif35
+  br label %conv1_weight_grad.oy462
 
-conv1_weight_grad.then25:                         ; preds = %conv1_weight_grad.oy445
-  br label %conv1_weight_grad.ox446
+conv1_weight_grad.then25:                         ; preds = %conv1_weight_grad.oy459
+  br label %conv1_weight_grad.ox460
 
-conv1_weight_grad.endif26:                        ; preds = %conv1_weight_grad.ox446.end, %conv1_weight_grad.oy445
-  %79 = add nsw i64 %conv1_weight_grad.oy44524, %conv1_weight_grad.ky4406
+conv1_weight_grad.endif26:                        ; preds = %conv1_weight_grad.ox460.end, %conv1_weight_grad.oy459
+  %79 = add nsw i64 %conv1_weight_grad.oy45924, %conv1_weight_grad.ky4546
   %80 = add nsw i64 %79, -1
   %81 = icmp slt i64 %80, 0
   br i1 %81, label %conv1_weight_grad.then30, label %conv1_weight_grad.endif31
 
-conv1_weight_grad.ox446:                          ; preds = %conv1_weight_grad.ox446, %conv1_weight_grad.then25
-  %conv1_weight_grad.ox44627 = phi i64 [ 0, %conv1_weight_grad.then25 ], [ %ox446.next, %conv1_weight_grad.ox446 ]
-  %82 = mul nsw i64 %conv1_weight_grad.g4373, 16
-  %83 = add nsw i64 %82, %conv1_weight_grad.j4384
+conv1_weight_grad.ox460:                          ; preds = %conv1_weight_grad.ox460, %conv1_weight_grad.then25
+  %conv1_weight_grad.ox46027 = phi i64 [ 0, %conv1_weight_grad.then25 ], [ %ox460.next, %conv1_weight_grad.ox460 ]
+  %82 = mul nsw i64 %conv1_weight_grad.g4513, 16
+  %83 = add nsw i64 %82, %conv1_weight_grad.j4524
   %84 = mul nsw i64 %83, 784
-  %85 = mul nsw i64 %conv1_weight_grad.c4395, 784
+  %85 = mul nsw i64 %conv1_weight_grad.c4535, 784
   %86 = add nsw i64 %84, %85
-  %87 = add nsw i64 %conv1_weight_grad.oy44524, %conv1_weight_grad.ky4406
+  %87 = add nsw i64 %conv1_weight_grad.oy45924, %conv1_weight_grad.ky4546
   %88 = add nsw i64 %87, -1
   %89 = mul nsw i64 %88, 28
   %90 = add nsw i64 %86, %89
-  %91 = add nsw i64 %90, %conv1_weight_grad.ox44627
+  %91 = add nsw i64 %90, %conv1_weight_grad.ox46027
   %images28 = getelementptr inbounds float, ptr %images, i64 %91
   %92 = load float, ptr %images28, align 4
-  %93 = mul nsw i64 %conv1_weight_grad.c4395, 3
-  %94 = add nsw i64 %93, %conv1_weight_grad.ky4406
+  %93 = mul nsw i64 %conv1_weight_grad.c4535, 3
+  %94 = add nsw i64 %93, %conv1_weight_grad.ky4546
   %95 = mul nsw i64 %94, 3
   %96 = add nsw i64 %95, 1
   %97 = mul nsw i64 %96, 12560
-  %98 = mul nsw i64 %conv1_weight_grad.j4384, 784
+  %98 = mul nsw i64 %conv1_weight_grad.j4524, 784
   %99 = add nsw i64 %97, %98
-  %100 = mul nsw i64 %conv1_weight_grad.oy44524, 28
-  %101 = add nsw i64 %100, %conv1_weight_grad.ox44627
+  %100 = mul nsw i64 %conv1_weight_grad.oy45924, 28
+  %101 = add nsw i64 %100, %conv1_weight_grad.ox46027
   %102 = add nsw i64 %99, %101
   %arena29 = getelementptr inbounds float, ptr %arena, i64 %102
   store float %92, ptr %arena29, align 4
-  %ox446.next = add nsw i64 %conv1_weight_grad.ox44627, 1
-  %103 = icmp slt i64 %ox446.next, 28
-  br i1 %103, label %conv1_weight_grad.ox446, label %conv1_weight_grad.ox446.end
+  %ox460.next = add nsw i64 %conv1_weight_grad.ox46027, 1
+  %103 = icmp slt i64 %ox460.next, 28
+  br i1 %103, label %conv1_weight_grad.ox460, label %conv1_weight_grad.ox460.end
 
-conv1_weight_grad.ox446.end:                      ; preds = %conv1_weight_grad.ox446
+conv1_weight_grad.ox460.end:                      ; preds = %conv1_weight_grad.ox460
   br label %conv1_weight_grad.endif26
 
 conv1_weight_grad.then30:                         ; preds = %conv1_weight_grad.endif26
-  br label %conv1_weight_grad.ox447
+  br label %conv1_weight_grad.ox461
 
-conv1_weight_grad.endif31:                        ; preds = %conv1_weight_grad.ox447.end, %conv1_weight_grad.endif26
-  %104 = add nsw i64 %conv1_weight_grad.oy44524, %conv1_weight_grad.ky4406
+conv1_weight_grad.endif31:                        ; preds = %conv1_weight_grad.ox461.end, %conv1_weight_grad.endif26
+  %104 = add nsw i64 %conv1_weight_grad.oy45924, %conv1_weight_grad.ky4546
   %105 = add nsw i64 %104, -1
   %106 = icmp slt i64 27, %105
   br i1 %106, label %conv1_weight_grad.then34, label %conv1_weight_grad.endif35
 
-conv1_weight_grad.ox447:                          ; preds = %conv1_weight_grad.ox447, %conv1_weight_grad.then30
-  %conv1_weight_grad.ox44732 = phi i64 [ 0, %conv1_weight_grad.then30 ], [ %ox447.next, %conv1_weight_grad.ox447 ]
-  %107 = mul nsw i64 %conv1_weight_grad.c4395, 3
-  %108 = add nsw i64 %107, %conv1_weight_grad.ky4406
+conv1_weight_grad.ox461:                          ; preds = %conv1_weight_grad.ox461, %conv1_weight_grad.then30
+  %conv1_weight_grad.ox46132 = phi i64 [ 0, %conv1_weight_grad.then30 ], [ %ox461.next, %conv1_weight_grad.ox461 ]
+  %107 = mul nsw i64 %conv1_weight_grad.c4535, 3
+  %108 = add nsw i64 %107, %conv1_weight_grad.ky4546
   %109 = mul nsw i64 %108, 3
   %110 = add nsw i64 %109, 1
   %111 = mul nsw i64 %110, 12560
-  %112 = mul nsw i64 %conv1_weight_grad.j4384, 784
+  %112 = mul nsw i64 %conv1_weight_grad.j4524, 784
   %113 = add nsw i64 %111, %112
-  %114 = mul nsw i64 %conv1_weight_grad.oy44524, 28
-  %115 = add nsw i64 %114, %conv1_weight_grad.ox44732
+  %114 = mul nsw i64 %conv1_weight_grad.oy45924, 28
+  %115 = add nsw i64 %114, %conv1_weight_grad.ox46132
   %116 = add nsw i64 %113, %115
   %arena33 = getelementptr inbounds float, ptr %arena, i64 %116
   store float 0.000000e+00, ptr %arena33, align 4
-  %ox447.next = add nsw i64 %conv1_weight_grad.ox44732, 1
-  %117 = icmp slt i64 %ox447.next, 28
-  br i1 %117, label %conv1_weight_grad.ox447, label %conv1_weight_grad.ox447.end
+  %ox461.next = add nsw i64 %conv1_weight_grad.ox46132, 1
+  %117 = icmp slt i64 %ox461.next, 28
+  br i1 %117, label %conv1_weight_grad.ox461, label %conv1_weight_grad.ox461.end
 
-conv1_weight_grad.ox447.end:                      ; preds = %conv1_weight_grad.ox447
+conv1_weight_grad.ox461.end:                      ; preds = %conv1_weight_grad.ox461
   br label %conv1_weight_grad.endif31
 
 conv1_weight_grad.then34:                         ; preds = %conv1_weight_grad.endif31
-  br label %conv1_weight_grad.ox44736
+  br label %conv1_weight_grad.ox46136
 
-conv1_weight_grad.endif35:                        ; preds = %conv1_weight_grad.ox447.end37, %conv1_weight_grad.endif31
-  %oy445.next = add nsw i64 %conv1_weight_grad.oy44524, 1
-  %118 = icmp slt i64 %oy445.next, 28
-  br i1 %118, label %conv1_weight_grad.oy445, label %conv1_weight_grad.oy445.end
+conv1_weight_grad.endif35:                        ; preds = %conv1_weight_grad.ox461.end37, %conv1_weight_grad.endif31
+  %oy459.next = add nsw i64 %conv1_weight_grad.oy45924, 1
+  %118 = icmp slt i64 %oy459.next, 28
+  br i1 %118, label %conv1_weight_grad.oy459, label %conv1_weight_grad.oy459.end
 
-conv1_weight_grad.ox44736:                        ; preds = %conv1_weight_grad.ox44736, %conv1_weight_grad.then34
-  %conv1_weight_grad.ox44738 = phi i64 [ 0, %conv1_weight_grad.then34 ], [ %ox447.next40, %conv1_weight_grad.ox44736 ]
-  %119 = mul nsw i64 %conv1_weight_grad.c4395, 3
-  %120 = add nsw i64 %119, %conv1_weight_grad.ky4406
+conv1_weight_grad.ox46136:                        ; preds = %conv1_weight_grad.ox46136, %conv1_weight_grad.then34
+  %conv1_weight_grad.ox46138 = phi i64 [ 0, %conv1_weight_grad.then34 ], [ %ox461.next40, %conv1_weight_grad.ox46136 ]
+  %119 = mul nsw i64 %conv1_weight_grad.c4535, 3
+  %120 = add nsw i64 %119, %conv1_weight_grad.ky4546
   %121 = mul nsw i64 %120, 3
   %122 = add nsw i64 %121, 1
   %123 = mul nsw i64 %122, 12560
-  %124 = mul nsw i64 %conv1_weight_grad.j4384, 784
+  %124 = mul nsw i64 %conv1_weight_grad.j4524, 784
   %125 = add nsw i64 %123, %124
-  %126 = mul nsw i64 %conv1_weight_grad.oy44524, 28
-  %127 = add nsw i64 %126, %conv1_weight_grad.ox44738
+  %126 = mul nsw i64 %conv1_weight_grad.oy45924, 28
+  %127 = add nsw i64 %126, %conv1_weight_grad.ox46138
   %128 = add nsw i64 %125, %127
   %arena39 = getelementptr inbounds float, ptr %arena, i64 %128
   store float 0.000000e+00, ptr %arena39, align 4
-  %ox447.next40 = add nsw i64 %conv1_weight_grad.ox44738, 1
-  %129 = icmp slt i64 %ox447.next40, 28
-  br i1 %129, label %conv1_weight_grad.ox44736, label %conv1_weight_grad.ox447.end37
+  %ox461.next40 = add nsw i64 %conv1_weight_grad.ox46138, 1
+  %129 = icmp slt i64 %ox461.next40, 28
+  br i1 %129, label %conv1_weight_grad.ox46136, label %conv1_weight_grad.ox461.end37
 
-conv1_weight_grad.ox447.end37:                    ; preds = %conv1_weight_grad.ox44736
+conv1_weight_grad.ox461.end37:                    ; preds = %conv1_weight_grad.ox46136
   br label %conv1_weight_grad.endif35
 
-conv1_weight_grad.oy448:                          ; preds = %conv1_weight_grad.endif54, %conv1_weight_grad.oy445.end
-  %conv1_weight_grad.oy44841 = phi i64 [ 0, %conv1_weight_grad.oy445.end ], [ %oy448.next, %conv1_weight_grad.endif54 ]
-  %130 = add nsw i64 %conv1_weight_grad.oy44841, %conv1_weight_grad.ky4406
+conv1_weight_grad.oy462:                          ; preds = %conv1_weight_grad.endif54, %conv1_weight_grad.oy459.end
+  %conv1_weight_grad.oy46241 = phi i64 [ 0, %conv1_weight_grad.oy459.end ], [ %oy462.next, %conv1_weight_grad.endif54 ]
+  %130 = add nsw i64 %conv1_weight_grad.oy46241, %conv1_weight_grad.ky4546
   %131 = add nsw i64 %130, -1
   %132 = icmp slt i64 -1, %131
-  %133 = add nsw i64 %conv1_weight_grad.oy44841, %conv1_weight_grad.ky4406
+  %133 = add nsw i64 %conv1_weight_grad.oy46241, %conv1_weight_grad.ky4546
   %134 = add nsw i64 %133, -1
   %135 = icmp slt i64 %134, 28
   %136 = and i1 %132, %135
   br i1 %136, label %conv1_weight_grad.then42, label %conv1_weight_grad.endif43
 
-conv1_weight_grad.oy448.end:                      ; preds = %conv1_weight_grad.endif54
-  %ky440.next = add nsw i64 %conv1_weight_grad.ky4406, 1
-  %137 = icmp slt i64 %ky440.next, 3
-  br i1 %137, label %conv1_weight_grad.ky440, label %conv1_weight_grad.ky440.end
+conv1_weight_grad.oy462.end:                      ; preds = %conv1_weight_grad.endif54
+  %ky454.next = add nsw i64 %conv1_weight_grad.ky4546, 1
+  %137 = icmp slt i64 %ky454.next, 3
+  br i1 %137, label %conv1_weight_grad.ky454, label %conv1_weight_grad.ky454.end
 
-conv1_weight_grad.then42:                         ; preds = %conv1_weight_grad.oy448
-  br label %conv1_weight_grad.ox449
+conv1_weight_grad.then42:                         ; preds = %conv1_weight_grad.oy462
+  br label %conv1_weight_grad.ox463
 
-conv1_weight_grad.endif43:                        ; preds = %conv1_weight_grad.ox450.end, %conv1_weight_grad.oy448
-  %138 = add nsw i64 %conv1_weight_grad.oy44841, %conv1_weight_grad.ky4406
+conv1_weight_grad.endif43:                        ; preds = %conv1_weight_grad.ox464.end, %conv1_weight_grad.oy462
+  %138 = add nsw i64 %conv1_weight_grad.oy46241, %conv1_weight_grad.ky4546
   %139 = add nsw i64 %138, -1
   %140 = icmp slt i64 %139, 0
   br i1 %140, label %conv1_weight_grad.then49, label %conv1_weight_grad.endif50
 
-conv1_weight_grad.ox449:                          ; preds = %conv1_weight_grad.ox449, %conv1_weight_grad.then42
-  %conv1_weight_grad.ox44944 = phi i64 [ 0, %conv1_weight_grad.then42 ], [ %ox449.next, %conv1_weight_grad.ox449 ]
-  %141 = mul nsw i64 %conv1_weight_grad.g4373, 16
-  %142 = add nsw i64 %141, %conv1_weight_grad.j4384
+conv1_weight_grad.ox463:                          ; preds = %conv1_weight_grad.ox463, %conv1_weight_grad.then42
+  %conv1_weight_grad.ox46344 = phi i64 [ 0, %conv1_weight_grad.then42 ], [ %ox463.next, %conv1_weight_grad.ox463 ]
+  %141 = mul nsw i64 %conv1_weight_grad.g4513, 16
+  %142 = add nsw i64 %141, %conv1_weight_grad.j4524
   %143 = mul nsw i64 %142, 784
-  %144 = mul nsw i64 %conv1_weight_grad.c4395, 784
+  %144 = mul nsw i64 %conv1_weight_grad.c4535, 784
   %145 = add nsw i64 %143, %144
-  %146 = add nsw i64 %conv1_weight_grad.oy44841, %conv1_weight_grad.ky4406
+  %146 = add nsw i64 %conv1_weight_grad.oy46241, %conv1_weight_grad.ky4546
   %147 = add nsw i64 %146, -1
   %148 = mul nsw i64 %147, 28
   %149 = add nsw i64 %145, %148
-  %150 = add nsw i64 %conv1_weight_grad.ox44944, 1
+  %150 = add nsw i64 %conv1_weight_grad.ox46344, 1
   %151 = add nsw i64 %149, %150
   %images45 = getelementptr inbounds float, ptr %images, i64 %151
   %152 = load float, ptr %images45, align 4
-  %153 = mul nsw i64 %conv1_weight_grad.c4395, 3
-  %154 = add nsw i64 %153, %conv1_weight_grad.ky4406
+  %153 = mul nsw i64 %conv1_weight_grad.c4535, 3
+  %154 = add nsw i64 %153, %conv1_weight_grad.ky4546
   %155 = mul nsw i64 %154, 3
   %156 = add nsw i64 %155, 2
   %157 = mul nsw i64 %156, 12560
-  %158 = mul nsw i64 %conv1_weight_grad.j4384, 784
+  %158 = mul nsw i64 %conv1_weight_grad.j4524, 784
   %159 = add nsw i64 %157, %158
-  %160 = mul nsw i64 %conv1_weight_grad.oy44841, 28
-  %161 = add nsw i64 %160, %conv1_weight_grad.ox44944
+  %160 = mul nsw i64 %conv1_weight_grad.oy46241, 28
+  %161 = add nsw i64 %160, %conv1_weight_grad.ox46344
   %162 = add nsw i64 %159, %161
   %arena46 = getelementptr inbounds float, ptr %arena, i64 %162
   store float %152, ptr %arena46, align 4
-  %ox449.next = add nsw i64 %conv1_weight_grad.ox44944, 1
-  %163 = icmp slt i64 %ox449.next, 27
-  br i1 %163, label %conv1_weight_grad.ox449, label %conv1_weight_grad.ox449.end
+  %ox463.next = add nsw i64 %conv1_weight_grad.ox46344, 1
+  %163 = icmp slt i64 %ox463.next, 27
+  br i1 %163, label %conv1_weight_grad.ox463, label %conv1_weight_grad.ox463.end
 
-conv1_weight_grad.ox449.end:                      ; preds = %conv1_weight_grad.ox449
-  br label %conv1_weight_grad.ox450
+conv1_weight_grad.ox463.end:                      ; preds = %conv1_weight_grad.ox463
+  br label %conv1_weight_grad.ox464
 
-conv1_weight_grad.ox450:                          ; preds = %conv1_weight_grad.ox450, %conv1_weight_grad.ox449.end
-  %conv1_weight_grad.ox45047 = phi i64 [ 0, %conv1_weight_grad.ox449.end ], [ %ox450.next, %conv1_weight_grad.ox450 ]
-  %164 = mul nsw i64 %conv1_weight_grad.c4395, 3
-  %165 = add nsw i64 %164, %conv1_weight_grad.ky4406
+conv1_weight_grad.ox464:                          ; preds = %conv1_weight_grad.ox464, %conv1_weight_grad.ox463.end
+  %conv1_weight_grad.ox46447 = phi i64 [ 0, %conv1_weight_grad.ox463.end ], [ %ox464.next, %conv1_weight_grad.ox464 ]
+  %164 = mul nsw i64 %conv1_weight_grad.c4535, 3
+  %165 = add nsw i64 %164, %conv1_weight_grad.ky4546
   %166 = mul nsw i64 %165, 3
   %167 = add nsw i64 %166, 2
   %168 = mul nsw i64 %167, 12560
-  %169 = mul nsw i64 %conv1_weight_grad.j4384, 784
+  %169 = mul nsw i64 %conv1_weight_grad.j4524, 784
   %170 = add nsw i64 %168, %169
-  %171 = mul nsw i64 %conv1_weight_grad.oy44841, 28
-  %172 = add nsw i64 %conv1_weight_grad.ox45047, 27
+  %171 = mul nsw i64 %conv1_weight_grad.oy46241, 28
+  %172 = add nsw i64 %conv1_weight_grad.ox46447, 27
   %173 = add nsw i64 %171, %172
   %174 = add nsw i64 %170, %173
   %arena48 = getelementptr inbounds float, ptr %arena, i64 %174
   store float 0.000000e+00, ptr %arena48, align 4
-  %ox450.next = add nsw i64 %conv1_weight_grad.ox45047, 1
-  %175 = icmp slt i64 %ox450.next, 1
-  br i1 %175, label %conv1_weight_grad.ox450, label %conv1_weight_grad.ox450.end
+  %ox464.next = add nsw i64 %conv1_weight_grad.ox46447, 1
+  %175 = icmp slt i64 %ox464.next, 1
+  br i1 %175, label %conv1_weight_grad.ox464, label %conv1_weight_grad.ox464.end
 
-conv1_weight_grad.ox450.end:                      ; preds = %conv1_weight_grad.ox450
+conv1_weight_grad.ox464.end:                      ; preds = %conv1_weight_grad.ox464
   br label %conv1_weight_grad.endif43
 
 conv1_weight_grad.then49:                         ; preds = %conv1_weight_grad.endif43
-  br label %conv1_weight_grad.ox451
+  br label %conv1_weight_grad.ox465
 
-conv1_weight_grad.endif50:                        ; preds = %conv1_weight_grad.ox451.end, %conv1_weight_grad.endif43
-  %176 = add nsw i64 %conv1_weight_grad.oy44841, %conv1_weight_grad.ky4406
+conv1_weight_grad.endif50:                        ; preds = %conv1_weight_grad.ox465.end, %conv1_weight_grad.endif43
+  %176 = add nsw i64 %conv1_weight_grad.oy46241, %conv1_weight_grad.ky4546
   %177 = add nsw i64 %176, -1
   %178 = icmp slt i64 27, %177
   br i1 %178, label %conv1_weight_grad.then53, label %conv1_weight_grad.endif54
 
-conv1_weight_grad.ox451:                          ; preds = %conv1_weight_grad.ox451, %conv1_weight_grad.then49
-  %conv1_weight_grad.ox45151 = phi i64 [ 0, %conv1_weight_grad.then49 ], [ %ox451.next, %conv1_weight_grad.ox451 ]
-  %179 = mul nsw i64 %conv1_weight_grad.c4395, 3
-  %180 = add nsw i64 %179, %conv1_weight_grad.ky4406
+conv1_weight_grad.ox465:                          ; preds = %conv1_weight_grad.ox465, %conv1_weight_grad.then49
+  %conv1_weight_grad.ox46551 = phi i64 [ 0, %conv1_weight_grad.then49 ], [ %ox465.next, %conv1_weight_grad.ox465 ]
+  %179 = mul nsw i64 %conv1_weight_grad.c4535, 3
+  %180 = add nsw i64 %179, %conv1_weight_grad.ky4546
   %181 = mul nsw i64 %180, 3
   %182 = add nsw i64 %181, 2
   %183 = mul nsw i64 %182, 12560
-  %184 = mul nsw i64 %conv1_weight_grad.j4384, 784
+  %184 = mul nsw i64 %conv1_weight_grad.j4524, 784
   %185 = add nsw i64 %183, %184
-  %186 = mul nsw i64 %conv1_weight_grad.oy44841, 28
-  %187 = add nsw i64 %186, %conv1_weight_grad.ox45151
+  %186 = mul nsw i64 %conv1_weight_grad.oy46241, 28
+  %187 = add nsw i64 %186, %conv1_weight_grad.ox46551
   %188 = add nsw i64 %185, %187
   %arena52 = getelementptr inbounds float, ptr %arena, i64 %188
   store float 0.000000e+00, ptr %arena52, align 4
-  %ox451.next = add nsw i64 %conv1_weight_grad.ox45151, 1
-  %189 = icmp slt i64 %ox451.next, 28
-  br i1 %189, label %conv1_weight_grad.ox451, label %conv1_weight_grad.ox451.end
+  %ox465.next = add nsw i64 %conv1_weight_grad.ox46551, 1
+  %189 = icmp slt i64 %ox465.next, 28
+  br i1 %189, label %conv1_weight_grad.ox465, label %conv1_weight_grad.ox465.end
 
-conv1_weight_grad.ox451.end:                      ; preds = %conv1_weight_grad.ox451
+conv1_weight_grad.ox465.end:                      ; preds = %conv1_weight_grad.ox465
   br label %conv1_weight_grad.endif50
 
 conv1_weight_grad.then53:                         ; preds = %conv1_weight_grad.endif50
-  br label %conv1_weight_grad.ox45155
+  br label %conv1_weight_grad.ox46555
 
-conv1_weight_grad.endif54:                        ; preds = %conv1_weight_grad.ox451.end56, %conv1_weight_grad.endif50
-  %oy448.next = add nsw i64 %conv1_weight_grad.oy44841, 1
-  %190 = icmp slt i64 %oy448.next, 28
-  br i1 %190, label %conv1_weight_grad.oy448, label %conv1_weight_grad.oy448.end
+conv1_weight_grad.endif54:                        ; preds = %conv1_weight_grad.ox465.end56, %conv1_weight_grad.endif50
+  %oy462.next = add nsw i64 %conv1_weight_grad.oy46241, 1
+  %190 = icmp slt i64 %oy462.next, 28
+  br i1 %190, label %conv1_weight_grad.oy462, label %conv1_weight_grad.oy462.end
 
-conv1_weight_grad.ox45155:                        ; preds = %conv1_weight_grad.ox45155, %conv1_weight_grad.then53
-  %conv1_weight_grad.ox45157 = phi i64 [ 0, %conv1_weight_grad.then53 ], [ %ox451.next59, %conv1_weight_grad.ox45155 ]
-  %191 = mul nsw i64 %conv1_weight_grad.c4395, 3
-  %192 = add nsw i64 %191, %conv1_weight_grad.ky4406
+conv1_weight_grad.ox46555:                        ; preds = %conv1_weight_grad.ox46555, %conv1_weight_grad.then53
+  %conv1_weight_grad.ox46557 = phi i64 [ 0, %conv1_weight_grad.then53 ], [ %ox465.next59, %conv1_weight_grad.ox46555 ]
+  %191 = mul nsw i64 %conv1_weight_grad.c4535, 3
+  %192 = add nsw i64 %191, %conv1_weight_grad.ky4546
   %193 = mul nsw i64 %192, 3
   %194 = add nsw i64 %193, 2
   %195 = mul nsw i64 %194, 12560
-  %196 = mul nsw i64 %conv1_weight_grad.j4384, 784
+  %196 = mul nsw i64 %conv1_weight_grad.j4524, 784
   %197 = add nsw i64 %195, %196
-  %198 = mul nsw i64 %conv1_weight_grad.oy44841, 28
-  %199 = add nsw i64 %198, %conv1_weight_grad.ox45157
+  %198 = mul nsw i64 %conv1_weight_grad.oy46241, 28
+  %199 = add nsw i64 %198, %conv1_weight_grad.ox46557
   %200 = add nsw i64 %197, %199
   %arena58 = getelementptr inbounds float, ptr %arena, i64 %200
   store float 0.000000e+00, ptr %arena58, align 4
-  %ox451.next59 = add nsw i64 %conv1_weight_grad.ox45157, 1
-  %201 = icmp slt i64 %ox451.next59, 28
-  br i1 %201, label %conv1_weight_grad.ox45155, label %conv1_weight_grad.ox451.end56
+  %ox465.next59 = add nsw i64 %conv1_weight_grad.ox46557, 1
+  %201 = icmp slt i64 %ox465.next59, 28
+  br i1 %201, label %conv1_weight_grad.ox46555, label %conv1_weight_grad.ox465.end56
 
-conv1_weight_grad.ox451.end56:                    ; preds = %conv1_weight_grad.ox45155
+conv1_weight_grad.ox465.end56:                    ; preds = %conv1_weight_grad.ox46555
   br label %conv1_weight_grad.endif54
 
-conv1_weight_grad.j452:                           ; preds = %conv1_weight_grad.i453.end, %conv1_weight_grad.j438.end
-  %conv1_weight_grad.j45260 = phi i64 [ 0, %conv1_weight_grad.j438.end ], [ %j452.next, %conv1_weight_grad.i453.end ]
-  br label %conv1_weight_grad.i453
+conv1_weight_grad.j466:                           ; preds = %conv1_weight_grad.i467.end, %conv1_weight_grad.j452.end
+  %conv1_weight_grad.j46660 = phi i64 [ 0, %conv1_weight_grad.j452.end ], [ %j466.next, %conv1_weight_grad.i467.end ]
+  br label %conv1_weight_grad.i467
 
-conv1_weight_grad.j452.end:                       ; preds = %conv1_weight_grad.i453.end
-  call void @smallcnn_train_b64.k20.conv1_weight_grad.gemm462(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  %g437.next = add nsw i64 %conv1_weight_grad.g4373, 1
-  %202 = icmp slt i64 %g437.next, 4
-  br i1 %202, label %conv1_weight_grad.g437, label %conv1_weight_grad.g437.end
+conv1_weight_grad.j466.end:                       ; preds = %conv1_weight_grad.i467.end
+  call void @smallcnn_train_b64.k20.conv1_weight_grad.gemm476(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  %g451.next = add nsw i64 %conv1_weight_grad.g4513, 1
+  %202 = icmp slt i64 %g451.next, 4
+  br i1 %202, label %conv1_weight_grad.g451, label %conv1_weight_grad.g451.end
 
-conv1_weight_grad.i453:                           ; preds = %conv1_weight_grad.f454.end, %conv1_weight_grad.j452
-  %conv1_weight_grad.i45361 = phi i64 [ 0, %conv1_weight_grad.j452 ], [ %i453.next, %conv1_weight_grad.f454.end ]
-  br label %conv1_weight_grad.f454
+conv1_weight_grad.i467:                           ; preds = %conv1_weight_grad.f468.end, %conv1_weight_grad.j466
+  %conv1_weight_grad.i46761 = phi i64 [ 0, %conv1_weight_grad.j466 ], [ %i467.next, %conv1_weight_grad.f468.end ]
+  br label %conv1_weight_grad.f468
 
-conv1_weight_grad.i453.end:                       ; preds = %conv1_weight_grad.f454.end
-  %j452.next = add nsw i64 %conv1_weight_grad.j45260, 1
-  %203 = icmp slt i64 %j452.next, 16
-  br i1 %203, label %conv1_weight_grad.j452, label %conv1_weight_grad.j452.end
+conv1_weight_grad.i467.end:                       ; preds = %conv1_weight_grad.f468.end
+  %j466.next = add nsw i64 %conv1_weight_grad.j46660, 1
+  %203 = icmp slt i64 %j466.next, 16
+  br i1 %203, label %conv1_weight_grad.j466, label %conv1_weight_grad.j466.end
 
-conv1_weight_grad.f454:                           ; preds = %conv1_weight_grad.f454, %conv1_weight_grad.i453
-  %conv1_weight_grad.f45462 = phi i64 [ 0, %conv1_weight_grad.i453 ], [ %f454.next, %conv1_weight_grad.f454 ]
-  %204 = mul nsw i64 %conv1_weight_grad.g4373, 16
-  %205 = add nsw i64 %204, %conv1_weight_grad.j45260
+conv1_weight_grad.f468:                           ; preds = %conv1_weight_grad.f468, %conv1_weight_grad.i467
+  %conv1_weight_grad.f46862 = phi i64 [ 0, %conv1_weight_grad.i467 ], [ %f468.next, %conv1_weight_grad.f468 ]
+  %204 = mul nsw i64 %conv1_weight_grad.g4513, 16
+  %205 = add nsw i64 %204, %conv1_weight_grad.j46660
   %206 = mul nsw i64 %205, 12544
   %207 = add nsw i64 610960, %206
-  %208 = mul nsw i64 %conv1_weight_grad.f45462, 784
+  %208 = mul nsw i64 %conv1_weight_grad.f46862, 784
   %209 = add nsw i64 %207, %208
-  %210 = add nsw i64 %209, %conv1_weight_grad.i45361
+  %210 = add nsw i64 %209, %conv1_weight_grad.i46761
   %arena63 = getelementptr inbounds float, ptr %arena, i64 %210
   %211 = load float, ptr %arena63, align 4
-  %212 = mul nsw i64 %conv1_weight_grad.j45260, 784
-  %213 = add nsw i64 %212, %conv1_weight_grad.i45361
+  %212 = mul nsw i64 %conv1_weight_grad.j46660, 784
+  %213 = add nsw i64 %212, %conv1_weight_grad.i46761
   %214 = mul nsw i64 %213, 16
   %215 = add nsw i64 113040, %214
-  %216 = add nsw i64 %215, %conv1_weight_grad.f45462
+  %216 = add nsw i64 %215, %conv1_weight_grad.f46862
   %arena64 = getelementptr inbounds float, ptr %arena, i64 %216
   store float %211, ptr %arena64, align 4
-  %f454.next = add nsw i64 %conv1_weight_grad.f45462, 1
-  %217 = icmp slt i64 %f454.next, 16
-  br i1 %217, label %conv1_weight_grad.f454, label %conv1_weight_grad.f454.end
+  %f468.next = add nsw i64 %conv1_weight_grad.f46862, 1
+  %217 = icmp slt i64 %f468.next, 16
+  br i1 %217, label %conv1_weight_grad.f468, label %conv1_weight_grad.f468.end
 
-conv1_weight_grad.f454.end:                       ; preds = %conv1_weight_grad.f454
-  %i453.next = add nsw i64 %conv1_weight_grad.i45361, 1
-  %218 = icmp slt i64 %i453.next, 784
-  br i1 %218, label %conv1_weight_grad.i453, label %conv1_weight_grad.i453.end
+conv1_weight_grad.f468.end:                       ; preds = %conv1_weight_grad.f468
+  %i467.next = add nsw i64 %conv1_weight_grad.i46761, 1
+  %218 = icmp slt i64 %i467.next, 784
+  br i1 %218, label %conv1_weight_grad.i467, label %conv1_weight_grad.i467.end
 
-conv1_weight_grad.f463:                           ; preds = %conv1_weight_grad.r464.end, %conv1_weight_grad.g437.end
-  %conv1_weight_grad.f46365 = phi i64 [ 0, %conv1_weight_grad.g437.end ], [ %f463.next, %conv1_weight_grad.r464.end ]
-  br label %conv1_weight_grad.r464
+conv1_weight_grad.f477:                           ; preds = %conv1_weight_grad.r478.end, %conv1_weight_grad.g451.end
+  %conv1_weight_grad.f47765 = phi i64 [ 0, %conv1_weight_grad.g451.end ], [ %f477.next, %conv1_weight_grad.r478.end ]
+  br label %conv1_weight_grad.r478
 
-conv1_weight_grad.f463.end:                       ; preds = %conv1_weight_grad.r464.end
+conv1_weight_grad.f477.end:                       ; preds = %conv1_weight_grad.r478.end
   ret void
 
-conv1_weight_grad.r464:                           ; preds = %conv1_weight_grad.r464, %conv1_weight_grad.f463
-  %conv1_weight_grad.r46466 = phi i64 [ 0, %conv1_weight_grad.f463 ], [ %r464.next, %conv1_weight_grad.r464 ]
-  %219 = mul nsw i64 %conv1_weight_grad.r46466, 16
+conv1_weight_grad.r478:                           ; preds = %conv1_weight_grad.r478, %conv1_weight_grad.f477
+  %conv1_weight_grad.r47866 = phi i64 [ 0, %conv1_weight_grad.f477 ], [ %r478.next, %conv1_weight_grad.r478 ]
+  %219 = mul nsw i64 %conv1_weight_grad.r47866, 16
   %220 = add nsw i64 313744, %219
-  %221 = add nsw i64 %220, %conv1_weight_grad.f46365
+  %221 = add nsw i64 %220, %conv1_weight_grad.f47765
   %arena67 = getelementptr inbounds float, ptr %arena, i64 %221
   %222 = load float, ptr %arena67, align 4
-  %223 = mul nsw i64 %conv1_weight_grad.f46365, 9
-  %224 = add nsw i64 %223, %conv1_weight_grad.r46466
+  %223 = mul nsw i64 %conv1_weight_grad.f47765, 9
+  %224 = add nsw i64 %223, %conv1_weight_grad.r47866
   %grads68 = getelementptr inbounds float, ptr %grads, i64 %224
   store float %222, ptr %grads68, align 4
-  %r464.next = add nsw i64 %conv1_weight_grad.r46466, 1
-  %225 = icmp slt i64 %r464.next, 9
-  br i1 %225, label %conv1_weight_grad.r464, label %conv1_weight_grad.r464.end
+  %r478.next = add nsw i64 %conv1_weight_grad.r47866, 1
+  %225 = icmp slt i64 %r478.next, 9
+  br i1 %225, label %conv1_weight_grad.r478, label %conv1_weight_grad.r478.end
 
-conv1_weight_grad.r464.end:                       ; preds = %conv1_weight_grad.r464
-  %f463.next = add nsw i64 %conv1_weight_grad.f46365, 1
-  %226 = icmp slt i64 %f463.next, 16
-  br i1 %226, label %conv1_weight_grad.f463, label %conv1_weight_grad.f463.end
+conv1_weight_grad.r478.end:                       ; preds = %conv1_weight_grad.r478
+  %f477.next = add nsw i64 %conv1_weight_grad.f47765, 1
+  %226 = icmp slt i64 %f477.next, 16
+  br i1 %226, label %conv1_weight_grad.f477, label %conv1_weight_grad.f477.end
 }
 
 ; Function Attrs: noinline
-define internal void @smallcnn_train_b64.k20.conv1_weight_grad.gemm462(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @smallcnn_train_b64.k20.conv1_weight_grad.gemm476(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %conv1_weight_grad.t460_a3 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t460_a2 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t460_a1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t460_a0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t460_b1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t460_b0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t460_c3_1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t460_c3_0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t460_c2_1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t460_c2_0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t460_c1_1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t460_c1_0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t460_c0_1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t460_c0_0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t458_a4 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t458_a3 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t458_a2 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t458_a1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t458_a0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t458_b1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t458_b0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t458_c4_1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t458_c4_0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t458_c3_1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t458_c3_0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t458_c2_1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t458_c2_0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t458_c1_1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t458_c1_0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t458_c0_1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t458_c0_0 = alloca <8 x float>, align 32
-  br label %conv1_weight_grad.kp455
+  %conv1_weight_grad.t474_a3 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t474_a2 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t474_a1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t474_a0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t474_b1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t474_b0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t474_c3_1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t474_c3_0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t474_c2_1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t474_c2_0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t474_c1_1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t474_c1_0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t474_c0_1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t474_c0_0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t472_a4 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t472_a3 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t472_a2 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t472_a1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t472_a0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t472_b1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t472_b0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t472_c4_1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t472_c4_0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t472_c3_1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t472_c3_0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t472_c2_1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t472_c2_0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t472_c1_1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t472_c1_0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t472_c0_1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t472_c0_0 = alloca <8 x float>, align 32
+  br label %conv1_weight_grad.kp469
 
-conv1_weight_grad.kp455:                          ; preds = %conv1_weight_grad.nb456.end, %entry
-  %conv1_weight_grad.kp4551 = phi i64 [ 0, %entry ], [ %kp455.next, %conv1_weight_grad.nb456.end ]
-  br label %conv1_weight_grad.nb456
+conv1_weight_grad.kp469:                          ; preds = %conv1_weight_grad.nb470.end, %entry
+  %conv1_weight_grad.kp4691 = phi i64 [ 0, %entry ], [ %kp469.next, %conv1_weight_grad.nb470.end ]
+  br label %conv1_weight_grad.nb470
 
-conv1_weight_grad.kp455.end:                      ; preds = %conv1_weight_grad.nb456.end
+conv1_weight_grad.kp469.end:                      ; preds = %conv1_weight_grad.nb470.end
   ret void
 
-conv1_weight_grad.nb456:                          ; preds = %conv1_weight_grad.k461.end, %conv1_weight_grad.kp455
-  %conv1_weight_grad.nb4562 = phi i64 [ 0, %conv1_weight_grad.kp455 ], [ %nb456.next, %conv1_weight_grad.k461.end ]
-  br label %conv1_weight_grad.mb457
+conv1_weight_grad.nb470:                          ; preds = %conv1_weight_grad.k475.end, %conv1_weight_grad.kp469
+  %conv1_weight_grad.nb4702 = phi i64 [ 0, %conv1_weight_grad.kp469 ], [ %nb470.next, %conv1_weight_grad.k475.end ]
+  br label %conv1_weight_grad.mb471
 
-conv1_weight_grad.nb456.end:                      ; preds = %conv1_weight_grad.k461.end
-  %kp455.next = add nsw i64 %conv1_weight_grad.kp4551, 1
-  %0 = icmp slt i64 %kp455.next, 7
-  br i1 %0, label %conv1_weight_grad.kp455, label %conv1_weight_grad.kp455.end
+conv1_weight_grad.nb470.end:                      ; preds = %conv1_weight_grad.k475.end
+  %kp469.next = add nsw i64 %conv1_weight_grad.kp4691, 1
+  %0 = icmp slt i64 %kp469.next, 7
+  br i1 %0, label %conv1_weight_grad.kp469, label %conv1_weight_grad.kp469.end
 
-conv1_weight_grad.mb457:                          ; preds = %conv1_weight_grad.k459.end, %conv1_weight_grad.nb456
-  %conv1_weight_grad.mb4573 = phi i64 [ 0, %conv1_weight_grad.nb456 ], [ %mb457.next, %conv1_weight_grad.k459.end ]
-  %1 = mul nsw i64 %conv1_weight_grad.mb4573, 5
+conv1_weight_grad.mb471:                          ; preds = %conv1_weight_grad.k473.end, %conv1_weight_grad.nb470
+  %conv1_weight_grad.mb4713 = phi i64 [ 0, %conv1_weight_grad.nb470 ], [ %mb471.next, %conv1_weight_grad.k473.end ]
+  %1 = mul nsw i64 %conv1_weight_grad.mb4713, 5
   %2 = mul nsw i64 %1, 16
   %3 = add nsw i64 313744, %2
-  %4 = mul nsw i64 %conv1_weight_grad.nb4562, 16
+  %4 = mul nsw i64 %conv1_weight_grad.nb4702, 16
   %5 = add nsw i64 %3, %4
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %5
   %6 = load <8 x float>, ptr %arena4, align 4
-  store <8 x float> %6, ptr %conv1_weight_grad.t458_c0_0, align 32
-  %7 = mul nsw i64 %conv1_weight_grad.mb4573, 5
+  store <8 x float> %6, ptr %conv1_weight_grad.t472_c0_0, align 32
+  %7 = mul nsw i64 %conv1_weight_grad.mb4713, 5
   %8 = mul nsw i64 %7, 16
   %9 = add nsw i64 313744, %8
-  %10 = mul nsw i64 %conv1_weight_grad.nb4562, 16
+  %10 = mul nsw i64 %conv1_weight_grad.nb4702, 16
   %11 = add nsw i64 %9, %10
   %12 = add nsw i64 %11, 8
   %arena5 = getelementptr inbounds float, ptr %arena, i64 %12
   %13 = load <8 x float>, ptr %arena5, align 4
-  store <8 x float> %13, ptr %conv1_weight_grad.t458_c0_1, align 32
-  %14 = mul nsw i64 %conv1_weight_grad.mb4573, 5
+  store <8 x float> %13, ptr %conv1_weight_grad.t472_c0_1, align 32
+  %14 = mul nsw i64 %conv1_weight_grad.mb4713, 5
   %15 = add nsw i64 %14, 1
   %16 = mul nsw i64 %15, 16
   %17 = add nsw i64 313744, %16
-  %18 = mul nsw i64 %conv1_weight_grad.nb4562, 16
+  %18 = mul nsw i64 %conv1_weight_grad.nb4702, 16
   %19 = add nsw i64 %17, %18
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %19
   %20 = load <8 x float>, ptr %arena6, align 4
-  store <8 x float> %20, ptr %conv1_weight_grad.t458_c1_0, align 32
-  %21 = mul nsw i64 %conv1_weight_grad.mb4573, 5
+  store <8 x float> %20, ptr %conv1_weight_grad.t472_c1_0, align 32
+  %21 = mul nsw i64 %conv1_weight_grad.mb4713, 5
   %22 = add nsw i64 %21, 1
   %23 = mul nsw i64 %22, 16
   %24 = add nsw i64 313744, %23
-  %25 = mul nsw i64 %conv1_weight_grad.nb4562, 16
+  %25 = mul nsw i64 %conv1_weight_grad.nb4702, 16
   %26 = add nsw i64 %24, %25
   %27 = add nsw i64 %26, 8
   %arena7 = getelementptr inbounds float, ptr %arena, i64 %27
   %28 = load <8 x float>, ptr %arena7, align 4
-  store <8 x float> %28, ptr %conv1_weight_grad.t458_c1_1, align 32
-  %29 = mul nsw i64 %conv1_weight_grad.mb4573, 5
+  store <8 x float> %28, ptr %conv1_weight_grad.t472_c1_1, align 32
+  %29 = mul nsw i64 %conv1_weight_grad.mb4713, 5
   %30 = add nsw i64 %29, 2
   %31 = mul nsw i64 %30, 16
   %32 = add nsw i64 313744, %31
-  %33 = mul nsw i64 %conv1_weight_grad.nb4562, 16
+  %33 = mul nsw i64 %conv1_weight_grad.nb4702, 16
   %34 = add nsw i64 %32, %33
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %34
   %35 = load <8 x float>, ptr %arena8, align 4
-  store <8 x float> %35, ptr %conv1_weight_grad.t458_c2_0, align 32
-  %36 = mul nsw i64 %conv1_weight_grad.mb4573, 5
+  store <8 x float> %35, ptr %conv1_weight_grad.t472_c2_0, align 32
+  %36 = mul nsw i64 %conv1_weight_grad.mb4713, 5
   %37 = add nsw i64 %36, 2
   %38 = mul nsw i64 %37, 16
   %39 = add nsw i64 313744, %38
-  %40 = mul nsw i64 %conv1_weight_grad.nb4562, 16
+  %40 = mul nsw i64 %conv1_weight_grad.nb4702, 16
   %41 = add nsw i64 %39, %40
   %42 = add nsw i64 %41, 8
   %arena9 = getelementptr inbounds float, ptr %arena, i64 %42
   %43 = load <8 x float>, ptr %arena9, align 4
-  store <8 x float> %43, ptr %conv1_weight_grad.t458_c2_1, align 32
-  %44 = mul nsw i64 %conv1_weight_grad.mb4573, 5
+  store <8 x float> %43, ptr %conv1_weight_grad.t472_c2_1, align 32
+  %44 = mul nsw i64 %conv1_weight_grad.mb4713, 5
   %45 = add nsw i64 %44, 3
   %46 = mul nsw i64 %45, 16
   %47 = add nsw i64 313744, %46
-  %48 = mul nsw i64 %conv1_weight_grad.nb4562, 16
+  %48 = mul nsw i64 %conv1_weight_grad.nb4702, 16
   %49 = add nsw i64 %47, %48
   %arena10 = getelementptr inbounds float, ptr %arena, i64 %49
   %50 = load <8 x float>, ptr %arena10, align 4
-  store <8 x float> %50, ptr %conv1_weight_grad.t458_c3_0, align 32
-  %51 = mul nsw i64 %conv1_weight_grad.mb4573, 5
+  store <8 x float> %50, ptr %conv1_weight_grad.t472_c3_0, align 32
+  %51 = mul nsw i64 %conv1_weight_grad.mb4713, 5
   %52 = add nsw i64 %51, 3
   %53 = mul nsw i64 %52, 16
   %54 = add nsw i64 313744, %53
-  %55 = mul nsw i64 %conv1_weight_grad.nb4562, 16
+  %55 = mul nsw i64 %conv1_weight_grad.nb4702, 16
   %56 = add nsw i64 %54, %55
   %57 = add nsw i64 %56, 8
   %arena11 = getelementptr inbounds float, ptr %arena, i64 %57
   %58 = load <8 x float>, ptr %arena11, align 4
-  store <8 x float> %58, ptr %conv1_weight_grad.t458_c3_1, align 32
-  %59 = mul nsw i64 %conv1_weight_grad.mb4573, 5
+  store <8 x float> %58, ptr %conv1_weight_grad.t472_c3_1, align 32
+  %59 = mul nsw i64 %conv1_weight_grad.mb4713, 5
   %60 = add nsw i64 %59, 4
   %61 = mul nsw i64 %60, 16
   %62 = add nsw i64 313744, %61
-  %63 = mul nsw i64 %conv1_weight_grad.nb4562, 16
+  %63 = mul nsw i64 %conv1_weight_grad.nb4702, 16
   %64 = add nsw i64 %62, %63
   %arena12 = getelementptr inbounds float, ptr %arena, i64 %64
   %65 = load <8 x float>, ptr %arena12, align 4
-  store <8 x float> %65, ptr %conv1_weight_grad.t458_c4_0, align 32
-  %66 = mul nsw i64 %conv1_weight_grad.mb4573, 5
+  store <8 x float> %65, ptr %conv1_weight_grad.t472_c4_0, align 32
+  %66 = mul nsw i64 %conv1_weight_grad.mb4713, 5
   %67 = add nsw i64 %66, 4
   %68 = mul nsw i64 %67, 16
   %69 = add nsw i64 313744, %68
-  %70 = mul nsw i64 %conv1_weight_grad.nb4562, 16
+  %70 = mul nsw i64 %conv1_weight_grad.nb4702, 16
   %71 = add nsw i64 %69, %70
   %72 = add nsw i64 %71, 8
   %arena13 = getelementptr inbounds float, ptr %arena, i64 %72
   %73 = load <8 x float>, ptr %arena13, align 4
-  store <8 x float> %73, ptr %conv1_weight_grad.t458_c4_1, align 32
-  br label %conv1_weight_grad.k459
+  store <8 x float> %73, ptr %conv1_weight_grad.t472_c4_1, align 32
+  br label %conv1_weight_grad.k473
 
-conv1_weight_grad.mb457.end:                      ; preds = %conv1_weight_grad.k459.end
-  %74 = mul nsw i64 %conv1_weight_grad.nb4562, 16
+conv1_weight_grad.mb471.end:                      ; preds = %conv1_weight_grad.k473.end
+  %74 = mul nsw i64 %conv1_weight_grad.nb4702, 16
   %75 = add nsw i64 313824, %74
   %arena55 = getelementptr inbounds float, ptr %arena, i64 %75
   %76 = load <8 x float>, ptr %arena55, align 4
-  store <8 x float> %76, ptr %conv1_weight_grad.t460_c0_0, align 32
-  %77 = mul nsw i64 %conv1_weight_grad.nb4562, 16
+  store <8 x float> %76, ptr %conv1_weight_grad.t474_c0_0, align 32
+  %77 = mul nsw i64 %conv1_weight_grad.nb4702, 16
   %78 = add nsw i64 313824, %77
   %79 = add nsw i64 %78, 8
   %arena56 = getelementptr inbounds float, ptr %arena, i64 %79
   %80 = load <8 x float>, ptr %arena56, align 4
-  store <8 x float> %80, ptr %conv1_weight_grad.t460_c0_1, align 32
-  %81 = mul nsw i64 %conv1_weight_grad.nb4562, 16
+  store <8 x float> %80, ptr %conv1_weight_grad.t474_c0_1, align 32
+  %81 = mul nsw i64 %conv1_weight_grad.nb4702, 16
   %82 = add nsw i64 313840, %81
   %arena57 = getelementptr inbounds float, ptr %arena, i64 %82
   %83 = load <8 x float>, ptr %arena57, align 4
-  store <8 x float> %83, ptr %conv1_weight_grad.t460_c1_0, align 32
-  %84 = mul nsw i64 %conv1_weight_grad.nb4562, 16
+  store <8 x float> %83, ptr %conv1_weight_grad.t474_c1_0, align 32
+  %84 = mul nsw i64 %conv1_weight_grad.nb4702, 16
   %85 = add nsw i64 313840, %84
   %86 = add nsw i64 %85, 8
   %arena58 = getelementptr inbounds float, ptr %arena, i64 %86
   %87 = load <8 x float>, ptr %arena58, align 4
-  store <8 x float> %87, ptr %conv1_weight_grad.t460_c1_1, align 32
-  %88 = mul nsw i64 %conv1_weight_grad.nb4562, 16
+  store <8 x float> %87, ptr %conv1_weight_grad.t474_c1_1, align 32
+  %88 = mul nsw i64 %conv1_weight_grad.nb4702, 16
   %89 = add nsw i64 313856, %88
   %arena59 = getelementptr inbounds float, ptr %arena, i64 %89
   %90 = load <8 x float>, ptr %arena59, align 4
-  store <8 x float> %90, ptr %conv1_weight_grad.t460_c2_0, align 32
-  %91 = mul nsw i64 %conv1_weight_grad.nb4562, 16
+  store <8 x float> %90, ptr %conv1_weight_grad.t474_c2_0, align 32
+  %91 = mul nsw i64 %conv1_weight_grad.nb4702, 16
   %92 = add nsw i64 313856, %91
   %93 = add nsw i64 %92, 8
   %arena60 = getelementptr inbounds float, ptr %arena, i64 %93
   %94 = load <8 x float>, ptr %arena60, align 4
-  store <8 x float> %94, ptr %conv1_weight_grad.t460_c2_1, align 32
-  %95 = mul nsw i64 %conv1_weight_grad.nb4562, 16
+  store <8 x float> %94, ptr %conv1_weight_grad.t474_c2_1, align 32
+  %95 = mul nsw i64 %conv1_weight_grad.nb4702, 16
   %96 = add nsw i64 313872, %95
   %arena61 = getelementptr inbounds float, ptr %arena, i64 %96
   %97 = load <8 x float>, ptr %arena61, align 4
-  store <8 x float> %97, ptr %conv1_weight_grad.t460_c3_0, align 32
-  %98 = mul nsw i64 %conv1_weight_grad.nb4562, 16
+  store <8 x float> %97, ptr %conv1_weight_grad.t474_c3_0, align 32
+  %98 = mul nsw i64 %conv1_weight_grad.nb4702, 16
   %99 = add nsw i64 313872, %98
   %100 = add nsw i64 %99, 8
   %arena62 = getelementptr inbounds float, ptr %arena, i64 %100
   %101 = load <8 x float>, ptr %arena62, align 4
-  store <8 x float> %101, ptr %conv1_weight_grad.t460_c3_1, align 32
-  br label %conv1_weight_grad.k461
+  store <8 x float> %101, ptr %conv1_weight_grad.t474_c3_1, align 32
+  br label %conv1_weight_grad.k475
 
-conv1_weight_grad.k459:                           ; preds = %conv1_weight_grad.k459, %conv1_weight_grad.mb457
-  %conv1_weight_grad.k45914 = phi i64 [ 0, %conv1_weight_grad.mb457 ], [ %k459.next, %conv1_weight_grad.k459 ]
-  %102 = mul nsw i64 %conv1_weight_grad.kp4551, 1792
-  %103 = add nsw i64 %conv1_weight_grad.k45914, %102
+conv1_weight_grad.k473:                           ; preds = %conv1_weight_grad.k473, %conv1_weight_grad.mb471
+  %conv1_weight_grad.k47314 = phi i64 [ 0, %conv1_weight_grad.mb471 ], [ %k473.next, %conv1_weight_grad.k473 ]
+  %102 = mul nsw i64 %conv1_weight_grad.kp4691, 1792
+  %103 = add nsw i64 %conv1_weight_grad.k47314, %102
   %104 = mul nsw i64 %103, 16
   %105 = add nsw i64 113040, %104
-  %106 = mul nsw i64 %conv1_weight_grad.nb4562, 16
+  %106 = mul nsw i64 %conv1_weight_grad.nb4702, 16
   %107 = add nsw i64 %105, %106
   %arena15 = getelementptr inbounds float, ptr %arena, i64 %107
   %108 = load <8 x float>, ptr %arena15, align 4
-  store <8 x float> %108, ptr %conv1_weight_grad.t458_b0, align 32
-  %109 = mul nsw i64 %conv1_weight_grad.kp4551, 1792
-  %110 = add nsw i64 %conv1_weight_grad.k45914, %109
+  store <8 x float> %108, ptr %conv1_weight_grad.t472_b0, align 32
+  %109 = mul nsw i64 %conv1_weight_grad.kp4691, 1792
+  %110 = add nsw i64 %conv1_weight_grad.k47314, %109
   %111 = mul nsw i64 %110, 16
   %112 = add nsw i64 113040, %111
-  %113 = mul nsw i64 %conv1_weight_grad.nb4562, 16
+  %113 = mul nsw i64 %conv1_weight_grad.nb4702, 16
   %114 = add nsw i64 %112, %113
   %115 = add nsw i64 %114, 8
   %arena16 = getelementptr inbounds float, ptr %arena, i64 %115
   %116 = load <8 x float>, ptr %arena16, align 4
-  store <8 x float> %116, ptr %conv1_weight_grad.t458_b1, align 32
-  %117 = mul nsw i64 %conv1_weight_grad.mb4573, 5
+  store <8 x float> %116, ptr %conv1_weight_grad.t472_b1, align 32
+  %117 = mul nsw i64 %conv1_weight_grad.mb4713, 5
   %118 = mul nsw i64 %117, 12560
-  %119 = mul nsw i64 %conv1_weight_grad.kp4551, 1792
-  %120 = add nsw i64 %conv1_weight_grad.k45914, %119
+  %119 = mul nsw i64 %conv1_weight_grad.kp4691, 1792
+  %120 = add nsw i64 %conv1_weight_grad.k47314, %119
   %121 = add nsw i64 %118, %120
   %arena17 = getelementptr inbounds float, ptr %arena, i64 %121
   %122 = load float, ptr %arena17, align 4
   %123 = insertelement <8 x float> undef, float %122, i32 0
   %124 = shufflevector <8 x float> %123, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %124, ptr %conv1_weight_grad.t458_a0, align 32
-  %t458_a0 = load <8 x float>, ptr %conv1_weight_grad.t458_a0, align 32
-  %t458_b0 = load <8 x float>, ptr %conv1_weight_grad.t458_b0, align 32
-  %t458_c0_0 = load <8 x float>, ptr %conv1_weight_grad.t458_c0_0, align 32
-  %125 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t458_a0, <8 x float> %t458_b0, <8 x float> %t458_c0_0)
-  store <8 x float> %125, ptr %conv1_weight_grad.t458_c0_0, align 32
-  %t458_a018 = load <8 x float>, ptr %conv1_weight_grad.t458_a0, align 32
-  %t458_b1 = load <8 x float>, ptr %conv1_weight_grad.t458_b1, align 32
-  %t458_c0_1 = load <8 x float>, ptr %conv1_weight_grad.t458_c0_1, align 32
-  %126 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t458_a018, <8 x float> %t458_b1, <8 x float> %t458_c0_1)
-  store <8 x float> %126, ptr %conv1_weight_grad.t458_c0_1, align 32
-  %127 = mul nsw i64 %conv1_weight_grad.mb4573, 5
+  store <8 x float> %124, ptr %conv1_weight_grad.t472_a0, align 32
+  %t472_a0 = load <8 x float>, ptr %conv1_weight_grad.t472_a0, align 32
+  %t472_b0 = load <8 x float>, ptr %conv1_weight_grad.t472_b0, align 32
+  %t472_c0_0 = load <8 x float>, ptr %conv1_weight_grad.t472_c0_0, align 32
+  %125 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t472_a0, <8 x float> %t472_b0, <8 x float> %t472_c0_0)
+  store <8 x float> %125, ptr %conv1_weight_grad.t472_c0_0, align 32
+  %t472_a018 = load <8 x float>, ptr %conv1_weight_grad.t472_a0, align 32
+  %t472_b1 = load <8 x float>, ptr %conv1_weight_grad.t472_b1, align 32
+  %t472_c0_1 = load <8 x float>, ptr %conv1_weight_grad.t472_c0_1, align 32
+  %126 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t472_a018, <8 x float> %t472_b1, <8 x float> %t472_c0_1)
+  store <8 x float> %126, ptr %conv1_weight_grad.t472_c0_1, align 32
+  %127 = mul nsw i64 %conv1_weight_grad.mb4713, 5
   %128 = add nsw i64 %127, 1
   %129 = mul nsw i64 %128, 12560
-  %130 = mul nsw i64 %conv1_weight_grad.kp4551, 1792
-  %131 = add nsw i64 %conv1_weight_grad.k45914, %130
+  %130 = mul nsw i64 %conv1_weight_grad.kp4691, 1792
+  %131 = add nsw i64 %conv1_weight_grad.k47314, %130
   %132 = add nsw i64 %129, %131
   %arena19 = getelementptr inbounds float, ptr %arena, i64 %132
   %133 = load float, ptr %arena19, align 4
   %134 = insertelement <8 x float> undef, float %133, i32 0
   %135 = shufflevector <8 x float> %134, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %135, ptr %conv1_weight_grad.t458_a1, align 32
-  %t458_a1 = load <8 x float>, ptr %conv1_weight_grad.t458_a1, align 32
-  %t458_b020 = load <8 x float>, ptr %conv1_weight_grad.t458_b0, align 32
-  %t458_c1_0 = load <8 x float>, ptr %conv1_weight_grad.t458_c1_0, align 32
-  %136 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t458_a1, <8 x float> %t458_b020, <8 x float> %t458_c1_0)
-  store <8 x float> %136, ptr %conv1_weight_grad.t458_c1_0, align 32
-  %t458_a121 = load <8 x float>, ptr %conv1_weight_grad.t458_a1, align 32
-  %t458_b122 = load <8 x float>, ptr %conv1_weight_grad.t458_b1, align 32
-  %t458_c1_1 = load <8 x float>, ptr %conv1_weight_grad.t458_c1_1, align 32
-  %137 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t458_a121, <8 x float> %t458_b122, <8 x float> %t458_c1_1)
-  store <8 x float> %137, ptr %conv1_weight_grad.t458_c1_1, align 32
-  %138 = mul nsw i64 %conv1_weight_grad.mb4573, 5
+  store <8 x float> %135, ptr %conv1_weight_grad.t472_a1, align 32
+  %t472_a1 = load <8 x float>, ptr %conv1_weight_grad.t472_a1, align 32
+  %t472_b020 = load <8 x float>, ptr %conv1_weight_grad.t472_b0, align 32
+  %t472_c1_0 = load <8 x float>, ptr %conv1_weight_grad.t472_c1_0, align 32
+  %136 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t472_a1, <8 x float> %t472_b020, <8 x float> %t472_c1_0)
+  store <8 x float> %136, ptr %conv1_weight_grad.t472_c1_0, align 32
+  %t472_a121 = load <8 x float>, ptr %conv1_weight_grad.t472_a1, align 32
+  %t472_b122 = load <8 x float>, ptr %conv1_weight_grad.t472_b1, align 32
+  %t472_c1_1 = load <8 x float>, ptr %conv1_weight_grad.t472_c1_1, align 32
+  %137 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t472_a121, <8 x float> %t472_b122, <8 x float> %t472_c1_1)
+  store <8 x float> %137, ptr %conv1_weight_grad.t472_c1_1, align 32
+  %138 = mul nsw i64 %conv1_weight_grad.mb4713, 5
   %139 = add nsw i64 %138, 2
   %140 = mul nsw i64 %139, 12560
-  %141 = mul nsw i64 %conv1_weight_grad.kp4551, 1792
-  %142 = add nsw i64 %conv1_weight_grad.k45914, %141
+  %141 = mul nsw i64 %conv1_weight_grad.kp4691, 1792
+  %142 = add nsw i64 %conv1_weight_grad.k47314, %141
   %143 = add nsw i64 %140, %142
   %arena23 = getelementptr inbounds float, ptr %arena, i64 %143
   %144 = load float, ptr %arena23, align 4
   %145 = insertelement <8 x float> undef, float %144, i32 0
   %146 = shufflevector <8 x float> %145, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %146, ptr %conv1_weight_grad.t458_a2, align 32
-  %t458_a2 = load <8 x float>, ptr %conv1_weight_grad.t458_a2, align 32
-  %t458_b024 = load <8 x float>, ptr %conv1_weight_grad.t458_b0, align 32
-  %t458_c2_0 = load <8 x float>, ptr %conv1_weight_grad.t458_c2_0, align 32
-  %147 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t458_a2, <8 x float> %t458_b024, <8 x float> %t458_c2_0)
-  store <8 x float> %147, ptr %conv1_weight_grad.t458_c2_0, align 32
-  %t458_a225 = load <8 x float>, ptr %conv1_weight_grad.t458_a2, align 32
-  %t458_b126 = load <8 x float>, ptr %conv1_weight_grad.t458_b1, align 32
-  %t458_c2_1 = load <8 x float>, ptr %conv1_weight_grad.t458_c2_1, align 32
-  %148 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t458_a225, <8 x float> %t458_b126, <8 x float> %t458_c2_1)
-  store <8 x float> %148, ptr %conv1_weight_grad.t458_c2_1, align 32
-  %149 = mul nsw i64 %conv1_weight_grad.mb4573, 5
+  store <8 x float> %146, ptr %conv1_weight_grad.t472_a2, align 32
+  %t472_a2 = load <8 x float>, ptr %conv1_weight_grad.t472_a2, align 32
+  %t472_b024 = load <8 x float>, ptr %conv1_weight_grad.t472_b0, align 32
+  %t472_c2_0 = load <8 x float>, ptr %conv1_weight_grad.t472_c2_0, align 32
+  %147 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t472_a2, <8 x float> %t472_b024, <8 x float> %t472_c2_0)
+  store <8 x float> %147, ptr %conv1_weight_grad.t472_c2_0, align 32
+  %t472_a225 = load <8 x float>, ptr %conv1_weight_grad.t472_a2, align 32
+  %t472_b126 = load <8 x float>, ptr %conv1_weight_grad.t472_b1, align 32
+  %t472_c2_1 = load <8 x float>, ptr %conv1_weight_grad.t472_c2_1, align 32
+  %148 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t472_a225, <8 x float> %t472_b126, <8 x float> %t472_c2_1)
+  store <8 x float> %148, ptr %conv1_weight_grad.t472_c2_1, align 32
+  %149 = mul nsw i64 %conv1_weight_grad.mb4713, 5
   %150 = add nsw i64 %149, 3
   %151 = mul nsw i64 %150, 12560
-  %152 = mul nsw i64 %conv1_weight_grad.kp4551, 1792
-  %153 = add nsw i64 %conv1_weight_grad.k45914, %152
+  %152 = mul nsw i64 %conv1_weight_grad.kp4691, 1792
+  %153 = add nsw i64 %conv1_weight_grad.k47314, %152
   %154 = add nsw i64 %151, %153
   %arena27 = getelementptr inbounds float, ptr %arena, i64 %154
   %155 = load float, ptr %arena27, align 4
   %156 = insertelement <8 x float> undef, float %155, i32 0
   %157 = shufflevector <8 x float> %156, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %157, ptr %conv1_weight_grad.t458_a3, align 32
-  %t458_a3 = load <8 x float>, ptr %conv1_weight_grad.t458_a3, align 32
-  %t458_b028 = load <8 x float>, ptr %conv1_weight_grad.t458_b0, align 32
-  %t458_c3_0 = load <8 x float>, ptr %conv1_weight_grad.t458_c3_0, align 32
-  %158 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t458_a3, <8 x float> %t458_b028, <8 x float> %t458_c3_0)
-  store <8 x float> %158, ptr %conv1_weight_grad.t458_c3_0, align 32
-  %t458_a329 = load <8 x float>, ptr %conv1_weight_grad.t458_a3, align 32
-  %t458_b130 = load <8 x float>, ptr %conv1_weight_grad.t458_b1, align 32
-  %t458_c3_1 = load <8 x float>, ptr %conv1_weight_grad.t458_c3_1, align 32
-  %159 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t458_a329, <8 x float> %t458_b130, <8 x float> %t458_c3_1)
-  store <8 x float> %159, ptr %conv1_weight_grad.t458_c3_1, align 32
-  %160 = mul nsw i64 %conv1_weight_grad.mb4573, 5
+  store <8 x float> %157, ptr %conv1_weight_grad.t472_a3, align 32
+  %t472_a3 = load <8 x float>, ptr %conv1_weight_grad.t472_a3, align 32
+  %t472_b028 = load <8 x float>, ptr %conv1_weight_grad.t472_b0, align 32
+  %t472_c3_0 = load <8 x float>, ptr %conv1_weight_grad.t472_c3_0, align 32
+  %158 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t472_a3, <8 x float> %t472_b028, <8 x float> %t472_c3_0)
+  store <8 x float> %158, ptr %conv1_weight_grad.t472_c3_0, align 32
+  %t472_a329 = load <8 x float>, ptr %conv1_weight_grad.t472_a3, align 32
+  %t472_b130 = load <8 x float>, ptr %conv1_weight_grad.t472_b1, align 32
+  %t472_c3_1 = load <8 x float>, ptr %conv1_weight_grad.t472_c3_1, align 32
+  %159 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t472_a329, <8 x float> %t472_b130, <8 x float> %t472_c3_1)
+  store <8 x float> %159, ptr %conv1_weight_grad.t472_c3_1, align 32
+  %160 = mul nsw i64 %conv1_weight_grad.mb4713, 5
   %161 = add nsw i64 %160, 4
   %162 = mul nsw i64 %161, 12560
-  %163 = mul nsw i64 %conv1_weight_grad.kp4551, 1792
-  %164 = add nsw i64 %conv1_weight_grad.k45914, %163
+  %163 = mul nsw i64 %conv1_weight_grad.kp4691, 1792
+  %164 = add nsw i64 %conv1_weight_grad.k47314, %163
   %165 = add nsw i64 %162, %164
   %arena31 = getelementptr inbounds float, ptr %arena, i64 %165
   %166 = load float, ptr %arena31, align 4
   %167 = insertelement <8 x float> undef, float %166, i32 0
   %168 = shufflevector <8 x float> %167, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %168, ptr %conv1_weight_grad.t458_a4, align 32
-  %t458_a4 = load <8 x float>, ptr %conv1_weight_grad.t458_a4, align 32
-  %t458_b032 = load <8 x float>, ptr %conv1_weight_grad.t458_b0, align 32
-  %t458_c4_0 = load <8 x float>, ptr %conv1_weight_grad.t458_c4_0, align 32
-  %169 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t458_a4, <8 x float> %t458_b032, <8 x float> %t458_c4_0)
-  store <8 x float> %169, ptr %conv1_weight_grad.t458_c4_0, align 32
-  %t458_a433 = load <8 x float>, ptr %conv1_weight_grad.t458_a4, align 32
-  %t458_b134 = load <8 x float>, ptr %conv1_weight_grad.t458_b1, align 32
-  %t458_c4_1 = load <8 x float>, ptr %conv1_weight_grad.t458_c4_1, align 32
-  %170 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t458_a433, <8 x float> %t458_b134, <8 x float> %t458_c4_1)
-  store <8 x float> %170, ptr %conv1_weight_grad.t458_c4_1, align 32
-  %k459.next = add nsw i64 %conv1_weight_grad.k45914, 1
-  %171 = icmp slt i64 %k459.next, 1792
-  br i1 %171, label %conv1_weight_grad.k459, label %conv1_weight_grad.k459.end
+  store <8 x float> %168, ptr %conv1_weight_grad.t472_a4, align 32
+  %t472_a4 = load <8 x float>, ptr %conv1_weight_grad.t472_a4, align 32
+  %t472_b032 = load <8 x float>, ptr %conv1_weight_grad.t472_b0, align 32
+  %t472_c4_0 = load <8 x float>, ptr %conv1_weight_grad.t472_c4_0, align 32
+  %169 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t472_a4, <8 x float> %t472_b032, <8 x float> %t472_c4_0)
+  store <8 x float> %169, ptr %conv1_weight_grad.t472_c4_0, align 32
+  %t472_a433 = load <8 x float>, ptr %conv1_weight_grad.t472_a4, align 32
+  %t472_b134 = load <8 x float>, ptr %conv1_weight_grad.t472_b1, align 32
+  %t472_c4_1 = load <8 x float>, ptr %conv1_weight_grad.t472_c4_1, align 32
+  %170 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t472_a433, <8 x float> %t472_b134, <8 x float> %t472_c4_1)
+  store <8 x float> %170, ptr %conv1_weight_grad.t472_c4_1, align 32
+  %k473.next = add nsw i64 %conv1_weight_grad.k47314, 1
+  %171 = icmp slt i64 %k473.next, 1792
+  br i1 %171, label %conv1_weight_grad.k473, label %conv1_weight_grad.k473.end
 
-conv1_weight_grad.k459.end:                       ; preds = %conv1_weight_grad.k459
-  %t458_c0_035 = load <8 x float>, ptr %conv1_weight_grad.t458_c0_0, align 32
-  %172 = mul nsw i64 %conv1_weight_grad.mb4573, 5
+conv1_weight_grad.k473.end:                       ; preds = %conv1_weight_grad.k473
+  %t472_c0_035 = load <8 x float>, ptr %conv1_weight_grad.t472_c0_0, align 32
+  %172 = mul nsw i64 %conv1_weight_grad.mb4713, 5
   %173 = mul nsw i64 %172, 16
   %174 = add nsw i64 313744, %173
-  %175 = mul nsw i64 %conv1_weight_grad.nb4562, 16
+  %175 = mul nsw i64 %conv1_weight_grad.nb4702, 16
   %176 = add nsw i64 %174, %175
   %arena36 = getelementptr inbounds float, ptr %arena, i64 %176
-  store <8 x float> %t458_c0_035, ptr %arena36, align 4
-  %t458_c0_137 = load <8 x float>, ptr %conv1_weight_grad.t458_c0_1, align 32
-  %177 = mul nsw i64 %conv1_weight_grad.mb4573, 5
+  store <8 x float> %t472_c0_035, ptr %arena36, align 4
+  %t472_c0_137 = load <8 x float>, ptr %conv1_weight_grad.t472_c0_1, align 32
+  %177 = mul nsw i64 %conv1_weight_grad.mb4713, 5
   %178 = mul nsw i64 %177, 16
   %179 = add nsw i64 313744, %178
-  %180 = mul nsw i64 %conv1_weight_grad.nb4562, 16
+  %180 = mul nsw i64 %conv1_weight_grad.nb4702, 16
   %181 = add nsw i64 %179, %180
   %182 = add nsw i64 %181, 8
   %arena38 = getelementptr inbounds float, ptr %arena, i64 %182
-  store <8 x float> %t458_c0_137, ptr %arena38, align 4
-  %t458_c1_039 = load <8 x float>, ptr %conv1_weight_grad.t458_c1_0, align 32
-  %183 = mul nsw i64 %conv1_weight_grad.mb4573, 5
+  store <8 x float> %t472_c0_137, ptr %arena38, align 4
+  %t472_c1_039 = load <8 x float>, ptr %conv1_weight_grad.t472_c1_0, align 32
+  %183 = mul nsw i64 %conv1_weight_grad.mb4713, 5
   %184 = add nsw i64 %183, 1
   %185 = mul nsw i64 %184, 16
   %186 = add nsw i64 313744, %185
-  %187 = mul nsw i64 %conv1_weight_grad.nb4562, 16
+  %187 = mul nsw i64 %conv1_weight_grad.nb4702, 16
   %188 = add nsw i64 %186, %187
   %arena40 = getelementptr inbounds float, ptr %arena, i64 %188
-  store <8 x float> %t458_c1_039, ptr %arena40, align 4
-  %t458_c1_141 = load <8 x float>, ptr %conv1_weight_grad.t458_c1_1, align 32
-  %189 = mul nsw i64 %conv1_weight_grad.mb4573, 5
+  store <8 x float> %t472_c1_039, ptr %arena40, align 4
+  %t472_c1_141 = load <8 x float>, ptr %conv1_weight_grad.t472_c1_1, align 32
+  %189 = mul nsw i64 %conv1_weight_grad.mb4713, 5
   %190 = add nsw i64 %189, 1
   %191 = mul nsw i64 %190, 16
   %192 = add nsw i64 313744, %191
-  %193 = mul nsw i64 %conv1_weight_grad.nb4562, 16
+  %193 = mul nsw i64 %conv1_weight_grad.nb4702, 16
   %194 = add nsw i64 %192, %193
   %195 = add nsw i64 %194, 8
   %arena42 = getelementptr inbounds float, ptr %arena, i64 %195
-  store <8 x float> %t458_c1_141, ptr %arena42, align 4
-  %t458_c2_043 = load <8 x float>, ptr %conv1_weight_grad.t458_c2_0, align 32
-  %196 = mul nsw i64 %conv1_weight_grad.mb4573, 5
+  store <8 x float> %t472_c1_141, ptr %arena42, align 4
+  %t472_c2_043 = load <8 x float>, ptr %conv1_weight_grad.t472_c2_0, align 32
+  %196 = mul nsw i64 %conv1_weight_grad.mb4713, 5
   %197 = add nsw i64 %196, 2
   %198 = mul nsw i64 %197, 16
   %199 = add nsw i64 313744, %198
-  %200 = mul nsw i64 %conv1_weight_grad.nb4562, 16
+  %200 = mul nsw i64 %conv1_weight_grad.nb4702, 16
   %201 = add nsw i64 %199, %200
   %arena44 = getelementptr inbounds float, ptr %arena, i64 %201
-  store <8 x float> %t458_c2_043, ptr %arena44, align 4
-  %t458_c2_145 = load <8 x float>, ptr %conv1_weight_grad.t458_c2_1, align 32
-  %202 = mul nsw i64 %conv1_weight_grad.mb4573, 5
+  store <8 x float> %t472_c2_043, ptr %arena44, align 4
+  %t472_c2_145 = load <8 x float>, ptr %conv1_weight_grad.t472_c2_1, align 32
+  %202 = mul nsw i64 %conv1_weight_grad.mb4713, 5
   %203 = add nsw i64 %202, 2
   %204 = mul nsw i64 %203, 16
   %205 = add nsw i64 313744, %204
-  %206 = mul nsw i64 %conv1_weight_grad.nb4562, 16
+  %206 = mul nsw i64 %conv1_weight_grad.nb4702, 16
   %207 = add nsw i64 %205, %206
   %208 = add nsw i64 %207, 8
   %arena46 = getelementptr inbounds float, ptr %arena, i64 %208
-  store <8 x float> %t458_c2_145, ptr %arena46, align 4
-  %t458_c3_047 = load <8 x float>, ptr %conv1_weight_grad.t458_c3_0, align 32
-  %209 = mul nsw i64 %conv1_weight_grad.mb4573, 5
+  store <8 x float> %t472_c2_145, ptr %arena46, align 4
+  %t472_c3_047 = load <8 x float>, ptr %conv1_weight_grad.t472_c3_0, align 32
+  %209 = mul nsw i64 %conv1_weight_grad.mb4713, 5
   %210 = add nsw i64 %209, 3
   %211 = mul nsw i64 %210, 16
   %212 = add nsw i64 313744, %211
-  %213 = mul nsw i64 %conv1_weight_grad.nb4562, 16
+  %213 = mul nsw i64 %conv1_weight_grad.nb4702, 16
   %214 = add nsw i64 %212, %213
   %arena48 = getelementptr inbounds float, ptr %arena, i64 %214
-  store <8 x float> %t458_c3_047, ptr %arena48, align 4
-  %t458_c3_149 = load <8 x float>, ptr %conv1_weight_grad.t458_c3_1, align 32
-  %215 = mul nsw i64 %conv1_weight_grad.mb4573, 5
+  store <8 x float> %t472_c3_047, ptr %arena48, align 4
+  %t472_c3_149 = load <8 x float>, ptr %conv1_weight_grad.t472_c3_1, align 32
+  %215 = mul nsw i64 %conv1_weight_grad.mb4713, 5
   %216 = add nsw i64 %215, 3
   %217 = mul nsw i64 %216, 16
   %218 = add nsw i64 313744, %217
-  %219 = mul nsw i64 %conv1_weight_grad.nb4562, 16
+  %219 = mul nsw i64 %conv1_weight_grad.nb4702, 16
   %220 = add nsw i64 %218, %219
   %221 = add nsw i64 %220, 8
   %arena50 = getelementptr inbounds float, ptr %arena, i64 %221
-  store <8 x float> %t458_c3_149, ptr %arena50, align 4
-  %t458_c4_051 = load <8 x float>, ptr %conv1_weight_grad.t458_c4_0, align 32
-  %222 = mul nsw i64 %conv1_weight_grad.mb4573, 5
+  store <8 x float> %t472_c3_149, ptr %arena50, align 4
+  %t472_c4_051 = load <8 x float>, ptr %conv1_weight_grad.t472_c4_0, align 32
+  %222 = mul nsw i64 %conv1_weight_grad.mb4713, 5
   %223 = add nsw i64 %222, 4
   %224 = mul nsw i64 %223, 16
   %225 = add nsw i64 313744, %224
-  %226 = mul nsw i64 %conv1_weight_grad.nb4562, 16
+  %226 = mul nsw i64 %conv1_weight_grad.nb4702, 16
   %227 = add nsw i64 %225, %226
   %arena52 = getelementptr inbounds float, ptr %arena, i64 %227
-  store <8 x float> %t458_c4_051, ptr %arena52, align 4
-  %t458_c4_153 = load <8 x float>, ptr %conv1_weight_grad.t458_c4_1, align 32
-  %228 = mul nsw i64 %conv1_weight_grad.mb4573, 5
+  store <8 x float> %t472_c4_051, ptr %arena52, align 4
+  %t472_c4_153 = load <8 x float>, ptr %conv1_weight_grad.t472_c4_1, align 32
+  %228 = mul nsw i64 %conv1_weight_grad.mb4713, 5
   %229 = add nsw i64 %228, 4
   %230 = mul nsw i64 %229, 16
   %231 = add nsw i64 313744, %230
-  %232 = mul nsw i64 %conv1_weight_grad.nb4562, 16
+  %232 = mul nsw i64 %conv1_weight_grad.nb4702, 16
   %233 = add nsw i64 %231, %232
   %234 = add nsw i64 %233, 8
   %arena54 = getelementptr inbounds float, ptr %arena, i64 %234
-  store <8 x float> %t458_c4_153, ptr %arena54, align 4
-  %mb457.next = add nsw i64 %conv1_weight_grad.mb4573, 1
-  %235 = icmp slt i64 %mb457.next, 1
-  br i1 %235, label %conv1_weight_grad.mb457, label %conv1_weight_grad.mb457.end
+  store <8 x float> %t472_c4_153, ptr %arena54, align 4
+  %mb471.next = add nsw i64 %conv1_weight_grad.mb4713, 1
+  %235 = icmp slt i64 %mb471.next, 1
+  br i1 %235, label %conv1_weight_grad.mb471, label %conv1_weight_grad.mb471.end
 
-conv1_weight_grad.k461:                           ; preds = %conv1_weight_grad.k461, %conv1_weight_grad.mb457.end
-  %conv1_weight_grad.k46163 = phi i64 [ 0, %conv1_weight_grad.mb457.end ], [ %k461.next, %conv1_weight_grad.k461 ]
-  %236 = mul nsw i64 %conv1_weight_grad.kp4551, 1792
-  %237 = add nsw i64 %conv1_weight_grad.k46163, %236
+conv1_weight_grad.k475:                           ; preds = %conv1_weight_grad.k475, %conv1_weight_grad.mb471.end
+  %conv1_weight_grad.k47563 = phi i64 [ 0, %conv1_weight_grad.mb471.end ], [ %k475.next, %conv1_weight_grad.k475 ]
+  %236 = mul nsw i64 %conv1_weight_grad.kp4691, 1792
+  %237 = add nsw i64 %conv1_weight_grad.k47563, %236
   %238 = mul nsw i64 %237, 16
   %239 = add nsw i64 113040, %238
-  %240 = mul nsw i64 %conv1_weight_grad.nb4562, 16
+  %240 = mul nsw i64 %conv1_weight_grad.nb4702, 16
   %241 = add nsw i64 %239, %240
   %arena64 = getelementptr inbounds float, ptr %arena, i64 %241
   %242 = load <8 x float>, ptr %arena64, align 4
-  store <8 x float> %242, ptr %conv1_weight_grad.t460_b0, align 32
-  %243 = mul nsw i64 %conv1_weight_grad.kp4551, 1792
-  %244 = add nsw i64 %conv1_weight_grad.k46163, %243
+  store <8 x float> %242, ptr %conv1_weight_grad.t474_b0, align 32
+  %243 = mul nsw i64 %conv1_weight_grad.kp4691, 1792
+  %244 = add nsw i64 %conv1_weight_grad.k47563, %243
   %245 = mul nsw i64 %244, 16
   %246 = add nsw i64 113040, %245
-  %247 = mul nsw i64 %conv1_weight_grad.nb4562, 16
+  %247 = mul nsw i64 %conv1_weight_grad.nb4702, 16
   %248 = add nsw i64 %246, %247
   %249 = add nsw i64 %248, 8
   %arena65 = getelementptr inbounds float, ptr %arena, i64 %249
   %250 = load <8 x float>, ptr %arena65, align 4
-  store <8 x float> %250, ptr %conv1_weight_grad.t460_b1, align 32
-  %251 = mul nsw i64 %conv1_weight_grad.kp4551, 1792
-  %252 = add nsw i64 %conv1_weight_grad.k46163, %251
+  store <8 x float> %250, ptr %conv1_weight_grad.t474_b1, align 32
+  %251 = mul nsw i64 %conv1_weight_grad.kp4691, 1792
+  %252 = add nsw i64 %conv1_weight_grad.k47563, %251
   %253 = add nsw i64 62800, %252
   %arena66 = getelementptr inbounds float, ptr %arena, i64 %253
   %254 = load float, ptr %arena66, align 4
   %255 = insertelement <8 x float> undef, float %254, i32 0
   %256 = shufflevector <8 x float> %255, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %256, ptr %conv1_weight_grad.t460_a0, align 32
-  %t460_a0 = load <8 x float>, ptr %conv1_weight_grad.t460_a0, align 32
-  %t460_b0 = load <8 x float>, ptr %conv1_weight_grad.t460_b0, align 32
-  %t460_c0_0 = load <8 x float>, ptr %conv1_weight_grad.t460_c0_0, align 32
-  %257 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t460_a0, <8 x float> %t460_b0, <8 x float> %t460_c0_0)
-  store <8 x float> %257, ptr %conv1_weight_grad.t460_c0_0, align 32
-  %t460_a067 = load <8 x float>, ptr %conv1_weight_grad.t460_a0, align 32
-  %t460_b1 = load <8 x float>, ptr %conv1_weight_grad.t460_b1, align 32
-  %t460_c0_1 = load <8 x float>, ptr %conv1_weight_grad.t460_c0_1, align 32
-  %258 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t460_a067, <8 x float> %t460_b1, <8 x float> %t460_c0_1)
-  store <8 x float> %258, ptr %conv1_weight_grad.t460_c0_1, align 32
-  %259 = mul nsw i64 %conv1_weight_grad.kp4551, 1792
-  %260 = add nsw i64 %conv1_weight_grad.k46163, %259
+  store <8 x float> %256, ptr %conv1_weight_grad.t474_a0, align 32
+  %t474_a0 = load <8 x float>, ptr %conv1_weight_grad.t474_a0, align 32
+  %t474_b0 = load <8 x float>, ptr %conv1_weight_grad.t474_b0, align 32
+  %t474_c0_0 = load <8 x float>, ptr %conv1_weight_grad.t474_c0_0, align 32
+  %257 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t474_a0, <8 x float> %t474_b0, <8 x float> %t474_c0_0)
+  store <8 x float> %257, ptr %conv1_weight_grad.t474_c0_0, align 32
+  %t474_a067 = load <8 x float>, ptr %conv1_weight_grad.t474_a0, align 32
+  %t474_b1 = load <8 x float>, ptr %conv1_weight_grad.t474_b1, align 32
+  %t474_c0_1 = load <8 x float>, ptr %conv1_weight_grad.t474_c0_1, align 32
+  %258 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t474_a067, <8 x float> %t474_b1, <8 x float> %t474_c0_1)
+  store <8 x float> %258, ptr %conv1_weight_grad.t474_c0_1, align 32
+  %259 = mul nsw i64 %conv1_weight_grad.kp4691, 1792
+  %260 = add nsw i64 %conv1_weight_grad.k47563, %259
   %261 = add nsw i64 75360, %260
   %arena68 = getelementptr inbounds float, ptr %arena, i64 %261
   %262 = load float, ptr %arena68, align 4
   %263 = insertelement <8 x float> undef, float %262, i32 0
   %264 = shufflevector <8 x float> %263, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %264, ptr %conv1_weight_grad.t460_a1, align 32
-  %t460_a1 = load <8 x float>, ptr %conv1_weight_grad.t460_a1, align 32
-  %t460_b069 = load <8 x float>, ptr %conv1_weight_grad.t460_b0, align 32
-  %t460_c1_0 = load <8 x float>, ptr %conv1_weight_grad.t460_c1_0, align 32
-  %265 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t460_a1, <8 x float> %t460_b069, <8 x float> %t460_c1_0)
-  store <8 x float> %265, ptr %conv1_weight_grad.t460_c1_0, align 32
-  %t460_a170 = load <8 x float>, ptr %conv1_weight_grad.t460_a1, align 32
-  %t460_b171 = load <8 x float>, ptr %conv1_weight_grad.t460_b1, align 32
-  %t460_c1_1 = load <8 x float>, ptr %conv1_weight_grad.t460_c1_1, align 32
-  %266 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t460_a170, <8 x float> %t460_b171, <8 x float> %t460_c1_1)
-  store <8 x float> %266, ptr %conv1_weight_grad.t460_c1_1, align 32
-  %267 = mul nsw i64 %conv1_weight_grad.kp4551, 1792
-  %268 = add nsw i64 %conv1_weight_grad.k46163, %267
+  store <8 x float> %264, ptr %conv1_weight_grad.t474_a1, align 32
+  %t474_a1 = load <8 x float>, ptr %conv1_weight_grad.t474_a1, align 32
+  %t474_b069 = load <8 x float>, ptr %conv1_weight_grad.t474_b0, align 32
+  %t474_c1_0 = load <8 x float>, ptr %conv1_weight_grad.t474_c1_0, align 32
+  %265 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t474_a1, <8 x float> %t474_b069, <8 x float> %t474_c1_0)
+  store <8 x float> %265, ptr %conv1_weight_grad.t474_c1_0, align 32
+  %t474_a170 = load <8 x float>, ptr %conv1_weight_grad.t474_a1, align 32
+  %t474_b171 = load <8 x float>, ptr %conv1_weight_grad.t474_b1, align 32
+  %t474_c1_1 = load <8 x float>, ptr %conv1_weight_grad.t474_c1_1, align 32
+  %266 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t474_a170, <8 x float> %t474_b171, <8 x float> %t474_c1_1)
+  store <8 x float> %266, ptr %conv1_weight_grad.t474_c1_1, align 32
+  %267 = mul nsw i64 %conv1_weight_grad.kp4691, 1792
+  %268 = add nsw i64 %conv1_weight_grad.k47563, %267
   %269 = add nsw i64 87920, %268
   %arena72 = getelementptr inbounds float, ptr %arena, i64 %269
   %270 = load float, ptr %arena72, align 4
   %271 = insertelement <8 x float> undef, float %270, i32 0
   %272 = shufflevector <8 x float> %271, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %272, ptr %conv1_weight_grad.t460_a2, align 32
-  %t460_a2 = load <8 x float>, ptr %conv1_weight_grad.t460_a2, align 32
-  %t460_b073 = load <8 x float>, ptr %conv1_weight_grad.t460_b0, align 32
-  %t460_c2_0 = load <8 x float>, ptr %conv1_weight_grad.t460_c2_0, align 32
-  %273 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t460_a2, <8 x float> %t460_b073, <8 x float> %t460_c2_0)
-  store <8 x float> %273, ptr %conv1_weight_grad.t460_c2_0, align 32
-  %t460_a274 = load <8 x float>, ptr %conv1_weight_grad.t460_a2, align 32
-  %t460_b175 = load <8 x float>, ptr %conv1_weight_grad.t460_b1, align 32
-  %t460_c2_1 = load <8 x float>, ptr %conv1_weight_grad.t460_c2_1, align 32
-  %274 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t460_a274, <8 x float> %t460_b175, <8 x float> %t460_c2_1)
-  store <8 x float> %274, ptr %conv1_weight_grad.t460_c2_1, align 32
-  %275 = mul nsw i64 %conv1_weight_grad.kp4551, 1792
-  %276 = add nsw i64 %conv1_weight_grad.k46163, %275
+  store <8 x float> %272, ptr %conv1_weight_grad.t474_a2, align 32
+  %t474_a2 = load <8 x float>, ptr %conv1_weight_grad.t474_a2, align 32
+  %t474_b073 = load <8 x float>, ptr %conv1_weight_grad.t474_b0, align 32
+  %t474_c2_0 = load <8 x float>, ptr %conv1_weight_grad.t474_c2_0, align 32
+  %273 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t474_a2, <8 x float> %t474_b073, <8 x float> %t474_c2_0)
+  store <8 x float> %273, ptr %conv1_weight_grad.t474_c2_0, align 32
+  %t474_a274 = load <8 x float>, ptr %conv1_weight_grad.t474_a2, align 32
+  %t474_b175 = load <8 x float>, ptr %conv1_weight_grad.t474_b1, align 32
+  %t474_c2_1 = load <8 x float>, ptr %conv1_weight_grad.t474_c2_1, align 32
+  %274 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t474_a274, <8 x float> %t474_b175, <8 x float> %t474_c2_1)
+  store <8 x float> %274, ptr %conv1_weight_grad.t474_c2_1, align 32
+  %275 = mul nsw i64 %conv1_weight_grad.kp4691, 1792
+  %276 = add nsw i64 %conv1_weight_grad.k47563, %275
   %277 = add nsw i64 100480, %276
   %arena76 = getelementptr inbounds float, ptr %arena, i64 %277
   %278 = load float, ptr %arena76, align 4
   %279 = insertelement <8 x float> undef, float %278, i32 0
   %280 = shufflevector <8 x float> %279, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %280, ptr %conv1_weight_grad.t460_a3, align 32
-  %t460_a3 = load <8 x float>, ptr %conv1_weight_grad.t460_a3, align 32
-  %t460_b077 = load <8 x float>, ptr %conv1_weight_grad.t460_b0, align 32
-  %t460_c3_0 = load <8 x float>, ptr %conv1_weight_grad.t460_c3_0, align 32
-  %281 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t460_a3, <8 x float> %t460_b077, <8 x float> %t460_c3_0)
-  store <8 x float> %281, ptr %conv1_weight_grad.t460_c3_0, align 32
-  %t460_a378 = load <8 x float>, ptr %conv1_weight_grad.t460_a3, align 32
-  %t460_b179 = load <8 x float>, ptr %conv1_weight_grad.t460_b1, align 32
-  %t460_c3_1 = load <8 x float>, ptr %conv1_weight_grad.t460_c3_1, align 32
-  %282 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t460_a378, <8 x float> %t460_b179, <8 x float> %t460_c3_1)
-  store <8 x float> %282, ptr %conv1_weight_grad.t460_c3_1, align 32
-  %k461.next = add nsw i64 %conv1_weight_grad.k46163, 1
-  %283 = icmp slt i64 %k461.next, 1792
-  br i1 %283, label %conv1_weight_grad.k461, label %conv1_weight_grad.k461.end
+  store <8 x float> %280, ptr %conv1_weight_grad.t474_a3, align 32
+  %t474_a3 = load <8 x float>, ptr %conv1_weight_grad.t474_a3, align 32
+  %t474_b077 = load <8 x float>, ptr %conv1_weight_grad.t474_b0, align 32
+  %t474_c3_0 = load <8 x float>, ptr %conv1_weight_grad.t474_c3_0, align 32
+  %281 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t474_a3, <8 x float> %t474_b077, <8 x float> %t474_c3_0)
+  store <8 x float> %281, ptr %conv1_weight_grad.t474_c3_0, align 32
+  %t474_a378 = load <8 x float>, ptr %conv1_weight_grad.t474_a3, align 32
+  %t474_b179 = load <8 x float>, ptr %conv1_weight_grad.t474_b1, align 32
+  %t474_c3_1 = load <8 x float>, ptr %conv1_weight_grad.t474_c3_1, align 32
+  %282 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t474_a378, <8 x float> %t474_b179, <8 x float> %t474_c3_1)
+  store <8 x float> %282, ptr %conv1_weight_grad.t474_c3_1, align 32
+  %k475.next = add nsw i64 %conv1_weight_grad.k47563, 1
+  %283 = icmp slt i64 %k475.next, 1792
+  br i1 %283, label %conv1_weight_grad.k475, label %conv1_weight_grad.k475.end
 
-conv1_weight_grad.k461.end:                       ; preds = %conv1_weight_grad.k461
-  %t460_c0_080 = load <8 x float>, ptr %conv1_weight_grad.t460_c0_0, align 32
-  %284 = mul nsw i64 %conv1_weight_grad.nb4562, 16
+conv1_weight_grad.k475.end:                       ; preds = %conv1_weight_grad.k475
+  %t474_c0_080 = load <8 x float>, ptr %conv1_weight_grad.t474_c0_0, align 32
+  %284 = mul nsw i64 %conv1_weight_grad.nb4702, 16
   %285 = add nsw i64 313824, %284
   %arena81 = getelementptr inbounds float, ptr %arena, i64 %285
-  store <8 x float> %t460_c0_080, ptr %arena81, align 4
-  %t460_c0_182 = load <8 x float>, ptr %conv1_weight_grad.t460_c0_1, align 32
-  %286 = mul nsw i64 %conv1_weight_grad.nb4562, 16
+  store <8 x float> %t474_c0_080, ptr %arena81, align 4
+  %t474_c0_182 = load <8 x float>, ptr %conv1_weight_grad.t474_c0_1, align 32
+  %286 = mul nsw i64 %conv1_weight_grad.nb4702, 16
   %287 = add nsw i64 313824, %286
   %288 = add nsw i64 %287, 8
   %arena83 = getelementptr inbounds float, ptr %arena, i64 %288
-  store <8 x float> %t460_c0_182, ptr %arena83, align 4
-  %t460_c1_084 = load <8 x float>, ptr %conv1_weight_grad.t460_c1_0, align 32
-  %289 = mul nsw i64 %conv1_weight_grad.nb4562, 16
+  store <8 x float> %t474_c0_182, ptr %arena83, align 4
+  %t474_c1_084 = load <8 x float>, ptr %conv1_weight_grad.t474_c1_0, align 32
+  %289 = mul nsw i64 %conv1_weight_grad.nb4702, 16
   %290 = add nsw i64 313840, %289
   %arena85 = getelementptr inbounds float, ptr %arena, i64 %290
-  store <8 x float> %t460_c1_084, ptr %arena85, align 4
-  %t460_c1_186 = load <8 x float>, ptr %conv1_weight_grad.t460_c1_1, align 32
-  %291 = mul nsw i64 %conv1_weight_grad.nb4562, 16
+  store <8 x float> %t474_c1_084, ptr %arena85, align 4
+  %t474_c1_186 = load <8 x float>, ptr %conv1_weight_grad.t474_c1_1, align 32
+  %291 = mul nsw i64 %conv1_weight_grad.nb4702, 16
   %292 = add nsw i64 313840, %291
   %293 = add nsw i64 %292, 8
   %arena87 = getelementptr inbounds float, ptr %arena, i64 %293
-  store <8 x float> %t460_c1_186, ptr %arena87, align 4
-  %t460_c2_088 = load <8 x float>, ptr %conv1_weight_grad.t460_c2_0, align 32
-  %294 = mul nsw i64 %conv1_weight_grad.nb4562, 16
+  store <8 x float> %t474_c1_186, ptr %arena87, align 4
+  %t474_c2_088 = load <8 x float>, ptr %conv1_weight_grad.t474_c2_0, align 32
+  %294 = mul nsw i64 %conv1_weight_grad.nb4702, 16
   %295 = add nsw i64 313856, %294
   %arena89 = getelementptr inbounds float, ptr %arena, i64 %295
-  store <8 x float> %t460_c2_088, ptr %arena89, align 4
-  %t460_c2_190 = load <8 x float>, ptr %conv1_weight_grad.t460_c2_1, align 32
-  %296 = mul nsw i64 %conv1_weight_grad.nb4562, 16
+  store <8 x float> %t474_c2_088, ptr %arena89, align 4
+  %t474_c2_190 = load <8 x float>, ptr %conv1_weight_grad.t474_c2_1, align 32
+  %296 = mul nsw i64 %conv1_weight_grad.nb4702, 16
   %297 = add nsw i64 313856, %296
   %298 = add nsw i64 %297, 8
   %arena91 = getelementptr inbounds float, ptr %arena, i64 %298
-  store <8 x float> %t460_c2_190, ptr %arena91, align 4
-  %t460_c3_092 = load <8 x float>, ptr %conv1_weight_grad.t460_c3_0, align 32
-  %299 = mul nsw i64 %conv1_weight_grad.nb4562, 16
+  store <8 x float> %t474_c2_190, ptr %arena91, align 4
+  %t474_c3_092 = load <8 x float>, ptr %conv1_weight_grad.t474_c3_0, align 32
+  %299 = mul nsw i64 %conv1_weight_grad.nb4702, 16
   %300 = add nsw i64 313872, %299
   %arena93 = getelementptr inbounds float, ptr %arena, i64 %300
-  store <8 x float> %t460_c3_092, ptr %arena93, align 4
-  %t460_c3_194 = load <8 x float>, ptr %conv1_weight_grad.t460_c3_1, align 32
-  %301 = mul nsw i64 %conv1_weight_grad.nb4562, 16
+  store <8 x float> %t474_c3_092, ptr %arena93, align 4
+  %t474_c3_194 = load <8 x float>, ptr %conv1_weight_grad.t474_c3_1, align 32
+  %301 = mul nsw i64 %conv1_weight_grad.nb4702, 16
   %302 = add nsw i64 313872, %301
   %303 = add nsw i64 %302, 8
   %arena95 = getelementptr inbounds float, ptr %arena, i64 %303
-  store <8 x float> %t460_c3_194, ptr %arena95, align 4
-  %nb456.next = add nsw i64 %conv1_weight_grad.nb4562, 1
-  %304 = icmp slt i64 %nb456.next, 1
-  br i1 %304, label %conv1_weight_grad.nb456, label %conv1_weight_grad.nb456.end
+  store <8 x float> %t474_c3_194, ptr %arena95, align 4
+  %nb470.next = add nsw i64 %conv1_weight_grad.nb4702, 1
+  %304 = icmp slt i64 %nb470.next, 1
+  br i1 %304, label %conv1_weight_grad.nb470, label %conv1_weight_grad.nb470.end
 }
 
 ; Function Attrs: noinline
-define internal void @smallcnn_train_b64.k21.conv1_bias_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @smallcnn_train_b64.k21.conv1_bias_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %conv1_bias_grad.sum475 = alloca float, align 4
-  %conv1_bias_grad.sum474 = alloca float, align 4
-  %conv1_bias_grad.sum473 = alloca float, align 4
-  %conv1_bias_grad.sum472 = alloca float, align 4
-  %conv1_bias_grad.sum471 = alloca float, align 4
-  %conv1_bias_grad.sum470 = alloca float, align 4
-  %conv1_bias_grad.sum469 = alloca float, align 4
-  %conv1_bias_grad.acc466 = alloca <8 x float>, align 32
-  br label %conv1_bias_grad.f465
+  %conv1_bias_grad.sum489 = alloca float, align 4
+  %conv1_bias_grad.sum488 = alloca float, align 4
+  %conv1_bias_grad.sum487 = alloca float, align 4
+  %conv1_bias_grad.sum486 = alloca float, align 4
+  %conv1_bias_grad.sum485 = alloca float, align 4
+  %conv1_bias_grad.sum484 = alloca float, align 4
+  %conv1_bias_grad.sum483 = alloca float, align 4
+  %conv1_bias_grad.acc480 = alloca <8 x float>, align 32
+  br label %conv1_bias_grad.f479
 
-conv1_bias_grad.f465:                             ; preds = %conv1_bias_grad.img467.end, %entry
-  %conv1_bias_grad.f4651 = phi i64 [ 0, %entry ], [ %f465.next, %conv1_bias_grad.img467.end ]
-  store <8 x float> zeroinitializer, ptr %conv1_bias_grad.acc466, align 32
-  br label %conv1_bias_grad.img467
+conv1_bias_grad.f479:                             ; preds = %conv1_bias_grad.img481.end, %entry
+  %conv1_bias_grad.f4791 = phi i64 [ 0, %entry ], [ %f479.next, %conv1_bias_grad.img481.end ]
+  store <8 x float> zeroinitializer, ptr %conv1_bias_grad.acc480, align 32
+  br label %conv1_bias_grad.img481
 
-conv1_bias_grad.f465.end:                         ; preds = %conv1_bias_grad.img467.end
+conv1_bias_grad.f479.end:                         ; preds = %conv1_bias_grad.img481.end
   ret void
 
-conv1_bias_grad.img467:                           ; preds = %conv1_bias_grad.i468.end, %conv1_bias_grad.f465
-  %conv1_bias_grad.img4672 = phi i64 [ 0, %conv1_bias_grad.f465 ], [ %img467.next, %conv1_bias_grad.i468.end ]
-  br label %conv1_bias_grad.i468
+conv1_bias_grad.img481:                           ; preds = %conv1_bias_grad.i482.end, %conv1_bias_grad.f479
+  %conv1_bias_grad.img4812 = phi i64 [ 0, %conv1_bias_grad.f479 ], [ %img481.next, %conv1_bias_grad.i482.end ]
+  br label %conv1_bias_grad.i482
 
-conv1_bias_grad.img467.end:                       ; preds = %conv1_bias_grad.i468.end
-  %acc4665 = load <8 x float>, ptr %conv1_bias_grad.acc466, align 32
+conv1_bias_grad.img481.end:                       ; preds = %conv1_bias_grad.i482.end
+  %acc4805 = load <8 x float>, ptr %conv1_bias_grad.acc480, align 32
   %arena6 = getelementptr inbounds float, ptr %arena, i64 0
-  store <8 x float> %acc4665, ptr %arena6, align 4
+  store <8 x float> %acc4805, ptr %arena6, align 4
   %arena7 = getelementptr inbounds float, ptr %arena, i64 0
   %0 = load float, ptr %arena7, align 4
   %arena8 = getelementptr inbounds float, ptr %arena, i64 1
   %1 = load float, ptr %arena8, align 4
   %2 = fadd float %0, %1
-  store float %2, ptr %conv1_bias_grad.sum469, align 4
-  %sum469 = load float, ptr %conv1_bias_grad.sum469, align 4
+  store float %2, ptr %conv1_bias_grad.sum483, align 4
+  %sum483 = load float, ptr %conv1_bias_grad.sum483, align 4
   %arena9 = getelementptr inbounds float, ptr %arena, i64 2
   %3 = load float, ptr %arena9, align 4
-  %4 = fadd float %sum469, %3
-  store float %4, ptr %conv1_bias_grad.sum470, align 4
-  %sum470 = load float, ptr %conv1_bias_grad.sum470, align 4
+  %4 = fadd float %sum483, %3
+  store float %4, ptr %conv1_bias_grad.sum484, align 4
+  %sum484 = load float, ptr %conv1_bias_grad.sum484, align 4
   %arena10 = getelementptr inbounds float, ptr %arena, i64 3
   %5 = load float, ptr %arena10, align 4
-  %6 = fadd float %sum470, %5
-  store float %6, ptr %conv1_bias_grad.sum471, align 4
-  %sum471 = load float, ptr %conv1_bias_grad.sum471, align 4
+  %6 = fadd float %sum484, %5
+  store float %6, ptr %conv1_bias_grad.sum485, align 4
+  %sum485 = load float, ptr %conv1_bias_grad.sum485, align 4
   %arena11 = getelementptr inbounds float, ptr %arena, i64 4
   %7 = load float, ptr %arena11, align 4
-  %8 = fadd float %sum471, %7
-  store float %8, ptr %conv1_bias_grad.sum472, align 4
-  %sum472 = load float, ptr %conv1_bias_grad.sum472, align 4
+  %8 = fadd float %sum485, %7
+  store float %8, ptr %conv1_bias_grad.sum486, align 4
+  %sum486 = load float, ptr %conv1_bias_grad.sum486, align 4
   %arena12 = getelementptr inbounds float, ptr %arena, i64 5
   %9 = load float, ptr %arena12, align 4
-  %10 = fadd float %sum472, %9
-  store float %10, ptr %conv1_bias_grad.sum473, align 4
-  %sum473 = load float, ptr %conv1_bias_grad.sum473, align 4
+  %10 = fadd float %sum486, %9
+  store float %10, ptr %conv1_bias_grad.sum487, align 4
+  %sum487 = load float, ptr %conv1_bias_grad.sum487, align 4
   %arena13 = getelementptr inbounds float, ptr %arena, i64 6
   %11 = load float, ptr %arena13, align 4
-  %12 = fadd float %sum473, %11
-  store float %12, ptr %conv1_bias_grad.sum474, align 4
-  %sum474 = load float, ptr %conv1_bias_grad.sum474, align 4
+  %12 = fadd float %sum487, %11
+  store float %12, ptr %conv1_bias_grad.sum488, align 4
+  %sum488 = load float, ptr %conv1_bias_grad.sum488, align 4
   %arena14 = getelementptr inbounds float, ptr %arena, i64 7
   %13 = load float, ptr %arena14, align 4
-  %14 = fadd float %sum474, %13
-  store float %14, ptr %conv1_bias_grad.sum475, align 4
-  %sum475 = load float, ptr %conv1_bias_grad.sum475, align 4
-  %15 = add nsw i64 144, %conv1_bias_grad.f4651
+  %14 = fadd float %sum488, %13
+  store float %14, ptr %conv1_bias_grad.sum489, align 4
+  %sum489 = load float, ptr %conv1_bias_grad.sum489, align 4
+  %15 = add nsw i64 144, %conv1_bias_grad.f4791
   %grads15 = getelementptr inbounds float, ptr %grads, i64 %15
-  store float %sum475, ptr %grads15, align 4
-  %f465.next = add nsw i64 %conv1_bias_grad.f4651, 1
-  %16 = icmp slt i64 %f465.next, 16
-  br i1 %16, label %conv1_bias_grad.f465, label %conv1_bias_grad.f465.end
+  store float %sum489, ptr %grads15, align 4
+  %f479.next = add nsw i64 %conv1_bias_grad.f4791, 1
+  %16 = icmp slt i64 %f479.next, 16
+  br i1 %16, label %conv1_bias_grad.f479, label %conv1_bias_grad.f479.end
 
-conv1_bias_grad.i468:                             ; preds = %conv1_bias_grad.i468, %conv1_bias_grad.img467
-  %conv1_bias_grad.i4683 = phi i64 [ 0, %conv1_bias_grad.img467 ], [ %i468.next, %conv1_bias_grad.i468 ]
-  %17 = mul nsw i64 %conv1_bias_grad.img4672, 12544
+conv1_bias_grad.i482:                             ; preds = %conv1_bias_grad.i482, %conv1_bias_grad.img481
+  %conv1_bias_grad.i4823 = phi i64 [ 0, %conv1_bias_grad.img481 ], [ %i482.next, %conv1_bias_grad.i482 ]
+  %17 = mul nsw i64 %conv1_bias_grad.img4812, 12544
   %18 = add nsw i64 610960, %17
-  %19 = mul nsw i64 %conv1_bias_grad.f4651, 784
+  %19 = mul nsw i64 %conv1_bias_grad.f4791, 784
   %20 = add nsw i64 %18, %19
-  %21 = mul nsw i64 %conv1_bias_grad.i4683, 8
+  %21 = mul nsw i64 %conv1_bias_grad.i4823, 8
   %22 = add nsw i64 %20, %21
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %22
   %23 = load <8 x float>, ptr %arena4, align 4
-  %acc466 = load <8 x float>, ptr %conv1_bias_grad.acc466, align 32
-  %24 = call <8 x float> @llvm.fma.v8f32(<8 x float> <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>, <8 x float> %23, <8 x float> %acc466)
-  store <8 x float> %24, ptr %conv1_bias_grad.acc466, align 32
-  %i468.next = add nsw i64 %conv1_bias_grad.i4683, 1
-  %25 = icmp slt i64 %i468.next, 98
-  br i1 %25, label %conv1_bias_grad.i468, label %conv1_bias_grad.i468.end
+  %acc480 = load <8 x float>, ptr %conv1_bias_grad.acc480, align 32
+  %24 = call <8 x float> @llvm.fma.v8f32(<8 x float> <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>, <8 x float> %23, <8 x float> %acc480)
+  store <8 x float> %24, ptr %conv1_bias_grad.acc480, align 32
+  %i482.next = add nsw i64 %conv1_bias_grad.i4823, 1
+  %25 = icmp slt i64 %i482.next, 98
+  br i1 %25, label %conv1_bias_grad.i482, label %conv1_bias_grad.i482.end
 
-conv1_bias_grad.i468.end:                         ; preds = %conv1_bias_grad.i468
-  %img467.next = add nsw i64 %conv1_bias_grad.img4672, 1
-  %26 = icmp slt i64 %img467.next, 64
-  br i1 %26, label %conv1_bias_grad.img467, label %conv1_bias_grad.img467.end
+conv1_bias_grad.i482.end:                         ; preds = %conv1_bias_grad.i482
+  %img481.next = add nsw i64 %conv1_bias_grad.img4812, 1
+  %26 = icmp slt i64 %img481.next, 64
+  br i1 %26, label %conv1_bias_grad.img481, label %conv1_bias_grad.img481.end
 }
 
 ; Function Attrs: noinline
-define internal void @smallcnn_train_b64.k22.adam(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @smallcnn_train_b64.k22.adam(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %adam.v_new = alloca float, align 4
   %adam.m_new = alloca float, align 4
   %adam.g = alloca float, align 4
-  %adam.bc2_sqrt477 = alloca float, align 4
-  %adam.step_size476 = alloca float, align 4
+  %adam.bc2_sqrt491 = alloca float, align 4
+  %adam.step_size490 = alloca float, align 4
   %0 = sitofp i64 %step to float
   %1 = fmul float %0, 0xBFBAF8E8A0000000
   %2 = call float @llvm.exp.f32(float %1)
   %3 = fsub float 1.000000e+00, %2
   %4 = fdiv float %lr, %3
-  store float %4, ptr %adam.step_size476, align 4
+  store float %4, ptr %adam.step_size490, align 4
   %5 = sitofp i64 %step to float
   %6 = fmul float %5, 0xBF50645940000000
   %7 = call float @llvm.exp.f32(float %6)
   %8 = fsub float 1.000000e+00, %7
   %9 = call float @llvm.sqrt.f32(float %8)
-  store float %9, ptr %adam.bc2_sqrt477, align 4
-  br label %adam.i478
+  store float %9, ptr %adam.bc2_sqrt491, align 4
+  br label %adam.i492
 
-adam.i478:                                        ; preds = %adam.i478, %entry
-  %adam.i4781 = phi i64 [ 0, %entry ], [ %i478.next, %adam.i478 ]
-  %grads2 = getelementptr inbounds float, ptr %grads, i64 %adam.i4781
+adam.i492:                                        ; preds = %adam.i492, %entry
+  %adam.i4921 = phi i64 [ 0, %entry ], [ %i492.next, %adam.i492 ]
+  %grads2 = getelementptr inbounds float, ptr %grads, i64 %adam.i4921
   %10 = load float, ptr %grads2, align 4
-  %params3 = getelementptr inbounds float, ptr %params, i64 %adam.i4781
+  %params3 = getelementptr inbounds float, ptr %params, i64 %adam.i4921
   %11 = load float, ptr %params3, align 4
   %12 = fmul float 0.000000e+00, %11
   %13 = fadd float %10, %12
   store float %13, ptr %adam.g, align 4
-  %m4 = getelementptr inbounds float, ptr %m, i64 %adam.i4781
+  %m4 = getelementptr inbounds float, ptr %m, i64 %adam.i4921
   %14 = load float, ptr %m4, align 4
   %15 = fmul float 0x3FECCCCCC0000000, %14
   %g = load float, ptr %adam.g, align 4
   %16 = fmul float 0x3FB9999A00000000, %g
   %17 = fadd float %15, %16
   store float %17, ptr %adam.m_new, align 4
-  %v5 = getelementptr inbounds float, ptr %v, i64 %adam.i4781
+  %v5 = getelementptr inbounds float, ptr %v, i64 %adam.i4921
   %18 = load float, ptr %v5, align 4
   %19 = fmul float 0x3FEFF7CEE0000000, %18
   %g6 = load float, ptr %adam.g, align 4
@@ -11252,48 +12224,48 @@ adam.i478:                                        ; preds = %adam.i478, %entry
   %22 = fadd float %19, %21
   store float %22, ptr %adam.v_new, align 4
   %m_new = load float, ptr %adam.m_new, align 4
-  %m8 = getelementptr inbounds float, ptr %m, i64 %adam.i4781
+  %m8 = getelementptr inbounds float, ptr %m, i64 %adam.i4921
   store float %m_new, ptr %m8, align 4
   %v_new = load float, ptr %adam.v_new, align 4
-  %v9 = getelementptr inbounds float, ptr %v, i64 %adam.i4781
+  %v9 = getelementptr inbounds float, ptr %v, i64 %adam.i4921
   store float %v_new, ptr %v9, align 4
-  %params10 = getelementptr inbounds float, ptr %params, i64 %adam.i4781
+  %params10 = getelementptr inbounds float, ptr %params, i64 %adam.i4921
   %23 = load float, ptr %params10, align 4
-  %step_size476 = load float, ptr %adam.step_size476, align 4
+  %step_size490 = load float, ptr %adam.step_size490, align 4
   %m_new11 = load float, ptr %adam.m_new, align 4
-  %24 = fmul float %step_size476, %m_new11
+  %24 = fmul float %step_size490, %m_new11
   %v_new12 = load float, ptr %adam.v_new, align 4
   %25 = call float @llvm.sqrt.f32(float %v_new12)
-  %bc2_sqrt477 = load float, ptr %adam.bc2_sqrt477, align 4
-  %26 = fdiv float %25, %bc2_sqrt477
+  %bc2_sqrt491 = load float, ptr %adam.bc2_sqrt491, align 4
+  %26 = fdiv float %25, %bc2_sqrt491
   %27 = fadd float %26, 0x3E45798EE0000000
   %28 = fdiv float %24, %27
   %29 = fsub float %23, %28
-  %params13 = getelementptr inbounds float, ptr %params, i64 %adam.i4781
+  %params13 = getelementptr inbounds float, ptr %params, i64 %adam.i4921
   store float %29, ptr %params13, align 4
-  %i478.next = add nsw i64 %adam.i4781, 1
-  %30 = icmp slt i64 %i478.next, 206922
-  br i1 %30, label %adam.i478, label %adam.i478.end
+  %i492.next = add nsw i64 %adam.i4921, 1
+  %30 = icmp slt i64 %i492.next, 206922
+  br i1 %30, label %adam.i492, label %adam.i492.end
 
-adam.i478.end:                                    ; preds = %adam.i478
+adam.i492.end:                                    ; preds = %adam.i492
   ret void
 }
 
 ; Function Attrs: nocallback nofree nosync nounwind speculatable willreturn memory(none)
 declare float @llvm.sqrt.f32(float) #2
 
-define void @smallcnn_infer_b64(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #0 {
+define void @smallcnn_infer_b64(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #0 {
 entry:
-  call void @smallcnn_infer_b64.k0.conv1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @smallcnn_infer_b64.k1.conv2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @smallcnn_infer_b64.k2.flat(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @smallcnn_infer_b64.k3.fc1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @smallcnn_infer_b64.k4.fc2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
+  call void @smallcnn_infer_b64.k0.conv1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @smallcnn_infer_b64.k1.conv2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @smallcnn_infer_b64.k2.flat(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @smallcnn_infer_b64.k3.fc1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @smallcnn_infer_b64.k4.fc2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @smallcnn_infer_b64.k0.conv1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @smallcnn_infer_b64.k0.conv1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %conv1.best66 = alloca float, align 4
   %conv1.at67 = alloca float, align 4
@@ -11338,7 +12310,7 @@ conv1.j3:                                         ; preds = %conv1.c4.end, %conv
   br label %conv1.c4
 
 conv1.j3.end:                                     ; preds = %conv1.c4.end
-  call void @smallcnn_infer_b64.k0.conv1.gemm53(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
+  call void @smallcnn_infer_b64.k0.conv1.gemm53(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
   br label %conv1.j54
 
 conv1.c4:                                         ; preds = %conv1.ky5.end, %conv1.j3
@@ -13145,7 +14117,7 @@ conv1.q56.end:                                    ; preds = %conv1.q56
 }
 
 ; Function Attrs: noinline
-define internal void @smallcnn_infer_b64.k0.conv1.gemm53(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @smallcnn_infer_b64.k0.conv1.gemm53(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %conv1.t51_a3 = alloca <8 x float>, align 32
   %conv1.t51_a2 = alloca <8 x float>, align 32
@@ -13634,32 +14606,10 @@ conv1.k52.end:                                    ; preds = %conv1.k52
 }
 
 ; Function Attrs: noinline
-define internal void @smallcnn_infer_b64.k1.conv2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @smallcnn_infer_b64.k1.conv2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %conv2.at168 = alloca <8 x float>, align 32
-  %conv2.best167 = alloca <8 x float>, align 32
-  %conv2.v166 = alloca <8 x float>, align 32
-  %conv2.at165 = alloca <8 x float>, align 32
-  %conv2.best164 = alloca <8 x float>, align 32
-  %conv2.v163 = alloca <8 x float>, align 32
-  %conv2.at162 = alloca <8 x float>, align 32
-  %conv2.best161 = alloca <8 x float>, align 32
-  %conv2.v160 = alloca <8 x float>, align 32
-  %conv2.at159 = alloca <8 x float>, align 32
-  %conv2.best158 = alloca <8 x float>, align 32
-  %conv2.v157 = alloca <8 x float>, align 32
-  %conv2.w156 = alloca <8 x float>, align 32
-  %conv2.w155 = alloca <8 x float>, align 32
-  %conv2.w154 = alloca <8 x float>, align 32
-  %conv2.w153 = alloca <8 x float>, align 32
-  %conv2.w152 = alloca <8 x float>, align 32
-  %conv2.w151 = alloca <8 x float>, align 32
-  %conv2.w150 = alloca <8 x float>, align 32
-  %conv2.w149 = alloca <8 x float>, align 32
-  %conv2.w148 = alloca <8 x float>, align 32
-  %conv2.w147 = alloca <8 x float>, align 32
-  %conv2.w146 = alloca <8 x float>, align 32
-  %conv2.w145 = alloca <8 x float>, align 32
+  %part141.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, align 8
+  %conv2.w140 = alloca <8 x float>, align 32
   %conv2.w139 = alloca <8 x float>, align 32
   %conv2.w138 = alloca <8 x float>, align 32
   %conv2.w137 = alloca <8 x float>, align 32
@@ -13691,7 +14641,925 @@ entry:
   %conv2.w111 = alloca <8 x float>, align 32
   %conv2.w110 = alloca <8 x float>, align 32
   %conv2.w109 = alloca <8 x float>, align 32
-  %conv2.w108 = alloca <8 x float>, align 32
+  %part68.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, align 8
+  %0 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part68.context, i32 0, i32 0
+  store ptr %params, ptr %0, align 8
+  %1 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part68.context, i32 0, i32 1
+  store ptr %grads, ptr %1, align 8
+  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part68.context, i32 0, i32 2
+  store ptr %m, ptr %2, align 8
+  %3 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part68.context, i32 0, i32 3
+  store ptr %v, ptr %3, align 8
+  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part68.context, i32 0, i32 4
+  store ptr %arena, ptr %4, align 8
+  %5 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part68.context, i32 0, i32 5
+  store ptr %images, ptr %5, align 8
+  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part68.context, i32 0, i32 6
+  store ptr %labels, ptr %6, align 8
+  %7 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part68.context, i32 0, i32 7
+  store float %lr, ptr %7, align 4
+  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part68.context, i32 0, i32 8
+  store i64 %step, ptr %8, align 4
+  %9 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part68.context, i32 0, i32 9
+  store i64 %seed, ptr %9, align 4
+  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part68.context, i32 0, i32 10
+  store ptr %pool, ptr %10, align 8
+  %11 = icmp eq ptr %pool, null
+  br i1 %11, label %conv2.part68.serial, label %conv2.part68.pool
+
+conv2.part68.pool:                                ; preds = %entry
+  %run = load ptr, ptr %pool, align 8
+  call void %run(ptr %pool, ptr @smallcnn_infer_b64.k1.conv2.part68.task, ptr %part68.context, i64 2)
+  br label %conv2.part68.done
+
+conv2.part68.serial:                              ; preds = %entry
+  br label %conv2.part68
+
+conv2.part68.done:                                ; preds = %conv2.part68.end, %conv2.part68.pool
+  br label %conv2.i99
+
+conv2.part68:                                     ; preds = %conv2.part68, %conv2.part68.serial
+  %conv2.part681 = phi i64 [ 0, %conv2.part68.serial ], [ %part68.next, %conv2.part68 ]
+  call void @smallcnn_infer_b64.k1.conv2.part68(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv2.part681)
+  %part68.next = add nsw i64 %conv2.part681, 1
+  %12 = icmp slt i64 %part68.next, 2
+  br i1 %12, label %conv2.part68, label %conv2.part68.end
+
+conv2.part68.end:                                 ; preds = %conv2.part68
+  br label %conv2.part68.done
+
+conv2.i99:                                        ; preds = %conv2.i99, %conv2.part68.done
+  %conv2.i992 = phi i64 [ 0, %conv2.part68.done ], [ %i99.next, %conv2.i99 ]
+  %13 = add nsw i64 409600, %conv2.i992
+  %arena3 = getelementptr inbounds float, ptr %arena, i64 %13
+  store float 0.000000e+00, ptr %arena3, align 4
+  %i99.next = add nsw i64 %conv2.i992, 1
+  %14 = icmp slt i64 %i99.next, 4096
+  br i1 %14, label %conv2.i99, label %conv2.i99.end
+
+conv2.i99.end:                                    ; preds = %conv2.i99
+  br label %conv2.g100
+
+conv2.g100:                                       ; preds = %conv2.part141.done, %conv2.i99.end
+  %conv2.g1004 = phi i64 [ 0, %conv2.i99.end ], [ %g100.next, %conv2.part141.done ]
+  br label %conv2.j101
+
+conv2.g100.end:                                   ; preds = %conv2.part141.done
+  ret void
+
+conv2.j101:                                       ; preds = %conv2.c102.end, %conv2.g100
+  %conv2.j1015 = phi i64 [ 0, %conv2.g100 ], [ %j101.next, %conv2.c102.end ]
+  br label %conv2.c102
+
+conv2.j101.end:                                   ; preds = %conv2.c102.end
+  br label %conv2.j105
+
+conv2.c102:                                       ; preds = %conv2.iy103.end, %conv2.j101
+  %conv2.c1026 = phi i64 [ 0, %conv2.j101 ], [ %c102.next, %conv2.iy103.end ]
+  br label %conv2.iy103
+
+conv2.c102.end:                                   ; preds = %conv2.iy103.end
+  %j101.next = add nsw i64 %conv2.j1015, 1
+  %15 = icmp slt i64 %j101.next, 1
+  br i1 %15, label %conv2.j101, label %conv2.j101.end
+
+conv2.iy103:                                      ; preds = %conv2.ix104.end, %conv2.c102
+  %conv2.iy1037 = phi i64 [ 0, %conv2.c102 ], [ %iy103.next, %conv2.ix104.end ]
+  br label %conv2.ix104
+
+conv2.iy103.end:                                  ; preds = %conv2.ix104.end
+  %c102.next = add nsw i64 %conv2.c1026, 1
+  %16 = icmp slt i64 %c102.next, 16
+  br i1 %16, label %conv2.c102, label %conv2.c102.end
+
+conv2.ix104:                                      ; preds = %conv2.ix104, %conv2.iy103
+  %conv2.ix1048 = phi i64 [ 0, %conv2.iy103 ], [ %ix104.next, %conv2.ix104 ]
+  %17 = add nsw i64 %conv2.g1004, %conv2.j1015
+  %18 = mul nsw i64 %17, 3136
+  %19 = mul nsw i64 %conv2.c1026, 196
+  %20 = add nsw i64 %18, %19
+  %21 = mul nsw i64 %conv2.iy1037, 14
+  %22 = add nsw i64 %20, %21
+  %23 = add nsw i64 %22, %conv2.ix1048
+  %arena9 = getelementptr inbounds float, ptr %arena, i64 %23
+  %24 = load float, ptr %arena9, align 4
+  %25 = mul nsw i64 %conv2.j1015, 4096
+  %26 = add nsw i64 %conv2.iy1037, 1
+  %27 = mul nsw i64 %26, 256
+  %28 = add nsw i64 %25, %27
+  %29 = add nsw i64 %conv2.ix1048, 1
+  %30 = mul nsw i64 %29, 16
+  %31 = add nsw i64 %28, %30
+  %32 = add nsw i64 %31, %conv2.c1026
+  %33 = add nsw i64 409600, %32
+  %arena10 = getelementptr inbounds float, ptr %arena, i64 %33
+  store float %24, ptr %arena10, align 4
+  %ix104.next = add nsw i64 %conv2.ix1048, 1
+  %34 = icmp slt i64 %ix104.next, 14
+  br i1 %34, label %conv2.ix104, label %conv2.ix104.end
+
+conv2.ix104.end:                                  ; preds = %conv2.ix104
+  %iy103.next = add nsw i64 %conv2.iy1037, 1
+  %35 = icmp slt i64 %iy103.next, 14
+  br i1 %35, label %conv2.iy103, label %conv2.iy103.end
+
+conv2.j105:                                       ; preds = %conv2.ty106.end, %conv2.j101.end
+  %conv2.j10511 = phi i64 [ 0, %conv2.j101.end ], [ %j105.next, %conv2.ty106.end ]
+  br label %conv2.ty106
+
+conv2.j105.end:                                   ; preds = %conv2.ty106.end
+  %36 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part141.context, i32 0, i32 0
+  store ptr %params, ptr %36, align 8
+  %37 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part141.context, i32 0, i32 1
+  store ptr %grads, ptr %37, align 8
+  %38 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part141.context, i32 0, i32 2
+  store ptr %m, ptr %38, align 8
+  %39 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part141.context, i32 0, i32 3
+  store ptr %v, ptr %39, align 8
+  %40 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part141.context, i32 0, i32 4
+  store ptr %arena, ptr %40, align 8
+  %41 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part141.context, i32 0, i32 5
+  store ptr %images, ptr %41, align 8
+  %42 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part141.context, i32 0, i32 6
+  store ptr %labels, ptr %42, align 8
+  %43 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part141.context, i32 0, i32 7
+  store float %lr, ptr %43, align 4
+  %44 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part141.context, i32 0, i32 8
+  store i64 %step, ptr %44, align 4
+  %45 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part141.context, i32 0, i32 9
+  store i64 %seed, ptr %45, align 4
+  %46 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part141.context, i32 0, i32 10
+  store ptr %pool, ptr %46, align 8
+  %47 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part141.context, i32 0, i32 11
+  store i64 %conv2.g1004, ptr %47, align 4
+  %48 = icmp eq ptr %pool, null
+  br i1 %48, label %conv2.part141.serial, label %conv2.part141.pool
+
+conv2.ty106:                                      ; preds = %conv2.tx107.end, %conv2.j105
+  %conv2.ty10612 = phi i64 [ 0, %conv2.j105 ], [ %ty106.next, %conv2.tx107.end ]
+  br label %conv2.tx107
+
+conv2.ty106.end:                                  ; preds = %conv2.tx107.end
+  %j105.next = add nsw i64 %conv2.j10511, 1
+  %49 = icmp slt i64 %j105.next, 1
+  br i1 %49, label %conv2.j105, label %conv2.j105.end
+
+conv2.tx107:                                      ; preds = %conv2.cv108.end, %conv2.ty106
+  %conv2.tx10713 = phi i64 [ 0, %conv2.ty106 ], [ %tx107.next, %conv2.cv108.end ]
+  br label %conv2.cv108
+
+conv2.tx107.end:                                  ; preds = %conv2.cv108.end
+  %ty106.next = add nsw i64 %conv2.ty10612, 1
+  %50 = icmp slt i64 %ty106.next, 7
+  br i1 %50, label %conv2.ty106, label %conv2.ty106.end
+
+conv2.cv108:                                      ; preds = %conv2.cv108, %conv2.tx107
+  %conv2.cv10814 = phi i64 [ 0, %conv2.tx107 ], [ %cv108.next, %conv2.cv108 ]
+  %51 = mul nsw i64 %conv2.j10511, 4096
+  %52 = mul nsw i64 %conv2.ty10612, 2
+  %53 = mul nsw i64 %52, 256
+  %54 = add nsw i64 %51, %53
+  %55 = mul nsw i64 %conv2.tx10713, 2
+  %56 = mul nsw i64 %55, 16
+  %57 = add nsw i64 %54, %56
+  %58 = mul nsw i64 %conv2.cv10814, 8
+  %59 = add nsw i64 %57, %58
+  %60 = add nsw i64 409600, %59
+  %arena15 = getelementptr inbounds float, ptr %arena, i64 %60
+  %61 = load <8 x float>, ptr %arena15, align 4
+  %62 = mul nsw i64 %conv2.j10511, 4096
+  %63 = mul nsw i64 %conv2.ty10612, 2
+  %64 = add nsw i64 %63, 2
+  %65 = mul nsw i64 %64, 256
+  %66 = add nsw i64 %62, %65
+  %67 = mul nsw i64 %conv2.tx10713, 2
+  %68 = mul nsw i64 %67, 16
+  %69 = add nsw i64 %66, %68
+  %70 = mul nsw i64 %conv2.cv10814, 8
+  %71 = add nsw i64 %69, %70
+  %72 = add nsw i64 409600, %71
+  %arena16 = getelementptr inbounds float, ptr %arena, i64 %72
+  %73 = load <8 x float>, ptr %arena16, align 4
+  %74 = fsub <8 x float> %61, %73
+  store <8 x float> %74, ptr %conv2.w109, align 32
+  %75 = mul nsw i64 %conv2.j10511, 4096
+  %76 = mul nsw i64 %conv2.ty10612, 2
+  %77 = add nsw i64 %76, 1
+  %78 = mul nsw i64 %77, 256
+  %79 = add nsw i64 %75, %78
+  %80 = mul nsw i64 %conv2.tx10713, 2
+  %81 = mul nsw i64 %80, 16
+  %82 = add nsw i64 %79, %81
+  %83 = mul nsw i64 %conv2.cv10814, 8
+  %84 = add nsw i64 %82, %83
+  %85 = add nsw i64 409600, %84
+  %arena17 = getelementptr inbounds float, ptr %arena, i64 %85
+  %86 = load <8 x float>, ptr %arena17, align 4
+  %87 = mul nsw i64 %conv2.j10511, 4096
+  %88 = mul nsw i64 %conv2.ty10612, 2
+  %89 = add nsw i64 %88, 2
+  %90 = mul nsw i64 %89, 256
+  %91 = add nsw i64 %87, %90
+  %92 = mul nsw i64 %conv2.tx10713, 2
+  %93 = mul nsw i64 %92, 16
+  %94 = add nsw i64 %91, %93
+  %95 = mul nsw i64 %conv2.cv10814, 8
+  %96 = add nsw i64 %94, %95
+  %97 = add nsw i64 409600, %96
+  %arena18 = getelementptr inbounds float, ptr %arena, i64 %97
+  %98 = load <8 x float>, ptr %arena18, align 4
+  %99 = fadd <8 x float> %86, %98
+  store <8 x float> %99, ptr %conv2.w110, align 32
+  %100 = mul nsw i64 %conv2.j10511, 4096
+  %101 = mul nsw i64 %conv2.ty10612, 2
+  %102 = add nsw i64 %101, 2
+  %103 = mul nsw i64 %102, 256
+  %104 = add nsw i64 %100, %103
+  %105 = mul nsw i64 %conv2.tx10713, 2
+  %106 = mul nsw i64 %105, 16
+  %107 = add nsw i64 %104, %106
+  %108 = mul nsw i64 %conv2.cv10814, 8
+  %109 = add nsw i64 %107, %108
+  %110 = add nsw i64 409600, %109
+  %arena19 = getelementptr inbounds float, ptr %arena, i64 %110
+  %111 = load <8 x float>, ptr %arena19, align 4
+  %112 = mul nsw i64 %conv2.j10511, 4096
+  %113 = mul nsw i64 %conv2.ty10612, 2
+  %114 = add nsw i64 %113, 1
+  %115 = mul nsw i64 %114, 256
+  %116 = add nsw i64 %112, %115
+  %117 = mul nsw i64 %conv2.tx10713, 2
+  %118 = mul nsw i64 %117, 16
+  %119 = add nsw i64 %116, %118
+  %120 = mul nsw i64 %conv2.cv10814, 8
+  %121 = add nsw i64 %119, %120
+  %122 = add nsw i64 409600, %121
+  %arena20 = getelementptr inbounds float, ptr %arena, i64 %122
+  %123 = load <8 x float>, ptr %arena20, align 4
+  %124 = fsub <8 x float> %111, %123
+  store <8 x float> %124, ptr %conv2.w111, align 32
+  %125 = mul nsw i64 %conv2.j10511, 4096
+  %126 = mul nsw i64 %conv2.ty10612, 2
+  %127 = add nsw i64 %126, 1
+  %128 = mul nsw i64 %127, 256
+  %129 = add nsw i64 %125, %128
+  %130 = mul nsw i64 %conv2.tx10713, 2
+  %131 = mul nsw i64 %130, 16
+  %132 = add nsw i64 %129, %131
+  %133 = mul nsw i64 %conv2.cv10814, 8
+  %134 = add nsw i64 %132, %133
+  %135 = add nsw i64 409600, %134
+  %arena21 = getelementptr inbounds float, ptr %arena, i64 %135
+  %136 = load <8 x float>, ptr %arena21, align 4
+  %137 = mul nsw i64 %conv2.j10511, 4096
+  %138 = mul nsw i64 %conv2.ty10612, 2
+  %139 = add nsw i64 %138, 3
+  %140 = mul nsw i64 %139, 256
+  %141 = add nsw i64 %137, %140
+  %142 = mul nsw i64 %conv2.tx10713, 2
+  %143 = mul nsw i64 %142, 16
+  %144 = add nsw i64 %141, %143
+  %145 = mul nsw i64 %conv2.cv10814, 8
+  %146 = add nsw i64 %144, %145
+  %147 = add nsw i64 409600, %146
+  %arena22 = getelementptr inbounds float, ptr %arena, i64 %147
+  %148 = load <8 x float>, ptr %arena22, align 4
+  %149 = fsub <8 x float> %136, %148
+  store <8 x float> %149, ptr %conv2.w112, align 32
+  %150 = mul nsw i64 %conv2.j10511, 4096
+  %151 = mul nsw i64 %conv2.ty10612, 2
+  %152 = mul nsw i64 %151, 256
+  %153 = add nsw i64 %150, %152
+  %154 = mul nsw i64 %conv2.tx10713, 2
+  %155 = add nsw i64 %154, 1
+  %156 = mul nsw i64 %155, 16
+  %157 = add nsw i64 %153, %156
+  %158 = mul nsw i64 %conv2.cv10814, 8
+  %159 = add nsw i64 %157, %158
+  %160 = add nsw i64 409600, %159
+  %arena23 = getelementptr inbounds float, ptr %arena, i64 %160
+  %161 = load <8 x float>, ptr %arena23, align 4
+  %162 = mul nsw i64 %conv2.j10511, 4096
+  %163 = mul nsw i64 %conv2.ty10612, 2
+  %164 = add nsw i64 %163, 2
+  %165 = mul nsw i64 %164, 256
+  %166 = add nsw i64 %162, %165
+  %167 = mul nsw i64 %conv2.tx10713, 2
+  %168 = add nsw i64 %167, 1
+  %169 = mul nsw i64 %168, 16
+  %170 = add nsw i64 %166, %169
+  %171 = mul nsw i64 %conv2.cv10814, 8
+  %172 = add nsw i64 %170, %171
+  %173 = add nsw i64 409600, %172
+  %arena24 = getelementptr inbounds float, ptr %arena, i64 %173
+  %174 = load <8 x float>, ptr %arena24, align 4
+  %175 = fsub <8 x float> %161, %174
+  store <8 x float> %175, ptr %conv2.w113, align 32
+  %176 = mul nsw i64 %conv2.j10511, 4096
+  %177 = mul nsw i64 %conv2.ty10612, 2
+  %178 = add nsw i64 %177, 1
+  %179 = mul nsw i64 %178, 256
+  %180 = add nsw i64 %176, %179
+  %181 = mul nsw i64 %conv2.tx10713, 2
+  %182 = add nsw i64 %181, 1
+  %183 = mul nsw i64 %182, 16
+  %184 = add nsw i64 %180, %183
+  %185 = mul nsw i64 %conv2.cv10814, 8
+  %186 = add nsw i64 %184, %185
+  %187 = add nsw i64 409600, %186
+  %arena25 = getelementptr inbounds float, ptr %arena, i64 %187
+  %188 = load <8 x float>, ptr %arena25, align 4
+  %189 = mul nsw i64 %conv2.j10511, 4096
+  %190 = mul nsw i64 %conv2.ty10612, 2
+  %191 = add nsw i64 %190, 2
+  %192 = mul nsw i64 %191, 256
+  %193 = add nsw i64 %189, %192
+  %194 = mul nsw i64 %conv2.tx10713, 2
+  %195 = add nsw i64 %194, 1
+  %196 = mul nsw i64 %195, 16
+  %197 = add nsw i64 %193, %196
+  %198 = mul nsw i64 %conv2.cv10814, 8
+  %199 = add nsw i64 %197, %198
+  %200 = add nsw i64 409600, %199
+  %arena26 = getelementptr inbounds float, ptr %arena, i64 %200
+  %201 = load <8 x float>, ptr %arena26, align 4
+  %202 = fadd <8 x float> %188, %201
+  store <8 x float> %202, ptr %conv2.w114, align 32
+  %203 = mul nsw i64 %conv2.j10511, 4096
+  %204 = mul nsw i64 %conv2.ty10612, 2
+  %205 = add nsw i64 %204, 2
+  %206 = mul nsw i64 %205, 256
+  %207 = add nsw i64 %203, %206
+  %208 = mul nsw i64 %conv2.tx10713, 2
+  %209 = add nsw i64 %208, 1
+  %210 = mul nsw i64 %209, 16
+  %211 = add nsw i64 %207, %210
+  %212 = mul nsw i64 %conv2.cv10814, 8
+  %213 = add nsw i64 %211, %212
+  %214 = add nsw i64 409600, %213
+  %arena27 = getelementptr inbounds float, ptr %arena, i64 %214
+  %215 = load <8 x float>, ptr %arena27, align 4
+  %216 = mul nsw i64 %conv2.j10511, 4096
+  %217 = mul nsw i64 %conv2.ty10612, 2
+  %218 = add nsw i64 %217, 1
+  %219 = mul nsw i64 %218, 256
+  %220 = add nsw i64 %216, %219
+  %221 = mul nsw i64 %conv2.tx10713, 2
+  %222 = add nsw i64 %221, 1
+  %223 = mul nsw i64 %222, 16
+  %224 = add nsw i64 %220, %223
+  %225 = mul nsw i64 %conv2.cv10814, 8
+  %226 = add nsw i64 %224, %225
+  %227 = add nsw i64 409600, %226
+  %arena28 = getelementptr inbounds float, ptr %arena, i64 %227
+  %228 = load <8 x float>, ptr %arena28, align 4
+  %229 = fsub <8 x float> %215, %228
+  store <8 x float> %229, ptr %conv2.w115, align 32
+  %230 = mul nsw i64 %conv2.j10511, 4096
+  %231 = mul nsw i64 %conv2.ty10612, 2
+  %232 = add nsw i64 %231, 1
+  %233 = mul nsw i64 %232, 256
+  %234 = add nsw i64 %230, %233
+  %235 = mul nsw i64 %conv2.tx10713, 2
+  %236 = add nsw i64 %235, 1
+  %237 = mul nsw i64 %236, 16
+  %238 = add nsw i64 %234, %237
+  %239 = mul nsw i64 %conv2.cv10814, 8
+  %240 = add nsw i64 %238, %239
+  %241 = add nsw i64 409600, %240
+  %arena29 = getelementptr inbounds float, ptr %arena, i64 %241
+  %242 = load <8 x float>, ptr %arena29, align 4
+  %243 = mul nsw i64 %conv2.j10511, 4096
+  %244 = mul nsw i64 %conv2.ty10612, 2
+  %245 = add nsw i64 %244, 3
+  %246 = mul nsw i64 %245, 256
+  %247 = add nsw i64 %243, %246
+  %248 = mul nsw i64 %conv2.tx10713, 2
+  %249 = add nsw i64 %248, 1
+  %250 = mul nsw i64 %249, 16
+  %251 = add nsw i64 %247, %250
+  %252 = mul nsw i64 %conv2.cv10814, 8
+  %253 = add nsw i64 %251, %252
+  %254 = add nsw i64 409600, %253
+  %arena30 = getelementptr inbounds float, ptr %arena, i64 %254
+  %255 = load <8 x float>, ptr %arena30, align 4
+  %256 = fsub <8 x float> %242, %255
+  store <8 x float> %256, ptr %conv2.w116, align 32
+  %257 = mul nsw i64 %conv2.j10511, 4096
+  %258 = mul nsw i64 %conv2.ty10612, 2
+  %259 = mul nsw i64 %258, 256
+  %260 = add nsw i64 %257, %259
+  %261 = mul nsw i64 %conv2.tx10713, 2
+  %262 = add nsw i64 %261, 2
+  %263 = mul nsw i64 %262, 16
+  %264 = add nsw i64 %260, %263
+  %265 = mul nsw i64 %conv2.cv10814, 8
+  %266 = add nsw i64 %264, %265
+  %267 = add nsw i64 409600, %266
+  %arena31 = getelementptr inbounds float, ptr %arena, i64 %267
+  %268 = load <8 x float>, ptr %arena31, align 4
+  %269 = mul nsw i64 %conv2.j10511, 4096
+  %270 = mul nsw i64 %conv2.ty10612, 2
+  %271 = add nsw i64 %270, 2
+  %272 = mul nsw i64 %271, 256
+  %273 = add nsw i64 %269, %272
+  %274 = mul nsw i64 %conv2.tx10713, 2
+  %275 = add nsw i64 %274, 2
+  %276 = mul nsw i64 %275, 16
+  %277 = add nsw i64 %273, %276
+  %278 = mul nsw i64 %conv2.cv10814, 8
+  %279 = add nsw i64 %277, %278
+  %280 = add nsw i64 409600, %279
+  %arena32 = getelementptr inbounds float, ptr %arena, i64 %280
+  %281 = load <8 x float>, ptr %arena32, align 4
+  %282 = fsub <8 x float> %268, %281
+  store <8 x float> %282, ptr %conv2.w117, align 32
+  %283 = mul nsw i64 %conv2.j10511, 4096
+  %284 = mul nsw i64 %conv2.ty10612, 2
+  %285 = add nsw i64 %284, 1
+  %286 = mul nsw i64 %285, 256
+  %287 = add nsw i64 %283, %286
+  %288 = mul nsw i64 %conv2.tx10713, 2
+  %289 = add nsw i64 %288, 2
+  %290 = mul nsw i64 %289, 16
+  %291 = add nsw i64 %287, %290
+  %292 = mul nsw i64 %conv2.cv10814, 8
+  %293 = add nsw i64 %291, %292
+  %294 = add nsw i64 409600, %293
+  %arena33 = getelementptr inbounds float, ptr %arena, i64 %294
+  %295 = load <8 x float>, ptr %arena33, align 4
+  %296 = mul nsw i64 %conv2.j10511, 4096
+  %297 = mul nsw i64 %conv2.ty10612, 2
+  %298 = add nsw i64 %297, 2
+  %299 = mul nsw i64 %298, 256
+  %300 = add nsw i64 %296, %299
+  %301 = mul nsw i64 %conv2.tx10713, 2
+  %302 = add nsw i64 %301, 2
+  %303 = mul nsw i64 %302, 16
+  %304 = add nsw i64 %300, %303
+  %305 = mul nsw i64 %conv2.cv10814, 8
+  %306 = add nsw i64 %304, %305
+  %307 = add nsw i64 409600, %306
+  %arena34 = getelementptr inbounds float, ptr %arena, i64 %307
+  %308 = load <8 x float>, ptr %arena34, align 4
+  %309 = fadd <8 x float> %295, %308
+  store <8 x float> %309, ptr %conv2.w118, align 32
+  %310 = mul nsw i64 %conv2.j10511, 4096
+  %311 = mul nsw i64 %conv2.ty10612, 2
+  %312 = add nsw i64 %311, 2
+  %313 = mul nsw i64 %312, 256
+  %314 = add nsw i64 %310, %313
+  %315 = mul nsw i64 %conv2.tx10713, 2
+  %316 = add nsw i64 %315, 2
+  %317 = mul nsw i64 %316, 16
+  %318 = add nsw i64 %314, %317
+  %319 = mul nsw i64 %conv2.cv10814, 8
+  %320 = add nsw i64 %318, %319
+  %321 = add nsw i64 409600, %320
+  %arena35 = getelementptr inbounds float, ptr %arena, i64 %321
+  %322 = load <8 x float>, ptr %arena35, align 4
+  %323 = mul nsw i64 %conv2.j10511, 4096
+  %324 = mul nsw i64 %conv2.ty10612, 2
+  %325 = add nsw i64 %324, 1
+  %326 = mul nsw i64 %325, 256
+  %327 = add nsw i64 %323, %326
+  %328 = mul nsw i64 %conv2.tx10713, 2
+  %329 = add nsw i64 %328, 2
+  %330 = mul nsw i64 %329, 16
+  %331 = add nsw i64 %327, %330
+  %332 = mul nsw i64 %conv2.cv10814, 8
+  %333 = add nsw i64 %331, %332
+  %334 = add nsw i64 409600, %333
+  %arena36 = getelementptr inbounds float, ptr %arena, i64 %334
+  %335 = load <8 x float>, ptr %arena36, align 4
+  %336 = fsub <8 x float> %322, %335
+  store <8 x float> %336, ptr %conv2.w119, align 32
+  %337 = mul nsw i64 %conv2.j10511, 4096
+  %338 = mul nsw i64 %conv2.ty10612, 2
+  %339 = add nsw i64 %338, 1
+  %340 = mul nsw i64 %339, 256
+  %341 = add nsw i64 %337, %340
+  %342 = mul nsw i64 %conv2.tx10713, 2
+  %343 = add nsw i64 %342, 2
+  %344 = mul nsw i64 %343, 16
+  %345 = add nsw i64 %341, %344
+  %346 = mul nsw i64 %conv2.cv10814, 8
+  %347 = add nsw i64 %345, %346
+  %348 = add nsw i64 409600, %347
+  %arena37 = getelementptr inbounds float, ptr %arena, i64 %348
+  %349 = load <8 x float>, ptr %arena37, align 4
+  %350 = mul nsw i64 %conv2.j10511, 4096
+  %351 = mul nsw i64 %conv2.ty10612, 2
+  %352 = add nsw i64 %351, 3
+  %353 = mul nsw i64 %352, 256
+  %354 = add nsw i64 %350, %353
+  %355 = mul nsw i64 %conv2.tx10713, 2
+  %356 = add nsw i64 %355, 2
+  %357 = mul nsw i64 %356, 16
+  %358 = add nsw i64 %354, %357
+  %359 = mul nsw i64 %conv2.cv10814, 8
+  %360 = add nsw i64 %358, %359
+  %361 = add nsw i64 409600, %360
+  %arena38 = getelementptr inbounds float, ptr %arena, i64 %361
+  %362 = load <8 x float>, ptr %arena38, align 4
+  %363 = fsub <8 x float> %349, %362
+  store <8 x float> %363, ptr %conv2.w120, align 32
+  %364 = mul nsw i64 %conv2.j10511, 4096
+  %365 = mul nsw i64 %conv2.ty10612, 2
+  %366 = mul nsw i64 %365, 256
+  %367 = add nsw i64 %364, %366
+  %368 = mul nsw i64 %conv2.tx10713, 2
+  %369 = add nsw i64 %368, 3
+  %370 = mul nsw i64 %369, 16
+  %371 = add nsw i64 %367, %370
+  %372 = mul nsw i64 %conv2.cv10814, 8
+  %373 = add nsw i64 %371, %372
+  %374 = add nsw i64 409600, %373
+  %arena39 = getelementptr inbounds float, ptr %arena, i64 %374
+  %375 = load <8 x float>, ptr %arena39, align 4
+  %376 = mul nsw i64 %conv2.j10511, 4096
+  %377 = mul nsw i64 %conv2.ty10612, 2
+  %378 = add nsw i64 %377, 2
+  %379 = mul nsw i64 %378, 256
+  %380 = add nsw i64 %376, %379
+  %381 = mul nsw i64 %conv2.tx10713, 2
+  %382 = add nsw i64 %381, 3
+  %383 = mul nsw i64 %382, 16
+  %384 = add nsw i64 %380, %383
+  %385 = mul nsw i64 %conv2.cv10814, 8
+  %386 = add nsw i64 %384, %385
+  %387 = add nsw i64 409600, %386
+  %arena40 = getelementptr inbounds float, ptr %arena, i64 %387
+  %388 = load <8 x float>, ptr %arena40, align 4
+  %389 = fsub <8 x float> %375, %388
+  store <8 x float> %389, ptr %conv2.w121, align 32
+  %390 = mul nsw i64 %conv2.j10511, 4096
+  %391 = mul nsw i64 %conv2.ty10612, 2
+  %392 = add nsw i64 %391, 1
+  %393 = mul nsw i64 %392, 256
+  %394 = add nsw i64 %390, %393
+  %395 = mul nsw i64 %conv2.tx10713, 2
+  %396 = add nsw i64 %395, 3
+  %397 = mul nsw i64 %396, 16
+  %398 = add nsw i64 %394, %397
+  %399 = mul nsw i64 %conv2.cv10814, 8
+  %400 = add nsw i64 %398, %399
+  %401 = add nsw i64 409600, %400
+  %arena41 = getelementptr inbounds float, ptr %arena, i64 %401
+  %402 = load <8 x float>, ptr %arena41, align 4
+  %403 = mul nsw i64 %conv2.j10511, 4096
+  %404 = mul nsw i64 %conv2.ty10612, 2
+  %405 = add nsw i64 %404, 2
+  %406 = mul nsw i64 %405, 256
+  %407 = add nsw i64 %403, %406
+  %408 = mul nsw i64 %conv2.tx10713, 2
+  %409 = add nsw i64 %408, 3
+  %410 = mul nsw i64 %409, 16
+  %411 = add nsw i64 %407, %410
+  %412 = mul nsw i64 %conv2.cv10814, 8
+  %413 = add nsw i64 %411, %412
+  %414 = add nsw i64 409600, %413
+  %arena42 = getelementptr inbounds float, ptr %arena, i64 %414
+  %415 = load <8 x float>, ptr %arena42, align 4
+  %416 = fadd <8 x float> %402, %415
+  store <8 x float> %416, ptr %conv2.w122, align 32
+  %417 = mul nsw i64 %conv2.j10511, 4096
+  %418 = mul nsw i64 %conv2.ty10612, 2
+  %419 = add nsw i64 %418, 2
+  %420 = mul nsw i64 %419, 256
+  %421 = add nsw i64 %417, %420
+  %422 = mul nsw i64 %conv2.tx10713, 2
+  %423 = add nsw i64 %422, 3
+  %424 = mul nsw i64 %423, 16
+  %425 = add nsw i64 %421, %424
+  %426 = mul nsw i64 %conv2.cv10814, 8
+  %427 = add nsw i64 %425, %426
+  %428 = add nsw i64 409600, %427
+  %arena43 = getelementptr inbounds float, ptr %arena, i64 %428
+  %429 = load <8 x float>, ptr %arena43, align 4
+  %430 = mul nsw i64 %conv2.j10511, 4096
+  %431 = mul nsw i64 %conv2.ty10612, 2
+  %432 = add nsw i64 %431, 1
+  %433 = mul nsw i64 %432, 256
+  %434 = add nsw i64 %430, %433
+  %435 = mul nsw i64 %conv2.tx10713, 2
+  %436 = add nsw i64 %435, 3
+  %437 = mul nsw i64 %436, 16
+  %438 = add nsw i64 %434, %437
+  %439 = mul nsw i64 %conv2.cv10814, 8
+  %440 = add nsw i64 %438, %439
+  %441 = add nsw i64 409600, %440
+  %arena44 = getelementptr inbounds float, ptr %arena, i64 %441
+  %442 = load <8 x float>, ptr %arena44, align 4
+  %443 = fsub <8 x float> %429, %442
+  store <8 x float> %443, ptr %conv2.w123, align 32
+  %444 = mul nsw i64 %conv2.j10511, 4096
+  %445 = mul nsw i64 %conv2.ty10612, 2
+  %446 = add nsw i64 %445, 1
+  %447 = mul nsw i64 %446, 256
+  %448 = add nsw i64 %444, %447
+  %449 = mul nsw i64 %conv2.tx10713, 2
+  %450 = add nsw i64 %449, 3
+  %451 = mul nsw i64 %450, 16
+  %452 = add nsw i64 %448, %451
+  %453 = mul nsw i64 %conv2.cv10814, 8
+  %454 = add nsw i64 %452, %453
+  %455 = add nsw i64 409600, %454
+  %arena45 = getelementptr inbounds float, ptr %arena, i64 %455
+  %456 = load <8 x float>, ptr %arena45, align 4
+  %457 = mul nsw i64 %conv2.j10511, 4096
+  %458 = mul nsw i64 %conv2.ty10612, 2
+  %459 = add nsw i64 %458, 3
+  %460 = mul nsw i64 %459, 256
+  %461 = add nsw i64 %457, %460
+  %462 = mul nsw i64 %conv2.tx10713, 2
+  %463 = add nsw i64 %462, 3
+  %464 = mul nsw i64 %463, 16
+  %465 = add nsw i64 %461, %464
+  %466 = mul nsw i64 %conv2.cv10814, 8
+  %467 = add nsw i64 %465, %466
+  %468 = add nsw i64 409600, %467
+  %arena46 = getelementptr inbounds float, ptr %arena, i64 %468
+  %469 = load <8 x float>, ptr %arena46, align 4
+  %470 = fsub <8 x float> %456, %469
+  store <8 x float> %470, ptr %conv2.w124, align 32
+  %w109 = load <8 x float>, ptr %conv2.w109, align 32
+  %w117 = load <8 x float>, ptr %conv2.w117, align 32
+  %471 = fsub <8 x float> %w109, %w117
+  store <8 x float> %471, ptr %conv2.w125, align 32
+  %w113 = load <8 x float>, ptr %conv2.w113, align 32
+  %w11747 = load <8 x float>, ptr %conv2.w117, align 32
+  %472 = fadd <8 x float> %w113, %w11747
+  store <8 x float> %472, ptr %conv2.w126, align 32
+  %w11748 = load <8 x float>, ptr %conv2.w117, align 32
+  %w11349 = load <8 x float>, ptr %conv2.w113, align 32
+  %473 = fsub <8 x float> %w11748, %w11349
+  store <8 x float> %473, ptr %conv2.w127, align 32
+  %w11350 = load <8 x float>, ptr %conv2.w113, align 32
+  %w121 = load <8 x float>, ptr %conv2.w121, align 32
+  %474 = fsub <8 x float> %w11350, %w121
+  store <8 x float> %474, ptr %conv2.w128, align 32
+  %w110 = load <8 x float>, ptr %conv2.w110, align 32
+  %w118 = load <8 x float>, ptr %conv2.w118, align 32
+  %475 = fsub <8 x float> %w110, %w118
+  store <8 x float> %475, ptr %conv2.w129, align 32
+  %w114 = load <8 x float>, ptr %conv2.w114, align 32
+  %w11851 = load <8 x float>, ptr %conv2.w118, align 32
+  %476 = fadd <8 x float> %w114, %w11851
+  store <8 x float> %476, ptr %conv2.w130, align 32
+  %w11852 = load <8 x float>, ptr %conv2.w118, align 32
+  %w11453 = load <8 x float>, ptr %conv2.w114, align 32
+  %477 = fsub <8 x float> %w11852, %w11453
+  store <8 x float> %477, ptr %conv2.w131, align 32
+  %w11454 = load <8 x float>, ptr %conv2.w114, align 32
+  %w122 = load <8 x float>, ptr %conv2.w122, align 32
+  %478 = fsub <8 x float> %w11454, %w122
+  store <8 x float> %478, ptr %conv2.w132, align 32
+  %w111 = load <8 x float>, ptr %conv2.w111, align 32
+  %w119 = load <8 x float>, ptr %conv2.w119, align 32
+  %479 = fsub <8 x float> %w111, %w119
+  store <8 x float> %479, ptr %conv2.w133, align 32
+  %w115 = load <8 x float>, ptr %conv2.w115, align 32
+  %w11955 = load <8 x float>, ptr %conv2.w119, align 32
+  %480 = fadd <8 x float> %w115, %w11955
+  store <8 x float> %480, ptr %conv2.w134, align 32
+  %w11956 = load <8 x float>, ptr %conv2.w119, align 32
+  %w11557 = load <8 x float>, ptr %conv2.w115, align 32
+  %481 = fsub <8 x float> %w11956, %w11557
+  store <8 x float> %481, ptr %conv2.w135, align 32
+  %w11558 = load <8 x float>, ptr %conv2.w115, align 32
+  %w123 = load <8 x float>, ptr %conv2.w123, align 32
+  %482 = fsub <8 x float> %w11558, %w123
+  store <8 x float> %482, ptr %conv2.w136, align 32
+  %w112 = load <8 x float>, ptr %conv2.w112, align 32
+  %w120 = load <8 x float>, ptr %conv2.w120, align 32
+  %483 = fsub <8 x float> %w112, %w120
+  store <8 x float> %483, ptr %conv2.w137, align 32
+  %w116 = load <8 x float>, ptr %conv2.w116, align 32
+  %w12059 = load <8 x float>, ptr %conv2.w120, align 32
+  %484 = fadd <8 x float> %w116, %w12059
+  store <8 x float> %484, ptr %conv2.w138, align 32
+  %w12060 = load <8 x float>, ptr %conv2.w120, align 32
+  %w11661 = load <8 x float>, ptr %conv2.w116, align 32
+  %485 = fsub <8 x float> %w12060, %w11661
+  store <8 x float> %485, ptr %conv2.w139, align 32
+  %w11662 = load <8 x float>, ptr %conv2.w116, align 32
+  %w124 = load <8 x float>, ptr %conv2.w124, align 32
+  %486 = fsub <8 x float> %w11662, %w124
+  store <8 x float> %486, ptr %conv2.w140, align 32
+  %w125 = load <8 x float>, ptr %conv2.w125, align 32
+  %487 = mul nsw i64 %conv2.j10511, 49
+  %488 = mul nsw i64 %conv2.ty10612, 7
+  %489 = add nsw i64 %487, %488
+  %490 = add nsw i64 %489, %conv2.tx10713
+  %491 = mul nsw i64 %490, 16
+  %492 = add nsw i64 413696, %491
+  %493 = mul nsw i64 %conv2.cv10814, 8
+  %494 = add nsw i64 %492, %493
+  %arena63 = getelementptr inbounds float, ptr %arena, i64 %494
+  store <8 x float> %w125, ptr %arena63, align 4
+  %w126 = load <8 x float>, ptr %conv2.w126, align 32
+  %495 = mul nsw i64 %conv2.j10511, 49
+  %496 = mul nsw i64 %conv2.ty10612, 7
+  %497 = add nsw i64 %495, %496
+  %498 = add nsw i64 %497, %conv2.tx10713
+  %499 = mul nsw i64 %498, 16
+  %500 = add nsw i64 414480, %499
+  %501 = mul nsw i64 %conv2.cv10814, 8
+  %502 = add nsw i64 %500, %501
+  %arena64 = getelementptr inbounds float, ptr %arena, i64 %502
+  store <8 x float> %w126, ptr %arena64, align 4
+  %w127 = load <8 x float>, ptr %conv2.w127, align 32
+  %503 = mul nsw i64 %conv2.j10511, 49
+  %504 = mul nsw i64 %conv2.ty10612, 7
+  %505 = add nsw i64 %503, %504
+  %506 = add nsw i64 %505, %conv2.tx10713
+  %507 = mul nsw i64 %506, 16
+  %508 = add nsw i64 415264, %507
+  %509 = mul nsw i64 %conv2.cv10814, 8
+  %510 = add nsw i64 %508, %509
+  %arena65 = getelementptr inbounds float, ptr %arena, i64 %510
+  store <8 x float> %w127, ptr %arena65, align 4
+  %w128 = load <8 x float>, ptr %conv2.w128, align 32
+  %511 = mul nsw i64 %conv2.j10511, 49
+  %512 = mul nsw i64 %conv2.ty10612, 7
+  %513 = add nsw i64 %511, %512
+  %514 = add nsw i64 %513, %conv2.tx10713
+  %515 = mul nsw i64 %514, 16
+  %516 = add nsw i64 416048, %515
+  %517 = mul nsw i64 %conv2.cv10814, 8
+  %518 = add nsw i64 %516, %517
+  %arena66 = getelementptr inbounds float, ptr %arena, i64 %518
+  store <8 x float> %w128, ptr %arena66, align 4
+  %w129 = load <8 x float>, ptr %conv2.w129, align 32
+  %519 = mul nsw i64 %conv2.j10511, 49
+  %520 = mul nsw i64 %conv2.ty10612, 7
+  %521 = add nsw i64 %519, %520
+  %522 = add nsw i64 %521, %conv2.tx10713
+  %523 = mul nsw i64 %522, 16
+  %524 = add nsw i64 416832, %523
+  %525 = mul nsw i64 %conv2.cv10814, 8
+  %526 = add nsw i64 %524, %525
+  %arena67 = getelementptr inbounds float, ptr %arena, i64 %526
+  store <8 x float> %w129, ptr %arena67, align 4
+  %w130 = load <8 x float>, ptr %conv2.w130, align 32
+  %527 = mul nsw i64 %conv2.j10511, 49
+  %528 = mul nsw i64 %conv2.ty10612, 7
+  %529 = add nsw i64 %527, %528
+  %530 = add nsw i64 %529, %conv2.tx10713
+  %531 = mul nsw i64 %530, 16
+  %532 = add nsw i64 417616, %531
+  %533 = mul nsw i64 %conv2.cv10814, 8
+  %534 = add nsw i64 %532, %533
+  %arena68 = getelementptr inbounds float, ptr %arena, i64 %534
+  store <8 x float> %w130, ptr %arena68, align 4
+  %w131 = load <8 x float>, ptr %conv2.w131, align 32
+  %535 = mul nsw i64 %conv2.j10511, 49
+  %536 = mul nsw i64 %conv2.ty10612, 7
+  %537 = add nsw i64 %535, %536
+  %538 = add nsw i64 %537, %conv2.tx10713
+  %539 = mul nsw i64 %538, 16
+  %540 = add nsw i64 418400, %539
+  %541 = mul nsw i64 %conv2.cv10814, 8
+  %542 = add nsw i64 %540, %541
+  %arena69 = getelementptr inbounds float, ptr %arena, i64 %542
+  store <8 x float> %w131, ptr %arena69, align 4
+  %w132 = load <8 x float>, ptr %conv2.w132, align 32
+  %543 = mul nsw i64 %conv2.j10511, 49
+  %544 = mul nsw i64 %conv2.ty10612, 7
+  %545 = add nsw i64 %543, %544
+  %546 = add nsw i64 %545, %conv2.tx10713
+  %547 = mul nsw i64 %546, 16
+  %548 = add nsw i64 419184, %547
+  %549 = mul nsw i64 %conv2.cv10814, 8
+  %550 = add nsw i64 %548, %549
+  %arena70 = getelementptr inbounds float, ptr %arena, i64 %550
+  store <8 x float> %w132, ptr %arena70, align 4
+  %w133 = load <8 x float>, ptr %conv2.w133, align 32
+  %551 = mul nsw i64 %conv2.j10511, 49
+  %552 = mul nsw i64 %conv2.ty10612, 7
+  %553 = add nsw i64 %551, %552
+  %554 = add nsw i64 %553, %conv2.tx10713
+  %555 = mul nsw i64 %554, 16
+  %556 = add nsw i64 419968, %555
+  %557 = mul nsw i64 %conv2.cv10814, 8
+  %558 = add nsw i64 %556, %557
+  %arena71 = getelementptr inbounds float, ptr %arena, i64 %558
+  store <8 x float> %w133, ptr %arena71, align 4
+  %w134 = load <8 x float>, ptr %conv2.w134, align 32
+  %559 = mul nsw i64 %conv2.j10511, 49
+  %560 = mul nsw i64 %conv2.ty10612, 7
+  %561 = add nsw i64 %559, %560
+  %562 = add nsw i64 %561, %conv2.tx10713
+  %563 = mul nsw i64 %562, 16
+  %564 = add nsw i64 420752, %563
+  %565 = mul nsw i64 %conv2.cv10814, 8
+  %566 = add nsw i64 %564, %565
+  %arena72 = getelementptr inbounds float, ptr %arena, i64 %566
+  store <8 x float> %w134, ptr %arena72, align 4
+  %w135 = load <8 x float>, ptr %conv2.w135, align 32
+  %567 = mul nsw i64 %conv2.j10511, 49
+  %568 = mul nsw i64 %conv2.ty10612, 7
+  %569 = add nsw i64 %567, %568
+  %570 = add nsw i64 %569, %conv2.tx10713
+  %571 = mul nsw i64 %570, 16
+  %572 = add nsw i64 421536, %571
+  %573 = mul nsw i64 %conv2.cv10814, 8
+  %574 = add nsw i64 %572, %573
+  %arena73 = getelementptr inbounds float, ptr %arena, i64 %574
+  store <8 x float> %w135, ptr %arena73, align 4
+  %w136 = load <8 x float>, ptr %conv2.w136, align 32
+  %575 = mul nsw i64 %conv2.j10511, 49
+  %576 = mul nsw i64 %conv2.ty10612, 7
+  %577 = add nsw i64 %575, %576
+  %578 = add nsw i64 %577, %conv2.tx10713
+  %579 = mul nsw i64 %578, 16
+  %580 = add nsw i64 422320, %579
+  %581 = mul nsw i64 %conv2.cv10814, 8
+  %582 = add nsw i64 %580, %581
+  %arena74 = getelementptr inbounds float, ptr %arena, i64 %582
+  store <8 x float> %w136, ptr %arena74, align 4
+  %w137 = load <8 x float>, ptr %conv2.w137, align 32
+  %583 = mul nsw i64 %conv2.j10511, 49
+  %584 = mul nsw i64 %conv2.ty10612, 7
+  %585 = add nsw i64 %583, %584
+  %586 = add nsw i64 %585, %conv2.tx10713
+  %587 = mul nsw i64 %586, 16
+  %588 = add nsw i64 423104, %587
+  %589 = mul nsw i64 %conv2.cv10814, 8
+  %590 = add nsw i64 %588, %589
+  %arena75 = getelementptr inbounds float, ptr %arena, i64 %590
+  store <8 x float> %w137, ptr %arena75, align 4
+  %w138 = load <8 x float>, ptr %conv2.w138, align 32
+  %591 = mul nsw i64 %conv2.j10511, 49
+  %592 = mul nsw i64 %conv2.ty10612, 7
+  %593 = add nsw i64 %591, %592
+  %594 = add nsw i64 %593, %conv2.tx10713
+  %595 = mul nsw i64 %594, 16
+  %596 = add nsw i64 423888, %595
+  %597 = mul nsw i64 %conv2.cv10814, 8
+  %598 = add nsw i64 %596, %597
+  %arena76 = getelementptr inbounds float, ptr %arena, i64 %598
+  store <8 x float> %w138, ptr %arena76, align 4
+  %w139 = load <8 x float>, ptr %conv2.w139, align 32
+  %599 = mul nsw i64 %conv2.j10511, 49
+  %600 = mul nsw i64 %conv2.ty10612, 7
+  %601 = add nsw i64 %599, %600
+  %602 = add nsw i64 %601, %conv2.tx10713
+  %603 = mul nsw i64 %602, 16
+  %604 = add nsw i64 424672, %603
+  %605 = mul nsw i64 %conv2.cv10814, 8
+  %606 = add nsw i64 %604, %605
+  %arena77 = getelementptr inbounds float, ptr %arena, i64 %606
+  store <8 x float> %w139, ptr %arena77, align 4
+  %w140 = load <8 x float>, ptr %conv2.w140, align 32
+  %607 = mul nsw i64 %conv2.j10511, 49
+  %608 = mul nsw i64 %conv2.ty10612, 7
+  %609 = add nsw i64 %607, %608
+  %610 = add nsw i64 %609, %conv2.tx10713
+  %611 = mul nsw i64 %610, 16
+  %612 = add nsw i64 425456, %611
+  %613 = mul nsw i64 %conv2.cv10814, 8
+  %614 = add nsw i64 %612, %613
+  %arena78 = getelementptr inbounds float, ptr %arena, i64 %614
+  store <8 x float> %w140, ptr %arena78, align 4
+  %cv108.next = add nsw i64 %conv2.cv10814, 1
+  %615 = icmp slt i64 %cv108.next, 2
+  br i1 %615, label %conv2.cv108, label %conv2.cv108.end
+
+conv2.cv108.end:                                  ; preds = %conv2.cv108
+  %tx107.next = add nsw i64 %conv2.tx10713, 1
+  %616 = icmp slt i64 %tx107.next, 7
+  br i1 %616, label %conv2.tx107, label %conv2.tx107.end
+
+conv2.part141.pool:                               ; preds = %conv2.j105.end
+  %run79 = load ptr, ptr %pool, align 8
+  call void %run79(ptr %pool, ptr @smallcnn_infer_b64.k1.conv2.part141.task, ptr %part141.context, i64 2)
+  br label %conv2.part141.done
+
+conv2.part141.serial:                             ; preds = %conv2.j105.end
+  br label %conv2.part141
+
+conv2.part141.done:                               ; preds = %conv2.part141.end, %conv2.part141.pool
+  %g100.next = add nsw i64 %conv2.g1004, 1
+  %617 = icmp slt i64 %g100.next, 64
+  br i1 %617, label %conv2.g100, label %conv2.g100.end
+
+conv2.part141:                                    ; preds = %conv2.part141, %conv2.part141.serial
+  %conv2.part14180 = phi i64 [ 0, %conv2.part141.serial ], [ %part141.next, %conv2.part141 ]
+  call void @smallcnn_infer_b64.k1.conv2.part141(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv2.g1004, i64 %conv2.part14180)
+  %part141.next = add nsw i64 %conv2.part14180, 1
+  %618 = icmp slt i64 %part141.next, 2
+  br i1 %618, label %conv2.part141, label %conv2.part141.end
+
+conv2.part141.end:                                ; preds = %conv2.part141
+  br label %conv2.part141.done
+}
+
+; Function Attrs: noinline
+define internal void @smallcnn_infer_b64.k1.conv2.part68(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #1 {
+entry:
+  %conv2.w98 = alloca float, align 4
   %conv2.w97 = alloca float, align 4
   %conv2.w96 = alloca float, align 4
   %conv2.w95 = alloca float, align 4
@@ -13719,2333 +15587,2277 @@ entry:
   %conv2.w73 = alloca float, align 4
   %conv2.w72 = alloca float, align 4
   %conv2.w71 = alloca float, align 4
-  %conv2.w70 = alloca float, align 4
-  br label %conv2.ci68
+  br label %conv2.ci69
 
-conv2.ci68:                                       ; preds = %conv2.co69.end, %entry
-  %conv2.ci681 = phi i64 [ 0, %entry ], [ %ci68.next, %conv2.co69.end ]
-  br label %conv2.co69
+conv2.ci69:                                       ; preds = %conv2.co70.end, %entry
+  %conv2.ci691 = phi i64 [ 0, %entry ], [ %ci69.next, %conv2.co70.end ]
+  br label %conv2.co70
 
-conv2.ci68.end:                                   ; preds = %conv2.co69.end
-  br label %conv2.i98
+conv2.ci69.end:                                   ; preds = %conv2.co70.end
+  ret void
 
-conv2.co69:                                       ; preds = %conv2.co69, %conv2.ci68
-  %conv2.co692 = phi i64 [ 0, %conv2.ci68 ], [ %co69.next, %conv2.co69 ]
-  %0 = mul nsw i64 %conv2.co692, 16
-  %1 = add nsw i64 %0, %conv2.ci681
-  %2 = mul nsw i64 %1, 9
-  %3 = add nsw i64 160, %2
-  %params3 = getelementptr inbounds float, ptr %params, i64 %3
-  %4 = load float, ptr %params3, align 4
-  store float %4, ptr %conv2.w70, align 4
-  %5 = mul nsw i64 %conv2.co692, 16
-  %6 = add nsw i64 %5, %conv2.ci681
-  %7 = mul nsw i64 %6, 9
-  %8 = add nsw i64 160, %7
-  %params4 = getelementptr inbounds float, ptr %params, i64 %8
-  %9 = load float, ptr %params4, align 4
-  %10 = mul nsw i64 %conv2.co692, 16
-  %11 = add nsw i64 %10, %conv2.ci681
+conv2.co70:                                       ; preds = %conv2.co70, %conv2.ci69
+  %conv2.co702 = phi i64 [ 0, %conv2.ci69 ], [ %co70.next, %conv2.co70 ]
+  %1 = mul nsw i64 %0, 16
+  %2 = add nsw i64 %1, %conv2.co702
+  %3 = mul nsw i64 %2, 16
+  %4 = add nsw i64 %3, %conv2.ci691
+  %5 = mul nsw i64 %4, 9
+  %6 = add nsw i64 160, %5
+  %params3 = getelementptr inbounds float, ptr %params, i64 %6
+  %7 = load float, ptr %params3, align 4
+  store float %7, ptr %conv2.w71, align 4
+  %8 = mul nsw i64 %0, 16
+  %9 = add nsw i64 %8, %conv2.co702
+  %10 = mul nsw i64 %9, 16
+  %11 = add nsw i64 %10, %conv2.ci691
   %12 = mul nsw i64 %11, 9
   %13 = add nsw i64 160, %12
-  %14 = add nsw i64 %13, 3
-  %params5 = getelementptr inbounds float, ptr %params, i64 %14
-  %15 = load float, ptr %params5, align 4
-  %16 = fadd float %9, %15
-  %17 = mul nsw i64 %conv2.co692, 16
-  %18 = add nsw i64 %17, %conv2.ci681
+  %params4 = getelementptr inbounds float, ptr %params, i64 %13
+  %14 = load float, ptr %params4, align 4
+  %15 = mul nsw i64 %0, 16
+  %16 = add nsw i64 %15, %conv2.co702
+  %17 = mul nsw i64 %16, 16
+  %18 = add nsw i64 %17, %conv2.ci691
   %19 = mul nsw i64 %18, 9
   %20 = add nsw i64 160, %19
-  %21 = add nsw i64 %20, 6
-  %params6 = getelementptr inbounds float, ptr %params, i64 %21
-  %22 = load float, ptr %params6, align 4
-  %23 = fadd float %16, %22
-  %24 = fmul float %23, 5.000000e-01
-  store float %24, ptr %conv2.w71, align 4
-  %25 = mul nsw i64 %conv2.co692, 16
-  %26 = add nsw i64 %25, %conv2.ci681
-  %27 = mul nsw i64 %26, 9
-  %28 = add nsw i64 160, %27
-  %params7 = getelementptr inbounds float, ptr %params, i64 %28
-  %29 = load float, ptr %params7, align 4
-  %30 = mul nsw i64 %conv2.co692, 16
-  %31 = add nsw i64 %30, %conv2.ci681
-  %32 = mul nsw i64 %31, 9
-  %33 = add nsw i64 160, %32
-  %34 = add nsw i64 %33, 6
-  %params8 = getelementptr inbounds float, ptr %params, i64 %34
-  %35 = load float, ptr %params8, align 4
-  %36 = fadd float %29, %35
-  %37 = mul nsw i64 %conv2.co692, 16
-  %38 = add nsw i64 %37, %conv2.ci681
-  %39 = mul nsw i64 %38, 9
-  %40 = add nsw i64 160, %39
-  %41 = add nsw i64 %40, 3
-  %params9 = getelementptr inbounds float, ptr %params, i64 %41
-  %42 = load float, ptr %params9, align 4
-  %43 = fsub float %36, %42
-  %44 = fmul float %43, 5.000000e-01
-  store float %44, ptr %conv2.w72, align 4
-  %45 = mul nsw i64 %conv2.co692, 16
-  %46 = add nsw i64 %45, %conv2.ci681
-  %47 = mul nsw i64 %46, 9
-  %48 = add nsw i64 160, %47
-  %49 = add nsw i64 %48, 6
-  %params10 = getelementptr inbounds float, ptr %params, i64 %49
-  %50 = load float, ptr %params10, align 4
-  store float %50, ptr %conv2.w73, align 4
-  %51 = mul nsw i64 %conv2.co692, 16
-  %52 = add nsw i64 %51, %conv2.ci681
-  %53 = mul nsw i64 %52, 9
-  %54 = add nsw i64 160, %53
-  %55 = add nsw i64 %54, 1
-  %params11 = getelementptr inbounds float, ptr %params, i64 %55
-  %56 = load float, ptr %params11, align 4
-  store float %56, ptr %conv2.w74, align 4
-  %57 = mul nsw i64 %conv2.co692, 16
-  %58 = add nsw i64 %57, %conv2.ci681
-  %59 = mul nsw i64 %58, 9
-  %60 = add nsw i64 160, %59
-  %61 = add nsw i64 %60, 1
-  %params12 = getelementptr inbounds float, ptr %params, i64 %61
-  %62 = load float, ptr %params12, align 4
-  %63 = mul nsw i64 %conv2.co692, 16
-  %64 = add nsw i64 %63, %conv2.ci681
-  %65 = mul nsw i64 %64, 9
-  %66 = add nsw i64 160, %65
-  %67 = add nsw i64 %66, 4
-  %params13 = getelementptr inbounds float, ptr %params, i64 %67
-  %68 = load float, ptr %params13, align 4
-  %69 = fadd float %62, %68
-  %70 = mul nsw i64 %conv2.co692, 16
-  %71 = add nsw i64 %70, %conv2.ci681
+  %21 = add nsw i64 %20, 3
+  %params5 = getelementptr inbounds float, ptr %params, i64 %21
+  %22 = load float, ptr %params5, align 4
+  %23 = fadd float %14, %22
+  %24 = mul nsw i64 %0, 16
+  %25 = add nsw i64 %24, %conv2.co702
+  %26 = mul nsw i64 %25, 16
+  %27 = add nsw i64 %26, %conv2.ci691
+  %28 = mul nsw i64 %27, 9
+  %29 = add nsw i64 160, %28
+  %30 = add nsw i64 %29, 6
+  %params6 = getelementptr inbounds float, ptr %params, i64 %30
+  %31 = load float, ptr %params6, align 4
+  %32 = fadd float %23, %31
+  %33 = fmul float %32, 5.000000e-01
+  store float %33, ptr %conv2.w72, align 4
+  %34 = mul nsw i64 %0, 16
+  %35 = add nsw i64 %34, %conv2.co702
+  %36 = mul nsw i64 %35, 16
+  %37 = add nsw i64 %36, %conv2.ci691
+  %38 = mul nsw i64 %37, 9
+  %39 = add nsw i64 160, %38
+  %params7 = getelementptr inbounds float, ptr %params, i64 %39
+  %40 = load float, ptr %params7, align 4
+  %41 = mul nsw i64 %0, 16
+  %42 = add nsw i64 %41, %conv2.co702
+  %43 = mul nsw i64 %42, 16
+  %44 = add nsw i64 %43, %conv2.ci691
+  %45 = mul nsw i64 %44, 9
+  %46 = add nsw i64 160, %45
+  %47 = add nsw i64 %46, 6
+  %params8 = getelementptr inbounds float, ptr %params, i64 %47
+  %48 = load float, ptr %params8, align 4
+  %49 = fadd float %40, %48
+  %50 = mul nsw i64 %0, 16
+  %51 = add nsw i64 %50, %conv2.co702
+  %52 = mul nsw i64 %51, 16
+  %53 = add nsw i64 %52, %conv2.ci691
+  %54 = mul nsw i64 %53, 9
+  %55 = add nsw i64 160, %54
+  %56 = add nsw i64 %55, 3
+  %params9 = getelementptr inbounds float, ptr %params, i64 %56
+  %57 = load float, ptr %params9, align 4
+  %58 = fsub float %49, %57
+  %59 = fmul float %58, 5.000000e-01
+  store float %59, ptr %conv2.w73, align 4
+  %60 = mul nsw i64 %0, 16
+  %61 = add nsw i64 %60, %conv2.co702
+  %62 = mul nsw i64 %61, 16
+  %63 = add nsw i64 %62, %conv2.ci691
+  %64 = mul nsw i64 %63, 9
+  %65 = add nsw i64 160, %64
+  %66 = add nsw i64 %65, 6
+  %params10 = getelementptr inbounds float, ptr %params, i64 %66
+  %67 = load float, ptr %params10, align 4
+  store float %67, ptr %conv2.w74, align 4
+  %68 = mul nsw i64 %0, 16
+  %69 = add nsw i64 %68, %conv2.co702
+  %70 = mul nsw i64 %69, 16
+  %71 = add nsw i64 %70, %conv2.ci691
   %72 = mul nsw i64 %71, 9
   %73 = add nsw i64 160, %72
-  %74 = add nsw i64 %73, 7
-  %params14 = getelementptr inbounds float, ptr %params, i64 %74
-  %75 = load float, ptr %params14, align 4
-  %76 = fadd float %69, %75
-  %77 = fmul float %76, 5.000000e-01
-  store float %77, ptr %conv2.w75, align 4
-  %78 = mul nsw i64 %conv2.co692, 16
-  %79 = add nsw i64 %78, %conv2.ci681
+  %74 = add nsw i64 %73, 1
+  %params11 = getelementptr inbounds float, ptr %params, i64 %74
+  %75 = load float, ptr %params11, align 4
+  store float %75, ptr %conv2.w75, align 4
+  %76 = mul nsw i64 %0, 16
+  %77 = add nsw i64 %76, %conv2.co702
+  %78 = mul nsw i64 %77, 16
+  %79 = add nsw i64 %78, %conv2.ci691
   %80 = mul nsw i64 %79, 9
   %81 = add nsw i64 160, %80
   %82 = add nsw i64 %81, 1
-  %params15 = getelementptr inbounds float, ptr %params, i64 %82
-  %83 = load float, ptr %params15, align 4
-  %84 = mul nsw i64 %conv2.co692, 16
-  %85 = add nsw i64 %84, %conv2.ci681
-  %86 = mul nsw i64 %85, 9
-  %87 = add nsw i64 160, %86
-  %88 = add nsw i64 %87, 7
-  %params16 = getelementptr inbounds float, ptr %params, i64 %88
-  %89 = load float, ptr %params16, align 4
-  %90 = fadd float %83, %89
-  %91 = mul nsw i64 %conv2.co692, 16
-  %92 = add nsw i64 %91, %conv2.ci681
-  %93 = mul nsw i64 %92, 9
-  %94 = add nsw i64 160, %93
-  %95 = add nsw i64 %94, 4
-  %params17 = getelementptr inbounds float, ptr %params, i64 %95
-  %96 = load float, ptr %params17, align 4
-  %97 = fsub float %90, %96
-  %98 = fmul float %97, 5.000000e-01
-  store float %98, ptr %conv2.w76, align 4
-  %99 = mul nsw i64 %conv2.co692, 16
-  %100 = add nsw i64 %99, %conv2.ci681
-  %101 = mul nsw i64 %100, 9
-  %102 = add nsw i64 160, %101
-  %103 = add nsw i64 %102, 7
-  %params18 = getelementptr inbounds float, ptr %params, i64 %103
-  %104 = load float, ptr %params18, align 4
-  store float %104, ptr %conv2.w77, align 4
-  %105 = mul nsw i64 %conv2.co692, 16
-  %106 = add nsw i64 %105, %conv2.ci681
+  %params12 = getelementptr inbounds float, ptr %params, i64 %82
+  %83 = load float, ptr %params12, align 4
+  %84 = mul nsw i64 %0, 16
+  %85 = add nsw i64 %84, %conv2.co702
+  %86 = mul nsw i64 %85, 16
+  %87 = add nsw i64 %86, %conv2.ci691
+  %88 = mul nsw i64 %87, 9
+  %89 = add nsw i64 160, %88
+  %90 = add nsw i64 %89, 4
+  %params13 = getelementptr inbounds float, ptr %params, i64 %90
+  %91 = load float, ptr %params13, align 4
+  %92 = fadd float %83, %91
+  %93 = mul nsw i64 %0, 16
+  %94 = add nsw i64 %93, %conv2.co702
+  %95 = mul nsw i64 %94, 16
+  %96 = add nsw i64 %95, %conv2.ci691
+  %97 = mul nsw i64 %96, 9
+  %98 = add nsw i64 160, %97
+  %99 = add nsw i64 %98, 7
+  %params14 = getelementptr inbounds float, ptr %params, i64 %99
+  %100 = load float, ptr %params14, align 4
+  %101 = fadd float %92, %100
+  %102 = fmul float %101, 5.000000e-01
+  store float %102, ptr %conv2.w76, align 4
+  %103 = mul nsw i64 %0, 16
+  %104 = add nsw i64 %103, %conv2.co702
+  %105 = mul nsw i64 %104, 16
+  %106 = add nsw i64 %105, %conv2.ci691
   %107 = mul nsw i64 %106, 9
   %108 = add nsw i64 160, %107
-  %109 = add nsw i64 %108, 2
-  %params19 = getelementptr inbounds float, ptr %params, i64 %109
-  %110 = load float, ptr %params19, align 4
-  store float %110, ptr %conv2.w78, align 4
-  %111 = mul nsw i64 %conv2.co692, 16
-  %112 = add nsw i64 %111, %conv2.ci681
-  %113 = mul nsw i64 %112, 9
-  %114 = add nsw i64 160, %113
-  %115 = add nsw i64 %114, 2
-  %params20 = getelementptr inbounds float, ptr %params, i64 %115
-  %116 = load float, ptr %params20, align 4
-  %117 = mul nsw i64 %conv2.co692, 16
-  %118 = add nsw i64 %117, %conv2.ci681
-  %119 = mul nsw i64 %118, 9
-  %120 = add nsw i64 160, %119
-  %121 = add nsw i64 %120, 5
-  %params21 = getelementptr inbounds float, ptr %params, i64 %121
-  %122 = load float, ptr %params21, align 4
-  %123 = fadd float %116, %122
-  %124 = mul nsw i64 %conv2.co692, 16
-  %125 = add nsw i64 %124, %conv2.ci681
-  %126 = mul nsw i64 %125, 9
-  %127 = add nsw i64 160, %126
-  %128 = add nsw i64 %127, 8
-  %params22 = getelementptr inbounds float, ptr %params, i64 %128
-  %129 = load float, ptr %params22, align 4
-  %130 = fadd float %123, %129
-  %131 = fmul float %130, 5.000000e-01
-  store float %131, ptr %conv2.w79, align 4
-  %132 = mul nsw i64 %conv2.co692, 16
-  %133 = add nsw i64 %132, %conv2.ci681
+  %109 = add nsw i64 %108, 1
+  %params15 = getelementptr inbounds float, ptr %params, i64 %109
+  %110 = load float, ptr %params15, align 4
+  %111 = mul nsw i64 %0, 16
+  %112 = add nsw i64 %111, %conv2.co702
+  %113 = mul nsw i64 %112, 16
+  %114 = add nsw i64 %113, %conv2.ci691
+  %115 = mul nsw i64 %114, 9
+  %116 = add nsw i64 160, %115
+  %117 = add nsw i64 %116, 7
+  %params16 = getelementptr inbounds float, ptr %params, i64 %117
+  %118 = load float, ptr %params16, align 4
+  %119 = fadd float %110, %118
+  %120 = mul nsw i64 %0, 16
+  %121 = add nsw i64 %120, %conv2.co702
+  %122 = mul nsw i64 %121, 16
+  %123 = add nsw i64 %122, %conv2.ci691
+  %124 = mul nsw i64 %123, 9
+  %125 = add nsw i64 160, %124
+  %126 = add nsw i64 %125, 4
+  %params17 = getelementptr inbounds float, ptr %params, i64 %126
+  %127 = load float, ptr %params17, align 4
+  %128 = fsub float %119, %127
+  %129 = fmul float %128, 5.000000e-01
+  store float %129, ptr %conv2.w77, align 4
+  %130 = mul nsw i64 %0, 16
+  %131 = add nsw i64 %130, %conv2.co702
+  %132 = mul nsw i64 %131, 16
+  %133 = add nsw i64 %132, %conv2.ci691
   %134 = mul nsw i64 %133, 9
   %135 = add nsw i64 160, %134
-  %136 = add nsw i64 %135, 2
-  %params23 = getelementptr inbounds float, ptr %params, i64 %136
-  %137 = load float, ptr %params23, align 4
-  %138 = mul nsw i64 %conv2.co692, 16
-  %139 = add nsw i64 %138, %conv2.ci681
-  %140 = mul nsw i64 %139, 9
-  %141 = add nsw i64 160, %140
-  %142 = add nsw i64 %141, 8
-  %params24 = getelementptr inbounds float, ptr %params, i64 %142
-  %143 = load float, ptr %params24, align 4
-  %144 = fadd float %137, %143
-  %145 = mul nsw i64 %conv2.co692, 16
-  %146 = add nsw i64 %145, %conv2.ci681
-  %147 = mul nsw i64 %146, 9
-  %148 = add nsw i64 160, %147
-  %149 = add nsw i64 %148, 5
-  %params25 = getelementptr inbounds float, ptr %params, i64 %149
-  %150 = load float, ptr %params25, align 4
-  %151 = fsub float %144, %150
-  %152 = fmul float %151, 5.000000e-01
-  store float %152, ptr %conv2.w80, align 4
-  %153 = mul nsw i64 %conv2.co692, 16
-  %154 = add nsw i64 %153, %conv2.ci681
-  %155 = mul nsw i64 %154, 9
-  %156 = add nsw i64 160, %155
-  %157 = add nsw i64 %156, 8
-  %params26 = getelementptr inbounds float, ptr %params, i64 %157
-  %158 = load float, ptr %params26, align 4
-  store float %158, ptr %conv2.w81, align 4
-  %w70 = load float, ptr %conv2.w70, align 4
-  store float %w70, ptr %conv2.w82, align 4
-  %w7027 = load float, ptr %conv2.w70, align 4
-  %w74 = load float, ptr %conv2.w74, align 4
-  %159 = fadd float %w7027, %w74
-  %w78 = load float, ptr %conv2.w78, align 4
-  %160 = fadd float %159, %w78
-  %161 = fmul float %160, 5.000000e-01
-  store float %161, ptr %conv2.w83, align 4
-  %w7028 = load float, ptr %conv2.w70, align 4
-  %w7829 = load float, ptr %conv2.w78, align 4
-  %162 = fadd float %w7028, %w7829
-  %w7430 = load float, ptr %conv2.w74, align 4
-  %163 = fsub float %162, %w7430
-  %164 = fmul float %163, 5.000000e-01
-  store float %164, ptr %conv2.w84, align 4
-  %w7831 = load float, ptr %conv2.w78, align 4
-  store float %w7831, ptr %conv2.w85, align 4
+  %136 = add nsw i64 %135, 7
+  %params18 = getelementptr inbounds float, ptr %params, i64 %136
+  %137 = load float, ptr %params18, align 4
+  store float %137, ptr %conv2.w78, align 4
+  %138 = mul nsw i64 %0, 16
+  %139 = add nsw i64 %138, %conv2.co702
+  %140 = mul nsw i64 %139, 16
+  %141 = add nsw i64 %140, %conv2.ci691
+  %142 = mul nsw i64 %141, 9
+  %143 = add nsw i64 160, %142
+  %144 = add nsw i64 %143, 2
+  %params19 = getelementptr inbounds float, ptr %params, i64 %144
+  %145 = load float, ptr %params19, align 4
+  store float %145, ptr %conv2.w79, align 4
+  %146 = mul nsw i64 %0, 16
+  %147 = add nsw i64 %146, %conv2.co702
+  %148 = mul nsw i64 %147, 16
+  %149 = add nsw i64 %148, %conv2.ci691
+  %150 = mul nsw i64 %149, 9
+  %151 = add nsw i64 160, %150
+  %152 = add nsw i64 %151, 2
+  %params20 = getelementptr inbounds float, ptr %params, i64 %152
+  %153 = load float, ptr %params20, align 4
+  %154 = mul nsw i64 %0, 16
+  %155 = add nsw i64 %154, %conv2.co702
+  %156 = mul nsw i64 %155, 16
+  %157 = add nsw i64 %156, %conv2.ci691
+  %158 = mul nsw i64 %157, 9
+  %159 = add nsw i64 160, %158
+  %160 = add nsw i64 %159, 5
+  %params21 = getelementptr inbounds float, ptr %params, i64 %160
+  %161 = load float, ptr %params21, align 4
+  %162 = fadd float %153, %161
+  %163 = mul nsw i64 %0, 16
+  %164 = add nsw i64 %163, %conv2.co702
+  %165 = mul nsw i64 %164, 16
+  %166 = add nsw i64 %165, %conv2.ci691
+  %167 = mul nsw i64 %166, 9
+  %168 = add nsw i64 160, %167
+  %169 = add nsw i64 %168, 8
+  %params22 = getelementptr inbounds float, ptr %params, i64 %169
+  %170 = load float, ptr %params22, align 4
+  %171 = fadd float %162, %170
+  %172 = fmul float %171, 5.000000e-01
+  store float %172, ptr %conv2.w80, align 4
+  %173 = mul nsw i64 %0, 16
+  %174 = add nsw i64 %173, %conv2.co702
+  %175 = mul nsw i64 %174, 16
+  %176 = add nsw i64 %175, %conv2.ci691
+  %177 = mul nsw i64 %176, 9
+  %178 = add nsw i64 160, %177
+  %179 = add nsw i64 %178, 2
+  %params23 = getelementptr inbounds float, ptr %params, i64 %179
+  %180 = load float, ptr %params23, align 4
+  %181 = mul nsw i64 %0, 16
+  %182 = add nsw i64 %181, %conv2.co702
+  %183 = mul nsw i64 %182, 16
+  %184 = add nsw i64 %183, %conv2.ci691
+  %185 = mul nsw i64 %184, 9
+  %186 = add nsw i64 160, %185
+  %187 = add nsw i64 %186, 8
+  %params24 = getelementptr inbounds float, ptr %params, i64 %187
+  %188 = load float, ptr %params24, align 4
+  %189 = fadd float %180, %188
+  %190 = mul nsw i64 %0, 16
+  %191 = add nsw i64 %190, %conv2.co702
+  %192 = mul nsw i64 %191, 16
+  %193 = add nsw i64 %192, %conv2.ci691
+  %194 = mul nsw i64 %193, 9
+  %195 = add nsw i64 160, %194
+  %196 = add nsw i64 %195, 5
+  %params25 = getelementptr inbounds float, ptr %params, i64 %196
+  %197 = load float, ptr %params25, align 4
+  %198 = fsub float %189, %197
+  %199 = fmul float %198, 5.000000e-01
+  store float %199, ptr %conv2.w81, align 4
+  %200 = mul nsw i64 %0, 16
+  %201 = add nsw i64 %200, %conv2.co702
+  %202 = mul nsw i64 %201, 16
+  %203 = add nsw i64 %202, %conv2.ci691
+  %204 = mul nsw i64 %203, 9
+  %205 = add nsw i64 160, %204
+  %206 = add nsw i64 %205, 8
+  %params26 = getelementptr inbounds float, ptr %params, i64 %206
+  %207 = load float, ptr %params26, align 4
+  store float %207, ptr %conv2.w82, align 4
   %w71 = load float, ptr %conv2.w71, align 4
-  store float %w71, ptr %conv2.w86, align 4
-  %w7132 = load float, ptr %conv2.w71, align 4
+  store float %w71, ptr %conv2.w83, align 4
+  %w7127 = load float, ptr %conv2.w71, align 4
   %w75 = load float, ptr %conv2.w75, align 4
-  %165 = fadd float %w7132, %w75
+  %208 = fadd float %w7127, %w75
   %w79 = load float, ptr %conv2.w79, align 4
-  %166 = fadd float %165, %w79
-  %167 = fmul float %166, 5.000000e-01
-  store float %167, ptr %conv2.w87, align 4
-  %w7133 = load float, ptr %conv2.w71, align 4
-  %w7934 = load float, ptr %conv2.w79, align 4
-  %168 = fadd float %w7133, %w7934
-  %w7535 = load float, ptr %conv2.w75, align 4
-  %169 = fsub float %168, %w7535
-  %170 = fmul float %169, 5.000000e-01
-  store float %170, ptr %conv2.w88, align 4
-  %w7936 = load float, ptr %conv2.w79, align 4
-  store float %w7936, ptr %conv2.w89, align 4
+  %209 = fadd float %208, %w79
+  %210 = fmul float %209, 5.000000e-01
+  store float %210, ptr %conv2.w84, align 4
+  %w7128 = load float, ptr %conv2.w71, align 4
+  %w7929 = load float, ptr %conv2.w79, align 4
+  %211 = fadd float %w7128, %w7929
+  %w7530 = load float, ptr %conv2.w75, align 4
+  %212 = fsub float %211, %w7530
+  %213 = fmul float %212, 5.000000e-01
+  store float %213, ptr %conv2.w85, align 4
+  %w7931 = load float, ptr %conv2.w79, align 4
+  store float %w7931, ptr %conv2.w86, align 4
   %w72 = load float, ptr %conv2.w72, align 4
-  store float %w72, ptr %conv2.w90, align 4
-  %w7237 = load float, ptr %conv2.w72, align 4
+  store float %w72, ptr %conv2.w87, align 4
+  %w7232 = load float, ptr %conv2.w72, align 4
   %w76 = load float, ptr %conv2.w76, align 4
-  %171 = fadd float %w7237, %w76
+  %214 = fadd float %w7232, %w76
   %w80 = load float, ptr %conv2.w80, align 4
-  %172 = fadd float %171, %w80
-  %173 = fmul float %172, 5.000000e-01
-  store float %173, ptr %conv2.w91, align 4
-  %w7238 = load float, ptr %conv2.w72, align 4
-  %w8039 = load float, ptr %conv2.w80, align 4
-  %174 = fadd float %w7238, %w8039
-  %w7640 = load float, ptr %conv2.w76, align 4
-  %175 = fsub float %174, %w7640
-  %176 = fmul float %175, 5.000000e-01
-  store float %176, ptr %conv2.w92, align 4
-  %w8041 = load float, ptr %conv2.w80, align 4
-  store float %w8041, ptr %conv2.w93, align 4
+  %215 = fadd float %214, %w80
+  %216 = fmul float %215, 5.000000e-01
+  store float %216, ptr %conv2.w88, align 4
+  %w7233 = load float, ptr %conv2.w72, align 4
+  %w8034 = load float, ptr %conv2.w80, align 4
+  %217 = fadd float %w7233, %w8034
+  %w7635 = load float, ptr %conv2.w76, align 4
+  %218 = fsub float %217, %w7635
+  %219 = fmul float %218, 5.000000e-01
+  store float %219, ptr %conv2.w89, align 4
+  %w8036 = load float, ptr %conv2.w80, align 4
+  store float %w8036, ptr %conv2.w90, align 4
   %w73 = load float, ptr %conv2.w73, align 4
-  store float %w73, ptr %conv2.w94, align 4
-  %w7342 = load float, ptr %conv2.w73, align 4
+  store float %w73, ptr %conv2.w91, align 4
+  %w7337 = load float, ptr %conv2.w73, align 4
   %w77 = load float, ptr %conv2.w77, align 4
-  %177 = fadd float %w7342, %w77
+  %220 = fadd float %w7337, %w77
   %w81 = load float, ptr %conv2.w81, align 4
-  %178 = fadd float %177, %w81
-  %179 = fmul float %178, 5.000000e-01
-  store float %179, ptr %conv2.w95, align 4
-  %w7343 = load float, ptr %conv2.w73, align 4
-  %w8144 = load float, ptr %conv2.w81, align 4
-  %180 = fadd float %w7343, %w8144
-  %w7745 = load float, ptr %conv2.w77, align 4
-  %181 = fsub float %180, %w7745
-  %182 = fmul float %181, 5.000000e-01
-  store float %182, ptr %conv2.w96, align 4
-  %w8146 = load float, ptr %conv2.w81, align 4
-  store float %w8146, ptr %conv2.w97, align 4
+  %221 = fadd float %220, %w81
+  %222 = fmul float %221, 5.000000e-01
+  store float %222, ptr %conv2.w92, align 4
+  %w7338 = load float, ptr %conv2.w73, align 4
+  %w8139 = load float, ptr %conv2.w81, align 4
+  %223 = fadd float %w7338, %w8139
+  %w7740 = load float, ptr %conv2.w77, align 4
+  %224 = fsub float %223, %w7740
+  %225 = fmul float %224, 5.000000e-01
+  store float %225, ptr %conv2.w93, align 4
+  %w8141 = load float, ptr %conv2.w81, align 4
+  store float %w8141, ptr %conv2.w94, align 4
+  %w74 = load float, ptr %conv2.w74, align 4
+  store float %w74, ptr %conv2.w95, align 4
+  %w7442 = load float, ptr %conv2.w74, align 4
+  %w78 = load float, ptr %conv2.w78, align 4
+  %226 = fadd float %w7442, %w78
   %w82 = load float, ptr %conv2.w82, align 4
-  %183 = mul nsw i64 %conv2.ci681, 32
-  %184 = add nsw i64 401408, %183
-  %185 = add nsw i64 %184, %conv2.co692
-  %arena47 = getelementptr inbounds float, ptr %arena, i64 %185
-  store float %w82, ptr %arena47, align 4
+  %227 = fadd float %226, %w82
+  %228 = fmul float %227, 5.000000e-01
+  store float %228, ptr %conv2.w96, align 4
+  %w7443 = load float, ptr %conv2.w74, align 4
+  %w8244 = load float, ptr %conv2.w82, align 4
+  %229 = fadd float %w7443, %w8244
+  %w7845 = load float, ptr %conv2.w78, align 4
+  %230 = fsub float %229, %w7845
+  %231 = fmul float %230, 5.000000e-01
+  store float %231, ptr %conv2.w97, align 4
+  %w8246 = load float, ptr %conv2.w82, align 4
+  store float %w8246, ptr %conv2.w98, align 4
   %w83 = load float, ptr %conv2.w83, align 4
-  %186 = mul nsw i64 %conv2.ci681, 32
-  %187 = add nsw i64 401920, %186
-  %188 = add nsw i64 %187, %conv2.co692
-  %arena48 = getelementptr inbounds float, ptr %arena, i64 %188
-  store float %w83, ptr %arena48, align 4
+  %232 = mul nsw i64 %conv2.ci691, 32
+  %233 = add nsw i64 401408, %232
+  %234 = mul nsw i64 %0, 16
+  %235 = add nsw i64 %234, %conv2.co702
+  %236 = add nsw i64 %233, %235
+  %arena47 = getelementptr inbounds float, ptr %arena, i64 %236
+  store float %w83, ptr %arena47, align 4
   %w84 = load float, ptr %conv2.w84, align 4
-  %189 = mul nsw i64 %conv2.ci681, 32
-  %190 = add nsw i64 402432, %189
-  %191 = add nsw i64 %190, %conv2.co692
-  %arena49 = getelementptr inbounds float, ptr %arena, i64 %191
-  store float %w84, ptr %arena49, align 4
+  %237 = mul nsw i64 %conv2.ci691, 32
+  %238 = add nsw i64 401920, %237
+  %239 = mul nsw i64 %0, 16
+  %240 = add nsw i64 %239, %conv2.co702
+  %241 = add nsw i64 %238, %240
+  %arena48 = getelementptr inbounds float, ptr %arena, i64 %241
+  store float %w84, ptr %arena48, align 4
   %w85 = load float, ptr %conv2.w85, align 4
-  %192 = mul nsw i64 %conv2.ci681, 32
-  %193 = add nsw i64 402944, %192
-  %194 = add nsw i64 %193, %conv2.co692
-  %arena50 = getelementptr inbounds float, ptr %arena, i64 %194
-  store float %w85, ptr %arena50, align 4
+  %242 = mul nsw i64 %conv2.ci691, 32
+  %243 = add nsw i64 402432, %242
+  %244 = mul nsw i64 %0, 16
+  %245 = add nsw i64 %244, %conv2.co702
+  %246 = add nsw i64 %243, %245
+  %arena49 = getelementptr inbounds float, ptr %arena, i64 %246
+  store float %w85, ptr %arena49, align 4
   %w86 = load float, ptr %conv2.w86, align 4
-  %195 = mul nsw i64 %conv2.ci681, 32
-  %196 = add nsw i64 403456, %195
-  %197 = add nsw i64 %196, %conv2.co692
-  %arena51 = getelementptr inbounds float, ptr %arena, i64 %197
-  store float %w86, ptr %arena51, align 4
-  %w87 = load float, ptr %conv2.w87, align 4
-  %198 = mul nsw i64 %conv2.ci681, 32
-  %199 = add nsw i64 403968, %198
-  %200 = add nsw i64 %199, %conv2.co692
-  %arena52 = getelementptr inbounds float, ptr %arena, i64 %200
-  store float %w87, ptr %arena52, align 4
-  %w88 = load float, ptr %conv2.w88, align 4
-  %201 = mul nsw i64 %conv2.ci681, 32
-  %202 = add nsw i64 404480, %201
-  %203 = add nsw i64 %202, %conv2.co692
-  %arena53 = getelementptr inbounds float, ptr %arena, i64 %203
-  store float %w88, ptr %arena53, align 4
-  %w89 = load float, ptr %conv2.w89, align 4
-  %204 = mul nsw i64 %conv2.ci681, 32
-  %205 = add nsw i64 404992, %204
-  %206 = add nsw i64 %205, %conv2.co692
-  %arena54 = getelementptr inbounds float, ptr %arena, i64 %206
-  store float %w89, ptr %arena54, align 4
-  %w90 = load float, ptr %conv2.w90, align 4
-  %207 = mul nsw i64 %conv2.ci681, 32
-  %208 = add nsw i64 405504, %207
-  %209 = add nsw i64 %208, %conv2.co692
-  %arena55 = getelementptr inbounds float, ptr %arena, i64 %209
-  store float %w90, ptr %arena55, align 4
-  %w91 = load float, ptr %conv2.w91, align 4
-  %210 = mul nsw i64 %conv2.ci681, 32
-  %211 = add nsw i64 406016, %210
-  %212 = add nsw i64 %211, %conv2.co692
-  %arena56 = getelementptr inbounds float, ptr %arena, i64 %212
-  store float %w91, ptr %arena56, align 4
-  %w92 = load float, ptr %conv2.w92, align 4
-  %213 = mul nsw i64 %conv2.ci681, 32
-  %214 = add nsw i64 406528, %213
-  %215 = add nsw i64 %214, %conv2.co692
-  %arena57 = getelementptr inbounds float, ptr %arena, i64 %215
-  store float %w92, ptr %arena57, align 4
-  %w93 = load float, ptr %conv2.w93, align 4
-  %216 = mul nsw i64 %conv2.ci681, 32
-  %217 = add nsw i64 407040, %216
-  %218 = add nsw i64 %217, %conv2.co692
-  %arena58 = getelementptr inbounds float, ptr %arena, i64 %218
-  store float %w93, ptr %arena58, align 4
-  %w94 = load float, ptr %conv2.w94, align 4
-  %219 = mul nsw i64 %conv2.ci681, 32
-  %220 = add nsw i64 407552, %219
-  %221 = add nsw i64 %220, %conv2.co692
-  %arena59 = getelementptr inbounds float, ptr %arena, i64 %221
-  store float %w94, ptr %arena59, align 4
-  %w95 = load float, ptr %conv2.w95, align 4
-  %222 = mul nsw i64 %conv2.ci681, 32
-  %223 = add nsw i64 408064, %222
-  %224 = add nsw i64 %223, %conv2.co692
-  %arena60 = getelementptr inbounds float, ptr %arena, i64 %224
-  store float %w95, ptr %arena60, align 4
-  %w96 = load float, ptr %conv2.w96, align 4
-  %225 = mul nsw i64 %conv2.ci681, 32
-  %226 = add nsw i64 408576, %225
-  %227 = add nsw i64 %226, %conv2.co692
-  %arena61 = getelementptr inbounds float, ptr %arena, i64 %227
-  store float %w96, ptr %arena61, align 4
-  %w97 = load float, ptr %conv2.w97, align 4
-  %228 = mul nsw i64 %conv2.ci681, 32
-  %229 = add nsw i64 409088, %228
-  %230 = add nsw i64 %229, %conv2.co692
-  %arena62 = getelementptr inbounds float, ptr %arena, i64 %230
-  store float %w97, ptr %arena62, align 4
-  %co69.next = add nsw i64 %conv2.co692, 1
-  %231 = icmp slt i64 %co69.next, 32
-  br i1 %231, label %conv2.co69, label %conv2.co69.end
-
-conv2.co69.end:                                   ; preds = %conv2.co69
-  %ci68.next = add nsw i64 %conv2.ci681, 1
-  %232 = icmp slt i64 %ci68.next, 16
-  br i1 %232, label %conv2.ci68, label %conv2.ci68.end
-
-conv2.i98:                                        ; preds = %conv2.i98, %conv2.ci68.end
-  %conv2.i9863 = phi i64 [ 0, %conv2.ci68.end ], [ %i98.next, %conv2.i98 ]
-  %233 = add nsw i64 409600, %conv2.i9863
-  %arena64 = getelementptr inbounds float, ptr %arena, i64 %233
-  store float 0.000000e+00, ptr %arena64, align 4
-  %i98.next = add nsw i64 %conv2.i9863, 1
-  %234 = icmp slt i64 %i98.next, 4096
-  br i1 %234, label %conv2.i98, label %conv2.i98.end
-
-conv2.i98.end:                                    ; preds = %conv2.i98
-  br label %conv2.g99
-
-conv2.g99:                                        ; preds = %conv2.j172.end, %conv2.i98.end
-  %conv2.g9965 = phi i64 [ 0, %conv2.i98.end ], [ %g99.next, %conv2.j172.end ]
-  br label %conv2.j100
-
-conv2.g99.end:                                    ; preds = %conv2.j172.end
-  ret void
-
-conv2.j100:                                       ; preds = %conv2.c101.end, %conv2.g99
-  %conv2.j10066 = phi i64 [ 0, %conv2.g99 ], [ %j100.next, %conv2.c101.end ]
-  br label %conv2.c101
-
-conv2.j100.end:                                   ; preds = %conv2.c101.end
-  br label %conv2.j104
-
-conv2.c101:                                       ; preds = %conv2.iy102.end, %conv2.j100
-  %conv2.c10167 = phi i64 [ 0, %conv2.j100 ], [ %c101.next, %conv2.iy102.end ]
-  br label %conv2.iy102
-
-conv2.c101.end:                                   ; preds = %conv2.iy102.end
-  %j100.next = add nsw i64 %conv2.j10066, 1
-  %235 = icmp slt i64 %j100.next, 1
-  br i1 %235, label %conv2.j100, label %conv2.j100.end
-
-conv2.iy102:                                      ; preds = %conv2.ix103.end, %conv2.c101
-  %conv2.iy10268 = phi i64 [ 0, %conv2.c101 ], [ %iy102.next, %conv2.ix103.end ]
-  br label %conv2.ix103
-
-conv2.iy102.end:                                  ; preds = %conv2.ix103.end
-  %c101.next = add nsw i64 %conv2.c10167, 1
-  %236 = icmp slt i64 %c101.next, 16
-  br i1 %236, label %conv2.c101, label %conv2.c101.end
-
-conv2.ix103:                                      ; preds = %conv2.ix103, %conv2.iy102
-  %conv2.ix10369 = phi i64 [ 0, %conv2.iy102 ], [ %ix103.next, %conv2.ix103 ]
-  %237 = add nsw i64 %conv2.g9965, %conv2.j10066
-  %238 = mul nsw i64 %237, 3136
-  %239 = mul nsw i64 %conv2.c10167, 196
-  %240 = add nsw i64 %238, %239
-  %241 = mul nsw i64 %conv2.iy10268, 14
-  %242 = add nsw i64 %240, %241
-  %243 = add nsw i64 %242, %conv2.ix10369
-  %arena70 = getelementptr inbounds float, ptr %arena, i64 %243
-  %244 = load float, ptr %arena70, align 4
-  %245 = mul nsw i64 %conv2.j10066, 4096
-  %246 = add nsw i64 %conv2.iy10268, 1
-  %247 = mul nsw i64 %246, 256
-  %248 = add nsw i64 %245, %247
-  %249 = add nsw i64 %conv2.ix10369, 1
-  %250 = mul nsw i64 %249, 16
+  %247 = mul nsw i64 %conv2.ci691, 32
+  %248 = add nsw i64 402944, %247
+  %249 = mul nsw i64 %0, 16
+  %250 = add nsw i64 %249, %conv2.co702
   %251 = add nsw i64 %248, %250
-  %252 = add nsw i64 %251, %conv2.c10167
-  %253 = add nsw i64 409600, %252
-  %arena71 = getelementptr inbounds float, ptr %arena, i64 %253
-  store float %244, ptr %arena71, align 4
-  %ix103.next = add nsw i64 %conv2.ix10369, 1
-  %254 = icmp slt i64 %ix103.next, 14
-  br i1 %254, label %conv2.ix103, label %conv2.ix103.end
-
-conv2.ix103.end:                                  ; preds = %conv2.ix103
-  %iy102.next = add nsw i64 %conv2.iy10268, 1
-  %255 = icmp slt i64 %iy102.next, 14
-  br i1 %255, label %conv2.iy102, label %conv2.iy102.end
-
-conv2.j104:                                       ; preds = %conv2.ty105.end, %conv2.j100.end
-  %conv2.j10472 = phi i64 [ 0, %conv2.j100.end ], [ %j104.next, %conv2.ty105.end ]
-  br label %conv2.ty105
-
-conv2.j104.end:                                   ; preds = %conv2.ty105.end
-  br label %conv2.xi140
-
-conv2.ty105:                                      ; preds = %conv2.tx106.end, %conv2.j104
-  %conv2.ty10573 = phi i64 [ 0, %conv2.j104 ], [ %ty105.next, %conv2.tx106.end ]
-  br label %conv2.tx106
-
-conv2.ty105.end:                                  ; preds = %conv2.tx106.end
-  %j104.next = add nsw i64 %conv2.j10472, 1
-  %256 = icmp slt i64 %j104.next, 1
-  br i1 %256, label %conv2.j104, label %conv2.j104.end
-
-conv2.tx106:                                      ; preds = %conv2.cv107.end, %conv2.ty105
-  %conv2.tx10674 = phi i64 [ 0, %conv2.ty105 ], [ %tx106.next, %conv2.cv107.end ]
-  br label %conv2.cv107
-
-conv2.tx106.end:                                  ; preds = %conv2.cv107.end
-  %ty105.next = add nsw i64 %conv2.ty10573, 1
-  %257 = icmp slt i64 %ty105.next, 7
-  br i1 %257, label %conv2.ty105, label %conv2.ty105.end
-
-conv2.cv107:                                      ; preds = %conv2.cv107, %conv2.tx106
-  %conv2.cv10775 = phi i64 [ 0, %conv2.tx106 ], [ %cv107.next, %conv2.cv107 ]
-  %258 = mul nsw i64 %conv2.j10472, 4096
-  %259 = mul nsw i64 %conv2.ty10573, 2
-  %260 = mul nsw i64 %259, 256
+  %arena50 = getelementptr inbounds float, ptr %arena, i64 %251
+  store float %w86, ptr %arena50, align 4
+  %w87 = load float, ptr %conv2.w87, align 4
+  %252 = mul nsw i64 %conv2.ci691, 32
+  %253 = add nsw i64 403456, %252
+  %254 = mul nsw i64 %0, 16
+  %255 = add nsw i64 %254, %conv2.co702
+  %256 = add nsw i64 %253, %255
+  %arena51 = getelementptr inbounds float, ptr %arena, i64 %256
+  store float %w87, ptr %arena51, align 4
+  %w88 = load float, ptr %conv2.w88, align 4
+  %257 = mul nsw i64 %conv2.ci691, 32
+  %258 = add nsw i64 403968, %257
+  %259 = mul nsw i64 %0, 16
+  %260 = add nsw i64 %259, %conv2.co702
   %261 = add nsw i64 %258, %260
-  %262 = mul nsw i64 %conv2.tx10674, 2
-  %263 = mul nsw i64 %262, 16
-  %264 = add nsw i64 %261, %263
-  %265 = mul nsw i64 %conv2.cv10775, 8
-  %266 = add nsw i64 %264, %265
-  %267 = add nsw i64 409600, %266
-  %arena76 = getelementptr inbounds float, ptr %arena, i64 %267
-  %268 = load <8 x float>, ptr %arena76, align 4
-  %269 = mul nsw i64 %conv2.j10472, 4096
-  %270 = mul nsw i64 %conv2.ty10573, 2
-  %271 = add nsw i64 %270, 2
-  %272 = mul nsw i64 %271, 256
-  %273 = add nsw i64 %269, %272
-  %274 = mul nsw i64 %conv2.tx10674, 2
-  %275 = mul nsw i64 %274, 16
+  %arena52 = getelementptr inbounds float, ptr %arena, i64 %261
+  store float %w88, ptr %arena52, align 4
+  %w89 = load float, ptr %conv2.w89, align 4
+  %262 = mul nsw i64 %conv2.ci691, 32
+  %263 = add nsw i64 404480, %262
+  %264 = mul nsw i64 %0, 16
+  %265 = add nsw i64 %264, %conv2.co702
+  %266 = add nsw i64 %263, %265
+  %arena53 = getelementptr inbounds float, ptr %arena, i64 %266
+  store float %w89, ptr %arena53, align 4
+  %w90 = load float, ptr %conv2.w90, align 4
+  %267 = mul nsw i64 %conv2.ci691, 32
+  %268 = add nsw i64 404992, %267
+  %269 = mul nsw i64 %0, 16
+  %270 = add nsw i64 %269, %conv2.co702
+  %271 = add nsw i64 %268, %270
+  %arena54 = getelementptr inbounds float, ptr %arena, i64 %271
+  store float %w90, ptr %arena54, align 4
+  %w91 = load float, ptr %conv2.w91, align 4
+  %272 = mul nsw i64 %conv2.ci691, 32
+  %273 = add nsw i64 405504, %272
+  %274 = mul nsw i64 %0, 16
+  %275 = add nsw i64 %274, %conv2.co702
   %276 = add nsw i64 %273, %275
-  %277 = mul nsw i64 %conv2.cv10775, 8
-  %278 = add nsw i64 %276, %277
-  %279 = add nsw i64 409600, %278
-  %arena77 = getelementptr inbounds float, ptr %arena, i64 %279
-  %280 = load <8 x float>, ptr %arena77, align 4
-  %281 = fsub <8 x float> %268, %280
-  store <8 x float> %281, ptr %conv2.w108, align 32
-  %282 = mul nsw i64 %conv2.j10472, 4096
-  %283 = mul nsw i64 %conv2.ty10573, 2
-  %284 = add nsw i64 %283, 1
-  %285 = mul nsw i64 %284, 256
-  %286 = add nsw i64 %282, %285
-  %287 = mul nsw i64 %conv2.tx10674, 2
-  %288 = mul nsw i64 %287, 16
-  %289 = add nsw i64 %286, %288
-  %290 = mul nsw i64 %conv2.cv10775, 8
-  %291 = add nsw i64 %289, %290
-  %292 = add nsw i64 409600, %291
-  %arena78 = getelementptr inbounds float, ptr %arena, i64 %292
-  %293 = load <8 x float>, ptr %arena78, align 4
-  %294 = mul nsw i64 %conv2.j10472, 4096
-  %295 = mul nsw i64 %conv2.ty10573, 2
-  %296 = add nsw i64 %295, 2
-  %297 = mul nsw i64 %296, 256
-  %298 = add nsw i64 %294, %297
-  %299 = mul nsw i64 %conv2.tx10674, 2
-  %300 = mul nsw i64 %299, 16
+  %arena55 = getelementptr inbounds float, ptr %arena, i64 %276
+  store float %w91, ptr %arena55, align 4
+  %w92 = load float, ptr %conv2.w92, align 4
+  %277 = mul nsw i64 %conv2.ci691, 32
+  %278 = add nsw i64 406016, %277
+  %279 = mul nsw i64 %0, 16
+  %280 = add nsw i64 %279, %conv2.co702
+  %281 = add nsw i64 %278, %280
+  %arena56 = getelementptr inbounds float, ptr %arena, i64 %281
+  store float %w92, ptr %arena56, align 4
+  %w93 = load float, ptr %conv2.w93, align 4
+  %282 = mul nsw i64 %conv2.ci691, 32
+  %283 = add nsw i64 406528, %282
+  %284 = mul nsw i64 %0, 16
+  %285 = add nsw i64 %284, %conv2.co702
+  %286 = add nsw i64 %283, %285
+  %arena57 = getelementptr inbounds float, ptr %arena, i64 %286
+  store float %w93, ptr %arena57, align 4
+  %w94 = load float, ptr %conv2.w94, align 4
+  %287 = mul nsw i64 %conv2.ci691, 32
+  %288 = add nsw i64 407040, %287
+  %289 = mul nsw i64 %0, 16
+  %290 = add nsw i64 %289, %conv2.co702
+  %291 = add nsw i64 %288, %290
+  %arena58 = getelementptr inbounds float, ptr %arena, i64 %291
+  store float %w94, ptr %arena58, align 4
+  %w95 = load float, ptr %conv2.w95, align 4
+  %292 = mul nsw i64 %conv2.ci691, 32
+  %293 = add nsw i64 407552, %292
+  %294 = mul nsw i64 %0, 16
+  %295 = add nsw i64 %294, %conv2.co702
+  %296 = add nsw i64 %293, %295
+  %arena59 = getelementptr inbounds float, ptr %arena, i64 %296
+  store float %w95, ptr %arena59, align 4
+  %w96 = load float, ptr %conv2.w96, align 4
+  %297 = mul nsw i64 %conv2.ci691, 32
+  %298 = add nsw i64 408064, %297
+  %299 = mul nsw i64 %0, 16
+  %300 = add nsw i64 %299, %conv2.co702
   %301 = add nsw i64 %298, %300
-  %302 = mul nsw i64 %conv2.cv10775, 8
-  %303 = add nsw i64 %301, %302
-  %304 = add nsw i64 409600, %303
-  %arena79 = getelementptr inbounds float, ptr %arena, i64 %304
-  %305 = load <8 x float>, ptr %arena79, align 4
-  %306 = fadd <8 x float> %293, %305
-  store <8 x float> %306, ptr %conv2.w109, align 32
-  %307 = mul nsw i64 %conv2.j10472, 4096
-  %308 = mul nsw i64 %conv2.ty10573, 2
-  %309 = add nsw i64 %308, 2
-  %310 = mul nsw i64 %309, 256
-  %311 = add nsw i64 %307, %310
-  %312 = mul nsw i64 %conv2.tx10674, 2
-  %313 = mul nsw i64 %312, 16
-  %314 = add nsw i64 %311, %313
-  %315 = mul nsw i64 %conv2.cv10775, 8
-  %316 = add nsw i64 %314, %315
-  %317 = add nsw i64 409600, %316
-  %arena80 = getelementptr inbounds float, ptr %arena, i64 %317
-  %318 = load <8 x float>, ptr %arena80, align 4
-  %319 = mul nsw i64 %conv2.j10472, 4096
-  %320 = mul nsw i64 %conv2.ty10573, 2
-  %321 = add nsw i64 %320, 1
-  %322 = mul nsw i64 %321, 256
-  %323 = add nsw i64 %319, %322
-  %324 = mul nsw i64 %conv2.tx10674, 2
-  %325 = mul nsw i64 %324, 16
-  %326 = add nsw i64 %323, %325
-  %327 = mul nsw i64 %conv2.cv10775, 8
-  %328 = add nsw i64 %326, %327
-  %329 = add nsw i64 409600, %328
-  %arena81 = getelementptr inbounds float, ptr %arena, i64 %329
-  %330 = load <8 x float>, ptr %arena81, align 4
-  %331 = fsub <8 x float> %318, %330
-  store <8 x float> %331, ptr %conv2.w110, align 32
-  %332 = mul nsw i64 %conv2.j10472, 4096
-  %333 = mul nsw i64 %conv2.ty10573, 2
-  %334 = add nsw i64 %333, 1
-  %335 = mul nsw i64 %334, 256
-  %336 = add nsw i64 %332, %335
-  %337 = mul nsw i64 %conv2.tx10674, 2
-  %338 = mul nsw i64 %337, 16
-  %339 = add nsw i64 %336, %338
-  %340 = mul nsw i64 %conv2.cv10775, 8
-  %341 = add nsw i64 %339, %340
-  %342 = add nsw i64 409600, %341
-  %arena82 = getelementptr inbounds float, ptr %arena, i64 %342
-  %343 = load <8 x float>, ptr %arena82, align 4
-  %344 = mul nsw i64 %conv2.j10472, 4096
-  %345 = mul nsw i64 %conv2.ty10573, 2
-  %346 = add nsw i64 %345, 3
-  %347 = mul nsw i64 %346, 256
-  %348 = add nsw i64 %344, %347
-  %349 = mul nsw i64 %conv2.tx10674, 2
-  %350 = mul nsw i64 %349, 16
-  %351 = add nsw i64 %348, %350
-  %352 = mul nsw i64 %conv2.cv10775, 8
-  %353 = add nsw i64 %351, %352
-  %354 = add nsw i64 409600, %353
-  %arena83 = getelementptr inbounds float, ptr %arena, i64 %354
-  %355 = load <8 x float>, ptr %arena83, align 4
-  %356 = fsub <8 x float> %343, %355
-  store <8 x float> %356, ptr %conv2.w111, align 32
-  %357 = mul nsw i64 %conv2.j10472, 4096
-  %358 = mul nsw i64 %conv2.ty10573, 2
-  %359 = mul nsw i64 %358, 256
-  %360 = add nsw i64 %357, %359
-  %361 = mul nsw i64 %conv2.tx10674, 2
-  %362 = add nsw i64 %361, 1
-  %363 = mul nsw i64 %362, 16
-  %364 = add nsw i64 %360, %363
-  %365 = mul nsw i64 %conv2.cv10775, 8
-  %366 = add nsw i64 %364, %365
-  %367 = add nsw i64 409600, %366
-  %arena84 = getelementptr inbounds float, ptr %arena, i64 %367
-  %368 = load <8 x float>, ptr %arena84, align 4
-  %369 = mul nsw i64 %conv2.j10472, 4096
-  %370 = mul nsw i64 %conv2.ty10573, 2
-  %371 = add nsw i64 %370, 2
-  %372 = mul nsw i64 %371, 256
-  %373 = add nsw i64 %369, %372
-  %374 = mul nsw i64 %conv2.tx10674, 2
-  %375 = add nsw i64 %374, 1
-  %376 = mul nsw i64 %375, 16
-  %377 = add nsw i64 %373, %376
-  %378 = mul nsw i64 %conv2.cv10775, 8
-  %379 = add nsw i64 %377, %378
-  %380 = add nsw i64 409600, %379
-  %arena85 = getelementptr inbounds float, ptr %arena, i64 %380
-  %381 = load <8 x float>, ptr %arena85, align 4
-  %382 = fsub <8 x float> %368, %381
-  store <8 x float> %382, ptr %conv2.w112, align 32
-  %383 = mul nsw i64 %conv2.j10472, 4096
-  %384 = mul nsw i64 %conv2.ty10573, 2
-  %385 = add nsw i64 %384, 1
-  %386 = mul nsw i64 %385, 256
-  %387 = add nsw i64 %383, %386
-  %388 = mul nsw i64 %conv2.tx10674, 2
-  %389 = add nsw i64 %388, 1
-  %390 = mul nsw i64 %389, 16
-  %391 = add nsw i64 %387, %390
-  %392 = mul nsw i64 %conv2.cv10775, 8
-  %393 = add nsw i64 %391, %392
-  %394 = add nsw i64 409600, %393
-  %arena86 = getelementptr inbounds float, ptr %arena, i64 %394
-  %395 = load <8 x float>, ptr %arena86, align 4
-  %396 = mul nsw i64 %conv2.j10472, 4096
-  %397 = mul nsw i64 %conv2.ty10573, 2
-  %398 = add nsw i64 %397, 2
-  %399 = mul nsw i64 %398, 256
-  %400 = add nsw i64 %396, %399
-  %401 = mul nsw i64 %conv2.tx10674, 2
-  %402 = add nsw i64 %401, 1
-  %403 = mul nsw i64 %402, 16
-  %404 = add nsw i64 %400, %403
-  %405 = mul nsw i64 %conv2.cv10775, 8
-  %406 = add nsw i64 %404, %405
-  %407 = add nsw i64 409600, %406
-  %arena87 = getelementptr inbounds float, ptr %arena, i64 %407
-  %408 = load <8 x float>, ptr %arena87, align 4
-  %409 = fadd <8 x float> %395, %408
-  store <8 x float> %409, ptr %conv2.w113, align 32
-  %410 = mul nsw i64 %conv2.j10472, 4096
-  %411 = mul nsw i64 %conv2.ty10573, 2
-  %412 = add nsw i64 %411, 2
-  %413 = mul nsw i64 %412, 256
-  %414 = add nsw i64 %410, %413
-  %415 = mul nsw i64 %conv2.tx10674, 2
-  %416 = add nsw i64 %415, 1
-  %417 = mul nsw i64 %416, 16
-  %418 = add nsw i64 %414, %417
-  %419 = mul nsw i64 %conv2.cv10775, 8
-  %420 = add nsw i64 %418, %419
-  %421 = add nsw i64 409600, %420
-  %arena88 = getelementptr inbounds float, ptr %arena, i64 %421
-  %422 = load <8 x float>, ptr %arena88, align 4
-  %423 = mul nsw i64 %conv2.j10472, 4096
-  %424 = mul nsw i64 %conv2.ty10573, 2
-  %425 = add nsw i64 %424, 1
-  %426 = mul nsw i64 %425, 256
-  %427 = add nsw i64 %423, %426
-  %428 = mul nsw i64 %conv2.tx10674, 2
-  %429 = add nsw i64 %428, 1
-  %430 = mul nsw i64 %429, 16
-  %431 = add nsw i64 %427, %430
-  %432 = mul nsw i64 %conv2.cv10775, 8
-  %433 = add nsw i64 %431, %432
-  %434 = add nsw i64 409600, %433
-  %arena89 = getelementptr inbounds float, ptr %arena, i64 %434
-  %435 = load <8 x float>, ptr %arena89, align 4
-  %436 = fsub <8 x float> %422, %435
-  store <8 x float> %436, ptr %conv2.w114, align 32
-  %437 = mul nsw i64 %conv2.j10472, 4096
-  %438 = mul nsw i64 %conv2.ty10573, 2
-  %439 = add nsw i64 %438, 1
-  %440 = mul nsw i64 %439, 256
-  %441 = add nsw i64 %437, %440
-  %442 = mul nsw i64 %conv2.tx10674, 2
-  %443 = add nsw i64 %442, 1
-  %444 = mul nsw i64 %443, 16
-  %445 = add nsw i64 %441, %444
-  %446 = mul nsw i64 %conv2.cv10775, 8
-  %447 = add nsw i64 %445, %446
-  %448 = add nsw i64 409600, %447
-  %arena90 = getelementptr inbounds float, ptr %arena, i64 %448
-  %449 = load <8 x float>, ptr %arena90, align 4
-  %450 = mul nsw i64 %conv2.j10472, 4096
-  %451 = mul nsw i64 %conv2.ty10573, 2
-  %452 = add nsw i64 %451, 3
-  %453 = mul nsw i64 %452, 256
-  %454 = add nsw i64 %450, %453
-  %455 = mul nsw i64 %conv2.tx10674, 2
-  %456 = add nsw i64 %455, 1
-  %457 = mul nsw i64 %456, 16
-  %458 = add nsw i64 %454, %457
-  %459 = mul nsw i64 %conv2.cv10775, 8
-  %460 = add nsw i64 %458, %459
-  %461 = add nsw i64 409600, %460
-  %arena91 = getelementptr inbounds float, ptr %arena, i64 %461
-  %462 = load <8 x float>, ptr %arena91, align 4
-  %463 = fsub <8 x float> %449, %462
-  store <8 x float> %463, ptr %conv2.w115, align 32
-  %464 = mul nsw i64 %conv2.j10472, 4096
-  %465 = mul nsw i64 %conv2.ty10573, 2
-  %466 = mul nsw i64 %465, 256
-  %467 = add nsw i64 %464, %466
-  %468 = mul nsw i64 %conv2.tx10674, 2
-  %469 = add nsw i64 %468, 2
-  %470 = mul nsw i64 %469, 16
-  %471 = add nsw i64 %467, %470
-  %472 = mul nsw i64 %conv2.cv10775, 8
-  %473 = add nsw i64 %471, %472
-  %474 = add nsw i64 409600, %473
-  %arena92 = getelementptr inbounds float, ptr %arena, i64 %474
-  %475 = load <8 x float>, ptr %arena92, align 4
-  %476 = mul nsw i64 %conv2.j10472, 4096
-  %477 = mul nsw i64 %conv2.ty10573, 2
-  %478 = add nsw i64 %477, 2
-  %479 = mul nsw i64 %478, 256
-  %480 = add nsw i64 %476, %479
-  %481 = mul nsw i64 %conv2.tx10674, 2
-  %482 = add nsw i64 %481, 2
-  %483 = mul nsw i64 %482, 16
-  %484 = add nsw i64 %480, %483
-  %485 = mul nsw i64 %conv2.cv10775, 8
-  %486 = add nsw i64 %484, %485
-  %487 = add nsw i64 409600, %486
-  %arena93 = getelementptr inbounds float, ptr %arena, i64 %487
-  %488 = load <8 x float>, ptr %arena93, align 4
-  %489 = fsub <8 x float> %475, %488
-  store <8 x float> %489, ptr %conv2.w116, align 32
-  %490 = mul nsw i64 %conv2.j10472, 4096
-  %491 = mul nsw i64 %conv2.ty10573, 2
-  %492 = add nsw i64 %491, 1
-  %493 = mul nsw i64 %492, 256
-  %494 = add nsw i64 %490, %493
-  %495 = mul nsw i64 %conv2.tx10674, 2
-  %496 = add nsw i64 %495, 2
-  %497 = mul nsw i64 %496, 16
-  %498 = add nsw i64 %494, %497
-  %499 = mul nsw i64 %conv2.cv10775, 8
-  %500 = add nsw i64 %498, %499
-  %501 = add nsw i64 409600, %500
-  %arena94 = getelementptr inbounds float, ptr %arena, i64 %501
-  %502 = load <8 x float>, ptr %arena94, align 4
-  %503 = mul nsw i64 %conv2.j10472, 4096
-  %504 = mul nsw i64 %conv2.ty10573, 2
-  %505 = add nsw i64 %504, 2
-  %506 = mul nsw i64 %505, 256
-  %507 = add nsw i64 %503, %506
-  %508 = mul nsw i64 %conv2.tx10674, 2
-  %509 = add nsw i64 %508, 2
-  %510 = mul nsw i64 %509, 16
-  %511 = add nsw i64 %507, %510
-  %512 = mul nsw i64 %conv2.cv10775, 8
-  %513 = add nsw i64 %511, %512
-  %514 = add nsw i64 409600, %513
-  %arena95 = getelementptr inbounds float, ptr %arena, i64 %514
-  %515 = load <8 x float>, ptr %arena95, align 4
-  %516 = fadd <8 x float> %502, %515
-  store <8 x float> %516, ptr %conv2.w117, align 32
-  %517 = mul nsw i64 %conv2.j10472, 4096
-  %518 = mul nsw i64 %conv2.ty10573, 2
-  %519 = add nsw i64 %518, 2
-  %520 = mul nsw i64 %519, 256
-  %521 = add nsw i64 %517, %520
-  %522 = mul nsw i64 %conv2.tx10674, 2
-  %523 = add nsw i64 %522, 2
-  %524 = mul nsw i64 %523, 16
-  %525 = add nsw i64 %521, %524
-  %526 = mul nsw i64 %conv2.cv10775, 8
-  %527 = add nsw i64 %525, %526
-  %528 = add nsw i64 409600, %527
-  %arena96 = getelementptr inbounds float, ptr %arena, i64 %528
-  %529 = load <8 x float>, ptr %arena96, align 4
-  %530 = mul nsw i64 %conv2.j10472, 4096
-  %531 = mul nsw i64 %conv2.ty10573, 2
-  %532 = add nsw i64 %531, 1
-  %533 = mul nsw i64 %532, 256
-  %534 = add nsw i64 %530, %533
-  %535 = mul nsw i64 %conv2.tx10674, 2
-  %536 = add nsw i64 %535, 2
-  %537 = mul nsw i64 %536, 16
-  %538 = add nsw i64 %534, %537
-  %539 = mul nsw i64 %conv2.cv10775, 8
-  %540 = add nsw i64 %538, %539
-  %541 = add nsw i64 409600, %540
-  %arena97 = getelementptr inbounds float, ptr %arena, i64 %541
-  %542 = load <8 x float>, ptr %arena97, align 4
-  %543 = fsub <8 x float> %529, %542
-  store <8 x float> %543, ptr %conv2.w118, align 32
-  %544 = mul nsw i64 %conv2.j10472, 4096
-  %545 = mul nsw i64 %conv2.ty10573, 2
-  %546 = add nsw i64 %545, 1
-  %547 = mul nsw i64 %546, 256
-  %548 = add nsw i64 %544, %547
-  %549 = mul nsw i64 %conv2.tx10674, 2
-  %550 = add nsw i64 %549, 2
-  %551 = mul nsw i64 %550, 16
-  %552 = add nsw i64 %548, %551
-  %553 = mul nsw i64 %conv2.cv10775, 8
-  %554 = add nsw i64 %552, %553
-  %555 = add nsw i64 409600, %554
-  %arena98 = getelementptr inbounds float, ptr %arena, i64 %555
-  %556 = load <8 x float>, ptr %arena98, align 4
-  %557 = mul nsw i64 %conv2.j10472, 4096
-  %558 = mul nsw i64 %conv2.ty10573, 2
-  %559 = add nsw i64 %558, 3
-  %560 = mul nsw i64 %559, 256
-  %561 = add nsw i64 %557, %560
-  %562 = mul nsw i64 %conv2.tx10674, 2
-  %563 = add nsw i64 %562, 2
-  %564 = mul nsw i64 %563, 16
-  %565 = add nsw i64 %561, %564
-  %566 = mul nsw i64 %conv2.cv10775, 8
-  %567 = add nsw i64 %565, %566
-  %568 = add nsw i64 409600, %567
-  %arena99 = getelementptr inbounds float, ptr %arena, i64 %568
-  %569 = load <8 x float>, ptr %arena99, align 4
-  %570 = fsub <8 x float> %556, %569
-  store <8 x float> %570, ptr %conv2.w119, align 32
-  %571 = mul nsw i64 %conv2.j10472, 4096
-  %572 = mul nsw i64 %conv2.ty10573, 2
-  %573 = mul nsw i64 %572, 256
-  %574 = add nsw i64 %571, %573
-  %575 = mul nsw i64 %conv2.tx10674, 2
-  %576 = add nsw i64 %575, 3
-  %577 = mul nsw i64 %576, 16
-  %578 = add nsw i64 %574, %577
-  %579 = mul nsw i64 %conv2.cv10775, 8
-  %580 = add nsw i64 %578, %579
-  %581 = add nsw i64 409600, %580
-  %arena100 = getelementptr inbounds float, ptr %arena, i64 %581
-  %582 = load <8 x float>, ptr %arena100, align 4
-  %583 = mul nsw i64 %conv2.j10472, 4096
-  %584 = mul nsw i64 %conv2.ty10573, 2
-  %585 = add nsw i64 %584, 2
-  %586 = mul nsw i64 %585, 256
-  %587 = add nsw i64 %583, %586
-  %588 = mul nsw i64 %conv2.tx10674, 2
-  %589 = add nsw i64 %588, 3
-  %590 = mul nsw i64 %589, 16
-  %591 = add nsw i64 %587, %590
-  %592 = mul nsw i64 %conv2.cv10775, 8
-  %593 = add nsw i64 %591, %592
-  %594 = add nsw i64 409600, %593
-  %arena101 = getelementptr inbounds float, ptr %arena, i64 %594
-  %595 = load <8 x float>, ptr %arena101, align 4
-  %596 = fsub <8 x float> %582, %595
-  store <8 x float> %596, ptr %conv2.w120, align 32
-  %597 = mul nsw i64 %conv2.j10472, 4096
-  %598 = mul nsw i64 %conv2.ty10573, 2
-  %599 = add nsw i64 %598, 1
-  %600 = mul nsw i64 %599, 256
-  %601 = add nsw i64 %597, %600
-  %602 = mul nsw i64 %conv2.tx10674, 2
-  %603 = add nsw i64 %602, 3
-  %604 = mul nsw i64 %603, 16
-  %605 = add nsw i64 %601, %604
-  %606 = mul nsw i64 %conv2.cv10775, 8
-  %607 = add nsw i64 %605, %606
-  %608 = add nsw i64 409600, %607
-  %arena102 = getelementptr inbounds float, ptr %arena, i64 %608
-  %609 = load <8 x float>, ptr %arena102, align 4
-  %610 = mul nsw i64 %conv2.j10472, 4096
-  %611 = mul nsw i64 %conv2.ty10573, 2
-  %612 = add nsw i64 %611, 2
-  %613 = mul nsw i64 %612, 256
-  %614 = add nsw i64 %610, %613
-  %615 = mul nsw i64 %conv2.tx10674, 2
-  %616 = add nsw i64 %615, 3
-  %617 = mul nsw i64 %616, 16
-  %618 = add nsw i64 %614, %617
-  %619 = mul nsw i64 %conv2.cv10775, 8
-  %620 = add nsw i64 %618, %619
-  %621 = add nsw i64 409600, %620
-  %arena103 = getelementptr inbounds float, ptr %arena, i64 %621
-  %622 = load <8 x float>, ptr %arena103, align 4
-  %623 = fadd <8 x float> %609, %622
-  store <8 x float> %623, ptr %conv2.w121, align 32
-  %624 = mul nsw i64 %conv2.j10472, 4096
-  %625 = mul nsw i64 %conv2.ty10573, 2
-  %626 = add nsw i64 %625, 2
-  %627 = mul nsw i64 %626, 256
-  %628 = add nsw i64 %624, %627
-  %629 = mul nsw i64 %conv2.tx10674, 2
-  %630 = add nsw i64 %629, 3
-  %631 = mul nsw i64 %630, 16
-  %632 = add nsw i64 %628, %631
-  %633 = mul nsw i64 %conv2.cv10775, 8
-  %634 = add nsw i64 %632, %633
-  %635 = add nsw i64 409600, %634
-  %arena104 = getelementptr inbounds float, ptr %arena, i64 %635
-  %636 = load <8 x float>, ptr %arena104, align 4
-  %637 = mul nsw i64 %conv2.j10472, 4096
-  %638 = mul nsw i64 %conv2.ty10573, 2
-  %639 = add nsw i64 %638, 1
-  %640 = mul nsw i64 %639, 256
-  %641 = add nsw i64 %637, %640
-  %642 = mul nsw i64 %conv2.tx10674, 2
-  %643 = add nsw i64 %642, 3
-  %644 = mul nsw i64 %643, 16
-  %645 = add nsw i64 %641, %644
-  %646 = mul nsw i64 %conv2.cv10775, 8
-  %647 = add nsw i64 %645, %646
-  %648 = add nsw i64 409600, %647
-  %arena105 = getelementptr inbounds float, ptr %arena, i64 %648
-  %649 = load <8 x float>, ptr %arena105, align 4
-  %650 = fsub <8 x float> %636, %649
-  store <8 x float> %650, ptr %conv2.w122, align 32
-  %651 = mul nsw i64 %conv2.j10472, 4096
-  %652 = mul nsw i64 %conv2.ty10573, 2
-  %653 = add nsw i64 %652, 1
-  %654 = mul nsw i64 %653, 256
-  %655 = add nsw i64 %651, %654
-  %656 = mul nsw i64 %conv2.tx10674, 2
-  %657 = add nsw i64 %656, 3
-  %658 = mul nsw i64 %657, 16
-  %659 = add nsw i64 %655, %658
-  %660 = mul nsw i64 %conv2.cv10775, 8
-  %661 = add nsw i64 %659, %660
-  %662 = add nsw i64 409600, %661
-  %arena106 = getelementptr inbounds float, ptr %arena, i64 %662
-  %663 = load <8 x float>, ptr %arena106, align 4
-  %664 = mul nsw i64 %conv2.j10472, 4096
-  %665 = mul nsw i64 %conv2.ty10573, 2
-  %666 = add nsw i64 %665, 3
-  %667 = mul nsw i64 %666, 256
-  %668 = add nsw i64 %664, %667
-  %669 = mul nsw i64 %conv2.tx10674, 2
-  %670 = add nsw i64 %669, 3
-  %671 = mul nsw i64 %670, 16
-  %672 = add nsw i64 %668, %671
-  %673 = mul nsw i64 %conv2.cv10775, 8
-  %674 = add nsw i64 %672, %673
-  %675 = add nsw i64 409600, %674
-  %arena107 = getelementptr inbounds float, ptr %arena, i64 %675
-  %676 = load <8 x float>, ptr %arena107, align 4
-  %677 = fsub <8 x float> %663, %676
-  store <8 x float> %677, ptr %conv2.w123, align 32
-  %w108 = load <8 x float>, ptr %conv2.w108, align 32
-  %w116 = load <8 x float>, ptr %conv2.w116, align 32
-  %678 = fsub <8 x float> %w108, %w116
-  store <8 x float> %678, ptr %conv2.w124, align 32
-  %w112 = load <8 x float>, ptr %conv2.w112, align 32
-  %w116108 = load <8 x float>, ptr %conv2.w116, align 32
-  %679 = fadd <8 x float> %w112, %w116108
-  store <8 x float> %679, ptr %conv2.w125, align 32
-  %w116109 = load <8 x float>, ptr %conv2.w116, align 32
-  %w112110 = load <8 x float>, ptr %conv2.w112, align 32
-  %680 = fsub <8 x float> %w116109, %w112110
-  store <8 x float> %680, ptr %conv2.w126, align 32
-  %w112111 = load <8 x float>, ptr %conv2.w112, align 32
-  %w120 = load <8 x float>, ptr %conv2.w120, align 32
-  %681 = fsub <8 x float> %w112111, %w120
-  store <8 x float> %681, ptr %conv2.w127, align 32
-  %w109 = load <8 x float>, ptr %conv2.w109, align 32
-  %w117 = load <8 x float>, ptr %conv2.w117, align 32
-  %682 = fsub <8 x float> %w109, %w117
-  store <8 x float> %682, ptr %conv2.w128, align 32
-  %w113 = load <8 x float>, ptr %conv2.w113, align 32
-  %w117112 = load <8 x float>, ptr %conv2.w117, align 32
-  %683 = fadd <8 x float> %w113, %w117112
-  store <8 x float> %683, ptr %conv2.w129, align 32
-  %w117113 = load <8 x float>, ptr %conv2.w117, align 32
-  %w113114 = load <8 x float>, ptr %conv2.w113, align 32
-  %684 = fsub <8 x float> %w117113, %w113114
-  store <8 x float> %684, ptr %conv2.w130, align 32
-  %w113115 = load <8 x float>, ptr %conv2.w113, align 32
-  %w121 = load <8 x float>, ptr %conv2.w121, align 32
-  %685 = fsub <8 x float> %w113115, %w121
-  store <8 x float> %685, ptr %conv2.w131, align 32
-  %w110 = load <8 x float>, ptr %conv2.w110, align 32
-  %w118 = load <8 x float>, ptr %conv2.w118, align 32
-  %686 = fsub <8 x float> %w110, %w118
-  store <8 x float> %686, ptr %conv2.w132, align 32
-  %w114 = load <8 x float>, ptr %conv2.w114, align 32
-  %w118116 = load <8 x float>, ptr %conv2.w118, align 32
-  %687 = fadd <8 x float> %w114, %w118116
-  store <8 x float> %687, ptr %conv2.w133, align 32
-  %w118117 = load <8 x float>, ptr %conv2.w118, align 32
-  %w114118 = load <8 x float>, ptr %conv2.w114, align 32
-  %688 = fsub <8 x float> %w118117, %w114118
-  store <8 x float> %688, ptr %conv2.w134, align 32
-  %w114119 = load <8 x float>, ptr %conv2.w114, align 32
-  %w122 = load <8 x float>, ptr %conv2.w122, align 32
-  %689 = fsub <8 x float> %w114119, %w122
-  store <8 x float> %689, ptr %conv2.w135, align 32
-  %w111 = load <8 x float>, ptr %conv2.w111, align 32
-  %w119 = load <8 x float>, ptr %conv2.w119, align 32
-  %690 = fsub <8 x float> %w111, %w119
-  store <8 x float> %690, ptr %conv2.w136, align 32
-  %w115 = load <8 x float>, ptr %conv2.w115, align 32
-  %w119120 = load <8 x float>, ptr %conv2.w119, align 32
-  %691 = fadd <8 x float> %w115, %w119120
-  store <8 x float> %691, ptr %conv2.w137, align 32
-  %w119121 = load <8 x float>, ptr %conv2.w119, align 32
-  %w115122 = load <8 x float>, ptr %conv2.w115, align 32
-  %692 = fsub <8 x float> %w119121, %w115122
-  store <8 x float> %692, ptr %conv2.w138, align 32
-  %w115123 = load <8 x float>, ptr %conv2.w115, align 32
-  %w123 = load <8 x float>, ptr %conv2.w123, align 32
-  %693 = fsub <8 x float> %w115123, %w123
-  store <8 x float> %693, ptr %conv2.w139, align 32
-  %w124 = load <8 x float>, ptr %conv2.w124, align 32
-  %694 = mul nsw i64 %conv2.j10472, 49
-  %695 = mul nsw i64 %conv2.ty10573, 7
-  %696 = add nsw i64 %694, %695
-  %697 = add nsw i64 %696, %conv2.tx10674
-  %698 = mul nsw i64 %697, 16
-  %699 = add nsw i64 413696, %698
-  %700 = mul nsw i64 %conv2.cv10775, 8
-  %701 = add nsw i64 %699, %700
-  %arena124 = getelementptr inbounds float, ptr %arena, i64 %701
-  store <8 x float> %w124, ptr %arena124, align 4
-  %w125 = load <8 x float>, ptr %conv2.w125, align 32
-  %702 = mul nsw i64 %conv2.j10472, 49
-  %703 = mul nsw i64 %conv2.ty10573, 7
-  %704 = add nsw i64 %702, %703
-  %705 = add nsw i64 %704, %conv2.tx10674
-  %706 = mul nsw i64 %705, 16
-  %707 = add nsw i64 414480, %706
-  %708 = mul nsw i64 %conv2.cv10775, 8
-  %709 = add nsw i64 %707, %708
-  %arena125 = getelementptr inbounds float, ptr %arena, i64 %709
-  store <8 x float> %w125, ptr %arena125, align 4
-  %w126 = load <8 x float>, ptr %conv2.w126, align 32
-  %710 = mul nsw i64 %conv2.j10472, 49
-  %711 = mul nsw i64 %conv2.ty10573, 7
-  %712 = add nsw i64 %710, %711
-  %713 = add nsw i64 %712, %conv2.tx10674
-  %714 = mul nsw i64 %713, 16
-  %715 = add nsw i64 415264, %714
-  %716 = mul nsw i64 %conv2.cv10775, 8
-  %717 = add nsw i64 %715, %716
-  %arena126 = getelementptr inbounds float, ptr %arena, i64 %717
-  store <8 x float> %w126, ptr %arena126, align 4
-  %w127 = load <8 x float>, ptr %conv2.w127, align 32
-  %718 = mul nsw i64 %conv2.j10472, 49
-  %719 = mul nsw i64 %conv2.ty10573, 7
-  %720 = add nsw i64 %718, %719
-  %721 = add nsw i64 %720, %conv2.tx10674
-  %722 = mul nsw i64 %721, 16
-  %723 = add nsw i64 416048, %722
-  %724 = mul nsw i64 %conv2.cv10775, 8
-  %725 = add nsw i64 %723, %724
-  %arena127 = getelementptr inbounds float, ptr %arena, i64 %725
-  store <8 x float> %w127, ptr %arena127, align 4
-  %w128 = load <8 x float>, ptr %conv2.w128, align 32
-  %726 = mul nsw i64 %conv2.j10472, 49
-  %727 = mul nsw i64 %conv2.ty10573, 7
-  %728 = add nsw i64 %726, %727
-  %729 = add nsw i64 %728, %conv2.tx10674
-  %730 = mul nsw i64 %729, 16
-  %731 = add nsw i64 416832, %730
-  %732 = mul nsw i64 %conv2.cv10775, 8
-  %733 = add nsw i64 %731, %732
-  %arena128 = getelementptr inbounds float, ptr %arena, i64 %733
-  store <8 x float> %w128, ptr %arena128, align 4
-  %w129 = load <8 x float>, ptr %conv2.w129, align 32
-  %734 = mul nsw i64 %conv2.j10472, 49
-  %735 = mul nsw i64 %conv2.ty10573, 7
-  %736 = add nsw i64 %734, %735
-  %737 = add nsw i64 %736, %conv2.tx10674
-  %738 = mul nsw i64 %737, 16
-  %739 = add nsw i64 417616, %738
-  %740 = mul nsw i64 %conv2.cv10775, 8
-  %741 = add nsw i64 %739, %740
-  %arena129 = getelementptr inbounds float, ptr %arena, i64 %741
-  store <8 x float> %w129, ptr %arena129, align 4
-  %w130 = load <8 x float>, ptr %conv2.w130, align 32
-  %742 = mul nsw i64 %conv2.j10472, 49
-  %743 = mul nsw i64 %conv2.ty10573, 7
-  %744 = add nsw i64 %742, %743
-  %745 = add nsw i64 %744, %conv2.tx10674
-  %746 = mul nsw i64 %745, 16
-  %747 = add nsw i64 418400, %746
-  %748 = mul nsw i64 %conv2.cv10775, 8
-  %749 = add nsw i64 %747, %748
-  %arena130 = getelementptr inbounds float, ptr %arena, i64 %749
-  store <8 x float> %w130, ptr %arena130, align 4
-  %w131 = load <8 x float>, ptr %conv2.w131, align 32
-  %750 = mul nsw i64 %conv2.j10472, 49
-  %751 = mul nsw i64 %conv2.ty10573, 7
-  %752 = add nsw i64 %750, %751
-  %753 = add nsw i64 %752, %conv2.tx10674
-  %754 = mul nsw i64 %753, 16
-  %755 = add nsw i64 419184, %754
-  %756 = mul nsw i64 %conv2.cv10775, 8
-  %757 = add nsw i64 %755, %756
-  %arena131 = getelementptr inbounds float, ptr %arena, i64 %757
-  store <8 x float> %w131, ptr %arena131, align 4
-  %w132 = load <8 x float>, ptr %conv2.w132, align 32
-  %758 = mul nsw i64 %conv2.j10472, 49
-  %759 = mul nsw i64 %conv2.ty10573, 7
-  %760 = add nsw i64 %758, %759
-  %761 = add nsw i64 %760, %conv2.tx10674
-  %762 = mul nsw i64 %761, 16
-  %763 = add nsw i64 419968, %762
-  %764 = mul nsw i64 %conv2.cv10775, 8
-  %765 = add nsw i64 %763, %764
-  %arena132 = getelementptr inbounds float, ptr %arena, i64 %765
-  store <8 x float> %w132, ptr %arena132, align 4
-  %w133 = load <8 x float>, ptr %conv2.w133, align 32
-  %766 = mul nsw i64 %conv2.j10472, 49
-  %767 = mul nsw i64 %conv2.ty10573, 7
-  %768 = add nsw i64 %766, %767
-  %769 = add nsw i64 %768, %conv2.tx10674
-  %770 = mul nsw i64 %769, 16
-  %771 = add nsw i64 420752, %770
-  %772 = mul nsw i64 %conv2.cv10775, 8
-  %773 = add nsw i64 %771, %772
-  %arena133 = getelementptr inbounds float, ptr %arena, i64 %773
-  store <8 x float> %w133, ptr %arena133, align 4
-  %w134 = load <8 x float>, ptr %conv2.w134, align 32
-  %774 = mul nsw i64 %conv2.j10472, 49
-  %775 = mul nsw i64 %conv2.ty10573, 7
-  %776 = add nsw i64 %774, %775
-  %777 = add nsw i64 %776, %conv2.tx10674
-  %778 = mul nsw i64 %777, 16
-  %779 = add nsw i64 421536, %778
-  %780 = mul nsw i64 %conv2.cv10775, 8
-  %781 = add nsw i64 %779, %780
-  %arena134 = getelementptr inbounds float, ptr %arena, i64 %781
-  store <8 x float> %w134, ptr %arena134, align 4
-  %w135 = load <8 x float>, ptr %conv2.w135, align 32
-  %782 = mul nsw i64 %conv2.j10472, 49
-  %783 = mul nsw i64 %conv2.ty10573, 7
-  %784 = add nsw i64 %782, %783
-  %785 = add nsw i64 %784, %conv2.tx10674
-  %786 = mul nsw i64 %785, 16
-  %787 = add nsw i64 422320, %786
-  %788 = mul nsw i64 %conv2.cv10775, 8
-  %789 = add nsw i64 %787, %788
-  %arena135 = getelementptr inbounds float, ptr %arena, i64 %789
-  store <8 x float> %w135, ptr %arena135, align 4
-  %w136 = load <8 x float>, ptr %conv2.w136, align 32
-  %790 = mul nsw i64 %conv2.j10472, 49
-  %791 = mul nsw i64 %conv2.ty10573, 7
-  %792 = add nsw i64 %790, %791
-  %793 = add nsw i64 %792, %conv2.tx10674
-  %794 = mul nsw i64 %793, 16
-  %795 = add nsw i64 423104, %794
-  %796 = mul nsw i64 %conv2.cv10775, 8
-  %797 = add nsw i64 %795, %796
-  %arena136 = getelementptr inbounds float, ptr %arena, i64 %797
-  store <8 x float> %w136, ptr %arena136, align 4
-  %w137 = load <8 x float>, ptr %conv2.w137, align 32
-  %798 = mul nsw i64 %conv2.j10472, 49
-  %799 = mul nsw i64 %conv2.ty10573, 7
-  %800 = add nsw i64 %798, %799
-  %801 = add nsw i64 %800, %conv2.tx10674
-  %802 = mul nsw i64 %801, 16
-  %803 = add nsw i64 423888, %802
-  %804 = mul nsw i64 %conv2.cv10775, 8
-  %805 = add nsw i64 %803, %804
-  %arena137 = getelementptr inbounds float, ptr %arena, i64 %805
-  store <8 x float> %w137, ptr %arena137, align 4
-  %w138 = load <8 x float>, ptr %conv2.w138, align 32
-  %806 = mul nsw i64 %conv2.j10472, 49
-  %807 = mul nsw i64 %conv2.ty10573, 7
-  %808 = add nsw i64 %806, %807
-  %809 = add nsw i64 %808, %conv2.tx10674
-  %810 = mul nsw i64 %809, 16
-  %811 = add nsw i64 424672, %810
-  %812 = mul nsw i64 %conv2.cv10775, 8
-  %813 = add nsw i64 %811, %812
-  %arena138 = getelementptr inbounds float, ptr %arena, i64 %813
-  store <8 x float> %w138, ptr %arena138, align 4
-  %w139 = load <8 x float>, ptr %conv2.w139, align 32
-  %814 = mul nsw i64 %conv2.j10472, 49
-  %815 = mul nsw i64 %conv2.ty10573, 7
-  %816 = add nsw i64 %814, %815
-  %817 = add nsw i64 %816, %conv2.tx10674
-  %818 = mul nsw i64 %817, 16
-  %819 = add nsw i64 425456, %818
-  %820 = mul nsw i64 %conv2.cv10775, 8
-  %821 = add nsw i64 %819, %820
-  %arena139 = getelementptr inbounds float, ptr %arena, i64 %821
-  store <8 x float> %w139, ptr %arena139, align 4
-  %cv107.next = add nsw i64 %conv2.cv10775, 1
-  %822 = icmp slt i64 %cv107.next, 2
-  br i1 %822, label %conv2.cv107, label %conv2.cv107.end
+  %arena60 = getelementptr inbounds float, ptr %arena, i64 %301
+  store float %w96, ptr %arena60, align 4
+  %w97 = load float, ptr %conv2.w97, align 4
+  %302 = mul nsw i64 %conv2.ci691, 32
+  %303 = add nsw i64 408576, %302
+  %304 = mul nsw i64 %0, 16
+  %305 = add nsw i64 %304, %conv2.co702
+  %306 = add nsw i64 %303, %305
+  %arena61 = getelementptr inbounds float, ptr %arena, i64 %306
+  store float %w97, ptr %arena61, align 4
+  %w98 = load float, ptr %conv2.w98, align 4
+  %307 = mul nsw i64 %conv2.ci691, 32
+  %308 = add nsw i64 409088, %307
+  %309 = mul nsw i64 %0, 16
+  %310 = add nsw i64 %309, %conv2.co702
+  %311 = add nsw i64 %308, %310
+  %arena62 = getelementptr inbounds float, ptr %arena, i64 %311
+  store float %w98, ptr %arena62, align 4
+  %co70.next = add nsw i64 %conv2.co702, 1
+  %312 = icmp slt i64 %co70.next, 16
+  br i1 %312, label %conv2.co70, label %conv2.co70.end
 
-conv2.cv107.end:                                  ; preds = %conv2.cv107
-  %tx106.next = add nsw i64 %conv2.tx10674, 1
-  %823 = icmp slt i64 %tx106.next, 7
-  br i1 %823, label %conv2.tx106, label %conv2.tx106.end
+conv2.co70.end:                                   ; preds = %conv2.co70
+  %ci69.next = add nsw i64 %conv2.ci691, 1
+  %313 = icmp slt i64 %ci69.next, 16
+  br i1 %313, label %conv2.ci69, label %conv2.ci69.end
+}
 
-conv2.xi140:                                      ; preds = %conv2.xi140, %conv2.j104.end
-  %conv2.xi140140 = phi i64 [ 0, %conv2.j104.end ], [ %xi140.next, %conv2.xi140 ]
-  %824 = mul nsw i64 %conv2.xi140140, 784
-  %825 = add nsw i64 413696, %824
-  %arena141 = getelementptr inbounds float, ptr %arena, i64 %825
-  %826 = mul nsw i64 %conv2.xi140140, 512
-  %827 = add nsw i64 401408, %826
-  %arena142 = getelementptr inbounds float, ptr %arena, i64 %827
-  %828 = mul nsw i64 %conv2.xi140140, 1568
-  %829 = add nsw i64 426240, %828
-  %arena143 = getelementptr inbounds float, ptr %arena, i64 %829
-  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 49, i32 32, i32 16, float 1.000000e+00, ptr %arena141, i32 16, ptr %arena142, i32 32, float 0.000000e+00, ptr %arena143, i32 32)
-  %xi140.next = add nsw i64 %conv2.xi140140, 1
-  %830 = icmp slt i64 %xi140.next, 16
-  br i1 %830, label %conv2.xi140, label %conv2.xi140.end
-
-conv2.xi140.end:                                  ; preds = %conv2.xi140
-  br label %conv2.j141
-
-conv2.j141:                                       ; preds = %conv2.ty142.end, %conv2.xi140.end
-  %conv2.j141144 = phi i64 [ 0, %conv2.xi140.end ], [ %j141.next, %conv2.ty142.end ]
-  br label %conv2.ty142
-
-conv2.j141.end:                                   ; preds = %conv2.ty142.end
-  br label %conv2.j169
-
-conv2.ty142:                                      ; preds = %conv2.tx143.end, %conv2.j141
-  %conv2.ty142145 = phi i64 [ 0, %conv2.j141 ], [ %ty142.next, %conv2.tx143.end ]
-  br label %conv2.tx143
-
-conv2.ty142.end:                                  ; preds = %conv2.tx143.end
-  %j141.next = add nsw i64 %conv2.j141144, 1
-  %831 = icmp slt i64 %j141.next, 1
-  br i1 %831, label %conv2.j141, label %conv2.j141.end
-
-conv2.tx143:                                      ; preds = %conv2.cv144.end, %conv2.ty142
-  %conv2.tx143146 = phi i64 [ 0, %conv2.ty142 ], [ %tx143.next, %conv2.cv144.end ]
-  br label %conv2.cv144
-
-conv2.tx143.end:                                  ; preds = %conv2.cv144.end
-  %ty142.next = add nsw i64 %conv2.ty142145, 1
-  %832 = icmp slt i64 %ty142.next, 7
-  br i1 %832, label %conv2.ty142, label %conv2.ty142.end
-
-conv2.cv144:                                      ; preds = %conv2.cv144, %conv2.tx143
-  %conv2.cv144147 = phi i64 [ 0, %conv2.tx143 ], [ %cv144.next, %conv2.cv144 ]
-  %833 = mul nsw i64 %conv2.j141144, 49
-  %834 = mul nsw i64 %conv2.ty142145, 7
-  %835 = add nsw i64 %833, %834
-  %836 = add nsw i64 %835, %conv2.tx143146
-  %837 = mul nsw i64 %836, 32
-  %838 = add nsw i64 426240, %837
-  %839 = mul nsw i64 %conv2.cv144147, 8
-  %840 = add nsw i64 %838, %839
-  %arena148 = getelementptr inbounds float, ptr %arena, i64 %840
-  %841 = load <8 x float>, ptr %arena148, align 4
-  %842 = mul nsw i64 %conv2.j141144, 49
-  %843 = mul nsw i64 %conv2.ty142145, 7
-  %844 = add nsw i64 %842, %843
-  %845 = add nsw i64 %844, %conv2.tx143146
-  %846 = mul nsw i64 %845, 32
-  %847 = add nsw i64 432512, %846
-  %848 = mul nsw i64 %conv2.cv144147, 8
-  %849 = add nsw i64 %847, %848
-  %arena149 = getelementptr inbounds float, ptr %arena, i64 %849
-  %850 = load <8 x float>, ptr %arena149, align 4
-  %851 = fadd <8 x float> %841, %850
-  %852 = mul nsw i64 %conv2.j141144, 49
-  %853 = mul nsw i64 %conv2.ty142145, 7
-  %854 = add nsw i64 %852, %853
-  %855 = add nsw i64 %854, %conv2.tx143146
-  %856 = mul nsw i64 %855, 32
-  %857 = add nsw i64 438784, %856
-  %858 = mul nsw i64 %conv2.cv144147, 8
-  %859 = add nsw i64 %857, %858
-  %arena150 = getelementptr inbounds float, ptr %arena, i64 %859
-  %860 = load <8 x float>, ptr %arena150, align 4
-  %861 = fadd <8 x float> %851, %860
-  store <8 x float> %861, ptr %conv2.w145, align 32
-  %862 = mul nsw i64 %conv2.j141144, 49
-  %863 = mul nsw i64 %conv2.ty142145, 7
-  %864 = add nsw i64 %862, %863
-  %865 = add nsw i64 %864, %conv2.tx143146
-  %866 = mul nsw i64 %865, 32
-  %867 = add nsw i64 432512, %866
-  %868 = mul nsw i64 %conv2.cv144147, 8
-  %869 = add nsw i64 %867, %868
-  %arena151 = getelementptr inbounds float, ptr %arena, i64 %869
-  %870 = load <8 x float>, ptr %arena151, align 4
-  %871 = mul nsw i64 %conv2.j141144, 49
-  %872 = mul nsw i64 %conv2.ty142145, 7
-  %873 = add nsw i64 %871, %872
-  %874 = add nsw i64 %873, %conv2.tx143146
-  %875 = mul nsw i64 %874, 32
-  %876 = add nsw i64 438784, %875
-  %877 = mul nsw i64 %conv2.cv144147, 8
-  %878 = add nsw i64 %876, %877
-  %arena152 = getelementptr inbounds float, ptr %arena, i64 %878
-  %879 = load <8 x float>, ptr %arena152, align 4
-  %880 = fsub <8 x float> %870, %879
-  %881 = mul nsw i64 %conv2.j141144, 49
-  %882 = mul nsw i64 %conv2.ty142145, 7
-  %883 = add nsw i64 %881, %882
-  %884 = add nsw i64 %883, %conv2.tx143146
-  %885 = mul nsw i64 %884, 32
-  %886 = add nsw i64 445056, %885
-  %887 = mul nsw i64 %conv2.cv144147, 8
-  %888 = add nsw i64 %886, %887
-  %arena153 = getelementptr inbounds float, ptr %arena, i64 %888
-  %889 = load <8 x float>, ptr %arena153, align 4
-  %890 = fsub <8 x float> %880, %889
-  store <8 x float> %890, ptr %conv2.w146, align 32
-  %891 = mul nsw i64 %conv2.j141144, 49
-  %892 = mul nsw i64 %conv2.ty142145, 7
-  %893 = add nsw i64 %891, %892
-  %894 = add nsw i64 %893, %conv2.tx143146
-  %895 = mul nsw i64 %894, 32
-  %896 = add nsw i64 427808, %895
-  %897 = mul nsw i64 %conv2.cv144147, 8
-  %898 = add nsw i64 %896, %897
-  %arena154 = getelementptr inbounds float, ptr %arena, i64 %898
-  %899 = load <8 x float>, ptr %arena154, align 4
-  %900 = mul nsw i64 %conv2.j141144, 49
-  %901 = mul nsw i64 %conv2.ty142145, 7
-  %902 = add nsw i64 %900, %901
-  %903 = add nsw i64 %902, %conv2.tx143146
-  %904 = mul nsw i64 %903, 32
-  %905 = add nsw i64 434080, %904
-  %906 = mul nsw i64 %conv2.cv144147, 8
-  %907 = add nsw i64 %905, %906
-  %arena155 = getelementptr inbounds float, ptr %arena, i64 %907
-  %908 = load <8 x float>, ptr %arena155, align 4
-  %909 = fadd <8 x float> %899, %908
-  %910 = mul nsw i64 %conv2.j141144, 49
-  %911 = mul nsw i64 %conv2.ty142145, 7
-  %912 = add nsw i64 %910, %911
-  %913 = add nsw i64 %912, %conv2.tx143146
-  %914 = mul nsw i64 %913, 32
-  %915 = add nsw i64 440352, %914
-  %916 = mul nsw i64 %conv2.cv144147, 8
-  %917 = add nsw i64 %915, %916
-  %arena156 = getelementptr inbounds float, ptr %arena, i64 %917
-  %918 = load <8 x float>, ptr %arena156, align 4
-  %919 = fadd <8 x float> %909, %918
-  store <8 x float> %919, ptr %conv2.w147, align 32
-  %920 = mul nsw i64 %conv2.j141144, 49
-  %921 = mul nsw i64 %conv2.ty142145, 7
-  %922 = add nsw i64 %920, %921
-  %923 = add nsw i64 %922, %conv2.tx143146
-  %924 = mul nsw i64 %923, 32
-  %925 = add nsw i64 434080, %924
-  %926 = mul nsw i64 %conv2.cv144147, 8
-  %927 = add nsw i64 %925, %926
-  %arena157 = getelementptr inbounds float, ptr %arena, i64 %927
-  %928 = load <8 x float>, ptr %arena157, align 4
-  %929 = mul nsw i64 %conv2.j141144, 49
-  %930 = mul nsw i64 %conv2.ty142145, 7
-  %931 = add nsw i64 %929, %930
-  %932 = add nsw i64 %931, %conv2.tx143146
-  %933 = mul nsw i64 %932, 32
-  %934 = add nsw i64 440352, %933
-  %935 = mul nsw i64 %conv2.cv144147, 8
-  %936 = add nsw i64 %934, %935
-  %arena158 = getelementptr inbounds float, ptr %arena, i64 %936
-  %937 = load <8 x float>, ptr %arena158, align 4
-  %938 = fsub <8 x float> %928, %937
-  %939 = mul nsw i64 %conv2.j141144, 49
-  %940 = mul nsw i64 %conv2.ty142145, 7
-  %941 = add nsw i64 %939, %940
-  %942 = add nsw i64 %941, %conv2.tx143146
-  %943 = mul nsw i64 %942, 32
-  %944 = add nsw i64 446624, %943
-  %945 = mul nsw i64 %conv2.cv144147, 8
-  %946 = add nsw i64 %944, %945
-  %arena159 = getelementptr inbounds float, ptr %arena, i64 %946
-  %947 = load <8 x float>, ptr %arena159, align 4
-  %948 = fsub <8 x float> %938, %947
-  store <8 x float> %948, ptr %conv2.w148, align 32
-  %949 = mul nsw i64 %conv2.j141144, 49
-  %950 = mul nsw i64 %conv2.ty142145, 7
-  %951 = add nsw i64 %949, %950
-  %952 = add nsw i64 %951, %conv2.tx143146
-  %953 = mul nsw i64 %952, 32
-  %954 = add nsw i64 429376, %953
-  %955 = mul nsw i64 %conv2.cv144147, 8
-  %956 = add nsw i64 %954, %955
-  %arena160 = getelementptr inbounds float, ptr %arena, i64 %956
-  %957 = load <8 x float>, ptr %arena160, align 4
-  %958 = mul nsw i64 %conv2.j141144, 49
-  %959 = mul nsw i64 %conv2.ty142145, 7
-  %960 = add nsw i64 %958, %959
-  %961 = add nsw i64 %960, %conv2.tx143146
-  %962 = mul nsw i64 %961, 32
-  %963 = add nsw i64 435648, %962
-  %964 = mul nsw i64 %conv2.cv144147, 8
-  %965 = add nsw i64 %963, %964
-  %arena161 = getelementptr inbounds float, ptr %arena, i64 %965
-  %966 = load <8 x float>, ptr %arena161, align 4
-  %967 = fadd <8 x float> %957, %966
-  %968 = mul nsw i64 %conv2.j141144, 49
-  %969 = mul nsw i64 %conv2.ty142145, 7
-  %970 = add nsw i64 %968, %969
-  %971 = add nsw i64 %970, %conv2.tx143146
-  %972 = mul nsw i64 %971, 32
-  %973 = add nsw i64 441920, %972
-  %974 = mul nsw i64 %conv2.cv144147, 8
-  %975 = add nsw i64 %973, %974
-  %arena162 = getelementptr inbounds float, ptr %arena, i64 %975
-  %976 = load <8 x float>, ptr %arena162, align 4
-  %977 = fadd <8 x float> %967, %976
-  store <8 x float> %977, ptr %conv2.w149, align 32
-  %978 = mul nsw i64 %conv2.j141144, 49
-  %979 = mul nsw i64 %conv2.ty142145, 7
-  %980 = add nsw i64 %978, %979
-  %981 = add nsw i64 %980, %conv2.tx143146
-  %982 = mul nsw i64 %981, 32
-  %983 = add nsw i64 435648, %982
-  %984 = mul nsw i64 %conv2.cv144147, 8
-  %985 = add nsw i64 %983, %984
-  %arena163 = getelementptr inbounds float, ptr %arena, i64 %985
-  %986 = load <8 x float>, ptr %arena163, align 4
-  %987 = mul nsw i64 %conv2.j141144, 49
-  %988 = mul nsw i64 %conv2.ty142145, 7
-  %989 = add nsw i64 %987, %988
-  %990 = add nsw i64 %989, %conv2.tx143146
-  %991 = mul nsw i64 %990, 32
-  %992 = add nsw i64 441920, %991
-  %993 = mul nsw i64 %conv2.cv144147, 8
-  %994 = add nsw i64 %992, %993
-  %arena164 = getelementptr inbounds float, ptr %arena, i64 %994
-  %995 = load <8 x float>, ptr %arena164, align 4
-  %996 = fsub <8 x float> %986, %995
-  %997 = mul nsw i64 %conv2.j141144, 49
-  %998 = mul nsw i64 %conv2.ty142145, 7
-  %999 = add nsw i64 %997, %998
-  %1000 = add nsw i64 %999, %conv2.tx143146
-  %1001 = mul nsw i64 %1000, 32
-  %1002 = add nsw i64 448192, %1001
-  %1003 = mul nsw i64 %conv2.cv144147, 8
-  %1004 = add nsw i64 %1002, %1003
-  %arena165 = getelementptr inbounds float, ptr %arena, i64 %1004
-  %1005 = load <8 x float>, ptr %arena165, align 4
-  %1006 = fsub <8 x float> %996, %1005
-  store <8 x float> %1006, ptr %conv2.w150, align 32
-  %1007 = mul nsw i64 %conv2.j141144, 49
-  %1008 = mul nsw i64 %conv2.ty142145, 7
-  %1009 = add nsw i64 %1007, %1008
-  %1010 = add nsw i64 %1009, %conv2.tx143146
-  %1011 = mul nsw i64 %1010, 32
-  %1012 = add nsw i64 430944, %1011
-  %1013 = mul nsw i64 %conv2.cv144147, 8
-  %1014 = add nsw i64 %1012, %1013
-  %arena166 = getelementptr inbounds float, ptr %arena, i64 %1014
-  %1015 = load <8 x float>, ptr %arena166, align 4
-  %1016 = mul nsw i64 %conv2.j141144, 49
-  %1017 = mul nsw i64 %conv2.ty142145, 7
-  %1018 = add nsw i64 %1016, %1017
-  %1019 = add nsw i64 %1018, %conv2.tx143146
-  %1020 = mul nsw i64 %1019, 32
-  %1021 = add nsw i64 437216, %1020
-  %1022 = mul nsw i64 %conv2.cv144147, 8
-  %1023 = add nsw i64 %1021, %1022
-  %arena167 = getelementptr inbounds float, ptr %arena, i64 %1023
-  %1024 = load <8 x float>, ptr %arena167, align 4
-  %1025 = fadd <8 x float> %1015, %1024
-  %1026 = mul nsw i64 %conv2.j141144, 49
-  %1027 = mul nsw i64 %conv2.ty142145, 7
-  %1028 = add nsw i64 %1026, %1027
-  %1029 = add nsw i64 %1028, %conv2.tx143146
-  %1030 = mul nsw i64 %1029, 32
-  %1031 = add nsw i64 443488, %1030
-  %1032 = mul nsw i64 %conv2.cv144147, 8
-  %1033 = add nsw i64 %1031, %1032
-  %arena168 = getelementptr inbounds float, ptr %arena, i64 %1033
-  %1034 = load <8 x float>, ptr %arena168, align 4
-  %1035 = fadd <8 x float> %1025, %1034
-  store <8 x float> %1035, ptr %conv2.w151, align 32
-  %1036 = mul nsw i64 %conv2.j141144, 49
-  %1037 = mul nsw i64 %conv2.ty142145, 7
-  %1038 = add nsw i64 %1036, %1037
-  %1039 = add nsw i64 %1038, %conv2.tx143146
-  %1040 = mul nsw i64 %1039, 32
-  %1041 = add nsw i64 437216, %1040
-  %1042 = mul nsw i64 %conv2.cv144147, 8
-  %1043 = add nsw i64 %1041, %1042
-  %arena169 = getelementptr inbounds float, ptr %arena, i64 %1043
-  %1044 = load <8 x float>, ptr %arena169, align 4
-  %1045 = mul nsw i64 %conv2.j141144, 49
-  %1046 = mul nsw i64 %conv2.ty142145, 7
-  %1047 = add nsw i64 %1045, %1046
-  %1048 = add nsw i64 %1047, %conv2.tx143146
-  %1049 = mul nsw i64 %1048, 32
-  %1050 = add nsw i64 443488, %1049
-  %1051 = mul nsw i64 %conv2.cv144147, 8
-  %1052 = add nsw i64 %1050, %1051
-  %arena170 = getelementptr inbounds float, ptr %arena, i64 %1052
-  %1053 = load <8 x float>, ptr %arena170, align 4
-  %1054 = fsub <8 x float> %1044, %1053
-  %1055 = mul nsw i64 %conv2.j141144, 49
-  %1056 = mul nsw i64 %conv2.ty142145, 7
-  %1057 = add nsw i64 %1055, %1056
-  %1058 = add nsw i64 %1057, %conv2.tx143146
-  %1059 = mul nsw i64 %1058, 32
-  %1060 = add nsw i64 449760, %1059
-  %1061 = mul nsw i64 %conv2.cv144147, 8
-  %1062 = add nsw i64 %1060, %1061
-  %arena171 = getelementptr inbounds float, ptr %arena, i64 %1062
-  %1063 = load <8 x float>, ptr %arena171, align 4
-  %1064 = fsub <8 x float> %1054, %1063
-  store <8 x float> %1064, ptr %conv2.w152, align 32
-  %w145 = load <8 x float>, ptr %conv2.w145, align 32
-  %w147 = load <8 x float>, ptr %conv2.w147, align 32
-  %1065 = fadd <8 x float> %w145, %w147
-  %w149 = load <8 x float>, ptr %conv2.w149, align 32
-  %1066 = fadd <8 x float> %1065, %w149
-  store <8 x float> %1066, ptr %conv2.w153, align 32
-  %w147172 = load <8 x float>, ptr %conv2.w147, align 32
-  %w149173 = load <8 x float>, ptr %conv2.w149, align 32
-  %1067 = fsub <8 x float> %w147172, %w149173
-  %w151 = load <8 x float>, ptr %conv2.w151, align 32
-  %1068 = fsub <8 x float> %1067, %w151
-  store <8 x float> %1068, ptr %conv2.w154, align 32
-  %w146 = load <8 x float>, ptr %conv2.w146, align 32
-  %w148 = load <8 x float>, ptr %conv2.w148, align 32
-  %1069 = fadd <8 x float> %w146, %w148
-  %w150 = load <8 x float>, ptr %conv2.w150, align 32
-  %1070 = fadd <8 x float> %1069, %w150
-  store <8 x float> %1070, ptr %conv2.w155, align 32
-  %w148174 = load <8 x float>, ptr %conv2.w148, align 32
-  %w150175 = load <8 x float>, ptr %conv2.w150, align 32
-  %1071 = fsub <8 x float> %w148174, %w150175
-  %w152 = load <8 x float>, ptr %conv2.w152, align 32
-  %1072 = fsub <8 x float> %1071, %w152
-  store <8 x float> %1072, ptr %conv2.w156, align 32
-  %w153 = load <8 x float>, ptr %conv2.w153, align 32
-  %1073 = mul nsw i64 %conv2.cv144147, 8
-  %1074 = add nsw i64 4768, %1073
-  %params176 = getelementptr inbounds float, ptr %params, i64 %1074
-  %1075 = load <8 x float>, ptr %params176, align 4
-  %1076 = fadd <8 x float> %w153, %1075
-  store <8 x float> %1076, ptr %conv2.v157, align 32
-  %v157 = load <8 x float>, ptr %conv2.v157, align 32
-  store <8 x float> %v157, ptr %conv2.best158, align 32
-  %1077 = mul nsw i64 %conv2.ty142145, 2
-  %1078 = mul nsw i64 %1077, 14
-  %1079 = mul nsw i64 %conv2.tx143146, 2
-  %1080 = add nsw i64 %1078, %1079
-  %1081 = sitofp i64 %1080 to float
-  %1082 = insertelement <8 x float> undef, float %1081, i32 0
-  %1083 = shufflevector <8 x float> %1082, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %1083, ptr %conv2.at159, align 32
-  %w154 = load <8 x float>, ptr %conv2.w154, align 32
-  %1084 = mul nsw i64 %conv2.cv144147, 8
-  %1085 = add nsw i64 4768, %1084
-  %params177 = getelementptr inbounds float, ptr %params, i64 %1085
-  %1086 = load <8 x float>, ptr %params177, align 4
-  %1087 = fadd <8 x float> %w154, %1086
-  store <8 x float> %1087, ptr %conv2.v160, align 32
-  %v160 = load <8 x float>, ptr %conv2.v160, align 32
-  %best158 = load <8 x float>, ptr %conv2.best158, align 32
-  %1088 = fcmp ogt <8 x float> %v160, %best158
-  %v160178 = load <8 x float>, ptr %conv2.v160, align 32
-  %best158179 = load <8 x float>, ptr %conv2.best158, align 32
-  %1089 = select <8 x i1> %1088, <8 x float> %v160178, <8 x float> %best158179
-  store <8 x float> %1089, ptr %conv2.best161, align 32
-  %v160180 = load <8 x float>, ptr %conv2.v160, align 32
-  %best158181 = load <8 x float>, ptr %conv2.best158, align 32
-  %1090 = fcmp ogt <8 x float> %v160180, %best158181
-  %1091 = mul nsw i64 %conv2.ty142145, 2
-  %1092 = mul nsw i64 %1091, 14
-  %1093 = mul nsw i64 %conv2.tx143146, 2
-  %1094 = add nsw i64 %1092, %1093
-  %1095 = add nsw i64 %1094, 1
-  %1096 = sitofp i64 %1095 to float
-  %1097 = insertelement <8 x float> undef, float %1096, i32 0
-  %1098 = shufflevector <8 x float> %1097, <8 x float> undef, <8 x i32> zeroinitializer
-  %at159 = load <8 x float>, ptr %conv2.at159, align 32
-  %1099 = select <8 x i1> %1090, <8 x float> %1098, <8 x float> %at159
-  store <8 x float> %1099, ptr %conv2.at162, align 32
-  %w155 = load <8 x float>, ptr %conv2.w155, align 32
-  %1100 = mul nsw i64 %conv2.cv144147, 8
-  %1101 = add nsw i64 4768, %1100
-  %params182 = getelementptr inbounds float, ptr %params, i64 %1101
-  %1102 = load <8 x float>, ptr %params182, align 4
-  %1103 = fadd <8 x float> %w155, %1102
-  store <8 x float> %1103, ptr %conv2.v163, align 32
-  %v163 = load <8 x float>, ptr %conv2.v163, align 32
-  %best161 = load <8 x float>, ptr %conv2.best161, align 32
-  %1104 = fcmp ogt <8 x float> %v163, %best161
-  %v163183 = load <8 x float>, ptr %conv2.v163, align 32
-  %best161184 = load <8 x float>, ptr %conv2.best161, align 32
-  %1105 = select <8 x i1> %1104, <8 x float> %v163183, <8 x float> %best161184
-  store <8 x float> %1105, ptr %conv2.best164, align 32
-  %v163185 = load <8 x float>, ptr %conv2.v163, align 32
-  %best161186 = load <8 x float>, ptr %conv2.best161, align 32
-  %1106 = fcmp ogt <8 x float> %v163185, %best161186
-  %1107 = mul nsw i64 %conv2.ty142145, 2
-  %1108 = add nsw i64 %1107, 1
-  %1109 = mul nsw i64 %1108, 14
-  %1110 = mul nsw i64 %conv2.tx143146, 2
-  %1111 = add nsw i64 %1109, %1110
-  %1112 = sitofp i64 %1111 to float
-  %1113 = insertelement <8 x float> undef, float %1112, i32 0
-  %1114 = shufflevector <8 x float> %1113, <8 x float> undef, <8 x i32> zeroinitializer
-  %at162 = load <8 x float>, ptr %conv2.at162, align 32
-  %1115 = select <8 x i1> %1106, <8 x float> %1114, <8 x float> %at162
-  store <8 x float> %1115, ptr %conv2.at165, align 32
-  %w156 = load <8 x float>, ptr %conv2.w156, align 32
-  %1116 = mul nsw i64 %conv2.cv144147, 8
-  %1117 = add nsw i64 4768, %1116
-  %params187 = getelementptr inbounds float, ptr %params, i64 %1117
-  %1118 = load <8 x float>, ptr %params187, align 4
-  %1119 = fadd <8 x float> %w156, %1118
-  store <8 x float> %1119, ptr %conv2.v166, align 32
-  %v166 = load <8 x float>, ptr %conv2.v166, align 32
-  %best164 = load <8 x float>, ptr %conv2.best164, align 32
-  %1120 = fcmp ogt <8 x float> %v166, %best164
-  %v166188 = load <8 x float>, ptr %conv2.v166, align 32
-  %best164189 = load <8 x float>, ptr %conv2.best164, align 32
-  %1121 = select <8 x i1> %1120, <8 x float> %v166188, <8 x float> %best164189
-  store <8 x float> %1121, ptr %conv2.best167, align 32
-  %v166190 = load <8 x float>, ptr %conv2.v166, align 32
-  %best164191 = load <8 x float>, ptr %conv2.best164, align 32
-  %1122 = fcmp ogt <8 x float> %v166190, %best164191
-  %1123 = mul nsw i64 %conv2.ty142145, 2
-  %1124 = add nsw i64 %1123, 1
-  %1125 = mul nsw i64 %1124, 14
-  %1126 = mul nsw i64 %conv2.tx143146, 2
-  %1127 = add nsw i64 %1125, %1126
-  %1128 = add nsw i64 %1127, 1
-  %1129 = sitofp i64 %1128 to float
-  %1130 = insertelement <8 x float> undef, float %1129, i32 0
-  %1131 = shufflevector <8 x float> %1130, <8 x float> undef, <8 x i32> zeroinitializer
-  %at165 = load <8 x float>, ptr %conv2.at165, align 32
-  %1132 = select <8 x i1> %1122, <8 x float> %1131, <8 x float> %at165
-  store <8 x float> %1132, ptr %conv2.at168, align 32
-  %best167 = load <8 x float>, ptr %conv2.best167, align 32
-  %1133 = fcmp ogt <8 x float> %best167, zeroinitializer
-  %best167192 = load <8 x float>, ptr %conv2.best167, align 32
-  %1134 = select <8 x i1> %1133, <8 x float> %best167192, <8 x float> zeroinitializer
-  %1135 = mul nsw i64 %conv2.j141144, 49
-  %1136 = mul nsw i64 %conv2.ty142145, 7
-  %1137 = add nsw i64 %1135, %1136
-  %1138 = add nsw i64 %1137, %conv2.tx143146
-  %1139 = mul nsw i64 %1138, 32
-  %1140 = add nsw i64 451328, %1139
-  %1141 = mul nsw i64 %conv2.cv144147, 8
-  %1142 = add nsw i64 %1140, %1141
-  %arena193 = getelementptr inbounds float, ptr %arena, i64 %1142
-  store <8 x float> %1134, ptr %arena193, align 4
-  %at168 = load <8 x float>, ptr %conv2.at168, align 32
-  %1143 = mul nsw i64 %conv2.j141144, 49
-  %1144 = mul nsw i64 %conv2.ty142145, 7
-  %1145 = add nsw i64 %1143, %1144
-  %1146 = add nsw i64 %1145, %conv2.tx143146
-  %1147 = mul nsw i64 %1146, 32
-  %1148 = add nsw i64 451328, %1147
-  %1149 = mul nsw i64 %conv2.cv144147, 8
-  %1150 = add nsw i64 %1148, %1149
-  %1151 = add nsw i64 %1150, 1568
-  %arena194 = getelementptr inbounds float, ptr %arena, i64 %1151
-  store <8 x float> %at168, ptr %arena194, align 4
-  %cv144.next = add nsw i64 %conv2.cv144147, 1
-  %1152 = icmp slt i64 %cv144.next, 4
-  br i1 %1152, label %conv2.cv144, label %conv2.cv144.end
-
-conv2.cv144.end:                                  ; preds = %conv2.cv144
-  %tx143.next = add nsw i64 %conv2.tx143146, 1
-  %1153 = icmp slt i64 %tx143.next, 7
-  br i1 %1153, label %conv2.tx143, label %conv2.tx143.end
-
-conv2.j169:                                       ; preds = %conv2.c170.end, %conv2.j141.end
-  %conv2.j169195 = phi i64 [ 0, %conv2.j141.end ], [ %j169.next, %conv2.c170.end ]
-  br label %conv2.c170
-
-conv2.j169.end:                                   ; preds = %conv2.c170.end
-  br label %conv2.j172
-
-conv2.c170:                                       ; preds = %conv2.q171.end, %conv2.j169
-  %conv2.c170196 = phi i64 [ 0, %conv2.j169 ], [ %c170.next, %conv2.q171.end ]
-  br label %conv2.q171
-
-conv2.c170.end:                                   ; preds = %conv2.q171.end
-  %j169.next = add nsw i64 %conv2.j169195, 1
-  %1154 = icmp slt i64 %j169.next, 1
-  br i1 %1154, label %conv2.j169, label %conv2.j169.end
-
-conv2.q171:                                       ; preds = %conv2.q171, %conv2.c170
-  %conv2.q171197 = phi i64 [ 0, %conv2.c170 ], [ %q171.next, %conv2.q171 ]
-  %1155 = mul nsw i64 %conv2.j169195, 49
-  %1156 = add nsw i64 %1155, %conv2.q171197
-  %1157 = mul nsw i64 %1156, 32
-  %1158 = add nsw i64 451328, %1157
-  %1159 = add nsw i64 %1158, %conv2.c170196
-  %arena198 = getelementptr inbounds float, ptr %arena, i64 %1159
-  %1160 = load float, ptr %arena198, align 4
-  %1161 = add nsw i64 %conv2.g9965, %conv2.j169195
-  %1162 = mul nsw i64 %1161, 1568
-  %1163 = mul nsw i64 %conv2.c170196, 49
-  %1164 = add nsw i64 %1162, %1163
-  %1165 = add nsw i64 %1164, %conv2.q171197
-  %1166 = add nsw i64 200704, %1165
-  %arena199 = getelementptr inbounds float, ptr %arena, i64 %1166
-  store float %1160, ptr %arena199, align 4
-  %q171.next = add nsw i64 %conv2.q171197, 1
-  %1167 = icmp slt i64 %q171.next, 49
-  br i1 %1167, label %conv2.q171, label %conv2.q171.end
-
-conv2.q171.end:                                   ; preds = %conv2.q171
-  %c170.next = add nsw i64 %conv2.c170196, 1
-  %1168 = icmp slt i64 %c170.next, 32
-  br i1 %1168, label %conv2.c170, label %conv2.c170.end
-
-conv2.j172:                                       ; preds = %conv2.c173.end, %conv2.j169.end
-  %conv2.j172200 = phi i64 [ 0, %conv2.j169.end ], [ %j172.next, %conv2.c173.end ]
-  br label %conv2.c173
-
-conv2.j172.end:                                   ; preds = %conv2.c173.end
-  %g99.next = add nsw i64 %conv2.g9965, 1
-  %1169 = icmp slt i64 %g99.next, 64
-  br i1 %1169, label %conv2.g99, label %conv2.g99.end
-
-conv2.c173:                                       ; preds = %conv2.q174.end, %conv2.j172
-  %conv2.c173201 = phi i64 [ 0, %conv2.j172 ], [ %c173.next, %conv2.q174.end ]
-  br label %conv2.q174
-
-conv2.c173.end:                                   ; preds = %conv2.q174.end
-  %j172.next = add nsw i64 %conv2.j172200, 1
-  %1170 = icmp slt i64 %j172.next, 1
-  br i1 %1170, label %conv2.j172, label %conv2.j172.end
-
-conv2.q174:                                       ; preds = %conv2.q174, %conv2.c173
-  %conv2.q174202 = phi i64 [ 0, %conv2.c173 ], [ %q174.next, %conv2.q174 ]
-  %1171 = mul nsw i64 %conv2.j172200, 49
-  %1172 = add nsw i64 %1171, %conv2.q174202
-  %1173 = mul nsw i64 %1172, 32
-  %1174 = add nsw i64 452896, %1173
-  %1175 = add nsw i64 %1174, %conv2.c173201
-  %arena203 = getelementptr inbounds float, ptr %arena, i64 %1175
-  %1176 = load float, ptr %arena203, align 4
-  %1177 = add nsw i64 %conv2.g9965, %conv2.j172200
-  %1178 = mul nsw i64 %1177, 1568
-  %1179 = mul nsw i64 %conv2.c173201, 49
-  %1180 = add nsw i64 %1178, %1179
-  %1181 = add nsw i64 %1180, %conv2.q174202
-  %1182 = add nsw i64 301056, %1181
-  %arena204 = getelementptr inbounds float, ptr %arena, i64 %1182
-  store float %1176, ptr %arena204, align 4
-  %q174.next = add nsw i64 %conv2.q174202, 1
-  %1183 = icmp slt i64 %q174.next, 49
-  br i1 %1183, label %conv2.q174, label %conv2.q174.end
-
-conv2.q174.end:                                   ; preds = %conv2.q174
-  %c173.next = add nsw i64 %conv2.c173201, 1
-  %1184 = icmp slt i64 %c173.next, 32
-  br i1 %1184, label %conv2.c173, label %conv2.c173.end
+define internal void @smallcnn_infer_b64.k1.conv2.part68.task(ptr %0, i64 %1) {
+entry:
+  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 0
+  %3 = load ptr, ptr %2, align 8
+  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 1
+  %5 = load ptr, ptr %4, align 8
+  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 2
+  %7 = load ptr, ptr %6, align 8
+  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 3
+  %9 = load ptr, ptr %8, align 8
+  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 4
+  %11 = load ptr, ptr %10, align 8
+  %12 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 5
+  %13 = load ptr, ptr %12, align 8
+  %14 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 6
+  %15 = load ptr, ptr %14, align 8
+  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 7
+  %17 = load float, ptr %16, align 4
+  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 8
+  %19 = load i64, ptr %18, align 4
+  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 9
+  %21 = load i64, ptr %20, align 4
+  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 10
+  %23 = load ptr, ptr %22, align 8
+  call void @smallcnn_infer_b64.k1.conv2.part68(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %1)
+  ret void
 }
 
 ; Function Attrs: noinline
-define internal void @smallcnn_infer_b64.k2.flat(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @smallcnn_infer_b64.k1.conv2.part141(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0, i64 %1) #1 {
+entry:
+  %conv2.at177 = alloca <8 x float>, align 32
+  %conv2.best176 = alloca <8 x float>, align 32
+  %conv2.v175 = alloca <8 x float>, align 32
+  %conv2.at174 = alloca <8 x float>, align 32
+  %conv2.best173 = alloca <8 x float>, align 32
+  %conv2.v172 = alloca <8 x float>, align 32
+  %conv2.at171 = alloca <8 x float>, align 32
+  %conv2.best170 = alloca <8 x float>, align 32
+  %conv2.v169 = alloca <8 x float>, align 32
+  %conv2.at168 = alloca <8 x float>, align 32
+  %conv2.best167 = alloca <8 x float>, align 32
+  %conv2.v166 = alloca <8 x float>, align 32
+  %conv2.w165 = alloca <8 x float>, align 32
+  %conv2.w164 = alloca <8 x float>, align 32
+  %conv2.w163 = alloca <8 x float>, align 32
+  %conv2.w162 = alloca <8 x float>, align 32
+  %conv2.w161 = alloca <8 x float>, align 32
+  %conv2.w160 = alloca <8 x float>, align 32
+  %conv2.w159 = alloca <8 x float>, align 32
+  %conv2.w158 = alloca <8 x float>, align 32
+  %conv2.w157 = alloca <8 x float>, align 32
+  %conv2.w156 = alloca <8 x float>, align 32
+  %conv2.w155 = alloca <8 x float>, align 32
+  %conv2.w154 = alloca <8 x float>, align 32
+  br label %conv2.xi142
+
+conv2.xi142:                                      ; preds = %conv2.xi142, %entry
+  %conv2.xi1421 = phi i64 [ 0, %entry ], [ %xi142.next, %conv2.xi142 ]
+  call void @smallcnn_infer_b64.k1.conv2.part141.gemm149(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv2.xi1421, i64 %1)
+  %xi142.next = add nsw i64 %conv2.xi1421, 1
+  %2 = icmp slt i64 %xi142.next, 16
+  br i1 %2, label %conv2.xi142, label %conv2.xi142.end
+
+conv2.xi142.end:                                  ; preds = %conv2.xi142
+  br label %conv2.j150
+
+conv2.j150:                                       ; preds = %conv2.ty151.end, %conv2.xi142.end
+  %conv2.j1502 = phi i64 [ 0, %conv2.xi142.end ], [ %j150.next, %conv2.ty151.end ]
+  br label %conv2.ty151
+
+conv2.j150.end:                                   ; preds = %conv2.ty151.end
+  br label %conv2.j178
+
+conv2.ty151:                                      ; preds = %conv2.tx152.end, %conv2.j150
+  %conv2.ty1513 = phi i64 [ 0, %conv2.j150 ], [ %ty151.next, %conv2.tx152.end ]
+  br label %conv2.tx152
+
+conv2.ty151.end:                                  ; preds = %conv2.tx152.end
+  %j150.next = add nsw i64 %conv2.j1502, 1
+  %3 = icmp slt i64 %j150.next, 1
+  br i1 %3, label %conv2.j150, label %conv2.j150.end
+
+conv2.tx152:                                      ; preds = %conv2.cv153.end, %conv2.ty151
+  %conv2.tx1524 = phi i64 [ 0, %conv2.ty151 ], [ %tx152.next, %conv2.cv153.end ]
+  br label %conv2.cv153
+
+conv2.tx152.end:                                  ; preds = %conv2.cv153.end
+  %ty151.next = add nsw i64 %conv2.ty1513, 1
+  %4 = icmp slt i64 %ty151.next, 7
+  br i1 %4, label %conv2.ty151, label %conv2.ty151.end
+
+conv2.cv153:                                      ; preds = %conv2.cv153, %conv2.tx152
+  %conv2.cv1535 = phi i64 [ 0, %conv2.tx152 ], [ %cv153.next, %conv2.cv153 ]
+  %5 = mul nsw i64 %conv2.j1502, 49
+  %6 = mul nsw i64 %conv2.ty1513, 7
+  %7 = add nsw i64 %5, %6
+  %8 = add nsw i64 %7, %conv2.tx1524
+  %9 = mul nsw i64 %8, 32
+  %10 = add nsw i64 426240, %9
+  %11 = mul nsw i64 %1, 16
+  %12 = mul nsw i64 %conv2.cv1535, 8
+  %13 = add nsw i64 %11, %12
+  %14 = add nsw i64 %10, %13
+  %arena6 = getelementptr inbounds float, ptr %arena, i64 %14
+  %15 = load <8 x float>, ptr %arena6, align 4
+  %16 = mul nsw i64 %conv2.j1502, 49
+  %17 = mul nsw i64 %conv2.ty1513, 7
+  %18 = add nsw i64 %16, %17
+  %19 = add nsw i64 %18, %conv2.tx1524
+  %20 = mul nsw i64 %19, 32
+  %21 = add nsw i64 432512, %20
+  %22 = mul nsw i64 %1, 16
+  %23 = mul nsw i64 %conv2.cv1535, 8
+  %24 = add nsw i64 %22, %23
+  %25 = add nsw i64 %21, %24
+  %arena7 = getelementptr inbounds float, ptr %arena, i64 %25
+  %26 = load <8 x float>, ptr %arena7, align 4
+  %27 = fadd <8 x float> %15, %26
+  %28 = mul nsw i64 %conv2.j1502, 49
+  %29 = mul nsw i64 %conv2.ty1513, 7
+  %30 = add nsw i64 %28, %29
+  %31 = add nsw i64 %30, %conv2.tx1524
+  %32 = mul nsw i64 %31, 32
+  %33 = add nsw i64 438784, %32
+  %34 = mul nsw i64 %1, 16
+  %35 = mul nsw i64 %conv2.cv1535, 8
+  %36 = add nsw i64 %34, %35
+  %37 = add nsw i64 %33, %36
+  %arena8 = getelementptr inbounds float, ptr %arena, i64 %37
+  %38 = load <8 x float>, ptr %arena8, align 4
+  %39 = fadd <8 x float> %27, %38
+  store <8 x float> %39, ptr %conv2.w154, align 32
+  %40 = mul nsw i64 %conv2.j1502, 49
+  %41 = mul nsw i64 %conv2.ty1513, 7
+  %42 = add nsw i64 %40, %41
+  %43 = add nsw i64 %42, %conv2.tx1524
+  %44 = mul nsw i64 %43, 32
+  %45 = add nsw i64 432512, %44
+  %46 = mul nsw i64 %1, 16
+  %47 = mul nsw i64 %conv2.cv1535, 8
+  %48 = add nsw i64 %46, %47
+  %49 = add nsw i64 %45, %48
+  %arena9 = getelementptr inbounds float, ptr %arena, i64 %49
+  %50 = load <8 x float>, ptr %arena9, align 4
+  %51 = mul nsw i64 %conv2.j1502, 49
+  %52 = mul nsw i64 %conv2.ty1513, 7
+  %53 = add nsw i64 %51, %52
+  %54 = add nsw i64 %53, %conv2.tx1524
+  %55 = mul nsw i64 %54, 32
+  %56 = add nsw i64 438784, %55
+  %57 = mul nsw i64 %1, 16
+  %58 = mul nsw i64 %conv2.cv1535, 8
+  %59 = add nsw i64 %57, %58
+  %60 = add nsw i64 %56, %59
+  %arena10 = getelementptr inbounds float, ptr %arena, i64 %60
+  %61 = load <8 x float>, ptr %arena10, align 4
+  %62 = fsub <8 x float> %50, %61
+  %63 = mul nsw i64 %conv2.j1502, 49
+  %64 = mul nsw i64 %conv2.ty1513, 7
+  %65 = add nsw i64 %63, %64
+  %66 = add nsw i64 %65, %conv2.tx1524
+  %67 = mul nsw i64 %66, 32
+  %68 = add nsw i64 445056, %67
+  %69 = mul nsw i64 %1, 16
+  %70 = mul nsw i64 %conv2.cv1535, 8
+  %71 = add nsw i64 %69, %70
+  %72 = add nsw i64 %68, %71
+  %arena11 = getelementptr inbounds float, ptr %arena, i64 %72
+  %73 = load <8 x float>, ptr %arena11, align 4
+  %74 = fsub <8 x float> %62, %73
+  store <8 x float> %74, ptr %conv2.w155, align 32
+  %75 = mul nsw i64 %conv2.j1502, 49
+  %76 = mul nsw i64 %conv2.ty1513, 7
+  %77 = add nsw i64 %75, %76
+  %78 = add nsw i64 %77, %conv2.tx1524
+  %79 = mul nsw i64 %78, 32
+  %80 = add nsw i64 427808, %79
+  %81 = mul nsw i64 %1, 16
+  %82 = mul nsw i64 %conv2.cv1535, 8
+  %83 = add nsw i64 %81, %82
+  %84 = add nsw i64 %80, %83
+  %arena12 = getelementptr inbounds float, ptr %arena, i64 %84
+  %85 = load <8 x float>, ptr %arena12, align 4
+  %86 = mul nsw i64 %conv2.j1502, 49
+  %87 = mul nsw i64 %conv2.ty1513, 7
+  %88 = add nsw i64 %86, %87
+  %89 = add nsw i64 %88, %conv2.tx1524
+  %90 = mul nsw i64 %89, 32
+  %91 = add nsw i64 434080, %90
+  %92 = mul nsw i64 %1, 16
+  %93 = mul nsw i64 %conv2.cv1535, 8
+  %94 = add nsw i64 %92, %93
+  %95 = add nsw i64 %91, %94
+  %arena13 = getelementptr inbounds float, ptr %arena, i64 %95
+  %96 = load <8 x float>, ptr %arena13, align 4
+  %97 = fadd <8 x float> %85, %96
+  %98 = mul nsw i64 %conv2.j1502, 49
+  %99 = mul nsw i64 %conv2.ty1513, 7
+  %100 = add nsw i64 %98, %99
+  %101 = add nsw i64 %100, %conv2.tx1524
+  %102 = mul nsw i64 %101, 32
+  %103 = add nsw i64 440352, %102
+  %104 = mul nsw i64 %1, 16
+  %105 = mul nsw i64 %conv2.cv1535, 8
+  %106 = add nsw i64 %104, %105
+  %107 = add nsw i64 %103, %106
+  %arena14 = getelementptr inbounds float, ptr %arena, i64 %107
+  %108 = load <8 x float>, ptr %arena14, align 4
+  %109 = fadd <8 x float> %97, %108
+  store <8 x float> %109, ptr %conv2.w156, align 32
+  %110 = mul nsw i64 %conv2.j1502, 49
+  %111 = mul nsw i64 %conv2.ty1513, 7
+  %112 = add nsw i64 %110, %111
+  %113 = add nsw i64 %112, %conv2.tx1524
+  %114 = mul nsw i64 %113, 32
+  %115 = add nsw i64 434080, %114
+  %116 = mul nsw i64 %1, 16
+  %117 = mul nsw i64 %conv2.cv1535, 8
+  %118 = add nsw i64 %116, %117
+  %119 = add nsw i64 %115, %118
+  %arena15 = getelementptr inbounds float, ptr %arena, i64 %119
+  %120 = load <8 x float>, ptr %arena15, align 4
+  %121 = mul nsw i64 %conv2.j1502, 49
+  %122 = mul nsw i64 %conv2.ty1513, 7
+  %123 = add nsw i64 %121, %122
+  %124 = add nsw i64 %123, %conv2.tx1524
+  %125 = mul nsw i64 %124, 32
+  %126 = add nsw i64 440352, %125
+  %127 = mul nsw i64 %1, 16
+  %128 = mul nsw i64 %conv2.cv1535, 8
+  %129 = add nsw i64 %127, %128
+  %130 = add nsw i64 %126, %129
+  %arena16 = getelementptr inbounds float, ptr %arena, i64 %130
+  %131 = load <8 x float>, ptr %arena16, align 4
+  %132 = fsub <8 x float> %120, %131
+  %133 = mul nsw i64 %conv2.j1502, 49
+  %134 = mul nsw i64 %conv2.ty1513, 7
+  %135 = add nsw i64 %133, %134
+  %136 = add nsw i64 %135, %conv2.tx1524
+  %137 = mul nsw i64 %136, 32
+  %138 = add nsw i64 446624, %137
+  %139 = mul nsw i64 %1, 16
+  %140 = mul nsw i64 %conv2.cv1535, 8
+  %141 = add nsw i64 %139, %140
+  %142 = add nsw i64 %138, %141
+  %arena17 = getelementptr inbounds float, ptr %arena, i64 %142
+  %143 = load <8 x float>, ptr %arena17, align 4
+  %144 = fsub <8 x float> %132, %143
+  store <8 x float> %144, ptr %conv2.w157, align 32
+  %145 = mul nsw i64 %conv2.j1502, 49
+  %146 = mul nsw i64 %conv2.ty1513, 7
+  %147 = add nsw i64 %145, %146
+  %148 = add nsw i64 %147, %conv2.tx1524
+  %149 = mul nsw i64 %148, 32
+  %150 = add nsw i64 429376, %149
+  %151 = mul nsw i64 %1, 16
+  %152 = mul nsw i64 %conv2.cv1535, 8
+  %153 = add nsw i64 %151, %152
+  %154 = add nsw i64 %150, %153
+  %arena18 = getelementptr inbounds float, ptr %arena, i64 %154
+  %155 = load <8 x float>, ptr %arena18, align 4
+  %156 = mul nsw i64 %conv2.j1502, 49
+  %157 = mul nsw i64 %conv2.ty1513, 7
+  %158 = add nsw i64 %156, %157
+  %159 = add nsw i64 %158, %conv2.tx1524
+  %160 = mul nsw i64 %159, 32
+  %161 = add nsw i64 435648, %160
+  %162 = mul nsw i64 %1, 16
+  %163 = mul nsw i64 %conv2.cv1535, 8
+  %164 = add nsw i64 %162, %163
+  %165 = add nsw i64 %161, %164
+  %arena19 = getelementptr inbounds float, ptr %arena, i64 %165
+  %166 = load <8 x float>, ptr %arena19, align 4
+  %167 = fadd <8 x float> %155, %166
+  %168 = mul nsw i64 %conv2.j1502, 49
+  %169 = mul nsw i64 %conv2.ty1513, 7
+  %170 = add nsw i64 %168, %169
+  %171 = add nsw i64 %170, %conv2.tx1524
+  %172 = mul nsw i64 %171, 32
+  %173 = add nsw i64 441920, %172
+  %174 = mul nsw i64 %1, 16
+  %175 = mul nsw i64 %conv2.cv1535, 8
+  %176 = add nsw i64 %174, %175
+  %177 = add nsw i64 %173, %176
+  %arena20 = getelementptr inbounds float, ptr %arena, i64 %177
+  %178 = load <8 x float>, ptr %arena20, align 4
+  %179 = fadd <8 x float> %167, %178
+  store <8 x float> %179, ptr %conv2.w158, align 32
+  %180 = mul nsw i64 %conv2.j1502, 49
+  %181 = mul nsw i64 %conv2.ty1513, 7
+  %182 = add nsw i64 %180, %181
+  %183 = add nsw i64 %182, %conv2.tx1524
+  %184 = mul nsw i64 %183, 32
+  %185 = add nsw i64 435648, %184
+  %186 = mul nsw i64 %1, 16
+  %187 = mul nsw i64 %conv2.cv1535, 8
+  %188 = add nsw i64 %186, %187
+  %189 = add nsw i64 %185, %188
+  %arena21 = getelementptr inbounds float, ptr %arena, i64 %189
+  %190 = load <8 x float>, ptr %arena21, align 4
+  %191 = mul nsw i64 %conv2.j1502, 49
+  %192 = mul nsw i64 %conv2.ty1513, 7
+  %193 = add nsw i64 %191, %192
+  %194 = add nsw i64 %193, %conv2.tx1524
+  %195 = mul nsw i64 %194, 32
+  %196 = add nsw i64 441920, %195
+  %197 = mul nsw i64 %1, 16
+  %198 = mul nsw i64 %conv2.cv1535, 8
+  %199 = add nsw i64 %197, %198
+  %200 = add nsw i64 %196, %199
+  %arena22 = getelementptr inbounds float, ptr %arena, i64 %200
+  %201 = load <8 x float>, ptr %arena22, align 4
+  %202 = fsub <8 x float> %190, %201
+  %203 = mul nsw i64 %conv2.j1502, 49
+  %204 = mul nsw i64 %conv2.ty1513, 7
+  %205 = add nsw i64 %203, %204
+  %206 = add nsw i64 %205, %conv2.tx1524
+  %207 = mul nsw i64 %206, 32
+  %208 = add nsw i64 448192, %207
+  %209 = mul nsw i64 %1, 16
+  %210 = mul nsw i64 %conv2.cv1535, 8
+  %211 = add nsw i64 %209, %210
+  %212 = add nsw i64 %208, %211
+  %arena23 = getelementptr inbounds float, ptr %arena, i64 %212
+  %213 = load <8 x float>, ptr %arena23, align 4
+  %214 = fsub <8 x float> %202, %213
+  store <8 x float> %214, ptr %conv2.w159, align 32
+  %215 = mul nsw i64 %conv2.j1502, 49
+  %216 = mul nsw i64 %conv2.ty1513, 7
+  %217 = add nsw i64 %215, %216
+  %218 = add nsw i64 %217, %conv2.tx1524
+  %219 = mul nsw i64 %218, 32
+  %220 = add nsw i64 430944, %219
+  %221 = mul nsw i64 %1, 16
+  %222 = mul nsw i64 %conv2.cv1535, 8
+  %223 = add nsw i64 %221, %222
+  %224 = add nsw i64 %220, %223
+  %arena24 = getelementptr inbounds float, ptr %arena, i64 %224
+  %225 = load <8 x float>, ptr %arena24, align 4
+  %226 = mul nsw i64 %conv2.j1502, 49
+  %227 = mul nsw i64 %conv2.ty1513, 7
+  %228 = add nsw i64 %226, %227
+  %229 = add nsw i64 %228, %conv2.tx1524
+  %230 = mul nsw i64 %229, 32
+  %231 = add nsw i64 437216, %230
+  %232 = mul nsw i64 %1, 16
+  %233 = mul nsw i64 %conv2.cv1535, 8
+  %234 = add nsw i64 %232, %233
+  %235 = add nsw i64 %231, %234
+  %arena25 = getelementptr inbounds float, ptr %arena, i64 %235
+  %236 = load <8 x float>, ptr %arena25, align 4
+  %237 = fadd <8 x float> %225, %236
+  %238 = mul nsw i64 %conv2.j1502, 49
+  %239 = mul nsw i64 %conv2.ty1513, 7
+  %240 = add nsw i64 %238, %239
+  %241 = add nsw i64 %240, %conv2.tx1524
+  %242 = mul nsw i64 %241, 32
+  %243 = add nsw i64 443488, %242
+  %244 = mul nsw i64 %1, 16
+  %245 = mul nsw i64 %conv2.cv1535, 8
+  %246 = add nsw i64 %244, %245
+  %247 = add nsw i64 %243, %246
+  %arena26 = getelementptr inbounds float, ptr %arena, i64 %247
+  %248 = load <8 x float>, ptr %arena26, align 4
+  %249 = fadd <8 x float> %237, %248
+  store <8 x float> %249, ptr %conv2.w160, align 32
+  %250 = mul nsw i64 %conv2.j1502, 49
+  %251 = mul nsw i64 %conv2.ty1513, 7
+  %252 = add nsw i64 %250, %251
+  %253 = add nsw i64 %252, %conv2.tx1524
+  %254 = mul nsw i64 %253, 32
+  %255 = add nsw i64 437216, %254
+  %256 = mul nsw i64 %1, 16
+  %257 = mul nsw i64 %conv2.cv1535, 8
+  %258 = add nsw i64 %256, %257
+  %259 = add nsw i64 %255, %258
+  %arena27 = getelementptr inbounds float, ptr %arena, i64 %259
+  %260 = load <8 x float>, ptr %arena27, align 4
+  %261 = mul nsw i64 %conv2.j1502, 49
+  %262 = mul nsw i64 %conv2.ty1513, 7
+  %263 = add nsw i64 %261, %262
+  %264 = add nsw i64 %263, %conv2.tx1524
+  %265 = mul nsw i64 %264, 32
+  %266 = add nsw i64 443488, %265
+  %267 = mul nsw i64 %1, 16
+  %268 = mul nsw i64 %conv2.cv1535, 8
+  %269 = add nsw i64 %267, %268
+  %270 = add nsw i64 %266, %269
+  %arena28 = getelementptr inbounds float, ptr %arena, i64 %270
+  %271 = load <8 x float>, ptr %arena28, align 4
+  %272 = fsub <8 x float> %260, %271
+  %273 = mul nsw i64 %conv2.j1502, 49
+  %274 = mul nsw i64 %conv2.ty1513, 7
+  %275 = add nsw i64 %273, %274
+  %276 = add nsw i64 %275, %conv2.tx1524
+  %277 = mul nsw i64 %276, 32
+  %278 = add nsw i64 449760, %277
+  %279 = mul nsw i64 %1, 16
+  %280 = mul nsw i64 %conv2.cv1535, 8
+  %281 = add nsw i64 %279, %280
+  %282 = add nsw i64 %278, %281
+  %arena29 = getelementptr inbounds float, ptr %arena, i64 %282
+  %283 = load <8 x float>, ptr %arena29, align 4
+  %284 = fsub <8 x float> %272, %283
+  store <8 x float> %284, ptr %conv2.w161, align 32
+  %w154 = load <8 x float>, ptr %conv2.w154, align 32
+  %w156 = load <8 x float>, ptr %conv2.w156, align 32
+  %285 = fadd <8 x float> %w154, %w156
+  %w158 = load <8 x float>, ptr %conv2.w158, align 32
+  %286 = fadd <8 x float> %285, %w158
+  store <8 x float> %286, ptr %conv2.w162, align 32
+  %w15630 = load <8 x float>, ptr %conv2.w156, align 32
+  %w15831 = load <8 x float>, ptr %conv2.w158, align 32
+  %287 = fsub <8 x float> %w15630, %w15831
+  %w160 = load <8 x float>, ptr %conv2.w160, align 32
+  %288 = fsub <8 x float> %287, %w160
+  store <8 x float> %288, ptr %conv2.w163, align 32
+  %w155 = load <8 x float>, ptr %conv2.w155, align 32
+  %w157 = load <8 x float>, ptr %conv2.w157, align 32
+  %289 = fadd <8 x float> %w155, %w157
+  %w159 = load <8 x float>, ptr %conv2.w159, align 32
+  %290 = fadd <8 x float> %289, %w159
+  store <8 x float> %290, ptr %conv2.w164, align 32
+  %w15732 = load <8 x float>, ptr %conv2.w157, align 32
+  %w15933 = load <8 x float>, ptr %conv2.w159, align 32
+  %291 = fsub <8 x float> %w15732, %w15933
+  %w161 = load <8 x float>, ptr %conv2.w161, align 32
+  %292 = fsub <8 x float> %291, %w161
+  store <8 x float> %292, ptr %conv2.w165, align 32
+  %w162 = load <8 x float>, ptr %conv2.w162, align 32
+  %293 = mul nsw i64 %1, 16
+  %294 = mul nsw i64 %conv2.cv1535, 8
+  %295 = add nsw i64 %293, %294
+  %296 = add nsw i64 4768, %295
+  %params34 = getelementptr inbounds float, ptr %params, i64 %296
+  %297 = load <8 x float>, ptr %params34, align 4
+  %298 = fadd <8 x float> %w162, %297
+  store <8 x float> %298, ptr %conv2.v166, align 32
+  %v166 = load <8 x float>, ptr %conv2.v166, align 32
+  store <8 x float> %v166, ptr %conv2.best167, align 32
+  %299 = mul nsw i64 %conv2.ty1513, 2
+  %300 = mul nsw i64 %299, 14
+  %301 = mul nsw i64 %conv2.tx1524, 2
+  %302 = add nsw i64 %300, %301
+  %303 = sitofp i64 %302 to float
+  %304 = insertelement <8 x float> undef, float %303, i32 0
+  %305 = shufflevector <8 x float> %304, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %305, ptr %conv2.at168, align 32
+  %w163 = load <8 x float>, ptr %conv2.w163, align 32
+  %306 = mul nsw i64 %1, 16
+  %307 = mul nsw i64 %conv2.cv1535, 8
+  %308 = add nsw i64 %306, %307
+  %309 = add nsw i64 4768, %308
+  %params35 = getelementptr inbounds float, ptr %params, i64 %309
+  %310 = load <8 x float>, ptr %params35, align 4
+  %311 = fadd <8 x float> %w163, %310
+  store <8 x float> %311, ptr %conv2.v169, align 32
+  %v169 = load <8 x float>, ptr %conv2.v169, align 32
+  %best167 = load <8 x float>, ptr %conv2.best167, align 32
+  %312 = fcmp ogt <8 x float> %v169, %best167
+  %v16936 = load <8 x float>, ptr %conv2.v169, align 32
+  %best16737 = load <8 x float>, ptr %conv2.best167, align 32
+  %313 = select <8 x i1> %312, <8 x float> %v16936, <8 x float> %best16737
+  store <8 x float> %313, ptr %conv2.best170, align 32
+  %v16938 = load <8 x float>, ptr %conv2.v169, align 32
+  %best16739 = load <8 x float>, ptr %conv2.best167, align 32
+  %314 = fcmp ogt <8 x float> %v16938, %best16739
+  %315 = mul nsw i64 %conv2.ty1513, 2
+  %316 = mul nsw i64 %315, 14
+  %317 = mul nsw i64 %conv2.tx1524, 2
+  %318 = add nsw i64 %316, %317
+  %319 = add nsw i64 %318, 1
+  %320 = sitofp i64 %319 to float
+  %321 = insertelement <8 x float> undef, float %320, i32 0
+  %322 = shufflevector <8 x float> %321, <8 x float> undef, <8 x i32> zeroinitializer
+  %at168 = load <8 x float>, ptr %conv2.at168, align 32
+  %323 = select <8 x i1> %314, <8 x float> %322, <8 x float> %at168
+  store <8 x float> %323, ptr %conv2.at171, align 32
+  %w164 = load <8 x float>, ptr %conv2.w164, align 32
+  %324 = mul nsw i64 %1, 16
+  %325 = mul nsw i64 %conv2.cv1535, 8
+  %326 = add nsw i64 %324, %325
+  %327 = add nsw i64 4768, %326
+  %params40 = getelementptr inbounds float, ptr %params, i64 %327
+  %328 = load <8 x float>, ptr %params40, align 4
+  %329 = fadd <8 x float> %w164, %328
+  store <8 x float> %329, ptr %conv2.v172, align 32
+  %v172 = load <8 x float>, ptr %conv2.v172, align 32
+  %best170 = load <8 x float>, ptr %conv2.best170, align 32
+  %330 = fcmp ogt <8 x float> %v172, %best170
+  %v17241 = load <8 x float>, ptr %conv2.v172, align 32
+  %best17042 = load <8 x float>, ptr %conv2.best170, align 32
+  %331 = select <8 x i1> %330, <8 x float> %v17241, <8 x float> %best17042
+  store <8 x float> %331, ptr %conv2.best173, align 32
+  %v17243 = load <8 x float>, ptr %conv2.v172, align 32
+  %best17044 = load <8 x float>, ptr %conv2.best170, align 32
+  %332 = fcmp ogt <8 x float> %v17243, %best17044
+  %333 = mul nsw i64 %conv2.ty1513, 2
+  %334 = add nsw i64 %333, 1
+  %335 = mul nsw i64 %334, 14
+  %336 = mul nsw i64 %conv2.tx1524, 2
+  %337 = add nsw i64 %335, %336
+  %338 = sitofp i64 %337 to float
+  %339 = insertelement <8 x float> undef, float %338, i32 0
+  %340 = shufflevector <8 x float> %339, <8 x float> undef, <8 x i32> zeroinitializer
+  %at171 = load <8 x float>, ptr %conv2.at171, align 32
+  %341 = select <8 x i1> %332, <8 x float> %340, <8 x float> %at171
+  store <8 x float> %341, ptr %conv2.at174, align 32
+  %w165 = load <8 x float>, ptr %conv2.w165, align 32
+  %342 = mul nsw i64 %1, 16
+  %343 = mul nsw i64 %conv2.cv1535, 8
+  %344 = add nsw i64 %342, %343
+  %345 = add nsw i64 4768, %344
+  %params45 = getelementptr inbounds float, ptr %params, i64 %345
+  %346 = load <8 x float>, ptr %params45, align 4
+  %347 = fadd <8 x float> %w165, %346
+  store <8 x float> %347, ptr %conv2.v175, align 32
+  %v175 = load <8 x float>, ptr %conv2.v175, align 32
+  %best173 = load <8 x float>, ptr %conv2.best173, align 32
+  %348 = fcmp ogt <8 x float> %v175, %best173
+  %v17546 = load <8 x float>, ptr %conv2.v175, align 32
+  %best17347 = load <8 x float>, ptr %conv2.best173, align 32
+  %349 = select <8 x i1> %348, <8 x float> %v17546, <8 x float> %best17347
+  store <8 x float> %349, ptr %conv2.best176, align 32
+  %v17548 = load <8 x float>, ptr %conv2.v175, align 32
+  %best17349 = load <8 x float>, ptr %conv2.best173, align 32
+  %350 = fcmp ogt <8 x float> %v17548, %best17349
+  %351 = mul nsw i64 %conv2.ty1513, 2
+  %352 = add nsw i64 %351, 1
+  %353 = mul nsw i64 %352, 14
+  %354 = mul nsw i64 %conv2.tx1524, 2
+  %355 = add nsw i64 %353, %354
+  %356 = add nsw i64 %355, 1
+  %357 = sitofp i64 %356 to float
+  %358 = insertelement <8 x float> undef, float %357, i32 0
+  %359 = shufflevector <8 x float> %358, <8 x float> undef, <8 x i32> zeroinitializer
+  %at174 = load <8 x float>, ptr %conv2.at174, align 32
+  %360 = select <8 x i1> %350, <8 x float> %359, <8 x float> %at174
+  store <8 x float> %360, ptr %conv2.at177, align 32
+  %best176 = load <8 x float>, ptr %conv2.best176, align 32
+  %361 = fcmp ogt <8 x float> %best176, zeroinitializer
+  %best17650 = load <8 x float>, ptr %conv2.best176, align 32
+  %362 = select <8 x i1> %361, <8 x float> %best17650, <8 x float> zeroinitializer
+  %363 = mul nsw i64 %conv2.j1502, 49
+  %364 = mul nsw i64 %conv2.ty1513, 7
+  %365 = add nsw i64 %363, %364
+  %366 = add nsw i64 %365, %conv2.tx1524
+  %367 = mul nsw i64 %366, 32
+  %368 = add nsw i64 451328, %367
+  %369 = mul nsw i64 %1, 16
+  %370 = mul nsw i64 %conv2.cv1535, 8
+  %371 = add nsw i64 %369, %370
+  %372 = add nsw i64 %368, %371
+  %arena51 = getelementptr inbounds float, ptr %arena, i64 %372
+  store <8 x float> %362, ptr %arena51, align 4
+  %at177 = load <8 x float>, ptr %conv2.at177, align 32
+  %373 = mul nsw i64 %conv2.j1502, 49
+  %374 = mul nsw i64 %conv2.ty1513, 7
+  %375 = add nsw i64 %373, %374
+  %376 = add nsw i64 %375, %conv2.tx1524
+  %377 = mul nsw i64 %376, 32
+  %378 = add nsw i64 451328, %377
+  %379 = mul nsw i64 %1, 16
+  %380 = mul nsw i64 %conv2.cv1535, 8
+  %381 = add nsw i64 %379, %380
+  %382 = add nsw i64 %378, %381
+  %383 = add nsw i64 %382, 1568
+  %arena52 = getelementptr inbounds float, ptr %arena, i64 %383
+  store <8 x float> %at177, ptr %arena52, align 4
+  %cv153.next = add nsw i64 %conv2.cv1535, 1
+  %384 = icmp slt i64 %cv153.next, 2
+  br i1 %384, label %conv2.cv153, label %conv2.cv153.end
+
+conv2.cv153.end:                                  ; preds = %conv2.cv153
+  %tx152.next = add nsw i64 %conv2.tx1524, 1
+  %385 = icmp slt i64 %tx152.next, 7
+  br i1 %385, label %conv2.tx152, label %conv2.tx152.end
+
+conv2.j178:                                       ; preds = %conv2.c179.end, %conv2.j150.end
+  %conv2.j17853 = phi i64 [ 0, %conv2.j150.end ], [ %j178.next, %conv2.c179.end ]
+  br label %conv2.c179
+
+conv2.j178.end:                                   ; preds = %conv2.c179.end
+  br label %conv2.j181
+
+conv2.c179:                                       ; preds = %conv2.q180.end, %conv2.j178
+  %conv2.c17954 = phi i64 [ 0, %conv2.j178 ], [ %c179.next, %conv2.q180.end ]
+  br label %conv2.q180
+
+conv2.c179.end:                                   ; preds = %conv2.q180.end
+  %j178.next = add nsw i64 %conv2.j17853, 1
+  %386 = icmp slt i64 %j178.next, 1
+  br i1 %386, label %conv2.j178, label %conv2.j178.end
+
+conv2.q180:                                       ; preds = %conv2.q180, %conv2.c179
+  %conv2.q18055 = phi i64 [ 0, %conv2.c179 ], [ %q180.next, %conv2.q180 ]
+  %387 = mul nsw i64 %conv2.j17853, 49
+  %388 = add nsw i64 %387, %conv2.q18055
+  %389 = mul nsw i64 %388, 32
+  %390 = add nsw i64 451328, %389
+  %391 = mul nsw i64 %1, 16
+  %392 = add nsw i64 %391, %conv2.c17954
+  %393 = add nsw i64 %390, %392
+  %arena56 = getelementptr inbounds float, ptr %arena, i64 %393
+  %394 = load float, ptr %arena56, align 4
+  %395 = add nsw i64 %0, %conv2.j17853
+  %396 = mul nsw i64 %395, 1568
+  %397 = mul nsw i64 %1, 16
+  %398 = add nsw i64 %397, %conv2.c17954
+  %399 = mul nsw i64 %398, 49
+  %400 = add nsw i64 %396, %399
+  %401 = add nsw i64 %400, %conv2.q18055
+  %402 = add nsw i64 200704, %401
+  %arena57 = getelementptr inbounds float, ptr %arena, i64 %402
+  store float %394, ptr %arena57, align 4
+  %q180.next = add nsw i64 %conv2.q18055, 1
+  %403 = icmp slt i64 %q180.next, 49
+  br i1 %403, label %conv2.q180, label %conv2.q180.end
+
+conv2.q180.end:                                   ; preds = %conv2.q180
+  %c179.next = add nsw i64 %conv2.c17954, 1
+  %404 = icmp slt i64 %c179.next, 16
+  br i1 %404, label %conv2.c179, label %conv2.c179.end
+
+conv2.j181:                                       ; preds = %conv2.c182.end, %conv2.j178.end
+  %conv2.j18158 = phi i64 [ 0, %conv2.j178.end ], [ %j181.next, %conv2.c182.end ]
+  br label %conv2.c182
+
+conv2.j181.end:                                   ; preds = %conv2.c182.end
+  ret void
+
+conv2.c182:                                       ; preds = %conv2.q183.end, %conv2.j181
+  %conv2.c18259 = phi i64 [ 0, %conv2.j181 ], [ %c182.next, %conv2.q183.end ]
+  br label %conv2.q183
+
+conv2.c182.end:                                   ; preds = %conv2.q183.end
+  %j181.next = add nsw i64 %conv2.j18158, 1
+  %405 = icmp slt i64 %j181.next, 1
+  br i1 %405, label %conv2.j181, label %conv2.j181.end
+
+conv2.q183:                                       ; preds = %conv2.q183, %conv2.c182
+  %conv2.q18360 = phi i64 [ 0, %conv2.c182 ], [ %q183.next, %conv2.q183 ]
+  %406 = mul nsw i64 %conv2.j18158, 49
+  %407 = add nsw i64 %406, %conv2.q18360
+  %408 = mul nsw i64 %407, 32
+  %409 = add nsw i64 452896, %408
+  %410 = mul nsw i64 %1, 16
+  %411 = add nsw i64 %410, %conv2.c18259
+  %412 = add nsw i64 %409, %411
+  %arena61 = getelementptr inbounds float, ptr %arena, i64 %412
+  %413 = load float, ptr %arena61, align 4
+  %414 = add nsw i64 %0, %conv2.j18158
+  %415 = mul nsw i64 %414, 1568
+  %416 = mul nsw i64 %1, 16
+  %417 = add nsw i64 %416, %conv2.c18259
+  %418 = mul nsw i64 %417, 49
+  %419 = add nsw i64 %415, %418
+  %420 = add nsw i64 %419, %conv2.q18360
+  %421 = add nsw i64 301056, %420
+  %arena62 = getelementptr inbounds float, ptr %arena, i64 %421
+  store float %413, ptr %arena62, align 4
+  %q183.next = add nsw i64 %conv2.q18360, 1
+  %422 = icmp slt i64 %q183.next, 49
+  br i1 %422, label %conv2.q183, label %conv2.q183.end
+
+conv2.q183.end:                                   ; preds = %conv2.q183
+  %c182.next = add nsw i64 %conv2.c18259, 1
+  %423 = icmp slt i64 %c182.next, 16
+  br i1 %423, label %conv2.c182, label %conv2.c182.end
+}
+
+; Function Attrs: noinline
+define internal void @smallcnn_infer_b64.k1.conv2.part141.gemm149(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0, i64 %1) #1 {
+entry:
+  %conv2.t147_a3 = alloca <8 x float>, align 32
+  %conv2.t147_a2 = alloca <8 x float>, align 32
+  %conv2.t147_a1 = alloca <8 x float>, align 32
+  %conv2.t147_a0 = alloca <8 x float>, align 32
+  %conv2.t147_b1 = alloca <8 x float>, align 32
+  %conv2.t147_b0 = alloca <8 x float>, align 32
+  %conv2.t147_c3_1 = alloca <8 x float>, align 32
+  %conv2.t147_c3_0 = alloca <8 x float>, align 32
+  %conv2.t147_c2_1 = alloca <8 x float>, align 32
+  %conv2.t147_c2_0 = alloca <8 x float>, align 32
+  %conv2.t147_c1_1 = alloca <8 x float>, align 32
+  %conv2.t147_c1_0 = alloca <8 x float>, align 32
+  %conv2.t147_c0_1 = alloca <8 x float>, align 32
+  %conv2.t147_c0_0 = alloca <8 x float>, align 32
+  %conv2.t145_a4 = alloca <8 x float>, align 32
+  %conv2.t145_a3 = alloca <8 x float>, align 32
+  %conv2.t145_a2 = alloca <8 x float>, align 32
+  %conv2.t145_a1 = alloca <8 x float>, align 32
+  %conv2.t145_a0 = alloca <8 x float>, align 32
+  %conv2.t145_b1 = alloca <8 x float>, align 32
+  %conv2.t145_b0 = alloca <8 x float>, align 32
+  %conv2.t145_c4_1 = alloca <8 x float>, align 32
+  %conv2.t145_c4_0 = alloca <8 x float>, align 32
+  %conv2.t145_c3_1 = alloca <8 x float>, align 32
+  %conv2.t145_c3_0 = alloca <8 x float>, align 32
+  %conv2.t145_c2_1 = alloca <8 x float>, align 32
+  %conv2.t145_c2_0 = alloca <8 x float>, align 32
+  %conv2.t145_c1_1 = alloca <8 x float>, align 32
+  %conv2.t145_c1_0 = alloca <8 x float>, align 32
+  %conv2.t145_c0_1 = alloca <8 x float>, align 32
+  %conv2.t145_c0_0 = alloca <8 x float>, align 32
+  br label %conv2.nb143
+
+conv2.nb143:                                      ; preds = %conv2.k148.end, %entry
+  %conv2.nb1431 = phi i64 [ 0, %entry ], [ %nb143.next, %conv2.k148.end ]
+  br label %conv2.mb144
+
+conv2.nb143.end:                                  ; preds = %conv2.k148.end
+  ret void
+
+conv2.mb144:                                      ; preds = %conv2.k146.end, %conv2.nb143
+  %conv2.mb1442 = phi i64 [ 0, %conv2.nb143 ], [ %mb144.next, %conv2.k146.end ]
+  store <8 x float> zeroinitializer, ptr %conv2.t145_c0_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t145_c0_1, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t145_c1_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t145_c1_1, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t145_c2_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t145_c2_1, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t145_c3_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t145_c3_1, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t145_c4_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t145_c4_1, align 32
+  br label %conv2.k146
+
+conv2.mb144.end:                                  ; preds = %conv2.k146.end
+  store <8 x float> zeroinitializer, ptr %conv2.t147_c0_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t147_c0_1, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t147_c1_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t147_c1_1, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t147_c2_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t147_c2_1, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t147_c3_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t147_c3_1, align 32
+  br label %conv2.k148
+
+conv2.k146:                                       ; preds = %conv2.k146, %conv2.mb144
+  %conv2.k1463 = phi i64 [ 0, %conv2.mb144 ], [ %k146.next, %conv2.k146 ]
+  %2 = mul nsw i64 %0, 512
+  %3 = add nsw i64 401408, %2
+  %4 = mul nsw i64 %1, 16
+  %5 = add nsw i64 %3, %4
+  %6 = mul nsw i64 %conv2.k1463, 32
+  %7 = add nsw i64 %5, %6
+  %8 = mul nsw i64 %conv2.nb1431, 16
+  %9 = add nsw i64 %7, %8
+  %arena4 = getelementptr inbounds float, ptr %arena, i64 %9
+  %10 = load <8 x float>, ptr %arena4, align 4
+  store <8 x float> %10, ptr %conv2.t145_b0, align 32
+  %11 = mul nsw i64 %0, 512
+  %12 = add nsw i64 401408, %11
+  %13 = mul nsw i64 %1, 16
+  %14 = add nsw i64 %12, %13
+  %15 = mul nsw i64 %conv2.k1463, 32
+  %16 = add nsw i64 %14, %15
+  %17 = mul nsw i64 %conv2.nb1431, 16
+  %18 = add nsw i64 %16, %17
+  %19 = add nsw i64 %18, 8
+  %arena5 = getelementptr inbounds float, ptr %arena, i64 %19
+  %20 = load <8 x float>, ptr %arena5, align 4
+  store <8 x float> %20, ptr %conv2.t145_b1, align 32
+  %21 = mul nsw i64 %0, 784
+  %22 = add nsw i64 413696, %21
+  %23 = mul nsw i64 %conv2.mb1442, 5
+  %24 = mul nsw i64 %23, 16
+  %25 = add nsw i64 %22, %24
+  %26 = add nsw i64 %25, %conv2.k1463
+  %arena6 = getelementptr inbounds float, ptr %arena, i64 %26
+  %27 = load float, ptr %arena6, align 4
+  %28 = insertelement <8 x float> undef, float %27, i32 0
+  %29 = shufflevector <8 x float> %28, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %29, ptr %conv2.t145_a0, align 32
+  %t145_a0 = load <8 x float>, ptr %conv2.t145_a0, align 32
+  %t145_b0 = load <8 x float>, ptr %conv2.t145_b0, align 32
+  %t145_c0_0 = load <8 x float>, ptr %conv2.t145_c0_0, align 32
+  %30 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t145_a0, <8 x float> %t145_b0, <8 x float> %t145_c0_0)
+  store <8 x float> %30, ptr %conv2.t145_c0_0, align 32
+  %t145_a07 = load <8 x float>, ptr %conv2.t145_a0, align 32
+  %t145_b1 = load <8 x float>, ptr %conv2.t145_b1, align 32
+  %t145_c0_1 = load <8 x float>, ptr %conv2.t145_c0_1, align 32
+  %31 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t145_a07, <8 x float> %t145_b1, <8 x float> %t145_c0_1)
+  store <8 x float> %31, ptr %conv2.t145_c0_1, align 32
+  %32 = mul nsw i64 %0, 784
+  %33 = add nsw i64 413696, %32
+  %34 = mul nsw i64 %conv2.mb1442, 5
+  %35 = add nsw i64 %34, 1
+  %36 = mul nsw i64 %35, 16
+  %37 = add nsw i64 %33, %36
+  %38 = add nsw i64 %37, %conv2.k1463
+  %arena8 = getelementptr inbounds float, ptr %arena, i64 %38
+  %39 = load float, ptr %arena8, align 4
+  %40 = insertelement <8 x float> undef, float %39, i32 0
+  %41 = shufflevector <8 x float> %40, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %41, ptr %conv2.t145_a1, align 32
+  %t145_a1 = load <8 x float>, ptr %conv2.t145_a1, align 32
+  %t145_b09 = load <8 x float>, ptr %conv2.t145_b0, align 32
+  %t145_c1_0 = load <8 x float>, ptr %conv2.t145_c1_0, align 32
+  %42 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t145_a1, <8 x float> %t145_b09, <8 x float> %t145_c1_0)
+  store <8 x float> %42, ptr %conv2.t145_c1_0, align 32
+  %t145_a110 = load <8 x float>, ptr %conv2.t145_a1, align 32
+  %t145_b111 = load <8 x float>, ptr %conv2.t145_b1, align 32
+  %t145_c1_1 = load <8 x float>, ptr %conv2.t145_c1_1, align 32
+  %43 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t145_a110, <8 x float> %t145_b111, <8 x float> %t145_c1_1)
+  store <8 x float> %43, ptr %conv2.t145_c1_1, align 32
+  %44 = mul nsw i64 %0, 784
+  %45 = add nsw i64 413696, %44
+  %46 = mul nsw i64 %conv2.mb1442, 5
+  %47 = add nsw i64 %46, 2
+  %48 = mul nsw i64 %47, 16
+  %49 = add nsw i64 %45, %48
+  %50 = add nsw i64 %49, %conv2.k1463
+  %arena12 = getelementptr inbounds float, ptr %arena, i64 %50
+  %51 = load float, ptr %arena12, align 4
+  %52 = insertelement <8 x float> undef, float %51, i32 0
+  %53 = shufflevector <8 x float> %52, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %53, ptr %conv2.t145_a2, align 32
+  %t145_a2 = load <8 x float>, ptr %conv2.t145_a2, align 32
+  %t145_b013 = load <8 x float>, ptr %conv2.t145_b0, align 32
+  %t145_c2_0 = load <8 x float>, ptr %conv2.t145_c2_0, align 32
+  %54 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t145_a2, <8 x float> %t145_b013, <8 x float> %t145_c2_0)
+  store <8 x float> %54, ptr %conv2.t145_c2_0, align 32
+  %t145_a214 = load <8 x float>, ptr %conv2.t145_a2, align 32
+  %t145_b115 = load <8 x float>, ptr %conv2.t145_b1, align 32
+  %t145_c2_1 = load <8 x float>, ptr %conv2.t145_c2_1, align 32
+  %55 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t145_a214, <8 x float> %t145_b115, <8 x float> %t145_c2_1)
+  store <8 x float> %55, ptr %conv2.t145_c2_1, align 32
+  %56 = mul nsw i64 %0, 784
+  %57 = add nsw i64 413696, %56
+  %58 = mul nsw i64 %conv2.mb1442, 5
+  %59 = add nsw i64 %58, 3
+  %60 = mul nsw i64 %59, 16
+  %61 = add nsw i64 %57, %60
+  %62 = add nsw i64 %61, %conv2.k1463
+  %arena16 = getelementptr inbounds float, ptr %arena, i64 %62
+  %63 = load float, ptr %arena16, align 4
+  %64 = insertelement <8 x float> undef, float %63, i32 0
+  %65 = shufflevector <8 x float> %64, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %65, ptr %conv2.t145_a3, align 32
+  %t145_a3 = load <8 x float>, ptr %conv2.t145_a3, align 32
+  %t145_b017 = load <8 x float>, ptr %conv2.t145_b0, align 32
+  %t145_c3_0 = load <8 x float>, ptr %conv2.t145_c3_0, align 32
+  %66 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t145_a3, <8 x float> %t145_b017, <8 x float> %t145_c3_0)
+  store <8 x float> %66, ptr %conv2.t145_c3_0, align 32
+  %t145_a318 = load <8 x float>, ptr %conv2.t145_a3, align 32
+  %t145_b119 = load <8 x float>, ptr %conv2.t145_b1, align 32
+  %t145_c3_1 = load <8 x float>, ptr %conv2.t145_c3_1, align 32
+  %67 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t145_a318, <8 x float> %t145_b119, <8 x float> %t145_c3_1)
+  store <8 x float> %67, ptr %conv2.t145_c3_1, align 32
+  %68 = mul nsw i64 %0, 784
+  %69 = add nsw i64 413696, %68
+  %70 = mul nsw i64 %conv2.mb1442, 5
+  %71 = add nsw i64 %70, 4
+  %72 = mul nsw i64 %71, 16
+  %73 = add nsw i64 %69, %72
+  %74 = add nsw i64 %73, %conv2.k1463
+  %arena20 = getelementptr inbounds float, ptr %arena, i64 %74
+  %75 = load float, ptr %arena20, align 4
+  %76 = insertelement <8 x float> undef, float %75, i32 0
+  %77 = shufflevector <8 x float> %76, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %77, ptr %conv2.t145_a4, align 32
+  %t145_a4 = load <8 x float>, ptr %conv2.t145_a4, align 32
+  %t145_b021 = load <8 x float>, ptr %conv2.t145_b0, align 32
+  %t145_c4_0 = load <8 x float>, ptr %conv2.t145_c4_0, align 32
+  %78 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t145_a4, <8 x float> %t145_b021, <8 x float> %t145_c4_0)
+  store <8 x float> %78, ptr %conv2.t145_c4_0, align 32
+  %t145_a422 = load <8 x float>, ptr %conv2.t145_a4, align 32
+  %t145_b123 = load <8 x float>, ptr %conv2.t145_b1, align 32
+  %t145_c4_1 = load <8 x float>, ptr %conv2.t145_c4_1, align 32
+  %79 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t145_a422, <8 x float> %t145_b123, <8 x float> %t145_c4_1)
+  store <8 x float> %79, ptr %conv2.t145_c4_1, align 32
+  %k146.next = add nsw i64 %conv2.k1463, 1
+  %80 = icmp slt i64 %k146.next, 16
+  br i1 %80, label %conv2.k146, label %conv2.k146.end
+
+conv2.k146.end:                                   ; preds = %conv2.k146
+  %t145_c0_024 = load <8 x float>, ptr %conv2.t145_c0_0, align 32
+  %81 = mul nsw i64 %0, 1568
+  %82 = add nsw i64 426240, %81
+  %83 = mul nsw i64 %1, 16
+  %84 = add nsw i64 %82, %83
+  %85 = mul nsw i64 %conv2.mb1442, 5
+  %86 = mul nsw i64 %85, 32
+  %87 = add nsw i64 %84, %86
+  %88 = mul nsw i64 %conv2.nb1431, 16
+  %89 = add nsw i64 %87, %88
+  %arena25 = getelementptr inbounds float, ptr %arena, i64 %89
+  store <8 x float> %t145_c0_024, ptr %arena25, align 4
+  %t145_c0_126 = load <8 x float>, ptr %conv2.t145_c0_1, align 32
+  %90 = mul nsw i64 %0, 1568
+  %91 = add nsw i64 426240, %90
+  %92 = mul nsw i64 %1, 16
+  %93 = add nsw i64 %91, %92
+  %94 = mul nsw i64 %conv2.mb1442, 5
+  %95 = mul nsw i64 %94, 32
+  %96 = add nsw i64 %93, %95
+  %97 = mul nsw i64 %conv2.nb1431, 16
+  %98 = add nsw i64 %96, %97
+  %99 = add nsw i64 %98, 8
+  %arena27 = getelementptr inbounds float, ptr %arena, i64 %99
+  store <8 x float> %t145_c0_126, ptr %arena27, align 4
+  %t145_c1_028 = load <8 x float>, ptr %conv2.t145_c1_0, align 32
+  %100 = mul nsw i64 %0, 1568
+  %101 = add nsw i64 426240, %100
+  %102 = mul nsw i64 %1, 16
+  %103 = add nsw i64 %101, %102
+  %104 = mul nsw i64 %conv2.mb1442, 5
+  %105 = add nsw i64 %104, 1
+  %106 = mul nsw i64 %105, 32
+  %107 = add nsw i64 %103, %106
+  %108 = mul nsw i64 %conv2.nb1431, 16
+  %109 = add nsw i64 %107, %108
+  %arena29 = getelementptr inbounds float, ptr %arena, i64 %109
+  store <8 x float> %t145_c1_028, ptr %arena29, align 4
+  %t145_c1_130 = load <8 x float>, ptr %conv2.t145_c1_1, align 32
+  %110 = mul nsw i64 %0, 1568
+  %111 = add nsw i64 426240, %110
+  %112 = mul nsw i64 %1, 16
+  %113 = add nsw i64 %111, %112
+  %114 = mul nsw i64 %conv2.mb1442, 5
+  %115 = add nsw i64 %114, 1
+  %116 = mul nsw i64 %115, 32
+  %117 = add nsw i64 %113, %116
+  %118 = mul nsw i64 %conv2.nb1431, 16
+  %119 = add nsw i64 %117, %118
+  %120 = add nsw i64 %119, 8
+  %arena31 = getelementptr inbounds float, ptr %arena, i64 %120
+  store <8 x float> %t145_c1_130, ptr %arena31, align 4
+  %t145_c2_032 = load <8 x float>, ptr %conv2.t145_c2_0, align 32
+  %121 = mul nsw i64 %0, 1568
+  %122 = add nsw i64 426240, %121
+  %123 = mul nsw i64 %1, 16
+  %124 = add nsw i64 %122, %123
+  %125 = mul nsw i64 %conv2.mb1442, 5
+  %126 = add nsw i64 %125, 2
+  %127 = mul nsw i64 %126, 32
+  %128 = add nsw i64 %124, %127
+  %129 = mul nsw i64 %conv2.nb1431, 16
+  %130 = add nsw i64 %128, %129
+  %arena33 = getelementptr inbounds float, ptr %arena, i64 %130
+  store <8 x float> %t145_c2_032, ptr %arena33, align 4
+  %t145_c2_134 = load <8 x float>, ptr %conv2.t145_c2_1, align 32
+  %131 = mul nsw i64 %0, 1568
+  %132 = add nsw i64 426240, %131
+  %133 = mul nsw i64 %1, 16
+  %134 = add nsw i64 %132, %133
+  %135 = mul nsw i64 %conv2.mb1442, 5
+  %136 = add nsw i64 %135, 2
+  %137 = mul nsw i64 %136, 32
+  %138 = add nsw i64 %134, %137
+  %139 = mul nsw i64 %conv2.nb1431, 16
+  %140 = add nsw i64 %138, %139
+  %141 = add nsw i64 %140, 8
+  %arena35 = getelementptr inbounds float, ptr %arena, i64 %141
+  store <8 x float> %t145_c2_134, ptr %arena35, align 4
+  %t145_c3_036 = load <8 x float>, ptr %conv2.t145_c3_0, align 32
+  %142 = mul nsw i64 %0, 1568
+  %143 = add nsw i64 426240, %142
+  %144 = mul nsw i64 %1, 16
+  %145 = add nsw i64 %143, %144
+  %146 = mul nsw i64 %conv2.mb1442, 5
+  %147 = add nsw i64 %146, 3
+  %148 = mul nsw i64 %147, 32
+  %149 = add nsw i64 %145, %148
+  %150 = mul nsw i64 %conv2.nb1431, 16
+  %151 = add nsw i64 %149, %150
+  %arena37 = getelementptr inbounds float, ptr %arena, i64 %151
+  store <8 x float> %t145_c3_036, ptr %arena37, align 4
+  %t145_c3_138 = load <8 x float>, ptr %conv2.t145_c3_1, align 32
+  %152 = mul nsw i64 %0, 1568
+  %153 = add nsw i64 426240, %152
+  %154 = mul nsw i64 %1, 16
+  %155 = add nsw i64 %153, %154
+  %156 = mul nsw i64 %conv2.mb1442, 5
+  %157 = add nsw i64 %156, 3
+  %158 = mul nsw i64 %157, 32
+  %159 = add nsw i64 %155, %158
+  %160 = mul nsw i64 %conv2.nb1431, 16
+  %161 = add nsw i64 %159, %160
+  %162 = add nsw i64 %161, 8
+  %arena39 = getelementptr inbounds float, ptr %arena, i64 %162
+  store <8 x float> %t145_c3_138, ptr %arena39, align 4
+  %t145_c4_040 = load <8 x float>, ptr %conv2.t145_c4_0, align 32
+  %163 = mul nsw i64 %0, 1568
+  %164 = add nsw i64 426240, %163
+  %165 = mul nsw i64 %1, 16
+  %166 = add nsw i64 %164, %165
+  %167 = mul nsw i64 %conv2.mb1442, 5
+  %168 = add nsw i64 %167, 4
+  %169 = mul nsw i64 %168, 32
+  %170 = add nsw i64 %166, %169
+  %171 = mul nsw i64 %conv2.nb1431, 16
+  %172 = add nsw i64 %170, %171
+  %arena41 = getelementptr inbounds float, ptr %arena, i64 %172
+  store <8 x float> %t145_c4_040, ptr %arena41, align 4
+  %t145_c4_142 = load <8 x float>, ptr %conv2.t145_c4_1, align 32
+  %173 = mul nsw i64 %0, 1568
+  %174 = add nsw i64 426240, %173
+  %175 = mul nsw i64 %1, 16
+  %176 = add nsw i64 %174, %175
+  %177 = mul nsw i64 %conv2.mb1442, 5
+  %178 = add nsw i64 %177, 4
+  %179 = mul nsw i64 %178, 32
+  %180 = add nsw i64 %176, %179
+  %181 = mul nsw i64 %conv2.nb1431, 16
+  %182 = add nsw i64 %180, %181
+  %183 = add nsw i64 %182, 8
+  %arena43 = getelementptr inbounds float, ptr %arena, i64 %183
+  store <8 x float> %t145_c4_142, ptr %arena43, align 4
+  %mb144.next = add nsw i64 %conv2.mb1442, 1
+  %184 = icmp slt i64 %mb144.next, 9
+  br i1 %184, label %conv2.mb144, label %conv2.mb144.end
+
+conv2.k148:                                       ; preds = %conv2.k148, %conv2.mb144.end
+  %conv2.k14844 = phi i64 [ 0, %conv2.mb144.end ], [ %k148.next, %conv2.k148 ]
+  %185 = mul nsw i64 %0, 512
+  %186 = add nsw i64 401408, %185
+  %187 = mul nsw i64 %1, 16
+  %188 = add nsw i64 %186, %187
+  %189 = mul nsw i64 %conv2.k14844, 32
+  %190 = add nsw i64 %188, %189
+  %191 = mul nsw i64 %conv2.nb1431, 16
+  %192 = add nsw i64 %190, %191
+  %arena45 = getelementptr inbounds float, ptr %arena, i64 %192
+  %193 = load <8 x float>, ptr %arena45, align 4
+  store <8 x float> %193, ptr %conv2.t147_b0, align 32
+  %194 = mul nsw i64 %0, 512
+  %195 = add nsw i64 401408, %194
+  %196 = mul nsw i64 %1, 16
+  %197 = add nsw i64 %195, %196
+  %198 = mul nsw i64 %conv2.k14844, 32
+  %199 = add nsw i64 %197, %198
+  %200 = mul nsw i64 %conv2.nb1431, 16
+  %201 = add nsw i64 %199, %200
+  %202 = add nsw i64 %201, 8
+  %arena46 = getelementptr inbounds float, ptr %arena, i64 %202
+  %203 = load <8 x float>, ptr %arena46, align 4
+  store <8 x float> %203, ptr %conv2.t147_b1, align 32
+  %204 = mul nsw i64 %0, 784
+  %205 = add nsw i64 413696, %204
+  %206 = add nsw i64 %205, 720
+  %207 = add nsw i64 %206, %conv2.k14844
+  %arena47 = getelementptr inbounds float, ptr %arena, i64 %207
+  %208 = load float, ptr %arena47, align 4
+  %209 = insertelement <8 x float> undef, float %208, i32 0
+  %210 = shufflevector <8 x float> %209, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %210, ptr %conv2.t147_a0, align 32
+  %t147_a0 = load <8 x float>, ptr %conv2.t147_a0, align 32
+  %t147_b0 = load <8 x float>, ptr %conv2.t147_b0, align 32
+  %t147_c0_0 = load <8 x float>, ptr %conv2.t147_c0_0, align 32
+  %211 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t147_a0, <8 x float> %t147_b0, <8 x float> %t147_c0_0)
+  store <8 x float> %211, ptr %conv2.t147_c0_0, align 32
+  %t147_a048 = load <8 x float>, ptr %conv2.t147_a0, align 32
+  %t147_b1 = load <8 x float>, ptr %conv2.t147_b1, align 32
+  %t147_c0_1 = load <8 x float>, ptr %conv2.t147_c0_1, align 32
+  %212 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t147_a048, <8 x float> %t147_b1, <8 x float> %t147_c0_1)
+  store <8 x float> %212, ptr %conv2.t147_c0_1, align 32
+  %213 = mul nsw i64 %0, 784
+  %214 = add nsw i64 413696, %213
+  %215 = add nsw i64 %214, 736
+  %216 = add nsw i64 %215, %conv2.k14844
+  %arena49 = getelementptr inbounds float, ptr %arena, i64 %216
+  %217 = load float, ptr %arena49, align 4
+  %218 = insertelement <8 x float> undef, float %217, i32 0
+  %219 = shufflevector <8 x float> %218, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %219, ptr %conv2.t147_a1, align 32
+  %t147_a1 = load <8 x float>, ptr %conv2.t147_a1, align 32
+  %t147_b050 = load <8 x float>, ptr %conv2.t147_b0, align 32
+  %t147_c1_0 = load <8 x float>, ptr %conv2.t147_c1_0, align 32
+  %220 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t147_a1, <8 x float> %t147_b050, <8 x float> %t147_c1_0)
+  store <8 x float> %220, ptr %conv2.t147_c1_0, align 32
+  %t147_a151 = load <8 x float>, ptr %conv2.t147_a1, align 32
+  %t147_b152 = load <8 x float>, ptr %conv2.t147_b1, align 32
+  %t147_c1_1 = load <8 x float>, ptr %conv2.t147_c1_1, align 32
+  %221 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t147_a151, <8 x float> %t147_b152, <8 x float> %t147_c1_1)
+  store <8 x float> %221, ptr %conv2.t147_c1_1, align 32
+  %222 = mul nsw i64 %0, 784
+  %223 = add nsw i64 413696, %222
+  %224 = add nsw i64 %223, 752
+  %225 = add nsw i64 %224, %conv2.k14844
+  %arena53 = getelementptr inbounds float, ptr %arena, i64 %225
+  %226 = load float, ptr %arena53, align 4
+  %227 = insertelement <8 x float> undef, float %226, i32 0
+  %228 = shufflevector <8 x float> %227, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %228, ptr %conv2.t147_a2, align 32
+  %t147_a2 = load <8 x float>, ptr %conv2.t147_a2, align 32
+  %t147_b054 = load <8 x float>, ptr %conv2.t147_b0, align 32
+  %t147_c2_0 = load <8 x float>, ptr %conv2.t147_c2_0, align 32
+  %229 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t147_a2, <8 x float> %t147_b054, <8 x float> %t147_c2_0)
+  store <8 x float> %229, ptr %conv2.t147_c2_0, align 32
+  %t147_a255 = load <8 x float>, ptr %conv2.t147_a2, align 32
+  %t147_b156 = load <8 x float>, ptr %conv2.t147_b1, align 32
+  %t147_c2_1 = load <8 x float>, ptr %conv2.t147_c2_1, align 32
+  %230 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t147_a255, <8 x float> %t147_b156, <8 x float> %t147_c2_1)
+  store <8 x float> %230, ptr %conv2.t147_c2_1, align 32
+  %231 = mul nsw i64 %0, 784
+  %232 = add nsw i64 413696, %231
+  %233 = add nsw i64 %232, 768
+  %234 = add nsw i64 %233, %conv2.k14844
+  %arena57 = getelementptr inbounds float, ptr %arena, i64 %234
+  %235 = load float, ptr %arena57, align 4
+  %236 = insertelement <8 x float> undef, float %235, i32 0
+  %237 = shufflevector <8 x float> %236, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %237, ptr %conv2.t147_a3, align 32
+  %t147_a3 = load <8 x float>, ptr %conv2.t147_a3, align 32
+  %t147_b058 = load <8 x float>, ptr %conv2.t147_b0, align 32
+  %t147_c3_0 = load <8 x float>, ptr %conv2.t147_c3_0, align 32
+  %238 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t147_a3, <8 x float> %t147_b058, <8 x float> %t147_c3_0)
+  store <8 x float> %238, ptr %conv2.t147_c3_0, align 32
+  %t147_a359 = load <8 x float>, ptr %conv2.t147_a3, align 32
+  %t147_b160 = load <8 x float>, ptr %conv2.t147_b1, align 32
+  %t147_c3_1 = load <8 x float>, ptr %conv2.t147_c3_1, align 32
+  %239 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t147_a359, <8 x float> %t147_b160, <8 x float> %t147_c3_1)
+  store <8 x float> %239, ptr %conv2.t147_c3_1, align 32
+  %k148.next = add nsw i64 %conv2.k14844, 1
+  %240 = icmp slt i64 %k148.next, 16
+  br i1 %240, label %conv2.k148, label %conv2.k148.end
+
+conv2.k148.end:                                   ; preds = %conv2.k148
+  %t147_c0_061 = load <8 x float>, ptr %conv2.t147_c0_0, align 32
+  %241 = mul nsw i64 %0, 1568
+  %242 = add nsw i64 426240, %241
+  %243 = mul nsw i64 %1, 16
+  %244 = add nsw i64 %242, %243
+  %245 = add nsw i64 %244, 1440
+  %246 = mul nsw i64 %conv2.nb1431, 16
+  %247 = add nsw i64 %245, %246
+  %arena62 = getelementptr inbounds float, ptr %arena, i64 %247
+  store <8 x float> %t147_c0_061, ptr %arena62, align 4
+  %t147_c0_163 = load <8 x float>, ptr %conv2.t147_c0_1, align 32
+  %248 = mul nsw i64 %0, 1568
+  %249 = add nsw i64 426240, %248
+  %250 = mul nsw i64 %1, 16
+  %251 = add nsw i64 %249, %250
+  %252 = add nsw i64 %251, 1440
+  %253 = mul nsw i64 %conv2.nb1431, 16
+  %254 = add nsw i64 %252, %253
+  %255 = add nsw i64 %254, 8
+  %arena64 = getelementptr inbounds float, ptr %arena, i64 %255
+  store <8 x float> %t147_c0_163, ptr %arena64, align 4
+  %t147_c1_065 = load <8 x float>, ptr %conv2.t147_c1_0, align 32
+  %256 = mul nsw i64 %0, 1568
+  %257 = add nsw i64 426240, %256
+  %258 = mul nsw i64 %1, 16
+  %259 = add nsw i64 %257, %258
+  %260 = add nsw i64 %259, 1472
+  %261 = mul nsw i64 %conv2.nb1431, 16
+  %262 = add nsw i64 %260, %261
+  %arena66 = getelementptr inbounds float, ptr %arena, i64 %262
+  store <8 x float> %t147_c1_065, ptr %arena66, align 4
+  %t147_c1_167 = load <8 x float>, ptr %conv2.t147_c1_1, align 32
+  %263 = mul nsw i64 %0, 1568
+  %264 = add nsw i64 426240, %263
+  %265 = mul nsw i64 %1, 16
+  %266 = add nsw i64 %264, %265
+  %267 = add nsw i64 %266, 1472
+  %268 = mul nsw i64 %conv2.nb1431, 16
+  %269 = add nsw i64 %267, %268
+  %270 = add nsw i64 %269, 8
+  %arena68 = getelementptr inbounds float, ptr %arena, i64 %270
+  store <8 x float> %t147_c1_167, ptr %arena68, align 4
+  %t147_c2_069 = load <8 x float>, ptr %conv2.t147_c2_0, align 32
+  %271 = mul nsw i64 %0, 1568
+  %272 = add nsw i64 426240, %271
+  %273 = mul nsw i64 %1, 16
+  %274 = add nsw i64 %272, %273
+  %275 = add nsw i64 %274, 1504
+  %276 = mul nsw i64 %conv2.nb1431, 16
+  %277 = add nsw i64 %275, %276
+  %arena70 = getelementptr inbounds float, ptr %arena, i64 %277
+  store <8 x float> %t147_c2_069, ptr %arena70, align 4
+  %t147_c2_171 = load <8 x float>, ptr %conv2.t147_c2_1, align 32
+  %278 = mul nsw i64 %0, 1568
+  %279 = add nsw i64 426240, %278
+  %280 = mul nsw i64 %1, 16
+  %281 = add nsw i64 %279, %280
+  %282 = add nsw i64 %281, 1504
+  %283 = mul nsw i64 %conv2.nb1431, 16
+  %284 = add nsw i64 %282, %283
+  %285 = add nsw i64 %284, 8
+  %arena72 = getelementptr inbounds float, ptr %arena, i64 %285
+  store <8 x float> %t147_c2_171, ptr %arena72, align 4
+  %t147_c3_073 = load <8 x float>, ptr %conv2.t147_c3_0, align 32
+  %286 = mul nsw i64 %0, 1568
+  %287 = add nsw i64 426240, %286
+  %288 = mul nsw i64 %1, 16
+  %289 = add nsw i64 %287, %288
+  %290 = add nsw i64 %289, 1536
+  %291 = mul nsw i64 %conv2.nb1431, 16
+  %292 = add nsw i64 %290, %291
+  %arena74 = getelementptr inbounds float, ptr %arena, i64 %292
+  store <8 x float> %t147_c3_073, ptr %arena74, align 4
+  %t147_c3_175 = load <8 x float>, ptr %conv2.t147_c3_1, align 32
+  %293 = mul nsw i64 %0, 1568
+  %294 = add nsw i64 426240, %293
+  %295 = mul nsw i64 %1, 16
+  %296 = add nsw i64 %294, %295
+  %297 = add nsw i64 %296, 1536
+  %298 = mul nsw i64 %conv2.nb1431, 16
+  %299 = add nsw i64 %297, %298
+  %300 = add nsw i64 %299, 8
+  %arena76 = getelementptr inbounds float, ptr %arena, i64 %300
+  store <8 x float> %t147_c3_175, ptr %arena76, align 4
+  %nb143.next = add nsw i64 %conv2.nb1431, 1
+  %301 = icmp slt i64 %nb143.next, 1
+  br i1 %301, label %conv2.nb143, label %conv2.nb143.end
+}
+
+define internal void @smallcnn_infer_b64.k1.conv2.part141.task(ptr %0, i64 %1) {
+entry:
+  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 0
+  %3 = load ptr, ptr %2, align 8
+  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 1
+  %5 = load ptr, ptr %4, align 8
+  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 2
+  %7 = load ptr, ptr %6, align 8
+  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 3
+  %9 = load ptr, ptr %8, align 8
+  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 4
+  %11 = load ptr, ptr %10, align 8
+  %12 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 5
+  %13 = load ptr, ptr %12, align 8
+  %14 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 6
+  %15 = load ptr, ptr %14, align 8
+  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 7
+  %17 = load float, ptr %16, align 4
+  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 8
+  %19 = load i64, ptr %18, align 4
+  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 9
+  %21 = load i64, ptr %20, align 4
+  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 10
+  %23 = load ptr, ptr %22, align 8
+  %24 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 11
+  %25 = load i64, ptr %24, align 4
+  call void @smallcnn_infer_b64.k1.conv2.part141(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, float %17, i64 %19, i64 %21, ptr %23, i64 %25, i64 %1)
+  ret void
+}
+
+; Function Attrs: noinline
+define internal void @smallcnn_infer_b64.k2.flat(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @smallcnn_infer_b64.k3.fc1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @smallcnn_infer_b64.k3.fc1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  br label %fc1.n175
+  br label %fc1.n184
 
-fc1.n175:                                         ; preds = %fc1.k176.end, %entry
-  %fc1.n1751 = phi i64 [ 0, %entry ], [ %n175.next, %fc1.k176.end ]
-  br label %fc1.k176
+fc1.n184:                                         ; preds = %fc1.k185.end, %entry
+  %fc1.n1841 = phi i64 [ 0, %entry ], [ %n184.next, %fc1.k185.end ]
+  br label %fc1.k185
 
-fc1.n175.end:                                     ; preds = %fc1.k176.end
-  call void @smallcnn_infer_b64.k3.fc1.gemm187(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  br label %fc1.n188
+fc1.n184.end:                                     ; preds = %fc1.k185.end
+  call void @smallcnn_infer_b64.k3.fc1.gemm196(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  br label %fc1.n197
 
-fc1.k176:                                         ; preds = %fc1.k176, %fc1.n175
-  %fc1.k1762 = phi i64 [ 0, %fc1.n175 ], [ %k176.next, %fc1.k176 ]
-  %0 = mul nsw i64 %fc1.n1751, 1568
+fc1.k185:                                         ; preds = %fc1.k185, %fc1.n184
+  %fc1.k1852 = phi i64 [ 0, %fc1.n184 ], [ %k185.next, %fc1.k185 ]
+  %0 = mul nsw i64 %fc1.n1841, 1568
   %1 = add nsw i64 200704, %0
-  %2 = add nsw i64 %1, %fc1.k1762
+  %2 = add nsw i64 %1, %fc1.k1852
   %arena3 = getelementptr inbounds float, ptr %arena, i64 %2
   %3 = load float, ptr %arena3, align 4
-  %4 = mul nsw i64 %fc1.k1762, 64
+  %4 = mul nsw i64 %fc1.k1852, 64
   %5 = add nsw i64 8192, %4
-  %6 = add nsw i64 %5, %fc1.n1751
+  %6 = add nsw i64 %5, %fc1.n1841
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %6
   store float %3, ptr %arena4, align 4
-  %k176.next = add nsw i64 %fc1.k1762, 1
-  %7 = icmp slt i64 %k176.next, 1568
-  br i1 %7, label %fc1.k176, label %fc1.k176.end
+  %k185.next = add nsw i64 %fc1.k1852, 1
+  %7 = icmp slt i64 %k185.next, 1568
+  br i1 %7, label %fc1.k185, label %fc1.k185.end
 
-fc1.k176.end:                                     ; preds = %fc1.k176
-  %n175.next = add nsw i64 %fc1.n1751, 1
-  %8 = icmp slt i64 %n175.next, 64
-  br i1 %8, label %fc1.n175, label %fc1.n175.end
+fc1.k185.end:                                     ; preds = %fc1.k185
+  %n184.next = add nsw i64 %fc1.n1841, 1
+  %8 = icmp slt i64 %n184.next, 64
+  br i1 %8, label %fc1.n184, label %fc1.n184.end
 
-fc1.n188:                                         ; preds = %fc1.u189.end, %fc1.n175.end
-  %fc1.n1885 = phi i64 [ 0, %fc1.n175.end ], [ %n188.next, %fc1.u189.end ]
-  br label %fc1.u189
+fc1.n197:                                         ; preds = %fc1.u198.end, %fc1.n184.end
+  %fc1.n1975 = phi i64 [ 0, %fc1.n184.end ], [ %n197.next, %fc1.u198.end ]
+  br label %fc1.u198
 
-fc1.n188.end:                                     ; preds = %fc1.u189.end
+fc1.n197.end:                                     ; preds = %fc1.u198.end
   ret void
 
-fc1.u189:                                         ; preds = %fc1.u189, %fc1.n188
-  %fc1.u1896 = phi i64 [ 0, %fc1.n188 ], [ %u189.next, %fc1.u189 ]
-  %9 = mul nsw i64 %fc1.u1896, 64
+fc1.u198:                                         ; preds = %fc1.u198, %fc1.n197
+  %fc1.u1986 = phi i64 [ 0, %fc1.n197 ], [ %u198.next, %fc1.u198 ]
+  %9 = mul nsw i64 %fc1.u1986, 64
   %10 = add nsw i64 108544, %9
-  %11 = add nsw i64 %10, %fc1.n1885
+  %11 = add nsw i64 %10, %fc1.n1975
   %arena7 = getelementptr inbounds float, ptr %arena, i64 %11
   %12 = load float, ptr %arena7, align 4
-  %13 = add nsw i64 205504, %fc1.u1896
+  %13 = add nsw i64 205504, %fc1.u1986
   %params8 = getelementptr inbounds float, ptr %params, i64 %13
   %14 = load float, ptr %params8, align 4
   %15 = fadd float %12, %14
   %16 = fcmp ogt float %15, 0.000000e+00
-  %17 = mul nsw i64 %fc1.u1896, 64
+  %17 = mul nsw i64 %fc1.u1986, 64
   %18 = add nsw i64 108544, %17
-  %19 = add nsw i64 %18, %fc1.n1885
+  %19 = add nsw i64 %18, %fc1.n1975
   %arena9 = getelementptr inbounds float, ptr %arena, i64 %19
   %20 = load float, ptr %arena9, align 4
-  %21 = add nsw i64 205504, %fc1.u1896
+  %21 = add nsw i64 205504, %fc1.u1986
   %params10 = getelementptr inbounds float, ptr %params, i64 %21
   %22 = load float, ptr %params10, align 4
   %23 = fadd float %20, %22
   %24 = select i1 %16, float %23, float 0.000000e+00
-  %25 = mul nsw i64 %fc1.n1885, 128
-  %26 = add nsw i64 %25, %fc1.u1896
+  %25 = mul nsw i64 %fc1.n1975, 128
+  %26 = add nsw i64 %25, %fc1.u1986
   %arena11 = getelementptr inbounds float, ptr %arena, i64 %26
   store float %24, ptr %arena11, align 4
-  %u189.next = add nsw i64 %fc1.u1896, 1
-  %27 = icmp slt i64 %u189.next, 128
-  br i1 %27, label %fc1.u189, label %fc1.u189.end
+  %u198.next = add nsw i64 %fc1.u1986, 1
+  %27 = icmp slt i64 %u198.next, 128
+  br i1 %27, label %fc1.u198, label %fc1.u198.end
 
-fc1.u189.end:                                     ; preds = %fc1.u189
-  %n188.next = add nsw i64 %fc1.n1885, 1
-  %28 = icmp slt i64 %n188.next, 64
-  br i1 %28, label %fc1.n188, label %fc1.n188.end
+fc1.u198.end:                                     ; preds = %fc1.u198
+  %n197.next = add nsw i64 %fc1.n1975, 1
+  %28 = icmp slt i64 %n197.next, 64
+  br i1 %28, label %fc1.n197, label %fc1.n197.end
 }
 
 ; Function Attrs: noinline
-define internal void @smallcnn_infer_b64.k3.fc1.gemm187(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @smallcnn_infer_b64.k3.fc1.gemm196(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %fc1.t185_a3 = alloca <8 x float>, align 32
-  %fc1.t185_a2 = alloca <8 x float>, align 32
-  %fc1.t185_a1 = alloca <8 x float>, align 32
-  %fc1.t185_a0 = alloca <8 x float>, align 32
-  %fc1.t185_b1 = alloca <8 x float>, align 32
-  %fc1.t185_b0 = alloca <8 x float>, align 32
-  %fc1.t185_c3_1 = alloca <8 x float>, align 32
-  %fc1.t185_c3_0 = alloca <8 x float>, align 32
-  %fc1.t185_c2_1 = alloca <8 x float>, align 32
-  %fc1.t185_c2_0 = alloca <8 x float>, align 32
-  %fc1.t185_c1_1 = alloca <8 x float>, align 32
-  %fc1.t185_c1_0 = alloca <8 x float>, align 32
-  %fc1.t185_c0_1 = alloca <8 x float>, align 32
-  %fc1.t185_c0_0 = alloca <8 x float>, align 32
-  %fc1.t182_a3 = alloca <8 x float>, align 32
-  %fc1.t182_a2 = alloca <8 x float>, align 32
-  %fc1.t182_a1 = alloca <8 x float>, align 32
-  %fc1.t182_a0 = alloca <8 x float>, align 32
-  %fc1.t182_b2 = alloca <8 x float>, align 32
-  %fc1.t182_b1 = alloca <8 x float>, align 32
-  %fc1.t182_b0 = alloca <8 x float>, align 32
-  %fc1.t182_c3_2 = alloca <8 x float>, align 32
-  %fc1.t182_c3_1 = alloca <8 x float>, align 32
-  %fc1.t182_c3_0 = alloca <8 x float>, align 32
-  %fc1.t182_c2_2 = alloca <8 x float>, align 32
-  %fc1.t182_c2_1 = alloca <8 x float>, align 32
-  %fc1.t182_c2_0 = alloca <8 x float>, align 32
-  %fc1.t182_c1_2 = alloca <8 x float>, align 32
-  %fc1.t182_c1_1 = alloca <8 x float>, align 32
-  %fc1.t182_c1_0 = alloca <8 x float>, align 32
-  %fc1.t182_c0_2 = alloca <8 x float>, align 32
-  %fc1.t182_c0_1 = alloca <8 x float>, align 32
-  %fc1.t182_c0_0 = alloca <8 x float>, align 32
-  br label %fc1.r177
+  %fc1.t194_a3 = alloca <8 x float>, align 32
+  %fc1.t194_a2 = alloca <8 x float>, align 32
+  %fc1.t194_a1 = alloca <8 x float>, align 32
+  %fc1.t194_a0 = alloca <8 x float>, align 32
+  %fc1.t194_b1 = alloca <8 x float>, align 32
+  %fc1.t194_b0 = alloca <8 x float>, align 32
+  %fc1.t194_c3_1 = alloca <8 x float>, align 32
+  %fc1.t194_c3_0 = alloca <8 x float>, align 32
+  %fc1.t194_c2_1 = alloca <8 x float>, align 32
+  %fc1.t194_c2_0 = alloca <8 x float>, align 32
+  %fc1.t194_c1_1 = alloca <8 x float>, align 32
+  %fc1.t194_c1_0 = alloca <8 x float>, align 32
+  %fc1.t194_c0_1 = alloca <8 x float>, align 32
+  %fc1.t194_c0_0 = alloca <8 x float>, align 32
+  %fc1.t191_a3 = alloca <8 x float>, align 32
+  %fc1.t191_a2 = alloca <8 x float>, align 32
+  %fc1.t191_a1 = alloca <8 x float>, align 32
+  %fc1.t191_a0 = alloca <8 x float>, align 32
+  %fc1.t191_b2 = alloca <8 x float>, align 32
+  %fc1.t191_b1 = alloca <8 x float>, align 32
+  %fc1.t191_b0 = alloca <8 x float>, align 32
+  %fc1.t191_c3_2 = alloca <8 x float>, align 32
+  %fc1.t191_c3_1 = alloca <8 x float>, align 32
+  %fc1.t191_c3_0 = alloca <8 x float>, align 32
+  %fc1.t191_c2_2 = alloca <8 x float>, align 32
+  %fc1.t191_c2_1 = alloca <8 x float>, align 32
+  %fc1.t191_c2_0 = alloca <8 x float>, align 32
+  %fc1.t191_c1_2 = alloca <8 x float>, align 32
+  %fc1.t191_c1_1 = alloca <8 x float>, align 32
+  %fc1.t191_c1_0 = alloca <8 x float>, align 32
+  %fc1.t191_c0_2 = alloca <8 x float>, align 32
+  %fc1.t191_c0_1 = alloca <8 x float>, align 32
+  %fc1.t191_c0_0 = alloca <8 x float>, align 32
+  br label %fc1.r186
 
-fc1.r177:                                         ; preds = %fc1.i178.end, %entry
-  %fc1.r1771 = phi i64 [ 0, %entry ], [ %r177.next, %fc1.i178.end ]
-  br label %fc1.i178
+fc1.r186:                                         ; preds = %fc1.i187.end, %entry
+  %fc1.r1861 = phi i64 [ 0, %entry ], [ %r186.next, %fc1.i187.end ]
+  br label %fc1.i187
 
-fc1.r177.end:                                     ; preds = %fc1.i178.end
-  br label %fc1.kp179
+fc1.r186.end:                                     ; preds = %fc1.i187.end
+  br label %fc1.kp188
 
-fc1.i178:                                         ; preds = %fc1.i178, %fc1.r177
-  %fc1.i1782 = phi i64 [ 0, %fc1.r177 ], [ %i178.next, %fc1.i178 ]
-  %0 = mul nsw i64 %fc1.r1771, 64
+fc1.i187:                                         ; preds = %fc1.i187, %fc1.r186
+  %fc1.i1872 = phi i64 [ 0, %fc1.r186 ], [ %i187.next, %fc1.i187 ]
+  %0 = mul nsw i64 %fc1.r1861, 64
   %1 = add nsw i64 108544, %0
-  %2 = add nsw i64 %1, %fc1.i1782
+  %2 = add nsw i64 %1, %fc1.i1872
   %arena3 = getelementptr inbounds float, ptr %arena, i64 %2
   store float 0.000000e+00, ptr %arena3, align 4
-  %i178.next = add nsw i64 %fc1.i1782, 1
-  %3 = icmp slt i64 %i178.next, 64
-  br i1 %3, label %fc1.i178, label %fc1.i178.end
+  %i187.next = add nsw i64 %fc1.i1872, 1
+  %3 = icmp slt i64 %i187.next, 64
+  br i1 %3, label %fc1.i187, label %fc1.i187.end
 
-fc1.i178.end:                                     ; preds = %fc1.i178
-  %r177.next = add nsw i64 %fc1.r1771, 1
-  %4 = icmp slt i64 %r177.next, 128
-  br i1 %4, label %fc1.r177, label %fc1.r177.end
+fc1.i187.end:                                     ; preds = %fc1.i187
+  %r186.next = add nsw i64 %fc1.r1861, 1
+  %4 = icmp slt i64 %r186.next, 128
+  br i1 %4, label %fc1.r186, label %fc1.r186.end
 
-fc1.kp179:                                        ; preds = %fc1.mb184.end, %fc1.r177.end
-  %fc1.kp1794 = phi i64 [ 0, %fc1.r177.end ], [ %kp179.next, %fc1.mb184.end ]
-  br label %fc1.nb180
+fc1.kp188:                                        ; preds = %fc1.mb193.end, %fc1.r186.end
+  %fc1.kp1884 = phi i64 [ 0, %fc1.r186.end ], [ %kp188.next, %fc1.mb193.end ]
+  br label %fc1.nb189
 
-fc1.kp179.end:                                    ; preds = %fc1.mb184.end
+fc1.kp188.end:                                    ; preds = %fc1.mb193.end
   ret void
 
-fc1.nb180:                                        ; preds = %fc1.mb181.end, %fc1.kp179
-  %fc1.nb1805 = phi i64 [ 0, %fc1.kp179 ], [ %nb180.next, %fc1.mb181.end ]
-  br label %fc1.mb181
+fc1.nb189:                                        ; preds = %fc1.mb190.end, %fc1.kp188
+  %fc1.nb1895 = phi i64 [ 0, %fc1.kp188 ], [ %nb189.next, %fc1.mb190.end ]
+  br label %fc1.mb190
 
-fc1.nb180.end:                                    ; preds = %fc1.mb181.end
-  br label %fc1.mb184
+fc1.nb189.end:                                    ; preds = %fc1.mb190.end
+  br label %fc1.mb193
 
-fc1.mb181:                                        ; preds = %fc1.k183.end, %fc1.nb180
-  %fc1.mb1816 = phi i64 [ 0, %fc1.nb180 ], [ %mb181.next, %fc1.k183.end ]
-  %5 = mul nsw i64 %fc1.mb1816, 4
+fc1.mb190:                                        ; preds = %fc1.k192.end, %fc1.nb189
+  %fc1.mb1906 = phi i64 [ 0, %fc1.nb189 ], [ %mb190.next, %fc1.k192.end ]
+  %5 = mul nsw i64 %fc1.mb1906, 4
   %6 = mul nsw i64 %5, 64
   %7 = add nsw i64 108544, %6
-  %8 = mul nsw i64 %fc1.nb1805, 24
+  %8 = mul nsw i64 %fc1.nb1895, 24
   %9 = add nsw i64 %7, %8
   %arena7 = getelementptr inbounds float, ptr %arena, i64 %9
   %10 = load <8 x float>, ptr %arena7, align 4
-  store <8 x float> %10, ptr %fc1.t182_c0_0, align 32
-  %11 = mul nsw i64 %fc1.mb1816, 4
+  store <8 x float> %10, ptr %fc1.t191_c0_0, align 32
+  %11 = mul nsw i64 %fc1.mb1906, 4
   %12 = mul nsw i64 %11, 64
   %13 = add nsw i64 108544, %12
-  %14 = mul nsw i64 %fc1.nb1805, 24
+  %14 = mul nsw i64 %fc1.nb1895, 24
   %15 = add nsw i64 %13, %14
   %16 = add nsw i64 %15, 8
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %16
   %17 = load <8 x float>, ptr %arena8, align 4
-  store <8 x float> %17, ptr %fc1.t182_c0_1, align 32
-  %18 = mul nsw i64 %fc1.mb1816, 4
+  store <8 x float> %17, ptr %fc1.t191_c0_1, align 32
+  %18 = mul nsw i64 %fc1.mb1906, 4
   %19 = mul nsw i64 %18, 64
   %20 = add nsw i64 108544, %19
-  %21 = mul nsw i64 %fc1.nb1805, 24
+  %21 = mul nsw i64 %fc1.nb1895, 24
   %22 = add nsw i64 %20, %21
   %23 = add nsw i64 %22, 16
   %arena9 = getelementptr inbounds float, ptr %arena, i64 %23
   %24 = load <8 x float>, ptr %arena9, align 4
-  store <8 x float> %24, ptr %fc1.t182_c0_2, align 32
-  %25 = mul nsw i64 %fc1.mb1816, 4
+  store <8 x float> %24, ptr %fc1.t191_c0_2, align 32
+  %25 = mul nsw i64 %fc1.mb1906, 4
   %26 = add nsw i64 %25, 1
   %27 = mul nsw i64 %26, 64
   %28 = add nsw i64 108544, %27
-  %29 = mul nsw i64 %fc1.nb1805, 24
+  %29 = mul nsw i64 %fc1.nb1895, 24
   %30 = add nsw i64 %28, %29
   %arena10 = getelementptr inbounds float, ptr %arena, i64 %30
   %31 = load <8 x float>, ptr %arena10, align 4
-  store <8 x float> %31, ptr %fc1.t182_c1_0, align 32
-  %32 = mul nsw i64 %fc1.mb1816, 4
+  store <8 x float> %31, ptr %fc1.t191_c1_0, align 32
+  %32 = mul nsw i64 %fc1.mb1906, 4
   %33 = add nsw i64 %32, 1
   %34 = mul nsw i64 %33, 64
   %35 = add nsw i64 108544, %34
-  %36 = mul nsw i64 %fc1.nb1805, 24
+  %36 = mul nsw i64 %fc1.nb1895, 24
   %37 = add nsw i64 %35, %36
   %38 = add nsw i64 %37, 8
   %arena11 = getelementptr inbounds float, ptr %arena, i64 %38
   %39 = load <8 x float>, ptr %arena11, align 4
-  store <8 x float> %39, ptr %fc1.t182_c1_1, align 32
-  %40 = mul nsw i64 %fc1.mb1816, 4
+  store <8 x float> %39, ptr %fc1.t191_c1_1, align 32
+  %40 = mul nsw i64 %fc1.mb1906, 4
   %41 = add nsw i64 %40, 1
   %42 = mul nsw i64 %41, 64
   %43 = add nsw i64 108544, %42
-  %44 = mul nsw i64 %fc1.nb1805, 24
+  %44 = mul nsw i64 %fc1.nb1895, 24
   %45 = add nsw i64 %43, %44
   %46 = add nsw i64 %45, 16
   %arena12 = getelementptr inbounds float, ptr %arena, i64 %46
   %47 = load <8 x float>, ptr %arena12, align 4
-  store <8 x float> %47, ptr %fc1.t182_c1_2, align 32
-  %48 = mul nsw i64 %fc1.mb1816, 4
+  store <8 x float> %47, ptr %fc1.t191_c1_2, align 32
+  %48 = mul nsw i64 %fc1.mb1906, 4
   %49 = add nsw i64 %48, 2
   %50 = mul nsw i64 %49, 64
   %51 = add nsw i64 108544, %50
-  %52 = mul nsw i64 %fc1.nb1805, 24
+  %52 = mul nsw i64 %fc1.nb1895, 24
   %53 = add nsw i64 %51, %52
   %arena13 = getelementptr inbounds float, ptr %arena, i64 %53
   %54 = load <8 x float>, ptr %arena13, align 4
-  store <8 x float> %54, ptr %fc1.t182_c2_0, align 32
-  %55 = mul nsw i64 %fc1.mb1816, 4
+  store <8 x float> %54, ptr %fc1.t191_c2_0, align 32
+  %55 = mul nsw i64 %fc1.mb1906, 4
   %56 = add nsw i64 %55, 2
   %57 = mul nsw i64 %56, 64
   %58 = add nsw i64 108544, %57
-  %59 = mul nsw i64 %fc1.nb1805, 24
+  %59 = mul nsw i64 %fc1.nb1895, 24
   %60 = add nsw i64 %58, %59
   %61 = add nsw i64 %60, 8
   %arena14 = getelementptr inbounds float, ptr %arena, i64 %61
   %62 = load <8 x float>, ptr %arena14, align 4
-  store <8 x float> %62, ptr %fc1.t182_c2_1, align 32
-  %63 = mul nsw i64 %fc1.mb1816, 4
+  store <8 x float> %62, ptr %fc1.t191_c2_1, align 32
+  %63 = mul nsw i64 %fc1.mb1906, 4
   %64 = add nsw i64 %63, 2
   %65 = mul nsw i64 %64, 64
   %66 = add nsw i64 108544, %65
-  %67 = mul nsw i64 %fc1.nb1805, 24
+  %67 = mul nsw i64 %fc1.nb1895, 24
   %68 = add nsw i64 %66, %67
   %69 = add nsw i64 %68, 16
   %arena15 = getelementptr inbounds float, ptr %arena, i64 %69
   %70 = load <8 x float>, ptr %arena15, align 4
-  store <8 x float> %70, ptr %fc1.t182_c2_2, align 32
-  %71 = mul nsw i64 %fc1.mb1816, 4
+  store <8 x float> %70, ptr %fc1.t191_c2_2, align 32
+  %71 = mul nsw i64 %fc1.mb1906, 4
   %72 = add nsw i64 %71, 3
   %73 = mul nsw i64 %72, 64
   %74 = add nsw i64 108544, %73
-  %75 = mul nsw i64 %fc1.nb1805, 24
+  %75 = mul nsw i64 %fc1.nb1895, 24
   %76 = add nsw i64 %74, %75
   %arena16 = getelementptr inbounds float, ptr %arena, i64 %76
   %77 = load <8 x float>, ptr %arena16, align 4
-  store <8 x float> %77, ptr %fc1.t182_c3_0, align 32
-  %78 = mul nsw i64 %fc1.mb1816, 4
+  store <8 x float> %77, ptr %fc1.t191_c3_0, align 32
+  %78 = mul nsw i64 %fc1.mb1906, 4
   %79 = add nsw i64 %78, 3
   %80 = mul nsw i64 %79, 64
   %81 = add nsw i64 108544, %80
-  %82 = mul nsw i64 %fc1.nb1805, 24
+  %82 = mul nsw i64 %fc1.nb1895, 24
   %83 = add nsw i64 %81, %82
   %84 = add nsw i64 %83, 8
   %arena17 = getelementptr inbounds float, ptr %arena, i64 %84
   %85 = load <8 x float>, ptr %arena17, align 4
-  store <8 x float> %85, ptr %fc1.t182_c3_1, align 32
-  %86 = mul nsw i64 %fc1.mb1816, 4
+  store <8 x float> %85, ptr %fc1.t191_c3_1, align 32
+  %86 = mul nsw i64 %fc1.mb1906, 4
   %87 = add nsw i64 %86, 3
   %88 = mul nsw i64 %87, 64
   %89 = add nsw i64 108544, %88
-  %90 = mul nsw i64 %fc1.nb1805, 24
+  %90 = mul nsw i64 %fc1.nb1895, 24
   %91 = add nsw i64 %89, %90
   %92 = add nsw i64 %91, 16
   %arena18 = getelementptr inbounds float, ptr %arena, i64 %92
   %93 = load <8 x float>, ptr %arena18, align 4
-  store <8 x float> %93, ptr %fc1.t182_c3_2, align 32
-  br label %fc1.k183
+  store <8 x float> %93, ptr %fc1.t191_c3_2, align 32
+  br label %fc1.k192
 
-fc1.mb181.end:                                    ; preds = %fc1.k183.end
-  %nb180.next = add nsw i64 %fc1.nb1805, 1
-  %94 = icmp slt i64 %nb180.next, 2
-  br i1 %94, label %fc1.nb180, label %fc1.nb180.end
+fc1.mb190.end:                                    ; preds = %fc1.k192.end
+  %nb189.next = add nsw i64 %fc1.nb1895, 1
+  %94 = icmp slt i64 %nb189.next, 2
+  br i1 %94, label %fc1.nb189, label %fc1.nb189.end
 
-fc1.k183:                                         ; preds = %fc1.k183, %fc1.mb181
-  %fc1.k18319 = phi i64 [ 0, %fc1.mb181 ], [ %k183.next, %fc1.k183 ]
-  %95 = mul nsw i64 %fc1.kp1794, 784
-  %96 = add nsw i64 %fc1.k18319, %95
+fc1.k192:                                         ; preds = %fc1.k192, %fc1.mb190
+  %fc1.k19219 = phi i64 [ 0, %fc1.mb190 ], [ %k192.next, %fc1.k192 ]
+  %95 = mul nsw i64 %fc1.kp1884, 784
+  %96 = add nsw i64 %fc1.k19219, %95
   %97 = mul nsw i64 %96, 64
   %98 = add nsw i64 8192, %97
-  %99 = mul nsw i64 %fc1.nb1805, 24
+  %99 = mul nsw i64 %fc1.nb1895, 24
   %100 = add nsw i64 %98, %99
   %arena20 = getelementptr inbounds float, ptr %arena, i64 %100
   %101 = load <8 x float>, ptr %arena20, align 4
-  store <8 x float> %101, ptr %fc1.t182_b0, align 32
-  %102 = mul nsw i64 %fc1.kp1794, 784
-  %103 = add nsw i64 %fc1.k18319, %102
+  store <8 x float> %101, ptr %fc1.t191_b0, align 32
+  %102 = mul nsw i64 %fc1.kp1884, 784
+  %103 = add nsw i64 %fc1.k19219, %102
   %104 = mul nsw i64 %103, 64
   %105 = add nsw i64 8192, %104
-  %106 = mul nsw i64 %fc1.nb1805, 24
+  %106 = mul nsw i64 %fc1.nb1895, 24
   %107 = add nsw i64 %105, %106
   %108 = add nsw i64 %107, 8
   %arena21 = getelementptr inbounds float, ptr %arena, i64 %108
   %109 = load <8 x float>, ptr %arena21, align 4
-  store <8 x float> %109, ptr %fc1.t182_b1, align 32
-  %110 = mul nsw i64 %fc1.kp1794, 784
-  %111 = add nsw i64 %fc1.k18319, %110
+  store <8 x float> %109, ptr %fc1.t191_b1, align 32
+  %110 = mul nsw i64 %fc1.kp1884, 784
+  %111 = add nsw i64 %fc1.k19219, %110
   %112 = mul nsw i64 %111, 64
   %113 = add nsw i64 8192, %112
-  %114 = mul nsw i64 %fc1.nb1805, 24
+  %114 = mul nsw i64 %fc1.nb1895, 24
   %115 = add nsw i64 %113, %114
   %116 = add nsw i64 %115, 16
   %arena22 = getelementptr inbounds float, ptr %arena, i64 %116
   %117 = load <8 x float>, ptr %arena22, align 4
-  store <8 x float> %117, ptr %fc1.t182_b2, align 32
-  %118 = mul nsw i64 %fc1.mb1816, 4
+  store <8 x float> %117, ptr %fc1.t191_b2, align 32
+  %118 = mul nsw i64 %fc1.mb1906, 4
   %119 = mul nsw i64 %118, 1568
   %120 = add nsw i64 4800, %119
-  %121 = mul nsw i64 %fc1.kp1794, 784
-  %122 = add nsw i64 %fc1.k18319, %121
+  %121 = mul nsw i64 %fc1.kp1884, 784
+  %122 = add nsw i64 %fc1.k19219, %121
   %123 = add nsw i64 %120, %122
   %params23 = getelementptr inbounds float, ptr %params, i64 %123
   %124 = load float, ptr %params23, align 4
   %125 = insertelement <8 x float> undef, float %124, i32 0
   %126 = shufflevector <8 x float> %125, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %126, ptr %fc1.t182_a0, align 32
-  %t182_a0 = load <8 x float>, ptr %fc1.t182_a0, align 32
-  %t182_b0 = load <8 x float>, ptr %fc1.t182_b0, align 32
-  %t182_c0_0 = load <8 x float>, ptr %fc1.t182_c0_0, align 32
-  %127 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t182_a0, <8 x float> %t182_b0, <8 x float> %t182_c0_0)
-  store <8 x float> %127, ptr %fc1.t182_c0_0, align 32
-  %t182_a024 = load <8 x float>, ptr %fc1.t182_a0, align 32
-  %t182_b1 = load <8 x float>, ptr %fc1.t182_b1, align 32
-  %t182_c0_1 = load <8 x float>, ptr %fc1.t182_c0_1, align 32
-  %128 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t182_a024, <8 x float> %t182_b1, <8 x float> %t182_c0_1)
-  store <8 x float> %128, ptr %fc1.t182_c0_1, align 32
-  %t182_a025 = load <8 x float>, ptr %fc1.t182_a0, align 32
-  %t182_b2 = load <8 x float>, ptr %fc1.t182_b2, align 32
-  %t182_c0_2 = load <8 x float>, ptr %fc1.t182_c0_2, align 32
-  %129 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t182_a025, <8 x float> %t182_b2, <8 x float> %t182_c0_2)
-  store <8 x float> %129, ptr %fc1.t182_c0_2, align 32
-  %130 = mul nsw i64 %fc1.mb1816, 4
+  store <8 x float> %126, ptr %fc1.t191_a0, align 32
+  %t191_a0 = load <8 x float>, ptr %fc1.t191_a0, align 32
+  %t191_b0 = load <8 x float>, ptr %fc1.t191_b0, align 32
+  %t191_c0_0 = load <8 x float>, ptr %fc1.t191_c0_0, align 32
+  %127 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t191_a0, <8 x float> %t191_b0, <8 x float> %t191_c0_0)
+  store <8 x float> %127, ptr %fc1.t191_c0_0, align 32
+  %t191_a024 = load <8 x float>, ptr %fc1.t191_a0, align 32
+  %t191_b1 = load <8 x float>, ptr %fc1.t191_b1, align 32
+  %t191_c0_1 = load <8 x float>, ptr %fc1.t191_c0_1, align 32
+  %128 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t191_a024, <8 x float> %t191_b1, <8 x float> %t191_c0_1)
+  store <8 x float> %128, ptr %fc1.t191_c0_1, align 32
+  %t191_a025 = load <8 x float>, ptr %fc1.t191_a0, align 32
+  %t191_b2 = load <8 x float>, ptr %fc1.t191_b2, align 32
+  %t191_c0_2 = load <8 x float>, ptr %fc1.t191_c0_2, align 32
+  %129 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t191_a025, <8 x float> %t191_b2, <8 x float> %t191_c0_2)
+  store <8 x float> %129, ptr %fc1.t191_c0_2, align 32
+  %130 = mul nsw i64 %fc1.mb1906, 4
   %131 = add nsw i64 %130, 1
   %132 = mul nsw i64 %131, 1568
   %133 = add nsw i64 4800, %132
-  %134 = mul nsw i64 %fc1.kp1794, 784
-  %135 = add nsw i64 %fc1.k18319, %134
+  %134 = mul nsw i64 %fc1.kp1884, 784
+  %135 = add nsw i64 %fc1.k19219, %134
   %136 = add nsw i64 %133, %135
   %params26 = getelementptr inbounds float, ptr %params, i64 %136
   %137 = load float, ptr %params26, align 4
   %138 = insertelement <8 x float> undef, float %137, i32 0
   %139 = shufflevector <8 x float> %138, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %139, ptr %fc1.t182_a1, align 32
-  %t182_a1 = load <8 x float>, ptr %fc1.t182_a1, align 32
-  %t182_b027 = load <8 x float>, ptr %fc1.t182_b0, align 32
-  %t182_c1_0 = load <8 x float>, ptr %fc1.t182_c1_0, align 32
-  %140 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t182_a1, <8 x float> %t182_b027, <8 x float> %t182_c1_0)
-  store <8 x float> %140, ptr %fc1.t182_c1_0, align 32
-  %t182_a128 = load <8 x float>, ptr %fc1.t182_a1, align 32
-  %t182_b129 = load <8 x float>, ptr %fc1.t182_b1, align 32
-  %t182_c1_1 = load <8 x float>, ptr %fc1.t182_c1_1, align 32
-  %141 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t182_a128, <8 x float> %t182_b129, <8 x float> %t182_c1_1)
-  store <8 x float> %141, ptr %fc1.t182_c1_1, align 32
-  %t182_a130 = load <8 x float>, ptr %fc1.t182_a1, align 32
-  %t182_b231 = load <8 x float>, ptr %fc1.t182_b2, align 32
-  %t182_c1_2 = load <8 x float>, ptr %fc1.t182_c1_2, align 32
-  %142 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t182_a130, <8 x float> %t182_b231, <8 x float> %t182_c1_2)
-  store <8 x float> %142, ptr %fc1.t182_c1_2, align 32
-  %143 = mul nsw i64 %fc1.mb1816, 4
+  store <8 x float> %139, ptr %fc1.t191_a1, align 32
+  %t191_a1 = load <8 x float>, ptr %fc1.t191_a1, align 32
+  %t191_b027 = load <8 x float>, ptr %fc1.t191_b0, align 32
+  %t191_c1_0 = load <8 x float>, ptr %fc1.t191_c1_0, align 32
+  %140 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t191_a1, <8 x float> %t191_b027, <8 x float> %t191_c1_0)
+  store <8 x float> %140, ptr %fc1.t191_c1_0, align 32
+  %t191_a128 = load <8 x float>, ptr %fc1.t191_a1, align 32
+  %t191_b129 = load <8 x float>, ptr %fc1.t191_b1, align 32
+  %t191_c1_1 = load <8 x float>, ptr %fc1.t191_c1_1, align 32
+  %141 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t191_a128, <8 x float> %t191_b129, <8 x float> %t191_c1_1)
+  store <8 x float> %141, ptr %fc1.t191_c1_1, align 32
+  %t191_a130 = load <8 x float>, ptr %fc1.t191_a1, align 32
+  %t191_b231 = load <8 x float>, ptr %fc1.t191_b2, align 32
+  %t191_c1_2 = load <8 x float>, ptr %fc1.t191_c1_2, align 32
+  %142 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t191_a130, <8 x float> %t191_b231, <8 x float> %t191_c1_2)
+  store <8 x float> %142, ptr %fc1.t191_c1_2, align 32
+  %143 = mul nsw i64 %fc1.mb1906, 4
   %144 = add nsw i64 %143, 2
   %145 = mul nsw i64 %144, 1568
   %146 = add nsw i64 4800, %145
-  %147 = mul nsw i64 %fc1.kp1794, 784
-  %148 = add nsw i64 %fc1.k18319, %147
+  %147 = mul nsw i64 %fc1.kp1884, 784
+  %148 = add nsw i64 %fc1.k19219, %147
   %149 = add nsw i64 %146, %148
   %params32 = getelementptr inbounds float, ptr %params, i64 %149
   %150 = load float, ptr %params32, align 4
   %151 = insertelement <8 x float> undef, float %150, i32 0
   %152 = shufflevector <8 x float> %151, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %152, ptr %fc1.t182_a2, align 32
-  %t182_a2 = load <8 x float>, ptr %fc1.t182_a2, align 32
-  %t182_b033 = load <8 x float>, ptr %fc1.t182_b0, align 32
-  %t182_c2_0 = load <8 x float>, ptr %fc1.t182_c2_0, align 32
-  %153 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t182_a2, <8 x float> %t182_b033, <8 x float> %t182_c2_0)
-  store <8 x float> %153, ptr %fc1.t182_c2_0, align 32
-  %t182_a234 = load <8 x float>, ptr %fc1.t182_a2, align 32
-  %t182_b135 = load <8 x float>, ptr %fc1.t182_b1, align 32
-  %t182_c2_1 = load <8 x float>, ptr %fc1.t182_c2_1, align 32
-  %154 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t182_a234, <8 x float> %t182_b135, <8 x float> %t182_c2_1)
-  store <8 x float> %154, ptr %fc1.t182_c2_1, align 32
-  %t182_a236 = load <8 x float>, ptr %fc1.t182_a2, align 32
-  %t182_b237 = load <8 x float>, ptr %fc1.t182_b2, align 32
-  %t182_c2_2 = load <8 x float>, ptr %fc1.t182_c2_2, align 32
-  %155 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t182_a236, <8 x float> %t182_b237, <8 x float> %t182_c2_2)
-  store <8 x float> %155, ptr %fc1.t182_c2_2, align 32
-  %156 = mul nsw i64 %fc1.mb1816, 4
+  store <8 x float> %152, ptr %fc1.t191_a2, align 32
+  %t191_a2 = load <8 x float>, ptr %fc1.t191_a2, align 32
+  %t191_b033 = load <8 x float>, ptr %fc1.t191_b0, align 32
+  %t191_c2_0 = load <8 x float>, ptr %fc1.t191_c2_0, align 32
+  %153 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t191_a2, <8 x float> %t191_b033, <8 x float> %t191_c2_0)
+  store <8 x float> %153, ptr %fc1.t191_c2_0, align 32
+  %t191_a234 = load <8 x float>, ptr %fc1.t191_a2, align 32
+  %t191_b135 = load <8 x float>, ptr %fc1.t191_b1, align 32
+  %t191_c2_1 = load <8 x float>, ptr %fc1.t191_c2_1, align 32
+  %154 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t191_a234, <8 x float> %t191_b135, <8 x float> %t191_c2_1)
+  store <8 x float> %154, ptr %fc1.t191_c2_1, align 32
+  %t191_a236 = load <8 x float>, ptr %fc1.t191_a2, align 32
+  %t191_b237 = load <8 x float>, ptr %fc1.t191_b2, align 32
+  %t191_c2_2 = load <8 x float>, ptr %fc1.t191_c2_2, align 32
+  %155 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t191_a236, <8 x float> %t191_b237, <8 x float> %t191_c2_2)
+  store <8 x float> %155, ptr %fc1.t191_c2_2, align 32
+  %156 = mul nsw i64 %fc1.mb1906, 4
   %157 = add nsw i64 %156, 3
   %158 = mul nsw i64 %157, 1568
   %159 = add nsw i64 4800, %158
-  %160 = mul nsw i64 %fc1.kp1794, 784
-  %161 = add nsw i64 %fc1.k18319, %160
+  %160 = mul nsw i64 %fc1.kp1884, 784
+  %161 = add nsw i64 %fc1.k19219, %160
   %162 = add nsw i64 %159, %161
   %params38 = getelementptr inbounds float, ptr %params, i64 %162
   %163 = load float, ptr %params38, align 4
   %164 = insertelement <8 x float> undef, float %163, i32 0
   %165 = shufflevector <8 x float> %164, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %165, ptr %fc1.t182_a3, align 32
-  %t182_a3 = load <8 x float>, ptr %fc1.t182_a3, align 32
-  %t182_b039 = load <8 x float>, ptr %fc1.t182_b0, align 32
-  %t182_c3_0 = load <8 x float>, ptr %fc1.t182_c3_0, align 32
-  %166 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t182_a3, <8 x float> %t182_b039, <8 x float> %t182_c3_0)
-  store <8 x float> %166, ptr %fc1.t182_c3_0, align 32
-  %t182_a340 = load <8 x float>, ptr %fc1.t182_a3, align 32
-  %t182_b141 = load <8 x float>, ptr %fc1.t182_b1, align 32
-  %t182_c3_1 = load <8 x float>, ptr %fc1.t182_c3_1, align 32
-  %167 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t182_a340, <8 x float> %t182_b141, <8 x float> %t182_c3_1)
-  store <8 x float> %167, ptr %fc1.t182_c3_1, align 32
-  %t182_a342 = load <8 x float>, ptr %fc1.t182_a3, align 32
-  %t182_b243 = load <8 x float>, ptr %fc1.t182_b2, align 32
-  %t182_c3_2 = load <8 x float>, ptr %fc1.t182_c3_2, align 32
-  %168 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t182_a342, <8 x float> %t182_b243, <8 x float> %t182_c3_2)
-  store <8 x float> %168, ptr %fc1.t182_c3_2, align 32
-  %k183.next = add nsw i64 %fc1.k18319, 1
-  %169 = icmp slt i64 %k183.next, 784
-  br i1 %169, label %fc1.k183, label %fc1.k183.end
+  store <8 x float> %165, ptr %fc1.t191_a3, align 32
+  %t191_a3 = load <8 x float>, ptr %fc1.t191_a3, align 32
+  %t191_b039 = load <8 x float>, ptr %fc1.t191_b0, align 32
+  %t191_c3_0 = load <8 x float>, ptr %fc1.t191_c3_0, align 32
+  %166 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t191_a3, <8 x float> %t191_b039, <8 x float> %t191_c3_0)
+  store <8 x float> %166, ptr %fc1.t191_c3_0, align 32
+  %t191_a340 = load <8 x float>, ptr %fc1.t191_a3, align 32
+  %t191_b141 = load <8 x float>, ptr %fc1.t191_b1, align 32
+  %t191_c3_1 = load <8 x float>, ptr %fc1.t191_c3_1, align 32
+  %167 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t191_a340, <8 x float> %t191_b141, <8 x float> %t191_c3_1)
+  store <8 x float> %167, ptr %fc1.t191_c3_1, align 32
+  %t191_a342 = load <8 x float>, ptr %fc1.t191_a3, align 32
+  %t191_b243 = load <8 x float>, ptr %fc1.t191_b2, align 32
+  %t191_c3_2 = load <8 x float>, ptr %fc1.t191_c3_2, align 32
+  %168 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t191_a342, <8 x float> %t191_b243, <8 x float> %t191_c3_2)
+  store <8 x float> %168, ptr %fc1.t191_c3_2, align 32
+  %k192.next = add nsw i64 %fc1.k19219, 1
+  %169 = icmp slt i64 %k192.next, 784
+  br i1 %169, label %fc1.k192, label %fc1.k192.end
 
-fc1.k183.end:                                     ; preds = %fc1.k183
-  %t182_c0_044 = load <8 x float>, ptr %fc1.t182_c0_0, align 32
-  %170 = mul nsw i64 %fc1.mb1816, 4
+fc1.k192.end:                                     ; preds = %fc1.k192
+  %t191_c0_044 = load <8 x float>, ptr %fc1.t191_c0_0, align 32
+  %170 = mul nsw i64 %fc1.mb1906, 4
   %171 = mul nsw i64 %170, 64
   %172 = add nsw i64 108544, %171
-  %173 = mul nsw i64 %fc1.nb1805, 24
+  %173 = mul nsw i64 %fc1.nb1895, 24
   %174 = add nsw i64 %172, %173
   %arena45 = getelementptr inbounds float, ptr %arena, i64 %174
-  store <8 x float> %t182_c0_044, ptr %arena45, align 4
-  %t182_c0_146 = load <8 x float>, ptr %fc1.t182_c0_1, align 32
-  %175 = mul nsw i64 %fc1.mb1816, 4
+  store <8 x float> %t191_c0_044, ptr %arena45, align 4
+  %t191_c0_146 = load <8 x float>, ptr %fc1.t191_c0_1, align 32
+  %175 = mul nsw i64 %fc1.mb1906, 4
   %176 = mul nsw i64 %175, 64
   %177 = add nsw i64 108544, %176
-  %178 = mul nsw i64 %fc1.nb1805, 24
+  %178 = mul nsw i64 %fc1.nb1895, 24
   %179 = add nsw i64 %177, %178
   %180 = add nsw i64 %179, 8
   %arena47 = getelementptr inbounds float, ptr %arena, i64 %180
-  store <8 x float> %t182_c0_146, ptr %arena47, align 4
-  %t182_c0_248 = load <8 x float>, ptr %fc1.t182_c0_2, align 32
-  %181 = mul nsw i64 %fc1.mb1816, 4
+  store <8 x float> %t191_c0_146, ptr %arena47, align 4
+  %t191_c0_248 = load <8 x float>, ptr %fc1.t191_c0_2, align 32
+  %181 = mul nsw i64 %fc1.mb1906, 4
   %182 = mul nsw i64 %181, 64
   %183 = add nsw i64 108544, %182
-  %184 = mul nsw i64 %fc1.nb1805, 24
+  %184 = mul nsw i64 %fc1.nb1895, 24
   %185 = add nsw i64 %183, %184
   %186 = add nsw i64 %185, 16
   %arena49 = getelementptr inbounds float, ptr %arena, i64 %186
-  store <8 x float> %t182_c0_248, ptr %arena49, align 4
-  %t182_c1_050 = load <8 x float>, ptr %fc1.t182_c1_0, align 32
-  %187 = mul nsw i64 %fc1.mb1816, 4
+  store <8 x float> %t191_c0_248, ptr %arena49, align 4
+  %t191_c1_050 = load <8 x float>, ptr %fc1.t191_c1_0, align 32
+  %187 = mul nsw i64 %fc1.mb1906, 4
   %188 = add nsw i64 %187, 1
   %189 = mul nsw i64 %188, 64
   %190 = add nsw i64 108544, %189
-  %191 = mul nsw i64 %fc1.nb1805, 24
+  %191 = mul nsw i64 %fc1.nb1895, 24
   %192 = add nsw i64 %190, %191
   %arena51 = getelementptr inbounds float, ptr %arena, i64 %192
-  store <8 x float> %t182_c1_050, ptr %arena51, align 4
-  %t182_c1_152 = load <8 x float>, ptr %fc1.t182_c1_1, align 32
-  %193 = mul nsw i64 %fc1.mb1816, 4
+  store <8 x float> %t191_c1_050, ptr %arena51, align 4
+  %t191_c1_152 = load <8 x float>, ptr %fc1.t191_c1_1, align 32
+  %193 = mul nsw i64 %fc1.mb1906, 4
   %194 = add nsw i64 %193, 1
   %195 = mul nsw i64 %194, 64
   %196 = add nsw i64 108544, %195
-  %197 = mul nsw i64 %fc1.nb1805, 24
+  %197 = mul nsw i64 %fc1.nb1895, 24
   %198 = add nsw i64 %196, %197
   %199 = add nsw i64 %198, 8
   %arena53 = getelementptr inbounds float, ptr %arena, i64 %199
-  store <8 x float> %t182_c1_152, ptr %arena53, align 4
-  %t182_c1_254 = load <8 x float>, ptr %fc1.t182_c1_2, align 32
-  %200 = mul nsw i64 %fc1.mb1816, 4
+  store <8 x float> %t191_c1_152, ptr %arena53, align 4
+  %t191_c1_254 = load <8 x float>, ptr %fc1.t191_c1_2, align 32
+  %200 = mul nsw i64 %fc1.mb1906, 4
   %201 = add nsw i64 %200, 1
   %202 = mul nsw i64 %201, 64
   %203 = add nsw i64 108544, %202
-  %204 = mul nsw i64 %fc1.nb1805, 24
+  %204 = mul nsw i64 %fc1.nb1895, 24
   %205 = add nsw i64 %203, %204
   %206 = add nsw i64 %205, 16
   %arena55 = getelementptr inbounds float, ptr %arena, i64 %206
-  store <8 x float> %t182_c1_254, ptr %arena55, align 4
-  %t182_c2_056 = load <8 x float>, ptr %fc1.t182_c2_0, align 32
-  %207 = mul nsw i64 %fc1.mb1816, 4
+  store <8 x float> %t191_c1_254, ptr %arena55, align 4
+  %t191_c2_056 = load <8 x float>, ptr %fc1.t191_c2_0, align 32
+  %207 = mul nsw i64 %fc1.mb1906, 4
   %208 = add nsw i64 %207, 2
   %209 = mul nsw i64 %208, 64
   %210 = add nsw i64 108544, %209
-  %211 = mul nsw i64 %fc1.nb1805, 24
+  %211 = mul nsw i64 %fc1.nb1895, 24
   %212 = add nsw i64 %210, %211
   %arena57 = getelementptr inbounds float, ptr %arena, i64 %212
-  store <8 x float> %t182_c2_056, ptr %arena57, align 4
-  %t182_c2_158 = load <8 x float>, ptr %fc1.t182_c2_1, align 32
-  %213 = mul nsw i64 %fc1.mb1816, 4
+  store <8 x float> %t191_c2_056, ptr %arena57, align 4
+  %t191_c2_158 = load <8 x float>, ptr %fc1.t191_c2_1, align 32
+  %213 = mul nsw i64 %fc1.mb1906, 4
   %214 = add nsw i64 %213, 2
   %215 = mul nsw i64 %214, 64
   %216 = add nsw i64 108544, %215
-  %217 = mul nsw i64 %fc1.nb1805, 24
+  %217 = mul nsw i64 %fc1.nb1895, 24
   %218 = add nsw i64 %216, %217
   %219 = add nsw i64 %218, 8
   %arena59 = getelementptr inbounds float, ptr %arena, i64 %219
-  store <8 x float> %t182_c2_158, ptr %arena59, align 4
-  %t182_c2_260 = load <8 x float>, ptr %fc1.t182_c2_2, align 32
-  %220 = mul nsw i64 %fc1.mb1816, 4
+  store <8 x float> %t191_c2_158, ptr %arena59, align 4
+  %t191_c2_260 = load <8 x float>, ptr %fc1.t191_c2_2, align 32
+  %220 = mul nsw i64 %fc1.mb1906, 4
   %221 = add nsw i64 %220, 2
   %222 = mul nsw i64 %221, 64
   %223 = add nsw i64 108544, %222
-  %224 = mul nsw i64 %fc1.nb1805, 24
+  %224 = mul nsw i64 %fc1.nb1895, 24
   %225 = add nsw i64 %223, %224
   %226 = add nsw i64 %225, 16
   %arena61 = getelementptr inbounds float, ptr %arena, i64 %226
-  store <8 x float> %t182_c2_260, ptr %arena61, align 4
-  %t182_c3_062 = load <8 x float>, ptr %fc1.t182_c3_0, align 32
-  %227 = mul nsw i64 %fc1.mb1816, 4
+  store <8 x float> %t191_c2_260, ptr %arena61, align 4
+  %t191_c3_062 = load <8 x float>, ptr %fc1.t191_c3_0, align 32
+  %227 = mul nsw i64 %fc1.mb1906, 4
   %228 = add nsw i64 %227, 3
   %229 = mul nsw i64 %228, 64
   %230 = add nsw i64 108544, %229
-  %231 = mul nsw i64 %fc1.nb1805, 24
+  %231 = mul nsw i64 %fc1.nb1895, 24
   %232 = add nsw i64 %230, %231
   %arena63 = getelementptr inbounds float, ptr %arena, i64 %232
-  store <8 x float> %t182_c3_062, ptr %arena63, align 4
-  %t182_c3_164 = load <8 x float>, ptr %fc1.t182_c3_1, align 32
-  %233 = mul nsw i64 %fc1.mb1816, 4
+  store <8 x float> %t191_c3_062, ptr %arena63, align 4
+  %t191_c3_164 = load <8 x float>, ptr %fc1.t191_c3_1, align 32
+  %233 = mul nsw i64 %fc1.mb1906, 4
   %234 = add nsw i64 %233, 3
   %235 = mul nsw i64 %234, 64
   %236 = add nsw i64 108544, %235
-  %237 = mul nsw i64 %fc1.nb1805, 24
+  %237 = mul nsw i64 %fc1.nb1895, 24
   %238 = add nsw i64 %236, %237
   %239 = add nsw i64 %238, 8
   %arena65 = getelementptr inbounds float, ptr %arena, i64 %239
-  store <8 x float> %t182_c3_164, ptr %arena65, align 4
-  %t182_c3_266 = load <8 x float>, ptr %fc1.t182_c3_2, align 32
-  %240 = mul nsw i64 %fc1.mb1816, 4
+  store <8 x float> %t191_c3_164, ptr %arena65, align 4
+  %t191_c3_266 = load <8 x float>, ptr %fc1.t191_c3_2, align 32
+  %240 = mul nsw i64 %fc1.mb1906, 4
   %241 = add nsw i64 %240, 3
   %242 = mul nsw i64 %241, 64
   %243 = add nsw i64 108544, %242
-  %244 = mul nsw i64 %fc1.nb1805, 24
+  %244 = mul nsw i64 %fc1.nb1895, 24
   %245 = add nsw i64 %243, %244
   %246 = add nsw i64 %245, 16
   %arena67 = getelementptr inbounds float, ptr %arena, i64 %246
-  store <8 x float> %t182_c3_266, ptr %arena67, align 4
-  %mb181.next = add nsw i64 %fc1.mb1816, 1
-  %247 = icmp slt i64 %mb181.next, 32
-  br i1 %247, label %fc1.mb181, label %fc1.mb181.end
+  store <8 x float> %t191_c3_266, ptr %arena67, align 4
+  %mb190.next = add nsw i64 %fc1.mb1906, 1
+  %247 = icmp slt i64 %mb190.next, 32
+  br i1 %247, label %fc1.mb190, label %fc1.mb190.end
 
-fc1.mb184:                                        ; preds = %fc1.k186.end, %fc1.nb180.end
-  %fc1.mb18468 = phi i64 [ 0, %fc1.nb180.end ], [ %mb184.next, %fc1.k186.end ]
-  %248 = mul nsw i64 %fc1.mb18468, 4
+fc1.mb193:                                        ; preds = %fc1.k195.end, %fc1.nb189.end
+  %fc1.mb19368 = phi i64 [ 0, %fc1.nb189.end ], [ %mb193.next, %fc1.k195.end ]
+  %248 = mul nsw i64 %fc1.mb19368, 4
   %249 = mul nsw i64 %248, 64
   %250 = add nsw i64 108544, %249
   %251 = add nsw i64 %250, 48
   %arena69 = getelementptr inbounds float, ptr %arena, i64 %251
   %252 = load <8 x float>, ptr %arena69, align 4
-  store <8 x float> %252, ptr %fc1.t185_c0_0, align 32
-  %253 = mul nsw i64 %fc1.mb18468, 4
+  store <8 x float> %252, ptr %fc1.t194_c0_0, align 32
+  %253 = mul nsw i64 %fc1.mb19368, 4
   %254 = mul nsw i64 %253, 64
   %255 = add nsw i64 108544, %254
   %256 = add nsw i64 %255, 48
   %257 = add nsw i64 %256, 8
   %arena70 = getelementptr inbounds float, ptr %arena, i64 %257
   %258 = load <8 x float>, ptr %arena70, align 4
-  store <8 x float> %258, ptr %fc1.t185_c0_1, align 32
-  %259 = mul nsw i64 %fc1.mb18468, 4
+  store <8 x float> %258, ptr %fc1.t194_c0_1, align 32
+  %259 = mul nsw i64 %fc1.mb19368, 4
   %260 = add nsw i64 %259, 1
   %261 = mul nsw i64 %260, 64
   %262 = add nsw i64 108544, %261
   %263 = add nsw i64 %262, 48
   %arena71 = getelementptr inbounds float, ptr %arena, i64 %263
   %264 = load <8 x float>, ptr %arena71, align 4
-  store <8 x float> %264, ptr %fc1.t185_c1_0, align 32
-  %265 = mul nsw i64 %fc1.mb18468, 4
+  store <8 x float> %264, ptr %fc1.t194_c1_0, align 32
+  %265 = mul nsw i64 %fc1.mb19368, 4
   %266 = add nsw i64 %265, 1
   %267 = mul nsw i64 %266, 64
   %268 = add nsw i64 108544, %267
@@ -16053,16 +17865,16 @@ fc1.mb184:                                        ; preds = %fc1.k186.end, %fc1.
   %270 = add nsw i64 %269, 8
   %arena72 = getelementptr inbounds float, ptr %arena, i64 %270
   %271 = load <8 x float>, ptr %arena72, align 4
-  store <8 x float> %271, ptr %fc1.t185_c1_1, align 32
-  %272 = mul nsw i64 %fc1.mb18468, 4
+  store <8 x float> %271, ptr %fc1.t194_c1_1, align 32
+  %272 = mul nsw i64 %fc1.mb19368, 4
   %273 = add nsw i64 %272, 2
   %274 = mul nsw i64 %273, 64
   %275 = add nsw i64 108544, %274
   %276 = add nsw i64 %275, 48
   %arena73 = getelementptr inbounds float, ptr %arena, i64 %276
   %277 = load <8 x float>, ptr %arena73, align 4
-  store <8 x float> %277, ptr %fc1.t185_c2_0, align 32
-  %278 = mul nsw i64 %fc1.mb18468, 4
+  store <8 x float> %277, ptr %fc1.t194_c2_0, align 32
+  %278 = mul nsw i64 %fc1.mb19368, 4
   %279 = add nsw i64 %278, 2
   %280 = mul nsw i64 %279, 64
   %281 = add nsw i64 108544, %280
@@ -16070,16 +17882,16 @@ fc1.mb184:                                        ; preds = %fc1.k186.end, %fc1.
   %283 = add nsw i64 %282, 8
   %arena74 = getelementptr inbounds float, ptr %arena, i64 %283
   %284 = load <8 x float>, ptr %arena74, align 4
-  store <8 x float> %284, ptr %fc1.t185_c2_1, align 32
-  %285 = mul nsw i64 %fc1.mb18468, 4
+  store <8 x float> %284, ptr %fc1.t194_c2_1, align 32
+  %285 = mul nsw i64 %fc1.mb19368, 4
   %286 = add nsw i64 %285, 3
   %287 = mul nsw i64 %286, 64
   %288 = add nsw i64 108544, %287
   %289 = add nsw i64 %288, 48
   %arena75 = getelementptr inbounds float, ptr %arena, i64 %289
   %290 = load <8 x float>, ptr %arena75, align 4
-  store <8 x float> %290, ptr %fc1.t185_c3_0, align 32
-  %291 = mul nsw i64 %fc1.mb18468, 4
+  store <8 x float> %290, ptr %fc1.t194_c3_0, align 32
+  %291 = mul nsw i64 %fc1.mb19368, 4
   %292 = add nsw i64 %291, 3
   %293 = mul nsw i64 %292, 64
   %294 = add nsw i64 108544, %293
@@ -16087,236 +17899,236 @@ fc1.mb184:                                        ; preds = %fc1.k186.end, %fc1.
   %296 = add nsw i64 %295, 8
   %arena76 = getelementptr inbounds float, ptr %arena, i64 %296
   %297 = load <8 x float>, ptr %arena76, align 4
-  store <8 x float> %297, ptr %fc1.t185_c3_1, align 32
-  br label %fc1.k186
+  store <8 x float> %297, ptr %fc1.t194_c3_1, align 32
+  br label %fc1.k195
 
-fc1.mb184.end:                                    ; preds = %fc1.k186.end
-  %kp179.next = add nsw i64 %fc1.kp1794, 1
-  %298 = icmp slt i64 %kp179.next, 2
-  br i1 %298, label %fc1.kp179, label %fc1.kp179.end
+fc1.mb193.end:                                    ; preds = %fc1.k195.end
+  %kp188.next = add nsw i64 %fc1.kp1884, 1
+  %298 = icmp slt i64 %kp188.next, 2
+  br i1 %298, label %fc1.kp188, label %fc1.kp188.end
 
-fc1.k186:                                         ; preds = %fc1.k186, %fc1.mb184
-  %fc1.k18677 = phi i64 [ 0, %fc1.mb184 ], [ %k186.next, %fc1.k186 ]
-  %299 = mul nsw i64 %fc1.kp1794, 784
-  %300 = add nsw i64 %fc1.k18677, %299
+fc1.k195:                                         ; preds = %fc1.k195, %fc1.mb193
+  %fc1.k19577 = phi i64 [ 0, %fc1.mb193 ], [ %k195.next, %fc1.k195 ]
+  %299 = mul nsw i64 %fc1.kp1884, 784
+  %300 = add nsw i64 %fc1.k19577, %299
   %301 = mul nsw i64 %300, 64
   %302 = add nsw i64 8192, %301
   %303 = add nsw i64 %302, 48
   %arena78 = getelementptr inbounds float, ptr %arena, i64 %303
   %304 = load <8 x float>, ptr %arena78, align 4
-  store <8 x float> %304, ptr %fc1.t185_b0, align 32
-  %305 = mul nsw i64 %fc1.kp1794, 784
-  %306 = add nsw i64 %fc1.k18677, %305
+  store <8 x float> %304, ptr %fc1.t194_b0, align 32
+  %305 = mul nsw i64 %fc1.kp1884, 784
+  %306 = add nsw i64 %fc1.k19577, %305
   %307 = mul nsw i64 %306, 64
   %308 = add nsw i64 8192, %307
   %309 = add nsw i64 %308, 48
   %310 = add nsw i64 %309, 8
   %arena79 = getelementptr inbounds float, ptr %arena, i64 %310
   %311 = load <8 x float>, ptr %arena79, align 4
-  store <8 x float> %311, ptr %fc1.t185_b1, align 32
-  %312 = mul nsw i64 %fc1.mb18468, 4
+  store <8 x float> %311, ptr %fc1.t194_b1, align 32
+  %312 = mul nsw i64 %fc1.mb19368, 4
   %313 = mul nsw i64 %312, 1568
   %314 = add nsw i64 4800, %313
-  %315 = mul nsw i64 %fc1.kp1794, 784
-  %316 = add nsw i64 %fc1.k18677, %315
+  %315 = mul nsw i64 %fc1.kp1884, 784
+  %316 = add nsw i64 %fc1.k19577, %315
   %317 = add nsw i64 %314, %316
   %params80 = getelementptr inbounds float, ptr %params, i64 %317
   %318 = load float, ptr %params80, align 4
   %319 = insertelement <8 x float> undef, float %318, i32 0
   %320 = shufflevector <8 x float> %319, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %320, ptr %fc1.t185_a0, align 32
-  %t185_a0 = load <8 x float>, ptr %fc1.t185_a0, align 32
-  %t185_b0 = load <8 x float>, ptr %fc1.t185_b0, align 32
-  %t185_c0_0 = load <8 x float>, ptr %fc1.t185_c0_0, align 32
-  %321 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t185_a0, <8 x float> %t185_b0, <8 x float> %t185_c0_0)
-  store <8 x float> %321, ptr %fc1.t185_c0_0, align 32
-  %t185_a081 = load <8 x float>, ptr %fc1.t185_a0, align 32
-  %t185_b1 = load <8 x float>, ptr %fc1.t185_b1, align 32
-  %t185_c0_1 = load <8 x float>, ptr %fc1.t185_c0_1, align 32
-  %322 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t185_a081, <8 x float> %t185_b1, <8 x float> %t185_c0_1)
-  store <8 x float> %322, ptr %fc1.t185_c0_1, align 32
-  %323 = mul nsw i64 %fc1.mb18468, 4
+  store <8 x float> %320, ptr %fc1.t194_a0, align 32
+  %t194_a0 = load <8 x float>, ptr %fc1.t194_a0, align 32
+  %t194_b0 = load <8 x float>, ptr %fc1.t194_b0, align 32
+  %t194_c0_0 = load <8 x float>, ptr %fc1.t194_c0_0, align 32
+  %321 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t194_a0, <8 x float> %t194_b0, <8 x float> %t194_c0_0)
+  store <8 x float> %321, ptr %fc1.t194_c0_0, align 32
+  %t194_a081 = load <8 x float>, ptr %fc1.t194_a0, align 32
+  %t194_b1 = load <8 x float>, ptr %fc1.t194_b1, align 32
+  %t194_c0_1 = load <8 x float>, ptr %fc1.t194_c0_1, align 32
+  %322 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t194_a081, <8 x float> %t194_b1, <8 x float> %t194_c0_1)
+  store <8 x float> %322, ptr %fc1.t194_c0_1, align 32
+  %323 = mul nsw i64 %fc1.mb19368, 4
   %324 = add nsw i64 %323, 1
   %325 = mul nsw i64 %324, 1568
   %326 = add nsw i64 4800, %325
-  %327 = mul nsw i64 %fc1.kp1794, 784
-  %328 = add nsw i64 %fc1.k18677, %327
+  %327 = mul nsw i64 %fc1.kp1884, 784
+  %328 = add nsw i64 %fc1.k19577, %327
   %329 = add nsw i64 %326, %328
   %params82 = getelementptr inbounds float, ptr %params, i64 %329
   %330 = load float, ptr %params82, align 4
   %331 = insertelement <8 x float> undef, float %330, i32 0
   %332 = shufflevector <8 x float> %331, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %332, ptr %fc1.t185_a1, align 32
-  %t185_a1 = load <8 x float>, ptr %fc1.t185_a1, align 32
-  %t185_b083 = load <8 x float>, ptr %fc1.t185_b0, align 32
-  %t185_c1_0 = load <8 x float>, ptr %fc1.t185_c1_0, align 32
-  %333 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t185_a1, <8 x float> %t185_b083, <8 x float> %t185_c1_0)
-  store <8 x float> %333, ptr %fc1.t185_c1_0, align 32
-  %t185_a184 = load <8 x float>, ptr %fc1.t185_a1, align 32
-  %t185_b185 = load <8 x float>, ptr %fc1.t185_b1, align 32
-  %t185_c1_1 = load <8 x float>, ptr %fc1.t185_c1_1, align 32
-  %334 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t185_a184, <8 x float> %t185_b185, <8 x float> %t185_c1_1)
-  store <8 x float> %334, ptr %fc1.t185_c1_1, align 32
-  %335 = mul nsw i64 %fc1.mb18468, 4
+  store <8 x float> %332, ptr %fc1.t194_a1, align 32
+  %t194_a1 = load <8 x float>, ptr %fc1.t194_a1, align 32
+  %t194_b083 = load <8 x float>, ptr %fc1.t194_b0, align 32
+  %t194_c1_0 = load <8 x float>, ptr %fc1.t194_c1_0, align 32
+  %333 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t194_a1, <8 x float> %t194_b083, <8 x float> %t194_c1_0)
+  store <8 x float> %333, ptr %fc1.t194_c1_0, align 32
+  %t194_a184 = load <8 x float>, ptr %fc1.t194_a1, align 32
+  %t194_b185 = load <8 x float>, ptr %fc1.t194_b1, align 32
+  %t194_c1_1 = load <8 x float>, ptr %fc1.t194_c1_1, align 32
+  %334 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t194_a184, <8 x float> %t194_b185, <8 x float> %t194_c1_1)
+  store <8 x float> %334, ptr %fc1.t194_c1_1, align 32
+  %335 = mul nsw i64 %fc1.mb19368, 4
   %336 = add nsw i64 %335, 2
   %337 = mul nsw i64 %336, 1568
   %338 = add nsw i64 4800, %337
-  %339 = mul nsw i64 %fc1.kp1794, 784
-  %340 = add nsw i64 %fc1.k18677, %339
+  %339 = mul nsw i64 %fc1.kp1884, 784
+  %340 = add nsw i64 %fc1.k19577, %339
   %341 = add nsw i64 %338, %340
   %params86 = getelementptr inbounds float, ptr %params, i64 %341
   %342 = load float, ptr %params86, align 4
   %343 = insertelement <8 x float> undef, float %342, i32 0
   %344 = shufflevector <8 x float> %343, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %344, ptr %fc1.t185_a2, align 32
-  %t185_a2 = load <8 x float>, ptr %fc1.t185_a2, align 32
-  %t185_b087 = load <8 x float>, ptr %fc1.t185_b0, align 32
-  %t185_c2_0 = load <8 x float>, ptr %fc1.t185_c2_0, align 32
-  %345 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t185_a2, <8 x float> %t185_b087, <8 x float> %t185_c2_0)
-  store <8 x float> %345, ptr %fc1.t185_c2_0, align 32
-  %t185_a288 = load <8 x float>, ptr %fc1.t185_a2, align 32
-  %t185_b189 = load <8 x float>, ptr %fc1.t185_b1, align 32
-  %t185_c2_1 = load <8 x float>, ptr %fc1.t185_c2_1, align 32
-  %346 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t185_a288, <8 x float> %t185_b189, <8 x float> %t185_c2_1)
-  store <8 x float> %346, ptr %fc1.t185_c2_1, align 32
-  %347 = mul nsw i64 %fc1.mb18468, 4
+  store <8 x float> %344, ptr %fc1.t194_a2, align 32
+  %t194_a2 = load <8 x float>, ptr %fc1.t194_a2, align 32
+  %t194_b087 = load <8 x float>, ptr %fc1.t194_b0, align 32
+  %t194_c2_0 = load <8 x float>, ptr %fc1.t194_c2_0, align 32
+  %345 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t194_a2, <8 x float> %t194_b087, <8 x float> %t194_c2_0)
+  store <8 x float> %345, ptr %fc1.t194_c2_0, align 32
+  %t194_a288 = load <8 x float>, ptr %fc1.t194_a2, align 32
+  %t194_b189 = load <8 x float>, ptr %fc1.t194_b1, align 32
+  %t194_c2_1 = load <8 x float>, ptr %fc1.t194_c2_1, align 32
+  %346 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t194_a288, <8 x float> %t194_b189, <8 x float> %t194_c2_1)
+  store <8 x float> %346, ptr %fc1.t194_c2_1, align 32
+  %347 = mul nsw i64 %fc1.mb19368, 4
   %348 = add nsw i64 %347, 3
   %349 = mul nsw i64 %348, 1568
   %350 = add nsw i64 4800, %349
-  %351 = mul nsw i64 %fc1.kp1794, 784
-  %352 = add nsw i64 %fc1.k18677, %351
+  %351 = mul nsw i64 %fc1.kp1884, 784
+  %352 = add nsw i64 %fc1.k19577, %351
   %353 = add nsw i64 %350, %352
   %params90 = getelementptr inbounds float, ptr %params, i64 %353
   %354 = load float, ptr %params90, align 4
   %355 = insertelement <8 x float> undef, float %354, i32 0
   %356 = shufflevector <8 x float> %355, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %356, ptr %fc1.t185_a3, align 32
-  %t185_a3 = load <8 x float>, ptr %fc1.t185_a3, align 32
-  %t185_b091 = load <8 x float>, ptr %fc1.t185_b0, align 32
-  %t185_c3_0 = load <8 x float>, ptr %fc1.t185_c3_0, align 32
-  %357 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t185_a3, <8 x float> %t185_b091, <8 x float> %t185_c3_0)
-  store <8 x float> %357, ptr %fc1.t185_c3_0, align 32
-  %t185_a392 = load <8 x float>, ptr %fc1.t185_a3, align 32
-  %t185_b193 = load <8 x float>, ptr %fc1.t185_b1, align 32
-  %t185_c3_1 = load <8 x float>, ptr %fc1.t185_c3_1, align 32
-  %358 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t185_a392, <8 x float> %t185_b193, <8 x float> %t185_c3_1)
-  store <8 x float> %358, ptr %fc1.t185_c3_1, align 32
-  %k186.next = add nsw i64 %fc1.k18677, 1
-  %359 = icmp slt i64 %k186.next, 784
-  br i1 %359, label %fc1.k186, label %fc1.k186.end
+  store <8 x float> %356, ptr %fc1.t194_a3, align 32
+  %t194_a3 = load <8 x float>, ptr %fc1.t194_a3, align 32
+  %t194_b091 = load <8 x float>, ptr %fc1.t194_b0, align 32
+  %t194_c3_0 = load <8 x float>, ptr %fc1.t194_c3_0, align 32
+  %357 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t194_a3, <8 x float> %t194_b091, <8 x float> %t194_c3_0)
+  store <8 x float> %357, ptr %fc1.t194_c3_0, align 32
+  %t194_a392 = load <8 x float>, ptr %fc1.t194_a3, align 32
+  %t194_b193 = load <8 x float>, ptr %fc1.t194_b1, align 32
+  %t194_c3_1 = load <8 x float>, ptr %fc1.t194_c3_1, align 32
+  %358 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t194_a392, <8 x float> %t194_b193, <8 x float> %t194_c3_1)
+  store <8 x float> %358, ptr %fc1.t194_c3_1, align 32
+  %k195.next = add nsw i64 %fc1.k19577, 1
+  %359 = icmp slt i64 %k195.next, 784
+  br i1 %359, label %fc1.k195, label %fc1.k195.end
 
-fc1.k186.end:                                     ; preds = %fc1.k186
-  %t185_c0_094 = load <8 x float>, ptr %fc1.t185_c0_0, align 32
-  %360 = mul nsw i64 %fc1.mb18468, 4
+fc1.k195.end:                                     ; preds = %fc1.k195
+  %t194_c0_094 = load <8 x float>, ptr %fc1.t194_c0_0, align 32
+  %360 = mul nsw i64 %fc1.mb19368, 4
   %361 = mul nsw i64 %360, 64
   %362 = add nsw i64 108544, %361
   %363 = add nsw i64 %362, 48
   %arena95 = getelementptr inbounds float, ptr %arena, i64 %363
-  store <8 x float> %t185_c0_094, ptr %arena95, align 4
-  %t185_c0_196 = load <8 x float>, ptr %fc1.t185_c0_1, align 32
-  %364 = mul nsw i64 %fc1.mb18468, 4
+  store <8 x float> %t194_c0_094, ptr %arena95, align 4
+  %t194_c0_196 = load <8 x float>, ptr %fc1.t194_c0_1, align 32
+  %364 = mul nsw i64 %fc1.mb19368, 4
   %365 = mul nsw i64 %364, 64
   %366 = add nsw i64 108544, %365
   %367 = add nsw i64 %366, 48
   %368 = add nsw i64 %367, 8
   %arena97 = getelementptr inbounds float, ptr %arena, i64 %368
-  store <8 x float> %t185_c0_196, ptr %arena97, align 4
-  %t185_c1_098 = load <8 x float>, ptr %fc1.t185_c1_0, align 32
-  %369 = mul nsw i64 %fc1.mb18468, 4
+  store <8 x float> %t194_c0_196, ptr %arena97, align 4
+  %t194_c1_098 = load <8 x float>, ptr %fc1.t194_c1_0, align 32
+  %369 = mul nsw i64 %fc1.mb19368, 4
   %370 = add nsw i64 %369, 1
   %371 = mul nsw i64 %370, 64
   %372 = add nsw i64 108544, %371
   %373 = add nsw i64 %372, 48
   %arena99 = getelementptr inbounds float, ptr %arena, i64 %373
-  store <8 x float> %t185_c1_098, ptr %arena99, align 4
-  %t185_c1_1100 = load <8 x float>, ptr %fc1.t185_c1_1, align 32
-  %374 = mul nsw i64 %fc1.mb18468, 4
+  store <8 x float> %t194_c1_098, ptr %arena99, align 4
+  %t194_c1_1100 = load <8 x float>, ptr %fc1.t194_c1_1, align 32
+  %374 = mul nsw i64 %fc1.mb19368, 4
   %375 = add nsw i64 %374, 1
   %376 = mul nsw i64 %375, 64
   %377 = add nsw i64 108544, %376
   %378 = add nsw i64 %377, 48
   %379 = add nsw i64 %378, 8
   %arena101 = getelementptr inbounds float, ptr %arena, i64 %379
-  store <8 x float> %t185_c1_1100, ptr %arena101, align 4
-  %t185_c2_0102 = load <8 x float>, ptr %fc1.t185_c2_0, align 32
-  %380 = mul nsw i64 %fc1.mb18468, 4
+  store <8 x float> %t194_c1_1100, ptr %arena101, align 4
+  %t194_c2_0102 = load <8 x float>, ptr %fc1.t194_c2_0, align 32
+  %380 = mul nsw i64 %fc1.mb19368, 4
   %381 = add nsw i64 %380, 2
   %382 = mul nsw i64 %381, 64
   %383 = add nsw i64 108544, %382
   %384 = add nsw i64 %383, 48
   %arena103 = getelementptr inbounds float, ptr %arena, i64 %384
-  store <8 x float> %t185_c2_0102, ptr %arena103, align 4
-  %t185_c2_1104 = load <8 x float>, ptr %fc1.t185_c2_1, align 32
-  %385 = mul nsw i64 %fc1.mb18468, 4
+  store <8 x float> %t194_c2_0102, ptr %arena103, align 4
+  %t194_c2_1104 = load <8 x float>, ptr %fc1.t194_c2_1, align 32
+  %385 = mul nsw i64 %fc1.mb19368, 4
   %386 = add nsw i64 %385, 2
   %387 = mul nsw i64 %386, 64
   %388 = add nsw i64 108544, %387
   %389 = add nsw i64 %388, 48
   %390 = add nsw i64 %389, 8
   %arena105 = getelementptr inbounds float, ptr %arena, i64 %390
-  store <8 x float> %t185_c2_1104, ptr %arena105, align 4
-  %t185_c3_0106 = load <8 x float>, ptr %fc1.t185_c3_0, align 32
-  %391 = mul nsw i64 %fc1.mb18468, 4
+  store <8 x float> %t194_c2_1104, ptr %arena105, align 4
+  %t194_c3_0106 = load <8 x float>, ptr %fc1.t194_c3_0, align 32
+  %391 = mul nsw i64 %fc1.mb19368, 4
   %392 = add nsw i64 %391, 3
   %393 = mul nsw i64 %392, 64
   %394 = add nsw i64 108544, %393
   %395 = add nsw i64 %394, 48
   %arena107 = getelementptr inbounds float, ptr %arena, i64 %395
-  store <8 x float> %t185_c3_0106, ptr %arena107, align 4
-  %t185_c3_1108 = load <8 x float>, ptr %fc1.t185_c3_1, align 32
-  %396 = mul nsw i64 %fc1.mb18468, 4
+  store <8 x float> %t194_c3_0106, ptr %arena107, align 4
+  %t194_c3_1108 = load <8 x float>, ptr %fc1.t194_c3_1, align 32
+  %396 = mul nsw i64 %fc1.mb19368, 4
   %397 = add nsw i64 %396, 3
   %398 = mul nsw i64 %397, 64
   %399 = add nsw i64 108544, %398
   %400 = add nsw i64 %399, 48
   %401 = add nsw i64 %400, 8
   %arena109 = getelementptr inbounds float, ptr %arena, i64 %401
-  store <8 x float> %t185_c3_1108, ptr %arena109, align 4
-  %mb184.next = add nsw i64 %fc1.mb18468, 1
-  %402 = icmp slt i64 %mb184.next, 32
-  br i1 %402, label %fc1.mb184, label %fc1.mb184.end
+  store <8 x float> %t194_c3_1108, ptr %arena109, align 4
+  %mb193.next = add nsw i64 %fc1.mb19368, 1
+  %402 = icmp slt i64 %mb193.next, 32
+  br i1 %402, label %fc1.mb193, label %fc1.mb193.end
 }
 
 ; Function Attrs: noinline
-define internal void @smallcnn_infer_b64.k4.fc2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @smallcnn_infer_b64.k4.fc2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
   %arena1 = getelementptr inbounds float, ptr %arena, i64 0
   %params2 = getelementptr inbounds float, ptr %params, i64 205632
   %arena3 = getelementptr inbounds float, ptr %arena, i64 8192
   call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 128, float 1.000000e+00, ptr %arena1, i32 128, ptr %params2, i32 128, float 0.000000e+00, ptr %arena3, i32 10)
-  br label %fc2.n190
+  br label %fc2.n199
 
-fc2.n190:                                         ; preds = %fc2.u191.end, %entry
-  %fc2.n1904 = phi i64 [ 0, %entry ], [ %n190.next, %fc2.u191.end ]
-  br label %fc2.u191
+fc2.n199:                                         ; preds = %fc2.u200.end, %entry
+  %fc2.n1994 = phi i64 [ 0, %entry ], [ %n199.next, %fc2.u200.end ]
+  br label %fc2.u200
 
-fc2.n190.end:                                     ; preds = %fc2.u191.end
+fc2.n199.end:                                     ; preds = %fc2.u200.end
   ret void
 
-fc2.u191:                                         ; preds = %fc2.u191, %fc2.n190
-  %fc2.u1915 = phi i64 [ 0, %fc2.n190 ], [ %u191.next, %fc2.u191 ]
-  %0 = mul nsw i64 %fc2.n1904, 10
+fc2.u200:                                         ; preds = %fc2.u200, %fc2.n199
+  %fc2.u2005 = phi i64 [ 0, %fc2.n199 ], [ %u200.next, %fc2.u200 ]
+  %0 = mul nsw i64 %fc2.n1994, 10
   %1 = add nsw i64 8192, %0
-  %2 = add nsw i64 %1, %fc2.u1915
+  %2 = add nsw i64 %1, %fc2.u2005
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %2
   %3 = load float, ptr %arena6, align 4
-  %4 = add nsw i64 206912, %fc2.u1915
+  %4 = add nsw i64 206912, %fc2.u2005
   %params7 = getelementptr inbounds float, ptr %params, i64 %4
   %5 = load float, ptr %params7, align 4
   %6 = fadd float %3, %5
-  %7 = mul nsw i64 %fc2.n1904, 10
+  %7 = mul nsw i64 %fc2.n1994, 10
   %8 = add nsw i64 8192, %7
-  %9 = add nsw i64 %8, %fc2.u1915
+  %9 = add nsw i64 %8, %fc2.u2005
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %9
   store float %6, ptr %arena8, align 4
-  %u191.next = add nsw i64 %fc2.u1915, 1
-  %10 = icmp slt i64 %u191.next, 10
-  br i1 %10, label %fc2.u191, label %fc2.u191.end
+  %u200.next = add nsw i64 %fc2.u2005, 1
+  %10 = icmp slt i64 %u200.next, 10
+  br i1 %10, label %fc2.u200, label %fc2.u200.end
 
-fc2.u191.end:                                     ; preds = %fc2.u191
-  %n190.next = add nsw i64 %fc2.n1904, 1
-  %11 = icmp slt i64 %n190.next, 64
-  br i1 %11, label %fc2.n190, label %fc2.n190.end
+fc2.u200.end:                                     ; preds = %fc2.u200
+  %n199.next = add nsw i64 %fc2.n1994, 1
+  %11 = icmp slt i64 %n199.next, 64
+  br i1 %11, label %fc2.n199, label %fc2.n199.end
 }
 
 attributes #0 = { "target-cpu"="x86-64-v3" }

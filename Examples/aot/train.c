@@ -100,7 +100,7 @@ int main(int argc, char **argv) {
       normalise(trainImages + (size_t)k * PIXELS, images + b * PIXELS, PIXELS);
       labels[b] = trainLabels[k];
     }
-    simplecnn_train_b64(params, grads, m, v, arena, images, labels, 1e-3f, step, 1);
+    simplecnn_train_b64(params, grads, m, v, arena, images, labels, 1e-3f, step, 1, NULL);
     sum += arena[SIMPLECNN_TRAIN_B64_LOSS_OFFSET];
     if (step % 100 == 0 || step == steps) {
       printf("step %d loss %.6f\n", step, sum / (step % 100 ? step % 100 : 100));
@@ -114,7 +114,7 @@ int main(int argc, char **argv) {
     int n = testCount - first < B ? testCount - first : B;
     memset(images, 0, B * PIXELS * sizeof(float));
     normalise(testImages + (size_t)first * PIXELS, images, n * PIXELS);
-    simplecnn_infer_b64(params, NULL, NULL, NULL, arena, images, NULL, 0, 0, 0);
+    simplecnn_infer_b64(params, NULL, NULL, NULL, arena, images, NULL, 0, 0, 0, NULL);
     if (first == 0) {
       printf("logits of test image 0:");
       for (int c = 0; c < CLASSES; c++) printf(" %.6g", arena[SIMPLECNN_INFER_B64_OUTPUT_OFFSET + c]);

@@ -72,7 +72,7 @@ public struct LLVMRenderer {
     lanes = 1
     vec = LLVMVectorType(f32, 1)
     let (pointer, float, int) = (ptr, f32, i64)
-    var params: [LLVMTypeRef?] = EntryABI.arguments.map { a in a.base != nil ? pointer : a.kind == .float ? float : int }
+    var params: [LLVMTypeRef?] = EntryABI.arguments.map { a in a.base != nil || a.kind == .pool ? pointer : a.kind == .float ? float : int }
     entryType = LLVMFunctionType(LLVMVoidTypeInContext(ctx), &params, UInt32(params.count), 0)
   }
 
@@ -84,6 +84,8 @@ public struct LLVMRenderer {
     var entry: LLVMBasicBlockRef
     var bases: [Base: LLVMValueRef]
     var lr: LLVMValueRef, step: LLVMValueRef, seed: LLVMValueRef
+    /// The entry's arguments in `EntryABI` order, to pass on to the functions this one calls.
+    var arguments: [LLVMValueRef?]
     /// The `.graph` statement being rendered: values and blocks are named after it (`conv1.acc`).
     var node = "entry"
     var vars: [[String: LLVMValueRef]] = [[:]]
@@ -211,7 +213,8 @@ public struct LLVMRenderer {
     var bases: [Base: LLVMValueRef] = [:]
     for (i, a) in EntryABI.arguments.enumerated() { if let b = a.base { bases[b] = LLVMGetParam(fn, UInt32(i)) } }
     func scalar(_ name: String) -> LLVMValueRef { LLVMGetParam(fn, UInt32(EntryABI.index(name))) }
-    return Scope(function: fn, entry: entry, bases: bases, lr: scalar("lr"), step: scalar("step"), seed: scalar("seed"))
+    return Scope(function: fn, entry: entry, bases: bases, lr: scalar("lr"), step: scalar("step"), seed: scalar("seed"),
+                 arguments: entryArguments(fn))
   }
 
   /// The entry-point arguments of `fn` (an entry, kernel or region function), to pass on in a call.
@@ -236,10 +239,11 @@ public struct LLVMRenderer {
     case .region(let name, let body): emitRegion(name, body, &s)
     case .call(let name, let values):
       let fn = sharedFunction(name, parameters: values.count)
-      var args = entryArguments(s.function) + values.map { LLVMConstInt(i64, UInt64(bitPattern: Int64($0)), 1) }
+      var args = s.arguments + values.map { LLVMConstInt(i64, UInt64(bitPattern: Int64($0)), 1) }
       LLVMBuildCall2(builder, LLVMGlobalGetValueType(fn), fn, &args, UInt32(args.count), "")
     case .tick(let k): emitTick(k, s)
     case .loop(let v, let count, let body): emitLoop(v, count, body, &s)
+    case .parallel(let v, let count, let body): emitParallel(v, count, body, &s)
     case .vstore(let b, let i, let v, let lanes): emitVectorStore(b, i, v, lanes: lanes, s)
     case .when(let c, let body): emitWhen(c, body, &s)
     case .gemm(let g): emitGemm(g, s)
@@ -276,8 +280,76 @@ public struct LLVMRenderer {
     for st in body { emit(st, &inner) }
     LLVMBuildRetVoid(builder)
     LLVMPositionBuilderAtEnd(builder, here)
-    var args = entryArguments(s.function) + free.map { s.variable($0) }
+    var args = s.arguments + free.map { s.variable($0) }
     LLVMBuildCall2(builder, LLVMGlobalGetValueType(fn), fn, &args, UInt32(args.count), "")
+  }
+
+  /// A parallel loop. The body is a function of its own, like a region's, taking the index last; a task
+  /// `void (ptr context, i64 index)` calls it with the arguments the caller left in `context` (a struct on
+  /// its frame). With a pool the pool's `run` (its first field) runs the task for every index; without,
+  /// this thread calls the body for each index in order.
+  func emitParallel(_ v: String, _ count: Int, _ body: [Stmt], _ s: inout Scope) {
+    guard count > 0 else { return }
+    let free = Stmt.freeVariables([.parallel(v, count, body)])
+    var length = 0
+    let caller = String(cString: LLVMGetValueName2(s.function, &length))
+    let here = LLVMGetInsertBlock(builder)!
+    // The body, a region whose last free variable is the index.
+    let fn = function("\(caller).\(v)", internal: true, indices: free.count + 1)
+    var inner = scope(fn)
+    inner.node = s.node
+    let first = EntryABI.arguments.count
+    inner.vars = [Dictionary(uniqueKeysWithValues: (free + [v]).enumerated().map { ($1, LLVMGetParam(fn, UInt32(first + $0))!) })]
+    for st in body { emit(st, &inner) }
+    LLVMBuildRetVoid(builder)
+    // The context: the entry's arguments, then the free variables.
+    var fields: [LLVMTypeRef?] = (0..<first).map { LLVMTypeOf(LLVMGetParam(fn, UInt32($0))) } + free.map { _ in i64 }
+    let contextType = LLVMStructTypeInContext(ctx, &fields, UInt32(fields.count), 0)!
+    var taskParameters: [LLVMTypeRef?] = [ptr, i64]
+    let taskType = LLVMFunctionType(LLVMVoidTypeInContext(ctx), &taskParameters, 2, 0)!
+    let task = module.addFunction("\(caller).\(v).task", taskType)
+    LLVMSetLinkage(task, LLVMInternalLinkage)
+    LLVMPositionBuilderAtEnd(builder, LLVMAppendBasicBlockInContext(ctx, task, "entry"))
+    var passed: [LLVMValueRef?] = fields.indices.map { k in
+      LLVMBuildLoad2(builder, fields[k], LLVMBuildStructGEP2(builder, contextType, LLVMGetParam(task, 0), UInt32(k), ""), "")
+    }
+    passed.append(LLVMGetParam(task, 1))
+    LLVMBuildCall2(builder, LLVMGlobalGetValueType(fn), fn, &passed, UInt32(passed.count), "")
+    LLVMBuildRetVoid(builder)
+    // The call site: fill the context (allocated once, in the entry block), then run.
+    LLVMPositionBuilderAtEnd(builder, here)
+    let context = atEntry(s) { LLVMBuildAlloca(builder, contextType, "\(v).context")! }
+    for (k, value) in (s.arguments + free.map { s.variable($0) }).enumerated() {
+      LLVMBuildStore(builder, value, LLVMBuildStructGEP2(builder, contextType, context, UInt32(k), ""))
+    }
+    let pool = s.arguments[EntryABI.index("pool")]!
+    let pooled = LLVMAppendBasicBlockInContext(ctx, s.function, "\(s.node).\(v).pool")!
+    let serial = LLVMAppendBasicBlockInContext(ctx, s.function, "\(s.node).\(v).serial")!
+    let done = LLVMAppendBasicBlockInContext(ctx, s.function, "\(s.node).\(v).done")!
+    LLVMBuildCondBr(builder, LLVMBuildIsNull(builder, pool, ""), serial, pooled)
+    LLVMPositionBuilderAtEnd(builder, pooled)
+    var runParameters: [LLVMTypeRef?] = [ptr, ptr, ptr, i64]
+    let runType = LLVMFunctionType(LLVMVoidTypeInContext(ctx), &runParameters, 4, 0)!
+    let run = LLVMBuildLoad2(builder, ptr, pool, "run")
+    var runArguments: [LLVMValueRef?] = [pool, task, context, LLVMConstInt(i64, UInt64(count), 0)]
+    LLVMBuildCall2(builder, runType, run, &runArguments, 4, "")
+    LLVMBuildBr(builder, done)
+    LLVMPositionBuilderAtEnd(builder, serial)
+    emitLoop(v, count, [], &s) { s, index in
+      var args = s.arguments + free.map { s.variable($0) } + [index]
+      LLVMBuildCall2(self.builder, LLVMGlobalGetValueType(fn), fn, &args, UInt32(args.count), "")
+    }
+    LLVMBuildBr(builder, done)
+    LLVMPositionBuilderAtEnd(builder, done)
+  }
+
+  /// `make()` built at the start of the function's entry block (allocas there are allocated once per call).
+  func atEntry(_ s: Scope, _ make: () -> LLVMValueRef) -> LLVMValueRef {
+    let here = LLVMGetInsertBlock(builder)!
+    if let first = LLVMGetFirstInstruction(s.entry) { LLVMPositionBuilderBefore(builder, first) } else { LLVMPositionBuilderAtEnd(builder, s.entry) }
+    let value = make()
+    LLVMPositionBuilderAtEnd(builder, here)
+    return value
   }
 
   /// clock_gettime(CLOCK_MONOTONIC) into a { i64 seconds, i64 nanoseconds } timespec, stored as nanoseconds.
@@ -296,8 +368,9 @@ public struct LLVMRenderer {
     LLVMBuildStore(builder, now, address(.arena, .c(profileOffset + 2 * k), s))
   }
 
-  /// A counted loop: a header block with the induction variable's phi, the body, the latch's compare.
-  func emitLoop(_ v: String, _ count: Int, _ body: [Stmt], _ s: inout Scope) {
+  /// A counted loop: a header block with the induction variable's phi, the body (and `extra`, given the
+  /// induction variable), the latch's compare.
+  func emitLoop(_ v: String, _ count: Int, _ body: [Stmt], _ s: inout Scope, extra: (inout Scope, LLVMValueRef) -> Void = { _, _ in }) {
     guard count > 0 else { return }
     let pre = LLVMGetInsertBlock(builder)!
     let head = LLVMAppendBasicBlockInContext(ctx, s.function, "\(s.node).\(v)")!
@@ -308,6 +381,7 @@ public struct LLVMRenderer {
     s.vars.append([v: i])
     s.locals.append([:])
     for b in body { emit(b, &s) }
+    extra(&s, i)
     s.vars.removeLast()
     s.locals.removeLast()
     let next = LLVMBuildNSWAdd(builder, i, LLVMConstInt(i64, 1, 0), "\(v).next")!
@@ -366,10 +440,7 @@ public struct LLVMRenderer {
 
   /// A stack slot for a local, in the entry block so mem2reg turns it into a register.
   func declare(_ name: String, _ type: LLVMTypeRef, _ s: inout Scope) -> LLVMValueRef {
-    let here = LLVMGetInsertBlock(builder)!
-    if let first = LLVMGetFirstInstruction(s.entry) { LLVMPositionBuilderBefore(builder, first) } else { LLVMPositionBuilderAtEnd(builder, s.entry) }
-    let slot = LLVMBuildAlloca(builder, type, "\(s.node).\(name)")!
-    LLVMPositionBuilderAtEnd(builder, here)
+    let slot = atEntry(s) { LLVMBuildAlloca(builder, type, "\(s.node).\(name)")! }
     s.locals[s.locals.count - 1][name] = slot
     return slot
   }

@@ -57,6 +57,11 @@ public enum CHeader {
       #define CNNC_\(prefix)_H
       #include <stdint.h>
 
+      #ifndef CNNC_POOL
+      #define CNNC_POOL
+      \(EntryABI.poolDeclaration)
+      #endif
+
       #define \(prefix)_PARAM_FLOATS \(first.parameterFloats)
       #define \(prefix)_CLASSES \(first.classes)
 
@@ -84,6 +89,7 @@ public enum CHeader {
         case .labels: "const int32_t *"
         case .float: "float "
         case .int64: "int64_t "
+        case .pool: "cnnc_pool *"
         }
         return type + a.name
       }
@@ -120,7 +126,12 @@ public enum CHeader {
        * beta2 \(adam.beta2), eps \(adam.epsilon), weight decay \(adam.weightDecay), bias correction by the 1-based
        * step); lr is its argument. Each call takes exactly BATCH images and labels: drop a short last batch
        * (as cnnc's trainer does) or pad it. Dropout is keyed by (seed, step). Inference reads params, arena
-       * and images only (pass NULL for the rest). */
+       * and images only (pass NULL for the rest).
+       *
+       * pool: NULL runs everything on the calling thread. A cnnc_pool lets an inference call split its large
+       * layers (by output channels or units, a fixed partition): its run function must call task(context, i)
+       * once for every i in 0..<count, on any threads, and return when all are done. The results are the
+       * same bits either way. */
 
       """
   }

@@ -210,6 +210,12 @@ public indirect enum Stmt: Hashable, Sendable {
   /// Runs the program's shared kernel NAME (`Program.sharedKernels`) with its parameters bound to these
   /// values, in order.
   case call(String, [Int])
+  /// for VAR in 0..<count, the iterations shared among the threads of the pool the entry point was given
+  /// (`EntryABI`'s `pool`), or run in order without one. The count is fixed when the program is lowered
+  /// and the iterations write disjoint memory, so the arithmetic is the same on any number of threads.
+  /// A back end renders the body as a function of its own (taking the entry's arguments and the enclosing
+  /// loop variables it reads); it reads no float or vector local from outside.
+  case parallel(String, Int, [Stmt])
 }
 
 /// Code that several kernels run with different constants (`shareIdenticalKernels`): a function of the
@@ -224,7 +230,8 @@ extension Stmt {
   /// Statements in this one, counting itself (a measure of how much code it renders to).
   public var size: Int {
     switch self {
-    case .loop(_, _, let body), .when(_, let body), .region(_, let body), .kernel(_, let body): 1 + body.reduce(0) { $0 + $1.size }
+    case .loop(_, _, let body), .when(_, let body), .region(_, let body), .kernel(_, let body), .parallel(_, _, let body):
+      1 + body.reduce(0) { $0 + $1.size }
     default: 1
     }
   }
@@ -237,7 +244,7 @@ extension Stmt {
         for n in names where !bound.contains(n) && !seen.contains(n) { seen.append(n) }
       }
       switch s {
-      case .loop(let v, _, let body): body.forEach { visit($0, bound.union([v])) }
+      case .loop(let v, _, let body), .parallel(let v, _, let body): body.forEach { visit($0, bound.union([v])) }
       case .store(_, let i, let e), .accumulate(_, let i, let e): use(i.variables + e.variables)
       case .local(_, let e), .set(_, let e): use(e.variables)
       case .ulocal(_, let u): use(u.variables)
@@ -256,7 +263,7 @@ extension Stmt {
 }
 
 /// The one signature of every compiled entry point, `void NAME(params, grads, m, v, arena, images,
-/// labels, lr, step, seed)`, defined here and rendered from here by both back ends, the C header and the
+/// labels, lr, step, seed, pool)`, defined here and rendered from here by both back ends, the C header and the
 /// listing (the runtime's `EntryPoint` is the same signature as a Swift type).
 public enum EntryABI {
   /// What an argument is: a buffer of the program (`base`), or a scalar.
@@ -271,6 +278,8 @@ public enum EntryABI {
     case float
     /// The 1-based step, or the dropout seed.
     case int64
+    /// The caller's thread pool (`PoolABI`), or null to run every `parallel` statement on the calling thread.
+    case pool
   }
 
   public struct Argument: Sendable {
@@ -286,7 +295,17 @@ public enum EntryABI {
     Argument(name: "arena", kind: .floats, base: .arena), Argument(name: "images", kind: .readOnlyFloats, base: .images),
     Argument(name: "labels", kind: .labels, base: .labels),
     Argument(name: "lr", kind: .float, base: nil), Argument(name: "step", kind: .int64, base: nil), Argument(name: "seed", kind: .int64, base: nil),
+    Argument(name: "pool", kind: .pool, base: nil),
   ]
+
+  /// The C view of the `pool` argument, for headers: the pool's first field is its `run` function, which
+  /// returns once `task(context, i)` has run for every i in 0..<count, on whichever of its threads.
+  public static let poolDeclaration = """
+    typedef void (*cnnc_task)(void *context, int64_t index);
+    typedef struct cnnc_pool {
+      void (*run)(struct cnnc_pool *pool, cnnc_task task, void *context, int64_t count);
+    } cnnc_pool;
+    """
 
   /// The position of a named argument.
   public static func index(_ name: String) -> Int { arguments.firstIndex { $0.name == name }! }

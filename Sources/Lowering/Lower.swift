@@ -190,6 +190,21 @@ struct Emitter {
     return out
   }
 
+  /// The equal parts a layer of `macs` multiply-adds splits into over `units` independent units (vectors
+  /// of output channels, groups of dense units): the most parts, up to the target's, that divide `units`;
+  /// one in a training program (its shards already use every core) or below `Target.parallelWorkBelow`.
+  func parallelParts(units: Int, macs: Int) -> Int {
+    guard !training, macs >= Target.parallelWorkBelow, units > 1 else { return 1 }
+    return (1...min(target.parallelParts, units)).last { units % $0 == 0 }!
+  }
+
+  /// `body(part)` for each of `parts` parts as one `parallel` statement, or inline as part 0 when there is one.
+  mutating func inParts(_ parts: Int, _ body: (inout Emitter, IExpr) -> [Stmt]) -> [Stmt] {
+    guard parts > 1 else { return body(&self, .c(0)) }
+    let v = fresh("part")
+    return [.parallel(v, parts, body(&self, .v(v)))]
+  }
+
   /// A flat elementwise loop over `count` elements.
   mutating func elementwise(_ count: Int, _ body: (IExpr) -> Stmt) -> Stmt { loop("i", count) { _, i in [body(i)] } }
 

@@ -120,6 +120,9 @@ final class CanonicalKernel {
     case .loop(let v, let n, let body):
       let (w, inner) = scoped(v, body)
       return .loop(w!, n, inner)
+    case .parallel(let v, let n, let body):
+      let (w, inner) = scoped(v, body)
+      return .parallel(w!, n, inner)
     case .store(let b, let i, let e): return .store(b, index(i), float(e))
     case .accumulate(let b, let i, let e): return .accumulate(b, index(i), float(e))
     case .local(let n, let e): return { let v = float(e); return .local(declare(n), v) }()

@@ -109,6 +109,16 @@ public struct Target: Equatable, Hashable, Sendable, CustomStringConvertible {
     return max(1, min(16, budget / max(1, columnBytesPerImage)))
   }
 
+  /// The most equal parts an inference program splits a large layer into, for the threads of a pool
+  /// (`Stmt.parallel`): one per physical core, at most `maxParallelParts`. The partition is fixed when the
+  /// program is lowered; the threads that run it change nothing in its arithmetic.
+  public var parallelParts: Int { min(cores, Self.maxParallelParts) }
+  /// One image's layers have too little work for more parts than this: each part would be a few microseconds.
+  public static let maxParallelParts = 8
+  /// Multiply-adds per call below which a layer stays whole: its parts would take less time than a fork
+  /// and join of the pool (about a microsecond each with the workers awake, several when they sleep).
+  public static let parallelWorkBelow = 1 << 18
+
   /// Images per inference call: as many as keep one chunk's arena within L2 plus the L3 share, so
   /// activations stay in cache between layers; at most 64 (measured at batch 1000 on Zen 4: 64 beat
   /// 100, 128 and 250 by 4-8%) and at least 16 (fewer leave the GEMMs too few columns).

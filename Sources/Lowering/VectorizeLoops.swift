@@ -25,6 +25,7 @@ public func vectorizeElementwiseLoops(_ body: [Stmt], lanes: Int) -> [Stmt] {
       return [.loop(v, n, vectorizeElementwiseLoops(inner, lanes: lanes))]
     case .when(let c, let inner): return [.when(c, vectorizeElementwiseLoops(inner, lanes: lanes))]
     case .region(let name, let inner): return [.region(name, vectorizeElementwiseLoops(inner, lanes: lanes))]
+    case .parallel(let v, let n, let inner): return [.parallel(v, n, vectorizeElementwiseLoops(inner, lanes: lanes))]
     case .kernel(let name, let inner): return [.kernel(name, vectorizeElementwiseLoops(inner, lanes: lanes))]
     case .store, .accumulate, .local, .set, .gemm, .comment, .vlocal, .vset, .vstore, .ulocal, .tick, .call: return [s]
     }

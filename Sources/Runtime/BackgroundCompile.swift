@@ -32,9 +32,14 @@ final class BackgroundCompile<C: ProgramCompiler>: @unchecked Sendable {
 
   /// Blocks until the compile is done; then the entry points in the programs' order, or its error.
   func entries() throws -> [EntryPoint] {
+    wait()
+    return try outcome!.get().entries
+  }
+
+  /// Blocks until the compile is done.
+  func wait() {
     finished.wait()
     finished.signal()
-    return try outcome!.get().entries
   }
 
   /// The compile's wall time, once it is done (nil before).

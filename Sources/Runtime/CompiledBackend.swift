@@ -5,10 +5,10 @@ import GraphIR
 import Lowering
 
 /// The C signature of every compiled entry point (`EntryABI`, in this order and these types):
-/// `void f(params, grads, m, v, arena, images, labels, lr, step, seed)`.
+/// `void f(params, grads, m, v, arena, images, labels, lr, step, seed, pool)`.
 public typealias EntryPoint = @convention(c) (
   UnsafeMutablePointer<Float>?, UnsafeMutablePointer<Float>?, UnsafeMutablePointer<Float>?, UnsafeMutablePointer<Float>?,
-  UnsafeMutablePointer<Float>?, UnsafePointer<Float>?, UnsafePointer<Int32>?, Float, Int64, Int64
+  UnsafeMutablePointer<Float>?, UnsafePointer<Float>?, UnsafePointer<Int32>?, Float, Int64, Int64, UnsafeMutableRawPointer?
 ) -> Void
 
 /// Turns lowered programs into callable entry points (the LLVM JIT, or compiled Swift source).
@@ -65,6 +65,8 @@ public final class CompiledBackend<C: ProgramCompiler>: Backend {
   /// a thread of its own for a training one (the first step does not need it).
   private var compiledInference: [Int: EntryPoint]?
   private let pending: BackgroundCompile<C>?
+  /// Workers for the `parallel` statements of single-chunk inference calls (`singleCallPool`).
+  private var pool: ThreadPool?
   let params: FloatBuffer, m: FloatBuffer, v: FloatBuffer
   /// The gradients of every shard of the batch, back to back (shard s at s * parameterFloats); after a
   /// step, shard 0's slot holds their average.
@@ -162,6 +164,18 @@ public final class CompiledBackend<C: ProgramCompiler>: Backend {
     grads = FloatBuffer(floats * shards)
     arenas = (0..<local).map { _ in FloatBuffer(arena) }
   }
+
+  /// The pool an inference call that runs one chunk lends its program's `parallel` statements (made at
+  /// the first such call, with a worker per inference thread beyond the caller's); nil with one thread.
+  func singleCallPool() -> ThreadPool? {
+    guard inferenceThreads > 1 else { return nil }
+    if pool == nil { pool = ThreadPool(workers: inferenceThreads - 1) }
+    return pool
+  }
+
+  /// A compile still running when the back end goes (a run that ends before its first evaluation, or
+  /// fails) is waited for: the process must not exit, and tear down the compiler's global state, under it.
+  deinit { pending?.wait() }
 
   /// The inference programs' entry points by batch, once compiled (waiting for a background compile).
   func inferenceEntries() throws -> [Int: EntryPoint] {
@@ -267,7 +281,7 @@ public final class CompiledBackend<C: ProgramCompiler>: Backend {
         forEachShard(local) { i in
           let s = first + i
           trainEntry(params.pointer, gradient(s), m.pointer, v.pointer, arenas[i].pointer, img.baseAddress! + s * px,
-                     lab.baseAddress! + s * b, learningRate, Int64(step), shardSeed(seed, s))
+                     lab.baseAddress! + s * b, learningRate, Int64(step), shardSeed(seed, s), nil)
         }
       }
     }
@@ -301,7 +315,7 @@ public final class CompiledBackend<C: ProgramCompiler>: Backend {
         for i in 0..<n { g0[i] += gs[i] }
       }
       for i in 0..<n { g0[i] *= scale }
-      entry(params.pointer, g0, m.pointer, v.pointer, arenas[0].pointer, nil, nil, learningRate, Int64(step), 0)
+      entry(params.pointer, g0, m.pointer, v.pointer, arenas[0].pointer, nil, nil, learningRate, Int64(step), 0, nil)
     }
     foldStatistics(stats, statsSize: statsSize)
     stepsTaken = step
@@ -400,7 +414,7 @@ public final class CompiledBackend<C: ProgramCompiler>: Backend {
     let start = Date()
     images.withUnsafeBufferPointer { img in
       for _ in 0..<repeats {
-        entry(params.pointer, nil, nil, nil, arena.pointer, img.baseAddress!, nil, 0, 0, 0)
+        entry(params.pointer, nil, nil, nil, arena.pointer, img.baseAddress!, nil, 0, 0, 0, singleCallPool()?.pointer)
         ticks = zip(ticks, Self.kernelTicks(p, arena: arena.pointer)).map(+)
       }
     }
@@ -444,6 +458,8 @@ public final class CompiledBackend<C: ProgramCompiler>: Backend {
     // Every program's arena fits the arenas made at init; inference may use more workers than shards.
     while arenas.count < workers { arenas.append(FloatBuffer(arenas[0].count)) }
     let entries = try inferenceEntries()
+    // One chunk has the cores to itself: its large layers split over the pool (the same bits as without).
+    let pool = workers == 1 ? singleCallPool()?.pointer : nil
     let padded = chunks.contains { $0.count < $0.batch } ? (0..<workers).map { _ in FloatBuffer(chunks.map(\.batch).max()! * px) } : []
     images.withUnsafeBufferPointer { img in
       out.withUnsafeMutableBufferPointer { o in
@@ -457,7 +473,7 @@ public final class CompiledBackend<C: ProgramCompiler>: Backend {
               (padded[w].pointer + n * px).update(repeating: 0, count: (batch - n) * px)
               input = padded[w].pointer
             }
-            entry(self.params.pointer, nil, nil, nil, self.arenas[w].pointer, input, nil, 0, 0, 0)
+            entry(self.params.pointer, nil, nil, nil, self.arenas[w].pointer, input, nil, 0, 0, 0, pool)
             let base = p.output.base == .images ? input : self.arenas[w].pointer
             (result.value + first * perImage).update(from: base + p.output.offset, count: n * perImage)
           }

@@ -28,6 +28,25 @@ public enum SwiftRenderer {
       /// OpenBLAS's cblas_sgemm, resolved once from the process that loads this library.
       let sgemm = unsafeBitCast(dlsym(UnsafeMutableRawPointer(bitPattern: 0), "cblas_sgemm"), to: SgemmFunction.self)
 
+      typealias ParallelTask = @convention(c) (UnsafeMutableRawPointer?, Int64) -> Void
+      typealias PoolRun = @convention(c) (UnsafeMutableRawPointer?, ParallelTask?, UnsafeMutableRawPointer?, Int64) -> Void
+      /// body(i) for i in 0..<count on the caller's pool (whose first field is its run function), or in
+      /// order on this thread without one.
+      func parallelFor(_ pool: UnsafeMutableRawPointer?, _ count: Int, _ body: (Int) -> Void) {
+        guard let pool else {
+          for i in 0..<count { body(i) }
+          return
+        }
+        withoutActuallyEscaping(body) { body in
+          var task = body
+          withUnsafeMutablePointer(to: &task) { context in
+            pool.load(as: PoolRun.self)(pool, { context, i in
+              context.unsafelyUnwrapped.assumingMemoryBound(to: ((Int) -> Void).self).pointee(Int(i))
+            }, context, Int64(count))
+          }
+        }
+      }
+
       /// One vector register of the target.
       typealias Vector = SIMD\(target.lanes)<Float>
 
@@ -99,6 +118,7 @@ struct Writer {
       case .labels: "UnsafePointer<Int32>?"
       case .float: "Float"
       case .int64: "Int64"
+      case .pool: "UnsafeMutableRawPointer?"
       }
       return "_ \(a.name): \(type)"
     }) { line("  " + l) }
@@ -113,7 +133,7 @@ struct Writer {
       default: line("let \(b.rawValue) = \(b.rawValue).unsafelyUnwrapped")
       }
     }
-    line("_ = (lr, step, seed)")
+    line("_ = (lr, step, seed, pool)")
     for s in body { stmt(s) }
     depth -= 1
     line("}")
@@ -135,6 +155,10 @@ struct Writer {
     case .tick(let k):
       line("do { var t = timespec(); clock_gettime(CLOCK_MONOTONIC, &t)")
       line("  UnsafeMutableRawPointer(arena + \(profileOffset) + \(2 * k)).storeBytes(of: Int64(t.tv_sec) &* 1_000_000_000 &+ Int64(t.tv_nsec), as: Int64.self) }")
+    case .parallel(let v, let n, let body):
+      line("parallelFor(pool, \(n)) { \(v) in")
+      block(body)
+      line("}")
     case .loop(let v, let n, let body):
       line("for \(v) in 0..<\(n) {")
       block(body)

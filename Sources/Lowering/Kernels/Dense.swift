@@ -40,11 +40,13 @@ extension Emitter {
     }
     if Self.dotProductForward(batch: batch, features: f, lanes: lanes) {
       // A few rows (batch-1 inference): dot products along K, four units at a time (four independent
-      // accumulators), each accumulator's lanes then summed in order.
+      // accumulators), each accumulator's lanes then summed in order. The groups of four split into equal
+      // parts for a pool: each part reads its own rows of W, which then stay in its core's cache.
       let scratch = plan.scratch[n.name]!.offset, full = f / lanes, tail = f % lanes
+      let parts = parallelParts(units: u / 4, macs: batch * f * u)
       body.append(loop("n", batch) { e, r in
         let xRow = IExpr.c(x.offset) + r * f
-        func units(_ e: inout Emitter, _ u0: IExpr, _ count: Int) -> [Stmt] {
+        func units(_ e: inout Emitter, _ u0: IExpr, _ count: Int, part: IExpr) -> [Stmt] {
           let id = e.fresh("dot")
           var out: [Stmt] = (0..<count).map { .vlocal("\(id)_\($0)", .zero) }
           func step(_ k: IExpr, _ l: Int) -> [Stmt] {
@@ -56,14 +58,17 @@ extension Emitter {
           out.append(e.loop("k", full) { _, k in step(k * lanes, lanes) })
           if tail > 0 { out += step(.c(full * lanes), tail) }
           for j in 0..<count {
-            let (summing, sum) = e.sumLanes("\(id)_\(j)", scratch: scratch)
+            let (summing, sum) = e.sumLanes("\(id)_\(j)", scratch: scratch, part: part)
             out += summing + [.store(y.base, .c(y.offset) + r * u + u0 + j, finish(sum, u0 + j))]
           }
           return out
         }
         var out: [Stmt] = []
-        if u / 4 > 0 { out.append(e.loop("u", u / 4) { e, ub in units(&e, ub * 4, 4) }) }
-        if u % 4 > 0 { out += units(&e, .c(u - u % 4), u % 4) }
+        let perPart = u / 4 / parts
+        if u / 4 > 0 {
+          out += e.inParts(parts) { e, part in [e.loop("u", perPart) { e, ub in units(&e, (part * perPart + ub) * 4, 4, part: part) }] }
+        }
+        if u % 4 > 0 { out += units(&e, .c(u - u % 4), u % 4, part: .c(0)) }
         return out
       })
       return
@@ -107,7 +112,8 @@ extension DenseOp: Lowerable {
   func scratchFloats(_ n: Node, _ shapes: ShapeTable, _ target: Target) -> Int {
     let xd = shapes[n.args[0]]!.dims
     if Emitter.transposedForward(batch: xd[0], features: xd[1], units: attrs.units, target: target) { return (xd[1] + attrs.units) * xd[0] }
-    return Emitter.dotProductForward(batch: xd[0], features: xd[1], lanes: target.lanes) ? target.lanes : 0  // the dot products' lanes
+    // The dot products' lanes, for each part of a parallel split.
+    return Emitter.dotProductForward(batch: xd[0], features: xd[1], lanes: target.lanes) ? target.lanes * target.parallelParts : 0
   }
 }
 

@@ -12,6 +12,9 @@ struct TiledGemm {
   var b: (Base, IExpr), ldb: Int
   var c: (Base, IExpr), ldc: Int
   var accumulate: Bool
+  /// How many times the program runs this GEMM per call (the trip counts of the loops around it): a
+  /// library call or a kernel is chosen by the multiply-adds of all of them, which one kernel serves.
+  var calls = 1
 }
 
 /// The register blocking of a micro-kernel: `rows` x `vectors` accumulators, plus one register per B
@@ -84,7 +87,7 @@ public struct GemmBlocking: Equatable, Sendable, CustomStringConvertible {
 
 extension Emitter {
   mutating func tiledGemm(_ g: TiledGemm) -> [Stmt] {
-    if g.m * g.n * g.k < target.libraryGemmBelow, g.aCol == 1 || g.aRow == 1 {
+    if g.m * g.n * g.k * g.calls < target.libraryGemmBelow, g.aCol == 1 || g.aRow == 1 {
       let rowMajor = g.aCol == 1
       return [.gemm(Gemm(transA: !rowMajor, transB: false, m: g.m, n: g.n, k: g.k, a: g.a, lda: rowMajor ? g.aRow : g.aCol,
                          b: g.b, ldb: g.ldb, beta: g.accumulate ? 1 : 0, c: g.c, ldc: g.ldc))]
@@ -173,14 +176,16 @@ extension Emitter {
     return out
   }
 
-  /// Stores vector `acc` to the `lanes` floats at arena[scratch] and adds its lanes in order, one local per
-  /// add (short statements for both renderers): the statements and the sum.
-  mutating func sumLanes(_ acc: String, scratch: Int) -> ([Stmt], FExpr) {
-    var out: [Stmt] = [.vstore(.arena, .c(scratch), .local(acc), lanes: lanes)]
-    var sum = FExpr.load(.arena, .c(scratch))
+  /// Stores vector `acc` to the `lanes` floats at arena[scratch + part * lanes] (each part of a parallel
+  /// statement its own) and adds its lanes in order, one local per add (short statements for both
+  /// renderers): the statements and the sum.
+  mutating func sumLanes(_ acc: String, scratch: Int, part: IExpr = .c(0)) -> ([Stmt], FExpr) {
+    let at = IExpr.c(scratch) + part * lanes
+    var out: [Stmt] = [.vstore(.arena, at, .local(acc), lanes: lanes)]
+    var sum = FExpr.load(.arena, at)
     for l in 1..<lanes {
       let partial = fresh("sum")
-      out.append(.local(partial, sum + .load(.arena, .c(scratch + l))))
+      out.append(.local(partial, sum + .load(.arena, at + l)))
       sum = .local(partial)
     }
     return (out, sum)

@@ -242,18 +242,20 @@ extension Emitter {
     return (out, y)
   }
 
-  /// `body(first, lanes)` over `count` channels in vectors: the full vectors in a loop, then the masked rest.
-  mutating func channelVectors(_ count: Int, _ body: (inout Emitter, IExpr, Int) -> [Stmt]) -> [Stmt] {
+  /// `body(first, lanes)` over `count` channels from `from` in vectors: the full vectors in a loop, then the masked rest.
+  mutating func channelVectors(_ count: Int, from: IExpr = .c(0), _ body: (inout Emitter, IExpr, Int) -> [Stmt]) -> [Stmt] {
     let lanes = self.lanes, full = count / lanes, rest = count % lanes
     var out: [Stmt] = []
-    if full > 0 { out.append(loop("cv", full) { e, v in body(&e, v * lanes, lanes) }) }
-    if rest > 0 { out += body(&self, .c(full * lanes), rest) }
+    if full > 0 { out.append(loop("cv", full) { e, v in body(&e, from + v * lanes, lanes) }) }
+    if rest > 0 { out += body(&self, from + full * lanes, rest) }
     return out
   }
 
-  /// Ut[xi][ci][co] = (G g G^T)[xi] for every kernel g = `weight(co, ci, ky, kx)` (rows of the GEMMs' B).
-  mutating func transformKernels(_ s: WinogradShape, into u: Int, weight: (IExpr, IExpr, Int, Int) -> FExpr) -> Stmt {
-    loop("ci", s.cin) { e, ci in [e.loop("co", s.cout) { e, co in
+  /// Ut[xi][ci][co] = (G g G^T)[xi] for every kernel g = `weight(co, ci, ky, kx)` (rows of the GEMMs' B),
+  /// of the output channels `channels` (first, count).
+  mutating func transformKernels(_ s: WinogradShape, into u: Int, channels: (IExpr, Int), weight: (IExpr, IExpr, Int, Int) -> FExpr) -> Stmt {
+    loop("ci", s.cin) { e, ci in [e.loop("co", channels.1) { e, c in
+      let co = channels.0 + c
       let g = (0..<3).map { ky in (0..<3).map { kx in weight(co, ci, ky, kx) } }
       var (out, t) = e.transform(Winograd.kernelTransform, g, Winograd.kernelTransform)
       for xi in 0..<Winograd.positions {
@@ -288,19 +290,21 @@ extension Emitter {
     }] }] }
   }
 
-  /// The 16 GEMMs of a group: Mt[xi] = V[xi] [tiles x cin] * Ut[xi] [cin x cout].
-  mutating func tileProducts(_ s: WinogradShape, u: Int, v: Int, m: Int) -> Stmt {
+  /// The 16 GEMMs of a group: Mt[xi] = V[xi] [tiles x cin] * Ut[xi] [cin x cout], the columns of the output
+  /// channels `channels` (first, count).
+  mutating func tileProducts(_ s: WinogradShape, u: Int, v: Int, m: Int, channels: (IExpr, Int), groups: Int) -> Stmt {
     loop("xi", Winograd.positions) { e, xi in
-      e.tiledGemm(TiledGemm(m: s.tiles, n: s.cout, k: s.cin, a: (.arena, .c(v) + xi * (s.tiles * s.cin)), aRow: s.cin, aCol: 1,
-                            b: (.arena, .c(u) + xi * (s.cin * s.cout)), ldb: s.cout,
-                            c: (.arena, .c(m) + xi * (s.tiles * s.cout)), ldc: s.cout, accumulate: false))
+      e.tiledGemm(TiledGemm(m: s.tiles, n: channels.1, k: s.cin, a: (.arena, .c(v) + xi * (s.tiles * s.cin)), aRow: s.cin, aCol: 1,
+                            b: (.arena, .c(u) + xi * (s.cin * s.cout) + channels.0), ldb: s.cout,
+                            c: (.arena, .c(m) + xi * (s.tiles * s.cout) + channels.0), ldc: s.cout, accumulate: false,
+                            calls: Winograd.positions * groups * (s.cout / channels.1)))
     }
   }
 
   /// The output transform of every tile, on vectors of output channels: `output(j, outputs, ty, tx, first, lanes)`
   /// stores the tile's outputs (2x2, or fewer where an odd oh or ow leaves the last row or column of tiles
   /// one short: those tiles are loops of their own, so no statement tests a bound).
-  mutating func transformOutput(_ s: WinogradShape, products m: Int,
+  mutating func transformOutput(_ s: WinogradShape, products m: Int, channels: (IExpr, Int),
                                 _ output: (inout Emitter, IExpr, [[VExpr]], IExpr, IExpr, IExpr, Int) -> [Stmt]) -> [Stmt] {
     let rowRuns = [(0, s.oh / 2, 2), (s.oh / 2, s.oh % 2, 1)].filter { $0.1 > 0 }
     let colRuns = [(0, s.ow / 2, 2), (s.ow / 2, s.ow % 2, 1)].filter { $0.1 > 0 }
@@ -310,7 +314,7 @@ extension Emitter {
         out.append(loop("j", s.images) { e, j in [e.loop("ty", ny) { e, vy in [e.loop("tx", nx) { e, vx in
           let (ty, tx) = (vy + y0, vx + x0)
           let tile = j * s.tilesPerImage + ty * s.tilesX + tx
-          return e.channelVectors(s.cout) { e, c0, lanes in
+          return e.channelVectors(channels.1, from: channels.0) { e, c0, lanes in
             let p = (0..<4).map { r in (0..<4).map { c in
               VExpr.load(.arena, .c(m + (r * 4 + c) * s.tiles * s.cout) + tile * s.cout + c0, lanes: lanes)
             } }
@@ -324,11 +328,17 @@ extension Emitter {
   }
 
   /// Moves a group's channels-last staging [images][positions][channels] to `to(j, c, position)` (NCHW or
-  /// the im2col layout): the loads stride, the stores run along the positions.
-  mutating func fromChannelsLast(_ staging: Int, images: Int, positions: Int, channels: Int, _ to: (IExpr, IExpr, IExpr, FExpr) -> Stmt) -> Stmt {
-    loop("j", images) { e, j in [e.loop("c", channels) { e, c in [e.loop("q", positions) { _, q in
+  /// the im2col layout), the channels `range` (first, count) or all: the loads stride, the stores run along
+  /// the positions.
+  mutating func fromChannelsLast(_ staging: Int, images: Int, positions: Int, channels: Int, range: (IExpr, Int)? = nil,
+                                 _ to: (IExpr, IExpr, IExpr, FExpr) -> Stmt) -> Stmt {
+    let (first, count) = range ?? (.c(0), channels)
+    return loop("j", images) { e, j in [e.loop("c", count) { e, k in
+      let c = first + k
+      return [e.loop("q", positions) { _, q in
       [to(j, c, q, .load(.arena, .c(staging) + (j * positions + q) * channels + c))]
-    }] }] }
+    }]
+    }] }
   }
 
   /// Zeroes `count` floats of the arena at `offset` (a padded buffer's border, once per kernel).
@@ -336,22 +346,38 @@ extension Emitter {
 
   /// A Winograd convolution of `x` over `groups` groups, scratch at `scratch` (`WinogradShape.forwardFloats`):
   /// `output(j, outputs, ty, tx, first channel, lanes, staging)` stores each tile's outputs to the staging buffer,
-  /// `after(g, staging)` moves them out.
-  mutating func winogradConv(_ s: WinogradShape, x: Placement, groups: Int, scratch: Int,
+  /// `after(g, staging, channels)` moves those of the output channels (first, count) out.
+  ///
+  /// With `parts` > 1 (an inference program's large conv, for a pool) the output channels split into that
+  /// many equal runs of whole vectors: the kernel transform, and per group the GEMM columns, output
+  /// transform and move-out of each run, are one part of a parallel statement. Every value is computed by
+  /// the same operations in the same order as in one part.
+  mutating func winogradConv(_ s: WinogradShape, x: Placement, groups: Int, scratch: Int, parts: Int = 1,
                              weight: (IExpr, IExpr, Int, Int) -> FExpr,
                              output: (inout Emitter, IExpr, [[VExpr]], IExpr, IExpr, IExpr, Int, Int) -> [Stmt],
-                             after: (inout Emitter, IExpr, Int) -> [Stmt]) {
+                             after: (inout Emitter, IExpr, Int, (IExpr, Int)) -> [Stmt]) {
     let u = scratch, padded = u + s.kernelFloats, v = padded + s.paddedFloats, m = v + s.transformedFloats
     let staging = m + s.productFloats
-    body.append(transformKernels(s, into: u, weight: weight))
+    precondition(parts == 1 || s.cout % (parts * lanes) == 0, "Winograd parts split the output channels in whole vectors")
+    let perPart = s.cout / parts
+    body += inParts(parts) { e, part in [e.transformKernels(s, into: u, channels: (part * perPart, perPart), weight: weight)] }
     body.append(zeroArena(padded, s.paddedFloats))
     body.append(loop("g", groups) { e, g in
       var out: [Stmt] = [e.copyChannelsLast(s.input, images: s.images, from: x, g: g, into: padded)]
       out.append(e.transformInput(s, padded: padded, into: v))
-      out.append(e.tileProducts(s, u: u, v: v, m: m))
-      out += e.transformOutput(s, products: m) { e, j, y, ty, tx, c0, lanes in output(&e, j, y, ty, tx, c0, lanes, staging) }
-      return out + after(&e, g, staging)
+      return out + e.inParts(parts) { e, part in
+        let channels = (part * perPart, perPart)
+        return [e.tileProducts(s, u: u, v: v, m: m, channels: channels, groups: groups)]
+          + e.transformOutput(s, products: m, channels: channels) { e, j, y, ty, tx, c0, lanes in output(&e, j, y, ty, tx, c0, lanes, staging) }
+          + after(&e, g, staging, channels)
+      }
     })
+  }
+
+  /// The parts a Winograd pass over `groups` groups of `s` splits into (see `winogradConv`).
+  func winogradParts(_ s: WinogradShape, groups: Int) -> Int {
+    guard s.cout % lanes == 0 else { return 1 }
+    return parallelParts(units: s.cout / lanes, macs: groups * s.tiles * Winograd.positions * s.cin * s.cout)
   }
 
   /// Stores a tile's outputs channels-last at staging[j][oy][ox][c].
@@ -380,7 +406,7 @@ extension Emitter {
       // Each 2x2 tile is one pooling window: its max (the first maximum wins, in row order as in the
       // reference), relu and argmax (the position in the conv plane) straight from the output transform.
       let argmax = at("\(n.name).argmax"), positions = s.tilesPerImage
-      winogradConv(s, x: x, groups: groups, scratch: scratch, weight: weight, output: { e, j, t, ty, tx, c0, lanes, staging in
+      winogradConv(s, x: x, groups: groups, scratch: scratch, parts: winogradParts(s, groups: groups), weight: weight, output: { e, j, t, ty, tx, c0, lanes, staging in
         var out: [Stmt] = [], best = VExpr.zero, where_ = VExpr.zero
         for (k, (r, c)) in [(0, 0), (0, 1), (1, 0), (1, 1)].enumerated() {
           let position = VExpr.broadcast(.ofInt((ty * 2 + r) * s.ow + tx * 2 + c))
@@ -394,10 +420,10 @@ extension Emitter {
         let at = IExpr.c(staging) + (j * positions + ty * s.tilesX + tx) * s.cout + c0
         return out + [.vstore(.arena, at, .selectGreater(best, .zero, best, .zero), lanes: lanes),
                       .vstore(.arena, at + s.images * positions * s.cout, where_, lanes: lanes)]
-      }, after: { e, g, staging in
+      }, after: { e, g, staging, range in
         let o = { (j: IExpr, c: IExpr, q: IExpr) in (g * s.images + j) * (s.cout * positions) + c * positions + q }
-        return [e.fromChannelsLast(staging, images: s.images, positions: positions, channels: s.cout) { j, c, q, v in .store(y.base, .c(y.offset) + o(j, c, q), v) },
-                e.fromChannelsLast(staging + s.images * positions * s.cout, images: s.images, positions: positions, channels: s.cout) { j, c, q, v in
+        return [e.fromChannelsLast(staging, images: s.images, positions: positions, channels: s.cout, range: range) { j, c, q, v in .store(y.base, .c(y.offset) + o(j, c, q), v) },
+                e.fromChannelsLast(staging + s.images * positions * s.cout, images: s.images, positions: positions, channels: s.cout, range: range) { j, c, q, v in
                   .store(argmax.base, .c(argmax.offset) + o(j, c, q), v)
                 }]
       })
@@ -406,16 +432,17 @@ extension Emitter {
       let epilogue = ConvEpilogue(n: n, s: cs, tmp: tmp, table: tmp, window: 1, pooled: 0, y: y, bias: bias, fold: fold)
       winogradConv(s, x: x, groups: groups, scratch: scratch, weight: weight, output: { _, j, t, ty, tx, c0, lanes, staging in
         Self.stageTile(s, j, t, ty, tx, c0, lanes, staging)
-      }, after: { e, g, staging in
+      }, after: { e, g, staging, _ in
+        // The pool reads the whole plane: one part.
         [e.fromChannelsLast(staging, images: s.images, positions: plane, channels: s.cout) { j, c, q, v in
           .store(.arena, .c(tmp) + c * (s.images * plane) + j * plane + q, v)
         }, e.poolPlane(epilogue, pool, g: g)]
       })
     } else {
-      winogradConv(s, x: x, groups: groups, scratch: scratch, weight: weight, output: { _, j, t, ty, tx, c0, lanes, staging in
+      winogradConv(s, x: x, groups: groups, scratch: scratch, parts: winogradParts(s, groups: groups), weight: weight, output: { _, j, t, ty, tx, c0, lanes, staging in
         Self.stageTile(s, j, t, ty, tx, c0, lanes, staging) { relued(biased($0, c0, lanes)) }
-      }, after: { e, g, staging in
-        [e.fromChannelsLast(staging, images: s.images, positions: plane, channels: s.cout) { j, c, q, v in
+      }, after: { e, g, staging, range in
+        [e.fromChannelsLast(staging, images: s.images, positions: plane, channels: s.cout, range: range) { j, c, q, v in
           .store(y.base, .c(y.offset) + (g * s.images + j) * (s.cout * plane) + c * plane + q, v)
         }]
       })
@@ -431,7 +458,7 @@ extension Emitter {
     let weight: (IExpr, IExpr, Int, Int) -> FExpr = { co, ci, ky, kx in .load(w.base, .c(w.offset) + (ci * s.cout + co) * 9 + (8 - ky * 3 - kx)) }
     winogradConv(s, x: dy, groups: xd[0] / s.images, scratch: plan.scratch[n.name]!.offset, weight: weight, output: {
       _, j, t, ty, tx, c0, lanes, staging in Self.stageTile(s, j, t, ty, tx, c0, lanes, staging)
-    }, after: { e, g, staging in
+    }, after: { e, g, staging, _ in
       [e.fromChannelsLast(staging, images: s.images, positions: plane, channels: s.cout) { j, c, q, v in
         .store(dx.base, .c(dx.offset) + (g * s.images + j) * (s.cout * plane) + c * plane + q, v)
       }]

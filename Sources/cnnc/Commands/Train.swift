@@ -243,7 +243,14 @@ struct Train: ParsableCommand {
       if !MPIRuntime.launched {
         signal(SIGINT, SIG_IGN)
         source = DispatchSource.makeSignalSource(signal: SIGINT, queue: .global())
-        source?.setEventHandler { if interrupt.raise() { Foundation.exit(130) } }
+        // At once: without the exit handlers, which would tear down the compiler's global state under a
+        // compile still running on another thread (the evaluation programs').
+        source?.setEventHandler {
+          if interrupt.raise() {
+            fflush(nil)  // every stream
+            _exit(130)
+          }
+        }
         source?.resume()
         trainer.shouldStop = { interrupt.isRaised }
       }

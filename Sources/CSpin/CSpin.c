@@ -1,0 +1,2 @@
+// The module is header-only (CSpin.h); SwiftPM needs one source file for a C target.
+#include "CSpin.h"

@@ -1,0 +1,16 @@
+#ifndef CNNC_CSPIN_H
+#define CNNC_CSPIN_H
+
+/// One wait of a spin loop: x86's pause (and AArch64's yield) tell the core the thread is spinning, so it
+/// gives the execution units to the other hardware thread of the core and draws less power. A pool's
+/// waiting worker otherwise slows the thread it waits for when the two share a core (measured on a 2-vCPU
+/// Zen 5 guest: the serial conv1 of a batch-1 inference 12 us alone, 20 us beside a plain spinning loop).
+static inline void cnnc_spin_pause(void) {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  __asm__ __volatile__("yield");
+#endif
+}
+
+#endif
