@@ -6,8 +6,8 @@ import Passes
 /// Everything lives in the arena; nothing reads a graph.
 public enum KernelBenchmark {
   /// C[m x n] = A[m x k] * B[k x n] with A, B and C back to back in the arena, with the strides and row
-  /// lengths a layer's GEMM has (`choice`), as `TiledGemm` emits it: the register-blocked kernel, or the
-  /// library call below its threshold.
+  /// lengths a layer's GEMM has (`choice`), as `TiledGemm` emits it for the layer: the register-blocked
+  /// kernel (the layer's runs per call, `choice.calls`, keep a small GEMM run many times a kernel).
   public static func gemm(_ choice: GemmChoice, target: Target) -> Program {
     let (m, n, k) = (choice.m, choice.n, choice.k)
     // Each matrix starts on a cache line, as the memory plan places values.
@@ -16,7 +16,7 @@ public enum KernelBenchmark {
     var e = emitter(target)
     e.node = "gemm"
     e.body = e.tiledGemm(TiledGemm(m: m, n: n, k: k, a: (.arena, .c(a)), aRow: choice.aRow, aCol: choice.aCol, b: (.arena, .c(b)),
-                                   ldb: choice.ldb, c: (.arena, .c(c)), ldc: choice.ldc, accumulate: false))
+                                   ldb: choice.ldb, c: (.arena, .c(c)), ldc: choice.ldc, accumulate: false, calls: choice.calls))
     return program("gemm_\(m)x\(n)x\(k)", e, arena: c + (m - 1) * choice.ldc + n)
   }
 

@@ -373,6 +373,8 @@ public struct Program: Equatable, Sendable {
   public var gemms: [GemmChoice] = []
   /// The algorithm of every conv pass, by `.graph` statement, and why.
   public var convs: [ConvChoice] = []
+  /// The layers split into parts for a pool (`Stmt.parallel`), by `.graph` statement.
+  public var splits: [ParallelSplit] = []
   public var lanes: Int { target.lanes }
 
   public static func == (a: Program, b: Program) -> Bool {
@@ -395,6 +397,13 @@ public struct BatchStatistics: Equatable, Sendable {
   public var elements: Int
 }
 
+/// A layer an inference program splits for a pool: its `.graph` statement, the parts, and what they divide.
+public struct ParallelSplit: Equatable, Sendable {
+  public var node: String
+  public var parts: Int
+  public var by: String
+}
+
 /// One register-blocked GEMM of a program and the blocking chosen for it (printed by `cnnc compile`).
 public struct GemmChoice: Equatable, Sendable {
   public var node: String
@@ -402,8 +411,10 @@ public struct GemmChoice: Equatable, Sendable {
   /// A's strides and B's and C's row lengths, as the kernel reads them (padded rows included).
   public var aRow: Int, aCol: Int, ldb: Int, ldc: Int
   public var rows: Int, vectors: Int, kPanel: Int
-  public init(node: String, m: Int, n: Int, k: Int, aRow: Int, aCol: Int, ldb: Int, ldc: Int, rows: Int, vectors: Int, kPanel: Int) {
-    (self.node, self.m, self.n, self.k) = (node, m, n, k)
+  /// Runs per program call (see `TiledGemm.calls`): with them the GEMM is a kernel, not a library call.
+  public var calls: Int
+  public init(node: String, m: Int, n: Int, k: Int, aRow: Int, aCol: Int, ldb: Int, ldc: Int, rows: Int, vectors: Int, kPanel: Int, calls: Int = 1) {
+    (self.node, self.m, self.n, self.k, self.calls) = (node, m, n, k, calls)
     (self.aRow, self.aCol, self.ldb, self.ldc) = (aRow, aCol, ldb, ldc)
     (self.rows, self.vectors, self.kPanel) = (rows, vectors, kPanel)
   }

@@ -81,7 +81,7 @@ public func lower(_ graph: Graph, batch: Int, mode: LoweringMode, target: Target
     parameters: state.parameterNames.map { ($0, shapes[$0]!.dims, plan.placements[$0]!.offset) },
     parameterFloats: plan.parameterFloats, imageFloats: shapes[g.inputs.first { $0.dtype == .f32 }!.name]!.count,
     output: out, loss: g.minimize.flatMap { plan.placements[$0] }, classes: outType.dims.last ?? 1,
-    profile: regions, profileOffset: profileOffset, target: target, gemms: e.gemms, convs: e.convs)
+    profile: regions, profileOffset: profileOffset, target: target, gemms: e.gemms, convs: e.convs, splits: e.splits)
   program.layOutBuffers(state, shapes, plan)
   if training { program.statistics = batchStatistics(g, shapes, plan) }
   return share ? shareIdenticalKernels(program) : program
@@ -156,6 +156,7 @@ struct Emitter {
   var node = ""
   var gemms: [GemmChoice] = []
   var convs: [ConvChoice] = []
+  var splits: [ParallelSplit] = []
   private var counter = 0
 
   init(graph: Graph, shapes: ShapeTable, plan: MemoryPlan, training: Bool, target: Target) {
@@ -198,9 +199,11 @@ struct Emitter {
     return (1...min(target.parallelParts, units)).last { units % $0 == 0 }!
   }
 
-  /// `body(part)` for each of `parts` parts as one `parallel` statement, or inline as part 0 when there is one.
-  mutating func inParts(_ parts: Int, _ body: (inout Emitter, IExpr) -> [Stmt]) -> [Stmt] {
+  /// `body(part)` for each of `parts` parts (of `what`) as one `parallel` statement, or inline as part 0
+  /// when there is one.
+  mutating func inParts(_ parts: Int, of what: String, _ body: (inout Emitter, IExpr) -> [Stmt]) -> [Stmt] {
     guard parts > 1 else { return body(&self, .c(0)) }
+    if !splits.contains(where: { $0.node == node }) { splits.append(ParallelSplit(node: node, parts: parts, by: what)) }
     let v = fresh("part")
     return [.parallel(v, parts, body(&self, .v(v)))]
   }

@@ -66,7 +66,7 @@ extension Emitter {
         var out: [Stmt] = []
         let perPart = u / 4 / parts
         if u / 4 > 0 {
-          out += e.inParts(parts) { e, part in [e.loop("u", perPart) { e, ub in units(&e, (part * perPart + ub) * 4, 4, part: part) }] }
+          out += e.inParts(parts, of: "units") { e, part in [e.loop("u", perPart) { e, ub in units(&e, (part * perPart + ub) * 4, 4, part: part) }] }
         }
         if u % 4 > 0 { out += units(&e, .c(u - u % 4), u % 4, part: .c(0)) }
         return out

@@ -94,7 +94,7 @@ extension Emitter {
     }
     let blk = GemmBlocking.choose(m: g.m, n: g.n, k: g.k, target: target)
     gemms.append(GemmChoice(node: node, m: g.m, n: g.n, k: g.k, aRow: g.aRow, aCol: g.aCol, ldb: g.ldb, ldc: g.ldc,
-                            rows: blk.rows, vectors: blk.vectors, kPanel: blk.kPanel))
+                            rows: blk.rows, vectors: blk.vectors, kPanel: blk.kPanel, calls: g.calls))
     let panels = (g.k + blk.kPanel - 1) / blk.kPanel
     let kc = (g.k + panels - 1) / panels
     var out: [Stmt] = []

@@ -360,12 +360,12 @@ extension Emitter {
     let staging = m + s.productFloats
     precondition(parts == 1 || s.cout % (parts * lanes) == 0, "Winograd parts split the output channels in whole vectors")
     let perPart = s.cout / parts
-    body += inParts(parts) { e, part in [e.transformKernels(s, into: u, channels: (part * perPart, perPart), weight: weight)] }
+    body += inParts(parts, of: "output channels") { e, part in [e.transformKernels(s, into: u, channels: (part * perPart, perPart), weight: weight)] }
     body.append(zeroArena(padded, s.paddedFloats))
     body.append(loop("g", groups) { e, g in
       var out: [Stmt] = [e.copyChannelsLast(s.input, images: s.images, from: x, g: g, into: padded)]
       out.append(e.transformInput(s, padded: padded, into: v))
-      return out + e.inParts(parts) { e, part in
+      return out + e.inParts(parts, of: "output channels") { e, part in
         let channels = (part * perPart, perPart)
         return [e.tileProducts(s, u: u, v: v, m: m, channels: channels, groups: groups)]
           + e.transformOutput(s, products: m, channels: channels) { e, j, y, ty, tx, c0, lanes in output(&e, j, y, ty, tx, c0, lanes, staging) }

@@ -164,6 +164,14 @@ func printTargetAndBlocking(_ programs: [Program]) {
     print("")
     printTable(algorithms, rightAligned: [], totals: false)
   }
+  var splits = [["program", "statement", "parts for a pool", "split by"]]
+  for p in programs {
+    for s in p.splits { splits.append([p.functions[0].name, s.node, "\(s.parts)", s.by]) }
+  }
+  if splits.count > 1 {
+    print("")
+    printTable(splits, rightAligned: [2], totals: false)
+  }
   var rows = [["program", "statement", "GEMM m x n x k", "block (rows x vectors)", "accumulators", "K panel"]]
   for p in programs {
     for g in p.gemms {
