@@ -1868,12 +1868,12 @@ conv2.co63:                                       ; preds = %conv2.co63, %conv2.
   store float %w91, ptr %arena62, align 4
   %co63.next = add nsw i64 %conv2.co632, 1
   %231 = icmp slt i64 %co63.next, 64
-  br i1 %231, label %conv2.co63, label %conv2.co63.end
+  br i1 %231, label %conv2.co63, label %conv2.co63.end, !llvm.loop !0
 
 conv2.co63.end:                                   ; preds = %conv2.co63
   %ci62.next = add nsw i64 %conv2.ci621, 1
   %232 = icmp slt i64 %ci62.next, 32
-  br i1 %232, label %conv2.ci62, label %conv2.ci62.end
+  br i1 %232, label %conv2.ci62, label %conv2.ci62.end, !llvm.loop !2
 
 conv2.i92:                                        ; preds = %conv2.i92, %conv2.ci62.end
   %conv2.i9263 = phi i64 [ 0, %conv2.ci62.end ], [ %i92.next, %conv2.i92 ]
@@ -9244,12 +9244,12 @@ conv2_weight_grad.c437:                           ; preds = %conv2_weight_grad.c
   store float %w458, ptr %grads194, align 4
   %c437.next = add nsw i64 %conv2_weight_grad.c437141, 1
   %1174 = icmp slt i64 %c437.next, 32
-  br i1 %1174, label %conv2_weight_grad.c437, label %conv2_weight_grad.c437.end
+  br i1 %1174, label %conv2_weight_grad.c437, label %conv2_weight_grad.c437.end, !llvm.loop !3
 
 conv2_weight_grad.c437.end:                       ; preds = %conv2_weight_grad.c437
   %f436.next = add nsw i64 %conv2_weight_grad.f436140, 1
   %1175 = icmp slt i64 %f436.next, 64
-  br i1 %1175, label %conv2_weight_grad.f436, label %conv2_weight_grad.f436.end
+  br i1 %1175, label %conv2_weight_grad.f436, label %conv2_weight_grad.f436.end, !llvm.loop !4
 }
 
 ; Function Attrs: noinline
@@ -9703,12 +9703,12 @@ pool1_grad.co460:                                 ; preds = %pool1_grad.co460, %
   store float %w488, ptr %arena62, align 4
   %co460.next = add nsw i64 %pool1_grad.co4602, 1
   %231 = icmp slt i64 %co460.next, 32
-  br i1 %231, label %pool1_grad.co460, label %pool1_grad.co460.end
+  br i1 %231, label %pool1_grad.co460, label %pool1_grad.co460.end, !llvm.loop !5
 
 pool1_grad.co460.end:                             ; preds = %pool1_grad.co460
   %ci459.next = add nsw i64 %pool1_grad.ci4591, 1
   %232 = icmp slt i64 %ci459.next, 64
-  br i1 %232, label %pool1_grad.ci459, label %pool1_grad.ci459.end
+  br i1 %232, label %pool1_grad.ci459, label %pool1_grad.ci459.end, !llvm.loop !6
 
 pool1_grad.i489:                                  ; preds = %pool1_grad.i489, %pool1_grad.ci459.end
   %pool1_grad.i48963 = phi i64 [ 0, %pool1_grad.ci459.end ], [ %i489.next, %pool1_grad.i489 ]
@@ -17122,12 +17122,12 @@ conv2.co74:                                       ; preds = %conv2.co74, %conv2.
   store float %w102, ptr %arena62, align 4
   %co74.next = add nsw i64 %conv2.co742, 1
   %312 = icmp slt i64 %co74.next, 32
-  br i1 %312, label %conv2.co74, label %conv2.co74.end
+  br i1 %312, label %conv2.co74, label %conv2.co74.end, !llvm.loop !7
 
 conv2.co74.end:                                   ; preds = %conv2.co74
   %ci73.next = add nsw i64 %conv2.ci731, 1
   %313 = icmp slt i64 %ci73.next, 32
-  br i1 %313, label %conv2.ci73, label %conv2.ci73.end
+  br i1 %313, label %conv2.ci73, label %conv2.ci73.end, !llvm.loop !8
 }
 
 define internal void @bncnn_infer_b64.k3.conv2.part72.task(ptr %0, i64 %1) {
@@ -19290,3 +19290,13 @@ fc2.u206.end:                                     ; preds = %fc2.u206
 attributes #0 = { "target-cpu"="x86-64-v3" }
 attributes #1 = { noinline "target-cpu"="x86-64-v3" }
 attributes #2 = { nocallback nofree nosync nounwind speculatable willreturn memory(none) }
+
+!0 = distinct !{!0, !1}
+!1 = !{!"llvm.loop.vectorize.enable", i1 false}
+!2 = distinct !{!2, !1}
+!3 = distinct !{!3, !1}
+!4 = distinct !{!4, !1}
+!5 = distinct !{!5, !1}
+!6 = distinct !{!6, !1}
+!7 = distinct !{!7, !1}
+!8 = distinct !{!8, !1}

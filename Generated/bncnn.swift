@@ -291,52 +291,54 @@ public func bncnn_train_b64(
     }
   }
   // conv2 = conv2d(pool1)
-  for ci62 in 0..<32 {
-    for co63 in 0..<64 {
-      var w64: Float = params[(352 +% (((co63 *% 32) +% ci62) *% 9))]
-      var w65: Float = (((params[(352 +% (((co63 *% 32) +% ci62) *% 9))] + params[((352 +% (((co63 *% 32) +% ci62) *% 9)) +% 3)]) + params[((352 +% (((co63 *% 32) +% ci62) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
-      var w66: Float = (((params[(352 +% (((co63 *% 32) +% ci62) *% 9))] + params[((352 +% (((co63 *% 32) +% ci62) *% 9)) +% 6)]) - params[((352 +% (((co63 *% 32) +% ci62) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
-      var w67: Float = params[((352 +% (((co63 *% 32) +% ci62) *% 9)) +% 6)]
-      var w68: Float = params[((352 +% (((co63 *% 32) +% ci62) *% 9)) +% 1)]
-      var w69: Float = (((params[((352 +% (((co63 *% 32) +% ci62) *% 9)) +% 1)] + params[((352 +% (((co63 *% 32) +% ci62) *% 9)) +% 4)]) + params[((352 +% (((co63 *% 32) +% ci62) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
-      var w70: Float = (((params[((352 +% (((co63 *% 32) +% ci62) *% 9)) +% 1)] + params[((352 +% (((co63 *% 32) +% ci62) *% 9)) +% 7)]) - params[((352 +% (((co63 *% 32) +% ci62) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
-      var w71: Float = params[((352 +% (((co63 *% 32) +% ci62) *% 9)) +% 7)]
-      var w72: Float = params[((352 +% (((co63 *% 32) +% ci62) *% 9)) +% 2)]
-      var w73: Float = (((params[((352 +% (((co63 *% 32) +% ci62) *% 9)) +% 2)] + params[((352 +% (((co63 *% 32) +% ci62) *% 9)) +% 5)]) + params[((352 +% (((co63 *% 32) +% ci62) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
-      var w74: Float = (((params[((352 +% (((co63 *% 32) +% ci62) *% 9)) +% 2)] + params[((352 +% (((co63 *% 32) +% ci62) *% 9)) +% 8)]) - params[((352 +% (((co63 *% 32) +% ci62) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
-      var w75: Float = params[((352 +% (((co63 *% 32) +% ci62) *% 9)) +% 8)]
-      var w76: Float = w64
-      var w77: Float = (((w64 + w68) + w72) * Float(bitPattern: 0x3f000000))
-      var w78: Float = (((w64 + w72) - w68) * Float(bitPattern: 0x3f000000))
-      var w79: Float = w72
-      var w80: Float = w65
-      var w81: Float = (((w65 + w69) + w73) * Float(bitPattern: 0x3f000000))
-      var w82: Float = (((w65 + w73) - w69) * Float(bitPattern: 0x3f000000))
-      var w83: Float = w73
-      var w84: Float = w66
-      var w85: Float = (((w66 + w70) + w74) * Float(bitPattern: 0x3f000000))
-      var w86: Float = (((w66 + w74) - w70) * Float(bitPattern: 0x3f000000))
-      var w87: Float = w74
-      var w88: Float = w67
-      var w89: Float = (((w67 + w71) + w75) * Float(bitPattern: 0x3f000000))
-      var w90: Float = (((w67 + w75) - w71) * Float(bitPattern: 0x3f000000))
-      var w91: Float = w75
-      arena[((2809856 +% (ci62 *% 64)) +% co63)] = w76
-      arena[((2811904 +% (ci62 *% 64)) +% co63)] = w77
-      arena[((2813952 +% (ci62 *% 64)) +% co63)] = w78
-      arena[((2816000 +% (ci62 *% 64)) +% co63)] = w79
-      arena[((2818048 +% (ci62 *% 64)) +% co63)] = w80
-      arena[((2820096 +% (ci62 *% 64)) +% co63)] = w81
-      arena[((2822144 +% (ci62 *% 64)) +% co63)] = w82
-      arena[((2824192 +% (ci62 *% 64)) +% co63)] = w83
-      arena[((2826240 +% (ci62 *% 64)) +% co63)] = w84
-      arena[((2828288 +% (ci62 *% 64)) +% co63)] = w85
-      arena[((2830336 +% (ci62 *% 64)) +% co63)] = w86
-      arena[((2832384 +% (ci62 *% 64)) +% co63)] = w87
-      arena[((2834432 +% (ci62 *% 64)) +% co63)] = w88
-      arena[((2836480 +% (ci62 *% 64)) +% co63)] = w89
-      arena[((2838528 +% (ci62 *% 64)) +% co63)] = w90
-      arena[((2840576 +% (ci62 *% 64)) +% co63)] = w91
+  do {  // scalar loops
+    for ci62 in 0..<32 {
+      for co63 in 0..<64 {
+        var w64: Float = params[(352 +% (((co63 *% 32) +% ci62) *% 9))]
+        var w65: Float = (((params[(352 +% (((co63 *% 32) +% ci62) *% 9))] + params[((352 +% (((co63 *% 32) +% ci62) *% 9)) +% 3)]) + params[((352 +% (((co63 *% 32) +% ci62) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
+        var w66: Float = (((params[(352 +% (((co63 *% 32) +% ci62) *% 9))] + params[((352 +% (((co63 *% 32) +% ci62) *% 9)) +% 6)]) - params[((352 +% (((co63 *% 32) +% ci62) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
+        var w67: Float = params[((352 +% (((co63 *% 32) +% ci62) *% 9)) +% 6)]
+        var w68: Float = params[((352 +% (((co63 *% 32) +% ci62) *% 9)) +% 1)]
+        var w69: Float = (((params[((352 +% (((co63 *% 32) +% ci62) *% 9)) +% 1)] + params[((352 +% (((co63 *% 32) +% ci62) *% 9)) +% 4)]) + params[((352 +% (((co63 *% 32) +% ci62) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
+        var w70: Float = (((params[((352 +% (((co63 *% 32) +% ci62) *% 9)) +% 1)] + params[((352 +% (((co63 *% 32) +% ci62) *% 9)) +% 7)]) - params[((352 +% (((co63 *% 32) +% ci62) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
+        var w71: Float = params[((352 +% (((co63 *% 32) +% ci62) *% 9)) +% 7)]
+        var w72: Float = params[((352 +% (((co63 *% 32) +% ci62) *% 9)) +% 2)]
+        var w73: Float = (((params[((352 +% (((co63 *% 32) +% ci62) *% 9)) +% 2)] + params[((352 +% (((co63 *% 32) +% ci62) *% 9)) +% 5)]) + params[((352 +% (((co63 *% 32) +% ci62) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
+        var w74: Float = (((params[((352 +% (((co63 *% 32) +% ci62) *% 9)) +% 2)] + params[((352 +% (((co63 *% 32) +% ci62) *% 9)) +% 8)]) - params[((352 +% (((co63 *% 32) +% ci62) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
+        var w75: Float = params[((352 +% (((co63 *% 32) +% ci62) *% 9)) +% 8)]
+        var w76: Float = w64
+        var w77: Float = (((w64 + w68) + w72) * Float(bitPattern: 0x3f000000))
+        var w78: Float = (((w64 + w72) - w68) * Float(bitPattern: 0x3f000000))
+        var w79: Float = w72
+        var w80: Float = w65
+        var w81: Float = (((w65 + w69) + w73) * Float(bitPattern: 0x3f000000))
+        var w82: Float = (((w65 + w73) - w69) * Float(bitPattern: 0x3f000000))
+        var w83: Float = w73
+        var w84: Float = w66
+        var w85: Float = (((w66 + w70) + w74) * Float(bitPattern: 0x3f000000))
+        var w86: Float = (((w66 + w74) - w70) * Float(bitPattern: 0x3f000000))
+        var w87: Float = w74
+        var w88: Float = w67
+        var w89: Float = (((w67 + w71) + w75) * Float(bitPattern: 0x3f000000))
+        var w90: Float = (((w67 + w75) - w71) * Float(bitPattern: 0x3f000000))
+        var w91: Float = w75
+        arena[((2809856 +% (ci62 *% 64)) +% co63)] = w76
+        arena[((2811904 +% (ci62 *% 64)) +% co63)] = w77
+        arena[((2813952 +% (ci62 *% 64)) +% co63)] = w78
+        arena[((2816000 +% (ci62 *% 64)) +% co63)] = w79
+        arena[((2818048 +% (ci62 *% 64)) +% co63)] = w80
+        arena[((2820096 +% (ci62 *% 64)) +% co63)] = w81
+        arena[((2822144 +% (ci62 *% 64)) +% co63)] = w82
+        arena[((2824192 +% (ci62 *% 64)) +% co63)] = w83
+        arena[((2826240 +% (ci62 *% 64)) +% co63)] = w84
+        arena[((2828288 +% (ci62 *% 64)) +% co63)] = w85
+        arena[((2830336 +% (ci62 *% 64)) +% co63)] = w86
+        arena[((2832384 +% (ci62 *% 64)) +% co63)] = w87
+        arena[((2834432 +% (ci62 *% 64)) +% co63)] = w88
+        arena[((2836480 +% (ci62 *% 64)) +% co63)] = w89
+        arena[((2838528 +% (ci62 *% 64)) +% co63)] = w90
+        arena[((2840576 +% (ci62 *% 64)) +% co63)] = w91
+      }
     }
   }
   for i92 in 0..<1024 {
@@ -1243,87 +1245,91 @@ public func bncnn_train_b64(
       sgemm(101, 112, 111, 32, 64, 49, 1, arena + (2015232 +% (xi435 *% 1568)), 32, arena + (2052864 +% (xi435 *% 3136)), 64, Float(bitPattern: 0x3f800000), arena + (2103040 +% (xi435 *% 2048)), 64)
     }
   }
-  for f436 in 0..<64 {
-    for c437 in 0..<32 {
-      var w438: Float = (((arena[((2103040 +% (c437 *% 64)) +% f436)] * Float(1)) + (arena[((2111232 +% (c437 *% 64)) +% f436)] * Float(bitPattern: 0x3f000000))) + (arena[((2119424 +% (c437 *% 64)) +% f436)] * Float(bitPattern: 0x3f000000)))
-      var w439: Float = ((arena[((2111232 +% (c437 *% 64)) +% f436)] - arena[((2119424 +% (c437 *% 64)) +% f436)]) * Float(bitPattern: 0x3f000000))
-      var w440: Float = (((arena[((2111232 +% (c437 *% 64)) +% f436)] * Float(bitPattern: 0x3f000000)) + (arena[((2119424 +% (c437 *% 64)) +% f436)] * Float(bitPattern: 0x3f000000))) + (arena[((2127616 +% (c437 *% 64)) +% f436)] * Float(1)))
-      var w441: Float = (((arena[((2105088 +% (c437 *% 64)) +% f436)] * Float(1)) + (arena[((2113280 +% (c437 *% 64)) +% f436)] * Float(bitPattern: 0x3f000000))) + (arena[((2121472 +% (c437 *% 64)) +% f436)] * Float(bitPattern: 0x3f000000)))
-      var w442: Float = ((arena[((2113280 +% (c437 *% 64)) +% f436)] - arena[((2121472 +% (c437 *% 64)) +% f436)]) * Float(bitPattern: 0x3f000000))
-      var w443: Float = (((arena[((2113280 +% (c437 *% 64)) +% f436)] * Float(bitPattern: 0x3f000000)) + (arena[((2121472 +% (c437 *% 64)) +% f436)] * Float(bitPattern: 0x3f000000))) + (arena[((2129664 +% (c437 *% 64)) +% f436)] * Float(1)))
-      var w444: Float = (((arena[((2107136 +% (c437 *% 64)) +% f436)] * Float(1)) + (arena[((2115328 +% (c437 *% 64)) +% f436)] * Float(bitPattern: 0x3f000000))) + (arena[((2123520 +% (c437 *% 64)) +% f436)] * Float(bitPattern: 0x3f000000)))
-      var w445: Float = ((arena[((2115328 +% (c437 *% 64)) +% f436)] - arena[((2123520 +% (c437 *% 64)) +% f436)]) * Float(bitPattern: 0x3f000000))
-      var w446: Float = (((arena[((2115328 +% (c437 *% 64)) +% f436)] * Float(bitPattern: 0x3f000000)) + (arena[((2123520 +% (c437 *% 64)) +% f436)] * Float(bitPattern: 0x3f000000))) + (arena[((2131712 +% (c437 *% 64)) +% f436)] * Float(1)))
-      var w447: Float = (((arena[((2109184 +% (c437 *% 64)) +% f436)] * Float(1)) + (arena[((2117376 +% (c437 *% 64)) +% f436)] * Float(bitPattern: 0x3f000000))) + (arena[((2125568 +% (c437 *% 64)) +% f436)] * Float(bitPattern: 0x3f000000)))
-      var w448: Float = ((arena[((2117376 +% (c437 *% 64)) +% f436)] - arena[((2125568 +% (c437 *% 64)) +% f436)]) * Float(bitPattern: 0x3f000000))
-      var w449: Float = (((arena[((2117376 +% (c437 *% 64)) +% f436)] * Float(bitPattern: 0x3f000000)) + (arena[((2125568 +% (c437 *% 64)) +% f436)] * Float(bitPattern: 0x3f000000))) + (arena[((2133760 +% (c437 *% 64)) +% f436)] * Float(1)))
-      var w450: Float = (((w438 * Float(1)) + (w441 * Float(bitPattern: 0x3f000000))) + (w444 * Float(bitPattern: 0x3f000000)))
-      var w451: Float = ((w441 - w444) * Float(bitPattern: 0x3f000000))
-      var w452: Float = (((w441 * Float(bitPattern: 0x3f000000)) + (w444 * Float(bitPattern: 0x3f000000))) + (w447 * Float(1)))
-      var w453: Float = (((w439 * Float(1)) + (w442 * Float(bitPattern: 0x3f000000))) + (w445 * Float(bitPattern: 0x3f000000)))
-      var w454: Float = ((w442 - w445) * Float(bitPattern: 0x3f000000))
-      var w455: Float = (((w442 * Float(bitPattern: 0x3f000000)) + (w445 * Float(bitPattern: 0x3f000000))) + (w448 * Float(1)))
-      var w456: Float = (((w440 * Float(1)) + (w443 * Float(bitPattern: 0x3f000000))) + (w446 * Float(bitPattern: 0x3f000000)))
-      var w457: Float = ((w443 - w446) * Float(bitPattern: 0x3f000000))
-      var w458: Float = (((w443 * Float(bitPattern: 0x3f000000)) + (w446 * Float(bitPattern: 0x3f000000))) + (w449 * Float(1)))
-      grads[(352 +% (((f436 *% 32) +% c437) *% 9))] = w450
-      grads[((352 +% (((f436 *% 32) +% c437) *% 9)) +% 1)] = w451
-      grads[((352 +% (((f436 *% 32) +% c437) *% 9)) +% 2)] = w452
-      grads[((352 +% (((f436 *% 32) +% c437) *% 9)) +% 3)] = w453
-      grads[((352 +% (((f436 *% 32) +% c437) *% 9)) +% 4)] = w454
-      grads[((352 +% (((f436 *% 32) +% c437) *% 9)) +% 5)] = w455
-      grads[((352 +% (((f436 *% 32) +% c437) *% 9)) +% 6)] = w456
-      grads[((352 +% (((f436 *% 32) +% c437) *% 9)) +% 7)] = w457
-      grads[((352 +% (((f436 *% 32) +% c437) *% 9)) +% 8)] = w458
+  do {  // scalar loops
+    for f436 in 0..<64 {
+      for c437 in 0..<32 {
+        var w438: Float = (((arena[((2103040 +% (c437 *% 64)) +% f436)] * Float(1)) + (arena[((2111232 +% (c437 *% 64)) +% f436)] * Float(bitPattern: 0x3f000000))) + (arena[((2119424 +% (c437 *% 64)) +% f436)] * Float(bitPattern: 0x3f000000)))
+        var w439: Float = ((arena[((2111232 +% (c437 *% 64)) +% f436)] - arena[((2119424 +% (c437 *% 64)) +% f436)]) * Float(bitPattern: 0x3f000000))
+        var w440: Float = (((arena[((2111232 +% (c437 *% 64)) +% f436)] * Float(bitPattern: 0x3f000000)) + (arena[((2119424 +% (c437 *% 64)) +% f436)] * Float(bitPattern: 0x3f000000))) + (arena[((2127616 +% (c437 *% 64)) +% f436)] * Float(1)))
+        var w441: Float = (((arena[((2105088 +% (c437 *% 64)) +% f436)] * Float(1)) + (arena[((2113280 +% (c437 *% 64)) +% f436)] * Float(bitPattern: 0x3f000000))) + (arena[((2121472 +% (c437 *% 64)) +% f436)] * Float(bitPattern: 0x3f000000)))
+        var w442: Float = ((arena[((2113280 +% (c437 *% 64)) +% f436)] - arena[((2121472 +% (c437 *% 64)) +% f436)]) * Float(bitPattern: 0x3f000000))
+        var w443: Float = (((arena[((2113280 +% (c437 *% 64)) +% f436)] * Float(bitPattern: 0x3f000000)) + (arena[((2121472 +% (c437 *% 64)) +% f436)] * Float(bitPattern: 0x3f000000))) + (arena[((2129664 +% (c437 *% 64)) +% f436)] * Float(1)))
+        var w444: Float = (((arena[((2107136 +% (c437 *% 64)) +% f436)] * Float(1)) + (arena[((2115328 +% (c437 *% 64)) +% f436)] * Float(bitPattern: 0x3f000000))) + (arena[((2123520 +% (c437 *% 64)) +% f436)] * Float(bitPattern: 0x3f000000)))
+        var w445: Float = ((arena[((2115328 +% (c437 *% 64)) +% f436)] - arena[((2123520 +% (c437 *% 64)) +% f436)]) * Float(bitPattern: 0x3f000000))
+        var w446: Float = (((arena[((2115328 +% (c437 *% 64)) +% f436)] * Float(bitPattern: 0x3f000000)) + (arena[((2123520 +% (c437 *% 64)) +% f436)] * Float(bitPattern: 0x3f000000))) + (arena[((2131712 +% (c437 *% 64)) +% f436)] * Float(1)))
+        var w447: Float = (((arena[((2109184 +% (c437 *% 64)) +% f436)] * Float(1)) + (arena[((2117376 +% (c437 *% 64)) +% f436)] * Float(bitPattern: 0x3f000000))) + (arena[((2125568 +% (c437 *% 64)) +% f436)] * Float(bitPattern: 0x3f000000)))
+        var w448: Float = ((arena[((2117376 +% (c437 *% 64)) +% f436)] - arena[((2125568 +% (c437 *% 64)) +% f436)]) * Float(bitPattern: 0x3f000000))
+        var w449: Float = (((arena[((2117376 +% (c437 *% 64)) +% f436)] * Float(bitPattern: 0x3f000000)) + (arena[((2125568 +% (c437 *% 64)) +% f436)] * Float(bitPattern: 0x3f000000))) + (arena[((2133760 +% (c437 *% 64)) +% f436)] * Float(1)))
+        var w450: Float = (((w438 * Float(1)) + (w441 * Float(bitPattern: 0x3f000000))) + (w444 * Float(bitPattern: 0x3f000000)))
+        var w451: Float = ((w441 - w444) * Float(bitPattern: 0x3f000000))
+        var w452: Float = (((w441 * Float(bitPattern: 0x3f000000)) + (w444 * Float(bitPattern: 0x3f000000))) + (w447 * Float(1)))
+        var w453: Float = (((w439 * Float(1)) + (w442 * Float(bitPattern: 0x3f000000))) + (w445 * Float(bitPattern: 0x3f000000)))
+        var w454: Float = ((w442 - w445) * Float(bitPattern: 0x3f000000))
+        var w455: Float = (((w442 * Float(bitPattern: 0x3f000000)) + (w445 * Float(bitPattern: 0x3f000000))) + (w448 * Float(1)))
+        var w456: Float = (((w440 * Float(1)) + (w443 * Float(bitPattern: 0x3f000000))) + (w446 * Float(bitPattern: 0x3f000000)))
+        var w457: Float = ((w443 - w446) * Float(bitPattern: 0x3f000000))
+        var w458: Float = (((w443 * Float(bitPattern: 0x3f000000)) + (w446 * Float(bitPattern: 0x3f000000))) + (w449 * Float(1)))
+        grads[(352 +% (((f436 *% 32) +% c437) *% 9))] = w450
+        grads[((352 +% (((f436 *% 32) +% c437) *% 9)) +% 1)] = w451
+        grads[((352 +% (((f436 *% 32) +% c437) *% 9)) +% 2)] = w452
+        grads[((352 +% (((f436 *% 32) +% c437) *% 9)) +% 3)] = w453
+        grads[((352 +% (((f436 *% 32) +% c437) *% 9)) +% 4)] = w454
+        grads[((352 +% (((f436 *% 32) +% c437) *% 9)) +% 5)] = w455
+        grads[((352 +% (((f436 *% 32) +% c437) *% 9)) +% 6)] = w456
+        grads[((352 +% (((f436 *% 32) +% c437) *% 9)) +% 7)] = w457
+        grads[((352 +% (((f436 *% 32) +% c437) *% 9)) +% 8)] = w458
+      }
     }
   }
   // pool1_grad = conv2d_grad_input(conv2_grad, conv2.weight, pool1)
-  for ci459 in 0..<64 {
-    for co460 in 0..<32 {
-      var w461: Float = params[((352 +% (((ci459 *% 32) +% co460) *% 9)) +% 8)]
-      var w462: Float = (((params[((352 +% (((ci459 *% 32) +% co460) *% 9)) +% 8)] + params[((352 +% (((ci459 *% 32) +% co460) *% 9)) +% 5)]) + params[((352 +% (((ci459 *% 32) +% co460) *% 9)) +% 2)]) * Float(bitPattern: 0x3f000000))
-      var w463: Float = (((params[((352 +% (((ci459 *% 32) +% co460) *% 9)) +% 8)] + params[((352 +% (((ci459 *% 32) +% co460) *% 9)) +% 2)]) - params[((352 +% (((ci459 *% 32) +% co460) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
-      var w464: Float = params[((352 +% (((ci459 *% 32) +% co460) *% 9)) +% 2)]
-      var w465: Float = params[((352 +% (((ci459 *% 32) +% co460) *% 9)) +% 7)]
-      var w466: Float = (((params[((352 +% (((ci459 *% 32) +% co460) *% 9)) +% 7)] + params[((352 +% (((ci459 *% 32) +% co460) *% 9)) +% 4)]) + params[((352 +% (((ci459 *% 32) +% co460) *% 9)) +% 1)]) * Float(bitPattern: 0x3f000000))
-      var w467: Float = (((params[((352 +% (((ci459 *% 32) +% co460) *% 9)) +% 7)] + params[((352 +% (((ci459 *% 32) +% co460) *% 9)) +% 1)]) - params[((352 +% (((ci459 *% 32) +% co460) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
-      var w468: Float = params[((352 +% (((ci459 *% 32) +% co460) *% 9)) +% 1)]
-      var w469: Float = params[((352 +% (((ci459 *% 32) +% co460) *% 9)) +% 6)]
-      var w470: Float = (((params[((352 +% (((ci459 *% 32) +% co460) *% 9)) +% 6)] + params[((352 +% (((ci459 *% 32) +% co460) *% 9)) +% 3)]) + params[(352 +% (((ci459 *% 32) +% co460) *% 9))]) * Float(bitPattern: 0x3f000000))
-      var w471: Float = (((params[((352 +% (((ci459 *% 32) +% co460) *% 9)) +% 6)] + params[(352 +% (((ci459 *% 32) +% co460) *% 9))]) - params[((352 +% (((ci459 *% 32) +% co460) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
-      var w472: Float = params[(352 +% (((ci459 *% 32) +% co460) *% 9))]
-      var w473: Float = w461
-      var w474: Float = (((w461 + w465) + w469) * Float(bitPattern: 0x3f000000))
-      var w475: Float = (((w461 + w469) - w465) * Float(bitPattern: 0x3f000000))
-      var w476: Float = w469
-      var w477: Float = w462
-      var w478: Float = (((w462 + w466) + w470) * Float(bitPattern: 0x3f000000))
-      var w479: Float = (((w462 + w470) - w466) * Float(bitPattern: 0x3f000000))
-      var w480: Float = w470
-      var w481: Float = w463
-      var w482: Float = (((w463 + w467) + w471) * Float(bitPattern: 0x3f000000))
-      var w483: Float = (((w463 + w471) - w467) * Float(bitPattern: 0x3f000000))
-      var w484: Float = w471
-      var w485: Float = w464
-      var w486: Float = (((w464 + w468) + w472) * Float(bitPattern: 0x3f000000))
-      var w487: Float = (((w464 + w472) - w468) * Float(bitPattern: 0x3f000000))
-      var w488: Float = w472
-      arena[((2408448 +% (ci459 *% 32)) +% co460)] = w473
-      arena[((2410496 +% (ci459 *% 32)) +% co460)] = w474
-      arena[((2412544 +% (ci459 *% 32)) +% co460)] = w475
-      arena[((2414592 +% (ci459 *% 32)) +% co460)] = w476
-      arena[((2416640 +% (ci459 *% 32)) +% co460)] = w477
-      arena[((2418688 +% (ci459 *% 32)) +% co460)] = w478
-      arena[((2420736 +% (ci459 *% 32)) +% co460)] = w479
-      arena[((2422784 +% (ci459 *% 32)) +% co460)] = w480
-      arena[((2424832 +% (ci459 *% 32)) +% co460)] = w481
-      arena[((2426880 +% (ci459 *% 32)) +% co460)] = w482
-      arena[((2428928 +% (ci459 *% 32)) +% co460)] = w483
-      arena[((2430976 +% (ci459 *% 32)) +% co460)] = w484
-      arena[((2433024 +% (ci459 *% 32)) +% co460)] = w485
-      arena[((2435072 +% (ci459 *% 32)) +% co460)] = w486
-      arena[((2437120 +% (ci459 *% 32)) +% co460)] = w487
-      arena[((2439168 +% (ci459 *% 32)) +% co460)] = w488
+  do {  // scalar loops
+    for ci459 in 0..<64 {
+      for co460 in 0..<32 {
+        var w461: Float = params[((352 +% (((ci459 *% 32) +% co460) *% 9)) +% 8)]
+        var w462: Float = (((params[((352 +% (((ci459 *% 32) +% co460) *% 9)) +% 8)] + params[((352 +% (((ci459 *% 32) +% co460) *% 9)) +% 5)]) + params[((352 +% (((ci459 *% 32) +% co460) *% 9)) +% 2)]) * Float(bitPattern: 0x3f000000))
+        var w463: Float = (((params[((352 +% (((ci459 *% 32) +% co460) *% 9)) +% 8)] + params[((352 +% (((ci459 *% 32) +% co460) *% 9)) +% 2)]) - params[((352 +% (((ci459 *% 32) +% co460) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
+        var w464: Float = params[((352 +% (((ci459 *% 32) +% co460) *% 9)) +% 2)]
+        var w465: Float = params[((352 +% (((ci459 *% 32) +% co460) *% 9)) +% 7)]
+        var w466: Float = (((params[((352 +% (((ci459 *% 32) +% co460) *% 9)) +% 7)] + params[((352 +% (((ci459 *% 32) +% co460) *% 9)) +% 4)]) + params[((352 +% (((ci459 *% 32) +% co460) *% 9)) +% 1)]) * Float(bitPattern: 0x3f000000))
+        var w467: Float = (((params[((352 +% (((ci459 *% 32) +% co460) *% 9)) +% 7)] + params[((352 +% (((ci459 *% 32) +% co460) *% 9)) +% 1)]) - params[((352 +% (((ci459 *% 32) +% co460) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
+        var w468: Float = params[((352 +% (((ci459 *% 32) +% co460) *% 9)) +% 1)]
+        var w469: Float = params[((352 +% (((ci459 *% 32) +% co460) *% 9)) +% 6)]
+        var w470: Float = (((params[((352 +% (((ci459 *% 32) +% co460) *% 9)) +% 6)] + params[((352 +% (((ci459 *% 32) +% co460) *% 9)) +% 3)]) + params[(352 +% (((ci459 *% 32) +% co460) *% 9))]) * Float(bitPattern: 0x3f000000))
+        var w471: Float = (((params[((352 +% (((ci459 *% 32) +% co460) *% 9)) +% 6)] + params[(352 +% (((ci459 *% 32) +% co460) *% 9))]) - params[((352 +% (((ci459 *% 32) +% co460) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
+        var w472: Float = params[(352 +% (((ci459 *% 32) +% co460) *% 9))]
+        var w473: Float = w461
+        var w474: Float = (((w461 + w465) + w469) * Float(bitPattern: 0x3f000000))
+        var w475: Float = (((w461 + w469) - w465) * Float(bitPattern: 0x3f000000))
+        var w476: Float = w469
+        var w477: Float = w462
+        var w478: Float = (((w462 + w466) + w470) * Float(bitPattern: 0x3f000000))
+        var w479: Float = (((w462 + w470) - w466) * Float(bitPattern: 0x3f000000))
+        var w480: Float = w470
+        var w481: Float = w463
+        var w482: Float = (((w463 + w467) + w471) * Float(bitPattern: 0x3f000000))
+        var w483: Float = (((w463 + w471) - w467) * Float(bitPattern: 0x3f000000))
+        var w484: Float = w471
+        var w485: Float = w464
+        var w486: Float = (((w464 + w468) + w472) * Float(bitPattern: 0x3f000000))
+        var w487: Float = (((w464 + w472) - w468) * Float(bitPattern: 0x3f000000))
+        var w488: Float = w472
+        arena[((2408448 +% (ci459 *% 32)) +% co460)] = w473
+        arena[((2410496 +% (ci459 *% 32)) +% co460)] = w474
+        arena[((2412544 +% (ci459 *% 32)) +% co460)] = w475
+        arena[((2414592 +% (ci459 *% 32)) +% co460)] = w476
+        arena[((2416640 +% (ci459 *% 32)) +% co460)] = w477
+        arena[((2418688 +% (ci459 *% 32)) +% co460)] = w478
+        arena[((2420736 +% (ci459 *% 32)) +% co460)] = w479
+        arena[((2422784 +% (ci459 *% 32)) +% co460)] = w480
+        arena[((2424832 +% (ci459 *% 32)) +% co460)] = w481
+        arena[((2426880 +% (ci459 *% 32)) +% co460)] = w482
+        arena[((2428928 +% (ci459 *% 32)) +% co460)] = w483
+        arena[((2430976 +% (ci459 *% 32)) +% co460)] = w484
+        arena[((2433024 +% (ci459 *% 32)) +% co460)] = w485
+        arena[((2435072 +% (ci459 *% 32)) +% co460)] = w486
+        arena[((2437120 +% (ci459 *% 32)) +% co460)] = w487
+        arena[((2439168 +% (ci459 *% 32)) +% co460)] = w488
+      }
     }
   }
   for i489 in 0..<2048 {
@@ -2124,52 +2130,54 @@ public func bncnn_infer_b64(
   }
   // conv2 = conv2d_relu_maxpool(conv1, bn2)
   parallelFor(pool, 2) { part72 in
-    for ci73 in 0..<32 {
-      for co74 in 0..<32 {
-        var w75: Float = params[(352 +% (((((part72 *% 32) +% co74) *% 32) +% ci73) *% 9))]
-        var w76: Float = (((params[(352 +% (((((part72 *% 32) +% co74) *% 32) +% ci73) *% 9))] + params[((352 +% (((((part72 *% 32) +% co74) *% 32) +% ci73) *% 9)) +% 3)]) + params[((352 +% (((((part72 *% 32) +% co74) *% 32) +% ci73) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
-        var w77: Float = (((params[(352 +% (((((part72 *% 32) +% co74) *% 32) +% ci73) *% 9))] + params[((352 +% (((((part72 *% 32) +% co74) *% 32) +% ci73) *% 9)) +% 6)]) - params[((352 +% (((((part72 *% 32) +% co74) *% 32) +% ci73) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
-        var w78: Float = params[((352 +% (((((part72 *% 32) +% co74) *% 32) +% ci73) *% 9)) +% 6)]
-        var w79: Float = params[((352 +% (((((part72 *% 32) +% co74) *% 32) +% ci73) *% 9)) +% 1)]
-        var w80: Float = (((params[((352 +% (((((part72 *% 32) +% co74) *% 32) +% ci73) *% 9)) +% 1)] + params[((352 +% (((((part72 *% 32) +% co74) *% 32) +% ci73) *% 9)) +% 4)]) + params[((352 +% (((((part72 *% 32) +% co74) *% 32) +% ci73) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
-        var w81: Float = (((params[((352 +% (((((part72 *% 32) +% co74) *% 32) +% ci73) *% 9)) +% 1)] + params[((352 +% (((((part72 *% 32) +% co74) *% 32) +% ci73) *% 9)) +% 7)]) - params[((352 +% (((((part72 *% 32) +% co74) *% 32) +% ci73) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
-        var w82: Float = params[((352 +% (((((part72 *% 32) +% co74) *% 32) +% ci73) *% 9)) +% 7)]
-        var w83: Float = params[((352 +% (((((part72 *% 32) +% co74) *% 32) +% ci73) *% 9)) +% 2)]
-        var w84: Float = (((params[((352 +% (((((part72 *% 32) +% co74) *% 32) +% ci73) *% 9)) +% 2)] + params[((352 +% (((((part72 *% 32) +% co74) *% 32) +% ci73) *% 9)) +% 5)]) + params[((352 +% (((((part72 *% 32) +% co74) *% 32) +% ci73) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
-        var w85: Float = (((params[((352 +% (((((part72 *% 32) +% co74) *% 32) +% ci73) *% 9)) +% 2)] + params[((352 +% (((((part72 *% 32) +% co74) *% 32) +% ci73) *% 9)) +% 8)]) - params[((352 +% (((((part72 *% 32) +% co74) *% 32) +% ci73) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
-        var w86: Float = params[((352 +% (((((part72 *% 32) +% co74) *% 32) +% ci73) *% 9)) +% 8)]
-        var w87: Float = w75
-        var w88: Float = (((w75 + w79) + w83) * Float(bitPattern: 0x3f000000))
-        var w89: Float = (((w75 + w83) - w79) * Float(bitPattern: 0x3f000000))
-        var w90: Float = w83
-        var w91: Float = w76
-        var w92: Float = (((w76 + w80) + w84) * Float(bitPattern: 0x3f000000))
-        var w93: Float = (((w76 + w84) - w80) * Float(bitPattern: 0x3f000000))
-        var w94: Float = w84
-        var w95: Float = w77
-        var w96: Float = (((w77 + w81) + w85) * Float(bitPattern: 0x3f000000))
-        var w97: Float = (((w77 + w85) - w81) * Float(bitPattern: 0x3f000000))
-        var w98: Float = w85
-        var w99: Float = w78
-        var w100: Float = (((w78 + w82) + w86) * Float(bitPattern: 0x3f000000))
-        var w101: Float = (((w78 + w86) - w82) * Float(bitPattern: 0x3f000000))
-        var w102: Float = w86
-        arena[((803008 +% (ci73 *% 64)) +% ((part72 *% 32) +% co74))] = w87
-        arena[((805056 +% (ci73 *% 64)) +% ((part72 *% 32) +% co74))] = w88
-        arena[((807104 +% (ci73 *% 64)) +% ((part72 *% 32) +% co74))] = w89
-        arena[((809152 +% (ci73 *% 64)) +% ((part72 *% 32) +% co74))] = w90
-        arena[((811200 +% (ci73 *% 64)) +% ((part72 *% 32) +% co74))] = w91
-        arena[((813248 +% (ci73 *% 64)) +% ((part72 *% 32) +% co74))] = w92
-        arena[((815296 +% (ci73 *% 64)) +% ((part72 *% 32) +% co74))] = w93
-        arena[((817344 +% (ci73 *% 64)) +% ((part72 *% 32) +% co74))] = w94
-        arena[((819392 +% (ci73 *% 64)) +% ((part72 *% 32) +% co74))] = w95
-        arena[((821440 +% (ci73 *% 64)) +% ((part72 *% 32) +% co74))] = w96
-        arena[((823488 +% (ci73 *% 64)) +% ((part72 *% 32) +% co74))] = w97
-        arena[((825536 +% (ci73 *% 64)) +% ((part72 *% 32) +% co74))] = w98
-        arena[((827584 +% (ci73 *% 64)) +% ((part72 *% 32) +% co74))] = w99
-        arena[((829632 +% (ci73 *% 64)) +% ((part72 *% 32) +% co74))] = w100
-        arena[((831680 +% (ci73 *% 64)) +% ((part72 *% 32) +% co74))] = w101
-        arena[((833728 +% (ci73 *% 64)) +% ((part72 *% 32) +% co74))] = w102
+    do {  // scalar loops
+      for ci73 in 0..<32 {
+        for co74 in 0..<32 {
+          var w75: Float = params[(352 +% (((((part72 *% 32) +% co74) *% 32) +% ci73) *% 9))]
+          var w76: Float = (((params[(352 +% (((((part72 *% 32) +% co74) *% 32) +% ci73) *% 9))] + params[((352 +% (((((part72 *% 32) +% co74) *% 32) +% ci73) *% 9)) +% 3)]) + params[((352 +% (((((part72 *% 32) +% co74) *% 32) +% ci73) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
+          var w77: Float = (((params[(352 +% (((((part72 *% 32) +% co74) *% 32) +% ci73) *% 9))] + params[((352 +% (((((part72 *% 32) +% co74) *% 32) +% ci73) *% 9)) +% 6)]) - params[((352 +% (((((part72 *% 32) +% co74) *% 32) +% ci73) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
+          var w78: Float = params[((352 +% (((((part72 *% 32) +% co74) *% 32) +% ci73) *% 9)) +% 6)]
+          var w79: Float = params[((352 +% (((((part72 *% 32) +% co74) *% 32) +% ci73) *% 9)) +% 1)]
+          var w80: Float = (((params[((352 +% (((((part72 *% 32) +% co74) *% 32) +% ci73) *% 9)) +% 1)] + params[((352 +% (((((part72 *% 32) +% co74) *% 32) +% ci73) *% 9)) +% 4)]) + params[((352 +% (((((part72 *% 32) +% co74) *% 32) +% ci73) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
+          var w81: Float = (((params[((352 +% (((((part72 *% 32) +% co74) *% 32) +% ci73) *% 9)) +% 1)] + params[((352 +% (((((part72 *% 32) +% co74) *% 32) +% ci73) *% 9)) +% 7)]) - params[((352 +% (((((part72 *% 32) +% co74) *% 32) +% ci73) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
+          var w82: Float = params[((352 +% (((((part72 *% 32) +% co74) *% 32) +% ci73) *% 9)) +% 7)]
+          var w83: Float = params[((352 +% (((((part72 *% 32) +% co74) *% 32) +% ci73) *% 9)) +% 2)]
+          var w84: Float = (((params[((352 +% (((((part72 *% 32) +% co74) *% 32) +% ci73) *% 9)) +% 2)] + params[((352 +% (((((part72 *% 32) +% co74) *% 32) +% ci73) *% 9)) +% 5)]) + params[((352 +% (((((part72 *% 32) +% co74) *% 32) +% ci73) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
+          var w85: Float = (((params[((352 +% (((((part72 *% 32) +% co74) *% 32) +% ci73) *% 9)) +% 2)] + params[((352 +% (((((part72 *% 32) +% co74) *% 32) +% ci73) *% 9)) +% 8)]) - params[((352 +% (((((part72 *% 32) +% co74) *% 32) +% ci73) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
+          var w86: Float = params[((352 +% (((((part72 *% 32) +% co74) *% 32) +% ci73) *% 9)) +% 8)]
+          var w87: Float = w75
+          var w88: Float = (((w75 + w79) + w83) * Float(bitPattern: 0x3f000000))
+          var w89: Float = (((w75 + w83) - w79) * Float(bitPattern: 0x3f000000))
+          var w90: Float = w83
+          var w91: Float = w76
+          var w92: Float = (((w76 + w80) + w84) * Float(bitPattern: 0x3f000000))
+          var w93: Float = (((w76 + w84) - w80) * Float(bitPattern: 0x3f000000))
+          var w94: Float = w84
+          var w95: Float = w77
+          var w96: Float = (((w77 + w81) + w85) * Float(bitPattern: 0x3f000000))
+          var w97: Float = (((w77 + w85) - w81) * Float(bitPattern: 0x3f000000))
+          var w98: Float = w85
+          var w99: Float = w78
+          var w100: Float = (((w78 + w82) + w86) * Float(bitPattern: 0x3f000000))
+          var w101: Float = (((w78 + w86) - w82) * Float(bitPattern: 0x3f000000))
+          var w102: Float = w86
+          arena[((803008 +% (ci73 *% 64)) +% ((part72 *% 32) +% co74))] = w87
+          arena[((805056 +% (ci73 *% 64)) +% ((part72 *% 32) +% co74))] = w88
+          arena[((807104 +% (ci73 *% 64)) +% ((part72 *% 32) +% co74))] = w89
+          arena[((809152 +% (ci73 *% 64)) +% ((part72 *% 32) +% co74))] = w90
+          arena[((811200 +% (ci73 *% 64)) +% ((part72 *% 32) +% co74))] = w91
+          arena[((813248 +% (ci73 *% 64)) +% ((part72 *% 32) +% co74))] = w92
+          arena[((815296 +% (ci73 *% 64)) +% ((part72 *% 32) +% co74))] = w93
+          arena[((817344 +% (ci73 *% 64)) +% ((part72 *% 32) +% co74))] = w94
+          arena[((819392 +% (ci73 *% 64)) +% ((part72 *% 32) +% co74))] = w95
+          arena[((821440 +% (ci73 *% 64)) +% ((part72 *% 32) +% co74))] = w96
+          arena[((823488 +% (ci73 *% 64)) +% ((part72 *% 32) +% co74))] = w97
+          arena[((825536 +% (ci73 *% 64)) +% ((part72 *% 32) +% co74))] = w98
+          arena[((827584 +% (ci73 *% 64)) +% ((part72 *% 32) +% co74))] = w99
+          arena[((829632 +% (ci73 *% 64)) +% ((part72 *% 32) +% co74))] = w100
+          arena[((831680 +% (ci73 *% 64)) +% ((part72 *% 32) +% co74))] = w101
+          arena[((833728 +% (ci73 *% 64)) +% ((part72 *% 32) +% co74))] = w102
+        }
       }
     }
   }

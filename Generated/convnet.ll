@@ -1489,12 +1489,12 @@ conv2.co28:                                       ; preds = %conv2.co28, %conv2.
   store float %w56, ptr %arena62, align 4
   %co28.next = add nsw i64 %conv2.co282, 1
   %231 = icmp slt i64 %co28.next, 64
-  br i1 %231, label %conv2.co28, label %conv2.co28.end
+  br i1 %231, label %conv2.co28, label %conv2.co28.end, !llvm.loop !0
 
 conv2.co28.end:                                   ; preds = %conv2.co28
   %ci27.next = add nsw i64 %conv2.ci271, 1
   %232 = icmp slt i64 %ci27.next, 32
-  br i1 %232, label %conv2.ci27, label %conv2.ci27.end
+  br i1 %232, label %conv2.ci27, label %conv2.ci27.end, !llvm.loop !2
 
 conv2.i57:                                        ; preds = %conv2.i57, %conv2.ci27.end
   %conv2.i5763 = phi i64 [ 0, %conv2.ci27.end ], [ %i57.next, %conv2.i57 ]
@@ -7574,12 +7574,12 @@ conv2_weight_grad.c301:                           ; preds = %conv2_weight_grad.c
   store float %w322, ptr %grads194, align 4
   %c301.next = add nsw i64 %conv2_weight_grad.c301141, 1
   %1173 = icmp slt i64 %c301.next, 32
-  br i1 %1173, label %conv2_weight_grad.c301, label %conv2_weight_grad.c301.end
+  br i1 %1173, label %conv2_weight_grad.c301, label %conv2_weight_grad.c301.end, !llvm.loop !3
 
 conv2_weight_grad.c301.end:                       ; preds = %conv2_weight_grad.c301
   %f300.next = add nsw i64 %conv2_weight_grad.f300140, 1
   %1174 = icmp slt i64 %f300.next, 64
-  br i1 %1174, label %conv2_weight_grad.f300, label %conv2_weight_grad.f300.end
+  br i1 %1174, label %conv2_weight_grad.f300, label %conv2_weight_grad.f300.end, !llvm.loop !4
 }
 
 ; Function Attrs: noinline
@@ -8129,12 +8129,12 @@ relu1_grad.co335:                                 ; preds = %relu1_grad.co335, %
   store float %w363, ptr %arena62, align 4
   %co335.next = add nsw i64 %relu1_grad.co3352, 1
   %231 = icmp slt i64 %co335.next, 32
-  br i1 %231, label %relu1_grad.co335, label %relu1_grad.co335.end
+  br i1 %231, label %relu1_grad.co335, label %relu1_grad.co335.end, !llvm.loop !5
 
 relu1_grad.co335.end:                             ; preds = %relu1_grad.co335
   %ci334.next = add nsw i64 %relu1_grad.ci3341, 1
   %232 = icmp slt i64 %ci334.next, 64
-  br i1 %232, label %relu1_grad.ci334, label %relu1_grad.ci334.end
+  br i1 %232, label %relu1_grad.ci334, label %relu1_grad.ci334.end, !llvm.loop !6
 
 relu1_grad.i364:                                  ; preds = %relu1_grad.i364, %relu1_grad.ci334.end
   %relu1_grad.i36463 = phi i64 [ 0, %relu1_grad.ci334.end ], [ %i364.next, %relu1_grad.i364 ]
@@ -13657,12 +13657,12 @@ conv2.co29:                                       ; preds = %conv2.co29, %conv2.
   store float %w57, ptr %arena62, align 4
   %co29.next = add nsw i64 %conv2.co292, 1
   %312 = icmp slt i64 %co29.next, 32
-  br i1 %312, label %conv2.co29, label %conv2.co29.end
+  br i1 %312, label %conv2.co29, label %conv2.co29.end, !llvm.loop !7
 
 conv2.co29.end:                                   ; preds = %conv2.co29
   %ci28.next = add nsw i64 %conv2.ci281, 1
   %313 = icmp slt i64 %ci28.next, 32
-  br i1 %313, label %conv2.ci28, label %conv2.ci28.end
+  br i1 %313, label %conv2.ci28, label %conv2.ci28.end, !llvm.loop !8
 }
 
 define internal void @convnet_infer_b64.k1.conv2.part27.task(ptr %0, i64 %1) {
@@ -15808,3 +15808,13 @@ fc2.u159.end:                                     ; preds = %fc2.u159
 attributes #0 = { "target-cpu"="x86-64-v3" }
 attributes #1 = { noinline "target-cpu"="x86-64-v3" }
 attributes #2 = { nocallback nofree nosync nounwind speculatable willreturn memory(none) }
+
+!0 = distinct !{!0, !1}
+!1 = !{!"llvm.loop.vectorize.enable", i1 false}
+!2 = distinct !{!2, !1}
+!3 = distinct !{!3, !1}
+!4 = distinct !{!4, !1}
+!5 = distinct !{!5, !1}
+!6 = distinct !{!6, !1}
+!7 = distinct !{!7, !1}
+!8 = distinct !{!8, !1}

@@ -229,52 +229,54 @@ public func convnet_train_b64(
     }
   }
   // conv2 = conv2d_relu_maxpool(conv1)
-  for ci27 in 0..<32 {
-    for co28 in 0..<64 {
-      var w29: Float = params[(320 +% (((co28 *% 32) +% ci27) *% 9))]
-      var w30: Float = (((params[(320 +% (((co28 *% 32) +% ci27) *% 9))] + params[((320 +% (((co28 *% 32) +% ci27) *% 9)) +% 3)]) + params[((320 +% (((co28 *% 32) +% ci27) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
-      var w31: Float = (((params[(320 +% (((co28 *% 32) +% ci27) *% 9))] + params[((320 +% (((co28 *% 32) +% ci27) *% 9)) +% 6)]) - params[((320 +% (((co28 *% 32) +% ci27) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
-      var w32: Float = params[((320 +% (((co28 *% 32) +% ci27) *% 9)) +% 6)]
-      var w33: Float = params[((320 +% (((co28 *% 32) +% ci27) *% 9)) +% 1)]
-      var w34: Float = (((params[((320 +% (((co28 *% 32) +% ci27) *% 9)) +% 1)] + params[((320 +% (((co28 *% 32) +% ci27) *% 9)) +% 4)]) + params[((320 +% (((co28 *% 32) +% ci27) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
-      var w35: Float = (((params[((320 +% (((co28 *% 32) +% ci27) *% 9)) +% 1)] + params[((320 +% (((co28 *% 32) +% ci27) *% 9)) +% 7)]) - params[((320 +% (((co28 *% 32) +% ci27) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
-      var w36: Float = params[((320 +% (((co28 *% 32) +% ci27) *% 9)) +% 7)]
-      var w37: Float = params[((320 +% (((co28 *% 32) +% ci27) *% 9)) +% 2)]
-      var w38: Float = (((params[((320 +% (((co28 *% 32) +% ci27) *% 9)) +% 2)] + params[((320 +% (((co28 *% 32) +% ci27) *% 9)) +% 5)]) + params[((320 +% (((co28 *% 32) +% ci27) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
-      var w39: Float = (((params[((320 +% (((co28 *% 32) +% ci27) *% 9)) +% 2)] + params[((320 +% (((co28 *% 32) +% ci27) *% 9)) +% 8)]) - params[((320 +% (((co28 *% 32) +% ci27) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
-      var w40: Float = params[((320 +% (((co28 *% 32) +% ci27) *% 9)) +% 8)]
-      var w41: Float = w29
-      var w42: Float = (((w29 + w33) + w37) * Float(bitPattern: 0x3f000000))
-      var w43: Float = (((w29 + w37) - w33) * Float(bitPattern: 0x3f000000))
-      var w44: Float = w37
-      var w45: Float = w30
-      var w46: Float = (((w30 + w34) + w38) * Float(bitPattern: 0x3f000000))
-      var w47: Float = (((w30 + w38) - w34) * Float(bitPattern: 0x3f000000))
-      var w48: Float = w38
-      var w49: Float = w31
-      var w50: Float = (((w31 + w35) + w39) * Float(bitPattern: 0x3f000000))
-      var w51: Float = (((w31 + w39) - w35) * Float(bitPattern: 0x3f000000))
-      var w52: Float = w39
-      var w53: Float = w32
-      var w54: Float = (((w32 + w36) + w40) * Float(bitPattern: 0x3f000000))
-      var w55: Float = (((w32 + w40) - w36) * Float(bitPattern: 0x3f000000))
-      var w56: Float = w40
-      arena[((3211264 +% (ci27 *% 64)) +% co28)] = w41
-      arena[((3213312 +% (ci27 *% 64)) +% co28)] = w42
-      arena[((3215360 +% (ci27 *% 64)) +% co28)] = w43
-      arena[((3217408 +% (ci27 *% 64)) +% co28)] = w44
-      arena[((3219456 +% (ci27 *% 64)) +% co28)] = w45
-      arena[((3221504 +% (ci27 *% 64)) +% co28)] = w46
-      arena[((3223552 +% (ci27 *% 64)) +% co28)] = w47
-      arena[((3225600 +% (ci27 *% 64)) +% co28)] = w48
-      arena[((3227648 +% (ci27 *% 64)) +% co28)] = w49
-      arena[((3229696 +% (ci27 *% 64)) +% co28)] = w50
-      arena[((3231744 +% (ci27 *% 64)) +% co28)] = w51
-      arena[((3233792 +% (ci27 *% 64)) +% co28)] = w52
-      arena[((3235840 +% (ci27 *% 64)) +% co28)] = w53
-      arena[((3237888 +% (ci27 *% 64)) +% co28)] = w54
-      arena[((3239936 +% (ci27 *% 64)) +% co28)] = w55
-      arena[((3241984 +% (ci27 *% 64)) +% co28)] = w56
+  do {  // scalar loops
+    for ci27 in 0..<32 {
+      for co28 in 0..<64 {
+        var w29: Float = params[(320 +% (((co28 *% 32) +% ci27) *% 9))]
+        var w30: Float = (((params[(320 +% (((co28 *% 32) +% ci27) *% 9))] + params[((320 +% (((co28 *% 32) +% ci27) *% 9)) +% 3)]) + params[((320 +% (((co28 *% 32) +% ci27) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
+        var w31: Float = (((params[(320 +% (((co28 *% 32) +% ci27) *% 9))] + params[((320 +% (((co28 *% 32) +% ci27) *% 9)) +% 6)]) - params[((320 +% (((co28 *% 32) +% ci27) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
+        var w32: Float = params[((320 +% (((co28 *% 32) +% ci27) *% 9)) +% 6)]
+        var w33: Float = params[((320 +% (((co28 *% 32) +% ci27) *% 9)) +% 1)]
+        var w34: Float = (((params[((320 +% (((co28 *% 32) +% ci27) *% 9)) +% 1)] + params[((320 +% (((co28 *% 32) +% ci27) *% 9)) +% 4)]) + params[((320 +% (((co28 *% 32) +% ci27) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
+        var w35: Float = (((params[((320 +% (((co28 *% 32) +% ci27) *% 9)) +% 1)] + params[((320 +% (((co28 *% 32) +% ci27) *% 9)) +% 7)]) - params[((320 +% (((co28 *% 32) +% ci27) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
+        var w36: Float = params[((320 +% (((co28 *% 32) +% ci27) *% 9)) +% 7)]
+        var w37: Float = params[((320 +% (((co28 *% 32) +% ci27) *% 9)) +% 2)]
+        var w38: Float = (((params[((320 +% (((co28 *% 32) +% ci27) *% 9)) +% 2)] + params[((320 +% (((co28 *% 32) +% ci27) *% 9)) +% 5)]) + params[((320 +% (((co28 *% 32) +% ci27) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
+        var w39: Float = (((params[((320 +% (((co28 *% 32) +% ci27) *% 9)) +% 2)] + params[((320 +% (((co28 *% 32) +% ci27) *% 9)) +% 8)]) - params[((320 +% (((co28 *% 32) +% ci27) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
+        var w40: Float = params[((320 +% (((co28 *% 32) +% ci27) *% 9)) +% 8)]
+        var w41: Float = w29
+        var w42: Float = (((w29 + w33) + w37) * Float(bitPattern: 0x3f000000))
+        var w43: Float = (((w29 + w37) - w33) * Float(bitPattern: 0x3f000000))
+        var w44: Float = w37
+        var w45: Float = w30
+        var w46: Float = (((w30 + w34) + w38) * Float(bitPattern: 0x3f000000))
+        var w47: Float = (((w30 + w38) - w34) * Float(bitPattern: 0x3f000000))
+        var w48: Float = w38
+        var w49: Float = w31
+        var w50: Float = (((w31 + w35) + w39) * Float(bitPattern: 0x3f000000))
+        var w51: Float = (((w31 + w39) - w35) * Float(bitPattern: 0x3f000000))
+        var w52: Float = w39
+        var w53: Float = w32
+        var w54: Float = (((w32 + w36) + w40) * Float(bitPattern: 0x3f000000))
+        var w55: Float = (((w32 + w40) - w36) * Float(bitPattern: 0x3f000000))
+        var w56: Float = w40
+        arena[((3211264 +% (ci27 *% 64)) +% co28)] = w41
+        arena[((3213312 +% (ci27 *% 64)) +% co28)] = w42
+        arena[((3215360 +% (ci27 *% 64)) +% co28)] = w43
+        arena[((3217408 +% (ci27 *% 64)) +% co28)] = w44
+        arena[((3219456 +% (ci27 *% 64)) +% co28)] = w45
+        arena[((3221504 +% (ci27 *% 64)) +% co28)] = w46
+        arena[((3223552 +% (ci27 *% 64)) +% co28)] = w47
+        arena[((3225600 +% (ci27 *% 64)) +% co28)] = w48
+        arena[((3227648 +% (ci27 *% 64)) +% co28)] = w49
+        arena[((3229696 +% (ci27 *% 64)) +% co28)] = w50
+        arena[((3231744 +% (ci27 *% 64)) +% co28)] = w51
+        arena[((3233792 +% (ci27 *% 64)) +% co28)] = w52
+        arena[((3235840 +% (ci27 *% 64)) +% co28)] = w53
+        arena[((3237888 +% (ci27 *% 64)) +% co28)] = w54
+        arena[((3239936 +% (ci27 *% 64)) +% co28)] = w55
+        arena[((3241984 +% (ci27 *% 64)) +% co28)] = w56
+      }
     }
   }
   for i57 in 0..<3600 {
@@ -1001,38 +1003,40 @@ public func convnet_train_b64(
       sgemm(101, 112, 111, 32, 64, 196, 1, arena + (1634432 +% (xi299 *% 6272)), 32, arena + (1784960 +% (xi299 *% 12544)), 64, Float(bitPattern: 0x3f800000), arena + (1985664 +% (xi299 *% 2048)), 64)
     }
   }
-  for f300 in 0..<64 {
-    for c301 in 0..<32 {
-      var w302: Float = (((arena[((1985664 +% (c301 *% 64)) +% f300)] * Float(1)) + (arena[((1993856 +% (c301 *% 64)) +% f300)] * Float(bitPattern: 0x3f000000))) + (arena[((2002048 +% (c301 *% 64)) +% f300)] * Float(bitPattern: 0x3f000000)))
-      var w303: Float = ((arena[((1993856 +% (c301 *% 64)) +% f300)] - arena[((2002048 +% (c301 *% 64)) +% f300)]) * Float(bitPattern: 0x3f000000))
-      var w304: Float = (((arena[((1993856 +% (c301 *% 64)) +% f300)] * Float(bitPattern: 0x3f000000)) + (arena[((2002048 +% (c301 *% 64)) +% f300)] * Float(bitPattern: 0x3f000000))) + (arena[((2010240 +% (c301 *% 64)) +% f300)] * Float(1)))
-      var w305: Float = (((arena[((1987712 +% (c301 *% 64)) +% f300)] * Float(1)) + (arena[((1995904 +% (c301 *% 64)) +% f300)] * Float(bitPattern: 0x3f000000))) + (arena[((2004096 +% (c301 *% 64)) +% f300)] * Float(bitPattern: 0x3f000000)))
-      var w306: Float = ((arena[((1995904 +% (c301 *% 64)) +% f300)] - arena[((2004096 +% (c301 *% 64)) +% f300)]) * Float(bitPattern: 0x3f000000))
-      var w307: Float = (((arena[((1995904 +% (c301 *% 64)) +% f300)] * Float(bitPattern: 0x3f000000)) + (arena[((2004096 +% (c301 *% 64)) +% f300)] * Float(bitPattern: 0x3f000000))) + (arena[((2012288 +% (c301 *% 64)) +% f300)] * Float(1)))
-      var w308: Float = (((arena[((1989760 +% (c301 *% 64)) +% f300)] * Float(1)) + (arena[((1997952 +% (c301 *% 64)) +% f300)] * Float(bitPattern: 0x3f000000))) + (arena[((2006144 +% (c301 *% 64)) +% f300)] * Float(bitPattern: 0x3f000000)))
-      var w309: Float = ((arena[((1997952 +% (c301 *% 64)) +% f300)] - arena[((2006144 +% (c301 *% 64)) +% f300)]) * Float(bitPattern: 0x3f000000))
-      var w310: Float = (((arena[((1997952 +% (c301 *% 64)) +% f300)] * Float(bitPattern: 0x3f000000)) + (arena[((2006144 +% (c301 *% 64)) +% f300)] * Float(bitPattern: 0x3f000000))) + (arena[((2014336 +% (c301 *% 64)) +% f300)] * Float(1)))
-      var w311: Float = (((arena[((1991808 +% (c301 *% 64)) +% f300)] * Float(1)) + (arena[((2000000 +% (c301 *% 64)) +% f300)] * Float(bitPattern: 0x3f000000))) + (arena[((2008192 +% (c301 *% 64)) +% f300)] * Float(bitPattern: 0x3f000000)))
-      var w312: Float = ((arena[((2000000 +% (c301 *% 64)) +% f300)] - arena[((2008192 +% (c301 *% 64)) +% f300)]) * Float(bitPattern: 0x3f000000))
-      var w313: Float = (((arena[((2000000 +% (c301 *% 64)) +% f300)] * Float(bitPattern: 0x3f000000)) + (arena[((2008192 +% (c301 *% 64)) +% f300)] * Float(bitPattern: 0x3f000000))) + (arena[((2016384 +% (c301 *% 64)) +% f300)] * Float(1)))
-      var w314: Float = (((w302 * Float(1)) + (w305 * Float(bitPattern: 0x3f000000))) + (w308 * Float(bitPattern: 0x3f000000)))
-      var w315: Float = ((w305 - w308) * Float(bitPattern: 0x3f000000))
-      var w316: Float = (((w305 * Float(bitPattern: 0x3f000000)) + (w308 * Float(bitPattern: 0x3f000000))) + (w311 * Float(1)))
-      var w317: Float = (((w303 * Float(1)) + (w306 * Float(bitPattern: 0x3f000000))) + (w309 * Float(bitPattern: 0x3f000000)))
-      var w318: Float = ((w306 - w309) * Float(bitPattern: 0x3f000000))
-      var w319: Float = (((w306 * Float(bitPattern: 0x3f000000)) + (w309 * Float(bitPattern: 0x3f000000))) + (w312 * Float(1)))
-      var w320: Float = (((w304 * Float(1)) + (w307 * Float(bitPattern: 0x3f000000))) + (w310 * Float(bitPattern: 0x3f000000)))
-      var w321: Float = ((w307 - w310) * Float(bitPattern: 0x3f000000))
-      var w322: Float = (((w307 * Float(bitPattern: 0x3f000000)) + (w310 * Float(bitPattern: 0x3f000000))) + (w313 * Float(1)))
-      grads[(320 +% (((f300 *% 32) +% c301) *% 9))] = w314
-      grads[((320 +% (((f300 *% 32) +% c301) *% 9)) +% 1)] = w315
-      grads[((320 +% (((f300 *% 32) +% c301) *% 9)) +% 2)] = w316
-      grads[((320 +% (((f300 *% 32) +% c301) *% 9)) +% 3)] = w317
-      grads[((320 +% (((f300 *% 32) +% c301) *% 9)) +% 4)] = w318
-      grads[((320 +% (((f300 *% 32) +% c301) *% 9)) +% 5)] = w319
-      grads[((320 +% (((f300 *% 32) +% c301) *% 9)) +% 6)] = w320
-      grads[((320 +% (((f300 *% 32) +% c301) *% 9)) +% 7)] = w321
-      grads[((320 +% (((f300 *% 32) +% c301) *% 9)) +% 8)] = w322
+  do {  // scalar loops
+    for f300 in 0..<64 {
+      for c301 in 0..<32 {
+        var w302: Float = (((arena[((1985664 +% (c301 *% 64)) +% f300)] * Float(1)) + (arena[((1993856 +% (c301 *% 64)) +% f300)] * Float(bitPattern: 0x3f000000))) + (arena[((2002048 +% (c301 *% 64)) +% f300)] * Float(bitPattern: 0x3f000000)))
+        var w303: Float = ((arena[((1993856 +% (c301 *% 64)) +% f300)] - arena[((2002048 +% (c301 *% 64)) +% f300)]) * Float(bitPattern: 0x3f000000))
+        var w304: Float = (((arena[((1993856 +% (c301 *% 64)) +% f300)] * Float(bitPattern: 0x3f000000)) + (arena[((2002048 +% (c301 *% 64)) +% f300)] * Float(bitPattern: 0x3f000000))) + (arena[((2010240 +% (c301 *% 64)) +% f300)] * Float(1)))
+        var w305: Float = (((arena[((1987712 +% (c301 *% 64)) +% f300)] * Float(1)) + (arena[((1995904 +% (c301 *% 64)) +% f300)] * Float(bitPattern: 0x3f000000))) + (arena[((2004096 +% (c301 *% 64)) +% f300)] * Float(bitPattern: 0x3f000000)))
+        var w306: Float = ((arena[((1995904 +% (c301 *% 64)) +% f300)] - arena[((2004096 +% (c301 *% 64)) +% f300)]) * Float(bitPattern: 0x3f000000))
+        var w307: Float = (((arena[((1995904 +% (c301 *% 64)) +% f300)] * Float(bitPattern: 0x3f000000)) + (arena[((2004096 +% (c301 *% 64)) +% f300)] * Float(bitPattern: 0x3f000000))) + (arena[((2012288 +% (c301 *% 64)) +% f300)] * Float(1)))
+        var w308: Float = (((arena[((1989760 +% (c301 *% 64)) +% f300)] * Float(1)) + (arena[((1997952 +% (c301 *% 64)) +% f300)] * Float(bitPattern: 0x3f000000))) + (arena[((2006144 +% (c301 *% 64)) +% f300)] * Float(bitPattern: 0x3f000000)))
+        var w309: Float = ((arena[((1997952 +% (c301 *% 64)) +% f300)] - arena[((2006144 +% (c301 *% 64)) +% f300)]) * Float(bitPattern: 0x3f000000))
+        var w310: Float = (((arena[((1997952 +% (c301 *% 64)) +% f300)] * Float(bitPattern: 0x3f000000)) + (arena[((2006144 +% (c301 *% 64)) +% f300)] * Float(bitPattern: 0x3f000000))) + (arena[((2014336 +% (c301 *% 64)) +% f300)] * Float(1)))
+        var w311: Float = (((arena[((1991808 +% (c301 *% 64)) +% f300)] * Float(1)) + (arena[((2000000 +% (c301 *% 64)) +% f300)] * Float(bitPattern: 0x3f000000))) + (arena[((2008192 +% (c301 *% 64)) +% f300)] * Float(bitPattern: 0x3f000000)))
+        var w312: Float = ((arena[((2000000 +% (c301 *% 64)) +% f300)] - arena[((2008192 +% (c301 *% 64)) +% f300)]) * Float(bitPattern: 0x3f000000))
+        var w313: Float = (((arena[((2000000 +% (c301 *% 64)) +% f300)] * Float(bitPattern: 0x3f000000)) + (arena[((2008192 +% (c301 *% 64)) +% f300)] * Float(bitPattern: 0x3f000000))) + (arena[((2016384 +% (c301 *% 64)) +% f300)] * Float(1)))
+        var w314: Float = (((w302 * Float(1)) + (w305 * Float(bitPattern: 0x3f000000))) + (w308 * Float(bitPattern: 0x3f000000)))
+        var w315: Float = ((w305 - w308) * Float(bitPattern: 0x3f000000))
+        var w316: Float = (((w305 * Float(bitPattern: 0x3f000000)) + (w308 * Float(bitPattern: 0x3f000000))) + (w311 * Float(1)))
+        var w317: Float = (((w303 * Float(1)) + (w306 * Float(bitPattern: 0x3f000000))) + (w309 * Float(bitPattern: 0x3f000000)))
+        var w318: Float = ((w306 - w309) * Float(bitPattern: 0x3f000000))
+        var w319: Float = (((w306 * Float(bitPattern: 0x3f000000)) + (w309 * Float(bitPattern: 0x3f000000))) + (w312 * Float(1)))
+        var w320: Float = (((w304 * Float(1)) + (w307 * Float(bitPattern: 0x3f000000))) + (w310 * Float(bitPattern: 0x3f000000)))
+        var w321: Float = ((w307 - w310) * Float(bitPattern: 0x3f000000))
+        var w322: Float = (((w307 * Float(bitPattern: 0x3f000000)) + (w310 * Float(bitPattern: 0x3f000000))) + (w313 * Float(1)))
+        grads[(320 +% (((f300 *% 32) +% c301) *% 9))] = w314
+        grads[((320 +% (((f300 *% 32) +% c301) *% 9)) +% 1)] = w315
+        grads[((320 +% (((f300 *% 32) +% c301) *% 9)) +% 2)] = w316
+        grads[((320 +% (((f300 *% 32) +% c301) *% 9)) +% 3)] = w317
+        grads[((320 +% (((f300 *% 32) +% c301) *% 9)) +% 4)] = w318
+        grads[((320 +% (((f300 *% 32) +% c301) *% 9)) +% 5)] = w319
+        grads[((320 +% (((f300 *% 32) +% c301) *% 9)) +% 6)] = w320
+        grads[((320 +% (((f300 *% 32) +% c301) *% 9)) +% 7)] = w321
+        grads[((320 +% (((f300 *% 32) +% c301) *% 9)) +% 8)] = w322
+      }
     }
   }
   // conv2_bias_grad = conv2d_grad_bias(conv2_grad)
@@ -1054,52 +1058,54 @@ public func convnet_train_b64(
     grads[(18752 +% f323)] = sum333
   }
   // relu1_grad = conv2d_grad_input(conv2_grad, conv2.weight, conv1)
-  for ci334 in 0..<64 {
-    for co335 in 0..<32 {
-      var w336: Float = params[((320 +% (((ci334 *% 32) +% co335) *% 9)) +% 8)]
-      var w337: Float = (((params[((320 +% (((ci334 *% 32) +% co335) *% 9)) +% 8)] + params[((320 +% (((ci334 *% 32) +% co335) *% 9)) +% 5)]) + params[((320 +% (((ci334 *% 32) +% co335) *% 9)) +% 2)]) * Float(bitPattern: 0x3f000000))
-      var w338: Float = (((params[((320 +% (((ci334 *% 32) +% co335) *% 9)) +% 8)] + params[((320 +% (((ci334 *% 32) +% co335) *% 9)) +% 2)]) - params[((320 +% (((ci334 *% 32) +% co335) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
-      var w339: Float = params[((320 +% (((ci334 *% 32) +% co335) *% 9)) +% 2)]
-      var w340: Float = params[((320 +% (((ci334 *% 32) +% co335) *% 9)) +% 7)]
-      var w341: Float = (((params[((320 +% (((ci334 *% 32) +% co335) *% 9)) +% 7)] + params[((320 +% (((ci334 *% 32) +% co335) *% 9)) +% 4)]) + params[((320 +% (((ci334 *% 32) +% co335) *% 9)) +% 1)]) * Float(bitPattern: 0x3f000000))
-      var w342: Float = (((params[((320 +% (((ci334 *% 32) +% co335) *% 9)) +% 7)] + params[((320 +% (((ci334 *% 32) +% co335) *% 9)) +% 1)]) - params[((320 +% (((ci334 *% 32) +% co335) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
-      var w343: Float = params[((320 +% (((ci334 *% 32) +% co335) *% 9)) +% 1)]
-      var w344: Float = params[((320 +% (((ci334 *% 32) +% co335) *% 9)) +% 6)]
-      var w345: Float = (((params[((320 +% (((ci334 *% 32) +% co335) *% 9)) +% 6)] + params[((320 +% (((ci334 *% 32) +% co335) *% 9)) +% 3)]) + params[(320 +% (((ci334 *% 32) +% co335) *% 9))]) * Float(bitPattern: 0x3f000000))
-      var w346: Float = (((params[((320 +% (((ci334 *% 32) +% co335) *% 9)) +% 6)] + params[(320 +% (((ci334 *% 32) +% co335) *% 9))]) - params[((320 +% (((ci334 *% 32) +% co335) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
-      var w347: Float = params[(320 +% (((ci334 *% 32) +% co335) *% 9))]
-      var w348: Float = w336
-      var w349: Float = (((w336 + w340) + w344) * Float(bitPattern: 0x3f000000))
-      var w350: Float = (((w336 + w344) - w340) * Float(bitPattern: 0x3f000000))
-      var w351: Float = w344
-      var w352: Float = w337
-      var w353: Float = (((w337 + w341) + w345) * Float(bitPattern: 0x3f000000))
-      var w354: Float = (((w337 + w345) - w341) * Float(bitPattern: 0x3f000000))
-      var w355: Float = w345
-      var w356: Float = w338
-      var w357: Float = (((w338 + w342) + w346) * Float(bitPattern: 0x3f000000))
-      var w358: Float = (((w338 + w346) - w342) * Float(bitPattern: 0x3f000000))
-      var w359: Float = w346
-      var w360: Float = w339
-      var w361: Float = (((w339 + w343) + w347) * Float(bitPattern: 0x3f000000))
-      var w362: Float = (((w339 + w347) - w343) * Float(bitPattern: 0x3f000000))
-      var w363: Float = w347
-      arena[((3228304 +% (ci334 *% 32)) +% co335)] = w348
-      arena[((3230352 +% (ci334 *% 32)) +% co335)] = w349
-      arena[((3232400 +% (ci334 *% 32)) +% co335)] = w350
-      arena[((3234448 +% (ci334 *% 32)) +% co335)] = w351
-      arena[((3236496 +% (ci334 *% 32)) +% co335)] = w352
-      arena[((3238544 +% (ci334 *% 32)) +% co335)] = w353
-      arena[((3240592 +% (ci334 *% 32)) +% co335)] = w354
-      arena[((3242640 +% (ci334 *% 32)) +% co335)] = w355
-      arena[((3244688 +% (ci334 *% 32)) +% co335)] = w356
-      arena[((3246736 +% (ci334 *% 32)) +% co335)] = w357
-      arena[((3248784 +% (ci334 *% 32)) +% co335)] = w358
-      arena[((3250832 +% (ci334 *% 32)) +% co335)] = w359
-      arena[((3252880 +% (ci334 *% 32)) +% co335)] = w360
-      arena[((3254928 +% (ci334 *% 32)) +% co335)] = w361
-      arena[((3256976 +% (ci334 *% 32)) +% co335)] = w362
-      arena[((3259024 +% (ci334 *% 32)) +% co335)] = w363
+  do {  // scalar loops
+    for ci334 in 0..<64 {
+      for co335 in 0..<32 {
+        var w336: Float = params[((320 +% (((ci334 *% 32) +% co335) *% 9)) +% 8)]
+        var w337: Float = (((params[((320 +% (((ci334 *% 32) +% co335) *% 9)) +% 8)] + params[((320 +% (((ci334 *% 32) +% co335) *% 9)) +% 5)]) + params[((320 +% (((ci334 *% 32) +% co335) *% 9)) +% 2)]) * Float(bitPattern: 0x3f000000))
+        var w338: Float = (((params[((320 +% (((ci334 *% 32) +% co335) *% 9)) +% 8)] + params[((320 +% (((ci334 *% 32) +% co335) *% 9)) +% 2)]) - params[((320 +% (((ci334 *% 32) +% co335) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
+        var w339: Float = params[((320 +% (((ci334 *% 32) +% co335) *% 9)) +% 2)]
+        var w340: Float = params[((320 +% (((ci334 *% 32) +% co335) *% 9)) +% 7)]
+        var w341: Float = (((params[((320 +% (((ci334 *% 32) +% co335) *% 9)) +% 7)] + params[((320 +% (((ci334 *% 32) +% co335) *% 9)) +% 4)]) + params[((320 +% (((ci334 *% 32) +% co335) *% 9)) +% 1)]) * Float(bitPattern: 0x3f000000))
+        var w342: Float = (((params[((320 +% (((ci334 *% 32) +% co335) *% 9)) +% 7)] + params[((320 +% (((ci334 *% 32) +% co335) *% 9)) +% 1)]) - params[((320 +% (((ci334 *% 32) +% co335) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
+        var w343: Float = params[((320 +% (((ci334 *% 32) +% co335) *% 9)) +% 1)]
+        var w344: Float = params[((320 +% (((ci334 *% 32) +% co335) *% 9)) +% 6)]
+        var w345: Float = (((params[((320 +% (((ci334 *% 32) +% co335) *% 9)) +% 6)] + params[((320 +% (((ci334 *% 32) +% co335) *% 9)) +% 3)]) + params[(320 +% (((ci334 *% 32) +% co335) *% 9))]) * Float(bitPattern: 0x3f000000))
+        var w346: Float = (((params[((320 +% (((ci334 *% 32) +% co335) *% 9)) +% 6)] + params[(320 +% (((ci334 *% 32) +% co335) *% 9))]) - params[((320 +% (((ci334 *% 32) +% co335) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
+        var w347: Float = params[(320 +% (((ci334 *% 32) +% co335) *% 9))]
+        var w348: Float = w336
+        var w349: Float = (((w336 + w340) + w344) * Float(bitPattern: 0x3f000000))
+        var w350: Float = (((w336 + w344) - w340) * Float(bitPattern: 0x3f000000))
+        var w351: Float = w344
+        var w352: Float = w337
+        var w353: Float = (((w337 + w341) + w345) * Float(bitPattern: 0x3f000000))
+        var w354: Float = (((w337 + w345) - w341) * Float(bitPattern: 0x3f000000))
+        var w355: Float = w345
+        var w356: Float = w338
+        var w357: Float = (((w338 + w342) + w346) * Float(bitPattern: 0x3f000000))
+        var w358: Float = (((w338 + w346) - w342) * Float(bitPattern: 0x3f000000))
+        var w359: Float = w346
+        var w360: Float = w339
+        var w361: Float = (((w339 + w343) + w347) * Float(bitPattern: 0x3f000000))
+        var w362: Float = (((w339 + w347) - w343) * Float(bitPattern: 0x3f000000))
+        var w363: Float = w347
+        arena[((3228304 +% (ci334 *% 32)) +% co335)] = w348
+        arena[((3230352 +% (ci334 *% 32)) +% co335)] = w349
+        arena[((3232400 +% (ci334 *% 32)) +% co335)] = w350
+        arena[((3234448 +% (ci334 *% 32)) +% co335)] = w351
+        arena[((3236496 +% (ci334 *% 32)) +% co335)] = w352
+        arena[((3238544 +% (ci334 *% 32)) +% co335)] = w353
+        arena[((3240592 +% (ci334 *% 32)) +% co335)] = w354
+        arena[((3242640 +% (ci334 *% 32)) +% co335)] = w355
+        arena[((3244688 +% (ci334 *% 32)) +% co335)] = w356
+        arena[((3246736 +% (ci334 *% 32)) +% co335)] = w357
+        arena[((3248784 +% (ci334 *% 32)) +% co335)] = w358
+        arena[((3250832 +% (ci334 *% 32)) +% co335)] = w359
+        arena[((3252880 +% (ci334 *% 32)) +% co335)] = w360
+        arena[((3254928 +% (ci334 *% 32)) +% co335)] = w361
+        arena[((3256976 +% (ci334 *% 32)) +% co335)] = w362
+        arena[((3259024 +% (ci334 *% 32)) +% co335)] = w363
+      }
     }
   }
   for i364 in 0..<7200 {
@@ -1662,52 +1668,54 @@ public func convnet_infer_b64(
   }
   // conv2 = conv2d_relu_maxpool(conv1)
   parallelFor(pool, 2) { part27 in
-    for ci28 in 0..<32 {
-      for co29 in 0..<32 {
-        var w30: Float = params[(320 +% (((((part27 *% 32) +% co29) *% 32) +% ci28) *% 9))]
-        var w31: Float = (((params[(320 +% (((((part27 *% 32) +% co29) *% 32) +% ci28) *% 9))] + params[((320 +% (((((part27 *% 32) +% co29) *% 32) +% ci28) *% 9)) +% 3)]) + params[((320 +% (((((part27 *% 32) +% co29) *% 32) +% ci28) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
-        var w32: Float = (((params[(320 +% (((((part27 *% 32) +% co29) *% 32) +% ci28) *% 9))] + params[((320 +% (((((part27 *% 32) +% co29) *% 32) +% ci28) *% 9)) +% 6)]) - params[((320 +% (((((part27 *% 32) +% co29) *% 32) +% ci28) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
-        var w33: Float = params[((320 +% (((((part27 *% 32) +% co29) *% 32) +% ci28) *% 9)) +% 6)]
-        var w34: Float = params[((320 +% (((((part27 *% 32) +% co29) *% 32) +% ci28) *% 9)) +% 1)]
-        var w35: Float = (((params[((320 +% (((((part27 *% 32) +% co29) *% 32) +% ci28) *% 9)) +% 1)] + params[((320 +% (((((part27 *% 32) +% co29) *% 32) +% ci28) *% 9)) +% 4)]) + params[((320 +% (((((part27 *% 32) +% co29) *% 32) +% ci28) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
-        var w36: Float = (((params[((320 +% (((((part27 *% 32) +% co29) *% 32) +% ci28) *% 9)) +% 1)] + params[((320 +% (((((part27 *% 32) +% co29) *% 32) +% ci28) *% 9)) +% 7)]) - params[((320 +% (((((part27 *% 32) +% co29) *% 32) +% ci28) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
-        var w37: Float = params[((320 +% (((((part27 *% 32) +% co29) *% 32) +% ci28) *% 9)) +% 7)]
-        var w38: Float = params[((320 +% (((((part27 *% 32) +% co29) *% 32) +% ci28) *% 9)) +% 2)]
-        var w39: Float = (((params[((320 +% (((((part27 *% 32) +% co29) *% 32) +% ci28) *% 9)) +% 2)] + params[((320 +% (((((part27 *% 32) +% co29) *% 32) +% ci28) *% 9)) +% 5)]) + params[((320 +% (((((part27 *% 32) +% co29) *% 32) +% ci28) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
-        var w40: Float = (((params[((320 +% (((((part27 *% 32) +% co29) *% 32) +% ci28) *% 9)) +% 2)] + params[((320 +% (((((part27 *% 32) +% co29) *% 32) +% ci28) *% 9)) +% 8)]) - params[((320 +% (((((part27 *% 32) +% co29) *% 32) +% ci28) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
-        var w41: Float = params[((320 +% (((((part27 *% 32) +% co29) *% 32) +% ci28) *% 9)) +% 8)]
-        var w42: Float = w30
-        var w43: Float = (((w30 + w34) + w38) * Float(bitPattern: 0x3f000000))
-        var w44: Float = (((w30 + w38) - w34) * Float(bitPattern: 0x3f000000))
-        var w45: Float = w38
-        var w46: Float = w31
-        var w47: Float = (((w31 + w35) + w39) * Float(bitPattern: 0x3f000000))
-        var w48: Float = (((w31 + w39) - w35) * Float(bitPattern: 0x3f000000))
-        var w49: Float = w39
-        var w50: Float = w32
-        var w51: Float = (((w32 + w36) + w40) * Float(bitPattern: 0x3f000000))
-        var w52: Float = (((w32 + w40) - w36) * Float(bitPattern: 0x3f000000))
-        var w53: Float = w40
-        var w54: Float = w33
-        var w55: Float = (((w33 + w37) + w41) * Float(bitPattern: 0x3f000000))
-        var w56: Float = (((w33 + w41) - w37) * Float(bitPattern: 0x3f000000))
-        var w57: Float = w41
-        arena[((3211264 +% (ci28 *% 64)) +% ((part27 *% 32) +% co29))] = w42
-        arena[((3213312 +% (ci28 *% 64)) +% ((part27 *% 32) +% co29))] = w43
-        arena[((3215360 +% (ci28 *% 64)) +% ((part27 *% 32) +% co29))] = w44
-        arena[((3217408 +% (ci28 *% 64)) +% ((part27 *% 32) +% co29))] = w45
-        arena[((3219456 +% (ci28 *% 64)) +% ((part27 *% 32) +% co29))] = w46
-        arena[((3221504 +% (ci28 *% 64)) +% ((part27 *% 32) +% co29))] = w47
-        arena[((3223552 +% (ci28 *% 64)) +% ((part27 *% 32) +% co29))] = w48
-        arena[((3225600 +% (ci28 *% 64)) +% ((part27 *% 32) +% co29))] = w49
-        arena[((3227648 +% (ci28 *% 64)) +% ((part27 *% 32) +% co29))] = w50
-        arena[((3229696 +% (ci28 *% 64)) +% ((part27 *% 32) +% co29))] = w51
-        arena[((3231744 +% (ci28 *% 64)) +% ((part27 *% 32) +% co29))] = w52
-        arena[((3233792 +% (ci28 *% 64)) +% ((part27 *% 32) +% co29))] = w53
-        arena[((3235840 +% (ci28 *% 64)) +% ((part27 *% 32) +% co29))] = w54
-        arena[((3237888 +% (ci28 *% 64)) +% ((part27 *% 32) +% co29))] = w55
-        arena[((3239936 +% (ci28 *% 64)) +% ((part27 *% 32) +% co29))] = w56
-        arena[((3241984 +% (ci28 *% 64)) +% ((part27 *% 32) +% co29))] = w57
+    do {  // scalar loops
+      for ci28 in 0..<32 {
+        for co29 in 0..<32 {
+          var w30: Float = params[(320 +% (((((part27 *% 32) +% co29) *% 32) +% ci28) *% 9))]
+          var w31: Float = (((params[(320 +% (((((part27 *% 32) +% co29) *% 32) +% ci28) *% 9))] + params[((320 +% (((((part27 *% 32) +% co29) *% 32) +% ci28) *% 9)) +% 3)]) + params[((320 +% (((((part27 *% 32) +% co29) *% 32) +% ci28) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
+          var w32: Float = (((params[(320 +% (((((part27 *% 32) +% co29) *% 32) +% ci28) *% 9))] + params[((320 +% (((((part27 *% 32) +% co29) *% 32) +% ci28) *% 9)) +% 6)]) - params[((320 +% (((((part27 *% 32) +% co29) *% 32) +% ci28) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
+          var w33: Float = params[((320 +% (((((part27 *% 32) +% co29) *% 32) +% ci28) *% 9)) +% 6)]
+          var w34: Float = params[((320 +% (((((part27 *% 32) +% co29) *% 32) +% ci28) *% 9)) +% 1)]
+          var w35: Float = (((params[((320 +% (((((part27 *% 32) +% co29) *% 32) +% ci28) *% 9)) +% 1)] + params[((320 +% (((((part27 *% 32) +% co29) *% 32) +% ci28) *% 9)) +% 4)]) + params[((320 +% (((((part27 *% 32) +% co29) *% 32) +% ci28) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
+          var w36: Float = (((params[((320 +% (((((part27 *% 32) +% co29) *% 32) +% ci28) *% 9)) +% 1)] + params[((320 +% (((((part27 *% 32) +% co29) *% 32) +% ci28) *% 9)) +% 7)]) - params[((320 +% (((((part27 *% 32) +% co29) *% 32) +% ci28) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
+          var w37: Float = params[((320 +% (((((part27 *% 32) +% co29) *% 32) +% ci28) *% 9)) +% 7)]
+          var w38: Float = params[((320 +% (((((part27 *% 32) +% co29) *% 32) +% ci28) *% 9)) +% 2)]
+          var w39: Float = (((params[((320 +% (((((part27 *% 32) +% co29) *% 32) +% ci28) *% 9)) +% 2)] + params[((320 +% (((((part27 *% 32) +% co29) *% 32) +% ci28) *% 9)) +% 5)]) + params[((320 +% (((((part27 *% 32) +% co29) *% 32) +% ci28) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
+          var w40: Float = (((params[((320 +% (((((part27 *% 32) +% co29) *% 32) +% ci28) *% 9)) +% 2)] + params[((320 +% (((((part27 *% 32) +% co29) *% 32) +% ci28) *% 9)) +% 8)]) - params[((320 +% (((((part27 *% 32) +% co29) *% 32) +% ci28) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
+          var w41: Float = params[((320 +% (((((part27 *% 32) +% co29) *% 32) +% ci28) *% 9)) +% 8)]
+          var w42: Float = w30
+          var w43: Float = (((w30 + w34) + w38) * Float(bitPattern: 0x3f000000))
+          var w44: Float = (((w30 + w38) - w34) * Float(bitPattern: 0x3f000000))
+          var w45: Float = w38
+          var w46: Float = w31
+          var w47: Float = (((w31 + w35) + w39) * Float(bitPattern: 0x3f000000))
+          var w48: Float = (((w31 + w39) - w35) * Float(bitPattern: 0x3f000000))
+          var w49: Float = w39
+          var w50: Float = w32
+          var w51: Float = (((w32 + w36) + w40) * Float(bitPattern: 0x3f000000))
+          var w52: Float = (((w32 + w40) - w36) * Float(bitPattern: 0x3f000000))
+          var w53: Float = w40
+          var w54: Float = w33
+          var w55: Float = (((w33 + w37) + w41) * Float(bitPattern: 0x3f000000))
+          var w56: Float = (((w33 + w41) - w37) * Float(bitPattern: 0x3f000000))
+          var w57: Float = w41
+          arena[((3211264 +% (ci28 *% 64)) +% ((part27 *% 32) +% co29))] = w42
+          arena[((3213312 +% (ci28 *% 64)) +% ((part27 *% 32) +% co29))] = w43
+          arena[((3215360 +% (ci28 *% 64)) +% ((part27 *% 32) +% co29))] = w44
+          arena[((3217408 +% (ci28 *% 64)) +% ((part27 *% 32) +% co29))] = w45
+          arena[((3219456 +% (ci28 *% 64)) +% ((part27 *% 32) +% co29))] = w46
+          arena[((3221504 +% (ci28 *% 64)) +% ((part27 *% 32) +% co29))] = w47
+          arena[((3223552 +% (ci28 *% 64)) +% ((part27 *% 32) +% co29))] = w48
+          arena[((3225600 +% (ci28 *% 64)) +% ((part27 *% 32) +% co29))] = w49
+          arena[((3227648 +% (ci28 *% 64)) +% ((part27 *% 32) +% co29))] = w50
+          arena[((3229696 +% (ci28 *% 64)) +% ((part27 *% 32) +% co29))] = w51
+          arena[((3231744 +% (ci28 *% 64)) +% ((part27 *% 32) +% co29))] = w52
+          arena[((3233792 +% (ci28 *% 64)) +% ((part27 *% 32) +% co29))] = w53
+          arena[((3235840 +% (ci28 *% 64)) +% ((part27 *% 32) +% co29))] = w54
+          arena[((3237888 +% (ci28 *% 64)) +% ((part27 *% 32) +% co29))] = w55
+          arena[((3239936 +% (ci28 *% 64)) +% ((part27 *% 32) +% co29))] = w56
+          arena[((3241984 +% (ci28 *% 64)) +% ((part27 *% 32) +% co29))] = w57
+        }
       }
     }
   }

@@ -1220,12 +1220,12 @@ conv2.co23:                                       ; preds = %conv2.co23, %conv2.
   store float %w51, ptr %arena62, align 4
   %co23.next = add nsw i64 %conv2.co232, 1
   %231 = icmp slt i64 %co23.next, 64
-  br i1 %231, label %conv2.co23, label %conv2.co23.end
+  br i1 %231, label %conv2.co23, label %conv2.co23.end, !llvm.loop !0
 
 conv2.co23.end:                                   ; preds = %conv2.co23
   %ci22.next = add nsw i64 %conv2.ci221, 1
   %232 = icmp slt i64 %ci22.next, 32
-  br i1 %232, label %conv2.ci22, label %conv2.ci22.end
+  br i1 %232, label %conv2.ci22, label %conv2.ci22.end, !llvm.loop !2
 
 conv2.i52:                                        ; preds = %conv2.i52, %conv2.ci22.end
   %conv2.i5263 = phi i64 [ 0, %conv2.ci22.end ], [ %i52.next, %conv2.i52 ]
@@ -7096,12 +7096,12 @@ conv2_weight_grad.c322:                           ; preds = %conv2_weight_grad.c
   store float %w343, ptr %grads194, align 4
   %c322.next = add nsw i64 %conv2_weight_grad.c322141, 1
   %1171 = icmp slt i64 %c322.next, 32
-  br i1 %1171, label %conv2_weight_grad.c322, label %conv2_weight_grad.c322.end
+  br i1 %1171, label %conv2_weight_grad.c322, label %conv2_weight_grad.c322.end, !llvm.loop !3
 
 conv2_weight_grad.c322.end:                       ; preds = %conv2_weight_grad.c322
   %f321.next = add nsw i64 %conv2_weight_grad.f321140, 1
   %1172 = icmp slt i64 %f321.next, 64
-  br i1 %1172, label %conv2_weight_grad.f321, label %conv2_weight_grad.f321.end
+  br i1 %1172, label %conv2_weight_grad.f321, label %conv2_weight_grad.f321.end, !llvm.loop !4
 }
 
 ; Function Attrs: noinline
@@ -7651,12 +7651,12 @@ relu1_grad.co356:                                 ; preds = %relu1_grad.co356, %
   store float %w384, ptr %arena62, align 4
   %co356.next = add nsw i64 %relu1_grad.co3562, 1
   %231 = icmp slt i64 %co356.next, 32
-  br i1 %231, label %relu1_grad.co356, label %relu1_grad.co356.end
+  br i1 %231, label %relu1_grad.co356, label %relu1_grad.co356.end, !llvm.loop !5
 
 relu1_grad.co356.end:                             ; preds = %relu1_grad.co356
   %ci355.next = add nsw i64 %relu1_grad.ci3551, 1
   %232 = icmp slt i64 %ci355.next, 64
-  br i1 %232, label %relu1_grad.ci355, label %relu1_grad.ci355.end
+  br i1 %232, label %relu1_grad.ci355, label %relu1_grad.ci355.end, !llvm.loop !6
 
 relu1_grad.i385:                                  ; preds = %relu1_grad.i385, %relu1_grad.ci355.end
   %relu1_grad.i38563 = phi i64 [ 0, %relu1_grad.ci355.end ], [ %i385.next, %relu1_grad.i385 ]
@@ -12533,12 +12533,12 @@ conv2.co24:                                       ; preds = %conv2.co24, %conv2.
   store float %w52, ptr %arena62, align 4
   %co24.next = add nsw i64 %conv2.co242, 1
   %312 = icmp slt i64 %co24.next, 32
-  br i1 %312, label %conv2.co24, label %conv2.co24.end
+  br i1 %312, label %conv2.co24, label %conv2.co24.end, !llvm.loop !7
 
 conv2.co24.end:                                   ; preds = %conv2.co24
   %ci23.next = add nsw i64 %conv2.ci231, 1
   %313 = icmp slt i64 %ci23.next, 32
-  br i1 %313, label %conv2.ci23, label %conv2.ci23.end
+  br i1 %313, label %conv2.ci23, label %conv2.ci23.end, !llvm.loop !8
 }
 
 define internal void @mnistnet_infer_b64.k1.conv2.part22.task(ptr %0, i64 %1) {
@@ -14561,3 +14561,13 @@ attributes #0 = { "target-cpu"="x86-64-v3" }
 attributes #1 = { noinline "target-cpu"="x86-64-v3" }
 attributes #2 = { nocallback nofree nosync nounwind speculatable willreturn memory(none) }
 attributes #3 = { nocallback nofree nosync nounwind willreturn memory(argmem: read) }
+
+!0 = distinct !{!0, !1}
+!1 = !{!"llvm.loop.vectorize.enable", i1 false}
+!2 = distinct !{!2, !1}
+!3 = distinct !{!3, !1}
+!4 = distinct !{!4, !1}
+!5 = distinct !{!5, !1}
+!6 = distinct !{!6, !1}
+!7 = distinct !{!7, !1}
+!8 = distinct !{!8, !1}

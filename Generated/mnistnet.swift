@@ -190,52 +190,54 @@ public func mnistnet_train_b64(
     }
   }
   // conv2 = conv2d_relu_maxpool(conv1)
-  for ci22 in 0..<32 {
-    for co23 in 0..<64 {
-      var w24: Float = params[(320 +% (((co23 *% 32) +% ci22) *% 9))]
-      var w25: Float = (((params[(320 +% (((co23 *% 32) +% ci22) *% 9))] + params[((320 +% (((co23 *% 32) +% ci22) *% 9)) +% 3)]) + params[((320 +% (((co23 *% 32) +% ci22) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
-      var w26: Float = (((params[(320 +% (((co23 *% 32) +% ci22) *% 9))] + params[((320 +% (((co23 *% 32) +% ci22) *% 9)) +% 6)]) - params[((320 +% (((co23 *% 32) +% ci22) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
-      var w27: Float = params[((320 +% (((co23 *% 32) +% ci22) *% 9)) +% 6)]
-      var w28: Float = params[((320 +% (((co23 *% 32) +% ci22) *% 9)) +% 1)]
-      var w29: Float = (((params[((320 +% (((co23 *% 32) +% ci22) *% 9)) +% 1)] + params[((320 +% (((co23 *% 32) +% ci22) *% 9)) +% 4)]) + params[((320 +% (((co23 *% 32) +% ci22) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
-      var w30: Float = (((params[((320 +% (((co23 *% 32) +% ci22) *% 9)) +% 1)] + params[((320 +% (((co23 *% 32) +% ci22) *% 9)) +% 7)]) - params[((320 +% (((co23 *% 32) +% ci22) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
-      var w31: Float = params[((320 +% (((co23 *% 32) +% ci22) *% 9)) +% 7)]
-      var w32: Float = params[((320 +% (((co23 *% 32) +% ci22) *% 9)) +% 2)]
-      var w33: Float = (((params[((320 +% (((co23 *% 32) +% ci22) *% 9)) +% 2)] + params[((320 +% (((co23 *% 32) +% ci22) *% 9)) +% 5)]) + params[((320 +% (((co23 *% 32) +% ci22) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
-      var w34: Float = (((params[((320 +% (((co23 *% 32) +% ci22) *% 9)) +% 2)] + params[((320 +% (((co23 *% 32) +% ci22) *% 9)) +% 8)]) - params[((320 +% (((co23 *% 32) +% ci22) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
-      var w35: Float = params[((320 +% (((co23 *% 32) +% ci22) *% 9)) +% 8)]
-      var w36: Float = w24
-      var w37: Float = (((w24 + w28) + w32) * Float(bitPattern: 0x3f000000))
-      var w38: Float = (((w24 + w32) - w28) * Float(bitPattern: 0x3f000000))
-      var w39: Float = w32
-      var w40: Float = w25
-      var w41: Float = (((w25 + w29) + w33) * Float(bitPattern: 0x3f000000))
-      var w42: Float = (((w25 + w33) - w29) * Float(bitPattern: 0x3f000000))
-      var w43: Float = w33
-      var w44: Float = w26
-      var w45: Float = (((w26 + w30) + w34) * Float(bitPattern: 0x3f000000))
-      var w46: Float = (((w26 + w34) - w30) * Float(bitPattern: 0x3f000000))
-      var w47: Float = w34
-      var w48: Float = w27
-      var w49: Float = (((w27 + w31) + w35) * Float(bitPattern: 0x3f000000))
-      var w50: Float = (((w27 + w35) - w31) * Float(bitPattern: 0x3f000000))
-      var w51: Float = w35
-      arena[((2564096 +% (ci22 *% 64)) +% co23)] = w36
-      arena[((2566144 +% (ci22 *% 64)) +% co23)] = w37
-      arena[((2568192 +% (ci22 *% 64)) +% co23)] = w38
-      arena[((2570240 +% (ci22 *% 64)) +% co23)] = w39
-      arena[((2572288 +% (ci22 *% 64)) +% co23)] = w40
-      arena[((2574336 +% (ci22 *% 64)) +% co23)] = w41
-      arena[((2576384 +% (ci22 *% 64)) +% co23)] = w42
-      arena[((2578432 +% (ci22 *% 64)) +% co23)] = w43
-      arena[((2580480 +% (ci22 *% 64)) +% co23)] = w44
-      arena[((2582528 +% (ci22 *% 64)) +% co23)] = w45
-      arena[((2584576 +% (ci22 *% 64)) +% co23)] = w46
-      arena[((2586624 +% (ci22 *% 64)) +% co23)] = w47
-      arena[((2588672 +% (ci22 *% 64)) +% co23)] = w48
-      arena[((2590720 +% (ci22 *% 64)) +% co23)] = w49
-      arena[((2592768 +% (ci22 *% 64)) +% co23)] = w50
-      arena[((2594816 +% (ci22 *% 64)) +% co23)] = w51
+  do {  // scalar loops
+    for ci22 in 0..<32 {
+      for co23 in 0..<64 {
+        var w24: Float = params[(320 +% (((co23 *% 32) +% ci22) *% 9))]
+        var w25: Float = (((params[(320 +% (((co23 *% 32) +% ci22) *% 9))] + params[((320 +% (((co23 *% 32) +% ci22) *% 9)) +% 3)]) + params[((320 +% (((co23 *% 32) +% ci22) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
+        var w26: Float = (((params[(320 +% (((co23 *% 32) +% ci22) *% 9))] + params[((320 +% (((co23 *% 32) +% ci22) *% 9)) +% 6)]) - params[((320 +% (((co23 *% 32) +% ci22) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
+        var w27: Float = params[((320 +% (((co23 *% 32) +% ci22) *% 9)) +% 6)]
+        var w28: Float = params[((320 +% (((co23 *% 32) +% ci22) *% 9)) +% 1)]
+        var w29: Float = (((params[((320 +% (((co23 *% 32) +% ci22) *% 9)) +% 1)] + params[((320 +% (((co23 *% 32) +% ci22) *% 9)) +% 4)]) + params[((320 +% (((co23 *% 32) +% ci22) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
+        var w30: Float = (((params[((320 +% (((co23 *% 32) +% ci22) *% 9)) +% 1)] + params[((320 +% (((co23 *% 32) +% ci22) *% 9)) +% 7)]) - params[((320 +% (((co23 *% 32) +% ci22) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
+        var w31: Float = params[((320 +% (((co23 *% 32) +% ci22) *% 9)) +% 7)]
+        var w32: Float = params[((320 +% (((co23 *% 32) +% ci22) *% 9)) +% 2)]
+        var w33: Float = (((params[((320 +% (((co23 *% 32) +% ci22) *% 9)) +% 2)] + params[((320 +% (((co23 *% 32) +% ci22) *% 9)) +% 5)]) + params[((320 +% (((co23 *% 32) +% ci22) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
+        var w34: Float = (((params[((320 +% (((co23 *% 32) +% ci22) *% 9)) +% 2)] + params[((320 +% (((co23 *% 32) +% ci22) *% 9)) +% 8)]) - params[((320 +% (((co23 *% 32) +% ci22) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
+        var w35: Float = params[((320 +% (((co23 *% 32) +% ci22) *% 9)) +% 8)]
+        var w36: Float = w24
+        var w37: Float = (((w24 + w28) + w32) * Float(bitPattern: 0x3f000000))
+        var w38: Float = (((w24 + w32) - w28) * Float(bitPattern: 0x3f000000))
+        var w39: Float = w32
+        var w40: Float = w25
+        var w41: Float = (((w25 + w29) + w33) * Float(bitPattern: 0x3f000000))
+        var w42: Float = (((w25 + w33) - w29) * Float(bitPattern: 0x3f000000))
+        var w43: Float = w33
+        var w44: Float = w26
+        var w45: Float = (((w26 + w30) + w34) * Float(bitPattern: 0x3f000000))
+        var w46: Float = (((w26 + w34) - w30) * Float(bitPattern: 0x3f000000))
+        var w47: Float = w34
+        var w48: Float = w27
+        var w49: Float = (((w27 + w31) + w35) * Float(bitPattern: 0x3f000000))
+        var w50: Float = (((w27 + w35) - w31) * Float(bitPattern: 0x3f000000))
+        var w51: Float = w35
+        arena[((2564096 +% (ci22 *% 64)) +% co23)] = w36
+        arena[((2566144 +% (ci22 *% 64)) +% co23)] = w37
+        arena[((2568192 +% (ci22 *% 64)) +% co23)] = w38
+        arena[((2570240 +% (ci22 *% 64)) +% co23)] = w39
+        arena[((2572288 +% (ci22 *% 64)) +% co23)] = w40
+        arena[((2574336 +% (ci22 *% 64)) +% co23)] = w41
+        arena[((2576384 +% (ci22 *% 64)) +% co23)] = w42
+        arena[((2578432 +% (ci22 *% 64)) +% co23)] = w43
+        arena[((2580480 +% (ci22 *% 64)) +% co23)] = w44
+        arena[((2582528 +% (ci22 *% 64)) +% co23)] = w45
+        arena[((2584576 +% (ci22 *% 64)) +% co23)] = w46
+        arena[((2586624 +% (ci22 *% 64)) +% co23)] = w47
+        arena[((2588672 +% (ci22 *% 64)) +% co23)] = w48
+        arena[((2590720 +% (ci22 *% 64)) +% co23)] = w49
+        arena[((2592768 +% (ci22 *% 64)) +% co23)] = w50
+        arena[((2594816 +% (ci22 *% 64)) +% co23)] = w51
+      }
     }
   }
   for i52 in 0..<2704 {
@@ -940,38 +942,40 @@ public func mnistnet_train_b64(
       sgemm(101, 112, 111, 32, 64, 144, 1, arena + (1406080 +% (xi320 *% 4608)), 32, arena + (1516672 +% (xi320 *% 9216)), 64, Float(bitPattern: 0x3f800000), arena + (1664128 +% (xi320 *% 2048)), 64)
     }
   }
-  for f321 in 0..<64 {
-    for c322 in 0..<32 {
-      var w323: Float = (((arena[((1664128 +% (c322 *% 64)) +% f321)] * Float(1)) + (arena[((1672320 +% (c322 *% 64)) +% f321)] * Float(bitPattern: 0x3f000000))) + (arena[((1680512 +% (c322 *% 64)) +% f321)] * Float(bitPattern: 0x3f000000)))
-      var w324: Float = ((arena[((1672320 +% (c322 *% 64)) +% f321)] - arena[((1680512 +% (c322 *% 64)) +% f321)]) * Float(bitPattern: 0x3f000000))
-      var w325: Float = (((arena[((1672320 +% (c322 *% 64)) +% f321)] * Float(bitPattern: 0x3f000000)) + (arena[((1680512 +% (c322 *% 64)) +% f321)] * Float(bitPattern: 0x3f000000))) + (arena[((1688704 +% (c322 *% 64)) +% f321)] * Float(1)))
-      var w326: Float = (((arena[((1666176 +% (c322 *% 64)) +% f321)] * Float(1)) + (arena[((1674368 +% (c322 *% 64)) +% f321)] * Float(bitPattern: 0x3f000000))) + (arena[((1682560 +% (c322 *% 64)) +% f321)] * Float(bitPattern: 0x3f000000)))
-      var w327: Float = ((arena[((1674368 +% (c322 *% 64)) +% f321)] - arena[((1682560 +% (c322 *% 64)) +% f321)]) * Float(bitPattern: 0x3f000000))
-      var w328: Float = (((arena[((1674368 +% (c322 *% 64)) +% f321)] * Float(bitPattern: 0x3f000000)) + (arena[((1682560 +% (c322 *% 64)) +% f321)] * Float(bitPattern: 0x3f000000))) + (arena[((1690752 +% (c322 *% 64)) +% f321)] * Float(1)))
-      var w329: Float = (((arena[((1668224 +% (c322 *% 64)) +% f321)] * Float(1)) + (arena[((1676416 +% (c322 *% 64)) +% f321)] * Float(bitPattern: 0x3f000000))) + (arena[((1684608 +% (c322 *% 64)) +% f321)] * Float(bitPattern: 0x3f000000)))
-      var w330: Float = ((arena[((1676416 +% (c322 *% 64)) +% f321)] - arena[((1684608 +% (c322 *% 64)) +% f321)]) * Float(bitPattern: 0x3f000000))
-      var w331: Float = (((arena[((1676416 +% (c322 *% 64)) +% f321)] * Float(bitPattern: 0x3f000000)) + (arena[((1684608 +% (c322 *% 64)) +% f321)] * Float(bitPattern: 0x3f000000))) + (arena[((1692800 +% (c322 *% 64)) +% f321)] * Float(1)))
-      var w332: Float = (((arena[((1670272 +% (c322 *% 64)) +% f321)] * Float(1)) + (arena[((1678464 +% (c322 *% 64)) +% f321)] * Float(bitPattern: 0x3f000000))) + (arena[((1686656 +% (c322 *% 64)) +% f321)] * Float(bitPattern: 0x3f000000)))
-      var w333: Float = ((arena[((1678464 +% (c322 *% 64)) +% f321)] - arena[((1686656 +% (c322 *% 64)) +% f321)]) * Float(bitPattern: 0x3f000000))
-      var w334: Float = (((arena[((1678464 +% (c322 *% 64)) +% f321)] * Float(bitPattern: 0x3f000000)) + (arena[((1686656 +% (c322 *% 64)) +% f321)] * Float(bitPattern: 0x3f000000))) + (arena[((1694848 +% (c322 *% 64)) +% f321)] * Float(1)))
-      var w335: Float = (((w323 * Float(1)) + (w326 * Float(bitPattern: 0x3f000000))) + (w329 * Float(bitPattern: 0x3f000000)))
-      var w336: Float = ((w326 - w329) * Float(bitPattern: 0x3f000000))
-      var w337: Float = (((w326 * Float(bitPattern: 0x3f000000)) + (w329 * Float(bitPattern: 0x3f000000))) + (w332 * Float(1)))
-      var w338: Float = (((w324 * Float(1)) + (w327 * Float(bitPattern: 0x3f000000))) + (w330 * Float(bitPattern: 0x3f000000)))
-      var w339: Float = ((w327 - w330) * Float(bitPattern: 0x3f000000))
-      var w340: Float = (((w327 * Float(bitPattern: 0x3f000000)) + (w330 * Float(bitPattern: 0x3f000000))) + (w333 * Float(1)))
-      var w341: Float = (((w325 * Float(1)) + (w328 * Float(bitPattern: 0x3f000000))) + (w331 * Float(bitPattern: 0x3f000000)))
-      var w342: Float = ((w328 - w331) * Float(bitPattern: 0x3f000000))
-      var w343: Float = (((w328 * Float(bitPattern: 0x3f000000)) + (w331 * Float(bitPattern: 0x3f000000))) + (w334 * Float(1)))
-      grads[(320 +% (((f321 *% 32) +% c322) *% 9))] = w335
-      grads[((320 +% (((f321 *% 32) +% c322) *% 9)) +% 1)] = w336
-      grads[((320 +% (((f321 *% 32) +% c322) *% 9)) +% 2)] = w337
-      grads[((320 +% (((f321 *% 32) +% c322) *% 9)) +% 3)] = w338
-      grads[((320 +% (((f321 *% 32) +% c322) *% 9)) +% 4)] = w339
-      grads[((320 +% (((f321 *% 32) +% c322) *% 9)) +% 5)] = w340
-      grads[((320 +% (((f321 *% 32) +% c322) *% 9)) +% 6)] = w341
-      grads[((320 +% (((f321 *% 32) +% c322) *% 9)) +% 7)] = w342
-      grads[((320 +% (((f321 *% 32) +% c322) *% 9)) +% 8)] = w343
+  do {  // scalar loops
+    for f321 in 0..<64 {
+      for c322 in 0..<32 {
+        var w323: Float = (((arena[((1664128 +% (c322 *% 64)) +% f321)] * Float(1)) + (arena[((1672320 +% (c322 *% 64)) +% f321)] * Float(bitPattern: 0x3f000000))) + (arena[((1680512 +% (c322 *% 64)) +% f321)] * Float(bitPattern: 0x3f000000)))
+        var w324: Float = ((arena[((1672320 +% (c322 *% 64)) +% f321)] - arena[((1680512 +% (c322 *% 64)) +% f321)]) * Float(bitPattern: 0x3f000000))
+        var w325: Float = (((arena[((1672320 +% (c322 *% 64)) +% f321)] * Float(bitPattern: 0x3f000000)) + (arena[((1680512 +% (c322 *% 64)) +% f321)] * Float(bitPattern: 0x3f000000))) + (arena[((1688704 +% (c322 *% 64)) +% f321)] * Float(1)))
+        var w326: Float = (((arena[((1666176 +% (c322 *% 64)) +% f321)] * Float(1)) + (arena[((1674368 +% (c322 *% 64)) +% f321)] * Float(bitPattern: 0x3f000000))) + (arena[((1682560 +% (c322 *% 64)) +% f321)] * Float(bitPattern: 0x3f000000)))
+        var w327: Float = ((arena[((1674368 +% (c322 *% 64)) +% f321)] - arena[((1682560 +% (c322 *% 64)) +% f321)]) * Float(bitPattern: 0x3f000000))
+        var w328: Float = (((arena[((1674368 +% (c322 *% 64)) +% f321)] * Float(bitPattern: 0x3f000000)) + (arena[((1682560 +% (c322 *% 64)) +% f321)] * Float(bitPattern: 0x3f000000))) + (arena[((1690752 +% (c322 *% 64)) +% f321)] * Float(1)))
+        var w329: Float = (((arena[((1668224 +% (c322 *% 64)) +% f321)] * Float(1)) + (arena[((1676416 +% (c322 *% 64)) +% f321)] * Float(bitPattern: 0x3f000000))) + (arena[((1684608 +% (c322 *% 64)) +% f321)] * Float(bitPattern: 0x3f000000)))
+        var w330: Float = ((arena[((1676416 +% (c322 *% 64)) +% f321)] - arena[((1684608 +% (c322 *% 64)) +% f321)]) * Float(bitPattern: 0x3f000000))
+        var w331: Float = (((arena[((1676416 +% (c322 *% 64)) +% f321)] * Float(bitPattern: 0x3f000000)) + (arena[((1684608 +% (c322 *% 64)) +% f321)] * Float(bitPattern: 0x3f000000))) + (arena[((1692800 +% (c322 *% 64)) +% f321)] * Float(1)))
+        var w332: Float = (((arena[((1670272 +% (c322 *% 64)) +% f321)] * Float(1)) + (arena[((1678464 +% (c322 *% 64)) +% f321)] * Float(bitPattern: 0x3f000000))) + (arena[((1686656 +% (c322 *% 64)) +% f321)] * Float(bitPattern: 0x3f000000)))
+        var w333: Float = ((arena[((1678464 +% (c322 *% 64)) +% f321)] - arena[((1686656 +% (c322 *% 64)) +% f321)]) * Float(bitPattern: 0x3f000000))
+        var w334: Float = (((arena[((1678464 +% (c322 *% 64)) +% f321)] * Float(bitPattern: 0x3f000000)) + (arena[((1686656 +% (c322 *% 64)) +% f321)] * Float(bitPattern: 0x3f000000))) + (arena[((1694848 +% (c322 *% 64)) +% f321)] * Float(1)))
+        var w335: Float = (((w323 * Float(1)) + (w326 * Float(bitPattern: 0x3f000000))) + (w329 * Float(bitPattern: 0x3f000000)))
+        var w336: Float = ((w326 - w329) * Float(bitPattern: 0x3f000000))
+        var w337: Float = (((w326 * Float(bitPattern: 0x3f000000)) + (w329 * Float(bitPattern: 0x3f000000))) + (w332 * Float(1)))
+        var w338: Float = (((w324 * Float(1)) + (w327 * Float(bitPattern: 0x3f000000))) + (w330 * Float(bitPattern: 0x3f000000)))
+        var w339: Float = ((w327 - w330) * Float(bitPattern: 0x3f000000))
+        var w340: Float = (((w327 * Float(bitPattern: 0x3f000000)) + (w330 * Float(bitPattern: 0x3f000000))) + (w333 * Float(1)))
+        var w341: Float = (((w325 * Float(1)) + (w328 * Float(bitPattern: 0x3f000000))) + (w331 * Float(bitPattern: 0x3f000000)))
+        var w342: Float = ((w328 - w331) * Float(bitPattern: 0x3f000000))
+        var w343: Float = (((w328 * Float(bitPattern: 0x3f000000)) + (w331 * Float(bitPattern: 0x3f000000))) + (w334 * Float(1)))
+        grads[(320 +% (((f321 *% 32) +% c322) *% 9))] = w335
+        grads[((320 +% (((f321 *% 32) +% c322) *% 9)) +% 1)] = w336
+        grads[((320 +% (((f321 *% 32) +% c322) *% 9)) +% 2)] = w337
+        grads[((320 +% (((f321 *% 32) +% c322) *% 9)) +% 3)] = w338
+        grads[((320 +% (((f321 *% 32) +% c322) *% 9)) +% 4)] = w339
+        grads[((320 +% (((f321 *% 32) +% c322) *% 9)) +% 5)] = w340
+        grads[((320 +% (((f321 *% 32) +% c322) *% 9)) +% 6)] = w341
+        grads[((320 +% (((f321 *% 32) +% c322) *% 9)) +% 7)] = w342
+        grads[((320 +% (((f321 *% 32) +% c322) *% 9)) +% 8)] = w343
+      }
     }
   }
   // conv2_bias_grad = conv2d_grad_bias(conv2_grad)
@@ -993,52 +997,54 @@ public func mnistnet_train_b64(
     grads[(18752 +% f344)] = sum354
   }
   // relu1_grad = conv2d_grad_input(conv2_grad, conv2.weight, conv1)
-  for ci355 in 0..<64 {
-    for co356 in 0..<32 {
-      var w357: Float = params[((320 +% (((ci355 *% 32) +% co356) *% 9)) +% 8)]
-      var w358: Float = (((params[((320 +% (((ci355 *% 32) +% co356) *% 9)) +% 8)] + params[((320 +% (((ci355 *% 32) +% co356) *% 9)) +% 5)]) + params[((320 +% (((ci355 *% 32) +% co356) *% 9)) +% 2)]) * Float(bitPattern: 0x3f000000))
-      var w359: Float = (((params[((320 +% (((ci355 *% 32) +% co356) *% 9)) +% 8)] + params[((320 +% (((ci355 *% 32) +% co356) *% 9)) +% 2)]) - params[((320 +% (((ci355 *% 32) +% co356) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
-      var w360: Float = params[((320 +% (((ci355 *% 32) +% co356) *% 9)) +% 2)]
-      var w361: Float = params[((320 +% (((ci355 *% 32) +% co356) *% 9)) +% 7)]
-      var w362: Float = (((params[((320 +% (((ci355 *% 32) +% co356) *% 9)) +% 7)] + params[((320 +% (((ci355 *% 32) +% co356) *% 9)) +% 4)]) + params[((320 +% (((ci355 *% 32) +% co356) *% 9)) +% 1)]) * Float(bitPattern: 0x3f000000))
-      var w363: Float = (((params[((320 +% (((ci355 *% 32) +% co356) *% 9)) +% 7)] + params[((320 +% (((ci355 *% 32) +% co356) *% 9)) +% 1)]) - params[((320 +% (((ci355 *% 32) +% co356) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
-      var w364: Float = params[((320 +% (((ci355 *% 32) +% co356) *% 9)) +% 1)]
-      var w365: Float = params[((320 +% (((ci355 *% 32) +% co356) *% 9)) +% 6)]
-      var w366: Float = (((params[((320 +% (((ci355 *% 32) +% co356) *% 9)) +% 6)] + params[((320 +% (((ci355 *% 32) +% co356) *% 9)) +% 3)]) + params[(320 +% (((ci355 *% 32) +% co356) *% 9))]) * Float(bitPattern: 0x3f000000))
-      var w367: Float = (((params[((320 +% (((ci355 *% 32) +% co356) *% 9)) +% 6)] + params[(320 +% (((ci355 *% 32) +% co356) *% 9))]) - params[((320 +% (((ci355 *% 32) +% co356) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
-      var w368: Float = params[(320 +% (((ci355 *% 32) +% co356) *% 9))]
-      var w369: Float = w357
-      var w370: Float = (((w357 + w361) + w365) * Float(bitPattern: 0x3f000000))
-      var w371: Float = (((w357 + w365) - w361) * Float(bitPattern: 0x3f000000))
-      var w372: Float = w365
-      var w373: Float = w358
-      var w374: Float = (((w358 + w362) + w366) * Float(bitPattern: 0x3f000000))
-      var w375: Float = (((w358 + w366) - w362) * Float(bitPattern: 0x3f000000))
-      var w376: Float = w366
-      var w377: Float = w359
-      var w378: Float = (((w359 + w363) + w367) * Float(bitPattern: 0x3f000000))
-      var w379: Float = (((w359 + w367) - w363) * Float(bitPattern: 0x3f000000))
-      var w380: Float = w367
-      var w381: Float = w360
-      var w382: Float = (((w360 + w364) + w368) * Float(bitPattern: 0x3f000000))
-      var w383: Float = (((w360 + w368) - w364) * Float(bitPattern: 0x3f000000))
-      var w384: Float = w368
-      arena[((2768896 +% (ci355 *% 32)) +% co356)] = w369
-      arena[((2770944 +% (ci355 *% 32)) +% co356)] = w370
-      arena[((2772992 +% (ci355 *% 32)) +% co356)] = w371
-      arena[((2775040 +% (ci355 *% 32)) +% co356)] = w372
-      arena[((2777088 +% (ci355 *% 32)) +% co356)] = w373
-      arena[((2779136 +% (ci355 *% 32)) +% co356)] = w374
-      arena[((2781184 +% (ci355 *% 32)) +% co356)] = w375
-      arena[((2783232 +% (ci355 *% 32)) +% co356)] = w376
-      arena[((2785280 +% (ci355 *% 32)) +% co356)] = w377
-      arena[((2787328 +% (ci355 *% 32)) +% co356)] = w378
-      arena[((2789376 +% (ci355 *% 32)) +% co356)] = w379
-      arena[((2791424 +% (ci355 *% 32)) +% co356)] = w380
-      arena[((2793472 +% (ci355 *% 32)) +% co356)] = w381
-      arena[((2795520 +% (ci355 *% 32)) +% co356)] = w382
-      arena[((2797568 +% (ci355 *% 32)) +% co356)] = w383
-      arena[((2799616 +% (ci355 *% 32)) +% co356)] = w384
+  do {  // scalar loops
+    for ci355 in 0..<64 {
+      for co356 in 0..<32 {
+        var w357: Float = params[((320 +% (((ci355 *% 32) +% co356) *% 9)) +% 8)]
+        var w358: Float = (((params[((320 +% (((ci355 *% 32) +% co356) *% 9)) +% 8)] + params[((320 +% (((ci355 *% 32) +% co356) *% 9)) +% 5)]) + params[((320 +% (((ci355 *% 32) +% co356) *% 9)) +% 2)]) * Float(bitPattern: 0x3f000000))
+        var w359: Float = (((params[((320 +% (((ci355 *% 32) +% co356) *% 9)) +% 8)] + params[((320 +% (((ci355 *% 32) +% co356) *% 9)) +% 2)]) - params[((320 +% (((ci355 *% 32) +% co356) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
+        var w360: Float = params[((320 +% (((ci355 *% 32) +% co356) *% 9)) +% 2)]
+        var w361: Float = params[((320 +% (((ci355 *% 32) +% co356) *% 9)) +% 7)]
+        var w362: Float = (((params[((320 +% (((ci355 *% 32) +% co356) *% 9)) +% 7)] + params[((320 +% (((ci355 *% 32) +% co356) *% 9)) +% 4)]) + params[((320 +% (((ci355 *% 32) +% co356) *% 9)) +% 1)]) * Float(bitPattern: 0x3f000000))
+        var w363: Float = (((params[((320 +% (((ci355 *% 32) +% co356) *% 9)) +% 7)] + params[((320 +% (((ci355 *% 32) +% co356) *% 9)) +% 1)]) - params[((320 +% (((ci355 *% 32) +% co356) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
+        var w364: Float = params[((320 +% (((ci355 *% 32) +% co356) *% 9)) +% 1)]
+        var w365: Float = params[((320 +% (((ci355 *% 32) +% co356) *% 9)) +% 6)]
+        var w366: Float = (((params[((320 +% (((ci355 *% 32) +% co356) *% 9)) +% 6)] + params[((320 +% (((ci355 *% 32) +% co356) *% 9)) +% 3)]) + params[(320 +% (((ci355 *% 32) +% co356) *% 9))]) * Float(bitPattern: 0x3f000000))
+        var w367: Float = (((params[((320 +% (((ci355 *% 32) +% co356) *% 9)) +% 6)] + params[(320 +% (((ci355 *% 32) +% co356) *% 9))]) - params[((320 +% (((ci355 *% 32) +% co356) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
+        var w368: Float = params[(320 +% (((ci355 *% 32) +% co356) *% 9))]
+        var w369: Float = w357
+        var w370: Float = (((w357 + w361) + w365) * Float(bitPattern: 0x3f000000))
+        var w371: Float = (((w357 + w365) - w361) * Float(bitPattern: 0x3f000000))
+        var w372: Float = w365
+        var w373: Float = w358
+        var w374: Float = (((w358 + w362) + w366) * Float(bitPattern: 0x3f000000))
+        var w375: Float = (((w358 + w366) - w362) * Float(bitPattern: 0x3f000000))
+        var w376: Float = w366
+        var w377: Float = w359
+        var w378: Float = (((w359 + w363) + w367) * Float(bitPattern: 0x3f000000))
+        var w379: Float = (((w359 + w367) - w363) * Float(bitPattern: 0x3f000000))
+        var w380: Float = w367
+        var w381: Float = w360
+        var w382: Float = (((w360 + w364) + w368) * Float(bitPattern: 0x3f000000))
+        var w383: Float = (((w360 + w368) - w364) * Float(bitPattern: 0x3f000000))
+        var w384: Float = w368
+        arena[((2768896 +% (ci355 *% 32)) +% co356)] = w369
+        arena[((2770944 +% (ci355 *% 32)) +% co356)] = w370
+        arena[((2772992 +% (ci355 *% 32)) +% co356)] = w371
+        arena[((2775040 +% (ci355 *% 32)) +% co356)] = w372
+        arena[((2777088 +% (ci355 *% 32)) +% co356)] = w373
+        arena[((2779136 +% (ci355 *% 32)) +% co356)] = w374
+        arena[((2781184 +% (ci355 *% 32)) +% co356)] = w375
+        arena[((2783232 +% (ci355 *% 32)) +% co356)] = w376
+        arena[((2785280 +% (ci355 *% 32)) +% co356)] = w377
+        arena[((2787328 +% (ci355 *% 32)) +% co356)] = w378
+        arena[((2789376 +% (ci355 *% 32)) +% co356)] = w379
+        arena[((2791424 +% (ci355 *% 32)) +% co356)] = w380
+        arena[((2793472 +% (ci355 *% 32)) +% co356)] = w381
+        arena[((2795520 +% (ci355 *% 32)) +% co356)] = w382
+        arena[((2797568 +% (ci355 *% 32)) +% co356)] = w383
+        arena[((2799616 +% (ci355 *% 32)) +% co356)] = w384
+      }
     }
   }
   for i385 in 0..<6272 {
@@ -1500,52 +1506,54 @@ public func mnistnet_infer_b64(
   }
   // conv2 = conv2d_relu_maxpool(conv1)
   parallelFor(pool, 2) { part22 in
-    for ci23 in 0..<32 {
-      for co24 in 0..<32 {
-        var w25: Float = params[(320 +% (((((part22 *% 32) +% co24) *% 32) +% ci23) *% 9))]
-        var w26: Float = (((params[(320 +% (((((part22 *% 32) +% co24) *% 32) +% ci23) *% 9))] + params[((320 +% (((((part22 *% 32) +% co24) *% 32) +% ci23) *% 9)) +% 3)]) + params[((320 +% (((((part22 *% 32) +% co24) *% 32) +% ci23) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
-        var w27: Float = (((params[(320 +% (((((part22 *% 32) +% co24) *% 32) +% ci23) *% 9))] + params[((320 +% (((((part22 *% 32) +% co24) *% 32) +% ci23) *% 9)) +% 6)]) - params[((320 +% (((((part22 *% 32) +% co24) *% 32) +% ci23) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
-        var w28: Float = params[((320 +% (((((part22 *% 32) +% co24) *% 32) +% ci23) *% 9)) +% 6)]
-        var w29: Float = params[((320 +% (((((part22 *% 32) +% co24) *% 32) +% ci23) *% 9)) +% 1)]
-        var w30: Float = (((params[((320 +% (((((part22 *% 32) +% co24) *% 32) +% ci23) *% 9)) +% 1)] + params[((320 +% (((((part22 *% 32) +% co24) *% 32) +% ci23) *% 9)) +% 4)]) + params[((320 +% (((((part22 *% 32) +% co24) *% 32) +% ci23) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
-        var w31: Float = (((params[((320 +% (((((part22 *% 32) +% co24) *% 32) +% ci23) *% 9)) +% 1)] + params[((320 +% (((((part22 *% 32) +% co24) *% 32) +% ci23) *% 9)) +% 7)]) - params[((320 +% (((((part22 *% 32) +% co24) *% 32) +% ci23) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
-        var w32: Float = params[((320 +% (((((part22 *% 32) +% co24) *% 32) +% ci23) *% 9)) +% 7)]
-        var w33: Float = params[((320 +% (((((part22 *% 32) +% co24) *% 32) +% ci23) *% 9)) +% 2)]
-        var w34: Float = (((params[((320 +% (((((part22 *% 32) +% co24) *% 32) +% ci23) *% 9)) +% 2)] + params[((320 +% (((((part22 *% 32) +% co24) *% 32) +% ci23) *% 9)) +% 5)]) + params[((320 +% (((((part22 *% 32) +% co24) *% 32) +% ci23) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
-        var w35: Float = (((params[((320 +% (((((part22 *% 32) +% co24) *% 32) +% ci23) *% 9)) +% 2)] + params[((320 +% (((((part22 *% 32) +% co24) *% 32) +% ci23) *% 9)) +% 8)]) - params[((320 +% (((((part22 *% 32) +% co24) *% 32) +% ci23) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
-        var w36: Float = params[((320 +% (((((part22 *% 32) +% co24) *% 32) +% ci23) *% 9)) +% 8)]
-        var w37: Float = w25
-        var w38: Float = (((w25 + w29) + w33) * Float(bitPattern: 0x3f000000))
-        var w39: Float = (((w25 + w33) - w29) * Float(bitPattern: 0x3f000000))
-        var w40: Float = w33
-        var w41: Float = w26
-        var w42: Float = (((w26 + w30) + w34) * Float(bitPattern: 0x3f000000))
-        var w43: Float = (((w26 + w34) - w30) * Float(bitPattern: 0x3f000000))
-        var w44: Float = w34
-        var w45: Float = w27
-        var w46: Float = (((w27 + w31) + w35) * Float(bitPattern: 0x3f000000))
-        var w47: Float = (((w27 + w35) - w31) * Float(bitPattern: 0x3f000000))
-        var w48: Float = w35
-        var w49: Float = w28
-        var w50: Float = (((w28 + w32) + w36) * Float(bitPattern: 0x3f000000))
-        var w51: Float = (((w28 + w36) - w32) * Float(bitPattern: 0x3f000000))
-        var w52: Float = w36
-        arena[((2564096 +% (ci23 *% 64)) +% ((part22 *% 32) +% co24))] = w37
-        arena[((2566144 +% (ci23 *% 64)) +% ((part22 *% 32) +% co24))] = w38
-        arena[((2568192 +% (ci23 *% 64)) +% ((part22 *% 32) +% co24))] = w39
-        arena[((2570240 +% (ci23 *% 64)) +% ((part22 *% 32) +% co24))] = w40
-        arena[((2572288 +% (ci23 *% 64)) +% ((part22 *% 32) +% co24))] = w41
-        arena[((2574336 +% (ci23 *% 64)) +% ((part22 *% 32) +% co24))] = w42
-        arena[((2576384 +% (ci23 *% 64)) +% ((part22 *% 32) +% co24))] = w43
-        arena[((2578432 +% (ci23 *% 64)) +% ((part22 *% 32) +% co24))] = w44
-        arena[((2580480 +% (ci23 *% 64)) +% ((part22 *% 32) +% co24))] = w45
-        arena[((2582528 +% (ci23 *% 64)) +% ((part22 *% 32) +% co24))] = w46
-        arena[((2584576 +% (ci23 *% 64)) +% ((part22 *% 32) +% co24))] = w47
-        arena[((2586624 +% (ci23 *% 64)) +% ((part22 *% 32) +% co24))] = w48
-        arena[((2588672 +% (ci23 *% 64)) +% ((part22 *% 32) +% co24))] = w49
-        arena[((2590720 +% (ci23 *% 64)) +% ((part22 *% 32) +% co24))] = w50
-        arena[((2592768 +% (ci23 *% 64)) +% ((part22 *% 32) +% co24))] = w51
-        arena[((2594816 +% (ci23 *% 64)) +% ((part22 *% 32) +% co24))] = w52
+    do {  // scalar loops
+      for ci23 in 0..<32 {
+        for co24 in 0..<32 {
+          var w25: Float = params[(320 +% (((((part22 *% 32) +% co24) *% 32) +% ci23) *% 9))]
+          var w26: Float = (((params[(320 +% (((((part22 *% 32) +% co24) *% 32) +% ci23) *% 9))] + params[((320 +% (((((part22 *% 32) +% co24) *% 32) +% ci23) *% 9)) +% 3)]) + params[((320 +% (((((part22 *% 32) +% co24) *% 32) +% ci23) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
+          var w27: Float = (((params[(320 +% (((((part22 *% 32) +% co24) *% 32) +% ci23) *% 9))] + params[((320 +% (((((part22 *% 32) +% co24) *% 32) +% ci23) *% 9)) +% 6)]) - params[((320 +% (((((part22 *% 32) +% co24) *% 32) +% ci23) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
+          var w28: Float = params[((320 +% (((((part22 *% 32) +% co24) *% 32) +% ci23) *% 9)) +% 6)]
+          var w29: Float = params[((320 +% (((((part22 *% 32) +% co24) *% 32) +% ci23) *% 9)) +% 1)]
+          var w30: Float = (((params[((320 +% (((((part22 *% 32) +% co24) *% 32) +% ci23) *% 9)) +% 1)] + params[((320 +% (((((part22 *% 32) +% co24) *% 32) +% ci23) *% 9)) +% 4)]) + params[((320 +% (((((part22 *% 32) +% co24) *% 32) +% ci23) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
+          var w31: Float = (((params[((320 +% (((((part22 *% 32) +% co24) *% 32) +% ci23) *% 9)) +% 1)] + params[((320 +% (((((part22 *% 32) +% co24) *% 32) +% ci23) *% 9)) +% 7)]) - params[((320 +% (((((part22 *% 32) +% co24) *% 32) +% ci23) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
+          var w32: Float = params[((320 +% (((((part22 *% 32) +% co24) *% 32) +% ci23) *% 9)) +% 7)]
+          var w33: Float = params[((320 +% (((((part22 *% 32) +% co24) *% 32) +% ci23) *% 9)) +% 2)]
+          var w34: Float = (((params[((320 +% (((((part22 *% 32) +% co24) *% 32) +% ci23) *% 9)) +% 2)] + params[((320 +% (((((part22 *% 32) +% co24) *% 32) +% ci23) *% 9)) +% 5)]) + params[((320 +% (((((part22 *% 32) +% co24) *% 32) +% ci23) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
+          var w35: Float = (((params[((320 +% (((((part22 *% 32) +% co24) *% 32) +% ci23) *% 9)) +% 2)] + params[((320 +% (((((part22 *% 32) +% co24) *% 32) +% ci23) *% 9)) +% 8)]) - params[((320 +% (((((part22 *% 32) +% co24) *% 32) +% ci23) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
+          var w36: Float = params[((320 +% (((((part22 *% 32) +% co24) *% 32) +% ci23) *% 9)) +% 8)]
+          var w37: Float = w25
+          var w38: Float = (((w25 + w29) + w33) * Float(bitPattern: 0x3f000000))
+          var w39: Float = (((w25 + w33) - w29) * Float(bitPattern: 0x3f000000))
+          var w40: Float = w33
+          var w41: Float = w26
+          var w42: Float = (((w26 + w30) + w34) * Float(bitPattern: 0x3f000000))
+          var w43: Float = (((w26 + w34) - w30) * Float(bitPattern: 0x3f000000))
+          var w44: Float = w34
+          var w45: Float = w27
+          var w46: Float = (((w27 + w31) + w35) * Float(bitPattern: 0x3f000000))
+          var w47: Float = (((w27 + w35) - w31) * Float(bitPattern: 0x3f000000))
+          var w48: Float = w35
+          var w49: Float = w28
+          var w50: Float = (((w28 + w32) + w36) * Float(bitPattern: 0x3f000000))
+          var w51: Float = (((w28 + w36) - w32) * Float(bitPattern: 0x3f000000))
+          var w52: Float = w36
+          arena[((2564096 +% (ci23 *% 64)) +% ((part22 *% 32) +% co24))] = w37
+          arena[((2566144 +% (ci23 *% 64)) +% ((part22 *% 32) +% co24))] = w38
+          arena[((2568192 +% (ci23 *% 64)) +% ((part22 *% 32) +% co24))] = w39
+          arena[((2570240 +% (ci23 *% 64)) +% ((part22 *% 32) +% co24))] = w40
+          arena[((2572288 +% (ci23 *% 64)) +% ((part22 *% 32) +% co24))] = w41
+          arena[((2574336 +% (ci23 *% 64)) +% ((part22 *% 32) +% co24))] = w42
+          arena[((2576384 +% (ci23 *% 64)) +% ((part22 *% 32) +% co24))] = w43
+          arena[((2578432 +% (ci23 *% 64)) +% ((part22 *% 32) +% co24))] = w44
+          arena[((2580480 +% (ci23 *% 64)) +% ((part22 *% 32) +% co24))] = w45
+          arena[((2582528 +% (ci23 *% 64)) +% ((part22 *% 32) +% co24))] = w46
+          arena[((2584576 +% (ci23 *% 64)) +% ((part22 *% 32) +% co24))] = w47
+          arena[((2586624 +% (ci23 *% 64)) +% ((part22 *% 32) +% co24))] = w48
+          arena[((2588672 +% (ci23 *% 64)) +% ((part22 *% 32) +% co24))] = w49
+          arena[((2590720 +% (ci23 *% 64)) +% ((part22 *% 32) +% co24))] = w50
+          arena[((2592768 +% (ci23 *% 64)) +% ((part22 *% 32) +% co24))] = w51
+          arena[((2594816 +% (ci23 *% 64)) +% ((part22 *% 32) +% co24))] = w52
+        }
       }
     }
   }

@@ -1498,12 +1498,12 @@ conv2.co29:                                       ; preds = %conv2.co29, %conv2.
   store float %w57, ptr %arena62, align 4
   %co29.next = add nsw i64 %conv2.co292, 1
   %231 = icmp slt i64 %co29.next, 16
-  br i1 %231, label %conv2.co29, label %conv2.co29.end
+  br i1 %231, label %conv2.co29, label %conv2.co29.end, !llvm.loop !0
 
 conv2.co29.end:                                   ; preds = %conv2.co29
   %ci28.next = add nsw i64 %conv2.ci281, 1
   %232 = icmp slt i64 %ci28.next, 16
-  br i1 %232, label %conv2.ci28, label %conv2.ci28.end
+  br i1 %232, label %conv2.ci28, label %conv2.ci28.end, !llvm.loop !2
 
 conv2.i58:                                        ; preds = %conv2.i58, %conv2.ci28.end
   %conv2.i5863 = phi i64 [ 0, %conv2.ci28.end ], [ %i58.next, %conv2.i58 ]
@@ -3933,12 +3933,12 @@ conv3.co134:                                      ; preds = %conv3.co134, %conv3
   store float %w162, ptr %arena62, align 4
   %co134.next = add nsw i64 %conv3.co1342, 1
   %231 = icmp slt i64 %co134.next, 32
-  br i1 %231, label %conv3.co134, label %conv3.co134.end
+  br i1 %231, label %conv3.co134, label %conv3.co134.end, !llvm.loop !3
 
 conv3.co134.end:                                  ; preds = %conv3.co134
   %ci133.next = add nsw i64 %conv3.ci1331, 1
   %232 = icmp slt i64 %ci133.next, 16
-  br i1 %232, label %conv3.ci133, label %conv3.ci133.end
+  br i1 %232, label %conv3.ci133, label %conv3.ci133.end, !llvm.loop !4
 
 conv3.i163:                                       ; preds = %conv3.i163, %conv3.ci133.end
   %conv3.i16363 = phi i64 [ 0, %conv3.ci133.end ], [ %i163.next, %conv3.i163 ]
@@ -7946,12 +7946,12 @@ conv3_weight_grad.c334:                           ; preds = %conv3_weight_grad.c
   store float %w355, ptr %grads194, align 4
   %c334.next = add nsw i64 %conv3_weight_grad.c334141, 1
   %1174 = icmp slt i64 %c334.next, 16
-  br i1 %1174, label %conv3_weight_grad.c334, label %conv3_weight_grad.c334.end
+  br i1 %1174, label %conv3_weight_grad.c334, label %conv3_weight_grad.c334.end, !llvm.loop !5
 
 conv3_weight_grad.c334.end:                       ; preds = %conv3_weight_grad.c334
   %f333.next = add nsw i64 %conv3_weight_grad.f333140, 1
   %1175 = icmp slt i64 %f333.next, 32
-  br i1 %1175, label %conv3_weight_grad.f333, label %conv3_weight_grad.f333.end
+  br i1 %1175, label %conv3_weight_grad.f333, label %conv3_weight_grad.f333.end, !llvm.loop !6
 }
 
 ; Function Attrs: noinline
@@ -8514,12 +8514,12 @@ pool_grad.co368:                                  ; preds = %pool_grad.co368, %p
   store float %w396, ptr %arena62, align 4
   %co368.next = add nsw i64 %pool_grad.co3682, 1
   %231 = icmp slt i64 %co368.next, 16
-  br i1 %231, label %pool_grad.co368, label %pool_grad.co368.end
+  br i1 %231, label %pool_grad.co368, label %pool_grad.co368.end, !llvm.loop !7
 
 pool_grad.co368.end:                              ; preds = %pool_grad.co368
   %ci367.next = add nsw i64 %pool_grad.ci3671, 1
   %232 = icmp slt i64 %ci367.next, 32
-  br i1 %232, label %pool_grad.ci367, label %pool_grad.ci367.end
+  br i1 %232, label %pool_grad.ci367, label %pool_grad.ci367.end, !llvm.loop !8
 
 pool_grad.i397:                                   ; preds = %pool_grad.i397, %pool_grad.ci367.end
   %pool_grad.i39763 = phi i64 [ 0, %pool_grad.ci367.end ], [ %i397.next, %pool_grad.i397 ]
@@ -12361,12 +12361,12 @@ conv2_weight_grad.c551:                           ; preds = %conv2_weight_grad.c
   store float %w572, ptr %grads194, align 4
   %c551.next = add nsw i64 %conv2_weight_grad.c551141, 1
   %1174 = icmp slt i64 %c551.next, 16
-  br i1 %1174, label %conv2_weight_grad.c551, label %conv2_weight_grad.c551.end
+  br i1 %1174, label %conv2_weight_grad.c551, label %conv2_weight_grad.c551.end, !llvm.loop !9
 
 conv2_weight_grad.c551.end:                       ; preds = %conv2_weight_grad.c551
   %f550.next = add nsw i64 %conv2_weight_grad.f550140, 1
   %1175 = icmp slt i64 %f550.next, 16
-  br i1 %1175, label %conv2_weight_grad.f550, label %conv2_weight_grad.f550.end
+  br i1 %1175, label %conv2_weight_grad.f550, label %conv2_weight_grad.f550.end, !llvm.loop !10
 }
 
 ; Function Attrs: noinline
@@ -12916,12 +12916,12 @@ act1_grad.co585:                                  ; preds = %act1_grad.co585, %a
   store float %w613, ptr %arena62, align 4
   %co585.next = add nsw i64 %act1_grad.co5852, 1
   %231 = icmp slt i64 %co585.next, 16
-  br i1 %231, label %act1_grad.co585, label %act1_grad.co585.end
+  br i1 %231, label %act1_grad.co585, label %act1_grad.co585.end, !llvm.loop !11
 
 act1_grad.co585.end:                              ; preds = %act1_grad.co585
   %ci584.next = add nsw i64 %act1_grad.ci5841, 1
   %232 = icmp slt i64 %ci584.next, 16
-  br i1 %232, label %act1_grad.ci584, label %act1_grad.ci584.end
+  br i1 %232, label %act1_grad.ci584, label %act1_grad.ci584.end, !llvm.loop !12
 
 act1_grad.i614:                                   ; preds = %act1_grad.i614, %act1_grad.ci584.end
   %act1_grad.i61463 = phi i64 [ 0, %act1_grad.ci584.end ], [ %i614.next, %act1_grad.i614 ]
@@ -18493,12 +18493,12 @@ conv2.co30:                                       ; preds = %conv2.co30, %conv2.
   store float %w58, ptr %arena62, align 4
   %co30.next = add nsw i64 %conv2.co302, 1
   %312 = icmp slt i64 %co30.next, 8
-  br i1 %312, label %conv2.co30, label %conv2.co30.end
+  br i1 %312, label %conv2.co30, label %conv2.co30.end, !llvm.loop !13
 
 conv2.co30.end:                                   ; preds = %conv2.co30
   %ci29.next = add nsw i64 %conv2.ci291, 1
   %313 = icmp slt i64 %ci29.next, 16
-  br i1 %313, label %conv2.ci29, label %conv2.ci29.end
+  br i1 %313, label %conv2.ci29, label %conv2.ci29.end, !llvm.loop !14
 }
 
 define internal void @residual_infer_b64.k2.conv2.part28.task(ptr %0, i64 %1) {
@@ -21187,12 +21187,12 @@ conv3.co135:                                      ; preds = %conv3.co135, %conv3
   store float %w163, ptr %arena62, align 4
   %co135.next = add nsw i64 %conv3.co1352, 1
   %312 = icmp slt i64 %co135.next, 16
-  br i1 %312, label %conv3.co135, label %conv3.co135.end
+  br i1 %312, label %conv3.co135, label %conv3.co135.end, !llvm.loop !15
 
 conv3.co135.end:                                  ; preds = %conv3.co135
   %ci134.next = add nsw i64 %conv3.ci1341, 1
   %313 = icmp slt i64 %ci134.next, 16
-  br i1 %313, label %conv3.ci134, label %conv3.ci134.end
+  br i1 %313, label %conv3.ci134, label %conv3.ci134.end, !llvm.loop !16
 }
 
 define internal void @residual_infer_b64.k6.conv3.part133.task(ptr %0, i64 %1) {
@@ -22443,3 +22443,21 @@ attributes #0 = { "target-cpu"="x86-64-v3" }
 attributes #1 = { noinline "target-cpu"="x86-64-v3" }
 attributes #2 = { nocallback nofree nosync nounwind speculatable willreturn memory(none) }
 attributes #3 = { nocallback nofree nosync nounwind willreturn memory(argmem: read) }
+
+!0 = distinct !{!0, !1}
+!1 = !{!"llvm.loop.vectorize.enable", i1 false}
+!2 = distinct !{!2, !1}
+!3 = distinct !{!3, !1}
+!4 = distinct !{!4, !1}
+!5 = distinct !{!5, !1}
+!6 = distinct !{!6, !1}
+!7 = distinct !{!7, !1}
+!8 = distinct !{!8, !1}
+!9 = distinct !{!9, !1}
+!10 = distinct !{!10, !1}
+!11 = distinct !{!11, !1}
+!12 = distinct !{!12, !1}
+!13 = distinct !{!13, !1}
+!14 = distinct !{!14, !1}
+!15 = distinct !{!15, !1}
+!16 = distinct !{!16, !1}

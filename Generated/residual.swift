@@ -233,52 +233,54 @@ public func residual_train_b64(
     storeVector(arena, ((i27 *% 8) +% 802816), (Vector(repeating: Float(bitPattern: 0x3dcccccd)) * loadVector(arena, (i27 *% 8))).replacing(with: loadVector(arena, (i27 *% 8)), where: loadVector(arena, (i27 *% 8)) .> Vector(repeating: Float(0))))
   }
   // conv2 = conv2d(act1)
-  for ci28 in 0..<16 {
-    for co29 in 0..<16 {
-      var w30: Float = params[(160 +% (((co29 *% 16) +% ci28) *% 9))]
-      var w31: Float = (((params[(160 +% (((co29 *% 16) +% ci28) *% 9))] + params[((160 +% (((co29 *% 16) +% ci28) *% 9)) +% 3)]) + params[((160 +% (((co29 *% 16) +% ci28) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
-      var w32: Float = (((params[(160 +% (((co29 *% 16) +% ci28) *% 9))] + params[((160 +% (((co29 *% 16) +% ci28) *% 9)) +% 6)]) - params[((160 +% (((co29 *% 16) +% ci28) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
-      var w33: Float = params[((160 +% (((co29 *% 16) +% ci28) *% 9)) +% 6)]
-      var w34: Float = params[((160 +% (((co29 *% 16) +% ci28) *% 9)) +% 1)]
-      var w35: Float = (((params[((160 +% (((co29 *% 16) +% ci28) *% 9)) +% 1)] + params[((160 +% (((co29 *% 16) +% ci28) *% 9)) +% 4)]) + params[((160 +% (((co29 *% 16) +% ci28) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
-      var w36: Float = (((params[((160 +% (((co29 *% 16) +% ci28) *% 9)) +% 1)] + params[((160 +% (((co29 *% 16) +% ci28) *% 9)) +% 7)]) - params[((160 +% (((co29 *% 16) +% ci28) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
-      var w37: Float = params[((160 +% (((co29 *% 16) +% ci28) *% 9)) +% 7)]
-      var w38: Float = params[((160 +% (((co29 *% 16) +% ci28) *% 9)) +% 2)]
-      var w39: Float = (((params[((160 +% (((co29 *% 16) +% ci28) *% 9)) +% 2)] + params[((160 +% (((co29 *% 16) +% ci28) *% 9)) +% 5)]) + params[((160 +% (((co29 *% 16) +% ci28) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
-      var w40: Float = (((params[((160 +% (((co29 *% 16) +% ci28) *% 9)) +% 2)] + params[((160 +% (((co29 *% 16) +% ci28) *% 9)) +% 8)]) - params[((160 +% (((co29 *% 16) +% ci28) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
-      var w41: Float = params[((160 +% (((co29 *% 16) +% ci28) *% 9)) +% 8)]
-      var w42: Float = w30
-      var w43: Float = (((w30 + w34) + w38) * Float(bitPattern: 0x3f000000))
-      var w44: Float = (((w30 + w38) - w34) * Float(bitPattern: 0x3f000000))
-      var w45: Float = w38
-      var w46: Float = w31
-      var w47: Float = (((w31 + w35) + w39) * Float(bitPattern: 0x3f000000))
-      var w48: Float = (((w31 + w39) - w35) * Float(bitPattern: 0x3f000000))
-      var w49: Float = w39
-      var w50: Float = w32
-      var w51: Float = (((w32 + w36) + w40) * Float(bitPattern: 0x3f000000))
-      var w52: Float = (((w32 + w40) - w36) * Float(bitPattern: 0x3f000000))
-      var w53: Float = w40
-      var w54: Float = w33
-      var w55: Float = (((w33 + w37) + w41) * Float(bitPattern: 0x3f000000))
-      var w56: Float = (((w33 + w41) - w37) * Float(bitPattern: 0x3f000000))
-      var w57: Float = w41
-      arena[((2408448 +% (ci28 *% 16)) +% co29)] = w42
-      arena[((2408704 +% (ci28 *% 16)) +% co29)] = w43
-      arena[((2408960 +% (ci28 *% 16)) +% co29)] = w44
-      arena[((2409216 +% (ci28 *% 16)) +% co29)] = w45
-      arena[((2409472 +% (ci28 *% 16)) +% co29)] = w46
-      arena[((2409728 +% (ci28 *% 16)) +% co29)] = w47
-      arena[((2409984 +% (ci28 *% 16)) +% co29)] = w48
-      arena[((2410240 +% (ci28 *% 16)) +% co29)] = w49
-      arena[((2410496 +% (ci28 *% 16)) +% co29)] = w50
-      arena[((2410752 +% (ci28 *% 16)) +% co29)] = w51
-      arena[((2411008 +% (ci28 *% 16)) +% co29)] = w52
-      arena[((2411264 +% (ci28 *% 16)) +% co29)] = w53
-      arena[((2411520 +% (ci28 *% 16)) +% co29)] = w54
-      arena[((2411776 +% (ci28 *% 16)) +% co29)] = w55
-      arena[((2412032 +% (ci28 *% 16)) +% co29)] = w56
-      arena[((2412288 +% (ci28 *% 16)) +% co29)] = w57
+  do {  // scalar loops
+    for ci28 in 0..<16 {
+      for co29 in 0..<16 {
+        var w30: Float = params[(160 +% (((co29 *% 16) +% ci28) *% 9))]
+        var w31: Float = (((params[(160 +% (((co29 *% 16) +% ci28) *% 9))] + params[((160 +% (((co29 *% 16) +% ci28) *% 9)) +% 3)]) + params[((160 +% (((co29 *% 16) +% ci28) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
+        var w32: Float = (((params[(160 +% (((co29 *% 16) +% ci28) *% 9))] + params[((160 +% (((co29 *% 16) +% ci28) *% 9)) +% 6)]) - params[((160 +% (((co29 *% 16) +% ci28) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
+        var w33: Float = params[((160 +% (((co29 *% 16) +% ci28) *% 9)) +% 6)]
+        var w34: Float = params[((160 +% (((co29 *% 16) +% ci28) *% 9)) +% 1)]
+        var w35: Float = (((params[((160 +% (((co29 *% 16) +% ci28) *% 9)) +% 1)] + params[((160 +% (((co29 *% 16) +% ci28) *% 9)) +% 4)]) + params[((160 +% (((co29 *% 16) +% ci28) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
+        var w36: Float = (((params[((160 +% (((co29 *% 16) +% ci28) *% 9)) +% 1)] + params[((160 +% (((co29 *% 16) +% ci28) *% 9)) +% 7)]) - params[((160 +% (((co29 *% 16) +% ci28) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
+        var w37: Float = params[((160 +% (((co29 *% 16) +% ci28) *% 9)) +% 7)]
+        var w38: Float = params[((160 +% (((co29 *% 16) +% ci28) *% 9)) +% 2)]
+        var w39: Float = (((params[((160 +% (((co29 *% 16) +% ci28) *% 9)) +% 2)] + params[((160 +% (((co29 *% 16) +% ci28) *% 9)) +% 5)]) + params[((160 +% (((co29 *% 16) +% ci28) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
+        var w40: Float = (((params[((160 +% (((co29 *% 16) +% ci28) *% 9)) +% 2)] + params[((160 +% (((co29 *% 16) +% ci28) *% 9)) +% 8)]) - params[((160 +% (((co29 *% 16) +% ci28) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
+        var w41: Float = params[((160 +% (((co29 *% 16) +% ci28) *% 9)) +% 8)]
+        var w42: Float = w30
+        var w43: Float = (((w30 + w34) + w38) * Float(bitPattern: 0x3f000000))
+        var w44: Float = (((w30 + w38) - w34) * Float(bitPattern: 0x3f000000))
+        var w45: Float = w38
+        var w46: Float = w31
+        var w47: Float = (((w31 + w35) + w39) * Float(bitPattern: 0x3f000000))
+        var w48: Float = (((w31 + w39) - w35) * Float(bitPattern: 0x3f000000))
+        var w49: Float = w39
+        var w50: Float = w32
+        var w51: Float = (((w32 + w36) + w40) * Float(bitPattern: 0x3f000000))
+        var w52: Float = (((w32 + w40) - w36) * Float(bitPattern: 0x3f000000))
+        var w53: Float = w40
+        var w54: Float = w33
+        var w55: Float = (((w33 + w37) + w41) * Float(bitPattern: 0x3f000000))
+        var w56: Float = (((w33 + w41) - w37) * Float(bitPattern: 0x3f000000))
+        var w57: Float = w41
+        arena[((2408448 +% (ci28 *% 16)) +% co29)] = w42
+        arena[((2408704 +% (ci28 *% 16)) +% co29)] = w43
+        arena[((2408960 +% (ci28 *% 16)) +% co29)] = w44
+        arena[((2409216 +% (ci28 *% 16)) +% co29)] = w45
+        arena[((2409472 +% (ci28 *% 16)) +% co29)] = w46
+        arena[((2409728 +% (ci28 *% 16)) +% co29)] = w47
+        arena[((2409984 +% (ci28 *% 16)) +% co29)] = w48
+        arena[((2410240 +% (ci28 *% 16)) +% co29)] = w49
+        arena[((2410496 +% (ci28 *% 16)) +% co29)] = w50
+        arena[((2410752 +% (ci28 *% 16)) +% co29)] = w51
+        arena[((2411008 +% (ci28 *% 16)) +% co29)] = w52
+        arena[((2411264 +% (ci28 *% 16)) +% co29)] = w53
+        arena[((2411520 +% (ci28 *% 16)) +% co29)] = w54
+        arena[((2411776 +% (ci28 *% 16)) +% co29)] = w55
+        arena[((2412032 +% (ci28 *% 16)) +% co29)] = w56
+        arena[((2412288 +% (ci28 *% 16)) +% co29)] = w57
+      }
     }
   }
   for i58 in 0..<1800 {
@@ -490,52 +492,54 @@ public func residual_train_b64(
     }
   }
   // conv3 = conv2d(pool)
-  for ci133 in 0..<16 {
-    for co134 in 0..<32 {
-      var w135: Float = params[(2480 +% (((co134 *% 16) +% ci133) *% 9))]
-      var w136: Float = (((params[(2480 +% (((co134 *% 16) +% ci133) *% 9))] + params[((2480 +% (((co134 *% 16) +% ci133) *% 9)) +% 3)]) + params[((2480 +% (((co134 *% 16) +% ci133) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
-      var w137: Float = (((params[(2480 +% (((co134 *% 16) +% ci133) *% 9))] + params[((2480 +% (((co134 *% 16) +% ci133) *% 9)) +% 6)]) - params[((2480 +% (((co134 *% 16) +% ci133) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
-      var w138: Float = params[((2480 +% (((co134 *% 16) +% ci133) *% 9)) +% 6)]
-      var w139: Float = params[((2480 +% (((co134 *% 16) +% ci133) *% 9)) +% 1)]
-      var w140: Float = (((params[((2480 +% (((co134 *% 16) +% ci133) *% 9)) +% 1)] + params[((2480 +% (((co134 *% 16) +% ci133) *% 9)) +% 4)]) + params[((2480 +% (((co134 *% 16) +% ci133) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
-      var w141: Float = (((params[((2480 +% (((co134 *% 16) +% ci133) *% 9)) +% 1)] + params[((2480 +% (((co134 *% 16) +% ci133) *% 9)) +% 7)]) - params[((2480 +% (((co134 *% 16) +% ci133) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
-      var w142: Float = params[((2480 +% (((co134 *% 16) +% ci133) *% 9)) +% 7)]
-      var w143: Float = params[((2480 +% (((co134 *% 16) +% ci133) *% 9)) +% 2)]
-      var w144: Float = (((params[((2480 +% (((co134 *% 16) +% ci133) *% 9)) +% 2)] + params[((2480 +% (((co134 *% 16) +% ci133) *% 9)) +% 5)]) + params[((2480 +% (((co134 *% 16) +% ci133) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
-      var w145: Float = (((params[((2480 +% (((co134 *% 16) +% ci133) *% 9)) +% 2)] + params[((2480 +% (((co134 *% 16) +% ci133) *% 9)) +% 8)]) - params[((2480 +% (((co134 *% 16) +% ci133) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
-      var w146: Float = params[((2480 +% (((co134 *% 16) +% ci133) *% 9)) +% 8)]
-      var w147: Float = w135
-      var w148: Float = (((w135 + w139) + w143) * Float(bitPattern: 0x3f000000))
-      var w149: Float = (((w135 + w143) - w139) * Float(bitPattern: 0x3f000000))
-      var w150: Float = w143
-      var w151: Float = w136
-      var w152: Float = (((w136 + w140) + w144) * Float(bitPattern: 0x3f000000))
-      var w153: Float = (((w136 + w144) - w140) * Float(bitPattern: 0x3f000000))
-      var w154: Float = w144
-      var w155: Float = w137
-      var w156: Float = (((w137 + w141) + w145) * Float(bitPattern: 0x3f000000))
-      var w157: Float = (((w137 + w145) - w141) * Float(bitPattern: 0x3f000000))
-      var w158: Float = w145
-      var w159: Float = w138
-      var w160: Float = (((w138 + w142) + w146) * Float(bitPattern: 0x3f000000))
-      var w161: Float = (((w138 + w146) - w142) * Float(bitPattern: 0x3f000000))
-      var w162: Float = w146
-      arena[((3813376 +% (ci133 *% 32)) +% co134)] = w147
-      arena[((3813888 +% (ci133 *% 32)) +% co134)] = w148
-      arena[((3814400 +% (ci133 *% 32)) +% co134)] = w149
-      arena[((3814912 +% (ci133 *% 32)) +% co134)] = w150
-      arena[((3815424 +% (ci133 *% 32)) +% co134)] = w151
-      arena[((3815936 +% (ci133 *% 32)) +% co134)] = w152
-      arena[((3816448 +% (ci133 *% 32)) +% co134)] = w153
-      arena[((3816960 +% (ci133 *% 32)) +% co134)] = w154
-      arena[((3817472 +% (ci133 *% 32)) +% co134)] = w155
-      arena[((3817984 +% (ci133 *% 32)) +% co134)] = w156
-      arena[((3818496 +% (ci133 *% 32)) +% co134)] = w157
-      arena[((3819008 +% (ci133 *% 32)) +% co134)] = w158
-      arena[((3819520 +% (ci133 *% 32)) +% co134)] = w159
-      arena[((3820032 +% (ci133 *% 32)) +% co134)] = w160
-      arena[((3820544 +% (ci133 *% 32)) +% co134)] = w161
-      arena[((3821056 +% (ci133 *% 32)) +% co134)] = w162
+  do {  // scalar loops
+    for ci133 in 0..<16 {
+      for co134 in 0..<32 {
+        var w135: Float = params[(2480 +% (((co134 *% 16) +% ci133) *% 9))]
+        var w136: Float = (((params[(2480 +% (((co134 *% 16) +% ci133) *% 9))] + params[((2480 +% (((co134 *% 16) +% ci133) *% 9)) +% 3)]) + params[((2480 +% (((co134 *% 16) +% ci133) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
+        var w137: Float = (((params[(2480 +% (((co134 *% 16) +% ci133) *% 9))] + params[((2480 +% (((co134 *% 16) +% ci133) *% 9)) +% 6)]) - params[((2480 +% (((co134 *% 16) +% ci133) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
+        var w138: Float = params[((2480 +% (((co134 *% 16) +% ci133) *% 9)) +% 6)]
+        var w139: Float = params[((2480 +% (((co134 *% 16) +% ci133) *% 9)) +% 1)]
+        var w140: Float = (((params[((2480 +% (((co134 *% 16) +% ci133) *% 9)) +% 1)] + params[((2480 +% (((co134 *% 16) +% ci133) *% 9)) +% 4)]) + params[((2480 +% (((co134 *% 16) +% ci133) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
+        var w141: Float = (((params[((2480 +% (((co134 *% 16) +% ci133) *% 9)) +% 1)] + params[((2480 +% (((co134 *% 16) +% ci133) *% 9)) +% 7)]) - params[((2480 +% (((co134 *% 16) +% ci133) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
+        var w142: Float = params[((2480 +% (((co134 *% 16) +% ci133) *% 9)) +% 7)]
+        var w143: Float = params[((2480 +% (((co134 *% 16) +% ci133) *% 9)) +% 2)]
+        var w144: Float = (((params[((2480 +% (((co134 *% 16) +% ci133) *% 9)) +% 2)] + params[((2480 +% (((co134 *% 16) +% ci133) *% 9)) +% 5)]) + params[((2480 +% (((co134 *% 16) +% ci133) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
+        var w145: Float = (((params[((2480 +% (((co134 *% 16) +% ci133) *% 9)) +% 2)] + params[((2480 +% (((co134 *% 16) +% ci133) *% 9)) +% 8)]) - params[((2480 +% (((co134 *% 16) +% ci133) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
+        var w146: Float = params[((2480 +% (((co134 *% 16) +% ci133) *% 9)) +% 8)]
+        var w147: Float = w135
+        var w148: Float = (((w135 + w139) + w143) * Float(bitPattern: 0x3f000000))
+        var w149: Float = (((w135 + w143) - w139) * Float(bitPattern: 0x3f000000))
+        var w150: Float = w143
+        var w151: Float = w136
+        var w152: Float = (((w136 + w140) + w144) * Float(bitPattern: 0x3f000000))
+        var w153: Float = (((w136 + w144) - w140) * Float(bitPattern: 0x3f000000))
+        var w154: Float = w144
+        var w155: Float = w137
+        var w156: Float = (((w137 + w141) + w145) * Float(bitPattern: 0x3f000000))
+        var w157: Float = (((w137 + w145) - w141) * Float(bitPattern: 0x3f000000))
+        var w158: Float = w145
+        var w159: Float = w138
+        var w160: Float = (((w138 + w142) + w146) * Float(bitPattern: 0x3f000000))
+        var w161: Float = (((w138 + w146) - w142) * Float(bitPattern: 0x3f000000))
+        var w162: Float = w146
+        arena[((3813376 +% (ci133 *% 32)) +% co134)] = w147
+        arena[((3813888 +% (ci133 *% 32)) +% co134)] = w148
+        arena[((3814400 +% (ci133 *% 32)) +% co134)] = w149
+        arena[((3814912 +% (ci133 *% 32)) +% co134)] = w150
+        arena[((3815424 +% (ci133 *% 32)) +% co134)] = w151
+        arena[((3815936 +% (ci133 *% 32)) +% co134)] = w152
+        arena[((3816448 +% (ci133 *% 32)) +% co134)] = w153
+        arena[((3816960 +% (ci133 *% 32)) +% co134)] = w154
+        arena[((3817472 +% (ci133 *% 32)) +% co134)] = w155
+        arena[((3817984 +% (ci133 *% 32)) +% co134)] = w156
+        arena[((3818496 +% (ci133 *% 32)) +% co134)] = w157
+        arena[((3819008 +% (ci133 *% 32)) +% co134)] = w158
+        arena[((3819520 +% (ci133 *% 32)) +% co134)] = w159
+        arena[((3820032 +% (ci133 *% 32)) +% co134)] = w160
+        arena[((3820544 +% (ci133 *% 32)) +% co134)] = w161
+        arena[((3821056 +% (ci133 *% 32)) +% co134)] = w162
+      }
     }
   }
   for i163 in 0..<512 {
@@ -932,38 +936,40 @@ public func residual_train_b64(
       sgemm(101, 112, 111, 16, 32, 49, 1, arena + (3418768 +% (xi332 *% 784)), 16, arena + (3437584 +% (xi332 *% 1568)), 32, Float(bitPattern: 0x3f800000), arena + (3462672 +% (xi332 *% 512)), 32)
     }
   }
-  for f333 in 0..<32 {
-    for c334 in 0..<16 {
-      var w335: Float = (((arena[((3462672 +% (c334 *% 32)) +% f333)] * Float(1)) + (arena[((3464720 +% (c334 *% 32)) +% f333)] * Float(bitPattern: 0x3f000000))) + (arena[((3466768 +% (c334 *% 32)) +% f333)] * Float(bitPattern: 0x3f000000)))
-      var w336: Float = ((arena[((3464720 +% (c334 *% 32)) +% f333)] - arena[((3466768 +% (c334 *% 32)) +% f333)]) * Float(bitPattern: 0x3f000000))
-      var w337: Float = (((arena[((3464720 +% (c334 *% 32)) +% f333)] * Float(bitPattern: 0x3f000000)) + (arena[((3466768 +% (c334 *% 32)) +% f333)] * Float(bitPattern: 0x3f000000))) + (arena[((3468816 +% (c334 *% 32)) +% f333)] * Float(1)))
-      var w338: Float = (((arena[((3463184 +% (c334 *% 32)) +% f333)] * Float(1)) + (arena[((3465232 +% (c334 *% 32)) +% f333)] * Float(bitPattern: 0x3f000000))) + (arena[((3467280 +% (c334 *% 32)) +% f333)] * Float(bitPattern: 0x3f000000)))
-      var w339: Float = ((arena[((3465232 +% (c334 *% 32)) +% f333)] - arena[((3467280 +% (c334 *% 32)) +% f333)]) * Float(bitPattern: 0x3f000000))
-      var w340: Float = (((arena[((3465232 +% (c334 *% 32)) +% f333)] * Float(bitPattern: 0x3f000000)) + (arena[((3467280 +% (c334 *% 32)) +% f333)] * Float(bitPattern: 0x3f000000))) + (arena[((3469328 +% (c334 *% 32)) +% f333)] * Float(1)))
-      var w341: Float = (((arena[((3463696 +% (c334 *% 32)) +% f333)] * Float(1)) + (arena[((3465744 +% (c334 *% 32)) +% f333)] * Float(bitPattern: 0x3f000000))) + (arena[((3467792 +% (c334 *% 32)) +% f333)] * Float(bitPattern: 0x3f000000)))
-      var w342: Float = ((arena[((3465744 +% (c334 *% 32)) +% f333)] - arena[((3467792 +% (c334 *% 32)) +% f333)]) * Float(bitPattern: 0x3f000000))
-      var w343: Float = (((arena[((3465744 +% (c334 *% 32)) +% f333)] * Float(bitPattern: 0x3f000000)) + (arena[((3467792 +% (c334 *% 32)) +% f333)] * Float(bitPattern: 0x3f000000))) + (arena[((3469840 +% (c334 *% 32)) +% f333)] * Float(1)))
-      var w344: Float = (((arena[((3464208 +% (c334 *% 32)) +% f333)] * Float(1)) + (arena[((3466256 +% (c334 *% 32)) +% f333)] * Float(bitPattern: 0x3f000000))) + (arena[((3468304 +% (c334 *% 32)) +% f333)] * Float(bitPattern: 0x3f000000)))
-      var w345: Float = ((arena[((3466256 +% (c334 *% 32)) +% f333)] - arena[((3468304 +% (c334 *% 32)) +% f333)]) * Float(bitPattern: 0x3f000000))
-      var w346: Float = (((arena[((3466256 +% (c334 *% 32)) +% f333)] * Float(bitPattern: 0x3f000000)) + (arena[((3468304 +% (c334 *% 32)) +% f333)] * Float(bitPattern: 0x3f000000))) + (arena[((3470352 +% (c334 *% 32)) +% f333)] * Float(1)))
-      var w347: Float = (((w335 * Float(1)) + (w338 * Float(bitPattern: 0x3f000000))) + (w341 * Float(bitPattern: 0x3f000000)))
-      var w348: Float = ((w338 - w341) * Float(bitPattern: 0x3f000000))
-      var w349: Float = (((w338 * Float(bitPattern: 0x3f000000)) + (w341 * Float(bitPattern: 0x3f000000))) + (w344 * Float(1)))
-      var w350: Float = (((w336 * Float(1)) + (w339 * Float(bitPattern: 0x3f000000))) + (w342 * Float(bitPattern: 0x3f000000)))
-      var w351: Float = ((w339 - w342) * Float(bitPattern: 0x3f000000))
-      var w352: Float = (((w339 * Float(bitPattern: 0x3f000000)) + (w342 * Float(bitPattern: 0x3f000000))) + (w345 * Float(1)))
-      var w353: Float = (((w337 * Float(1)) + (w340 * Float(bitPattern: 0x3f000000))) + (w343 * Float(bitPattern: 0x3f000000)))
-      var w354: Float = ((w340 - w343) * Float(bitPattern: 0x3f000000))
-      var w355: Float = (((w340 * Float(bitPattern: 0x3f000000)) + (w343 * Float(bitPattern: 0x3f000000))) + (w346 * Float(1)))
-      grads[(2480 +% (((f333 *% 16) +% c334) *% 9))] = w347
-      grads[((2480 +% (((f333 *% 16) +% c334) *% 9)) +% 1)] = w348
-      grads[((2480 +% (((f333 *% 16) +% c334) *% 9)) +% 2)] = w349
-      grads[((2480 +% (((f333 *% 16) +% c334) *% 9)) +% 3)] = w350
-      grads[((2480 +% (((f333 *% 16) +% c334) *% 9)) +% 4)] = w351
-      grads[((2480 +% (((f333 *% 16) +% c334) *% 9)) +% 5)] = w352
-      grads[((2480 +% (((f333 *% 16) +% c334) *% 9)) +% 6)] = w353
-      grads[((2480 +% (((f333 *% 16) +% c334) *% 9)) +% 7)] = w354
-      grads[((2480 +% (((f333 *% 16) +% c334) *% 9)) +% 8)] = w355
+  do {  // scalar loops
+    for f333 in 0..<32 {
+      for c334 in 0..<16 {
+        var w335: Float = (((arena[((3462672 +% (c334 *% 32)) +% f333)] * Float(1)) + (arena[((3464720 +% (c334 *% 32)) +% f333)] * Float(bitPattern: 0x3f000000))) + (arena[((3466768 +% (c334 *% 32)) +% f333)] * Float(bitPattern: 0x3f000000)))
+        var w336: Float = ((arena[((3464720 +% (c334 *% 32)) +% f333)] - arena[((3466768 +% (c334 *% 32)) +% f333)]) * Float(bitPattern: 0x3f000000))
+        var w337: Float = (((arena[((3464720 +% (c334 *% 32)) +% f333)] * Float(bitPattern: 0x3f000000)) + (arena[((3466768 +% (c334 *% 32)) +% f333)] * Float(bitPattern: 0x3f000000))) + (arena[((3468816 +% (c334 *% 32)) +% f333)] * Float(1)))
+        var w338: Float = (((arena[((3463184 +% (c334 *% 32)) +% f333)] * Float(1)) + (arena[((3465232 +% (c334 *% 32)) +% f333)] * Float(bitPattern: 0x3f000000))) + (arena[((3467280 +% (c334 *% 32)) +% f333)] * Float(bitPattern: 0x3f000000)))
+        var w339: Float = ((arena[((3465232 +% (c334 *% 32)) +% f333)] - arena[((3467280 +% (c334 *% 32)) +% f333)]) * Float(bitPattern: 0x3f000000))
+        var w340: Float = (((arena[((3465232 +% (c334 *% 32)) +% f333)] * Float(bitPattern: 0x3f000000)) + (arena[((3467280 +% (c334 *% 32)) +% f333)] * Float(bitPattern: 0x3f000000))) + (arena[((3469328 +% (c334 *% 32)) +% f333)] * Float(1)))
+        var w341: Float = (((arena[((3463696 +% (c334 *% 32)) +% f333)] * Float(1)) + (arena[((3465744 +% (c334 *% 32)) +% f333)] * Float(bitPattern: 0x3f000000))) + (arena[((3467792 +% (c334 *% 32)) +% f333)] * Float(bitPattern: 0x3f000000)))
+        var w342: Float = ((arena[((3465744 +% (c334 *% 32)) +% f333)] - arena[((3467792 +% (c334 *% 32)) +% f333)]) * Float(bitPattern: 0x3f000000))
+        var w343: Float = (((arena[((3465744 +% (c334 *% 32)) +% f333)] * Float(bitPattern: 0x3f000000)) + (arena[((3467792 +% (c334 *% 32)) +% f333)] * Float(bitPattern: 0x3f000000))) + (arena[((3469840 +% (c334 *% 32)) +% f333)] * Float(1)))
+        var w344: Float = (((arena[((3464208 +% (c334 *% 32)) +% f333)] * Float(1)) + (arena[((3466256 +% (c334 *% 32)) +% f333)] * Float(bitPattern: 0x3f000000))) + (arena[((3468304 +% (c334 *% 32)) +% f333)] * Float(bitPattern: 0x3f000000)))
+        var w345: Float = ((arena[((3466256 +% (c334 *% 32)) +% f333)] - arena[((3468304 +% (c334 *% 32)) +% f333)]) * Float(bitPattern: 0x3f000000))
+        var w346: Float = (((arena[((3466256 +% (c334 *% 32)) +% f333)] * Float(bitPattern: 0x3f000000)) + (arena[((3468304 +% (c334 *% 32)) +% f333)] * Float(bitPattern: 0x3f000000))) + (arena[((3470352 +% (c334 *% 32)) +% f333)] * Float(1)))
+        var w347: Float = (((w335 * Float(1)) + (w338 * Float(bitPattern: 0x3f000000))) + (w341 * Float(bitPattern: 0x3f000000)))
+        var w348: Float = ((w338 - w341) * Float(bitPattern: 0x3f000000))
+        var w349: Float = (((w338 * Float(bitPattern: 0x3f000000)) + (w341 * Float(bitPattern: 0x3f000000))) + (w344 * Float(1)))
+        var w350: Float = (((w336 * Float(1)) + (w339 * Float(bitPattern: 0x3f000000))) + (w342 * Float(bitPattern: 0x3f000000)))
+        var w351: Float = ((w339 - w342) * Float(bitPattern: 0x3f000000))
+        var w352: Float = (((w339 * Float(bitPattern: 0x3f000000)) + (w342 * Float(bitPattern: 0x3f000000))) + (w345 * Float(1)))
+        var w353: Float = (((w337 * Float(1)) + (w340 * Float(bitPattern: 0x3f000000))) + (w343 * Float(bitPattern: 0x3f000000)))
+        var w354: Float = ((w340 - w343) * Float(bitPattern: 0x3f000000))
+        var w355: Float = (((w340 * Float(bitPattern: 0x3f000000)) + (w343 * Float(bitPattern: 0x3f000000))) + (w346 * Float(1)))
+        grads[(2480 +% (((f333 *% 16) +% c334) *% 9))] = w347
+        grads[((2480 +% (((f333 *% 16) +% c334) *% 9)) +% 1)] = w348
+        grads[((2480 +% (((f333 *% 16) +% c334) *% 9)) +% 2)] = w349
+        grads[((2480 +% (((f333 *% 16) +% c334) *% 9)) +% 3)] = w350
+        grads[((2480 +% (((f333 *% 16) +% c334) *% 9)) +% 4)] = w351
+        grads[((2480 +% (((f333 *% 16) +% c334) *% 9)) +% 5)] = w352
+        grads[((2480 +% (((f333 *% 16) +% c334) *% 9)) +% 6)] = w353
+        grads[((2480 +% (((f333 *% 16) +% c334) *% 9)) +% 7)] = w354
+        grads[((2480 +% (((f333 *% 16) +% c334) *% 9)) +% 8)] = w355
+      }
     }
   }
   // conv3_bias_grad = conv2d_grad_bias(conv3_grad)
@@ -986,52 +992,54 @@ public func residual_train_b64(
     grads[(7088 +% f356)] = sum366
   }
   // pool_grad = conv2d_grad_input(conv3_grad, conv3.weight, pool)
-  for ci367 in 0..<32 {
-    for co368 in 0..<16 {
-      var w369: Float = params[((2480 +% (((ci367 *% 16) +% co368) *% 9)) +% 8)]
-      var w370: Float = (((params[((2480 +% (((ci367 *% 16) +% co368) *% 9)) +% 8)] + params[((2480 +% (((ci367 *% 16) +% co368) *% 9)) +% 5)]) + params[((2480 +% (((ci367 *% 16) +% co368) *% 9)) +% 2)]) * Float(bitPattern: 0x3f000000))
-      var w371: Float = (((params[((2480 +% (((ci367 *% 16) +% co368) *% 9)) +% 8)] + params[((2480 +% (((ci367 *% 16) +% co368) *% 9)) +% 2)]) - params[((2480 +% (((ci367 *% 16) +% co368) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
-      var w372: Float = params[((2480 +% (((ci367 *% 16) +% co368) *% 9)) +% 2)]
-      var w373: Float = params[((2480 +% (((ci367 *% 16) +% co368) *% 9)) +% 7)]
-      var w374: Float = (((params[((2480 +% (((ci367 *% 16) +% co368) *% 9)) +% 7)] + params[((2480 +% (((ci367 *% 16) +% co368) *% 9)) +% 4)]) + params[((2480 +% (((ci367 *% 16) +% co368) *% 9)) +% 1)]) * Float(bitPattern: 0x3f000000))
-      var w375: Float = (((params[((2480 +% (((ci367 *% 16) +% co368) *% 9)) +% 7)] + params[((2480 +% (((ci367 *% 16) +% co368) *% 9)) +% 1)]) - params[((2480 +% (((ci367 *% 16) +% co368) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
-      var w376: Float = params[((2480 +% (((ci367 *% 16) +% co368) *% 9)) +% 1)]
-      var w377: Float = params[((2480 +% (((ci367 *% 16) +% co368) *% 9)) +% 6)]
-      var w378: Float = (((params[((2480 +% (((ci367 *% 16) +% co368) *% 9)) +% 6)] + params[((2480 +% (((ci367 *% 16) +% co368) *% 9)) +% 3)]) + params[(2480 +% (((ci367 *% 16) +% co368) *% 9))]) * Float(bitPattern: 0x3f000000))
-      var w379: Float = (((params[((2480 +% (((ci367 *% 16) +% co368) *% 9)) +% 6)] + params[(2480 +% (((ci367 *% 16) +% co368) *% 9))]) - params[((2480 +% (((ci367 *% 16) +% co368) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
-      var w380: Float = params[(2480 +% (((ci367 *% 16) +% co368) *% 9))]
-      var w381: Float = w369
-      var w382: Float = (((w369 + w373) + w377) * Float(bitPattern: 0x3f000000))
-      var w383: Float = (((w369 + w377) - w373) * Float(bitPattern: 0x3f000000))
-      var w384: Float = w377
-      var w385: Float = w370
-      var w386: Float = (((w370 + w374) + w378) * Float(bitPattern: 0x3f000000))
-      var w387: Float = (((w370 + w378) - w374) * Float(bitPattern: 0x3f000000))
-      var w388: Float = w378
-      var w389: Float = w371
-      var w390: Float = (((w371 + w375) + w379) * Float(bitPattern: 0x3f000000))
-      var w391: Float = (((w371 + w379) - w375) * Float(bitPattern: 0x3f000000))
-      var w392: Float = w379
-      var w393: Float = w372
-      var w394: Float = (((w372 + w376) + w380) * Float(bitPattern: 0x3f000000))
-      var w395: Float = (((w372 + w380) - w376) * Float(bitPattern: 0x3f000000))
-      var w396: Float = w380
-      arena[((3615376 +% (ci367 *% 16)) +% co368)] = w381
-      arena[((3615888 +% (ci367 *% 16)) +% co368)] = w382
-      arena[((3616400 +% (ci367 *% 16)) +% co368)] = w383
-      arena[((3616912 +% (ci367 *% 16)) +% co368)] = w384
-      arena[((3617424 +% (ci367 *% 16)) +% co368)] = w385
-      arena[((3617936 +% (ci367 *% 16)) +% co368)] = w386
-      arena[((3618448 +% (ci367 *% 16)) +% co368)] = w387
-      arena[((3618960 +% (ci367 *% 16)) +% co368)] = w388
-      arena[((3619472 +% (ci367 *% 16)) +% co368)] = w389
-      arena[((3619984 +% (ci367 *% 16)) +% co368)] = w390
-      arena[((3620496 +% (ci367 *% 16)) +% co368)] = w391
-      arena[((3621008 +% (ci367 *% 16)) +% co368)] = w392
-      arena[((3621520 +% (ci367 *% 16)) +% co368)] = w393
-      arena[((3622032 +% (ci367 *% 16)) +% co368)] = w394
-      arena[((3622544 +% (ci367 *% 16)) +% co368)] = w395
-      arena[((3623056 +% (ci367 *% 16)) +% co368)] = w396
+  do {  // scalar loops
+    for ci367 in 0..<32 {
+      for co368 in 0..<16 {
+        var w369: Float = params[((2480 +% (((ci367 *% 16) +% co368) *% 9)) +% 8)]
+        var w370: Float = (((params[((2480 +% (((ci367 *% 16) +% co368) *% 9)) +% 8)] + params[((2480 +% (((ci367 *% 16) +% co368) *% 9)) +% 5)]) + params[((2480 +% (((ci367 *% 16) +% co368) *% 9)) +% 2)]) * Float(bitPattern: 0x3f000000))
+        var w371: Float = (((params[((2480 +% (((ci367 *% 16) +% co368) *% 9)) +% 8)] + params[((2480 +% (((ci367 *% 16) +% co368) *% 9)) +% 2)]) - params[((2480 +% (((ci367 *% 16) +% co368) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
+        var w372: Float = params[((2480 +% (((ci367 *% 16) +% co368) *% 9)) +% 2)]
+        var w373: Float = params[((2480 +% (((ci367 *% 16) +% co368) *% 9)) +% 7)]
+        var w374: Float = (((params[((2480 +% (((ci367 *% 16) +% co368) *% 9)) +% 7)] + params[((2480 +% (((ci367 *% 16) +% co368) *% 9)) +% 4)]) + params[((2480 +% (((ci367 *% 16) +% co368) *% 9)) +% 1)]) * Float(bitPattern: 0x3f000000))
+        var w375: Float = (((params[((2480 +% (((ci367 *% 16) +% co368) *% 9)) +% 7)] + params[((2480 +% (((ci367 *% 16) +% co368) *% 9)) +% 1)]) - params[((2480 +% (((ci367 *% 16) +% co368) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
+        var w376: Float = params[((2480 +% (((ci367 *% 16) +% co368) *% 9)) +% 1)]
+        var w377: Float = params[((2480 +% (((ci367 *% 16) +% co368) *% 9)) +% 6)]
+        var w378: Float = (((params[((2480 +% (((ci367 *% 16) +% co368) *% 9)) +% 6)] + params[((2480 +% (((ci367 *% 16) +% co368) *% 9)) +% 3)]) + params[(2480 +% (((ci367 *% 16) +% co368) *% 9))]) * Float(bitPattern: 0x3f000000))
+        var w379: Float = (((params[((2480 +% (((ci367 *% 16) +% co368) *% 9)) +% 6)] + params[(2480 +% (((ci367 *% 16) +% co368) *% 9))]) - params[((2480 +% (((ci367 *% 16) +% co368) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
+        var w380: Float = params[(2480 +% (((ci367 *% 16) +% co368) *% 9))]
+        var w381: Float = w369
+        var w382: Float = (((w369 + w373) + w377) * Float(bitPattern: 0x3f000000))
+        var w383: Float = (((w369 + w377) - w373) * Float(bitPattern: 0x3f000000))
+        var w384: Float = w377
+        var w385: Float = w370
+        var w386: Float = (((w370 + w374) + w378) * Float(bitPattern: 0x3f000000))
+        var w387: Float = (((w370 + w378) - w374) * Float(bitPattern: 0x3f000000))
+        var w388: Float = w378
+        var w389: Float = w371
+        var w390: Float = (((w371 + w375) + w379) * Float(bitPattern: 0x3f000000))
+        var w391: Float = (((w371 + w379) - w375) * Float(bitPattern: 0x3f000000))
+        var w392: Float = w379
+        var w393: Float = w372
+        var w394: Float = (((w372 + w376) + w380) * Float(bitPattern: 0x3f000000))
+        var w395: Float = (((w372 + w380) - w376) * Float(bitPattern: 0x3f000000))
+        var w396: Float = w380
+        arena[((3615376 +% (ci367 *% 16)) +% co368)] = w381
+        arena[((3615888 +% (ci367 *% 16)) +% co368)] = w382
+        arena[((3616400 +% (ci367 *% 16)) +% co368)] = w383
+        arena[((3616912 +% (ci367 *% 16)) +% co368)] = w384
+        arena[((3617424 +% (ci367 *% 16)) +% co368)] = w385
+        arena[((3617936 +% (ci367 *% 16)) +% co368)] = w386
+        arena[((3618448 +% (ci367 *% 16)) +% co368)] = w387
+        arena[((3618960 +% (ci367 *% 16)) +% co368)] = w388
+        arena[((3619472 +% (ci367 *% 16)) +% co368)] = w389
+        arena[((3619984 +% (ci367 *% 16)) +% co368)] = w390
+        arena[((3620496 +% (ci367 *% 16)) +% co368)] = w391
+        arena[((3621008 +% (ci367 *% 16)) +% co368)] = w392
+        arena[((3621520 +% (ci367 *% 16)) +% co368)] = w393
+        arena[((3622032 +% (ci367 *% 16)) +% co368)] = w394
+        arena[((3622544 +% (ci367 *% 16)) +% co368)] = w395
+        arena[((3623056 +% (ci367 *% 16)) +% co368)] = w396
+      }
     }
   }
   for i397 in 0..<1024 {
@@ -1376,38 +1384,40 @@ public func residual_train_b64(
       sgemm(101, 112, 111, 16, 16, 196, 1, arena + (2422848 +% (xi549 *% 3136)), 16, arena + (2485568 +% (xi549 *% 3136)), 16, Float(bitPattern: 0x3f800000), arena + (2535744 +% (xi549 *% 256)), 16)
     }
   }
-  for f550 in 0..<16 {
-    for c551 in 0..<16 {
-      var w552: Float = (((arena[((2535744 +% (c551 *% 16)) +% f550)] * Float(1)) + (arena[((2536768 +% (c551 *% 16)) +% f550)] * Float(bitPattern: 0x3f000000))) + (arena[((2537792 +% (c551 *% 16)) +% f550)] * Float(bitPattern: 0x3f000000)))
-      var w553: Float = ((arena[((2536768 +% (c551 *% 16)) +% f550)] - arena[((2537792 +% (c551 *% 16)) +% f550)]) * Float(bitPattern: 0x3f000000))
-      var w554: Float = (((arena[((2536768 +% (c551 *% 16)) +% f550)] * Float(bitPattern: 0x3f000000)) + (arena[((2537792 +% (c551 *% 16)) +% f550)] * Float(bitPattern: 0x3f000000))) + (arena[((2538816 +% (c551 *% 16)) +% f550)] * Float(1)))
-      var w555: Float = (((arena[((2536000 +% (c551 *% 16)) +% f550)] * Float(1)) + (arena[((2537024 +% (c551 *% 16)) +% f550)] * Float(bitPattern: 0x3f000000))) + (arena[((2538048 +% (c551 *% 16)) +% f550)] * Float(bitPattern: 0x3f000000)))
-      var w556: Float = ((arena[((2537024 +% (c551 *% 16)) +% f550)] - arena[((2538048 +% (c551 *% 16)) +% f550)]) * Float(bitPattern: 0x3f000000))
-      var w557: Float = (((arena[((2537024 +% (c551 *% 16)) +% f550)] * Float(bitPattern: 0x3f000000)) + (arena[((2538048 +% (c551 *% 16)) +% f550)] * Float(bitPattern: 0x3f000000))) + (arena[((2539072 +% (c551 *% 16)) +% f550)] * Float(1)))
-      var w558: Float = (((arena[((2536256 +% (c551 *% 16)) +% f550)] * Float(1)) + (arena[((2537280 +% (c551 *% 16)) +% f550)] * Float(bitPattern: 0x3f000000))) + (arena[((2538304 +% (c551 *% 16)) +% f550)] * Float(bitPattern: 0x3f000000)))
-      var w559: Float = ((arena[((2537280 +% (c551 *% 16)) +% f550)] - arena[((2538304 +% (c551 *% 16)) +% f550)]) * Float(bitPattern: 0x3f000000))
-      var w560: Float = (((arena[((2537280 +% (c551 *% 16)) +% f550)] * Float(bitPattern: 0x3f000000)) + (arena[((2538304 +% (c551 *% 16)) +% f550)] * Float(bitPattern: 0x3f000000))) + (arena[((2539328 +% (c551 *% 16)) +% f550)] * Float(1)))
-      var w561: Float = (((arena[((2536512 +% (c551 *% 16)) +% f550)] * Float(1)) + (arena[((2537536 +% (c551 *% 16)) +% f550)] * Float(bitPattern: 0x3f000000))) + (arena[((2538560 +% (c551 *% 16)) +% f550)] * Float(bitPattern: 0x3f000000)))
-      var w562: Float = ((arena[((2537536 +% (c551 *% 16)) +% f550)] - arena[((2538560 +% (c551 *% 16)) +% f550)]) * Float(bitPattern: 0x3f000000))
-      var w563: Float = (((arena[((2537536 +% (c551 *% 16)) +% f550)] * Float(bitPattern: 0x3f000000)) + (arena[((2538560 +% (c551 *% 16)) +% f550)] * Float(bitPattern: 0x3f000000))) + (arena[((2539584 +% (c551 *% 16)) +% f550)] * Float(1)))
-      var w564: Float = (((w552 * Float(1)) + (w555 * Float(bitPattern: 0x3f000000))) + (w558 * Float(bitPattern: 0x3f000000)))
-      var w565: Float = ((w555 - w558) * Float(bitPattern: 0x3f000000))
-      var w566: Float = (((w555 * Float(bitPattern: 0x3f000000)) + (w558 * Float(bitPattern: 0x3f000000))) + (w561 * Float(1)))
-      var w567: Float = (((w553 * Float(1)) + (w556 * Float(bitPattern: 0x3f000000))) + (w559 * Float(bitPattern: 0x3f000000)))
-      var w568: Float = ((w556 - w559) * Float(bitPattern: 0x3f000000))
-      var w569: Float = (((w556 * Float(bitPattern: 0x3f000000)) + (w559 * Float(bitPattern: 0x3f000000))) + (w562 * Float(1)))
-      var w570: Float = (((w554 * Float(1)) + (w557 * Float(bitPattern: 0x3f000000))) + (w560 * Float(bitPattern: 0x3f000000)))
-      var w571: Float = ((w557 - w560) * Float(bitPattern: 0x3f000000))
-      var w572: Float = (((w557 * Float(bitPattern: 0x3f000000)) + (w560 * Float(bitPattern: 0x3f000000))) + (w563 * Float(1)))
-      grads[(160 +% (((f550 *% 16) +% c551) *% 9))] = w564
-      grads[((160 +% (((f550 *% 16) +% c551) *% 9)) +% 1)] = w565
-      grads[((160 +% (((f550 *% 16) +% c551) *% 9)) +% 2)] = w566
-      grads[((160 +% (((f550 *% 16) +% c551) *% 9)) +% 3)] = w567
-      grads[((160 +% (((f550 *% 16) +% c551) *% 9)) +% 4)] = w568
-      grads[((160 +% (((f550 *% 16) +% c551) *% 9)) +% 5)] = w569
-      grads[((160 +% (((f550 *% 16) +% c551) *% 9)) +% 6)] = w570
-      grads[((160 +% (((f550 *% 16) +% c551) *% 9)) +% 7)] = w571
-      grads[((160 +% (((f550 *% 16) +% c551) *% 9)) +% 8)] = w572
+  do {  // scalar loops
+    for f550 in 0..<16 {
+      for c551 in 0..<16 {
+        var w552: Float = (((arena[((2535744 +% (c551 *% 16)) +% f550)] * Float(1)) + (arena[((2536768 +% (c551 *% 16)) +% f550)] * Float(bitPattern: 0x3f000000))) + (arena[((2537792 +% (c551 *% 16)) +% f550)] * Float(bitPattern: 0x3f000000)))
+        var w553: Float = ((arena[((2536768 +% (c551 *% 16)) +% f550)] - arena[((2537792 +% (c551 *% 16)) +% f550)]) * Float(bitPattern: 0x3f000000))
+        var w554: Float = (((arena[((2536768 +% (c551 *% 16)) +% f550)] * Float(bitPattern: 0x3f000000)) + (arena[((2537792 +% (c551 *% 16)) +% f550)] * Float(bitPattern: 0x3f000000))) + (arena[((2538816 +% (c551 *% 16)) +% f550)] * Float(1)))
+        var w555: Float = (((arena[((2536000 +% (c551 *% 16)) +% f550)] * Float(1)) + (arena[((2537024 +% (c551 *% 16)) +% f550)] * Float(bitPattern: 0x3f000000))) + (arena[((2538048 +% (c551 *% 16)) +% f550)] * Float(bitPattern: 0x3f000000)))
+        var w556: Float = ((arena[((2537024 +% (c551 *% 16)) +% f550)] - arena[((2538048 +% (c551 *% 16)) +% f550)]) * Float(bitPattern: 0x3f000000))
+        var w557: Float = (((arena[((2537024 +% (c551 *% 16)) +% f550)] * Float(bitPattern: 0x3f000000)) + (arena[((2538048 +% (c551 *% 16)) +% f550)] * Float(bitPattern: 0x3f000000))) + (arena[((2539072 +% (c551 *% 16)) +% f550)] * Float(1)))
+        var w558: Float = (((arena[((2536256 +% (c551 *% 16)) +% f550)] * Float(1)) + (arena[((2537280 +% (c551 *% 16)) +% f550)] * Float(bitPattern: 0x3f000000))) + (arena[((2538304 +% (c551 *% 16)) +% f550)] * Float(bitPattern: 0x3f000000)))
+        var w559: Float = ((arena[((2537280 +% (c551 *% 16)) +% f550)] - arena[((2538304 +% (c551 *% 16)) +% f550)]) * Float(bitPattern: 0x3f000000))
+        var w560: Float = (((arena[((2537280 +% (c551 *% 16)) +% f550)] * Float(bitPattern: 0x3f000000)) + (arena[((2538304 +% (c551 *% 16)) +% f550)] * Float(bitPattern: 0x3f000000))) + (arena[((2539328 +% (c551 *% 16)) +% f550)] * Float(1)))
+        var w561: Float = (((arena[((2536512 +% (c551 *% 16)) +% f550)] * Float(1)) + (arena[((2537536 +% (c551 *% 16)) +% f550)] * Float(bitPattern: 0x3f000000))) + (arena[((2538560 +% (c551 *% 16)) +% f550)] * Float(bitPattern: 0x3f000000)))
+        var w562: Float = ((arena[((2537536 +% (c551 *% 16)) +% f550)] - arena[((2538560 +% (c551 *% 16)) +% f550)]) * Float(bitPattern: 0x3f000000))
+        var w563: Float = (((arena[((2537536 +% (c551 *% 16)) +% f550)] * Float(bitPattern: 0x3f000000)) + (arena[((2538560 +% (c551 *% 16)) +% f550)] * Float(bitPattern: 0x3f000000))) + (arena[((2539584 +% (c551 *% 16)) +% f550)] * Float(1)))
+        var w564: Float = (((w552 * Float(1)) + (w555 * Float(bitPattern: 0x3f000000))) + (w558 * Float(bitPattern: 0x3f000000)))
+        var w565: Float = ((w555 - w558) * Float(bitPattern: 0x3f000000))
+        var w566: Float = (((w555 * Float(bitPattern: 0x3f000000)) + (w558 * Float(bitPattern: 0x3f000000))) + (w561 * Float(1)))
+        var w567: Float = (((w553 * Float(1)) + (w556 * Float(bitPattern: 0x3f000000))) + (w559 * Float(bitPattern: 0x3f000000)))
+        var w568: Float = ((w556 - w559) * Float(bitPattern: 0x3f000000))
+        var w569: Float = (((w556 * Float(bitPattern: 0x3f000000)) + (w559 * Float(bitPattern: 0x3f000000))) + (w562 * Float(1)))
+        var w570: Float = (((w554 * Float(1)) + (w557 * Float(bitPattern: 0x3f000000))) + (w560 * Float(bitPattern: 0x3f000000)))
+        var w571: Float = ((w557 - w560) * Float(bitPattern: 0x3f000000))
+        var w572: Float = (((w557 * Float(bitPattern: 0x3f000000)) + (w560 * Float(bitPattern: 0x3f000000))) + (w563 * Float(1)))
+        grads[(160 +% (((f550 *% 16) +% c551) *% 9))] = w564
+        grads[((160 +% (((f550 *% 16) +% c551) *% 9)) +% 1)] = w565
+        grads[((160 +% (((f550 *% 16) +% c551) *% 9)) +% 2)] = w566
+        grads[((160 +% (((f550 *% 16) +% c551) *% 9)) +% 3)] = w567
+        grads[((160 +% (((f550 *% 16) +% c551) *% 9)) +% 4)] = w568
+        grads[((160 +% (((f550 *% 16) +% c551) *% 9)) +% 5)] = w569
+        grads[((160 +% (((f550 *% 16) +% c551) *% 9)) +% 6)] = w570
+        grads[((160 +% (((f550 *% 16) +% c551) *% 9)) +% 7)] = w571
+        grads[((160 +% (((f550 *% 16) +% c551) *% 9)) +% 8)] = w572
+      }
     }
   }
   // conv2_bias_grad = conv2d_grad_bias(conv2_grad)
@@ -1429,52 +1439,54 @@ public func residual_train_b64(
     grads[(2464 +% f573)] = sum583
   }
   // act1_grad = conv2d_grad_input(conv2_grad, conv2.weight, act1)
-  for ci584 in 0..<16 {
-    for co585 in 0..<16 {
-      var w586: Float = params[((160 +% (((ci584 *% 16) +% co585) *% 9)) +% 8)]
-      var w587: Float = (((params[((160 +% (((ci584 *% 16) +% co585) *% 9)) +% 8)] + params[((160 +% (((ci584 *% 16) +% co585) *% 9)) +% 5)]) + params[((160 +% (((ci584 *% 16) +% co585) *% 9)) +% 2)]) * Float(bitPattern: 0x3f000000))
-      var w588: Float = (((params[((160 +% (((ci584 *% 16) +% co585) *% 9)) +% 8)] + params[((160 +% (((ci584 *% 16) +% co585) *% 9)) +% 2)]) - params[((160 +% (((ci584 *% 16) +% co585) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
-      var w589: Float = params[((160 +% (((ci584 *% 16) +% co585) *% 9)) +% 2)]
-      var w590: Float = params[((160 +% (((ci584 *% 16) +% co585) *% 9)) +% 7)]
-      var w591: Float = (((params[((160 +% (((ci584 *% 16) +% co585) *% 9)) +% 7)] + params[((160 +% (((ci584 *% 16) +% co585) *% 9)) +% 4)]) + params[((160 +% (((ci584 *% 16) +% co585) *% 9)) +% 1)]) * Float(bitPattern: 0x3f000000))
-      var w592: Float = (((params[((160 +% (((ci584 *% 16) +% co585) *% 9)) +% 7)] + params[((160 +% (((ci584 *% 16) +% co585) *% 9)) +% 1)]) - params[((160 +% (((ci584 *% 16) +% co585) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
-      var w593: Float = params[((160 +% (((ci584 *% 16) +% co585) *% 9)) +% 1)]
-      var w594: Float = params[((160 +% (((ci584 *% 16) +% co585) *% 9)) +% 6)]
-      var w595: Float = (((params[((160 +% (((ci584 *% 16) +% co585) *% 9)) +% 6)] + params[((160 +% (((ci584 *% 16) +% co585) *% 9)) +% 3)]) + params[(160 +% (((ci584 *% 16) +% co585) *% 9))]) * Float(bitPattern: 0x3f000000))
-      var w596: Float = (((params[((160 +% (((ci584 *% 16) +% co585) *% 9)) +% 6)] + params[(160 +% (((ci584 *% 16) +% co585) *% 9))]) - params[((160 +% (((ci584 *% 16) +% co585) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
-      var w597: Float = params[(160 +% (((ci584 *% 16) +% co585) *% 9))]
-      var w598: Float = w586
-      var w599: Float = (((w586 + w590) + w594) * Float(bitPattern: 0x3f000000))
-      var w600: Float = (((w586 + w594) - w590) * Float(bitPattern: 0x3f000000))
-      var w601: Float = w594
-      var w602: Float = w587
-      var w603: Float = (((w587 + w591) + w595) * Float(bitPattern: 0x3f000000))
-      var w604: Float = (((w587 + w595) - w591) * Float(bitPattern: 0x3f000000))
-      var w605: Float = w595
-      var w606: Float = w588
-      var w607: Float = (((w588 + w592) + w596) * Float(bitPattern: 0x3f000000))
-      var w608: Float = (((w588 + w596) - w592) * Float(bitPattern: 0x3f000000))
-      var w609: Float = w596
-      var w610: Float = w589
-      var w611: Float = (((w589 + w593) + w597) * Float(bitPattern: 0x3f000000))
-      var w612: Float = (((w589 + w597) - w593) * Float(bitPattern: 0x3f000000))
-      var w613: Float = w597
-      arena[((3211264 +% (ci584 *% 16)) +% co585)] = w598
-      arena[((3211520 +% (ci584 *% 16)) +% co585)] = w599
-      arena[((3211776 +% (ci584 *% 16)) +% co585)] = w600
-      arena[((3212032 +% (ci584 *% 16)) +% co585)] = w601
-      arena[((3212288 +% (ci584 *% 16)) +% co585)] = w602
-      arena[((3212544 +% (ci584 *% 16)) +% co585)] = w603
-      arena[((3212800 +% (ci584 *% 16)) +% co585)] = w604
-      arena[((3213056 +% (ci584 *% 16)) +% co585)] = w605
-      arena[((3213312 +% (ci584 *% 16)) +% co585)] = w606
-      arena[((3213568 +% (ci584 *% 16)) +% co585)] = w607
-      arena[((3213824 +% (ci584 *% 16)) +% co585)] = w608
-      arena[((3214080 +% (ci584 *% 16)) +% co585)] = w609
-      arena[((3214336 +% (ci584 *% 16)) +% co585)] = w610
-      arena[((3214592 +% (ci584 *% 16)) +% co585)] = w611
-      arena[((3214848 +% (ci584 *% 16)) +% co585)] = w612
-      arena[((3215104 +% (ci584 *% 16)) +% co585)] = w613
+  do {  // scalar loops
+    for ci584 in 0..<16 {
+      for co585 in 0..<16 {
+        var w586: Float = params[((160 +% (((ci584 *% 16) +% co585) *% 9)) +% 8)]
+        var w587: Float = (((params[((160 +% (((ci584 *% 16) +% co585) *% 9)) +% 8)] + params[((160 +% (((ci584 *% 16) +% co585) *% 9)) +% 5)]) + params[((160 +% (((ci584 *% 16) +% co585) *% 9)) +% 2)]) * Float(bitPattern: 0x3f000000))
+        var w588: Float = (((params[((160 +% (((ci584 *% 16) +% co585) *% 9)) +% 8)] + params[((160 +% (((ci584 *% 16) +% co585) *% 9)) +% 2)]) - params[((160 +% (((ci584 *% 16) +% co585) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
+        var w589: Float = params[((160 +% (((ci584 *% 16) +% co585) *% 9)) +% 2)]
+        var w590: Float = params[((160 +% (((ci584 *% 16) +% co585) *% 9)) +% 7)]
+        var w591: Float = (((params[((160 +% (((ci584 *% 16) +% co585) *% 9)) +% 7)] + params[((160 +% (((ci584 *% 16) +% co585) *% 9)) +% 4)]) + params[((160 +% (((ci584 *% 16) +% co585) *% 9)) +% 1)]) * Float(bitPattern: 0x3f000000))
+        var w592: Float = (((params[((160 +% (((ci584 *% 16) +% co585) *% 9)) +% 7)] + params[((160 +% (((ci584 *% 16) +% co585) *% 9)) +% 1)]) - params[((160 +% (((ci584 *% 16) +% co585) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
+        var w593: Float = params[((160 +% (((ci584 *% 16) +% co585) *% 9)) +% 1)]
+        var w594: Float = params[((160 +% (((ci584 *% 16) +% co585) *% 9)) +% 6)]
+        var w595: Float = (((params[((160 +% (((ci584 *% 16) +% co585) *% 9)) +% 6)] + params[((160 +% (((ci584 *% 16) +% co585) *% 9)) +% 3)]) + params[(160 +% (((ci584 *% 16) +% co585) *% 9))]) * Float(bitPattern: 0x3f000000))
+        var w596: Float = (((params[((160 +% (((ci584 *% 16) +% co585) *% 9)) +% 6)] + params[(160 +% (((ci584 *% 16) +% co585) *% 9))]) - params[((160 +% (((ci584 *% 16) +% co585) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
+        var w597: Float = params[(160 +% (((ci584 *% 16) +% co585) *% 9))]
+        var w598: Float = w586
+        var w599: Float = (((w586 + w590) + w594) * Float(bitPattern: 0x3f000000))
+        var w600: Float = (((w586 + w594) - w590) * Float(bitPattern: 0x3f000000))
+        var w601: Float = w594
+        var w602: Float = w587
+        var w603: Float = (((w587 + w591) + w595) * Float(bitPattern: 0x3f000000))
+        var w604: Float = (((w587 + w595) - w591) * Float(bitPattern: 0x3f000000))
+        var w605: Float = w595
+        var w606: Float = w588
+        var w607: Float = (((w588 + w592) + w596) * Float(bitPattern: 0x3f000000))
+        var w608: Float = (((w588 + w596) - w592) * Float(bitPattern: 0x3f000000))
+        var w609: Float = w596
+        var w610: Float = w589
+        var w611: Float = (((w589 + w593) + w597) * Float(bitPattern: 0x3f000000))
+        var w612: Float = (((w589 + w597) - w593) * Float(bitPattern: 0x3f000000))
+        var w613: Float = w597
+        arena[((3211264 +% (ci584 *% 16)) +% co585)] = w598
+        arena[((3211520 +% (ci584 *% 16)) +% co585)] = w599
+        arena[((3211776 +% (ci584 *% 16)) +% co585)] = w600
+        arena[((3212032 +% (ci584 *% 16)) +% co585)] = w601
+        arena[((3212288 +% (ci584 *% 16)) +% co585)] = w602
+        arena[((3212544 +% (ci584 *% 16)) +% co585)] = w603
+        arena[((3212800 +% (ci584 *% 16)) +% co585)] = w604
+        arena[((3213056 +% (ci584 *% 16)) +% co585)] = w605
+        arena[((3213312 +% (ci584 *% 16)) +% co585)] = w606
+        arena[((3213568 +% (ci584 *% 16)) +% co585)] = w607
+        arena[((3213824 +% (ci584 *% 16)) +% co585)] = w608
+        arena[((3214080 +% (ci584 *% 16)) +% co585)] = w609
+        arena[((3214336 +% (ci584 *% 16)) +% co585)] = w610
+        arena[((3214592 +% (ci584 *% 16)) +% co585)] = w611
+        arena[((3214848 +% (ci584 *% 16)) +% co585)] = w612
+        arena[((3215104 +% (ci584 *% 16)) +% co585)] = w613
+      }
     }
   }
   for i614 in 0..<1800 {
@@ -2045,52 +2057,54 @@ public func residual_infer_b64(
   }
   // conv2 = conv2d(act1)
   parallelFor(pool, 2) { part28 in
-    for ci29 in 0..<16 {
-      for co30 in 0..<8 {
-        var w31: Float = params[(160 +% (((((part28 *% 8) +% co30) *% 16) +% ci29) *% 9))]
-        var w32: Float = (((params[(160 +% (((((part28 *% 8) +% co30) *% 16) +% ci29) *% 9))] + params[((160 +% (((((part28 *% 8) +% co30) *% 16) +% ci29) *% 9)) +% 3)]) + params[((160 +% (((((part28 *% 8) +% co30) *% 16) +% ci29) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
-        var w33: Float = (((params[(160 +% (((((part28 *% 8) +% co30) *% 16) +% ci29) *% 9))] + params[((160 +% (((((part28 *% 8) +% co30) *% 16) +% ci29) *% 9)) +% 6)]) - params[((160 +% (((((part28 *% 8) +% co30) *% 16) +% ci29) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
-        var w34: Float = params[((160 +% (((((part28 *% 8) +% co30) *% 16) +% ci29) *% 9)) +% 6)]
-        var w35: Float = params[((160 +% (((((part28 *% 8) +% co30) *% 16) +% ci29) *% 9)) +% 1)]
-        var w36: Float = (((params[((160 +% (((((part28 *% 8) +% co30) *% 16) +% ci29) *% 9)) +% 1)] + params[((160 +% (((((part28 *% 8) +% co30) *% 16) +% ci29) *% 9)) +% 4)]) + params[((160 +% (((((part28 *% 8) +% co30) *% 16) +% ci29) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
-        var w37: Float = (((params[((160 +% (((((part28 *% 8) +% co30) *% 16) +% ci29) *% 9)) +% 1)] + params[((160 +% (((((part28 *% 8) +% co30) *% 16) +% ci29) *% 9)) +% 7)]) - params[((160 +% (((((part28 *% 8) +% co30) *% 16) +% ci29) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
-        var w38: Float = params[((160 +% (((((part28 *% 8) +% co30) *% 16) +% ci29) *% 9)) +% 7)]
-        var w39: Float = params[((160 +% (((((part28 *% 8) +% co30) *% 16) +% ci29) *% 9)) +% 2)]
-        var w40: Float = (((params[((160 +% (((((part28 *% 8) +% co30) *% 16) +% ci29) *% 9)) +% 2)] + params[((160 +% (((((part28 *% 8) +% co30) *% 16) +% ci29) *% 9)) +% 5)]) + params[((160 +% (((((part28 *% 8) +% co30) *% 16) +% ci29) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
-        var w41: Float = (((params[((160 +% (((((part28 *% 8) +% co30) *% 16) +% ci29) *% 9)) +% 2)] + params[((160 +% (((((part28 *% 8) +% co30) *% 16) +% ci29) *% 9)) +% 8)]) - params[((160 +% (((((part28 *% 8) +% co30) *% 16) +% ci29) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
-        var w42: Float = params[((160 +% (((((part28 *% 8) +% co30) *% 16) +% ci29) *% 9)) +% 8)]
-        var w43: Float = w31
-        var w44: Float = (((w31 + w35) + w39) * Float(bitPattern: 0x3f000000))
-        var w45: Float = (((w31 + w39) - w35) * Float(bitPattern: 0x3f000000))
-        var w46: Float = w39
-        var w47: Float = w32
-        var w48: Float = (((w32 + w36) + w40) * Float(bitPattern: 0x3f000000))
-        var w49: Float = (((w32 + w40) - w36) * Float(bitPattern: 0x3f000000))
-        var w50: Float = w40
-        var w51: Float = w33
-        var w52: Float = (((w33 + w37) + w41) * Float(bitPattern: 0x3f000000))
-        var w53: Float = (((w33 + w41) - w37) * Float(bitPattern: 0x3f000000))
-        var w54: Float = w41
-        var w55: Float = w34
-        var w56: Float = (((w34 + w38) + w42) * Float(bitPattern: 0x3f000000))
-        var w57: Float = (((w34 + w42) - w38) * Float(bitPattern: 0x3f000000))
-        var w58: Float = w42
-        arena[((1605632 +% (ci29 *% 16)) +% ((part28 *% 8) +% co30))] = w43
-        arena[((1605888 +% (ci29 *% 16)) +% ((part28 *% 8) +% co30))] = w44
-        arena[((1606144 +% (ci29 *% 16)) +% ((part28 *% 8) +% co30))] = w45
-        arena[((1606400 +% (ci29 *% 16)) +% ((part28 *% 8) +% co30))] = w46
-        arena[((1606656 +% (ci29 *% 16)) +% ((part28 *% 8) +% co30))] = w47
-        arena[((1606912 +% (ci29 *% 16)) +% ((part28 *% 8) +% co30))] = w48
-        arena[((1607168 +% (ci29 *% 16)) +% ((part28 *% 8) +% co30))] = w49
-        arena[((1607424 +% (ci29 *% 16)) +% ((part28 *% 8) +% co30))] = w50
-        arena[((1607680 +% (ci29 *% 16)) +% ((part28 *% 8) +% co30))] = w51
-        arena[((1607936 +% (ci29 *% 16)) +% ((part28 *% 8) +% co30))] = w52
-        arena[((1608192 +% (ci29 *% 16)) +% ((part28 *% 8) +% co30))] = w53
-        arena[((1608448 +% (ci29 *% 16)) +% ((part28 *% 8) +% co30))] = w54
-        arena[((1608704 +% (ci29 *% 16)) +% ((part28 *% 8) +% co30))] = w55
-        arena[((1608960 +% (ci29 *% 16)) +% ((part28 *% 8) +% co30))] = w56
-        arena[((1609216 +% (ci29 *% 16)) +% ((part28 *% 8) +% co30))] = w57
-        arena[((1609472 +% (ci29 *% 16)) +% ((part28 *% 8) +% co30))] = w58
+    do {  // scalar loops
+      for ci29 in 0..<16 {
+        for co30 in 0..<8 {
+          var w31: Float = params[(160 +% (((((part28 *% 8) +% co30) *% 16) +% ci29) *% 9))]
+          var w32: Float = (((params[(160 +% (((((part28 *% 8) +% co30) *% 16) +% ci29) *% 9))] + params[((160 +% (((((part28 *% 8) +% co30) *% 16) +% ci29) *% 9)) +% 3)]) + params[((160 +% (((((part28 *% 8) +% co30) *% 16) +% ci29) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
+          var w33: Float = (((params[(160 +% (((((part28 *% 8) +% co30) *% 16) +% ci29) *% 9))] + params[((160 +% (((((part28 *% 8) +% co30) *% 16) +% ci29) *% 9)) +% 6)]) - params[((160 +% (((((part28 *% 8) +% co30) *% 16) +% ci29) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
+          var w34: Float = params[((160 +% (((((part28 *% 8) +% co30) *% 16) +% ci29) *% 9)) +% 6)]
+          var w35: Float = params[((160 +% (((((part28 *% 8) +% co30) *% 16) +% ci29) *% 9)) +% 1)]
+          var w36: Float = (((params[((160 +% (((((part28 *% 8) +% co30) *% 16) +% ci29) *% 9)) +% 1)] + params[((160 +% (((((part28 *% 8) +% co30) *% 16) +% ci29) *% 9)) +% 4)]) + params[((160 +% (((((part28 *% 8) +% co30) *% 16) +% ci29) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
+          var w37: Float = (((params[((160 +% (((((part28 *% 8) +% co30) *% 16) +% ci29) *% 9)) +% 1)] + params[((160 +% (((((part28 *% 8) +% co30) *% 16) +% ci29) *% 9)) +% 7)]) - params[((160 +% (((((part28 *% 8) +% co30) *% 16) +% ci29) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
+          var w38: Float = params[((160 +% (((((part28 *% 8) +% co30) *% 16) +% ci29) *% 9)) +% 7)]
+          var w39: Float = params[((160 +% (((((part28 *% 8) +% co30) *% 16) +% ci29) *% 9)) +% 2)]
+          var w40: Float = (((params[((160 +% (((((part28 *% 8) +% co30) *% 16) +% ci29) *% 9)) +% 2)] + params[((160 +% (((((part28 *% 8) +% co30) *% 16) +% ci29) *% 9)) +% 5)]) + params[((160 +% (((((part28 *% 8) +% co30) *% 16) +% ci29) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
+          var w41: Float = (((params[((160 +% (((((part28 *% 8) +% co30) *% 16) +% ci29) *% 9)) +% 2)] + params[((160 +% (((((part28 *% 8) +% co30) *% 16) +% ci29) *% 9)) +% 8)]) - params[((160 +% (((((part28 *% 8) +% co30) *% 16) +% ci29) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
+          var w42: Float = params[((160 +% (((((part28 *% 8) +% co30) *% 16) +% ci29) *% 9)) +% 8)]
+          var w43: Float = w31
+          var w44: Float = (((w31 + w35) + w39) * Float(bitPattern: 0x3f000000))
+          var w45: Float = (((w31 + w39) - w35) * Float(bitPattern: 0x3f000000))
+          var w46: Float = w39
+          var w47: Float = w32
+          var w48: Float = (((w32 + w36) + w40) * Float(bitPattern: 0x3f000000))
+          var w49: Float = (((w32 + w40) - w36) * Float(bitPattern: 0x3f000000))
+          var w50: Float = w40
+          var w51: Float = w33
+          var w52: Float = (((w33 + w37) + w41) * Float(bitPattern: 0x3f000000))
+          var w53: Float = (((w33 + w41) - w37) * Float(bitPattern: 0x3f000000))
+          var w54: Float = w41
+          var w55: Float = w34
+          var w56: Float = (((w34 + w38) + w42) * Float(bitPattern: 0x3f000000))
+          var w57: Float = (((w34 + w42) - w38) * Float(bitPattern: 0x3f000000))
+          var w58: Float = w42
+          arena[((1605632 +% (ci29 *% 16)) +% ((part28 *% 8) +% co30))] = w43
+          arena[((1605888 +% (ci29 *% 16)) +% ((part28 *% 8) +% co30))] = w44
+          arena[((1606144 +% (ci29 *% 16)) +% ((part28 *% 8) +% co30))] = w45
+          arena[((1606400 +% (ci29 *% 16)) +% ((part28 *% 8) +% co30))] = w46
+          arena[((1606656 +% (ci29 *% 16)) +% ((part28 *% 8) +% co30))] = w47
+          arena[((1606912 +% (ci29 *% 16)) +% ((part28 *% 8) +% co30))] = w48
+          arena[((1607168 +% (ci29 *% 16)) +% ((part28 *% 8) +% co30))] = w49
+          arena[((1607424 +% (ci29 *% 16)) +% ((part28 *% 8) +% co30))] = w50
+          arena[((1607680 +% (ci29 *% 16)) +% ((part28 *% 8) +% co30))] = w51
+          arena[((1607936 +% (ci29 *% 16)) +% ((part28 *% 8) +% co30))] = w52
+          arena[((1608192 +% (ci29 *% 16)) +% ((part28 *% 8) +% co30))] = w53
+          arena[((1608448 +% (ci29 *% 16)) +% ((part28 *% 8) +% co30))] = w54
+          arena[((1608704 +% (ci29 *% 16)) +% ((part28 *% 8) +% co30))] = w55
+          arena[((1608960 +% (ci29 *% 16)) +% ((part28 *% 8) +% co30))] = w56
+          arena[((1609216 +% (ci29 *% 16)) +% ((part28 *% 8) +% co30))] = w57
+          arena[((1609472 +% (ci29 *% 16)) +% ((part28 *% 8) +% co30))] = w58
+        }
       }
     }
   }
@@ -2287,52 +2301,54 @@ public func residual_infer_b64(
   }
   // conv3 = conv2d(pool)
   parallelFor(pool, 2) { part133 in
-    for ci134 in 0..<16 {
-      for co135 in 0..<16 {
-        var w136: Float = params[(2480 +% (((((part133 *% 16) +% co135) *% 16) +% ci134) *% 9))]
-        var w137: Float = (((params[(2480 +% (((((part133 *% 16) +% co135) *% 16) +% ci134) *% 9))] + params[((2480 +% (((((part133 *% 16) +% co135) *% 16) +% ci134) *% 9)) +% 3)]) + params[((2480 +% (((((part133 *% 16) +% co135) *% 16) +% ci134) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
-        var w138: Float = (((params[(2480 +% (((((part133 *% 16) +% co135) *% 16) +% ci134) *% 9))] + params[((2480 +% (((((part133 *% 16) +% co135) *% 16) +% ci134) *% 9)) +% 6)]) - params[((2480 +% (((((part133 *% 16) +% co135) *% 16) +% ci134) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
-        var w139: Float = params[((2480 +% (((((part133 *% 16) +% co135) *% 16) +% ci134) *% 9)) +% 6)]
-        var w140: Float = params[((2480 +% (((((part133 *% 16) +% co135) *% 16) +% ci134) *% 9)) +% 1)]
-        var w141: Float = (((params[((2480 +% (((((part133 *% 16) +% co135) *% 16) +% ci134) *% 9)) +% 1)] + params[((2480 +% (((((part133 *% 16) +% co135) *% 16) +% ci134) *% 9)) +% 4)]) + params[((2480 +% (((((part133 *% 16) +% co135) *% 16) +% ci134) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
-        var w142: Float = (((params[((2480 +% (((((part133 *% 16) +% co135) *% 16) +% ci134) *% 9)) +% 1)] + params[((2480 +% (((((part133 *% 16) +% co135) *% 16) +% ci134) *% 9)) +% 7)]) - params[((2480 +% (((((part133 *% 16) +% co135) *% 16) +% ci134) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
-        var w143: Float = params[((2480 +% (((((part133 *% 16) +% co135) *% 16) +% ci134) *% 9)) +% 7)]
-        var w144: Float = params[((2480 +% (((((part133 *% 16) +% co135) *% 16) +% ci134) *% 9)) +% 2)]
-        var w145: Float = (((params[((2480 +% (((((part133 *% 16) +% co135) *% 16) +% ci134) *% 9)) +% 2)] + params[((2480 +% (((((part133 *% 16) +% co135) *% 16) +% ci134) *% 9)) +% 5)]) + params[((2480 +% (((((part133 *% 16) +% co135) *% 16) +% ci134) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
-        var w146: Float = (((params[((2480 +% (((((part133 *% 16) +% co135) *% 16) +% ci134) *% 9)) +% 2)] + params[((2480 +% (((((part133 *% 16) +% co135) *% 16) +% ci134) *% 9)) +% 8)]) - params[((2480 +% (((((part133 *% 16) +% co135) *% 16) +% ci134) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
-        var w147: Float = params[((2480 +% (((((part133 *% 16) +% co135) *% 16) +% ci134) *% 9)) +% 8)]
-        var w148: Float = w136
-        var w149: Float = (((w136 + w140) + w144) * Float(bitPattern: 0x3f000000))
-        var w150: Float = (((w136 + w144) - w140) * Float(bitPattern: 0x3f000000))
-        var w151: Float = w144
-        var w152: Float = w137
-        var w153: Float = (((w137 + w141) + w145) * Float(bitPattern: 0x3f000000))
-        var w154: Float = (((w137 + w145) - w141) * Float(bitPattern: 0x3f000000))
-        var w155: Float = w145
-        var w156: Float = w138
-        var w157: Float = (((w138 + w142) + w146) * Float(bitPattern: 0x3f000000))
-        var w158: Float = (((w138 + w146) - w142) * Float(bitPattern: 0x3f000000))
-        var w159: Float = w146
-        var w160: Float = w139
-        var w161: Float = (((w139 + w143) + w147) * Float(bitPattern: 0x3f000000))
-        var w162: Float = (((w139 + w147) - w143) * Float(bitPattern: 0x3f000000))
-        var w163: Float = w147
-        arena[((401408 +% (ci134 *% 32)) +% ((part133 *% 16) +% co135))] = w148
-        arena[((401920 +% (ci134 *% 32)) +% ((part133 *% 16) +% co135))] = w149
-        arena[((402432 +% (ci134 *% 32)) +% ((part133 *% 16) +% co135))] = w150
-        arena[((402944 +% (ci134 *% 32)) +% ((part133 *% 16) +% co135))] = w151
-        arena[((403456 +% (ci134 *% 32)) +% ((part133 *% 16) +% co135))] = w152
-        arena[((403968 +% (ci134 *% 32)) +% ((part133 *% 16) +% co135))] = w153
-        arena[((404480 +% (ci134 *% 32)) +% ((part133 *% 16) +% co135))] = w154
-        arena[((404992 +% (ci134 *% 32)) +% ((part133 *% 16) +% co135))] = w155
-        arena[((405504 +% (ci134 *% 32)) +% ((part133 *% 16) +% co135))] = w156
-        arena[((406016 +% (ci134 *% 32)) +% ((part133 *% 16) +% co135))] = w157
-        arena[((406528 +% (ci134 *% 32)) +% ((part133 *% 16) +% co135))] = w158
-        arena[((407040 +% (ci134 *% 32)) +% ((part133 *% 16) +% co135))] = w159
-        arena[((407552 +% (ci134 *% 32)) +% ((part133 *% 16) +% co135))] = w160
-        arena[((408064 +% (ci134 *% 32)) +% ((part133 *% 16) +% co135))] = w161
-        arena[((408576 +% (ci134 *% 32)) +% ((part133 *% 16) +% co135))] = w162
-        arena[((409088 +% (ci134 *% 32)) +% ((part133 *% 16) +% co135))] = w163
+    do {  // scalar loops
+      for ci134 in 0..<16 {
+        for co135 in 0..<16 {
+          var w136: Float = params[(2480 +% (((((part133 *% 16) +% co135) *% 16) +% ci134) *% 9))]
+          var w137: Float = (((params[(2480 +% (((((part133 *% 16) +% co135) *% 16) +% ci134) *% 9))] + params[((2480 +% (((((part133 *% 16) +% co135) *% 16) +% ci134) *% 9)) +% 3)]) + params[((2480 +% (((((part133 *% 16) +% co135) *% 16) +% ci134) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
+          var w138: Float = (((params[(2480 +% (((((part133 *% 16) +% co135) *% 16) +% ci134) *% 9))] + params[((2480 +% (((((part133 *% 16) +% co135) *% 16) +% ci134) *% 9)) +% 6)]) - params[((2480 +% (((((part133 *% 16) +% co135) *% 16) +% ci134) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
+          var w139: Float = params[((2480 +% (((((part133 *% 16) +% co135) *% 16) +% ci134) *% 9)) +% 6)]
+          var w140: Float = params[((2480 +% (((((part133 *% 16) +% co135) *% 16) +% ci134) *% 9)) +% 1)]
+          var w141: Float = (((params[((2480 +% (((((part133 *% 16) +% co135) *% 16) +% ci134) *% 9)) +% 1)] + params[((2480 +% (((((part133 *% 16) +% co135) *% 16) +% ci134) *% 9)) +% 4)]) + params[((2480 +% (((((part133 *% 16) +% co135) *% 16) +% ci134) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
+          var w142: Float = (((params[((2480 +% (((((part133 *% 16) +% co135) *% 16) +% ci134) *% 9)) +% 1)] + params[((2480 +% (((((part133 *% 16) +% co135) *% 16) +% ci134) *% 9)) +% 7)]) - params[((2480 +% (((((part133 *% 16) +% co135) *% 16) +% ci134) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
+          var w143: Float = params[((2480 +% (((((part133 *% 16) +% co135) *% 16) +% ci134) *% 9)) +% 7)]
+          var w144: Float = params[((2480 +% (((((part133 *% 16) +% co135) *% 16) +% ci134) *% 9)) +% 2)]
+          var w145: Float = (((params[((2480 +% (((((part133 *% 16) +% co135) *% 16) +% ci134) *% 9)) +% 2)] + params[((2480 +% (((((part133 *% 16) +% co135) *% 16) +% ci134) *% 9)) +% 5)]) + params[((2480 +% (((((part133 *% 16) +% co135) *% 16) +% ci134) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
+          var w146: Float = (((params[((2480 +% (((((part133 *% 16) +% co135) *% 16) +% ci134) *% 9)) +% 2)] + params[((2480 +% (((((part133 *% 16) +% co135) *% 16) +% ci134) *% 9)) +% 8)]) - params[((2480 +% (((((part133 *% 16) +% co135) *% 16) +% ci134) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
+          var w147: Float = params[((2480 +% (((((part133 *% 16) +% co135) *% 16) +% ci134) *% 9)) +% 8)]
+          var w148: Float = w136
+          var w149: Float = (((w136 + w140) + w144) * Float(bitPattern: 0x3f000000))
+          var w150: Float = (((w136 + w144) - w140) * Float(bitPattern: 0x3f000000))
+          var w151: Float = w144
+          var w152: Float = w137
+          var w153: Float = (((w137 + w141) + w145) * Float(bitPattern: 0x3f000000))
+          var w154: Float = (((w137 + w145) - w141) * Float(bitPattern: 0x3f000000))
+          var w155: Float = w145
+          var w156: Float = w138
+          var w157: Float = (((w138 + w142) + w146) * Float(bitPattern: 0x3f000000))
+          var w158: Float = (((w138 + w146) - w142) * Float(bitPattern: 0x3f000000))
+          var w159: Float = w146
+          var w160: Float = w139
+          var w161: Float = (((w139 + w143) + w147) * Float(bitPattern: 0x3f000000))
+          var w162: Float = (((w139 + w147) - w143) * Float(bitPattern: 0x3f000000))
+          var w163: Float = w147
+          arena[((401408 +% (ci134 *% 32)) +% ((part133 *% 16) +% co135))] = w148
+          arena[((401920 +% (ci134 *% 32)) +% ((part133 *% 16) +% co135))] = w149
+          arena[((402432 +% (ci134 *% 32)) +% ((part133 *% 16) +% co135))] = w150
+          arena[((402944 +% (ci134 *% 32)) +% ((part133 *% 16) +% co135))] = w151
+          arena[((403456 +% (ci134 *% 32)) +% ((part133 *% 16) +% co135))] = w152
+          arena[((403968 +% (ci134 *% 32)) +% ((part133 *% 16) +% co135))] = w153
+          arena[((404480 +% (ci134 *% 32)) +% ((part133 *% 16) +% co135))] = w154
+          arena[((404992 +% (ci134 *% 32)) +% ((part133 *% 16) +% co135))] = w155
+          arena[((405504 +% (ci134 *% 32)) +% ((part133 *% 16) +% co135))] = w156
+          arena[((406016 +% (ci134 *% 32)) +% ((part133 *% 16) +% co135))] = w157
+          arena[((406528 +% (ci134 *% 32)) +% ((part133 *% 16) +% co135))] = w158
+          arena[((407040 +% (ci134 *% 32)) +% ((part133 *% 16) +% co135))] = w159
+          arena[((407552 +% (ci134 *% 32)) +% ((part133 *% 16) +% co135))] = w160
+          arena[((408064 +% (ci134 *% 32)) +% ((part133 *% 16) +% co135))] = w161
+          arena[((408576 +% (ci134 *% 32)) +% ((part133 *% 16) +% co135))] = w162
+          arena[((409088 +% (ci134 *% 32)) +% ((part133 *% 16) +% co135))] = w163
+        }
       }
     }
   }

@@ -756,12 +756,12 @@ resnet8_train_b64_shared1_s1_conv1.b1_:           ; preds = %resnet8_train_b64_s
   store float %b29_, ptr %arena62, align 4
   %b1_.next = add nsw i64 %resnet8_train_b64_shared1_s1_conv1.b1_2, 1
   %248 = icmp slt i64 %b1_.next, 16
-  br i1 %248, label %resnet8_train_b64_shared1_s1_conv1.b1_, label %resnet8_train_b64_shared1_s1_conv1.b1_.end
+  br i1 %248, label %resnet8_train_b64_shared1_s1_conv1.b1_, label %resnet8_train_b64_shared1_s1_conv1.b1_.end, !llvm.loop !0
 
 resnet8_train_b64_shared1_s1_conv1.b1_.end:       ; preds = %resnet8_train_b64_shared1_s1_conv1.b1_
   %b0_.next = add nsw i64 %resnet8_train_b64_shared1_s1_conv1.b0_1, 1
   %249 = icmp slt i64 %b0_.next, 16
-  br i1 %249, label %resnet8_train_b64_shared1_s1_conv1.b0_, label %resnet8_train_b64_shared1_s1_conv1.b0_.end
+  br i1 %249, label %resnet8_train_b64_shared1_s1_conv1.b0_, label %resnet8_train_b64_shared1_s1_conv1.b0_.end, !llvm.loop !2
 
 resnet8_train_b64_shared1_s1_conv1.b30_:          ; preds = %resnet8_train_b64_shared1_s1_conv1.b30_, %resnet8_train_b64_shared1_s1_conv1.b0_.end
   %resnet8_train_b64_shared1_s1_conv1.b30_63 = phi i64 [ 0, %resnet8_train_b64_shared1_s1_conv1.b0_.end ], [ %b30_.next, %resnet8_train_b64_shared1_s1_conv1.b30_ ]
@@ -5144,12 +5144,12 @@ resnet8_train_b64_shared4_s1_conv2_weight_grad.b78_: ; preds = %resnet8_train_b6
   store float %b99_, ptr %grads194, align 4
   %b78_.next = add nsw i64 %resnet8_train_b64_shared4_s1_conv2_weight_grad.b78_141, 1
   %1291 = icmp slt i64 %b78_.next, 16
-  br i1 %1291, label %resnet8_train_b64_shared4_s1_conv2_weight_grad.b78_, label %resnet8_train_b64_shared4_s1_conv2_weight_grad.b78_.end
+  br i1 %1291, label %resnet8_train_b64_shared4_s1_conv2_weight_grad.b78_, label %resnet8_train_b64_shared4_s1_conv2_weight_grad.b78_.end, !llvm.loop !3
 
 resnet8_train_b64_shared4_s1_conv2_weight_grad.b78_.end: ; preds = %resnet8_train_b64_shared4_s1_conv2_weight_grad.b78_
   %b77_.next = add nsw i64 %resnet8_train_b64_shared4_s1_conv2_weight_grad.b77_140, 1
   %1292 = icmp slt i64 %b77_.next, 16
-  br i1 %1292, label %resnet8_train_b64_shared4_s1_conv2_weight_grad.b77_, label %resnet8_train_b64_shared4_s1_conv2_weight_grad.b77_.end
+  br i1 %1292, label %resnet8_train_b64_shared4_s1_conv2_weight_grad.b77_, label %resnet8_train_b64_shared4_s1_conv2_weight_grad.b77_.end, !llvm.loop !4
 }
 
 declare void @cblas_sgemm(i32, i32, i32, i32, i32, i32, float, ptr, i32, ptr, i32, float, ptr, i32)
@@ -5620,12 +5620,12 @@ resnet8_train_b64_shared5_s1_relu1_grad.b1_:      ; preds = %resnet8_train_b64_s
   store float %b29_, ptr %arena62, align 4
   %b1_.next = add nsw i64 %resnet8_train_b64_shared5_s1_relu1_grad.b1_2, 1
   %248 = icmp slt i64 %b1_.next, 16
-  br i1 %248, label %resnet8_train_b64_shared5_s1_relu1_grad.b1_, label %resnet8_train_b64_shared5_s1_relu1_grad.b1_.end
+  br i1 %248, label %resnet8_train_b64_shared5_s1_relu1_grad.b1_, label %resnet8_train_b64_shared5_s1_relu1_grad.b1_.end, !llvm.loop !5
 
 resnet8_train_b64_shared5_s1_relu1_grad.b1_.end:  ; preds = %resnet8_train_b64_shared5_s1_relu1_grad.b1_
   %b0_.next = add nsw i64 %resnet8_train_b64_shared5_s1_relu1_grad.b0_1, 1
   %249 = icmp slt i64 %b0_.next, 16
-  br i1 %249, label %resnet8_train_b64_shared5_s1_relu1_grad.b0_, label %resnet8_train_b64_shared5_s1_relu1_grad.b0_.end
+  br i1 %249, label %resnet8_train_b64_shared5_s1_relu1_grad.b0_, label %resnet8_train_b64_shared5_s1_relu1_grad.b0_.end, !llvm.loop !6
 
 resnet8_train_b64_shared5_s1_relu1_grad.b30_:     ; preds = %resnet8_train_b64_shared5_s1_relu1_grad.b30_, %resnet8_train_b64_shared5_s1_relu1_grad.b0_.end
   %resnet8_train_b64_shared5_s1_relu1_grad.b30_63 = phi i64 [ 0, %resnet8_train_b64_shared5_s1_relu1_grad.b0_.end ], [ %b30_.next, %resnet8_train_b64_shared5_s1_relu1_grad.b30_ ]
@@ -10147,12 +10147,12 @@ s2_conv2.co376:                                   ; preds = %s2_conv2.co376, %s2
   store float %w404, ptr %arena62, align 4
   %co376.next = add nsw i64 %s2_conv2.co3762, 1
   %231 = icmp slt i64 %co376.next, 32
-  br i1 %231, label %s2_conv2.co376, label %s2_conv2.co376.end
+  br i1 %231, label %s2_conv2.co376, label %s2_conv2.co376.end, !llvm.loop !7
 
 s2_conv2.co376.end:                               ; preds = %s2_conv2.co376
   %ci375.next = add nsw i64 %s2_conv2.ci3751, 1
   %232 = icmp slt i64 %ci375.next, 32
-  br i1 %232, label %s2_conv2.ci375, label %s2_conv2.ci375.end
+  br i1 %232, label %s2_conv2.ci375, label %s2_conv2.ci375.end, !llvm.loop !8
 
 s2_conv2.i405:                                    ; preds = %s2_conv2.i405, %s2_conv2.ci375.end
   %s2_conv2.i40563 = phi i64 [ 0, %s2_conv2.ci375.end ], [ %i405.next, %s2_conv2.i405 ]
@@ -14087,12 +14087,12 @@ s3_conv2.co610:                                   ; preds = %s3_conv2.co610, %s3
   store float %w638, ptr %arena62, align 4
   %co610.next = add nsw i64 %s3_conv2.co6102, 1
   %231 = icmp slt i64 %co610.next, 64
-  br i1 %231, label %s3_conv2.co610, label %s3_conv2.co610.end
+  br i1 %231, label %s3_conv2.co610, label %s3_conv2.co610.end, !llvm.loop !9
 
 s3_conv2.co610.end:                               ; preds = %s3_conv2.co610
   %ci609.next = add nsw i64 %s3_conv2.ci6091, 1
   %232 = icmp slt i64 %ci609.next, 64
-  br i1 %232, label %s3_conv2.ci609, label %s3_conv2.ci609.end
+  br i1 %232, label %s3_conv2.ci609, label %s3_conv2.ci609.end, !llvm.loop !10
 
 s3_conv2.i639:                                    ; preds = %s3_conv2.i639, %s3_conv2.ci609.end
   %s3_conv2.i63963 = phi i64 [ 0, %s3_conv2.ci609.end ], [ %i639.next, %s3_conv2.i639 ]
@@ -20931,12 +20931,12 @@ s3_conv2_weight_grad.c1001:                       ; preds = %s3_conv2_weight_gra
   store float %w1022, ptr %grads194, align 4
   %c1001.next = add nsw i64 %s3_conv2_weight_grad.c1001141, 1
   %1174 = icmp slt i64 %c1001.next, 64
-  br i1 %1174, label %s3_conv2_weight_grad.c1001, label %s3_conv2_weight_grad.c1001.end
+  br i1 %1174, label %s3_conv2_weight_grad.c1001, label %s3_conv2_weight_grad.c1001.end, !llvm.loop !11
 
 s3_conv2_weight_grad.c1001.end:                   ; preds = %s3_conv2_weight_grad.c1001
   %f1000.next = add nsw i64 %s3_conv2_weight_grad.f1000140, 1
   %1175 = icmp slt i64 %f1000.next, 64
-  br i1 %1175, label %s3_conv2_weight_grad.f1000, label %s3_conv2_weight_grad.f1000.end
+  br i1 %1175, label %s3_conv2_weight_grad.f1000, label %s3_conv2_weight_grad.f1000.end, !llvm.loop !12
 }
 
 ; Function Attrs: noinline
@@ -21390,12 +21390,12 @@ s3_relu1_grad.co1024:                             ; preds = %s3_relu1_grad.co102
   store float %w1052, ptr %arena62, align 4
   %co1024.next = add nsw i64 %s3_relu1_grad.co10242, 1
   %231 = icmp slt i64 %co1024.next, 64
-  br i1 %231, label %s3_relu1_grad.co1024, label %s3_relu1_grad.co1024.end
+  br i1 %231, label %s3_relu1_grad.co1024, label %s3_relu1_grad.co1024.end, !llvm.loop !13
 
 s3_relu1_grad.co1024.end:                         ; preds = %s3_relu1_grad.co1024
   %ci1023.next = add nsw i64 %s3_relu1_grad.ci10231, 1
   %232 = icmp slt i64 %ci1023.next, 64
-  br i1 %232, label %s3_relu1_grad.ci1023, label %s3_relu1_grad.ci1023.end
+  br i1 %232, label %s3_relu1_grad.ci1023, label %s3_relu1_grad.ci1023.end, !llvm.loop !14
 
 s3_relu1_grad.i1053:                              ; preds = %s3_relu1_grad.i1053, %s3_relu1_grad.ci1023.end
   %s3_relu1_grad.i105363 = phi i64 [ 0, %s3_relu1_grad.ci1023.end ], [ %i1053.next, %s3_relu1_grad.i1053 ]
@@ -29518,12 +29518,12 @@ s2_conv2_weight_grad.c1403:                       ; preds = %s2_conv2_weight_gra
   store float %w1424, ptr %grads194, align 4
   %c1403.next = add nsw i64 %s2_conv2_weight_grad.c1403141, 1
   %1174 = icmp slt i64 %c1403.next, 32
-  br i1 %1174, label %s2_conv2_weight_grad.c1403, label %s2_conv2_weight_grad.c1403.end
+  br i1 %1174, label %s2_conv2_weight_grad.c1403, label %s2_conv2_weight_grad.c1403.end, !llvm.loop !15
 
 s2_conv2_weight_grad.c1403.end:                   ; preds = %s2_conv2_weight_grad.c1403
   %f1402.next = add nsw i64 %s2_conv2_weight_grad.f1402140, 1
   %1175 = icmp slt i64 %f1402.next, 32
-  br i1 %1175, label %s2_conv2_weight_grad.f1402, label %s2_conv2_weight_grad.f1402.end
+  br i1 %1175, label %s2_conv2_weight_grad.f1402, label %s2_conv2_weight_grad.f1402.end, !llvm.loop !16
 }
 
 ; Function Attrs: noinline
@@ -29977,12 +29977,12 @@ s2_relu1_grad.co1426:                             ; preds = %s2_relu1_grad.co142
   store float %w1454, ptr %arena62, align 4
   %co1426.next = add nsw i64 %s2_relu1_grad.co14262, 1
   %231 = icmp slt i64 %co1426.next, 32
-  br i1 %231, label %s2_relu1_grad.co1426, label %s2_relu1_grad.co1426.end
+  br i1 %231, label %s2_relu1_grad.co1426, label %s2_relu1_grad.co1426.end, !llvm.loop !17
 
 s2_relu1_grad.co1426.end:                         ; preds = %s2_relu1_grad.co1426
   %ci1425.next = add nsw i64 %s2_relu1_grad.ci14251, 1
   %232 = icmp slt i64 %ci1425.next, 32
-  br i1 %232, label %s2_relu1_grad.ci1425, label %s2_relu1_grad.ci1425.end
+  br i1 %232, label %s2_relu1_grad.ci1425, label %s2_relu1_grad.ci1425.end, !llvm.loop !18
 
 s2_relu1_grad.i1455:                              ; preds = %s2_relu1_grad.i1455, %s2_relu1_grad.ci1425.end
   %s2_relu1_grad.i145563 = phi i64 [ 0, %s2_relu1_grad.ci1425.end ], [ %i1455.next, %s2_relu1_grad.i1455 ]
@@ -38755,12 +38755,12 @@ s1_conv1.co33:                                    ; preds = %s1_conv1.co33, %s1_
   store float %w61, ptr %arena62, align 4
   %co33.next = add nsw i64 %s1_conv1.co332, 1
   %312 = icmp slt i64 %co33.next, 8
-  br i1 %312, label %s1_conv1.co33, label %s1_conv1.co33.end
+  br i1 %312, label %s1_conv1.co33, label %s1_conv1.co33.end, !llvm.loop !19
 
 s1_conv1.co33.end:                                ; preds = %s1_conv1.co33
   %ci32.next = add nsw i64 %s1_conv1.ci321, 1
   %313 = icmp slt i64 %ci32.next, 16
-  br i1 %313, label %s1_conv1.ci32, label %s1_conv1.ci32.end
+  br i1 %313, label %s1_conv1.ci32, label %s1_conv1.ci32.end, !llvm.loop !20
 }
 
 define internal void @resnet8_infer_b64.k3.s1_conv1.part31.task(ptr %0, i64 %1) {
@@ -41562,12 +41562,12 @@ s1_conv2.co136:                                   ; preds = %s1_conv2.co136, %s1
   store float %w164, ptr %arena62, align 4
   %co136.next = add nsw i64 %s1_conv2.co1362, 1
   %312 = icmp slt i64 %co136.next, 8
-  br i1 %312, label %s1_conv2.co136, label %s1_conv2.co136.end
+  br i1 %312, label %s1_conv2.co136, label %s1_conv2.co136.end, !llvm.loop !21
 
 s1_conv2.co136.end:                               ; preds = %s1_conv2.co136
   %ci135.next = add nsw i64 %s1_conv2.ci1351, 1
   %313 = icmp slt i64 %ci135.next, 16
-  br i1 %313, label %s1_conv2.ci135, label %s1_conv2.ci135.end
+  br i1 %313, label %s1_conv2.ci135, label %s1_conv2.ci135.end, !llvm.loop !22
 }
 
 define internal void @resnet8_infer_b64.k5.s1_conv2.part134.task(ptr %0, i64 %1) {
@@ -45401,12 +45401,12 @@ s2_conv2.co268:                                   ; preds = %s2_conv2.co268, %s2
   store float %w296, ptr %arena62, align 4
   %co268.next = add nsw i64 %s2_conv2.co2682, 1
   %312 = icmp slt i64 %co268.next, 16
-  br i1 %312, label %s2_conv2.co268, label %s2_conv2.co268.end
+  br i1 %312, label %s2_conv2.co268, label %s2_conv2.co268.end, !llvm.loop !23
 
 s2_conv2.co268.end:                               ; preds = %s2_conv2.co268
   %ci267.next = add nsw i64 %s2_conv2.ci2671, 1
   %313 = icmp slt i64 %ci267.next, 32
-  br i1 %313, label %s2_conv2.ci267, label %s2_conv2.ci267.end
+  br i1 %313, label %s2_conv2.ci267, label %s2_conv2.ci267.end, !llvm.loop !24
 }
 
 define internal void @resnet8_infer_b64.k11.s2_conv2.part266.task(ptr %0, i64 %1) {
@@ -49875,12 +49875,12 @@ s3_conv2.co419:                                   ; preds = %s3_conv2.co419, %s3
   store float %w447, ptr %arena62, align 4
   %co419.next = add nsw i64 %s3_conv2.co4192, 1
   %312 = icmp slt i64 %co419.next, 32
-  br i1 %312, label %s3_conv2.co419, label %s3_conv2.co419.end
+  br i1 %312, label %s3_conv2.co419, label %s3_conv2.co419.end, !llvm.loop !25
 
 s3_conv2.co419.end:                               ; preds = %s3_conv2.co419
   %ci418.next = add nsw i64 %s3_conv2.ci4181, 1
   %313 = icmp slt i64 %ci418.next, 64
-  br i1 %313, label %s3_conv2.ci418, label %s3_conv2.ci418.end
+  br i1 %313, label %s3_conv2.ci418, label %s3_conv2.ci418.end, !llvm.loop !26
 }
 
 define internal void @resnet8_infer_b64.k19.s3_conv2.part417.task(ptr %0, i64 %1) {
@@ -51907,3 +51907,31 @@ fc.u543.end:                                      ; preds = %fc.u543
 attributes #0 = { noinline "target-cpu"="x86-64-v3" }
 attributes #1 = { nocallback nofree nosync nounwind speculatable willreturn memory(none) }
 attributes #2 = { "target-cpu"="x86-64-v3" }
+
+!0 = distinct !{!0, !1}
+!1 = !{!"llvm.loop.vectorize.enable", i1 false}
+!2 = distinct !{!2, !1}
+!3 = distinct !{!3, !1}
+!4 = distinct !{!4, !1}
+!5 = distinct !{!5, !1}
+!6 = distinct !{!6, !1}
+!7 = distinct !{!7, !1}
+!8 = distinct !{!8, !1}
+!9 = distinct !{!9, !1}
+!10 = distinct !{!10, !1}
+!11 = distinct !{!11, !1}
+!12 = distinct !{!12, !1}
+!13 = distinct !{!13, !1}
+!14 = distinct !{!14, !1}
+!15 = distinct !{!15, !1}
+!16 = distinct !{!16, !1}
+!17 = distinct !{!17, !1}
+!18 = distinct !{!18, !1}
+!19 = distinct !{!19, !1}
+!20 = distinct !{!20, !1}
+!21 = distinct !{!21, !1}
+!22 = distinct !{!22, !1}
+!23 = distinct !{!23, !1}
+!24 = distinct !{!24, !1}
+!25 = distinct !{!25, !1}
+!26 = distinct !{!26, !1}

@@ -120,52 +120,54 @@ func resnet8_train_b64_shared1_s1_conv1(
   let params = params.unsafelyUnwrapped
   let arena = arena.unsafelyUnwrapped
   _ = (lr, step, seed, pool)
-  for b0_ in 0..<16 {
-    for b1_ in 0..<16 {
-      var b2_: Float = params[((((b1_ *% 16) +% b0_) *% 9) +% shared0_)]
-      var b3_: Float = (((params[((((b1_ *% 16) +% b0_) *% 9) +% shared0_)] + params[((((b1_ *% 16) +% b0_) *% 9) +% (shared0_ +% 3))]) + params[((((b1_ *% 16) +% b0_) *% 9) +% (shared0_ +% 6))]) * Float(bitPattern: 0x3f000000))
-      var b4_: Float = (((params[((((b1_ *% 16) +% b0_) *% 9) +% shared0_)] + params[((((b1_ *% 16) +% b0_) *% 9) +% (shared0_ +% 6))]) - params[((((b1_ *% 16) +% b0_) *% 9) +% (shared0_ +% 3))]) * Float(bitPattern: 0x3f000000))
-      var b5_: Float = params[((((b1_ *% 16) +% b0_) *% 9) +% (shared0_ +% 6))]
-      var b6_: Float = params[((((b1_ *% 16) +% b0_) *% 9) +% (shared0_ +% 1))]
-      var b7_: Float = (((params[((((b1_ *% 16) +% b0_) *% 9) +% (shared0_ +% 1))] + params[((((b1_ *% 16) +% b0_) *% 9) +% (shared0_ +% 4))]) + params[((((b1_ *% 16) +% b0_) *% 9) +% (shared0_ +% 7))]) * Float(bitPattern: 0x3f000000))
-      var b8_: Float = (((params[((((b1_ *% 16) +% b0_) *% 9) +% (shared0_ +% 1))] + params[((((b1_ *% 16) +% b0_) *% 9) +% (shared0_ +% 7))]) - params[((((b1_ *% 16) +% b0_) *% 9) +% (shared0_ +% 4))]) * Float(bitPattern: 0x3f000000))
-      var b9_: Float = params[((((b1_ *% 16) +% b0_) *% 9) +% (shared0_ +% 7))]
-      var b10_: Float = params[((((b1_ *% 16) +% b0_) *% 9) +% (shared0_ +% 2))]
-      var b11_: Float = (((params[((((b1_ *% 16) +% b0_) *% 9) +% (shared0_ +% 2))] + params[((((b1_ *% 16) +% b0_) *% 9) +% (shared0_ +% 5))]) + params[((((b1_ *% 16) +% b0_) *% 9) +% (shared0_ +% 8))]) * Float(bitPattern: 0x3f000000))
-      var b12_: Float = (((params[((((b1_ *% 16) +% b0_) *% 9) +% (shared0_ +% 2))] + params[((((b1_ *% 16) +% b0_) *% 9) +% (shared0_ +% 8))]) - params[((((b1_ *% 16) +% b0_) *% 9) +% (shared0_ +% 5))]) * Float(bitPattern: 0x3f000000))
-      var b13_: Float = params[((((b1_ *% 16) +% b0_) *% 9) +% (shared0_ +% 8))]
-      var b14_: Float = b2_
-      var b15_: Float = (((b2_ + b6_) + b10_) * Float(bitPattern: 0x3f000000))
-      var b16_: Float = (((b2_ + b10_) - b6_) * Float(bitPattern: 0x3f000000))
-      var b17_: Float = b10_
-      var b18_: Float = b3_
-      var b19_: Float = (((b3_ + b7_) + b11_) * Float(bitPattern: 0x3f000000))
-      var b20_: Float = (((b3_ + b11_) - b7_) * Float(bitPattern: 0x3f000000))
-      var b21_: Float = b11_
-      var b22_: Float = b4_
-      var b23_: Float = (((b4_ + b8_) + b12_) * Float(bitPattern: 0x3f000000))
-      var b24_: Float = (((b4_ + b12_) - b8_) * Float(bitPattern: 0x3f000000))
-      var b25_: Float = b12_
-      var b26_: Float = b5_
-      var b27_: Float = (((b5_ + b9_) + b13_) * Float(bitPattern: 0x3f000000))
-      var b28_: Float = (((b5_ + b13_) - b9_) * Float(bitPattern: 0x3f000000))
-      var b29_: Float = b13_
-      arena[(((b0_ *% 16) +% b1_) +% shared1_)] = b14_
-      arena[(((b0_ *% 16) +% b1_) +% (shared1_ +% 256))] = b15_
-      arena[(((b0_ *% 16) +% b1_) +% (shared1_ +% 512))] = b16_
-      arena[(((b0_ *% 16) +% b1_) +% (shared1_ +% 768))] = b17_
-      arena[(((b0_ *% 16) +% b1_) +% (shared1_ +% 1024))] = b18_
-      arena[(((b0_ *% 16) +% b1_) +% (shared1_ +% 1280))] = b19_
-      arena[(((b0_ *% 16) +% b1_) +% (shared1_ +% 1536))] = b20_
-      arena[(((b0_ *% 16) +% b1_) +% (shared1_ +% 1792))] = b21_
-      arena[(((b0_ *% 16) +% b1_) +% (shared1_ +% 2048))] = b22_
-      arena[(((b0_ *% 16) +% b1_) +% (shared1_ +% 2304))] = b23_
-      arena[(((b0_ *% 16) +% b1_) +% (shared1_ +% 2560))] = b24_
-      arena[(((b0_ *% 16) +% b1_) +% (shared1_ +% 2816))] = b25_
-      arena[(((b0_ *% 16) +% b1_) +% (shared1_ +% 3072))] = b26_
-      arena[(((b0_ *% 16) +% b1_) +% (shared1_ +% 3328))] = b27_
-      arena[(((b0_ *% 16) +% b1_) +% (shared1_ +% 3584))] = b28_
-      arena[(((b0_ *% 16) +% b1_) +% (shared1_ +% 3840))] = b29_
+  do {  // scalar loops
+    for b0_ in 0..<16 {
+      for b1_ in 0..<16 {
+        var b2_: Float = params[((((b1_ *% 16) +% b0_) *% 9) +% shared0_)]
+        var b3_: Float = (((params[((((b1_ *% 16) +% b0_) *% 9) +% shared0_)] + params[((((b1_ *% 16) +% b0_) *% 9) +% (shared0_ +% 3))]) + params[((((b1_ *% 16) +% b0_) *% 9) +% (shared0_ +% 6))]) * Float(bitPattern: 0x3f000000))
+        var b4_: Float = (((params[((((b1_ *% 16) +% b0_) *% 9) +% shared0_)] + params[((((b1_ *% 16) +% b0_) *% 9) +% (shared0_ +% 6))]) - params[((((b1_ *% 16) +% b0_) *% 9) +% (shared0_ +% 3))]) * Float(bitPattern: 0x3f000000))
+        var b5_: Float = params[((((b1_ *% 16) +% b0_) *% 9) +% (shared0_ +% 6))]
+        var b6_: Float = params[((((b1_ *% 16) +% b0_) *% 9) +% (shared0_ +% 1))]
+        var b7_: Float = (((params[((((b1_ *% 16) +% b0_) *% 9) +% (shared0_ +% 1))] + params[((((b1_ *% 16) +% b0_) *% 9) +% (shared0_ +% 4))]) + params[((((b1_ *% 16) +% b0_) *% 9) +% (shared0_ +% 7))]) * Float(bitPattern: 0x3f000000))
+        var b8_: Float = (((params[((((b1_ *% 16) +% b0_) *% 9) +% (shared0_ +% 1))] + params[((((b1_ *% 16) +% b0_) *% 9) +% (shared0_ +% 7))]) - params[((((b1_ *% 16) +% b0_) *% 9) +% (shared0_ +% 4))]) * Float(bitPattern: 0x3f000000))
+        var b9_: Float = params[((((b1_ *% 16) +% b0_) *% 9) +% (shared0_ +% 7))]
+        var b10_: Float = params[((((b1_ *% 16) +% b0_) *% 9) +% (shared0_ +% 2))]
+        var b11_: Float = (((params[((((b1_ *% 16) +% b0_) *% 9) +% (shared0_ +% 2))] + params[((((b1_ *% 16) +% b0_) *% 9) +% (shared0_ +% 5))]) + params[((((b1_ *% 16) +% b0_) *% 9) +% (shared0_ +% 8))]) * Float(bitPattern: 0x3f000000))
+        var b12_: Float = (((params[((((b1_ *% 16) +% b0_) *% 9) +% (shared0_ +% 2))] + params[((((b1_ *% 16) +% b0_) *% 9) +% (shared0_ +% 8))]) - params[((((b1_ *% 16) +% b0_) *% 9) +% (shared0_ +% 5))]) * Float(bitPattern: 0x3f000000))
+        var b13_: Float = params[((((b1_ *% 16) +% b0_) *% 9) +% (shared0_ +% 8))]
+        var b14_: Float = b2_
+        var b15_: Float = (((b2_ + b6_) + b10_) * Float(bitPattern: 0x3f000000))
+        var b16_: Float = (((b2_ + b10_) - b6_) * Float(bitPattern: 0x3f000000))
+        var b17_: Float = b10_
+        var b18_: Float = b3_
+        var b19_: Float = (((b3_ + b7_) + b11_) * Float(bitPattern: 0x3f000000))
+        var b20_: Float = (((b3_ + b11_) - b7_) * Float(bitPattern: 0x3f000000))
+        var b21_: Float = b11_
+        var b22_: Float = b4_
+        var b23_: Float = (((b4_ + b8_) + b12_) * Float(bitPattern: 0x3f000000))
+        var b24_: Float = (((b4_ + b12_) - b8_) * Float(bitPattern: 0x3f000000))
+        var b25_: Float = b12_
+        var b26_: Float = b5_
+        var b27_: Float = (((b5_ + b9_) + b13_) * Float(bitPattern: 0x3f000000))
+        var b28_: Float = (((b5_ + b13_) - b9_) * Float(bitPattern: 0x3f000000))
+        var b29_: Float = b13_
+        arena[(((b0_ *% 16) +% b1_) +% shared1_)] = b14_
+        arena[(((b0_ *% 16) +% b1_) +% (shared1_ +% 256))] = b15_
+        arena[(((b0_ *% 16) +% b1_) +% (shared1_ +% 512))] = b16_
+        arena[(((b0_ *% 16) +% b1_) +% (shared1_ +% 768))] = b17_
+        arena[(((b0_ *% 16) +% b1_) +% (shared1_ +% 1024))] = b18_
+        arena[(((b0_ *% 16) +% b1_) +% (shared1_ +% 1280))] = b19_
+        arena[(((b0_ *% 16) +% b1_) +% (shared1_ +% 1536))] = b20_
+        arena[(((b0_ *% 16) +% b1_) +% (shared1_ +% 1792))] = b21_
+        arena[(((b0_ *% 16) +% b1_) +% (shared1_ +% 2048))] = b22_
+        arena[(((b0_ *% 16) +% b1_) +% (shared1_ +% 2304))] = b23_
+        arena[(((b0_ *% 16) +% b1_) +% (shared1_ +% 2560))] = b24_
+        arena[(((b0_ *% 16) +% b1_) +% (shared1_ +% 2816))] = b25_
+        arena[(((b0_ *% 16) +% b1_) +% (shared1_ +% 3072))] = b26_
+        arena[(((b0_ *% 16) +% b1_) +% (shared1_ +% 3328))] = b27_
+        arena[(((b0_ *% 16) +% b1_) +% (shared1_ +% 3584))] = b28_
+        arena[(((b0_ *% 16) +% b1_) +% (shared1_ +% 3840))] = b29_
+      }
     }
   }
   for b30_ in 0..<2312 {
@@ -612,38 +614,40 @@ func resnet8_train_b64_shared4_s1_conv2_weight_grad(
       sgemm(101, 112, 111, 16, 16, 256, 1, arena + ((b76_ *% 4096) +% (shared0_ +% -147456)), 16, arena + ((b76_ *% 4096) +% (shared0_ +% -65536)), 16, Float(bitPattern: 0x3f800000), arena + ((b76_ *% 256) +% shared0_), 16)
     }
   }
-  for b77_ in 0..<16 {
-    for b78_ in 0..<16 {
-      var b79_: Float = (((arena[(((b78_ *% 16) +% b77_) +% shared0_)] * Float(1)) + (arena[(((b78_ *% 16) +% b77_) +% (shared0_ +% 1024))] * Float(bitPattern: 0x3f000000))) + (arena[(((b78_ *% 16) +% b77_) +% (shared0_ +% 2048))] * Float(bitPattern: 0x3f000000)))
-      var b80_: Float = ((arena[(((b78_ *% 16) +% b77_) +% (shared0_ +% 1024))] - arena[(((b78_ *% 16) +% b77_) +% (shared0_ +% 2048))]) * Float(bitPattern: 0x3f000000))
-      var b81_: Float = (((arena[(((b78_ *% 16) +% b77_) +% (shared0_ +% 1024))] * Float(bitPattern: 0x3f000000)) + (arena[(((b78_ *% 16) +% b77_) +% (shared0_ +% 2048))] * Float(bitPattern: 0x3f000000))) + (arena[(((b78_ *% 16) +% b77_) +% (shared0_ +% 3072))] * Float(1)))
-      var b82_: Float = (((arena[(((b78_ *% 16) +% b77_) +% (shared0_ +% 256))] * Float(1)) + (arena[(((b78_ *% 16) +% b77_) +% (shared0_ +% 1280))] * Float(bitPattern: 0x3f000000))) + (arena[(((b78_ *% 16) +% b77_) +% (shared0_ +% 2304))] * Float(bitPattern: 0x3f000000)))
-      var b83_: Float = ((arena[(((b78_ *% 16) +% b77_) +% (shared0_ +% 1280))] - arena[(((b78_ *% 16) +% b77_) +% (shared0_ +% 2304))]) * Float(bitPattern: 0x3f000000))
-      var b84_: Float = (((arena[(((b78_ *% 16) +% b77_) +% (shared0_ +% 1280))] * Float(bitPattern: 0x3f000000)) + (arena[(((b78_ *% 16) +% b77_) +% (shared0_ +% 2304))] * Float(bitPattern: 0x3f000000))) + (arena[(((b78_ *% 16) +% b77_) +% (shared0_ +% 3328))] * Float(1)))
-      var b85_: Float = (((arena[(((b78_ *% 16) +% b77_) +% (shared0_ +% 512))] * Float(1)) + (arena[(((b78_ *% 16) +% b77_) +% (shared0_ +% 1536))] * Float(bitPattern: 0x3f000000))) + (arena[(((b78_ *% 16) +% b77_) +% (shared0_ +% 2560))] * Float(bitPattern: 0x3f000000)))
-      var b86_: Float = ((arena[(((b78_ *% 16) +% b77_) +% (shared0_ +% 1536))] - arena[(((b78_ *% 16) +% b77_) +% (shared0_ +% 2560))]) * Float(bitPattern: 0x3f000000))
-      var b87_: Float = (((arena[(((b78_ *% 16) +% b77_) +% (shared0_ +% 1536))] * Float(bitPattern: 0x3f000000)) + (arena[(((b78_ *% 16) +% b77_) +% (shared0_ +% 2560))] * Float(bitPattern: 0x3f000000))) + (arena[(((b78_ *% 16) +% b77_) +% (shared0_ +% 3584))] * Float(1)))
-      var b88_: Float = (((arena[(((b78_ *% 16) +% b77_) +% (shared0_ +% 768))] * Float(1)) + (arena[(((b78_ *% 16) +% b77_) +% (shared0_ +% 1792))] * Float(bitPattern: 0x3f000000))) + (arena[(((b78_ *% 16) +% b77_) +% (shared0_ +% 2816))] * Float(bitPattern: 0x3f000000)))
-      var b89_: Float = ((arena[(((b78_ *% 16) +% b77_) +% (shared0_ +% 1792))] - arena[(((b78_ *% 16) +% b77_) +% (shared0_ +% 2816))]) * Float(bitPattern: 0x3f000000))
-      var b90_: Float = (((arena[(((b78_ *% 16) +% b77_) +% (shared0_ +% 1792))] * Float(bitPattern: 0x3f000000)) + (arena[(((b78_ *% 16) +% b77_) +% (shared0_ +% 2816))] * Float(bitPattern: 0x3f000000))) + (arena[(((b78_ *% 16) +% b77_) +% (shared0_ +% 3840))] * Float(1)))
-      var b91_: Float = (((b79_ * Float(1)) + (b82_ * Float(bitPattern: 0x3f000000))) + (b85_ * Float(bitPattern: 0x3f000000)))
-      var b92_: Float = ((b82_ - b85_) * Float(bitPattern: 0x3f000000))
-      var b93_: Float = (((b82_ * Float(bitPattern: 0x3f000000)) + (b85_ * Float(bitPattern: 0x3f000000))) + (b88_ * Float(1)))
-      var b94_: Float = (((b80_ * Float(1)) + (b83_ * Float(bitPattern: 0x3f000000))) + (b86_ * Float(bitPattern: 0x3f000000)))
-      var b95_: Float = ((b83_ - b86_) * Float(bitPattern: 0x3f000000))
-      var b96_: Float = (((b83_ * Float(bitPattern: 0x3f000000)) + (b86_ * Float(bitPattern: 0x3f000000))) + (b89_ * Float(1)))
-      var b97_: Float = (((b81_ * Float(1)) + (b84_ * Float(bitPattern: 0x3f000000))) + (b87_ * Float(bitPattern: 0x3f000000)))
-      var b98_: Float = ((b84_ - b87_) * Float(bitPattern: 0x3f000000))
-      var b99_: Float = (((b84_ * Float(bitPattern: 0x3f000000)) + (b87_ * Float(bitPattern: 0x3f000000))) + (b90_ * Float(1)))
-      grads[((((b77_ *% 16) +% b78_) *% 9) +% shared1_)] = b91_
-      grads[((((b77_ *% 16) +% b78_) *% 9) +% (shared1_ +% 1))] = b92_
-      grads[((((b77_ *% 16) +% b78_) *% 9) +% (shared1_ +% 2))] = b93_
-      grads[((((b77_ *% 16) +% b78_) *% 9) +% (shared1_ +% 3))] = b94_
-      grads[((((b77_ *% 16) +% b78_) *% 9) +% (shared1_ +% 4))] = b95_
-      grads[((((b77_ *% 16) +% b78_) *% 9) +% (shared1_ +% 5))] = b96_
-      grads[((((b77_ *% 16) +% b78_) *% 9) +% (shared1_ +% 6))] = b97_
-      grads[((((b77_ *% 16) +% b78_) *% 9) +% (shared1_ +% 7))] = b98_
-      grads[((((b77_ *% 16) +% b78_) *% 9) +% (shared1_ +% 8))] = b99_
+  do {  // scalar loops
+    for b77_ in 0..<16 {
+      for b78_ in 0..<16 {
+        var b79_: Float = (((arena[(((b78_ *% 16) +% b77_) +% shared0_)] * Float(1)) + (arena[(((b78_ *% 16) +% b77_) +% (shared0_ +% 1024))] * Float(bitPattern: 0x3f000000))) + (arena[(((b78_ *% 16) +% b77_) +% (shared0_ +% 2048))] * Float(bitPattern: 0x3f000000)))
+        var b80_: Float = ((arena[(((b78_ *% 16) +% b77_) +% (shared0_ +% 1024))] - arena[(((b78_ *% 16) +% b77_) +% (shared0_ +% 2048))]) * Float(bitPattern: 0x3f000000))
+        var b81_: Float = (((arena[(((b78_ *% 16) +% b77_) +% (shared0_ +% 1024))] * Float(bitPattern: 0x3f000000)) + (arena[(((b78_ *% 16) +% b77_) +% (shared0_ +% 2048))] * Float(bitPattern: 0x3f000000))) + (arena[(((b78_ *% 16) +% b77_) +% (shared0_ +% 3072))] * Float(1)))
+        var b82_: Float = (((arena[(((b78_ *% 16) +% b77_) +% (shared0_ +% 256))] * Float(1)) + (arena[(((b78_ *% 16) +% b77_) +% (shared0_ +% 1280))] * Float(bitPattern: 0x3f000000))) + (arena[(((b78_ *% 16) +% b77_) +% (shared0_ +% 2304))] * Float(bitPattern: 0x3f000000)))
+        var b83_: Float = ((arena[(((b78_ *% 16) +% b77_) +% (shared0_ +% 1280))] - arena[(((b78_ *% 16) +% b77_) +% (shared0_ +% 2304))]) * Float(bitPattern: 0x3f000000))
+        var b84_: Float = (((arena[(((b78_ *% 16) +% b77_) +% (shared0_ +% 1280))] * Float(bitPattern: 0x3f000000)) + (arena[(((b78_ *% 16) +% b77_) +% (shared0_ +% 2304))] * Float(bitPattern: 0x3f000000))) + (arena[(((b78_ *% 16) +% b77_) +% (shared0_ +% 3328))] * Float(1)))
+        var b85_: Float = (((arena[(((b78_ *% 16) +% b77_) +% (shared0_ +% 512))] * Float(1)) + (arena[(((b78_ *% 16) +% b77_) +% (shared0_ +% 1536))] * Float(bitPattern: 0x3f000000))) + (arena[(((b78_ *% 16) +% b77_) +% (shared0_ +% 2560))] * Float(bitPattern: 0x3f000000)))
+        var b86_: Float = ((arena[(((b78_ *% 16) +% b77_) +% (shared0_ +% 1536))] - arena[(((b78_ *% 16) +% b77_) +% (shared0_ +% 2560))]) * Float(bitPattern: 0x3f000000))
+        var b87_: Float = (((arena[(((b78_ *% 16) +% b77_) +% (shared0_ +% 1536))] * Float(bitPattern: 0x3f000000)) + (arena[(((b78_ *% 16) +% b77_) +% (shared0_ +% 2560))] * Float(bitPattern: 0x3f000000))) + (arena[(((b78_ *% 16) +% b77_) +% (shared0_ +% 3584))] * Float(1)))
+        var b88_: Float = (((arena[(((b78_ *% 16) +% b77_) +% (shared0_ +% 768))] * Float(1)) + (arena[(((b78_ *% 16) +% b77_) +% (shared0_ +% 1792))] * Float(bitPattern: 0x3f000000))) + (arena[(((b78_ *% 16) +% b77_) +% (shared0_ +% 2816))] * Float(bitPattern: 0x3f000000)))
+        var b89_: Float = ((arena[(((b78_ *% 16) +% b77_) +% (shared0_ +% 1792))] - arena[(((b78_ *% 16) +% b77_) +% (shared0_ +% 2816))]) * Float(bitPattern: 0x3f000000))
+        var b90_: Float = (((arena[(((b78_ *% 16) +% b77_) +% (shared0_ +% 1792))] * Float(bitPattern: 0x3f000000)) + (arena[(((b78_ *% 16) +% b77_) +% (shared0_ +% 2816))] * Float(bitPattern: 0x3f000000))) + (arena[(((b78_ *% 16) +% b77_) +% (shared0_ +% 3840))] * Float(1)))
+        var b91_: Float = (((b79_ * Float(1)) + (b82_ * Float(bitPattern: 0x3f000000))) + (b85_ * Float(bitPattern: 0x3f000000)))
+        var b92_: Float = ((b82_ - b85_) * Float(bitPattern: 0x3f000000))
+        var b93_: Float = (((b82_ * Float(bitPattern: 0x3f000000)) + (b85_ * Float(bitPattern: 0x3f000000))) + (b88_ * Float(1)))
+        var b94_: Float = (((b80_ * Float(1)) + (b83_ * Float(bitPattern: 0x3f000000))) + (b86_ * Float(bitPattern: 0x3f000000)))
+        var b95_: Float = ((b83_ - b86_) * Float(bitPattern: 0x3f000000))
+        var b96_: Float = (((b83_ * Float(bitPattern: 0x3f000000)) + (b86_ * Float(bitPattern: 0x3f000000))) + (b89_ * Float(1)))
+        var b97_: Float = (((b81_ * Float(1)) + (b84_ * Float(bitPattern: 0x3f000000))) + (b87_ * Float(bitPattern: 0x3f000000)))
+        var b98_: Float = ((b84_ - b87_) * Float(bitPattern: 0x3f000000))
+        var b99_: Float = (((b84_ * Float(bitPattern: 0x3f000000)) + (b87_ * Float(bitPattern: 0x3f000000))) + (b90_ * Float(1)))
+        grads[((((b77_ *% 16) +% b78_) *% 9) +% shared1_)] = b91_
+        grads[((((b77_ *% 16) +% b78_) *% 9) +% (shared1_ +% 1))] = b92_
+        grads[((((b77_ *% 16) +% b78_) *% 9) +% (shared1_ +% 2))] = b93_
+        grads[((((b77_ *% 16) +% b78_) *% 9) +% (shared1_ +% 3))] = b94_
+        grads[((((b77_ *% 16) +% b78_) *% 9) +% (shared1_ +% 4))] = b95_
+        grads[((((b77_ *% 16) +% b78_) *% 9) +% (shared1_ +% 5))] = b96_
+        grads[((((b77_ *% 16) +% b78_) *% 9) +% (shared1_ +% 6))] = b97_
+        grads[((((b77_ *% 16) +% b78_) *% 9) +% (shared1_ +% 7))] = b98_
+        grads[((((b77_ *% 16) +% b78_) *% 9) +% (shared1_ +% 8))] = b99_
+      }
     }
   }
 }
@@ -657,52 +661,54 @@ func resnet8_train_b64_shared5_s1_relu1_grad(
   let params = params.unsafelyUnwrapped
   let arena = arena.unsafelyUnwrapped
   _ = (lr, step, seed, pool)
-  for b0_ in 0..<16 {
-    for b1_ in 0..<16 {
-      var b2_: Float = params[((((b0_ *% 16) +% b1_) *% 9) +% shared0_)]
-      var b3_: Float = (((params[((((b0_ *% 16) +% b1_) *% 9) +% shared0_)] + params[((((b0_ *% 16) +% b1_) *% 9) +% (shared0_ +% -3))]) + params[((((b0_ *% 16) +% b1_) *% 9) +% (shared0_ +% -6))]) * Float(bitPattern: 0x3f000000))
-      var b4_: Float = (((params[((((b0_ *% 16) +% b1_) *% 9) +% shared0_)] + params[((((b0_ *% 16) +% b1_) *% 9) +% (shared0_ +% -6))]) - params[((((b0_ *% 16) +% b1_) *% 9) +% (shared0_ +% -3))]) * Float(bitPattern: 0x3f000000))
-      var b5_: Float = params[((((b0_ *% 16) +% b1_) *% 9) +% (shared0_ +% -6))]
-      var b6_: Float = params[((((b0_ *% 16) +% b1_) *% 9) +% (shared0_ +% -1))]
-      var b7_: Float = (((params[((((b0_ *% 16) +% b1_) *% 9) +% (shared0_ +% -1))] + params[((((b0_ *% 16) +% b1_) *% 9) +% (shared0_ +% -4))]) + params[((((b0_ *% 16) +% b1_) *% 9) +% (shared0_ +% -7))]) * Float(bitPattern: 0x3f000000))
-      var b8_: Float = (((params[((((b0_ *% 16) +% b1_) *% 9) +% (shared0_ +% -1))] + params[((((b0_ *% 16) +% b1_) *% 9) +% (shared0_ +% -7))]) - params[((((b0_ *% 16) +% b1_) *% 9) +% (shared0_ +% -4))]) * Float(bitPattern: 0x3f000000))
-      var b9_: Float = params[((((b0_ *% 16) +% b1_) *% 9) +% (shared0_ +% -7))]
-      var b10_: Float = params[((((b0_ *% 16) +% b1_) *% 9) +% (shared0_ +% -2))]
-      var b11_: Float = (((params[((((b0_ *% 16) +% b1_) *% 9) +% (shared0_ +% -2))] + params[((((b0_ *% 16) +% b1_) *% 9) +% (shared0_ +% -5))]) + params[((((b0_ *% 16) +% b1_) *% 9) +% (shared0_ +% -8))]) * Float(bitPattern: 0x3f000000))
-      var b12_: Float = (((params[((((b0_ *% 16) +% b1_) *% 9) +% (shared0_ +% -2))] + params[((((b0_ *% 16) +% b1_) *% 9) +% (shared0_ +% -8))]) - params[((((b0_ *% 16) +% b1_) *% 9) +% (shared0_ +% -5))]) * Float(bitPattern: 0x3f000000))
-      var b13_: Float = params[((((b0_ *% 16) +% b1_) *% 9) +% (shared0_ +% -8))]
-      var b14_: Float = b2_
-      var b15_: Float = (((b2_ + b6_) + b10_) * Float(bitPattern: 0x3f000000))
-      var b16_: Float = (((b2_ + b10_) - b6_) * Float(bitPattern: 0x3f000000))
-      var b17_: Float = b10_
-      var b18_: Float = b3_
-      var b19_: Float = (((b3_ + b7_) + b11_) * Float(bitPattern: 0x3f000000))
-      var b20_: Float = (((b3_ + b11_) - b7_) * Float(bitPattern: 0x3f000000))
-      var b21_: Float = b11_
-      var b22_: Float = b4_
-      var b23_: Float = (((b4_ + b8_) + b12_) * Float(bitPattern: 0x3f000000))
-      var b24_: Float = (((b4_ + b12_) - b8_) * Float(bitPattern: 0x3f000000))
-      var b25_: Float = b12_
-      var b26_: Float = b5_
-      var b27_: Float = (((b5_ + b9_) + b13_) * Float(bitPattern: 0x3f000000))
-      var b28_: Float = (((b5_ + b13_) - b9_) * Float(bitPattern: 0x3f000000))
-      var b29_: Float = b13_
-      arena[(((b0_ *% 16) +% b1_) +% shared1_)] = b14_
-      arena[(((b0_ *% 16) +% b1_) +% (shared1_ +% 256))] = b15_
-      arena[(((b0_ *% 16) +% b1_) +% (shared1_ +% 512))] = b16_
-      arena[(((b0_ *% 16) +% b1_) +% (shared1_ +% 768))] = b17_
-      arena[(((b0_ *% 16) +% b1_) +% (shared1_ +% 1024))] = b18_
-      arena[(((b0_ *% 16) +% b1_) +% (shared1_ +% 1280))] = b19_
-      arena[(((b0_ *% 16) +% b1_) +% (shared1_ +% 1536))] = b20_
-      arena[(((b0_ *% 16) +% b1_) +% (shared1_ +% 1792))] = b21_
-      arena[(((b0_ *% 16) +% b1_) +% (shared1_ +% 2048))] = b22_
-      arena[(((b0_ *% 16) +% b1_) +% (shared1_ +% 2304))] = b23_
-      arena[(((b0_ *% 16) +% b1_) +% (shared1_ +% 2560))] = b24_
-      arena[(((b0_ *% 16) +% b1_) +% (shared1_ +% 2816))] = b25_
-      arena[(((b0_ *% 16) +% b1_) +% (shared1_ +% 3072))] = b26_
-      arena[(((b0_ *% 16) +% b1_) +% (shared1_ +% 3328))] = b27_
-      arena[(((b0_ *% 16) +% b1_) +% (shared1_ +% 3584))] = b28_
-      arena[(((b0_ *% 16) +% b1_) +% (shared1_ +% 3840))] = b29_
+  do {  // scalar loops
+    for b0_ in 0..<16 {
+      for b1_ in 0..<16 {
+        var b2_: Float = params[((((b0_ *% 16) +% b1_) *% 9) +% shared0_)]
+        var b3_: Float = (((params[((((b0_ *% 16) +% b1_) *% 9) +% shared0_)] + params[((((b0_ *% 16) +% b1_) *% 9) +% (shared0_ +% -3))]) + params[((((b0_ *% 16) +% b1_) *% 9) +% (shared0_ +% -6))]) * Float(bitPattern: 0x3f000000))
+        var b4_: Float = (((params[((((b0_ *% 16) +% b1_) *% 9) +% shared0_)] + params[((((b0_ *% 16) +% b1_) *% 9) +% (shared0_ +% -6))]) - params[((((b0_ *% 16) +% b1_) *% 9) +% (shared0_ +% -3))]) * Float(bitPattern: 0x3f000000))
+        var b5_: Float = params[((((b0_ *% 16) +% b1_) *% 9) +% (shared0_ +% -6))]
+        var b6_: Float = params[((((b0_ *% 16) +% b1_) *% 9) +% (shared0_ +% -1))]
+        var b7_: Float = (((params[((((b0_ *% 16) +% b1_) *% 9) +% (shared0_ +% -1))] + params[((((b0_ *% 16) +% b1_) *% 9) +% (shared0_ +% -4))]) + params[((((b0_ *% 16) +% b1_) *% 9) +% (shared0_ +% -7))]) * Float(bitPattern: 0x3f000000))
+        var b8_: Float = (((params[((((b0_ *% 16) +% b1_) *% 9) +% (shared0_ +% -1))] + params[((((b0_ *% 16) +% b1_) *% 9) +% (shared0_ +% -7))]) - params[((((b0_ *% 16) +% b1_) *% 9) +% (shared0_ +% -4))]) * Float(bitPattern: 0x3f000000))
+        var b9_: Float = params[((((b0_ *% 16) +% b1_) *% 9) +% (shared0_ +% -7))]
+        var b10_: Float = params[((((b0_ *% 16) +% b1_) *% 9) +% (shared0_ +% -2))]
+        var b11_: Float = (((params[((((b0_ *% 16) +% b1_) *% 9) +% (shared0_ +% -2))] + params[((((b0_ *% 16) +% b1_) *% 9) +% (shared0_ +% -5))]) + params[((((b0_ *% 16) +% b1_) *% 9) +% (shared0_ +% -8))]) * Float(bitPattern: 0x3f000000))
+        var b12_: Float = (((params[((((b0_ *% 16) +% b1_) *% 9) +% (shared0_ +% -2))] + params[((((b0_ *% 16) +% b1_) *% 9) +% (shared0_ +% -8))]) - params[((((b0_ *% 16) +% b1_) *% 9) +% (shared0_ +% -5))]) * Float(bitPattern: 0x3f000000))
+        var b13_: Float = params[((((b0_ *% 16) +% b1_) *% 9) +% (shared0_ +% -8))]
+        var b14_: Float = b2_
+        var b15_: Float = (((b2_ + b6_) + b10_) * Float(bitPattern: 0x3f000000))
+        var b16_: Float = (((b2_ + b10_) - b6_) * Float(bitPattern: 0x3f000000))
+        var b17_: Float = b10_
+        var b18_: Float = b3_
+        var b19_: Float = (((b3_ + b7_) + b11_) * Float(bitPattern: 0x3f000000))
+        var b20_: Float = (((b3_ + b11_) - b7_) * Float(bitPattern: 0x3f000000))
+        var b21_: Float = b11_
+        var b22_: Float = b4_
+        var b23_: Float = (((b4_ + b8_) + b12_) * Float(bitPattern: 0x3f000000))
+        var b24_: Float = (((b4_ + b12_) - b8_) * Float(bitPattern: 0x3f000000))
+        var b25_: Float = b12_
+        var b26_: Float = b5_
+        var b27_: Float = (((b5_ + b9_) + b13_) * Float(bitPattern: 0x3f000000))
+        var b28_: Float = (((b5_ + b13_) - b9_) * Float(bitPattern: 0x3f000000))
+        var b29_: Float = b13_
+        arena[(((b0_ *% 16) +% b1_) +% shared1_)] = b14_
+        arena[(((b0_ *% 16) +% b1_) +% (shared1_ +% 256))] = b15_
+        arena[(((b0_ *% 16) +% b1_) +% (shared1_ +% 512))] = b16_
+        arena[(((b0_ *% 16) +% b1_) +% (shared1_ +% 768))] = b17_
+        arena[(((b0_ *% 16) +% b1_) +% (shared1_ +% 1024))] = b18_
+        arena[(((b0_ *% 16) +% b1_) +% (shared1_ +% 1280))] = b19_
+        arena[(((b0_ *% 16) +% b1_) +% (shared1_ +% 1536))] = b20_
+        arena[(((b0_ *% 16) +% b1_) +% (shared1_ +% 1792))] = b21_
+        arena[(((b0_ *% 16) +% b1_) +% (shared1_ +% 2048))] = b22_
+        arena[(((b0_ *% 16) +% b1_) +% (shared1_ +% 2304))] = b23_
+        arena[(((b0_ *% 16) +% b1_) +% (shared1_ +% 2560))] = b24_
+        arena[(((b0_ *% 16) +% b1_) +% (shared1_ +% 2816))] = b25_
+        arena[(((b0_ *% 16) +% b1_) +% (shared1_ +% 3072))] = b26_
+        arena[(((b0_ *% 16) +% b1_) +% (shared1_ +% 3328))] = b27_
+        arena[(((b0_ *% 16) +% b1_) +% (shared1_ +% 3584))] = b28_
+        arena[(((b0_ *% 16) +% b1_) +% (shared1_ +% 3840))] = b29_
+      }
     }
   }
   for b30_ in 0..<2312 {
@@ -1254,52 +1260,54 @@ public func resnet8_train_b64(
     storeVector(arena, ((i374 *% 8) +% 7340192), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i374 *% 8) +% 6815840)), where: loadVector(arena, ((i374 *% 8) +% 6815840)) .> Vector(repeating: Float(0))))
   }
   // s2_conv2 = conv2d(s2_relu1)
-  for ci375 in 0..<32 {
-    for co376 in 0..<32 {
-      var w377: Float = params[(9808 +% (((co376 *% 32) +% ci375) *% 9))]
-      var w378: Float = (((params[(9808 +% (((co376 *% 32) +% ci375) *% 9))] + params[((9808 +% (((co376 *% 32) +% ci375) *% 9)) +% 3)]) + params[((9808 +% (((co376 *% 32) +% ci375) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
-      var w379: Float = (((params[(9808 +% (((co376 *% 32) +% ci375) *% 9))] + params[((9808 +% (((co376 *% 32) +% ci375) *% 9)) +% 6)]) - params[((9808 +% (((co376 *% 32) +% ci375) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
-      var w380: Float = params[((9808 +% (((co376 *% 32) +% ci375) *% 9)) +% 6)]
-      var w381: Float = params[((9808 +% (((co376 *% 32) +% ci375) *% 9)) +% 1)]
-      var w382: Float = (((params[((9808 +% (((co376 *% 32) +% ci375) *% 9)) +% 1)] + params[((9808 +% (((co376 *% 32) +% ci375) *% 9)) +% 4)]) + params[((9808 +% (((co376 *% 32) +% ci375) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
-      var w383: Float = (((params[((9808 +% (((co376 *% 32) +% ci375) *% 9)) +% 1)] + params[((9808 +% (((co376 *% 32) +% ci375) *% 9)) +% 7)]) - params[((9808 +% (((co376 *% 32) +% ci375) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
-      var w384: Float = params[((9808 +% (((co376 *% 32) +% ci375) *% 9)) +% 7)]
-      var w385: Float = params[((9808 +% (((co376 *% 32) +% ci375) *% 9)) +% 2)]
-      var w386: Float = (((params[((9808 +% (((co376 *% 32) +% ci375) *% 9)) +% 2)] + params[((9808 +% (((co376 *% 32) +% ci375) *% 9)) +% 5)]) + params[((9808 +% (((co376 *% 32) +% ci375) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
-      var w387: Float = (((params[((9808 +% (((co376 *% 32) +% ci375) *% 9)) +% 2)] + params[((9808 +% (((co376 *% 32) +% ci375) *% 9)) +% 8)]) - params[((9808 +% (((co376 *% 32) +% ci375) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
-      var w388: Float = params[((9808 +% (((co376 *% 32) +% ci375) *% 9)) +% 8)]
-      var w389: Float = w377
-      var w390: Float = (((w377 + w381) + w385) * Float(bitPattern: 0x3f000000))
-      var w391: Float = (((w377 + w385) - w381) * Float(bitPattern: 0x3f000000))
-      var w392: Float = w385
-      var w393: Float = w378
-      var w394: Float = (((w378 + w382) + w386) * Float(bitPattern: 0x3f000000))
-      var w395: Float = (((w378 + w386) - w382) * Float(bitPattern: 0x3f000000))
-      var w396: Float = w386
-      var w397: Float = w379
-      var w398: Float = (((w379 + w383) + w387) * Float(bitPattern: 0x3f000000))
-      var w399: Float = (((w379 + w387) - w383) * Float(bitPattern: 0x3f000000))
-      var w400: Float = w387
-      var w401: Float = w380
-      var w402: Float = (((w380 + w384) + w388) * Float(bitPattern: 0x3f000000))
-      var w403: Float = (((w380 + w388) - w384) * Float(bitPattern: 0x3f000000))
-      var w404: Float = w388
-      arena[((7864480 +% (ci375 *% 32)) +% co376)] = w389
-      arena[((7865504 +% (ci375 *% 32)) +% co376)] = w390
-      arena[((7866528 +% (ci375 *% 32)) +% co376)] = w391
-      arena[((7867552 +% (ci375 *% 32)) +% co376)] = w392
-      arena[((7868576 +% (ci375 *% 32)) +% co376)] = w393
-      arena[((7869600 +% (ci375 *% 32)) +% co376)] = w394
-      arena[((7870624 +% (ci375 *% 32)) +% co376)] = w395
-      arena[((7871648 +% (ci375 *% 32)) +% co376)] = w396
-      arena[((7872672 +% (ci375 *% 32)) +% co376)] = w397
-      arena[((7873696 +% (ci375 *% 32)) +% co376)] = w398
-      arena[((7874720 +% (ci375 *% 32)) +% co376)] = w399
-      arena[((7875744 +% (ci375 *% 32)) +% co376)] = w400
-      arena[((7876768 +% (ci375 *% 32)) +% co376)] = w401
-      arena[((7877792 +% (ci375 *% 32)) +% co376)] = w402
-      arena[((7878816 +% (ci375 *% 32)) +% co376)] = w403
-      arena[((7879840 +% (ci375 *% 32)) +% co376)] = w404
+  do {  // scalar loops
+    for ci375 in 0..<32 {
+      for co376 in 0..<32 {
+        var w377: Float = params[(9808 +% (((co376 *% 32) +% ci375) *% 9))]
+        var w378: Float = (((params[(9808 +% (((co376 *% 32) +% ci375) *% 9))] + params[((9808 +% (((co376 *% 32) +% ci375) *% 9)) +% 3)]) + params[((9808 +% (((co376 *% 32) +% ci375) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
+        var w379: Float = (((params[(9808 +% (((co376 *% 32) +% ci375) *% 9))] + params[((9808 +% (((co376 *% 32) +% ci375) *% 9)) +% 6)]) - params[((9808 +% (((co376 *% 32) +% ci375) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
+        var w380: Float = params[((9808 +% (((co376 *% 32) +% ci375) *% 9)) +% 6)]
+        var w381: Float = params[((9808 +% (((co376 *% 32) +% ci375) *% 9)) +% 1)]
+        var w382: Float = (((params[((9808 +% (((co376 *% 32) +% ci375) *% 9)) +% 1)] + params[((9808 +% (((co376 *% 32) +% ci375) *% 9)) +% 4)]) + params[((9808 +% (((co376 *% 32) +% ci375) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
+        var w383: Float = (((params[((9808 +% (((co376 *% 32) +% ci375) *% 9)) +% 1)] + params[((9808 +% (((co376 *% 32) +% ci375) *% 9)) +% 7)]) - params[((9808 +% (((co376 *% 32) +% ci375) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
+        var w384: Float = params[((9808 +% (((co376 *% 32) +% ci375) *% 9)) +% 7)]
+        var w385: Float = params[((9808 +% (((co376 *% 32) +% ci375) *% 9)) +% 2)]
+        var w386: Float = (((params[((9808 +% (((co376 *% 32) +% ci375) *% 9)) +% 2)] + params[((9808 +% (((co376 *% 32) +% ci375) *% 9)) +% 5)]) + params[((9808 +% (((co376 *% 32) +% ci375) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
+        var w387: Float = (((params[((9808 +% (((co376 *% 32) +% ci375) *% 9)) +% 2)] + params[((9808 +% (((co376 *% 32) +% ci375) *% 9)) +% 8)]) - params[((9808 +% (((co376 *% 32) +% ci375) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
+        var w388: Float = params[((9808 +% (((co376 *% 32) +% ci375) *% 9)) +% 8)]
+        var w389: Float = w377
+        var w390: Float = (((w377 + w381) + w385) * Float(bitPattern: 0x3f000000))
+        var w391: Float = (((w377 + w385) - w381) * Float(bitPattern: 0x3f000000))
+        var w392: Float = w385
+        var w393: Float = w378
+        var w394: Float = (((w378 + w382) + w386) * Float(bitPattern: 0x3f000000))
+        var w395: Float = (((w378 + w386) - w382) * Float(bitPattern: 0x3f000000))
+        var w396: Float = w386
+        var w397: Float = w379
+        var w398: Float = (((w379 + w383) + w387) * Float(bitPattern: 0x3f000000))
+        var w399: Float = (((w379 + w387) - w383) * Float(bitPattern: 0x3f000000))
+        var w400: Float = w387
+        var w401: Float = w380
+        var w402: Float = (((w380 + w384) + w388) * Float(bitPattern: 0x3f000000))
+        var w403: Float = (((w380 + w388) - w384) * Float(bitPattern: 0x3f000000))
+        var w404: Float = w388
+        arena[((7864480 +% (ci375 *% 32)) +% co376)] = w389
+        arena[((7865504 +% (ci375 *% 32)) +% co376)] = w390
+        arena[((7866528 +% (ci375 *% 32)) +% co376)] = w391
+        arena[((7867552 +% (ci375 *% 32)) +% co376)] = w392
+        arena[((7868576 +% (ci375 *% 32)) +% co376)] = w393
+        arena[((7869600 +% (ci375 *% 32)) +% co376)] = w394
+        arena[((7870624 +% (ci375 *% 32)) +% co376)] = w395
+        arena[((7871648 +% (ci375 *% 32)) +% co376)] = w396
+        arena[((7872672 +% (ci375 *% 32)) +% co376)] = w397
+        arena[((7873696 +% (ci375 *% 32)) +% co376)] = w398
+        arena[((7874720 +% (ci375 *% 32)) +% co376)] = w399
+        arena[((7875744 +% (ci375 *% 32)) +% co376)] = w400
+        arena[((7876768 +% (ci375 *% 32)) +% co376)] = w401
+        arena[((7877792 +% (ci375 *% 32)) +% co376)] = w402
+        arena[((7878816 +% (ci375 *% 32)) +% co376)] = w403
+        arena[((7879840 +% (ci375 *% 32)) +% co376)] = w404
+      }
     }
   }
   for i405 in 0..<1296 {
@@ -1769,52 +1777,54 @@ public func resnet8_train_b64(
     storeVector(arena, ((i608 *% 8) +% 9437600), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i608 *% 8) +% 9175264)), where: loadVector(arena, ((i608 *% 8) +% 9175264)) .> Vector(repeating: Float(0))))
   }
   // s3_conv2 = conv2d(s3_relu1)
-  for ci609 in 0..<64 {
-    for co610 in 0..<64 {
-      var w611: Float = params[(38224 +% (((co610 *% 64) +% ci609) *% 9))]
-      var w612: Float = (((params[(38224 +% (((co610 *% 64) +% ci609) *% 9))] + params[((38224 +% (((co610 *% 64) +% ci609) *% 9)) +% 3)]) + params[((38224 +% (((co610 *% 64) +% ci609) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
-      var w613: Float = (((params[(38224 +% (((co610 *% 64) +% ci609) *% 9))] + params[((38224 +% (((co610 *% 64) +% ci609) *% 9)) +% 6)]) - params[((38224 +% (((co610 *% 64) +% ci609) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
-      var w614: Float = params[((38224 +% (((co610 *% 64) +% ci609) *% 9)) +% 6)]
-      var w615: Float = params[((38224 +% (((co610 *% 64) +% ci609) *% 9)) +% 1)]
-      var w616: Float = (((params[((38224 +% (((co610 *% 64) +% ci609) *% 9)) +% 1)] + params[((38224 +% (((co610 *% 64) +% ci609) *% 9)) +% 4)]) + params[((38224 +% (((co610 *% 64) +% ci609) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
-      var w617: Float = (((params[((38224 +% (((co610 *% 64) +% ci609) *% 9)) +% 1)] + params[((38224 +% (((co610 *% 64) +% ci609) *% 9)) +% 7)]) - params[((38224 +% (((co610 *% 64) +% ci609) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
-      var w618: Float = params[((38224 +% (((co610 *% 64) +% ci609) *% 9)) +% 7)]
-      var w619: Float = params[((38224 +% (((co610 *% 64) +% ci609) *% 9)) +% 2)]
-      var w620: Float = (((params[((38224 +% (((co610 *% 64) +% ci609) *% 9)) +% 2)] + params[((38224 +% (((co610 *% 64) +% ci609) *% 9)) +% 5)]) + params[((38224 +% (((co610 *% 64) +% ci609) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
-      var w621: Float = (((params[((38224 +% (((co610 *% 64) +% ci609) *% 9)) +% 2)] + params[((38224 +% (((co610 *% 64) +% ci609) *% 9)) +% 8)]) - params[((38224 +% (((co610 *% 64) +% ci609) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
-      var w622: Float = params[((38224 +% (((co610 *% 64) +% ci609) *% 9)) +% 8)]
-      var w623: Float = w611
-      var w624: Float = (((w611 + w615) + w619) * Float(bitPattern: 0x3f000000))
-      var w625: Float = (((w611 + w619) - w615) * Float(bitPattern: 0x3f000000))
-      var w626: Float = w619
-      var w627: Float = w612
-      var w628: Float = (((w612 + w616) + w620) * Float(bitPattern: 0x3f000000))
-      var w629: Float = (((w612 + w620) - w616) * Float(bitPattern: 0x3f000000))
-      var w630: Float = w620
-      var w631: Float = w613
-      var w632: Float = (((w613 + w617) + w621) * Float(bitPattern: 0x3f000000))
-      var w633: Float = (((w613 + w621) - w617) * Float(bitPattern: 0x3f000000))
-      var w634: Float = w621
-      var w635: Float = w614
-      var w636: Float = (((w614 + w618) + w622) * Float(bitPattern: 0x3f000000))
-      var w637: Float = (((w614 + w622) - w618) * Float(bitPattern: 0x3f000000))
-      var w638: Float = w622
-      arena[((9699744 +% (ci609 *% 64)) +% co610)] = w623
-      arena[((9703840 +% (ci609 *% 64)) +% co610)] = w624
-      arena[((9707936 +% (ci609 *% 64)) +% co610)] = w625
-      arena[((9712032 +% (ci609 *% 64)) +% co610)] = w626
-      arena[((9716128 +% (ci609 *% 64)) +% co610)] = w627
-      arena[((9720224 +% (ci609 *% 64)) +% co610)] = w628
-      arena[((9724320 +% (ci609 *% 64)) +% co610)] = w629
-      arena[((9728416 +% (ci609 *% 64)) +% co610)] = w630
-      arena[((9732512 +% (ci609 *% 64)) +% co610)] = w631
-      arena[((9736608 +% (ci609 *% 64)) +% co610)] = w632
-      arena[((9740704 +% (ci609 *% 64)) +% co610)] = w633
-      arena[((9744800 +% (ci609 *% 64)) +% co610)] = w634
-      arena[((9748896 +% (ci609 *% 64)) +% co610)] = w635
-      arena[((9752992 +% (ci609 *% 64)) +% co610)] = w636
-      arena[((9757088 +% (ci609 *% 64)) +% co610)] = w637
-      arena[((9761184 +% (ci609 *% 64)) +% co610)] = w638
+  do {  // scalar loops
+    for ci609 in 0..<64 {
+      for co610 in 0..<64 {
+        var w611: Float = params[(38224 +% (((co610 *% 64) +% ci609) *% 9))]
+        var w612: Float = (((params[(38224 +% (((co610 *% 64) +% ci609) *% 9))] + params[((38224 +% (((co610 *% 64) +% ci609) *% 9)) +% 3)]) + params[((38224 +% (((co610 *% 64) +% ci609) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
+        var w613: Float = (((params[(38224 +% (((co610 *% 64) +% ci609) *% 9))] + params[((38224 +% (((co610 *% 64) +% ci609) *% 9)) +% 6)]) - params[((38224 +% (((co610 *% 64) +% ci609) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
+        var w614: Float = params[((38224 +% (((co610 *% 64) +% ci609) *% 9)) +% 6)]
+        var w615: Float = params[((38224 +% (((co610 *% 64) +% ci609) *% 9)) +% 1)]
+        var w616: Float = (((params[((38224 +% (((co610 *% 64) +% ci609) *% 9)) +% 1)] + params[((38224 +% (((co610 *% 64) +% ci609) *% 9)) +% 4)]) + params[((38224 +% (((co610 *% 64) +% ci609) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
+        var w617: Float = (((params[((38224 +% (((co610 *% 64) +% ci609) *% 9)) +% 1)] + params[((38224 +% (((co610 *% 64) +% ci609) *% 9)) +% 7)]) - params[((38224 +% (((co610 *% 64) +% ci609) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
+        var w618: Float = params[((38224 +% (((co610 *% 64) +% ci609) *% 9)) +% 7)]
+        var w619: Float = params[((38224 +% (((co610 *% 64) +% ci609) *% 9)) +% 2)]
+        var w620: Float = (((params[((38224 +% (((co610 *% 64) +% ci609) *% 9)) +% 2)] + params[((38224 +% (((co610 *% 64) +% ci609) *% 9)) +% 5)]) + params[((38224 +% (((co610 *% 64) +% ci609) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
+        var w621: Float = (((params[((38224 +% (((co610 *% 64) +% ci609) *% 9)) +% 2)] + params[((38224 +% (((co610 *% 64) +% ci609) *% 9)) +% 8)]) - params[((38224 +% (((co610 *% 64) +% ci609) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
+        var w622: Float = params[((38224 +% (((co610 *% 64) +% ci609) *% 9)) +% 8)]
+        var w623: Float = w611
+        var w624: Float = (((w611 + w615) + w619) * Float(bitPattern: 0x3f000000))
+        var w625: Float = (((w611 + w619) - w615) * Float(bitPattern: 0x3f000000))
+        var w626: Float = w619
+        var w627: Float = w612
+        var w628: Float = (((w612 + w616) + w620) * Float(bitPattern: 0x3f000000))
+        var w629: Float = (((w612 + w620) - w616) * Float(bitPattern: 0x3f000000))
+        var w630: Float = w620
+        var w631: Float = w613
+        var w632: Float = (((w613 + w617) + w621) * Float(bitPattern: 0x3f000000))
+        var w633: Float = (((w613 + w621) - w617) * Float(bitPattern: 0x3f000000))
+        var w634: Float = w621
+        var w635: Float = w614
+        var w636: Float = (((w614 + w618) + w622) * Float(bitPattern: 0x3f000000))
+        var w637: Float = (((w614 + w622) - w618) * Float(bitPattern: 0x3f000000))
+        var w638: Float = w622
+        arena[((9699744 +% (ci609 *% 64)) +% co610)] = w623
+        arena[((9703840 +% (ci609 *% 64)) +% co610)] = w624
+        arena[((9707936 +% (ci609 *% 64)) +% co610)] = w625
+        arena[((9712032 +% (ci609 *% 64)) +% co610)] = w626
+        arena[((9716128 +% (ci609 *% 64)) +% co610)] = w627
+        arena[((9720224 +% (ci609 *% 64)) +% co610)] = w628
+        arena[((9724320 +% (ci609 *% 64)) +% co610)] = w629
+        arena[((9728416 +% (ci609 *% 64)) +% co610)] = w630
+        arena[((9732512 +% (ci609 *% 64)) +% co610)] = w631
+        arena[((9736608 +% (ci609 *% 64)) +% co610)] = w632
+        arena[((9740704 +% (ci609 *% 64)) +% co610)] = w633
+        arena[((9744800 +% (ci609 *% 64)) +% co610)] = w634
+        arena[((9748896 +% (ci609 *% 64)) +% co610)] = w635
+        arena[((9752992 +% (ci609 *% 64)) +% co610)] = w636
+        arena[((9757088 +% (ci609 *% 64)) +% co610)] = w637
+        arena[((9761184 +% (ci609 *% 64)) +% co610)] = w638
+      }
     }
   }
   for i639 in 0..<800 {
@@ -2665,87 +2675,91 @@ public func resnet8_train_b64(
       sgemm(101, 112, 111, 64, 64, 16, 1, arena + (9181664 +% (xi999 *% 1024)), 64, arena + (9202144 +% (xi999 *% 1024)), 64, Float(bitPattern: 0x3f800000), arena + (9218528 +% (xi999 *% 4096)), 64)
     }
   }
-  for f1000 in 0..<64 {
-    for c1001 in 0..<64 {
-      var w1002: Float = (((arena[((9218528 +% (c1001 *% 64)) +% f1000)] * Float(1)) + (arena[((9234912 +% (c1001 *% 64)) +% f1000)] * Float(bitPattern: 0x3f000000))) + (arena[((9251296 +% (c1001 *% 64)) +% f1000)] * Float(bitPattern: 0x3f000000)))
-      var w1003: Float = ((arena[((9234912 +% (c1001 *% 64)) +% f1000)] - arena[((9251296 +% (c1001 *% 64)) +% f1000)]) * Float(bitPattern: 0x3f000000))
-      var w1004: Float = (((arena[((9234912 +% (c1001 *% 64)) +% f1000)] * Float(bitPattern: 0x3f000000)) + (arena[((9251296 +% (c1001 *% 64)) +% f1000)] * Float(bitPattern: 0x3f000000))) + (arena[((9267680 +% (c1001 *% 64)) +% f1000)] * Float(1)))
-      var w1005: Float = (((arena[((9222624 +% (c1001 *% 64)) +% f1000)] * Float(1)) + (arena[((9239008 +% (c1001 *% 64)) +% f1000)] * Float(bitPattern: 0x3f000000))) + (arena[((9255392 +% (c1001 *% 64)) +% f1000)] * Float(bitPattern: 0x3f000000)))
-      var w1006: Float = ((arena[((9239008 +% (c1001 *% 64)) +% f1000)] - arena[((9255392 +% (c1001 *% 64)) +% f1000)]) * Float(bitPattern: 0x3f000000))
-      var w1007: Float = (((arena[((9239008 +% (c1001 *% 64)) +% f1000)] * Float(bitPattern: 0x3f000000)) + (arena[((9255392 +% (c1001 *% 64)) +% f1000)] * Float(bitPattern: 0x3f000000))) + (arena[((9271776 +% (c1001 *% 64)) +% f1000)] * Float(1)))
-      var w1008: Float = (((arena[((9226720 +% (c1001 *% 64)) +% f1000)] * Float(1)) + (arena[((9243104 +% (c1001 *% 64)) +% f1000)] * Float(bitPattern: 0x3f000000))) + (arena[((9259488 +% (c1001 *% 64)) +% f1000)] * Float(bitPattern: 0x3f000000)))
-      var w1009: Float = ((arena[((9243104 +% (c1001 *% 64)) +% f1000)] - arena[((9259488 +% (c1001 *% 64)) +% f1000)]) * Float(bitPattern: 0x3f000000))
-      var w1010: Float = (((arena[((9243104 +% (c1001 *% 64)) +% f1000)] * Float(bitPattern: 0x3f000000)) + (arena[((9259488 +% (c1001 *% 64)) +% f1000)] * Float(bitPattern: 0x3f000000))) + (arena[((9275872 +% (c1001 *% 64)) +% f1000)] * Float(1)))
-      var w1011: Float = (((arena[((9230816 +% (c1001 *% 64)) +% f1000)] * Float(1)) + (arena[((9247200 +% (c1001 *% 64)) +% f1000)] * Float(bitPattern: 0x3f000000))) + (arena[((9263584 +% (c1001 *% 64)) +% f1000)] * Float(bitPattern: 0x3f000000)))
-      var w1012: Float = ((arena[((9247200 +% (c1001 *% 64)) +% f1000)] - arena[((9263584 +% (c1001 *% 64)) +% f1000)]) * Float(bitPattern: 0x3f000000))
-      var w1013: Float = (((arena[((9247200 +% (c1001 *% 64)) +% f1000)] * Float(bitPattern: 0x3f000000)) + (arena[((9263584 +% (c1001 *% 64)) +% f1000)] * Float(bitPattern: 0x3f000000))) + (arena[((9279968 +% (c1001 *% 64)) +% f1000)] * Float(1)))
-      var w1014: Float = (((w1002 * Float(1)) + (w1005 * Float(bitPattern: 0x3f000000))) + (w1008 * Float(bitPattern: 0x3f000000)))
-      var w1015: Float = ((w1005 - w1008) * Float(bitPattern: 0x3f000000))
-      var w1016: Float = (((w1005 * Float(bitPattern: 0x3f000000)) + (w1008 * Float(bitPattern: 0x3f000000))) + (w1011 * Float(1)))
-      var w1017: Float = (((w1003 * Float(1)) + (w1006 * Float(bitPattern: 0x3f000000))) + (w1009 * Float(bitPattern: 0x3f000000)))
-      var w1018: Float = ((w1006 - w1009) * Float(bitPattern: 0x3f000000))
-      var w1019: Float = (((w1006 * Float(bitPattern: 0x3f000000)) + (w1009 * Float(bitPattern: 0x3f000000))) + (w1012 * Float(1)))
-      var w1020: Float = (((w1004 * Float(1)) + (w1007 * Float(bitPattern: 0x3f000000))) + (w1010 * Float(bitPattern: 0x3f000000)))
-      var w1021: Float = ((w1007 - w1010) * Float(bitPattern: 0x3f000000))
-      var w1022: Float = (((w1007 * Float(bitPattern: 0x3f000000)) + (w1010 * Float(bitPattern: 0x3f000000))) + (w1013 * Float(1)))
-      grads[(38224 +% (((f1000 *% 64) +% c1001) *% 9))] = w1014
-      grads[((38224 +% (((f1000 *% 64) +% c1001) *% 9)) +% 1)] = w1015
-      grads[((38224 +% (((f1000 *% 64) +% c1001) *% 9)) +% 2)] = w1016
-      grads[((38224 +% (((f1000 *% 64) +% c1001) *% 9)) +% 3)] = w1017
-      grads[((38224 +% (((f1000 *% 64) +% c1001) *% 9)) +% 4)] = w1018
-      grads[((38224 +% (((f1000 *% 64) +% c1001) *% 9)) +% 5)] = w1019
-      grads[((38224 +% (((f1000 *% 64) +% c1001) *% 9)) +% 6)] = w1020
-      grads[((38224 +% (((f1000 *% 64) +% c1001) *% 9)) +% 7)] = w1021
-      grads[((38224 +% (((f1000 *% 64) +% c1001) *% 9)) +% 8)] = w1022
+  do {  // scalar loops
+    for f1000 in 0..<64 {
+      for c1001 in 0..<64 {
+        var w1002: Float = (((arena[((9218528 +% (c1001 *% 64)) +% f1000)] * Float(1)) + (arena[((9234912 +% (c1001 *% 64)) +% f1000)] * Float(bitPattern: 0x3f000000))) + (arena[((9251296 +% (c1001 *% 64)) +% f1000)] * Float(bitPattern: 0x3f000000)))
+        var w1003: Float = ((arena[((9234912 +% (c1001 *% 64)) +% f1000)] - arena[((9251296 +% (c1001 *% 64)) +% f1000)]) * Float(bitPattern: 0x3f000000))
+        var w1004: Float = (((arena[((9234912 +% (c1001 *% 64)) +% f1000)] * Float(bitPattern: 0x3f000000)) + (arena[((9251296 +% (c1001 *% 64)) +% f1000)] * Float(bitPattern: 0x3f000000))) + (arena[((9267680 +% (c1001 *% 64)) +% f1000)] * Float(1)))
+        var w1005: Float = (((arena[((9222624 +% (c1001 *% 64)) +% f1000)] * Float(1)) + (arena[((9239008 +% (c1001 *% 64)) +% f1000)] * Float(bitPattern: 0x3f000000))) + (arena[((9255392 +% (c1001 *% 64)) +% f1000)] * Float(bitPattern: 0x3f000000)))
+        var w1006: Float = ((arena[((9239008 +% (c1001 *% 64)) +% f1000)] - arena[((9255392 +% (c1001 *% 64)) +% f1000)]) * Float(bitPattern: 0x3f000000))
+        var w1007: Float = (((arena[((9239008 +% (c1001 *% 64)) +% f1000)] * Float(bitPattern: 0x3f000000)) + (arena[((9255392 +% (c1001 *% 64)) +% f1000)] * Float(bitPattern: 0x3f000000))) + (arena[((9271776 +% (c1001 *% 64)) +% f1000)] * Float(1)))
+        var w1008: Float = (((arena[((9226720 +% (c1001 *% 64)) +% f1000)] * Float(1)) + (arena[((9243104 +% (c1001 *% 64)) +% f1000)] * Float(bitPattern: 0x3f000000))) + (arena[((9259488 +% (c1001 *% 64)) +% f1000)] * Float(bitPattern: 0x3f000000)))
+        var w1009: Float = ((arena[((9243104 +% (c1001 *% 64)) +% f1000)] - arena[((9259488 +% (c1001 *% 64)) +% f1000)]) * Float(bitPattern: 0x3f000000))
+        var w1010: Float = (((arena[((9243104 +% (c1001 *% 64)) +% f1000)] * Float(bitPattern: 0x3f000000)) + (arena[((9259488 +% (c1001 *% 64)) +% f1000)] * Float(bitPattern: 0x3f000000))) + (arena[((9275872 +% (c1001 *% 64)) +% f1000)] * Float(1)))
+        var w1011: Float = (((arena[((9230816 +% (c1001 *% 64)) +% f1000)] * Float(1)) + (arena[((9247200 +% (c1001 *% 64)) +% f1000)] * Float(bitPattern: 0x3f000000))) + (arena[((9263584 +% (c1001 *% 64)) +% f1000)] * Float(bitPattern: 0x3f000000)))
+        var w1012: Float = ((arena[((9247200 +% (c1001 *% 64)) +% f1000)] - arena[((9263584 +% (c1001 *% 64)) +% f1000)]) * Float(bitPattern: 0x3f000000))
+        var w1013: Float = (((arena[((9247200 +% (c1001 *% 64)) +% f1000)] * Float(bitPattern: 0x3f000000)) + (arena[((9263584 +% (c1001 *% 64)) +% f1000)] * Float(bitPattern: 0x3f000000))) + (arena[((9279968 +% (c1001 *% 64)) +% f1000)] * Float(1)))
+        var w1014: Float = (((w1002 * Float(1)) + (w1005 * Float(bitPattern: 0x3f000000))) + (w1008 * Float(bitPattern: 0x3f000000)))
+        var w1015: Float = ((w1005 - w1008) * Float(bitPattern: 0x3f000000))
+        var w1016: Float = (((w1005 * Float(bitPattern: 0x3f000000)) + (w1008 * Float(bitPattern: 0x3f000000))) + (w1011 * Float(1)))
+        var w1017: Float = (((w1003 * Float(1)) + (w1006 * Float(bitPattern: 0x3f000000))) + (w1009 * Float(bitPattern: 0x3f000000)))
+        var w1018: Float = ((w1006 - w1009) * Float(bitPattern: 0x3f000000))
+        var w1019: Float = (((w1006 * Float(bitPattern: 0x3f000000)) + (w1009 * Float(bitPattern: 0x3f000000))) + (w1012 * Float(1)))
+        var w1020: Float = (((w1004 * Float(1)) + (w1007 * Float(bitPattern: 0x3f000000))) + (w1010 * Float(bitPattern: 0x3f000000)))
+        var w1021: Float = ((w1007 - w1010) * Float(bitPattern: 0x3f000000))
+        var w1022: Float = (((w1007 * Float(bitPattern: 0x3f000000)) + (w1010 * Float(bitPattern: 0x3f000000))) + (w1013 * Float(1)))
+        grads[(38224 +% (((f1000 *% 64) +% c1001) *% 9))] = w1014
+        grads[((38224 +% (((f1000 *% 64) +% c1001) *% 9)) +% 1)] = w1015
+        grads[((38224 +% (((f1000 *% 64) +% c1001) *% 9)) +% 2)] = w1016
+        grads[((38224 +% (((f1000 *% 64) +% c1001) *% 9)) +% 3)] = w1017
+        grads[((38224 +% (((f1000 *% 64) +% c1001) *% 9)) +% 4)] = w1018
+        grads[((38224 +% (((f1000 *% 64) +% c1001) *% 9)) +% 5)] = w1019
+        grads[((38224 +% (((f1000 *% 64) +% c1001) *% 9)) +% 6)] = w1020
+        grads[((38224 +% (((f1000 *% 64) +% c1001) *% 9)) +% 7)] = w1021
+        grads[((38224 +% (((f1000 *% 64) +% c1001) *% 9)) +% 8)] = w1022
+      }
     }
   }
   // s3_relu1_grad = conv2d_grad_input(s3_conv2_grad, s3_conv2.weight, s3_relu1)
-  for ci1023 in 0..<64 {
-    for co1024 in 0..<64 {
-      var w1025: Float = params[((38224 +% (((ci1023 *% 64) +% co1024) *% 9)) +% 8)]
-      var w1026: Float = (((params[((38224 +% (((ci1023 *% 64) +% co1024) *% 9)) +% 8)] + params[((38224 +% (((ci1023 *% 64) +% co1024) *% 9)) +% 5)]) + params[((38224 +% (((ci1023 *% 64) +% co1024) *% 9)) +% 2)]) * Float(bitPattern: 0x3f000000))
-      var w1027: Float = (((params[((38224 +% (((ci1023 *% 64) +% co1024) *% 9)) +% 8)] + params[((38224 +% (((ci1023 *% 64) +% co1024) *% 9)) +% 2)]) - params[((38224 +% (((ci1023 *% 64) +% co1024) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
-      var w1028: Float = params[((38224 +% (((ci1023 *% 64) +% co1024) *% 9)) +% 2)]
-      var w1029: Float = params[((38224 +% (((ci1023 *% 64) +% co1024) *% 9)) +% 7)]
-      var w1030: Float = (((params[((38224 +% (((ci1023 *% 64) +% co1024) *% 9)) +% 7)] + params[((38224 +% (((ci1023 *% 64) +% co1024) *% 9)) +% 4)]) + params[((38224 +% (((ci1023 *% 64) +% co1024) *% 9)) +% 1)]) * Float(bitPattern: 0x3f000000))
-      var w1031: Float = (((params[((38224 +% (((ci1023 *% 64) +% co1024) *% 9)) +% 7)] + params[((38224 +% (((ci1023 *% 64) +% co1024) *% 9)) +% 1)]) - params[((38224 +% (((ci1023 *% 64) +% co1024) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
-      var w1032: Float = params[((38224 +% (((ci1023 *% 64) +% co1024) *% 9)) +% 1)]
-      var w1033: Float = params[((38224 +% (((ci1023 *% 64) +% co1024) *% 9)) +% 6)]
-      var w1034: Float = (((params[((38224 +% (((ci1023 *% 64) +% co1024) *% 9)) +% 6)] + params[((38224 +% (((ci1023 *% 64) +% co1024) *% 9)) +% 3)]) + params[(38224 +% (((ci1023 *% 64) +% co1024) *% 9))]) * Float(bitPattern: 0x3f000000))
-      var w1035: Float = (((params[((38224 +% (((ci1023 *% 64) +% co1024) *% 9)) +% 6)] + params[(38224 +% (((ci1023 *% 64) +% co1024) *% 9))]) - params[((38224 +% (((ci1023 *% 64) +% co1024) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
-      var w1036: Float = params[(38224 +% (((ci1023 *% 64) +% co1024) *% 9))]
-      var w1037: Float = w1025
-      var w1038: Float = (((w1025 + w1029) + w1033) * Float(bitPattern: 0x3f000000))
-      var w1039: Float = (((w1025 + w1033) - w1029) * Float(bitPattern: 0x3f000000))
-      var w1040: Float = w1033
-      var w1041: Float = w1026
-      var w1042: Float = (((w1026 + w1030) + w1034) * Float(bitPattern: 0x3f000000))
-      var w1043: Float = (((w1026 + w1034) - w1030) * Float(bitPattern: 0x3f000000))
-      var w1044: Float = w1034
-      var w1045: Float = w1027
-      var w1046: Float = (((w1027 + w1031) + w1035) * Float(bitPattern: 0x3f000000))
-      var w1047: Float = (((w1027 + w1035) - w1031) * Float(bitPattern: 0x3f000000))
-      var w1048: Float = w1035
-      var w1049: Float = w1028
-      var w1050: Float = (((w1028 + w1032) + w1036) * Float(bitPattern: 0x3f000000))
-      var w1051: Float = (((w1028 + w1036) - w1032) * Float(bitPattern: 0x3f000000))
-      var w1052: Float = w1036
-      arena[((9962016 +% (ci1023 *% 64)) +% co1024)] = w1037
-      arena[((9966112 +% (ci1023 *% 64)) +% co1024)] = w1038
-      arena[((9970208 +% (ci1023 *% 64)) +% co1024)] = w1039
-      arena[((9974304 +% (ci1023 *% 64)) +% co1024)] = w1040
-      arena[((9978400 +% (ci1023 *% 64)) +% co1024)] = w1041
-      arena[((9982496 +% (ci1023 *% 64)) +% co1024)] = w1042
-      arena[((9986592 +% (ci1023 *% 64)) +% co1024)] = w1043
-      arena[((9990688 +% (ci1023 *% 64)) +% co1024)] = w1044
-      arena[((9994784 +% (ci1023 *% 64)) +% co1024)] = w1045
-      arena[((9998880 +% (ci1023 *% 64)) +% co1024)] = w1046
-      arena[((10002976 +% (ci1023 *% 64)) +% co1024)] = w1047
-      arena[((10007072 +% (ci1023 *% 64)) +% co1024)] = w1048
-      arena[((10011168 +% (ci1023 *% 64)) +% co1024)] = w1049
-      arena[((10015264 +% (ci1023 *% 64)) +% co1024)] = w1050
-      arena[((10019360 +% (ci1023 *% 64)) +% co1024)] = w1051
-      arena[((10023456 +% (ci1023 *% 64)) +% co1024)] = w1052
+  do {  // scalar loops
+    for ci1023 in 0..<64 {
+      for co1024 in 0..<64 {
+        var w1025: Float = params[((38224 +% (((ci1023 *% 64) +% co1024) *% 9)) +% 8)]
+        var w1026: Float = (((params[((38224 +% (((ci1023 *% 64) +% co1024) *% 9)) +% 8)] + params[((38224 +% (((ci1023 *% 64) +% co1024) *% 9)) +% 5)]) + params[((38224 +% (((ci1023 *% 64) +% co1024) *% 9)) +% 2)]) * Float(bitPattern: 0x3f000000))
+        var w1027: Float = (((params[((38224 +% (((ci1023 *% 64) +% co1024) *% 9)) +% 8)] + params[((38224 +% (((ci1023 *% 64) +% co1024) *% 9)) +% 2)]) - params[((38224 +% (((ci1023 *% 64) +% co1024) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
+        var w1028: Float = params[((38224 +% (((ci1023 *% 64) +% co1024) *% 9)) +% 2)]
+        var w1029: Float = params[((38224 +% (((ci1023 *% 64) +% co1024) *% 9)) +% 7)]
+        var w1030: Float = (((params[((38224 +% (((ci1023 *% 64) +% co1024) *% 9)) +% 7)] + params[((38224 +% (((ci1023 *% 64) +% co1024) *% 9)) +% 4)]) + params[((38224 +% (((ci1023 *% 64) +% co1024) *% 9)) +% 1)]) * Float(bitPattern: 0x3f000000))
+        var w1031: Float = (((params[((38224 +% (((ci1023 *% 64) +% co1024) *% 9)) +% 7)] + params[((38224 +% (((ci1023 *% 64) +% co1024) *% 9)) +% 1)]) - params[((38224 +% (((ci1023 *% 64) +% co1024) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
+        var w1032: Float = params[((38224 +% (((ci1023 *% 64) +% co1024) *% 9)) +% 1)]
+        var w1033: Float = params[((38224 +% (((ci1023 *% 64) +% co1024) *% 9)) +% 6)]
+        var w1034: Float = (((params[((38224 +% (((ci1023 *% 64) +% co1024) *% 9)) +% 6)] + params[((38224 +% (((ci1023 *% 64) +% co1024) *% 9)) +% 3)]) + params[(38224 +% (((ci1023 *% 64) +% co1024) *% 9))]) * Float(bitPattern: 0x3f000000))
+        var w1035: Float = (((params[((38224 +% (((ci1023 *% 64) +% co1024) *% 9)) +% 6)] + params[(38224 +% (((ci1023 *% 64) +% co1024) *% 9))]) - params[((38224 +% (((ci1023 *% 64) +% co1024) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
+        var w1036: Float = params[(38224 +% (((ci1023 *% 64) +% co1024) *% 9))]
+        var w1037: Float = w1025
+        var w1038: Float = (((w1025 + w1029) + w1033) * Float(bitPattern: 0x3f000000))
+        var w1039: Float = (((w1025 + w1033) - w1029) * Float(bitPattern: 0x3f000000))
+        var w1040: Float = w1033
+        var w1041: Float = w1026
+        var w1042: Float = (((w1026 + w1030) + w1034) * Float(bitPattern: 0x3f000000))
+        var w1043: Float = (((w1026 + w1034) - w1030) * Float(bitPattern: 0x3f000000))
+        var w1044: Float = w1034
+        var w1045: Float = w1027
+        var w1046: Float = (((w1027 + w1031) + w1035) * Float(bitPattern: 0x3f000000))
+        var w1047: Float = (((w1027 + w1035) - w1031) * Float(bitPattern: 0x3f000000))
+        var w1048: Float = w1035
+        var w1049: Float = w1028
+        var w1050: Float = (((w1028 + w1032) + w1036) * Float(bitPattern: 0x3f000000))
+        var w1051: Float = (((w1028 + w1036) - w1032) * Float(bitPattern: 0x3f000000))
+        var w1052: Float = w1036
+        arena[((9962016 +% (ci1023 *% 64)) +% co1024)] = w1037
+        arena[((9966112 +% (ci1023 *% 64)) +% co1024)] = w1038
+        arena[((9970208 +% (ci1023 *% 64)) +% co1024)] = w1039
+        arena[((9974304 +% (ci1023 *% 64)) +% co1024)] = w1040
+        arena[((9978400 +% (ci1023 *% 64)) +% co1024)] = w1041
+        arena[((9982496 +% (ci1023 *% 64)) +% co1024)] = w1042
+        arena[((9986592 +% (ci1023 *% 64)) +% co1024)] = w1043
+        arena[((9990688 +% (ci1023 *% 64)) +% co1024)] = w1044
+        arena[((9994784 +% (ci1023 *% 64)) +% co1024)] = w1045
+        arena[((9998880 +% (ci1023 *% 64)) +% co1024)] = w1046
+        arena[((10002976 +% (ci1023 *% 64)) +% co1024)] = w1047
+        arena[((10007072 +% (ci1023 *% 64)) +% co1024)] = w1048
+        arena[((10011168 +% (ci1023 *% 64)) +% co1024)] = w1049
+        arena[((10015264 +% (ci1023 *% 64)) +% co1024)] = w1050
+        arena[((10019360 +% (ci1023 *% 64)) +% co1024)] = w1051
+        arena[((10023456 +% (ci1023 *% 64)) +% co1024)] = w1052
+      }
     }
   }
   for i1053 in 0..<800 {
@@ -3765,87 +3779,91 @@ public func resnet8_train_b64(
       sgemm(101, 112, 111, 32, 32, 64, 1, arena + (6826208 +% (xi1401 *% 2048)), 32, arena + (6867168 +% (xi1401 *% 2048)), 32, Float(bitPattern: 0x3f800000), arena + (6899936 +% (xi1401 *% 1024)), 32)
     }
   }
-  for f1402 in 0..<32 {
-    for c1403 in 0..<32 {
-      var w1404: Float = (((arena[((6899936 +% (c1403 *% 32)) +% f1402)] * Float(1)) + (arena[((6904032 +% (c1403 *% 32)) +% f1402)] * Float(bitPattern: 0x3f000000))) + (arena[((6908128 +% (c1403 *% 32)) +% f1402)] * Float(bitPattern: 0x3f000000)))
-      var w1405: Float = ((arena[((6904032 +% (c1403 *% 32)) +% f1402)] - arena[((6908128 +% (c1403 *% 32)) +% f1402)]) * Float(bitPattern: 0x3f000000))
-      var w1406: Float = (((arena[((6904032 +% (c1403 *% 32)) +% f1402)] * Float(bitPattern: 0x3f000000)) + (arena[((6908128 +% (c1403 *% 32)) +% f1402)] * Float(bitPattern: 0x3f000000))) + (arena[((6912224 +% (c1403 *% 32)) +% f1402)] * Float(1)))
-      var w1407: Float = (((arena[((6900960 +% (c1403 *% 32)) +% f1402)] * Float(1)) + (arena[((6905056 +% (c1403 *% 32)) +% f1402)] * Float(bitPattern: 0x3f000000))) + (arena[((6909152 +% (c1403 *% 32)) +% f1402)] * Float(bitPattern: 0x3f000000)))
-      var w1408: Float = ((arena[((6905056 +% (c1403 *% 32)) +% f1402)] - arena[((6909152 +% (c1403 *% 32)) +% f1402)]) * Float(bitPattern: 0x3f000000))
-      var w1409: Float = (((arena[((6905056 +% (c1403 *% 32)) +% f1402)] * Float(bitPattern: 0x3f000000)) + (arena[((6909152 +% (c1403 *% 32)) +% f1402)] * Float(bitPattern: 0x3f000000))) + (arena[((6913248 +% (c1403 *% 32)) +% f1402)] * Float(1)))
-      var w1410: Float = (((arena[((6901984 +% (c1403 *% 32)) +% f1402)] * Float(1)) + (arena[((6906080 +% (c1403 *% 32)) +% f1402)] * Float(bitPattern: 0x3f000000))) + (arena[((6910176 +% (c1403 *% 32)) +% f1402)] * Float(bitPattern: 0x3f000000)))
-      var w1411: Float = ((arena[((6906080 +% (c1403 *% 32)) +% f1402)] - arena[((6910176 +% (c1403 *% 32)) +% f1402)]) * Float(bitPattern: 0x3f000000))
-      var w1412: Float = (((arena[((6906080 +% (c1403 *% 32)) +% f1402)] * Float(bitPattern: 0x3f000000)) + (arena[((6910176 +% (c1403 *% 32)) +% f1402)] * Float(bitPattern: 0x3f000000))) + (arena[((6914272 +% (c1403 *% 32)) +% f1402)] * Float(1)))
-      var w1413: Float = (((arena[((6903008 +% (c1403 *% 32)) +% f1402)] * Float(1)) + (arena[((6907104 +% (c1403 *% 32)) +% f1402)] * Float(bitPattern: 0x3f000000))) + (arena[((6911200 +% (c1403 *% 32)) +% f1402)] * Float(bitPattern: 0x3f000000)))
-      var w1414: Float = ((arena[((6907104 +% (c1403 *% 32)) +% f1402)] - arena[((6911200 +% (c1403 *% 32)) +% f1402)]) * Float(bitPattern: 0x3f000000))
-      var w1415: Float = (((arena[((6907104 +% (c1403 *% 32)) +% f1402)] * Float(bitPattern: 0x3f000000)) + (arena[((6911200 +% (c1403 *% 32)) +% f1402)] * Float(bitPattern: 0x3f000000))) + (arena[((6915296 +% (c1403 *% 32)) +% f1402)] * Float(1)))
-      var w1416: Float = (((w1404 * Float(1)) + (w1407 * Float(bitPattern: 0x3f000000))) + (w1410 * Float(bitPattern: 0x3f000000)))
-      var w1417: Float = ((w1407 - w1410) * Float(bitPattern: 0x3f000000))
-      var w1418: Float = (((w1407 * Float(bitPattern: 0x3f000000)) + (w1410 * Float(bitPattern: 0x3f000000))) + (w1413 * Float(1)))
-      var w1419: Float = (((w1405 * Float(1)) + (w1408 * Float(bitPattern: 0x3f000000))) + (w1411 * Float(bitPattern: 0x3f000000)))
-      var w1420: Float = ((w1408 - w1411) * Float(bitPattern: 0x3f000000))
-      var w1421: Float = (((w1408 * Float(bitPattern: 0x3f000000)) + (w1411 * Float(bitPattern: 0x3f000000))) + (w1414 * Float(1)))
-      var w1422: Float = (((w1406 * Float(1)) + (w1409 * Float(bitPattern: 0x3f000000))) + (w1412 * Float(bitPattern: 0x3f000000)))
-      var w1423: Float = ((w1409 - w1412) * Float(bitPattern: 0x3f000000))
-      var w1424: Float = (((w1409 * Float(bitPattern: 0x3f000000)) + (w1412 * Float(bitPattern: 0x3f000000))) + (w1415 * Float(1)))
-      grads[(9808 +% (((f1402 *% 32) +% c1403) *% 9))] = w1416
-      grads[((9808 +% (((f1402 *% 32) +% c1403) *% 9)) +% 1)] = w1417
-      grads[((9808 +% (((f1402 *% 32) +% c1403) *% 9)) +% 2)] = w1418
-      grads[((9808 +% (((f1402 *% 32) +% c1403) *% 9)) +% 3)] = w1419
-      grads[((9808 +% (((f1402 *% 32) +% c1403) *% 9)) +% 4)] = w1420
-      grads[((9808 +% (((f1402 *% 32) +% c1403) *% 9)) +% 5)] = w1421
-      grads[((9808 +% (((f1402 *% 32) +% c1403) *% 9)) +% 6)] = w1422
-      grads[((9808 +% (((f1402 *% 32) +% c1403) *% 9)) +% 7)] = w1423
-      grads[((9808 +% (((f1402 *% 32) +% c1403) *% 9)) +% 8)] = w1424
+  do {  // scalar loops
+    for f1402 in 0..<32 {
+      for c1403 in 0..<32 {
+        var w1404: Float = (((arena[((6899936 +% (c1403 *% 32)) +% f1402)] * Float(1)) + (arena[((6904032 +% (c1403 *% 32)) +% f1402)] * Float(bitPattern: 0x3f000000))) + (arena[((6908128 +% (c1403 *% 32)) +% f1402)] * Float(bitPattern: 0x3f000000)))
+        var w1405: Float = ((arena[((6904032 +% (c1403 *% 32)) +% f1402)] - arena[((6908128 +% (c1403 *% 32)) +% f1402)]) * Float(bitPattern: 0x3f000000))
+        var w1406: Float = (((arena[((6904032 +% (c1403 *% 32)) +% f1402)] * Float(bitPattern: 0x3f000000)) + (arena[((6908128 +% (c1403 *% 32)) +% f1402)] * Float(bitPattern: 0x3f000000))) + (arena[((6912224 +% (c1403 *% 32)) +% f1402)] * Float(1)))
+        var w1407: Float = (((arena[((6900960 +% (c1403 *% 32)) +% f1402)] * Float(1)) + (arena[((6905056 +% (c1403 *% 32)) +% f1402)] * Float(bitPattern: 0x3f000000))) + (arena[((6909152 +% (c1403 *% 32)) +% f1402)] * Float(bitPattern: 0x3f000000)))
+        var w1408: Float = ((arena[((6905056 +% (c1403 *% 32)) +% f1402)] - arena[((6909152 +% (c1403 *% 32)) +% f1402)]) * Float(bitPattern: 0x3f000000))
+        var w1409: Float = (((arena[((6905056 +% (c1403 *% 32)) +% f1402)] * Float(bitPattern: 0x3f000000)) + (arena[((6909152 +% (c1403 *% 32)) +% f1402)] * Float(bitPattern: 0x3f000000))) + (arena[((6913248 +% (c1403 *% 32)) +% f1402)] * Float(1)))
+        var w1410: Float = (((arena[((6901984 +% (c1403 *% 32)) +% f1402)] * Float(1)) + (arena[((6906080 +% (c1403 *% 32)) +% f1402)] * Float(bitPattern: 0x3f000000))) + (arena[((6910176 +% (c1403 *% 32)) +% f1402)] * Float(bitPattern: 0x3f000000)))
+        var w1411: Float = ((arena[((6906080 +% (c1403 *% 32)) +% f1402)] - arena[((6910176 +% (c1403 *% 32)) +% f1402)]) * Float(bitPattern: 0x3f000000))
+        var w1412: Float = (((arena[((6906080 +% (c1403 *% 32)) +% f1402)] * Float(bitPattern: 0x3f000000)) + (arena[((6910176 +% (c1403 *% 32)) +% f1402)] * Float(bitPattern: 0x3f000000))) + (arena[((6914272 +% (c1403 *% 32)) +% f1402)] * Float(1)))
+        var w1413: Float = (((arena[((6903008 +% (c1403 *% 32)) +% f1402)] * Float(1)) + (arena[((6907104 +% (c1403 *% 32)) +% f1402)] * Float(bitPattern: 0x3f000000))) + (arena[((6911200 +% (c1403 *% 32)) +% f1402)] * Float(bitPattern: 0x3f000000)))
+        var w1414: Float = ((arena[((6907104 +% (c1403 *% 32)) +% f1402)] - arena[((6911200 +% (c1403 *% 32)) +% f1402)]) * Float(bitPattern: 0x3f000000))
+        var w1415: Float = (((arena[((6907104 +% (c1403 *% 32)) +% f1402)] * Float(bitPattern: 0x3f000000)) + (arena[((6911200 +% (c1403 *% 32)) +% f1402)] * Float(bitPattern: 0x3f000000))) + (arena[((6915296 +% (c1403 *% 32)) +% f1402)] * Float(1)))
+        var w1416: Float = (((w1404 * Float(1)) + (w1407 * Float(bitPattern: 0x3f000000))) + (w1410 * Float(bitPattern: 0x3f000000)))
+        var w1417: Float = ((w1407 - w1410) * Float(bitPattern: 0x3f000000))
+        var w1418: Float = (((w1407 * Float(bitPattern: 0x3f000000)) + (w1410 * Float(bitPattern: 0x3f000000))) + (w1413 * Float(1)))
+        var w1419: Float = (((w1405 * Float(1)) + (w1408 * Float(bitPattern: 0x3f000000))) + (w1411 * Float(bitPattern: 0x3f000000)))
+        var w1420: Float = ((w1408 - w1411) * Float(bitPattern: 0x3f000000))
+        var w1421: Float = (((w1408 * Float(bitPattern: 0x3f000000)) + (w1411 * Float(bitPattern: 0x3f000000))) + (w1414 * Float(1)))
+        var w1422: Float = (((w1406 * Float(1)) + (w1409 * Float(bitPattern: 0x3f000000))) + (w1412 * Float(bitPattern: 0x3f000000)))
+        var w1423: Float = ((w1409 - w1412) * Float(bitPattern: 0x3f000000))
+        var w1424: Float = (((w1409 * Float(bitPattern: 0x3f000000)) + (w1412 * Float(bitPattern: 0x3f000000))) + (w1415 * Float(1)))
+        grads[(9808 +% (((f1402 *% 32) +% c1403) *% 9))] = w1416
+        grads[((9808 +% (((f1402 *% 32) +% c1403) *% 9)) +% 1)] = w1417
+        grads[((9808 +% (((f1402 *% 32) +% c1403) *% 9)) +% 2)] = w1418
+        grads[((9808 +% (((f1402 *% 32) +% c1403) *% 9)) +% 3)] = w1419
+        grads[((9808 +% (((f1402 *% 32) +% c1403) *% 9)) +% 4)] = w1420
+        grads[((9808 +% (((f1402 *% 32) +% c1403) *% 9)) +% 5)] = w1421
+        grads[((9808 +% (((f1402 *% 32) +% c1403) *% 9)) +% 6)] = w1422
+        grads[((9808 +% (((f1402 *% 32) +% c1403) *% 9)) +% 7)] = w1423
+        grads[((9808 +% (((f1402 *% 32) +% c1403) *% 9)) +% 8)] = w1424
+      }
     }
   }
   // s2_relu1_grad = conv2d_grad_input(s2_conv2_grad, s2_conv2.weight, s2_relu1)
-  for ci1425 in 0..<32 {
-    for co1426 in 0..<32 {
-      var w1427: Float = params[((9808 +% (((ci1425 *% 32) +% co1426) *% 9)) +% 8)]
-      var w1428: Float = (((params[((9808 +% (((ci1425 *% 32) +% co1426) *% 9)) +% 8)] + params[((9808 +% (((ci1425 *% 32) +% co1426) *% 9)) +% 5)]) + params[((9808 +% (((ci1425 *% 32) +% co1426) *% 9)) +% 2)]) * Float(bitPattern: 0x3f000000))
-      var w1429: Float = (((params[((9808 +% (((ci1425 *% 32) +% co1426) *% 9)) +% 8)] + params[((9808 +% (((ci1425 *% 32) +% co1426) *% 9)) +% 2)]) - params[((9808 +% (((ci1425 *% 32) +% co1426) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
-      var w1430: Float = params[((9808 +% (((ci1425 *% 32) +% co1426) *% 9)) +% 2)]
-      var w1431: Float = params[((9808 +% (((ci1425 *% 32) +% co1426) *% 9)) +% 7)]
-      var w1432: Float = (((params[((9808 +% (((ci1425 *% 32) +% co1426) *% 9)) +% 7)] + params[((9808 +% (((ci1425 *% 32) +% co1426) *% 9)) +% 4)]) + params[((9808 +% (((ci1425 *% 32) +% co1426) *% 9)) +% 1)]) * Float(bitPattern: 0x3f000000))
-      var w1433: Float = (((params[((9808 +% (((ci1425 *% 32) +% co1426) *% 9)) +% 7)] + params[((9808 +% (((ci1425 *% 32) +% co1426) *% 9)) +% 1)]) - params[((9808 +% (((ci1425 *% 32) +% co1426) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
-      var w1434: Float = params[((9808 +% (((ci1425 *% 32) +% co1426) *% 9)) +% 1)]
-      var w1435: Float = params[((9808 +% (((ci1425 *% 32) +% co1426) *% 9)) +% 6)]
-      var w1436: Float = (((params[((9808 +% (((ci1425 *% 32) +% co1426) *% 9)) +% 6)] + params[((9808 +% (((ci1425 *% 32) +% co1426) *% 9)) +% 3)]) + params[(9808 +% (((ci1425 *% 32) +% co1426) *% 9))]) * Float(bitPattern: 0x3f000000))
-      var w1437: Float = (((params[((9808 +% (((ci1425 *% 32) +% co1426) *% 9)) +% 6)] + params[(9808 +% (((ci1425 *% 32) +% co1426) *% 9))]) - params[((9808 +% (((ci1425 *% 32) +% co1426) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
-      var w1438: Float = params[(9808 +% (((ci1425 *% 32) +% co1426) *% 9))]
-      var w1439: Float = w1427
-      var w1440: Float = (((w1427 + w1431) + w1435) * Float(bitPattern: 0x3f000000))
-      var w1441: Float = (((w1427 + w1435) - w1431) * Float(bitPattern: 0x3f000000))
-      var w1442: Float = w1435
-      var w1443: Float = w1428
-      var w1444: Float = (((w1428 + w1432) + w1436) * Float(bitPattern: 0x3f000000))
-      var w1445: Float = (((w1428 + w1436) - w1432) * Float(bitPattern: 0x3f000000))
-      var w1446: Float = w1436
-      var w1447: Float = w1429
-      var w1448: Float = (((w1429 + w1433) + w1437) * Float(bitPattern: 0x3f000000))
-      var w1449: Float = (((w1429 + w1437) - w1433) * Float(bitPattern: 0x3f000000))
-      var w1450: Float = w1437
-      var w1451: Float = w1430
-      var w1452: Float = (((w1430 + w1434) + w1438) * Float(bitPattern: 0x3f000000))
-      var w1453: Float = (((w1430 + w1438) - w1434) * Float(bitPattern: 0x3f000000))
-      var w1454: Float = w1438
-      arena[((9437600 +% (ci1425 *% 32)) +% co1426)] = w1439
-      arena[((9438624 +% (ci1425 *% 32)) +% co1426)] = w1440
-      arena[((9439648 +% (ci1425 *% 32)) +% co1426)] = w1441
-      arena[((9440672 +% (ci1425 *% 32)) +% co1426)] = w1442
-      arena[((9441696 +% (ci1425 *% 32)) +% co1426)] = w1443
-      arena[((9442720 +% (ci1425 *% 32)) +% co1426)] = w1444
-      arena[((9443744 +% (ci1425 *% 32)) +% co1426)] = w1445
-      arena[((9444768 +% (ci1425 *% 32)) +% co1426)] = w1446
-      arena[((9445792 +% (ci1425 *% 32)) +% co1426)] = w1447
-      arena[((9446816 +% (ci1425 *% 32)) +% co1426)] = w1448
-      arena[((9447840 +% (ci1425 *% 32)) +% co1426)] = w1449
-      arena[((9448864 +% (ci1425 *% 32)) +% co1426)] = w1450
-      arena[((9449888 +% (ci1425 *% 32)) +% co1426)] = w1451
-      arena[((9450912 +% (ci1425 *% 32)) +% co1426)] = w1452
-      arena[((9451936 +% (ci1425 *% 32)) +% co1426)] = w1453
-      arena[((9452960 +% (ci1425 *% 32)) +% co1426)] = w1454
+  do {  // scalar loops
+    for ci1425 in 0..<32 {
+      for co1426 in 0..<32 {
+        var w1427: Float = params[((9808 +% (((ci1425 *% 32) +% co1426) *% 9)) +% 8)]
+        var w1428: Float = (((params[((9808 +% (((ci1425 *% 32) +% co1426) *% 9)) +% 8)] + params[((9808 +% (((ci1425 *% 32) +% co1426) *% 9)) +% 5)]) + params[((9808 +% (((ci1425 *% 32) +% co1426) *% 9)) +% 2)]) * Float(bitPattern: 0x3f000000))
+        var w1429: Float = (((params[((9808 +% (((ci1425 *% 32) +% co1426) *% 9)) +% 8)] + params[((9808 +% (((ci1425 *% 32) +% co1426) *% 9)) +% 2)]) - params[((9808 +% (((ci1425 *% 32) +% co1426) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
+        var w1430: Float = params[((9808 +% (((ci1425 *% 32) +% co1426) *% 9)) +% 2)]
+        var w1431: Float = params[((9808 +% (((ci1425 *% 32) +% co1426) *% 9)) +% 7)]
+        var w1432: Float = (((params[((9808 +% (((ci1425 *% 32) +% co1426) *% 9)) +% 7)] + params[((9808 +% (((ci1425 *% 32) +% co1426) *% 9)) +% 4)]) + params[((9808 +% (((ci1425 *% 32) +% co1426) *% 9)) +% 1)]) * Float(bitPattern: 0x3f000000))
+        var w1433: Float = (((params[((9808 +% (((ci1425 *% 32) +% co1426) *% 9)) +% 7)] + params[((9808 +% (((ci1425 *% 32) +% co1426) *% 9)) +% 1)]) - params[((9808 +% (((ci1425 *% 32) +% co1426) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
+        var w1434: Float = params[((9808 +% (((ci1425 *% 32) +% co1426) *% 9)) +% 1)]
+        var w1435: Float = params[((9808 +% (((ci1425 *% 32) +% co1426) *% 9)) +% 6)]
+        var w1436: Float = (((params[((9808 +% (((ci1425 *% 32) +% co1426) *% 9)) +% 6)] + params[((9808 +% (((ci1425 *% 32) +% co1426) *% 9)) +% 3)]) + params[(9808 +% (((ci1425 *% 32) +% co1426) *% 9))]) * Float(bitPattern: 0x3f000000))
+        var w1437: Float = (((params[((9808 +% (((ci1425 *% 32) +% co1426) *% 9)) +% 6)] + params[(9808 +% (((ci1425 *% 32) +% co1426) *% 9))]) - params[((9808 +% (((ci1425 *% 32) +% co1426) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
+        var w1438: Float = params[(9808 +% (((ci1425 *% 32) +% co1426) *% 9))]
+        var w1439: Float = w1427
+        var w1440: Float = (((w1427 + w1431) + w1435) * Float(bitPattern: 0x3f000000))
+        var w1441: Float = (((w1427 + w1435) - w1431) * Float(bitPattern: 0x3f000000))
+        var w1442: Float = w1435
+        var w1443: Float = w1428
+        var w1444: Float = (((w1428 + w1432) + w1436) * Float(bitPattern: 0x3f000000))
+        var w1445: Float = (((w1428 + w1436) - w1432) * Float(bitPattern: 0x3f000000))
+        var w1446: Float = w1436
+        var w1447: Float = w1429
+        var w1448: Float = (((w1429 + w1433) + w1437) * Float(bitPattern: 0x3f000000))
+        var w1449: Float = (((w1429 + w1437) - w1433) * Float(bitPattern: 0x3f000000))
+        var w1450: Float = w1437
+        var w1451: Float = w1430
+        var w1452: Float = (((w1430 + w1434) + w1438) * Float(bitPattern: 0x3f000000))
+        var w1453: Float = (((w1430 + w1438) - w1434) * Float(bitPattern: 0x3f000000))
+        var w1454: Float = w1438
+        arena[((9437600 +% (ci1425 *% 32)) +% co1426)] = w1439
+        arena[((9438624 +% (ci1425 *% 32)) +% co1426)] = w1440
+        arena[((9439648 +% (ci1425 *% 32)) +% co1426)] = w1441
+        arena[((9440672 +% (ci1425 *% 32)) +% co1426)] = w1442
+        arena[((9441696 +% (ci1425 *% 32)) +% co1426)] = w1443
+        arena[((9442720 +% (ci1425 *% 32)) +% co1426)] = w1444
+        arena[((9443744 +% (ci1425 *% 32)) +% co1426)] = w1445
+        arena[((9444768 +% (ci1425 *% 32)) +% co1426)] = w1446
+        arena[((9445792 +% (ci1425 *% 32)) +% co1426)] = w1447
+        arena[((9446816 +% (ci1425 *% 32)) +% co1426)] = w1448
+        arena[((9447840 +% (ci1425 *% 32)) +% co1426)] = w1449
+        arena[((9448864 +% (ci1425 *% 32)) +% co1426)] = w1450
+        arena[((9449888 +% (ci1425 *% 32)) +% co1426)] = w1451
+        arena[((9450912 +% (ci1425 *% 32)) +% co1426)] = w1452
+        arena[((9451936 +% (ci1425 *% 32)) +% co1426)] = w1453
+        arena[((9452960 +% (ci1425 *% 32)) +% co1426)] = w1454
+      }
     }
   }
   for i1455 in 0..<1296 {
@@ -4911,52 +4929,54 @@ public func resnet8_infer_b64(
   }
   // s1_conv1 = conv2d_relu(stem, s1_bn1)
   parallelFor(pool, 2) { part31 in
-    for ci32 in 0..<16 {
-      for co33 in 0..<8 {
-        var w34: Float = params[(464 +% (((((part31 *% 8) +% co33) *% 16) +% ci32) *% 9))]
-        var w35: Float = (((params[(464 +% (((((part31 *% 8) +% co33) *% 16) +% ci32) *% 9))] + params[((464 +% (((((part31 *% 8) +% co33) *% 16) +% ci32) *% 9)) +% 3)]) + params[((464 +% (((((part31 *% 8) +% co33) *% 16) +% ci32) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
-        var w36: Float = (((params[(464 +% (((((part31 *% 8) +% co33) *% 16) +% ci32) *% 9))] + params[((464 +% (((((part31 *% 8) +% co33) *% 16) +% ci32) *% 9)) +% 6)]) - params[((464 +% (((((part31 *% 8) +% co33) *% 16) +% ci32) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
-        var w37: Float = params[((464 +% (((((part31 *% 8) +% co33) *% 16) +% ci32) *% 9)) +% 6)]
-        var w38: Float = params[((464 +% (((((part31 *% 8) +% co33) *% 16) +% ci32) *% 9)) +% 1)]
-        var w39: Float = (((params[((464 +% (((((part31 *% 8) +% co33) *% 16) +% ci32) *% 9)) +% 1)] + params[((464 +% (((((part31 *% 8) +% co33) *% 16) +% ci32) *% 9)) +% 4)]) + params[((464 +% (((((part31 *% 8) +% co33) *% 16) +% ci32) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
-        var w40: Float = (((params[((464 +% (((((part31 *% 8) +% co33) *% 16) +% ci32) *% 9)) +% 1)] + params[((464 +% (((((part31 *% 8) +% co33) *% 16) +% ci32) *% 9)) +% 7)]) - params[((464 +% (((((part31 *% 8) +% co33) *% 16) +% ci32) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
-        var w41: Float = params[((464 +% (((((part31 *% 8) +% co33) *% 16) +% ci32) *% 9)) +% 7)]
-        var w42: Float = params[((464 +% (((((part31 *% 8) +% co33) *% 16) +% ci32) *% 9)) +% 2)]
-        var w43: Float = (((params[((464 +% (((((part31 *% 8) +% co33) *% 16) +% ci32) *% 9)) +% 2)] + params[((464 +% (((((part31 *% 8) +% co33) *% 16) +% ci32) *% 9)) +% 5)]) + params[((464 +% (((((part31 *% 8) +% co33) *% 16) +% ci32) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
-        var w44: Float = (((params[((464 +% (((((part31 *% 8) +% co33) *% 16) +% ci32) *% 9)) +% 2)] + params[((464 +% (((((part31 *% 8) +% co33) *% 16) +% ci32) *% 9)) +% 8)]) - params[((464 +% (((((part31 *% 8) +% co33) *% 16) +% ci32) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
-        var w45: Float = params[((464 +% (((((part31 *% 8) +% co33) *% 16) +% ci32) *% 9)) +% 8)]
-        var w46: Float = w34
-        var w47: Float = (((w34 + w38) + w42) * Float(bitPattern: 0x3f000000))
-        var w48: Float = (((w34 + w42) - w38) * Float(bitPattern: 0x3f000000))
-        var w49: Float = w42
-        var w50: Float = w35
-        var w51: Float = (((w35 + w39) + w43) * Float(bitPattern: 0x3f000000))
-        var w52: Float = (((w35 + w43) - w39) * Float(bitPattern: 0x3f000000))
-        var w53: Float = w43
-        var w54: Float = w36
-        var w55: Float = (((w36 + w40) + w44) * Float(bitPattern: 0x3f000000))
-        var w56: Float = (((w36 + w44) - w40) * Float(bitPattern: 0x3f000000))
-        var w57: Float = w44
-        var w58: Float = w37
-        var w59: Float = (((w37 + w41) + w45) * Float(bitPattern: 0x3f000000))
-        var w60: Float = (((w37 + w45) - w41) * Float(bitPattern: 0x3f000000))
-        var w61: Float = w45
-        arena[((2097184 +% (ci32 *% 16)) +% ((part31 *% 8) +% co33))] = w46
-        arena[((2097440 +% (ci32 *% 16)) +% ((part31 *% 8) +% co33))] = w47
-        arena[((2097696 +% (ci32 *% 16)) +% ((part31 *% 8) +% co33))] = w48
-        arena[((2097952 +% (ci32 *% 16)) +% ((part31 *% 8) +% co33))] = w49
-        arena[((2098208 +% (ci32 *% 16)) +% ((part31 *% 8) +% co33))] = w50
-        arena[((2098464 +% (ci32 *% 16)) +% ((part31 *% 8) +% co33))] = w51
-        arena[((2098720 +% (ci32 *% 16)) +% ((part31 *% 8) +% co33))] = w52
-        arena[((2098976 +% (ci32 *% 16)) +% ((part31 *% 8) +% co33))] = w53
-        arena[((2099232 +% (ci32 *% 16)) +% ((part31 *% 8) +% co33))] = w54
-        arena[((2099488 +% (ci32 *% 16)) +% ((part31 *% 8) +% co33))] = w55
-        arena[((2099744 +% (ci32 *% 16)) +% ((part31 *% 8) +% co33))] = w56
-        arena[((2100000 +% (ci32 *% 16)) +% ((part31 *% 8) +% co33))] = w57
-        arena[((2100256 +% (ci32 *% 16)) +% ((part31 *% 8) +% co33))] = w58
-        arena[((2100512 +% (ci32 *% 16)) +% ((part31 *% 8) +% co33))] = w59
-        arena[((2100768 +% (ci32 *% 16)) +% ((part31 *% 8) +% co33))] = w60
-        arena[((2101024 +% (ci32 *% 16)) +% ((part31 *% 8) +% co33))] = w61
+    do {  // scalar loops
+      for ci32 in 0..<16 {
+        for co33 in 0..<8 {
+          var w34: Float = params[(464 +% (((((part31 *% 8) +% co33) *% 16) +% ci32) *% 9))]
+          var w35: Float = (((params[(464 +% (((((part31 *% 8) +% co33) *% 16) +% ci32) *% 9))] + params[((464 +% (((((part31 *% 8) +% co33) *% 16) +% ci32) *% 9)) +% 3)]) + params[((464 +% (((((part31 *% 8) +% co33) *% 16) +% ci32) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
+          var w36: Float = (((params[(464 +% (((((part31 *% 8) +% co33) *% 16) +% ci32) *% 9))] + params[((464 +% (((((part31 *% 8) +% co33) *% 16) +% ci32) *% 9)) +% 6)]) - params[((464 +% (((((part31 *% 8) +% co33) *% 16) +% ci32) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
+          var w37: Float = params[((464 +% (((((part31 *% 8) +% co33) *% 16) +% ci32) *% 9)) +% 6)]
+          var w38: Float = params[((464 +% (((((part31 *% 8) +% co33) *% 16) +% ci32) *% 9)) +% 1)]
+          var w39: Float = (((params[((464 +% (((((part31 *% 8) +% co33) *% 16) +% ci32) *% 9)) +% 1)] + params[((464 +% (((((part31 *% 8) +% co33) *% 16) +% ci32) *% 9)) +% 4)]) + params[((464 +% (((((part31 *% 8) +% co33) *% 16) +% ci32) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
+          var w40: Float = (((params[((464 +% (((((part31 *% 8) +% co33) *% 16) +% ci32) *% 9)) +% 1)] + params[((464 +% (((((part31 *% 8) +% co33) *% 16) +% ci32) *% 9)) +% 7)]) - params[((464 +% (((((part31 *% 8) +% co33) *% 16) +% ci32) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
+          var w41: Float = params[((464 +% (((((part31 *% 8) +% co33) *% 16) +% ci32) *% 9)) +% 7)]
+          var w42: Float = params[((464 +% (((((part31 *% 8) +% co33) *% 16) +% ci32) *% 9)) +% 2)]
+          var w43: Float = (((params[((464 +% (((((part31 *% 8) +% co33) *% 16) +% ci32) *% 9)) +% 2)] + params[((464 +% (((((part31 *% 8) +% co33) *% 16) +% ci32) *% 9)) +% 5)]) + params[((464 +% (((((part31 *% 8) +% co33) *% 16) +% ci32) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
+          var w44: Float = (((params[((464 +% (((((part31 *% 8) +% co33) *% 16) +% ci32) *% 9)) +% 2)] + params[((464 +% (((((part31 *% 8) +% co33) *% 16) +% ci32) *% 9)) +% 8)]) - params[((464 +% (((((part31 *% 8) +% co33) *% 16) +% ci32) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
+          var w45: Float = params[((464 +% (((((part31 *% 8) +% co33) *% 16) +% ci32) *% 9)) +% 8)]
+          var w46: Float = w34
+          var w47: Float = (((w34 + w38) + w42) * Float(bitPattern: 0x3f000000))
+          var w48: Float = (((w34 + w42) - w38) * Float(bitPattern: 0x3f000000))
+          var w49: Float = w42
+          var w50: Float = w35
+          var w51: Float = (((w35 + w39) + w43) * Float(bitPattern: 0x3f000000))
+          var w52: Float = (((w35 + w43) - w39) * Float(bitPattern: 0x3f000000))
+          var w53: Float = w43
+          var w54: Float = w36
+          var w55: Float = (((w36 + w40) + w44) * Float(bitPattern: 0x3f000000))
+          var w56: Float = (((w36 + w44) - w40) * Float(bitPattern: 0x3f000000))
+          var w57: Float = w44
+          var w58: Float = w37
+          var w59: Float = (((w37 + w41) + w45) * Float(bitPattern: 0x3f000000))
+          var w60: Float = (((w37 + w45) - w41) * Float(bitPattern: 0x3f000000))
+          var w61: Float = w45
+          arena[((2097184 +% (ci32 *% 16)) +% ((part31 *% 8) +% co33))] = w46
+          arena[((2097440 +% (ci32 *% 16)) +% ((part31 *% 8) +% co33))] = w47
+          arena[((2097696 +% (ci32 *% 16)) +% ((part31 *% 8) +% co33))] = w48
+          arena[((2097952 +% (ci32 *% 16)) +% ((part31 *% 8) +% co33))] = w49
+          arena[((2098208 +% (ci32 *% 16)) +% ((part31 *% 8) +% co33))] = w50
+          arena[((2098464 +% (ci32 *% 16)) +% ((part31 *% 8) +% co33))] = w51
+          arena[((2098720 +% (ci32 *% 16)) +% ((part31 *% 8) +% co33))] = w52
+          arena[((2098976 +% (ci32 *% 16)) +% ((part31 *% 8) +% co33))] = w53
+          arena[((2099232 +% (ci32 *% 16)) +% ((part31 *% 8) +% co33))] = w54
+          arena[((2099488 +% (ci32 *% 16)) +% ((part31 *% 8) +% co33))] = w55
+          arena[((2099744 +% (ci32 *% 16)) +% ((part31 *% 8) +% co33))] = w56
+          arena[((2100000 +% (ci32 *% 16)) +% ((part31 *% 8) +% co33))] = w57
+          arena[((2100256 +% (ci32 *% 16)) +% ((part31 *% 8) +% co33))] = w58
+          arena[((2100512 +% (ci32 *% 16)) +% ((part31 *% 8) +% co33))] = w59
+          arena[((2100768 +% (ci32 *% 16)) +% ((part31 *% 8) +% co33))] = w60
+          arena[((2101024 +% (ci32 *% 16)) +% ((part31 *% 8) +% co33))] = w61
+        }
       }
     }
   }
@@ -5157,52 +5177,54 @@ public func resnet8_infer_b64(
   }
   // s1_conv2 = conv2d(s1_conv1, s1_bn2)
   parallelFor(pool, 2) { part134 in
-    for ci135 in 0..<16 {
-      for co136 in 0..<8 {
-        var w137: Float = params[(2800 +% (((((part134 *% 8) +% co136) *% 16) +% ci135) *% 9))]
-        var w138: Float = (((params[(2800 +% (((((part134 *% 8) +% co136) *% 16) +% ci135) *% 9))] + params[((2800 +% (((((part134 *% 8) +% co136) *% 16) +% ci135) *% 9)) +% 3)]) + params[((2800 +% (((((part134 *% 8) +% co136) *% 16) +% ci135) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
-        var w139: Float = (((params[(2800 +% (((((part134 *% 8) +% co136) *% 16) +% ci135) *% 9))] + params[((2800 +% (((((part134 *% 8) +% co136) *% 16) +% ci135) *% 9)) +% 6)]) - params[((2800 +% (((((part134 *% 8) +% co136) *% 16) +% ci135) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
-        var w140: Float = params[((2800 +% (((((part134 *% 8) +% co136) *% 16) +% ci135) *% 9)) +% 6)]
-        var w141: Float = params[((2800 +% (((((part134 *% 8) +% co136) *% 16) +% ci135) *% 9)) +% 1)]
-        var w142: Float = (((params[((2800 +% (((((part134 *% 8) +% co136) *% 16) +% ci135) *% 9)) +% 1)] + params[((2800 +% (((((part134 *% 8) +% co136) *% 16) +% ci135) *% 9)) +% 4)]) + params[((2800 +% (((((part134 *% 8) +% co136) *% 16) +% ci135) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
-        var w143: Float = (((params[((2800 +% (((((part134 *% 8) +% co136) *% 16) +% ci135) *% 9)) +% 1)] + params[((2800 +% (((((part134 *% 8) +% co136) *% 16) +% ci135) *% 9)) +% 7)]) - params[((2800 +% (((((part134 *% 8) +% co136) *% 16) +% ci135) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
-        var w144: Float = params[((2800 +% (((((part134 *% 8) +% co136) *% 16) +% ci135) *% 9)) +% 7)]
-        var w145: Float = params[((2800 +% (((((part134 *% 8) +% co136) *% 16) +% ci135) *% 9)) +% 2)]
-        var w146: Float = (((params[((2800 +% (((((part134 *% 8) +% co136) *% 16) +% ci135) *% 9)) +% 2)] + params[((2800 +% (((((part134 *% 8) +% co136) *% 16) +% ci135) *% 9)) +% 5)]) + params[((2800 +% (((((part134 *% 8) +% co136) *% 16) +% ci135) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
-        var w147: Float = (((params[((2800 +% (((((part134 *% 8) +% co136) *% 16) +% ci135) *% 9)) +% 2)] + params[((2800 +% (((((part134 *% 8) +% co136) *% 16) +% ci135) *% 9)) +% 8)]) - params[((2800 +% (((((part134 *% 8) +% co136) *% 16) +% ci135) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
-        var w148: Float = params[((2800 +% (((((part134 *% 8) +% co136) *% 16) +% ci135) *% 9)) +% 8)]
-        var w149: Float = w137
-        var w150: Float = (((w137 + w141) + w145) * Float(bitPattern: 0x3f000000))
-        var w151: Float = (((w137 + w145) - w141) * Float(bitPattern: 0x3f000000))
-        var w152: Float = w145
-        var w153: Float = w138
-        var w154: Float = (((w138 + w142) + w146) * Float(bitPattern: 0x3f000000))
-        var w155: Float = (((w138 + w146) - w142) * Float(bitPattern: 0x3f000000))
-        var w156: Float = w146
-        var w157: Float = w139
-        var w158: Float = (((w139 + w143) + w147) * Float(bitPattern: 0x3f000000))
-        var w159: Float = (((w139 + w147) - w143) * Float(bitPattern: 0x3f000000))
-        var w160: Float = w147
-        var w161: Float = w140
-        var w162: Float = (((w140 + w144) + w148) * Float(bitPattern: 0x3f000000))
-        var w163: Float = (((w140 + w148) - w144) * Float(bitPattern: 0x3f000000))
-        var w164: Float = w148
-        arena[((3145760 +% (ci135 *% 16)) +% ((part134 *% 8) +% co136))] = w149
-        arena[((3146016 +% (ci135 *% 16)) +% ((part134 *% 8) +% co136))] = w150
-        arena[((3146272 +% (ci135 *% 16)) +% ((part134 *% 8) +% co136))] = w151
-        arena[((3146528 +% (ci135 *% 16)) +% ((part134 *% 8) +% co136))] = w152
-        arena[((3146784 +% (ci135 *% 16)) +% ((part134 *% 8) +% co136))] = w153
-        arena[((3147040 +% (ci135 *% 16)) +% ((part134 *% 8) +% co136))] = w154
-        arena[((3147296 +% (ci135 *% 16)) +% ((part134 *% 8) +% co136))] = w155
-        arena[((3147552 +% (ci135 *% 16)) +% ((part134 *% 8) +% co136))] = w156
-        arena[((3147808 +% (ci135 *% 16)) +% ((part134 *% 8) +% co136))] = w157
-        arena[((3148064 +% (ci135 *% 16)) +% ((part134 *% 8) +% co136))] = w158
-        arena[((3148320 +% (ci135 *% 16)) +% ((part134 *% 8) +% co136))] = w159
-        arena[((3148576 +% (ci135 *% 16)) +% ((part134 *% 8) +% co136))] = w160
-        arena[((3148832 +% (ci135 *% 16)) +% ((part134 *% 8) +% co136))] = w161
-        arena[((3149088 +% (ci135 *% 16)) +% ((part134 *% 8) +% co136))] = w162
-        arena[((3149344 +% (ci135 *% 16)) +% ((part134 *% 8) +% co136))] = w163
-        arena[((3149600 +% (ci135 *% 16)) +% ((part134 *% 8) +% co136))] = w164
+    do {  // scalar loops
+      for ci135 in 0..<16 {
+        for co136 in 0..<8 {
+          var w137: Float = params[(2800 +% (((((part134 *% 8) +% co136) *% 16) +% ci135) *% 9))]
+          var w138: Float = (((params[(2800 +% (((((part134 *% 8) +% co136) *% 16) +% ci135) *% 9))] + params[((2800 +% (((((part134 *% 8) +% co136) *% 16) +% ci135) *% 9)) +% 3)]) + params[((2800 +% (((((part134 *% 8) +% co136) *% 16) +% ci135) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
+          var w139: Float = (((params[(2800 +% (((((part134 *% 8) +% co136) *% 16) +% ci135) *% 9))] + params[((2800 +% (((((part134 *% 8) +% co136) *% 16) +% ci135) *% 9)) +% 6)]) - params[((2800 +% (((((part134 *% 8) +% co136) *% 16) +% ci135) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
+          var w140: Float = params[((2800 +% (((((part134 *% 8) +% co136) *% 16) +% ci135) *% 9)) +% 6)]
+          var w141: Float = params[((2800 +% (((((part134 *% 8) +% co136) *% 16) +% ci135) *% 9)) +% 1)]
+          var w142: Float = (((params[((2800 +% (((((part134 *% 8) +% co136) *% 16) +% ci135) *% 9)) +% 1)] + params[((2800 +% (((((part134 *% 8) +% co136) *% 16) +% ci135) *% 9)) +% 4)]) + params[((2800 +% (((((part134 *% 8) +% co136) *% 16) +% ci135) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
+          var w143: Float = (((params[((2800 +% (((((part134 *% 8) +% co136) *% 16) +% ci135) *% 9)) +% 1)] + params[((2800 +% (((((part134 *% 8) +% co136) *% 16) +% ci135) *% 9)) +% 7)]) - params[((2800 +% (((((part134 *% 8) +% co136) *% 16) +% ci135) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
+          var w144: Float = params[((2800 +% (((((part134 *% 8) +% co136) *% 16) +% ci135) *% 9)) +% 7)]
+          var w145: Float = params[((2800 +% (((((part134 *% 8) +% co136) *% 16) +% ci135) *% 9)) +% 2)]
+          var w146: Float = (((params[((2800 +% (((((part134 *% 8) +% co136) *% 16) +% ci135) *% 9)) +% 2)] + params[((2800 +% (((((part134 *% 8) +% co136) *% 16) +% ci135) *% 9)) +% 5)]) + params[((2800 +% (((((part134 *% 8) +% co136) *% 16) +% ci135) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
+          var w147: Float = (((params[((2800 +% (((((part134 *% 8) +% co136) *% 16) +% ci135) *% 9)) +% 2)] + params[((2800 +% (((((part134 *% 8) +% co136) *% 16) +% ci135) *% 9)) +% 8)]) - params[((2800 +% (((((part134 *% 8) +% co136) *% 16) +% ci135) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
+          var w148: Float = params[((2800 +% (((((part134 *% 8) +% co136) *% 16) +% ci135) *% 9)) +% 8)]
+          var w149: Float = w137
+          var w150: Float = (((w137 + w141) + w145) * Float(bitPattern: 0x3f000000))
+          var w151: Float = (((w137 + w145) - w141) * Float(bitPattern: 0x3f000000))
+          var w152: Float = w145
+          var w153: Float = w138
+          var w154: Float = (((w138 + w142) + w146) * Float(bitPattern: 0x3f000000))
+          var w155: Float = (((w138 + w146) - w142) * Float(bitPattern: 0x3f000000))
+          var w156: Float = w146
+          var w157: Float = w139
+          var w158: Float = (((w139 + w143) + w147) * Float(bitPattern: 0x3f000000))
+          var w159: Float = (((w139 + w147) - w143) * Float(bitPattern: 0x3f000000))
+          var w160: Float = w147
+          var w161: Float = w140
+          var w162: Float = (((w140 + w144) + w148) * Float(bitPattern: 0x3f000000))
+          var w163: Float = (((w140 + w148) - w144) * Float(bitPattern: 0x3f000000))
+          var w164: Float = w148
+          arena[((3145760 +% (ci135 *% 16)) +% ((part134 *% 8) +% co136))] = w149
+          arena[((3146016 +% (ci135 *% 16)) +% ((part134 *% 8) +% co136))] = w150
+          arena[((3146272 +% (ci135 *% 16)) +% ((part134 *% 8) +% co136))] = w151
+          arena[((3146528 +% (ci135 *% 16)) +% ((part134 *% 8) +% co136))] = w152
+          arena[((3146784 +% (ci135 *% 16)) +% ((part134 *% 8) +% co136))] = w153
+          arena[((3147040 +% (ci135 *% 16)) +% ((part134 *% 8) +% co136))] = w154
+          arena[((3147296 +% (ci135 *% 16)) +% ((part134 *% 8) +% co136))] = w155
+          arena[((3147552 +% (ci135 *% 16)) +% ((part134 *% 8) +% co136))] = w156
+          arena[((3147808 +% (ci135 *% 16)) +% ((part134 *% 8) +% co136))] = w157
+          arena[((3148064 +% (ci135 *% 16)) +% ((part134 *% 8) +% co136))] = w158
+          arena[((3148320 +% (ci135 *% 16)) +% ((part134 *% 8) +% co136))] = w159
+          arena[((3148576 +% (ci135 *% 16)) +% ((part134 *% 8) +% co136))] = w160
+          arena[((3148832 +% (ci135 *% 16)) +% ((part134 *% 8) +% co136))] = w161
+          arena[((3149088 +% (ci135 *% 16)) +% ((part134 *% 8) +% co136))] = w162
+          arena[((3149344 +% (ci135 *% 16)) +% ((part134 *% 8) +% co136))] = w163
+          arena[((3149600 +% (ci135 *% 16)) +% ((part134 *% 8) +% co136))] = w164
+        }
       }
     }
   }
@@ -5572,52 +5594,54 @@ public func resnet8_infer_b64(
   }
   // s2_conv2 = conv2d(s2_conv1, s2_bn2)
   parallelFor(pool, 2) { part266 in
-    for ci267 in 0..<32 {
-      for co268 in 0..<16 {
-        var w269: Float = params[(9808 +% (((((part266 *% 16) +% co268) *% 32) +% ci267) *% 9))]
-        var w270: Float = (((params[(9808 +% (((((part266 *% 16) +% co268) *% 32) +% ci267) *% 9))] + params[((9808 +% (((((part266 *% 16) +% co268) *% 32) +% ci267) *% 9)) +% 3)]) + params[((9808 +% (((((part266 *% 16) +% co268) *% 32) +% ci267) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
-        var w271: Float = (((params[(9808 +% (((((part266 *% 16) +% co268) *% 32) +% ci267) *% 9))] + params[((9808 +% (((((part266 *% 16) +% co268) *% 32) +% ci267) *% 9)) +% 6)]) - params[((9808 +% (((((part266 *% 16) +% co268) *% 32) +% ci267) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
-        var w272: Float = params[((9808 +% (((((part266 *% 16) +% co268) *% 32) +% ci267) *% 9)) +% 6)]
-        var w273: Float = params[((9808 +% (((((part266 *% 16) +% co268) *% 32) +% ci267) *% 9)) +% 1)]
-        var w274: Float = (((params[((9808 +% (((((part266 *% 16) +% co268) *% 32) +% ci267) *% 9)) +% 1)] + params[((9808 +% (((((part266 *% 16) +% co268) *% 32) +% ci267) *% 9)) +% 4)]) + params[((9808 +% (((((part266 *% 16) +% co268) *% 32) +% ci267) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
-        var w275: Float = (((params[((9808 +% (((((part266 *% 16) +% co268) *% 32) +% ci267) *% 9)) +% 1)] + params[((9808 +% (((((part266 *% 16) +% co268) *% 32) +% ci267) *% 9)) +% 7)]) - params[((9808 +% (((((part266 *% 16) +% co268) *% 32) +% ci267) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
-        var w276: Float = params[((9808 +% (((((part266 *% 16) +% co268) *% 32) +% ci267) *% 9)) +% 7)]
-        var w277: Float = params[((9808 +% (((((part266 *% 16) +% co268) *% 32) +% ci267) *% 9)) +% 2)]
-        var w278: Float = (((params[((9808 +% (((((part266 *% 16) +% co268) *% 32) +% ci267) *% 9)) +% 2)] + params[((9808 +% (((((part266 *% 16) +% co268) *% 32) +% ci267) *% 9)) +% 5)]) + params[((9808 +% (((((part266 *% 16) +% co268) *% 32) +% ci267) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
-        var w279: Float = (((params[((9808 +% (((((part266 *% 16) +% co268) *% 32) +% ci267) *% 9)) +% 2)] + params[((9808 +% (((((part266 *% 16) +% co268) *% 32) +% ci267) *% 9)) +% 8)]) - params[((9808 +% (((((part266 *% 16) +% co268) *% 32) +% ci267) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
-        var w280: Float = params[((9808 +% (((((part266 *% 16) +% co268) *% 32) +% ci267) *% 9)) +% 8)]
-        var w281: Float = w269
-        var w282: Float = (((w269 + w273) + w277) * Float(bitPattern: 0x3f000000))
-        var w283: Float = (((w269 + w277) - w273) * Float(bitPattern: 0x3f000000))
-        var w284: Float = w277
-        var w285: Float = w270
-        var w286: Float = (((w270 + w274) + w278) * Float(bitPattern: 0x3f000000))
-        var w287: Float = (((w270 + w278) - w274) * Float(bitPattern: 0x3f000000))
-        var w288: Float = w278
-        var w289: Float = w271
-        var w290: Float = (((w271 + w275) + w279) * Float(bitPattern: 0x3f000000))
-        var w291: Float = (((w271 + w279) - w275) * Float(bitPattern: 0x3f000000))
-        var w292: Float = w279
-        var w293: Float = w272
-        var w294: Float = (((w272 + w276) + w280) * Float(bitPattern: 0x3f000000))
-        var w295: Float = (((w272 + w280) - w276) * Float(bitPattern: 0x3f000000))
-        var w296: Float = w280
-        arena[((2097216 +% (ci267 *% 32)) +% ((part266 *% 16) +% co268))] = w281
-        arena[((2098240 +% (ci267 *% 32)) +% ((part266 *% 16) +% co268))] = w282
-        arena[((2099264 +% (ci267 *% 32)) +% ((part266 *% 16) +% co268))] = w283
-        arena[((2100288 +% (ci267 *% 32)) +% ((part266 *% 16) +% co268))] = w284
-        arena[((2101312 +% (ci267 *% 32)) +% ((part266 *% 16) +% co268))] = w285
-        arena[((2102336 +% (ci267 *% 32)) +% ((part266 *% 16) +% co268))] = w286
-        arena[((2103360 +% (ci267 *% 32)) +% ((part266 *% 16) +% co268))] = w287
-        arena[((2104384 +% (ci267 *% 32)) +% ((part266 *% 16) +% co268))] = w288
-        arena[((2105408 +% (ci267 *% 32)) +% ((part266 *% 16) +% co268))] = w289
-        arena[((2106432 +% (ci267 *% 32)) +% ((part266 *% 16) +% co268))] = w290
-        arena[((2107456 +% (ci267 *% 32)) +% ((part266 *% 16) +% co268))] = w291
-        arena[((2108480 +% (ci267 *% 32)) +% ((part266 *% 16) +% co268))] = w292
-        arena[((2109504 +% (ci267 *% 32)) +% ((part266 *% 16) +% co268))] = w293
-        arena[((2110528 +% (ci267 *% 32)) +% ((part266 *% 16) +% co268))] = w294
-        arena[((2111552 +% (ci267 *% 32)) +% ((part266 *% 16) +% co268))] = w295
-        arena[((2112576 +% (ci267 *% 32)) +% ((part266 *% 16) +% co268))] = w296
+    do {  // scalar loops
+      for ci267 in 0..<32 {
+        for co268 in 0..<16 {
+          var w269: Float = params[(9808 +% (((((part266 *% 16) +% co268) *% 32) +% ci267) *% 9))]
+          var w270: Float = (((params[(9808 +% (((((part266 *% 16) +% co268) *% 32) +% ci267) *% 9))] + params[((9808 +% (((((part266 *% 16) +% co268) *% 32) +% ci267) *% 9)) +% 3)]) + params[((9808 +% (((((part266 *% 16) +% co268) *% 32) +% ci267) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
+          var w271: Float = (((params[(9808 +% (((((part266 *% 16) +% co268) *% 32) +% ci267) *% 9))] + params[((9808 +% (((((part266 *% 16) +% co268) *% 32) +% ci267) *% 9)) +% 6)]) - params[((9808 +% (((((part266 *% 16) +% co268) *% 32) +% ci267) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
+          var w272: Float = params[((9808 +% (((((part266 *% 16) +% co268) *% 32) +% ci267) *% 9)) +% 6)]
+          var w273: Float = params[((9808 +% (((((part266 *% 16) +% co268) *% 32) +% ci267) *% 9)) +% 1)]
+          var w274: Float = (((params[((9808 +% (((((part266 *% 16) +% co268) *% 32) +% ci267) *% 9)) +% 1)] + params[((9808 +% (((((part266 *% 16) +% co268) *% 32) +% ci267) *% 9)) +% 4)]) + params[((9808 +% (((((part266 *% 16) +% co268) *% 32) +% ci267) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
+          var w275: Float = (((params[((9808 +% (((((part266 *% 16) +% co268) *% 32) +% ci267) *% 9)) +% 1)] + params[((9808 +% (((((part266 *% 16) +% co268) *% 32) +% ci267) *% 9)) +% 7)]) - params[((9808 +% (((((part266 *% 16) +% co268) *% 32) +% ci267) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
+          var w276: Float = params[((9808 +% (((((part266 *% 16) +% co268) *% 32) +% ci267) *% 9)) +% 7)]
+          var w277: Float = params[((9808 +% (((((part266 *% 16) +% co268) *% 32) +% ci267) *% 9)) +% 2)]
+          var w278: Float = (((params[((9808 +% (((((part266 *% 16) +% co268) *% 32) +% ci267) *% 9)) +% 2)] + params[((9808 +% (((((part266 *% 16) +% co268) *% 32) +% ci267) *% 9)) +% 5)]) + params[((9808 +% (((((part266 *% 16) +% co268) *% 32) +% ci267) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
+          var w279: Float = (((params[((9808 +% (((((part266 *% 16) +% co268) *% 32) +% ci267) *% 9)) +% 2)] + params[((9808 +% (((((part266 *% 16) +% co268) *% 32) +% ci267) *% 9)) +% 8)]) - params[((9808 +% (((((part266 *% 16) +% co268) *% 32) +% ci267) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
+          var w280: Float = params[((9808 +% (((((part266 *% 16) +% co268) *% 32) +% ci267) *% 9)) +% 8)]
+          var w281: Float = w269
+          var w282: Float = (((w269 + w273) + w277) * Float(bitPattern: 0x3f000000))
+          var w283: Float = (((w269 + w277) - w273) * Float(bitPattern: 0x3f000000))
+          var w284: Float = w277
+          var w285: Float = w270
+          var w286: Float = (((w270 + w274) + w278) * Float(bitPattern: 0x3f000000))
+          var w287: Float = (((w270 + w278) - w274) * Float(bitPattern: 0x3f000000))
+          var w288: Float = w278
+          var w289: Float = w271
+          var w290: Float = (((w271 + w275) + w279) * Float(bitPattern: 0x3f000000))
+          var w291: Float = (((w271 + w279) - w275) * Float(bitPattern: 0x3f000000))
+          var w292: Float = w279
+          var w293: Float = w272
+          var w294: Float = (((w272 + w276) + w280) * Float(bitPattern: 0x3f000000))
+          var w295: Float = (((w272 + w280) - w276) * Float(bitPattern: 0x3f000000))
+          var w296: Float = w280
+          arena[((2097216 +% (ci267 *% 32)) +% ((part266 *% 16) +% co268))] = w281
+          arena[((2098240 +% (ci267 *% 32)) +% ((part266 *% 16) +% co268))] = w282
+          arena[((2099264 +% (ci267 *% 32)) +% ((part266 *% 16) +% co268))] = w283
+          arena[((2100288 +% (ci267 *% 32)) +% ((part266 *% 16) +% co268))] = w284
+          arena[((2101312 +% (ci267 *% 32)) +% ((part266 *% 16) +% co268))] = w285
+          arena[((2102336 +% (ci267 *% 32)) +% ((part266 *% 16) +% co268))] = w286
+          arena[((2103360 +% (ci267 *% 32)) +% ((part266 *% 16) +% co268))] = w287
+          arena[((2104384 +% (ci267 *% 32)) +% ((part266 *% 16) +% co268))] = w288
+          arena[((2105408 +% (ci267 *% 32)) +% ((part266 *% 16) +% co268))] = w289
+          arena[((2106432 +% (ci267 *% 32)) +% ((part266 *% 16) +% co268))] = w290
+          arena[((2107456 +% (ci267 *% 32)) +% ((part266 *% 16) +% co268))] = w291
+          arena[((2108480 +% (ci267 *% 32)) +% ((part266 *% 16) +% co268))] = w292
+          arena[((2109504 +% (ci267 *% 32)) +% ((part266 *% 16) +% co268))] = w293
+          arena[((2110528 +% (ci267 *% 32)) +% ((part266 *% 16) +% co268))] = w294
+          arena[((2111552 +% (ci267 *% 32)) +% ((part266 *% 16) +% co268))] = w295
+          arena[((2112576 +% (ci267 *% 32)) +% ((part266 *% 16) +% co268))] = w296
+        }
       }
     }
   }
@@ -6099,52 +6123,54 @@ public func resnet8_infer_b64(
   }
   // s3_conv2 = conv2d(s3_conv1, s3_bn2)
   parallelFor(pool, 2) { part417 in
-    for ci418 in 0..<64 {
-      for co419 in 0..<32 {
-        var w420: Float = params[(38224 +% (((((part417 *% 32) +% co419) *% 64) +% ci418) *% 9))]
-        var w421: Float = (((params[(38224 +% (((((part417 *% 32) +% co419) *% 64) +% ci418) *% 9))] + params[((38224 +% (((((part417 *% 32) +% co419) *% 64) +% ci418) *% 9)) +% 3)]) + params[((38224 +% (((((part417 *% 32) +% co419) *% 64) +% ci418) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
-        var w422: Float = (((params[(38224 +% (((((part417 *% 32) +% co419) *% 64) +% ci418) *% 9))] + params[((38224 +% (((((part417 *% 32) +% co419) *% 64) +% ci418) *% 9)) +% 6)]) - params[((38224 +% (((((part417 *% 32) +% co419) *% 64) +% ci418) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
-        var w423: Float = params[((38224 +% (((((part417 *% 32) +% co419) *% 64) +% ci418) *% 9)) +% 6)]
-        var w424: Float = params[((38224 +% (((((part417 *% 32) +% co419) *% 64) +% ci418) *% 9)) +% 1)]
-        var w425: Float = (((params[((38224 +% (((((part417 *% 32) +% co419) *% 64) +% ci418) *% 9)) +% 1)] + params[((38224 +% (((((part417 *% 32) +% co419) *% 64) +% ci418) *% 9)) +% 4)]) + params[((38224 +% (((((part417 *% 32) +% co419) *% 64) +% ci418) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
-        var w426: Float = (((params[((38224 +% (((((part417 *% 32) +% co419) *% 64) +% ci418) *% 9)) +% 1)] + params[((38224 +% (((((part417 *% 32) +% co419) *% 64) +% ci418) *% 9)) +% 7)]) - params[((38224 +% (((((part417 *% 32) +% co419) *% 64) +% ci418) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
-        var w427: Float = params[((38224 +% (((((part417 *% 32) +% co419) *% 64) +% ci418) *% 9)) +% 7)]
-        var w428: Float = params[((38224 +% (((((part417 *% 32) +% co419) *% 64) +% ci418) *% 9)) +% 2)]
-        var w429: Float = (((params[((38224 +% (((((part417 *% 32) +% co419) *% 64) +% ci418) *% 9)) +% 2)] + params[((38224 +% (((((part417 *% 32) +% co419) *% 64) +% ci418) *% 9)) +% 5)]) + params[((38224 +% (((((part417 *% 32) +% co419) *% 64) +% ci418) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
-        var w430: Float = (((params[((38224 +% (((((part417 *% 32) +% co419) *% 64) +% ci418) *% 9)) +% 2)] + params[((38224 +% (((((part417 *% 32) +% co419) *% 64) +% ci418) *% 9)) +% 8)]) - params[((38224 +% (((((part417 *% 32) +% co419) *% 64) +% ci418) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
-        var w431: Float = params[((38224 +% (((((part417 *% 32) +% co419) *% 64) +% ci418) *% 9)) +% 8)]
-        var w432: Float = w420
-        var w433: Float = (((w420 + w424) + w428) * Float(bitPattern: 0x3f000000))
-        var w434: Float = (((w420 + w428) - w424) * Float(bitPattern: 0x3f000000))
-        var w435: Float = w428
-        var w436: Float = w421
-        var w437: Float = (((w421 + w425) + w429) * Float(bitPattern: 0x3f000000))
-        var w438: Float = (((w421 + w429) - w425) * Float(bitPattern: 0x3f000000))
-        var w439: Float = w429
-        var w440: Float = w422
-        var w441: Float = (((w422 + w426) + w430) * Float(bitPattern: 0x3f000000))
-        var w442: Float = (((w422 + w430) - w426) * Float(bitPattern: 0x3f000000))
-        var w443: Float = w430
-        var w444: Float = w423
-        var w445: Float = (((w423 + w427) + w431) * Float(bitPattern: 0x3f000000))
-        var w446: Float = (((w423 + w431) - w427) * Float(bitPattern: 0x3f000000))
-        var w447: Float = w431
-        arena[((262272 +% (ci418 *% 64)) +% ((part417 *% 32) +% co419))] = w432
-        arena[((266368 +% (ci418 *% 64)) +% ((part417 *% 32) +% co419))] = w433
-        arena[((270464 +% (ci418 *% 64)) +% ((part417 *% 32) +% co419))] = w434
-        arena[((274560 +% (ci418 *% 64)) +% ((part417 *% 32) +% co419))] = w435
-        arena[((278656 +% (ci418 *% 64)) +% ((part417 *% 32) +% co419))] = w436
-        arena[((282752 +% (ci418 *% 64)) +% ((part417 *% 32) +% co419))] = w437
-        arena[((286848 +% (ci418 *% 64)) +% ((part417 *% 32) +% co419))] = w438
-        arena[((290944 +% (ci418 *% 64)) +% ((part417 *% 32) +% co419))] = w439
-        arena[((295040 +% (ci418 *% 64)) +% ((part417 *% 32) +% co419))] = w440
-        arena[((299136 +% (ci418 *% 64)) +% ((part417 *% 32) +% co419))] = w441
-        arena[((303232 +% (ci418 *% 64)) +% ((part417 *% 32) +% co419))] = w442
-        arena[((307328 +% (ci418 *% 64)) +% ((part417 *% 32) +% co419))] = w443
-        arena[((311424 +% (ci418 *% 64)) +% ((part417 *% 32) +% co419))] = w444
-        arena[((315520 +% (ci418 *% 64)) +% ((part417 *% 32) +% co419))] = w445
-        arena[((319616 +% (ci418 *% 64)) +% ((part417 *% 32) +% co419))] = w446
-        arena[((323712 +% (ci418 *% 64)) +% ((part417 *% 32) +% co419))] = w447
+    do {  // scalar loops
+      for ci418 in 0..<64 {
+        for co419 in 0..<32 {
+          var w420: Float = params[(38224 +% (((((part417 *% 32) +% co419) *% 64) +% ci418) *% 9))]
+          var w421: Float = (((params[(38224 +% (((((part417 *% 32) +% co419) *% 64) +% ci418) *% 9))] + params[((38224 +% (((((part417 *% 32) +% co419) *% 64) +% ci418) *% 9)) +% 3)]) + params[((38224 +% (((((part417 *% 32) +% co419) *% 64) +% ci418) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
+          var w422: Float = (((params[(38224 +% (((((part417 *% 32) +% co419) *% 64) +% ci418) *% 9))] + params[((38224 +% (((((part417 *% 32) +% co419) *% 64) +% ci418) *% 9)) +% 6)]) - params[((38224 +% (((((part417 *% 32) +% co419) *% 64) +% ci418) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
+          var w423: Float = params[((38224 +% (((((part417 *% 32) +% co419) *% 64) +% ci418) *% 9)) +% 6)]
+          var w424: Float = params[((38224 +% (((((part417 *% 32) +% co419) *% 64) +% ci418) *% 9)) +% 1)]
+          var w425: Float = (((params[((38224 +% (((((part417 *% 32) +% co419) *% 64) +% ci418) *% 9)) +% 1)] + params[((38224 +% (((((part417 *% 32) +% co419) *% 64) +% ci418) *% 9)) +% 4)]) + params[((38224 +% (((((part417 *% 32) +% co419) *% 64) +% ci418) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
+          var w426: Float = (((params[((38224 +% (((((part417 *% 32) +% co419) *% 64) +% ci418) *% 9)) +% 1)] + params[((38224 +% (((((part417 *% 32) +% co419) *% 64) +% ci418) *% 9)) +% 7)]) - params[((38224 +% (((((part417 *% 32) +% co419) *% 64) +% ci418) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
+          var w427: Float = params[((38224 +% (((((part417 *% 32) +% co419) *% 64) +% ci418) *% 9)) +% 7)]
+          var w428: Float = params[((38224 +% (((((part417 *% 32) +% co419) *% 64) +% ci418) *% 9)) +% 2)]
+          var w429: Float = (((params[((38224 +% (((((part417 *% 32) +% co419) *% 64) +% ci418) *% 9)) +% 2)] + params[((38224 +% (((((part417 *% 32) +% co419) *% 64) +% ci418) *% 9)) +% 5)]) + params[((38224 +% (((((part417 *% 32) +% co419) *% 64) +% ci418) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
+          var w430: Float = (((params[((38224 +% (((((part417 *% 32) +% co419) *% 64) +% ci418) *% 9)) +% 2)] + params[((38224 +% (((((part417 *% 32) +% co419) *% 64) +% ci418) *% 9)) +% 8)]) - params[((38224 +% (((((part417 *% 32) +% co419) *% 64) +% ci418) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
+          var w431: Float = params[((38224 +% (((((part417 *% 32) +% co419) *% 64) +% ci418) *% 9)) +% 8)]
+          var w432: Float = w420
+          var w433: Float = (((w420 + w424) + w428) * Float(bitPattern: 0x3f000000))
+          var w434: Float = (((w420 + w428) - w424) * Float(bitPattern: 0x3f000000))
+          var w435: Float = w428
+          var w436: Float = w421
+          var w437: Float = (((w421 + w425) + w429) * Float(bitPattern: 0x3f000000))
+          var w438: Float = (((w421 + w429) - w425) * Float(bitPattern: 0x3f000000))
+          var w439: Float = w429
+          var w440: Float = w422
+          var w441: Float = (((w422 + w426) + w430) * Float(bitPattern: 0x3f000000))
+          var w442: Float = (((w422 + w430) - w426) * Float(bitPattern: 0x3f000000))
+          var w443: Float = w430
+          var w444: Float = w423
+          var w445: Float = (((w423 + w427) + w431) * Float(bitPattern: 0x3f000000))
+          var w446: Float = (((w423 + w431) - w427) * Float(bitPattern: 0x3f000000))
+          var w447: Float = w431
+          arena[((262272 +% (ci418 *% 64)) +% ((part417 *% 32) +% co419))] = w432
+          arena[((266368 +% (ci418 *% 64)) +% ((part417 *% 32) +% co419))] = w433
+          arena[((270464 +% (ci418 *% 64)) +% ((part417 *% 32) +% co419))] = w434
+          arena[((274560 +% (ci418 *% 64)) +% ((part417 *% 32) +% co419))] = w435
+          arena[((278656 +% (ci418 *% 64)) +% ((part417 *% 32) +% co419))] = w436
+          arena[((282752 +% (ci418 *% 64)) +% ((part417 *% 32) +% co419))] = w437
+          arena[((286848 +% (ci418 *% 64)) +% ((part417 *% 32) +% co419))] = w438
+          arena[((290944 +% (ci418 *% 64)) +% ((part417 *% 32) +% co419))] = w439
+          arena[((295040 +% (ci418 *% 64)) +% ((part417 *% 32) +% co419))] = w440
+          arena[((299136 +% (ci418 *% 64)) +% ((part417 *% 32) +% co419))] = w441
+          arena[((303232 +% (ci418 *% 64)) +% ((part417 *% 32) +% co419))] = w442
+          arena[((307328 +% (ci418 *% 64)) +% ((part417 *% 32) +% co419))] = w443
+          arena[((311424 +% (ci418 *% 64)) +% ((part417 *% 32) +% co419))] = w444
+          arena[((315520 +% (ci418 *% 64)) +% ((part417 *% 32) +% co419))] = w445
+          arena[((319616 +% (ci418 *% 64)) +% ((part417 *% 32) +% co419))] = w446
+          arena[((323712 +% (ci418 *% 64)) +% ((part417 *% 32) +% co419))] = w447
+        }
       }
     }
   }

@@ -403,52 +403,54 @@ public func simplecnn_train_b64(
     }
   }
   // conv2 = conv2d_relu_maxpool(conv1)
-  for ci68 in 0..<32 {
-    for co69 in 0..<64 {
-      var w70: Float = params[(320 +% (((co69 *% 32) +% ci68) *% 9))]
-      var w71: Float = (((params[(320 +% (((co69 *% 32) +% ci68) *% 9))] + params[((320 +% (((co69 *% 32) +% ci68) *% 9)) +% 3)]) + params[((320 +% (((co69 *% 32) +% ci68) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
-      var w72: Float = (((params[(320 +% (((co69 *% 32) +% ci68) *% 9))] + params[((320 +% (((co69 *% 32) +% ci68) *% 9)) +% 6)]) - params[((320 +% (((co69 *% 32) +% ci68) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
-      var w73: Float = params[((320 +% (((co69 *% 32) +% ci68) *% 9)) +% 6)]
-      var w74: Float = params[((320 +% (((co69 *% 32) +% ci68) *% 9)) +% 1)]
-      var w75: Float = (((params[((320 +% (((co69 *% 32) +% ci68) *% 9)) +% 1)] + params[((320 +% (((co69 *% 32) +% ci68) *% 9)) +% 4)]) + params[((320 +% (((co69 *% 32) +% ci68) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
-      var w76: Float = (((params[((320 +% (((co69 *% 32) +% ci68) *% 9)) +% 1)] + params[((320 +% (((co69 *% 32) +% ci68) *% 9)) +% 7)]) - params[((320 +% (((co69 *% 32) +% ci68) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
-      var w77: Float = params[((320 +% (((co69 *% 32) +% ci68) *% 9)) +% 7)]
-      var w78: Float = params[((320 +% (((co69 *% 32) +% ci68) *% 9)) +% 2)]
-      var w79: Float = (((params[((320 +% (((co69 *% 32) +% ci68) *% 9)) +% 2)] + params[((320 +% (((co69 *% 32) +% ci68) *% 9)) +% 5)]) + params[((320 +% (((co69 *% 32) +% ci68) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
-      var w80: Float = (((params[((320 +% (((co69 *% 32) +% ci68) *% 9)) +% 2)] + params[((320 +% (((co69 *% 32) +% ci68) *% 9)) +% 8)]) - params[((320 +% (((co69 *% 32) +% ci68) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
-      var w81: Float = params[((320 +% (((co69 *% 32) +% ci68) *% 9)) +% 8)]
-      var w82: Float = w70
-      var w83: Float = (((w70 + w74) + w78) * Float(bitPattern: 0x3f000000))
-      var w84: Float = (((w70 + w78) - w74) * Float(bitPattern: 0x3f000000))
-      var w85: Float = w78
-      var w86: Float = w71
-      var w87: Float = (((w71 + w75) + w79) * Float(bitPattern: 0x3f000000))
-      var w88: Float = (((w71 + w79) - w75) * Float(bitPattern: 0x3f000000))
-      var w89: Float = w79
-      var w90: Float = w72
-      var w91: Float = (((w72 + w76) + w80) * Float(bitPattern: 0x3f000000))
-      var w92: Float = (((w72 + w80) - w76) * Float(bitPattern: 0x3f000000))
-      var w93: Float = w80
-      var w94: Float = w73
-      var w95: Float = (((w73 + w77) + w81) * Float(bitPattern: 0x3f000000))
-      var w96: Float = (((w73 + w81) - w77) * Float(bitPattern: 0x3f000000))
-      var w97: Float = w81
-      arena[((1204224 +% (ci68 *% 64)) +% co69)] = w82
-      arena[((1206272 +% (ci68 *% 64)) +% co69)] = w83
-      arena[((1208320 +% (ci68 *% 64)) +% co69)] = w84
-      arena[((1210368 +% (ci68 *% 64)) +% co69)] = w85
-      arena[((1212416 +% (ci68 *% 64)) +% co69)] = w86
-      arena[((1214464 +% (ci68 *% 64)) +% co69)] = w87
-      arena[((1216512 +% (ci68 *% 64)) +% co69)] = w88
-      arena[((1218560 +% (ci68 *% 64)) +% co69)] = w89
-      arena[((1220608 +% (ci68 *% 64)) +% co69)] = w90
-      arena[((1222656 +% (ci68 *% 64)) +% co69)] = w91
-      arena[((1224704 +% (ci68 *% 64)) +% co69)] = w92
-      arena[((1226752 +% (ci68 *% 64)) +% co69)] = w93
-      arena[((1228800 +% (ci68 *% 64)) +% co69)] = w94
-      arena[((1230848 +% (ci68 *% 64)) +% co69)] = w95
-      arena[((1232896 +% (ci68 *% 64)) +% co69)] = w96
-      arena[((1234944 +% (ci68 *% 64)) +% co69)] = w97
+  do {  // scalar loops
+    for ci68 in 0..<32 {
+      for co69 in 0..<64 {
+        var w70: Float = params[(320 +% (((co69 *% 32) +% ci68) *% 9))]
+        var w71: Float = (((params[(320 +% (((co69 *% 32) +% ci68) *% 9))] + params[((320 +% (((co69 *% 32) +% ci68) *% 9)) +% 3)]) + params[((320 +% (((co69 *% 32) +% ci68) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
+        var w72: Float = (((params[(320 +% (((co69 *% 32) +% ci68) *% 9))] + params[((320 +% (((co69 *% 32) +% ci68) *% 9)) +% 6)]) - params[((320 +% (((co69 *% 32) +% ci68) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
+        var w73: Float = params[((320 +% (((co69 *% 32) +% ci68) *% 9)) +% 6)]
+        var w74: Float = params[((320 +% (((co69 *% 32) +% ci68) *% 9)) +% 1)]
+        var w75: Float = (((params[((320 +% (((co69 *% 32) +% ci68) *% 9)) +% 1)] + params[((320 +% (((co69 *% 32) +% ci68) *% 9)) +% 4)]) + params[((320 +% (((co69 *% 32) +% ci68) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
+        var w76: Float = (((params[((320 +% (((co69 *% 32) +% ci68) *% 9)) +% 1)] + params[((320 +% (((co69 *% 32) +% ci68) *% 9)) +% 7)]) - params[((320 +% (((co69 *% 32) +% ci68) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
+        var w77: Float = params[((320 +% (((co69 *% 32) +% ci68) *% 9)) +% 7)]
+        var w78: Float = params[((320 +% (((co69 *% 32) +% ci68) *% 9)) +% 2)]
+        var w79: Float = (((params[((320 +% (((co69 *% 32) +% ci68) *% 9)) +% 2)] + params[((320 +% (((co69 *% 32) +% ci68) *% 9)) +% 5)]) + params[((320 +% (((co69 *% 32) +% ci68) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
+        var w80: Float = (((params[((320 +% (((co69 *% 32) +% ci68) *% 9)) +% 2)] + params[((320 +% (((co69 *% 32) +% ci68) *% 9)) +% 8)]) - params[((320 +% (((co69 *% 32) +% ci68) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
+        var w81: Float = params[((320 +% (((co69 *% 32) +% ci68) *% 9)) +% 8)]
+        var w82: Float = w70
+        var w83: Float = (((w70 + w74) + w78) * Float(bitPattern: 0x3f000000))
+        var w84: Float = (((w70 + w78) - w74) * Float(bitPattern: 0x3f000000))
+        var w85: Float = w78
+        var w86: Float = w71
+        var w87: Float = (((w71 + w75) + w79) * Float(bitPattern: 0x3f000000))
+        var w88: Float = (((w71 + w79) - w75) * Float(bitPattern: 0x3f000000))
+        var w89: Float = w79
+        var w90: Float = w72
+        var w91: Float = (((w72 + w76) + w80) * Float(bitPattern: 0x3f000000))
+        var w92: Float = (((w72 + w80) - w76) * Float(bitPattern: 0x3f000000))
+        var w93: Float = w80
+        var w94: Float = w73
+        var w95: Float = (((w73 + w77) + w81) * Float(bitPattern: 0x3f000000))
+        var w96: Float = (((w73 + w81) - w77) * Float(bitPattern: 0x3f000000))
+        var w97: Float = w81
+        arena[((1204224 +% (ci68 *% 64)) +% co69)] = w82
+        arena[((1206272 +% (ci68 *% 64)) +% co69)] = w83
+        arena[((1208320 +% (ci68 *% 64)) +% co69)] = w84
+        arena[((1210368 +% (ci68 *% 64)) +% co69)] = w85
+        arena[((1212416 +% (ci68 *% 64)) +% co69)] = w86
+        arena[((1214464 +% (ci68 *% 64)) +% co69)] = w87
+        arena[((1216512 +% (ci68 *% 64)) +% co69)] = w88
+        arena[((1218560 +% (ci68 *% 64)) +% co69)] = w89
+        arena[((1220608 +% (ci68 *% 64)) +% co69)] = w90
+        arena[((1222656 +% (ci68 *% 64)) +% co69)] = w91
+        arena[((1224704 +% (ci68 *% 64)) +% co69)] = w92
+        arena[((1226752 +% (ci68 *% 64)) +% co69)] = w93
+        arena[((1228800 +% (ci68 *% 64)) +% co69)] = w94
+        arena[((1230848 +% (ci68 *% 64)) +% co69)] = w95
+        arena[((1232896 +% (ci68 *% 64)) +% co69)] = w96
+        arena[((1234944 +% (ci68 *% 64)) +% co69)] = w97
+      }
     }
   }
   for i98 in 0..<1024 {
@@ -1167,38 +1169,40 @@ public func simplecnn_train_b64(
       sgemm(101, 112, 111, 32, 64, 49, 1, arena + (811008 +% (xi339 *% 1568)), 32, arena + (848640 +% (xi339 *% 3136)), 64, Float(bitPattern: 0x3f800000), arena + (898816 +% (xi339 *% 2048)), 64)
     }
   }
-  for f340 in 0..<64 {
-    for c341 in 0..<32 {
-      var w342: Float = (((arena[((898816 +% (c341 *% 64)) +% f340)] * Float(1)) + (arena[((907008 +% (c341 *% 64)) +% f340)] * Float(bitPattern: 0x3f000000))) + (arena[((915200 +% (c341 *% 64)) +% f340)] * Float(bitPattern: 0x3f000000)))
-      var w343: Float = ((arena[((907008 +% (c341 *% 64)) +% f340)] - arena[((915200 +% (c341 *% 64)) +% f340)]) * Float(bitPattern: 0x3f000000))
-      var w344: Float = (((arena[((907008 +% (c341 *% 64)) +% f340)] * Float(bitPattern: 0x3f000000)) + (arena[((915200 +% (c341 *% 64)) +% f340)] * Float(bitPattern: 0x3f000000))) + (arena[((923392 +% (c341 *% 64)) +% f340)] * Float(1)))
-      var w345: Float = (((arena[((900864 +% (c341 *% 64)) +% f340)] * Float(1)) + (arena[((909056 +% (c341 *% 64)) +% f340)] * Float(bitPattern: 0x3f000000))) + (arena[((917248 +% (c341 *% 64)) +% f340)] * Float(bitPattern: 0x3f000000)))
-      var w346: Float = ((arena[((909056 +% (c341 *% 64)) +% f340)] - arena[((917248 +% (c341 *% 64)) +% f340)]) * Float(bitPattern: 0x3f000000))
-      var w347: Float = (((arena[((909056 +% (c341 *% 64)) +% f340)] * Float(bitPattern: 0x3f000000)) + (arena[((917248 +% (c341 *% 64)) +% f340)] * Float(bitPattern: 0x3f000000))) + (arena[((925440 +% (c341 *% 64)) +% f340)] * Float(1)))
-      var w348: Float = (((arena[((902912 +% (c341 *% 64)) +% f340)] * Float(1)) + (arena[((911104 +% (c341 *% 64)) +% f340)] * Float(bitPattern: 0x3f000000))) + (arena[((919296 +% (c341 *% 64)) +% f340)] * Float(bitPattern: 0x3f000000)))
-      var w349: Float = ((arena[((911104 +% (c341 *% 64)) +% f340)] - arena[((919296 +% (c341 *% 64)) +% f340)]) * Float(bitPattern: 0x3f000000))
-      var w350: Float = (((arena[((911104 +% (c341 *% 64)) +% f340)] * Float(bitPattern: 0x3f000000)) + (arena[((919296 +% (c341 *% 64)) +% f340)] * Float(bitPattern: 0x3f000000))) + (arena[((927488 +% (c341 *% 64)) +% f340)] * Float(1)))
-      var w351: Float = (((arena[((904960 +% (c341 *% 64)) +% f340)] * Float(1)) + (arena[((913152 +% (c341 *% 64)) +% f340)] * Float(bitPattern: 0x3f000000))) + (arena[((921344 +% (c341 *% 64)) +% f340)] * Float(bitPattern: 0x3f000000)))
-      var w352: Float = ((arena[((913152 +% (c341 *% 64)) +% f340)] - arena[((921344 +% (c341 *% 64)) +% f340)]) * Float(bitPattern: 0x3f000000))
-      var w353: Float = (((arena[((913152 +% (c341 *% 64)) +% f340)] * Float(bitPattern: 0x3f000000)) + (arena[((921344 +% (c341 *% 64)) +% f340)] * Float(bitPattern: 0x3f000000))) + (arena[((929536 +% (c341 *% 64)) +% f340)] * Float(1)))
-      var w354: Float = (((w342 * Float(1)) + (w345 * Float(bitPattern: 0x3f000000))) + (w348 * Float(bitPattern: 0x3f000000)))
-      var w355: Float = ((w345 - w348) * Float(bitPattern: 0x3f000000))
-      var w356: Float = (((w345 * Float(bitPattern: 0x3f000000)) + (w348 * Float(bitPattern: 0x3f000000))) + (w351 * Float(1)))
-      var w357: Float = (((w343 * Float(1)) + (w346 * Float(bitPattern: 0x3f000000))) + (w349 * Float(bitPattern: 0x3f000000)))
-      var w358: Float = ((w346 - w349) * Float(bitPattern: 0x3f000000))
-      var w359: Float = (((w346 * Float(bitPattern: 0x3f000000)) + (w349 * Float(bitPattern: 0x3f000000))) + (w352 * Float(1)))
-      var w360: Float = (((w344 * Float(1)) + (w347 * Float(bitPattern: 0x3f000000))) + (w350 * Float(bitPattern: 0x3f000000)))
-      var w361: Float = ((w347 - w350) * Float(bitPattern: 0x3f000000))
-      var w362: Float = (((w347 * Float(bitPattern: 0x3f000000)) + (w350 * Float(bitPattern: 0x3f000000))) + (w353 * Float(1)))
-      grads[(320 +% (((f340 *% 32) +% c341) *% 9))] = w354
-      grads[((320 +% (((f340 *% 32) +% c341) *% 9)) +% 1)] = w355
-      grads[((320 +% (((f340 *% 32) +% c341) *% 9)) +% 2)] = w356
-      grads[((320 +% (((f340 *% 32) +% c341) *% 9)) +% 3)] = w357
-      grads[((320 +% (((f340 *% 32) +% c341) *% 9)) +% 4)] = w358
-      grads[((320 +% (((f340 *% 32) +% c341) *% 9)) +% 5)] = w359
-      grads[((320 +% (((f340 *% 32) +% c341) *% 9)) +% 6)] = w360
-      grads[((320 +% (((f340 *% 32) +% c341) *% 9)) +% 7)] = w361
-      grads[((320 +% (((f340 *% 32) +% c341) *% 9)) +% 8)] = w362
+  do {  // scalar loops
+    for f340 in 0..<64 {
+      for c341 in 0..<32 {
+        var w342: Float = (((arena[((898816 +% (c341 *% 64)) +% f340)] * Float(1)) + (arena[((907008 +% (c341 *% 64)) +% f340)] * Float(bitPattern: 0x3f000000))) + (arena[((915200 +% (c341 *% 64)) +% f340)] * Float(bitPattern: 0x3f000000)))
+        var w343: Float = ((arena[((907008 +% (c341 *% 64)) +% f340)] - arena[((915200 +% (c341 *% 64)) +% f340)]) * Float(bitPattern: 0x3f000000))
+        var w344: Float = (((arena[((907008 +% (c341 *% 64)) +% f340)] * Float(bitPattern: 0x3f000000)) + (arena[((915200 +% (c341 *% 64)) +% f340)] * Float(bitPattern: 0x3f000000))) + (arena[((923392 +% (c341 *% 64)) +% f340)] * Float(1)))
+        var w345: Float = (((arena[((900864 +% (c341 *% 64)) +% f340)] * Float(1)) + (arena[((909056 +% (c341 *% 64)) +% f340)] * Float(bitPattern: 0x3f000000))) + (arena[((917248 +% (c341 *% 64)) +% f340)] * Float(bitPattern: 0x3f000000)))
+        var w346: Float = ((arena[((909056 +% (c341 *% 64)) +% f340)] - arena[((917248 +% (c341 *% 64)) +% f340)]) * Float(bitPattern: 0x3f000000))
+        var w347: Float = (((arena[((909056 +% (c341 *% 64)) +% f340)] * Float(bitPattern: 0x3f000000)) + (arena[((917248 +% (c341 *% 64)) +% f340)] * Float(bitPattern: 0x3f000000))) + (arena[((925440 +% (c341 *% 64)) +% f340)] * Float(1)))
+        var w348: Float = (((arena[((902912 +% (c341 *% 64)) +% f340)] * Float(1)) + (arena[((911104 +% (c341 *% 64)) +% f340)] * Float(bitPattern: 0x3f000000))) + (arena[((919296 +% (c341 *% 64)) +% f340)] * Float(bitPattern: 0x3f000000)))
+        var w349: Float = ((arena[((911104 +% (c341 *% 64)) +% f340)] - arena[((919296 +% (c341 *% 64)) +% f340)]) * Float(bitPattern: 0x3f000000))
+        var w350: Float = (((arena[((911104 +% (c341 *% 64)) +% f340)] * Float(bitPattern: 0x3f000000)) + (arena[((919296 +% (c341 *% 64)) +% f340)] * Float(bitPattern: 0x3f000000))) + (arena[((927488 +% (c341 *% 64)) +% f340)] * Float(1)))
+        var w351: Float = (((arena[((904960 +% (c341 *% 64)) +% f340)] * Float(1)) + (arena[((913152 +% (c341 *% 64)) +% f340)] * Float(bitPattern: 0x3f000000))) + (arena[((921344 +% (c341 *% 64)) +% f340)] * Float(bitPattern: 0x3f000000)))
+        var w352: Float = ((arena[((913152 +% (c341 *% 64)) +% f340)] - arena[((921344 +% (c341 *% 64)) +% f340)]) * Float(bitPattern: 0x3f000000))
+        var w353: Float = (((arena[((913152 +% (c341 *% 64)) +% f340)] * Float(bitPattern: 0x3f000000)) + (arena[((921344 +% (c341 *% 64)) +% f340)] * Float(bitPattern: 0x3f000000))) + (arena[((929536 +% (c341 *% 64)) +% f340)] * Float(1)))
+        var w354: Float = (((w342 * Float(1)) + (w345 * Float(bitPattern: 0x3f000000))) + (w348 * Float(bitPattern: 0x3f000000)))
+        var w355: Float = ((w345 - w348) * Float(bitPattern: 0x3f000000))
+        var w356: Float = (((w345 * Float(bitPattern: 0x3f000000)) + (w348 * Float(bitPattern: 0x3f000000))) + (w351 * Float(1)))
+        var w357: Float = (((w343 * Float(1)) + (w346 * Float(bitPattern: 0x3f000000))) + (w349 * Float(bitPattern: 0x3f000000)))
+        var w358: Float = ((w346 - w349) * Float(bitPattern: 0x3f000000))
+        var w359: Float = (((w346 * Float(bitPattern: 0x3f000000)) + (w349 * Float(bitPattern: 0x3f000000))) + (w352 * Float(1)))
+        var w360: Float = (((w344 * Float(1)) + (w347 * Float(bitPattern: 0x3f000000))) + (w350 * Float(bitPattern: 0x3f000000)))
+        var w361: Float = ((w347 - w350) * Float(bitPattern: 0x3f000000))
+        var w362: Float = (((w347 * Float(bitPattern: 0x3f000000)) + (w350 * Float(bitPattern: 0x3f000000))) + (w353 * Float(1)))
+        grads[(320 +% (((f340 *% 32) +% c341) *% 9))] = w354
+        grads[((320 +% (((f340 *% 32) +% c341) *% 9)) +% 1)] = w355
+        grads[((320 +% (((f340 *% 32) +% c341) *% 9)) +% 2)] = w356
+        grads[((320 +% (((f340 *% 32) +% c341) *% 9)) +% 3)] = w357
+        grads[((320 +% (((f340 *% 32) +% c341) *% 9)) +% 4)] = w358
+        grads[((320 +% (((f340 *% 32) +% c341) *% 9)) +% 5)] = w359
+        grads[((320 +% (((f340 *% 32) +% c341) *% 9)) +% 6)] = w360
+        grads[((320 +% (((f340 *% 32) +% c341) *% 9)) +% 7)] = w361
+        grads[((320 +% (((f340 *% 32) +% c341) *% 9)) +% 8)] = w362
+      }
     }
   }
   // conv2_bias_grad = conv2d_grad_bias(conv2_grad)
@@ -1221,52 +1225,54 @@ public func simplecnn_train_b64(
     grads[(18752 +% f363)] = sum373
   }
   // pool1_grad = conv2d_grad_input(conv2_grad, conv2.weight, conv1)
-  for ci374 in 0..<64 {
-    for co375 in 0..<32 {
-      var w376: Float = params[((320 +% (((ci374 *% 32) +% co375) *% 9)) +% 8)]
-      var w377: Float = (((params[((320 +% (((ci374 *% 32) +% co375) *% 9)) +% 8)] + params[((320 +% (((ci374 *% 32) +% co375) *% 9)) +% 5)]) + params[((320 +% (((ci374 *% 32) +% co375) *% 9)) +% 2)]) * Float(bitPattern: 0x3f000000))
-      var w378: Float = (((params[((320 +% (((ci374 *% 32) +% co375) *% 9)) +% 8)] + params[((320 +% (((ci374 *% 32) +% co375) *% 9)) +% 2)]) - params[((320 +% (((ci374 *% 32) +% co375) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
-      var w379: Float = params[((320 +% (((ci374 *% 32) +% co375) *% 9)) +% 2)]
-      var w380: Float = params[((320 +% (((ci374 *% 32) +% co375) *% 9)) +% 7)]
-      var w381: Float = (((params[((320 +% (((ci374 *% 32) +% co375) *% 9)) +% 7)] + params[((320 +% (((ci374 *% 32) +% co375) *% 9)) +% 4)]) + params[((320 +% (((ci374 *% 32) +% co375) *% 9)) +% 1)]) * Float(bitPattern: 0x3f000000))
-      var w382: Float = (((params[((320 +% (((ci374 *% 32) +% co375) *% 9)) +% 7)] + params[((320 +% (((ci374 *% 32) +% co375) *% 9)) +% 1)]) - params[((320 +% (((ci374 *% 32) +% co375) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
-      var w383: Float = params[((320 +% (((ci374 *% 32) +% co375) *% 9)) +% 1)]
-      var w384: Float = params[((320 +% (((ci374 *% 32) +% co375) *% 9)) +% 6)]
-      var w385: Float = (((params[((320 +% (((ci374 *% 32) +% co375) *% 9)) +% 6)] + params[((320 +% (((ci374 *% 32) +% co375) *% 9)) +% 3)]) + params[(320 +% (((ci374 *% 32) +% co375) *% 9))]) * Float(bitPattern: 0x3f000000))
-      var w386: Float = (((params[((320 +% (((ci374 *% 32) +% co375) *% 9)) +% 6)] + params[(320 +% (((ci374 *% 32) +% co375) *% 9))]) - params[((320 +% (((ci374 *% 32) +% co375) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
-      var w387: Float = params[(320 +% (((ci374 *% 32) +% co375) *% 9))]
-      var w388: Float = w376
-      var w389: Float = (((w376 + w380) + w384) * Float(bitPattern: 0x3f000000))
-      var w390: Float = (((w376 + w384) - w380) * Float(bitPattern: 0x3f000000))
-      var w391: Float = w384
-      var w392: Float = w377
-      var w393: Float = (((w377 + w381) + w385) * Float(bitPattern: 0x3f000000))
-      var w394: Float = (((w377 + w385) - w381) * Float(bitPattern: 0x3f000000))
-      var w395: Float = w385
-      var w396: Float = w378
-      var w397: Float = (((w378 + w382) + w386) * Float(bitPattern: 0x3f000000))
-      var w398: Float = (((w378 + w386) - w382) * Float(bitPattern: 0x3f000000))
-      var w399: Float = w386
-      var w400: Float = w379
-      var w401: Float = (((w379 + w383) + w387) * Float(bitPattern: 0x3f000000))
-      var w402: Float = (((w379 + w387) - w383) * Float(bitPattern: 0x3f000000))
-      var w403: Float = w387
-      arena[((1221264 +% (ci374 *% 32)) +% co375)] = w388
-      arena[((1223312 +% (ci374 *% 32)) +% co375)] = w389
-      arena[((1225360 +% (ci374 *% 32)) +% co375)] = w390
-      arena[((1227408 +% (ci374 *% 32)) +% co375)] = w391
-      arena[((1229456 +% (ci374 *% 32)) +% co375)] = w392
-      arena[((1231504 +% (ci374 *% 32)) +% co375)] = w393
-      arena[((1233552 +% (ci374 *% 32)) +% co375)] = w394
-      arena[((1235600 +% (ci374 *% 32)) +% co375)] = w395
-      arena[((1237648 +% (ci374 *% 32)) +% co375)] = w396
-      arena[((1239696 +% (ci374 *% 32)) +% co375)] = w397
-      arena[((1241744 +% (ci374 *% 32)) +% co375)] = w398
-      arena[((1243792 +% (ci374 *% 32)) +% co375)] = w399
-      arena[((1245840 +% (ci374 *% 32)) +% co375)] = w400
-      arena[((1247888 +% (ci374 *% 32)) +% co375)] = w401
-      arena[((1249936 +% (ci374 *% 32)) +% co375)] = w402
-      arena[((1251984 +% (ci374 *% 32)) +% co375)] = w403
+  do {  // scalar loops
+    for ci374 in 0..<64 {
+      for co375 in 0..<32 {
+        var w376: Float = params[((320 +% (((ci374 *% 32) +% co375) *% 9)) +% 8)]
+        var w377: Float = (((params[((320 +% (((ci374 *% 32) +% co375) *% 9)) +% 8)] + params[((320 +% (((ci374 *% 32) +% co375) *% 9)) +% 5)]) + params[((320 +% (((ci374 *% 32) +% co375) *% 9)) +% 2)]) * Float(bitPattern: 0x3f000000))
+        var w378: Float = (((params[((320 +% (((ci374 *% 32) +% co375) *% 9)) +% 8)] + params[((320 +% (((ci374 *% 32) +% co375) *% 9)) +% 2)]) - params[((320 +% (((ci374 *% 32) +% co375) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
+        var w379: Float = params[((320 +% (((ci374 *% 32) +% co375) *% 9)) +% 2)]
+        var w380: Float = params[((320 +% (((ci374 *% 32) +% co375) *% 9)) +% 7)]
+        var w381: Float = (((params[((320 +% (((ci374 *% 32) +% co375) *% 9)) +% 7)] + params[((320 +% (((ci374 *% 32) +% co375) *% 9)) +% 4)]) + params[((320 +% (((ci374 *% 32) +% co375) *% 9)) +% 1)]) * Float(bitPattern: 0x3f000000))
+        var w382: Float = (((params[((320 +% (((ci374 *% 32) +% co375) *% 9)) +% 7)] + params[((320 +% (((ci374 *% 32) +% co375) *% 9)) +% 1)]) - params[((320 +% (((ci374 *% 32) +% co375) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
+        var w383: Float = params[((320 +% (((ci374 *% 32) +% co375) *% 9)) +% 1)]
+        var w384: Float = params[((320 +% (((ci374 *% 32) +% co375) *% 9)) +% 6)]
+        var w385: Float = (((params[((320 +% (((ci374 *% 32) +% co375) *% 9)) +% 6)] + params[((320 +% (((ci374 *% 32) +% co375) *% 9)) +% 3)]) + params[(320 +% (((ci374 *% 32) +% co375) *% 9))]) * Float(bitPattern: 0x3f000000))
+        var w386: Float = (((params[((320 +% (((ci374 *% 32) +% co375) *% 9)) +% 6)] + params[(320 +% (((ci374 *% 32) +% co375) *% 9))]) - params[((320 +% (((ci374 *% 32) +% co375) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
+        var w387: Float = params[(320 +% (((ci374 *% 32) +% co375) *% 9))]
+        var w388: Float = w376
+        var w389: Float = (((w376 + w380) + w384) * Float(bitPattern: 0x3f000000))
+        var w390: Float = (((w376 + w384) - w380) * Float(bitPattern: 0x3f000000))
+        var w391: Float = w384
+        var w392: Float = w377
+        var w393: Float = (((w377 + w381) + w385) * Float(bitPattern: 0x3f000000))
+        var w394: Float = (((w377 + w385) - w381) * Float(bitPattern: 0x3f000000))
+        var w395: Float = w385
+        var w396: Float = w378
+        var w397: Float = (((w378 + w382) + w386) * Float(bitPattern: 0x3f000000))
+        var w398: Float = (((w378 + w386) - w382) * Float(bitPattern: 0x3f000000))
+        var w399: Float = w386
+        var w400: Float = w379
+        var w401: Float = (((w379 + w383) + w387) * Float(bitPattern: 0x3f000000))
+        var w402: Float = (((w379 + w387) - w383) * Float(bitPattern: 0x3f000000))
+        var w403: Float = w387
+        arena[((1221264 +% (ci374 *% 32)) +% co375)] = w388
+        arena[((1223312 +% (ci374 *% 32)) +% co375)] = w389
+        arena[((1225360 +% (ci374 *% 32)) +% co375)] = w390
+        arena[((1227408 +% (ci374 *% 32)) +% co375)] = w391
+        arena[((1229456 +% (ci374 *% 32)) +% co375)] = w392
+        arena[((1231504 +% (ci374 *% 32)) +% co375)] = w393
+        arena[((1233552 +% (ci374 *% 32)) +% co375)] = w394
+        arena[((1235600 +% (ci374 *% 32)) +% co375)] = w395
+        arena[((1237648 +% (ci374 *% 32)) +% co375)] = w396
+        arena[((1239696 +% (ci374 *% 32)) +% co375)] = w397
+        arena[((1241744 +% (ci374 *% 32)) +% co375)] = w398
+        arena[((1243792 +% (ci374 *% 32)) +% co375)] = w399
+        arena[((1245840 +% (ci374 *% 32)) +% co375)] = w400
+        arena[((1247888 +% (ci374 *% 32)) +% co375)] = w401
+        arena[((1249936 +% (ci374 *% 32)) +% co375)] = w402
+        arena[((1251984 +% (ci374 *% 32)) +% co375)] = w403
+      }
     }
   }
   for i404 in 0..<2048 {
@@ -2003,52 +2009,54 @@ public func simplecnn_infer_b64(
   }
   // conv2 = conv2d_relu_maxpool(conv1)
   parallelFor(pool, 2) { part68 in
-    for ci69 in 0..<32 {
-      for co70 in 0..<32 {
-        var w71: Float = params[(320 +% (((((part68 *% 32) +% co70) *% 32) +% ci69) *% 9))]
-        var w72: Float = (((params[(320 +% (((((part68 *% 32) +% co70) *% 32) +% ci69) *% 9))] + params[((320 +% (((((part68 *% 32) +% co70) *% 32) +% ci69) *% 9)) +% 3)]) + params[((320 +% (((((part68 *% 32) +% co70) *% 32) +% ci69) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
-        var w73: Float = (((params[(320 +% (((((part68 *% 32) +% co70) *% 32) +% ci69) *% 9))] + params[((320 +% (((((part68 *% 32) +% co70) *% 32) +% ci69) *% 9)) +% 6)]) - params[((320 +% (((((part68 *% 32) +% co70) *% 32) +% ci69) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
-        var w74: Float = params[((320 +% (((((part68 *% 32) +% co70) *% 32) +% ci69) *% 9)) +% 6)]
-        var w75: Float = params[((320 +% (((((part68 *% 32) +% co70) *% 32) +% ci69) *% 9)) +% 1)]
-        var w76: Float = (((params[((320 +% (((((part68 *% 32) +% co70) *% 32) +% ci69) *% 9)) +% 1)] + params[((320 +% (((((part68 *% 32) +% co70) *% 32) +% ci69) *% 9)) +% 4)]) + params[((320 +% (((((part68 *% 32) +% co70) *% 32) +% ci69) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
-        var w77: Float = (((params[((320 +% (((((part68 *% 32) +% co70) *% 32) +% ci69) *% 9)) +% 1)] + params[((320 +% (((((part68 *% 32) +% co70) *% 32) +% ci69) *% 9)) +% 7)]) - params[((320 +% (((((part68 *% 32) +% co70) *% 32) +% ci69) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
-        var w78: Float = params[((320 +% (((((part68 *% 32) +% co70) *% 32) +% ci69) *% 9)) +% 7)]
-        var w79: Float = params[((320 +% (((((part68 *% 32) +% co70) *% 32) +% ci69) *% 9)) +% 2)]
-        var w80: Float = (((params[((320 +% (((((part68 *% 32) +% co70) *% 32) +% ci69) *% 9)) +% 2)] + params[((320 +% (((((part68 *% 32) +% co70) *% 32) +% ci69) *% 9)) +% 5)]) + params[((320 +% (((((part68 *% 32) +% co70) *% 32) +% ci69) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
-        var w81: Float = (((params[((320 +% (((((part68 *% 32) +% co70) *% 32) +% ci69) *% 9)) +% 2)] + params[((320 +% (((((part68 *% 32) +% co70) *% 32) +% ci69) *% 9)) +% 8)]) - params[((320 +% (((((part68 *% 32) +% co70) *% 32) +% ci69) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
-        var w82: Float = params[((320 +% (((((part68 *% 32) +% co70) *% 32) +% ci69) *% 9)) +% 8)]
-        var w83: Float = w71
-        var w84: Float = (((w71 + w75) + w79) * Float(bitPattern: 0x3f000000))
-        var w85: Float = (((w71 + w79) - w75) * Float(bitPattern: 0x3f000000))
-        var w86: Float = w79
-        var w87: Float = w72
-        var w88: Float = (((w72 + w76) + w80) * Float(bitPattern: 0x3f000000))
-        var w89: Float = (((w72 + w80) - w76) * Float(bitPattern: 0x3f000000))
-        var w90: Float = w80
-        var w91: Float = w73
-        var w92: Float = (((w73 + w77) + w81) * Float(bitPattern: 0x3f000000))
-        var w93: Float = (((w73 + w81) - w77) * Float(bitPattern: 0x3f000000))
-        var w94: Float = w81
-        var w95: Float = w74
-        var w96: Float = (((w74 + w78) + w82) * Float(bitPattern: 0x3f000000))
-        var w97: Float = (((w74 + w82) - w78) * Float(bitPattern: 0x3f000000))
-        var w98: Float = w82
-        arena[((802816 +% (ci69 *% 64)) +% ((part68 *% 32) +% co70))] = w83
-        arena[((804864 +% (ci69 *% 64)) +% ((part68 *% 32) +% co70))] = w84
-        arena[((806912 +% (ci69 *% 64)) +% ((part68 *% 32) +% co70))] = w85
-        arena[((808960 +% (ci69 *% 64)) +% ((part68 *% 32) +% co70))] = w86
-        arena[((811008 +% (ci69 *% 64)) +% ((part68 *% 32) +% co70))] = w87
-        arena[((813056 +% (ci69 *% 64)) +% ((part68 *% 32) +% co70))] = w88
-        arena[((815104 +% (ci69 *% 64)) +% ((part68 *% 32) +% co70))] = w89
-        arena[((817152 +% (ci69 *% 64)) +% ((part68 *% 32) +% co70))] = w90
-        arena[((819200 +% (ci69 *% 64)) +% ((part68 *% 32) +% co70))] = w91
-        arena[((821248 +% (ci69 *% 64)) +% ((part68 *% 32) +% co70))] = w92
-        arena[((823296 +% (ci69 *% 64)) +% ((part68 *% 32) +% co70))] = w93
-        arena[((825344 +% (ci69 *% 64)) +% ((part68 *% 32) +% co70))] = w94
-        arena[((827392 +% (ci69 *% 64)) +% ((part68 *% 32) +% co70))] = w95
-        arena[((829440 +% (ci69 *% 64)) +% ((part68 *% 32) +% co70))] = w96
-        arena[((831488 +% (ci69 *% 64)) +% ((part68 *% 32) +% co70))] = w97
-        arena[((833536 +% (ci69 *% 64)) +% ((part68 *% 32) +% co70))] = w98
+    do {  // scalar loops
+      for ci69 in 0..<32 {
+        for co70 in 0..<32 {
+          var w71: Float = params[(320 +% (((((part68 *% 32) +% co70) *% 32) +% ci69) *% 9))]
+          var w72: Float = (((params[(320 +% (((((part68 *% 32) +% co70) *% 32) +% ci69) *% 9))] + params[((320 +% (((((part68 *% 32) +% co70) *% 32) +% ci69) *% 9)) +% 3)]) + params[((320 +% (((((part68 *% 32) +% co70) *% 32) +% ci69) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
+          var w73: Float = (((params[(320 +% (((((part68 *% 32) +% co70) *% 32) +% ci69) *% 9))] + params[((320 +% (((((part68 *% 32) +% co70) *% 32) +% ci69) *% 9)) +% 6)]) - params[((320 +% (((((part68 *% 32) +% co70) *% 32) +% ci69) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
+          var w74: Float = params[((320 +% (((((part68 *% 32) +% co70) *% 32) +% ci69) *% 9)) +% 6)]
+          var w75: Float = params[((320 +% (((((part68 *% 32) +% co70) *% 32) +% ci69) *% 9)) +% 1)]
+          var w76: Float = (((params[((320 +% (((((part68 *% 32) +% co70) *% 32) +% ci69) *% 9)) +% 1)] + params[((320 +% (((((part68 *% 32) +% co70) *% 32) +% ci69) *% 9)) +% 4)]) + params[((320 +% (((((part68 *% 32) +% co70) *% 32) +% ci69) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
+          var w77: Float = (((params[((320 +% (((((part68 *% 32) +% co70) *% 32) +% ci69) *% 9)) +% 1)] + params[((320 +% (((((part68 *% 32) +% co70) *% 32) +% ci69) *% 9)) +% 7)]) - params[((320 +% (((((part68 *% 32) +% co70) *% 32) +% ci69) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
+          var w78: Float = params[((320 +% (((((part68 *% 32) +% co70) *% 32) +% ci69) *% 9)) +% 7)]
+          var w79: Float = params[((320 +% (((((part68 *% 32) +% co70) *% 32) +% ci69) *% 9)) +% 2)]
+          var w80: Float = (((params[((320 +% (((((part68 *% 32) +% co70) *% 32) +% ci69) *% 9)) +% 2)] + params[((320 +% (((((part68 *% 32) +% co70) *% 32) +% ci69) *% 9)) +% 5)]) + params[((320 +% (((((part68 *% 32) +% co70) *% 32) +% ci69) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
+          var w81: Float = (((params[((320 +% (((((part68 *% 32) +% co70) *% 32) +% ci69) *% 9)) +% 2)] + params[((320 +% (((((part68 *% 32) +% co70) *% 32) +% ci69) *% 9)) +% 8)]) - params[((320 +% (((((part68 *% 32) +% co70) *% 32) +% ci69) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
+          var w82: Float = params[((320 +% (((((part68 *% 32) +% co70) *% 32) +% ci69) *% 9)) +% 8)]
+          var w83: Float = w71
+          var w84: Float = (((w71 + w75) + w79) * Float(bitPattern: 0x3f000000))
+          var w85: Float = (((w71 + w79) - w75) * Float(bitPattern: 0x3f000000))
+          var w86: Float = w79
+          var w87: Float = w72
+          var w88: Float = (((w72 + w76) + w80) * Float(bitPattern: 0x3f000000))
+          var w89: Float = (((w72 + w80) - w76) * Float(bitPattern: 0x3f000000))
+          var w90: Float = w80
+          var w91: Float = w73
+          var w92: Float = (((w73 + w77) + w81) * Float(bitPattern: 0x3f000000))
+          var w93: Float = (((w73 + w81) - w77) * Float(bitPattern: 0x3f000000))
+          var w94: Float = w81
+          var w95: Float = w74
+          var w96: Float = (((w74 + w78) + w82) * Float(bitPattern: 0x3f000000))
+          var w97: Float = (((w74 + w82) - w78) * Float(bitPattern: 0x3f000000))
+          var w98: Float = w82
+          arena[((802816 +% (ci69 *% 64)) +% ((part68 *% 32) +% co70))] = w83
+          arena[((804864 +% (ci69 *% 64)) +% ((part68 *% 32) +% co70))] = w84
+          arena[((806912 +% (ci69 *% 64)) +% ((part68 *% 32) +% co70))] = w85
+          arena[((808960 +% (ci69 *% 64)) +% ((part68 *% 32) +% co70))] = w86
+          arena[((811008 +% (ci69 *% 64)) +% ((part68 *% 32) +% co70))] = w87
+          arena[((813056 +% (ci69 *% 64)) +% ((part68 *% 32) +% co70))] = w88
+          arena[((815104 +% (ci69 *% 64)) +% ((part68 *% 32) +% co70))] = w89
+          arena[((817152 +% (ci69 *% 64)) +% ((part68 *% 32) +% co70))] = w90
+          arena[((819200 +% (ci69 *% 64)) +% ((part68 *% 32) +% co70))] = w91
+          arena[((821248 +% (ci69 *% 64)) +% ((part68 *% 32) +% co70))] = w92
+          arena[((823296 +% (ci69 *% 64)) +% ((part68 *% 32) +% co70))] = w93
+          arena[((825344 +% (ci69 *% 64)) +% ((part68 *% 32) +% co70))] = w94
+          arena[((827392 +% (ci69 *% 64)) +% ((part68 *% 32) +% co70))] = w95
+          arena[((829440 +% (ci69 *% 64)) +% ((part68 *% 32) +% co70))] = w96
+          arena[((831488 +% (ci69 *% 64)) +% ((part68 *% 32) +% co70))] = w97
+          arena[((833536 +% (ci69 *% 64)) +% ((part68 *% 32) +% co70))] = w98
+        }
       }
     }
   }

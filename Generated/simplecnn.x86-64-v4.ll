@@ -3036,12 +3036,12 @@ conv2.co68:                                       ; preds = %conv2.co68, %conv2.
   store float %w96, ptr %arena62, align 4
   %co68.next = add nsw i64 %conv2.co682, 1
   %231 = icmp slt i64 %co68.next, 64
-  br i1 %231, label %conv2.co68, label %conv2.co68.end
+  br i1 %231, label %conv2.co68, label %conv2.co68.end, !llvm.loop !0
 
 conv2.co68.end:                                   ; preds = %conv2.co68
   %ci67.next = add nsw i64 %conv2.ci671, 1
   %232 = icmp slt i64 %ci67.next, 32
-  br i1 %232, label %conv2.ci67, label %conv2.ci67.end
+  br i1 %232, label %conv2.ci67, label %conv2.ci67.end, !llvm.loop !2
 
 conv2.i97:                                        ; preds = %conv2.i97, %conv2.ci67.end
   %conv2.i9763 = phi i64 [ 0, %conv2.ci67.end ], [ %i97.next, %conv2.i97 ]
@@ -10073,12 +10073,12 @@ conv2_weight_grad.c337:                           ; preds = %conv2_weight_grad.c
   store float %w358, ptr %grads194, align 4
   %c337.next = add nsw i64 %conv2_weight_grad.c337141, 1
   %1173 = icmp slt i64 %c337.next, 32
-  br i1 %1173, label %conv2_weight_grad.c337, label %conv2_weight_grad.c337.end
+  br i1 %1173, label %conv2_weight_grad.c337, label %conv2_weight_grad.c337.end, !llvm.loop !3
 
 conv2_weight_grad.c337.end:                       ; preds = %conv2_weight_grad.c337
   %f336.next = add nsw i64 %conv2_weight_grad.f336140, 1
   %1174 = icmp slt i64 %f336.next, 64
-  br i1 %1174, label %conv2_weight_grad.f336, label %conv2_weight_grad.f336.end
+  br i1 %1174, label %conv2_weight_grad.f336, label %conv2_weight_grad.f336.end, !llvm.loop !4
 }
 
 ; Function Attrs: noinline
@@ -10689,12 +10689,12 @@ pool1_grad.co379:                                 ; preds = %pool1_grad.co379, %
   store float %w407, ptr %arena62, align 4
   %co379.next = add nsw i64 %pool1_grad.co3792, 1
   %231 = icmp slt i64 %co379.next, 32
-  br i1 %231, label %pool1_grad.co379, label %pool1_grad.co379.end
+  br i1 %231, label %pool1_grad.co379, label %pool1_grad.co379.end, !llvm.loop !5
 
 pool1_grad.co379.end:                             ; preds = %pool1_grad.co379
   %ci378.next = add nsw i64 %pool1_grad.ci3781, 1
   %232 = icmp slt i64 %ci378.next, 64
-  br i1 %232, label %pool1_grad.ci378, label %pool1_grad.ci378.end
+  br i1 %232, label %pool1_grad.ci378, label %pool1_grad.ci378.end, !llvm.loop !6
 
 pool1_grad.i408:                                  ; preds = %pool1_grad.i408, %pool1_grad.ci378.end
   %pool1_grad.i40863 = phi i64 [ 0, %pool1_grad.ci378.end ], [ %i408.next, %pool1_grad.i408 ]
@@ -18421,12 +18421,12 @@ conv2.co69:                                       ; preds = %conv2.co69, %conv2.
   store float %w97, ptr %arena62, align 4
   %co69.next = add nsw i64 %conv2.co692, 1
   %312 = icmp slt i64 %co69.next, 32
-  br i1 %312, label %conv2.co69, label %conv2.co69.end
+  br i1 %312, label %conv2.co69, label %conv2.co69.end, !llvm.loop !7
 
 conv2.co69.end:                                   ; preds = %conv2.co69
   %ci68.next = add nsw i64 %conv2.ci681, 1
   %313 = icmp slt i64 %ci68.next, 32
-  br i1 %313, label %conv2.ci68, label %conv2.ci68.end
+  br i1 %313, label %conv2.ci68, label %conv2.ci68.end, !llvm.loop !8
 }
 
 define internal void @simplecnn_infer_b64.k1.conv2.part67.task(ptr %0, i64 %1) {
@@ -21425,3 +21425,13 @@ attributes #0 = { "target-cpu"="x86-64-v4" }
 attributes #1 = { noinline "target-cpu"="x86-64-v4" }
 attributes #2 = { nocallback nofree nosync nounwind speculatable willreturn memory(none) }
 attributes #3 = { nocallback nofree nosync nounwind willreturn memory(argmem: read) }
+
+!0 = distinct !{!0, !1}
+!1 = !{!"llvm.loop.vectorize.enable", i1 false}
+!2 = distinct !{!2, !1}
+!3 = distinct !{!3, !1}
+!4 = distinct !{!4, !1}
+!5 = distinct !{!5, !1}
+!6 = distinct !{!6, !1}
+!7 = distinct !{!7, !1}
+!8 = distinct !{!8, !1}

@@ -440,52 +440,54 @@ public func simplecnn_train_b64(
     }
   }
   // conv2 = conv2d_relu_maxpool(conv1)
-  for ci67 in 0..<32 {
-    for co68 in 0..<64 {
-      var w69: Float = params[(320 +% (((co68 *% 32) +% ci67) *% 9))]
-      var w70: Float = (((params[(320 +% (((co68 *% 32) +% ci67) *% 9))] + params[((320 +% (((co68 *% 32) +% ci67) *% 9)) +% 3)]) + params[((320 +% (((co68 *% 32) +% ci67) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
-      var w71: Float = (((params[(320 +% (((co68 *% 32) +% ci67) *% 9))] + params[((320 +% (((co68 *% 32) +% ci67) *% 9)) +% 6)]) - params[((320 +% (((co68 *% 32) +% ci67) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
-      var w72: Float = params[((320 +% (((co68 *% 32) +% ci67) *% 9)) +% 6)]
-      var w73: Float = params[((320 +% (((co68 *% 32) +% ci67) *% 9)) +% 1)]
-      var w74: Float = (((params[((320 +% (((co68 *% 32) +% ci67) *% 9)) +% 1)] + params[((320 +% (((co68 *% 32) +% ci67) *% 9)) +% 4)]) + params[((320 +% (((co68 *% 32) +% ci67) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
-      var w75: Float = (((params[((320 +% (((co68 *% 32) +% ci67) *% 9)) +% 1)] + params[((320 +% (((co68 *% 32) +% ci67) *% 9)) +% 7)]) - params[((320 +% (((co68 *% 32) +% ci67) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
-      var w76: Float = params[((320 +% (((co68 *% 32) +% ci67) *% 9)) +% 7)]
-      var w77: Float = params[((320 +% (((co68 *% 32) +% ci67) *% 9)) +% 2)]
-      var w78: Float = (((params[((320 +% (((co68 *% 32) +% ci67) *% 9)) +% 2)] + params[((320 +% (((co68 *% 32) +% ci67) *% 9)) +% 5)]) + params[((320 +% (((co68 *% 32) +% ci67) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
-      var w79: Float = (((params[((320 +% (((co68 *% 32) +% ci67) *% 9)) +% 2)] + params[((320 +% (((co68 *% 32) +% ci67) *% 9)) +% 8)]) - params[((320 +% (((co68 *% 32) +% ci67) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
-      var w80: Float = params[((320 +% (((co68 *% 32) +% ci67) *% 9)) +% 8)]
-      var w81: Float = w69
-      var w82: Float = (((w69 + w73) + w77) * Float(bitPattern: 0x3f000000))
-      var w83: Float = (((w69 + w77) - w73) * Float(bitPattern: 0x3f000000))
-      var w84: Float = w77
-      var w85: Float = w70
-      var w86: Float = (((w70 + w74) + w78) * Float(bitPattern: 0x3f000000))
-      var w87: Float = (((w70 + w78) - w74) * Float(bitPattern: 0x3f000000))
-      var w88: Float = w78
-      var w89: Float = w71
-      var w90: Float = (((w71 + w75) + w79) * Float(bitPattern: 0x3f000000))
-      var w91: Float = (((w71 + w79) - w75) * Float(bitPattern: 0x3f000000))
-      var w92: Float = w79
-      var w93: Float = w72
-      var w94: Float = (((w72 + w76) + w80) * Float(bitPattern: 0x3f000000))
-      var w95: Float = (((w72 + w80) - w76) * Float(bitPattern: 0x3f000000))
-      var w96: Float = w80
-      arena[((1204224 +% (ci67 *% 64)) +% co68)] = w81
-      arena[((1206272 +% (ci67 *% 64)) +% co68)] = w82
-      arena[((1208320 +% (ci67 *% 64)) +% co68)] = w83
-      arena[((1210368 +% (ci67 *% 64)) +% co68)] = w84
-      arena[((1212416 +% (ci67 *% 64)) +% co68)] = w85
-      arena[((1214464 +% (ci67 *% 64)) +% co68)] = w86
-      arena[((1216512 +% (ci67 *% 64)) +% co68)] = w87
-      arena[((1218560 +% (ci67 *% 64)) +% co68)] = w88
-      arena[((1220608 +% (ci67 *% 64)) +% co68)] = w89
-      arena[((1222656 +% (ci67 *% 64)) +% co68)] = w90
-      arena[((1224704 +% (ci67 *% 64)) +% co68)] = w91
-      arena[((1226752 +% (ci67 *% 64)) +% co68)] = w92
-      arena[((1228800 +% (ci67 *% 64)) +% co68)] = w93
-      arena[((1230848 +% (ci67 *% 64)) +% co68)] = w94
-      arena[((1232896 +% (ci67 *% 64)) +% co68)] = w95
-      arena[((1234944 +% (ci67 *% 64)) +% co68)] = w96
+  do {  // scalar loops
+    for ci67 in 0..<32 {
+      for co68 in 0..<64 {
+        var w69: Float = params[(320 +% (((co68 *% 32) +% ci67) *% 9))]
+        var w70: Float = (((params[(320 +% (((co68 *% 32) +% ci67) *% 9))] + params[((320 +% (((co68 *% 32) +% ci67) *% 9)) +% 3)]) + params[((320 +% (((co68 *% 32) +% ci67) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
+        var w71: Float = (((params[(320 +% (((co68 *% 32) +% ci67) *% 9))] + params[((320 +% (((co68 *% 32) +% ci67) *% 9)) +% 6)]) - params[((320 +% (((co68 *% 32) +% ci67) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
+        var w72: Float = params[((320 +% (((co68 *% 32) +% ci67) *% 9)) +% 6)]
+        var w73: Float = params[((320 +% (((co68 *% 32) +% ci67) *% 9)) +% 1)]
+        var w74: Float = (((params[((320 +% (((co68 *% 32) +% ci67) *% 9)) +% 1)] + params[((320 +% (((co68 *% 32) +% ci67) *% 9)) +% 4)]) + params[((320 +% (((co68 *% 32) +% ci67) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
+        var w75: Float = (((params[((320 +% (((co68 *% 32) +% ci67) *% 9)) +% 1)] + params[((320 +% (((co68 *% 32) +% ci67) *% 9)) +% 7)]) - params[((320 +% (((co68 *% 32) +% ci67) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
+        var w76: Float = params[((320 +% (((co68 *% 32) +% ci67) *% 9)) +% 7)]
+        var w77: Float = params[((320 +% (((co68 *% 32) +% ci67) *% 9)) +% 2)]
+        var w78: Float = (((params[((320 +% (((co68 *% 32) +% ci67) *% 9)) +% 2)] + params[((320 +% (((co68 *% 32) +% ci67) *% 9)) +% 5)]) + params[((320 +% (((co68 *% 32) +% ci67) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
+        var w79: Float = (((params[((320 +% (((co68 *% 32) +% ci67) *% 9)) +% 2)] + params[((320 +% (((co68 *% 32) +% ci67) *% 9)) +% 8)]) - params[((320 +% (((co68 *% 32) +% ci67) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
+        var w80: Float = params[((320 +% (((co68 *% 32) +% ci67) *% 9)) +% 8)]
+        var w81: Float = w69
+        var w82: Float = (((w69 + w73) + w77) * Float(bitPattern: 0x3f000000))
+        var w83: Float = (((w69 + w77) - w73) * Float(bitPattern: 0x3f000000))
+        var w84: Float = w77
+        var w85: Float = w70
+        var w86: Float = (((w70 + w74) + w78) * Float(bitPattern: 0x3f000000))
+        var w87: Float = (((w70 + w78) - w74) * Float(bitPattern: 0x3f000000))
+        var w88: Float = w78
+        var w89: Float = w71
+        var w90: Float = (((w71 + w75) + w79) * Float(bitPattern: 0x3f000000))
+        var w91: Float = (((w71 + w79) - w75) * Float(bitPattern: 0x3f000000))
+        var w92: Float = w79
+        var w93: Float = w72
+        var w94: Float = (((w72 + w76) + w80) * Float(bitPattern: 0x3f000000))
+        var w95: Float = (((w72 + w80) - w76) * Float(bitPattern: 0x3f000000))
+        var w96: Float = w80
+        arena[((1204224 +% (ci67 *% 64)) +% co68)] = w81
+        arena[((1206272 +% (ci67 *% 64)) +% co68)] = w82
+        arena[((1208320 +% (ci67 *% 64)) +% co68)] = w83
+        arena[((1210368 +% (ci67 *% 64)) +% co68)] = w84
+        arena[((1212416 +% (ci67 *% 64)) +% co68)] = w85
+        arena[((1214464 +% (ci67 *% 64)) +% co68)] = w86
+        arena[((1216512 +% (ci67 *% 64)) +% co68)] = w87
+        arena[((1218560 +% (ci67 *% 64)) +% co68)] = w88
+        arena[((1220608 +% (ci67 *% 64)) +% co68)] = w89
+        arena[((1222656 +% (ci67 *% 64)) +% co68)] = w90
+        arena[((1224704 +% (ci67 *% 64)) +% co68)] = w91
+        arena[((1226752 +% (ci67 *% 64)) +% co68)] = w92
+        arena[((1228800 +% (ci67 *% 64)) +% co68)] = w93
+        arena[((1230848 +% (ci67 *% 64)) +% co68)] = w94
+        arena[((1232896 +% (ci67 *% 64)) +% co68)] = w95
+        arena[((1234944 +% (ci67 *% 64)) +% co68)] = w96
+      }
     }
   }
   for i97 in 0..<512 {
@@ -1370,38 +1372,40 @@ public func simplecnn_train_b64(
       sgemm(101, 112, 111, 32, 64, 49, 1, arena + (811008 +% (xi335 *% 1568)), 32, arena + (848640 +% (xi335 *% 3136)), 64, Float(bitPattern: 0x3f800000), arena + (898816 +% (xi335 *% 2048)), 64)
     }
   }
-  for f336 in 0..<64 {
-    for c337 in 0..<32 {
-      var w338: Float = (((arena[((898816 +% (c337 *% 64)) +% f336)] * Float(1)) + (arena[((907008 +% (c337 *% 64)) +% f336)] * Float(bitPattern: 0x3f000000))) + (arena[((915200 +% (c337 *% 64)) +% f336)] * Float(bitPattern: 0x3f000000)))
-      var w339: Float = ((arena[((907008 +% (c337 *% 64)) +% f336)] - arena[((915200 +% (c337 *% 64)) +% f336)]) * Float(bitPattern: 0x3f000000))
-      var w340: Float = (((arena[((907008 +% (c337 *% 64)) +% f336)] * Float(bitPattern: 0x3f000000)) + (arena[((915200 +% (c337 *% 64)) +% f336)] * Float(bitPattern: 0x3f000000))) + (arena[((923392 +% (c337 *% 64)) +% f336)] * Float(1)))
-      var w341: Float = (((arena[((900864 +% (c337 *% 64)) +% f336)] * Float(1)) + (arena[((909056 +% (c337 *% 64)) +% f336)] * Float(bitPattern: 0x3f000000))) + (arena[((917248 +% (c337 *% 64)) +% f336)] * Float(bitPattern: 0x3f000000)))
-      var w342: Float = ((arena[((909056 +% (c337 *% 64)) +% f336)] - arena[((917248 +% (c337 *% 64)) +% f336)]) * Float(bitPattern: 0x3f000000))
-      var w343: Float = (((arena[((909056 +% (c337 *% 64)) +% f336)] * Float(bitPattern: 0x3f000000)) + (arena[((917248 +% (c337 *% 64)) +% f336)] * Float(bitPattern: 0x3f000000))) + (arena[((925440 +% (c337 *% 64)) +% f336)] * Float(1)))
-      var w344: Float = (((arena[((902912 +% (c337 *% 64)) +% f336)] * Float(1)) + (arena[((911104 +% (c337 *% 64)) +% f336)] * Float(bitPattern: 0x3f000000))) + (arena[((919296 +% (c337 *% 64)) +% f336)] * Float(bitPattern: 0x3f000000)))
-      var w345: Float = ((arena[((911104 +% (c337 *% 64)) +% f336)] - arena[((919296 +% (c337 *% 64)) +% f336)]) * Float(bitPattern: 0x3f000000))
-      var w346: Float = (((arena[((911104 +% (c337 *% 64)) +% f336)] * Float(bitPattern: 0x3f000000)) + (arena[((919296 +% (c337 *% 64)) +% f336)] * Float(bitPattern: 0x3f000000))) + (arena[((927488 +% (c337 *% 64)) +% f336)] * Float(1)))
-      var w347: Float = (((arena[((904960 +% (c337 *% 64)) +% f336)] * Float(1)) + (arena[((913152 +% (c337 *% 64)) +% f336)] * Float(bitPattern: 0x3f000000))) + (arena[((921344 +% (c337 *% 64)) +% f336)] * Float(bitPattern: 0x3f000000)))
-      var w348: Float = ((arena[((913152 +% (c337 *% 64)) +% f336)] - arena[((921344 +% (c337 *% 64)) +% f336)]) * Float(bitPattern: 0x3f000000))
-      var w349: Float = (((arena[((913152 +% (c337 *% 64)) +% f336)] * Float(bitPattern: 0x3f000000)) + (arena[((921344 +% (c337 *% 64)) +% f336)] * Float(bitPattern: 0x3f000000))) + (arena[((929536 +% (c337 *% 64)) +% f336)] * Float(1)))
-      var w350: Float = (((w338 * Float(1)) + (w341 * Float(bitPattern: 0x3f000000))) + (w344 * Float(bitPattern: 0x3f000000)))
-      var w351: Float = ((w341 - w344) * Float(bitPattern: 0x3f000000))
-      var w352: Float = (((w341 * Float(bitPattern: 0x3f000000)) + (w344 * Float(bitPattern: 0x3f000000))) + (w347 * Float(1)))
-      var w353: Float = (((w339 * Float(1)) + (w342 * Float(bitPattern: 0x3f000000))) + (w345 * Float(bitPattern: 0x3f000000)))
-      var w354: Float = ((w342 - w345) * Float(bitPattern: 0x3f000000))
-      var w355: Float = (((w342 * Float(bitPattern: 0x3f000000)) + (w345 * Float(bitPattern: 0x3f000000))) + (w348 * Float(1)))
-      var w356: Float = (((w340 * Float(1)) + (w343 * Float(bitPattern: 0x3f000000))) + (w346 * Float(bitPattern: 0x3f000000)))
-      var w357: Float = ((w343 - w346) * Float(bitPattern: 0x3f000000))
-      var w358: Float = (((w343 * Float(bitPattern: 0x3f000000)) + (w346 * Float(bitPattern: 0x3f000000))) + (w349 * Float(1)))
-      grads[(320 +% (((f336 *% 32) +% c337) *% 9))] = w350
-      grads[((320 +% (((f336 *% 32) +% c337) *% 9)) +% 1)] = w351
-      grads[((320 +% (((f336 *% 32) +% c337) *% 9)) +% 2)] = w352
-      grads[((320 +% (((f336 *% 32) +% c337) *% 9)) +% 3)] = w353
-      grads[((320 +% (((f336 *% 32) +% c337) *% 9)) +% 4)] = w354
-      grads[((320 +% (((f336 *% 32) +% c337) *% 9)) +% 5)] = w355
-      grads[((320 +% (((f336 *% 32) +% c337) *% 9)) +% 6)] = w356
-      grads[((320 +% (((f336 *% 32) +% c337) *% 9)) +% 7)] = w357
-      grads[((320 +% (((f336 *% 32) +% c337) *% 9)) +% 8)] = w358
+  do {  // scalar loops
+    for f336 in 0..<64 {
+      for c337 in 0..<32 {
+        var w338: Float = (((arena[((898816 +% (c337 *% 64)) +% f336)] * Float(1)) + (arena[((907008 +% (c337 *% 64)) +% f336)] * Float(bitPattern: 0x3f000000))) + (arena[((915200 +% (c337 *% 64)) +% f336)] * Float(bitPattern: 0x3f000000)))
+        var w339: Float = ((arena[((907008 +% (c337 *% 64)) +% f336)] - arena[((915200 +% (c337 *% 64)) +% f336)]) * Float(bitPattern: 0x3f000000))
+        var w340: Float = (((arena[((907008 +% (c337 *% 64)) +% f336)] * Float(bitPattern: 0x3f000000)) + (arena[((915200 +% (c337 *% 64)) +% f336)] * Float(bitPattern: 0x3f000000))) + (arena[((923392 +% (c337 *% 64)) +% f336)] * Float(1)))
+        var w341: Float = (((arena[((900864 +% (c337 *% 64)) +% f336)] * Float(1)) + (arena[((909056 +% (c337 *% 64)) +% f336)] * Float(bitPattern: 0x3f000000))) + (arena[((917248 +% (c337 *% 64)) +% f336)] * Float(bitPattern: 0x3f000000)))
+        var w342: Float = ((arena[((909056 +% (c337 *% 64)) +% f336)] - arena[((917248 +% (c337 *% 64)) +% f336)]) * Float(bitPattern: 0x3f000000))
+        var w343: Float = (((arena[((909056 +% (c337 *% 64)) +% f336)] * Float(bitPattern: 0x3f000000)) + (arena[((917248 +% (c337 *% 64)) +% f336)] * Float(bitPattern: 0x3f000000))) + (arena[((925440 +% (c337 *% 64)) +% f336)] * Float(1)))
+        var w344: Float = (((arena[((902912 +% (c337 *% 64)) +% f336)] * Float(1)) + (arena[((911104 +% (c337 *% 64)) +% f336)] * Float(bitPattern: 0x3f000000))) + (arena[((919296 +% (c337 *% 64)) +% f336)] * Float(bitPattern: 0x3f000000)))
+        var w345: Float = ((arena[((911104 +% (c337 *% 64)) +% f336)] - arena[((919296 +% (c337 *% 64)) +% f336)]) * Float(bitPattern: 0x3f000000))
+        var w346: Float = (((arena[((911104 +% (c337 *% 64)) +% f336)] * Float(bitPattern: 0x3f000000)) + (arena[((919296 +% (c337 *% 64)) +% f336)] * Float(bitPattern: 0x3f000000))) + (arena[((927488 +% (c337 *% 64)) +% f336)] * Float(1)))
+        var w347: Float = (((arena[((904960 +% (c337 *% 64)) +% f336)] * Float(1)) + (arena[((913152 +% (c337 *% 64)) +% f336)] * Float(bitPattern: 0x3f000000))) + (arena[((921344 +% (c337 *% 64)) +% f336)] * Float(bitPattern: 0x3f000000)))
+        var w348: Float = ((arena[((913152 +% (c337 *% 64)) +% f336)] - arena[((921344 +% (c337 *% 64)) +% f336)]) * Float(bitPattern: 0x3f000000))
+        var w349: Float = (((arena[((913152 +% (c337 *% 64)) +% f336)] * Float(bitPattern: 0x3f000000)) + (arena[((921344 +% (c337 *% 64)) +% f336)] * Float(bitPattern: 0x3f000000))) + (arena[((929536 +% (c337 *% 64)) +% f336)] * Float(1)))
+        var w350: Float = (((w338 * Float(1)) + (w341 * Float(bitPattern: 0x3f000000))) + (w344 * Float(bitPattern: 0x3f000000)))
+        var w351: Float = ((w341 - w344) * Float(bitPattern: 0x3f000000))
+        var w352: Float = (((w341 * Float(bitPattern: 0x3f000000)) + (w344 * Float(bitPattern: 0x3f000000))) + (w347 * Float(1)))
+        var w353: Float = (((w339 * Float(1)) + (w342 * Float(bitPattern: 0x3f000000))) + (w345 * Float(bitPattern: 0x3f000000)))
+        var w354: Float = ((w342 - w345) * Float(bitPattern: 0x3f000000))
+        var w355: Float = (((w342 * Float(bitPattern: 0x3f000000)) + (w345 * Float(bitPattern: 0x3f000000))) + (w348 * Float(1)))
+        var w356: Float = (((w340 * Float(1)) + (w343 * Float(bitPattern: 0x3f000000))) + (w346 * Float(bitPattern: 0x3f000000)))
+        var w357: Float = ((w343 - w346) * Float(bitPattern: 0x3f000000))
+        var w358: Float = (((w343 * Float(bitPattern: 0x3f000000)) + (w346 * Float(bitPattern: 0x3f000000))) + (w349 * Float(1)))
+        grads[(320 +% (((f336 *% 32) +% c337) *% 9))] = w350
+        grads[((320 +% (((f336 *% 32) +% c337) *% 9)) +% 1)] = w351
+        grads[((320 +% (((f336 *% 32) +% c337) *% 9)) +% 2)] = w352
+        grads[((320 +% (((f336 *% 32) +% c337) *% 9)) +% 3)] = w353
+        grads[((320 +% (((f336 *% 32) +% c337) *% 9)) +% 4)] = w354
+        grads[((320 +% (((f336 *% 32) +% c337) *% 9)) +% 5)] = w355
+        grads[((320 +% (((f336 *% 32) +% c337) *% 9)) +% 6)] = w356
+        grads[((320 +% (((f336 *% 32) +% c337) *% 9)) +% 7)] = w357
+        grads[((320 +% (((f336 *% 32) +% c337) *% 9)) +% 8)] = w358
+      }
     }
   }
   // conv2_bias_grad = conv2d_grad_bias(conv2_grad)
@@ -1432,52 +1436,54 @@ public func simplecnn_train_b64(
     grads[(18752 +% f359)] = sum377
   }
   // pool1_grad = conv2d_grad_input(conv2_grad, conv2.weight, conv1)
-  for ci378 in 0..<64 {
-    for co379 in 0..<32 {
-      var w380: Float = params[((320 +% (((ci378 *% 32) +% co379) *% 9)) +% 8)]
-      var w381: Float = (((params[((320 +% (((ci378 *% 32) +% co379) *% 9)) +% 8)] + params[((320 +% (((ci378 *% 32) +% co379) *% 9)) +% 5)]) + params[((320 +% (((ci378 *% 32) +% co379) *% 9)) +% 2)]) * Float(bitPattern: 0x3f000000))
-      var w382: Float = (((params[((320 +% (((ci378 *% 32) +% co379) *% 9)) +% 8)] + params[((320 +% (((ci378 *% 32) +% co379) *% 9)) +% 2)]) - params[((320 +% (((ci378 *% 32) +% co379) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
-      var w383: Float = params[((320 +% (((ci378 *% 32) +% co379) *% 9)) +% 2)]
-      var w384: Float = params[((320 +% (((ci378 *% 32) +% co379) *% 9)) +% 7)]
-      var w385: Float = (((params[((320 +% (((ci378 *% 32) +% co379) *% 9)) +% 7)] + params[((320 +% (((ci378 *% 32) +% co379) *% 9)) +% 4)]) + params[((320 +% (((ci378 *% 32) +% co379) *% 9)) +% 1)]) * Float(bitPattern: 0x3f000000))
-      var w386: Float = (((params[((320 +% (((ci378 *% 32) +% co379) *% 9)) +% 7)] + params[((320 +% (((ci378 *% 32) +% co379) *% 9)) +% 1)]) - params[((320 +% (((ci378 *% 32) +% co379) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
-      var w387: Float = params[((320 +% (((ci378 *% 32) +% co379) *% 9)) +% 1)]
-      var w388: Float = params[((320 +% (((ci378 *% 32) +% co379) *% 9)) +% 6)]
-      var w389: Float = (((params[((320 +% (((ci378 *% 32) +% co379) *% 9)) +% 6)] + params[((320 +% (((ci378 *% 32) +% co379) *% 9)) +% 3)]) + params[(320 +% (((ci378 *% 32) +% co379) *% 9))]) * Float(bitPattern: 0x3f000000))
-      var w390: Float = (((params[((320 +% (((ci378 *% 32) +% co379) *% 9)) +% 6)] + params[(320 +% (((ci378 *% 32) +% co379) *% 9))]) - params[((320 +% (((ci378 *% 32) +% co379) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
-      var w391: Float = params[(320 +% (((ci378 *% 32) +% co379) *% 9))]
-      var w392: Float = w380
-      var w393: Float = (((w380 + w384) + w388) * Float(bitPattern: 0x3f000000))
-      var w394: Float = (((w380 + w388) - w384) * Float(bitPattern: 0x3f000000))
-      var w395: Float = w388
-      var w396: Float = w381
-      var w397: Float = (((w381 + w385) + w389) * Float(bitPattern: 0x3f000000))
-      var w398: Float = (((w381 + w389) - w385) * Float(bitPattern: 0x3f000000))
-      var w399: Float = w389
-      var w400: Float = w382
-      var w401: Float = (((w382 + w386) + w390) * Float(bitPattern: 0x3f000000))
-      var w402: Float = (((w382 + w390) - w386) * Float(bitPattern: 0x3f000000))
-      var w403: Float = w390
-      var w404: Float = w383
-      var w405: Float = (((w383 + w387) + w391) * Float(bitPattern: 0x3f000000))
-      var w406: Float = (((w383 + w391) - w387) * Float(bitPattern: 0x3f000000))
-      var w407: Float = w391
-      arena[((1221264 +% (ci378 *% 32)) +% co379)] = w392
-      arena[((1223312 +% (ci378 *% 32)) +% co379)] = w393
-      arena[((1225360 +% (ci378 *% 32)) +% co379)] = w394
-      arena[((1227408 +% (ci378 *% 32)) +% co379)] = w395
-      arena[((1229456 +% (ci378 *% 32)) +% co379)] = w396
-      arena[((1231504 +% (ci378 *% 32)) +% co379)] = w397
-      arena[((1233552 +% (ci378 *% 32)) +% co379)] = w398
-      arena[((1235600 +% (ci378 *% 32)) +% co379)] = w399
-      arena[((1237648 +% (ci378 *% 32)) +% co379)] = w400
-      arena[((1239696 +% (ci378 *% 32)) +% co379)] = w401
-      arena[((1241744 +% (ci378 *% 32)) +% co379)] = w402
-      arena[((1243792 +% (ci378 *% 32)) +% co379)] = w403
-      arena[((1245840 +% (ci378 *% 32)) +% co379)] = w404
-      arena[((1247888 +% (ci378 *% 32)) +% co379)] = w405
-      arena[((1249936 +% (ci378 *% 32)) +% co379)] = w406
-      arena[((1251984 +% (ci378 *% 32)) +% co379)] = w407
+  do {  // scalar loops
+    for ci378 in 0..<64 {
+      for co379 in 0..<32 {
+        var w380: Float = params[((320 +% (((ci378 *% 32) +% co379) *% 9)) +% 8)]
+        var w381: Float = (((params[((320 +% (((ci378 *% 32) +% co379) *% 9)) +% 8)] + params[((320 +% (((ci378 *% 32) +% co379) *% 9)) +% 5)]) + params[((320 +% (((ci378 *% 32) +% co379) *% 9)) +% 2)]) * Float(bitPattern: 0x3f000000))
+        var w382: Float = (((params[((320 +% (((ci378 *% 32) +% co379) *% 9)) +% 8)] + params[((320 +% (((ci378 *% 32) +% co379) *% 9)) +% 2)]) - params[((320 +% (((ci378 *% 32) +% co379) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
+        var w383: Float = params[((320 +% (((ci378 *% 32) +% co379) *% 9)) +% 2)]
+        var w384: Float = params[((320 +% (((ci378 *% 32) +% co379) *% 9)) +% 7)]
+        var w385: Float = (((params[((320 +% (((ci378 *% 32) +% co379) *% 9)) +% 7)] + params[((320 +% (((ci378 *% 32) +% co379) *% 9)) +% 4)]) + params[((320 +% (((ci378 *% 32) +% co379) *% 9)) +% 1)]) * Float(bitPattern: 0x3f000000))
+        var w386: Float = (((params[((320 +% (((ci378 *% 32) +% co379) *% 9)) +% 7)] + params[((320 +% (((ci378 *% 32) +% co379) *% 9)) +% 1)]) - params[((320 +% (((ci378 *% 32) +% co379) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
+        var w387: Float = params[((320 +% (((ci378 *% 32) +% co379) *% 9)) +% 1)]
+        var w388: Float = params[((320 +% (((ci378 *% 32) +% co379) *% 9)) +% 6)]
+        var w389: Float = (((params[((320 +% (((ci378 *% 32) +% co379) *% 9)) +% 6)] + params[((320 +% (((ci378 *% 32) +% co379) *% 9)) +% 3)]) + params[(320 +% (((ci378 *% 32) +% co379) *% 9))]) * Float(bitPattern: 0x3f000000))
+        var w390: Float = (((params[((320 +% (((ci378 *% 32) +% co379) *% 9)) +% 6)] + params[(320 +% (((ci378 *% 32) +% co379) *% 9))]) - params[((320 +% (((ci378 *% 32) +% co379) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
+        var w391: Float = params[(320 +% (((ci378 *% 32) +% co379) *% 9))]
+        var w392: Float = w380
+        var w393: Float = (((w380 + w384) + w388) * Float(bitPattern: 0x3f000000))
+        var w394: Float = (((w380 + w388) - w384) * Float(bitPattern: 0x3f000000))
+        var w395: Float = w388
+        var w396: Float = w381
+        var w397: Float = (((w381 + w385) + w389) * Float(bitPattern: 0x3f000000))
+        var w398: Float = (((w381 + w389) - w385) * Float(bitPattern: 0x3f000000))
+        var w399: Float = w389
+        var w400: Float = w382
+        var w401: Float = (((w382 + w386) + w390) * Float(bitPattern: 0x3f000000))
+        var w402: Float = (((w382 + w390) - w386) * Float(bitPattern: 0x3f000000))
+        var w403: Float = w390
+        var w404: Float = w383
+        var w405: Float = (((w383 + w387) + w391) * Float(bitPattern: 0x3f000000))
+        var w406: Float = (((w383 + w391) - w387) * Float(bitPattern: 0x3f000000))
+        var w407: Float = w391
+        arena[((1221264 +% (ci378 *% 32)) +% co379)] = w392
+        arena[((1223312 +% (ci378 *% 32)) +% co379)] = w393
+        arena[((1225360 +% (ci378 *% 32)) +% co379)] = w394
+        arena[((1227408 +% (ci378 *% 32)) +% co379)] = w395
+        arena[((1229456 +% (ci378 *% 32)) +% co379)] = w396
+        arena[((1231504 +% (ci378 *% 32)) +% co379)] = w397
+        arena[((1233552 +% (ci378 *% 32)) +% co379)] = w398
+        arena[((1235600 +% (ci378 *% 32)) +% co379)] = w399
+        arena[((1237648 +% (ci378 *% 32)) +% co379)] = w400
+        arena[((1239696 +% (ci378 *% 32)) +% co379)] = w401
+        arena[((1241744 +% (ci378 *% 32)) +% co379)] = w402
+        arena[((1243792 +% (ci378 *% 32)) +% co379)] = w403
+        arena[((1245840 +% (ci378 *% 32)) +% co379)] = w404
+        arena[((1247888 +% (ci378 *% 32)) +% co379)] = w405
+        arena[((1249936 +% (ci378 *% 32)) +% co379)] = w406
+        arena[((1251984 +% (ci378 *% 32)) +% co379)] = w407
+      }
     }
   }
   for i408 in 0..<1024 {
@@ -2339,52 +2345,54 @@ public func simplecnn_infer_b64(
   }
   // conv2 = conv2d_relu_maxpool(conv1)
   parallelFor(pool, 2) { part67 in
-    for ci68 in 0..<32 {
-      for co69 in 0..<32 {
-        var w70: Float = params[(320 +% (((((part67 *% 32) +% co69) *% 32) +% ci68) *% 9))]
-        var w71: Float = (((params[(320 +% (((((part67 *% 32) +% co69) *% 32) +% ci68) *% 9))] + params[((320 +% (((((part67 *% 32) +% co69) *% 32) +% ci68) *% 9)) +% 3)]) + params[((320 +% (((((part67 *% 32) +% co69) *% 32) +% ci68) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
-        var w72: Float = (((params[(320 +% (((((part67 *% 32) +% co69) *% 32) +% ci68) *% 9))] + params[((320 +% (((((part67 *% 32) +% co69) *% 32) +% ci68) *% 9)) +% 6)]) - params[((320 +% (((((part67 *% 32) +% co69) *% 32) +% ci68) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
-        var w73: Float = params[((320 +% (((((part67 *% 32) +% co69) *% 32) +% ci68) *% 9)) +% 6)]
-        var w74: Float = params[((320 +% (((((part67 *% 32) +% co69) *% 32) +% ci68) *% 9)) +% 1)]
-        var w75: Float = (((params[((320 +% (((((part67 *% 32) +% co69) *% 32) +% ci68) *% 9)) +% 1)] + params[((320 +% (((((part67 *% 32) +% co69) *% 32) +% ci68) *% 9)) +% 4)]) + params[((320 +% (((((part67 *% 32) +% co69) *% 32) +% ci68) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
-        var w76: Float = (((params[((320 +% (((((part67 *% 32) +% co69) *% 32) +% ci68) *% 9)) +% 1)] + params[((320 +% (((((part67 *% 32) +% co69) *% 32) +% ci68) *% 9)) +% 7)]) - params[((320 +% (((((part67 *% 32) +% co69) *% 32) +% ci68) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
-        var w77: Float = params[((320 +% (((((part67 *% 32) +% co69) *% 32) +% ci68) *% 9)) +% 7)]
-        var w78: Float = params[((320 +% (((((part67 *% 32) +% co69) *% 32) +% ci68) *% 9)) +% 2)]
-        var w79: Float = (((params[((320 +% (((((part67 *% 32) +% co69) *% 32) +% ci68) *% 9)) +% 2)] + params[((320 +% (((((part67 *% 32) +% co69) *% 32) +% ci68) *% 9)) +% 5)]) + params[((320 +% (((((part67 *% 32) +% co69) *% 32) +% ci68) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
-        var w80: Float = (((params[((320 +% (((((part67 *% 32) +% co69) *% 32) +% ci68) *% 9)) +% 2)] + params[((320 +% (((((part67 *% 32) +% co69) *% 32) +% ci68) *% 9)) +% 8)]) - params[((320 +% (((((part67 *% 32) +% co69) *% 32) +% ci68) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
-        var w81: Float = params[((320 +% (((((part67 *% 32) +% co69) *% 32) +% ci68) *% 9)) +% 8)]
-        var w82: Float = w70
-        var w83: Float = (((w70 + w74) + w78) * Float(bitPattern: 0x3f000000))
-        var w84: Float = (((w70 + w78) - w74) * Float(bitPattern: 0x3f000000))
-        var w85: Float = w78
-        var w86: Float = w71
-        var w87: Float = (((w71 + w75) + w79) * Float(bitPattern: 0x3f000000))
-        var w88: Float = (((w71 + w79) - w75) * Float(bitPattern: 0x3f000000))
-        var w89: Float = w79
-        var w90: Float = w72
-        var w91: Float = (((w72 + w76) + w80) * Float(bitPattern: 0x3f000000))
-        var w92: Float = (((w72 + w80) - w76) * Float(bitPattern: 0x3f000000))
-        var w93: Float = w80
-        var w94: Float = w73
-        var w95: Float = (((w73 + w77) + w81) * Float(bitPattern: 0x3f000000))
-        var w96: Float = (((w73 + w81) - w77) * Float(bitPattern: 0x3f000000))
-        var w97: Float = w81
-        arena[((802816 +% (ci68 *% 64)) +% ((part67 *% 32) +% co69))] = w82
-        arena[((804864 +% (ci68 *% 64)) +% ((part67 *% 32) +% co69))] = w83
-        arena[((806912 +% (ci68 *% 64)) +% ((part67 *% 32) +% co69))] = w84
-        arena[((808960 +% (ci68 *% 64)) +% ((part67 *% 32) +% co69))] = w85
-        arena[((811008 +% (ci68 *% 64)) +% ((part67 *% 32) +% co69))] = w86
-        arena[((813056 +% (ci68 *% 64)) +% ((part67 *% 32) +% co69))] = w87
-        arena[((815104 +% (ci68 *% 64)) +% ((part67 *% 32) +% co69))] = w88
-        arena[((817152 +% (ci68 *% 64)) +% ((part67 *% 32) +% co69))] = w89
-        arena[((819200 +% (ci68 *% 64)) +% ((part67 *% 32) +% co69))] = w90
-        arena[((821248 +% (ci68 *% 64)) +% ((part67 *% 32) +% co69))] = w91
-        arena[((823296 +% (ci68 *% 64)) +% ((part67 *% 32) +% co69))] = w92
-        arena[((825344 +% (ci68 *% 64)) +% ((part67 *% 32) +% co69))] = w93
-        arena[((827392 +% (ci68 *% 64)) +% ((part67 *% 32) +% co69))] = w94
-        arena[((829440 +% (ci68 *% 64)) +% ((part67 *% 32) +% co69))] = w95
-        arena[((831488 +% (ci68 *% 64)) +% ((part67 *% 32) +% co69))] = w96
-        arena[((833536 +% (ci68 *% 64)) +% ((part67 *% 32) +% co69))] = w97
+    do {  // scalar loops
+      for ci68 in 0..<32 {
+        for co69 in 0..<32 {
+          var w70: Float = params[(320 +% (((((part67 *% 32) +% co69) *% 32) +% ci68) *% 9))]
+          var w71: Float = (((params[(320 +% (((((part67 *% 32) +% co69) *% 32) +% ci68) *% 9))] + params[((320 +% (((((part67 *% 32) +% co69) *% 32) +% ci68) *% 9)) +% 3)]) + params[((320 +% (((((part67 *% 32) +% co69) *% 32) +% ci68) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
+          var w72: Float = (((params[(320 +% (((((part67 *% 32) +% co69) *% 32) +% ci68) *% 9))] + params[((320 +% (((((part67 *% 32) +% co69) *% 32) +% ci68) *% 9)) +% 6)]) - params[((320 +% (((((part67 *% 32) +% co69) *% 32) +% ci68) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
+          var w73: Float = params[((320 +% (((((part67 *% 32) +% co69) *% 32) +% ci68) *% 9)) +% 6)]
+          var w74: Float = params[((320 +% (((((part67 *% 32) +% co69) *% 32) +% ci68) *% 9)) +% 1)]
+          var w75: Float = (((params[((320 +% (((((part67 *% 32) +% co69) *% 32) +% ci68) *% 9)) +% 1)] + params[((320 +% (((((part67 *% 32) +% co69) *% 32) +% ci68) *% 9)) +% 4)]) + params[((320 +% (((((part67 *% 32) +% co69) *% 32) +% ci68) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
+          var w76: Float = (((params[((320 +% (((((part67 *% 32) +% co69) *% 32) +% ci68) *% 9)) +% 1)] + params[((320 +% (((((part67 *% 32) +% co69) *% 32) +% ci68) *% 9)) +% 7)]) - params[((320 +% (((((part67 *% 32) +% co69) *% 32) +% ci68) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
+          var w77: Float = params[((320 +% (((((part67 *% 32) +% co69) *% 32) +% ci68) *% 9)) +% 7)]
+          var w78: Float = params[((320 +% (((((part67 *% 32) +% co69) *% 32) +% ci68) *% 9)) +% 2)]
+          var w79: Float = (((params[((320 +% (((((part67 *% 32) +% co69) *% 32) +% ci68) *% 9)) +% 2)] + params[((320 +% (((((part67 *% 32) +% co69) *% 32) +% ci68) *% 9)) +% 5)]) + params[((320 +% (((((part67 *% 32) +% co69) *% 32) +% ci68) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
+          var w80: Float = (((params[((320 +% (((((part67 *% 32) +% co69) *% 32) +% ci68) *% 9)) +% 2)] + params[((320 +% (((((part67 *% 32) +% co69) *% 32) +% ci68) *% 9)) +% 8)]) - params[((320 +% (((((part67 *% 32) +% co69) *% 32) +% ci68) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
+          var w81: Float = params[((320 +% (((((part67 *% 32) +% co69) *% 32) +% ci68) *% 9)) +% 8)]
+          var w82: Float = w70
+          var w83: Float = (((w70 + w74) + w78) * Float(bitPattern: 0x3f000000))
+          var w84: Float = (((w70 + w78) - w74) * Float(bitPattern: 0x3f000000))
+          var w85: Float = w78
+          var w86: Float = w71
+          var w87: Float = (((w71 + w75) + w79) * Float(bitPattern: 0x3f000000))
+          var w88: Float = (((w71 + w79) - w75) * Float(bitPattern: 0x3f000000))
+          var w89: Float = w79
+          var w90: Float = w72
+          var w91: Float = (((w72 + w76) + w80) * Float(bitPattern: 0x3f000000))
+          var w92: Float = (((w72 + w80) - w76) * Float(bitPattern: 0x3f000000))
+          var w93: Float = w80
+          var w94: Float = w73
+          var w95: Float = (((w73 + w77) + w81) * Float(bitPattern: 0x3f000000))
+          var w96: Float = (((w73 + w81) - w77) * Float(bitPattern: 0x3f000000))
+          var w97: Float = w81
+          arena[((802816 +% (ci68 *% 64)) +% ((part67 *% 32) +% co69))] = w82
+          arena[((804864 +% (ci68 *% 64)) +% ((part67 *% 32) +% co69))] = w83
+          arena[((806912 +% (ci68 *% 64)) +% ((part67 *% 32) +% co69))] = w84
+          arena[((808960 +% (ci68 *% 64)) +% ((part67 *% 32) +% co69))] = w85
+          arena[((811008 +% (ci68 *% 64)) +% ((part67 *% 32) +% co69))] = w86
+          arena[((813056 +% (ci68 *% 64)) +% ((part67 *% 32) +% co69))] = w87
+          arena[((815104 +% (ci68 *% 64)) +% ((part67 *% 32) +% co69))] = w88
+          arena[((817152 +% (ci68 *% 64)) +% ((part67 *% 32) +% co69))] = w89
+          arena[((819200 +% (ci68 *% 64)) +% ((part67 *% 32) +% co69))] = w90
+          arena[((821248 +% (ci68 *% 64)) +% ((part67 *% 32) +% co69))] = w91
+          arena[((823296 +% (ci68 *% 64)) +% ((part67 *% 32) +% co69))] = w92
+          arena[((825344 +% (ci68 *% 64)) +% ((part67 *% 32) +% co69))] = w93
+          arena[((827392 +% (ci68 *% 64)) +% ((part67 *% 32) +% co69))] = w94
+          arena[((829440 +% (ci68 *% 64)) +% ((part67 *% 32) +% co69))] = w95
+          arena[((831488 +% (ci68 *% 64)) +% ((part67 *% 32) +% co69))] = w96
+          arena[((833536 +% (ci68 *% 64)) +% ((part67 *% 32) +% co69))] = w97
+        }
       }
     }
   }

@@ -2838,12 +2838,12 @@ conv2.co69:                                       ; preds = %conv2.co69, %conv2.
   store float %w97, ptr %arena62, align 4
   %co69.next = add nsw i64 %conv2.co692, 1
   %231 = icmp slt i64 %co69.next, 32
-  br i1 %231, label %conv2.co69, label %conv2.co69.end
+  br i1 %231, label %conv2.co69, label %conv2.co69.end, !llvm.loop !0
 
 conv2.co69.end:                                   ; preds = %conv2.co69
   %ci68.next = add nsw i64 %conv2.ci681, 1
   %232 = icmp slt i64 %ci68.next, 16
-  br i1 %232, label %conv2.ci68, label %conv2.ci68.end
+  br i1 %232, label %conv2.ci68, label %conv2.ci68.end, !llvm.loop !2
 
 conv2.i98:                                        ; preds = %conv2.i98, %conv2.ci68.end
   %conv2.i9863 = phi i64 [ 0, %conv2.ci68.end ], [ %i98.next, %conv2.i98 ]
@@ -8607,12 +8607,12 @@ conv2_weight_grad.c315:                           ; preds = %conv2_weight_grad.c
   store float %w336, ptr %grads194, align 4
   %c315.next = add nsw i64 %conv2_weight_grad.c315141, 1
   %1173 = icmp slt i64 %c315.next, 16
-  br i1 %1173, label %conv2_weight_grad.c315, label %conv2_weight_grad.c315.end
+  br i1 %1173, label %conv2_weight_grad.c315, label %conv2_weight_grad.c315.end, !llvm.loop !3
 
 conv2_weight_grad.c315.end:                       ; preds = %conv2_weight_grad.c315
   %f314.next = add nsw i64 %conv2_weight_grad.f314140, 1
   %1174 = icmp slt i64 %f314.next, 32
-  br i1 %1174, label %conv2_weight_grad.f314, label %conv2_weight_grad.f314.end
+  br i1 %1174, label %conv2_weight_grad.f314, label %conv2_weight_grad.f314.end, !llvm.loop !4
 }
 
 ; Function Attrs: noinline
@@ -9175,12 +9175,12 @@ pool1_grad.co349:                                 ; preds = %pool1_grad.co349, %
   store float %w377, ptr %arena62, align 4
   %co349.next = add nsw i64 %pool1_grad.co3492, 1
   %231 = icmp slt i64 %co349.next, 16
-  br i1 %231, label %pool1_grad.co349, label %pool1_grad.co349.end
+  br i1 %231, label %pool1_grad.co349, label %pool1_grad.co349.end, !llvm.loop !5
 
 pool1_grad.co349.end:                             ; preds = %pool1_grad.co349
   %ci348.next = add nsw i64 %pool1_grad.ci3481, 1
   %232 = icmp slt i64 %ci348.next, 32
-  br i1 %232, label %pool1_grad.ci348, label %pool1_grad.ci348.end
+  br i1 %232, label %pool1_grad.ci348, label %pool1_grad.ci348.end, !llvm.loop !6
 
 pool1_grad.i378:                                  ; preds = %pool1_grad.i378, %pool1_grad.ci348.end
   %pool1_grad.i37863 = phi i64 [ 0, %pool1_grad.ci348.end ], [ %i378.next, %pool1_grad.i378 ]
@@ -16043,12 +16043,12 @@ conv2.co70:                                       ; preds = %conv2.co70, %conv2.
   store float %w98, ptr %arena62, align 4
   %co70.next = add nsw i64 %conv2.co702, 1
   %312 = icmp slt i64 %co70.next, 16
-  br i1 %312, label %conv2.co70, label %conv2.co70.end
+  br i1 %312, label %conv2.co70, label %conv2.co70.end, !llvm.loop !7
 
 conv2.co70.end:                                   ; preds = %conv2.co70
   %ci69.next = add nsw i64 %conv2.ci691, 1
   %313 = icmp slt i64 %ci69.next, 16
-  br i1 %313, label %conv2.ci69, label %conv2.ci69.end
+  br i1 %313, label %conv2.ci69, label %conv2.ci69.end, !llvm.loop !8
 }
 
 define internal void @smallcnn_infer_b64.k1.conv2.part68.task(ptr %0, i64 %1) {
@@ -18135,3 +18135,13 @@ attributes #0 = { "target-cpu"="x86-64-v3" }
 attributes #1 = { noinline "target-cpu"="x86-64-v3" }
 attributes #2 = { nocallback nofree nosync nounwind speculatable willreturn memory(none) }
 attributes #3 = { nocallback nofree nosync nounwind willreturn memory(argmem: read) }
+
+!0 = distinct !{!0, !1}
+!1 = !{!"llvm.loop.vectorize.enable", i1 false}
+!2 = distinct !{!2, !1}
+!3 = distinct !{!3, !1}
+!4 = distinct !{!4, !1}
+!5 = distinct !{!5, !1}
+!6 = distinct !{!6, !1}
+!7 = distinct !{!7, !1}
+!8 = distinct !{!8, !1}

@@ -403,52 +403,54 @@ public func smallcnn_train_b64(
     }
   }
   // conv2 = conv2d_relu_maxpool(conv1)
-  for ci68 in 0..<16 {
-    for co69 in 0..<32 {
-      var w70: Float = params[(160 +% (((co69 *% 16) +% ci68) *% 9))]
-      var w71: Float = (((params[(160 +% (((co69 *% 16) +% ci68) *% 9))] + params[((160 +% (((co69 *% 16) +% ci68) *% 9)) +% 3)]) + params[((160 +% (((co69 *% 16) +% ci68) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
-      var w72: Float = (((params[(160 +% (((co69 *% 16) +% ci68) *% 9))] + params[((160 +% (((co69 *% 16) +% ci68) *% 9)) +% 6)]) - params[((160 +% (((co69 *% 16) +% ci68) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
-      var w73: Float = params[((160 +% (((co69 *% 16) +% ci68) *% 9)) +% 6)]
-      var w74: Float = params[((160 +% (((co69 *% 16) +% ci68) *% 9)) +% 1)]
-      var w75: Float = (((params[((160 +% (((co69 *% 16) +% ci68) *% 9)) +% 1)] + params[((160 +% (((co69 *% 16) +% ci68) *% 9)) +% 4)]) + params[((160 +% (((co69 *% 16) +% ci68) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
-      var w76: Float = (((params[((160 +% (((co69 *% 16) +% ci68) *% 9)) +% 1)] + params[((160 +% (((co69 *% 16) +% ci68) *% 9)) +% 7)]) - params[((160 +% (((co69 *% 16) +% ci68) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
-      var w77: Float = params[((160 +% (((co69 *% 16) +% ci68) *% 9)) +% 7)]
-      var w78: Float = params[((160 +% (((co69 *% 16) +% ci68) *% 9)) +% 2)]
-      var w79: Float = (((params[((160 +% (((co69 *% 16) +% ci68) *% 9)) +% 2)] + params[((160 +% (((co69 *% 16) +% ci68) *% 9)) +% 5)]) + params[((160 +% (((co69 *% 16) +% ci68) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
-      var w80: Float = (((params[((160 +% (((co69 *% 16) +% ci68) *% 9)) +% 2)] + params[((160 +% (((co69 *% 16) +% ci68) *% 9)) +% 8)]) - params[((160 +% (((co69 *% 16) +% ci68) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
-      var w81: Float = params[((160 +% (((co69 *% 16) +% ci68) *% 9)) +% 8)]
-      var w82: Float = w70
-      var w83: Float = (((w70 + w74) + w78) * Float(bitPattern: 0x3f000000))
-      var w84: Float = (((w70 + w78) - w74) * Float(bitPattern: 0x3f000000))
-      var w85: Float = w78
-      var w86: Float = w71
-      var w87: Float = (((w71 + w75) + w79) * Float(bitPattern: 0x3f000000))
-      var w88: Float = (((w71 + w79) - w75) * Float(bitPattern: 0x3f000000))
-      var w89: Float = w79
-      var w90: Float = w72
-      var w91: Float = (((w72 + w76) + w80) * Float(bitPattern: 0x3f000000))
-      var w92: Float = (((w72 + w80) - w76) * Float(bitPattern: 0x3f000000))
-      var w93: Float = w80
-      var w94: Float = w73
-      var w95: Float = (((w73 + w77) + w81) * Float(bitPattern: 0x3f000000))
-      var w96: Float = (((w73 + w81) - w77) * Float(bitPattern: 0x3f000000))
-      var w97: Float = w81
-      arena[((602112 +% (ci68 *% 32)) +% co69)] = w82
-      arena[((602624 +% (ci68 *% 32)) +% co69)] = w83
-      arena[((603136 +% (ci68 *% 32)) +% co69)] = w84
-      arena[((603648 +% (ci68 *% 32)) +% co69)] = w85
-      arena[((604160 +% (ci68 *% 32)) +% co69)] = w86
-      arena[((604672 +% (ci68 *% 32)) +% co69)] = w87
-      arena[((605184 +% (ci68 *% 32)) +% co69)] = w88
-      arena[((605696 +% (ci68 *% 32)) +% co69)] = w89
-      arena[((606208 +% (ci68 *% 32)) +% co69)] = w90
-      arena[((606720 +% (ci68 *% 32)) +% co69)] = w91
-      arena[((607232 +% (ci68 *% 32)) +% co69)] = w92
-      arena[((607744 +% (ci68 *% 32)) +% co69)] = w93
-      arena[((608256 +% (ci68 *% 32)) +% co69)] = w94
-      arena[((608768 +% (ci68 *% 32)) +% co69)] = w95
-      arena[((609280 +% (ci68 *% 32)) +% co69)] = w96
-      arena[((609792 +% (ci68 *% 32)) +% co69)] = w97
+  do {  // scalar loops
+    for ci68 in 0..<16 {
+      for co69 in 0..<32 {
+        var w70: Float = params[(160 +% (((co69 *% 16) +% ci68) *% 9))]
+        var w71: Float = (((params[(160 +% (((co69 *% 16) +% ci68) *% 9))] + params[((160 +% (((co69 *% 16) +% ci68) *% 9)) +% 3)]) + params[((160 +% (((co69 *% 16) +% ci68) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
+        var w72: Float = (((params[(160 +% (((co69 *% 16) +% ci68) *% 9))] + params[((160 +% (((co69 *% 16) +% ci68) *% 9)) +% 6)]) - params[((160 +% (((co69 *% 16) +% ci68) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
+        var w73: Float = params[((160 +% (((co69 *% 16) +% ci68) *% 9)) +% 6)]
+        var w74: Float = params[((160 +% (((co69 *% 16) +% ci68) *% 9)) +% 1)]
+        var w75: Float = (((params[((160 +% (((co69 *% 16) +% ci68) *% 9)) +% 1)] + params[((160 +% (((co69 *% 16) +% ci68) *% 9)) +% 4)]) + params[((160 +% (((co69 *% 16) +% ci68) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
+        var w76: Float = (((params[((160 +% (((co69 *% 16) +% ci68) *% 9)) +% 1)] + params[((160 +% (((co69 *% 16) +% ci68) *% 9)) +% 7)]) - params[((160 +% (((co69 *% 16) +% ci68) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
+        var w77: Float = params[((160 +% (((co69 *% 16) +% ci68) *% 9)) +% 7)]
+        var w78: Float = params[((160 +% (((co69 *% 16) +% ci68) *% 9)) +% 2)]
+        var w79: Float = (((params[((160 +% (((co69 *% 16) +% ci68) *% 9)) +% 2)] + params[((160 +% (((co69 *% 16) +% ci68) *% 9)) +% 5)]) + params[((160 +% (((co69 *% 16) +% ci68) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
+        var w80: Float = (((params[((160 +% (((co69 *% 16) +% ci68) *% 9)) +% 2)] + params[((160 +% (((co69 *% 16) +% ci68) *% 9)) +% 8)]) - params[((160 +% (((co69 *% 16) +% ci68) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
+        var w81: Float = params[((160 +% (((co69 *% 16) +% ci68) *% 9)) +% 8)]
+        var w82: Float = w70
+        var w83: Float = (((w70 + w74) + w78) * Float(bitPattern: 0x3f000000))
+        var w84: Float = (((w70 + w78) - w74) * Float(bitPattern: 0x3f000000))
+        var w85: Float = w78
+        var w86: Float = w71
+        var w87: Float = (((w71 + w75) + w79) * Float(bitPattern: 0x3f000000))
+        var w88: Float = (((w71 + w79) - w75) * Float(bitPattern: 0x3f000000))
+        var w89: Float = w79
+        var w90: Float = w72
+        var w91: Float = (((w72 + w76) + w80) * Float(bitPattern: 0x3f000000))
+        var w92: Float = (((w72 + w80) - w76) * Float(bitPattern: 0x3f000000))
+        var w93: Float = w80
+        var w94: Float = w73
+        var w95: Float = (((w73 + w77) + w81) * Float(bitPattern: 0x3f000000))
+        var w96: Float = (((w73 + w81) - w77) * Float(bitPattern: 0x3f000000))
+        var w97: Float = w81
+        arena[((602112 +% (ci68 *% 32)) +% co69)] = w82
+        arena[((602624 +% (ci68 *% 32)) +% co69)] = w83
+        arena[((603136 +% (ci68 *% 32)) +% co69)] = w84
+        arena[((603648 +% (ci68 *% 32)) +% co69)] = w85
+        arena[((604160 +% (ci68 *% 32)) +% co69)] = w86
+        arena[((604672 +% (ci68 *% 32)) +% co69)] = w87
+        arena[((605184 +% (ci68 *% 32)) +% co69)] = w88
+        arena[((605696 +% (ci68 *% 32)) +% co69)] = w89
+        arena[((606208 +% (ci68 *% 32)) +% co69)] = w90
+        arena[((606720 +% (ci68 *% 32)) +% co69)] = w91
+        arena[((607232 +% (ci68 *% 32)) +% co69)] = w92
+        arena[((607744 +% (ci68 *% 32)) +% co69)] = w93
+        arena[((608256 +% (ci68 *% 32)) +% co69)] = w94
+        arena[((608768 +% (ci68 *% 32)) +% co69)] = w95
+        arena[((609280 +% (ci68 *% 32)) +% co69)] = w96
+        arena[((609792 +% (ci68 *% 32)) +% co69)] = w97
+      }
     }
   }
   for i98 in 0..<512 {
@@ -1109,38 +1111,40 @@ public func smallcnn_train_b64(
       sgemm(101, 112, 111, 16, 32, 49, 1, arena + (405504 +% (xi313 *% 784)), 16, arena + (424320 +% (xi313 *% 1568)), 32, Float(bitPattern: 0x3f800000), arena + (449408 +% (xi313 *% 512)), 32)
     }
   }
-  for f314 in 0..<32 {
-    for c315 in 0..<16 {
-      var w316: Float = (((arena[((449408 +% (c315 *% 32)) +% f314)] * Float(1)) + (arena[((451456 +% (c315 *% 32)) +% f314)] * Float(bitPattern: 0x3f000000))) + (arena[((453504 +% (c315 *% 32)) +% f314)] * Float(bitPattern: 0x3f000000)))
-      var w317: Float = ((arena[((451456 +% (c315 *% 32)) +% f314)] - arena[((453504 +% (c315 *% 32)) +% f314)]) * Float(bitPattern: 0x3f000000))
-      var w318: Float = (((arena[((451456 +% (c315 *% 32)) +% f314)] * Float(bitPattern: 0x3f000000)) + (arena[((453504 +% (c315 *% 32)) +% f314)] * Float(bitPattern: 0x3f000000))) + (arena[((455552 +% (c315 *% 32)) +% f314)] * Float(1)))
-      var w319: Float = (((arena[((449920 +% (c315 *% 32)) +% f314)] * Float(1)) + (arena[((451968 +% (c315 *% 32)) +% f314)] * Float(bitPattern: 0x3f000000))) + (arena[((454016 +% (c315 *% 32)) +% f314)] * Float(bitPattern: 0x3f000000)))
-      var w320: Float = ((arena[((451968 +% (c315 *% 32)) +% f314)] - arena[((454016 +% (c315 *% 32)) +% f314)]) * Float(bitPattern: 0x3f000000))
-      var w321: Float = (((arena[((451968 +% (c315 *% 32)) +% f314)] * Float(bitPattern: 0x3f000000)) + (arena[((454016 +% (c315 *% 32)) +% f314)] * Float(bitPattern: 0x3f000000))) + (arena[((456064 +% (c315 *% 32)) +% f314)] * Float(1)))
-      var w322: Float = (((arena[((450432 +% (c315 *% 32)) +% f314)] * Float(1)) + (arena[((452480 +% (c315 *% 32)) +% f314)] * Float(bitPattern: 0x3f000000))) + (arena[((454528 +% (c315 *% 32)) +% f314)] * Float(bitPattern: 0x3f000000)))
-      var w323: Float = ((arena[((452480 +% (c315 *% 32)) +% f314)] - arena[((454528 +% (c315 *% 32)) +% f314)]) * Float(bitPattern: 0x3f000000))
-      var w324: Float = (((arena[((452480 +% (c315 *% 32)) +% f314)] * Float(bitPattern: 0x3f000000)) + (arena[((454528 +% (c315 *% 32)) +% f314)] * Float(bitPattern: 0x3f000000))) + (arena[((456576 +% (c315 *% 32)) +% f314)] * Float(1)))
-      var w325: Float = (((arena[((450944 +% (c315 *% 32)) +% f314)] * Float(1)) + (arena[((452992 +% (c315 *% 32)) +% f314)] * Float(bitPattern: 0x3f000000))) + (arena[((455040 +% (c315 *% 32)) +% f314)] * Float(bitPattern: 0x3f000000)))
-      var w326: Float = ((arena[((452992 +% (c315 *% 32)) +% f314)] - arena[((455040 +% (c315 *% 32)) +% f314)]) * Float(bitPattern: 0x3f000000))
-      var w327: Float = (((arena[((452992 +% (c315 *% 32)) +% f314)] * Float(bitPattern: 0x3f000000)) + (arena[((455040 +% (c315 *% 32)) +% f314)] * Float(bitPattern: 0x3f000000))) + (arena[((457088 +% (c315 *% 32)) +% f314)] * Float(1)))
-      var w328: Float = (((w316 * Float(1)) + (w319 * Float(bitPattern: 0x3f000000))) + (w322 * Float(bitPattern: 0x3f000000)))
-      var w329: Float = ((w319 - w322) * Float(bitPattern: 0x3f000000))
-      var w330: Float = (((w319 * Float(bitPattern: 0x3f000000)) + (w322 * Float(bitPattern: 0x3f000000))) + (w325 * Float(1)))
-      var w331: Float = (((w317 * Float(1)) + (w320 * Float(bitPattern: 0x3f000000))) + (w323 * Float(bitPattern: 0x3f000000)))
-      var w332: Float = ((w320 - w323) * Float(bitPattern: 0x3f000000))
-      var w333: Float = (((w320 * Float(bitPattern: 0x3f000000)) + (w323 * Float(bitPattern: 0x3f000000))) + (w326 * Float(1)))
-      var w334: Float = (((w318 * Float(1)) + (w321 * Float(bitPattern: 0x3f000000))) + (w324 * Float(bitPattern: 0x3f000000)))
-      var w335: Float = ((w321 - w324) * Float(bitPattern: 0x3f000000))
-      var w336: Float = (((w321 * Float(bitPattern: 0x3f000000)) + (w324 * Float(bitPattern: 0x3f000000))) + (w327 * Float(1)))
-      grads[(160 +% (((f314 *% 16) +% c315) *% 9))] = w328
-      grads[((160 +% (((f314 *% 16) +% c315) *% 9)) +% 1)] = w329
-      grads[((160 +% (((f314 *% 16) +% c315) *% 9)) +% 2)] = w330
-      grads[((160 +% (((f314 *% 16) +% c315) *% 9)) +% 3)] = w331
-      grads[((160 +% (((f314 *% 16) +% c315) *% 9)) +% 4)] = w332
-      grads[((160 +% (((f314 *% 16) +% c315) *% 9)) +% 5)] = w333
-      grads[((160 +% (((f314 *% 16) +% c315) *% 9)) +% 6)] = w334
-      grads[((160 +% (((f314 *% 16) +% c315) *% 9)) +% 7)] = w335
-      grads[((160 +% (((f314 *% 16) +% c315) *% 9)) +% 8)] = w336
+  do {  // scalar loops
+    for f314 in 0..<32 {
+      for c315 in 0..<16 {
+        var w316: Float = (((arena[((449408 +% (c315 *% 32)) +% f314)] * Float(1)) + (arena[((451456 +% (c315 *% 32)) +% f314)] * Float(bitPattern: 0x3f000000))) + (arena[((453504 +% (c315 *% 32)) +% f314)] * Float(bitPattern: 0x3f000000)))
+        var w317: Float = ((arena[((451456 +% (c315 *% 32)) +% f314)] - arena[((453504 +% (c315 *% 32)) +% f314)]) * Float(bitPattern: 0x3f000000))
+        var w318: Float = (((arena[((451456 +% (c315 *% 32)) +% f314)] * Float(bitPattern: 0x3f000000)) + (arena[((453504 +% (c315 *% 32)) +% f314)] * Float(bitPattern: 0x3f000000))) + (arena[((455552 +% (c315 *% 32)) +% f314)] * Float(1)))
+        var w319: Float = (((arena[((449920 +% (c315 *% 32)) +% f314)] * Float(1)) + (arena[((451968 +% (c315 *% 32)) +% f314)] * Float(bitPattern: 0x3f000000))) + (arena[((454016 +% (c315 *% 32)) +% f314)] * Float(bitPattern: 0x3f000000)))
+        var w320: Float = ((arena[((451968 +% (c315 *% 32)) +% f314)] - arena[((454016 +% (c315 *% 32)) +% f314)]) * Float(bitPattern: 0x3f000000))
+        var w321: Float = (((arena[((451968 +% (c315 *% 32)) +% f314)] * Float(bitPattern: 0x3f000000)) + (arena[((454016 +% (c315 *% 32)) +% f314)] * Float(bitPattern: 0x3f000000))) + (arena[((456064 +% (c315 *% 32)) +% f314)] * Float(1)))
+        var w322: Float = (((arena[((450432 +% (c315 *% 32)) +% f314)] * Float(1)) + (arena[((452480 +% (c315 *% 32)) +% f314)] * Float(bitPattern: 0x3f000000))) + (arena[((454528 +% (c315 *% 32)) +% f314)] * Float(bitPattern: 0x3f000000)))
+        var w323: Float = ((arena[((452480 +% (c315 *% 32)) +% f314)] - arena[((454528 +% (c315 *% 32)) +% f314)]) * Float(bitPattern: 0x3f000000))
+        var w324: Float = (((arena[((452480 +% (c315 *% 32)) +% f314)] * Float(bitPattern: 0x3f000000)) + (arena[((454528 +% (c315 *% 32)) +% f314)] * Float(bitPattern: 0x3f000000))) + (arena[((456576 +% (c315 *% 32)) +% f314)] * Float(1)))
+        var w325: Float = (((arena[((450944 +% (c315 *% 32)) +% f314)] * Float(1)) + (arena[((452992 +% (c315 *% 32)) +% f314)] * Float(bitPattern: 0x3f000000))) + (arena[((455040 +% (c315 *% 32)) +% f314)] * Float(bitPattern: 0x3f000000)))
+        var w326: Float = ((arena[((452992 +% (c315 *% 32)) +% f314)] - arena[((455040 +% (c315 *% 32)) +% f314)]) * Float(bitPattern: 0x3f000000))
+        var w327: Float = (((arena[((452992 +% (c315 *% 32)) +% f314)] * Float(bitPattern: 0x3f000000)) + (arena[((455040 +% (c315 *% 32)) +% f314)] * Float(bitPattern: 0x3f000000))) + (arena[((457088 +% (c315 *% 32)) +% f314)] * Float(1)))
+        var w328: Float = (((w316 * Float(1)) + (w319 * Float(bitPattern: 0x3f000000))) + (w322 * Float(bitPattern: 0x3f000000)))
+        var w329: Float = ((w319 - w322) * Float(bitPattern: 0x3f000000))
+        var w330: Float = (((w319 * Float(bitPattern: 0x3f000000)) + (w322 * Float(bitPattern: 0x3f000000))) + (w325 * Float(1)))
+        var w331: Float = (((w317 * Float(1)) + (w320 * Float(bitPattern: 0x3f000000))) + (w323 * Float(bitPattern: 0x3f000000)))
+        var w332: Float = ((w320 - w323) * Float(bitPattern: 0x3f000000))
+        var w333: Float = (((w320 * Float(bitPattern: 0x3f000000)) + (w323 * Float(bitPattern: 0x3f000000))) + (w326 * Float(1)))
+        var w334: Float = (((w318 * Float(1)) + (w321 * Float(bitPattern: 0x3f000000))) + (w324 * Float(bitPattern: 0x3f000000)))
+        var w335: Float = ((w321 - w324) * Float(bitPattern: 0x3f000000))
+        var w336: Float = (((w321 * Float(bitPattern: 0x3f000000)) + (w324 * Float(bitPattern: 0x3f000000))) + (w327 * Float(1)))
+        grads[(160 +% (((f314 *% 16) +% c315) *% 9))] = w328
+        grads[((160 +% (((f314 *% 16) +% c315) *% 9)) +% 1)] = w329
+        grads[((160 +% (((f314 *% 16) +% c315) *% 9)) +% 2)] = w330
+        grads[((160 +% (((f314 *% 16) +% c315) *% 9)) +% 3)] = w331
+        grads[((160 +% (((f314 *% 16) +% c315) *% 9)) +% 4)] = w332
+        grads[((160 +% (((f314 *% 16) +% c315) *% 9)) +% 5)] = w333
+        grads[((160 +% (((f314 *% 16) +% c315) *% 9)) +% 6)] = w334
+        grads[((160 +% (((f314 *% 16) +% c315) *% 9)) +% 7)] = w335
+        grads[((160 +% (((f314 *% 16) +% c315) *% 9)) +% 8)] = w336
+      }
     }
   }
   // conv2_bias_grad = conv2d_grad_bias(conv2_grad)
@@ -1163,52 +1167,54 @@ public func smallcnn_train_b64(
     grads[(4768 +% f337)] = sum347
   }
   // pool1_grad = conv2d_grad_input(conv2_grad, conv2.weight, conv1)
-  for ci348 in 0..<32 {
-    for co349 in 0..<16 {
-      var w350: Float = params[((160 +% (((ci348 *% 16) +% co349) *% 9)) +% 8)]
-      var w351: Float = (((params[((160 +% (((ci348 *% 16) +% co349) *% 9)) +% 8)] + params[((160 +% (((ci348 *% 16) +% co349) *% 9)) +% 5)]) + params[((160 +% (((ci348 *% 16) +% co349) *% 9)) +% 2)]) * Float(bitPattern: 0x3f000000))
-      var w352: Float = (((params[((160 +% (((ci348 *% 16) +% co349) *% 9)) +% 8)] + params[((160 +% (((ci348 *% 16) +% co349) *% 9)) +% 2)]) - params[((160 +% (((ci348 *% 16) +% co349) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
-      var w353: Float = params[((160 +% (((ci348 *% 16) +% co349) *% 9)) +% 2)]
-      var w354: Float = params[((160 +% (((ci348 *% 16) +% co349) *% 9)) +% 7)]
-      var w355: Float = (((params[((160 +% (((ci348 *% 16) +% co349) *% 9)) +% 7)] + params[((160 +% (((ci348 *% 16) +% co349) *% 9)) +% 4)]) + params[((160 +% (((ci348 *% 16) +% co349) *% 9)) +% 1)]) * Float(bitPattern: 0x3f000000))
-      var w356: Float = (((params[((160 +% (((ci348 *% 16) +% co349) *% 9)) +% 7)] + params[((160 +% (((ci348 *% 16) +% co349) *% 9)) +% 1)]) - params[((160 +% (((ci348 *% 16) +% co349) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
-      var w357: Float = params[((160 +% (((ci348 *% 16) +% co349) *% 9)) +% 1)]
-      var w358: Float = params[((160 +% (((ci348 *% 16) +% co349) *% 9)) +% 6)]
-      var w359: Float = (((params[((160 +% (((ci348 *% 16) +% co349) *% 9)) +% 6)] + params[((160 +% (((ci348 *% 16) +% co349) *% 9)) +% 3)]) + params[(160 +% (((ci348 *% 16) +% co349) *% 9))]) * Float(bitPattern: 0x3f000000))
-      var w360: Float = (((params[((160 +% (((ci348 *% 16) +% co349) *% 9)) +% 6)] + params[(160 +% (((ci348 *% 16) +% co349) *% 9))]) - params[((160 +% (((ci348 *% 16) +% co349) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
-      var w361: Float = params[(160 +% (((ci348 *% 16) +% co349) *% 9))]
-      var w362: Float = w350
-      var w363: Float = (((w350 + w354) + w358) * Float(bitPattern: 0x3f000000))
-      var w364: Float = (((w350 + w358) - w354) * Float(bitPattern: 0x3f000000))
-      var w365: Float = w358
-      var w366: Float = w351
-      var w367: Float = (((w351 + w355) + w359) * Float(bitPattern: 0x3f000000))
-      var w368: Float = (((w351 + w359) - w355) * Float(bitPattern: 0x3f000000))
-      var w369: Float = w359
-      var w370: Float = w352
-      var w371: Float = (((w352 + w356) + w360) * Float(bitPattern: 0x3f000000))
-      var w372: Float = (((w352 + w360) - w356) * Float(bitPattern: 0x3f000000))
-      var w373: Float = w360
-      var w374: Float = w353
-      var w375: Float = (((w353 + w357) + w361) * Float(bitPattern: 0x3f000000))
-      var w376: Float = (((w353 + w361) - w357) * Float(bitPattern: 0x3f000000))
-      var w377: Float = w361
-      arena[((610960 +% (ci348 *% 16)) +% co349)] = w362
-      arena[((611472 +% (ci348 *% 16)) +% co349)] = w363
-      arena[((611984 +% (ci348 *% 16)) +% co349)] = w364
-      arena[((612496 +% (ci348 *% 16)) +% co349)] = w365
-      arena[((613008 +% (ci348 *% 16)) +% co349)] = w366
-      arena[((613520 +% (ci348 *% 16)) +% co349)] = w367
-      arena[((614032 +% (ci348 *% 16)) +% co349)] = w368
-      arena[((614544 +% (ci348 *% 16)) +% co349)] = w369
-      arena[((615056 +% (ci348 *% 16)) +% co349)] = w370
-      arena[((615568 +% (ci348 *% 16)) +% co349)] = w371
-      arena[((616080 +% (ci348 *% 16)) +% co349)] = w372
-      arena[((616592 +% (ci348 *% 16)) +% co349)] = w373
-      arena[((617104 +% (ci348 *% 16)) +% co349)] = w374
-      arena[((617616 +% (ci348 *% 16)) +% co349)] = w375
-      arena[((618128 +% (ci348 *% 16)) +% co349)] = w376
-      arena[((618640 +% (ci348 *% 16)) +% co349)] = w377
+  do {  // scalar loops
+    for ci348 in 0..<32 {
+      for co349 in 0..<16 {
+        var w350: Float = params[((160 +% (((ci348 *% 16) +% co349) *% 9)) +% 8)]
+        var w351: Float = (((params[((160 +% (((ci348 *% 16) +% co349) *% 9)) +% 8)] + params[((160 +% (((ci348 *% 16) +% co349) *% 9)) +% 5)]) + params[((160 +% (((ci348 *% 16) +% co349) *% 9)) +% 2)]) * Float(bitPattern: 0x3f000000))
+        var w352: Float = (((params[((160 +% (((ci348 *% 16) +% co349) *% 9)) +% 8)] + params[((160 +% (((ci348 *% 16) +% co349) *% 9)) +% 2)]) - params[((160 +% (((ci348 *% 16) +% co349) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
+        var w353: Float = params[((160 +% (((ci348 *% 16) +% co349) *% 9)) +% 2)]
+        var w354: Float = params[((160 +% (((ci348 *% 16) +% co349) *% 9)) +% 7)]
+        var w355: Float = (((params[((160 +% (((ci348 *% 16) +% co349) *% 9)) +% 7)] + params[((160 +% (((ci348 *% 16) +% co349) *% 9)) +% 4)]) + params[((160 +% (((ci348 *% 16) +% co349) *% 9)) +% 1)]) * Float(bitPattern: 0x3f000000))
+        var w356: Float = (((params[((160 +% (((ci348 *% 16) +% co349) *% 9)) +% 7)] + params[((160 +% (((ci348 *% 16) +% co349) *% 9)) +% 1)]) - params[((160 +% (((ci348 *% 16) +% co349) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
+        var w357: Float = params[((160 +% (((ci348 *% 16) +% co349) *% 9)) +% 1)]
+        var w358: Float = params[((160 +% (((ci348 *% 16) +% co349) *% 9)) +% 6)]
+        var w359: Float = (((params[((160 +% (((ci348 *% 16) +% co349) *% 9)) +% 6)] + params[((160 +% (((ci348 *% 16) +% co349) *% 9)) +% 3)]) + params[(160 +% (((ci348 *% 16) +% co349) *% 9))]) * Float(bitPattern: 0x3f000000))
+        var w360: Float = (((params[((160 +% (((ci348 *% 16) +% co349) *% 9)) +% 6)] + params[(160 +% (((ci348 *% 16) +% co349) *% 9))]) - params[((160 +% (((ci348 *% 16) +% co349) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
+        var w361: Float = params[(160 +% (((ci348 *% 16) +% co349) *% 9))]
+        var w362: Float = w350
+        var w363: Float = (((w350 + w354) + w358) * Float(bitPattern: 0x3f000000))
+        var w364: Float = (((w350 + w358) - w354) * Float(bitPattern: 0x3f000000))
+        var w365: Float = w358
+        var w366: Float = w351
+        var w367: Float = (((w351 + w355) + w359) * Float(bitPattern: 0x3f000000))
+        var w368: Float = (((w351 + w359) - w355) * Float(bitPattern: 0x3f000000))
+        var w369: Float = w359
+        var w370: Float = w352
+        var w371: Float = (((w352 + w356) + w360) * Float(bitPattern: 0x3f000000))
+        var w372: Float = (((w352 + w360) - w356) * Float(bitPattern: 0x3f000000))
+        var w373: Float = w360
+        var w374: Float = w353
+        var w375: Float = (((w353 + w357) + w361) * Float(bitPattern: 0x3f000000))
+        var w376: Float = (((w353 + w361) - w357) * Float(bitPattern: 0x3f000000))
+        var w377: Float = w361
+        arena[((610960 +% (ci348 *% 16)) +% co349)] = w362
+        arena[((611472 +% (ci348 *% 16)) +% co349)] = w363
+        arena[((611984 +% (ci348 *% 16)) +% co349)] = w364
+        arena[((612496 +% (ci348 *% 16)) +% co349)] = w365
+        arena[((613008 +% (ci348 *% 16)) +% co349)] = w366
+        arena[((613520 +% (ci348 *% 16)) +% co349)] = w367
+        arena[((614032 +% (ci348 *% 16)) +% co349)] = w368
+        arena[((614544 +% (ci348 *% 16)) +% co349)] = w369
+        arena[((615056 +% (ci348 *% 16)) +% co349)] = w370
+        arena[((615568 +% (ci348 *% 16)) +% co349)] = w371
+        arena[((616080 +% (ci348 *% 16)) +% co349)] = w372
+        arena[((616592 +% (ci348 *% 16)) +% co349)] = w373
+        arena[((617104 +% (ci348 *% 16)) +% co349)] = w374
+        arena[((617616 +% (ci348 *% 16)) +% co349)] = w375
+        arena[((618128 +% (ci348 *% 16)) +% co349)] = w376
+        arena[((618640 +% (ci348 *% 16)) +% co349)] = w377
+      }
     }
   }
   for i378 in 0..<1024 {
@@ -1945,52 +1951,54 @@ public func smallcnn_infer_b64(
   }
   // conv2 = conv2d_relu_maxpool(conv1)
   parallelFor(pool, 2) { part68 in
-    for ci69 in 0..<16 {
-      for co70 in 0..<16 {
-        var w71: Float = params[(160 +% (((((part68 *% 16) +% co70) *% 16) +% ci69) *% 9))]
-        var w72: Float = (((params[(160 +% (((((part68 *% 16) +% co70) *% 16) +% ci69) *% 9))] + params[((160 +% (((((part68 *% 16) +% co70) *% 16) +% ci69) *% 9)) +% 3)]) + params[((160 +% (((((part68 *% 16) +% co70) *% 16) +% ci69) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
-        var w73: Float = (((params[(160 +% (((((part68 *% 16) +% co70) *% 16) +% ci69) *% 9))] + params[((160 +% (((((part68 *% 16) +% co70) *% 16) +% ci69) *% 9)) +% 6)]) - params[((160 +% (((((part68 *% 16) +% co70) *% 16) +% ci69) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
-        var w74: Float = params[((160 +% (((((part68 *% 16) +% co70) *% 16) +% ci69) *% 9)) +% 6)]
-        var w75: Float = params[((160 +% (((((part68 *% 16) +% co70) *% 16) +% ci69) *% 9)) +% 1)]
-        var w76: Float = (((params[((160 +% (((((part68 *% 16) +% co70) *% 16) +% ci69) *% 9)) +% 1)] + params[((160 +% (((((part68 *% 16) +% co70) *% 16) +% ci69) *% 9)) +% 4)]) + params[((160 +% (((((part68 *% 16) +% co70) *% 16) +% ci69) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
-        var w77: Float = (((params[((160 +% (((((part68 *% 16) +% co70) *% 16) +% ci69) *% 9)) +% 1)] + params[((160 +% (((((part68 *% 16) +% co70) *% 16) +% ci69) *% 9)) +% 7)]) - params[((160 +% (((((part68 *% 16) +% co70) *% 16) +% ci69) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
-        var w78: Float = params[((160 +% (((((part68 *% 16) +% co70) *% 16) +% ci69) *% 9)) +% 7)]
-        var w79: Float = params[((160 +% (((((part68 *% 16) +% co70) *% 16) +% ci69) *% 9)) +% 2)]
-        var w80: Float = (((params[((160 +% (((((part68 *% 16) +% co70) *% 16) +% ci69) *% 9)) +% 2)] + params[((160 +% (((((part68 *% 16) +% co70) *% 16) +% ci69) *% 9)) +% 5)]) + params[((160 +% (((((part68 *% 16) +% co70) *% 16) +% ci69) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
-        var w81: Float = (((params[((160 +% (((((part68 *% 16) +% co70) *% 16) +% ci69) *% 9)) +% 2)] + params[((160 +% (((((part68 *% 16) +% co70) *% 16) +% ci69) *% 9)) +% 8)]) - params[((160 +% (((((part68 *% 16) +% co70) *% 16) +% ci69) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
-        var w82: Float = params[((160 +% (((((part68 *% 16) +% co70) *% 16) +% ci69) *% 9)) +% 8)]
-        var w83: Float = w71
-        var w84: Float = (((w71 + w75) + w79) * Float(bitPattern: 0x3f000000))
-        var w85: Float = (((w71 + w79) - w75) * Float(bitPattern: 0x3f000000))
-        var w86: Float = w79
-        var w87: Float = w72
-        var w88: Float = (((w72 + w76) + w80) * Float(bitPattern: 0x3f000000))
-        var w89: Float = (((w72 + w80) - w76) * Float(bitPattern: 0x3f000000))
-        var w90: Float = w80
-        var w91: Float = w73
-        var w92: Float = (((w73 + w77) + w81) * Float(bitPattern: 0x3f000000))
-        var w93: Float = (((w73 + w81) - w77) * Float(bitPattern: 0x3f000000))
-        var w94: Float = w81
-        var w95: Float = w74
-        var w96: Float = (((w74 + w78) + w82) * Float(bitPattern: 0x3f000000))
-        var w97: Float = (((w74 + w82) - w78) * Float(bitPattern: 0x3f000000))
-        var w98: Float = w82
-        arena[((401408 +% (ci69 *% 32)) +% ((part68 *% 16) +% co70))] = w83
-        arena[((401920 +% (ci69 *% 32)) +% ((part68 *% 16) +% co70))] = w84
-        arena[((402432 +% (ci69 *% 32)) +% ((part68 *% 16) +% co70))] = w85
-        arena[((402944 +% (ci69 *% 32)) +% ((part68 *% 16) +% co70))] = w86
-        arena[((403456 +% (ci69 *% 32)) +% ((part68 *% 16) +% co70))] = w87
-        arena[((403968 +% (ci69 *% 32)) +% ((part68 *% 16) +% co70))] = w88
-        arena[((404480 +% (ci69 *% 32)) +% ((part68 *% 16) +% co70))] = w89
-        arena[((404992 +% (ci69 *% 32)) +% ((part68 *% 16) +% co70))] = w90
-        arena[((405504 +% (ci69 *% 32)) +% ((part68 *% 16) +% co70))] = w91
-        arena[((406016 +% (ci69 *% 32)) +% ((part68 *% 16) +% co70))] = w92
-        arena[((406528 +% (ci69 *% 32)) +% ((part68 *% 16) +% co70))] = w93
-        arena[((407040 +% (ci69 *% 32)) +% ((part68 *% 16) +% co70))] = w94
-        arena[((407552 +% (ci69 *% 32)) +% ((part68 *% 16) +% co70))] = w95
-        arena[((408064 +% (ci69 *% 32)) +% ((part68 *% 16) +% co70))] = w96
-        arena[((408576 +% (ci69 *% 32)) +% ((part68 *% 16) +% co70))] = w97
-        arena[((409088 +% (ci69 *% 32)) +% ((part68 *% 16) +% co70))] = w98
+    do {  // scalar loops
+      for ci69 in 0..<16 {
+        for co70 in 0..<16 {
+          var w71: Float = params[(160 +% (((((part68 *% 16) +% co70) *% 16) +% ci69) *% 9))]
+          var w72: Float = (((params[(160 +% (((((part68 *% 16) +% co70) *% 16) +% ci69) *% 9))] + params[((160 +% (((((part68 *% 16) +% co70) *% 16) +% ci69) *% 9)) +% 3)]) + params[((160 +% (((((part68 *% 16) +% co70) *% 16) +% ci69) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
+          var w73: Float = (((params[(160 +% (((((part68 *% 16) +% co70) *% 16) +% ci69) *% 9))] + params[((160 +% (((((part68 *% 16) +% co70) *% 16) +% ci69) *% 9)) +% 6)]) - params[((160 +% (((((part68 *% 16) +% co70) *% 16) +% ci69) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
+          var w74: Float = params[((160 +% (((((part68 *% 16) +% co70) *% 16) +% ci69) *% 9)) +% 6)]
+          var w75: Float = params[((160 +% (((((part68 *% 16) +% co70) *% 16) +% ci69) *% 9)) +% 1)]
+          var w76: Float = (((params[((160 +% (((((part68 *% 16) +% co70) *% 16) +% ci69) *% 9)) +% 1)] + params[((160 +% (((((part68 *% 16) +% co70) *% 16) +% ci69) *% 9)) +% 4)]) + params[((160 +% (((((part68 *% 16) +% co70) *% 16) +% ci69) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
+          var w77: Float = (((params[((160 +% (((((part68 *% 16) +% co70) *% 16) +% ci69) *% 9)) +% 1)] + params[((160 +% (((((part68 *% 16) +% co70) *% 16) +% ci69) *% 9)) +% 7)]) - params[((160 +% (((((part68 *% 16) +% co70) *% 16) +% ci69) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
+          var w78: Float = params[((160 +% (((((part68 *% 16) +% co70) *% 16) +% ci69) *% 9)) +% 7)]
+          var w79: Float = params[((160 +% (((((part68 *% 16) +% co70) *% 16) +% ci69) *% 9)) +% 2)]
+          var w80: Float = (((params[((160 +% (((((part68 *% 16) +% co70) *% 16) +% ci69) *% 9)) +% 2)] + params[((160 +% (((((part68 *% 16) +% co70) *% 16) +% ci69) *% 9)) +% 5)]) + params[((160 +% (((((part68 *% 16) +% co70) *% 16) +% ci69) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
+          var w81: Float = (((params[((160 +% (((((part68 *% 16) +% co70) *% 16) +% ci69) *% 9)) +% 2)] + params[((160 +% (((((part68 *% 16) +% co70) *% 16) +% ci69) *% 9)) +% 8)]) - params[((160 +% (((((part68 *% 16) +% co70) *% 16) +% ci69) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
+          var w82: Float = params[((160 +% (((((part68 *% 16) +% co70) *% 16) +% ci69) *% 9)) +% 8)]
+          var w83: Float = w71
+          var w84: Float = (((w71 + w75) + w79) * Float(bitPattern: 0x3f000000))
+          var w85: Float = (((w71 + w79) - w75) * Float(bitPattern: 0x3f000000))
+          var w86: Float = w79
+          var w87: Float = w72
+          var w88: Float = (((w72 + w76) + w80) * Float(bitPattern: 0x3f000000))
+          var w89: Float = (((w72 + w80) - w76) * Float(bitPattern: 0x3f000000))
+          var w90: Float = w80
+          var w91: Float = w73
+          var w92: Float = (((w73 + w77) + w81) * Float(bitPattern: 0x3f000000))
+          var w93: Float = (((w73 + w81) - w77) * Float(bitPattern: 0x3f000000))
+          var w94: Float = w81
+          var w95: Float = w74
+          var w96: Float = (((w74 + w78) + w82) * Float(bitPattern: 0x3f000000))
+          var w97: Float = (((w74 + w82) - w78) * Float(bitPattern: 0x3f000000))
+          var w98: Float = w82
+          arena[((401408 +% (ci69 *% 32)) +% ((part68 *% 16) +% co70))] = w83
+          arena[((401920 +% (ci69 *% 32)) +% ((part68 *% 16) +% co70))] = w84
+          arena[((402432 +% (ci69 *% 32)) +% ((part68 *% 16) +% co70))] = w85
+          arena[((402944 +% (ci69 *% 32)) +% ((part68 *% 16) +% co70))] = w86
+          arena[((403456 +% (ci69 *% 32)) +% ((part68 *% 16) +% co70))] = w87
+          arena[((403968 +% (ci69 *% 32)) +% ((part68 *% 16) +% co70))] = w88
+          arena[((404480 +% (ci69 *% 32)) +% ((part68 *% 16) +% co70))] = w89
+          arena[((404992 +% (ci69 *% 32)) +% ((part68 *% 16) +% co70))] = w90
+          arena[((405504 +% (ci69 *% 32)) +% ((part68 *% 16) +% co70))] = w91
+          arena[((406016 +% (ci69 *% 32)) +% ((part68 *% 16) +% co70))] = w92
+          arena[((406528 +% (ci69 *% 32)) +% ((part68 *% 16) +% co70))] = w93
+          arena[((407040 +% (ci69 *% 32)) +% ((part68 *% 16) +% co70))] = w94
+          arena[((407552 +% (ci69 *% 32)) +% ((part68 *% 16) +% co70))] = w95
+          arena[((408064 +% (ci69 *% 32)) +% ((part68 *% 16) +% co70))] = w96
+          arena[((408576 +% (ci69 *% 32)) +% ((part68 *% 16) +% co70))] = w97
+          arena[((409088 +% (ci69 *% 32)) +% ((part68 *% 16) +% co70))] = w98
+        }
       }
     }
   }

@@ -86,6 +86,8 @@ public struct LLVMRenderer {
     var lr: LLVMValueRef, step: LLVMValueRef, seed: LLVMValueRef
     /// The entry's arguments in `EntryABI` order, to pass on to the functions this one calls.
     var arguments: [LLVMValueRef?]
+    /// Inside `scalarLoops`: every loop's latch carries a loop ID that turns the loop vectoriser off.
+    var scalarLoops = false
     /// The `.graph` statement being rendered: values and blocks are named after it (`conv1.acc`).
     var node = "entry"
     var vars: [[String: LLVMValueRef]] = [[:]]
@@ -244,6 +246,11 @@ public struct LLVMRenderer {
     case .tick(let k): emitTick(k, s)
     case .loop(let v, let count, let body): emitLoop(v, count, body, &s)
     case .parallel(let v, let count, let body): emitParallel(v, count, body, &s)
+    case .scalarLoops(let body):
+      let outer = s.scalarLoops
+      s.scalarLoops = true
+      for st in body { emit(st, &s) }
+      s.scalarLoops = outer
     case .vstore(let b, let i, let v, let lanes): emitVectorStore(b, i, v, lanes: lanes, s)
     case .when(let c, let body): emitWhen(c, body, &s)
     case .gemm(let g): emitGemm(g, s)
@@ -389,8 +396,21 @@ public struct LLVMRenderer {
     var incoming: [LLVMValueRef?] = [LLVMConstInt(i64, 0, 0), next]
     var blocks: [LLVMBasicBlockRef?] = [pre, latch]
     LLVMAddIncoming(i, &incoming, &blocks, 2)
-    LLVMBuildCondBr(builder, LLVMBuildICmp(builder, LLVMIntSLT, next, LLVMConstInt(i64, UInt64(count), 0), ""), head, exit)
+    let branch = LLVMBuildCondBr(builder, LLVMBuildICmp(builder, LLVMIntSLT, next, LLVMConstInt(i64, UInt64(count), 0), ""), head, exit)
+    if s.scalarLoops { LLVMSetMetadata(branch, LLVMGetMDKindIDInContext(ctx, "llvm.loop", 9), LLVMMetadataAsValue(ctx, unvectorizedLoopID())) }
     LLVMPositionBuilderAtEnd(builder, exit)
+  }
+
+  /// A loop ID `!{!self, !{!"llvm.loop.vectorize.enable", i1 false}}`, the loop vectoriser's "leave this
+  /// loop" hint. The first operand must be the node itself: a placeholder stands in, then is replaced.
+  func unvectorizedLoopID() -> LLVMMetadataRef {
+    let key = "llvm.loop.vectorize.enable"
+    var hint: [LLVMMetadataRef?] = [LLVMMDStringInContext2(ctx, key, key.utf8.count), LLVMValueAsMetadata(LLVMConstInt(i1, 0, 0))]
+    let placeholder = LLVMTemporaryMDNode(ctx, nil, 0)
+    var operands: [LLVMMetadataRef?] = [placeholder, LLVMMDNodeInContext2(ctx, &hint, 2)]
+    let id = LLVMMDNodeInContext2(ctx, &operands, 2)!
+    LLVMMetadataReplaceAllUsesWith(placeholder, id)
+    return id
   }
 
   /// A full vector store, or a masked one of the first `lanes` lanes.

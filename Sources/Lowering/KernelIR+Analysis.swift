@@ -4,7 +4,8 @@ extension Stmt {
   public var vectorsSet: [String] {
     switch self {
     case .vset(let n, _): [n]
-    case .loop(_, _, let body), .when(_, let body), .region(_, let body), .kernel(_, let body), .parallel(_, _, let body): body.flatMap(\.vectorsSet)
+    case .loop(_, _, let body), .when(_, let body), .region(_, let body), .kernel(_, let body), .parallel(_, _, let body), .scalarLoops(let body):
+      body.flatMap(\.vectorsSet)
     case .store, .accumulate, .local, .set, .ulocal, .gemm, .comment, .vlocal, .vstore, .tick, .call: []
     }
   }
@@ -14,7 +15,7 @@ extension Stmt {
     switch self {
     case .comment, .call: []  // a shared kernel binds its own buffers
     case .tick: [.arena]
-    case .region(_, let body), .kernel(_, let body), .loop(_, _, let body), .parallel(_, _, let body): body.flatMap(\.basesUsed)
+    case .region(_, let body), .kernel(_, let body), .loop(_, _, let body), .parallel(_, _, let body), .scalarLoops(let body): body.flatMap(\.basesUsed)
     case .when(let c, let body): c.basesUsed + body.flatMap(\.basesUsed)
     case .store(let b, let x, let e), .accumulate(let b, let x, let e): [b] + x.basesUsed + e.basesUsed
     case .local(_, let e), .set(_, let e): e.basesUsed

@@ -216,6 +216,11 @@ public indirect enum Stmt: Hashable, Sendable {
   /// A back end renders the body as a function of its own (taking the entry's arguments and the enclosing
   /// loop variables it reads); it reads no float or vector local from outside.
   case parallel(String, Int, [Stmt])
+  /// Code whose loops a back end leaves as written (no automatic vectorisation): the transforms of a
+  /// layer's weights, which run once per call. Their strided accesses cost LLVM's loop vectoriser more
+  /// compile time (a Winograd weight gradient's kernel transform took half of its kernel's) than the
+  /// loops take to run.
+  case scalarLoops([Stmt])
 }
 
 /// Code that several kernels run with different constants (`shareIdenticalKernels`): a function of the
@@ -230,7 +235,7 @@ extension Stmt {
   /// Statements in this one, counting itself (a measure of how much code it renders to).
   public var size: Int {
     switch self {
-    case .loop(_, _, let body), .when(_, let body), .region(_, let body), .kernel(_, let body), .parallel(_, _, let body):
+    case .loop(_, _, let body), .when(_, let body), .region(_, let body), .kernel(_, let body), .parallel(_, _, let body), .scalarLoops(let body):
       1 + body.reduce(0) { $0 + $1.size }
     default: 1
     }
@@ -253,7 +258,7 @@ extension Stmt {
       case .comment, .tick: break
       case .vlocal(_, let v), .vset(_, let v): use(v.variables)
       case .vstore(_, let i, let v, _): use(i.variables + v.variables)
-      case .region(_, let body), .kernel(_, let body): body.forEach { visit($0, bound) }
+      case .region(_, let body), .kernel(_, let body), .scalarLoops(let body): body.forEach { visit($0, bound) }
       case .call: break
       }
     }

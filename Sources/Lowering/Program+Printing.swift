@@ -32,6 +32,8 @@ extension Program {
     case .region(let name, let body):
       return "\(pad)region \(name)(\(Stmt.freeVariables(body).joined(separator: ", "))) {\n" + body.map { list($0, depth: depth + 1) }.joined() + "\(pad)}\n"
     case .loop(let v, let n, let body): return "\(pad)for \(v) in 0..<\(n) {\n" + body.map { list($0, depth: depth + 1) }.joined() + "\(pad)}\n"
+    case .scalarLoops(let body):
+      return "\(pad)scalar loops {\n" + body.map { list($0, depth: depth + 1) }.joined() + "\(pad)}\n"
     case .parallel(let v, let n, let body):
       return "\(pad)parallel for \(v) in 0..<\(n) {\n" + body.map { list($0, depth: depth + 1) }.joined() + "\(pad)}\n"
     case .store(let b, let i, let e): return "\(pad)\(b.rawValue)[\(i.text)] = \(e.text)\n"

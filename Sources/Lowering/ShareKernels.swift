@@ -123,6 +123,7 @@ final class CanonicalKernel {
     case .parallel(let v, let n, let body):
       let (w, inner) = scoped(v, body)
       return .parallel(w!, n, inner)
+    case .scalarLoops(let body): return .scalarLoops(scoped(nil, body).1)
     case .store(let b, let i, let e): return .store(b, index(i), float(e))
     case .accumulate(let b, let i, let e): return .accumulate(b, index(i), float(e))
     case .local(let n, let e): return { let v = float(e); return .local(declare(n), v) }()

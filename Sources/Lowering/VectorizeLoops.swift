@@ -26,6 +26,7 @@ public func vectorizeElementwiseLoops(_ body: [Stmt], lanes: Int) -> [Stmt] {
     case .when(let c, let inner): return [.when(c, vectorizeElementwiseLoops(inner, lanes: lanes))]
     case .region(let name, let inner): return [.region(name, vectorizeElementwiseLoops(inner, lanes: lanes))]
     case .parallel(let v, let n, let inner): return [.parallel(v, n, vectorizeElementwiseLoops(inner, lanes: lanes))]
+    case .scalarLoops: return [s]
     case .kernel(let name, let inner): return [.kernel(name, vectorizeElementwiseLoops(inner, lanes: lanes))]
     case .store, .accumulate, .local, .set, .gemm, .comment, .vlocal, .vset, .vstore, .ulocal, .tick, .call: return [s]
     }

@@ -155,6 +155,10 @@ struct Writer {
     case .tick(let k):
       line("do { var t = timespec(); clock_gettime(CLOCK_MONOTONIC, &t)")
       line("  UnsafeMutableRawPointer(arena + \(profileOffset) + \(2 * k)).storeBytes(of: Int64(t.tv_sec) &* 1_000_000_000 &+ Int64(t.tv_nsec), as: Int64.self) }")
+    case .scalarLoops(let body):
+      line("do {  // scalar loops")
+      block(body)
+      line("}")
     case .parallel(let v, let n, let body):
       line("parallelFor(pool, \(n)) { \(v) in")
       block(body)

@@ -125,3 +125,38 @@ import Testing
     #expect(error < 1e-4, "\(name): worst combined error \(error) of the Winograd gradients")
   }
 }
+
+/// The weights' transforms (run once per call) are `scalarLoops`, and the LLVM back end hands each of
+/// their loops a well-formed "do not vectorize" loop ID.
+@Suite struct ScalarLoopsTests {
+  static func scalarLoops(_ body: [Stmt]) -> Int {
+    body.reduce(0) { n, s in
+      switch s {
+      case .scalarLoops(let b): n + 1 + scalarLoops(b)
+      case .loop(_, _, let b), .when(_, let b), .region(_, let b), .kernel(_, let b), .parallel(_, _, let b): n + scalarLoops(b)
+      default: n
+      }
+    }
+  }
+
+  @Test func kernelTransformsAreLeftScalar() throws {
+    let g = try Fixtures.parse(Fixtures.graphs.appendingPathComponent("simplecnn.graph"))
+    var t = Target.host()
+    t.convAlgorithm = .winograd
+    let p = try lower(g, batch: 2, mode: .train(OptimizerSpec(kind: .adam)), target: t)
+    // With every 3x3 conv on Winograd: both forwards and conv2's input gradient transform the kernel, both
+    // weight gradients transform the sums back (conv1 has no input gradient).
+    #expect(Self.scalarLoops(p.functions.flatMap(\.body) + p.sharedKernels.flatMap(\.body)) == 5)
+    let module = LLVMRenderer.render([p], moduleName: "scalar")
+    try module.verify()
+    let text = module.text
+    #expect(text.contains("!{!\"llvm.loop.vectorize.enable\", i1 false}"))
+    // Every loop ID is distinct and names itself first, as the loop passes require.
+    let ids = text.split(separator: "\n").filter { $0.contains("= distinct !{") }
+    #expect(!ids.isEmpty)
+    for line in ids {
+      let name = line.split(separator: " ")[0]
+      #expect(line.contains("distinct !{\(name), "), "\(line)")
+    }
+  }
+}

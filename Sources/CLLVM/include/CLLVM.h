@@ -1,5 +1,6 @@
 // The LLVM 19 C API pieces cnnc uses: IR builder, analysis, new pass manager, target machine, ORC LLJIT.
 #include <llvm-c/Core.h>
+#include <llvm-c/DebugInfo.h>
 #include <llvm-c/Analysis.h>
 #include <llvm-c/Error.h>
 #include <llvm-c/Target.h>

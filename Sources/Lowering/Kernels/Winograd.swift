@@ -360,7 +360,7 @@ extension Emitter {
     let staging = m + s.productFloats
     precondition(parts == 1 || s.cout % (parts * lanes) == 0, "Winograd parts split the output channels in whole vectors")
     let perPart = s.cout / parts
-    body += inParts(parts, of: "output channels") { e, part in [e.transformKernels(s, into: u, channels: (part * perPart, perPart), weight: weight)] }
+    body += inParts(parts, of: "output channels") { e, part in [.scalarLoops([e.transformKernels(s, into: u, channels: (part * perPart, perPart), weight: weight)])] }
     body.append(zeroArena(padded, s.paddedFloats))
     body.append(loop("g", groups) { e, g in
       var out: [Stmt] = [e.copyChannelsLast(s.input, images: s.images, from: x, g: g, into: padded)]
@@ -498,13 +498,13 @@ extension Emitter {
       return out
     })
     let gT = Winograd.transposed(Winograd.kernelTransform)
-    body.append(loop("f", s.cout) { e, f in [e.loop("c", s.cin) { e, c in
+    body.append(.scalarLoops([loop("f", s.cout) { e, f in [e.loop("c", s.cin) { e, c in
       let m = (0..<4).map { r in (0..<4).map { cc in FExpr.load(.arena, .c(sum + (r * 4 + cc) * s.cin * s.cout) + c * s.cout + f) } }
       var (out, t) = e.transform(gT, m, gT)
       for ky in 0..<3 {
         for kx in 0..<3 { out.append(.store(dw.base, .c(dw.offset) + (f * s.cin + c) * 9 + (ky * 3 + kx), t[ky][kx])) }
       }
       return out
-    }] })
+    }] }]))
   }
 }
