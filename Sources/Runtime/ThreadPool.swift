@@ -106,7 +106,8 @@ public final class ThreadPool {
         pthread_mutex_unlock(mutex)
       }
       claim(generation)
-      while finished.load(ordering: .acquiring) < count {}
+      // Waiting for the workers' last iterations, with the hint: a plain spin would slow them (see `CSpin`).
+      while finished.load(ordering: .acquiring) < count { cnnc_spin_pause() }
     }
 
     /// Runs indices of job `generation` until none is left to claim.
