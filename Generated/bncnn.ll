@@ -17122,12 +17122,12 @@ conv2.co74:                                       ; preds = %conv2.co74, %conv2.
   store float %w102, ptr %arena62, align 4
   %co74.next = add nsw i64 %conv2.co742, 1
   %312 = icmp slt i64 %co74.next, 32
-  br i1 %312, label %conv2.co74, label %conv2.co74.end, !llvm.loop !7
+  br i1 %312, label %conv2.co74, label %conv2.co74.end
 
 conv2.co74.end:                                   ; preds = %conv2.co74
   %ci73.next = add nsw i64 %conv2.ci731, 1
   %313 = icmp slt i64 %ci73.next, 32
-  br i1 %313, label %conv2.ci73, label %conv2.ci73.end, !llvm.loop !8
+  br i1 %313, label %conv2.ci73, label %conv2.ci73.end
 }
 
 define internal void @bncnn_infer_b64.k3.conv2.part72.task(ptr %0, i64 %1) {
@@ -19298,5 +19298,3 @@ attributes #2 = { nocallback nofree nosync nounwind speculatable willreturn memo
 !4 = distinct !{!4, !1}
 !5 = distinct !{!5, !1}
 !6 = distinct !{!6, !1}
-!7 = distinct !{!7, !1}
-!8 = distinct !{!8, !1}

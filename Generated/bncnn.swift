@@ -2130,54 +2130,52 @@ public func bncnn_infer_b64(
   }
   // conv2 = conv2d_relu_maxpool(conv1, bn2)
   parallelFor(pool, 2) { part72 in
-    do {  // scalar loops
-      for ci73 in 0..<32 {
-        for co74 in 0..<32 {
-          var w75: Float = params[(352 +% (((((part72 *% 32) +% co74) *% 32) +% ci73) *% 9))]
-          var w76: Float = (((params[(352 +% (((((part72 *% 32) +% co74) *% 32) +% ci73) *% 9))] + params[((352 +% (((((part72 *% 32) +% co74) *% 32) +% ci73) *% 9)) +% 3)]) + params[((352 +% (((((part72 *% 32) +% co74) *% 32) +% ci73) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
-          var w77: Float = (((params[(352 +% (((((part72 *% 32) +% co74) *% 32) +% ci73) *% 9))] + params[((352 +% (((((part72 *% 32) +% co74) *% 32) +% ci73) *% 9)) +% 6)]) - params[((352 +% (((((part72 *% 32) +% co74) *% 32) +% ci73) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
-          var w78: Float = params[((352 +% (((((part72 *% 32) +% co74) *% 32) +% ci73) *% 9)) +% 6)]
-          var w79: Float = params[((352 +% (((((part72 *% 32) +% co74) *% 32) +% ci73) *% 9)) +% 1)]
-          var w80: Float = (((params[((352 +% (((((part72 *% 32) +% co74) *% 32) +% ci73) *% 9)) +% 1)] + params[((352 +% (((((part72 *% 32) +% co74) *% 32) +% ci73) *% 9)) +% 4)]) + params[((352 +% (((((part72 *% 32) +% co74) *% 32) +% ci73) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
-          var w81: Float = (((params[((352 +% (((((part72 *% 32) +% co74) *% 32) +% ci73) *% 9)) +% 1)] + params[((352 +% (((((part72 *% 32) +% co74) *% 32) +% ci73) *% 9)) +% 7)]) - params[((352 +% (((((part72 *% 32) +% co74) *% 32) +% ci73) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
-          var w82: Float = params[((352 +% (((((part72 *% 32) +% co74) *% 32) +% ci73) *% 9)) +% 7)]
-          var w83: Float = params[((352 +% (((((part72 *% 32) +% co74) *% 32) +% ci73) *% 9)) +% 2)]
-          var w84: Float = (((params[((352 +% (((((part72 *% 32) +% co74) *% 32) +% ci73) *% 9)) +% 2)] + params[((352 +% (((((part72 *% 32) +% co74) *% 32) +% ci73) *% 9)) +% 5)]) + params[((352 +% (((((part72 *% 32) +% co74) *% 32) +% ci73) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
-          var w85: Float = (((params[((352 +% (((((part72 *% 32) +% co74) *% 32) +% ci73) *% 9)) +% 2)] + params[((352 +% (((((part72 *% 32) +% co74) *% 32) +% ci73) *% 9)) +% 8)]) - params[((352 +% (((((part72 *% 32) +% co74) *% 32) +% ci73) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
-          var w86: Float = params[((352 +% (((((part72 *% 32) +% co74) *% 32) +% ci73) *% 9)) +% 8)]
-          var w87: Float = w75
-          var w88: Float = (((w75 + w79) + w83) * Float(bitPattern: 0x3f000000))
-          var w89: Float = (((w75 + w83) - w79) * Float(bitPattern: 0x3f000000))
-          var w90: Float = w83
-          var w91: Float = w76
-          var w92: Float = (((w76 + w80) + w84) * Float(bitPattern: 0x3f000000))
-          var w93: Float = (((w76 + w84) - w80) * Float(bitPattern: 0x3f000000))
-          var w94: Float = w84
-          var w95: Float = w77
-          var w96: Float = (((w77 + w81) + w85) * Float(bitPattern: 0x3f000000))
-          var w97: Float = (((w77 + w85) - w81) * Float(bitPattern: 0x3f000000))
-          var w98: Float = w85
-          var w99: Float = w78
-          var w100: Float = (((w78 + w82) + w86) * Float(bitPattern: 0x3f000000))
-          var w101: Float = (((w78 + w86) - w82) * Float(bitPattern: 0x3f000000))
-          var w102: Float = w86
-          arena[((803008 +% (ci73 *% 64)) +% ((part72 *% 32) +% co74))] = w87
-          arena[((805056 +% (ci73 *% 64)) +% ((part72 *% 32) +% co74))] = w88
-          arena[((807104 +% (ci73 *% 64)) +% ((part72 *% 32) +% co74))] = w89
-          arena[((809152 +% (ci73 *% 64)) +% ((part72 *% 32) +% co74))] = w90
-          arena[((811200 +% (ci73 *% 64)) +% ((part72 *% 32) +% co74))] = w91
-          arena[((813248 +% (ci73 *% 64)) +% ((part72 *% 32) +% co74))] = w92
-          arena[((815296 +% (ci73 *% 64)) +% ((part72 *% 32) +% co74))] = w93
-          arena[((817344 +% (ci73 *% 64)) +% ((part72 *% 32) +% co74))] = w94
-          arena[((819392 +% (ci73 *% 64)) +% ((part72 *% 32) +% co74))] = w95
-          arena[((821440 +% (ci73 *% 64)) +% ((part72 *% 32) +% co74))] = w96
-          arena[((823488 +% (ci73 *% 64)) +% ((part72 *% 32) +% co74))] = w97
-          arena[((825536 +% (ci73 *% 64)) +% ((part72 *% 32) +% co74))] = w98
-          arena[((827584 +% (ci73 *% 64)) +% ((part72 *% 32) +% co74))] = w99
-          arena[((829632 +% (ci73 *% 64)) +% ((part72 *% 32) +% co74))] = w100
-          arena[((831680 +% (ci73 *% 64)) +% ((part72 *% 32) +% co74))] = w101
-          arena[((833728 +% (ci73 *% 64)) +% ((part72 *% 32) +% co74))] = w102
-        }
+    for ci73 in 0..<32 {
+      for co74 in 0..<32 {
+        var w75: Float = params[(352 +% (((((part72 *% 32) +% co74) *% 32) +% ci73) *% 9))]
+        var w76: Float = (((params[(352 +% (((((part72 *% 32) +% co74) *% 32) +% ci73) *% 9))] + params[((352 +% (((((part72 *% 32) +% co74) *% 32) +% ci73) *% 9)) +% 3)]) + params[((352 +% (((((part72 *% 32) +% co74) *% 32) +% ci73) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
+        var w77: Float = (((params[(352 +% (((((part72 *% 32) +% co74) *% 32) +% ci73) *% 9))] + params[((352 +% (((((part72 *% 32) +% co74) *% 32) +% ci73) *% 9)) +% 6)]) - params[((352 +% (((((part72 *% 32) +% co74) *% 32) +% ci73) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
+        var w78: Float = params[((352 +% (((((part72 *% 32) +% co74) *% 32) +% ci73) *% 9)) +% 6)]
+        var w79: Float = params[((352 +% (((((part72 *% 32) +% co74) *% 32) +% ci73) *% 9)) +% 1)]
+        var w80: Float = (((params[((352 +% (((((part72 *% 32) +% co74) *% 32) +% ci73) *% 9)) +% 1)] + params[((352 +% (((((part72 *% 32) +% co74) *% 32) +% ci73) *% 9)) +% 4)]) + params[((352 +% (((((part72 *% 32) +% co74) *% 32) +% ci73) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
+        var w81: Float = (((params[((352 +% (((((part72 *% 32) +% co74) *% 32) +% ci73) *% 9)) +% 1)] + params[((352 +% (((((part72 *% 32) +% co74) *% 32) +% ci73) *% 9)) +% 7)]) - params[((352 +% (((((part72 *% 32) +% co74) *% 32) +% ci73) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
+        var w82: Float = params[((352 +% (((((part72 *% 32) +% co74) *% 32) +% ci73) *% 9)) +% 7)]
+        var w83: Float = params[((352 +% (((((part72 *% 32) +% co74) *% 32) +% ci73) *% 9)) +% 2)]
+        var w84: Float = (((params[((352 +% (((((part72 *% 32) +% co74) *% 32) +% ci73) *% 9)) +% 2)] + params[((352 +% (((((part72 *% 32) +% co74) *% 32) +% ci73) *% 9)) +% 5)]) + params[((352 +% (((((part72 *% 32) +% co74) *% 32) +% ci73) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
+        var w85: Float = (((params[((352 +% (((((part72 *% 32) +% co74) *% 32) +% ci73) *% 9)) +% 2)] + params[((352 +% (((((part72 *% 32) +% co74) *% 32) +% ci73) *% 9)) +% 8)]) - params[((352 +% (((((part72 *% 32) +% co74) *% 32) +% ci73) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
+        var w86: Float = params[((352 +% (((((part72 *% 32) +% co74) *% 32) +% ci73) *% 9)) +% 8)]
+        var w87: Float = w75
+        var w88: Float = (((w75 + w79) + w83) * Float(bitPattern: 0x3f000000))
+        var w89: Float = (((w75 + w83) - w79) * Float(bitPattern: 0x3f000000))
+        var w90: Float = w83
+        var w91: Float = w76
+        var w92: Float = (((w76 + w80) + w84) * Float(bitPattern: 0x3f000000))
+        var w93: Float = (((w76 + w84) - w80) * Float(bitPattern: 0x3f000000))
+        var w94: Float = w84
+        var w95: Float = w77
+        var w96: Float = (((w77 + w81) + w85) * Float(bitPattern: 0x3f000000))
+        var w97: Float = (((w77 + w85) - w81) * Float(bitPattern: 0x3f000000))
+        var w98: Float = w85
+        var w99: Float = w78
+        var w100: Float = (((w78 + w82) + w86) * Float(bitPattern: 0x3f000000))
+        var w101: Float = (((w78 + w86) - w82) * Float(bitPattern: 0x3f000000))
+        var w102: Float = w86
+        arena[((803008 +% (ci73 *% 64)) +% ((part72 *% 32) +% co74))] = w87
+        arena[((805056 +% (ci73 *% 64)) +% ((part72 *% 32) +% co74))] = w88
+        arena[((807104 +% (ci73 *% 64)) +% ((part72 *% 32) +% co74))] = w89
+        arena[((809152 +% (ci73 *% 64)) +% ((part72 *% 32) +% co74))] = w90
+        arena[((811200 +% (ci73 *% 64)) +% ((part72 *% 32) +% co74))] = w91
+        arena[((813248 +% (ci73 *% 64)) +% ((part72 *% 32) +% co74))] = w92
+        arena[((815296 +% (ci73 *% 64)) +% ((part72 *% 32) +% co74))] = w93
+        arena[((817344 +% (ci73 *% 64)) +% ((part72 *% 32) +% co74))] = w94
+        arena[((819392 +% (ci73 *% 64)) +% ((part72 *% 32) +% co74))] = w95
+        arena[((821440 +% (ci73 *% 64)) +% ((part72 *% 32) +% co74))] = w96
+        arena[((823488 +% (ci73 *% 64)) +% ((part72 *% 32) +% co74))] = w97
+        arena[((825536 +% (ci73 *% 64)) +% ((part72 *% 32) +% co74))] = w98
+        arena[((827584 +% (ci73 *% 64)) +% ((part72 *% 32) +% co74))] = w99
+        arena[((829632 +% (ci73 *% 64)) +% ((part72 *% 32) +% co74))] = w100
+        arena[((831680 +% (ci73 *% 64)) +% ((part72 *% 32) +% co74))] = w101
+        arena[((833728 +% (ci73 *% 64)) +% ((part72 *% 32) +% co74))] = w102
       }
     }
   }

@@ -13657,12 +13657,12 @@ conv2.co29:                                       ; preds = %conv2.co29, %conv2.
   store float %w57, ptr %arena62, align 4
   %co29.next = add nsw i64 %conv2.co292, 1
   %312 = icmp slt i64 %co29.next, 32
-  br i1 %312, label %conv2.co29, label %conv2.co29.end, !llvm.loop !7
+  br i1 %312, label %conv2.co29, label %conv2.co29.end
 
 conv2.co29.end:                                   ; preds = %conv2.co29
   %ci28.next = add nsw i64 %conv2.ci281, 1
   %313 = icmp slt i64 %ci28.next, 32
-  br i1 %313, label %conv2.ci28, label %conv2.ci28.end, !llvm.loop !8
+  br i1 %313, label %conv2.ci28, label %conv2.ci28.end
 }
 
 define internal void @convnet_infer_b64.k1.conv2.part27.task(ptr %0, i64 %1) {
@@ -15816,5 +15816,3 @@ attributes #2 = { nocallback nofree nosync nounwind speculatable willreturn memo
 !4 = distinct !{!4, !1}
 !5 = distinct !{!5, !1}
 !6 = distinct !{!6, !1}
-!7 = distinct !{!7, !1}
-!8 = distinct !{!8, !1}

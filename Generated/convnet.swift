@@ -1668,54 +1668,52 @@ public func convnet_infer_b64(
   }
   // conv2 = conv2d_relu_maxpool(conv1)
   parallelFor(pool, 2) { part27 in
-    do {  // scalar loops
-      for ci28 in 0..<32 {
-        for co29 in 0..<32 {
-          var w30: Float = params[(320 +% (((((part27 *% 32) +% co29) *% 32) +% ci28) *% 9))]
-          var w31: Float = (((params[(320 +% (((((part27 *% 32) +% co29) *% 32) +% ci28) *% 9))] + params[((320 +% (((((part27 *% 32) +% co29) *% 32) +% ci28) *% 9)) +% 3)]) + params[((320 +% (((((part27 *% 32) +% co29) *% 32) +% ci28) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
-          var w32: Float = (((params[(320 +% (((((part27 *% 32) +% co29) *% 32) +% ci28) *% 9))] + params[((320 +% (((((part27 *% 32) +% co29) *% 32) +% ci28) *% 9)) +% 6)]) - params[((320 +% (((((part27 *% 32) +% co29) *% 32) +% ci28) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
-          var w33: Float = params[((320 +% (((((part27 *% 32) +% co29) *% 32) +% ci28) *% 9)) +% 6)]
-          var w34: Float = params[((320 +% (((((part27 *% 32) +% co29) *% 32) +% ci28) *% 9)) +% 1)]
-          var w35: Float = (((params[((320 +% (((((part27 *% 32) +% co29) *% 32) +% ci28) *% 9)) +% 1)] + params[((320 +% (((((part27 *% 32) +% co29) *% 32) +% ci28) *% 9)) +% 4)]) + params[((320 +% (((((part27 *% 32) +% co29) *% 32) +% ci28) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
-          var w36: Float = (((params[((320 +% (((((part27 *% 32) +% co29) *% 32) +% ci28) *% 9)) +% 1)] + params[((320 +% (((((part27 *% 32) +% co29) *% 32) +% ci28) *% 9)) +% 7)]) - params[((320 +% (((((part27 *% 32) +% co29) *% 32) +% ci28) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
-          var w37: Float = params[((320 +% (((((part27 *% 32) +% co29) *% 32) +% ci28) *% 9)) +% 7)]
-          var w38: Float = params[((320 +% (((((part27 *% 32) +% co29) *% 32) +% ci28) *% 9)) +% 2)]
-          var w39: Float = (((params[((320 +% (((((part27 *% 32) +% co29) *% 32) +% ci28) *% 9)) +% 2)] + params[((320 +% (((((part27 *% 32) +% co29) *% 32) +% ci28) *% 9)) +% 5)]) + params[((320 +% (((((part27 *% 32) +% co29) *% 32) +% ci28) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
-          var w40: Float = (((params[((320 +% (((((part27 *% 32) +% co29) *% 32) +% ci28) *% 9)) +% 2)] + params[((320 +% (((((part27 *% 32) +% co29) *% 32) +% ci28) *% 9)) +% 8)]) - params[((320 +% (((((part27 *% 32) +% co29) *% 32) +% ci28) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
-          var w41: Float = params[((320 +% (((((part27 *% 32) +% co29) *% 32) +% ci28) *% 9)) +% 8)]
-          var w42: Float = w30
-          var w43: Float = (((w30 + w34) + w38) * Float(bitPattern: 0x3f000000))
-          var w44: Float = (((w30 + w38) - w34) * Float(bitPattern: 0x3f000000))
-          var w45: Float = w38
-          var w46: Float = w31
-          var w47: Float = (((w31 + w35) + w39) * Float(bitPattern: 0x3f000000))
-          var w48: Float = (((w31 + w39) - w35) * Float(bitPattern: 0x3f000000))
-          var w49: Float = w39
-          var w50: Float = w32
-          var w51: Float = (((w32 + w36) + w40) * Float(bitPattern: 0x3f000000))
-          var w52: Float = (((w32 + w40) - w36) * Float(bitPattern: 0x3f000000))
-          var w53: Float = w40
-          var w54: Float = w33
-          var w55: Float = (((w33 + w37) + w41) * Float(bitPattern: 0x3f000000))
-          var w56: Float = (((w33 + w41) - w37) * Float(bitPattern: 0x3f000000))
-          var w57: Float = w41
-          arena[((3211264 +% (ci28 *% 64)) +% ((part27 *% 32) +% co29))] = w42
-          arena[((3213312 +% (ci28 *% 64)) +% ((part27 *% 32) +% co29))] = w43
-          arena[((3215360 +% (ci28 *% 64)) +% ((part27 *% 32) +% co29))] = w44
-          arena[((3217408 +% (ci28 *% 64)) +% ((part27 *% 32) +% co29))] = w45
-          arena[((3219456 +% (ci28 *% 64)) +% ((part27 *% 32) +% co29))] = w46
-          arena[((3221504 +% (ci28 *% 64)) +% ((part27 *% 32) +% co29))] = w47
-          arena[((3223552 +% (ci28 *% 64)) +% ((part27 *% 32) +% co29))] = w48
-          arena[((3225600 +% (ci28 *% 64)) +% ((part27 *% 32) +% co29))] = w49
-          arena[((3227648 +% (ci28 *% 64)) +% ((part27 *% 32) +% co29))] = w50
-          arena[((3229696 +% (ci28 *% 64)) +% ((part27 *% 32) +% co29))] = w51
-          arena[((3231744 +% (ci28 *% 64)) +% ((part27 *% 32) +% co29))] = w52
-          arena[((3233792 +% (ci28 *% 64)) +% ((part27 *% 32) +% co29))] = w53
-          arena[((3235840 +% (ci28 *% 64)) +% ((part27 *% 32) +% co29))] = w54
-          arena[((3237888 +% (ci28 *% 64)) +% ((part27 *% 32) +% co29))] = w55
-          arena[((3239936 +% (ci28 *% 64)) +% ((part27 *% 32) +% co29))] = w56
-          arena[((3241984 +% (ci28 *% 64)) +% ((part27 *% 32) +% co29))] = w57
-        }
+    for ci28 in 0..<32 {
+      for co29 in 0..<32 {
+        var w30: Float = params[(320 +% (((((part27 *% 32) +% co29) *% 32) +% ci28) *% 9))]
+        var w31: Float = (((params[(320 +% (((((part27 *% 32) +% co29) *% 32) +% ci28) *% 9))] + params[((320 +% (((((part27 *% 32) +% co29) *% 32) +% ci28) *% 9)) +% 3)]) + params[((320 +% (((((part27 *% 32) +% co29) *% 32) +% ci28) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
+        var w32: Float = (((params[(320 +% (((((part27 *% 32) +% co29) *% 32) +% ci28) *% 9))] + params[((320 +% (((((part27 *% 32) +% co29) *% 32) +% ci28) *% 9)) +% 6)]) - params[((320 +% (((((part27 *% 32) +% co29) *% 32) +% ci28) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
+        var w33: Float = params[((320 +% (((((part27 *% 32) +% co29) *% 32) +% ci28) *% 9)) +% 6)]
+        var w34: Float = params[((320 +% (((((part27 *% 32) +% co29) *% 32) +% ci28) *% 9)) +% 1)]
+        var w35: Float = (((params[((320 +% (((((part27 *% 32) +% co29) *% 32) +% ci28) *% 9)) +% 1)] + params[((320 +% (((((part27 *% 32) +% co29) *% 32) +% ci28) *% 9)) +% 4)]) + params[((320 +% (((((part27 *% 32) +% co29) *% 32) +% ci28) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
+        var w36: Float = (((params[((320 +% (((((part27 *% 32) +% co29) *% 32) +% ci28) *% 9)) +% 1)] + params[((320 +% (((((part27 *% 32) +% co29) *% 32) +% ci28) *% 9)) +% 7)]) - params[((320 +% (((((part27 *% 32) +% co29) *% 32) +% ci28) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
+        var w37: Float = params[((320 +% (((((part27 *% 32) +% co29) *% 32) +% ci28) *% 9)) +% 7)]
+        var w38: Float = params[((320 +% (((((part27 *% 32) +% co29) *% 32) +% ci28) *% 9)) +% 2)]
+        var w39: Float = (((params[((320 +% (((((part27 *% 32) +% co29) *% 32) +% ci28) *% 9)) +% 2)] + params[((320 +% (((((part27 *% 32) +% co29) *% 32) +% ci28) *% 9)) +% 5)]) + params[((320 +% (((((part27 *% 32) +% co29) *% 32) +% ci28) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
+        var w40: Float = (((params[((320 +% (((((part27 *% 32) +% co29) *% 32) +% ci28) *% 9)) +% 2)] + params[((320 +% (((((part27 *% 32) +% co29) *% 32) +% ci28) *% 9)) +% 8)]) - params[((320 +% (((((part27 *% 32) +% co29) *% 32) +% ci28) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
+        var w41: Float = params[((320 +% (((((part27 *% 32) +% co29) *% 32) +% ci28) *% 9)) +% 8)]
+        var w42: Float = w30
+        var w43: Float = (((w30 + w34) + w38) * Float(bitPattern: 0x3f000000))
+        var w44: Float = (((w30 + w38) - w34) * Float(bitPattern: 0x3f000000))
+        var w45: Float = w38
+        var w46: Float = w31
+        var w47: Float = (((w31 + w35) + w39) * Float(bitPattern: 0x3f000000))
+        var w48: Float = (((w31 + w39) - w35) * Float(bitPattern: 0x3f000000))
+        var w49: Float = w39
+        var w50: Float = w32
+        var w51: Float = (((w32 + w36) + w40) * Float(bitPattern: 0x3f000000))
+        var w52: Float = (((w32 + w40) - w36) * Float(bitPattern: 0x3f000000))
+        var w53: Float = w40
+        var w54: Float = w33
+        var w55: Float = (((w33 + w37) + w41) * Float(bitPattern: 0x3f000000))
+        var w56: Float = (((w33 + w41) - w37) * Float(bitPattern: 0x3f000000))
+        var w57: Float = w41
+        arena[((3211264 +% (ci28 *% 64)) +% ((part27 *% 32) +% co29))] = w42
+        arena[((3213312 +% (ci28 *% 64)) +% ((part27 *% 32) +% co29))] = w43
+        arena[((3215360 +% (ci28 *% 64)) +% ((part27 *% 32) +% co29))] = w44
+        arena[((3217408 +% (ci28 *% 64)) +% ((part27 *% 32) +% co29))] = w45
+        arena[((3219456 +% (ci28 *% 64)) +% ((part27 *% 32) +% co29))] = w46
+        arena[((3221504 +% (ci28 *% 64)) +% ((part27 *% 32) +% co29))] = w47
+        arena[((3223552 +% (ci28 *% 64)) +% ((part27 *% 32) +% co29))] = w48
+        arena[((3225600 +% (ci28 *% 64)) +% ((part27 *% 32) +% co29))] = w49
+        arena[((3227648 +% (ci28 *% 64)) +% ((part27 *% 32) +% co29))] = w50
+        arena[((3229696 +% (ci28 *% 64)) +% ((part27 *% 32) +% co29))] = w51
+        arena[((3231744 +% (ci28 *% 64)) +% ((part27 *% 32) +% co29))] = w52
+        arena[((3233792 +% (ci28 *% 64)) +% ((part27 *% 32) +% co29))] = w53
+        arena[((3235840 +% (ci28 *% 64)) +% ((part27 *% 32) +% co29))] = w54
+        arena[((3237888 +% (ci28 *% 64)) +% ((part27 *% 32) +% co29))] = w55
+        arena[((3239936 +% (ci28 *% 64)) +% ((part27 *% 32) +% co29))] = w56
+        arena[((3241984 +% (ci28 *% 64)) +% ((part27 *% 32) +% co29))] = w57
       }
     }
   }

@@ -12533,12 +12533,12 @@ conv2.co24:                                       ; preds = %conv2.co24, %conv2.
   store float %w52, ptr %arena62, align 4
   %co24.next = add nsw i64 %conv2.co242, 1
   %312 = icmp slt i64 %co24.next, 32
-  br i1 %312, label %conv2.co24, label %conv2.co24.end, !llvm.loop !7
+  br i1 %312, label %conv2.co24, label %conv2.co24.end
 
 conv2.co24.end:                                   ; preds = %conv2.co24
   %ci23.next = add nsw i64 %conv2.ci231, 1
   %313 = icmp slt i64 %ci23.next, 32
-  br i1 %313, label %conv2.ci23, label %conv2.ci23.end, !llvm.loop !8
+  br i1 %313, label %conv2.ci23, label %conv2.ci23.end
 }
 
 define internal void @mnistnet_infer_b64.k1.conv2.part22.task(ptr %0, i64 %1) {
@@ -14569,5 +14569,3 @@ attributes #3 = { nocallback nofree nosync nounwind willreturn memory(argmem: re
 !4 = distinct !{!4, !1}
 !5 = distinct !{!5, !1}
 !6 = distinct !{!6, !1}
-!7 = distinct !{!7, !1}
-!8 = distinct !{!8, !1}

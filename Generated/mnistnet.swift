@@ -1506,54 +1506,52 @@ public func mnistnet_infer_b64(
   }
   // conv2 = conv2d_relu_maxpool(conv1)
   parallelFor(pool, 2) { part22 in
-    do {  // scalar loops
-      for ci23 in 0..<32 {
-        for co24 in 0..<32 {
-          var w25: Float = params[(320 +% (((((part22 *% 32) +% co24) *% 32) +% ci23) *% 9))]
-          var w26: Float = (((params[(320 +% (((((part22 *% 32) +% co24) *% 32) +% ci23) *% 9))] + params[((320 +% (((((part22 *% 32) +% co24) *% 32) +% ci23) *% 9)) +% 3)]) + params[((320 +% (((((part22 *% 32) +% co24) *% 32) +% ci23) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
-          var w27: Float = (((params[(320 +% (((((part22 *% 32) +% co24) *% 32) +% ci23) *% 9))] + params[((320 +% (((((part22 *% 32) +% co24) *% 32) +% ci23) *% 9)) +% 6)]) - params[((320 +% (((((part22 *% 32) +% co24) *% 32) +% ci23) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
-          var w28: Float = params[((320 +% (((((part22 *% 32) +% co24) *% 32) +% ci23) *% 9)) +% 6)]
-          var w29: Float = params[((320 +% (((((part22 *% 32) +% co24) *% 32) +% ci23) *% 9)) +% 1)]
-          var w30: Float = (((params[((320 +% (((((part22 *% 32) +% co24) *% 32) +% ci23) *% 9)) +% 1)] + params[((320 +% (((((part22 *% 32) +% co24) *% 32) +% ci23) *% 9)) +% 4)]) + params[((320 +% (((((part22 *% 32) +% co24) *% 32) +% ci23) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
-          var w31: Float = (((params[((320 +% (((((part22 *% 32) +% co24) *% 32) +% ci23) *% 9)) +% 1)] + params[((320 +% (((((part22 *% 32) +% co24) *% 32) +% ci23) *% 9)) +% 7)]) - params[((320 +% (((((part22 *% 32) +% co24) *% 32) +% ci23) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
-          var w32: Float = params[((320 +% (((((part22 *% 32) +% co24) *% 32) +% ci23) *% 9)) +% 7)]
-          var w33: Float = params[((320 +% (((((part22 *% 32) +% co24) *% 32) +% ci23) *% 9)) +% 2)]
-          var w34: Float = (((params[((320 +% (((((part22 *% 32) +% co24) *% 32) +% ci23) *% 9)) +% 2)] + params[((320 +% (((((part22 *% 32) +% co24) *% 32) +% ci23) *% 9)) +% 5)]) + params[((320 +% (((((part22 *% 32) +% co24) *% 32) +% ci23) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
-          var w35: Float = (((params[((320 +% (((((part22 *% 32) +% co24) *% 32) +% ci23) *% 9)) +% 2)] + params[((320 +% (((((part22 *% 32) +% co24) *% 32) +% ci23) *% 9)) +% 8)]) - params[((320 +% (((((part22 *% 32) +% co24) *% 32) +% ci23) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
-          var w36: Float = params[((320 +% (((((part22 *% 32) +% co24) *% 32) +% ci23) *% 9)) +% 8)]
-          var w37: Float = w25
-          var w38: Float = (((w25 + w29) + w33) * Float(bitPattern: 0x3f000000))
-          var w39: Float = (((w25 + w33) - w29) * Float(bitPattern: 0x3f000000))
-          var w40: Float = w33
-          var w41: Float = w26
-          var w42: Float = (((w26 + w30) + w34) * Float(bitPattern: 0x3f000000))
-          var w43: Float = (((w26 + w34) - w30) * Float(bitPattern: 0x3f000000))
-          var w44: Float = w34
-          var w45: Float = w27
-          var w46: Float = (((w27 + w31) + w35) * Float(bitPattern: 0x3f000000))
-          var w47: Float = (((w27 + w35) - w31) * Float(bitPattern: 0x3f000000))
-          var w48: Float = w35
-          var w49: Float = w28
-          var w50: Float = (((w28 + w32) + w36) * Float(bitPattern: 0x3f000000))
-          var w51: Float = (((w28 + w36) - w32) * Float(bitPattern: 0x3f000000))
-          var w52: Float = w36
-          arena[((2564096 +% (ci23 *% 64)) +% ((part22 *% 32) +% co24))] = w37
-          arena[((2566144 +% (ci23 *% 64)) +% ((part22 *% 32) +% co24))] = w38
-          arena[((2568192 +% (ci23 *% 64)) +% ((part22 *% 32) +% co24))] = w39
-          arena[((2570240 +% (ci23 *% 64)) +% ((part22 *% 32) +% co24))] = w40
-          arena[((2572288 +% (ci23 *% 64)) +% ((part22 *% 32) +% co24))] = w41
-          arena[((2574336 +% (ci23 *% 64)) +% ((part22 *% 32) +% co24))] = w42
-          arena[((2576384 +% (ci23 *% 64)) +% ((part22 *% 32) +% co24))] = w43
-          arena[((2578432 +% (ci23 *% 64)) +% ((part22 *% 32) +% co24))] = w44
-          arena[((2580480 +% (ci23 *% 64)) +% ((part22 *% 32) +% co24))] = w45
-          arena[((2582528 +% (ci23 *% 64)) +% ((part22 *% 32) +% co24))] = w46
-          arena[((2584576 +% (ci23 *% 64)) +% ((part22 *% 32) +% co24))] = w47
-          arena[((2586624 +% (ci23 *% 64)) +% ((part22 *% 32) +% co24))] = w48
-          arena[((2588672 +% (ci23 *% 64)) +% ((part22 *% 32) +% co24))] = w49
-          arena[((2590720 +% (ci23 *% 64)) +% ((part22 *% 32) +% co24))] = w50
-          arena[((2592768 +% (ci23 *% 64)) +% ((part22 *% 32) +% co24))] = w51
-          arena[((2594816 +% (ci23 *% 64)) +% ((part22 *% 32) +% co24))] = w52
-        }
+    for ci23 in 0..<32 {
+      for co24 in 0..<32 {
+        var w25: Float = params[(320 +% (((((part22 *% 32) +% co24) *% 32) +% ci23) *% 9))]
+        var w26: Float = (((params[(320 +% (((((part22 *% 32) +% co24) *% 32) +% ci23) *% 9))] + params[((320 +% (((((part22 *% 32) +% co24) *% 32) +% ci23) *% 9)) +% 3)]) + params[((320 +% (((((part22 *% 32) +% co24) *% 32) +% ci23) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
+        var w27: Float = (((params[(320 +% (((((part22 *% 32) +% co24) *% 32) +% ci23) *% 9))] + params[((320 +% (((((part22 *% 32) +% co24) *% 32) +% ci23) *% 9)) +% 6)]) - params[((320 +% (((((part22 *% 32) +% co24) *% 32) +% ci23) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
+        var w28: Float = params[((320 +% (((((part22 *% 32) +% co24) *% 32) +% ci23) *% 9)) +% 6)]
+        var w29: Float = params[((320 +% (((((part22 *% 32) +% co24) *% 32) +% ci23) *% 9)) +% 1)]
+        var w30: Float = (((params[((320 +% (((((part22 *% 32) +% co24) *% 32) +% ci23) *% 9)) +% 1)] + params[((320 +% (((((part22 *% 32) +% co24) *% 32) +% ci23) *% 9)) +% 4)]) + params[((320 +% (((((part22 *% 32) +% co24) *% 32) +% ci23) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
+        var w31: Float = (((params[((320 +% (((((part22 *% 32) +% co24) *% 32) +% ci23) *% 9)) +% 1)] + params[((320 +% (((((part22 *% 32) +% co24) *% 32) +% ci23) *% 9)) +% 7)]) - params[((320 +% (((((part22 *% 32) +% co24) *% 32) +% ci23) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
+        var w32: Float = params[((320 +% (((((part22 *% 32) +% co24) *% 32) +% ci23) *% 9)) +% 7)]
+        var w33: Float = params[((320 +% (((((part22 *% 32) +% co24) *% 32) +% ci23) *% 9)) +% 2)]
+        var w34: Float = (((params[((320 +% (((((part22 *% 32) +% co24) *% 32) +% ci23) *% 9)) +% 2)] + params[((320 +% (((((part22 *% 32) +% co24) *% 32) +% ci23) *% 9)) +% 5)]) + params[((320 +% (((((part22 *% 32) +% co24) *% 32) +% ci23) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
+        var w35: Float = (((params[((320 +% (((((part22 *% 32) +% co24) *% 32) +% ci23) *% 9)) +% 2)] + params[((320 +% (((((part22 *% 32) +% co24) *% 32) +% ci23) *% 9)) +% 8)]) - params[((320 +% (((((part22 *% 32) +% co24) *% 32) +% ci23) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
+        var w36: Float = params[((320 +% (((((part22 *% 32) +% co24) *% 32) +% ci23) *% 9)) +% 8)]
+        var w37: Float = w25
+        var w38: Float = (((w25 + w29) + w33) * Float(bitPattern: 0x3f000000))
+        var w39: Float = (((w25 + w33) - w29) * Float(bitPattern: 0x3f000000))
+        var w40: Float = w33
+        var w41: Float = w26
+        var w42: Float = (((w26 + w30) + w34) * Float(bitPattern: 0x3f000000))
+        var w43: Float = (((w26 + w34) - w30) * Float(bitPattern: 0x3f000000))
+        var w44: Float = w34
+        var w45: Float = w27
+        var w46: Float = (((w27 + w31) + w35) * Float(bitPattern: 0x3f000000))
+        var w47: Float = (((w27 + w35) - w31) * Float(bitPattern: 0x3f000000))
+        var w48: Float = w35
+        var w49: Float = w28
+        var w50: Float = (((w28 + w32) + w36) * Float(bitPattern: 0x3f000000))
+        var w51: Float = (((w28 + w36) - w32) * Float(bitPattern: 0x3f000000))
+        var w52: Float = w36
+        arena[((2564096 +% (ci23 *% 64)) +% ((part22 *% 32) +% co24))] = w37
+        arena[((2566144 +% (ci23 *% 64)) +% ((part22 *% 32) +% co24))] = w38
+        arena[((2568192 +% (ci23 *% 64)) +% ((part22 *% 32) +% co24))] = w39
+        arena[((2570240 +% (ci23 *% 64)) +% ((part22 *% 32) +% co24))] = w40
+        arena[((2572288 +% (ci23 *% 64)) +% ((part22 *% 32) +% co24))] = w41
+        arena[((2574336 +% (ci23 *% 64)) +% ((part22 *% 32) +% co24))] = w42
+        arena[((2576384 +% (ci23 *% 64)) +% ((part22 *% 32) +% co24))] = w43
+        arena[((2578432 +% (ci23 *% 64)) +% ((part22 *% 32) +% co24))] = w44
+        arena[((2580480 +% (ci23 *% 64)) +% ((part22 *% 32) +% co24))] = w45
+        arena[((2582528 +% (ci23 *% 64)) +% ((part22 *% 32) +% co24))] = w46
+        arena[((2584576 +% (ci23 *% 64)) +% ((part22 *% 32) +% co24))] = w47
+        arena[((2586624 +% (ci23 *% 64)) +% ((part22 *% 32) +% co24))] = w48
+        arena[((2588672 +% (ci23 *% 64)) +% ((part22 *% 32) +% co24))] = w49
+        arena[((2590720 +% (ci23 *% 64)) +% ((part22 *% 32) +% co24))] = w50
+        arena[((2592768 +% (ci23 *% 64)) +% ((part22 *% 32) +% co24))] = w51
+        arena[((2594816 +% (ci23 *% 64)) +% ((part22 *% 32) +% co24))] = w52
       }
     }
   }

@@ -18493,12 +18493,12 @@ conv2.co30:                                       ; preds = %conv2.co30, %conv2.
   store float %w58, ptr %arena62, align 4
   %co30.next = add nsw i64 %conv2.co302, 1
   %312 = icmp slt i64 %co30.next, 8
-  br i1 %312, label %conv2.co30, label %conv2.co30.end, !llvm.loop !13
+  br i1 %312, label %conv2.co30, label %conv2.co30.end
 
 conv2.co30.end:                                   ; preds = %conv2.co30
   %ci29.next = add nsw i64 %conv2.ci291, 1
   %313 = icmp slt i64 %ci29.next, 16
-  br i1 %313, label %conv2.ci29, label %conv2.ci29.end, !llvm.loop !14
+  br i1 %313, label %conv2.ci29, label %conv2.ci29.end
 }
 
 define internal void @residual_infer_b64.k2.conv2.part28.task(ptr %0, i64 %1) {
@@ -21187,12 +21187,12 @@ conv3.co135:                                      ; preds = %conv3.co135, %conv3
   store float %w163, ptr %arena62, align 4
   %co135.next = add nsw i64 %conv3.co1352, 1
   %312 = icmp slt i64 %co135.next, 16
-  br i1 %312, label %conv3.co135, label %conv3.co135.end, !llvm.loop !15
+  br i1 %312, label %conv3.co135, label %conv3.co135.end
 
 conv3.co135.end:                                  ; preds = %conv3.co135
   %ci134.next = add nsw i64 %conv3.ci1341, 1
   %313 = icmp slt i64 %ci134.next, 16
-  br i1 %313, label %conv3.ci134, label %conv3.ci134.end, !llvm.loop !16
+  br i1 %313, label %conv3.ci134, label %conv3.ci134.end
 }
 
 define internal void @residual_infer_b64.k6.conv3.part133.task(ptr %0, i64 %1) {
@@ -22457,7 +22457,3 @@ attributes #3 = { nocallback nofree nosync nounwind willreturn memory(argmem: re
 !10 = distinct !{!10, !1}
 !11 = distinct !{!11, !1}
 !12 = distinct !{!12, !1}
-!13 = distinct !{!13, !1}
-!14 = distinct !{!14, !1}
-!15 = distinct !{!15, !1}
-!16 = distinct !{!16, !1}

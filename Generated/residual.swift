@@ -2057,54 +2057,52 @@ public func residual_infer_b64(
   }
   // conv2 = conv2d(act1)
   parallelFor(pool, 2) { part28 in
-    do {  // scalar loops
-      for ci29 in 0..<16 {
-        for co30 in 0..<8 {
-          var w31: Float = params[(160 +% (((((part28 *% 8) +% co30) *% 16) +% ci29) *% 9))]
-          var w32: Float = (((params[(160 +% (((((part28 *% 8) +% co30) *% 16) +% ci29) *% 9))] + params[((160 +% (((((part28 *% 8) +% co30) *% 16) +% ci29) *% 9)) +% 3)]) + params[((160 +% (((((part28 *% 8) +% co30) *% 16) +% ci29) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
-          var w33: Float = (((params[(160 +% (((((part28 *% 8) +% co30) *% 16) +% ci29) *% 9))] + params[((160 +% (((((part28 *% 8) +% co30) *% 16) +% ci29) *% 9)) +% 6)]) - params[((160 +% (((((part28 *% 8) +% co30) *% 16) +% ci29) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
-          var w34: Float = params[((160 +% (((((part28 *% 8) +% co30) *% 16) +% ci29) *% 9)) +% 6)]
-          var w35: Float = params[((160 +% (((((part28 *% 8) +% co30) *% 16) +% ci29) *% 9)) +% 1)]
-          var w36: Float = (((params[((160 +% (((((part28 *% 8) +% co30) *% 16) +% ci29) *% 9)) +% 1)] + params[((160 +% (((((part28 *% 8) +% co30) *% 16) +% ci29) *% 9)) +% 4)]) + params[((160 +% (((((part28 *% 8) +% co30) *% 16) +% ci29) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
-          var w37: Float = (((params[((160 +% (((((part28 *% 8) +% co30) *% 16) +% ci29) *% 9)) +% 1)] + params[((160 +% (((((part28 *% 8) +% co30) *% 16) +% ci29) *% 9)) +% 7)]) - params[((160 +% (((((part28 *% 8) +% co30) *% 16) +% ci29) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
-          var w38: Float = params[((160 +% (((((part28 *% 8) +% co30) *% 16) +% ci29) *% 9)) +% 7)]
-          var w39: Float = params[((160 +% (((((part28 *% 8) +% co30) *% 16) +% ci29) *% 9)) +% 2)]
-          var w40: Float = (((params[((160 +% (((((part28 *% 8) +% co30) *% 16) +% ci29) *% 9)) +% 2)] + params[((160 +% (((((part28 *% 8) +% co30) *% 16) +% ci29) *% 9)) +% 5)]) + params[((160 +% (((((part28 *% 8) +% co30) *% 16) +% ci29) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
-          var w41: Float = (((params[((160 +% (((((part28 *% 8) +% co30) *% 16) +% ci29) *% 9)) +% 2)] + params[((160 +% (((((part28 *% 8) +% co30) *% 16) +% ci29) *% 9)) +% 8)]) - params[((160 +% (((((part28 *% 8) +% co30) *% 16) +% ci29) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
-          var w42: Float = params[((160 +% (((((part28 *% 8) +% co30) *% 16) +% ci29) *% 9)) +% 8)]
-          var w43: Float = w31
-          var w44: Float = (((w31 + w35) + w39) * Float(bitPattern: 0x3f000000))
-          var w45: Float = (((w31 + w39) - w35) * Float(bitPattern: 0x3f000000))
-          var w46: Float = w39
-          var w47: Float = w32
-          var w48: Float = (((w32 + w36) + w40) * Float(bitPattern: 0x3f000000))
-          var w49: Float = (((w32 + w40) - w36) * Float(bitPattern: 0x3f000000))
-          var w50: Float = w40
-          var w51: Float = w33
-          var w52: Float = (((w33 + w37) + w41) * Float(bitPattern: 0x3f000000))
-          var w53: Float = (((w33 + w41) - w37) * Float(bitPattern: 0x3f000000))
-          var w54: Float = w41
-          var w55: Float = w34
-          var w56: Float = (((w34 + w38) + w42) * Float(bitPattern: 0x3f000000))
-          var w57: Float = (((w34 + w42) - w38) * Float(bitPattern: 0x3f000000))
-          var w58: Float = w42
-          arena[((1605632 +% (ci29 *% 16)) +% ((part28 *% 8) +% co30))] = w43
-          arena[((1605888 +% (ci29 *% 16)) +% ((part28 *% 8) +% co30))] = w44
-          arena[((1606144 +% (ci29 *% 16)) +% ((part28 *% 8) +% co30))] = w45
-          arena[((1606400 +% (ci29 *% 16)) +% ((part28 *% 8) +% co30))] = w46
-          arena[((1606656 +% (ci29 *% 16)) +% ((part28 *% 8) +% co30))] = w47
-          arena[((1606912 +% (ci29 *% 16)) +% ((part28 *% 8) +% co30))] = w48
-          arena[((1607168 +% (ci29 *% 16)) +% ((part28 *% 8) +% co30))] = w49
-          arena[((1607424 +% (ci29 *% 16)) +% ((part28 *% 8) +% co30))] = w50
-          arena[((1607680 +% (ci29 *% 16)) +% ((part28 *% 8) +% co30))] = w51
-          arena[((1607936 +% (ci29 *% 16)) +% ((part28 *% 8) +% co30))] = w52
-          arena[((1608192 +% (ci29 *% 16)) +% ((part28 *% 8) +% co30))] = w53
-          arena[((1608448 +% (ci29 *% 16)) +% ((part28 *% 8) +% co30))] = w54
-          arena[((1608704 +% (ci29 *% 16)) +% ((part28 *% 8) +% co30))] = w55
-          arena[((1608960 +% (ci29 *% 16)) +% ((part28 *% 8) +% co30))] = w56
-          arena[((1609216 +% (ci29 *% 16)) +% ((part28 *% 8) +% co30))] = w57
-          arena[((1609472 +% (ci29 *% 16)) +% ((part28 *% 8) +% co30))] = w58
-        }
+    for ci29 in 0..<16 {
+      for co30 in 0..<8 {
+        var w31: Float = params[(160 +% (((((part28 *% 8) +% co30) *% 16) +% ci29) *% 9))]
+        var w32: Float = (((params[(160 +% (((((part28 *% 8) +% co30) *% 16) +% ci29) *% 9))] + params[((160 +% (((((part28 *% 8) +% co30) *% 16) +% ci29) *% 9)) +% 3)]) + params[((160 +% (((((part28 *% 8) +% co30) *% 16) +% ci29) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
+        var w33: Float = (((params[(160 +% (((((part28 *% 8) +% co30) *% 16) +% ci29) *% 9))] + params[((160 +% (((((part28 *% 8) +% co30) *% 16) +% ci29) *% 9)) +% 6)]) - params[((160 +% (((((part28 *% 8) +% co30) *% 16) +% ci29) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
+        var w34: Float = params[((160 +% (((((part28 *% 8) +% co30) *% 16) +% ci29) *% 9)) +% 6)]
+        var w35: Float = params[((160 +% (((((part28 *% 8) +% co30) *% 16) +% ci29) *% 9)) +% 1)]
+        var w36: Float = (((params[((160 +% (((((part28 *% 8) +% co30) *% 16) +% ci29) *% 9)) +% 1)] + params[((160 +% (((((part28 *% 8) +% co30) *% 16) +% ci29) *% 9)) +% 4)]) + params[((160 +% (((((part28 *% 8) +% co30) *% 16) +% ci29) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
+        var w37: Float = (((params[((160 +% (((((part28 *% 8) +% co30) *% 16) +% ci29) *% 9)) +% 1)] + params[((160 +% (((((part28 *% 8) +% co30) *% 16) +% ci29) *% 9)) +% 7)]) - params[((160 +% (((((part28 *% 8) +% co30) *% 16) +% ci29) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
+        var w38: Float = params[((160 +% (((((part28 *% 8) +% co30) *% 16) +% ci29) *% 9)) +% 7)]
+        var w39: Float = params[((160 +% (((((part28 *% 8) +% co30) *% 16) +% ci29) *% 9)) +% 2)]
+        var w40: Float = (((params[((160 +% (((((part28 *% 8) +% co30) *% 16) +% ci29) *% 9)) +% 2)] + params[((160 +% (((((part28 *% 8) +% co30) *% 16) +% ci29) *% 9)) +% 5)]) + params[((160 +% (((((part28 *% 8) +% co30) *% 16) +% ci29) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
+        var w41: Float = (((params[((160 +% (((((part28 *% 8) +% co30) *% 16) +% ci29) *% 9)) +% 2)] + params[((160 +% (((((part28 *% 8) +% co30) *% 16) +% ci29) *% 9)) +% 8)]) - params[((160 +% (((((part28 *% 8) +% co30) *% 16) +% ci29) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
+        var w42: Float = params[((160 +% (((((part28 *% 8) +% co30) *% 16) +% ci29) *% 9)) +% 8)]
+        var w43: Float = w31
+        var w44: Float = (((w31 + w35) + w39) * Float(bitPattern: 0x3f000000))
+        var w45: Float = (((w31 + w39) - w35) * Float(bitPattern: 0x3f000000))
+        var w46: Float = w39
+        var w47: Float = w32
+        var w48: Float = (((w32 + w36) + w40) * Float(bitPattern: 0x3f000000))
+        var w49: Float = (((w32 + w40) - w36) * Float(bitPattern: 0x3f000000))
+        var w50: Float = w40
+        var w51: Float = w33
+        var w52: Float = (((w33 + w37) + w41) * Float(bitPattern: 0x3f000000))
+        var w53: Float = (((w33 + w41) - w37) * Float(bitPattern: 0x3f000000))
+        var w54: Float = w41
+        var w55: Float = w34
+        var w56: Float = (((w34 + w38) + w42) * Float(bitPattern: 0x3f000000))
+        var w57: Float = (((w34 + w42) - w38) * Float(bitPattern: 0x3f000000))
+        var w58: Float = w42
+        arena[((1605632 +% (ci29 *% 16)) +% ((part28 *% 8) +% co30))] = w43
+        arena[((1605888 +% (ci29 *% 16)) +% ((part28 *% 8) +% co30))] = w44
+        arena[((1606144 +% (ci29 *% 16)) +% ((part28 *% 8) +% co30))] = w45
+        arena[((1606400 +% (ci29 *% 16)) +% ((part28 *% 8) +% co30))] = w46
+        arena[((1606656 +% (ci29 *% 16)) +% ((part28 *% 8) +% co30))] = w47
+        arena[((1606912 +% (ci29 *% 16)) +% ((part28 *% 8) +% co30))] = w48
+        arena[((1607168 +% (ci29 *% 16)) +% ((part28 *% 8) +% co30))] = w49
+        arena[((1607424 +% (ci29 *% 16)) +% ((part28 *% 8) +% co30))] = w50
+        arena[((1607680 +% (ci29 *% 16)) +% ((part28 *% 8) +% co30))] = w51
+        arena[((1607936 +% (ci29 *% 16)) +% ((part28 *% 8) +% co30))] = w52
+        arena[((1608192 +% (ci29 *% 16)) +% ((part28 *% 8) +% co30))] = w53
+        arena[((1608448 +% (ci29 *% 16)) +% ((part28 *% 8) +% co30))] = w54
+        arena[((1608704 +% (ci29 *% 16)) +% ((part28 *% 8) +% co30))] = w55
+        arena[((1608960 +% (ci29 *% 16)) +% ((part28 *% 8) +% co30))] = w56
+        arena[((1609216 +% (ci29 *% 16)) +% ((part28 *% 8) +% co30))] = w57
+        arena[((1609472 +% (ci29 *% 16)) +% ((part28 *% 8) +% co30))] = w58
       }
     }
   }
@@ -2301,54 +2299,52 @@ public func residual_infer_b64(
   }
   // conv3 = conv2d(pool)
   parallelFor(pool, 2) { part133 in
-    do {  // scalar loops
-      for ci134 in 0..<16 {
-        for co135 in 0..<16 {
-          var w136: Float = params[(2480 +% (((((part133 *% 16) +% co135) *% 16) +% ci134) *% 9))]
-          var w137: Float = (((params[(2480 +% (((((part133 *% 16) +% co135) *% 16) +% ci134) *% 9))] + params[((2480 +% (((((part133 *% 16) +% co135) *% 16) +% ci134) *% 9)) +% 3)]) + params[((2480 +% (((((part133 *% 16) +% co135) *% 16) +% ci134) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
-          var w138: Float = (((params[(2480 +% (((((part133 *% 16) +% co135) *% 16) +% ci134) *% 9))] + params[((2480 +% (((((part133 *% 16) +% co135) *% 16) +% ci134) *% 9)) +% 6)]) - params[((2480 +% (((((part133 *% 16) +% co135) *% 16) +% ci134) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
-          var w139: Float = params[((2480 +% (((((part133 *% 16) +% co135) *% 16) +% ci134) *% 9)) +% 6)]
-          var w140: Float = params[((2480 +% (((((part133 *% 16) +% co135) *% 16) +% ci134) *% 9)) +% 1)]
-          var w141: Float = (((params[((2480 +% (((((part133 *% 16) +% co135) *% 16) +% ci134) *% 9)) +% 1)] + params[((2480 +% (((((part133 *% 16) +% co135) *% 16) +% ci134) *% 9)) +% 4)]) + params[((2480 +% (((((part133 *% 16) +% co135) *% 16) +% ci134) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
-          var w142: Float = (((params[((2480 +% (((((part133 *% 16) +% co135) *% 16) +% ci134) *% 9)) +% 1)] + params[((2480 +% (((((part133 *% 16) +% co135) *% 16) +% ci134) *% 9)) +% 7)]) - params[((2480 +% (((((part133 *% 16) +% co135) *% 16) +% ci134) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
-          var w143: Float = params[((2480 +% (((((part133 *% 16) +% co135) *% 16) +% ci134) *% 9)) +% 7)]
-          var w144: Float = params[((2480 +% (((((part133 *% 16) +% co135) *% 16) +% ci134) *% 9)) +% 2)]
-          var w145: Float = (((params[((2480 +% (((((part133 *% 16) +% co135) *% 16) +% ci134) *% 9)) +% 2)] + params[((2480 +% (((((part133 *% 16) +% co135) *% 16) +% ci134) *% 9)) +% 5)]) + params[((2480 +% (((((part133 *% 16) +% co135) *% 16) +% ci134) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
-          var w146: Float = (((params[((2480 +% (((((part133 *% 16) +% co135) *% 16) +% ci134) *% 9)) +% 2)] + params[((2480 +% (((((part133 *% 16) +% co135) *% 16) +% ci134) *% 9)) +% 8)]) - params[((2480 +% (((((part133 *% 16) +% co135) *% 16) +% ci134) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
-          var w147: Float = params[((2480 +% (((((part133 *% 16) +% co135) *% 16) +% ci134) *% 9)) +% 8)]
-          var w148: Float = w136
-          var w149: Float = (((w136 + w140) + w144) * Float(bitPattern: 0x3f000000))
-          var w150: Float = (((w136 + w144) - w140) * Float(bitPattern: 0x3f000000))
-          var w151: Float = w144
-          var w152: Float = w137
-          var w153: Float = (((w137 + w141) + w145) * Float(bitPattern: 0x3f000000))
-          var w154: Float = (((w137 + w145) - w141) * Float(bitPattern: 0x3f000000))
-          var w155: Float = w145
-          var w156: Float = w138
-          var w157: Float = (((w138 + w142) + w146) * Float(bitPattern: 0x3f000000))
-          var w158: Float = (((w138 + w146) - w142) * Float(bitPattern: 0x3f000000))
-          var w159: Float = w146
-          var w160: Float = w139
-          var w161: Float = (((w139 + w143) + w147) * Float(bitPattern: 0x3f000000))
-          var w162: Float = (((w139 + w147) - w143) * Float(bitPattern: 0x3f000000))
-          var w163: Float = w147
-          arena[((401408 +% (ci134 *% 32)) +% ((part133 *% 16) +% co135))] = w148
-          arena[((401920 +% (ci134 *% 32)) +% ((part133 *% 16) +% co135))] = w149
-          arena[((402432 +% (ci134 *% 32)) +% ((part133 *% 16) +% co135))] = w150
-          arena[((402944 +% (ci134 *% 32)) +% ((part133 *% 16) +% co135))] = w151
-          arena[((403456 +% (ci134 *% 32)) +% ((part133 *% 16) +% co135))] = w152
-          arena[((403968 +% (ci134 *% 32)) +% ((part133 *% 16) +% co135))] = w153
-          arena[((404480 +% (ci134 *% 32)) +% ((part133 *% 16) +% co135))] = w154
-          arena[((404992 +% (ci134 *% 32)) +% ((part133 *% 16) +% co135))] = w155
-          arena[((405504 +% (ci134 *% 32)) +% ((part133 *% 16) +% co135))] = w156
-          arena[((406016 +% (ci134 *% 32)) +% ((part133 *% 16) +% co135))] = w157
-          arena[((406528 +% (ci134 *% 32)) +% ((part133 *% 16) +% co135))] = w158
-          arena[((407040 +% (ci134 *% 32)) +% ((part133 *% 16) +% co135))] = w159
-          arena[((407552 +% (ci134 *% 32)) +% ((part133 *% 16) +% co135))] = w160
-          arena[((408064 +% (ci134 *% 32)) +% ((part133 *% 16) +% co135))] = w161
-          arena[((408576 +% (ci134 *% 32)) +% ((part133 *% 16) +% co135))] = w162
-          arena[((409088 +% (ci134 *% 32)) +% ((part133 *% 16) +% co135))] = w163
-        }
+    for ci134 in 0..<16 {
+      for co135 in 0..<16 {
+        var w136: Float = params[(2480 +% (((((part133 *% 16) +% co135) *% 16) +% ci134) *% 9))]
+        var w137: Float = (((params[(2480 +% (((((part133 *% 16) +% co135) *% 16) +% ci134) *% 9))] + params[((2480 +% (((((part133 *% 16) +% co135) *% 16) +% ci134) *% 9)) +% 3)]) + params[((2480 +% (((((part133 *% 16) +% co135) *% 16) +% ci134) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
+        var w138: Float = (((params[(2480 +% (((((part133 *% 16) +% co135) *% 16) +% ci134) *% 9))] + params[((2480 +% (((((part133 *% 16) +% co135) *% 16) +% ci134) *% 9)) +% 6)]) - params[((2480 +% (((((part133 *% 16) +% co135) *% 16) +% ci134) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
+        var w139: Float = params[((2480 +% (((((part133 *% 16) +% co135) *% 16) +% ci134) *% 9)) +% 6)]
+        var w140: Float = params[((2480 +% (((((part133 *% 16) +% co135) *% 16) +% ci134) *% 9)) +% 1)]
+        var w141: Float = (((params[((2480 +% (((((part133 *% 16) +% co135) *% 16) +% ci134) *% 9)) +% 1)] + params[((2480 +% (((((part133 *% 16) +% co135) *% 16) +% ci134) *% 9)) +% 4)]) + params[((2480 +% (((((part133 *% 16) +% co135) *% 16) +% ci134) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
+        var w142: Float = (((params[((2480 +% (((((part133 *% 16) +% co135) *% 16) +% ci134) *% 9)) +% 1)] + params[((2480 +% (((((part133 *% 16) +% co135) *% 16) +% ci134) *% 9)) +% 7)]) - params[((2480 +% (((((part133 *% 16) +% co135) *% 16) +% ci134) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
+        var w143: Float = params[((2480 +% (((((part133 *% 16) +% co135) *% 16) +% ci134) *% 9)) +% 7)]
+        var w144: Float = params[((2480 +% (((((part133 *% 16) +% co135) *% 16) +% ci134) *% 9)) +% 2)]
+        var w145: Float = (((params[((2480 +% (((((part133 *% 16) +% co135) *% 16) +% ci134) *% 9)) +% 2)] + params[((2480 +% (((((part133 *% 16) +% co135) *% 16) +% ci134) *% 9)) +% 5)]) + params[((2480 +% (((((part133 *% 16) +% co135) *% 16) +% ci134) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
+        var w146: Float = (((params[((2480 +% (((((part133 *% 16) +% co135) *% 16) +% ci134) *% 9)) +% 2)] + params[((2480 +% (((((part133 *% 16) +% co135) *% 16) +% ci134) *% 9)) +% 8)]) - params[((2480 +% (((((part133 *% 16) +% co135) *% 16) +% ci134) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
+        var w147: Float = params[((2480 +% (((((part133 *% 16) +% co135) *% 16) +% ci134) *% 9)) +% 8)]
+        var w148: Float = w136
+        var w149: Float = (((w136 + w140) + w144) * Float(bitPattern: 0x3f000000))
+        var w150: Float = (((w136 + w144) - w140) * Float(bitPattern: 0x3f000000))
+        var w151: Float = w144
+        var w152: Float = w137
+        var w153: Float = (((w137 + w141) + w145) * Float(bitPattern: 0x3f000000))
+        var w154: Float = (((w137 + w145) - w141) * Float(bitPattern: 0x3f000000))
+        var w155: Float = w145
+        var w156: Float = w138
+        var w157: Float = (((w138 + w142) + w146) * Float(bitPattern: 0x3f000000))
+        var w158: Float = (((w138 + w146) - w142) * Float(bitPattern: 0x3f000000))
+        var w159: Float = w146
+        var w160: Float = w139
+        var w161: Float = (((w139 + w143) + w147) * Float(bitPattern: 0x3f000000))
+        var w162: Float = (((w139 + w147) - w143) * Float(bitPattern: 0x3f000000))
+        var w163: Float = w147
+        arena[((401408 +% (ci134 *% 32)) +% ((part133 *% 16) +% co135))] = w148
+        arena[((401920 +% (ci134 *% 32)) +% ((part133 *% 16) +% co135))] = w149
+        arena[((402432 +% (ci134 *% 32)) +% ((part133 *% 16) +% co135))] = w150
+        arena[((402944 +% (ci134 *% 32)) +% ((part133 *% 16) +% co135))] = w151
+        arena[((403456 +% (ci134 *% 32)) +% ((part133 *% 16) +% co135))] = w152
+        arena[((403968 +% (ci134 *% 32)) +% ((part133 *% 16) +% co135))] = w153
+        arena[((404480 +% (ci134 *% 32)) +% ((part133 *% 16) +% co135))] = w154
+        arena[((404992 +% (ci134 *% 32)) +% ((part133 *% 16) +% co135))] = w155
+        arena[((405504 +% (ci134 *% 32)) +% ((part133 *% 16) +% co135))] = w156
+        arena[((406016 +% (ci134 *% 32)) +% ((part133 *% 16) +% co135))] = w157
+        arena[((406528 +% (ci134 *% 32)) +% ((part133 *% 16) +% co135))] = w158
+        arena[((407040 +% (ci134 *% 32)) +% ((part133 *% 16) +% co135))] = w159
+        arena[((407552 +% (ci134 *% 32)) +% ((part133 *% 16) +% co135))] = w160
+        arena[((408064 +% (ci134 *% 32)) +% ((part133 *% 16) +% co135))] = w161
+        arena[((408576 +% (ci134 *% 32)) +% ((part133 *% 16) +% co135))] = w162
+        arena[((409088 +% (ci134 *% 32)) +% ((part133 *% 16) +% co135))] = w163
       }
     }
   }

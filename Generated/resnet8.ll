@@ -38755,12 +38755,12 @@ s1_conv1.co33:                                    ; preds = %s1_conv1.co33, %s1_
   store float %w61, ptr %arena62, align 4
   %co33.next = add nsw i64 %s1_conv1.co332, 1
   %312 = icmp slt i64 %co33.next, 8
-  br i1 %312, label %s1_conv1.co33, label %s1_conv1.co33.end, !llvm.loop !19
+  br i1 %312, label %s1_conv1.co33, label %s1_conv1.co33.end
 
 s1_conv1.co33.end:                                ; preds = %s1_conv1.co33
   %ci32.next = add nsw i64 %s1_conv1.ci321, 1
   %313 = icmp slt i64 %ci32.next, 16
-  br i1 %313, label %s1_conv1.ci32, label %s1_conv1.ci32.end, !llvm.loop !20
+  br i1 %313, label %s1_conv1.ci32, label %s1_conv1.ci32.end
 }
 
 define internal void @resnet8_infer_b64.k3.s1_conv1.part31.task(ptr %0, i64 %1) {
@@ -41562,12 +41562,12 @@ s1_conv2.co136:                                   ; preds = %s1_conv2.co136, %s1
   store float %w164, ptr %arena62, align 4
   %co136.next = add nsw i64 %s1_conv2.co1362, 1
   %312 = icmp slt i64 %co136.next, 8
-  br i1 %312, label %s1_conv2.co136, label %s1_conv2.co136.end, !llvm.loop !21
+  br i1 %312, label %s1_conv2.co136, label %s1_conv2.co136.end
 
 s1_conv2.co136.end:                               ; preds = %s1_conv2.co136
   %ci135.next = add nsw i64 %s1_conv2.ci1351, 1
   %313 = icmp slt i64 %ci135.next, 16
-  br i1 %313, label %s1_conv2.ci135, label %s1_conv2.ci135.end, !llvm.loop !22
+  br i1 %313, label %s1_conv2.ci135, label %s1_conv2.ci135.end
 }
 
 define internal void @resnet8_infer_b64.k5.s1_conv2.part134.task(ptr %0, i64 %1) {
@@ -45401,12 +45401,12 @@ s2_conv2.co268:                                   ; preds = %s2_conv2.co268, %s2
   store float %w296, ptr %arena62, align 4
   %co268.next = add nsw i64 %s2_conv2.co2682, 1
   %312 = icmp slt i64 %co268.next, 16
-  br i1 %312, label %s2_conv2.co268, label %s2_conv2.co268.end, !llvm.loop !23
+  br i1 %312, label %s2_conv2.co268, label %s2_conv2.co268.end
 
 s2_conv2.co268.end:                               ; preds = %s2_conv2.co268
   %ci267.next = add nsw i64 %s2_conv2.ci2671, 1
   %313 = icmp slt i64 %ci267.next, 32
-  br i1 %313, label %s2_conv2.ci267, label %s2_conv2.ci267.end, !llvm.loop !24
+  br i1 %313, label %s2_conv2.ci267, label %s2_conv2.ci267.end
 }
 
 define internal void @resnet8_infer_b64.k11.s2_conv2.part266.task(ptr %0, i64 %1) {
@@ -49875,12 +49875,12 @@ s3_conv2.co419:                                   ; preds = %s3_conv2.co419, %s3
   store float %w447, ptr %arena62, align 4
   %co419.next = add nsw i64 %s3_conv2.co4192, 1
   %312 = icmp slt i64 %co419.next, 32
-  br i1 %312, label %s3_conv2.co419, label %s3_conv2.co419.end, !llvm.loop !25
+  br i1 %312, label %s3_conv2.co419, label %s3_conv2.co419.end
 
 s3_conv2.co419.end:                               ; preds = %s3_conv2.co419
   %ci418.next = add nsw i64 %s3_conv2.ci4181, 1
   %313 = icmp slt i64 %ci418.next, 64
-  br i1 %313, label %s3_conv2.ci418, label %s3_conv2.ci418.end, !llvm.loop !26
+  br i1 %313, label %s3_conv2.ci418, label %s3_conv2.ci418.end
 }
 
 define internal void @resnet8_infer_b64.k19.s3_conv2.part417.task(ptr %0, i64 %1) {
@@ -51927,11 +51927,3 @@ attributes #2 = { "target-cpu"="x86-64-v3" }
 !16 = distinct !{!16, !1}
 !17 = distinct !{!17, !1}
 !18 = distinct !{!18, !1}
-!19 = distinct !{!19, !1}
-!20 = distinct !{!20, !1}
-!21 = distinct !{!21, !1}
-!22 = distinct !{!22, !1}
-!23 = distinct !{!23, !1}
-!24 = distinct !{!24, !1}
-!25 = distinct !{!25, !1}
-!26 = distinct !{!26, !1}

@@ -4929,54 +4929,52 @@ public func resnet8_infer_b64(
   }
   // s1_conv1 = conv2d_relu(stem, s1_bn1)
   parallelFor(pool, 2) { part31 in
-    do {  // scalar loops
-      for ci32 in 0..<16 {
-        for co33 in 0..<8 {
-          var w34: Float = params[(464 +% (((((part31 *% 8) +% co33) *% 16) +% ci32) *% 9))]
-          var w35: Float = (((params[(464 +% (((((part31 *% 8) +% co33) *% 16) +% ci32) *% 9))] + params[((464 +% (((((part31 *% 8) +% co33) *% 16) +% ci32) *% 9)) +% 3)]) + params[((464 +% (((((part31 *% 8) +% co33) *% 16) +% ci32) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
-          var w36: Float = (((params[(464 +% (((((part31 *% 8) +% co33) *% 16) +% ci32) *% 9))] + params[((464 +% (((((part31 *% 8) +% co33) *% 16) +% ci32) *% 9)) +% 6)]) - params[((464 +% (((((part31 *% 8) +% co33) *% 16) +% ci32) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
-          var w37: Float = params[((464 +% (((((part31 *% 8) +% co33) *% 16) +% ci32) *% 9)) +% 6)]
-          var w38: Float = params[((464 +% (((((part31 *% 8) +% co33) *% 16) +% ci32) *% 9)) +% 1)]
-          var w39: Float = (((params[((464 +% (((((part31 *% 8) +% co33) *% 16) +% ci32) *% 9)) +% 1)] + params[((464 +% (((((part31 *% 8) +% co33) *% 16) +% ci32) *% 9)) +% 4)]) + params[((464 +% (((((part31 *% 8) +% co33) *% 16) +% ci32) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
-          var w40: Float = (((params[((464 +% (((((part31 *% 8) +% co33) *% 16) +% ci32) *% 9)) +% 1)] + params[((464 +% (((((part31 *% 8) +% co33) *% 16) +% ci32) *% 9)) +% 7)]) - params[((464 +% (((((part31 *% 8) +% co33) *% 16) +% ci32) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
-          var w41: Float = params[((464 +% (((((part31 *% 8) +% co33) *% 16) +% ci32) *% 9)) +% 7)]
-          var w42: Float = params[((464 +% (((((part31 *% 8) +% co33) *% 16) +% ci32) *% 9)) +% 2)]
-          var w43: Float = (((params[((464 +% (((((part31 *% 8) +% co33) *% 16) +% ci32) *% 9)) +% 2)] + params[((464 +% (((((part31 *% 8) +% co33) *% 16) +% ci32) *% 9)) +% 5)]) + params[((464 +% (((((part31 *% 8) +% co33) *% 16) +% ci32) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
-          var w44: Float = (((params[((464 +% (((((part31 *% 8) +% co33) *% 16) +% ci32) *% 9)) +% 2)] + params[((464 +% (((((part31 *% 8) +% co33) *% 16) +% ci32) *% 9)) +% 8)]) - params[((464 +% (((((part31 *% 8) +% co33) *% 16) +% ci32) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
-          var w45: Float = params[((464 +% (((((part31 *% 8) +% co33) *% 16) +% ci32) *% 9)) +% 8)]
-          var w46: Float = w34
-          var w47: Float = (((w34 + w38) + w42) * Float(bitPattern: 0x3f000000))
-          var w48: Float = (((w34 + w42) - w38) * Float(bitPattern: 0x3f000000))
-          var w49: Float = w42
-          var w50: Float = w35
-          var w51: Float = (((w35 + w39) + w43) * Float(bitPattern: 0x3f000000))
-          var w52: Float = (((w35 + w43) - w39) * Float(bitPattern: 0x3f000000))
-          var w53: Float = w43
-          var w54: Float = w36
-          var w55: Float = (((w36 + w40) + w44) * Float(bitPattern: 0x3f000000))
-          var w56: Float = (((w36 + w44) - w40) * Float(bitPattern: 0x3f000000))
-          var w57: Float = w44
-          var w58: Float = w37
-          var w59: Float = (((w37 + w41) + w45) * Float(bitPattern: 0x3f000000))
-          var w60: Float = (((w37 + w45) - w41) * Float(bitPattern: 0x3f000000))
-          var w61: Float = w45
-          arena[((2097184 +% (ci32 *% 16)) +% ((part31 *% 8) +% co33))] = w46
-          arena[((2097440 +% (ci32 *% 16)) +% ((part31 *% 8) +% co33))] = w47
-          arena[((2097696 +% (ci32 *% 16)) +% ((part31 *% 8) +% co33))] = w48
-          arena[((2097952 +% (ci32 *% 16)) +% ((part31 *% 8) +% co33))] = w49
-          arena[((2098208 +% (ci32 *% 16)) +% ((part31 *% 8) +% co33))] = w50
-          arena[((2098464 +% (ci32 *% 16)) +% ((part31 *% 8) +% co33))] = w51
-          arena[((2098720 +% (ci32 *% 16)) +% ((part31 *% 8) +% co33))] = w52
-          arena[((2098976 +% (ci32 *% 16)) +% ((part31 *% 8) +% co33))] = w53
-          arena[((2099232 +% (ci32 *% 16)) +% ((part31 *% 8) +% co33))] = w54
-          arena[((2099488 +% (ci32 *% 16)) +% ((part31 *% 8) +% co33))] = w55
-          arena[((2099744 +% (ci32 *% 16)) +% ((part31 *% 8) +% co33))] = w56
-          arena[((2100000 +% (ci32 *% 16)) +% ((part31 *% 8) +% co33))] = w57
-          arena[((2100256 +% (ci32 *% 16)) +% ((part31 *% 8) +% co33))] = w58
-          arena[((2100512 +% (ci32 *% 16)) +% ((part31 *% 8) +% co33))] = w59
-          arena[((2100768 +% (ci32 *% 16)) +% ((part31 *% 8) +% co33))] = w60
-          arena[((2101024 +% (ci32 *% 16)) +% ((part31 *% 8) +% co33))] = w61
-        }
+    for ci32 in 0..<16 {
+      for co33 in 0..<8 {
+        var w34: Float = params[(464 +% (((((part31 *% 8) +% co33) *% 16) +% ci32) *% 9))]
+        var w35: Float = (((params[(464 +% (((((part31 *% 8) +% co33) *% 16) +% ci32) *% 9))] + params[((464 +% (((((part31 *% 8) +% co33) *% 16) +% ci32) *% 9)) +% 3)]) + params[((464 +% (((((part31 *% 8) +% co33) *% 16) +% ci32) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
+        var w36: Float = (((params[(464 +% (((((part31 *% 8) +% co33) *% 16) +% ci32) *% 9))] + params[((464 +% (((((part31 *% 8) +% co33) *% 16) +% ci32) *% 9)) +% 6)]) - params[((464 +% (((((part31 *% 8) +% co33) *% 16) +% ci32) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
+        var w37: Float = params[((464 +% (((((part31 *% 8) +% co33) *% 16) +% ci32) *% 9)) +% 6)]
+        var w38: Float = params[((464 +% (((((part31 *% 8) +% co33) *% 16) +% ci32) *% 9)) +% 1)]
+        var w39: Float = (((params[((464 +% (((((part31 *% 8) +% co33) *% 16) +% ci32) *% 9)) +% 1)] + params[((464 +% (((((part31 *% 8) +% co33) *% 16) +% ci32) *% 9)) +% 4)]) + params[((464 +% (((((part31 *% 8) +% co33) *% 16) +% ci32) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
+        var w40: Float = (((params[((464 +% (((((part31 *% 8) +% co33) *% 16) +% ci32) *% 9)) +% 1)] + params[((464 +% (((((part31 *% 8) +% co33) *% 16) +% ci32) *% 9)) +% 7)]) - params[((464 +% (((((part31 *% 8) +% co33) *% 16) +% ci32) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
+        var w41: Float = params[((464 +% (((((part31 *% 8) +% co33) *% 16) +% ci32) *% 9)) +% 7)]
+        var w42: Float = params[((464 +% (((((part31 *% 8) +% co33) *% 16) +% ci32) *% 9)) +% 2)]
+        var w43: Float = (((params[((464 +% (((((part31 *% 8) +% co33) *% 16) +% ci32) *% 9)) +% 2)] + params[((464 +% (((((part31 *% 8) +% co33) *% 16) +% ci32) *% 9)) +% 5)]) + params[((464 +% (((((part31 *% 8) +% co33) *% 16) +% ci32) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
+        var w44: Float = (((params[((464 +% (((((part31 *% 8) +% co33) *% 16) +% ci32) *% 9)) +% 2)] + params[((464 +% (((((part31 *% 8) +% co33) *% 16) +% ci32) *% 9)) +% 8)]) - params[((464 +% (((((part31 *% 8) +% co33) *% 16) +% ci32) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
+        var w45: Float = params[((464 +% (((((part31 *% 8) +% co33) *% 16) +% ci32) *% 9)) +% 8)]
+        var w46: Float = w34
+        var w47: Float = (((w34 + w38) + w42) * Float(bitPattern: 0x3f000000))
+        var w48: Float = (((w34 + w42) - w38) * Float(bitPattern: 0x3f000000))
+        var w49: Float = w42
+        var w50: Float = w35
+        var w51: Float = (((w35 + w39) + w43) * Float(bitPattern: 0x3f000000))
+        var w52: Float = (((w35 + w43) - w39) * Float(bitPattern: 0x3f000000))
+        var w53: Float = w43
+        var w54: Float = w36
+        var w55: Float = (((w36 + w40) + w44) * Float(bitPattern: 0x3f000000))
+        var w56: Float = (((w36 + w44) - w40) * Float(bitPattern: 0x3f000000))
+        var w57: Float = w44
+        var w58: Float = w37
+        var w59: Float = (((w37 + w41) + w45) * Float(bitPattern: 0x3f000000))
+        var w60: Float = (((w37 + w45) - w41) * Float(bitPattern: 0x3f000000))
+        var w61: Float = w45
+        arena[((2097184 +% (ci32 *% 16)) +% ((part31 *% 8) +% co33))] = w46
+        arena[((2097440 +% (ci32 *% 16)) +% ((part31 *% 8) +% co33))] = w47
+        arena[((2097696 +% (ci32 *% 16)) +% ((part31 *% 8) +% co33))] = w48
+        arena[((2097952 +% (ci32 *% 16)) +% ((part31 *% 8) +% co33))] = w49
+        arena[((2098208 +% (ci32 *% 16)) +% ((part31 *% 8) +% co33))] = w50
+        arena[((2098464 +% (ci32 *% 16)) +% ((part31 *% 8) +% co33))] = w51
+        arena[((2098720 +% (ci32 *% 16)) +% ((part31 *% 8) +% co33))] = w52
+        arena[((2098976 +% (ci32 *% 16)) +% ((part31 *% 8) +% co33))] = w53
+        arena[((2099232 +% (ci32 *% 16)) +% ((part31 *% 8) +% co33))] = w54
+        arena[((2099488 +% (ci32 *% 16)) +% ((part31 *% 8) +% co33))] = w55
+        arena[((2099744 +% (ci32 *% 16)) +% ((part31 *% 8) +% co33))] = w56
+        arena[((2100000 +% (ci32 *% 16)) +% ((part31 *% 8) +% co33))] = w57
+        arena[((2100256 +% (ci32 *% 16)) +% ((part31 *% 8) +% co33))] = w58
+        arena[((2100512 +% (ci32 *% 16)) +% ((part31 *% 8) +% co33))] = w59
+        arena[((2100768 +% (ci32 *% 16)) +% ((part31 *% 8) +% co33))] = w60
+        arena[((2101024 +% (ci32 *% 16)) +% ((part31 *% 8) +% co33))] = w61
       }
     }
   }
@@ -5177,54 +5175,52 @@ public func resnet8_infer_b64(
   }
   // s1_conv2 = conv2d(s1_conv1, s1_bn2)
   parallelFor(pool, 2) { part134 in
-    do {  // scalar loops
-      for ci135 in 0..<16 {
-        for co136 in 0..<8 {
-          var w137: Float = params[(2800 +% (((((part134 *% 8) +% co136) *% 16) +% ci135) *% 9))]
-          var w138: Float = (((params[(2800 +% (((((part134 *% 8) +% co136) *% 16) +% ci135) *% 9))] + params[((2800 +% (((((part134 *% 8) +% co136) *% 16) +% ci135) *% 9)) +% 3)]) + params[((2800 +% (((((part134 *% 8) +% co136) *% 16) +% ci135) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
-          var w139: Float = (((params[(2800 +% (((((part134 *% 8) +% co136) *% 16) +% ci135) *% 9))] + params[((2800 +% (((((part134 *% 8) +% co136) *% 16) +% ci135) *% 9)) +% 6)]) - params[((2800 +% (((((part134 *% 8) +% co136) *% 16) +% ci135) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
-          var w140: Float = params[((2800 +% (((((part134 *% 8) +% co136) *% 16) +% ci135) *% 9)) +% 6)]
-          var w141: Float = params[((2800 +% (((((part134 *% 8) +% co136) *% 16) +% ci135) *% 9)) +% 1)]
-          var w142: Float = (((params[((2800 +% (((((part134 *% 8) +% co136) *% 16) +% ci135) *% 9)) +% 1)] + params[((2800 +% (((((part134 *% 8) +% co136) *% 16) +% ci135) *% 9)) +% 4)]) + params[((2800 +% (((((part134 *% 8) +% co136) *% 16) +% ci135) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
-          var w143: Float = (((params[((2800 +% (((((part134 *% 8) +% co136) *% 16) +% ci135) *% 9)) +% 1)] + params[((2800 +% (((((part134 *% 8) +% co136) *% 16) +% ci135) *% 9)) +% 7)]) - params[((2800 +% (((((part134 *% 8) +% co136) *% 16) +% ci135) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
-          var w144: Float = params[((2800 +% (((((part134 *% 8) +% co136) *% 16) +% ci135) *% 9)) +% 7)]
-          var w145: Float = params[((2800 +% (((((part134 *% 8) +% co136) *% 16) +% ci135) *% 9)) +% 2)]
-          var w146: Float = (((params[((2800 +% (((((part134 *% 8) +% co136) *% 16) +% ci135) *% 9)) +% 2)] + params[((2800 +% (((((part134 *% 8) +% co136) *% 16) +% ci135) *% 9)) +% 5)]) + params[((2800 +% (((((part134 *% 8) +% co136) *% 16) +% ci135) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
-          var w147: Float = (((params[((2800 +% (((((part134 *% 8) +% co136) *% 16) +% ci135) *% 9)) +% 2)] + params[((2800 +% (((((part134 *% 8) +% co136) *% 16) +% ci135) *% 9)) +% 8)]) - params[((2800 +% (((((part134 *% 8) +% co136) *% 16) +% ci135) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
-          var w148: Float = params[((2800 +% (((((part134 *% 8) +% co136) *% 16) +% ci135) *% 9)) +% 8)]
-          var w149: Float = w137
-          var w150: Float = (((w137 + w141) + w145) * Float(bitPattern: 0x3f000000))
-          var w151: Float = (((w137 + w145) - w141) * Float(bitPattern: 0x3f000000))
-          var w152: Float = w145
-          var w153: Float = w138
-          var w154: Float = (((w138 + w142) + w146) * Float(bitPattern: 0x3f000000))
-          var w155: Float = (((w138 + w146) - w142) * Float(bitPattern: 0x3f000000))
-          var w156: Float = w146
-          var w157: Float = w139
-          var w158: Float = (((w139 + w143) + w147) * Float(bitPattern: 0x3f000000))
-          var w159: Float = (((w139 + w147) - w143) * Float(bitPattern: 0x3f000000))
-          var w160: Float = w147
-          var w161: Float = w140
-          var w162: Float = (((w140 + w144) + w148) * Float(bitPattern: 0x3f000000))
-          var w163: Float = (((w140 + w148) - w144) * Float(bitPattern: 0x3f000000))
-          var w164: Float = w148
-          arena[((3145760 +% (ci135 *% 16)) +% ((part134 *% 8) +% co136))] = w149
-          arena[((3146016 +% (ci135 *% 16)) +% ((part134 *% 8) +% co136))] = w150
-          arena[((3146272 +% (ci135 *% 16)) +% ((part134 *% 8) +% co136))] = w151
-          arena[((3146528 +% (ci135 *% 16)) +% ((part134 *% 8) +% co136))] = w152
-          arena[((3146784 +% (ci135 *% 16)) +% ((part134 *% 8) +% co136))] = w153
-          arena[((3147040 +% (ci135 *% 16)) +% ((part134 *% 8) +% co136))] = w154
-          arena[((3147296 +% (ci135 *% 16)) +% ((part134 *% 8) +% co136))] = w155
-          arena[((3147552 +% (ci135 *% 16)) +% ((part134 *% 8) +% co136))] = w156
-          arena[((3147808 +% (ci135 *% 16)) +% ((part134 *% 8) +% co136))] = w157
-          arena[((3148064 +% (ci135 *% 16)) +% ((part134 *% 8) +% co136))] = w158
-          arena[((3148320 +% (ci135 *% 16)) +% ((part134 *% 8) +% co136))] = w159
-          arena[((3148576 +% (ci135 *% 16)) +% ((part134 *% 8) +% co136))] = w160
-          arena[((3148832 +% (ci135 *% 16)) +% ((part134 *% 8) +% co136))] = w161
-          arena[((3149088 +% (ci135 *% 16)) +% ((part134 *% 8) +% co136))] = w162
-          arena[((3149344 +% (ci135 *% 16)) +% ((part134 *% 8) +% co136))] = w163
-          arena[((3149600 +% (ci135 *% 16)) +% ((part134 *% 8) +% co136))] = w164
-        }
+    for ci135 in 0..<16 {
+      for co136 in 0..<8 {
+        var w137: Float = params[(2800 +% (((((part134 *% 8) +% co136) *% 16) +% ci135) *% 9))]
+        var w138: Float = (((params[(2800 +% (((((part134 *% 8) +% co136) *% 16) +% ci135) *% 9))] + params[((2800 +% (((((part134 *% 8) +% co136) *% 16) +% ci135) *% 9)) +% 3)]) + params[((2800 +% (((((part134 *% 8) +% co136) *% 16) +% ci135) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
+        var w139: Float = (((params[(2800 +% (((((part134 *% 8) +% co136) *% 16) +% ci135) *% 9))] + params[((2800 +% (((((part134 *% 8) +% co136) *% 16) +% ci135) *% 9)) +% 6)]) - params[((2800 +% (((((part134 *% 8) +% co136) *% 16) +% ci135) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
+        var w140: Float = params[((2800 +% (((((part134 *% 8) +% co136) *% 16) +% ci135) *% 9)) +% 6)]
+        var w141: Float = params[((2800 +% (((((part134 *% 8) +% co136) *% 16) +% ci135) *% 9)) +% 1)]
+        var w142: Float = (((params[((2800 +% (((((part134 *% 8) +% co136) *% 16) +% ci135) *% 9)) +% 1)] + params[((2800 +% (((((part134 *% 8) +% co136) *% 16) +% ci135) *% 9)) +% 4)]) + params[((2800 +% (((((part134 *% 8) +% co136) *% 16) +% ci135) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
+        var w143: Float = (((params[((2800 +% (((((part134 *% 8) +% co136) *% 16) +% ci135) *% 9)) +% 1)] + params[((2800 +% (((((part134 *% 8) +% co136) *% 16) +% ci135) *% 9)) +% 7)]) - params[((2800 +% (((((part134 *% 8) +% co136) *% 16) +% ci135) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
+        var w144: Float = params[((2800 +% (((((part134 *% 8) +% co136) *% 16) +% ci135) *% 9)) +% 7)]
+        var w145: Float = params[((2800 +% (((((part134 *% 8) +% co136) *% 16) +% ci135) *% 9)) +% 2)]
+        var w146: Float = (((params[((2800 +% (((((part134 *% 8) +% co136) *% 16) +% ci135) *% 9)) +% 2)] + params[((2800 +% (((((part134 *% 8) +% co136) *% 16) +% ci135) *% 9)) +% 5)]) + params[((2800 +% (((((part134 *% 8) +% co136) *% 16) +% ci135) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
+        var w147: Float = (((params[((2800 +% (((((part134 *% 8) +% co136) *% 16) +% ci135) *% 9)) +% 2)] + params[((2800 +% (((((part134 *% 8) +% co136) *% 16) +% ci135) *% 9)) +% 8)]) - params[((2800 +% (((((part134 *% 8) +% co136) *% 16) +% ci135) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
+        var w148: Float = params[((2800 +% (((((part134 *% 8) +% co136) *% 16) +% ci135) *% 9)) +% 8)]
+        var w149: Float = w137
+        var w150: Float = (((w137 + w141) + w145) * Float(bitPattern: 0x3f000000))
+        var w151: Float = (((w137 + w145) - w141) * Float(bitPattern: 0x3f000000))
+        var w152: Float = w145
+        var w153: Float = w138
+        var w154: Float = (((w138 + w142) + w146) * Float(bitPattern: 0x3f000000))
+        var w155: Float = (((w138 + w146) - w142) * Float(bitPattern: 0x3f000000))
+        var w156: Float = w146
+        var w157: Float = w139
+        var w158: Float = (((w139 + w143) + w147) * Float(bitPattern: 0x3f000000))
+        var w159: Float = (((w139 + w147) - w143) * Float(bitPattern: 0x3f000000))
+        var w160: Float = w147
+        var w161: Float = w140
+        var w162: Float = (((w140 + w144) + w148) * Float(bitPattern: 0x3f000000))
+        var w163: Float = (((w140 + w148) - w144) * Float(bitPattern: 0x3f000000))
+        var w164: Float = w148
+        arena[((3145760 +% (ci135 *% 16)) +% ((part134 *% 8) +% co136))] = w149
+        arena[((3146016 +% (ci135 *% 16)) +% ((part134 *% 8) +% co136))] = w150
+        arena[((3146272 +% (ci135 *% 16)) +% ((part134 *% 8) +% co136))] = w151
+        arena[((3146528 +% (ci135 *% 16)) +% ((part134 *% 8) +% co136))] = w152
+        arena[((3146784 +% (ci135 *% 16)) +% ((part134 *% 8) +% co136))] = w153
+        arena[((3147040 +% (ci135 *% 16)) +% ((part134 *% 8) +% co136))] = w154
+        arena[((3147296 +% (ci135 *% 16)) +% ((part134 *% 8) +% co136))] = w155
+        arena[((3147552 +% (ci135 *% 16)) +% ((part134 *% 8) +% co136))] = w156
+        arena[((3147808 +% (ci135 *% 16)) +% ((part134 *% 8) +% co136))] = w157
+        arena[((3148064 +% (ci135 *% 16)) +% ((part134 *% 8) +% co136))] = w158
+        arena[((3148320 +% (ci135 *% 16)) +% ((part134 *% 8) +% co136))] = w159
+        arena[((3148576 +% (ci135 *% 16)) +% ((part134 *% 8) +% co136))] = w160
+        arena[((3148832 +% (ci135 *% 16)) +% ((part134 *% 8) +% co136))] = w161
+        arena[((3149088 +% (ci135 *% 16)) +% ((part134 *% 8) +% co136))] = w162
+        arena[((3149344 +% (ci135 *% 16)) +% ((part134 *% 8) +% co136))] = w163
+        arena[((3149600 +% (ci135 *% 16)) +% ((part134 *% 8) +% co136))] = w164
       }
     }
   }
@@ -5594,54 +5590,52 @@ public func resnet8_infer_b64(
   }
   // s2_conv2 = conv2d(s2_conv1, s2_bn2)
   parallelFor(pool, 2) { part266 in
-    do {  // scalar loops
-      for ci267 in 0..<32 {
-        for co268 in 0..<16 {
-          var w269: Float = params[(9808 +% (((((part266 *% 16) +% co268) *% 32) +% ci267) *% 9))]
-          var w270: Float = (((params[(9808 +% (((((part266 *% 16) +% co268) *% 32) +% ci267) *% 9))] + params[((9808 +% (((((part266 *% 16) +% co268) *% 32) +% ci267) *% 9)) +% 3)]) + params[((9808 +% (((((part266 *% 16) +% co268) *% 32) +% ci267) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
-          var w271: Float = (((params[(9808 +% (((((part266 *% 16) +% co268) *% 32) +% ci267) *% 9))] + params[((9808 +% (((((part266 *% 16) +% co268) *% 32) +% ci267) *% 9)) +% 6)]) - params[((9808 +% (((((part266 *% 16) +% co268) *% 32) +% ci267) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
-          var w272: Float = params[((9808 +% (((((part266 *% 16) +% co268) *% 32) +% ci267) *% 9)) +% 6)]
-          var w273: Float = params[((9808 +% (((((part266 *% 16) +% co268) *% 32) +% ci267) *% 9)) +% 1)]
-          var w274: Float = (((params[((9808 +% (((((part266 *% 16) +% co268) *% 32) +% ci267) *% 9)) +% 1)] + params[((9808 +% (((((part266 *% 16) +% co268) *% 32) +% ci267) *% 9)) +% 4)]) + params[((9808 +% (((((part266 *% 16) +% co268) *% 32) +% ci267) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
-          var w275: Float = (((params[((9808 +% (((((part266 *% 16) +% co268) *% 32) +% ci267) *% 9)) +% 1)] + params[((9808 +% (((((part266 *% 16) +% co268) *% 32) +% ci267) *% 9)) +% 7)]) - params[((9808 +% (((((part266 *% 16) +% co268) *% 32) +% ci267) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
-          var w276: Float = params[((9808 +% (((((part266 *% 16) +% co268) *% 32) +% ci267) *% 9)) +% 7)]
-          var w277: Float = params[((9808 +% (((((part266 *% 16) +% co268) *% 32) +% ci267) *% 9)) +% 2)]
-          var w278: Float = (((params[((9808 +% (((((part266 *% 16) +% co268) *% 32) +% ci267) *% 9)) +% 2)] + params[((9808 +% (((((part266 *% 16) +% co268) *% 32) +% ci267) *% 9)) +% 5)]) + params[((9808 +% (((((part266 *% 16) +% co268) *% 32) +% ci267) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
-          var w279: Float = (((params[((9808 +% (((((part266 *% 16) +% co268) *% 32) +% ci267) *% 9)) +% 2)] + params[((9808 +% (((((part266 *% 16) +% co268) *% 32) +% ci267) *% 9)) +% 8)]) - params[((9808 +% (((((part266 *% 16) +% co268) *% 32) +% ci267) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
-          var w280: Float = params[((9808 +% (((((part266 *% 16) +% co268) *% 32) +% ci267) *% 9)) +% 8)]
-          var w281: Float = w269
-          var w282: Float = (((w269 + w273) + w277) * Float(bitPattern: 0x3f000000))
-          var w283: Float = (((w269 + w277) - w273) * Float(bitPattern: 0x3f000000))
-          var w284: Float = w277
-          var w285: Float = w270
-          var w286: Float = (((w270 + w274) + w278) * Float(bitPattern: 0x3f000000))
-          var w287: Float = (((w270 + w278) - w274) * Float(bitPattern: 0x3f000000))
-          var w288: Float = w278
-          var w289: Float = w271
-          var w290: Float = (((w271 + w275) + w279) * Float(bitPattern: 0x3f000000))
-          var w291: Float = (((w271 + w279) - w275) * Float(bitPattern: 0x3f000000))
-          var w292: Float = w279
-          var w293: Float = w272
-          var w294: Float = (((w272 + w276) + w280) * Float(bitPattern: 0x3f000000))
-          var w295: Float = (((w272 + w280) - w276) * Float(bitPattern: 0x3f000000))
-          var w296: Float = w280
-          arena[((2097216 +% (ci267 *% 32)) +% ((part266 *% 16) +% co268))] = w281
-          arena[((2098240 +% (ci267 *% 32)) +% ((part266 *% 16) +% co268))] = w282
-          arena[((2099264 +% (ci267 *% 32)) +% ((part266 *% 16) +% co268))] = w283
-          arena[((2100288 +% (ci267 *% 32)) +% ((part266 *% 16) +% co268))] = w284
-          arena[((2101312 +% (ci267 *% 32)) +% ((part266 *% 16) +% co268))] = w285
-          arena[((2102336 +% (ci267 *% 32)) +% ((part266 *% 16) +% co268))] = w286
-          arena[((2103360 +% (ci267 *% 32)) +% ((part266 *% 16) +% co268))] = w287
-          arena[((2104384 +% (ci267 *% 32)) +% ((part266 *% 16) +% co268))] = w288
-          arena[((2105408 +% (ci267 *% 32)) +% ((part266 *% 16) +% co268))] = w289
-          arena[((2106432 +% (ci267 *% 32)) +% ((part266 *% 16) +% co268))] = w290
-          arena[((2107456 +% (ci267 *% 32)) +% ((part266 *% 16) +% co268))] = w291
-          arena[((2108480 +% (ci267 *% 32)) +% ((part266 *% 16) +% co268))] = w292
-          arena[((2109504 +% (ci267 *% 32)) +% ((part266 *% 16) +% co268))] = w293
-          arena[((2110528 +% (ci267 *% 32)) +% ((part266 *% 16) +% co268))] = w294
-          arena[((2111552 +% (ci267 *% 32)) +% ((part266 *% 16) +% co268))] = w295
-          arena[((2112576 +% (ci267 *% 32)) +% ((part266 *% 16) +% co268))] = w296
-        }
+    for ci267 in 0..<32 {
+      for co268 in 0..<16 {
+        var w269: Float = params[(9808 +% (((((part266 *% 16) +% co268) *% 32) +% ci267) *% 9))]
+        var w270: Float = (((params[(9808 +% (((((part266 *% 16) +% co268) *% 32) +% ci267) *% 9))] + params[((9808 +% (((((part266 *% 16) +% co268) *% 32) +% ci267) *% 9)) +% 3)]) + params[((9808 +% (((((part266 *% 16) +% co268) *% 32) +% ci267) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
+        var w271: Float = (((params[(9808 +% (((((part266 *% 16) +% co268) *% 32) +% ci267) *% 9))] + params[((9808 +% (((((part266 *% 16) +% co268) *% 32) +% ci267) *% 9)) +% 6)]) - params[((9808 +% (((((part266 *% 16) +% co268) *% 32) +% ci267) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
+        var w272: Float = params[((9808 +% (((((part266 *% 16) +% co268) *% 32) +% ci267) *% 9)) +% 6)]
+        var w273: Float = params[((9808 +% (((((part266 *% 16) +% co268) *% 32) +% ci267) *% 9)) +% 1)]
+        var w274: Float = (((params[((9808 +% (((((part266 *% 16) +% co268) *% 32) +% ci267) *% 9)) +% 1)] + params[((9808 +% (((((part266 *% 16) +% co268) *% 32) +% ci267) *% 9)) +% 4)]) + params[((9808 +% (((((part266 *% 16) +% co268) *% 32) +% ci267) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
+        var w275: Float = (((params[((9808 +% (((((part266 *% 16) +% co268) *% 32) +% ci267) *% 9)) +% 1)] + params[((9808 +% (((((part266 *% 16) +% co268) *% 32) +% ci267) *% 9)) +% 7)]) - params[((9808 +% (((((part266 *% 16) +% co268) *% 32) +% ci267) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
+        var w276: Float = params[((9808 +% (((((part266 *% 16) +% co268) *% 32) +% ci267) *% 9)) +% 7)]
+        var w277: Float = params[((9808 +% (((((part266 *% 16) +% co268) *% 32) +% ci267) *% 9)) +% 2)]
+        var w278: Float = (((params[((9808 +% (((((part266 *% 16) +% co268) *% 32) +% ci267) *% 9)) +% 2)] + params[((9808 +% (((((part266 *% 16) +% co268) *% 32) +% ci267) *% 9)) +% 5)]) + params[((9808 +% (((((part266 *% 16) +% co268) *% 32) +% ci267) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
+        var w279: Float = (((params[((9808 +% (((((part266 *% 16) +% co268) *% 32) +% ci267) *% 9)) +% 2)] + params[((9808 +% (((((part266 *% 16) +% co268) *% 32) +% ci267) *% 9)) +% 8)]) - params[((9808 +% (((((part266 *% 16) +% co268) *% 32) +% ci267) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
+        var w280: Float = params[((9808 +% (((((part266 *% 16) +% co268) *% 32) +% ci267) *% 9)) +% 8)]
+        var w281: Float = w269
+        var w282: Float = (((w269 + w273) + w277) * Float(bitPattern: 0x3f000000))
+        var w283: Float = (((w269 + w277) - w273) * Float(bitPattern: 0x3f000000))
+        var w284: Float = w277
+        var w285: Float = w270
+        var w286: Float = (((w270 + w274) + w278) * Float(bitPattern: 0x3f000000))
+        var w287: Float = (((w270 + w278) - w274) * Float(bitPattern: 0x3f000000))
+        var w288: Float = w278
+        var w289: Float = w271
+        var w290: Float = (((w271 + w275) + w279) * Float(bitPattern: 0x3f000000))
+        var w291: Float = (((w271 + w279) - w275) * Float(bitPattern: 0x3f000000))
+        var w292: Float = w279
+        var w293: Float = w272
+        var w294: Float = (((w272 + w276) + w280) * Float(bitPattern: 0x3f000000))
+        var w295: Float = (((w272 + w280) - w276) * Float(bitPattern: 0x3f000000))
+        var w296: Float = w280
+        arena[((2097216 +% (ci267 *% 32)) +% ((part266 *% 16) +% co268))] = w281
+        arena[((2098240 +% (ci267 *% 32)) +% ((part266 *% 16) +% co268))] = w282
+        arena[((2099264 +% (ci267 *% 32)) +% ((part266 *% 16) +% co268))] = w283
+        arena[((2100288 +% (ci267 *% 32)) +% ((part266 *% 16) +% co268))] = w284
+        arena[((2101312 +% (ci267 *% 32)) +% ((part266 *% 16) +% co268))] = w285
+        arena[((2102336 +% (ci267 *% 32)) +% ((part266 *% 16) +% co268))] = w286
+        arena[((2103360 +% (ci267 *% 32)) +% ((part266 *% 16) +% co268))] = w287
+        arena[((2104384 +% (ci267 *% 32)) +% ((part266 *% 16) +% co268))] = w288
+        arena[((2105408 +% (ci267 *% 32)) +% ((part266 *% 16) +% co268))] = w289
+        arena[((2106432 +% (ci267 *% 32)) +% ((part266 *% 16) +% co268))] = w290
+        arena[((2107456 +% (ci267 *% 32)) +% ((part266 *% 16) +% co268))] = w291
+        arena[((2108480 +% (ci267 *% 32)) +% ((part266 *% 16) +% co268))] = w292
+        arena[((2109504 +% (ci267 *% 32)) +% ((part266 *% 16) +% co268))] = w293
+        arena[((2110528 +% (ci267 *% 32)) +% ((part266 *% 16) +% co268))] = w294
+        arena[((2111552 +% (ci267 *% 32)) +% ((part266 *% 16) +% co268))] = w295
+        arena[((2112576 +% (ci267 *% 32)) +% ((part266 *% 16) +% co268))] = w296
       }
     }
   }
@@ -6123,54 +6117,52 @@ public func resnet8_infer_b64(
   }
   // s3_conv2 = conv2d(s3_conv1, s3_bn2)
   parallelFor(pool, 2) { part417 in
-    do {  // scalar loops
-      for ci418 in 0..<64 {
-        for co419 in 0..<32 {
-          var w420: Float = params[(38224 +% (((((part417 *% 32) +% co419) *% 64) +% ci418) *% 9))]
-          var w421: Float = (((params[(38224 +% (((((part417 *% 32) +% co419) *% 64) +% ci418) *% 9))] + params[((38224 +% (((((part417 *% 32) +% co419) *% 64) +% ci418) *% 9)) +% 3)]) + params[((38224 +% (((((part417 *% 32) +% co419) *% 64) +% ci418) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
-          var w422: Float = (((params[(38224 +% (((((part417 *% 32) +% co419) *% 64) +% ci418) *% 9))] + params[((38224 +% (((((part417 *% 32) +% co419) *% 64) +% ci418) *% 9)) +% 6)]) - params[((38224 +% (((((part417 *% 32) +% co419) *% 64) +% ci418) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
-          var w423: Float = params[((38224 +% (((((part417 *% 32) +% co419) *% 64) +% ci418) *% 9)) +% 6)]
-          var w424: Float = params[((38224 +% (((((part417 *% 32) +% co419) *% 64) +% ci418) *% 9)) +% 1)]
-          var w425: Float = (((params[((38224 +% (((((part417 *% 32) +% co419) *% 64) +% ci418) *% 9)) +% 1)] + params[((38224 +% (((((part417 *% 32) +% co419) *% 64) +% ci418) *% 9)) +% 4)]) + params[((38224 +% (((((part417 *% 32) +% co419) *% 64) +% ci418) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
-          var w426: Float = (((params[((38224 +% (((((part417 *% 32) +% co419) *% 64) +% ci418) *% 9)) +% 1)] + params[((38224 +% (((((part417 *% 32) +% co419) *% 64) +% ci418) *% 9)) +% 7)]) - params[((38224 +% (((((part417 *% 32) +% co419) *% 64) +% ci418) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
-          var w427: Float = params[((38224 +% (((((part417 *% 32) +% co419) *% 64) +% ci418) *% 9)) +% 7)]
-          var w428: Float = params[((38224 +% (((((part417 *% 32) +% co419) *% 64) +% ci418) *% 9)) +% 2)]
-          var w429: Float = (((params[((38224 +% (((((part417 *% 32) +% co419) *% 64) +% ci418) *% 9)) +% 2)] + params[((38224 +% (((((part417 *% 32) +% co419) *% 64) +% ci418) *% 9)) +% 5)]) + params[((38224 +% (((((part417 *% 32) +% co419) *% 64) +% ci418) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
-          var w430: Float = (((params[((38224 +% (((((part417 *% 32) +% co419) *% 64) +% ci418) *% 9)) +% 2)] + params[((38224 +% (((((part417 *% 32) +% co419) *% 64) +% ci418) *% 9)) +% 8)]) - params[((38224 +% (((((part417 *% 32) +% co419) *% 64) +% ci418) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
-          var w431: Float = params[((38224 +% (((((part417 *% 32) +% co419) *% 64) +% ci418) *% 9)) +% 8)]
-          var w432: Float = w420
-          var w433: Float = (((w420 + w424) + w428) * Float(bitPattern: 0x3f000000))
-          var w434: Float = (((w420 + w428) - w424) * Float(bitPattern: 0x3f000000))
-          var w435: Float = w428
-          var w436: Float = w421
-          var w437: Float = (((w421 + w425) + w429) * Float(bitPattern: 0x3f000000))
-          var w438: Float = (((w421 + w429) - w425) * Float(bitPattern: 0x3f000000))
-          var w439: Float = w429
-          var w440: Float = w422
-          var w441: Float = (((w422 + w426) + w430) * Float(bitPattern: 0x3f000000))
-          var w442: Float = (((w422 + w430) - w426) * Float(bitPattern: 0x3f000000))
-          var w443: Float = w430
-          var w444: Float = w423
-          var w445: Float = (((w423 + w427) + w431) * Float(bitPattern: 0x3f000000))
-          var w446: Float = (((w423 + w431) - w427) * Float(bitPattern: 0x3f000000))
-          var w447: Float = w431
-          arena[((262272 +% (ci418 *% 64)) +% ((part417 *% 32) +% co419))] = w432
-          arena[((266368 +% (ci418 *% 64)) +% ((part417 *% 32) +% co419))] = w433
-          arena[((270464 +% (ci418 *% 64)) +% ((part417 *% 32) +% co419))] = w434
-          arena[((274560 +% (ci418 *% 64)) +% ((part417 *% 32) +% co419))] = w435
-          arena[((278656 +% (ci418 *% 64)) +% ((part417 *% 32) +% co419))] = w436
-          arena[((282752 +% (ci418 *% 64)) +% ((part417 *% 32) +% co419))] = w437
-          arena[((286848 +% (ci418 *% 64)) +% ((part417 *% 32) +% co419))] = w438
-          arena[((290944 +% (ci418 *% 64)) +% ((part417 *% 32) +% co419))] = w439
-          arena[((295040 +% (ci418 *% 64)) +% ((part417 *% 32) +% co419))] = w440
-          arena[((299136 +% (ci418 *% 64)) +% ((part417 *% 32) +% co419))] = w441
-          arena[((303232 +% (ci418 *% 64)) +% ((part417 *% 32) +% co419))] = w442
-          arena[((307328 +% (ci418 *% 64)) +% ((part417 *% 32) +% co419))] = w443
-          arena[((311424 +% (ci418 *% 64)) +% ((part417 *% 32) +% co419))] = w444
-          arena[((315520 +% (ci418 *% 64)) +% ((part417 *% 32) +% co419))] = w445
-          arena[((319616 +% (ci418 *% 64)) +% ((part417 *% 32) +% co419))] = w446
-          arena[((323712 +% (ci418 *% 64)) +% ((part417 *% 32) +% co419))] = w447
-        }
+    for ci418 in 0..<64 {
+      for co419 in 0..<32 {
+        var w420: Float = params[(38224 +% (((((part417 *% 32) +% co419) *% 64) +% ci418) *% 9))]
+        var w421: Float = (((params[(38224 +% (((((part417 *% 32) +% co419) *% 64) +% ci418) *% 9))] + params[((38224 +% (((((part417 *% 32) +% co419) *% 64) +% ci418) *% 9)) +% 3)]) + params[((38224 +% (((((part417 *% 32) +% co419) *% 64) +% ci418) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
+        var w422: Float = (((params[(38224 +% (((((part417 *% 32) +% co419) *% 64) +% ci418) *% 9))] + params[((38224 +% (((((part417 *% 32) +% co419) *% 64) +% ci418) *% 9)) +% 6)]) - params[((38224 +% (((((part417 *% 32) +% co419) *% 64) +% ci418) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
+        var w423: Float = params[((38224 +% (((((part417 *% 32) +% co419) *% 64) +% ci418) *% 9)) +% 6)]
+        var w424: Float = params[((38224 +% (((((part417 *% 32) +% co419) *% 64) +% ci418) *% 9)) +% 1)]
+        var w425: Float = (((params[((38224 +% (((((part417 *% 32) +% co419) *% 64) +% ci418) *% 9)) +% 1)] + params[((38224 +% (((((part417 *% 32) +% co419) *% 64) +% ci418) *% 9)) +% 4)]) + params[((38224 +% (((((part417 *% 32) +% co419) *% 64) +% ci418) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
+        var w426: Float = (((params[((38224 +% (((((part417 *% 32) +% co419) *% 64) +% ci418) *% 9)) +% 1)] + params[((38224 +% (((((part417 *% 32) +% co419) *% 64) +% ci418) *% 9)) +% 7)]) - params[((38224 +% (((((part417 *% 32) +% co419) *% 64) +% ci418) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
+        var w427: Float = params[((38224 +% (((((part417 *% 32) +% co419) *% 64) +% ci418) *% 9)) +% 7)]
+        var w428: Float = params[((38224 +% (((((part417 *% 32) +% co419) *% 64) +% ci418) *% 9)) +% 2)]
+        var w429: Float = (((params[((38224 +% (((((part417 *% 32) +% co419) *% 64) +% ci418) *% 9)) +% 2)] + params[((38224 +% (((((part417 *% 32) +% co419) *% 64) +% ci418) *% 9)) +% 5)]) + params[((38224 +% (((((part417 *% 32) +% co419) *% 64) +% ci418) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
+        var w430: Float = (((params[((38224 +% (((((part417 *% 32) +% co419) *% 64) +% ci418) *% 9)) +% 2)] + params[((38224 +% (((((part417 *% 32) +% co419) *% 64) +% ci418) *% 9)) +% 8)]) - params[((38224 +% (((((part417 *% 32) +% co419) *% 64) +% ci418) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
+        var w431: Float = params[((38224 +% (((((part417 *% 32) +% co419) *% 64) +% ci418) *% 9)) +% 8)]
+        var w432: Float = w420
+        var w433: Float = (((w420 + w424) + w428) * Float(bitPattern: 0x3f000000))
+        var w434: Float = (((w420 + w428) - w424) * Float(bitPattern: 0x3f000000))
+        var w435: Float = w428
+        var w436: Float = w421
+        var w437: Float = (((w421 + w425) + w429) * Float(bitPattern: 0x3f000000))
+        var w438: Float = (((w421 + w429) - w425) * Float(bitPattern: 0x3f000000))
+        var w439: Float = w429
+        var w440: Float = w422
+        var w441: Float = (((w422 + w426) + w430) * Float(bitPattern: 0x3f000000))
+        var w442: Float = (((w422 + w430) - w426) * Float(bitPattern: 0x3f000000))
+        var w443: Float = w430
+        var w444: Float = w423
+        var w445: Float = (((w423 + w427) + w431) * Float(bitPattern: 0x3f000000))
+        var w446: Float = (((w423 + w431) - w427) * Float(bitPattern: 0x3f000000))
+        var w447: Float = w431
+        arena[((262272 +% (ci418 *% 64)) +% ((part417 *% 32) +% co419))] = w432
+        arena[((266368 +% (ci418 *% 64)) +% ((part417 *% 32) +% co419))] = w433
+        arena[((270464 +% (ci418 *% 64)) +% ((part417 *% 32) +% co419))] = w434
+        arena[((274560 +% (ci418 *% 64)) +% ((part417 *% 32) +% co419))] = w435
+        arena[((278656 +% (ci418 *% 64)) +% ((part417 *% 32) +% co419))] = w436
+        arena[((282752 +% (ci418 *% 64)) +% ((part417 *% 32) +% co419))] = w437
+        arena[((286848 +% (ci418 *% 64)) +% ((part417 *% 32) +% co419))] = w438
+        arena[((290944 +% (ci418 *% 64)) +% ((part417 *% 32) +% co419))] = w439
+        arena[((295040 +% (ci418 *% 64)) +% ((part417 *% 32) +% co419))] = w440
+        arena[((299136 +% (ci418 *% 64)) +% ((part417 *% 32) +% co419))] = w441
+        arena[((303232 +% (ci418 *% 64)) +% ((part417 *% 32) +% co419))] = w442
+        arena[((307328 +% (ci418 *% 64)) +% ((part417 *% 32) +% co419))] = w443
+        arena[((311424 +% (ci418 *% 64)) +% ((part417 *% 32) +% co419))] = w444
+        arena[((315520 +% (ci418 *% 64)) +% ((part417 *% 32) +% co419))] = w445
+        arena[((319616 +% (ci418 *% 64)) +% ((part417 *% 32) +% co419))] = w446
+        arena[((323712 +% (ci418 *% 64)) +% ((part417 *% 32) +% co419))] = w447
       }
     }
   }

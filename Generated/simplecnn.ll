@@ -16294,12 +16294,12 @@ conv2.co70:                                       ; preds = %conv2.co70, %conv2.
   store float %w98, ptr %arena62, align 4
   %co70.next = add nsw i64 %conv2.co702, 1
   %312 = icmp slt i64 %co70.next, 32
-  br i1 %312, label %conv2.co70, label %conv2.co70.end, !llvm.loop !7
+  br i1 %312, label %conv2.co70, label %conv2.co70.end
 
 conv2.co70.end:                                   ; preds = %conv2.co70
   %ci69.next = add nsw i64 %conv2.ci691, 1
   %313 = icmp slt i64 %ci69.next, 32
-  br i1 %313, label %conv2.ci69, label %conv2.ci69.end, !llvm.loop !8
+  br i1 %313, label %conv2.ci69, label %conv2.ci69.end
 }
 
 define internal void @simplecnn_infer_b64.k1.conv2.part68.task(ptr %0, i64 %1) {
@@ -18400,5 +18400,3 @@ attributes #3 = { nocallback nofree nosync nounwind willreturn memory(argmem: re
 !4 = distinct !{!4, !1}
 !5 = distinct !{!5, !1}
 !6 = distinct !{!6, !1}
-!7 = distinct !{!7, !1}
-!8 = distinct !{!8, !1}

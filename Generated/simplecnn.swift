@@ -2009,54 +2009,52 @@ public func simplecnn_infer_b64(
   }
   // conv2 = conv2d_relu_maxpool(conv1)
   parallelFor(pool, 2) { part68 in
-    do {  // scalar loops
-      for ci69 in 0..<32 {
-        for co70 in 0..<32 {
-          var w71: Float = params[(320 +% (((((part68 *% 32) +% co70) *% 32) +% ci69) *% 9))]
-          var w72: Float = (((params[(320 +% (((((part68 *% 32) +% co70) *% 32) +% ci69) *% 9))] + params[((320 +% (((((part68 *% 32) +% co70) *% 32) +% ci69) *% 9)) +% 3)]) + params[((320 +% (((((part68 *% 32) +% co70) *% 32) +% ci69) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
-          var w73: Float = (((params[(320 +% (((((part68 *% 32) +% co70) *% 32) +% ci69) *% 9))] + params[((320 +% (((((part68 *% 32) +% co70) *% 32) +% ci69) *% 9)) +% 6)]) - params[((320 +% (((((part68 *% 32) +% co70) *% 32) +% ci69) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
-          var w74: Float = params[((320 +% (((((part68 *% 32) +% co70) *% 32) +% ci69) *% 9)) +% 6)]
-          var w75: Float = params[((320 +% (((((part68 *% 32) +% co70) *% 32) +% ci69) *% 9)) +% 1)]
-          var w76: Float = (((params[((320 +% (((((part68 *% 32) +% co70) *% 32) +% ci69) *% 9)) +% 1)] + params[((320 +% (((((part68 *% 32) +% co70) *% 32) +% ci69) *% 9)) +% 4)]) + params[((320 +% (((((part68 *% 32) +% co70) *% 32) +% ci69) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
-          var w77: Float = (((params[((320 +% (((((part68 *% 32) +% co70) *% 32) +% ci69) *% 9)) +% 1)] + params[((320 +% (((((part68 *% 32) +% co70) *% 32) +% ci69) *% 9)) +% 7)]) - params[((320 +% (((((part68 *% 32) +% co70) *% 32) +% ci69) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
-          var w78: Float = params[((320 +% (((((part68 *% 32) +% co70) *% 32) +% ci69) *% 9)) +% 7)]
-          var w79: Float = params[((320 +% (((((part68 *% 32) +% co70) *% 32) +% ci69) *% 9)) +% 2)]
-          var w80: Float = (((params[((320 +% (((((part68 *% 32) +% co70) *% 32) +% ci69) *% 9)) +% 2)] + params[((320 +% (((((part68 *% 32) +% co70) *% 32) +% ci69) *% 9)) +% 5)]) + params[((320 +% (((((part68 *% 32) +% co70) *% 32) +% ci69) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
-          var w81: Float = (((params[((320 +% (((((part68 *% 32) +% co70) *% 32) +% ci69) *% 9)) +% 2)] + params[((320 +% (((((part68 *% 32) +% co70) *% 32) +% ci69) *% 9)) +% 8)]) - params[((320 +% (((((part68 *% 32) +% co70) *% 32) +% ci69) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
-          var w82: Float = params[((320 +% (((((part68 *% 32) +% co70) *% 32) +% ci69) *% 9)) +% 8)]
-          var w83: Float = w71
-          var w84: Float = (((w71 + w75) + w79) * Float(bitPattern: 0x3f000000))
-          var w85: Float = (((w71 + w79) - w75) * Float(bitPattern: 0x3f000000))
-          var w86: Float = w79
-          var w87: Float = w72
-          var w88: Float = (((w72 + w76) + w80) * Float(bitPattern: 0x3f000000))
-          var w89: Float = (((w72 + w80) - w76) * Float(bitPattern: 0x3f000000))
-          var w90: Float = w80
-          var w91: Float = w73
-          var w92: Float = (((w73 + w77) + w81) * Float(bitPattern: 0x3f000000))
-          var w93: Float = (((w73 + w81) - w77) * Float(bitPattern: 0x3f000000))
-          var w94: Float = w81
-          var w95: Float = w74
-          var w96: Float = (((w74 + w78) + w82) * Float(bitPattern: 0x3f000000))
-          var w97: Float = (((w74 + w82) - w78) * Float(bitPattern: 0x3f000000))
-          var w98: Float = w82
-          arena[((802816 +% (ci69 *% 64)) +% ((part68 *% 32) +% co70))] = w83
-          arena[((804864 +% (ci69 *% 64)) +% ((part68 *% 32) +% co70))] = w84
-          arena[((806912 +% (ci69 *% 64)) +% ((part68 *% 32) +% co70))] = w85
-          arena[((808960 +% (ci69 *% 64)) +% ((part68 *% 32) +% co70))] = w86
-          arena[((811008 +% (ci69 *% 64)) +% ((part68 *% 32) +% co70))] = w87
-          arena[((813056 +% (ci69 *% 64)) +% ((part68 *% 32) +% co70))] = w88
-          arena[((815104 +% (ci69 *% 64)) +% ((part68 *% 32) +% co70))] = w89
-          arena[((817152 +% (ci69 *% 64)) +% ((part68 *% 32) +% co70))] = w90
-          arena[((819200 +% (ci69 *% 64)) +% ((part68 *% 32) +% co70))] = w91
-          arena[((821248 +% (ci69 *% 64)) +% ((part68 *% 32) +% co70))] = w92
-          arena[((823296 +% (ci69 *% 64)) +% ((part68 *% 32) +% co70))] = w93
-          arena[((825344 +% (ci69 *% 64)) +% ((part68 *% 32) +% co70))] = w94
-          arena[((827392 +% (ci69 *% 64)) +% ((part68 *% 32) +% co70))] = w95
-          arena[((829440 +% (ci69 *% 64)) +% ((part68 *% 32) +% co70))] = w96
-          arena[((831488 +% (ci69 *% 64)) +% ((part68 *% 32) +% co70))] = w97
-          arena[((833536 +% (ci69 *% 64)) +% ((part68 *% 32) +% co70))] = w98
-        }
+    for ci69 in 0..<32 {
+      for co70 in 0..<32 {
+        var w71: Float = params[(320 +% (((((part68 *% 32) +% co70) *% 32) +% ci69) *% 9))]
+        var w72: Float = (((params[(320 +% (((((part68 *% 32) +% co70) *% 32) +% ci69) *% 9))] + params[((320 +% (((((part68 *% 32) +% co70) *% 32) +% ci69) *% 9)) +% 3)]) + params[((320 +% (((((part68 *% 32) +% co70) *% 32) +% ci69) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
+        var w73: Float = (((params[(320 +% (((((part68 *% 32) +% co70) *% 32) +% ci69) *% 9))] + params[((320 +% (((((part68 *% 32) +% co70) *% 32) +% ci69) *% 9)) +% 6)]) - params[((320 +% (((((part68 *% 32) +% co70) *% 32) +% ci69) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
+        var w74: Float = params[((320 +% (((((part68 *% 32) +% co70) *% 32) +% ci69) *% 9)) +% 6)]
+        var w75: Float = params[((320 +% (((((part68 *% 32) +% co70) *% 32) +% ci69) *% 9)) +% 1)]
+        var w76: Float = (((params[((320 +% (((((part68 *% 32) +% co70) *% 32) +% ci69) *% 9)) +% 1)] + params[((320 +% (((((part68 *% 32) +% co70) *% 32) +% ci69) *% 9)) +% 4)]) + params[((320 +% (((((part68 *% 32) +% co70) *% 32) +% ci69) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
+        var w77: Float = (((params[((320 +% (((((part68 *% 32) +% co70) *% 32) +% ci69) *% 9)) +% 1)] + params[((320 +% (((((part68 *% 32) +% co70) *% 32) +% ci69) *% 9)) +% 7)]) - params[((320 +% (((((part68 *% 32) +% co70) *% 32) +% ci69) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
+        var w78: Float = params[((320 +% (((((part68 *% 32) +% co70) *% 32) +% ci69) *% 9)) +% 7)]
+        var w79: Float = params[((320 +% (((((part68 *% 32) +% co70) *% 32) +% ci69) *% 9)) +% 2)]
+        var w80: Float = (((params[((320 +% (((((part68 *% 32) +% co70) *% 32) +% ci69) *% 9)) +% 2)] + params[((320 +% (((((part68 *% 32) +% co70) *% 32) +% ci69) *% 9)) +% 5)]) + params[((320 +% (((((part68 *% 32) +% co70) *% 32) +% ci69) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
+        var w81: Float = (((params[((320 +% (((((part68 *% 32) +% co70) *% 32) +% ci69) *% 9)) +% 2)] + params[((320 +% (((((part68 *% 32) +% co70) *% 32) +% ci69) *% 9)) +% 8)]) - params[((320 +% (((((part68 *% 32) +% co70) *% 32) +% ci69) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
+        var w82: Float = params[((320 +% (((((part68 *% 32) +% co70) *% 32) +% ci69) *% 9)) +% 8)]
+        var w83: Float = w71
+        var w84: Float = (((w71 + w75) + w79) * Float(bitPattern: 0x3f000000))
+        var w85: Float = (((w71 + w79) - w75) * Float(bitPattern: 0x3f000000))
+        var w86: Float = w79
+        var w87: Float = w72
+        var w88: Float = (((w72 + w76) + w80) * Float(bitPattern: 0x3f000000))
+        var w89: Float = (((w72 + w80) - w76) * Float(bitPattern: 0x3f000000))
+        var w90: Float = w80
+        var w91: Float = w73
+        var w92: Float = (((w73 + w77) + w81) * Float(bitPattern: 0x3f000000))
+        var w93: Float = (((w73 + w81) - w77) * Float(bitPattern: 0x3f000000))
+        var w94: Float = w81
+        var w95: Float = w74
+        var w96: Float = (((w74 + w78) + w82) * Float(bitPattern: 0x3f000000))
+        var w97: Float = (((w74 + w82) - w78) * Float(bitPattern: 0x3f000000))
+        var w98: Float = w82
+        arena[((802816 +% (ci69 *% 64)) +% ((part68 *% 32) +% co70))] = w83
+        arena[((804864 +% (ci69 *% 64)) +% ((part68 *% 32) +% co70))] = w84
+        arena[((806912 +% (ci69 *% 64)) +% ((part68 *% 32) +% co70))] = w85
+        arena[((808960 +% (ci69 *% 64)) +% ((part68 *% 32) +% co70))] = w86
+        arena[((811008 +% (ci69 *% 64)) +% ((part68 *% 32) +% co70))] = w87
+        arena[((813056 +% (ci69 *% 64)) +% ((part68 *% 32) +% co70))] = w88
+        arena[((815104 +% (ci69 *% 64)) +% ((part68 *% 32) +% co70))] = w89
+        arena[((817152 +% (ci69 *% 64)) +% ((part68 *% 32) +% co70))] = w90
+        arena[((819200 +% (ci69 *% 64)) +% ((part68 *% 32) +% co70))] = w91
+        arena[((821248 +% (ci69 *% 64)) +% ((part68 *% 32) +% co70))] = w92
+        arena[((823296 +% (ci69 *% 64)) +% ((part68 *% 32) +% co70))] = w93
+        arena[((825344 +% (ci69 *% 64)) +% ((part68 *% 32) +% co70))] = w94
+        arena[((827392 +% (ci69 *% 64)) +% ((part68 *% 32) +% co70))] = w95
+        arena[((829440 +% (ci69 *% 64)) +% ((part68 *% 32) +% co70))] = w96
+        arena[((831488 +% (ci69 *% 64)) +% ((part68 *% 32) +% co70))] = w97
+        arena[((833536 +% (ci69 *% 64)) +% ((part68 *% 32) +% co70))] = w98
       }
     }
   }

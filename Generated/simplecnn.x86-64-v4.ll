@@ -18421,12 +18421,12 @@ conv2.co69:                                       ; preds = %conv2.co69, %conv2.
   store float %w97, ptr %arena62, align 4
   %co69.next = add nsw i64 %conv2.co692, 1
   %312 = icmp slt i64 %co69.next, 32
-  br i1 %312, label %conv2.co69, label %conv2.co69.end, !llvm.loop !7
+  br i1 %312, label %conv2.co69, label %conv2.co69.end
 
 conv2.co69.end:                                   ; preds = %conv2.co69
   %ci68.next = add nsw i64 %conv2.ci681, 1
   %313 = icmp slt i64 %ci68.next, 32
-  br i1 %313, label %conv2.ci68, label %conv2.ci68.end, !llvm.loop !8
+  br i1 %313, label %conv2.ci68, label %conv2.ci68.end
 }
 
 define internal void @simplecnn_infer_b64.k1.conv2.part67.task(ptr %0, i64 %1) {
@@ -21433,5 +21433,3 @@ attributes #3 = { nocallback nofree nosync nounwind willreturn memory(argmem: re
 !4 = distinct !{!4, !1}
 !5 = distinct !{!5, !1}
 !6 = distinct !{!6, !1}
-!7 = distinct !{!7, !1}
-!8 = distinct !{!8, !1}

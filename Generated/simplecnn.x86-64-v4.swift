@@ -2345,54 +2345,52 @@ public func simplecnn_infer_b64(
   }
   // conv2 = conv2d_relu_maxpool(conv1)
   parallelFor(pool, 2) { part67 in
-    do {  // scalar loops
-      for ci68 in 0..<32 {
-        for co69 in 0..<32 {
-          var w70: Float = params[(320 +% (((((part67 *% 32) +% co69) *% 32) +% ci68) *% 9))]
-          var w71: Float = (((params[(320 +% (((((part67 *% 32) +% co69) *% 32) +% ci68) *% 9))] + params[((320 +% (((((part67 *% 32) +% co69) *% 32) +% ci68) *% 9)) +% 3)]) + params[((320 +% (((((part67 *% 32) +% co69) *% 32) +% ci68) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
-          var w72: Float = (((params[(320 +% (((((part67 *% 32) +% co69) *% 32) +% ci68) *% 9))] + params[((320 +% (((((part67 *% 32) +% co69) *% 32) +% ci68) *% 9)) +% 6)]) - params[((320 +% (((((part67 *% 32) +% co69) *% 32) +% ci68) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
-          var w73: Float = params[((320 +% (((((part67 *% 32) +% co69) *% 32) +% ci68) *% 9)) +% 6)]
-          var w74: Float = params[((320 +% (((((part67 *% 32) +% co69) *% 32) +% ci68) *% 9)) +% 1)]
-          var w75: Float = (((params[((320 +% (((((part67 *% 32) +% co69) *% 32) +% ci68) *% 9)) +% 1)] + params[((320 +% (((((part67 *% 32) +% co69) *% 32) +% ci68) *% 9)) +% 4)]) + params[((320 +% (((((part67 *% 32) +% co69) *% 32) +% ci68) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
-          var w76: Float = (((params[((320 +% (((((part67 *% 32) +% co69) *% 32) +% ci68) *% 9)) +% 1)] + params[((320 +% (((((part67 *% 32) +% co69) *% 32) +% ci68) *% 9)) +% 7)]) - params[((320 +% (((((part67 *% 32) +% co69) *% 32) +% ci68) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
-          var w77: Float = params[((320 +% (((((part67 *% 32) +% co69) *% 32) +% ci68) *% 9)) +% 7)]
-          var w78: Float = params[((320 +% (((((part67 *% 32) +% co69) *% 32) +% ci68) *% 9)) +% 2)]
-          var w79: Float = (((params[((320 +% (((((part67 *% 32) +% co69) *% 32) +% ci68) *% 9)) +% 2)] + params[((320 +% (((((part67 *% 32) +% co69) *% 32) +% ci68) *% 9)) +% 5)]) + params[((320 +% (((((part67 *% 32) +% co69) *% 32) +% ci68) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
-          var w80: Float = (((params[((320 +% (((((part67 *% 32) +% co69) *% 32) +% ci68) *% 9)) +% 2)] + params[((320 +% (((((part67 *% 32) +% co69) *% 32) +% ci68) *% 9)) +% 8)]) - params[((320 +% (((((part67 *% 32) +% co69) *% 32) +% ci68) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
-          var w81: Float = params[((320 +% (((((part67 *% 32) +% co69) *% 32) +% ci68) *% 9)) +% 8)]
-          var w82: Float = w70
-          var w83: Float = (((w70 + w74) + w78) * Float(bitPattern: 0x3f000000))
-          var w84: Float = (((w70 + w78) - w74) * Float(bitPattern: 0x3f000000))
-          var w85: Float = w78
-          var w86: Float = w71
-          var w87: Float = (((w71 + w75) + w79) * Float(bitPattern: 0x3f000000))
-          var w88: Float = (((w71 + w79) - w75) * Float(bitPattern: 0x3f000000))
-          var w89: Float = w79
-          var w90: Float = w72
-          var w91: Float = (((w72 + w76) + w80) * Float(bitPattern: 0x3f000000))
-          var w92: Float = (((w72 + w80) - w76) * Float(bitPattern: 0x3f000000))
-          var w93: Float = w80
-          var w94: Float = w73
-          var w95: Float = (((w73 + w77) + w81) * Float(bitPattern: 0x3f000000))
-          var w96: Float = (((w73 + w81) - w77) * Float(bitPattern: 0x3f000000))
-          var w97: Float = w81
-          arena[((802816 +% (ci68 *% 64)) +% ((part67 *% 32) +% co69))] = w82
-          arena[((804864 +% (ci68 *% 64)) +% ((part67 *% 32) +% co69))] = w83
-          arena[((806912 +% (ci68 *% 64)) +% ((part67 *% 32) +% co69))] = w84
-          arena[((808960 +% (ci68 *% 64)) +% ((part67 *% 32) +% co69))] = w85
-          arena[((811008 +% (ci68 *% 64)) +% ((part67 *% 32) +% co69))] = w86
-          arena[((813056 +% (ci68 *% 64)) +% ((part67 *% 32) +% co69))] = w87
-          arena[((815104 +% (ci68 *% 64)) +% ((part67 *% 32) +% co69))] = w88
-          arena[((817152 +% (ci68 *% 64)) +% ((part67 *% 32) +% co69))] = w89
-          arena[((819200 +% (ci68 *% 64)) +% ((part67 *% 32) +% co69))] = w90
-          arena[((821248 +% (ci68 *% 64)) +% ((part67 *% 32) +% co69))] = w91
-          arena[((823296 +% (ci68 *% 64)) +% ((part67 *% 32) +% co69))] = w92
-          arena[((825344 +% (ci68 *% 64)) +% ((part67 *% 32) +% co69))] = w93
-          arena[((827392 +% (ci68 *% 64)) +% ((part67 *% 32) +% co69))] = w94
-          arena[((829440 +% (ci68 *% 64)) +% ((part67 *% 32) +% co69))] = w95
-          arena[((831488 +% (ci68 *% 64)) +% ((part67 *% 32) +% co69))] = w96
-          arena[((833536 +% (ci68 *% 64)) +% ((part67 *% 32) +% co69))] = w97
-        }
+    for ci68 in 0..<32 {
+      for co69 in 0..<32 {
+        var w70: Float = params[(320 +% (((((part67 *% 32) +% co69) *% 32) +% ci68) *% 9))]
+        var w71: Float = (((params[(320 +% (((((part67 *% 32) +% co69) *% 32) +% ci68) *% 9))] + params[((320 +% (((((part67 *% 32) +% co69) *% 32) +% ci68) *% 9)) +% 3)]) + params[((320 +% (((((part67 *% 32) +% co69) *% 32) +% ci68) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
+        var w72: Float = (((params[(320 +% (((((part67 *% 32) +% co69) *% 32) +% ci68) *% 9))] + params[((320 +% (((((part67 *% 32) +% co69) *% 32) +% ci68) *% 9)) +% 6)]) - params[((320 +% (((((part67 *% 32) +% co69) *% 32) +% ci68) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
+        var w73: Float = params[((320 +% (((((part67 *% 32) +% co69) *% 32) +% ci68) *% 9)) +% 6)]
+        var w74: Float = params[((320 +% (((((part67 *% 32) +% co69) *% 32) +% ci68) *% 9)) +% 1)]
+        var w75: Float = (((params[((320 +% (((((part67 *% 32) +% co69) *% 32) +% ci68) *% 9)) +% 1)] + params[((320 +% (((((part67 *% 32) +% co69) *% 32) +% ci68) *% 9)) +% 4)]) + params[((320 +% (((((part67 *% 32) +% co69) *% 32) +% ci68) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
+        var w76: Float = (((params[((320 +% (((((part67 *% 32) +% co69) *% 32) +% ci68) *% 9)) +% 1)] + params[((320 +% (((((part67 *% 32) +% co69) *% 32) +% ci68) *% 9)) +% 7)]) - params[((320 +% (((((part67 *% 32) +% co69) *% 32) +% ci68) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
+        var w77: Float = params[((320 +% (((((part67 *% 32) +% co69) *% 32) +% ci68) *% 9)) +% 7)]
+        var w78: Float = params[((320 +% (((((part67 *% 32) +% co69) *% 32) +% ci68) *% 9)) +% 2)]
+        var w79: Float = (((params[((320 +% (((((part67 *% 32) +% co69) *% 32) +% ci68) *% 9)) +% 2)] + params[((320 +% (((((part67 *% 32) +% co69) *% 32) +% ci68) *% 9)) +% 5)]) + params[((320 +% (((((part67 *% 32) +% co69) *% 32) +% ci68) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
+        var w80: Float = (((params[((320 +% (((((part67 *% 32) +% co69) *% 32) +% ci68) *% 9)) +% 2)] + params[((320 +% (((((part67 *% 32) +% co69) *% 32) +% ci68) *% 9)) +% 8)]) - params[((320 +% (((((part67 *% 32) +% co69) *% 32) +% ci68) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
+        var w81: Float = params[((320 +% (((((part67 *% 32) +% co69) *% 32) +% ci68) *% 9)) +% 8)]
+        var w82: Float = w70
+        var w83: Float = (((w70 + w74) + w78) * Float(bitPattern: 0x3f000000))
+        var w84: Float = (((w70 + w78) - w74) * Float(bitPattern: 0x3f000000))
+        var w85: Float = w78
+        var w86: Float = w71
+        var w87: Float = (((w71 + w75) + w79) * Float(bitPattern: 0x3f000000))
+        var w88: Float = (((w71 + w79) - w75) * Float(bitPattern: 0x3f000000))
+        var w89: Float = w79
+        var w90: Float = w72
+        var w91: Float = (((w72 + w76) + w80) * Float(bitPattern: 0x3f000000))
+        var w92: Float = (((w72 + w80) - w76) * Float(bitPattern: 0x3f000000))
+        var w93: Float = w80
+        var w94: Float = w73
+        var w95: Float = (((w73 + w77) + w81) * Float(bitPattern: 0x3f000000))
+        var w96: Float = (((w73 + w81) - w77) * Float(bitPattern: 0x3f000000))
+        var w97: Float = w81
+        arena[((802816 +% (ci68 *% 64)) +% ((part67 *% 32) +% co69))] = w82
+        arena[((804864 +% (ci68 *% 64)) +% ((part67 *% 32) +% co69))] = w83
+        arena[((806912 +% (ci68 *% 64)) +% ((part67 *% 32) +% co69))] = w84
+        arena[((808960 +% (ci68 *% 64)) +% ((part67 *% 32) +% co69))] = w85
+        arena[((811008 +% (ci68 *% 64)) +% ((part67 *% 32) +% co69))] = w86
+        arena[((813056 +% (ci68 *% 64)) +% ((part67 *% 32) +% co69))] = w87
+        arena[((815104 +% (ci68 *% 64)) +% ((part67 *% 32) +% co69))] = w88
+        arena[((817152 +% (ci68 *% 64)) +% ((part67 *% 32) +% co69))] = w89
+        arena[((819200 +% (ci68 *% 64)) +% ((part67 *% 32) +% co69))] = w90
+        arena[((821248 +% (ci68 *% 64)) +% ((part67 *% 32) +% co69))] = w91
+        arena[((823296 +% (ci68 *% 64)) +% ((part67 *% 32) +% co69))] = w92
+        arena[((825344 +% (ci68 *% 64)) +% ((part67 *% 32) +% co69))] = w93
+        arena[((827392 +% (ci68 *% 64)) +% ((part67 *% 32) +% co69))] = w94
+        arena[((829440 +% (ci68 *% 64)) +% ((part67 *% 32) +% co69))] = w95
+        arena[((831488 +% (ci68 *% 64)) +% ((part67 *% 32) +% co69))] = w96
+        arena[((833536 +% (ci68 *% 64)) +% ((part67 *% 32) +% co69))] = w97
       }
     }
   }

@@ -1951,54 +1951,52 @@ public func smallcnn_infer_b64(
   }
   // conv2 = conv2d_relu_maxpool(conv1)
   parallelFor(pool, 2) { part68 in
-    do {  // scalar loops
-      for ci69 in 0..<16 {
-        for co70 in 0..<16 {
-          var w71: Float = params[(160 +% (((((part68 *% 16) +% co70) *% 16) +% ci69) *% 9))]
-          var w72: Float = (((params[(160 +% (((((part68 *% 16) +% co70) *% 16) +% ci69) *% 9))] + params[((160 +% (((((part68 *% 16) +% co70) *% 16) +% ci69) *% 9)) +% 3)]) + params[((160 +% (((((part68 *% 16) +% co70) *% 16) +% ci69) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
-          var w73: Float = (((params[(160 +% (((((part68 *% 16) +% co70) *% 16) +% ci69) *% 9))] + params[((160 +% (((((part68 *% 16) +% co70) *% 16) +% ci69) *% 9)) +% 6)]) - params[((160 +% (((((part68 *% 16) +% co70) *% 16) +% ci69) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
-          var w74: Float = params[((160 +% (((((part68 *% 16) +% co70) *% 16) +% ci69) *% 9)) +% 6)]
-          var w75: Float = params[((160 +% (((((part68 *% 16) +% co70) *% 16) +% ci69) *% 9)) +% 1)]
-          var w76: Float = (((params[((160 +% (((((part68 *% 16) +% co70) *% 16) +% ci69) *% 9)) +% 1)] + params[((160 +% (((((part68 *% 16) +% co70) *% 16) +% ci69) *% 9)) +% 4)]) + params[((160 +% (((((part68 *% 16) +% co70) *% 16) +% ci69) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
-          var w77: Float = (((params[((160 +% (((((part68 *% 16) +% co70) *% 16) +% ci69) *% 9)) +% 1)] + params[((160 +% (((((part68 *% 16) +% co70) *% 16) +% ci69) *% 9)) +% 7)]) - params[((160 +% (((((part68 *% 16) +% co70) *% 16) +% ci69) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
-          var w78: Float = params[((160 +% (((((part68 *% 16) +% co70) *% 16) +% ci69) *% 9)) +% 7)]
-          var w79: Float = params[((160 +% (((((part68 *% 16) +% co70) *% 16) +% ci69) *% 9)) +% 2)]
-          var w80: Float = (((params[((160 +% (((((part68 *% 16) +% co70) *% 16) +% ci69) *% 9)) +% 2)] + params[((160 +% (((((part68 *% 16) +% co70) *% 16) +% ci69) *% 9)) +% 5)]) + params[((160 +% (((((part68 *% 16) +% co70) *% 16) +% ci69) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
-          var w81: Float = (((params[((160 +% (((((part68 *% 16) +% co70) *% 16) +% ci69) *% 9)) +% 2)] + params[((160 +% (((((part68 *% 16) +% co70) *% 16) +% ci69) *% 9)) +% 8)]) - params[((160 +% (((((part68 *% 16) +% co70) *% 16) +% ci69) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
-          var w82: Float = params[((160 +% (((((part68 *% 16) +% co70) *% 16) +% ci69) *% 9)) +% 8)]
-          var w83: Float = w71
-          var w84: Float = (((w71 + w75) + w79) * Float(bitPattern: 0x3f000000))
-          var w85: Float = (((w71 + w79) - w75) * Float(bitPattern: 0x3f000000))
-          var w86: Float = w79
-          var w87: Float = w72
-          var w88: Float = (((w72 + w76) + w80) * Float(bitPattern: 0x3f000000))
-          var w89: Float = (((w72 + w80) - w76) * Float(bitPattern: 0x3f000000))
-          var w90: Float = w80
-          var w91: Float = w73
-          var w92: Float = (((w73 + w77) + w81) * Float(bitPattern: 0x3f000000))
-          var w93: Float = (((w73 + w81) - w77) * Float(bitPattern: 0x3f000000))
-          var w94: Float = w81
-          var w95: Float = w74
-          var w96: Float = (((w74 + w78) + w82) * Float(bitPattern: 0x3f000000))
-          var w97: Float = (((w74 + w82) - w78) * Float(bitPattern: 0x3f000000))
-          var w98: Float = w82
-          arena[((401408 +% (ci69 *% 32)) +% ((part68 *% 16) +% co70))] = w83
-          arena[((401920 +% (ci69 *% 32)) +% ((part68 *% 16) +% co70))] = w84
-          arena[((402432 +% (ci69 *% 32)) +% ((part68 *% 16) +% co70))] = w85
-          arena[((402944 +% (ci69 *% 32)) +% ((part68 *% 16) +% co70))] = w86
-          arena[((403456 +% (ci69 *% 32)) +% ((part68 *% 16) +% co70))] = w87
-          arena[((403968 +% (ci69 *% 32)) +% ((part68 *% 16) +% co70))] = w88
-          arena[((404480 +% (ci69 *% 32)) +% ((part68 *% 16) +% co70))] = w89
-          arena[((404992 +% (ci69 *% 32)) +% ((part68 *% 16) +% co70))] = w90
-          arena[((405504 +% (ci69 *% 32)) +% ((part68 *% 16) +% co70))] = w91
-          arena[((406016 +% (ci69 *% 32)) +% ((part68 *% 16) +% co70))] = w92
-          arena[((406528 +% (ci69 *% 32)) +% ((part68 *% 16) +% co70))] = w93
-          arena[((407040 +% (ci69 *% 32)) +% ((part68 *% 16) +% co70))] = w94
-          arena[((407552 +% (ci69 *% 32)) +% ((part68 *% 16) +% co70))] = w95
-          arena[((408064 +% (ci69 *% 32)) +% ((part68 *% 16) +% co70))] = w96
-          arena[((408576 +% (ci69 *% 32)) +% ((part68 *% 16) +% co70))] = w97
-          arena[((409088 +% (ci69 *% 32)) +% ((part68 *% 16) +% co70))] = w98
-        }
+    for ci69 in 0..<16 {
+      for co70 in 0..<16 {
+        var w71: Float = params[(160 +% (((((part68 *% 16) +% co70) *% 16) +% ci69) *% 9))]
+        var w72: Float = (((params[(160 +% (((((part68 *% 16) +% co70) *% 16) +% ci69) *% 9))] + params[((160 +% (((((part68 *% 16) +% co70) *% 16) +% ci69) *% 9)) +% 3)]) + params[((160 +% (((((part68 *% 16) +% co70) *% 16) +% ci69) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
+        var w73: Float = (((params[(160 +% (((((part68 *% 16) +% co70) *% 16) +% ci69) *% 9))] + params[((160 +% (((((part68 *% 16) +% co70) *% 16) +% ci69) *% 9)) +% 6)]) - params[((160 +% (((((part68 *% 16) +% co70) *% 16) +% ci69) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
+        var w74: Float = params[((160 +% (((((part68 *% 16) +% co70) *% 16) +% ci69) *% 9)) +% 6)]
+        var w75: Float = params[((160 +% (((((part68 *% 16) +% co70) *% 16) +% ci69) *% 9)) +% 1)]
+        var w76: Float = (((params[((160 +% (((((part68 *% 16) +% co70) *% 16) +% ci69) *% 9)) +% 1)] + params[((160 +% (((((part68 *% 16) +% co70) *% 16) +% ci69) *% 9)) +% 4)]) + params[((160 +% (((((part68 *% 16) +% co70) *% 16) +% ci69) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
+        var w77: Float = (((params[((160 +% (((((part68 *% 16) +% co70) *% 16) +% ci69) *% 9)) +% 1)] + params[((160 +% (((((part68 *% 16) +% co70) *% 16) +% ci69) *% 9)) +% 7)]) - params[((160 +% (((((part68 *% 16) +% co70) *% 16) +% ci69) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
+        var w78: Float = params[((160 +% (((((part68 *% 16) +% co70) *% 16) +% ci69) *% 9)) +% 7)]
+        var w79: Float = params[((160 +% (((((part68 *% 16) +% co70) *% 16) +% ci69) *% 9)) +% 2)]
+        var w80: Float = (((params[((160 +% (((((part68 *% 16) +% co70) *% 16) +% ci69) *% 9)) +% 2)] + params[((160 +% (((((part68 *% 16) +% co70) *% 16) +% ci69) *% 9)) +% 5)]) + params[((160 +% (((((part68 *% 16) +% co70) *% 16) +% ci69) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
+        var w81: Float = (((params[((160 +% (((((part68 *% 16) +% co70) *% 16) +% ci69) *% 9)) +% 2)] + params[((160 +% (((((part68 *% 16) +% co70) *% 16) +% ci69) *% 9)) +% 8)]) - params[((160 +% (((((part68 *% 16) +% co70) *% 16) +% ci69) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
+        var w82: Float = params[((160 +% (((((part68 *% 16) +% co70) *% 16) +% ci69) *% 9)) +% 8)]
+        var w83: Float = w71
+        var w84: Float = (((w71 + w75) + w79) * Float(bitPattern: 0x3f000000))
+        var w85: Float = (((w71 + w79) - w75) * Float(bitPattern: 0x3f000000))
+        var w86: Float = w79
+        var w87: Float = w72
+        var w88: Float = (((w72 + w76) + w80) * Float(bitPattern: 0x3f000000))
+        var w89: Float = (((w72 + w80) - w76) * Float(bitPattern: 0x3f000000))
+        var w90: Float = w80
+        var w91: Float = w73
+        var w92: Float = (((w73 + w77) + w81) * Float(bitPattern: 0x3f000000))
+        var w93: Float = (((w73 + w81) - w77) * Float(bitPattern: 0x3f000000))
+        var w94: Float = w81
+        var w95: Float = w74
+        var w96: Float = (((w74 + w78) + w82) * Float(bitPattern: 0x3f000000))
+        var w97: Float = (((w74 + w82) - w78) * Float(bitPattern: 0x3f000000))
+        var w98: Float = w82
+        arena[((401408 +% (ci69 *% 32)) +% ((part68 *% 16) +% co70))] = w83
+        arena[((401920 +% (ci69 *% 32)) +% ((part68 *% 16) +% co70))] = w84
+        arena[((402432 +% (ci69 *% 32)) +% ((part68 *% 16) +% co70))] = w85
+        arena[((402944 +% (ci69 *% 32)) +% ((part68 *% 16) +% co70))] = w86
+        arena[((403456 +% (ci69 *% 32)) +% ((part68 *% 16) +% co70))] = w87
+        arena[((403968 +% (ci69 *% 32)) +% ((part68 *% 16) +% co70))] = w88
+        arena[((404480 +% (ci69 *% 32)) +% ((part68 *% 16) +% co70))] = w89
+        arena[((404992 +% (ci69 *% 32)) +% ((part68 *% 16) +% co70))] = w90
+        arena[((405504 +% (ci69 *% 32)) +% ((part68 *% 16) +% co70))] = w91
+        arena[((406016 +% (ci69 *% 32)) +% ((part68 *% 16) +% co70))] = w92
+        arena[((406528 +% (ci69 *% 32)) +% ((part68 *% 16) +% co70))] = w93
+        arena[((407040 +% (ci69 *% 32)) +% ((part68 *% 16) +% co70))] = w94
+        arena[((407552 +% (ci69 *% 32)) +% ((part68 *% 16) +% co70))] = w95
+        arena[((408064 +% (ci69 *% 32)) +% ((part68 *% 16) +% co70))] = w96
+        arena[((408576 +% (ci69 *% 32)) +% ((part68 *% 16) +% co70))] = w97
+        arena[((409088 +% (ci69 *% 32)) +% ((part68 *% 16) +% co70))] = w98
       }
     }
   }

@@ -217,9 +217,9 @@ public indirect enum Stmt: Hashable, Sendable {
   /// loop variables it reads); it reads no float or vector local from outside.
   case parallel(String, Int, [Stmt])
   /// Code whose loops a back end leaves as written (no automatic vectorisation): the transforms of a
-  /// layer's weights, which run once per call. Their strided accesses cost LLVM's loop vectoriser more
-  /// compile time (a Winograd weight gradient's kernel transform took half of its kernel's) than the
-  /// loops take to run.
+  /// layer's weights in a training step, which run once per batch. Their strided accesses cost LLVM's loop
+  /// vectoriser more compile time before the first step (a Winograd weight gradient's kernel transform
+  /// took half of its kernel's) than the loops take to run.
   case scalarLoops([Stmt])
 }
 

@@ -126,8 +126,8 @@ import Testing
   }
 }
 
-/// The weights' transforms (run once per call) are `scalarLoops`, and the LLVM back end hands each of
-/// their loops a well-formed "do not vectorize" loop ID.
+/// A training step's weight transforms (run once per batch) are `scalarLoops`, and the LLVM back end hands
+/// each of their loops a well-formed "do not vectorize" loop ID.
 @Suite struct ScalarLoopsTests {
   static func scalarLoops(_ body: [Stmt]) -> Int {
     body.reduce(0) { n, s in
@@ -147,6 +147,9 @@ import Testing
     // With every 3x3 conv on Winograd: both forwards and conv2's input gradient transform the kernel, both
     // weight gradients transform the sums back (conv1 has no input gradient).
     #expect(Self.scalarLoops(p.functions.flatMap(\.body) + p.sharedKernels.flatMap(\.body)) == 5)
+    // An inference call transforms the kernels every time: there the loops stay open to the vectoriser.
+    let single = try lower(g, batch: 1, mode: .infer, target: t)
+    #expect(Self.scalarLoops(single.functions.flatMap(\.body) + single.sharedKernels.flatMap(\.body)) == 0)
     let module = LLVMRenderer.render([p], moduleName: "scalar")
     try module.verify()
     let text = module.text
