@@ -274,21 +274,27 @@ public struct LLVMRenderer {
 
   /// A region: a function of its own, called here with the entry's arguments and the loop variables it reads.
   func emitRegion(_ name: String, _ body: [Stmt], _ s: inout Scope) {
-    // A function of its own, called here with the entry's arguments and the loop variables it reads.
     let free = Stmt.freeVariables(body)
+    let fn = outlined(name, body, indices: free, s)
+    var args = s.arguments + free.map { s.variable($0) }
+    LLVMBuildCall2(builder, LLVMGlobalGetValueType(fn), fn, &args, UInt32(args.count), "")
+  }
+
+  /// `body` as an internal, never-inlined function CALLER.NAME of the entry's arguments and then one i64
+  /// per index variable in `indices`; the builder is left where it was.
+  func outlined(_ name: String, _ body: [Stmt], indices: [String], _ s: Scope) -> LLVMValueRef {
     var length = 0
     let caller = String(cString: LLVMGetValueName2(s.function, &length))
-    let fn = function("\(caller).\(name)", internal: true, indices: free.count)
+    let fn = function("\(caller).\(name)", internal: true, indices: indices.count)
     let here = LLVMGetInsertBlock(builder)!
     var inner = scope(fn)
     inner.node = s.node
     let first = EntryABI.arguments.count
-    inner.vars = [Dictionary(uniqueKeysWithValues: free.enumerated().map { ($1, LLVMGetParam(fn, UInt32(first + $0))!) })]
+    inner.vars = [Dictionary(uniqueKeysWithValues: indices.enumerated().map { ($1, LLVMGetParam(fn, UInt32(first + $0))!) })]
     for st in body { emit(st, &inner) }
     LLVMBuildRetVoid(builder)
     LLVMPositionBuilderAtEnd(builder, here)
-    var args = s.arguments + free.map { s.variable($0) }
-    LLVMBuildCall2(builder, LLVMGlobalGetValueType(fn), fn, &args, UInt32(args.count), "")
+    return fn
   }
 
   /// A parallel loop. The body is a function of its own, like a region's, taking the index last; a task
@@ -298,17 +304,12 @@ public struct LLVMRenderer {
   func emitParallel(_ v: String, _ count: Int, _ body: [Stmt], _ s: inout Scope) {
     guard count > 0 else { return }
     let free = Stmt.freeVariables([.parallel(v, count, body)])
+    let here = LLVMGetInsertBlock(builder)!
+    // The body, a region whose last index variable is the iteration's.
+    let fn = outlined(v, body, indices: free + [v], s)
     var length = 0
     let caller = String(cString: LLVMGetValueName2(s.function, &length))
-    let here = LLVMGetInsertBlock(builder)!
-    // The body, a region whose last free variable is the index.
-    let fn = function("\(caller).\(v)", internal: true, indices: free.count + 1)
-    var inner = scope(fn)
-    inner.node = s.node
     let first = EntryABI.arguments.count
-    inner.vars = [Dictionary(uniqueKeysWithValues: (free + [v]).enumerated().map { ($1, LLVMGetParam(fn, UInt32(first + $0))!) })]
-    for st in body { emit(st, &inner) }
-    LLVMBuildRetVoid(builder)
     // The context: the entry's arguments, then the free variables.
     var fields: [LLVMTypeRef?] = (0..<first).map { LLVMTypeOf(LLVMGetParam(fn, UInt32($0))) } + free.map { _ in i64 }
     let contextType = LLVMStructTypeInContext(ctx, &fields, UInt32(fields.count), 0)!

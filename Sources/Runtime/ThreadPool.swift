@@ -4,6 +4,8 @@ import Synchronization
 
 /// A task of a compiled `parallel` statement: `task(context, index)`.
 public typealias ParallelTask = @convention(c) (UnsafeMutableRawPointer?, Int64) -> Void
+/// A pool's run function, as compiled code calls it through the pool's first field: `run(pool, task, context, count)`.
+public typealias PoolRun = @convention(c) (UnsafeMutableRawPointer?, ParallelTask?, UnsafeMutableRawPointer?, Int64) -> Void
 
 /// Persistent worker threads that run compiled code's `parallel` statements: an entry point given
 /// `pool` hands each such statement's iterations to `run`, which the calling thread and the workers share.
@@ -17,7 +19,7 @@ public typealias ParallelTask = @convention(c) (UnsafeMutableRawPointer?, Int64)
 public final class ThreadPool {
   /// What compiled code reads through its `pool` argument: the run function first (`EntryABI.poolDeclaration`).
   struct View {
-    var run: @convention(c) (UnsafeMutableRawPointer?, ParallelTask?, UnsafeMutableRawPointer?, Int64) -> Void
+    var run: PoolRun
     var state: Unmanaged<State>
   }
 

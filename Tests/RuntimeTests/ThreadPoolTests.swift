@@ -12,8 +12,7 @@ import Testing
 
   /// The pool's run function, called as compiled code calls it: through the pointer's first field.
   static func run(_ pool: ThreadPool, _ slots: UnsafeMutablePointer<Int>, _ n: Int) {
-    typealias Run = @convention(c) (UnsafeMutableRawPointer?, ParallelTask?, UnsafeMutableRawPointer?, Int64) -> Void
-    pool.pointer.load(as: Run.self)(pool.pointer, count, slots, Int64(n))
+    pool.pointer.load(as: PoolRun.self)(pool.pointer, count, slots, Int64(n))
   }
 
   @Test(arguments: [0, 1, 3]) func everyIndexRunsOncePerJob(_ workers: Int) {
