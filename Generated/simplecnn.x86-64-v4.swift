@@ -74,1893 +74,1697 @@ public func simplecnn_train_b64(
   for i1 in 0..<196 {
     arena[(1317776 +% i1)] = Float((((i1 / 14) *% 56) +% ((i1 % 14) *% 2)))
   }
-  for g2 in 0..<4 {
-    for j3 in 0..<16 {
-      for c4 in 0..<1 {
-        for ky5 in 0..<3 {
-          for oy6 in 0..<14 {
-            if (-1 < (((oy6 *% 2) +% ky5) +% -1) && (((oy6 *% 2) +% ky5) +% -1) < 28) {
-              for ox7 in 0..<13 {
-                arena[(((802816 +% ((((c4 *% 3) +% ky5) *% 3) *% 12560)) +% (j3 *% 784)) +% ((oy6 *% 14) +% (ox7 +% 1)))] = images[((((((g2 *% 16) +% j3) *% 784) +% (c4 *% 784)) +% ((((oy6 *% 2) +% ky5) +% -1) *% 28)) +% (((ox7 +% 1) *% 2) +% -1))]
-              }
-              for ox8 in 0..<1 {
-                arena[(((802816 +% ((((c4 *% 3) +% ky5) *% 3) *% 12560)) +% (j3 *% 784)) +% ((oy6 *% 14) +% ox8))] = Float(0)
-              }
-            }
-            if (((oy6 *% 2) +% ky5) +% -1) < 0 {
-              for ox9 in 0..<14 {
-                arena[(((802816 +% ((((c4 *% 3) +% ky5) *% 3) *% 12560)) +% (j3 *% 784)) +% ((oy6 *% 14) +% ox9))] = Float(0)
-              }
-            }
-            if 27 < (((oy6 *% 2) +% ky5) +% -1) {
-              for ox9 in 0..<14 {
-                arena[(((802816 +% ((((c4 *% 3) +% ky5) *% 3) *% 12560)) +% (j3 *% 784)) +% ((oy6 *% 14) +% ox9))] = Float(0)
-              }
+  for i2 in 0..<900 {
+    storeVector(arena, ((i2 *% 16) +% 1330320), Vector(repeating: Float(0)))
+  }
+  for g3 in 0..<4 {
+    do {  // scalar loops
+      for j4 in 0..<16 {
+        for c5 in 0..<1 {
+          for qy6 in 0..<14 {
+            for qx7 in 0..<14 {
+              arena[(1330320 +% ((((((j4 +% c5) *% 2) *% 2) *% 225) +% ((qy6 +% 1) *% 15)) +% (qx7 +% 1)))] = images[(((((((g3 *% 16) +% j4) *% 784) +% (c5 *% 784)) +% ((((qy6 +% 1) *% 2) +% -1) *% 28)) +% ((qx7 +% 1) *% 2)) +% -1)]
             }
           }
-          for oy10 in 0..<14 {
-            if (-1 < (((oy10 *% 2) +% ky5) +% -1) && (((oy10 *% 2) +% ky5) +% -1) < 28) {
-              for ox11 in 0..<14 {
-                arena[(((802816 +% ((((c4 *% 3) +% ky5) *% 3) *% 12560)) +% (j3 *% 784)) +% ((196 +% (oy10 *% 14)) +% ox11))] = images[((((((g2 *% 16) +% j3) *% 784) +% (c4 *% 784)) +% ((((oy10 *% 2) +% ky5) +% -1) *% 28)) +% (ox11 *% 2))]
-              }
-            }
-            if (((oy10 *% 2) +% ky5) +% -1) < 0 {
-              for ox12 in 0..<14 {
-                arena[(((802816 +% ((((c4 *% 3) +% ky5) *% 3) *% 12560)) +% (j3 *% 784)) +% ((196 +% (oy10 *% 14)) +% ox12))] = Float(0)
-              }
-            }
-            if 27 < (((oy10 *% 2) +% ky5) +% -1) {
-              for ox12 in 0..<14 {
-                arena[(((802816 +% ((((c4 *% 3) +% ky5) *% 3) *% 12560)) +% (j3 *% 784)) +% ((196 +% (oy10 *% 14)) +% ox12))] = Float(0)
-              }
+        }
+      }
+      for j8 in 0..<16 {
+        for c9 in 0..<1 {
+          for qy10 in 0..<14 {
+            for qx11 in 0..<14 {
+              arena[(1330320 +% (((((((j8 +% c9) *% 2) *% 2) +% 1) *% 225) +% ((qy10 +% 1) *% 15)) +% qx11))] = images[((((((g3 *% 16) +% j8) *% 784) +% (c9 *% 784)) +% ((((qy10 +% 1) *% 2) +% -1) *% 28)) +% (qx11 *% 2))]
             }
           }
-          for oy13 in 0..<14 {
-            if (-1 < ((((oy13 *% 2) +% 1) +% ky5) +% -1) && ((((oy13 *% 2) +% 1) +% ky5) +% -1) < 28) {
-              for ox14 in 0..<13 {
-                arena[(((802816 +% ((((c4 *% 3) +% ky5) *% 3) *% 12560)) +% (j3 *% 784)) +% ((392 +% (oy13 *% 14)) +% (ox14 +% 1)))] = images[((((((g2 *% 16) +% j3) *% 784) +% (c4 *% 784)) +% (((((oy13 *% 2) +% 1) +% ky5) +% -1) *% 28)) +% (((ox14 +% 1) *% 2) +% -1))]
-              }
-              for ox15 in 0..<1 {
-                arena[(((802816 +% ((((c4 *% 3) +% ky5) *% 3) *% 12560)) +% (j3 *% 784)) +% ((392 +% (oy13 *% 14)) +% ox15))] = Float(0)
-              }
-            }
-            if ((((oy13 *% 2) +% 1) +% ky5) +% -1) < 0 {
-              for ox16 in 0..<14 {
-                arena[(((802816 +% ((((c4 *% 3) +% ky5) *% 3) *% 12560)) +% (j3 *% 784)) +% ((392 +% (oy13 *% 14)) +% ox16))] = Float(0)
-              }
-            }
-            if 27 < ((((oy13 *% 2) +% 1) +% ky5) +% -1) {
-              for ox16 in 0..<14 {
-                arena[(((802816 +% ((((c4 *% 3) +% ky5) *% 3) *% 12560)) +% (j3 *% 784)) +% ((392 +% (oy13 *% 14)) +% ox16))] = Float(0)
-              }
+        }
+      }
+      for j12 in 0..<16 {
+        for c13 in 0..<1 {
+          for qy14 in 0..<14 {
+            for qx15 in 0..<14 {
+              arena[(1330320 +% (((((((j12 +% c13) *% 2) +% 1) *% 2) *% 225) +% (qy14 *% 15)) +% (qx15 +% 1)))] = images[(((((((g3 *% 16) +% j12) *% 784) +% (c13 *% 784)) +% ((qy14 *% 2) *% 28)) +% ((qx15 +% 1) *% 2)) +% -1)]
             }
           }
-          for oy17 in 0..<14 {
-            if (-1 < ((((oy17 *% 2) +% 1) +% ky5) +% -1) && ((((oy17 *% 2) +% 1) +% ky5) +% -1) < 28) {
-              for ox18 in 0..<14 {
-                arena[(((802816 +% ((((c4 *% 3) +% ky5) *% 3) *% 12560)) +% (j3 *% 784)) +% ((588 +% (oy17 *% 14)) +% ox18))] = images[((((((g2 *% 16) +% j3) *% 784) +% (c4 *% 784)) +% (((((oy17 *% 2) +% 1) +% ky5) +% -1) *% 28)) +% (ox18 *% 2))]
-              }
-            }
-            if ((((oy17 *% 2) +% 1) +% ky5) +% -1) < 0 {
-              for ox19 in 0..<14 {
-                arena[(((802816 +% ((((c4 *% 3) +% ky5) *% 3) *% 12560)) +% (j3 *% 784)) +% ((588 +% (oy17 *% 14)) +% ox19))] = Float(0)
-              }
-            }
-            if 27 < ((((oy17 *% 2) +% 1) +% ky5) +% -1) {
-              for ox19 in 0..<14 {
-                arena[(((802816 +% ((((c4 *% 3) +% ky5) *% 3) *% 12560)) +% (j3 *% 784)) +% ((588 +% (oy17 *% 14)) +% ox19))] = Float(0)
-              }
+        }
+      }
+      for j16 in 0..<16 {
+        for c17 in 0..<1 {
+          for qy18 in 0..<14 {
+            for qx19 in 0..<14 {
+              arena[(1330320 +% ((((((((j16 +% c17) *% 2) +% 1) *% 2) +% 1) *% 225) +% (qy18 *% 15)) +% qx19))] = images[((((((g3 *% 16) +% j16) *% 784) +% (c17 *% 784)) +% ((qy18 *% 2) *% 28)) +% (qx19 *% 2))]
             }
           }
-          for oy20 in 0..<14 {
-            if (-1 < (((oy20 *% 2) +% ky5) +% -1) && (((oy20 *% 2) +% ky5) +% -1) < 28) {
-              for ox21 in 0..<14 {
-                arena[(((802816 +% (((((c4 *% 3) +% ky5) *% 3) +% 1) *% 12560)) +% (j3 *% 784)) +% ((oy20 *% 14) +% ox21))] = images[((((((g2 *% 16) +% j3) *% 784) +% (c4 *% 784)) +% ((((oy20 *% 2) +% ky5) +% -1) *% 28)) +% (ox21 *% 2))]
-              }
-            }
-            if (((oy20 *% 2) +% ky5) +% -1) < 0 {
-              for ox22 in 0..<14 {
-                arena[(((802816 +% (((((c4 *% 3) +% ky5) *% 3) +% 1) *% 12560)) +% (j3 *% 784)) +% ((oy20 *% 14) +% ox22))] = Float(0)
-              }
-            }
-            if 27 < (((oy20 *% 2) +% ky5) +% -1) {
-              for ox22 in 0..<14 {
-                arena[(((802816 +% (((((c4 *% 3) +% ky5) *% 3) +% 1) *% 12560)) +% (j3 *% 784)) +% ((oy20 *% 14) +% ox22))] = Float(0)
-              }
-            }
-          }
-          for oy23 in 0..<14 {
-            if (-1 < (((oy23 *% 2) +% ky5) +% -1) && (((oy23 *% 2) +% ky5) +% -1) < 28) {
-              for ox24 in 0..<14 {
-                arena[(((802816 +% (((((c4 *% 3) +% ky5) *% 3) +% 1) *% 12560)) +% (j3 *% 784)) +% ((196 +% (oy23 *% 14)) +% ox24))] = images[((((((g2 *% 16) +% j3) *% 784) +% (c4 *% 784)) +% ((((oy23 *% 2) +% ky5) +% -1) *% 28)) +% ((ox24 *% 2) +% 1))]
-              }
-            }
-            if (((oy23 *% 2) +% ky5) +% -1) < 0 {
-              for ox25 in 0..<14 {
-                arena[(((802816 +% (((((c4 *% 3) +% ky5) *% 3) +% 1) *% 12560)) +% (j3 *% 784)) +% ((196 +% (oy23 *% 14)) +% ox25))] = Float(0)
-              }
-            }
-            if 27 < (((oy23 *% 2) +% ky5) +% -1) {
-              for ox25 in 0..<14 {
-                arena[(((802816 +% (((((c4 *% 3) +% ky5) *% 3) +% 1) *% 12560)) +% (j3 *% 784)) +% ((196 +% (oy23 *% 14)) +% ox25))] = Float(0)
-              }
-            }
-          }
-          for oy26 in 0..<14 {
-            if (-1 < ((((oy26 *% 2) +% 1) +% ky5) +% -1) && ((((oy26 *% 2) +% 1) +% ky5) +% -1) < 28) {
-              for ox27 in 0..<14 {
-                arena[(((802816 +% (((((c4 *% 3) +% ky5) *% 3) +% 1) *% 12560)) +% (j3 *% 784)) +% ((392 +% (oy26 *% 14)) +% ox27))] = images[((((((g2 *% 16) +% j3) *% 784) +% (c4 *% 784)) +% (((((oy26 *% 2) +% 1) +% ky5) +% -1) *% 28)) +% (ox27 *% 2))]
-              }
-            }
-            if ((((oy26 *% 2) +% 1) +% ky5) +% -1) < 0 {
-              for ox28 in 0..<14 {
-                arena[(((802816 +% (((((c4 *% 3) +% ky5) *% 3) +% 1) *% 12560)) +% (j3 *% 784)) +% ((392 +% (oy26 *% 14)) +% ox28))] = Float(0)
-              }
-            }
-            if 27 < ((((oy26 *% 2) +% 1) +% ky5) +% -1) {
-              for ox28 in 0..<14 {
-                arena[(((802816 +% (((((c4 *% 3) +% ky5) *% 3) +% 1) *% 12560)) +% (j3 *% 784)) +% ((392 +% (oy26 *% 14)) +% ox28))] = Float(0)
-              }
-            }
-          }
-          for oy29 in 0..<14 {
-            if (-1 < ((((oy29 *% 2) +% 1) +% ky5) +% -1) && ((((oy29 *% 2) +% 1) +% ky5) +% -1) < 28) {
-              for ox30 in 0..<14 {
-                arena[(((802816 +% (((((c4 *% 3) +% ky5) *% 3) +% 1) *% 12560)) +% (j3 *% 784)) +% ((588 +% (oy29 *% 14)) +% ox30))] = images[((((((g2 *% 16) +% j3) *% 784) +% (c4 *% 784)) +% (((((oy29 *% 2) +% 1) +% ky5) +% -1) *% 28)) +% ((ox30 *% 2) +% 1))]
-              }
-            }
-            if ((((oy29 *% 2) +% 1) +% ky5) +% -1) < 0 {
-              for ox31 in 0..<14 {
-                arena[(((802816 +% (((((c4 *% 3) +% ky5) *% 3) +% 1) *% 12560)) +% (j3 *% 784)) +% ((588 +% (oy29 *% 14)) +% ox31))] = Float(0)
-              }
-            }
-            if 27 < ((((oy29 *% 2) +% 1) +% ky5) +% -1) {
-              for ox31 in 0..<14 {
-                arena[(((802816 +% (((((c4 *% 3) +% ky5) *% 3) +% 1) *% 12560)) +% (j3 *% 784)) +% ((588 +% (oy29 *% 14)) +% ox31))] = Float(0)
-              }
-            }
-          }
-          for oy32 in 0..<14 {
-            if (-1 < (((oy32 *% 2) +% ky5) +% -1) && (((oy32 *% 2) +% ky5) +% -1) < 28) {
-              for ox33 in 0..<14 {
-                arena[(((802816 +% (((((c4 *% 3) +% ky5) *% 3) +% 2) *% 12560)) +% (j3 *% 784)) +% ((oy32 *% 14) +% ox33))] = images[((((((g2 *% 16) +% j3) *% 784) +% (c4 *% 784)) +% ((((oy32 *% 2) +% ky5) +% -1) *% 28)) +% ((ox33 *% 2) +% 1))]
-              }
-            }
-            if (((oy32 *% 2) +% ky5) +% -1) < 0 {
-              for ox34 in 0..<14 {
-                arena[(((802816 +% (((((c4 *% 3) +% ky5) *% 3) +% 2) *% 12560)) +% (j3 *% 784)) +% ((oy32 *% 14) +% ox34))] = Float(0)
-              }
-            }
-            if 27 < (((oy32 *% 2) +% ky5) +% -1) {
-              for ox34 in 0..<14 {
-                arena[(((802816 +% (((((c4 *% 3) +% ky5) *% 3) +% 2) *% 12560)) +% (j3 *% 784)) +% ((oy32 *% 14) +% ox34))] = Float(0)
-              }
-            }
-          }
-          for oy35 in 0..<14 {
-            if (-1 < (((oy35 *% 2) +% ky5) +% -1) && (((oy35 *% 2) +% ky5) +% -1) < 28) {
-              for ox36 in 0..<13 {
-                arena[(((802816 +% (((((c4 *% 3) +% ky5) *% 3) +% 2) *% 12560)) +% (j3 *% 784)) +% ((196 +% (oy35 *% 14)) +% ox36))] = images[((((((g2 *% 16) +% j3) *% 784) +% (c4 *% 784)) +% ((((oy35 *% 2) +% ky5) +% -1) *% 28)) +% ((ox36 *% 2) +% 2))]
-              }
-              for ox37 in 0..<1 {
-                arena[(((802816 +% (((((c4 *% 3) +% ky5) *% 3) +% 2) *% 12560)) +% (j3 *% 784)) +% ((196 +% (oy35 *% 14)) +% (ox37 +% 13)))] = Float(0)
-              }
-            }
-            if (((oy35 *% 2) +% ky5) +% -1) < 0 {
-              for ox38 in 0..<14 {
-                arena[(((802816 +% (((((c4 *% 3) +% ky5) *% 3) +% 2) *% 12560)) +% (j3 *% 784)) +% ((196 +% (oy35 *% 14)) +% ox38))] = Float(0)
-              }
-            }
-            if 27 < (((oy35 *% 2) +% ky5) +% -1) {
-              for ox38 in 0..<14 {
-                arena[(((802816 +% (((((c4 *% 3) +% ky5) *% 3) +% 2) *% 12560)) +% (j3 *% 784)) +% ((196 +% (oy35 *% 14)) +% ox38))] = Float(0)
-              }
-            }
-          }
-          for oy39 in 0..<14 {
-            if (-1 < ((((oy39 *% 2) +% 1) +% ky5) +% -1) && ((((oy39 *% 2) +% 1) +% ky5) +% -1) < 28) {
-              for ox40 in 0..<14 {
-                arena[(((802816 +% (((((c4 *% 3) +% ky5) *% 3) +% 2) *% 12560)) +% (j3 *% 784)) +% ((392 +% (oy39 *% 14)) +% ox40))] = images[((((((g2 *% 16) +% j3) *% 784) +% (c4 *% 784)) +% (((((oy39 *% 2) +% 1) +% ky5) +% -1) *% 28)) +% ((ox40 *% 2) +% 1))]
-              }
-            }
-            if ((((oy39 *% 2) +% 1) +% ky5) +% -1) < 0 {
-              for ox41 in 0..<14 {
-                arena[(((802816 +% (((((c4 *% 3) +% ky5) *% 3) +% 2) *% 12560)) +% (j3 *% 784)) +% ((392 +% (oy39 *% 14)) +% ox41))] = Float(0)
-              }
-            }
-            if 27 < ((((oy39 *% 2) +% 1) +% ky5) +% -1) {
-              for ox41 in 0..<14 {
-                arena[(((802816 +% (((((c4 *% 3) +% ky5) *% 3) +% 2) *% 12560)) +% (j3 *% 784)) +% ((392 +% (oy39 *% 14)) +% ox41))] = Float(0)
-              }
-            }
-          }
-          for oy42 in 0..<14 {
-            if (-1 < ((((oy42 *% 2) +% 1) +% ky5) +% -1) && ((((oy42 *% 2) +% 1) +% ky5) +% -1) < 28) {
-              for ox43 in 0..<13 {
-                arena[(((802816 +% (((((c4 *% 3) +% ky5) *% 3) +% 2) *% 12560)) +% (j3 *% 784)) +% ((588 +% (oy42 *% 14)) +% ox43))] = images[((((((g2 *% 16) +% j3) *% 784) +% (c4 *% 784)) +% (((((oy42 *% 2) +% 1) +% ky5) +% -1) *% 28)) +% ((ox43 *% 2) +% 2))]
-              }
-              for ox44 in 0..<1 {
-                arena[(((802816 +% (((((c4 *% 3) +% ky5) *% 3) +% 2) *% 12560)) +% (j3 *% 784)) +% ((588 +% (oy42 *% 14)) +% (ox44 +% 13)))] = Float(0)
-              }
-            }
-            if ((((oy42 *% 2) +% 1) +% ky5) +% -1) < 0 {
-              for ox45 in 0..<14 {
-                arena[(((802816 +% (((((c4 *% 3) +% ky5) *% 3) +% 2) *% 12560)) +% (j3 *% 784)) +% ((588 +% (oy42 *% 14)) +% ox45))] = Float(0)
-              }
-            }
-            if 27 < ((((oy42 *% 2) +% 1) +% ky5) +% -1) {
-              for ox45 in 0..<14 {
-                arena[(((802816 +% (((((c4 *% 3) +% ky5) *% 3) +% 2) *% 12560)) +% (j3 *% 784)) +% ((588 +% (oy42 *% 14)) +% ox45))] = Float(0)
+        }
+      }
+      for j20 in 0..<16 {
+        for c21 in 0..<1 {
+          for ky22 in 0..<3 {
+            for kx23 in 0..<3 {
+              for wy24 in 0..<2 {
+                for wx25 in 0..<2 {
+                  for py26 in 0..<14 {
+                    storePartial(arena, ((((802816 +% (((((c21 *% 3) +% ky22) *% 3) +% kx23) *% 12560)) +% (j20 *% 784)) +% (((wy24 *% 2) +% wx25) *% 196)) +% (py26 *% 14)), loadPartial(arena, (1330320 +% ((((((((j20 +% c21) *% 2) +% ((wy24 +% ky22) % 2)) *% 2) +% ((wx25 +% kx23) % 2)) *% 225) +% ((py26 +% ((wy24 +% ky22) / 2)) *% 15)) +% ((wx25 +% kx23) / 2))), 14), 14)
+                  }
+                }
               }
             }
           }
         }
       }
     }
-    do {  // gemm52
-      for nb46 in 0..<196 {
-        for mb47 in 0..<5 {
-          var t48_c0_0 = Vector()
-          var t48_c0_1 = Vector()
-          var t48_c0_2 = Vector()
-          var t48_c0_3 = Vector()
-          var t48_c1_0 = Vector()
-          var t48_c1_1 = Vector()
-          var t48_c1_2 = Vector()
-          var t48_c1_3 = Vector()
-          var t48_c2_0 = Vector()
-          var t48_c2_1 = Vector()
-          var t48_c2_2 = Vector()
-          var t48_c2_3 = Vector()
-          var t48_c3_0 = Vector()
-          var t48_c3_1 = Vector()
-          var t48_c3_2 = Vector()
-          var t48_c3_3 = Vector()
-          var t48_c4_0 = Vector()
-          var t48_c4_1 = Vector()
-          var t48_c4_2 = Vector()
-          var t48_c4_3 = Vector()
-          var t48_c5_0 = Vector()
-          var t48_c5_1 = Vector()
-          var t48_c5_2 = Vector()
-          var t48_c5_3 = Vector()
-          for k49 in 0..<9 {
-            let t48_b0 = loadVector(arena, ((802816 +% (k49 *% 12560)) +% (nb46 *% 64)))
-            let t48_b1 = loadVector(arena, (((802816 +% (k49 *% 12560)) +% (nb46 *% 64)) +% 16))
-            let t48_b2 = loadVector(arena, (((802816 +% (k49 *% 12560)) +% (nb46 *% 64)) +% 32))
-            let t48_b3 = loadVector(arena, (((802816 +% (k49 *% 12560)) +% (nb46 *% 64)) +% 48))
-            let t48_a0 = Vector(repeating: params[(((mb47 *% 6) *% 9) +% k49)])
-            t48_c0_0 = t48_c0_0.addingProduct(t48_a0, t48_b0)
-            t48_c0_1 = t48_c0_1.addingProduct(t48_a0, t48_b1)
-            t48_c0_2 = t48_c0_2.addingProduct(t48_a0, t48_b2)
-            t48_c0_3 = t48_c0_3.addingProduct(t48_a0, t48_b3)
-            let t48_a1 = Vector(repeating: params[((((mb47 *% 6) +% 1) *% 9) +% k49)])
-            t48_c1_0 = t48_c1_0.addingProduct(t48_a1, t48_b0)
-            t48_c1_1 = t48_c1_1.addingProduct(t48_a1, t48_b1)
-            t48_c1_2 = t48_c1_2.addingProduct(t48_a1, t48_b2)
-            t48_c1_3 = t48_c1_3.addingProduct(t48_a1, t48_b3)
-            let t48_a2 = Vector(repeating: params[((((mb47 *% 6) +% 2) *% 9) +% k49)])
-            t48_c2_0 = t48_c2_0.addingProduct(t48_a2, t48_b0)
-            t48_c2_1 = t48_c2_1.addingProduct(t48_a2, t48_b1)
-            t48_c2_2 = t48_c2_2.addingProduct(t48_a2, t48_b2)
-            t48_c2_3 = t48_c2_3.addingProduct(t48_a2, t48_b3)
-            let t48_a3 = Vector(repeating: params[((((mb47 *% 6) +% 3) *% 9) +% k49)])
-            t48_c3_0 = t48_c3_0.addingProduct(t48_a3, t48_b0)
-            t48_c3_1 = t48_c3_1.addingProduct(t48_a3, t48_b1)
-            t48_c3_2 = t48_c3_2.addingProduct(t48_a3, t48_b2)
-            t48_c3_3 = t48_c3_3.addingProduct(t48_a3, t48_b3)
-            let t48_a4 = Vector(repeating: params[((((mb47 *% 6) +% 4) *% 9) +% k49)])
-            t48_c4_0 = t48_c4_0.addingProduct(t48_a4, t48_b0)
-            t48_c4_1 = t48_c4_1.addingProduct(t48_a4, t48_b1)
-            t48_c4_2 = t48_c4_2.addingProduct(t48_a4, t48_b2)
-            t48_c4_3 = t48_c4_3.addingProduct(t48_a4, t48_b3)
-            let t48_a5 = Vector(repeating: params[((((mb47 *% 6) +% 5) *% 9) +% k49)])
-            t48_c5_0 = t48_c5_0.addingProduct(t48_a5, t48_b0)
-            t48_c5_1 = t48_c5_1.addingProduct(t48_a5, t48_b1)
-            t48_c5_2 = t48_c5_2.addingProduct(t48_a5, t48_b2)
-            t48_c5_3 = t48_c5_3.addingProduct(t48_a5, t48_b3)
+    do {  // gemm33
+      for nb27 in 0..<196 {
+        for mb28 in 0..<5 {
+          var t29_c0_0 = Vector()
+          var t29_c0_1 = Vector()
+          var t29_c0_2 = Vector()
+          var t29_c0_3 = Vector()
+          var t29_c1_0 = Vector()
+          var t29_c1_1 = Vector()
+          var t29_c1_2 = Vector()
+          var t29_c1_3 = Vector()
+          var t29_c2_0 = Vector()
+          var t29_c2_1 = Vector()
+          var t29_c2_2 = Vector()
+          var t29_c2_3 = Vector()
+          var t29_c3_0 = Vector()
+          var t29_c3_1 = Vector()
+          var t29_c3_2 = Vector()
+          var t29_c3_3 = Vector()
+          var t29_c4_0 = Vector()
+          var t29_c4_1 = Vector()
+          var t29_c4_2 = Vector()
+          var t29_c4_3 = Vector()
+          var t29_c5_0 = Vector()
+          var t29_c5_1 = Vector()
+          var t29_c5_2 = Vector()
+          var t29_c5_3 = Vector()
+          for k30 in 0..<9 {
+            let t29_b0 = loadVector(arena, ((802816 +% (k30 *% 12560)) +% (nb27 *% 64)))
+            let t29_b1 = loadVector(arena, (((802816 +% (k30 *% 12560)) +% (nb27 *% 64)) +% 16))
+            let t29_b2 = loadVector(arena, (((802816 +% (k30 *% 12560)) +% (nb27 *% 64)) +% 32))
+            let t29_b3 = loadVector(arena, (((802816 +% (k30 *% 12560)) +% (nb27 *% 64)) +% 48))
+            let t29_a0 = Vector(repeating: params[(((mb28 *% 6) *% 9) +% k30)])
+            t29_c0_0 = t29_c0_0.addingProduct(t29_a0, t29_b0)
+            t29_c0_1 = t29_c0_1.addingProduct(t29_a0, t29_b1)
+            t29_c0_2 = t29_c0_2.addingProduct(t29_a0, t29_b2)
+            t29_c0_3 = t29_c0_3.addingProduct(t29_a0, t29_b3)
+            let t29_a1 = Vector(repeating: params[((((mb28 *% 6) +% 1) *% 9) +% k30)])
+            t29_c1_0 = t29_c1_0.addingProduct(t29_a1, t29_b0)
+            t29_c1_1 = t29_c1_1.addingProduct(t29_a1, t29_b1)
+            t29_c1_2 = t29_c1_2.addingProduct(t29_a1, t29_b2)
+            t29_c1_3 = t29_c1_3.addingProduct(t29_a1, t29_b3)
+            let t29_a2 = Vector(repeating: params[((((mb28 *% 6) +% 2) *% 9) +% k30)])
+            t29_c2_0 = t29_c2_0.addingProduct(t29_a2, t29_b0)
+            t29_c2_1 = t29_c2_1.addingProduct(t29_a2, t29_b1)
+            t29_c2_2 = t29_c2_2.addingProduct(t29_a2, t29_b2)
+            t29_c2_3 = t29_c2_3.addingProduct(t29_a2, t29_b3)
+            let t29_a3 = Vector(repeating: params[((((mb28 *% 6) +% 3) *% 9) +% k30)])
+            t29_c3_0 = t29_c3_0.addingProduct(t29_a3, t29_b0)
+            t29_c3_1 = t29_c3_1.addingProduct(t29_a3, t29_b1)
+            t29_c3_2 = t29_c3_2.addingProduct(t29_a3, t29_b2)
+            t29_c3_3 = t29_c3_3.addingProduct(t29_a3, t29_b3)
+            let t29_a4 = Vector(repeating: params[((((mb28 *% 6) +% 4) *% 9) +% k30)])
+            t29_c4_0 = t29_c4_0.addingProduct(t29_a4, t29_b0)
+            t29_c4_1 = t29_c4_1.addingProduct(t29_a4, t29_b1)
+            t29_c4_2 = t29_c4_2.addingProduct(t29_a4, t29_b2)
+            t29_c4_3 = t29_c4_3.addingProduct(t29_a4, t29_b3)
+            let t29_a5 = Vector(repeating: params[((((mb28 *% 6) +% 5) *% 9) +% k30)])
+            t29_c5_0 = t29_c5_0.addingProduct(t29_a5, t29_b0)
+            t29_c5_1 = t29_c5_1.addingProduct(t29_a5, t29_b1)
+            t29_c5_2 = t29_c5_2.addingProduct(t29_a5, t29_b2)
+            t29_c5_3 = t29_c5_3.addingProduct(t29_a5, t29_b3)
           }
-          storeVector(arena, ((915856 +% ((mb47 *% 6) *% 12560)) +% (nb46 *% 64)), t48_c0_0)
-          storeVector(arena, (((915856 +% ((mb47 *% 6) *% 12560)) +% (nb46 *% 64)) +% 16), t48_c0_1)
-          storeVector(arena, (((915856 +% ((mb47 *% 6) *% 12560)) +% (nb46 *% 64)) +% 32), t48_c0_2)
-          storeVector(arena, (((915856 +% ((mb47 *% 6) *% 12560)) +% (nb46 *% 64)) +% 48), t48_c0_3)
-          storeVector(arena, ((915856 +% (((mb47 *% 6) +% 1) *% 12560)) +% (nb46 *% 64)), t48_c1_0)
-          storeVector(arena, (((915856 +% (((mb47 *% 6) +% 1) *% 12560)) +% (nb46 *% 64)) +% 16), t48_c1_1)
-          storeVector(arena, (((915856 +% (((mb47 *% 6) +% 1) *% 12560)) +% (nb46 *% 64)) +% 32), t48_c1_2)
-          storeVector(arena, (((915856 +% (((mb47 *% 6) +% 1) *% 12560)) +% (nb46 *% 64)) +% 48), t48_c1_3)
-          storeVector(arena, ((915856 +% (((mb47 *% 6) +% 2) *% 12560)) +% (nb46 *% 64)), t48_c2_0)
-          storeVector(arena, (((915856 +% (((mb47 *% 6) +% 2) *% 12560)) +% (nb46 *% 64)) +% 16), t48_c2_1)
-          storeVector(arena, (((915856 +% (((mb47 *% 6) +% 2) *% 12560)) +% (nb46 *% 64)) +% 32), t48_c2_2)
-          storeVector(arena, (((915856 +% (((mb47 *% 6) +% 2) *% 12560)) +% (nb46 *% 64)) +% 48), t48_c2_3)
-          storeVector(arena, ((915856 +% (((mb47 *% 6) +% 3) *% 12560)) +% (nb46 *% 64)), t48_c3_0)
-          storeVector(arena, (((915856 +% (((mb47 *% 6) +% 3) *% 12560)) +% (nb46 *% 64)) +% 16), t48_c3_1)
-          storeVector(arena, (((915856 +% (((mb47 *% 6) +% 3) *% 12560)) +% (nb46 *% 64)) +% 32), t48_c3_2)
-          storeVector(arena, (((915856 +% (((mb47 *% 6) +% 3) *% 12560)) +% (nb46 *% 64)) +% 48), t48_c3_3)
-          storeVector(arena, ((915856 +% (((mb47 *% 6) +% 4) *% 12560)) +% (nb46 *% 64)), t48_c4_0)
-          storeVector(arena, (((915856 +% (((mb47 *% 6) +% 4) *% 12560)) +% (nb46 *% 64)) +% 16), t48_c4_1)
-          storeVector(arena, (((915856 +% (((mb47 *% 6) +% 4) *% 12560)) +% (nb46 *% 64)) +% 32), t48_c4_2)
-          storeVector(arena, (((915856 +% (((mb47 *% 6) +% 4) *% 12560)) +% (nb46 *% 64)) +% 48), t48_c4_3)
-          storeVector(arena, ((915856 +% (((mb47 *% 6) +% 5) *% 12560)) +% (nb46 *% 64)), t48_c5_0)
-          storeVector(arena, (((915856 +% (((mb47 *% 6) +% 5) *% 12560)) +% (nb46 *% 64)) +% 16), t48_c5_1)
-          storeVector(arena, (((915856 +% (((mb47 *% 6) +% 5) *% 12560)) +% (nb46 *% 64)) +% 32), t48_c5_2)
-          storeVector(arena, (((915856 +% (((mb47 *% 6) +% 5) *% 12560)) +% (nb46 *% 64)) +% 48), t48_c5_3)
+          storeVector(arena, ((915856 +% ((mb28 *% 6) *% 12560)) +% (nb27 *% 64)), t29_c0_0)
+          storeVector(arena, (((915856 +% ((mb28 *% 6) *% 12560)) +% (nb27 *% 64)) +% 16), t29_c0_1)
+          storeVector(arena, (((915856 +% ((mb28 *% 6) *% 12560)) +% (nb27 *% 64)) +% 32), t29_c0_2)
+          storeVector(arena, (((915856 +% ((mb28 *% 6) *% 12560)) +% (nb27 *% 64)) +% 48), t29_c0_3)
+          storeVector(arena, ((915856 +% (((mb28 *% 6) +% 1) *% 12560)) +% (nb27 *% 64)), t29_c1_0)
+          storeVector(arena, (((915856 +% (((mb28 *% 6) +% 1) *% 12560)) +% (nb27 *% 64)) +% 16), t29_c1_1)
+          storeVector(arena, (((915856 +% (((mb28 *% 6) +% 1) *% 12560)) +% (nb27 *% 64)) +% 32), t29_c1_2)
+          storeVector(arena, (((915856 +% (((mb28 *% 6) +% 1) *% 12560)) +% (nb27 *% 64)) +% 48), t29_c1_3)
+          storeVector(arena, ((915856 +% (((mb28 *% 6) +% 2) *% 12560)) +% (nb27 *% 64)), t29_c2_0)
+          storeVector(arena, (((915856 +% (((mb28 *% 6) +% 2) *% 12560)) +% (nb27 *% 64)) +% 16), t29_c2_1)
+          storeVector(arena, (((915856 +% (((mb28 *% 6) +% 2) *% 12560)) +% (nb27 *% 64)) +% 32), t29_c2_2)
+          storeVector(arena, (((915856 +% (((mb28 *% 6) +% 2) *% 12560)) +% (nb27 *% 64)) +% 48), t29_c2_3)
+          storeVector(arena, ((915856 +% (((mb28 *% 6) +% 3) *% 12560)) +% (nb27 *% 64)), t29_c3_0)
+          storeVector(arena, (((915856 +% (((mb28 *% 6) +% 3) *% 12560)) +% (nb27 *% 64)) +% 16), t29_c3_1)
+          storeVector(arena, (((915856 +% (((mb28 *% 6) +% 3) *% 12560)) +% (nb27 *% 64)) +% 32), t29_c3_2)
+          storeVector(arena, (((915856 +% (((mb28 *% 6) +% 3) *% 12560)) +% (nb27 *% 64)) +% 48), t29_c3_3)
+          storeVector(arena, ((915856 +% (((mb28 *% 6) +% 4) *% 12560)) +% (nb27 *% 64)), t29_c4_0)
+          storeVector(arena, (((915856 +% (((mb28 *% 6) +% 4) *% 12560)) +% (nb27 *% 64)) +% 16), t29_c4_1)
+          storeVector(arena, (((915856 +% (((mb28 *% 6) +% 4) *% 12560)) +% (nb27 *% 64)) +% 32), t29_c4_2)
+          storeVector(arena, (((915856 +% (((mb28 *% 6) +% 4) *% 12560)) +% (nb27 *% 64)) +% 48), t29_c4_3)
+          storeVector(arena, ((915856 +% (((mb28 *% 6) +% 5) *% 12560)) +% (nb27 *% 64)), t29_c5_0)
+          storeVector(arena, (((915856 +% (((mb28 *% 6) +% 5) *% 12560)) +% (nb27 *% 64)) +% 16), t29_c5_1)
+          storeVector(arena, (((915856 +% (((mb28 *% 6) +% 5) *% 12560)) +% (nb27 *% 64)) +% 32), t29_c5_2)
+          storeVector(arena, (((915856 +% (((mb28 *% 6) +% 5) *% 12560)) +% (nb27 *% 64)) +% 48), t29_c5_3)
         }
-        var t50_c0_0 = Vector()
-        var t50_c0_1 = Vector()
-        var t50_c0_2 = Vector()
-        var t50_c0_3 = Vector()
-        var t50_c1_0 = Vector()
-        var t50_c1_1 = Vector()
-        var t50_c1_2 = Vector()
-        var t50_c1_3 = Vector()
-        for k51 in 0..<9 {
-          let t50_b0 = loadVector(arena, ((802816 +% (k51 *% 12560)) +% (nb46 *% 64)))
-          let t50_b1 = loadVector(arena, (((802816 +% (k51 *% 12560)) +% (nb46 *% 64)) +% 16))
-          let t50_b2 = loadVector(arena, (((802816 +% (k51 *% 12560)) +% (nb46 *% 64)) +% 32))
-          let t50_b3 = loadVector(arena, (((802816 +% (k51 *% 12560)) +% (nb46 *% 64)) +% 48))
-          let t50_a0 = Vector(repeating: params[(270 +% k51)])
-          t50_c0_0 = t50_c0_0.addingProduct(t50_a0, t50_b0)
-          t50_c0_1 = t50_c0_1.addingProduct(t50_a0, t50_b1)
-          t50_c0_2 = t50_c0_2.addingProduct(t50_a0, t50_b2)
-          t50_c0_3 = t50_c0_3.addingProduct(t50_a0, t50_b3)
-          let t50_a1 = Vector(repeating: params[(279 +% k51)])
-          t50_c1_0 = t50_c1_0.addingProduct(t50_a1, t50_b0)
-          t50_c1_1 = t50_c1_1.addingProduct(t50_a1, t50_b1)
-          t50_c1_2 = t50_c1_2.addingProduct(t50_a1, t50_b2)
-          t50_c1_3 = t50_c1_3.addingProduct(t50_a1, t50_b3)
+        var t31_c0_0 = Vector()
+        var t31_c0_1 = Vector()
+        var t31_c0_2 = Vector()
+        var t31_c0_3 = Vector()
+        var t31_c1_0 = Vector()
+        var t31_c1_1 = Vector()
+        var t31_c1_2 = Vector()
+        var t31_c1_3 = Vector()
+        for k32 in 0..<9 {
+          let t31_b0 = loadVector(arena, ((802816 +% (k32 *% 12560)) +% (nb27 *% 64)))
+          let t31_b1 = loadVector(arena, (((802816 +% (k32 *% 12560)) +% (nb27 *% 64)) +% 16))
+          let t31_b2 = loadVector(arena, (((802816 +% (k32 *% 12560)) +% (nb27 *% 64)) +% 32))
+          let t31_b3 = loadVector(arena, (((802816 +% (k32 *% 12560)) +% (nb27 *% 64)) +% 48))
+          let t31_a0 = Vector(repeating: params[(270 +% k32)])
+          t31_c0_0 = t31_c0_0.addingProduct(t31_a0, t31_b0)
+          t31_c0_1 = t31_c0_1.addingProduct(t31_a0, t31_b1)
+          t31_c0_2 = t31_c0_2.addingProduct(t31_a0, t31_b2)
+          t31_c0_3 = t31_c0_3.addingProduct(t31_a0, t31_b3)
+          let t31_a1 = Vector(repeating: params[(279 +% k32)])
+          t31_c1_0 = t31_c1_0.addingProduct(t31_a1, t31_b0)
+          t31_c1_1 = t31_c1_1.addingProduct(t31_a1, t31_b1)
+          t31_c1_2 = t31_c1_2.addingProduct(t31_a1, t31_b2)
+          t31_c1_3 = t31_c1_3.addingProduct(t31_a1, t31_b3)
         }
-        storeVector(arena, (1292656 +% (nb46 *% 64)), t50_c0_0)
-        storeVector(arena, ((1292656 +% (nb46 *% 64)) +% 16), t50_c0_1)
-        storeVector(arena, ((1292656 +% (nb46 *% 64)) +% 32), t50_c0_2)
-        storeVector(arena, ((1292656 +% (nb46 *% 64)) +% 48), t50_c0_3)
-        storeVector(arena, (1305216 +% (nb46 *% 64)), t50_c1_0)
-        storeVector(arena, ((1305216 +% (nb46 *% 64)) +% 16), t50_c1_1)
-        storeVector(arena, ((1305216 +% (nb46 *% 64)) +% 32), t50_c1_2)
-        storeVector(arena, ((1305216 +% (nb46 *% 64)) +% 48), t50_c1_3)
+        storeVector(arena, (1292656 +% (nb27 *% 64)), t31_c0_0)
+        storeVector(arena, ((1292656 +% (nb27 *% 64)) +% 16), t31_c0_1)
+        storeVector(arena, ((1292656 +% (nb27 *% 64)) +% 32), t31_c0_2)
+        storeVector(arena, ((1292656 +% (nb27 *% 64)) +% 48), t31_c0_3)
+        storeVector(arena, (1305216 +% (nb27 *% 64)), t31_c1_0)
+        storeVector(arena, ((1305216 +% (nb27 *% 64)) +% 16), t31_c1_1)
+        storeVector(arena, ((1305216 +% (nb27 *% 64)) +% 32), t31_c1_2)
+        storeVector(arena, ((1305216 +% (nb27 *% 64)) +% 48), t31_c1_3)
       }
     }
-    for j53 in 0..<16 {
-      for f54 in 0..<32 {
-        for q55 in 0..<196 {
-          var v56: Float = (arena[(((915856 +% (f54 *% 12560)) +% (j53 *% 784)) +% q55)] + params[(288 +% f54)])
-          var at57: Float = Float(0)
-          var v58: Float = (arena[((((915856 +% (f54 *% 12560)) +% (j53 *% 784)) +% 196) +% q55)] + params[(288 +% f54)])
-          var at60: Float = (v58 > v56 ? Float(1) : at57)
-          var best59: Float = (v58 > v56 ? v58 : v56)
-          var v61: Float = (arena[((((915856 +% (f54 *% 12560)) +% (j53 *% 784)) +% 392) +% q55)] + params[(288 +% f54)])
-          var at63: Float = (v61 > best59 ? Float(28) : at60)
-          var best62: Float = (v61 > best59 ? v61 : best59)
-          var v64: Float = (arena[((((915856 +% (f54 *% 12560)) +% (j53 *% 784)) +% 588) +% q55)] + params[(288 +% f54)])
-          var at66: Float = (v64 > best62 ? Float(29) : at63)
-          var best65: Float = (v64 > best62 ? v64 : best62)
-          arena[(((((g2 *% 16) +% j53) *% 6272) +% (f54 *% 196)) +% q55)] = (best65 > Float(0) ? best65 : Float(0))
-          arena[(401408 +% (((((g2 *% 16) +% j53) *% 6272) +% (f54 *% 196)) +% q55))] = (arena[(1317776 +% q55)] + at66)
+    for j34 in 0..<16 {
+      for f35 in 0..<32 {
+        for q36 in 0..<196 {
+          var v37: Float = (arena[(((915856 +% (f35 *% 12560)) +% (j34 *% 784)) +% q36)] + params[(288 +% f35)])
+          var at38: Float = Float(0)
+          var v39: Float = (arena[((((915856 +% (f35 *% 12560)) +% (j34 *% 784)) +% 196) +% q36)] + params[(288 +% f35)])
+          var at41: Float = (v39 > v37 ? Float(1) : at38)
+          var best40: Float = (v39 > v37 ? v39 : v37)
+          var v42: Float = (arena[((((915856 +% (f35 *% 12560)) +% (j34 *% 784)) +% 392) +% q36)] + params[(288 +% f35)])
+          var at44: Float = (v42 > best40 ? Float(28) : at41)
+          var best43: Float = (v42 > best40 ? v42 : best40)
+          var v45: Float = (arena[((((915856 +% (f35 *% 12560)) +% (j34 *% 784)) +% 588) +% q36)] + params[(288 +% f35)])
+          var at47: Float = (v45 > best43 ? Float(29) : at44)
+          var best46: Float = (v45 > best43 ? v45 : best43)
+          arena[(((((g3 *% 16) +% j34) *% 6272) +% (f35 *% 196)) +% q36)] = (best46 > Float(0) ? best46 : Float(0))
+          arena[(401408 +% (((((g3 *% 16) +% j34) *% 6272) +% (f35 *% 196)) +% q36))] = (arena[(1317776 +% q36)] + at47)
         }
       }
     }
   }
   // conv2 = conv2d_relu_maxpool(conv1)
   do {  // scalar loops
-    for ci67 in 0..<32 {
-      for co68 in 0..<64 {
-        var w69: Float = params[(320 +% (((co68 *% 32) +% ci67) *% 9))]
-        var w70: Float = (((params[(320 +% (((co68 *% 32) +% ci67) *% 9))] + params[((320 +% (((co68 *% 32) +% ci67) *% 9)) +% 3)]) + params[((320 +% (((co68 *% 32) +% ci67) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
-        var w71: Float = (((params[(320 +% (((co68 *% 32) +% ci67) *% 9))] + params[((320 +% (((co68 *% 32) +% ci67) *% 9)) +% 6)]) - params[((320 +% (((co68 *% 32) +% ci67) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
-        var w72: Float = params[((320 +% (((co68 *% 32) +% ci67) *% 9)) +% 6)]
-        var w73: Float = params[((320 +% (((co68 *% 32) +% ci67) *% 9)) +% 1)]
-        var w74: Float = (((params[((320 +% (((co68 *% 32) +% ci67) *% 9)) +% 1)] + params[((320 +% (((co68 *% 32) +% ci67) *% 9)) +% 4)]) + params[((320 +% (((co68 *% 32) +% ci67) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
-        var w75: Float = (((params[((320 +% (((co68 *% 32) +% ci67) *% 9)) +% 1)] + params[((320 +% (((co68 *% 32) +% ci67) *% 9)) +% 7)]) - params[((320 +% (((co68 *% 32) +% ci67) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
-        var w76: Float = params[((320 +% (((co68 *% 32) +% ci67) *% 9)) +% 7)]
-        var w77: Float = params[((320 +% (((co68 *% 32) +% ci67) *% 9)) +% 2)]
-        var w78: Float = (((params[((320 +% (((co68 *% 32) +% ci67) *% 9)) +% 2)] + params[((320 +% (((co68 *% 32) +% ci67) *% 9)) +% 5)]) + params[((320 +% (((co68 *% 32) +% ci67) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
-        var w79: Float = (((params[((320 +% (((co68 *% 32) +% ci67) *% 9)) +% 2)] + params[((320 +% (((co68 *% 32) +% ci67) *% 9)) +% 8)]) - params[((320 +% (((co68 *% 32) +% ci67) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
-        var w80: Float = params[((320 +% (((co68 *% 32) +% ci67) *% 9)) +% 8)]
-        var w81: Float = w69
-        var w82: Float = (((w69 + w73) + w77) * Float(bitPattern: 0x3f000000))
-        var w83: Float = (((w69 + w77) - w73) * Float(bitPattern: 0x3f000000))
-        var w84: Float = w77
-        var w85: Float = w70
-        var w86: Float = (((w70 + w74) + w78) * Float(bitPattern: 0x3f000000))
-        var w87: Float = (((w70 + w78) - w74) * Float(bitPattern: 0x3f000000))
-        var w88: Float = w78
-        var w89: Float = w71
-        var w90: Float = (((w71 + w75) + w79) * Float(bitPattern: 0x3f000000))
-        var w91: Float = (((w71 + w79) - w75) * Float(bitPattern: 0x3f000000))
-        var w92: Float = w79
-        var w93: Float = w72
-        var w94: Float = (((w72 + w76) + w80) * Float(bitPattern: 0x3f000000))
-        var w95: Float = (((w72 + w80) - w76) * Float(bitPattern: 0x3f000000))
-        var w96: Float = w80
-        arena[((1204224 +% (ci67 *% 64)) +% co68)] = w81
-        arena[((1206272 +% (ci67 *% 64)) +% co68)] = w82
-        arena[((1208320 +% (ci67 *% 64)) +% co68)] = w83
-        arena[((1210368 +% (ci67 *% 64)) +% co68)] = w84
-        arena[((1212416 +% (ci67 *% 64)) +% co68)] = w85
-        arena[((1214464 +% (ci67 *% 64)) +% co68)] = w86
-        arena[((1216512 +% (ci67 *% 64)) +% co68)] = w87
-        arena[((1218560 +% (ci67 *% 64)) +% co68)] = w88
-        arena[((1220608 +% (ci67 *% 64)) +% co68)] = w89
-        arena[((1222656 +% (ci67 *% 64)) +% co68)] = w90
-        arena[((1224704 +% (ci67 *% 64)) +% co68)] = w91
-        arena[((1226752 +% (ci67 *% 64)) +% co68)] = w92
-        arena[((1228800 +% (ci67 *% 64)) +% co68)] = w93
-        arena[((1230848 +% (ci67 *% 64)) +% co68)] = w94
-        arena[((1232896 +% (ci67 *% 64)) +% co68)] = w95
-        arena[((1234944 +% (ci67 *% 64)) +% co68)] = w96
+    for ci48 in 0..<32 {
+      for co49 in 0..<64 {
+        var w50: Float = params[(320 +% (((co49 *% 32) +% ci48) *% 9))]
+        var w51: Float = (((params[(320 +% (((co49 *% 32) +% ci48) *% 9))] + params[((320 +% (((co49 *% 32) +% ci48) *% 9)) +% 3)]) + params[((320 +% (((co49 *% 32) +% ci48) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
+        var w52: Float = (((params[(320 +% (((co49 *% 32) +% ci48) *% 9))] + params[((320 +% (((co49 *% 32) +% ci48) *% 9)) +% 6)]) - params[((320 +% (((co49 *% 32) +% ci48) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
+        var w53: Float = params[((320 +% (((co49 *% 32) +% ci48) *% 9)) +% 6)]
+        var w54: Float = params[((320 +% (((co49 *% 32) +% ci48) *% 9)) +% 1)]
+        var w55: Float = (((params[((320 +% (((co49 *% 32) +% ci48) *% 9)) +% 1)] + params[((320 +% (((co49 *% 32) +% ci48) *% 9)) +% 4)]) + params[((320 +% (((co49 *% 32) +% ci48) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
+        var w56: Float = (((params[((320 +% (((co49 *% 32) +% ci48) *% 9)) +% 1)] + params[((320 +% (((co49 *% 32) +% ci48) *% 9)) +% 7)]) - params[((320 +% (((co49 *% 32) +% ci48) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
+        var w57: Float = params[((320 +% (((co49 *% 32) +% ci48) *% 9)) +% 7)]
+        var w58: Float = params[((320 +% (((co49 *% 32) +% ci48) *% 9)) +% 2)]
+        var w59: Float = (((params[((320 +% (((co49 *% 32) +% ci48) *% 9)) +% 2)] + params[((320 +% (((co49 *% 32) +% ci48) *% 9)) +% 5)]) + params[((320 +% (((co49 *% 32) +% ci48) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
+        var w60: Float = (((params[((320 +% (((co49 *% 32) +% ci48) *% 9)) +% 2)] + params[((320 +% (((co49 *% 32) +% ci48) *% 9)) +% 8)]) - params[((320 +% (((co49 *% 32) +% ci48) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
+        var w61: Float = params[((320 +% (((co49 *% 32) +% ci48) *% 9)) +% 8)]
+        var w62: Float = w50
+        var w63: Float = (((w50 + w54) + w58) * Float(bitPattern: 0x3f000000))
+        var w64: Float = (((w50 + w58) - w54) * Float(bitPattern: 0x3f000000))
+        var w65: Float = w58
+        var w66: Float = w51
+        var w67: Float = (((w51 + w55) + w59) * Float(bitPattern: 0x3f000000))
+        var w68: Float = (((w51 + w59) - w55) * Float(bitPattern: 0x3f000000))
+        var w69: Float = w59
+        var w70: Float = w52
+        var w71: Float = (((w52 + w56) + w60) * Float(bitPattern: 0x3f000000))
+        var w72: Float = (((w52 + w60) - w56) * Float(bitPattern: 0x3f000000))
+        var w73: Float = w60
+        var w74: Float = w53
+        var w75: Float = (((w53 + w57) + w61) * Float(bitPattern: 0x3f000000))
+        var w76: Float = (((w53 + w61) - w57) * Float(bitPattern: 0x3f000000))
+        var w77: Float = w61
+        arena[((1204224 +% (ci48 *% 64)) +% co49)] = w62
+        arena[((1206272 +% (ci48 *% 64)) +% co49)] = w63
+        arena[((1208320 +% (ci48 *% 64)) +% co49)] = w64
+        arena[((1210368 +% (ci48 *% 64)) +% co49)] = w65
+        arena[((1212416 +% (ci48 *% 64)) +% co49)] = w66
+        arena[((1214464 +% (ci48 *% 64)) +% co49)] = w67
+        arena[((1216512 +% (ci48 *% 64)) +% co49)] = w68
+        arena[((1218560 +% (ci48 *% 64)) +% co49)] = w69
+        arena[((1220608 +% (ci48 *% 64)) +% co49)] = w70
+        arena[((1222656 +% (ci48 *% 64)) +% co49)] = w71
+        arena[((1224704 +% (ci48 *% 64)) +% co49)] = w72
+        arena[((1226752 +% (ci48 *% 64)) +% co49)] = w73
+        arena[((1228800 +% (ci48 *% 64)) +% co49)] = w74
+        arena[((1230848 +% (ci48 *% 64)) +% co49)] = w75
+        arena[((1232896 +% (ci48 *% 64)) +% co49)] = w76
+        arena[((1234944 +% (ci48 *% 64)) +% co49)] = w77
       }
     }
   }
-  for i97 in 0..<512 {
-    storeVector(arena, ((i97 *% 16) +% 1236992), Vector(repeating: Float(0)))
+  for i78 in 0..<512 {
+    storeVector(arena, ((i78 *% 16) +% 1236992), Vector(repeating: Float(0)))
   }
-  for g98 in 0..<64 {
-    for j99 in 0..<1 {
-      for c100 in 0..<32 {
-        for iy101 in 0..<14 {
-          for ix102 in 0..<14 {
-            arena[(1236992 +% ((((j99 *% 8192) +% ((iy101 +% 1) *% 512)) +% ((ix102 +% 1) *% 32)) +% c100))] = arena[(((((g98 +% j99) *% 6272) +% (c100 *% 196)) +% (iy101 *% 14)) +% ix102)]
+  for g79 in 0..<64 {
+    for j80 in 0..<1 {
+      for c81 in 0..<32 {
+        for iy82 in 0..<14 {
+          for ix83 in 0..<14 {
+            arena[(1236992 +% ((((j80 *% 8192) +% ((iy82 +% 1) *% 512)) +% ((ix83 +% 1) *% 32)) +% c81))] = arena[(((((g79 +% j80) *% 6272) +% (c81 *% 196)) +% (iy82 *% 14)) +% ix83)]
           }
         }
       }
     }
-    for j103 in 0..<1 {
-      for ty104 in 0..<7 {
-        for tx105 in 0..<7 {
-          for cv106 in 0..<2 {
-            let w107 = (loadVector(arena, (1236992 +% ((((j103 *% 8192) +% ((ty104 *% 2) *% 512)) +% ((tx105 *% 2) *% 32)) +% (cv106 *% 16)))) - loadVector(arena, (1236992 +% ((((j103 *% 8192) +% (((ty104 *% 2) +% 2) *% 512)) +% ((tx105 *% 2) *% 32)) +% (cv106 *% 16)))))
-            let w108 = (loadVector(arena, (1236992 +% ((((j103 *% 8192) +% (((ty104 *% 2) +% 1) *% 512)) +% ((tx105 *% 2) *% 32)) +% (cv106 *% 16)))) + loadVector(arena, (1236992 +% ((((j103 *% 8192) +% (((ty104 *% 2) +% 2) *% 512)) +% ((tx105 *% 2) *% 32)) +% (cv106 *% 16)))))
-            let w109 = (loadVector(arena, (1236992 +% ((((j103 *% 8192) +% (((ty104 *% 2) +% 2) *% 512)) +% ((tx105 *% 2) *% 32)) +% (cv106 *% 16)))) - loadVector(arena, (1236992 +% ((((j103 *% 8192) +% (((ty104 *% 2) +% 1) *% 512)) +% ((tx105 *% 2) *% 32)) +% (cv106 *% 16)))))
-            let w110 = (loadVector(arena, (1236992 +% ((((j103 *% 8192) +% (((ty104 *% 2) +% 1) *% 512)) +% ((tx105 *% 2) *% 32)) +% (cv106 *% 16)))) - loadVector(arena, (1236992 +% ((((j103 *% 8192) +% (((ty104 *% 2) +% 3) *% 512)) +% ((tx105 *% 2) *% 32)) +% (cv106 *% 16)))))
-            let w111 = (loadVector(arena, (1236992 +% ((((j103 *% 8192) +% ((ty104 *% 2) *% 512)) +% (((tx105 *% 2) +% 1) *% 32)) +% (cv106 *% 16)))) - loadVector(arena, (1236992 +% ((((j103 *% 8192) +% (((ty104 *% 2) +% 2) *% 512)) +% (((tx105 *% 2) +% 1) *% 32)) +% (cv106 *% 16)))))
-            let w112 = (loadVector(arena, (1236992 +% ((((j103 *% 8192) +% (((ty104 *% 2) +% 1) *% 512)) +% (((tx105 *% 2) +% 1) *% 32)) +% (cv106 *% 16)))) + loadVector(arena, (1236992 +% ((((j103 *% 8192) +% (((ty104 *% 2) +% 2) *% 512)) +% (((tx105 *% 2) +% 1) *% 32)) +% (cv106 *% 16)))))
-            let w113 = (loadVector(arena, (1236992 +% ((((j103 *% 8192) +% (((ty104 *% 2) +% 2) *% 512)) +% (((tx105 *% 2) +% 1) *% 32)) +% (cv106 *% 16)))) - loadVector(arena, (1236992 +% ((((j103 *% 8192) +% (((ty104 *% 2) +% 1) *% 512)) +% (((tx105 *% 2) +% 1) *% 32)) +% (cv106 *% 16)))))
-            let w114 = (loadVector(arena, (1236992 +% ((((j103 *% 8192) +% (((ty104 *% 2) +% 1) *% 512)) +% (((tx105 *% 2) +% 1) *% 32)) +% (cv106 *% 16)))) - loadVector(arena, (1236992 +% ((((j103 *% 8192) +% (((ty104 *% 2) +% 3) *% 512)) +% (((tx105 *% 2) +% 1) *% 32)) +% (cv106 *% 16)))))
-            let w115 = (loadVector(arena, (1236992 +% ((((j103 *% 8192) +% ((ty104 *% 2) *% 512)) +% (((tx105 *% 2) +% 2) *% 32)) +% (cv106 *% 16)))) - loadVector(arena, (1236992 +% ((((j103 *% 8192) +% (((ty104 *% 2) +% 2) *% 512)) +% (((tx105 *% 2) +% 2) *% 32)) +% (cv106 *% 16)))))
-            let w116 = (loadVector(arena, (1236992 +% ((((j103 *% 8192) +% (((ty104 *% 2) +% 1) *% 512)) +% (((tx105 *% 2) +% 2) *% 32)) +% (cv106 *% 16)))) + loadVector(arena, (1236992 +% ((((j103 *% 8192) +% (((ty104 *% 2) +% 2) *% 512)) +% (((tx105 *% 2) +% 2) *% 32)) +% (cv106 *% 16)))))
-            let w117 = (loadVector(arena, (1236992 +% ((((j103 *% 8192) +% (((ty104 *% 2) +% 2) *% 512)) +% (((tx105 *% 2) +% 2) *% 32)) +% (cv106 *% 16)))) - loadVector(arena, (1236992 +% ((((j103 *% 8192) +% (((ty104 *% 2) +% 1) *% 512)) +% (((tx105 *% 2) +% 2) *% 32)) +% (cv106 *% 16)))))
-            let w118 = (loadVector(arena, (1236992 +% ((((j103 *% 8192) +% (((ty104 *% 2) +% 1) *% 512)) +% (((tx105 *% 2) +% 2) *% 32)) +% (cv106 *% 16)))) - loadVector(arena, (1236992 +% ((((j103 *% 8192) +% (((ty104 *% 2) +% 3) *% 512)) +% (((tx105 *% 2) +% 2) *% 32)) +% (cv106 *% 16)))))
-            let w119 = (loadVector(arena, (1236992 +% ((((j103 *% 8192) +% ((ty104 *% 2) *% 512)) +% (((tx105 *% 2) +% 3) *% 32)) +% (cv106 *% 16)))) - loadVector(arena, (1236992 +% ((((j103 *% 8192) +% (((ty104 *% 2) +% 2) *% 512)) +% (((tx105 *% 2) +% 3) *% 32)) +% (cv106 *% 16)))))
-            let w120 = (loadVector(arena, (1236992 +% ((((j103 *% 8192) +% (((ty104 *% 2) +% 1) *% 512)) +% (((tx105 *% 2) +% 3) *% 32)) +% (cv106 *% 16)))) + loadVector(arena, (1236992 +% ((((j103 *% 8192) +% (((ty104 *% 2) +% 2) *% 512)) +% (((tx105 *% 2) +% 3) *% 32)) +% (cv106 *% 16)))))
-            let w121 = (loadVector(arena, (1236992 +% ((((j103 *% 8192) +% (((ty104 *% 2) +% 2) *% 512)) +% (((tx105 *% 2) +% 3) *% 32)) +% (cv106 *% 16)))) - loadVector(arena, (1236992 +% ((((j103 *% 8192) +% (((ty104 *% 2) +% 1) *% 512)) +% (((tx105 *% 2) +% 3) *% 32)) +% (cv106 *% 16)))))
-            let w122 = (loadVector(arena, (1236992 +% ((((j103 *% 8192) +% (((ty104 *% 2) +% 1) *% 512)) +% (((tx105 *% 2) +% 3) *% 32)) +% (cv106 *% 16)))) - loadVector(arena, (1236992 +% ((((j103 *% 8192) +% (((ty104 *% 2) +% 3) *% 512)) +% (((tx105 *% 2) +% 3) *% 32)) +% (cv106 *% 16)))))
-            let w123 = (w107 - w115)
-            let w124 = (w111 + w115)
-            let w125 = (w115 - w111)
-            let w126 = (w111 - w119)
-            let w127 = (w108 - w116)
-            let w128 = (w112 + w116)
-            let w129 = (w116 - w112)
-            let w130 = (w112 - w120)
-            let w131 = (w109 - w117)
-            let w132 = (w113 + w117)
-            let w133 = (w117 - w113)
-            let w134 = (w113 - w121)
-            let w135 = (w110 - w118)
-            let w136 = (w114 + w118)
-            let w137 = (w118 - w114)
-            let w138 = (w114 - w122)
-            storeVector(arena, ((1245184 +% ((((j103 *% 49) +% (ty104 *% 7)) +% tx105) *% 32)) +% (cv106 *% 16)), w123)
-            storeVector(arena, ((1246752 +% ((((j103 *% 49) +% (ty104 *% 7)) +% tx105) *% 32)) +% (cv106 *% 16)), w124)
-            storeVector(arena, ((1248320 +% ((((j103 *% 49) +% (ty104 *% 7)) +% tx105) *% 32)) +% (cv106 *% 16)), w125)
-            storeVector(arena, ((1249888 +% ((((j103 *% 49) +% (ty104 *% 7)) +% tx105) *% 32)) +% (cv106 *% 16)), w126)
-            storeVector(arena, ((1251456 +% ((((j103 *% 49) +% (ty104 *% 7)) +% tx105) *% 32)) +% (cv106 *% 16)), w127)
-            storeVector(arena, ((1253024 +% ((((j103 *% 49) +% (ty104 *% 7)) +% tx105) *% 32)) +% (cv106 *% 16)), w128)
-            storeVector(arena, ((1254592 +% ((((j103 *% 49) +% (ty104 *% 7)) +% tx105) *% 32)) +% (cv106 *% 16)), w129)
-            storeVector(arena, ((1256160 +% ((((j103 *% 49) +% (ty104 *% 7)) +% tx105) *% 32)) +% (cv106 *% 16)), w130)
-            storeVector(arena, ((1257728 +% ((((j103 *% 49) +% (ty104 *% 7)) +% tx105) *% 32)) +% (cv106 *% 16)), w131)
-            storeVector(arena, ((1259296 +% ((((j103 *% 49) +% (ty104 *% 7)) +% tx105) *% 32)) +% (cv106 *% 16)), w132)
-            storeVector(arena, ((1260864 +% ((((j103 *% 49) +% (ty104 *% 7)) +% tx105) *% 32)) +% (cv106 *% 16)), w133)
-            storeVector(arena, ((1262432 +% ((((j103 *% 49) +% (ty104 *% 7)) +% tx105) *% 32)) +% (cv106 *% 16)), w134)
-            storeVector(arena, ((1264000 +% ((((j103 *% 49) +% (ty104 *% 7)) +% tx105) *% 32)) +% (cv106 *% 16)), w135)
-            storeVector(arena, ((1265568 +% ((((j103 *% 49) +% (ty104 *% 7)) +% tx105) *% 32)) +% (cv106 *% 16)), w136)
-            storeVector(arena, ((1267136 +% ((((j103 *% 49) +% (ty104 *% 7)) +% tx105) *% 32)) +% (cv106 *% 16)), w137)
-            storeVector(arena, ((1268704 +% ((((j103 *% 49) +% (ty104 *% 7)) +% tx105) *% 32)) +% (cv106 *% 16)), w138)
+    for j84 in 0..<1 {
+      for ty85 in 0..<7 {
+        for tx86 in 0..<7 {
+          for cv87 in 0..<2 {
+            let w88 = (loadVector(arena, (1236992 +% ((((j84 *% 8192) +% ((ty85 *% 2) *% 512)) +% ((tx86 *% 2) *% 32)) +% (cv87 *% 16)))) - loadVector(arena, (1236992 +% ((((j84 *% 8192) +% (((ty85 *% 2) +% 2) *% 512)) +% ((tx86 *% 2) *% 32)) +% (cv87 *% 16)))))
+            let w89 = (loadVector(arena, (1236992 +% ((((j84 *% 8192) +% (((ty85 *% 2) +% 1) *% 512)) +% ((tx86 *% 2) *% 32)) +% (cv87 *% 16)))) + loadVector(arena, (1236992 +% ((((j84 *% 8192) +% (((ty85 *% 2) +% 2) *% 512)) +% ((tx86 *% 2) *% 32)) +% (cv87 *% 16)))))
+            let w90 = (loadVector(arena, (1236992 +% ((((j84 *% 8192) +% (((ty85 *% 2) +% 2) *% 512)) +% ((tx86 *% 2) *% 32)) +% (cv87 *% 16)))) - loadVector(arena, (1236992 +% ((((j84 *% 8192) +% (((ty85 *% 2) +% 1) *% 512)) +% ((tx86 *% 2) *% 32)) +% (cv87 *% 16)))))
+            let w91 = (loadVector(arena, (1236992 +% ((((j84 *% 8192) +% (((ty85 *% 2) +% 1) *% 512)) +% ((tx86 *% 2) *% 32)) +% (cv87 *% 16)))) - loadVector(arena, (1236992 +% ((((j84 *% 8192) +% (((ty85 *% 2) +% 3) *% 512)) +% ((tx86 *% 2) *% 32)) +% (cv87 *% 16)))))
+            let w92 = (loadVector(arena, (1236992 +% ((((j84 *% 8192) +% ((ty85 *% 2) *% 512)) +% (((tx86 *% 2) +% 1) *% 32)) +% (cv87 *% 16)))) - loadVector(arena, (1236992 +% ((((j84 *% 8192) +% (((ty85 *% 2) +% 2) *% 512)) +% (((tx86 *% 2) +% 1) *% 32)) +% (cv87 *% 16)))))
+            let w93 = (loadVector(arena, (1236992 +% ((((j84 *% 8192) +% (((ty85 *% 2) +% 1) *% 512)) +% (((tx86 *% 2) +% 1) *% 32)) +% (cv87 *% 16)))) + loadVector(arena, (1236992 +% ((((j84 *% 8192) +% (((ty85 *% 2) +% 2) *% 512)) +% (((tx86 *% 2) +% 1) *% 32)) +% (cv87 *% 16)))))
+            let w94 = (loadVector(arena, (1236992 +% ((((j84 *% 8192) +% (((ty85 *% 2) +% 2) *% 512)) +% (((tx86 *% 2) +% 1) *% 32)) +% (cv87 *% 16)))) - loadVector(arena, (1236992 +% ((((j84 *% 8192) +% (((ty85 *% 2) +% 1) *% 512)) +% (((tx86 *% 2) +% 1) *% 32)) +% (cv87 *% 16)))))
+            let w95 = (loadVector(arena, (1236992 +% ((((j84 *% 8192) +% (((ty85 *% 2) +% 1) *% 512)) +% (((tx86 *% 2) +% 1) *% 32)) +% (cv87 *% 16)))) - loadVector(arena, (1236992 +% ((((j84 *% 8192) +% (((ty85 *% 2) +% 3) *% 512)) +% (((tx86 *% 2) +% 1) *% 32)) +% (cv87 *% 16)))))
+            let w96 = (loadVector(arena, (1236992 +% ((((j84 *% 8192) +% ((ty85 *% 2) *% 512)) +% (((tx86 *% 2) +% 2) *% 32)) +% (cv87 *% 16)))) - loadVector(arena, (1236992 +% ((((j84 *% 8192) +% (((ty85 *% 2) +% 2) *% 512)) +% (((tx86 *% 2) +% 2) *% 32)) +% (cv87 *% 16)))))
+            let w97 = (loadVector(arena, (1236992 +% ((((j84 *% 8192) +% (((ty85 *% 2) +% 1) *% 512)) +% (((tx86 *% 2) +% 2) *% 32)) +% (cv87 *% 16)))) + loadVector(arena, (1236992 +% ((((j84 *% 8192) +% (((ty85 *% 2) +% 2) *% 512)) +% (((tx86 *% 2) +% 2) *% 32)) +% (cv87 *% 16)))))
+            let w98 = (loadVector(arena, (1236992 +% ((((j84 *% 8192) +% (((ty85 *% 2) +% 2) *% 512)) +% (((tx86 *% 2) +% 2) *% 32)) +% (cv87 *% 16)))) - loadVector(arena, (1236992 +% ((((j84 *% 8192) +% (((ty85 *% 2) +% 1) *% 512)) +% (((tx86 *% 2) +% 2) *% 32)) +% (cv87 *% 16)))))
+            let w99 = (loadVector(arena, (1236992 +% ((((j84 *% 8192) +% (((ty85 *% 2) +% 1) *% 512)) +% (((tx86 *% 2) +% 2) *% 32)) +% (cv87 *% 16)))) - loadVector(arena, (1236992 +% ((((j84 *% 8192) +% (((ty85 *% 2) +% 3) *% 512)) +% (((tx86 *% 2) +% 2) *% 32)) +% (cv87 *% 16)))))
+            let w100 = (loadVector(arena, (1236992 +% ((((j84 *% 8192) +% ((ty85 *% 2) *% 512)) +% (((tx86 *% 2) +% 3) *% 32)) +% (cv87 *% 16)))) - loadVector(arena, (1236992 +% ((((j84 *% 8192) +% (((ty85 *% 2) +% 2) *% 512)) +% (((tx86 *% 2) +% 3) *% 32)) +% (cv87 *% 16)))))
+            let w101 = (loadVector(arena, (1236992 +% ((((j84 *% 8192) +% (((ty85 *% 2) +% 1) *% 512)) +% (((tx86 *% 2) +% 3) *% 32)) +% (cv87 *% 16)))) + loadVector(arena, (1236992 +% ((((j84 *% 8192) +% (((ty85 *% 2) +% 2) *% 512)) +% (((tx86 *% 2) +% 3) *% 32)) +% (cv87 *% 16)))))
+            let w102 = (loadVector(arena, (1236992 +% ((((j84 *% 8192) +% (((ty85 *% 2) +% 2) *% 512)) +% (((tx86 *% 2) +% 3) *% 32)) +% (cv87 *% 16)))) - loadVector(arena, (1236992 +% ((((j84 *% 8192) +% (((ty85 *% 2) +% 1) *% 512)) +% (((tx86 *% 2) +% 3) *% 32)) +% (cv87 *% 16)))))
+            let w103 = (loadVector(arena, (1236992 +% ((((j84 *% 8192) +% (((ty85 *% 2) +% 1) *% 512)) +% (((tx86 *% 2) +% 3) *% 32)) +% (cv87 *% 16)))) - loadVector(arena, (1236992 +% ((((j84 *% 8192) +% (((ty85 *% 2) +% 3) *% 512)) +% (((tx86 *% 2) +% 3) *% 32)) +% (cv87 *% 16)))))
+            let w104 = (w88 - w96)
+            let w105 = (w92 + w96)
+            let w106 = (w96 - w92)
+            let w107 = (w92 - w100)
+            let w108 = (w89 - w97)
+            let w109 = (w93 + w97)
+            let w110 = (w97 - w93)
+            let w111 = (w93 - w101)
+            let w112 = (w90 - w98)
+            let w113 = (w94 + w98)
+            let w114 = (w98 - w94)
+            let w115 = (w94 - w102)
+            let w116 = (w91 - w99)
+            let w117 = (w95 + w99)
+            let w118 = (w99 - w95)
+            let w119 = (w95 - w103)
+            storeVector(arena, ((1245184 +% ((((j84 *% 49) +% (ty85 *% 7)) +% tx86) *% 32)) +% (cv87 *% 16)), w104)
+            storeVector(arena, ((1246752 +% ((((j84 *% 49) +% (ty85 *% 7)) +% tx86) *% 32)) +% (cv87 *% 16)), w105)
+            storeVector(arena, ((1248320 +% ((((j84 *% 49) +% (ty85 *% 7)) +% tx86) *% 32)) +% (cv87 *% 16)), w106)
+            storeVector(arena, ((1249888 +% ((((j84 *% 49) +% (ty85 *% 7)) +% tx86) *% 32)) +% (cv87 *% 16)), w107)
+            storeVector(arena, ((1251456 +% ((((j84 *% 49) +% (ty85 *% 7)) +% tx86) *% 32)) +% (cv87 *% 16)), w108)
+            storeVector(arena, ((1253024 +% ((((j84 *% 49) +% (ty85 *% 7)) +% tx86) *% 32)) +% (cv87 *% 16)), w109)
+            storeVector(arena, ((1254592 +% ((((j84 *% 49) +% (ty85 *% 7)) +% tx86) *% 32)) +% (cv87 *% 16)), w110)
+            storeVector(arena, ((1256160 +% ((((j84 *% 49) +% (ty85 *% 7)) +% tx86) *% 32)) +% (cv87 *% 16)), w111)
+            storeVector(arena, ((1257728 +% ((((j84 *% 49) +% (ty85 *% 7)) +% tx86) *% 32)) +% (cv87 *% 16)), w112)
+            storeVector(arena, ((1259296 +% ((((j84 *% 49) +% (ty85 *% 7)) +% tx86) *% 32)) +% (cv87 *% 16)), w113)
+            storeVector(arena, ((1260864 +% ((((j84 *% 49) +% (ty85 *% 7)) +% tx86) *% 32)) +% (cv87 *% 16)), w114)
+            storeVector(arena, ((1262432 +% ((((j84 *% 49) +% (ty85 *% 7)) +% tx86) *% 32)) +% (cv87 *% 16)), w115)
+            storeVector(arena, ((1264000 +% ((((j84 *% 49) +% (ty85 *% 7)) +% tx86) *% 32)) +% (cv87 *% 16)), w116)
+            storeVector(arena, ((1265568 +% ((((j84 *% 49) +% (ty85 *% 7)) +% tx86) *% 32)) +% (cv87 *% 16)), w117)
+            storeVector(arena, ((1267136 +% ((((j84 *% 49) +% (ty85 *% 7)) +% tx86) *% 32)) +% (cv87 *% 16)), w118)
+            storeVector(arena, ((1268704 +% ((((j84 *% 49) +% (ty85 *% 7)) +% tx86) *% 32)) +% (cv87 *% 16)), w119)
           }
         }
       }
     }
-    for xi139 in 0..<16 {
-      do {  // gemm146
-        for nb140 in 0..<1 {
-          for mb141 in 0..<8 {
-            var t142_c0_0 = Vector()
-            var t142_c0_1 = Vector()
-            var t142_c0_2 = Vector()
-            var t142_c0_3 = Vector()
-            var t142_c1_0 = Vector()
-            var t142_c1_1 = Vector()
-            var t142_c1_2 = Vector()
-            var t142_c1_3 = Vector()
-            var t142_c2_0 = Vector()
-            var t142_c2_1 = Vector()
-            var t142_c2_2 = Vector()
-            var t142_c2_3 = Vector()
-            var t142_c3_0 = Vector()
-            var t142_c3_1 = Vector()
-            var t142_c3_2 = Vector()
-            var t142_c3_3 = Vector()
-            var t142_c4_0 = Vector()
-            var t142_c4_1 = Vector()
-            var t142_c4_2 = Vector()
-            var t142_c4_3 = Vector()
-            var t142_c5_0 = Vector()
-            var t142_c5_1 = Vector()
-            var t142_c5_2 = Vector()
-            var t142_c5_3 = Vector()
-            for k143 in 0..<32 {
-              let t142_b0 = loadVector(arena, (((1204224 +% (xi139 *% 2048)) +% (k143 *% 64)) +% (nb140 *% 64)))
-              let t142_b1 = loadVector(arena, ((((1204224 +% (xi139 *% 2048)) +% (k143 *% 64)) +% (nb140 *% 64)) +% 16))
-              let t142_b2 = loadVector(arena, ((((1204224 +% (xi139 *% 2048)) +% (k143 *% 64)) +% (nb140 *% 64)) +% 32))
-              let t142_b3 = loadVector(arena, ((((1204224 +% (xi139 *% 2048)) +% (k143 *% 64)) +% (nb140 *% 64)) +% 48))
-              let t142_a0 = Vector(repeating: arena[(((1245184 +% (xi139 *% 1568)) +% ((mb141 *% 6) *% 32)) +% k143)])
-              t142_c0_0 = t142_c0_0.addingProduct(t142_a0, t142_b0)
-              t142_c0_1 = t142_c0_1.addingProduct(t142_a0, t142_b1)
-              t142_c0_2 = t142_c0_2.addingProduct(t142_a0, t142_b2)
-              t142_c0_3 = t142_c0_3.addingProduct(t142_a0, t142_b3)
-              let t142_a1 = Vector(repeating: arena[(((1245184 +% (xi139 *% 1568)) +% (((mb141 *% 6) +% 1) *% 32)) +% k143)])
-              t142_c1_0 = t142_c1_0.addingProduct(t142_a1, t142_b0)
-              t142_c1_1 = t142_c1_1.addingProduct(t142_a1, t142_b1)
-              t142_c1_2 = t142_c1_2.addingProduct(t142_a1, t142_b2)
-              t142_c1_3 = t142_c1_3.addingProduct(t142_a1, t142_b3)
-              let t142_a2 = Vector(repeating: arena[(((1245184 +% (xi139 *% 1568)) +% (((mb141 *% 6) +% 2) *% 32)) +% k143)])
-              t142_c2_0 = t142_c2_0.addingProduct(t142_a2, t142_b0)
-              t142_c2_1 = t142_c2_1.addingProduct(t142_a2, t142_b1)
-              t142_c2_2 = t142_c2_2.addingProduct(t142_a2, t142_b2)
-              t142_c2_3 = t142_c2_3.addingProduct(t142_a2, t142_b3)
-              let t142_a3 = Vector(repeating: arena[(((1245184 +% (xi139 *% 1568)) +% (((mb141 *% 6) +% 3) *% 32)) +% k143)])
-              t142_c3_0 = t142_c3_0.addingProduct(t142_a3, t142_b0)
-              t142_c3_1 = t142_c3_1.addingProduct(t142_a3, t142_b1)
-              t142_c3_2 = t142_c3_2.addingProduct(t142_a3, t142_b2)
-              t142_c3_3 = t142_c3_3.addingProduct(t142_a3, t142_b3)
-              let t142_a4 = Vector(repeating: arena[(((1245184 +% (xi139 *% 1568)) +% (((mb141 *% 6) +% 4) *% 32)) +% k143)])
-              t142_c4_0 = t142_c4_0.addingProduct(t142_a4, t142_b0)
-              t142_c4_1 = t142_c4_1.addingProduct(t142_a4, t142_b1)
-              t142_c4_2 = t142_c4_2.addingProduct(t142_a4, t142_b2)
-              t142_c4_3 = t142_c4_3.addingProduct(t142_a4, t142_b3)
-              let t142_a5 = Vector(repeating: arena[(((1245184 +% (xi139 *% 1568)) +% (((mb141 *% 6) +% 5) *% 32)) +% k143)])
-              t142_c5_0 = t142_c5_0.addingProduct(t142_a5, t142_b0)
-              t142_c5_1 = t142_c5_1.addingProduct(t142_a5, t142_b1)
-              t142_c5_2 = t142_c5_2.addingProduct(t142_a5, t142_b2)
-              t142_c5_3 = t142_c5_3.addingProduct(t142_a5, t142_b3)
+    for xi120 in 0..<16 {
+      do {  // gemm127
+        for nb121 in 0..<1 {
+          for mb122 in 0..<8 {
+            var t123_c0_0 = Vector()
+            var t123_c0_1 = Vector()
+            var t123_c0_2 = Vector()
+            var t123_c0_3 = Vector()
+            var t123_c1_0 = Vector()
+            var t123_c1_1 = Vector()
+            var t123_c1_2 = Vector()
+            var t123_c1_3 = Vector()
+            var t123_c2_0 = Vector()
+            var t123_c2_1 = Vector()
+            var t123_c2_2 = Vector()
+            var t123_c2_3 = Vector()
+            var t123_c3_0 = Vector()
+            var t123_c3_1 = Vector()
+            var t123_c3_2 = Vector()
+            var t123_c3_3 = Vector()
+            var t123_c4_0 = Vector()
+            var t123_c4_1 = Vector()
+            var t123_c4_2 = Vector()
+            var t123_c4_3 = Vector()
+            var t123_c5_0 = Vector()
+            var t123_c5_1 = Vector()
+            var t123_c5_2 = Vector()
+            var t123_c5_3 = Vector()
+            for k124 in 0..<32 {
+              let t123_b0 = loadVector(arena, (((1204224 +% (xi120 *% 2048)) +% (k124 *% 64)) +% (nb121 *% 64)))
+              let t123_b1 = loadVector(arena, ((((1204224 +% (xi120 *% 2048)) +% (k124 *% 64)) +% (nb121 *% 64)) +% 16))
+              let t123_b2 = loadVector(arena, ((((1204224 +% (xi120 *% 2048)) +% (k124 *% 64)) +% (nb121 *% 64)) +% 32))
+              let t123_b3 = loadVector(arena, ((((1204224 +% (xi120 *% 2048)) +% (k124 *% 64)) +% (nb121 *% 64)) +% 48))
+              let t123_a0 = Vector(repeating: arena[(((1245184 +% (xi120 *% 1568)) +% ((mb122 *% 6) *% 32)) +% k124)])
+              t123_c0_0 = t123_c0_0.addingProduct(t123_a0, t123_b0)
+              t123_c0_1 = t123_c0_1.addingProduct(t123_a0, t123_b1)
+              t123_c0_2 = t123_c0_2.addingProduct(t123_a0, t123_b2)
+              t123_c0_3 = t123_c0_3.addingProduct(t123_a0, t123_b3)
+              let t123_a1 = Vector(repeating: arena[(((1245184 +% (xi120 *% 1568)) +% (((mb122 *% 6) +% 1) *% 32)) +% k124)])
+              t123_c1_0 = t123_c1_0.addingProduct(t123_a1, t123_b0)
+              t123_c1_1 = t123_c1_1.addingProduct(t123_a1, t123_b1)
+              t123_c1_2 = t123_c1_2.addingProduct(t123_a1, t123_b2)
+              t123_c1_3 = t123_c1_3.addingProduct(t123_a1, t123_b3)
+              let t123_a2 = Vector(repeating: arena[(((1245184 +% (xi120 *% 1568)) +% (((mb122 *% 6) +% 2) *% 32)) +% k124)])
+              t123_c2_0 = t123_c2_0.addingProduct(t123_a2, t123_b0)
+              t123_c2_1 = t123_c2_1.addingProduct(t123_a2, t123_b1)
+              t123_c2_2 = t123_c2_2.addingProduct(t123_a2, t123_b2)
+              t123_c2_3 = t123_c2_3.addingProduct(t123_a2, t123_b3)
+              let t123_a3 = Vector(repeating: arena[(((1245184 +% (xi120 *% 1568)) +% (((mb122 *% 6) +% 3) *% 32)) +% k124)])
+              t123_c3_0 = t123_c3_0.addingProduct(t123_a3, t123_b0)
+              t123_c3_1 = t123_c3_1.addingProduct(t123_a3, t123_b1)
+              t123_c3_2 = t123_c3_2.addingProduct(t123_a3, t123_b2)
+              t123_c3_3 = t123_c3_3.addingProduct(t123_a3, t123_b3)
+              let t123_a4 = Vector(repeating: arena[(((1245184 +% (xi120 *% 1568)) +% (((mb122 *% 6) +% 4) *% 32)) +% k124)])
+              t123_c4_0 = t123_c4_0.addingProduct(t123_a4, t123_b0)
+              t123_c4_1 = t123_c4_1.addingProduct(t123_a4, t123_b1)
+              t123_c4_2 = t123_c4_2.addingProduct(t123_a4, t123_b2)
+              t123_c4_3 = t123_c4_3.addingProduct(t123_a4, t123_b3)
+              let t123_a5 = Vector(repeating: arena[(((1245184 +% (xi120 *% 1568)) +% (((mb122 *% 6) +% 5) *% 32)) +% k124)])
+              t123_c5_0 = t123_c5_0.addingProduct(t123_a5, t123_b0)
+              t123_c5_1 = t123_c5_1.addingProduct(t123_a5, t123_b1)
+              t123_c5_2 = t123_c5_2.addingProduct(t123_a5, t123_b2)
+              t123_c5_3 = t123_c5_3.addingProduct(t123_a5, t123_b3)
             }
-            storeVector(arena, (((1270272 +% (xi139 *% 3136)) +% ((mb141 *% 6) *% 64)) +% (nb140 *% 64)), t142_c0_0)
-            storeVector(arena, ((((1270272 +% (xi139 *% 3136)) +% ((mb141 *% 6) *% 64)) +% (nb140 *% 64)) +% 16), t142_c0_1)
-            storeVector(arena, ((((1270272 +% (xi139 *% 3136)) +% ((mb141 *% 6) *% 64)) +% (nb140 *% 64)) +% 32), t142_c0_2)
-            storeVector(arena, ((((1270272 +% (xi139 *% 3136)) +% ((mb141 *% 6) *% 64)) +% (nb140 *% 64)) +% 48), t142_c0_3)
-            storeVector(arena, (((1270272 +% (xi139 *% 3136)) +% (((mb141 *% 6) +% 1) *% 64)) +% (nb140 *% 64)), t142_c1_0)
-            storeVector(arena, ((((1270272 +% (xi139 *% 3136)) +% (((mb141 *% 6) +% 1) *% 64)) +% (nb140 *% 64)) +% 16), t142_c1_1)
-            storeVector(arena, ((((1270272 +% (xi139 *% 3136)) +% (((mb141 *% 6) +% 1) *% 64)) +% (nb140 *% 64)) +% 32), t142_c1_2)
-            storeVector(arena, ((((1270272 +% (xi139 *% 3136)) +% (((mb141 *% 6) +% 1) *% 64)) +% (nb140 *% 64)) +% 48), t142_c1_3)
-            storeVector(arena, (((1270272 +% (xi139 *% 3136)) +% (((mb141 *% 6) +% 2) *% 64)) +% (nb140 *% 64)), t142_c2_0)
-            storeVector(arena, ((((1270272 +% (xi139 *% 3136)) +% (((mb141 *% 6) +% 2) *% 64)) +% (nb140 *% 64)) +% 16), t142_c2_1)
-            storeVector(arena, ((((1270272 +% (xi139 *% 3136)) +% (((mb141 *% 6) +% 2) *% 64)) +% (nb140 *% 64)) +% 32), t142_c2_2)
-            storeVector(arena, ((((1270272 +% (xi139 *% 3136)) +% (((mb141 *% 6) +% 2) *% 64)) +% (nb140 *% 64)) +% 48), t142_c2_3)
-            storeVector(arena, (((1270272 +% (xi139 *% 3136)) +% (((mb141 *% 6) +% 3) *% 64)) +% (nb140 *% 64)), t142_c3_0)
-            storeVector(arena, ((((1270272 +% (xi139 *% 3136)) +% (((mb141 *% 6) +% 3) *% 64)) +% (nb140 *% 64)) +% 16), t142_c3_1)
-            storeVector(arena, ((((1270272 +% (xi139 *% 3136)) +% (((mb141 *% 6) +% 3) *% 64)) +% (nb140 *% 64)) +% 32), t142_c3_2)
-            storeVector(arena, ((((1270272 +% (xi139 *% 3136)) +% (((mb141 *% 6) +% 3) *% 64)) +% (nb140 *% 64)) +% 48), t142_c3_3)
-            storeVector(arena, (((1270272 +% (xi139 *% 3136)) +% (((mb141 *% 6) +% 4) *% 64)) +% (nb140 *% 64)), t142_c4_0)
-            storeVector(arena, ((((1270272 +% (xi139 *% 3136)) +% (((mb141 *% 6) +% 4) *% 64)) +% (nb140 *% 64)) +% 16), t142_c4_1)
-            storeVector(arena, ((((1270272 +% (xi139 *% 3136)) +% (((mb141 *% 6) +% 4) *% 64)) +% (nb140 *% 64)) +% 32), t142_c4_2)
-            storeVector(arena, ((((1270272 +% (xi139 *% 3136)) +% (((mb141 *% 6) +% 4) *% 64)) +% (nb140 *% 64)) +% 48), t142_c4_3)
-            storeVector(arena, (((1270272 +% (xi139 *% 3136)) +% (((mb141 *% 6) +% 5) *% 64)) +% (nb140 *% 64)), t142_c5_0)
-            storeVector(arena, ((((1270272 +% (xi139 *% 3136)) +% (((mb141 *% 6) +% 5) *% 64)) +% (nb140 *% 64)) +% 16), t142_c5_1)
-            storeVector(arena, ((((1270272 +% (xi139 *% 3136)) +% (((mb141 *% 6) +% 5) *% 64)) +% (nb140 *% 64)) +% 32), t142_c5_2)
-            storeVector(arena, ((((1270272 +% (xi139 *% 3136)) +% (((mb141 *% 6) +% 5) *% 64)) +% (nb140 *% 64)) +% 48), t142_c5_3)
+            storeVector(arena, (((1270272 +% (xi120 *% 3136)) +% ((mb122 *% 6) *% 64)) +% (nb121 *% 64)), t123_c0_0)
+            storeVector(arena, ((((1270272 +% (xi120 *% 3136)) +% ((mb122 *% 6) *% 64)) +% (nb121 *% 64)) +% 16), t123_c0_1)
+            storeVector(arena, ((((1270272 +% (xi120 *% 3136)) +% ((mb122 *% 6) *% 64)) +% (nb121 *% 64)) +% 32), t123_c0_2)
+            storeVector(arena, ((((1270272 +% (xi120 *% 3136)) +% ((mb122 *% 6) *% 64)) +% (nb121 *% 64)) +% 48), t123_c0_3)
+            storeVector(arena, (((1270272 +% (xi120 *% 3136)) +% (((mb122 *% 6) +% 1) *% 64)) +% (nb121 *% 64)), t123_c1_0)
+            storeVector(arena, ((((1270272 +% (xi120 *% 3136)) +% (((mb122 *% 6) +% 1) *% 64)) +% (nb121 *% 64)) +% 16), t123_c1_1)
+            storeVector(arena, ((((1270272 +% (xi120 *% 3136)) +% (((mb122 *% 6) +% 1) *% 64)) +% (nb121 *% 64)) +% 32), t123_c1_2)
+            storeVector(arena, ((((1270272 +% (xi120 *% 3136)) +% (((mb122 *% 6) +% 1) *% 64)) +% (nb121 *% 64)) +% 48), t123_c1_3)
+            storeVector(arena, (((1270272 +% (xi120 *% 3136)) +% (((mb122 *% 6) +% 2) *% 64)) +% (nb121 *% 64)), t123_c2_0)
+            storeVector(arena, ((((1270272 +% (xi120 *% 3136)) +% (((mb122 *% 6) +% 2) *% 64)) +% (nb121 *% 64)) +% 16), t123_c2_1)
+            storeVector(arena, ((((1270272 +% (xi120 *% 3136)) +% (((mb122 *% 6) +% 2) *% 64)) +% (nb121 *% 64)) +% 32), t123_c2_2)
+            storeVector(arena, ((((1270272 +% (xi120 *% 3136)) +% (((mb122 *% 6) +% 2) *% 64)) +% (nb121 *% 64)) +% 48), t123_c2_3)
+            storeVector(arena, (((1270272 +% (xi120 *% 3136)) +% (((mb122 *% 6) +% 3) *% 64)) +% (nb121 *% 64)), t123_c3_0)
+            storeVector(arena, ((((1270272 +% (xi120 *% 3136)) +% (((mb122 *% 6) +% 3) *% 64)) +% (nb121 *% 64)) +% 16), t123_c3_1)
+            storeVector(arena, ((((1270272 +% (xi120 *% 3136)) +% (((mb122 *% 6) +% 3) *% 64)) +% (nb121 *% 64)) +% 32), t123_c3_2)
+            storeVector(arena, ((((1270272 +% (xi120 *% 3136)) +% (((mb122 *% 6) +% 3) *% 64)) +% (nb121 *% 64)) +% 48), t123_c3_3)
+            storeVector(arena, (((1270272 +% (xi120 *% 3136)) +% (((mb122 *% 6) +% 4) *% 64)) +% (nb121 *% 64)), t123_c4_0)
+            storeVector(arena, ((((1270272 +% (xi120 *% 3136)) +% (((mb122 *% 6) +% 4) *% 64)) +% (nb121 *% 64)) +% 16), t123_c4_1)
+            storeVector(arena, ((((1270272 +% (xi120 *% 3136)) +% (((mb122 *% 6) +% 4) *% 64)) +% (nb121 *% 64)) +% 32), t123_c4_2)
+            storeVector(arena, ((((1270272 +% (xi120 *% 3136)) +% (((mb122 *% 6) +% 4) *% 64)) +% (nb121 *% 64)) +% 48), t123_c4_3)
+            storeVector(arena, (((1270272 +% (xi120 *% 3136)) +% (((mb122 *% 6) +% 5) *% 64)) +% (nb121 *% 64)), t123_c5_0)
+            storeVector(arena, ((((1270272 +% (xi120 *% 3136)) +% (((mb122 *% 6) +% 5) *% 64)) +% (nb121 *% 64)) +% 16), t123_c5_1)
+            storeVector(arena, ((((1270272 +% (xi120 *% 3136)) +% (((mb122 *% 6) +% 5) *% 64)) +% (nb121 *% 64)) +% 32), t123_c5_2)
+            storeVector(arena, ((((1270272 +% (xi120 *% 3136)) +% (((mb122 *% 6) +% 5) *% 64)) +% (nb121 *% 64)) +% 48), t123_c5_3)
           }
-          var t144_c0_0 = Vector()
-          var t144_c0_1 = Vector()
-          var t144_c0_2 = Vector()
-          var t144_c0_3 = Vector()
-          for k145 in 0..<32 {
-            let t144_b0 = loadVector(arena, (((1204224 +% (xi139 *% 2048)) +% (k145 *% 64)) +% (nb140 *% 64)))
-            let t144_b1 = loadVector(arena, ((((1204224 +% (xi139 *% 2048)) +% (k145 *% 64)) +% (nb140 *% 64)) +% 16))
-            let t144_b2 = loadVector(arena, ((((1204224 +% (xi139 *% 2048)) +% (k145 *% 64)) +% (nb140 *% 64)) +% 32))
-            let t144_b3 = loadVector(arena, ((((1204224 +% (xi139 *% 2048)) +% (k145 *% 64)) +% (nb140 *% 64)) +% 48))
-            let t144_a0 = Vector(repeating: arena[(((1245184 +% (xi139 *% 1568)) +% 1536) +% k145)])
-            t144_c0_0 = t144_c0_0.addingProduct(t144_a0, t144_b0)
-            t144_c0_1 = t144_c0_1.addingProduct(t144_a0, t144_b1)
-            t144_c0_2 = t144_c0_2.addingProduct(t144_a0, t144_b2)
-            t144_c0_3 = t144_c0_3.addingProduct(t144_a0, t144_b3)
+          var t125_c0_0 = Vector()
+          var t125_c0_1 = Vector()
+          var t125_c0_2 = Vector()
+          var t125_c0_3 = Vector()
+          for k126 in 0..<32 {
+            let t125_b0 = loadVector(arena, (((1204224 +% (xi120 *% 2048)) +% (k126 *% 64)) +% (nb121 *% 64)))
+            let t125_b1 = loadVector(arena, ((((1204224 +% (xi120 *% 2048)) +% (k126 *% 64)) +% (nb121 *% 64)) +% 16))
+            let t125_b2 = loadVector(arena, ((((1204224 +% (xi120 *% 2048)) +% (k126 *% 64)) +% (nb121 *% 64)) +% 32))
+            let t125_b3 = loadVector(arena, ((((1204224 +% (xi120 *% 2048)) +% (k126 *% 64)) +% (nb121 *% 64)) +% 48))
+            let t125_a0 = Vector(repeating: arena[(((1245184 +% (xi120 *% 1568)) +% 1536) +% k126)])
+            t125_c0_0 = t125_c0_0.addingProduct(t125_a0, t125_b0)
+            t125_c0_1 = t125_c0_1.addingProduct(t125_a0, t125_b1)
+            t125_c0_2 = t125_c0_2.addingProduct(t125_a0, t125_b2)
+            t125_c0_3 = t125_c0_3.addingProduct(t125_a0, t125_b3)
           }
-          storeVector(arena, (((1270272 +% (xi139 *% 3136)) +% 3072) +% (nb140 *% 64)), t144_c0_0)
-          storeVector(arena, ((((1270272 +% (xi139 *% 3136)) +% 3072) +% (nb140 *% 64)) +% 16), t144_c0_1)
-          storeVector(arena, ((((1270272 +% (xi139 *% 3136)) +% 3072) +% (nb140 *% 64)) +% 32), t144_c0_2)
-          storeVector(arena, ((((1270272 +% (xi139 *% 3136)) +% 3072) +% (nb140 *% 64)) +% 48), t144_c0_3)
+          storeVector(arena, (((1270272 +% (xi120 *% 3136)) +% 3072) +% (nb121 *% 64)), t125_c0_0)
+          storeVector(arena, ((((1270272 +% (xi120 *% 3136)) +% 3072) +% (nb121 *% 64)) +% 16), t125_c0_1)
+          storeVector(arena, ((((1270272 +% (xi120 *% 3136)) +% 3072) +% (nb121 *% 64)) +% 32), t125_c0_2)
+          storeVector(arena, ((((1270272 +% (xi120 *% 3136)) +% 3072) +% (nb121 *% 64)) +% 48), t125_c0_3)
         }
       }
     }
-    for j147 in 0..<1 {
-      for ty148 in 0..<7 {
-        for tx149 in 0..<7 {
-          for cv150 in 0..<4 {
-            let w151 = ((loadVector(arena, ((1270272 +% ((((j147 *% 49) +% (ty148 *% 7)) +% tx149) *% 64)) +% (cv150 *% 16))) + loadVector(arena, ((1282816 +% ((((j147 *% 49) +% (ty148 *% 7)) +% tx149) *% 64)) +% (cv150 *% 16)))) + loadVector(arena, ((1295360 +% ((((j147 *% 49) +% (ty148 *% 7)) +% tx149) *% 64)) +% (cv150 *% 16))))
-            let w152 = ((loadVector(arena, ((1282816 +% ((((j147 *% 49) +% (ty148 *% 7)) +% tx149) *% 64)) +% (cv150 *% 16))) - loadVector(arena, ((1295360 +% ((((j147 *% 49) +% (ty148 *% 7)) +% tx149) *% 64)) +% (cv150 *% 16)))) - loadVector(arena, ((1307904 +% ((((j147 *% 49) +% (ty148 *% 7)) +% tx149) *% 64)) +% (cv150 *% 16))))
-            let w153 = ((loadVector(arena, ((1273408 +% ((((j147 *% 49) +% (ty148 *% 7)) +% tx149) *% 64)) +% (cv150 *% 16))) + loadVector(arena, ((1285952 +% ((((j147 *% 49) +% (ty148 *% 7)) +% tx149) *% 64)) +% (cv150 *% 16)))) + loadVector(arena, ((1298496 +% ((((j147 *% 49) +% (ty148 *% 7)) +% tx149) *% 64)) +% (cv150 *% 16))))
-            let w154 = ((loadVector(arena, ((1285952 +% ((((j147 *% 49) +% (ty148 *% 7)) +% tx149) *% 64)) +% (cv150 *% 16))) - loadVector(arena, ((1298496 +% ((((j147 *% 49) +% (ty148 *% 7)) +% tx149) *% 64)) +% (cv150 *% 16)))) - loadVector(arena, ((1311040 +% ((((j147 *% 49) +% (ty148 *% 7)) +% tx149) *% 64)) +% (cv150 *% 16))))
-            let w155 = ((loadVector(arena, ((1276544 +% ((((j147 *% 49) +% (ty148 *% 7)) +% tx149) *% 64)) +% (cv150 *% 16))) + loadVector(arena, ((1289088 +% ((((j147 *% 49) +% (ty148 *% 7)) +% tx149) *% 64)) +% (cv150 *% 16)))) + loadVector(arena, ((1301632 +% ((((j147 *% 49) +% (ty148 *% 7)) +% tx149) *% 64)) +% (cv150 *% 16))))
-            let w156 = ((loadVector(arena, ((1289088 +% ((((j147 *% 49) +% (ty148 *% 7)) +% tx149) *% 64)) +% (cv150 *% 16))) - loadVector(arena, ((1301632 +% ((((j147 *% 49) +% (ty148 *% 7)) +% tx149) *% 64)) +% (cv150 *% 16)))) - loadVector(arena, ((1314176 +% ((((j147 *% 49) +% (ty148 *% 7)) +% tx149) *% 64)) +% (cv150 *% 16))))
-            let w157 = ((loadVector(arena, ((1279680 +% ((((j147 *% 49) +% (ty148 *% 7)) +% tx149) *% 64)) +% (cv150 *% 16))) + loadVector(arena, ((1292224 +% ((((j147 *% 49) +% (ty148 *% 7)) +% tx149) *% 64)) +% (cv150 *% 16)))) + loadVector(arena, ((1304768 +% ((((j147 *% 49) +% (ty148 *% 7)) +% tx149) *% 64)) +% (cv150 *% 16))))
-            let w158 = ((loadVector(arena, ((1292224 +% ((((j147 *% 49) +% (ty148 *% 7)) +% tx149) *% 64)) +% (cv150 *% 16))) - loadVector(arena, ((1304768 +% ((((j147 *% 49) +% (ty148 *% 7)) +% tx149) *% 64)) +% (cv150 *% 16)))) - loadVector(arena, ((1317312 +% ((((j147 *% 49) +% (ty148 *% 7)) +% tx149) *% 64)) +% (cv150 *% 16))))
-            let w159 = ((w151 + w153) + w155)
-            let w160 = ((w153 - w155) - w157)
-            let w161 = ((w152 + w154) + w156)
-            let w162 = ((w154 - w156) - w158)
-            let v163 = (w159 + loadVector(params, (18752 +% (cv150 *% 16))))
-            let best164 = v163
-            let at165 = Vector(repeating: Float((((ty148 *% 2) *% 14) +% (tx149 *% 2))))
-            let v166 = (w160 + loadVector(params, (18752 +% (cv150 *% 16))))
-            let best167 = best164.replacing(with: v166, where: v166 .> best164)
-            let at168 = at165.replacing(with: Vector(repeating: Float(((((ty148 *% 2) *% 14) +% (tx149 *% 2)) +% 1))), where: v166 .> best164)
-            let v169 = (w161 + loadVector(params, (18752 +% (cv150 *% 16))))
-            let best170 = best167.replacing(with: v169, where: v169 .> best167)
-            let at171 = at168.replacing(with: Vector(repeating: Float(((((ty148 *% 2) +% 1) *% 14) +% (tx149 *% 2)))), where: v169 .> best167)
-            let v172 = (w162 + loadVector(params, (18752 +% (cv150 *% 16))))
-            let best173 = best170.replacing(with: v172, where: v172 .> best170)
-            let at174 = at171.replacing(with: Vector(repeating: Float((((((ty148 *% 2) +% 1) *% 14) +% (tx149 *% 2)) +% 1))), where: v172 .> best170)
-            storeVector(arena, ((1320448 +% ((((j147 *% 49) +% (ty148 *% 7)) +% tx149) *% 64)) +% (cv150 *% 16)), Vector().replacing(with: best173, where: best173 .> Vector()))
-            storeVector(arena, (((1320448 +% ((((j147 *% 49) +% (ty148 *% 7)) +% tx149) *% 64)) +% (cv150 *% 16)) +% 3136), at174)
+    for j128 in 0..<1 {
+      for ty129 in 0..<7 {
+        for tx130 in 0..<7 {
+          for cv131 in 0..<4 {
+            let w132 = ((loadVector(arena, ((1270272 +% ((((j128 *% 49) +% (ty129 *% 7)) +% tx130) *% 64)) +% (cv131 *% 16))) + loadVector(arena, ((1282816 +% ((((j128 *% 49) +% (ty129 *% 7)) +% tx130) *% 64)) +% (cv131 *% 16)))) + loadVector(arena, ((1295360 +% ((((j128 *% 49) +% (ty129 *% 7)) +% tx130) *% 64)) +% (cv131 *% 16))))
+            let w133 = ((loadVector(arena, ((1282816 +% ((((j128 *% 49) +% (ty129 *% 7)) +% tx130) *% 64)) +% (cv131 *% 16))) - loadVector(arena, ((1295360 +% ((((j128 *% 49) +% (ty129 *% 7)) +% tx130) *% 64)) +% (cv131 *% 16)))) - loadVector(arena, ((1307904 +% ((((j128 *% 49) +% (ty129 *% 7)) +% tx130) *% 64)) +% (cv131 *% 16))))
+            let w134 = ((loadVector(arena, ((1273408 +% ((((j128 *% 49) +% (ty129 *% 7)) +% tx130) *% 64)) +% (cv131 *% 16))) + loadVector(arena, ((1285952 +% ((((j128 *% 49) +% (ty129 *% 7)) +% tx130) *% 64)) +% (cv131 *% 16)))) + loadVector(arena, ((1298496 +% ((((j128 *% 49) +% (ty129 *% 7)) +% tx130) *% 64)) +% (cv131 *% 16))))
+            let w135 = ((loadVector(arena, ((1285952 +% ((((j128 *% 49) +% (ty129 *% 7)) +% tx130) *% 64)) +% (cv131 *% 16))) - loadVector(arena, ((1298496 +% ((((j128 *% 49) +% (ty129 *% 7)) +% tx130) *% 64)) +% (cv131 *% 16)))) - loadVector(arena, ((1311040 +% ((((j128 *% 49) +% (ty129 *% 7)) +% tx130) *% 64)) +% (cv131 *% 16))))
+            let w136 = ((loadVector(arena, ((1276544 +% ((((j128 *% 49) +% (ty129 *% 7)) +% tx130) *% 64)) +% (cv131 *% 16))) + loadVector(arena, ((1289088 +% ((((j128 *% 49) +% (ty129 *% 7)) +% tx130) *% 64)) +% (cv131 *% 16)))) + loadVector(arena, ((1301632 +% ((((j128 *% 49) +% (ty129 *% 7)) +% tx130) *% 64)) +% (cv131 *% 16))))
+            let w137 = ((loadVector(arena, ((1289088 +% ((((j128 *% 49) +% (ty129 *% 7)) +% tx130) *% 64)) +% (cv131 *% 16))) - loadVector(arena, ((1301632 +% ((((j128 *% 49) +% (ty129 *% 7)) +% tx130) *% 64)) +% (cv131 *% 16)))) - loadVector(arena, ((1314176 +% ((((j128 *% 49) +% (ty129 *% 7)) +% tx130) *% 64)) +% (cv131 *% 16))))
+            let w138 = ((loadVector(arena, ((1279680 +% ((((j128 *% 49) +% (ty129 *% 7)) +% tx130) *% 64)) +% (cv131 *% 16))) + loadVector(arena, ((1292224 +% ((((j128 *% 49) +% (ty129 *% 7)) +% tx130) *% 64)) +% (cv131 *% 16)))) + loadVector(arena, ((1304768 +% ((((j128 *% 49) +% (ty129 *% 7)) +% tx130) *% 64)) +% (cv131 *% 16))))
+            let w139 = ((loadVector(arena, ((1292224 +% ((((j128 *% 49) +% (ty129 *% 7)) +% tx130) *% 64)) +% (cv131 *% 16))) - loadVector(arena, ((1304768 +% ((((j128 *% 49) +% (ty129 *% 7)) +% tx130) *% 64)) +% (cv131 *% 16)))) - loadVector(arena, ((1317312 +% ((((j128 *% 49) +% (ty129 *% 7)) +% tx130) *% 64)) +% (cv131 *% 16))))
+            let w140 = ((w132 + w134) + w136)
+            let w141 = ((w134 - w136) - w138)
+            let w142 = ((w133 + w135) + w137)
+            let w143 = ((w135 - w137) - w139)
+            let v144 = (w140 + loadVector(params, (18752 +% (cv131 *% 16))))
+            let best145 = v144
+            let at146 = Vector(repeating: Float((((ty129 *% 2) *% 14) +% (tx130 *% 2))))
+            let v147 = (w141 + loadVector(params, (18752 +% (cv131 *% 16))))
+            let best148 = best145.replacing(with: v147, where: v147 .> best145)
+            let at149 = at146.replacing(with: Vector(repeating: Float(((((ty129 *% 2) *% 14) +% (tx130 *% 2)) +% 1))), where: v147 .> best145)
+            let v150 = (w142 + loadVector(params, (18752 +% (cv131 *% 16))))
+            let best151 = best148.replacing(with: v150, where: v150 .> best148)
+            let at152 = at149.replacing(with: Vector(repeating: Float(((((ty129 *% 2) +% 1) *% 14) +% (tx130 *% 2)))), where: v150 .> best148)
+            let v153 = (w143 + loadVector(params, (18752 +% (cv131 *% 16))))
+            let best154 = best151.replacing(with: v153, where: v153 .> best151)
+            let at155 = at152.replacing(with: Vector(repeating: Float((((((ty129 *% 2) +% 1) *% 14) +% (tx130 *% 2)) +% 1))), where: v153 .> best151)
+            storeVector(arena, ((1320448 +% ((((j128 *% 49) +% (ty129 *% 7)) +% tx130) *% 64)) +% (cv131 *% 16)), Vector().replacing(with: best154, where: best154 .> Vector()))
+            storeVector(arena, (((1320448 +% ((((j128 *% 49) +% (ty129 *% 7)) +% tx130) *% 64)) +% (cv131 *% 16)) +% 3136), at155)
           }
         }
       }
     }
-    for j175 in 0..<1 {
-      for c176 in 0..<64 {
-        for q177 in 0..<49 {
-          arena[(802816 +% ((((g98 +% j175) *% 3136) +% (c176 *% 49)) +% q177))] = arena[((1320448 +% (((j175 *% 49) +% q177) *% 64)) +% c176)]
+    for j156 in 0..<1 {
+      for c157 in 0..<64 {
+        for q158 in 0..<49 {
+          arena[(802816 +% ((((g79 +% j156) *% 3136) +% (c157 *% 49)) +% q158))] = arena[((1320448 +% (((j156 *% 49) +% q158) *% 64)) +% c157)]
         }
       }
     }
-    for j178 in 0..<1 {
-      for c179 in 0..<64 {
-        for q180 in 0..<49 {
-          arena[(1003520 +% ((((g98 +% j178) *% 3136) +% (c179 *% 49)) +% q180))] = arena[((1323584 +% (((j178 *% 49) +% q180) *% 64)) +% c179)]
+    for j159 in 0..<1 {
+      for c160 in 0..<64 {
+        for q161 in 0..<49 {
+          arena[(1003520 +% ((((g79 +% j159) *% 3136) +% (c160 *% 49)) +% q161))] = arena[((1323584 +% (((j159 *% 49) +% q161) *% 64)) +% c160)]
         }
       }
     }
   }
   // flat = flatten(conv2)
   // fc1 = dense_relu(flat)
-  for n181 in 0..<64 {
-    for k182 in 0..<3136 {
-      arena[((1212416 +% (k182 *% 64)) +% n181)] = arena[((802816 +% (n181 *% 3136)) +% k182)]
+  for n162 in 0..<64 {
+    for k163 in 0..<3136 {
+      arena[((1212416 +% (k163 *% 64)) +% n162)] = arena[((802816 +% (n162 *% 3136)) +% k163)]
     }
   }
-  do {  // gemm192
-    for r183 in 0..<128 {
-      for i184 in 0..<4 {
-        storeVector(arena, ((i184 *% 16) +% (1413120 +% (r183 *% 64))), Vector(repeating: Float(0)))
+  do {  // gemm173
+    for r164 in 0..<128 {
+      for i165 in 0..<4 {
+        storeVector(arena, ((i165 *% 16) +% (1413120 +% (r164 *% 64))), Vector(repeating: Float(0)))
       }
     }
-    for kp185 in 0..<4 {
-      for nb186 in 0..<1 {
-        for mb187 in 0..<21 {
-          var t188_c0_0 = loadVector(arena, ((1413120 +% ((mb187 *% 6) *% 64)) +% (nb186 *% 64)))
-          var t188_c0_1 = loadVector(arena, (((1413120 +% ((mb187 *% 6) *% 64)) +% (nb186 *% 64)) +% 16))
-          var t188_c0_2 = loadVector(arena, (((1413120 +% ((mb187 *% 6) *% 64)) +% (nb186 *% 64)) +% 32))
-          var t188_c0_3 = loadVector(arena, (((1413120 +% ((mb187 *% 6) *% 64)) +% (nb186 *% 64)) +% 48))
-          var t188_c1_0 = loadVector(arena, ((1413120 +% (((mb187 *% 6) +% 1) *% 64)) +% (nb186 *% 64)))
-          var t188_c1_1 = loadVector(arena, (((1413120 +% (((mb187 *% 6) +% 1) *% 64)) +% (nb186 *% 64)) +% 16))
-          var t188_c1_2 = loadVector(arena, (((1413120 +% (((mb187 *% 6) +% 1) *% 64)) +% (nb186 *% 64)) +% 32))
-          var t188_c1_3 = loadVector(arena, (((1413120 +% (((mb187 *% 6) +% 1) *% 64)) +% (nb186 *% 64)) +% 48))
-          var t188_c2_0 = loadVector(arena, ((1413120 +% (((mb187 *% 6) +% 2) *% 64)) +% (nb186 *% 64)))
-          var t188_c2_1 = loadVector(arena, (((1413120 +% (((mb187 *% 6) +% 2) *% 64)) +% (nb186 *% 64)) +% 16))
-          var t188_c2_2 = loadVector(arena, (((1413120 +% (((mb187 *% 6) +% 2) *% 64)) +% (nb186 *% 64)) +% 32))
-          var t188_c2_3 = loadVector(arena, (((1413120 +% (((mb187 *% 6) +% 2) *% 64)) +% (nb186 *% 64)) +% 48))
-          var t188_c3_0 = loadVector(arena, ((1413120 +% (((mb187 *% 6) +% 3) *% 64)) +% (nb186 *% 64)))
-          var t188_c3_1 = loadVector(arena, (((1413120 +% (((mb187 *% 6) +% 3) *% 64)) +% (nb186 *% 64)) +% 16))
-          var t188_c3_2 = loadVector(arena, (((1413120 +% (((mb187 *% 6) +% 3) *% 64)) +% (nb186 *% 64)) +% 32))
-          var t188_c3_3 = loadVector(arena, (((1413120 +% (((mb187 *% 6) +% 3) *% 64)) +% (nb186 *% 64)) +% 48))
-          var t188_c4_0 = loadVector(arena, ((1413120 +% (((mb187 *% 6) +% 4) *% 64)) +% (nb186 *% 64)))
-          var t188_c4_1 = loadVector(arena, (((1413120 +% (((mb187 *% 6) +% 4) *% 64)) +% (nb186 *% 64)) +% 16))
-          var t188_c4_2 = loadVector(arena, (((1413120 +% (((mb187 *% 6) +% 4) *% 64)) +% (nb186 *% 64)) +% 32))
-          var t188_c4_3 = loadVector(arena, (((1413120 +% (((mb187 *% 6) +% 4) *% 64)) +% (nb186 *% 64)) +% 48))
-          var t188_c5_0 = loadVector(arena, ((1413120 +% (((mb187 *% 6) +% 5) *% 64)) +% (nb186 *% 64)))
-          var t188_c5_1 = loadVector(arena, (((1413120 +% (((mb187 *% 6) +% 5) *% 64)) +% (nb186 *% 64)) +% 16))
-          var t188_c5_2 = loadVector(arena, (((1413120 +% (((mb187 *% 6) +% 5) *% 64)) +% (nb186 *% 64)) +% 32))
-          var t188_c5_3 = loadVector(arena, (((1413120 +% (((mb187 *% 6) +% 5) *% 64)) +% (nb186 *% 64)) +% 48))
-          for k189 in 0..<784 {
-            let t188_b0 = loadVector(arena, ((1212416 +% ((k189 +% (kp185 *% 784)) *% 64)) +% (nb186 *% 64)))
-            let t188_b1 = loadVector(arena, (((1212416 +% ((k189 +% (kp185 *% 784)) *% 64)) +% (nb186 *% 64)) +% 16))
-            let t188_b2 = loadVector(arena, (((1212416 +% ((k189 +% (kp185 *% 784)) *% 64)) +% (nb186 *% 64)) +% 32))
-            let t188_b3 = loadVector(arena, (((1212416 +% ((k189 +% (kp185 *% 784)) *% 64)) +% (nb186 *% 64)) +% 48))
-            let t188_a0 = Vector(repeating: params[((18816 +% ((mb187 *% 6) *% 3136)) +% (k189 +% (kp185 *% 784)))])
-            t188_c0_0 = t188_c0_0.addingProduct(t188_a0, t188_b0)
-            t188_c0_1 = t188_c0_1.addingProduct(t188_a0, t188_b1)
-            t188_c0_2 = t188_c0_2.addingProduct(t188_a0, t188_b2)
-            t188_c0_3 = t188_c0_3.addingProduct(t188_a0, t188_b3)
-            let t188_a1 = Vector(repeating: params[((18816 +% (((mb187 *% 6) +% 1) *% 3136)) +% (k189 +% (kp185 *% 784)))])
-            t188_c1_0 = t188_c1_0.addingProduct(t188_a1, t188_b0)
-            t188_c1_1 = t188_c1_1.addingProduct(t188_a1, t188_b1)
-            t188_c1_2 = t188_c1_2.addingProduct(t188_a1, t188_b2)
-            t188_c1_3 = t188_c1_3.addingProduct(t188_a1, t188_b3)
-            let t188_a2 = Vector(repeating: params[((18816 +% (((mb187 *% 6) +% 2) *% 3136)) +% (k189 +% (kp185 *% 784)))])
-            t188_c2_0 = t188_c2_0.addingProduct(t188_a2, t188_b0)
-            t188_c2_1 = t188_c2_1.addingProduct(t188_a2, t188_b1)
-            t188_c2_2 = t188_c2_2.addingProduct(t188_a2, t188_b2)
-            t188_c2_3 = t188_c2_3.addingProduct(t188_a2, t188_b3)
-            let t188_a3 = Vector(repeating: params[((18816 +% (((mb187 *% 6) +% 3) *% 3136)) +% (k189 +% (kp185 *% 784)))])
-            t188_c3_0 = t188_c3_0.addingProduct(t188_a3, t188_b0)
-            t188_c3_1 = t188_c3_1.addingProduct(t188_a3, t188_b1)
-            t188_c3_2 = t188_c3_2.addingProduct(t188_a3, t188_b2)
-            t188_c3_3 = t188_c3_3.addingProduct(t188_a3, t188_b3)
-            let t188_a4 = Vector(repeating: params[((18816 +% (((mb187 *% 6) +% 4) *% 3136)) +% (k189 +% (kp185 *% 784)))])
-            t188_c4_0 = t188_c4_0.addingProduct(t188_a4, t188_b0)
-            t188_c4_1 = t188_c4_1.addingProduct(t188_a4, t188_b1)
-            t188_c4_2 = t188_c4_2.addingProduct(t188_a4, t188_b2)
-            t188_c4_3 = t188_c4_3.addingProduct(t188_a4, t188_b3)
-            let t188_a5 = Vector(repeating: params[((18816 +% (((mb187 *% 6) +% 5) *% 3136)) +% (k189 +% (kp185 *% 784)))])
-            t188_c5_0 = t188_c5_0.addingProduct(t188_a5, t188_b0)
-            t188_c5_1 = t188_c5_1.addingProduct(t188_a5, t188_b1)
-            t188_c5_2 = t188_c5_2.addingProduct(t188_a5, t188_b2)
-            t188_c5_3 = t188_c5_3.addingProduct(t188_a5, t188_b3)
+    for kp166 in 0..<4 {
+      for nb167 in 0..<1 {
+        for mb168 in 0..<21 {
+          var t169_c0_0 = loadVector(arena, ((1413120 +% ((mb168 *% 6) *% 64)) +% (nb167 *% 64)))
+          var t169_c0_1 = loadVector(arena, (((1413120 +% ((mb168 *% 6) *% 64)) +% (nb167 *% 64)) +% 16))
+          var t169_c0_2 = loadVector(arena, (((1413120 +% ((mb168 *% 6) *% 64)) +% (nb167 *% 64)) +% 32))
+          var t169_c0_3 = loadVector(arena, (((1413120 +% ((mb168 *% 6) *% 64)) +% (nb167 *% 64)) +% 48))
+          var t169_c1_0 = loadVector(arena, ((1413120 +% (((mb168 *% 6) +% 1) *% 64)) +% (nb167 *% 64)))
+          var t169_c1_1 = loadVector(arena, (((1413120 +% (((mb168 *% 6) +% 1) *% 64)) +% (nb167 *% 64)) +% 16))
+          var t169_c1_2 = loadVector(arena, (((1413120 +% (((mb168 *% 6) +% 1) *% 64)) +% (nb167 *% 64)) +% 32))
+          var t169_c1_3 = loadVector(arena, (((1413120 +% (((mb168 *% 6) +% 1) *% 64)) +% (nb167 *% 64)) +% 48))
+          var t169_c2_0 = loadVector(arena, ((1413120 +% (((mb168 *% 6) +% 2) *% 64)) +% (nb167 *% 64)))
+          var t169_c2_1 = loadVector(arena, (((1413120 +% (((mb168 *% 6) +% 2) *% 64)) +% (nb167 *% 64)) +% 16))
+          var t169_c2_2 = loadVector(arena, (((1413120 +% (((mb168 *% 6) +% 2) *% 64)) +% (nb167 *% 64)) +% 32))
+          var t169_c2_3 = loadVector(arena, (((1413120 +% (((mb168 *% 6) +% 2) *% 64)) +% (nb167 *% 64)) +% 48))
+          var t169_c3_0 = loadVector(arena, ((1413120 +% (((mb168 *% 6) +% 3) *% 64)) +% (nb167 *% 64)))
+          var t169_c3_1 = loadVector(arena, (((1413120 +% (((mb168 *% 6) +% 3) *% 64)) +% (nb167 *% 64)) +% 16))
+          var t169_c3_2 = loadVector(arena, (((1413120 +% (((mb168 *% 6) +% 3) *% 64)) +% (nb167 *% 64)) +% 32))
+          var t169_c3_3 = loadVector(arena, (((1413120 +% (((mb168 *% 6) +% 3) *% 64)) +% (nb167 *% 64)) +% 48))
+          var t169_c4_0 = loadVector(arena, ((1413120 +% (((mb168 *% 6) +% 4) *% 64)) +% (nb167 *% 64)))
+          var t169_c4_1 = loadVector(arena, (((1413120 +% (((mb168 *% 6) +% 4) *% 64)) +% (nb167 *% 64)) +% 16))
+          var t169_c4_2 = loadVector(arena, (((1413120 +% (((mb168 *% 6) +% 4) *% 64)) +% (nb167 *% 64)) +% 32))
+          var t169_c4_3 = loadVector(arena, (((1413120 +% (((mb168 *% 6) +% 4) *% 64)) +% (nb167 *% 64)) +% 48))
+          var t169_c5_0 = loadVector(arena, ((1413120 +% (((mb168 *% 6) +% 5) *% 64)) +% (nb167 *% 64)))
+          var t169_c5_1 = loadVector(arena, (((1413120 +% (((mb168 *% 6) +% 5) *% 64)) +% (nb167 *% 64)) +% 16))
+          var t169_c5_2 = loadVector(arena, (((1413120 +% (((mb168 *% 6) +% 5) *% 64)) +% (nb167 *% 64)) +% 32))
+          var t169_c5_3 = loadVector(arena, (((1413120 +% (((mb168 *% 6) +% 5) *% 64)) +% (nb167 *% 64)) +% 48))
+          for k170 in 0..<784 {
+            let t169_b0 = loadVector(arena, ((1212416 +% ((k170 +% (kp166 *% 784)) *% 64)) +% (nb167 *% 64)))
+            let t169_b1 = loadVector(arena, (((1212416 +% ((k170 +% (kp166 *% 784)) *% 64)) +% (nb167 *% 64)) +% 16))
+            let t169_b2 = loadVector(arena, (((1212416 +% ((k170 +% (kp166 *% 784)) *% 64)) +% (nb167 *% 64)) +% 32))
+            let t169_b3 = loadVector(arena, (((1212416 +% ((k170 +% (kp166 *% 784)) *% 64)) +% (nb167 *% 64)) +% 48))
+            let t169_a0 = Vector(repeating: params[((18816 +% ((mb168 *% 6) *% 3136)) +% (k170 +% (kp166 *% 784)))])
+            t169_c0_0 = t169_c0_0.addingProduct(t169_a0, t169_b0)
+            t169_c0_1 = t169_c0_1.addingProduct(t169_a0, t169_b1)
+            t169_c0_2 = t169_c0_2.addingProduct(t169_a0, t169_b2)
+            t169_c0_3 = t169_c0_3.addingProduct(t169_a0, t169_b3)
+            let t169_a1 = Vector(repeating: params[((18816 +% (((mb168 *% 6) +% 1) *% 3136)) +% (k170 +% (kp166 *% 784)))])
+            t169_c1_0 = t169_c1_0.addingProduct(t169_a1, t169_b0)
+            t169_c1_1 = t169_c1_1.addingProduct(t169_a1, t169_b1)
+            t169_c1_2 = t169_c1_2.addingProduct(t169_a1, t169_b2)
+            t169_c1_3 = t169_c1_3.addingProduct(t169_a1, t169_b3)
+            let t169_a2 = Vector(repeating: params[((18816 +% (((mb168 *% 6) +% 2) *% 3136)) +% (k170 +% (kp166 *% 784)))])
+            t169_c2_0 = t169_c2_0.addingProduct(t169_a2, t169_b0)
+            t169_c2_1 = t169_c2_1.addingProduct(t169_a2, t169_b1)
+            t169_c2_2 = t169_c2_2.addingProduct(t169_a2, t169_b2)
+            t169_c2_3 = t169_c2_3.addingProduct(t169_a2, t169_b3)
+            let t169_a3 = Vector(repeating: params[((18816 +% (((mb168 *% 6) +% 3) *% 3136)) +% (k170 +% (kp166 *% 784)))])
+            t169_c3_0 = t169_c3_0.addingProduct(t169_a3, t169_b0)
+            t169_c3_1 = t169_c3_1.addingProduct(t169_a3, t169_b1)
+            t169_c3_2 = t169_c3_2.addingProduct(t169_a3, t169_b2)
+            t169_c3_3 = t169_c3_3.addingProduct(t169_a3, t169_b3)
+            let t169_a4 = Vector(repeating: params[((18816 +% (((mb168 *% 6) +% 4) *% 3136)) +% (k170 +% (kp166 *% 784)))])
+            t169_c4_0 = t169_c4_0.addingProduct(t169_a4, t169_b0)
+            t169_c4_1 = t169_c4_1.addingProduct(t169_a4, t169_b1)
+            t169_c4_2 = t169_c4_2.addingProduct(t169_a4, t169_b2)
+            t169_c4_3 = t169_c4_3.addingProduct(t169_a4, t169_b3)
+            let t169_a5 = Vector(repeating: params[((18816 +% (((mb168 *% 6) +% 5) *% 3136)) +% (k170 +% (kp166 *% 784)))])
+            t169_c5_0 = t169_c5_0.addingProduct(t169_a5, t169_b0)
+            t169_c5_1 = t169_c5_1.addingProduct(t169_a5, t169_b1)
+            t169_c5_2 = t169_c5_2.addingProduct(t169_a5, t169_b2)
+            t169_c5_3 = t169_c5_3.addingProduct(t169_a5, t169_b3)
           }
-          storeVector(arena, ((1413120 +% ((mb187 *% 6) *% 64)) +% (nb186 *% 64)), t188_c0_0)
-          storeVector(arena, (((1413120 +% ((mb187 *% 6) *% 64)) +% (nb186 *% 64)) +% 16), t188_c0_1)
-          storeVector(arena, (((1413120 +% ((mb187 *% 6) *% 64)) +% (nb186 *% 64)) +% 32), t188_c0_2)
-          storeVector(arena, (((1413120 +% ((mb187 *% 6) *% 64)) +% (nb186 *% 64)) +% 48), t188_c0_3)
-          storeVector(arena, ((1413120 +% (((mb187 *% 6) +% 1) *% 64)) +% (nb186 *% 64)), t188_c1_0)
-          storeVector(arena, (((1413120 +% (((mb187 *% 6) +% 1) *% 64)) +% (nb186 *% 64)) +% 16), t188_c1_1)
-          storeVector(arena, (((1413120 +% (((mb187 *% 6) +% 1) *% 64)) +% (nb186 *% 64)) +% 32), t188_c1_2)
-          storeVector(arena, (((1413120 +% (((mb187 *% 6) +% 1) *% 64)) +% (nb186 *% 64)) +% 48), t188_c1_3)
-          storeVector(arena, ((1413120 +% (((mb187 *% 6) +% 2) *% 64)) +% (nb186 *% 64)), t188_c2_0)
-          storeVector(arena, (((1413120 +% (((mb187 *% 6) +% 2) *% 64)) +% (nb186 *% 64)) +% 16), t188_c2_1)
-          storeVector(arena, (((1413120 +% (((mb187 *% 6) +% 2) *% 64)) +% (nb186 *% 64)) +% 32), t188_c2_2)
-          storeVector(arena, (((1413120 +% (((mb187 *% 6) +% 2) *% 64)) +% (nb186 *% 64)) +% 48), t188_c2_3)
-          storeVector(arena, ((1413120 +% (((mb187 *% 6) +% 3) *% 64)) +% (nb186 *% 64)), t188_c3_0)
-          storeVector(arena, (((1413120 +% (((mb187 *% 6) +% 3) *% 64)) +% (nb186 *% 64)) +% 16), t188_c3_1)
-          storeVector(arena, (((1413120 +% (((mb187 *% 6) +% 3) *% 64)) +% (nb186 *% 64)) +% 32), t188_c3_2)
-          storeVector(arena, (((1413120 +% (((mb187 *% 6) +% 3) *% 64)) +% (nb186 *% 64)) +% 48), t188_c3_3)
-          storeVector(arena, ((1413120 +% (((mb187 *% 6) +% 4) *% 64)) +% (nb186 *% 64)), t188_c4_0)
-          storeVector(arena, (((1413120 +% (((mb187 *% 6) +% 4) *% 64)) +% (nb186 *% 64)) +% 16), t188_c4_1)
-          storeVector(arena, (((1413120 +% (((mb187 *% 6) +% 4) *% 64)) +% (nb186 *% 64)) +% 32), t188_c4_2)
-          storeVector(arena, (((1413120 +% (((mb187 *% 6) +% 4) *% 64)) +% (nb186 *% 64)) +% 48), t188_c4_3)
-          storeVector(arena, ((1413120 +% (((mb187 *% 6) +% 5) *% 64)) +% (nb186 *% 64)), t188_c5_0)
-          storeVector(arena, (((1413120 +% (((mb187 *% 6) +% 5) *% 64)) +% (nb186 *% 64)) +% 16), t188_c5_1)
-          storeVector(arena, (((1413120 +% (((mb187 *% 6) +% 5) *% 64)) +% (nb186 *% 64)) +% 32), t188_c5_2)
-          storeVector(arena, (((1413120 +% (((mb187 *% 6) +% 5) *% 64)) +% (nb186 *% 64)) +% 48), t188_c5_3)
+          storeVector(arena, ((1413120 +% ((mb168 *% 6) *% 64)) +% (nb167 *% 64)), t169_c0_0)
+          storeVector(arena, (((1413120 +% ((mb168 *% 6) *% 64)) +% (nb167 *% 64)) +% 16), t169_c0_1)
+          storeVector(arena, (((1413120 +% ((mb168 *% 6) *% 64)) +% (nb167 *% 64)) +% 32), t169_c0_2)
+          storeVector(arena, (((1413120 +% ((mb168 *% 6) *% 64)) +% (nb167 *% 64)) +% 48), t169_c0_3)
+          storeVector(arena, ((1413120 +% (((mb168 *% 6) +% 1) *% 64)) +% (nb167 *% 64)), t169_c1_0)
+          storeVector(arena, (((1413120 +% (((mb168 *% 6) +% 1) *% 64)) +% (nb167 *% 64)) +% 16), t169_c1_1)
+          storeVector(arena, (((1413120 +% (((mb168 *% 6) +% 1) *% 64)) +% (nb167 *% 64)) +% 32), t169_c1_2)
+          storeVector(arena, (((1413120 +% (((mb168 *% 6) +% 1) *% 64)) +% (nb167 *% 64)) +% 48), t169_c1_3)
+          storeVector(arena, ((1413120 +% (((mb168 *% 6) +% 2) *% 64)) +% (nb167 *% 64)), t169_c2_0)
+          storeVector(arena, (((1413120 +% (((mb168 *% 6) +% 2) *% 64)) +% (nb167 *% 64)) +% 16), t169_c2_1)
+          storeVector(arena, (((1413120 +% (((mb168 *% 6) +% 2) *% 64)) +% (nb167 *% 64)) +% 32), t169_c2_2)
+          storeVector(arena, (((1413120 +% (((mb168 *% 6) +% 2) *% 64)) +% (nb167 *% 64)) +% 48), t169_c2_3)
+          storeVector(arena, ((1413120 +% (((mb168 *% 6) +% 3) *% 64)) +% (nb167 *% 64)), t169_c3_0)
+          storeVector(arena, (((1413120 +% (((mb168 *% 6) +% 3) *% 64)) +% (nb167 *% 64)) +% 16), t169_c3_1)
+          storeVector(arena, (((1413120 +% (((mb168 *% 6) +% 3) *% 64)) +% (nb167 *% 64)) +% 32), t169_c3_2)
+          storeVector(arena, (((1413120 +% (((mb168 *% 6) +% 3) *% 64)) +% (nb167 *% 64)) +% 48), t169_c3_3)
+          storeVector(arena, ((1413120 +% (((mb168 *% 6) +% 4) *% 64)) +% (nb167 *% 64)), t169_c4_0)
+          storeVector(arena, (((1413120 +% (((mb168 *% 6) +% 4) *% 64)) +% (nb167 *% 64)) +% 16), t169_c4_1)
+          storeVector(arena, (((1413120 +% (((mb168 *% 6) +% 4) *% 64)) +% (nb167 *% 64)) +% 32), t169_c4_2)
+          storeVector(arena, (((1413120 +% (((mb168 *% 6) +% 4) *% 64)) +% (nb167 *% 64)) +% 48), t169_c4_3)
+          storeVector(arena, ((1413120 +% (((mb168 *% 6) +% 5) *% 64)) +% (nb167 *% 64)), t169_c5_0)
+          storeVector(arena, (((1413120 +% (((mb168 *% 6) +% 5) *% 64)) +% (nb167 *% 64)) +% 16), t169_c5_1)
+          storeVector(arena, (((1413120 +% (((mb168 *% 6) +% 5) *% 64)) +% (nb167 *% 64)) +% 32), t169_c5_2)
+          storeVector(arena, (((1413120 +% (((mb168 *% 6) +% 5) *% 64)) +% (nb167 *% 64)) +% 48), t169_c5_3)
         }
-        var t190_c0_0 = loadVector(arena, (1421184 +% (nb186 *% 64)))
-        var t190_c0_1 = loadVector(arena, ((1421184 +% (nb186 *% 64)) +% 16))
-        var t190_c0_2 = loadVector(arena, ((1421184 +% (nb186 *% 64)) +% 32))
-        var t190_c0_3 = loadVector(arena, ((1421184 +% (nb186 *% 64)) +% 48))
-        var t190_c1_0 = loadVector(arena, (1421248 +% (nb186 *% 64)))
-        var t190_c1_1 = loadVector(arena, ((1421248 +% (nb186 *% 64)) +% 16))
-        var t190_c1_2 = loadVector(arena, ((1421248 +% (nb186 *% 64)) +% 32))
-        var t190_c1_3 = loadVector(arena, ((1421248 +% (nb186 *% 64)) +% 48))
-        for k191 in 0..<784 {
-          let t190_b0 = loadVector(arena, ((1212416 +% ((k191 +% (kp185 *% 784)) *% 64)) +% (nb186 *% 64)))
-          let t190_b1 = loadVector(arena, (((1212416 +% ((k191 +% (kp185 *% 784)) *% 64)) +% (nb186 *% 64)) +% 16))
-          let t190_b2 = loadVector(arena, (((1212416 +% ((k191 +% (kp185 *% 784)) *% 64)) +% (nb186 *% 64)) +% 32))
-          let t190_b3 = loadVector(arena, (((1212416 +% ((k191 +% (kp185 *% 784)) *% 64)) +% (nb186 *% 64)) +% 48))
-          let t190_a0 = Vector(repeating: params[(413952 +% (k191 +% (kp185 *% 784)))])
-          t190_c0_0 = t190_c0_0.addingProduct(t190_a0, t190_b0)
-          t190_c0_1 = t190_c0_1.addingProduct(t190_a0, t190_b1)
-          t190_c0_2 = t190_c0_2.addingProduct(t190_a0, t190_b2)
-          t190_c0_3 = t190_c0_3.addingProduct(t190_a0, t190_b3)
-          let t190_a1 = Vector(repeating: params[(417088 +% (k191 +% (kp185 *% 784)))])
-          t190_c1_0 = t190_c1_0.addingProduct(t190_a1, t190_b0)
-          t190_c1_1 = t190_c1_1.addingProduct(t190_a1, t190_b1)
-          t190_c1_2 = t190_c1_2.addingProduct(t190_a1, t190_b2)
-          t190_c1_3 = t190_c1_3.addingProduct(t190_a1, t190_b3)
+        var t171_c0_0 = loadVector(arena, (1421184 +% (nb167 *% 64)))
+        var t171_c0_1 = loadVector(arena, ((1421184 +% (nb167 *% 64)) +% 16))
+        var t171_c0_2 = loadVector(arena, ((1421184 +% (nb167 *% 64)) +% 32))
+        var t171_c0_3 = loadVector(arena, ((1421184 +% (nb167 *% 64)) +% 48))
+        var t171_c1_0 = loadVector(arena, (1421248 +% (nb167 *% 64)))
+        var t171_c1_1 = loadVector(arena, ((1421248 +% (nb167 *% 64)) +% 16))
+        var t171_c1_2 = loadVector(arena, ((1421248 +% (nb167 *% 64)) +% 32))
+        var t171_c1_3 = loadVector(arena, ((1421248 +% (nb167 *% 64)) +% 48))
+        for k172 in 0..<784 {
+          let t171_b0 = loadVector(arena, ((1212416 +% ((k172 +% (kp166 *% 784)) *% 64)) +% (nb167 *% 64)))
+          let t171_b1 = loadVector(arena, (((1212416 +% ((k172 +% (kp166 *% 784)) *% 64)) +% (nb167 *% 64)) +% 16))
+          let t171_b2 = loadVector(arena, (((1212416 +% ((k172 +% (kp166 *% 784)) *% 64)) +% (nb167 *% 64)) +% 32))
+          let t171_b3 = loadVector(arena, (((1212416 +% ((k172 +% (kp166 *% 784)) *% 64)) +% (nb167 *% 64)) +% 48))
+          let t171_a0 = Vector(repeating: params[(413952 +% (k172 +% (kp166 *% 784)))])
+          t171_c0_0 = t171_c0_0.addingProduct(t171_a0, t171_b0)
+          t171_c0_1 = t171_c0_1.addingProduct(t171_a0, t171_b1)
+          t171_c0_2 = t171_c0_2.addingProduct(t171_a0, t171_b2)
+          t171_c0_3 = t171_c0_3.addingProduct(t171_a0, t171_b3)
+          let t171_a1 = Vector(repeating: params[(417088 +% (k172 +% (kp166 *% 784)))])
+          t171_c1_0 = t171_c1_0.addingProduct(t171_a1, t171_b0)
+          t171_c1_1 = t171_c1_1.addingProduct(t171_a1, t171_b1)
+          t171_c1_2 = t171_c1_2.addingProduct(t171_a1, t171_b2)
+          t171_c1_3 = t171_c1_3.addingProduct(t171_a1, t171_b3)
         }
-        storeVector(arena, (1421184 +% (nb186 *% 64)), t190_c0_0)
-        storeVector(arena, ((1421184 +% (nb186 *% 64)) +% 16), t190_c0_1)
-        storeVector(arena, ((1421184 +% (nb186 *% 64)) +% 32), t190_c0_2)
-        storeVector(arena, ((1421184 +% (nb186 *% 64)) +% 48), t190_c0_3)
-        storeVector(arena, (1421248 +% (nb186 *% 64)), t190_c1_0)
-        storeVector(arena, ((1421248 +% (nb186 *% 64)) +% 16), t190_c1_1)
-        storeVector(arena, ((1421248 +% (nb186 *% 64)) +% 32), t190_c1_2)
-        storeVector(arena, ((1421248 +% (nb186 *% 64)) +% 48), t190_c1_3)
+        storeVector(arena, (1421184 +% (nb167 *% 64)), t171_c0_0)
+        storeVector(arena, ((1421184 +% (nb167 *% 64)) +% 16), t171_c0_1)
+        storeVector(arena, ((1421184 +% (nb167 *% 64)) +% 32), t171_c0_2)
+        storeVector(arena, ((1421184 +% (nb167 *% 64)) +% 48), t171_c0_3)
+        storeVector(arena, (1421248 +% (nb167 *% 64)), t171_c1_0)
+        storeVector(arena, ((1421248 +% (nb167 *% 64)) +% 16), t171_c1_1)
+        storeVector(arena, ((1421248 +% (nb167 *% 64)) +% 32), t171_c1_2)
+        storeVector(arena, ((1421248 +% (nb167 *% 64)) +% 48), t171_c1_3)
       }
     }
   }
-  for n193 in 0..<64 {
-    for u194 in 0..<128 {
-      arena[((1204224 +% (n193 *% 128)) +% u194)] = ((arena[((1413120 +% (u194 *% 64)) +% n193)] + params[(420224 +% u194)]) > Float(0) ? (arena[((1413120 +% (u194 *% 64)) +% n193)] + params[(420224 +% u194)]) : Float(0))
+  for n174 in 0..<64 {
+    for u175 in 0..<128 {
+      arena[((1204224 +% (n174 *% 128)) +% u175)] = ((arena[((1413120 +% (u175 *% 64)) +% n174)] + params[(420224 +% u175)]) > Float(0) ? (arena[((1413120 +% (u175 *% 64)) +% n174)] + params[(420224 +% u175)]) : Float(0))
     }
   }
   // drop = dropout(fc1)
-  let z195: UInt64 = (UInt64(bitPattern: seed) ^ 0xf1a2a766dcd55bac as UInt64)
-  let z196: UInt64 = ((z195 ^ (z195 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
-  let z197: UInt64 = ((z196 ^ (z196 >> 27)) &* 0x94d049bb133111eb as UInt64)
-  let z198: UInt64 = (z197 ^ (z197 >> 31))
-  let z199: UInt64 = (z198 &+ UInt64(bitPattern: step))
-  let z200: UInt64 = ((z199 ^ (z199 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
-  let z201: UInt64 = ((z200 ^ (z200 >> 27)) &* 0x94d049bb133111eb as UInt64)
-  let z202: UInt64 = (z201 ^ (z201 >> 31))
-  for i203 in 0..<8192 {
-    let z204: UInt64 = (z202 &+ (UInt64(bitPattern: Int64(i203)) &* 0x9e3779b97f4a7c15 as UInt64))
-    let z205: UInt64 = ((z204 ^ (z204 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
-    let z206: UInt64 = ((z205 ^ (z205 >> 27)) &* 0x94d049bb133111eb as UInt64)
-    let z207: UInt64 = (z206 ^ (z206 >> 31))
-    arena[(1212416 +% i203)] = ((z207 >> 40) >= 0x800000 as UInt64 ? (arena[(1204224 +% i203)] * Float(2)) : Float(0))
+  let z176: UInt64 = (UInt64(bitPattern: seed) ^ 0xf1a2a766dcd55bac as UInt64)
+  let z177: UInt64 = ((z176 ^ (z176 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
+  let z178: UInt64 = ((z177 ^ (z177 >> 27)) &* 0x94d049bb133111eb as UInt64)
+  let z179: UInt64 = (z178 ^ (z178 >> 31))
+  let z180: UInt64 = (z179 &+ UInt64(bitPattern: step))
+  let z181: UInt64 = ((z180 ^ (z180 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
+  let z182: UInt64 = ((z181 ^ (z181 >> 27)) &* 0x94d049bb133111eb as UInt64)
+  let z183: UInt64 = (z182 ^ (z182 >> 31))
+  for i184 in 0..<8192 {
+    let z185: UInt64 = (z183 &+ (UInt64(bitPattern: Int64(i184)) &* 0x9e3779b97f4a7c15 as UInt64))
+    let z186: UInt64 = ((z185 ^ (z185 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
+    let z187: UInt64 = ((z186 ^ (z186 >> 27)) &* 0x94d049bb133111eb as UInt64)
+    let z188: UInt64 = (z187 ^ (z187 >> 31))
+    arena[(1212416 +% i184)] = ((z188 >> 40) >= 0x800000 as UInt64 ? (arena[(1204224 +% i184)] * Float(2)) : Float(0))
   }
   // fc2 = dense(drop)
   sgemm(101, 111, 112, 64, 10, 128, 1, arena + 1212416, 128, params + 420352, 128, Float(bitPattern: 0x0), arena + 1220608, 10)
-  for n208 in 0..<64 {
-    for u209 in 0..<1 {
-      storePartial(arena, (u209 +% (1220608 +% (n208 *% 10))), (loadPartial(arena, (u209 +% (1220608 +% (n208 *% 10))), 10) + loadPartial(params, (u209 +% 421632), 10)), 10)
+  for n189 in 0..<64 {
+    for u190 in 0..<1 {
+      storePartial(arena, (u190 +% (1220608 +% (n189 *% 10))), (loadPartial(arena, (u190 +% (1220608 +% (n189 *% 10))), 10) + loadPartial(params, (u190 +% 421632), 10)), 10)
     }
   }
   // loss = cross_entropy(fc2, label)
-  var total210: Float = Float(0)
-  for n211 in 0..<64 {
-    var m212: Float = arena[(1220608 +% (n211 *% 10))]
-    for k214 in 0..<10 {
-      m212 = { let x = m212, y = arena[((1220608 +% (n211 *% 10)) +% k214)]; return y > x ? y : x }()
+  var total191: Float = Float(0)
+  for n192 in 0..<64 {
+    var m193: Float = arena[(1220608 +% (n192 *% 10))]
+    for k195 in 0..<10 {
+      m193 = { let x = m193, y = arena[((1220608 +% (n192 *% 10)) +% k195)]; return y > x ? y : x }()
     }
-    var s213: Float = Float(0)
-    for k215 in 0..<10 {
-      s213 = (s213 + expf((arena[((1220608 +% (n211 *% 10)) +% k215)] - m212)))
+    var s194: Float = Float(0)
+    for k196 in 0..<10 {
+      s194 = (s194 + expf((arena[((1220608 +% (n192 *% 10)) +% k196)] - m193)))
     }
-    total210 = (total210 + ((m212 + logf(s213)) - arena[((1220608 +% (n211 *% 10)) +% Int(labels[n211]))]))
+    total191 = (total191 + ((m193 + logf(s194)) - arena[((1220608 +% (n192 *% 10)) +% Int(labels[n192]))]))
   }
-  arena[1221248] = (total210 / Float(64))
+  arena[1221248] = (total191 / Float(64))
   // fc2_grad = cross_entropy_grad(fc2, label)
-  for n216 in 0..<64 {
-    var m217: Float = arena[(1220608 +% (n216 *% 10))]
-    for k219 in 0..<10 {
-      m217 = { let x = m217, y = arena[((1220608 +% (n216 *% 10)) +% k219)]; return y > x ? y : x }()
+  for n197 in 0..<64 {
+    var m198: Float = arena[(1220608 +% (n197 *% 10))]
+    for k200 in 0..<10 {
+      m198 = { let x = m198, y = arena[((1220608 +% (n197 *% 10)) +% k200)]; return y > x ? y : x }()
     }
-    var s218: Float = Float(0)
-    for k220 in 0..<10 {
-      s218 = (s218 + expf((arena[((1220608 +% (n216 *% 10)) +% k220)] - m217)))
+    var s199: Float = Float(0)
+    for k201 in 0..<10 {
+      s199 = (s199 + expf((arena[((1220608 +% (n197 *% 10)) +% k201)] - m198)))
     }
-    for k221 in 0..<10 {
-      arena[((1221264 +% (n216 *% 10)) +% k221)] = ((k221 == Int(labels[n216]) ? ((expf((arena[((1220608 +% (n216 *% 10)) +% k221)] - m217)) / s218) - Float(1)) : (expf((arena[((1220608 +% (n216 *% 10)) +% k221)] - m217)) / s218)) / Float(64))
+    for k202 in 0..<10 {
+      arena[((1221264 +% (n197 *% 10)) +% k202)] = ((k202 == Int(labels[n197]) ? ((expf((arena[((1220608 +% (n197 *% 10)) +% k202)] - m198)) / s199) - Float(1)) : (expf((arena[((1220608 +% (n197 *% 10)) +% k202)] - m198)) / s199)) / Float(64))
     }
   }
   // fc2_weight_grad = dense_grad_weight(fc2_grad, drop)
   sgemm(101, 112, 111, 10, 128, 64, 1, arena + 1221264, 10, arena + 1212416, 128, Float(bitPattern: 0x0), grads + 420352, 128)
   // fc2_bias_grad = dense_grad_bias(fc2_grad)
-  for u222 in 0..<10 {
-    var acc223: Float = Float(0)
-    for n224 in 0..<64 {
-      acc223 = (acc223 + arena[((1221264 +% (n224 *% 10)) +% u222)])
+  for u203 in 0..<10 {
+    var acc204: Float = Float(0)
+    for n205 in 0..<64 {
+      acc204 = (acc204 + arena[((1221264 +% (n205 *% 10)) +% u203)])
     }
-    grads[(421632 +% u222)] = acc223
+    grads[(421632 +% u203)] = acc204
   }
   // drop_grad = dense_grad_input(fc2_grad, fc2.weight)
   sgemm(101, 111, 111, 64, 128, 10, 1, arena + 1221264, 10, params + 420352, 128, Float(bitPattern: 0x0), arena + 1221904, 128)
   // relu3_grad = dropout_grad(drop_grad, drop)
-  let z225: UInt64 = (UInt64(bitPattern: seed) ^ 0xf1a2a766dcd55bac as UInt64)
-  let z226: UInt64 = ((z225 ^ (z225 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
-  let z227: UInt64 = ((z226 ^ (z226 >> 27)) &* 0x94d049bb133111eb as UInt64)
-  let z228: UInt64 = (z227 ^ (z227 >> 31))
-  let z229: UInt64 = (z228 &+ UInt64(bitPattern: step))
-  let z230: UInt64 = ((z229 ^ (z229 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
-  let z231: UInt64 = ((z230 ^ (z230 >> 27)) &* 0x94d049bb133111eb as UInt64)
-  let z232: UInt64 = (z231 ^ (z231 >> 31))
-  for i233 in 0..<8192 {
-    let z234: UInt64 = (z232 &+ (UInt64(bitPattern: Int64(i233)) &* 0x9e3779b97f4a7c15 as UInt64))
-    let z235: UInt64 = ((z234 ^ (z234 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
-    let z236: UInt64 = ((z235 ^ (z235 >> 27)) &* 0x94d049bb133111eb as UInt64)
-    let z237: UInt64 = (z236 ^ (z236 >> 31))
-    arena[(1230096 +% i233)] = ((z237 >> 40) >= 0x800000 as UInt64 ? (arena[(1221904 +% i233)] * Float(2)) : Float(0))
+  let z206: UInt64 = (UInt64(bitPattern: seed) ^ 0xf1a2a766dcd55bac as UInt64)
+  let z207: UInt64 = ((z206 ^ (z206 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
+  let z208: UInt64 = ((z207 ^ (z207 >> 27)) &* 0x94d049bb133111eb as UInt64)
+  let z209: UInt64 = (z208 ^ (z208 >> 31))
+  let z210: UInt64 = (z209 &+ UInt64(bitPattern: step))
+  let z211: UInt64 = ((z210 ^ (z210 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
+  let z212: UInt64 = ((z211 ^ (z211 >> 27)) &* 0x94d049bb133111eb as UInt64)
+  let z213: UInt64 = (z212 ^ (z212 >> 31))
+  for i214 in 0..<8192 {
+    let z215: UInt64 = (z213 &+ (UInt64(bitPattern: Int64(i214)) &* 0x9e3779b97f4a7c15 as UInt64))
+    let z216: UInt64 = ((z215 ^ (z215 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
+    let z217: UInt64 = ((z216 ^ (z216 >> 27)) &* 0x94d049bb133111eb as UInt64)
+    let z218: UInt64 = (z217 ^ (z217 >> 31))
+    arena[(1230096 +% i214)] = ((z218 >> 40) >= 0x800000 as UInt64 ? (arena[(1221904 +% i214)] * Float(2)) : Float(0))
   }
   // fc1_grad = relu_grad(relu3_grad, fc1)
-  for i238 in 0..<512 {
-    storeVector(arena, ((i238 *% 16) +% 1212416), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i238 *% 16) +% 1230096)), where: loadVector(arena, ((i238 *% 16) +% 1204224)) .> Vector(repeating: Float(0))))
+  for i219 in 0..<512 {
+    storeVector(arena, ((i219 *% 16) +% 1212416), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i219 *% 16) +% 1230096)), where: loadVector(arena, ((i219 *% 16) +% 1204224)) .> Vector(repeating: Float(0))))
   }
   // fc1_weight_grad = dense_grad_weight(fc1_grad, flat)
-  do {  // gemm245
-    for nb239 in 0..<49 {
-      for mb240 in 0..<21 {
-        var t241_c0_0 = Vector()
-        var t241_c0_1 = Vector()
-        var t241_c0_2 = Vector()
-        var t241_c0_3 = Vector()
-        var t241_c1_0 = Vector()
-        var t241_c1_1 = Vector()
-        var t241_c1_2 = Vector()
-        var t241_c1_3 = Vector()
-        var t241_c2_0 = Vector()
-        var t241_c2_1 = Vector()
-        var t241_c2_2 = Vector()
-        var t241_c2_3 = Vector()
-        var t241_c3_0 = Vector()
-        var t241_c3_1 = Vector()
-        var t241_c3_2 = Vector()
-        var t241_c3_3 = Vector()
-        var t241_c4_0 = Vector()
-        var t241_c4_1 = Vector()
-        var t241_c4_2 = Vector()
-        var t241_c4_3 = Vector()
-        var t241_c5_0 = Vector()
-        var t241_c5_1 = Vector()
-        var t241_c5_2 = Vector()
-        var t241_c5_3 = Vector()
-        for k242 in 0..<64 {
-          let t241_b0 = loadVector(arena, ((802816 +% (k242 *% 3136)) +% (nb239 *% 64)))
-          let t241_b1 = loadVector(arena, (((802816 +% (k242 *% 3136)) +% (nb239 *% 64)) +% 16))
-          let t241_b2 = loadVector(arena, (((802816 +% (k242 *% 3136)) +% (nb239 *% 64)) +% 32))
-          let t241_b3 = loadVector(arena, (((802816 +% (k242 *% 3136)) +% (nb239 *% 64)) +% 48))
-          let t241_a0 = Vector(repeating: arena[((1212416 +% (mb240 *% 6)) +% (k242 *% 128))])
-          t241_c0_0 = t241_c0_0.addingProduct(t241_a0, t241_b0)
-          t241_c0_1 = t241_c0_1.addingProduct(t241_a0, t241_b1)
-          t241_c0_2 = t241_c0_2.addingProduct(t241_a0, t241_b2)
-          t241_c0_3 = t241_c0_3.addingProduct(t241_a0, t241_b3)
-          let t241_a1 = Vector(repeating: arena[((1212416 +% ((mb240 *% 6) +% 1)) +% (k242 *% 128))])
-          t241_c1_0 = t241_c1_0.addingProduct(t241_a1, t241_b0)
-          t241_c1_1 = t241_c1_1.addingProduct(t241_a1, t241_b1)
-          t241_c1_2 = t241_c1_2.addingProduct(t241_a1, t241_b2)
-          t241_c1_3 = t241_c1_3.addingProduct(t241_a1, t241_b3)
-          let t241_a2 = Vector(repeating: arena[((1212416 +% ((mb240 *% 6) +% 2)) +% (k242 *% 128))])
-          t241_c2_0 = t241_c2_0.addingProduct(t241_a2, t241_b0)
-          t241_c2_1 = t241_c2_1.addingProduct(t241_a2, t241_b1)
-          t241_c2_2 = t241_c2_2.addingProduct(t241_a2, t241_b2)
-          t241_c2_3 = t241_c2_3.addingProduct(t241_a2, t241_b3)
-          let t241_a3 = Vector(repeating: arena[((1212416 +% ((mb240 *% 6) +% 3)) +% (k242 *% 128))])
-          t241_c3_0 = t241_c3_0.addingProduct(t241_a3, t241_b0)
-          t241_c3_1 = t241_c3_1.addingProduct(t241_a3, t241_b1)
-          t241_c3_2 = t241_c3_2.addingProduct(t241_a3, t241_b2)
-          t241_c3_3 = t241_c3_3.addingProduct(t241_a3, t241_b3)
-          let t241_a4 = Vector(repeating: arena[((1212416 +% ((mb240 *% 6) +% 4)) +% (k242 *% 128))])
-          t241_c4_0 = t241_c4_0.addingProduct(t241_a4, t241_b0)
-          t241_c4_1 = t241_c4_1.addingProduct(t241_a4, t241_b1)
-          t241_c4_2 = t241_c4_2.addingProduct(t241_a4, t241_b2)
-          t241_c4_3 = t241_c4_3.addingProduct(t241_a4, t241_b3)
-          let t241_a5 = Vector(repeating: arena[((1212416 +% ((mb240 *% 6) +% 5)) +% (k242 *% 128))])
-          t241_c5_0 = t241_c5_0.addingProduct(t241_a5, t241_b0)
-          t241_c5_1 = t241_c5_1.addingProduct(t241_a5, t241_b1)
-          t241_c5_2 = t241_c5_2.addingProduct(t241_a5, t241_b2)
-          t241_c5_3 = t241_c5_3.addingProduct(t241_a5, t241_b3)
+  do {  // gemm226
+    for nb220 in 0..<49 {
+      for mb221 in 0..<21 {
+        var t222_c0_0 = Vector()
+        var t222_c0_1 = Vector()
+        var t222_c0_2 = Vector()
+        var t222_c0_3 = Vector()
+        var t222_c1_0 = Vector()
+        var t222_c1_1 = Vector()
+        var t222_c1_2 = Vector()
+        var t222_c1_3 = Vector()
+        var t222_c2_0 = Vector()
+        var t222_c2_1 = Vector()
+        var t222_c2_2 = Vector()
+        var t222_c2_3 = Vector()
+        var t222_c3_0 = Vector()
+        var t222_c3_1 = Vector()
+        var t222_c3_2 = Vector()
+        var t222_c3_3 = Vector()
+        var t222_c4_0 = Vector()
+        var t222_c4_1 = Vector()
+        var t222_c4_2 = Vector()
+        var t222_c4_3 = Vector()
+        var t222_c5_0 = Vector()
+        var t222_c5_1 = Vector()
+        var t222_c5_2 = Vector()
+        var t222_c5_3 = Vector()
+        for k223 in 0..<64 {
+          let t222_b0 = loadVector(arena, ((802816 +% (k223 *% 3136)) +% (nb220 *% 64)))
+          let t222_b1 = loadVector(arena, (((802816 +% (k223 *% 3136)) +% (nb220 *% 64)) +% 16))
+          let t222_b2 = loadVector(arena, (((802816 +% (k223 *% 3136)) +% (nb220 *% 64)) +% 32))
+          let t222_b3 = loadVector(arena, (((802816 +% (k223 *% 3136)) +% (nb220 *% 64)) +% 48))
+          let t222_a0 = Vector(repeating: arena[((1212416 +% (mb221 *% 6)) +% (k223 *% 128))])
+          t222_c0_0 = t222_c0_0.addingProduct(t222_a0, t222_b0)
+          t222_c0_1 = t222_c0_1.addingProduct(t222_a0, t222_b1)
+          t222_c0_2 = t222_c0_2.addingProduct(t222_a0, t222_b2)
+          t222_c0_3 = t222_c0_3.addingProduct(t222_a0, t222_b3)
+          let t222_a1 = Vector(repeating: arena[((1212416 +% ((mb221 *% 6) +% 1)) +% (k223 *% 128))])
+          t222_c1_0 = t222_c1_0.addingProduct(t222_a1, t222_b0)
+          t222_c1_1 = t222_c1_1.addingProduct(t222_a1, t222_b1)
+          t222_c1_2 = t222_c1_2.addingProduct(t222_a1, t222_b2)
+          t222_c1_3 = t222_c1_3.addingProduct(t222_a1, t222_b3)
+          let t222_a2 = Vector(repeating: arena[((1212416 +% ((mb221 *% 6) +% 2)) +% (k223 *% 128))])
+          t222_c2_0 = t222_c2_0.addingProduct(t222_a2, t222_b0)
+          t222_c2_1 = t222_c2_1.addingProduct(t222_a2, t222_b1)
+          t222_c2_2 = t222_c2_2.addingProduct(t222_a2, t222_b2)
+          t222_c2_3 = t222_c2_3.addingProduct(t222_a2, t222_b3)
+          let t222_a3 = Vector(repeating: arena[((1212416 +% ((mb221 *% 6) +% 3)) +% (k223 *% 128))])
+          t222_c3_0 = t222_c3_0.addingProduct(t222_a3, t222_b0)
+          t222_c3_1 = t222_c3_1.addingProduct(t222_a3, t222_b1)
+          t222_c3_2 = t222_c3_2.addingProduct(t222_a3, t222_b2)
+          t222_c3_3 = t222_c3_3.addingProduct(t222_a3, t222_b3)
+          let t222_a4 = Vector(repeating: arena[((1212416 +% ((mb221 *% 6) +% 4)) +% (k223 *% 128))])
+          t222_c4_0 = t222_c4_0.addingProduct(t222_a4, t222_b0)
+          t222_c4_1 = t222_c4_1.addingProduct(t222_a4, t222_b1)
+          t222_c4_2 = t222_c4_2.addingProduct(t222_a4, t222_b2)
+          t222_c4_3 = t222_c4_3.addingProduct(t222_a4, t222_b3)
+          let t222_a5 = Vector(repeating: arena[((1212416 +% ((mb221 *% 6) +% 5)) +% (k223 *% 128))])
+          t222_c5_0 = t222_c5_0.addingProduct(t222_a5, t222_b0)
+          t222_c5_1 = t222_c5_1.addingProduct(t222_a5, t222_b1)
+          t222_c5_2 = t222_c5_2.addingProduct(t222_a5, t222_b2)
+          t222_c5_3 = t222_c5_3.addingProduct(t222_a5, t222_b3)
         }
-        storeVector(grads, ((18816 +% ((mb240 *% 6) *% 3136)) +% (nb239 *% 64)), t241_c0_0)
-        storeVector(grads, (((18816 +% ((mb240 *% 6) *% 3136)) +% (nb239 *% 64)) +% 16), t241_c0_1)
-        storeVector(grads, (((18816 +% ((mb240 *% 6) *% 3136)) +% (nb239 *% 64)) +% 32), t241_c0_2)
-        storeVector(grads, (((18816 +% ((mb240 *% 6) *% 3136)) +% (nb239 *% 64)) +% 48), t241_c0_3)
-        storeVector(grads, ((18816 +% (((mb240 *% 6) +% 1) *% 3136)) +% (nb239 *% 64)), t241_c1_0)
-        storeVector(grads, (((18816 +% (((mb240 *% 6) +% 1) *% 3136)) +% (nb239 *% 64)) +% 16), t241_c1_1)
-        storeVector(grads, (((18816 +% (((mb240 *% 6) +% 1) *% 3136)) +% (nb239 *% 64)) +% 32), t241_c1_2)
-        storeVector(grads, (((18816 +% (((mb240 *% 6) +% 1) *% 3136)) +% (nb239 *% 64)) +% 48), t241_c1_3)
-        storeVector(grads, ((18816 +% (((mb240 *% 6) +% 2) *% 3136)) +% (nb239 *% 64)), t241_c2_0)
-        storeVector(grads, (((18816 +% (((mb240 *% 6) +% 2) *% 3136)) +% (nb239 *% 64)) +% 16), t241_c2_1)
-        storeVector(grads, (((18816 +% (((mb240 *% 6) +% 2) *% 3136)) +% (nb239 *% 64)) +% 32), t241_c2_2)
-        storeVector(grads, (((18816 +% (((mb240 *% 6) +% 2) *% 3136)) +% (nb239 *% 64)) +% 48), t241_c2_3)
-        storeVector(grads, ((18816 +% (((mb240 *% 6) +% 3) *% 3136)) +% (nb239 *% 64)), t241_c3_0)
-        storeVector(grads, (((18816 +% (((mb240 *% 6) +% 3) *% 3136)) +% (nb239 *% 64)) +% 16), t241_c3_1)
-        storeVector(grads, (((18816 +% (((mb240 *% 6) +% 3) *% 3136)) +% (nb239 *% 64)) +% 32), t241_c3_2)
-        storeVector(grads, (((18816 +% (((mb240 *% 6) +% 3) *% 3136)) +% (nb239 *% 64)) +% 48), t241_c3_3)
-        storeVector(grads, ((18816 +% (((mb240 *% 6) +% 4) *% 3136)) +% (nb239 *% 64)), t241_c4_0)
-        storeVector(grads, (((18816 +% (((mb240 *% 6) +% 4) *% 3136)) +% (nb239 *% 64)) +% 16), t241_c4_1)
-        storeVector(grads, (((18816 +% (((mb240 *% 6) +% 4) *% 3136)) +% (nb239 *% 64)) +% 32), t241_c4_2)
-        storeVector(grads, (((18816 +% (((mb240 *% 6) +% 4) *% 3136)) +% (nb239 *% 64)) +% 48), t241_c4_3)
-        storeVector(grads, ((18816 +% (((mb240 *% 6) +% 5) *% 3136)) +% (nb239 *% 64)), t241_c5_0)
-        storeVector(grads, (((18816 +% (((mb240 *% 6) +% 5) *% 3136)) +% (nb239 *% 64)) +% 16), t241_c5_1)
-        storeVector(grads, (((18816 +% (((mb240 *% 6) +% 5) *% 3136)) +% (nb239 *% 64)) +% 32), t241_c5_2)
-        storeVector(grads, (((18816 +% (((mb240 *% 6) +% 5) *% 3136)) +% (nb239 *% 64)) +% 48), t241_c5_3)
+        storeVector(grads, ((18816 +% ((mb221 *% 6) *% 3136)) +% (nb220 *% 64)), t222_c0_0)
+        storeVector(grads, (((18816 +% ((mb221 *% 6) *% 3136)) +% (nb220 *% 64)) +% 16), t222_c0_1)
+        storeVector(grads, (((18816 +% ((mb221 *% 6) *% 3136)) +% (nb220 *% 64)) +% 32), t222_c0_2)
+        storeVector(grads, (((18816 +% ((mb221 *% 6) *% 3136)) +% (nb220 *% 64)) +% 48), t222_c0_3)
+        storeVector(grads, ((18816 +% (((mb221 *% 6) +% 1) *% 3136)) +% (nb220 *% 64)), t222_c1_0)
+        storeVector(grads, (((18816 +% (((mb221 *% 6) +% 1) *% 3136)) +% (nb220 *% 64)) +% 16), t222_c1_1)
+        storeVector(grads, (((18816 +% (((mb221 *% 6) +% 1) *% 3136)) +% (nb220 *% 64)) +% 32), t222_c1_2)
+        storeVector(grads, (((18816 +% (((mb221 *% 6) +% 1) *% 3136)) +% (nb220 *% 64)) +% 48), t222_c1_3)
+        storeVector(grads, ((18816 +% (((mb221 *% 6) +% 2) *% 3136)) +% (nb220 *% 64)), t222_c2_0)
+        storeVector(grads, (((18816 +% (((mb221 *% 6) +% 2) *% 3136)) +% (nb220 *% 64)) +% 16), t222_c2_1)
+        storeVector(grads, (((18816 +% (((mb221 *% 6) +% 2) *% 3136)) +% (nb220 *% 64)) +% 32), t222_c2_2)
+        storeVector(grads, (((18816 +% (((mb221 *% 6) +% 2) *% 3136)) +% (nb220 *% 64)) +% 48), t222_c2_3)
+        storeVector(grads, ((18816 +% (((mb221 *% 6) +% 3) *% 3136)) +% (nb220 *% 64)), t222_c3_0)
+        storeVector(grads, (((18816 +% (((mb221 *% 6) +% 3) *% 3136)) +% (nb220 *% 64)) +% 16), t222_c3_1)
+        storeVector(grads, (((18816 +% (((mb221 *% 6) +% 3) *% 3136)) +% (nb220 *% 64)) +% 32), t222_c3_2)
+        storeVector(grads, (((18816 +% (((mb221 *% 6) +% 3) *% 3136)) +% (nb220 *% 64)) +% 48), t222_c3_3)
+        storeVector(grads, ((18816 +% (((mb221 *% 6) +% 4) *% 3136)) +% (nb220 *% 64)), t222_c4_0)
+        storeVector(grads, (((18816 +% (((mb221 *% 6) +% 4) *% 3136)) +% (nb220 *% 64)) +% 16), t222_c4_1)
+        storeVector(grads, (((18816 +% (((mb221 *% 6) +% 4) *% 3136)) +% (nb220 *% 64)) +% 32), t222_c4_2)
+        storeVector(grads, (((18816 +% (((mb221 *% 6) +% 4) *% 3136)) +% (nb220 *% 64)) +% 48), t222_c4_3)
+        storeVector(grads, ((18816 +% (((mb221 *% 6) +% 5) *% 3136)) +% (nb220 *% 64)), t222_c5_0)
+        storeVector(grads, (((18816 +% (((mb221 *% 6) +% 5) *% 3136)) +% (nb220 *% 64)) +% 16), t222_c5_1)
+        storeVector(grads, (((18816 +% (((mb221 *% 6) +% 5) *% 3136)) +% (nb220 *% 64)) +% 32), t222_c5_2)
+        storeVector(grads, (((18816 +% (((mb221 *% 6) +% 5) *% 3136)) +% (nb220 *% 64)) +% 48), t222_c5_3)
       }
-      var t243_c0_0 = Vector()
-      var t243_c0_1 = Vector()
-      var t243_c0_2 = Vector()
-      var t243_c0_3 = Vector()
-      var t243_c1_0 = Vector()
-      var t243_c1_1 = Vector()
-      var t243_c1_2 = Vector()
-      var t243_c1_3 = Vector()
-      for k244 in 0..<64 {
-        let t243_b0 = loadVector(arena, ((802816 +% (k244 *% 3136)) +% (nb239 *% 64)))
-        let t243_b1 = loadVector(arena, (((802816 +% (k244 *% 3136)) +% (nb239 *% 64)) +% 16))
-        let t243_b2 = loadVector(arena, (((802816 +% (k244 *% 3136)) +% (nb239 *% 64)) +% 32))
-        let t243_b3 = loadVector(arena, (((802816 +% (k244 *% 3136)) +% (nb239 *% 64)) +% 48))
-        let t243_a0 = Vector(repeating: arena[(1212542 +% (k244 *% 128))])
-        t243_c0_0 = t243_c0_0.addingProduct(t243_a0, t243_b0)
-        t243_c0_1 = t243_c0_1.addingProduct(t243_a0, t243_b1)
-        t243_c0_2 = t243_c0_2.addingProduct(t243_a0, t243_b2)
-        t243_c0_3 = t243_c0_3.addingProduct(t243_a0, t243_b3)
-        let t243_a1 = Vector(repeating: arena[(1212543 +% (k244 *% 128))])
-        t243_c1_0 = t243_c1_0.addingProduct(t243_a1, t243_b0)
-        t243_c1_1 = t243_c1_1.addingProduct(t243_a1, t243_b1)
-        t243_c1_2 = t243_c1_2.addingProduct(t243_a1, t243_b2)
-        t243_c1_3 = t243_c1_3.addingProduct(t243_a1, t243_b3)
+      var t224_c0_0 = Vector()
+      var t224_c0_1 = Vector()
+      var t224_c0_2 = Vector()
+      var t224_c0_3 = Vector()
+      var t224_c1_0 = Vector()
+      var t224_c1_1 = Vector()
+      var t224_c1_2 = Vector()
+      var t224_c1_3 = Vector()
+      for k225 in 0..<64 {
+        let t224_b0 = loadVector(arena, ((802816 +% (k225 *% 3136)) +% (nb220 *% 64)))
+        let t224_b1 = loadVector(arena, (((802816 +% (k225 *% 3136)) +% (nb220 *% 64)) +% 16))
+        let t224_b2 = loadVector(arena, (((802816 +% (k225 *% 3136)) +% (nb220 *% 64)) +% 32))
+        let t224_b3 = loadVector(arena, (((802816 +% (k225 *% 3136)) +% (nb220 *% 64)) +% 48))
+        let t224_a0 = Vector(repeating: arena[(1212542 +% (k225 *% 128))])
+        t224_c0_0 = t224_c0_0.addingProduct(t224_a0, t224_b0)
+        t224_c0_1 = t224_c0_1.addingProduct(t224_a0, t224_b1)
+        t224_c0_2 = t224_c0_2.addingProduct(t224_a0, t224_b2)
+        t224_c0_3 = t224_c0_3.addingProduct(t224_a0, t224_b3)
+        let t224_a1 = Vector(repeating: arena[(1212543 +% (k225 *% 128))])
+        t224_c1_0 = t224_c1_0.addingProduct(t224_a1, t224_b0)
+        t224_c1_1 = t224_c1_1.addingProduct(t224_a1, t224_b1)
+        t224_c1_2 = t224_c1_2.addingProduct(t224_a1, t224_b2)
+        t224_c1_3 = t224_c1_3.addingProduct(t224_a1, t224_b3)
       }
-      storeVector(grads, (413952 +% (nb239 *% 64)), t243_c0_0)
-      storeVector(grads, ((413952 +% (nb239 *% 64)) +% 16), t243_c0_1)
-      storeVector(grads, ((413952 +% (nb239 *% 64)) +% 32), t243_c0_2)
-      storeVector(grads, ((413952 +% (nb239 *% 64)) +% 48), t243_c0_3)
-      storeVector(grads, (417088 +% (nb239 *% 64)), t243_c1_0)
-      storeVector(grads, ((417088 +% (nb239 *% 64)) +% 16), t243_c1_1)
-      storeVector(grads, ((417088 +% (nb239 *% 64)) +% 32), t243_c1_2)
-      storeVector(grads, ((417088 +% (nb239 *% 64)) +% 48), t243_c1_3)
+      storeVector(grads, (413952 +% (nb220 *% 64)), t224_c0_0)
+      storeVector(grads, ((413952 +% (nb220 *% 64)) +% 16), t224_c0_1)
+      storeVector(grads, ((413952 +% (nb220 *% 64)) +% 32), t224_c0_2)
+      storeVector(grads, ((413952 +% (nb220 *% 64)) +% 48), t224_c0_3)
+      storeVector(grads, (417088 +% (nb220 *% 64)), t224_c1_0)
+      storeVector(grads, ((417088 +% (nb220 *% 64)) +% 16), t224_c1_1)
+      storeVector(grads, ((417088 +% (nb220 *% 64)) +% 32), t224_c1_2)
+      storeVector(grads, ((417088 +% (nb220 *% 64)) +% 48), t224_c1_3)
     }
   }
   // fc1_bias_grad = dense_grad_bias(fc1_grad)
-  for u246 in 0..<128 {
-    var acc247: Float = Float(0)
-    for n248 in 0..<64 {
-      acc247 = (acc247 + arena[((1212416 +% (n248 *% 128)) +% u246)])
+  for u227 in 0..<128 {
+    var acc228: Float = Float(0)
+    for n229 in 0..<64 {
+      acc228 = (acc228 + arena[((1212416 +% (n229 *% 128)) +% u227)])
     }
-    grads[(420224 +% u246)] = acc247
+    grads[(420224 +% u227)] = acc228
   }
   // flat_grad = dense_grad_input(fc1_grad, fc1.weight)
-  do {  // gemm255
-    for nb249 in 0..<49 {
-      for mb250 in 0..<10 {
-        var t251_c0_0 = Vector()
-        var t251_c0_1 = Vector()
-        var t251_c0_2 = Vector()
-        var t251_c0_3 = Vector()
-        var t251_c1_0 = Vector()
-        var t251_c1_1 = Vector()
-        var t251_c1_2 = Vector()
-        var t251_c1_3 = Vector()
-        var t251_c2_0 = Vector()
-        var t251_c2_1 = Vector()
-        var t251_c2_2 = Vector()
-        var t251_c2_3 = Vector()
-        var t251_c3_0 = Vector()
-        var t251_c3_1 = Vector()
-        var t251_c3_2 = Vector()
-        var t251_c3_3 = Vector()
-        var t251_c4_0 = Vector()
-        var t251_c4_1 = Vector()
-        var t251_c4_2 = Vector()
-        var t251_c4_3 = Vector()
-        var t251_c5_0 = Vector()
-        var t251_c5_1 = Vector()
-        var t251_c5_2 = Vector()
-        var t251_c5_3 = Vector()
-        for k252 in 0..<128 {
-          let t251_b0 = loadVector(params, ((18816 +% (k252 *% 3136)) +% (nb249 *% 64)))
-          let t251_b1 = loadVector(params, (((18816 +% (k252 *% 3136)) +% (nb249 *% 64)) +% 16))
-          let t251_b2 = loadVector(params, (((18816 +% (k252 *% 3136)) +% (nb249 *% 64)) +% 32))
-          let t251_b3 = loadVector(params, (((18816 +% (k252 *% 3136)) +% (nb249 *% 64)) +% 48))
-          let t251_a0 = Vector(repeating: arena[((1212416 +% ((mb250 *% 6) *% 128)) +% k252)])
-          t251_c0_0 = t251_c0_0.addingProduct(t251_a0, t251_b0)
-          t251_c0_1 = t251_c0_1.addingProduct(t251_a0, t251_b1)
-          t251_c0_2 = t251_c0_2.addingProduct(t251_a0, t251_b2)
-          t251_c0_3 = t251_c0_3.addingProduct(t251_a0, t251_b3)
-          let t251_a1 = Vector(repeating: arena[((1212416 +% (((mb250 *% 6) +% 1) *% 128)) +% k252)])
-          t251_c1_0 = t251_c1_0.addingProduct(t251_a1, t251_b0)
-          t251_c1_1 = t251_c1_1.addingProduct(t251_a1, t251_b1)
-          t251_c1_2 = t251_c1_2.addingProduct(t251_a1, t251_b2)
-          t251_c1_3 = t251_c1_3.addingProduct(t251_a1, t251_b3)
-          let t251_a2 = Vector(repeating: arena[((1212416 +% (((mb250 *% 6) +% 2) *% 128)) +% k252)])
-          t251_c2_0 = t251_c2_0.addingProduct(t251_a2, t251_b0)
-          t251_c2_1 = t251_c2_1.addingProduct(t251_a2, t251_b1)
-          t251_c2_2 = t251_c2_2.addingProduct(t251_a2, t251_b2)
-          t251_c2_3 = t251_c2_3.addingProduct(t251_a2, t251_b3)
-          let t251_a3 = Vector(repeating: arena[((1212416 +% (((mb250 *% 6) +% 3) *% 128)) +% k252)])
-          t251_c3_0 = t251_c3_0.addingProduct(t251_a3, t251_b0)
-          t251_c3_1 = t251_c3_1.addingProduct(t251_a3, t251_b1)
-          t251_c3_2 = t251_c3_2.addingProduct(t251_a3, t251_b2)
-          t251_c3_3 = t251_c3_3.addingProduct(t251_a3, t251_b3)
-          let t251_a4 = Vector(repeating: arena[((1212416 +% (((mb250 *% 6) +% 4) *% 128)) +% k252)])
-          t251_c4_0 = t251_c4_0.addingProduct(t251_a4, t251_b0)
-          t251_c4_1 = t251_c4_1.addingProduct(t251_a4, t251_b1)
-          t251_c4_2 = t251_c4_2.addingProduct(t251_a4, t251_b2)
-          t251_c4_3 = t251_c4_3.addingProduct(t251_a4, t251_b3)
-          let t251_a5 = Vector(repeating: arena[((1212416 +% (((mb250 *% 6) +% 5) *% 128)) +% k252)])
-          t251_c5_0 = t251_c5_0.addingProduct(t251_a5, t251_b0)
-          t251_c5_1 = t251_c5_1.addingProduct(t251_a5, t251_b1)
-          t251_c5_2 = t251_c5_2.addingProduct(t251_a5, t251_b2)
-          t251_c5_3 = t251_c5_3.addingProduct(t251_a5, t251_b3)
+  do {  // gemm236
+    for nb230 in 0..<49 {
+      for mb231 in 0..<10 {
+        var t232_c0_0 = Vector()
+        var t232_c0_1 = Vector()
+        var t232_c0_2 = Vector()
+        var t232_c0_3 = Vector()
+        var t232_c1_0 = Vector()
+        var t232_c1_1 = Vector()
+        var t232_c1_2 = Vector()
+        var t232_c1_3 = Vector()
+        var t232_c2_0 = Vector()
+        var t232_c2_1 = Vector()
+        var t232_c2_2 = Vector()
+        var t232_c2_3 = Vector()
+        var t232_c3_0 = Vector()
+        var t232_c3_1 = Vector()
+        var t232_c3_2 = Vector()
+        var t232_c3_3 = Vector()
+        var t232_c4_0 = Vector()
+        var t232_c4_1 = Vector()
+        var t232_c4_2 = Vector()
+        var t232_c4_3 = Vector()
+        var t232_c5_0 = Vector()
+        var t232_c5_1 = Vector()
+        var t232_c5_2 = Vector()
+        var t232_c5_3 = Vector()
+        for k233 in 0..<128 {
+          let t232_b0 = loadVector(params, ((18816 +% (k233 *% 3136)) +% (nb230 *% 64)))
+          let t232_b1 = loadVector(params, (((18816 +% (k233 *% 3136)) +% (nb230 *% 64)) +% 16))
+          let t232_b2 = loadVector(params, (((18816 +% (k233 *% 3136)) +% (nb230 *% 64)) +% 32))
+          let t232_b3 = loadVector(params, (((18816 +% (k233 *% 3136)) +% (nb230 *% 64)) +% 48))
+          let t232_a0 = Vector(repeating: arena[((1212416 +% ((mb231 *% 6) *% 128)) +% k233)])
+          t232_c0_0 = t232_c0_0.addingProduct(t232_a0, t232_b0)
+          t232_c0_1 = t232_c0_1.addingProduct(t232_a0, t232_b1)
+          t232_c0_2 = t232_c0_2.addingProduct(t232_a0, t232_b2)
+          t232_c0_3 = t232_c0_3.addingProduct(t232_a0, t232_b3)
+          let t232_a1 = Vector(repeating: arena[((1212416 +% (((mb231 *% 6) +% 1) *% 128)) +% k233)])
+          t232_c1_0 = t232_c1_0.addingProduct(t232_a1, t232_b0)
+          t232_c1_1 = t232_c1_1.addingProduct(t232_a1, t232_b1)
+          t232_c1_2 = t232_c1_2.addingProduct(t232_a1, t232_b2)
+          t232_c1_3 = t232_c1_3.addingProduct(t232_a1, t232_b3)
+          let t232_a2 = Vector(repeating: arena[((1212416 +% (((mb231 *% 6) +% 2) *% 128)) +% k233)])
+          t232_c2_0 = t232_c2_0.addingProduct(t232_a2, t232_b0)
+          t232_c2_1 = t232_c2_1.addingProduct(t232_a2, t232_b1)
+          t232_c2_2 = t232_c2_2.addingProduct(t232_a2, t232_b2)
+          t232_c2_3 = t232_c2_3.addingProduct(t232_a2, t232_b3)
+          let t232_a3 = Vector(repeating: arena[((1212416 +% (((mb231 *% 6) +% 3) *% 128)) +% k233)])
+          t232_c3_0 = t232_c3_0.addingProduct(t232_a3, t232_b0)
+          t232_c3_1 = t232_c3_1.addingProduct(t232_a3, t232_b1)
+          t232_c3_2 = t232_c3_2.addingProduct(t232_a3, t232_b2)
+          t232_c3_3 = t232_c3_3.addingProduct(t232_a3, t232_b3)
+          let t232_a4 = Vector(repeating: arena[((1212416 +% (((mb231 *% 6) +% 4) *% 128)) +% k233)])
+          t232_c4_0 = t232_c4_0.addingProduct(t232_a4, t232_b0)
+          t232_c4_1 = t232_c4_1.addingProduct(t232_a4, t232_b1)
+          t232_c4_2 = t232_c4_2.addingProduct(t232_a4, t232_b2)
+          t232_c4_3 = t232_c4_3.addingProduct(t232_a4, t232_b3)
+          let t232_a5 = Vector(repeating: arena[((1212416 +% (((mb231 *% 6) +% 5) *% 128)) +% k233)])
+          t232_c5_0 = t232_c5_0.addingProduct(t232_a5, t232_b0)
+          t232_c5_1 = t232_c5_1.addingProduct(t232_a5, t232_b1)
+          t232_c5_2 = t232_c5_2.addingProduct(t232_a5, t232_b2)
+          t232_c5_3 = t232_c5_3.addingProduct(t232_a5, t232_b3)
         }
-        storeVector(arena, ((1221264 +% ((mb250 *% 6) *% 3136)) +% (nb249 *% 64)), t251_c0_0)
-        storeVector(arena, (((1221264 +% ((mb250 *% 6) *% 3136)) +% (nb249 *% 64)) +% 16), t251_c0_1)
-        storeVector(arena, (((1221264 +% ((mb250 *% 6) *% 3136)) +% (nb249 *% 64)) +% 32), t251_c0_2)
-        storeVector(arena, (((1221264 +% ((mb250 *% 6) *% 3136)) +% (nb249 *% 64)) +% 48), t251_c0_3)
-        storeVector(arena, ((1221264 +% (((mb250 *% 6) +% 1) *% 3136)) +% (nb249 *% 64)), t251_c1_0)
-        storeVector(arena, (((1221264 +% (((mb250 *% 6) +% 1) *% 3136)) +% (nb249 *% 64)) +% 16), t251_c1_1)
-        storeVector(arena, (((1221264 +% (((mb250 *% 6) +% 1) *% 3136)) +% (nb249 *% 64)) +% 32), t251_c1_2)
-        storeVector(arena, (((1221264 +% (((mb250 *% 6) +% 1) *% 3136)) +% (nb249 *% 64)) +% 48), t251_c1_3)
-        storeVector(arena, ((1221264 +% (((mb250 *% 6) +% 2) *% 3136)) +% (nb249 *% 64)), t251_c2_0)
-        storeVector(arena, (((1221264 +% (((mb250 *% 6) +% 2) *% 3136)) +% (nb249 *% 64)) +% 16), t251_c2_1)
-        storeVector(arena, (((1221264 +% (((mb250 *% 6) +% 2) *% 3136)) +% (nb249 *% 64)) +% 32), t251_c2_2)
-        storeVector(arena, (((1221264 +% (((mb250 *% 6) +% 2) *% 3136)) +% (nb249 *% 64)) +% 48), t251_c2_3)
-        storeVector(arena, ((1221264 +% (((mb250 *% 6) +% 3) *% 3136)) +% (nb249 *% 64)), t251_c3_0)
-        storeVector(arena, (((1221264 +% (((mb250 *% 6) +% 3) *% 3136)) +% (nb249 *% 64)) +% 16), t251_c3_1)
-        storeVector(arena, (((1221264 +% (((mb250 *% 6) +% 3) *% 3136)) +% (nb249 *% 64)) +% 32), t251_c3_2)
-        storeVector(arena, (((1221264 +% (((mb250 *% 6) +% 3) *% 3136)) +% (nb249 *% 64)) +% 48), t251_c3_3)
-        storeVector(arena, ((1221264 +% (((mb250 *% 6) +% 4) *% 3136)) +% (nb249 *% 64)), t251_c4_0)
-        storeVector(arena, (((1221264 +% (((mb250 *% 6) +% 4) *% 3136)) +% (nb249 *% 64)) +% 16), t251_c4_1)
-        storeVector(arena, (((1221264 +% (((mb250 *% 6) +% 4) *% 3136)) +% (nb249 *% 64)) +% 32), t251_c4_2)
-        storeVector(arena, (((1221264 +% (((mb250 *% 6) +% 4) *% 3136)) +% (nb249 *% 64)) +% 48), t251_c4_3)
-        storeVector(arena, ((1221264 +% (((mb250 *% 6) +% 5) *% 3136)) +% (nb249 *% 64)), t251_c5_0)
-        storeVector(arena, (((1221264 +% (((mb250 *% 6) +% 5) *% 3136)) +% (nb249 *% 64)) +% 16), t251_c5_1)
-        storeVector(arena, (((1221264 +% (((mb250 *% 6) +% 5) *% 3136)) +% (nb249 *% 64)) +% 32), t251_c5_2)
-        storeVector(arena, (((1221264 +% (((mb250 *% 6) +% 5) *% 3136)) +% (nb249 *% 64)) +% 48), t251_c5_3)
+        storeVector(arena, ((1221264 +% ((mb231 *% 6) *% 3136)) +% (nb230 *% 64)), t232_c0_0)
+        storeVector(arena, (((1221264 +% ((mb231 *% 6) *% 3136)) +% (nb230 *% 64)) +% 16), t232_c0_1)
+        storeVector(arena, (((1221264 +% ((mb231 *% 6) *% 3136)) +% (nb230 *% 64)) +% 32), t232_c0_2)
+        storeVector(arena, (((1221264 +% ((mb231 *% 6) *% 3136)) +% (nb230 *% 64)) +% 48), t232_c0_3)
+        storeVector(arena, ((1221264 +% (((mb231 *% 6) +% 1) *% 3136)) +% (nb230 *% 64)), t232_c1_0)
+        storeVector(arena, (((1221264 +% (((mb231 *% 6) +% 1) *% 3136)) +% (nb230 *% 64)) +% 16), t232_c1_1)
+        storeVector(arena, (((1221264 +% (((mb231 *% 6) +% 1) *% 3136)) +% (nb230 *% 64)) +% 32), t232_c1_2)
+        storeVector(arena, (((1221264 +% (((mb231 *% 6) +% 1) *% 3136)) +% (nb230 *% 64)) +% 48), t232_c1_3)
+        storeVector(arena, ((1221264 +% (((mb231 *% 6) +% 2) *% 3136)) +% (nb230 *% 64)), t232_c2_0)
+        storeVector(arena, (((1221264 +% (((mb231 *% 6) +% 2) *% 3136)) +% (nb230 *% 64)) +% 16), t232_c2_1)
+        storeVector(arena, (((1221264 +% (((mb231 *% 6) +% 2) *% 3136)) +% (nb230 *% 64)) +% 32), t232_c2_2)
+        storeVector(arena, (((1221264 +% (((mb231 *% 6) +% 2) *% 3136)) +% (nb230 *% 64)) +% 48), t232_c2_3)
+        storeVector(arena, ((1221264 +% (((mb231 *% 6) +% 3) *% 3136)) +% (nb230 *% 64)), t232_c3_0)
+        storeVector(arena, (((1221264 +% (((mb231 *% 6) +% 3) *% 3136)) +% (nb230 *% 64)) +% 16), t232_c3_1)
+        storeVector(arena, (((1221264 +% (((mb231 *% 6) +% 3) *% 3136)) +% (nb230 *% 64)) +% 32), t232_c3_2)
+        storeVector(arena, (((1221264 +% (((mb231 *% 6) +% 3) *% 3136)) +% (nb230 *% 64)) +% 48), t232_c3_3)
+        storeVector(arena, ((1221264 +% (((mb231 *% 6) +% 4) *% 3136)) +% (nb230 *% 64)), t232_c4_0)
+        storeVector(arena, (((1221264 +% (((mb231 *% 6) +% 4) *% 3136)) +% (nb230 *% 64)) +% 16), t232_c4_1)
+        storeVector(arena, (((1221264 +% (((mb231 *% 6) +% 4) *% 3136)) +% (nb230 *% 64)) +% 32), t232_c4_2)
+        storeVector(arena, (((1221264 +% (((mb231 *% 6) +% 4) *% 3136)) +% (nb230 *% 64)) +% 48), t232_c4_3)
+        storeVector(arena, ((1221264 +% (((mb231 *% 6) +% 5) *% 3136)) +% (nb230 *% 64)), t232_c5_0)
+        storeVector(arena, (((1221264 +% (((mb231 *% 6) +% 5) *% 3136)) +% (nb230 *% 64)) +% 16), t232_c5_1)
+        storeVector(arena, (((1221264 +% (((mb231 *% 6) +% 5) *% 3136)) +% (nb230 *% 64)) +% 32), t232_c5_2)
+        storeVector(arena, (((1221264 +% (((mb231 *% 6) +% 5) *% 3136)) +% (nb230 *% 64)) +% 48), t232_c5_3)
       }
-      var t253_c0_0 = Vector()
-      var t253_c0_1 = Vector()
-      var t253_c0_2 = Vector()
-      var t253_c0_3 = Vector()
-      var t253_c1_0 = Vector()
-      var t253_c1_1 = Vector()
-      var t253_c1_2 = Vector()
-      var t253_c1_3 = Vector()
-      var t253_c2_0 = Vector()
-      var t253_c2_1 = Vector()
-      var t253_c2_2 = Vector()
-      var t253_c2_3 = Vector()
-      var t253_c3_0 = Vector()
-      var t253_c3_1 = Vector()
-      var t253_c3_2 = Vector()
-      var t253_c3_3 = Vector()
-      for k254 in 0..<128 {
-        let t253_b0 = loadVector(params, ((18816 +% (k254 *% 3136)) +% (nb249 *% 64)))
-        let t253_b1 = loadVector(params, (((18816 +% (k254 *% 3136)) +% (nb249 *% 64)) +% 16))
-        let t253_b2 = loadVector(params, (((18816 +% (k254 *% 3136)) +% (nb249 *% 64)) +% 32))
-        let t253_b3 = loadVector(params, (((18816 +% (k254 *% 3136)) +% (nb249 *% 64)) +% 48))
-        let t253_a0 = Vector(repeating: arena[(1220096 +% k254)])
-        t253_c0_0 = t253_c0_0.addingProduct(t253_a0, t253_b0)
-        t253_c0_1 = t253_c0_1.addingProduct(t253_a0, t253_b1)
-        t253_c0_2 = t253_c0_2.addingProduct(t253_a0, t253_b2)
-        t253_c0_3 = t253_c0_3.addingProduct(t253_a0, t253_b3)
-        let t253_a1 = Vector(repeating: arena[(1220224 +% k254)])
-        t253_c1_0 = t253_c1_0.addingProduct(t253_a1, t253_b0)
-        t253_c1_1 = t253_c1_1.addingProduct(t253_a1, t253_b1)
-        t253_c1_2 = t253_c1_2.addingProduct(t253_a1, t253_b2)
-        t253_c1_3 = t253_c1_3.addingProduct(t253_a1, t253_b3)
-        let t253_a2 = Vector(repeating: arena[(1220352 +% k254)])
-        t253_c2_0 = t253_c2_0.addingProduct(t253_a2, t253_b0)
-        t253_c2_1 = t253_c2_1.addingProduct(t253_a2, t253_b1)
-        t253_c2_2 = t253_c2_2.addingProduct(t253_a2, t253_b2)
-        t253_c2_3 = t253_c2_3.addingProduct(t253_a2, t253_b3)
-        let t253_a3 = Vector(repeating: arena[(1220480 +% k254)])
-        t253_c3_0 = t253_c3_0.addingProduct(t253_a3, t253_b0)
-        t253_c3_1 = t253_c3_1.addingProduct(t253_a3, t253_b1)
-        t253_c3_2 = t253_c3_2.addingProduct(t253_a3, t253_b2)
-        t253_c3_3 = t253_c3_3.addingProduct(t253_a3, t253_b3)
+      var t234_c0_0 = Vector()
+      var t234_c0_1 = Vector()
+      var t234_c0_2 = Vector()
+      var t234_c0_3 = Vector()
+      var t234_c1_0 = Vector()
+      var t234_c1_1 = Vector()
+      var t234_c1_2 = Vector()
+      var t234_c1_3 = Vector()
+      var t234_c2_0 = Vector()
+      var t234_c2_1 = Vector()
+      var t234_c2_2 = Vector()
+      var t234_c2_3 = Vector()
+      var t234_c3_0 = Vector()
+      var t234_c3_1 = Vector()
+      var t234_c3_2 = Vector()
+      var t234_c3_3 = Vector()
+      for k235 in 0..<128 {
+        let t234_b0 = loadVector(params, ((18816 +% (k235 *% 3136)) +% (nb230 *% 64)))
+        let t234_b1 = loadVector(params, (((18816 +% (k235 *% 3136)) +% (nb230 *% 64)) +% 16))
+        let t234_b2 = loadVector(params, (((18816 +% (k235 *% 3136)) +% (nb230 *% 64)) +% 32))
+        let t234_b3 = loadVector(params, (((18816 +% (k235 *% 3136)) +% (nb230 *% 64)) +% 48))
+        let t234_a0 = Vector(repeating: arena[(1220096 +% k235)])
+        t234_c0_0 = t234_c0_0.addingProduct(t234_a0, t234_b0)
+        t234_c0_1 = t234_c0_1.addingProduct(t234_a0, t234_b1)
+        t234_c0_2 = t234_c0_2.addingProduct(t234_a0, t234_b2)
+        t234_c0_3 = t234_c0_3.addingProduct(t234_a0, t234_b3)
+        let t234_a1 = Vector(repeating: arena[(1220224 +% k235)])
+        t234_c1_0 = t234_c1_0.addingProduct(t234_a1, t234_b0)
+        t234_c1_1 = t234_c1_1.addingProduct(t234_a1, t234_b1)
+        t234_c1_2 = t234_c1_2.addingProduct(t234_a1, t234_b2)
+        t234_c1_3 = t234_c1_3.addingProduct(t234_a1, t234_b3)
+        let t234_a2 = Vector(repeating: arena[(1220352 +% k235)])
+        t234_c2_0 = t234_c2_0.addingProduct(t234_a2, t234_b0)
+        t234_c2_1 = t234_c2_1.addingProduct(t234_a2, t234_b1)
+        t234_c2_2 = t234_c2_2.addingProduct(t234_a2, t234_b2)
+        t234_c2_3 = t234_c2_3.addingProduct(t234_a2, t234_b3)
+        let t234_a3 = Vector(repeating: arena[(1220480 +% k235)])
+        t234_c3_0 = t234_c3_0.addingProduct(t234_a3, t234_b0)
+        t234_c3_1 = t234_c3_1.addingProduct(t234_a3, t234_b1)
+        t234_c3_2 = t234_c3_2.addingProduct(t234_a3, t234_b2)
+        t234_c3_3 = t234_c3_3.addingProduct(t234_a3, t234_b3)
       }
-      storeVector(arena, (1409424 +% (nb249 *% 64)), t253_c0_0)
-      storeVector(arena, ((1409424 +% (nb249 *% 64)) +% 16), t253_c0_1)
-      storeVector(arena, ((1409424 +% (nb249 *% 64)) +% 32), t253_c0_2)
-      storeVector(arena, ((1409424 +% (nb249 *% 64)) +% 48), t253_c0_3)
-      storeVector(arena, (1412560 +% (nb249 *% 64)), t253_c1_0)
-      storeVector(arena, ((1412560 +% (nb249 *% 64)) +% 16), t253_c1_1)
-      storeVector(arena, ((1412560 +% (nb249 *% 64)) +% 32), t253_c1_2)
-      storeVector(arena, ((1412560 +% (nb249 *% 64)) +% 48), t253_c1_3)
-      storeVector(arena, (1415696 +% (nb249 *% 64)), t253_c2_0)
-      storeVector(arena, ((1415696 +% (nb249 *% 64)) +% 16), t253_c2_1)
-      storeVector(arena, ((1415696 +% (nb249 *% 64)) +% 32), t253_c2_2)
-      storeVector(arena, ((1415696 +% (nb249 *% 64)) +% 48), t253_c2_3)
-      storeVector(arena, (1418832 +% (nb249 *% 64)), t253_c3_0)
-      storeVector(arena, ((1418832 +% (nb249 *% 64)) +% 16), t253_c3_1)
-      storeVector(arena, ((1418832 +% (nb249 *% 64)) +% 32), t253_c3_2)
-      storeVector(arena, ((1418832 +% (nb249 *% 64)) +% 48), t253_c3_3)
+      storeVector(arena, (1409424 +% (nb230 *% 64)), t234_c0_0)
+      storeVector(arena, ((1409424 +% (nb230 *% 64)) +% 16), t234_c0_1)
+      storeVector(arena, ((1409424 +% (nb230 *% 64)) +% 32), t234_c0_2)
+      storeVector(arena, ((1409424 +% (nb230 *% 64)) +% 48), t234_c0_3)
+      storeVector(arena, (1412560 +% (nb230 *% 64)), t234_c1_0)
+      storeVector(arena, ((1412560 +% (nb230 *% 64)) +% 16), t234_c1_1)
+      storeVector(arena, ((1412560 +% (nb230 *% 64)) +% 32), t234_c1_2)
+      storeVector(arena, ((1412560 +% (nb230 *% 64)) +% 48), t234_c1_3)
+      storeVector(arena, (1415696 +% (nb230 *% 64)), t234_c2_0)
+      storeVector(arena, ((1415696 +% (nb230 *% 64)) +% 16), t234_c2_1)
+      storeVector(arena, ((1415696 +% (nb230 *% 64)) +% 32), t234_c2_2)
+      storeVector(arena, ((1415696 +% (nb230 *% 64)) +% 48), t234_c2_3)
+      storeVector(arena, (1418832 +% (nb230 *% 64)), t234_c3_0)
+      storeVector(arena, ((1418832 +% (nb230 *% 64)) +% 16), t234_c3_1)
+      storeVector(arena, ((1418832 +% (nb230 *% 64)) +% 32), t234_c3_2)
+      storeVector(arena, ((1418832 +% (nb230 *% 64)) +% 48), t234_c3_3)
     }
   }
   // pool2_grad = flatten_grad(flat_grad, conv2)
   // conv2_grad = relu_maxpool_grad(pool2_grad, conv2, conv2.argmax)
-  for i256 in 0..<50176 {
-    storeVector(arena, ((i256 *% 16) +% 1421968), Vector(repeating: Float(0)))
+  for i237 in 0..<50176 {
+    storeVector(arena, ((i237 *% 16) +% 1421968), Vector(repeating: Float(0)))
   }
-  for q257 in 0..<4096 {
-    for i258 in 0..<49 {
-      if arena[(802816 +% ((q257 *% 49) +% i258))] > Float(0) {
-        arena[((1421968 +% (q257 *% 196)) +% Int(arena[(1003520 +% ((q257 *% 49) +% i258))]))] += arena[(1221264 +% ((q257 *% 49) +% i258))]
+  for q238 in 0..<4096 {
+    for i239 in 0..<49 {
+      if arena[(802816 +% ((q238 *% 49) +% i239))] > Float(0) {
+        arena[((1421968 +% (q238 *% 196)) +% Int(arena[(1003520 +% ((q238 *% 49) +% i239))]))] += arena[(1221264 +% ((q238 *% 49) +% i239))]
       }
     }
   }
   // conv2_weight_grad = conv2d_grad_weight(conv2_grad, conv1)
-  for i259 in 0..<2048 {
-    storeVector(arena, ((i259 *% 16) +% 898816), Vector(repeating: Float(0)))
+  for i240 in 0..<2048 {
+    storeVector(arena, ((i240 *% 16) +% 898816), Vector(repeating: Float(0)))
   }
-  for i260 in 0..<512 {
-    storeVector(arena, ((i260 *% 16) +% 802816), Vector(repeating: Float(0)))
+  for i241 in 0..<512 {
+    storeVector(arena, ((i241 *% 16) +% 802816), Vector(repeating: Float(0)))
   }
-  for i261 in 0..<784 {
-    storeVector(arena, ((i261 *% 16) +% 836096), Vector(repeating: Float(0)))
+  for i242 in 0..<784 {
+    storeVector(arena, ((i242 *% 16) +% 836096), Vector(repeating: Float(0)))
   }
-  for g262 in 0..<64 {
-    for j263 in 0..<1 {
-      for c264 in 0..<32 {
-        for iy265 in 0..<14 {
-          for ix266 in 0..<14 {
-            arena[(802816 +% ((((j263 *% 8192) +% ((iy265 +% 1) *% 512)) +% ((ix266 +% 1) *% 32)) +% c264))] = arena[(((((g262 +% j263) *% 6272) +% (c264 *% 196)) +% (iy265 *% 14)) +% ix266)]
+  for g243 in 0..<64 {
+    for j244 in 0..<1 {
+      for c245 in 0..<32 {
+        for iy246 in 0..<14 {
+          for ix247 in 0..<14 {
+            arena[(802816 +% ((((j244 *% 8192) +% ((iy246 +% 1) *% 512)) +% ((ix247 +% 1) *% 32)) +% c245))] = arena[(((((g243 +% j244) *% 6272) +% (c245 *% 196)) +% (iy246 *% 14)) +% ix247)]
           }
         }
       }
     }
-    for j267 in 0..<1 {
-      for ty268 in 0..<7 {
-        for tx269 in 0..<7 {
-          for cv270 in 0..<2 {
-            let w271 = (loadVector(arena, (802816 +% ((((j267 *% 8192) +% ((ty268 *% 2) *% 512)) +% ((tx269 *% 2) *% 32)) +% (cv270 *% 16)))) - loadVector(arena, (802816 +% ((((j267 *% 8192) +% (((ty268 *% 2) +% 2) *% 512)) +% ((tx269 *% 2) *% 32)) +% (cv270 *% 16)))))
-            let w272 = (loadVector(arena, (802816 +% ((((j267 *% 8192) +% (((ty268 *% 2) +% 1) *% 512)) +% ((tx269 *% 2) *% 32)) +% (cv270 *% 16)))) + loadVector(arena, (802816 +% ((((j267 *% 8192) +% (((ty268 *% 2) +% 2) *% 512)) +% ((tx269 *% 2) *% 32)) +% (cv270 *% 16)))))
-            let w273 = (loadVector(arena, (802816 +% ((((j267 *% 8192) +% (((ty268 *% 2) +% 2) *% 512)) +% ((tx269 *% 2) *% 32)) +% (cv270 *% 16)))) - loadVector(arena, (802816 +% ((((j267 *% 8192) +% (((ty268 *% 2) +% 1) *% 512)) +% ((tx269 *% 2) *% 32)) +% (cv270 *% 16)))))
-            let w274 = (loadVector(arena, (802816 +% ((((j267 *% 8192) +% (((ty268 *% 2) +% 1) *% 512)) +% ((tx269 *% 2) *% 32)) +% (cv270 *% 16)))) - loadVector(arena, (802816 +% ((((j267 *% 8192) +% (((ty268 *% 2) +% 3) *% 512)) +% ((tx269 *% 2) *% 32)) +% (cv270 *% 16)))))
-            let w275 = (loadVector(arena, (802816 +% ((((j267 *% 8192) +% ((ty268 *% 2) *% 512)) +% (((tx269 *% 2) +% 1) *% 32)) +% (cv270 *% 16)))) - loadVector(arena, (802816 +% ((((j267 *% 8192) +% (((ty268 *% 2) +% 2) *% 512)) +% (((tx269 *% 2) +% 1) *% 32)) +% (cv270 *% 16)))))
-            let w276 = (loadVector(arena, (802816 +% ((((j267 *% 8192) +% (((ty268 *% 2) +% 1) *% 512)) +% (((tx269 *% 2) +% 1) *% 32)) +% (cv270 *% 16)))) + loadVector(arena, (802816 +% ((((j267 *% 8192) +% (((ty268 *% 2) +% 2) *% 512)) +% (((tx269 *% 2) +% 1) *% 32)) +% (cv270 *% 16)))))
-            let w277 = (loadVector(arena, (802816 +% ((((j267 *% 8192) +% (((ty268 *% 2) +% 2) *% 512)) +% (((tx269 *% 2) +% 1) *% 32)) +% (cv270 *% 16)))) - loadVector(arena, (802816 +% ((((j267 *% 8192) +% (((ty268 *% 2) +% 1) *% 512)) +% (((tx269 *% 2) +% 1) *% 32)) +% (cv270 *% 16)))))
-            let w278 = (loadVector(arena, (802816 +% ((((j267 *% 8192) +% (((ty268 *% 2) +% 1) *% 512)) +% (((tx269 *% 2) +% 1) *% 32)) +% (cv270 *% 16)))) - loadVector(arena, (802816 +% ((((j267 *% 8192) +% (((ty268 *% 2) +% 3) *% 512)) +% (((tx269 *% 2) +% 1) *% 32)) +% (cv270 *% 16)))))
-            let w279 = (loadVector(arena, (802816 +% ((((j267 *% 8192) +% ((ty268 *% 2) *% 512)) +% (((tx269 *% 2) +% 2) *% 32)) +% (cv270 *% 16)))) - loadVector(arena, (802816 +% ((((j267 *% 8192) +% (((ty268 *% 2) +% 2) *% 512)) +% (((tx269 *% 2) +% 2) *% 32)) +% (cv270 *% 16)))))
-            let w280 = (loadVector(arena, (802816 +% ((((j267 *% 8192) +% (((ty268 *% 2) +% 1) *% 512)) +% (((tx269 *% 2) +% 2) *% 32)) +% (cv270 *% 16)))) + loadVector(arena, (802816 +% ((((j267 *% 8192) +% (((ty268 *% 2) +% 2) *% 512)) +% (((tx269 *% 2) +% 2) *% 32)) +% (cv270 *% 16)))))
-            let w281 = (loadVector(arena, (802816 +% ((((j267 *% 8192) +% (((ty268 *% 2) +% 2) *% 512)) +% (((tx269 *% 2) +% 2) *% 32)) +% (cv270 *% 16)))) - loadVector(arena, (802816 +% ((((j267 *% 8192) +% (((ty268 *% 2) +% 1) *% 512)) +% (((tx269 *% 2) +% 2) *% 32)) +% (cv270 *% 16)))))
-            let w282 = (loadVector(arena, (802816 +% ((((j267 *% 8192) +% (((ty268 *% 2) +% 1) *% 512)) +% (((tx269 *% 2) +% 2) *% 32)) +% (cv270 *% 16)))) - loadVector(arena, (802816 +% ((((j267 *% 8192) +% (((ty268 *% 2) +% 3) *% 512)) +% (((tx269 *% 2) +% 2) *% 32)) +% (cv270 *% 16)))))
-            let w283 = (loadVector(arena, (802816 +% ((((j267 *% 8192) +% ((ty268 *% 2) *% 512)) +% (((tx269 *% 2) +% 3) *% 32)) +% (cv270 *% 16)))) - loadVector(arena, (802816 +% ((((j267 *% 8192) +% (((ty268 *% 2) +% 2) *% 512)) +% (((tx269 *% 2) +% 3) *% 32)) +% (cv270 *% 16)))))
-            let w284 = (loadVector(arena, (802816 +% ((((j267 *% 8192) +% (((ty268 *% 2) +% 1) *% 512)) +% (((tx269 *% 2) +% 3) *% 32)) +% (cv270 *% 16)))) + loadVector(arena, (802816 +% ((((j267 *% 8192) +% (((ty268 *% 2) +% 2) *% 512)) +% (((tx269 *% 2) +% 3) *% 32)) +% (cv270 *% 16)))))
-            let w285 = (loadVector(arena, (802816 +% ((((j267 *% 8192) +% (((ty268 *% 2) +% 2) *% 512)) +% (((tx269 *% 2) +% 3) *% 32)) +% (cv270 *% 16)))) - loadVector(arena, (802816 +% ((((j267 *% 8192) +% (((ty268 *% 2) +% 1) *% 512)) +% (((tx269 *% 2) +% 3) *% 32)) +% (cv270 *% 16)))))
-            let w286 = (loadVector(arena, (802816 +% ((((j267 *% 8192) +% (((ty268 *% 2) +% 1) *% 512)) +% (((tx269 *% 2) +% 3) *% 32)) +% (cv270 *% 16)))) - loadVector(arena, (802816 +% ((((j267 *% 8192) +% (((ty268 *% 2) +% 3) *% 512)) +% (((tx269 *% 2) +% 3) *% 32)) +% (cv270 *% 16)))))
-            let w287 = (w271 - w279)
-            let w288 = (w275 + w279)
-            let w289 = (w279 - w275)
-            let w290 = (w275 - w283)
-            let w291 = (w272 - w280)
-            let w292 = (w276 + w280)
-            let w293 = (w280 - w276)
-            let w294 = (w276 - w284)
-            let w295 = (w273 - w281)
-            let w296 = (w277 + w281)
-            let w297 = (w281 - w277)
-            let w298 = (w277 - w285)
-            let w299 = (w274 - w282)
-            let w300 = (w278 + w282)
-            let w301 = (w282 - w278)
-            let w302 = (w278 - w286)
-            storeVector(arena, ((811008 +% ((((j267 *% 49) +% (ty268 *% 7)) +% tx269) *% 32)) +% (cv270 *% 16)), w287)
-            storeVector(arena, ((812576 +% ((((j267 *% 49) +% (ty268 *% 7)) +% tx269) *% 32)) +% (cv270 *% 16)), w288)
-            storeVector(arena, ((814144 +% ((((j267 *% 49) +% (ty268 *% 7)) +% tx269) *% 32)) +% (cv270 *% 16)), w289)
-            storeVector(arena, ((815712 +% ((((j267 *% 49) +% (ty268 *% 7)) +% tx269) *% 32)) +% (cv270 *% 16)), w290)
-            storeVector(arena, ((817280 +% ((((j267 *% 49) +% (ty268 *% 7)) +% tx269) *% 32)) +% (cv270 *% 16)), w291)
-            storeVector(arena, ((818848 +% ((((j267 *% 49) +% (ty268 *% 7)) +% tx269) *% 32)) +% (cv270 *% 16)), w292)
-            storeVector(arena, ((820416 +% ((((j267 *% 49) +% (ty268 *% 7)) +% tx269) *% 32)) +% (cv270 *% 16)), w293)
-            storeVector(arena, ((821984 +% ((((j267 *% 49) +% (ty268 *% 7)) +% tx269) *% 32)) +% (cv270 *% 16)), w294)
-            storeVector(arena, ((823552 +% ((((j267 *% 49) +% (ty268 *% 7)) +% tx269) *% 32)) +% (cv270 *% 16)), w295)
-            storeVector(arena, ((825120 +% ((((j267 *% 49) +% (ty268 *% 7)) +% tx269) *% 32)) +% (cv270 *% 16)), w296)
-            storeVector(arena, ((826688 +% ((((j267 *% 49) +% (ty268 *% 7)) +% tx269) *% 32)) +% (cv270 *% 16)), w297)
-            storeVector(arena, ((828256 +% ((((j267 *% 49) +% (ty268 *% 7)) +% tx269) *% 32)) +% (cv270 *% 16)), w298)
-            storeVector(arena, ((829824 +% ((((j267 *% 49) +% (ty268 *% 7)) +% tx269) *% 32)) +% (cv270 *% 16)), w299)
-            storeVector(arena, ((831392 +% ((((j267 *% 49) +% (ty268 *% 7)) +% tx269) *% 32)) +% (cv270 *% 16)), w300)
-            storeVector(arena, ((832960 +% ((((j267 *% 49) +% (ty268 *% 7)) +% tx269) *% 32)) +% (cv270 *% 16)), w301)
-            storeVector(arena, ((834528 +% ((((j267 *% 49) +% (ty268 *% 7)) +% tx269) *% 32)) +% (cv270 *% 16)), w302)
+    for j248 in 0..<1 {
+      for ty249 in 0..<7 {
+        for tx250 in 0..<7 {
+          for cv251 in 0..<2 {
+            let w252 = (loadVector(arena, (802816 +% ((((j248 *% 8192) +% ((ty249 *% 2) *% 512)) +% ((tx250 *% 2) *% 32)) +% (cv251 *% 16)))) - loadVector(arena, (802816 +% ((((j248 *% 8192) +% (((ty249 *% 2) +% 2) *% 512)) +% ((tx250 *% 2) *% 32)) +% (cv251 *% 16)))))
+            let w253 = (loadVector(arena, (802816 +% ((((j248 *% 8192) +% (((ty249 *% 2) +% 1) *% 512)) +% ((tx250 *% 2) *% 32)) +% (cv251 *% 16)))) + loadVector(arena, (802816 +% ((((j248 *% 8192) +% (((ty249 *% 2) +% 2) *% 512)) +% ((tx250 *% 2) *% 32)) +% (cv251 *% 16)))))
+            let w254 = (loadVector(arena, (802816 +% ((((j248 *% 8192) +% (((ty249 *% 2) +% 2) *% 512)) +% ((tx250 *% 2) *% 32)) +% (cv251 *% 16)))) - loadVector(arena, (802816 +% ((((j248 *% 8192) +% (((ty249 *% 2) +% 1) *% 512)) +% ((tx250 *% 2) *% 32)) +% (cv251 *% 16)))))
+            let w255 = (loadVector(arena, (802816 +% ((((j248 *% 8192) +% (((ty249 *% 2) +% 1) *% 512)) +% ((tx250 *% 2) *% 32)) +% (cv251 *% 16)))) - loadVector(arena, (802816 +% ((((j248 *% 8192) +% (((ty249 *% 2) +% 3) *% 512)) +% ((tx250 *% 2) *% 32)) +% (cv251 *% 16)))))
+            let w256 = (loadVector(arena, (802816 +% ((((j248 *% 8192) +% ((ty249 *% 2) *% 512)) +% (((tx250 *% 2) +% 1) *% 32)) +% (cv251 *% 16)))) - loadVector(arena, (802816 +% ((((j248 *% 8192) +% (((ty249 *% 2) +% 2) *% 512)) +% (((tx250 *% 2) +% 1) *% 32)) +% (cv251 *% 16)))))
+            let w257 = (loadVector(arena, (802816 +% ((((j248 *% 8192) +% (((ty249 *% 2) +% 1) *% 512)) +% (((tx250 *% 2) +% 1) *% 32)) +% (cv251 *% 16)))) + loadVector(arena, (802816 +% ((((j248 *% 8192) +% (((ty249 *% 2) +% 2) *% 512)) +% (((tx250 *% 2) +% 1) *% 32)) +% (cv251 *% 16)))))
+            let w258 = (loadVector(arena, (802816 +% ((((j248 *% 8192) +% (((ty249 *% 2) +% 2) *% 512)) +% (((tx250 *% 2) +% 1) *% 32)) +% (cv251 *% 16)))) - loadVector(arena, (802816 +% ((((j248 *% 8192) +% (((ty249 *% 2) +% 1) *% 512)) +% (((tx250 *% 2) +% 1) *% 32)) +% (cv251 *% 16)))))
+            let w259 = (loadVector(arena, (802816 +% ((((j248 *% 8192) +% (((ty249 *% 2) +% 1) *% 512)) +% (((tx250 *% 2) +% 1) *% 32)) +% (cv251 *% 16)))) - loadVector(arena, (802816 +% ((((j248 *% 8192) +% (((ty249 *% 2) +% 3) *% 512)) +% (((tx250 *% 2) +% 1) *% 32)) +% (cv251 *% 16)))))
+            let w260 = (loadVector(arena, (802816 +% ((((j248 *% 8192) +% ((ty249 *% 2) *% 512)) +% (((tx250 *% 2) +% 2) *% 32)) +% (cv251 *% 16)))) - loadVector(arena, (802816 +% ((((j248 *% 8192) +% (((ty249 *% 2) +% 2) *% 512)) +% (((tx250 *% 2) +% 2) *% 32)) +% (cv251 *% 16)))))
+            let w261 = (loadVector(arena, (802816 +% ((((j248 *% 8192) +% (((ty249 *% 2) +% 1) *% 512)) +% (((tx250 *% 2) +% 2) *% 32)) +% (cv251 *% 16)))) + loadVector(arena, (802816 +% ((((j248 *% 8192) +% (((ty249 *% 2) +% 2) *% 512)) +% (((tx250 *% 2) +% 2) *% 32)) +% (cv251 *% 16)))))
+            let w262 = (loadVector(arena, (802816 +% ((((j248 *% 8192) +% (((ty249 *% 2) +% 2) *% 512)) +% (((tx250 *% 2) +% 2) *% 32)) +% (cv251 *% 16)))) - loadVector(arena, (802816 +% ((((j248 *% 8192) +% (((ty249 *% 2) +% 1) *% 512)) +% (((tx250 *% 2) +% 2) *% 32)) +% (cv251 *% 16)))))
+            let w263 = (loadVector(arena, (802816 +% ((((j248 *% 8192) +% (((ty249 *% 2) +% 1) *% 512)) +% (((tx250 *% 2) +% 2) *% 32)) +% (cv251 *% 16)))) - loadVector(arena, (802816 +% ((((j248 *% 8192) +% (((ty249 *% 2) +% 3) *% 512)) +% (((tx250 *% 2) +% 2) *% 32)) +% (cv251 *% 16)))))
+            let w264 = (loadVector(arena, (802816 +% ((((j248 *% 8192) +% ((ty249 *% 2) *% 512)) +% (((tx250 *% 2) +% 3) *% 32)) +% (cv251 *% 16)))) - loadVector(arena, (802816 +% ((((j248 *% 8192) +% (((ty249 *% 2) +% 2) *% 512)) +% (((tx250 *% 2) +% 3) *% 32)) +% (cv251 *% 16)))))
+            let w265 = (loadVector(arena, (802816 +% ((((j248 *% 8192) +% (((ty249 *% 2) +% 1) *% 512)) +% (((tx250 *% 2) +% 3) *% 32)) +% (cv251 *% 16)))) + loadVector(arena, (802816 +% ((((j248 *% 8192) +% (((ty249 *% 2) +% 2) *% 512)) +% (((tx250 *% 2) +% 3) *% 32)) +% (cv251 *% 16)))))
+            let w266 = (loadVector(arena, (802816 +% ((((j248 *% 8192) +% (((ty249 *% 2) +% 2) *% 512)) +% (((tx250 *% 2) +% 3) *% 32)) +% (cv251 *% 16)))) - loadVector(arena, (802816 +% ((((j248 *% 8192) +% (((ty249 *% 2) +% 1) *% 512)) +% (((tx250 *% 2) +% 3) *% 32)) +% (cv251 *% 16)))))
+            let w267 = (loadVector(arena, (802816 +% ((((j248 *% 8192) +% (((ty249 *% 2) +% 1) *% 512)) +% (((tx250 *% 2) +% 3) *% 32)) +% (cv251 *% 16)))) - loadVector(arena, (802816 +% ((((j248 *% 8192) +% (((ty249 *% 2) +% 3) *% 512)) +% (((tx250 *% 2) +% 3) *% 32)) +% (cv251 *% 16)))))
+            let w268 = (w252 - w260)
+            let w269 = (w256 + w260)
+            let w270 = (w260 - w256)
+            let w271 = (w256 - w264)
+            let w272 = (w253 - w261)
+            let w273 = (w257 + w261)
+            let w274 = (w261 - w257)
+            let w275 = (w257 - w265)
+            let w276 = (w254 - w262)
+            let w277 = (w258 + w262)
+            let w278 = (w262 - w258)
+            let w279 = (w258 - w266)
+            let w280 = (w255 - w263)
+            let w281 = (w259 + w263)
+            let w282 = (w263 - w259)
+            let w283 = (w259 - w267)
+            storeVector(arena, ((811008 +% ((((j248 *% 49) +% (ty249 *% 7)) +% tx250) *% 32)) +% (cv251 *% 16)), w268)
+            storeVector(arena, ((812576 +% ((((j248 *% 49) +% (ty249 *% 7)) +% tx250) *% 32)) +% (cv251 *% 16)), w269)
+            storeVector(arena, ((814144 +% ((((j248 *% 49) +% (ty249 *% 7)) +% tx250) *% 32)) +% (cv251 *% 16)), w270)
+            storeVector(arena, ((815712 +% ((((j248 *% 49) +% (ty249 *% 7)) +% tx250) *% 32)) +% (cv251 *% 16)), w271)
+            storeVector(arena, ((817280 +% ((((j248 *% 49) +% (ty249 *% 7)) +% tx250) *% 32)) +% (cv251 *% 16)), w272)
+            storeVector(arena, ((818848 +% ((((j248 *% 49) +% (ty249 *% 7)) +% tx250) *% 32)) +% (cv251 *% 16)), w273)
+            storeVector(arena, ((820416 +% ((((j248 *% 49) +% (ty249 *% 7)) +% tx250) *% 32)) +% (cv251 *% 16)), w274)
+            storeVector(arena, ((821984 +% ((((j248 *% 49) +% (ty249 *% 7)) +% tx250) *% 32)) +% (cv251 *% 16)), w275)
+            storeVector(arena, ((823552 +% ((((j248 *% 49) +% (ty249 *% 7)) +% tx250) *% 32)) +% (cv251 *% 16)), w276)
+            storeVector(arena, ((825120 +% ((((j248 *% 49) +% (ty249 *% 7)) +% tx250) *% 32)) +% (cv251 *% 16)), w277)
+            storeVector(arena, ((826688 +% ((((j248 *% 49) +% (ty249 *% 7)) +% tx250) *% 32)) +% (cv251 *% 16)), w278)
+            storeVector(arena, ((828256 +% ((((j248 *% 49) +% (ty249 *% 7)) +% tx250) *% 32)) +% (cv251 *% 16)), w279)
+            storeVector(arena, ((829824 +% ((((j248 *% 49) +% (ty249 *% 7)) +% tx250) *% 32)) +% (cv251 *% 16)), w280)
+            storeVector(arena, ((831392 +% ((((j248 *% 49) +% (ty249 *% 7)) +% tx250) *% 32)) +% (cv251 *% 16)), w281)
+            storeVector(arena, ((832960 +% ((((j248 *% 49) +% (ty249 *% 7)) +% tx250) *% 32)) +% (cv251 *% 16)), w282)
+            storeVector(arena, ((834528 +% ((((j248 *% 49) +% (ty249 *% 7)) +% tx250) *% 32)) +% (cv251 *% 16)), w283)
           }
         }
       }
     }
-    for j303 in 0..<1 {
-      for c304 in 0..<64 {
-        for iy305 in 0..<14 {
-          for ix306 in 0..<14 {
-            arena[(836096 +% ((((j303 *% 12544) +% (iy305 *% 896)) +% (ix306 *% 64)) +% c304))] = arena[((((1421968 +% ((g262 +% j303) *% 12544)) +% (c304 *% 196)) +% (iy305 *% 14)) +% ix306)]
+    for j284 in 0..<1 {
+      for c285 in 0..<64 {
+        for iy286 in 0..<14 {
+          for ix287 in 0..<14 {
+            arena[(836096 +% ((((j284 *% 12544) +% (iy286 *% 896)) +% (ix287 *% 64)) +% c285))] = arena[((((1421968 +% ((g243 +% j284) *% 12544)) +% (c285 *% 196)) +% (iy286 *% 14)) +% ix287)]
           }
         }
       }
     }
-    for j307 in 0..<1 {
-      for ty308 in 0..<7 {
-        for tx309 in 0..<7 {
-          for cv310 in 0..<4 {
-            let w311 = loadVector(arena, (836096 +% ((((j307 *% 12544) +% ((ty308 *% 2) *% 896)) +% ((tx309 *% 2) *% 64)) +% (cv310 *% 16))))
-            let w312 = (loadVector(arena, (836096 +% ((((j307 *% 12544) +% ((ty308 *% 2) *% 896)) +% ((tx309 *% 2) *% 64)) +% (cv310 *% 16)))) + loadVector(arena, (836096 +% ((((j307 *% 12544) +% (((ty308 *% 2) +% 1) *% 896)) +% ((tx309 *% 2) *% 64)) +% (cv310 *% 16)))))
-            let w313 = (loadVector(arena, (836096 +% ((((j307 *% 12544) +% ((ty308 *% 2) *% 896)) +% ((tx309 *% 2) *% 64)) +% (cv310 *% 16)))) - loadVector(arena, (836096 +% ((((j307 *% 12544) +% (((ty308 *% 2) +% 1) *% 896)) +% ((tx309 *% 2) *% 64)) +% (cv310 *% 16)))))
-            let w314 = (loadVector(arena, (836096 +% ((((j307 *% 12544) +% (((ty308 *% 2) +% 1) *% 896)) +% ((tx309 *% 2) *% 64)) +% (cv310 *% 16)))) * Vector(repeating: Float(-1)))
-            let w315 = loadVector(arena, (836096 +% ((((j307 *% 12544) +% ((ty308 *% 2) *% 896)) +% (((tx309 *% 2) +% 1) *% 64)) +% (cv310 *% 16))))
-            let w316 = (loadVector(arena, (836096 +% ((((j307 *% 12544) +% ((ty308 *% 2) *% 896)) +% (((tx309 *% 2) +% 1) *% 64)) +% (cv310 *% 16)))) + loadVector(arena, (836096 +% ((((j307 *% 12544) +% (((ty308 *% 2) +% 1) *% 896)) +% (((tx309 *% 2) +% 1) *% 64)) +% (cv310 *% 16)))))
-            let w317 = (loadVector(arena, (836096 +% ((((j307 *% 12544) +% ((ty308 *% 2) *% 896)) +% (((tx309 *% 2) +% 1) *% 64)) +% (cv310 *% 16)))) - loadVector(arena, (836096 +% ((((j307 *% 12544) +% (((ty308 *% 2) +% 1) *% 896)) +% (((tx309 *% 2) +% 1) *% 64)) +% (cv310 *% 16)))))
-            let w318 = (loadVector(arena, (836096 +% ((((j307 *% 12544) +% (((ty308 *% 2) +% 1) *% 896)) +% (((tx309 *% 2) +% 1) *% 64)) +% (cv310 *% 16)))) * Vector(repeating: Float(-1)))
-            let w319 = w311
-            let w320 = (w311 + w315)
-            let w321 = (w311 - w315)
-            let w322 = (w315 * Vector(repeating: Float(-1)))
-            let w323 = w312
-            let w324 = (w312 + w316)
-            let w325 = (w312 - w316)
-            let w326 = (w316 * Vector(repeating: Float(-1)))
-            let w327 = w313
-            let w328 = (w313 + w317)
-            let w329 = (w313 - w317)
-            let w330 = (w317 * Vector(repeating: Float(-1)))
-            let w331 = w314
-            let w332 = (w314 + w318)
-            let w333 = (w314 - w318)
-            let w334 = (w318 * Vector(repeating: Float(-1)))
-            storeVector(arena, ((848640 +% ((((j307 *% 49) +% (ty308 *% 7)) +% tx309) *% 64)) +% (cv310 *% 16)), w319)
-            storeVector(arena, ((851776 +% ((((j307 *% 49) +% (ty308 *% 7)) +% tx309) *% 64)) +% (cv310 *% 16)), w320)
-            storeVector(arena, ((854912 +% ((((j307 *% 49) +% (ty308 *% 7)) +% tx309) *% 64)) +% (cv310 *% 16)), w321)
-            storeVector(arena, ((858048 +% ((((j307 *% 49) +% (ty308 *% 7)) +% tx309) *% 64)) +% (cv310 *% 16)), w322)
-            storeVector(arena, ((861184 +% ((((j307 *% 49) +% (ty308 *% 7)) +% tx309) *% 64)) +% (cv310 *% 16)), w323)
-            storeVector(arena, ((864320 +% ((((j307 *% 49) +% (ty308 *% 7)) +% tx309) *% 64)) +% (cv310 *% 16)), w324)
-            storeVector(arena, ((867456 +% ((((j307 *% 49) +% (ty308 *% 7)) +% tx309) *% 64)) +% (cv310 *% 16)), w325)
-            storeVector(arena, ((870592 +% ((((j307 *% 49) +% (ty308 *% 7)) +% tx309) *% 64)) +% (cv310 *% 16)), w326)
-            storeVector(arena, ((873728 +% ((((j307 *% 49) +% (ty308 *% 7)) +% tx309) *% 64)) +% (cv310 *% 16)), w327)
-            storeVector(arena, ((876864 +% ((((j307 *% 49) +% (ty308 *% 7)) +% tx309) *% 64)) +% (cv310 *% 16)), w328)
-            storeVector(arena, ((880000 +% ((((j307 *% 49) +% (ty308 *% 7)) +% tx309) *% 64)) +% (cv310 *% 16)), w329)
-            storeVector(arena, ((883136 +% ((((j307 *% 49) +% (ty308 *% 7)) +% tx309) *% 64)) +% (cv310 *% 16)), w330)
-            storeVector(arena, ((886272 +% ((((j307 *% 49) +% (ty308 *% 7)) +% tx309) *% 64)) +% (cv310 *% 16)), w331)
-            storeVector(arena, ((889408 +% ((((j307 *% 49) +% (ty308 *% 7)) +% tx309) *% 64)) +% (cv310 *% 16)), w332)
-            storeVector(arena, ((892544 +% ((((j307 *% 49) +% (ty308 *% 7)) +% tx309) *% 64)) +% (cv310 *% 16)), w333)
-            storeVector(arena, ((895680 +% ((((j307 *% 49) +% (ty308 *% 7)) +% tx309) *% 64)) +% (cv310 *% 16)), w334)
+    for j288 in 0..<1 {
+      for ty289 in 0..<7 {
+        for tx290 in 0..<7 {
+          for cv291 in 0..<4 {
+            let w292 = loadVector(arena, (836096 +% ((((j288 *% 12544) +% ((ty289 *% 2) *% 896)) +% ((tx290 *% 2) *% 64)) +% (cv291 *% 16))))
+            let w293 = (loadVector(arena, (836096 +% ((((j288 *% 12544) +% ((ty289 *% 2) *% 896)) +% ((tx290 *% 2) *% 64)) +% (cv291 *% 16)))) + loadVector(arena, (836096 +% ((((j288 *% 12544) +% (((ty289 *% 2) +% 1) *% 896)) +% ((tx290 *% 2) *% 64)) +% (cv291 *% 16)))))
+            let w294 = (loadVector(arena, (836096 +% ((((j288 *% 12544) +% ((ty289 *% 2) *% 896)) +% ((tx290 *% 2) *% 64)) +% (cv291 *% 16)))) - loadVector(arena, (836096 +% ((((j288 *% 12544) +% (((ty289 *% 2) +% 1) *% 896)) +% ((tx290 *% 2) *% 64)) +% (cv291 *% 16)))))
+            let w295 = (loadVector(arena, (836096 +% ((((j288 *% 12544) +% (((ty289 *% 2) +% 1) *% 896)) +% ((tx290 *% 2) *% 64)) +% (cv291 *% 16)))) * Vector(repeating: Float(-1)))
+            let w296 = loadVector(arena, (836096 +% ((((j288 *% 12544) +% ((ty289 *% 2) *% 896)) +% (((tx290 *% 2) +% 1) *% 64)) +% (cv291 *% 16))))
+            let w297 = (loadVector(arena, (836096 +% ((((j288 *% 12544) +% ((ty289 *% 2) *% 896)) +% (((tx290 *% 2) +% 1) *% 64)) +% (cv291 *% 16)))) + loadVector(arena, (836096 +% ((((j288 *% 12544) +% (((ty289 *% 2) +% 1) *% 896)) +% (((tx290 *% 2) +% 1) *% 64)) +% (cv291 *% 16)))))
+            let w298 = (loadVector(arena, (836096 +% ((((j288 *% 12544) +% ((ty289 *% 2) *% 896)) +% (((tx290 *% 2) +% 1) *% 64)) +% (cv291 *% 16)))) - loadVector(arena, (836096 +% ((((j288 *% 12544) +% (((ty289 *% 2) +% 1) *% 896)) +% (((tx290 *% 2) +% 1) *% 64)) +% (cv291 *% 16)))))
+            let w299 = (loadVector(arena, (836096 +% ((((j288 *% 12544) +% (((ty289 *% 2) +% 1) *% 896)) +% (((tx290 *% 2) +% 1) *% 64)) +% (cv291 *% 16)))) * Vector(repeating: Float(-1)))
+            let w300 = w292
+            let w301 = (w292 + w296)
+            let w302 = (w292 - w296)
+            let w303 = (w296 * Vector(repeating: Float(-1)))
+            let w304 = w293
+            let w305 = (w293 + w297)
+            let w306 = (w293 - w297)
+            let w307 = (w297 * Vector(repeating: Float(-1)))
+            let w308 = w294
+            let w309 = (w294 + w298)
+            let w310 = (w294 - w298)
+            let w311 = (w298 * Vector(repeating: Float(-1)))
+            let w312 = w295
+            let w313 = (w295 + w299)
+            let w314 = (w295 - w299)
+            let w315 = (w299 * Vector(repeating: Float(-1)))
+            storeVector(arena, ((848640 +% ((((j288 *% 49) +% (ty289 *% 7)) +% tx290) *% 64)) +% (cv291 *% 16)), w300)
+            storeVector(arena, ((851776 +% ((((j288 *% 49) +% (ty289 *% 7)) +% tx290) *% 64)) +% (cv291 *% 16)), w301)
+            storeVector(arena, ((854912 +% ((((j288 *% 49) +% (ty289 *% 7)) +% tx290) *% 64)) +% (cv291 *% 16)), w302)
+            storeVector(arena, ((858048 +% ((((j288 *% 49) +% (ty289 *% 7)) +% tx290) *% 64)) +% (cv291 *% 16)), w303)
+            storeVector(arena, ((861184 +% ((((j288 *% 49) +% (ty289 *% 7)) +% tx290) *% 64)) +% (cv291 *% 16)), w304)
+            storeVector(arena, ((864320 +% ((((j288 *% 49) +% (ty289 *% 7)) +% tx290) *% 64)) +% (cv291 *% 16)), w305)
+            storeVector(arena, ((867456 +% ((((j288 *% 49) +% (ty289 *% 7)) +% tx290) *% 64)) +% (cv291 *% 16)), w306)
+            storeVector(arena, ((870592 +% ((((j288 *% 49) +% (ty289 *% 7)) +% tx290) *% 64)) +% (cv291 *% 16)), w307)
+            storeVector(arena, ((873728 +% ((((j288 *% 49) +% (ty289 *% 7)) +% tx290) *% 64)) +% (cv291 *% 16)), w308)
+            storeVector(arena, ((876864 +% ((((j288 *% 49) +% (ty289 *% 7)) +% tx290) *% 64)) +% (cv291 *% 16)), w309)
+            storeVector(arena, ((880000 +% ((((j288 *% 49) +% (ty289 *% 7)) +% tx290) *% 64)) +% (cv291 *% 16)), w310)
+            storeVector(arena, ((883136 +% ((((j288 *% 49) +% (ty289 *% 7)) +% tx290) *% 64)) +% (cv291 *% 16)), w311)
+            storeVector(arena, ((886272 +% ((((j288 *% 49) +% (ty289 *% 7)) +% tx290) *% 64)) +% (cv291 *% 16)), w312)
+            storeVector(arena, ((889408 +% ((((j288 *% 49) +% (ty289 *% 7)) +% tx290) *% 64)) +% (cv291 *% 16)), w313)
+            storeVector(arena, ((892544 +% ((((j288 *% 49) +% (ty289 *% 7)) +% tx290) *% 64)) +% (cv291 *% 16)), w314)
+            storeVector(arena, ((895680 +% ((((j288 *% 49) +% (ty289 *% 7)) +% tx290) *% 64)) +% (cv291 *% 16)), w315)
           }
         }
       }
     }
-    for xi335 in 0..<16 {
-      sgemm(101, 112, 111, 32, 64, 49, 1, arena + (811008 +% (xi335 *% 1568)), 32, arena + (848640 +% (xi335 *% 3136)), 64, Float(bitPattern: 0x3f800000), arena + (898816 +% (xi335 *% 2048)), 64)
+    for xi316 in 0..<16 {
+      sgemm(101, 112, 111, 32, 64, 49, 1, arena + (811008 +% (xi316 *% 1568)), 32, arena + (848640 +% (xi316 *% 3136)), 64, Float(bitPattern: 0x3f800000), arena + (898816 +% (xi316 *% 2048)), 64)
     }
   }
   do {  // scalar loops
-    for f336 in 0..<64 {
-      for c337 in 0..<32 {
-        var w338: Float = (((arena[((898816 +% (c337 *% 64)) +% f336)] * Float(1)) + (arena[((907008 +% (c337 *% 64)) +% f336)] * Float(bitPattern: 0x3f000000))) + (arena[((915200 +% (c337 *% 64)) +% f336)] * Float(bitPattern: 0x3f000000)))
-        var w339: Float = ((arena[((907008 +% (c337 *% 64)) +% f336)] - arena[((915200 +% (c337 *% 64)) +% f336)]) * Float(bitPattern: 0x3f000000))
-        var w340: Float = (((arena[((907008 +% (c337 *% 64)) +% f336)] * Float(bitPattern: 0x3f000000)) + (arena[((915200 +% (c337 *% 64)) +% f336)] * Float(bitPattern: 0x3f000000))) + (arena[((923392 +% (c337 *% 64)) +% f336)] * Float(1)))
-        var w341: Float = (((arena[((900864 +% (c337 *% 64)) +% f336)] * Float(1)) + (arena[((909056 +% (c337 *% 64)) +% f336)] * Float(bitPattern: 0x3f000000))) + (arena[((917248 +% (c337 *% 64)) +% f336)] * Float(bitPattern: 0x3f000000)))
-        var w342: Float = ((arena[((909056 +% (c337 *% 64)) +% f336)] - arena[((917248 +% (c337 *% 64)) +% f336)]) * Float(bitPattern: 0x3f000000))
-        var w343: Float = (((arena[((909056 +% (c337 *% 64)) +% f336)] * Float(bitPattern: 0x3f000000)) + (arena[((917248 +% (c337 *% 64)) +% f336)] * Float(bitPattern: 0x3f000000))) + (arena[((925440 +% (c337 *% 64)) +% f336)] * Float(1)))
-        var w344: Float = (((arena[((902912 +% (c337 *% 64)) +% f336)] * Float(1)) + (arena[((911104 +% (c337 *% 64)) +% f336)] * Float(bitPattern: 0x3f000000))) + (arena[((919296 +% (c337 *% 64)) +% f336)] * Float(bitPattern: 0x3f000000)))
-        var w345: Float = ((arena[((911104 +% (c337 *% 64)) +% f336)] - arena[((919296 +% (c337 *% 64)) +% f336)]) * Float(bitPattern: 0x3f000000))
-        var w346: Float = (((arena[((911104 +% (c337 *% 64)) +% f336)] * Float(bitPattern: 0x3f000000)) + (arena[((919296 +% (c337 *% 64)) +% f336)] * Float(bitPattern: 0x3f000000))) + (arena[((927488 +% (c337 *% 64)) +% f336)] * Float(1)))
-        var w347: Float = (((arena[((904960 +% (c337 *% 64)) +% f336)] * Float(1)) + (arena[((913152 +% (c337 *% 64)) +% f336)] * Float(bitPattern: 0x3f000000))) + (arena[((921344 +% (c337 *% 64)) +% f336)] * Float(bitPattern: 0x3f000000)))
-        var w348: Float = ((arena[((913152 +% (c337 *% 64)) +% f336)] - arena[((921344 +% (c337 *% 64)) +% f336)]) * Float(bitPattern: 0x3f000000))
-        var w349: Float = (((arena[((913152 +% (c337 *% 64)) +% f336)] * Float(bitPattern: 0x3f000000)) + (arena[((921344 +% (c337 *% 64)) +% f336)] * Float(bitPattern: 0x3f000000))) + (arena[((929536 +% (c337 *% 64)) +% f336)] * Float(1)))
-        var w350: Float = (((w338 * Float(1)) + (w341 * Float(bitPattern: 0x3f000000))) + (w344 * Float(bitPattern: 0x3f000000)))
-        var w351: Float = ((w341 - w344) * Float(bitPattern: 0x3f000000))
-        var w352: Float = (((w341 * Float(bitPattern: 0x3f000000)) + (w344 * Float(bitPattern: 0x3f000000))) + (w347 * Float(1)))
-        var w353: Float = (((w339 * Float(1)) + (w342 * Float(bitPattern: 0x3f000000))) + (w345 * Float(bitPattern: 0x3f000000)))
-        var w354: Float = ((w342 - w345) * Float(bitPattern: 0x3f000000))
-        var w355: Float = (((w342 * Float(bitPattern: 0x3f000000)) + (w345 * Float(bitPattern: 0x3f000000))) + (w348 * Float(1)))
-        var w356: Float = (((w340 * Float(1)) + (w343 * Float(bitPattern: 0x3f000000))) + (w346 * Float(bitPattern: 0x3f000000)))
-        var w357: Float = ((w343 - w346) * Float(bitPattern: 0x3f000000))
-        var w358: Float = (((w343 * Float(bitPattern: 0x3f000000)) + (w346 * Float(bitPattern: 0x3f000000))) + (w349 * Float(1)))
-        grads[(320 +% (((f336 *% 32) +% c337) *% 9))] = w350
-        grads[((320 +% (((f336 *% 32) +% c337) *% 9)) +% 1)] = w351
-        grads[((320 +% (((f336 *% 32) +% c337) *% 9)) +% 2)] = w352
-        grads[((320 +% (((f336 *% 32) +% c337) *% 9)) +% 3)] = w353
-        grads[((320 +% (((f336 *% 32) +% c337) *% 9)) +% 4)] = w354
-        grads[((320 +% (((f336 *% 32) +% c337) *% 9)) +% 5)] = w355
-        grads[((320 +% (((f336 *% 32) +% c337) *% 9)) +% 6)] = w356
-        grads[((320 +% (((f336 *% 32) +% c337) *% 9)) +% 7)] = w357
-        grads[((320 +% (((f336 *% 32) +% c337) *% 9)) +% 8)] = w358
+    for f317 in 0..<64 {
+      for c318 in 0..<32 {
+        var w319: Float = (((arena[((898816 +% (c318 *% 64)) +% f317)] * Float(1)) + (arena[((907008 +% (c318 *% 64)) +% f317)] * Float(bitPattern: 0x3f000000))) + (arena[((915200 +% (c318 *% 64)) +% f317)] * Float(bitPattern: 0x3f000000)))
+        var w320: Float = ((arena[((907008 +% (c318 *% 64)) +% f317)] - arena[((915200 +% (c318 *% 64)) +% f317)]) * Float(bitPattern: 0x3f000000))
+        var w321: Float = (((arena[((907008 +% (c318 *% 64)) +% f317)] * Float(bitPattern: 0x3f000000)) + (arena[((915200 +% (c318 *% 64)) +% f317)] * Float(bitPattern: 0x3f000000))) + (arena[((923392 +% (c318 *% 64)) +% f317)] * Float(1)))
+        var w322: Float = (((arena[((900864 +% (c318 *% 64)) +% f317)] * Float(1)) + (arena[((909056 +% (c318 *% 64)) +% f317)] * Float(bitPattern: 0x3f000000))) + (arena[((917248 +% (c318 *% 64)) +% f317)] * Float(bitPattern: 0x3f000000)))
+        var w323: Float = ((arena[((909056 +% (c318 *% 64)) +% f317)] - arena[((917248 +% (c318 *% 64)) +% f317)]) * Float(bitPattern: 0x3f000000))
+        var w324: Float = (((arena[((909056 +% (c318 *% 64)) +% f317)] * Float(bitPattern: 0x3f000000)) + (arena[((917248 +% (c318 *% 64)) +% f317)] * Float(bitPattern: 0x3f000000))) + (arena[((925440 +% (c318 *% 64)) +% f317)] * Float(1)))
+        var w325: Float = (((arena[((902912 +% (c318 *% 64)) +% f317)] * Float(1)) + (arena[((911104 +% (c318 *% 64)) +% f317)] * Float(bitPattern: 0x3f000000))) + (arena[((919296 +% (c318 *% 64)) +% f317)] * Float(bitPattern: 0x3f000000)))
+        var w326: Float = ((arena[((911104 +% (c318 *% 64)) +% f317)] - arena[((919296 +% (c318 *% 64)) +% f317)]) * Float(bitPattern: 0x3f000000))
+        var w327: Float = (((arena[((911104 +% (c318 *% 64)) +% f317)] * Float(bitPattern: 0x3f000000)) + (arena[((919296 +% (c318 *% 64)) +% f317)] * Float(bitPattern: 0x3f000000))) + (arena[((927488 +% (c318 *% 64)) +% f317)] * Float(1)))
+        var w328: Float = (((arena[((904960 +% (c318 *% 64)) +% f317)] * Float(1)) + (arena[((913152 +% (c318 *% 64)) +% f317)] * Float(bitPattern: 0x3f000000))) + (arena[((921344 +% (c318 *% 64)) +% f317)] * Float(bitPattern: 0x3f000000)))
+        var w329: Float = ((arena[((913152 +% (c318 *% 64)) +% f317)] - arena[((921344 +% (c318 *% 64)) +% f317)]) * Float(bitPattern: 0x3f000000))
+        var w330: Float = (((arena[((913152 +% (c318 *% 64)) +% f317)] * Float(bitPattern: 0x3f000000)) + (arena[((921344 +% (c318 *% 64)) +% f317)] * Float(bitPattern: 0x3f000000))) + (arena[((929536 +% (c318 *% 64)) +% f317)] * Float(1)))
+        var w331: Float = (((w319 * Float(1)) + (w322 * Float(bitPattern: 0x3f000000))) + (w325 * Float(bitPattern: 0x3f000000)))
+        var w332: Float = ((w322 - w325) * Float(bitPattern: 0x3f000000))
+        var w333: Float = (((w322 * Float(bitPattern: 0x3f000000)) + (w325 * Float(bitPattern: 0x3f000000))) + (w328 * Float(1)))
+        var w334: Float = (((w320 * Float(1)) + (w323 * Float(bitPattern: 0x3f000000))) + (w326 * Float(bitPattern: 0x3f000000)))
+        var w335: Float = ((w323 - w326) * Float(bitPattern: 0x3f000000))
+        var w336: Float = (((w323 * Float(bitPattern: 0x3f000000)) + (w326 * Float(bitPattern: 0x3f000000))) + (w329 * Float(1)))
+        var w337: Float = (((w321 * Float(1)) + (w324 * Float(bitPattern: 0x3f000000))) + (w327 * Float(bitPattern: 0x3f000000)))
+        var w338: Float = ((w324 - w327) * Float(bitPattern: 0x3f000000))
+        var w339: Float = (((w324 * Float(bitPattern: 0x3f000000)) + (w327 * Float(bitPattern: 0x3f000000))) + (w330 * Float(1)))
+        grads[(320 +% (((f317 *% 32) +% c318) *% 9))] = w331
+        grads[((320 +% (((f317 *% 32) +% c318) *% 9)) +% 1)] = w332
+        grads[((320 +% (((f317 *% 32) +% c318) *% 9)) +% 2)] = w333
+        grads[((320 +% (((f317 *% 32) +% c318) *% 9)) +% 3)] = w334
+        grads[((320 +% (((f317 *% 32) +% c318) *% 9)) +% 4)] = w335
+        grads[((320 +% (((f317 *% 32) +% c318) *% 9)) +% 5)] = w336
+        grads[((320 +% (((f317 *% 32) +% c318) *% 9)) +% 6)] = w337
+        grads[((320 +% (((f317 *% 32) +% c318) *% 9)) +% 7)] = w338
+        grads[((320 +% (((f317 *% 32) +% c318) *% 9)) +% 8)] = w339
       }
     }
   }
   // conv2_bias_grad = conv2d_grad_bias(conv2_grad)
-  for f359 in 0..<64 {
-    var acc360 = Vector()
-    for img361 in 0..<64 {
-      for i362 in 0..<12 {
-        acc360 = acc360.addingProduct(Vector(repeating: Float(1)), loadVector(arena, (((1421968 +% (img361 *% 12544)) +% (f359 *% 196)) +% (i362 *% 16))))
+  for f340 in 0..<64 {
+    var acc341 = Vector()
+    for img342 in 0..<64 {
+      for i343 in 0..<12 {
+        acc341 = acc341.addingProduct(Vector(repeating: Float(1)), loadVector(arena, (((1421968 +% (img342 *% 12544)) +% (f340 *% 196)) +% (i343 *% 16))))
       }
-      acc360 = acc360.addingProduct(Vector(repeating: Float(1)), loadPartial(arena, (((1421968 +% (img361 *% 12544)) +% (f359 *% 196)) +% 192), 4))
+      acc341 = acc341.addingProduct(Vector(repeating: Float(1)), loadPartial(arena, (((1421968 +% (img342 *% 12544)) +% (f340 *% 196)) +% 192), 4))
     }
-    storeVector(arena, 802816, acc360)
-    var sum363: Float = (arena[802816] + arena[802817])
-    var sum364: Float = (sum363 + arena[802818])
-    var sum365: Float = (sum364 + arena[802819])
-    var sum366: Float = (sum365 + arena[802820])
-    var sum367: Float = (sum366 + arena[802821])
-    var sum368: Float = (sum367 + arena[802822])
-    var sum369: Float = (sum368 + arena[802823])
-    var sum370: Float = (sum369 + arena[802824])
-    var sum371: Float = (sum370 + arena[802825])
-    var sum372: Float = (sum371 + arena[802826])
-    var sum373: Float = (sum372 + arena[802827])
-    var sum374: Float = (sum373 + arena[802828])
-    var sum375: Float = (sum374 + arena[802829])
-    var sum376: Float = (sum375 + arena[802830])
-    var sum377: Float = (sum376 + arena[802831])
-    grads[(18752 +% f359)] = sum377
+    storeVector(arena, 802816, acc341)
+    var sum344: Float = (arena[802816] + arena[802817])
+    var sum345: Float = (sum344 + arena[802818])
+    var sum346: Float = (sum345 + arena[802819])
+    var sum347: Float = (sum346 + arena[802820])
+    var sum348: Float = (sum347 + arena[802821])
+    var sum349: Float = (sum348 + arena[802822])
+    var sum350: Float = (sum349 + arena[802823])
+    var sum351: Float = (sum350 + arena[802824])
+    var sum352: Float = (sum351 + arena[802825])
+    var sum353: Float = (sum352 + arena[802826])
+    var sum354: Float = (sum353 + arena[802827])
+    var sum355: Float = (sum354 + arena[802828])
+    var sum356: Float = (sum355 + arena[802829])
+    var sum357: Float = (sum356 + arena[802830])
+    var sum358: Float = (sum357 + arena[802831])
+    grads[(18752 +% f340)] = sum358
   }
   // pool1_grad = conv2d_grad_input(conv2_grad, conv2.weight, conv1)
   do {  // scalar loops
-    for ci378 in 0..<64 {
-      for co379 in 0..<32 {
-        var w380: Float = params[((320 +% (((ci378 *% 32) +% co379) *% 9)) +% 8)]
-        var w381: Float = (((params[((320 +% (((ci378 *% 32) +% co379) *% 9)) +% 8)] + params[((320 +% (((ci378 *% 32) +% co379) *% 9)) +% 5)]) + params[((320 +% (((ci378 *% 32) +% co379) *% 9)) +% 2)]) * Float(bitPattern: 0x3f000000))
-        var w382: Float = (((params[((320 +% (((ci378 *% 32) +% co379) *% 9)) +% 8)] + params[((320 +% (((ci378 *% 32) +% co379) *% 9)) +% 2)]) - params[((320 +% (((ci378 *% 32) +% co379) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
-        var w383: Float = params[((320 +% (((ci378 *% 32) +% co379) *% 9)) +% 2)]
-        var w384: Float = params[((320 +% (((ci378 *% 32) +% co379) *% 9)) +% 7)]
-        var w385: Float = (((params[((320 +% (((ci378 *% 32) +% co379) *% 9)) +% 7)] + params[((320 +% (((ci378 *% 32) +% co379) *% 9)) +% 4)]) + params[((320 +% (((ci378 *% 32) +% co379) *% 9)) +% 1)]) * Float(bitPattern: 0x3f000000))
-        var w386: Float = (((params[((320 +% (((ci378 *% 32) +% co379) *% 9)) +% 7)] + params[((320 +% (((ci378 *% 32) +% co379) *% 9)) +% 1)]) - params[((320 +% (((ci378 *% 32) +% co379) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
-        var w387: Float = params[((320 +% (((ci378 *% 32) +% co379) *% 9)) +% 1)]
-        var w388: Float = params[((320 +% (((ci378 *% 32) +% co379) *% 9)) +% 6)]
-        var w389: Float = (((params[((320 +% (((ci378 *% 32) +% co379) *% 9)) +% 6)] + params[((320 +% (((ci378 *% 32) +% co379) *% 9)) +% 3)]) + params[(320 +% (((ci378 *% 32) +% co379) *% 9))]) * Float(bitPattern: 0x3f000000))
-        var w390: Float = (((params[((320 +% (((ci378 *% 32) +% co379) *% 9)) +% 6)] + params[(320 +% (((ci378 *% 32) +% co379) *% 9))]) - params[((320 +% (((ci378 *% 32) +% co379) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
-        var w391: Float = params[(320 +% (((ci378 *% 32) +% co379) *% 9))]
-        var w392: Float = w380
-        var w393: Float = (((w380 + w384) + w388) * Float(bitPattern: 0x3f000000))
-        var w394: Float = (((w380 + w388) - w384) * Float(bitPattern: 0x3f000000))
-        var w395: Float = w388
-        var w396: Float = w381
-        var w397: Float = (((w381 + w385) + w389) * Float(bitPattern: 0x3f000000))
-        var w398: Float = (((w381 + w389) - w385) * Float(bitPattern: 0x3f000000))
-        var w399: Float = w389
-        var w400: Float = w382
-        var w401: Float = (((w382 + w386) + w390) * Float(bitPattern: 0x3f000000))
-        var w402: Float = (((w382 + w390) - w386) * Float(bitPattern: 0x3f000000))
-        var w403: Float = w390
-        var w404: Float = w383
-        var w405: Float = (((w383 + w387) + w391) * Float(bitPattern: 0x3f000000))
-        var w406: Float = (((w383 + w391) - w387) * Float(bitPattern: 0x3f000000))
-        var w407: Float = w391
-        arena[((1221264 +% (ci378 *% 32)) +% co379)] = w392
-        arena[((1223312 +% (ci378 *% 32)) +% co379)] = w393
-        arena[((1225360 +% (ci378 *% 32)) +% co379)] = w394
-        arena[((1227408 +% (ci378 *% 32)) +% co379)] = w395
-        arena[((1229456 +% (ci378 *% 32)) +% co379)] = w396
-        arena[((1231504 +% (ci378 *% 32)) +% co379)] = w397
-        arena[((1233552 +% (ci378 *% 32)) +% co379)] = w398
-        arena[((1235600 +% (ci378 *% 32)) +% co379)] = w399
-        arena[((1237648 +% (ci378 *% 32)) +% co379)] = w400
-        arena[((1239696 +% (ci378 *% 32)) +% co379)] = w401
-        arena[((1241744 +% (ci378 *% 32)) +% co379)] = w402
-        arena[((1243792 +% (ci378 *% 32)) +% co379)] = w403
-        arena[((1245840 +% (ci378 *% 32)) +% co379)] = w404
-        arena[((1247888 +% (ci378 *% 32)) +% co379)] = w405
-        arena[((1249936 +% (ci378 *% 32)) +% co379)] = w406
-        arena[((1251984 +% (ci378 *% 32)) +% co379)] = w407
+    for ci359 in 0..<64 {
+      for co360 in 0..<32 {
+        var w361: Float = params[((320 +% (((ci359 *% 32) +% co360) *% 9)) +% 8)]
+        var w362: Float = (((params[((320 +% (((ci359 *% 32) +% co360) *% 9)) +% 8)] + params[((320 +% (((ci359 *% 32) +% co360) *% 9)) +% 5)]) + params[((320 +% (((ci359 *% 32) +% co360) *% 9)) +% 2)]) * Float(bitPattern: 0x3f000000))
+        var w363: Float = (((params[((320 +% (((ci359 *% 32) +% co360) *% 9)) +% 8)] + params[((320 +% (((ci359 *% 32) +% co360) *% 9)) +% 2)]) - params[((320 +% (((ci359 *% 32) +% co360) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
+        var w364: Float = params[((320 +% (((ci359 *% 32) +% co360) *% 9)) +% 2)]
+        var w365: Float = params[((320 +% (((ci359 *% 32) +% co360) *% 9)) +% 7)]
+        var w366: Float = (((params[((320 +% (((ci359 *% 32) +% co360) *% 9)) +% 7)] + params[((320 +% (((ci359 *% 32) +% co360) *% 9)) +% 4)]) + params[((320 +% (((ci359 *% 32) +% co360) *% 9)) +% 1)]) * Float(bitPattern: 0x3f000000))
+        var w367: Float = (((params[((320 +% (((ci359 *% 32) +% co360) *% 9)) +% 7)] + params[((320 +% (((ci359 *% 32) +% co360) *% 9)) +% 1)]) - params[((320 +% (((ci359 *% 32) +% co360) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
+        var w368: Float = params[((320 +% (((ci359 *% 32) +% co360) *% 9)) +% 1)]
+        var w369: Float = params[((320 +% (((ci359 *% 32) +% co360) *% 9)) +% 6)]
+        var w370: Float = (((params[((320 +% (((ci359 *% 32) +% co360) *% 9)) +% 6)] + params[((320 +% (((ci359 *% 32) +% co360) *% 9)) +% 3)]) + params[(320 +% (((ci359 *% 32) +% co360) *% 9))]) * Float(bitPattern: 0x3f000000))
+        var w371: Float = (((params[((320 +% (((ci359 *% 32) +% co360) *% 9)) +% 6)] + params[(320 +% (((ci359 *% 32) +% co360) *% 9))]) - params[((320 +% (((ci359 *% 32) +% co360) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
+        var w372: Float = params[(320 +% (((ci359 *% 32) +% co360) *% 9))]
+        var w373: Float = w361
+        var w374: Float = (((w361 + w365) + w369) * Float(bitPattern: 0x3f000000))
+        var w375: Float = (((w361 + w369) - w365) * Float(bitPattern: 0x3f000000))
+        var w376: Float = w369
+        var w377: Float = w362
+        var w378: Float = (((w362 + w366) + w370) * Float(bitPattern: 0x3f000000))
+        var w379: Float = (((w362 + w370) - w366) * Float(bitPattern: 0x3f000000))
+        var w380: Float = w370
+        var w381: Float = w363
+        var w382: Float = (((w363 + w367) + w371) * Float(bitPattern: 0x3f000000))
+        var w383: Float = (((w363 + w371) - w367) * Float(bitPattern: 0x3f000000))
+        var w384: Float = w371
+        var w385: Float = w364
+        var w386: Float = (((w364 + w368) + w372) * Float(bitPattern: 0x3f000000))
+        var w387: Float = (((w364 + w372) - w368) * Float(bitPattern: 0x3f000000))
+        var w388: Float = w372
+        arena[((1221264 +% (ci359 *% 32)) +% co360)] = w373
+        arena[((1223312 +% (ci359 *% 32)) +% co360)] = w374
+        arena[((1225360 +% (ci359 *% 32)) +% co360)] = w375
+        arena[((1227408 +% (ci359 *% 32)) +% co360)] = w376
+        arena[((1229456 +% (ci359 *% 32)) +% co360)] = w377
+        arena[((1231504 +% (ci359 *% 32)) +% co360)] = w378
+        arena[((1233552 +% (ci359 *% 32)) +% co360)] = w379
+        arena[((1235600 +% (ci359 *% 32)) +% co360)] = w380
+        arena[((1237648 +% (ci359 *% 32)) +% co360)] = w381
+        arena[((1239696 +% (ci359 *% 32)) +% co360)] = w382
+        arena[((1241744 +% (ci359 *% 32)) +% co360)] = w383
+        arena[((1243792 +% (ci359 *% 32)) +% co360)] = w384
+        arena[((1245840 +% (ci359 *% 32)) +% co360)] = w385
+        arena[((1247888 +% (ci359 *% 32)) +% co360)] = w386
+        arena[((1249936 +% (ci359 *% 32)) +% co360)] = w387
+        arena[((1251984 +% (ci359 *% 32)) +% co360)] = w388
       }
     }
   }
-  for i408 in 0..<1024 {
-    storeVector(arena, ((i408 *% 16) +% 1254032), Vector(repeating: Float(0)))
+  for i389 in 0..<1024 {
+    storeVector(arena, ((i389 *% 16) +% 1254032), Vector(repeating: Float(0)))
   }
-  for g409 in 0..<64 {
-    for j410 in 0..<1 {
-      for c411 in 0..<64 {
-        for iy412 in 0..<14 {
-          for ix413 in 0..<14 {
-            arena[(1254032 +% ((((j410 *% 16384) +% ((iy412 +% 1) *% 1024)) +% ((ix413 +% 1) *% 64)) +% c411))] = arena[((((1421968 +% ((g409 +% j410) *% 12544)) +% (c411 *% 196)) +% (iy412 *% 14)) +% ix413)]
+  for g390 in 0..<64 {
+    for j391 in 0..<1 {
+      for c392 in 0..<64 {
+        for iy393 in 0..<14 {
+          for ix394 in 0..<14 {
+            arena[(1254032 +% ((((j391 *% 16384) +% ((iy393 +% 1) *% 1024)) +% ((ix394 +% 1) *% 64)) +% c392))] = arena[((((1421968 +% ((g390 +% j391) *% 12544)) +% (c392 *% 196)) +% (iy393 *% 14)) +% ix394)]
           }
         }
       }
     }
-    for j414 in 0..<1 {
-      for ty415 in 0..<7 {
-        for tx416 in 0..<7 {
-          for cv417 in 0..<4 {
-            let w418 = (loadVector(arena, (1254032 +% ((((j414 *% 16384) +% ((ty415 *% 2) *% 1024)) +% ((tx416 *% 2) *% 64)) +% (cv417 *% 16)))) - loadVector(arena, (1254032 +% ((((j414 *% 16384) +% (((ty415 *% 2) +% 2) *% 1024)) +% ((tx416 *% 2) *% 64)) +% (cv417 *% 16)))))
-            let w419 = (loadVector(arena, (1254032 +% ((((j414 *% 16384) +% (((ty415 *% 2) +% 1) *% 1024)) +% ((tx416 *% 2) *% 64)) +% (cv417 *% 16)))) + loadVector(arena, (1254032 +% ((((j414 *% 16384) +% (((ty415 *% 2) +% 2) *% 1024)) +% ((tx416 *% 2) *% 64)) +% (cv417 *% 16)))))
-            let w420 = (loadVector(arena, (1254032 +% ((((j414 *% 16384) +% (((ty415 *% 2) +% 2) *% 1024)) +% ((tx416 *% 2) *% 64)) +% (cv417 *% 16)))) - loadVector(arena, (1254032 +% ((((j414 *% 16384) +% (((ty415 *% 2) +% 1) *% 1024)) +% ((tx416 *% 2) *% 64)) +% (cv417 *% 16)))))
-            let w421 = (loadVector(arena, (1254032 +% ((((j414 *% 16384) +% (((ty415 *% 2) +% 1) *% 1024)) +% ((tx416 *% 2) *% 64)) +% (cv417 *% 16)))) - loadVector(arena, (1254032 +% ((((j414 *% 16384) +% (((ty415 *% 2) +% 3) *% 1024)) +% ((tx416 *% 2) *% 64)) +% (cv417 *% 16)))))
-            let w422 = (loadVector(arena, (1254032 +% ((((j414 *% 16384) +% ((ty415 *% 2) *% 1024)) +% (((tx416 *% 2) +% 1) *% 64)) +% (cv417 *% 16)))) - loadVector(arena, (1254032 +% ((((j414 *% 16384) +% (((ty415 *% 2) +% 2) *% 1024)) +% (((tx416 *% 2) +% 1) *% 64)) +% (cv417 *% 16)))))
-            let w423 = (loadVector(arena, (1254032 +% ((((j414 *% 16384) +% (((ty415 *% 2) +% 1) *% 1024)) +% (((tx416 *% 2) +% 1) *% 64)) +% (cv417 *% 16)))) + loadVector(arena, (1254032 +% ((((j414 *% 16384) +% (((ty415 *% 2) +% 2) *% 1024)) +% (((tx416 *% 2) +% 1) *% 64)) +% (cv417 *% 16)))))
-            let w424 = (loadVector(arena, (1254032 +% ((((j414 *% 16384) +% (((ty415 *% 2) +% 2) *% 1024)) +% (((tx416 *% 2) +% 1) *% 64)) +% (cv417 *% 16)))) - loadVector(arena, (1254032 +% ((((j414 *% 16384) +% (((ty415 *% 2) +% 1) *% 1024)) +% (((tx416 *% 2) +% 1) *% 64)) +% (cv417 *% 16)))))
-            let w425 = (loadVector(arena, (1254032 +% ((((j414 *% 16384) +% (((ty415 *% 2) +% 1) *% 1024)) +% (((tx416 *% 2) +% 1) *% 64)) +% (cv417 *% 16)))) - loadVector(arena, (1254032 +% ((((j414 *% 16384) +% (((ty415 *% 2) +% 3) *% 1024)) +% (((tx416 *% 2) +% 1) *% 64)) +% (cv417 *% 16)))))
-            let w426 = (loadVector(arena, (1254032 +% ((((j414 *% 16384) +% ((ty415 *% 2) *% 1024)) +% (((tx416 *% 2) +% 2) *% 64)) +% (cv417 *% 16)))) - loadVector(arena, (1254032 +% ((((j414 *% 16384) +% (((ty415 *% 2) +% 2) *% 1024)) +% (((tx416 *% 2) +% 2) *% 64)) +% (cv417 *% 16)))))
-            let w427 = (loadVector(arena, (1254032 +% ((((j414 *% 16384) +% (((ty415 *% 2) +% 1) *% 1024)) +% (((tx416 *% 2) +% 2) *% 64)) +% (cv417 *% 16)))) + loadVector(arena, (1254032 +% ((((j414 *% 16384) +% (((ty415 *% 2) +% 2) *% 1024)) +% (((tx416 *% 2) +% 2) *% 64)) +% (cv417 *% 16)))))
-            let w428 = (loadVector(arena, (1254032 +% ((((j414 *% 16384) +% (((ty415 *% 2) +% 2) *% 1024)) +% (((tx416 *% 2) +% 2) *% 64)) +% (cv417 *% 16)))) - loadVector(arena, (1254032 +% ((((j414 *% 16384) +% (((ty415 *% 2) +% 1) *% 1024)) +% (((tx416 *% 2) +% 2) *% 64)) +% (cv417 *% 16)))))
-            let w429 = (loadVector(arena, (1254032 +% ((((j414 *% 16384) +% (((ty415 *% 2) +% 1) *% 1024)) +% (((tx416 *% 2) +% 2) *% 64)) +% (cv417 *% 16)))) - loadVector(arena, (1254032 +% ((((j414 *% 16384) +% (((ty415 *% 2) +% 3) *% 1024)) +% (((tx416 *% 2) +% 2) *% 64)) +% (cv417 *% 16)))))
-            let w430 = (loadVector(arena, (1254032 +% ((((j414 *% 16384) +% ((ty415 *% 2) *% 1024)) +% (((tx416 *% 2) +% 3) *% 64)) +% (cv417 *% 16)))) - loadVector(arena, (1254032 +% ((((j414 *% 16384) +% (((ty415 *% 2) +% 2) *% 1024)) +% (((tx416 *% 2) +% 3) *% 64)) +% (cv417 *% 16)))))
-            let w431 = (loadVector(arena, (1254032 +% ((((j414 *% 16384) +% (((ty415 *% 2) +% 1) *% 1024)) +% (((tx416 *% 2) +% 3) *% 64)) +% (cv417 *% 16)))) + loadVector(arena, (1254032 +% ((((j414 *% 16384) +% (((ty415 *% 2) +% 2) *% 1024)) +% (((tx416 *% 2) +% 3) *% 64)) +% (cv417 *% 16)))))
-            let w432 = (loadVector(arena, (1254032 +% ((((j414 *% 16384) +% (((ty415 *% 2) +% 2) *% 1024)) +% (((tx416 *% 2) +% 3) *% 64)) +% (cv417 *% 16)))) - loadVector(arena, (1254032 +% ((((j414 *% 16384) +% (((ty415 *% 2) +% 1) *% 1024)) +% (((tx416 *% 2) +% 3) *% 64)) +% (cv417 *% 16)))))
-            let w433 = (loadVector(arena, (1254032 +% ((((j414 *% 16384) +% (((ty415 *% 2) +% 1) *% 1024)) +% (((tx416 *% 2) +% 3) *% 64)) +% (cv417 *% 16)))) - loadVector(arena, (1254032 +% ((((j414 *% 16384) +% (((ty415 *% 2) +% 3) *% 1024)) +% (((tx416 *% 2) +% 3) *% 64)) +% (cv417 *% 16)))))
-            let w434 = (w418 - w426)
-            let w435 = (w422 + w426)
-            let w436 = (w426 - w422)
-            let w437 = (w422 - w430)
-            let w438 = (w419 - w427)
-            let w439 = (w423 + w427)
-            let w440 = (w427 - w423)
-            let w441 = (w423 - w431)
-            let w442 = (w420 - w428)
-            let w443 = (w424 + w428)
-            let w444 = (w428 - w424)
-            let w445 = (w424 - w432)
-            let w446 = (w421 - w429)
-            let w447 = (w425 + w429)
-            let w448 = (w429 - w425)
-            let w449 = (w425 - w433)
-            storeVector(arena, ((1270416 +% ((((j414 *% 49) +% (ty415 *% 7)) +% tx416) *% 64)) +% (cv417 *% 16)), w434)
-            storeVector(arena, ((1273552 +% ((((j414 *% 49) +% (ty415 *% 7)) +% tx416) *% 64)) +% (cv417 *% 16)), w435)
-            storeVector(arena, ((1276688 +% ((((j414 *% 49) +% (ty415 *% 7)) +% tx416) *% 64)) +% (cv417 *% 16)), w436)
-            storeVector(arena, ((1279824 +% ((((j414 *% 49) +% (ty415 *% 7)) +% tx416) *% 64)) +% (cv417 *% 16)), w437)
-            storeVector(arena, ((1282960 +% ((((j414 *% 49) +% (ty415 *% 7)) +% tx416) *% 64)) +% (cv417 *% 16)), w438)
-            storeVector(arena, ((1286096 +% ((((j414 *% 49) +% (ty415 *% 7)) +% tx416) *% 64)) +% (cv417 *% 16)), w439)
-            storeVector(arena, ((1289232 +% ((((j414 *% 49) +% (ty415 *% 7)) +% tx416) *% 64)) +% (cv417 *% 16)), w440)
-            storeVector(arena, ((1292368 +% ((((j414 *% 49) +% (ty415 *% 7)) +% tx416) *% 64)) +% (cv417 *% 16)), w441)
-            storeVector(arena, ((1295504 +% ((((j414 *% 49) +% (ty415 *% 7)) +% tx416) *% 64)) +% (cv417 *% 16)), w442)
-            storeVector(arena, ((1298640 +% ((((j414 *% 49) +% (ty415 *% 7)) +% tx416) *% 64)) +% (cv417 *% 16)), w443)
-            storeVector(arena, ((1301776 +% ((((j414 *% 49) +% (ty415 *% 7)) +% tx416) *% 64)) +% (cv417 *% 16)), w444)
-            storeVector(arena, ((1304912 +% ((((j414 *% 49) +% (ty415 *% 7)) +% tx416) *% 64)) +% (cv417 *% 16)), w445)
-            storeVector(arena, ((1308048 +% ((((j414 *% 49) +% (ty415 *% 7)) +% tx416) *% 64)) +% (cv417 *% 16)), w446)
-            storeVector(arena, ((1311184 +% ((((j414 *% 49) +% (ty415 *% 7)) +% tx416) *% 64)) +% (cv417 *% 16)), w447)
-            storeVector(arena, ((1314320 +% ((((j414 *% 49) +% (ty415 *% 7)) +% tx416) *% 64)) +% (cv417 *% 16)), w448)
-            storeVector(arena, ((1317456 +% ((((j414 *% 49) +% (ty415 *% 7)) +% tx416) *% 64)) +% (cv417 *% 16)), w449)
+    for j395 in 0..<1 {
+      for ty396 in 0..<7 {
+        for tx397 in 0..<7 {
+          for cv398 in 0..<4 {
+            let w399 = (loadVector(arena, (1254032 +% ((((j395 *% 16384) +% ((ty396 *% 2) *% 1024)) +% ((tx397 *% 2) *% 64)) +% (cv398 *% 16)))) - loadVector(arena, (1254032 +% ((((j395 *% 16384) +% (((ty396 *% 2) +% 2) *% 1024)) +% ((tx397 *% 2) *% 64)) +% (cv398 *% 16)))))
+            let w400 = (loadVector(arena, (1254032 +% ((((j395 *% 16384) +% (((ty396 *% 2) +% 1) *% 1024)) +% ((tx397 *% 2) *% 64)) +% (cv398 *% 16)))) + loadVector(arena, (1254032 +% ((((j395 *% 16384) +% (((ty396 *% 2) +% 2) *% 1024)) +% ((tx397 *% 2) *% 64)) +% (cv398 *% 16)))))
+            let w401 = (loadVector(arena, (1254032 +% ((((j395 *% 16384) +% (((ty396 *% 2) +% 2) *% 1024)) +% ((tx397 *% 2) *% 64)) +% (cv398 *% 16)))) - loadVector(arena, (1254032 +% ((((j395 *% 16384) +% (((ty396 *% 2) +% 1) *% 1024)) +% ((tx397 *% 2) *% 64)) +% (cv398 *% 16)))))
+            let w402 = (loadVector(arena, (1254032 +% ((((j395 *% 16384) +% (((ty396 *% 2) +% 1) *% 1024)) +% ((tx397 *% 2) *% 64)) +% (cv398 *% 16)))) - loadVector(arena, (1254032 +% ((((j395 *% 16384) +% (((ty396 *% 2) +% 3) *% 1024)) +% ((tx397 *% 2) *% 64)) +% (cv398 *% 16)))))
+            let w403 = (loadVector(arena, (1254032 +% ((((j395 *% 16384) +% ((ty396 *% 2) *% 1024)) +% (((tx397 *% 2) +% 1) *% 64)) +% (cv398 *% 16)))) - loadVector(arena, (1254032 +% ((((j395 *% 16384) +% (((ty396 *% 2) +% 2) *% 1024)) +% (((tx397 *% 2) +% 1) *% 64)) +% (cv398 *% 16)))))
+            let w404 = (loadVector(arena, (1254032 +% ((((j395 *% 16384) +% (((ty396 *% 2) +% 1) *% 1024)) +% (((tx397 *% 2) +% 1) *% 64)) +% (cv398 *% 16)))) + loadVector(arena, (1254032 +% ((((j395 *% 16384) +% (((ty396 *% 2) +% 2) *% 1024)) +% (((tx397 *% 2) +% 1) *% 64)) +% (cv398 *% 16)))))
+            let w405 = (loadVector(arena, (1254032 +% ((((j395 *% 16384) +% (((ty396 *% 2) +% 2) *% 1024)) +% (((tx397 *% 2) +% 1) *% 64)) +% (cv398 *% 16)))) - loadVector(arena, (1254032 +% ((((j395 *% 16384) +% (((ty396 *% 2) +% 1) *% 1024)) +% (((tx397 *% 2) +% 1) *% 64)) +% (cv398 *% 16)))))
+            let w406 = (loadVector(arena, (1254032 +% ((((j395 *% 16384) +% (((ty396 *% 2) +% 1) *% 1024)) +% (((tx397 *% 2) +% 1) *% 64)) +% (cv398 *% 16)))) - loadVector(arena, (1254032 +% ((((j395 *% 16384) +% (((ty396 *% 2) +% 3) *% 1024)) +% (((tx397 *% 2) +% 1) *% 64)) +% (cv398 *% 16)))))
+            let w407 = (loadVector(arena, (1254032 +% ((((j395 *% 16384) +% ((ty396 *% 2) *% 1024)) +% (((tx397 *% 2) +% 2) *% 64)) +% (cv398 *% 16)))) - loadVector(arena, (1254032 +% ((((j395 *% 16384) +% (((ty396 *% 2) +% 2) *% 1024)) +% (((tx397 *% 2) +% 2) *% 64)) +% (cv398 *% 16)))))
+            let w408 = (loadVector(arena, (1254032 +% ((((j395 *% 16384) +% (((ty396 *% 2) +% 1) *% 1024)) +% (((tx397 *% 2) +% 2) *% 64)) +% (cv398 *% 16)))) + loadVector(arena, (1254032 +% ((((j395 *% 16384) +% (((ty396 *% 2) +% 2) *% 1024)) +% (((tx397 *% 2) +% 2) *% 64)) +% (cv398 *% 16)))))
+            let w409 = (loadVector(arena, (1254032 +% ((((j395 *% 16384) +% (((ty396 *% 2) +% 2) *% 1024)) +% (((tx397 *% 2) +% 2) *% 64)) +% (cv398 *% 16)))) - loadVector(arena, (1254032 +% ((((j395 *% 16384) +% (((ty396 *% 2) +% 1) *% 1024)) +% (((tx397 *% 2) +% 2) *% 64)) +% (cv398 *% 16)))))
+            let w410 = (loadVector(arena, (1254032 +% ((((j395 *% 16384) +% (((ty396 *% 2) +% 1) *% 1024)) +% (((tx397 *% 2) +% 2) *% 64)) +% (cv398 *% 16)))) - loadVector(arena, (1254032 +% ((((j395 *% 16384) +% (((ty396 *% 2) +% 3) *% 1024)) +% (((tx397 *% 2) +% 2) *% 64)) +% (cv398 *% 16)))))
+            let w411 = (loadVector(arena, (1254032 +% ((((j395 *% 16384) +% ((ty396 *% 2) *% 1024)) +% (((tx397 *% 2) +% 3) *% 64)) +% (cv398 *% 16)))) - loadVector(arena, (1254032 +% ((((j395 *% 16384) +% (((ty396 *% 2) +% 2) *% 1024)) +% (((tx397 *% 2) +% 3) *% 64)) +% (cv398 *% 16)))))
+            let w412 = (loadVector(arena, (1254032 +% ((((j395 *% 16384) +% (((ty396 *% 2) +% 1) *% 1024)) +% (((tx397 *% 2) +% 3) *% 64)) +% (cv398 *% 16)))) + loadVector(arena, (1254032 +% ((((j395 *% 16384) +% (((ty396 *% 2) +% 2) *% 1024)) +% (((tx397 *% 2) +% 3) *% 64)) +% (cv398 *% 16)))))
+            let w413 = (loadVector(arena, (1254032 +% ((((j395 *% 16384) +% (((ty396 *% 2) +% 2) *% 1024)) +% (((tx397 *% 2) +% 3) *% 64)) +% (cv398 *% 16)))) - loadVector(arena, (1254032 +% ((((j395 *% 16384) +% (((ty396 *% 2) +% 1) *% 1024)) +% (((tx397 *% 2) +% 3) *% 64)) +% (cv398 *% 16)))))
+            let w414 = (loadVector(arena, (1254032 +% ((((j395 *% 16384) +% (((ty396 *% 2) +% 1) *% 1024)) +% (((tx397 *% 2) +% 3) *% 64)) +% (cv398 *% 16)))) - loadVector(arena, (1254032 +% ((((j395 *% 16384) +% (((ty396 *% 2) +% 3) *% 1024)) +% (((tx397 *% 2) +% 3) *% 64)) +% (cv398 *% 16)))))
+            let w415 = (w399 - w407)
+            let w416 = (w403 + w407)
+            let w417 = (w407 - w403)
+            let w418 = (w403 - w411)
+            let w419 = (w400 - w408)
+            let w420 = (w404 + w408)
+            let w421 = (w408 - w404)
+            let w422 = (w404 - w412)
+            let w423 = (w401 - w409)
+            let w424 = (w405 + w409)
+            let w425 = (w409 - w405)
+            let w426 = (w405 - w413)
+            let w427 = (w402 - w410)
+            let w428 = (w406 + w410)
+            let w429 = (w410 - w406)
+            let w430 = (w406 - w414)
+            storeVector(arena, ((1270416 +% ((((j395 *% 49) +% (ty396 *% 7)) +% tx397) *% 64)) +% (cv398 *% 16)), w415)
+            storeVector(arena, ((1273552 +% ((((j395 *% 49) +% (ty396 *% 7)) +% tx397) *% 64)) +% (cv398 *% 16)), w416)
+            storeVector(arena, ((1276688 +% ((((j395 *% 49) +% (ty396 *% 7)) +% tx397) *% 64)) +% (cv398 *% 16)), w417)
+            storeVector(arena, ((1279824 +% ((((j395 *% 49) +% (ty396 *% 7)) +% tx397) *% 64)) +% (cv398 *% 16)), w418)
+            storeVector(arena, ((1282960 +% ((((j395 *% 49) +% (ty396 *% 7)) +% tx397) *% 64)) +% (cv398 *% 16)), w419)
+            storeVector(arena, ((1286096 +% ((((j395 *% 49) +% (ty396 *% 7)) +% tx397) *% 64)) +% (cv398 *% 16)), w420)
+            storeVector(arena, ((1289232 +% ((((j395 *% 49) +% (ty396 *% 7)) +% tx397) *% 64)) +% (cv398 *% 16)), w421)
+            storeVector(arena, ((1292368 +% ((((j395 *% 49) +% (ty396 *% 7)) +% tx397) *% 64)) +% (cv398 *% 16)), w422)
+            storeVector(arena, ((1295504 +% ((((j395 *% 49) +% (ty396 *% 7)) +% tx397) *% 64)) +% (cv398 *% 16)), w423)
+            storeVector(arena, ((1298640 +% ((((j395 *% 49) +% (ty396 *% 7)) +% tx397) *% 64)) +% (cv398 *% 16)), w424)
+            storeVector(arena, ((1301776 +% ((((j395 *% 49) +% (ty396 *% 7)) +% tx397) *% 64)) +% (cv398 *% 16)), w425)
+            storeVector(arena, ((1304912 +% ((((j395 *% 49) +% (ty396 *% 7)) +% tx397) *% 64)) +% (cv398 *% 16)), w426)
+            storeVector(arena, ((1308048 +% ((((j395 *% 49) +% (ty396 *% 7)) +% tx397) *% 64)) +% (cv398 *% 16)), w427)
+            storeVector(arena, ((1311184 +% ((((j395 *% 49) +% (ty396 *% 7)) +% tx397) *% 64)) +% (cv398 *% 16)), w428)
+            storeVector(arena, ((1314320 +% ((((j395 *% 49) +% (ty396 *% 7)) +% tx397) *% 64)) +% (cv398 *% 16)), w429)
+            storeVector(arena, ((1317456 +% ((((j395 *% 49) +% (ty396 *% 7)) +% tx397) *% 64)) +% (cv398 *% 16)), w430)
           }
         }
       }
     }
-    for xi450 in 0..<16 {
-      do {  // gemm457
-        for nb451 in 0..<1 {
-          for mb452 in 0..<3 {
-            var t453_c0_0 = Vector()
-            var t453_c0_1 = Vector()
-            var t453_c1_0 = Vector()
-            var t453_c1_1 = Vector()
-            var t453_c2_0 = Vector()
-            var t453_c2_1 = Vector()
-            var t453_c3_0 = Vector()
-            var t453_c3_1 = Vector()
-            var t453_c4_0 = Vector()
-            var t453_c4_1 = Vector()
-            var t453_c5_0 = Vector()
-            var t453_c5_1 = Vector()
-            var t453_c6_0 = Vector()
-            var t453_c6_1 = Vector()
-            var t453_c7_0 = Vector()
-            var t453_c7_1 = Vector()
-            var t453_c8_0 = Vector()
-            var t453_c8_1 = Vector()
-            var t453_c9_0 = Vector()
-            var t453_c9_1 = Vector()
-            var t453_c10_0 = Vector()
-            var t453_c10_1 = Vector()
-            var t453_c11_0 = Vector()
-            var t453_c11_1 = Vector()
-            var t453_c12_0 = Vector()
-            var t453_c12_1 = Vector()
-            var t453_c13_0 = Vector()
-            var t453_c13_1 = Vector()
-            for k454 in 0..<64 {
-              let t453_b0 = loadVector(arena, (((1221264 +% (xi450 *% 2048)) +% (k454 *% 32)) +% (nb451 *% 32)))
-              let t453_b1 = loadVector(arena, ((((1221264 +% (xi450 *% 2048)) +% (k454 *% 32)) +% (nb451 *% 32)) +% 16))
-              let t453_a0 = Vector(repeating: arena[(((1270416 +% (xi450 *% 3136)) +% ((mb452 *% 14) *% 64)) +% k454)])
-              t453_c0_0 = t453_c0_0.addingProduct(t453_a0, t453_b0)
-              t453_c0_1 = t453_c0_1.addingProduct(t453_a0, t453_b1)
-              let t453_a1 = Vector(repeating: arena[(((1270416 +% (xi450 *% 3136)) +% (((mb452 *% 14) +% 1) *% 64)) +% k454)])
-              t453_c1_0 = t453_c1_0.addingProduct(t453_a1, t453_b0)
-              t453_c1_1 = t453_c1_1.addingProduct(t453_a1, t453_b1)
-              let t453_a2 = Vector(repeating: arena[(((1270416 +% (xi450 *% 3136)) +% (((mb452 *% 14) +% 2) *% 64)) +% k454)])
-              t453_c2_0 = t453_c2_0.addingProduct(t453_a2, t453_b0)
-              t453_c2_1 = t453_c2_1.addingProduct(t453_a2, t453_b1)
-              let t453_a3 = Vector(repeating: arena[(((1270416 +% (xi450 *% 3136)) +% (((mb452 *% 14) +% 3) *% 64)) +% k454)])
-              t453_c3_0 = t453_c3_0.addingProduct(t453_a3, t453_b0)
-              t453_c3_1 = t453_c3_1.addingProduct(t453_a3, t453_b1)
-              let t453_a4 = Vector(repeating: arena[(((1270416 +% (xi450 *% 3136)) +% (((mb452 *% 14) +% 4) *% 64)) +% k454)])
-              t453_c4_0 = t453_c4_0.addingProduct(t453_a4, t453_b0)
-              t453_c4_1 = t453_c4_1.addingProduct(t453_a4, t453_b1)
-              let t453_a5 = Vector(repeating: arena[(((1270416 +% (xi450 *% 3136)) +% (((mb452 *% 14) +% 5) *% 64)) +% k454)])
-              t453_c5_0 = t453_c5_0.addingProduct(t453_a5, t453_b0)
-              t453_c5_1 = t453_c5_1.addingProduct(t453_a5, t453_b1)
-              let t453_a6 = Vector(repeating: arena[(((1270416 +% (xi450 *% 3136)) +% (((mb452 *% 14) +% 6) *% 64)) +% k454)])
-              t453_c6_0 = t453_c6_0.addingProduct(t453_a6, t453_b0)
-              t453_c6_1 = t453_c6_1.addingProduct(t453_a6, t453_b1)
-              let t453_a7 = Vector(repeating: arena[(((1270416 +% (xi450 *% 3136)) +% (((mb452 *% 14) +% 7) *% 64)) +% k454)])
-              t453_c7_0 = t453_c7_0.addingProduct(t453_a7, t453_b0)
-              t453_c7_1 = t453_c7_1.addingProduct(t453_a7, t453_b1)
-              let t453_a8 = Vector(repeating: arena[(((1270416 +% (xi450 *% 3136)) +% (((mb452 *% 14) +% 8) *% 64)) +% k454)])
-              t453_c8_0 = t453_c8_0.addingProduct(t453_a8, t453_b0)
-              t453_c8_1 = t453_c8_1.addingProduct(t453_a8, t453_b1)
-              let t453_a9 = Vector(repeating: arena[(((1270416 +% (xi450 *% 3136)) +% (((mb452 *% 14) +% 9) *% 64)) +% k454)])
-              t453_c9_0 = t453_c9_0.addingProduct(t453_a9, t453_b0)
-              t453_c9_1 = t453_c9_1.addingProduct(t453_a9, t453_b1)
-              let t453_a10 = Vector(repeating: arena[(((1270416 +% (xi450 *% 3136)) +% (((mb452 *% 14) +% 10) *% 64)) +% k454)])
-              t453_c10_0 = t453_c10_0.addingProduct(t453_a10, t453_b0)
-              t453_c10_1 = t453_c10_1.addingProduct(t453_a10, t453_b1)
-              let t453_a11 = Vector(repeating: arena[(((1270416 +% (xi450 *% 3136)) +% (((mb452 *% 14) +% 11) *% 64)) +% k454)])
-              t453_c11_0 = t453_c11_0.addingProduct(t453_a11, t453_b0)
-              t453_c11_1 = t453_c11_1.addingProduct(t453_a11, t453_b1)
-              let t453_a12 = Vector(repeating: arena[(((1270416 +% (xi450 *% 3136)) +% (((mb452 *% 14) +% 12) *% 64)) +% k454)])
-              t453_c12_0 = t453_c12_0.addingProduct(t453_a12, t453_b0)
-              t453_c12_1 = t453_c12_1.addingProduct(t453_a12, t453_b1)
-              let t453_a13 = Vector(repeating: arena[(((1270416 +% (xi450 *% 3136)) +% (((mb452 *% 14) +% 13) *% 64)) +% k454)])
-              t453_c13_0 = t453_c13_0.addingProduct(t453_a13, t453_b0)
-              t453_c13_1 = t453_c13_1.addingProduct(t453_a13, t453_b1)
+    for xi431 in 0..<16 {
+      do {  // gemm438
+        for nb432 in 0..<1 {
+          for mb433 in 0..<3 {
+            var t434_c0_0 = Vector()
+            var t434_c0_1 = Vector()
+            var t434_c1_0 = Vector()
+            var t434_c1_1 = Vector()
+            var t434_c2_0 = Vector()
+            var t434_c2_1 = Vector()
+            var t434_c3_0 = Vector()
+            var t434_c3_1 = Vector()
+            var t434_c4_0 = Vector()
+            var t434_c4_1 = Vector()
+            var t434_c5_0 = Vector()
+            var t434_c5_1 = Vector()
+            var t434_c6_0 = Vector()
+            var t434_c6_1 = Vector()
+            var t434_c7_0 = Vector()
+            var t434_c7_1 = Vector()
+            var t434_c8_0 = Vector()
+            var t434_c8_1 = Vector()
+            var t434_c9_0 = Vector()
+            var t434_c9_1 = Vector()
+            var t434_c10_0 = Vector()
+            var t434_c10_1 = Vector()
+            var t434_c11_0 = Vector()
+            var t434_c11_1 = Vector()
+            var t434_c12_0 = Vector()
+            var t434_c12_1 = Vector()
+            var t434_c13_0 = Vector()
+            var t434_c13_1 = Vector()
+            for k435 in 0..<64 {
+              let t434_b0 = loadVector(arena, (((1221264 +% (xi431 *% 2048)) +% (k435 *% 32)) +% (nb432 *% 32)))
+              let t434_b1 = loadVector(arena, ((((1221264 +% (xi431 *% 2048)) +% (k435 *% 32)) +% (nb432 *% 32)) +% 16))
+              let t434_a0 = Vector(repeating: arena[(((1270416 +% (xi431 *% 3136)) +% ((mb433 *% 14) *% 64)) +% k435)])
+              t434_c0_0 = t434_c0_0.addingProduct(t434_a0, t434_b0)
+              t434_c0_1 = t434_c0_1.addingProduct(t434_a0, t434_b1)
+              let t434_a1 = Vector(repeating: arena[(((1270416 +% (xi431 *% 3136)) +% (((mb433 *% 14) +% 1) *% 64)) +% k435)])
+              t434_c1_0 = t434_c1_0.addingProduct(t434_a1, t434_b0)
+              t434_c1_1 = t434_c1_1.addingProduct(t434_a1, t434_b1)
+              let t434_a2 = Vector(repeating: arena[(((1270416 +% (xi431 *% 3136)) +% (((mb433 *% 14) +% 2) *% 64)) +% k435)])
+              t434_c2_0 = t434_c2_0.addingProduct(t434_a2, t434_b0)
+              t434_c2_1 = t434_c2_1.addingProduct(t434_a2, t434_b1)
+              let t434_a3 = Vector(repeating: arena[(((1270416 +% (xi431 *% 3136)) +% (((mb433 *% 14) +% 3) *% 64)) +% k435)])
+              t434_c3_0 = t434_c3_0.addingProduct(t434_a3, t434_b0)
+              t434_c3_1 = t434_c3_1.addingProduct(t434_a3, t434_b1)
+              let t434_a4 = Vector(repeating: arena[(((1270416 +% (xi431 *% 3136)) +% (((mb433 *% 14) +% 4) *% 64)) +% k435)])
+              t434_c4_0 = t434_c4_0.addingProduct(t434_a4, t434_b0)
+              t434_c4_1 = t434_c4_1.addingProduct(t434_a4, t434_b1)
+              let t434_a5 = Vector(repeating: arena[(((1270416 +% (xi431 *% 3136)) +% (((mb433 *% 14) +% 5) *% 64)) +% k435)])
+              t434_c5_0 = t434_c5_0.addingProduct(t434_a5, t434_b0)
+              t434_c5_1 = t434_c5_1.addingProduct(t434_a5, t434_b1)
+              let t434_a6 = Vector(repeating: arena[(((1270416 +% (xi431 *% 3136)) +% (((mb433 *% 14) +% 6) *% 64)) +% k435)])
+              t434_c6_0 = t434_c6_0.addingProduct(t434_a6, t434_b0)
+              t434_c6_1 = t434_c6_1.addingProduct(t434_a6, t434_b1)
+              let t434_a7 = Vector(repeating: arena[(((1270416 +% (xi431 *% 3136)) +% (((mb433 *% 14) +% 7) *% 64)) +% k435)])
+              t434_c7_0 = t434_c7_0.addingProduct(t434_a7, t434_b0)
+              t434_c7_1 = t434_c7_1.addingProduct(t434_a7, t434_b1)
+              let t434_a8 = Vector(repeating: arena[(((1270416 +% (xi431 *% 3136)) +% (((mb433 *% 14) +% 8) *% 64)) +% k435)])
+              t434_c8_0 = t434_c8_0.addingProduct(t434_a8, t434_b0)
+              t434_c8_1 = t434_c8_1.addingProduct(t434_a8, t434_b1)
+              let t434_a9 = Vector(repeating: arena[(((1270416 +% (xi431 *% 3136)) +% (((mb433 *% 14) +% 9) *% 64)) +% k435)])
+              t434_c9_0 = t434_c9_0.addingProduct(t434_a9, t434_b0)
+              t434_c9_1 = t434_c9_1.addingProduct(t434_a9, t434_b1)
+              let t434_a10 = Vector(repeating: arena[(((1270416 +% (xi431 *% 3136)) +% (((mb433 *% 14) +% 10) *% 64)) +% k435)])
+              t434_c10_0 = t434_c10_0.addingProduct(t434_a10, t434_b0)
+              t434_c10_1 = t434_c10_1.addingProduct(t434_a10, t434_b1)
+              let t434_a11 = Vector(repeating: arena[(((1270416 +% (xi431 *% 3136)) +% (((mb433 *% 14) +% 11) *% 64)) +% k435)])
+              t434_c11_0 = t434_c11_0.addingProduct(t434_a11, t434_b0)
+              t434_c11_1 = t434_c11_1.addingProduct(t434_a11, t434_b1)
+              let t434_a12 = Vector(repeating: arena[(((1270416 +% (xi431 *% 3136)) +% (((mb433 *% 14) +% 12) *% 64)) +% k435)])
+              t434_c12_0 = t434_c12_0.addingProduct(t434_a12, t434_b0)
+              t434_c12_1 = t434_c12_1.addingProduct(t434_a12, t434_b1)
+              let t434_a13 = Vector(repeating: arena[(((1270416 +% (xi431 *% 3136)) +% (((mb433 *% 14) +% 13) *% 64)) +% k435)])
+              t434_c13_0 = t434_c13_0.addingProduct(t434_a13, t434_b0)
+              t434_c13_1 = t434_c13_1.addingProduct(t434_a13, t434_b1)
             }
-            storeVector(arena, (((1320592 +% (xi450 *% 1568)) +% ((mb452 *% 14) *% 32)) +% (nb451 *% 32)), t453_c0_0)
-            storeVector(arena, ((((1320592 +% (xi450 *% 1568)) +% ((mb452 *% 14) *% 32)) +% (nb451 *% 32)) +% 16), t453_c0_1)
-            storeVector(arena, (((1320592 +% (xi450 *% 1568)) +% (((mb452 *% 14) +% 1) *% 32)) +% (nb451 *% 32)), t453_c1_0)
-            storeVector(arena, ((((1320592 +% (xi450 *% 1568)) +% (((mb452 *% 14) +% 1) *% 32)) +% (nb451 *% 32)) +% 16), t453_c1_1)
-            storeVector(arena, (((1320592 +% (xi450 *% 1568)) +% (((mb452 *% 14) +% 2) *% 32)) +% (nb451 *% 32)), t453_c2_0)
-            storeVector(arena, ((((1320592 +% (xi450 *% 1568)) +% (((mb452 *% 14) +% 2) *% 32)) +% (nb451 *% 32)) +% 16), t453_c2_1)
-            storeVector(arena, (((1320592 +% (xi450 *% 1568)) +% (((mb452 *% 14) +% 3) *% 32)) +% (nb451 *% 32)), t453_c3_0)
-            storeVector(arena, ((((1320592 +% (xi450 *% 1568)) +% (((mb452 *% 14) +% 3) *% 32)) +% (nb451 *% 32)) +% 16), t453_c3_1)
-            storeVector(arena, (((1320592 +% (xi450 *% 1568)) +% (((mb452 *% 14) +% 4) *% 32)) +% (nb451 *% 32)), t453_c4_0)
-            storeVector(arena, ((((1320592 +% (xi450 *% 1568)) +% (((mb452 *% 14) +% 4) *% 32)) +% (nb451 *% 32)) +% 16), t453_c4_1)
-            storeVector(arena, (((1320592 +% (xi450 *% 1568)) +% (((mb452 *% 14) +% 5) *% 32)) +% (nb451 *% 32)), t453_c5_0)
-            storeVector(arena, ((((1320592 +% (xi450 *% 1568)) +% (((mb452 *% 14) +% 5) *% 32)) +% (nb451 *% 32)) +% 16), t453_c5_1)
-            storeVector(arena, (((1320592 +% (xi450 *% 1568)) +% (((mb452 *% 14) +% 6) *% 32)) +% (nb451 *% 32)), t453_c6_0)
-            storeVector(arena, ((((1320592 +% (xi450 *% 1568)) +% (((mb452 *% 14) +% 6) *% 32)) +% (nb451 *% 32)) +% 16), t453_c6_1)
-            storeVector(arena, (((1320592 +% (xi450 *% 1568)) +% (((mb452 *% 14) +% 7) *% 32)) +% (nb451 *% 32)), t453_c7_0)
-            storeVector(arena, ((((1320592 +% (xi450 *% 1568)) +% (((mb452 *% 14) +% 7) *% 32)) +% (nb451 *% 32)) +% 16), t453_c7_1)
-            storeVector(arena, (((1320592 +% (xi450 *% 1568)) +% (((mb452 *% 14) +% 8) *% 32)) +% (nb451 *% 32)), t453_c8_0)
-            storeVector(arena, ((((1320592 +% (xi450 *% 1568)) +% (((mb452 *% 14) +% 8) *% 32)) +% (nb451 *% 32)) +% 16), t453_c8_1)
-            storeVector(arena, (((1320592 +% (xi450 *% 1568)) +% (((mb452 *% 14) +% 9) *% 32)) +% (nb451 *% 32)), t453_c9_0)
-            storeVector(arena, ((((1320592 +% (xi450 *% 1568)) +% (((mb452 *% 14) +% 9) *% 32)) +% (nb451 *% 32)) +% 16), t453_c9_1)
-            storeVector(arena, (((1320592 +% (xi450 *% 1568)) +% (((mb452 *% 14) +% 10) *% 32)) +% (nb451 *% 32)), t453_c10_0)
-            storeVector(arena, ((((1320592 +% (xi450 *% 1568)) +% (((mb452 *% 14) +% 10) *% 32)) +% (nb451 *% 32)) +% 16), t453_c10_1)
-            storeVector(arena, (((1320592 +% (xi450 *% 1568)) +% (((mb452 *% 14) +% 11) *% 32)) +% (nb451 *% 32)), t453_c11_0)
-            storeVector(arena, ((((1320592 +% (xi450 *% 1568)) +% (((mb452 *% 14) +% 11) *% 32)) +% (nb451 *% 32)) +% 16), t453_c11_1)
-            storeVector(arena, (((1320592 +% (xi450 *% 1568)) +% (((mb452 *% 14) +% 12) *% 32)) +% (nb451 *% 32)), t453_c12_0)
-            storeVector(arena, ((((1320592 +% (xi450 *% 1568)) +% (((mb452 *% 14) +% 12) *% 32)) +% (nb451 *% 32)) +% 16), t453_c12_1)
-            storeVector(arena, (((1320592 +% (xi450 *% 1568)) +% (((mb452 *% 14) +% 13) *% 32)) +% (nb451 *% 32)), t453_c13_0)
-            storeVector(arena, ((((1320592 +% (xi450 *% 1568)) +% (((mb452 *% 14) +% 13) *% 32)) +% (nb451 *% 32)) +% 16), t453_c13_1)
+            storeVector(arena, (((1320592 +% (xi431 *% 1568)) +% ((mb433 *% 14) *% 32)) +% (nb432 *% 32)), t434_c0_0)
+            storeVector(arena, ((((1320592 +% (xi431 *% 1568)) +% ((mb433 *% 14) *% 32)) +% (nb432 *% 32)) +% 16), t434_c0_1)
+            storeVector(arena, (((1320592 +% (xi431 *% 1568)) +% (((mb433 *% 14) +% 1) *% 32)) +% (nb432 *% 32)), t434_c1_0)
+            storeVector(arena, ((((1320592 +% (xi431 *% 1568)) +% (((mb433 *% 14) +% 1) *% 32)) +% (nb432 *% 32)) +% 16), t434_c1_1)
+            storeVector(arena, (((1320592 +% (xi431 *% 1568)) +% (((mb433 *% 14) +% 2) *% 32)) +% (nb432 *% 32)), t434_c2_0)
+            storeVector(arena, ((((1320592 +% (xi431 *% 1568)) +% (((mb433 *% 14) +% 2) *% 32)) +% (nb432 *% 32)) +% 16), t434_c2_1)
+            storeVector(arena, (((1320592 +% (xi431 *% 1568)) +% (((mb433 *% 14) +% 3) *% 32)) +% (nb432 *% 32)), t434_c3_0)
+            storeVector(arena, ((((1320592 +% (xi431 *% 1568)) +% (((mb433 *% 14) +% 3) *% 32)) +% (nb432 *% 32)) +% 16), t434_c3_1)
+            storeVector(arena, (((1320592 +% (xi431 *% 1568)) +% (((mb433 *% 14) +% 4) *% 32)) +% (nb432 *% 32)), t434_c4_0)
+            storeVector(arena, ((((1320592 +% (xi431 *% 1568)) +% (((mb433 *% 14) +% 4) *% 32)) +% (nb432 *% 32)) +% 16), t434_c4_1)
+            storeVector(arena, (((1320592 +% (xi431 *% 1568)) +% (((mb433 *% 14) +% 5) *% 32)) +% (nb432 *% 32)), t434_c5_0)
+            storeVector(arena, ((((1320592 +% (xi431 *% 1568)) +% (((mb433 *% 14) +% 5) *% 32)) +% (nb432 *% 32)) +% 16), t434_c5_1)
+            storeVector(arena, (((1320592 +% (xi431 *% 1568)) +% (((mb433 *% 14) +% 6) *% 32)) +% (nb432 *% 32)), t434_c6_0)
+            storeVector(arena, ((((1320592 +% (xi431 *% 1568)) +% (((mb433 *% 14) +% 6) *% 32)) +% (nb432 *% 32)) +% 16), t434_c6_1)
+            storeVector(arena, (((1320592 +% (xi431 *% 1568)) +% (((mb433 *% 14) +% 7) *% 32)) +% (nb432 *% 32)), t434_c7_0)
+            storeVector(arena, ((((1320592 +% (xi431 *% 1568)) +% (((mb433 *% 14) +% 7) *% 32)) +% (nb432 *% 32)) +% 16), t434_c7_1)
+            storeVector(arena, (((1320592 +% (xi431 *% 1568)) +% (((mb433 *% 14) +% 8) *% 32)) +% (nb432 *% 32)), t434_c8_0)
+            storeVector(arena, ((((1320592 +% (xi431 *% 1568)) +% (((mb433 *% 14) +% 8) *% 32)) +% (nb432 *% 32)) +% 16), t434_c8_1)
+            storeVector(arena, (((1320592 +% (xi431 *% 1568)) +% (((mb433 *% 14) +% 9) *% 32)) +% (nb432 *% 32)), t434_c9_0)
+            storeVector(arena, ((((1320592 +% (xi431 *% 1568)) +% (((mb433 *% 14) +% 9) *% 32)) +% (nb432 *% 32)) +% 16), t434_c9_1)
+            storeVector(arena, (((1320592 +% (xi431 *% 1568)) +% (((mb433 *% 14) +% 10) *% 32)) +% (nb432 *% 32)), t434_c10_0)
+            storeVector(arena, ((((1320592 +% (xi431 *% 1568)) +% (((mb433 *% 14) +% 10) *% 32)) +% (nb432 *% 32)) +% 16), t434_c10_1)
+            storeVector(arena, (((1320592 +% (xi431 *% 1568)) +% (((mb433 *% 14) +% 11) *% 32)) +% (nb432 *% 32)), t434_c11_0)
+            storeVector(arena, ((((1320592 +% (xi431 *% 1568)) +% (((mb433 *% 14) +% 11) *% 32)) +% (nb432 *% 32)) +% 16), t434_c11_1)
+            storeVector(arena, (((1320592 +% (xi431 *% 1568)) +% (((mb433 *% 14) +% 12) *% 32)) +% (nb432 *% 32)), t434_c12_0)
+            storeVector(arena, ((((1320592 +% (xi431 *% 1568)) +% (((mb433 *% 14) +% 12) *% 32)) +% (nb432 *% 32)) +% 16), t434_c12_1)
+            storeVector(arena, (((1320592 +% (xi431 *% 1568)) +% (((mb433 *% 14) +% 13) *% 32)) +% (nb432 *% 32)), t434_c13_0)
+            storeVector(arena, ((((1320592 +% (xi431 *% 1568)) +% (((mb433 *% 14) +% 13) *% 32)) +% (nb432 *% 32)) +% 16), t434_c13_1)
           }
-          var t455_c0_0 = Vector()
-          var t455_c0_1 = Vector()
-          var t455_c1_0 = Vector()
-          var t455_c1_1 = Vector()
-          var t455_c2_0 = Vector()
-          var t455_c2_1 = Vector()
-          var t455_c3_0 = Vector()
-          var t455_c3_1 = Vector()
-          var t455_c4_0 = Vector()
-          var t455_c4_1 = Vector()
-          var t455_c5_0 = Vector()
-          var t455_c5_1 = Vector()
-          var t455_c6_0 = Vector()
-          var t455_c6_1 = Vector()
-          for k456 in 0..<64 {
-            let t455_b0 = loadVector(arena, (((1221264 +% (xi450 *% 2048)) +% (k456 *% 32)) +% (nb451 *% 32)))
-            let t455_b1 = loadVector(arena, ((((1221264 +% (xi450 *% 2048)) +% (k456 *% 32)) +% (nb451 *% 32)) +% 16))
-            let t455_a0 = Vector(repeating: arena[(((1270416 +% (xi450 *% 3136)) +% 2688) +% k456)])
-            t455_c0_0 = t455_c0_0.addingProduct(t455_a0, t455_b0)
-            t455_c0_1 = t455_c0_1.addingProduct(t455_a0, t455_b1)
-            let t455_a1 = Vector(repeating: arena[(((1270416 +% (xi450 *% 3136)) +% 2752) +% k456)])
-            t455_c1_0 = t455_c1_0.addingProduct(t455_a1, t455_b0)
-            t455_c1_1 = t455_c1_1.addingProduct(t455_a1, t455_b1)
-            let t455_a2 = Vector(repeating: arena[(((1270416 +% (xi450 *% 3136)) +% 2816) +% k456)])
-            t455_c2_0 = t455_c2_0.addingProduct(t455_a2, t455_b0)
-            t455_c2_1 = t455_c2_1.addingProduct(t455_a2, t455_b1)
-            let t455_a3 = Vector(repeating: arena[(((1270416 +% (xi450 *% 3136)) +% 2880) +% k456)])
-            t455_c3_0 = t455_c3_0.addingProduct(t455_a3, t455_b0)
-            t455_c3_1 = t455_c3_1.addingProduct(t455_a3, t455_b1)
-            let t455_a4 = Vector(repeating: arena[(((1270416 +% (xi450 *% 3136)) +% 2944) +% k456)])
-            t455_c4_0 = t455_c4_0.addingProduct(t455_a4, t455_b0)
-            t455_c4_1 = t455_c4_1.addingProduct(t455_a4, t455_b1)
-            let t455_a5 = Vector(repeating: arena[(((1270416 +% (xi450 *% 3136)) +% 3008) +% k456)])
-            t455_c5_0 = t455_c5_0.addingProduct(t455_a5, t455_b0)
-            t455_c5_1 = t455_c5_1.addingProduct(t455_a5, t455_b1)
-            let t455_a6 = Vector(repeating: arena[(((1270416 +% (xi450 *% 3136)) +% 3072) +% k456)])
-            t455_c6_0 = t455_c6_0.addingProduct(t455_a6, t455_b0)
-            t455_c6_1 = t455_c6_1.addingProduct(t455_a6, t455_b1)
+          var t436_c0_0 = Vector()
+          var t436_c0_1 = Vector()
+          var t436_c1_0 = Vector()
+          var t436_c1_1 = Vector()
+          var t436_c2_0 = Vector()
+          var t436_c2_1 = Vector()
+          var t436_c3_0 = Vector()
+          var t436_c3_1 = Vector()
+          var t436_c4_0 = Vector()
+          var t436_c4_1 = Vector()
+          var t436_c5_0 = Vector()
+          var t436_c5_1 = Vector()
+          var t436_c6_0 = Vector()
+          var t436_c6_1 = Vector()
+          for k437 in 0..<64 {
+            let t436_b0 = loadVector(arena, (((1221264 +% (xi431 *% 2048)) +% (k437 *% 32)) +% (nb432 *% 32)))
+            let t436_b1 = loadVector(arena, ((((1221264 +% (xi431 *% 2048)) +% (k437 *% 32)) +% (nb432 *% 32)) +% 16))
+            let t436_a0 = Vector(repeating: arena[(((1270416 +% (xi431 *% 3136)) +% 2688) +% k437)])
+            t436_c0_0 = t436_c0_0.addingProduct(t436_a0, t436_b0)
+            t436_c0_1 = t436_c0_1.addingProduct(t436_a0, t436_b1)
+            let t436_a1 = Vector(repeating: arena[(((1270416 +% (xi431 *% 3136)) +% 2752) +% k437)])
+            t436_c1_0 = t436_c1_0.addingProduct(t436_a1, t436_b0)
+            t436_c1_1 = t436_c1_1.addingProduct(t436_a1, t436_b1)
+            let t436_a2 = Vector(repeating: arena[(((1270416 +% (xi431 *% 3136)) +% 2816) +% k437)])
+            t436_c2_0 = t436_c2_0.addingProduct(t436_a2, t436_b0)
+            t436_c2_1 = t436_c2_1.addingProduct(t436_a2, t436_b1)
+            let t436_a3 = Vector(repeating: arena[(((1270416 +% (xi431 *% 3136)) +% 2880) +% k437)])
+            t436_c3_0 = t436_c3_0.addingProduct(t436_a3, t436_b0)
+            t436_c3_1 = t436_c3_1.addingProduct(t436_a3, t436_b1)
+            let t436_a4 = Vector(repeating: arena[(((1270416 +% (xi431 *% 3136)) +% 2944) +% k437)])
+            t436_c4_0 = t436_c4_0.addingProduct(t436_a4, t436_b0)
+            t436_c4_1 = t436_c4_1.addingProduct(t436_a4, t436_b1)
+            let t436_a5 = Vector(repeating: arena[(((1270416 +% (xi431 *% 3136)) +% 3008) +% k437)])
+            t436_c5_0 = t436_c5_0.addingProduct(t436_a5, t436_b0)
+            t436_c5_1 = t436_c5_1.addingProduct(t436_a5, t436_b1)
+            let t436_a6 = Vector(repeating: arena[(((1270416 +% (xi431 *% 3136)) +% 3072) +% k437)])
+            t436_c6_0 = t436_c6_0.addingProduct(t436_a6, t436_b0)
+            t436_c6_1 = t436_c6_1.addingProduct(t436_a6, t436_b1)
           }
-          storeVector(arena, (((1320592 +% (xi450 *% 1568)) +% 1344) +% (nb451 *% 32)), t455_c0_0)
-          storeVector(arena, ((((1320592 +% (xi450 *% 1568)) +% 1344) +% (nb451 *% 32)) +% 16), t455_c0_1)
-          storeVector(arena, (((1320592 +% (xi450 *% 1568)) +% 1376) +% (nb451 *% 32)), t455_c1_0)
-          storeVector(arena, ((((1320592 +% (xi450 *% 1568)) +% 1376) +% (nb451 *% 32)) +% 16), t455_c1_1)
-          storeVector(arena, (((1320592 +% (xi450 *% 1568)) +% 1408) +% (nb451 *% 32)), t455_c2_0)
-          storeVector(arena, ((((1320592 +% (xi450 *% 1568)) +% 1408) +% (nb451 *% 32)) +% 16), t455_c2_1)
-          storeVector(arena, (((1320592 +% (xi450 *% 1568)) +% 1440) +% (nb451 *% 32)), t455_c3_0)
-          storeVector(arena, ((((1320592 +% (xi450 *% 1568)) +% 1440) +% (nb451 *% 32)) +% 16), t455_c3_1)
-          storeVector(arena, (((1320592 +% (xi450 *% 1568)) +% 1472) +% (nb451 *% 32)), t455_c4_0)
-          storeVector(arena, ((((1320592 +% (xi450 *% 1568)) +% 1472) +% (nb451 *% 32)) +% 16), t455_c4_1)
-          storeVector(arena, (((1320592 +% (xi450 *% 1568)) +% 1504) +% (nb451 *% 32)), t455_c5_0)
-          storeVector(arena, ((((1320592 +% (xi450 *% 1568)) +% 1504) +% (nb451 *% 32)) +% 16), t455_c5_1)
-          storeVector(arena, (((1320592 +% (xi450 *% 1568)) +% 1536) +% (nb451 *% 32)), t455_c6_0)
-          storeVector(arena, ((((1320592 +% (xi450 *% 1568)) +% 1536) +% (nb451 *% 32)) +% 16), t455_c6_1)
+          storeVector(arena, (((1320592 +% (xi431 *% 1568)) +% 1344) +% (nb432 *% 32)), t436_c0_0)
+          storeVector(arena, ((((1320592 +% (xi431 *% 1568)) +% 1344) +% (nb432 *% 32)) +% 16), t436_c0_1)
+          storeVector(arena, (((1320592 +% (xi431 *% 1568)) +% 1376) +% (nb432 *% 32)), t436_c1_0)
+          storeVector(arena, ((((1320592 +% (xi431 *% 1568)) +% 1376) +% (nb432 *% 32)) +% 16), t436_c1_1)
+          storeVector(arena, (((1320592 +% (xi431 *% 1568)) +% 1408) +% (nb432 *% 32)), t436_c2_0)
+          storeVector(arena, ((((1320592 +% (xi431 *% 1568)) +% 1408) +% (nb432 *% 32)) +% 16), t436_c2_1)
+          storeVector(arena, (((1320592 +% (xi431 *% 1568)) +% 1440) +% (nb432 *% 32)), t436_c3_0)
+          storeVector(arena, ((((1320592 +% (xi431 *% 1568)) +% 1440) +% (nb432 *% 32)) +% 16), t436_c3_1)
+          storeVector(arena, (((1320592 +% (xi431 *% 1568)) +% 1472) +% (nb432 *% 32)), t436_c4_0)
+          storeVector(arena, ((((1320592 +% (xi431 *% 1568)) +% 1472) +% (nb432 *% 32)) +% 16), t436_c4_1)
+          storeVector(arena, (((1320592 +% (xi431 *% 1568)) +% 1504) +% (nb432 *% 32)), t436_c5_0)
+          storeVector(arena, ((((1320592 +% (xi431 *% 1568)) +% 1504) +% (nb432 *% 32)) +% 16), t436_c5_1)
+          storeVector(arena, (((1320592 +% (xi431 *% 1568)) +% 1536) +% (nb432 *% 32)), t436_c6_0)
+          storeVector(arena, ((((1320592 +% (xi431 *% 1568)) +% 1536) +% (nb432 *% 32)) +% 16), t436_c6_1)
         }
       }
     }
-    for j458 in 0..<1 {
-      for ty459 in 0..<7 {
-        for tx460 in 0..<7 {
-          for cv461 in 0..<2 {
-            let w462 = ((loadVector(arena, ((1320592 +% ((((j458 *% 49) +% (ty459 *% 7)) +% tx460) *% 32)) +% (cv461 *% 16))) + loadVector(arena, ((1326864 +% ((((j458 *% 49) +% (ty459 *% 7)) +% tx460) *% 32)) +% (cv461 *% 16)))) + loadVector(arena, ((1333136 +% ((((j458 *% 49) +% (ty459 *% 7)) +% tx460) *% 32)) +% (cv461 *% 16))))
-            let w463 = ((loadVector(arena, ((1326864 +% ((((j458 *% 49) +% (ty459 *% 7)) +% tx460) *% 32)) +% (cv461 *% 16))) - loadVector(arena, ((1333136 +% ((((j458 *% 49) +% (ty459 *% 7)) +% tx460) *% 32)) +% (cv461 *% 16)))) - loadVector(arena, ((1339408 +% ((((j458 *% 49) +% (ty459 *% 7)) +% tx460) *% 32)) +% (cv461 *% 16))))
-            let w464 = ((loadVector(arena, ((1322160 +% ((((j458 *% 49) +% (ty459 *% 7)) +% tx460) *% 32)) +% (cv461 *% 16))) + loadVector(arena, ((1328432 +% ((((j458 *% 49) +% (ty459 *% 7)) +% tx460) *% 32)) +% (cv461 *% 16)))) + loadVector(arena, ((1334704 +% ((((j458 *% 49) +% (ty459 *% 7)) +% tx460) *% 32)) +% (cv461 *% 16))))
-            let w465 = ((loadVector(arena, ((1328432 +% ((((j458 *% 49) +% (ty459 *% 7)) +% tx460) *% 32)) +% (cv461 *% 16))) - loadVector(arena, ((1334704 +% ((((j458 *% 49) +% (ty459 *% 7)) +% tx460) *% 32)) +% (cv461 *% 16)))) - loadVector(arena, ((1340976 +% ((((j458 *% 49) +% (ty459 *% 7)) +% tx460) *% 32)) +% (cv461 *% 16))))
-            let w466 = ((loadVector(arena, ((1323728 +% ((((j458 *% 49) +% (ty459 *% 7)) +% tx460) *% 32)) +% (cv461 *% 16))) + loadVector(arena, ((1330000 +% ((((j458 *% 49) +% (ty459 *% 7)) +% tx460) *% 32)) +% (cv461 *% 16)))) + loadVector(arena, ((1336272 +% ((((j458 *% 49) +% (ty459 *% 7)) +% tx460) *% 32)) +% (cv461 *% 16))))
-            let w467 = ((loadVector(arena, ((1330000 +% ((((j458 *% 49) +% (ty459 *% 7)) +% tx460) *% 32)) +% (cv461 *% 16))) - loadVector(arena, ((1336272 +% ((((j458 *% 49) +% (ty459 *% 7)) +% tx460) *% 32)) +% (cv461 *% 16)))) - loadVector(arena, ((1342544 +% ((((j458 *% 49) +% (ty459 *% 7)) +% tx460) *% 32)) +% (cv461 *% 16))))
-            let w468 = ((loadVector(arena, ((1325296 +% ((((j458 *% 49) +% (ty459 *% 7)) +% tx460) *% 32)) +% (cv461 *% 16))) + loadVector(arena, ((1331568 +% ((((j458 *% 49) +% (ty459 *% 7)) +% tx460) *% 32)) +% (cv461 *% 16)))) + loadVector(arena, ((1337840 +% ((((j458 *% 49) +% (ty459 *% 7)) +% tx460) *% 32)) +% (cv461 *% 16))))
-            let w469 = ((loadVector(arena, ((1331568 +% ((((j458 *% 49) +% (ty459 *% 7)) +% tx460) *% 32)) +% (cv461 *% 16))) - loadVector(arena, ((1337840 +% ((((j458 *% 49) +% (ty459 *% 7)) +% tx460) *% 32)) +% (cv461 *% 16)))) - loadVector(arena, ((1344112 +% ((((j458 *% 49) +% (ty459 *% 7)) +% tx460) *% 32)) +% (cv461 *% 16))))
-            let w470 = ((w462 + w464) + w466)
-            let w471 = ((w464 - w466) - w468)
-            let w472 = ((w463 + w465) + w467)
-            let w473 = ((w465 - w467) - w469)
-            storeVector(arena, ((1345680 +% (((((j458 *% 14) +% (ty459 *% 2)) *% 14) +% (tx460 *% 2)) *% 32)) +% (cv461 *% 16)), w470)
-            storeVector(arena, ((1345680 +% ((((((j458 *% 14) +% (ty459 *% 2)) *% 14) +% (tx460 *% 2)) +% 1) *% 32)) +% (cv461 *% 16)), w471)
-            storeVector(arena, ((1345680 +% ((((((j458 *% 14) +% (ty459 *% 2)) +% 1) *% 14) +% (tx460 *% 2)) *% 32)) +% (cv461 *% 16)), w472)
-            storeVector(arena, ((1345680 +% (((((((j458 *% 14) +% (ty459 *% 2)) +% 1) *% 14) +% (tx460 *% 2)) +% 1) *% 32)) +% (cv461 *% 16)), w473)
+    for j439 in 0..<1 {
+      for ty440 in 0..<7 {
+        for tx441 in 0..<7 {
+          for cv442 in 0..<2 {
+            let w443 = ((loadVector(arena, ((1320592 +% ((((j439 *% 49) +% (ty440 *% 7)) +% tx441) *% 32)) +% (cv442 *% 16))) + loadVector(arena, ((1326864 +% ((((j439 *% 49) +% (ty440 *% 7)) +% tx441) *% 32)) +% (cv442 *% 16)))) + loadVector(arena, ((1333136 +% ((((j439 *% 49) +% (ty440 *% 7)) +% tx441) *% 32)) +% (cv442 *% 16))))
+            let w444 = ((loadVector(arena, ((1326864 +% ((((j439 *% 49) +% (ty440 *% 7)) +% tx441) *% 32)) +% (cv442 *% 16))) - loadVector(arena, ((1333136 +% ((((j439 *% 49) +% (ty440 *% 7)) +% tx441) *% 32)) +% (cv442 *% 16)))) - loadVector(arena, ((1339408 +% ((((j439 *% 49) +% (ty440 *% 7)) +% tx441) *% 32)) +% (cv442 *% 16))))
+            let w445 = ((loadVector(arena, ((1322160 +% ((((j439 *% 49) +% (ty440 *% 7)) +% tx441) *% 32)) +% (cv442 *% 16))) + loadVector(arena, ((1328432 +% ((((j439 *% 49) +% (ty440 *% 7)) +% tx441) *% 32)) +% (cv442 *% 16)))) + loadVector(arena, ((1334704 +% ((((j439 *% 49) +% (ty440 *% 7)) +% tx441) *% 32)) +% (cv442 *% 16))))
+            let w446 = ((loadVector(arena, ((1328432 +% ((((j439 *% 49) +% (ty440 *% 7)) +% tx441) *% 32)) +% (cv442 *% 16))) - loadVector(arena, ((1334704 +% ((((j439 *% 49) +% (ty440 *% 7)) +% tx441) *% 32)) +% (cv442 *% 16)))) - loadVector(arena, ((1340976 +% ((((j439 *% 49) +% (ty440 *% 7)) +% tx441) *% 32)) +% (cv442 *% 16))))
+            let w447 = ((loadVector(arena, ((1323728 +% ((((j439 *% 49) +% (ty440 *% 7)) +% tx441) *% 32)) +% (cv442 *% 16))) + loadVector(arena, ((1330000 +% ((((j439 *% 49) +% (ty440 *% 7)) +% tx441) *% 32)) +% (cv442 *% 16)))) + loadVector(arena, ((1336272 +% ((((j439 *% 49) +% (ty440 *% 7)) +% tx441) *% 32)) +% (cv442 *% 16))))
+            let w448 = ((loadVector(arena, ((1330000 +% ((((j439 *% 49) +% (ty440 *% 7)) +% tx441) *% 32)) +% (cv442 *% 16))) - loadVector(arena, ((1336272 +% ((((j439 *% 49) +% (ty440 *% 7)) +% tx441) *% 32)) +% (cv442 *% 16)))) - loadVector(arena, ((1342544 +% ((((j439 *% 49) +% (ty440 *% 7)) +% tx441) *% 32)) +% (cv442 *% 16))))
+            let w449 = ((loadVector(arena, ((1325296 +% ((((j439 *% 49) +% (ty440 *% 7)) +% tx441) *% 32)) +% (cv442 *% 16))) + loadVector(arena, ((1331568 +% ((((j439 *% 49) +% (ty440 *% 7)) +% tx441) *% 32)) +% (cv442 *% 16)))) + loadVector(arena, ((1337840 +% ((((j439 *% 49) +% (ty440 *% 7)) +% tx441) *% 32)) +% (cv442 *% 16))))
+            let w450 = ((loadVector(arena, ((1331568 +% ((((j439 *% 49) +% (ty440 *% 7)) +% tx441) *% 32)) +% (cv442 *% 16))) - loadVector(arena, ((1337840 +% ((((j439 *% 49) +% (ty440 *% 7)) +% tx441) *% 32)) +% (cv442 *% 16)))) - loadVector(arena, ((1344112 +% ((((j439 *% 49) +% (ty440 *% 7)) +% tx441) *% 32)) +% (cv442 *% 16))))
+            let w451 = ((w443 + w445) + w447)
+            let w452 = ((w445 - w447) - w449)
+            let w453 = ((w444 + w446) + w448)
+            let w454 = ((w446 - w448) - w450)
+            storeVector(arena, ((1345680 +% (((((j439 *% 14) +% (ty440 *% 2)) *% 14) +% (tx441 *% 2)) *% 32)) +% (cv442 *% 16)), w451)
+            storeVector(arena, ((1345680 +% ((((((j439 *% 14) +% (ty440 *% 2)) *% 14) +% (tx441 *% 2)) +% 1) *% 32)) +% (cv442 *% 16)), w452)
+            storeVector(arena, ((1345680 +% ((((((j439 *% 14) +% (ty440 *% 2)) +% 1) *% 14) +% (tx441 *% 2)) *% 32)) +% (cv442 *% 16)), w453)
+            storeVector(arena, ((1345680 +% (((((((j439 *% 14) +% (ty440 *% 2)) +% 1) *% 14) +% (tx441 *% 2)) +% 1) *% 32)) +% (cv442 *% 16)), w454)
           }
         }
       }
     }
-    for j474 in 0..<1 {
-      for c475 in 0..<32 {
-        for q476 in 0..<196 {
-          arena[(((802816 +% ((g409 +% j474) *% 6272)) +% (c475 *% 196)) +% q476)] = arena[((1345680 +% (((j474 *% 196) +% q476) *% 32)) +% c475)]
+    for j455 in 0..<1 {
+      for c456 in 0..<32 {
+        for q457 in 0..<196 {
+          arena[(((802816 +% ((g390 +% j455) *% 6272)) +% (c456 *% 196)) +% q457)] = arena[((1345680 +% (((j455 *% 196) +% q457) *% 32)) +% c456)]
         }
       }
     }
   }
   // conv1_grad = relu_maxpool_grad(pool1_grad, conv1, conv1.argmax)
-  for i477 in 0..<100352 {
-    storeVector(arena, ((i477 *% 16) +% 1221264), Vector(repeating: Float(0)))
+  for i458 in 0..<100352 {
+    storeVector(arena, ((i458 *% 16) +% 1221264), Vector(repeating: Float(0)))
   }
-  for q478 in 0..<2048 {
-    for i479 in 0..<196 {
-      if arena[((q478 *% 196) +% i479)] > Float(0) {
-        arena[((1221264 +% (q478 *% 784)) +% Int(arena[(401408 +% ((q478 *% 196) +% i479))]))] += arena[(802816 +% ((q478 *% 196) +% i479))]
+  for q459 in 0..<2048 {
+    for i460 in 0..<196 {
+      if arena[((q459 *% 196) +% i460)] > Float(0) {
+        arena[((1221264 +% (q459 *% 784)) +% Int(arena[(401408 +% ((q459 *% 196) +% i460))]))] += arena[(802816 +% ((q459 *% 196) +% i460))]
       }
     }
   }
   // conv1_weight_grad = conv2d_grad_weight(conv1_grad, image)
-  for i480 in 0..<18 {
-    storeVector(arena, ((i480 *% 16) +% 514448), Vector(repeating: Float(0)))
+  for i461 in 0..<18 {
+    storeVector(arena, ((i461 *% 16) +% 514448), Vector(repeating: Float(0)))
   }
-  for g481 in 0..<4 {
-    for j482 in 0..<16 {
-      for c483 in 0..<1 {
-        for ky484 in 0..<3 {
-          for oy485 in 0..<28 {
-            if (-1 < ((oy485 +% ky484) +% -1) && ((oy485 +% ky484) +% -1) < 28) {
-              for ox486 in 0..<27 {
-                arena[((((((c483 *% 3) +% ky484) *% 3) *% 12560) +% (j482 *% 784)) +% ((oy485 *% 28) +% (ox486 +% 1)))] = images[((((((g481 *% 16) +% j482) *% 784) +% (c483 *% 784)) +% (((oy485 +% ky484) +% -1) *% 28)) +% ((ox486 +% 1) +% -1))]
-              }
-              for ox487 in 0..<1 {
-                arena[((((((c483 *% 3) +% ky484) *% 3) *% 12560) +% (j482 *% 784)) +% ((oy485 *% 28) +% ox487))] = Float(0)
-              }
+  for i462 in 0..<900 {
+    storeVector(arena, ((i462 *% 16) +% 514736), Vector(repeating: Float(0)))
+  }
+  for g463 in 0..<4 {
+    do {  // scalar loops
+      for j464 in 0..<16 {
+        for c465 in 0..<1 {
+          for qy466 in 0..<28 {
+            for cv467 in 0..<1 {
+              storeVector(arena, (514736 +% ((((j464 +% c465) *% 900) +% ((qy466 +% 1) *% 30)) +% (1 +% (cv467 *% 16)))), loadVector(images, (((((((g463 *% 16) +% j464) *% 784) +% (c465 *% 784)) +% (((qy466 +% 1) +% -1) *% 28)) +% (1 +% (cv467 *% 16))) +% -1)))
             }
-            if ((oy485 +% ky484) +% -1) < 0 {
-              for ox488 in 0..<28 {
-                arena[((((((c483 *% 3) +% ky484) *% 3) *% 12560) +% (j482 *% 784)) +% ((oy485 *% 28) +% ox488))] = Float(0)
-              }
-            }
-            if 27 < ((oy485 +% ky484) +% -1) {
-              for ox488 in 0..<28 {
-                arena[((((((c483 *% 3) +% ky484) *% 3) *% 12560) +% (j482 *% 784)) +% ((oy485 *% 28) +% ox488))] = Float(0)
-              }
-            }
+            storePartial(arena, (514736 +% ((((j464 +% c465) *% 900) +% ((qy466 +% 1) *% 30)) +% 17)), loadPartial(images, (((((((g463 *% 16) +% j464) *% 784) +% (c465 *% 784)) +% (((qy466 +% 1) +% -1) *% 28)) +% 17) +% -1), 12), 12)
           }
-          for oy489 in 0..<28 {
-            if (-1 < ((oy489 +% ky484) +% -1) && ((oy489 +% ky484) +% -1) < 28) {
-              for ox490 in 0..<28 {
-                arena[(((((((c483 *% 3) +% ky484) *% 3) +% 1) *% 12560) +% (j482 *% 784)) +% ((oy489 *% 28) +% ox490))] = images[((((((g481 *% 16) +% j482) *% 784) +% (c483 *% 784)) +% (((oy489 +% ky484) +% -1) *% 28)) +% ox490)]
-              }
-            }
-            if ((oy489 +% ky484) +% -1) < 0 {
-              for ox491 in 0..<28 {
-                arena[(((((((c483 *% 3) +% ky484) *% 3) +% 1) *% 12560) +% (j482 *% 784)) +% ((oy489 *% 28) +% ox491))] = Float(0)
-              }
-            }
-            if 27 < ((oy489 +% ky484) +% -1) {
-              for ox491 in 0..<28 {
-                arena[(((((((c483 *% 3) +% ky484) *% 3) +% 1) *% 12560) +% (j482 *% 784)) +% ((oy489 *% 28) +% ox491))] = Float(0)
-              }
-            }
-          }
-          for oy492 in 0..<28 {
-            if (-1 < ((oy492 +% ky484) +% -1) && ((oy492 +% ky484) +% -1) < 28) {
-              for ox493 in 0..<27 {
-                arena[(((((((c483 *% 3) +% ky484) *% 3) +% 2) *% 12560) +% (j482 *% 784)) +% ((oy492 *% 28) +% ox493))] = images[((((((g481 *% 16) +% j482) *% 784) +% (c483 *% 784)) +% (((oy492 +% ky484) +% -1) *% 28)) +% (ox493 +% 1))]
-              }
-              for ox494 in 0..<1 {
-                arena[(((((((c483 *% 3) +% ky484) *% 3) +% 2) *% 12560) +% (j482 *% 784)) +% ((oy492 *% 28) +% (ox494 +% 27)))] = Float(0)
-              }
-            }
-            if ((oy492 +% ky484) +% -1) < 0 {
-              for ox495 in 0..<28 {
-                arena[(((((((c483 *% 3) +% ky484) *% 3) +% 2) *% 12560) +% (j482 *% 784)) +% ((oy492 *% 28) +% ox495))] = Float(0)
-              }
-            }
-            if 27 < ((oy492 +% ky484) +% -1) {
-              for ox495 in 0..<28 {
-                arena[(((((((c483 *% 3) +% ky484) *% 3) +% 2) *% 12560) +% (j482 *% 784)) +% ((oy492 *% 28) +% ox495))] = Float(0)
+        }
+      }
+      for j468 in 0..<16 {
+        for c469 in 0..<1 {
+          for ky470 in 0..<3 {
+            for kx471 in 0..<3 {
+              for wy472 in 0..<1 {
+                for wx473 in 0..<1 {
+                  for py474 in 0..<28 {
+                    for cv475 in 0..<1 {
+                      storeVector(arena, (((((((((c469 *% 3) +% ky470) *% 3) +% kx471) *% 12560) +% (j468 *% 784)) +% ((wy472 +% wx473) *% 784)) +% (py474 *% 28)) +% (cv475 *% 16)), loadVector(arena, (514736 +% ((((((j468 +% c469) +% ((wy472 +% ky470) % 1)) +% ((wx473 +% kx471) % 1)) *% 900) +% ((py474 +% ((wy472 +% ky470) / 1)) *% 30)) +% ((cv475 *% 16) +% ((wx473 +% kx471) / 1))))))
+                    }
+                    storePartial(arena, (((((((((c469 *% 3) +% ky470) *% 3) +% kx471) *% 12560) +% (j468 *% 784)) +% ((wy472 +% wx473) *% 784)) +% (py474 *% 28)) +% 16), loadPartial(arena, (514736 +% ((((((j468 +% c469) +% ((wy472 +% ky470) % 1)) +% ((wx473 +% kx471) % 1)) *% 900) +% ((py474 +% ((wy472 +% ky470) / 1)) *% 30)) +% (16 +% ((wx473 +% kx471) / 1)))), 12), 12)
+                  }
+                }
               }
             }
           }
         }
       }
     }
-    for j496 in 0..<16 {
-      for i497 in 0..<784 {
-        for f498 in 0..<32 {
-          arena[((113040 +% (((j496 *% 784) +% i497) *% 32)) +% f498)] = arena[(((1221264 +% (((g481 *% 16) +% j496) *% 25088)) +% (f498 *% 784)) +% i497)]
+    for j476 in 0..<16 {
+      for i477 in 0..<784 {
+        for f478 in 0..<32 {
+          arena[((113040 +% (((j476 *% 784) +% i477) *% 32)) +% f478)] = arena[(((1221264 +% (((g463 *% 16) +% j476) *% 25088)) +% (f478 *% 784)) +% i477)]
         }
       }
     }
-    do {  // gemm504
-      for kp499 in 0..<7 {
-        for nb500 in 0..<1 {
-          for mb501 in 0..<1 {
-            var t502_c0_0 = loadVector(arena, ((514448 +% ((mb501 *% 9) *% 32)) +% (nb500 *% 32)))
-            var t502_c0_1 = loadVector(arena, (((514448 +% ((mb501 *% 9) *% 32)) +% (nb500 *% 32)) +% 16))
-            var t502_c1_0 = loadVector(arena, ((514448 +% (((mb501 *% 9) +% 1) *% 32)) +% (nb500 *% 32)))
-            var t502_c1_1 = loadVector(arena, (((514448 +% (((mb501 *% 9) +% 1) *% 32)) +% (nb500 *% 32)) +% 16))
-            var t502_c2_0 = loadVector(arena, ((514448 +% (((mb501 *% 9) +% 2) *% 32)) +% (nb500 *% 32)))
-            var t502_c2_1 = loadVector(arena, (((514448 +% (((mb501 *% 9) +% 2) *% 32)) +% (nb500 *% 32)) +% 16))
-            var t502_c3_0 = loadVector(arena, ((514448 +% (((mb501 *% 9) +% 3) *% 32)) +% (nb500 *% 32)))
-            var t502_c3_1 = loadVector(arena, (((514448 +% (((mb501 *% 9) +% 3) *% 32)) +% (nb500 *% 32)) +% 16))
-            var t502_c4_0 = loadVector(arena, ((514448 +% (((mb501 *% 9) +% 4) *% 32)) +% (nb500 *% 32)))
-            var t502_c4_1 = loadVector(arena, (((514448 +% (((mb501 *% 9) +% 4) *% 32)) +% (nb500 *% 32)) +% 16))
-            var t502_c5_0 = loadVector(arena, ((514448 +% (((mb501 *% 9) +% 5) *% 32)) +% (nb500 *% 32)))
-            var t502_c5_1 = loadVector(arena, (((514448 +% (((mb501 *% 9) +% 5) *% 32)) +% (nb500 *% 32)) +% 16))
-            var t502_c6_0 = loadVector(arena, ((514448 +% (((mb501 *% 9) +% 6) *% 32)) +% (nb500 *% 32)))
-            var t502_c6_1 = loadVector(arena, (((514448 +% (((mb501 *% 9) +% 6) *% 32)) +% (nb500 *% 32)) +% 16))
-            var t502_c7_0 = loadVector(arena, ((514448 +% (((mb501 *% 9) +% 7) *% 32)) +% (nb500 *% 32)))
-            var t502_c7_1 = loadVector(arena, (((514448 +% (((mb501 *% 9) +% 7) *% 32)) +% (nb500 *% 32)) +% 16))
-            var t502_c8_0 = loadVector(arena, ((514448 +% (((mb501 *% 9) +% 8) *% 32)) +% (nb500 *% 32)))
-            var t502_c8_1 = loadVector(arena, (((514448 +% (((mb501 *% 9) +% 8) *% 32)) +% (nb500 *% 32)) +% 16))
-            for k503 in 0..<1792 {
-              let t502_b0 = loadVector(arena, ((113040 +% ((k503 +% (kp499 *% 1792)) *% 32)) +% (nb500 *% 32)))
-              let t502_b1 = loadVector(arena, (((113040 +% ((k503 +% (kp499 *% 1792)) *% 32)) +% (nb500 *% 32)) +% 16))
-              let t502_a0 = Vector(repeating: arena[(((mb501 *% 9) *% 12560) +% (k503 +% (kp499 *% 1792)))])
-              t502_c0_0 = t502_c0_0.addingProduct(t502_a0, t502_b0)
-              t502_c0_1 = t502_c0_1.addingProduct(t502_a0, t502_b1)
-              let t502_a1 = Vector(repeating: arena[((((mb501 *% 9) +% 1) *% 12560) +% (k503 +% (kp499 *% 1792)))])
-              t502_c1_0 = t502_c1_0.addingProduct(t502_a1, t502_b0)
-              t502_c1_1 = t502_c1_1.addingProduct(t502_a1, t502_b1)
-              let t502_a2 = Vector(repeating: arena[((((mb501 *% 9) +% 2) *% 12560) +% (k503 +% (kp499 *% 1792)))])
-              t502_c2_0 = t502_c2_0.addingProduct(t502_a2, t502_b0)
-              t502_c2_1 = t502_c2_1.addingProduct(t502_a2, t502_b1)
-              let t502_a3 = Vector(repeating: arena[((((mb501 *% 9) +% 3) *% 12560) +% (k503 +% (kp499 *% 1792)))])
-              t502_c3_0 = t502_c3_0.addingProduct(t502_a3, t502_b0)
-              t502_c3_1 = t502_c3_1.addingProduct(t502_a3, t502_b1)
-              let t502_a4 = Vector(repeating: arena[((((mb501 *% 9) +% 4) *% 12560) +% (k503 +% (kp499 *% 1792)))])
-              t502_c4_0 = t502_c4_0.addingProduct(t502_a4, t502_b0)
-              t502_c4_1 = t502_c4_1.addingProduct(t502_a4, t502_b1)
-              let t502_a5 = Vector(repeating: arena[((((mb501 *% 9) +% 5) *% 12560) +% (k503 +% (kp499 *% 1792)))])
-              t502_c5_0 = t502_c5_0.addingProduct(t502_a5, t502_b0)
-              t502_c5_1 = t502_c5_1.addingProduct(t502_a5, t502_b1)
-              let t502_a6 = Vector(repeating: arena[((((mb501 *% 9) +% 6) *% 12560) +% (k503 +% (kp499 *% 1792)))])
-              t502_c6_0 = t502_c6_0.addingProduct(t502_a6, t502_b0)
-              t502_c6_1 = t502_c6_1.addingProduct(t502_a6, t502_b1)
-              let t502_a7 = Vector(repeating: arena[((((mb501 *% 9) +% 7) *% 12560) +% (k503 +% (kp499 *% 1792)))])
-              t502_c7_0 = t502_c7_0.addingProduct(t502_a7, t502_b0)
-              t502_c7_1 = t502_c7_1.addingProduct(t502_a7, t502_b1)
-              let t502_a8 = Vector(repeating: arena[((((mb501 *% 9) +% 8) *% 12560) +% (k503 +% (kp499 *% 1792)))])
-              t502_c8_0 = t502_c8_0.addingProduct(t502_a8, t502_b0)
-              t502_c8_1 = t502_c8_1.addingProduct(t502_a8, t502_b1)
+    do {  // gemm484
+      for kp479 in 0..<7 {
+        for nb480 in 0..<1 {
+          for mb481 in 0..<1 {
+            var t482_c0_0 = loadVector(arena, ((514448 +% ((mb481 *% 9) *% 32)) +% (nb480 *% 32)))
+            var t482_c0_1 = loadVector(arena, (((514448 +% ((mb481 *% 9) *% 32)) +% (nb480 *% 32)) +% 16))
+            var t482_c1_0 = loadVector(arena, ((514448 +% (((mb481 *% 9) +% 1) *% 32)) +% (nb480 *% 32)))
+            var t482_c1_1 = loadVector(arena, (((514448 +% (((mb481 *% 9) +% 1) *% 32)) +% (nb480 *% 32)) +% 16))
+            var t482_c2_0 = loadVector(arena, ((514448 +% (((mb481 *% 9) +% 2) *% 32)) +% (nb480 *% 32)))
+            var t482_c2_1 = loadVector(arena, (((514448 +% (((mb481 *% 9) +% 2) *% 32)) +% (nb480 *% 32)) +% 16))
+            var t482_c3_0 = loadVector(arena, ((514448 +% (((mb481 *% 9) +% 3) *% 32)) +% (nb480 *% 32)))
+            var t482_c3_1 = loadVector(arena, (((514448 +% (((mb481 *% 9) +% 3) *% 32)) +% (nb480 *% 32)) +% 16))
+            var t482_c4_0 = loadVector(arena, ((514448 +% (((mb481 *% 9) +% 4) *% 32)) +% (nb480 *% 32)))
+            var t482_c4_1 = loadVector(arena, (((514448 +% (((mb481 *% 9) +% 4) *% 32)) +% (nb480 *% 32)) +% 16))
+            var t482_c5_0 = loadVector(arena, ((514448 +% (((mb481 *% 9) +% 5) *% 32)) +% (nb480 *% 32)))
+            var t482_c5_1 = loadVector(arena, (((514448 +% (((mb481 *% 9) +% 5) *% 32)) +% (nb480 *% 32)) +% 16))
+            var t482_c6_0 = loadVector(arena, ((514448 +% (((mb481 *% 9) +% 6) *% 32)) +% (nb480 *% 32)))
+            var t482_c6_1 = loadVector(arena, (((514448 +% (((mb481 *% 9) +% 6) *% 32)) +% (nb480 *% 32)) +% 16))
+            var t482_c7_0 = loadVector(arena, ((514448 +% (((mb481 *% 9) +% 7) *% 32)) +% (nb480 *% 32)))
+            var t482_c7_1 = loadVector(arena, (((514448 +% (((mb481 *% 9) +% 7) *% 32)) +% (nb480 *% 32)) +% 16))
+            var t482_c8_0 = loadVector(arena, ((514448 +% (((mb481 *% 9) +% 8) *% 32)) +% (nb480 *% 32)))
+            var t482_c8_1 = loadVector(arena, (((514448 +% (((mb481 *% 9) +% 8) *% 32)) +% (nb480 *% 32)) +% 16))
+            for k483 in 0..<1792 {
+              let t482_b0 = loadVector(arena, ((113040 +% ((k483 +% (kp479 *% 1792)) *% 32)) +% (nb480 *% 32)))
+              let t482_b1 = loadVector(arena, (((113040 +% ((k483 +% (kp479 *% 1792)) *% 32)) +% (nb480 *% 32)) +% 16))
+              let t482_a0 = Vector(repeating: arena[(((mb481 *% 9) *% 12560) +% (k483 +% (kp479 *% 1792)))])
+              t482_c0_0 = t482_c0_0.addingProduct(t482_a0, t482_b0)
+              t482_c0_1 = t482_c0_1.addingProduct(t482_a0, t482_b1)
+              let t482_a1 = Vector(repeating: arena[((((mb481 *% 9) +% 1) *% 12560) +% (k483 +% (kp479 *% 1792)))])
+              t482_c1_0 = t482_c1_0.addingProduct(t482_a1, t482_b0)
+              t482_c1_1 = t482_c1_1.addingProduct(t482_a1, t482_b1)
+              let t482_a2 = Vector(repeating: arena[((((mb481 *% 9) +% 2) *% 12560) +% (k483 +% (kp479 *% 1792)))])
+              t482_c2_0 = t482_c2_0.addingProduct(t482_a2, t482_b0)
+              t482_c2_1 = t482_c2_1.addingProduct(t482_a2, t482_b1)
+              let t482_a3 = Vector(repeating: arena[((((mb481 *% 9) +% 3) *% 12560) +% (k483 +% (kp479 *% 1792)))])
+              t482_c3_0 = t482_c3_0.addingProduct(t482_a3, t482_b0)
+              t482_c3_1 = t482_c3_1.addingProduct(t482_a3, t482_b1)
+              let t482_a4 = Vector(repeating: arena[((((mb481 *% 9) +% 4) *% 12560) +% (k483 +% (kp479 *% 1792)))])
+              t482_c4_0 = t482_c4_0.addingProduct(t482_a4, t482_b0)
+              t482_c4_1 = t482_c4_1.addingProduct(t482_a4, t482_b1)
+              let t482_a5 = Vector(repeating: arena[((((mb481 *% 9) +% 5) *% 12560) +% (k483 +% (kp479 *% 1792)))])
+              t482_c5_0 = t482_c5_0.addingProduct(t482_a5, t482_b0)
+              t482_c5_1 = t482_c5_1.addingProduct(t482_a5, t482_b1)
+              let t482_a6 = Vector(repeating: arena[((((mb481 *% 9) +% 6) *% 12560) +% (k483 +% (kp479 *% 1792)))])
+              t482_c6_0 = t482_c6_0.addingProduct(t482_a6, t482_b0)
+              t482_c6_1 = t482_c6_1.addingProduct(t482_a6, t482_b1)
+              let t482_a7 = Vector(repeating: arena[((((mb481 *% 9) +% 7) *% 12560) +% (k483 +% (kp479 *% 1792)))])
+              t482_c7_0 = t482_c7_0.addingProduct(t482_a7, t482_b0)
+              t482_c7_1 = t482_c7_1.addingProduct(t482_a7, t482_b1)
+              let t482_a8 = Vector(repeating: arena[((((mb481 *% 9) +% 8) *% 12560) +% (k483 +% (kp479 *% 1792)))])
+              t482_c8_0 = t482_c8_0.addingProduct(t482_a8, t482_b0)
+              t482_c8_1 = t482_c8_1.addingProduct(t482_a8, t482_b1)
             }
-            storeVector(arena, ((514448 +% ((mb501 *% 9) *% 32)) +% (nb500 *% 32)), t502_c0_0)
-            storeVector(arena, (((514448 +% ((mb501 *% 9) *% 32)) +% (nb500 *% 32)) +% 16), t502_c0_1)
-            storeVector(arena, ((514448 +% (((mb501 *% 9) +% 1) *% 32)) +% (nb500 *% 32)), t502_c1_0)
-            storeVector(arena, (((514448 +% (((mb501 *% 9) +% 1) *% 32)) +% (nb500 *% 32)) +% 16), t502_c1_1)
-            storeVector(arena, ((514448 +% (((mb501 *% 9) +% 2) *% 32)) +% (nb500 *% 32)), t502_c2_0)
-            storeVector(arena, (((514448 +% (((mb501 *% 9) +% 2) *% 32)) +% (nb500 *% 32)) +% 16), t502_c2_1)
-            storeVector(arena, ((514448 +% (((mb501 *% 9) +% 3) *% 32)) +% (nb500 *% 32)), t502_c3_0)
-            storeVector(arena, (((514448 +% (((mb501 *% 9) +% 3) *% 32)) +% (nb500 *% 32)) +% 16), t502_c3_1)
-            storeVector(arena, ((514448 +% (((mb501 *% 9) +% 4) *% 32)) +% (nb500 *% 32)), t502_c4_0)
-            storeVector(arena, (((514448 +% (((mb501 *% 9) +% 4) *% 32)) +% (nb500 *% 32)) +% 16), t502_c4_1)
-            storeVector(arena, ((514448 +% (((mb501 *% 9) +% 5) *% 32)) +% (nb500 *% 32)), t502_c5_0)
-            storeVector(arena, (((514448 +% (((mb501 *% 9) +% 5) *% 32)) +% (nb500 *% 32)) +% 16), t502_c5_1)
-            storeVector(arena, ((514448 +% (((mb501 *% 9) +% 6) *% 32)) +% (nb500 *% 32)), t502_c6_0)
-            storeVector(arena, (((514448 +% (((mb501 *% 9) +% 6) *% 32)) +% (nb500 *% 32)) +% 16), t502_c6_1)
-            storeVector(arena, ((514448 +% (((mb501 *% 9) +% 7) *% 32)) +% (nb500 *% 32)), t502_c7_0)
-            storeVector(arena, (((514448 +% (((mb501 *% 9) +% 7) *% 32)) +% (nb500 *% 32)) +% 16), t502_c7_1)
-            storeVector(arena, ((514448 +% (((mb501 *% 9) +% 8) *% 32)) +% (nb500 *% 32)), t502_c8_0)
-            storeVector(arena, (((514448 +% (((mb501 *% 9) +% 8) *% 32)) +% (nb500 *% 32)) +% 16), t502_c8_1)
+            storeVector(arena, ((514448 +% ((mb481 *% 9) *% 32)) +% (nb480 *% 32)), t482_c0_0)
+            storeVector(arena, (((514448 +% ((mb481 *% 9) *% 32)) +% (nb480 *% 32)) +% 16), t482_c0_1)
+            storeVector(arena, ((514448 +% (((mb481 *% 9) +% 1) *% 32)) +% (nb480 *% 32)), t482_c1_0)
+            storeVector(arena, (((514448 +% (((mb481 *% 9) +% 1) *% 32)) +% (nb480 *% 32)) +% 16), t482_c1_1)
+            storeVector(arena, ((514448 +% (((mb481 *% 9) +% 2) *% 32)) +% (nb480 *% 32)), t482_c2_0)
+            storeVector(arena, (((514448 +% (((mb481 *% 9) +% 2) *% 32)) +% (nb480 *% 32)) +% 16), t482_c2_1)
+            storeVector(arena, ((514448 +% (((mb481 *% 9) +% 3) *% 32)) +% (nb480 *% 32)), t482_c3_0)
+            storeVector(arena, (((514448 +% (((mb481 *% 9) +% 3) *% 32)) +% (nb480 *% 32)) +% 16), t482_c3_1)
+            storeVector(arena, ((514448 +% (((mb481 *% 9) +% 4) *% 32)) +% (nb480 *% 32)), t482_c4_0)
+            storeVector(arena, (((514448 +% (((mb481 *% 9) +% 4) *% 32)) +% (nb480 *% 32)) +% 16), t482_c4_1)
+            storeVector(arena, ((514448 +% (((mb481 *% 9) +% 5) *% 32)) +% (nb480 *% 32)), t482_c5_0)
+            storeVector(arena, (((514448 +% (((mb481 *% 9) +% 5) *% 32)) +% (nb480 *% 32)) +% 16), t482_c5_1)
+            storeVector(arena, ((514448 +% (((mb481 *% 9) +% 6) *% 32)) +% (nb480 *% 32)), t482_c6_0)
+            storeVector(arena, (((514448 +% (((mb481 *% 9) +% 6) *% 32)) +% (nb480 *% 32)) +% 16), t482_c6_1)
+            storeVector(arena, ((514448 +% (((mb481 *% 9) +% 7) *% 32)) +% (nb480 *% 32)), t482_c7_0)
+            storeVector(arena, (((514448 +% (((mb481 *% 9) +% 7) *% 32)) +% (nb480 *% 32)) +% 16), t482_c7_1)
+            storeVector(arena, ((514448 +% (((mb481 *% 9) +% 8) *% 32)) +% (nb480 *% 32)), t482_c8_0)
+            storeVector(arena, (((514448 +% (((mb481 *% 9) +% 8) *% 32)) +% (nb480 *% 32)) +% 16), t482_c8_1)
           }
         }
       }
     }
   }
-  for f505 in 0..<32 {
-    for r506 in 0..<9 {
-      grads[((f505 *% 9) +% r506)] = arena[((514448 +% (r506 *% 32)) +% f505)]
+  for f485 in 0..<32 {
+    for r486 in 0..<9 {
+      grads[((f485 *% 9) +% r486)] = arena[((514448 +% (r486 *% 32)) +% f485)]
     }
   }
   // conv1_bias_grad = conv2d_grad_bias(conv1_grad)
-  for f507 in 0..<32 {
-    var acc508 = Vector()
-    for img509 in 0..<64 {
-      for i510 in 0..<49 {
-        acc508 = acc508.addingProduct(Vector(repeating: Float(1)), loadVector(arena, (((1221264 +% (img509 *% 25088)) +% (f507 *% 784)) +% (i510 *% 16))))
+  for f487 in 0..<32 {
+    var acc488 = Vector()
+    for img489 in 0..<64 {
+      for i490 in 0..<49 {
+        acc488 = acc488.addingProduct(Vector(repeating: Float(1)), loadVector(arena, (((1221264 +% (img489 *% 25088)) +% (f487 *% 784)) +% (i490 *% 16))))
       }
     }
-    storeVector(arena, 0, acc508)
-    var sum511: Float = (arena[0] + arena[1])
-    var sum512: Float = (sum511 + arena[2])
-    var sum513: Float = (sum512 + arena[3])
-    var sum514: Float = (sum513 + arena[4])
-    var sum515: Float = (sum514 + arena[5])
-    var sum516: Float = (sum515 + arena[6])
-    var sum517: Float = (sum516 + arena[7])
-    var sum518: Float = (sum517 + arena[8])
-    var sum519: Float = (sum518 + arena[9])
-    var sum520: Float = (sum519 + arena[10])
-    var sum521: Float = (sum520 + arena[11])
-    var sum522: Float = (sum521 + arena[12])
-    var sum523: Float = (sum522 + arena[13])
-    var sum524: Float = (sum523 + arena[14])
-    var sum525: Float = (sum524 + arena[15])
-    grads[(288 +% f507)] = sum525
+    storeVector(arena, 0, acc488)
+    var sum491: Float = (arena[0] + arena[1])
+    var sum492: Float = (sum491 + arena[2])
+    var sum493: Float = (sum492 + arena[3])
+    var sum494: Float = (sum493 + arena[4])
+    var sum495: Float = (sum494 + arena[5])
+    var sum496: Float = (sum495 + arena[6])
+    var sum497: Float = (sum496 + arena[7])
+    var sum498: Float = (sum497 + arena[8])
+    var sum499: Float = (sum498 + arena[9])
+    var sum500: Float = (sum499 + arena[10])
+    var sum501: Float = (sum500 + arena[11])
+    var sum502: Float = (sum501 + arena[12])
+    var sum503: Float = (sum502 + arena[13])
+    var sum504: Float = (sum503 + arena[14])
+    var sum505: Float = (sum504 + arena[15])
+    grads[(288 +% f487)] = sum505
   }
   // adam = update of 421642 parameters
-  var step_size526: Float = (lr / (Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
-  var bc2_sqrt527: Float = sqrtf((Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
-  for i528 in 0..<26352 {
-    let g_v = (loadVector(grads, (i528 *% 16)) + (Vector(repeating: Float(0)) * loadVector(params, (i528 *% 16))))
-    let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadVector(m, (i528 *% 16))) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
-    let v_new_v = ((Vector(repeating: Float(bitPattern: 0x3f7fbe77)) * loadVector(v, (i528 *% 16))) + ((Vector(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
-    storeVector(m, (i528 *% 16), m_new_v)
-    storeVector(v, (i528 *% 16), v_new_v)
-    storeVector(params, (i528 *% 16), (loadVector(params, (i528 *% 16)) - ((Vector(repeating: step_size526) * m_new_v) / ((v_new_v.squareRoot() / Vector(repeating: bc2_sqrt527)) + Vector(repeating: Float(bitPattern: 0x322bcc77))))))
+  var step_size506: Float = (lr / (Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
+  var bc2_sqrt507: Float = sqrtf((Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
+  for i508 in 0..<26352 {
+    let g_v = (loadVector(grads, (i508 *% 16)) + (Vector(repeating: Float(0)) * loadVector(params, (i508 *% 16))))
+    let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadVector(m, (i508 *% 16))) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
+    let v_new_v = ((Vector(repeating: Float(bitPattern: 0x3f7fbe77)) * loadVector(v, (i508 *% 16))) + ((Vector(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
+    storeVector(m, (i508 *% 16), m_new_v)
+    storeVector(v, (i508 *% 16), v_new_v)
+    storeVector(params, (i508 *% 16), (loadVector(params, (i508 *% 16)) - ((Vector(repeating: step_size506) * m_new_v) / ((v_new_v.squareRoot() / Vector(repeating: bc2_sqrt507)) + Vector(repeating: Float(bitPattern: 0x322bcc77))))))
   }
-  for i528 in 0..<1 {
-    let g_v = (loadPartial(grads, (i528 +% 421632), 10) + (Vector(repeating: Float(0)) * loadPartial(params, (i528 +% 421632), 10)))
-    let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadPartial(m, (i528 +% 421632), 10)) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
-    let v_new_v = ((Vector(repeating: Float(bitPattern: 0x3f7fbe77)) * loadPartial(v, (i528 +% 421632), 10)) + ((Vector(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
-    storePartial(m, (i528 +% 421632), m_new_v, 10)
-    storePartial(v, (i528 +% 421632), v_new_v, 10)
-    storePartial(params, (i528 +% 421632), (loadPartial(params, (i528 +% 421632), 10) - ((Vector(repeating: step_size526) * m_new_v) / ((v_new_v.squareRoot() / Vector(repeating: bc2_sqrt527)) + Vector(repeating: Float(bitPattern: 0x322bcc77))))), 10)
+  for i508 in 0..<1 {
+    let g_v = (loadPartial(grads, (i508 +% 421632), 10) + (Vector(repeating: Float(0)) * loadPartial(params, (i508 +% 421632), 10)))
+    let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadPartial(m, (i508 +% 421632), 10)) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
+    let v_new_v = ((Vector(repeating: Float(bitPattern: 0x3f7fbe77)) * loadPartial(v, (i508 +% 421632), 10)) + ((Vector(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
+    storePartial(m, (i508 +% 421632), m_new_v, 10)
+    storePartial(v, (i508 +% 421632), v_new_v, 10)
+    storePartial(params, (i508 +% 421632), (loadPartial(params, (i508 +% 421632), 10) - ((Vector(repeating: step_size506) * m_new_v) / ((v_new_v.squareRoot() / Vector(repeating: bc2_sqrt507)) + Vector(repeating: Float(bitPattern: 0x322bcc77))))), 10)
   }
 }
 
@@ -1978,700 +1782,534 @@ public func simplecnn_infer_b64(
   for i1 in 0..<196 {
     arena[(1317776 +% i1)] = Float((((i1 / 14) *% 56) +% ((i1 % 14) *% 2)))
   }
-  for g2 in 0..<4 {
-    for j3 in 0..<16 {
-      for c4 in 0..<1 {
-        for ky5 in 0..<3 {
-          for oy6 in 0..<14 {
-            if (-1 < (((oy6 *% 2) +% ky5) +% -1) && (((oy6 *% 2) +% ky5) +% -1) < 28) {
-              for ox7 in 0..<13 {
-                arena[(((802816 +% ((((c4 *% 3) +% ky5) *% 3) *% 12560)) +% (j3 *% 784)) +% ((oy6 *% 14) +% (ox7 +% 1)))] = images[((((((g2 *% 16) +% j3) *% 784) +% (c4 *% 784)) +% ((((oy6 *% 2) +% ky5) +% -1) *% 28)) +% (((ox7 +% 1) *% 2) +% -1))]
-              }
-              for ox8 in 0..<1 {
-                arena[(((802816 +% ((((c4 *% 3) +% ky5) *% 3) *% 12560)) +% (j3 *% 784)) +% ((oy6 *% 14) +% ox8))] = Float(0)
-              }
-            }
-            if (((oy6 *% 2) +% ky5) +% -1) < 0 {
-              for ox9 in 0..<14 {
-                arena[(((802816 +% ((((c4 *% 3) +% ky5) *% 3) *% 12560)) +% (j3 *% 784)) +% ((oy6 *% 14) +% ox9))] = Float(0)
-              }
-            }
-            if 27 < (((oy6 *% 2) +% ky5) +% -1) {
-              for ox9 in 0..<14 {
-                arena[(((802816 +% ((((c4 *% 3) +% ky5) *% 3) *% 12560)) +% (j3 *% 784)) +% ((oy6 *% 14) +% ox9))] = Float(0)
-              }
+  for i2 in 0..<900 {
+    storeVector(arena, ((i2 *% 16) +% 1330320), Vector(repeating: Float(0)))
+  }
+  for g3 in 0..<4 {
+    do {  // scalar loops
+      for j4 in 0..<16 {
+        for c5 in 0..<1 {
+          for qy6 in 0..<14 {
+            for qx7 in 0..<14 {
+              arena[(1330320 +% ((((((j4 +% c5) *% 2) *% 2) *% 225) +% ((qy6 +% 1) *% 15)) +% (qx7 +% 1)))] = images[(((((((g3 *% 16) +% j4) *% 784) +% (c5 *% 784)) +% ((((qy6 +% 1) *% 2) +% -1) *% 28)) +% ((qx7 +% 1) *% 2)) +% -1)]
             }
           }
-          for oy10 in 0..<14 {
-            if (-1 < (((oy10 *% 2) +% ky5) +% -1) && (((oy10 *% 2) +% ky5) +% -1) < 28) {
-              for ox11 in 0..<14 {
-                arena[(((802816 +% ((((c4 *% 3) +% ky5) *% 3) *% 12560)) +% (j3 *% 784)) +% ((196 +% (oy10 *% 14)) +% ox11))] = images[((((((g2 *% 16) +% j3) *% 784) +% (c4 *% 784)) +% ((((oy10 *% 2) +% ky5) +% -1) *% 28)) +% (ox11 *% 2))]
-              }
-            }
-            if (((oy10 *% 2) +% ky5) +% -1) < 0 {
-              for ox12 in 0..<14 {
-                arena[(((802816 +% ((((c4 *% 3) +% ky5) *% 3) *% 12560)) +% (j3 *% 784)) +% ((196 +% (oy10 *% 14)) +% ox12))] = Float(0)
-              }
-            }
-            if 27 < (((oy10 *% 2) +% ky5) +% -1) {
-              for ox12 in 0..<14 {
-                arena[(((802816 +% ((((c4 *% 3) +% ky5) *% 3) *% 12560)) +% (j3 *% 784)) +% ((196 +% (oy10 *% 14)) +% ox12))] = Float(0)
-              }
+        }
+      }
+      for j8 in 0..<16 {
+        for c9 in 0..<1 {
+          for qy10 in 0..<14 {
+            for qx11 in 0..<14 {
+              arena[(1330320 +% (((((((j8 +% c9) *% 2) *% 2) +% 1) *% 225) +% ((qy10 +% 1) *% 15)) +% qx11))] = images[((((((g3 *% 16) +% j8) *% 784) +% (c9 *% 784)) +% ((((qy10 +% 1) *% 2) +% -1) *% 28)) +% (qx11 *% 2))]
             }
           }
-          for oy13 in 0..<14 {
-            if (-1 < ((((oy13 *% 2) +% 1) +% ky5) +% -1) && ((((oy13 *% 2) +% 1) +% ky5) +% -1) < 28) {
-              for ox14 in 0..<13 {
-                arena[(((802816 +% ((((c4 *% 3) +% ky5) *% 3) *% 12560)) +% (j3 *% 784)) +% ((392 +% (oy13 *% 14)) +% (ox14 +% 1)))] = images[((((((g2 *% 16) +% j3) *% 784) +% (c4 *% 784)) +% (((((oy13 *% 2) +% 1) +% ky5) +% -1) *% 28)) +% (((ox14 +% 1) *% 2) +% -1))]
-              }
-              for ox15 in 0..<1 {
-                arena[(((802816 +% ((((c4 *% 3) +% ky5) *% 3) *% 12560)) +% (j3 *% 784)) +% ((392 +% (oy13 *% 14)) +% ox15))] = Float(0)
-              }
-            }
-            if ((((oy13 *% 2) +% 1) +% ky5) +% -1) < 0 {
-              for ox16 in 0..<14 {
-                arena[(((802816 +% ((((c4 *% 3) +% ky5) *% 3) *% 12560)) +% (j3 *% 784)) +% ((392 +% (oy13 *% 14)) +% ox16))] = Float(0)
-              }
-            }
-            if 27 < ((((oy13 *% 2) +% 1) +% ky5) +% -1) {
-              for ox16 in 0..<14 {
-                arena[(((802816 +% ((((c4 *% 3) +% ky5) *% 3) *% 12560)) +% (j3 *% 784)) +% ((392 +% (oy13 *% 14)) +% ox16))] = Float(0)
-              }
+        }
+      }
+      for j12 in 0..<16 {
+        for c13 in 0..<1 {
+          for qy14 in 0..<14 {
+            for qx15 in 0..<14 {
+              arena[(1330320 +% (((((((j12 +% c13) *% 2) +% 1) *% 2) *% 225) +% (qy14 *% 15)) +% (qx15 +% 1)))] = images[(((((((g3 *% 16) +% j12) *% 784) +% (c13 *% 784)) +% ((qy14 *% 2) *% 28)) +% ((qx15 +% 1) *% 2)) +% -1)]
             }
           }
-          for oy17 in 0..<14 {
-            if (-1 < ((((oy17 *% 2) +% 1) +% ky5) +% -1) && ((((oy17 *% 2) +% 1) +% ky5) +% -1) < 28) {
-              for ox18 in 0..<14 {
-                arena[(((802816 +% ((((c4 *% 3) +% ky5) *% 3) *% 12560)) +% (j3 *% 784)) +% ((588 +% (oy17 *% 14)) +% ox18))] = images[((((((g2 *% 16) +% j3) *% 784) +% (c4 *% 784)) +% (((((oy17 *% 2) +% 1) +% ky5) +% -1) *% 28)) +% (ox18 *% 2))]
-              }
-            }
-            if ((((oy17 *% 2) +% 1) +% ky5) +% -1) < 0 {
-              for ox19 in 0..<14 {
-                arena[(((802816 +% ((((c4 *% 3) +% ky5) *% 3) *% 12560)) +% (j3 *% 784)) +% ((588 +% (oy17 *% 14)) +% ox19))] = Float(0)
-              }
-            }
-            if 27 < ((((oy17 *% 2) +% 1) +% ky5) +% -1) {
-              for ox19 in 0..<14 {
-                arena[(((802816 +% ((((c4 *% 3) +% ky5) *% 3) *% 12560)) +% (j3 *% 784)) +% ((588 +% (oy17 *% 14)) +% ox19))] = Float(0)
-              }
+        }
+      }
+      for j16 in 0..<16 {
+        for c17 in 0..<1 {
+          for qy18 in 0..<14 {
+            for qx19 in 0..<14 {
+              arena[(1330320 +% ((((((((j16 +% c17) *% 2) +% 1) *% 2) +% 1) *% 225) +% (qy18 *% 15)) +% qx19))] = images[((((((g3 *% 16) +% j16) *% 784) +% (c17 *% 784)) +% ((qy18 *% 2) *% 28)) +% (qx19 *% 2))]
             }
           }
-          for oy20 in 0..<14 {
-            if (-1 < (((oy20 *% 2) +% ky5) +% -1) && (((oy20 *% 2) +% ky5) +% -1) < 28) {
-              for ox21 in 0..<14 {
-                arena[(((802816 +% (((((c4 *% 3) +% ky5) *% 3) +% 1) *% 12560)) +% (j3 *% 784)) +% ((oy20 *% 14) +% ox21))] = images[((((((g2 *% 16) +% j3) *% 784) +% (c4 *% 784)) +% ((((oy20 *% 2) +% ky5) +% -1) *% 28)) +% (ox21 *% 2))]
-              }
-            }
-            if (((oy20 *% 2) +% ky5) +% -1) < 0 {
-              for ox22 in 0..<14 {
-                arena[(((802816 +% (((((c4 *% 3) +% ky5) *% 3) +% 1) *% 12560)) +% (j3 *% 784)) +% ((oy20 *% 14) +% ox22))] = Float(0)
-              }
-            }
-            if 27 < (((oy20 *% 2) +% ky5) +% -1) {
-              for ox22 in 0..<14 {
-                arena[(((802816 +% (((((c4 *% 3) +% ky5) *% 3) +% 1) *% 12560)) +% (j3 *% 784)) +% ((oy20 *% 14) +% ox22))] = Float(0)
-              }
-            }
-          }
-          for oy23 in 0..<14 {
-            if (-1 < (((oy23 *% 2) +% ky5) +% -1) && (((oy23 *% 2) +% ky5) +% -1) < 28) {
-              for ox24 in 0..<14 {
-                arena[(((802816 +% (((((c4 *% 3) +% ky5) *% 3) +% 1) *% 12560)) +% (j3 *% 784)) +% ((196 +% (oy23 *% 14)) +% ox24))] = images[((((((g2 *% 16) +% j3) *% 784) +% (c4 *% 784)) +% ((((oy23 *% 2) +% ky5) +% -1) *% 28)) +% ((ox24 *% 2) +% 1))]
-              }
-            }
-            if (((oy23 *% 2) +% ky5) +% -1) < 0 {
-              for ox25 in 0..<14 {
-                arena[(((802816 +% (((((c4 *% 3) +% ky5) *% 3) +% 1) *% 12560)) +% (j3 *% 784)) +% ((196 +% (oy23 *% 14)) +% ox25))] = Float(0)
-              }
-            }
-            if 27 < (((oy23 *% 2) +% ky5) +% -1) {
-              for ox25 in 0..<14 {
-                arena[(((802816 +% (((((c4 *% 3) +% ky5) *% 3) +% 1) *% 12560)) +% (j3 *% 784)) +% ((196 +% (oy23 *% 14)) +% ox25))] = Float(0)
-              }
-            }
-          }
-          for oy26 in 0..<14 {
-            if (-1 < ((((oy26 *% 2) +% 1) +% ky5) +% -1) && ((((oy26 *% 2) +% 1) +% ky5) +% -1) < 28) {
-              for ox27 in 0..<14 {
-                arena[(((802816 +% (((((c4 *% 3) +% ky5) *% 3) +% 1) *% 12560)) +% (j3 *% 784)) +% ((392 +% (oy26 *% 14)) +% ox27))] = images[((((((g2 *% 16) +% j3) *% 784) +% (c4 *% 784)) +% (((((oy26 *% 2) +% 1) +% ky5) +% -1) *% 28)) +% (ox27 *% 2))]
-              }
-            }
-            if ((((oy26 *% 2) +% 1) +% ky5) +% -1) < 0 {
-              for ox28 in 0..<14 {
-                arena[(((802816 +% (((((c4 *% 3) +% ky5) *% 3) +% 1) *% 12560)) +% (j3 *% 784)) +% ((392 +% (oy26 *% 14)) +% ox28))] = Float(0)
-              }
-            }
-            if 27 < ((((oy26 *% 2) +% 1) +% ky5) +% -1) {
-              for ox28 in 0..<14 {
-                arena[(((802816 +% (((((c4 *% 3) +% ky5) *% 3) +% 1) *% 12560)) +% (j3 *% 784)) +% ((392 +% (oy26 *% 14)) +% ox28))] = Float(0)
-              }
-            }
-          }
-          for oy29 in 0..<14 {
-            if (-1 < ((((oy29 *% 2) +% 1) +% ky5) +% -1) && ((((oy29 *% 2) +% 1) +% ky5) +% -1) < 28) {
-              for ox30 in 0..<14 {
-                arena[(((802816 +% (((((c4 *% 3) +% ky5) *% 3) +% 1) *% 12560)) +% (j3 *% 784)) +% ((588 +% (oy29 *% 14)) +% ox30))] = images[((((((g2 *% 16) +% j3) *% 784) +% (c4 *% 784)) +% (((((oy29 *% 2) +% 1) +% ky5) +% -1) *% 28)) +% ((ox30 *% 2) +% 1))]
-              }
-            }
-            if ((((oy29 *% 2) +% 1) +% ky5) +% -1) < 0 {
-              for ox31 in 0..<14 {
-                arena[(((802816 +% (((((c4 *% 3) +% ky5) *% 3) +% 1) *% 12560)) +% (j3 *% 784)) +% ((588 +% (oy29 *% 14)) +% ox31))] = Float(0)
-              }
-            }
-            if 27 < ((((oy29 *% 2) +% 1) +% ky5) +% -1) {
-              for ox31 in 0..<14 {
-                arena[(((802816 +% (((((c4 *% 3) +% ky5) *% 3) +% 1) *% 12560)) +% (j3 *% 784)) +% ((588 +% (oy29 *% 14)) +% ox31))] = Float(0)
-              }
-            }
-          }
-          for oy32 in 0..<14 {
-            if (-1 < (((oy32 *% 2) +% ky5) +% -1) && (((oy32 *% 2) +% ky5) +% -1) < 28) {
-              for ox33 in 0..<14 {
-                arena[(((802816 +% (((((c4 *% 3) +% ky5) *% 3) +% 2) *% 12560)) +% (j3 *% 784)) +% ((oy32 *% 14) +% ox33))] = images[((((((g2 *% 16) +% j3) *% 784) +% (c4 *% 784)) +% ((((oy32 *% 2) +% ky5) +% -1) *% 28)) +% ((ox33 *% 2) +% 1))]
-              }
-            }
-            if (((oy32 *% 2) +% ky5) +% -1) < 0 {
-              for ox34 in 0..<14 {
-                arena[(((802816 +% (((((c4 *% 3) +% ky5) *% 3) +% 2) *% 12560)) +% (j3 *% 784)) +% ((oy32 *% 14) +% ox34))] = Float(0)
-              }
-            }
-            if 27 < (((oy32 *% 2) +% ky5) +% -1) {
-              for ox34 in 0..<14 {
-                arena[(((802816 +% (((((c4 *% 3) +% ky5) *% 3) +% 2) *% 12560)) +% (j3 *% 784)) +% ((oy32 *% 14) +% ox34))] = Float(0)
-              }
-            }
-          }
-          for oy35 in 0..<14 {
-            if (-1 < (((oy35 *% 2) +% ky5) +% -1) && (((oy35 *% 2) +% ky5) +% -1) < 28) {
-              for ox36 in 0..<13 {
-                arena[(((802816 +% (((((c4 *% 3) +% ky5) *% 3) +% 2) *% 12560)) +% (j3 *% 784)) +% ((196 +% (oy35 *% 14)) +% ox36))] = images[((((((g2 *% 16) +% j3) *% 784) +% (c4 *% 784)) +% ((((oy35 *% 2) +% ky5) +% -1) *% 28)) +% ((ox36 *% 2) +% 2))]
-              }
-              for ox37 in 0..<1 {
-                arena[(((802816 +% (((((c4 *% 3) +% ky5) *% 3) +% 2) *% 12560)) +% (j3 *% 784)) +% ((196 +% (oy35 *% 14)) +% (ox37 +% 13)))] = Float(0)
-              }
-            }
-            if (((oy35 *% 2) +% ky5) +% -1) < 0 {
-              for ox38 in 0..<14 {
-                arena[(((802816 +% (((((c4 *% 3) +% ky5) *% 3) +% 2) *% 12560)) +% (j3 *% 784)) +% ((196 +% (oy35 *% 14)) +% ox38))] = Float(0)
-              }
-            }
-            if 27 < (((oy35 *% 2) +% ky5) +% -1) {
-              for ox38 in 0..<14 {
-                arena[(((802816 +% (((((c4 *% 3) +% ky5) *% 3) +% 2) *% 12560)) +% (j3 *% 784)) +% ((196 +% (oy35 *% 14)) +% ox38))] = Float(0)
-              }
-            }
-          }
-          for oy39 in 0..<14 {
-            if (-1 < ((((oy39 *% 2) +% 1) +% ky5) +% -1) && ((((oy39 *% 2) +% 1) +% ky5) +% -1) < 28) {
-              for ox40 in 0..<14 {
-                arena[(((802816 +% (((((c4 *% 3) +% ky5) *% 3) +% 2) *% 12560)) +% (j3 *% 784)) +% ((392 +% (oy39 *% 14)) +% ox40))] = images[((((((g2 *% 16) +% j3) *% 784) +% (c4 *% 784)) +% (((((oy39 *% 2) +% 1) +% ky5) +% -1) *% 28)) +% ((ox40 *% 2) +% 1))]
-              }
-            }
-            if ((((oy39 *% 2) +% 1) +% ky5) +% -1) < 0 {
-              for ox41 in 0..<14 {
-                arena[(((802816 +% (((((c4 *% 3) +% ky5) *% 3) +% 2) *% 12560)) +% (j3 *% 784)) +% ((392 +% (oy39 *% 14)) +% ox41))] = Float(0)
-              }
-            }
-            if 27 < ((((oy39 *% 2) +% 1) +% ky5) +% -1) {
-              for ox41 in 0..<14 {
-                arena[(((802816 +% (((((c4 *% 3) +% ky5) *% 3) +% 2) *% 12560)) +% (j3 *% 784)) +% ((392 +% (oy39 *% 14)) +% ox41))] = Float(0)
-              }
-            }
-          }
-          for oy42 in 0..<14 {
-            if (-1 < ((((oy42 *% 2) +% 1) +% ky5) +% -1) && ((((oy42 *% 2) +% 1) +% ky5) +% -1) < 28) {
-              for ox43 in 0..<13 {
-                arena[(((802816 +% (((((c4 *% 3) +% ky5) *% 3) +% 2) *% 12560)) +% (j3 *% 784)) +% ((588 +% (oy42 *% 14)) +% ox43))] = images[((((((g2 *% 16) +% j3) *% 784) +% (c4 *% 784)) +% (((((oy42 *% 2) +% 1) +% ky5) +% -1) *% 28)) +% ((ox43 *% 2) +% 2))]
-              }
-              for ox44 in 0..<1 {
-                arena[(((802816 +% (((((c4 *% 3) +% ky5) *% 3) +% 2) *% 12560)) +% (j3 *% 784)) +% ((588 +% (oy42 *% 14)) +% (ox44 +% 13)))] = Float(0)
-              }
-            }
-            if ((((oy42 *% 2) +% 1) +% ky5) +% -1) < 0 {
-              for ox45 in 0..<14 {
-                arena[(((802816 +% (((((c4 *% 3) +% ky5) *% 3) +% 2) *% 12560)) +% (j3 *% 784)) +% ((588 +% (oy42 *% 14)) +% ox45))] = Float(0)
-              }
-            }
-            if 27 < ((((oy42 *% 2) +% 1) +% ky5) +% -1) {
-              for ox45 in 0..<14 {
-                arena[(((802816 +% (((((c4 *% 3) +% ky5) *% 3) +% 2) *% 12560)) +% (j3 *% 784)) +% ((588 +% (oy42 *% 14)) +% ox45))] = Float(0)
+        }
+      }
+      for j20 in 0..<16 {
+        for c21 in 0..<1 {
+          for ky22 in 0..<3 {
+            for kx23 in 0..<3 {
+              for wy24 in 0..<2 {
+                for wx25 in 0..<2 {
+                  for py26 in 0..<14 {
+                    storePartial(arena, ((((802816 +% (((((c21 *% 3) +% ky22) *% 3) +% kx23) *% 12560)) +% (j20 *% 784)) +% (((wy24 *% 2) +% wx25) *% 196)) +% (py26 *% 14)), loadPartial(arena, (1330320 +% ((((((((j20 +% c21) *% 2) +% ((wy24 +% ky22) % 2)) *% 2) +% ((wx25 +% kx23) % 2)) *% 225) +% ((py26 +% ((wy24 +% ky22) / 2)) *% 15)) +% ((wx25 +% kx23) / 2))), 14), 14)
+                  }
+                }
               }
             }
           }
         }
       }
     }
-    do {  // gemm52
-      for nb46 in 0..<196 {
-        for mb47 in 0..<5 {
-          var t48_c0_0 = Vector()
-          var t48_c0_1 = Vector()
-          var t48_c0_2 = Vector()
-          var t48_c0_3 = Vector()
-          var t48_c1_0 = Vector()
-          var t48_c1_1 = Vector()
-          var t48_c1_2 = Vector()
-          var t48_c1_3 = Vector()
-          var t48_c2_0 = Vector()
-          var t48_c2_1 = Vector()
-          var t48_c2_2 = Vector()
-          var t48_c2_3 = Vector()
-          var t48_c3_0 = Vector()
-          var t48_c3_1 = Vector()
-          var t48_c3_2 = Vector()
-          var t48_c3_3 = Vector()
-          var t48_c4_0 = Vector()
-          var t48_c4_1 = Vector()
-          var t48_c4_2 = Vector()
-          var t48_c4_3 = Vector()
-          var t48_c5_0 = Vector()
-          var t48_c5_1 = Vector()
-          var t48_c5_2 = Vector()
-          var t48_c5_3 = Vector()
-          for k49 in 0..<9 {
-            let t48_b0 = loadVector(arena, ((802816 +% (k49 *% 12560)) +% (nb46 *% 64)))
-            let t48_b1 = loadVector(arena, (((802816 +% (k49 *% 12560)) +% (nb46 *% 64)) +% 16))
-            let t48_b2 = loadVector(arena, (((802816 +% (k49 *% 12560)) +% (nb46 *% 64)) +% 32))
-            let t48_b3 = loadVector(arena, (((802816 +% (k49 *% 12560)) +% (nb46 *% 64)) +% 48))
-            let t48_a0 = Vector(repeating: params[(((mb47 *% 6) *% 9) +% k49)])
-            t48_c0_0 = t48_c0_0.addingProduct(t48_a0, t48_b0)
-            t48_c0_1 = t48_c0_1.addingProduct(t48_a0, t48_b1)
-            t48_c0_2 = t48_c0_2.addingProduct(t48_a0, t48_b2)
-            t48_c0_3 = t48_c0_3.addingProduct(t48_a0, t48_b3)
-            let t48_a1 = Vector(repeating: params[((((mb47 *% 6) +% 1) *% 9) +% k49)])
-            t48_c1_0 = t48_c1_0.addingProduct(t48_a1, t48_b0)
-            t48_c1_1 = t48_c1_1.addingProduct(t48_a1, t48_b1)
-            t48_c1_2 = t48_c1_2.addingProduct(t48_a1, t48_b2)
-            t48_c1_3 = t48_c1_3.addingProduct(t48_a1, t48_b3)
-            let t48_a2 = Vector(repeating: params[((((mb47 *% 6) +% 2) *% 9) +% k49)])
-            t48_c2_0 = t48_c2_0.addingProduct(t48_a2, t48_b0)
-            t48_c2_1 = t48_c2_1.addingProduct(t48_a2, t48_b1)
-            t48_c2_2 = t48_c2_2.addingProduct(t48_a2, t48_b2)
-            t48_c2_3 = t48_c2_3.addingProduct(t48_a2, t48_b3)
-            let t48_a3 = Vector(repeating: params[((((mb47 *% 6) +% 3) *% 9) +% k49)])
-            t48_c3_0 = t48_c3_0.addingProduct(t48_a3, t48_b0)
-            t48_c3_1 = t48_c3_1.addingProduct(t48_a3, t48_b1)
-            t48_c3_2 = t48_c3_2.addingProduct(t48_a3, t48_b2)
-            t48_c3_3 = t48_c3_3.addingProduct(t48_a3, t48_b3)
-            let t48_a4 = Vector(repeating: params[((((mb47 *% 6) +% 4) *% 9) +% k49)])
-            t48_c4_0 = t48_c4_0.addingProduct(t48_a4, t48_b0)
-            t48_c4_1 = t48_c4_1.addingProduct(t48_a4, t48_b1)
-            t48_c4_2 = t48_c4_2.addingProduct(t48_a4, t48_b2)
-            t48_c4_3 = t48_c4_3.addingProduct(t48_a4, t48_b3)
-            let t48_a5 = Vector(repeating: params[((((mb47 *% 6) +% 5) *% 9) +% k49)])
-            t48_c5_0 = t48_c5_0.addingProduct(t48_a5, t48_b0)
-            t48_c5_1 = t48_c5_1.addingProduct(t48_a5, t48_b1)
-            t48_c5_2 = t48_c5_2.addingProduct(t48_a5, t48_b2)
-            t48_c5_3 = t48_c5_3.addingProduct(t48_a5, t48_b3)
+    do {  // gemm33
+      for nb27 in 0..<196 {
+        for mb28 in 0..<5 {
+          var t29_c0_0 = Vector()
+          var t29_c0_1 = Vector()
+          var t29_c0_2 = Vector()
+          var t29_c0_3 = Vector()
+          var t29_c1_0 = Vector()
+          var t29_c1_1 = Vector()
+          var t29_c1_2 = Vector()
+          var t29_c1_3 = Vector()
+          var t29_c2_0 = Vector()
+          var t29_c2_1 = Vector()
+          var t29_c2_2 = Vector()
+          var t29_c2_3 = Vector()
+          var t29_c3_0 = Vector()
+          var t29_c3_1 = Vector()
+          var t29_c3_2 = Vector()
+          var t29_c3_3 = Vector()
+          var t29_c4_0 = Vector()
+          var t29_c4_1 = Vector()
+          var t29_c4_2 = Vector()
+          var t29_c4_3 = Vector()
+          var t29_c5_0 = Vector()
+          var t29_c5_1 = Vector()
+          var t29_c5_2 = Vector()
+          var t29_c5_3 = Vector()
+          for k30 in 0..<9 {
+            let t29_b0 = loadVector(arena, ((802816 +% (k30 *% 12560)) +% (nb27 *% 64)))
+            let t29_b1 = loadVector(arena, (((802816 +% (k30 *% 12560)) +% (nb27 *% 64)) +% 16))
+            let t29_b2 = loadVector(arena, (((802816 +% (k30 *% 12560)) +% (nb27 *% 64)) +% 32))
+            let t29_b3 = loadVector(arena, (((802816 +% (k30 *% 12560)) +% (nb27 *% 64)) +% 48))
+            let t29_a0 = Vector(repeating: params[(((mb28 *% 6) *% 9) +% k30)])
+            t29_c0_0 = t29_c0_0.addingProduct(t29_a0, t29_b0)
+            t29_c0_1 = t29_c0_1.addingProduct(t29_a0, t29_b1)
+            t29_c0_2 = t29_c0_2.addingProduct(t29_a0, t29_b2)
+            t29_c0_3 = t29_c0_3.addingProduct(t29_a0, t29_b3)
+            let t29_a1 = Vector(repeating: params[((((mb28 *% 6) +% 1) *% 9) +% k30)])
+            t29_c1_0 = t29_c1_0.addingProduct(t29_a1, t29_b0)
+            t29_c1_1 = t29_c1_1.addingProduct(t29_a1, t29_b1)
+            t29_c1_2 = t29_c1_2.addingProduct(t29_a1, t29_b2)
+            t29_c1_3 = t29_c1_3.addingProduct(t29_a1, t29_b3)
+            let t29_a2 = Vector(repeating: params[((((mb28 *% 6) +% 2) *% 9) +% k30)])
+            t29_c2_0 = t29_c2_0.addingProduct(t29_a2, t29_b0)
+            t29_c2_1 = t29_c2_1.addingProduct(t29_a2, t29_b1)
+            t29_c2_2 = t29_c2_2.addingProduct(t29_a2, t29_b2)
+            t29_c2_3 = t29_c2_3.addingProduct(t29_a2, t29_b3)
+            let t29_a3 = Vector(repeating: params[((((mb28 *% 6) +% 3) *% 9) +% k30)])
+            t29_c3_0 = t29_c3_0.addingProduct(t29_a3, t29_b0)
+            t29_c3_1 = t29_c3_1.addingProduct(t29_a3, t29_b1)
+            t29_c3_2 = t29_c3_2.addingProduct(t29_a3, t29_b2)
+            t29_c3_3 = t29_c3_3.addingProduct(t29_a3, t29_b3)
+            let t29_a4 = Vector(repeating: params[((((mb28 *% 6) +% 4) *% 9) +% k30)])
+            t29_c4_0 = t29_c4_0.addingProduct(t29_a4, t29_b0)
+            t29_c4_1 = t29_c4_1.addingProduct(t29_a4, t29_b1)
+            t29_c4_2 = t29_c4_2.addingProduct(t29_a4, t29_b2)
+            t29_c4_3 = t29_c4_3.addingProduct(t29_a4, t29_b3)
+            let t29_a5 = Vector(repeating: params[((((mb28 *% 6) +% 5) *% 9) +% k30)])
+            t29_c5_0 = t29_c5_0.addingProduct(t29_a5, t29_b0)
+            t29_c5_1 = t29_c5_1.addingProduct(t29_a5, t29_b1)
+            t29_c5_2 = t29_c5_2.addingProduct(t29_a5, t29_b2)
+            t29_c5_3 = t29_c5_3.addingProduct(t29_a5, t29_b3)
           }
-          storeVector(arena, ((915856 +% ((mb47 *% 6) *% 12560)) +% (nb46 *% 64)), t48_c0_0)
-          storeVector(arena, (((915856 +% ((mb47 *% 6) *% 12560)) +% (nb46 *% 64)) +% 16), t48_c0_1)
-          storeVector(arena, (((915856 +% ((mb47 *% 6) *% 12560)) +% (nb46 *% 64)) +% 32), t48_c0_2)
-          storeVector(arena, (((915856 +% ((mb47 *% 6) *% 12560)) +% (nb46 *% 64)) +% 48), t48_c0_3)
-          storeVector(arena, ((915856 +% (((mb47 *% 6) +% 1) *% 12560)) +% (nb46 *% 64)), t48_c1_0)
-          storeVector(arena, (((915856 +% (((mb47 *% 6) +% 1) *% 12560)) +% (nb46 *% 64)) +% 16), t48_c1_1)
-          storeVector(arena, (((915856 +% (((mb47 *% 6) +% 1) *% 12560)) +% (nb46 *% 64)) +% 32), t48_c1_2)
-          storeVector(arena, (((915856 +% (((mb47 *% 6) +% 1) *% 12560)) +% (nb46 *% 64)) +% 48), t48_c1_3)
-          storeVector(arena, ((915856 +% (((mb47 *% 6) +% 2) *% 12560)) +% (nb46 *% 64)), t48_c2_0)
-          storeVector(arena, (((915856 +% (((mb47 *% 6) +% 2) *% 12560)) +% (nb46 *% 64)) +% 16), t48_c2_1)
-          storeVector(arena, (((915856 +% (((mb47 *% 6) +% 2) *% 12560)) +% (nb46 *% 64)) +% 32), t48_c2_2)
-          storeVector(arena, (((915856 +% (((mb47 *% 6) +% 2) *% 12560)) +% (nb46 *% 64)) +% 48), t48_c2_3)
-          storeVector(arena, ((915856 +% (((mb47 *% 6) +% 3) *% 12560)) +% (nb46 *% 64)), t48_c3_0)
-          storeVector(arena, (((915856 +% (((mb47 *% 6) +% 3) *% 12560)) +% (nb46 *% 64)) +% 16), t48_c3_1)
-          storeVector(arena, (((915856 +% (((mb47 *% 6) +% 3) *% 12560)) +% (nb46 *% 64)) +% 32), t48_c3_2)
-          storeVector(arena, (((915856 +% (((mb47 *% 6) +% 3) *% 12560)) +% (nb46 *% 64)) +% 48), t48_c3_3)
-          storeVector(arena, ((915856 +% (((mb47 *% 6) +% 4) *% 12560)) +% (nb46 *% 64)), t48_c4_0)
-          storeVector(arena, (((915856 +% (((mb47 *% 6) +% 4) *% 12560)) +% (nb46 *% 64)) +% 16), t48_c4_1)
-          storeVector(arena, (((915856 +% (((mb47 *% 6) +% 4) *% 12560)) +% (nb46 *% 64)) +% 32), t48_c4_2)
-          storeVector(arena, (((915856 +% (((mb47 *% 6) +% 4) *% 12560)) +% (nb46 *% 64)) +% 48), t48_c4_3)
-          storeVector(arena, ((915856 +% (((mb47 *% 6) +% 5) *% 12560)) +% (nb46 *% 64)), t48_c5_0)
-          storeVector(arena, (((915856 +% (((mb47 *% 6) +% 5) *% 12560)) +% (nb46 *% 64)) +% 16), t48_c5_1)
-          storeVector(arena, (((915856 +% (((mb47 *% 6) +% 5) *% 12560)) +% (nb46 *% 64)) +% 32), t48_c5_2)
-          storeVector(arena, (((915856 +% (((mb47 *% 6) +% 5) *% 12560)) +% (nb46 *% 64)) +% 48), t48_c5_3)
+          storeVector(arena, ((915856 +% ((mb28 *% 6) *% 12560)) +% (nb27 *% 64)), t29_c0_0)
+          storeVector(arena, (((915856 +% ((mb28 *% 6) *% 12560)) +% (nb27 *% 64)) +% 16), t29_c0_1)
+          storeVector(arena, (((915856 +% ((mb28 *% 6) *% 12560)) +% (nb27 *% 64)) +% 32), t29_c0_2)
+          storeVector(arena, (((915856 +% ((mb28 *% 6) *% 12560)) +% (nb27 *% 64)) +% 48), t29_c0_3)
+          storeVector(arena, ((915856 +% (((mb28 *% 6) +% 1) *% 12560)) +% (nb27 *% 64)), t29_c1_0)
+          storeVector(arena, (((915856 +% (((mb28 *% 6) +% 1) *% 12560)) +% (nb27 *% 64)) +% 16), t29_c1_1)
+          storeVector(arena, (((915856 +% (((mb28 *% 6) +% 1) *% 12560)) +% (nb27 *% 64)) +% 32), t29_c1_2)
+          storeVector(arena, (((915856 +% (((mb28 *% 6) +% 1) *% 12560)) +% (nb27 *% 64)) +% 48), t29_c1_3)
+          storeVector(arena, ((915856 +% (((mb28 *% 6) +% 2) *% 12560)) +% (nb27 *% 64)), t29_c2_0)
+          storeVector(arena, (((915856 +% (((mb28 *% 6) +% 2) *% 12560)) +% (nb27 *% 64)) +% 16), t29_c2_1)
+          storeVector(arena, (((915856 +% (((mb28 *% 6) +% 2) *% 12560)) +% (nb27 *% 64)) +% 32), t29_c2_2)
+          storeVector(arena, (((915856 +% (((mb28 *% 6) +% 2) *% 12560)) +% (nb27 *% 64)) +% 48), t29_c2_3)
+          storeVector(arena, ((915856 +% (((mb28 *% 6) +% 3) *% 12560)) +% (nb27 *% 64)), t29_c3_0)
+          storeVector(arena, (((915856 +% (((mb28 *% 6) +% 3) *% 12560)) +% (nb27 *% 64)) +% 16), t29_c3_1)
+          storeVector(arena, (((915856 +% (((mb28 *% 6) +% 3) *% 12560)) +% (nb27 *% 64)) +% 32), t29_c3_2)
+          storeVector(arena, (((915856 +% (((mb28 *% 6) +% 3) *% 12560)) +% (nb27 *% 64)) +% 48), t29_c3_3)
+          storeVector(arena, ((915856 +% (((mb28 *% 6) +% 4) *% 12560)) +% (nb27 *% 64)), t29_c4_0)
+          storeVector(arena, (((915856 +% (((mb28 *% 6) +% 4) *% 12560)) +% (nb27 *% 64)) +% 16), t29_c4_1)
+          storeVector(arena, (((915856 +% (((mb28 *% 6) +% 4) *% 12560)) +% (nb27 *% 64)) +% 32), t29_c4_2)
+          storeVector(arena, (((915856 +% (((mb28 *% 6) +% 4) *% 12560)) +% (nb27 *% 64)) +% 48), t29_c4_3)
+          storeVector(arena, ((915856 +% (((mb28 *% 6) +% 5) *% 12560)) +% (nb27 *% 64)), t29_c5_0)
+          storeVector(arena, (((915856 +% (((mb28 *% 6) +% 5) *% 12560)) +% (nb27 *% 64)) +% 16), t29_c5_1)
+          storeVector(arena, (((915856 +% (((mb28 *% 6) +% 5) *% 12560)) +% (nb27 *% 64)) +% 32), t29_c5_2)
+          storeVector(arena, (((915856 +% (((mb28 *% 6) +% 5) *% 12560)) +% (nb27 *% 64)) +% 48), t29_c5_3)
         }
-        var t50_c0_0 = Vector()
-        var t50_c0_1 = Vector()
-        var t50_c0_2 = Vector()
-        var t50_c0_3 = Vector()
-        var t50_c1_0 = Vector()
-        var t50_c1_1 = Vector()
-        var t50_c1_2 = Vector()
-        var t50_c1_3 = Vector()
-        for k51 in 0..<9 {
-          let t50_b0 = loadVector(arena, ((802816 +% (k51 *% 12560)) +% (nb46 *% 64)))
-          let t50_b1 = loadVector(arena, (((802816 +% (k51 *% 12560)) +% (nb46 *% 64)) +% 16))
-          let t50_b2 = loadVector(arena, (((802816 +% (k51 *% 12560)) +% (nb46 *% 64)) +% 32))
-          let t50_b3 = loadVector(arena, (((802816 +% (k51 *% 12560)) +% (nb46 *% 64)) +% 48))
-          let t50_a0 = Vector(repeating: params[(270 +% k51)])
-          t50_c0_0 = t50_c0_0.addingProduct(t50_a0, t50_b0)
-          t50_c0_1 = t50_c0_1.addingProduct(t50_a0, t50_b1)
-          t50_c0_2 = t50_c0_2.addingProduct(t50_a0, t50_b2)
-          t50_c0_3 = t50_c0_3.addingProduct(t50_a0, t50_b3)
-          let t50_a1 = Vector(repeating: params[(279 +% k51)])
-          t50_c1_0 = t50_c1_0.addingProduct(t50_a1, t50_b0)
-          t50_c1_1 = t50_c1_1.addingProduct(t50_a1, t50_b1)
-          t50_c1_2 = t50_c1_2.addingProduct(t50_a1, t50_b2)
-          t50_c1_3 = t50_c1_3.addingProduct(t50_a1, t50_b3)
+        var t31_c0_0 = Vector()
+        var t31_c0_1 = Vector()
+        var t31_c0_2 = Vector()
+        var t31_c0_3 = Vector()
+        var t31_c1_0 = Vector()
+        var t31_c1_1 = Vector()
+        var t31_c1_2 = Vector()
+        var t31_c1_3 = Vector()
+        for k32 in 0..<9 {
+          let t31_b0 = loadVector(arena, ((802816 +% (k32 *% 12560)) +% (nb27 *% 64)))
+          let t31_b1 = loadVector(arena, (((802816 +% (k32 *% 12560)) +% (nb27 *% 64)) +% 16))
+          let t31_b2 = loadVector(arena, (((802816 +% (k32 *% 12560)) +% (nb27 *% 64)) +% 32))
+          let t31_b3 = loadVector(arena, (((802816 +% (k32 *% 12560)) +% (nb27 *% 64)) +% 48))
+          let t31_a0 = Vector(repeating: params[(270 +% k32)])
+          t31_c0_0 = t31_c0_0.addingProduct(t31_a0, t31_b0)
+          t31_c0_1 = t31_c0_1.addingProduct(t31_a0, t31_b1)
+          t31_c0_2 = t31_c0_2.addingProduct(t31_a0, t31_b2)
+          t31_c0_3 = t31_c0_3.addingProduct(t31_a0, t31_b3)
+          let t31_a1 = Vector(repeating: params[(279 +% k32)])
+          t31_c1_0 = t31_c1_0.addingProduct(t31_a1, t31_b0)
+          t31_c1_1 = t31_c1_1.addingProduct(t31_a1, t31_b1)
+          t31_c1_2 = t31_c1_2.addingProduct(t31_a1, t31_b2)
+          t31_c1_3 = t31_c1_3.addingProduct(t31_a1, t31_b3)
         }
-        storeVector(arena, (1292656 +% (nb46 *% 64)), t50_c0_0)
-        storeVector(arena, ((1292656 +% (nb46 *% 64)) +% 16), t50_c0_1)
-        storeVector(arena, ((1292656 +% (nb46 *% 64)) +% 32), t50_c0_2)
-        storeVector(arena, ((1292656 +% (nb46 *% 64)) +% 48), t50_c0_3)
-        storeVector(arena, (1305216 +% (nb46 *% 64)), t50_c1_0)
-        storeVector(arena, ((1305216 +% (nb46 *% 64)) +% 16), t50_c1_1)
-        storeVector(arena, ((1305216 +% (nb46 *% 64)) +% 32), t50_c1_2)
-        storeVector(arena, ((1305216 +% (nb46 *% 64)) +% 48), t50_c1_3)
+        storeVector(arena, (1292656 +% (nb27 *% 64)), t31_c0_0)
+        storeVector(arena, ((1292656 +% (nb27 *% 64)) +% 16), t31_c0_1)
+        storeVector(arena, ((1292656 +% (nb27 *% 64)) +% 32), t31_c0_2)
+        storeVector(arena, ((1292656 +% (nb27 *% 64)) +% 48), t31_c0_3)
+        storeVector(arena, (1305216 +% (nb27 *% 64)), t31_c1_0)
+        storeVector(arena, ((1305216 +% (nb27 *% 64)) +% 16), t31_c1_1)
+        storeVector(arena, ((1305216 +% (nb27 *% 64)) +% 32), t31_c1_2)
+        storeVector(arena, ((1305216 +% (nb27 *% 64)) +% 48), t31_c1_3)
       }
     }
-    for j53 in 0..<16 {
-      for f54 in 0..<32 {
-        for q55 in 0..<196 {
-          var v56: Float = (arena[(((915856 +% (f54 *% 12560)) +% (j53 *% 784)) +% q55)] + params[(288 +% f54)])
-          var at57: Float = Float(0)
-          var v58: Float = (arena[((((915856 +% (f54 *% 12560)) +% (j53 *% 784)) +% 196) +% q55)] + params[(288 +% f54)])
-          var at60: Float = (v58 > v56 ? Float(1) : at57)
-          var best59: Float = (v58 > v56 ? v58 : v56)
-          var v61: Float = (arena[((((915856 +% (f54 *% 12560)) +% (j53 *% 784)) +% 392) +% q55)] + params[(288 +% f54)])
-          var at63: Float = (v61 > best59 ? Float(28) : at60)
-          var best62: Float = (v61 > best59 ? v61 : best59)
-          var v64: Float = (arena[((((915856 +% (f54 *% 12560)) +% (j53 *% 784)) +% 588) +% q55)] + params[(288 +% f54)])
-          var at66: Float = (v64 > best62 ? Float(29) : at63)
-          var best65: Float = (v64 > best62 ? v64 : best62)
-          arena[(((((g2 *% 16) +% j53) *% 6272) +% (f54 *% 196)) +% q55)] = (best65 > Float(0) ? best65 : Float(0))
-          arena[(401408 +% (((((g2 *% 16) +% j53) *% 6272) +% (f54 *% 196)) +% q55))] = (arena[(1317776 +% q55)] + at66)
+    for j34 in 0..<16 {
+      for f35 in 0..<32 {
+        for q36 in 0..<196 {
+          var v37: Float = (arena[(((915856 +% (f35 *% 12560)) +% (j34 *% 784)) +% q36)] + params[(288 +% f35)])
+          var at38: Float = Float(0)
+          var v39: Float = (arena[((((915856 +% (f35 *% 12560)) +% (j34 *% 784)) +% 196) +% q36)] + params[(288 +% f35)])
+          var at41: Float = (v39 > v37 ? Float(1) : at38)
+          var best40: Float = (v39 > v37 ? v39 : v37)
+          var v42: Float = (arena[((((915856 +% (f35 *% 12560)) +% (j34 *% 784)) +% 392) +% q36)] + params[(288 +% f35)])
+          var at44: Float = (v42 > best40 ? Float(28) : at41)
+          var best43: Float = (v42 > best40 ? v42 : best40)
+          var v45: Float = (arena[((((915856 +% (f35 *% 12560)) +% (j34 *% 784)) +% 588) +% q36)] + params[(288 +% f35)])
+          var at47: Float = (v45 > best43 ? Float(29) : at44)
+          var best46: Float = (v45 > best43 ? v45 : best43)
+          arena[(((((g3 *% 16) +% j34) *% 6272) +% (f35 *% 196)) +% q36)] = (best46 > Float(0) ? best46 : Float(0))
+          arena[(401408 +% (((((g3 *% 16) +% j34) *% 6272) +% (f35 *% 196)) +% q36))] = (arena[(1317776 +% q36)] + at47)
         }
       }
     }
   }
   // conv2 = conv2d_relu_maxpool(conv1)
-  parallelFor(pool, 2) { part67 in
-    for ci68 in 0..<32 {
-      for co69 in 0..<32 {
-        var w70: Float = params[(320 +% (((((part67 *% 32) +% co69) *% 32) +% ci68) *% 9))]
-        var w71: Float = (((params[(320 +% (((((part67 *% 32) +% co69) *% 32) +% ci68) *% 9))] + params[((320 +% (((((part67 *% 32) +% co69) *% 32) +% ci68) *% 9)) +% 3)]) + params[((320 +% (((((part67 *% 32) +% co69) *% 32) +% ci68) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
-        var w72: Float = (((params[(320 +% (((((part67 *% 32) +% co69) *% 32) +% ci68) *% 9))] + params[((320 +% (((((part67 *% 32) +% co69) *% 32) +% ci68) *% 9)) +% 6)]) - params[((320 +% (((((part67 *% 32) +% co69) *% 32) +% ci68) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
-        var w73: Float = params[((320 +% (((((part67 *% 32) +% co69) *% 32) +% ci68) *% 9)) +% 6)]
-        var w74: Float = params[((320 +% (((((part67 *% 32) +% co69) *% 32) +% ci68) *% 9)) +% 1)]
-        var w75: Float = (((params[((320 +% (((((part67 *% 32) +% co69) *% 32) +% ci68) *% 9)) +% 1)] + params[((320 +% (((((part67 *% 32) +% co69) *% 32) +% ci68) *% 9)) +% 4)]) + params[((320 +% (((((part67 *% 32) +% co69) *% 32) +% ci68) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
-        var w76: Float = (((params[((320 +% (((((part67 *% 32) +% co69) *% 32) +% ci68) *% 9)) +% 1)] + params[((320 +% (((((part67 *% 32) +% co69) *% 32) +% ci68) *% 9)) +% 7)]) - params[((320 +% (((((part67 *% 32) +% co69) *% 32) +% ci68) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
-        var w77: Float = params[((320 +% (((((part67 *% 32) +% co69) *% 32) +% ci68) *% 9)) +% 7)]
-        var w78: Float = params[((320 +% (((((part67 *% 32) +% co69) *% 32) +% ci68) *% 9)) +% 2)]
-        var w79: Float = (((params[((320 +% (((((part67 *% 32) +% co69) *% 32) +% ci68) *% 9)) +% 2)] + params[((320 +% (((((part67 *% 32) +% co69) *% 32) +% ci68) *% 9)) +% 5)]) + params[((320 +% (((((part67 *% 32) +% co69) *% 32) +% ci68) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
-        var w80: Float = (((params[((320 +% (((((part67 *% 32) +% co69) *% 32) +% ci68) *% 9)) +% 2)] + params[((320 +% (((((part67 *% 32) +% co69) *% 32) +% ci68) *% 9)) +% 8)]) - params[((320 +% (((((part67 *% 32) +% co69) *% 32) +% ci68) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
-        var w81: Float = params[((320 +% (((((part67 *% 32) +% co69) *% 32) +% ci68) *% 9)) +% 8)]
-        var w82: Float = w70
-        var w83: Float = (((w70 + w74) + w78) * Float(bitPattern: 0x3f000000))
-        var w84: Float = (((w70 + w78) - w74) * Float(bitPattern: 0x3f000000))
-        var w85: Float = w78
-        var w86: Float = w71
-        var w87: Float = (((w71 + w75) + w79) * Float(bitPattern: 0x3f000000))
-        var w88: Float = (((w71 + w79) - w75) * Float(bitPattern: 0x3f000000))
-        var w89: Float = w79
-        var w90: Float = w72
-        var w91: Float = (((w72 + w76) + w80) * Float(bitPattern: 0x3f000000))
-        var w92: Float = (((w72 + w80) - w76) * Float(bitPattern: 0x3f000000))
-        var w93: Float = w80
-        var w94: Float = w73
-        var w95: Float = (((w73 + w77) + w81) * Float(bitPattern: 0x3f000000))
-        var w96: Float = (((w73 + w81) - w77) * Float(bitPattern: 0x3f000000))
-        var w97: Float = w81
-        arena[((802816 +% (ci68 *% 64)) +% ((part67 *% 32) +% co69))] = w82
-        arena[((804864 +% (ci68 *% 64)) +% ((part67 *% 32) +% co69))] = w83
-        arena[((806912 +% (ci68 *% 64)) +% ((part67 *% 32) +% co69))] = w84
-        arena[((808960 +% (ci68 *% 64)) +% ((part67 *% 32) +% co69))] = w85
-        arena[((811008 +% (ci68 *% 64)) +% ((part67 *% 32) +% co69))] = w86
-        arena[((813056 +% (ci68 *% 64)) +% ((part67 *% 32) +% co69))] = w87
-        arena[((815104 +% (ci68 *% 64)) +% ((part67 *% 32) +% co69))] = w88
-        arena[((817152 +% (ci68 *% 64)) +% ((part67 *% 32) +% co69))] = w89
-        arena[((819200 +% (ci68 *% 64)) +% ((part67 *% 32) +% co69))] = w90
-        arena[((821248 +% (ci68 *% 64)) +% ((part67 *% 32) +% co69))] = w91
-        arena[((823296 +% (ci68 *% 64)) +% ((part67 *% 32) +% co69))] = w92
-        arena[((825344 +% (ci68 *% 64)) +% ((part67 *% 32) +% co69))] = w93
-        arena[((827392 +% (ci68 *% 64)) +% ((part67 *% 32) +% co69))] = w94
-        arena[((829440 +% (ci68 *% 64)) +% ((part67 *% 32) +% co69))] = w95
-        arena[((831488 +% (ci68 *% 64)) +% ((part67 *% 32) +% co69))] = w96
-        arena[((833536 +% (ci68 *% 64)) +% ((part67 *% 32) +% co69))] = w97
+  parallelFor(pool, 2) { part48 in
+    for ci49 in 0..<32 {
+      for co50 in 0..<32 {
+        var w51: Float = params[(320 +% (((((part48 *% 32) +% co50) *% 32) +% ci49) *% 9))]
+        var w52: Float = (((params[(320 +% (((((part48 *% 32) +% co50) *% 32) +% ci49) *% 9))] + params[((320 +% (((((part48 *% 32) +% co50) *% 32) +% ci49) *% 9)) +% 3)]) + params[((320 +% (((((part48 *% 32) +% co50) *% 32) +% ci49) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
+        var w53: Float = (((params[(320 +% (((((part48 *% 32) +% co50) *% 32) +% ci49) *% 9))] + params[((320 +% (((((part48 *% 32) +% co50) *% 32) +% ci49) *% 9)) +% 6)]) - params[((320 +% (((((part48 *% 32) +% co50) *% 32) +% ci49) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
+        var w54: Float = params[((320 +% (((((part48 *% 32) +% co50) *% 32) +% ci49) *% 9)) +% 6)]
+        var w55: Float = params[((320 +% (((((part48 *% 32) +% co50) *% 32) +% ci49) *% 9)) +% 1)]
+        var w56: Float = (((params[((320 +% (((((part48 *% 32) +% co50) *% 32) +% ci49) *% 9)) +% 1)] + params[((320 +% (((((part48 *% 32) +% co50) *% 32) +% ci49) *% 9)) +% 4)]) + params[((320 +% (((((part48 *% 32) +% co50) *% 32) +% ci49) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
+        var w57: Float = (((params[((320 +% (((((part48 *% 32) +% co50) *% 32) +% ci49) *% 9)) +% 1)] + params[((320 +% (((((part48 *% 32) +% co50) *% 32) +% ci49) *% 9)) +% 7)]) - params[((320 +% (((((part48 *% 32) +% co50) *% 32) +% ci49) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
+        var w58: Float = params[((320 +% (((((part48 *% 32) +% co50) *% 32) +% ci49) *% 9)) +% 7)]
+        var w59: Float = params[((320 +% (((((part48 *% 32) +% co50) *% 32) +% ci49) *% 9)) +% 2)]
+        var w60: Float = (((params[((320 +% (((((part48 *% 32) +% co50) *% 32) +% ci49) *% 9)) +% 2)] + params[((320 +% (((((part48 *% 32) +% co50) *% 32) +% ci49) *% 9)) +% 5)]) + params[((320 +% (((((part48 *% 32) +% co50) *% 32) +% ci49) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
+        var w61: Float = (((params[((320 +% (((((part48 *% 32) +% co50) *% 32) +% ci49) *% 9)) +% 2)] + params[((320 +% (((((part48 *% 32) +% co50) *% 32) +% ci49) *% 9)) +% 8)]) - params[((320 +% (((((part48 *% 32) +% co50) *% 32) +% ci49) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
+        var w62: Float = params[((320 +% (((((part48 *% 32) +% co50) *% 32) +% ci49) *% 9)) +% 8)]
+        var w63: Float = w51
+        var w64: Float = (((w51 + w55) + w59) * Float(bitPattern: 0x3f000000))
+        var w65: Float = (((w51 + w59) - w55) * Float(bitPattern: 0x3f000000))
+        var w66: Float = w59
+        var w67: Float = w52
+        var w68: Float = (((w52 + w56) + w60) * Float(bitPattern: 0x3f000000))
+        var w69: Float = (((w52 + w60) - w56) * Float(bitPattern: 0x3f000000))
+        var w70: Float = w60
+        var w71: Float = w53
+        var w72: Float = (((w53 + w57) + w61) * Float(bitPattern: 0x3f000000))
+        var w73: Float = (((w53 + w61) - w57) * Float(bitPattern: 0x3f000000))
+        var w74: Float = w61
+        var w75: Float = w54
+        var w76: Float = (((w54 + w58) + w62) * Float(bitPattern: 0x3f000000))
+        var w77: Float = (((w54 + w62) - w58) * Float(bitPattern: 0x3f000000))
+        var w78: Float = w62
+        arena[((802816 +% (ci49 *% 64)) +% ((part48 *% 32) +% co50))] = w63
+        arena[((804864 +% (ci49 *% 64)) +% ((part48 *% 32) +% co50))] = w64
+        arena[((806912 +% (ci49 *% 64)) +% ((part48 *% 32) +% co50))] = w65
+        arena[((808960 +% (ci49 *% 64)) +% ((part48 *% 32) +% co50))] = w66
+        arena[((811008 +% (ci49 *% 64)) +% ((part48 *% 32) +% co50))] = w67
+        arena[((813056 +% (ci49 *% 64)) +% ((part48 *% 32) +% co50))] = w68
+        arena[((815104 +% (ci49 *% 64)) +% ((part48 *% 32) +% co50))] = w69
+        arena[((817152 +% (ci49 *% 64)) +% ((part48 *% 32) +% co50))] = w70
+        arena[((819200 +% (ci49 *% 64)) +% ((part48 *% 32) +% co50))] = w71
+        arena[((821248 +% (ci49 *% 64)) +% ((part48 *% 32) +% co50))] = w72
+        arena[((823296 +% (ci49 *% 64)) +% ((part48 *% 32) +% co50))] = w73
+        arena[((825344 +% (ci49 *% 64)) +% ((part48 *% 32) +% co50))] = w74
+        arena[((827392 +% (ci49 *% 64)) +% ((part48 *% 32) +% co50))] = w75
+        arena[((829440 +% (ci49 *% 64)) +% ((part48 *% 32) +% co50))] = w76
+        arena[((831488 +% (ci49 *% 64)) +% ((part48 *% 32) +% co50))] = w77
+        arena[((833536 +% (ci49 *% 64)) +% ((part48 *% 32) +% co50))] = w78
       }
     }
   }
-  for i98 in 0..<512 {
-    storeVector(arena, ((i98 *% 16) +% 835584), Vector(repeating: Float(0)))
+  for i79 in 0..<512 {
+    storeVector(arena, ((i79 *% 16) +% 835584), Vector(repeating: Float(0)))
   }
-  for g99 in 0..<64 {
-    for j100 in 0..<1 {
-      for c101 in 0..<32 {
-        for iy102 in 0..<14 {
-          for ix103 in 0..<14 {
-            arena[(835584 +% ((((j100 *% 8192) +% ((iy102 +% 1) *% 512)) +% ((ix103 +% 1) *% 32)) +% c101))] = arena[(((((g99 +% j100) *% 6272) +% (c101 *% 196)) +% (iy102 *% 14)) +% ix103)]
+  for g80 in 0..<64 {
+    for j81 in 0..<1 {
+      for c82 in 0..<32 {
+        for iy83 in 0..<14 {
+          for ix84 in 0..<14 {
+            arena[(835584 +% ((((j81 *% 8192) +% ((iy83 +% 1) *% 512)) +% ((ix84 +% 1) *% 32)) +% c82))] = arena[(((((g80 +% j81) *% 6272) +% (c82 *% 196)) +% (iy83 *% 14)) +% ix84)]
           }
         }
       }
     }
-    for j104 in 0..<1 {
-      for ty105 in 0..<7 {
-        for tx106 in 0..<7 {
-          for cv107 in 0..<2 {
-            let w108 = (loadVector(arena, (835584 +% ((((j104 *% 8192) +% ((ty105 *% 2) *% 512)) +% ((tx106 *% 2) *% 32)) +% (cv107 *% 16)))) - loadVector(arena, (835584 +% ((((j104 *% 8192) +% (((ty105 *% 2) +% 2) *% 512)) +% ((tx106 *% 2) *% 32)) +% (cv107 *% 16)))))
-            let w109 = (loadVector(arena, (835584 +% ((((j104 *% 8192) +% (((ty105 *% 2) +% 1) *% 512)) +% ((tx106 *% 2) *% 32)) +% (cv107 *% 16)))) + loadVector(arena, (835584 +% ((((j104 *% 8192) +% (((ty105 *% 2) +% 2) *% 512)) +% ((tx106 *% 2) *% 32)) +% (cv107 *% 16)))))
-            let w110 = (loadVector(arena, (835584 +% ((((j104 *% 8192) +% (((ty105 *% 2) +% 2) *% 512)) +% ((tx106 *% 2) *% 32)) +% (cv107 *% 16)))) - loadVector(arena, (835584 +% ((((j104 *% 8192) +% (((ty105 *% 2) +% 1) *% 512)) +% ((tx106 *% 2) *% 32)) +% (cv107 *% 16)))))
-            let w111 = (loadVector(arena, (835584 +% ((((j104 *% 8192) +% (((ty105 *% 2) +% 1) *% 512)) +% ((tx106 *% 2) *% 32)) +% (cv107 *% 16)))) - loadVector(arena, (835584 +% ((((j104 *% 8192) +% (((ty105 *% 2) +% 3) *% 512)) +% ((tx106 *% 2) *% 32)) +% (cv107 *% 16)))))
-            let w112 = (loadVector(arena, (835584 +% ((((j104 *% 8192) +% ((ty105 *% 2) *% 512)) +% (((tx106 *% 2) +% 1) *% 32)) +% (cv107 *% 16)))) - loadVector(arena, (835584 +% ((((j104 *% 8192) +% (((ty105 *% 2) +% 2) *% 512)) +% (((tx106 *% 2) +% 1) *% 32)) +% (cv107 *% 16)))))
-            let w113 = (loadVector(arena, (835584 +% ((((j104 *% 8192) +% (((ty105 *% 2) +% 1) *% 512)) +% (((tx106 *% 2) +% 1) *% 32)) +% (cv107 *% 16)))) + loadVector(arena, (835584 +% ((((j104 *% 8192) +% (((ty105 *% 2) +% 2) *% 512)) +% (((tx106 *% 2) +% 1) *% 32)) +% (cv107 *% 16)))))
-            let w114 = (loadVector(arena, (835584 +% ((((j104 *% 8192) +% (((ty105 *% 2) +% 2) *% 512)) +% (((tx106 *% 2) +% 1) *% 32)) +% (cv107 *% 16)))) - loadVector(arena, (835584 +% ((((j104 *% 8192) +% (((ty105 *% 2) +% 1) *% 512)) +% (((tx106 *% 2) +% 1) *% 32)) +% (cv107 *% 16)))))
-            let w115 = (loadVector(arena, (835584 +% ((((j104 *% 8192) +% (((ty105 *% 2) +% 1) *% 512)) +% (((tx106 *% 2) +% 1) *% 32)) +% (cv107 *% 16)))) - loadVector(arena, (835584 +% ((((j104 *% 8192) +% (((ty105 *% 2) +% 3) *% 512)) +% (((tx106 *% 2) +% 1) *% 32)) +% (cv107 *% 16)))))
-            let w116 = (loadVector(arena, (835584 +% ((((j104 *% 8192) +% ((ty105 *% 2) *% 512)) +% (((tx106 *% 2) +% 2) *% 32)) +% (cv107 *% 16)))) - loadVector(arena, (835584 +% ((((j104 *% 8192) +% (((ty105 *% 2) +% 2) *% 512)) +% (((tx106 *% 2) +% 2) *% 32)) +% (cv107 *% 16)))))
-            let w117 = (loadVector(arena, (835584 +% ((((j104 *% 8192) +% (((ty105 *% 2) +% 1) *% 512)) +% (((tx106 *% 2) +% 2) *% 32)) +% (cv107 *% 16)))) + loadVector(arena, (835584 +% ((((j104 *% 8192) +% (((ty105 *% 2) +% 2) *% 512)) +% (((tx106 *% 2) +% 2) *% 32)) +% (cv107 *% 16)))))
-            let w118 = (loadVector(arena, (835584 +% ((((j104 *% 8192) +% (((ty105 *% 2) +% 2) *% 512)) +% (((tx106 *% 2) +% 2) *% 32)) +% (cv107 *% 16)))) - loadVector(arena, (835584 +% ((((j104 *% 8192) +% (((ty105 *% 2) +% 1) *% 512)) +% (((tx106 *% 2) +% 2) *% 32)) +% (cv107 *% 16)))))
-            let w119 = (loadVector(arena, (835584 +% ((((j104 *% 8192) +% (((ty105 *% 2) +% 1) *% 512)) +% (((tx106 *% 2) +% 2) *% 32)) +% (cv107 *% 16)))) - loadVector(arena, (835584 +% ((((j104 *% 8192) +% (((ty105 *% 2) +% 3) *% 512)) +% (((tx106 *% 2) +% 2) *% 32)) +% (cv107 *% 16)))))
-            let w120 = (loadVector(arena, (835584 +% ((((j104 *% 8192) +% ((ty105 *% 2) *% 512)) +% (((tx106 *% 2) +% 3) *% 32)) +% (cv107 *% 16)))) - loadVector(arena, (835584 +% ((((j104 *% 8192) +% (((ty105 *% 2) +% 2) *% 512)) +% (((tx106 *% 2) +% 3) *% 32)) +% (cv107 *% 16)))))
-            let w121 = (loadVector(arena, (835584 +% ((((j104 *% 8192) +% (((ty105 *% 2) +% 1) *% 512)) +% (((tx106 *% 2) +% 3) *% 32)) +% (cv107 *% 16)))) + loadVector(arena, (835584 +% ((((j104 *% 8192) +% (((ty105 *% 2) +% 2) *% 512)) +% (((tx106 *% 2) +% 3) *% 32)) +% (cv107 *% 16)))))
-            let w122 = (loadVector(arena, (835584 +% ((((j104 *% 8192) +% (((ty105 *% 2) +% 2) *% 512)) +% (((tx106 *% 2) +% 3) *% 32)) +% (cv107 *% 16)))) - loadVector(arena, (835584 +% ((((j104 *% 8192) +% (((ty105 *% 2) +% 1) *% 512)) +% (((tx106 *% 2) +% 3) *% 32)) +% (cv107 *% 16)))))
-            let w123 = (loadVector(arena, (835584 +% ((((j104 *% 8192) +% (((ty105 *% 2) +% 1) *% 512)) +% (((tx106 *% 2) +% 3) *% 32)) +% (cv107 *% 16)))) - loadVector(arena, (835584 +% ((((j104 *% 8192) +% (((ty105 *% 2) +% 3) *% 512)) +% (((tx106 *% 2) +% 3) *% 32)) +% (cv107 *% 16)))))
-            let w124 = (w108 - w116)
-            let w125 = (w112 + w116)
-            let w126 = (w116 - w112)
-            let w127 = (w112 - w120)
-            let w128 = (w109 - w117)
-            let w129 = (w113 + w117)
-            let w130 = (w117 - w113)
-            let w131 = (w113 - w121)
-            let w132 = (w110 - w118)
-            let w133 = (w114 + w118)
-            let w134 = (w118 - w114)
-            let w135 = (w114 - w122)
-            let w136 = (w111 - w119)
-            let w137 = (w115 + w119)
-            let w138 = (w119 - w115)
-            let w139 = (w115 - w123)
-            storeVector(arena, ((843776 +% ((((j104 *% 49) +% (ty105 *% 7)) +% tx106) *% 32)) +% (cv107 *% 16)), w124)
-            storeVector(arena, ((845344 +% ((((j104 *% 49) +% (ty105 *% 7)) +% tx106) *% 32)) +% (cv107 *% 16)), w125)
-            storeVector(arena, ((846912 +% ((((j104 *% 49) +% (ty105 *% 7)) +% tx106) *% 32)) +% (cv107 *% 16)), w126)
-            storeVector(arena, ((848480 +% ((((j104 *% 49) +% (ty105 *% 7)) +% tx106) *% 32)) +% (cv107 *% 16)), w127)
-            storeVector(arena, ((850048 +% ((((j104 *% 49) +% (ty105 *% 7)) +% tx106) *% 32)) +% (cv107 *% 16)), w128)
-            storeVector(arena, ((851616 +% ((((j104 *% 49) +% (ty105 *% 7)) +% tx106) *% 32)) +% (cv107 *% 16)), w129)
-            storeVector(arena, ((853184 +% ((((j104 *% 49) +% (ty105 *% 7)) +% tx106) *% 32)) +% (cv107 *% 16)), w130)
-            storeVector(arena, ((854752 +% ((((j104 *% 49) +% (ty105 *% 7)) +% tx106) *% 32)) +% (cv107 *% 16)), w131)
-            storeVector(arena, ((856320 +% ((((j104 *% 49) +% (ty105 *% 7)) +% tx106) *% 32)) +% (cv107 *% 16)), w132)
-            storeVector(arena, ((857888 +% ((((j104 *% 49) +% (ty105 *% 7)) +% tx106) *% 32)) +% (cv107 *% 16)), w133)
-            storeVector(arena, ((859456 +% ((((j104 *% 49) +% (ty105 *% 7)) +% tx106) *% 32)) +% (cv107 *% 16)), w134)
-            storeVector(arena, ((861024 +% ((((j104 *% 49) +% (ty105 *% 7)) +% tx106) *% 32)) +% (cv107 *% 16)), w135)
-            storeVector(arena, ((862592 +% ((((j104 *% 49) +% (ty105 *% 7)) +% tx106) *% 32)) +% (cv107 *% 16)), w136)
-            storeVector(arena, ((864160 +% ((((j104 *% 49) +% (ty105 *% 7)) +% tx106) *% 32)) +% (cv107 *% 16)), w137)
-            storeVector(arena, ((865728 +% ((((j104 *% 49) +% (ty105 *% 7)) +% tx106) *% 32)) +% (cv107 *% 16)), w138)
-            storeVector(arena, ((867296 +% ((((j104 *% 49) +% (ty105 *% 7)) +% tx106) *% 32)) +% (cv107 *% 16)), w139)
+    for j85 in 0..<1 {
+      for ty86 in 0..<7 {
+        for tx87 in 0..<7 {
+          for cv88 in 0..<2 {
+            let w89 = (loadVector(arena, (835584 +% ((((j85 *% 8192) +% ((ty86 *% 2) *% 512)) +% ((tx87 *% 2) *% 32)) +% (cv88 *% 16)))) - loadVector(arena, (835584 +% ((((j85 *% 8192) +% (((ty86 *% 2) +% 2) *% 512)) +% ((tx87 *% 2) *% 32)) +% (cv88 *% 16)))))
+            let w90 = (loadVector(arena, (835584 +% ((((j85 *% 8192) +% (((ty86 *% 2) +% 1) *% 512)) +% ((tx87 *% 2) *% 32)) +% (cv88 *% 16)))) + loadVector(arena, (835584 +% ((((j85 *% 8192) +% (((ty86 *% 2) +% 2) *% 512)) +% ((tx87 *% 2) *% 32)) +% (cv88 *% 16)))))
+            let w91 = (loadVector(arena, (835584 +% ((((j85 *% 8192) +% (((ty86 *% 2) +% 2) *% 512)) +% ((tx87 *% 2) *% 32)) +% (cv88 *% 16)))) - loadVector(arena, (835584 +% ((((j85 *% 8192) +% (((ty86 *% 2) +% 1) *% 512)) +% ((tx87 *% 2) *% 32)) +% (cv88 *% 16)))))
+            let w92 = (loadVector(arena, (835584 +% ((((j85 *% 8192) +% (((ty86 *% 2) +% 1) *% 512)) +% ((tx87 *% 2) *% 32)) +% (cv88 *% 16)))) - loadVector(arena, (835584 +% ((((j85 *% 8192) +% (((ty86 *% 2) +% 3) *% 512)) +% ((tx87 *% 2) *% 32)) +% (cv88 *% 16)))))
+            let w93 = (loadVector(arena, (835584 +% ((((j85 *% 8192) +% ((ty86 *% 2) *% 512)) +% (((tx87 *% 2) +% 1) *% 32)) +% (cv88 *% 16)))) - loadVector(arena, (835584 +% ((((j85 *% 8192) +% (((ty86 *% 2) +% 2) *% 512)) +% (((tx87 *% 2) +% 1) *% 32)) +% (cv88 *% 16)))))
+            let w94 = (loadVector(arena, (835584 +% ((((j85 *% 8192) +% (((ty86 *% 2) +% 1) *% 512)) +% (((tx87 *% 2) +% 1) *% 32)) +% (cv88 *% 16)))) + loadVector(arena, (835584 +% ((((j85 *% 8192) +% (((ty86 *% 2) +% 2) *% 512)) +% (((tx87 *% 2) +% 1) *% 32)) +% (cv88 *% 16)))))
+            let w95 = (loadVector(arena, (835584 +% ((((j85 *% 8192) +% (((ty86 *% 2) +% 2) *% 512)) +% (((tx87 *% 2) +% 1) *% 32)) +% (cv88 *% 16)))) - loadVector(arena, (835584 +% ((((j85 *% 8192) +% (((ty86 *% 2) +% 1) *% 512)) +% (((tx87 *% 2) +% 1) *% 32)) +% (cv88 *% 16)))))
+            let w96 = (loadVector(arena, (835584 +% ((((j85 *% 8192) +% (((ty86 *% 2) +% 1) *% 512)) +% (((tx87 *% 2) +% 1) *% 32)) +% (cv88 *% 16)))) - loadVector(arena, (835584 +% ((((j85 *% 8192) +% (((ty86 *% 2) +% 3) *% 512)) +% (((tx87 *% 2) +% 1) *% 32)) +% (cv88 *% 16)))))
+            let w97 = (loadVector(arena, (835584 +% ((((j85 *% 8192) +% ((ty86 *% 2) *% 512)) +% (((tx87 *% 2) +% 2) *% 32)) +% (cv88 *% 16)))) - loadVector(arena, (835584 +% ((((j85 *% 8192) +% (((ty86 *% 2) +% 2) *% 512)) +% (((tx87 *% 2) +% 2) *% 32)) +% (cv88 *% 16)))))
+            let w98 = (loadVector(arena, (835584 +% ((((j85 *% 8192) +% (((ty86 *% 2) +% 1) *% 512)) +% (((tx87 *% 2) +% 2) *% 32)) +% (cv88 *% 16)))) + loadVector(arena, (835584 +% ((((j85 *% 8192) +% (((ty86 *% 2) +% 2) *% 512)) +% (((tx87 *% 2) +% 2) *% 32)) +% (cv88 *% 16)))))
+            let w99 = (loadVector(arena, (835584 +% ((((j85 *% 8192) +% (((ty86 *% 2) +% 2) *% 512)) +% (((tx87 *% 2) +% 2) *% 32)) +% (cv88 *% 16)))) - loadVector(arena, (835584 +% ((((j85 *% 8192) +% (((ty86 *% 2) +% 1) *% 512)) +% (((tx87 *% 2) +% 2) *% 32)) +% (cv88 *% 16)))))
+            let w100 = (loadVector(arena, (835584 +% ((((j85 *% 8192) +% (((ty86 *% 2) +% 1) *% 512)) +% (((tx87 *% 2) +% 2) *% 32)) +% (cv88 *% 16)))) - loadVector(arena, (835584 +% ((((j85 *% 8192) +% (((ty86 *% 2) +% 3) *% 512)) +% (((tx87 *% 2) +% 2) *% 32)) +% (cv88 *% 16)))))
+            let w101 = (loadVector(arena, (835584 +% ((((j85 *% 8192) +% ((ty86 *% 2) *% 512)) +% (((tx87 *% 2) +% 3) *% 32)) +% (cv88 *% 16)))) - loadVector(arena, (835584 +% ((((j85 *% 8192) +% (((ty86 *% 2) +% 2) *% 512)) +% (((tx87 *% 2) +% 3) *% 32)) +% (cv88 *% 16)))))
+            let w102 = (loadVector(arena, (835584 +% ((((j85 *% 8192) +% (((ty86 *% 2) +% 1) *% 512)) +% (((tx87 *% 2) +% 3) *% 32)) +% (cv88 *% 16)))) + loadVector(arena, (835584 +% ((((j85 *% 8192) +% (((ty86 *% 2) +% 2) *% 512)) +% (((tx87 *% 2) +% 3) *% 32)) +% (cv88 *% 16)))))
+            let w103 = (loadVector(arena, (835584 +% ((((j85 *% 8192) +% (((ty86 *% 2) +% 2) *% 512)) +% (((tx87 *% 2) +% 3) *% 32)) +% (cv88 *% 16)))) - loadVector(arena, (835584 +% ((((j85 *% 8192) +% (((ty86 *% 2) +% 1) *% 512)) +% (((tx87 *% 2) +% 3) *% 32)) +% (cv88 *% 16)))))
+            let w104 = (loadVector(arena, (835584 +% ((((j85 *% 8192) +% (((ty86 *% 2) +% 1) *% 512)) +% (((tx87 *% 2) +% 3) *% 32)) +% (cv88 *% 16)))) - loadVector(arena, (835584 +% ((((j85 *% 8192) +% (((ty86 *% 2) +% 3) *% 512)) +% (((tx87 *% 2) +% 3) *% 32)) +% (cv88 *% 16)))))
+            let w105 = (w89 - w97)
+            let w106 = (w93 + w97)
+            let w107 = (w97 - w93)
+            let w108 = (w93 - w101)
+            let w109 = (w90 - w98)
+            let w110 = (w94 + w98)
+            let w111 = (w98 - w94)
+            let w112 = (w94 - w102)
+            let w113 = (w91 - w99)
+            let w114 = (w95 + w99)
+            let w115 = (w99 - w95)
+            let w116 = (w95 - w103)
+            let w117 = (w92 - w100)
+            let w118 = (w96 + w100)
+            let w119 = (w100 - w96)
+            let w120 = (w96 - w104)
+            storeVector(arena, ((843776 +% ((((j85 *% 49) +% (ty86 *% 7)) +% tx87) *% 32)) +% (cv88 *% 16)), w105)
+            storeVector(arena, ((845344 +% ((((j85 *% 49) +% (ty86 *% 7)) +% tx87) *% 32)) +% (cv88 *% 16)), w106)
+            storeVector(arena, ((846912 +% ((((j85 *% 49) +% (ty86 *% 7)) +% tx87) *% 32)) +% (cv88 *% 16)), w107)
+            storeVector(arena, ((848480 +% ((((j85 *% 49) +% (ty86 *% 7)) +% tx87) *% 32)) +% (cv88 *% 16)), w108)
+            storeVector(arena, ((850048 +% ((((j85 *% 49) +% (ty86 *% 7)) +% tx87) *% 32)) +% (cv88 *% 16)), w109)
+            storeVector(arena, ((851616 +% ((((j85 *% 49) +% (ty86 *% 7)) +% tx87) *% 32)) +% (cv88 *% 16)), w110)
+            storeVector(arena, ((853184 +% ((((j85 *% 49) +% (ty86 *% 7)) +% tx87) *% 32)) +% (cv88 *% 16)), w111)
+            storeVector(arena, ((854752 +% ((((j85 *% 49) +% (ty86 *% 7)) +% tx87) *% 32)) +% (cv88 *% 16)), w112)
+            storeVector(arena, ((856320 +% ((((j85 *% 49) +% (ty86 *% 7)) +% tx87) *% 32)) +% (cv88 *% 16)), w113)
+            storeVector(arena, ((857888 +% ((((j85 *% 49) +% (ty86 *% 7)) +% tx87) *% 32)) +% (cv88 *% 16)), w114)
+            storeVector(arena, ((859456 +% ((((j85 *% 49) +% (ty86 *% 7)) +% tx87) *% 32)) +% (cv88 *% 16)), w115)
+            storeVector(arena, ((861024 +% ((((j85 *% 49) +% (ty86 *% 7)) +% tx87) *% 32)) +% (cv88 *% 16)), w116)
+            storeVector(arena, ((862592 +% ((((j85 *% 49) +% (ty86 *% 7)) +% tx87) *% 32)) +% (cv88 *% 16)), w117)
+            storeVector(arena, ((864160 +% ((((j85 *% 49) +% (ty86 *% 7)) +% tx87) *% 32)) +% (cv88 *% 16)), w118)
+            storeVector(arena, ((865728 +% ((((j85 *% 49) +% (ty86 *% 7)) +% tx87) *% 32)) +% (cv88 *% 16)), w119)
+            storeVector(arena, ((867296 +% ((((j85 *% 49) +% (ty86 *% 7)) +% tx87) *% 32)) +% (cv88 *% 16)), w120)
           }
         }
       }
     }
-    parallelFor(pool, 2) { part140 in
-      for xi141 in 0..<16 {
-        do {  // gemm148
-          for nb142 in 0..<1 {
-            for mb143 in 0..<3 {
-              var t144_c0_0 = Vector()
-              var t144_c0_1 = Vector()
-              var t144_c1_0 = Vector()
-              var t144_c1_1 = Vector()
-              var t144_c2_0 = Vector()
-              var t144_c2_1 = Vector()
-              var t144_c3_0 = Vector()
-              var t144_c3_1 = Vector()
-              var t144_c4_0 = Vector()
-              var t144_c4_1 = Vector()
-              var t144_c5_0 = Vector()
-              var t144_c5_1 = Vector()
-              var t144_c6_0 = Vector()
-              var t144_c6_1 = Vector()
-              var t144_c7_0 = Vector()
-              var t144_c7_1 = Vector()
-              var t144_c8_0 = Vector()
-              var t144_c8_1 = Vector()
-              var t144_c9_0 = Vector()
-              var t144_c9_1 = Vector()
-              var t144_c10_0 = Vector()
-              var t144_c10_1 = Vector()
-              var t144_c11_0 = Vector()
-              var t144_c11_1 = Vector()
-              var t144_c12_0 = Vector()
-              var t144_c12_1 = Vector()
-              var t144_c13_0 = Vector()
-              var t144_c13_1 = Vector()
-              for k145 in 0..<32 {
-                let t144_b0 = loadVector(arena, ((((802816 +% (xi141 *% 2048)) +% (part140 *% 32)) +% (k145 *% 64)) +% (nb142 *% 32)))
-                let t144_b1 = loadVector(arena, (((((802816 +% (xi141 *% 2048)) +% (part140 *% 32)) +% (k145 *% 64)) +% (nb142 *% 32)) +% 16))
-                let t144_a0 = Vector(repeating: arena[(((843776 +% (xi141 *% 1568)) +% ((mb143 *% 14) *% 32)) +% k145)])
-                t144_c0_0 = t144_c0_0.addingProduct(t144_a0, t144_b0)
-                t144_c0_1 = t144_c0_1.addingProduct(t144_a0, t144_b1)
-                let t144_a1 = Vector(repeating: arena[(((843776 +% (xi141 *% 1568)) +% (((mb143 *% 14) +% 1) *% 32)) +% k145)])
-                t144_c1_0 = t144_c1_0.addingProduct(t144_a1, t144_b0)
-                t144_c1_1 = t144_c1_1.addingProduct(t144_a1, t144_b1)
-                let t144_a2 = Vector(repeating: arena[(((843776 +% (xi141 *% 1568)) +% (((mb143 *% 14) +% 2) *% 32)) +% k145)])
-                t144_c2_0 = t144_c2_0.addingProduct(t144_a2, t144_b0)
-                t144_c2_1 = t144_c2_1.addingProduct(t144_a2, t144_b1)
-                let t144_a3 = Vector(repeating: arena[(((843776 +% (xi141 *% 1568)) +% (((mb143 *% 14) +% 3) *% 32)) +% k145)])
-                t144_c3_0 = t144_c3_0.addingProduct(t144_a3, t144_b0)
-                t144_c3_1 = t144_c3_1.addingProduct(t144_a3, t144_b1)
-                let t144_a4 = Vector(repeating: arena[(((843776 +% (xi141 *% 1568)) +% (((mb143 *% 14) +% 4) *% 32)) +% k145)])
-                t144_c4_0 = t144_c4_0.addingProduct(t144_a4, t144_b0)
-                t144_c4_1 = t144_c4_1.addingProduct(t144_a4, t144_b1)
-                let t144_a5 = Vector(repeating: arena[(((843776 +% (xi141 *% 1568)) +% (((mb143 *% 14) +% 5) *% 32)) +% k145)])
-                t144_c5_0 = t144_c5_0.addingProduct(t144_a5, t144_b0)
-                t144_c5_1 = t144_c5_1.addingProduct(t144_a5, t144_b1)
-                let t144_a6 = Vector(repeating: arena[(((843776 +% (xi141 *% 1568)) +% (((mb143 *% 14) +% 6) *% 32)) +% k145)])
-                t144_c6_0 = t144_c6_0.addingProduct(t144_a6, t144_b0)
-                t144_c6_1 = t144_c6_1.addingProduct(t144_a6, t144_b1)
-                let t144_a7 = Vector(repeating: arena[(((843776 +% (xi141 *% 1568)) +% (((mb143 *% 14) +% 7) *% 32)) +% k145)])
-                t144_c7_0 = t144_c7_0.addingProduct(t144_a7, t144_b0)
-                t144_c7_1 = t144_c7_1.addingProduct(t144_a7, t144_b1)
-                let t144_a8 = Vector(repeating: arena[(((843776 +% (xi141 *% 1568)) +% (((mb143 *% 14) +% 8) *% 32)) +% k145)])
-                t144_c8_0 = t144_c8_0.addingProduct(t144_a8, t144_b0)
-                t144_c8_1 = t144_c8_1.addingProduct(t144_a8, t144_b1)
-                let t144_a9 = Vector(repeating: arena[(((843776 +% (xi141 *% 1568)) +% (((mb143 *% 14) +% 9) *% 32)) +% k145)])
-                t144_c9_0 = t144_c9_0.addingProduct(t144_a9, t144_b0)
-                t144_c9_1 = t144_c9_1.addingProduct(t144_a9, t144_b1)
-                let t144_a10 = Vector(repeating: arena[(((843776 +% (xi141 *% 1568)) +% (((mb143 *% 14) +% 10) *% 32)) +% k145)])
-                t144_c10_0 = t144_c10_0.addingProduct(t144_a10, t144_b0)
-                t144_c10_1 = t144_c10_1.addingProduct(t144_a10, t144_b1)
-                let t144_a11 = Vector(repeating: arena[(((843776 +% (xi141 *% 1568)) +% (((mb143 *% 14) +% 11) *% 32)) +% k145)])
-                t144_c11_0 = t144_c11_0.addingProduct(t144_a11, t144_b0)
-                t144_c11_1 = t144_c11_1.addingProduct(t144_a11, t144_b1)
-                let t144_a12 = Vector(repeating: arena[(((843776 +% (xi141 *% 1568)) +% (((mb143 *% 14) +% 12) *% 32)) +% k145)])
-                t144_c12_0 = t144_c12_0.addingProduct(t144_a12, t144_b0)
-                t144_c12_1 = t144_c12_1.addingProduct(t144_a12, t144_b1)
-                let t144_a13 = Vector(repeating: arena[(((843776 +% (xi141 *% 1568)) +% (((mb143 *% 14) +% 13) *% 32)) +% k145)])
-                t144_c13_0 = t144_c13_0.addingProduct(t144_a13, t144_b0)
-                t144_c13_1 = t144_c13_1.addingProduct(t144_a13, t144_b1)
+    parallelFor(pool, 2) { part121 in
+      for xi122 in 0..<16 {
+        do {  // gemm129
+          for nb123 in 0..<1 {
+            for mb124 in 0..<3 {
+              var t125_c0_0 = Vector()
+              var t125_c0_1 = Vector()
+              var t125_c1_0 = Vector()
+              var t125_c1_1 = Vector()
+              var t125_c2_0 = Vector()
+              var t125_c2_1 = Vector()
+              var t125_c3_0 = Vector()
+              var t125_c3_1 = Vector()
+              var t125_c4_0 = Vector()
+              var t125_c4_1 = Vector()
+              var t125_c5_0 = Vector()
+              var t125_c5_1 = Vector()
+              var t125_c6_0 = Vector()
+              var t125_c6_1 = Vector()
+              var t125_c7_0 = Vector()
+              var t125_c7_1 = Vector()
+              var t125_c8_0 = Vector()
+              var t125_c8_1 = Vector()
+              var t125_c9_0 = Vector()
+              var t125_c9_1 = Vector()
+              var t125_c10_0 = Vector()
+              var t125_c10_1 = Vector()
+              var t125_c11_0 = Vector()
+              var t125_c11_1 = Vector()
+              var t125_c12_0 = Vector()
+              var t125_c12_1 = Vector()
+              var t125_c13_0 = Vector()
+              var t125_c13_1 = Vector()
+              for k126 in 0..<32 {
+                let t125_b0 = loadVector(arena, ((((802816 +% (xi122 *% 2048)) +% (part121 *% 32)) +% (k126 *% 64)) +% (nb123 *% 32)))
+                let t125_b1 = loadVector(arena, (((((802816 +% (xi122 *% 2048)) +% (part121 *% 32)) +% (k126 *% 64)) +% (nb123 *% 32)) +% 16))
+                let t125_a0 = Vector(repeating: arena[(((843776 +% (xi122 *% 1568)) +% ((mb124 *% 14) *% 32)) +% k126)])
+                t125_c0_0 = t125_c0_0.addingProduct(t125_a0, t125_b0)
+                t125_c0_1 = t125_c0_1.addingProduct(t125_a0, t125_b1)
+                let t125_a1 = Vector(repeating: arena[(((843776 +% (xi122 *% 1568)) +% (((mb124 *% 14) +% 1) *% 32)) +% k126)])
+                t125_c1_0 = t125_c1_0.addingProduct(t125_a1, t125_b0)
+                t125_c1_1 = t125_c1_1.addingProduct(t125_a1, t125_b1)
+                let t125_a2 = Vector(repeating: arena[(((843776 +% (xi122 *% 1568)) +% (((mb124 *% 14) +% 2) *% 32)) +% k126)])
+                t125_c2_0 = t125_c2_0.addingProduct(t125_a2, t125_b0)
+                t125_c2_1 = t125_c2_1.addingProduct(t125_a2, t125_b1)
+                let t125_a3 = Vector(repeating: arena[(((843776 +% (xi122 *% 1568)) +% (((mb124 *% 14) +% 3) *% 32)) +% k126)])
+                t125_c3_0 = t125_c3_0.addingProduct(t125_a3, t125_b0)
+                t125_c3_1 = t125_c3_1.addingProduct(t125_a3, t125_b1)
+                let t125_a4 = Vector(repeating: arena[(((843776 +% (xi122 *% 1568)) +% (((mb124 *% 14) +% 4) *% 32)) +% k126)])
+                t125_c4_0 = t125_c4_0.addingProduct(t125_a4, t125_b0)
+                t125_c4_1 = t125_c4_1.addingProduct(t125_a4, t125_b1)
+                let t125_a5 = Vector(repeating: arena[(((843776 +% (xi122 *% 1568)) +% (((mb124 *% 14) +% 5) *% 32)) +% k126)])
+                t125_c5_0 = t125_c5_0.addingProduct(t125_a5, t125_b0)
+                t125_c5_1 = t125_c5_1.addingProduct(t125_a5, t125_b1)
+                let t125_a6 = Vector(repeating: arena[(((843776 +% (xi122 *% 1568)) +% (((mb124 *% 14) +% 6) *% 32)) +% k126)])
+                t125_c6_0 = t125_c6_0.addingProduct(t125_a6, t125_b0)
+                t125_c6_1 = t125_c6_1.addingProduct(t125_a6, t125_b1)
+                let t125_a7 = Vector(repeating: arena[(((843776 +% (xi122 *% 1568)) +% (((mb124 *% 14) +% 7) *% 32)) +% k126)])
+                t125_c7_0 = t125_c7_0.addingProduct(t125_a7, t125_b0)
+                t125_c7_1 = t125_c7_1.addingProduct(t125_a7, t125_b1)
+                let t125_a8 = Vector(repeating: arena[(((843776 +% (xi122 *% 1568)) +% (((mb124 *% 14) +% 8) *% 32)) +% k126)])
+                t125_c8_0 = t125_c8_0.addingProduct(t125_a8, t125_b0)
+                t125_c8_1 = t125_c8_1.addingProduct(t125_a8, t125_b1)
+                let t125_a9 = Vector(repeating: arena[(((843776 +% (xi122 *% 1568)) +% (((mb124 *% 14) +% 9) *% 32)) +% k126)])
+                t125_c9_0 = t125_c9_0.addingProduct(t125_a9, t125_b0)
+                t125_c9_1 = t125_c9_1.addingProduct(t125_a9, t125_b1)
+                let t125_a10 = Vector(repeating: arena[(((843776 +% (xi122 *% 1568)) +% (((mb124 *% 14) +% 10) *% 32)) +% k126)])
+                t125_c10_0 = t125_c10_0.addingProduct(t125_a10, t125_b0)
+                t125_c10_1 = t125_c10_1.addingProduct(t125_a10, t125_b1)
+                let t125_a11 = Vector(repeating: arena[(((843776 +% (xi122 *% 1568)) +% (((mb124 *% 14) +% 11) *% 32)) +% k126)])
+                t125_c11_0 = t125_c11_0.addingProduct(t125_a11, t125_b0)
+                t125_c11_1 = t125_c11_1.addingProduct(t125_a11, t125_b1)
+                let t125_a12 = Vector(repeating: arena[(((843776 +% (xi122 *% 1568)) +% (((mb124 *% 14) +% 12) *% 32)) +% k126)])
+                t125_c12_0 = t125_c12_0.addingProduct(t125_a12, t125_b0)
+                t125_c12_1 = t125_c12_1.addingProduct(t125_a12, t125_b1)
+                let t125_a13 = Vector(repeating: arena[(((843776 +% (xi122 *% 1568)) +% (((mb124 *% 14) +% 13) *% 32)) +% k126)])
+                t125_c13_0 = t125_c13_0.addingProduct(t125_a13, t125_b0)
+                t125_c13_1 = t125_c13_1.addingProduct(t125_a13, t125_b1)
               }
-              storeVector(arena, ((((868864 +% (xi141 *% 3136)) +% (part140 *% 32)) +% ((mb143 *% 14) *% 64)) +% (nb142 *% 32)), t144_c0_0)
-              storeVector(arena, (((((868864 +% (xi141 *% 3136)) +% (part140 *% 32)) +% ((mb143 *% 14) *% 64)) +% (nb142 *% 32)) +% 16), t144_c0_1)
-              storeVector(arena, ((((868864 +% (xi141 *% 3136)) +% (part140 *% 32)) +% (((mb143 *% 14) +% 1) *% 64)) +% (nb142 *% 32)), t144_c1_0)
-              storeVector(arena, (((((868864 +% (xi141 *% 3136)) +% (part140 *% 32)) +% (((mb143 *% 14) +% 1) *% 64)) +% (nb142 *% 32)) +% 16), t144_c1_1)
-              storeVector(arena, ((((868864 +% (xi141 *% 3136)) +% (part140 *% 32)) +% (((mb143 *% 14) +% 2) *% 64)) +% (nb142 *% 32)), t144_c2_0)
-              storeVector(arena, (((((868864 +% (xi141 *% 3136)) +% (part140 *% 32)) +% (((mb143 *% 14) +% 2) *% 64)) +% (nb142 *% 32)) +% 16), t144_c2_1)
-              storeVector(arena, ((((868864 +% (xi141 *% 3136)) +% (part140 *% 32)) +% (((mb143 *% 14) +% 3) *% 64)) +% (nb142 *% 32)), t144_c3_0)
-              storeVector(arena, (((((868864 +% (xi141 *% 3136)) +% (part140 *% 32)) +% (((mb143 *% 14) +% 3) *% 64)) +% (nb142 *% 32)) +% 16), t144_c3_1)
-              storeVector(arena, ((((868864 +% (xi141 *% 3136)) +% (part140 *% 32)) +% (((mb143 *% 14) +% 4) *% 64)) +% (nb142 *% 32)), t144_c4_0)
-              storeVector(arena, (((((868864 +% (xi141 *% 3136)) +% (part140 *% 32)) +% (((mb143 *% 14) +% 4) *% 64)) +% (nb142 *% 32)) +% 16), t144_c4_1)
-              storeVector(arena, ((((868864 +% (xi141 *% 3136)) +% (part140 *% 32)) +% (((mb143 *% 14) +% 5) *% 64)) +% (nb142 *% 32)), t144_c5_0)
-              storeVector(arena, (((((868864 +% (xi141 *% 3136)) +% (part140 *% 32)) +% (((mb143 *% 14) +% 5) *% 64)) +% (nb142 *% 32)) +% 16), t144_c5_1)
-              storeVector(arena, ((((868864 +% (xi141 *% 3136)) +% (part140 *% 32)) +% (((mb143 *% 14) +% 6) *% 64)) +% (nb142 *% 32)), t144_c6_0)
-              storeVector(arena, (((((868864 +% (xi141 *% 3136)) +% (part140 *% 32)) +% (((mb143 *% 14) +% 6) *% 64)) +% (nb142 *% 32)) +% 16), t144_c6_1)
-              storeVector(arena, ((((868864 +% (xi141 *% 3136)) +% (part140 *% 32)) +% (((mb143 *% 14) +% 7) *% 64)) +% (nb142 *% 32)), t144_c7_0)
-              storeVector(arena, (((((868864 +% (xi141 *% 3136)) +% (part140 *% 32)) +% (((mb143 *% 14) +% 7) *% 64)) +% (nb142 *% 32)) +% 16), t144_c7_1)
-              storeVector(arena, ((((868864 +% (xi141 *% 3136)) +% (part140 *% 32)) +% (((mb143 *% 14) +% 8) *% 64)) +% (nb142 *% 32)), t144_c8_0)
-              storeVector(arena, (((((868864 +% (xi141 *% 3136)) +% (part140 *% 32)) +% (((mb143 *% 14) +% 8) *% 64)) +% (nb142 *% 32)) +% 16), t144_c8_1)
-              storeVector(arena, ((((868864 +% (xi141 *% 3136)) +% (part140 *% 32)) +% (((mb143 *% 14) +% 9) *% 64)) +% (nb142 *% 32)), t144_c9_0)
-              storeVector(arena, (((((868864 +% (xi141 *% 3136)) +% (part140 *% 32)) +% (((mb143 *% 14) +% 9) *% 64)) +% (nb142 *% 32)) +% 16), t144_c9_1)
-              storeVector(arena, ((((868864 +% (xi141 *% 3136)) +% (part140 *% 32)) +% (((mb143 *% 14) +% 10) *% 64)) +% (nb142 *% 32)), t144_c10_0)
-              storeVector(arena, (((((868864 +% (xi141 *% 3136)) +% (part140 *% 32)) +% (((mb143 *% 14) +% 10) *% 64)) +% (nb142 *% 32)) +% 16), t144_c10_1)
-              storeVector(arena, ((((868864 +% (xi141 *% 3136)) +% (part140 *% 32)) +% (((mb143 *% 14) +% 11) *% 64)) +% (nb142 *% 32)), t144_c11_0)
-              storeVector(arena, (((((868864 +% (xi141 *% 3136)) +% (part140 *% 32)) +% (((mb143 *% 14) +% 11) *% 64)) +% (nb142 *% 32)) +% 16), t144_c11_1)
-              storeVector(arena, ((((868864 +% (xi141 *% 3136)) +% (part140 *% 32)) +% (((mb143 *% 14) +% 12) *% 64)) +% (nb142 *% 32)), t144_c12_0)
-              storeVector(arena, (((((868864 +% (xi141 *% 3136)) +% (part140 *% 32)) +% (((mb143 *% 14) +% 12) *% 64)) +% (nb142 *% 32)) +% 16), t144_c12_1)
-              storeVector(arena, ((((868864 +% (xi141 *% 3136)) +% (part140 *% 32)) +% (((mb143 *% 14) +% 13) *% 64)) +% (nb142 *% 32)), t144_c13_0)
-              storeVector(arena, (((((868864 +% (xi141 *% 3136)) +% (part140 *% 32)) +% (((mb143 *% 14) +% 13) *% 64)) +% (nb142 *% 32)) +% 16), t144_c13_1)
+              storeVector(arena, ((((868864 +% (xi122 *% 3136)) +% (part121 *% 32)) +% ((mb124 *% 14) *% 64)) +% (nb123 *% 32)), t125_c0_0)
+              storeVector(arena, (((((868864 +% (xi122 *% 3136)) +% (part121 *% 32)) +% ((mb124 *% 14) *% 64)) +% (nb123 *% 32)) +% 16), t125_c0_1)
+              storeVector(arena, ((((868864 +% (xi122 *% 3136)) +% (part121 *% 32)) +% (((mb124 *% 14) +% 1) *% 64)) +% (nb123 *% 32)), t125_c1_0)
+              storeVector(arena, (((((868864 +% (xi122 *% 3136)) +% (part121 *% 32)) +% (((mb124 *% 14) +% 1) *% 64)) +% (nb123 *% 32)) +% 16), t125_c1_1)
+              storeVector(arena, ((((868864 +% (xi122 *% 3136)) +% (part121 *% 32)) +% (((mb124 *% 14) +% 2) *% 64)) +% (nb123 *% 32)), t125_c2_0)
+              storeVector(arena, (((((868864 +% (xi122 *% 3136)) +% (part121 *% 32)) +% (((mb124 *% 14) +% 2) *% 64)) +% (nb123 *% 32)) +% 16), t125_c2_1)
+              storeVector(arena, ((((868864 +% (xi122 *% 3136)) +% (part121 *% 32)) +% (((mb124 *% 14) +% 3) *% 64)) +% (nb123 *% 32)), t125_c3_0)
+              storeVector(arena, (((((868864 +% (xi122 *% 3136)) +% (part121 *% 32)) +% (((mb124 *% 14) +% 3) *% 64)) +% (nb123 *% 32)) +% 16), t125_c3_1)
+              storeVector(arena, ((((868864 +% (xi122 *% 3136)) +% (part121 *% 32)) +% (((mb124 *% 14) +% 4) *% 64)) +% (nb123 *% 32)), t125_c4_0)
+              storeVector(arena, (((((868864 +% (xi122 *% 3136)) +% (part121 *% 32)) +% (((mb124 *% 14) +% 4) *% 64)) +% (nb123 *% 32)) +% 16), t125_c4_1)
+              storeVector(arena, ((((868864 +% (xi122 *% 3136)) +% (part121 *% 32)) +% (((mb124 *% 14) +% 5) *% 64)) +% (nb123 *% 32)), t125_c5_0)
+              storeVector(arena, (((((868864 +% (xi122 *% 3136)) +% (part121 *% 32)) +% (((mb124 *% 14) +% 5) *% 64)) +% (nb123 *% 32)) +% 16), t125_c5_1)
+              storeVector(arena, ((((868864 +% (xi122 *% 3136)) +% (part121 *% 32)) +% (((mb124 *% 14) +% 6) *% 64)) +% (nb123 *% 32)), t125_c6_0)
+              storeVector(arena, (((((868864 +% (xi122 *% 3136)) +% (part121 *% 32)) +% (((mb124 *% 14) +% 6) *% 64)) +% (nb123 *% 32)) +% 16), t125_c6_1)
+              storeVector(arena, ((((868864 +% (xi122 *% 3136)) +% (part121 *% 32)) +% (((mb124 *% 14) +% 7) *% 64)) +% (nb123 *% 32)), t125_c7_0)
+              storeVector(arena, (((((868864 +% (xi122 *% 3136)) +% (part121 *% 32)) +% (((mb124 *% 14) +% 7) *% 64)) +% (nb123 *% 32)) +% 16), t125_c7_1)
+              storeVector(arena, ((((868864 +% (xi122 *% 3136)) +% (part121 *% 32)) +% (((mb124 *% 14) +% 8) *% 64)) +% (nb123 *% 32)), t125_c8_0)
+              storeVector(arena, (((((868864 +% (xi122 *% 3136)) +% (part121 *% 32)) +% (((mb124 *% 14) +% 8) *% 64)) +% (nb123 *% 32)) +% 16), t125_c8_1)
+              storeVector(arena, ((((868864 +% (xi122 *% 3136)) +% (part121 *% 32)) +% (((mb124 *% 14) +% 9) *% 64)) +% (nb123 *% 32)), t125_c9_0)
+              storeVector(arena, (((((868864 +% (xi122 *% 3136)) +% (part121 *% 32)) +% (((mb124 *% 14) +% 9) *% 64)) +% (nb123 *% 32)) +% 16), t125_c9_1)
+              storeVector(arena, ((((868864 +% (xi122 *% 3136)) +% (part121 *% 32)) +% (((mb124 *% 14) +% 10) *% 64)) +% (nb123 *% 32)), t125_c10_0)
+              storeVector(arena, (((((868864 +% (xi122 *% 3136)) +% (part121 *% 32)) +% (((mb124 *% 14) +% 10) *% 64)) +% (nb123 *% 32)) +% 16), t125_c10_1)
+              storeVector(arena, ((((868864 +% (xi122 *% 3136)) +% (part121 *% 32)) +% (((mb124 *% 14) +% 11) *% 64)) +% (nb123 *% 32)), t125_c11_0)
+              storeVector(arena, (((((868864 +% (xi122 *% 3136)) +% (part121 *% 32)) +% (((mb124 *% 14) +% 11) *% 64)) +% (nb123 *% 32)) +% 16), t125_c11_1)
+              storeVector(arena, ((((868864 +% (xi122 *% 3136)) +% (part121 *% 32)) +% (((mb124 *% 14) +% 12) *% 64)) +% (nb123 *% 32)), t125_c12_0)
+              storeVector(arena, (((((868864 +% (xi122 *% 3136)) +% (part121 *% 32)) +% (((mb124 *% 14) +% 12) *% 64)) +% (nb123 *% 32)) +% 16), t125_c12_1)
+              storeVector(arena, ((((868864 +% (xi122 *% 3136)) +% (part121 *% 32)) +% (((mb124 *% 14) +% 13) *% 64)) +% (nb123 *% 32)), t125_c13_0)
+              storeVector(arena, (((((868864 +% (xi122 *% 3136)) +% (part121 *% 32)) +% (((mb124 *% 14) +% 13) *% 64)) +% (nb123 *% 32)) +% 16), t125_c13_1)
             }
-            var t146_c0_0 = Vector()
-            var t146_c0_1 = Vector()
-            var t146_c1_0 = Vector()
-            var t146_c1_1 = Vector()
-            var t146_c2_0 = Vector()
-            var t146_c2_1 = Vector()
-            var t146_c3_0 = Vector()
-            var t146_c3_1 = Vector()
-            var t146_c4_0 = Vector()
-            var t146_c4_1 = Vector()
-            var t146_c5_0 = Vector()
-            var t146_c5_1 = Vector()
-            var t146_c6_0 = Vector()
-            var t146_c6_1 = Vector()
-            for k147 in 0..<32 {
-              let t146_b0 = loadVector(arena, ((((802816 +% (xi141 *% 2048)) +% (part140 *% 32)) +% (k147 *% 64)) +% (nb142 *% 32)))
-              let t146_b1 = loadVector(arena, (((((802816 +% (xi141 *% 2048)) +% (part140 *% 32)) +% (k147 *% 64)) +% (nb142 *% 32)) +% 16))
-              let t146_a0 = Vector(repeating: arena[(((843776 +% (xi141 *% 1568)) +% 1344) +% k147)])
-              t146_c0_0 = t146_c0_0.addingProduct(t146_a0, t146_b0)
-              t146_c0_1 = t146_c0_1.addingProduct(t146_a0, t146_b1)
-              let t146_a1 = Vector(repeating: arena[(((843776 +% (xi141 *% 1568)) +% 1376) +% k147)])
-              t146_c1_0 = t146_c1_0.addingProduct(t146_a1, t146_b0)
-              t146_c1_1 = t146_c1_1.addingProduct(t146_a1, t146_b1)
-              let t146_a2 = Vector(repeating: arena[(((843776 +% (xi141 *% 1568)) +% 1408) +% k147)])
-              t146_c2_0 = t146_c2_0.addingProduct(t146_a2, t146_b0)
-              t146_c2_1 = t146_c2_1.addingProduct(t146_a2, t146_b1)
-              let t146_a3 = Vector(repeating: arena[(((843776 +% (xi141 *% 1568)) +% 1440) +% k147)])
-              t146_c3_0 = t146_c3_0.addingProduct(t146_a3, t146_b0)
-              t146_c3_1 = t146_c3_1.addingProduct(t146_a3, t146_b1)
-              let t146_a4 = Vector(repeating: arena[(((843776 +% (xi141 *% 1568)) +% 1472) +% k147)])
-              t146_c4_0 = t146_c4_0.addingProduct(t146_a4, t146_b0)
-              t146_c4_1 = t146_c4_1.addingProduct(t146_a4, t146_b1)
-              let t146_a5 = Vector(repeating: arena[(((843776 +% (xi141 *% 1568)) +% 1504) +% k147)])
-              t146_c5_0 = t146_c5_0.addingProduct(t146_a5, t146_b0)
-              t146_c5_1 = t146_c5_1.addingProduct(t146_a5, t146_b1)
-              let t146_a6 = Vector(repeating: arena[(((843776 +% (xi141 *% 1568)) +% 1536) +% k147)])
-              t146_c6_0 = t146_c6_0.addingProduct(t146_a6, t146_b0)
-              t146_c6_1 = t146_c6_1.addingProduct(t146_a6, t146_b1)
+            var t127_c0_0 = Vector()
+            var t127_c0_1 = Vector()
+            var t127_c1_0 = Vector()
+            var t127_c1_1 = Vector()
+            var t127_c2_0 = Vector()
+            var t127_c2_1 = Vector()
+            var t127_c3_0 = Vector()
+            var t127_c3_1 = Vector()
+            var t127_c4_0 = Vector()
+            var t127_c4_1 = Vector()
+            var t127_c5_0 = Vector()
+            var t127_c5_1 = Vector()
+            var t127_c6_0 = Vector()
+            var t127_c6_1 = Vector()
+            for k128 in 0..<32 {
+              let t127_b0 = loadVector(arena, ((((802816 +% (xi122 *% 2048)) +% (part121 *% 32)) +% (k128 *% 64)) +% (nb123 *% 32)))
+              let t127_b1 = loadVector(arena, (((((802816 +% (xi122 *% 2048)) +% (part121 *% 32)) +% (k128 *% 64)) +% (nb123 *% 32)) +% 16))
+              let t127_a0 = Vector(repeating: arena[(((843776 +% (xi122 *% 1568)) +% 1344) +% k128)])
+              t127_c0_0 = t127_c0_0.addingProduct(t127_a0, t127_b0)
+              t127_c0_1 = t127_c0_1.addingProduct(t127_a0, t127_b1)
+              let t127_a1 = Vector(repeating: arena[(((843776 +% (xi122 *% 1568)) +% 1376) +% k128)])
+              t127_c1_0 = t127_c1_0.addingProduct(t127_a1, t127_b0)
+              t127_c1_1 = t127_c1_1.addingProduct(t127_a1, t127_b1)
+              let t127_a2 = Vector(repeating: arena[(((843776 +% (xi122 *% 1568)) +% 1408) +% k128)])
+              t127_c2_0 = t127_c2_0.addingProduct(t127_a2, t127_b0)
+              t127_c2_1 = t127_c2_1.addingProduct(t127_a2, t127_b1)
+              let t127_a3 = Vector(repeating: arena[(((843776 +% (xi122 *% 1568)) +% 1440) +% k128)])
+              t127_c3_0 = t127_c3_0.addingProduct(t127_a3, t127_b0)
+              t127_c3_1 = t127_c3_1.addingProduct(t127_a3, t127_b1)
+              let t127_a4 = Vector(repeating: arena[(((843776 +% (xi122 *% 1568)) +% 1472) +% k128)])
+              t127_c4_0 = t127_c4_0.addingProduct(t127_a4, t127_b0)
+              t127_c4_1 = t127_c4_1.addingProduct(t127_a4, t127_b1)
+              let t127_a5 = Vector(repeating: arena[(((843776 +% (xi122 *% 1568)) +% 1504) +% k128)])
+              t127_c5_0 = t127_c5_0.addingProduct(t127_a5, t127_b0)
+              t127_c5_1 = t127_c5_1.addingProduct(t127_a5, t127_b1)
+              let t127_a6 = Vector(repeating: arena[(((843776 +% (xi122 *% 1568)) +% 1536) +% k128)])
+              t127_c6_0 = t127_c6_0.addingProduct(t127_a6, t127_b0)
+              t127_c6_1 = t127_c6_1.addingProduct(t127_a6, t127_b1)
             }
-            storeVector(arena, ((((868864 +% (xi141 *% 3136)) +% (part140 *% 32)) +% 2688) +% (nb142 *% 32)), t146_c0_0)
-            storeVector(arena, (((((868864 +% (xi141 *% 3136)) +% (part140 *% 32)) +% 2688) +% (nb142 *% 32)) +% 16), t146_c0_1)
-            storeVector(arena, ((((868864 +% (xi141 *% 3136)) +% (part140 *% 32)) +% 2752) +% (nb142 *% 32)), t146_c1_0)
-            storeVector(arena, (((((868864 +% (xi141 *% 3136)) +% (part140 *% 32)) +% 2752) +% (nb142 *% 32)) +% 16), t146_c1_1)
-            storeVector(arena, ((((868864 +% (xi141 *% 3136)) +% (part140 *% 32)) +% 2816) +% (nb142 *% 32)), t146_c2_0)
-            storeVector(arena, (((((868864 +% (xi141 *% 3136)) +% (part140 *% 32)) +% 2816) +% (nb142 *% 32)) +% 16), t146_c2_1)
-            storeVector(arena, ((((868864 +% (xi141 *% 3136)) +% (part140 *% 32)) +% 2880) +% (nb142 *% 32)), t146_c3_0)
-            storeVector(arena, (((((868864 +% (xi141 *% 3136)) +% (part140 *% 32)) +% 2880) +% (nb142 *% 32)) +% 16), t146_c3_1)
-            storeVector(arena, ((((868864 +% (xi141 *% 3136)) +% (part140 *% 32)) +% 2944) +% (nb142 *% 32)), t146_c4_0)
-            storeVector(arena, (((((868864 +% (xi141 *% 3136)) +% (part140 *% 32)) +% 2944) +% (nb142 *% 32)) +% 16), t146_c4_1)
-            storeVector(arena, ((((868864 +% (xi141 *% 3136)) +% (part140 *% 32)) +% 3008) +% (nb142 *% 32)), t146_c5_0)
-            storeVector(arena, (((((868864 +% (xi141 *% 3136)) +% (part140 *% 32)) +% 3008) +% (nb142 *% 32)) +% 16), t146_c5_1)
-            storeVector(arena, ((((868864 +% (xi141 *% 3136)) +% (part140 *% 32)) +% 3072) +% (nb142 *% 32)), t146_c6_0)
-            storeVector(arena, (((((868864 +% (xi141 *% 3136)) +% (part140 *% 32)) +% 3072) +% (nb142 *% 32)) +% 16), t146_c6_1)
+            storeVector(arena, ((((868864 +% (xi122 *% 3136)) +% (part121 *% 32)) +% 2688) +% (nb123 *% 32)), t127_c0_0)
+            storeVector(arena, (((((868864 +% (xi122 *% 3136)) +% (part121 *% 32)) +% 2688) +% (nb123 *% 32)) +% 16), t127_c0_1)
+            storeVector(arena, ((((868864 +% (xi122 *% 3136)) +% (part121 *% 32)) +% 2752) +% (nb123 *% 32)), t127_c1_0)
+            storeVector(arena, (((((868864 +% (xi122 *% 3136)) +% (part121 *% 32)) +% 2752) +% (nb123 *% 32)) +% 16), t127_c1_1)
+            storeVector(arena, ((((868864 +% (xi122 *% 3136)) +% (part121 *% 32)) +% 2816) +% (nb123 *% 32)), t127_c2_0)
+            storeVector(arena, (((((868864 +% (xi122 *% 3136)) +% (part121 *% 32)) +% 2816) +% (nb123 *% 32)) +% 16), t127_c2_1)
+            storeVector(arena, ((((868864 +% (xi122 *% 3136)) +% (part121 *% 32)) +% 2880) +% (nb123 *% 32)), t127_c3_0)
+            storeVector(arena, (((((868864 +% (xi122 *% 3136)) +% (part121 *% 32)) +% 2880) +% (nb123 *% 32)) +% 16), t127_c3_1)
+            storeVector(arena, ((((868864 +% (xi122 *% 3136)) +% (part121 *% 32)) +% 2944) +% (nb123 *% 32)), t127_c4_0)
+            storeVector(arena, (((((868864 +% (xi122 *% 3136)) +% (part121 *% 32)) +% 2944) +% (nb123 *% 32)) +% 16), t127_c4_1)
+            storeVector(arena, ((((868864 +% (xi122 *% 3136)) +% (part121 *% 32)) +% 3008) +% (nb123 *% 32)), t127_c5_0)
+            storeVector(arena, (((((868864 +% (xi122 *% 3136)) +% (part121 *% 32)) +% 3008) +% (nb123 *% 32)) +% 16), t127_c5_1)
+            storeVector(arena, ((((868864 +% (xi122 *% 3136)) +% (part121 *% 32)) +% 3072) +% (nb123 *% 32)), t127_c6_0)
+            storeVector(arena, (((((868864 +% (xi122 *% 3136)) +% (part121 *% 32)) +% 3072) +% (nb123 *% 32)) +% 16), t127_c6_1)
           }
         }
       }
-      for j149 in 0..<1 {
-        for ty150 in 0..<7 {
-          for tx151 in 0..<7 {
-            for cv152 in 0..<2 {
-              let w153 = ((loadVector(arena, ((868864 +% ((((j149 *% 49) +% (ty150 *% 7)) +% tx151) *% 64)) +% ((part140 *% 32) +% (cv152 *% 16)))) + loadVector(arena, ((881408 +% ((((j149 *% 49) +% (ty150 *% 7)) +% tx151) *% 64)) +% ((part140 *% 32) +% (cv152 *% 16))))) + loadVector(arena, ((893952 +% ((((j149 *% 49) +% (ty150 *% 7)) +% tx151) *% 64)) +% ((part140 *% 32) +% (cv152 *% 16)))))
-              let w154 = ((loadVector(arena, ((881408 +% ((((j149 *% 49) +% (ty150 *% 7)) +% tx151) *% 64)) +% ((part140 *% 32) +% (cv152 *% 16)))) - loadVector(arena, ((893952 +% ((((j149 *% 49) +% (ty150 *% 7)) +% tx151) *% 64)) +% ((part140 *% 32) +% (cv152 *% 16))))) - loadVector(arena, ((906496 +% ((((j149 *% 49) +% (ty150 *% 7)) +% tx151) *% 64)) +% ((part140 *% 32) +% (cv152 *% 16)))))
-              let w155 = ((loadVector(arena, ((872000 +% ((((j149 *% 49) +% (ty150 *% 7)) +% tx151) *% 64)) +% ((part140 *% 32) +% (cv152 *% 16)))) + loadVector(arena, ((884544 +% ((((j149 *% 49) +% (ty150 *% 7)) +% tx151) *% 64)) +% ((part140 *% 32) +% (cv152 *% 16))))) + loadVector(arena, ((897088 +% ((((j149 *% 49) +% (ty150 *% 7)) +% tx151) *% 64)) +% ((part140 *% 32) +% (cv152 *% 16)))))
-              let w156 = ((loadVector(arena, ((884544 +% ((((j149 *% 49) +% (ty150 *% 7)) +% tx151) *% 64)) +% ((part140 *% 32) +% (cv152 *% 16)))) - loadVector(arena, ((897088 +% ((((j149 *% 49) +% (ty150 *% 7)) +% tx151) *% 64)) +% ((part140 *% 32) +% (cv152 *% 16))))) - loadVector(arena, ((909632 +% ((((j149 *% 49) +% (ty150 *% 7)) +% tx151) *% 64)) +% ((part140 *% 32) +% (cv152 *% 16)))))
-              let w157 = ((loadVector(arena, ((875136 +% ((((j149 *% 49) +% (ty150 *% 7)) +% tx151) *% 64)) +% ((part140 *% 32) +% (cv152 *% 16)))) + loadVector(arena, ((887680 +% ((((j149 *% 49) +% (ty150 *% 7)) +% tx151) *% 64)) +% ((part140 *% 32) +% (cv152 *% 16))))) + loadVector(arena, ((900224 +% ((((j149 *% 49) +% (ty150 *% 7)) +% tx151) *% 64)) +% ((part140 *% 32) +% (cv152 *% 16)))))
-              let w158 = ((loadVector(arena, ((887680 +% ((((j149 *% 49) +% (ty150 *% 7)) +% tx151) *% 64)) +% ((part140 *% 32) +% (cv152 *% 16)))) - loadVector(arena, ((900224 +% ((((j149 *% 49) +% (ty150 *% 7)) +% tx151) *% 64)) +% ((part140 *% 32) +% (cv152 *% 16))))) - loadVector(arena, ((912768 +% ((((j149 *% 49) +% (ty150 *% 7)) +% tx151) *% 64)) +% ((part140 *% 32) +% (cv152 *% 16)))))
-              let w159 = ((loadVector(arena, ((878272 +% ((((j149 *% 49) +% (ty150 *% 7)) +% tx151) *% 64)) +% ((part140 *% 32) +% (cv152 *% 16)))) + loadVector(arena, ((890816 +% ((((j149 *% 49) +% (ty150 *% 7)) +% tx151) *% 64)) +% ((part140 *% 32) +% (cv152 *% 16))))) + loadVector(arena, ((903360 +% ((((j149 *% 49) +% (ty150 *% 7)) +% tx151) *% 64)) +% ((part140 *% 32) +% (cv152 *% 16)))))
-              let w160 = ((loadVector(arena, ((890816 +% ((((j149 *% 49) +% (ty150 *% 7)) +% tx151) *% 64)) +% ((part140 *% 32) +% (cv152 *% 16)))) - loadVector(arena, ((903360 +% ((((j149 *% 49) +% (ty150 *% 7)) +% tx151) *% 64)) +% ((part140 *% 32) +% (cv152 *% 16))))) - loadVector(arena, ((915904 +% ((((j149 *% 49) +% (ty150 *% 7)) +% tx151) *% 64)) +% ((part140 *% 32) +% (cv152 *% 16)))))
-              let w161 = ((w153 + w155) + w157)
-              let w162 = ((w155 - w157) - w159)
-              let w163 = ((w154 + w156) + w158)
-              let w164 = ((w156 - w158) - w160)
-              let v165 = (w161 + loadVector(params, (18752 +% ((part140 *% 32) +% (cv152 *% 16)))))
-              let best166 = v165
-              let at167 = Vector(repeating: Float((((ty150 *% 2) *% 14) +% (tx151 *% 2))))
-              let v168 = (w162 + loadVector(params, (18752 +% ((part140 *% 32) +% (cv152 *% 16)))))
-              let best169 = best166.replacing(with: v168, where: v168 .> best166)
-              let at170 = at167.replacing(with: Vector(repeating: Float(((((ty150 *% 2) *% 14) +% (tx151 *% 2)) +% 1))), where: v168 .> best166)
-              let v171 = (w163 + loadVector(params, (18752 +% ((part140 *% 32) +% (cv152 *% 16)))))
-              let best172 = best169.replacing(with: v171, where: v171 .> best169)
-              let at173 = at170.replacing(with: Vector(repeating: Float(((((ty150 *% 2) +% 1) *% 14) +% (tx151 *% 2)))), where: v171 .> best169)
-              let v174 = (w164 + loadVector(params, (18752 +% ((part140 *% 32) +% (cv152 *% 16)))))
-              let best175 = best172.replacing(with: v174, where: v174 .> best172)
-              let at176 = at173.replacing(with: Vector(repeating: Float((((((ty150 *% 2) +% 1) *% 14) +% (tx151 *% 2)) +% 1))), where: v174 .> best172)
-              storeVector(arena, ((919040 +% ((((j149 *% 49) +% (ty150 *% 7)) +% tx151) *% 64)) +% ((part140 *% 32) +% (cv152 *% 16))), Vector().replacing(with: best175, where: best175 .> Vector()))
-              storeVector(arena, (((919040 +% ((((j149 *% 49) +% (ty150 *% 7)) +% tx151) *% 64)) +% ((part140 *% 32) +% (cv152 *% 16))) +% 3136), at176)
+      for j130 in 0..<1 {
+        for ty131 in 0..<7 {
+          for tx132 in 0..<7 {
+            for cv133 in 0..<2 {
+              let w134 = ((loadVector(arena, ((868864 +% ((((j130 *% 49) +% (ty131 *% 7)) +% tx132) *% 64)) +% ((part121 *% 32) +% (cv133 *% 16)))) + loadVector(arena, ((881408 +% ((((j130 *% 49) +% (ty131 *% 7)) +% tx132) *% 64)) +% ((part121 *% 32) +% (cv133 *% 16))))) + loadVector(arena, ((893952 +% ((((j130 *% 49) +% (ty131 *% 7)) +% tx132) *% 64)) +% ((part121 *% 32) +% (cv133 *% 16)))))
+              let w135 = ((loadVector(arena, ((881408 +% ((((j130 *% 49) +% (ty131 *% 7)) +% tx132) *% 64)) +% ((part121 *% 32) +% (cv133 *% 16)))) - loadVector(arena, ((893952 +% ((((j130 *% 49) +% (ty131 *% 7)) +% tx132) *% 64)) +% ((part121 *% 32) +% (cv133 *% 16))))) - loadVector(arena, ((906496 +% ((((j130 *% 49) +% (ty131 *% 7)) +% tx132) *% 64)) +% ((part121 *% 32) +% (cv133 *% 16)))))
+              let w136 = ((loadVector(arena, ((872000 +% ((((j130 *% 49) +% (ty131 *% 7)) +% tx132) *% 64)) +% ((part121 *% 32) +% (cv133 *% 16)))) + loadVector(arena, ((884544 +% ((((j130 *% 49) +% (ty131 *% 7)) +% tx132) *% 64)) +% ((part121 *% 32) +% (cv133 *% 16))))) + loadVector(arena, ((897088 +% ((((j130 *% 49) +% (ty131 *% 7)) +% tx132) *% 64)) +% ((part121 *% 32) +% (cv133 *% 16)))))
+              let w137 = ((loadVector(arena, ((884544 +% ((((j130 *% 49) +% (ty131 *% 7)) +% tx132) *% 64)) +% ((part121 *% 32) +% (cv133 *% 16)))) - loadVector(arena, ((897088 +% ((((j130 *% 49) +% (ty131 *% 7)) +% tx132) *% 64)) +% ((part121 *% 32) +% (cv133 *% 16))))) - loadVector(arena, ((909632 +% ((((j130 *% 49) +% (ty131 *% 7)) +% tx132) *% 64)) +% ((part121 *% 32) +% (cv133 *% 16)))))
+              let w138 = ((loadVector(arena, ((875136 +% ((((j130 *% 49) +% (ty131 *% 7)) +% tx132) *% 64)) +% ((part121 *% 32) +% (cv133 *% 16)))) + loadVector(arena, ((887680 +% ((((j130 *% 49) +% (ty131 *% 7)) +% tx132) *% 64)) +% ((part121 *% 32) +% (cv133 *% 16))))) + loadVector(arena, ((900224 +% ((((j130 *% 49) +% (ty131 *% 7)) +% tx132) *% 64)) +% ((part121 *% 32) +% (cv133 *% 16)))))
+              let w139 = ((loadVector(arena, ((887680 +% ((((j130 *% 49) +% (ty131 *% 7)) +% tx132) *% 64)) +% ((part121 *% 32) +% (cv133 *% 16)))) - loadVector(arena, ((900224 +% ((((j130 *% 49) +% (ty131 *% 7)) +% tx132) *% 64)) +% ((part121 *% 32) +% (cv133 *% 16))))) - loadVector(arena, ((912768 +% ((((j130 *% 49) +% (ty131 *% 7)) +% tx132) *% 64)) +% ((part121 *% 32) +% (cv133 *% 16)))))
+              let w140 = ((loadVector(arena, ((878272 +% ((((j130 *% 49) +% (ty131 *% 7)) +% tx132) *% 64)) +% ((part121 *% 32) +% (cv133 *% 16)))) + loadVector(arena, ((890816 +% ((((j130 *% 49) +% (ty131 *% 7)) +% tx132) *% 64)) +% ((part121 *% 32) +% (cv133 *% 16))))) + loadVector(arena, ((903360 +% ((((j130 *% 49) +% (ty131 *% 7)) +% tx132) *% 64)) +% ((part121 *% 32) +% (cv133 *% 16)))))
+              let w141 = ((loadVector(arena, ((890816 +% ((((j130 *% 49) +% (ty131 *% 7)) +% tx132) *% 64)) +% ((part121 *% 32) +% (cv133 *% 16)))) - loadVector(arena, ((903360 +% ((((j130 *% 49) +% (ty131 *% 7)) +% tx132) *% 64)) +% ((part121 *% 32) +% (cv133 *% 16))))) - loadVector(arena, ((915904 +% ((((j130 *% 49) +% (ty131 *% 7)) +% tx132) *% 64)) +% ((part121 *% 32) +% (cv133 *% 16)))))
+              let w142 = ((w134 + w136) + w138)
+              let w143 = ((w136 - w138) - w140)
+              let w144 = ((w135 + w137) + w139)
+              let w145 = ((w137 - w139) - w141)
+              let v146 = (w142 + loadVector(params, (18752 +% ((part121 *% 32) +% (cv133 *% 16)))))
+              let best147 = v146
+              let at148 = Vector(repeating: Float((((ty131 *% 2) *% 14) +% (tx132 *% 2))))
+              let v149 = (w143 + loadVector(params, (18752 +% ((part121 *% 32) +% (cv133 *% 16)))))
+              let best150 = best147.replacing(with: v149, where: v149 .> best147)
+              let at151 = at148.replacing(with: Vector(repeating: Float(((((ty131 *% 2) *% 14) +% (tx132 *% 2)) +% 1))), where: v149 .> best147)
+              let v152 = (w144 + loadVector(params, (18752 +% ((part121 *% 32) +% (cv133 *% 16)))))
+              let best153 = best150.replacing(with: v152, where: v152 .> best150)
+              let at154 = at151.replacing(with: Vector(repeating: Float(((((ty131 *% 2) +% 1) *% 14) +% (tx132 *% 2)))), where: v152 .> best150)
+              let v155 = (w145 + loadVector(params, (18752 +% ((part121 *% 32) +% (cv133 *% 16)))))
+              let best156 = best153.replacing(with: v155, where: v155 .> best153)
+              let at157 = at154.replacing(with: Vector(repeating: Float((((((ty131 *% 2) +% 1) *% 14) +% (tx132 *% 2)) +% 1))), where: v155 .> best153)
+              storeVector(arena, ((919040 +% ((((j130 *% 49) +% (ty131 *% 7)) +% tx132) *% 64)) +% ((part121 *% 32) +% (cv133 *% 16))), Vector().replacing(with: best156, where: best156 .> Vector()))
+              storeVector(arena, (((919040 +% ((((j130 *% 49) +% (ty131 *% 7)) +% tx132) *% 64)) +% ((part121 *% 32) +% (cv133 *% 16))) +% 3136), at157)
             }
           }
         }
       }
-      for j177 in 0..<1 {
-        for c178 in 0..<32 {
-          for q179 in 0..<49 {
-            arena[(401408 +% ((((g99 +% j177) *% 3136) +% (((part140 *% 32) +% c178) *% 49)) +% q179))] = arena[((919040 +% (((j177 *% 49) +% q179) *% 64)) +% ((part140 *% 32) +% c178))]
+      for j158 in 0..<1 {
+        for c159 in 0..<32 {
+          for q160 in 0..<49 {
+            arena[(401408 +% ((((g80 +% j158) *% 3136) +% (((part121 *% 32) +% c159) *% 49)) +% q160))] = arena[((919040 +% (((j158 *% 49) +% q160) *% 64)) +% ((part121 *% 32) +% c159))]
           }
         }
       }
-      for j180 in 0..<1 {
-        for c181 in 0..<32 {
-          for q182 in 0..<49 {
-            arena[(602112 +% ((((g99 +% j180) *% 3136) +% (((part140 *% 32) +% c181) *% 49)) +% q182))] = arena[((922176 +% (((j180 *% 49) +% q182) *% 64)) +% ((part140 *% 32) +% c181))]
+      for j161 in 0..<1 {
+        for c162 in 0..<32 {
+          for q163 in 0..<49 {
+            arena[(602112 +% ((((g80 +% j161) *% 3136) +% (((part121 *% 32) +% c162) *% 49)) +% q163))] = arena[((922176 +% (((j161 *% 49) +% q163) *% 64)) +% ((part121 *% 32) +% c162))]
           }
         }
       }
@@ -2679,151 +2317,151 @@ public func simplecnn_infer_b64(
   }
   // flat = flatten(conv2)
   // fc1 = dense_relu(flat)
-  for n183 in 0..<64 {
-    for k184 in 0..<3136 {
-      arena[((8192 +% (k184 *% 64)) +% n183)] = arena[((401408 +% (n183 *% 3136)) +% k184)]
+  for n164 in 0..<64 {
+    for k165 in 0..<3136 {
+      arena[((8192 +% (k165 *% 64)) +% n164)] = arena[((401408 +% (n164 *% 3136)) +% k165)]
     }
   }
-  do {  // gemm194
-    for r185 in 0..<128 {
-      for i186 in 0..<4 {
-        storeVector(arena, ((i186 *% 16) +% (208896 +% (r185 *% 64))), Vector(repeating: Float(0)))
+  do {  // gemm175
+    for r166 in 0..<128 {
+      for i167 in 0..<4 {
+        storeVector(arena, ((i167 *% 16) +% (208896 +% (r166 *% 64))), Vector(repeating: Float(0)))
       }
     }
-    for kp187 in 0..<4 {
-      for nb188 in 0..<1 {
-        for mb189 in 0..<21 {
-          var t190_c0_0 = loadVector(arena, ((208896 +% ((mb189 *% 6) *% 64)) +% (nb188 *% 64)))
-          var t190_c0_1 = loadVector(arena, (((208896 +% ((mb189 *% 6) *% 64)) +% (nb188 *% 64)) +% 16))
-          var t190_c0_2 = loadVector(arena, (((208896 +% ((mb189 *% 6) *% 64)) +% (nb188 *% 64)) +% 32))
-          var t190_c0_3 = loadVector(arena, (((208896 +% ((mb189 *% 6) *% 64)) +% (nb188 *% 64)) +% 48))
-          var t190_c1_0 = loadVector(arena, ((208896 +% (((mb189 *% 6) +% 1) *% 64)) +% (nb188 *% 64)))
-          var t190_c1_1 = loadVector(arena, (((208896 +% (((mb189 *% 6) +% 1) *% 64)) +% (nb188 *% 64)) +% 16))
-          var t190_c1_2 = loadVector(arena, (((208896 +% (((mb189 *% 6) +% 1) *% 64)) +% (nb188 *% 64)) +% 32))
-          var t190_c1_3 = loadVector(arena, (((208896 +% (((mb189 *% 6) +% 1) *% 64)) +% (nb188 *% 64)) +% 48))
-          var t190_c2_0 = loadVector(arena, ((208896 +% (((mb189 *% 6) +% 2) *% 64)) +% (nb188 *% 64)))
-          var t190_c2_1 = loadVector(arena, (((208896 +% (((mb189 *% 6) +% 2) *% 64)) +% (nb188 *% 64)) +% 16))
-          var t190_c2_2 = loadVector(arena, (((208896 +% (((mb189 *% 6) +% 2) *% 64)) +% (nb188 *% 64)) +% 32))
-          var t190_c2_3 = loadVector(arena, (((208896 +% (((mb189 *% 6) +% 2) *% 64)) +% (nb188 *% 64)) +% 48))
-          var t190_c3_0 = loadVector(arena, ((208896 +% (((mb189 *% 6) +% 3) *% 64)) +% (nb188 *% 64)))
-          var t190_c3_1 = loadVector(arena, (((208896 +% (((mb189 *% 6) +% 3) *% 64)) +% (nb188 *% 64)) +% 16))
-          var t190_c3_2 = loadVector(arena, (((208896 +% (((mb189 *% 6) +% 3) *% 64)) +% (nb188 *% 64)) +% 32))
-          var t190_c3_3 = loadVector(arena, (((208896 +% (((mb189 *% 6) +% 3) *% 64)) +% (nb188 *% 64)) +% 48))
-          var t190_c4_0 = loadVector(arena, ((208896 +% (((mb189 *% 6) +% 4) *% 64)) +% (nb188 *% 64)))
-          var t190_c4_1 = loadVector(arena, (((208896 +% (((mb189 *% 6) +% 4) *% 64)) +% (nb188 *% 64)) +% 16))
-          var t190_c4_2 = loadVector(arena, (((208896 +% (((mb189 *% 6) +% 4) *% 64)) +% (nb188 *% 64)) +% 32))
-          var t190_c4_3 = loadVector(arena, (((208896 +% (((mb189 *% 6) +% 4) *% 64)) +% (nb188 *% 64)) +% 48))
-          var t190_c5_0 = loadVector(arena, ((208896 +% (((mb189 *% 6) +% 5) *% 64)) +% (nb188 *% 64)))
-          var t190_c5_1 = loadVector(arena, (((208896 +% (((mb189 *% 6) +% 5) *% 64)) +% (nb188 *% 64)) +% 16))
-          var t190_c5_2 = loadVector(arena, (((208896 +% (((mb189 *% 6) +% 5) *% 64)) +% (nb188 *% 64)) +% 32))
-          var t190_c5_3 = loadVector(arena, (((208896 +% (((mb189 *% 6) +% 5) *% 64)) +% (nb188 *% 64)) +% 48))
-          for k191 in 0..<784 {
-            let t190_b0 = loadVector(arena, ((8192 +% ((k191 +% (kp187 *% 784)) *% 64)) +% (nb188 *% 64)))
-            let t190_b1 = loadVector(arena, (((8192 +% ((k191 +% (kp187 *% 784)) *% 64)) +% (nb188 *% 64)) +% 16))
-            let t190_b2 = loadVector(arena, (((8192 +% ((k191 +% (kp187 *% 784)) *% 64)) +% (nb188 *% 64)) +% 32))
-            let t190_b3 = loadVector(arena, (((8192 +% ((k191 +% (kp187 *% 784)) *% 64)) +% (nb188 *% 64)) +% 48))
-            let t190_a0 = Vector(repeating: params[((18816 +% ((mb189 *% 6) *% 3136)) +% (k191 +% (kp187 *% 784)))])
-            t190_c0_0 = t190_c0_0.addingProduct(t190_a0, t190_b0)
-            t190_c0_1 = t190_c0_1.addingProduct(t190_a0, t190_b1)
-            t190_c0_2 = t190_c0_2.addingProduct(t190_a0, t190_b2)
-            t190_c0_3 = t190_c0_3.addingProduct(t190_a0, t190_b3)
-            let t190_a1 = Vector(repeating: params[((18816 +% (((mb189 *% 6) +% 1) *% 3136)) +% (k191 +% (kp187 *% 784)))])
-            t190_c1_0 = t190_c1_0.addingProduct(t190_a1, t190_b0)
-            t190_c1_1 = t190_c1_1.addingProduct(t190_a1, t190_b1)
-            t190_c1_2 = t190_c1_2.addingProduct(t190_a1, t190_b2)
-            t190_c1_3 = t190_c1_3.addingProduct(t190_a1, t190_b3)
-            let t190_a2 = Vector(repeating: params[((18816 +% (((mb189 *% 6) +% 2) *% 3136)) +% (k191 +% (kp187 *% 784)))])
-            t190_c2_0 = t190_c2_0.addingProduct(t190_a2, t190_b0)
-            t190_c2_1 = t190_c2_1.addingProduct(t190_a2, t190_b1)
-            t190_c2_2 = t190_c2_2.addingProduct(t190_a2, t190_b2)
-            t190_c2_3 = t190_c2_3.addingProduct(t190_a2, t190_b3)
-            let t190_a3 = Vector(repeating: params[((18816 +% (((mb189 *% 6) +% 3) *% 3136)) +% (k191 +% (kp187 *% 784)))])
-            t190_c3_0 = t190_c3_0.addingProduct(t190_a3, t190_b0)
-            t190_c3_1 = t190_c3_1.addingProduct(t190_a3, t190_b1)
-            t190_c3_2 = t190_c3_2.addingProduct(t190_a3, t190_b2)
-            t190_c3_3 = t190_c3_3.addingProduct(t190_a3, t190_b3)
-            let t190_a4 = Vector(repeating: params[((18816 +% (((mb189 *% 6) +% 4) *% 3136)) +% (k191 +% (kp187 *% 784)))])
-            t190_c4_0 = t190_c4_0.addingProduct(t190_a4, t190_b0)
-            t190_c4_1 = t190_c4_1.addingProduct(t190_a4, t190_b1)
-            t190_c4_2 = t190_c4_2.addingProduct(t190_a4, t190_b2)
-            t190_c4_3 = t190_c4_3.addingProduct(t190_a4, t190_b3)
-            let t190_a5 = Vector(repeating: params[((18816 +% (((mb189 *% 6) +% 5) *% 3136)) +% (k191 +% (kp187 *% 784)))])
-            t190_c5_0 = t190_c5_0.addingProduct(t190_a5, t190_b0)
-            t190_c5_1 = t190_c5_1.addingProduct(t190_a5, t190_b1)
-            t190_c5_2 = t190_c5_2.addingProduct(t190_a5, t190_b2)
-            t190_c5_3 = t190_c5_3.addingProduct(t190_a5, t190_b3)
+    for kp168 in 0..<4 {
+      for nb169 in 0..<1 {
+        for mb170 in 0..<21 {
+          var t171_c0_0 = loadVector(arena, ((208896 +% ((mb170 *% 6) *% 64)) +% (nb169 *% 64)))
+          var t171_c0_1 = loadVector(arena, (((208896 +% ((mb170 *% 6) *% 64)) +% (nb169 *% 64)) +% 16))
+          var t171_c0_2 = loadVector(arena, (((208896 +% ((mb170 *% 6) *% 64)) +% (nb169 *% 64)) +% 32))
+          var t171_c0_3 = loadVector(arena, (((208896 +% ((mb170 *% 6) *% 64)) +% (nb169 *% 64)) +% 48))
+          var t171_c1_0 = loadVector(arena, ((208896 +% (((mb170 *% 6) +% 1) *% 64)) +% (nb169 *% 64)))
+          var t171_c1_1 = loadVector(arena, (((208896 +% (((mb170 *% 6) +% 1) *% 64)) +% (nb169 *% 64)) +% 16))
+          var t171_c1_2 = loadVector(arena, (((208896 +% (((mb170 *% 6) +% 1) *% 64)) +% (nb169 *% 64)) +% 32))
+          var t171_c1_3 = loadVector(arena, (((208896 +% (((mb170 *% 6) +% 1) *% 64)) +% (nb169 *% 64)) +% 48))
+          var t171_c2_0 = loadVector(arena, ((208896 +% (((mb170 *% 6) +% 2) *% 64)) +% (nb169 *% 64)))
+          var t171_c2_1 = loadVector(arena, (((208896 +% (((mb170 *% 6) +% 2) *% 64)) +% (nb169 *% 64)) +% 16))
+          var t171_c2_2 = loadVector(arena, (((208896 +% (((mb170 *% 6) +% 2) *% 64)) +% (nb169 *% 64)) +% 32))
+          var t171_c2_3 = loadVector(arena, (((208896 +% (((mb170 *% 6) +% 2) *% 64)) +% (nb169 *% 64)) +% 48))
+          var t171_c3_0 = loadVector(arena, ((208896 +% (((mb170 *% 6) +% 3) *% 64)) +% (nb169 *% 64)))
+          var t171_c3_1 = loadVector(arena, (((208896 +% (((mb170 *% 6) +% 3) *% 64)) +% (nb169 *% 64)) +% 16))
+          var t171_c3_2 = loadVector(arena, (((208896 +% (((mb170 *% 6) +% 3) *% 64)) +% (nb169 *% 64)) +% 32))
+          var t171_c3_3 = loadVector(arena, (((208896 +% (((mb170 *% 6) +% 3) *% 64)) +% (nb169 *% 64)) +% 48))
+          var t171_c4_0 = loadVector(arena, ((208896 +% (((mb170 *% 6) +% 4) *% 64)) +% (nb169 *% 64)))
+          var t171_c4_1 = loadVector(arena, (((208896 +% (((mb170 *% 6) +% 4) *% 64)) +% (nb169 *% 64)) +% 16))
+          var t171_c4_2 = loadVector(arena, (((208896 +% (((mb170 *% 6) +% 4) *% 64)) +% (nb169 *% 64)) +% 32))
+          var t171_c4_3 = loadVector(arena, (((208896 +% (((mb170 *% 6) +% 4) *% 64)) +% (nb169 *% 64)) +% 48))
+          var t171_c5_0 = loadVector(arena, ((208896 +% (((mb170 *% 6) +% 5) *% 64)) +% (nb169 *% 64)))
+          var t171_c5_1 = loadVector(arena, (((208896 +% (((mb170 *% 6) +% 5) *% 64)) +% (nb169 *% 64)) +% 16))
+          var t171_c5_2 = loadVector(arena, (((208896 +% (((mb170 *% 6) +% 5) *% 64)) +% (nb169 *% 64)) +% 32))
+          var t171_c5_3 = loadVector(arena, (((208896 +% (((mb170 *% 6) +% 5) *% 64)) +% (nb169 *% 64)) +% 48))
+          for k172 in 0..<784 {
+            let t171_b0 = loadVector(arena, ((8192 +% ((k172 +% (kp168 *% 784)) *% 64)) +% (nb169 *% 64)))
+            let t171_b1 = loadVector(arena, (((8192 +% ((k172 +% (kp168 *% 784)) *% 64)) +% (nb169 *% 64)) +% 16))
+            let t171_b2 = loadVector(arena, (((8192 +% ((k172 +% (kp168 *% 784)) *% 64)) +% (nb169 *% 64)) +% 32))
+            let t171_b3 = loadVector(arena, (((8192 +% ((k172 +% (kp168 *% 784)) *% 64)) +% (nb169 *% 64)) +% 48))
+            let t171_a0 = Vector(repeating: params[((18816 +% ((mb170 *% 6) *% 3136)) +% (k172 +% (kp168 *% 784)))])
+            t171_c0_0 = t171_c0_0.addingProduct(t171_a0, t171_b0)
+            t171_c0_1 = t171_c0_1.addingProduct(t171_a0, t171_b1)
+            t171_c0_2 = t171_c0_2.addingProduct(t171_a0, t171_b2)
+            t171_c0_3 = t171_c0_3.addingProduct(t171_a0, t171_b3)
+            let t171_a1 = Vector(repeating: params[((18816 +% (((mb170 *% 6) +% 1) *% 3136)) +% (k172 +% (kp168 *% 784)))])
+            t171_c1_0 = t171_c1_0.addingProduct(t171_a1, t171_b0)
+            t171_c1_1 = t171_c1_1.addingProduct(t171_a1, t171_b1)
+            t171_c1_2 = t171_c1_2.addingProduct(t171_a1, t171_b2)
+            t171_c1_3 = t171_c1_3.addingProduct(t171_a1, t171_b3)
+            let t171_a2 = Vector(repeating: params[((18816 +% (((mb170 *% 6) +% 2) *% 3136)) +% (k172 +% (kp168 *% 784)))])
+            t171_c2_0 = t171_c2_0.addingProduct(t171_a2, t171_b0)
+            t171_c2_1 = t171_c2_1.addingProduct(t171_a2, t171_b1)
+            t171_c2_2 = t171_c2_2.addingProduct(t171_a2, t171_b2)
+            t171_c2_3 = t171_c2_3.addingProduct(t171_a2, t171_b3)
+            let t171_a3 = Vector(repeating: params[((18816 +% (((mb170 *% 6) +% 3) *% 3136)) +% (k172 +% (kp168 *% 784)))])
+            t171_c3_0 = t171_c3_0.addingProduct(t171_a3, t171_b0)
+            t171_c3_1 = t171_c3_1.addingProduct(t171_a3, t171_b1)
+            t171_c3_2 = t171_c3_2.addingProduct(t171_a3, t171_b2)
+            t171_c3_3 = t171_c3_3.addingProduct(t171_a3, t171_b3)
+            let t171_a4 = Vector(repeating: params[((18816 +% (((mb170 *% 6) +% 4) *% 3136)) +% (k172 +% (kp168 *% 784)))])
+            t171_c4_0 = t171_c4_0.addingProduct(t171_a4, t171_b0)
+            t171_c4_1 = t171_c4_1.addingProduct(t171_a4, t171_b1)
+            t171_c4_2 = t171_c4_2.addingProduct(t171_a4, t171_b2)
+            t171_c4_3 = t171_c4_3.addingProduct(t171_a4, t171_b3)
+            let t171_a5 = Vector(repeating: params[((18816 +% (((mb170 *% 6) +% 5) *% 3136)) +% (k172 +% (kp168 *% 784)))])
+            t171_c5_0 = t171_c5_0.addingProduct(t171_a5, t171_b0)
+            t171_c5_1 = t171_c5_1.addingProduct(t171_a5, t171_b1)
+            t171_c5_2 = t171_c5_2.addingProduct(t171_a5, t171_b2)
+            t171_c5_3 = t171_c5_3.addingProduct(t171_a5, t171_b3)
           }
-          storeVector(arena, ((208896 +% ((mb189 *% 6) *% 64)) +% (nb188 *% 64)), t190_c0_0)
-          storeVector(arena, (((208896 +% ((mb189 *% 6) *% 64)) +% (nb188 *% 64)) +% 16), t190_c0_1)
-          storeVector(arena, (((208896 +% ((mb189 *% 6) *% 64)) +% (nb188 *% 64)) +% 32), t190_c0_2)
-          storeVector(arena, (((208896 +% ((mb189 *% 6) *% 64)) +% (nb188 *% 64)) +% 48), t190_c0_3)
-          storeVector(arena, ((208896 +% (((mb189 *% 6) +% 1) *% 64)) +% (nb188 *% 64)), t190_c1_0)
-          storeVector(arena, (((208896 +% (((mb189 *% 6) +% 1) *% 64)) +% (nb188 *% 64)) +% 16), t190_c1_1)
-          storeVector(arena, (((208896 +% (((mb189 *% 6) +% 1) *% 64)) +% (nb188 *% 64)) +% 32), t190_c1_2)
-          storeVector(arena, (((208896 +% (((mb189 *% 6) +% 1) *% 64)) +% (nb188 *% 64)) +% 48), t190_c1_3)
-          storeVector(arena, ((208896 +% (((mb189 *% 6) +% 2) *% 64)) +% (nb188 *% 64)), t190_c2_0)
-          storeVector(arena, (((208896 +% (((mb189 *% 6) +% 2) *% 64)) +% (nb188 *% 64)) +% 16), t190_c2_1)
-          storeVector(arena, (((208896 +% (((mb189 *% 6) +% 2) *% 64)) +% (nb188 *% 64)) +% 32), t190_c2_2)
-          storeVector(arena, (((208896 +% (((mb189 *% 6) +% 2) *% 64)) +% (nb188 *% 64)) +% 48), t190_c2_3)
-          storeVector(arena, ((208896 +% (((mb189 *% 6) +% 3) *% 64)) +% (nb188 *% 64)), t190_c3_0)
-          storeVector(arena, (((208896 +% (((mb189 *% 6) +% 3) *% 64)) +% (nb188 *% 64)) +% 16), t190_c3_1)
-          storeVector(arena, (((208896 +% (((mb189 *% 6) +% 3) *% 64)) +% (nb188 *% 64)) +% 32), t190_c3_2)
-          storeVector(arena, (((208896 +% (((mb189 *% 6) +% 3) *% 64)) +% (nb188 *% 64)) +% 48), t190_c3_3)
-          storeVector(arena, ((208896 +% (((mb189 *% 6) +% 4) *% 64)) +% (nb188 *% 64)), t190_c4_0)
-          storeVector(arena, (((208896 +% (((mb189 *% 6) +% 4) *% 64)) +% (nb188 *% 64)) +% 16), t190_c4_1)
-          storeVector(arena, (((208896 +% (((mb189 *% 6) +% 4) *% 64)) +% (nb188 *% 64)) +% 32), t190_c4_2)
-          storeVector(arena, (((208896 +% (((mb189 *% 6) +% 4) *% 64)) +% (nb188 *% 64)) +% 48), t190_c4_3)
-          storeVector(arena, ((208896 +% (((mb189 *% 6) +% 5) *% 64)) +% (nb188 *% 64)), t190_c5_0)
-          storeVector(arena, (((208896 +% (((mb189 *% 6) +% 5) *% 64)) +% (nb188 *% 64)) +% 16), t190_c5_1)
-          storeVector(arena, (((208896 +% (((mb189 *% 6) +% 5) *% 64)) +% (nb188 *% 64)) +% 32), t190_c5_2)
-          storeVector(arena, (((208896 +% (((mb189 *% 6) +% 5) *% 64)) +% (nb188 *% 64)) +% 48), t190_c5_3)
+          storeVector(arena, ((208896 +% ((mb170 *% 6) *% 64)) +% (nb169 *% 64)), t171_c0_0)
+          storeVector(arena, (((208896 +% ((mb170 *% 6) *% 64)) +% (nb169 *% 64)) +% 16), t171_c0_1)
+          storeVector(arena, (((208896 +% ((mb170 *% 6) *% 64)) +% (nb169 *% 64)) +% 32), t171_c0_2)
+          storeVector(arena, (((208896 +% ((mb170 *% 6) *% 64)) +% (nb169 *% 64)) +% 48), t171_c0_3)
+          storeVector(arena, ((208896 +% (((mb170 *% 6) +% 1) *% 64)) +% (nb169 *% 64)), t171_c1_0)
+          storeVector(arena, (((208896 +% (((mb170 *% 6) +% 1) *% 64)) +% (nb169 *% 64)) +% 16), t171_c1_1)
+          storeVector(arena, (((208896 +% (((mb170 *% 6) +% 1) *% 64)) +% (nb169 *% 64)) +% 32), t171_c1_2)
+          storeVector(arena, (((208896 +% (((mb170 *% 6) +% 1) *% 64)) +% (nb169 *% 64)) +% 48), t171_c1_3)
+          storeVector(arena, ((208896 +% (((mb170 *% 6) +% 2) *% 64)) +% (nb169 *% 64)), t171_c2_0)
+          storeVector(arena, (((208896 +% (((mb170 *% 6) +% 2) *% 64)) +% (nb169 *% 64)) +% 16), t171_c2_1)
+          storeVector(arena, (((208896 +% (((mb170 *% 6) +% 2) *% 64)) +% (nb169 *% 64)) +% 32), t171_c2_2)
+          storeVector(arena, (((208896 +% (((mb170 *% 6) +% 2) *% 64)) +% (nb169 *% 64)) +% 48), t171_c2_3)
+          storeVector(arena, ((208896 +% (((mb170 *% 6) +% 3) *% 64)) +% (nb169 *% 64)), t171_c3_0)
+          storeVector(arena, (((208896 +% (((mb170 *% 6) +% 3) *% 64)) +% (nb169 *% 64)) +% 16), t171_c3_1)
+          storeVector(arena, (((208896 +% (((mb170 *% 6) +% 3) *% 64)) +% (nb169 *% 64)) +% 32), t171_c3_2)
+          storeVector(arena, (((208896 +% (((mb170 *% 6) +% 3) *% 64)) +% (nb169 *% 64)) +% 48), t171_c3_3)
+          storeVector(arena, ((208896 +% (((mb170 *% 6) +% 4) *% 64)) +% (nb169 *% 64)), t171_c4_0)
+          storeVector(arena, (((208896 +% (((mb170 *% 6) +% 4) *% 64)) +% (nb169 *% 64)) +% 16), t171_c4_1)
+          storeVector(arena, (((208896 +% (((mb170 *% 6) +% 4) *% 64)) +% (nb169 *% 64)) +% 32), t171_c4_2)
+          storeVector(arena, (((208896 +% (((mb170 *% 6) +% 4) *% 64)) +% (nb169 *% 64)) +% 48), t171_c4_3)
+          storeVector(arena, ((208896 +% (((mb170 *% 6) +% 5) *% 64)) +% (nb169 *% 64)), t171_c5_0)
+          storeVector(arena, (((208896 +% (((mb170 *% 6) +% 5) *% 64)) +% (nb169 *% 64)) +% 16), t171_c5_1)
+          storeVector(arena, (((208896 +% (((mb170 *% 6) +% 5) *% 64)) +% (nb169 *% 64)) +% 32), t171_c5_2)
+          storeVector(arena, (((208896 +% (((mb170 *% 6) +% 5) *% 64)) +% (nb169 *% 64)) +% 48), t171_c5_3)
         }
-        var t192_c0_0 = loadVector(arena, (216960 +% (nb188 *% 64)))
-        var t192_c0_1 = loadVector(arena, ((216960 +% (nb188 *% 64)) +% 16))
-        var t192_c0_2 = loadVector(arena, ((216960 +% (nb188 *% 64)) +% 32))
-        var t192_c0_3 = loadVector(arena, ((216960 +% (nb188 *% 64)) +% 48))
-        var t192_c1_0 = loadVector(arena, (217024 +% (nb188 *% 64)))
-        var t192_c1_1 = loadVector(arena, ((217024 +% (nb188 *% 64)) +% 16))
-        var t192_c1_2 = loadVector(arena, ((217024 +% (nb188 *% 64)) +% 32))
-        var t192_c1_3 = loadVector(arena, ((217024 +% (nb188 *% 64)) +% 48))
-        for k193 in 0..<784 {
-          let t192_b0 = loadVector(arena, ((8192 +% ((k193 +% (kp187 *% 784)) *% 64)) +% (nb188 *% 64)))
-          let t192_b1 = loadVector(arena, (((8192 +% ((k193 +% (kp187 *% 784)) *% 64)) +% (nb188 *% 64)) +% 16))
-          let t192_b2 = loadVector(arena, (((8192 +% ((k193 +% (kp187 *% 784)) *% 64)) +% (nb188 *% 64)) +% 32))
-          let t192_b3 = loadVector(arena, (((8192 +% ((k193 +% (kp187 *% 784)) *% 64)) +% (nb188 *% 64)) +% 48))
-          let t192_a0 = Vector(repeating: params[(413952 +% (k193 +% (kp187 *% 784)))])
-          t192_c0_0 = t192_c0_0.addingProduct(t192_a0, t192_b0)
-          t192_c0_1 = t192_c0_1.addingProduct(t192_a0, t192_b1)
-          t192_c0_2 = t192_c0_2.addingProduct(t192_a0, t192_b2)
-          t192_c0_3 = t192_c0_3.addingProduct(t192_a0, t192_b3)
-          let t192_a1 = Vector(repeating: params[(417088 +% (k193 +% (kp187 *% 784)))])
-          t192_c1_0 = t192_c1_0.addingProduct(t192_a1, t192_b0)
-          t192_c1_1 = t192_c1_1.addingProduct(t192_a1, t192_b1)
-          t192_c1_2 = t192_c1_2.addingProduct(t192_a1, t192_b2)
-          t192_c1_3 = t192_c1_3.addingProduct(t192_a1, t192_b3)
+        var t173_c0_0 = loadVector(arena, (216960 +% (nb169 *% 64)))
+        var t173_c0_1 = loadVector(arena, ((216960 +% (nb169 *% 64)) +% 16))
+        var t173_c0_2 = loadVector(arena, ((216960 +% (nb169 *% 64)) +% 32))
+        var t173_c0_3 = loadVector(arena, ((216960 +% (nb169 *% 64)) +% 48))
+        var t173_c1_0 = loadVector(arena, (217024 +% (nb169 *% 64)))
+        var t173_c1_1 = loadVector(arena, ((217024 +% (nb169 *% 64)) +% 16))
+        var t173_c1_2 = loadVector(arena, ((217024 +% (nb169 *% 64)) +% 32))
+        var t173_c1_3 = loadVector(arena, ((217024 +% (nb169 *% 64)) +% 48))
+        for k174 in 0..<784 {
+          let t173_b0 = loadVector(arena, ((8192 +% ((k174 +% (kp168 *% 784)) *% 64)) +% (nb169 *% 64)))
+          let t173_b1 = loadVector(arena, (((8192 +% ((k174 +% (kp168 *% 784)) *% 64)) +% (nb169 *% 64)) +% 16))
+          let t173_b2 = loadVector(arena, (((8192 +% ((k174 +% (kp168 *% 784)) *% 64)) +% (nb169 *% 64)) +% 32))
+          let t173_b3 = loadVector(arena, (((8192 +% ((k174 +% (kp168 *% 784)) *% 64)) +% (nb169 *% 64)) +% 48))
+          let t173_a0 = Vector(repeating: params[(413952 +% (k174 +% (kp168 *% 784)))])
+          t173_c0_0 = t173_c0_0.addingProduct(t173_a0, t173_b0)
+          t173_c0_1 = t173_c0_1.addingProduct(t173_a0, t173_b1)
+          t173_c0_2 = t173_c0_2.addingProduct(t173_a0, t173_b2)
+          t173_c0_3 = t173_c0_3.addingProduct(t173_a0, t173_b3)
+          let t173_a1 = Vector(repeating: params[(417088 +% (k174 +% (kp168 *% 784)))])
+          t173_c1_0 = t173_c1_0.addingProduct(t173_a1, t173_b0)
+          t173_c1_1 = t173_c1_1.addingProduct(t173_a1, t173_b1)
+          t173_c1_2 = t173_c1_2.addingProduct(t173_a1, t173_b2)
+          t173_c1_3 = t173_c1_3.addingProduct(t173_a1, t173_b3)
         }
-        storeVector(arena, (216960 +% (nb188 *% 64)), t192_c0_0)
-        storeVector(arena, ((216960 +% (nb188 *% 64)) +% 16), t192_c0_1)
-        storeVector(arena, ((216960 +% (nb188 *% 64)) +% 32), t192_c0_2)
-        storeVector(arena, ((216960 +% (nb188 *% 64)) +% 48), t192_c0_3)
-        storeVector(arena, (217024 +% (nb188 *% 64)), t192_c1_0)
-        storeVector(arena, ((217024 +% (nb188 *% 64)) +% 16), t192_c1_1)
-        storeVector(arena, ((217024 +% (nb188 *% 64)) +% 32), t192_c1_2)
-        storeVector(arena, ((217024 +% (nb188 *% 64)) +% 48), t192_c1_3)
+        storeVector(arena, (216960 +% (nb169 *% 64)), t173_c0_0)
+        storeVector(arena, ((216960 +% (nb169 *% 64)) +% 16), t173_c0_1)
+        storeVector(arena, ((216960 +% (nb169 *% 64)) +% 32), t173_c0_2)
+        storeVector(arena, ((216960 +% (nb169 *% 64)) +% 48), t173_c0_3)
+        storeVector(arena, (217024 +% (nb169 *% 64)), t173_c1_0)
+        storeVector(arena, ((217024 +% (nb169 *% 64)) +% 16), t173_c1_1)
+        storeVector(arena, ((217024 +% (nb169 *% 64)) +% 32), t173_c1_2)
+        storeVector(arena, ((217024 +% (nb169 *% 64)) +% 48), t173_c1_3)
       }
     }
   }
-  for n195 in 0..<64 {
-    for u196 in 0..<128 {
-      arena[((n195 *% 128) +% u196)] = ((arena[((208896 +% (u196 *% 64)) +% n195)] + params[(420224 +% u196)]) > Float(0) ? (arena[((208896 +% (u196 *% 64)) +% n195)] + params[(420224 +% u196)]) : Float(0))
+  for n176 in 0..<64 {
+    for u177 in 0..<128 {
+      arena[((n176 *% 128) +% u177)] = ((arena[((208896 +% (u177 *% 64)) +% n176)] + params[(420224 +% u177)]) > Float(0) ? (arena[((208896 +% (u177 *% 64)) +% n176)] + params[(420224 +% u177)]) : Float(0))
     }
   }
   // drop = dropout(fc1)
   // fc2 = dense(drop)
   sgemm(101, 111, 112, 64, 10, 128, 1, arena + 0, 128, params + 420352, 128, Float(bitPattern: 0x0), arena + 8192, 10)
-  for n197 in 0..<64 {
-    for u198 in 0..<1 {
-      storePartial(arena, (u198 +% (8192 +% (n197 *% 10))), (loadPartial(arena, (u198 +% (8192 +% (n197 *% 10))), 10) + loadPartial(params, (u198 +% 421632), 10)), 10)
+  for n178 in 0..<64 {
+    for u179 in 0..<1 {
+      storePartial(arena, (u179 +% (8192 +% (n178 *% 10))), (loadPartial(arena, (u179 +% (8192 +% (n178 *% 10))), 10) + loadPartial(params, (u179 +% 421632), 10)), 10)
     }
   }
 }

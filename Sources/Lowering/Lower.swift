@@ -182,6 +182,16 @@ struct Emitter {
     return .loop(v, n, body(&self, .v(v)))
   }
 
+  /// `body(first, lanes)` over the `count` positions from `from` (channels, or a row) in vectors: the full
+  /// vectors in a loop, then the masked rest.
+  mutating func vectorRuns(_ count: Int, from: IExpr = .c(0), _ body: (inout Emitter, IExpr, Int) -> [Stmt]) -> [Stmt] {
+    let lanes = self.lanes, full = count / lanes, rest = count % lanes
+    var out: [Stmt] = []
+    if full > 0 { out.append(loop("cv", full) { e, v in body(&e, from + v * lanes, lanes) }) }
+    if rest > 0 { out += body(&self, from + full * lanes, rest) }
+    return out
+  }
+
   /// `body(k)` for k in 0..<n as straight-line code when n is small (pool windows, kernel rows),
   /// so the back ends need no loop unrolling of their own; a loop otherwise.
   mutating func small(_ hint: String, _ n: Int, _ body: (inout Emitter, IExpr) -> [Stmt]) -> [Stmt] {
@@ -216,6 +226,9 @@ struct Emitter {
     let base = p.base, off = p.offset
     return elementwise(count ?? p.count) { i in .store(base, from + off + i, .c(0)) }
   }
+
+  /// Zeroes `count` floats of the arena at `offset` (a padded buffer's border, once per kernel).
+  mutating func zeroArena(_ offset: Int, _ count: Int) -> Stmt { elementwise(count) { i in .store(.arena, .c(offset) + i, .c(0)) } }
 
   mutating func emit(_ n: Node, _ kernel: any Lowerable) { kernel.lower(n, &self) }
 

@@ -62,13 +62,32 @@ import Testing
     minimize loss
     """
 
-  static let cases: [String] = ["tiny.graph", "simplecnn.graph", "lenet5.graph", "mnistnet.graph", "mlp.graph", "smallcnn.graph", "residual.graph", "bncnn.graph", "resnet8.graph", "odd", "narrow", "batchnorm"]
+  /// Strided, padded convs with fused pools over unequal sides: im2col's phase planes with a step of 4 (a 2x2
+  /// window of stride-2 outputs) and 3 (3x3 windows), and 2 in the first weight gradient (stride 2, no window).
+  static let strided = """
+    input x: f32[N, 3, 22, 21]
+    input y: i32[N]
+    c1 = conv2d(x, filters: 4, kernel: 3, stride: 2, padding: 2)
+    r1 = relu(c1)
+    p1 = maxpool(r1, size: 2)
+    c2 = conv2d(p1, filters: 3, kernel: 1)
+    r2 = relu(c2)
+    p2 = maxpool(r2, size: 3)
+    f = flatten(p2)
+    o = dense(f, units: 4)
+    loss = cross_entropy(o, y)
+    output o
+    minimize loss
+    """
+
+  static let cases: [String] = ["tiny.graph", "simplecnn.graph", "lenet5.graph", "mnistnet.graph", "mlp.graph", "smallcnn.graph", "residual.graph", "bncnn.graph", "resnet8.graph", "odd", "narrow", "batchnorm", "strided"]
 
   static func source(_ name: String) throws -> String {
     switch name {
     case "odd": odd
     case "narrow": narrow
     case "batchnorm": batchnorm
+    case "strided": strided
     default: try String(contentsOf: Fixtures.graphs.appendingPathComponent(name), encoding: .utf8)
     }
   }

@@ -242,15 +242,6 @@ extension Emitter {
     return (out, y)
   }
 
-  /// `body(first, lanes)` over `count` channels from `from` in vectors: the full vectors in a loop, then the masked rest.
-  mutating func channelVectors(_ count: Int, from: IExpr = .c(0), _ body: (inout Emitter, IExpr, Int) -> [Stmt]) -> [Stmt] {
-    let lanes = self.lanes, full = count / lanes, rest = count % lanes
-    var out: [Stmt] = []
-    if full > 0 { out.append(loop("cv", full) { e, v in body(&e, from + v * lanes, lanes) }) }
-    if rest > 0 { out += body(&self, from + full * lanes, rest) }
-    return out
-  }
-
   /// Ut[xi][ci][co] = (G g G^T)[xi] for every kernel g = `weight(co, ci, ky, kx)` (rows of the GEMMs' B),
   /// of the output channels `channels` (first, count).
   mutating func transformKernels(_ s: WinogradShape, into u: Int, channels: (IExpr, Int), weight: (IExpr, IExpr, Int, Int) -> FExpr) -> Stmt {
@@ -278,7 +269,7 @@ extension Emitter {
   mutating func transformInput(_ s: WinogradShape, padded: Int, into v: Int) -> Stmt {
     let c = s.input
     return loop("j", s.images) { e, j in [e.loop("ty", s.tilesY) { e, ty in [e.loop("tx", s.tilesX) { e, tx in
-      e.channelVectors(s.cin) { e, c0, lanes in
+      e.vectorRuns(s.cin) { e, c0, lanes in
         let d = (0..<4).map { r in (0..<4).map { col in VExpr.load(.arena, .c(padded) + c.at(j, ty * 2 + r, tx * 2 + col, c0), lanes: lanes) } }
         var (out, t) = e.transform(Winograd.inputTransform, d, Winograd.inputTransform)
         let tile = j * s.tilesPerImage + ty * s.tilesX + tx
@@ -314,7 +305,7 @@ extension Emitter {
         out.append(loop("j", s.images) { e, j in [e.loop("ty", ny) { e, vy in [e.loop("tx", nx) { e, vx in
           let (ty, tx) = (vy + y0, vx + x0)
           let tile = j * s.tilesPerImage + ty * s.tilesX + tx
-          return e.channelVectors(channels.1, from: channels.0) { e, c0, lanes in
+          return e.vectorRuns(channels.1, from: channels.0) { e, c0, lanes in
             let p = (0..<4).map { r in (0..<4).map { c in
               VExpr.load(.arena, .c(m + (r * 4 + c) * s.tiles * s.cout) + tile * s.cout + c0, lanes: lanes)
             } }
@@ -340,9 +331,6 @@ extension Emitter {
     }]
     }] }
   }
-
-  /// Zeroes `count` floats of the arena at `offset` (a padded buffer's border, once per kernel).
-  mutating func zeroArena(_ offset: Int, _ count: Int) -> Stmt { elementwise(count) { i in .store(.arena, .c(offset) + i, .c(0)) } }
 
   /// A Winograd convolution of `x` over `groups` groups, scratch at `scratch` (`WinogradShape.forwardFloats`):
   /// `output(j, outputs, ty, tx, first channel, lanes, staging)` stores each tile's outputs to the staging buffer,
@@ -485,7 +473,7 @@ extension Emitter {
                          e.transformInput(s, padded: padded, into: v),
                          e.copyChannelsLast(q, images: s.images, from: dy, g: g, into: dyLast)]
       out.append(e.loop("j", s.images) { e, j in [e.loop("ty", s.tilesY) { e, ty in [e.loop("tx", s.tilesX) { e, tx in
-        e.channelVectors(s.cout) { e, f0, lanes in
+        e.vectorRuns(s.cout) { e, f0, lanes in
           let d = (0..<2).map { r in (0..<2).map { c in VExpr.load(.arena, .c(dyLast) + q.at(j, ty * 2 + r, tx * 2 + c, f0), lanes: lanes) } }
           let a = Winograd.transposed(Winograd.outputTransform)
           var (out, t) = e.transform(a, d, a)
