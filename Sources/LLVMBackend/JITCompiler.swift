@@ -12,34 +12,45 @@ public struct JITCompiler: ProgramCompiler {
   public let compileThreads: Int
   /// Beyond this, more threads mostly add modules too small to be worth one.
   public static let maxCompileThreads = 8
+  /// Where optimised modules' object code is kept between runs, or nil to compile every module.
+  public let cache: ObjectCache?
   var jits: [JIT] = []
-  var count = 0
   /// Seconds spent in IR building, optimisation and code generation (wall time), summed over compiles.
   public private(set) var irSeconds = 0.0, optimizeSeconds = 0.0, codegenSeconds = 0.0
+  /// Modules compiled, and those whose object code came from the cache, over all compiles.
+  public private(set) var modulesCompiled = 0, modulesFromCache = 0
 
-  public init(target: Target, compileThreads: Int? = nil) throws {
+  public init(target: Target, compileThreads: Int? = nil, cache: ObjectCache? = nil) throws {
     try loadBLAS()
     self.target = target
     self.compileThreads = max(1, min(Self.maxCompileThreads, compileThreads ?? ProcessInfo.processInfo.activeProcessorCount))
+    self.cache = cache
   }
 
   public mutating func compile(_ programs: [Program]) throws -> [EntryPoint] {
-    count += 1
     var t = Date()
-    let modules = LLVMRenderer.render(programs, moduleName: "cnnc\(count)", partitions: compileThreads)
+    // Each compile has a JIT of its own, so module names need not differ between compiles; equal names
+    // keep equal modules' bitcode, and so their cache keys, equal from run to run.
+    let modules = LLVMRenderer.render(programs, moduleName: "cnnc", partitions: compileThreads)
     for m in modules { try m.verify() }
     irSeconds += Date().timeIntervalSince(t)
     t = Date()
-    let target = self.target
-    let objects = try Self.inParallel(modules.count) { i -> ObjectCode in
+    let (target, cache) = (self.target, self.cache)
+    let objects = try Self.inParallel(modules.count) { i -> (ObjectCode, cached: Bool) in
+      let key = cache.map { _ in ObjectCache.key(modules[i], target: target, pipeline: Module.pipeline) }
+      if let cache, let key, let object = cache.load(key) { return (object, true) }
       let tm = try TargetMachine(target, positionIndependent: true)
       try modules[i].optimize(tm)
-      return try modules[i].objectCode(tm)
+      let object = try modules[i].objectCode(tm)
+      if let cache, let key { cache.store(key, object) }
+      return (object, false)
     }
+    modulesCompiled += objects.count
+    modulesFromCache += objects.filter(\.cached).count
     optimizeSeconds += Date().timeIntervalSince(t)
     t = Date()
     let jit = try JIT(target)
-    for o in objects { try jit.add(o) }
+    for (o, _) in objects { try jit.add(o) }
     let entries = try programs.map { p in unsafeBitCast(try jit.lookup(p.functions[0].name), to: EntryPoint.self) }
     codegenSeconds += Date().timeIntervalSince(t)
     jits.append(jit)

@@ -43,6 +43,14 @@ public final class Module {
     if let m = LLVMError.message(LLVMRunPasses(module, pipeline, tm.ref, opts)) { throw LLVMError.passes(m) }
   }
 
+  /// `body` over the module as LLVM bitcode.
+  public func withBitcode<T>(_ body: (UnsafeBufferPointer<UInt8>) -> T) -> T {
+    let buffer = LLVMWriteBitcodeToMemoryBuffer(module)!
+    defer { LLVMDisposeMemoryBuffer(buffer) }
+    let start = UnsafeRawPointer(LLVMGetBufferStart(buffer)!).assumingMemoryBound(to: UInt8.self)
+    return body(UnsafeBufferPointer(start: start, count: LLVMGetBufferSize(buffer)))
+  }
+
   /// The module as textual IR.
   public var text: String { LLVMError.take(LLVMPrintModuleToString(module)) }
 

@@ -15,6 +15,18 @@ extension Module {
 public final class ObjectCode {
   private var ref: LLVMMemoryBufferRef?
   init(_ ref: LLVMMemoryBufferRef) { self.ref = ref }
+  /// A copy of `bytes` (object code read back from the cache).
+  convenience init<C: Collection>(copying bytes: C) where C.Element == UInt8 {
+    let array = Array(bytes)
+    self.init(array.withUnsafeBufferPointer { b in
+      b.baseAddress!.withMemoryRebound(to: CChar.self, capacity: b.count) { LLVMCreateMemoryBufferWithMemoryRangeCopy($0, b.count, "cached object")! }
+    })
+  }
+  /// The object code's bytes (empty once a JIT took it over).
+  var bytes: [UInt8] {
+    guard let ref, let start = LLVMGetBufferStart(ref) else { return [] }
+    return start.withMemoryRebound(to: UInt8.self, capacity: LLVMGetBufferSize(ref)) { Array(UnsafeBufferPointer(start: $0, count: LLVMGetBufferSize(ref))) }
+  }
   /// Hands the buffer over; this object no longer owns it.
   func release() -> LLVMMemoryBufferRef? {
     defer { ref = nil }

@@ -35,8 +35,7 @@ public struct SwiftCompiler: ProgramCompiler {
     }
     self.target = target
     self.source = source
-    let env = ProcessInfo.processInfo.environment
-    self.cacheDirectory = cacheDirectory ?? env["CNNC_CACHE"] ?? (env["XDG_CACHE_HOME"] ?? (NSHomeDirectory() + "/.cache")) + "/cnnc"
+    self.cacheDirectory = cacheDirectory ?? cacheRoot()
   }
 
   /// The swiftc to use: `$SWIFTC`, else the first `swiftc` on PATH, else the one next to `swift`.

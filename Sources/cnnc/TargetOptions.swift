@@ -25,3 +25,12 @@ struct TargetOptions: ParsableArguments {
 }
 
 extension ConvAlgorithm: ExpressibleByArgument {}
+
+/// Whether the JIT keeps and reuses object code between runs (`ObjectCache`).
+struct CacheOptions: ParsableArguments {
+  @Flag(name: .customLong("no-cache"), help: "Compile every module: read and write no cached object code (kept in $CNNC_CACHE, else $XDG_CACHE_HOME/cnnc or ~/.cache/cnnc, under objects/).")
+  var disabled = false
+
+  /// The cache the JIT uses, or nil.
+  var cache: ObjectCache? { disabled ? nil : ObjectCache(directory: ObjectCache.defaultDirectory()) }
+}

@@ -32,6 +32,7 @@ import Testing
     let p = Process()
     p.executableURL = URL(fileURLWithPath: try #require(binary, "cnnc must be built"))
     p.arguments = args
+    p.environment = ProcessInfo.processInfo.environment.merging(["CNNC_CACHE": cache]) { $1 }
     p.currentDirectoryURL = Fixtures.root
     let pipe = Pipe()
     p.standardOutput = pipe
@@ -84,10 +85,14 @@ import Testing
     #expect(!Self.leaksASwiftValue("error: cannot read checkpoint (Graphs is a directory)"))
   }
 
-  static func run(_ args: [String], cwd: String? = nil) throws -> Result {
+  /// The cache the commands run here use: one of this test run's own, not the user's.
+  static let cache = NSTemporaryDirectory() + "cnnc-cli-cache-\(getpid())"
+
+  static func run(_ args: [String], cwd: String? = nil, cache: String = CLITests.cache) throws -> Result {
     let p = Process()
     p.executableURL = URL(fileURLWithPath: try #require(binary, "cnnc must be built"))
     p.arguments = args
+    p.environment = ProcessInfo.processInfo.environment.merging(["CNNC_CACHE": cache]) { $1 }
     p.currentDirectoryURL = URL(fileURLWithPath: cwd ?? Fixtures.root.path)
     let out = Pipe(), err = Pipe()
     p.standardOutput = out
@@ -105,6 +110,21 @@ import Testing
     #expect(r.stdout.contains("421,642"))
     #expect(r.stdout.contains("8.48 MFLOP per image"))
     #expect(r.stdout.contains("train arena:"))
+  }
+
+  /// A second run of the same training step takes every module's object code from the cache and trains to
+  /// the same weights; `--no-cache` compiles them all again.
+  @Test func aSecondRunTakesItsObjectCodeFromTheCache() throws {
+    let cache = NSTemporaryDirectory() + "cnnc-cli-cache-\(UUID().uuidString)", out = NSTemporaryDirectory() + "cnnc-cache-run-\(UUID().uuidString)"
+    defer { for d in [cache, out] { try? FileManager.default.removeItem(atPath: d) } }
+    let args = ["train", "Graphs/tiny.graph", "--jit", "--steps", "5", "--no-report", "--out"]
+    let first = try Self.run(args + [out + "/a"], cache: cache), second = try Self.run(args + [out + "/b"], cache: cache)
+    let uncached = try Self.run(args + [out + "/c", "--no-cache"], cache: cache)
+    for r in [first, second, uncached] { #expect(r.status == 0, "\(r.stderr)") }
+    #expect(!first.stdout.contains("from the cache") && second.stdout.contains("every module from the cache"), "\(first.stdout)\n\(second.stdout)")
+    #expect(!uncached.stdout.contains("from the cache"), "\(uncached.stdout)")
+    let weights = try ["a", "b", "c"].map { try Data(contentsOf: URL(fileURLWithPath: "\(out)/\($0)/weights.safetensors")) }
+    #expect(weights[0] == weights[1] && weights[1] == weights[2])
   }
 
   @Test func invalidGraphGivesItsDiagnosticsAndExitsNonZero() throws {
@@ -431,11 +451,12 @@ import Testing
     #expect(r.status == 0, "\(r.stderr)")
     let json = try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any]
     let object = try #require(json)
-    for key in ["train_images_per_s", "compile_s", "first_step_s", "infer_b1000_images_per_s", "infer_b1_us_per_image",
+    for key in ["train_images_per_s", "compile_s", "compile_cached_s", "first_step_s", "infer_b1000_images_per_s", "infer_b1_us_per_image",
                 "peak_rss_mb", "test_accuracy", "threads", "openblas_kernel", "train_gflops", "sgemm_peak_gflops",
                 "train_fraction_of_sgemm_peak"] {
       #expect(object[key] != nil, "missing \(key)")
     }
     #expect((object["train_images_per_s"] as? Double ?? 0) > 0)
+    #expect((object["compile_cached_s"] as? Double ?? 0) > 0)
   }
 }

@@ -65,8 +65,14 @@ struct Bench: ParsableCommand {
       let trainSet = try ImageDataset.loadSet(directory: data ?? defaultDataDirectory(), training: true)
       let testSet = try ImageDataset.loadSet(directory: data ?? defaultDataDirectory(), training: false)
       if backend == "jit" {
-        try measure(f, { try CompiledBackend(name: "jit", graph: f.graph, batch: $0, optimizer: $1, compiler: try JITCompiler(target: target), inferenceCalls: $2, shards: shards, threads: threads, profile: profile) },
-                    trainSet, testSet, core, target)
+        // The warm figure's cache is a directory of its own, so the cold figure is cold whatever ran before.
+        let cacheDirectory = URL(fileURLWithPath: NSTemporaryDirectory()).appendingPathComponent("cnnc-bench-objects-\(getpid())")
+        defer { try? FileManager.default.removeItem(at: cacheDirectory) }
+        let jit = { (cache: ObjectCache?) in { (batch: Int, opt: Optimizer, calls: [Int]) in
+          try CompiledBackend(name: "jit", graph: f.graph, batch: batch, optimizer: opt, compiler: try JITCompiler(target: target, cache: cache),
+                              inferenceCalls: calls, shards: shards, threads: threads, profile: profile)
+        } }
+        try measure(f, jit(nil), trainSet, testSet, core, target, cached: jit(ObjectCache(directory: cacheDirectory)))
       } else {
         try measure(f, { try CompiledBackend(name: "swift", graph: f.graph, batch: $0, optimizer: $1, compiler: try SwiftCompiler(source: f.path, target: target), inferenceCalls: $2, shards: shards, threads: threads, profile: profile) },
                     trainSet, testSet, core, target)
@@ -74,7 +80,10 @@ struct Bench: ParsableCommand {
     }
   }
 
-  func measure<C>(_ f: GraphFile, _ make: (Int, Optimizer, [Int]) throws -> CompiledBackend<C>, _ trainSet: ImageDataset, _ testSet: ImageDataset, _ core: String, _ target: Target) throws {
+  /// Runs the protocol with back ends from `make`; with `cached` (back ends whose compiler keeps object code
+  /// in a cache of the bench's own), also times a compile that finds every module in that cache.
+  func measure<C>(_ f: GraphFile, _ make: (Int, Optimizer, [Int]) throws -> CompiledBackend<C>, _ trainSet: ImageDataset, _ testSet: ImageDataset, _ core: String, _ target: Target,
+                  cached: ((Int, Optimizer, [Int]) throws -> CompiledBackend<C>)? = nil) throws {
     let batch = 64
     let shapes = try f.run { () throws(DiagnosticList) in try inferShapes(f.graph, batch: batch) }
     let flopsForward = summarize(f.graph, shapes).reduce(0) { $0 + $1.flopsPerImage }
@@ -85,7 +94,8 @@ struct Bench: ParsableCommand {
     let start = Date()
     // Every program the bench runs (the batch-1 one included) is lowered before the first step; the
     // training step is compiled before it (compile_s), the inference programs meanwhile (compile_background_s).
-    let b = try make(batch, opt, options.evaluationCalls(testSet.count) + [1])
+    let calls = options.evaluationCalls(testSet.count) + [1]
+    let b = try make(batch, opt, calls)
     let compileSeconds = Date().timeIntervalSince(start)
     var trainer = try Trainer(backend: b, graph: f.graph, parameters: Parameters(graph: f.graph, shapes: shapes, seed: seed), optimizer: opt, options: options)
 
@@ -97,6 +107,14 @@ struct Bench: ParsableCommand {
     // Peak memory of the workload itself (training and inference), read before the sgemm calibration below.
     var usage = rusage()
     getrusage(RUSAGE_SELF.rawValue, &usage)
+    // The same compile again from a cache the first of two back ends filled (it waits for its evaluation
+    // programs when it goes).
+    let cachedSeconds = try cached.map { make in
+      _ = try make(batch, opt, calls)
+      let start = Date()
+      _ = try make(batch, opt, calls)
+      return Date().timeIntervalSince(start)
+    }
     // The machine's peak uses every thread, whatever BLAS is set to for the shards.
     let blasThreads = openblas_get_num_threads()
     openblas_set_num_threads(Int32(ProcessInfo.processInfo.activeProcessorCount))
@@ -108,6 +126,7 @@ struct Bench: ParsableCommand {
       ("train_images_per_s", fmt(trainRate)), ("train_timed", epochs != nil ? "\"epochs 2..\(epochs!)\"" : "\"steps 2..\(steps + 1)\""),
       ("train_gflops", fmt(trainRate * trainFlops / 1e9)), ("train_fraction_of_sgemm_peak", fmt(trainRate * trainFlops / 1e9 / peak, 3)),
       ("compile_s", fmt(compileSeconds, 3)), ("compile_background_s", b.backgroundCompileSeconds.map { fmt($0, 3) } ?? "null"),
+      ("compile_cached_s", cachedSeconds.map { fmt($0, 3) } ?? "null"),
       ("first_step_s", fmt(firstStep, 4)),
       ("infer_b1000_images_per_s", fmt(inferRate)), ("infer_b1000_fraction_of_sgemm_peak", fmt(inferRate * Double(flopsForward) / 1e9 / peak, 3)),
       ("infer_b1_us_per_image", fmt(latency * 1e6, 1)),

@@ -15,6 +15,7 @@ struct Eval: ParsableCommand {
   @Option(parsing: .unconditional, help: "Evaluation batch size (at most the test set; inference itself runs in chunks of 64).") var batch: Int = 1000
   @Option(help: "Back end: jit or interp.") var backend: String = "jit"
   @OptionGroup(title: "Target") var targetOptions: TargetOptions
+  @OptionGroup var cacheOptions: CacheOptions
 
   func validate() throws {
     guard batch >= 1 else { throw ValidationError("--batch must be at least 1, got \(batch)") }
@@ -38,7 +39,7 @@ struct Eval: ParsableCommand {
       let opt = Optimizer(kind: .adam, learningRate: 0)
       let (acc, predictions, k): (Double, [Int], Int)
       if backend == "jit" {
-        let b = try CompiledBackend(name: "jit", graph: f.graph, batch: batch, optimizer: opt, compiler: try JITCompiler(target: try targetOptions.resolve(runsHere: true)),
+        let b = try CompiledBackend(name: "jit", graph: f.graph, batch: batch, optimizer: opt, compiler: try JITCompiler(target: try targetOptions.resolve(runsHere: true), cache: cacheOptions.cache),
                                     inferenceCalls: options.evaluationCalls(test.count), inferenceOnly: true)
         var trainer = try Trainer(backend: b, graph: f.graph, parameters: params, optimizer: opt, options: options)
         try test.validateLabels(classes: trainer.classes)

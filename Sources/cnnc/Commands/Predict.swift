@@ -24,6 +24,7 @@ struct Predict: ParsableCommand {
   @Option(help: "Back end: interp (the reference interpreter, no compile step) or jit (compiled first; faster for many images).")
   var backend: String = "interp"
   @OptionGroup(title: "Target") var targetOptions: TargetOptions
+  @OptionGroup var cacheOptions: CacheOptions
 
   func validate() throws {
     guard index >= 0 else { throw ValidationError("--index must be at least 0, got \(index)") }
@@ -54,7 +55,7 @@ struct Predict: ParsableCommand {
       let normalization = try Normalization(metadata: st.metadata) ?? .mnist
       let optimizer = Optimizer(kind: .adam, learningRate: 0)
       var backend: any Backend = self.backend == "jit"
-        ? try CompiledBackend(name: "jit", graph: f.graph, batch: 1, optimizer: optimizer, compiler: try JITCompiler(target: try targetOptions.resolve(runsHere: true)),
+        ? try CompiledBackend(name: "jit", graph: f.graph, batch: 1, optimizer: optimizer, compiler: try JITCompiler(target: try targetOptions.resolve(runsHere: true), cache: cacheOptions.cache),
                               inferenceCalls: [1], inferenceOnly: true)
         : try InterpreterBackend(graph: f.graph)
       try backend.load(params, optimizer)

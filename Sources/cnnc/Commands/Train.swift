@@ -33,6 +33,7 @@ struct Train: ParsableCommand {
   var backend: String = "swift"
   @Flag(help: "Use the LLVM JIT back end (same as --backend jit).") var jit = false
   @OptionGroup(title: "Target") var targetOptions: TargetOptions
+  @OptionGroup var cacheOptions: CacheOptions
   @Option(parsing: .unconditional, help: "Number of epochs.") var epochs: Int = 1
   @Option(name: .customLong("batch"), parsing: .unconditional, help: "Batch size.") var batch: Int = 64
   @Option(parsing: .unconditional, help: "Learning rate.") var lr: Float = 1e-3
@@ -156,11 +157,12 @@ struct Train: ParsableCommand {
       let calls = options.primary ? options.trainingEvaluationCalls(trainCount: trainSet.count, testCount: testSet.count) : []
       if jit || backend != "interp" { say("target: \(target)") }
       if jit || backend == "jit" {
-        let b = try CompiledBackend(name: "jit", graph: f.graph, batch: batch, optimizer: opt, compiler: try JITCompiler(target: target),
+        let b = try CompiledBackend(name: "jit", graph: f.graph, batch: batch, optimizer: opt, compiler: try JITCompiler(target: target, cache: cacheOptions.cache),
                                     inferenceCalls: calls, shards: shards, threads: threads, mpi: mpi)
         let c = b.compiler
-        say(String(format: "jit: %.3f s before step 1 (lowering and IR %.3f s, optimisation (%@) and code generation on %d threads %.3f s, linking %.3f s); the evaluation programs compile meanwhile",
-                   b.compileSeconds, b.compileSeconds - c.optimizeSeconds - c.codegenSeconds, Module.pipeline, c.compileThreads, c.optimizeSeconds, c.codegenSeconds))
+        let cached = c.modulesFromCache == 0 ? "" : c.modulesFromCache == c.modulesCompiled ? ", every module from the cache" : ", \(c.modulesFromCache) of \(c.modulesCompiled) modules from the cache"
+        say(String(format: "jit: %.3f s before step 1 (lowering and IR %.3f s, optimisation (%@) and code generation on %d threads %.3f s%@, linking %.3f s); the evaluation programs compile meanwhile",
+                   b.compileSeconds, b.compileSeconds - c.optimizeSeconds - c.codegenSeconds, Module.pipeline, c.compileThreads, c.optimizeSeconds, cached, c.codegenSeconds))
         try runCompiled(b, Trainer(backend: b, graph: f.graph, parameters: params, optimizer: opt, options: options), trainSet, testSet, outDir, mpi)
       } else if backend == "swift" {
         let b = try CompiledBackend(name: "swift", graph: f.graph, batch: batch, optimizer: opt,
