@@ -17,6 +17,7 @@ import Testing
     let p = Process()
     p.executableURL = URL(fileURLWithPath: try #require(CLITests.binary, "cnnc must be built"))
     p.arguments = args
+    p.environment = ProcessInfo.processInfo.environment.merging(["CNNC_CACHE": CLITests.cache]) { $1 }
     p.currentDirectoryURL = Fixtures.root
     p.standardOutput = FileHandle.nullDevice
     p.standardError = FileHandle.nullDevice

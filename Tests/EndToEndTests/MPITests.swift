@@ -14,6 +14,7 @@ import Testing
     // Tests may run as root in CI; Open MPI refuses that unless told it is intended.
     env["OMPI_ALLOW_RUN_AS_ROOT"] = "1"
     env["OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"] = "1"
+    env["CNNC_CACHE"] = CLITests.cache
     p.environment = env
     p.currentDirectoryURL = Fixtures.root
     let out = Pipe(), err = Pipe()
