@@ -85,8 +85,9 @@ import Testing
     #expect(!Self.leaksASwiftValue("error: cannot read checkpoint (Graphs is a directory)"))
   }
 
-  /// The cache the commands run here use: one of this test run's own, not the user's.
-  static let cache = NSTemporaryDirectory() + "cnnc-cli-cache-\(getpid())"
+  /// The cache the commands run here use: the build folder's, not the user's (its entries are keyed by
+  /// the code they were made from, so a later test run may use them).
+  static let cache = Fixtures.root.appendingPathComponent(".build/test-cache").path
 
   static func run(_ args: [String], cwd: String? = nil, cache: String = CLITests.cache) throws -> Result {
     let p = Process()
