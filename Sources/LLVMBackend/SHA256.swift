@@ -23,21 +23,25 @@ public struct SHA256 {
   ]
 
   public mutating func update<C: Collection>(_ bytes: C) where C.Element == UInt8 {
+    if let done = bytes.withContiguousStorageIfAvailable({ update($0) }) { return done }
+    update(Array(bytes))
+  }
+
+  /// Hashes whole blocks straight from `bytes`, keeping only the tail.
+  public mutating func update(_ bytes: UnsafeBufferPointer<UInt8>) {
     length &+= UInt64(bytes.count)
-    var rest = bytes[...]
+    var rest = bytes
     if !pending.isEmpty {
       let take = min(64 - pending.count, rest.count)
       pending += rest.prefix(take)
-      rest = rest.dropFirst(take)
+      rest = UnsafeBufferPointer(rebasing: rest.dropFirst(take))
       guard pending.count == 64 else { return }
-      compress(pending)
+      pending.withUnsafeBufferPointer { compress($0) }
       pending.removeAll(keepingCapacity: true)
     }
-    while rest.count >= 64 {
-      compress(rest.prefix(64))
-      rest = rest.dropFirst(64)
-    }
-    pending += rest
+    let whole = rest.count / 64 * 64
+    if whole > 0 { compress(UnsafeBufferPointer(rebasing: rest.prefix(whole))) }
+    pending += rest.dropFirst(whole)
   }
 
   /// The digest of everything given to `update`.
@@ -50,29 +54,34 @@ public struct SHA256 {
     return copy.state.flatMap { word in (0..<4).map { UInt8(truncatingIfNeeded: word >> (24 - 8 * $0)) } }
   }
 
-  private mutating func compress<C: Collection>(_ block: C) where C.Element == UInt8 {
-    var w = [UInt32](repeating: 0, count: 64)
-    var i = block.startIndex
-    for t in 0..<16 {
-      var word: UInt32 = 0
-      for _ in 0..<4 {
-        word = word << 8 | UInt32(block[i])
-        i = block.index(after: i)
+  /// Runs the compression function over `blocks` (a whole number of 64-byte blocks).
+  private mutating func compress(_ blocks: UnsafeBufferPointer<UInt8>) {
+    @inline(__always) func rotr(_ x: UInt32, _ n: UInt32) -> UInt32 { x >> n | x << (32 - n) }
+    var h0 = state[0], h1 = state[1], h2 = state[2], h3 = state[3], h4 = state[4], h5 = state[5], h6 = state[6], h7 = state[7]
+    Self.k.withUnsafeBufferPointer { k in
+      withUnsafeTemporaryAllocation(of: UInt32.self, capacity: 64) { w in
+        var at = 0
+        while at < blocks.count {
+          for t in 0..<16 {
+            let i = at + 4 * t
+            w[t] = UInt32(blocks[i]) << 24 | UInt32(blocks[i + 1]) << 16 | UInt32(blocks[i + 2]) << 8 | UInt32(blocks[i + 3])
+          }
+          for t in 16..<64 {
+            let s0 = rotr(w[t - 15], 7) ^ rotr(w[t - 15], 18) ^ (w[t - 15] >> 3)
+            let s1 = rotr(w[t - 2], 17) ^ rotr(w[t - 2], 19) ^ (w[t - 2] >> 10)
+            w[t] = w[t - 16] &+ s0 &+ w[t - 7] &+ s1
+          }
+          var (a, b, c, d, e, f, g, h) = (h0, h1, h2, h3, h4, h5, h6, h7)
+          for t in 0..<64 {
+            let t1 = h &+ (rotr(e, 6) ^ rotr(e, 11) ^ rotr(e, 25)) &+ ((e & f) ^ (~e & g)) &+ k[t] &+ w[t]
+            let t2 = (rotr(a, 2) ^ rotr(a, 13) ^ rotr(a, 22)) &+ ((a & b) ^ (a & c) ^ (b & c))
+            (h, g, f, e, d, c, b, a) = (g, f, e, d &+ t1, c, b, a, t1 &+ t2)
+          }
+          h0 &+= a; h1 &+= b; h2 &+= c; h3 &+= d; h4 &+= e; h5 &+= f; h6 &+= g; h7 &+= h
+          at += 64
+        }
       }
-      w[t] = word
     }
-    func rotr(_ x: UInt32, _ n: UInt32) -> UInt32 { x >> n | x << (32 - n) }
-    for t in 16..<64 {
-      let s0 = rotr(w[t - 15], 7) ^ rotr(w[t - 15], 18) ^ (w[t - 15] >> 3)
-      let s1 = rotr(w[t - 2], 17) ^ rotr(w[t - 2], 19) ^ (w[t - 2] >> 10)
-      w[t] = w[t - 16] &+ s0 &+ w[t - 7] &+ s1
-    }
-    var (a, b, c, d, e, f, g, h) = (state[0], state[1], state[2], state[3], state[4], state[5], state[6], state[7])
-    for t in 0..<64 {
-      let t1 = h &+ (rotr(e, 6) ^ rotr(e, 11) ^ rotr(e, 25)) &+ ((e & f) ^ (~e & g)) &+ Self.k[t] &+ w[t]
-      let t2 = (rotr(a, 2) ^ rotr(a, 13) ^ rotr(a, 22)) &+ ((a & b) ^ (a & c) ^ (b & c))
-      (h, g, f, e, d, c, b, a) = (g, f, e, d &+ t1, c, b, a, t1 &+ t2)
-    }
-    for (j, v) in [a, b, c, d, e, f, g, h].enumerated() { state[j] &+= v }
+    state = [h0, h1, h2, h3, h4, h5, h6, h7]
   }
 }
