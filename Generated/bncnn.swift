@@ -71,1646 +71,1706 @@ public func bncnn_train_b64(
   let labels = labels.unsafelyUnwrapped
   _ = (lr, step, seed, pool)
   // conv1 = conv2d(image)
-  for i1 in 0..<1800 {
-    storeVector(arena, ((i1 *% 8) +% 2133136), Vector(repeating: Float(0)))
-  }
-  for g2 in 0..<4 {
-    do {  // scalar loops
-      for j3 in 0..<16 {
-        for c4 in 0..<1 {
-          for qy5 in 0..<28 {
-            for cv6 in 0..<3 {
-              storeVector(arena, (2133136 +% ((((j3 +% c4) *% 900) +% ((qy5 +% 1) *% 30)) +% (1 +% (cv6 *% 8)))), loadVector(images, (((((((g2 *% 16) +% j3) *% 784) +% (c4 *% 784)) +% (((qy5 +% 1) +% -1) *% 28)) +% (1 +% (cv6 *% 8))) +% -1)))
+  for g1 in 0..<4 {
+    for j2 in 0..<16 {
+      for c3 in 0..<1 {
+        for ky4 in 0..<3 {
+          for oy5 in 0..<28 {
+            if (-1 < ((oy5 +% ky4) +% -1) && ((oy5 +% ky4) +% -1) < 28) {
+              for ox6 in 0..<27 {
+                arena[(((1605632 +% ((((c3 *% 3) +% ky4) *% 3) *% 12560)) +% (j2 *% 784)) +% ((oy5 *% 28) +% (ox6 +% 1)))] = images[((((((g1 *% 16) +% j2) *% 784) +% (c3 *% 784)) +% (((oy5 +% ky4) +% -1) *% 28)) +% ((ox6 +% 1) +% -1))]
+              }
+              for ox7 in 0..<1 {
+                arena[(((1605632 +% ((((c3 *% 3) +% ky4) *% 3) *% 12560)) +% (j2 *% 784)) +% ((oy5 *% 28) +% ox7))] = Float(0)
+              }
             }
-            storePartial(arena, (2133136 +% ((((j3 +% c4) *% 900) +% ((qy5 +% 1) *% 30)) +% 25)), loadPartial(images, (((((((g2 *% 16) +% j3) *% 784) +% (c4 *% 784)) +% (((qy5 +% 1) +% -1) *% 28)) +% 25) +% -1), 4), 4)
+            if ((oy5 +% ky4) +% -1) < 0 {
+              for ox8 in 0..<28 {
+                arena[(((1605632 +% ((((c3 *% 3) +% ky4) *% 3) *% 12560)) +% (j2 *% 784)) +% ((oy5 *% 28) +% ox8))] = Float(0)
+              }
+            }
+            if 27 < ((oy5 +% ky4) +% -1) {
+              for ox8 in 0..<28 {
+                arena[(((1605632 +% ((((c3 *% 3) +% ky4) *% 3) *% 12560)) +% (j2 *% 784)) +% ((oy5 *% 28) +% ox8))] = Float(0)
+              }
+            }
           }
-        }
-      }
-      for j7 in 0..<16 {
-        for c8 in 0..<1 {
-          for ky9 in 0..<3 {
-            for kx10 in 0..<3 {
-              for wy11 in 0..<1 {
-                for wx12 in 0..<1 {
-                  for py13 in 0..<28 {
-                    for cv14 in 0..<3 {
-                      storeVector(arena, (((((1605632 +% (((((c8 *% 3) +% ky9) *% 3) +% kx10) *% 12560)) +% (j7 *% 784)) +% ((wy11 +% wx12) *% 784)) +% (py13 *% 28)) +% (cv14 *% 8)), loadVector(arena, (2133136 +% ((((((j7 +% c8) +% ((wy11 +% ky9) % 1)) +% ((wx12 +% kx10) % 1)) *% 900) +% ((py13 +% ((wy11 +% ky9) / 1)) *% 30)) +% ((cv14 *% 8) +% ((wx12 +% kx10) / 1))))))
-                    }
-                    storePartial(arena, (((((1605632 +% (((((c8 *% 3) +% ky9) *% 3) +% kx10) *% 12560)) +% (j7 *% 784)) +% ((wy11 +% wx12) *% 784)) +% (py13 *% 28)) +% 24), loadPartial(arena, (2133136 +% ((((((j7 +% c8) +% ((wy11 +% ky9) % 1)) +% ((wx12 +% kx10) % 1)) *% 900) +% ((py13 +% ((wy11 +% ky9) / 1)) *% 30)) +% (24 +% ((wx12 +% kx10) / 1)))), 4), 4)
-                  }
-                }
+          for oy9 in 0..<28 {
+            if (-1 < ((oy9 +% ky4) +% -1) && ((oy9 +% ky4) +% -1) < 28) {
+              for ox10 in 0..<28 {
+                arena[(((1605632 +% (((((c3 *% 3) +% ky4) *% 3) +% 1) *% 12560)) +% (j2 *% 784)) +% ((oy9 *% 28) +% ox10))] = images[((((((g1 *% 16) +% j2) *% 784) +% (c3 *% 784)) +% (((oy9 +% ky4) +% -1) *% 28)) +% ox10)]
+              }
+            }
+            if ((oy9 +% ky4) +% -1) < 0 {
+              for ox11 in 0..<28 {
+                arena[(((1605632 +% (((((c3 *% 3) +% ky4) *% 3) +% 1) *% 12560)) +% (j2 *% 784)) +% ((oy9 *% 28) +% ox11))] = Float(0)
+              }
+            }
+            if 27 < ((oy9 +% ky4) +% -1) {
+              for ox11 in 0..<28 {
+                arena[(((1605632 +% (((((c3 *% 3) +% ky4) *% 3) +% 1) *% 12560)) +% (j2 *% 784)) +% ((oy9 *% 28) +% ox11))] = Float(0)
+              }
+            }
+          }
+          for oy12 in 0..<28 {
+            if (-1 < ((oy12 +% ky4) +% -1) && ((oy12 +% ky4) +% -1) < 28) {
+              for ox13 in 0..<27 {
+                arena[(((1605632 +% (((((c3 *% 3) +% ky4) *% 3) +% 2) *% 12560)) +% (j2 *% 784)) +% ((oy12 *% 28) +% ox13))] = images[((((((g1 *% 16) +% j2) *% 784) +% (c3 *% 784)) +% (((oy12 +% ky4) +% -1) *% 28)) +% (ox13 +% 1))]
+              }
+              for ox14 in 0..<1 {
+                arena[(((1605632 +% (((((c3 *% 3) +% ky4) *% 3) +% 2) *% 12560)) +% (j2 *% 784)) +% ((oy12 *% 28) +% (ox14 +% 27)))] = Float(0)
+              }
+            }
+            if ((oy12 +% ky4) +% -1) < 0 {
+              for ox15 in 0..<28 {
+                arena[(((1605632 +% (((((c3 *% 3) +% ky4) *% 3) +% 2) *% 12560)) +% (j2 *% 784)) +% ((oy12 *% 28) +% ox15))] = Float(0)
+              }
+            }
+            if 27 < ((oy12 +% ky4) +% -1) {
+              for ox15 in 0..<28 {
+                arena[(((1605632 +% (((((c3 *% 3) +% ky4) *% 3) +% 2) *% 12560)) +% (j2 *% 784)) +% ((oy12 *% 28) +% ox15))] = Float(0)
               }
             }
           }
         }
       }
     }
-    do {  // gemm22
-      for nb15 in 0..<522 {
-        for mb16 in 0..<8 {
-          var t17_c0_0 = Vector()
-          var t17_c0_1 = Vector()
-          var t17_c0_2 = Vector()
-          var t17_c1_0 = Vector()
-          var t17_c1_1 = Vector()
-          var t17_c1_2 = Vector()
-          var t17_c2_0 = Vector()
-          var t17_c2_1 = Vector()
-          var t17_c2_2 = Vector()
-          var t17_c3_0 = Vector()
-          var t17_c3_1 = Vector()
-          var t17_c3_2 = Vector()
-          for k18 in 0..<9 {
-            let t17_b0 = loadVector(arena, ((1605632 +% (k18 *% 12560)) +% (nb15 *% 24)))
-            let t17_b1 = loadVector(arena, (((1605632 +% (k18 *% 12560)) +% (nb15 *% 24)) +% 8))
-            let t17_b2 = loadVector(arena, (((1605632 +% (k18 *% 12560)) +% (nb15 *% 24)) +% 16))
-            let t17_a0 = Vector(repeating: params[(((mb16 *% 4) *% 9) +% k18)])
-            t17_c0_0 = t17_c0_0.addingProduct(t17_a0, t17_b0)
-            t17_c0_1 = t17_c0_1.addingProduct(t17_a0, t17_b1)
-            t17_c0_2 = t17_c0_2.addingProduct(t17_a0, t17_b2)
-            let t17_a1 = Vector(repeating: params[((((mb16 *% 4) +% 1) *% 9) +% k18)])
-            t17_c1_0 = t17_c1_0.addingProduct(t17_a1, t17_b0)
-            t17_c1_1 = t17_c1_1.addingProduct(t17_a1, t17_b1)
-            t17_c1_2 = t17_c1_2.addingProduct(t17_a1, t17_b2)
-            let t17_a2 = Vector(repeating: params[((((mb16 *% 4) +% 2) *% 9) +% k18)])
-            t17_c2_0 = t17_c2_0.addingProduct(t17_a2, t17_b0)
-            t17_c2_1 = t17_c2_1.addingProduct(t17_a2, t17_b1)
-            t17_c2_2 = t17_c2_2.addingProduct(t17_a2, t17_b2)
-            let t17_a3 = Vector(repeating: params[((((mb16 *% 4) +% 3) *% 9) +% k18)])
-            t17_c3_0 = t17_c3_0.addingProduct(t17_a3, t17_b0)
-            t17_c3_1 = t17_c3_1.addingProduct(t17_a3, t17_b1)
-            t17_c3_2 = t17_c3_2.addingProduct(t17_a3, t17_b2)
+    do {  // gemm23
+      for nb16 in 0..<522 {
+        for mb17 in 0..<8 {
+          var t18_c0_0 = Vector()
+          var t18_c0_1 = Vector()
+          var t18_c0_2 = Vector()
+          var t18_c1_0 = Vector()
+          var t18_c1_1 = Vector()
+          var t18_c1_2 = Vector()
+          var t18_c2_0 = Vector()
+          var t18_c2_1 = Vector()
+          var t18_c2_2 = Vector()
+          var t18_c3_0 = Vector()
+          var t18_c3_1 = Vector()
+          var t18_c3_2 = Vector()
+          for k19 in 0..<9 {
+            let t18_b0 = loadVector(arena, ((1605632 +% (k19 *% 12560)) +% (nb16 *% 24)))
+            let t18_b1 = loadVector(arena, (((1605632 +% (k19 *% 12560)) +% (nb16 *% 24)) +% 8))
+            let t18_b2 = loadVector(arena, (((1605632 +% (k19 *% 12560)) +% (nb16 *% 24)) +% 16))
+            let t18_a0 = Vector(repeating: params[(((mb17 *% 4) *% 9) +% k19)])
+            t18_c0_0 = t18_c0_0.addingProduct(t18_a0, t18_b0)
+            t18_c0_1 = t18_c0_1.addingProduct(t18_a0, t18_b1)
+            t18_c0_2 = t18_c0_2.addingProduct(t18_a0, t18_b2)
+            let t18_a1 = Vector(repeating: params[((((mb17 *% 4) +% 1) *% 9) +% k19)])
+            t18_c1_0 = t18_c1_0.addingProduct(t18_a1, t18_b0)
+            t18_c1_1 = t18_c1_1.addingProduct(t18_a1, t18_b1)
+            t18_c1_2 = t18_c1_2.addingProduct(t18_a1, t18_b2)
+            let t18_a2 = Vector(repeating: params[((((mb17 *% 4) +% 2) *% 9) +% k19)])
+            t18_c2_0 = t18_c2_0.addingProduct(t18_a2, t18_b0)
+            t18_c2_1 = t18_c2_1.addingProduct(t18_a2, t18_b1)
+            t18_c2_2 = t18_c2_2.addingProduct(t18_a2, t18_b2)
+            let t18_a3 = Vector(repeating: params[((((mb17 *% 4) +% 3) *% 9) +% k19)])
+            t18_c3_0 = t18_c3_0.addingProduct(t18_a3, t18_b0)
+            t18_c3_1 = t18_c3_1.addingProduct(t18_a3, t18_b1)
+            t18_c3_2 = t18_c3_2.addingProduct(t18_a3, t18_b2)
           }
-          storeVector(arena, ((1718672 +% ((mb16 *% 4) *% 12560)) +% (nb15 *% 24)), t17_c0_0)
-          storeVector(arena, (((1718672 +% ((mb16 *% 4) *% 12560)) +% (nb15 *% 24)) +% 8), t17_c0_1)
-          storeVector(arena, (((1718672 +% ((mb16 *% 4) *% 12560)) +% (nb15 *% 24)) +% 16), t17_c0_2)
-          storeVector(arena, ((1718672 +% (((mb16 *% 4) +% 1) *% 12560)) +% (nb15 *% 24)), t17_c1_0)
-          storeVector(arena, (((1718672 +% (((mb16 *% 4) +% 1) *% 12560)) +% (nb15 *% 24)) +% 8), t17_c1_1)
-          storeVector(arena, (((1718672 +% (((mb16 *% 4) +% 1) *% 12560)) +% (nb15 *% 24)) +% 16), t17_c1_2)
-          storeVector(arena, ((1718672 +% (((mb16 *% 4) +% 2) *% 12560)) +% (nb15 *% 24)), t17_c2_0)
-          storeVector(arena, (((1718672 +% (((mb16 *% 4) +% 2) *% 12560)) +% (nb15 *% 24)) +% 8), t17_c2_1)
-          storeVector(arena, (((1718672 +% (((mb16 *% 4) +% 2) *% 12560)) +% (nb15 *% 24)) +% 16), t17_c2_2)
-          storeVector(arena, ((1718672 +% (((mb16 *% 4) +% 3) *% 12560)) +% (nb15 *% 24)), t17_c3_0)
-          storeVector(arena, (((1718672 +% (((mb16 *% 4) +% 3) *% 12560)) +% (nb15 *% 24)) +% 8), t17_c3_1)
-          storeVector(arena, (((1718672 +% (((mb16 *% 4) +% 3) *% 12560)) +% (nb15 *% 24)) +% 16), t17_c3_2)
+          storeVector(arena, ((1718672 +% ((mb17 *% 4) *% 12560)) +% (nb16 *% 24)), t18_c0_0)
+          storeVector(arena, (((1718672 +% ((mb17 *% 4) *% 12560)) +% (nb16 *% 24)) +% 8), t18_c0_1)
+          storeVector(arena, (((1718672 +% ((mb17 *% 4) *% 12560)) +% (nb16 *% 24)) +% 16), t18_c0_2)
+          storeVector(arena, ((1718672 +% (((mb17 *% 4) +% 1) *% 12560)) +% (nb16 *% 24)), t18_c1_0)
+          storeVector(arena, (((1718672 +% (((mb17 *% 4) +% 1) *% 12560)) +% (nb16 *% 24)) +% 8), t18_c1_1)
+          storeVector(arena, (((1718672 +% (((mb17 *% 4) +% 1) *% 12560)) +% (nb16 *% 24)) +% 16), t18_c1_2)
+          storeVector(arena, ((1718672 +% (((mb17 *% 4) +% 2) *% 12560)) +% (nb16 *% 24)), t18_c2_0)
+          storeVector(arena, (((1718672 +% (((mb17 *% 4) +% 2) *% 12560)) +% (nb16 *% 24)) +% 8), t18_c2_1)
+          storeVector(arena, (((1718672 +% (((mb17 *% 4) +% 2) *% 12560)) +% (nb16 *% 24)) +% 16), t18_c2_2)
+          storeVector(arena, ((1718672 +% (((mb17 *% 4) +% 3) *% 12560)) +% (nb16 *% 24)), t18_c3_0)
+          storeVector(arena, (((1718672 +% (((mb17 *% 4) +% 3) *% 12560)) +% (nb16 *% 24)) +% 8), t18_c3_1)
+          storeVector(arena, (((1718672 +% (((mb17 *% 4) +% 3) *% 12560)) +% (nb16 *% 24)) +% 16), t18_c3_2)
         }
       }
-      for mb19 in 0..<8 {
-        var t20_c0_0 = Vector()
-        var t20_c0_1 = Vector()
-        var t20_c1_0 = Vector()
-        var t20_c1_1 = Vector()
-        var t20_c2_0 = Vector()
-        var t20_c2_1 = Vector()
-        var t20_c3_0 = Vector()
-        var t20_c3_1 = Vector()
-        for k21 in 0..<9 {
-          let t20_b0 = loadVector(arena, ((1605632 +% (k21 *% 12560)) +% 12528))
-          let t20_b1 = loadVector(arena, (((1605632 +% (k21 *% 12560)) +% 12528) +% 8))
-          let t20_a0 = Vector(repeating: params[(((mb19 *% 4) *% 9) +% k21)])
-          t20_c0_0 = t20_c0_0.addingProduct(t20_a0, t20_b0)
-          t20_c0_1 = t20_c0_1.addingProduct(t20_a0, t20_b1)
-          let t20_a1 = Vector(repeating: params[((((mb19 *% 4) +% 1) *% 9) +% k21)])
-          t20_c1_0 = t20_c1_0.addingProduct(t20_a1, t20_b0)
-          t20_c1_1 = t20_c1_1.addingProduct(t20_a1, t20_b1)
-          let t20_a2 = Vector(repeating: params[((((mb19 *% 4) +% 2) *% 9) +% k21)])
-          t20_c2_0 = t20_c2_0.addingProduct(t20_a2, t20_b0)
-          t20_c2_1 = t20_c2_1.addingProduct(t20_a2, t20_b1)
-          let t20_a3 = Vector(repeating: params[((((mb19 *% 4) +% 3) *% 9) +% k21)])
-          t20_c3_0 = t20_c3_0.addingProduct(t20_a3, t20_b0)
-          t20_c3_1 = t20_c3_1.addingProduct(t20_a3, t20_b1)
+      for mb20 in 0..<8 {
+        var t21_c0_0 = Vector()
+        var t21_c0_1 = Vector()
+        var t21_c1_0 = Vector()
+        var t21_c1_1 = Vector()
+        var t21_c2_0 = Vector()
+        var t21_c2_1 = Vector()
+        var t21_c3_0 = Vector()
+        var t21_c3_1 = Vector()
+        for k22 in 0..<9 {
+          let t21_b0 = loadVector(arena, ((1605632 +% (k22 *% 12560)) +% 12528))
+          let t21_b1 = loadVector(arena, (((1605632 +% (k22 *% 12560)) +% 12528) +% 8))
+          let t21_a0 = Vector(repeating: params[(((mb20 *% 4) *% 9) +% k22)])
+          t21_c0_0 = t21_c0_0.addingProduct(t21_a0, t21_b0)
+          t21_c0_1 = t21_c0_1.addingProduct(t21_a0, t21_b1)
+          let t21_a1 = Vector(repeating: params[((((mb20 *% 4) +% 1) *% 9) +% k22)])
+          t21_c1_0 = t21_c1_0.addingProduct(t21_a1, t21_b0)
+          t21_c1_1 = t21_c1_1.addingProduct(t21_a1, t21_b1)
+          let t21_a2 = Vector(repeating: params[((((mb20 *% 4) +% 2) *% 9) +% k22)])
+          t21_c2_0 = t21_c2_0.addingProduct(t21_a2, t21_b0)
+          t21_c2_1 = t21_c2_1.addingProduct(t21_a2, t21_b1)
+          let t21_a3 = Vector(repeating: params[((((mb20 *% 4) +% 3) *% 9) +% k22)])
+          t21_c3_0 = t21_c3_0.addingProduct(t21_a3, t21_b0)
+          t21_c3_1 = t21_c3_1.addingProduct(t21_a3, t21_b1)
         }
-        storeVector(arena, ((1718672 +% ((mb19 *% 4) *% 12560)) +% 12528), t20_c0_0)
-        storeVector(arena, (((1718672 +% ((mb19 *% 4) *% 12560)) +% 12528) +% 8), t20_c0_1)
-        storeVector(arena, ((1718672 +% (((mb19 *% 4) +% 1) *% 12560)) +% 12528), t20_c1_0)
-        storeVector(arena, (((1718672 +% (((mb19 *% 4) +% 1) *% 12560)) +% 12528) +% 8), t20_c1_1)
-        storeVector(arena, ((1718672 +% (((mb19 *% 4) +% 2) *% 12560)) +% 12528), t20_c2_0)
-        storeVector(arena, (((1718672 +% (((mb19 *% 4) +% 2) *% 12560)) +% 12528) +% 8), t20_c2_1)
-        storeVector(arena, ((1718672 +% (((mb19 *% 4) +% 3) *% 12560)) +% 12528), t20_c3_0)
-        storeVector(arena, (((1718672 +% (((mb19 *% 4) +% 3) *% 12560)) +% 12528) +% 8), t20_c3_1)
+        storeVector(arena, ((1718672 +% ((mb20 *% 4) *% 12560)) +% 12528), t21_c0_0)
+        storeVector(arena, (((1718672 +% ((mb20 *% 4) *% 12560)) +% 12528) +% 8), t21_c0_1)
+        storeVector(arena, ((1718672 +% (((mb20 *% 4) +% 1) *% 12560)) +% 12528), t21_c1_0)
+        storeVector(arena, (((1718672 +% (((mb20 *% 4) +% 1) *% 12560)) +% 12528) +% 8), t21_c1_1)
+        storeVector(arena, ((1718672 +% (((mb20 *% 4) +% 2) *% 12560)) +% 12528), t21_c2_0)
+        storeVector(arena, (((1718672 +% (((mb20 *% 4) +% 2) *% 12560)) +% 12528) +% 8), t21_c2_1)
+        storeVector(arena, ((1718672 +% (((mb20 *% 4) +% 3) *% 12560)) +% 12528), t21_c3_0)
+        storeVector(arena, (((1718672 +% (((mb20 *% 4) +% 3) *% 12560)) +% 12528) +% 8), t21_c3_1)
       }
     }
-    for j23 in 0..<16 {
-      for f24 in 0..<32 {
-        for i25 in 0..<98 {
-          storeVector(arena, ((i25 *% 8) +% ((((g2 *% 16) +% j23) *% 25088) +% (f24 *% 784))), loadVector(arena, ((i25 *% 8) +% ((1718672 +% (f24 *% 12560)) +% (j23 *% 784)))))
+    for j24 in 0..<16 {
+      for f25 in 0..<32 {
+        for i26 in 0..<98 {
+          storeVector(arena, ((i26 *% 8) +% ((((g1 *% 16) +% j24) *% 25088) +% (f25 *% 784))), loadVector(arena, ((i26 *% 8) +% ((1718672 +% (f25 *% 12560)) +% (j24 *% 784)))))
         }
       }
     }
   }
   // bn1 = batchnorm(conv1)
-  for c26 in 0..<32 {
-    var acc32 = Vector()
-    var tail33: Float = Float(0)
-    for n34 in 0..<64 {
-      for v35 in 0..<98 {
-        acc32 = (acc32 + loadVector(arena, ((((n34 *% 32) +% c26) *% 784) +% (v35 *% 8))))
+  for c27 in 0..<32 {
+    var acc33 = Vector()
+    var tail34: Float = Float(0)
+    for n35 in 0..<64 {
+      for v36 in 0..<98 {
+        acc33 = (acc33 + loadVector(arena, ((((n35 *% 32) +% c27) *% 784) +% (v36 *% 8))))
       }
     }
-    storeVector(arena, 3211328, acc32)
-    var sum36: Float = (arena[3211328] + arena[3211329])
-    var sum37: Float = (sum36 + arena[3211330])
-    var sum38: Float = (sum37 + arena[3211331])
-    var sum39: Float = (sum38 + arena[3211332])
-    var sum40: Float = (sum39 + arena[3211333])
-    var sum41: Float = (sum40 + arena[3211334])
-    var sum42: Float = (sum41 + arena[3211335])
-    var sum30: Float = (sum42 + tail33)
-    var mean27: Float = (sum30 / Float(50176))
-    var acc43 = Vector()
-    var tail44: Float = Float(0)
-    for n45 in 0..<64 {
-      for v46 in 0..<98 {
-        acc43 = (acc43 + ((loadVector(arena, ((((n45 *% 32) +% c26) *% 784) +% (v46 *% 8))) - Vector(repeating: mean27)) * (loadVector(arena, ((((n45 *% 32) +% c26) *% 784) +% (v46 *% 8))) - Vector(repeating: mean27))))
+    storeVector(arena, 3211328, acc33)
+    var sum37: Float = (arena[3211328] + arena[3211329])
+    var sum38: Float = (sum37 + arena[3211330])
+    var sum39: Float = (sum38 + arena[3211331])
+    var sum40: Float = (sum39 + arena[3211332])
+    var sum41: Float = (sum40 + arena[3211333])
+    var sum42: Float = (sum41 + arena[3211334])
+    var sum43: Float = (sum42 + arena[3211335])
+    var sum31: Float = (sum43 + tail34)
+    var mean28: Float = (sum31 / Float(50176))
+    var acc44 = Vector()
+    var tail45: Float = Float(0)
+    for n46 in 0..<64 {
+      for v47 in 0..<98 {
+        acc44 = (acc44 + ((loadVector(arena, ((((n46 *% 32) +% c27) *% 784) +% (v47 *% 8))) - Vector(repeating: mean28)) * (loadVector(arena, ((((n46 *% 32) +% c27) *% 784) +% (v47 *% 8))) - Vector(repeating: mean28))))
       }
     }
-    storeVector(arena, 3211328, acc43)
-    var sum47: Float = (arena[3211328] + arena[3211329])
-    var sum48: Float = (sum47 + arena[3211330])
-    var sum49: Float = (sum48 + arena[3211331])
-    var sum50: Float = (sum49 + arena[3211332])
-    var sum51: Float = (sum50 + arena[3211333])
-    var sum52: Float = (sum51 + arena[3211334])
-    var sum53: Float = (sum52 + arena[3211335])
-    var squares31: Float = (sum53 + tail44)
-    var var28: Float = (squares31 / Float(50176))
-    arena[(3211264 +% c26)] = mean27
-    arena[(3211296 +% c26)] = var28
-    var scale29: Float = (params[(288 +% c26)] * (Float(1) / sqrtf((var28 + Float(bitPattern: 0x3727c5ac)))))
-    for n54 in 0..<64 {
-      for i55 in 0..<784 {
-        arena[(1605632 +% ((((n54 *% 32) +% c26) *% 784) +% i55))] = (((arena[((((n54 *% 32) +% c26) *% 784) +% i55)] - mean27) * scale29) + params[(320 +% c26)])
+    storeVector(arena, 3211328, acc44)
+    var sum48: Float = (arena[3211328] + arena[3211329])
+    var sum49: Float = (sum48 + arena[3211330])
+    var sum50: Float = (sum49 + arena[3211331])
+    var sum51: Float = (sum50 + arena[3211332])
+    var sum52: Float = (sum51 + arena[3211333])
+    var sum53: Float = (sum52 + arena[3211334])
+    var sum54: Float = (sum53 + arena[3211335])
+    var squares32: Float = (sum54 + tail45)
+    var var29: Float = (squares32 / Float(50176))
+    arena[(3211264 +% c27)] = mean28
+    arena[(3211296 +% c27)] = var29
+    var scale30: Float = (params[(288 +% c27)] * (Float(1) / sqrtf((var29 + Float(bitPattern: 0x3727c5ac)))))
+    for n55 in 0..<64 {
+      for i56 in 0..<784 {
+        arena[(1605632 +% ((((n55 *% 32) +% c27) *% 784) +% i56))] = (((arena[((((n55 *% 32) +% c27) *% 784) +% i56)] - mean28) * scale30) + params[(320 +% c27)])
       }
     }
   }
   // relu1 = relu(bn1)
-  for i56 in 0..<200704 {
-    storeVector(arena, ((i56 *% 8) +% 3211328), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i56 *% 8) +% 1605632)), where: loadVector(arena, ((i56 *% 8) +% 1605632)) .> Vector(repeating: Float(0))))
+  for i57 in 0..<200704 {
+    storeVector(arena, ((i57 *% 8) +% 3211328), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i57 *% 8) +% 1605632)), where: loadVector(arena, ((i57 *% 8) +% 1605632)) .> Vector(repeating: Float(0))))
   }
   // pool1 = maxpool(relu1)
-  for q57 in 0..<2048 {
-    for py58 in 0..<14 {
-      for px59 in 0..<14 {
-        var acc60: Float = arena[(3211328 +% (((q57 *% 784) +% (py58 *% 56)) +% (px59 *% 2)))]
-        acc60 = { let x = acc60, y = arena[(3211328 +% (((q57 *% 784) +% (py58 *% 56)) +% (px59 *% 2)))]; return y > x ? y : x }()
-        acc60 = { let x = acc60, y = arena[((3211328 +% (((q57 *% 784) +% (py58 *% 56)) +% (px59 *% 2))) +% 1)]; return y > x ? y : x }()
-        acc60 = { let x = acc60, y = arena[((3211328 +% (((q57 *% 784) +% (py58 *% 56)) +% (px59 *% 2))) +% 28)]; return y > x ? y : x }()
-        acc60 = { let x = acc60, y = arena[(((3211328 +% (((q57 *% 784) +% (py58 *% 56)) +% (px59 *% 2))) +% 28) +% 1)]; return y > x ? y : x }()
-        arena[(((1605632 +% (q57 *% 196)) +% (py58 *% 14)) +% px59)] = acc60
+  for q58 in 0..<2048 {
+    for py59 in 0..<14 {
+      for px60 in 0..<14 {
+        var acc61: Float = arena[(3211328 +% (((q58 *% 784) +% (py59 *% 56)) +% (px60 *% 2)))]
+        acc61 = { let x = acc61, y = arena[(3211328 +% (((q58 *% 784) +% (py59 *% 56)) +% (px60 *% 2)))]; return y > x ? y : x }()
+        acc61 = { let x = acc61, y = arena[((3211328 +% (((q58 *% 784) +% (py59 *% 56)) +% (px60 *% 2))) +% 1)]; return y > x ? y : x }()
+        acc61 = { let x = acc61, y = arena[((3211328 +% (((q58 *% 784) +% (py59 *% 56)) +% (px60 *% 2))) +% 28)]; return y > x ? y : x }()
+        acc61 = { let x = acc61, y = arena[(((3211328 +% (((q58 *% 784) +% (py59 *% 56)) +% (px60 *% 2))) +% 28) +% 1)]; return y > x ? y : x }()
+        arena[(((1605632 +% (q58 *% 196)) +% (py59 *% 14)) +% px60)] = acc61
       }
     }
   }
   // conv2 = conv2d(pool1)
   do {  // scalar loops
-    for ci61 in 0..<32 {
-      for co62 in 0..<64 {
-        var w63: Float = params[(352 +% (((co62 *% 32) +% ci61) *% 9))]
-        var w64: Float = (((params[(352 +% (((co62 *% 32) +% ci61) *% 9))] + params[((352 +% (((co62 *% 32) +% ci61) *% 9)) +% 3)]) + params[((352 +% (((co62 *% 32) +% ci61) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
-        var w65: Float = (((params[(352 +% (((co62 *% 32) +% ci61) *% 9))] + params[((352 +% (((co62 *% 32) +% ci61) *% 9)) +% 6)]) - params[((352 +% (((co62 *% 32) +% ci61) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
-        var w66: Float = params[((352 +% (((co62 *% 32) +% ci61) *% 9)) +% 6)]
-        var w67: Float = params[((352 +% (((co62 *% 32) +% ci61) *% 9)) +% 1)]
-        var w68: Float = (((params[((352 +% (((co62 *% 32) +% ci61) *% 9)) +% 1)] + params[((352 +% (((co62 *% 32) +% ci61) *% 9)) +% 4)]) + params[((352 +% (((co62 *% 32) +% ci61) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
-        var w69: Float = (((params[((352 +% (((co62 *% 32) +% ci61) *% 9)) +% 1)] + params[((352 +% (((co62 *% 32) +% ci61) *% 9)) +% 7)]) - params[((352 +% (((co62 *% 32) +% ci61) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
-        var w70: Float = params[((352 +% (((co62 *% 32) +% ci61) *% 9)) +% 7)]
-        var w71: Float = params[((352 +% (((co62 *% 32) +% ci61) *% 9)) +% 2)]
-        var w72: Float = (((params[((352 +% (((co62 *% 32) +% ci61) *% 9)) +% 2)] + params[((352 +% (((co62 *% 32) +% ci61) *% 9)) +% 5)]) + params[((352 +% (((co62 *% 32) +% ci61) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
-        var w73: Float = (((params[((352 +% (((co62 *% 32) +% ci61) *% 9)) +% 2)] + params[((352 +% (((co62 *% 32) +% ci61) *% 9)) +% 8)]) - params[((352 +% (((co62 *% 32) +% ci61) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
-        var w74: Float = params[((352 +% (((co62 *% 32) +% ci61) *% 9)) +% 8)]
-        var w75: Float = w63
-        var w76: Float = (((w63 + w67) + w71) * Float(bitPattern: 0x3f000000))
-        var w77: Float = (((w63 + w71) - w67) * Float(bitPattern: 0x3f000000))
-        var w78: Float = w71
-        var w79: Float = w64
-        var w80: Float = (((w64 + w68) + w72) * Float(bitPattern: 0x3f000000))
-        var w81: Float = (((w64 + w72) - w68) * Float(bitPattern: 0x3f000000))
-        var w82: Float = w72
-        var w83: Float = w65
-        var w84: Float = (((w65 + w69) + w73) * Float(bitPattern: 0x3f000000))
-        var w85: Float = (((w65 + w73) - w69) * Float(bitPattern: 0x3f000000))
-        var w86: Float = w73
-        var w87: Float = w66
-        var w88: Float = (((w66 + w70) + w74) * Float(bitPattern: 0x3f000000))
-        var w89: Float = (((w66 + w74) - w70) * Float(bitPattern: 0x3f000000))
-        var w90: Float = w74
-        arena[((2809856 +% (ci61 *% 64)) +% co62)] = w75
-        arena[((2811904 +% (ci61 *% 64)) +% co62)] = w76
-        arena[((2813952 +% (ci61 *% 64)) +% co62)] = w77
-        arena[((2816000 +% (ci61 *% 64)) +% co62)] = w78
-        arena[((2818048 +% (ci61 *% 64)) +% co62)] = w79
-        arena[((2820096 +% (ci61 *% 64)) +% co62)] = w80
-        arena[((2822144 +% (ci61 *% 64)) +% co62)] = w81
-        arena[((2824192 +% (ci61 *% 64)) +% co62)] = w82
-        arena[((2826240 +% (ci61 *% 64)) +% co62)] = w83
-        arena[((2828288 +% (ci61 *% 64)) +% co62)] = w84
-        arena[((2830336 +% (ci61 *% 64)) +% co62)] = w85
-        arena[((2832384 +% (ci61 *% 64)) +% co62)] = w86
-        arena[((2834432 +% (ci61 *% 64)) +% co62)] = w87
-        arena[((2836480 +% (ci61 *% 64)) +% co62)] = w88
-        arena[((2838528 +% (ci61 *% 64)) +% co62)] = w89
-        arena[((2840576 +% (ci61 *% 64)) +% co62)] = w90
+    for ci62 in 0..<32 {
+      for co63 in 0..<64 {
+        var w64: Float = params[(352 +% (((co63 *% 32) +% ci62) *% 9))]
+        var w65: Float = (((params[(352 +% (((co63 *% 32) +% ci62) *% 9))] + params[((352 +% (((co63 *% 32) +% ci62) *% 9)) +% 3)]) + params[((352 +% (((co63 *% 32) +% ci62) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
+        var w66: Float = (((params[(352 +% (((co63 *% 32) +% ci62) *% 9))] + params[((352 +% (((co63 *% 32) +% ci62) *% 9)) +% 6)]) - params[((352 +% (((co63 *% 32) +% ci62) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
+        var w67: Float = params[((352 +% (((co63 *% 32) +% ci62) *% 9)) +% 6)]
+        var w68: Float = params[((352 +% (((co63 *% 32) +% ci62) *% 9)) +% 1)]
+        var w69: Float = (((params[((352 +% (((co63 *% 32) +% ci62) *% 9)) +% 1)] + params[((352 +% (((co63 *% 32) +% ci62) *% 9)) +% 4)]) + params[((352 +% (((co63 *% 32) +% ci62) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
+        var w70: Float = (((params[((352 +% (((co63 *% 32) +% ci62) *% 9)) +% 1)] + params[((352 +% (((co63 *% 32) +% ci62) *% 9)) +% 7)]) - params[((352 +% (((co63 *% 32) +% ci62) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
+        var w71: Float = params[((352 +% (((co63 *% 32) +% ci62) *% 9)) +% 7)]
+        var w72: Float = params[((352 +% (((co63 *% 32) +% ci62) *% 9)) +% 2)]
+        var w73: Float = (((params[((352 +% (((co63 *% 32) +% ci62) *% 9)) +% 2)] + params[((352 +% (((co63 *% 32) +% ci62) *% 9)) +% 5)]) + params[((352 +% (((co63 *% 32) +% ci62) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
+        var w74: Float = (((params[((352 +% (((co63 *% 32) +% ci62) *% 9)) +% 2)] + params[((352 +% (((co63 *% 32) +% ci62) *% 9)) +% 8)]) - params[((352 +% (((co63 *% 32) +% ci62) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
+        var w75: Float = params[((352 +% (((co63 *% 32) +% ci62) *% 9)) +% 8)]
+        var w76: Float = w64
+        var w77: Float = (((w64 + w68) + w72) * Float(bitPattern: 0x3f000000))
+        var w78: Float = (((w64 + w72) - w68) * Float(bitPattern: 0x3f000000))
+        var w79: Float = w72
+        var w80: Float = w65
+        var w81: Float = (((w65 + w69) + w73) * Float(bitPattern: 0x3f000000))
+        var w82: Float = (((w65 + w73) - w69) * Float(bitPattern: 0x3f000000))
+        var w83: Float = w73
+        var w84: Float = w66
+        var w85: Float = (((w66 + w70) + w74) * Float(bitPattern: 0x3f000000))
+        var w86: Float = (((w66 + w74) - w70) * Float(bitPattern: 0x3f000000))
+        var w87: Float = w74
+        var w88: Float = w67
+        var w89: Float = (((w67 + w71) + w75) * Float(bitPattern: 0x3f000000))
+        var w90: Float = (((w67 + w75) - w71) * Float(bitPattern: 0x3f000000))
+        var w91: Float = w75
+        arena[((2809856 +% (ci62 *% 64)) +% co63)] = w76
+        arena[((2811904 +% (ci62 *% 64)) +% co63)] = w77
+        arena[((2813952 +% (ci62 *% 64)) +% co63)] = w78
+        arena[((2816000 +% (ci62 *% 64)) +% co63)] = w79
+        arena[((2818048 +% (ci62 *% 64)) +% co63)] = w80
+        arena[((2820096 +% (ci62 *% 64)) +% co63)] = w81
+        arena[((2822144 +% (ci62 *% 64)) +% co63)] = w82
+        arena[((2824192 +% (ci62 *% 64)) +% co63)] = w83
+        arena[((2826240 +% (ci62 *% 64)) +% co63)] = w84
+        arena[((2828288 +% (ci62 *% 64)) +% co63)] = w85
+        arena[((2830336 +% (ci62 *% 64)) +% co63)] = w86
+        arena[((2832384 +% (ci62 *% 64)) +% co63)] = w87
+        arena[((2834432 +% (ci62 *% 64)) +% co63)] = w88
+        arena[((2836480 +% (ci62 *% 64)) +% co63)] = w89
+        arena[((2838528 +% (ci62 *% 64)) +% co63)] = w90
+        arena[((2840576 +% (ci62 *% 64)) +% co63)] = w91
       }
     }
   }
-  for i91 in 0..<1024 {
-    storeVector(arena, ((i91 *% 8) +% 2842624), Vector(repeating: Float(0)))
+  for i92 in 0..<1024 {
+    storeVector(arena, ((i92 *% 8) +% 2842624), Vector(repeating: Float(0)))
   }
-  for g92 in 0..<64 {
-    for j93 in 0..<1 {
-      for c94 in 0..<32 {
-        for iy95 in 0..<14 {
-          for ix96 in 0..<14 {
-            arena[(2842624 +% ((((j93 *% 8192) +% ((iy95 +% 1) *% 512)) +% ((ix96 +% 1) *% 32)) +% c94))] = arena[((((1605632 +% ((g92 +% j93) *% 6272)) +% (c94 *% 196)) +% (iy95 *% 14)) +% ix96)]
+  for g93 in 0..<64 {
+    for j94 in 0..<1 {
+      for c95 in 0..<32 {
+        for iy96 in 0..<14 {
+          for ix97 in 0..<14 {
+            arena[(2842624 +% ((((j94 *% 8192) +% ((iy96 +% 1) *% 512)) +% ((ix97 +% 1) *% 32)) +% c95))] = arena[((((1605632 +% ((g93 +% j94) *% 6272)) +% (c95 *% 196)) +% (iy96 *% 14)) +% ix97)]
           }
         }
       }
     }
-    for j97 in 0..<1 {
-      for ty98 in 0..<7 {
-        for tx99 in 0..<7 {
-          for cv100 in 0..<4 {
-            let w101 = (loadVector(arena, (2842624 +% ((((j97 *% 8192) +% ((ty98 *% 2) *% 512)) +% ((tx99 *% 2) *% 32)) +% (cv100 *% 8)))) - loadVector(arena, (2842624 +% ((((j97 *% 8192) +% (((ty98 *% 2) +% 2) *% 512)) +% ((tx99 *% 2) *% 32)) +% (cv100 *% 8)))))
-            let w102 = (loadVector(arena, (2842624 +% ((((j97 *% 8192) +% (((ty98 *% 2) +% 1) *% 512)) +% ((tx99 *% 2) *% 32)) +% (cv100 *% 8)))) + loadVector(arena, (2842624 +% ((((j97 *% 8192) +% (((ty98 *% 2) +% 2) *% 512)) +% ((tx99 *% 2) *% 32)) +% (cv100 *% 8)))))
-            let w103 = (loadVector(arena, (2842624 +% ((((j97 *% 8192) +% (((ty98 *% 2) +% 2) *% 512)) +% ((tx99 *% 2) *% 32)) +% (cv100 *% 8)))) - loadVector(arena, (2842624 +% ((((j97 *% 8192) +% (((ty98 *% 2) +% 1) *% 512)) +% ((tx99 *% 2) *% 32)) +% (cv100 *% 8)))))
-            let w104 = (loadVector(arena, (2842624 +% ((((j97 *% 8192) +% (((ty98 *% 2) +% 1) *% 512)) +% ((tx99 *% 2) *% 32)) +% (cv100 *% 8)))) - loadVector(arena, (2842624 +% ((((j97 *% 8192) +% (((ty98 *% 2) +% 3) *% 512)) +% ((tx99 *% 2) *% 32)) +% (cv100 *% 8)))))
-            let w105 = (loadVector(arena, (2842624 +% ((((j97 *% 8192) +% ((ty98 *% 2) *% 512)) +% (((tx99 *% 2) +% 1) *% 32)) +% (cv100 *% 8)))) - loadVector(arena, (2842624 +% ((((j97 *% 8192) +% (((ty98 *% 2) +% 2) *% 512)) +% (((tx99 *% 2) +% 1) *% 32)) +% (cv100 *% 8)))))
-            let w106 = (loadVector(arena, (2842624 +% ((((j97 *% 8192) +% (((ty98 *% 2) +% 1) *% 512)) +% (((tx99 *% 2) +% 1) *% 32)) +% (cv100 *% 8)))) + loadVector(arena, (2842624 +% ((((j97 *% 8192) +% (((ty98 *% 2) +% 2) *% 512)) +% (((tx99 *% 2) +% 1) *% 32)) +% (cv100 *% 8)))))
-            let w107 = (loadVector(arena, (2842624 +% ((((j97 *% 8192) +% (((ty98 *% 2) +% 2) *% 512)) +% (((tx99 *% 2) +% 1) *% 32)) +% (cv100 *% 8)))) - loadVector(arena, (2842624 +% ((((j97 *% 8192) +% (((ty98 *% 2) +% 1) *% 512)) +% (((tx99 *% 2) +% 1) *% 32)) +% (cv100 *% 8)))))
-            let w108 = (loadVector(arena, (2842624 +% ((((j97 *% 8192) +% (((ty98 *% 2) +% 1) *% 512)) +% (((tx99 *% 2) +% 1) *% 32)) +% (cv100 *% 8)))) - loadVector(arena, (2842624 +% ((((j97 *% 8192) +% (((ty98 *% 2) +% 3) *% 512)) +% (((tx99 *% 2) +% 1) *% 32)) +% (cv100 *% 8)))))
-            let w109 = (loadVector(arena, (2842624 +% ((((j97 *% 8192) +% ((ty98 *% 2) *% 512)) +% (((tx99 *% 2) +% 2) *% 32)) +% (cv100 *% 8)))) - loadVector(arena, (2842624 +% ((((j97 *% 8192) +% (((ty98 *% 2) +% 2) *% 512)) +% (((tx99 *% 2) +% 2) *% 32)) +% (cv100 *% 8)))))
-            let w110 = (loadVector(arena, (2842624 +% ((((j97 *% 8192) +% (((ty98 *% 2) +% 1) *% 512)) +% (((tx99 *% 2) +% 2) *% 32)) +% (cv100 *% 8)))) + loadVector(arena, (2842624 +% ((((j97 *% 8192) +% (((ty98 *% 2) +% 2) *% 512)) +% (((tx99 *% 2) +% 2) *% 32)) +% (cv100 *% 8)))))
-            let w111 = (loadVector(arena, (2842624 +% ((((j97 *% 8192) +% (((ty98 *% 2) +% 2) *% 512)) +% (((tx99 *% 2) +% 2) *% 32)) +% (cv100 *% 8)))) - loadVector(arena, (2842624 +% ((((j97 *% 8192) +% (((ty98 *% 2) +% 1) *% 512)) +% (((tx99 *% 2) +% 2) *% 32)) +% (cv100 *% 8)))))
-            let w112 = (loadVector(arena, (2842624 +% ((((j97 *% 8192) +% (((ty98 *% 2) +% 1) *% 512)) +% (((tx99 *% 2) +% 2) *% 32)) +% (cv100 *% 8)))) - loadVector(arena, (2842624 +% ((((j97 *% 8192) +% (((ty98 *% 2) +% 3) *% 512)) +% (((tx99 *% 2) +% 2) *% 32)) +% (cv100 *% 8)))))
-            let w113 = (loadVector(arena, (2842624 +% ((((j97 *% 8192) +% ((ty98 *% 2) *% 512)) +% (((tx99 *% 2) +% 3) *% 32)) +% (cv100 *% 8)))) - loadVector(arena, (2842624 +% ((((j97 *% 8192) +% (((ty98 *% 2) +% 2) *% 512)) +% (((tx99 *% 2) +% 3) *% 32)) +% (cv100 *% 8)))))
-            let w114 = (loadVector(arena, (2842624 +% ((((j97 *% 8192) +% (((ty98 *% 2) +% 1) *% 512)) +% (((tx99 *% 2) +% 3) *% 32)) +% (cv100 *% 8)))) + loadVector(arena, (2842624 +% ((((j97 *% 8192) +% (((ty98 *% 2) +% 2) *% 512)) +% (((tx99 *% 2) +% 3) *% 32)) +% (cv100 *% 8)))))
-            let w115 = (loadVector(arena, (2842624 +% ((((j97 *% 8192) +% (((ty98 *% 2) +% 2) *% 512)) +% (((tx99 *% 2) +% 3) *% 32)) +% (cv100 *% 8)))) - loadVector(arena, (2842624 +% ((((j97 *% 8192) +% (((ty98 *% 2) +% 1) *% 512)) +% (((tx99 *% 2) +% 3) *% 32)) +% (cv100 *% 8)))))
-            let w116 = (loadVector(arena, (2842624 +% ((((j97 *% 8192) +% (((ty98 *% 2) +% 1) *% 512)) +% (((tx99 *% 2) +% 3) *% 32)) +% (cv100 *% 8)))) - loadVector(arena, (2842624 +% ((((j97 *% 8192) +% (((ty98 *% 2) +% 3) *% 512)) +% (((tx99 *% 2) +% 3) *% 32)) +% (cv100 *% 8)))))
-            let w117 = (w101 - w109)
-            let w118 = (w105 + w109)
-            let w119 = (w109 - w105)
-            let w120 = (w105 - w113)
-            let w121 = (w102 - w110)
-            let w122 = (w106 + w110)
-            let w123 = (w110 - w106)
-            let w124 = (w106 - w114)
-            let w125 = (w103 - w111)
-            let w126 = (w107 + w111)
-            let w127 = (w111 - w107)
-            let w128 = (w107 - w115)
-            let w129 = (w104 - w112)
-            let w130 = (w108 + w112)
-            let w131 = (w112 - w108)
-            let w132 = (w108 - w116)
-            storeVector(arena, ((2850816 +% ((((j97 *% 49) +% (ty98 *% 7)) +% tx99) *% 32)) +% (cv100 *% 8)), w117)
-            storeVector(arena, ((2852384 +% ((((j97 *% 49) +% (ty98 *% 7)) +% tx99) *% 32)) +% (cv100 *% 8)), w118)
-            storeVector(arena, ((2853952 +% ((((j97 *% 49) +% (ty98 *% 7)) +% tx99) *% 32)) +% (cv100 *% 8)), w119)
-            storeVector(arena, ((2855520 +% ((((j97 *% 49) +% (ty98 *% 7)) +% tx99) *% 32)) +% (cv100 *% 8)), w120)
-            storeVector(arena, ((2857088 +% ((((j97 *% 49) +% (ty98 *% 7)) +% tx99) *% 32)) +% (cv100 *% 8)), w121)
-            storeVector(arena, ((2858656 +% ((((j97 *% 49) +% (ty98 *% 7)) +% tx99) *% 32)) +% (cv100 *% 8)), w122)
-            storeVector(arena, ((2860224 +% ((((j97 *% 49) +% (ty98 *% 7)) +% tx99) *% 32)) +% (cv100 *% 8)), w123)
-            storeVector(arena, ((2861792 +% ((((j97 *% 49) +% (ty98 *% 7)) +% tx99) *% 32)) +% (cv100 *% 8)), w124)
-            storeVector(arena, ((2863360 +% ((((j97 *% 49) +% (ty98 *% 7)) +% tx99) *% 32)) +% (cv100 *% 8)), w125)
-            storeVector(arena, ((2864928 +% ((((j97 *% 49) +% (ty98 *% 7)) +% tx99) *% 32)) +% (cv100 *% 8)), w126)
-            storeVector(arena, ((2866496 +% ((((j97 *% 49) +% (ty98 *% 7)) +% tx99) *% 32)) +% (cv100 *% 8)), w127)
-            storeVector(arena, ((2868064 +% ((((j97 *% 49) +% (ty98 *% 7)) +% tx99) *% 32)) +% (cv100 *% 8)), w128)
-            storeVector(arena, ((2869632 +% ((((j97 *% 49) +% (ty98 *% 7)) +% tx99) *% 32)) +% (cv100 *% 8)), w129)
-            storeVector(arena, ((2871200 +% ((((j97 *% 49) +% (ty98 *% 7)) +% tx99) *% 32)) +% (cv100 *% 8)), w130)
-            storeVector(arena, ((2872768 +% ((((j97 *% 49) +% (ty98 *% 7)) +% tx99) *% 32)) +% (cv100 *% 8)), w131)
-            storeVector(arena, ((2874336 +% ((((j97 *% 49) +% (ty98 *% 7)) +% tx99) *% 32)) +% (cv100 *% 8)), w132)
+    for j98 in 0..<1 {
+      for ty99 in 0..<7 {
+        for tx100 in 0..<7 {
+          for cv101 in 0..<4 {
+            let w102 = (loadVector(arena, (2842624 +% ((((j98 *% 8192) +% ((ty99 *% 2) *% 512)) +% ((tx100 *% 2) *% 32)) +% (cv101 *% 8)))) - loadVector(arena, (2842624 +% ((((j98 *% 8192) +% (((ty99 *% 2) +% 2) *% 512)) +% ((tx100 *% 2) *% 32)) +% (cv101 *% 8)))))
+            let w103 = (loadVector(arena, (2842624 +% ((((j98 *% 8192) +% (((ty99 *% 2) +% 1) *% 512)) +% ((tx100 *% 2) *% 32)) +% (cv101 *% 8)))) + loadVector(arena, (2842624 +% ((((j98 *% 8192) +% (((ty99 *% 2) +% 2) *% 512)) +% ((tx100 *% 2) *% 32)) +% (cv101 *% 8)))))
+            let w104 = (loadVector(arena, (2842624 +% ((((j98 *% 8192) +% (((ty99 *% 2) +% 2) *% 512)) +% ((tx100 *% 2) *% 32)) +% (cv101 *% 8)))) - loadVector(arena, (2842624 +% ((((j98 *% 8192) +% (((ty99 *% 2) +% 1) *% 512)) +% ((tx100 *% 2) *% 32)) +% (cv101 *% 8)))))
+            let w105 = (loadVector(arena, (2842624 +% ((((j98 *% 8192) +% (((ty99 *% 2) +% 1) *% 512)) +% ((tx100 *% 2) *% 32)) +% (cv101 *% 8)))) - loadVector(arena, (2842624 +% ((((j98 *% 8192) +% (((ty99 *% 2) +% 3) *% 512)) +% ((tx100 *% 2) *% 32)) +% (cv101 *% 8)))))
+            let w106 = (loadVector(arena, (2842624 +% ((((j98 *% 8192) +% ((ty99 *% 2) *% 512)) +% (((tx100 *% 2) +% 1) *% 32)) +% (cv101 *% 8)))) - loadVector(arena, (2842624 +% ((((j98 *% 8192) +% (((ty99 *% 2) +% 2) *% 512)) +% (((tx100 *% 2) +% 1) *% 32)) +% (cv101 *% 8)))))
+            let w107 = (loadVector(arena, (2842624 +% ((((j98 *% 8192) +% (((ty99 *% 2) +% 1) *% 512)) +% (((tx100 *% 2) +% 1) *% 32)) +% (cv101 *% 8)))) + loadVector(arena, (2842624 +% ((((j98 *% 8192) +% (((ty99 *% 2) +% 2) *% 512)) +% (((tx100 *% 2) +% 1) *% 32)) +% (cv101 *% 8)))))
+            let w108 = (loadVector(arena, (2842624 +% ((((j98 *% 8192) +% (((ty99 *% 2) +% 2) *% 512)) +% (((tx100 *% 2) +% 1) *% 32)) +% (cv101 *% 8)))) - loadVector(arena, (2842624 +% ((((j98 *% 8192) +% (((ty99 *% 2) +% 1) *% 512)) +% (((tx100 *% 2) +% 1) *% 32)) +% (cv101 *% 8)))))
+            let w109 = (loadVector(arena, (2842624 +% ((((j98 *% 8192) +% (((ty99 *% 2) +% 1) *% 512)) +% (((tx100 *% 2) +% 1) *% 32)) +% (cv101 *% 8)))) - loadVector(arena, (2842624 +% ((((j98 *% 8192) +% (((ty99 *% 2) +% 3) *% 512)) +% (((tx100 *% 2) +% 1) *% 32)) +% (cv101 *% 8)))))
+            let w110 = (loadVector(arena, (2842624 +% ((((j98 *% 8192) +% ((ty99 *% 2) *% 512)) +% (((tx100 *% 2) +% 2) *% 32)) +% (cv101 *% 8)))) - loadVector(arena, (2842624 +% ((((j98 *% 8192) +% (((ty99 *% 2) +% 2) *% 512)) +% (((tx100 *% 2) +% 2) *% 32)) +% (cv101 *% 8)))))
+            let w111 = (loadVector(arena, (2842624 +% ((((j98 *% 8192) +% (((ty99 *% 2) +% 1) *% 512)) +% (((tx100 *% 2) +% 2) *% 32)) +% (cv101 *% 8)))) + loadVector(arena, (2842624 +% ((((j98 *% 8192) +% (((ty99 *% 2) +% 2) *% 512)) +% (((tx100 *% 2) +% 2) *% 32)) +% (cv101 *% 8)))))
+            let w112 = (loadVector(arena, (2842624 +% ((((j98 *% 8192) +% (((ty99 *% 2) +% 2) *% 512)) +% (((tx100 *% 2) +% 2) *% 32)) +% (cv101 *% 8)))) - loadVector(arena, (2842624 +% ((((j98 *% 8192) +% (((ty99 *% 2) +% 1) *% 512)) +% (((tx100 *% 2) +% 2) *% 32)) +% (cv101 *% 8)))))
+            let w113 = (loadVector(arena, (2842624 +% ((((j98 *% 8192) +% (((ty99 *% 2) +% 1) *% 512)) +% (((tx100 *% 2) +% 2) *% 32)) +% (cv101 *% 8)))) - loadVector(arena, (2842624 +% ((((j98 *% 8192) +% (((ty99 *% 2) +% 3) *% 512)) +% (((tx100 *% 2) +% 2) *% 32)) +% (cv101 *% 8)))))
+            let w114 = (loadVector(arena, (2842624 +% ((((j98 *% 8192) +% ((ty99 *% 2) *% 512)) +% (((tx100 *% 2) +% 3) *% 32)) +% (cv101 *% 8)))) - loadVector(arena, (2842624 +% ((((j98 *% 8192) +% (((ty99 *% 2) +% 2) *% 512)) +% (((tx100 *% 2) +% 3) *% 32)) +% (cv101 *% 8)))))
+            let w115 = (loadVector(arena, (2842624 +% ((((j98 *% 8192) +% (((ty99 *% 2) +% 1) *% 512)) +% (((tx100 *% 2) +% 3) *% 32)) +% (cv101 *% 8)))) + loadVector(arena, (2842624 +% ((((j98 *% 8192) +% (((ty99 *% 2) +% 2) *% 512)) +% (((tx100 *% 2) +% 3) *% 32)) +% (cv101 *% 8)))))
+            let w116 = (loadVector(arena, (2842624 +% ((((j98 *% 8192) +% (((ty99 *% 2) +% 2) *% 512)) +% (((tx100 *% 2) +% 3) *% 32)) +% (cv101 *% 8)))) - loadVector(arena, (2842624 +% ((((j98 *% 8192) +% (((ty99 *% 2) +% 1) *% 512)) +% (((tx100 *% 2) +% 3) *% 32)) +% (cv101 *% 8)))))
+            let w117 = (loadVector(arena, (2842624 +% ((((j98 *% 8192) +% (((ty99 *% 2) +% 1) *% 512)) +% (((tx100 *% 2) +% 3) *% 32)) +% (cv101 *% 8)))) - loadVector(arena, (2842624 +% ((((j98 *% 8192) +% (((ty99 *% 2) +% 3) *% 512)) +% (((tx100 *% 2) +% 3) *% 32)) +% (cv101 *% 8)))))
+            let w118 = (w102 - w110)
+            let w119 = (w106 + w110)
+            let w120 = (w110 - w106)
+            let w121 = (w106 - w114)
+            let w122 = (w103 - w111)
+            let w123 = (w107 + w111)
+            let w124 = (w111 - w107)
+            let w125 = (w107 - w115)
+            let w126 = (w104 - w112)
+            let w127 = (w108 + w112)
+            let w128 = (w112 - w108)
+            let w129 = (w108 - w116)
+            let w130 = (w105 - w113)
+            let w131 = (w109 + w113)
+            let w132 = (w113 - w109)
+            let w133 = (w109 - w117)
+            storeVector(arena, ((2850816 +% ((((j98 *% 49) +% (ty99 *% 7)) +% tx100) *% 32)) +% (cv101 *% 8)), w118)
+            storeVector(arena, ((2852384 +% ((((j98 *% 49) +% (ty99 *% 7)) +% tx100) *% 32)) +% (cv101 *% 8)), w119)
+            storeVector(arena, ((2853952 +% ((((j98 *% 49) +% (ty99 *% 7)) +% tx100) *% 32)) +% (cv101 *% 8)), w120)
+            storeVector(arena, ((2855520 +% ((((j98 *% 49) +% (ty99 *% 7)) +% tx100) *% 32)) +% (cv101 *% 8)), w121)
+            storeVector(arena, ((2857088 +% ((((j98 *% 49) +% (ty99 *% 7)) +% tx100) *% 32)) +% (cv101 *% 8)), w122)
+            storeVector(arena, ((2858656 +% ((((j98 *% 49) +% (ty99 *% 7)) +% tx100) *% 32)) +% (cv101 *% 8)), w123)
+            storeVector(arena, ((2860224 +% ((((j98 *% 49) +% (ty99 *% 7)) +% tx100) *% 32)) +% (cv101 *% 8)), w124)
+            storeVector(arena, ((2861792 +% ((((j98 *% 49) +% (ty99 *% 7)) +% tx100) *% 32)) +% (cv101 *% 8)), w125)
+            storeVector(arena, ((2863360 +% ((((j98 *% 49) +% (ty99 *% 7)) +% tx100) *% 32)) +% (cv101 *% 8)), w126)
+            storeVector(arena, ((2864928 +% ((((j98 *% 49) +% (ty99 *% 7)) +% tx100) *% 32)) +% (cv101 *% 8)), w127)
+            storeVector(arena, ((2866496 +% ((((j98 *% 49) +% (ty99 *% 7)) +% tx100) *% 32)) +% (cv101 *% 8)), w128)
+            storeVector(arena, ((2868064 +% ((((j98 *% 49) +% (ty99 *% 7)) +% tx100) *% 32)) +% (cv101 *% 8)), w129)
+            storeVector(arena, ((2869632 +% ((((j98 *% 49) +% (ty99 *% 7)) +% tx100) *% 32)) +% (cv101 *% 8)), w130)
+            storeVector(arena, ((2871200 +% ((((j98 *% 49) +% (ty99 *% 7)) +% tx100) *% 32)) +% (cv101 *% 8)), w131)
+            storeVector(arena, ((2872768 +% ((((j98 *% 49) +% (ty99 *% 7)) +% tx100) *% 32)) +% (cv101 *% 8)), w132)
+            storeVector(arena, ((2874336 +% ((((j98 *% 49) +% (ty99 *% 7)) +% tx100) *% 32)) +% (cv101 *% 8)), w133)
           }
         }
       }
     }
-    for xi133 in 0..<16 {
-      do {  // gemm140
-        for nb134 in 0..<4 {
-          for mb135 in 0..<9 {
-            var t136_c0_0 = Vector()
-            var t136_c0_1 = Vector()
-            var t136_c1_0 = Vector()
-            var t136_c1_1 = Vector()
-            var t136_c2_0 = Vector()
-            var t136_c2_1 = Vector()
-            var t136_c3_0 = Vector()
-            var t136_c3_1 = Vector()
-            var t136_c4_0 = Vector()
-            var t136_c4_1 = Vector()
-            for k137 in 0..<32 {
-              let t136_b0 = loadVector(arena, (((2809856 +% (xi133 *% 2048)) +% (k137 *% 64)) +% (nb134 *% 16)))
-              let t136_b1 = loadVector(arena, ((((2809856 +% (xi133 *% 2048)) +% (k137 *% 64)) +% (nb134 *% 16)) +% 8))
-              let t136_a0 = Vector(repeating: arena[(((2850816 +% (xi133 *% 1568)) +% ((mb135 *% 5) *% 32)) +% k137)])
-              t136_c0_0 = t136_c0_0.addingProduct(t136_a0, t136_b0)
-              t136_c0_1 = t136_c0_1.addingProduct(t136_a0, t136_b1)
-              let t136_a1 = Vector(repeating: arena[(((2850816 +% (xi133 *% 1568)) +% (((mb135 *% 5) +% 1) *% 32)) +% k137)])
-              t136_c1_0 = t136_c1_0.addingProduct(t136_a1, t136_b0)
-              t136_c1_1 = t136_c1_1.addingProduct(t136_a1, t136_b1)
-              let t136_a2 = Vector(repeating: arena[(((2850816 +% (xi133 *% 1568)) +% (((mb135 *% 5) +% 2) *% 32)) +% k137)])
-              t136_c2_0 = t136_c2_0.addingProduct(t136_a2, t136_b0)
-              t136_c2_1 = t136_c2_1.addingProduct(t136_a2, t136_b1)
-              let t136_a3 = Vector(repeating: arena[(((2850816 +% (xi133 *% 1568)) +% (((mb135 *% 5) +% 3) *% 32)) +% k137)])
-              t136_c3_0 = t136_c3_0.addingProduct(t136_a3, t136_b0)
-              t136_c3_1 = t136_c3_1.addingProduct(t136_a3, t136_b1)
-              let t136_a4 = Vector(repeating: arena[(((2850816 +% (xi133 *% 1568)) +% (((mb135 *% 5) +% 4) *% 32)) +% k137)])
-              t136_c4_0 = t136_c4_0.addingProduct(t136_a4, t136_b0)
-              t136_c4_1 = t136_c4_1.addingProduct(t136_a4, t136_b1)
+    for xi134 in 0..<16 {
+      do {  // gemm141
+        for nb135 in 0..<4 {
+          for mb136 in 0..<9 {
+            var t137_c0_0 = Vector()
+            var t137_c0_1 = Vector()
+            var t137_c1_0 = Vector()
+            var t137_c1_1 = Vector()
+            var t137_c2_0 = Vector()
+            var t137_c2_1 = Vector()
+            var t137_c3_0 = Vector()
+            var t137_c3_1 = Vector()
+            var t137_c4_0 = Vector()
+            var t137_c4_1 = Vector()
+            for k138 in 0..<32 {
+              let t137_b0 = loadVector(arena, (((2809856 +% (xi134 *% 2048)) +% (k138 *% 64)) +% (nb135 *% 16)))
+              let t137_b1 = loadVector(arena, ((((2809856 +% (xi134 *% 2048)) +% (k138 *% 64)) +% (nb135 *% 16)) +% 8))
+              let t137_a0 = Vector(repeating: arena[(((2850816 +% (xi134 *% 1568)) +% ((mb136 *% 5) *% 32)) +% k138)])
+              t137_c0_0 = t137_c0_0.addingProduct(t137_a0, t137_b0)
+              t137_c0_1 = t137_c0_1.addingProduct(t137_a0, t137_b1)
+              let t137_a1 = Vector(repeating: arena[(((2850816 +% (xi134 *% 1568)) +% (((mb136 *% 5) +% 1) *% 32)) +% k138)])
+              t137_c1_0 = t137_c1_0.addingProduct(t137_a1, t137_b0)
+              t137_c1_1 = t137_c1_1.addingProduct(t137_a1, t137_b1)
+              let t137_a2 = Vector(repeating: arena[(((2850816 +% (xi134 *% 1568)) +% (((mb136 *% 5) +% 2) *% 32)) +% k138)])
+              t137_c2_0 = t137_c2_0.addingProduct(t137_a2, t137_b0)
+              t137_c2_1 = t137_c2_1.addingProduct(t137_a2, t137_b1)
+              let t137_a3 = Vector(repeating: arena[(((2850816 +% (xi134 *% 1568)) +% (((mb136 *% 5) +% 3) *% 32)) +% k138)])
+              t137_c3_0 = t137_c3_0.addingProduct(t137_a3, t137_b0)
+              t137_c3_1 = t137_c3_1.addingProduct(t137_a3, t137_b1)
+              let t137_a4 = Vector(repeating: arena[(((2850816 +% (xi134 *% 1568)) +% (((mb136 *% 5) +% 4) *% 32)) +% k138)])
+              t137_c4_0 = t137_c4_0.addingProduct(t137_a4, t137_b0)
+              t137_c4_1 = t137_c4_1.addingProduct(t137_a4, t137_b1)
             }
-            storeVector(arena, (((2875904 +% (xi133 *% 3136)) +% ((mb135 *% 5) *% 64)) +% (nb134 *% 16)), t136_c0_0)
-            storeVector(arena, ((((2875904 +% (xi133 *% 3136)) +% ((mb135 *% 5) *% 64)) +% (nb134 *% 16)) +% 8), t136_c0_1)
-            storeVector(arena, (((2875904 +% (xi133 *% 3136)) +% (((mb135 *% 5) +% 1) *% 64)) +% (nb134 *% 16)), t136_c1_0)
-            storeVector(arena, ((((2875904 +% (xi133 *% 3136)) +% (((mb135 *% 5) +% 1) *% 64)) +% (nb134 *% 16)) +% 8), t136_c1_1)
-            storeVector(arena, (((2875904 +% (xi133 *% 3136)) +% (((mb135 *% 5) +% 2) *% 64)) +% (nb134 *% 16)), t136_c2_0)
-            storeVector(arena, ((((2875904 +% (xi133 *% 3136)) +% (((mb135 *% 5) +% 2) *% 64)) +% (nb134 *% 16)) +% 8), t136_c2_1)
-            storeVector(arena, (((2875904 +% (xi133 *% 3136)) +% (((mb135 *% 5) +% 3) *% 64)) +% (nb134 *% 16)), t136_c3_0)
-            storeVector(arena, ((((2875904 +% (xi133 *% 3136)) +% (((mb135 *% 5) +% 3) *% 64)) +% (nb134 *% 16)) +% 8), t136_c3_1)
-            storeVector(arena, (((2875904 +% (xi133 *% 3136)) +% (((mb135 *% 5) +% 4) *% 64)) +% (nb134 *% 16)), t136_c4_0)
-            storeVector(arena, ((((2875904 +% (xi133 *% 3136)) +% (((mb135 *% 5) +% 4) *% 64)) +% (nb134 *% 16)) +% 8), t136_c4_1)
+            storeVector(arena, (((2875904 +% (xi134 *% 3136)) +% ((mb136 *% 5) *% 64)) +% (nb135 *% 16)), t137_c0_0)
+            storeVector(arena, ((((2875904 +% (xi134 *% 3136)) +% ((mb136 *% 5) *% 64)) +% (nb135 *% 16)) +% 8), t137_c0_1)
+            storeVector(arena, (((2875904 +% (xi134 *% 3136)) +% (((mb136 *% 5) +% 1) *% 64)) +% (nb135 *% 16)), t137_c1_0)
+            storeVector(arena, ((((2875904 +% (xi134 *% 3136)) +% (((mb136 *% 5) +% 1) *% 64)) +% (nb135 *% 16)) +% 8), t137_c1_1)
+            storeVector(arena, (((2875904 +% (xi134 *% 3136)) +% (((mb136 *% 5) +% 2) *% 64)) +% (nb135 *% 16)), t137_c2_0)
+            storeVector(arena, ((((2875904 +% (xi134 *% 3136)) +% (((mb136 *% 5) +% 2) *% 64)) +% (nb135 *% 16)) +% 8), t137_c2_1)
+            storeVector(arena, (((2875904 +% (xi134 *% 3136)) +% (((mb136 *% 5) +% 3) *% 64)) +% (nb135 *% 16)), t137_c3_0)
+            storeVector(arena, ((((2875904 +% (xi134 *% 3136)) +% (((mb136 *% 5) +% 3) *% 64)) +% (nb135 *% 16)) +% 8), t137_c3_1)
+            storeVector(arena, (((2875904 +% (xi134 *% 3136)) +% (((mb136 *% 5) +% 4) *% 64)) +% (nb135 *% 16)), t137_c4_0)
+            storeVector(arena, ((((2875904 +% (xi134 *% 3136)) +% (((mb136 *% 5) +% 4) *% 64)) +% (nb135 *% 16)) +% 8), t137_c4_1)
           }
-          var t138_c0_0 = Vector()
-          var t138_c0_1 = Vector()
-          var t138_c1_0 = Vector()
-          var t138_c1_1 = Vector()
-          var t138_c2_0 = Vector()
-          var t138_c2_1 = Vector()
-          var t138_c3_0 = Vector()
-          var t138_c3_1 = Vector()
-          for k139 in 0..<32 {
-            let t138_b0 = loadVector(arena, (((2809856 +% (xi133 *% 2048)) +% (k139 *% 64)) +% (nb134 *% 16)))
-            let t138_b1 = loadVector(arena, ((((2809856 +% (xi133 *% 2048)) +% (k139 *% 64)) +% (nb134 *% 16)) +% 8))
-            let t138_a0 = Vector(repeating: arena[(((2850816 +% (xi133 *% 1568)) +% 1440) +% k139)])
-            t138_c0_0 = t138_c0_0.addingProduct(t138_a0, t138_b0)
-            t138_c0_1 = t138_c0_1.addingProduct(t138_a0, t138_b1)
-            let t138_a1 = Vector(repeating: arena[(((2850816 +% (xi133 *% 1568)) +% 1472) +% k139)])
-            t138_c1_0 = t138_c1_0.addingProduct(t138_a1, t138_b0)
-            t138_c1_1 = t138_c1_1.addingProduct(t138_a1, t138_b1)
-            let t138_a2 = Vector(repeating: arena[(((2850816 +% (xi133 *% 1568)) +% 1504) +% k139)])
-            t138_c2_0 = t138_c2_0.addingProduct(t138_a2, t138_b0)
-            t138_c2_1 = t138_c2_1.addingProduct(t138_a2, t138_b1)
-            let t138_a3 = Vector(repeating: arena[(((2850816 +% (xi133 *% 1568)) +% 1536) +% k139)])
-            t138_c3_0 = t138_c3_0.addingProduct(t138_a3, t138_b0)
-            t138_c3_1 = t138_c3_1.addingProduct(t138_a3, t138_b1)
+          var t139_c0_0 = Vector()
+          var t139_c0_1 = Vector()
+          var t139_c1_0 = Vector()
+          var t139_c1_1 = Vector()
+          var t139_c2_0 = Vector()
+          var t139_c2_1 = Vector()
+          var t139_c3_0 = Vector()
+          var t139_c3_1 = Vector()
+          for k140 in 0..<32 {
+            let t139_b0 = loadVector(arena, (((2809856 +% (xi134 *% 2048)) +% (k140 *% 64)) +% (nb135 *% 16)))
+            let t139_b1 = loadVector(arena, ((((2809856 +% (xi134 *% 2048)) +% (k140 *% 64)) +% (nb135 *% 16)) +% 8))
+            let t139_a0 = Vector(repeating: arena[(((2850816 +% (xi134 *% 1568)) +% 1440) +% k140)])
+            t139_c0_0 = t139_c0_0.addingProduct(t139_a0, t139_b0)
+            t139_c0_1 = t139_c0_1.addingProduct(t139_a0, t139_b1)
+            let t139_a1 = Vector(repeating: arena[(((2850816 +% (xi134 *% 1568)) +% 1472) +% k140)])
+            t139_c1_0 = t139_c1_0.addingProduct(t139_a1, t139_b0)
+            t139_c1_1 = t139_c1_1.addingProduct(t139_a1, t139_b1)
+            let t139_a2 = Vector(repeating: arena[(((2850816 +% (xi134 *% 1568)) +% 1504) +% k140)])
+            t139_c2_0 = t139_c2_0.addingProduct(t139_a2, t139_b0)
+            t139_c2_1 = t139_c2_1.addingProduct(t139_a2, t139_b1)
+            let t139_a3 = Vector(repeating: arena[(((2850816 +% (xi134 *% 1568)) +% 1536) +% k140)])
+            t139_c3_0 = t139_c3_0.addingProduct(t139_a3, t139_b0)
+            t139_c3_1 = t139_c3_1.addingProduct(t139_a3, t139_b1)
           }
-          storeVector(arena, (((2875904 +% (xi133 *% 3136)) +% 2880) +% (nb134 *% 16)), t138_c0_0)
-          storeVector(arena, ((((2875904 +% (xi133 *% 3136)) +% 2880) +% (nb134 *% 16)) +% 8), t138_c0_1)
-          storeVector(arena, (((2875904 +% (xi133 *% 3136)) +% 2944) +% (nb134 *% 16)), t138_c1_0)
-          storeVector(arena, ((((2875904 +% (xi133 *% 3136)) +% 2944) +% (nb134 *% 16)) +% 8), t138_c1_1)
-          storeVector(arena, (((2875904 +% (xi133 *% 3136)) +% 3008) +% (nb134 *% 16)), t138_c2_0)
-          storeVector(arena, ((((2875904 +% (xi133 *% 3136)) +% 3008) +% (nb134 *% 16)) +% 8), t138_c2_1)
-          storeVector(arena, (((2875904 +% (xi133 *% 3136)) +% 3072) +% (nb134 *% 16)), t138_c3_0)
-          storeVector(arena, ((((2875904 +% (xi133 *% 3136)) +% 3072) +% (nb134 *% 16)) +% 8), t138_c3_1)
+          storeVector(arena, (((2875904 +% (xi134 *% 3136)) +% 2880) +% (nb135 *% 16)), t139_c0_0)
+          storeVector(arena, ((((2875904 +% (xi134 *% 3136)) +% 2880) +% (nb135 *% 16)) +% 8), t139_c0_1)
+          storeVector(arena, (((2875904 +% (xi134 *% 3136)) +% 2944) +% (nb135 *% 16)), t139_c1_0)
+          storeVector(arena, ((((2875904 +% (xi134 *% 3136)) +% 2944) +% (nb135 *% 16)) +% 8), t139_c1_1)
+          storeVector(arena, (((2875904 +% (xi134 *% 3136)) +% 3008) +% (nb135 *% 16)), t139_c2_0)
+          storeVector(arena, ((((2875904 +% (xi134 *% 3136)) +% 3008) +% (nb135 *% 16)) +% 8), t139_c2_1)
+          storeVector(arena, (((2875904 +% (xi134 *% 3136)) +% 3072) +% (nb135 *% 16)), t139_c3_0)
+          storeVector(arena, ((((2875904 +% (xi134 *% 3136)) +% 3072) +% (nb135 *% 16)) +% 8), t139_c3_1)
         }
       }
     }
-    for j141 in 0..<1 {
-      for ty142 in 0..<7 {
-        for tx143 in 0..<7 {
-          for cv144 in 0..<8 {
-            let w145 = ((loadVector(arena, ((2875904 +% ((((j141 *% 49) +% (ty142 *% 7)) +% tx143) *% 64)) +% (cv144 *% 8))) + loadVector(arena, ((2888448 +% ((((j141 *% 49) +% (ty142 *% 7)) +% tx143) *% 64)) +% (cv144 *% 8)))) + loadVector(arena, ((2900992 +% ((((j141 *% 49) +% (ty142 *% 7)) +% tx143) *% 64)) +% (cv144 *% 8))))
-            let w146 = ((loadVector(arena, ((2888448 +% ((((j141 *% 49) +% (ty142 *% 7)) +% tx143) *% 64)) +% (cv144 *% 8))) - loadVector(arena, ((2900992 +% ((((j141 *% 49) +% (ty142 *% 7)) +% tx143) *% 64)) +% (cv144 *% 8)))) - loadVector(arena, ((2913536 +% ((((j141 *% 49) +% (ty142 *% 7)) +% tx143) *% 64)) +% (cv144 *% 8))))
-            let w147 = ((loadVector(arena, ((2879040 +% ((((j141 *% 49) +% (ty142 *% 7)) +% tx143) *% 64)) +% (cv144 *% 8))) + loadVector(arena, ((2891584 +% ((((j141 *% 49) +% (ty142 *% 7)) +% tx143) *% 64)) +% (cv144 *% 8)))) + loadVector(arena, ((2904128 +% ((((j141 *% 49) +% (ty142 *% 7)) +% tx143) *% 64)) +% (cv144 *% 8))))
-            let w148 = ((loadVector(arena, ((2891584 +% ((((j141 *% 49) +% (ty142 *% 7)) +% tx143) *% 64)) +% (cv144 *% 8))) - loadVector(arena, ((2904128 +% ((((j141 *% 49) +% (ty142 *% 7)) +% tx143) *% 64)) +% (cv144 *% 8)))) - loadVector(arena, ((2916672 +% ((((j141 *% 49) +% (ty142 *% 7)) +% tx143) *% 64)) +% (cv144 *% 8))))
-            let w149 = ((loadVector(arena, ((2882176 +% ((((j141 *% 49) +% (ty142 *% 7)) +% tx143) *% 64)) +% (cv144 *% 8))) + loadVector(arena, ((2894720 +% ((((j141 *% 49) +% (ty142 *% 7)) +% tx143) *% 64)) +% (cv144 *% 8)))) + loadVector(arena, ((2907264 +% ((((j141 *% 49) +% (ty142 *% 7)) +% tx143) *% 64)) +% (cv144 *% 8))))
-            let w150 = ((loadVector(arena, ((2894720 +% ((((j141 *% 49) +% (ty142 *% 7)) +% tx143) *% 64)) +% (cv144 *% 8))) - loadVector(arena, ((2907264 +% ((((j141 *% 49) +% (ty142 *% 7)) +% tx143) *% 64)) +% (cv144 *% 8)))) - loadVector(arena, ((2919808 +% ((((j141 *% 49) +% (ty142 *% 7)) +% tx143) *% 64)) +% (cv144 *% 8))))
-            let w151 = ((loadVector(arena, ((2885312 +% ((((j141 *% 49) +% (ty142 *% 7)) +% tx143) *% 64)) +% (cv144 *% 8))) + loadVector(arena, ((2897856 +% ((((j141 *% 49) +% (ty142 *% 7)) +% tx143) *% 64)) +% (cv144 *% 8)))) + loadVector(arena, ((2910400 +% ((((j141 *% 49) +% (ty142 *% 7)) +% tx143) *% 64)) +% (cv144 *% 8))))
-            let w152 = ((loadVector(arena, ((2897856 +% ((((j141 *% 49) +% (ty142 *% 7)) +% tx143) *% 64)) +% (cv144 *% 8))) - loadVector(arena, ((2910400 +% ((((j141 *% 49) +% (ty142 *% 7)) +% tx143) *% 64)) +% (cv144 *% 8)))) - loadVector(arena, ((2922944 +% ((((j141 *% 49) +% (ty142 *% 7)) +% tx143) *% 64)) +% (cv144 *% 8))))
-            let w153 = ((w145 + w147) + w149)
-            let w154 = ((w147 - w149) - w151)
-            let w155 = ((w146 + w148) + w150)
-            let w156 = ((w148 - w150) - w152)
-            storeVector(arena, ((2926080 +% (((((j141 *% 14) +% (ty142 *% 2)) *% 14) +% (tx143 *% 2)) *% 64)) +% (cv144 *% 8)), w153)
-            storeVector(arena, ((2926080 +% ((((((j141 *% 14) +% (ty142 *% 2)) *% 14) +% (tx143 *% 2)) +% 1) *% 64)) +% (cv144 *% 8)), w154)
-            storeVector(arena, ((2926080 +% ((((((j141 *% 14) +% (ty142 *% 2)) +% 1) *% 14) +% (tx143 *% 2)) *% 64)) +% (cv144 *% 8)), w155)
-            storeVector(arena, ((2926080 +% (((((((j141 *% 14) +% (ty142 *% 2)) +% 1) *% 14) +% (tx143 *% 2)) +% 1) *% 64)) +% (cv144 *% 8)), w156)
+    for j142 in 0..<1 {
+      for ty143 in 0..<7 {
+        for tx144 in 0..<7 {
+          for cv145 in 0..<8 {
+            let w146 = ((loadVector(arena, ((2875904 +% ((((j142 *% 49) +% (ty143 *% 7)) +% tx144) *% 64)) +% (cv145 *% 8))) + loadVector(arena, ((2888448 +% ((((j142 *% 49) +% (ty143 *% 7)) +% tx144) *% 64)) +% (cv145 *% 8)))) + loadVector(arena, ((2900992 +% ((((j142 *% 49) +% (ty143 *% 7)) +% tx144) *% 64)) +% (cv145 *% 8))))
+            let w147 = ((loadVector(arena, ((2888448 +% ((((j142 *% 49) +% (ty143 *% 7)) +% tx144) *% 64)) +% (cv145 *% 8))) - loadVector(arena, ((2900992 +% ((((j142 *% 49) +% (ty143 *% 7)) +% tx144) *% 64)) +% (cv145 *% 8)))) - loadVector(arena, ((2913536 +% ((((j142 *% 49) +% (ty143 *% 7)) +% tx144) *% 64)) +% (cv145 *% 8))))
+            let w148 = ((loadVector(arena, ((2879040 +% ((((j142 *% 49) +% (ty143 *% 7)) +% tx144) *% 64)) +% (cv145 *% 8))) + loadVector(arena, ((2891584 +% ((((j142 *% 49) +% (ty143 *% 7)) +% tx144) *% 64)) +% (cv145 *% 8)))) + loadVector(arena, ((2904128 +% ((((j142 *% 49) +% (ty143 *% 7)) +% tx144) *% 64)) +% (cv145 *% 8))))
+            let w149 = ((loadVector(arena, ((2891584 +% ((((j142 *% 49) +% (ty143 *% 7)) +% tx144) *% 64)) +% (cv145 *% 8))) - loadVector(arena, ((2904128 +% ((((j142 *% 49) +% (ty143 *% 7)) +% tx144) *% 64)) +% (cv145 *% 8)))) - loadVector(arena, ((2916672 +% ((((j142 *% 49) +% (ty143 *% 7)) +% tx144) *% 64)) +% (cv145 *% 8))))
+            let w150 = ((loadVector(arena, ((2882176 +% ((((j142 *% 49) +% (ty143 *% 7)) +% tx144) *% 64)) +% (cv145 *% 8))) + loadVector(arena, ((2894720 +% ((((j142 *% 49) +% (ty143 *% 7)) +% tx144) *% 64)) +% (cv145 *% 8)))) + loadVector(arena, ((2907264 +% ((((j142 *% 49) +% (ty143 *% 7)) +% tx144) *% 64)) +% (cv145 *% 8))))
+            let w151 = ((loadVector(arena, ((2894720 +% ((((j142 *% 49) +% (ty143 *% 7)) +% tx144) *% 64)) +% (cv145 *% 8))) - loadVector(arena, ((2907264 +% ((((j142 *% 49) +% (ty143 *% 7)) +% tx144) *% 64)) +% (cv145 *% 8)))) - loadVector(arena, ((2919808 +% ((((j142 *% 49) +% (ty143 *% 7)) +% tx144) *% 64)) +% (cv145 *% 8))))
+            let w152 = ((loadVector(arena, ((2885312 +% ((((j142 *% 49) +% (ty143 *% 7)) +% tx144) *% 64)) +% (cv145 *% 8))) + loadVector(arena, ((2897856 +% ((((j142 *% 49) +% (ty143 *% 7)) +% tx144) *% 64)) +% (cv145 *% 8)))) + loadVector(arena, ((2910400 +% ((((j142 *% 49) +% (ty143 *% 7)) +% tx144) *% 64)) +% (cv145 *% 8))))
+            let w153 = ((loadVector(arena, ((2897856 +% ((((j142 *% 49) +% (ty143 *% 7)) +% tx144) *% 64)) +% (cv145 *% 8))) - loadVector(arena, ((2910400 +% ((((j142 *% 49) +% (ty143 *% 7)) +% tx144) *% 64)) +% (cv145 *% 8)))) - loadVector(arena, ((2922944 +% ((((j142 *% 49) +% (ty143 *% 7)) +% tx144) *% 64)) +% (cv145 *% 8))))
+            let w154 = ((w146 + w148) + w150)
+            let w155 = ((w148 - w150) - w152)
+            let w156 = ((w147 + w149) + w151)
+            let w157 = ((w149 - w151) - w153)
+            storeVector(arena, ((2926080 +% (((((j142 *% 14) +% (ty143 *% 2)) *% 14) +% (tx144 *% 2)) *% 64)) +% (cv145 *% 8)), w154)
+            storeVector(arena, ((2926080 +% ((((((j142 *% 14) +% (ty143 *% 2)) *% 14) +% (tx144 *% 2)) +% 1) *% 64)) +% (cv145 *% 8)), w155)
+            storeVector(arena, ((2926080 +% ((((((j142 *% 14) +% (ty143 *% 2)) +% 1) *% 14) +% (tx144 *% 2)) *% 64)) +% (cv145 *% 8)), w156)
+            storeVector(arena, ((2926080 +% (((((((j142 *% 14) +% (ty143 *% 2)) +% 1) *% 14) +% (tx144 *% 2)) +% 1) *% 64)) +% (cv145 *% 8)), w157)
           }
         }
       }
     }
-    for j157 in 0..<1 {
-      for c158 in 0..<64 {
-        for q159 in 0..<196 {
-          arena[(((2007040 +% ((g92 +% j157) *% 12544)) +% (c158 *% 196)) +% q159)] = arena[((2926080 +% (((j157 *% 196) +% q159) *% 64)) +% c158)]
+    for j158 in 0..<1 {
+      for c159 in 0..<64 {
+        for q160 in 0..<196 {
+          arena[(((2007040 +% ((g93 +% j158) *% 12544)) +% (c159 *% 196)) +% q160)] = arena[((2926080 +% (((j158 *% 196) +% q160) *% 64)) +% c159)]
         }
       }
     }
   }
   // bn2 = batchnorm(conv2)
-  for c160 in 0..<64 {
-    var acc166 = Vector()
-    var tail167: Float = Float(0)
-    for n168 in 0..<64 {
-      for v169 in 0..<24 {
-        acc166 = (acc166 + loadVector(arena, (2007040 +% ((((n168 *% 64) +% c160) *% 196) +% (v169 *% 8)))))
+  for c161 in 0..<64 {
+    var acc167 = Vector()
+    var tail168: Float = Float(0)
+    for n169 in 0..<64 {
+      for v170 in 0..<24 {
+        acc167 = (acc167 + loadVector(arena, (2007040 +% ((((n169 *% 64) +% c161) *% 196) +% (v170 *% 8)))))
       }
-      for i170 in 0..<4 {
-        tail167 = (tail167 + arena[(2007040 +% (((((n168 *% 64) +% c160) *% 196) +% 192) +% i170))])
-      }
-    }
-    storeVector(arena, 2809984, acc166)
-    var sum171: Float = (arena[2809984] + arena[2809985])
-    var sum172: Float = (sum171 + arena[2809986])
-    var sum173: Float = (sum172 + arena[2809987])
-    var sum174: Float = (sum173 + arena[2809988])
-    var sum175: Float = (sum174 + arena[2809989])
-    var sum176: Float = (sum175 + arena[2809990])
-    var sum177: Float = (sum176 + arena[2809991])
-    var sum164: Float = (sum177 + tail167)
-    var mean161: Float = (sum164 / Float(12544))
-    var acc178 = Vector()
-    var tail179: Float = Float(0)
-    for n180 in 0..<64 {
-      for v181 in 0..<24 {
-        acc178 = (acc178 + ((loadVector(arena, (2007040 +% ((((n180 *% 64) +% c160) *% 196) +% (v181 *% 8)))) - Vector(repeating: mean161)) * (loadVector(arena, (2007040 +% ((((n180 *% 64) +% c160) *% 196) +% (v181 *% 8)))) - Vector(repeating: mean161))))
-      }
-      for i182 in 0..<4 {
-        tail179 = (tail179 + ((arena[(2007040 +% (((((n180 *% 64) +% c160) *% 196) +% 192) +% i182))] - mean161) * (arena[(2007040 +% (((((n180 *% 64) +% c160) *% 196) +% 192) +% i182))] - mean161)))
+      for i171 in 0..<4 {
+        tail168 = (tail168 + arena[(2007040 +% (((((n169 *% 64) +% c161) *% 196) +% 192) +% i171))])
       }
     }
-    storeVector(arena, 2809984, acc178)
-    var sum183: Float = (arena[2809984] + arena[2809985])
-    var sum184: Float = (sum183 + arena[2809986])
-    var sum185: Float = (sum184 + arena[2809987])
-    var sum186: Float = (sum185 + arena[2809988])
-    var sum187: Float = (sum186 + arena[2809989])
-    var sum188: Float = (sum187 + arena[2809990])
-    var sum189: Float = (sum188 + arena[2809991])
-    var squares165: Float = (sum189 + tail179)
-    var var162: Float = (squares165 / Float(12544))
-    arena[(2809856 +% c160)] = mean161
-    arena[(2809920 +% c160)] = var162
-    var scale163: Float = (params[(18784 +% c160)] * (Float(1) / sqrtf((var162 + Float(bitPattern: 0x3727c5ac)))))
-    for n190 in 0..<64 {
-      for i191 in 0..<196 {
-        arena[(4816960 +% ((((n190 *% 64) +% c160) *% 196) +% i191))] = (((arena[(2007040 +% ((((n190 *% 64) +% c160) *% 196) +% i191))] - mean161) * scale163) + params[(18848 +% c160)])
+    storeVector(arena, 2809984, acc167)
+    var sum172: Float = (arena[2809984] + arena[2809985])
+    var sum173: Float = (sum172 + arena[2809986])
+    var sum174: Float = (sum173 + arena[2809987])
+    var sum175: Float = (sum174 + arena[2809988])
+    var sum176: Float = (sum175 + arena[2809989])
+    var sum177: Float = (sum176 + arena[2809990])
+    var sum178: Float = (sum177 + arena[2809991])
+    var sum165: Float = (sum178 + tail168)
+    var mean162: Float = (sum165 / Float(12544))
+    var acc179 = Vector()
+    var tail180: Float = Float(0)
+    for n181 in 0..<64 {
+      for v182 in 0..<24 {
+        acc179 = (acc179 + ((loadVector(arena, (2007040 +% ((((n181 *% 64) +% c161) *% 196) +% (v182 *% 8)))) - Vector(repeating: mean162)) * (loadVector(arena, (2007040 +% ((((n181 *% 64) +% c161) *% 196) +% (v182 *% 8)))) - Vector(repeating: mean162))))
+      }
+      for i183 in 0..<4 {
+        tail180 = (tail180 + ((arena[(2007040 +% (((((n181 *% 64) +% c161) *% 196) +% 192) +% i183))] - mean162) * (arena[(2007040 +% (((((n181 *% 64) +% c161) *% 196) +% 192) +% i183))] - mean162)))
+      }
+    }
+    storeVector(arena, 2809984, acc179)
+    var sum184: Float = (arena[2809984] + arena[2809985])
+    var sum185: Float = (sum184 + arena[2809986])
+    var sum186: Float = (sum185 + arena[2809987])
+    var sum187: Float = (sum186 + arena[2809988])
+    var sum188: Float = (sum187 + arena[2809989])
+    var sum189: Float = (sum188 + arena[2809990])
+    var sum190: Float = (sum189 + arena[2809991])
+    var squares166: Float = (sum190 + tail180)
+    var var163: Float = (squares166 / Float(12544))
+    arena[(2809856 +% c161)] = mean162
+    arena[(2809920 +% c161)] = var163
+    var scale164: Float = (params[(18784 +% c161)] * (Float(1) / sqrtf((var163 + Float(bitPattern: 0x3727c5ac)))))
+    for n191 in 0..<64 {
+      for i192 in 0..<196 {
+        arena[(4816960 +% ((((n191 *% 64) +% c161) *% 196) +% i192))] = (((arena[(2007040 +% ((((n191 *% 64) +% c161) *% 196) +% i192))] - mean162) * scale164) + params[(18848 +% c161)])
       }
     }
   }
   // relu2 = relu(bn2)
-  for i192 in 0..<100352 {
-    storeVector(arena, ((i192 *% 8) +% 5619776), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i192 *% 8) +% 4816960)), where: loadVector(arena, ((i192 *% 8) +% 4816960)) .> Vector(repeating: Float(0))))
+  for i193 in 0..<100352 {
+    storeVector(arena, ((i193 *% 8) +% 5619776), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i193 *% 8) +% 4816960)), where: loadVector(arena, ((i193 *% 8) +% 4816960)) .> Vector(repeating: Float(0))))
   }
   // pool2 = maxpool(relu2)
-  for q193 in 0..<4096 {
-    for py194 in 0..<7 {
-      for px195 in 0..<7 {
-        var acc196: Float = arena[(5619776 +% (((q193 *% 196) +% (py194 *% 28)) +% (px195 *% 2)))]
-        acc196 = { let x = acc196, y = arena[(5619776 +% (((q193 *% 196) +% (py194 *% 28)) +% (px195 *% 2)))]; return y > x ? y : x }()
-        acc196 = { let x = acc196, y = arena[((5619776 +% (((q193 *% 196) +% (py194 *% 28)) +% (px195 *% 2))) +% 1)]; return y > x ? y : x }()
-        acc196 = { let x = acc196, y = arena[((5619776 +% (((q193 *% 196) +% (py194 *% 28)) +% (px195 *% 2))) +% 14)]; return y > x ? y : x }()
-        acc196 = { let x = acc196, y = arena[(((5619776 +% (((q193 *% 196) +% (py194 *% 28)) +% (px195 *% 2))) +% 14) +% 1)]; return y > x ? y : x }()
-        arena[(((2809984 +% (q193 *% 49)) +% (py194 *% 7)) +% px195)] = acc196
+  for q194 in 0..<4096 {
+    for py195 in 0..<7 {
+      for px196 in 0..<7 {
+        var acc197: Float = arena[(5619776 +% (((q194 *% 196) +% (py195 *% 28)) +% (px196 *% 2)))]
+        acc197 = { let x = acc197, y = arena[(5619776 +% (((q194 *% 196) +% (py195 *% 28)) +% (px196 *% 2)))]; return y > x ? y : x }()
+        acc197 = { let x = acc197, y = arena[((5619776 +% (((q194 *% 196) +% (py195 *% 28)) +% (px196 *% 2))) +% 1)]; return y > x ? y : x }()
+        acc197 = { let x = acc197, y = arena[((5619776 +% (((q194 *% 196) +% (py195 *% 28)) +% (px196 *% 2))) +% 14)]; return y > x ? y : x }()
+        acc197 = { let x = acc197, y = arena[(((5619776 +% (((q194 *% 196) +% (py195 *% 28)) +% (px196 *% 2))) +% 14) +% 1)]; return y > x ? y : x }()
+        arena[(((2809984 +% (q194 *% 49)) +% (py195 *% 7)) +% px196)] = acc197
       }
     }
   }
   // flat = flatten(pool2)
   // fc1 = dense(flat)
-  for n197 in 0..<64 {
-    for k198 in 0..<3136 {
-      arena[((4816960 +% (k198 *% 64)) +% n197)] = arena[((2809984 +% (n197 *% 3136)) +% k198)]
+  for n198 in 0..<64 {
+    for k199 in 0..<3136 {
+      arena[((4816960 +% (k199 *% 64)) +% n198)] = arena[((2809984 +% (n198 *% 3136)) +% k199)]
     }
   }
-  do {  // gemm209
-    for r199 in 0..<128 {
-      for i200 in 0..<8 {
-        storeVector(arena, ((i200 *% 8) +% (5017664 +% (r199 *% 64))), Vector(repeating: Float(0)))
+  do {  // gemm210
+    for r200 in 0..<128 {
+      for i201 in 0..<8 {
+        storeVector(arena, ((i201 *% 8) +% (5017664 +% (r200 *% 64))), Vector(repeating: Float(0)))
       }
     }
-    for kp201 in 0..<4 {
-      for nb202 in 0..<2 {
-        for mb203 in 0..<32 {
-          var t204_c0_0 = loadVector(arena, ((5017664 +% ((mb203 *% 4) *% 64)) +% (nb202 *% 24)))
-          var t204_c0_1 = loadVector(arena, (((5017664 +% ((mb203 *% 4) *% 64)) +% (nb202 *% 24)) +% 8))
-          var t204_c0_2 = loadVector(arena, (((5017664 +% ((mb203 *% 4) *% 64)) +% (nb202 *% 24)) +% 16))
-          var t204_c1_0 = loadVector(arena, ((5017664 +% (((mb203 *% 4) +% 1) *% 64)) +% (nb202 *% 24)))
-          var t204_c1_1 = loadVector(arena, (((5017664 +% (((mb203 *% 4) +% 1) *% 64)) +% (nb202 *% 24)) +% 8))
-          var t204_c1_2 = loadVector(arena, (((5017664 +% (((mb203 *% 4) +% 1) *% 64)) +% (nb202 *% 24)) +% 16))
-          var t204_c2_0 = loadVector(arena, ((5017664 +% (((mb203 *% 4) +% 2) *% 64)) +% (nb202 *% 24)))
-          var t204_c2_1 = loadVector(arena, (((5017664 +% (((mb203 *% 4) +% 2) *% 64)) +% (nb202 *% 24)) +% 8))
-          var t204_c2_2 = loadVector(arena, (((5017664 +% (((mb203 *% 4) +% 2) *% 64)) +% (nb202 *% 24)) +% 16))
-          var t204_c3_0 = loadVector(arena, ((5017664 +% (((mb203 *% 4) +% 3) *% 64)) +% (nb202 *% 24)))
-          var t204_c3_1 = loadVector(arena, (((5017664 +% (((mb203 *% 4) +% 3) *% 64)) +% (nb202 *% 24)) +% 8))
-          var t204_c3_2 = loadVector(arena, (((5017664 +% (((mb203 *% 4) +% 3) *% 64)) +% (nb202 *% 24)) +% 16))
-          for k205 in 0..<784 {
-            let t204_b0 = loadVector(arena, ((4816960 +% ((k205 +% (kp201 *% 784)) *% 64)) +% (nb202 *% 24)))
-            let t204_b1 = loadVector(arena, (((4816960 +% ((k205 +% (kp201 *% 784)) *% 64)) +% (nb202 *% 24)) +% 8))
-            let t204_b2 = loadVector(arena, (((4816960 +% ((k205 +% (kp201 *% 784)) *% 64)) +% (nb202 *% 24)) +% 16))
-            let t204_a0 = Vector(repeating: params[((18912 +% ((mb203 *% 4) *% 3136)) +% (k205 +% (kp201 *% 784)))])
-            t204_c0_0 = t204_c0_0.addingProduct(t204_a0, t204_b0)
-            t204_c0_1 = t204_c0_1.addingProduct(t204_a0, t204_b1)
-            t204_c0_2 = t204_c0_2.addingProduct(t204_a0, t204_b2)
-            let t204_a1 = Vector(repeating: params[((18912 +% (((mb203 *% 4) +% 1) *% 3136)) +% (k205 +% (kp201 *% 784)))])
-            t204_c1_0 = t204_c1_0.addingProduct(t204_a1, t204_b0)
-            t204_c1_1 = t204_c1_1.addingProduct(t204_a1, t204_b1)
-            t204_c1_2 = t204_c1_2.addingProduct(t204_a1, t204_b2)
-            let t204_a2 = Vector(repeating: params[((18912 +% (((mb203 *% 4) +% 2) *% 3136)) +% (k205 +% (kp201 *% 784)))])
-            t204_c2_0 = t204_c2_0.addingProduct(t204_a2, t204_b0)
-            t204_c2_1 = t204_c2_1.addingProduct(t204_a2, t204_b1)
-            t204_c2_2 = t204_c2_2.addingProduct(t204_a2, t204_b2)
-            let t204_a3 = Vector(repeating: params[((18912 +% (((mb203 *% 4) +% 3) *% 3136)) +% (k205 +% (kp201 *% 784)))])
-            t204_c3_0 = t204_c3_0.addingProduct(t204_a3, t204_b0)
-            t204_c3_1 = t204_c3_1.addingProduct(t204_a3, t204_b1)
-            t204_c3_2 = t204_c3_2.addingProduct(t204_a3, t204_b2)
+    for kp202 in 0..<4 {
+      for nb203 in 0..<2 {
+        for mb204 in 0..<32 {
+          var t205_c0_0 = loadVector(arena, ((5017664 +% ((mb204 *% 4) *% 64)) +% (nb203 *% 24)))
+          var t205_c0_1 = loadVector(arena, (((5017664 +% ((mb204 *% 4) *% 64)) +% (nb203 *% 24)) +% 8))
+          var t205_c0_2 = loadVector(arena, (((5017664 +% ((mb204 *% 4) *% 64)) +% (nb203 *% 24)) +% 16))
+          var t205_c1_0 = loadVector(arena, ((5017664 +% (((mb204 *% 4) +% 1) *% 64)) +% (nb203 *% 24)))
+          var t205_c1_1 = loadVector(arena, (((5017664 +% (((mb204 *% 4) +% 1) *% 64)) +% (nb203 *% 24)) +% 8))
+          var t205_c1_2 = loadVector(arena, (((5017664 +% (((mb204 *% 4) +% 1) *% 64)) +% (nb203 *% 24)) +% 16))
+          var t205_c2_0 = loadVector(arena, ((5017664 +% (((mb204 *% 4) +% 2) *% 64)) +% (nb203 *% 24)))
+          var t205_c2_1 = loadVector(arena, (((5017664 +% (((mb204 *% 4) +% 2) *% 64)) +% (nb203 *% 24)) +% 8))
+          var t205_c2_2 = loadVector(arena, (((5017664 +% (((mb204 *% 4) +% 2) *% 64)) +% (nb203 *% 24)) +% 16))
+          var t205_c3_0 = loadVector(arena, ((5017664 +% (((mb204 *% 4) +% 3) *% 64)) +% (nb203 *% 24)))
+          var t205_c3_1 = loadVector(arena, (((5017664 +% (((mb204 *% 4) +% 3) *% 64)) +% (nb203 *% 24)) +% 8))
+          var t205_c3_2 = loadVector(arena, (((5017664 +% (((mb204 *% 4) +% 3) *% 64)) +% (nb203 *% 24)) +% 16))
+          for k206 in 0..<784 {
+            let t205_b0 = loadVector(arena, ((4816960 +% ((k206 +% (kp202 *% 784)) *% 64)) +% (nb203 *% 24)))
+            let t205_b1 = loadVector(arena, (((4816960 +% ((k206 +% (kp202 *% 784)) *% 64)) +% (nb203 *% 24)) +% 8))
+            let t205_b2 = loadVector(arena, (((4816960 +% ((k206 +% (kp202 *% 784)) *% 64)) +% (nb203 *% 24)) +% 16))
+            let t205_a0 = Vector(repeating: params[((18912 +% ((mb204 *% 4) *% 3136)) +% (k206 +% (kp202 *% 784)))])
+            t205_c0_0 = t205_c0_0.addingProduct(t205_a0, t205_b0)
+            t205_c0_1 = t205_c0_1.addingProduct(t205_a0, t205_b1)
+            t205_c0_2 = t205_c0_2.addingProduct(t205_a0, t205_b2)
+            let t205_a1 = Vector(repeating: params[((18912 +% (((mb204 *% 4) +% 1) *% 3136)) +% (k206 +% (kp202 *% 784)))])
+            t205_c1_0 = t205_c1_0.addingProduct(t205_a1, t205_b0)
+            t205_c1_1 = t205_c1_1.addingProduct(t205_a1, t205_b1)
+            t205_c1_2 = t205_c1_2.addingProduct(t205_a1, t205_b2)
+            let t205_a2 = Vector(repeating: params[((18912 +% (((mb204 *% 4) +% 2) *% 3136)) +% (k206 +% (kp202 *% 784)))])
+            t205_c2_0 = t205_c2_0.addingProduct(t205_a2, t205_b0)
+            t205_c2_1 = t205_c2_1.addingProduct(t205_a2, t205_b1)
+            t205_c2_2 = t205_c2_2.addingProduct(t205_a2, t205_b2)
+            let t205_a3 = Vector(repeating: params[((18912 +% (((mb204 *% 4) +% 3) *% 3136)) +% (k206 +% (kp202 *% 784)))])
+            t205_c3_0 = t205_c3_0.addingProduct(t205_a3, t205_b0)
+            t205_c3_1 = t205_c3_1.addingProduct(t205_a3, t205_b1)
+            t205_c3_2 = t205_c3_2.addingProduct(t205_a3, t205_b2)
           }
-          storeVector(arena, ((5017664 +% ((mb203 *% 4) *% 64)) +% (nb202 *% 24)), t204_c0_0)
-          storeVector(arena, (((5017664 +% ((mb203 *% 4) *% 64)) +% (nb202 *% 24)) +% 8), t204_c0_1)
-          storeVector(arena, (((5017664 +% ((mb203 *% 4) *% 64)) +% (nb202 *% 24)) +% 16), t204_c0_2)
-          storeVector(arena, ((5017664 +% (((mb203 *% 4) +% 1) *% 64)) +% (nb202 *% 24)), t204_c1_0)
-          storeVector(arena, (((5017664 +% (((mb203 *% 4) +% 1) *% 64)) +% (nb202 *% 24)) +% 8), t204_c1_1)
-          storeVector(arena, (((5017664 +% (((mb203 *% 4) +% 1) *% 64)) +% (nb202 *% 24)) +% 16), t204_c1_2)
-          storeVector(arena, ((5017664 +% (((mb203 *% 4) +% 2) *% 64)) +% (nb202 *% 24)), t204_c2_0)
-          storeVector(arena, (((5017664 +% (((mb203 *% 4) +% 2) *% 64)) +% (nb202 *% 24)) +% 8), t204_c2_1)
-          storeVector(arena, (((5017664 +% (((mb203 *% 4) +% 2) *% 64)) +% (nb202 *% 24)) +% 16), t204_c2_2)
-          storeVector(arena, ((5017664 +% (((mb203 *% 4) +% 3) *% 64)) +% (nb202 *% 24)), t204_c3_0)
-          storeVector(arena, (((5017664 +% (((mb203 *% 4) +% 3) *% 64)) +% (nb202 *% 24)) +% 8), t204_c3_1)
-          storeVector(arena, (((5017664 +% (((mb203 *% 4) +% 3) *% 64)) +% (nb202 *% 24)) +% 16), t204_c3_2)
+          storeVector(arena, ((5017664 +% ((mb204 *% 4) *% 64)) +% (nb203 *% 24)), t205_c0_0)
+          storeVector(arena, (((5017664 +% ((mb204 *% 4) *% 64)) +% (nb203 *% 24)) +% 8), t205_c0_1)
+          storeVector(arena, (((5017664 +% ((mb204 *% 4) *% 64)) +% (nb203 *% 24)) +% 16), t205_c0_2)
+          storeVector(arena, ((5017664 +% (((mb204 *% 4) +% 1) *% 64)) +% (nb203 *% 24)), t205_c1_0)
+          storeVector(arena, (((5017664 +% (((mb204 *% 4) +% 1) *% 64)) +% (nb203 *% 24)) +% 8), t205_c1_1)
+          storeVector(arena, (((5017664 +% (((mb204 *% 4) +% 1) *% 64)) +% (nb203 *% 24)) +% 16), t205_c1_2)
+          storeVector(arena, ((5017664 +% (((mb204 *% 4) +% 2) *% 64)) +% (nb203 *% 24)), t205_c2_0)
+          storeVector(arena, (((5017664 +% (((mb204 *% 4) +% 2) *% 64)) +% (nb203 *% 24)) +% 8), t205_c2_1)
+          storeVector(arena, (((5017664 +% (((mb204 *% 4) +% 2) *% 64)) +% (nb203 *% 24)) +% 16), t205_c2_2)
+          storeVector(arena, ((5017664 +% (((mb204 *% 4) +% 3) *% 64)) +% (nb203 *% 24)), t205_c3_0)
+          storeVector(arena, (((5017664 +% (((mb204 *% 4) +% 3) *% 64)) +% (nb203 *% 24)) +% 8), t205_c3_1)
+          storeVector(arena, (((5017664 +% (((mb204 *% 4) +% 3) *% 64)) +% (nb203 *% 24)) +% 16), t205_c3_2)
         }
       }
-      for mb206 in 0..<32 {
-        var t207_c0_0 = loadVector(arena, ((5017664 +% ((mb206 *% 4) *% 64)) +% 48))
-        var t207_c0_1 = loadVector(arena, (((5017664 +% ((mb206 *% 4) *% 64)) +% 48) +% 8))
-        var t207_c1_0 = loadVector(arena, ((5017664 +% (((mb206 *% 4) +% 1) *% 64)) +% 48))
-        var t207_c1_1 = loadVector(arena, (((5017664 +% (((mb206 *% 4) +% 1) *% 64)) +% 48) +% 8))
-        var t207_c2_0 = loadVector(arena, ((5017664 +% (((mb206 *% 4) +% 2) *% 64)) +% 48))
-        var t207_c2_1 = loadVector(arena, (((5017664 +% (((mb206 *% 4) +% 2) *% 64)) +% 48) +% 8))
-        var t207_c3_0 = loadVector(arena, ((5017664 +% (((mb206 *% 4) +% 3) *% 64)) +% 48))
-        var t207_c3_1 = loadVector(arena, (((5017664 +% (((mb206 *% 4) +% 3) *% 64)) +% 48) +% 8))
-        for k208 in 0..<784 {
-          let t207_b0 = loadVector(arena, ((4816960 +% ((k208 +% (kp201 *% 784)) *% 64)) +% 48))
-          let t207_b1 = loadVector(arena, (((4816960 +% ((k208 +% (kp201 *% 784)) *% 64)) +% 48) +% 8))
-          let t207_a0 = Vector(repeating: params[((18912 +% ((mb206 *% 4) *% 3136)) +% (k208 +% (kp201 *% 784)))])
-          t207_c0_0 = t207_c0_0.addingProduct(t207_a0, t207_b0)
-          t207_c0_1 = t207_c0_1.addingProduct(t207_a0, t207_b1)
-          let t207_a1 = Vector(repeating: params[((18912 +% (((mb206 *% 4) +% 1) *% 3136)) +% (k208 +% (kp201 *% 784)))])
-          t207_c1_0 = t207_c1_0.addingProduct(t207_a1, t207_b0)
-          t207_c1_1 = t207_c1_1.addingProduct(t207_a1, t207_b1)
-          let t207_a2 = Vector(repeating: params[((18912 +% (((mb206 *% 4) +% 2) *% 3136)) +% (k208 +% (kp201 *% 784)))])
-          t207_c2_0 = t207_c2_0.addingProduct(t207_a2, t207_b0)
-          t207_c2_1 = t207_c2_1.addingProduct(t207_a2, t207_b1)
-          let t207_a3 = Vector(repeating: params[((18912 +% (((mb206 *% 4) +% 3) *% 3136)) +% (k208 +% (kp201 *% 784)))])
-          t207_c3_0 = t207_c3_0.addingProduct(t207_a3, t207_b0)
-          t207_c3_1 = t207_c3_1.addingProduct(t207_a3, t207_b1)
+      for mb207 in 0..<32 {
+        var t208_c0_0 = loadVector(arena, ((5017664 +% ((mb207 *% 4) *% 64)) +% 48))
+        var t208_c0_1 = loadVector(arena, (((5017664 +% ((mb207 *% 4) *% 64)) +% 48) +% 8))
+        var t208_c1_0 = loadVector(arena, ((5017664 +% (((mb207 *% 4) +% 1) *% 64)) +% 48))
+        var t208_c1_1 = loadVector(arena, (((5017664 +% (((mb207 *% 4) +% 1) *% 64)) +% 48) +% 8))
+        var t208_c2_0 = loadVector(arena, ((5017664 +% (((mb207 *% 4) +% 2) *% 64)) +% 48))
+        var t208_c2_1 = loadVector(arena, (((5017664 +% (((mb207 *% 4) +% 2) *% 64)) +% 48) +% 8))
+        var t208_c3_0 = loadVector(arena, ((5017664 +% (((mb207 *% 4) +% 3) *% 64)) +% 48))
+        var t208_c3_1 = loadVector(arena, (((5017664 +% (((mb207 *% 4) +% 3) *% 64)) +% 48) +% 8))
+        for k209 in 0..<784 {
+          let t208_b0 = loadVector(arena, ((4816960 +% ((k209 +% (kp202 *% 784)) *% 64)) +% 48))
+          let t208_b1 = loadVector(arena, (((4816960 +% ((k209 +% (kp202 *% 784)) *% 64)) +% 48) +% 8))
+          let t208_a0 = Vector(repeating: params[((18912 +% ((mb207 *% 4) *% 3136)) +% (k209 +% (kp202 *% 784)))])
+          t208_c0_0 = t208_c0_0.addingProduct(t208_a0, t208_b0)
+          t208_c0_1 = t208_c0_1.addingProduct(t208_a0, t208_b1)
+          let t208_a1 = Vector(repeating: params[((18912 +% (((mb207 *% 4) +% 1) *% 3136)) +% (k209 +% (kp202 *% 784)))])
+          t208_c1_0 = t208_c1_0.addingProduct(t208_a1, t208_b0)
+          t208_c1_1 = t208_c1_1.addingProduct(t208_a1, t208_b1)
+          let t208_a2 = Vector(repeating: params[((18912 +% (((mb207 *% 4) +% 2) *% 3136)) +% (k209 +% (kp202 *% 784)))])
+          t208_c2_0 = t208_c2_0.addingProduct(t208_a2, t208_b0)
+          t208_c2_1 = t208_c2_1.addingProduct(t208_a2, t208_b1)
+          let t208_a3 = Vector(repeating: params[((18912 +% (((mb207 *% 4) +% 3) *% 3136)) +% (k209 +% (kp202 *% 784)))])
+          t208_c3_0 = t208_c3_0.addingProduct(t208_a3, t208_b0)
+          t208_c3_1 = t208_c3_1.addingProduct(t208_a3, t208_b1)
         }
-        storeVector(arena, ((5017664 +% ((mb206 *% 4) *% 64)) +% 48), t207_c0_0)
-        storeVector(arena, (((5017664 +% ((mb206 *% 4) *% 64)) +% 48) +% 8), t207_c0_1)
-        storeVector(arena, ((5017664 +% (((mb206 *% 4) +% 1) *% 64)) +% 48), t207_c1_0)
-        storeVector(arena, (((5017664 +% (((mb206 *% 4) +% 1) *% 64)) +% 48) +% 8), t207_c1_1)
-        storeVector(arena, ((5017664 +% (((mb206 *% 4) +% 2) *% 64)) +% 48), t207_c2_0)
-        storeVector(arena, (((5017664 +% (((mb206 *% 4) +% 2) *% 64)) +% 48) +% 8), t207_c2_1)
-        storeVector(arena, ((5017664 +% (((mb206 *% 4) +% 3) *% 64)) +% 48), t207_c3_0)
-        storeVector(arena, (((5017664 +% (((mb206 *% 4) +% 3) *% 64)) +% 48) +% 8), t207_c3_1)
+        storeVector(arena, ((5017664 +% ((mb207 *% 4) *% 64)) +% 48), t208_c0_0)
+        storeVector(arena, (((5017664 +% ((mb207 *% 4) *% 64)) +% 48) +% 8), t208_c0_1)
+        storeVector(arena, ((5017664 +% (((mb207 *% 4) +% 1) *% 64)) +% 48), t208_c1_0)
+        storeVector(arena, (((5017664 +% (((mb207 *% 4) +% 1) *% 64)) +% 48) +% 8), t208_c1_1)
+        storeVector(arena, ((5017664 +% (((mb207 *% 4) +% 2) *% 64)) +% 48), t208_c2_0)
+        storeVector(arena, (((5017664 +% (((mb207 *% 4) +% 2) *% 64)) +% 48) +% 8), t208_c2_1)
+        storeVector(arena, ((5017664 +% (((mb207 *% 4) +% 3) *% 64)) +% 48), t208_c3_0)
+        storeVector(arena, (((5017664 +% (((mb207 *% 4) +% 3) *% 64)) +% 48) +% 8), t208_c3_1)
       }
     }
   }
-  for n210 in 0..<64 {
-    for u211 in 0..<128 {
-      arena[((3010688 +% (n210 *% 128)) +% u211)] = arena[((5017664 +% (u211 *% 64)) +% n210)]
+  for n211 in 0..<64 {
+    for u212 in 0..<128 {
+      arena[((3010688 +% (n211 *% 128)) +% u212)] = arena[((5017664 +% (u212 *% 64)) +% n211)]
     }
   }
   // bn3 = batchnorm(fc1)
-  for c212 in 0..<128 {
-    let acc218 = Vector()
-    var tail219: Float = Float(0)
-    for n220 in 0..<64 {
-      for i221 in 0..<1 {
-        tail219 = (tail219 + arena[(3010688 +% (((n220 *% 128) +% c212) +% i221))])
+  for c213 in 0..<128 {
+    let acc219 = Vector()
+    var tail220: Float = Float(0)
+    for n221 in 0..<64 {
+      for i222 in 0..<1 {
+        tail220 = (tail220 + arena[(3010688 +% (((n221 *% 128) +% c213) +% i222))])
       }
     }
-    storeVector(arena, 3027328, acc218)
-    var sum222: Float = (arena[3027328] + arena[3027329])
-    var sum223: Float = (sum222 + arena[3027330])
-    var sum224: Float = (sum223 + arena[3027331])
-    var sum225: Float = (sum224 + arena[3027332])
-    var sum226: Float = (sum225 + arena[3027333])
-    var sum227: Float = (sum226 + arena[3027334])
-    var sum228: Float = (sum227 + arena[3027335])
-    var sum216: Float = (sum228 + tail219)
-    var mean213: Float = (sum216 / Float(64))
-    let acc229 = Vector()
-    var tail230: Float = Float(0)
-    for n231 in 0..<64 {
-      for i232 in 0..<1 {
-        tail230 = (tail230 + ((arena[(3010688 +% (((n231 *% 128) +% c212) +% i232))] - mean213) * (arena[(3010688 +% (((n231 *% 128) +% c212) +% i232))] - mean213)))
+    storeVector(arena, 3027328, acc219)
+    var sum223: Float = (arena[3027328] + arena[3027329])
+    var sum224: Float = (sum223 + arena[3027330])
+    var sum225: Float = (sum224 + arena[3027331])
+    var sum226: Float = (sum225 + arena[3027332])
+    var sum227: Float = (sum226 + arena[3027333])
+    var sum228: Float = (sum227 + arena[3027334])
+    var sum229: Float = (sum228 + arena[3027335])
+    var sum217: Float = (sum229 + tail220)
+    var mean214: Float = (sum217 / Float(64))
+    let acc230 = Vector()
+    var tail231: Float = Float(0)
+    for n232 in 0..<64 {
+      for i233 in 0..<1 {
+        tail231 = (tail231 + ((arena[(3010688 +% (((n232 *% 128) +% c213) +% i233))] - mean214) * (arena[(3010688 +% (((n232 *% 128) +% c213) +% i233))] - mean214)))
       }
     }
-    storeVector(arena, 3027328, acc229)
-    var sum233: Float = (arena[3027328] + arena[3027329])
-    var sum234: Float = (sum233 + arena[3027330])
-    var sum235: Float = (sum234 + arena[3027331])
-    var sum236: Float = (sum235 + arena[3027332])
-    var sum237: Float = (sum236 + arena[3027333])
-    var sum238: Float = (sum237 + arena[3027334])
-    var sum239: Float = (sum238 + arena[3027335])
-    var squares217: Float = (sum239 + tail230)
-    var var214: Float = (squares217 / Float(64))
-    arena[(3027072 +% c212)] = mean213
-    arena[(3027200 +% c212)] = var214
-    var scale215: Float = (params[(420320 +% c212)] * (Float(1) / sqrtf((var214 + Float(bitPattern: 0x3727c5ac)))))
-    for n240 in 0..<64 {
-      arena[(3018880 +% ((n240 *% 128) +% c212))] = (((arena[(3010688 +% ((n240 *% 128) +% c212))] - mean213) * scale215) + params[(420448 +% c212)])
+    storeVector(arena, 3027328, acc230)
+    var sum234: Float = (arena[3027328] + arena[3027329])
+    var sum235: Float = (sum234 + arena[3027330])
+    var sum236: Float = (sum235 + arena[3027331])
+    var sum237: Float = (sum236 + arena[3027332])
+    var sum238: Float = (sum237 + arena[3027333])
+    var sum239: Float = (sum238 + arena[3027334])
+    var sum240: Float = (sum239 + arena[3027335])
+    var squares218: Float = (sum240 + tail231)
+    var var215: Float = (squares218 / Float(64))
+    arena[(3027072 +% c213)] = mean214
+    arena[(3027200 +% c213)] = var215
+    var scale216: Float = (params[(420320 +% c213)] * (Float(1) / sqrtf((var215 + Float(bitPattern: 0x3727c5ac)))))
+    for n241 in 0..<64 {
+      arena[(3018880 +% ((n241 *% 128) +% c213))] = (((arena[(3010688 +% ((n241 *% 128) +% c213))] - mean214) * scale216) + params[(420448 +% c213)])
     }
   }
   // relu3 = relu(bn3)
-  for i241 in 0..<1024 {
-    storeVector(arena, ((i241 *% 8) +% 3027328), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i241 *% 8) +% 3018880)), where: loadVector(arena, ((i241 *% 8) +% 3018880)) .> Vector(repeating: Float(0))))
+  for i242 in 0..<1024 {
+    storeVector(arena, ((i242 *% 8) +% 3027328), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i242 *% 8) +% 3018880)), where: loadVector(arena, ((i242 *% 8) +% 3018880)) .> Vector(repeating: Float(0))))
   }
   // fc2 = dense(relu3)
   sgemm(101, 111, 112, 64, 10, 128, 1, arena + 3027328, 128, params + 420576, 128, Float(bitPattern: 0x0), arena + 3018880, 10)
-  for n242 in 0..<64 {
-    for u243 in 0..<1 {
-      storeVector(arena, ((u243 *% 8) +% (3018880 +% (n242 *% 10))), (loadVector(arena, ((u243 *% 8) +% (3018880 +% (n242 *% 10)))) + loadVector(params, ((u243 *% 8) +% 421856))))
+  for n243 in 0..<64 {
+    for u244 in 0..<1 {
+      storeVector(arena, ((u244 *% 8) +% (3018880 +% (n243 *% 10))), (loadVector(arena, ((u244 *% 8) +% (3018880 +% (n243 *% 10)))) + loadVector(params, ((u244 *% 8) +% 421856))))
     }
-    for u243 in 0..<1 {
-      storePartial(arena, ((u243 +% 8) +% (3018880 +% (n242 *% 10))), (loadPartial(arena, ((u243 +% 8) +% (3018880 +% (n242 *% 10))), 2) + loadPartial(params, ((u243 +% 8) +% 421856), 2)), 2)
+    for u244 in 0..<1 {
+      storePartial(arena, ((u244 +% 8) +% (3018880 +% (n243 *% 10))), (loadPartial(arena, ((u244 +% 8) +% (3018880 +% (n243 *% 10))), 2) + loadPartial(params, ((u244 +% 8) +% 421856), 2)), 2)
     }
   }
   // loss = cross_entropy(fc2, label)
-  var total244: Float = Float(0)
-  for n245 in 0..<64 {
-    var m246: Float = arena[(3018880 +% (n245 *% 10))]
-    for k248 in 0..<10 {
-      m246 = { let x = m246, y = arena[((3018880 +% (n245 *% 10)) +% k248)]; return y > x ? y : x }()
-    }
-    var s247: Float = Float(0)
+  var total245: Float = Float(0)
+  for n246 in 0..<64 {
+    var m247: Float = arena[(3018880 +% (n246 *% 10))]
     for k249 in 0..<10 {
-      s247 = (s247 + expf((arena[((3018880 +% (n245 *% 10)) +% k249)] - m246)))
+      m247 = { let x = m247, y = arena[((3018880 +% (n246 *% 10)) +% k249)]; return y > x ? y : x }()
     }
-    total244 = (total244 + ((m246 + logf(s247)) - arena[((3018880 +% (n245 *% 10)) +% Int(labels[n245]))]))
+    var s248: Float = Float(0)
+    for k250 in 0..<10 {
+      s248 = (s248 + expf((arena[((3018880 +% (n246 *% 10)) +% k250)] - m247)))
+    }
+    total245 = (total245 + ((m247 + logf(s248)) - arena[((3018880 +% (n246 *% 10)) +% Int(labels[n246]))]))
   }
-  arena[3019520] = (total244 / Float(64))
+  arena[3019520] = (total245 / Float(64))
   // fc2_grad = cross_entropy_grad(fc2, label)
-  for n250 in 0..<64 {
-    var m251: Float = arena[(3018880 +% (n250 *% 10))]
-    for k253 in 0..<10 {
-      m251 = { let x = m251, y = arena[((3018880 +% (n250 *% 10)) +% k253)]; return y > x ? y : x }()
-    }
-    var s252: Float = Float(0)
+  for n251 in 0..<64 {
+    var m252: Float = arena[(3018880 +% (n251 *% 10))]
     for k254 in 0..<10 {
-      s252 = (s252 + expf((arena[((3018880 +% (n250 *% 10)) +% k254)] - m251)))
+      m252 = { let x = m252, y = arena[((3018880 +% (n251 *% 10)) +% k254)]; return y > x ? y : x }()
     }
+    var s253: Float = Float(0)
     for k255 in 0..<10 {
-      arena[((3019536 +% (n250 *% 10)) +% k255)] = ((k255 == Int(labels[n250]) ? ((expf((arena[((3018880 +% (n250 *% 10)) +% k255)] - m251)) / s252) - Float(1)) : (expf((arena[((3018880 +% (n250 *% 10)) +% k255)] - m251)) / s252)) / Float(64))
+      s253 = (s253 + expf((arena[((3018880 +% (n251 *% 10)) +% k255)] - m252)))
+    }
+    for k256 in 0..<10 {
+      arena[((3019536 +% (n251 *% 10)) +% k256)] = ((k256 == Int(labels[n251]) ? ((expf((arena[((3018880 +% (n251 *% 10)) +% k256)] - m252)) / s253) - Float(1)) : (expf((arena[((3018880 +% (n251 *% 10)) +% k256)] - m252)) / s253)) / Float(64))
     }
   }
   // fc2_weight_grad = dense_grad_weight(fc2_grad, relu3)
   sgemm(101, 112, 111, 10, 128, 64, 1, arena + 3019536, 10, arena + 3027328, 128, Float(bitPattern: 0x0), grads + 420576, 128)
   // fc2_bias_grad = dense_grad_bias(fc2_grad)
-  for u256 in 0..<10 {
-    var acc257: Float = Float(0)
-    for n258 in 0..<64 {
-      acc257 = (acc257 + arena[((3019536 +% (n258 *% 10)) +% u256)])
+  for u257 in 0..<10 {
+    var acc258: Float = Float(0)
+    for n259 in 0..<64 {
+      acc258 = (acc258 + arena[((3019536 +% (n259 *% 10)) +% u257)])
     }
-    grads[(421856 +% u256)] = acc257
+    grads[(421856 +% u257)] = acc258
   }
   // relu3_grad = dense_grad_input(fc2_grad, fc2.weight)
   sgemm(101, 111, 111, 64, 128, 10, 1, arena + 3019536, 10, params + 420576, 128, Float(bitPattern: 0x0), arena + 3035520, 128)
   // bn3_grad = relu_grad(relu3_grad, relu3)
-  for i259 in 0..<1024 {
-    storeVector(arena, ((i259 *% 8) +% 3043712), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i259 *% 8) +% 3035520)), where: loadVector(arena, ((i259 *% 8) +% 3027328)) .> Vector(repeating: Float(0))))
+  for i260 in 0..<1024 {
+    storeVector(arena, ((i260 *% 8) +% 3043712), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i260 *% 8) +% 3035520)), where: loadVector(arena, ((i260 *% 8) +% 3027328)) .> Vector(repeating: Float(0))))
   }
   // bn3_weight_grad = batchnorm_grad_weight(bn3_grad, fc1, bn3.mean, bn3.var)
-  for c260 in 0..<128 {
-    var invstd262: Float = (Float(1) / sqrtf((arena[(3027200 +% c260)] + Float(bitPattern: 0x3727c5ac))))
-    var mean263: Float = arena[(3027072 +% c260)]
-    let acc264 = Vector()
-    var tail265: Float = Float(0)
-    for n266 in 0..<64 {
-      for i267 in 0..<1 {
-        tail265 = (tail265 + (arena[(3043712 +% (((n266 *% 128) +% c260) +% i267))] * ((arena[(3010688 +% (((n266 *% 128) +% c260) +% i267))] - mean263) * invstd262)))
+  for c261 in 0..<128 {
+    var invstd263: Float = (Float(1) / sqrtf((arena[(3027200 +% c261)] + Float(bitPattern: 0x3727c5ac))))
+    var mean264: Float = arena[(3027072 +% c261)]
+    let acc265 = Vector()
+    var tail266: Float = Float(0)
+    for n267 in 0..<64 {
+      for i268 in 0..<1 {
+        tail266 = (tail266 + (arena[(3043712 +% (((n267 *% 128) +% c261) +% i268))] * ((arena[(3010688 +% (((n267 *% 128) +% c261) +% i268))] - mean264) * invstd263)))
       }
     }
-    storeVector(arena, 3019536, acc264)
-    var sum268: Float = (arena[3019536] + arena[3019537])
-    var sum269: Float = (sum268 + arena[3019538])
-    var sum270: Float = (sum269 + arena[3019539])
-    var sum271: Float = (sum270 + arena[3019540])
-    var sum272: Float = (sum271 + arena[3019541])
-    var sum273: Float = (sum272 + arena[3019542])
-    var sum274: Float = (sum273 + arena[3019543])
-    var sum_x261: Float = (sum274 + tail265)
-    grads[(420320 +% c260)] = sum_x261
+    storeVector(arena, 3019536, acc265)
+    var sum269: Float = (arena[3019536] + arena[3019537])
+    var sum270: Float = (sum269 + arena[3019538])
+    var sum271: Float = (sum270 + arena[3019539])
+    var sum272: Float = (sum271 + arena[3019540])
+    var sum273: Float = (sum272 + arena[3019541])
+    var sum274: Float = (sum273 + arena[3019542])
+    var sum275: Float = (sum274 + arena[3019543])
+    var sum_x262: Float = (sum275 + tail266)
+    grads[(420320 +% c261)] = sum_x262
   }
   // bn3_bias_grad = batchnorm_grad_bias(bn3_grad)
-  for c275 in 0..<128 {
-    let acc277 = Vector()
-    var tail278: Float = Float(0)
-    for n279 in 0..<64 {
-      for i280 in 0..<1 {
-        tail278 = (tail278 + arena[(3043712 +% (((n279 *% 128) +% c275) +% i280))])
+  for c276 in 0..<128 {
+    let acc278 = Vector()
+    var tail279: Float = Float(0)
+    for n280 in 0..<64 {
+      for i281 in 0..<1 {
+        tail279 = (tail279 + arena[(3043712 +% (((n280 *% 128) +% c276) +% i281))])
       }
     }
-    storeVector(arena, 3019536, acc277)
-    var sum281: Float = (arena[3019536] + arena[3019537])
-    var sum282: Float = (sum281 + arena[3019538])
-    var sum283: Float = (sum282 + arena[3019539])
-    var sum284: Float = (sum283 + arena[3019540])
-    var sum285: Float = (sum284 + arena[3019541])
-    var sum286: Float = (sum285 + arena[3019542])
-    var sum287: Float = (sum286 + arena[3019543])
-    var sum276: Float = (sum287 + tail278)
-    grads[(420448 +% c275)] = sum276
+    storeVector(arena, 3019536, acc278)
+    var sum282: Float = (arena[3019536] + arena[3019537])
+    var sum283: Float = (sum282 + arena[3019538])
+    var sum284: Float = (sum283 + arena[3019539])
+    var sum285: Float = (sum284 + arena[3019540])
+    var sum286: Float = (sum285 + arena[3019541])
+    var sum287: Float = (sum286 + arena[3019542])
+    var sum288: Float = (sum287 + arena[3019543])
+    var sum277: Float = (sum288 + tail279)
+    grads[(420448 +% c276)] = sum277
   }
   // fc1_grad = batchnorm_grad_input(bn3_grad, fc1, bn3.mean, bn3.var, bn3.weight, bn3_bias_grad, bn3_weight_grad)
-  for c288 in 0..<128 {
-    var invstd291: Float = (Float(1) / sqrtf((arena[(3027200 +% c288)] + Float(bitPattern: 0x3727c5ac))))
-    var sum289: Float = grads[(420448 +% c288)]
-    var sum_x290: Float = grads[(420320 +% c288)]
-    var scale292: Float = (params[(420320 +% c288)] * invstd291)
-    var mean_dy293: Float = (sum289 / Float(64))
-    var mean_dy_x294: Float = (sum_x290 / Float(64))
-    for n295 in 0..<64 {
-      arena[(3027328 +% ((n295 *% 128) +% c288))] = (scale292 * ((arena[(3043712 +% ((n295 *% 128) +% c288))] - mean_dy293) - (((arena[(3010688 +% ((n295 *% 128) +% c288))] - arena[(3027072 +% c288)]) * invstd291) * mean_dy_x294)))
+  for c289 in 0..<128 {
+    var invstd292: Float = (Float(1) / sqrtf((arena[(3027200 +% c289)] + Float(bitPattern: 0x3727c5ac))))
+    var sum290: Float = grads[(420448 +% c289)]
+    var sum_x291: Float = grads[(420320 +% c289)]
+    var scale293: Float = (params[(420320 +% c289)] * invstd292)
+    var mean_dy294: Float = (sum290 / Float(64))
+    var mean_dy_x295: Float = (sum_x291 / Float(64))
+    for n296 in 0..<64 {
+      arena[(3027328 +% ((n296 *% 128) +% c289))] = (scale293 * ((arena[(3043712 +% ((n296 *% 128) +% c289))] - mean_dy294) - (((arena[(3010688 +% ((n296 *% 128) +% c289))] - arena[(3027072 +% c289)]) * invstd292) * mean_dy_x295)))
     }
   }
   // fc1_weight_grad = dense_grad_weight(fc1_grad, flat)
-  do {  // gemm303
-    for nb296 in 0..<130 {
-      for mb297 in 0..<32 {
-        var t298_c0_0 = Vector()
-        var t298_c0_1 = Vector()
-        var t298_c0_2 = Vector()
-        var t298_c1_0 = Vector()
-        var t298_c1_1 = Vector()
-        var t298_c1_2 = Vector()
-        var t298_c2_0 = Vector()
-        var t298_c2_1 = Vector()
-        var t298_c2_2 = Vector()
-        var t298_c3_0 = Vector()
-        var t298_c3_1 = Vector()
-        var t298_c3_2 = Vector()
-        for k299 in 0..<64 {
-          let t298_b0 = loadVector(arena, ((2809984 +% (k299 *% 3136)) +% (nb296 *% 24)))
-          let t298_b1 = loadVector(arena, (((2809984 +% (k299 *% 3136)) +% (nb296 *% 24)) +% 8))
-          let t298_b2 = loadVector(arena, (((2809984 +% (k299 *% 3136)) +% (nb296 *% 24)) +% 16))
-          let t298_a0 = Vector(repeating: arena[((3027328 +% (mb297 *% 4)) +% (k299 *% 128))])
-          t298_c0_0 = t298_c0_0.addingProduct(t298_a0, t298_b0)
-          t298_c0_1 = t298_c0_1.addingProduct(t298_a0, t298_b1)
-          t298_c0_2 = t298_c0_2.addingProduct(t298_a0, t298_b2)
-          let t298_a1 = Vector(repeating: arena[((3027328 +% ((mb297 *% 4) +% 1)) +% (k299 *% 128))])
-          t298_c1_0 = t298_c1_0.addingProduct(t298_a1, t298_b0)
-          t298_c1_1 = t298_c1_1.addingProduct(t298_a1, t298_b1)
-          t298_c1_2 = t298_c1_2.addingProduct(t298_a1, t298_b2)
-          let t298_a2 = Vector(repeating: arena[((3027328 +% ((mb297 *% 4) +% 2)) +% (k299 *% 128))])
-          t298_c2_0 = t298_c2_0.addingProduct(t298_a2, t298_b0)
-          t298_c2_1 = t298_c2_1.addingProduct(t298_a2, t298_b1)
-          t298_c2_2 = t298_c2_2.addingProduct(t298_a2, t298_b2)
-          let t298_a3 = Vector(repeating: arena[((3027328 +% ((mb297 *% 4) +% 3)) +% (k299 *% 128))])
-          t298_c3_0 = t298_c3_0.addingProduct(t298_a3, t298_b0)
-          t298_c3_1 = t298_c3_1.addingProduct(t298_a3, t298_b1)
-          t298_c3_2 = t298_c3_2.addingProduct(t298_a3, t298_b2)
+  do {  // gemm304
+    for nb297 in 0..<130 {
+      for mb298 in 0..<32 {
+        var t299_c0_0 = Vector()
+        var t299_c0_1 = Vector()
+        var t299_c0_2 = Vector()
+        var t299_c1_0 = Vector()
+        var t299_c1_1 = Vector()
+        var t299_c1_2 = Vector()
+        var t299_c2_0 = Vector()
+        var t299_c2_1 = Vector()
+        var t299_c2_2 = Vector()
+        var t299_c3_0 = Vector()
+        var t299_c3_1 = Vector()
+        var t299_c3_2 = Vector()
+        for k300 in 0..<64 {
+          let t299_b0 = loadVector(arena, ((2809984 +% (k300 *% 3136)) +% (nb297 *% 24)))
+          let t299_b1 = loadVector(arena, (((2809984 +% (k300 *% 3136)) +% (nb297 *% 24)) +% 8))
+          let t299_b2 = loadVector(arena, (((2809984 +% (k300 *% 3136)) +% (nb297 *% 24)) +% 16))
+          let t299_a0 = Vector(repeating: arena[((3027328 +% (mb298 *% 4)) +% (k300 *% 128))])
+          t299_c0_0 = t299_c0_0.addingProduct(t299_a0, t299_b0)
+          t299_c0_1 = t299_c0_1.addingProduct(t299_a0, t299_b1)
+          t299_c0_2 = t299_c0_2.addingProduct(t299_a0, t299_b2)
+          let t299_a1 = Vector(repeating: arena[((3027328 +% ((mb298 *% 4) +% 1)) +% (k300 *% 128))])
+          t299_c1_0 = t299_c1_0.addingProduct(t299_a1, t299_b0)
+          t299_c1_1 = t299_c1_1.addingProduct(t299_a1, t299_b1)
+          t299_c1_2 = t299_c1_2.addingProduct(t299_a1, t299_b2)
+          let t299_a2 = Vector(repeating: arena[((3027328 +% ((mb298 *% 4) +% 2)) +% (k300 *% 128))])
+          t299_c2_0 = t299_c2_0.addingProduct(t299_a2, t299_b0)
+          t299_c2_1 = t299_c2_1.addingProduct(t299_a2, t299_b1)
+          t299_c2_2 = t299_c2_2.addingProduct(t299_a2, t299_b2)
+          let t299_a3 = Vector(repeating: arena[((3027328 +% ((mb298 *% 4) +% 3)) +% (k300 *% 128))])
+          t299_c3_0 = t299_c3_0.addingProduct(t299_a3, t299_b0)
+          t299_c3_1 = t299_c3_1.addingProduct(t299_a3, t299_b1)
+          t299_c3_2 = t299_c3_2.addingProduct(t299_a3, t299_b2)
         }
-        storeVector(grads, ((18912 +% ((mb297 *% 4) *% 3136)) +% (nb296 *% 24)), t298_c0_0)
-        storeVector(grads, (((18912 +% ((mb297 *% 4) *% 3136)) +% (nb296 *% 24)) +% 8), t298_c0_1)
-        storeVector(grads, (((18912 +% ((mb297 *% 4) *% 3136)) +% (nb296 *% 24)) +% 16), t298_c0_2)
-        storeVector(grads, ((18912 +% (((mb297 *% 4) +% 1) *% 3136)) +% (nb296 *% 24)), t298_c1_0)
-        storeVector(grads, (((18912 +% (((mb297 *% 4) +% 1) *% 3136)) +% (nb296 *% 24)) +% 8), t298_c1_1)
-        storeVector(grads, (((18912 +% (((mb297 *% 4) +% 1) *% 3136)) +% (nb296 *% 24)) +% 16), t298_c1_2)
-        storeVector(grads, ((18912 +% (((mb297 *% 4) +% 2) *% 3136)) +% (nb296 *% 24)), t298_c2_0)
-        storeVector(grads, (((18912 +% (((mb297 *% 4) +% 2) *% 3136)) +% (nb296 *% 24)) +% 8), t298_c2_1)
-        storeVector(grads, (((18912 +% (((mb297 *% 4) +% 2) *% 3136)) +% (nb296 *% 24)) +% 16), t298_c2_2)
-        storeVector(grads, ((18912 +% (((mb297 *% 4) +% 3) *% 3136)) +% (nb296 *% 24)), t298_c3_0)
-        storeVector(grads, (((18912 +% (((mb297 *% 4) +% 3) *% 3136)) +% (nb296 *% 24)) +% 8), t298_c3_1)
-        storeVector(grads, (((18912 +% (((mb297 *% 4) +% 3) *% 3136)) +% (nb296 *% 24)) +% 16), t298_c3_2)
+        storeVector(grads, ((18912 +% ((mb298 *% 4) *% 3136)) +% (nb297 *% 24)), t299_c0_0)
+        storeVector(grads, (((18912 +% ((mb298 *% 4) *% 3136)) +% (nb297 *% 24)) +% 8), t299_c0_1)
+        storeVector(grads, (((18912 +% ((mb298 *% 4) *% 3136)) +% (nb297 *% 24)) +% 16), t299_c0_2)
+        storeVector(grads, ((18912 +% (((mb298 *% 4) +% 1) *% 3136)) +% (nb297 *% 24)), t299_c1_0)
+        storeVector(grads, (((18912 +% (((mb298 *% 4) +% 1) *% 3136)) +% (nb297 *% 24)) +% 8), t299_c1_1)
+        storeVector(grads, (((18912 +% (((mb298 *% 4) +% 1) *% 3136)) +% (nb297 *% 24)) +% 16), t299_c1_2)
+        storeVector(grads, ((18912 +% (((mb298 *% 4) +% 2) *% 3136)) +% (nb297 *% 24)), t299_c2_0)
+        storeVector(grads, (((18912 +% (((mb298 *% 4) +% 2) *% 3136)) +% (nb297 *% 24)) +% 8), t299_c2_1)
+        storeVector(grads, (((18912 +% (((mb298 *% 4) +% 2) *% 3136)) +% (nb297 *% 24)) +% 16), t299_c2_2)
+        storeVector(grads, ((18912 +% (((mb298 *% 4) +% 3) *% 3136)) +% (nb297 *% 24)), t299_c3_0)
+        storeVector(grads, (((18912 +% (((mb298 *% 4) +% 3) *% 3136)) +% (nb297 *% 24)) +% 8), t299_c3_1)
+        storeVector(grads, (((18912 +% (((mb298 *% 4) +% 3) *% 3136)) +% (nb297 *% 24)) +% 16), t299_c3_2)
       }
     }
-    for mb300 in 0..<32 {
-      var t301_c0_0 = Vector()
-      var t301_c0_1 = Vector()
-      var t301_c1_0 = Vector()
-      var t301_c1_1 = Vector()
-      var t301_c2_0 = Vector()
-      var t301_c2_1 = Vector()
-      var t301_c3_0 = Vector()
-      var t301_c3_1 = Vector()
-      for k302 in 0..<64 {
-        let t301_b0 = loadVector(arena, ((2809984 +% (k302 *% 3136)) +% 3120))
-        let t301_b1 = loadVector(arena, (((2809984 +% (k302 *% 3136)) +% 3120) +% 8))
-        let t301_a0 = Vector(repeating: arena[((3027328 +% (mb300 *% 4)) +% (k302 *% 128))])
-        t301_c0_0 = t301_c0_0.addingProduct(t301_a0, t301_b0)
-        t301_c0_1 = t301_c0_1.addingProduct(t301_a0, t301_b1)
-        let t301_a1 = Vector(repeating: arena[((3027328 +% ((mb300 *% 4) +% 1)) +% (k302 *% 128))])
-        t301_c1_0 = t301_c1_0.addingProduct(t301_a1, t301_b0)
-        t301_c1_1 = t301_c1_1.addingProduct(t301_a1, t301_b1)
-        let t301_a2 = Vector(repeating: arena[((3027328 +% ((mb300 *% 4) +% 2)) +% (k302 *% 128))])
-        t301_c2_0 = t301_c2_0.addingProduct(t301_a2, t301_b0)
-        t301_c2_1 = t301_c2_1.addingProduct(t301_a2, t301_b1)
-        let t301_a3 = Vector(repeating: arena[((3027328 +% ((mb300 *% 4) +% 3)) +% (k302 *% 128))])
-        t301_c3_0 = t301_c3_0.addingProduct(t301_a3, t301_b0)
-        t301_c3_1 = t301_c3_1.addingProduct(t301_a3, t301_b1)
+    for mb301 in 0..<32 {
+      var t302_c0_0 = Vector()
+      var t302_c0_1 = Vector()
+      var t302_c1_0 = Vector()
+      var t302_c1_1 = Vector()
+      var t302_c2_0 = Vector()
+      var t302_c2_1 = Vector()
+      var t302_c3_0 = Vector()
+      var t302_c3_1 = Vector()
+      for k303 in 0..<64 {
+        let t302_b0 = loadVector(arena, ((2809984 +% (k303 *% 3136)) +% 3120))
+        let t302_b1 = loadVector(arena, (((2809984 +% (k303 *% 3136)) +% 3120) +% 8))
+        let t302_a0 = Vector(repeating: arena[((3027328 +% (mb301 *% 4)) +% (k303 *% 128))])
+        t302_c0_0 = t302_c0_0.addingProduct(t302_a0, t302_b0)
+        t302_c0_1 = t302_c0_1.addingProduct(t302_a0, t302_b1)
+        let t302_a1 = Vector(repeating: arena[((3027328 +% ((mb301 *% 4) +% 1)) +% (k303 *% 128))])
+        t302_c1_0 = t302_c1_0.addingProduct(t302_a1, t302_b0)
+        t302_c1_1 = t302_c1_1.addingProduct(t302_a1, t302_b1)
+        let t302_a2 = Vector(repeating: arena[((3027328 +% ((mb301 *% 4) +% 2)) +% (k303 *% 128))])
+        t302_c2_0 = t302_c2_0.addingProduct(t302_a2, t302_b0)
+        t302_c2_1 = t302_c2_1.addingProduct(t302_a2, t302_b1)
+        let t302_a3 = Vector(repeating: arena[((3027328 +% ((mb301 *% 4) +% 3)) +% (k303 *% 128))])
+        t302_c3_0 = t302_c3_0.addingProduct(t302_a3, t302_b0)
+        t302_c3_1 = t302_c3_1.addingProduct(t302_a3, t302_b1)
       }
-      storeVector(grads, ((18912 +% ((mb300 *% 4) *% 3136)) +% 3120), t301_c0_0)
-      storeVector(grads, (((18912 +% ((mb300 *% 4) *% 3136)) +% 3120) +% 8), t301_c0_1)
-      storeVector(grads, ((18912 +% (((mb300 *% 4) +% 1) *% 3136)) +% 3120), t301_c1_0)
-      storeVector(grads, (((18912 +% (((mb300 *% 4) +% 1) *% 3136)) +% 3120) +% 8), t301_c1_1)
-      storeVector(grads, ((18912 +% (((mb300 *% 4) +% 2) *% 3136)) +% 3120), t301_c2_0)
-      storeVector(grads, (((18912 +% (((mb300 *% 4) +% 2) *% 3136)) +% 3120) +% 8), t301_c2_1)
-      storeVector(grads, ((18912 +% (((mb300 *% 4) +% 3) *% 3136)) +% 3120), t301_c3_0)
-      storeVector(grads, (((18912 +% (((mb300 *% 4) +% 3) *% 3136)) +% 3120) +% 8), t301_c3_1)
+      storeVector(grads, ((18912 +% ((mb301 *% 4) *% 3136)) +% 3120), t302_c0_0)
+      storeVector(grads, (((18912 +% ((mb301 *% 4) *% 3136)) +% 3120) +% 8), t302_c0_1)
+      storeVector(grads, ((18912 +% (((mb301 *% 4) +% 1) *% 3136)) +% 3120), t302_c1_0)
+      storeVector(grads, (((18912 +% (((mb301 *% 4) +% 1) *% 3136)) +% 3120) +% 8), t302_c1_1)
+      storeVector(grads, ((18912 +% (((mb301 *% 4) +% 2) *% 3136)) +% 3120), t302_c2_0)
+      storeVector(grads, (((18912 +% (((mb301 *% 4) +% 2) *% 3136)) +% 3120) +% 8), t302_c2_1)
+      storeVector(grads, ((18912 +% (((mb301 *% 4) +% 3) *% 3136)) +% 3120), t302_c3_0)
+      storeVector(grads, (((18912 +% (((mb301 *% 4) +% 3) *% 3136)) +% 3120) +% 8), t302_c3_1)
     }
   }
   // flat_grad = dense_grad_input(fc1_grad, fc1.weight)
-  do {  // gemm311
-    for nb304 in 0..<130 {
-      for mb305 in 0..<16 {
-        var t306_c0_0 = Vector()
-        var t306_c0_1 = Vector()
-        var t306_c0_2 = Vector()
-        var t306_c1_0 = Vector()
-        var t306_c1_1 = Vector()
-        var t306_c1_2 = Vector()
-        var t306_c2_0 = Vector()
-        var t306_c2_1 = Vector()
-        var t306_c2_2 = Vector()
-        var t306_c3_0 = Vector()
-        var t306_c3_1 = Vector()
-        var t306_c3_2 = Vector()
-        for k307 in 0..<128 {
-          let t306_b0 = loadVector(params, ((18912 +% (k307 *% 3136)) +% (nb304 *% 24)))
-          let t306_b1 = loadVector(params, (((18912 +% (k307 *% 3136)) +% (nb304 *% 24)) +% 8))
-          let t306_b2 = loadVector(params, (((18912 +% (k307 *% 3136)) +% (nb304 *% 24)) +% 16))
-          let t306_a0 = Vector(repeating: arena[((3027328 +% ((mb305 *% 4) *% 128)) +% k307)])
-          t306_c0_0 = t306_c0_0.addingProduct(t306_a0, t306_b0)
-          t306_c0_1 = t306_c0_1.addingProduct(t306_a0, t306_b1)
-          t306_c0_2 = t306_c0_2.addingProduct(t306_a0, t306_b2)
-          let t306_a1 = Vector(repeating: arena[((3027328 +% (((mb305 *% 4) +% 1) *% 128)) +% k307)])
-          t306_c1_0 = t306_c1_0.addingProduct(t306_a1, t306_b0)
-          t306_c1_1 = t306_c1_1.addingProduct(t306_a1, t306_b1)
-          t306_c1_2 = t306_c1_2.addingProduct(t306_a1, t306_b2)
-          let t306_a2 = Vector(repeating: arena[((3027328 +% (((mb305 *% 4) +% 2) *% 128)) +% k307)])
-          t306_c2_0 = t306_c2_0.addingProduct(t306_a2, t306_b0)
-          t306_c2_1 = t306_c2_1.addingProduct(t306_a2, t306_b1)
-          t306_c2_2 = t306_c2_2.addingProduct(t306_a2, t306_b2)
-          let t306_a3 = Vector(repeating: arena[((3027328 +% (((mb305 *% 4) +% 3) *% 128)) +% k307)])
-          t306_c3_0 = t306_c3_0.addingProduct(t306_a3, t306_b0)
-          t306_c3_1 = t306_c3_1.addingProduct(t306_a3, t306_b1)
-          t306_c3_2 = t306_c3_2.addingProduct(t306_a3, t306_b2)
+  do {  // gemm312
+    for nb305 in 0..<130 {
+      for mb306 in 0..<16 {
+        var t307_c0_0 = Vector()
+        var t307_c0_1 = Vector()
+        var t307_c0_2 = Vector()
+        var t307_c1_0 = Vector()
+        var t307_c1_1 = Vector()
+        var t307_c1_2 = Vector()
+        var t307_c2_0 = Vector()
+        var t307_c2_1 = Vector()
+        var t307_c2_2 = Vector()
+        var t307_c3_0 = Vector()
+        var t307_c3_1 = Vector()
+        var t307_c3_2 = Vector()
+        for k308 in 0..<128 {
+          let t307_b0 = loadVector(params, ((18912 +% (k308 *% 3136)) +% (nb305 *% 24)))
+          let t307_b1 = loadVector(params, (((18912 +% (k308 *% 3136)) +% (nb305 *% 24)) +% 8))
+          let t307_b2 = loadVector(params, (((18912 +% (k308 *% 3136)) +% (nb305 *% 24)) +% 16))
+          let t307_a0 = Vector(repeating: arena[((3027328 +% ((mb306 *% 4) *% 128)) +% k308)])
+          t307_c0_0 = t307_c0_0.addingProduct(t307_a0, t307_b0)
+          t307_c0_1 = t307_c0_1.addingProduct(t307_a0, t307_b1)
+          t307_c0_2 = t307_c0_2.addingProduct(t307_a0, t307_b2)
+          let t307_a1 = Vector(repeating: arena[((3027328 +% (((mb306 *% 4) +% 1) *% 128)) +% k308)])
+          t307_c1_0 = t307_c1_0.addingProduct(t307_a1, t307_b0)
+          t307_c1_1 = t307_c1_1.addingProduct(t307_a1, t307_b1)
+          t307_c1_2 = t307_c1_2.addingProduct(t307_a1, t307_b2)
+          let t307_a2 = Vector(repeating: arena[((3027328 +% (((mb306 *% 4) +% 2) *% 128)) +% k308)])
+          t307_c2_0 = t307_c2_0.addingProduct(t307_a2, t307_b0)
+          t307_c2_1 = t307_c2_1.addingProduct(t307_a2, t307_b1)
+          t307_c2_2 = t307_c2_2.addingProduct(t307_a2, t307_b2)
+          let t307_a3 = Vector(repeating: arena[((3027328 +% (((mb306 *% 4) +% 3) *% 128)) +% k308)])
+          t307_c3_0 = t307_c3_0.addingProduct(t307_a3, t307_b0)
+          t307_c3_1 = t307_c3_1.addingProduct(t307_a3, t307_b1)
+          t307_c3_2 = t307_c3_2.addingProduct(t307_a3, t307_b2)
         }
-        storeVector(arena, ((4816960 +% ((mb305 *% 4) *% 3136)) +% (nb304 *% 24)), t306_c0_0)
-        storeVector(arena, (((4816960 +% ((mb305 *% 4) *% 3136)) +% (nb304 *% 24)) +% 8), t306_c0_1)
-        storeVector(arena, (((4816960 +% ((mb305 *% 4) *% 3136)) +% (nb304 *% 24)) +% 16), t306_c0_2)
-        storeVector(arena, ((4816960 +% (((mb305 *% 4) +% 1) *% 3136)) +% (nb304 *% 24)), t306_c1_0)
-        storeVector(arena, (((4816960 +% (((mb305 *% 4) +% 1) *% 3136)) +% (nb304 *% 24)) +% 8), t306_c1_1)
-        storeVector(arena, (((4816960 +% (((mb305 *% 4) +% 1) *% 3136)) +% (nb304 *% 24)) +% 16), t306_c1_2)
-        storeVector(arena, ((4816960 +% (((mb305 *% 4) +% 2) *% 3136)) +% (nb304 *% 24)), t306_c2_0)
-        storeVector(arena, (((4816960 +% (((mb305 *% 4) +% 2) *% 3136)) +% (nb304 *% 24)) +% 8), t306_c2_1)
-        storeVector(arena, (((4816960 +% (((mb305 *% 4) +% 2) *% 3136)) +% (nb304 *% 24)) +% 16), t306_c2_2)
-        storeVector(arena, ((4816960 +% (((mb305 *% 4) +% 3) *% 3136)) +% (nb304 *% 24)), t306_c3_0)
-        storeVector(arena, (((4816960 +% (((mb305 *% 4) +% 3) *% 3136)) +% (nb304 *% 24)) +% 8), t306_c3_1)
-        storeVector(arena, (((4816960 +% (((mb305 *% 4) +% 3) *% 3136)) +% (nb304 *% 24)) +% 16), t306_c3_2)
+        storeVector(arena, ((4816960 +% ((mb306 *% 4) *% 3136)) +% (nb305 *% 24)), t307_c0_0)
+        storeVector(arena, (((4816960 +% ((mb306 *% 4) *% 3136)) +% (nb305 *% 24)) +% 8), t307_c0_1)
+        storeVector(arena, (((4816960 +% ((mb306 *% 4) *% 3136)) +% (nb305 *% 24)) +% 16), t307_c0_2)
+        storeVector(arena, ((4816960 +% (((mb306 *% 4) +% 1) *% 3136)) +% (nb305 *% 24)), t307_c1_0)
+        storeVector(arena, (((4816960 +% (((mb306 *% 4) +% 1) *% 3136)) +% (nb305 *% 24)) +% 8), t307_c1_1)
+        storeVector(arena, (((4816960 +% (((mb306 *% 4) +% 1) *% 3136)) +% (nb305 *% 24)) +% 16), t307_c1_2)
+        storeVector(arena, ((4816960 +% (((mb306 *% 4) +% 2) *% 3136)) +% (nb305 *% 24)), t307_c2_0)
+        storeVector(arena, (((4816960 +% (((mb306 *% 4) +% 2) *% 3136)) +% (nb305 *% 24)) +% 8), t307_c2_1)
+        storeVector(arena, (((4816960 +% (((mb306 *% 4) +% 2) *% 3136)) +% (nb305 *% 24)) +% 16), t307_c2_2)
+        storeVector(arena, ((4816960 +% (((mb306 *% 4) +% 3) *% 3136)) +% (nb305 *% 24)), t307_c3_0)
+        storeVector(arena, (((4816960 +% (((mb306 *% 4) +% 3) *% 3136)) +% (nb305 *% 24)) +% 8), t307_c3_1)
+        storeVector(arena, (((4816960 +% (((mb306 *% 4) +% 3) *% 3136)) +% (nb305 *% 24)) +% 16), t307_c3_2)
       }
     }
-    for mb308 in 0..<16 {
-      var t309_c0_0 = Vector()
-      var t309_c0_1 = Vector()
-      var t309_c1_0 = Vector()
-      var t309_c1_1 = Vector()
-      var t309_c2_0 = Vector()
-      var t309_c2_1 = Vector()
-      var t309_c3_0 = Vector()
-      var t309_c3_1 = Vector()
-      for k310 in 0..<128 {
-        let t309_b0 = loadVector(params, ((18912 +% (k310 *% 3136)) +% 3120))
-        let t309_b1 = loadVector(params, (((18912 +% (k310 *% 3136)) +% 3120) +% 8))
-        let t309_a0 = Vector(repeating: arena[((3027328 +% ((mb308 *% 4) *% 128)) +% k310)])
-        t309_c0_0 = t309_c0_0.addingProduct(t309_a0, t309_b0)
-        t309_c0_1 = t309_c0_1.addingProduct(t309_a0, t309_b1)
-        let t309_a1 = Vector(repeating: arena[((3027328 +% (((mb308 *% 4) +% 1) *% 128)) +% k310)])
-        t309_c1_0 = t309_c1_0.addingProduct(t309_a1, t309_b0)
-        t309_c1_1 = t309_c1_1.addingProduct(t309_a1, t309_b1)
-        let t309_a2 = Vector(repeating: arena[((3027328 +% (((mb308 *% 4) +% 2) *% 128)) +% k310)])
-        t309_c2_0 = t309_c2_0.addingProduct(t309_a2, t309_b0)
-        t309_c2_1 = t309_c2_1.addingProduct(t309_a2, t309_b1)
-        let t309_a3 = Vector(repeating: arena[((3027328 +% (((mb308 *% 4) +% 3) *% 128)) +% k310)])
-        t309_c3_0 = t309_c3_0.addingProduct(t309_a3, t309_b0)
-        t309_c3_1 = t309_c3_1.addingProduct(t309_a3, t309_b1)
+    for mb309 in 0..<16 {
+      var t310_c0_0 = Vector()
+      var t310_c0_1 = Vector()
+      var t310_c1_0 = Vector()
+      var t310_c1_1 = Vector()
+      var t310_c2_0 = Vector()
+      var t310_c2_1 = Vector()
+      var t310_c3_0 = Vector()
+      var t310_c3_1 = Vector()
+      for k311 in 0..<128 {
+        let t310_b0 = loadVector(params, ((18912 +% (k311 *% 3136)) +% 3120))
+        let t310_b1 = loadVector(params, (((18912 +% (k311 *% 3136)) +% 3120) +% 8))
+        let t310_a0 = Vector(repeating: arena[((3027328 +% ((mb309 *% 4) *% 128)) +% k311)])
+        t310_c0_0 = t310_c0_0.addingProduct(t310_a0, t310_b0)
+        t310_c0_1 = t310_c0_1.addingProduct(t310_a0, t310_b1)
+        let t310_a1 = Vector(repeating: arena[((3027328 +% (((mb309 *% 4) +% 1) *% 128)) +% k311)])
+        t310_c1_0 = t310_c1_0.addingProduct(t310_a1, t310_b0)
+        t310_c1_1 = t310_c1_1.addingProduct(t310_a1, t310_b1)
+        let t310_a2 = Vector(repeating: arena[((3027328 +% (((mb309 *% 4) +% 2) *% 128)) +% k311)])
+        t310_c2_0 = t310_c2_0.addingProduct(t310_a2, t310_b0)
+        t310_c2_1 = t310_c2_1.addingProduct(t310_a2, t310_b1)
+        let t310_a3 = Vector(repeating: arena[((3027328 +% (((mb309 *% 4) +% 3) *% 128)) +% k311)])
+        t310_c3_0 = t310_c3_0.addingProduct(t310_a3, t310_b0)
+        t310_c3_1 = t310_c3_1.addingProduct(t310_a3, t310_b1)
       }
-      storeVector(arena, ((4816960 +% ((mb308 *% 4) *% 3136)) +% 3120), t309_c0_0)
-      storeVector(arena, (((4816960 +% ((mb308 *% 4) *% 3136)) +% 3120) +% 8), t309_c0_1)
-      storeVector(arena, ((4816960 +% (((mb308 *% 4) +% 1) *% 3136)) +% 3120), t309_c1_0)
-      storeVector(arena, (((4816960 +% (((mb308 *% 4) +% 1) *% 3136)) +% 3120) +% 8), t309_c1_1)
-      storeVector(arena, ((4816960 +% (((mb308 *% 4) +% 2) *% 3136)) +% 3120), t309_c2_0)
-      storeVector(arena, (((4816960 +% (((mb308 *% 4) +% 2) *% 3136)) +% 3120) +% 8), t309_c2_1)
-      storeVector(arena, ((4816960 +% (((mb308 *% 4) +% 3) *% 3136)) +% 3120), t309_c3_0)
-      storeVector(arena, (((4816960 +% (((mb308 *% 4) +% 3) *% 3136)) +% 3120) +% 8), t309_c3_1)
+      storeVector(arena, ((4816960 +% ((mb309 *% 4) *% 3136)) +% 3120), t310_c0_0)
+      storeVector(arena, (((4816960 +% ((mb309 *% 4) *% 3136)) +% 3120) +% 8), t310_c0_1)
+      storeVector(arena, ((4816960 +% (((mb309 *% 4) +% 1) *% 3136)) +% 3120), t310_c1_0)
+      storeVector(arena, (((4816960 +% (((mb309 *% 4) +% 1) *% 3136)) +% 3120) +% 8), t310_c1_1)
+      storeVector(arena, ((4816960 +% (((mb309 *% 4) +% 2) *% 3136)) +% 3120), t310_c2_0)
+      storeVector(arena, (((4816960 +% (((mb309 *% 4) +% 2) *% 3136)) +% 3120) +% 8), t310_c2_1)
+      storeVector(arena, ((4816960 +% (((mb309 *% 4) +% 3) *% 3136)) +% 3120), t310_c3_0)
+      storeVector(arena, (((4816960 +% (((mb309 *% 4) +% 3) *% 3136)) +% 3120) +% 8), t310_c3_1)
     }
   }
   // pool2_grad = flatten_grad(flat_grad, pool2)
   // relu2_grad = maxpool_grad(pool2_grad, relu2)
-  for i312 in 0..<100352 {
-    storeVector(arena, ((i312 *% 8) +% 6422592), Vector(repeating: Float(0)))
+  for i313 in 0..<100352 {
+    storeVector(arena, ((i313 *% 8) +% 6422592), Vector(repeating: Float(0)))
   }
-  for q313 in 0..<4096 {
-    for py314 in 0..<7 {
-      for px315 in 0..<7 {
-        var best316: Float = arena[(5619776 +% (((q313 *% 196) +% (py314 *% 28)) +% (px315 *% 2)))]
-        var bi317: Float = Float((((q313 *% 196) +% (py314 *% 28)) +% (px315 *% 2)))
-        bi317 = (arena[(5619776 +% (((q313 *% 196) +% (py314 *% 28)) +% (px315 *% 2)))] > best316 ? Float((((q313 *% 196) +% (py314 *% 28)) +% (px315 *% 2))) : bi317)
-        best316 = (arena[(5619776 +% (((q313 *% 196) +% (py314 *% 28)) +% (px315 *% 2)))] > best316 ? arena[(5619776 +% (((q313 *% 196) +% (py314 *% 28)) +% (px315 *% 2)))] : best316)
-        bi317 = (arena[(5619776 +% ((((q313 *% 196) +% (py314 *% 28)) +% (px315 *% 2)) +% 1))] > best316 ? Float(((((q313 *% 196) +% (py314 *% 28)) +% (px315 *% 2)) +% 1)) : bi317)
-        best316 = (arena[(5619776 +% ((((q313 *% 196) +% (py314 *% 28)) +% (px315 *% 2)) +% 1))] > best316 ? arena[(5619776 +% ((((q313 *% 196) +% (py314 *% 28)) +% (px315 *% 2)) +% 1))] : best316)
-        bi317 = (arena[(5619776 +% ((((q313 *% 196) +% (py314 *% 28)) +% (px315 *% 2)) +% 14))] > best316 ? Float(((((q313 *% 196) +% (py314 *% 28)) +% (px315 *% 2)) +% 14)) : bi317)
-        best316 = (arena[(5619776 +% ((((q313 *% 196) +% (py314 *% 28)) +% (px315 *% 2)) +% 14))] > best316 ? arena[(5619776 +% ((((q313 *% 196) +% (py314 *% 28)) +% (px315 *% 2)) +% 14))] : best316)
-        bi317 = (arena[(5619776 +% (((((q313 *% 196) +% (py314 *% 28)) +% (px315 *% 2)) +% 14) +% 1))] > best316 ? Float((((((q313 *% 196) +% (py314 *% 28)) +% (px315 *% 2)) +% 14) +% 1)) : bi317)
-        best316 = (arena[(5619776 +% (((((q313 *% 196) +% (py314 *% 28)) +% (px315 *% 2)) +% 14) +% 1))] > best316 ? arena[(5619776 +% (((((q313 *% 196) +% (py314 *% 28)) +% (px315 *% 2)) +% 14) +% 1))] : best316)
-        arena[(6422592 +% Int(bi317))] += arena[(((4816960 +% (q313 *% 49)) +% (py314 *% 7)) +% px315)]
+  for q314 in 0..<4096 {
+    for py315 in 0..<7 {
+      for px316 in 0..<7 {
+        var best317: Float = arena[(5619776 +% (((q314 *% 196) +% (py315 *% 28)) +% (px316 *% 2)))]
+        var bi318: Float = Float((((q314 *% 196) +% (py315 *% 28)) +% (px316 *% 2)))
+        bi318 = (arena[(5619776 +% (((q314 *% 196) +% (py315 *% 28)) +% (px316 *% 2)))] > best317 ? Float((((q314 *% 196) +% (py315 *% 28)) +% (px316 *% 2))) : bi318)
+        best317 = (arena[(5619776 +% (((q314 *% 196) +% (py315 *% 28)) +% (px316 *% 2)))] > best317 ? arena[(5619776 +% (((q314 *% 196) +% (py315 *% 28)) +% (px316 *% 2)))] : best317)
+        bi318 = (arena[(5619776 +% ((((q314 *% 196) +% (py315 *% 28)) +% (px316 *% 2)) +% 1))] > best317 ? Float(((((q314 *% 196) +% (py315 *% 28)) +% (px316 *% 2)) +% 1)) : bi318)
+        best317 = (arena[(5619776 +% ((((q314 *% 196) +% (py315 *% 28)) +% (px316 *% 2)) +% 1))] > best317 ? arena[(5619776 +% ((((q314 *% 196) +% (py315 *% 28)) +% (px316 *% 2)) +% 1))] : best317)
+        bi318 = (arena[(5619776 +% ((((q314 *% 196) +% (py315 *% 28)) +% (px316 *% 2)) +% 14))] > best317 ? Float(((((q314 *% 196) +% (py315 *% 28)) +% (px316 *% 2)) +% 14)) : bi318)
+        best317 = (arena[(5619776 +% ((((q314 *% 196) +% (py315 *% 28)) +% (px316 *% 2)) +% 14))] > best317 ? arena[(5619776 +% ((((q314 *% 196) +% (py315 *% 28)) +% (px316 *% 2)) +% 14))] : best317)
+        bi318 = (arena[(5619776 +% (((((q314 *% 196) +% (py315 *% 28)) +% (px316 *% 2)) +% 14) +% 1))] > best317 ? Float((((((q314 *% 196) +% (py315 *% 28)) +% (px316 *% 2)) +% 14) +% 1)) : bi318)
+        best317 = (arena[(5619776 +% (((((q314 *% 196) +% (py315 *% 28)) +% (px316 *% 2)) +% 14) +% 1))] > best317 ? arena[(5619776 +% (((((q314 *% 196) +% (py315 *% 28)) +% (px316 *% 2)) +% 14) +% 1))] : best317)
+        arena[(6422592 +% Int(bi318))] += arena[(((4816960 +% (q314 *% 49)) +% (py315 *% 7)) +% px316)]
       }
     }
   }
   // bn2_grad = relu_grad(relu2_grad, relu2)
-  for i318 in 0..<100352 {
-    storeVector(arena, ((i318 *% 8) +% 4816960), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i318 *% 8) +% 6422592)), where: loadVector(arena, ((i318 *% 8) +% 5619776)) .> Vector(repeating: Float(0))))
+  for i319 in 0..<100352 {
+    storeVector(arena, ((i319 *% 8) +% 4816960), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i319 *% 8) +% 6422592)), where: loadVector(arena, ((i319 *% 8) +% 5619776)) .> Vector(repeating: Float(0))))
   }
   // bn2_weight_grad = batchnorm_grad_weight(bn2_grad, conv2, bn2.mean, bn2.var)
-  for c319 in 0..<64 {
-    var invstd321: Float = (Float(1) / sqrtf((arena[(2809920 +% c319)] + Float(bitPattern: 0x3727c5ac))))
-    var mean322: Float = arena[(2809856 +% c319)]
-    var acc323 = Vector()
-    var tail324: Float = Float(0)
-    for n325 in 0..<64 {
-      for v326 in 0..<24 {
-        acc323 = (acc323 + (loadVector(arena, (4816960 +% ((((n325 *% 64) +% c319) *% 196) +% (v326 *% 8)))) * ((loadVector(arena, (2007040 +% ((((n325 *% 64) +% c319) *% 196) +% (v326 *% 8)))) - Vector(repeating: mean322)) * Vector(repeating: invstd321))))
+  for c320 in 0..<64 {
+    var invstd322: Float = (Float(1) / sqrtf((arena[(2809920 +% c320)] + Float(bitPattern: 0x3727c5ac))))
+    var mean323: Float = arena[(2809856 +% c320)]
+    var acc324 = Vector()
+    var tail325: Float = Float(0)
+    for n326 in 0..<64 {
+      for v327 in 0..<24 {
+        acc324 = (acc324 + (loadVector(arena, (4816960 +% ((((n326 *% 64) +% c320) *% 196) +% (v327 *% 8)))) * ((loadVector(arena, (2007040 +% ((((n326 *% 64) +% c320) *% 196) +% (v327 *% 8)))) - Vector(repeating: mean323)) * Vector(repeating: invstd322))))
       }
-      for i327 in 0..<4 {
-        tail324 = (tail324 + (arena[(4816960 +% (((((n325 *% 64) +% c319) *% 196) +% 192) +% i327))] * ((arena[(2007040 +% (((((n325 *% 64) +% c319) *% 196) +% 192) +% i327))] - mean322) * invstd321)))
+      for i328 in 0..<4 {
+        tail325 = (tail325 + (arena[(4816960 +% (((((n326 *% 64) +% c320) *% 196) +% 192) +% i328))] * ((arena[(2007040 +% (((((n326 *% 64) +% c320) *% 196) +% 192) +% i328))] - mean323) * invstd322)))
       }
     }
-    storeVector(arena, 2809984, acc323)
-    var sum328: Float = (arena[2809984] + arena[2809985])
-    var sum329: Float = (sum328 + arena[2809986])
-    var sum330: Float = (sum329 + arena[2809987])
-    var sum331: Float = (sum330 + arena[2809988])
-    var sum332: Float = (sum331 + arena[2809989])
-    var sum333: Float = (sum332 + arena[2809990])
-    var sum334: Float = (sum333 + arena[2809991])
-    var sum_x320: Float = (sum334 + tail324)
-    grads[(18784 +% c319)] = sum_x320
+    storeVector(arena, 2809984, acc324)
+    var sum329: Float = (arena[2809984] + arena[2809985])
+    var sum330: Float = (sum329 + arena[2809986])
+    var sum331: Float = (sum330 + arena[2809987])
+    var sum332: Float = (sum331 + arena[2809988])
+    var sum333: Float = (sum332 + arena[2809989])
+    var sum334: Float = (sum333 + arena[2809990])
+    var sum335: Float = (sum334 + arena[2809991])
+    var sum_x321: Float = (sum335 + tail325)
+    grads[(18784 +% c320)] = sum_x321
   }
   // bn2_bias_grad = batchnorm_grad_bias(bn2_grad)
-  for c335 in 0..<64 {
-    var acc337 = Vector()
-    var tail338: Float = Float(0)
-    for n339 in 0..<64 {
-      for v340 in 0..<24 {
-        acc337 = (acc337 + loadVector(arena, (4816960 +% ((((n339 *% 64) +% c335) *% 196) +% (v340 *% 8)))))
+  for c336 in 0..<64 {
+    var acc338 = Vector()
+    var tail339: Float = Float(0)
+    for n340 in 0..<64 {
+      for v341 in 0..<24 {
+        acc338 = (acc338 + loadVector(arena, (4816960 +% ((((n340 *% 64) +% c336) *% 196) +% (v341 *% 8)))))
       }
-      for i341 in 0..<4 {
-        tail338 = (tail338 + arena[(4816960 +% (((((n339 *% 64) +% c335) *% 196) +% 192) +% i341))])
+      for i342 in 0..<4 {
+        tail339 = (tail339 + arena[(4816960 +% (((((n340 *% 64) +% c336) *% 196) +% 192) +% i342))])
       }
     }
-    storeVector(arena, 2809984, acc337)
-    var sum342: Float = (arena[2809984] + arena[2809985])
-    var sum343: Float = (sum342 + arena[2809986])
-    var sum344: Float = (sum343 + arena[2809987])
-    var sum345: Float = (sum344 + arena[2809988])
-    var sum346: Float = (sum345 + arena[2809989])
-    var sum347: Float = (sum346 + arena[2809990])
-    var sum348: Float = (sum347 + arena[2809991])
-    var sum336: Float = (sum348 + tail338)
-    grads[(18848 +% c335)] = sum336
+    storeVector(arena, 2809984, acc338)
+    var sum343: Float = (arena[2809984] + arena[2809985])
+    var sum344: Float = (sum343 + arena[2809986])
+    var sum345: Float = (sum344 + arena[2809987])
+    var sum346: Float = (sum345 + arena[2809988])
+    var sum347: Float = (sum346 + arena[2809989])
+    var sum348: Float = (sum347 + arena[2809990])
+    var sum349: Float = (sum348 + arena[2809991])
+    var sum337: Float = (sum349 + tail339)
+    grads[(18848 +% c336)] = sum337
   }
   // conv2_grad = batchnorm_grad_input(bn2_grad, conv2, bn2.mean, bn2.var, bn2.weight, bn2_bias_grad, bn2_weight_grad)
-  for c349 in 0..<64 {
-    var invstd352: Float = (Float(1) / sqrtf((arena[(2809920 +% c349)] + Float(bitPattern: 0x3727c5ac))))
-    var sum350: Float = grads[(18848 +% c349)]
-    var sum_x351: Float = grads[(18784 +% c349)]
-    var scale353: Float = (params[(18784 +% c349)] * invstd352)
-    var mean_dy354: Float = (sum350 / Float(12544))
-    var mean_dy_x355: Float = (sum_x351 / Float(12544))
-    for n356 in 0..<64 {
-      for i357 in 0..<196 {
-        arena[(5619776 +% ((((n356 *% 64) +% c349) *% 196) +% i357))] = (scale353 * ((arena[(4816960 +% ((((n356 *% 64) +% c349) *% 196) +% i357))] - mean_dy354) - (((arena[(2007040 +% ((((n356 *% 64) +% c349) *% 196) +% i357))] - arena[(2809856 +% c349)]) * invstd352) * mean_dy_x355)))
+  for c350 in 0..<64 {
+    var invstd353: Float = (Float(1) / sqrtf((arena[(2809920 +% c350)] + Float(bitPattern: 0x3727c5ac))))
+    var sum351: Float = grads[(18848 +% c350)]
+    var sum_x352: Float = grads[(18784 +% c350)]
+    var scale354: Float = (params[(18784 +% c350)] * invstd353)
+    var mean_dy355: Float = (sum351 / Float(12544))
+    var mean_dy_x356: Float = (sum_x352 / Float(12544))
+    for n357 in 0..<64 {
+      for i358 in 0..<196 {
+        arena[(5619776 +% ((((n357 *% 64) +% c350) *% 196) +% i358))] = (scale354 * ((arena[(4816960 +% ((((n357 *% 64) +% c350) *% 196) +% i358))] - mean_dy355) - (((arena[(2007040 +% ((((n357 *% 64) +% c350) *% 196) +% i358))] - arena[(2809856 +% c350)]) * invstd353) * mean_dy_x356)))
       }
     }
   }
   // conv2_weight_grad = conv2d_grad_weight(conv2_grad, pool1)
-  for i358 in 0..<4096 {
-    storeVector(arena, ((i358 *% 8) +% 2103040), Vector(repeating: Float(0)))
+  for i359 in 0..<4096 {
+    storeVector(arena, ((i359 *% 8) +% 2103040), Vector(repeating: Float(0)))
   }
-  for i359 in 0..<1024 {
-    storeVector(arena, ((i359 *% 8) +% 2007040), Vector(repeating: Float(0)))
+  for i360 in 0..<1024 {
+    storeVector(arena, ((i360 *% 8) +% 2007040), Vector(repeating: Float(0)))
   }
-  for i360 in 0..<1568 {
-    storeVector(arena, ((i360 *% 8) +% 2040320), Vector(repeating: Float(0)))
+  for i361 in 0..<1568 {
+    storeVector(arena, ((i361 *% 8) +% 2040320), Vector(repeating: Float(0)))
   }
-  for g361 in 0..<64 {
-    for j362 in 0..<1 {
-      for c363 in 0..<32 {
-        for iy364 in 0..<14 {
-          for ix365 in 0..<14 {
-            arena[(2007040 +% ((((j362 *% 8192) +% ((iy364 +% 1) *% 512)) +% ((ix365 +% 1) *% 32)) +% c363))] = arena[((((1605632 +% ((g361 +% j362) *% 6272)) +% (c363 *% 196)) +% (iy364 *% 14)) +% ix365)]
+  for g362 in 0..<64 {
+    for j363 in 0..<1 {
+      for c364 in 0..<32 {
+        for iy365 in 0..<14 {
+          for ix366 in 0..<14 {
+            arena[(2007040 +% ((((j363 *% 8192) +% ((iy365 +% 1) *% 512)) +% ((ix366 +% 1) *% 32)) +% c364))] = arena[((((1605632 +% ((g362 +% j363) *% 6272)) +% (c364 *% 196)) +% (iy365 *% 14)) +% ix366)]
           }
         }
       }
     }
-    for j366 in 0..<1 {
-      for ty367 in 0..<7 {
-        for tx368 in 0..<7 {
-          for cv369 in 0..<4 {
-            let w370 = (loadVector(arena, (2007040 +% ((((j366 *% 8192) +% ((ty367 *% 2) *% 512)) +% ((tx368 *% 2) *% 32)) +% (cv369 *% 8)))) - loadVector(arena, (2007040 +% ((((j366 *% 8192) +% (((ty367 *% 2) +% 2) *% 512)) +% ((tx368 *% 2) *% 32)) +% (cv369 *% 8)))))
-            let w371 = (loadVector(arena, (2007040 +% ((((j366 *% 8192) +% (((ty367 *% 2) +% 1) *% 512)) +% ((tx368 *% 2) *% 32)) +% (cv369 *% 8)))) + loadVector(arena, (2007040 +% ((((j366 *% 8192) +% (((ty367 *% 2) +% 2) *% 512)) +% ((tx368 *% 2) *% 32)) +% (cv369 *% 8)))))
-            let w372 = (loadVector(arena, (2007040 +% ((((j366 *% 8192) +% (((ty367 *% 2) +% 2) *% 512)) +% ((tx368 *% 2) *% 32)) +% (cv369 *% 8)))) - loadVector(arena, (2007040 +% ((((j366 *% 8192) +% (((ty367 *% 2) +% 1) *% 512)) +% ((tx368 *% 2) *% 32)) +% (cv369 *% 8)))))
-            let w373 = (loadVector(arena, (2007040 +% ((((j366 *% 8192) +% (((ty367 *% 2) +% 1) *% 512)) +% ((tx368 *% 2) *% 32)) +% (cv369 *% 8)))) - loadVector(arena, (2007040 +% ((((j366 *% 8192) +% (((ty367 *% 2) +% 3) *% 512)) +% ((tx368 *% 2) *% 32)) +% (cv369 *% 8)))))
-            let w374 = (loadVector(arena, (2007040 +% ((((j366 *% 8192) +% ((ty367 *% 2) *% 512)) +% (((tx368 *% 2) +% 1) *% 32)) +% (cv369 *% 8)))) - loadVector(arena, (2007040 +% ((((j366 *% 8192) +% (((ty367 *% 2) +% 2) *% 512)) +% (((tx368 *% 2) +% 1) *% 32)) +% (cv369 *% 8)))))
-            let w375 = (loadVector(arena, (2007040 +% ((((j366 *% 8192) +% (((ty367 *% 2) +% 1) *% 512)) +% (((tx368 *% 2) +% 1) *% 32)) +% (cv369 *% 8)))) + loadVector(arena, (2007040 +% ((((j366 *% 8192) +% (((ty367 *% 2) +% 2) *% 512)) +% (((tx368 *% 2) +% 1) *% 32)) +% (cv369 *% 8)))))
-            let w376 = (loadVector(arena, (2007040 +% ((((j366 *% 8192) +% (((ty367 *% 2) +% 2) *% 512)) +% (((tx368 *% 2) +% 1) *% 32)) +% (cv369 *% 8)))) - loadVector(arena, (2007040 +% ((((j366 *% 8192) +% (((ty367 *% 2) +% 1) *% 512)) +% (((tx368 *% 2) +% 1) *% 32)) +% (cv369 *% 8)))))
-            let w377 = (loadVector(arena, (2007040 +% ((((j366 *% 8192) +% (((ty367 *% 2) +% 1) *% 512)) +% (((tx368 *% 2) +% 1) *% 32)) +% (cv369 *% 8)))) - loadVector(arena, (2007040 +% ((((j366 *% 8192) +% (((ty367 *% 2) +% 3) *% 512)) +% (((tx368 *% 2) +% 1) *% 32)) +% (cv369 *% 8)))))
-            let w378 = (loadVector(arena, (2007040 +% ((((j366 *% 8192) +% ((ty367 *% 2) *% 512)) +% (((tx368 *% 2) +% 2) *% 32)) +% (cv369 *% 8)))) - loadVector(arena, (2007040 +% ((((j366 *% 8192) +% (((ty367 *% 2) +% 2) *% 512)) +% (((tx368 *% 2) +% 2) *% 32)) +% (cv369 *% 8)))))
-            let w379 = (loadVector(arena, (2007040 +% ((((j366 *% 8192) +% (((ty367 *% 2) +% 1) *% 512)) +% (((tx368 *% 2) +% 2) *% 32)) +% (cv369 *% 8)))) + loadVector(arena, (2007040 +% ((((j366 *% 8192) +% (((ty367 *% 2) +% 2) *% 512)) +% (((tx368 *% 2) +% 2) *% 32)) +% (cv369 *% 8)))))
-            let w380 = (loadVector(arena, (2007040 +% ((((j366 *% 8192) +% (((ty367 *% 2) +% 2) *% 512)) +% (((tx368 *% 2) +% 2) *% 32)) +% (cv369 *% 8)))) - loadVector(arena, (2007040 +% ((((j366 *% 8192) +% (((ty367 *% 2) +% 1) *% 512)) +% (((tx368 *% 2) +% 2) *% 32)) +% (cv369 *% 8)))))
-            let w381 = (loadVector(arena, (2007040 +% ((((j366 *% 8192) +% (((ty367 *% 2) +% 1) *% 512)) +% (((tx368 *% 2) +% 2) *% 32)) +% (cv369 *% 8)))) - loadVector(arena, (2007040 +% ((((j366 *% 8192) +% (((ty367 *% 2) +% 3) *% 512)) +% (((tx368 *% 2) +% 2) *% 32)) +% (cv369 *% 8)))))
-            let w382 = (loadVector(arena, (2007040 +% ((((j366 *% 8192) +% ((ty367 *% 2) *% 512)) +% (((tx368 *% 2) +% 3) *% 32)) +% (cv369 *% 8)))) - loadVector(arena, (2007040 +% ((((j366 *% 8192) +% (((ty367 *% 2) +% 2) *% 512)) +% (((tx368 *% 2) +% 3) *% 32)) +% (cv369 *% 8)))))
-            let w383 = (loadVector(arena, (2007040 +% ((((j366 *% 8192) +% (((ty367 *% 2) +% 1) *% 512)) +% (((tx368 *% 2) +% 3) *% 32)) +% (cv369 *% 8)))) + loadVector(arena, (2007040 +% ((((j366 *% 8192) +% (((ty367 *% 2) +% 2) *% 512)) +% (((tx368 *% 2) +% 3) *% 32)) +% (cv369 *% 8)))))
-            let w384 = (loadVector(arena, (2007040 +% ((((j366 *% 8192) +% (((ty367 *% 2) +% 2) *% 512)) +% (((tx368 *% 2) +% 3) *% 32)) +% (cv369 *% 8)))) - loadVector(arena, (2007040 +% ((((j366 *% 8192) +% (((ty367 *% 2) +% 1) *% 512)) +% (((tx368 *% 2) +% 3) *% 32)) +% (cv369 *% 8)))))
-            let w385 = (loadVector(arena, (2007040 +% ((((j366 *% 8192) +% (((ty367 *% 2) +% 1) *% 512)) +% (((tx368 *% 2) +% 3) *% 32)) +% (cv369 *% 8)))) - loadVector(arena, (2007040 +% ((((j366 *% 8192) +% (((ty367 *% 2) +% 3) *% 512)) +% (((tx368 *% 2) +% 3) *% 32)) +% (cv369 *% 8)))))
-            let w386 = (w370 - w378)
-            let w387 = (w374 + w378)
-            let w388 = (w378 - w374)
-            let w389 = (w374 - w382)
-            let w390 = (w371 - w379)
-            let w391 = (w375 + w379)
-            let w392 = (w379 - w375)
-            let w393 = (w375 - w383)
-            let w394 = (w372 - w380)
-            let w395 = (w376 + w380)
-            let w396 = (w380 - w376)
-            let w397 = (w376 - w384)
-            let w398 = (w373 - w381)
-            let w399 = (w377 + w381)
-            let w400 = (w381 - w377)
-            let w401 = (w377 - w385)
-            storeVector(arena, ((2015232 +% ((((j366 *% 49) +% (ty367 *% 7)) +% tx368) *% 32)) +% (cv369 *% 8)), w386)
-            storeVector(arena, ((2016800 +% ((((j366 *% 49) +% (ty367 *% 7)) +% tx368) *% 32)) +% (cv369 *% 8)), w387)
-            storeVector(arena, ((2018368 +% ((((j366 *% 49) +% (ty367 *% 7)) +% tx368) *% 32)) +% (cv369 *% 8)), w388)
-            storeVector(arena, ((2019936 +% ((((j366 *% 49) +% (ty367 *% 7)) +% tx368) *% 32)) +% (cv369 *% 8)), w389)
-            storeVector(arena, ((2021504 +% ((((j366 *% 49) +% (ty367 *% 7)) +% tx368) *% 32)) +% (cv369 *% 8)), w390)
-            storeVector(arena, ((2023072 +% ((((j366 *% 49) +% (ty367 *% 7)) +% tx368) *% 32)) +% (cv369 *% 8)), w391)
-            storeVector(arena, ((2024640 +% ((((j366 *% 49) +% (ty367 *% 7)) +% tx368) *% 32)) +% (cv369 *% 8)), w392)
-            storeVector(arena, ((2026208 +% ((((j366 *% 49) +% (ty367 *% 7)) +% tx368) *% 32)) +% (cv369 *% 8)), w393)
-            storeVector(arena, ((2027776 +% ((((j366 *% 49) +% (ty367 *% 7)) +% tx368) *% 32)) +% (cv369 *% 8)), w394)
-            storeVector(arena, ((2029344 +% ((((j366 *% 49) +% (ty367 *% 7)) +% tx368) *% 32)) +% (cv369 *% 8)), w395)
-            storeVector(arena, ((2030912 +% ((((j366 *% 49) +% (ty367 *% 7)) +% tx368) *% 32)) +% (cv369 *% 8)), w396)
-            storeVector(arena, ((2032480 +% ((((j366 *% 49) +% (ty367 *% 7)) +% tx368) *% 32)) +% (cv369 *% 8)), w397)
-            storeVector(arena, ((2034048 +% ((((j366 *% 49) +% (ty367 *% 7)) +% tx368) *% 32)) +% (cv369 *% 8)), w398)
-            storeVector(arena, ((2035616 +% ((((j366 *% 49) +% (ty367 *% 7)) +% tx368) *% 32)) +% (cv369 *% 8)), w399)
-            storeVector(arena, ((2037184 +% ((((j366 *% 49) +% (ty367 *% 7)) +% tx368) *% 32)) +% (cv369 *% 8)), w400)
-            storeVector(arena, ((2038752 +% ((((j366 *% 49) +% (ty367 *% 7)) +% tx368) *% 32)) +% (cv369 *% 8)), w401)
+    for j367 in 0..<1 {
+      for ty368 in 0..<7 {
+        for tx369 in 0..<7 {
+          for cv370 in 0..<4 {
+            let w371 = (loadVector(arena, (2007040 +% ((((j367 *% 8192) +% ((ty368 *% 2) *% 512)) +% ((tx369 *% 2) *% 32)) +% (cv370 *% 8)))) - loadVector(arena, (2007040 +% ((((j367 *% 8192) +% (((ty368 *% 2) +% 2) *% 512)) +% ((tx369 *% 2) *% 32)) +% (cv370 *% 8)))))
+            let w372 = (loadVector(arena, (2007040 +% ((((j367 *% 8192) +% (((ty368 *% 2) +% 1) *% 512)) +% ((tx369 *% 2) *% 32)) +% (cv370 *% 8)))) + loadVector(arena, (2007040 +% ((((j367 *% 8192) +% (((ty368 *% 2) +% 2) *% 512)) +% ((tx369 *% 2) *% 32)) +% (cv370 *% 8)))))
+            let w373 = (loadVector(arena, (2007040 +% ((((j367 *% 8192) +% (((ty368 *% 2) +% 2) *% 512)) +% ((tx369 *% 2) *% 32)) +% (cv370 *% 8)))) - loadVector(arena, (2007040 +% ((((j367 *% 8192) +% (((ty368 *% 2) +% 1) *% 512)) +% ((tx369 *% 2) *% 32)) +% (cv370 *% 8)))))
+            let w374 = (loadVector(arena, (2007040 +% ((((j367 *% 8192) +% (((ty368 *% 2) +% 1) *% 512)) +% ((tx369 *% 2) *% 32)) +% (cv370 *% 8)))) - loadVector(arena, (2007040 +% ((((j367 *% 8192) +% (((ty368 *% 2) +% 3) *% 512)) +% ((tx369 *% 2) *% 32)) +% (cv370 *% 8)))))
+            let w375 = (loadVector(arena, (2007040 +% ((((j367 *% 8192) +% ((ty368 *% 2) *% 512)) +% (((tx369 *% 2) +% 1) *% 32)) +% (cv370 *% 8)))) - loadVector(arena, (2007040 +% ((((j367 *% 8192) +% (((ty368 *% 2) +% 2) *% 512)) +% (((tx369 *% 2) +% 1) *% 32)) +% (cv370 *% 8)))))
+            let w376 = (loadVector(arena, (2007040 +% ((((j367 *% 8192) +% (((ty368 *% 2) +% 1) *% 512)) +% (((tx369 *% 2) +% 1) *% 32)) +% (cv370 *% 8)))) + loadVector(arena, (2007040 +% ((((j367 *% 8192) +% (((ty368 *% 2) +% 2) *% 512)) +% (((tx369 *% 2) +% 1) *% 32)) +% (cv370 *% 8)))))
+            let w377 = (loadVector(arena, (2007040 +% ((((j367 *% 8192) +% (((ty368 *% 2) +% 2) *% 512)) +% (((tx369 *% 2) +% 1) *% 32)) +% (cv370 *% 8)))) - loadVector(arena, (2007040 +% ((((j367 *% 8192) +% (((ty368 *% 2) +% 1) *% 512)) +% (((tx369 *% 2) +% 1) *% 32)) +% (cv370 *% 8)))))
+            let w378 = (loadVector(arena, (2007040 +% ((((j367 *% 8192) +% (((ty368 *% 2) +% 1) *% 512)) +% (((tx369 *% 2) +% 1) *% 32)) +% (cv370 *% 8)))) - loadVector(arena, (2007040 +% ((((j367 *% 8192) +% (((ty368 *% 2) +% 3) *% 512)) +% (((tx369 *% 2) +% 1) *% 32)) +% (cv370 *% 8)))))
+            let w379 = (loadVector(arena, (2007040 +% ((((j367 *% 8192) +% ((ty368 *% 2) *% 512)) +% (((tx369 *% 2) +% 2) *% 32)) +% (cv370 *% 8)))) - loadVector(arena, (2007040 +% ((((j367 *% 8192) +% (((ty368 *% 2) +% 2) *% 512)) +% (((tx369 *% 2) +% 2) *% 32)) +% (cv370 *% 8)))))
+            let w380 = (loadVector(arena, (2007040 +% ((((j367 *% 8192) +% (((ty368 *% 2) +% 1) *% 512)) +% (((tx369 *% 2) +% 2) *% 32)) +% (cv370 *% 8)))) + loadVector(arena, (2007040 +% ((((j367 *% 8192) +% (((ty368 *% 2) +% 2) *% 512)) +% (((tx369 *% 2) +% 2) *% 32)) +% (cv370 *% 8)))))
+            let w381 = (loadVector(arena, (2007040 +% ((((j367 *% 8192) +% (((ty368 *% 2) +% 2) *% 512)) +% (((tx369 *% 2) +% 2) *% 32)) +% (cv370 *% 8)))) - loadVector(arena, (2007040 +% ((((j367 *% 8192) +% (((ty368 *% 2) +% 1) *% 512)) +% (((tx369 *% 2) +% 2) *% 32)) +% (cv370 *% 8)))))
+            let w382 = (loadVector(arena, (2007040 +% ((((j367 *% 8192) +% (((ty368 *% 2) +% 1) *% 512)) +% (((tx369 *% 2) +% 2) *% 32)) +% (cv370 *% 8)))) - loadVector(arena, (2007040 +% ((((j367 *% 8192) +% (((ty368 *% 2) +% 3) *% 512)) +% (((tx369 *% 2) +% 2) *% 32)) +% (cv370 *% 8)))))
+            let w383 = (loadVector(arena, (2007040 +% ((((j367 *% 8192) +% ((ty368 *% 2) *% 512)) +% (((tx369 *% 2) +% 3) *% 32)) +% (cv370 *% 8)))) - loadVector(arena, (2007040 +% ((((j367 *% 8192) +% (((ty368 *% 2) +% 2) *% 512)) +% (((tx369 *% 2) +% 3) *% 32)) +% (cv370 *% 8)))))
+            let w384 = (loadVector(arena, (2007040 +% ((((j367 *% 8192) +% (((ty368 *% 2) +% 1) *% 512)) +% (((tx369 *% 2) +% 3) *% 32)) +% (cv370 *% 8)))) + loadVector(arena, (2007040 +% ((((j367 *% 8192) +% (((ty368 *% 2) +% 2) *% 512)) +% (((tx369 *% 2) +% 3) *% 32)) +% (cv370 *% 8)))))
+            let w385 = (loadVector(arena, (2007040 +% ((((j367 *% 8192) +% (((ty368 *% 2) +% 2) *% 512)) +% (((tx369 *% 2) +% 3) *% 32)) +% (cv370 *% 8)))) - loadVector(arena, (2007040 +% ((((j367 *% 8192) +% (((ty368 *% 2) +% 1) *% 512)) +% (((tx369 *% 2) +% 3) *% 32)) +% (cv370 *% 8)))))
+            let w386 = (loadVector(arena, (2007040 +% ((((j367 *% 8192) +% (((ty368 *% 2) +% 1) *% 512)) +% (((tx369 *% 2) +% 3) *% 32)) +% (cv370 *% 8)))) - loadVector(arena, (2007040 +% ((((j367 *% 8192) +% (((ty368 *% 2) +% 3) *% 512)) +% (((tx369 *% 2) +% 3) *% 32)) +% (cv370 *% 8)))))
+            let w387 = (w371 - w379)
+            let w388 = (w375 + w379)
+            let w389 = (w379 - w375)
+            let w390 = (w375 - w383)
+            let w391 = (w372 - w380)
+            let w392 = (w376 + w380)
+            let w393 = (w380 - w376)
+            let w394 = (w376 - w384)
+            let w395 = (w373 - w381)
+            let w396 = (w377 + w381)
+            let w397 = (w381 - w377)
+            let w398 = (w377 - w385)
+            let w399 = (w374 - w382)
+            let w400 = (w378 + w382)
+            let w401 = (w382 - w378)
+            let w402 = (w378 - w386)
+            storeVector(arena, ((2015232 +% ((((j367 *% 49) +% (ty368 *% 7)) +% tx369) *% 32)) +% (cv370 *% 8)), w387)
+            storeVector(arena, ((2016800 +% ((((j367 *% 49) +% (ty368 *% 7)) +% tx369) *% 32)) +% (cv370 *% 8)), w388)
+            storeVector(arena, ((2018368 +% ((((j367 *% 49) +% (ty368 *% 7)) +% tx369) *% 32)) +% (cv370 *% 8)), w389)
+            storeVector(arena, ((2019936 +% ((((j367 *% 49) +% (ty368 *% 7)) +% tx369) *% 32)) +% (cv370 *% 8)), w390)
+            storeVector(arena, ((2021504 +% ((((j367 *% 49) +% (ty368 *% 7)) +% tx369) *% 32)) +% (cv370 *% 8)), w391)
+            storeVector(arena, ((2023072 +% ((((j367 *% 49) +% (ty368 *% 7)) +% tx369) *% 32)) +% (cv370 *% 8)), w392)
+            storeVector(arena, ((2024640 +% ((((j367 *% 49) +% (ty368 *% 7)) +% tx369) *% 32)) +% (cv370 *% 8)), w393)
+            storeVector(arena, ((2026208 +% ((((j367 *% 49) +% (ty368 *% 7)) +% tx369) *% 32)) +% (cv370 *% 8)), w394)
+            storeVector(arena, ((2027776 +% ((((j367 *% 49) +% (ty368 *% 7)) +% tx369) *% 32)) +% (cv370 *% 8)), w395)
+            storeVector(arena, ((2029344 +% ((((j367 *% 49) +% (ty368 *% 7)) +% tx369) *% 32)) +% (cv370 *% 8)), w396)
+            storeVector(arena, ((2030912 +% ((((j367 *% 49) +% (ty368 *% 7)) +% tx369) *% 32)) +% (cv370 *% 8)), w397)
+            storeVector(arena, ((2032480 +% ((((j367 *% 49) +% (ty368 *% 7)) +% tx369) *% 32)) +% (cv370 *% 8)), w398)
+            storeVector(arena, ((2034048 +% ((((j367 *% 49) +% (ty368 *% 7)) +% tx369) *% 32)) +% (cv370 *% 8)), w399)
+            storeVector(arena, ((2035616 +% ((((j367 *% 49) +% (ty368 *% 7)) +% tx369) *% 32)) +% (cv370 *% 8)), w400)
+            storeVector(arena, ((2037184 +% ((((j367 *% 49) +% (ty368 *% 7)) +% tx369) *% 32)) +% (cv370 *% 8)), w401)
+            storeVector(arena, ((2038752 +% ((((j367 *% 49) +% (ty368 *% 7)) +% tx369) *% 32)) +% (cv370 *% 8)), w402)
           }
         }
       }
     }
-    for j402 in 0..<1 {
-      for c403 in 0..<64 {
-        for iy404 in 0..<14 {
-          for ix405 in 0..<14 {
-            arena[(2040320 +% ((((j402 *% 12544) +% (iy404 *% 896)) +% (ix405 *% 64)) +% c403))] = arena[((((5619776 +% ((g361 +% j402) *% 12544)) +% (c403 *% 196)) +% (iy404 *% 14)) +% ix405)]
+    for j403 in 0..<1 {
+      for c404 in 0..<64 {
+        for iy405 in 0..<14 {
+          for ix406 in 0..<14 {
+            arena[(2040320 +% ((((j403 *% 12544) +% (iy405 *% 896)) +% (ix406 *% 64)) +% c404))] = arena[((((5619776 +% ((g362 +% j403) *% 12544)) +% (c404 *% 196)) +% (iy405 *% 14)) +% ix406)]
           }
         }
       }
     }
-    for j406 in 0..<1 {
-      for ty407 in 0..<7 {
-        for tx408 in 0..<7 {
-          for cv409 in 0..<8 {
-            let w410 = loadVector(arena, (2040320 +% ((((j406 *% 12544) +% ((ty407 *% 2) *% 896)) +% ((tx408 *% 2) *% 64)) +% (cv409 *% 8))))
-            let w411 = (loadVector(arena, (2040320 +% ((((j406 *% 12544) +% ((ty407 *% 2) *% 896)) +% ((tx408 *% 2) *% 64)) +% (cv409 *% 8)))) + loadVector(arena, (2040320 +% ((((j406 *% 12544) +% (((ty407 *% 2) +% 1) *% 896)) +% ((tx408 *% 2) *% 64)) +% (cv409 *% 8)))))
-            let w412 = (loadVector(arena, (2040320 +% ((((j406 *% 12544) +% ((ty407 *% 2) *% 896)) +% ((tx408 *% 2) *% 64)) +% (cv409 *% 8)))) - loadVector(arena, (2040320 +% ((((j406 *% 12544) +% (((ty407 *% 2) +% 1) *% 896)) +% ((tx408 *% 2) *% 64)) +% (cv409 *% 8)))))
-            let w413 = (loadVector(arena, (2040320 +% ((((j406 *% 12544) +% (((ty407 *% 2) +% 1) *% 896)) +% ((tx408 *% 2) *% 64)) +% (cv409 *% 8)))) * Vector(repeating: Float(-1)))
-            let w414 = loadVector(arena, (2040320 +% ((((j406 *% 12544) +% ((ty407 *% 2) *% 896)) +% (((tx408 *% 2) +% 1) *% 64)) +% (cv409 *% 8))))
-            let w415 = (loadVector(arena, (2040320 +% ((((j406 *% 12544) +% ((ty407 *% 2) *% 896)) +% (((tx408 *% 2) +% 1) *% 64)) +% (cv409 *% 8)))) + loadVector(arena, (2040320 +% ((((j406 *% 12544) +% (((ty407 *% 2) +% 1) *% 896)) +% (((tx408 *% 2) +% 1) *% 64)) +% (cv409 *% 8)))))
-            let w416 = (loadVector(arena, (2040320 +% ((((j406 *% 12544) +% ((ty407 *% 2) *% 896)) +% (((tx408 *% 2) +% 1) *% 64)) +% (cv409 *% 8)))) - loadVector(arena, (2040320 +% ((((j406 *% 12544) +% (((ty407 *% 2) +% 1) *% 896)) +% (((tx408 *% 2) +% 1) *% 64)) +% (cv409 *% 8)))))
-            let w417 = (loadVector(arena, (2040320 +% ((((j406 *% 12544) +% (((ty407 *% 2) +% 1) *% 896)) +% (((tx408 *% 2) +% 1) *% 64)) +% (cv409 *% 8)))) * Vector(repeating: Float(-1)))
-            let w418 = w410
-            let w419 = (w410 + w414)
-            let w420 = (w410 - w414)
-            let w421 = (w414 * Vector(repeating: Float(-1)))
-            let w422 = w411
-            let w423 = (w411 + w415)
-            let w424 = (w411 - w415)
-            let w425 = (w415 * Vector(repeating: Float(-1)))
-            let w426 = w412
-            let w427 = (w412 + w416)
-            let w428 = (w412 - w416)
-            let w429 = (w416 * Vector(repeating: Float(-1)))
-            let w430 = w413
-            let w431 = (w413 + w417)
-            let w432 = (w413 - w417)
-            let w433 = (w417 * Vector(repeating: Float(-1)))
-            storeVector(arena, ((2052864 +% ((((j406 *% 49) +% (ty407 *% 7)) +% tx408) *% 64)) +% (cv409 *% 8)), w418)
-            storeVector(arena, ((2056000 +% ((((j406 *% 49) +% (ty407 *% 7)) +% tx408) *% 64)) +% (cv409 *% 8)), w419)
-            storeVector(arena, ((2059136 +% ((((j406 *% 49) +% (ty407 *% 7)) +% tx408) *% 64)) +% (cv409 *% 8)), w420)
-            storeVector(arena, ((2062272 +% ((((j406 *% 49) +% (ty407 *% 7)) +% tx408) *% 64)) +% (cv409 *% 8)), w421)
-            storeVector(arena, ((2065408 +% ((((j406 *% 49) +% (ty407 *% 7)) +% tx408) *% 64)) +% (cv409 *% 8)), w422)
-            storeVector(arena, ((2068544 +% ((((j406 *% 49) +% (ty407 *% 7)) +% tx408) *% 64)) +% (cv409 *% 8)), w423)
-            storeVector(arena, ((2071680 +% ((((j406 *% 49) +% (ty407 *% 7)) +% tx408) *% 64)) +% (cv409 *% 8)), w424)
-            storeVector(arena, ((2074816 +% ((((j406 *% 49) +% (ty407 *% 7)) +% tx408) *% 64)) +% (cv409 *% 8)), w425)
-            storeVector(arena, ((2077952 +% ((((j406 *% 49) +% (ty407 *% 7)) +% tx408) *% 64)) +% (cv409 *% 8)), w426)
-            storeVector(arena, ((2081088 +% ((((j406 *% 49) +% (ty407 *% 7)) +% tx408) *% 64)) +% (cv409 *% 8)), w427)
-            storeVector(arena, ((2084224 +% ((((j406 *% 49) +% (ty407 *% 7)) +% tx408) *% 64)) +% (cv409 *% 8)), w428)
-            storeVector(arena, ((2087360 +% ((((j406 *% 49) +% (ty407 *% 7)) +% tx408) *% 64)) +% (cv409 *% 8)), w429)
-            storeVector(arena, ((2090496 +% ((((j406 *% 49) +% (ty407 *% 7)) +% tx408) *% 64)) +% (cv409 *% 8)), w430)
-            storeVector(arena, ((2093632 +% ((((j406 *% 49) +% (ty407 *% 7)) +% tx408) *% 64)) +% (cv409 *% 8)), w431)
-            storeVector(arena, ((2096768 +% ((((j406 *% 49) +% (ty407 *% 7)) +% tx408) *% 64)) +% (cv409 *% 8)), w432)
-            storeVector(arena, ((2099904 +% ((((j406 *% 49) +% (ty407 *% 7)) +% tx408) *% 64)) +% (cv409 *% 8)), w433)
+    for j407 in 0..<1 {
+      for ty408 in 0..<7 {
+        for tx409 in 0..<7 {
+          for cv410 in 0..<8 {
+            let w411 = loadVector(arena, (2040320 +% ((((j407 *% 12544) +% ((ty408 *% 2) *% 896)) +% ((tx409 *% 2) *% 64)) +% (cv410 *% 8))))
+            let w412 = (loadVector(arena, (2040320 +% ((((j407 *% 12544) +% ((ty408 *% 2) *% 896)) +% ((tx409 *% 2) *% 64)) +% (cv410 *% 8)))) + loadVector(arena, (2040320 +% ((((j407 *% 12544) +% (((ty408 *% 2) +% 1) *% 896)) +% ((tx409 *% 2) *% 64)) +% (cv410 *% 8)))))
+            let w413 = (loadVector(arena, (2040320 +% ((((j407 *% 12544) +% ((ty408 *% 2) *% 896)) +% ((tx409 *% 2) *% 64)) +% (cv410 *% 8)))) - loadVector(arena, (2040320 +% ((((j407 *% 12544) +% (((ty408 *% 2) +% 1) *% 896)) +% ((tx409 *% 2) *% 64)) +% (cv410 *% 8)))))
+            let w414 = (loadVector(arena, (2040320 +% ((((j407 *% 12544) +% (((ty408 *% 2) +% 1) *% 896)) +% ((tx409 *% 2) *% 64)) +% (cv410 *% 8)))) * Vector(repeating: Float(-1)))
+            let w415 = loadVector(arena, (2040320 +% ((((j407 *% 12544) +% ((ty408 *% 2) *% 896)) +% (((tx409 *% 2) +% 1) *% 64)) +% (cv410 *% 8))))
+            let w416 = (loadVector(arena, (2040320 +% ((((j407 *% 12544) +% ((ty408 *% 2) *% 896)) +% (((tx409 *% 2) +% 1) *% 64)) +% (cv410 *% 8)))) + loadVector(arena, (2040320 +% ((((j407 *% 12544) +% (((ty408 *% 2) +% 1) *% 896)) +% (((tx409 *% 2) +% 1) *% 64)) +% (cv410 *% 8)))))
+            let w417 = (loadVector(arena, (2040320 +% ((((j407 *% 12544) +% ((ty408 *% 2) *% 896)) +% (((tx409 *% 2) +% 1) *% 64)) +% (cv410 *% 8)))) - loadVector(arena, (2040320 +% ((((j407 *% 12544) +% (((ty408 *% 2) +% 1) *% 896)) +% (((tx409 *% 2) +% 1) *% 64)) +% (cv410 *% 8)))))
+            let w418 = (loadVector(arena, (2040320 +% ((((j407 *% 12544) +% (((ty408 *% 2) +% 1) *% 896)) +% (((tx409 *% 2) +% 1) *% 64)) +% (cv410 *% 8)))) * Vector(repeating: Float(-1)))
+            let w419 = w411
+            let w420 = (w411 + w415)
+            let w421 = (w411 - w415)
+            let w422 = (w415 * Vector(repeating: Float(-1)))
+            let w423 = w412
+            let w424 = (w412 + w416)
+            let w425 = (w412 - w416)
+            let w426 = (w416 * Vector(repeating: Float(-1)))
+            let w427 = w413
+            let w428 = (w413 + w417)
+            let w429 = (w413 - w417)
+            let w430 = (w417 * Vector(repeating: Float(-1)))
+            let w431 = w414
+            let w432 = (w414 + w418)
+            let w433 = (w414 - w418)
+            let w434 = (w418 * Vector(repeating: Float(-1)))
+            storeVector(arena, ((2052864 +% ((((j407 *% 49) +% (ty408 *% 7)) +% tx409) *% 64)) +% (cv410 *% 8)), w419)
+            storeVector(arena, ((2056000 +% ((((j407 *% 49) +% (ty408 *% 7)) +% tx409) *% 64)) +% (cv410 *% 8)), w420)
+            storeVector(arena, ((2059136 +% ((((j407 *% 49) +% (ty408 *% 7)) +% tx409) *% 64)) +% (cv410 *% 8)), w421)
+            storeVector(arena, ((2062272 +% ((((j407 *% 49) +% (ty408 *% 7)) +% tx409) *% 64)) +% (cv410 *% 8)), w422)
+            storeVector(arena, ((2065408 +% ((((j407 *% 49) +% (ty408 *% 7)) +% tx409) *% 64)) +% (cv410 *% 8)), w423)
+            storeVector(arena, ((2068544 +% ((((j407 *% 49) +% (ty408 *% 7)) +% tx409) *% 64)) +% (cv410 *% 8)), w424)
+            storeVector(arena, ((2071680 +% ((((j407 *% 49) +% (ty408 *% 7)) +% tx409) *% 64)) +% (cv410 *% 8)), w425)
+            storeVector(arena, ((2074816 +% ((((j407 *% 49) +% (ty408 *% 7)) +% tx409) *% 64)) +% (cv410 *% 8)), w426)
+            storeVector(arena, ((2077952 +% ((((j407 *% 49) +% (ty408 *% 7)) +% tx409) *% 64)) +% (cv410 *% 8)), w427)
+            storeVector(arena, ((2081088 +% ((((j407 *% 49) +% (ty408 *% 7)) +% tx409) *% 64)) +% (cv410 *% 8)), w428)
+            storeVector(arena, ((2084224 +% ((((j407 *% 49) +% (ty408 *% 7)) +% tx409) *% 64)) +% (cv410 *% 8)), w429)
+            storeVector(arena, ((2087360 +% ((((j407 *% 49) +% (ty408 *% 7)) +% tx409) *% 64)) +% (cv410 *% 8)), w430)
+            storeVector(arena, ((2090496 +% ((((j407 *% 49) +% (ty408 *% 7)) +% tx409) *% 64)) +% (cv410 *% 8)), w431)
+            storeVector(arena, ((2093632 +% ((((j407 *% 49) +% (ty408 *% 7)) +% tx409) *% 64)) +% (cv410 *% 8)), w432)
+            storeVector(arena, ((2096768 +% ((((j407 *% 49) +% (ty408 *% 7)) +% tx409) *% 64)) +% (cv410 *% 8)), w433)
+            storeVector(arena, ((2099904 +% ((((j407 *% 49) +% (ty408 *% 7)) +% tx409) *% 64)) +% (cv410 *% 8)), w434)
           }
         }
       }
     }
-    for xi434 in 0..<16 {
-      sgemm(101, 112, 111, 32, 64, 49, 1, arena + (2015232 +% (xi434 *% 1568)), 32, arena + (2052864 +% (xi434 *% 3136)), 64, Float(bitPattern: 0x3f800000), arena + (2103040 +% (xi434 *% 2048)), 64)
+    for xi435 in 0..<16 {
+      sgemm(101, 112, 111, 32, 64, 49, 1, arena + (2015232 +% (xi435 *% 1568)), 32, arena + (2052864 +% (xi435 *% 3136)), 64, Float(bitPattern: 0x3f800000), arena + (2103040 +% (xi435 *% 2048)), 64)
     }
   }
   do {  // scalar loops
-    for f435 in 0..<64 {
-      for c436 in 0..<32 {
-        var w437: Float = (((arena[((2103040 +% (c436 *% 64)) +% f435)] * Float(1)) + (arena[((2111232 +% (c436 *% 64)) +% f435)] * Float(bitPattern: 0x3f000000))) + (arena[((2119424 +% (c436 *% 64)) +% f435)] * Float(bitPattern: 0x3f000000)))
-        var w438: Float = ((arena[((2111232 +% (c436 *% 64)) +% f435)] - arena[((2119424 +% (c436 *% 64)) +% f435)]) * Float(bitPattern: 0x3f000000))
-        var w439: Float = (((arena[((2111232 +% (c436 *% 64)) +% f435)] * Float(bitPattern: 0x3f000000)) + (arena[((2119424 +% (c436 *% 64)) +% f435)] * Float(bitPattern: 0x3f000000))) + (arena[((2127616 +% (c436 *% 64)) +% f435)] * Float(1)))
-        var w440: Float = (((arena[((2105088 +% (c436 *% 64)) +% f435)] * Float(1)) + (arena[((2113280 +% (c436 *% 64)) +% f435)] * Float(bitPattern: 0x3f000000))) + (arena[((2121472 +% (c436 *% 64)) +% f435)] * Float(bitPattern: 0x3f000000)))
-        var w441: Float = ((arena[((2113280 +% (c436 *% 64)) +% f435)] - arena[((2121472 +% (c436 *% 64)) +% f435)]) * Float(bitPattern: 0x3f000000))
-        var w442: Float = (((arena[((2113280 +% (c436 *% 64)) +% f435)] * Float(bitPattern: 0x3f000000)) + (arena[((2121472 +% (c436 *% 64)) +% f435)] * Float(bitPattern: 0x3f000000))) + (arena[((2129664 +% (c436 *% 64)) +% f435)] * Float(1)))
-        var w443: Float = (((arena[((2107136 +% (c436 *% 64)) +% f435)] * Float(1)) + (arena[((2115328 +% (c436 *% 64)) +% f435)] * Float(bitPattern: 0x3f000000))) + (arena[((2123520 +% (c436 *% 64)) +% f435)] * Float(bitPattern: 0x3f000000)))
-        var w444: Float = ((arena[((2115328 +% (c436 *% 64)) +% f435)] - arena[((2123520 +% (c436 *% 64)) +% f435)]) * Float(bitPattern: 0x3f000000))
-        var w445: Float = (((arena[((2115328 +% (c436 *% 64)) +% f435)] * Float(bitPattern: 0x3f000000)) + (arena[((2123520 +% (c436 *% 64)) +% f435)] * Float(bitPattern: 0x3f000000))) + (arena[((2131712 +% (c436 *% 64)) +% f435)] * Float(1)))
-        var w446: Float = (((arena[((2109184 +% (c436 *% 64)) +% f435)] * Float(1)) + (arena[((2117376 +% (c436 *% 64)) +% f435)] * Float(bitPattern: 0x3f000000))) + (arena[((2125568 +% (c436 *% 64)) +% f435)] * Float(bitPattern: 0x3f000000)))
-        var w447: Float = ((arena[((2117376 +% (c436 *% 64)) +% f435)] - arena[((2125568 +% (c436 *% 64)) +% f435)]) * Float(bitPattern: 0x3f000000))
-        var w448: Float = (((arena[((2117376 +% (c436 *% 64)) +% f435)] * Float(bitPattern: 0x3f000000)) + (arena[((2125568 +% (c436 *% 64)) +% f435)] * Float(bitPattern: 0x3f000000))) + (arena[((2133760 +% (c436 *% 64)) +% f435)] * Float(1)))
-        var w449: Float = (((w437 * Float(1)) + (w440 * Float(bitPattern: 0x3f000000))) + (w443 * Float(bitPattern: 0x3f000000)))
-        var w450: Float = ((w440 - w443) * Float(bitPattern: 0x3f000000))
-        var w451: Float = (((w440 * Float(bitPattern: 0x3f000000)) + (w443 * Float(bitPattern: 0x3f000000))) + (w446 * Float(1)))
-        var w452: Float = (((w438 * Float(1)) + (w441 * Float(bitPattern: 0x3f000000))) + (w444 * Float(bitPattern: 0x3f000000)))
-        var w453: Float = ((w441 - w444) * Float(bitPattern: 0x3f000000))
-        var w454: Float = (((w441 * Float(bitPattern: 0x3f000000)) + (w444 * Float(bitPattern: 0x3f000000))) + (w447 * Float(1)))
-        var w455: Float = (((w439 * Float(1)) + (w442 * Float(bitPattern: 0x3f000000))) + (w445 * Float(bitPattern: 0x3f000000)))
-        var w456: Float = ((w442 - w445) * Float(bitPattern: 0x3f000000))
-        var w457: Float = (((w442 * Float(bitPattern: 0x3f000000)) + (w445 * Float(bitPattern: 0x3f000000))) + (w448 * Float(1)))
-        grads[(352 +% (((f435 *% 32) +% c436) *% 9))] = w449
-        grads[((352 +% (((f435 *% 32) +% c436) *% 9)) +% 1)] = w450
-        grads[((352 +% (((f435 *% 32) +% c436) *% 9)) +% 2)] = w451
-        grads[((352 +% (((f435 *% 32) +% c436) *% 9)) +% 3)] = w452
-        grads[((352 +% (((f435 *% 32) +% c436) *% 9)) +% 4)] = w453
-        grads[((352 +% (((f435 *% 32) +% c436) *% 9)) +% 5)] = w454
-        grads[((352 +% (((f435 *% 32) +% c436) *% 9)) +% 6)] = w455
-        grads[((352 +% (((f435 *% 32) +% c436) *% 9)) +% 7)] = w456
-        grads[((352 +% (((f435 *% 32) +% c436) *% 9)) +% 8)] = w457
+    for f436 in 0..<64 {
+      for c437 in 0..<32 {
+        var w438: Float = (((arena[((2103040 +% (c437 *% 64)) +% f436)] * Float(1)) + (arena[((2111232 +% (c437 *% 64)) +% f436)] * Float(bitPattern: 0x3f000000))) + (arena[((2119424 +% (c437 *% 64)) +% f436)] * Float(bitPattern: 0x3f000000)))
+        var w439: Float = ((arena[((2111232 +% (c437 *% 64)) +% f436)] - arena[((2119424 +% (c437 *% 64)) +% f436)]) * Float(bitPattern: 0x3f000000))
+        var w440: Float = (((arena[((2111232 +% (c437 *% 64)) +% f436)] * Float(bitPattern: 0x3f000000)) + (arena[((2119424 +% (c437 *% 64)) +% f436)] * Float(bitPattern: 0x3f000000))) + (arena[((2127616 +% (c437 *% 64)) +% f436)] * Float(1)))
+        var w441: Float = (((arena[((2105088 +% (c437 *% 64)) +% f436)] * Float(1)) + (arena[((2113280 +% (c437 *% 64)) +% f436)] * Float(bitPattern: 0x3f000000))) + (arena[((2121472 +% (c437 *% 64)) +% f436)] * Float(bitPattern: 0x3f000000)))
+        var w442: Float = ((arena[((2113280 +% (c437 *% 64)) +% f436)] - arena[((2121472 +% (c437 *% 64)) +% f436)]) * Float(bitPattern: 0x3f000000))
+        var w443: Float = (((arena[((2113280 +% (c437 *% 64)) +% f436)] * Float(bitPattern: 0x3f000000)) + (arena[((2121472 +% (c437 *% 64)) +% f436)] * Float(bitPattern: 0x3f000000))) + (arena[((2129664 +% (c437 *% 64)) +% f436)] * Float(1)))
+        var w444: Float = (((arena[((2107136 +% (c437 *% 64)) +% f436)] * Float(1)) + (arena[((2115328 +% (c437 *% 64)) +% f436)] * Float(bitPattern: 0x3f000000))) + (arena[((2123520 +% (c437 *% 64)) +% f436)] * Float(bitPattern: 0x3f000000)))
+        var w445: Float = ((arena[((2115328 +% (c437 *% 64)) +% f436)] - arena[((2123520 +% (c437 *% 64)) +% f436)]) * Float(bitPattern: 0x3f000000))
+        var w446: Float = (((arena[((2115328 +% (c437 *% 64)) +% f436)] * Float(bitPattern: 0x3f000000)) + (arena[((2123520 +% (c437 *% 64)) +% f436)] * Float(bitPattern: 0x3f000000))) + (arena[((2131712 +% (c437 *% 64)) +% f436)] * Float(1)))
+        var w447: Float = (((arena[((2109184 +% (c437 *% 64)) +% f436)] * Float(1)) + (arena[((2117376 +% (c437 *% 64)) +% f436)] * Float(bitPattern: 0x3f000000))) + (arena[((2125568 +% (c437 *% 64)) +% f436)] * Float(bitPattern: 0x3f000000)))
+        var w448: Float = ((arena[((2117376 +% (c437 *% 64)) +% f436)] - arena[((2125568 +% (c437 *% 64)) +% f436)]) * Float(bitPattern: 0x3f000000))
+        var w449: Float = (((arena[((2117376 +% (c437 *% 64)) +% f436)] * Float(bitPattern: 0x3f000000)) + (arena[((2125568 +% (c437 *% 64)) +% f436)] * Float(bitPattern: 0x3f000000))) + (arena[((2133760 +% (c437 *% 64)) +% f436)] * Float(1)))
+        var w450: Float = (((w438 * Float(1)) + (w441 * Float(bitPattern: 0x3f000000))) + (w444 * Float(bitPattern: 0x3f000000)))
+        var w451: Float = ((w441 - w444) * Float(bitPattern: 0x3f000000))
+        var w452: Float = (((w441 * Float(bitPattern: 0x3f000000)) + (w444 * Float(bitPattern: 0x3f000000))) + (w447 * Float(1)))
+        var w453: Float = (((w439 * Float(1)) + (w442 * Float(bitPattern: 0x3f000000))) + (w445 * Float(bitPattern: 0x3f000000)))
+        var w454: Float = ((w442 - w445) * Float(bitPattern: 0x3f000000))
+        var w455: Float = (((w442 * Float(bitPattern: 0x3f000000)) + (w445 * Float(bitPattern: 0x3f000000))) + (w448 * Float(1)))
+        var w456: Float = (((w440 * Float(1)) + (w443 * Float(bitPattern: 0x3f000000))) + (w446 * Float(bitPattern: 0x3f000000)))
+        var w457: Float = ((w443 - w446) * Float(bitPattern: 0x3f000000))
+        var w458: Float = (((w443 * Float(bitPattern: 0x3f000000)) + (w446 * Float(bitPattern: 0x3f000000))) + (w449 * Float(1)))
+        grads[(352 +% (((f436 *% 32) +% c437) *% 9))] = w450
+        grads[((352 +% (((f436 *% 32) +% c437) *% 9)) +% 1)] = w451
+        grads[((352 +% (((f436 *% 32) +% c437) *% 9)) +% 2)] = w452
+        grads[((352 +% (((f436 *% 32) +% c437) *% 9)) +% 3)] = w453
+        grads[((352 +% (((f436 *% 32) +% c437) *% 9)) +% 4)] = w454
+        grads[((352 +% (((f436 *% 32) +% c437) *% 9)) +% 5)] = w455
+        grads[((352 +% (((f436 *% 32) +% c437) *% 9)) +% 6)] = w456
+        grads[((352 +% (((f436 *% 32) +% c437) *% 9)) +% 7)] = w457
+        grads[((352 +% (((f436 *% 32) +% c437) *% 9)) +% 8)] = w458
       }
     }
   }
   // pool1_grad = conv2d_grad_input(conv2_grad, conv2.weight, pool1)
   do {  // scalar loops
-    for ci458 in 0..<64 {
-      for co459 in 0..<32 {
-        var w460: Float = params[((352 +% (((ci458 *% 32) +% co459) *% 9)) +% 8)]
-        var w461: Float = (((params[((352 +% (((ci458 *% 32) +% co459) *% 9)) +% 8)] + params[((352 +% (((ci458 *% 32) +% co459) *% 9)) +% 5)]) + params[((352 +% (((ci458 *% 32) +% co459) *% 9)) +% 2)]) * Float(bitPattern: 0x3f000000))
-        var w462: Float = (((params[((352 +% (((ci458 *% 32) +% co459) *% 9)) +% 8)] + params[((352 +% (((ci458 *% 32) +% co459) *% 9)) +% 2)]) - params[((352 +% (((ci458 *% 32) +% co459) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
-        var w463: Float = params[((352 +% (((ci458 *% 32) +% co459) *% 9)) +% 2)]
-        var w464: Float = params[((352 +% (((ci458 *% 32) +% co459) *% 9)) +% 7)]
-        var w465: Float = (((params[((352 +% (((ci458 *% 32) +% co459) *% 9)) +% 7)] + params[((352 +% (((ci458 *% 32) +% co459) *% 9)) +% 4)]) + params[((352 +% (((ci458 *% 32) +% co459) *% 9)) +% 1)]) * Float(bitPattern: 0x3f000000))
-        var w466: Float = (((params[((352 +% (((ci458 *% 32) +% co459) *% 9)) +% 7)] + params[((352 +% (((ci458 *% 32) +% co459) *% 9)) +% 1)]) - params[((352 +% (((ci458 *% 32) +% co459) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
-        var w467: Float = params[((352 +% (((ci458 *% 32) +% co459) *% 9)) +% 1)]
-        var w468: Float = params[((352 +% (((ci458 *% 32) +% co459) *% 9)) +% 6)]
-        var w469: Float = (((params[((352 +% (((ci458 *% 32) +% co459) *% 9)) +% 6)] + params[((352 +% (((ci458 *% 32) +% co459) *% 9)) +% 3)]) + params[(352 +% (((ci458 *% 32) +% co459) *% 9))]) * Float(bitPattern: 0x3f000000))
-        var w470: Float = (((params[((352 +% (((ci458 *% 32) +% co459) *% 9)) +% 6)] + params[(352 +% (((ci458 *% 32) +% co459) *% 9))]) - params[((352 +% (((ci458 *% 32) +% co459) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
-        var w471: Float = params[(352 +% (((ci458 *% 32) +% co459) *% 9))]
-        var w472: Float = w460
-        var w473: Float = (((w460 + w464) + w468) * Float(bitPattern: 0x3f000000))
-        var w474: Float = (((w460 + w468) - w464) * Float(bitPattern: 0x3f000000))
-        var w475: Float = w468
-        var w476: Float = w461
-        var w477: Float = (((w461 + w465) + w469) * Float(bitPattern: 0x3f000000))
-        var w478: Float = (((w461 + w469) - w465) * Float(bitPattern: 0x3f000000))
-        var w479: Float = w469
-        var w480: Float = w462
-        var w481: Float = (((w462 + w466) + w470) * Float(bitPattern: 0x3f000000))
-        var w482: Float = (((w462 + w470) - w466) * Float(bitPattern: 0x3f000000))
-        var w483: Float = w470
-        var w484: Float = w463
-        var w485: Float = (((w463 + w467) + w471) * Float(bitPattern: 0x3f000000))
-        var w486: Float = (((w463 + w471) - w467) * Float(bitPattern: 0x3f000000))
-        var w487: Float = w471
-        arena[((2408448 +% (ci458 *% 32)) +% co459)] = w472
-        arena[((2410496 +% (ci458 *% 32)) +% co459)] = w473
-        arena[((2412544 +% (ci458 *% 32)) +% co459)] = w474
-        arena[((2414592 +% (ci458 *% 32)) +% co459)] = w475
-        arena[((2416640 +% (ci458 *% 32)) +% co459)] = w476
-        arena[((2418688 +% (ci458 *% 32)) +% co459)] = w477
-        arena[((2420736 +% (ci458 *% 32)) +% co459)] = w478
-        arena[((2422784 +% (ci458 *% 32)) +% co459)] = w479
-        arena[((2424832 +% (ci458 *% 32)) +% co459)] = w480
-        arena[((2426880 +% (ci458 *% 32)) +% co459)] = w481
-        arena[((2428928 +% (ci458 *% 32)) +% co459)] = w482
-        arena[((2430976 +% (ci458 *% 32)) +% co459)] = w483
-        arena[((2433024 +% (ci458 *% 32)) +% co459)] = w484
-        arena[((2435072 +% (ci458 *% 32)) +% co459)] = w485
-        arena[((2437120 +% (ci458 *% 32)) +% co459)] = w486
-        arena[((2439168 +% (ci458 *% 32)) +% co459)] = w487
+    for ci459 in 0..<64 {
+      for co460 in 0..<32 {
+        var w461: Float = params[((352 +% (((ci459 *% 32) +% co460) *% 9)) +% 8)]
+        var w462: Float = (((params[((352 +% (((ci459 *% 32) +% co460) *% 9)) +% 8)] + params[((352 +% (((ci459 *% 32) +% co460) *% 9)) +% 5)]) + params[((352 +% (((ci459 *% 32) +% co460) *% 9)) +% 2)]) * Float(bitPattern: 0x3f000000))
+        var w463: Float = (((params[((352 +% (((ci459 *% 32) +% co460) *% 9)) +% 8)] + params[((352 +% (((ci459 *% 32) +% co460) *% 9)) +% 2)]) - params[((352 +% (((ci459 *% 32) +% co460) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
+        var w464: Float = params[((352 +% (((ci459 *% 32) +% co460) *% 9)) +% 2)]
+        var w465: Float = params[((352 +% (((ci459 *% 32) +% co460) *% 9)) +% 7)]
+        var w466: Float = (((params[((352 +% (((ci459 *% 32) +% co460) *% 9)) +% 7)] + params[((352 +% (((ci459 *% 32) +% co460) *% 9)) +% 4)]) + params[((352 +% (((ci459 *% 32) +% co460) *% 9)) +% 1)]) * Float(bitPattern: 0x3f000000))
+        var w467: Float = (((params[((352 +% (((ci459 *% 32) +% co460) *% 9)) +% 7)] + params[((352 +% (((ci459 *% 32) +% co460) *% 9)) +% 1)]) - params[((352 +% (((ci459 *% 32) +% co460) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
+        var w468: Float = params[((352 +% (((ci459 *% 32) +% co460) *% 9)) +% 1)]
+        var w469: Float = params[((352 +% (((ci459 *% 32) +% co460) *% 9)) +% 6)]
+        var w470: Float = (((params[((352 +% (((ci459 *% 32) +% co460) *% 9)) +% 6)] + params[((352 +% (((ci459 *% 32) +% co460) *% 9)) +% 3)]) + params[(352 +% (((ci459 *% 32) +% co460) *% 9))]) * Float(bitPattern: 0x3f000000))
+        var w471: Float = (((params[((352 +% (((ci459 *% 32) +% co460) *% 9)) +% 6)] + params[(352 +% (((ci459 *% 32) +% co460) *% 9))]) - params[((352 +% (((ci459 *% 32) +% co460) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
+        var w472: Float = params[(352 +% (((ci459 *% 32) +% co460) *% 9))]
+        var w473: Float = w461
+        var w474: Float = (((w461 + w465) + w469) * Float(bitPattern: 0x3f000000))
+        var w475: Float = (((w461 + w469) - w465) * Float(bitPattern: 0x3f000000))
+        var w476: Float = w469
+        var w477: Float = w462
+        var w478: Float = (((w462 + w466) + w470) * Float(bitPattern: 0x3f000000))
+        var w479: Float = (((w462 + w470) - w466) * Float(bitPattern: 0x3f000000))
+        var w480: Float = w470
+        var w481: Float = w463
+        var w482: Float = (((w463 + w467) + w471) * Float(bitPattern: 0x3f000000))
+        var w483: Float = (((w463 + w471) - w467) * Float(bitPattern: 0x3f000000))
+        var w484: Float = w471
+        var w485: Float = w464
+        var w486: Float = (((w464 + w468) + w472) * Float(bitPattern: 0x3f000000))
+        var w487: Float = (((w464 + w472) - w468) * Float(bitPattern: 0x3f000000))
+        var w488: Float = w472
+        arena[((2408448 +% (ci459 *% 32)) +% co460)] = w473
+        arena[((2410496 +% (ci459 *% 32)) +% co460)] = w474
+        arena[((2412544 +% (ci459 *% 32)) +% co460)] = w475
+        arena[((2414592 +% (ci459 *% 32)) +% co460)] = w476
+        arena[((2416640 +% (ci459 *% 32)) +% co460)] = w477
+        arena[((2418688 +% (ci459 *% 32)) +% co460)] = w478
+        arena[((2420736 +% (ci459 *% 32)) +% co460)] = w479
+        arena[((2422784 +% (ci459 *% 32)) +% co460)] = w480
+        arena[((2424832 +% (ci459 *% 32)) +% co460)] = w481
+        arena[((2426880 +% (ci459 *% 32)) +% co460)] = w482
+        arena[((2428928 +% (ci459 *% 32)) +% co460)] = w483
+        arena[((2430976 +% (ci459 *% 32)) +% co460)] = w484
+        arena[((2433024 +% (ci459 *% 32)) +% co460)] = w485
+        arena[((2435072 +% (ci459 *% 32)) +% co460)] = w486
+        arena[((2437120 +% (ci459 *% 32)) +% co460)] = w487
+        arena[((2439168 +% (ci459 *% 32)) +% co460)] = w488
       }
     }
   }
-  for i488 in 0..<2048 {
-    storeVector(arena, ((i488 *% 8) +% 2441216), Vector(repeating: Float(0)))
+  for i489 in 0..<2048 {
+    storeVector(arena, ((i489 *% 8) +% 2441216), Vector(repeating: Float(0)))
   }
-  for g489 in 0..<64 {
-    for j490 in 0..<1 {
-      for c491 in 0..<64 {
-        for iy492 in 0..<14 {
-          for ix493 in 0..<14 {
-            arena[(2441216 +% ((((j490 *% 16384) +% ((iy492 +% 1) *% 1024)) +% ((ix493 +% 1) *% 64)) +% c491))] = arena[((((5619776 +% ((g489 +% j490) *% 12544)) +% (c491 *% 196)) +% (iy492 *% 14)) +% ix493)]
+  for g490 in 0..<64 {
+    for j491 in 0..<1 {
+      for c492 in 0..<64 {
+        for iy493 in 0..<14 {
+          for ix494 in 0..<14 {
+            arena[(2441216 +% ((((j491 *% 16384) +% ((iy493 +% 1) *% 1024)) +% ((ix494 +% 1) *% 64)) +% c492))] = arena[((((5619776 +% ((g490 +% j491) *% 12544)) +% (c492 *% 196)) +% (iy493 *% 14)) +% ix494)]
           }
         }
       }
     }
-    for j494 in 0..<1 {
-      for ty495 in 0..<7 {
-        for tx496 in 0..<7 {
-          for cv497 in 0..<8 {
-            let w498 = (loadVector(arena, (2441216 +% ((((j494 *% 16384) +% ((ty495 *% 2) *% 1024)) +% ((tx496 *% 2) *% 64)) +% (cv497 *% 8)))) - loadVector(arena, (2441216 +% ((((j494 *% 16384) +% (((ty495 *% 2) +% 2) *% 1024)) +% ((tx496 *% 2) *% 64)) +% (cv497 *% 8)))))
-            let w499 = (loadVector(arena, (2441216 +% ((((j494 *% 16384) +% (((ty495 *% 2) +% 1) *% 1024)) +% ((tx496 *% 2) *% 64)) +% (cv497 *% 8)))) + loadVector(arena, (2441216 +% ((((j494 *% 16384) +% (((ty495 *% 2) +% 2) *% 1024)) +% ((tx496 *% 2) *% 64)) +% (cv497 *% 8)))))
-            let w500 = (loadVector(arena, (2441216 +% ((((j494 *% 16384) +% (((ty495 *% 2) +% 2) *% 1024)) +% ((tx496 *% 2) *% 64)) +% (cv497 *% 8)))) - loadVector(arena, (2441216 +% ((((j494 *% 16384) +% (((ty495 *% 2) +% 1) *% 1024)) +% ((tx496 *% 2) *% 64)) +% (cv497 *% 8)))))
-            let w501 = (loadVector(arena, (2441216 +% ((((j494 *% 16384) +% (((ty495 *% 2) +% 1) *% 1024)) +% ((tx496 *% 2) *% 64)) +% (cv497 *% 8)))) - loadVector(arena, (2441216 +% ((((j494 *% 16384) +% (((ty495 *% 2) +% 3) *% 1024)) +% ((tx496 *% 2) *% 64)) +% (cv497 *% 8)))))
-            let w502 = (loadVector(arena, (2441216 +% ((((j494 *% 16384) +% ((ty495 *% 2) *% 1024)) +% (((tx496 *% 2) +% 1) *% 64)) +% (cv497 *% 8)))) - loadVector(arena, (2441216 +% ((((j494 *% 16384) +% (((ty495 *% 2) +% 2) *% 1024)) +% (((tx496 *% 2) +% 1) *% 64)) +% (cv497 *% 8)))))
-            let w503 = (loadVector(arena, (2441216 +% ((((j494 *% 16384) +% (((ty495 *% 2) +% 1) *% 1024)) +% (((tx496 *% 2) +% 1) *% 64)) +% (cv497 *% 8)))) + loadVector(arena, (2441216 +% ((((j494 *% 16384) +% (((ty495 *% 2) +% 2) *% 1024)) +% (((tx496 *% 2) +% 1) *% 64)) +% (cv497 *% 8)))))
-            let w504 = (loadVector(arena, (2441216 +% ((((j494 *% 16384) +% (((ty495 *% 2) +% 2) *% 1024)) +% (((tx496 *% 2) +% 1) *% 64)) +% (cv497 *% 8)))) - loadVector(arena, (2441216 +% ((((j494 *% 16384) +% (((ty495 *% 2) +% 1) *% 1024)) +% (((tx496 *% 2) +% 1) *% 64)) +% (cv497 *% 8)))))
-            let w505 = (loadVector(arena, (2441216 +% ((((j494 *% 16384) +% (((ty495 *% 2) +% 1) *% 1024)) +% (((tx496 *% 2) +% 1) *% 64)) +% (cv497 *% 8)))) - loadVector(arena, (2441216 +% ((((j494 *% 16384) +% (((ty495 *% 2) +% 3) *% 1024)) +% (((tx496 *% 2) +% 1) *% 64)) +% (cv497 *% 8)))))
-            let w506 = (loadVector(arena, (2441216 +% ((((j494 *% 16384) +% ((ty495 *% 2) *% 1024)) +% (((tx496 *% 2) +% 2) *% 64)) +% (cv497 *% 8)))) - loadVector(arena, (2441216 +% ((((j494 *% 16384) +% (((ty495 *% 2) +% 2) *% 1024)) +% (((tx496 *% 2) +% 2) *% 64)) +% (cv497 *% 8)))))
-            let w507 = (loadVector(arena, (2441216 +% ((((j494 *% 16384) +% (((ty495 *% 2) +% 1) *% 1024)) +% (((tx496 *% 2) +% 2) *% 64)) +% (cv497 *% 8)))) + loadVector(arena, (2441216 +% ((((j494 *% 16384) +% (((ty495 *% 2) +% 2) *% 1024)) +% (((tx496 *% 2) +% 2) *% 64)) +% (cv497 *% 8)))))
-            let w508 = (loadVector(arena, (2441216 +% ((((j494 *% 16384) +% (((ty495 *% 2) +% 2) *% 1024)) +% (((tx496 *% 2) +% 2) *% 64)) +% (cv497 *% 8)))) - loadVector(arena, (2441216 +% ((((j494 *% 16384) +% (((ty495 *% 2) +% 1) *% 1024)) +% (((tx496 *% 2) +% 2) *% 64)) +% (cv497 *% 8)))))
-            let w509 = (loadVector(arena, (2441216 +% ((((j494 *% 16384) +% (((ty495 *% 2) +% 1) *% 1024)) +% (((tx496 *% 2) +% 2) *% 64)) +% (cv497 *% 8)))) - loadVector(arena, (2441216 +% ((((j494 *% 16384) +% (((ty495 *% 2) +% 3) *% 1024)) +% (((tx496 *% 2) +% 2) *% 64)) +% (cv497 *% 8)))))
-            let w510 = (loadVector(arena, (2441216 +% ((((j494 *% 16384) +% ((ty495 *% 2) *% 1024)) +% (((tx496 *% 2) +% 3) *% 64)) +% (cv497 *% 8)))) - loadVector(arena, (2441216 +% ((((j494 *% 16384) +% (((ty495 *% 2) +% 2) *% 1024)) +% (((tx496 *% 2) +% 3) *% 64)) +% (cv497 *% 8)))))
-            let w511 = (loadVector(arena, (2441216 +% ((((j494 *% 16384) +% (((ty495 *% 2) +% 1) *% 1024)) +% (((tx496 *% 2) +% 3) *% 64)) +% (cv497 *% 8)))) + loadVector(arena, (2441216 +% ((((j494 *% 16384) +% (((ty495 *% 2) +% 2) *% 1024)) +% (((tx496 *% 2) +% 3) *% 64)) +% (cv497 *% 8)))))
-            let w512 = (loadVector(arena, (2441216 +% ((((j494 *% 16384) +% (((ty495 *% 2) +% 2) *% 1024)) +% (((tx496 *% 2) +% 3) *% 64)) +% (cv497 *% 8)))) - loadVector(arena, (2441216 +% ((((j494 *% 16384) +% (((ty495 *% 2) +% 1) *% 1024)) +% (((tx496 *% 2) +% 3) *% 64)) +% (cv497 *% 8)))))
-            let w513 = (loadVector(arena, (2441216 +% ((((j494 *% 16384) +% (((ty495 *% 2) +% 1) *% 1024)) +% (((tx496 *% 2) +% 3) *% 64)) +% (cv497 *% 8)))) - loadVector(arena, (2441216 +% ((((j494 *% 16384) +% (((ty495 *% 2) +% 3) *% 1024)) +% (((tx496 *% 2) +% 3) *% 64)) +% (cv497 *% 8)))))
-            let w514 = (w498 - w506)
-            let w515 = (w502 + w506)
-            let w516 = (w506 - w502)
-            let w517 = (w502 - w510)
-            let w518 = (w499 - w507)
-            let w519 = (w503 + w507)
-            let w520 = (w507 - w503)
-            let w521 = (w503 - w511)
-            let w522 = (w500 - w508)
-            let w523 = (w504 + w508)
-            let w524 = (w508 - w504)
-            let w525 = (w504 - w512)
-            let w526 = (w501 - w509)
-            let w527 = (w505 + w509)
-            let w528 = (w509 - w505)
-            let w529 = (w505 - w513)
-            storeVector(arena, ((2457600 +% ((((j494 *% 49) +% (ty495 *% 7)) +% tx496) *% 64)) +% (cv497 *% 8)), w514)
-            storeVector(arena, ((2460736 +% ((((j494 *% 49) +% (ty495 *% 7)) +% tx496) *% 64)) +% (cv497 *% 8)), w515)
-            storeVector(arena, ((2463872 +% ((((j494 *% 49) +% (ty495 *% 7)) +% tx496) *% 64)) +% (cv497 *% 8)), w516)
-            storeVector(arena, ((2467008 +% ((((j494 *% 49) +% (ty495 *% 7)) +% tx496) *% 64)) +% (cv497 *% 8)), w517)
-            storeVector(arena, ((2470144 +% ((((j494 *% 49) +% (ty495 *% 7)) +% tx496) *% 64)) +% (cv497 *% 8)), w518)
-            storeVector(arena, ((2473280 +% ((((j494 *% 49) +% (ty495 *% 7)) +% tx496) *% 64)) +% (cv497 *% 8)), w519)
-            storeVector(arena, ((2476416 +% ((((j494 *% 49) +% (ty495 *% 7)) +% tx496) *% 64)) +% (cv497 *% 8)), w520)
-            storeVector(arena, ((2479552 +% ((((j494 *% 49) +% (ty495 *% 7)) +% tx496) *% 64)) +% (cv497 *% 8)), w521)
-            storeVector(arena, ((2482688 +% ((((j494 *% 49) +% (ty495 *% 7)) +% tx496) *% 64)) +% (cv497 *% 8)), w522)
-            storeVector(arena, ((2485824 +% ((((j494 *% 49) +% (ty495 *% 7)) +% tx496) *% 64)) +% (cv497 *% 8)), w523)
-            storeVector(arena, ((2488960 +% ((((j494 *% 49) +% (ty495 *% 7)) +% tx496) *% 64)) +% (cv497 *% 8)), w524)
-            storeVector(arena, ((2492096 +% ((((j494 *% 49) +% (ty495 *% 7)) +% tx496) *% 64)) +% (cv497 *% 8)), w525)
-            storeVector(arena, ((2495232 +% ((((j494 *% 49) +% (ty495 *% 7)) +% tx496) *% 64)) +% (cv497 *% 8)), w526)
-            storeVector(arena, ((2498368 +% ((((j494 *% 49) +% (ty495 *% 7)) +% tx496) *% 64)) +% (cv497 *% 8)), w527)
-            storeVector(arena, ((2501504 +% ((((j494 *% 49) +% (ty495 *% 7)) +% tx496) *% 64)) +% (cv497 *% 8)), w528)
-            storeVector(arena, ((2504640 +% ((((j494 *% 49) +% (ty495 *% 7)) +% tx496) *% 64)) +% (cv497 *% 8)), w529)
+    for j495 in 0..<1 {
+      for ty496 in 0..<7 {
+        for tx497 in 0..<7 {
+          for cv498 in 0..<8 {
+            let w499 = (loadVector(arena, (2441216 +% ((((j495 *% 16384) +% ((ty496 *% 2) *% 1024)) +% ((tx497 *% 2) *% 64)) +% (cv498 *% 8)))) - loadVector(arena, (2441216 +% ((((j495 *% 16384) +% (((ty496 *% 2) +% 2) *% 1024)) +% ((tx497 *% 2) *% 64)) +% (cv498 *% 8)))))
+            let w500 = (loadVector(arena, (2441216 +% ((((j495 *% 16384) +% (((ty496 *% 2) +% 1) *% 1024)) +% ((tx497 *% 2) *% 64)) +% (cv498 *% 8)))) + loadVector(arena, (2441216 +% ((((j495 *% 16384) +% (((ty496 *% 2) +% 2) *% 1024)) +% ((tx497 *% 2) *% 64)) +% (cv498 *% 8)))))
+            let w501 = (loadVector(arena, (2441216 +% ((((j495 *% 16384) +% (((ty496 *% 2) +% 2) *% 1024)) +% ((tx497 *% 2) *% 64)) +% (cv498 *% 8)))) - loadVector(arena, (2441216 +% ((((j495 *% 16384) +% (((ty496 *% 2) +% 1) *% 1024)) +% ((tx497 *% 2) *% 64)) +% (cv498 *% 8)))))
+            let w502 = (loadVector(arena, (2441216 +% ((((j495 *% 16384) +% (((ty496 *% 2) +% 1) *% 1024)) +% ((tx497 *% 2) *% 64)) +% (cv498 *% 8)))) - loadVector(arena, (2441216 +% ((((j495 *% 16384) +% (((ty496 *% 2) +% 3) *% 1024)) +% ((tx497 *% 2) *% 64)) +% (cv498 *% 8)))))
+            let w503 = (loadVector(arena, (2441216 +% ((((j495 *% 16384) +% ((ty496 *% 2) *% 1024)) +% (((tx497 *% 2) +% 1) *% 64)) +% (cv498 *% 8)))) - loadVector(arena, (2441216 +% ((((j495 *% 16384) +% (((ty496 *% 2) +% 2) *% 1024)) +% (((tx497 *% 2) +% 1) *% 64)) +% (cv498 *% 8)))))
+            let w504 = (loadVector(arena, (2441216 +% ((((j495 *% 16384) +% (((ty496 *% 2) +% 1) *% 1024)) +% (((tx497 *% 2) +% 1) *% 64)) +% (cv498 *% 8)))) + loadVector(arena, (2441216 +% ((((j495 *% 16384) +% (((ty496 *% 2) +% 2) *% 1024)) +% (((tx497 *% 2) +% 1) *% 64)) +% (cv498 *% 8)))))
+            let w505 = (loadVector(arena, (2441216 +% ((((j495 *% 16384) +% (((ty496 *% 2) +% 2) *% 1024)) +% (((tx497 *% 2) +% 1) *% 64)) +% (cv498 *% 8)))) - loadVector(arena, (2441216 +% ((((j495 *% 16384) +% (((ty496 *% 2) +% 1) *% 1024)) +% (((tx497 *% 2) +% 1) *% 64)) +% (cv498 *% 8)))))
+            let w506 = (loadVector(arena, (2441216 +% ((((j495 *% 16384) +% (((ty496 *% 2) +% 1) *% 1024)) +% (((tx497 *% 2) +% 1) *% 64)) +% (cv498 *% 8)))) - loadVector(arena, (2441216 +% ((((j495 *% 16384) +% (((ty496 *% 2) +% 3) *% 1024)) +% (((tx497 *% 2) +% 1) *% 64)) +% (cv498 *% 8)))))
+            let w507 = (loadVector(arena, (2441216 +% ((((j495 *% 16384) +% ((ty496 *% 2) *% 1024)) +% (((tx497 *% 2) +% 2) *% 64)) +% (cv498 *% 8)))) - loadVector(arena, (2441216 +% ((((j495 *% 16384) +% (((ty496 *% 2) +% 2) *% 1024)) +% (((tx497 *% 2) +% 2) *% 64)) +% (cv498 *% 8)))))
+            let w508 = (loadVector(arena, (2441216 +% ((((j495 *% 16384) +% (((ty496 *% 2) +% 1) *% 1024)) +% (((tx497 *% 2) +% 2) *% 64)) +% (cv498 *% 8)))) + loadVector(arena, (2441216 +% ((((j495 *% 16384) +% (((ty496 *% 2) +% 2) *% 1024)) +% (((tx497 *% 2) +% 2) *% 64)) +% (cv498 *% 8)))))
+            let w509 = (loadVector(arena, (2441216 +% ((((j495 *% 16384) +% (((ty496 *% 2) +% 2) *% 1024)) +% (((tx497 *% 2) +% 2) *% 64)) +% (cv498 *% 8)))) - loadVector(arena, (2441216 +% ((((j495 *% 16384) +% (((ty496 *% 2) +% 1) *% 1024)) +% (((tx497 *% 2) +% 2) *% 64)) +% (cv498 *% 8)))))
+            let w510 = (loadVector(arena, (2441216 +% ((((j495 *% 16384) +% (((ty496 *% 2) +% 1) *% 1024)) +% (((tx497 *% 2) +% 2) *% 64)) +% (cv498 *% 8)))) - loadVector(arena, (2441216 +% ((((j495 *% 16384) +% (((ty496 *% 2) +% 3) *% 1024)) +% (((tx497 *% 2) +% 2) *% 64)) +% (cv498 *% 8)))))
+            let w511 = (loadVector(arena, (2441216 +% ((((j495 *% 16384) +% ((ty496 *% 2) *% 1024)) +% (((tx497 *% 2) +% 3) *% 64)) +% (cv498 *% 8)))) - loadVector(arena, (2441216 +% ((((j495 *% 16384) +% (((ty496 *% 2) +% 2) *% 1024)) +% (((tx497 *% 2) +% 3) *% 64)) +% (cv498 *% 8)))))
+            let w512 = (loadVector(arena, (2441216 +% ((((j495 *% 16384) +% (((ty496 *% 2) +% 1) *% 1024)) +% (((tx497 *% 2) +% 3) *% 64)) +% (cv498 *% 8)))) + loadVector(arena, (2441216 +% ((((j495 *% 16384) +% (((ty496 *% 2) +% 2) *% 1024)) +% (((tx497 *% 2) +% 3) *% 64)) +% (cv498 *% 8)))))
+            let w513 = (loadVector(arena, (2441216 +% ((((j495 *% 16384) +% (((ty496 *% 2) +% 2) *% 1024)) +% (((tx497 *% 2) +% 3) *% 64)) +% (cv498 *% 8)))) - loadVector(arena, (2441216 +% ((((j495 *% 16384) +% (((ty496 *% 2) +% 1) *% 1024)) +% (((tx497 *% 2) +% 3) *% 64)) +% (cv498 *% 8)))))
+            let w514 = (loadVector(arena, (2441216 +% ((((j495 *% 16384) +% (((ty496 *% 2) +% 1) *% 1024)) +% (((tx497 *% 2) +% 3) *% 64)) +% (cv498 *% 8)))) - loadVector(arena, (2441216 +% ((((j495 *% 16384) +% (((ty496 *% 2) +% 3) *% 1024)) +% (((tx497 *% 2) +% 3) *% 64)) +% (cv498 *% 8)))))
+            let w515 = (w499 - w507)
+            let w516 = (w503 + w507)
+            let w517 = (w507 - w503)
+            let w518 = (w503 - w511)
+            let w519 = (w500 - w508)
+            let w520 = (w504 + w508)
+            let w521 = (w508 - w504)
+            let w522 = (w504 - w512)
+            let w523 = (w501 - w509)
+            let w524 = (w505 + w509)
+            let w525 = (w509 - w505)
+            let w526 = (w505 - w513)
+            let w527 = (w502 - w510)
+            let w528 = (w506 + w510)
+            let w529 = (w510 - w506)
+            let w530 = (w506 - w514)
+            storeVector(arena, ((2457600 +% ((((j495 *% 49) +% (ty496 *% 7)) +% tx497) *% 64)) +% (cv498 *% 8)), w515)
+            storeVector(arena, ((2460736 +% ((((j495 *% 49) +% (ty496 *% 7)) +% tx497) *% 64)) +% (cv498 *% 8)), w516)
+            storeVector(arena, ((2463872 +% ((((j495 *% 49) +% (ty496 *% 7)) +% tx497) *% 64)) +% (cv498 *% 8)), w517)
+            storeVector(arena, ((2467008 +% ((((j495 *% 49) +% (ty496 *% 7)) +% tx497) *% 64)) +% (cv498 *% 8)), w518)
+            storeVector(arena, ((2470144 +% ((((j495 *% 49) +% (ty496 *% 7)) +% tx497) *% 64)) +% (cv498 *% 8)), w519)
+            storeVector(arena, ((2473280 +% ((((j495 *% 49) +% (ty496 *% 7)) +% tx497) *% 64)) +% (cv498 *% 8)), w520)
+            storeVector(arena, ((2476416 +% ((((j495 *% 49) +% (ty496 *% 7)) +% tx497) *% 64)) +% (cv498 *% 8)), w521)
+            storeVector(arena, ((2479552 +% ((((j495 *% 49) +% (ty496 *% 7)) +% tx497) *% 64)) +% (cv498 *% 8)), w522)
+            storeVector(arena, ((2482688 +% ((((j495 *% 49) +% (ty496 *% 7)) +% tx497) *% 64)) +% (cv498 *% 8)), w523)
+            storeVector(arena, ((2485824 +% ((((j495 *% 49) +% (ty496 *% 7)) +% tx497) *% 64)) +% (cv498 *% 8)), w524)
+            storeVector(arena, ((2488960 +% ((((j495 *% 49) +% (ty496 *% 7)) +% tx497) *% 64)) +% (cv498 *% 8)), w525)
+            storeVector(arena, ((2492096 +% ((((j495 *% 49) +% (ty496 *% 7)) +% tx497) *% 64)) +% (cv498 *% 8)), w526)
+            storeVector(arena, ((2495232 +% ((((j495 *% 49) +% (ty496 *% 7)) +% tx497) *% 64)) +% (cv498 *% 8)), w527)
+            storeVector(arena, ((2498368 +% ((((j495 *% 49) +% (ty496 *% 7)) +% tx497) *% 64)) +% (cv498 *% 8)), w528)
+            storeVector(arena, ((2501504 +% ((((j495 *% 49) +% (ty496 *% 7)) +% tx497) *% 64)) +% (cv498 *% 8)), w529)
+            storeVector(arena, ((2504640 +% ((((j495 *% 49) +% (ty496 *% 7)) +% tx497) *% 64)) +% (cv498 *% 8)), w530)
           }
         }
       }
     }
-    for xi530 in 0..<16 {
-      do {  // gemm537
-        for nb531 in 0..<2 {
-          for mb532 in 0..<9 {
-            var t533_c0_0 = Vector()
-            var t533_c0_1 = Vector()
-            var t533_c1_0 = Vector()
-            var t533_c1_1 = Vector()
-            var t533_c2_0 = Vector()
-            var t533_c2_1 = Vector()
-            var t533_c3_0 = Vector()
-            var t533_c3_1 = Vector()
-            var t533_c4_0 = Vector()
-            var t533_c4_1 = Vector()
-            for k534 in 0..<64 {
-              let t533_b0 = loadVector(arena, (((2408448 +% (xi530 *% 2048)) +% (k534 *% 32)) +% (nb531 *% 16)))
-              let t533_b1 = loadVector(arena, ((((2408448 +% (xi530 *% 2048)) +% (k534 *% 32)) +% (nb531 *% 16)) +% 8))
-              let t533_a0 = Vector(repeating: arena[(((2457600 +% (xi530 *% 3136)) +% ((mb532 *% 5) *% 64)) +% k534)])
-              t533_c0_0 = t533_c0_0.addingProduct(t533_a0, t533_b0)
-              t533_c0_1 = t533_c0_1.addingProduct(t533_a0, t533_b1)
-              let t533_a1 = Vector(repeating: arena[(((2457600 +% (xi530 *% 3136)) +% (((mb532 *% 5) +% 1) *% 64)) +% k534)])
-              t533_c1_0 = t533_c1_0.addingProduct(t533_a1, t533_b0)
-              t533_c1_1 = t533_c1_1.addingProduct(t533_a1, t533_b1)
-              let t533_a2 = Vector(repeating: arena[(((2457600 +% (xi530 *% 3136)) +% (((mb532 *% 5) +% 2) *% 64)) +% k534)])
-              t533_c2_0 = t533_c2_0.addingProduct(t533_a2, t533_b0)
-              t533_c2_1 = t533_c2_1.addingProduct(t533_a2, t533_b1)
-              let t533_a3 = Vector(repeating: arena[(((2457600 +% (xi530 *% 3136)) +% (((mb532 *% 5) +% 3) *% 64)) +% k534)])
-              t533_c3_0 = t533_c3_0.addingProduct(t533_a3, t533_b0)
-              t533_c3_1 = t533_c3_1.addingProduct(t533_a3, t533_b1)
-              let t533_a4 = Vector(repeating: arena[(((2457600 +% (xi530 *% 3136)) +% (((mb532 *% 5) +% 4) *% 64)) +% k534)])
-              t533_c4_0 = t533_c4_0.addingProduct(t533_a4, t533_b0)
-              t533_c4_1 = t533_c4_1.addingProduct(t533_a4, t533_b1)
+    for xi531 in 0..<16 {
+      do {  // gemm538
+        for nb532 in 0..<2 {
+          for mb533 in 0..<9 {
+            var t534_c0_0 = Vector()
+            var t534_c0_1 = Vector()
+            var t534_c1_0 = Vector()
+            var t534_c1_1 = Vector()
+            var t534_c2_0 = Vector()
+            var t534_c2_1 = Vector()
+            var t534_c3_0 = Vector()
+            var t534_c3_1 = Vector()
+            var t534_c4_0 = Vector()
+            var t534_c4_1 = Vector()
+            for k535 in 0..<64 {
+              let t534_b0 = loadVector(arena, (((2408448 +% (xi531 *% 2048)) +% (k535 *% 32)) +% (nb532 *% 16)))
+              let t534_b1 = loadVector(arena, ((((2408448 +% (xi531 *% 2048)) +% (k535 *% 32)) +% (nb532 *% 16)) +% 8))
+              let t534_a0 = Vector(repeating: arena[(((2457600 +% (xi531 *% 3136)) +% ((mb533 *% 5) *% 64)) +% k535)])
+              t534_c0_0 = t534_c0_0.addingProduct(t534_a0, t534_b0)
+              t534_c0_1 = t534_c0_1.addingProduct(t534_a0, t534_b1)
+              let t534_a1 = Vector(repeating: arena[(((2457600 +% (xi531 *% 3136)) +% (((mb533 *% 5) +% 1) *% 64)) +% k535)])
+              t534_c1_0 = t534_c1_0.addingProduct(t534_a1, t534_b0)
+              t534_c1_1 = t534_c1_1.addingProduct(t534_a1, t534_b1)
+              let t534_a2 = Vector(repeating: arena[(((2457600 +% (xi531 *% 3136)) +% (((mb533 *% 5) +% 2) *% 64)) +% k535)])
+              t534_c2_0 = t534_c2_0.addingProduct(t534_a2, t534_b0)
+              t534_c2_1 = t534_c2_1.addingProduct(t534_a2, t534_b1)
+              let t534_a3 = Vector(repeating: arena[(((2457600 +% (xi531 *% 3136)) +% (((mb533 *% 5) +% 3) *% 64)) +% k535)])
+              t534_c3_0 = t534_c3_0.addingProduct(t534_a3, t534_b0)
+              t534_c3_1 = t534_c3_1.addingProduct(t534_a3, t534_b1)
+              let t534_a4 = Vector(repeating: arena[(((2457600 +% (xi531 *% 3136)) +% (((mb533 *% 5) +% 4) *% 64)) +% k535)])
+              t534_c4_0 = t534_c4_0.addingProduct(t534_a4, t534_b0)
+              t534_c4_1 = t534_c4_1.addingProduct(t534_a4, t534_b1)
             }
-            storeVector(arena, (((2507776 +% (xi530 *% 1568)) +% ((mb532 *% 5) *% 32)) +% (nb531 *% 16)), t533_c0_0)
-            storeVector(arena, ((((2507776 +% (xi530 *% 1568)) +% ((mb532 *% 5) *% 32)) +% (nb531 *% 16)) +% 8), t533_c0_1)
-            storeVector(arena, (((2507776 +% (xi530 *% 1568)) +% (((mb532 *% 5) +% 1) *% 32)) +% (nb531 *% 16)), t533_c1_0)
-            storeVector(arena, ((((2507776 +% (xi530 *% 1568)) +% (((mb532 *% 5) +% 1) *% 32)) +% (nb531 *% 16)) +% 8), t533_c1_1)
-            storeVector(arena, (((2507776 +% (xi530 *% 1568)) +% (((mb532 *% 5) +% 2) *% 32)) +% (nb531 *% 16)), t533_c2_0)
-            storeVector(arena, ((((2507776 +% (xi530 *% 1568)) +% (((mb532 *% 5) +% 2) *% 32)) +% (nb531 *% 16)) +% 8), t533_c2_1)
-            storeVector(arena, (((2507776 +% (xi530 *% 1568)) +% (((mb532 *% 5) +% 3) *% 32)) +% (nb531 *% 16)), t533_c3_0)
-            storeVector(arena, ((((2507776 +% (xi530 *% 1568)) +% (((mb532 *% 5) +% 3) *% 32)) +% (nb531 *% 16)) +% 8), t533_c3_1)
-            storeVector(arena, (((2507776 +% (xi530 *% 1568)) +% (((mb532 *% 5) +% 4) *% 32)) +% (nb531 *% 16)), t533_c4_0)
-            storeVector(arena, ((((2507776 +% (xi530 *% 1568)) +% (((mb532 *% 5) +% 4) *% 32)) +% (nb531 *% 16)) +% 8), t533_c4_1)
+            storeVector(arena, (((2507776 +% (xi531 *% 1568)) +% ((mb533 *% 5) *% 32)) +% (nb532 *% 16)), t534_c0_0)
+            storeVector(arena, ((((2507776 +% (xi531 *% 1568)) +% ((mb533 *% 5) *% 32)) +% (nb532 *% 16)) +% 8), t534_c0_1)
+            storeVector(arena, (((2507776 +% (xi531 *% 1568)) +% (((mb533 *% 5) +% 1) *% 32)) +% (nb532 *% 16)), t534_c1_0)
+            storeVector(arena, ((((2507776 +% (xi531 *% 1568)) +% (((mb533 *% 5) +% 1) *% 32)) +% (nb532 *% 16)) +% 8), t534_c1_1)
+            storeVector(arena, (((2507776 +% (xi531 *% 1568)) +% (((mb533 *% 5) +% 2) *% 32)) +% (nb532 *% 16)), t534_c2_0)
+            storeVector(arena, ((((2507776 +% (xi531 *% 1568)) +% (((mb533 *% 5) +% 2) *% 32)) +% (nb532 *% 16)) +% 8), t534_c2_1)
+            storeVector(arena, (((2507776 +% (xi531 *% 1568)) +% (((mb533 *% 5) +% 3) *% 32)) +% (nb532 *% 16)), t534_c3_0)
+            storeVector(arena, ((((2507776 +% (xi531 *% 1568)) +% (((mb533 *% 5) +% 3) *% 32)) +% (nb532 *% 16)) +% 8), t534_c3_1)
+            storeVector(arena, (((2507776 +% (xi531 *% 1568)) +% (((mb533 *% 5) +% 4) *% 32)) +% (nb532 *% 16)), t534_c4_0)
+            storeVector(arena, ((((2507776 +% (xi531 *% 1568)) +% (((mb533 *% 5) +% 4) *% 32)) +% (nb532 *% 16)) +% 8), t534_c4_1)
           }
-          var t535_c0_0 = Vector()
-          var t535_c0_1 = Vector()
-          var t535_c1_0 = Vector()
-          var t535_c1_1 = Vector()
-          var t535_c2_0 = Vector()
-          var t535_c2_1 = Vector()
-          var t535_c3_0 = Vector()
-          var t535_c3_1 = Vector()
-          for k536 in 0..<64 {
-            let t535_b0 = loadVector(arena, (((2408448 +% (xi530 *% 2048)) +% (k536 *% 32)) +% (nb531 *% 16)))
-            let t535_b1 = loadVector(arena, ((((2408448 +% (xi530 *% 2048)) +% (k536 *% 32)) +% (nb531 *% 16)) +% 8))
-            let t535_a0 = Vector(repeating: arena[(((2457600 +% (xi530 *% 3136)) +% 2880) +% k536)])
-            t535_c0_0 = t535_c0_0.addingProduct(t535_a0, t535_b0)
-            t535_c0_1 = t535_c0_1.addingProduct(t535_a0, t535_b1)
-            let t535_a1 = Vector(repeating: arena[(((2457600 +% (xi530 *% 3136)) +% 2944) +% k536)])
-            t535_c1_0 = t535_c1_0.addingProduct(t535_a1, t535_b0)
-            t535_c1_1 = t535_c1_1.addingProduct(t535_a1, t535_b1)
-            let t535_a2 = Vector(repeating: arena[(((2457600 +% (xi530 *% 3136)) +% 3008) +% k536)])
-            t535_c2_0 = t535_c2_0.addingProduct(t535_a2, t535_b0)
-            t535_c2_1 = t535_c2_1.addingProduct(t535_a2, t535_b1)
-            let t535_a3 = Vector(repeating: arena[(((2457600 +% (xi530 *% 3136)) +% 3072) +% k536)])
-            t535_c3_0 = t535_c3_0.addingProduct(t535_a3, t535_b0)
-            t535_c3_1 = t535_c3_1.addingProduct(t535_a3, t535_b1)
+          var t536_c0_0 = Vector()
+          var t536_c0_1 = Vector()
+          var t536_c1_0 = Vector()
+          var t536_c1_1 = Vector()
+          var t536_c2_0 = Vector()
+          var t536_c2_1 = Vector()
+          var t536_c3_0 = Vector()
+          var t536_c3_1 = Vector()
+          for k537 in 0..<64 {
+            let t536_b0 = loadVector(arena, (((2408448 +% (xi531 *% 2048)) +% (k537 *% 32)) +% (nb532 *% 16)))
+            let t536_b1 = loadVector(arena, ((((2408448 +% (xi531 *% 2048)) +% (k537 *% 32)) +% (nb532 *% 16)) +% 8))
+            let t536_a0 = Vector(repeating: arena[(((2457600 +% (xi531 *% 3136)) +% 2880) +% k537)])
+            t536_c0_0 = t536_c0_0.addingProduct(t536_a0, t536_b0)
+            t536_c0_1 = t536_c0_1.addingProduct(t536_a0, t536_b1)
+            let t536_a1 = Vector(repeating: arena[(((2457600 +% (xi531 *% 3136)) +% 2944) +% k537)])
+            t536_c1_0 = t536_c1_0.addingProduct(t536_a1, t536_b0)
+            t536_c1_1 = t536_c1_1.addingProduct(t536_a1, t536_b1)
+            let t536_a2 = Vector(repeating: arena[(((2457600 +% (xi531 *% 3136)) +% 3008) +% k537)])
+            t536_c2_0 = t536_c2_0.addingProduct(t536_a2, t536_b0)
+            t536_c2_1 = t536_c2_1.addingProduct(t536_a2, t536_b1)
+            let t536_a3 = Vector(repeating: arena[(((2457600 +% (xi531 *% 3136)) +% 3072) +% k537)])
+            t536_c3_0 = t536_c3_0.addingProduct(t536_a3, t536_b0)
+            t536_c3_1 = t536_c3_1.addingProduct(t536_a3, t536_b1)
           }
-          storeVector(arena, (((2507776 +% (xi530 *% 1568)) +% 1440) +% (nb531 *% 16)), t535_c0_0)
-          storeVector(arena, ((((2507776 +% (xi530 *% 1568)) +% 1440) +% (nb531 *% 16)) +% 8), t535_c0_1)
-          storeVector(arena, (((2507776 +% (xi530 *% 1568)) +% 1472) +% (nb531 *% 16)), t535_c1_0)
-          storeVector(arena, ((((2507776 +% (xi530 *% 1568)) +% 1472) +% (nb531 *% 16)) +% 8), t535_c1_1)
-          storeVector(arena, (((2507776 +% (xi530 *% 1568)) +% 1504) +% (nb531 *% 16)), t535_c2_0)
-          storeVector(arena, ((((2507776 +% (xi530 *% 1568)) +% 1504) +% (nb531 *% 16)) +% 8), t535_c2_1)
-          storeVector(arena, (((2507776 +% (xi530 *% 1568)) +% 1536) +% (nb531 *% 16)), t535_c3_0)
-          storeVector(arena, ((((2507776 +% (xi530 *% 1568)) +% 1536) +% (nb531 *% 16)) +% 8), t535_c3_1)
+          storeVector(arena, (((2507776 +% (xi531 *% 1568)) +% 1440) +% (nb532 *% 16)), t536_c0_0)
+          storeVector(arena, ((((2507776 +% (xi531 *% 1568)) +% 1440) +% (nb532 *% 16)) +% 8), t536_c0_1)
+          storeVector(arena, (((2507776 +% (xi531 *% 1568)) +% 1472) +% (nb532 *% 16)), t536_c1_0)
+          storeVector(arena, ((((2507776 +% (xi531 *% 1568)) +% 1472) +% (nb532 *% 16)) +% 8), t536_c1_1)
+          storeVector(arena, (((2507776 +% (xi531 *% 1568)) +% 1504) +% (nb532 *% 16)), t536_c2_0)
+          storeVector(arena, ((((2507776 +% (xi531 *% 1568)) +% 1504) +% (nb532 *% 16)) +% 8), t536_c2_1)
+          storeVector(arena, (((2507776 +% (xi531 *% 1568)) +% 1536) +% (nb532 *% 16)), t536_c3_0)
+          storeVector(arena, ((((2507776 +% (xi531 *% 1568)) +% 1536) +% (nb532 *% 16)) +% 8), t536_c3_1)
         }
       }
     }
-    for j538 in 0..<1 {
-      for ty539 in 0..<7 {
-        for tx540 in 0..<7 {
-          for cv541 in 0..<4 {
-            let w542 = ((loadVector(arena, ((2507776 +% ((((j538 *% 49) +% (ty539 *% 7)) +% tx540) *% 32)) +% (cv541 *% 8))) + loadVector(arena, ((2514048 +% ((((j538 *% 49) +% (ty539 *% 7)) +% tx540) *% 32)) +% (cv541 *% 8)))) + loadVector(arena, ((2520320 +% ((((j538 *% 49) +% (ty539 *% 7)) +% tx540) *% 32)) +% (cv541 *% 8))))
-            let w543 = ((loadVector(arena, ((2514048 +% ((((j538 *% 49) +% (ty539 *% 7)) +% tx540) *% 32)) +% (cv541 *% 8))) - loadVector(arena, ((2520320 +% ((((j538 *% 49) +% (ty539 *% 7)) +% tx540) *% 32)) +% (cv541 *% 8)))) - loadVector(arena, ((2526592 +% ((((j538 *% 49) +% (ty539 *% 7)) +% tx540) *% 32)) +% (cv541 *% 8))))
-            let w544 = ((loadVector(arena, ((2509344 +% ((((j538 *% 49) +% (ty539 *% 7)) +% tx540) *% 32)) +% (cv541 *% 8))) + loadVector(arena, ((2515616 +% ((((j538 *% 49) +% (ty539 *% 7)) +% tx540) *% 32)) +% (cv541 *% 8)))) + loadVector(arena, ((2521888 +% ((((j538 *% 49) +% (ty539 *% 7)) +% tx540) *% 32)) +% (cv541 *% 8))))
-            let w545 = ((loadVector(arena, ((2515616 +% ((((j538 *% 49) +% (ty539 *% 7)) +% tx540) *% 32)) +% (cv541 *% 8))) - loadVector(arena, ((2521888 +% ((((j538 *% 49) +% (ty539 *% 7)) +% tx540) *% 32)) +% (cv541 *% 8)))) - loadVector(arena, ((2528160 +% ((((j538 *% 49) +% (ty539 *% 7)) +% tx540) *% 32)) +% (cv541 *% 8))))
-            let w546 = ((loadVector(arena, ((2510912 +% ((((j538 *% 49) +% (ty539 *% 7)) +% tx540) *% 32)) +% (cv541 *% 8))) + loadVector(arena, ((2517184 +% ((((j538 *% 49) +% (ty539 *% 7)) +% tx540) *% 32)) +% (cv541 *% 8)))) + loadVector(arena, ((2523456 +% ((((j538 *% 49) +% (ty539 *% 7)) +% tx540) *% 32)) +% (cv541 *% 8))))
-            let w547 = ((loadVector(arena, ((2517184 +% ((((j538 *% 49) +% (ty539 *% 7)) +% tx540) *% 32)) +% (cv541 *% 8))) - loadVector(arena, ((2523456 +% ((((j538 *% 49) +% (ty539 *% 7)) +% tx540) *% 32)) +% (cv541 *% 8)))) - loadVector(arena, ((2529728 +% ((((j538 *% 49) +% (ty539 *% 7)) +% tx540) *% 32)) +% (cv541 *% 8))))
-            let w548 = ((loadVector(arena, ((2512480 +% ((((j538 *% 49) +% (ty539 *% 7)) +% tx540) *% 32)) +% (cv541 *% 8))) + loadVector(arena, ((2518752 +% ((((j538 *% 49) +% (ty539 *% 7)) +% tx540) *% 32)) +% (cv541 *% 8)))) + loadVector(arena, ((2525024 +% ((((j538 *% 49) +% (ty539 *% 7)) +% tx540) *% 32)) +% (cv541 *% 8))))
-            let w549 = ((loadVector(arena, ((2518752 +% ((((j538 *% 49) +% (ty539 *% 7)) +% tx540) *% 32)) +% (cv541 *% 8))) - loadVector(arena, ((2525024 +% ((((j538 *% 49) +% (ty539 *% 7)) +% tx540) *% 32)) +% (cv541 *% 8)))) - loadVector(arena, ((2531296 +% ((((j538 *% 49) +% (ty539 *% 7)) +% tx540) *% 32)) +% (cv541 *% 8))))
-            let w550 = ((w542 + w544) + w546)
-            let w551 = ((w544 - w546) - w548)
-            let w552 = ((w543 + w545) + w547)
-            let w553 = ((w545 - w547) - w549)
-            storeVector(arena, ((2532864 +% (((((j538 *% 14) +% (ty539 *% 2)) *% 14) +% (tx540 *% 2)) *% 32)) +% (cv541 *% 8)), w550)
-            storeVector(arena, ((2532864 +% ((((((j538 *% 14) +% (ty539 *% 2)) *% 14) +% (tx540 *% 2)) +% 1) *% 32)) +% (cv541 *% 8)), w551)
-            storeVector(arena, ((2532864 +% ((((((j538 *% 14) +% (ty539 *% 2)) +% 1) *% 14) +% (tx540 *% 2)) *% 32)) +% (cv541 *% 8)), w552)
-            storeVector(arena, ((2532864 +% (((((((j538 *% 14) +% (ty539 *% 2)) +% 1) *% 14) +% (tx540 *% 2)) +% 1) *% 32)) +% (cv541 *% 8)), w553)
+    for j539 in 0..<1 {
+      for ty540 in 0..<7 {
+        for tx541 in 0..<7 {
+          for cv542 in 0..<4 {
+            let w543 = ((loadVector(arena, ((2507776 +% ((((j539 *% 49) +% (ty540 *% 7)) +% tx541) *% 32)) +% (cv542 *% 8))) + loadVector(arena, ((2514048 +% ((((j539 *% 49) +% (ty540 *% 7)) +% tx541) *% 32)) +% (cv542 *% 8)))) + loadVector(arena, ((2520320 +% ((((j539 *% 49) +% (ty540 *% 7)) +% tx541) *% 32)) +% (cv542 *% 8))))
+            let w544 = ((loadVector(arena, ((2514048 +% ((((j539 *% 49) +% (ty540 *% 7)) +% tx541) *% 32)) +% (cv542 *% 8))) - loadVector(arena, ((2520320 +% ((((j539 *% 49) +% (ty540 *% 7)) +% tx541) *% 32)) +% (cv542 *% 8)))) - loadVector(arena, ((2526592 +% ((((j539 *% 49) +% (ty540 *% 7)) +% tx541) *% 32)) +% (cv542 *% 8))))
+            let w545 = ((loadVector(arena, ((2509344 +% ((((j539 *% 49) +% (ty540 *% 7)) +% tx541) *% 32)) +% (cv542 *% 8))) + loadVector(arena, ((2515616 +% ((((j539 *% 49) +% (ty540 *% 7)) +% tx541) *% 32)) +% (cv542 *% 8)))) + loadVector(arena, ((2521888 +% ((((j539 *% 49) +% (ty540 *% 7)) +% tx541) *% 32)) +% (cv542 *% 8))))
+            let w546 = ((loadVector(arena, ((2515616 +% ((((j539 *% 49) +% (ty540 *% 7)) +% tx541) *% 32)) +% (cv542 *% 8))) - loadVector(arena, ((2521888 +% ((((j539 *% 49) +% (ty540 *% 7)) +% tx541) *% 32)) +% (cv542 *% 8)))) - loadVector(arena, ((2528160 +% ((((j539 *% 49) +% (ty540 *% 7)) +% tx541) *% 32)) +% (cv542 *% 8))))
+            let w547 = ((loadVector(arena, ((2510912 +% ((((j539 *% 49) +% (ty540 *% 7)) +% tx541) *% 32)) +% (cv542 *% 8))) + loadVector(arena, ((2517184 +% ((((j539 *% 49) +% (ty540 *% 7)) +% tx541) *% 32)) +% (cv542 *% 8)))) + loadVector(arena, ((2523456 +% ((((j539 *% 49) +% (ty540 *% 7)) +% tx541) *% 32)) +% (cv542 *% 8))))
+            let w548 = ((loadVector(arena, ((2517184 +% ((((j539 *% 49) +% (ty540 *% 7)) +% tx541) *% 32)) +% (cv542 *% 8))) - loadVector(arena, ((2523456 +% ((((j539 *% 49) +% (ty540 *% 7)) +% tx541) *% 32)) +% (cv542 *% 8)))) - loadVector(arena, ((2529728 +% ((((j539 *% 49) +% (ty540 *% 7)) +% tx541) *% 32)) +% (cv542 *% 8))))
+            let w549 = ((loadVector(arena, ((2512480 +% ((((j539 *% 49) +% (ty540 *% 7)) +% tx541) *% 32)) +% (cv542 *% 8))) + loadVector(arena, ((2518752 +% ((((j539 *% 49) +% (ty540 *% 7)) +% tx541) *% 32)) +% (cv542 *% 8)))) + loadVector(arena, ((2525024 +% ((((j539 *% 49) +% (ty540 *% 7)) +% tx541) *% 32)) +% (cv542 *% 8))))
+            let w550 = ((loadVector(arena, ((2518752 +% ((((j539 *% 49) +% (ty540 *% 7)) +% tx541) *% 32)) +% (cv542 *% 8))) - loadVector(arena, ((2525024 +% ((((j539 *% 49) +% (ty540 *% 7)) +% tx541) *% 32)) +% (cv542 *% 8)))) - loadVector(arena, ((2531296 +% ((((j539 *% 49) +% (ty540 *% 7)) +% tx541) *% 32)) +% (cv542 *% 8))))
+            let w551 = ((w543 + w545) + w547)
+            let w552 = ((w545 - w547) - w549)
+            let w553 = ((w544 + w546) + w548)
+            let w554 = ((w546 - w548) - w550)
+            storeVector(arena, ((2532864 +% (((((j539 *% 14) +% (ty540 *% 2)) *% 14) +% (tx541 *% 2)) *% 32)) +% (cv542 *% 8)), w551)
+            storeVector(arena, ((2532864 +% ((((((j539 *% 14) +% (ty540 *% 2)) *% 14) +% (tx541 *% 2)) +% 1) *% 32)) +% (cv542 *% 8)), w552)
+            storeVector(arena, ((2532864 +% ((((((j539 *% 14) +% (ty540 *% 2)) +% 1) *% 14) +% (tx541 *% 2)) *% 32)) +% (cv542 *% 8)), w553)
+            storeVector(arena, ((2532864 +% (((((((j539 *% 14) +% (ty540 *% 2)) +% 1) *% 14) +% (tx541 *% 2)) +% 1) *% 32)) +% (cv542 *% 8)), w554)
           }
         }
       }
     }
-    for j554 in 0..<1 {
-      for c555 in 0..<32 {
-        for q556 in 0..<196 {
-          arena[(((2007040 +% ((g489 +% j554) *% 6272)) +% (c555 *% 196)) +% q556)] = arena[((2532864 +% (((j554 *% 196) +% q556) *% 32)) +% c555)]
+    for j555 in 0..<1 {
+      for c556 in 0..<32 {
+        for q557 in 0..<196 {
+          arena[(((2007040 +% ((g490 +% j555) *% 6272)) +% (c556 *% 196)) +% q557)] = arena[((2532864 +% (((j555 *% 196) +% q557) *% 32)) +% c556)]
         }
       }
     }
   }
   // relu1_grad = maxpool_grad(pool1_grad, relu1)
-  for i557 in 0..<200704 {
-    storeVector(arena, ((i557 *% 8) +% 4816960), Vector(repeating: Float(0)))
+  for i558 in 0..<200704 {
+    storeVector(arena, ((i558 *% 8) +% 4816960), Vector(repeating: Float(0)))
   }
-  for q558 in 0..<2048 {
-    for py559 in 0..<14 {
-      for px560 in 0..<14 {
-        var best561: Float = arena[(3211328 +% (((q558 *% 784) +% (py559 *% 56)) +% (px560 *% 2)))]
-        var bi562: Float = Float((((q558 *% 784) +% (py559 *% 56)) +% (px560 *% 2)))
-        bi562 = (arena[(3211328 +% (((q558 *% 784) +% (py559 *% 56)) +% (px560 *% 2)))] > best561 ? Float((((q558 *% 784) +% (py559 *% 56)) +% (px560 *% 2))) : bi562)
-        best561 = (arena[(3211328 +% (((q558 *% 784) +% (py559 *% 56)) +% (px560 *% 2)))] > best561 ? arena[(3211328 +% (((q558 *% 784) +% (py559 *% 56)) +% (px560 *% 2)))] : best561)
-        bi562 = (arena[(3211328 +% ((((q558 *% 784) +% (py559 *% 56)) +% (px560 *% 2)) +% 1))] > best561 ? Float(((((q558 *% 784) +% (py559 *% 56)) +% (px560 *% 2)) +% 1)) : bi562)
-        best561 = (arena[(3211328 +% ((((q558 *% 784) +% (py559 *% 56)) +% (px560 *% 2)) +% 1))] > best561 ? arena[(3211328 +% ((((q558 *% 784) +% (py559 *% 56)) +% (px560 *% 2)) +% 1))] : best561)
-        bi562 = (arena[(3211328 +% ((((q558 *% 784) +% (py559 *% 56)) +% (px560 *% 2)) +% 28))] > best561 ? Float(((((q558 *% 784) +% (py559 *% 56)) +% (px560 *% 2)) +% 28)) : bi562)
-        best561 = (arena[(3211328 +% ((((q558 *% 784) +% (py559 *% 56)) +% (px560 *% 2)) +% 28))] > best561 ? arena[(3211328 +% ((((q558 *% 784) +% (py559 *% 56)) +% (px560 *% 2)) +% 28))] : best561)
-        bi562 = (arena[(3211328 +% (((((q558 *% 784) +% (py559 *% 56)) +% (px560 *% 2)) +% 28) +% 1))] > best561 ? Float((((((q558 *% 784) +% (py559 *% 56)) +% (px560 *% 2)) +% 28) +% 1)) : bi562)
-        best561 = (arena[(3211328 +% (((((q558 *% 784) +% (py559 *% 56)) +% (px560 *% 2)) +% 28) +% 1))] > best561 ? arena[(3211328 +% (((((q558 *% 784) +% (py559 *% 56)) +% (px560 *% 2)) +% 28) +% 1))] : best561)
-        arena[(4816960 +% Int(bi562))] += arena[(((2007040 +% (q558 *% 196)) +% (py559 *% 14)) +% px560)]
+  for q559 in 0..<2048 {
+    for py560 in 0..<14 {
+      for px561 in 0..<14 {
+        var best562: Float = arena[(3211328 +% (((q559 *% 784) +% (py560 *% 56)) +% (px561 *% 2)))]
+        var bi563: Float = Float((((q559 *% 784) +% (py560 *% 56)) +% (px561 *% 2)))
+        bi563 = (arena[(3211328 +% (((q559 *% 784) +% (py560 *% 56)) +% (px561 *% 2)))] > best562 ? Float((((q559 *% 784) +% (py560 *% 56)) +% (px561 *% 2))) : bi563)
+        best562 = (arena[(3211328 +% (((q559 *% 784) +% (py560 *% 56)) +% (px561 *% 2)))] > best562 ? arena[(3211328 +% (((q559 *% 784) +% (py560 *% 56)) +% (px561 *% 2)))] : best562)
+        bi563 = (arena[(3211328 +% ((((q559 *% 784) +% (py560 *% 56)) +% (px561 *% 2)) +% 1))] > best562 ? Float(((((q559 *% 784) +% (py560 *% 56)) +% (px561 *% 2)) +% 1)) : bi563)
+        best562 = (arena[(3211328 +% ((((q559 *% 784) +% (py560 *% 56)) +% (px561 *% 2)) +% 1))] > best562 ? arena[(3211328 +% ((((q559 *% 784) +% (py560 *% 56)) +% (px561 *% 2)) +% 1))] : best562)
+        bi563 = (arena[(3211328 +% ((((q559 *% 784) +% (py560 *% 56)) +% (px561 *% 2)) +% 28))] > best562 ? Float(((((q559 *% 784) +% (py560 *% 56)) +% (px561 *% 2)) +% 28)) : bi563)
+        best562 = (arena[(3211328 +% ((((q559 *% 784) +% (py560 *% 56)) +% (px561 *% 2)) +% 28))] > best562 ? arena[(3211328 +% ((((q559 *% 784) +% (py560 *% 56)) +% (px561 *% 2)) +% 28))] : best562)
+        bi563 = (arena[(3211328 +% (((((q559 *% 784) +% (py560 *% 56)) +% (px561 *% 2)) +% 28) +% 1))] > best562 ? Float((((((q559 *% 784) +% (py560 *% 56)) +% (px561 *% 2)) +% 28) +% 1)) : bi563)
+        best562 = (arena[(3211328 +% (((((q559 *% 784) +% (py560 *% 56)) +% (px561 *% 2)) +% 28) +% 1))] > best562 ? arena[(3211328 +% (((((q559 *% 784) +% (py560 *% 56)) +% (px561 *% 2)) +% 28) +% 1))] : best562)
+        arena[(4816960 +% Int(bi563))] += arena[(((2007040 +% (q559 *% 196)) +% (py560 *% 14)) +% px561)]
       }
     }
   }
   // bn1_grad = relu_grad(relu1_grad, relu1)
-  for i563 in 0..<200704 {
-    storeVector(arena, ((i563 *% 8) +% 6422592), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i563 *% 8) +% 4816960)), where: loadVector(arena, ((i563 *% 8) +% 3211328)) .> Vector(repeating: Float(0))))
+  for i564 in 0..<200704 {
+    storeVector(arena, ((i564 *% 8) +% 6422592), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i564 *% 8) +% 4816960)), where: loadVector(arena, ((i564 *% 8) +% 3211328)) .> Vector(repeating: Float(0))))
   }
   // bn1_weight_grad = batchnorm_grad_weight(bn1_grad, conv1, bn1.mean, bn1.var)
-  for c564 in 0..<32 {
-    var invstd566: Float = (Float(1) / sqrtf((arena[(3211296 +% c564)] + Float(bitPattern: 0x3727c5ac))))
-    var mean567: Float = arena[(3211264 +% c564)]
-    var acc568 = Vector()
-    var tail569: Float = Float(0)
-    for n570 in 0..<64 {
-      for v571 in 0..<98 {
-        acc568 = (acc568 + (loadVector(arena, (6422592 +% ((((n570 *% 32) +% c564) *% 784) +% (v571 *% 8)))) * ((loadVector(arena, ((((n570 *% 32) +% c564) *% 784) +% (v571 *% 8))) - Vector(repeating: mean567)) * Vector(repeating: invstd566))))
+  for c565 in 0..<32 {
+    var invstd567: Float = (Float(1) / sqrtf((arena[(3211296 +% c565)] + Float(bitPattern: 0x3727c5ac))))
+    var mean568: Float = arena[(3211264 +% c565)]
+    var acc569 = Vector()
+    var tail570: Float = Float(0)
+    for n571 in 0..<64 {
+      for v572 in 0..<98 {
+        acc569 = (acc569 + (loadVector(arena, (6422592 +% ((((n571 *% 32) +% c565) *% 784) +% (v572 *% 8)))) * ((loadVector(arena, ((((n571 *% 32) +% c565) *% 784) +% (v572 *% 8))) - Vector(repeating: mean568)) * Vector(repeating: invstd567))))
       }
     }
-    storeVector(arena, 1605632, acc568)
-    var sum572: Float = (arena[1605632] + arena[1605633])
-    var sum573: Float = (sum572 + arena[1605634])
-    var sum574: Float = (sum573 + arena[1605635])
-    var sum575: Float = (sum574 + arena[1605636])
-    var sum576: Float = (sum575 + arena[1605637])
-    var sum577: Float = (sum576 + arena[1605638])
-    var sum578: Float = (sum577 + arena[1605639])
-    var sum_x565: Float = (sum578 + tail569)
-    grads[(288 +% c564)] = sum_x565
+    storeVector(arena, 1605632, acc569)
+    var sum573: Float = (arena[1605632] + arena[1605633])
+    var sum574: Float = (sum573 + arena[1605634])
+    var sum575: Float = (sum574 + arena[1605635])
+    var sum576: Float = (sum575 + arena[1605636])
+    var sum577: Float = (sum576 + arena[1605637])
+    var sum578: Float = (sum577 + arena[1605638])
+    var sum579: Float = (sum578 + arena[1605639])
+    var sum_x566: Float = (sum579 + tail570)
+    grads[(288 +% c565)] = sum_x566
   }
   // bn1_bias_grad = batchnorm_grad_bias(bn1_grad)
-  for c579 in 0..<32 {
-    var acc581 = Vector()
-    var tail582: Float = Float(0)
-    for n583 in 0..<64 {
-      for v584 in 0..<98 {
-        acc581 = (acc581 + loadVector(arena, (6422592 +% ((((n583 *% 32) +% c579) *% 784) +% (v584 *% 8)))))
+  for c580 in 0..<32 {
+    var acc582 = Vector()
+    var tail583: Float = Float(0)
+    for n584 in 0..<64 {
+      for v585 in 0..<98 {
+        acc582 = (acc582 + loadVector(arena, (6422592 +% ((((n584 *% 32) +% c580) *% 784) +% (v585 *% 8)))))
       }
     }
-    storeVector(arena, 1605632, acc581)
-    var sum585: Float = (arena[1605632] + arena[1605633])
-    var sum586: Float = (sum585 + arena[1605634])
-    var sum587: Float = (sum586 + arena[1605635])
-    var sum588: Float = (sum587 + arena[1605636])
-    var sum589: Float = (sum588 + arena[1605637])
-    var sum590: Float = (sum589 + arena[1605638])
-    var sum591: Float = (sum590 + arena[1605639])
-    var sum580: Float = (sum591 + tail582)
-    grads[(320 +% c579)] = sum580
+    storeVector(arena, 1605632, acc582)
+    var sum586: Float = (arena[1605632] + arena[1605633])
+    var sum587: Float = (sum586 + arena[1605634])
+    var sum588: Float = (sum587 + arena[1605635])
+    var sum589: Float = (sum588 + arena[1605636])
+    var sum590: Float = (sum589 + arena[1605637])
+    var sum591: Float = (sum590 + arena[1605638])
+    var sum592: Float = (sum591 + arena[1605639])
+    var sum581: Float = (sum592 + tail583)
+    grads[(320 +% c580)] = sum581
   }
   // conv1_grad = batchnorm_grad_input(bn1_grad, conv1, bn1.mean, bn1.var, bn1.weight, bn1_bias_grad, bn1_weight_grad)
-  for c592 in 0..<32 {
-    var invstd595: Float = (Float(1) / sqrtf((arena[(3211296 +% c592)] + Float(bitPattern: 0x3727c5ac))))
-    var sum593: Float = grads[(320 +% c592)]
-    var sum_x594: Float = grads[(288 +% c592)]
-    var scale596: Float = (params[(288 +% c592)] * invstd595)
-    var mean_dy597: Float = (sum593 / Float(50176))
-    var mean_dy_x598: Float = (sum_x594 / Float(50176))
-    for n599 in 0..<64 {
-      for i600 in 0..<784 {
-        arena[(3211328 +% ((((n599 *% 32) +% c592) *% 784) +% i600))] = (scale596 * ((arena[(6422592 +% ((((n599 *% 32) +% c592) *% 784) +% i600))] - mean_dy597) - (((arena[((((n599 *% 32) +% c592) *% 784) +% i600)] - arena[(3211264 +% c592)]) * invstd595) * mean_dy_x598)))
+  for c593 in 0..<32 {
+    var invstd596: Float = (Float(1) / sqrtf((arena[(3211296 +% c593)] + Float(bitPattern: 0x3727c5ac))))
+    var sum594: Float = grads[(320 +% c593)]
+    var sum_x595: Float = grads[(288 +% c593)]
+    var scale597: Float = (params[(288 +% c593)] * invstd596)
+    var mean_dy598: Float = (sum594 / Float(50176))
+    var mean_dy_x599: Float = (sum_x595 / Float(50176))
+    for n600 in 0..<64 {
+      for i601 in 0..<784 {
+        arena[(3211328 +% ((((n600 *% 32) +% c593) *% 784) +% i601))] = (scale597 * ((arena[(6422592 +% ((((n600 *% 32) +% c593) *% 784) +% i601))] - mean_dy598) - (((arena[((((n600 *% 32) +% c593) *% 784) +% i601)] - arena[(3211264 +% c593)]) * invstd596) * mean_dy_x599)))
       }
     }
   }
   // conv1_weight_grad = conv2d_grad_weight(conv1_grad, image)
-  for i601 in 0..<36 {
-    storeVector(arena, ((i601 *% 8) +% 514448), Vector(repeating: Float(0)))
-  }
-  for i602 in 0..<1800 {
-    storeVector(arena, ((i602 *% 8) +% 514736), Vector(repeating: Float(0)))
+  for i602 in 0..<36 {
+    storeVector(arena, ((i602 *% 8) +% 514448), Vector(repeating: Float(0)))
   }
   for g603 in 0..<4 {
-    do {  // scalar loops
-      for j604 in 0..<16 {
-        for c605 in 0..<1 {
-          for qy606 in 0..<28 {
-            for cv607 in 0..<3 {
-              storeVector(arena, (514736 +% ((((j604 +% c605) *% 900) +% ((qy606 +% 1) *% 30)) +% (1 +% (cv607 *% 8)))), loadVector(images, (((((((g603 *% 16) +% j604) *% 784) +% (c605 *% 784)) +% (((qy606 +% 1) +% -1) *% 28)) +% (1 +% (cv607 *% 8))) +% -1)))
+    for j604 in 0..<16 {
+      for c605 in 0..<1 {
+        for ky606 in 0..<3 {
+          for oy607 in 0..<28 {
+            if (-1 < ((oy607 +% ky606) +% -1) && ((oy607 +% ky606) +% -1) < 28) {
+              for ox608 in 0..<27 {
+                arena[((((((c605 *% 3) +% ky606) *% 3) *% 12560) +% (j604 *% 784)) +% ((oy607 *% 28) +% (ox608 +% 1)))] = images[((((((g603 *% 16) +% j604) *% 784) +% (c605 *% 784)) +% (((oy607 +% ky606) +% -1) *% 28)) +% ((ox608 +% 1) +% -1))]
+              }
+              for ox609 in 0..<1 {
+                arena[((((((c605 *% 3) +% ky606) *% 3) *% 12560) +% (j604 *% 784)) +% ((oy607 *% 28) +% ox609))] = Float(0)
+              }
             }
-            storePartial(arena, (514736 +% ((((j604 +% c605) *% 900) +% ((qy606 +% 1) *% 30)) +% 25)), loadPartial(images, (((((((g603 *% 16) +% j604) *% 784) +% (c605 *% 784)) +% (((qy606 +% 1) +% -1) *% 28)) +% 25) +% -1), 4), 4)
+            if ((oy607 +% ky606) +% -1) < 0 {
+              for ox610 in 0..<28 {
+                arena[((((((c605 *% 3) +% ky606) *% 3) *% 12560) +% (j604 *% 784)) +% ((oy607 *% 28) +% ox610))] = Float(0)
+              }
+            }
+            if 27 < ((oy607 +% ky606) +% -1) {
+              for ox610 in 0..<28 {
+                arena[((((((c605 *% 3) +% ky606) *% 3) *% 12560) +% (j604 *% 784)) +% ((oy607 *% 28) +% ox610))] = Float(0)
+              }
+            }
           }
-        }
-      }
-      for j608 in 0..<16 {
-        for c609 in 0..<1 {
-          for ky610 in 0..<3 {
-            for kx611 in 0..<3 {
-              for wy612 in 0..<1 {
-                for wx613 in 0..<1 {
-                  for py614 in 0..<28 {
-                    for cv615 in 0..<3 {
-                      storeVector(arena, (((((((((c609 *% 3) +% ky610) *% 3) +% kx611) *% 12560) +% (j608 *% 784)) +% ((wy612 +% wx613) *% 784)) +% (py614 *% 28)) +% (cv615 *% 8)), loadVector(arena, (514736 +% ((((((j608 +% c609) +% ((wy612 +% ky610) % 1)) +% ((wx613 +% kx611) % 1)) *% 900) +% ((py614 +% ((wy612 +% ky610) / 1)) *% 30)) +% ((cv615 *% 8) +% ((wx613 +% kx611) / 1))))))
-                    }
-                    storePartial(arena, (((((((((c609 *% 3) +% ky610) *% 3) +% kx611) *% 12560) +% (j608 *% 784)) +% ((wy612 +% wx613) *% 784)) +% (py614 *% 28)) +% 24), loadPartial(arena, (514736 +% ((((((j608 +% c609) +% ((wy612 +% ky610) % 1)) +% ((wx613 +% kx611) % 1)) *% 900) +% ((py614 +% ((wy612 +% ky610) / 1)) *% 30)) +% (24 +% ((wx613 +% kx611) / 1)))), 4), 4)
-                  }
-                }
+          for oy611 in 0..<28 {
+            if (-1 < ((oy611 +% ky606) +% -1) && ((oy611 +% ky606) +% -1) < 28) {
+              for ox612 in 0..<28 {
+                arena[(((((((c605 *% 3) +% ky606) *% 3) +% 1) *% 12560) +% (j604 *% 784)) +% ((oy611 *% 28) +% ox612))] = images[((((((g603 *% 16) +% j604) *% 784) +% (c605 *% 784)) +% (((oy611 +% ky606) +% -1) *% 28)) +% ox612)]
+              }
+            }
+            if ((oy611 +% ky606) +% -1) < 0 {
+              for ox613 in 0..<28 {
+                arena[(((((((c605 *% 3) +% ky606) *% 3) +% 1) *% 12560) +% (j604 *% 784)) +% ((oy611 *% 28) +% ox613))] = Float(0)
+              }
+            }
+            if 27 < ((oy611 +% ky606) +% -1) {
+              for ox613 in 0..<28 {
+                arena[(((((((c605 *% 3) +% ky606) *% 3) +% 1) *% 12560) +% (j604 *% 784)) +% ((oy611 *% 28) +% ox613))] = Float(0)
+              }
+            }
+          }
+          for oy614 in 0..<28 {
+            if (-1 < ((oy614 +% ky606) +% -1) && ((oy614 +% ky606) +% -1) < 28) {
+              for ox615 in 0..<27 {
+                arena[(((((((c605 *% 3) +% ky606) *% 3) +% 2) *% 12560) +% (j604 *% 784)) +% ((oy614 *% 28) +% ox615))] = images[((((((g603 *% 16) +% j604) *% 784) +% (c605 *% 784)) +% (((oy614 +% ky606) +% -1) *% 28)) +% (ox615 +% 1))]
+              }
+              for ox616 in 0..<1 {
+                arena[(((((((c605 *% 3) +% ky606) *% 3) +% 2) *% 12560) +% (j604 *% 784)) +% ((oy614 *% 28) +% (ox616 +% 27)))] = Float(0)
+              }
+            }
+            if ((oy614 +% ky606) +% -1) < 0 {
+              for ox617 in 0..<28 {
+                arena[(((((((c605 *% 3) +% ky606) *% 3) +% 2) *% 12560) +% (j604 *% 784)) +% ((oy614 *% 28) +% ox617))] = Float(0)
+              }
+            }
+            if 27 < ((oy614 +% ky606) +% -1) {
+              for ox617 in 0..<28 {
+                arena[(((((((c605 *% 3) +% ky606) *% 3) +% 2) *% 12560) +% (j604 *% 784)) +% ((oy614 *% 28) +% ox617))] = Float(0)
               }
             }
           }
         }
       }
     }
-    for j616 in 0..<16 {
-      for i617 in 0..<784 {
-        for f618 in 0..<32 {
-          arena[((113040 +% (((j616 *% 784) +% i617) *% 32)) +% f618)] = arena[(((3211328 +% (((g603 *% 16) +% j616) *% 25088)) +% (f618 *% 784)) +% i617)]
+    for j618 in 0..<16 {
+      for i619 in 0..<784 {
+        for f620 in 0..<32 {
+          arena[((113040 +% (((j618 *% 784) +% i619) *% 32)) +% f620)] = arena[(((3211328 +% (((g603 *% 16) +% j618) *% 25088)) +% (f620 *% 784)) +% i619)]
         }
       }
     }
-    do {  // gemm626
-      for kp619 in 0..<7 {
-        for nb620 in 0..<2 {
-          for mb621 in 0..<1 {
-            var t622_c0_0 = loadVector(arena, ((514448 +% ((mb621 *% 5) *% 32)) +% (nb620 *% 16)))
-            var t622_c0_1 = loadVector(arena, (((514448 +% ((mb621 *% 5) *% 32)) +% (nb620 *% 16)) +% 8))
-            var t622_c1_0 = loadVector(arena, ((514448 +% (((mb621 *% 5) +% 1) *% 32)) +% (nb620 *% 16)))
-            var t622_c1_1 = loadVector(arena, (((514448 +% (((mb621 *% 5) +% 1) *% 32)) +% (nb620 *% 16)) +% 8))
-            var t622_c2_0 = loadVector(arena, ((514448 +% (((mb621 *% 5) +% 2) *% 32)) +% (nb620 *% 16)))
-            var t622_c2_1 = loadVector(arena, (((514448 +% (((mb621 *% 5) +% 2) *% 32)) +% (nb620 *% 16)) +% 8))
-            var t622_c3_0 = loadVector(arena, ((514448 +% (((mb621 *% 5) +% 3) *% 32)) +% (nb620 *% 16)))
-            var t622_c3_1 = loadVector(arena, (((514448 +% (((mb621 *% 5) +% 3) *% 32)) +% (nb620 *% 16)) +% 8))
-            var t622_c4_0 = loadVector(arena, ((514448 +% (((mb621 *% 5) +% 4) *% 32)) +% (nb620 *% 16)))
-            var t622_c4_1 = loadVector(arena, (((514448 +% (((mb621 *% 5) +% 4) *% 32)) +% (nb620 *% 16)) +% 8))
-            for k623 in 0..<1792 {
-              let t622_b0 = loadVector(arena, ((113040 +% ((k623 +% (kp619 *% 1792)) *% 32)) +% (nb620 *% 16)))
-              let t622_b1 = loadVector(arena, (((113040 +% ((k623 +% (kp619 *% 1792)) *% 32)) +% (nb620 *% 16)) +% 8))
-              let t622_a0 = Vector(repeating: arena[(((mb621 *% 5) *% 12560) +% (k623 +% (kp619 *% 1792)))])
-              t622_c0_0 = t622_c0_0.addingProduct(t622_a0, t622_b0)
-              t622_c0_1 = t622_c0_1.addingProduct(t622_a0, t622_b1)
-              let t622_a1 = Vector(repeating: arena[((((mb621 *% 5) +% 1) *% 12560) +% (k623 +% (kp619 *% 1792)))])
-              t622_c1_0 = t622_c1_0.addingProduct(t622_a1, t622_b0)
-              t622_c1_1 = t622_c1_1.addingProduct(t622_a1, t622_b1)
-              let t622_a2 = Vector(repeating: arena[((((mb621 *% 5) +% 2) *% 12560) +% (k623 +% (kp619 *% 1792)))])
-              t622_c2_0 = t622_c2_0.addingProduct(t622_a2, t622_b0)
-              t622_c2_1 = t622_c2_1.addingProduct(t622_a2, t622_b1)
-              let t622_a3 = Vector(repeating: arena[((((mb621 *% 5) +% 3) *% 12560) +% (k623 +% (kp619 *% 1792)))])
-              t622_c3_0 = t622_c3_0.addingProduct(t622_a3, t622_b0)
-              t622_c3_1 = t622_c3_1.addingProduct(t622_a3, t622_b1)
-              let t622_a4 = Vector(repeating: arena[((((mb621 *% 5) +% 4) *% 12560) +% (k623 +% (kp619 *% 1792)))])
-              t622_c4_0 = t622_c4_0.addingProduct(t622_a4, t622_b0)
-              t622_c4_1 = t622_c4_1.addingProduct(t622_a4, t622_b1)
+    do {  // gemm628
+      for kp621 in 0..<7 {
+        for nb622 in 0..<2 {
+          for mb623 in 0..<1 {
+            var t624_c0_0 = loadVector(arena, ((514448 +% ((mb623 *% 5) *% 32)) +% (nb622 *% 16)))
+            var t624_c0_1 = loadVector(arena, (((514448 +% ((mb623 *% 5) *% 32)) +% (nb622 *% 16)) +% 8))
+            var t624_c1_0 = loadVector(arena, ((514448 +% (((mb623 *% 5) +% 1) *% 32)) +% (nb622 *% 16)))
+            var t624_c1_1 = loadVector(arena, (((514448 +% (((mb623 *% 5) +% 1) *% 32)) +% (nb622 *% 16)) +% 8))
+            var t624_c2_0 = loadVector(arena, ((514448 +% (((mb623 *% 5) +% 2) *% 32)) +% (nb622 *% 16)))
+            var t624_c2_1 = loadVector(arena, (((514448 +% (((mb623 *% 5) +% 2) *% 32)) +% (nb622 *% 16)) +% 8))
+            var t624_c3_0 = loadVector(arena, ((514448 +% (((mb623 *% 5) +% 3) *% 32)) +% (nb622 *% 16)))
+            var t624_c3_1 = loadVector(arena, (((514448 +% (((mb623 *% 5) +% 3) *% 32)) +% (nb622 *% 16)) +% 8))
+            var t624_c4_0 = loadVector(arena, ((514448 +% (((mb623 *% 5) +% 4) *% 32)) +% (nb622 *% 16)))
+            var t624_c4_1 = loadVector(arena, (((514448 +% (((mb623 *% 5) +% 4) *% 32)) +% (nb622 *% 16)) +% 8))
+            for k625 in 0..<1792 {
+              let t624_b0 = loadVector(arena, ((113040 +% ((k625 +% (kp621 *% 1792)) *% 32)) +% (nb622 *% 16)))
+              let t624_b1 = loadVector(arena, (((113040 +% ((k625 +% (kp621 *% 1792)) *% 32)) +% (nb622 *% 16)) +% 8))
+              let t624_a0 = Vector(repeating: arena[(((mb623 *% 5) *% 12560) +% (k625 +% (kp621 *% 1792)))])
+              t624_c0_0 = t624_c0_0.addingProduct(t624_a0, t624_b0)
+              t624_c0_1 = t624_c0_1.addingProduct(t624_a0, t624_b1)
+              let t624_a1 = Vector(repeating: arena[((((mb623 *% 5) +% 1) *% 12560) +% (k625 +% (kp621 *% 1792)))])
+              t624_c1_0 = t624_c1_0.addingProduct(t624_a1, t624_b0)
+              t624_c1_1 = t624_c1_1.addingProduct(t624_a1, t624_b1)
+              let t624_a2 = Vector(repeating: arena[((((mb623 *% 5) +% 2) *% 12560) +% (k625 +% (kp621 *% 1792)))])
+              t624_c2_0 = t624_c2_0.addingProduct(t624_a2, t624_b0)
+              t624_c2_1 = t624_c2_1.addingProduct(t624_a2, t624_b1)
+              let t624_a3 = Vector(repeating: arena[((((mb623 *% 5) +% 3) *% 12560) +% (k625 +% (kp621 *% 1792)))])
+              t624_c3_0 = t624_c3_0.addingProduct(t624_a3, t624_b0)
+              t624_c3_1 = t624_c3_1.addingProduct(t624_a3, t624_b1)
+              let t624_a4 = Vector(repeating: arena[((((mb623 *% 5) +% 4) *% 12560) +% (k625 +% (kp621 *% 1792)))])
+              t624_c4_0 = t624_c4_0.addingProduct(t624_a4, t624_b0)
+              t624_c4_1 = t624_c4_1.addingProduct(t624_a4, t624_b1)
             }
-            storeVector(arena, ((514448 +% ((mb621 *% 5) *% 32)) +% (nb620 *% 16)), t622_c0_0)
-            storeVector(arena, (((514448 +% ((mb621 *% 5) *% 32)) +% (nb620 *% 16)) +% 8), t622_c0_1)
-            storeVector(arena, ((514448 +% (((mb621 *% 5) +% 1) *% 32)) +% (nb620 *% 16)), t622_c1_0)
-            storeVector(arena, (((514448 +% (((mb621 *% 5) +% 1) *% 32)) +% (nb620 *% 16)) +% 8), t622_c1_1)
-            storeVector(arena, ((514448 +% (((mb621 *% 5) +% 2) *% 32)) +% (nb620 *% 16)), t622_c2_0)
-            storeVector(arena, (((514448 +% (((mb621 *% 5) +% 2) *% 32)) +% (nb620 *% 16)) +% 8), t622_c2_1)
-            storeVector(arena, ((514448 +% (((mb621 *% 5) +% 3) *% 32)) +% (nb620 *% 16)), t622_c3_0)
-            storeVector(arena, (((514448 +% (((mb621 *% 5) +% 3) *% 32)) +% (nb620 *% 16)) +% 8), t622_c3_1)
-            storeVector(arena, ((514448 +% (((mb621 *% 5) +% 4) *% 32)) +% (nb620 *% 16)), t622_c4_0)
-            storeVector(arena, (((514448 +% (((mb621 *% 5) +% 4) *% 32)) +% (nb620 *% 16)) +% 8), t622_c4_1)
+            storeVector(arena, ((514448 +% ((mb623 *% 5) *% 32)) +% (nb622 *% 16)), t624_c0_0)
+            storeVector(arena, (((514448 +% ((mb623 *% 5) *% 32)) +% (nb622 *% 16)) +% 8), t624_c0_1)
+            storeVector(arena, ((514448 +% (((mb623 *% 5) +% 1) *% 32)) +% (nb622 *% 16)), t624_c1_0)
+            storeVector(arena, (((514448 +% (((mb623 *% 5) +% 1) *% 32)) +% (nb622 *% 16)) +% 8), t624_c1_1)
+            storeVector(arena, ((514448 +% (((mb623 *% 5) +% 2) *% 32)) +% (nb622 *% 16)), t624_c2_0)
+            storeVector(arena, (((514448 +% (((mb623 *% 5) +% 2) *% 32)) +% (nb622 *% 16)) +% 8), t624_c2_1)
+            storeVector(arena, ((514448 +% (((mb623 *% 5) +% 3) *% 32)) +% (nb622 *% 16)), t624_c3_0)
+            storeVector(arena, (((514448 +% (((mb623 *% 5) +% 3) *% 32)) +% (nb622 *% 16)) +% 8), t624_c3_1)
+            storeVector(arena, ((514448 +% (((mb623 *% 5) +% 4) *% 32)) +% (nb622 *% 16)), t624_c4_0)
+            storeVector(arena, (((514448 +% (((mb623 *% 5) +% 4) *% 32)) +% (nb622 *% 16)) +% 8), t624_c4_1)
           }
-          var t624_c0_0 = loadVector(arena, (514608 +% (nb620 *% 16)))
-          var t624_c0_1 = loadVector(arena, ((514608 +% (nb620 *% 16)) +% 8))
-          var t624_c1_0 = loadVector(arena, (514640 +% (nb620 *% 16)))
-          var t624_c1_1 = loadVector(arena, ((514640 +% (nb620 *% 16)) +% 8))
-          var t624_c2_0 = loadVector(arena, (514672 +% (nb620 *% 16)))
-          var t624_c2_1 = loadVector(arena, ((514672 +% (nb620 *% 16)) +% 8))
-          var t624_c3_0 = loadVector(arena, (514704 +% (nb620 *% 16)))
-          var t624_c3_1 = loadVector(arena, ((514704 +% (nb620 *% 16)) +% 8))
-          for k625 in 0..<1792 {
-            let t624_b0 = loadVector(arena, ((113040 +% ((k625 +% (kp619 *% 1792)) *% 32)) +% (nb620 *% 16)))
-            let t624_b1 = loadVector(arena, (((113040 +% ((k625 +% (kp619 *% 1792)) *% 32)) +% (nb620 *% 16)) +% 8))
-            let t624_a0 = Vector(repeating: arena[(62800 +% (k625 +% (kp619 *% 1792)))])
-            t624_c0_0 = t624_c0_0.addingProduct(t624_a0, t624_b0)
-            t624_c0_1 = t624_c0_1.addingProduct(t624_a0, t624_b1)
-            let t624_a1 = Vector(repeating: arena[(75360 +% (k625 +% (kp619 *% 1792)))])
-            t624_c1_0 = t624_c1_0.addingProduct(t624_a1, t624_b0)
-            t624_c1_1 = t624_c1_1.addingProduct(t624_a1, t624_b1)
-            let t624_a2 = Vector(repeating: arena[(87920 +% (k625 +% (kp619 *% 1792)))])
-            t624_c2_0 = t624_c2_0.addingProduct(t624_a2, t624_b0)
-            t624_c2_1 = t624_c2_1.addingProduct(t624_a2, t624_b1)
-            let t624_a3 = Vector(repeating: arena[(100480 +% (k625 +% (kp619 *% 1792)))])
-            t624_c3_0 = t624_c3_0.addingProduct(t624_a3, t624_b0)
-            t624_c3_1 = t624_c3_1.addingProduct(t624_a3, t624_b1)
+          var t626_c0_0 = loadVector(arena, (514608 +% (nb622 *% 16)))
+          var t626_c0_1 = loadVector(arena, ((514608 +% (nb622 *% 16)) +% 8))
+          var t626_c1_0 = loadVector(arena, (514640 +% (nb622 *% 16)))
+          var t626_c1_1 = loadVector(arena, ((514640 +% (nb622 *% 16)) +% 8))
+          var t626_c2_0 = loadVector(arena, (514672 +% (nb622 *% 16)))
+          var t626_c2_1 = loadVector(arena, ((514672 +% (nb622 *% 16)) +% 8))
+          var t626_c3_0 = loadVector(arena, (514704 +% (nb622 *% 16)))
+          var t626_c3_1 = loadVector(arena, ((514704 +% (nb622 *% 16)) +% 8))
+          for k627 in 0..<1792 {
+            let t626_b0 = loadVector(arena, ((113040 +% ((k627 +% (kp621 *% 1792)) *% 32)) +% (nb622 *% 16)))
+            let t626_b1 = loadVector(arena, (((113040 +% ((k627 +% (kp621 *% 1792)) *% 32)) +% (nb622 *% 16)) +% 8))
+            let t626_a0 = Vector(repeating: arena[(62800 +% (k627 +% (kp621 *% 1792)))])
+            t626_c0_0 = t626_c0_0.addingProduct(t626_a0, t626_b0)
+            t626_c0_1 = t626_c0_1.addingProduct(t626_a0, t626_b1)
+            let t626_a1 = Vector(repeating: arena[(75360 +% (k627 +% (kp621 *% 1792)))])
+            t626_c1_0 = t626_c1_0.addingProduct(t626_a1, t626_b0)
+            t626_c1_1 = t626_c1_1.addingProduct(t626_a1, t626_b1)
+            let t626_a2 = Vector(repeating: arena[(87920 +% (k627 +% (kp621 *% 1792)))])
+            t626_c2_0 = t626_c2_0.addingProduct(t626_a2, t626_b0)
+            t626_c2_1 = t626_c2_1.addingProduct(t626_a2, t626_b1)
+            let t626_a3 = Vector(repeating: arena[(100480 +% (k627 +% (kp621 *% 1792)))])
+            t626_c3_0 = t626_c3_0.addingProduct(t626_a3, t626_b0)
+            t626_c3_1 = t626_c3_1.addingProduct(t626_a3, t626_b1)
           }
-          storeVector(arena, (514608 +% (nb620 *% 16)), t624_c0_0)
-          storeVector(arena, ((514608 +% (nb620 *% 16)) +% 8), t624_c0_1)
-          storeVector(arena, (514640 +% (nb620 *% 16)), t624_c1_0)
-          storeVector(arena, ((514640 +% (nb620 *% 16)) +% 8), t624_c1_1)
-          storeVector(arena, (514672 +% (nb620 *% 16)), t624_c2_0)
-          storeVector(arena, ((514672 +% (nb620 *% 16)) +% 8), t624_c2_1)
-          storeVector(arena, (514704 +% (nb620 *% 16)), t624_c3_0)
-          storeVector(arena, ((514704 +% (nb620 *% 16)) +% 8), t624_c3_1)
+          storeVector(arena, (514608 +% (nb622 *% 16)), t626_c0_0)
+          storeVector(arena, ((514608 +% (nb622 *% 16)) +% 8), t626_c0_1)
+          storeVector(arena, (514640 +% (nb622 *% 16)), t626_c1_0)
+          storeVector(arena, ((514640 +% (nb622 *% 16)) +% 8), t626_c1_1)
+          storeVector(arena, (514672 +% (nb622 *% 16)), t626_c2_0)
+          storeVector(arena, ((514672 +% (nb622 *% 16)) +% 8), t626_c2_1)
+          storeVector(arena, (514704 +% (nb622 *% 16)), t626_c3_0)
+          storeVector(arena, ((514704 +% (nb622 *% 16)) +% 8), t626_c3_1)
         }
       }
     }
   }
-  for f627 in 0..<32 {
-    for r628 in 0..<9 {
-      grads[((f627 *% 9) +% r628)] = arena[((514448 +% (r628 *% 32)) +% f627)]
+  for f629 in 0..<32 {
+    for r630 in 0..<9 {
+      grads[((f629 *% 9) +% r630)] = arena[((514448 +% (r630 *% 32)) +% f629)]
     }
   }
   // adam = update of 421866 parameters
-  var step_size629: Float = (lr / (Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
-  var bc2_sqrt630: Float = sqrtf((Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
-  for i631 in 0..<52733 {
-    let g_v = (loadVector(grads, (i631 *% 8)) + (Vector(repeating: Float(0)) * loadVector(params, (i631 *% 8))))
-    let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadVector(m, (i631 *% 8))) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
-    let v_new_v = ((Vector(repeating: Float(bitPattern: 0x3f7fbe77)) * loadVector(v, (i631 *% 8))) + ((Vector(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
-    storeVector(m, (i631 *% 8), m_new_v)
-    storeVector(v, (i631 *% 8), v_new_v)
-    storeVector(params, (i631 *% 8), (loadVector(params, (i631 *% 8)) - ((Vector(repeating: step_size629) * m_new_v) / ((v_new_v.squareRoot() / Vector(repeating: bc2_sqrt630)) + Vector(repeating: Float(bitPattern: 0x322bcc77))))))
+  var step_size631: Float = (lr / (Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
+  var bc2_sqrt632: Float = sqrtf((Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
+  for i633 in 0..<52733 {
+    let g_v = (loadVector(grads, (i633 *% 8)) + (Vector(repeating: Float(0)) * loadVector(params, (i633 *% 8))))
+    let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadVector(m, (i633 *% 8))) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
+    let v_new_v = ((Vector(repeating: Float(bitPattern: 0x3f7fbe77)) * loadVector(v, (i633 *% 8))) + ((Vector(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
+    storeVector(m, (i633 *% 8), m_new_v)
+    storeVector(v, (i633 *% 8), v_new_v)
+    storeVector(params, (i633 *% 8), (loadVector(params, (i633 *% 8)) - ((Vector(repeating: step_size631) * m_new_v) / ((v_new_v.squareRoot() / Vector(repeating: bc2_sqrt632)) + Vector(repeating: Float(bitPattern: 0x322bcc77))))))
   }
-  for i631 in 0..<1 {
-    let g_v = (loadPartial(grads, (i631 +% 421864), 2) + (Vector(repeating: Float(0)) * loadPartial(params, (i631 +% 421864), 2)))
-    let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadPartial(m, (i631 +% 421864), 2)) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
-    let v_new_v = ((Vector(repeating: Float(bitPattern: 0x3f7fbe77)) * loadPartial(v, (i631 +% 421864), 2)) + ((Vector(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
-    storePartial(m, (i631 +% 421864), m_new_v, 2)
-    storePartial(v, (i631 +% 421864), v_new_v, 2)
-    storePartial(params, (i631 +% 421864), (loadPartial(params, (i631 +% 421864), 2) - ((Vector(repeating: step_size629) * m_new_v) / ((v_new_v.squareRoot() / Vector(repeating: bc2_sqrt630)) + Vector(repeating: Float(bitPattern: 0x322bcc77))))), 2)
+  for i633 in 0..<1 {
+    let g_v = (loadPartial(grads, (i633 +% 421864), 2) + (Vector(repeating: Float(0)) * loadPartial(params, (i633 +% 421864), 2)))
+    let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadPartial(m, (i633 +% 421864), 2)) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
+    let v_new_v = ((Vector(repeating: Float(bitPattern: 0x3f7fbe77)) * loadPartial(v, (i633 +% 421864), 2)) + ((Vector(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
+    storePartial(m, (i633 +% 421864), m_new_v, 2)
+    storePartial(v, (i633 +% 421864), v_new_v, 2)
+    storePartial(params, (i633 +% 421864), (loadPartial(params, (i633 +% 421864), 2) - ((Vector(repeating: step_size631) * m_new_v) / ((v_new_v.squareRoot() / Vector(repeating: bc2_sqrt632)) + Vector(repeating: Float(bitPattern: 0x322bcc77))))), 2)
   }
 }
 
@@ -1738,43 +1798,43 @@ public func bncnn_infer_b64(
     storeVector(arena, ((i4 *% 8) +% 1330384), Vector(repeating: Float(0)))
   }
   for g5 in 0..<4 {
+    for j6 in 0..<16 {
+      for c7 in 0..<1 {
+        for qy8 in 0..<14 {
+          for qx9 in 0..<14 {
+            arena[(1330384 +% ((((((j6 +% c7) *% 2) *% 2) *% 225) +% ((qy8 +% 1) *% 15)) +% (qx9 +% 1)))] = images[(((((((g5 *% 16) +% j6) *% 784) +% (c7 *% 784)) +% ((((qy8 +% 1) *% 2) +% -1) *% 28)) +% ((qx9 +% 1) *% 2)) +% -1)]
+          }
+        }
+      }
+    }
+    for j10 in 0..<16 {
+      for c11 in 0..<1 {
+        for qy12 in 0..<14 {
+          for qx13 in 0..<14 {
+            arena[(1330384 +% (((((((j10 +% c11) *% 2) *% 2) +% 1) *% 225) +% ((qy12 +% 1) *% 15)) +% qx13))] = images[((((((g5 *% 16) +% j10) *% 784) +% (c11 *% 784)) +% ((((qy12 +% 1) *% 2) +% -1) *% 28)) +% (qx13 *% 2))]
+          }
+        }
+      }
+    }
+    for j14 in 0..<16 {
+      for c15 in 0..<1 {
+        for qy16 in 0..<14 {
+          for qx17 in 0..<14 {
+            arena[(1330384 +% (((((((j14 +% c15) *% 2) +% 1) *% 2) *% 225) +% (qy16 *% 15)) +% (qx17 +% 1)))] = images[(((((((g5 *% 16) +% j14) *% 784) +% (c15 *% 784)) +% ((qy16 *% 2) *% 28)) +% ((qx17 +% 1) *% 2)) +% -1)]
+          }
+        }
+      }
+    }
+    for j18 in 0..<16 {
+      for c19 in 0..<1 {
+        for qy20 in 0..<14 {
+          for qx21 in 0..<14 {
+            arena[(1330384 +% ((((((((j18 +% c19) *% 2) +% 1) *% 2) +% 1) *% 225) +% (qy20 *% 15)) +% qx21))] = images[((((((g5 *% 16) +% j18) *% 784) +% (c19 *% 784)) +% ((qy20 *% 2) *% 28)) +% (qx21 *% 2))]
+          }
+        }
+      }
+    }
     do {  // scalar loops
-      for j6 in 0..<16 {
-        for c7 in 0..<1 {
-          for qy8 in 0..<14 {
-            for qx9 in 0..<14 {
-              arena[(1330384 +% ((((((j6 +% c7) *% 2) *% 2) *% 225) +% ((qy8 +% 1) *% 15)) +% (qx9 +% 1)))] = images[(((((((g5 *% 16) +% j6) *% 784) +% (c7 *% 784)) +% ((((qy8 +% 1) *% 2) +% -1) *% 28)) +% ((qx9 +% 1) *% 2)) +% -1)]
-            }
-          }
-        }
-      }
-      for j10 in 0..<16 {
-        for c11 in 0..<1 {
-          for qy12 in 0..<14 {
-            for qx13 in 0..<14 {
-              arena[(1330384 +% (((((((j10 +% c11) *% 2) *% 2) +% 1) *% 225) +% ((qy12 +% 1) *% 15)) +% qx13))] = images[((((((g5 *% 16) +% j10) *% 784) +% (c11 *% 784)) +% ((((qy12 +% 1) *% 2) +% -1) *% 28)) +% (qx13 *% 2))]
-            }
-          }
-        }
-      }
-      for j14 in 0..<16 {
-        for c15 in 0..<1 {
-          for qy16 in 0..<14 {
-            for qx17 in 0..<14 {
-              arena[(1330384 +% (((((((j14 +% c15) *% 2) +% 1) *% 2) *% 225) +% (qy16 *% 15)) +% (qx17 +% 1)))] = images[(((((((g5 *% 16) +% j14) *% 784) +% (c15 *% 784)) +% ((qy16 *% 2) *% 28)) +% ((qx17 +% 1) *% 2)) +% -1)]
-            }
-          }
-        }
-      }
-      for j18 in 0..<16 {
-        for c19 in 0..<1 {
-          for qy20 in 0..<14 {
-            for qx21 in 0..<14 {
-              arena[(1330384 +% ((((((((j18 +% c19) *% 2) +% 1) *% 2) +% 1) *% 225) +% (qy20 *% 15)) +% qx21))] = images[((((((g5 *% 16) +% j18) *% 784) +% (c19 *% 784)) +% ((qy20 *% 2) *% 28)) +% (qx21 *% 2))]
-            }
-          }
-        }
-      }
       for j22 in 0..<16 {
         for c23 in 0..<1 {
           for ky24 in 0..<3 {

@@ -71,1527 +71,179 @@ public func convnet_train_b64(
   let labels = labels.unsafelyUnwrapped
   _ = (lr, step, seed, pool)
   // conv1 = conv2d_relu(image)
-  for i1 in 0..<1800 {
-    storeVector(arena, ((i1 *% 8) +% 2133136), Vector(repeating: Float(0)))
-  }
-  for g2 in 0..<4 {
-    do {  // scalar loops
-      for j3 in 0..<16 {
-        for c4 in 0..<1 {
-          for qy5 in 0..<28 {
-            for cv6 in 0..<3 {
-              storeVector(arena, (2133136 +% ((((j3 +% c4) *% 900) +% ((qy5 +% 1) *% 30)) +% (1 +% (cv6 *% 8)))), loadVector(images, (((((((g2 *% 16) +% j3) *% 784) +% (c4 *% 784)) +% (((qy5 +% 1) +% -1) *% 28)) +% (1 +% (cv6 *% 8))) +% -1)))
+  for g1 in 0..<4 {
+    for j2 in 0..<16 {
+      for c3 in 0..<1 {
+        for ky4 in 0..<3 {
+          for oy5 in 0..<28 {
+            if (-1 < ((oy5 +% ky4) +% -1) && ((oy5 +% ky4) +% -1) < 28) {
+              for ox6 in 0..<27 {
+                arena[(((1605632 +% ((((c3 *% 3) +% ky4) *% 3) *% 12560)) +% (j2 *% 784)) +% ((oy5 *% 28) +% (ox6 +% 1)))] = images[((((((g1 *% 16) +% j2) *% 784) +% (c3 *% 784)) +% (((oy5 +% ky4) +% -1) *% 28)) +% ((ox6 +% 1) +% -1))]
+              }
+              for ox7 in 0..<1 {
+                arena[(((1605632 +% ((((c3 *% 3) +% ky4) *% 3) *% 12560)) +% (j2 *% 784)) +% ((oy5 *% 28) +% ox7))] = Float(0)
+              }
             }
-            storePartial(arena, (2133136 +% ((((j3 +% c4) *% 900) +% ((qy5 +% 1) *% 30)) +% 25)), loadPartial(images, (((((((g2 *% 16) +% j3) *% 784) +% (c4 *% 784)) +% (((qy5 +% 1) +% -1) *% 28)) +% 25) +% -1), 4), 4)
+            if ((oy5 +% ky4) +% -1) < 0 {
+              for ox8 in 0..<28 {
+                arena[(((1605632 +% ((((c3 *% 3) +% ky4) *% 3) *% 12560)) +% (j2 *% 784)) +% ((oy5 *% 28) +% ox8))] = Float(0)
+              }
+            }
+            if 27 < ((oy5 +% ky4) +% -1) {
+              for ox8 in 0..<28 {
+                arena[(((1605632 +% ((((c3 *% 3) +% ky4) *% 3) *% 12560)) +% (j2 *% 784)) +% ((oy5 *% 28) +% ox8))] = Float(0)
+              }
+            }
           }
-        }
-      }
-      for j7 in 0..<16 {
-        for c8 in 0..<1 {
-          for ky9 in 0..<3 {
-            for kx10 in 0..<3 {
-              for wy11 in 0..<1 {
-                for wx12 in 0..<1 {
-                  for py13 in 0..<28 {
-                    for cv14 in 0..<3 {
-                      storeVector(arena, (((((1605632 +% (((((c8 *% 3) +% ky9) *% 3) +% kx10) *% 12560)) +% (j7 *% 784)) +% ((wy11 +% wx12) *% 784)) +% (py13 *% 28)) +% (cv14 *% 8)), loadVector(arena, (2133136 +% ((((((j7 +% c8) +% ((wy11 +% ky9) % 1)) +% ((wx12 +% kx10) % 1)) *% 900) +% ((py13 +% ((wy11 +% ky9) / 1)) *% 30)) +% ((cv14 *% 8) +% ((wx12 +% kx10) / 1))))))
-                    }
-                    storePartial(arena, (((((1605632 +% (((((c8 *% 3) +% ky9) *% 3) +% kx10) *% 12560)) +% (j7 *% 784)) +% ((wy11 +% wx12) *% 784)) +% (py13 *% 28)) +% 24), loadPartial(arena, (2133136 +% ((((((j7 +% c8) +% ((wy11 +% ky9) % 1)) +% ((wx12 +% kx10) % 1)) *% 900) +% ((py13 +% ((wy11 +% ky9) / 1)) *% 30)) +% (24 +% ((wx12 +% kx10) / 1)))), 4), 4)
-                  }
-                }
+          for oy9 in 0..<28 {
+            if (-1 < ((oy9 +% ky4) +% -1) && ((oy9 +% ky4) +% -1) < 28) {
+              for ox10 in 0..<28 {
+                arena[(((1605632 +% (((((c3 *% 3) +% ky4) *% 3) +% 1) *% 12560)) +% (j2 *% 784)) +% ((oy9 *% 28) +% ox10))] = images[((((((g1 *% 16) +% j2) *% 784) +% (c3 *% 784)) +% (((oy9 +% ky4) +% -1) *% 28)) +% ox10)]
+              }
+            }
+            if ((oy9 +% ky4) +% -1) < 0 {
+              for ox11 in 0..<28 {
+                arena[(((1605632 +% (((((c3 *% 3) +% ky4) *% 3) +% 1) *% 12560)) +% (j2 *% 784)) +% ((oy9 *% 28) +% ox11))] = Float(0)
+              }
+            }
+            if 27 < ((oy9 +% ky4) +% -1) {
+              for ox11 in 0..<28 {
+                arena[(((1605632 +% (((((c3 *% 3) +% ky4) *% 3) +% 1) *% 12560)) +% (j2 *% 784)) +% ((oy9 *% 28) +% ox11))] = Float(0)
+              }
+            }
+          }
+          for oy12 in 0..<28 {
+            if (-1 < ((oy12 +% ky4) +% -1) && ((oy12 +% ky4) +% -1) < 28) {
+              for ox13 in 0..<27 {
+                arena[(((1605632 +% (((((c3 *% 3) +% ky4) *% 3) +% 2) *% 12560)) +% (j2 *% 784)) +% ((oy12 *% 28) +% ox13))] = images[((((((g1 *% 16) +% j2) *% 784) +% (c3 *% 784)) +% (((oy12 +% ky4) +% -1) *% 28)) +% (ox13 +% 1))]
+              }
+              for ox14 in 0..<1 {
+                arena[(((1605632 +% (((((c3 *% 3) +% ky4) *% 3) +% 2) *% 12560)) +% (j2 *% 784)) +% ((oy12 *% 28) +% (ox14 +% 27)))] = Float(0)
+              }
+            }
+            if ((oy12 +% ky4) +% -1) < 0 {
+              for ox15 in 0..<28 {
+                arena[(((1605632 +% (((((c3 *% 3) +% ky4) *% 3) +% 2) *% 12560)) +% (j2 *% 784)) +% ((oy12 *% 28) +% ox15))] = Float(0)
+              }
+            }
+            if 27 < ((oy12 +% ky4) +% -1) {
+              for ox15 in 0..<28 {
+                arena[(((1605632 +% (((((c3 *% 3) +% ky4) *% 3) +% 2) *% 12560)) +% (j2 *% 784)) +% ((oy12 *% 28) +% ox15))] = Float(0)
               }
             }
           }
         }
       }
     }
-    do {  // gemm22
-      for nb15 in 0..<522 {
-        for mb16 in 0..<8 {
-          var t17_c0_0 = Vector()
-          var t17_c0_1 = Vector()
-          var t17_c0_2 = Vector()
-          var t17_c1_0 = Vector()
-          var t17_c1_1 = Vector()
-          var t17_c1_2 = Vector()
-          var t17_c2_0 = Vector()
-          var t17_c2_1 = Vector()
-          var t17_c2_2 = Vector()
-          var t17_c3_0 = Vector()
-          var t17_c3_1 = Vector()
-          var t17_c3_2 = Vector()
-          for k18 in 0..<9 {
-            let t17_b0 = loadVector(arena, ((1605632 +% (k18 *% 12560)) +% (nb15 *% 24)))
-            let t17_b1 = loadVector(arena, (((1605632 +% (k18 *% 12560)) +% (nb15 *% 24)) +% 8))
-            let t17_b2 = loadVector(arena, (((1605632 +% (k18 *% 12560)) +% (nb15 *% 24)) +% 16))
-            let t17_a0 = Vector(repeating: params[(((mb16 *% 4) *% 9) +% k18)])
-            t17_c0_0 = t17_c0_0.addingProduct(t17_a0, t17_b0)
-            t17_c0_1 = t17_c0_1.addingProduct(t17_a0, t17_b1)
-            t17_c0_2 = t17_c0_2.addingProduct(t17_a0, t17_b2)
-            let t17_a1 = Vector(repeating: params[((((mb16 *% 4) +% 1) *% 9) +% k18)])
-            t17_c1_0 = t17_c1_0.addingProduct(t17_a1, t17_b0)
-            t17_c1_1 = t17_c1_1.addingProduct(t17_a1, t17_b1)
-            t17_c1_2 = t17_c1_2.addingProduct(t17_a1, t17_b2)
-            let t17_a2 = Vector(repeating: params[((((mb16 *% 4) +% 2) *% 9) +% k18)])
-            t17_c2_0 = t17_c2_0.addingProduct(t17_a2, t17_b0)
-            t17_c2_1 = t17_c2_1.addingProduct(t17_a2, t17_b1)
-            t17_c2_2 = t17_c2_2.addingProduct(t17_a2, t17_b2)
-            let t17_a3 = Vector(repeating: params[((((mb16 *% 4) +% 3) *% 9) +% k18)])
-            t17_c3_0 = t17_c3_0.addingProduct(t17_a3, t17_b0)
-            t17_c3_1 = t17_c3_1.addingProduct(t17_a3, t17_b1)
-            t17_c3_2 = t17_c3_2.addingProduct(t17_a3, t17_b2)
+    do {  // gemm23
+      for nb16 in 0..<522 {
+        for mb17 in 0..<8 {
+          var t18_c0_0 = Vector()
+          var t18_c0_1 = Vector()
+          var t18_c0_2 = Vector()
+          var t18_c1_0 = Vector()
+          var t18_c1_1 = Vector()
+          var t18_c1_2 = Vector()
+          var t18_c2_0 = Vector()
+          var t18_c2_1 = Vector()
+          var t18_c2_2 = Vector()
+          var t18_c3_0 = Vector()
+          var t18_c3_1 = Vector()
+          var t18_c3_2 = Vector()
+          for k19 in 0..<9 {
+            let t18_b0 = loadVector(arena, ((1605632 +% (k19 *% 12560)) +% (nb16 *% 24)))
+            let t18_b1 = loadVector(arena, (((1605632 +% (k19 *% 12560)) +% (nb16 *% 24)) +% 8))
+            let t18_b2 = loadVector(arena, (((1605632 +% (k19 *% 12560)) +% (nb16 *% 24)) +% 16))
+            let t18_a0 = Vector(repeating: params[(((mb17 *% 4) *% 9) +% k19)])
+            t18_c0_0 = t18_c0_0.addingProduct(t18_a0, t18_b0)
+            t18_c0_1 = t18_c0_1.addingProduct(t18_a0, t18_b1)
+            t18_c0_2 = t18_c0_2.addingProduct(t18_a0, t18_b2)
+            let t18_a1 = Vector(repeating: params[((((mb17 *% 4) +% 1) *% 9) +% k19)])
+            t18_c1_0 = t18_c1_0.addingProduct(t18_a1, t18_b0)
+            t18_c1_1 = t18_c1_1.addingProduct(t18_a1, t18_b1)
+            t18_c1_2 = t18_c1_2.addingProduct(t18_a1, t18_b2)
+            let t18_a2 = Vector(repeating: params[((((mb17 *% 4) +% 2) *% 9) +% k19)])
+            t18_c2_0 = t18_c2_0.addingProduct(t18_a2, t18_b0)
+            t18_c2_1 = t18_c2_1.addingProduct(t18_a2, t18_b1)
+            t18_c2_2 = t18_c2_2.addingProduct(t18_a2, t18_b2)
+            let t18_a3 = Vector(repeating: params[((((mb17 *% 4) +% 3) *% 9) +% k19)])
+            t18_c3_0 = t18_c3_0.addingProduct(t18_a3, t18_b0)
+            t18_c3_1 = t18_c3_1.addingProduct(t18_a3, t18_b1)
+            t18_c3_2 = t18_c3_2.addingProduct(t18_a3, t18_b2)
           }
-          storeVector(arena, ((1718672 +% ((mb16 *% 4) *% 12560)) +% (nb15 *% 24)), t17_c0_0)
-          storeVector(arena, (((1718672 +% ((mb16 *% 4) *% 12560)) +% (nb15 *% 24)) +% 8), t17_c0_1)
-          storeVector(arena, (((1718672 +% ((mb16 *% 4) *% 12560)) +% (nb15 *% 24)) +% 16), t17_c0_2)
-          storeVector(arena, ((1718672 +% (((mb16 *% 4) +% 1) *% 12560)) +% (nb15 *% 24)), t17_c1_0)
-          storeVector(arena, (((1718672 +% (((mb16 *% 4) +% 1) *% 12560)) +% (nb15 *% 24)) +% 8), t17_c1_1)
-          storeVector(arena, (((1718672 +% (((mb16 *% 4) +% 1) *% 12560)) +% (nb15 *% 24)) +% 16), t17_c1_2)
-          storeVector(arena, ((1718672 +% (((mb16 *% 4) +% 2) *% 12560)) +% (nb15 *% 24)), t17_c2_0)
-          storeVector(arena, (((1718672 +% (((mb16 *% 4) +% 2) *% 12560)) +% (nb15 *% 24)) +% 8), t17_c2_1)
-          storeVector(arena, (((1718672 +% (((mb16 *% 4) +% 2) *% 12560)) +% (nb15 *% 24)) +% 16), t17_c2_2)
-          storeVector(arena, ((1718672 +% (((mb16 *% 4) +% 3) *% 12560)) +% (nb15 *% 24)), t17_c3_0)
-          storeVector(arena, (((1718672 +% (((mb16 *% 4) +% 3) *% 12560)) +% (nb15 *% 24)) +% 8), t17_c3_1)
-          storeVector(arena, (((1718672 +% (((mb16 *% 4) +% 3) *% 12560)) +% (nb15 *% 24)) +% 16), t17_c3_2)
+          storeVector(arena, ((1718672 +% ((mb17 *% 4) *% 12560)) +% (nb16 *% 24)), t18_c0_0)
+          storeVector(arena, (((1718672 +% ((mb17 *% 4) *% 12560)) +% (nb16 *% 24)) +% 8), t18_c0_1)
+          storeVector(arena, (((1718672 +% ((mb17 *% 4) *% 12560)) +% (nb16 *% 24)) +% 16), t18_c0_2)
+          storeVector(arena, ((1718672 +% (((mb17 *% 4) +% 1) *% 12560)) +% (nb16 *% 24)), t18_c1_0)
+          storeVector(arena, (((1718672 +% (((mb17 *% 4) +% 1) *% 12560)) +% (nb16 *% 24)) +% 8), t18_c1_1)
+          storeVector(arena, (((1718672 +% (((mb17 *% 4) +% 1) *% 12560)) +% (nb16 *% 24)) +% 16), t18_c1_2)
+          storeVector(arena, ((1718672 +% (((mb17 *% 4) +% 2) *% 12560)) +% (nb16 *% 24)), t18_c2_0)
+          storeVector(arena, (((1718672 +% (((mb17 *% 4) +% 2) *% 12560)) +% (nb16 *% 24)) +% 8), t18_c2_1)
+          storeVector(arena, (((1718672 +% (((mb17 *% 4) +% 2) *% 12560)) +% (nb16 *% 24)) +% 16), t18_c2_2)
+          storeVector(arena, ((1718672 +% (((mb17 *% 4) +% 3) *% 12560)) +% (nb16 *% 24)), t18_c3_0)
+          storeVector(arena, (((1718672 +% (((mb17 *% 4) +% 3) *% 12560)) +% (nb16 *% 24)) +% 8), t18_c3_1)
+          storeVector(arena, (((1718672 +% (((mb17 *% 4) +% 3) *% 12560)) +% (nb16 *% 24)) +% 16), t18_c3_2)
         }
       }
-      for mb19 in 0..<8 {
-        var t20_c0_0 = Vector()
-        var t20_c0_1 = Vector()
-        var t20_c1_0 = Vector()
-        var t20_c1_1 = Vector()
-        var t20_c2_0 = Vector()
-        var t20_c2_1 = Vector()
-        var t20_c3_0 = Vector()
-        var t20_c3_1 = Vector()
-        for k21 in 0..<9 {
-          let t20_b0 = loadVector(arena, ((1605632 +% (k21 *% 12560)) +% 12528))
-          let t20_b1 = loadVector(arena, (((1605632 +% (k21 *% 12560)) +% 12528) +% 8))
-          let t20_a0 = Vector(repeating: params[(((mb19 *% 4) *% 9) +% k21)])
-          t20_c0_0 = t20_c0_0.addingProduct(t20_a0, t20_b0)
-          t20_c0_1 = t20_c0_1.addingProduct(t20_a0, t20_b1)
-          let t20_a1 = Vector(repeating: params[((((mb19 *% 4) +% 1) *% 9) +% k21)])
-          t20_c1_0 = t20_c1_0.addingProduct(t20_a1, t20_b0)
-          t20_c1_1 = t20_c1_1.addingProduct(t20_a1, t20_b1)
-          let t20_a2 = Vector(repeating: params[((((mb19 *% 4) +% 2) *% 9) +% k21)])
-          t20_c2_0 = t20_c2_0.addingProduct(t20_a2, t20_b0)
-          t20_c2_1 = t20_c2_1.addingProduct(t20_a2, t20_b1)
-          let t20_a3 = Vector(repeating: params[((((mb19 *% 4) +% 3) *% 9) +% k21)])
-          t20_c3_0 = t20_c3_0.addingProduct(t20_a3, t20_b0)
-          t20_c3_1 = t20_c3_1.addingProduct(t20_a3, t20_b1)
+      for mb20 in 0..<8 {
+        var t21_c0_0 = Vector()
+        var t21_c0_1 = Vector()
+        var t21_c1_0 = Vector()
+        var t21_c1_1 = Vector()
+        var t21_c2_0 = Vector()
+        var t21_c2_1 = Vector()
+        var t21_c3_0 = Vector()
+        var t21_c3_1 = Vector()
+        for k22 in 0..<9 {
+          let t21_b0 = loadVector(arena, ((1605632 +% (k22 *% 12560)) +% 12528))
+          let t21_b1 = loadVector(arena, (((1605632 +% (k22 *% 12560)) +% 12528) +% 8))
+          let t21_a0 = Vector(repeating: params[(((mb20 *% 4) *% 9) +% k22)])
+          t21_c0_0 = t21_c0_0.addingProduct(t21_a0, t21_b0)
+          t21_c0_1 = t21_c0_1.addingProduct(t21_a0, t21_b1)
+          let t21_a1 = Vector(repeating: params[((((mb20 *% 4) +% 1) *% 9) +% k22)])
+          t21_c1_0 = t21_c1_0.addingProduct(t21_a1, t21_b0)
+          t21_c1_1 = t21_c1_1.addingProduct(t21_a1, t21_b1)
+          let t21_a2 = Vector(repeating: params[((((mb20 *% 4) +% 2) *% 9) +% k22)])
+          t21_c2_0 = t21_c2_0.addingProduct(t21_a2, t21_b0)
+          t21_c2_1 = t21_c2_1.addingProduct(t21_a2, t21_b1)
+          let t21_a3 = Vector(repeating: params[((((mb20 *% 4) +% 3) *% 9) +% k22)])
+          t21_c3_0 = t21_c3_0.addingProduct(t21_a3, t21_b0)
+          t21_c3_1 = t21_c3_1.addingProduct(t21_a3, t21_b1)
         }
-        storeVector(arena, ((1718672 +% ((mb19 *% 4) *% 12560)) +% 12528), t20_c0_0)
-        storeVector(arena, (((1718672 +% ((mb19 *% 4) *% 12560)) +% 12528) +% 8), t20_c0_1)
-        storeVector(arena, ((1718672 +% (((mb19 *% 4) +% 1) *% 12560)) +% 12528), t20_c1_0)
-        storeVector(arena, (((1718672 +% (((mb19 *% 4) +% 1) *% 12560)) +% 12528) +% 8), t20_c1_1)
-        storeVector(arena, ((1718672 +% (((mb19 *% 4) +% 2) *% 12560)) +% 12528), t20_c2_0)
-        storeVector(arena, (((1718672 +% (((mb19 *% 4) +% 2) *% 12560)) +% 12528) +% 8), t20_c2_1)
-        storeVector(arena, ((1718672 +% (((mb19 *% 4) +% 3) *% 12560)) +% 12528), t20_c3_0)
-        storeVector(arena, (((1718672 +% (((mb19 *% 4) +% 3) *% 12560)) +% 12528) +% 8), t20_c3_1)
+        storeVector(arena, ((1718672 +% ((mb20 *% 4) *% 12560)) +% 12528), t21_c0_0)
+        storeVector(arena, (((1718672 +% ((mb20 *% 4) *% 12560)) +% 12528) +% 8), t21_c0_1)
+        storeVector(arena, ((1718672 +% (((mb20 *% 4) +% 1) *% 12560)) +% 12528), t21_c1_0)
+        storeVector(arena, (((1718672 +% (((mb20 *% 4) +% 1) *% 12560)) +% 12528) +% 8), t21_c1_1)
+        storeVector(arena, ((1718672 +% (((mb20 *% 4) +% 2) *% 12560)) +% 12528), t21_c2_0)
+        storeVector(arena, (((1718672 +% (((mb20 *% 4) +% 2) *% 12560)) +% 12528) +% 8), t21_c2_1)
+        storeVector(arena, ((1718672 +% (((mb20 *% 4) +% 3) *% 12560)) +% 12528), t21_c3_0)
+        storeVector(arena, (((1718672 +% (((mb20 *% 4) +% 3) *% 12560)) +% 12528) +% 8), t21_c3_1)
       }
     }
-    for j23 in 0..<16 {
-      for f24 in 0..<32 {
-        for i25 in 0..<98 {
-          storeVector(arena, ((i25 *% 8) +% ((((g2 *% 16) +% j23) *% 25088) +% (f24 *% 784))), Vector(repeating: Float(0)).replacing(with: (loadVector(arena, ((i25 *% 8) +% ((1718672 +% (f24 *% 12560)) +% (j23 *% 784)))) + Vector(repeating: params[(288 +% f24)])), where: (loadVector(arena, ((i25 *% 8) +% ((1718672 +% (f24 *% 12560)) +% (j23 *% 784)))) + Vector(repeating: params[(288 +% f24)])) .> Vector(repeating: Float(0))))
+    for j24 in 0..<16 {
+      for f25 in 0..<32 {
+        for i26 in 0..<98 {
+          storeVector(arena, ((i26 *% 8) +% ((((g1 *% 16) +% j24) *% 25088) +% (f25 *% 784))), Vector(repeating: Float(0)).replacing(with: (loadVector(arena, ((i26 *% 8) +% ((1718672 +% (f25 *% 12560)) +% (j24 *% 784)))) + Vector(repeating: params[(288 +% f25)])), where: (loadVector(arena, ((i26 *% 8) +% ((1718672 +% (f25 *% 12560)) +% (j24 *% 784)))) + Vector(repeating: params[(288 +% f25)])) .> Vector(repeating: Float(0))))
         }
       }
     }
   }
   // conv2 = conv2d_relu_maxpool(conv1)
   do {  // scalar loops
-    for ci26 in 0..<32 {
-      for co27 in 0..<64 {
-        var w28: Float = params[(320 +% (((co27 *% 32) +% ci26) *% 9))]
-        var w29: Float = (((params[(320 +% (((co27 *% 32) +% ci26) *% 9))] + params[((320 +% (((co27 *% 32) +% ci26) *% 9)) +% 3)]) + params[((320 +% (((co27 *% 32) +% ci26) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
-        var w30: Float = (((params[(320 +% (((co27 *% 32) +% ci26) *% 9))] + params[((320 +% (((co27 *% 32) +% ci26) *% 9)) +% 6)]) - params[((320 +% (((co27 *% 32) +% ci26) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
-        var w31: Float = params[((320 +% (((co27 *% 32) +% ci26) *% 9)) +% 6)]
-        var w32: Float = params[((320 +% (((co27 *% 32) +% ci26) *% 9)) +% 1)]
-        var w33: Float = (((params[((320 +% (((co27 *% 32) +% ci26) *% 9)) +% 1)] + params[((320 +% (((co27 *% 32) +% ci26) *% 9)) +% 4)]) + params[((320 +% (((co27 *% 32) +% ci26) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
-        var w34: Float = (((params[((320 +% (((co27 *% 32) +% ci26) *% 9)) +% 1)] + params[((320 +% (((co27 *% 32) +% ci26) *% 9)) +% 7)]) - params[((320 +% (((co27 *% 32) +% ci26) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
-        var w35: Float = params[((320 +% (((co27 *% 32) +% ci26) *% 9)) +% 7)]
-        var w36: Float = params[((320 +% (((co27 *% 32) +% ci26) *% 9)) +% 2)]
-        var w37: Float = (((params[((320 +% (((co27 *% 32) +% ci26) *% 9)) +% 2)] + params[((320 +% (((co27 *% 32) +% ci26) *% 9)) +% 5)]) + params[((320 +% (((co27 *% 32) +% ci26) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
-        var w38: Float = (((params[((320 +% (((co27 *% 32) +% ci26) *% 9)) +% 2)] + params[((320 +% (((co27 *% 32) +% ci26) *% 9)) +% 8)]) - params[((320 +% (((co27 *% 32) +% ci26) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
-        var w39: Float = params[((320 +% (((co27 *% 32) +% ci26) *% 9)) +% 8)]
-        var w40: Float = w28
-        var w41: Float = (((w28 + w32) + w36) * Float(bitPattern: 0x3f000000))
-        var w42: Float = (((w28 + w36) - w32) * Float(bitPattern: 0x3f000000))
-        var w43: Float = w36
-        var w44: Float = w29
-        var w45: Float = (((w29 + w33) + w37) * Float(bitPattern: 0x3f000000))
-        var w46: Float = (((w29 + w37) - w33) * Float(bitPattern: 0x3f000000))
-        var w47: Float = w37
-        var w48: Float = w30
-        var w49: Float = (((w30 + w34) + w38) * Float(bitPattern: 0x3f000000))
-        var w50: Float = (((w30 + w38) - w34) * Float(bitPattern: 0x3f000000))
-        var w51: Float = w38
-        var w52: Float = w31
-        var w53: Float = (((w31 + w35) + w39) * Float(bitPattern: 0x3f000000))
-        var w54: Float = (((w31 + w39) - w35) * Float(bitPattern: 0x3f000000))
-        var w55: Float = w39
-        arena[((3211264 +% (ci26 *% 64)) +% co27)] = w40
-        arena[((3213312 +% (ci26 *% 64)) +% co27)] = w41
-        arena[((3215360 +% (ci26 *% 64)) +% co27)] = w42
-        arena[((3217408 +% (ci26 *% 64)) +% co27)] = w43
-        arena[((3219456 +% (ci26 *% 64)) +% co27)] = w44
-        arena[((3221504 +% (ci26 *% 64)) +% co27)] = w45
-        arena[((3223552 +% (ci26 *% 64)) +% co27)] = w46
-        arena[((3225600 +% (ci26 *% 64)) +% co27)] = w47
-        arena[((3227648 +% (ci26 *% 64)) +% co27)] = w48
-        arena[((3229696 +% (ci26 *% 64)) +% co27)] = w49
-        arena[((3231744 +% (ci26 *% 64)) +% co27)] = w50
-        arena[((3233792 +% (ci26 *% 64)) +% co27)] = w51
-        arena[((3235840 +% (ci26 *% 64)) +% co27)] = w52
-        arena[((3237888 +% (ci26 *% 64)) +% co27)] = w53
-        arena[((3239936 +% (ci26 *% 64)) +% co27)] = w54
-        arena[((3241984 +% (ci26 *% 64)) +% co27)] = w55
-      }
-    }
-  }
-  for i56 in 0..<3600 {
-    storeVector(arena, ((i56 *% 8) +% 3244032), Vector(repeating: Float(0)))
-  }
-  for g57 in 0..<64 {
-    for j58 in 0..<1 {
-      for c59 in 0..<32 {
-        for iy60 in 0..<28 {
-          for ix61 in 0..<28 {
-            arena[(3244032 +% ((((j58 *% 28800) +% ((iy60 +% 1) *% 960)) +% ((ix61 +% 1) *% 32)) +% c59))] = arena[(((((g57 +% j58) *% 25088) +% (c59 *% 784)) +% (iy60 *% 28)) +% ix61)]
-          }
-        }
-      }
-    }
-    for j62 in 0..<1 {
-      for ty63 in 0..<14 {
-        for tx64 in 0..<14 {
-          for cv65 in 0..<4 {
-            let w66 = (loadVector(arena, (3244032 +% ((((j62 *% 28800) +% ((ty63 *% 2) *% 960)) +% ((tx64 *% 2) *% 32)) +% (cv65 *% 8)))) - loadVector(arena, (3244032 +% ((((j62 *% 28800) +% (((ty63 *% 2) +% 2) *% 960)) +% ((tx64 *% 2) *% 32)) +% (cv65 *% 8)))))
-            let w67 = (loadVector(arena, (3244032 +% ((((j62 *% 28800) +% (((ty63 *% 2) +% 1) *% 960)) +% ((tx64 *% 2) *% 32)) +% (cv65 *% 8)))) + loadVector(arena, (3244032 +% ((((j62 *% 28800) +% (((ty63 *% 2) +% 2) *% 960)) +% ((tx64 *% 2) *% 32)) +% (cv65 *% 8)))))
-            let w68 = (loadVector(arena, (3244032 +% ((((j62 *% 28800) +% (((ty63 *% 2) +% 2) *% 960)) +% ((tx64 *% 2) *% 32)) +% (cv65 *% 8)))) - loadVector(arena, (3244032 +% ((((j62 *% 28800) +% (((ty63 *% 2) +% 1) *% 960)) +% ((tx64 *% 2) *% 32)) +% (cv65 *% 8)))))
-            let w69 = (loadVector(arena, (3244032 +% ((((j62 *% 28800) +% (((ty63 *% 2) +% 1) *% 960)) +% ((tx64 *% 2) *% 32)) +% (cv65 *% 8)))) - loadVector(arena, (3244032 +% ((((j62 *% 28800) +% (((ty63 *% 2) +% 3) *% 960)) +% ((tx64 *% 2) *% 32)) +% (cv65 *% 8)))))
-            let w70 = (loadVector(arena, (3244032 +% ((((j62 *% 28800) +% ((ty63 *% 2) *% 960)) +% (((tx64 *% 2) +% 1) *% 32)) +% (cv65 *% 8)))) - loadVector(arena, (3244032 +% ((((j62 *% 28800) +% (((ty63 *% 2) +% 2) *% 960)) +% (((tx64 *% 2) +% 1) *% 32)) +% (cv65 *% 8)))))
-            let w71 = (loadVector(arena, (3244032 +% ((((j62 *% 28800) +% (((ty63 *% 2) +% 1) *% 960)) +% (((tx64 *% 2) +% 1) *% 32)) +% (cv65 *% 8)))) + loadVector(arena, (3244032 +% ((((j62 *% 28800) +% (((ty63 *% 2) +% 2) *% 960)) +% (((tx64 *% 2) +% 1) *% 32)) +% (cv65 *% 8)))))
-            let w72 = (loadVector(arena, (3244032 +% ((((j62 *% 28800) +% (((ty63 *% 2) +% 2) *% 960)) +% (((tx64 *% 2) +% 1) *% 32)) +% (cv65 *% 8)))) - loadVector(arena, (3244032 +% ((((j62 *% 28800) +% (((ty63 *% 2) +% 1) *% 960)) +% (((tx64 *% 2) +% 1) *% 32)) +% (cv65 *% 8)))))
-            let w73 = (loadVector(arena, (3244032 +% ((((j62 *% 28800) +% (((ty63 *% 2) +% 1) *% 960)) +% (((tx64 *% 2) +% 1) *% 32)) +% (cv65 *% 8)))) - loadVector(arena, (3244032 +% ((((j62 *% 28800) +% (((ty63 *% 2) +% 3) *% 960)) +% (((tx64 *% 2) +% 1) *% 32)) +% (cv65 *% 8)))))
-            let w74 = (loadVector(arena, (3244032 +% ((((j62 *% 28800) +% ((ty63 *% 2) *% 960)) +% (((tx64 *% 2) +% 2) *% 32)) +% (cv65 *% 8)))) - loadVector(arena, (3244032 +% ((((j62 *% 28800) +% (((ty63 *% 2) +% 2) *% 960)) +% (((tx64 *% 2) +% 2) *% 32)) +% (cv65 *% 8)))))
-            let w75 = (loadVector(arena, (3244032 +% ((((j62 *% 28800) +% (((ty63 *% 2) +% 1) *% 960)) +% (((tx64 *% 2) +% 2) *% 32)) +% (cv65 *% 8)))) + loadVector(arena, (3244032 +% ((((j62 *% 28800) +% (((ty63 *% 2) +% 2) *% 960)) +% (((tx64 *% 2) +% 2) *% 32)) +% (cv65 *% 8)))))
-            let w76 = (loadVector(arena, (3244032 +% ((((j62 *% 28800) +% (((ty63 *% 2) +% 2) *% 960)) +% (((tx64 *% 2) +% 2) *% 32)) +% (cv65 *% 8)))) - loadVector(arena, (3244032 +% ((((j62 *% 28800) +% (((ty63 *% 2) +% 1) *% 960)) +% (((tx64 *% 2) +% 2) *% 32)) +% (cv65 *% 8)))))
-            let w77 = (loadVector(arena, (3244032 +% ((((j62 *% 28800) +% (((ty63 *% 2) +% 1) *% 960)) +% (((tx64 *% 2) +% 2) *% 32)) +% (cv65 *% 8)))) - loadVector(arena, (3244032 +% ((((j62 *% 28800) +% (((ty63 *% 2) +% 3) *% 960)) +% (((tx64 *% 2) +% 2) *% 32)) +% (cv65 *% 8)))))
-            let w78 = (loadVector(arena, (3244032 +% ((((j62 *% 28800) +% ((ty63 *% 2) *% 960)) +% (((tx64 *% 2) +% 3) *% 32)) +% (cv65 *% 8)))) - loadVector(arena, (3244032 +% ((((j62 *% 28800) +% (((ty63 *% 2) +% 2) *% 960)) +% (((tx64 *% 2) +% 3) *% 32)) +% (cv65 *% 8)))))
-            let w79 = (loadVector(arena, (3244032 +% ((((j62 *% 28800) +% (((ty63 *% 2) +% 1) *% 960)) +% (((tx64 *% 2) +% 3) *% 32)) +% (cv65 *% 8)))) + loadVector(arena, (3244032 +% ((((j62 *% 28800) +% (((ty63 *% 2) +% 2) *% 960)) +% (((tx64 *% 2) +% 3) *% 32)) +% (cv65 *% 8)))))
-            let w80 = (loadVector(arena, (3244032 +% ((((j62 *% 28800) +% (((ty63 *% 2) +% 2) *% 960)) +% (((tx64 *% 2) +% 3) *% 32)) +% (cv65 *% 8)))) - loadVector(arena, (3244032 +% ((((j62 *% 28800) +% (((ty63 *% 2) +% 1) *% 960)) +% (((tx64 *% 2) +% 3) *% 32)) +% (cv65 *% 8)))))
-            let w81 = (loadVector(arena, (3244032 +% ((((j62 *% 28800) +% (((ty63 *% 2) +% 1) *% 960)) +% (((tx64 *% 2) +% 3) *% 32)) +% (cv65 *% 8)))) - loadVector(arena, (3244032 +% ((((j62 *% 28800) +% (((ty63 *% 2) +% 3) *% 960)) +% (((tx64 *% 2) +% 3) *% 32)) +% (cv65 *% 8)))))
-            let w82 = (w66 - w74)
-            let w83 = (w70 + w74)
-            let w84 = (w74 - w70)
-            let w85 = (w70 - w78)
-            let w86 = (w67 - w75)
-            let w87 = (w71 + w75)
-            let w88 = (w75 - w71)
-            let w89 = (w71 - w79)
-            let w90 = (w68 - w76)
-            let w91 = (w72 + w76)
-            let w92 = (w76 - w72)
-            let w93 = (w72 - w80)
-            let w94 = (w69 - w77)
-            let w95 = (w73 + w77)
-            let w96 = (w77 - w73)
-            let w97 = (w73 - w81)
-            storeVector(arena, ((3272832 +% ((((j62 *% 196) +% (ty63 *% 14)) +% tx64) *% 32)) +% (cv65 *% 8)), w82)
-            storeVector(arena, ((3279104 +% ((((j62 *% 196) +% (ty63 *% 14)) +% tx64) *% 32)) +% (cv65 *% 8)), w83)
-            storeVector(arena, ((3285376 +% ((((j62 *% 196) +% (ty63 *% 14)) +% tx64) *% 32)) +% (cv65 *% 8)), w84)
-            storeVector(arena, ((3291648 +% ((((j62 *% 196) +% (ty63 *% 14)) +% tx64) *% 32)) +% (cv65 *% 8)), w85)
-            storeVector(arena, ((3297920 +% ((((j62 *% 196) +% (ty63 *% 14)) +% tx64) *% 32)) +% (cv65 *% 8)), w86)
-            storeVector(arena, ((3304192 +% ((((j62 *% 196) +% (ty63 *% 14)) +% tx64) *% 32)) +% (cv65 *% 8)), w87)
-            storeVector(arena, ((3310464 +% ((((j62 *% 196) +% (ty63 *% 14)) +% tx64) *% 32)) +% (cv65 *% 8)), w88)
-            storeVector(arena, ((3316736 +% ((((j62 *% 196) +% (ty63 *% 14)) +% tx64) *% 32)) +% (cv65 *% 8)), w89)
-            storeVector(arena, ((3323008 +% ((((j62 *% 196) +% (ty63 *% 14)) +% tx64) *% 32)) +% (cv65 *% 8)), w90)
-            storeVector(arena, ((3329280 +% ((((j62 *% 196) +% (ty63 *% 14)) +% tx64) *% 32)) +% (cv65 *% 8)), w91)
-            storeVector(arena, ((3335552 +% ((((j62 *% 196) +% (ty63 *% 14)) +% tx64) *% 32)) +% (cv65 *% 8)), w92)
-            storeVector(arena, ((3341824 +% ((((j62 *% 196) +% (ty63 *% 14)) +% tx64) *% 32)) +% (cv65 *% 8)), w93)
-            storeVector(arena, ((3348096 +% ((((j62 *% 196) +% (ty63 *% 14)) +% tx64) *% 32)) +% (cv65 *% 8)), w94)
-            storeVector(arena, ((3354368 +% ((((j62 *% 196) +% (ty63 *% 14)) +% tx64) *% 32)) +% (cv65 *% 8)), w95)
-            storeVector(arena, ((3360640 +% ((((j62 *% 196) +% (ty63 *% 14)) +% tx64) *% 32)) +% (cv65 *% 8)), w96)
-            storeVector(arena, ((3366912 +% ((((j62 *% 196) +% (ty63 *% 14)) +% tx64) *% 32)) +% (cv65 *% 8)), w97)
-          }
-        }
-      }
-    }
-    for xi98 in 0..<16 {
-      do {  // gemm106
-        for nb99 in 0..<2 {
-          for mb100 in 0..<49 {
-            var t101_c0_0 = Vector()
-            var t101_c0_1 = Vector()
-            var t101_c0_2 = Vector()
-            var t101_c1_0 = Vector()
-            var t101_c1_1 = Vector()
-            var t101_c1_2 = Vector()
-            var t101_c2_0 = Vector()
-            var t101_c2_1 = Vector()
-            var t101_c2_2 = Vector()
-            var t101_c3_0 = Vector()
-            var t101_c3_1 = Vector()
-            var t101_c3_2 = Vector()
-            for k102 in 0..<32 {
-              let t101_b0 = loadVector(arena, (((3211264 +% (xi98 *% 2048)) +% (k102 *% 64)) +% (nb99 *% 24)))
-              let t101_b1 = loadVector(arena, ((((3211264 +% (xi98 *% 2048)) +% (k102 *% 64)) +% (nb99 *% 24)) +% 8))
-              let t101_b2 = loadVector(arena, ((((3211264 +% (xi98 *% 2048)) +% (k102 *% 64)) +% (nb99 *% 24)) +% 16))
-              let t101_a0 = Vector(repeating: arena[(((3272832 +% (xi98 *% 6272)) +% ((mb100 *% 4) *% 32)) +% k102)])
-              t101_c0_0 = t101_c0_0.addingProduct(t101_a0, t101_b0)
-              t101_c0_1 = t101_c0_1.addingProduct(t101_a0, t101_b1)
-              t101_c0_2 = t101_c0_2.addingProduct(t101_a0, t101_b2)
-              let t101_a1 = Vector(repeating: arena[(((3272832 +% (xi98 *% 6272)) +% (((mb100 *% 4) +% 1) *% 32)) +% k102)])
-              t101_c1_0 = t101_c1_0.addingProduct(t101_a1, t101_b0)
-              t101_c1_1 = t101_c1_1.addingProduct(t101_a1, t101_b1)
-              t101_c1_2 = t101_c1_2.addingProduct(t101_a1, t101_b2)
-              let t101_a2 = Vector(repeating: arena[(((3272832 +% (xi98 *% 6272)) +% (((mb100 *% 4) +% 2) *% 32)) +% k102)])
-              t101_c2_0 = t101_c2_0.addingProduct(t101_a2, t101_b0)
-              t101_c2_1 = t101_c2_1.addingProduct(t101_a2, t101_b1)
-              t101_c2_2 = t101_c2_2.addingProduct(t101_a2, t101_b2)
-              let t101_a3 = Vector(repeating: arena[(((3272832 +% (xi98 *% 6272)) +% (((mb100 *% 4) +% 3) *% 32)) +% k102)])
-              t101_c3_0 = t101_c3_0.addingProduct(t101_a3, t101_b0)
-              t101_c3_1 = t101_c3_1.addingProduct(t101_a3, t101_b1)
-              t101_c3_2 = t101_c3_2.addingProduct(t101_a3, t101_b2)
-            }
-            storeVector(arena, (((3373184 +% (xi98 *% 12544)) +% ((mb100 *% 4) *% 64)) +% (nb99 *% 24)), t101_c0_0)
-            storeVector(arena, ((((3373184 +% (xi98 *% 12544)) +% ((mb100 *% 4) *% 64)) +% (nb99 *% 24)) +% 8), t101_c0_1)
-            storeVector(arena, ((((3373184 +% (xi98 *% 12544)) +% ((mb100 *% 4) *% 64)) +% (nb99 *% 24)) +% 16), t101_c0_2)
-            storeVector(arena, (((3373184 +% (xi98 *% 12544)) +% (((mb100 *% 4) +% 1) *% 64)) +% (nb99 *% 24)), t101_c1_0)
-            storeVector(arena, ((((3373184 +% (xi98 *% 12544)) +% (((mb100 *% 4) +% 1) *% 64)) +% (nb99 *% 24)) +% 8), t101_c1_1)
-            storeVector(arena, ((((3373184 +% (xi98 *% 12544)) +% (((mb100 *% 4) +% 1) *% 64)) +% (nb99 *% 24)) +% 16), t101_c1_2)
-            storeVector(arena, (((3373184 +% (xi98 *% 12544)) +% (((mb100 *% 4) +% 2) *% 64)) +% (nb99 *% 24)), t101_c2_0)
-            storeVector(arena, ((((3373184 +% (xi98 *% 12544)) +% (((mb100 *% 4) +% 2) *% 64)) +% (nb99 *% 24)) +% 8), t101_c2_1)
-            storeVector(arena, ((((3373184 +% (xi98 *% 12544)) +% (((mb100 *% 4) +% 2) *% 64)) +% (nb99 *% 24)) +% 16), t101_c2_2)
-            storeVector(arena, (((3373184 +% (xi98 *% 12544)) +% (((mb100 *% 4) +% 3) *% 64)) +% (nb99 *% 24)), t101_c3_0)
-            storeVector(arena, ((((3373184 +% (xi98 *% 12544)) +% (((mb100 *% 4) +% 3) *% 64)) +% (nb99 *% 24)) +% 8), t101_c3_1)
-            storeVector(arena, ((((3373184 +% (xi98 *% 12544)) +% (((mb100 *% 4) +% 3) *% 64)) +% (nb99 *% 24)) +% 16), t101_c3_2)
-          }
-        }
-        for mb103 in 0..<49 {
-          var t104_c0_0 = Vector()
-          var t104_c0_1 = Vector()
-          var t104_c1_0 = Vector()
-          var t104_c1_1 = Vector()
-          var t104_c2_0 = Vector()
-          var t104_c2_1 = Vector()
-          var t104_c3_0 = Vector()
-          var t104_c3_1 = Vector()
-          for k105 in 0..<32 {
-            let t104_b0 = loadVector(arena, (((3211264 +% (xi98 *% 2048)) +% (k105 *% 64)) +% 48))
-            let t104_b1 = loadVector(arena, ((((3211264 +% (xi98 *% 2048)) +% (k105 *% 64)) +% 48) +% 8))
-            let t104_a0 = Vector(repeating: arena[(((3272832 +% (xi98 *% 6272)) +% ((mb103 *% 4) *% 32)) +% k105)])
-            t104_c0_0 = t104_c0_0.addingProduct(t104_a0, t104_b0)
-            t104_c0_1 = t104_c0_1.addingProduct(t104_a0, t104_b1)
-            let t104_a1 = Vector(repeating: arena[(((3272832 +% (xi98 *% 6272)) +% (((mb103 *% 4) +% 1) *% 32)) +% k105)])
-            t104_c1_0 = t104_c1_0.addingProduct(t104_a1, t104_b0)
-            t104_c1_1 = t104_c1_1.addingProduct(t104_a1, t104_b1)
-            let t104_a2 = Vector(repeating: arena[(((3272832 +% (xi98 *% 6272)) +% (((mb103 *% 4) +% 2) *% 32)) +% k105)])
-            t104_c2_0 = t104_c2_0.addingProduct(t104_a2, t104_b0)
-            t104_c2_1 = t104_c2_1.addingProduct(t104_a2, t104_b1)
-            let t104_a3 = Vector(repeating: arena[(((3272832 +% (xi98 *% 6272)) +% (((mb103 *% 4) +% 3) *% 32)) +% k105)])
-            t104_c3_0 = t104_c3_0.addingProduct(t104_a3, t104_b0)
-            t104_c3_1 = t104_c3_1.addingProduct(t104_a3, t104_b1)
-          }
-          storeVector(arena, (((3373184 +% (xi98 *% 12544)) +% ((mb103 *% 4) *% 64)) +% 48), t104_c0_0)
-          storeVector(arena, ((((3373184 +% (xi98 *% 12544)) +% ((mb103 *% 4) *% 64)) +% 48) +% 8), t104_c0_1)
-          storeVector(arena, (((3373184 +% (xi98 *% 12544)) +% (((mb103 *% 4) +% 1) *% 64)) +% 48), t104_c1_0)
-          storeVector(arena, ((((3373184 +% (xi98 *% 12544)) +% (((mb103 *% 4) +% 1) *% 64)) +% 48) +% 8), t104_c1_1)
-          storeVector(arena, (((3373184 +% (xi98 *% 12544)) +% (((mb103 *% 4) +% 2) *% 64)) +% 48), t104_c2_0)
-          storeVector(arena, ((((3373184 +% (xi98 *% 12544)) +% (((mb103 *% 4) +% 2) *% 64)) +% 48) +% 8), t104_c2_1)
-          storeVector(arena, (((3373184 +% (xi98 *% 12544)) +% (((mb103 *% 4) +% 3) *% 64)) +% 48), t104_c3_0)
-          storeVector(arena, ((((3373184 +% (xi98 *% 12544)) +% (((mb103 *% 4) +% 3) *% 64)) +% 48) +% 8), t104_c3_1)
-        }
-      }
-    }
-    for j107 in 0..<1 {
-      for ty108 in 0..<14 {
-        for tx109 in 0..<14 {
-          for cv110 in 0..<8 {
-            let w111 = ((loadVector(arena, ((3373184 +% ((((j107 *% 196) +% (ty108 *% 14)) +% tx109) *% 64)) +% (cv110 *% 8))) + loadVector(arena, ((3423360 +% ((((j107 *% 196) +% (ty108 *% 14)) +% tx109) *% 64)) +% (cv110 *% 8)))) + loadVector(arena, ((3473536 +% ((((j107 *% 196) +% (ty108 *% 14)) +% tx109) *% 64)) +% (cv110 *% 8))))
-            let w112 = ((loadVector(arena, ((3423360 +% ((((j107 *% 196) +% (ty108 *% 14)) +% tx109) *% 64)) +% (cv110 *% 8))) - loadVector(arena, ((3473536 +% ((((j107 *% 196) +% (ty108 *% 14)) +% tx109) *% 64)) +% (cv110 *% 8)))) - loadVector(arena, ((3523712 +% ((((j107 *% 196) +% (ty108 *% 14)) +% tx109) *% 64)) +% (cv110 *% 8))))
-            let w113 = ((loadVector(arena, ((3385728 +% ((((j107 *% 196) +% (ty108 *% 14)) +% tx109) *% 64)) +% (cv110 *% 8))) + loadVector(arena, ((3435904 +% ((((j107 *% 196) +% (ty108 *% 14)) +% tx109) *% 64)) +% (cv110 *% 8)))) + loadVector(arena, ((3486080 +% ((((j107 *% 196) +% (ty108 *% 14)) +% tx109) *% 64)) +% (cv110 *% 8))))
-            let w114 = ((loadVector(arena, ((3435904 +% ((((j107 *% 196) +% (ty108 *% 14)) +% tx109) *% 64)) +% (cv110 *% 8))) - loadVector(arena, ((3486080 +% ((((j107 *% 196) +% (ty108 *% 14)) +% tx109) *% 64)) +% (cv110 *% 8)))) - loadVector(arena, ((3536256 +% ((((j107 *% 196) +% (ty108 *% 14)) +% tx109) *% 64)) +% (cv110 *% 8))))
-            let w115 = ((loadVector(arena, ((3398272 +% ((((j107 *% 196) +% (ty108 *% 14)) +% tx109) *% 64)) +% (cv110 *% 8))) + loadVector(arena, ((3448448 +% ((((j107 *% 196) +% (ty108 *% 14)) +% tx109) *% 64)) +% (cv110 *% 8)))) + loadVector(arena, ((3498624 +% ((((j107 *% 196) +% (ty108 *% 14)) +% tx109) *% 64)) +% (cv110 *% 8))))
-            let w116 = ((loadVector(arena, ((3448448 +% ((((j107 *% 196) +% (ty108 *% 14)) +% tx109) *% 64)) +% (cv110 *% 8))) - loadVector(arena, ((3498624 +% ((((j107 *% 196) +% (ty108 *% 14)) +% tx109) *% 64)) +% (cv110 *% 8)))) - loadVector(arena, ((3548800 +% ((((j107 *% 196) +% (ty108 *% 14)) +% tx109) *% 64)) +% (cv110 *% 8))))
-            let w117 = ((loadVector(arena, ((3410816 +% ((((j107 *% 196) +% (ty108 *% 14)) +% tx109) *% 64)) +% (cv110 *% 8))) + loadVector(arena, ((3460992 +% ((((j107 *% 196) +% (ty108 *% 14)) +% tx109) *% 64)) +% (cv110 *% 8)))) + loadVector(arena, ((3511168 +% ((((j107 *% 196) +% (ty108 *% 14)) +% tx109) *% 64)) +% (cv110 *% 8))))
-            let w118 = ((loadVector(arena, ((3460992 +% ((((j107 *% 196) +% (ty108 *% 14)) +% tx109) *% 64)) +% (cv110 *% 8))) - loadVector(arena, ((3511168 +% ((((j107 *% 196) +% (ty108 *% 14)) +% tx109) *% 64)) +% (cv110 *% 8)))) - loadVector(arena, ((3561344 +% ((((j107 *% 196) +% (ty108 *% 14)) +% tx109) *% 64)) +% (cv110 *% 8))))
-            let w119 = ((w111 + w113) + w115)
-            let w120 = ((w113 - w115) - w117)
-            let w121 = ((w112 + w114) + w116)
-            let w122 = ((w114 - w116) - w118)
-            let v123 = (w119 + loadVector(params, (18752 +% (cv110 *% 8))))
-            let best124 = v123
-            let at125 = Vector(repeating: Float((((ty108 *% 2) *% 28) +% (tx109 *% 2))))
-            let v126 = (w120 + loadVector(params, (18752 +% (cv110 *% 8))))
-            let best127 = best124.replacing(with: v126, where: v126 .> best124)
-            let at128 = at125.replacing(with: Vector(repeating: Float(((((ty108 *% 2) *% 28) +% (tx109 *% 2)) +% 1))), where: v126 .> best124)
-            let v129 = (w121 + loadVector(params, (18752 +% (cv110 *% 8))))
-            let best130 = best127.replacing(with: v129, where: v129 .> best127)
-            let at131 = at128.replacing(with: Vector(repeating: Float(((((ty108 *% 2) +% 1) *% 28) +% (tx109 *% 2)))), where: v129 .> best127)
-            let v132 = (w122 + loadVector(params, (18752 +% (cv110 *% 8))))
-            let best133 = best130.replacing(with: v132, where: v132 .> best130)
-            let at134 = at131.replacing(with: Vector(repeating: Float((((((ty108 *% 2) +% 1) *% 28) +% (tx109 *% 2)) +% 1))), where: v132 .> best130)
-            storeVector(arena, ((3573888 +% ((((j107 *% 196) +% (ty108 *% 14)) +% tx109) *% 64)) +% (cv110 *% 8)), Vector().replacing(with: best133, where: best133 .> Vector()))
-            storeVector(arena, (((3573888 +% ((((j107 *% 196) +% (ty108 *% 14)) +% tx109) *% 64)) +% (cv110 *% 8)) +% 12544), at134)
-          }
-        }
-      }
-    }
-    for j135 in 0..<1 {
-      for c136 in 0..<64 {
-        for q137 in 0..<196 {
-          arena[(1605632 +% ((((g57 +% j135) *% 12544) +% (c136 *% 196)) +% q137))] = arena[((3573888 +% (((j135 *% 196) +% q137) *% 64)) +% c136)]
-        }
-      }
-    }
-    for j138 in 0..<1 {
-      for c139 in 0..<64 {
-        for q140 in 0..<196 {
-          arena[(2408448 +% ((((g57 +% j138) *% 12544) +% (c139 *% 196)) +% q140))] = arena[((3586432 +% (((j138 *% 196) +% q140) *% 64)) +% c139)]
-        }
-      }
-    }
-  }
-  // flat = flatten(conv2)
-  // fc1 = dense_relu(flat)
-  for n141 in 0..<64 {
-    for k142 in 0..<12544 {
-      arena[((3219456 +% (k142 *% 64)) +% n141)] = arena[((1605632 +% (n141 *% 12544)) +% k142)]
-    }
-  }
-  do {  // gemm153
-    for r143 in 0..<128 {
-      for i144 in 0..<8 {
-        storeVector(arena, ((i144 *% 8) +% (4022272 +% (r143 *% 64))), Vector(repeating: Float(0)))
-      }
-    }
-    for kp145 in 0..<14 {
-      for nb146 in 0..<2 {
-        for mb147 in 0..<32 {
-          var t148_c0_0 = loadVector(arena, ((4022272 +% ((mb147 *% 4) *% 64)) +% (nb146 *% 24)))
-          var t148_c0_1 = loadVector(arena, (((4022272 +% ((mb147 *% 4) *% 64)) +% (nb146 *% 24)) +% 8))
-          var t148_c0_2 = loadVector(arena, (((4022272 +% ((mb147 *% 4) *% 64)) +% (nb146 *% 24)) +% 16))
-          var t148_c1_0 = loadVector(arena, ((4022272 +% (((mb147 *% 4) +% 1) *% 64)) +% (nb146 *% 24)))
-          var t148_c1_1 = loadVector(arena, (((4022272 +% (((mb147 *% 4) +% 1) *% 64)) +% (nb146 *% 24)) +% 8))
-          var t148_c1_2 = loadVector(arena, (((4022272 +% (((mb147 *% 4) +% 1) *% 64)) +% (nb146 *% 24)) +% 16))
-          var t148_c2_0 = loadVector(arena, ((4022272 +% (((mb147 *% 4) +% 2) *% 64)) +% (nb146 *% 24)))
-          var t148_c2_1 = loadVector(arena, (((4022272 +% (((mb147 *% 4) +% 2) *% 64)) +% (nb146 *% 24)) +% 8))
-          var t148_c2_2 = loadVector(arena, (((4022272 +% (((mb147 *% 4) +% 2) *% 64)) +% (nb146 *% 24)) +% 16))
-          var t148_c3_0 = loadVector(arena, ((4022272 +% (((mb147 *% 4) +% 3) *% 64)) +% (nb146 *% 24)))
-          var t148_c3_1 = loadVector(arena, (((4022272 +% (((mb147 *% 4) +% 3) *% 64)) +% (nb146 *% 24)) +% 8))
-          var t148_c3_2 = loadVector(arena, (((4022272 +% (((mb147 *% 4) +% 3) *% 64)) +% (nb146 *% 24)) +% 16))
-          for k149 in 0..<896 {
-            let t148_b0 = loadVector(arena, ((3219456 +% ((k149 +% (kp145 *% 896)) *% 64)) +% (nb146 *% 24)))
-            let t148_b1 = loadVector(arena, (((3219456 +% ((k149 +% (kp145 *% 896)) *% 64)) +% (nb146 *% 24)) +% 8))
-            let t148_b2 = loadVector(arena, (((3219456 +% ((k149 +% (kp145 *% 896)) *% 64)) +% (nb146 *% 24)) +% 16))
-            let t148_a0 = Vector(repeating: params[((18816 +% ((mb147 *% 4) *% 12544)) +% (k149 +% (kp145 *% 896)))])
-            t148_c0_0 = t148_c0_0.addingProduct(t148_a0, t148_b0)
-            t148_c0_1 = t148_c0_1.addingProduct(t148_a0, t148_b1)
-            t148_c0_2 = t148_c0_2.addingProduct(t148_a0, t148_b2)
-            let t148_a1 = Vector(repeating: params[((18816 +% (((mb147 *% 4) +% 1) *% 12544)) +% (k149 +% (kp145 *% 896)))])
-            t148_c1_0 = t148_c1_0.addingProduct(t148_a1, t148_b0)
-            t148_c1_1 = t148_c1_1.addingProduct(t148_a1, t148_b1)
-            t148_c1_2 = t148_c1_2.addingProduct(t148_a1, t148_b2)
-            let t148_a2 = Vector(repeating: params[((18816 +% (((mb147 *% 4) +% 2) *% 12544)) +% (k149 +% (kp145 *% 896)))])
-            t148_c2_0 = t148_c2_0.addingProduct(t148_a2, t148_b0)
-            t148_c2_1 = t148_c2_1.addingProduct(t148_a2, t148_b1)
-            t148_c2_2 = t148_c2_2.addingProduct(t148_a2, t148_b2)
-            let t148_a3 = Vector(repeating: params[((18816 +% (((mb147 *% 4) +% 3) *% 12544)) +% (k149 +% (kp145 *% 896)))])
-            t148_c3_0 = t148_c3_0.addingProduct(t148_a3, t148_b0)
-            t148_c3_1 = t148_c3_1.addingProduct(t148_a3, t148_b1)
-            t148_c3_2 = t148_c3_2.addingProduct(t148_a3, t148_b2)
-          }
-          storeVector(arena, ((4022272 +% ((mb147 *% 4) *% 64)) +% (nb146 *% 24)), t148_c0_0)
-          storeVector(arena, (((4022272 +% ((mb147 *% 4) *% 64)) +% (nb146 *% 24)) +% 8), t148_c0_1)
-          storeVector(arena, (((4022272 +% ((mb147 *% 4) *% 64)) +% (nb146 *% 24)) +% 16), t148_c0_2)
-          storeVector(arena, ((4022272 +% (((mb147 *% 4) +% 1) *% 64)) +% (nb146 *% 24)), t148_c1_0)
-          storeVector(arena, (((4022272 +% (((mb147 *% 4) +% 1) *% 64)) +% (nb146 *% 24)) +% 8), t148_c1_1)
-          storeVector(arena, (((4022272 +% (((mb147 *% 4) +% 1) *% 64)) +% (nb146 *% 24)) +% 16), t148_c1_2)
-          storeVector(arena, ((4022272 +% (((mb147 *% 4) +% 2) *% 64)) +% (nb146 *% 24)), t148_c2_0)
-          storeVector(arena, (((4022272 +% (((mb147 *% 4) +% 2) *% 64)) +% (nb146 *% 24)) +% 8), t148_c2_1)
-          storeVector(arena, (((4022272 +% (((mb147 *% 4) +% 2) *% 64)) +% (nb146 *% 24)) +% 16), t148_c2_2)
-          storeVector(arena, ((4022272 +% (((mb147 *% 4) +% 3) *% 64)) +% (nb146 *% 24)), t148_c3_0)
-          storeVector(arena, (((4022272 +% (((mb147 *% 4) +% 3) *% 64)) +% (nb146 *% 24)) +% 8), t148_c3_1)
-          storeVector(arena, (((4022272 +% (((mb147 *% 4) +% 3) *% 64)) +% (nb146 *% 24)) +% 16), t148_c3_2)
-        }
-      }
-      for mb150 in 0..<32 {
-        var t151_c0_0 = loadVector(arena, ((4022272 +% ((mb150 *% 4) *% 64)) +% 48))
-        var t151_c0_1 = loadVector(arena, (((4022272 +% ((mb150 *% 4) *% 64)) +% 48) +% 8))
-        var t151_c1_0 = loadVector(arena, ((4022272 +% (((mb150 *% 4) +% 1) *% 64)) +% 48))
-        var t151_c1_1 = loadVector(arena, (((4022272 +% (((mb150 *% 4) +% 1) *% 64)) +% 48) +% 8))
-        var t151_c2_0 = loadVector(arena, ((4022272 +% (((mb150 *% 4) +% 2) *% 64)) +% 48))
-        var t151_c2_1 = loadVector(arena, (((4022272 +% (((mb150 *% 4) +% 2) *% 64)) +% 48) +% 8))
-        var t151_c3_0 = loadVector(arena, ((4022272 +% (((mb150 *% 4) +% 3) *% 64)) +% 48))
-        var t151_c3_1 = loadVector(arena, (((4022272 +% (((mb150 *% 4) +% 3) *% 64)) +% 48) +% 8))
-        for k152 in 0..<896 {
-          let t151_b0 = loadVector(arena, ((3219456 +% ((k152 +% (kp145 *% 896)) *% 64)) +% 48))
-          let t151_b1 = loadVector(arena, (((3219456 +% ((k152 +% (kp145 *% 896)) *% 64)) +% 48) +% 8))
-          let t151_a0 = Vector(repeating: params[((18816 +% ((mb150 *% 4) *% 12544)) +% (k152 +% (kp145 *% 896)))])
-          t151_c0_0 = t151_c0_0.addingProduct(t151_a0, t151_b0)
-          t151_c0_1 = t151_c0_1.addingProduct(t151_a0, t151_b1)
-          let t151_a1 = Vector(repeating: params[((18816 +% (((mb150 *% 4) +% 1) *% 12544)) +% (k152 +% (kp145 *% 896)))])
-          t151_c1_0 = t151_c1_0.addingProduct(t151_a1, t151_b0)
-          t151_c1_1 = t151_c1_1.addingProduct(t151_a1, t151_b1)
-          let t151_a2 = Vector(repeating: params[((18816 +% (((mb150 *% 4) +% 2) *% 12544)) +% (k152 +% (kp145 *% 896)))])
-          t151_c2_0 = t151_c2_0.addingProduct(t151_a2, t151_b0)
-          t151_c2_1 = t151_c2_1.addingProduct(t151_a2, t151_b1)
-          let t151_a3 = Vector(repeating: params[((18816 +% (((mb150 *% 4) +% 3) *% 12544)) +% (k152 +% (kp145 *% 896)))])
-          t151_c3_0 = t151_c3_0.addingProduct(t151_a3, t151_b0)
-          t151_c3_1 = t151_c3_1.addingProduct(t151_a3, t151_b1)
-        }
-        storeVector(arena, ((4022272 +% ((mb150 *% 4) *% 64)) +% 48), t151_c0_0)
-        storeVector(arena, (((4022272 +% ((mb150 *% 4) *% 64)) +% 48) +% 8), t151_c0_1)
-        storeVector(arena, ((4022272 +% (((mb150 *% 4) +% 1) *% 64)) +% 48), t151_c1_0)
-        storeVector(arena, (((4022272 +% (((mb150 *% 4) +% 1) *% 64)) +% 48) +% 8), t151_c1_1)
-        storeVector(arena, ((4022272 +% (((mb150 *% 4) +% 2) *% 64)) +% 48), t151_c2_0)
-        storeVector(arena, (((4022272 +% (((mb150 *% 4) +% 2) *% 64)) +% 48) +% 8), t151_c2_1)
-        storeVector(arena, ((4022272 +% (((mb150 *% 4) +% 3) *% 64)) +% 48), t151_c3_0)
-        storeVector(arena, (((4022272 +% (((mb150 *% 4) +% 3) *% 64)) +% 48) +% 8), t151_c3_1)
-      }
-    }
-  }
-  for n154 in 0..<64 {
-    for u155 in 0..<128 {
-      arena[((3211264 +% (n154 *% 128)) +% u155)] = ((arena[((4022272 +% (u155 *% 64)) +% n154)] + params[(1624448 +% u155)]) > Float(0) ? (arena[((4022272 +% (u155 *% 64)) +% n154)] + params[(1624448 +% u155)]) : Float(0))
-    }
-  }
-  // drop = dropout(fc1)
-  let z156: UInt64 = (UInt64(bitPattern: seed) ^ 0xf1a2a766dcd55bac as UInt64)
-  let z157: UInt64 = ((z156 ^ (z156 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
-  let z158: UInt64 = ((z157 ^ (z157 >> 27)) &* 0x94d049bb133111eb as UInt64)
-  let z159: UInt64 = (z158 ^ (z158 >> 31))
-  let z160: UInt64 = (z159 &+ UInt64(bitPattern: step))
-  let z161: UInt64 = ((z160 ^ (z160 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
-  let z162: UInt64 = ((z161 ^ (z161 >> 27)) &* 0x94d049bb133111eb as UInt64)
-  let z163: UInt64 = (z162 ^ (z162 >> 31))
-  for i164 in 0..<8192 {
-    let z165: UInt64 = (z163 &+ (UInt64(bitPattern: Int64(i164)) &* 0x9e3779b97f4a7c15 as UInt64))
-    let z166: UInt64 = ((z165 ^ (z165 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
-    let z167: UInt64 = ((z166 ^ (z166 >> 27)) &* 0x94d049bb133111eb as UInt64)
-    let z168: UInt64 = (z167 ^ (z167 >> 31))
-    arena[(3219456 +% i164)] = ((z168 >> 40) >= 0x800000 as UInt64 ? (arena[(3211264 +% i164)] * Float(2)) : Float(0))
-  }
-  // fc2 = dense(drop)
-  sgemm(101, 111, 112, 64, 10, 128, 1, arena + 3219456, 128, params + 1624576, 128, Float(bitPattern: 0x0), arena + 3227648, 10)
-  for n169 in 0..<64 {
-    for u170 in 0..<1 {
-      storeVector(arena, ((u170 *% 8) +% (3227648 +% (n169 *% 10))), (loadVector(arena, ((u170 *% 8) +% (3227648 +% (n169 *% 10)))) + loadVector(params, ((u170 *% 8) +% 1625856))))
-    }
-    for u170 in 0..<1 {
-      storePartial(arena, ((u170 +% 8) +% (3227648 +% (n169 *% 10))), (loadPartial(arena, ((u170 +% 8) +% (3227648 +% (n169 *% 10))), 2) + loadPartial(params, ((u170 +% 8) +% 1625856), 2)), 2)
-    }
-  }
-  // loss = cross_entropy(fc2, label)
-  var total171: Float = Float(0)
-  for n172 in 0..<64 {
-    var m173: Float = arena[(3227648 +% (n172 *% 10))]
-    for k175 in 0..<10 {
-      m173 = { let x = m173, y = arena[((3227648 +% (n172 *% 10)) +% k175)]; return y > x ? y : x }()
-    }
-    var s174: Float = Float(0)
-    for k176 in 0..<10 {
-      s174 = (s174 + expf((arena[((3227648 +% (n172 *% 10)) +% k176)] - m173)))
-    }
-    total171 = (total171 + ((m173 + logf(s174)) - arena[((3227648 +% (n172 *% 10)) +% Int(labels[n172]))]))
-  }
-  arena[3228288] = (total171 / Float(64))
-  // fc2_grad = cross_entropy_grad(fc2, label)
-  for n177 in 0..<64 {
-    var m178: Float = arena[(3227648 +% (n177 *% 10))]
-    for k180 in 0..<10 {
-      m178 = { let x = m178, y = arena[((3227648 +% (n177 *% 10)) +% k180)]; return y > x ? y : x }()
-    }
-    var s179: Float = Float(0)
-    for k181 in 0..<10 {
-      s179 = (s179 + expf((arena[((3227648 +% (n177 *% 10)) +% k181)] - m178)))
-    }
-    for k182 in 0..<10 {
-      arena[((3228304 +% (n177 *% 10)) +% k182)] = ((k182 == Int(labels[n177]) ? ((expf((arena[((3227648 +% (n177 *% 10)) +% k182)] - m178)) / s179) - Float(1)) : (expf((arena[((3227648 +% (n177 *% 10)) +% k182)] - m178)) / s179)) / Float(64))
-    }
-  }
-  // fc2_weight_grad = dense_grad_weight(fc2_grad, drop)
-  sgemm(101, 112, 111, 10, 128, 64, 1, arena + 3228304, 10, arena + 3219456, 128, Float(bitPattern: 0x0), grads + 1624576, 128)
-  // fc2_bias_grad = dense_grad_bias(fc2_grad)
-  for u183 in 0..<10 {
-    var acc184: Float = Float(0)
-    for n185 in 0..<64 {
-      acc184 = (acc184 + arena[((3228304 +% (n185 *% 10)) +% u183)])
-    }
-    grads[(1625856 +% u183)] = acc184
-  }
-  // drop_grad = dense_grad_input(fc2_grad, fc2.weight)
-  sgemm(101, 111, 111, 64, 128, 10, 1, arena + 3228304, 10, params + 1624576, 128, Float(bitPattern: 0x0), arena + 3228944, 128)
-  // relu3_grad = dropout_grad(drop_grad, drop)
-  let z186: UInt64 = (UInt64(bitPattern: seed) ^ 0xf1a2a766dcd55bac as UInt64)
-  let z187: UInt64 = ((z186 ^ (z186 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
-  let z188: UInt64 = ((z187 ^ (z187 >> 27)) &* 0x94d049bb133111eb as UInt64)
-  let z189: UInt64 = (z188 ^ (z188 >> 31))
-  let z190: UInt64 = (z189 &+ UInt64(bitPattern: step))
-  let z191: UInt64 = ((z190 ^ (z190 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
-  let z192: UInt64 = ((z191 ^ (z191 >> 27)) &* 0x94d049bb133111eb as UInt64)
-  let z193: UInt64 = (z192 ^ (z192 >> 31))
-  for i194 in 0..<8192 {
-    let z195: UInt64 = (z193 &+ (UInt64(bitPattern: Int64(i194)) &* 0x9e3779b97f4a7c15 as UInt64))
-    let z196: UInt64 = ((z195 ^ (z195 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
-    let z197: UInt64 = ((z196 ^ (z196 >> 27)) &* 0x94d049bb133111eb as UInt64)
-    let z198: UInt64 = (z197 ^ (z197 >> 31))
-    arena[(3237136 +% i194)] = ((z198 >> 40) >= 0x800000 as UInt64 ? (arena[(3228944 +% i194)] * Float(2)) : Float(0))
-  }
-  // fc1_grad = relu_grad(relu3_grad, fc1)
-  for i199 in 0..<1024 {
-    storeVector(arena, ((i199 *% 8) +% 3219456), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i199 *% 8) +% 3237136)), where: loadVector(arena, ((i199 *% 8) +% 3211264)) .> Vector(repeating: Float(0))))
-  }
-  // fc1_weight_grad = dense_grad_weight(fc1_grad, flat)
-  do {  // gemm207
-    for nb200 in 0..<522 {
-      for mb201 in 0..<32 {
-        var t202_c0_0 = Vector()
-        var t202_c0_1 = Vector()
-        var t202_c0_2 = Vector()
-        var t202_c1_0 = Vector()
-        var t202_c1_1 = Vector()
-        var t202_c1_2 = Vector()
-        var t202_c2_0 = Vector()
-        var t202_c2_1 = Vector()
-        var t202_c2_2 = Vector()
-        var t202_c3_0 = Vector()
-        var t202_c3_1 = Vector()
-        var t202_c3_2 = Vector()
-        for k203 in 0..<64 {
-          let t202_b0 = loadVector(arena, ((1605632 +% (k203 *% 12544)) +% (nb200 *% 24)))
-          let t202_b1 = loadVector(arena, (((1605632 +% (k203 *% 12544)) +% (nb200 *% 24)) +% 8))
-          let t202_b2 = loadVector(arena, (((1605632 +% (k203 *% 12544)) +% (nb200 *% 24)) +% 16))
-          let t202_a0 = Vector(repeating: arena[((3219456 +% (mb201 *% 4)) +% (k203 *% 128))])
-          t202_c0_0 = t202_c0_0.addingProduct(t202_a0, t202_b0)
-          t202_c0_1 = t202_c0_1.addingProduct(t202_a0, t202_b1)
-          t202_c0_2 = t202_c0_2.addingProduct(t202_a0, t202_b2)
-          let t202_a1 = Vector(repeating: arena[((3219456 +% ((mb201 *% 4) +% 1)) +% (k203 *% 128))])
-          t202_c1_0 = t202_c1_0.addingProduct(t202_a1, t202_b0)
-          t202_c1_1 = t202_c1_1.addingProduct(t202_a1, t202_b1)
-          t202_c1_2 = t202_c1_2.addingProduct(t202_a1, t202_b2)
-          let t202_a2 = Vector(repeating: arena[((3219456 +% ((mb201 *% 4) +% 2)) +% (k203 *% 128))])
-          t202_c2_0 = t202_c2_0.addingProduct(t202_a2, t202_b0)
-          t202_c2_1 = t202_c2_1.addingProduct(t202_a2, t202_b1)
-          t202_c2_2 = t202_c2_2.addingProduct(t202_a2, t202_b2)
-          let t202_a3 = Vector(repeating: arena[((3219456 +% ((mb201 *% 4) +% 3)) +% (k203 *% 128))])
-          t202_c3_0 = t202_c3_0.addingProduct(t202_a3, t202_b0)
-          t202_c3_1 = t202_c3_1.addingProduct(t202_a3, t202_b1)
-          t202_c3_2 = t202_c3_2.addingProduct(t202_a3, t202_b2)
-        }
-        storeVector(grads, ((18816 +% ((mb201 *% 4) *% 12544)) +% (nb200 *% 24)), t202_c0_0)
-        storeVector(grads, (((18816 +% ((mb201 *% 4) *% 12544)) +% (nb200 *% 24)) +% 8), t202_c0_1)
-        storeVector(grads, (((18816 +% ((mb201 *% 4) *% 12544)) +% (nb200 *% 24)) +% 16), t202_c0_2)
-        storeVector(grads, ((18816 +% (((mb201 *% 4) +% 1) *% 12544)) +% (nb200 *% 24)), t202_c1_0)
-        storeVector(grads, (((18816 +% (((mb201 *% 4) +% 1) *% 12544)) +% (nb200 *% 24)) +% 8), t202_c1_1)
-        storeVector(grads, (((18816 +% (((mb201 *% 4) +% 1) *% 12544)) +% (nb200 *% 24)) +% 16), t202_c1_2)
-        storeVector(grads, ((18816 +% (((mb201 *% 4) +% 2) *% 12544)) +% (nb200 *% 24)), t202_c2_0)
-        storeVector(grads, (((18816 +% (((mb201 *% 4) +% 2) *% 12544)) +% (nb200 *% 24)) +% 8), t202_c2_1)
-        storeVector(grads, (((18816 +% (((mb201 *% 4) +% 2) *% 12544)) +% (nb200 *% 24)) +% 16), t202_c2_2)
-        storeVector(grads, ((18816 +% (((mb201 *% 4) +% 3) *% 12544)) +% (nb200 *% 24)), t202_c3_0)
-        storeVector(grads, (((18816 +% (((mb201 *% 4) +% 3) *% 12544)) +% (nb200 *% 24)) +% 8), t202_c3_1)
-        storeVector(grads, (((18816 +% (((mb201 *% 4) +% 3) *% 12544)) +% (nb200 *% 24)) +% 16), t202_c3_2)
-      }
-    }
-    for mb204 in 0..<32 {
-      var t205_c0_0 = Vector()
-      var t205_c0_1 = Vector()
-      var t205_c1_0 = Vector()
-      var t205_c1_1 = Vector()
-      var t205_c2_0 = Vector()
-      var t205_c2_1 = Vector()
-      var t205_c3_0 = Vector()
-      var t205_c3_1 = Vector()
-      for k206 in 0..<64 {
-        let t205_b0 = loadVector(arena, ((1605632 +% (k206 *% 12544)) +% 12528))
-        let t205_b1 = loadVector(arena, (((1605632 +% (k206 *% 12544)) +% 12528) +% 8))
-        let t205_a0 = Vector(repeating: arena[((3219456 +% (mb204 *% 4)) +% (k206 *% 128))])
-        t205_c0_0 = t205_c0_0.addingProduct(t205_a0, t205_b0)
-        t205_c0_1 = t205_c0_1.addingProduct(t205_a0, t205_b1)
-        let t205_a1 = Vector(repeating: arena[((3219456 +% ((mb204 *% 4) +% 1)) +% (k206 *% 128))])
-        t205_c1_0 = t205_c1_0.addingProduct(t205_a1, t205_b0)
-        t205_c1_1 = t205_c1_1.addingProduct(t205_a1, t205_b1)
-        let t205_a2 = Vector(repeating: arena[((3219456 +% ((mb204 *% 4) +% 2)) +% (k206 *% 128))])
-        t205_c2_0 = t205_c2_0.addingProduct(t205_a2, t205_b0)
-        t205_c2_1 = t205_c2_1.addingProduct(t205_a2, t205_b1)
-        let t205_a3 = Vector(repeating: arena[((3219456 +% ((mb204 *% 4) +% 3)) +% (k206 *% 128))])
-        t205_c3_0 = t205_c3_0.addingProduct(t205_a3, t205_b0)
-        t205_c3_1 = t205_c3_1.addingProduct(t205_a3, t205_b1)
-      }
-      storeVector(grads, ((18816 +% ((mb204 *% 4) *% 12544)) +% 12528), t205_c0_0)
-      storeVector(grads, (((18816 +% ((mb204 *% 4) *% 12544)) +% 12528) +% 8), t205_c0_1)
-      storeVector(grads, ((18816 +% (((mb204 *% 4) +% 1) *% 12544)) +% 12528), t205_c1_0)
-      storeVector(grads, (((18816 +% (((mb204 *% 4) +% 1) *% 12544)) +% 12528) +% 8), t205_c1_1)
-      storeVector(grads, ((18816 +% (((mb204 *% 4) +% 2) *% 12544)) +% 12528), t205_c2_0)
-      storeVector(grads, (((18816 +% (((mb204 *% 4) +% 2) *% 12544)) +% 12528) +% 8), t205_c2_1)
-      storeVector(grads, ((18816 +% (((mb204 *% 4) +% 3) *% 12544)) +% 12528), t205_c3_0)
-      storeVector(grads, (((18816 +% (((mb204 *% 4) +% 3) *% 12544)) +% 12528) +% 8), t205_c3_1)
-    }
-  }
-  // fc1_bias_grad = dense_grad_bias(fc1_grad)
-  for u208 in 0..<128 {
-    var acc209: Float = Float(0)
-    for n210 in 0..<64 {
-      acc209 = (acc209 + arena[((3219456 +% (n210 *% 128)) +% u208)])
-    }
-    grads[(1624448 +% u208)] = acc209
-  }
-  // flat_grad = dense_grad_input(fc1_grad, fc1.weight)
-  do {  // gemm218
-    for nb211 in 0..<522 {
-      for mb212 in 0..<16 {
-        var t213_c0_0 = Vector()
-        var t213_c0_1 = Vector()
-        var t213_c0_2 = Vector()
-        var t213_c1_0 = Vector()
-        var t213_c1_1 = Vector()
-        var t213_c1_2 = Vector()
-        var t213_c2_0 = Vector()
-        var t213_c2_1 = Vector()
-        var t213_c2_2 = Vector()
-        var t213_c3_0 = Vector()
-        var t213_c3_1 = Vector()
-        var t213_c3_2 = Vector()
-        for k214 in 0..<128 {
-          let t213_b0 = loadVector(params, ((18816 +% (k214 *% 12544)) +% (nb211 *% 24)))
-          let t213_b1 = loadVector(params, (((18816 +% (k214 *% 12544)) +% (nb211 *% 24)) +% 8))
-          let t213_b2 = loadVector(params, (((18816 +% (k214 *% 12544)) +% (nb211 *% 24)) +% 16))
-          let t213_a0 = Vector(repeating: arena[((3219456 +% ((mb212 *% 4) *% 128)) +% k214)])
-          t213_c0_0 = t213_c0_0.addingProduct(t213_a0, t213_b0)
-          t213_c0_1 = t213_c0_1.addingProduct(t213_a0, t213_b1)
-          t213_c0_2 = t213_c0_2.addingProduct(t213_a0, t213_b2)
-          let t213_a1 = Vector(repeating: arena[((3219456 +% (((mb212 *% 4) +% 1) *% 128)) +% k214)])
-          t213_c1_0 = t213_c1_0.addingProduct(t213_a1, t213_b0)
-          t213_c1_1 = t213_c1_1.addingProduct(t213_a1, t213_b1)
-          t213_c1_2 = t213_c1_2.addingProduct(t213_a1, t213_b2)
-          let t213_a2 = Vector(repeating: arena[((3219456 +% (((mb212 *% 4) +% 2) *% 128)) +% k214)])
-          t213_c2_0 = t213_c2_0.addingProduct(t213_a2, t213_b0)
-          t213_c2_1 = t213_c2_1.addingProduct(t213_a2, t213_b1)
-          t213_c2_2 = t213_c2_2.addingProduct(t213_a2, t213_b2)
-          let t213_a3 = Vector(repeating: arena[((3219456 +% (((mb212 *% 4) +% 3) *% 128)) +% k214)])
-          t213_c3_0 = t213_c3_0.addingProduct(t213_a3, t213_b0)
-          t213_c3_1 = t213_c3_1.addingProduct(t213_a3, t213_b1)
-          t213_c3_2 = t213_c3_2.addingProduct(t213_a3, t213_b2)
-        }
-        storeVector(arena, ((3228304 +% ((mb212 *% 4) *% 12544)) +% (nb211 *% 24)), t213_c0_0)
-        storeVector(arena, (((3228304 +% ((mb212 *% 4) *% 12544)) +% (nb211 *% 24)) +% 8), t213_c0_1)
-        storeVector(arena, (((3228304 +% ((mb212 *% 4) *% 12544)) +% (nb211 *% 24)) +% 16), t213_c0_2)
-        storeVector(arena, ((3228304 +% (((mb212 *% 4) +% 1) *% 12544)) +% (nb211 *% 24)), t213_c1_0)
-        storeVector(arena, (((3228304 +% (((mb212 *% 4) +% 1) *% 12544)) +% (nb211 *% 24)) +% 8), t213_c1_1)
-        storeVector(arena, (((3228304 +% (((mb212 *% 4) +% 1) *% 12544)) +% (nb211 *% 24)) +% 16), t213_c1_2)
-        storeVector(arena, ((3228304 +% (((mb212 *% 4) +% 2) *% 12544)) +% (nb211 *% 24)), t213_c2_0)
-        storeVector(arena, (((3228304 +% (((mb212 *% 4) +% 2) *% 12544)) +% (nb211 *% 24)) +% 8), t213_c2_1)
-        storeVector(arena, (((3228304 +% (((mb212 *% 4) +% 2) *% 12544)) +% (nb211 *% 24)) +% 16), t213_c2_2)
-        storeVector(arena, ((3228304 +% (((mb212 *% 4) +% 3) *% 12544)) +% (nb211 *% 24)), t213_c3_0)
-        storeVector(arena, (((3228304 +% (((mb212 *% 4) +% 3) *% 12544)) +% (nb211 *% 24)) +% 8), t213_c3_1)
-        storeVector(arena, (((3228304 +% (((mb212 *% 4) +% 3) *% 12544)) +% (nb211 *% 24)) +% 16), t213_c3_2)
-      }
-    }
-    for mb215 in 0..<16 {
-      var t216_c0_0 = Vector()
-      var t216_c0_1 = Vector()
-      var t216_c1_0 = Vector()
-      var t216_c1_1 = Vector()
-      var t216_c2_0 = Vector()
-      var t216_c2_1 = Vector()
-      var t216_c3_0 = Vector()
-      var t216_c3_1 = Vector()
-      for k217 in 0..<128 {
-        let t216_b0 = loadVector(params, ((18816 +% (k217 *% 12544)) +% 12528))
-        let t216_b1 = loadVector(params, (((18816 +% (k217 *% 12544)) +% 12528) +% 8))
-        let t216_a0 = Vector(repeating: arena[((3219456 +% ((mb215 *% 4) *% 128)) +% k217)])
-        t216_c0_0 = t216_c0_0.addingProduct(t216_a0, t216_b0)
-        t216_c0_1 = t216_c0_1.addingProduct(t216_a0, t216_b1)
-        let t216_a1 = Vector(repeating: arena[((3219456 +% (((mb215 *% 4) +% 1) *% 128)) +% k217)])
-        t216_c1_0 = t216_c1_0.addingProduct(t216_a1, t216_b0)
-        t216_c1_1 = t216_c1_1.addingProduct(t216_a1, t216_b1)
-        let t216_a2 = Vector(repeating: arena[((3219456 +% (((mb215 *% 4) +% 2) *% 128)) +% k217)])
-        t216_c2_0 = t216_c2_0.addingProduct(t216_a2, t216_b0)
-        t216_c2_1 = t216_c2_1.addingProduct(t216_a2, t216_b1)
-        let t216_a3 = Vector(repeating: arena[((3219456 +% (((mb215 *% 4) +% 3) *% 128)) +% k217)])
-        t216_c3_0 = t216_c3_0.addingProduct(t216_a3, t216_b0)
-        t216_c3_1 = t216_c3_1.addingProduct(t216_a3, t216_b1)
-      }
-      storeVector(arena, ((3228304 +% ((mb215 *% 4) *% 12544)) +% 12528), t216_c0_0)
-      storeVector(arena, (((3228304 +% ((mb215 *% 4) *% 12544)) +% 12528) +% 8), t216_c0_1)
-      storeVector(arena, ((3228304 +% (((mb215 *% 4) +% 1) *% 12544)) +% 12528), t216_c1_0)
-      storeVector(arena, (((3228304 +% (((mb215 *% 4) +% 1) *% 12544)) +% 12528) +% 8), t216_c1_1)
-      storeVector(arena, ((3228304 +% (((mb215 *% 4) +% 2) *% 12544)) +% 12528), t216_c2_0)
-      storeVector(arena, (((3228304 +% (((mb215 *% 4) +% 2) *% 12544)) +% 12528) +% 8), t216_c2_1)
-      storeVector(arena, ((3228304 +% (((mb215 *% 4) +% 3) *% 12544)) +% 12528), t216_c3_0)
-      storeVector(arena, (((3228304 +% (((mb215 *% 4) +% 3) *% 12544)) +% 12528) +% 8), t216_c3_1)
-    }
-  }
-  // pool_grad = flatten_grad(flat_grad, conv2)
-  // conv2_grad = relu_maxpool_grad(pool_grad, conv2, conv2.argmax)
-  for i219 in 0..<401408 {
-    storeVector(arena, ((i219 *% 8) +% 4031120), Vector(repeating: Float(0)))
-  }
-  for q220 in 0..<4096 {
-    for i221 in 0..<196 {
-      if arena[(1605632 +% ((q220 *% 196) +% i221))] > Float(0) {
-        arena[((4031120 +% (q220 *% 784)) +% Int(arena[(2408448 +% ((q220 *% 196) +% i221))]))] += arena[(3228304 +% ((q220 *% 196) +% i221))]
-      }
-    }
-  }
-  // conv2_weight_grad = conv2d_grad_weight(conv2_grad, conv1)
-  for i222 in 0..<4096 {
-    storeVector(arena, ((i222 *% 8) +% 1985664), Vector(repeating: Float(0)))
-  }
-  for i223 in 0..<3600 {
-    storeVector(arena, ((i223 *% 8) +% 1605632), Vector(repeating: Float(0)))
-  }
-  for i224 in 0..<6272 {
-    storeVector(arena, ((i224 *% 8) +% 1734784), Vector(repeating: Float(0)))
-  }
-  for g225 in 0..<64 {
-    for j226 in 0..<1 {
-      for c227 in 0..<32 {
-        for iy228 in 0..<28 {
-          for ix229 in 0..<28 {
-            arena[(1605632 +% ((((j226 *% 28800) +% ((iy228 +% 1) *% 960)) +% ((ix229 +% 1) *% 32)) +% c227))] = arena[(((((g225 +% j226) *% 25088) +% (c227 *% 784)) +% (iy228 *% 28)) +% ix229)]
-          }
-        }
-      }
-    }
-    for j230 in 0..<1 {
-      for ty231 in 0..<14 {
-        for tx232 in 0..<14 {
-          for cv233 in 0..<4 {
-            let w234 = (loadVector(arena, (1605632 +% ((((j230 *% 28800) +% ((ty231 *% 2) *% 960)) +% ((tx232 *% 2) *% 32)) +% (cv233 *% 8)))) - loadVector(arena, (1605632 +% ((((j230 *% 28800) +% (((ty231 *% 2) +% 2) *% 960)) +% ((tx232 *% 2) *% 32)) +% (cv233 *% 8)))))
-            let w235 = (loadVector(arena, (1605632 +% ((((j230 *% 28800) +% (((ty231 *% 2) +% 1) *% 960)) +% ((tx232 *% 2) *% 32)) +% (cv233 *% 8)))) + loadVector(arena, (1605632 +% ((((j230 *% 28800) +% (((ty231 *% 2) +% 2) *% 960)) +% ((tx232 *% 2) *% 32)) +% (cv233 *% 8)))))
-            let w236 = (loadVector(arena, (1605632 +% ((((j230 *% 28800) +% (((ty231 *% 2) +% 2) *% 960)) +% ((tx232 *% 2) *% 32)) +% (cv233 *% 8)))) - loadVector(arena, (1605632 +% ((((j230 *% 28800) +% (((ty231 *% 2) +% 1) *% 960)) +% ((tx232 *% 2) *% 32)) +% (cv233 *% 8)))))
-            let w237 = (loadVector(arena, (1605632 +% ((((j230 *% 28800) +% (((ty231 *% 2) +% 1) *% 960)) +% ((tx232 *% 2) *% 32)) +% (cv233 *% 8)))) - loadVector(arena, (1605632 +% ((((j230 *% 28800) +% (((ty231 *% 2) +% 3) *% 960)) +% ((tx232 *% 2) *% 32)) +% (cv233 *% 8)))))
-            let w238 = (loadVector(arena, (1605632 +% ((((j230 *% 28800) +% ((ty231 *% 2) *% 960)) +% (((tx232 *% 2) +% 1) *% 32)) +% (cv233 *% 8)))) - loadVector(arena, (1605632 +% ((((j230 *% 28800) +% (((ty231 *% 2) +% 2) *% 960)) +% (((tx232 *% 2) +% 1) *% 32)) +% (cv233 *% 8)))))
-            let w239 = (loadVector(arena, (1605632 +% ((((j230 *% 28800) +% (((ty231 *% 2) +% 1) *% 960)) +% (((tx232 *% 2) +% 1) *% 32)) +% (cv233 *% 8)))) + loadVector(arena, (1605632 +% ((((j230 *% 28800) +% (((ty231 *% 2) +% 2) *% 960)) +% (((tx232 *% 2) +% 1) *% 32)) +% (cv233 *% 8)))))
-            let w240 = (loadVector(arena, (1605632 +% ((((j230 *% 28800) +% (((ty231 *% 2) +% 2) *% 960)) +% (((tx232 *% 2) +% 1) *% 32)) +% (cv233 *% 8)))) - loadVector(arena, (1605632 +% ((((j230 *% 28800) +% (((ty231 *% 2) +% 1) *% 960)) +% (((tx232 *% 2) +% 1) *% 32)) +% (cv233 *% 8)))))
-            let w241 = (loadVector(arena, (1605632 +% ((((j230 *% 28800) +% (((ty231 *% 2) +% 1) *% 960)) +% (((tx232 *% 2) +% 1) *% 32)) +% (cv233 *% 8)))) - loadVector(arena, (1605632 +% ((((j230 *% 28800) +% (((ty231 *% 2) +% 3) *% 960)) +% (((tx232 *% 2) +% 1) *% 32)) +% (cv233 *% 8)))))
-            let w242 = (loadVector(arena, (1605632 +% ((((j230 *% 28800) +% ((ty231 *% 2) *% 960)) +% (((tx232 *% 2) +% 2) *% 32)) +% (cv233 *% 8)))) - loadVector(arena, (1605632 +% ((((j230 *% 28800) +% (((ty231 *% 2) +% 2) *% 960)) +% (((tx232 *% 2) +% 2) *% 32)) +% (cv233 *% 8)))))
-            let w243 = (loadVector(arena, (1605632 +% ((((j230 *% 28800) +% (((ty231 *% 2) +% 1) *% 960)) +% (((tx232 *% 2) +% 2) *% 32)) +% (cv233 *% 8)))) + loadVector(arena, (1605632 +% ((((j230 *% 28800) +% (((ty231 *% 2) +% 2) *% 960)) +% (((tx232 *% 2) +% 2) *% 32)) +% (cv233 *% 8)))))
-            let w244 = (loadVector(arena, (1605632 +% ((((j230 *% 28800) +% (((ty231 *% 2) +% 2) *% 960)) +% (((tx232 *% 2) +% 2) *% 32)) +% (cv233 *% 8)))) - loadVector(arena, (1605632 +% ((((j230 *% 28800) +% (((ty231 *% 2) +% 1) *% 960)) +% (((tx232 *% 2) +% 2) *% 32)) +% (cv233 *% 8)))))
-            let w245 = (loadVector(arena, (1605632 +% ((((j230 *% 28800) +% (((ty231 *% 2) +% 1) *% 960)) +% (((tx232 *% 2) +% 2) *% 32)) +% (cv233 *% 8)))) - loadVector(arena, (1605632 +% ((((j230 *% 28800) +% (((ty231 *% 2) +% 3) *% 960)) +% (((tx232 *% 2) +% 2) *% 32)) +% (cv233 *% 8)))))
-            let w246 = (loadVector(arena, (1605632 +% ((((j230 *% 28800) +% ((ty231 *% 2) *% 960)) +% (((tx232 *% 2) +% 3) *% 32)) +% (cv233 *% 8)))) - loadVector(arena, (1605632 +% ((((j230 *% 28800) +% (((ty231 *% 2) +% 2) *% 960)) +% (((tx232 *% 2) +% 3) *% 32)) +% (cv233 *% 8)))))
-            let w247 = (loadVector(arena, (1605632 +% ((((j230 *% 28800) +% (((ty231 *% 2) +% 1) *% 960)) +% (((tx232 *% 2) +% 3) *% 32)) +% (cv233 *% 8)))) + loadVector(arena, (1605632 +% ((((j230 *% 28800) +% (((ty231 *% 2) +% 2) *% 960)) +% (((tx232 *% 2) +% 3) *% 32)) +% (cv233 *% 8)))))
-            let w248 = (loadVector(arena, (1605632 +% ((((j230 *% 28800) +% (((ty231 *% 2) +% 2) *% 960)) +% (((tx232 *% 2) +% 3) *% 32)) +% (cv233 *% 8)))) - loadVector(arena, (1605632 +% ((((j230 *% 28800) +% (((ty231 *% 2) +% 1) *% 960)) +% (((tx232 *% 2) +% 3) *% 32)) +% (cv233 *% 8)))))
-            let w249 = (loadVector(arena, (1605632 +% ((((j230 *% 28800) +% (((ty231 *% 2) +% 1) *% 960)) +% (((tx232 *% 2) +% 3) *% 32)) +% (cv233 *% 8)))) - loadVector(arena, (1605632 +% ((((j230 *% 28800) +% (((ty231 *% 2) +% 3) *% 960)) +% (((tx232 *% 2) +% 3) *% 32)) +% (cv233 *% 8)))))
-            let w250 = (w234 - w242)
-            let w251 = (w238 + w242)
-            let w252 = (w242 - w238)
-            let w253 = (w238 - w246)
-            let w254 = (w235 - w243)
-            let w255 = (w239 + w243)
-            let w256 = (w243 - w239)
-            let w257 = (w239 - w247)
-            let w258 = (w236 - w244)
-            let w259 = (w240 + w244)
-            let w260 = (w244 - w240)
-            let w261 = (w240 - w248)
-            let w262 = (w237 - w245)
-            let w263 = (w241 + w245)
-            let w264 = (w245 - w241)
-            let w265 = (w241 - w249)
-            storeVector(arena, ((1634432 +% ((((j230 *% 196) +% (ty231 *% 14)) +% tx232) *% 32)) +% (cv233 *% 8)), w250)
-            storeVector(arena, ((1640704 +% ((((j230 *% 196) +% (ty231 *% 14)) +% tx232) *% 32)) +% (cv233 *% 8)), w251)
-            storeVector(arena, ((1646976 +% ((((j230 *% 196) +% (ty231 *% 14)) +% tx232) *% 32)) +% (cv233 *% 8)), w252)
-            storeVector(arena, ((1653248 +% ((((j230 *% 196) +% (ty231 *% 14)) +% tx232) *% 32)) +% (cv233 *% 8)), w253)
-            storeVector(arena, ((1659520 +% ((((j230 *% 196) +% (ty231 *% 14)) +% tx232) *% 32)) +% (cv233 *% 8)), w254)
-            storeVector(arena, ((1665792 +% ((((j230 *% 196) +% (ty231 *% 14)) +% tx232) *% 32)) +% (cv233 *% 8)), w255)
-            storeVector(arena, ((1672064 +% ((((j230 *% 196) +% (ty231 *% 14)) +% tx232) *% 32)) +% (cv233 *% 8)), w256)
-            storeVector(arena, ((1678336 +% ((((j230 *% 196) +% (ty231 *% 14)) +% tx232) *% 32)) +% (cv233 *% 8)), w257)
-            storeVector(arena, ((1684608 +% ((((j230 *% 196) +% (ty231 *% 14)) +% tx232) *% 32)) +% (cv233 *% 8)), w258)
-            storeVector(arena, ((1690880 +% ((((j230 *% 196) +% (ty231 *% 14)) +% tx232) *% 32)) +% (cv233 *% 8)), w259)
-            storeVector(arena, ((1697152 +% ((((j230 *% 196) +% (ty231 *% 14)) +% tx232) *% 32)) +% (cv233 *% 8)), w260)
-            storeVector(arena, ((1703424 +% ((((j230 *% 196) +% (ty231 *% 14)) +% tx232) *% 32)) +% (cv233 *% 8)), w261)
-            storeVector(arena, ((1709696 +% ((((j230 *% 196) +% (ty231 *% 14)) +% tx232) *% 32)) +% (cv233 *% 8)), w262)
-            storeVector(arena, ((1715968 +% ((((j230 *% 196) +% (ty231 *% 14)) +% tx232) *% 32)) +% (cv233 *% 8)), w263)
-            storeVector(arena, ((1722240 +% ((((j230 *% 196) +% (ty231 *% 14)) +% tx232) *% 32)) +% (cv233 *% 8)), w264)
-            storeVector(arena, ((1728512 +% ((((j230 *% 196) +% (ty231 *% 14)) +% tx232) *% 32)) +% (cv233 *% 8)), w265)
-          }
-        }
-      }
-    }
-    for j266 in 0..<1 {
-      for c267 in 0..<64 {
-        for iy268 in 0..<28 {
-          for ix269 in 0..<28 {
-            arena[(1734784 +% ((((j266 *% 50176) +% (iy268 *% 1792)) +% (ix269 *% 64)) +% c267))] = arena[((((4031120 +% ((g225 +% j266) *% 50176)) +% (c267 *% 784)) +% (iy268 *% 28)) +% ix269)]
-          }
-        }
-      }
-    }
-    for j270 in 0..<1 {
-      for ty271 in 0..<14 {
-        for tx272 in 0..<14 {
-          for cv273 in 0..<8 {
-            let w274 = loadVector(arena, (1734784 +% ((((j270 *% 50176) +% ((ty271 *% 2) *% 1792)) +% ((tx272 *% 2) *% 64)) +% (cv273 *% 8))))
-            let w275 = (loadVector(arena, (1734784 +% ((((j270 *% 50176) +% ((ty271 *% 2) *% 1792)) +% ((tx272 *% 2) *% 64)) +% (cv273 *% 8)))) + loadVector(arena, (1734784 +% ((((j270 *% 50176) +% (((ty271 *% 2) +% 1) *% 1792)) +% ((tx272 *% 2) *% 64)) +% (cv273 *% 8)))))
-            let w276 = (loadVector(arena, (1734784 +% ((((j270 *% 50176) +% ((ty271 *% 2) *% 1792)) +% ((tx272 *% 2) *% 64)) +% (cv273 *% 8)))) - loadVector(arena, (1734784 +% ((((j270 *% 50176) +% (((ty271 *% 2) +% 1) *% 1792)) +% ((tx272 *% 2) *% 64)) +% (cv273 *% 8)))))
-            let w277 = (loadVector(arena, (1734784 +% ((((j270 *% 50176) +% (((ty271 *% 2) +% 1) *% 1792)) +% ((tx272 *% 2) *% 64)) +% (cv273 *% 8)))) * Vector(repeating: Float(-1)))
-            let w278 = loadVector(arena, (1734784 +% ((((j270 *% 50176) +% ((ty271 *% 2) *% 1792)) +% (((tx272 *% 2) +% 1) *% 64)) +% (cv273 *% 8))))
-            let w279 = (loadVector(arena, (1734784 +% ((((j270 *% 50176) +% ((ty271 *% 2) *% 1792)) +% (((tx272 *% 2) +% 1) *% 64)) +% (cv273 *% 8)))) + loadVector(arena, (1734784 +% ((((j270 *% 50176) +% (((ty271 *% 2) +% 1) *% 1792)) +% (((tx272 *% 2) +% 1) *% 64)) +% (cv273 *% 8)))))
-            let w280 = (loadVector(arena, (1734784 +% ((((j270 *% 50176) +% ((ty271 *% 2) *% 1792)) +% (((tx272 *% 2) +% 1) *% 64)) +% (cv273 *% 8)))) - loadVector(arena, (1734784 +% ((((j270 *% 50176) +% (((ty271 *% 2) +% 1) *% 1792)) +% (((tx272 *% 2) +% 1) *% 64)) +% (cv273 *% 8)))))
-            let w281 = (loadVector(arena, (1734784 +% ((((j270 *% 50176) +% (((ty271 *% 2) +% 1) *% 1792)) +% (((tx272 *% 2) +% 1) *% 64)) +% (cv273 *% 8)))) * Vector(repeating: Float(-1)))
-            let w282 = w274
-            let w283 = (w274 + w278)
-            let w284 = (w274 - w278)
-            let w285 = (w278 * Vector(repeating: Float(-1)))
-            let w286 = w275
-            let w287 = (w275 + w279)
-            let w288 = (w275 - w279)
-            let w289 = (w279 * Vector(repeating: Float(-1)))
-            let w290 = w276
-            let w291 = (w276 + w280)
-            let w292 = (w276 - w280)
-            let w293 = (w280 * Vector(repeating: Float(-1)))
-            let w294 = w277
-            let w295 = (w277 + w281)
-            let w296 = (w277 - w281)
-            let w297 = (w281 * Vector(repeating: Float(-1)))
-            storeVector(arena, ((1784960 +% ((((j270 *% 196) +% (ty271 *% 14)) +% tx272) *% 64)) +% (cv273 *% 8)), w282)
-            storeVector(arena, ((1797504 +% ((((j270 *% 196) +% (ty271 *% 14)) +% tx272) *% 64)) +% (cv273 *% 8)), w283)
-            storeVector(arena, ((1810048 +% ((((j270 *% 196) +% (ty271 *% 14)) +% tx272) *% 64)) +% (cv273 *% 8)), w284)
-            storeVector(arena, ((1822592 +% ((((j270 *% 196) +% (ty271 *% 14)) +% tx272) *% 64)) +% (cv273 *% 8)), w285)
-            storeVector(arena, ((1835136 +% ((((j270 *% 196) +% (ty271 *% 14)) +% tx272) *% 64)) +% (cv273 *% 8)), w286)
-            storeVector(arena, ((1847680 +% ((((j270 *% 196) +% (ty271 *% 14)) +% tx272) *% 64)) +% (cv273 *% 8)), w287)
-            storeVector(arena, ((1860224 +% ((((j270 *% 196) +% (ty271 *% 14)) +% tx272) *% 64)) +% (cv273 *% 8)), w288)
-            storeVector(arena, ((1872768 +% ((((j270 *% 196) +% (ty271 *% 14)) +% tx272) *% 64)) +% (cv273 *% 8)), w289)
-            storeVector(arena, ((1885312 +% ((((j270 *% 196) +% (ty271 *% 14)) +% tx272) *% 64)) +% (cv273 *% 8)), w290)
-            storeVector(arena, ((1897856 +% ((((j270 *% 196) +% (ty271 *% 14)) +% tx272) *% 64)) +% (cv273 *% 8)), w291)
-            storeVector(arena, ((1910400 +% ((((j270 *% 196) +% (ty271 *% 14)) +% tx272) *% 64)) +% (cv273 *% 8)), w292)
-            storeVector(arena, ((1922944 +% ((((j270 *% 196) +% (ty271 *% 14)) +% tx272) *% 64)) +% (cv273 *% 8)), w293)
-            storeVector(arena, ((1935488 +% ((((j270 *% 196) +% (ty271 *% 14)) +% tx272) *% 64)) +% (cv273 *% 8)), w294)
-            storeVector(arena, ((1948032 +% ((((j270 *% 196) +% (ty271 *% 14)) +% tx272) *% 64)) +% (cv273 *% 8)), w295)
-            storeVector(arena, ((1960576 +% ((((j270 *% 196) +% (ty271 *% 14)) +% tx272) *% 64)) +% (cv273 *% 8)), w296)
-            storeVector(arena, ((1973120 +% ((((j270 *% 196) +% (ty271 *% 14)) +% tx272) *% 64)) +% (cv273 *% 8)), w297)
-          }
-        }
-      }
-    }
-    for xi298 in 0..<16 {
-      sgemm(101, 112, 111, 32, 64, 196, 1, arena + (1634432 +% (xi298 *% 6272)), 32, arena + (1784960 +% (xi298 *% 12544)), 64, Float(bitPattern: 0x3f800000), arena + (1985664 +% (xi298 *% 2048)), 64)
-    }
-  }
-  do {  // scalar loops
-    for f299 in 0..<64 {
-      for c300 in 0..<32 {
-        var w301: Float = (((arena[((1985664 +% (c300 *% 64)) +% f299)] * Float(1)) + (arena[((1993856 +% (c300 *% 64)) +% f299)] * Float(bitPattern: 0x3f000000))) + (arena[((2002048 +% (c300 *% 64)) +% f299)] * Float(bitPattern: 0x3f000000)))
-        var w302: Float = ((arena[((1993856 +% (c300 *% 64)) +% f299)] - arena[((2002048 +% (c300 *% 64)) +% f299)]) * Float(bitPattern: 0x3f000000))
-        var w303: Float = (((arena[((1993856 +% (c300 *% 64)) +% f299)] * Float(bitPattern: 0x3f000000)) + (arena[((2002048 +% (c300 *% 64)) +% f299)] * Float(bitPattern: 0x3f000000))) + (arena[((2010240 +% (c300 *% 64)) +% f299)] * Float(1)))
-        var w304: Float = (((arena[((1987712 +% (c300 *% 64)) +% f299)] * Float(1)) + (arena[((1995904 +% (c300 *% 64)) +% f299)] * Float(bitPattern: 0x3f000000))) + (arena[((2004096 +% (c300 *% 64)) +% f299)] * Float(bitPattern: 0x3f000000)))
-        var w305: Float = ((arena[((1995904 +% (c300 *% 64)) +% f299)] - arena[((2004096 +% (c300 *% 64)) +% f299)]) * Float(bitPattern: 0x3f000000))
-        var w306: Float = (((arena[((1995904 +% (c300 *% 64)) +% f299)] * Float(bitPattern: 0x3f000000)) + (arena[((2004096 +% (c300 *% 64)) +% f299)] * Float(bitPattern: 0x3f000000))) + (arena[((2012288 +% (c300 *% 64)) +% f299)] * Float(1)))
-        var w307: Float = (((arena[((1989760 +% (c300 *% 64)) +% f299)] * Float(1)) + (arena[((1997952 +% (c300 *% 64)) +% f299)] * Float(bitPattern: 0x3f000000))) + (arena[((2006144 +% (c300 *% 64)) +% f299)] * Float(bitPattern: 0x3f000000)))
-        var w308: Float = ((arena[((1997952 +% (c300 *% 64)) +% f299)] - arena[((2006144 +% (c300 *% 64)) +% f299)]) * Float(bitPattern: 0x3f000000))
-        var w309: Float = (((arena[((1997952 +% (c300 *% 64)) +% f299)] * Float(bitPattern: 0x3f000000)) + (arena[((2006144 +% (c300 *% 64)) +% f299)] * Float(bitPattern: 0x3f000000))) + (arena[((2014336 +% (c300 *% 64)) +% f299)] * Float(1)))
-        var w310: Float = (((arena[((1991808 +% (c300 *% 64)) +% f299)] * Float(1)) + (arena[((2000000 +% (c300 *% 64)) +% f299)] * Float(bitPattern: 0x3f000000))) + (arena[((2008192 +% (c300 *% 64)) +% f299)] * Float(bitPattern: 0x3f000000)))
-        var w311: Float = ((arena[((2000000 +% (c300 *% 64)) +% f299)] - arena[((2008192 +% (c300 *% 64)) +% f299)]) * Float(bitPattern: 0x3f000000))
-        var w312: Float = (((arena[((2000000 +% (c300 *% 64)) +% f299)] * Float(bitPattern: 0x3f000000)) + (arena[((2008192 +% (c300 *% 64)) +% f299)] * Float(bitPattern: 0x3f000000))) + (arena[((2016384 +% (c300 *% 64)) +% f299)] * Float(1)))
-        var w313: Float = (((w301 * Float(1)) + (w304 * Float(bitPattern: 0x3f000000))) + (w307 * Float(bitPattern: 0x3f000000)))
-        var w314: Float = ((w304 - w307) * Float(bitPattern: 0x3f000000))
-        var w315: Float = (((w304 * Float(bitPattern: 0x3f000000)) + (w307 * Float(bitPattern: 0x3f000000))) + (w310 * Float(1)))
-        var w316: Float = (((w302 * Float(1)) + (w305 * Float(bitPattern: 0x3f000000))) + (w308 * Float(bitPattern: 0x3f000000)))
-        var w317: Float = ((w305 - w308) * Float(bitPattern: 0x3f000000))
-        var w318: Float = (((w305 * Float(bitPattern: 0x3f000000)) + (w308 * Float(bitPattern: 0x3f000000))) + (w311 * Float(1)))
-        var w319: Float = (((w303 * Float(1)) + (w306 * Float(bitPattern: 0x3f000000))) + (w309 * Float(bitPattern: 0x3f000000)))
-        var w320: Float = ((w306 - w309) * Float(bitPattern: 0x3f000000))
-        var w321: Float = (((w306 * Float(bitPattern: 0x3f000000)) + (w309 * Float(bitPattern: 0x3f000000))) + (w312 * Float(1)))
-        grads[(320 +% (((f299 *% 32) +% c300) *% 9))] = w313
-        grads[((320 +% (((f299 *% 32) +% c300) *% 9)) +% 1)] = w314
-        grads[((320 +% (((f299 *% 32) +% c300) *% 9)) +% 2)] = w315
-        grads[((320 +% (((f299 *% 32) +% c300) *% 9)) +% 3)] = w316
-        grads[((320 +% (((f299 *% 32) +% c300) *% 9)) +% 4)] = w317
-        grads[((320 +% (((f299 *% 32) +% c300) *% 9)) +% 5)] = w318
-        grads[((320 +% (((f299 *% 32) +% c300) *% 9)) +% 6)] = w319
-        grads[((320 +% (((f299 *% 32) +% c300) *% 9)) +% 7)] = w320
-        grads[((320 +% (((f299 *% 32) +% c300) *% 9)) +% 8)] = w321
-      }
-    }
-  }
-  // conv2_bias_grad = conv2d_grad_bias(conv2_grad)
-  for f322 in 0..<64 {
-    var acc323 = Vector()
-    for img324 in 0..<64 {
-      for i325 in 0..<98 {
-        acc323 = acc323.addingProduct(Vector(repeating: Float(1)), loadVector(arena, (((4031120 +% (img324 *% 50176)) +% (f322 *% 784)) +% (i325 *% 8))))
-      }
-    }
-    storeVector(arena, 1605632, acc323)
-    var sum326: Float = (arena[1605632] + arena[1605633])
-    var sum327: Float = (sum326 + arena[1605634])
-    var sum328: Float = (sum327 + arena[1605635])
-    var sum329: Float = (sum328 + arena[1605636])
-    var sum330: Float = (sum329 + arena[1605637])
-    var sum331: Float = (sum330 + arena[1605638])
-    var sum332: Float = (sum331 + arena[1605639])
-    grads[(18752 +% f322)] = sum332
-  }
-  // relu1_grad = conv2d_grad_input(conv2_grad, conv2.weight, conv1)
-  do {  // scalar loops
-    for ci333 in 0..<64 {
-      for co334 in 0..<32 {
-        var w335: Float = params[((320 +% (((ci333 *% 32) +% co334) *% 9)) +% 8)]
-        var w336: Float = (((params[((320 +% (((ci333 *% 32) +% co334) *% 9)) +% 8)] + params[((320 +% (((ci333 *% 32) +% co334) *% 9)) +% 5)]) + params[((320 +% (((ci333 *% 32) +% co334) *% 9)) +% 2)]) * Float(bitPattern: 0x3f000000))
-        var w337: Float = (((params[((320 +% (((ci333 *% 32) +% co334) *% 9)) +% 8)] + params[((320 +% (((ci333 *% 32) +% co334) *% 9)) +% 2)]) - params[((320 +% (((ci333 *% 32) +% co334) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
-        var w338: Float = params[((320 +% (((ci333 *% 32) +% co334) *% 9)) +% 2)]
-        var w339: Float = params[((320 +% (((ci333 *% 32) +% co334) *% 9)) +% 7)]
-        var w340: Float = (((params[((320 +% (((ci333 *% 32) +% co334) *% 9)) +% 7)] + params[((320 +% (((ci333 *% 32) +% co334) *% 9)) +% 4)]) + params[((320 +% (((ci333 *% 32) +% co334) *% 9)) +% 1)]) * Float(bitPattern: 0x3f000000))
-        var w341: Float = (((params[((320 +% (((ci333 *% 32) +% co334) *% 9)) +% 7)] + params[((320 +% (((ci333 *% 32) +% co334) *% 9)) +% 1)]) - params[((320 +% (((ci333 *% 32) +% co334) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
-        var w342: Float = params[((320 +% (((ci333 *% 32) +% co334) *% 9)) +% 1)]
-        var w343: Float = params[((320 +% (((ci333 *% 32) +% co334) *% 9)) +% 6)]
-        var w344: Float = (((params[((320 +% (((ci333 *% 32) +% co334) *% 9)) +% 6)] + params[((320 +% (((ci333 *% 32) +% co334) *% 9)) +% 3)]) + params[(320 +% (((ci333 *% 32) +% co334) *% 9))]) * Float(bitPattern: 0x3f000000))
-        var w345: Float = (((params[((320 +% (((ci333 *% 32) +% co334) *% 9)) +% 6)] + params[(320 +% (((ci333 *% 32) +% co334) *% 9))]) - params[((320 +% (((ci333 *% 32) +% co334) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
-        var w346: Float = params[(320 +% (((ci333 *% 32) +% co334) *% 9))]
-        var w347: Float = w335
-        var w348: Float = (((w335 + w339) + w343) * Float(bitPattern: 0x3f000000))
-        var w349: Float = (((w335 + w343) - w339) * Float(bitPattern: 0x3f000000))
-        var w350: Float = w343
-        var w351: Float = w336
-        var w352: Float = (((w336 + w340) + w344) * Float(bitPattern: 0x3f000000))
-        var w353: Float = (((w336 + w344) - w340) * Float(bitPattern: 0x3f000000))
-        var w354: Float = w344
-        var w355: Float = w337
-        var w356: Float = (((w337 + w341) + w345) * Float(bitPattern: 0x3f000000))
-        var w357: Float = (((w337 + w345) - w341) * Float(bitPattern: 0x3f000000))
-        var w358: Float = w345
-        var w359: Float = w338
-        var w360: Float = (((w338 + w342) + w346) * Float(bitPattern: 0x3f000000))
-        var w361: Float = (((w338 + w346) - w342) * Float(bitPattern: 0x3f000000))
-        var w362: Float = w346
-        arena[((3228304 +% (ci333 *% 32)) +% co334)] = w347
-        arena[((3230352 +% (ci333 *% 32)) +% co334)] = w348
-        arena[((3232400 +% (ci333 *% 32)) +% co334)] = w349
-        arena[((3234448 +% (ci333 *% 32)) +% co334)] = w350
-        arena[((3236496 +% (ci333 *% 32)) +% co334)] = w351
-        arena[((3238544 +% (ci333 *% 32)) +% co334)] = w352
-        arena[((3240592 +% (ci333 *% 32)) +% co334)] = w353
-        arena[((3242640 +% (ci333 *% 32)) +% co334)] = w354
-        arena[((3244688 +% (ci333 *% 32)) +% co334)] = w355
-        arena[((3246736 +% (ci333 *% 32)) +% co334)] = w356
-        arena[((3248784 +% (ci333 *% 32)) +% co334)] = w357
-        arena[((3250832 +% (ci333 *% 32)) +% co334)] = w358
-        arena[((3252880 +% (ci333 *% 32)) +% co334)] = w359
-        arena[((3254928 +% (ci333 *% 32)) +% co334)] = w360
-        arena[((3256976 +% (ci333 *% 32)) +% co334)] = w361
-        arena[((3259024 +% (ci333 *% 32)) +% co334)] = w362
-      }
-    }
-  }
-  for i363 in 0..<7200 {
-    storeVector(arena, ((i363 *% 8) +% 3261072), Vector(repeating: Float(0)))
-  }
-  for g364 in 0..<64 {
-    for j365 in 0..<1 {
-      for c366 in 0..<64 {
-        for iy367 in 0..<28 {
-          for ix368 in 0..<28 {
-            arena[(3261072 +% ((((j365 *% 57600) +% ((iy367 +% 1) *% 1920)) +% ((ix368 +% 1) *% 64)) +% c366))] = arena[((((4031120 +% ((g364 +% j365) *% 50176)) +% (c366 *% 784)) +% (iy367 *% 28)) +% ix368)]
-          }
-        }
-      }
-    }
-    for j369 in 0..<1 {
-      for ty370 in 0..<14 {
-        for tx371 in 0..<14 {
-          for cv372 in 0..<8 {
-            let w373 = (loadVector(arena, (3261072 +% ((((j369 *% 57600) +% ((ty370 *% 2) *% 1920)) +% ((tx371 *% 2) *% 64)) +% (cv372 *% 8)))) - loadVector(arena, (3261072 +% ((((j369 *% 57600) +% (((ty370 *% 2) +% 2) *% 1920)) +% ((tx371 *% 2) *% 64)) +% (cv372 *% 8)))))
-            let w374 = (loadVector(arena, (3261072 +% ((((j369 *% 57600) +% (((ty370 *% 2) +% 1) *% 1920)) +% ((tx371 *% 2) *% 64)) +% (cv372 *% 8)))) + loadVector(arena, (3261072 +% ((((j369 *% 57600) +% (((ty370 *% 2) +% 2) *% 1920)) +% ((tx371 *% 2) *% 64)) +% (cv372 *% 8)))))
-            let w375 = (loadVector(arena, (3261072 +% ((((j369 *% 57600) +% (((ty370 *% 2) +% 2) *% 1920)) +% ((tx371 *% 2) *% 64)) +% (cv372 *% 8)))) - loadVector(arena, (3261072 +% ((((j369 *% 57600) +% (((ty370 *% 2) +% 1) *% 1920)) +% ((tx371 *% 2) *% 64)) +% (cv372 *% 8)))))
-            let w376 = (loadVector(arena, (3261072 +% ((((j369 *% 57600) +% (((ty370 *% 2) +% 1) *% 1920)) +% ((tx371 *% 2) *% 64)) +% (cv372 *% 8)))) - loadVector(arena, (3261072 +% ((((j369 *% 57600) +% (((ty370 *% 2) +% 3) *% 1920)) +% ((tx371 *% 2) *% 64)) +% (cv372 *% 8)))))
-            let w377 = (loadVector(arena, (3261072 +% ((((j369 *% 57600) +% ((ty370 *% 2) *% 1920)) +% (((tx371 *% 2) +% 1) *% 64)) +% (cv372 *% 8)))) - loadVector(arena, (3261072 +% ((((j369 *% 57600) +% (((ty370 *% 2) +% 2) *% 1920)) +% (((tx371 *% 2) +% 1) *% 64)) +% (cv372 *% 8)))))
-            let w378 = (loadVector(arena, (3261072 +% ((((j369 *% 57600) +% (((ty370 *% 2) +% 1) *% 1920)) +% (((tx371 *% 2) +% 1) *% 64)) +% (cv372 *% 8)))) + loadVector(arena, (3261072 +% ((((j369 *% 57600) +% (((ty370 *% 2) +% 2) *% 1920)) +% (((tx371 *% 2) +% 1) *% 64)) +% (cv372 *% 8)))))
-            let w379 = (loadVector(arena, (3261072 +% ((((j369 *% 57600) +% (((ty370 *% 2) +% 2) *% 1920)) +% (((tx371 *% 2) +% 1) *% 64)) +% (cv372 *% 8)))) - loadVector(arena, (3261072 +% ((((j369 *% 57600) +% (((ty370 *% 2) +% 1) *% 1920)) +% (((tx371 *% 2) +% 1) *% 64)) +% (cv372 *% 8)))))
-            let w380 = (loadVector(arena, (3261072 +% ((((j369 *% 57600) +% (((ty370 *% 2) +% 1) *% 1920)) +% (((tx371 *% 2) +% 1) *% 64)) +% (cv372 *% 8)))) - loadVector(arena, (3261072 +% ((((j369 *% 57600) +% (((ty370 *% 2) +% 3) *% 1920)) +% (((tx371 *% 2) +% 1) *% 64)) +% (cv372 *% 8)))))
-            let w381 = (loadVector(arena, (3261072 +% ((((j369 *% 57600) +% ((ty370 *% 2) *% 1920)) +% (((tx371 *% 2) +% 2) *% 64)) +% (cv372 *% 8)))) - loadVector(arena, (3261072 +% ((((j369 *% 57600) +% (((ty370 *% 2) +% 2) *% 1920)) +% (((tx371 *% 2) +% 2) *% 64)) +% (cv372 *% 8)))))
-            let w382 = (loadVector(arena, (3261072 +% ((((j369 *% 57600) +% (((ty370 *% 2) +% 1) *% 1920)) +% (((tx371 *% 2) +% 2) *% 64)) +% (cv372 *% 8)))) + loadVector(arena, (3261072 +% ((((j369 *% 57600) +% (((ty370 *% 2) +% 2) *% 1920)) +% (((tx371 *% 2) +% 2) *% 64)) +% (cv372 *% 8)))))
-            let w383 = (loadVector(arena, (3261072 +% ((((j369 *% 57600) +% (((ty370 *% 2) +% 2) *% 1920)) +% (((tx371 *% 2) +% 2) *% 64)) +% (cv372 *% 8)))) - loadVector(arena, (3261072 +% ((((j369 *% 57600) +% (((ty370 *% 2) +% 1) *% 1920)) +% (((tx371 *% 2) +% 2) *% 64)) +% (cv372 *% 8)))))
-            let w384 = (loadVector(arena, (3261072 +% ((((j369 *% 57600) +% (((ty370 *% 2) +% 1) *% 1920)) +% (((tx371 *% 2) +% 2) *% 64)) +% (cv372 *% 8)))) - loadVector(arena, (3261072 +% ((((j369 *% 57600) +% (((ty370 *% 2) +% 3) *% 1920)) +% (((tx371 *% 2) +% 2) *% 64)) +% (cv372 *% 8)))))
-            let w385 = (loadVector(arena, (3261072 +% ((((j369 *% 57600) +% ((ty370 *% 2) *% 1920)) +% (((tx371 *% 2) +% 3) *% 64)) +% (cv372 *% 8)))) - loadVector(arena, (3261072 +% ((((j369 *% 57600) +% (((ty370 *% 2) +% 2) *% 1920)) +% (((tx371 *% 2) +% 3) *% 64)) +% (cv372 *% 8)))))
-            let w386 = (loadVector(arena, (3261072 +% ((((j369 *% 57600) +% (((ty370 *% 2) +% 1) *% 1920)) +% (((tx371 *% 2) +% 3) *% 64)) +% (cv372 *% 8)))) + loadVector(arena, (3261072 +% ((((j369 *% 57600) +% (((ty370 *% 2) +% 2) *% 1920)) +% (((tx371 *% 2) +% 3) *% 64)) +% (cv372 *% 8)))))
-            let w387 = (loadVector(arena, (3261072 +% ((((j369 *% 57600) +% (((ty370 *% 2) +% 2) *% 1920)) +% (((tx371 *% 2) +% 3) *% 64)) +% (cv372 *% 8)))) - loadVector(arena, (3261072 +% ((((j369 *% 57600) +% (((ty370 *% 2) +% 1) *% 1920)) +% (((tx371 *% 2) +% 3) *% 64)) +% (cv372 *% 8)))))
-            let w388 = (loadVector(arena, (3261072 +% ((((j369 *% 57600) +% (((ty370 *% 2) +% 1) *% 1920)) +% (((tx371 *% 2) +% 3) *% 64)) +% (cv372 *% 8)))) - loadVector(arena, (3261072 +% ((((j369 *% 57600) +% (((ty370 *% 2) +% 3) *% 1920)) +% (((tx371 *% 2) +% 3) *% 64)) +% (cv372 *% 8)))))
-            let w389 = (w373 - w381)
-            let w390 = (w377 + w381)
-            let w391 = (w381 - w377)
-            let w392 = (w377 - w385)
-            let w393 = (w374 - w382)
-            let w394 = (w378 + w382)
-            let w395 = (w382 - w378)
-            let w396 = (w378 - w386)
-            let w397 = (w375 - w383)
-            let w398 = (w379 + w383)
-            let w399 = (w383 - w379)
-            let w400 = (w379 - w387)
-            let w401 = (w376 - w384)
-            let w402 = (w380 + w384)
-            let w403 = (w384 - w380)
-            let w404 = (w380 - w388)
-            storeVector(arena, ((3318672 +% ((((j369 *% 196) +% (ty370 *% 14)) +% tx371) *% 64)) +% (cv372 *% 8)), w389)
-            storeVector(arena, ((3331216 +% ((((j369 *% 196) +% (ty370 *% 14)) +% tx371) *% 64)) +% (cv372 *% 8)), w390)
-            storeVector(arena, ((3343760 +% ((((j369 *% 196) +% (ty370 *% 14)) +% tx371) *% 64)) +% (cv372 *% 8)), w391)
-            storeVector(arena, ((3356304 +% ((((j369 *% 196) +% (ty370 *% 14)) +% tx371) *% 64)) +% (cv372 *% 8)), w392)
-            storeVector(arena, ((3368848 +% ((((j369 *% 196) +% (ty370 *% 14)) +% tx371) *% 64)) +% (cv372 *% 8)), w393)
-            storeVector(arena, ((3381392 +% ((((j369 *% 196) +% (ty370 *% 14)) +% tx371) *% 64)) +% (cv372 *% 8)), w394)
-            storeVector(arena, ((3393936 +% ((((j369 *% 196) +% (ty370 *% 14)) +% tx371) *% 64)) +% (cv372 *% 8)), w395)
-            storeVector(arena, ((3406480 +% ((((j369 *% 196) +% (ty370 *% 14)) +% tx371) *% 64)) +% (cv372 *% 8)), w396)
-            storeVector(arena, ((3419024 +% ((((j369 *% 196) +% (ty370 *% 14)) +% tx371) *% 64)) +% (cv372 *% 8)), w397)
-            storeVector(arena, ((3431568 +% ((((j369 *% 196) +% (ty370 *% 14)) +% tx371) *% 64)) +% (cv372 *% 8)), w398)
-            storeVector(arena, ((3444112 +% ((((j369 *% 196) +% (ty370 *% 14)) +% tx371) *% 64)) +% (cv372 *% 8)), w399)
-            storeVector(arena, ((3456656 +% ((((j369 *% 196) +% (ty370 *% 14)) +% tx371) *% 64)) +% (cv372 *% 8)), w400)
-            storeVector(arena, ((3469200 +% ((((j369 *% 196) +% (ty370 *% 14)) +% tx371) *% 64)) +% (cv372 *% 8)), w401)
-            storeVector(arena, ((3481744 +% ((((j369 *% 196) +% (ty370 *% 14)) +% tx371) *% 64)) +% (cv372 *% 8)), w402)
-            storeVector(arena, ((3494288 +% ((((j369 *% 196) +% (ty370 *% 14)) +% tx371) *% 64)) +% (cv372 *% 8)), w403)
-            storeVector(arena, ((3506832 +% ((((j369 *% 196) +% (ty370 *% 14)) +% tx371) *% 64)) +% (cv372 *% 8)), w404)
-          }
-        }
-      }
-    }
-    for xi405 in 0..<16 {
-      do {  // gemm412
-        for nb406 in 0..<2 {
-          for mb407 in 0..<32 {
-            var t408_c0_0 = Vector()
-            var t408_c0_1 = Vector()
-            var t408_c1_0 = Vector()
-            var t408_c1_1 = Vector()
-            var t408_c2_0 = Vector()
-            var t408_c2_1 = Vector()
-            var t408_c3_0 = Vector()
-            var t408_c3_1 = Vector()
-            var t408_c4_0 = Vector()
-            var t408_c4_1 = Vector()
-            var t408_c5_0 = Vector()
-            var t408_c5_1 = Vector()
-            for k409 in 0..<64 {
-              let t408_b0 = loadVector(arena, (((3228304 +% (xi405 *% 2048)) +% (k409 *% 32)) +% (nb406 *% 16)))
-              let t408_b1 = loadVector(arena, ((((3228304 +% (xi405 *% 2048)) +% (k409 *% 32)) +% (nb406 *% 16)) +% 8))
-              let t408_a0 = Vector(repeating: arena[(((3318672 +% (xi405 *% 12544)) +% ((mb407 *% 6) *% 64)) +% k409)])
-              t408_c0_0 = t408_c0_0.addingProduct(t408_a0, t408_b0)
-              t408_c0_1 = t408_c0_1.addingProduct(t408_a0, t408_b1)
-              let t408_a1 = Vector(repeating: arena[(((3318672 +% (xi405 *% 12544)) +% (((mb407 *% 6) +% 1) *% 64)) +% k409)])
-              t408_c1_0 = t408_c1_0.addingProduct(t408_a1, t408_b0)
-              t408_c1_1 = t408_c1_1.addingProduct(t408_a1, t408_b1)
-              let t408_a2 = Vector(repeating: arena[(((3318672 +% (xi405 *% 12544)) +% (((mb407 *% 6) +% 2) *% 64)) +% k409)])
-              t408_c2_0 = t408_c2_0.addingProduct(t408_a2, t408_b0)
-              t408_c2_1 = t408_c2_1.addingProduct(t408_a2, t408_b1)
-              let t408_a3 = Vector(repeating: arena[(((3318672 +% (xi405 *% 12544)) +% (((mb407 *% 6) +% 3) *% 64)) +% k409)])
-              t408_c3_0 = t408_c3_0.addingProduct(t408_a3, t408_b0)
-              t408_c3_1 = t408_c3_1.addingProduct(t408_a3, t408_b1)
-              let t408_a4 = Vector(repeating: arena[(((3318672 +% (xi405 *% 12544)) +% (((mb407 *% 6) +% 4) *% 64)) +% k409)])
-              t408_c4_0 = t408_c4_0.addingProduct(t408_a4, t408_b0)
-              t408_c4_1 = t408_c4_1.addingProduct(t408_a4, t408_b1)
-              let t408_a5 = Vector(repeating: arena[(((3318672 +% (xi405 *% 12544)) +% (((mb407 *% 6) +% 5) *% 64)) +% k409)])
-              t408_c5_0 = t408_c5_0.addingProduct(t408_a5, t408_b0)
-              t408_c5_1 = t408_c5_1.addingProduct(t408_a5, t408_b1)
-            }
-            storeVector(arena, (((3519376 +% (xi405 *% 6272)) +% ((mb407 *% 6) *% 32)) +% (nb406 *% 16)), t408_c0_0)
-            storeVector(arena, ((((3519376 +% (xi405 *% 6272)) +% ((mb407 *% 6) *% 32)) +% (nb406 *% 16)) +% 8), t408_c0_1)
-            storeVector(arena, (((3519376 +% (xi405 *% 6272)) +% (((mb407 *% 6) +% 1) *% 32)) +% (nb406 *% 16)), t408_c1_0)
-            storeVector(arena, ((((3519376 +% (xi405 *% 6272)) +% (((mb407 *% 6) +% 1) *% 32)) +% (nb406 *% 16)) +% 8), t408_c1_1)
-            storeVector(arena, (((3519376 +% (xi405 *% 6272)) +% (((mb407 *% 6) +% 2) *% 32)) +% (nb406 *% 16)), t408_c2_0)
-            storeVector(arena, ((((3519376 +% (xi405 *% 6272)) +% (((mb407 *% 6) +% 2) *% 32)) +% (nb406 *% 16)) +% 8), t408_c2_1)
-            storeVector(arena, (((3519376 +% (xi405 *% 6272)) +% (((mb407 *% 6) +% 3) *% 32)) +% (nb406 *% 16)), t408_c3_0)
-            storeVector(arena, ((((3519376 +% (xi405 *% 6272)) +% (((mb407 *% 6) +% 3) *% 32)) +% (nb406 *% 16)) +% 8), t408_c3_1)
-            storeVector(arena, (((3519376 +% (xi405 *% 6272)) +% (((mb407 *% 6) +% 4) *% 32)) +% (nb406 *% 16)), t408_c4_0)
-            storeVector(arena, ((((3519376 +% (xi405 *% 6272)) +% (((mb407 *% 6) +% 4) *% 32)) +% (nb406 *% 16)) +% 8), t408_c4_1)
-            storeVector(arena, (((3519376 +% (xi405 *% 6272)) +% (((mb407 *% 6) +% 5) *% 32)) +% (nb406 *% 16)), t408_c5_0)
-            storeVector(arena, ((((3519376 +% (xi405 *% 6272)) +% (((mb407 *% 6) +% 5) *% 32)) +% (nb406 *% 16)) +% 8), t408_c5_1)
-          }
-          var t410_c0_0 = Vector()
-          var t410_c0_1 = Vector()
-          var t410_c1_0 = Vector()
-          var t410_c1_1 = Vector()
-          var t410_c2_0 = Vector()
-          var t410_c2_1 = Vector()
-          var t410_c3_0 = Vector()
-          var t410_c3_1 = Vector()
-          for k411 in 0..<64 {
-            let t410_b0 = loadVector(arena, (((3228304 +% (xi405 *% 2048)) +% (k411 *% 32)) +% (nb406 *% 16)))
-            let t410_b1 = loadVector(arena, ((((3228304 +% (xi405 *% 2048)) +% (k411 *% 32)) +% (nb406 *% 16)) +% 8))
-            let t410_a0 = Vector(repeating: arena[(((3318672 +% (xi405 *% 12544)) +% 12288) +% k411)])
-            t410_c0_0 = t410_c0_0.addingProduct(t410_a0, t410_b0)
-            t410_c0_1 = t410_c0_1.addingProduct(t410_a0, t410_b1)
-            let t410_a1 = Vector(repeating: arena[(((3318672 +% (xi405 *% 12544)) +% 12352) +% k411)])
-            t410_c1_0 = t410_c1_0.addingProduct(t410_a1, t410_b0)
-            t410_c1_1 = t410_c1_1.addingProduct(t410_a1, t410_b1)
-            let t410_a2 = Vector(repeating: arena[(((3318672 +% (xi405 *% 12544)) +% 12416) +% k411)])
-            t410_c2_0 = t410_c2_0.addingProduct(t410_a2, t410_b0)
-            t410_c2_1 = t410_c2_1.addingProduct(t410_a2, t410_b1)
-            let t410_a3 = Vector(repeating: arena[(((3318672 +% (xi405 *% 12544)) +% 12480) +% k411)])
-            t410_c3_0 = t410_c3_0.addingProduct(t410_a3, t410_b0)
-            t410_c3_1 = t410_c3_1.addingProduct(t410_a3, t410_b1)
-          }
-          storeVector(arena, (((3519376 +% (xi405 *% 6272)) +% 6144) +% (nb406 *% 16)), t410_c0_0)
-          storeVector(arena, ((((3519376 +% (xi405 *% 6272)) +% 6144) +% (nb406 *% 16)) +% 8), t410_c0_1)
-          storeVector(arena, (((3519376 +% (xi405 *% 6272)) +% 6176) +% (nb406 *% 16)), t410_c1_0)
-          storeVector(arena, ((((3519376 +% (xi405 *% 6272)) +% 6176) +% (nb406 *% 16)) +% 8), t410_c1_1)
-          storeVector(arena, (((3519376 +% (xi405 *% 6272)) +% 6208) +% (nb406 *% 16)), t410_c2_0)
-          storeVector(arena, ((((3519376 +% (xi405 *% 6272)) +% 6208) +% (nb406 *% 16)) +% 8), t410_c2_1)
-          storeVector(arena, (((3519376 +% (xi405 *% 6272)) +% 6240) +% (nb406 *% 16)), t410_c3_0)
-          storeVector(arena, ((((3519376 +% (xi405 *% 6272)) +% 6240) +% (nb406 *% 16)) +% 8), t410_c3_1)
-        }
-      }
-    }
-    for j413 in 0..<1 {
-      for ty414 in 0..<14 {
-        for tx415 in 0..<14 {
-          for cv416 in 0..<4 {
-            let w417 = ((loadVector(arena, ((3519376 +% ((((j413 *% 196) +% (ty414 *% 14)) +% tx415) *% 32)) +% (cv416 *% 8))) + loadVector(arena, ((3544464 +% ((((j413 *% 196) +% (ty414 *% 14)) +% tx415) *% 32)) +% (cv416 *% 8)))) + loadVector(arena, ((3569552 +% ((((j413 *% 196) +% (ty414 *% 14)) +% tx415) *% 32)) +% (cv416 *% 8))))
-            let w418 = ((loadVector(arena, ((3544464 +% ((((j413 *% 196) +% (ty414 *% 14)) +% tx415) *% 32)) +% (cv416 *% 8))) - loadVector(arena, ((3569552 +% ((((j413 *% 196) +% (ty414 *% 14)) +% tx415) *% 32)) +% (cv416 *% 8)))) - loadVector(arena, ((3594640 +% ((((j413 *% 196) +% (ty414 *% 14)) +% tx415) *% 32)) +% (cv416 *% 8))))
-            let w419 = ((loadVector(arena, ((3525648 +% ((((j413 *% 196) +% (ty414 *% 14)) +% tx415) *% 32)) +% (cv416 *% 8))) + loadVector(arena, ((3550736 +% ((((j413 *% 196) +% (ty414 *% 14)) +% tx415) *% 32)) +% (cv416 *% 8)))) + loadVector(arena, ((3575824 +% ((((j413 *% 196) +% (ty414 *% 14)) +% tx415) *% 32)) +% (cv416 *% 8))))
-            let w420 = ((loadVector(arena, ((3550736 +% ((((j413 *% 196) +% (ty414 *% 14)) +% tx415) *% 32)) +% (cv416 *% 8))) - loadVector(arena, ((3575824 +% ((((j413 *% 196) +% (ty414 *% 14)) +% tx415) *% 32)) +% (cv416 *% 8)))) - loadVector(arena, ((3600912 +% ((((j413 *% 196) +% (ty414 *% 14)) +% tx415) *% 32)) +% (cv416 *% 8))))
-            let w421 = ((loadVector(arena, ((3531920 +% ((((j413 *% 196) +% (ty414 *% 14)) +% tx415) *% 32)) +% (cv416 *% 8))) + loadVector(arena, ((3557008 +% ((((j413 *% 196) +% (ty414 *% 14)) +% tx415) *% 32)) +% (cv416 *% 8)))) + loadVector(arena, ((3582096 +% ((((j413 *% 196) +% (ty414 *% 14)) +% tx415) *% 32)) +% (cv416 *% 8))))
-            let w422 = ((loadVector(arena, ((3557008 +% ((((j413 *% 196) +% (ty414 *% 14)) +% tx415) *% 32)) +% (cv416 *% 8))) - loadVector(arena, ((3582096 +% ((((j413 *% 196) +% (ty414 *% 14)) +% tx415) *% 32)) +% (cv416 *% 8)))) - loadVector(arena, ((3607184 +% ((((j413 *% 196) +% (ty414 *% 14)) +% tx415) *% 32)) +% (cv416 *% 8))))
-            let w423 = ((loadVector(arena, ((3538192 +% ((((j413 *% 196) +% (ty414 *% 14)) +% tx415) *% 32)) +% (cv416 *% 8))) + loadVector(arena, ((3563280 +% ((((j413 *% 196) +% (ty414 *% 14)) +% tx415) *% 32)) +% (cv416 *% 8)))) + loadVector(arena, ((3588368 +% ((((j413 *% 196) +% (ty414 *% 14)) +% tx415) *% 32)) +% (cv416 *% 8))))
-            let w424 = ((loadVector(arena, ((3563280 +% ((((j413 *% 196) +% (ty414 *% 14)) +% tx415) *% 32)) +% (cv416 *% 8))) - loadVector(arena, ((3588368 +% ((((j413 *% 196) +% (ty414 *% 14)) +% tx415) *% 32)) +% (cv416 *% 8)))) - loadVector(arena, ((3613456 +% ((((j413 *% 196) +% (ty414 *% 14)) +% tx415) *% 32)) +% (cv416 *% 8))))
-            let w425 = ((w417 + w419) + w421)
-            let w426 = ((w419 - w421) - w423)
-            let w427 = ((w418 + w420) + w422)
-            let w428 = ((w420 - w422) - w424)
-            storeVector(arena, ((3619728 +% (((((j413 *% 28) +% (ty414 *% 2)) *% 28) +% (tx415 *% 2)) *% 32)) +% (cv416 *% 8)), w425)
-            storeVector(arena, ((3619728 +% ((((((j413 *% 28) +% (ty414 *% 2)) *% 28) +% (tx415 *% 2)) +% 1) *% 32)) +% (cv416 *% 8)), w426)
-            storeVector(arena, ((3619728 +% ((((((j413 *% 28) +% (ty414 *% 2)) +% 1) *% 28) +% (tx415 *% 2)) *% 32)) +% (cv416 *% 8)), w427)
-            storeVector(arena, ((3619728 +% (((((((j413 *% 28) +% (ty414 *% 2)) +% 1) *% 28) +% (tx415 *% 2)) +% 1) *% 32)) +% (cv416 *% 8)), w428)
-          }
-        }
-      }
-    }
-    for j429 in 0..<1 {
-      for c430 in 0..<32 {
-        for q431 in 0..<784 {
-          arena[(((1605632 +% ((g364 +% j429) *% 25088)) +% (c430 *% 784)) +% q431)] = arena[((3619728 +% (((j429 *% 784) +% q431) *% 32)) +% c430)]
-        }
-      }
-    }
-  }
-  // conv1_grad = relu_grad(relu1_grad, conv1)
-  for i432 in 0..<200704 {
-    storeVector(arena, ((i432 *% 8) +% 3228304), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i432 *% 8) +% 1605632)), where: loadVector(arena, (i432 *% 8)) .> Vector(repeating: Float(0))))
-  }
-  // conv1_weight_grad = conv2d_grad_weight(conv1_grad, image)
-  for i433 in 0..<36 {
-    storeVector(arena, ((i433 *% 8) +% 514448), Vector(repeating: Float(0)))
-  }
-  for i434 in 0..<1800 {
-    storeVector(arena, ((i434 *% 8) +% 514736), Vector(repeating: Float(0)))
-  }
-  for g435 in 0..<4 {
-    do {  // scalar loops
-      for j436 in 0..<16 {
-        for c437 in 0..<1 {
-          for qy438 in 0..<28 {
-            for cv439 in 0..<3 {
-              storeVector(arena, (514736 +% ((((j436 +% c437) *% 900) +% ((qy438 +% 1) *% 30)) +% (1 +% (cv439 *% 8)))), loadVector(images, (((((((g435 *% 16) +% j436) *% 784) +% (c437 *% 784)) +% (((qy438 +% 1) +% -1) *% 28)) +% (1 +% (cv439 *% 8))) +% -1)))
-            }
-            storePartial(arena, (514736 +% ((((j436 +% c437) *% 900) +% ((qy438 +% 1) *% 30)) +% 25)), loadPartial(images, (((((((g435 *% 16) +% j436) *% 784) +% (c437 *% 784)) +% (((qy438 +% 1) +% -1) *% 28)) +% 25) +% -1), 4), 4)
-          }
-        }
-      }
-      for j440 in 0..<16 {
-        for c441 in 0..<1 {
-          for ky442 in 0..<3 {
-            for kx443 in 0..<3 {
-              for wy444 in 0..<1 {
-                for wx445 in 0..<1 {
-                  for py446 in 0..<28 {
-                    for cv447 in 0..<3 {
-                      storeVector(arena, (((((((((c441 *% 3) +% ky442) *% 3) +% kx443) *% 12560) +% (j440 *% 784)) +% ((wy444 +% wx445) *% 784)) +% (py446 *% 28)) +% (cv447 *% 8)), loadVector(arena, (514736 +% ((((((j440 +% c441) +% ((wy444 +% ky442) % 1)) +% ((wx445 +% kx443) % 1)) *% 900) +% ((py446 +% ((wy444 +% ky442) / 1)) *% 30)) +% ((cv447 *% 8) +% ((wx445 +% kx443) / 1))))))
-                    }
-                    storePartial(arena, (((((((((c441 *% 3) +% ky442) *% 3) +% kx443) *% 12560) +% (j440 *% 784)) +% ((wy444 +% wx445) *% 784)) +% (py446 *% 28)) +% 24), loadPartial(arena, (514736 +% ((((((j440 +% c441) +% ((wy444 +% ky442) % 1)) +% ((wx445 +% kx443) % 1)) *% 900) +% ((py446 +% ((wy444 +% ky442) / 1)) *% 30)) +% (24 +% ((wx445 +% kx443) / 1)))), 4), 4)
-                  }
-                }
-              }
-            }
-          }
-        }
-      }
-    }
-    for j448 in 0..<16 {
-      for i449 in 0..<784 {
-        for f450 in 0..<32 {
-          arena[((113040 +% (((j448 *% 784) +% i449) *% 32)) +% f450)] = arena[(((3228304 +% (((g435 *% 16) +% j448) *% 25088)) +% (f450 *% 784)) +% i449)]
-        }
-      }
-    }
-    do {  // gemm458
-      for kp451 in 0..<7 {
-        for nb452 in 0..<2 {
-          for mb453 in 0..<1 {
-            var t454_c0_0 = loadVector(arena, ((514448 +% ((mb453 *% 5) *% 32)) +% (nb452 *% 16)))
-            var t454_c0_1 = loadVector(arena, (((514448 +% ((mb453 *% 5) *% 32)) +% (nb452 *% 16)) +% 8))
-            var t454_c1_0 = loadVector(arena, ((514448 +% (((mb453 *% 5) +% 1) *% 32)) +% (nb452 *% 16)))
-            var t454_c1_1 = loadVector(arena, (((514448 +% (((mb453 *% 5) +% 1) *% 32)) +% (nb452 *% 16)) +% 8))
-            var t454_c2_0 = loadVector(arena, ((514448 +% (((mb453 *% 5) +% 2) *% 32)) +% (nb452 *% 16)))
-            var t454_c2_1 = loadVector(arena, (((514448 +% (((mb453 *% 5) +% 2) *% 32)) +% (nb452 *% 16)) +% 8))
-            var t454_c3_0 = loadVector(arena, ((514448 +% (((mb453 *% 5) +% 3) *% 32)) +% (nb452 *% 16)))
-            var t454_c3_1 = loadVector(arena, (((514448 +% (((mb453 *% 5) +% 3) *% 32)) +% (nb452 *% 16)) +% 8))
-            var t454_c4_0 = loadVector(arena, ((514448 +% (((mb453 *% 5) +% 4) *% 32)) +% (nb452 *% 16)))
-            var t454_c4_1 = loadVector(arena, (((514448 +% (((mb453 *% 5) +% 4) *% 32)) +% (nb452 *% 16)) +% 8))
-            for k455 in 0..<1792 {
-              let t454_b0 = loadVector(arena, ((113040 +% ((k455 +% (kp451 *% 1792)) *% 32)) +% (nb452 *% 16)))
-              let t454_b1 = loadVector(arena, (((113040 +% ((k455 +% (kp451 *% 1792)) *% 32)) +% (nb452 *% 16)) +% 8))
-              let t454_a0 = Vector(repeating: arena[(((mb453 *% 5) *% 12560) +% (k455 +% (kp451 *% 1792)))])
-              t454_c0_0 = t454_c0_0.addingProduct(t454_a0, t454_b0)
-              t454_c0_1 = t454_c0_1.addingProduct(t454_a0, t454_b1)
-              let t454_a1 = Vector(repeating: arena[((((mb453 *% 5) +% 1) *% 12560) +% (k455 +% (kp451 *% 1792)))])
-              t454_c1_0 = t454_c1_0.addingProduct(t454_a1, t454_b0)
-              t454_c1_1 = t454_c1_1.addingProduct(t454_a1, t454_b1)
-              let t454_a2 = Vector(repeating: arena[((((mb453 *% 5) +% 2) *% 12560) +% (k455 +% (kp451 *% 1792)))])
-              t454_c2_0 = t454_c2_0.addingProduct(t454_a2, t454_b0)
-              t454_c2_1 = t454_c2_1.addingProduct(t454_a2, t454_b1)
-              let t454_a3 = Vector(repeating: arena[((((mb453 *% 5) +% 3) *% 12560) +% (k455 +% (kp451 *% 1792)))])
-              t454_c3_0 = t454_c3_0.addingProduct(t454_a3, t454_b0)
-              t454_c3_1 = t454_c3_1.addingProduct(t454_a3, t454_b1)
-              let t454_a4 = Vector(repeating: arena[((((mb453 *% 5) +% 4) *% 12560) +% (k455 +% (kp451 *% 1792)))])
-              t454_c4_0 = t454_c4_0.addingProduct(t454_a4, t454_b0)
-              t454_c4_1 = t454_c4_1.addingProduct(t454_a4, t454_b1)
-            }
-            storeVector(arena, ((514448 +% ((mb453 *% 5) *% 32)) +% (nb452 *% 16)), t454_c0_0)
-            storeVector(arena, (((514448 +% ((mb453 *% 5) *% 32)) +% (nb452 *% 16)) +% 8), t454_c0_1)
-            storeVector(arena, ((514448 +% (((mb453 *% 5) +% 1) *% 32)) +% (nb452 *% 16)), t454_c1_0)
-            storeVector(arena, (((514448 +% (((mb453 *% 5) +% 1) *% 32)) +% (nb452 *% 16)) +% 8), t454_c1_1)
-            storeVector(arena, ((514448 +% (((mb453 *% 5) +% 2) *% 32)) +% (nb452 *% 16)), t454_c2_0)
-            storeVector(arena, (((514448 +% (((mb453 *% 5) +% 2) *% 32)) +% (nb452 *% 16)) +% 8), t454_c2_1)
-            storeVector(arena, ((514448 +% (((mb453 *% 5) +% 3) *% 32)) +% (nb452 *% 16)), t454_c3_0)
-            storeVector(arena, (((514448 +% (((mb453 *% 5) +% 3) *% 32)) +% (nb452 *% 16)) +% 8), t454_c3_1)
-            storeVector(arena, ((514448 +% (((mb453 *% 5) +% 4) *% 32)) +% (nb452 *% 16)), t454_c4_0)
-            storeVector(arena, (((514448 +% (((mb453 *% 5) +% 4) *% 32)) +% (nb452 *% 16)) +% 8), t454_c4_1)
-          }
-          var t456_c0_0 = loadVector(arena, (514608 +% (nb452 *% 16)))
-          var t456_c0_1 = loadVector(arena, ((514608 +% (nb452 *% 16)) +% 8))
-          var t456_c1_0 = loadVector(arena, (514640 +% (nb452 *% 16)))
-          var t456_c1_1 = loadVector(arena, ((514640 +% (nb452 *% 16)) +% 8))
-          var t456_c2_0 = loadVector(arena, (514672 +% (nb452 *% 16)))
-          var t456_c2_1 = loadVector(arena, ((514672 +% (nb452 *% 16)) +% 8))
-          var t456_c3_0 = loadVector(arena, (514704 +% (nb452 *% 16)))
-          var t456_c3_1 = loadVector(arena, ((514704 +% (nb452 *% 16)) +% 8))
-          for k457 in 0..<1792 {
-            let t456_b0 = loadVector(arena, ((113040 +% ((k457 +% (kp451 *% 1792)) *% 32)) +% (nb452 *% 16)))
-            let t456_b1 = loadVector(arena, (((113040 +% ((k457 +% (kp451 *% 1792)) *% 32)) +% (nb452 *% 16)) +% 8))
-            let t456_a0 = Vector(repeating: arena[(62800 +% (k457 +% (kp451 *% 1792)))])
-            t456_c0_0 = t456_c0_0.addingProduct(t456_a0, t456_b0)
-            t456_c0_1 = t456_c0_1.addingProduct(t456_a0, t456_b1)
-            let t456_a1 = Vector(repeating: arena[(75360 +% (k457 +% (kp451 *% 1792)))])
-            t456_c1_0 = t456_c1_0.addingProduct(t456_a1, t456_b0)
-            t456_c1_1 = t456_c1_1.addingProduct(t456_a1, t456_b1)
-            let t456_a2 = Vector(repeating: arena[(87920 +% (k457 +% (kp451 *% 1792)))])
-            t456_c2_0 = t456_c2_0.addingProduct(t456_a2, t456_b0)
-            t456_c2_1 = t456_c2_1.addingProduct(t456_a2, t456_b1)
-            let t456_a3 = Vector(repeating: arena[(100480 +% (k457 +% (kp451 *% 1792)))])
-            t456_c3_0 = t456_c3_0.addingProduct(t456_a3, t456_b0)
-            t456_c3_1 = t456_c3_1.addingProduct(t456_a3, t456_b1)
-          }
-          storeVector(arena, (514608 +% (nb452 *% 16)), t456_c0_0)
-          storeVector(arena, ((514608 +% (nb452 *% 16)) +% 8), t456_c0_1)
-          storeVector(arena, (514640 +% (nb452 *% 16)), t456_c1_0)
-          storeVector(arena, ((514640 +% (nb452 *% 16)) +% 8), t456_c1_1)
-          storeVector(arena, (514672 +% (nb452 *% 16)), t456_c2_0)
-          storeVector(arena, ((514672 +% (nb452 *% 16)) +% 8), t456_c2_1)
-          storeVector(arena, (514704 +% (nb452 *% 16)), t456_c3_0)
-          storeVector(arena, ((514704 +% (nb452 *% 16)) +% 8), t456_c3_1)
-        }
-      }
-    }
-  }
-  for f459 in 0..<32 {
-    for r460 in 0..<9 {
-      grads[((f459 *% 9) +% r460)] = arena[((514448 +% (r460 *% 32)) +% f459)]
-    }
-  }
-  // conv1_bias_grad = conv2d_grad_bias(conv1_grad)
-  for f461 in 0..<32 {
-    var acc462 = Vector()
-    for img463 in 0..<64 {
-      for i464 in 0..<98 {
-        acc462 = acc462.addingProduct(Vector(repeating: Float(1)), loadVector(arena, (((3228304 +% (img463 *% 25088)) +% (f461 *% 784)) +% (i464 *% 8))))
-      }
-    }
-    storeVector(arena, 0, acc462)
-    var sum465: Float = (arena[0] + arena[1])
-    var sum466: Float = (sum465 + arena[2])
-    var sum467: Float = (sum466 + arena[3])
-    var sum468: Float = (sum467 + arena[4])
-    var sum469: Float = (sum468 + arena[5])
-    var sum470: Float = (sum469 + arena[6])
-    var sum471: Float = (sum470 + arena[7])
-    grads[(288 +% f461)] = sum471
-  }
-  // adam = update of 1625866 parameters
-  var step_size472: Float = (lr / (Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
-  var bc2_sqrt473: Float = sqrtf((Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
-  for i474 in 0..<203233 {
-    let g_v = (loadVector(grads, (i474 *% 8)) + (Vector(repeating: Float(0)) * loadVector(params, (i474 *% 8))))
-    let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadVector(m, (i474 *% 8))) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
-    let v_new_v = ((Vector(repeating: Float(bitPattern: 0x3f7fbe77)) * loadVector(v, (i474 *% 8))) + ((Vector(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
-    storeVector(m, (i474 *% 8), m_new_v)
-    storeVector(v, (i474 *% 8), v_new_v)
-    storeVector(params, (i474 *% 8), (loadVector(params, (i474 *% 8)) - ((Vector(repeating: step_size472) * m_new_v) / ((v_new_v.squareRoot() / Vector(repeating: bc2_sqrt473)) + Vector(repeating: Float(bitPattern: 0x322bcc77))))))
-  }
-  for i474 in 0..<1 {
-    let g_v = (loadPartial(grads, (i474 +% 1625864), 2) + (Vector(repeating: Float(0)) * loadPartial(params, (i474 +% 1625864), 2)))
-    let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadPartial(m, (i474 +% 1625864), 2)) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
-    let v_new_v = ((Vector(repeating: Float(bitPattern: 0x3f7fbe77)) * loadPartial(v, (i474 +% 1625864), 2)) + ((Vector(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
-    storePartial(m, (i474 +% 1625864), m_new_v, 2)
-    storePartial(v, (i474 +% 1625864), v_new_v, 2)
-    storePartial(params, (i474 +% 1625864), (loadPartial(params, (i474 +% 1625864), 2) - ((Vector(repeating: step_size472) * m_new_v) / ((v_new_v.squareRoot() / Vector(repeating: bc2_sqrt473)) + Vector(repeating: Float(bitPattern: 0x322bcc77))))), 2)
-  }
-}
-
-@_cdecl("convnet_infer_b64")
-public func convnet_infer_b64(
-  _ params: UnsafeMutablePointer<Float>?, _ grads: UnsafeMutablePointer<Float>?, _ m: UnsafeMutablePointer<Float>?,
-  _ v: UnsafeMutablePointer<Float>?, _ arena: UnsafeMutablePointer<Float>?, _ images: UnsafePointer<Float>?,
-  _ labels: UnsafePointer<Int32>?, _ lr: Float, _ step: Int64, _ seed: Int64, _ pool: UnsafeMutableRawPointer?
-) {
-  let params = params.unsafelyUnwrapped
-  let arena = arena.unsafelyUnwrapped
-  let images = UnsafeMutablePointer(mutating: images.unsafelyUnwrapped)
-  _ = (lr, step, seed, pool)
-  // conv1 = conv2d_relu(image)
-  for i1 in 0..<1800 {
-    storeVector(arena, ((i1 *% 8) +% 2133136), Vector(repeating: Float(0)))
-  }
-  for g2 in 0..<4 {
-    do {  // scalar loops
-      for j3 in 0..<16 {
-        for c4 in 0..<1 {
-          for qy5 in 0..<28 {
-            for cv6 in 0..<3 {
-              storeVector(arena, (2133136 +% ((((j3 +% c4) *% 900) +% ((qy5 +% 1) *% 30)) +% (1 +% (cv6 *% 8)))), loadVector(images, (((((((g2 *% 16) +% j3) *% 784) +% (c4 *% 784)) +% (((qy5 +% 1) +% -1) *% 28)) +% (1 +% (cv6 *% 8))) +% -1)))
-            }
-            storePartial(arena, (2133136 +% ((((j3 +% c4) *% 900) +% ((qy5 +% 1) *% 30)) +% 25)), loadPartial(images, (((((((g2 *% 16) +% j3) *% 784) +% (c4 *% 784)) +% (((qy5 +% 1) +% -1) *% 28)) +% 25) +% -1), 4), 4)
-          }
-        }
-      }
-      for j7 in 0..<16 {
-        for c8 in 0..<1 {
-          for ky9 in 0..<3 {
-            for kx10 in 0..<3 {
-              for wy11 in 0..<1 {
-                for wx12 in 0..<1 {
-                  for py13 in 0..<28 {
-                    for cv14 in 0..<3 {
-                      storeVector(arena, (((((1605632 +% (((((c8 *% 3) +% ky9) *% 3) +% kx10) *% 12560)) +% (j7 *% 784)) +% ((wy11 +% wx12) *% 784)) +% (py13 *% 28)) +% (cv14 *% 8)), loadVector(arena, (2133136 +% ((((((j7 +% c8) +% ((wy11 +% ky9) % 1)) +% ((wx12 +% kx10) % 1)) *% 900) +% ((py13 +% ((wy11 +% ky9) / 1)) *% 30)) +% ((cv14 *% 8) +% ((wx12 +% kx10) / 1))))))
-                    }
-                    storePartial(arena, (((((1605632 +% (((((c8 *% 3) +% ky9) *% 3) +% kx10) *% 12560)) +% (j7 *% 784)) +% ((wy11 +% wx12) *% 784)) +% (py13 *% 28)) +% 24), loadPartial(arena, (2133136 +% ((((((j7 +% c8) +% ((wy11 +% ky9) % 1)) +% ((wx12 +% kx10) % 1)) *% 900) +% ((py13 +% ((wy11 +% ky9) / 1)) *% 30)) +% (24 +% ((wx12 +% kx10) / 1)))), 4), 4)
-                  }
-                }
-              }
-            }
-          }
-        }
-      }
-    }
-    do {  // gemm22
-      for nb15 in 0..<522 {
-        for mb16 in 0..<8 {
-          var t17_c0_0 = Vector()
-          var t17_c0_1 = Vector()
-          var t17_c0_2 = Vector()
-          var t17_c1_0 = Vector()
-          var t17_c1_1 = Vector()
-          var t17_c1_2 = Vector()
-          var t17_c2_0 = Vector()
-          var t17_c2_1 = Vector()
-          var t17_c2_2 = Vector()
-          var t17_c3_0 = Vector()
-          var t17_c3_1 = Vector()
-          var t17_c3_2 = Vector()
-          for k18 in 0..<9 {
-            let t17_b0 = loadVector(arena, ((1605632 +% (k18 *% 12560)) +% (nb15 *% 24)))
-            let t17_b1 = loadVector(arena, (((1605632 +% (k18 *% 12560)) +% (nb15 *% 24)) +% 8))
-            let t17_b2 = loadVector(arena, (((1605632 +% (k18 *% 12560)) +% (nb15 *% 24)) +% 16))
-            let t17_a0 = Vector(repeating: params[(((mb16 *% 4) *% 9) +% k18)])
-            t17_c0_0 = t17_c0_0.addingProduct(t17_a0, t17_b0)
-            t17_c0_1 = t17_c0_1.addingProduct(t17_a0, t17_b1)
-            t17_c0_2 = t17_c0_2.addingProduct(t17_a0, t17_b2)
-            let t17_a1 = Vector(repeating: params[((((mb16 *% 4) +% 1) *% 9) +% k18)])
-            t17_c1_0 = t17_c1_0.addingProduct(t17_a1, t17_b0)
-            t17_c1_1 = t17_c1_1.addingProduct(t17_a1, t17_b1)
-            t17_c1_2 = t17_c1_2.addingProduct(t17_a1, t17_b2)
-            let t17_a2 = Vector(repeating: params[((((mb16 *% 4) +% 2) *% 9) +% k18)])
-            t17_c2_0 = t17_c2_0.addingProduct(t17_a2, t17_b0)
-            t17_c2_1 = t17_c2_1.addingProduct(t17_a2, t17_b1)
-            t17_c2_2 = t17_c2_2.addingProduct(t17_a2, t17_b2)
-            let t17_a3 = Vector(repeating: params[((((mb16 *% 4) +% 3) *% 9) +% k18)])
-            t17_c3_0 = t17_c3_0.addingProduct(t17_a3, t17_b0)
-            t17_c3_1 = t17_c3_1.addingProduct(t17_a3, t17_b1)
-            t17_c3_2 = t17_c3_2.addingProduct(t17_a3, t17_b2)
-          }
-          storeVector(arena, ((1718672 +% ((mb16 *% 4) *% 12560)) +% (nb15 *% 24)), t17_c0_0)
-          storeVector(arena, (((1718672 +% ((mb16 *% 4) *% 12560)) +% (nb15 *% 24)) +% 8), t17_c0_1)
-          storeVector(arena, (((1718672 +% ((mb16 *% 4) *% 12560)) +% (nb15 *% 24)) +% 16), t17_c0_2)
-          storeVector(arena, ((1718672 +% (((mb16 *% 4) +% 1) *% 12560)) +% (nb15 *% 24)), t17_c1_0)
-          storeVector(arena, (((1718672 +% (((mb16 *% 4) +% 1) *% 12560)) +% (nb15 *% 24)) +% 8), t17_c1_1)
-          storeVector(arena, (((1718672 +% (((mb16 *% 4) +% 1) *% 12560)) +% (nb15 *% 24)) +% 16), t17_c1_2)
-          storeVector(arena, ((1718672 +% (((mb16 *% 4) +% 2) *% 12560)) +% (nb15 *% 24)), t17_c2_0)
-          storeVector(arena, (((1718672 +% (((mb16 *% 4) +% 2) *% 12560)) +% (nb15 *% 24)) +% 8), t17_c2_1)
-          storeVector(arena, (((1718672 +% (((mb16 *% 4) +% 2) *% 12560)) +% (nb15 *% 24)) +% 16), t17_c2_2)
-          storeVector(arena, ((1718672 +% (((mb16 *% 4) +% 3) *% 12560)) +% (nb15 *% 24)), t17_c3_0)
-          storeVector(arena, (((1718672 +% (((mb16 *% 4) +% 3) *% 12560)) +% (nb15 *% 24)) +% 8), t17_c3_1)
-          storeVector(arena, (((1718672 +% (((mb16 *% 4) +% 3) *% 12560)) +% (nb15 *% 24)) +% 16), t17_c3_2)
-        }
-      }
-      for mb19 in 0..<8 {
-        var t20_c0_0 = Vector()
-        var t20_c0_1 = Vector()
-        var t20_c1_0 = Vector()
-        var t20_c1_1 = Vector()
-        var t20_c2_0 = Vector()
-        var t20_c2_1 = Vector()
-        var t20_c3_0 = Vector()
-        var t20_c3_1 = Vector()
-        for k21 in 0..<9 {
-          let t20_b0 = loadVector(arena, ((1605632 +% (k21 *% 12560)) +% 12528))
-          let t20_b1 = loadVector(arena, (((1605632 +% (k21 *% 12560)) +% 12528) +% 8))
-          let t20_a0 = Vector(repeating: params[(((mb19 *% 4) *% 9) +% k21)])
-          t20_c0_0 = t20_c0_0.addingProduct(t20_a0, t20_b0)
-          t20_c0_1 = t20_c0_1.addingProduct(t20_a0, t20_b1)
-          let t20_a1 = Vector(repeating: params[((((mb19 *% 4) +% 1) *% 9) +% k21)])
-          t20_c1_0 = t20_c1_0.addingProduct(t20_a1, t20_b0)
-          t20_c1_1 = t20_c1_1.addingProduct(t20_a1, t20_b1)
-          let t20_a2 = Vector(repeating: params[((((mb19 *% 4) +% 2) *% 9) +% k21)])
-          t20_c2_0 = t20_c2_0.addingProduct(t20_a2, t20_b0)
-          t20_c2_1 = t20_c2_1.addingProduct(t20_a2, t20_b1)
-          let t20_a3 = Vector(repeating: params[((((mb19 *% 4) +% 3) *% 9) +% k21)])
-          t20_c3_0 = t20_c3_0.addingProduct(t20_a3, t20_b0)
-          t20_c3_1 = t20_c3_1.addingProduct(t20_a3, t20_b1)
-        }
-        storeVector(arena, ((1718672 +% ((mb19 *% 4) *% 12560)) +% 12528), t20_c0_0)
-        storeVector(arena, (((1718672 +% ((mb19 *% 4) *% 12560)) +% 12528) +% 8), t20_c0_1)
-        storeVector(arena, ((1718672 +% (((mb19 *% 4) +% 1) *% 12560)) +% 12528), t20_c1_0)
-        storeVector(arena, (((1718672 +% (((mb19 *% 4) +% 1) *% 12560)) +% 12528) +% 8), t20_c1_1)
-        storeVector(arena, ((1718672 +% (((mb19 *% 4) +% 2) *% 12560)) +% 12528), t20_c2_0)
-        storeVector(arena, (((1718672 +% (((mb19 *% 4) +% 2) *% 12560)) +% 12528) +% 8), t20_c2_1)
-        storeVector(arena, ((1718672 +% (((mb19 *% 4) +% 3) *% 12560)) +% 12528), t20_c3_0)
-        storeVector(arena, (((1718672 +% (((mb19 *% 4) +% 3) *% 12560)) +% 12528) +% 8), t20_c3_1)
-      }
-    }
-    for j23 in 0..<16 {
-      for f24 in 0..<32 {
-        for i25 in 0..<98 {
-          storeVector(arena, ((i25 *% 8) +% ((((g2 *% 16) +% j23) *% 25088) +% (f24 *% 784))), Vector(repeating: Float(0)).replacing(with: (loadVector(arena, ((i25 *% 8) +% ((1718672 +% (f24 *% 12560)) +% (j23 *% 784)))) + Vector(repeating: params[(288 +% f24)])), where: (loadVector(arena, ((i25 *% 8) +% ((1718672 +% (f24 *% 12560)) +% (j23 *% 784)))) + Vector(repeating: params[(288 +% f24)])) .> Vector(repeating: Float(0))))
-        }
-      }
-    }
-  }
-  // conv2 = conv2d_relu_maxpool(conv1)
-  parallelFor(pool, 2) { part26 in
     for ci27 in 0..<32 {
-      for co28 in 0..<32 {
-        var w29: Float = params[(320 +% (((((part26 *% 32) +% co28) *% 32) +% ci27) *% 9))]
-        var w30: Float = (((params[(320 +% (((((part26 *% 32) +% co28) *% 32) +% ci27) *% 9))] + params[((320 +% (((((part26 *% 32) +% co28) *% 32) +% ci27) *% 9)) +% 3)]) + params[((320 +% (((((part26 *% 32) +% co28) *% 32) +% ci27) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
-        var w31: Float = (((params[(320 +% (((((part26 *% 32) +% co28) *% 32) +% ci27) *% 9))] + params[((320 +% (((((part26 *% 32) +% co28) *% 32) +% ci27) *% 9)) +% 6)]) - params[((320 +% (((((part26 *% 32) +% co28) *% 32) +% ci27) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
-        var w32: Float = params[((320 +% (((((part26 *% 32) +% co28) *% 32) +% ci27) *% 9)) +% 6)]
-        var w33: Float = params[((320 +% (((((part26 *% 32) +% co28) *% 32) +% ci27) *% 9)) +% 1)]
-        var w34: Float = (((params[((320 +% (((((part26 *% 32) +% co28) *% 32) +% ci27) *% 9)) +% 1)] + params[((320 +% (((((part26 *% 32) +% co28) *% 32) +% ci27) *% 9)) +% 4)]) + params[((320 +% (((((part26 *% 32) +% co28) *% 32) +% ci27) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
-        var w35: Float = (((params[((320 +% (((((part26 *% 32) +% co28) *% 32) +% ci27) *% 9)) +% 1)] + params[((320 +% (((((part26 *% 32) +% co28) *% 32) +% ci27) *% 9)) +% 7)]) - params[((320 +% (((((part26 *% 32) +% co28) *% 32) +% ci27) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
-        var w36: Float = params[((320 +% (((((part26 *% 32) +% co28) *% 32) +% ci27) *% 9)) +% 7)]
-        var w37: Float = params[((320 +% (((((part26 *% 32) +% co28) *% 32) +% ci27) *% 9)) +% 2)]
-        var w38: Float = (((params[((320 +% (((((part26 *% 32) +% co28) *% 32) +% ci27) *% 9)) +% 2)] + params[((320 +% (((((part26 *% 32) +% co28) *% 32) +% ci27) *% 9)) +% 5)]) + params[((320 +% (((((part26 *% 32) +% co28) *% 32) +% ci27) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
-        var w39: Float = (((params[((320 +% (((((part26 *% 32) +% co28) *% 32) +% ci27) *% 9)) +% 2)] + params[((320 +% (((((part26 *% 32) +% co28) *% 32) +% ci27) *% 9)) +% 8)]) - params[((320 +% (((((part26 *% 32) +% co28) *% 32) +% ci27) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
-        var w40: Float = params[((320 +% (((((part26 *% 32) +% co28) *% 32) +% ci27) *% 9)) +% 8)]
+      for co28 in 0..<64 {
+        var w29: Float = params[(320 +% (((co28 *% 32) +% ci27) *% 9))]
+        var w30: Float = (((params[(320 +% (((co28 *% 32) +% ci27) *% 9))] + params[((320 +% (((co28 *% 32) +% ci27) *% 9)) +% 3)]) + params[((320 +% (((co28 *% 32) +% ci27) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
+        var w31: Float = (((params[(320 +% (((co28 *% 32) +% ci27) *% 9))] + params[((320 +% (((co28 *% 32) +% ci27) *% 9)) +% 6)]) - params[((320 +% (((co28 *% 32) +% ci27) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
+        var w32: Float = params[((320 +% (((co28 *% 32) +% ci27) *% 9)) +% 6)]
+        var w33: Float = params[((320 +% (((co28 *% 32) +% ci27) *% 9)) +% 1)]
+        var w34: Float = (((params[((320 +% (((co28 *% 32) +% ci27) *% 9)) +% 1)] + params[((320 +% (((co28 *% 32) +% ci27) *% 9)) +% 4)]) + params[((320 +% (((co28 *% 32) +% ci27) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
+        var w35: Float = (((params[((320 +% (((co28 *% 32) +% ci27) *% 9)) +% 1)] + params[((320 +% (((co28 *% 32) +% ci27) *% 9)) +% 7)]) - params[((320 +% (((co28 *% 32) +% ci27) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
+        var w36: Float = params[((320 +% (((co28 *% 32) +% ci27) *% 9)) +% 7)]
+        var w37: Float = params[((320 +% (((co28 *% 32) +% ci27) *% 9)) +% 2)]
+        var w38: Float = (((params[((320 +% (((co28 *% 32) +% ci27) *% 9)) +% 2)] + params[((320 +% (((co28 *% 32) +% ci27) *% 9)) +% 5)]) + params[((320 +% (((co28 *% 32) +% ci27) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
+        var w39: Float = (((params[((320 +% (((co28 *% 32) +% ci27) *% 9)) +% 2)] + params[((320 +% (((co28 *% 32) +% ci27) *% 9)) +% 8)]) - params[((320 +% (((co28 *% 32) +% ci27) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
+        var w40: Float = params[((320 +% (((co28 *% 32) +% ci27) *% 9)) +% 8)]
         var w41: Float = w29
         var w42: Float = (((w29 + w33) + w37) * Float(bitPattern: 0x3f000000))
         var w43: Float = (((w29 + w37) - w33) * Float(bitPattern: 0x3f000000))
@@ -1608,22 +260,22 @@ public func convnet_infer_b64(
         var w54: Float = (((w32 + w36) + w40) * Float(bitPattern: 0x3f000000))
         var w55: Float = (((w32 + w40) - w36) * Float(bitPattern: 0x3f000000))
         var w56: Float = w40
-        arena[((3211264 +% (ci27 *% 64)) +% ((part26 *% 32) +% co28))] = w41
-        arena[((3213312 +% (ci27 *% 64)) +% ((part26 *% 32) +% co28))] = w42
-        arena[((3215360 +% (ci27 *% 64)) +% ((part26 *% 32) +% co28))] = w43
-        arena[((3217408 +% (ci27 *% 64)) +% ((part26 *% 32) +% co28))] = w44
-        arena[((3219456 +% (ci27 *% 64)) +% ((part26 *% 32) +% co28))] = w45
-        arena[((3221504 +% (ci27 *% 64)) +% ((part26 *% 32) +% co28))] = w46
-        arena[((3223552 +% (ci27 *% 64)) +% ((part26 *% 32) +% co28))] = w47
-        arena[((3225600 +% (ci27 *% 64)) +% ((part26 *% 32) +% co28))] = w48
-        arena[((3227648 +% (ci27 *% 64)) +% ((part26 *% 32) +% co28))] = w49
-        arena[((3229696 +% (ci27 *% 64)) +% ((part26 *% 32) +% co28))] = w50
-        arena[((3231744 +% (ci27 *% 64)) +% ((part26 *% 32) +% co28))] = w51
-        arena[((3233792 +% (ci27 *% 64)) +% ((part26 *% 32) +% co28))] = w52
-        arena[((3235840 +% (ci27 *% 64)) +% ((part26 *% 32) +% co28))] = w53
-        arena[((3237888 +% (ci27 *% 64)) +% ((part26 *% 32) +% co28))] = w54
-        arena[((3239936 +% (ci27 *% 64)) +% ((part26 *% 32) +% co28))] = w55
-        arena[((3241984 +% (ci27 *% 64)) +% ((part26 *% 32) +% co28))] = w56
+        arena[((3211264 +% (ci27 *% 64)) +% co28)] = w41
+        arena[((3213312 +% (ci27 *% 64)) +% co28)] = w42
+        arena[((3215360 +% (ci27 *% 64)) +% co28)] = w43
+        arena[((3217408 +% (ci27 *% 64)) +% co28)] = w44
+        arena[((3219456 +% (ci27 *% 64)) +% co28)] = w45
+        arena[((3221504 +% (ci27 *% 64)) +% co28)] = w46
+        arena[((3223552 +% (ci27 *% 64)) +% co28)] = w47
+        arena[((3225600 +% (ci27 *% 64)) +% co28)] = w48
+        arena[((3227648 +% (ci27 *% 64)) +% co28)] = w49
+        arena[((3229696 +% (ci27 *% 64)) +% co28)] = w50
+        arena[((3231744 +% (ci27 *% 64)) +% co28)] = w51
+        arena[((3233792 +% (ci27 *% 64)) +% co28)] = w52
+        arena[((3235840 +% (ci27 *% 64)) +% co28)] = w53
+        arena[((3237888 +% (ci27 *% 64)) +% co28)] = w54
+        arena[((3239936 +% (ci27 *% 64)) +% co28)] = w55
+        arena[((3241984 +% (ci27 *% 64)) +% co28)] = w56
       }
     }
   }
@@ -1696,139 +348,138 @@ public func convnet_infer_b64(
         }
       }
     }
-    parallelFor(pool, 2) { part99 in
-      for xi100 in 0..<16 {
-        do {  // gemm107
-          for nb101 in 0..<2 {
-            for mb102 in 0..<32 {
-              var t103_c0_0 = Vector()
-              var t103_c0_1 = Vector()
-              var t103_c1_0 = Vector()
-              var t103_c1_1 = Vector()
-              var t103_c2_0 = Vector()
-              var t103_c2_1 = Vector()
-              var t103_c3_0 = Vector()
-              var t103_c3_1 = Vector()
-              var t103_c4_0 = Vector()
-              var t103_c4_1 = Vector()
-              var t103_c5_0 = Vector()
-              var t103_c5_1 = Vector()
-              for k104 in 0..<32 {
-                let t103_b0 = loadVector(arena, ((((3211264 +% (xi100 *% 2048)) +% (part99 *% 32)) +% (k104 *% 64)) +% (nb101 *% 16)))
-                let t103_b1 = loadVector(arena, (((((3211264 +% (xi100 *% 2048)) +% (part99 *% 32)) +% (k104 *% 64)) +% (nb101 *% 16)) +% 8))
-                let t103_a0 = Vector(repeating: arena[(((3272832 +% (xi100 *% 6272)) +% ((mb102 *% 6) *% 32)) +% k104)])
-                t103_c0_0 = t103_c0_0.addingProduct(t103_a0, t103_b0)
-                t103_c0_1 = t103_c0_1.addingProduct(t103_a0, t103_b1)
-                let t103_a1 = Vector(repeating: arena[(((3272832 +% (xi100 *% 6272)) +% (((mb102 *% 6) +% 1) *% 32)) +% k104)])
-                t103_c1_0 = t103_c1_0.addingProduct(t103_a1, t103_b0)
-                t103_c1_1 = t103_c1_1.addingProduct(t103_a1, t103_b1)
-                let t103_a2 = Vector(repeating: arena[(((3272832 +% (xi100 *% 6272)) +% (((mb102 *% 6) +% 2) *% 32)) +% k104)])
-                t103_c2_0 = t103_c2_0.addingProduct(t103_a2, t103_b0)
-                t103_c2_1 = t103_c2_1.addingProduct(t103_a2, t103_b1)
-                let t103_a3 = Vector(repeating: arena[(((3272832 +% (xi100 *% 6272)) +% (((mb102 *% 6) +% 3) *% 32)) +% k104)])
-                t103_c3_0 = t103_c3_0.addingProduct(t103_a3, t103_b0)
-                t103_c3_1 = t103_c3_1.addingProduct(t103_a3, t103_b1)
-                let t103_a4 = Vector(repeating: arena[(((3272832 +% (xi100 *% 6272)) +% (((mb102 *% 6) +% 4) *% 32)) +% k104)])
-                t103_c4_0 = t103_c4_0.addingProduct(t103_a4, t103_b0)
-                t103_c4_1 = t103_c4_1.addingProduct(t103_a4, t103_b1)
-                let t103_a5 = Vector(repeating: arena[(((3272832 +% (xi100 *% 6272)) +% (((mb102 *% 6) +% 5) *% 32)) +% k104)])
-                t103_c5_0 = t103_c5_0.addingProduct(t103_a5, t103_b0)
-                t103_c5_1 = t103_c5_1.addingProduct(t103_a5, t103_b1)
-              }
-              storeVector(arena, ((((3373184 +% (xi100 *% 12544)) +% (part99 *% 32)) +% ((mb102 *% 6) *% 64)) +% (nb101 *% 16)), t103_c0_0)
-              storeVector(arena, (((((3373184 +% (xi100 *% 12544)) +% (part99 *% 32)) +% ((mb102 *% 6) *% 64)) +% (nb101 *% 16)) +% 8), t103_c0_1)
-              storeVector(arena, ((((3373184 +% (xi100 *% 12544)) +% (part99 *% 32)) +% (((mb102 *% 6) +% 1) *% 64)) +% (nb101 *% 16)), t103_c1_0)
-              storeVector(arena, (((((3373184 +% (xi100 *% 12544)) +% (part99 *% 32)) +% (((mb102 *% 6) +% 1) *% 64)) +% (nb101 *% 16)) +% 8), t103_c1_1)
-              storeVector(arena, ((((3373184 +% (xi100 *% 12544)) +% (part99 *% 32)) +% (((mb102 *% 6) +% 2) *% 64)) +% (nb101 *% 16)), t103_c2_0)
-              storeVector(arena, (((((3373184 +% (xi100 *% 12544)) +% (part99 *% 32)) +% (((mb102 *% 6) +% 2) *% 64)) +% (nb101 *% 16)) +% 8), t103_c2_1)
-              storeVector(arena, ((((3373184 +% (xi100 *% 12544)) +% (part99 *% 32)) +% (((mb102 *% 6) +% 3) *% 64)) +% (nb101 *% 16)), t103_c3_0)
-              storeVector(arena, (((((3373184 +% (xi100 *% 12544)) +% (part99 *% 32)) +% (((mb102 *% 6) +% 3) *% 64)) +% (nb101 *% 16)) +% 8), t103_c3_1)
-              storeVector(arena, ((((3373184 +% (xi100 *% 12544)) +% (part99 *% 32)) +% (((mb102 *% 6) +% 4) *% 64)) +% (nb101 *% 16)), t103_c4_0)
-              storeVector(arena, (((((3373184 +% (xi100 *% 12544)) +% (part99 *% 32)) +% (((mb102 *% 6) +% 4) *% 64)) +% (nb101 *% 16)) +% 8), t103_c4_1)
-              storeVector(arena, ((((3373184 +% (xi100 *% 12544)) +% (part99 *% 32)) +% (((mb102 *% 6) +% 5) *% 64)) +% (nb101 *% 16)), t103_c5_0)
-              storeVector(arena, (((((3373184 +% (xi100 *% 12544)) +% (part99 *% 32)) +% (((mb102 *% 6) +% 5) *% 64)) +% (nb101 *% 16)) +% 8), t103_c5_1)
+    for xi99 in 0..<16 {
+      do {  // gemm107
+        for nb100 in 0..<2 {
+          for mb101 in 0..<49 {
+            var t102_c0_0 = Vector()
+            var t102_c0_1 = Vector()
+            var t102_c0_2 = Vector()
+            var t102_c1_0 = Vector()
+            var t102_c1_1 = Vector()
+            var t102_c1_2 = Vector()
+            var t102_c2_0 = Vector()
+            var t102_c2_1 = Vector()
+            var t102_c2_2 = Vector()
+            var t102_c3_0 = Vector()
+            var t102_c3_1 = Vector()
+            var t102_c3_2 = Vector()
+            for k103 in 0..<32 {
+              let t102_b0 = loadVector(arena, (((3211264 +% (xi99 *% 2048)) +% (k103 *% 64)) +% (nb100 *% 24)))
+              let t102_b1 = loadVector(arena, ((((3211264 +% (xi99 *% 2048)) +% (k103 *% 64)) +% (nb100 *% 24)) +% 8))
+              let t102_b2 = loadVector(arena, ((((3211264 +% (xi99 *% 2048)) +% (k103 *% 64)) +% (nb100 *% 24)) +% 16))
+              let t102_a0 = Vector(repeating: arena[(((3272832 +% (xi99 *% 6272)) +% ((mb101 *% 4) *% 32)) +% k103)])
+              t102_c0_0 = t102_c0_0.addingProduct(t102_a0, t102_b0)
+              t102_c0_1 = t102_c0_1.addingProduct(t102_a0, t102_b1)
+              t102_c0_2 = t102_c0_2.addingProduct(t102_a0, t102_b2)
+              let t102_a1 = Vector(repeating: arena[(((3272832 +% (xi99 *% 6272)) +% (((mb101 *% 4) +% 1) *% 32)) +% k103)])
+              t102_c1_0 = t102_c1_0.addingProduct(t102_a1, t102_b0)
+              t102_c1_1 = t102_c1_1.addingProduct(t102_a1, t102_b1)
+              t102_c1_2 = t102_c1_2.addingProduct(t102_a1, t102_b2)
+              let t102_a2 = Vector(repeating: arena[(((3272832 +% (xi99 *% 6272)) +% (((mb101 *% 4) +% 2) *% 32)) +% k103)])
+              t102_c2_0 = t102_c2_0.addingProduct(t102_a2, t102_b0)
+              t102_c2_1 = t102_c2_1.addingProduct(t102_a2, t102_b1)
+              t102_c2_2 = t102_c2_2.addingProduct(t102_a2, t102_b2)
+              let t102_a3 = Vector(repeating: arena[(((3272832 +% (xi99 *% 6272)) +% (((mb101 *% 4) +% 3) *% 32)) +% k103)])
+              t102_c3_0 = t102_c3_0.addingProduct(t102_a3, t102_b0)
+              t102_c3_1 = t102_c3_1.addingProduct(t102_a3, t102_b1)
+              t102_c3_2 = t102_c3_2.addingProduct(t102_a3, t102_b2)
             }
-            var t105_c0_0 = Vector()
-            var t105_c0_1 = Vector()
-            var t105_c1_0 = Vector()
-            var t105_c1_1 = Vector()
-            var t105_c2_0 = Vector()
-            var t105_c2_1 = Vector()
-            var t105_c3_0 = Vector()
-            var t105_c3_1 = Vector()
-            for k106 in 0..<32 {
-              let t105_b0 = loadVector(arena, ((((3211264 +% (xi100 *% 2048)) +% (part99 *% 32)) +% (k106 *% 64)) +% (nb101 *% 16)))
-              let t105_b1 = loadVector(arena, (((((3211264 +% (xi100 *% 2048)) +% (part99 *% 32)) +% (k106 *% 64)) +% (nb101 *% 16)) +% 8))
-              let t105_a0 = Vector(repeating: arena[(((3272832 +% (xi100 *% 6272)) +% 6144) +% k106)])
-              t105_c0_0 = t105_c0_0.addingProduct(t105_a0, t105_b0)
-              t105_c0_1 = t105_c0_1.addingProduct(t105_a0, t105_b1)
-              let t105_a1 = Vector(repeating: arena[(((3272832 +% (xi100 *% 6272)) +% 6176) +% k106)])
-              t105_c1_0 = t105_c1_0.addingProduct(t105_a1, t105_b0)
-              t105_c1_1 = t105_c1_1.addingProduct(t105_a1, t105_b1)
-              let t105_a2 = Vector(repeating: arena[(((3272832 +% (xi100 *% 6272)) +% 6208) +% k106)])
-              t105_c2_0 = t105_c2_0.addingProduct(t105_a2, t105_b0)
-              t105_c2_1 = t105_c2_1.addingProduct(t105_a2, t105_b1)
-              let t105_a3 = Vector(repeating: arena[(((3272832 +% (xi100 *% 6272)) +% 6240) +% k106)])
-              t105_c3_0 = t105_c3_0.addingProduct(t105_a3, t105_b0)
-              t105_c3_1 = t105_c3_1.addingProduct(t105_a3, t105_b1)
-            }
-            storeVector(arena, ((((3373184 +% (xi100 *% 12544)) +% (part99 *% 32)) +% 12288) +% (nb101 *% 16)), t105_c0_0)
-            storeVector(arena, (((((3373184 +% (xi100 *% 12544)) +% (part99 *% 32)) +% 12288) +% (nb101 *% 16)) +% 8), t105_c0_1)
-            storeVector(arena, ((((3373184 +% (xi100 *% 12544)) +% (part99 *% 32)) +% 12352) +% (nb101 *% 16)), t105_c1_0)
-            storeVector(arena, (((((3373184 +% (xi100 *% 12544)) +% (part99 *% 32)) +% 12352) +% (nb101 *% 16)) +% 8), t105_c1_1)
-            storeVector(arena, ((((3373184 +% (xi100 *% 12544)) +% (part99 *% 32)) +% 12416) +% (nb101 *% 16)), t105_c2_0)
-            storeVector(arena, (((((3373184 +% (xi100 *% 12544)) +% (part99 *% 32)) +% 12416) +% (nb101 *% 16)) +% 8), t105_c2_1)
-            storeVector(arena, ((((3373184 +% (xi100 *% 12544)) +% (part99 *% 32)) +% 12480) +% (nb101 *% 16)), t105_c3_0)
-            storeVector(arena, (((((3373184 +% (xi100 *% 12544)) +% (part99 *% 32)) +% 12480) +% (nb101 *% 16)) +% 8), t105_c3_1)
+            storeVector(arena, (((3373184 +% (xi99 *% 12544)) +% ((mb101 *% 4) *% 64)) +% (nb100 *% 24)), t102_c0_0)
+            storeVector(arena, ((((3373184 +% (xi99 *% 12544)) +% ((mb101 *% 4) *% 64)) +% (nb100 *% 24)) +% 8), t102_c0_1)
+            storeVector(arena, ((((3373184 +% (xi99 *% 12544)) +% ((mb101 *% 4) *% 64)) +% (nb100 *% 24)) +% 16), t102_c0_2)
+            storeVector(arena, (((3373184 +% (xi99 *% 12544)) +% (((mb101 *% 4) +% 1) *% 64)) +% (nb100 *% 24)), t102_c1_0)
+            storeVector(arena, ((((3373184 +% (xi99 *% 12544)) +% (((mb101 *% 4) +% 1) *% 64)) +% (nb100 *% 24)) +% 8), t102_c1_1)
+            storeVector(arena, ((((3373184 +% (xi99 *% 12544)) +% (((mb101 *% 4) +% 1) *% 64)) +% (nb100 *% 24)) +% 16), t102_c1_2)
+            storeVector(arena, (((3373184 +% (xi99 *% 12544)) +% (((mb101 *% 4) +% 2) *% 64)) +% (nb100 *% 24)), t102_c2_0)
+            storeVector(arena, ((((3373184 +% (xi99 *% 12544)) +% (((mb101 *% 4) +% 2) *% 64)) +% (nb100 *% 24)) +% 8), t102_c2_1)
+            storeVector(arena, ((((3373184 +% (xi99 *% 12544)) +% (((mb101 *% 4) +% 2) *% 64)) +% (nb100 *% 24)) +% 16), t102_c2_2)
+            storeVector(arena, (((3373184 +% (xi99 *% 12544)) +% (((mb101 *% 4) +% 3) *% 64)) +% (nb100 *% 24)), t102_c3_0)
+            storeVector(arena, ((((3373184 +% (xi99 *% 12544)) +% (((mb101 *% 4) +% 3) *% 64)) +% (nb100 *% 24)) +% 8), t102_c3_1)
+            storeVector(arena, ((((3373184 +% (xi99 *% 12544)) +% (((mb101 *% 4) +% 3) *% 64)) +% (nb100 *% 24)) +% 16), t102_c3_2)
+          }
+        }
+        for mb104 in 0..<49 {
+          var t105_c0_0 = Vector()
+          var t105_c0_1 = Vector()
+          var t105_c1_0 = Vector()
+          var t105_c1_1 = Vector()
+          var t105_c2_0 = Vector()
+          var t105_c2_1 = Vector()
+          var t105_c3_0 = Vector()
+          var t105_c3_1 = Vector()
+          for k106 in 0..<32 {
+            let t105_b0 = loadVector(arena, (((3211264 +% (xi99 *% 2048)) +% (k106 *% 64)) +% 48))
+            let t105_b1 = loadVector(arena, ((((3211264 +% (xi99 *% 2048)) +% (k106 *% 64)) +% 48) +% 8))
+            let t105_a0 = Vector(repeating: arena[(((3272832 +% (xi99 *% 6272)) +% ((mb104 *% 4) *% 32)) +% k106)])
+            t105_c0_0 = t105_c0_0.addingProduct(t105_a0, t105_b0)
+            t105_c0_1 = t105_c0_1.addingProduct(t105_a0, t105_b1)
+            let t105_a1 = Vector(repeating: arena[(((3272832 +% (xi99 *% 6272)) +% (((mb104 *% 4) +% 1) *% 32)) +% k106)])
+            t105_c1_0 = t105_c1_0.addingProduct(t105_a1, t105_b0)
+            t105_c1_1 = t105_c1_1.addingProduct(t105_a1, t105_b1)
+            let t105_a2 = Vector(repeating: arena[(((3272832 +% (xi99 *% 6272)) +% (((mb104 *% 4) +% 2) *% 32)) +% k106)])
+            t105_c2_0 = t105_c2_0.addingProduct(t105_a2, t105_b0)
+            t105_c2_1 = t105_c2_1.addingProduct(t105_a2, t105_b1)
+            let t105_a3 = Vector(repeating: arena[(((3272832 +% (xi99 *% 6272)) +% (((mb104 *% 4) +% 3) *% 32)) +% k106)])
+            t105_c3_0 = t105_c3_0.addingProduct(t105_a3, t105_b0)
+            t105_c3_1 = t105_c3_1.addingProduct(t105_a3, t105_b1)
+          }
+          storeVector(arena, (((3373184 +% (xi99 *% 12544)) +% ((mb104 *% 4) *% 64)) +% 48), t105_c0_0)
+          storeVector(arena, ((((3373184 +% (xi99 *% 12544)) +% ((mb104 *% 4) *% 64)) +% 48) +% 8), t105_c0_1)
+          storeVector(arena, (((3373184 +% (xi99 *% 12544)) +% (((mb104 *% 4) +% 1) *% 64)) +% 48), t105_c1_0)
+          storeVector(arena, ((((3373184 +% (xi99 *% 12544)) +% (((mb104 *% 4) +% 1) *% 64)) +% 48) +% 8), t105_c1_1)
+          storeVector(arena, (((3373184 +% (xi99 *% 12544)) +% (((mb104 *% 4) +% 2) *% 64)) +% 48), t105_c2_0)
+          storeVector(arena, ((((3373184 +% (xi99 *% 12544)) +% (((mb104 *% 4) +% 2) *% 64)) +% 48) +% 8), t105_c2_1)
+          storeVector(arena, (((3373184 +% (xi99 *% 12544)) +% (((mb104 *% 4) +% 3) *% 64)) +% 48), t105_c3_0)
+          storeVector(arena, ((((3373184 +% (xi99 *% 12544)) +% (((mb104 *% 4) +% 3) *% 64)) +% 48) +% 8), t105_c3_1)
+        }
+      }
+    }
+    for j108 in 0..<1 {
+      for ty109 in 0..<14 {
+        for tx110 in 0..<14 {
+          for cv111 in 0..<8 {
+            let w112 = ((loadVector(arena, ((3373184 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 64)) +% (cv111 *% 8))) + loadVector(arena, ((3423360 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 64)) +% (cv111 *% 8)))) + loadVector(arena, ((3473536 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 64)) +% (cv111 *% 8))))
+            let w113 = ((loadVector(arena, ((3423360 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 64)) +% (cv111 *% 8))) - loadVector(arena, ((3473536 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 64)) +% (cv111 *% 8)))) - loadVector(arena, ((3523712 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 64)) +% (cv111 *% 8))))
+            let w114 = ((loadVector(arena, ((3385728 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 64)) +% (cv111 *% 8))) + loadVector(arena, ((3435904 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 64)) +% (cv111 *% 8)))) + loadVector(arena, ((3486080 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 64)) +% (cv111 *% 8))))
+            let w115 = ((loadVector(arena, ((3435904 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 64)) +% (cv111 *% 8))) - loadVector(arena, ((3486080 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 64)) +% (cv111 *% 8)))) - loadVector(arena, ((3536256 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 64)) +% (cv111 *% 8))))
+            let w116 = ((loadVector(arena, ((3398272 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 64)) +% (cv111 *% 8))) + loadVector(arena, ((3448448 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 64)) +% (cv111 *% 8)))) + loadVector(arena, ((3498624 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 64)) +% (cv111 *% 8))))
+            let w117 = ((loadVector(arena, ((3448448 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 64)) +% (cv111 *% 8))) - loadVector(arena, ((3498624 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 64)) +% (cv111 *% 8)))) - loadVector(arena, ((3548800 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 64)) +% (cv111 *% 8))))
+            let w118 = ((loadVector(arena, ((3410816 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 64)) +% (cv111 *% 8))) + loadVector(arena, ((3460992 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 64)) +% (cv111 *% 8)))) + loadVector(arena, ((3511168 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 64)) +% (cv111 *% 8))))
+            let w119 = ((loadVector(arena, ((3460992 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 64)) +% (cv111 *% 8))) - loadVector(arena, ((3511168 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 64)) +% (cv111 *% 8)))) - loadVector(arena, ((3561344 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 64)) +% (cv111 *% 8))))
+            let w120 = ((w112 + w114) + w116)
+            let w121 = ((w114 - w116) - w118)
+            let w122 = ((w113 + w115) + w117)
+            let w123 = ((w115 - w117) - w119)
+            let v124 = (w120 + loadVector(params, (18752 +% (cv111 *% 8))))
+            let best125 = v124
+            let at126 = Vector(repeating: Float((((ty109 *% 2) *% 28) +% (tx110 *% 2))))
+            let v127 = (w121 + loadVector(params, (18752 +% (cv111 *% 8))))
+            let best128 = best125.replacing(with: v127, where: v127 .> best125)
+            let at129 = at126.replacing(with: Vector(repeating: Float(((((ty109 *% 2) *% 28) +% (tx110 *% 2)) +% 1))), where: v127 .> best125)
+            let v130 = (w122 + loadVector(params, (18752 +% (cv111 *% 8))))
+            let best131 = best128.replacing(with: v130, where: v130 .> best128)
+            let at132 = at129.replacing(with: Vector(repeating: Float(((((ty109 *% 2) +% 1) *% 28) +% (tx110 *% 2)))), where: v130 .> best128)
+            let v133 = (w123 + loadVector(params, (18752 +% (cv111 *% 8))))
+            let best134 = best131.replacing(with: v133, where: v133 .> best131)
+            let at135 = at132.replacing(with: Vector(repeating: Float((((((ty109 *% 2) +% 1) *% 28) +% (tx110 *% 2)) +% 1))), where: v133 .> best131)
+            storeVector(arena, ((3573888 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 64)) +% (cv111 *% 8)), Vector().replacing(with: best134, where: best134 .> Vector()))
+            storeVector(arena, (((3573888 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 64)) +% (cv111 *% 8)) +% 12544), at135)
           }
         }
       }
-      for j108 in 0..<1 {
-        for ty109 in 0..<14 {
-          for tx110 in 0..<14 {
-            for cv111 in 0..<4 {
-              let w112 = ((loadVector(arena, ((3373184 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 64)) +% ((part99 *% 32) +% (cv111 *% 8)))) + loadVector(arena, ((3423360 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 64)) +% ((part99 *% 32) +% (cv111 *% 8))))) + loadVector(arena, ((3473536 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 64)) +% ((part99 *% 32) +% (cv111 *% 8)))))
-              let w113 = ((loadVector(arena, ((3423360 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 64)) +% ((part99 *% 32) +% (cv111 *% 8)))) - loadVector(arena, ((3473536 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 64)) +% ((part99 *% 32) +% (cv111 *% 8))))) - loadVector(arena, ((3523712 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 64)) +% ((part99 *% 32) +% (cv111 *% 8)))))
-              let w114 = ((loadVector(arena, ((3385728 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 64)) +% ((part99 *% 32) +% (cv111 *% 8)))) + loadVector(arena, ((3435904 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 64)) +% ((part99 *% 32) +% (cv111 *% 8))))) + loadVector(arena, ((3486080 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 64)) +% ((part99 *% 32) +% (cv111 *% 8)))))
-              let w115 = ((loadVector(arena, ((3435904 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 64)) +% ((part99 *% 32) +% (cv111 *% 8)))) - loadVector(arena, ((3486080 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 64)) +% ((part99 *% 32) +% (cv111 *% 8))))) - loadVector(arena, ((3536256 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 64)) +% ((part99 *% 32) +% (cv111 *% 8)))))
-              let w116 = ((loadVector(arena, ((3398272 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 64)) +% ((part99 *% 32) +% (cv111 *% 8)))) + loadVector(arena, ((3448448 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 64)) +% ((part99 *% 32) +% (cv111 *% 8))))) + loadVector(arena, ((3498624 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 64)) +% ((part99 *% 32) +% (cv111 *% 8)))))
-              let w117 = ((loadVector(arena, ((3448448 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 64)) +% ((part99 *% 32) +% (cv111 *% 8)))) - loadVector(arena, ((3498624 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 64)) +% ((part99 *% 32) +% (cv111 *% 8))))) - loadVector(arena, ((3548800 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 64)) +% ((part99 *% 32) +% (cv111 *% 8)))))
-              let w118 = ((loadVector(arena, ((3410816 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 64)) +% ((part99 *% 32) +% (cv111 *% 8)))) + loadVector(arena, ((3460992 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 64)) +% ((part99 *% 32) +% (cv111 *% 8))))) + loadVector(arena, ((3511168 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 64)) +% ((part99 *% 32) +% (cv111 *% 8)))))
-              let w119 = ((loadVector(arena, ((3460992 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 64)) +% ((part99 *% 32) +% (cv111 *% 8)))) - loadVector(arena, ((3511168 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 64)) +% ((part99 *% 32) +% (cv111 *% 8))))) - loadVector(arena, ((3561344 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 64)) +% ((part99 *% 32) +% (cv111 *% 8)))))
-              let w120 = ((w112 + w114) + w116)
-              let w121 = ((w114 - w116) - w118)
-              let w122 = ((w113 + w115) + w117)
-              let w123 = ((w115 - w117) - w119)
-              let v124 = (w120 + loadVector(params, (18752 +% ((part99 *% 32) +% (cv111 *% 8)))))
-              let best125 = v124
-              let at126 = Vector(repeating: Float((((ty109 *% 2) *% 28) +% (tx110 *% 2))))
-              let v127 = (w121 + loadVector(params, (18752 +% ((part99 *% 32) +% (cv111 *% 8)))))
-              let best128 = best125.replacing(with: v127, where: v127 .> best125)
-              let at129 = at126.replacing(with: Vector(repeating: Float(((((ty109 *% 2) *% 28) +% (tx110 *% 2)) +% 1))), where: v127 .> best125)
-              let v130 = (w122 + loadVector(params, (18752 +% ((part99 *% 32) +% (cv111 *% 8)))))
-              let best131 = best128.replacing(with: v130, where: v130 .> best128)
-              let at132 = at129.replacing(with: Vector(repeating: Float(((((ty109 *% 2) +% 1) *% 28) +% (tx110 *% 2)))), where: v130 .> best128)
-              let v133 = (w123 + loadVector(params, (18752 +% ((part99 *% 32) +% (cv111 *% 8)))))
-              let best134 = best131.replacing(with: v133, where: v133 .> best131)
-              let at135 = at132.replacing(with: Vector(repeating: Float((((((ty109 *% 2) +% 1) *% 28) +% (tx110 *% 2)) +% 1))), where: v133 .> best131)
-              storeVector(arena, ((3573888 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 64)) +% ((part99 *% 32) +% (cv111 *% 8))), Vector().replacing(with: best134, where: best134 .> Vector()))
-              storeVector(arena, (((3573888 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 64)) +% ((part99 *% 32) +% (cv111 *% 8))) +% 12544), at135)
-            }
-          }
+    }
+    for j136 in 0..<1 {
+      for c137 in 0..<64 {
+        for q138 in 0..<196 {
+          arena[(1605632 +% ((((g58 +% j136) *% 12544) +% (c137 *% 196)) +% q138))] = arena[((3573888 +% (((j136 *% 196) +% q138) *% 64)) +% c137)]
         }
       }
-      for j136 in 0..<1 {
-        for c137 in 0..<32 {
-          for q138 in 0..<196 {
-            arena[(1605632 +% ((((g58 +% j136) *% 12544) +% (((part99 *% 32) +% c137) *% 196)) +% q138))] = arena[((3573888 +% (((j136 *% 196) +% q138) *% 64)) +% ((part99 *% 32) +% c137))]
-          }
-        }
-      }
-      for j139 in 0..<1 {
-        for c140 in 0..<32 {
-          for q141 in 0..<196 {
-            arena[(2408448 +% ((((g58 +% j139) *% 12544) +% (((part99 *% 32) +% c140) *% 196)) +% q141))] = arena[((3586432 +% (((j139 *% 196) +% q141) *% 64)) +% ((part99 *% 32) +% c140))]
-          }
+    }
+    for j139 in 0..<1 {
+      for c140 in 0..<64 {
+        for q141 in 0..<196 {
+          arena[(2408448 +% ((((g58 +% j139) *% 12544) +% (c140 *% 196)) +% q141))] = arena[((3586432 +% (((j139 *% 196) +% q141) *% 64)) +% c140)]
         }
       }
     }
@@ -1837,34 +488,34 @@ public func convnet_infer_b64(
   // fc1 = dense_relu(flat)
   for n142 in 0..<64 {
     for k143 in 0..<12544 {
-      arena[((8192 +% (k143 *% 64)) +% n142)] = arena[((1605632 +% (n142 *% 12544)) +% k143)]
+      arena[((3219456 +% (k143 *% 64)) +% n142)] = arena[((1605632 +% (n142 *% 12544)) +% k143)]
     }
   }
   do {  // gemm154
     for r144 in 0..<128 {
       for i145 in 0..<8 {
-        storeVector(arena, ((i145 *% 8) +% (811008 +% (r144 *% 64))), Vector(repeating: Float(0)))
+        storeVector(arena, ((i145 *% 8) +% (4022272 +% (r144 *% 64))), Vector(repeating: Float(0)))
       }
     }
     for kp146 in 0..<14 {
       for nb147 in 0..<2 {
         for mb148 in 0..<32 {
-          var t149_c0_0 = loadVector(arena, ((811008 +% ((mb148 *% 4) *% 64)) +% (nb147 *% 24)))
-          var t149_c0_1 = loadVector(arena, (((811008 +% ((mb148 *% 4) *% 64)) +% (nb147 *% 24)) +% 8))
-          var t149_c0_2 = loadVector(arena, (((811008 +% ((mb148 *% 4) *% 64)) +% (nb147 *% 24)) +% 16))
-          var t149_c1_0 = loadVector(arena, ((811008 +% (((mb148 *% 4) +% 1) *% 64)) +% (nb147 *% 24)))
-          var t149_c1_1 = loadVector(arena, (((811008 +% (((mb148 *% 4) +% 1) *% 64)) +% (nb147 *% 24)) +% 8))
-          var t149_c1_2 = loadVector(arena, (((811008 +% (((mb148 *% 4) +% 1) *% 64)) +% (nb147 *% 24)) +% 16))
-          var t149_c2_0 = loadVector(arena, ((811008 +% (((mb148 *% 4) +% 2) *% 64)) +% (nb147 *% 24)))
-          var t149_c2_1 = loadVector(arena, (((811008 +% (((mb148 *% 4) +% 2) *% 64)) +% (nb147 *% 24)) +% 8))
-          var t149_c2_2 = loadVector(arena, (((811008 +% (((mb148 *% 4) +% 2) *% 64)) +% (nb147 *% 24)) +% 16))
-          var t149_c3_0 = loadVector(arena, ((811008 +% (((mb148 *% 4) +% 3) *% 64)) +% (nb147 *% 24)))
-          var t149_c3_1 = loadVector(arena, (((811008 +% (((mb148 *% 4) +% 3) *% 64)) +% (nb147 *% 24)) +% 8))
-          var t149_c3_2 = loadVector(arena, (((811008 +% (((mb148 *% 4) +% 3) *% 64)) +% (nb147 *% 24)) +% 16))
+          var t149_c0_0 = loadVector(arena, ((4022272 +% ((mb148 *% 4) *% 64)) +% (nb147 *% 24)))
+          var t149_c0_1 = loadVector(arena, (((4022272 +% ((mb148 *% 4) *% 64)) +% (nb147 *% 24)) +% 8))
+          var t149_c0_2 = loadVector(arena, (((4022272 +% ((mb148 *% 4) *% 64)) +% (nb147 *% 24)) +% 16))
+          var t149_c1_0 = loadVector(arena, ((4022272 +% (((mb148 *% 4) +% 1) *% 64)) +% (nb147 *% 24)))
+          var t149_c1_1 = loadVector(arena, (((4022272 +% (((mb148 *% 4) +% 1) *% 64)) +% (nb147 *% 24)) +% 8))
+          var t149_c1_2 = loadVector(arena, (((4022272 +% (((mb148 *% 4) +% 1) *% 64)) +% (nb147 *% 24)) +% 16))
+          var t149_c2_0 = loadVector(arena, ((4022272 +% (((mb148 *% 4) +% 2) *% 64)) +% (nb147 *% 24)))
+          var t149_c2_1 = loadVector(arena, (((4022272 +% (((mb148 *% 4) +% 2) *% 64)) +% (nb147 *% 24)) +% 8))
+          var t149_c2_2 = loadVector(arena, (((4022272 +% (((mb148 *% 4) +% 2) *% 64)) +% (nb147 *% 24)) +% 16))
+          var t149_c3_0 = loadVector(arena, ((4022272 +% (((mb148 *% 4) +% 3) *% 64)) +% (nb147 *% 24)))
+          var t149_c3_1 = loadVector(arena, (((4022272 +% (((mb148 *% 4) +% 3) *% 64)) +% (nb147 *% 24)) +% 8))
+          var t149_c3_2 = loadVector(arena, (((4022272 +% (((mb148 *% 4) +% 3) *% 64)) +% (nb147 *% 24)) +% 16))
           for k150 in 0..<896 {
-            let t149_b0 = loadVector(arena, ((8192 +% ((k150 +% (kp146 *% 896)) *% 64)) +% (nb147 *% 24)))
-            let t149_b1 = loadVector(arena, (((8192 +% ((k150 +% (kp146 *% 896)) *% 64)) +% (nb147 *% 24)) +% 8))
-            let t149_b2 = loadVector(arena, (((8192 +% ((k150 +% (kp146 *% 896)) *% 64)) +% (nb147 *% 24)) +% 16))
+            let t149_b0 = loadVector(arena, ((3219456 +% ((k150 +% (kp146 *% 896)) *% 64)) +% (nb147 *% 24)))
+            let t149_b1 = loadVector(arena, (((3219456 +% ((k150 +% (kp146 *% 896)) *% 64)) +% (nb147 *% 24)) +% 8))
+            let t149_b2 = loadVector(arena, (((3219456 +% ((k150 +% (kp146 *% 896)) *% 64)) +% (nb147 *% 24)) +% 16))
             let t149_a0 = Vector(repeating: params[((18816 +% ((mb148 *% 4) *% 12544)) +% (k150 +% (kp146 *% 896)))])
             t149_c0_0 = t149_c0_0.addingProduct(t149_a0, t149_b0)
             t149_c0_1 = t149_c0_1.addingProduct(t149_a0, t149_b1)
@@ -1882,32 +533,32 @@ public func convnet_infer_b64(
             t149_c3_1 = t149_c3_1.addingProduct(t149_a3, t149_b1)
             t149_c3_2 = t149_c3_2.addingProduct(t149_a3, t149_b2)
           }
-          storeVector(arena, ((811008 +% ((mb148 *% 4) *% 64)) +% (nb147 *% 24)), t149_c0_0)
-          storeVector(arena, (((811008 +% ((mb148 *% 4) *% 64)) +% (nb147 *% 24)) +% 8), t149_c0_1)
-          storeVector(arena, (((811008 +% ((mb148 *% 4) *% 64)) +% (nb147 *% 24)) +% 16), t149_c0_2)
-          storeVector(arena, ((811008 +% (((mb148 *% 4) +% 1) *% 64)) +% (nb147 *% 24)), t149_c1_0)
-          storeVector(arena, (((811008 +% (((mb148 *% 4) +% 1) *% 64)) +% (nb147 *% 24)) +% 8), t149_c1_1)
-          storeVector(arena, (((811008 +% (((mb148 *% 4) +% 1) *% 64)) +% (nb147 *% 24)) +% 16), t149_c1_2)
-          storeVector(arena, ((811008 +% (((mb148 *% 4) +% 2) *% 64)) +% (nb147 *% 24)), t149_c2_0)
-          storeVector(arena, (((811008 +% (((mb148 *% 4) +% 2) *% 64)) +% (nb147 *% 24)) +% 8), t149_c2_1)
-          storeVector(arena, (((811008 +% (((mb148 *% 4) +% 2) *% 64)) +% (nb147 *% 24)) +% 16), t149_c2_2)
-          storeVector(arena, ((811008 +% (((mb148 *% 4) +% 3) *% 64)) +% (nb147 *% 24)), t149_c3_0)
-          storeVector(arena, (((811008 +% (((mb148 *% 4) +% 3) *% 64)) +% (nb147 *% 24)) +% 8), t149_c3_1)
-          storeVector(arena, (((811008 +% (((mb148 *% 4) +% 3) *% 64)) +% (nb147 *% 24)) +% 16), t149_c3_2)
+          storeVector(arena, ((4022272 +% ((mb148 *% 4) *% 64)) +% (nb147 *% 24)), t149_c0_0)
+          storeVector(arena, (((4022272 +% ((mb148 *% 4) *% 64)) +% (nb147 *% 24)) +% 8), t149_c0_1)
+          storeVector(arena, (((4022272 +% ((mb148 *% 4) *% 64)) +% (nb147 *% 24)) +% 16), t149_c0_2)
+          storeVector(arena, ((4022272 +% (((mb148 *% 4) +% 1) *% 64)) +% (nb147 *% 24)), t149_c1_0)
+          storeVector(arena, (((4022272 +% (((mb148 *% 4) +% 1) *% 64)) +% (nb147 *% 24)) +% 8), t149_c1_1)
+          storeVector(arena, (((4022272 +% (((mb148 *% 4) +% 1) *% 64)) +% (nb147 *% 24)) +% 16), t149_c1_2)
+          storeVector(arena, ((4022272 +% (((mb148 *% 4) +% 2) *% 64)) +% (nb147 *% 24)), t149_c2_0)
+          storeVector(arena, (((4022272 +% (((mb148 *% 4) +% 2) *% 64)) +% (nb147 *% 24)) +% 8), t149_c2_1)
+          storeVector(arena, (((4022272 +% (((mb148 *% 4) +% 2) *% 64)) +% (nb147 *% 24)) +% 16), t149_c2_2)
+          storeVector(arena, ((4022272 +% (((mb148 *% 4) +% 3) *% 64)) +% (nb147 *% 24)), t149_c3_0)
+          storeVector(arena, (((4022272 +% (((mb148 *% 4) +% 3) *% 64)) +% (nb147 *% 24)) +% 8), t149_c3_1)
+          storeVector(arena, (((4022272 +% (((mb148 *% 4) +% 3) *% 64)) +% (nb147 *% 24)) +% 16), t149_c3_2)
         }
       }
       for mb151 in 0..<32 {
-        var t152_c0_0 = loadVector(arena, ((811008 +% ((mb151 *% 4) *% 64)) +% 48))
-        var t152_c0_1 = loadVector(arena, (((811008 +% ((mb151 *% 4) *% 64)) +% 48) +% 8))
-        var t152_c1_0 = loadVector(arena, ((811008 +% (((mb151 *% 4) +% 1) *% 64)) +% 48))
-        var t152_c1_1 = loadVector(arena, (((811008 +% (((mb151 *% 4) +% 1) *% 64)) +% 48) +% 8))
-        var t152_c2_0 = loadVector(arena, ((811008 +% (((mb151 *% 4) +% 2) *% 64)) +% 48))
-        var t152_c2_1 = loadVector(arena, (((811008 +% (((mb151 *% 4) +% 2) *% 64)) +% 48) +% 8))
-        var t152_c3_0 = loadVector(arena, ((811008 +% (((mb151 *% 4) +% 3) *% 64)) +% 48))
-        var t152_c3_1 = loadVector(arena, (((811008 +% (((mb151 *% 4) +% 3) *% 64)) +% 48) +% 8))
+        var t152_c0_0 = loadVector(arena, ((4022272 +% ((mb151 *% 4) *% 64)) +% 48))
+        var t152_c0_1 = loadVector(arena, (((4022272 +% ((mb151 *% 4) *% 64)) +% 48) +% 8))
+        var t152_c1_0 = loadVector(arena, ((4022272 +% (((mb151 *% 4) +% 1) *% 64)) +% 48))
+        var t152_c1_1 = loadVector(arena, (((4022272 +% (((mb151 *% 4) +% 1) *% 64)) +% 48) +% 8))
+        var t152_c2_0 = loadVector(arena, ((4022272 +% (((mb151 *% 4) +% 2) *% 64)) +% 48))
+        var t152_c2_1 = loadVector(arena, (((4022272 +% (((mb151 *% 4) +% 2) *% 64)) +% 48) +% 8))
+        var t152_c3_0 = loadVector(arena, ((4022272 +% (((mb151 *% 4) +% 3) *% 64)) +% 48))
+        var t152_c3_1 = loadVector(arena, (((4022272 +% (((mb151 *% 4) +% 3) *% 64)) +% 48) +% 8))
         for k153 in 0..<896 {
-          let t152_b0 = loadVector(arena, ((8192 +% ((k153 +% (kp146 *% 896)) *% 64)) +% 48))
-          let t152_b1 = loadVector(arena, (((8192 +% ((k153 +% (kp146 *% 896)) *% 64)) +% 48) +% 8))
+          let t152_b0 = loadVector(arena, ((3219456 +% ((k153 +% (kp146 *% 896)) *% 64)) +% 48))
+          let t152_b1 = loadVector(arena, (((3219456 +% ((k153 +% (kp146 *% 896)) *% 64)) +% 48) +% 8))
           let t152_a0 = Vector(repeating: params[((18816 +% ((mb151 *% 4) *% 12544)) +% (k153 +% (kp146 *% 896)))])
           t152_c0_0 = t152_c0_0.addingProduct(t152_a0, t152_b0)
           t152_c0_1 = t152_c0_1.addingProduct(t152_a0, t152_b1)
@@ -1921,31 +572,1470 @@ public func convnet_infer_b64(
           t152_c3_0 = t152_c3_0.addingProduct(t152_a3, t152_b0)
           t152_c3_1 = t152_c3_1.addingProduct(t152_a3, t152_b1)
         }
-        storeVector(arena, ((811008 +% ((mb151 *% 4) *% 64)) +% 48), t152_c0_0)
-        storeVector(arena, (((811008 +% ((mb151 *% 4) *% 64)) +% 48) +% 8), t152_c0_1)
-        storeVector(arena, ((811008 +% (((mb151 *% 4) +% 1) *% 64)) +% 48), t152_c1_0)
-        storeVector(arena, (((811008 +% (((mb151 *% 4) +% 1) *% 64)) +% 48) +% 8), t152_c1_1)
-        storeVector(arena, ((811008 +% (((mb151 *% 4) +% 2) *% 64)) +% 48), t152_c2_0)
-        storeVector(arena, (((811008 +% (((mb151 *% 4) +% 2) *% 64)) +% 48) +% 8), t152_c2_1)
-        storeVector(arena, ((811008 +% (((mb151 *% 4) +% 3) *% 64)) +% 48), t152_c3_0)
-        storeVector(arena, (((811008 +% (((mb151 *% 4) +% 3) *% 64)) +% 48) +% 8), t152_c3_1)
+        storeVector(arena, ((4022272 +% ((mb151 *% 4) *% 64)) +% 48), t152_c0_0)
+        storeVector(arena, (((4022272 +% ((mb151 *% 4) *% 64)) +% 48) +% 8), t152_c0_1)
+        storeVector(arena, ((4022272 +% (((mb151 *% 4) +% 1) *% 64)) +% 48), t152_c1_0)
+        storeVector(arena, (((4022272 +% (((mb151 *% 4) +% 1) *% 64)) +% 48) +% 8), t152_c1_1)
+        storeVector(arena, ((4022272 +% (((mb151 *% 4) +% 2) *% 64)) +% 48), t152_c2_0)
+        storeVector(arena, (((4022272 +% (((mb151 *% 4) +% 2) *% 64)) +% 48) +% 8), t152_c2_1)
+        storeVector(arena, ((4022272 +% (((mb151 *% 4) +% 3) *% 64)) +% 48), t152_c3_0)
+        storeVector(arena, (((4022272 +% (((mb151 *% 4) +% 3) *% 64)) +% 48) +% 8), t152_c3_1)
       }
     }
   }
   for n155 in 0..<64 {
     for u156 in 0..<128 {
-      arena[((n155 *% 128) +% u156)] = ((arena[((811008 +% (u156 *% 64)) +% n155)] + params[(1624448 +% u156)]) > Float(0) ? (arena[((811008 +% (u156 *% 64)) +% n155)] + params[(1624448 +% u156)]) : Float(0))
+      arena[((3211264 +% (n155 *% 128)) +% u156)] = ((arena[((4022272 +% (u156 *% 64)) +% n155)] + params[(1624448 +% u156)]) > Float(0) ? (arena[((4022272 +% (u156 *% 64)) +% n155)] + params[(1624448 +% u156)]) : Float(0))
+    }
+  }
+  // drop = dropout(fc1)
+  let z157: UInt64 = (UInt64(bitPattern: seed) ^ 0xf1a2a766dcd55bac as UInt64)
+  let z158: UInt64 = ((z157 ^ (z157 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
+  let z159: UInt64 = ((z158 ^ (z158 >> 27)) &* 0x94d049bb133111eb as UInt64)
+  let z160: UInt64 = (z159 ^ (z159 >> 31))
+  let z161: UInt64 = (z160 &+ UInt64(bitPattern: step))
+  let z162: UInt64 = ((z161 ^ (z161 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
+  let z163: UInt64 = ((z162 ^ (z162 >> 27)) &* 0x94d049bb133111eb as UInt64)
+  let z164: UInt64 = (z163 ^ (z163 >> 31))
+  for i165 in 0..<8192 {
+    let z166: UInt64 = (z164 &+ (UInt64(bitPattern: Int64(i165)) &* 0x9e3779b97f4a7c15 as UInt64))
+    let z167: UInt64 = ((z166 ^ (z166 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
+    let z168: UInt64 = ((z167 ^ (z167 >> 27)) &* 0x94d049bb133111eb as UInt64)
+    let z169: UInt64 = (z168 ^ (z168 >> 31))
+    arena[(3219456 +% i165)] = ((z169 >> 40) >= 0x800000 as UInt64 ? (arena[(3211264 +% i165)] * Float(2)) : Float(0))
+  }
+  // fc2 = dense(drop)
+  sgemm(101, 111, 112, 64, 10, 128, 1, arena + 3219456, 128, params + 1624576, 128, Float(bitPattern: 0x0), arena + 3227648, 10)
+  for n170 in 0..<64 {
+    for u171 in 0..<1 {
+      storeVector(arena, ((u171 *% 8) +% (3227648 +% (n170 *% 10))), (loadVector(arena, ((u171 *% 8) +% (3227648 +% (n170 *% 10)))) + loadVector(params, ((u171 *% 8) +% 1625856))))
+    }
+    for u171 in 0..<1 {
+      storePartial(arena, ((u171 +% 8) +% (3227648 +% (n170 *% 10))), (loadPartial(arena, ((u171 +% 8) +% (3227648 +% (n170 *% 10))), 2) + loadPartial(params, ((u171 +% 8) +% 1625856), 2)), 2)
+    }
+  }
+  // loss = cross_entropy(fc2, label)
+  var total172: Float = Float(0)
+  for n173 in 0..<64 {
+    var m174: Float = arena[(3227648 +% (n173 *% 10))]
+    for k176 in 0..<10 {
+      m174 = { let x = m174, y = arena[((3227648 +% (n173 *% 10)) +% k176)]; return y > x ? y : x }()
+    }
+    var s175: Float = Float(0)
+    for k177 in 0..<10 {
+      s175 = (s175 + expf((arena[((3227648 +% (n173 *% 10)) +% k177)] - m174)))
+    }
+    total172 = (total172 + ((m174 + logf(s175)) - arena[((3227648 +% (n173 *% 10)) +% Int(labels[n173]))]))
+  }
+  arena[3228288] = (total172 / Float(64))
+  // fc2_grad = cross_entropy_grad(fc2, label)
+  for n178 in 0..<64 {
+    var m179: Float = arena[(3227648 +% (n178 *% 10))]
+    for k181 in 0..<10 {
+      m179 = { let x = m179, y = arena[((3227648 +% (n178 *% 10)) +% k181)]; return y > x ? y : x }()
+    }
+    var s180: Float = Float(0)
+    for k182 in 0..<10 {
+      s180 = (s180 + expf((arena[((3227648 +% (n178 *% 10)) +% k182)] - m179)))
+    }
+    for k183 in 0..<10 {
+      arena[((3228304 +% (n178 *% 10)) +% k183)] = ((k183 == Int(labels[n178]) ? ((expf((arena[((3227648 +% (n178 *% 10)) +% k183)] - m179)) / s180) - Float(1)) : (expf((arena[((3227648 +% (n178 *% 10)) +% k183)] - m179)) / s180)) / Float(64))
+    }
+  }
+  // fc2_weight_grad = dense_grad_weight(fc2_grad, drop)
+  sgemm(101, 112, 111, 10, 128, 64, 1, arena + 3228304, 10, arena + 3219456, 128, Float(bitPattern: 0x0), grads + 1624576, 128)
+  // fc2_bias_grad = dense_grad_bias(fc2_grad)
+  for u184 in 0..<10 {
+    var acc185: Float = Float(0)
+    for n186 in 0..<64 {
+      acc185 = (acc185 + arena[((3228304 +% (n186 *% 10)) +% u184)])
+    }
+    grads[(1625856 +% u184)] = acc185
+  }
+  // drop_grad = dense_grad_input(fc2_grad, fc2.weight)
+  sgemm(101, 111, 111, 64, 128, 10, 1, arena + 3228304, 10, params + 1624576, 128, Float(bitPattern: 0x0), arena + 3228944, 128)
+  // relu3_grad = dropout_grad(drop_grad, drop)
+  let z187: UInt64 = (UInt64(bitPattern: seed) ^ 0xf1a2a766dcd55bac as UInt64)
+  let z188: UInt64 = ((z187 ^ (z187 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
+  let z189: UInt64 = ((z188 ^ (z188 >> 27)) &* 0x94d049bb133111eb as UInt64)
+  let z190: UInt64 = (z189 ^ (z189 >> 31))
+  let z191: UInt64 = (z190 &+ UInt64(bitPattern: step))
+  let z192: UInt64 = ((z191 ^ (z191 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
+  let z193: UInt64 = ((z192 ^ (z192 >> 27)) &* 0x94d049bb133111eb as UInt64)
+  let z194: UInt64 = (z193 ^ (z193 >> 31))
+  for i195 in 0..<8192 {
+    let z196: UInt64 = (z194 &+ (UInt64(bitPattern: Int64(i195)) &* 0x9e3779b97f4a7c15 as UInt64))
+    let z197: UInt64 = ((z196 ^ (z196 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
+    let z198: UInt64 = ((z197 ^ (z197 >> 27)) &* 0x94d049bb133111eb as UInt64)
+    let z199: UInt64 = (z198 ^ (z198 >> 31))
+    arena[(3237136 +% i195)] = ((z199 >> 40) >= 0x800000 as UInt64 ? (arena[(3228944 +% i195)] * Float(2)) : Float(0))
+  }
+  // fc1_grad = relu_grad(relu3_grad, fc1)
+  for i200 in 0..<1024 {
+    storeVector(arena, ((i200 *% 8) +% 3219456), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i200 *% 8) +% 3237136)), where: loadVector(arena, ((i200 *% 8) +% 3211264)) .> Vector(repeating: Float(0))))
+  }
+  // fc1_weight_grad = dense_grad_weight(fc1_grad, flat)
+  do {  // gemm208
+    for nb201 in 0..<522 {
+      for mb202 in 0..<32 {
+        var t203_c0_0 = Vector()
+        var t203_c0_1 = Vector()
+        var t203_c0_2 = Vector()
+        var t203_c1_0 = Vector()
+        var t203_c1_1 = Vector()
+        var t203_c1_2 = Vector()
+        var t203_c2_0 = Vector()
+        var t203_c2_1 = Vector()
+        var t203_c2_2 = Vector()
+        var t203_c3_0 = Vector()
+        var t203_c3_1 = Vector()
+        var t203_c3_2 = Vector()
+        for k204 in 0..<64 {
+          let t203_b0 = loadVector(arena, ((1605632 +% (k204 *% 12544)) +% (nb201 *% 24)))
+          let t203_b1 = loadVector(arena, (((1605632 +% (k204 *% 12544)) +% (nb201 *% 24)) +% 8))
+          let t203_b2 = loadVector(arena, (((1605632 +% (k204 *% 12544)) +% (nb201 *% 24)) +% 16))
+          let t203_a0 = Vector(repeating: arena[((3219456 +% (mb202 *% 4)) +% (k204 *% 128))])
+          t203_c0_0 = t203_c0_0.addingProduct(t203_a0, t203_b0)
+          t203_c0_1 = t203_c0_1.addingProduct(t203_a0, t203_b1)
+          t203_c0_2 = t203_c0_2.addingProduct(t203_a0, t203_b2)
+          let t203_a1 = Vector(repeating: arena[((3219456 +% ((mb202 *% 4) +% 1)) +% (k204 *% 128))])
+          t203_c1_0 = t203_c1_0.addingProduct(t203_a1, t203_b0)
+          t203_c1_1 = t203_c1_1.addingProduct(t203_a1, t203_b1)
+          t203_c1_2 = t203_c1_2.addingProduct(t203_a1, t203_b2)
+          let t203_a2 = Vector(repeating: arena[((3219456 +% ((mb202 *% 4) +% 2)) +% (k204 *% 128))])
+          t203_c2_0 = t203_c2_0.addingProduct(t203_a2, t203_b0)
+          t203_c2_1 = t203_c2_1.addingProduct(t203_a2, t203_b1)
+          t203_c2_2 = t203_c2_2.addingProduct(t203_a2, t203_b2)
+          let t203_a3 = Vector(repeating: arena[((3219456 +% ((mb202 *% 4) +% 3)) +% (k204 *% 128))])
+          t203_c3_0 = t203_c3_0.addingProduct(t203_a3, t203_b0)
+          t203_c3_1 = t203_c3_1.addingProduct(t203_a3, t203_b1)
+          t203_c3_2 = t203_c3_2.addingProduct(t203_a3, t203_b2)
+        }
+        storeVector(grads, ((18816 +% ((mb202 *% 4) *% 12544)) +% (nb201 *% 24)), t203_c0_0)
+        storeVector(grads, (((18816 +% ((mb202 *% 4) *% 12544)) +% (nb201 *% 24)) +% 8), t203_c0_1)
+        storeVector(grads, (((18816 +% ((mb202 *% 4) *% 12544)) +% (nb201 *% 24)) +% 16), t203_c0_2)
+        storeVector(grads, ((18816 +% (((mb202 *% 4) +% 1) *% 12544)) +% (nb201 *% 24)), t203_c1_0)
+        storeVector(grads, (((18816 +% (((mb202 *% 4) +% 1) *% 12544)) +% (nb201 *% 24)) +% 8), t203_c1_1)
+        storeVector(grads, (((18816 +% (((mb202 *% 4) +% 1) *% 12544)) +% (nb201 *% 24)) +% 16), t203_c1_2)
+        storeVector(grads, ((18816 +% (((mb202 *% 4) +% 2) *% 12544)) +% (nb201 *% 24)), t203_c2_0)
+        storeVector(grads, (((18816 +% (((mb202 *% 4) +% 2) *% 12544)) +% (nb201 *% 24)) +% 8), t203_c2_1)
+        storeVector(grads, (((18816 +% (((mb202 *% 4) +% 2) *% 12544)) +% (nb201 *% 24)) +% 16), t203_c2_2)
+        storeVector(grads, ((18816 +% (((mb202 *% 4) +% 3) *% 12544)) +% (nb201 *% 24)), t203_c3_0)
+        storeVector(grads, (((18816 +% (((mb202 *% 4) +% 3) *% 12544)) +% (nb201 *% 24)) +% 8), t203_c3_1)
+        storeVector(grads, (((18816 +% (((mb202 *% 4) +% 3) *% 12544)) +% (nb201 *% 24)) +% 16), t203_c3_2)
+      }
+    }
+    for mb205 in 0..<32 {
+      var t206_c0_0 = Vector()
+      var t206_c0_1 = Vector()
+      var t206_c1_0 = Vector()
+      var t206_c1_1 = Vector()
+      var t206_c2_0 = Vector()
+      var t206_c2_1 = Vector()
+      var t206_c3_0 = Vector()
+      var t206_c3_1 = Vector()
+      for k207 in 0..<64 {
+        let t206_b0 = loadVector(arena, ((1605632 +% (k207 *% 12544)) +% 12528))
+        let t206_b1 = loadVector(arena, (((1605632 +% (k207 *% 12544)) +% 12528) +% 8))
+        let t206_a0 = Vector(repeating: arena[((3219456 +% (mb205 *% 4)) +% (k207 *% 128))])
+        t206_c0_0 = t206_c0_0.addingProduct(t206_a0, t206_b0)
+        t206_c0_1 = t206_c0_1.addingProduct(t206_a0, t206_b1)
+        let t206_a1 = Vector(repeating: arena[((3219456 +% ((mb205 *% 4) +% 1)) +% (k207 *% 128))])
+        t206_c1_0 = t206_c1_0.addingProduct(t206_a1, t206_b0)
+        t206_c1_1 = t206_c1_1.addingProduct(t206_a1, t206_b1)
+        let t206_a2 = Vector(repeating: arena[((3219456 +% ((mb205 *% 4) +% 2)) +% (k207 *% 128))])
+        t206_c2_0 = t206_c2_0.addingProduct(t206_a2, t206_b0)
+        t206_c2_1 = t206_c2_1.addingProduct(t206_a2, t206_b1)
+        let t206_a3 = Vector(repeating: arena[((3219456 +% ((mb205 *% 4) +% 3)) +% (k207 *% 128))])
+        t206_c3_0 = t206_c3_0.addingProduct(t206_a3, t206_b0)
+        t206_c3_1 = t206_c3_1.addingProduct(t206_a3, t206_b1)
+      }
+      storeVector(grads, ((18816 +% ((mb205 *% 4) *% 12544)) +% 12528), t206_c0_0)
+      storeVector(grads, (((18816 +% ((mb205 *% 4) *% 12544)) +% 12528) +% 8), t206_c0_1)
+      storeVector(grads, ((18816 +% (((mb205 *% 4) +% 1) *% 12544)) +% 12528), t206_c1_0)
+      storeVector(grads, (((18816 +% (((mb205 *% 4) +% 1) *% 12544)) +% 12528) +% 8), t206_c1_1)
+      storeVector(grads, ((18816 +% (((mb205 *% 4) +% 2) *% 12544)) +% 12528), t206_c2_0)
+      storeVector(grads, (((18816 +% (((mb205 *% 4) +% 2) *% 12544)) +% 12528) +% 8), t206_c2_1)
+      storeVector(grads, ((18816 +% (((mb205 *% 4) +% 3) *% 12544)) +% 12528), t206_c3_0)
+      storeVector(grads, (((18816 +% (((mb205 *% 4) +% 3) *% 12544)) +% 12528) +% 8), t206_c3_1)
+    }
+  }
+  // fc1_bias_grad = dense_grad_bias(fc1_grad)
+  for u209 in 0..<128 {
+    var acc210: Float = Float(0)
+    for n211 in 0..<64 {
+      acc210 = (acc210 + arena[((3219456 +% (n211 *% 128)) +% u209)])
+    }
+    grads[(1624448 +% u209)] = acc210
+  }
+  // flat_grad = dense_grad_input(fc1_grad, fc1.weight)
+  do {  // gemm219
+    for nb212 in 0..<522 {
+      for mb213 in 0..<16 {
+        var t214_c0_0 = Vector()
+        var t214_c0_1 = Vector()
+        var t214_c0_2 = Vector()
+        var t214_c1_0 = Vector()
+        var t214_c1_1 = Vector()
+        var t214_c1_2 = Vector()
+        var t214_c2_0 = Vector()
+        var t214_c2_1 = Vector()
+        var t214_c2_2 = Vector()
+        var t214_c3_0 = Vector()
+        var t214_c3_1 = Vector()
+        var t214_c3_2 = Vector()
+        for k215 in 0..<128 {
+          let t214_b0 = loadVector(params, ((18816 +% (k215 *% 12544)) +% (nb212 *% 24)))
+          let t214_b1 = loadVector(params, (((18816 +% (k215 *% 12544)) +% (nb212 *% 24)) +% 8))
+          let t214_b2 = loadVector(params, (((18816 +% (k215 *% 12544)) +% (nb212 *% 24)) +% 16))
+          let t214_a0 = Vector(repeating: arena[((3219456 +% ((mb213 *% 4) *% 128)) +% k215)])
+          t214_c0_0 = t214_c0_0.addingProduct(t214_a0, t214_b0)
+          t214_c0_1 = t214_c0_1.addingProduct(t214_a0, t214_b1)
+          t214_c0_2 = t214_c0_2.addingProduct(t214_a0, t214_b2)
+          let t214_a1 = Vector(repeating: arena[((3219456 +% (((mb213 *% 4) +% 1) *% 128)) +% k215)])
+          t214_c1_0 = t214_c1_0.addingProduct(t214_a1, t214_b0)
+          t214_c1_1 = t214_c1_1.addingProduct(t214_a1, t214_b1)
+          t214_c1_2 = t214_c1_2.addingProduct(t214_a1, t214_b2)
+          let t214_a2 = Vector(repeating: arena[((3219456 +% (((mb213 *% 4) +% 2) *% 128)) +% k215)])
+          t214_c2_0 = t214_c2_0.addingProduct(t214_a2, t214_b0)
+          t214_c2_1 = t214_c2_1.addingProduct(t214_a2, t214_b1)
+          t214_c2_2 = t214_c2_2.addingProduct(t214_a2, t214_b2)
+          let t214_a3 = Vector(repeating: arena[((3219456 +% (((mb213 *% 4) +% 3) *% 128)) +% k215)])
+          t214_c3_0 = t214_c3_0.addingProduct(t214_a3, t214_b0)
+          t214_c3_1 = t214_c3_1.addingProduct(t214_a3, t214_b1)
+          t214_c3_2 = t214_c3_2.addingProduct(t214_a3, t214_b2)
+        }
+        storeVector(arena, ((3228304 +% ((mb213 *% 4) *% 12544)) +% (nb212 *% 24)), t214_c0_0)
+        storeVector(arena, (((3228304 +% ((mb213 *% 4) *% 12544)) +% (nb212 *% 24)) +% 8), t214_c0_1)
+        storeVector(arena, (((3228304 +% ((mb213 *% 4) *% 12544)) +% (nb212 *% 24)) +% 16), t214_c0_2)
+        storeVector(arena, ((3228304 +% (((mb213 *% 4) +% 1) *% 12544)) +% (nb212 *% 24)), t214_c1_0)
+        storeVector(arena, (((3228304 +% (((mb213 *% 4) +% 1) *% 12544)) +% (nb212 *% 24)) +% 8), t214_c1_1)
+        storeVector(arena, (((3228304 +% (((mb213 *% 4) +% 1) *% 12544)) +% (nb212 *% 24)) +% 16), t214_c1_2)
+        storeVector(arena, ((3228304 +% (((mb213 *% 4) +% 2) *% 12544)) +% (nb212 *% 24)), t214_c2_0)
+        storeVector(arena, (((3228304 +% (((mb213 *% 4) +% 2) *% 12544)) +% (nb212 *% 24)) +% 8), t214_c2_1)
+        storeVector(arena, (((3228304 +% (((mb213 *% 4) +% 2) *% 12544)) +% (nb212 *% 24)) +% 16), t214_c2_2)
+        storeVector(arena, ((3228304 +% (((mb213 *% 4) +% 3) *% 12544)) +% (nb212 *% 24)), t214_c3_0)
+        storeVector(arena, (((3228304 +% (((mb213 *% 4) +% 3) *% 12544)) +% (nb212 *% 24)) +% 8), t214_c3_1)
+        storeVector(arena, (((3228304 +% (((mb213 *% 4) +% 3) *% 12544)) +% (nb212 *% 24)) +% 16), t214_c3_2)
+      }
+    }
+    for mb216 in 0..<16 {
+      var t217_c0_0 = Vector()
+      var t217_c0_1 = Vector()
+      var t217_c1_0 = Vector()
+      var t217_c1_1 = Vector()
+      var t217_c2_0 = Vector()
+      var t217_c2_1 = Vector()
+      var t217_c3_0 = Vector()
+      var t217_c3_1 = Vector()
+      for k218 in 0..<128 {
+        let t217_b0 = loadVector(params, ((18816 +% (k218 *% 12544)) +% 12528))
+        let t217_b1 = loadVector(params, (((18816 +% (k218 *% 12544)) +% 12528) +% 8))
+        let t217_a0 = Vector(repeating: arena[((3219456 +% ((mb216 *% 4) *% 128)) +% k218)])
+        t217_c0_0 = t217_c0_0.addingProduct(t217_a0, t217_b0)
+        t217_c0_1 = t217_c0_1.addingProduct(t217_a0, t217_b1)
+        let t217_a1 = Vector(repeating: arena[((3219456 +% (((mb216 *% 4) +% 1) *% 128)) +% k218)])
+        t217_c1_0 = t217_c1_0.addingProduct(t217_a1, t217_b0)
+        t217_c1_1 = t217_c1_1.addingProduct(t217_a1, t217_b1)
+        let t217_a2 = Vector(repeating: arena[((3219456 +% (((mb216 *% 4) +% 2) *% 128)) +% k218)])
+        t217_c2_0 = t217_c2_0.addingProduct(t217_a2, t217_b0)
+        t217_c2_1 = t217_c2_1.addingProduct(t217_a2, t217_b1)
+        let t217_a3 = Vector(repeating: arena[((3219456 +% (((mb216 *% 4) +% 3) *% 128)) +% k218)])
+        t217_c3_0 = t217_c3_0.addingProduct(t217_a3, t217_b0)
+        t217_c3_1 = t217_c3_1.addingProduct(t217_a3, t217_b1)
+      }
+      storeVector(arena, ((3228304 +% ((mb216 *% 4) *% 12544)) +% 12528), t217_c0_0)
+      storeVector(arena, (((3228304 +% ((mb216 *% 4) *% 12544)) +% 12528) +% 8), t217_c0_1)
+      storeVector(arena, ((3228304 +% (((mb216 *% 4) +% 1) *% 12544)) +% 12528), t217_c1_0)
+      storeVector(arena, (((3228304 +% (((mb216 *% 4) +% 1) *% 12544)) +% 12528) +% 8), t217_c1_1)
+      storeVector(arena, ((3228304 +% (((mb216 *% 4) +% 2) *% 12544)) +% 12528), t217_c2_0)
+      storeVector(arena, (((3228304 +% (((mb216 *% 4) +% 2) *% 12544)) +% 12528) +% 8), t217_c2_1)
+      storeVector(arena, ((3228304 +% (((mb216 *% 4) +% 3) *% 12544)) +% 12528), t217_c3_0)
+      storeVector(arena, (((3228304 +% (((mb216 *% 4) +% 3) *% 12544)) +% 12528) +% 8), t217_c3_1)
+    }
+  }
+  // pool_grad = flatten_grad(flat_grad, conv2)
+  // conv2_grad = relu_maxpool_grad(pool_grad, conv2, conv2.argmax)
+  for i220 in 0..<401408 {
+    storeVector(arena, ((i220 *% 8) +% 4031120), Vector(repeating: Float(0)))
+  }
+  for q221 in 0..<4096 {
+    for i222 in 0..<196 {
+      if arena[(1605632 +% ((q221 *% 196) +% i222))] > Float(0) {
+        arena[((4031120 +% (q221 *% 784)) +% Int(arena[(2408448 +% ((q221 *% 196) +% i222))]))] += arena[(3228304 +% ((q221 *% 196) +% i222))]
+      }
+    }
+  }
+  // conv2_weight_grad = conv2d_grad_weight(conv2_grad, conv1)
+  for i223 in 0..<4096 {
+    storeVector(arena, ((i223 *% 8) +% 1985664), Vector(repeating: Float(0)))
+  }
+  for i224 in 0..<3600 {
+    storeVector(arena, ((i224 *% 8) +% 1605632), Vector(repeating: Float(0)))
+  }
+  for i225 in 0..<6272 {
+    storeVector(arena, ((i225 *% 8) +% 1734784), Vector(repeating: Float(0)))
+  }
+  for g226 in 0..<64 {
+    for j227 in 0..<1 {
+      for c228 in 0..<32 {
+        for iy229 in 0..<28 {
+          for ix230 in 0..<28 {
+            arena[(1605632 +% ((((j227 *% 28800) +% ((iy229 +% 1) *% 960)) +% ((ix230 +% 1) *% 32)) +% c228))] = arena[(((((g226 +% j227) *% 25088) +% (c228 *% 784)) +% (iy229 *% 28)) +% ix230)]
+          }
+        }
+      }
+    }
+    for j231 in 0..<1 {
+      for ty232 in 0..<14 {
+        for tx233 in 0..<14 {
+          for cv234 in 0..<4 {
+            let w235 = (loadVector(arena, (1605632 +% ((((j231 *% 28800) +% ((ty232 *% 2) *% 960)) +% ((tx233 *% 2) *% 32)) +% (cv234 *% 8)))) - loadVector(arena, (1605632 +% ((((j231 *% 28800) +% (((ty232 *% 2) +% 2) *% 960)) +% ((tx233 *% 2) *% 32)) +% (cv234 *% 8)))))
+            let w236 = (loadVector(arena, (1605632 +% ((((j231 *% 28800) +% (((ty232 *% 2) +% 1) *% 960)) +% ((tx233 *% 2) *% 32)) +% (cv234 *% 8)))) + loadVector(arena, (1605632 +% ((((j231 *% 28800) +% (((ty232 *% 2) +% 2) *% 960)) +% ((tx233 *% 2) *% 32)) +% (cv234 *% 8)))))
+            let w237 = (loadVector(arena, (1605632 +% ((((j231 *% 28800) +% (((ty232 *% 2) +% 2) *% 960)) +% ((tx233 *% 2) *% 32)) +% (cv234 *% 8)))) - loadVector(arena, (1605632 +% ((((j231 *% 28800) +% (((ty232 *% 2) +% 1) *% 960)) +% ((tx233 *% 2) *% 32)) +% (cv234 *% 8)))))
+            let w238 = (loadVector(arena, (1605632 +% ((((j231 *% 28800) +% (((ty232 *% 2) +% 1) *% 960)) +% ((tx233 *% 2) *% 32)) +% (cv234 *% 8)))) - loadVector(arena, (1605632 +% ((((j231 *% 28800) +% (((ty232 *% 2) +% 3) *% 960)) +% ((tx233 *% 2) *% 32)) +% (cv234 *% 8)))))
+            let w239 = (loadVector(arena, (1605632 +% ((((j231 *% 28800) +% ((ty232 *% 2) *% 960)) +% (((tx233 *% 2) +% 1) *% 32)) +% (cv234 *% 8)))) - loadVector(arena, (1605632 +% ((((j231 *% 28800) +% (((ty232 *% 2) +% 2) *% 960)) +% (((tx233 *% 2) +% 1) *% 32)) +% (cv234 *% 8)))))
+            let w240 = (loadVector(arena, (1605632 +% ((((j231 *% 28800) +% (((ty232 *% 2) +% 1) *% 960)) +% (((tx233 *% 2) +% 1) *% 32)) +% (cv234 *% 8)))) + loadVector(arena, (1605632 +% ((((j231 *% 28800) +% (((ty232 *% 2) +% 2) *% 960)) +% (((tx233 *% 2) +% 1) *% 32)) +% (cv234 *% 8)))))
+            let w241 = (loadVector(arena, (1605632 +% ((((j231 *% 28800) +% (((ty232 *% 2) +% 2) *% 960)) +% (((tx233 *% 2) +% 1) *% 32)) +% (cv234 *% 8)))) - loadVector(arena, (1605632 +% ((((j231 *% 28800) +% (((ty232 *% 2) +% 1) *% 960)) +% (((tx233 *% 2) +% 1) *% 32)) +% (cv234 *% 8)))))
+            let w242 = (loadVector(arena, (1605632 +% ((((j231 *% 28800) +% (((ty232 *% 2) +% 1) *% 960)) +% (((tx233 *% 2) +% 1) *% 32)) +% (cv234 *% 8)))) - loadVector(arena, (1605632 +% ((((j231 *% 28800) +% (((ty232 *% 2) +% 3) *% 960)) +% (((tx233 *% 2) +% 1) *% 32)) +% (cv234 *% 8)))))
+            let w243 = (loadVector(arena, (1605632 +% ((((j231 *% 28800) +% ((ty232 *% 2) *% 960)) +% (((tx233 *% 2) +% 2) *% 32)) +% (cv234 *% 8)))) - loadVector(arena, (1605632 +% ((((j231 *% 28800) +% (((ty232 *% 2) +% 2) *% 960)) +% (((tx233 *% 2) +% 2) *% 32)) +% (cv234 *% 8)))))
+            let w244 = (loadVector(arena, (1605632 +% ((((j231 *% 28800) +% (((ty232 *% 2) +% 1) *% 960)) +% (((tx233 *% 2) +% 2) *% 32)) +% (cv234 *% 8)))) + loadVector(arena, (1605632 +% ((((j231 *% 28800) +% (((ty232 *% 2) +% 2) *% 960)) +% (((tx233 *% 2) +% 2) *% 32)) +% (cv234 *% 8)))))
+            let w245 = (loadVector(arena, (1605632 +% ((((j231 *% 28800) +% (((ty232 *% 2) +% 2) *% 960)) +% (((tx233 *% 2) +% 2) *% 32)) +% (cv234 *% 8)))) - loadVector(arena, (1605632 +% ((((j231 *% 28800) +% (((ty232 *% 2) +% 1) *% 960)) +% (((tx233 *% 2) +% 2) *% 32)) +% (cv234 *% 8)))))
+            let w246 = (loadVector(arena, (1605632 +% ((((j231 *% 28800) +% (((ty232 *% 2) +% 1) *% 960)) +% (((tx233 *% 2) +% 2) *% 32)) +% (cv234 *% 8)))) - loadVector(arena, (1605632 +% ((((j231 *% 28800) +% (((ty232 *% 2) +% 3) *% 960)) +% (((tx233 *% 2) +% 2) *% 32)) +% (cv234 *% 8)))))
+            let w247 = (loadVector(arena, (1605632 +% ((((j231 *% 28800) +% ((ty232 *% 2) *% 960)) +% (((tx233 *% 2) +% 3) *% 32)) +% (cv234 *% 8)))) - loadVector(arena, (1605632 +% ((((j231 *% 28800) +% (((ty232 *% 2) +% 2) *% 960)) +% (((tx233 *% 2) +% 3) *% 32)) +% (cv234 *% 8)))))
+            let w248 = (loadVector(arena, (1605632 +% ((((j231 *% 28800) +% (((ty232 *% 2) +% 1) *% 960)) +% (((tx233 *% 2) +% 3) *% 32)) +% (cv234 *% 8)))) + loadVector(arena, (1605632 +% ((((j231 *% 28800) +% (((ty232 *% 2) +% 2) *% 960)) +% (((tx233 *% 2) +% 3) *% 32)) +% (cv234 *% 8)))))
+            let w249 = (loadVector(arena, (1605632 +% ((((j231 *% 28800) +% (((ty232 *% 2) +% 2) *% 960)) +% (((tx233 *% 2) +% 3) *% 32)) +% (cv234 *% 8)))) - loadVector(arena, (1605632 +% ((((j231 *% 28800) +% (((ty232 *% 2) +% 1) *% 960)) +% (((tx233 *% 2) +% 3) *% 32)) +% (cv234 *% 8)))))
+            let w250 = (loadVector(arena, (1605632 +% ((((j231 *% 28800) +% (((ty232 *% 2) +% 1) *% 960)) +% (((tx233 *% 2) +% 3) *% 32)) +% (cv234 *% 8)))) - loadVector(arena, (1605632 +% ((((j231 *% 28800) +% (((ty232 *% 2) +% 3) *% 960)) +% (((tx233 *% 2) +% 3) *% 32)) +% (cv234 *% 8)))))
+            let w251 = (w235 - w243)
+            let w252 = (w239 + w243)
+            let w253 = (w243 - w239)
+            let w254 = (w239 - w247)
+            let w255 = (w236 - w244)
+            let w256 = (w240 + w244)
+            let w257 = (w244 - w240)
+            let w258 = (w240 - w248)
+            let w259 = (w237 - w245)
+            let w260 = (w241 + w245)
+            let w261 = (w245 - w241)
+            let w262 = (w241 - w249)
+            let w263 = (w238 - w246)
+            let w264 = (w242 + w246)
+            let w265 = (w246 - w242)
+            let w266 = (w242 - w250)
+            storeVector(arena, ((1634432 +% ((((j231 *% 196) +% (ty232 *% 14)) +% tx233) *% 32)) +% (cv234 *% 8)), w251)
+            storeVector(arena, ((1640704 +% ((((j231 *% 196) +% (ty232 *% 14)) +% tx233) *% 32)) +% (cv234 *% 8)), w252)
+            storeVector(arena, ((1646976 +% ((((j231 *% 196) +% (ty232 *% 14)) +% tx233) *% 32)) +% (cv234 *% 8)), w253)
+            storeVector(arena, ((1653248 +% ((((j231 *% 196) +% (ty232 *% 14)) +% tx233) *% 32)) +% (cv234 *% 8)), w254)
+            storeVector(arena, ((1659520 +% ((((j231 *% 196) +% (ty232 *% 14)) +% tx233) *% 32)) +% (cv234 *% 8)), w255)
+            storeVector(arena, ((1665792 +% ((((j231 *% 196) +% (ty232 *% 14)) +% tx233) *% 32)) +% (cv234 *% 8)), w256)
+            storeVector(arena, ((1672064 +% ((((j231 *% 196) +% (ty232 *% 14)) +% tx233) *% 32)) +% (cv234 *% 8)), w257)
+            storeVector(arena, ((1678336 +% ((((j231 *% 196) +% (ty232 *% 14)) +% tx233) *% 32)) +% (cv234 *% 8)), w258)
+            storeVector(arena, ((1684608 +% ((((j231 *% 196) +% (ty232 *% 14)) +% tx233) *% 32)) +% (cv234 *% 8)), w259)
+            storeVector(arena, ((1690880 +% ((((j231 *% 196) +% (ty232 *% 14)) +% tx233) *% 32)) +% (cv234 *% 8)), w260)
+            storeVector(arena, ((1697152 +% ((((j231 *% 196) +% (ty232 *% 14)) +% tx233) *% 32)) +% (cv234 *% 8)), w261)
+            storeVector(arena, ((1703424 +% ((((j231 *% 196) +% (ty232 *% 14)) +% tx233) *% 32)) +% (cv234 *% 8)), w262)
+            storeVector(arena, ((1709696 +% ((((j231 *% 196) +% (ty232 *% 14)) +% tx233) *% 32)) +% (cv234 *% 8)), w263)
+            storeVector(arena, ((1715968 +% ((((j231 *% 196) +% (ty232 *% 14)) +% tx233) *% 32)) +% (cv234 *% 8)), w264)
+            storeVector(arena, ((1722240 +% ((((j231 *% 196) +% (ty232 *% 14)) +% tx233) *% 32)) +% (cv234 *% 8)), w265)
+            storeVector(arena, ((1728512 +% ((((j231 *% 196) +% (ty232 *% 14)) +% tx233) *% 32)) +% (cv234 *% 8)), w266)
+          }
+        }
+      }
+    }
+    for j267 in 0..<1 {
+      for c268 in 0..<64 {
+        for iy269 in 0..<28 {
+          for ix270 in 0..<28 {
+            arena[(1734784 +% ((((j267 *% 50176) +% (iy269 *% 1792)) +% (ix270 *% 64)) +% c268))] = arena[((((4031120 +% ((g226 +% j267) *% 50176)) +% (c268 *% 784)) +% (iy269 *% 28)) +% ix270)]
+          }
+        }
+      }
+    }
+    for j271 in 0..<1 {
+      for ty272 in 0..<14 {
+        for tx273 in 0..<14 {
+          for cv274 in 0..<8 {
+            let w275 = loadVector(arena, (1734784 +% ((((j271 *% 50176) +% ((ty272 *% 2) *% 1792)) +% ((tx273 *% 2) *% 64)) +% (cv274 *% 8))))
+            let w276 = (loadVector(arena, (1734784 +% ((((j271 *% 50176) +% ((ty272 *% 2) *% 1792)) +% ((tx273 *% 2) *% 64)) +% (cv274 *% 8)))) + loadVector(arena, (1734784 +% ((((j271 *% 50176) +% (((ty272 *% 2) +% 1) *% 1792)) +% ((tx273 *% 2) *% 64)) +% (cv274 *% 8)))))
+            let w277 = (loadVector(arena, (1734784 +% ((((j271 *% 50176) +% ((ty272 *% 2) *% 1792)) +% ((tx273 *% 2) *% 64)) +% (cv274 *% 8)))) - loadVector(arena, (1734784 +% ((((j271 *% 50176) +% (((ty272 *% 2) +% 1) *% 1792)) +% ((tx273 *% 2) *% 64)) +% (cv274 *% 8)))))
+            let w278 = (loadVector(arena, (1734784 +% ((((j271 *% 50176) +% (((ty272 *% 2) +% 1) *% 1792)) +% ((tx273 *% 2) *% 64)) +% (cv274 *% 8)))) * Vector(repeating: Float(-1)))
+            let w279 = loadVector(arena, (1734784 +% ((((j271 *% 50176) +% ((ty272 *% 2) *% 1792)) +% (((tx273 *% 2) +% 1) *% 64)) +% (cv274 *% 8))))
+            let w280 = (loadVector(arena, (1734784 +% ((((j271 *% 50176) +% ((ty272 *% 2) *% 1792)) +% (((tx273 *% 2) +% 1) *% 64)) +% (cv274 *% 8)))) + loadVector(arena, (1734784 +% ((((j271 *% 50176) +% (((ty272 *% 2) +% 1) *% 1792)) +% (((tx273 *% 2) +% 1) *% 64)) +% (cv274 *% 8)))))
+            let w281 = (loadVector(arena, (1734784 +% ((((j271 *% 50176) +% ((ty272 *% 2) *% 1792)) +% (((tx273 *% 2) +% 1) *% 64)) +% (cv274 *% 8)))) - loadVector(arena, (1734784 +% ((((j271 *% 50176) +% (((ty272 *% 2) +% 1) *% 1792)) +% (((tx273 *% 2) +% 1) *% 64)) +% (cv274 *% 8)))))
+            let w282 = (loadVector(arena, (1734784 +% ((((j271 *% 50176) +% (((ty272 *% 2) +% 1) *% 1792)) +% (((tx273 *% 2) +% 1) *% 64)) +% (cv274 *% 8)))) * Vector(repeating: Float(-1)))
+            let w283 = w275
+            let w284 = (w275 + w279)
+            let w285 = (w275 - w279)
+            let w286 = (w279 * Vector(repeating: Float(-1)))
+            let w287 = w276
+            let w288 = (w276 + w280)
+            let w289 = (w276 - w280)
+            let w290 = (w280 * Vector(repeating: Float(-1)))
+            let w291 = w277
+            let w292 = (w277 + w281)
+            let w293 = (w277 - w281)
+            let w294 = (w281 * Vector(repeating: Float(-1)))
+            let w295 = w278
+            let w296 = (w278 + w282)
+            let w297 = (w278 - w282)
+            let w298 = (w282 * Vector(repeating: Float(-1)))
+            storeVector(arena, ((1784960 +% ((((j271 *% 196) +% (ty272 *% 14)) +% tx273) *% 64)) +% (cv274 *% 8)), w283)
+            storeVector(arena, ((1797504 +% ((((j271 *% 196) +% (ty272 *% 14)) +% tx273) *% 64)) +% (cv274 *% 8)), w284)
+            storeVector(arena, ((1810048 +% ((((j271 *% 196) +% (ty272 *% 14)) +% tx273) *% 64)) +% (cv274 *% 8)), w285)
+            storeVector(arena, ((1822592 +% ((((j271 *% 196) +% (ty272 *% 14)) +% tx273) *% 64)) +% (cv274 *% 8)), w286)
+            storeVector(arena, ((1835136 +% ((((j271 *% 196) +% (ty272 *% 14)) +% tx273) *% 64)) +% (cv274 *% 8)), w287)
+            storeVector(arena, ((1847680 +% ((((j271 *% 196) +% (ty272 *% 14)) +% tx273) *% 64)) +% (cv274 *% 8)), w288)
+            storeVector(arena, ((1860224 +% ((((j271 *% 196) +% (ty272 *% 14)) +% tx273) *% 64)) +% (cv274 *% 8)), w289)
+            storeVector(arena, ((1872768 +% ((((j271 *% 196) +% (ty272 *% 14)) +% tx273) *% 64)) +% (cv274 *% 8)), w290)
+            storeVector(arena, ((1885312 +% ((((j271 *% 196) +% (ty272 *% 14)) +% tx273) *% 64)) +% (cv274 *% 8)), w291)
+            storeVector(arena, ((1897856 +% ((((j271 *% 196) +% (ty272 *% 14)) +% tx273) *% 64)) +% (cv274 *% 8)), w292)
+            storeVector(arena, ((1910400 +% ((((j271 *% 196) +% (ty272 *% 14)) +% tx273) *% 64)) +% (cv274 *% 8)), w293)
+            storeVector(arena, ((1922944 +% ((((j271 *% 196) +% (ty272 *% 14)) +% tx273) *% 64)) +% (cv274 *% 8)), w294)
+            storeVector(arena, ((1935488 +% ((((j271 *% 196) +% (ty272 *% 14)) +% tx273) *% 64)) +% (cv274 *% 8)), w295)
+            storeVector(arena, ((1948032 +% ((((j271 *% 196) +% (ty272 *% 14)) +% tx273) *% 64)) +% (cv274 *% 8)), w296)
+            storeVector(arena, ((1960576 +% ((((j271 *% 196) +% (ty272 *% 14)) +% tx273) *% 64)) +% (cv274 *% 8)), w297)
+            storeVector(arena, ((1973120 +% ((((j271 *% 196) +% (ty272 *% 14)) +% tx273) *% 64)) +% (cv274 *% 8)), w298)
+          }
+        }
+      }
+    }
+    for xi299 in 0..<16 {
+      sgemm(101, 112, 111, 32, 64, 196, 1, arena + (1634432 +% (xi299 *% 6272)), 32, arena + (1784960 +% (xi299 *% 12544)), 64, Float(bitPattern: 0x3f800000), arena + (1985664 +% (xi299 *% 2048)), 64)
+    }
+  }
+  do {  // scalar loops
+    for f300 in 0..<64 {
+      for c301 in 0..<32 {
+        var w302: Float = (((arena[((1985664 +% (c301 *% 64)) +% f300)] * Float(1)) + (arena[((1993856 +% (c301 *% 64)) +% f300)] * Float(bitPattern: 0x3f000000))) + (arena[((2002048 +% (c301 *% 64)) +% f300)] * Float(bitPattern: 0x3f000000)))
+        var w303: Float = ((arena[((1993856 +% (c301 *% 64)) +% f300)] - arena[((2002048 +% (c301 *% 64)) +% f300)]) * Float(bitPattern: 0x3f000000))
+        var w304: Float = (((arena[((1993856 +% (c301 *% 64)) +% f300)] * Float(bitPattern: 0x3f000000)) + (arena[((2002048 +% (c301 *% 64)) +% f300)] * Float(bitPattern: 0x3f000000))) + (arena[((2010240 +% (c301 *% 64)) +% f300)] * Float(1)))
+        var w305: Float = (((arena[((1987712 +% (c301 *% 64)) +% f300)] * Float(1)) + (arena[((1995904 +% (c301 *% 64)) +% f300)] * Float(bitPattern: 0x3f000000))) + (arena[((2004096 +% (c301 *% 64)) +% f300)] * Float(bitPattern: 0x3f000000)))
+        var w306: Float = ((arena[((1995904 +% (c301 *% 64)) +% f300)] - arena[((2004096 +% (c301 *% 64)) +% f300)]) * Float(bitPattern: 0x3f000000))
+        var w307: Float = (((arena[((1995904 +% (c301 *% 64)) +% f300)] * Float(bitPattern: 0x3f000000)) + (arena[((2004096 +% (c301 *% 64)) +% f300)] * Float(bitPattern: 0x3f000000))) + (arena[((2012288 +% (c301 *% 64)) +% f300)] * Float(1)))
+        var w308: Float = (((arena[((1989760 +% (c301 *% 64)) +% f300)] * Float(1)) + (arena[((1997952 +% (c301 *% 64)) +% f300)] * Float(bitPattern: 0x3f000000))) + (arena[((2006144 +% (c301 *% 64)) +% f300)] * Float(bitPattern: 0x3f000000)))
+        var w309: Float = ((arena[((1997952 +% (c301 *% 64)) +% f300)] - arena[((2006144 +% (c301 *% 64)) +% f300)]) * Float(bitPattern: 0x3f000000))
+        var w310: Float = (((arena[((1997952 +% (c301 *% 64)) +% f300)] * Float(bitPattern: 0x3f000000)) + (arena[((2006144 +% (c301 *% 64)) +% f300)] * Float(bitPattern: 0x3f000000))) + (arena[((2014336 +% (c301 *% 64)) +% f300)] * Float(1)))
+        var w311: Float = (((arena[((1991808 +% (c301 *% 64)) +% f300)] * Float(1)) + (arena[((2000000 +% (c301 *% 64)) +% f300)] * Float(bitPattern: 0x3f000000))) + (arena[((2008192 +% (c301 *% 64)) +% f300)] * Float(bitPattern: 0x3f000000)))
+        var w312: Float = ((arena[((2000000 +% (c301 *% 64)) +% f300)] - arena[((2008192 +% (c301 *% 64)) +% f300)]) * Float(bitPattern: 0x3f000000))
+        var w313: Float = (((arena[((2000000 +% (c301 *% 64)) +% f300)] * Float(bitPattern: 0x3f000000)) + (arena[((2008192 +% (c301 *% 64)) +% f300)] * Float(bitPattern: 0x3f000000))) + (arena[((2016384 +% (c301 *% 64)) +% f300)] * Float(1)))
+        var w314: Float = (((w302 * Float(1)) + (w305 * Float(bitPattern: 0x3f000000))) + (w308 * Float(bitPattern: 0x3f000000)))
+        var w315: Float = ((w305 - w308) * Float(bitPattern: 0x3f000000))
+        var w316: Float = (((w305 * Float(bitPattern: 0x3f000000)) + (w308 * Float(bitPattern: 0x3f000000))) + (w311 * Float(1)))
+        var w317: Float = (((w303 * Float(1)) + (w306 * Float(bitPattern: 0x3f000000))) + (w309 * Float(bitPattern: 0x3f000000)))
+        var w318: Float = ((w306 - w309) * Float(bitPattern: 0x3f000000))
+        var w319: Float = (((w306 * Float(bitPattern: 0x3f000000)) + (w309 * Float(bitPattern: 0x3f000000))) + (w312 * Float(1)))
+        var w320: Float = (((w304 * Float(1)) + (w307 * Float(bitPattern: 0x3f000000))) + (w310 * Float(bitPattern: 0x3f000000)))
+        var w321: Float = ((w307 - w310) * Float(bitPattern: 0x3f000000))
+        var w322: Float = (((w307 * Float(bitPattern: 0x3f000000)) + (w310 * Float(bitPattern: 0x3f000000))) + (w313 * Float(1)))
+        grads[(320 +% (((f300 *% 32) +% c301) *% 9))] = w314
+        grads[((320 +% (((f300 *% 32) +% c301) *% 9)) +% 1)] = w315
+        grads[((320 +% (((f300 *% 32) +% c301) *% 9)) +% 2)] = w316
+        grads[((320 +% (((f300 *% 32) +% c301) *% 9)) +% 3)] = w317
+        grads[((320 +% (((f300 *% 32) +% c301) *% 9)) +% 4)] = w318
+        grads[((320 +% (((f300 *% 32) +% c301) *% 9)) +% 5)] = w319
+        grads[((320 +% (((f300 *% 32) +% c301) *% 9)) +% 6)] = w320
+        grads[((320 +% (((f300 *% 32) +% c301) *% 9)) +% 7)] = w321
+        grads[((320 +% (((f300 *% 32) +% c301) *% 9)) +% 8)] = w322
+      }
+    }
+  }
+  // conv2_bias_grad = conv2d_grad_bias(conv2_grad)
+  for f323 in 0..<64 {
+    var acc324 = Vector()
+    for img325 in 0..<64 {
+      for i326 in 0..<98 {
+        acc324 = acc324.addingProduct(Vector(repeating: Float(1)), loadVector(arena, (((4031120 +% (img325 *% 50176)) +% (f323 *% 784)) +% (i326 *% 8))))
+      }
+    }
+    storeVector(arena, 1605632, acc324)
+    var sum327: Float = (arena[1605632] + arena[1605633])
+    var sum328: Float = (sum327 + arena[1605634])
+    var sum329: Float = (sum328 + arena[1605635])
+    var sum330: Float = (sum329 + arena[1605636])
+    var sum331: Float = (sum330 + arena[1605637])
+    var sum332: Float = (sum331 + arena[1605638])
+    var sum333: Float = (sum332 + arena[1605639])
+    grads[(18752 +% f323)] = sum333
+  }
+  // relu1_grad = conv2d_grad_input(conv2_grad, conv2.weight, conv1)
+  do {  // scalar loops
+    for ci334 in 0..<64 {
+      for co335 in 0..<32 {
+        var w336: Float = params[((320 +% (((ci334 *% 32) +% co335) *% 9)) +% 8)]
+        var w337: Float = (((params[((320 +% (((ci334 *% 32) +% co335) *% 9)) +% 8)] + params[((320 +% (((ci334 *% 32) +% co335) *% 9)) +% 5)]) + params[((320 +% (((ci334 *% 32) +% co335) *% 9)) +% 2)]) * Float(bitPattern: 0x3f000000))
+        var w338: Float = (((params[((320 +% (((ci334 *% 32) +% co335) *% 9)) +% 8)] + params[((320 +% (((ci334 *% 32) +% co335) *% 9)) +% 2)]) - params[((320 +% (((ci334 *% 32) +% co335) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
+        var w339: Float = params[((320 +% (((ci334 *% 32) +% co335) *% 9)) +% 2)]
+        var w340: Float = params[((320 +% (((ci334 *% 32) +% co335) *% 9)) +% 7)]
+        var w341: Float = (((params[((320 +% (((ci334 *% 32) +% co335) *% 9)) +% 7)] + params[((320 +% (((ci334 *% 32) +% co335) *% 9)) +% 4)]) + params[((320 +% (((ci334 *% 32) +% co335) *% 9)) +% 1)]) * Float(bitPattern: 0x3f000000))
+        var w342: Float = (((params[((320 +% (((ci334 *% 32) +% co335) *% 9)) +% 7)] + params[((320 +% (((ci334 *% 32) +% co335) *% 9)) +% 1)]) - params[((320 +% (((ci334 *% 32) +% co335) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
+        var w343: Float = params[((320 +% (((ci334 *% 32) +% co335) *% 9)) +% 1)]
+        var w344: Float = params[((320 +% (((ci334 *% 32) +% co335) *% 9)) +% 6)]
+        var w345: Float = (((params[((320 +% (((ci334 *% 32) +% co335) *% 9)) +% 6)] + params[((320 +% (((ci334 *% 32) +% co335) *% 9)) +% 3)]) + params[(320 +% (((ci334 *% 32) +% co335) *% 9))]) * Float(bitPattern: 0x3f000000))
+        var w346: Float = (((params[((320 +% (((ci334 *% 32) +% co335) *% 9)) +% 6)] + params[(320 +% (((ci334 *% 32) +% co335) *% 9))]) - params[((320 +% (((ci334 *% 32) +% co335) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
+        var w347: Float = params[(320 +% (((ci334 *% 32) +% co335) *% 9))]
+        var w348: Float = w336
+        var w349: Float = (((w336 + w340) + w344) * Float(bitPattern: 0x3f000000))
+        var w350: Float = (((w336 + w344) - w340) * Float(bitPattern: 0x3f000000))
+        var w351: Float = w344
+        var w352: Float = w337
+        var w353: Float = (((w337 + w341) + w345) * Float(bitPattern: 0x3f000000))
+        var w354: Float = (((w337 + w345) - w341) * Float(bitPattern: 0x3f000000))
+        var w355: Float = w345
+        var w356: Float = w338
+        var w357: Float = (((w338 + w342) + w346) * Float(bitPattern: 0x3f000000))
+        var w358: Float = (((w338 + w346) - w342) * Float(bitPattern: 0x3f000000))
+        var w359: Float = w346
+        var w360: Float = w339
+        var w361: Float = (((w339 + w343) + w347) * Float(bitPattern: 0x3f000000))
+        var w362: Float = (((w339 + w347) - w343) * Float(bitPattern: 0x3f000000))
+        var w363: Float = w347
+        arena[((3228304 +% (ci334 *% 32)) +% co335)] = w348
+        arena[((3230352 +% (ci334 *% 32)) +% co335)] = w349
+        arena[((3232400 +% (ci334 *% 32)) +% co335)] = w350
+        arena[((3234448 +% (ci334 *% 32)) +% co335)] = w351
+        arena[((3236496 +% (ci334 *% 32)) +% co335)] = w352
+        arena[((3238544 +% (ci334 *% 32)) +% co335)] = w353
+        arena[((3240592 +% (ci334 *% 32)) +% co335)] = w354
+        arena[((3242640 +% (ci334 *% 32)) +% co335)] = w355
+        arena[((3244688 +% (ci334 *% 32)) +% co335)] = w356
+        arena[((3246736 +% (ci334 *% 32)) +% co335)] = w357
+        arena[((3248784 +% (ci334 *% 32)) +% co335)] = w358
+        arena[((3250832 +% (ci334 *% 32)) +% co335)] = w359
+        arena[((3252880 +% (ci334 *% 32)) +% co335)] = w360
+        arena[((3254928 +% (ci334 *% 32)) +% co335)] = w361
+        arena[((3256976 +% (ci334 *% 32)) +% co335)] = w362
+        arena[((3259024 +% (ci334 *% 32)) +% co335)] = w363
+      }
+    }
+  }
+  for i364 in 0..<7200 {
+    storeVector(arena, ((i364 *% 8) +% 3261072), Vector(repeating: Float(0)))
+  }
+  for g365 in 0..<64 {
+    for j366 in 0..<1 {
+      for c367 in 0..<64 {
+        for iy368 in 0..<28 {
+          for ix369 in 0..<28 {
+            arena[(3261072 +% ((((j366 *% 57600) +% ((iy368 +% 1) *% 1920)) +% ((ix369 +% 1) *% 64)) +% c367))] = arena[((((4031120 +% ((g365 +% j366) *% 50176)) +% (c367 *% 784)) +% (iy368 *% 28)) +% ix369)]
+          }
+        }
+      }
+    }
+    for j370 in 0..<1 {
+      for ty371 in 0..<14 {
+        for tx372 in 0..<14 {
+          for cv373 in 0..<8 {
+            let w374 = (loadVector(arena, (3261072 +% ((((j370 *% 57600) +% ((ty371 *% 2) *% 1920)) +% ((tx372 *% 2) *% 64)) +% (cv373 *% 8)))) - loadVector(arena, (3261072 +% ((((j370 *% 57600) +% (((ty371 *% 2) +% 2) *% 1920)) +% ((tx372 *% 2) *% 64)) +% (cv373 *% 8)))))
+            let w375 = (loadVector(arena, (3261072 +% ((((j370 *% 57600) +% (((ty371 *% 2) +% 1) *% 1920)) +% ((tx372 *% 2) *% 64)) +% (cv373 *% 8)))) + loadVector(arena, (3261072 +% ((((j370 *% 57600) +% (((ty371 *% 2) +% 2) *% 1920)) +% ((tx372 *% 2) *% 64)) +% (cv373 *% 8)))))
+            let w376 = (loadVector(arena, (3261072 +% ((((j370 *% 57600) +% (((ty371 *% 2) +% 2) *% 1920)) +% ((tx372 *% 2) *% 64)) +% (cv373 *% 8)))) - loadVector(arena, (3261072 +% ((((j370 *% 57600) +% (((ty371 *% 2) +% 1) *% 1920)) +% ((tx372 *% 2) *% 64)) +% (cv373 *% 8)))))
+            let w377 = (loadVector(arena, (3261072 +% ((((j370 *% 57600) +% (((ty371 *% 2) +% 1) *% 1920)) +% ((tx372 *% 2) *% 64)) +% (cv373 *% 8)))) - loadVector(arena, (3261072 +% ((((j370 *% 57600) +% (((ty371 *% 2) +% 3) *% 1920)) +% ((tx372 *% 2) *% 64)) +% (cv373 *% 8)))))
+            let w378 = (loadVector(arena, (3261072 +% ((((j370 *% 57600) +% ((ty371 *% 2) *% 1920)) +% (((tx372 *% 2) +% 1) *% 64)) +% (cv373 *% 8)))) - loadVector(arena, (3261072 +% ((((j370 *% 57600) +% (((ty371 *% 2) +% 2) *% 1920)) +% (((tx372 *% 2) +% 1) *% 64)) +% (cv373 *% 8)))))
+            let w379 = (loadVector(arena, (3261072 +% ((((j370 *% 57600) +% (((ty371 *% 2) +% 1) *% 1920)) +% (((tx372 *% 2) +% 1) *% 64)) +% (cv373 *% 8)))) + loadVector(arena, (3261072 +% ((((j370 *% 57600) +% (((ty371 *% 2) +% 2) *% 1920)) +% (((tx372 *% 2) +% 1) *% 64)) +% (cv373 *% 8)))))
+            let w380 = (loadVector(arena, (3261072 +% ((((j370 *% 57600) +% (((ty371 *% 2) +% 2) *% 1920)) +% (((tx372 *% 2) +% 1) *% 64)) +% (cv373 *% 8)))) - loadVector(arena, (3261072 +% ((((j370 *% 57600) +% (((ty371 *% 2) +% 1) *% 1920)) +% (((tx372 *% 2) +% 1) *% 64)) +% (cv373 *% 8)))))
+            let w381 = (loadVector(arena, (3261072 +% ((((j370 *% 57600) +% (((ty371 *% 2) +% 1) *% 1920)) +% (((tx372 *% 2) +% 1) *% 64)) +% (cv373 *% 8)))) - loadVector(arena, (3261072 +% ((((j370 *% 57600) +% (((ty371 *% 2) +% 3) *% 1920)) +% (((tx372 *% 2) +% 1) *% 64)) +% (cv373 *% 8)))))
+            let w382 = (loadVector(arena, (3261072 +% ((((j370 *% 57600) +% ((ty371 *% 2) *% 1920)) +% (((tx372 *% 2) +% 2) *% 64)) +% (cv373 *% 8)))) - loadVector(arena, (3261072 +% ((((j370 *% 57600) +% (((ty371 *% 2) +% 2) *% 1920)) +% (((tx372 *% 2) +% 2) *% 64)) +% (cv373 *% 8)))))
+            let w383 = (loadVector(arena, (3261072 +% ((((j370 *% 57600) +% (((ty371 *% 2) +% 1) *% 1920)) +% (((tx372 *% 2) +% 2) *% 64)) +% (cv373 *% 8)))) + loadVector(arena, (3261072 +% ((((j370 *% 57600) +% (((ty371 *% 2) +% 2) *% 1920)) +% (((tx372 *% 2) +% 2) *% 64)) +% (cv373 *% 8)))))
+            let w384 = (loadVector(arena, (3261072 +% ((((j370 *% 57600) +% (((ty371 *% 2) +% 2) *% 1920)) +% (((tx372 *% 2) +% 2) *% 64)) +% (cv373 *% 8)))) - loadVector(arena, (3261072 +% ((((j370 *% 57600) +% (((ty371 *% 2) +% 1) *% 1920)) +% (((tx372 *% 2) +% 2) *% 64)) +% (cv373 *% 8)))))
+            let w385 = (loadVector(arena, (3261072 +% ((((j370 *% 57600) +% (((ty371 *% 2) +% 1) *% 1920)) +% (((tx372 *% 2) +% 2) *% 64)) +% (cv373 *% 8)))) - loadVector(arena, (3261072 +% ((((j370 *% 57600) +% (((ty371 *% 2) +% 3) *% 1920)) +% (((tx372 *% 2) +% 2) *% 64)) +% (cv373 *% 8)))))
+            let w386 = (loadVector(arena, (3261072 +% ((((j370 *% 57600) +% ((ty371 *% 2) *% 1920)) +% (((tx372 *% 2) +% 3) *% 64)) +% (cv373 *% 8)))) - loadVector(arena, (3261072 +% ((((j370 *% 57600) +% (((ty371 *% 2) +% 2) *% 1920)) +% (((tx372 *% 2) +% 3) *% 64)) +% (cv373 *% 8)))))
+            let w387 = (loadVector(arena, (3261072 +% ((((j370 *% 57600) +% (((ty371 *% 2) +% 1) *% 1920)) +% (((tx372 *% 2) +% 3) *% 64)) +% (cv373 *% 8)))) + loadVector(arena, (3261072 +% ((((j370 *% 57600) +% (((ty371 *% 2) +% 2) *% 1920)) +% (((tx372 *% 2) +% 3) *% 64)) +% (cv373 *% 8)))))
+            let w388 = (loadVector(arena, (3261072 +% ((((j370 *% 57600) +% (((ty371 *% 2) +% 2) *% 1920)) +% (((tx372 *% 2) +% 3) *% 64)) +% (cv373 *% 8)))) - loadVector(arena, (3261072 +% ((((j370 *% 57600) +% (((ty371 *% 2) +% 1) *% 1920)) +% (((tx372 *% 2) +% 3) *% 64)) +% (cv373 *% 8)))))
+            let w389 = (loadVector(arena, (3261072 +% ((((j370 *% 57600) +% (((ty371 *% 2) +% 1) *% 1920)) +% (((tx372 *% 2) +% 3) *% 64)) +% (cv373 *% 8)))) - loadVector(arena, (3261072 +% ((((j370 *% 57600) +% (((ty371 *% 2) +% 3) *% 1920)) +% (((tx372 *% 2) +% 3) *% 64)) +% (cv373 *% 8)))))
+            let w390 = (w374 - w382)
+            let w391 = (w378 + w382)
+            let w392 = (w382 - w378)
+            let w393 = (w378 - w386)
+            let w394 = (w375 - w383)
+            let w395 = (w379 + w383)
+            let w396 = (w383 - w379)
+            let w397 = (w379 - w387)
+            let w398 = (w376 - w384)
+            let w399 = (w380 + w384)
+            let w400 = (w384 - w380)
+            let w401 = (w380 - w388)
+            let w402 = (w377 - w385)
+            let w403 = (w381 + w385)
+            let w404 = (w385 - w381)
+            let w405 = (w381 - w389)
+            storeVector(arena, ((3318672 +% ((((j370 *% 196) +% (ty371 *% 14)) +% tx372) *% 64)) +% (cv373 *% 8)), w390)
+            storeVector(arena, ((3331216 +% ((((j370 *% 196) +% (ty371 *% 14)) +% tx372) *% 64)) +% (cv373 *% 8)), w391)
+            storeVector(arena, ((3343760 +% ((((j370 *% 196) +% (ty371 *% 14)) +% tx372) *% 64)) +% (cv373 *% 8)), w392)
+            storeVector(arena, ((3356304 +% ((((j370 *% 196) +% (ty371 *% 14)) +% tx372) *% 64)) +% (cv373 *% 8)), w393)
+            storeVector(arena, ((3368848 +% ((((j370 *% 196) +% (ty371 *% 14)) +% tx372) *% 64)) +% (cv373 *% 8)), w394)
+            storeVector(arena, ((3381392 +% ((((j370 *% 196) +% (ty371 *% 14)) +% tx372) *% 64)) +% (cv373 *% 8)), w395)
+            storeVector(arena, ((3393936 +% ((((j370 *% 196) +% (ty371 *% 14)) +% tx372) *% 64)) +% (cv373 *% 8)), w396)
+            storeVector(arena, ((3406480 +% ((((j370 *% 196) +% (ty371 *% 14)) +% tx372) *% 64)) +% (cv373 *% 8)), w397)
+            storeVector(arena, ((3419024 +% ((((j370 *% 196) +% (ty371 *% 14)) +% tx372) *% 64)) +% (cv373 *% 8)), w398)
+            storeVector(arena, ((3431568 +% ((((j370 *% 196) +% (ty371 *% 14)) +% tx372) *% 64)) +% (cv373 *% 8)), w399)
+            storeVector(arena, ((3444112 +% ((((j370 *% 196) +% (ty371 *% 14)) +% tx372) *% 64)) +% (cv373 *% 8)), w400)
+            storeVector(arena, ((3456656 +% ((((j370 *% 196) +% (ty371 *% 14)) +% tx372) *% 64)) +% (cv373 *% 8)), w401)
+            storeVector(arena, ((3469200 +% ((((j370 *% 196) +% (ty371 *% 14)) +% tx372) *% 64)) +% (cv373 *% 8)), w402)
+            storeVector(arena, ((3481744 +% ((((j370 *% 196) +% (ty371 *% 14)) +% tx372) *% 64)) +% (cv373 *% 8)), w403)
+            storeVector(arena, ((3494288 +% ((((j370 *% 196) +% (ty371 *% 14)) +% tx372) *% 64)) +% (cv373 *% 8)), w404)
+            storeVector(arena, ((3506832 +% ((((j370 *% 196) +% (ty371 *% 14)) +% tx372) *% 64)) +% (cv373 *% 8)), w405)
+          }
+        }
+      }
+    }
+    for xi406 in 0..<16 {
+      do {  // gemm413
+        for nb407 in 0..<2 {
+          for mb408 in 0..<32 {
+            var t409_c0_0 = Vector()
+            var t409_c0_1 = Vector()
+            var t409_c1_0 = Vector()
+            var t409_c1_1 = Vector()
+            var t409_c2_0 = Vector()
+            var t409_c2_1 = Vector()
+            var t409_c3_0 = Vector()
+            var t409_c3_1 = Vector()
+            var t409_c4_0 = Vector()
+            var t409_c4_1 = Vector()
+            var t409_c5_0 = Vector()
+            var t409_c5_1 = Vector()
+            for k410 in 0..<64 {
+              let t409_b0 = loadVector(arena, (((3228304 +% (xi406 *% 2048)) +% (k410 *% 32)) +% (nb407 *% 16)))
+              let t409_b1 = loadVector(arena, ((((3228304 +% (xi406 *% 2048)) +% (k410 *% 32)) +% (nb407 *% 16)) +% 8))
+              let t409_a0 = Vector(repeating: arena[(((3318672 +% (xi406 *% 12544)) +% ((mb408 *% 6) *% 64)) +% k410)])
+              t409_c0_0 = t409_c0_0.addingProduct(t409_a0, t409_b0)
+              t409_c0_1 = t409_c0_1.addingProduct(t409_a0, t409_b1)
+              let t409_a1 = Vector(repeating: arena[(((3318672 +% (xi406 *% 12544)) +% (((mb408 *% 6) +% 1) *% 64)) +% k410)])
+              t409_c1_0 = t409_c1_0.addingProduct(t409_a1, t409_b0)
+              t409_c1_1 = t409_c1_1.addingProduct(t409_a1, t409_b1)
+              let t409_a2 = Vector(repeating: arena[(((3318672 +% (xi406 *% 12544)) +% (((mb408 *% 6) +% 2) *% 64)) +% k410)])
+              t409_c2_0 = t409_c2_0.addingProduct(t409_a2, t409_b0)
+              t409_c2_1 = t409_c2_1.addingProduct(t409_a2, t409_b1)
+              let t409_a3 = Vector(repeating: arena[(((3318672 +% (xi406 *% 12544)) +% (((mb408 *% 6) +% 3) *% 64)) +% k410)])
+              t409_c3_0 = t409_c3_0.addingProduct(t409_a3, t409_b0)
+              t409_c3_1 = t409_c3_1.addingProduct(t409_a3, t409_b1)
+              let t409_a4 = Vector(repeating: arena[(((3318672 +% (xi406 *% 12544)) +% (((mb408 *% 6) +% 4) *% 64)) +% k410)])
+              t409_c4_0 = t409_c4_0.addingProduct(t409_a4, t409_b0)
+              t409_c4_1 = t409_c4_1.addingProduct(t409_a4, t409_b1)
+              let t409_a5 = Vector(repeating: arena[(((3318672 +% (xi406 *% 12544)) +% (((mb408 *% 6) +% 5) *% 64)) +% k410)])
+              t409_c5_0 = t409_c5_0.addingProduct(t409_a5, t409_b0)
+              t409_c5_1 = t409_c5_1.addingProduct(t409_a5, t409_b1)
+            }
+            storeVector(arena, (((3519376 +% (xi406 *% 6272)) +% ((mb408 *% 6) *% 32)) +% (nb407 *% 16)), t409_c0_0)
+            storeVector(arena, ((((3519376 +% (xi406 *% 6272)) +% ((mb408 *% 6) *% 32)) +% (nb407 *% 16)) +% 8), t409_c0_1)
+            storeVector(arena, (((3519376 +% (xi406 *% 6272)) +% (((mb408 *% 6) +% 1) *% 32)) +% (nb407 *% 16)), t409_c1_0)
+            storeVector(arena, ((((3519376 +% (xi406 *% 6272)) +% (((mb408 *% 6) +% 1) *% 32)) +% (nb407 *% 16)) +% 8), t409_c1_1)
+            storeVector(arena, (((3519376 +% (xi406 *% 6272)) +% (((mb408 *% 6) +% 2) *% 32)) +% (nb407 *% 16)), t409_c2_0)
+            storeVector(arena, ((((3519376 +% (xi406 *% 6272)) +% (((mb408 *% 6) +% 2) *% 32)) +% (nb407 *% 16)) +% 8), t409_c2_1)
+            storeVector(arena, (((3519376 +% (xi406 *% 6272)) +% (((mb408 *% 6) +% 3) *% 32)) +% (nb407 *% 16)), t409_c3_0)
+            storeVector(arena, ((((3519376 +% (xi406 *% 6272)) +% (((mb408 *% 6) +% 3) *% 32)) +% (nb407 *% 16)) +% 8), t409_c3_1)
+            storeVector(arena, (((3519376 +% (xi406 *% 6272)) +% (((mb408 *% 6) +% 4) *% 32)) +% (nb407 *% 16)), t409_c4_0)
+            storeVector(arena, ((((3519376 +% (xi406 *% 6272)) +% (((mb408 *% 6) +% 4) *% 32)) +% (nb407 *% 16)) +% 8), t409_c4_1)
+            storeVector(arena, (((3519376 +% (xi406 *% 6272)) +% (((mb408 *% 6) +% 5) *% 32)) +% (nb407 *% 16)), t409_c5_0)
+            storeVector(arena, ((((3519376 +% (xi406 *% 6272)) +% (((mb408 *% 6) +% 5) *% 32)) +% (nb407 *% 16)) +% 8), t409_c5_1)
+          }
+          var t411_c0_0 = Vector()
+          var t411_c0_1 = Vector()
+          var t411_c1_0 = Vector()
+          var t411_c1_1 = Vector()
+          var t411_c2_0 = Vector()
+          var t411_c2_1 = Vector()
+          var t411_c3_0 = Vector()
+          var t411_c3_1 = Vector()
+          for k412 in 0..<64 {
+            let t411_b0 = loadVector(arena, (((3228304 +% (xi406 *% 2048)) +% (k412 *% 32)) +% (nb407 *% 16)))
+            let t411_b1 = loadVector(arena, ((((3228304 +% (xi406 *% 2048)) +% (k412 *% 32)) +% (nb407 *% 16)) +% 8))
+            let t411_a0 = Vector(repeating: arena[(((3318672 +% (xi406 *% 12544)) +% 12288) +% k412)])
+            t411_c0_0 = t411_c0_0.addingProduct(t411_a0, t411_b0)
+            t411_c0_1 = t411_c0_1.addingProduct(t411_a0, t411_b1)
+            let t411_a1 = Vector(repeating: arena[(((3318672 +% (xi406 *% 12544)) +% 12352) +% k412)])
+            t411_c1_0 = t411_c1_0.addingProduct(t411_a1, t411_b0)
+            t411_c1_1 = t411_c1_1.addingProduct(t411_a1, t411_b1)
+            let t411_a2 = Vector(repeating: arena[(((3318672 +% (xi406 *% 12544)) +% 12416) +% k412)])
+            t411_c2_0 = t411_c2_0.addingProduct(t411_a2, t411_b0)
+            t411_c2_1 = t411_c2_1.addingProduct(t411_a2, t411_b1)
+            let t411_a3 = Vector(repeating: arena[(((3318672 +% (xi406 *% 12544)) +% 12480) +% k412)])
+            t411_c3_0 = t411_c3_0.addingProduct(t411_a3, t411_b0)
+            t411_c3_1 = t411_c3_1.addingProduct(t411_a3, t411_b1)
+          }
+          storeVector(arena, (((3519376 +% (xi406 *% 6272)) +% 6144) +% (nb407 *% 16)), t411_c0_0)
+          storeVector(arena, ((((3519376 +% (xi406 *% 6272)) +% 6144) +% (nb407 *% 16)) +% 8), t411_c0_1)
+          storeVector(arena, (((3519376 +% (xi406 *% 6272)) +% 6176) +% (nb407 *% 16)), t411_c1_0)
+          storeVector(arena, ((((3519376 +% (xi406 *% 6272)) +% 6176) +% (nb407 *% 16)) +% 8), t411_c1_1)
+          storeVector(arena, (((3519376 +% (xi406 *% 6272)) +% 6208) +% (nb407 *% 16)), t411_c2_0)
+          storeVector(arena, ((((3519376 +% (xi406 *% 6272)) +% 6208) +% (nb407 *% 16)) +% 8), t411_c2_1)
+          storeVector(arena, (((3519376 +% (xi406 *% 6272)) +% 6240) +% (nb407 *% 16)), t411_c3_0)
+          storeVector(arena, ((((3519376 +% (xi406 *% 6272)) +% 6240) +% (nb407 *% 16)) +% 8), t411_c3_1)
+        }
+      }
+    }
+    for j414 in 0..<1 {
+      for ty415 in 0..<14 {
+        for tx416 in 0..<14 {
+          for cv417 in 0..<4 {
+            let w418 = ((loadVector(arena, ((3519376 +% ((((j414 *% 196) +% (ty415 *% 14)) +% tx416) *% 32)) +% (cv417 *% 8))) + loadVector(arena, ((3544464 +% ((((j414 *% 196) +% (ty415 *% 14)) +% tx416) *% 32)) +% (cv417 *% 8)))) + loadVector(arena, ((3569552 +% ((((j414 *% 196) +% (ty415 *% 14)) +% tx416) *% 32)) +% (cv417 *% 8))))
+            let w419 = ((loadVector(arena, ((3544464 +% ((((j414 *% 196) +% (ty415 *% 14)) +% tx416) *% 32)) +% (cv417 *% 8))) - loadVector(arena, ((3569552 +% ((((j414 *% 196) +% (ty415 *% 14)) +% tx416) *% 32)) +% (cv417 *% 8)))) - loadVector(arena, ((3594640 +% ((((j414 *% 196) +% (ty415 *% 14)) +% tx416) *% 32)) +% (cv417 *% 8))))
+            let w420 = ((loadVector(arena, ((3525648 +% ((((j414 *% 196) +% (ty415 *% 14)) +% tx416) *% 32)) +% (cv417 *% 8))) + loadVector(arena, ((3550736 +% ((((j414 *% 196) +% (ty415 *% 14)) +% tx416) *% 32)) +% (cv417 *% 8)))) + loadVector(arena, ((3575824 +% ((((j414 *% 196) +% (ty415 *% 14)) +% tx416) *% 32)) +% (cv417 *% 8))))
+            let w421 = ((loadVector(arena, ((3550736 +% ((((j414 *% 196) +% (ty415 *% 14)) +% tx416) *% 32)) +% (cv417 *% 8))) - loadVector(arena, ((3575824 +% ((((j414 *% 196) +% (ty415 *% 14)) +% tx416) *% 32)) +% (cv417 *% 8)))) - loadVector(arena, ((3600912 +% ((((j414 *% 196) +% (ty415 *% 14)) +% tx416) *% 32)) +% (cv417 *% 8))))
+            let w422 = ((loadVector(arena, ((3531920 +% ((((j414 *% 196) +% (ty415 *% 14)) +% tx416) *% 32)) +% (cv417 *% 8))) + loadVector(arena, ((3557008 +% ((((j414 *% 196) +% (ty415 *% 14)) +% tx416) *% 32)) +% (cv417 *% 8)))) + loadVector(arena, ((3582096 +% ((((j414 *% 196) +% (ty415 *% 14)) +% tx416) *% 32)) +% (cv417 *% 8))))
+            let w423 = ((loadVector(arena, ((3557008 +% ((((j414 *% 196) +% (ty415 *% 14)) +% tx416) *% 32)) +% (cv417 *% 8))) - loadVector(arena, ((3582096 +% ((((j414 *% 196) +% (ty415 *% 14)) +% tx416) *% 32)) +% (cv417 *% 8)))) - loadVector(arena, ((3607184 +% ((((j414 *% 196) +% (ty415 *% 14)) +% tx416) *% 32)) +% (cv417 *% 8))))
+            let w424 = ((loadVector(arena, ((3538192 +% ((((j414 *% 196) +% (ty415 *% 14)) +% tx416) *% 32)) +% (cv417 *% 8))) + loadVector(arena, ((3563280 +% ((((j414 *% 196) +% (ty415 *% 14)) +% tx416) *% 32)) +% (cv417 *% 8)))) + loadVector(arena, ((3588368 +% ((((j414 *% 196) +% (ty415 *% 14)) +% tx416) *% 32)) +% (cv417 *% 8))))
+            let w425 = ((loadVector(arena, ((3563280 +% ((((j414 *% 196) +% (ty415 *% 14)) +% tx416) *% 32)) +% (cv417 *% 8))) - loadVector(arena, ((3588368 +% ((((j414 *% 196) +% (ty415 *% 14)) +% tx416) *% 32)) +% (cv417 *% 8)))) - loadVector(arena, ((3613456 +% ((((j414 *% 196) +% (ty415 *% 14)) +% tx416) *% 32)) +% (cv417 *% 8))))
+            let w426 = ((w418 + w420) + w422)
+            let w427 = ((w420 - w422) - w424)
+            let w428 = ((w419 + w421) + w423)
+            let w429 = ((w421 - w423) - w425)
+            storeVector(arena, ((3619728 +% (((((j414 *% 28) +% (ty415 *% 2)) *% 28) +% (tx416 *% 2)) *% 32)) +% (cv417 *% 8)), w426)
+            storeVector(arena, ((3619728 +% ((((((j414 *% 28) +% (ty415 *% 2)) *% 28) +% (tx416 *% 2)) +% 1) *% 32)) +% (cv417 *% 8)), w427)
+            storeVector(arena, ((3619728 +% ((((((j414 *% 28) +% (ty415 *% 2)) +% 1) *% 28) +% (tx416 *% 2)) *% 32)) +% (cv417 *% 8)), w428)
+            storeVector(arena, ((3619728 +% (((((((j414 *% 28) +% (ty415 *% 2)) +% 1) *% 28) +% (tx416 *% 2)) +% 1) *% 32)) +% (cv417 *% 8)), w429)
+          }
+        }
+      }
+    }
+    for j430 in 0..<1 {
+      for c431 in 0..<32 {
+        for q432 in 0..<784 {
+          arena[(((1605632 +% ((g365 +% j430) *% 25088)) +% (c431 *% 784)) +% q432)] = arena[((3619728 +% (((j430 *% 784) +% q432) *% 32)) +% c431)]
+        }
+      }
+    }
+  }
+  // conv1_grad = relu_grad(relu1_grad, conv1)
+  for i433 in 0..<200704 {
+    storeVector(arena, ((i433 *% 8) +% 3228304), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i433 *% 8) +% 1605632)), where: loadVector(arena, (i433 *% 8)) .> Vector(repeating: Float(0))))
+  }
+  // conv1_weight_grad = conv2d_grad_weight(conv1_grad, image)
+  for i434 in 0..<36 {
+    storeVector(arena, ((i434 *% 8) +% 514448), Vector(repeating: Float(0)))
+  }
+  for g435 in 0..<4 {
+    for j436 in 0..<16 {
+      for c437 in 0..<1 {
+        for ky438 in 0..<3 {
+          for oy439 in 0..<28 {
+            if (-1 < ((oy439 +% ky438) +% -1) && ((oy439 +% ky438) +% -1) < 28) {
+              for ox440 in 0..<27 {
+                arena[((((((c437 *% 3) +% ky438) *% 3) *% 12560) +% (j436 *% 784)) +% ((oy439 *% 28) +% (ox440 +% 1)))] = images[((((((g435 *% 16) +% j436) *% 784) +% (c437 *% 784)) +% (((oy439 +% ky438) +% -1) *% 28)) +% ((ox440 +% 1) +% -1))]
+              }
+              for ox441 in 0..<1 {
+                arena[((((((c437 *% 3) +% ky438) *% 3) *% 12560) +% (j436 *% 784)) +% ((oy439 *% 28) +% ox441))] = Float(0)
+              }
+            }
+            if ((oy439 +% ky438) +% -1) < 0 {
+              for ox442 in 0..<28 {
+                arena[((((((c437 *% 3) +% ky438) *% 3) *% 12560) +% (j436 *% 784)) +% ((oy439 *% 28) +% ox442))] = Float(0)
+              }
+            }
+            if 27 < ((oy439 +% ky438) +% -1) {
+              for ox442 in 0..<28 {
+                arena[((((((c437 *% 3) +% ky438) *% 3) *% 12560) +% (j436 *% 784)) +% ((oy439 *% 28) +% ox442))] = Float(0)
+              }
+            }
+          }
+          for oy443 in 0..<28 {
+            if (-1 < ((oy443 +% ky438) +% -1) && ((oy443 +% ky438) +% -1) < 28) {
+              for ox444 in 0..<28 {
+                arena[(((((((c437 *% 3) +% ky438) *% 3) +% 1) *% 12560) +% (j436 *% 784)) +% ((oy443 *% 28) +% ox444))] = images[((((((g435 *% 16) +% j436) *% 784) +% (c437 *% 784)) +% (((oy443 +% ky438) +% -1) *% 28)) +% ox444)]
+              }
+            }
+            if ((oy443 +% ky438) +% -1) < 0 {
+              for ox445 in 0..<28 {
+                arena[(((((((c437 *% 3) +% ky438) *% 3) +% 1) *% 12560) +% (j436 *% 784)) +% ((oy443 *% 28) +% ox445))] = Float(0)
+              }
+            }
+            if 27 < ((oy443 +% ky438) +% -1) {
+              for ox445 in 0..<28 {
+                arena[(((((((c437 *% 3) +% ky438) *% 3) +% 1) *% 12560) +% (j436 *% 784)) +% ((oy443 *% 28) +% ox445))] = Float(0)
+              }
+            }
+          }
+          for oy446 in 0..<28 {
+            if (-1 < ((oy446 +% ky438) +% -1) && ((oy446 +% ky438) +% -1) < 28) {
+              for ox447 in 0..<27 {
+                arena[(((((((c437 *% 3) +% ky438) *% 3) +% 2) *% 12560) +% (j436 *% 784)) +% ((oy446 *% 28) +% ox447))] = images[((((((g435 *% 16) +% j436) *% 784) +% (c437 *% 784)) +% (((oy446 +% ky438) +% -1) *% 28)) +% (ox447 +% 1))]
+              }
+              for ox448 in 0..<1 {
+                arena[(((((((c437 *% 3) +% ky438) *% 3) +% 2) *% 12560) +% (j436 *% 784)) +% ((oy446 *% 28) +% (ox448 +% 27)))] = Float(0)
+              }
+            }
+            if ((oy446 +% ky438) +% -1) < 0 {
+              for ox449 in 0..<28 {
+                arena[(((((((c437 *% 3) +% ky438) *% 3) +% 2) *% 12560) +% (j436 *% 784)) +% ((oy446 *% 28) +% ox449))] = Float(0)
+              }
+            }
+            if 27 < ((oy446 +% ky438) +% -1) {
+              for ox449 in 0..<28 {
+                arena[(((((((c437 *% 3) +% ky438) *% 3) +% 2) *% 12560) +% (j436 *% 784)) +% ((oy446 *% 28) +% ox449))] = Float(0)
+              }
+            }
+          }
+        }
+      }
+    }
+    for j450 in 0..<16 {
+      for i451 in 0..<784 {
+        for f452 in 0..<32 {
+          arena[((113040 +% (((j450 *% 784) +% i451) *% 32)) +% f452)] = arena[(((3228304 +% (((g435 *% 16) +% j450) *% 25088)) +% (f452 *% 784)) +% i451)]
+        }
+      }
+    }
+    do {  // gemm460
+      for kp453 in 0..<7 {
+        for nb454 in 0..<2 {
+          for mb455 in 0..<1 {
+            var t456_c0_0 = loadVector(arena, ((514448 +% ((mb455 *% 5) *% 32)) +% (nb454 *% 16)))
+            var t456_c0_1 = loadVector(arena, (((514448 +% ((mb455 *% 5) *% 32)) +% (nb454 *% 16)) +% 8))
+            var t456_c1_0 = loadVector(arena, ((514448 +% (((mb455 *% 5) +% 1) *% 32)) +% (nb454 *% 16)))
+            var t456_c1_1 = loadVector(arena, (((514448 +% (((mb455 *% 5) +% 1) *% 32)) +% (nb454 *% 16)) +% 8))
+            var t456_c2_0 = loadVector(arena, ((514448 +% (((mb455 *% 5) +% 2) *% 32)) +% (nb454 *% 16)))
+            var t456_c2_1 = loadVector(arena, (((514448 +% (((mb455 *% 5) +% 2) *% 32)) +% (nb454 *% 16)) +% 8))
+            var t456_c3_0 = loadVector(arena, ((514448 +% (((mb455 *% 5) +% 3) *% 32)) +% (nb454 *% 16)))
+            var t456_c3_1 = loadVector(arena, (((514448 +% (((mb455 *% 5) +% 3) *% 32)) +% (nb454 *% 16)) +% 8))
+            var t456_c4_0 = loadVector(arena, ((514448 +% (((mb455 *% 5) +% 4) *% 32)) +% (nb454 *% 16)))
+            var t456_c4_1 = loadVector(arena, (((514448 +% (((mb455 *% 5) +% 4) *% 32)) +% (nb454 *% 16)) +% 8))
+            for k457 in 0..<1792 {
+              let t456_b0 = loadVector(arena, ((113040 +% ((k457 +% (kp453 *% 1792)) *% 32)) +% (nb454 *% 16)))
+              let t456_b1 = loadVector(arena, (((113040 +% ((k457 +% (kp453 *% 1792)) *% 32)) +% (nb454 *% 16)) +% 8))
+              let t456_a0 = Vector(repeating: arena[(((mb455 *% 5) *% 12560) +% (k457 +% (kp453 *% 1792)))])
+              t456_c0_0 = t456_c0_0.addingProduct(t456_a0, t456_b0)
+              t456_c0_1 = t456_c0_1.addingProduct(t456_a0, t456_b1)
+              let t456_a1 = Vector(repeating: arena[((((mb455 *% 5) +% 1) *% 12560) +% (k457 +% (kp453 *% 1792)))])
+              t456_c1_0 = t456_c1_0.addingProduct(t456_a1, t456_b0)
+              t456_c1_1 = t456_c1_1.addingProduct(t456_a1, t456_b1)
+              let t456_a2 = Vector(repeating: arena[((((mb455 *% 5) +% 2) *% 12560) +% (k457 +% (kp453 *% 1792)))])
+              t456_c2_0 = t456_c2_0.addingProduct(t456_a2, t456_b0)
+              t456_c2_1 = t456_c2_1.addingProduct(t456_a2, t456_b1)
+              let t456_a3 = Vector(repeating: arena[((((mb455 *% 5) +% 3) *% 12560) +% (k457 +% (kp453 *% 1792)))])
+              t456_c3_0 = t456_c3_0.addingProduct(t456_a3, t456_b0)
+              t456_c3_1 = t456_c3_1.addingProduct(t456_a3, t456_b1)
+              let t456_a4 = Vector(repeating: arena[((((mb455 *% 5) +% 4) *% 12560) +% (k457 +% (kp453 *% 1792)))])
+              t456_c4_0 = t456_c4_0.addingProduct(t456_a4, t456_b0)
+              t456_c4_1 = t456_c4_1.addingProduct(t456_a4, t456_b1)
+            }
+            storeVector(arena, ((514448 +% ((mb455 *% 5) *% 32)) +% (nb454 *% 16)), t456_c0_0)
+            storeVector(arena, (((514448 +% ((mb455 *% 5) *% 32)) +% (nb454 *% 16)) +% 8), t456_c0_1)
+            storeVector(arena, ((514448 +% (((mb455 *% 5) +% 1) *% 32)) +% (nb454 *% 16)), t456_c1_0)
+            storeVector(arena, (((514448 +% (((mb455 *% 5) +% 1) *% 32)) +% (nb454 *% 16)) +% 8), t456_c1_1)
+            storeVector(arena, ((514448 +% (((mb455 *% 5) +% 2) *% 32)) +% (nb454 *% 16)), t456_c2_0)
+            storeVector(arena, (((514448 +% (((mb455 *% 5) +% 2) *% 32)) +% (nb454 *% 16)) +% 8), t456_c2_1)
+            storeVector(arena, ((514448 +% (((mb455 *% 5) +% 3) *% 32)) +% (nb454 *% 16)), t456_c3_0)
+            storeVector(arena, (((514448 +% (((mb455 *% 5) +% 3) *% 32)) +% (nb454 *% 16)) +% 8), t456_c3_1)
+            storeVector(arena, ((514448 +% (((mb455 *% 5) +% 4) *% 32)) +% (nb454 *% 16)), t456_c4_0)
+            storeVector(arena, (((514448 +% (((mb455 *% 5) +% 4) *% 32)) +% (nb454 *% 16)) +% 8), t456_c4_1)
+          }
+          var t458_c0_0 = loadVector(arena, (514608 +% (nb454 *% 16)))
+          var t458_c0_1 = loadVector(arena, ((514608 +% (nb454 *% 16)) +% 8))
+          var t458_c1_0 = loadVector(arena, (514640 +% (nb454 *% 16)))
+          var t458_c1_1 = loadVector(arena, ((514640 +% (nb454 *% 16)) +% 8))
+          var t458_c2_0 = loadVector(arena, (514672 +% (nb454 *% 16)))
+          var t458_c2_1 = loadVector(arena, ((514672 +% (nb454 *% 16)) +% 8))
+          var t458_c3_0 = loadVector(arena, (514704 +% (nb454 *% 16)))
+          var t458_c3_1 = loadVector(arena, ((514704 +% (nb454 *% 16)) +% 8))
+          for k459 in 0..<1792 {
+            let t458_b0 = loadVector(arena, ((113040 +% ((k459 +% (kp453 *% 1792)) *% 32)) +% (nb454 *% 16)))
+            let t458_b1 = loadVector(arena, (((113040 +% ((k459 +% (kp453 *% 1792)) *% 32)) +% (nb454 *% 16)) +% 8))
+            let t458_a0 = Vector(repeating: arena[(62800 +% (k459 +% (kp453 *% 1792)))])
+            t458_c0_0 = t458_c0_0.addingProduct(t458_a0, t458_b0)
+            t458_c0_1 = t458_c0_1.addingProduct(t458_a0, t458_b1)
+            let t458_a1 = Vector(repeating: arena[(75360 +% (k459 +% (kp453 *% 1792)))])
+            t458_c1_0 = t458_c1_0.addingProduct(t458_a1, t458_b0)
+            t458_c1_1 = t458_c1_1.addingProduct(t458_a1, t458_b1)
+            let t458_a2 = Vector(repeating: arena[(87920 +% (k459 +% (kp453 *% 1792)))])
+            t458_c2_0 = t458_c2_0.addingProduct(t458_a2, t458_b0)
+            t458_c2_1 = t458_c2_1.addingProduct(t458_a2, t458_b1)
+            let t458_a3 = Vector(repeating: arena[(100480 +% (k459 +% (kp453 *% 1792)))])
+            t458_c3_0 = t458_c3_0.addingProduct(t458_a3, t458_b0)
+            t458_c3_1 = t458_c3_1.addingProduct(t458_a3, t458_b1)
+          }
+          storeVector(arena, (514608 +% (nb454 *% 16)), t458_c0_0)
+          storeVector(arena, ((514608 +% (nb454 *% 16)) +% 8), t458_c0_1)
+          storeVector(arena, (514640 +% (nb454 *% 16)), t458_c1_0)
+          storeVector(arena, ((514640 +% (nb454 *% 16)) +% 8), t458_c1_1)
+          storeVector(arena, (514672 +% (nb454 *% 16)), t458_c2_0)
+          storeVector(arena, ((514672 +% (nb454 *% 16)) +% 8), t458_c2_1)
+          storeVector(arena, (514704 +% (nb454 *% 16)), t458_c3_0)
+          storeVector(arena, ((514704 +% (nb454 *% 16)) +% 8), t458_c3_1)
+        }
+      }
+    }
+  }
+  for f461 in 0..<32 {
+    for r462 in 0..<9 {
+      grads[((f461 *% 9) +% r462)] = arena[((514448 +% (r462 *% 32)) +% f461)]
+    }
+  }
+  // conv1_bias_grad = conv2d_grad_bias(conv1_grad)
+  for f463 in 0..<32 {
+    var acc464 = Vector()
+    for img465 in 0..<64 {
+      for i466 in 0..<98 {
+        acc464 = acc464.addingProduct(Vector(repeating: Float(1)), loadVector(arena, (((3228304 +% (img465 *% 25088)) +% (f463 *% 784)) +% (i466 *% 8))))
+      }
+    }
+    storeVector(arena, 0, acc464)
+    var sum467: Float = (arena[0] + arena[1])
+    var sum468: Float = (sum467 + arena[2])
+    var sum469: Float = (sum468 + arena[3])
+    var sum470: Float = (sum469 + arena[4])
+    var sum471: Float = (sum470 + arena[5])
+    var sum472: Float = (sum471 + arena[6])
+    var sum473: Float = (sum472 + arena[7])
+    grads[(288 +% f463)] = sum473
+  }
+  // adam = update of 1625866 parameters
+  var step_size474: Float = (lr / (Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
+  var bc2_sqrt475: Float = sqrtf((Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
+  for i476 in 0..<203233 {
+    let g_v = (loadVector(grads, (i476 *% 8)) + (Vector(repeating: Float(0)) * loadVector(params, (i476 *% 8))))
+    let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadVector(m, (i476 *% 8))) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
+    let v_new_v = ((Vector(repeating: Float(bitPattern: 0x3f7fbe77)) * loadVector(v, (i476 *% 8))) + ((Vector(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
+    storeVector(m, (i476 *% 8), m_new_v)
+    storeVector(v, (i476 *% 8), v_new_v)
+    storeVector(params, (i476 *% 8), (loadVector(params, (i476 *% 8)) - ((Vector(repeating: step_size474) * m_new_v) / ((v_new_v.squareRoot() / Vector(repeating: bc2_sqrt475)) + Vector(repeating: Float(bitPattern: 0x322bcc77))))))
+  }
+  for i476 in 0..<1 {
+    let g_v = (loadPartial(grads, (i476 +% 1625864), 2) + (Vector(repeating: Float(0)) * loadPartial(params, (i476 +% 1625864), 2)))
+    let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadPartial(m, (i476 +% 1625864), 2)) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
+    let v_new_v = ((Vector(repeating: Float(bitPattern: 0x3f7fbe77)) * loadPartial(v, (i476 +% 1625864), 2)) + ((Vector(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
+    storePartial(m, (i476 +% 1625864), m_new_v, 2)
+    storePartial(v, (i476 +% 1625864), v_new_v, 2)
+    storePartial(params, (i476 +% 1625864), (loadPartial(params, (i476 +% 1625864), 2) - ((Vector(repeating: step_size474) * m_new_v) / ((v_new_v.squareRoot() / Vector(repeating: bc2_sqrt475)) + Vector(repeating: Float(bitPattern: 0x322bcc77))))), 2)
+  }
+}
+
+@_cdecl("convnet_infer_b64")
+public func convnet_infer_b64(
+  _ params: UnsafeMutablePointer<Float>?, _ grads: UnsafeMutablePointer<Float>?, _ m: UnsafeMutablePointer<Float>?,
+  _ v: UnsafeMutablePointer<Float>?, _ arena: UnsafeMutablePointer<Float>?, _ images: UnsafePointer<Float>?,
+  _ labels: UnsafePointer<Int32>?, _ lr: Float, _ step: Int64, _ seed: Int64, _ pool: UnsafeMutableRawPointer?
+) {
+  let params = params.unsafelyUnwrapped
+  let arena = arena.unsafelyUnwrapped
+  let images = UnsafeMutablePointer(mutating: images.unsafelyUnwrapped)
+  _ = (lr, step, seed, pool)
+  // conv1 = conv2d_relu(image)
+  for g1 in 0..<4 {
+    for j2 in 0..<16 {
+      for c3 in 0..<1 {
+        for ky4 in 0..<3 {
+          for oy5 in 0..<28 {
+            if (-1 < ((oy5 +% ky4) +% -1) && ((oy5 +% ky4) +% -1) < 28) {
+              for ox6 in 0..<27 {
+                arena[(((1605632 +% ((((c3 *% 3) +% ky4) *% 3) *% 12560)) +% (j2 *% 784)) +% ((oy5 *% 28) +% (ox6 +% 1)))] = images[((((((g1 *% 16) +% j2) *% 784) +% (c3 *% 784)) +% (((oy5 +% ky4) +% -1) *% 28)) +% ((ox6 +% 1) +% -1))]
+              }
+              for ox7 in 0..<1 {
+                arena[(((1605632 +% ((((c3 *% 3) +% ky4) *% 3) *% 12560)) +% (j2 *% 784)) +% ((oy5 *% 28) +% ox7))] = Float(0)
+              }
+            }
+            if ((oy5 +% ky4) +% -1) < 0 {
+              for ox8 in 0..<28 {
+                arena[(((1605632 +% ((((c3 *% 3) +% ky4) *% 3) *% 12560)) +% (j2 *% 784)) +% ((oy5 *% 28) +% ox8))] = Float(0)
+              }
+            }
+            if 27 < ((oy5 +% ky4) +% -1) {
+              for ox8 in 0..<28 {
+                arena[(((1605632 +% ((((c3 *% 3) +% ky4) *% 3) *% 12560)) +% (j2 *% 784)) +% ((oy5 *% 28) +% ox8))] = Float(0)
+              }
+            }
+          }
+          for oy9 in 0..<28 {
+            if (-1 < ((oy9 +% ky4) +% -1) && ((oy9 +% ky4) +% -1) < 28) {
+              for ox10 in 0..<28 {
+                arena[(((1605632 +% (((((c3 *% 3) +% ky4) *% 3) +% 1) *% 12560)) +% (j2 *% 784)) +% ((oy9 *% 28) +% ox10))] = images[((((((g1 *% 16) +% j2) *% 784) +% (c3 *% 784)) +% (((oy9 +% ky4) +% -1) *% 28)) +% ox10)]
+              }
+            }
+            if ((oy9 +% ky4) +% -1) < 0 {
+              for ox11 in 0..<28 {
+                arena[(((1605632 +% (((((c3 *% 3) +% ky4) *% 3) +% 1) *% 12560)) +% (j2 *% 784)) +% ((oy9 *% 28) +% ox11))] = Float(0)
+              }
+            }
+            if 27 < ((oy9 +% ky4) +% -1) {
+              for ox11 in 0..<28 {
+                arena[(((1605632 +% (((((c3 *% 3) +% ky4) *% 3) +% 1) *% 12560)) +% (j2 *% 784)) +% ((oy9 *% 28) +% ox11))] = Float(0)
+              }
+            }
+          }
+          for oy12 in 0..<28 {
+            if (-1 < ((oy12 +% ky4) +% -1) && ((oy12 +% ky4) +% -1) < 28) {
+              for ox13 in 0..<27 {
+                arena[(((1605632 +% (((((c3 *% 3) +% ky4) *% 3) +% 2) *% 12560)) +% (j2 *% 784)) +% ((oy12 *% 28) +% ox13))] = images[((((((g1 *% 16) +% j2) *% 784) +% (c3 *% 784)) +% (((oy12 +% ky4) +% -1) *% 28)) +% (ox13 +% 1))]
+              }
+              for ox14 in 0..<1 {
+                arena[(((1605632 +% (((((c3 *% 3) +% ky4) *% 3) +% 2) *% 12560)) +% (j2 *% 784)) +% ((oy12 *% 28) +% (ox14 +% 27)))] = Float(0)
+              }
+            }
+            if ((oy12 +% ky4) +% -1) < 0 {
+              for ox15 in 0..<28 {
+                arena[(((1605632 +% (((((c3 *% 3) +% ky4) *% 3) +% 2) *% 12560)) +% (j2 *% 784)) +% ((oy12 *% 28) +% ox15))] = Float(0)
+              }
+            }
+            if 27 < ((oy12 +% ky4) +% -1) {
+              for ox15 in 0..<28 {
+                arena[(((1605632 +% (((((c3 *% 3) +% ky4) *% 3) +% 2) *% 12560)) +% (j2 *% 784)) +% ((oy12 *% 28) +% ox15))] = Float(0)
+              }
+            }
+          }
+        }
+      }
+    }
+    do {  // gemm23
+      for nb16 in 0..<522 {
+        for mb17 in 0..<8 {
+          var t18_c0_0 = Vector()
+          var t18_c0_1 = Vector()
+          var t18_c0_2 = Vector()
+          var t18_c1_0 = Vector()
+          var t18_c1_1 = Vector()
+          var t18_c1_2 = Vector()
+          var t18_c2_0 = Vector()
+          var t18_c2_1 = Vector()
+          var t18_c2_2 = Vector()
+          var t18_c3_0 = Vector()
+          var t18_c3_1 = Vector()
+          var t18_c3_2 = Vector()
+          for k19 in 0..<9 {
+            let t18_b0 = loadVector(arena, ((1605632 +% (k19 *% 12560)) +% (nb16 *% 24)))
+            let t18_b1 = loadVector(arena, (((1605632 +% (k19 *% 12560)) +% (nb16 *% 24)) +% 8))
+            let t18_b2 = loadVector(arena, (((1605632 +% (k19 *% 12560)) +% (nb16 *% 24)) +% 16))
+            let t18_a0 = Vector(repeating: params[(((mb17 *% 4) *% 9) +% k19)])
+            t18_c0_0 = t18_c0_0.addingProduct(t18_a0, t18_b0)
+            t18_c0_1 = t18_c0_1.addingProduct(t18_a0, t18_b1)
+            t18_c0_2 = t18_c0_2.addingProduct(t18_a0, t18_b2)
+            let t18_a1 = Vector(repeating: params[((((mb17 *% 4) +% 1) *% 9) +% k19)])
+            t18_c1_0 = t18_c1_0.addingProduct(t18_a1, t18_b0)
+            t18_c1_1 = t18_c1_1.addingProduct(t18_a1, t18_b1)
+            t18_c1_2 = t18_c1_2.addingProduct(t18_a1, t18_b2)
+            let t18_a2 = Vector(repeating: params[((((mb17 *% 4) +% 2) *% 9) +% k19)])
+            t18_c2_0 = t18_c2_0.addingProduct(t18_a2, t18_b0)
+            t18_c2_1 = t18_c2_1.addingProduct(t18_a2, t18_b1)
+            t18_c2_2 = t18_c2_2.addingProduct(t18_a2, t18_b2)
+            let t18_a3 = Vector(repeating: params[((((mb17 *% 4) +% 3) *% 9) +% k19)])
+            t18_c3_0 = t18_c3_0.addingProduct(t18_a3, t18_b0)
+            t18_c3_1 = t18_c3_1.addingProduct(t18_a3, t18_b1)
+            t18_c3_2 = t18_c3_2.addingProduct(t18_a3, t18_b2)
+          }
+          storeVector(arena, ((1718672 +% ((mb17 *% 4) *% 12560)) +% (nb16 *% 24)), t18_c0_0)
+          storeVector(arena, (((1718672 +% ((mb17 *% 4) *% 12560)) +% (nb16 *% 24)) +% 8), t18_c0_1)
+          storeVector(arena, (((1718672 +% ((mb17 *% 4) *% 12560)) +% (nb16 *% 24)) +% 16), t18_c0_2)
+          storeVector(arena, ((1718672 +% (((mb17 *% 4) +% 1) *% 12560)) +% (nb16 *% 24)), t18_c1_0)
+          storeVector(arena, (((1718672 +% (((mb17 *% 4) +% 1) *% 12560)) +% (nb16 *% 24)) +% 8), t18_c1_1)
+          storeVector(arena, (((1718672 +% (((mb17 *% 4) +% 1) *% 12560)) +% (nb16 *% 24)) +% 16), t18_c1_2)
+          storeVector(arena, ((1718672 +% (((mb17 *% 4) +% 2) *% 12560)) +% (nb16 *% 24)), t18_c2_0)
+          storeVector(arena, (((1718672 +% (((mb17 *% 4) +% 2) *% 12560)) +% (nb16 *% 24)) +% 8), t18_c2_1)
+          storeVector(arena, (((1718672 +% (((mb17 *% 4) +% 2) *% 12560)) +% (nb16 *% 24)) +% 16), t18_c2_2)
+          storeVector(arena, ((1718672 +% (((mb17 *% 4) +% 3) *% 12560)) +% (nb16 *% 24)), t18_c3_0)
+          storeVector(arena, (((1718672 +% (((mb17 *% 4) +% 3) *% 12560)) +% (nb16 *% 24)) +% 8), t18_c3_1)
+          storeVector(arena, (((1718672 +% (((mb17 *% 4) +% 3) *% 12560)) +% (nb16 *% 24)) +% 16), t18_c3_2)
+        }
+      }
+      for mb20 in 0..<8 {
+        var t21_c0_0 = Vector()
+        var t21_c0_1 = Vector()
+        var t21_c1_0 = Vector()
+        var t21_c1_1 = Vector()
+        var t21_c2_0 = Vector()
+        var t21_c2_1 = Vector()
+        var t21_c3_0 = Vector()
+        var t21_c3_1 = Vector()
+        for k22 in 0..<9 {
+          let t21_b0 = loadVector(arena, ((1605632 +% (k22 *% 12560)) +% 12528))
+          let t21_b1 = loadVector(arena, (((1605632 +% (k22 *% 12560)) +% 12528) +% 8))
+          let t21_a0 = Vector(repeating: params[(((mb20 *% 4) *% 9) +% k22)])
+          t21_c0_0 = t21_c0_0.addingProduct(t21_a0, t21_b0)
+          t21_c0_1 = t21_c0_1.addingProduct(t21_a0, t21_b1)
+          let t21_a1 = Vector(repeating: params[((((mb20 *% 4) +% 1) *% 9) +% k22)])
+          t21_c1_0 = t21_c1_0.addingProduct(t21_a1, t21_b0)
+          t21_c1_1 = t21_c1_1.addingProduct(t21_a1, t21_b1)
+          let t21_a2 = Vector(repeating: params[((((mb20 *% 4) +% 2) *% 9) +% k22)])
+          t21_c2_0 = t21_c2_0.addingProduct(t21_a2, t21_b0)
+          t21_c2_1 = t21_c2_1.addingProduct(t21_a2, t21_b1)
+          let t21_a3 = Vector(repeating: params[((((mb20 *% 4) +% 3) *% 9) +% k22)])
+          t21_c3_0 = t21_c3_0.addingProduct(t21_a3, t21_b0)
+          t21_c3_1 = t21_c3_1.addingProduct(t21_a3, t21_b1)
+        }
+        storeVector(arena, ((1718672 +% ((mb20 *% 4) *% 12560)) +% 12528), t21_c0_0)
+        storeVector(arena, (((1718672 +% ((mb20 *% 4) *% 12560)) +% 12528) +% 8), t21_c0_1)
+        storeVector(arena, ((1718672 +% (((mb20 *% 4) +% 1) *% 12560)) +% 12528), t21_c1_0)
+        storeVector(arena, (((1718672 +% (((mb20 *% 4) +% 1) *% 12560)) +% 12528) +% 8), t21_c1_1)
+        storeVector(arena, ((1718672 +% (((mb20 *% 4) +% 2) *% 12560)) +% 12528), t21_c2_0)
+        storeVector(arena, (((1718672 +% (((mb20 *% 4) +% 2) *% 12560)) +% 12528) +% 8), t21_c2_1)
+        storeVector(arena, ((1718672 +% (((mb20 *% 4) +% 3) *% 12560)) +% 12528), t21_c3_0)
+        storeVector(arena, (((1718672 +% (((mb20 *% 4) +% 3) *% 12560)) +% 12528) +% 8), t21_c3_1)
+      }
+    }
+    for j24 in 0..<16 {
+      for f25 in 0..<32 {
+        for i26 in 0..<98 {
+          storeVector(arena, ((i26 *% 8) +% ((((g1 *% 16) +% j24) *% 25088) +% (f25 *% 784))), Vector(repeating: Float(0)).replacing(with: (loadVector(arena, ((i26 *% 8) +% ((1718672 +% (f25 *% 12560)) +% (j24 *% 784)))) + Vector(repeating: params[(288 +% f25)])), where: (loadVector(arena, ((i26 *% 8) +% ((1718672 +% (f25 *% 12560)) +% (j24 *% 784)))) + Vector(repeating: params[(288 +% f25)])) .> Vector(repeating: Float(0))))
+        }
+      }
+    }
+  }
+  // conv2 = conv2d_relu_maxpool(conv1)
+  parallelFor(pool, 2) { part27 in
+    for ci28 in 0..<32 {
+      for co29 in 0..<32 {
+        var w30: Float = params[(320 +% (((((part27 *% 32) +% co29) *% 32) +% ci28) *% 9))]
+        var w31: Float = (((params[(320 +% (((((part27 *% 32) +% co29) *% 32) +% ci28) *% 9))] + params[((320 +% (((((part27 *% 32) +% co29) *% 32) +% ci28) *% 9)) +% 3)]) + params[((320 +% (((((part27 *% 32) +% co29) *% 32) +% ci28) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
+        var w32: Float = (((params[(320 +% (((((part27 *% 32) +% co29) *% 32) +% ci28) *% 9))] + params[((320 +% (((((part27 *% 32) +% co29) *% 32) +% ci28) *% 9)) +% 6)]) - params[((320 +% (((((part27 *% 32) +% co29) *% 32) +% ci28) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
+        var w33: Float = params[((320 +% (((((part27 *% 32) +% co29) *% 32) +% ci28) *% 9)) +% 6)]
+        var w34: Float = params[((320 +% (((((part27 *% 32) +% co29) *% 32) +% ci28) *% 9)) +% 1)]
+        var w35: Float = (((params[((320 +% (((((part27 *% 32) +% co29) *% 32) +% ci28) *% 9)) +% 1)] + params[((320 +% (((((part27 *% 32) +% co29) *% 32) +% ci28) *% 9)) +% 4)]) + params[((320 +% (((((part27 *% 32) +% co29) *% 32) +% ci28) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
+        var w36: Float = (((params[((320 +% (((((part27 *% 32) +% co29) *% 32) +% ci28) *% 9)) +% 1)] + params[((320 +% (((((part27 *% 32) +% co29) *% 32) +% ci28) *% 9)) +% 7)]) - params[((320 +% (((((part27 *% 32) +% co29) *% 32) +% ci28) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
+        var w37: Float = params[((320 +% (((((part27 *% 32) +% co29) *% 32) +% ci28) *% 9)) +% 7)]
+        var w38: Float = params[((320 +% (((((part27 *% 32) +% co29) *% 32) +% ci28) *% 9)) +% 2)]
+        var w39: Float = (((params[((320 +% (((((part27 *% 32) +% co29) *% 32) +% ci28) *% 9)) +% 2)] + params[((320 +% (((((part27 *% 32) +% co29) *% 32) +% ci28) *% 9)) +% 5)]) + params[((320 +% (((((part27 *% 32) +% co29) *% 32) +% ci28) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
+        var w40: Float = (((params[((320 +% (((((part27 *% 32) +% co29) *% 32) +% ci28) *% 9)) +% 2)] + params[((320 +% (((((part27 *% 32) +% co29) *% 32) +% ci28) *% 9)) +% 8)]) - params[((320 +% (((((part27 *% 32) +% co29) *% 32) +% ci28) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
+        var w41: Float = params[((320 +% (((((part27 *% 32) +% co29) *% 32) +% ci28) *% 9)) +% 8)]
+        var w42: Float = w30
+        var w43: Float = (((w30 + w34) + w38) * Float(bitPattern: 0x3f000000))
+        var w44: Float = (((w30 + w38) - w34) * Float(bitPattern: 0x3f000000))
+        var w45: Float = w38
+        var w46: Float = w31
+        var w47: Float = (((w31 + w35) + w39) * Float(bitPattern: 0x3f000000))
+        var w48: Float = (((w31 + w39) - w35) * Float(bitPattern: 0x3f000000))
+        var w49: Float = w39
+        var w50: Float = w32
+        var w51: Float = (((w32 + w36) + w40) * Float(bitPattern: 0x3f000000))
+        var w52: Float = (((w32 + w40) - w36) * Float(bitPattern: 0x3f000000))
+        var w53: Float = w40
+        var w54: Float = w33
+        var w55: Float = (((w33 + w37) + w41) * Float(bitPattern: 0x3f000000))
+        var w56: Float = (((w33 + w41) - w37) * Float(bitPattern: 0x3f000000))
+        var w57: Float = w41
+        arena[((3211264 +% (ci28 *% 64)) +% ((part27 *% 32) +% co29))] = w42
+        arena[((3213312 +% (ci28 *% 64)) +% ((part27 *% 32) +% co29))] = w43
+        arena[((3215360 +% (ci28 *% 64)) +% ((part27 *% 32) +% co29))] = w44
+        arena[((3217408 +% (ci28 *% 64)) +% ((part27 *% 32) +% co29))] = w45
+        arena[((3219456 +% (ci28 *% 64)) +% ((part27 *% 32) +% co29))] = w46
+        arena[((3221504 +% (ci28 *% 64)) +% ((part27 *% 32) +% co29))] = w47
+        arena[((3223552 +% (ci28 *% 64)) +% ((part27 *% 32) +% co29))] = w48
+        arena[((3225600 +% (ci28 *% 64)) +% ((part27 *% 32) +% co29))] = w49
+        arena[((3227648 +% (ci28 *% 64)) +% ((part27 *% 32) +% co29))] = w50
+        arena[((3229696 +% (ci28 *% 64)) +% ((part27 *% 32) +% co29))] = w51
+        arena[((3231744 +% (ci28 *% 64)) +% ((part27 *% 32) +% co29))] = w52
+        arena[((3233792 +% (ci28 *% 64)) +% ((part27 *% 32) +% co29))] = w53
+        arena[((3235840 +% (ci28 *% 64)) +% ((part27 *% 32) +% co29))] = w54
+        arena[((3237888 +% (ci28 *% 64)) +% ((part27 *% 32) +% co29))] = w55
+        arena[((3239936 +% (ci28 *% 64)) +% ((part27 *% 32) +% co29))] = w56
+        arena[((3241984 +% (ci28 *% 64)) +% ((part27 *% 32) +% co29))] = w57
+      }
+    }
+  }
+  for i58 in 0..<3600 {
+    storeVector(arena, ((i58 *% 8) +% 3244032), Vector(repeating: Float(0)))
+  }
+  for g59 in 0..<64 {
+    for j60 in 0..<1 {
+      for c61 in 0..<32 {
+        for iy62 in 0..<28 {
+          for ix63 in 0..<28 {
+            arena[(3244032 +% ((((j60 *% 28800) +% ((iy62 +% 1) *% 960)) +% ((ix63 +% 1) *% 32)) +% c61))] = arena[(((((g59 +% j60) *% 25088) +% (c61 *% 784)) +% (iy62 *% 28)) +% ix63)]
+          }
+        }
+      }
+    }
+    for j64 in 0..<1 {
+      for ty65 in 0..<14 {
+        for tx66 in 0..<14 {
+          for cv67 in 0..<4 {
+            let w68 = (loadVector(arena, (3244032 +% ((((j64 *% 28800) +% ((ty65 *% 2) *% 960)) +% ((tx66 *% 2) *% 32)) +% (cv67 *% 8)))) - loadVector(arena, (3244032 +% ((((j64 *% 28800) +% (((ty65 *% 2) +% 2) *% 960)) +% ((tx66 *% 2) *% 32)) +% (cv67 *% 8)))))
+            let w69 = (loadVector(arena, (3244032 +% ((((j64 *% 28800) +% (((ty65 *% 2) +% 1) *% 960)) +% ((tx66 *% 2) *% 32)) +% (cv67 *% 8)))) + loadVector(arena, (3244032 +% ((((j64 *% 28800) +% (((ty65 *% 2) +% 2) *% 960)) +% ((tx66 *% 2) *% 32)) +% (cv67 *% 8)))))
+            let w70 = (loadVector(arena, (3244032 +% ((((j64 *% 28800) +% (((ty65 *% 2) +% 2) *% 960)) +% ((tx66 *% 2) *% 32)) +% (cv67 *% 8)))) - loadVector(arena, (3244032 +% ((((j64 *% 28800) +% (((ty65 *% 2) +% 1) *% 960)) +% ((tx66 *% 2) *% 32)) +% (cv67 *% 8)))))
+            let w71 = (loadVector(arena, (3244032 +% ((((j64 *% 28800) +% (((ty65 *% 2) +% 1) *% 960)) +% ((tx66 *% 2) *% 32)) +% (cv67 *% 8)))) - loadVector(arena, (3244032 +% ((((j64 *% 28800) +% (((ty65 *% 2) +% 3) *% 960)) +% ((tx66 *% 2) *% 32)) +% (cv67 *% 8)))))
+            let w72 = (loadVector(arena, (3244032 +% ((((j64 *% 28800) +% ((ty65 *% 2) *% 960)) +% (((tx66 *% 2) +% 1) *% 32)) +% (cv67 *% 8)))) - loadVector(arena, (3244032 +% ((((j64 *% 28800) +% (((ty65 *% 2) +% 2) *% 960)) +% (((tx66 *% 2) +% 1) *% 32)) +% (cv67 *% 8)))))
+            let w73 = (loadVector(arena, (3244032 +% ((((j64 *% 28800) +% (((ty65 *% 2) +% 1) *% 960)) +% (((tx66 *% 2) +% 1) *% 32)) +% (cv67 *% 8)))) + loadVector(arena, (3244032 +% ((((j64 *% 28800) +% (((ty65 *% 2) +% 2) *% 960)) +% (((tx66 *% 2) +% 1) *% 32)) +% (cv67 *% 8)))))
+            let w74 = (loadVector(arena, (3244032 +% ((((j64 *% 28800) +% (((ty65 *% 2) +% 2) *% 960)) +% (((tx66 *% 2) +% 1) *% 32)) +% (cv67 *% 8)))) - loadVector(arena, (3244032 +% ((((j64 *% 28800) +% (((ty65 *% 2) +% 1) *% 960)) +% (((tx66 *% 2) +% 1) *% 32)) +% (cv67 *% 8)))))
+            let w75 = (loadVector(arena, (3244032 +% ((((j64 *% 28800) +% (((ty65 *% 2) +% 1) *% 960)) +% (((tx66 *% 2) +% 1) *% 32)) +% (cv67 *% 8)))) - loadVector(arena, (3244032 +% ((((j64 *% 28800) +% (((ty65 *% 2) +% 3) *% 960)) +% (((tx66 *% 2) +% 1) *% 32)) +% (cv67 *% 8)))))
+            let w76 = (loadVector(arena, (3244032 +% ((((j64 *% 28800) +% ((ty65 *% 2) *% 960)) +% (((tx66 *% 2) +% 2) *% 32)) +% (cv67 *% 8)))) - loadVector(arena, (3244032 +% ((((j64 *% 28800) +% (((ty65 *% 2) +% 2) *% 960)) +% (((tx66 *% 2) +% 2) *% 32)) +% (cv67 *% 8)))))
+            let w77 = (loadVector(arena, (3244032 +% ((((j64 *% 28800) +% (((ty65 *% 2) +% 1) *% 960)) +% (((tx66 *% 2) +% 2) *% 32)) +% (cv67 *% 8)))) + loadVector(arena, (3244032 +% ((((j64 *% 28800) +% (((ty65 *% 2) +% 2) *% 960)) +% (((tx66 *% 2) +% 2) *% 32)) +% (cv67 *% 8)))))
+            let w78 = (loadVector(arena, (3244032 +% ((((j64 *% 28800) +% (((ty65 *% 2) +% 2) *% 960)) +% (((tx66 *% 2) +% 2) *% 32)) +% (cv67 *% 8)))) - loadVector(arena, (3244032 +% ((((j64 *% 28800) +% (((ty65 *% 2) +% 1) *% 960)) +% (((tx66 *% 2) +% 2) *% 32)) +% (cv67 *% 8)))))
+            let w79 = (loadVector(arena, (3244032 +% ((((j64 *% 28800) +% (((ty65 *% 2) +% 1) *% 960)) +% (((tx66 *% 2) +% 2) *% 32)) +% (cv67 *% 8)))) - loadVector(arena, (3244032 +% ((((j64 *% 28800) +% (((ty65 *% 2) +% 3) *% 960)) +% (((tx66 *% 2) +% 2) *% 32)) +% (cv67 *% 8)))))
+            let w80 = (loadVector(arena, (3244032 +% ((((j64 *% 28800) +% ((ty65 *% 2) *% 960)) +% (((tx66 *% 2) +% 3) *% 32)) +% (cv67 *% 8)))) - loadVector(arena, (3244032 +% ((((j64 *% 28800) +% (((ty65 *% 2) +% 2) *% 960)) +% (((tx66 *% 2) +% 3) *% 32)) +% (cv67 *% 8)))))
+            let w81 = (loadVector(arena, (3244032 +% ((((j64 *% 28800) +% (((ty65 *% 2) +% 1) *% 960)) +% (((tx66 *% 2) +% 3) *% 32)) +% (cv67 *% 8)))) + loadVector(arena, (3244032 +% ((((j64 *% 28800) +% (((ty65 *% 2) +% 2) *% 960)) +% (((tx66 *% 2) +% 3) *% 32)) +% (cv67 *% 8)))))
+            let w82 = (loadVector(arena, (3244032 +% ((((j64 *% 28800) +% (((ty65 *% 2) +% 2) *% 960)) +% (((tx66 *% 2) +% 3) *% 32)) +% (cv67 *% 8)))) - loadVector(arena, (3244032 +% ((((j64 *% 28800) +% (((ty65 *% 2) +% 1) *% 960)) +% (((tx66 *% 2) +% 3) *% 32)) +% (cv67 *% 8)))))
+            let w83 = (loadVector(arena, (3244032 +% ((((j64 *% 28800) +% (((ty65 *% 2) +% 1) *% 960)) +% (((tx66 *% 2) +% 3) *% 32)) +% (cv67 *% 8)))) - loadVector(arena, (3244032 +% ((((j64 *% 28800) +% (((ty65 *% 2) +% 3) *% 960)) +% (((tx66 *% 2) +% 3) *% 32)) +% (cv67 *% 8)))))
+            let w84 = (w68 - w76)
+            let w85 = (w72 + w76)
+            let w86 = (w76 - w72)
+            let w87 = (w72 - w80)
+            let w88 = (w69 - w77)
+            let w89 = (w73 + w77)
+            let w90 = (w77 - w73)
+            let w91 = (w73 - w81)
+            let w92 = (w70 - w78)
+            let w93 = (w74 + w78)
+            let w94 = (w78 - w74)
+            let w95 = (w74 - w82)
+            let w96 = (w71 - w79)
+            let w97 = (w75 + w79)
+            let w98 = (w79 - w75)
+            let w99 = (w75 - w83)
+            storeVector(arena, ((3272832 +% ((((j64 *% 196) +% (ty65 *% 14)) +% tx66) *% 32)) +% (cv67 *% 8)), w84)
+            storeVector(arena, ((3279104 +% ((((j64 *% 196) +% (ty65 *% 14)) +% tx66) *% 32)) +% (cv67 *% 8)), w85)
+            storeVector(arena, ((3285376 +% ((((j64 *% 196) +% (ty65 *% 14)) +% tx66) *% 32)) +% (cv67 *% 8)), w86)
+            storeVector(arena, ((3291648 +% ((((j64 *% 196) +% (ty65 *% 14)) +% tx66) *% 32)) +% (cv67 *% 8)), w87)
+            storeVector(arena, ((3297920 +% ((((j64 *% 196) +% (ty65 *% 14)) +% tx66) *% 32)) +% (cv67 *% 8)), w88)
+            storeVector(arena, ((3304192 +% ((((j64 *% 196) +% (ty65 *% 14)) +% tx66) *% 32)) +% (cv67 *% 8)), w89)
+            storeVector(arena, ((3310464 +% ((((j64 *% 196) +% (ty65 *% 14)) +% tx66) *% 32)) +% (cv67 *% 8)), w90)
+            storeVector(arena, ((3316736 +% ((((j64 *% 196) +% (ty65 *% 14)) +% tx66) *% 32)) +% (cv67 *% 8)), w91)
+            storeVector(arena, ((3323008 +% ((((j64 *% 196) +% (ty65 *% 14)) +% tx66) *% 32)) +% (cv67 *% 8)), w92)
+            storeVector(arena, ((3329280 +% ((((j64 *% 196) +% (ty65 *% 14)) +% tx66) *% 32)) +% (cv67 *% 8)), w93)
+            storeVector(arena, ((3335552 +% ((((j64 *% 196) +% (ty65 *% 14)) +% tx66) *% 32)) +% (cv67 *% 8)), w94)
+            storeVector(arena, ((3341824 +% ((((j64 *% 196) +% (ty65 *% 14)) +% tx66) *% 32)) +% (cv67 *% 8)), w95)
+            storeVector(arena, ((3348096 +% ((((j64 *% 196) +% (ty65 *% 14)) +% tx66) *% 32)) +% (cv67 *% 8)), w96)
+            storeVector(arena, ((3354368 +% ((((j64 *% 196) +% (ty65 *% 14)) +% tx66) *% 32)) +% (cv67 *% 8)), w97)
+            storeVector(arena, ((3360640 +% ((((j64 *% 196) +% (ty65 *% 14)) +% tx66) *% 32)) +% (cv67 *% 8)), w98)
+            storeVector(arena, ((3366912 +% ((((j64 *% 196) +% (ty65 *% 14)) +% tx66) *% 32)) +% (cv67 *% 8)), w99)
+          }
+        }
+      }
+    }
+    parallelFor(pool, 2) { part100 in
+      for xi101 in 0..<16 {
+        do {  // gemm108
+          for nb102 in 0..<2 {
+            for mb103 in 0..<32 {
+              var t104_c0_0 = Vector()
+              var t104_c0_1 = Vector()
+              var t104_c1_0 = Vector()
+              var t104_c1_1 = Vector()
+              var t104_c2_0 = Vector()
+              var t104_c2_1 = Vector()
+              var t104_c3_0 = Vector()
+              var t104_c3_1 = Vector()
+              var t104_c4_0 = Vector()
+              var t104_c4_1 = Vector()
+              var t104_c5_0 = Vector()
+              var t104_c5_1 = Vector()
+              for k105 in 0..<32 {
+                let t104_b0 = loadVector(arena, ((((3211264 +% (xi101 *% 2048)) +% (part100 *% 32)) +% (k105 *% 64)) +% (nb102 *% 16)))
+                let t104_b1 = loadVector(arena, (((((3211264 +% (xi101 *% 2048)) +% (part100 *% 32)) +% (k105 *% 64)) +% (nb102 *% 16)) +% 8))
+                let t104_a0 = Vector(repeating: arena[(((3272832 +% (xi101 *% 6272)) +% ((mb103 *% 6) *% 32)) +% k105)])
+                t104_c0_0 = t104_c0_0.addingProduct(t104_a0, t104_b0)
+                t104_c0_1 = t104_c0_1.addingProduct(t104_a0, t104_b1)
+                let t104_a1 = Vector(repeating: arena[(((3272832 +% (xi101 *% 6272)) +% (((mb103 *% 6) +% 1) *% 32)) +% k105)])
+                t104_c1_0 = t104_c1_0.addingProduct(t104_a1, t104_b0)
+                t104_c1_1 = t104_c1_1.addingProduct(t104_a1, t104_b1)
+                let t104_a2 = Vector(repeating: arena[(((3272832 +% (xi101 *% 6272)) +% (((mb103 *% 6) +% 2) *% 32)) +% k105)])
+                t104_c2_0 = t104_c2_0.addingProduct(t104_a2, t104_b0)
+                t104_c2_1 = t104_c2_1.addingProduct(t104_a2, t104_b1)
+                let t104_a3 = Vector(repeating: arena[(((3272832 +% (xi101 *% 6272)) +% (((mb103 *% 6) +% 3) *% 32)) +% k105)])
+                t104_c3_0 = t104_c3_0.addingProduct(t104_a3, t104_b0)
+                t104_c3_1 = t104_c3_1.addingProduct(t104_a3, t104_b1)
+                let t104_a4 = Vector(repeating: arena[(((3272832 +% (xi101 *% 6272)) +% (((mb103 *% 6) +% 4) *% 32)) +% k105)])
+                t104_c4_0 = t104_c4_0.addingProduct(t104_a4, t104_b0)
+                t104_c4_1 = t104_c4_1.addingProduct(t104_a4, t104_b1)
+                let t104_a5 = Vector(repeating: arena[(((3272832 +% (xi101 *% 6272)) +% (((mb103 *% 6) +% 5) *% 32)) +% k105)])
+                t104_c5_0 = t104_c5_0.addingProduct(t104_a5, t104_b0)
+                t104_c5_1 = t104_c5_1.addingProduct(t104_a5, t104_b1)
+              }
+              storeVector(arena, ((((3373184 +% (xi101 *% 12544)) +% (part100 *% 32)) +% ((mb103 *% 6) *% 64)) +% (nb102 *% 16)), t104_c0_0)
+              storeVector(arena, (((((3373184 +% (xi101 *% 12544)) +% (part100 *% 32)) +% ((mb103 *% 6) *% 64)) +% (nb102 *% 16)) +% 8), t104_c0_1)
+              storeVector(arena, ((((3373184 +% (xi101 *% 12544)) +% (part100 *% 32)) +% (((mb103 *% 6) +% 1) *% 64)) +% (nb102 *% 16)), t104_c1_0)
+              storeVector(arena, (((((3373184 +% (xi101 *% 12544)) +% (part100 *% 32)) +% (((mb103 *% 6) +% 1) *% 64)) +% (nb102 *% 16)) +% 8), t104_c1_1)
+              storeVector(arena, ((((3373184 +% (xi101 *% 12544)) +% (part100 *% 32)) +% (((mb103 *% 6) +% 2) *% 64)) +% (nb102 *% 16)), t104_c2_0)
+              storeVector(arena, (((((3373184 +% (xi101 *% 12544)) +% (part100 *% 32)) +% (((mb103 *% 6) +% 2) *% 64)) +% (nb102 *% 16)) +% 8), t104_c2_1)
+              storeVector(arena, ((((3373184 +% (xi101 *% 12544)) +% (part100 *% 32)) +% (((mb103 *% 6) +% 3) *% 64)) +% (nb102 *% 16)), t104_c3_0)
+              storeVector(arena, (((((3373184 +% (xi101 *% 12544)) +% (part100 *% 32)) +% (((mb103 *% 6) +% 3) *% 64)) +% (nb102 *% 16)) +% 8), t104_c3_1)
+              storeVector(arena, ((((3373184 +% (xi101 *% 12544)) +% (part100 *% 32)) +% (((mb103 *% 6) +% 4) *% 64)) +% (nb102 *% 16)), t104_c4_0)
+              storeVector(arena, (((((3373184 +% (xi101 *% 12544)) +% (part100 *% 32)) +% (((mb103 *% 6) +% 4) *% 64)) +% (nb102 *% 16)) +% 8), t104_c4_1)
+              storeVector(arena, ((((3373184 +% (xi101 *% 12544)) +% (part100 *% 32)) +% (((mb103 *% 6) +% 5) *% 64)) +% (nb102 *% 16)), t104_c5_0)
+              storeVector(arena, (((((3373184 +% (xi101 *% 12544)) +% (part100 *% 32)) +% (((mb103 *% 6) +% 5) *% 64)) +% (nb102 *% 16)) +% 8), t104_c5_1)
+            }
+            var t106_c0_0 = Vector()
+            var t106_c0_1 = Vector()
+            var t106_c1_0 = Vector()
+            var t106_c1_1 = Vector()
+            var t106_c2_0 = Vector()
+            var t106_c2_1 = Vector()
+            var t106_c3_0 = Vector()
+            var t106_c3_1 = Vector()
+            for k107 in 0..<32 {
+              let t106_b0 = loadVector(arena, ((((3211264 +% (xi101 *% 2048)) +% (part100 *% 32)) +% (k107 *% 64)) +% (nb102 *% 16)))
+              let t106_b1 = loadVector(arena, (((((3211264 +% (xi101 *% 2048)) +% (part100 *% 32)) +% (k107 *% 64)) +% (nb102 *% 16)) +% 8))
+              let t106_a0 = Vector(repeating: arena[(((3272832 +% (xi101 *% 6272)) +% 6144) +% k107)])
+              t106_c0_0 = t106_c0_0.addingProduct(t106_a0, t106_b0)
+              t106_c0_1 = t106_c0_1.addingProduct(t106_a0, t106_b1)
+              let t106_a1 = Vector(repeating: arena[(((3272832 +% (xi101 *% 6272)) +% 6176) +% k107)])
+              t106_c1_0 = t106_c1_0.addingProduct(t106_a1, t106_b0)
+              t106_c1_1 = t106_c1_1.addingProduct(t106_a1, t106_b1)
+              let t106_a2 = Vector(repeating: arena[(((3272832 +% (xi101 *% 6272)) +% 6208) +% k107)])
+              t106_c2_0 = t106_c2_0.addingProduct(t106_a2, t106_b0)
+              t106_c2_1 = t106_c2_1.addingProduct(t106_a2, t106_b1)
+              let t106_a3 = Vector(repeating: arena[(((3272832 +% (xi101 *% 6272)) +% 6240) +% k107)])
+              t106_c3_0 = t106_c3_0.addingProduct(t106_a3, t106_b0)
+              t106_c3_1 = t106_c3_1.addingProduct(t106_a3, t106_b1)
+            }
+            storeVector(arena, ((((3373184 +% (xi101 *% 12544)) +% (part100 *% 32)) +% 12288) +% (nb102 *% 16)), t106_c0_0)
+            storeVector(arena, (((((3373184 +% (xi101 *% 12544)) +% (part100 *% 32)) +% 12288) +% (nb102 *% 16)) +% 8), t106_c0_1)
+            storeVector(arena, ((((3373184 +% (xi101 *% 12544)) +% (part100 *% 32)) +% 12352) +% (nb102 *% 16)), t106_c1_0)
+            storeVector(arena, (((((3373184 +% (xi101 *% 12544)) +% (part100 *% 32)) +% 12352) +% (nb102 *% 16)) +% 8), t106_c1_1)
+            storeVector(arena, ((((3373184 +% (xi101 *% 12544)) +% (part100 *% 32)) +% 12416) +% (nb102 *% 16)), t106_c2_0)
+            storeVector(arena, (((((3373184 +% (xi101 *% 12544)) +% (part100 *% 32)) +% 12416) +% (nb102 *% 16)) +% 8), t106_c2_1)
+            storeVector(arena, ((((3373184 +% (xi101 *% 12544)) +% (part100 *% 32)) +% 12480) +% (nb102 *% 16)), t106_c3_0)
+            storeVector(arena, (((((3373184 +% (xi101 *% 12544)) +% (part100 *% 32)) +% 12480) +% (nb102 *% 16)) +% 8), t106_c3_1)
+          }
+        }
+      }
+      for j109 in 0..<1 {
+        for ty110 in 0..<14 {
+          for tx111 in 0..<14 {
+            for cv112 in 0..<4 {
+              let w113 = ((loadVector(arena, ((3373184 +% ((((j109 *% 196) +% (ty110 *% 14)) +% tx111) *% 64)) +% ((part100 *% 32) +% (cv112 *% 8)))) + loadVector(arena, ((3423360 +% ((((j109 *% 196) +% (ty110 *% 14)) +% tx111) *% 64)) +% ((part100 *% 32) +% (cv112 *% 8))))) + loadVector(arena, ((3473536 +% ((((j109 *% 196) +% (ty110 *% 14)) +% tx111) *% 64)) +% ((part100 *% 32) +% (cv112 *% 8)))))
+              let w114 = ((loadVector(arena, ((3423360 +% ((((j109 *% 196) +% (ty110 *% 14)) +% tx111) *% 64)) +% ((part100 *% 32) +% (cv112 *% 8)))) - loadVector(arena, ((3473536 +% ((((j109 *% 196) +% (ty110 *% 14)) +% tx111) *% 64)) +% ((part100 *% 32) +% (cv112 *% 8))))) - loadVector(arena, ((3523712 +% ((((j109 *% 196) +% (ty110 *% 14)) +% tx111) *% 64)) +% ((part100 *% 32) +% (cv112 *% 8)))))
+              let w115 = ((loadVector(arena, ((3385728 +% ((((j109 *% 196) +% (ty110 *% 14)) +% tx111) *% 64)) +% ((part100 *% 32) +% (cv112 *% 8)))) + loadVector(arena, ((3435904 +% ((((j109 *% 196) +% (ty110 *% 14)) +% tx111) *% 64)) +% ((part100 *% 32) +% (cv112 *% 8))))) + loadVector(arena, ((3486080 +% ((((j109 *% 196) +% (ty110 *% 14)) +% tx111) *% 64)) +% ((part100 *% 32) +% (cv112 *% 8)))))
+              let w116 = ((loadVector(arena, ((3435904 +% ((((j109 *% 196) +% (ty110 *% 14)) +% tx111) *% 64)) +% ((part100 *% 32) +% (cv112 *% 8)))) - loadVector(arena, ((3486080 +% ((((j109 *% 196) +% (ty110 *% 14)) +% tx111) *% 64)) +% ((part100 *% 32) +% (cv112 *% 8))))) - loadVector(arena, ((3536256 +% ((((j109 *% 196) +% (ty110 *% 14)) +% tx111) *% 64)) +% ((part100 *% 32) +% (cv112 *% 8)))))
+              let w117 = ((loadVector(arena, ((3398272 +% ((((j109 *% 196) +% (ty110 *% 14)) +% tx111) *% 64)) +% ((part100 *% 32) +% (cv112 *% 8)))) + loadVector(arena, ((3448448 +% ((((j109 *% 196) +% (ty110 *% 14)) +% tx111) *% 64)) +% ((part100 *% 32) +% (cv112 *% 8))))) + loadVector(arena, ((3498624 +% ((((j109 *% 196) +% (ty110 *% 14)) +% tx111) *% 64)) +% ((part100 *% 32) +% (cv112 *% 8)))))
+              let w118 = ((loadVector(arena, ((3448448 +% ((((j109 *% 196) +% (ty110 *% 14)) +% tx111) *% 64)) +% ((part100 *% 32) +% (cv112 *% 8)))) - loadVector(arena, ((3498624 +% ((((j109 *% 196) +% (ty110 *% 14)) +% tx111) *% 64)) +% ((part100 *% 32) +% (cv112 *% 8))))) - loadVector(arena, ((3548800 +% ((((j109 *% 196) +% (ty110 *% 14)) +% tx111) *% 64)) +% ((part100 *% 32) +% (cv112 *% 8)))))
+              let w119 = ((loadVector(arena, ((3410816 +% ((((j109 *% 196) +% (ty110 *% 14)) +% tx111) *% 64)) +% ((part100 *% 32) +% (cv112 *% 8)))) + loadVector(arena, ((3460992 +% ((((j109 *% 196) +% (ty110 *% 14)) +% tx111) *% 64)) +% ((part100 *% 32) +% (cv112 *% 8))))) + loadVector(arena, ((3511168 +% ((((j109 *% 196) +% (ty110 *% 14)) +% tx111) *% 64)) +% ((part100 *% 32) +% (cv112 *% 8)))))
+              let w120 = ((loadVector(arena, ((3460992 +% ((((j109 *% 196) +% (ty110 *% 14)) +% tx111) *% 64)) +% ((part100 *% 32) +% (cv112 *% 8)))) - loadVector(arena, ((3511168 +% ((((j109 *% 196) +% (ty110 *% 14)) +% tx111) *% 64)) +% ((part100 *% 32) +% (cv112 *% 8))))) - loadVector(arena, ((3561344 +% ((((j109 *% 196) +% (ty110 *% 14)) +% tx111) *% 64)) +% ((part100 *% 32) +% (cv112 *% 8)))))
+              let w121 = ((w113 + w115) + w117)
+              let w122 = ((w115 - w117) - w119)
+              let w123 = ((w114 + w116) + w118)
+              let w124 = ((w116 - w118) - w120)
+              let v125 = (w121 + loadVector(params, (18752 +% ((part100 *% 32) +% (cv112 *% 8)))))
+              let best126 = v125
+              let at127 = Vector(repeating: Float((((ty110 *% 2) *% 28) +% (tx111 *% 2))))
+              let v128 = (w122 + loadVector(params, (18752 +% ((part100 *% 32) +% (cv112 *% 8)))))
+              let best129 = best126.replacing(with: v128, where: v128 .> best126)
+              let at130 = at127.replacing(with: Vector(repeating: Float(((((ty110 *% 2) *% 28) +% (tx111 *% 2)) +% 1))), where: v128 .> best126)
+              let v131 = (w123 + loadVector(params, (18752 +% ((part100 *% 32) +% (cv112 *% 8)))))
+              let best132 = best129.replacing(with: v131, where: v131 .> best129)
+              let at133 = at130.replacing(with: Vector(repeating: Float(((((ty110 *% 2) +% 1) *% 28) +% (tx111 *% 2)))), where: v131 .> best129)
+              let v134 = (w124 + loadVector(params, (18752 +% ((part100 *% 32) +% (cv112 *% 8)))))
+              let best135 = best132.replacing(with: v134, where: v134 .> best132)
+              let at136 = at133.replacing(with: Vector(repeating: Float((((((ty110 *% 2) +% 1) *% 28) +% (tx111 *% 2)) +% 1))), where: v134 .> best132)
+              storeVector(arena, ((3573888 +% ((((j109 *% 196) +% (ty110 *% 14)) +% tx111) *% 64)) +% ((part100 *% 32) +% (cv112 *% 8))), Vector().replacing(with: best135, where: best135 .> Vector()))
+              storeVector(arena, (((3573888 +% ((((j109 *% 196) +% (ty110 *% 14)) +% tx111) *% 64)) +% ((part100 *% 32) +% (cv112 *% 8))) +% 12544), at136)
+            }
+          }
+        }
+      }
+      for j137 in 0..<1 {
+        for c138 in 0..<32 {
+          for q139 in 0..<196 {
+            arena[(1605632 +% ((((g59 +% j137) *% 12544) +% (((part100 *% 32) +% c138) *% 196)) +% q139))] = arena[((3573888 +% (((j137 *% 196) +% q139) *% 64)) +% ((part100 *% 32) +% c138))]
+          }
+        }
+      }
+      for j140 in 0..<1 {
+        for c141 in 0..<32 {
+          for q142 in 0..<196 {
+            arena[(2408448 +% ((((g59 +% j140) *% 12544) +% (((part100 *% 32) +% c141) *% 196)) +% q142))] = arena[((3586432 +% (((j140 *% 196) +% q142) *% 64)) +% ((part100 *% 32) +% c141))]
+          }
+        }
+      }
+    }
+  }
+  // flat = flatten(conv2)
+  // fc1 = dense_relu(flat)
+  for n143 in 0..<64 {
+    for k144 in 0..<12544 {
+      arena[((8192 +% (k144 *% 64)) +% n143)] = arena[((1605632 +% (n143 *% 12544)) +% k144)]
+    }
+  }
+  do {  // gemm155
+    for r145 in 0..<128 {
+      for i146 in 0..<8 {
+        storeVector(arena, ((i146 *% 8) +% (811008 +% (r145 *% 64))), Vector(repeating: Float(0)))
+      }
+    }
+    for kp147 in 0..<14 {
+      for nb148 in 0..<2 {
+        for mb149 in 0..<32 {
+          var t150_c0_0 = loadVector(arena, ((811008 +% ((mb149 *% 4) *% 64)) +% (nb148 *% 24)))
+          var t150_c0_1 = loadVector(arena, (((811008 +% ((mb149 *% 4) *% 64)) +% (nb148 *% 24)) +% 8))
+          var t150_c0_2 = loadVector(arena, (((811008 +% ((mb149 *% 4) *% 64)) +% (nb148 *% 24)) +% 16))
+          var t150_c1_0 = loadVector(arena, ((811008 +% (((mb149 *% 4) +% 1) *% 64)) +% (nb148 *% 24)))
+          var t150_c1_1 = loadVector(arena, (((811008 +% (((mb149 *% 4) +% 1) *% 64)) +% (nb148 *% 24)) +% 8))
+          var t150_c1_2 = loadVector(arena, (((811008 +% (((mb149 *% 4) +% 1) *% 64)) +% (nb148 *% 24)) +% 16))
+          var t150_c2_0 = loadVector(arena, ((811008 +% (((mb149 *% 4) +% 2) *% 64)) +% (nb148 *% 24)))
+          var t150_c2_1 = loadVector(arena, (((811008 +% (((mb149 *% 4) +% 2) *% 64)) +% (nb148 *% 24)) +% 8))
+          var t150_c2_2 = loadVector(arena, (((811008 +% (((mb149 *% 4) +% 2) *% 64)) +% (nb148 *% 24)) +% 16))
+          var t150_c3_0 = loadVector(arena, ((811008 +% (((mb149 *% 4) +% 3) *% 64)) +% (nb148 *% 24)))
+          var t150_c3_1 = loadVector(arena, (((811008 +% (((mb149 *% 4) +% 3) *% 64)) +% (nb148 *% 24)) +% 8))
+          var t150_c3_2 = loadVector(arena, (((811008 +% (((mb149 *% 4) +% 3) *% 64)) +% (nb148 *% 24)) +% 16))
+          for k151 in 0..<896 {
+            let t150_b0 = loadVector(arena, ((8192 +% ((k151 +% (kp147 *% 896)) *% 64)) +% (nb148 *% 24)))
+            let t150_b1 = loadVector(arena, (((8192 +% ((k151 +% (kp147 *% 896)) *% 64)) +% (nb148 *% 24)) +% 8))
+            let t150_b2 = loadVector(arena, (((8192 +% ((k151 +% (kp147 *% 896)) *% 64)) +% (nb148 *% 24)) +% 16))
+            let t150_a0 = Vector(repeating: params[((18816 +% ((mb149 *% 4) *% 12544)) +% (k151 +% (kp147 *% 896)))])
+            t150_c0_0 = t150_c0_0.addingProduct(t150_a0, t150_b0)
+            t150_c0_1 = t150_c0_1.addingProduct(t150_a0, t150_b1)
+            t150_c0_2 = t150_c0_2.addingProduct(t150_a0, t150_b2)
+            let t150_a1 = Vector(repeating: params[((18816 +% (((mb149 *% 4) +% 1) *% 12544)) +% (k151 +% (kp147 *% 896)))])
+            t150_c1_0 = t150_c1_0.addingProduct(t150_a1, t150_b0)
+            t150_c1_1 = t150_c1_1.addingProduct(t150_a1, t150_b1)
+            t150_c1_2 = t150_c1_2.addingProduct(t150_a1, t150_b2)
+            let t150_a2 = Vector(repeating: params[((18816 +% (((mb149 *% 4) +% 2) *% 12544)) +% (k151 +% (kp147 *% 896)))])
+            t150_c2_0 = t150_c2_0.addingProduct(t150_a2, t150_b0)
+            t150_c2_1 = t150_c2_1.addingProduct(t150_a2, t150_b1)
+            t150_c2_2 = t150_c2_2.addingProduct(t150_a2, t150_b2)
+            let t150_a3 = Vector(repeating: params[((18816 +% (((mb149 *% 4) +% 3) *% 12544)) +% (k151 +% (kp147 *% 896)))])
+            t150_c3_0 = t150_c3_0.addingProduct(t150_a3, t150_b0)
+            t150_c3_1 = t150_c3_1.addingProduct(t150_a3, t150_b1)
+            t150_c3_2 = t150_c3_2.addingProduct(t150_a3, t150_b2)
+          }
+          storeVector(arena, ((811008 +% ((mb149 *% 4) *% 64)) +% (nb148 *% 24)), t150_c0_0)
+          storeVector(arena, (((811008 +% ((mb149 *% 4) *% 64)) +% (nb148 *% 24)) +% 8), t150_c0_1)
+          storeVector(arena, (((811008 +% ((mb149 *% 4) *% 64)) +% (nb148 *% 24)) +% 16), t150_c0_2)
+          storeVector(arena, ((811008 +% (((mb149 *% 4) +% 1) *% 64)) +% (nb148 *% 24)), t150_c1_0)
+          storeVector(arena, (((811008 +% (((mb149 *% 4) +% 1) *% 64)) +% (nb148 *% 24)) +% 8), t150_c1_1)
+          storeVector(arena, (((811008 +% (((mb149 *% 4) +% 1) *% 64)) +% (nb148 *% 24)) +% 16), t150_c1_2)
+          storeVector(arena, ((811008 +% (((mb149 *% 4) +% 2) *% 64)) +% (nb148 *% 24)), t150_c2_0)
+          storeVector(arena, (((811008 +% (((mb149 *% 4) +% 2) *% 64)) +% (nb148 *% 24)) +% 8), t150_c2_1)
+          storeVector(arena, (((811008 +% (((mb149 *% 4) +% 2) *% 64)) +% (nb148 *% 24)) +% 16), t150_c2_2)
+          storeVector(arena, ((811008 +% (((mb149 *% 4) +% 3) *% 64)) +% (nb148 *% 24)), t150_c3_0)
+          storeVector(arena, (((811008 +% (((mb149 *% 4) +% 3) *% 64)) +% (nb148 *% 24)) +% 8), t150_c3_1)
+          storeVector(arena, (((811008 +% (((mb149 *% 4) +% 3) *% 64)) +% (nb148 *% 24)) +% 16), t150_c3_2)
+        }
+      }
+      for mb152 in 0..<32 {
+        var t153_c0_0 = loadVector(arena, ((811008 +% ((mb152 *% 4) *% 64)) +% 48))
+        var t153_c0_1 = loadVector(arena, (((811008 +% ((mb152 *% 4) *% 64)) +% 48) +% 8))
+        var t153_c1_0 = loadVector(arena, ((811008 +% (((mb152 *% 4) +% 1) *% 64)) +% 48))
+        var t153_c1_1 = loadVector(arena, (((811008 +% (((mb152 *% 4) +% 1) *% 64)) +% 48) +% 8))
+        var t153_c2_0 = loadVector(arena, ((811008 +% (((mb152 *% 4) +% 2) *% 64)) +% 48))
+        var t153_c2_1 = loadVector(arena, (((811008 +% (((mb152 *% 4) +% 2) *% 64)) +% 48) +% 8))
+        var t153_c3_0 = loadVector(arena, ((811008 +% (((mb152 *% 4) +% 3) *% 64)) +% 48))
+        var t153_c3_1 = loadVector(arena, (((811008 +% (((mb152 *% 4) +% 3) *% 64)) +% 48) +% 8))
+        for k154 in 0..<896 {
+          let t153_b0 = loadVector(arena, ((8192 +% ((k154 +% (kp147 *% 896)) *% 64)) +% 48))
+          let t153_b1 = loadVector(arena, (((8192 +% ((k154 +% (kp147 *% 896)) *% 64)) +% 48) +% 8))
+          let t153_a0 = Vector(repeating: params[((18816 +% ((mb152 *% 4) *% 12544)) +% (k154 +% (kp147 *% 896)))])
+          t153_c0_0 = t153_c0_0.addingProduct(t153_a0, t153_b0)
+          t153_c0_1 = t153_c0_1.addingProduct(t153_a0, t153_b1)
+          let t153_a1 = Vector(repeating: params[((18816 +% (((mb152 *% 4) +% 1) *% 12544)) +% (k154 +% (kp147 *% 896)))])
+          t153_c1_0 = t153_c1_0.addingProduct(t153_a1, t153_b0)
+          t153_c1_1 = t153_c1_1.addingProduct(t153_a1, t153_b1)
+          let t153_a2 = Vector(repeating: params[((18816 +% (((mb152 *% 4) +% 2) *% 12544)) +% (k154 +% (kp147 *% 896)))])
+          t153_c2_0 = t153_c2_0.addingProduct(t153_a2, t153_b0)
+          t153_c2_1 = t153_c2_1.addingProduct(t153_a2, t153_b1)
+          let t153_a3 = Vector(repeating: params[((18816 +% (((mb152 *% 4) +% 3) *% 12544)) +% (k154 +% (kp147 *% 896)))])
+          t153_c3_0 = t153_c3_0.addingProduct(t153_a3, t153_b0)
+          t153_c3_1 = t153_c3_1.addingProduct(t153_a3, t153_b1)
+        }
+        storeVector(arena, ((811008 +% ((mb152 *% 4) *% 64)) +% 48), t153_c0_0)
+        storeVector(arena, (((811008 +% ((mb152 *% 4) *% 64)) +% 48) +% 8), t153_c0_1)
+        storeVector(arena, ((811008 +% (((mb152 *% 4) +% 1) *% 64)) +% 48), t153_c1_0)
+        storeVector(arena, (((811008 +% (((mb152 *% 4) +% 1) *% 64)) +% 48) +% 8), t153_c1_1)
+        storeVector(arena, ((811008 +% (((mb152 *% 4) +% 2) *% 64)) +% 48), t153_c2_0)
+        storeVector(arena, (((811008 +% (((mb152 *% 4) +% 2) *% 64)) +% 48) +% 8), t153_c2_1)
+        storeVector(arena, ((811008 +% (((mb152 *% 4) +% 3) *% 64)) +% 48), t153_c3_0)
+        storeVector(arena, (((811008 +% (((mb152 *% 4) +% 3) *% 64)) +% 48) +% 8), t153_c3_1)
+      }
+    }
+  }
+  for n156 in 0..<64 {
+    for u157 in 0..<128 {
+      arena[((n156 *% 128) +% u157)] = ((arena[((811008 +% (u157 *% 64)) +% n156)] + params[(1624448 +% u157)]) > Float(0) ? (arena[((811008 +% (u157 *% 64)) +% n156)] + params[(1624448 +% u157)]) : Float(0))
     }
   }
   // drop = dropout(fc1)
   // fc2 = dense(drop)
   sgemm(101, 111, 112, 64, 10, 128, 1, arena + 0, 128, params + 1624576, 128, Float(bitPattern: 0x0), arena + 8192, 10)
-  for n157 in 0..<64 {
-    for u158 in 0..<1 {
-      storeVector(arena, ((u158 *% 8) +% (8192 +% (n157 *% 10))), (loadVector(arena, ((u158 *% 8) +% (8192 +% (n157 *% 10)))) + loadVector(params, ((u158 *% 8) +% 1625856))))
+  for n158 in 0..<64 {
+    for u159 in 0..<1 {
+      storeVector(arena, ((u159 *% 8) +% (8192 +% (n158 *% 10))), (loadVector(arena, ((u159 *% 8) +% (8192 +% (n158 *% 10)))) + loadVector(params, ((u159 *% 8) +% 1625856))))
     }
-    for u158 in 0..<1 {
-      storePartial(arena, ((u158 +% 8) +% (8192 +% (n157 *% 10))), (loadPartial(arena, ((u158 +% 8) +% (8192 +% (n157 *% 10))), 2) + loadPartial(params, ((u158 +% 8) +% 1625856), 2)), 2)
+    for u159 in 0..<1 {
+      storePartial(arena, ((u159 +% 8) +% (8192 +% (n158 *% 10))), (loadPartial(arena, ((u159 +% 8) +% (8192 +% (n158 *% 10))), 2) + loadPartial(params, ((u159 +% 8) +% 1625856), 2)), 2)
     }
   }
 }

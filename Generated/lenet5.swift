@@ -71,2152 +71,2288 @@ public func lenet5_train_b64(
   let labels = labels.unsafelyUnwrapped
   _ = (lr, step, seed, pool)
   // conv1 = conv2d_relu(image)
-  for i1 in 0..<2048 {
-    storeVector(arena, ((i1 *% 8) +% 702960), Vector(repeating: Float(0)))
-  }
-  for g2 in 0..<4 {
-    do {  // scalar loops
-      for j3 in 0..<16 {
-        for c4 in 0..<1 {
-          for qy5 in 0..<28 {
-            for cv6 in 0..<3 {
-              storeVector(arena, (702960 +% ((((j3 +% c4) *% 1024) +% ((qy5 +% 2) *% 32)) +% (2 +% (cv6 *% 8)))), loadVector(images, (((((((g2 *% 16) +% j3) *% 784) +% (c4 *% 784)) +% (((qy5 +% 2) +% -2) *% 28)) +% (2 +% (cv6 *% 8))) +% -2)))
+  for g1 in 0..<4 {
+    for j2 in 0..<16 {
+      for c3 in 0..<1 {
+        for ky4 in 0..<5 {
+          for oy5 in 0..<28 {
+            if (-1 < ((oy5 +% ky4) +% -2) && ((oy5 +% ky4) +% -2) < 28) {
+              for ox6 in 0..<26 {
+                arena[(((301056 +% ((((c3 *% 5) +% ky4) *% 5) *% 12560)) +% (j2 *% 784)) +% ((oy5 *% 28) +% (ox6 +% 2)))] = images[((((((g1 *% 16) +% j2) *% 784) +% (c3 *% 784)) +% (((oy5 +% ky4) +% -2) *% 28)) +% ((ox6 +% 2) +% -2))]
+              }
+              for ox7 in 0..<2 {
+                arena[(((301056 +% ((((c3 *% 5) +% ky4) *% 5) *% 12560)) +% (j2 *% 784)) +% ((oy5 *% 28) +% ox7))] = Float(0)
+              }
             }
-            storePartial(arena, (702960 +% ((((j3 +% c4) *% 1024) +% ((qy5 +% 2) *% 32)) +% 26)), loadPartial(images, (((((((g2 *% 16) +% j3) *% 784) +% (c4 *% 784)) +% (((qy5 +% 2) +% -2) *% 28)) +% 26) +% -2), 4), 4)
+            if ((oy5 +% ky4) +% -2) < 0 {
+              for ox8 in 0..<28 {
+                arena[(((301056 +% ((((c3 *% 5) +% ky4) *% 5) *% 12560)) +% (j2 *% 784)) +% ((oy5 *% 28) +% ox8))] = Float(0)
+              }
+            }
+            if 27 < ((oy5 +% ky4) +% -2) {
+              for ox8 in 0..<28 {
+                arena[(((301056 +% ((((c3 *% 5) +% ky4) *% 5) *% 12560)) +% (j2 *% 784)) +% ((oy5 *% 28) +% ox8))] = Float(0)
+              }
+            }
           }
-        }
-      }
-      for j7 in 0..<16 {
-        for c8 in 0..<1 {
-          for ky9 in 0..<5 {
-            for kx10 in 0..<5 {
-              for wy11 in 0..<1 {
-                for wx12 in 0..<1 {
-                  for py13 in 0..<28 {
-                    for cv14 in 0..<3 {
-                      storeVector(arena, (((((301056 +% (((((c8 *% 5) +% ky9) *% 5) +% kx10) *% 12560)) +% (j7 *% 784)) +% ((wy11 +% wx12) *% 784)) +% (py13 *% 28)) +% (cv14 *% 8)), loadVector(arena, (702960 +% ((((((j7 +% c8) +% ((wy11 +% ky9) % 1)) +% ((wx12 +% kx10) % 1)) *% 1024) +% ((py13 +% ((wy11 +% ky9) / 1)) *% 32)) +% ((cv14 *% 8) +% ((wx12 +% kx10) / 1))))))
-                    }
-                    storePartial(arena, (((((301056 +% (((((c8 *% 5) +% ky9) *% 5) +% kx10) *% 12560)) +% (j7 *% 784)) +% ((wy11 +% wx12) *% 784)) +% (py13 *% 28)) +% 24), loadPartial(arena, (702960 +% ((((((j7 +% c8) +% ((wy11 +% ky9) % 1)) +% ((wx12 +% kx10) % 1)) *% 1024) +% ((py13 +% ((wy11 +% ky9) / 1)) *% 32)) +% (24 +% ((wx12 +% kx10) / 1)))), 4), 4)
-                  }
-                }
+          for oy9 in 0..<28 {
+            if (-1 < ((oy9 +% ky4) +% -2) && ((oy9 +% ky4) +% -2) < 28) {
+              for ox10 in 0..<27 {
+                arena[(((301056 +% (((((c3 *% 5) +% ky4) *% 5) +% 1) *% 12560)) +% (j2 *% 784)) +% ((oy9 *% 28) +% (ox10 +% 1)))] = images[((((((g1 *% 16) +% j2) *% 784) +% (c3 *% 784)) +% (((oy9 +% ky4) +% -2) *% 28)) +% ((ox10 +% 1) +% -1))]
+              }
+              for ox11 in 0..<1 {
+                arena[(((301056 +% (((((c3 *% 5) +% ky4) *% 5) +% 1) *% 12560)) +% (j2 *% 784)) +% ((oy9 *% 28) +% ox11))] = Float(0)
+              }
+            }
+            if ((oy9 +% ky4) +% -2) < 0 {
+              for ox12 in 0..<28 {
+                arena[(((301056 +% (((((c3 *% 5) +% ky4) *% 5) +% 1) *% 12560)) +% (j2 *% 784)) +% ((oy9 *% 28) +% ox12))] = Float(0)
+              }
+            }
+            if 27 < ((oy9 +% ky4) +% -2) {
+              for ox12 in 0..<28 {
+                arena[(((301056 +% (((((c3 *% 5) +% ky4) *% 5) +% 1) *% 12560)) +% (j2 *% 784)) +% ((oy9 *% 28) +% ox12))] = Float(0)
+              }
+            }
+          }
+          for oy13 in 0..<28 {
+            if (-1 < ((oy13 +% ky4) +% -2) && ((oy13 +% ky4) +% -2) < 28) {
+              for ox14 in 0..<28 {
+                arena[(((301056 +% (((((c3 *% 5) +% ky4) *% 5) +% 2) *% 12560)) +% (j2 *% 784)) +% ((oy13 *% 28) +% ox14))] = images[((((((g1 *% 16) +% j2) *% 784) +% (c3 *% 784)) +% (((oy13 +% ky4) +% -2) *% 28)) +% ox14)]
+              }
+            }
+            if ((oy13 +% ky4) +% -2) < 0 {
+              for ox15 in 0..<28 {
+                arena[(((301056 +% (((((c3 *% 5) +% ky4) *% 5) +% 2) *% 12560)) +% (j2 *% 784)) +% ((oy13 *% 28) +% ox15))] = Float(0)
+              }
+            }
+            if 27 < ((oy13 +% ky4) +% -2) {
+              for ox15 in 0..<28 {
+                arena[(((301056 +% (((((c3 *% 5) +% ky4) *% 5) +% 2) *% 12560)) +% (j2 *% 784)) +% ((oy13 *% 28) +% ox15))] = Float(0)
+              }
+            }
+          }
+          for oy16 in 0..<28 {
+            if (-1 < ((oy16 +% ky4) +% -2) && ((oy16 +% ky4) +% -2) < 28) {
+              for ox17 in 0..<27 {
+                arena[(((301056 +% (((((c3 *% 5) +% ky4) *% 5) +% 3) *% 12560)) +% (j2 *% 784)) +% ((oy16 *% 28) +% ox17))] = images[((((((g1 *% 16) +% j2) *% 784) +% (c3 *% 784)) +% (((oy16 +% ky4) +% -2) *% 28)) +% (ox17 +% 1))]
+              }
+              for ox18 in 0..<1 {
+                arena[(((301056 +% (((((c3 *% 5) +% ky4) *% 5) +% 3) *% 12560)) +% (j2 *% 784)) +% ((oy16 *% 28) +% (ox18 +% 27)))] = Float(0)
+              }
+            }
+            if ((oy16 +% ky4) +% -2) < 0 {
+              for ox19 in 0..<28 {
+                arena[(((301056 +% (((((c3 *% 5) +% ky4) *% 5) +% 3) *% 12560)) +% (j2 *% 784)) +% ((oy16 *% 28) +% ox19))] = Float(0)
+              }
+            }
+            if 27 < ((oy16 +% ky4) +% -2) {
+              for ox19 in 0..<28 {
+                arena[(((301056 +% (((((c3 *% 5) +% ky4) *% 5) +% 3) *% 12560)) +% (j2 *% 784)) +% ((oy16 *% 28) +% ox19))] = Float(0)
+              }
+            }
+          }
+          for oy20 in 0..<28 {
+            if (-1 < ((oy20 +% ky4) +% -2) && ((oy20 +% ky4) +% -2) < 28) {
+              for ox21 in 0..<26 {
+                arena[(((301056 +% (((((c3 *% 5) +% ky4) *% 5) +% 4) *% 12560)) +% (j2 *% 784)) +% ((oy20 *% 28) +% ox21))] = images[((((((g1 *% 16) +% j2) *% 784) +% (c3 *% 784)) +% (((oy20 +% ky4) +% -2) *% 28)) +% (ox21 +% 2))]
+              }
+              for ox22 in 0..<2 {
+                arena[(((301056 +% (((((c3 *% 5) +% ky4) *% 5) +% 4) *% 12560)) +% (j2 *% 784)) +% ((oy20 *% 28) +% (ox22 +% 26)))] = Float(0)
+              }
+            }
+            if ((oy20 +% ky4) +% -2) < 0 {
+              for ox23 in 0..<28 {
+                arena[(((301056 +% (((((c3 *% 5) +% ky4) *% 5) +% 4) *% 12560)) +% (j2 *% 784)) +% ((oy20 *% 28) +% ox23))] = Float(0)
+              }
+            }
+            if 27 < ((oy20 +% ky4) +% -2) {
+              for ox23 in 0..<28 {
+                arena[(((301056 +% (((((c3 *% 5) +% ky4) *% 5) +% 4) *% 12560)) +% (j2 *% 784)) +% ((oy20 *% 28) +% ox23))] = Float(0)
               }
             }
           }
         }
       }
     }
-    do {  // gemm19
-      for nb15 in 0..<784 {
-        for mb16 in 0..<1 {
-          var t17_c0_0 = Vector()
-          var t17_c0_1 = Vector()
-          var t17_c1_0 = Vector()
-          var t17_c1_1 = Vector()
-          var t17_c2_0 = Vector()
-          var t17_c2_1 = Vector()
-          var t17_c3_0 = Vector()
-          var t17_c3_1 = Vector()
-          var t17_c4_0 = Vector()
-          var t17_c4_1 = Vector()
-          var t17_c5_0 = Vector()
-          var t17_c5_1 = Vector()
-          for k18 in 0..<25 {
-            let t17_b0 = loadVector(arena, ((301056 +% (k18 *% 12560)) +% (nb15 *% 16)))
-            let t17_b1 = loadVector(arena, (((301056 +% (k18 *% 12560)) +% (nb15 *% 16)) +% 8))
-            let t17_a0 = Vector(repeating: params[(((mb16 *% 6) *% 25) +% k18)])
-            t17_c0_0 = t17_c0_0.addingProduct(t17_a0, t17_b0)
-            t17_c0_1 = t17_c0_1.addingProduct(t17_a0, t17_b1)
-            let t17_a1 = Vector(repeating: params[((((mb16 *% 6) +% 1) *% 25) +% k18)])
-            t17_c1_0 = t17_c1_0.addingProduct(t17_a1, t17_b0)
-            t17_c1_1 = t17_c1_1.addingProduct(t17_a1, t17_b1)
-            let t17_a2 = Vector(repeating: params[((((mb16 *% 6) +% 2) *% 25) +% k18)])
-            t17_c2_0 = t17_c2_0.addingProduct(t17_a2, t17_b0)
-            t17_c2_1 = t17_c2_1.addingProduct(t17_a2, t17_b1)
-            let t17_a3 = Vector(repeating: params[((((mb16 *% 6) +% 3) *% 25) +% k18)])
-            t17_c3_0 = t17_c3_0.addingProduct(t17_a3, t17_b0)
-            t17_c3_1 = t17_c3_1.addingProduct(t17_a3, t17_b1)
-            let t17_a4 = Vector(repeating: params[((((mb16 *% 6) +% 4) *% 25) +% k18)])
-            t17_c4_0 = t17_c4_0.addingProduct(t17_a4, t17_b0)
-            t17_c4_1 = t17_c4_1.addingProduct(t17_a4, t17_b1)
-            let t17_a5 = Vector(repeating: params[((((mb16 *% 6) +% 5) *% 25) +% k18)])
-            t17_c5_0 = t17_c5_0.addingProduct(t17_a5, t17_b0)
-            t17_c5_1 = t17_c5_1.addingProduct(t17_a5, t17_b1)
+    do {  // gemm28
+      for nb24 in 0..<784 {
+        for mb25 in 0..<1 {
+          var t26_c0_0 = Vector()
+          var t26_c0_1 = Vector()
+          var t26_c1_0 = Vector()
+          var t26_c1_1 = Vector()
+          var t26_c2_0 = Vector()
+          var t26_c2_1 = Vector()
+          var t26_c3_0 = Vector()
+          var t26_c3_1 = Vector()
+          var t26_c4_0 = Vector()
+          var t26_c4_1 = Vector()
+          var t26_c5_0 = Vector()
+          var t26_c5_1 = Vector()
+          for k27 in 0..<25 {
+            let t26_b0 = loadVector(arena, ((301056 +% (k27 *% 12560)) +% (nb24 *% 16)))
+            let t26_b1 = loadVector(arena, (((301056 +% (k27 *% 12560)) +% (nb24 *% 16)) +% 8))
+            let t26_a0 = Vector(repeating: params[(((mb25 *% 6) *% 25) +% k27)])
+            t26_c0_0 = t26_c0_0.addingProduct(t26_a0, t26_b0)
+            t26_c0_1 = t26_c0_1.addingProduct(t26_a0, t26_b1)
+            let t26_a1 = Vector(repeating: params[((((mb25 *% 6) +% 1) *% 25) +% k27)])
+            t26_c1_0 = t26_c1_0.addingProduct(t26_a1, t26_b0)
+            t26_c1_1 = t26_c1_1.addingProduct(t26_a1, t26_b1)
+            let t26_a2 = Vector(repeating: params[((((mb25 *% 6) +% 2) *% 25) +% k27)])
+            t26_c2_0 = t26_c2_0.addingProduct(t26_a2, t26_b0)
+            t26_c2_1 = t26_c2_1.addingProduct(t26_a2, t26_b1)
+            let t26_a3 = Vector(repeating: params[((((mb25 *% 6) +% 3) *% 25) +% k27)])
+            t26_c3_0 = t26_c3_0.addingProduct(t26_a3, t26_b0)
+            t26_c3_1 = t26_c3_1.addingProduct(t26_a3, t26_b1)
+            let t26_a4 = Vector(repeating: params[((((mb25 *% 6) +% 4) *% 25) +% k27)])
+            t26_c4_0 = t26_c4_0.addingProduct(t26_a4, t26_b0)
+            t26_c4_1 = t26_c4_1.addingProduct(t26_a4, t26_b1)
+            let t26_a5 = Vector(repeating: params[((((mb25 *% 6) +% 5) *% 25) +% k27)])
+            t26_c5_0 = t26_c5_0.addingProduct(t26_a5, t26_b0)
+            t26_c5_1 = t26_c5_1.addingProduct(t26_a5, t26_b1)
           }
-          storeVector(arena, ((615056 +% ((mb16 *% 6) *% 12560)) +% (nb15 *% 16)), t17_c0_0)
-          storeVector(arena, (((615056 +% ((mb16 *% 6) *% 12560)) +% (nb15 *% 16)) +% 8), t17_c0_1)
-          storeVector(arena, ((615056 +% (((mb16 *% 6) +% 1) *% 12560)) +% (nb15 *% 16)), t17_c1_0)
-          storeVector(arena, (((615056 +% (((mb16 *% 6) +% 1) *% 12560)) +% (nb15 *% 16)) +% 8), t17_c1_1)
-          storeVector(arena, ((615056 +% (((mb16 *% 6) +% 2) *% 12560)) +% (nb15 *% 16)), t17_c2_0)
-          storeVector(arena, (((615056 +% (((mb16 *% 6) +% 2) *% 12560)) +% (nb15 *% 16)) +% 8), t17_c2_1)
-          storeVector(arena, ((615056 +% (((mb16 *% 6) +% 3) *% 12560)) +% (nb15 *% 16)), t17_c3_0)
-          storeVector(arena, (((615056 +% (((mb16 *% 6) +% 3) *% 12560)) +% (nb15 *% 16)) +% 8), t17_c3_1)
-          storeVector(arena, ((615056 +% (((mb16 *% 6) +% 4) *% 12560)) +% (nb15 *% 16)), t17_c4_0)
-          storeVector(arena, (((615056 +% (((mb16 *% 6) +% 4) *% 12560)) +% (nb15 *% 16)) +% 8), t17_c4_1)
-          storeVector(arena, ((615056 +% (((mb16 *% 6) +% 5) *% 12560)) +% (nb15 *% 16)), t17_c5_0)
-          storeVector(arena, (((615056 +% (((mb16 *% 6) +% 5) *% 12560)) +% (nb15 *% 16)) +% 8), t17_c5_1)
+          storeVector(arena, ((615056 +% ((mb25 *% 6) *% 12560)) +% (nb24 *% 16)), t26_c0_0)
+          storeVector(arena, (((615056 +% ((mb25 *% 6) *% 12560)) +% (nb24 *% 16)) +% 8), t26_c0_1)
+          storeVector(arena, ((615056 +% (((mb25 *% 6) +% 1) *% 12560)) +% (nb24 *% 16)), t26_c1_0)
+          storeVector(arena, (((615056 +% (((mb25 *% 6) +% 1) *% 12560)) +% (nb24 *% 16)) +% 8), t26_c1_1)
+          storeVector(arena, ((615056 +% (((mb25 *% 6) +% 2) *% 12560)) +% (nb24 *% 16)), t26_c2_0)
+          storeVector(arena, (((615056 +% (((mb25 *% 6) +% 2) *% 12560)) +% (nb24 *% 16)) +% 8), t26_c2_1)
+          storeVector(arena, ((615056 +% (((mb25 *% 6) +% 3) *% 12560)) +% (nb24 *% 16)), t26_c3_0)
+          storeVector(arena, (((615056 +% (((mb25 *% 6) +% 3) *% 12560)) +% (nb24 *% 16)) +% 8), t26_c3_1)
+          storeVector(arena, ((615056 +% (((mb25 *% 6) +% 4) *% 12560)) +% (nb24 *% 16)), t26_c4_0)
+          storeVector(arena, (((615056 +% (((mb25 *% 6) +% 4) *% 12560)) +% (nb24 *% 16)) +% 8), t26_c4_1)
+          storeVector(arena, ((615056 +% (((mb25 *% 6) +% 5) *% 12560)) +% (nb24 *% 16)), t26_c5_0)
+          storeVector(arena, (((615056 +% (((mb25 *% 6) +% 5) *% 12560)) +% (nb24 *% 16)) +% 8), t26_c5_1)
         }
       }
     }
-    for j20 in 0..<16 {
-      for f21 in 0..<6 {
-        for i22 in 0..<98 {
-          storeVector(arena, ((i22 *% 8) +% ((((g2 *% 16) +% j20) *% 4704) +% (f21 *% 784))), Vector(repeating: Float(0)).replacing(with: (loadVector(arena, ((i22 *% 8) +% ((615056 +% (f21 *% 12560)) +% (j20 *% 784)))) + Vector(repeating: params[(150 +% f21)])), where: (loadVector(arena, ((i22 *% 8) +% ((615056 +% (f21 *% 12560)) +% (j20 *% 784)))) + Vector(repeating: params[(150 +% f21)])) .> Vector(repeating: Float(0))))
+    for j29 in 0..<16 {
+      for f30 in 0..<6 {
+        for i31 in 0..<98 {
+          storeVector(arena, ((i31 *% 8) +% ((((g1 *% 16) +% j29) *% 4704) +% (f30 *% 784))), Vector(repeating: Float(0)).replacing(with: (loadVector(arena, ((i31 *% 8) +% ((615056 +% (f30 *% 12560)) +% (j29 *% 784)))) + Vector(repeating: params[(150 +% f30)])), where: (loadVector(arena, ((i31 *% 8) +% ((615056 +% (f30 *% 12560)) +% (j29 *% 784)))) + Vector(repeating: params[(150 +% f30)])) .> Vector(repeating: Float(0))))
         }
       }
     }
   }
   // pool1 = avgpool(conv1)
-  for q23 in 0..<384 {
-    for py24 in 0..<14 {
-      for px25 in 0..<14 {
-        var acc26: Float = Float(0)
-        acc26 = (acc26 + arena[(((q23 *% 784) +% (py24 *% 56)) +% (px25 *% 2))])
-        acc26 = (acc26 + arena[((((q23 *% 784) +% (py24 *% 56)) +% (px25 *% 2)) +% 1)])
-        acc26 = (acc26 + arena[((((q23 *% 784) +% (py24 *% 56)) +% (px25 *% 2)) +% 28)])
-        acc26 = (acc26 + arena[(((((q23 *% 784) +% (py24 *% 56)) +% (px25 *% 2)) +% 28) +% 1)])
-        arena[(((301056 +% (q23 *% 196)) +% (py24 *% 14)) +% px25)] = (acc26 * Float(bitPattern: 0x3e800000))
+  for q32 in 0..<384 {
+    for py33 in 0..<14 {
+      for px34 in 0..<14 {
+        var acc35: Float = Float(0)
+        acc35 = (acc35 + arena[(((q32 *% 784) +% (py33 *% 56)) +% (px34 *% 2))])
+        acc35 = (acc35 + arena[((((q32 *% 784) +% (py33 *% 56)) +% (px34 *% 2)) +% 1)])
+        acc35 = (acc35 + arena[((((q32 *% 784) +% (py33 *% 56)) +% (px34 *% 2)) +% 28)])
+        acc35 = (acc35 + arena[(((((q32 *% 784) +% (py33 *% 56)) +% (px34 *% 2)) +% 28) +% 1)])
+        arena[(((301056 +% (q32 *% 196)) +% (py33 *% 14)) +% px34)] = (acc35 * Float(bitPattern: 0x3e800000))
       }
     }
   }
   // conv2 = conv2d_relu(pool1)
-  for i27 in 0..<2352 {
-    storeVector(arena, ((i27 *% 8) +% 748576), Vector(repeating: Float(0)))
-  }
-  for g28 in 0..<4 {
-    do {  // scalar loops
-      for j29 in 0..<16 {
-        for c30 in 0..<6 {
-          for qy31 in 0..<14 {
-            for cv32 in 0..<1 {
-              storeVector(arena, (748576 +% (((((j29 *% 6) +% c30) *% 196) +% (qy31 *% 14)) +% (cv32 *% 8))), loadVector(arena, ((((301056 +% (((g28 *% 16) +% j29) *% 1176)) +% (c30 *% 196)) +% (qy31 *% 14)) +% (cv32 *% 8))))
+  for g36 in 0..<4 {
+    for j37 in 0..<16 {
+      for c38 in 0..<6 {
+        for ky39 in 0..<5 {
+          for oy40 in 0..<10 {
+            for ox41 in 0..<10 {
+              arena[(((478720 +% ((((c38 *% 5) +% ky39) *% 5) *% 1616)) +% (j37 *% 100)) +% ((oy40 *% 10) +% ox41))] = arena[((((301056 +% (((g36 *% 16) +% j37) *% 1176)) +% (c38 *% 196)) +% ((oy40 +% ky39) *% 14)) +% ox41)]
             }
-            storePartial(arena, (748576 +% (((((j29 *% 6) +% c30) *% 196) +% (qy31 *% 14)) +% 8)), loadPartial(arena, ((((301056 +% (((g28 *% 16) +% j29) *% 1176)) +% (c30 *% 196)) +% (qy31 *% 14)) +% 8), 6), 6)
           }
-        }
-      }
-      for j33 in 0..<16 {
-        for c34 in 0..<6 {
-          for ky35 in 0..<5 {
-            for kx36 in 0..<5 {
-              for wy37 in 0..<1 {
-                for wx38 in 0..<1 {
-                  for py39 in 0..<10 {
-                    for cv40 in 0..<1 {
-                      storeVector(arena, (((((478720 +% (((((c34 *% 5) +% ky35) *% 5) +% kx36) *% 1616)) +% (j33 *% 100)) +% ((wy37 +% wx38) *% 100)) +% (py39 *% 10)) +% (cv40 *% 8)), loadVector(arena, (748576 +% (((((((j33 *% 6) +% c34) +% ((wy37 +% ky35) % 1)) +% ((wx38 +% kx36) % 1)) *% 196) +% ((py39 +% ((wy37 +% ky35) / 1)) *% 14)) +% ((cv40 *% 8) +% ((wx38 +% kx36) / 1))))))
-                    }
-                    storePartial(arena, (((((478720 +% (((((c34 *% 5) +% ky35) *% 5) +% kx36) *% 1616)) +% (j33 *% 100)) +% ((wy37 +% wx38) *% 100)) +% (py39 *% 10)) +% 8), loadPartial(arena, (748576 +% (((((((j33 *% 6) +% c34) +% ((wy37 +% ky35) % 1)) +% ((wx38 +% kx36) % 1)) *% 196) +% ((py39 +% ((wy37 +% ky35) / 1)) *% 14)) +% (8 +% ((wx38 +% kx36) / 1)))), 2), 2)
-                  }
-                }
-              }
+          for oy42 in 0..<10 {
+            for ox43 in 0..<10 {
+              arena[(((478720 +% (((((c38 *% 5) +% ky39) *% 5) +% 1) *% 1616)) +% (j37 *% 100)) +% ((oy42 *% 10) +% ox43))] = arena[((((301056 +% (((g36 *% 16) +% j37) *% 1176)) +% (c38 *% 196)) +% ((oy42 +% ky39) *% 14)) +% (ox43 +% 1))]
+            }
+          }
+          for oy44 in 0..<10 {
+            for ox45 in 0..<10 {
+              arena[(((478720 +% (((((c38 *% 5) +% ky39) *% 5) +% 2) *% 1616)) +% (j37 *% 100)) +% ((oy44 *% 10) +% ox45))] = arena[((((301056 +% (((g36 *% 16) +% j37) *% 1176)) +% (c38 *% 196)) +% ((oy44 +% ky39) *% 14)) +% (ox45 +% 2))]
+            }
+          }
+          for oy46 in 0..<10 {
+            for ox47 in 0..<10 {
+              arena[(((478720 +% (((((c38 *% 5) +% ky39) *% 5) +% 3) *% 1616)) +% (j37 *% 100)) +% ((oy46 *% 10) +% ox47))] = arena[((((301056 +% (((g36 *% 16) +% j37) *% 1176)) +% (c38 *% 196)) +% ((oy46 +% ky39) *% 14)) +% (ox47 +% 3))]
+            }
+          }
+          for oy48 in 0..<10 {
+            for ox49 in 0..<10 {
+              arena[(((478720 +% (((((c38 *% 5) +% ky39) *% 5) +% 4) *% 1616)) +% (j37 *% 100)) +% ((oy48 *% 10) +% ox49))] = arena[((((301056 +% (((g36 *% 16) +% j37) *% 1176)) +% (c38 *% 196)) +% ((oy48 +% ky39) *% 14)) +% (ox49 +% 4))]
             }
           }
         }
       }
     }
-    do {  // gemm48
-      for nb41 in 0..<66 {
-        for mb42 in 0..<4 {
-          var t43_c0_0 = Vector()
-          var t43_c0_1 = Vector()
-          var t43_c0_2 = Vector()
-          var t43_c1_0 = Vector()
-          var t43_c1_1 = Vector()
-          var t43_c1_2 = Vector()
-          var t43_c2_0 = Vector()
-          var t43_c2_1 = Vector()
-          var t43_c2_2 = Vector()
-          var t43_c3_0 = Vector()
-          var t43_c3_1 = Vector()
-          var t43_c3_2 = Vector()
-          for k44 in 0..<150 {
-            let t43_b0 = loadVector(arena, ((478720 +% (k44 *% 1616)) +% (nb41 *% 24)))
-            let t43_b1 = loadVector(arena, (((478720 +% (k44 *% 1616)) +% (nb41 *% 24)) +% 8))
-            let t43_b2 = loadVector(arena, (((478720 +% (k44 *% 1616)) +% (nb41 *% 24)) +% 16))
-            let t43_a0 = Vector(repeating: params[((156 +% ((mb42 *% 4) *% 150)) +% k44)])
-            t43_c0_0 = t43_c0_0.addingProduct(t43_a0, t43_b0)
-            t43_c0_1 = t43_c0_1.addingProduct(t43_a0, t43_b1)
-            t43_c0_2 = t43_c0_2.addingProduct(t43_a0, t43_b2)
-            let t43_a1 = Vector(repeating: params[((156 +% (((mb42 *% 4) +% 1) *% 150)) +% k44)])
-            t43_c1_0 = t43_c1_0.addingProduct(t43_a1, t43_b0)
-            t43_c1_1 = t43_c1_1.addingProduct(t43_a1, t43_b1)
-            t43_c1_2 = t43_c1_2.addingProduct(t43_a1, t43_b2)
-            let t43_a2 = Vector(repeating: params[((156 +% (((mb42 *% 4) +% 2) *% 150)) +% k44)])
-            t43_c2_0 = t43_c2_0.addingProduct(t43_a2, t43_b0)
-            t43_c2_1 = t43_c2_1.addingProduct(t43_a2, t43_b1)
-            t43_c2_2 = t43_c2_2.addingProduct(t43_a2, t43_b2)
-            let t43_a3 = Vector(repeating: params[((156 +% (((mb42 *% 4) +% 3) *% 150)) +% k44)])
-            t43_c3_0 = t43_c3_0.addingProduct(t43_a3, t43_b0)
-            t43_c3_1 = t43_c3_1.addingProduct(t43_a3, t43_b1)
-            t43_c3_2 = t43_c3_2.addingProduct(t43_a3, t43_b2)
+    do {  // gemm57
+      for nb50 in 0..<66 {
+        for mb51 in 0..<4 {
+          var t52_c0_0 = Vector()
+          var t52_c0_1 = Vector()
+          var t52_c0_2 = Vector()
+          var t52_c1_0 = Vector()
+          var t52_c1_1 = Vector()
+          var t52_c1_2 = Vector()
+          var t52_c2_0 = Vector()
+          var t52_c2_1 = Vector()
+          var t52_c2_2 = Vector()
+          var t52_c3_0 = Vector()
+          var t52_c3_1 = Vector()
+          var t52_c3_2 = Vector()
+          for k53 in 0..<150 {
+            let t52_b0 = loadVector(arena, ((478720 +% (k53 *% 1616)) +% (nb50 *% 24)))
+            let t52_b1 = loadVector(arena, (((478720 +% (k53 *% 1616)) +% (nb50 *% 24)) +% 8))
+            let t52_b2 = loadVector(arena, (((478720 +% (k53 *% 1616)) +% (nb50 *% 24)) +% 16))
+            let t52_a0 = Vector(repeating: params[((156 +% ((mb51 *% 4) *% 150)) +% k53)])
+            t52_c0_0 = t52_c0_0.addingProduct(t52_a0, t52_b0)
+            t52_c0_1 = t52_c0_1.addingProduct(t52_a0, t52_b1)
+            t52_c0_2 = t52_c0_2.addingProduct(t52_a0, t52_b2)
+            let t52_a1 = Vector(repeating: params[((156 +% (((mb51 *% 4) +% 1) *% 150)) +% k53)])
+            t52_c1_0 = t52_c1_0.addingProduct(t52_a1, t52_b0)
+            t52_c1_1 = t52_c1_1.addingProduct(t52_a1, t52_b1)
+            t52_c1_2 = t52_c1_2.addingProduct(t52_a1, t52_b2)
+            let t52_a2 = Vector(repeating: params[((156 +% (((mb51 *% 4) +% 2) *% 150)) +% k53)])
+            t52_c2_0 = t52_c2_0.addingProduct(t52_a2, t52_b0)
+            t52_c2_1 = t52_c2_1.addingProduct(t52_a2, t52_b1)
+            t52_c2_2 = t52_c2_2.addingProduct(t52_a2, t52_b2)
+            let t52_a3 = Vector(repeating: params[((156 +% (((mb51 *% 4) +% 3) *% 150)) +% k53)])
+            t52_c3_0 = t52_c3_0.addingProduct(t52_a3, t52_b0)
+            t52_c3_1 = t52_c3_1.addingProduct(t52_a3, t52_b1)
+            t52_c3_2 = t52_c3_2.addingProduct(t52_a3, t52_b2)
           }
-          storeVector(arena, ((721120 +% ((mb42 *% 4) *% 1616)) +% (nb41 *% 24)), t43_c0_0)
-          storeVector(arena, (((721120 +% ((mb42 *% 4) *% 1616)) +% (nb41 *% 24)) +% 8), t43_c0_1)
-          storeVector(arena, (((721120 +% ((mb42 *% 4) *% 1616)) +% (nb41 *% 24)) +% 16), t43_c0_2)
-          storeVector(arena, ((721120 +% (((mb42 *% 4) +% 1) *% 1616)) +% (nb41 *% 24)), t43_c1_0)
-          storeVector(arena, (((721120 +% (((mb42 *% 4) +% 1) *% 1616)) +% (nb41 *% 24)) +% 8), t43_c1_1)
-          storeVector(arena, (((721120 +% (((mb42 *% 4) +% 1) *% 1616)) +% (nb41 *% 24)) +% 16), t43_c1_2)
-          storeVector(arena, ((721120 +% (((mb42 *% 4) +% 2) *% 1616)) +% (nb41 *% 24)), t43_c2_0)
-          storeVector(arena, (((721120 +% (((mb42 *% 4) +% 2) *% 1616)) +% (nb41 *% 24)) +% 8), t43_c2_1)
-          storeVector(arena, (((721120 +% (((mb42 *% 4) +% 2) *% 1616)) +% (nb41 *% 24)) +% 16), t43_c2_2)
-          storeVector(arena, ((721120 +% (((mb42 *% 4) +% 3) *% 1616)) +% (nb41 *% 24)), t43_c3_0)
-          storeVector(arena, (((721120 +% (((mb42 *% 4) +% 3) *% 1616)) +% (nb41 *% 24)) +% 8), t43_c3_1)
-          storeVector(arena, (((721120 +% (((mb42 *% 4) +% 3) *% 1616)) +% (nb41 *% 24)) +% 16), t43_c3_2)
+          storeVector(arena, ((721120 +% ((mb51 *% 4) *% 1616)) +% (nb50 *% 24)), t52_c0_0)
+          storeVector(arena, (((721120 +% ((mb51 *% 4) *% 1616)) +% (nb50 *% 24)) +% 8), t52_c0_1)
+          storeVector(arena, (((721120 +% ((mb51 *% 4) *% 1616)) +% (nb50 *% 24)) +% 16), t52_c0_2)
+          storeVector(arena, ((721120 +% (((mb51 *% 4) +% 1) *% 1616)) +% (nb50 *% 24)), t52_c1_0)
+          storeVector(arena, (((721120 +% (((mb51 *% 4) +% 1) *% 1616)) +% (nb50 *% 24)) +% 8), t52_c1_1)
+          storeVector(arena, (((721120 +% (((mb51 *% 4) +% 1) *% 1616)) +% (nb50 *% 24)) +% 16), t52_c1_2)
+          storeVector(arena, ((721120 +% (((mb51 *% 4) +% 2) *% 1616)) +% (nb50 *% 24)), t52_c2_0)
+          storeVector(arena, (((721120 +% (((mb51 *% 4) +% 2) *% 1616)) +% (nb50 *% 24)) +% 8), t52_c2_1)
+          storeVector(arena, (((721120 +% (((mb51 *% 4) +% 2) *% 1616)) +% (nb50 *% 24)) +% 16), t52_c2_2)
+          storeVector(arena, ((721120 +% (((mb51 *% 4) +% 3) *% 1616)) +% (nb50 *% 24)), t52_c3_0)
+          storeVector(arena, (((721120 +% (((mb51 *% 4) +% 3) *% 1616)) +% (nb50 *% 24)) +% 8), t52_c3_1)
+          storeVector(arena, (((721120 +% (((mb51 *% 4) +% 3) *% 1616)) +% (nb50 *% 24)) +% 16), t52_c3_2)
         }
       }
-      for mb45 in 0..<4 {
-        var t46_c0_0 = Vector()
-        var t46_c0_1 = Vector()
-        var t46_c1_0 = Vector()
-        var t46_c1_1 = Vector()
-        var t46_c2_0 = Vector()
-        var t46_c2_1 = Vector()
-        var t46_c3_0 = Vector()
-        var t46_c3_1 = Vector()
-        for k47 in 0..<150 {
-          let t46_b0 = loadVector(arena, ((478720 +% (k47 *% 1616)) +% 1584))
-          let t46_b1 = loadVector(arena, (((478720 +% (k47 *% 1616)) +% 1584) +% 8))
-          let t46_a0 = Vector(repeating: params[((156 +% ((mb45 *% 4) *% 150)) +% k47)])
-          t46_c0_0 = t46_c0_0.addingProduct(t46_a0, t46_b0)
-          t46_c0_1 = t46_c0_1.addingProduct(t46_a0, t46_b1)
-          let t46_a1 = Vector(repeating: params[((156 +% (((mb45 *% 4) +% 1) *% 150)) +% k47)])
-          t46_c1_0 = t46_c1_0.addingProduct(t46_a1, t46_b0)
-          t46_c1_1 = t46_c1_1.addingProduct(t46_a1, t46_b1)
-          let t46_a2 = Vector(repeating: params[((156 +% (((mb45 *% 4) +% 2) *% 150)) +% k47)])
-          t46_c2_0 = t46_c2_0.addingProduct(t46_a2, t46_b0)
-          t46_c2_1 = t46_c2_1.addingProduct(t46_a2, t46_b1)
-          let t46_a3 = Vector(repeating: params[((156 +% (((mb45 *% 4) +% 3) *% 150)) +% k47)])
-          t46_c3_0 = t46_c3_0.addingProduct(t46_a3, t46_b0)
-          t46_c3_1 = t46_c3_1.addingProduct(t46_a3, t46_b1)
+      for mb54 in 0..<4 {
+        var t55_c0_0 = Vector()
+        var t55_c0_1 = Vector()
+        var t55_c1_0 = Vector()
+        var t55_c1_1 = Vector()
+        var t55_c2_0 = Vector()
+        var t55_c2_1 = Vector()
+        var t55_c3_0 = Vector()
+        var t55_c3_1 = Vector()
+        for k56 in 0..<150 {
+          let t55_b0 = loadVector(arena, ((478720 +% (k56 *% 1616)) +% 1584))
+          let t55_b1 = loadVector(arena, (((478720 +% (k56 *% 1616)) +% 1584) +% 8))
+          let t55_a0 = Vector(repeating: params[((156 +% ((mb54 *% 4) *% 150)) +% k56)])
+          t55_c0_0 = t55_c0_0.addingProduct(t55_a0, t55_b0)
+          t55_c0_1 = t55_c0_1.addingProduct(t55_a0, t55_b1)
+          let t55_a1 = Vector(repeating: params[((156 +% (((mb54 *% 4) +% 1) *% 150)) +% k56)])
+          t55_c1_0 = t55_c1_0.addingProduct(t55_a1, t55_b0)
+          t55_c1_1 = t55_c1_1.addingProduct(t55_a1, t55_b1)
+          let t55_a2 = Vector(repeating: params[((156 +% (((mb54 *% 4) +% 2) *% 150)) +% k56)])
+          t55_c2_0 = t55_c2_0.addingProduct(t55_a2, t55_b0)
+          t55_c2_1 = t55_c2_1.addingProduct(t55_a2, t55_b1)
+          let t55_a3 = Vector(repeating: params[((156 +% (((mb54 *% 4) +% 3) *% 150)) +% k56)])
+          t55_c3_0 = t55_c3_0.addingProduct(t55_a3, t55_b0)
+          t55_c3_1 = t55_c3_1.addingProduct(t55_a3, t55_b1)
         }
-        storeVector(arena, ((721120 +% ((mb45 *% 4) *% 1616)) +% 1584), t46_c0_0)
-        storeVector(arena, (((721120 +% ((mb45 *% 4) *% 1616)) +% 1584) +% 8), t46_c0_1)
-        storeVector(arena, ((721120 +% (((mb45 *% 4) +% 1) *% 1616)) +% 1584), t46_c1_0)
-        storeVector(arena, (((721120 +% (((mb45 *% 4) +% 1) *% 1616)) +% 1584) +% 8), t46_c1_1)
-        storeVector(arena, ((721120 +% (((mb45 *% 4) +% 2) *% 1616)) +% 1584), t46_c2_0)
-        storeVector(arena, (((721120 +% (((mb45 *% 4) +% 2) *% 1616)) +% 1584) +% 8), t46_c2_1)
-        storeVector(arena, ((721120 +% (((mb45 *% 4) +% 3) *% 1616)) +% 1584), t46_c3_0)
-        storeVector(arena, (((721120 +% (((mb45 *% 4) +% 3) *% 1616)) +% 1584) +% 8), t46_c3_1)
+        storeVector(arena, ((721120 +% ((mb54 *% 4) *% 1616)) +% 1584), t55_c0_0)
+        storeVector(arena, (((721120 +% ((mb54 *% 4) *% 1616)) +% 1584) +% 8), t55_c0_1)
+        storeVector(arena, ((721120 +% (((mb54 *% 4) +% 1) *% 1616)) +% 1584), t55_c1_0)
+        storeVector(arena, (((721120 +% (((mb54 *% 4) +% 1) *% 1616)) +% 1584) +% 8), t55_c1_1)
+        storeVector(arena, ((721120 +% (((mb54 *% 4) +% 2) *% 1616)) +% 1584), t55_c2_0)
+        storeVector(arena, (((721120 +% (((mb54 *% 4) +% 2) *% 1616)) +% 1584) +% 8), t55_c2_1)
+        storeVector(arena, ((721120 +% (((mb54 *% 4) +% 3) *% 1616)) +% 1584), t55_c3_0)
+        storeVector(arena, (((721120 +% (((mb54 *% 4) +% 3) *% 1616)) +% 1584) +% 8), t55_c3_1)
       }
     }
-    for j49 in 0..<16 {
-      for f50 in 0..<16 {
-        for i51 in 0..<12 {
-          storeVector(arena, ((i51 *% 8) +% ((376320 +% (((g28 *% 16) +% j49) *% 1600)) +% (f50 *% 100))), Vector(repeating: Float(0)).replacing(with: (loadVector(arena, ((i51 *% 8) +% ((721120 +% (f50 *% 1616)) +% (j49 *% 100)))) + Vector(repeating: params[(2556 +% f50)])), where: (loadVector(arena, ((i51 *% 8) +% ((721120 +% (f50 *% 1616)) +% (j49 *% 100)))) + Vector(repeating: params[(2556 +% f50)])) .> Vector(repeating: Float(0))))
+    for j58 in 0..<16 {
+      for f59 in 0..<16 {
+        for i60 in 0..<12 {
+          storeVector(arena, ((i60 *% 8) +% ((376320 +% (((g36 *% 16) +% j58) *% 1600)) +% (f59 *% 100))), Vector(repeating: Float(0)).replacing(with: (loadVector(arena, ((i60 *% 8) +% ((721120 +% (f59 *% 1616)) +% (j58 *% 100)))) + Vector(repeating: params[(2556 +% f59)])), where: (loadVector(arena, ((i60 *% 8) +% ((721120 +% (f59 *% 1616)) +% (j58 *% 100)))) + Vector(repeating: params[(2556 +% f59)])) .> Vector(repeating: Float(0))))
         }
-        for i51 in 0..<1 {
-          storePartial(arena, ((i51 +% 96) +% ((376320 +% (((g28 *% 16) +% j49) *% 1600)) +% (f50 *% 100))), Vector(repeating: Float(0)).replacing(with: (loadPartial(arena, ((i51 +% 96) +% ((721120 +% (f50 *% 1616)) +% (j49 *% 100))), 4) + Vector(repeating: params[(2556 +% f50)])), where: (loadPartial(arena, ((i51 +% 96) +% ((721120 +% (f50 *% 1616)) +% (j49 *% 100))), 4) + Vector(repeating: params[(2556 +% f50)])) .> Vector(repeating: Float(0))), 4)
+        for i60 in 0..<1 {
+          storePartial(arena, ((i60 +% 96) +% ((376320 +% (((g36 *% 16) +% j58) *% 1600)) +% (f59 *% 100))), Vector(repeating: Float(0)).replacing(with: (loadPartial(arena, ((i60 +% 96) +% ((721120 +% (f59 *% 1616)) +% (j58 *% 100))), 4) + Vector(repeating: params[(2556 +% f59)])), where: (loadPartial(arena, ((i60 +% 96) +% ((721120 +% (f59 *% 1616)) +% (j58 *% 100))), 4) + Vector(repeating: params[(2556 +% f59)])) .> Vector(repeating: Float(0))), 4)
         }
       }
     }
   }
   // pool2 = avgpool(conv2)
-  for q52 in 0..<1024 {
-    for py53 in 0..<5 {
-      for px54 in 0..<5 {
-        var acc55: Float = Float(0)
-        acc55 = (acc55 + arena[(376320 +% (((q52 *% 100) +% (py53 *% 20)) +% (px54 *% 2)))])
-        acc55 = (acc55 + arena[((376320 +% (((q52 *% 100) +% (py53 *% 20)) +% (px54 *% 2))) +% 1)])
-        acc55 = (acc55 + arena[((376320 +% (((q52 *% 100) +% (py53 *% 20)) +% (px54 *% 2))) +% 10)])
-        acc55 = (acc55 + arena[(((376320 +% (((q52 *% 100) +% (py53 *% 20)) +% (px54 *% 2))) +% 10) +% 1)])
-        arena[(((478720 +% (q52 *% 25)) +% (py53 *% 5)) +% px54)] = (acc55 * Float(bitPattern: 0x3e800000))
+  for q61 in 0..<1024 {
+    for py62 in 0..<5 {
+      for px63 in 0..<5 {
+        var acc64: Float = Float(0)
+        acc64 = (acc64 + arena[(376320 +% (((q61 *% 100) +% (py62 *% 20)) +% (px63 *% 2)))])
+        acc64 = (acc64 + arena[((376320 +% (((q61 *% 100) +% (py62 *% 20)) +% (px63 *% 2))) +% 1)])
+        acc64 = (acc64 + arena[((376320 +% (((q61 *% 100) +% (py62 *% 20)) +% (px63 *% 2))) +% 10)])
+        acc64 = (acc64 + arena[(((376320 +% (((q61 *% 100) +% (py62 *% 20)) +% (px63 *% 2))) +% 10) +% 1)])
+        arena[(((478720 +% (q61 *% 25)) +% (py62 *% 5)) +% px63)] = (acc64 * Float(bitPattern: 0x3e800000))
       }
     }
   }
   // flat = flatten(pool2)
   // fc1 = dense_relu(flat)
-  for n56 in 0..<64 {
-    for k57 in 0..<400 {
-      arena[((512000 +% (k57 *% 64)) +% n56)] = arena[((478720 +% (n56 *% 400)) +% k57)]
+  for n65 in 0..<64 {
+    for k66 in 0..<400 {
+      arena[((512000 +% (k66 *% 64)) +% n65)] = arena[((478720 +% (n65 *% 400)) +% k66)]
     }
   }
-  do {  // gemm65
-    for nb58 in 0..<2 {
-      for mb59 in 0..<30 {
-        var t60_c0_0 = Vector()
-        var t60_c0_1 = Vector()
-        var t60_c0_2 = Vector()
-        var t60_c1_0 = Vector()
-        var t60_c1_1 = Vector()
-        var t60_c1_2 = Vector()
-        var t60_c2_0 = Vector()
-        var t60_c2_1 = Vector()
-        var t60_c2_2 = Vector()
-        var t60_c3_0 = Vector()
-        var t60_c3_1 = Vector()
-        var t60_c3_2 = Vector()
-        for k61 in 0..<400 {
-          let t60_b0 = loadVector(arena, ((512000 +% (k61 *% 64)) +% (nb58 *% 24)))
-          let t60_b1 = loadVector(arena, (((512000 +% (k61 *% 64)) +% (nb58 *% 24)) +% 8))
-          let t60_b2 = loadVector(arena, (((512000 +% (k61 *% 64)) +% (nb58 *% 24)) +% 16))
-          let t60_a0 = Vector(repeating: params[((2572 +% ((mb59 *% 4) *% 400)) +% k61)])
-          t60_c0_0 = t60_c0_0.addingProduct(t60_a0, t60_b0)
-          t60_c0_1 = t60_c0_1.addingProduct(t60_a0, t60_b1)
-          t60_c0_2 = t60_c0_2.addingProduct(t60_a0, t60_b2)
-          let t60_a1 = Vector(repeating: params[((2572 +% (((mb59 *% 4) +% 1) *% 400)) +% k61)])
-          t60_c1_0 = t60_c1_0.addingProduct(t60_a1, t60_b0)
-          t60_c1_1 = t60_c1_1.addingProduct(t60_a1, t60_b1)
-          t60_c1_2 = t60_c1_2.addingProduct(t60_a1, t60_b2)
-          let t60_a2 = Vector(repeating: params[((2572 +% (((mb59 *% 4) +% 2) *% 400)) +% k61)])
-          t60_c2_0 = t60_c2_0.addingProduct(t60_a2, t60_b0)
-          t60_c2_1 = t60_c2_1.addingProduct(t60_a2, t60_b1)
-          t60_c2_2 = t60_c2_2.addingProduct(t60_a2, t60_b2)
-          let t60_a3 = Vector(repeating: params[((2572 +% (((mb59 *% 4) +% 3) *% 400)) +% k61)])
-          t60_c3_0 = t60_c3_0.addingProduct(t60_a3, t60_b0)
-          t60_c3_1 = t60_c3_1.addingProduct(t60_a3, t60_b1)
-          t60_c3_2 = t60_c3_2.addingProduct(t60_a3, t60_b2)
+  do {  // gemm74
+    for nb67 in 0..<2 {
+      for mb68 in 0..<30 {
+        var t69_c0_0 = Vector()
+        var t69_c0_1 = Vector()
+        var t69_c0_2 = Vector()
+        var t69_c1_0 = Vector()
+        var t69_c1_1 = Vector()
+        var t69_c1_2 = Vector()
+        var t69_c2_0 = Vector()
+        var t69_c2_1 = Vector()
+        var t69_c2_2 = Vector()
+        var t69_c3_0 = Vector()
+        var t69_c3_1 = Vector()
+        var t69_c3_2 = Vector()
+        for k70 in 0..<400 {
+          let t69_b0 = loadVector(arena, ((512000 +% (k70 *% 64)) +% (nb67 *% 24)))
+          let t69_b1 = loadVector(arena, (((512000 +% (k70 *% 64)) +% (nb67 *% 24)) +% 8))
+          let t69_b2 = loadVector(arena, (((512000 +% (k70 *% 64)) +% (nb67 *% 24)) +% 16))
+          let t69_a0 = Vector(repeating: params[((2572 +% ((mb68 *% 4) *% 400)) +% k70)])
+          t69_c0_0 = t69_c0_0.addingProduct(t69_a0, t69_b0)
+          t69_c0_1 = t69_c0_1.addingProduct(t69_a0, t69_b1)
+          t69_c0_2 = t69_c0_2.addingProduct(t69_a0, t69_b2)
+          let t69_a1 = Vector(repeating: params[((2572 +% (((mb68 *% 4) +% 1) *% 400)) +% k70)])
+          t69_c1_0 = t69_c1_0.addingProduct(t69_a1, t69_b0)
+          t69_c1_1 = t69_c1_1.addingProduct(t69_a1, t69_b1)
+          t69_c1_2 = t69_c1_2.addingProduct(t69_a1, t69_b2)
+          let t69_a2 = Vector(repeating: params[((2572 +% (((mb68 *% 4) +% 2) *% 400)) +% k70)])
+          t69_c2_0 = t69_c2_0.addingProduct(t69_a2, t69_b0)
+          t69_c2_1 = t69_c2_1.addingProduct(t69_a2, t69_b1)
+          t69_c2_2 = t69_c2_2.addingProduct(t69_a2, t69_b2)
+          let t69_a3 = Vector(repeating: params[((2572 +% (((mb68 *% 4) +% 3) *% 400)) +% k70)])
+          t69_c3_0 = t69_c3_0.addingProduct(t69_a3, t69_b0)
+          t69_c3_1 = t69_c3_1.addingProduct(t69_a3, t69_b1)
+          t69_c3_2 = t69_c3_2.addingProduct(t69_a3, t69_b2)
         }
-        storeVector(arena, ((537600 +% ((mb59 *% 4) *% 64)) +% (nb58 *% 24)), t60_c0_0)
-        storeVector(arena, (((537600 +% ((mb59 *% 4) *% 64)) +% (nb58 *% 24)) +% 8), t60_c0_1)
-        storeVector(arena, (((537600 +% ((mb59 *% 4) *% 64)) +% (nb58 *% 24)) +% 16), t60_c0_2)
-        storeVector(arena, ((537600 +% (((mb59 *% 4) +% 1) *% 64)) +% (nb58 *% 24)), t60_c1_0)
-        storeVector(arena, (((537600 +% (((mb59 *% 4) +% 1) *% 64)) +% (nb58 *% 24)) +% 8), t60_c1_1)
-        storeVector(arena, (((537600 +% (((mb59 *% 4) +% 1) *% 64)) +% (nb58 *% 24)) +% 16), t60_c1_2)
-        storeVector(arena, ((537600 +% (((mb59 *% 4) +% 2) *% 64)) +% (nb58 *% 24)), t60_c2_0)
-        storeVector(arena, (((537600 +% (((mb59 *% 4) +% 2) *% 64)) +% (nb58 *% 24)) +% 8), t60_c2_1)
-        storeVector(arena, (((537600 +% (((mb59 *% 4) +% 2) *% 64)) +% (nb58 *% 24)) +% 16), t60_c2_2)
-        storeVector(arena, ((537600 +% (((mb59 *% 4) +% 3) *% 64)) +% (nb58 *% 24)), t60_c3_0)
-        storeVector(arena, (((537600 +% (((mb59 *% 4) +% 3) *% 64)) +% (nb58 *% 24)) +% 8), t60_c3_1)
-        storeVector(arena, (((537600 +% (((mb59 *% 4) +% 3) *% 64)) +% (nb58 *% 24)) +% 16), t60_c3_2)
+        storeVector(arena, ((537600 +% ((mb68 *% 4) *% 64)) +% (nb67 *% 24)), t69_c0_0)
+        storeVector(arena, (((537600 +% ((mb68 *% 4) *% 64)) +% (nb67 *% 24)) +% 8), t69_c0_1)
+        storeVector(arena, (((537600 +% ((mb68 *% 4) *% 64)) +% (nb67 *% 24)) +% 16), t69_c0_2)
+        storeVector(arena, ((537600 +% (((mb68 *% 4) +% 1) *% 64)) +% (nb67 *% 24)), t69_c1_0)
+        storeVector(arena, (((537600 +% (((mb68 *% 4) +% 1) *% 64)) +% (nb67 *% 24)) +% 8), t69_c1_1)
+        storeVector(arena, (((537600 +% (((mb68 *% 4) +% 1) *% 64)) +% (nb67 *% 24)) +% 16), t69_c1_2)
+        storeVector(arena, ((537600 +% (((mb68 *% 4) +% 2) *% 64)) +% (nb67 *% 24)), t69_c2_0)
+        storeVector(arena, (((537600 +% (((mb68 *% 4) +% 2) *% 64)) +% (nb67 *% 24)) +% 8), t69_c2_1)
+        storeVector(arena, (((537600 +% (((mb68 *% 4) +% 2) *% 64)) +% (nb67 *% 24)) +% 16), t69_c2_2)
+        storeVector(arena, ((537600 +% (((mb68 *% 4) +% 3) *% 64)) +% (nb67 *% 24)), t69_c3_0)
+        storeVector(arena, (((537600 +% (((mb68 *% 4) +% 3) *% 64)) +% (nb67 *% 24)) +% 8), t69_c3_1)
+        storeVector(arena, (((537600 +% (((mb68 *% 4) +% 3) *% 64)) +% (nb67 *% 24)) +% 16), t69_c3_2)
       }
     }
-    for mb62 in 0..<30 {
-      var t63_c0_0 = Vector()
-      var t63_c0_1 = Vector()
-      var t63_c1_0 = Vector()
-      var t63_c1_1 = Vector()
-      var t63_c2_0 = Vector()
-      var t63_c2_1 = Vector()
-      var t63_c3_0 = Vector()
-      var t63_c3_1 = Vector()
-      for k64 in 0..<400 {
-        let t63_b0 = loadVector(arena, ((512000 +% (k64 *% 64)) +% 48))
-        let t63_b1 = loadVector(arena, (((512000 +% (k64 *% 64)) +% 48) +% 8))
-        let t63_a0 = Vector(repeating: params[((2572 +% ((mb62 *% 4) *% 400)) +% k64)])
-        t63_c0_0 = t63_c0_0.addingProduct(t63_a0, t63_b0)
-        t63_c0_1 = t63_c0_1.addingProduct(t63_a0, t63_b1)
-        let t63_a1 = Vector(repeating: params[((2572 +% (((mb62 *% 4) +% 1) *% 400)) +% k64)])
-        t63_c1_0 = t63_c1_0.addingProduct(t63_a1, t63_b0)
-        t63_c1_1 = t63_c1_1.addingProduct(t63_a1, t63_b1)
-        let t63_a2 = Vector(repeating: params[((2572 +% (((mb62 *% 4) +% 2) *% 400)) +% k64)])
-        t63_c2_0 = t63_c2_0.addingProduct(t63_a2, t63_b0)
-        t63_c2_1 = t63_c2_1.addingProduct(t63_a2, t63_b1)
-        let t63_a3 = Vector(repeating: params[((2572 +% (((mb62 *% 4) +% 3) *% 400)) +% k64)])
-        t63_c3_0 = t63_c3_0.addingProduct(t63_a3, t63_b0)
-        t63_c3_1 = t63_c3_1.addingProduct(t63_a3, t63_b1)
+    for mb71 in 0..<30 {
+      var t72_c0_0 = Vector()
+      var t72_c0_1 = Vector()
+      var t72_c1_0 = Vector()
+      var t72_c1_1 = Vector()
+      var t72_c2_0 = Vector()
+      var t72_c2_1 = Vector()
+      var t72_c3_0 = Vector()
+      var t72_c3_1 = Vector()
+      for k73 in 0..<400 {
+        let t72_b0 = loadVector(arena, ((512000 +% (k73 *% 64)) +% 48))
+        let t72_b1 = loadVector(arena, (((512000 +% (k73 *% 64)) +% 48) +% 8))
+        let t72_a0 = Vector(repeating: params[((2572 +% ((mb71 *% 4) *% 400)) +% k73)])
+        t72_c0_0 = t72_c0_0.addingProduct(t72_a0, t72_b0)
+        t72_c0_1 = t72_c0_1.addingProduct(t72_a0, t72_b1)
+        let t72_a1 = Vector(repeating: params[((2572 +% (((mb71 *% 4) +% 1) *% 400)) +% k73)])
+        t72_c1_0 = t72_c1_0.addingProduct(t72_a1, t72_b0)
+        t72_c1_1 = t72_c1_1.addingProduct(t72_a1, t72_b1)
+        let t72_a2 = Vector(repeating: params[((2572 +% (((mb71 *% 4) +% 2) *% 400)) +% k73)])
+        t72_c2_0 = t72_c2_0.addingProduct(t72_a2, t72_b0)
+        t72_c2_1 = t72_c2_1.addingProduct(t72_a2, t72_b1)
+        let t72_a3 = Vector(repeating: params[((2572 +% (((mb71 *% 4) +% 3) *% 400)) +% k73)])
+        t72_c3_0 = t72_c3_0.addingProduct(t72_a3, t72_b0)
+        t72_c3_1 = t72_c3_1.addingProduct(t72_a3, t72_b1)
       }
-      storeVector(arena, ((537600 +% ((mb62 *% 4) *% 64)) +% 48), t63_c0_0)
-      storeVector(arena, (((537600 +% ((mb62 *% 4) *% 64)) +% 48) +% 8), t63_c0_1)
-      storeVector(arena, ((537600 +% (((mb62 *% 4) +% 1) *% 64)) +% 48), t63_c1_0)
-      storeVector(arena, (((537600 +% (((mb62 *% 4) +% 1) *% 64)) +% 48) +% 8), t63_c1_1)
-      storeVector(arena, ((537600 +% (((mb62 *% 4) +% 2) *% 64)) +% 48), t63_c2_0)
-      storeVector(arena, (((537600 +% (((mb62 *% 4) +% 2) *% 64)) +% 48) +% 8), t63_c2_1)
-      storeVector(arena, ((537600 +% (((mb62 *% 4) +% 3) *% 64)) +% 48), t63_c3_0)
-      storeVector(arena, (((537600 +% (((mb62 *% 4) +% 3) *% 64)) +% 48) +% 8), t63_c3_1)
+      storeVector(arena, ((537600 +% ((mb71 *% 4) *% 64)) +% 48), t72_c0_0)
+      storeVector(arena, (((537600 +% ((mb71 *% 4) *% 64)) +% 48) +% 8), t72_c0_1)
+      storeVector(arena, ((537600 +% (((mb71 *% 4) +% 1) *% 64)) +% 48), t72_c1_0)
+      storeVector(arena, (((537600 +% (((mb71 *% 4) +% 1) *% 64)) +% 48) +% 8), t72_c1_1)
+      storeVector(arena, ((537600 +% (((mb71 *% 4) +% 2) *% 64)) +% 48), t72_c2_0)
+      storeVector(arena, (((537600 +% (((mb71 *% 4) +% 2) *% 64)) +% 48) +% 8), t72_c2_1)
+      storeVector(arena, ((537600 +% (((mb71 *% 4) +% 3) *% 64)) +% 48), t72_c3_0)
+      storeVector(arena, (((537600 +% (((mb71 *% 4) +% 3) *% 64)) +% 48) +% 8), t72_c3_1)
     }
   }
-  for n66 in 0..<64 {
-    for u67 in 0..<120 {
-      arena[((504320 +% (n66 *% 120)) +% u67)] = ((arena[((537600 +% (u67 *% 64)) +% n66)] + params[(50572 +% u67)]) > Float(0) ? (arena[((537600 +% (u67 *% 64)) +% n66)] + params[(50572 +% u67)]) : Float(0))
+  for n75 in 0..<64 {
+    for u76 in 0..<120 {
+      arena[((504320 +% (n75 *% 120)) +% u76)] = ((arena[((537600 +% (u76 *% 64)) +% n75)] + params[(50572 +% u76)]) > Float(0) ? (arena[((537600 +% (u76 *% 64)) +% n75)] + params[(50572 +% u76)]) : Float(0))
     }
   }
   // fc2 = dense_relu(fc1)
   sgemm(101, 111, 112, 64, 84, 120, 1, arena + 504320, 120, params + 50692, 120, Float(bitPattern: 0x0), arena + 512000, 84)
-  for n68 in 0..<64 {
-    for u69 in 0..<10 {
-      storeVector(arena, ((u69 *% 8) +% (512000 +% (n68 *% 84))), Vector(repeating: Float(0)).replacing(with: (loadVector(arena, ((u69 *% 8) +% (512000 +% (n68 *% 84)))) + loadVector(params, ((u69 *% 8) +% 60772))), where: (loadVector(arena, ((u69 *% 8) +% (512000 +% (n68 *% 84)))) + loadVector(params, ((u69 *% 8) +% 60772))) .> Vector(repeating: Float(0))))
+  for n77 in 0..<64 {
+    for u78 in 0..<10 {
+      storeVector(arena, ((u78 *% 8) +% (512000 +% (n77 *% 84))), Vector(repeating: Float(0)).replacing(with: (loadVector(arena, ((u78 *% 8) +% (512000 +% (n77 *% 84)))) + loadVector(params, ((u78 *% 8) +% 60772))), where: (loadVector(arena, ((u78 *% 8) +% (512000 +% (n77 *% 84)))) + loadVector(params, ((u78 *% 8) +% 60772))) .> Vector(repeating: Float(0))))
     }
-    for u69 in 0..<1 {
-      storePartial(arena, ((u69 +% 80) +% (512000 +% (n68 *% 84))), Vector(repeating: Float(0)).replacing(with: (loadPartial(arena, ((u69 +% 80) +% (512000 +% (n68 *% 84))), 4) + loadPartial(params, ((u69 +% 80) +% 60772), 4)), where: (loadPartial(arena, ((u69 +% 80) +% (512000 +% (n68 *% 84))), 4) + loadPartial(params, ((u69 +% 80) +% 60772), 4)) .> Vector(repeating: Float(0))), 4)
+    for u78 in 0..<1 {
+      storePartial(arena, ((u78 +% 80) +% (512000 +% (n77 *% 84))), Vector(repeating: Float(0)).replacing(with: (loadPartial(arena, ((u78 +% 80) +% (512000 +% (n77 *% 84))), 4) + loadPartial(params, ((u78 +% 80) +% 60772), 4)), where: (loadPartial(arena, ((u78 +% 80) +% (512000 +% (n77 *% 84))), 4) + loadPartial(params, ((u78 +% 80) +% 60772), 4)) .> Vector(repeating: Float(0))), 4)
     }
   }
   // fc3 = dense(fc2)
   sgemm(101, 111, 112, 64, 10, 84, 1, arena + 512000, 84, params + 60856, 84, Float(bitPattern: 0x0), arena + 517376, 10)
-  for n70 in 0..<64 {
-    for u71 in 0..<1 {
-      storeVector(arena, ((u71 *% 8) +% (517376 +% (n70 *% 10))), (loadVector(arena, ((u71 *% 8) +% (517376 +% (n70 *% 10)))) + loadVector(params, ((u71 *% 8) +% 61696))))
+  for n79 in 0..<64 {
+    for u80 in 0..<1 {
+      storeVector(arena, ((u80 *% 8) +% (517376 +% (n79 *% 10))), (loadVector(arena, ((u80 *% 8) +% (517376 +% (n79 *% 10)))) + loadVector(params, ((u80 *% 8) +% 61696))))
     }
-    for u71 in 0..<1 {
-      storePartial(arena, ((u71 +% 8) +% (517376 +% (n70 *% 10))), (loadPartial(arena, ((u71 +% 8) +% (517376 +% (n70 *% 10))), 2) + loadPartial(params, ((u71 +% 8) +% 61696), 2)), 2)
+    for u80 in 0..<1 {
+      storePartial(arena, ((u80 +% 8) +% (517376 +% (n79 *% 10))), (loadPartial(arena, ((u80 +% 8) +% (517376 +% (n79 *% 10))), 2) + loadPartial(params, ((u80 +% 8) +% 61696), 2)), 2)
     }
   }
   // loss = cross_entropy(fc3, label)
-  var total72: Float = Float(0)
-  for n73 in 0..<64 {
-    var m74: Float = arena[(517376 +% (n73 *% 10))]
-    for k76 in 0..<10 {
-      m74 = { let x = m74, y = arena[((517376 +% (n73 *% 10)) +% k76)]; return y > x ? y : x }()
+  var total81: Float = Float(0)
+  for n82 in 0..<64 {
+    var m83: Float = arena[(517376 +% (n82 *% 10))]
+    for k85 in 0..<10 {
+      m83 = { let x = m83, y = arena[((517376 +% (n82 *% 10)) +% k85)]; return y > x ? y : x }()
     }
-    var s75: Float = Float(0)
-    for k77 in 0..<10 {
-      s75 = (s75 + expf((arena[((517376 +% (n73 *% 10)) +% k77)] - m74)))
+    var s84: Float = Float(0)
+    for k86 in 0..<10 {
+      s84 = (s84 + expf((arena[((517376 +% (n82 *% 10)) +% k86)] - m83)))
     }
-    total72 = (total72 + ((m74 + logf(s75)) - arena[((517376 +% (n73 *% 10)) +% Int(labels[n73]))]))
+    total81 = (total81 + ((m83 + logf(s84)) - arena[((517376 +% (n82 *% 10)) +% Int(labels[n82]))]))
   }
-  arena[518016] = (total72 / Float(64))
+  arena[518016] = (total81 / Float(64))
   // fc3_grad = cross_entropy_grad(fc3, label)
-  for n78 in 0..<64 {
-    var m79: Float = arena[(517376 +% (n78 *% 10))]
-    for k81 in 0..<10 {
-      m79 = { let x = m79, y = arena[((517376 +% (n78 *% 10)) +% k81)]; return y > x ? y : x }()
+  for n87 in 0..<64 {
+    var m88: Float = arena[(517376 +% (n87 *% 10))]
+    for k90 in 0..<10 {
+      m88 = { let x = m88, y = arena[((517376 +% (n87 *% 10)) +% k90)]; return y > x ? y : x }()
     }
-    var s80: Float = Float(0)
-    for k82 in 0..<10 {
-      s80 = (s80 + expf((arena[((517376 +% (n78 *% 10)) +% k82)] - m79)))
+    var s89: Float = Float(0)
+    for k91 in 0..<10 {
+      s89 = (s89 + expf((arena[((517376 +% (n87 *% 10)) +% k91)] - m88)))
     }
-    for k83 in 0..<10 {
-      arena[((518032 +% (n78 *% 10)) +% k83)] = ((k83 == Int(labels[n78]) ? ((expf((arena[((517376 +% (n78 *% 10)) +% k83)] - m79)) / s80) - Float(1)) : (expf((arena[((517376 +% (n78 *% 10)) +% k83)] - m79)) / s80)) / Float(64))
+    for k92 in 0..<10 {
+      arena[((518032 +% (n87 *% 10)) +% k92)] = ((k92 == Int(labels[n87]) ? ((expf((arena[((517376 +% (n87 *% 10)) +% k92)] - m88)) / s89) - Float(1)) : (expf((arena[((517376 +% (n87 *% 10)) +% k92)] - m88)) / s89)) / Float(64))
     }
   }
   // fc3_weight_grad = dense_grad_weight(fc3_grad, fc2)
   sgemm(101, 112, 111, 10, 84, 64, 1, arena + 518032, 10, arena + 512000, 84, Float(bitPattern: 0x0), grads + 60856, 84)
   // fc3_bias_grad = dense_grad_bias(fc3_grad)
-  for u84 in 0..<10 {
-    var acc85: Float = Float(0)
-    for n86 in 0..<64 {
-      acc85 = (acc85 + arena[((518032 +% (n86 *% 10)) +% u84)])
+  for u93 in 0..<10 {
+    var acc94: Float = Float(0)
+    for n95 in 0..<64 {
+      acc94 = (acc94 + arena[((518032 +% (n95 *% 10)) +% u93)])
     }
-    grads[(61696 +% u84)] = acc85
+    grads[(61696 +% u93)] = acc94
   }
   // relu4_grad = dense_grad_input(fc3_grad, fc3.weight)
   sgemm(101, 111, 111, 64, 84, 10, 1, arena + 518032, 10, params + 60856, 84, Float(bitPattern: 0x0), arena + 518672, 84)
   // fc2_grad = relu_grad(relu4_grad, fc2)
-  for i87 in 0..<672 {
-    storeVector(arena, ((i87 *% 8) +% 524048), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i87 *% 8) +% 518672)), where: loadVector(arena, ((i87 *% 8) +% 512000)) .> Vector(repeating: Float(0))))
+  for i96 in 0..<672 {
+    storeVector(arena, ((i96 *% 8) +% 524048), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i96 *% 8) +% 518672)), where: loadVector(arena, ((i96 *% 8) +% 512000)) .> Vector(repeating: Float(0))))
   }
   // fc2_weight_grad = dense_grad_weight(fc2_grad, fc1)
   sgemm(101, 112, 111, 84, 120, 64, 1, arena + 524048, 84, arena + 504320, 120, Float(bitPattern: 0x0), grads + 50692, 120)
   // fc2_bias_grad = dense_grad_bias(fc2_grad)
-  for u88 in 0..<84 {
-    var acc89: Float = Float(0)
-    for n90 in 0..<64 {
-      acc89 = (acc89 + arena[((524048 +% (n90 *% 84)) +% u88)])
+  for u97 in 0..<84 {
+    var acc98: Float = Float(0)
+    for n99 in 0..<64 {
+      acc98 = (acc98 + arena[((524048 +% (n99 *% 84)) +% u97)])
     }
-    grads[(60772 +% u88)] = acc89
+    grads[(60772 +% u97)] = acc98
   }
   // relu3_grad = dense_grad_input(fc2_grad, fc2.weight)
   sgemm(101, 111, 111, 64, 120, 84, 1, arena + 524048, 84, params + 50692, 120, Float(bitPattern: 0x0), arena + 529424, 120)
   // fc1_grad = relu_grad(relu3_grad, fc1)
-  for i91 in 0..<960 {
-    storeVector(arena, ((i91 *% 8) +% 518032), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i91 *% 8) +% 529424)), where: loadVector(arena, ((i91 *% 8) +% 504320)) .> Vector(repeating: Float(0))))
+  for i100 in 0..<960 {
+    storeVector(arena, ((i100 *% 8) +% 518032), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i100 *% 8) +% 529424)), where: loadVector(arena, ((i100 *% 8) +% 504320)) .> Vector(repeating: Float(0))))
   }
   // fc1_weight_grad = dense_grad_weight(fc1_grad, flat)
-  do {  // gemm99
-    for nb92 in 0..<16 {
-      for mb93 in 0..<30 {
-        var t94_c0_0 = Vector()
-        var t94_c0_1 = Vector()
-        var t94_c0_2 = Vector()
-        var t94_c1_0 = Vector()
-        var t94_c1_1 = Vector()
-        var t94_c1_2 = Vector()
-        var t94_c2_0 = Vector()
-        var t94_c2_1 = Vector()
-        var t94_c2_2 = Vector()
-        var t94_c3_0 = Vector()
-        var t94_c3_1 = Vector()
-        var t94_c3_2 = Vector()
-        for k95 in 0..<64 {
-          let t94_b0 = loadVector(arena, ((478720 +% (k95 *% 400)) +% (nb92 *% 24)))
-          let t94_b1 = loadVector(arena, (((478720 +% (k95 *% 400)) +% (nb92 *% 24)) +% 8))
-          let t94_b2 = loadVector(arena, (((478720 +% (k95 *% 400)) +% (nb92 *% 24)) +% 16))
-          let t94_a0 = Vector(repeating: arena[((518032 +% (mb93 *% 4)) +% (k95 *% 120))])
-          t94_c0_0 = t94_c0_0.addingProduct(t94_a0, t94_b0)
-          t94_c0_1 = t94_c0_1.addingProduct(t94_a0, t94_b1)
-          t94_c0_2 = t94_c0_2.addingProduct(t94_a0, t94_b2)
-          let t94_a1 = Vector(repeating: arena[((518032 +% ((mb93 *% 4) +% 1)) +% (k95 *% 120))])
-          t94_c1_0 = t94_c1_0.addingProduct(t94_a1, t94_b0)
-          t94_c1_1 = t94_c1_1.addingProduct(t94_a1, t94_b1)
-          t94_c1_2 = t94_c1_2.addingProduct(t94_a1, t94_b2)
-          let t94_a2 = Vector(repeating: arena[((518032 +% ((mb93 *% 4) +% 2)) +% (k95 *% 120))])
-          t94_c2_0 = t94_c2_0.addingProduct(t94_a2, t94_b0)
-          t94_c2_1 = t94_c2_1.addingProduct(t94_a2, t94_b1)
-          t94_c2_2 = t94_c2_2.addingProduct(t94_a2, t94_b2)
-          let t94_a3 = Vector(repeating: arena[((518032 +% ((mb93 *% 4) +% 3)) +% (k95 *% 120))])
-          t94_c3_0 = t94_c3_0.addingProduct(t94_a3, t94_b0)
-          t94_c3_1 = t94_c3_1.addingProduct(t94_a3, t94_b1)
-          t94_c3_2 = t94_c3_2.addingProduct(t94_a3, t94_b2)
+  do {  // gemm108
+    for nb101 in 0..<16 {
+      for mb102 in 0..<30 {
+        var t103_c0_0 = Vector()
+        var t103_c0_1 = Vector()
+        var t103_c0_2 = Vector()
+        var t103_c1_0 = Vector()
+        var t103_c1_1 = Vector()
+        var t103_c1_2 = Vector()
+        var t103_c2_0 = Vector()
+        var t103_c2_1 = Vector()
+        var t103_c2_2 = Vector()
+        var t103_c3_0 = Vector()
+        var t103_c3_1 = Vector()
+        var t103_c3_2 = Vector()
+        for k104 in 0..<64 {
+          let t103_b0 = loadVector(arena, ((478720 +% (k104 *% 400)) +% (nb101 *% 24)))
+          let t103_b1 = loadVector(arena, (((478720 +% (k104 *% 400)) +% (nb101 *% 24)) +% 8))
+          let t103_b2 = loadVector(arena, (((478720 +% (k104 *% 400)) +% (nb101 *% 24)) +% 16))
+          let t103_a0 = Vector(repeating: arena[((518032 +% (mb102 *% 4)) +% (k104 *% 120))])
+          t103_c0_0 = t103_c0_0.addingProduct(t103_a0, t103_b0)
+          t103_c0_1 = t103_c0_1.addingProduct(t103_a0, t103_b1)
+          t103_c0_2 = t103_c0_2.addingProduct(t103_a0, t103_b2)
+          let t103_a1 = Vector(repeating: arena[((518032 +% ((mb102 *% 4) +% 1)) +% (k104 *% 120))])
+          t103_c1_0 = t103_c1_0.addingProduct(t103_a1, t103_b0)
+          t103_c1_1 = t103_c1_1.addingProduct(t103_a1, t103_b1)
+          t103_c1_2 = t103_c1_2.addingProduct(t103_a1, t103_b2)
+          let t103_a2 = Vector(repeating: arena[((518032 +% ((mb102 *% 4) +% 2)) +% (k104 *% 120))])
+          t103_c2_0 = t103_c2_0.addingProduct(t103_a2, t103_b0)
+          t103_c2_1 = t103_c2_1.addingProduct(t103_a2, t103_b1)
+          t103_c2_2 = t103_c2_2.addingProduct(t103_a2, t103_b2)
+          let t103_a3 = Vector(repeating: arena[((518032 +% ((mb102 *% 4) +% 3)) +% (k104 *% 120))])
+          t103_c3_0 = t103_c3_0.addingProduct(t103_a3, t103_b0)
+          t103_c3_1 = t103_c3_1.addingProduct(t103_a3, t103_b1)
+          t103_c3_2 = t103_c3_2.addingProduct(t103_a3, t103_b2)
         }
-        storeVector(grads, ((2572 +% ((mb93 *% 4) *% 400)) +% (nb92 *% 24)), t94_c0_0)
-        storeVector(grads, (((2572 +% ((mb93 *% 4) *% 400)) +% (nb92 *% 24)) +% 8), t94_c0_1)
-        storeVector(grads, (((2572 +% ((mb93 *% 4) *% 400)) +% (nb92 *% 24)) +% 16), t94_c0_2)
-        storeVector(grads, ((2572 +% (((mb93 *% 4) +% 1) *% 400)) +% (nb92 *% 24)), t94_c1_0)
-        storeVector(grads, (((2572 +% (((mb93 *% 4) +% 1) *% 400)) +% (nb92 *% 24)) +% 8), t94_c1_1)
-        storeVector(grads, (((2572 +% (((mb93 *% 4) +% 1) *% 400)) +% (nb92 *% 24)) +% 16), t94_c1_2)
-        storeVector(grads, ((2572 +% (((mb93 *% 4) +% 2) *% 400)) +% (nb92 *% 24)), t94_c2_0)
-        storeVector(grads, (((2572 +% (((mb93 *% 4) +% 2) *% 400)) +% (nb92 *% 24)) +% 8), t94_c2_1)
-        storeVector(grads, (((2572 +% (((mb93 *% 4) +% 2) *% 400)) +% (nb92 *% 24)) +% 16), t94_c2_2)
-        storeVector(grads, ((2572 +% (((mb93 *% 4) +% 3) *% 400)) +% (nb92 *% 24)), t94_c3_0)
-        storeVector(grads, (((2572 +% (((mb93 *% 4) +% 3) *% 400)) +% (nb92 *% 24)) +% 8), t94_c3_1)
-        storeVector(grads, (((2572 +% (((mb93 *% 4) +% 3) *% 400)) +% (nb92 *% 24)) +% 16), t94_c3_2)
+        storeVector(grads, ((2572 +% ((mb102 *% 4) *% 400)) +% (nb101 *% 24)), t103_c0_0)
+        storeVector(grads, (((2572 +% ((mb102 *% 4) *% 400)) +% (nb101 *% 24)) +% 8), t103_c0_1)
+        storeVector(grads, (((2572 +% ((mb102 *% 4) *% 400)) +% (nb101 *% 24)) +% 16), t103_c0_2)
+        storeVector(grads, ((2572 +% (((mb102 *% 4) +% 1) *% 400)) +% (nb101 *% 24)), t103_c1_0)
+        storeVector(grads, (((2572 +% (((mb102 *% 4) +% 1) *% 400)) +% (nb101 *% 24)) +% 8), t103_c1_1)
+        storeVector(grads, (((2572 +% (((mb102 *% 4) +% 1) *% 400)) +% (nb101 *% 24)) +% 16), t103_c1_2)
+        storeVector(grads, ((2572 +% (((mb102 *% 4) +% 2) *% 400)) +% (nb101 *% 24)), t103_c2_0)
+        storeVector(grads, (((2572 +% (((mb102 *% 4) +% 2) *% 400)) +% (nb101 *% 24)) +% 8), t103_c2_1)
+        storeVector(grads, (((2572 +% (((mb102 *% 4) +% 2) *% 400)) +% (nb101 *% 24)) +% 16), t103_c2_2)
+        storeVector(grads, ((2572 +% (((mb102 *% 4) +% 3) *% 400)) +% (nb101 *% 24)), t103_c3_0)
+        storeVector(grads, (((2572 +% (((mb102 *% 4) +% 3) *% 400)) +% (nb101 *% 24)) +% 8), t103_c3_1)
+        storeVector(grads, (((2572 +% (((mb102 *% 4) +% 3) *% 400)) +% (nb101 *% 24)) +% 16), t103_c3_2)
       }
     }
-    for mb96 in 0..<30 {
-      var t97_c0_0 = Vector()
-      var t97_c0_1 = Vector()
-      var t97_c1_0 = Vector()
-      var t97_c1_1 = Vector()
-      var t97_c2_0 = Vector()
-      var t97_c2_1 = Vector()
-      var t97_c3_0 = Vector()
-      var t97_c3_1 = Vector()
-      for k98 in 0..<64 {
-        let t97_b0 = loadVector(arena, ((478720 +% (k98 *% 400)) +% 384))
-        let t97_b1 = loadVector(arena, (((478720 +% (k98 *% 400)) +% 384) +% 8))
-        let t97_a0 = Vector(repeating: arena[((518032 +% (mb96 *% 4)) +% (k98 *% 120))])
-        t97_c0_0 = t97_c0_0.addingProduct(t97_a0, t97_b0)
-        t97_c0_1 = t97_c0_1.addingProduct(t97_a0, t97_b1)
-        let t97_a1 = Vector(repeating: arena[((518032 +% ((mb96 *% 4) +% 1)) +% (k98 *% 120))])
-        t97_c1_0 = t97_c1_0.addingProduct(t97_a1, t97_b0)
-        t97_c1_1 = t97_c1_1.addingProduct(t97_a1, t97_b1)
-        let t97_a2 = Vector(repeating: arena[((518032 +% ((mb96 *% 4) +% 2)) +% (k98 *% 120))])
-        t97_c2_0 = t97_c2_0.addingProduct(t97_a2, t97_b0)
-        t97_c2_1 = t97_c2_1.addingProduct(t97_a2, t97_b1)
-        let t97_a3 = Vector(repeating: arena[((518032 +% ((mb96 *% 4) +% 3)) +% (k98 *% 120))])
-        t97_c3_0 = t97_c3_0.addingProduct(t97_a3, t97_b0)
-        t97_c3_1 = t97_c3_1.addingProduct(t97_a3, t97_b1)
+    for mb105 in 0..<30 {
+      var t106_c0_0 = Vector()
+      var t106_c0_1 = Vector()
+      var t106_c1_0 = Vector()
+      var t106_c1_1 = Vector()
+      var t106_c2_0 = Vector()
+      var t106_c2_1 = Vector()
+      var t106_c3_0 = Vector()
+      var t106_c3_1 = Vector()
+      for k107 in 0..<64 {
+        let t106_b0 = loadVector(arena, ((478720 +% (k107 *% 400)) +% 384))
+        let t106_b1 = loadVector(arena, (((478720 +% (k107 *% 400)) +% 384) +% 8))
+        let t106_a0 = Vector(repeating: arena[((518032 +% (mb105 *% 4)) +% (k107 *% 120))])
+        t106_c0_0 = t106_c0_0.addingProduct(t106_a0, t106_b0)
+        t106_c0_1 = t106_c0_1.addingProduct(t106_a0, t106_b1)
+        let t106_a1 = Vector(repeating: arena[((518032 +% ((mb105 *% 4) +% 1)) +% (k107 *% 120))])
+        t106_c1_0 = t106_c1_0.addingProduct(t106_a1, t106_b0)
+        t106_c1_1 = t106_c1_1.addingProduct(t106_a1, t106_b1)
+        let t106_a2 = Vector(repeating: arena[((518032 +% ((mb105 *% 4) +% 2)) +% (k107 *% 120))])
+        t106_c2_0 = t106_c2_0.addingProduct(t106_a2, t106_b0)
+        t106_c2_1 = t106_c2_1.addingProduct(t106_a2, t106_b1)
+        let t106_a3 = Vector(repeating: arena[((518032 +% ((mb105 *% 4) +% 3)) +% (k107 *% 120))])
+        t106_c3_0 = t106_c3_0.addingProduct(t106_a3, t106_b0)
+        t106_c3_1 = t106_c3_1.addingProduct(t106_a3, t106_b1)
       }
-      storeVector(grads, ((2572 +% ((mb96 *% 4) *% 400)) +% 384), t97_c0_0)
-      storeVector(grads, (((2572 +% ((mb96 *% 4) *% 400)) +% 384) +% 8), t97_c0_1)
-      storeVector(grads, ((2572 +% (((mb96 *% 4) +% 1) *% 400)) +% 384), t97_c1_0)
-      storeVector(grads, (((2572 +% (((mb96 *% 4) +% 1) *% 400)) +% 384) +% 8), t97_c1_1)
-      storeVector(grads, ((2572 +% (((mb96 *% 4) +% 2) *% 400)) +% 384), t97_c2_0)
-      storeVector(grads, (((2572 +% (((mb96 *% 4) +% 2) *% 400)) +% 384) +% 8), t97_c2_1)
-      storeVector(grads, ((2572 +% (((mb96 *% 4) +% 3) *% 400)) +% 384), t97_c3_0)
-      storeVector(grads, (((2572 +% (((mb96 *% 4) +% 3) *% 400)) +% 384) +% 8), t97_c3_1)
+      storeVector(grads, ((2572 +% ((mb105 *% 4) *% 400)) +% 384), t106_c0_0)
+      storeVector(grads, (((2572 +% ((mb105 *% 4) *% 400)) +% 384) +% 8), t106_c0_1)
+      storeVector(grads, ((2572 +% (((mb105 *% 4) +% 1) *% 400)) +% 384), t106_c1_0)
+      storeVector(grads, (((2572 +% (((mb105 *% 4) +% 1) *% 400)) +% 384) +% 8), t106_c1_1)
+      storeVector(grads, ((2572 +% (((mb105 *% 4) +% 2) *% 400)) +% 384), t106_c2_0)
+      storeVector(grads, (((2572 +% (((mb105 *% 4) +% 2) *% 400)) +% 384) +% 8), t106_c2_1)
+      storeVector(grads, ((2572 +% (((mb105 *% 4) +% 3) *% 400)) +% 384), t106_c3_0)
+      storeVector(grads, (((2572 +% (((mb105 *% 4) +% 3) *% 400)) +% 384) +% 8), t106_c3_1)
     }
   }
   // fc1_bias_grad = dense_grad_bias(fc1_grad)
-  for u100 in 0..<120 {
-    var acc101: Float = Float(0)
-    for n102 in 0..<64 {
-      acc101 = (acc101 + arena[((518032 +% (n102 *% 120)) +% u100)])
+  for u109 in 0..<120 {
+    var acc110: Float = Float(0)
+    for n111 in 0..<64 {
+      acc110 = (acc110 + arena[((518032 +% (n111 *% 120)) +% u109)])
     }
-    grads[(50572 +% u100)] = acc101
+    grads[(50572 +% u109)] = acc110
   }
   // flat_grad = dense_grad_input(fc1_grad, fc1.weight)
-  do {  // gemm110
-    for nb103 in 0..<16 {
-      for mb104 in 0..<16 {
-        var t105_c0_0 = Vector()
-        var t105_c0_1 = Vector()
-        var t105_c0_2 = Vector()
-        var t105_c1_0 = Vector()
-        var t105_c1_1 = Vector()
-        var t105_c1_2 = Vector()
-        var t105_c2_0 = Vector()
-        var t105_c2_1 = Vector()
-        var t105_c2_2 = Vector()
-        var t105_c3_0 = Vector()
-        var t105_c3_1 = Vector()
-        var t105_c3_2 = Vector()
-        for k106 in 0..<120 {
-          let t105_b0 = loadVector(params, ((2572 +% (k106 *% 400)) +% (nb103 *% 24)))
-          let t105_b1 = loadVector(params, (((2572 +% (k106 *% 400)) +% (nb103 *% 24)) +% 8))
-          let t105_b2 = loadVector(params, (((2572 +% (k106 *% 400)) +% (nb103 *% 24)) +% 16))
-          let t105_a0 = Vector(repeating: arena[((518032 +% ((mb104 *% 4) *% 120)) +% k106)])
-          t105_c0_0 = t105_c0_0.addingProduct(t105_a0, t105_b0)
-          t105_c0_1 = t105_c0_1.addingProduct(t105_a0, t105_b1)
-          t105_c0_2 = t105_c0_2.addingProduct(t105_a0, t105_b2)
-          let t105_a1 = Vector(repeating: arena[((518032 +% (((mb104 *% 4) +% 1) *% 120)) +% k106)])
-          t105_c1_0 = t105_c1_0.addingProduct(t105_a1, t105_b0)
-          t105_c1_1 = t105_c1_1.addingProduct(t105_a1, t105_b1)
-          t105_c1_2 = t105_c1_2.addingProduct(t105_a1, t105_b2)
-          let t105_a2 = Vector(repeating: arena[((518032 +% (((mb104 *% 4) +% 2) *% 120)) +% k106)])
-          t105_c2_0 = t105_c2_0.addingProduct(t105_a2, t105_b0)
-          t105_c2_1 = t105_c2_1.addingProduct(t105_a2, t105_b1)
-          t105_c2_2 = t105_c2_2.addingProduct(t105_a2, t105_b2)
-          let t105_a3 = Vector(repeating: arena[((518032 +% (((mb104 *% 4) +% 3) *% 120)) +% k106)])
-          t105_c3_0 = t105_c3_0.addingProduct(t105_a3, t105_b0)
-          t105_c3_1 = t105_c3_1.addingProduct(t105_a3, t105_b1)
-          t105_c3_2 = t105_c3_2.addingProduct(t105_a3, t105_b2)
+  do {  // gemm119
+    for nb112 in 0..<16 {
+      for mb113 in 0..<16 {
+        var t114_c0_0 = Vector()
+        var t114_c0_1 = Vector()
+        var t114_c0_2 = Vector()
+        var t114_c1_0 = Vector()
+        var t114_c1_1 = Vector()
+        var t114_c1_2 = Vector()
+        var t114_c2_0 = Vector()
+        var t114_c2_1 = Vector()
+        var t114_c2_2 = Vector()
+        var t114_c3_0 = Vector()
+        var t114_c3_1 = Vector()
+        var t114_c3_2 = Vector()
+        for k115 in 0..<120 {
+          let t114_b0 = loadVector(params, ((2572 +% (k115 *% 400)) +% (nb112 *% 24)))
+          let t114_b1 = loadVector(params, (((2572 +% (k115 *% 400)) +% (nb112 *% 24)) +% 8))
+          let t114_b2 = loadVector(params, (((2572 +% (k115 *% 400)) +% (nb112 *% 24)) +% 16))
+          let t114_a0 = Vector(repeating: arena[((518032 +% ((mb113 *% 4) *% 120)) +% k115)])
+          t114_c0_0 = t114_c0_0.addingProduct(t114_a0, t114_b0)
+          t114_c0_1 = t114_c0_1.addingProduct(t114_a0, t114_b1)
+          t114_c0_2 = t114_c0_2.addingProduct(t114_a0, t114_b2)
+          let t114_a1 = Vector(repeating: arena[((518032 +% (((mb113 *% 4) +% 1) *% 120)) +% k115)])
+          t114_c1_0 = t114_c1_0.addingProduct(t114_a1, t114_b0)
+          t114_c1_1 = t114_c1_1.addingProduct(t114_a1, t114_b1)
+          t114_c1_2 = t114_c1_2.addingProduct(t114_a1, t114_b2)
+          let t114_a2 = Vector(repeating: arena[((518032 +% (((mb113 *% 4) +% 2) *% 120)) +% k115)])
+          t114_c2_0 = t114_c2_0.addingProduct(t114_a2, t114_b0)
+          t114_c2_1 = t114_c2_1.addingProduct(t114_a2, t114_b1)
+          t114_c2_2 = t114_c2_2.addingProduct(t114_a2, t114_b2)
+          let t114_a3 = Vector(repeating: arena[((518032 +% (((mb113 *% 4) +% 3) *% 120)) +% k115)])
+          t114_c3_0 = t114_c3_0.addingProduct(t114_a3, t114_b0)
+          t114_c3_1 = t114_c3_1.addingProduct(t114_a3, t114_b1)
+          t114_c3_2 = t114_c3_2.addingProduct(t114_a3, t114_b2)
         }
-        storeVector(arena, ((525712 +% ((mb104 *% 4) *% 400)) +% (nb103 *% 24)), t105_c0_0)
-        storeVector(arena, (((525712 +% ((mb104 *% 4) *% 400)) +% (nb103 *% 24)) +% 8), t105_c0_1)
-        storeVector(arena, (((525712 +% ((mb104 *% 4) *% 400)) +% (nb103 *% 24)) +% 16), t105_c0_2)
-        storeVector(arena, ((525712 +% (((mb104 *% 4) +% 1) *% 400)) +% (nb103 *% 24)), t105_c1_0)
-        storeVector(arena, (((525712 +% (((mb104 *% 4) +% 1) *% 400)) +% (nb103 *% 24)) +% 8), t105_c1_1)
-        storeVector(arena, (((525712 +% (((mb104 *% 4) +% 1) *% 400)) +% (nb103 *% 24)) +% 16), t105_c1_2)
-        storeVector(arena, ((525712 +% (((mb104 *% 4) +% 2) *% 400)) +% (nb103 *% 24)), t105_c2_0)
-        storeVector(arena, (((525712 +% (((mb104 *% 4) +% 2) *% 400)) +% (nb103 *% 24)) +% 8), t105_c2_1)
-        storeVector(arena, (((525712 +% (((mb104 *% 4) +% 2) *% 400)) +% (nb103 *% 24)) +% 16), t105_c2_2)
-        storeVector(arena, ((525712 +% (((mb104 *% 4) +% 3) *% 400)) +% (nb103 *% 24)), t105_c3_0)
-        storeVector(arena, (((525712 +% (((mb104 *% 4) +% 3) *% 400)) +% (nb103 *% 24)) +% 8), t105_c3_1)
-        storeVector(arena, (((525712 +% (((mb104 *% 4) +% 3) *% 400)) +% (nb103 *% 24)) +% 16), t105_c3_2)
+        storeVector(arena, ((525712 +% ((mb113 *% 4) *% 400)) +% (nb112 *% 24)), t114_c0_0)
+        storeVector(arena, (((525712 +% ((mb113 *% 4) *% 400)) +% (nb112 *% 24)) +% 8), t114_c0_1)
+        storeVector(arena, (((525712 +% ((mb113 *% 4) *% 400)) +% (nb112 *% 24)) +% 16), t114_c0_2)
+        storeVector(arena, ((525712 +% (((mb113 *% 4) +% 1) *% 400)) +% (nb112 *% 24)), t114_c1_0)
+        storeVector(arena, (((525712 +% (((mb113 *% 4) +% 1) *% 400)) +% (nb112 *% 24)) +% 8), t114_c1_1)
+        storeVector(arena, (((525712 +% (((mb113 *% 4) +% 1) *% 400)) +% (nb112 *% 24)) +% 16), t114_c1_2)
+        storeVector(arena, ((525712 +% (((mb113 *% 4) +% 2) *% 400)) +% (nb112 *% 24)), t114_c2_0)
+        storeVector(arena, (((525712 +% (((mb113 *% 4) +% 2) *% 400)) +% (nb112 *% 24)) +% 8), t114_c2_1)
+        storeVector(arena, (((525712 +% (((mb113 *% 4) +% 2) *% 400)) +% (nb112 *% 24)) +% 16), t114_c2_2)
+        storeVector(arena, ((525712 +% (((mb113 *% 4) +% 3) *% 400)) +% (nb112 *% 24)), t114_c3_0)
+        storeVector(arena, (((525712 +% (((mb113 *% 4) +% 3) *% 400)) +% (nb112 *% 24)) +% 8), t114_c3_1)
+        storeVector(arena, (((525712 +% (((mb113 *% 4) +% 3) *% 400)) +% (nb112 *% 24)) +% 16), t114_c3_2)
       }
     }
-    for mb107 in 0..<16 {
-      var t108_c0_0 = Vector()
-      var t108_c0_1 = Vector()
-      var t108_c1_0 = Vector()
-      var t108_c1_1 = Vector()
-      var t108_c2_0 = Vector()
-      var t108_c2_1 = Vector()
-      var t108_c3_0 = Vector()
-      var t108_c3_1 = Vector()
-      for k109 in 0..<120 {
-        let t108_b0 = loadVector(params, ((2572 +% (k109 *% 400)) +% 384))
-        let t108_b1 = loadVector(params, (((2572 +% (k109 *% 400)) +% 384) +% 8))
-        let t108_a0 = Vector(repeating: arena[((518032 +% ((mb107 *% 4) *% 120)) +% k109)])
-        t108_c0_0 = t108_c0_0.addingProduct(t108_a0, t108_b0)
-        t108_c0_1 = t108_c0_1.addingProduct(t108_a0, t108_b1)
-        let t108_a1 = Vector(repeating: arena[((518032 +% (((mb107 *% 4) +% 1) *% 120)) +% k109)])
-        t108_c1_0 = t108_c1_0.addingProduct(t108_a1, t108_b0)
-        t108_c1_1 = t108_c1_1.addingProduct(t108_a1, t108_b1)
-        let t108_a2 = Vector(repeating: arena[((518032 +% (((mb107 *% 4) +% 2) *% 120)) +% k109)])
-        t108_c2_0 = t108_c2_0.addingProduct(t108_a2, t108_b0)
-        t108_c2_1 = t108_c2_1.addingProduct(t108_a2, t108_b1)
-        let t108_a3 = Vector(repeating: arena[((518032 +% (((mb107 *% 4) +% 3) *% 120)) +% k109)])
-        t108_c3_0 = t108_c3_0.addingProduct(t108_a3, t108_b0)
-        t108_c3_1 = t108_c3_1.addingProduct(t108_a3, t108_b1)
+    for mb116 in 0..<16 {
+      var t117_c0_0 = Vector()
+      var t117_c0_1 = Vector()
+      var t117_c1_0 = Vector()
+      var t117_c1_1 = Vector()
+      var t117_c2_0 = Vector()
+      var t117_c2_1 = Vector()
+      var t117_c3_0 = Vector()
+      var t117_c3_1 = Vector()
+      for k118 in 0..<120 {
+        let t117_b0 = loadVector(params, ((2572 +% (k118 *% 400)) +% 384))
+        let t117_b1 = loadVector(params, (((2572 +% (k118 *% 400)) +% 384) +% 8))
+        let t117_a0 = Vector(repeating: arena[((518032 +% ((mb116 *% 4) *% 120)) +% k118)])
+        t117_c0_0 = t117_c0_0.addingProduct(t117_a0, t117_b0)
+        t117_c0_1 = t117_c0_1.addingProduct(t117_a0, t117_b1)
+        let t117_a1 = Vector(repeating: arena[((518032 +% (((mb116 *% 4) +% 1) *% 120)) +% k118)])
+        t117_c1_0 = t117_c1_0.addingProduct(t117_a1, t117_b0)
+        t117_c1_1 = t117_c1_1.addingProduct(t117_a1, t117_b1)
+        let t117_a2 = Vector(repeating: arena[((518032 +% (((mb116 *% 4) +% 2) *% 120)) +% k118)])
+        t117_c2_0 = t117_c2_0.addingProduct(t117_a2, t117_b0)
+        t117_c2_1 = t117_c2_1.addingProduct(t117_a2, t117_b1)
+        let t117_a3 = Vector(repeating: arena[((518032 +% (((mb116 *% 4) +% 3) *% 120)) +% k118)])
+        t117_c3_0 = t117_c3_0.addingProduct(t117_a3, t117_b0)
+        t117_c3_1 = t117_c3_1.addingProduct(t117_a3, t117_b1)
       }
-      storeVector(arena, ((525712 +% ((mb107 *% 4) *% 400)) +% 384), t108_c0_0)
-      storeVector(arena, (((525712 +% ((mb107 *% 4) *% 400)) +% 384) +% 8), t108_c0_1)
-      storeVector(arena, ((525712 +% (((mb107 *% 4) +% 1) *% 400)) +% 384), t108_c1_0)
-      storeVector(arena, (((525712 +% (((mb107 *% 4) +% 1) *% 400)) +% 384) +% 8), t108_c1_1)
-      storeVector(arena, ((525712 +% (((mb107 *% 4) +% 2) *% 400)) +% 384), t108_c2_0)
-      storeVector(arena, (((525712 +% (((mb107 *% 4) +% 2) *% 400)) +% 384) +% 8), t108_c2_1)
-      storeVector(arena, ((525712 +% (((mb107 *% 4) +% 3) *% 400)) +% 384), t108_c3_0)
-      storeVector(arena, (((525712 +% (((mb107 *% 4) +% 3) *% 400)) +% 384) +% 8), t108_c3_1)
+      storeVector(arena, ((525712 +% ((mb116 *% 4) *% 400)) +% 384), t117_c0_0)
+      storeVector(arena, (((525712 +% ((mb116 *% 4) *% 400)) +% 384) +% 8), t117_c0_1)
+      storeVector(arena, ((525712 +% (((mb116 *% 4) +% 1) *% 400)) +% 384), t117_c1_0)
+      storeVector(arena, (((525712 +% (((mb116 *% 4) +% 1) *% 400)) +% 384) +% 8), t117_c1_1)
+      storeVector(arena, ((525712 +% (((mb116 *% 4) +% 2) *% 400)) +% 384), t117_c2_0)
+      storeVector(arena, (((525712 +% (((mb116 *% 4) +% 2) *% 400)) +% 384) +% 8), t117_c2_1)
+      storeVector(arena, ((525712 +% (((mb116 *% 4) +% 3) *% 400)) +% 384), t117_c3_0)
+      storeVector(arena, (((525712 +% (((mb116 *% 4) +% 3) *% 400)) +% 384) +% 8), t117_c3_1)
     }
   }
   // pool2_grad = flatten_grad(flat_grad, pool2)
   // relu2_grad = avgpool_grad(pool2_grad, conv2)
-  for i111 in 0..<12800 {
-    storeVector(arena, ((i111 *% 8) +% 551312), Vector(repeating: Float(0)))
+  for i120 in 0..<12800 {
+    storeVector(arena, ((i120 *% 8) +% 551312), Vector(repeating: Float(0)))
   }
-  for q112 in 0..<1024 {
-    for py113 in 0..<5 {
-      for px114 in 0..<5 {
-        for ky115 in 0..<2 {
-          for kx116 in 0..<2 {
-            arena[(((551312 +% (((q112 *% 100) +% (py113 *% 20)) +% (px114 *% 2))) +% (ky115 *% 10)) +% kx116)] += (arena[(((525712 +% (q112 *% 25)) +% (py113 *% 5)) +% px114)] * Float(bitPattern: 0x3e800000))
+  for q121 in 0..<1024 {
+    for py122 in 0..<5 {
+      for px123 in 0..<5 {
+        for ky124 in 0..<2 {
+          for kx125 in 0..<2 {
+            arena[(((551312 +% (((q121 *% 100) +% (py122 *% 20)) +% (px123 *% 2))) +% (ky124 *% 10)) +% kx125)] += (arena[(((525712 +% (q121 *% 25)) +% (py122 *% 5)) +% px123)] * Float(bitPattern: 0x3e800000))
           }
         }
       }
     }
   }
   // conv2_grad = relu_grad(relu2_grad, conv2)
-  for i117 in 0..<12800 {
-    storeVector(arena, ((i117 *% 8) +% 653712), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i117 *% 8) +% 551312)), where: loadVector(arena, ((i117 *% 8) +% 376320)) .> Vector(repeating: Float(0))))
+  for i126 in 0..<12800 {
+    storeVector(arena, ((i126 *% 8) +% 653712), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i126 *% 8) +% 551312)), where: loadVector(arena, ((i126 *% 8) +% 376320)) .> Vector(repeating: Float(0))))
   }
   // conv2_weight_grad = conv2d_grad_weight(conv2_grad, pool1)
-  for i118 in 0..<300 {
-    storeVector(arena, ((i118 *% 8) +% 1024112), Vector(repeating: Float(0)))
+  for i127 in 0..<300 {
+    storeVector(arena, ((i127 *% 8) +% 1024112), Vector(repeating: Float(0)))
   }
-  for i119 in 0..<2352 {
-    storeVector(arena, ((i119 *% 8) +% 1026512), Vector(repeating: Float(0)))
-  }
-  for g120 in 0..<4 {
-    do {  // scalar loops
-      for j121 in 0..<16 {
-        for c122 in 0..<6 {
-          for qy123 in 0..<14 {
-            for cv124 in 0..<1 {
-              storeVector(arena, (1026512 +% (((((j121 *% 6) +% c122) *% 196) +% (qy123 *% 14)) +% (cv124 *% 8))), loadVector(arena, ((((301056 +% (((g120 *% 16) +% j121) *% 1176)) +% (c122 *% 196)) +% (qy123 *% 14)) +% (cv124 *% 8))))
+  for g128 in 0..<4 {
+    for j129 in 0..<16 {
+      for c130 in 0..<6 {
+        for ky131 in 0..<5 {
+          for oy132 in 0..<10 {
+            for ox133 in 0..<10 {
+              arena[(((756112 +% ((((c130 *% 5) +% ky131) *% 5) *% 1616)) +% (j129 *% 100)) +% ((oy132 *% 10) +% ox133))] = arena[((((301056 +% (((g128 *% 16) +% j129) *% 1176)) +% (c130 *% 196)) +% ((oy132 +% ky131) *% 14)) +% ox133)]
             }
-            storePartial(arena, (1026512 +% (((((j121 *% 6) +% c122) *% 196) +% (qy123 *% 14)) +% 8)), loadPartial(arena, ((((301056 +% (((g120 *% 16) +% j121) *% 1176)) +% (c122 *% 196)) +% (qy123 *% 14)) +% 8), 6), 6)
           }
-        }
-      }
-      for j125 in 0..<16 {
-        for c126 in 0..<6 {
-          for ky127 in 0..<5 {
-            for kx128 in 0..<5 {
-              for wy129 in 0..<1 {
-                for wx130 in 0..<1 {
-                  for py131 in 0..<10 {
-                    for cv132 in 0..<1 {
-                      storeVector(arena, (((((756112 +% (((((c126 *% 5) +% ky127) *% 5) +% kx128) *% 1616)) +% (j125 *% 100)) +% ((wy129 +% wx130) *% 100)) +% (py131 *% 10)) +% (cv132 *% 8)), loadVector(arena, (1026512 +% (((((((j125 *% 6) +% c126) +% ((wy129 +% ky127) % 1)) +% ((wx130 +% kx128) % 1)) *% 196) +% ((py131 +% ((wy129 +% ky127) / 1)) *% 14)) +% ((cv132 *% 8) +% ((wx130 +% kx128) / 1))))))
-                    }
-                    storePartial(arena, (((((756112 +% (((((c126 *% 5) +% ky127) *% 5) +% kx128) *% 1616)) +% (j125 *% 100)) +% ((wy129 +% wx130) *% 100)) +% (py131 *% 10)) +% 8), loadPartial(arena, (1026512 +% (((((((j125 *% 6) +% c126) +% ((wy129 +% ky127) % 1)) +% ((wx130 +% kx128) % 1)) *% 196) +% ((py131 +% ((wy129 +% ky127) / 1)) *% 14)) +% (8 +% ((wx130 +% kx128) / 1)))), 2), 2)
-                  }
-                }
-              }
+          for oy134 in 0..<10 {
+            for ox135 in 0..<10 {
+              arena[(((756112 +% (((((c130 *% 5) +% ky131) *% 5) +% 1) *% 1616)) +% (j129 *% 100)) +% ((oy134 *% 10) +% ox135))] = arena[((((301056 +% (((g128 *% 16) +% j129) *% 1176)) +% (c130 *% 196)) +% ((oy134 +% ky131) *% 14)) +% (ox135 +% 1))]
+            }
+          }
+          for oy136 in 0..<10 {
+            for ox137 in 0..<10 {
+              arena[(((756112 +% (((((c130 *% 5) +% ky131) *% 5) +% 2) *% 1616)) +% (j129 *% 100)) +% ((oy136 *% 10) +% ox137))] = arena[((((301056 +% (((g128 *% 16) +% j129) *% 1176)) +% (c130 *% 196)) +% ((oy136 +% ky131) *% 14)) +% (ox137 +% 2))]
+            }
+          }
+          for oy138 in 0..<10 {
+            for ox139 in 0..<10 {
+              arena[(((756112 +% (((((c130 *% 5) +% ky131) *% 5) +% 3) *% 1616)) +% (j129 *% 100)) +% ((oy138 *% 10) +% ox139))] = arena[((((301056 +% (((g128 *% 16) +% j129) *% 1176)) +% (c130 *% 196)) +% ((oy138 +% ky131) *% 14)) +% (ox139 +% 3))]
+            }
+          }
+          for oy140 in 0..<10 {
+            for ox141 in 0..<10 {
+              arena[(((756112 +% (((((c130 *% 5) +% ky131) *% 5) +% 4) *% 1616)) +% (j129 *% 100)) +% ((oy140 *% 10) +% ox141))] = arena[((((301056 +% (((g128 *% 16) +% j129) *% 1176)) +% (c130 *% 196)) +% ((oy140 +% ky131) *% 14)) +% (ox141 +% 4))]
             }
           }
         }
       }
     }
-    for j133 in 0..<16 {
-      for i134 in 0..<100 {
-        for f135 in 0..<16 {
-          arena[((998512 +% (((j133 *% 100) +% i134) *% 16)) +% f135)] = arena[(((653712 +% (((g120 *% 16) +% j133) *% 1600)) +% (f135 *% 100)) +% i134)]
+    for j142 in 0..<16 {
+      for i143 in 0..<100 {
+        for f144 in 0..<16 {
+          arena[((998512 +% (((j142 *% 100) +% i143) *% 16)) +% f144)] = arena[(((653712 +% (((g128 *% 16) +% j142) *% 1600)) +% (f144 *% 100)) +% i143)]
         }
       }
     }
-    do {  // gemm140
-      for nb136 in 0..<1 {
-        for mb137 in 0..<25 {
-          var t138_c0_0 = loadVector(arena, ((1024112 +% ((mb137 *% 6) *% 16)) +% (nb136 *% 16)))
-          var t138_c0_1 = loadVector(arena, (((1024112 +% ((mb137 *% 6) *% 16)) +% (nb136 *% 16)) +% 8))
-          var t138_c1_0 = loadVector(arena, ((1024112 +% (((mb137 *% 6) +% 1) *% 16)) +% (nb136 *% 16)))
-          var t138_c1_1 = loadVector(arena, (((1024112 +% (((mb137 *% 6) +% 1) *% 16)) +% (nb136 *% 16)) +% 8))
-          var t138_c2_0 = loadVector(arena, ((1024112 +% (((mb137 *% 6) +% 2) *% 16)) +% (nb136 *% 16)))
-          var t138_c2_1 = loadVector(arena, (((1024112 +% (((mb137 *% 6) +% 2) *% 16)) +% (nb136 *% 16)) +% 8))
-          var t138_c3_0 = loadVector(arena, ((1024112 +% (((mb137 *% 6) +% 3) *% 16)) +% (nb136 *% 16)))
-          var t138_c3_1 = loadVector(arena, (((1024112 +% (((mb137 *% 6) +% 3) *% 16)) +% (nb136 *% 16)) +% 8))
-          var t138_c4_0 = loadVector(arena, ((1024112 +% (((mb137 *% 6) +% 4) *% 16)) +% (nb136 *% 16)))
-          var t138_c4_1 = loadVector(arena, (((1024112 +% (((mb137 *% 6) +% 4) *% 16)) +% (nb136 *% 16)) +% 8))
-          var t138_c5_0 = loadVector(arena, ((1024112 +% (((mb137 *% 6) +% 5) *% 16)) +% (nb136 *% 16)))
-          var t138_c5_1 = loadVector(arena, (((1024112 +% (((mb137 *% 6) +% 5) *% 16)) +% (nb136 *% 16)) +% 8))
-          for k139 in 0..<1600 {
-            let t138_b0 = loadVector(arena, ((998512 +% (k139 *% 16)) +% (nb136 *% 16)))
-            let t138_b1 = loadVector(arena, (((998512 +% (k139 *% 16)) +% (nb136 *% 16)) +% 8))
-            let t138_a0 = Vector(repeating: arena[((756112 +% ((mb137 *% 6) *% 1616)) +% k139)])
-            t138_c0_0 = t138_c0_0.addingProduct(t138_a0, t138_b0)
-            t138_c0_1 = t138_c0_1.addingProduct(t138_a0, t138_b1)
-            let t138_a1 = Vector(repeating: arena[((756112 +% (((mb137 *% 6) +% 1) *% 1616)) +% k139)])
-            t138_c1_0 = t138_c1_0.addingProduct(t138_a1, t138_b0)
-            t138_c1_1 = t138_c1_1.addingProduct(t138_a1, t138_b1)
-            let t138_a2 = Vector(repeating: arena[((756112 +% (((mb137 *% 6) +% 2) *% 1616)) +% k139)])
-            t138_c2_0 = t138_c2_0.addingProduct(t138_a2, t138_b0)
-            t138_c2_1 = t138_c2_1.addingProduct(t138_a2, t138_b1)
-            let t138_a3 = Vector(repeating: arena[((756112 +% (((mb137 *% 6) +% 3) *% 1616)) +% k139)])
-            t138_c3_0 = t138_c3_0.addingProduct(t138_a3, t138_b0)
-            t138_c3_1 = t138_c3_1.addingProduct(t138_a3, t138_b1)
-            let t138_a4 = Vector(repeating: arena[((756112 +% (((mb137 *% 6) +% 4) *% 1616)) +% k139)])
-            t138_c4_0 = t138_c4_0.addingProduct(t138_a4, t138_b0)
-            t138_c4_1 = t138_c4_1.addingProduct(t138_a4, t138_b1)
-            let t138_a5 = Vector(repeating: arena[((756112 +% (((mb137 *% 6) +% 5) *% 1616)) +% k139)])
-            t138_c5_0 = t138_c5_0.addingProduct(t138_a5, t138_b0)
-            t138_c5_1 = t138_c5_1.addingProduct(t138_a5, t138_b1)
+    do {  // gemm149
+      for nb145 in 0..<1 {
+        for mb146 in 0..<25 {
+          var t147_c0_0 = loadVector(arena, ((1024112 +% ((mb146 *% 6) *% 16)) +% (nb145 *% 16)))
+          var t147_c0_1 = loadVector(arena, (((1024112 +% ((mb146 *% 6) *% 16)) +% (nb145 *% 16)) +% 8))
+          var t147_c1_0 = loadVector(arena, ((1024112 +% (((mb146 *% 6) +% 1) *% 16)) +% (nb145 *% 16)))
+          var t147_c1_1 = loadVector(arena, (((1024112 +% (((mb146 *% 6) +% 1) *% 16)) +% (nb145 *% 16)) +% 8))
+          var t147_c2_0 = loadVector(arena, ((1024112 +% (((mb146 *% 6) +% 2) *% 16)) +% (nb145 *% 16)))
+          var t147_c2_1 = loadVector(arena, (((1024112 +% (((mb146 *% 6) +% 2) *% 16)) +% (nb145 *% 16)) +% 8))
+          var t147_c3_0 = loadVector(arena, ((1024112 +% (((mb146 *% 6) +% 3) *% 16)) +% (nb145 *% 16)))
+          var t147_c3_1 = loadVector(arena, (((1024112 +% (((mb146 *% 6) +% 3) *% 16)) +% (nb145 *% 16)) +% 8))
+          var t147_c4_0 = loadVector(arena, ((1024112 +% (((mb146 *% 6) +% 4) *% 16)) +% (nb145 *% 16)))
+          var t147_c4_1 = loadVector(arena, (((1024112 +% (((mb146 *% 6) +% 4) *% 16)) +% (nb145 *% 16)) +% 8))
+          var t147_c5_0 = loadVector(arena, ((1024112 +% (((mb146 *% 6) +% 5) *% 16)) +% (nb145 *% 16)))
+          var t147_c5_1 = loadVector(arena, (((1024112 +% (((mb146 *% 6) +% 5) *% 16)) +% (nb145 *% 16)) +% 8))
+          for k148 in 0..<1600 {
+            let t147_b0 = loadVector(arena, ((998512 +% (k148 *% 16)) +% (nb145 *% 16)))
+            let t147_b1 = loadVector(arena, (((998512 +% (k148 *% 16)) +% (nb145 *% 16)) +% 8))
+            let t147_a0 = Vector(repeating: arena[((756112 +% ((mb146 *% 6) *% 1616)) +% k148)])
+            t147_c0_0 = t147_c0_0.addingProduct(t147_a0, t147_b0)
+            t147_c0_1 = t147_c0_1.addingProduct(t147_a0, t147_b1)
+            let t147_a1 = Vector(repeating: arena[((756112 +% (((mb146 *% 6) +% 1) *% 1616)) +% k148)])
+            t147_c1_0 = t147_c1_0.addingProduct(t147_a1, t147_b0)
+            t147_c1_1 = t147_c1_1.addingProduct(t147_a1, t147_b1)
+            let t147_a2 = Vector(repeating: arena[((756112 +% (((mb146 *% 6) +% 2) *% 1616)) +% k148)])
+            t147_c2_0 = t147_c2_0.addingProduct(t147_a2, t147_b0)
+            t147_c2_1 = t147_c2_1.addingProduct(t147_a2, t147_b1)
+            let t147_a3 = Vector(repeating: arena[((756112 +% (((mb146 *% 6) +% 3) *% 1616)) +% k148)])
+            t147_c3_0 = t147_c3_0.addingProduct(t147_a3, t147_b0)
+            t147_c3_1 = t147_c3_1.addingProduct(t147_a3, t147_b1)
+            let t147_a4 = Vector(repeating: arena[((756112 +% (((mb146 *% 6) +% 4) *% 1616)) +% k148)])
+            t147_c4_0 = t147_c4_0.addingProduct(t147_a4, t147_b0)
+            t147_c4_1 = t147_c4_1.addingProduct(t147_a4, t147_b1)
+            let t147_a5 = Vector(repeating: arena[((756112 +% (((mb146 *% 6) +% 5) *% 1616)) +% k148)])
+            t147_c5_0 = t147_c5_0.addingProduct(t147_a5, t147_b0)
+            t147_c5_1 = t147_c5_1.addingProduct(t147_a5, t147_b1)
           }
-          storeVector(arena, ((1024112 +% ((mb137 *% 6) *% 16)) +% (nb136 *% 16)), t138_c0_0)
-          storeVector(arena, (((1024112 +% ((mb137 *% 6) *% 16)) +% (nb136 *% 16)) +% 8), t138_c0_1)
-          storeVector(arena, ((1024112 +% (((mb137 *% 6) +% 1) *% 16)) +% (nb136 *% 16)), t138_c1_0)
-          storeVector(arena, (((1024112 +% (((mb137 *% 6) +% 1) *% 16)) +% (nb136 *% 16)) +% 8), t138_c1_1)
-          storeVector(arena, ((1024112 +% (((mb137 *% 6) +% 2) *% 16)) +% (nb136 *% 16)), t138_c2_0)
-          storeVector(arena, (((1024112 +% (((mb137 *% 6) +% 2) *% 16)) +% (nb136 *% 16)) +% 8), t138_c2_1)
-          storeVector(arena, ((1024112 +% (((mb137 *% 6) +% 3) *% 16)) +% (nb136 *% 16)), t138_c3_0)
-          storeVector(arena, (((1024112 +% (((mb137 *% 6) +% 3) *% 16)) +% (nb136 *% 16)) +% 8), t138_c3_1)
-          storeVector(arena, ((1024112 +% (((mb137 *% 6) +% 4) *% 16)) +% (nb136 *% 16)), t138_c4_0)
-          storeVector(arena, (((1024112 +% (((mb137 *% 6) +% 4) *% 16)) +% (nb136 *% 16)) +% 8), t138_c4_1)
-          storeVector(arena, ((1024112 +% (((mb137 *% 6) +% 5) *% 16)) +% (nb136 *% 16)), t138_c5_0)
-          storeVector(arena, (((1024112 +% (((mb137 *% 6) +% 5) *% 16)) +% (nb136 *% 16)) +% 8), t138_c5_1)
+          storeVector(arena, ((1024112 +% ((mb146 *% 6) *% 16)) +% (nb145 *% 16)), t147_c0_0)
+          storeVector(arena, (((1024112 +% ((mb146 *% 6) *% 16)) +% (nb145 *% 16)) +% 8), t147_c0_1)
+          storeVector(arena, ((1024112 +% (((mb146 *% 6) +% 1) *% 16)) +% (nb145 *% 16)), t147_c1_0)
+          storeVector(arena, (((1024112 +% (((mb146 *% 6) +% 1) *% 16)) +% (nb145 *% 16)) +% 8), t147_c1_1)
+          storeVector(arena, ((1024112 +% (((mb146 *% 6) +% 2) *% 16)) +% (nb145 *% 16)), t147_c2_0)
+          storeVector(arena, (((1024112 +% (((mb146 *% 6) +% 2) *% 16)) +% (nb145 *% 16)) +% 8), t147_c2_1)
+          storeVector(arena, ((1024112 +% (((mb146 *% 6) +% 3) *% 16)) +% (nb145 *% 16)), t147_c3_0)
+          storeVector(arena, (((1024112 +% (((mb146 *% 6) +% 3) *% 16)) +% (nb145 *% 16)) +% 8), t147_c3_1)
+          storeVector(arena, ((1024112 +% (((mb146 *% 6) +% 4) *% 16)) +% (nb145 *% 16)), t147_c4_0)
+          storeVector(arena, (((1024112 +% (((mb146 *% 6) +% 4) *% 16)) +% (nb145 *% 16)) +% 8), t147_c4_1)
+          storeVector(arena, ((1024112 +% (((mb146 *% 6) +% 5) *% 16)) +% (nb145 *% 16)), t147_c5_0)
+          storeVector(arena, (((1024112 +% (((mb146 *% 6) +% 5) *% 16)) +% (nb145 *% 16)) +% 8), t147_c5_1)
         }
       }
     }
   }
-  for f141 in 0..<16 {
-    for r142 in 0..<150 {
-      grads[((156 +% (f141 *% 150)) +% r142)] = arena[((1024112 +% (r142 *% 16)) +% f141)]
+  for f150 in 0..<16 {
+    for r151 in 0..<150 {
+      grads[((156 +% (f150 *% 150)) +% r151)] = arena[((1024112 +% (r151 *% 16)) +% f150)]
     }
   }
   // conv2_bias_grad = conv2d_grad_bias(conv2_grad)
-  for f143 in 0..<16 {
-    var acc144 = Vector()
-    for img145 in 0..<64 {
-      for i146 in 0..<12 {
-        acc144 = acc144.addingProduct(Vector(repeating: Float(1)), loadVector(arena, (((653712 +% (img145 *% 1600)) +% (f143 *% 100)) +% (i146 *% 8))))
+  for f152 in 0..<16 {
+    var acc153 = Vector()
+    for img154 in 0..<64 {
+      for i155 in 0..<12 {
+        acc153 = acc153.addingProduct(Vector(repeating: Float(1)), loadVector(arena, (((653712 +% (img154 *% 1600)) +% (f152 *% 100)) +% (i155 *% 8))))
       }
-      acc144 = acc144.addingProduct(Vector(repeating: Float(1)), loadPartial(arena, (((653712 +% (img145 *% 1600)) +% (f143 *% 100)) +% 96), 4))
+      acc153 = acc153.addingProduct(Vector(repeating: Float(1)), loadPartial(arena, (((653712 +% (img154 *% 1600)) +% (f152 *% 100)) +% 96), 4))
     }
-    storeVector(arena, 376320, acc144)
-    var sum147: Float = (arena[376320] + arena[376321])
-    var sum148: Float = (sum147 + arena[376322])
-    var sum149: Float = (sum148 + arena[376323])
-    var sum150: Float = (sum149 + arena[376324])
-    var sum151: Float = (sum150 + arena[376325])
-    var sum152: Float = (sum151 + arena[376326])
-    var sum153: Float = (sum152 + arena[376327])
-    grads[(2556 +% f143)] = sum153
+    storeVector(arena, 376320, acc153)
+    var sum156: Float = (arena[376320] + arena[376321])
+    var sum157: Float = (sum156 + arena[376322])
+    var sum158: Float = (sum157 + arena[376323])
+    var sum159: Float = (sum158 + arena[376324])
+    var sum160: Float = (sum159 + arena[376325])
+    var sum161: Float = (sum160 + arena[376326])
+    var sum162: Float = (sum161 + arena[376327])
+    grads[(2556 +% f152)] = sum162
   }
   // pool1_grad = conv2d_grad_input(conv2_grad, conv2.weight, pool1)
-  for g154 in 0..<4 {
-    for j155 in 0..<16 {
-      for f156 in 0..<16 {
-        for i157 in 0..<12 {
-          storeVector(arena, ((i157 *% 8) +% ((998512 +% (f156 *% 1616)) +% (j155 *% 100))), loadVector(arena, ((i157 *% 8) +% ((653712 +% (((g154 *% 16) +% j155) *% 1600)) +% (f156 *% 100)))))
+  for g163 in 0..<4 {
+    for j164 in 0..<16 {
+      for f165 in 0..<16 {
+        for i166 in 0..<12 {
+          storeVector(arena, ((i166 *% 8) +% ((998512 +% (f165 *% 1616)) +% (j164 *% 100))), loadVector(arena, ((i166 *% 8) +% ((653712 +% (((g163 *% 16) +% j164) *% 1600)) +% (f165 *% 100)))))
         }
-        for i157 in 0..<1 {
-          storePartial(arena, ((i157 +% 96) +% ((998512 +% (f156 *% 1616)) +% (j155 *% 100))), loadPartial(arena, ((i157 +% 96) +% ((653712 +% (((g154 *% 16) +% j155) *% 1600)) +% (f156 *% 100))), 4), 4)
+        for i166 in 0..<1 {
+          storePartial(arena, ((i166 +% 96) +% ((998512 +% (f165 *% 1616)) +% (j164 *% 100))), loadPartial(arena, ((i166 +% 96) +% ((653712 +% (((g163 *% 16) +% j164) *% 1600)) +% (f165 *% 100))), 4), 4)
         }
       }
     }
-    do {  // gemm169
-      for nb158 in 0..<66 {
-        for mb159 in 0..<37 {
-          var t160_c0_0 = Vector()
-          var t160_c0_1 = Vector()
-          var t160_c0_2 = Vector()
-          var t160_c1_0 = Vector()
-          var t160_c1_1 = Vector()
-          var t160_c1_2 = Vector()
-          var t160_c2_0 = Vector()
-          var t160_c2_1 = Vector()
-          var t160_c2_2 = Vector()
-          var t160_c3_0 = Vector()
-          var t160_c3_1 = Vector()
-          var t160_c3_2 = Vector()
-          for k161 in 0..<16 {
-            let t160_b0 = loadVector(arena, ((998512 +% (k161 *% 1616)) +% (nb158 *% 24)))
-            let t160_b1 = loadVector(arena, (((998512 +% (k161 *% 1616)) +% (nb158 *% 24)) +% 8))
-            let t160_b2 = loadVector(arena, (((998512 +% (k161 *% 1616)) +% (nb158 *% 24)) +% 16))
-            let t160_a0 = Vector(repeating: params[((156 +% (mb159 *% 4)) +% (k161 *% 150))])
-            t160_c0_0 = t160_c0_0.addingProduct(t160_a0, t160_b0)
-            t160_c0_1 = t160_c0_1.addingProduct(t160_a0, t160_b1)
-            t160_c0_2 = t160_c0_2.addingProduct(t160_a0, t160_b2)
-            let t160_a1 = Vector(repeating: params[((156 +% ((mb159 *% 4) +% 1)) +% (k161 *% 150))])
-            t160_c1_0 = t160_c1_0.addingProduct(t160_a1, t160_b0)
-            t160_c1_1 = t160_c1_1.addingProduct(t160_a1, t160_b1)
-            t160_c1_2 = t160_c1_2.addingProduct(t160_a1, t160_b2)
-            let t160_a2 = Vector(repeating: params[((156 +% ((mb159 *% 4) +% 2)) +% (k161 *% 150))])
-            t160_c2_0 = t160_c2_0.addingProduct(t160_a2, t160_b0)
-            t160_c2_1 = t160_c2_1.addingProduct(t160_a2, t160_b1)
-            t160_c2_2 = t160_c2_2.addingProduct(t160_a2, t160_b2)
-            let t160_a3 = Vector(repeating: params[((156 +% ((mb159 *% 4) +% 3)) +% (k161 *% 150))])
-            t160_c3_0 = t160_c3_0.addingProduct(t160_a3, t160_b0)
-            t160_c3_1 = t160_c3_1.addingProduct(t160_a3, t160_b1)
-            t160_c3_2 = t160_c3_2.addingProduct(t160_a3, t160_b2)
+    do {  // gemm178
+      for nb167 in 0..<66 {
+        for mb168 in 0..<37 {
+          var t169_c0_0 = Vector()
+          var t169_c0_1 = Vector()
+          var t169_c0_2 = Vector()
+          var t169_c1_0 = Vector()
+          var t169_c1_1 = Vector()
+          var t169_c1_2 = Vector()
+          var t169_c2_0 = Vector()
+          var t169_c2_1 = Vector()
+          var t169_c2_2 = Vector()
+          var t169_c3_0 = Vector()
+          var t169_c3_1 = Vector()
+          var t169_c3_2 = Vector()
+          for k170 in 0..<16 {
+            let t169_b0 = loadVector(arena, ((998512 +% (k170 *% 1616)) +% (nb167 *% 24)))
+            let t169_b1 = loadVector(arena, (((998512 +% (k170 *% 1616)) +% (nb167 *% 24)) +% 8))
+            let t169_b2 = loadVector(arena, (((998512 +% (k170 *% 1616)) +% (nb167 *% 24)) +% 16))
+            let t169_a0 = Vector(repeating: params[((156 +% (mb168 *% 4)) +% (k170 *% 150))])
+            t169_c0_0 = t169_c0_0.addingProduct(t169_a0, t169_b0)
+            t169_c0_1 = t169_c0_1.addingProduct(t169_a0, t169_b1)
+            t169_c0_2 = t169_c0_2.addingProduct(t169_a0, t169_b2)
+            let t169_a1 = Vector(repeating: params[((156 +% ((mb168 *% 4) +% 1)) +% (k170 *% 150))])
+            t169_c1_0 = t169_c1_0.addingProduct(t169_a1, t169_b0)
+            t169_c1_1 = t169_c1_1.addingProduct(t169_a1, t169_b1)
+            t169_c1_2 = t169_c1_2.addingProduct(t169_a1, t169_b2)
+            let t169_a2 = Vector(repeating: params[((156 +% ((mb168 *% 4) +% 2)) +% (k170 *% 150))])
+            t169_c2_0 = t169_c2_0.addingProduct(t169_a2, t169_b0)
+            t169_c2_1 = t169_c2_1.addingProduct(t169_a2, t169_b1)
+            t169_c2_2 = t169_c2_2.addingProduct(t169_a2, t169_b2)
+            let t169_a3 = Vector(repeating: params[((156 +% ((mb168 *% 4) +% 3)) +% (k170 *% 150))])
+            t169_c3_0 = t169_c3_0.addingProduct(t169_a3, t169_b0)
+            t169_c3_1 = t169_c3_1.addingProduct(t169_a3, t169_b1)
+            t169_c3_2 = t169_c3_2.addingProduct(t169_a3, t169_b2)
           }
-          storeVector(arena, ((756112 +% ((mb159 *% 4) *% 1616)) +% (nb158 *% 24)), t160_c0_0)
-          storeVector(arena, (((756112 +% ((mb159 *% 4) *% 1616)) +% (nb158 *% 24)) +% 8), t160_c0_1)
-          storeVector(arena, (((756112 +% ((mb159 *% 4) *% 1616)) +% (nb158 *% 24)) +% 16), t160_c0_2)
-          storeVector(arena, ((756112 +% (((mb159 *% 4) +% 1) *% 1616)) +% (nb158 *% 24)), t160_c1_0)
-          storeVector(arena, (((756112 +% (((mb159 *% 4) +% 1) *% 1616)) +% (nb158 *% 24)) +% 8), t160_c1_1)
-          storeVector(arena, (((756112 +% (((mb159 *% 4) +% 1) *% 1616)) +% (nb158 *% 24)) +% 16), t160_c1_2)
-          storeVector(arena, ((756112 +% (((mb159 *% 4) +% 2) *% 1616)) +% (nb158 *% 24)), t160_c2_0)
-          storeVector(arena, (((756112 +% (((mb159 *% 4) +% 2) *% 1616)) +% (nb158 *% 24)) +% 8), t160_c2_1)
-          storeVector(arena, (((756112 +% (((mb159 *% 4) +% 2) *% 1616)) +% (nb158 *% 24)) +% 16), t160_c2_2)
-          storeVector(arena, ((756112 +% (((mb159 *% 4) +% 3) *% 1616)) +% (nb158 *% 24)), t160_c3_0)
-          storeVector(arena, (((756112 +% (((mb159 *% 4) +% 3) *% 1616)) +% (nb158 *% 24)) +% 8), t160_c3_1)
-          storeVector(arena, (((756112 +% (((mb159 *% 4) +% 3) *% 1616)) +% (nb158 *% 24)) +% 16), t160_c3_2)
+          storeVector(arena, ((756112 +% ((mb168 *% 4) *% 1616)) +% (nb167 *% 24)), t169_c0_0)
+          storeVector(arena, (((756112 +% ((mb168 *% 4) *% 1616)) +% (nb167 *% 24)) +% 8), t169_c0_1)
+          storeVector(arena, (((756112 +% ((mb168 *% 4) *% 1616)) +% (nb167 *% 24)) +% 16), t169_c0_2)
+          storeVector(arena, ((756112 +% (((mb168 *% 4) +% 1) *% 1616)) +% (nb167 *% 24)), t169_c1_0)
+          storeVector(arena, (((756112 +% (((mb168 *% 4) +% 1) *% 1616)) +% (nb167 *% 24)) +% 8), t169_c1_1)
+          storeVector(arena, (((756112 +% (((mb168 *% 4) +% 1) *% 1616)) +% (nb167 *% 24)) +% 16), t169_c1_2)
+          storeVector(arena, ((756112 +% (((mb168 *% 4) +% 2) *% 1616)) +% (nb167 *% 24)), t169_c2_0)
+          storeVector(arena, (((756112 +% (((mb168 *% 4) +% 2) *% 1616)) +% (nb167 *% 24)) +% 8), t169_c2_1)
+          storeVector(arena, (((756112 +% (((mb168 *% 4) +% 2) *% 1616)) +% (nb167 *% 24)) +% 16), t169_c2_2)
+          storeVector(arena, ((756112 +% (((mb168 *% 4) +% 3) *% 1616)) +% (nb167 *% 24)), t169_c3_0)
+          storeVector(arena, (((756112 +% (((mb168 *% 4) +% 3) *% 1616)) +% (nb167 *% 24)) +% 8), t169_c3_1)
+          storeVector(arena, (((756112 +% (((mb168 *% 4) +% 3) *% 1616)) +% (nb167 *% 24)) +% 16), t169_c3_2)
         }
-        var t162_c0_0 = Vector()
-        var t162_c0_1 = Vector()
-        var t162_c0_2 = Vector()
-        var t162_c1_0 = Vector()
-        var t162_c1_1 = Vector()
-        var t162_c1_2 = Vector()
-        for k163 in 0..<16 {
-          let t162_b0 = loadVector(arena, ((998512 +% (k163 *% 1616)) +% (nb158 *% 24)))
-          let t162_b1 = loadVector(arena, (((998512 +% (k163 *% 1616)) +% (nb158 *% 24)) +% 8))
-          let t162_b2 = loadVector(arena, (((998512 +% (k163 *% 1616)) +% (nb158 *% 24)) +% 16))
-          let t162_a0 = Vector(repeating: params[(304 +% (k163 *% 150))])
-          t162_c0_0 = t162_c0_0.addingProduct(t162_a0, t162_b0)
-          t162_c0_1 = t162_c0_1.addingProduct(t162_a0, t162_b1)
-          t162_c0_2 = t162_c0_2.addingProduct(t162_a0, t162_b2)
-          let t162_a1 = Vector(repeating: params[(305 +% (k163 *% 150))])
-          t162_c1_0 = t162_c1_0.addingProduct(t162_a1, t162_b0)
-          t162_c1_1 = t162_c1_1.addingProduct(t162_a1, t162_b1)
-          t162_c1_2 = t162_c1_2.addingProduct(t162_a1, t162_b2)
+        var t171_c0_0 = Vector()
+        var t171_c0_1 = Vector()
+        var t171_c0_2 = Vector()
+        var t171_c1_0 = Vector()
+        var t171_c1_1 = Vector()
+        var t171_c1_2 = Vector()
+        for k172 in 0..<16 {
+          let t171_b0 = loadVector(arena, ((998512 +% (k172 *% 1616)) +% (nb167 *% 24)))
+          let t171_b1 = loadVector(arena, (((998512 +% (k172 *% 1616)) +% (nb167 *% 24)) +% 8))
+          let t171_b2 = loadVector(arena, (((998512 +% (k172 *% 1616)) +% (nb167 *% 24)) +% 16))
+          let t171_a0 = Vector(repeating: params[(304 +% (k172 *% 150))])
+          t171_c0_0 = t171_c0_0.addingProduct(t171_a0, t171_b0)
+          t171_c0_1 = t171_c0_1.addingProduct(t171_a0, t171_b1)
+          t171_c0_2 = t171_c0_2.addingProduct(t171_a0, t171_b2)
+          let t171_a1 = Vector(repeating: params[(305 +% (k172 *% 150))])
+          t171_c1_0 = t171_c1_0.addingProduct(t171_a1, t171_b0)
+          t171_c1_1 = t171_c1_1.addingProduct(t171_a1, t171_b1)
+          t171_c1_2 = t171_c1_2.addingProduct(t171_a1, t171_b2)
         }
-        storeVector(arena, (995280 +% (nb158 *% 24)), t162_c0_0)
-        storeVector(arena, ((995280 +% (nb158 *% 24)) +% 8), t162_c0_1)
-        storeVector(arena, ((995280 +% (nb158 *% 24)) +% 16), t162_c0_2)
-        storeVector(arena, (996896 +% (nb158 *% 24)), t162_c1_0)
-        storeVector(arena, ((996896 +% (nb158 *% 24)) +% 8), t162_c1_1)
-        storeVector(arena, ((996896 +% (nb158 *% 24)) +% 16), t162_c1_2)
+        storeVector(arena, (995280 +% (nb167 *% 24)), t171_c0_0)
+        storeVector(arena, ((995280 +% (nb167 *% 24)) +% 8), t171_c0_1)
+        storeVector(arena, ((995280 +% (nb167 *% 24)) +% 16), t171_c0_2)
+        storeVector(arena, (996896 +% (nb167 *% 24)), t171_c1_0)
+        storeVector(arena, ((996896 +% (nb167 *% 24)) +% 8), t171_c1_1)
+        storeVector(arena, ((996896 +% (nb167 *% 24)) +% 16), t171_c1_2)
       }
-      for mb164 in 0..<37 {
-        var t165_c0_0 = Vector()
-        var t165_c0_1 = Vector()
-        var t165_c1_0 = Vector()
-        var t165_c1_1 = Vector()
-        var t165_c2_0 = Vector()
-        var t165_c2_1 = Vector()
-        var t165_c3_0 = Vector()
-        var t165_c3_1 = Vector()
-        for k166 in 0..<16 {
-          let t165_b0 = loadVector(arena, ((998512 +% (k166 *% 1616)) +% 1584))
-          let t165_b1 = loadVector(arena, (((998512 +% (k166 *% 1616)) +% 1584) +% 8))
-          let t165_a0 = Vector(repeating: params[((156 +% (mb164 *% 4)) +% (k166 *% 150))])
-          t165_c0_0 = t165_c0_0.addingProduct(t165_a0, t165_b0)
-          t165_c0_1 = t165_c0_1.addingProduct(t165_a0, t165_b1)
-          let t165_a1 = Vector(repeating: params[((156 +% ((mb164 *% 4) +% 1)) +% (k166 *% 150))])
-          t165_c1_0 = t165_c1_0.addingProduct(t165_a1, t165_b0)
-          t165_c1_1 = t165_c1_1.addingProduct(t165_a1, t165_b1)
-          let t165_a2 = Vector(repeating: params[((156 +% ((mb164 *% 4) +% 2)) +% (k166 *% 150))])
-          t165_c2_0 = t165_c2_0.addingProduct(t165_a2, t165_b0)
-          t165_c2_1 = t165_c2_1.addingProduct(t165_a2, t165_b1)
-          let t165_a3 = Vector(repeating: params[((156 +% ((mb164 *% 4) +% 3)) +% (k166 *% 150))])
-          t165_c3_0 = t165_c3_0.addingProduct(t165_a3, t165_b0)
-          t165_c3_1 = t165_c3_1.addingProduct(t165_a3, t165_b1)
+      for mb173 in 0..<37 {
+        var t174_c0_0 = Vector()
+        var t174_c0_1 = Vector()
+        var t174_c1_0 = Vector()
+        var t174_c1_1 = Vector()
+        var t174_c2_0 = Vector()
+        var t174_c2_1 = Vector()
+        var t174_c3_0 = Vector()
+        var t174_c3_1 = Vector()
+        for k175 in 0..<16 {
+          let t174_b0 = loadVector(arena, ((998512 +% (k175 *% 1616)) +% 1584))
+          let t174_b1 = loadVector(arena, (((998512 +% (k175 *% 1616)) +% 1584) +% 8))
+          let t174_a0 = Vector(repeating: params[((156 +% (mb173 *% 4)) +% (k175 *% 150))])
+          t174_c0_0 = t174_c0_0.addingProduct(t174_a0, t174_b0)
+          t174_c0_1 = t174_c0_1.addingProduct(t174_a0, t174_b1)
+          let t174_a1 = Vector(repeating: params[((156 +% ((mb173 *% 4) +% 1)) +% (k175 *% 150))])
+          t174_c1_0 = t174_c1_0.addingProduct(t174_a1, t174_b0)
+          t174_c1_1 = t174_c1_1.addingProduct(t174_a1, t174_b1)
+          let t174_a2 = Vector(repeating: params[((156 +% ((mb173 *% 4) +% 2)) +% (k175 *% 150))])
+          t174_c2_0 = t174_c2_0.addingProduct(t174_a2, t174_b0)
+          t174_c2_1 = t174_c2_1.addingProduct(t174_a2, t174_b1)
+          let t174_a3 = Vector(repeating: params[((156 +% ((mb173 *% 4) +% 3)) +% (k175 *% 150))])
+          t174_c3_0 = t174_c3_0.addingProduct(t174_a3, t174_b0)
+          t174_c3_1 = t174_c3_1.addingProduct(t174_a3, t174_b1)
         }
-        storeVector(arena, ((756112 +% ((mb164 *% 4) *% 1616)) +% 1584), t165_c0_0)
-        storeVector(arena, (((756112 +% ((mb164 *% 4) *% 1616)) +% 1584) +% 8), t165_c0_1)
-        storeVector(arena, ((756112 +% (((mb164 *% 4) +% 1) *% 1616)) +% 1584), t165_c1_0)
-        storeVector(arena, (((756112 +% (((mb164 *% 4) +% 1) *% 1616)) +% 1584) +% 8), t165_c1_1)
-        storeVector(arena, ((756112 +% (((mb164 *% 4) +% 2) *% 1616)) +% 1584), t165_c2_0)
-        storeVector(arena, (((756112 +% (((mb164 *% 4) +% 2) *% 1616)) +% 1584) +% 8), t165_c2_1)
-        storeVector(arena, ((756112 +% (((mb164 *% 4) +% 3) *% 1616)) +% 1584), t165_c3_0)
-        storeVector(arena, (((756112 +% (((mb164 *% 4) +% 3) *% 1616)) +% 1584) +% 8), t165_c3_1)
+        storeVector(arena, ((756112 +% ((mb173 *% 4) *% 1616)) +% 1584), t174_c0_0)
+        storeVector(arena, (((756112 +% ((mb173 *% 4) *% 1616)) +% 1584) +% 8), t174_c0_1)
+        storeVector(arena, ((756112 +% (((mb173 *% 4) +% 1) *% 1616)) +% 1584), t174_c1_0)
+        storeVector(arena, (((756112 +% (((mb173 *% 4) +% 1) *% 1616)) +% 1584) +% 8), t174_c1_1)
+        storeVector(arena, ((756112 +% (((mb173 *% 4) +% 2) *% 1616)) +% 1584), t174_c2_0)
+        storeVector(arena, (((756112 +% (((mb173 *% 4) +% 2) *% 1616)) +% 1584) +% 8), t174_c2_1)
+        storeVector(arena, ((756112 +% (((mb173 *% 4) +% 3) *% 1616)) +% 1584), t174_c3_0)
+        storeVector(arena, (((756112 +% (((mb173 *% 4) +% 3) *% 1616)) +% 1584) +% 8), t174_c3_1)
       }
-      var t167_c0_0 = Vector()
-      var t167_c0_1 = Vector()
-      var t167_c1_0 = Vector()
-      var t167_c1_1 = Vector()
-      for k168 in 0..<16 {
-        let t167_b0 = loadVector(arena, ((998512 +% (k168 *% 1616)) +% 1584))
-        let t167_b1 = loadVector(arena, (((998512 +% (k168 *% 1616)) +% 1584) +% 8))
-        let t167_a0 = Vector(repeating: params[(304 +% (k168 *% 150))])
-        t167_c0_0 = t167_c0_0.addingProduct(t167_a0, t167_b0)
-        t167_c0_1 = t167_c0_1.addingProduct(t167_a0, t167_b1)
-        let t167_a1 = Vector(repeating: params[(305 +% (k168 *% 150))])
-        t167_c1_0 = t167_c1_0.addingProduct(t167_a1, t167_b0)
-        t167_c1_1 = t167_c1_1.addingProduct(t167_a1, t167_b1)
+      var t176_c0_0 = Vector()
+      var t176_c0_1 = Vector()
+      var t176_c1_0 = Vector()
+      var t176_c1_1 = Vector()
+      for k177 in 0..<16 {
+        let t176_b0 = loadVector(arena, ((998512 +% (k177 *% 1616)) +% 1584))
+        let t176_b1 = loadVector(arena, (((998512 +% (k177 *% 1616)) +% 1584) +% 8))
+        let t176_a0 = Vector(repeating: params[(304 +% (k177 *% 150))])
+        t176_c0_0 = t176_c0_0.addingProduct(t176_a0, t176_b0)
+        t176_c0_1 = t176_c0_1.addingProduct(t176_a0, t176_b1)
+        let t176_a1 = Vector(repeating: params[(305 +% (k177 *% 150))])
+        t176_c1_0 = t176_c1_0.addingProduct(t176_a1, t176_b0)
+        t176_c1_1 = t176_c1_1.addingProduct(t176_a1, t176_b1)
       }
-      storeVector(arena, 996864, t167_c0_0)
-      storeVector(arena, 996872, t167_c0_1)
-      storeVector(arena, 998480, t167_c1_0)
-      storeVector(arena, 998488, t167_c1_1)
+      storeVector(arena, 996864, t176_c0_0)
+      storeVector(arena, 996872, t176_c0_1)
+      storeVector(arena, 998480, t176_c1_0)
+      storeVector(arena, 998488, t176_c1_1)
     }
-    for j170 in 0..<16 {
-      for c171 in 0..<6 {
-        for iy172 in 0..<1 {
-          for ix173 in 0..<1 {
-            let sum174_v = loadPartial(arena, (ix173 +% (((756112 +% ((c171 *% 25) *% 1616)) +% (j170 *% 100)) +% (iy172 *% 10))), 1)
-            storePartial(arena, (ix173 +% (((376320 +% (((g154 *% 16) +% j170) *% 1176)) +% (c171 *% 196)) +% (iy172 *% 14))), sum174_v, 1)
-          }
-        }
-        for iy175 in 0..<1 {
-          for ix176 in 0..<1 {
-            let sum177_v = loadPartial(arena, (ix176 +% ((((756112 +% ((c171 *% 25) *% 1616)) +% (j170 *% 100)) +% (iy175 *% 10)) +% 1)), 1)
-            let sum178_v = (sum177_v + loadPartial(arena, (ix176 +% (((756112 +% (((c171 *% 25) +% 1) *% 1616)) +% (j170 *% 100)) +% (iy175 *% 10))), 1))
-            storePartial(arena, (ix176 +% ((((376320 +% (((g154 *% 16) +% j170) *% 1176)) +% (c171 *% 196)) +% (iy175 *% 14)) +% 1)), sum178_v, 1)
-          }
-        }
-        for iy179 in 0..<1 {
-          for ix180 in 0..<1 {
-            let sum181_v = loadPartial(arena, (ix180 +% ((((756112 +% ((c171 *% 25) *% 1616)) +% (j170 *% 100)) +% (iy179 *% 10)) +% 2)), 1)
-            let sum182_v = (sum181_v + loadPartial(arena, (ix180 +% ((((756112 +% (((c171 *% 25) +% 1) *% 1616)) +% (j170 *% 100)) +% (iy179 *% 10)) +% 1)), 1))
-            let sum183_v = (sum182_v + loadPartial(arena, (ix180 +% (((756112 +% (((c171 *% 25) +% 2) *% 1616)) +% (j170 *% 100)) +% (iy179 *% 10))), 1))
-            storePartial(arena, (ix180 +% ((((376320 +% (((g154 *% 16) +% j170) *% 1176)) +% (c171 *% 196)) +% (iy179 *% 14)) +% 2)), sum183_v, 1)
+    for j179 in 0..<16 {
+      for c180 in 0..<6 {
+        for iy181 in 0..<1 {
+          for ix182 in 0..<1 {
+            let sum183_v = loadPartial(arena, (ix182 +% (((756112 +% ((c180 *% 25) *% 1616)) +% (j179 *% 100)) +% (iy181 *% 10))), 1)
+            storePartial(arena, (ix182 +% (((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% (iy181 *% 14))), sum183_v, 1)
           }
         }
         for iy184 in 0..<1 {
           for ix185 in 0..<1 {
-            let sum186_v = loadPartial(arena, (ix185 +% ((((756112 +% ((c171 *% 25) *% 1616)) +% (j170 *% 100)) +% (iy184 *% 10)) +% 3)), 1)
-            let sum187_v = (sum186_v + loadPartial(arena, (ix185 +% ((((756112 +% (((c171 *% 25) +% 1) *% 1616)) +% (j170 *% 100)) +% (iy184 *% 10)) +% 2)), 1))
-            let sum188_v = (sum187_v + loadPartial(arena, (ix185 +% ((((756112 +% (((c171 *% 25) +% 2) *% 1616)) +% (j170 *% 100)) +% (iy184 *% 10)) +% 1)), 1))
-            let sum189_v = (sum188_v + loadPartial(arena, (ix185 +% (((756112 +% (((c171 *% 25) +% 3) *% 1616)) +% (j170 *% 100)) +% (iy184 *% 10))), 1))
-            storePartial(arena, (ix185 +% ((((376320 +% (((g154 *% 16) +% j170) *% 1176)) +% (c171 *% 196)) +% (iy184 *% 14)) +% 3)), sum189_v, 1)
+            let sum186_v = loadPartial(arena, (ix185 +% ((((756112 +% ((c180 *% 25) *% 1616)) +% (j179 *% 100)) +% (iy184 *% 10)) +% 1)), 1)
+            let sum187_v = (sum186_v + loadPartial(arena, (ix185 +% (((756112 +% (((c180 *% 25) +% 1) *% 1616)) +% (j179 *% 100)) +% (iy184 *% 10))), 1))
+            storePartial(arena, (ix185 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% (iy184 *% 14)) +% 1)), sum187_v, 1)
           }
         }
-        for iy190 in 0..<1 {
-          for ix191 in 0..<1 {
-            let sum192_v = loadPartial(arena, (ix191 +% ((((756112 +% ((c171 *% 25) *% 1616)) +% (j170 *% 100)) +% (iy190 *% 10)) +% 4)), 6)
-            let sum193_v = (sum192_v + loadPartial(arena, (ix191 +% ((((756112 +% (((c171 *% 25) +% 1) *% 1616)) +% (j170 *% 100)) +% (iy190 *% 10)) +% 3)), 6))
-            let sum194_v = (sum193_v + loadPartial(arena, (ix191 +% ((((756112 +% (((c171 *% 25) +% 2) *% 1616)) +% (j170 *% 100)) +% (iy190 *% 10)) +% 2)), 6))
-            let sum195_v = (sum194_v + loadPartial(arena, (ix191 +% ((((756112 +% (((c171 *% 25) +% 3) *% 1616)) +% (j170 *% 100)) +% (iy190 *% 10)) +% 1)), 6))
-            let sum196_v = (sum195_v + loadPartial(arena, (ix191 +% (((756112 +% (((c171 *% 25) +% 4) *% 1616)) +% (j170 *% 100)) +% (iy190 *% 10))), 6))
-            storePartial(arena, (ix191 +% ((((376320 +% (((g154 *% 16) +% j170) *% 1176)) +% (c171 *% 196)) +% (iy190 *% 14)) +% 4)), sum196_v, 6)
+        for iy188 in 0..<1 {
+          for ix189 in 0..<1 {
+            let sum190_v = loadPartial(arena, (ix189 +% ((((756112 +% ((c180 *% 25) *% 1616)) +% (j179 *% 100)) +% (iy188 *% 10)) +% 2)), 1)
+            let sum191_v = (sum190_v + loadPartial(arena, (ix189 +% ((((756112 +% (((c180 *% 25) +% 1) *% 1616)) +% (j179 *% 100)) +% (iy188 *% 10)) +% 1)), 1))
+            let sum192_v = (sum191_v + loadPartial(arena, (ix189 +% (((756112 +% (((c180 *% 25) +% 2) *% 1616)) +% (j179 *% 100)) +% (iy188 *% 10))), 1))
+            storePartial(arena, (ix189 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% (iy188 *% 14)) +% 2)), sum192_v, 1)
           }
         }
-        for iy197 in 0..<1 {
-          for ix198 in 0..<1 {
-            let sum199_v = loadPartial(arena, (ix198 +% ((((756112 +% (((c171 *% 25) +% 1) *% 1616)) +% (j170 *% 100)) +% (iy197 *% 10)) +% 9)), 1)
-            let sum200_v = (sum199_v + loadPartial(arena, (ix198 +% ((((756112 +% (((c171 *% 25) +% 2) *% 1616)) +% (j170 *% 100)) +% (iy197 *% 10)) +% 8)), 1))
-            let sum201_v = (sum200_v + loadPartial(arena, (ix198 +% ((((756112 +% (((c171 *% 25) +% 3) *% 1616)) +% (j170 *% 100)) +% (iy197 *% 10)) +% 7)), 1))
-            let sum202_v = (sum201_v + loadPartial(arena, (ix198 +% ((((756112 +% (((c171 *% 25) +% 4) *% 1616)) +% (j170 *% 100)) +% (iy197 *% 10)) +% 6)), 1))
-            storePartial(arena, (ix198 +% ((((376320 +% (((g154 *% 16) +% j170) *% 1176)) +% (c171 *% 196)) +% (iy197 *% 14)) +% 10)), sum202_v, 1)
+        for iy193 in 0..<1 {
+          for ix194 in 0..<1 {
+            let sum195_v = loadPartial(arena, (ix194 +% ((((756112 +% ((c180 *% 25) *% 1616)) +% (j179 *% 100)) +% (iy193 *% 10)) +% 3)), 1)
+            let sum196_v = (sum195_v + loadPartial(arena, (ix194 +% ((((756112 +% (((c180 *% 25) +% 1) *% 1616)) +% (j179 *% 100)) +% (iy193 *% 10)) +% 2)), 1))
+            let sum197_v = (sum196_v + loadPartial(arena, (ix194 +% ((((756112 +% (((c180 *% 25) +% 2) *% 1616)) +% (j179 *% 100)) +% (iy193 *% 10)) +% 1)), 1))
+            let sum198_v = (sum197_v + loadPartial(arena, (ix194 +% (((756112 +% (((c180 *% 25) +% 3) *% 1616)) +% (j179 *% 100)) +% (iy193 *% 10))), 1))
+            storePartial(arena, (ix194 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% (iy193 *% 14)) +% 3)), sum198_v, 1)
           }
         }
-        for iy203 in 0..<1 {
-          for ix204 in 0..<1 {
-            let sum205_v = loadPartial(arena, (ix204 +% ((((756112 +% (((c171 *% 25) +% 2) *% 1616)) +% (j170 *% 100)) +% (iy203 *% 10)) +% 9)), 1)
-            let sum206_v = (sum205_v + loadPartial(arena, (ix204 +% ((((756112 +% (((c171 *% 25) +% 3) *% 1616)) +% (j170 *% 100)) +% (iy203 *% 10)) +% 8)), 1))
-            let sum207_v = (sum206_v + loadPartial(arena, (ix204 +% ((((756112 +% (((c171 *% 25) +% 4) *% 1616)) +% (j170 *% 100)) +% (iy203 *% 10)) +% 7)), 1))
-            storePartial(arena, (ix204 +% ((((376320 +% (((g154 *% 16) +% j170) *% 1176)) +% (c171 *% 196)) +% (iy203 *% 14)) +% 11)), sum207_v, 1)
+        for iy199 in 0..<1 {
+          for ix200 in 0..<1 {
+            let sum201_v = loadPartial(arena, (ix200 +% ((((756112 +% ((c180 *% 25) *% 1616)) +% (j179 *% 100)) +% (iy199 *% 10)) +% 4)), 6)
+            let sum202_v = (sum201_v + loadPartial(arena, (ix200 +% ((((756112 +% (((c180 *% 25) +% 1) *% 1616)) +% (j179 *% 100)) +% (iy199 *% 10)) +% 3)), 6))
+            let sum203_v = (sum202_v + loadPartial(arena, (ix200 +% ((((756112 +% (((c180 *% 25) +% 2) *% 1616)) +% (j179 *% 100)) +% (iy199 *% 10)) +% 2)), 6))
+            let sum204_v = (sum203_v + loadPartial(arena, (ix200 +% ((((756112 +% (((c180 *% 25) +% 3) *% 1616)) +% (j179 *% 100)) +% (iy199 *% 10)) +% 1)), 6))
+            let sum205_v = (sum204_v + loadPartial(arena, (ix200 +% (((756112 +% (((c180 *% 25) +% 4) *% 1616)) +% (j179 *% 100)) +% (iy199 *% 10))), 6))
+            storePartial(arena, (ix200 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% (iy199 *% 14)) +% 4)), sum205_v, 6)
           }
         }
-        for iy208 in 0..<1 {
-          for ix209 in 0..<1 {
-            let sum210_v = loadPartial(arena, (ix209 +% ((((756112 +% (((c171 *% 25) +% 3) *% 1616)) +% (j170 *% 100)) +% (iy208 *% 10)) +% 9)), 1)
-            let sum211_v = (sum210_v + loadPartial(arena, (ix209 +% ((((756112 +% (((c171 *% 25) +% 4) *% 1616)) +% (j170 *% 100)) +% (iy208 *% 10)) +% 8)), 1))
-            storePartial(arena, (ix209 +% ((((376320 +% (((g154 *% 16) +% j170) *% 1176)) +% (c171 *% 196)) +% (iy208 *% 14)) +% 12)), sum211_v, 1)
+        for iy206 in 0..<1 {
+          for ix207 in 0..<1 {
+            let sum208_v = loadPartial(arena, (ix207 +% ((((756112 +% (((c180 *% 25) +% 1) *% 1616)) +% (j179 *% 100)) +% (iy206 *% 10)) +% 9)), 1)
+            let sum209_v = (sum208_v + loadPartial(arena, (ix207 +% ((((756112 +% (((c180 *% 25) +% 2) *% 1616)) +% (j179 *% 100)) +% (iy206 *% 10)) +% 8)), 1))
+            let sum210_v = (sum209_v + loadPartial(arena, (ix207 +% ((((756112 +% (((c180 *% 25) +% 3) *% 1616)) +% (j179 *% 100)) +% (iy206 *% 10)) +% 7)), 1))
+            let sum211_v = (sum210_v + loadPartial(arena, (ix207 +% ((((756112 +% (((c180 *% 25) +% 4) *% 1616)) +% (j179 *% 100)) +% (iy206 *% 10)) +% 6)), 1))
+            storePartial(arena, (ix207 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% (iy206 *% 14)) +% 10)), sum211_v, 1)
           }
         }
         for iy212 in 0..<1 {
           for ix213 in 0..<1 {
-            let sum214_v = loadPartial(arena, (ix213 +% ((((756112 +% (((c171 *% 25) +% 4) *% 1616)) +% (j170 *% 100)) +% (iy212 *% 10)) +% 9)), 1)
-            storePartial(arena, (ix213 +% ((((376320 +% (((g154 *% 16) +% j170) *% 1176)) +% (c171 *% 196)) +% (iy212 *% 14)) +% 13)), sum214_v, 1)
+            let sum214_v = loadPartial(arena, (ix213 +% ((((756112 +% (((c180 *% 25) +% 2) *% 1616)) +% (j179 *% 100)) +% (iy212 *% 10)) +% 9)), 1)
+            let sum215_v = (sum214_v + loadPartial(arena, (ix213 +% ((((756112 +% (((c180 *% 25) +% 3) *% 1616)) +% (j179 *% 100)) +% (iy212 *% 10)) +% 8)), 1))
+            let sum216_v = (sum215_v + loadPartial(arena, (ix213 +% ((((756112 +% (((c180 *% 25) +% 4) *% 1616)) +% (j179 *% 100)) +% (iy212 *% 10)) +% 7)), 1))
+            storePartial(arena, (ix213 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% (iy212 *% 14)) +% 11)), sum216_v, 1)
           }
         }
-        for iy215 in 0..<1 {
-          for ix216 in 0..<1 {
-            let sum217_v = loadPartial(arena, (ix216 +% (((756112 +% ((c171 *% 25) *% 1616)) +% (j170 *% 100)) +% ((iy215 +% 1) *% 10))), 1)
-            let sum218_v = (sum217_v + loadPartial(arena, (ix216 +% (((756112 +% (((c171 *% 25) +% 5) *% 1616)) +% (j170 *% 100)) +% (((iy215 +% 1) +% -1) *% 10))), 1))
-            storePartial(arena, (ix216 +% (((376320 +% (((g154 *% 16) +% j170) *% 1176)) +% (c171 *% 196)) +% ((iy215 +% 1) *% 14))), sum218_v, 1)
+        for iy217 in 0..<1 {
+          for ix218 in 0..<1 {
+            let sum219_v = loadPartial(arena, (ix218 +% ((((756112 +% (((c180 *% 25) +% 3) *% 1616)) +% (j179 *% 100)) +% (iy217 *% 10)) +% 9)), 1)
+            let sum220_v = (sum219_v + loadPartial(arena, (ix218 +% ((((756112 +% (((c180 *% 25) +% 4) *% 1616)) +% (j179 *% 100)) +% (iy217 *% 10)) +% 8)), 1))
+            storePartial(arena, (ix218 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% (iy217 *% 14)) +% 12)), sum220_v, 1)
           }
         }
-        for iy219 in 0..<1 {
-          for ix220 in 0..<1 {
-            let sum221_v = loadPartial(arena, (ix220 +% ((((756112 +% ((c171 *% 25) *% 1616)) +% (j170 *% 100)) +% ((iy219 +% 1) *% 10)) +% 1)), 1)
-            let sum222_v = (sum221_v + loadPartial(arena, (ix220 +% (((756112 +% (((c171 *% 25) +% 1) *% 1616)) +% (j170 *% 100)) +% ((iy219 +% 1) *% 10))), 1))
-            let sum223_v = (sum222_v + loadPartial(arena, (ix220 +% ((((756112 +% (((c171 *% 25) +% 5) *% 1616)) +% (j170 *% 100)) +% (((iy219 +% 1) +% -1) *% 10)) +% 1)), 1))
-            let sum224_v = (sum223_v + loadPartial(arena, (ix220 +% (((756112 +% (((c171 *% 25) +% 6) *% 1616)) +% (j170 *% 100)) +% (((iy219 +% 1) +% -1) *% 10))), 1))
-            storePartial(arena, (ix220 +% ((((376320 +% (((g154 *% 16) +% j170) *% 1176)) +% (c171 *% 196)) +% ((iy219 +% 1) *% 14)) +% 1)), sum224_v, 1)
+        for iy221 in 0..<1 {
+          for ix222 in 0..<1 {
+            let sum223_v = loadPartial(arena, (ix222 +% ((((756112 +% (((c180 *% 25) +% 4) *% 1616)) +% (j179 *% 100)) +% (iy221 *% 10)) +% 9)), 1)
+            storePartial(arena, (ix222 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% (iy221 *% 14)) +% 13)), sum223_v, 1)
           }
         }
-        for iy225 in 0..<1 {
-          for ix226 in 0..<1 {
-            let sum227_v = loadPartial(arena, (ix226 +% ((((756112 +% ((c171 *% 25) *% 1616)) +% (j170 *% 100)) +% ((iy225 +% 1) *% 10)) +% 2)), 1)
-            let sum228_v = (sum227_v + loadPartial(arena, (ix226 +% ((((756112 +% (((c171 *% 25) +% 1) *% 1616)) +% (j170 *% 100)) +% ((iy225 +% 1) *% 10)) +% 1)), 1))
-            let sum229_v = (sum228_v + loadPartial(arena, (ix226 +% (((756112 +% (((c171 *% 25) +% 2) *% 1616)) +% (j170 *% 100)) +% ((iy225 +% 1) *% 10))), 1))
-            let sum230_v = (sum229_v + loadPartial(arena, (ix226 +% ((((756112 +% (((c171 *% 25) +% 5) *% 1616)) +% (j170 *% 100)) +% (((iy225 +% 1) +% -1) *% 10)) +% 2)), 1))
-            let sum231_v = (sum230_v + loadPartial(arena, (ix226 +% ((((756112 +% (((c171 *% 25) +% 6) *% 1616)) +% (j170 *% 100)) +% (((iy225 +% 1) +% -1) *% 10)) +% 1)), 1))
-            let sum232_v = (sum231_v + loadPartial(arena, (ix226 +% (((756112 +% (((c171 *% 25) +% 7) *% 1616)) +% (j170 *% 100)) +% (((iy225 +% 1) +% -1) *% 10))), 1))
-            storePartial(arena, (ix226 +% ((((376320 +% (((g154 *% 16) +% j170) *% 1176)) +% (c171 *% 196)) +% ((iy225 +% 1) *% 14)) +% 2)), sum232_v, 1)
+        for iy224 in 0..<1 {
+          for ix225 in 0..<1 {
+            let sum226_v = loadPartial(arena, (ix225 +% (((756112 +% ((c180 *% 25) *% 1616)) +% (j179 *% 100)) +% ((iy224 +% 1) *% 10))), 1)
+            let sum227_v = (sum226_v + loadPartial(arena, (ix225 +% (((756112 +% (((c180 *% 25) +% 5) *% 1616)) +% (j179 *% 100)) +% (((iy224 +% 1) +% -1) *% 10))), 1))
+            storePartial(arena, (ix225 +% (((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy224 +% 1) *% 14))), sum227_v, 1)
           }
         }
-        for iy233 in 0..<1 {
-          for ix234 in 0..<1 {
-            let sum235_v = loadPartial(arena, (ix234 +% ((((756112 +% ((c171 *% 25) *% 1616)) +% (j170 *% 100)) +% ((iy233 +% 1) *% 10)) +% 3)), 1)
-            let sum236_v = (sum235_v + loadPartial(arena, (ix234 +% ((((756112 +% (((c171 *% 25) +% 1) *% 1616)) +% (j170 *% 100)) +% ((iy233 +% 1) *% 10)) +% 2)), 1))
-            let sum237_v = (sum236_v + loadPartial(arena, (ix234 +% ((((756112 +% (((c171 *% 25) +% 2) *% 1616)) +% (j170 *% 100)) +% ((iy233 +% 1) *% 10)) +% 1)), 1))
-            let sum238_v = (sum237_v + loadPartial(arena, (ix234 +% (((756112 +% (((c171 *% 25) +% 3) *% 1616)) +% (j170 *% 100)) +% ((iy233 +% 1) *% 10))), 1))
-            let sum239_v = (sum238_v + loadPartial(arena, (ix234 +% ((((756112 +% (((c171 *% 25) +% 5) *% 1616)) +% (j170 *% 100)) +% (((iy233 +% 1) +% -1) *% 10)) +% 3)), 1))
-            let sum240_v = (sum239_v + loadPartial(arena, (ix234 +% ((((756112 +% (((c171 *% 25) +% 6) *% 1616)) +% (j170 *% 100)) +% (((iy233 +% 1) +% -1) *% 10)) +% 2)), 1))
-            let sum241_v = (sum240_v + loadPartial(arena, (ix234 +% ((((756112 +% (((c171 *% 25) +% 7) *% 1616)) +% (j170 *% 100)) +% (((iy233 +% 1) +% -1) *% 10)) +% 1)), 1))
-            let sum242_v = (sum241_v + loadPartial(arena, (ix234 +% (((756112 +% (((c171 *% 25) +% 8) *% 1616)) +% (j170 *% 100)) +% (((iy233 +% 1) +% -1) *% 10))), 1))
-            storePartial(arena, (ix234 +% ((((376320 +% (((g154 *% 16) +% j170) *% 1176)) +% (c171 *% 196)) +% ((iy233 +% 1) *% 14)) +% 3)), sum242_v, 1)
+        for iy228 in 0..<1 {
+          for ix229 in 0..<1 {
+            let sum230_v = loadPartial(arena, (ix229 +% ((((756112 +% ((c180 *% 25) *% 1616)) +% (j179 *% 100)) +% ((iy228 +% 1) *% 10)) +% 1)), 1)
+            let sum231_v = (sum230_v + loadPartial(arena, (ix229 +% (((756112 +% (((c180 *% 25) +% 1) *% 1616)) +% (j179 *% 100)) +% ((iy228 +% 1) *% 10))), 1))
+            let sum232_v = (sum231_v + loadPartial(arena, (ix229 +% ((((756112 +% (((c180 *% 25) +% 5) *% 1616)) +% (j179 *% 100)) +% (((iy228 +% 1) +% -1) *% 10)) +% 1)), 1))
+            let sum233_v = (sum232_v + loadPartial(arena, (ix229 +% (((756112 +% (((c180 *% 25) +% 6) *% 1616)) +% (j179 *% 100)) +% (((iy228 +% 1) +% -1) *% 10))), 1))
+            storePartial(arena, (ix229 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy228 +% 1) *% 14)) +% 1)), sum233_v, 1)
           }
         }
-        for iy243 in 0..<1 {
-          for ix244 in 0..<1 {
-            let sum245_v = loadPartial(arena, (ix244 +% ((((756112 +% ((c171 *% 25) *% 1616)) +% (j170 *% 100)) +% ((iy243 +% 1) *% 10)) +% 4)), 6)
-            let sum246_v = (sum245_v + loadPartial(arena, (ix244 +% ((((756112 +% (((c171 *% 25) +% 1) *% 1616)) +% (j170 *% 100)) +% ((iy243 +% 1) *% 10)) +% 3)), 6))
-            let sum247_v = (sum246_v + loadPartial(arena, (ix244 +% ((((756112 +% (((c171 *% 25) +% 2) *% 1616)) +% (j170 *% 100)) +% ((iy243 +% 1) *% 10)) +% 2)), 6))
-            let sum248_v = (sum247_v + loadPartial(arena, (ix244 +% ((((756112 +% (((c171 *% 25) +% 3) *% 1616)) +% (j170 *% 100)) +% ((iy243 +% 1) *% 10)) +% 1)), 6))
-            let sum249_v = (sum248_v + loadPartial(arena, (ix244 +% (((756112 +% (((c171 *% 25) +% 4) *% 1616)) +% (j170 *% 100)) +% ((iy243 +% 1) *% 10))), 6))
-            let sum250_v = (sum249_v + loadPartial(arena, (ix244 +% ((((756112 +% (((c171 *% 25) +% 5) *% 1616)) +% (j170 *% 100)) +% (((iy243 +% 1) +% -1) *% 10)) +% 4)), 6))
-            let sum251_v = (sum250_v + loadPartial(arena, (ix244 +% ((((756112 +% (((c171 *% 25) +% 6) *% 1616)) +% (j170 *% 100)) +% (((iy243 +% 1) +% -1) *% 10)) +% 3)), 6))
-            let sum252_v = (sum251_v + loadPartial(arena, (ix244 +% ((((756112 +% (((c171 *% 25) +% 7) *% 1616)) +% (j170 *% 100)) +% (((iy243 +% 1) +% -1) *% 10)) +% 2)), 6))
-            let sum253_v = (sum252_v + loadPartial(arena, (ix244 +% ((((756112 +% (((c171 *% 25) +% 8) *% 1616)) +% (j170 *% 100)) +% (((iy243 +% 1) +% -1) *% 10)) +% 1)), 6))
-            let sum254_v = (sum253_v + loadPartial(arena, (ix244 +% (((756112 +% (((c171 *% 25) +% 9) *% 1616)) +% (j170 *% 100)) +% (((iy243 +% 1) +% -1) *% 10))), 6))
-            storePartial(arena, (ix244 +% ((((376320 +% (((g154 *% 16) +% j170) *% 1176)) +% (c171 *% 196)) +% ((iy243 +% 1) *% 14)) +% 4)), sum254_v, 6)
+        for iy234 in 0..<1 {
+          for ix235 in 0..<1 {
+            let sum236_v = loadPartial(arena, (ix235 +% ((((756112 +% ((c180 *% 25) *% 1616)) +% (j179 *% 100)) +% ((iy234 +% 1) *% 10)) +% 2)), 1)
+            let sum237_v = (sum236_v + loadPartial(arena, (ix235 +% ((((756112 +% (((c180 *% 25) +% 1) *% 1616)) +% (j179 *% 100)) +% ((iy234 +% 1) *% 10)) +% 1)), 1))
+            let sum238_v = (sum237_v + loadPartial(arena, (ix235 +% (((756112 +% (((c180 *% 25) +% 2) *% 1616)) +% (j179 *% 100)) +% ((iy234 +% 1) *% 10))), 1))
+            let sum239_v = (sum238_v + loadPartial(arena, (ix235 +% ((((756112 +% (((c180 *% 25) +% 5) *% 1616)) +% (j179 *% 100)) +% (((iy234 +% 1) +% -1) *% 10)) +% 2)), 1))
+            let sum240_v = (sum239_v + loadPartial(arena, (ix235 +% ((((756112 +% (((c180 *% 25) +% 6) *% 1616)) +% (j179 *% 100)) +% (((iy234 +% 1) +% -1) *% 10)) +% 1)), 1))
+            let sum241_v = (sum240_v + loadPartial(arena, (ix235 +% (((756112 +% (((c180 *% 25) +% 7) *% 1616)) +% (j179 *% 100)) +% (((iy234 +% 1) +% -1) *% 10))), 1))
+            storePartial(arena, (ix235 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy234 +% 1) *% 14)) +% 2)), sum241_v, 1)
           }
         }
-        for iy255 in 0..<1 {
-          for ix256 in 0..<1 {
-            let sum257_v = loadPartial(arena, (ix256 +% ((((756112 +% (((c171 *% 25) +% 1) *% 1616)) +% (j170 *% 100)) +% ((iy255 +% 1) *% 10)) +% 9)), 1)
-            let sum258_v = (sum257_v + loadPartial(arena, (ix256 +% ((((756112 +% (((c171 *% 25) +% 2) *% 1616)) +% (j170 *% 100)) +% ((iy255 +% 1) *% 10)) +% 8)), 1))
-            let sum259_v = (sum258_v + loadPartial(arena, (ix256 +% ((((756112 +% (((c171 *% 25) +% 3) *% 1616)) +% (j170 *% 100)) +% ((iy255 +% 1) *% 10)) +% 7)), 1))
-            let sum260_v = (sum259_v + loadPartial(arena, (ix256 +% ((((756112 +% (((c171 *% 25) +% 4) *% 1616)) +% (j170 *% 100)) +% ((iy255 +% 1) *% 10)) +% 6)), 1))
-            let sum261_v = (sum260_v + loadPartial(arena, (ix256 +% ((((756112 +% (((c171 *% 25) +% 6) *% 1616)) +% (j170 *% 100)) +% (((iy255 +% 1) +% -1) *% 10)) +% 9)), 1))
-            let sum262_v = (sum261_v + loadPartial(arena, (ix256 +% ((((756112 +% (((c171 *% 25) +% 7) *% 1616)) +% (j170 *% 100)) +% (((iy255 +% 1) +% -1) *% 10)) +% 8)), 1))
-            let sum263_v = (sum262_v + loadPartial(arena, (ix256 +% ((((756112 +% (((c171 *% 25) +% 8) *% 1616)) +% (j170 *% 100)) +% (((iy255 +% 1) +% -1) *% 10)) +% 7)), 1))
-            let sum264_v = (sum263_v + loadPartial(arena, (ix256 +% ((((756112 +% (((c171 *% 25) +% 9) *% 1616)) +% (j170 *% 100)) +% (((iy255 +% 1) +% -1) *% 10)) +% 6)), 1))
-            storePartial(arena, (ix256 +% ((((376320 +% (((g154 *% 16) +% j170) *% 1176)) +% (c171 *% 196)) +% ((iy255 +% 1) *% 14)) +% 10)), sum264_v, 1)
+        for iy242 in 0..<1 {
+          for ix243 in 0..<1 {
+            let sum244_v = loadPartial(arena, (ix243 +% ((((756112 +% ((c180 *% 25) *% 1616)) +% (j179 *% 100)) +% ((iy242 +% 1) *% 10)) +% 3)), 1)
+            let sum245_v = (sum244_v + loadPartial(arena, (ix243 +% ((((756112 +% (((c180 *% 25) +% 1) *% 1616)) +% (j179 *% 100)) +% ((iy242 +% 1) *% 10)) +% 2)), 1))
+            let sum246_v = (sum245_v + loadPartial(arena, (ix243 +% ((((756112 +% (((c180 *% 25) +% 2) *% 1616)) +% (j179 *% 100)) +% ((iy242 +% 1) *% 10)) +% 1)), 1))
+            let sum247_v = (sum246_v + loadPartial(arena, (ix243 +% (((756112 +% (((c180 *% 25) +% 3) *% 1616)) +% (j179 *% 100)) +% ((iy242 +% 1) *% 10))), 1))
+            let sum248_v = (sum247_v + loadPartial(arena, (ix243 +% ((((756112 +% (((c180 *% 25) +% 5) *% 1616)) +% (j179 *% 100)) +% (((iy242 +% 1) +% -1) *% 10)) +% 3)), 1))
+            let sum249_v = (sum248_v + loadPartial(arena, (ix243 +% ((((756112 +% (((c180 *% 25) +% 6) *% 1616)) +% (j179 *% 100)) +% (((iy242 +% 1) +% -1) *% 10)) +% 2)), 1))
+            let sum250_v = (sum249_v + loadPartial(arena, (ix243 +% ((((756112 +% (((c180 *% 25) +% 7) *% 1616)) +% (j179 *% 100)) +% (((iy242 +% 1) +% -1) *% 10)) +% 1)), 1))
+            let sum251_v = (sum250_v + loadPartial(arena, (ix243 +% (((756112 +% (((c180 *% 25) +% 8) *% 1616)) +% (j179 *% 100)) +% (((iy242 +% 1) +% -1) *% 10))), 1))
+            storePartial(arena, (ix243 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy242 +% 1) *% 14)) +% 3)), sum251_v, 1)
           }
         }
-        for iy265 in 0..<1 {
-          for ix266 in 0..<1 {
-            let sum267_v = loadPartial(arena, (ix266 +% ((((756112 +% (((c171 *% 25) +% 2) *% 1616)) +% (j170 *% 100)) +% ((iy265 +% 1) *% 10)) +% 9)), 1)
-            let sum268_v = (sum267_v + loadPartial(arena, (ix266 +% ((((756112 +% (((c171 *% 25) +% 3) *% 1616)) +% (j170 *% 100)) +% ((iy265 +% 1) *% 10)) +% 8)), 1))
-            let sum269_v = (sum268_v + loadPartial(arena, (ix266 +% ((((756112 +% (((c171 *% 25) +% 4) *% 1616)) +% (j170 *% 100)) +% ((iy265 +% 1) *% 10)) +% 7)), 1))
-            let sum270_v = (sum269_v + loadPartial(arena, (ix266 +% ((((756112 +% (((c171 *% 25) +% 7) *% 1616)) +% (j170 *% 100)) +% (((iy265 +% 1) +% -1) *% 10)) +% 9)), 1))
-            let sum271_v = (sum270_v + loadPartial(arena, (ix266 +% ((((756112 +% (((c171 *% 25) +% 8) *% 1616)) +% (j170 *% 100)) +% (((iy265 +% 1) +% -1) *% 10)) +% 8)), 1))
-            let sum272_v = (sum271_v + loadPartial(arena, (ix266 +% ((((756112 +% (((c171 *% 25) +% 9) *% 1616)) +% (j170 *% 100)) +% (((iy265 +% 1) +% -1) *% 10)) +% 7)), 1))
-            storePartial(arena, (ix266 +% ((((376320 +% (((g154 *% 16) +% j170) *% 1176)) +% (c171 *% 196)) +% ((iy265 +% 1) *% 14)) +% 11)), sum272_v, 1)
+        for iy252 in 0..<1 {
+          for ix253 in 0..<1 {
+            let sum254_v = loadPartial(arena, (ix253 +% ((((756112 +% ((c180 *% 25) *% 1616)) +% (j179 *% 100)) +% ((iy252 +% 1) *% 10)) +% 4)), 6)
+            let sum255_v = (sum254_v + loadPartial(arena, (ix253 +% ((((756112 +% (((c180 *% 25) +% 1) *% 1616)) +% (j179 *% 100)) +% ((iy252 +% 1) *% 10)) +% 3)), 6))
+            let sum256_v = (sum255_v + loadPartial(arena, (ix253 +% ((((756112 +% (((c180 *% 25) +% 2) *% 1616)) +% (j179 *% 100)) +% ((iy252 +% 1) *% 10)) +% 2)), 6))
+            let sum257_v = (sum256_v + loadPartial(arena, (ix253 +% ((((756112 +% (((c180 *% 25) +% 3) *% 1616)) +% (j179 *% 100)) +% ((iy252 +% 1) *% 10)) +% 1)), 6))
+            let sum258_v = (sum257_v + loadPartial(arena, (ix253 +% (((756112 +% (((c180 *% 25) +% 4) *% 1616)) +% (j179 *% 100)) +% ((iy252 +% 1) *% 10))), 6))
+            let sum259_v = (sum258_v + loadPartial(arena, (ix253 +% ((((756112 +% (((c180 *% 25) +% 5) *% 1616)) +% (j179 *% 100)) +% (((iy252 +% 1) +% -1) *% 10)) +% 4)), 6))
+            let sum260_v = (sum259_v + loadPartial(arena, (ix253 +% ((((756112 +% (((c180 *% 25) +% 6) *% 1616)) +% (j179 *% 100)) +% (((iy252 +% 1) +% -1) *% 10)) +% 3)), 6))
+            let sum261_v = (sum260_v + loadPartial(arena, (ix253 +% ((((756112 +% (((c180 *% 25) +% 7) *% 1616)) +% (j179 *% 100)) +% (((iy252 +% 1) +% -1) *% 10)) +% 2)), 6))
+            let sum262_v = (sum261_v + loadPartial(arena, (ix253 +% ((((756112 +% (((c180 *% 25) +% 8) *% 1616)) +% (j179 *% 100)) +% (((iy252 +% 1) +% -1) *% 10)) +% 1)), 6))
+            let sum263_v = (sum262_v + loadPartial(arena, (ix253 +% (((756112 +% (((c180 *% 25) +% 9) *% 1616)) +% (j179 *% 100)) +% (((iy252 +% 1) +% -1) *% 10))), 6))
+            storePartial(arena, (ix253 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy252 +% 1) *% 14)) +% 4)), sum263_v, 6)
           }
         }
-        for iy273 in 0..<1 {
-          for ix274 in 0..<1 {
-            let sum275_v = loadPartial(arena, (ix274 +% ((((756112 +% (((c171 *% 25) +% 3) *% 1616)) +% (j170 *% 100)) +% ((iy273 +% 1) *% 10)) +% 9)), 1)
-            let sum276_v = (sum275_v + loadPartial(arena, (ix274 +% ((((756112 +% (((c171 *% 25) +% 4) *% 1616)) +% (j170 *% 100)) +% ((iy273 +% 1) *% 10)) +% 8)), 1))
-            let sum277_v = (sum276_v + loadPartial(arena, (ix274 +% ((((756112 +% (((c171 *% 25) +% 8) *% 1616)) +% (j170 *% 100)) +% (((iy273 +% 1) +% -1) *% 10)) +% 9)), 1))
-            let sum278_v = (sum277_v + loadPartial(arena, (ix274 +% ((((756112 +% (((c171 *% 25) +% 9) *% 1616)) +% (j170 *% 100)) +% (((iy273 +% 1) +% -1) *% 10)) +% 8)), 1))
-            storePartial(arena, (ix274 +% ((((376320 +% (((g154 *% 16) +% j170) *% 1176)) +% (c171 *% 196)) +% ((iy273 +% 1) *% 14)) +% 12)), sum278_v, 1)
+        for iy264 in 0..<1 {
+          for ix265 in 0..<1 {
+            let sum266_v = loadPartial(arena, (ix265 +% ((((756112 +% (((c180 *% 25) +% 1) *% 1616)) +% (j179 *% 100)) +% ((iy264 +% 1) *% 10)) +% 9)), 1)
+            let sum267_v = (sum266_v + loadPartial(arena, (ix265 +% ((((756112 +% (((c180 *% 25) +% 2) *% 1616)) +% (j179 *% 100)) +% ((iy264 +% 1) *% 10)) +% 8)), 1))
+            let sum268_v = (sum267_v + loadPartial(arena, (ix265 +% ((((756112 +% (((c180 *% 25) +% 3) *% 1616)) +% (j179 *% 100)) +% ((iy264 +% 1) *% 10)) +% 7)), 1))
+            let sum269_v = (sum268_v + loadPartial(arena, (ix265 +% ((((756112 +% (((c180 *% 25) +% 4) *% 1616)) +% (j179 *% 100)) +% ((iy264 +% 1) *% 10)) +% 6)), 1))
+            let sum270_v = (sum269_v + loadPartial(arena, (ix265 +% ((((756112 +% (((c180 *% 25) +% 6) *% 1616)) +% (j179 *% 100)) +% (((iy264 +% 1) +% -1) *% 10)) +% 9)), 1))
+            let sum271_v = (sum270_v + loadPartial(arena, (ix265 +% ((((756112 +% (((c180 *% 25) +% 7) *% 1616)) +% (j179 *% 100)) +% (((iy264 +% 1) +% -1) *% 10)) +% 8)), 1))
+            let sum272_v = (sum271_v + loadPartial(arena, (ix265 +% ((((756112 +% (((c180 *% 25) +% 8) *% 1616)) +% (j179 *% 100)) +% (((iy264 +% 1) +% -1) *% 10)) +% 7)), 1))
+            let sum273_v = (sum272_v + loadPartial(arena, (ix265 +% ((((756112 +% (((c180 *% 25) +% 9) *% 1616)) +% (j179 *% 100)) +% (((iy264 +% 1) +% -1) *% 10)) +% 6)), 1))
+            storePartial(arena, (ix265 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy264 +% 1) *% 14)) +% 10)), sum273_v, 1)
           }
         }
-        for iy279 in 0..<1 {
-          for ix280 in 0..<1 {
-            let sum281_v = loadPartial(arena, (ix280 +% ((((756112 +% (((c171 *% 25) +% 4) *% 1616)) +% (j170 *% 100)) +% ((iy279 +% 1) *% 10)) +% 9)), 1)
-            let sum282_v = (sum281_v + loadPartial(arena, (ix280 +% ((((756112 +% (((c171 *% 25) +% 9) *% 1616)) +% (j170 *% 100)) +% (((iy279 +% 1) +% -1) *% 10)) +% 9)), 1))
-            storePartial(arena, (ix280 +% ((((376320 +% (((g154 *% 16) +% j170) *% 1176)) +% (c171 *% 196)) +% ((iy279 +% 1) *% 14)) +% 13)), sum282_v, 1)
+        for iy274 in 0..<1 {
+          for ix275 in 0..<1 {
+            let sum276_v = loadPartial(arena, (ix275 +% ((((756112 +% (((c180 *% 25) +% 2) *% 1616)) +% (j179 *% 100)) +% ((iy274 +% 1) *% 10)) +% 9)), 1)
+            let sum277_v = (sum276_v + loadPartial(arena, (ix275 +% ((((756112 +% (((c180 *% 25) +% 3) *% 1616)) +% (j179 *% 100)) +% ((iy274 +% 1) *% 10)) +% 8)), 1))
+            let sum278_v = (sum277_v + loadPartial(arena, (ix275 +% ((((756112 +% (((c180 *% 25) +% 4) *% 1616)) +% (j179 *% 100)) +% ((iy274 +% 1) *% 10)) +% 7)), 1))
+            let sum279_v = (sum278_v + loadPartial(arena, (ix275 +% ((((756112 +% (((c180 *% 25) +% 7) *% 1616)) +% (j179 *% 100)) +% (((iy274 +% 1) +% -1) *% 10)) +% 9)), 1))
+            let sum280_v = (sum279_v + loadPartial(arena, (ix275 +% ((((756112 +% (((c180 *% 25) +% 8) *% 1616)) +% (j179 *% 100)) +% (((iy274 +% 1) +% -1) *% 10)) +% 8)), 1))
+            let sum281_v = (sum280_v + loadPartial(arena, (ix275 +% ((((756112 +% (((c180 *% 25) +% 9) *% 1616)) +% (j179 *% 100)) +% (((iy274 +% 1) +% -1) *% 10)) +% 7)), 1))
+            storePartial(arena, (ix275 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy274 +% 1) *% 14)) +% 11)), sum281_v, 1)
           }
         }
-        for iy283 in 0..<1 {
-          for ix284 in 0..<1 {
-            let sum285_v = loadPartial(arena, (ix284 +% (((756112 +% ((c171 *% 25) *% 1616)) +% (j170 *% 100)) +% ((iy283 +% 2) *% 10))), 1)
-            let sum286_v = (sum285_v + loadPartial(arena, (ix284 +% (((756112 +% (((c171 *% 25) +% 5) *% 1616)) +% (j170 *% 100)) +% (((iy283 +% 2) +% -1) *% 10))), 1))
-            let sum287_v = (sum286_v + loadPartial(arena, (ix284 +% (((756112 +% (((c171 *% 25) +% 10) *% 1616)) +% (j170 *% 100)) +% (((iy283 +% 2) +% -2) *% 10))), 1))
-            storePartial(arena, (ix284 +% (((376320 +% (((g154 *% 16) +% j170) *% 1176)) +% (c171 *% 196)) +% ((iy283 +% 2) *% 14))), sum287_v, 1)
+        for iy282 in 0..<1 {
+          for ix283 in 0..<1 {
+            let sum284_v = loadPartial(arena, (ix283 +% ((((756112 +% (((c180 *% 25) +% 3) *% 1616)) +% (j179 *% 100)) +% ((iy282 +% 1) *% 10)) +% 9)), 1)
+            let sum285_v = (sum284_v + loadPartial(arena, (ix283 +% ((((756112 +% (((c180 *% 25) +% 4) *% 1616)) +% (j179 *% 100)) +% ((iy282 +% 1) *% 10)) +% 8)), 1))
+            let sum286_v = (sum285_v + loadPartial(arena, (ix283 +% ((((756112 +% (((c180 *% 25) +% 8) *% 1616)) +% (j179 *% 100)) +% (((iy282 +% 1) +% -1) *% 10)) +% 9)), 1))
+            let sum287_v = (sum286_v + loadPartial(arena, (ix283 +% ((((756112 +% (((c180 *% 25) +% 9) *% 1616)) +% (j179 *% 100)) +% (((iy282 +% 1) +% -1) *% 10)) +% 8)), 1))
+            storePartial(arena, (ix283 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy282 +% 1) *% 14)) +% 12)), sum287_v, 1)
           }
         }
         for iy288 in 0..<1 {
           for ix289 in 0..<1 {
-            let sum290_v = loadPartial(arena, (ix289 +% ((((756112 +% ((c171 *% 25) *% 1616)) +% (j170 *% 100)) +% ((iy288 +% 2) *% 10)) +% 1)), 1)
-            let sum291_v = (sum290_v + loadPartial(arena, (ix289 +% (((756112 +% (((c171 *% 25) +% 1) *% 1616)) +% (j170 *% 100)) +% ((iy288 +% 2) *% 10))), 1))
-            let sum292_v = (sum291_v + loadPartial(arena, (ix289 +% ((((756112 +% (((c171 *% 25) +% 5) *% 1616)) +% (j170 *% 100)) +% (((iy288 +% 2) +% -1) *% 10)) +% 1)), 1))
-            let sum293_v = (sum292_v + loadPartial(arena, (ix289 +% (((756112 +% (((c171 *% 25) +% 6) *% 1616)) +% (j170 *% 100)) +% (((iy288 +% 2) +% -1) *% 10))), 1))
-            let sum294_v = (sum293_v + loadPartial(arena, (ix289 +% ((((756112 +% (((c171 *% 25) +% 10) *% 1616)) +% (j170 *% 100)) +% (((iy288 +% 2) +% -2) *% 10)) +% 1)), 1))
-            let sum295_v = (sum294_v + loadPartial(arena, (ix289 +% (((756112 +% (((c171 *% 25) +% 11) *% 1616)) +% (j170 *% 100)) +% (((iy288 +% 2) +% -2) *% 10))), 1))
-            storePartial(arena, (ix289 +% ((((376320 +% (((g154 *% 16) +% j170) *% 1176)) +% (c171 *% 196)) +% ((iy288 +% 2) *% 14)) +% 1)), sum295_v, 1)
+            let sum290_v = loadPartial(arena, (ix289 +% ((((756112 +% (((c180 *% 25) +% 4) *% 1616)) +% (j179 *% 100)) +% ((iy288 +% 1) *% 10)) +% 9)), 1)
+            let sum291_v = (sum290_v + loadPartial(arena, (ix289 +% ((((756112 +% (((c180 *% 25) +% 9) *% 1616)) +% (j179 *% 100)) +% (((iy288 +% 1) +% -1) *% 10)) +% 9)), 1))
+            storePartial(arena, (ix289 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy288 +% 1) *% 14)) +% 13)), sum291_v, 1)
           }
         }
-        for iy296 in 0..<1 {
-          for ix297 in 0..<1 {
-            let sum298_v = loadPartial(arena, (ix297 +% ((((756112 +% ((c171 *% 25) *% 1616)) +% (j170 *% 100)) +% ((iy296 +% 2) *% 10)) +% 2)), 1)
-            let sum299_v = (sum298_v + loadPartial(arena, (ix297 +% ((((756112 +% (((c171 *% 25) +% 1) *% 1616)) +% (j170 *% 100)) +% ((iy296 +% 2) *% 10)) +% 1)), 1))
-            let sum300_v = (sum299_v + loadPartial(arena, (ix297 +% (((756112 +% (((c171 *% 25) +% 2) *% 1616)) +% (j170 *% 100)) +% ((iy296 +% 2) *% 10))), 1))
-            let sum301_v = (sum300_v + loadPartial(arena, (ix297 +% ((((756112 +% (((c171 *% 25) +% 5) *% 1616)) +% (j170 *% 100)) +% (((iy296 +% 2) +% -1) *% 10)) +% 2)), 1))
-            let sum302_v = (sum301_v + loadPartial(arena, (ix297 +% ((((756112 +% (((c171 *% 25) +% 6) *% 1616)) +% (j170 *% 100)) +% (((iy296 +% 2) +% -1) *% 10)) +% 1)), 1))
-            let sum303_v = (sum302_v + loadPartial(arena, (ix297 +% (((756112 +% (((c171 *% 25) +% 7) *% 1616)) +% (j170 *% 100)) +% (((iy296 +% 2) +% -1) *% 10))), 1))
-            let sum304_v = (sum303_v + loadPartial(arena, (ix297 +% ((((756112 +% (((c171 *% 25) +% 10) *% 1616)) +% (j170 *% 100)) +% (((iy296 +% 2) +% -2) *% 10)) +% 2)), 1))
-            let sum305_v = (sum304_v + loadPartial(arena, (ix297 +% ((((756112 +% (((c171 *% 25) +% 11) *% 1616)) +% (j170 *% 100)) +% (((iy296 +% 2) +% -2) *% 10)) +% 1)), 1))
-            let sum306_v = (sum305_v + loadPartial(arena, (ix297 +% (((756112 +% (((c171 *% 25) +% 12) *% 1616)) +% (j170 *% 100)) +% (((iy296 +% 2) +% -2) *% 10))), 1))
-            storePartial(arena, (ix297 +% ((((376320 +% (((g154 *% 16) +% j170) *% 1176)) +% (c171 *% 196)) +% ((iy296 +% 2) *% 14)) +% 2)), sum306_v, 1)
+        for iy292 in 0..<1 {
+          for ix293 in 0..<1 {
+            let sum294_v = loadPartial(arena, (ix293 +% (((756112 +% ((c180 *% 25) *% 1616)) +% (j179 *% 100)) +% ((iy292 +% 2) *% 10))), 1)
+            let sum295_v = (sum294_v + loadPartial(arena, (ix293 +% (((756112 +% (((c180 *% 25) +% 5) *% 1616)) +% (j179 *% 100)) +% (((iy292 +% 2) +% -1) *% 10))), 1))
+            let sum296_v = (sum295_v + loadPartial(arena, (ix293 +% (((756112 +% (((c180 *% 25) +% 10) *% 1616)) +% (j179 *% 100)) +% (((iy292 +% 2) +% -2) *% 10))), 1))
+            storePartial(arena, (ix293 +% (((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy292 +% 2) *% 14))), sum296_v, 1)
           }
         }
-        for iy307 in 0..<1 {
-          for ix308 in 0..<1 {
-            let sum309_v = loadPartial(arena, (ix308 +% ((((756112 +% ((c171 *% 25) *% 1616)) +% (j170 *% 100)) +% ((iy307 +% 2) *% 10)) +% 3)), 1)
-            let sum310_v = (sum309_v + loadPartial(arena, (ix308 +% ((((756112 +% (((c171 *% 25) +% 1) *% 1616)) +% (j170 *% 100)) +% ((iy307 +% 2) *% 10)) +% 2)), 1))
-            let sum311_v = (sum310_v + loadPartial(arena, (ix308 +% ((((756112 +% (((c171 *% 25) +% 2) *% 1616)) +% (j170 *% 100)) +% ((iy307 +% 2) *% 10)) +% 1)), 1))
-            let sum312_v = (sum311_v + loadPartial(arena, (ix308 +% (((756112 +% (((c171 *% 25) +% 3) *% 1616)) +% (j170 *% 100)) +% ((iy307 +% 2) *% 10))), 1))
-            let sum313_v = (sum312_v + loadPartial(arena, (ix308 +% ((((756112 +% (((c171 *% 25) +% 5) *% 1616)) +% (j170 *% 100)) +% (((iy307 +% 2) +% -1) *% 10)) +% 3)), 1))
-            let sum314_v = (sum313_v + loadPartial(arena, (ix308 +% ((((756112 +% (((c171 *% 25) +% 6) *% 1616)) +% (j170 *% 100)) +% (((iy307 +% 2) +% -1) *% 10)) +% 2)), 1))
-            let sum315_v = (sum314_v + loadPartial(arena, (ix308 +% ((((756112 +% (((c171 *% 25) +% 7) *% 1616)) +% (j170 *% 100)) +% (((iy307 +% 2) +% -1) *% 10)) +% 1)), 1))
-            let sum316_v = (sum315_v + loadPartial(arena, (ix308 +% (((756112 +% (((c171 *% 25) +% 8) *% 1616)) +% (j170 *% 100)) +% (((iy307 +% 2) +% -1) *% 10))), 1))
-            let sum317_v = (sum316_v + loadPartial(arena, (ix308 +% ((((756112 +% (((c171 *% 25) +% 10) *% 1616)) +% (j170 *% 100)) +% (((iy307 +% 2) +% -2) *% 10)) +% 3)), 1))
-            let sum318_v = (sum317_v + loadPartial(arena, (ix308 +% ((((756112 +% (((c171 *% 25) +% 11) *% 1616)) +% (j170 *% 100)) +% (((iy307 +% 2) +% -2) *% 10)) +% 2)), 1))
-            let sum319_v = (sum318_v + loadPartial(arena, (ix308 +% ((((756112 +% (((c171 *% 25) +% 12) *% 1616)) +% (j170 *% 100)) +% (((iy307 +% 2) +% -2) *% 10)) +% 1)), 1))
-            let sum320_v = (sum319_v + loadPartial(arena, (ix308 +% (((756112 +% (((c171 *% 25) +% 13) *% 1616)) +% (j170 *% 100)) +% (((iy307 +% 2) +% -2) *% 10))), 1))
-            storePartial(arena, (ix308 +% ((((376320 +% (((g154 *% 16) +% j170) *% 1176)) +% (c171 *% 196)) +% ((iy307 +% 2) *% 14)) +% 3)), sum320_v, 1)
+        for iy297 in 0..<1 {
+          for ix298 in 0..<1 {
+            let sum299_v = loadPartial(arena, (ix298 +% ((((756112 +% ((c180 *% 25) *% 1616)) +% (j179 *% 100)) +% ((iy297 +% 2) *% 10)) +% 1)), 1)
+            let sum300_v = (sum299_v + loadPartial(arena, (ix298 +% (((756112 +% (((c180 *% 25) +% 1) *% 1616)) +% (j179 *% 100)) +% ((iy297 +% 2) *% 10))), 1))
+            let sum301_v = (sum300_v + loadPartial(arena, (ix298 +% ((((756112 +% (((c180 *% 25) +% 5) *% 1616)) +% (j179 *% 100)) +% (((iy297 +% 2) +% -1) *% 10)) +% 1)), 1))
+            let sum302_v = (sum301_v + loadPartial(arena, (ix298 +% (((756112 +% (((c180 *% 25) +% 6) *% 1616)) +% (j179 *% 100)) +% (((iy297 +% 2) +% -1) *% 10))), 1))
+            let sum303_v = (sum302_v + loadPartial(arena, (ix298 +% ((((756112 +% (((c180 *% 25) +% 10) *% 1616)) +% (j179 *% 100)) +% (((iy297 +% 2) +% -2) *% 10)) +% 1)), 1))
+            let sum304_v = (sum303_v + loadPartial(arena, (ix298 +% (((756112 +% (((c180 *% 25) +% 11) *% 1616)) +% (j179 *% 100)) +% (((iy297 +% 2) +% -2) *% 10))), 1))
+            storePartial(arena, (ix298 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy297 +% 2) *% 14)) +% 1)), sum304_v, 1)
           }
         }
-        for iy321 in 0..<1 {
-          for ix322 in 0..<1 {
-            let sum323_v = loadPartial(arena, (ix322 +% ((((756112 +% ((c171 *% 25) *% 1616)) +% (j170 *% 100)) +% ((iy321 +% 2) *% 10)) +% 4)), 6)
-            let sum324_v = (sum323_v + loadPartial(arena, (ix322 +% ((((756112 +% (((c171 *% 25) +% 1) *% 1616)) +% (j170 *% 100)) +% ((iy321 +% 2) *% 10)) +% 3)), 6))
-            let sum325_v = (sum324_v + loadPartial(arena, (ix322 +% ((((756112 +% (((c171 *% 25) +% 2) *% 1616)) +% (j170 *% 100)) +% ((iy321 +% 2) *% 10)) +% 2)), 6))
-            let sum326_v = (sum325_v + loadPartial(arena, (ix322 +% ((((756112 +% (((c171 *% 25) +% 3) *% 1616)) +% (j170 *% 100)) +% ((iy321 +% 2) *% 10)) +% 1)), 6))
-            let sum327_v = (sum326_v + loadPartial(arena, (ix322 +% (((756112 +% (((c171 *% 25) +% 4) *% 1616)) +% (j170 *% 100)) +% ((iy321 +% 2) *% 10))), 6))
-            let sum328_v = (sum327_v + loadPartial(arena, (ix322 +% ((((756112 +% (((c171 *% 25) +% 5) *% 1616)) +% (j170 *% 100)) +% (((iy321 +% 2) +% -1) *% 10)) +% 4)), 6))
-            let sum329_v = (sum328_v + loadPartial(arena, (ix322 +% ((((756112 +% (((c171 *% 25) +% 6) *% 1616)) +% (j170 *% 100)) +% (((iy321 +% 2) +% -1) *% 10)) +% 3)), 6))
-            let sum330_v = (sum329_v + loadPartial(arena, (ix322 +% ((((756112 +% (((c171 *% 25) +% 7) *% 1616)) +% (j170 *% 100)) +% (((iy321 +% 2) +% -1) *% 10)) +% 2)), 6))
-            let sum331_v = (sum330_v + loadPartial(arena, (ix322 +% ((((756112 +% (((c171 *% 25) +% 8) *% 1616)) +% (j170 *% 100)) +% (((iy321 +% 2) +% -1) *% 10)) +% 1)), 6))
-            let sum332_v = (sum331_v + loadPartial(arena, (ix322 +% (((756112 +% (((c171 *% 25) +% 9) *% 1616)) +% (j170 *% 100)) +% (((iy321 +% 2) +% -1) *% 10))), 6))
-            let sum333_v = (sum332_v + loadPartial(arena, (ix322 +% ((((756112 +% (((c171 *% 25) +% 10) *% 1616)) +% (j170 *% 100)) +% (((iy321 +% 2) +% -2) *% 10)) +% 4)), 6))
-            let sum334_v = (sum333_v + loadPartial(arena, (ix322 +% ((((756112 +% (((c171 *% 25) +% 11) *% 1616)) +% (j170 *% 100)) +% (((iy321 +% 2) +% -2) *% 10)) +% 3)), 6))
-            let sum335_v = (sum334_v + loadPartial(arena, (ix322 +% ((((756112 +% (((c171 *% 25) +% 12) *% 1616)) +% (j170 *% 100)) +% (((iy321 +% 2) +% -2) *% 10)) +% 2)), 6))
-            let sum336_v = (sum335_v + loadPartial(arena, (ix322 +% ((((756112 +% (((c171 *% 25) +% 13) *% 1616)) +% (j170 *% 100)) +% (((iy321 +% 2) +% -2) *% 10)) +% 1)), 6))
-            let sum337_v = (sum336_v + loadPartial(arena, (ix322 +% (((756112 +% (((c171 *% 25) +% 14) *% 1616)) +% (j170 *% 100)) +% (((iy321 +% 2) +% -2) *% 10))), 6))
-            storePartial(arena, (ix322 +% ((((376320 +% (((g154 *% 16) +% j170) *% 1176)) +% (c171 *% 196)) +% ((iy321 +% 2) *% 14)) +% 4)), sum337_v, 6)
+        for iy305 in 0..<1 {
+          for ix306 in 0..<1 {
+            let sum307_v = loadPartial(arena, (ix306 +% ((((756112 +% ((c180 *% 25) *% 1616)) +% (j179 *% 100)) +% ((iy305 +% 2) *% 10)) +% 2)), 1)
+            let sum308_v = (sum307_v + loadPartial(arena, (ix306 +% ((((756112 +% (((c180 *% 25) +% 1) *% 1616)) +% (j179 *% 100)) +% ((iy305 +% 2) *% 10)) +% 1)), 1))
+            let sum309_v = (sum308_v + loadPartial(arena, (ix306 +% (((756112 +% (((c180 *% 25) +% 2) *% 1616)) +% (j179 *% 100)) +% ((iy305 +% 2) *% 10))), 1))
+            let sum310_v = (sum309_v + loadPartial(arena, (ix306 +% ((((756112 +% (((c180 *% 25) +% 5) *% 1616)) +% (j179 *% 100)) +% (((iy305 +% 2) +% -1) *% 10)) +% 2)), 1))
+            let sum311_v = (sum310_v + loadPartial(arena, (ix306 +% ((((756112 +% (((c180 *% 25) +% 6) *% 1616)) +% (j179 *% 100)) +% (((iy305 +% 2) +% -1) *% 10)) +% 1)), 1))
+            let sum312_v = (sum311_v + loadPartial(arena, (ix306 +% (((756112 +% (((c180 *% 25) +% 7) *% 1616)) +% (j179 *% 100)) +% (((iy305 +% 2) +% -1) *% 10))), 1))
+            let sum313_v = (sum312_v + loadPartial(arena, (ix306 +% ((((756112 +% (((c180 *% 25) +% 10) *% 1616)) +% (j179 *% 100)) +% (((iy305 +% 2) +% -2) *% 10)) +% 2)), 1))
+            let sum314_v = (sum313_v + loadPartial(arena, (ix306 +% ((((756112 +% (((c180 *% 25) +% 11) *% 1616)) +% (j179 *% 100)) +% (((iy305 +% 2) +% -2) *% 10)) +% 1)), 1))
+            let sum315_v = (sum314_v + loadPartial(arena, (ix306 +% (((756112 +% (((c180 *% 25) +% 12) *% 1616)) +% (j179 *% 100)) +% (((iy305 +% 2) +% -2) *% 10))), 1))
+            storePartial(arena, (ix306 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy305 +% 2) *% 14)) +% 2)), sum315_v, 1)
           }
         }
-        for iy338 in 0..<1 {
-          for ix339 in 0..<1 {
-            let sum340_v = loadPartial(arena, (ix339 +% ((((756112 +% (((c171 *% 25) +% 1) *% 1616)) +% (j170 *% 100)) +% ((iy338 +% 2) *% 10)) +% 9)), 1)
-            let sum341_v = (sum340_v + loadPartial(arena, (ix339 +% ((((756112 +% (((c171 *% 25) +% 2) *% 1616)) +% (j170 *% 100)) +% ((iy338 +% 2) *% 10)) +% 8)), 1))
-            let sum342_v = (sum341_v + loadPartial(arena, (ix339 +% ((((756112 +% (((c171 *% 25) +% 3) *% 1616)) +% (j170 *% 100)) +% ((iy338 +% 2) *% 10)) +% 7)), 1))
-            let sum343_v = (sum342_v + loadPartial(arena, (ix339 +% ((((756112 +% (((c171 *% 25) +% 4) *% 1616)) +% (j170 *% 100)) +% ((iy338 +% 2) *% 10)) +% 6)), 1))
-            let sum344_v = (sum343_v + loadPartial(arena, (ix339 +% ((((756112 +% (((c171 *% 25) +% 6) *% 1616)) +% (j170 *% 100)) +% (((iy338 +% 2) +% -1) *% 10)) +% 9)), 1))
-            let sum345_v = (sum344_v + loadPartial(arena, (ix339 +% ((((756112 +% (((c171 *% 25) +% 7) *% 1616)) +% (j170 *% 100)) +% (((iy338 +% 2) +% -1) *% 10)) +% 8)), 1))
-            let sum346_v = (sum345_v + loadPartial(arena, (ix339 +% ((((756112 +% (((c171 *% 25) +% 8) *% 1616)) +% (j170 *% 100)) +% (((iy338 +% 2) +% -1) *% 10)) +% 7)), 1))
-            let sum347_v = (sum346_v + loadPartial(arena, (ix339 +% ((((756112 +% (((c171 *% 25) +% 9) *% 1616)) +% (j170 *% 100)) +% (((iy338 +% 2) +% -1) *% 10)) +% 6)), 1))
-            let sum348_v = (sum347_v + loadPartial(arena, (ix339 +% ((((756112 +% (((c171 *% 25) +% 11) *% 1616)) +% (j170 *% 100)) +% (((iy338 +% 2) +% -2) *% 10)) +% 9)), 1))
-            let sum349_v = (sum348_v + loadPartial(arena, (ix339 +% ((((756112 +% (((c171 *% 25) +% 12) *% 1616)) +% (j170 *% 100)) +% (((iy338 +% 2) +% -2) *% 10)) +% 8)), 1))
-            let sum350_v = (sum349_v + loadPartial(arena, (ix339 +% ((((756112 +% (((c171 *% 25) +% 13) *% 1616)) +% (j170 *% 100)) +% (((iy338 +% 2) +% -2) *% 10)) +% 7)), 1))
-            let sum351_v = (sum350_v + loadPartial(arena, (ix339 +% ((((756112 +% (((c171 *% 25) +% 14) *% 1616)) +% (j170 *% 100)) +% (((iy338 +% 2) +% -2) *% 10)) +% 6)), 1))
-            storePartial(arena, (ix339 +% ((((376320 +% (((g154 *% 16) +% j170) *% 1176)) +% (c171 *% 196)) +% ((iy338 +% 2) *% 14)) +% 10)), sum351_v, 1)
+        for iy316 in 0..<1 {
+          for ix317 in 0..<1 {
+            let sum318_v = loadPartial(arena, (ix317 +% ((((756112 +% ((c180 *% 25) *% 1616)) +% (j179 *% 100)) +% ((iy316 +% 2) *% 10)) +% 3)), 1)
+            let sum319_v = (sum318_v + loadPartial(arena, (ix317 +% ((((756112 +% (((c180 *% 25) +% 1) *% 1616)) +% (j179 *% 100)) +% ((iy316 +% 2) *% 10)) +% 2)), 1))
+            let sum320_v = (sum319_v + loadPartial(arena, (ix317 +% ((((756112 +% (((c180 *% 25) +% 2) *% 1616)) +% (j179 *% 100)) +% ((iy316 +% 2) *% 10)) +% 1)), 1))
+            let sum321_v = (sum320_v + loadPartial(arena, (ix317 +% (((756112 +% (((c180 *% 25) +% 3) *% 1616)) +% (j179 *% 100)) +% ((iy316 +% 2) *% 10))), 1))
+            let sum322_v = (sum321_v + loadPartial(arena, (ix317 +% ((((756112 +% (((c180 *% 25) +% 5) *% 1616)) +% (j179 *% 100)) +% (((iy316 +% 2) +% -1) *% 10)) +% 3)), 1))
+            let sum323_v = (sum322_v + loadPartial(arena, (ix317 +% ((((756112 +% (((c180 *% 25) +% 6) *% 1616)) +% (j179 *% 100)) +% (((iy316 +% 2) +% -1) *% 10)) +% 2)), 1))
+            let sum324_v = (sum323_v + loadPartial(arena, (ix317 +% ((((756112 +% (((c180 *% 25) +% 7) *% 1616)) +% (j179 *% 100)) +% (((iy316 +% 2) +% -1) *% 10)) +% 1)), 1))
+            let sum325_v = (sum324_v + loadPartial(arena, (ix317 +% (((756112 +% (((c180 *% 25) +% 8) *% 1616)) +% (j179 *% 100)) +% (((iy316 +% 2) +% -1) *% 10))), 1))
+            let sum326_v = (sum325_v + loadPartial(arena, (ix317 +% ((((756112 +% (((c180 *% 25) +% 10) *% 1616)) +% (j179 *% 100)) +% (((iy316 +% 2) +% -2) *% 10)) +% 3)), 1))
+            let sum327_v = (sum326_v + loadPartial(arena, (ix317 +% ((((756112 +% (((c180 *% 25) +% 11) *% 1616)) +% (j179 *% 100)) +% (((iy316 +% 2) +% -2) *% 10)) +% 2)), 1))
+            let sum328_v = (sum327_v + loadPartial(arena, (ix317 +% ((((756112 +% (((c180 *% 25) +% 12) *% 1616)) +% (j179 *% 100)) +% (((iy316 +% 2) +% -2) *% 10)) +% 1)), 1))
+            let sum329_v = (sum328_v + loadPartial(arena, (ix317 +% (((756112 +% (((c180 *% 25) +% 13) *% 1616)) +% (j179 *% 100)) +% (((iy316 +% 2) +% -2) *% 10))), 1))
+            storePartial(arena, (ix317 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy316 +% 2) *% 14)) +% 3)), sum329_v, 1)
           }
         }
-        for iy352 in 0..<1 {
-          for ix353 in 0..<1 {
-            let sum354_v = loadPartial(arena, (ix353 +% ((((756112 +% (((c171 *% 25) +% 2) *% 1616)) +% (j170 *% 100)) +% ((iy352 +% 2) *% 10)) +% 9)), 1)
-            let sum355_v = (sum354_v + loadPartial(arena, (ix353 +% ((((756112 +% (((c171 *% 25) +% 3) *% 1616)) +% (j170 *% 100)) +% ((iy352 +% 2) *% 10)) +% 8)), 1))
-            let sum356_v = (sum355_v + loadPartial(arena, (ix353 +% ((((756112 +% (((c171 *% 25) +% 4) *% 1616)) +% (j170 *% 100)) +% ((iy352 +% 2) *% 10)) +% 7)), 1))
-            let sum357_v = (sum356_v + loadPartial(arena, (ix353 +% ((((756112 +% (((c171 *% 25) +% 7) *% 1616)) +% (j170 *% 100)) +% (((iy352 +% 2) +% -1) *% 10)) +% 9)), 1))
-            let sum358_v = (sum357_v + loadPartial(arena, (ix353 +% ((((756112 +% (((c171 *% 25) +% 8) *% 1616)) +% (j170 *% 100)) +% (((iy352 +% 2) +% -1) *% 10)) +% 8)), 1))
-            let sum359_v = (sum358_v + loadPartial(arena, (ix353 +% ((((756112 +% (((c171 *% 25) +% 9) *% 1616)) +% (j170 *% 100)) +% (((iy352 +% 2) +% -1) *% 10)) +% 7)), 1))
-            let sum360_v = (sum359_v + loadPartial(arena, (ix353 +% ((((756112 +% (((c171 *% 25) +% 12) *% 1616)) +% (j170 *% 100)) +% (((iy352 +% 2) +% -2) *% 10)) +% 9)), 1))
-            let sum361_v = (sum360_v + loadPartial(arena, (ix353 +% ((((756112 +% (((c171 *% 25) +% 13) *% 1616)) +% (j170 *% 100)) +% (((iy352 +% 2) +% -2) *% 10)) +% 8)), 1))
-            let sum362_v = (sum361_v + loadPartial(arena, (ix353 +% ((((756112 +% (((c171 *% 25) +% 14) *% 1616)) +% (j170 *% 100)) +% (((iy352 +% 2) +% -2) *% 10)) +% 7)), 1))
-            storePartial(arena, (ix353 +% ((((376320 +% (((g154 *% 16) +% j170) *% 1176)) +% (c171 *% 196)) +% ((iy352 +% 2) *% 14)) +% 11)), sum362_v, 1)
+        for iy330 in 0..<1 {
+          for ix331 in 0..<1 {
+            let sum332_v = loadPartial(arena, (ix331 +% ((((756112 +% ((c180 *% 25) *% 1616)) +% (j179 *% 100)) +% ((iy330 +% 2) *% 10)) +% 4)), 6)
+            let sum333_v = (sum332_v + loadPartial(arena, (ix331 +% ((((756112 +% (((c180 *% 25) +% 1) *% 1616)) +% (j179 *% 100)) +% ((iy330 +% 2) *% 10)) +% 3)), 6))
+            let sum334_v = (sum333_v + loadPartial(arena, (ix331 +% ((((756112 +% (((c180 *% 25) +% 2) *% 1616)) +% (j179 *% 100)) +% ((iy330 +% 2) *% 10)) +% 2)), 6))
+            let sum335_v = (sum334_v + loadPartial(arena, (ix331 +% ((((756112 +% (((c180 *% 25) +% 3) *% 1616)) +% (j179 *% 100)) +% ((iy330 +% 2) *% 10)) +% 1)), 6))
+            let sum336_v = (sum335_v + loadPartial(arena, (ix331 +% (((756112 +% (((c180 *% 25) +% 4) *% 1616)) +% (j179 *% 100)) +% ((iy330 +% 2) *% 10))), 6))
+            let sum337_v = (sum336_v + loadPartial(arena, (ix331 +% ((((756112 +% (((c180 *% 25) +% 5) *% 1616)) +% (j179 *% 100)) +% (((iy330 +% 2) +% -1) *% 10)) +% 4)), 6))
+            let sum338_v = (sum337_v + loadPartial(arena, (ix331 +% ((((756112 +% (((c180 *% 25) +% 6) *% 1616)) +% (j179 *% 100)) +% (((iy330 +% 2) +% -1) *% 10)) +% 3)), 6))
+            let sum339_v = (sum338_v + loadPartial(arena, (ix331 +% ((((756112 +% (((c180 *% 25) +% 7) *% 1616)) +% (j179 *% 100)) +% (((iy330 +% 2) +% -1) *% 10)) +% 2)), 6))
+            let sum340_v = (sum339_v + loadPartial(arena, (ix331 +% ((((756112 +% (((c180 *% 25) +% 8) *% 1616)) +% (j179 *% 100)) +% (((iy330 +% 2) +% -1) *% 10)) +% 1)), 6))
+            let sum341_v = (sum340_v + loadPartial(arena, (ix331 +% (((756112 +% (((c180 *% 25) +% 9) *% 1616)) +% (j179 *% 100)) +% (((iy330 +% 2) +% -1) *% 10))), 6))
+            let sum342_v = (sum341_v + loadPartial(arena, (ix331 +% ((((756112 +% (((c180 *% 25) +% 10) *% 1616)) +% (j179 *% 100)) +% (((iy330 +% 2) +% -2) *% 10)) +% 4)), 6))
+            let sum343_v = (sum342_v + loadPartial(arena, (ix331 +% ((((756112 +% (((c180 *% 25) +% 11) *% 1616)) +% (j179 *% 100)) +% (((iy330 +% 2) +% -2) *% 10)) +% 3)), 6))
+            let sum344_v = (sum343_v + loadPartial(arena, (ix331 +% ((((756112 +% (((c180 *% 25) +% 12) *% 1616)) +% (j179 *% 100)) +% (((iy330 +% 2) +% -2) *% 10)) +% 2)), 6))
+            let sum345_v = (sum344_v + loadPartial(arena, (ix331 +% ((((756112 +% (((c180 *% 25) +% 13) *% 1616)) +% (j179 *% 100)) +% (((iy330 +% 2) +% -2) *% 10)) +% 1)), 6))
+            let sum346_v = (sum345_v + loadPartial(arena, (ix331 +% (((756112 +% (((c180 *% 25) +% 14) *% 1616)) +% (j179 *% 100)) +% (((iy330 +% 2) +% -2) *% 10))), 6))
+            storePartial(arena, (ix331 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy330 +% 2) *% 14)) +% 4)), sum346_v, 6)
           }
         }
-        for iy363 in 0..<1 {
-          for ix364 in 0..<1 {
-            let sum365_v = loadPartial(arena, (ix364 +% ((((756112 +% (((c171 *% 25) +% 3) *% 1616)) +% (j170 *% 100)) +% ((iy363 +% 2) *% 10)) +% 9)), 1)
-            let sum366_v = (sum365_v + loadPartial(arena, (ix364 +% ((((756112 +% (((c171 *% 25) +% 4) *% 1616)) +% (j170 *% 100)) +% ((iy363 +% 2) *% 10)) +% 8)), 1))
-            let sum367_v = (sum366_v + loadPartial(arena, (ix364 +% ((((756112 +% (((c171 *% 25) +% 8) *% 1616)) +% (j170 *% 100)) +% (((iy363 +% 2) +% -1) *% 10)) +% 9)), 1))
-            let sum368_v = (sum367_v + loadPartial(arena, (ix364 +% ((((756112 +% (((c171 *% 25) +% 9) *% 1616)) +% (j170 *% 100)) +% (((iy363 +% 2) +% -1) *% 10)) +% 8)), 1))
-            let sum369_v = (sum368_v + loadPartial(arena, (ix364 +% ((((756112 +% (((c171 *% 25) +% 13) *% 1616)) +% (j170 *% 100)) +% (((iy363 +% 2) +% -2) *% 10)) +% 9)), 1))
-            let sum370_v = (sum369_v + loadPartial(arena, (ix364 +% ((((756112 +% (((c171 *% 25) +% 14) *% 1616)) +% (j170 *% 100)) +% (((iy363 +% 2) +% -2) *% 10)) +% 8)), 1))
-            storePartial(arena, (ix364 +% ((((376320 +% (((g154 *% 16) +% j170) *% 1176)) +% (c171 *% 196)) +% ((iy363 +% 2) *% 14)) +% 12)), sum370_v, 1)
+        for iy347 in 0..<1 {
+          for ix348 in 0..<1 {
+            let sum349_v = loadPartial(arena, (ix348 +% ((((756112 +% (((c180 *% 25) +% 1) *% 1616)) +% (j179 *% 100)) +% ((iy347 +% 2) *% 10)) +% 9)), 1)
+            let sum350_v = (sum349_v + loadPartial(arena, (ix348 +% ((((756112 +% (((c180 *% 25) +% 2) *% 1616)) +% (j179 *% 100)) +% ((iy347 +% 2) *% 10)) +% 8)), 1))
+            let sum351_v = (sum350_v + loadPartial(arena, (ix348 +% ((((756112 +% (((c180 *% 25) +% 3) *% 1616)) +% (j179 *% 100)) +% ((iy347 +% 2) *% 10)) +% 7)), 1))
+            let sum352_v = (sum351_v + loadPartial(arena, (ix348 +% ((((756112 +% (((c180 *% 25) +% 4) *% 1616)) +% (j179 *% 100)) +% ((iy347 +% 2) *% 10)) +% 6)), 1))
+            let sum353_v = (sum352_v + loadPartial(arena, (ix348 +% ((((756112 +% (((c180 *% 25) +% 6) *% 1616)) +% (j179 *% 100)) +% (((iy347 +% 2) +% -1) *% 10)) +% 9)), 1))
+            let sum354_v = (sum353_v + loadPartial(arena, (ix348 +% ((((756112 +% (((c180 *% 25) +% 7) *% 1616)) +% (j179 *% 100)) +% (((iy347 +% 2) +% -1) *% 10)) +% 8)), 1))
+            let sum355_v = (sum354_v + loadPartial(arena, (ix348 +% ((((756112 +% (((c180 *% 25) +% 8) *% 1616)) +% (j179 *% 100)) +% (((iy347 +% 2) +% -1) *% 10)) +% 7)), 1))
+            let sum356_v = (sum355_v + loadPartial(arena, (ix348 +% ((((756112 +% (((c180 *% 25) +% 9) *% 1616)) +% (j179 *% 100)) +% (((iy347 +% 2) +% -1) *% 10)) +% 6)), 1))
+            let sum357_v = (sum356_v + loadPartial(arena, (ix348 +% ((((756112 +% (((c180 *% 25) +% 11) *% 1616)) +% (j179 *% 100)) +% (((iy347 +% 2) +% -2) *% 10)) +% 9)), 1))
+            let sum358_v = (sum357_v + loadPartial(arena, (ix348 +% ((((756112 +% (((c180 *% 25) +% 12) *% 1616)) +% (j179 *% 100)) +% (((iy347 +% 2) +% -2) *% 10)) +% 8)), 1))
+            let sum359_v = (sum358_v + loadPartial(arena, (ix348 +% ((((756112 +% (((c180 *% 25) +% 13) *% 1616)) +% (j179 *% 100)) +% (((iy347 +% 2) +% -2) *% 10)) +% 7)), 1))
+            let sum360_v = (sum359_v + loadPartial(arena, (ix348 +% ((((756112 +% (((c180 *% 25) +% 14) *% 1616)) +% (j179 *% 100)) +% (((iy347 +% 2) +% -2) *% 10)) +% 6)), 1))
+            storePartial(arena, (ix348 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy347 +% 2) *% 14)) +% 10)), sum360_v, 1)
           }
         }
-        for iy371 in 0..<1 {
-          for ix372 in 0..<1 {
-            let sum373_v = loadPartial(arena, (ix372 +% ((((756112 +% (((c171 *% 25) +% 4) *% 1616)) +% (j170 *% 100)) +% ((iy371 +% 2) *% 10)) +% 9)), 1)
-            let sum374_v = (sum373_v + loadPartial(arena, (ix372 +% ((((756112 +% (((c171 *% 25) +% 9) *% 1616)) +% (j170 *% 100)) +% (((iy371 +% 2) +% -1) *% 10)) +% 9)), 1))
-            let sum375_v = (sum374_v + loadPartial(arena, (ix372 +% ((((756112 +% (((c171 *% 25) +% 14) *% 1616)) +% (j170 *% 100)) +% (((iy371 +% 2) +% -2) *% 10)) +% 9)), 1))
-            storePartial(arena, (ix372 +% ((((376320 +% (((g154 *% 16) +% j170) *% 1176)) +% (c171 *% 196)) +% ((iy371 +% 2) *% 14)) +% 13)), sum375_v, 1)
+        for iy361 in 0..<1 {
+          for ix362 in 0..<1 {
+            let sum363_v = loadPartial(arena, (ix362 +% ((((756112 +% (((c180 *% 25) +% 2) *% 1616)) +% (j179 *% 100)) +% ((iy361 +% 2) *% 10)) +% 9)), 1)
+            let sum364_v = (sum363_v + loadPartial(arena, (ix362 +% ((((756112 +% (((c180 *% 25) +% 3) *% 1616)) +% (j179 *% 100)) +% ((iy361 +% 2) *% 10)) +% 8)), 1))
+            let sum365_v = (sum364_v + loadPartial(arena, (ix362 +% ((((756112 +% (((c180 *% 25) +% 4) *% 1616)) +% (j179 *% 100)) +% ((iy361 +% 2) *% 10)) +% 7)), 1))
+            let sum366_v = (sum365_v + loadPartial(arena, (ix362 +% ((((756112 +% (((c180 *% 25) +% 7) *% 1616)) +% (j179 *% 100)) +% (((iy361 +% 2) +% -1) *% 10)) +% 9)), 1))
+            let sum367_v = (sum366_v + loadPartial(arena, (ix362 +% ((((756112 +% (((c180 *% 25) +% 8) *% 1616)) +% (j179 *% 100)) +% (((iy361 +% 2) +% -1) *% 10)) +% 8)), 1))
+            let sum368_v = (sum367_v + loadPartial(arena, (ix362 +% ((((756112 +% (((c180 *% 25) +% 9) *% 1616)) +% (j179 *% 100)) +% (((iy361 +% 2) +% -1) *% 10)) +% 7)), 1))
+            let sum369_v = (sum368_v + loadPartial(arena, (ix362 +% ((((756112 +% (((c180 *% 25) +% 12) *% 1616)) +% (j179 *% 100)) +% (((iy361 +% 2) +% -2) *% 10)) +% 9)), 1))
+            let sum370_v = (sum369_v + loadPartial(arena, (ix362 +% ((((756112 +% (((c180 *% 25) +% 13) *% 1616)) +% (j179 *% 100)) +% (((iy361 +% 2) +% -2) *% 10)) +% 8)), 1))
+            let sum371_v = (sum370_v + loadPartial(arena, (ix362 +% ((((756112 +% (((c180 *% 25) +% 14) *% 1616)) +% (j179 *% 100)) +% (((iy361 +% 2) +% -2) *% 10)) +% 7)), 1))
+            storePartial(arena, (ix362 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy361 +% 2) *% 14)) +% 11)), sum371_v, 1)
           }
         }
-        for iy376 in 0..<1 {
-          for ix377 in 0..<1 {
-            let sum378_v = loadPartial(arena, (ix377 +% (((756112 +% ((c171 *% 25) *% 1616)) +% (j170 *% 100)) +% ((iy376 +% 3) *% 10))), 1)
-            let sum379_v = (sum378_v + loadPartial(arena, (ix377 +% (((756112 +% (((c171 *% 25) +% 5) *% 1616)) +% (j170 *% 100)) +% (((iy376 +% 3) +% -1) *% 10))), 1))
-            let sum380_v = (sum379_v + loadPartial(arena, (ix377 +% (((756112 +% (((c171 *% 25) +% 10) *% 1616)) +% (j170 *% 100)) +% (((iy376 +% 3) +% -2) *% 10))), 1))
-            let sum381_v = (sum380_v + loadPartial(arena, (ix377 +% (((756112 +% (((c171 *% 25) +% 15) *% 1616)) +% (j170 *% 100)) +% (((iy376 +% 3) +% -3) *% 10))), 1))
-            storePartial(arena, (ix377 +% (((376320 +% (((g154 *% 16) +% j170) *% 1176)) +% (c171 *% 196)) +% ((iy376 +% 3) *% 14))), sum381_v, 1)
+        for iy372 in 0..<1 {
+          for ix373 in 0..<1 {
+            let sum374_v = loadPartial(arena, (ix373 +% ((((756112 +% (((c180 *% 25) +% 3) *% 1616)) +% (j179 *% 100)) +% ((iy372 +% 2) *% 10)) +% 9)), 1)
+            let sum375_v = (sum374_v + loadPartial(arena, (ix373 +% ((((756112 +% (((c180 *% 25) +% 4) *% 1616)) +% (j179 *% 100)) +% ((iy372 +% 2) *% 10)) +% 8)), 1))
+            let sum376_v = (sum375_v + loadPartial(arena, (ix373 +% ((((756112 +% (((c180 *% 25) +% 8) *% 1616)) +% (j179 *% 100)) +% (((iy372 +% 2) +% -1) *% 10)) +% 9)), 1))
+            let sum377_v = (sum376_v + loadPartial(arena, (ix373 +% ((((756112 +% (((c180 *% 25) +% 9) *% 1616)) +% (j179 *% 100)) +% (((iy372 +% 2) +% -1) *% 10)) +% 8)), 1))
+            let sum378_v = (sum377_v + loadPartial(arena, (ix373 +% ((((756112 +% (((c180 *% 25) +% 13) *% 1616)) +% (j179 *% 100)) +% (((iy372 +% 2) +% -2) *% 10)) +% 9)), 1))
+            let sum379_v = (sum378_v + loadPartial(arena, (ix373 +% ((((756112 +% (((c180 *% 25) +% 14) *% 1616)) +% (j179 *% 100)) +% (((iy372 +% 2) +% -2) *% 10)) +% 8)), 1))
+            storePartial(arena, (ix373 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy372 +% 2) *% 14)) +% 12)), sum379_v, 1)
           }
         }
-        for iy382 in 0..<1 {
-          for ix383 in 0..<1 {
-            let sum384_v = loadPartial(arena, (ix383 +% ((((756112 +% ((c171 *% 25) *% 1616)) +% (j170 *% 100)) +% ((iy382 +% 3) *% 10)) +% 1)), 1)
-            let sum385_v = (sum384_v + loadPartial(arena, (ix383 +% (((756112 +% (((c171 *% 25) +% 1) *% 1616)) +% (j170 *% 100)) +% ((iy382 +% 3) *% 10))), 1))
-            let sum386_v = (sum385_v + loadPartial(arena, (ix383 +% ((((756112 +% (((c171 *% 25) +% 5) *% 1616)) +% (j170 *% 100)) +% (((iy382 +% 3) +% -1) *% 10)) +% 1)), 1))
-            let sum387_v = (sum386_v + loadPartial(arena, (ix383 +% (((756112 +% (((c171 *% 25) +% 6) *% 1616)) +% (j170 *% 100)) +% (((iy382 +% 3) +% -1) *% 10))), 1))
-            let sum388_v = (sum387_v + loadPartial(arena, (ix383 +% ((((756112 +% (((c171 *% 25) +% 10) *% 1616)) +% (j170 *% 100)) +% (((iy382 +% 3) +% -2) *% 10)) +% 1)), 1))
-            let sum389_v = (sum388_v + loadPartial(arena, (ix383 +% (((756112 +% (((c171 *% 25) +% 11) *% 1616)) +% (j170 *% 100)) +% (((iy382 +% 3) +% -2) *% 10))), 1))
-            let sum390_v = (sum389_v + loadPartial(arena, (ix383 +% ((((756112 +% (((c171 *% 25) +% 15) *% 1616)) +% (j170 *% 100)) +% (((iy382 +% 3) +% -3) *% 10)) +% 1)), 1))
-            let sum391_v = (sum390_v + loadPartial(arena, (ix383 +% (((756112 +% (((c171 *% 25) +% 16) *% 1616)) +% (j170 *% 100)) +% (((iy382 +% 3) +% -3) *% 10))), 1))
-            storePartial(arena, (ix383 +% ((((376320 +% (((g154 *% 16) +% j170) *% 1176)) +% (c171 *% 196)) +% ((iy382 +% 3) *% 14)) +% 1)), sum391_v, 1)
+        for iy380 in 0..<1 {
+          for ix381 in 0..<1 {
+            let sum382_v = loadPartial(arena, (ix381 +% ((((756112 +% (((c180 *% 25) +% 4) *% 1616)) +% (j179 *% 100)) +% ((iy380 +% 2) *% 10)) +% 9)), 1)
+            let sum383_v = (sum382_v + loadPartial(arena, (ix381 +% ((((756112 +% (((c180 *% 25) +% 9) *% 1616)) +% (j179 *% 100)) +% (((iy380 +% 2) +% -1) *% 10)) +% 9)), 1))
+            let sum384_v = (sum383_v + loadPartial(arena, (ix381 +% ((((756112 +% (((c180 *% 25) +% 14) *% 1616)) +% (j179 *% 100)) +% (((iy380 +% 2) +% -2) *% 10)) +% 9)), 1))
+            storePartial(arena, (ix381 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy380 +% 2) *% 14)) +% 13)), sum384_v, 1)
           }
         }
-        for iy392 in 0..<1 {
-          for ix393 in 0..<1 {
-            let sum394_v = loadPartial(arena, (ix393 +% ((((756112 +% ((c171 *% 25) *% 1616)) +% (j170 *% 100)) +% ((iy392 +% 3) *% 10)) +% 2)), 1)
-            let sum395_v = (sum394_v + loadPartial(arena, (ix393 +% ((((756112 +% (((c171 *% 25) +% 1) *% 1616)) +% (j170 *% 100)) +% ((iy392 +% 3) *% 10)) +% 1)), 1))
-            let sum396_v = (sum395_v + loadPartial(arena, (ix393 +% (((756112 +% (((c171 *% 25) +% 2) *% 1616)) +% (j170 *% 100)) +% ((iy392 +% 3) *% 10))), 1))
-            let sum397_v = (sum396_v + loadPartial(arena, (ix393 +% ((((756112 +% (((c171 *% 25) +% 5) *% 1616)) +% (j170 *% 100)) +% (((iy392 +% 3) +% -1) *% 10)) +% 2)), 1))
-            let sum398_v = (sum397_v + loadPartial(arena, (ix393 +% ((((756112 +% (((c171 *% 25) +% 6) *% 1616)) +% (j170 *% 100)) +% (((iy392 +% 3) +% -1) *% 10)) +% 1)), 1))
-            let sum399_v = (sum398_v + loadPartial(arena, (ix393 +% (((756112 +% (((c171 *% 25) +% 7) *% 1616)) +% (j170 *% 100)) +% (((iy392 +% 3) +% -1) *% 10))), 1))
-            let sum400_v = (sum399_v + loadPartial(arena, (ix393 +% ((((756112 +% (((c171 *% 25) +% 10) *% 1616)) +% (j170 *% 100)) +% (((iy392 +% 3) +% -2) *% 10)) +% 2)), 1))
-            let sum401_v = (sum400_v + loadPartial(arena, (ix393 +% ((((756112 +% (((c171 *% 25) +% 11) *% 1616)) +% (j170 *% 100)) +% (((iy392 +% 3) +% -2) *% 10)) +% 1)), 1))
-            let sum402_v = (sum401_v + loadPartial(arena, (ix393 +% (((756112 +% (((c171 *% 25) +% 12) *% 1616)) +% (j170 *% 100)) +% (((iy392 +% 3) +% -2) *% 10))), 1))
-            let sum403_v = (sum402_v + loadPartial(arena, (ix393 +% ((((756112 +% (((c171 *% 25) +% 15) *% 1616)) +% (j170 *% 100)) +% (((iy392 +% 3) +% -3) *% 10)) +% 2)), 1))
-            let sum404_v = (sum403_v + loadPartial(arena, (ix393 +% ((((756112 +% (((c171 *% 25) +% 16) *% 1616)) +% (j170 *% 100)) +% (((iy392 +% 3) +% -3) *% 10)) +% 1)), 1))
-            let sum405_v = (sum404_v + loadPartial(arena, (ix393 +% (((756112 +% (((c171 *% 25) +% 17) *% 1616)) +% (j170 *% 100)) +% (((iy392 +% 3) +% -3) *% 10))), 1))
-            storePartial(arena, (ix393 +% ((((376320 +% (((g154 *% 16) +% j170) *% 1176)) +% (c171 *% 196)) +% ((iy392 +% 3) *% 14)) +% 2)), sum405_v, 1)
+        for iy385 in 0..<1 {
+          for ix386 in 0..<1 {
+            let sum387_v = loadPartial(arena, (ix386 +% (((756112 +% ((c180 *% 25) *% 1616)) +% (j179 *% 100)) +% ((iy385 +% 3) *% 10))), 1)
+            let sum388_v = (sum387_v + loadPartial(arena, (ix386 +% (((756112 +% (((c180 *% 25) +% 5) *% 1616)) +% (j179 *% 100)) +% (((iy385 +% 3) +% -1) *% 10))), 1))
+            let sum389_v = (sum388_v + loadPartial(arena, (ix386 +% (((756112 +% (((c180 *% 25) +% 10) *% 1616)) +% (j179 *% 100)) +% (((iy385 +% 3) +% -2) *% 10))), 1))
+            let sum390_v = (sum389_v + loadPartial(arena, (ix386 +% (((756112 +% (((c180 *% 25) +% 15) *% 1616)) +% (j179 *% 100)) +% (((iy385 +% 3) +% -3) *% 10))), 1))
+            storePartial(arena, (ix386 +% (((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy385 +% 3) *% 14))), sum390_v, 1)
           }
         }
-        for iy406 in 0..<1 {
-          for ix407 in 0..<1 {
-            let sum408_v = loadPartial(arena, (ix407 +% ((((756112 +% ((c171 *% 25) *% 1616)) +% (j170 *% 100)) +% ((iy406 +% 3) *% 10)) +% 3)), 1)
-            let sum409_v = (sum408_v + loadPartial(arena, (ix407 +% ((((756112 +% (((c171 *% 25) +% 1) *% 1616)) +% (j170 *% 100)) +% ((iy406 +% 3) *% 10)) +% 2)), 1))
-            let sum410_v = (sum409_v + loadPartial(arena, (ix407 +% ((((756112 +% (((c171 *% 25) +% 2) *% 1616)) +% (j170 *% 100)) +% ((iy406 +% 3) *% 10)) +% 1)), 1))
-            let sum411_v = (sum410_v + loadPartial(arena, (ix407 +% (((756112 +% (((c171 *% 25) +% 3) *% 1616)) +% (j170 *% 100)) +% ((iy406 +% 3) *% 10))), 1))
-            let sum412_v = (sum411_v + loadPartial(arena, (ix407 +% ((((756112 +% (((c171 *% 25) +% 5) *% 1616)) +% (j170 *% 100)) +% (((iy406 +% 3) +% -1) *% 10)) +% 3)), 1))
-            let sum413_v = (sum412_v + loadPartial(arena, (ix407 +% ((((756112 +% (((c171 *% 25) +% 6) *% 1616)) +% (j170 *% 100)) +% (((iy406 +% 3) +% -1) *% 10)) +% 2)), 1))
-            let sum414_v = (sum413_v + loadPartial(arena, (ix407 +% ((((756112 +% (((c171 *% 25) +% 7) *% 1616)) +% (j170 *% 100)) +% (((iy406 +% 3) +% -1) *% 10)) +% 1)), 1))
-            let sum415_v = (sum414_v + loadPartial(arena, (ix407 +% (((756112 +% (((c171 *% 25) +% 8) *% 1616)) +% (j170 *% 100)) +% (((iy406 +% 3) +% -1) *% 10))), 1))
-            let sum416_v = (sum415_v + loadPartial(arena, (ix407 +% ((((756112 +% (((c171 *% 25) +% 10) *% 1616)) +% (j170 *% 100)) +% (((iy406 +% 3) +% -2) *% 10)) +% 3)), 1))
-            let sum417_v = (sum416_v + loadPartial(arena, (ix407 +% ((((756112 +% (((c171 *% 25) +% 11) *% 1616)) +% (j170 *% 100)) +% (((iy406 +% 3) +% -2) *% 10)) +% 2)), 1))
-            let sum418_v = (sum417_v + loadPartial(arena, (ix407 +% ((((756112 +% (((c171 *% 25) +% 12) *% 1616)) +% (j170 *% 100)) +% (((iy406 +% 3) +% -2) *% 10)) +% 1)), 1))
-            let sum419_v = (sum418_v + loadPartial(arena, (ix407 +% (((756112 +% (((c171 *% 25) +% 13) *% 1616)) +% (j170 *% 100)) +% (((iy406 +% 3) +% -2) *% 10))), 1))
-            let sum420_v = (sum419_v + loadPartial(arena, (ix407 +% ((((756112 +% (((c171 *% 25) +% 15) *% 1616)) +% (j170 *% 100)) +% (((iy406 +% 3) +% -3) *% 10)) +% 3)), 1))
-            let sum421_v = (sum420_v + loadPartial(arena, (ix407 +% ((((756112 +% (((c171 *% 25) +% 16) *% 1616)) +% (j170 *% 100)) +% (((iy406 +% 3) +% -3) *% 10)) +% 2)), 1))
-            let sum422_v = (sum421_v + loadPartial(arena, (ix407 +% ((((756112 +% (((c171 *% 25) +% 17) *% 1616)) +% (j170 *% 100)) +% (((iy406 +% 3) +% -3) *% 10)) +% 1)), 1))
-            let sum423_v = (sum422_v + loadPartial(arena, (ix407 +% (((756112 +% (((c171 *% 25) +% 18) *% 1616)) +% (j170 *% 100)) +% (((iy406 +% 3) +% -3) *% 10))), 1))
-            storePartial(arena, (ix407 +% ((((376320 +% (((g154 *% 16) +% j170) *% 1176)) +% (c171 *% 196)) +% ((iy406 +% 3) *% 14)) +% 3)), sum423_v, 1)
+        for iy391 in 0..<1 {
+          for ix392 in 0..<1 {
+            let sum393_v = loadPartial(arena, (ix392 +% ((((756112 +% ((c180 *% 25) *% 1616)) +% (j179 *% 100)) +% ((iy391 +% 3) *% 10)) +% 1)), 1)
+            let sum394_v = (sum393_v + loadPartial(arena, (ix392 +% (((756112 +% (((c180 *% 25) +% 1) *% 1616)) +% (j179 *% 100)) +% ((iy391 +% 3) *% 10))), 1))
+            let sum395_v = (sum394_v + loadPartial(arena, (ix392 +% ((((756112 +% (((c180 *% 25) +% 5) *% 1616)) +% (j179 *% 100)) +% (((iy391 +% 3) +% -1) *% 10)) +% 1)), 1))
+            let sum396_v = (sum395_v + loadPartial(arena, (ix392 +% (((756112 +% (((c180 *% 25) +% 6) *% 1616)) +% (j179 *% 100)) +% (((iy391 +% 3) +% -1) *% 10))), 1))
+            let sum397_v = (sum396_v + loadPartial(arena, (ix392 +% ((((756112 +% (((c180 *% 25) +% 10) *% 1616)) +% (j179 *% 100)) +% (((iy391 +% 3) +% -2) *% 10)) +% 1)), 1))
+            let sum398_v = (sum397_v + loadPartial(arena, (ix392 +% (((756112 +% (((c180 *% 25) +% 11) *% 1616)) +% (j179 *% 100)) +% (((iy391 +% 3) +% -2) *% 10))), 1))
+            let sum399_v = (sum398_v + loadPartial(arena, (ix392 +% ((((756112 +% (((c180 *% 25) +% 15) *% 1616)) +% (j179 *% 100)) +% (((iy391 +% 3) +% -3) *% 10)) +% 1)), 1))
+            let sum400_v = (sum399_v + loadPartial(arena, (ix392 +% (((756112 +% (((c180 *% 25) +% 16) *% 1616)) +% (j179 *% 100)) +% (((iy391 +% 3) +% -3) *% 10))), 1))
+            storePartial(arena, (ix392 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy391 +% 3) *% 14)) +% 1)), sum400_v, 1)
           }
         }
-        for iy424 in 0..<1 {
-          for ix425 in 0..<1 {
-            let sum426_v = loadPartial(arena, (ix425 +% ((((756112 +% ((c171 *% 25) *% 1616)) +% (j170 *% 100)) +% ((iy424 +% 3) *% 10)) +% 4)), 6)
-            let sum427_v = (sum426_v + loadPartial(arena, (ix425 +% ((((756112 +% (((c171 *% 25) +% 1) *% 1616)) +% (j170 *% 100)) +% ((iy424 +% 3) *% 10)) +% 3)), 6))
-            let sum428_v = (sum427_v + loadPartial(arena, (ix425 +% ((((756112 +% (((c171 *% 25) +% 2) *% 1616)) +% (j170 *% 100)) +% ((iy424 +% 3) *% 10)) +% 2)), 6))
-            let sum429_v = (sum428_v + loadPartial(arena, (ix425 +% ((((756112 +% (((c171 *% 25) +% 3) *% 1616)) +% (j170 *% 100)) +% ((iy424 +% 3) *% 10)) +% 1)), 6))
-            let sum430_v = (sum429_v + loadPartial(arena, (ix425 +% (((756112 +% (((c171 *% 25) +% 4) *% 1616)) +% (j170 *% 100)) +% ((iy424 +% 3) *% 10))), 6))
-            let sum431_v = (sum430_v + loadPartial(arena, (ix425 +% ((((756112 +% (((c171 *% 25) +% 5) *% 1616)) +% (j170 *% 100)) +% (((iy424 +% 3) +% -1) *% 10)) +% 4)), 6))
-            let sum432_v = (sum431_v + loadPartial(arena, (ix425 +% ((((756112 +% (((c171 *% 25) +% 6) *% 1616)) +% (j170 *% 100)) +% (((iy424 +% 3) +% -1) *% 10)) +% 3)), 6))
-            let sum433_v = (sum432_v + loadPartial(arena, (ix425 +% ((((756112 +% (((c171 *% 25) +% 7) *% 1616)) +% (j170 *% 100)) +% (((iy424 +% 3) +% -1) *% 10)) +% 2)), 6))
-            let sum434_v = (sum433_v + loadPartial(arena, (ix425 +% ((((756112 +% (((c171 *% 25) +% 8) *% 1616)) +% (j170 *% 100)) +% (((iy424 +% 3) +% -1) *% 10)) +% 1)), 6))
-            let sum435_v = (sum434_v + loadPartial(arena, (ix425 +% (((756112 +% (((c171 *% 25) +% 9) *% 1616)) +% (j170 *% 100)) +% (((iy424 +% 3) +% -1) *% 10))), 6))
-            let sum436_v = (sum435_v + loadPartial(arena, (ix425 +% ((((756112 +% (((c171 *% 25) +% 10) *% 1616)) +% (j170 *% 100)) +% (((iy424 +% 3) +% -2) *% 10)) +% 4)), 6))
-            let sum437_v = (sum436_v + loadPartial(arena, (ix425 +% ((((756112 +% (((c171 *% 25) +% 11) *% 1616)) +% (j170 *% 100)) +% (((iy424 +% 3) +% -2) *% 10)) +% 3)), 6))
-            let sum438_v = (sum437_v + loadPartial(arena, (ix425 +% ((((756112 +% (((c171 *% 25) +% 12) *% 1616)) +% (j170 *% 100)) +% (((iy424 +% 3) +% -2) *% 10)) +% 2)), 6))
-            let sum439_v = (sum438_v + loadPartial(arena, (ix425 +% ((((756112 +% (((c171 *% 25) +% 13) *% 1616)) +% (j170 *% 100)) +% (((iy424 +% 3) +% -2) *% 10)) +% 1)), 6))
-            let sum440_v = (sum439_v + loadPartial(arena, (ix425 +% (((756112 +% (((c171 *% 25) +% 14) *% 1616)) +% (j170 *% 100)) +% (((iy424 +% 3) +% -2) *% 10))), 6))
-            let sum441_v = (sum440_v + loadPartial(arena, (ix425 +% ((((756112 +% (((c171 *% 25) +% 15) *% 1616)) +% (j170 *% 100)) +% (((iy424 +% 3) +% -3) *% 10)) +% 4)), 6))
-            let sum442_v = (sum441_v + loadPartial(arena, (ix425 +% ((((756112 +% (((c171 *% 25) +% 16) *% 1616)) +% (j170 *% 100)) +% (((iy424 +% 3) +% -3) *% 10)) +% 3)), 6))
-            let sum443_v = (sum442_v + loadPartial(arena, (ix425 +% ((((756112 +% (((c171 *% 25) +% 17) *% 1616)) +% (j170 *% 100)) +% (((iy424 +% 3) +% -3) *% 10)) +% 2)), 6))
-            let sum444_v = (sum443_v + loadPartial(arena, (ix425 +% ((((756112 +% (((c171 *% 25) +% 18) *% 1616)) +% (j170 *% 100)) +% (((iy424 +% 3) +% -3) *% 10)) +% 1)), 6))
-            let sum445_v = (sum444_v + loadPartial(arena, (ix425 +% (((756112 +% (((c171 *% 25) +% 19) *% 1616)) +% (j170 *% 100)) +% (((iy424 +% 3) +% -3) *% 10))), 6))
-            storePartial(arena, (ix425 +% ((((376320 +% (((g154 *% 16) +% j170) *% 1176)) +% (c171 *% 196)) +% ((iy424 +% 3) *% 14)) +% 4)), sum445_v, 6)
+        for iy401 in 0..<1 {
+          for ix402 in 0..<1 {
+            let sum403_v = loadPartial(arena, (ix402 +% ((((756112 +% ((c180 *% 25) *% 1616)) +% (j179 *% 100)) +% ((iy401 +% 3) *% 10)) +% 2)), 1)
+            let sum404_v = (sum403_v + loadPartial(arena, (ix402 +% ((((756112 +% (((c180 *% 25) +% 1) *% 1616)) +% (j179 *% 100)) +% ((iy401 +% 3) *% 10)) +% 1)), 1))
+            let sum405_v = (sum404_v + loadPartial(arena, (ix402 +% (((756112 +% (((c180 *% 25) +% 2) *% 1616)) +% (j179 *% 100)) +% ((iy401 +% 3) *% 10))), 1))
+            let sum406_v = (sum405_v + loadPartial(arena, (ix402 +% ((((756112 +% (((c180 *% 25) +% 5) *% 1616)) +% (j179 *% 100)) +% (((iy401 +% 3) +% -1) *% 10)) +% 2)), 1))
+            let sum407_v = (sum406_v + loadPartial(arena, (ix402 +% ((((756112 +% (((c180 *% 25) +% 6) *% 1616)) +% (j179 *% 100)) +% (((iy401 +% 3) +% -1) *% 10)) +% 1)), 1))
+            let sum408_v = (sum407_v + loadPartial(arena, (ix402 +% (((756112 +% (((c180 *% 25) +% 7) *% 1616)) +% (j179 *% 100)) +% (((iy401 +% 3) +% -1) *% 10))), 1))
+            let sum409_v = (sum408_v + loadPartial(arena, (ix402 +% ((((756112 +% (((c180 *% 25) +% 10) *% 1616)) +% (j179 *% 100)) +% (((iy401 +% 3) +% -2) *% 10)) +% 2)), 1))
+            let sum410_v = (sum409_v + loadPartial(arena, (ix402 +% ((((756112 +% (((c180 *% 25) +% 11) *% 1616)) +% (j179 *% 100)) +% (((iy401 +% 3) +% -2) *% 10)) +% 1)), 1))
+            let sum411_v = (sum410_v + loadPartial(arena, (ix402 +% (((756112 +% (((c180 *% 25) +% 12) *% 1616)) +% (j179 *% 100)) +% (((iy401 +% 3) +% -2) *% 10))), 1))
+            let sum412_v = (sum411_v + loadPartial(arena, (ix402 +% ((((756112 +% (((c180 *% 25) +% 15) *% 1616)) +% (j179 *% 100)) +% (((iy401 +% 3) +% -3) *% 10)) +% 2)), 1))
+            let sum413_v = (sum412_v + loadPartial(arena, (ix402 +% ((((756112 +% (((c180 *% 25) +% 16) *% 1616)) +% (j179 *% 100)) +% (((iy401 +% 3) +% -3) *% 10)) +% 1)), 1))
+            let sum414_v = (sum413_v + loadPartial(arena, (ix402 +% (((756112 +% (((c180 *% 25) +% 17) *% 1616)) +% (j179 *% 100)) +% (((iy401 +% 3) +% -3) *% 10))), 1))
+            storePartial(arena, (ix402 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy401 +% 3) *% 14)) +% 2)), sum414_v, 1)
           }
         }
-        for iy446 in 0..<1 {
-          for ix447 in 0..<1 {
-            let sum448_v = loadPartial(arena, (ix447 +% ((((756112 +% (((c171 *% 25) +% 1) *% 1616)) +% (j170 *% 100)) +% ((iy446 +% 3) *% 10)) +% 9)), 1)
-            let sum449_v = (sum448_v + loadPartial(arena, (ix447 +% ((((756112 +% (((c171 *% 25) +% 2) *% 1616)) +% (j170 *% 100)) +% ((iy446 +% 3) *% 10)) +% 8)), 1))
-            let sum450_v = (sum449_v + loadPartial(arena, (ix447 +% ((((756112 +% (((c171 *% 25) +% 3) *% 1616)) +% (j170 *% 100)) +% ((iy446 +% 3) *% 10)) +% 7)), 1))
-            let sum451_v = (sum450_v + loadPartial(arena, (ix447 +% ((((756112 +% (((c171 *% 25) +% 4) *% 1616)) +% (j170 *% 100)) +% ((iy446 +% 3) *% 10)) +% 6)), 1))
-            let sum452_v = (sum451_v + loadPartial(arena, (ix447 +% ((((756112 +% (((c171 *% 25) +% 6) *% 1616)) +% (j170 *% 100)) +% (((iy446 +% 3) +% -1) *% 10)) +% 9)), 1))
-            let sum453_v = (sum452_v + loadPartial(arena, (ix447 +% ((((756112 +% (((c171 *% 25) +% 7) *% 1616)) +% (j170 *% 100)) +% (((iy446 +% 3) +% -1) *% 10)) +% 8)), 1))
-            let sum454_v = (sum453_v + loadPartial(arena, (ix447 +% ((((756112 +% (((c171 *% 25) +% 8) *% 1616)) +% (j170 *% 100)) +% (((iy446 +% 3) +% -1) *% 10)) +% 7)), 1))
-            let sum455_v = (sum454_v + loadPartial(arena, (ix447 +% ((((756112 +% (((c171 *% 25) +% 9) *% 1616)) +% (j170 *% 100)) +% (((iy446 +% 3) +% -1) *% 10)) +% 6)), 1))
-            let sum456_v = (sum455_v + loadPartial(arena, (ix447 +% ((((756112 +% (((c171 *% 25) +% 11) *% 1616)) +% (j170 *% 100)) +% (((iy446 +% 3) +% -2) *% 10)) +% 9)), 1))
-            let sum457_v = (sum456_v + loadPartial(arena, (ix447 +% ((((756112 +% (((c171 *% 25) +% 12) *% 1616)) +% (j170 *% 100)) +% (((iy446 +% 3) +% -2) *% 10)) +% 8)), 1))
-            let sum458_v = (sum457_v + loadPartial(arena, (ix447 +% ((((756112 +% (((c171 *% 25) +% 13) *% 1616)) +% (j170 *% 100)) +% (((iy446 +% 3) +% -2) *% 10)) +% 7)), 1))
-            let sum459_v = (sum458_v + loadPartial(arena, (ix447 +% ((((756112 +% (((c171 *% 25) +% 14) *% 1616)) +% (j170 *% 100)) +% (((iy446 +% 3) +% -2) *% 10)) +% 6)), 1))
-            let sum460_v = (sum459_v + loadPartial(arena, (ix447 +% ((((756112 +% (((c171 *% 25) +% 16) *% 1616)) +% (j170 *% 100)) +% (((iy446 +% 3) +% -3) *% 10)) +% 9)), 1))
-            let sum461_v = (sum460_v + loadPartial(arena, (ix447 +% ((((756112 +% (((c171 *% 25) +% 17) *% 1616)) +% (j170 *% 100)) +% (((iy446 +% 3) +% -3) *% 10)) +% 8)), 1))
-            let sum462_v = (sum461_v + loadPartial(arena, (ix447 +% ((((756112 +% (((c171 *% 25) +% 18) *% 1616)) +% (j170 *% 100)) +% (((iy446 +% 3) +% -3) *% 10)) +% 7)), 1))
-            let sum463_v = (sum462_v + loadPartial(arena, (ix447 +% ((((756112 +% (((c171 *% 25) +% 19) *% 1616)) +% (j170 *% 100)) +% (((iy446 +% 3) +% -3) *% 10)) +% 6)), 1))
-            storePartial(arena, (ix447 +% ((((376320 +% (((g154 *% 16) +% j170) *% 1176)) +% (c171 *% 196)) +% ((iy446 +% 3) *% 14)) +% 10)), sum463_v, 1)
+        for iy415 in 0..<1 {
+          for ix416 in 0..<1 {
+            let sum417_v = loadPartial(arena, (ix416 +% ((((756112 +% ((c180 *% 25) *% 1616)) +% (j179 *% 100)) +% ((iy415 +% 3) *% 10)) +% 3)), 1)
+            let sum418_v = (sum417_v + loadPartial(arena, (ix416 +% ((((756112 +% (((c180 *% 25) +% 1) *% 1616)) +% (j179 *% 100)) +% ((iy415 +% 3) *% 10)) +% 2)), 1))
+            let sum419_v = (sum418_v + loadPartial(arena, (ix416 +% ((((756112 +% (((c180 *% 25) +% 2) *% 1616)) +% (j179 *% 100)) +% ((iy415 +% 3) *% 10)) +% 1)), 1))
+            let sum420_v = (sum419_v + loadPartial(arena, (ix416 +% (((756112 +% (((c180 *% 25) +% 3) *% 1616)) +% (j179 *% 100)) +% ((iy415 +% 3) *% 10))), 1))
+            let sum421_v = (sum420_v + loadPartial(arena, (ix416 +% ((((756112 +% (((c180 *% 25) +% 5) *% 1616)) +% (j179 *% 100)) +% (((iy415 +% 3) +% -1) *% 10)) +% 3)), 1))
+            let sum422_v = (sum421_v + loadPartial(arena, (ix416 +% ((((756112 +% (((c180 *% 25) +% 6) *% 1616)) +% (j179 *% 100)) +% (((iy415 +% 3) +% -1) *% 10)) +% 2)), 1))
+            let sum423_v = (sum422_v + loadPartial(arena, (ix416 +% ((((756112 +% (((c180 *% 25) +% 7) *% 1616)) +% (j179 *% 100)) +% (((iy415 +% 3) +% -1) *% 10)) +% 1)), 1))
+            let sum424_v = (sum423_v + loadPartial(arena, (ix416 +% (((756112 +% (((c180 *% 25) +% 8) *% 1616)) +% (j179 *% 100)) +% (((iy415 +% 3) +% -1) *% 10))), 1))
+            let sum425_v = (sum424_v + loadPartial(arena, (ix416 +% ((((756112 +% (((c180 *% 25) +% 10) *% 1616)) +% (j179 *% 100)) +% (((iy415 +% 3) +% -2) *% 10)) +% 3)), 1))
+            let sum426_v = (sum425_v + loadPartial(arena, (ix416 +% ((((756112 +% (((c180 *% 25) +% 11) *% 1616)) +% (j179 *% 100)) +% (((iy415 +% 3) +% -2) *% 10)) +% 2)), 1))
+            let sum427_v = (sum426_v + loadPartial(arena, (ix416 +% ((((756112 +% (((c180 *% 25) +% 12) *% 1616)) +% (j179 *% 100)) +% (((iy415 +% 3) +% -2) *% 10)) +% 1)), 1))
+            let sum428_v = (sum427_v + loadPartial(arena, (ix416 +% (((756112 +% (((c180 *% 25) +% 13) *% 1616)) +% (j179 *% 100)) +% (((iy415 +% 3) +% -2) *% 10))), 1))
+            let sum429_v = (sum428_v + loadPartial(arena, (ix416 +% ((((756112 +% (((c180 *% 25) +% 15) *% 1616)) +% (j179 *% 100)) +% (((iy415 +% 3) +% -3) *% 10)) +% 3)), 1))
+            let sum430_v = (sum429_v + loadPartial(arena, (ix416 +% ((((756112 +% (((c180 *% 25) +% 16) *% 1616)) +% (j179 *% 100)) +% (((iy415 +% 3) +% -3) *% 10)) +% 2)), 1))
+            let sum431_v = (sum430_v + loadPartial(arena, (ix416 +% ((((756112 +% (((c180 *% 25) +% 17) *% 1616)) +% (j179 *% 100)) +% (((iy415 +% 3) +% -3) *% 10)) +% 1)), 1))
+            let sum432_v = (sum431_v + loadPartial(arena, (ix416 +% (((756112 +% (((c180 *% 25) +% 18) *% 1616)) +% (j179 *% 100)) +% (((iy415 +% 3) +% -3) *% 10))), 1))
+            storePartial(arena, (ix416 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy415 +% 3) *% 14)) +% 3)), sum432_v, 1)
           }
         }
-        for iy464 in 0..<1 {
-          for ix465 in 0..<1 {
-            let sum466_v = loadPartial(arena, (ix465 +% ((((756112 +% (((c171 *% 25) +% 2) *% 1616)) +% (j170 *% 100)) +% ((iy464 +% 3) *% 10)) +% 9)), 1)
-            let sum467_v = (sum466_v + loadPartial(arena, (ix465 +% ((((756112 +% (((c171 *% 25) +% 3) *% 1616)) +% (j170 *% 100)) +% ((iy464 +% 3) *% 10)) +% 8)), 1))
-            let sum468_v = (sum467_v + loadPartial(arena, (ix465 +% ((((756112 +% (((c171 *% 25) +% 4) *% 1616)) +% (j170 *% 100)) +% ((iy464 +% 3) *% 10)) +% 7)), 1))
-            let sum469_v = (sum468_v + loadPartial(arena, (ix465 +% ((((756112 +% (((c171 *% 25) +% 7) *% 1616)) +% (j170 *% 100)) +% (((iy464 +% 3) +% -1) *% 10)) +% 9)), 1))
-            let sum470_v = (sum469_v + loadPartial(arena, (ix465 +% ((((756112 +% (((c171 *% 25) +% 8) *% 1616)) +% (j170 *% 100)) +% (((iy464 +% 3) +% -1) *% 10)) +% 8)), 1))
-            let sum471_v = (sum470_v + loadPartial(arena, (ix465 +% ((((756112 +% (((c171 *% 25) +% 9) *% 1616)) +% (j170 *% 100)) +% (((iy464 +% 3) +% -1) *% 10)) +% 7)), 1))
-            let sum472_v = (sum471_v + loadPartial(arena, (ix465 +% ((((756112 +% (((c171 *% 25) +% 12) *% 1616)) +% (j170 *% 100)) +% (((iy464 +% 3) +% -2) *% 10)) +% 9)), 1))
-            let sum473_v = (sum472_v + loadPartial(arena, (ix465 +% ((((756112 +% (((c171 *% 25) +% 13) *% 1616)) +% (j170 *% 100)) +% (((iy464 +% 3) +% -2) *% 10)) +% 8)), 1))
-            let sum474_v = (sum473_v + loadPartial(arena, (ix465 +% ((((756112 +% (((c171 *% 25) +% 14) *% 1616)) +% (j170 *% 100)) +% (((iy464 +% 3) +% -2) *% 10)) +% 7)), 1))
-            let sum475_v = (sum474_v + loadPartial(arena, (ix465 +% ((((756112 +% (((c171 *% 25) +% 17) *% 1616)) +% (j170 *% 100)) +% (((iy464 +% 3) +% -3) *% 10)) +% 9)), 1))
-            let sum476_v = (sum475_v + loadPartial(arena, (ix465 +% ((((756112 +% (((c171 *% 25) +% 18) *% 1616)) +% (j170 *% 100)) +% (((iy464 +% 3) +% -3) *% 10)) +% 8)), 1))
-            let sum477_v = (sum476_v + loadPartial(arena, (ix465 +% ((((756112 +% (((c171 *% 25) +% 19) *% 1616)) +% (j170 *% 100)) +% (((iy464 +% 3) +% -3) *% 10)) +% 7)), 1))
-            storePartial(arena, (ix465 +% ((((376320 +% (((g154 *% 16) +% j170) *% 1176)) +% (c171 *% 196)) +% ((iy464 +% 3) *% 14)) +% 11)), sum477_v, 1)
+        for iy433 in 0..<1 {
+          for ix434 in 0..<1 {
+            let sum435_v = loadPartial(arena, (ix434 +% ((((756112 +% ((c180 *% 25) *% 1616)) +% (j179 *% 100)) +% ((iy433 +% 3) *% 10)) +% 4)), 6)
+            let sum436_v = (sum435_v + loadPartial(arena, (ix434 +% ((((756112 +% (((c180 *% 25) +% 1) *% 1616)) +% (j179 *% 100)) +% ((iy433 +% 3) *% 10)) +% 3)), 6))
+            let sum437_v = (sum436_v + loadPartial(arena, (ix434 +% ((((756112 +% (((c180 *% 25) +% 2) *% 1616)) +% (j179 *% 100)) +% ((iy433 +% 3) *% 10)) +% 2)), 6))
+            let sum438_v = (sum437_v + loadPartial(arena, (ix434 +% ((((756112 +% (((c180 *% 25) +% 3) *% 1616)) +% (j179 *% 100)) +% ((iy433 +% 3) *% 10)) +% 1)), 6))
+            let sum439_v = (sum438_v + loadPartial(arena, (ix434 +% (((756112 +% (((c180 *% 25) +% 4) *% 1616)) +% (j179 *% 100)) +% ((iy433 +% 3) *% 10))), 6))
+            let sum440_v = (sum439_v + loadPartial(arena, (ix434 +% ((((756112 +% (((c180 *% 25) +% 5) *% 1616)) +% (j179 *% 100)) +% (((iy433 +% 3) +% -1) *% 10)) +% 4)), 6))
+            let sum441_v = (sum440_v + loadPartial(arena, (ix434 +% ((((756112 +% (((c180 *% 25) +% 6) *% 1616)) +% (j179 *% 100)) +% (((iy433 +% 3) +% -1) *% 10)) +% 3)), 6))
+            let sum442_v = (sum441_v + loadPartial(arena, (ix434 +% ((((756112 +% (((c180 *% 25) +% 7) *% 1616)) +% (j179 *% 100)) +% (((iy433 +% 3) +% -1) *% 10)) +% 2)), 6))
+            let sum443_v = (sum442_v + loadPartial(arena, (ix434 +% ((((756112 +% (((c180 *% 25) +% 8) *% 1616)) +% (j179 *% 100)) +% (((iy433 +% 3) +% -1) *% 10)) +% 1)), 6))
+            let sum444_v = (sum443_v + loadPartial(arena, (ix434 +% (((756112 +% (((c180 *% 25) +% 9) *% 1616)) +% (j179 *% 100)) +% (((iy433 +% 3) +% -1) *% 10))), 6))
+            let sum445_v = (sum444_v + loadPartial(arena, (ix434 +% ((((756112 +% (((c180 *% 25) +% 10) *% 1616)) +% (j179 *% 100)) +% (((iy433 +% 3) +% -2) *% 10)) +% 4)), 6))
+            let sum446_v = (sum445_v + loadPartial(arena, (ix434 +% ((((756112 +% (((c180 *% 25) +% 11) *% 1616)) +% (j179 *% 100)) +% (((iy433 +% 3) +% -2) *% 10)) +% 3)), 6))
+            let sum447_v = (sum446_v + loadPartial(arena, (ix434 +% ((((756112 +% (((c180 *% 25) +% 12) *% 1616)) +% (j179 *% 100)) +% (((iy433 +% 3) +% -2) *% 10)) +% 2)), 6))
+            let sum448_v = (sum447_v + loadPartial(arena, (ix434 +% ((((756112 +% (((c180 *% 25) +% 13) *% 1616)) +% (j179 *% 100)) +% (((iy433 +% 3) +% -2) *% 10)) +% 1)), 6))
+            let sum449_v = (sum448_v + loadPartial(arena, (ix434 +% (((756112 +% (((c180 *% 25) +% 14) *% 1616)) +% (j179 *% 100)) +% (((iy433 +% 3) +% -2) *% 10))), 6))
+            let sum450_v = (sum449_v + loadPartial(arena, (ix434 +% ((((756112 +% (((c180 *% 25) +% 15) *% 1616)) +% (j179 *% 100)) +% (((iy433 +% 3) +% -3) *% 10)) +% 4)), 6))
+            let sum451_v = (sum450_v + loadPartial(arena, (ix434 +% ((((756112 +% (((c180 *% 25) +% 16) *% 1616)) +% (j179 *% 100)) +% (((iy433 +% 3) +% -3) *% 10)) +% 3)), 6))
+            let sum452_v = (sum451_v + loadPartial(arena, (ix434 +% ((((756112 +% (((c180 *% 25) +% 17) *% 1616)) +% (j179 *% 100)) +% (((iy433 +% 3) +% -3) *% 10)) +% 2)), 6))
+            let sum453_v = (sum452_v + loadPartial(arena, (ix434 +% ((((756112 +% (((c180 *% 25) +% 18) *% 1616)) +% (j179 *% 100)) +% (((iy433 +% 3) +% -3) *% 10)) +% 1)), 6))
+            let sum454_v = (sum453_v + loadPartial(arena, (ix434 +% (((756112 +% (((c180 *% 25) +% 19) *% 1616)) +% (j179 *% 100)) +% (((iy433 +% 3) +% -3) *% 10))), 6))
+            storePartial(arena, (ix434 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy433 +% 3) *% 14)) +% 4)), sum454_v, 6)
           }
         }
-        for iy478 in 0..<1 {
-          for ix479 in 0..<1 {
-            let sum480_v = loadPartial(arena, (ix479 +% ((((756112 +% (((c171 *% 25) +% 3) *% 1616)) +% (j170 *% 100)) +% ((iy478 +% 3) *% 10)) +% 9)), 1)
-            let sum481_v = (sum480_v + loadPartial(arena, (ix479 +% ((((756112 +% (((c171 *% 25) +% 4) *% 1616)) +% (j170 *% 100)) +% ((iy478 +% 3) *% 10)) +% 8)), 1))
-            let sum482_v = (sum481_v + loadPartial(arena, (ix479 +% ((((756112 +% (((c171 *% 25) +% 8) *% 1616)) +% (j170 *% 100)) +% (((iy478 +% 3) +% -1) *% 10)) +% 9)), 1))
-            let sum483_v = (sum482_v + loadPartial(arena, (ix479 +% ((((756112 +% (((c171 *% 25) +% 9) *% 1616)) +% (j170 *% 100)) +% (((iy478 +% 3) +% -1) *% 10)) +% 8)), 1))
-            let sum484_v = (sum483_v + loadPartial(arena, (ix479 +% ((((756112 +% (((c171 *% 25) +% 13) *% 1616)) +% (j170 *% 100)) +% (((iy478 +% 3) +% -2) *% 10)) +% 9)), 1))
-            let sum485_v = (sum484_v + loadPartial(arena, (ix479 +% ((((756112 +% (((c171 *% 25) +% 14) *% 1616)) +% (j170 *% 100)) +% (((iy478 +% 3) +% -2) *% 10)) +% 8)), 1))
-            let sum486_v = (sum485_v + loadPartial(arena, (ix479 +% ((((756112 +% (((c171 *% 25) +% 18) *% 1616)) +% (j170 *% 100)) +% (((iy478 +% 3) +% -3) *% 10)) +% 9)), 1))
-            let sum487_v = (sum486_v + loadPartial(arena, (ix479 +% ((((756112 +% (((c171 *% 25) +% 19) *% 1616)) +% (j170 *% 100)) +% (((iy478 +% 3) +% -3) *% 10)) +% 8)), 1))
-            storePartial(arena, (ix479 +% ((((376320 +% (((g154 *% 16) +% j170) *% 1176)) +% (c171 *% 196)) +% ((iy478 +% 3) *% 14)) +% 12)), sum487_v, 1)
+        for iy455 in 0..<1 {
+          for ix456 in 0..<1 {
+            let sum457_v = loadPartial(arena, (ix456 +% ((((756112 +% (((c180 *% 25) +% 1) *% 1616)) +% (j179 *% 100)) +% ((iy455 +% 3) *% 10)) +% 9)), 1)
+            let sum458_v = (sum457_v + loadPartial(arena, (ix456 +% ((((756112 +% (((c180 *% 25) +% 2) *% 1616)) +% (j179 *% 100)) +% ((iy455 +% 3) *% 10)) +% 8)), 1))
+            let sum459_v = (sum458_v + loadPartial(arena, (ix456 +% ((((756112 +% (((c180 *% 25) +% 3) *% 1616)) +% (j179 *% 100)) +% ((iy455 +% 3) *% 10)) +% 7)), 1))
+            let sum460_v = (sum459_v + loadPartial(arena, (ix456 +% ((((756112 +% (((c180 *% 25) +% 4) *% 1616)) +% (j179 *% 100)) +% ((iy455 +% 3) *% 10)) +% 6)), 1))
+            let sum461_v = (sum460_v + loadPartial(arena, (ix456 +% ((((756112 +% (((c180 *% 25) +% 6) *% 1616)) +% (j179 *% 100)) +% (((iy455 +% 3) +% -1) *% 10)) +% 9)), 1))
+            let sum462_v = (sum461_v + loadPartial(arena, (ix456 +% ((((756112 +% (((c180 *% 25) +% 7) *% 1616)) +% (j179 *% 100)) +% (((iy455 +% 3) +% -1) *% 10)) +% 8)), 1))
+            let sum463_v = (sum462_v + loadPartial(arena, (ix456 +% ((((756112 +% (((c180 *% 25) +% 8) *% 1616)) +% (j179 *% 100)) +% (((iy455 +% 3) +% -1) *% 10)) +% 7)), 1))
+            let sum464_v = (sum463_v + loadPartial(arena, (ix456 +% ((((756112 +% (((c180 *% 25) +% 9) *% 1616)) +% (j179 *% 100)) +% (((iy455 +% 3) +% -1) *% 10)) +% 6)), 1))
+            let sum465_v = (sum464_v + loadPartial(arena, (ix456 +% ((((756112 +% (((c180 *% 25) +% 11) *% 1616)) +% (j179 *% 100)) +% (((iy455 +% 3) +% -2) *% 10)) +% 9)), 1))
+            let sum466_v = (sum465_v + loadPartial(arena, (ix456 +% ((((756112 +% (((c180 *% 25) +% 12) *% 1616)) +% (j179 *% 100)) +% (((iy455 +% 3) +% -2) *% 10)) +% 8)), 1))
+            let sum467_v = (sum466_v + loadPartial(arena, (ix456 +% ((((756112 +% (((c180 *% 25) +% 13) *% 1616)) +% (j179 *% 100)) +% (((iy455 +% 3) +% -2) *% 10)) +% 7)), 1))
+            let sum468_v = (sum467_v + loadPartial(arena, (ix456 +% ((((756112 +% (((c180 *% 25) +% 14) *% 1616)) +% (j179 *% 100)) +% (((iy455 +% 3) +% -2) *% 10)) +% 6)), 1))
+            let sum469_v = (sum468_v + loadPartial(arena, (ix456 +% ((((756112 +% (((c180 *% 25) +% 16) *% 1616)) +% (j179 *% 100)) +% (((iy455 +% 3) +% -3) *% 10)) +% 9)), 1))
+            let sum470_v = (sum469_v + loadPartial(arena, (ix456 +% ((((756112 +% (((c180 *% 25) +% 17) *% 1616)) +% (j179 *% 100)) +% (((iy455 +% 3) +% -3) *% 10)) +% 8)), 1))
+            let sum471_v = (sum470_v + loadPartial(arena, (ix456 +% ((((756112 +% (((c180 *% 25) +% 18) *% 1616)) +% (j179 *% 100)) +% (((iy455 +% 3) +% -3) *% 10)) +% 7)), 1))
+            let sum472_v = (sum471_v + loadPartial(arena, (ix456 +% ((((756112 +% (((c180 *% 25) +% 19) *% 1616)) +% (j179 *% 100)) +% (((iy455 +% 3) +% -3) *% 10)) +% 6)), 1))
+            storePartial(arena, (ix456 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy455 +% 3) *% 14)) +% 10)), sum472_v, 1)
           }
         }
-        for iy488 in 0..<1 {
-          for ix489 in 0..<1 {
-            let sum490_v = loadPartial(arena, (ix489 +% ((((756112 +% (((c171 *% 25) +% 4) *% 1616)) +% (j170 *% 100)) +% ((iy488 +% 3) *% 10)) +% 9)), 1)
-            let sum491_v = (sum490_v + loadPartial(arena, (ix489 +% ((((756112 +% (((c171 *% 25) +% 9) *% 1616)) +% (j170 *% 100)) +% (((iy488 +% 3) +% -1) *% 10)) +% 9)), 1))
-            let sum492_v = (sum491_v + loadPartial(arena, (ix489 +% ((((756112 +% (((c171 *% 25) +% 14) *% 1616)) +% (j170 *% 100)) +% (((iy488 +% 3) +% -2) *% 10)) +% 9)), 1))
-            let sum493_v = (sum492_v + loadPartial(arena, (ix489 +% ((((756112 +% (((c171 *% 25) +% 19) *% 1616)) +% (j170 *% 100)) +% (((iy488 +% 3) +% -3) *% 10)) +% 9)), 1))
-            storePartial(arena, (ix489 +% ((((376320 +% (((g154 *% 16) +% j170) *% 1176)) +% (c171 *% 196)) +% ((iy488 +% 3) *% 14)) +% 13)), sum493_v, 1)
+        for iy473 in 0..<1 {
+          for ix474 in 0..<1 {
+            let sum475_v = loadPartial(arena, (ix474 +% ((((756112 +% (((c180 *% 25) +% 2) *% 1616)) +% (j179 *% 100)) +% ((iy473 +% 3) *% 10)) +% 9)), 1)
+            let sum476_v = (sum475_v + loadPartial(arena, (ix474 +% ((((756112 +% (((c180 *% 25) +% 3) *% 1616)) +% (j179 *% 100)) +% ((iy473 +% 3) *% 10)) +% 8)), 1))
+            let sum477_v = (sum476_v + loadPartial(arena, (ix474 +% ((((756112 +% (((c180 *% 25) +% 4) *% 1616)) +% (j179 *% 100)) +% ((iy473 +% 3) *% 10)) +% 7)), 1))
+            let sum478_v = (sum477_v + loadPartial(arena, (ix474 +% ((((756112 +% (((c180 *% 25) +% 7) *% 1616)) +% (j179 *% 100)) +% (((iy473 +% 3) +% -1) *% 10)) +% 9)), 1))
+            let sum479_v = (sum478_v + loadPartial(arena, (ix474 +% ((((756112 +% (((c180 *% 25) +% 8) *% 1616)) +% (j179 *% 100)) +% (((iy473 +% 3) +% -1) *% 10)) +% 8)), 1))
+            let sum480_v = (sum479_v + loadPartial(arena, (ix474 +% ((((756112 +% (((c180 *% 25) +% 9) *% 1616)) +% (j179 *% 100)) +% (((iy473 +% 3) +% -1) *% 10)) +% 7)), 1))
+            let sum481_v = (sum480_v + loadPartial(arena, (ix474 +% ((((756112 +% (((c180 *% 25) +% 12) *% 1616)) +% (j179 *% 100)) +% (((iy473 +% 3) +% -2) *% 10)) +% 9)), 1))
+            let sum482_v = (sum481_v + loadPartial(arena, (ix474 +% ((((756112 +% (((c180 *% 25) +% 13) *% 1616)) +% (j179 *% 100)) +% (((iy473 +% 3) +% -2) *% 10)) +% 8)), 1))
+            let sum483_v = (sum482_v + loadPartial(arena, (ix474 +% ((((756112 +% (((c180 *% 25) +% 14) *% 1616)) +% (j179 *% 100)) +% (((iy473 +% 3) +% -2) *% 10)) +% 7)), 1))
+            let sum484_v = (sum483_v + loadPartial(arena, (ix474 +% ((((756112 +% (((c180 *% 25) +% 17) *% 1616)) +% (j179 *% 100)) +% (((iy473 +% 3) +% -3) *% 10)) +% 9)), 1))
+            let sum485_v = (sum484_v + loadPartial(arena, (ix474 +% ((((756112 +% (((c180 *% 25) +% 18) *% 1616)) +% (j179 *% 100)) +% (((iy473 +% 3) +% -3) *% 10)) +% 8)), 1))
+            let sum486_v = (sum485_v + loadPartial(arena, (ix474 +% ((((756112 +% (((c180 *% 25) +% 19) *% 1616)) +% (j179 *% 100)) +% (((iy473 +% 3) +% -3) *% 10)) +% 7)), 1))
+            storePartial(arena, (ix474 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy473 +% 3) *% 14)) +% 11)), sum486_v, 1)
           }
         }
-        for iy494 in 0..<6 {
-          for ix495 in 0..<1 {
-            let sum496_v = loadPartial(arena, (ix495 +% (((756112 +% ((c171 *% 25) *% 1616)) +% (j170 *% 100)) +% ((iy494 +% 4) *% 10))), 1)
-            let sum497_v = (sum496_v + loadPartial(arena, (ix495 +% (((756112 +% (((c171 *% 25) +% 5) *% 1616)) +% (j170 *% 100)) +% (((iy494 +% 4) +% -1) *% 10))), 1))
-            let sum498_v = (sum497_v + loadPartial(arena, (ix495 +% (((756112 +% (((c171 *% 25) +% 10) *% 1616)) +% (j170 *% 100)) +% (((iy494 +% 4) +% -2) *% 10))), 1))
-            let sum499_v = (sum498_v + loadPartial(arena, (ix495 +% (((756112 +% (((c171 *% 25) +% 15) *% 1616)) +% (j170 *% 100)) +% (((iy494 +% 4) +% -3) *% 10))), 1))
-            let sum500_v = (sum499_v + loadPartial(arena, (ix495 +% (((756112 +% (((c171 *% 25) +% 20) *% 1616)) +% (j170 *% 100)) +% (((iy494 +% 4) +% -4) *% 10))), 1))
-            storePartial(arena, (ix495 +% (((376320 +% (((g154 *% 16) +% j170) *% 1176)) +% (c171 *% 196)) +% ((iy494 +% 4) *% 14))), sum500_v, 1)
+        for iy487 in 0..<1 {
+          for ix488 in 0..<1 {
+            let sum489_v = loadPartial(arena, (ix488 +% ((((756112 +% (((c180 *% 25) +% 3) *% 1616)) +% (j179 *% 100)) +% ((iy487 +% 3) *% 10)) +% 9)), 1)
+            let sum490_v = (sum489_v + loadPartial(arena, (ix488 +% ((((756112 +% (((c180 *% 25) +% 4) *% 1616)) +% (j179 *% 100)) +% ((iy487 +% 3) *% 10)) +% 8)), 1))
+            let sum491_v = (sum490_v + loadPartial(arena, (ix488 +% ((((756112 +% (((c180 *% 25) +% 8) *% 1616)) +% (j179 *% 100)) +% (((iy487 +% 3) +% -1) *% 10)) +% 9)), 1))
+            let sum492_v = (sum491_v + loadPartial(arena, (ix488 +% ((((756112 +% (((c180 *% 25) +% 9) *% 1616)) +% (j179 *% 100)) +% (((iy487 +% 3) +% -1) *% 10)) +% 8)), 1))
+            let sum493_v = (sum492_v + loadPartial(arena, (ix488 +% ((((756112 +% (((c180 *% 25) +% 13) *% 1616)) +% (j179 *% 100)) +% (((iy487 +% 3) +% -2) *% 10)) +% 9)), 1))
+            let sum494_v = (sum493_v + loadPartial(arena, (ix488 +% ((((756112 +% (((c180 *% 25) +% 14) *% 1616)) +% (j179 *% 100)) +% (((iy487 +% 3) +% -2) *% 10)) +% 8)), 1))
+            let sum495_v = (sum494_v + loadPartial(arena, (ix488 +% ((((756112 +% (((c180 *% 25) +% 18) *% 1616)) +% (j179 *% 100)) +% (((iy487 +% 3) +% -3) *% 10)) +% 9)), 1))
+            let sum496_v = (sum495_v + loadPartial(arena, (ix488 +% ((((756112 +% (((c180 *% 25) +% 19) *% 1616)) +% (j179 *% 100)) +% (((iy487 +% 3) +% -3) *% 10)) +% 8)), 1))
+            storePartial(arena, (ix488 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy487 +% 3) *% 14)) +% 12)), sum496_v, 1)
           }
         }
-        for iy501 in 0..<6 {
-          for ix502 in 0..<1 {
-            let sum503_v = loadPartial(arena, (ix502 +% ((((756112 +% ((c171 *% 25) *% 1616)) +% (j170 *% 100)) +% ((iy501 +% 4) *% 10)) +% 1)), 1)
-            let sum504_v = (sum503_v + loadPartial(arena, (ix502 +% (((756112 +% (((c171 *% 25) +% 1) *% 1616)) +% (j170 *% 100)) +% ((iy501 +% 4) *% 10))), 1))
-            let sum505_v = (sum504_v + loadPartial(arena, (ix502 +% ((((756112 +% (((c171 *% 25) +% 5) *% 1616)) +% (j170 *% 100)) +% (((iy501 +% 4) +% -1) *% 10)) +% 1)), 1))
-            let sum506_v = (sum505_v + loadPartial(arena, (ix502 +% (((756112 +% (((c171 *% 25) +% 6) *% 1616)) +% (j170 *% 100)) +% (((iy501 +% 4) +% -1) *% 10))), 1))
-            let sum507_v = (sum506_v + loadPartial(arena, (ix502 +% ((((756112 +% (((c171 *% 25) +% 10) *% 1616)) +% (j170 *% 100)) +% (((iy501 +% 4) +% -2) *% 10)) +% 1)), 1))
-            let sum508_v = (sum507_v + loadPartial(arena, (ix502 +% (((756112 +% (((c171 *% 25) +% 11) *% 1616)) +% (j170 *% 100)) +% (((iy501 +% 4) +% -2) *% 10))), 1))
-            let sum509_v = (sum508_v + loadPartial(arena, (ix502 +% ((((756112 +% (((c171 *% 25) +% 15) *% 1616)) +% (j170 *% 100)) +% (((iy501 +% 4) +% -3) *% 10)) +% 1)), 1))
-            let sum510_v = (sum509_v + loadPartial(arena, (ix502 +% (((756112 +% (((c171 *% 25) +% 16) *% 1616)) +% (j170 *% 100)) +% (((iy501 +% 4) +% -3) *% 10))), 1))
-            let sum511_v = (sum510_v + loadPartial(arena, (ix502 +% ((((756112 +% (((c171 *% 25) +% 20) *% 1616)) +% (j170 *% 100)) +% (((iy501 +% 4) +% -4) *% 10)) +% 1)), 1))
-            let sum512_v = (sum511_v + loadPartial(arena, (ix502 +% (((756112 +% (((c171 *% 25) +% 21) *% 1616)) +% (j170 *% 100)) +% (((iy501 +% 4) +% -4) *% 10))), 1))
-            storePartial(arena, (ix502 +% ((((376320 +% (((g154 *% 16) +% j170) *% 1176)) +% (c171 *% 196)) +% ((iy501 +% 4) *% 14)) +% 1)), sum512_v, 1)
+        for iy497 in 0..<1 {
+          for ix498 in 0..<1 {
+            let sum499_v = loadPartial(arena, (ix498 +% ((((756112 +% (((c180 *% 25) +% 4) *% 1616)) +% (j179 *% 100)) +% ((iy497 +% 3) *% 10)) +% 9)), 1)
+            let sum500_v = (sum499_v + loadPartial(arena, (ix498 +% ((((756112 +% (((c180 *% 25) +% 9) *% 1616)) +% (j179 *% 100)) +% (((iy497 +% 3) +% -1) *% 10)) +% 9)), 1))
+            let sum501_v = (sum500_v + loadPartial(arena, (ix498 +% ((((756112 +% (((c180 *% 25) +% 14) *% 1616)) +% (j179 *% 100)) +% (((iy497 +% 3) +% -2) *% 10)) +% 9)), 1))
+            let sum502_v = (sum501_v + loadPartial(arena, (ix498 +% ((((756112 +% (((c180 *% 25) +% 19) *% 1616)) +% (j179 *% 100)) +% (((iy497 +% 3) +% -3) *% 10)) +% 9)), 1))
+            storePartial(arena, (ix498 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy497 +% 3) *% 14)) +% 13)), sum502_v, 1)
           }
         }
-        for iy513 in 0..<6 {
-          for ix514 in 0..<1 {
-            let sum515_v = loadPartial(arena, (ix514 +% ((((756112 +% ((c171 *% 25) *% 1616)) +% (j170 *% 100)) +% ((iy513 +% 4) *% 10)) +% 2)), 1)
-            let sum516_v = (sum515_v + loadPartial(arena, (ix514 +% ((((756112 +% (((c171 *% 25) +% 1) *% 1616)) +% (j170 *% 100)) +% ((iy513 +% 4) *% 10)) +% 1)), 1))
-            let sum517_v = (sum516_v + loadPartial(arena, (ix514 +% (((756112 +% (((c171 *% 25) +% 2) *% 1616)) +% (j170 *% 100)) +% ((iy513 +% 4) *% 10))), 1))
-            let sum518_v = (sum517_v + loadPartial(arena, (ix514 +% ((((756112 +% (((c171 *% 25) +% 5) *% 1616)) +% (j170 *% 100)) +% (((iy513 +% 4) +% -1) *% 10)) +% 2)), 1))
-            let sum519_v = (sum518_v + loadPartial(arena, (ix514 +% ((((756112 +% (((c171 *% 25) +% 6) *% 1616)) +% (j170 *% 100)) +% (((iy513 +% 4) +% -1) *% 10)) +% 1)), 1))
-            let sum520_v = (sum519_v + loadPartial(arena, (ix514 +% (((756112 +% (((c171 *% 25) +% 7) *% 1616)) +% (j170 *% 100)) +% (((iy513 +% 4) +% -1) *% 10))), 1))
-            let sum521_v = (sum520_v + loadPartial(arena, (ix514 +% ((((756112 +% (((c171 *% 25) +% 10) *% 1616)) +% (j170 *% 100)) +% (((iy513 +% 4) +% -2) *% 10)) +% 2)), 1))
-            let sum522_v = (sum521_v + loadPartial(arena, (ix514 +% ((((756112 +% (((c171 *% 25) +% 11) *% 1616)) +% (j170 *% 100)) +% (((iy513 +% 4) +% -2) *% 10)) +% 1)), 1))
-            let sum523_v = (sum522_v + loadPartial(arena, (ix514 +% (((756112 +% (((c171 *% 25) +% 12) *% 1616)) +% (j170 *% 100)) +% (((iy513 +% 4) +% -2) *% 10))), 1))
-            let sum524_v = (sum523_v + loadPartial(arena, (ix514 +% ((((756112 +% (((c171 *% 25) +% 15) *% 1616)) +% (j170 *% 100)) +% (((iy513 +% 4) +% -3) *% 10)) +% 2)), 1))
-            let sum525_v = (sum524_v + loadPartial(arena, (ix514 +% ((((756112 +% (((c171 *% 25) +% 16) *% 1616)) +% (j170 *% 100)) +% (((iy513 +% 4) +% -3) *% 10)) +% 1)), 1))
-            let sum526_v = (sum525_v + loadPartial(arena, (ix514 +% (((756112 +% (((c171 *% 25) +% 17) *% 1616)) +% (j170 *% 100)) +% (((iy513 +% 4) +% -3) *% 10))), 1))
-            let sum527_v = (sum526_v + loadPartial(arena, (ix514 +% ((((756112 +% (((c171 *% 25) +% 20) *% 1616)) +% (j170 *% 100)) +% (((iy513 +% 4) +% -4) *% 10)) +% 2)), 1))
-            let sum528_v = (sum527_v + loadPartial(arena, (ix514 +% ((((756112 +% (((c171 *% 25) +% 21) *% 1616)) +% (j170 *% 100)) +% (((iy513 +% 4) +% -4) *% 10)) +% 1)), 1))
-            let sum529_v = (sum528_v + loadPartial(arena, (ix514 +% (((756112 +% (((c171 *% 25) +% 22) *% 1616)) +% (j170 *% 100)) +% (((iy513 +% 4) +% -4) *% 10))), 1))
-            storePartial(arena, (ix514 +% ((((376320 +% (((g154 *% 16) +% j170) *% 1176)) +% (c171 *% 196)) +% ((iy513 +% 4) *% 14)) +% 2)), sum529_v, 1)
+        for iy503 in 0..<6 {
+          for ix504 in 0..<1 {
+            let sum505_v = loadPartial(arena, (ix504 +% (((756112 +% ((c180 *% 25) *% 1616)) +% (j179 *% 100)) +% ((iy503 +% 4) *% 10))), 1)
+            let sum506_v = (sum505_v + loadPartial(arena, (ix504 +% (((756112 +% (((c180 *% 25) +% 5) *% 1616)) +% (j179 *% 100)) +% (((iy503 +% 4) +% -1) *% 10))), 1))
+            let sum507_v = (sum506_v + loadPartial(arena, (ix504 +% (((756112 +% (((c180 *% 25) +% 10) *% 1616)) +% (j179 *% 100)) +% (((iy503 +% 4) +% -2) *% 10))), 1))
+            let sum508_v = (sum507_v + loadPartial(arena, (ix504 +% (((756112 +% (((c180 *% 25) +% 15) *% 1616)) +% (j179 *% 100)) +% (((iy503 +% 4) +% -3) *% 10))), 1))
+            let sum509_v = (sum508_v + loadPartial(arena, (ix504 +% (((756112 +% (((c180 *% 25) +% 20) *% 1616)) +% (j179 *% 100)) +% (((iy503 +% 4) +% -4) *% 10))), 1))
+            storePartial(arena, (ix504 +% (((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy503 +% 4) *% 14))), sum509_v, 1)
           }
         }
-        for iy530 in 0..<6 {
-          for ix531 in 0..<1 {
-            let sum532_v = loadPartial(arena, (ix531 +% ((((756112 +% ((c171 *% 25) *% 1616)) +% (j170 *% 100)) +% ((iy530 +% 4) *% 10)) +% 3)), 1)
-            let sum533_v = (sum532_v + loadPartial(arena, (ix531 +% ((((756112 +% (((c171 *% 25) +% 1) *% 1616)) +% (j170 *% 100)) +% ((iy530 +% 4) *% 10)) +% 2)), 1))
-            let sum534_v = (sum533_v + loadPartial(arena, (ix531 +% ((((756112 +% (((c171 *% 25) +% 2) *% 1616)) +% (j170 *% 100)) +% ((iy530 +% 4) *% 10)) +% 1)), 1))
-            let sum535_v = (sum534_v + loadPartial(arena, (ix531 +% (((756112 +% (((c171 *% 25) +% 3) *% 1616)) +% (j170 *% 100)) +% ((iy530 +% 4) *% 10))), 1))
-            let sum536_v = (sum535_v + loadPartial(arena, (ix531 +% ((((756112 +% (((c171 *% 25) +% 5) *% 1616)) +% (j170 *% 100)) +% (((iy530 +% 4) +% -1) *% 10)) +% 3)), 1))
-            let sum537_v = (sum536_v + loadPartial(arena, (ix531 +% ((((756112 +% (((c171 *% 25) +% 6) *% 1616)) +% (j170 *% 100)) +% (((iy530 +% 4) +% -1) *% 10)) +% 2)), 1))
-            let sum538_v = (sum537_v + loadPartial(arena, (ix531 +% ((((756112 +% (((c171 *% 25) +% 7) *% 1616)) +% (j170 *% 100)) +% (((iy530 +% 4) +% -1) *% 10)) +% 1)), 1))
-            let sum539_v = (sum538_v + loadPartial(arena, (ix531 +% (((756112 +% (((c171 *% 25) +% 8) *% 1616)) +% (j170 *% 100)) +% (((iy530 +% 4) +% -1) *% 10))), 1))
-            let sum540_v = (sum539_v + loadPartial(arena, (ix531 +% ((((756112 +% (((c171 *% 25) +% 10) *% 1616)) +% (j170 *% 100)) +% (((iy530 +% 4) +% -2) *% 10)) +% 3)), 1))
-            let sum541_v = (sum540_v + loadPartial(arena, (ix531 +% ((((756112 +% (((c171 *% 25) +% 11) *% 1616)) +% (j170 *% 100)) +% (((iy530 +% 4) +% -2) *% 10)) +% 2)), 1))
-            let sum542_v = (sum541_v + loadPartial(arena, (ix531 +% ((((756112 +% (((c171 *% 25) +% 12) *% 1616)) +% (j170 *% 100)) +% (((iy530 +% 4) +% -2) *% 10)) +% 1)), 1))
-            let sum543_v = (sum542_v + loadPartial(arena, (ix531 +% (((756112 +% (((c171 *% 25) +% 13) *% 1616)) +% (j170 *% 100)) +% (((iy530 +% 4) +% -2) *% 10))), 1))
-            let sum544_v = (sum543_v + loadPartial(arena, (ix531 +% ((((756112 +% (((c171 *% 25) +% 15) *% 1616)) +% (j170 *% 100)) +% (((iy530 +% 4) +% -3) *% 10)) +% 3)), 1))
-            let sum545_v = (sum544_v + loadPartial(arena, (ix531 +% ((((756112 +% (((c171 *% 25) +% 16) *% 1616)) +% (j170 *% 100)) +% (((iy530 +% 4) +% -3) *% 10)) +% 2)), 1))
-            let sum546_v = (sum545_v + loadPartial(arena, (ix531 +% ((((756112 +% (((c171 *% 25) +% 17) *% 1616)) +% (j170 *% 100)) +% (((iy530 +% 4) +% -3) *% 10)) +% 1)), 1))
-            let sum547_v = (sum546_v + loadPartial(arena, (ix531 +% (((756112 +% (((c171 *% 25) +% 18) *% 1616)) +% (j170 *% 100)) +% (((iy530 +% 4) +% -3) *% 10))), 1))
-            let sum548_v = (sum547_v + loadPartial(arena, (ix531 +% ((((756112 +% (((c171 *% 25) +% 20) *% 1616)) +% (j170 *% 100)) +% (((iy530 +% 4) +% -4) *% 10)) +% 3)), 1))
-            let sum549_v = (sum548_v + loadPartial(arena, (ix531 +% ((((756112 +% (((c171 *% 25) +% 21) *% 1616)) +% (j170 *% 100)) +% (((iy530 +% 4) +% -4) *% 10)) +% 2)), 1))
-            let sum550_v = (sum549_v + loadPartial(arena, (ix531 +% ((((756112 +% (((c171 *% 25) +% 22) *% 1616)) +% (j170 *% 100)) +% (((iy530 +% 4) +% -4) *% 10)) +% 1)), 1))
-            let sum551_v = (sum550_v + loadPartial(arena, (ix531 +% (((756112 +% (((c171 *% 25) +% 23) *% 1616)) +% (j170 *% 100)) +% (((iy530 +% 4) +% -4) *% 10))), 1))
-            storePartial(arena, (ix531 +% ((((376320 +% (((g154 *% 16) +% j170) *% 1176)) +% (c171 *% 196)) +% ((iy530 +% 4) *% 14)) +% 3)), sum551_v, 1)
+        for iy510 in 0..<6 {
+          for ix511 in 0..<1 {
+            let sum512_v = loadPartial(arena, (ix511 +% ((((756112 +% ((c180 *% 25) *% 1616)) +% (j179 *% 100)) +% ((iy510 +% 4) *% 10)) +% 1)), 1)
+            let sum513_v = (sum512_v + loadPartial(arena, (ix511 +% (((756112 +% (((c180 *% 25) +% 1) *% 1616)) +% (j179 *% 100)) +% ((iy510 +% 4) *% 10))), 1))
+            let sum514_v = (sum513_v + loadPartial(arena, (ix511 +% ((((756112 +% (((c180 *% 25) +% 5) *% 1616)) +% (j179 *% 100)) +% (((iy510 +% 4) +% -1) *% 10)) +% 1)), 1))
+            let sum515_v = (sum514_v + loadPartial(arena, (ix511 +% (((756112 +% (((c180 *% 25) +% 6) *% 1616)) +% (j179 *% 100)) +% (((iy510 +% 4) +% -1) *% 10))), 1))
+            let sum516_v = (sum515_v + loadPartial(arena, (ix511 +% ((((756112 +% (((c180 *% 25) +% 10) *% 1616)) +% (j179 *% 100)) +% (((iy510 +% 4) +% -2) *% 10)) +% 1)), 1))
+            let sum517_v = (sum516_v + loadPartial(arena, (ix511 +% (((756112 +% (((c180 *% 25) +% 11) *% 1616)) +% (j179 *% 100)) +% (((iy510 +% 4) +% -2) *% 10))), 1))
+            let sum518_v = (sum517_v + loadPartial(arena, (ix511 +% ((((756112 +% (((c180 *% 25) +% 15) *% 1616)) +% (j179 *% 100)) +% (((iy510 +% 4) +% -3) *% 10)) +% 1)), 1))
+            let sum519_v = (sum518_v + loadPartial(arena, (ix511 +% (((756112 +% (((c180 *% 25) +% 16) *% 1616)) +% (j179 *% 100)) +% (((iy510 +% 4) +% -3) *% 10))), 1))
+            let sum520_v = (sum519_v + loadPartial(arena, (ix511 +% ((((756112 +% (((c180 *% 25) +% 20) *% 1616)) +% (j179 *% 100)) +% (((iy510 +% 4) +% -4) *% 10)) +% 1)), 1))
+            let sum521_v = (sum520_v + loadPartial(arena, (ix511 +% (((756112 +% (((c180 *% 25) +% 21) *% 1616)) +% (j179 *% 100)) +% (((iy510 +% 4) +% -4) *% 10))), 1))
+            storePartial(arena, (ix511 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy510 +% 4) *% 14)) +% 1)), sum521_v, 1)
           }
         }
-        for iy552 in 0..<6 {
-          for ix553 in 0..<1 {
-            let sum554_v = loadPartial(arena, (ix553 +% ((((756112 +% ((c171 *% 25) *% 1616)) +% (j170 *% 100)) +% ((iy552 +% 4) *% 10)) +% 4)), 6)
-            let sum555_v = (sum554_v + loadPartial(arena, (ix553 +% ((((756112 +% (((c171 *% 25) +% 1) *% 1616)) +% (j170 *% 100)) +% ((iy552 +% 4) *% 10)) +% 3)), 6))
-            let sum556_v = (sum555_v + loadPartial(arena, (ix553 +% ((((756112 +% (((c171 *% 25) +% 2) *% 1616)) +% (j170 *% 100)) +% ((iy552 +% 4) *% 10)) +% 2)), 6))
-            let sum557_v = (sum556_v + loadPartial(arena, (ix553 +% ((((756112 +% (((c171 *% 25) +% 3) *% 1616)) +% (j170 *% 100)) +% ((iy552 +% 4) *% 10)) +% 1)), 6))
-            let sum558_v = (sum557_v + loadPartial(arena, (ix553 +% (((756112 +% (((c171 *% 25) +% 4) *% 1616)) +% (j170 *% 100)) +% ((iy552 +% 4) *% 10))), 6))
-            let sum559_v = (sum558_v + loadPartial(arena, (ix553 +% ((((756112 +% (((c171 *% 25) +% 5) *% 1616)) +% (j170 *% 100)) +% (((iy552 +% 4) +% -1) *% 10)) +% 4)), 6))
-            let sum560_v = (sum559_v + loadPartial(arena, (ix553 +% ((((756112 +% (((c171 *% 25) +% 6) *% 1616)) +% (j170 *% 100)) +% (((iy552 +% 4) +% -1) *% 10)) +% 3)), 6))
-            let sum561_v = (sum560_v + loadPartial(arena, (ix553 +% ((((756112 +% (((c171 *% 25) +% 7) *% 1616)) +% (j170 *% 100)) +% (((iy552 +% 4) +% -1) *% 10)) +% 2)), 6))
-            let sum562_v = (sum561_v + loadPartial(arena, (ix553 +% ((((756112 +% (((c171 *% 25) +% 8) *% 1616)) +% (j170 *% 100)) +% (((iy552 +% 4) +% -1) *% 10)) +% 1)), 6))
-            let sum563_v = (sum562_v + loadPartial(arena, (ix553 +% (((756112 +% (((c171 *% 25) +% 9) *% 1616)) +% (j170 *% 100)) +% (((iy552 +% 4) +% -1) *% 10))), 6))
-            let sum564_v = (sum563_v + loadPartial(arena, (ix553 +% ((((756112 +% (((c171 *% 25) +% 10) *% 1616)) +% (j170 *% 100)) +% (((iy552 +% 4) +% -2) *% 10)) +% 4)), 6))
-            let sum565_v = (sum564_v + loadPartial(arena, (ix553 +% ((((756112 +% (((c171 *% 25) +% 11) *% 1616)) +% (j170 *% 100)) +% (((iy552 +% 4) +% -2) *% 10)) +% 3)), 6))
-            let sum566_v = (sum565_v + loadPartial(arena, (ix553 +% ((((756112 +% (((c171 *% 25) +% 12) *% 1616)) +% (j170 *% 100)) +% (((iy552 +% 4) +% -2) *% 10)) +% 2)), 6))
-            let sum567_v = (sum566_v + loadPartial(arena, (ix553 +% ((((756112 +% (((c171 *% 25) +% 13) *% 1616)) +% (j170 *% 100)) +% (((iy552 +% 4) +% -2) *% 10)) +% 1)), 6))
-            let sum568_v = (sum567_v + loadPartial(arena, (ix553 +% (((756112 +% (((c171 *% 25) +% 14) *% 1616)) +% (j170 *% 100)) +% (((iy552 +% 4) +% -2) *% 10))), 6))
-            let sum569_v = (sum568_v + loadPartial(arena, (ix553 +% ((((756112 +% (((c171 *% 25) +% 15) *% 1616)) +% (j170 *% 100)) +% (((iy552 +% 4) +% -3) *% 10)) +% 4)), 6))
-            let sum570_v = (sum569_v + loadPartial(arena, (ix553 +% ((((756112 +% (((c171 *% 25) +% 16) *% 1616)) +% (j170 *% 100)) +% (((iy552 +% 4) +% -3) *% 10)) +% 3)), 6))
-            let sum571_v = (sum570_v + loadPartial(arena, (ix553 +% ((((756112 +% (((c171 *% 25) +% 17) *% 1616)) +% (j170 *% 100)) +% (((iy552 +% 4) +% -3) *% 10)) +% 2)), 6))
-            let sum572_v = (sum571_v + loadPartial(arena, (ix553 +% ((((756112 +% (((c171 *% 25) +% 18) *% 1616)) +% (j170 *% 100)) +% (((iy552 +% 4) +% -3) *% 10)) +% 1)), 6))
-            let sum573_v = (sum572_v + loadPartial(arena, (ix553 +% (((756112 +% (((c171 *% 25) +% 19) *% 1616)) +% (j170 *% 100)) +% (((iy552 +% 4) +% -3) *% 10))), 6))
-            let sum574_v = (sum573_v + loadPartial(arena, (ix553 +% ((((756112 +% (((c171 *% 25) +% 20) *% 1616)) +% (j170 *% 100)) +% (((iy552 +% 4) +% -4) *% 10)) +% 4)), 6))
-            let sum575_v = (sum574_v + loadPartial(arena, (ix553 +% ((((756112 +% (((c171 *% 25) +% 21) *% 1616)) +% (j170 *% 100)) +% (((iy552 +% 4) +% -4) *% 10)) +% 3)), 6))
-            let sum576_v = (sum575_v + loadPartial(arena, (ix553 +% ((((756112 +% (((c171 *% 25) +% 22) *% 1616)) +% (j170 *% 100)) +% (((iy552 +% 4) +% -4) *% 10)) +% 2)), 6))
-            let sum577_v = (sum576_v + loadPartial(arena, (ix553 +% ((((756112 +% (((c171 *% 25) +% 23) *% 1616)) +% (j170 *% 100)) +% (((iy552 +% 4) +% -4) *% 10)) +% 1)), 6))
-            let sum578_v = (sum577_v + loadPartial(arena, (ix553 +% (((756112 +% (((c171 *% 25) +% 24) *% 1616)) +% (j170 *% 100)) +% (((iy552 +% 4) +% -4) *% 10))), 6))
-            storePartial(arena, (ix553 +% ((((376320 +% (((g154 *% 16) +% j170) *% 1176)) +% (c171 *% 196)) +% ((iy552 +% 4) *% 14)) +% 4)), sum578_v, 6)
+        for iy522 in 0..<6 {
+          for ix523 in 0..<1 {
+            let sum524_v = loadPartial(arena, (ix523 +% ((((756112 +% ((c180 *% 25) *% 1616)) +% (j179 *% 100)) +% ((iy522 +% 4) *% 10)) +% 2)), 1)
+            let sum525_v = (sum524_v + loadPartial(arena, (ix523 +% ((((756112 +% (((c180 *% 25) +% 1) *% 1616)) +% (j179 *% 100)) +% ((iy522 +% 4) *% 10)) +% 1)), 1))
+            let sum526_v = (sum525_v + loadPartial(arena, (ix523 +% (((756112 +% (((c180 *% 25) +% 2) *% 1616)) +% (j179 *% 100)) +% ((iy522 +% 4) *% 10))), 1))
+            let sum527_v = (sum526_v + loadPartial(arena, (ix523 +% ((((756112 +% (((c180 *% 25) +% 5) *% 1616)) +% (j179 *% 100)) +% (((iy522 +% 4) +% -1) *% 10)) +% 2)), 1))
+            let sum528_v = (sum527_v + loadPartial(arena, (ix523 +% ((((756112 +% (((c180 *% 25) +% 6) *% 1616)) +% (j179 *% 100)) +% (((iy522 +% 4) +% -1) *% 10)) +% 1)), 1))
+            let sum529_v = (sum528_v + loadPartial(arena, (ix523 +% (((756112 +% (((c180 *% 25) +% 7) *% 1616)) +% (j179 *% 100)) +% (((iy522 +% 4) +% -1) *% 10))), 1))
+            let sum530_v = (sum529_v + loadPartial(arena, (ix523 +% ((((756112 +% (((c180 *% 25) +% 10) *% 1616)) +% (j179 *% 100)) +% (((iy522 +% 4) +% -2) *% 10)) +% 2)), 1))
+            let sum531_v = (sum530_v + loadPartial(arena, (ix523 +% ((((756112 +% (((c180 *% 25) +% 11) *% 1616)) +% (j179 *% 100)) +% (((iy522 +% 4) +% -2) *% 10)) +% 1)), 1))
+            let sum532_v = (sum531_v + loadPartial(arena, (ix523 +% (((756112 +% (((c180 *% 25) +% 12) *% 1616)) +% (j179 *% 100)) +% (((iy522 +% 4) +% -2) *% 10))), 1))
+            let sum533_v = (sum532_v + loadPartial(arena, (ix523 +% ((((756112 +% (((c180 *% 25) +% 15) *% 1616)) +% (j179 *% 100)) +% (((iy522 +% 4) +% -3) *% 10)) +% 2)), 1))
+            let sum534_v = (sum533_v + loadPartial(arena, (ix523 +% ((((756112 +% (((c180 *% 25) +% 16) *% 1616)) +% (j179 *% 100)) +% (((iy522 +% 4) +% -3) *% 10)) +% 1)), 1))
+            let sum535_v = (sum534_v + loadPartial(arena, (ix523 +% (((756112 +% (((c180 *% 25) +% 17) *% 1616)) +% (j179 *% 100)) +% (((iy522 +% 4) +% -3) *% 10))), 1))
+            let sum536_v = (sum535_v + loadPartial(arena, (ix523 +% ((((756112 +% (((c180 *% 25) +% 20) *% 1616)) +% (j179 *% 100)) +% (((iy522 +% 4) +% -4) *% 10)) +% 2)), 1))
+            let sum537_v = (sum536_v + loadPartial(arena, (ix523 +% ((((756112 +% (((c180 *% 25) +% 21) *% 1616)) +% (j179 *% 100)) +% (((iy522 +% 4) +% -4) *% 10)) +% 1)), 1))
+            let sum538_v = (sum537_v + loadPartial(arena, (ix523 +% (((756112 +% (((c180 *% 25) +% 22) *% 1616)) +% (j179 *% 100)) +% (((iy522 +% 4) +% -4) *% 10))), 1))
+            storePartial(arena, (ix523 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy522 +% 4) *% 14)) +% 2)), sum538_v, 1)
           }
         }
-        for iy579 in 0..<6 {
-          for ix580 in 0..<1 {
-            let sum581_v = loadPartial(arena, (ix580 +% ((((756112 +% (((c171 *% 25) +% 1) *% 1616)) +% (j170 *% 100)) +% ((iy579 +% 4) *% 10)) +% 9)), 1)
-            let sum582_v = (sum581_v + loadPartial(arena, (ix580 +% ((((756112 +% (((c171 *% 25) +% 2) *% 1616)) +% (j170 *% 100)) +% ((iy579 +% 4) *% 10)) +% 8)), 1))
-            let sum583_v = (sum582_v + loadPartial(arena, (ix580 +% ((((756112 +% (((c171 *% 25) +% 3) *% 1616)) +% (j170 *% 100)) +% ((iy579 +% 4) *% 10)) +% 7)), 1))
-            let sum584_v = (sum583_v + loadPartial(arena, (ix580 +% ((((756112 +% (((c171 *% 25) +% 4) *% 1616)) +% (j170 *% 100)) +% ((iy579 +% 4) *% 10)) +% 6)), 1))
-            let sum585_v = (sum584_v + loadPartial(arena, (ix580 +% ((((756112 +% (((c171 *% 25) +% 6) *% 1616)) +% (j170 *% 100)) +% (((iy579 +% 4) +% -1) *% 10)) +% 9)), 1))
-            let sum586_v = (sum585_v + loadPartial(arena, (ix580 +% ((((756112 +% (((c171 *% 25) +% 7) *% 1616)) +% (j170 *% 100)) +% (((iy579 +% 4) +% -1) *% 10)) +% 8)), 1))
-            let sum587_v = (sum586_v + loadPartial(arena, (ix580 +% ((((756112 +% (((c171 *% 25) +% 8) *% 1616)) +% (j170 *% 100)) +% (((iy579 +% 4) +% -1) *% 10)) +% 7)), 1))
-            let sum588_v = (sum587_v + loadPartial(arena, (ix580 +% ((((756112 +% (((c171 *% 25) +% 9) *% 1616)) +% (j170 *% 100)) +% (((iy579 +% 4) +% -1) *% 10)) +% 6)), 1))
-            let sum589_v = (sum588_v + loadPartial(arena, (ix580 +% ((((756112 +% (((c171 *% 25) +% 11) *% 1616)) +% (j170 *% 100)) +% (((iy579 +% 4) +% -2) *% 10)) +% 9)), 1))
-            let sum590_v = (sum589_v + loadPartial(arena, (ix580 +% ((((756112 +% (((c171 *% 25) +% 12) *% 1616)) +% (j170 *% 100)) +% (((iy579 +% 4) +% -2) *% 10)) +% 8)), 1))
-            let sum591_v = (sum590_v + loadPartial(arena, (ix580 +% ((((756112 +% (((c171 *% 25) +% 13) *% 1616)) +% (j170 *% 100)) +% (((iy579 +% 4) +% -2) *% 10)) +% 7)), 1))
-            let sum592_v = (sum591_v + loadPartial(arena, (ix580 +% ((((756112 +% (((c171 *% 25) +% 14) *% 1616)) +% (j170 *% 100)) +% (((iy579 +% 4) +% -2) *% 10)) +% 6)), 1))
-            let sum593_v = (sum592_v + loadPartial(arena, (ix580 +% ((((756112 +% (((c171 *% 25) +% 16) *% 1616)) +% (j170 *% 100)) +% (((iy579 +% 4) +% -3) *% 10)) +% 9)), 1))
-            let sum594_v = (sum593_v + loadPartial(arena, (ix580 +% ((((756112 +% (((c171 *% 25) +% 17) *% 1616)) +% (j170 *% 100)) +% (((iy579 +% 4) +% -3) *% 10)) +% 8)), 1))
-            let sum595_v = (sum594_v + loadPartial(arena, (ix580 +% ((((756112 +% (((c171 *% 25) +% 18) *% 1616)) +% (j170 *% 100)) +% (((iy579 +% 4) +% -3) *% 10)) +% 7)), 1))
-            let sum596_v = (sum595_v + loadPartial(arena, (ix580 +% ((((756112 +% (((c171 *% 25) +% 19) *% 1616)) +% (j170 *% 100)) +% (((iy579 +% 4) +% -3) *% 10)) +% 6)), 1))
-            let sum597_v = (sum596_v + loadPartial(arena, (ix580 +% ((((756112 +% (((c171 *% 25) +% 21) *% 1616)) +% (j170 *% 100)) +% (((iy579 +% 4) +% -4) *% 10)) +% 9)), 1))
-            let sum598_v = (sum597_v + loadPartial(arena, (ix580 +% ((((756112 +% (((c171 *% 25) +% 22) *% 1616)) +% (j170 *% 100)) +% (((iy579 +% 4) +% -4) *% 10)) +% 8)), 1))
-            let sum599_v = (sum598_v + loadPartial(arena, (ix580 +% ((((756112 +% (((c171 *% 25) +% 23) *% 1616)) +% (j170 *% 100)) +% (((iy579 +% 4) +% -4) *% 10)) +% 7)), 1))
-            let sum600_v = (sum599_v + loadPartial(arena, (ix580 +% ((((756112 +% (((c171 *% 25) +% 24) *% 1616)) +% (j170 *% 100)) +% (((iy579 +% 4) +% -4) *% 10)) +% 6)), 1))
-            storePartial(arena, (ix580 +% ((((376320 +% (((g154 *% 16) +% j170) *% 1176)) +% (c171 *% 196)) +% ((iy579 +% 4) *% 14)) +% 10)), sum600_v, 1)
+        for iy539 in 0..<6 {
+          for ix540 in 0..<1 {
+            let sum541_v = loadPartial(arena, (ix540 +% ((((756112 +% ((c180 *% 25) *% 1616)) +% (j179 *% 100)) +% ((iy539 +% 4) *% 10)) +% 3)), 1)
+            let sum542_v = (sum541_v + loadPartial(arena, (ix540 +% ((((756112 +% (((c180 *% 25) +% 1) *% 1616)) +% (j179 *% 100)) +% ((iy539 +% 4) *% 10)) +% 2)), 1))
+            let sum543_v = (sum542_v + loadPartial(arena, (ix540 +% ((((756112 +% (((c180 *% 25) +% 2) *% 1616)) +% (j179 *% 100)) +% ((iy539 +% 4) *% 10)) +% 1)), 1))
+            let sum544_v = (sum543_v + loadPartial(arena, (ix540 +% (((756112 +% (((c180 *% 25) +% 3) *% 1616)) +% (j179 *% 100)) +% ((iy539 +% 4) *% 10))), 1))
+            let sum545_v = (sum544_v + loadPartial(arena, (ix540 +% ((((756112 +% (((c180 *% 25) +% 5) *% 1616)) +% (j179 *% 100)) +% (((iy539 +% 4) +% -1) *% 10)) +% 3)), 1))
+            let sum546_v = (sum545_v + loadPartial(arena, (ix540 +% ((((756112 +% (((c180 *% 25) +% 6) *% 1616)) +% (j179 *% 100)) +% (((iy539 +% 4) +% -1) *% 10)) +% 2)), 1))
+            let sum547_v = (sum546_v + loadPartial(arena, (ix540 +% ((((756112 +% (((c180 *% 25) +% 7) *% 1616)) +% (j179 *% 100)) +% (((iy539 +% 4) +% -1) *% 10)) +% 1)), 1))
+            let sum548_v = (sum547_v + loadPartial(arena, (ix540 +% (((756112 +% (((c180 *% 25) +% 8) *% 1616)) +% (j179 *% 100)) +% (((iy539 +% 4) +% -1) *% 10))), 1))
+            let sum549_v = (sum548_v + loadPartial(arena, (ix540 +% ((((756112 +% (((c180 *% 25) +% 10) *% 1616)) +% (j179 *% 100)) +% (((iy539 +% 4) +% -2) *% 10)) +% 3)), 1))
+            let sum550_v = (sum549_v + loadPartial(arena, (ix540 +% ((((756112 +% (((c180 *% 25) +% 11) *% 1616)) +% (j179 *% 100)) +% (((iy539 +% 4) +% -2) *% 10)) +% 2)), 1))
+            let sum551_v = (sum550_v + loadPartial(arena, (ix540 +% ((((756112 +% (((c180 *% 25) +% 12) *% 1616)) +% (j179 *% 100)) +% (((iy539 +% 4) +% -2) *% 10)) +% 1)), 1))
+            let sum552_v = (sum551_v + loadPartial(arena, (ix540 +% (((756112 +% (((c180 *% 25) +% 13) *% 1616)) +% (j179 *% 100)) +% (((iy539 +% 4) +% -2) *% 10))), 1))
+            let sum553_v = (sum552_v + loadPartial(arena, (ix540 +% ((((756112 +% (((c180 *% 25) +% 15) *% 1616)) +% (j179 *% 100)) +% (((iy539 +% 4) +% -3) *% 10)) +% 3)), 1))
+            let sum554_v = (sum553_v + loadPartial(arena, (ix540 +% ((((756112 +% (((c180 *% 25) +% 16) *% 1616)) +% (j179 *% 100)) +% (((iy539 +% 4) +% -3) *% 10)) +% 2)), 1))
+            let sum555_v = (sum554_v + loadPartial(arena, (ix540 +% ((((756112 +% (((c180 *% 25) +% 17) *% 1616)) +% (j179 *% 100)) +% (((iy539 +% 4) +% -3) *% 10)) +% 1)), 1))
+            let sum556_v = (sum555_v + loadPartial(arena, (ix540 +% (((756112 +% (((c180 *% 25) +% 18) *% 1616)) +% (j179 *% 100)) +% (((iy539 +% 4) +% -3) *% 10))), 1))
+            let sum557_v = (sum556_v + loadPartial(arena, (ix540 +% ((((756112 +% (((c180 *% 25) +% 20) *% 1616)) +% (j179 *% 100)) +% (((iy539 +% 4) +% -4) *% 10)) +% 3)), 1))
+            let sum558_v = (sum557_v + loadPartial(arena, (ix540 +% ((((756112 +% (((c180 *% 25) +% 21) *% 1616)) +% (j179 *% 100)) +% (((iy539 +% 4) +% -4) *% 10)) +% 2)), 1))
+            let sum559_v = (sum558_v + loadPartial(arena, (ix540 +% ((((756112 +% (((c180 *% 25) +% 22) *% 1616)) +% (j179 *% 100)) +% (((iy539 +% 4) +% -4) *% 10)) +% 1)), 1))
+            let sum560_v = (sum559_v + loadPartial(arena, (ix540 +% (((756112 +% (((c180 *% 25) +% 23) *% 1616)) +% (j179 *% 100)) +% (((iy539 +% 4) +% -4) *% 10))), 1))
+            storePartial(arena, (ix540 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy539 +% 4) *% 14)) +% 3)), sum560_v, 1)
           }
         }
-        for iy601 in 0..<6 {
-          for ix602 in 0..<1 {
-            let sum603_v = loadPartial(arena, (ix602 +% ((((756112 +% (((c171 *% 25) +% 2) *% 1616)) +% (j170 *% 100)) +% ((iy601 +% 4) *% 10)) +% 9)), 1)
-            let sum604_v = (sum603_v + loadPartial(arena, (ix602 +% ((((756112 +% (((c171 *% 25) +% 3) *% 1616)) +% (j170 *% 100)) +% ((iy601 +% 4) *% 10)) +% 8)), 1))
-            let sum605_v = (sum604_v + loadPartial(arena, (ix602 +% ((((756112 +% (((c171 *% 25) +% 4) *% 1616)) +% (j170 *% 100)) +% ((iy601 +% 4) *% 10)) +% 7)), 1))
-            let sum606_v = (sum605_v + loadPartial(arena, (ix602 +% ((((756112 +% (((c171 *% 25) +% 7) *% 1616)) +% (j170 *% 100)) +% (((iy601 +% 4) +% -1) *% 10)) +% 9)), 1))
-            let sum607_v = (sum606_v + loadPartial(arena, (ix602 +% ((((756112 +% (((c171 *% 25) +% 8) *% 1616)) +% (j170 *% 100)) +% (((iy601 +% 4) +% -1) *% 10)) +% 8)), 1))
-            let sum608_v = (sum607_v + loadPartial(arena, (ix602 +% ((((756112 +% (((c171 *% 25) +% 9) *% 1616)) +% (j170 *% 100)) +% (((iy601 +% 4) +% -1) *% 10)) +% 7)), 1))
-            let sum609_v = (sum608_v + loadPartial(arena, (ix602 +% ((((756112 +% (((c171 *% 25) +% 12) *% 1616)) +% (j170 *% 100)) +% (((iy601 +% 4) +% -2) *% 10)) +% 9)), 1))
-            let sum610_v = (sum609_v + loadPartial(arena, (ix602 +% ((((756112 +% (((c171 *% 25) +% 13) *% 1616)) +% (j170 *% 100)) +% (((iy601 +% 4) +% -2) *% 10)) +% 8)), 1))
-            let sum611_v = (sum610_v + loadPartial(arena, (ix602 +% ((((756112 +% (((c171 *% 25) +% 14) *% 1616)) +% (j170 *% 100)) +% (((iy601 +% 4) +% -2) *% 10)) +% 7)), 1))
-            let sum612_v = (sum611_v + loadPartial(arena, (ix602 +% ((((756112 +% (((c171 *% 25) +% 17) *% 1616)) +% (j170 *% 100)) +% (((iy601 +% 4) +% -3) *% 10)) +% 9)), 1))
-            let sum613_v = (sum612_v + loadPartial(arena, (ix602 +% ((((756112 +% (((c171 *% 25) +% 18) *% 1616)) +% (j170 *% 100)) +% (((iy601 +% 4) +% -3) *% 10)) +% 8)), 1))
-            let sum614_v = (sum613_v + loadPartial(arena, (ix602 +% ((((756112 +% (((c171 *% 25) +% 19) *% 1616)) +% (j170 *% 100)) +% (((iy601 +% 4) +% -3) *% 10)) +% 7)), 1))
-            let sum615_v = (sum614_v + loadPartial(arena, (ix602 +% ((((756112 +% (((c171 *% 25) +% 22) *% 1616)) +% (j170 *% 100)) +% (((iy601 +% 4) +% -4) *% 10)) +% 9)), 1))
-            let sum616_v = (sum615_v + loadPartial(arena, (ix602 +% ((((756112 +% (((c171 *% 25) +% 23) *% 1616)) +% (j170 *% 100)) +% (((iy601 +% 4) +% -4) *% 10)) +% 8)), 1))
-            let sum617_v = (sum616_v + loadPartial(arena, (ix602 +% ((((756112 +% (((c171 *% 25) +% 24) *% 1616)) +% (j170 *% 100)) +% (((iy601 +% 4) +% -4) *% 10)) +% 7)), 1))
-            storePartial(arena, (ix602 +% ((((376320 +% (((g154 *% 16) +% j170) *% 1176)) +% (c171 *% 196)) +% ((iy601 +% 4) *% 14)) +% 11)), sum617_v, 1)
+        for iy561 in 0..<6 {
+          for ix562 in 0..<1 {
+            let sum563_v = loadPartial(arena, (ix562 +% ((((756112 +% ((c180 *% 25) *% 1616)) +% (j179 *% 100)) +% ((iy561 +% 4) *% 10)) +% 4)), 6)
+            let sum564_v = (sum563_v + loadPartial(arena, (ix562 +% ((((756112 +% (((c180 *% 25) +% 1) *% 1616)) +% (j179 *% 100)) +% ((iy561 +% 4) *% 10)) +% 3)), 6))
+            let sum565_v = (sum564_v + loadPartial(arena, (ix562 +% ((((756112 +% (((c180 *% 25) +% 2) *% 1616)) +% (j179 *% 100)) +% ((iy561 +% 4) *% 10)) +% 2)), 6))
+            let sum566_v = (sum565_v + loadPartial(arena, (ix562 +% ((((756112 +% (((c180 *% 25) +% 3) *% 1616)) +% (j179 *% 100)) +% ((iy561 +% 4) *% 10)) +% 1)), 6))
+            let sum567_v = (sum566_v + loadPartial(arena, (ix562 +% (((756112 +% (((c180 *% 25) +% 4) *% 1616)) +% (j179 *% 100)) +% ((iy561 +% 4) *% 10))), 6))
+            let sum568_v = (sum567_v + loadPartial(arena, (ix562 +% ((((756112 +% (((c180 *% 25) +% 5) *% 1616)) +% (j179 *% 100)) +% (((iy561 +% 4) +% -1) *% 10)) +% 4)), 6))
+            let sum569_v = (sum568_v + loadPartial(arena, (ix562 +% ((((756112 +% (((c180 *% 25) +% 6) *% 1616)) +% (j179 *% 100)) +% (((iy561 +% 4) +% -1) *% 10)) +% 3)), 6))
+            let sum570_v = (sum569_v + loadPartial(arena, (ix562 +% ((((756112 +% (((c180 *% 25) +% 7) *% 1616)) +% (j179 *% 100)) +% (((iy561 +% 4) +% -1) *% 10)) +% 2)), 6))
+            let sum571_v = (sum570_v + loadPartial(arena, (ix562 +% ((((756112 +% (((c180 *% 25) +% 8) *% 1616)) +% (j179 *% 100)) +% (((iy561 +% 4) +% -1) *% 10)) +% 1)), 6))
+            let sum572_v = (sum571_v + loadPartial(arena, (ix562 +% (((756112 +% (((c180 *% 25) +% 9) *% 1616)) +% (j179 *% 100)) +% (((iy561 +% 4) +% -1) *% 10))), 6))
+            let sum573_v = (sum572_v + loadPartial(arena, (ix562 +% ((((756112 +% (((c180 *% 25) +% 10) *% 1616)) +% (j179 *% 100)) +% (((iy561 +% 4) +% -2) *% 10)) +% 4)), 6))
+            let sum574_v = (sum573_v + loadPartial(arena, (ix562 +% ((((756112 +% (((c180 *% 25) +% 11) *% 1616)) +% (j179 *% 100)) +% (((iy561 +% 4) +% -2) *% 10)) +% 3)), 6))
+            let sum575_v = (sum574_v + loadPartial(arena, (ix562 +% ((((756112 +% (((c180 *% 25) +% 12) *% 1616)) +% (j179 *% 100)) +% (((iy561 +% 4) +% -2) *% 10)) +% 2)), 6))
+            let sum576_v = (sum575_v + loadPartial(arena, (ix562 +% ((((756112 +% (((c180 *% 25) +% 13) *% 1616)) +% (j179 *% 100)) +% (((iy561 +% 4) +% -2) *% 10)) +% 1)), 6))
+            let sum577_v = (sum576_v + loadPartial(arena, (ix562 +% (((756112 +% (((c180 *% 25) +% 14) *% 1616)) +% (j179 *% 100)) +% (((iy561 +% 4) +% -2) *% 10))), 6))
+            let sum578_v = (sum577_v + loadPartial(arena, (ix562 +% ((((756112 +% (((c180 *% 25) +% 15) *% 1616)) +% (j179 *% 100)) +% (((iy561 +% 4) +% -3) *% 10)) +% 4)), 6))
+            let sum579_v = (sum578_v + loadPartial(arena, (ix562 +% ((((756112 +% (((c180 *% 25) +% 16) *% 1616)) +% (j179 *% 100)) +% (((iy561 +% 4) +% -3) *% 10)) +% 3)), 6))
+            let sum580_v = (sum579_v + loadPartial(arena, (ix562 +% ((((756112 +% (((c180 *% 25) +% 17) *% 1616)) +% (j179 *% 100)) +% (((iy561 +% 4) +% -3) *% 10)) +% 2)), 6))
+            let sum581_v = (sum580_v + loadPartial(arena, (ix562 +% ((((756112 +% (((c180 *% 25) +% 18) *% 1616)) +% (j179 *% 100)) +% (((iy561 +% 4) +% -3) *% 10)) +% 1)), 6))
+            let sum582_v = (sum581_v + loadPartial(arena, (ix562 +% (((756112 +% (((c180 *% 25) +% 19) *% 1616)) +% (j179 *% 100)) +% (((iy561 +% 4) +% -3) *% 10))), 6))
+            let sum583_v = (sum582_v + loadPartial(arena, (ix562 +% ((((756112 +% (((c180 *% 25) +% 20) *% 1616)) +% (j179 *% 100)) +% (((iy561 +% 4) +% -4) *% 10)) +% 4)), 6))
+            let sum584_v = (sum583_v + loadPartial(arena, (ix562 +% ((((756112 +% (((c180 *% 25) +% 21) *% 1616)) +% (j179 *% 100)) +% (((iy561 +% 4) +% -4) *% 10)) +% 3)), 6))
+            let sum585_v = (sum584_v + loadPartial(arena, (ix562 +% ((((756112 +% (((c180 *% 25) +% 22) *% 1616)) +% (j179 *% 100)) +% (((iy561 +% 4) +% -4) *% 10)) +% 2)), 6))
+            let sum586_v = (sum585_v + loadPartial(arena, (ix562 +% ((((756112 +% (((c180 *% 25) +% 23) *% 1616)) +% (j179 *% 100)) +% (((iy561 +% 4) +% -4) *% 10)) +% 1)), 6))
+            let sum587_v = (sum586_v + loadPartial(arena, (ix562 +% (((756112 +% (((c180 *% 25) +% 24) *% 1616)) +% (j179 *% 100)) +% (((iy561 +% 4) +% -4) *% 10))), 6))
+            storePartial(arena, (ix562 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy561 +% 4) *% 14)) +% 4)), sum587_v, 6)
           }
         }
-        for iy618 in 0..<6 {
-          for ix619 in 0..<1 {
-            let sum620_v = loadPartial(arena, (ix619 +% ((((756112 +% (((c171 *% 25) +% 3) *% 1616)) +% (j170 *% 100)) +% ((iy618 +% 4) *% 10)) +% 9)), 1)
-            let sum621_v = (sum620_v + loadPartial(arena, (ix619 +% ((((756112 +% (((c171 *% 25) +% 4) *% 1616)) +% (j170 *% 100)) +% ((iy618 +% 4) *% 10)) +% 8)), 1))
-            let sum622_v = (sum621_v + loadPartial(arena, (ix619 +% ((((756112 +% (((c171 *% 25) +% 8) *% 1616)) +% (j170 *% 100)) +% (((iy618 +% 4) +% -1) *% 10)) +% 9)), 1))
-            let sum623_v = (sum622_v + loadPartial(arena, (ix619 +% ((((756112 +% (((c171 *% 25) +% 9) *% 1616)) +% (j170 *% 100)) +% (((iy618 +% 4) +% -1) *% 10)) +% 8)), 1))
-            let sum624_v = (sum623_v + loadPartial(arena, (ix619 +% ((((756112 +% (((c171 *% 25) +% 13) *% 1616)) +% (j170 *% 100)) +% (((iy618 +% 4) +% -2) *% 10)) +% 9)), 1))
-            let sum625_v = (sum624_v + loadPartial(arena, (ix619 +% ((((756112 +% (((c171 *% 25) +% 14) *% 1616)) +% (j170 *% 100)) +% (((iy618 +% 4) +% -2) *% 10)) +% 8)), 1))
-            let sum626_v = (sum625_v + loadPartial(arena, (ix619 +% ((((756112 +% (((c171 *% 25) +% 18) *% 1616)) +% (j170 *% 100)) +% (((iy618 +% 4) +% -3) *% 10)) +% 9)), 1))
-            let sum627_v = (sum626_v + loadPartial(arena, (ix619 +% ((((756112 +% (((c171 *% 25) +% 19) *% 1616)) +% (j170 *% 100)) +% (((iy618 +% 4) +% -3) *% 10)) +% 8)), 1))
-            let sum628_v = (sum627_v + loadPartial(arena, (ix619 +% ((((756112 +% (((c171 *% 25) +% 23) *% 1616)) +% (j170 *% 100)) +% (((iy618 +% 4) +% -4) *% 10)) +% 9)), 1))
-            let sum629_v = (sum628_v + loadPartial(arena, (ix619 +% ((((756112 +% (((c171 *% 25) +% 24) *% 1616)) +% (j170 *% 100)) +% (((iy618 +% 4) +% -4) *% 10)) +% 8)), 1))
-            storePartial(arena, (ix619 +% ((((376320 +% (((g154 *% 16) +% j170) *% 1176)) +% (c171 *% 196)) +% ((iy618 +% 4) *% 14)) +% 12)), sum629_v, 1)
+        for iy588 in 0..<6 {
+          for ix589 in 0..<1 {
+            let sum590_v = loadPartial(arena, (ix589 +% ((((756112 +% (((c180 *% 25) +% 1) *% 1616)) +% (j179 *% 100)) +% ((iy588 +% 4) *% 10)) +% 9)), 1)
+            let sum591_v = (sum590_v + loadPartial(arena, (ix589 +% ((((756112 +% (((c180 *% 25) +% 2) *% 1616)) +% (j179 *% 100)) +% ((iy588 +% 4) *% 10)) +% 8)), 1))
+            let sum592_v = (sum591_v + loadPartial(arena, (ix589 +% ((((756112 +% (((c180 *% 25) +% 3) *% 1616)) +% (j179 *% 100)) +% ((iy588 +% 4) *% 10)) +% 7)), 1))
+            let sum593_v = (sum592_v + loadPartial(arena, (ix589 +% ((((756112 +% (((c180 *% 25) +% 4) *% 1616)) +% (j179 *% 100)) +% ((iy588 +% 4) *% 10)) +% 6)), 1))
+            let sum594_v = (sum593_v + loadPartial(arena, (ix589 +% ((((756112 +% (((c180 *% 25) +% 6) *% 1616)) +% (j179 *% 100)) +% (((iy588 +% 4) +% -1) *% 10)) +% 9)), 1))
+            let sum595_v = (sum594_v + loadPartial(arena, (ix589 +% ((((756112 +% (((c180 *% 25) +% 7) *% 1616)) +% (j179 *% 100)) +% (((iy588 +% 4) +% -1) *% 10)) +% 8)), 1))
+            let sum596_v = (sum595_v + loadPartial(arena, (ix589 +% ((((756112 +% (((c180 *% 25) +% 8) *% 1616)) +% (j179 *% 100)) +% (((iy588 +% 4) +% -1) *% 10)) +% 7)), 1))
+            let sum597_v = (sum596_v + loadPartial(arena, (ix589 +% ((((756112 +% (((c180 *% 25) +% 9) *% 1616)) +% (j179 *% 100)) +% (((iy588 +% 4) +% -1) *% 10)) +% 6)), 1))
+            let sum598_v = (sum597_v + loadPartial(arena, (ix589 +% ((((756112 +% (((c180 *% 25) +% 11) *% 1616)) +% (j179 *% 100)) +% (((iy588 +% 4) +% -2) *% 10)) +% 9)), 1))
+            let sum599_v = (sum598_v + loadPartial(arena, (ix589 +% ((((756112 +% (((c180 *% 25) +% 12) *% 1616)) +% (j179 *% 100)) +% (((iy588 +% 4) +% -2) *% 10)) +% 8)), 1))
+            let sum600_v = (sum599_v + loadPartial(arena, (ix589 +% ((((756112 +% (((c180 *% 25) +% 13) *% 1616)) +% (j179 *% 100)) +% (((iy588 +% 4) +% -2) *% 10)) +% 7)), 1))
+            let sum601_v = (sum600_v + loadPartial(arena, (ix589 +% ((((756112 +% (((c180 *% 25) +% 14) *% 1616)) +% (j179 *% 100)) +% (((iy588 +% 4) +% -2) *% 10)) +% 6)), 1))
+            let sum602_v = (sum601_v + loadPartial(arena, (ix589 +% ((((756112 +% (((c180 *% 25) +% 16) *% 1616)) +% (j179 *% 100)) +% (((iy588 +% 4) +% -3) *% 10)) +% 9)), 1))
+            let sum603_v = (sum602_v + loadPartial(arena, (ix589 +% ((((756112 +% (((c180 *% 25) +% 17) *% 1616)) +% (j179 *% 100)) +% (((iy588 +% 4) +% -3) *% 10)) +% 8)), 1))
+            let sum604_v = (sum603_v + loadPartial(arena, (ix589 +% ((((756112 +% (((c180 *% 25) +% 18) *% 1616)) +% (j179 *% 100)) +% (((iy588 +% 4) +% -3) *% 10)) +% 7)), 1))
+            let sum605_v = (sum604_v + loadPartial(arena, (ix589 +% ((((756112 +% (((c180 *% 25) +% 19) *% 1616)) +% (j179 *% 100)) +% (((iy588 +% 4) +% -3) *% 10)) +% 6)), 1))
+            let sum606_v = (sum605_v + loadPartial(arena, (ix589 +% ((((756112 +% (((c180 *% 25) +% 21) *% 1616)) +% (j179 *% 100)) +% (((iy588 +% 4) +% -4) *% 10)) +% 9)), 1))
+            let sum607_v = (sum606_v + loadPartial(arena, (ix589 +% ((((756112 +% (((c180 *% 25) +% 22) *% 1616)) +% (j179 *% 100)) +% (((iy588 +% 4) +% -4) *% 10)) +% 8)), 1))
+            let sum608_v = (sum607_v + loadPartial(arena, (ix589 +% ((((756112 +% (((c180 *% 25) +% 23) *% 1616)) +% (j179 *% 100)) +% (((iy588 +% 4) +% -4) *% 10)) +% 7)), 1))
+            let sum609_v = (sum608_v + loadPartial(arena, (ix589 +% ((((756112 +% (((c180 *% 25) +% 24) *% 1616)) +% (j179 *% 100)) +% (((iy588 +% 4) +% -4) *% 10)) +% 6)), 1))
+            storePartial(arena, (ix589 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy588 +% 4) *% 14)) +% 10)), sum609_v, 1)
           }
         }
-        for iy630 in 0..<6 {
-          for ix631 in 0..<1 {
-            let sum632_v = loadPartial(arena, (ix631 +% ((((756112 +% (((c171 *% 25) +% 4) *% 1616)) +% (j170 *% 100)) +% ((iy630 +% 4) *% 10)) +% 9)), 1)
-            let sum633_v = (sum632_v + loadPartial(arena, (ix631 +% ((((756112 +% (((c171 *% 25) +% 9) *% 1616)) +% (j170 *% 100)) +% (((iy630 +% 4) +% -1) *% 10)) +% 9)), 1))
-            let sum634_v = (sum633_v + loadPartial(arena, (ix631 +% ((((756112 +% (((c171 *% 25) +% 14) *% 1616)) +% (j170 *% 100)) +% (((iy630 +% 4) +% -2) *% 10)) +% 9)), 1))
-            let sum635_v = (sum634_v + loadPartial(arena, (ix631 +% ((((756112 +% (((c171 *% 25) +% 19) *% 1616)) +% (j170 *% 100)) +% (((iy630 +% 4) +% -3) *% 10)) +% 9)), 1))
-            let sum636_v = (sum635_v + loadPartial(arena, (ix631 +% ((((756112 +% (((c171 *% 25) +% 24) *% 1616)) +% (j170 *% 100)) +% (((iy630 +% 4) +% -4) *% 10)) +% 9)), 1))
-            storePartial(arena, (ix631 +% ((((376320 +% (((g154 *% 16) +% j170) *% 1176)) +% (c171 *% 196)) +% ((iy630 +% 4) *% 14)) +% 13)), sum636_v, 1)
+        for iy610 in 0..<6 {
+          for ix611 in 0..<1 {
+            let sum612_v = loadPartial(arena, (ix611 +% ((((756112 +% (((c180 *% 25) +% 2) *% 1616)) +% (j179 *% 100)) +% ((iy610 +% 4) *% 10)) +% 9)), 1)
+            let sum613_v = (sum612_v + loadPartial(arena, (ix611 +% ((((756112 +% (((c180 *% 25) +% 3) *% 1616)) +% (j179 *% 100)) +% ((iy610 +% 4) *% 10)) +% 8)), 1))
+            let sum614_v = (sum613_v + loadPartial(arena, (ix611 +% ((((756112 +% (((c180 *% 25) +% 4) *% 1616)) +% (j179 *% 100)) +% ((iy610 +% 4) *% 10)) +% 7)), 1))
+            let sum615_v = (sum614_v + loadPartial(arena, (ix611 +% ((((756112 +% (((c180 *% 25) +% 7) *% 1616)) +% (j179 *% 100)) +% (((iy610 +% 4) +% -1) *% 10)) +% 9)), 1))
+            let sum616_v = (sum615_v + loadPartial(arena, (ix611 +% ((((756112 +% (((c180 *% 25) +% 8) *% 1616)) +% (j179 *% 100)) +% (((iy610 +% 4) +% -1) *% 10)) +% 8)), 1))
+            let sum617_v = (sum616_v + loadPartial(arena, (ix611 +% ((((756112 +% (((c180 *% 25) +% 9) *% 1616)) +% (j179 *% 100)) +% (((iy610 +% 4) +% -1) *% 10)) +% 7)), 1))
+            let sum618_v = (sum617_v + loadPartial(arena, (ix611 +% ((((756112 +% (((c180 *% 25) +% 12) *% 1616)) +% (j179 *% 100)) +% (((iy610 +% 4) +% -2) *% 10)) +% 9)), 1))
+            let sum619_v = (sum618_v + loadPartial(arena, (ix611 +% ((((756112 +% (((c180 *% 25) +% 13) *% 1616)) +% (j179 *% 100)) +% (((iy610 +% 4) +% -2) *% 10)) +% 8)), 1))
+            let sum620_v = (sum619_v + loadPartial(arena, (ix611 +% ((((756112 +% (((c180 *% 25) +% 14) *% 1616)) +% (j179 *% 100)) +% (((iy610 +% 4) +% -2) *% 10)) +% 7)), 1))
+            let sum621_v = (sum620_v + loadPartial(arena, (ix611 +% ((((756112 +% (((c180 *% 25) +% 17) *% 1616)) +% (j179 *% 100)) +% (((iy610 +% 4) +% -3) *% 10)) +% 9)), 1))
+            let sum622_v = (sum621_v + loadPartial(arena, (ix611 +% ((((756112 +% (((c180 *% 25) +% 18) *% 1616)) +% (j179 *% 100)) +% (((iy610 +% 4) +% -3) *% 10)) +% 8)), 1))
+            let sum623_v = (sum622_v + loadPartial(arena, (ix611 +% ((((756112 +% (((c180 *% 25) +% 19) *% 1616)) +% (j179 *% 100)) +% (((iy610 +% 4) +% -3) *% 10)) +% 7)), 1))
+            let sum624_v = (sum623_v + loadPartial(arena, (ix611 +% ((((756112 +% (((c180 *% 25) +% 22) *% 1616)) +% (j179 *% 100)) +% (((iy610 +% 4) +% -4) *% 10)) +% 9)), 1))
+            let sum625_v = (sum624_v + loadPartial(arena, (ix611 +% ((((756112 +% (((c180 *% 25) +% 23) *% 1616)) +% (j179 *% 100)) +% (((iy610 +% 4) +% -4) *% 10)) +% 8)), 1))
+            let sum626_v = (sum625_v + loadPartial(arena, (ix611 +% ((((756112 +% (((c180 *% 25) +% 24) *% 1616)) +% (j179 *% 100)) +% (((iy610 +% 4) +% -4) *% 10)) +% 7)), 1))
+            storePartial(arena, (ix611 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy610 +% 4) *% 14)) +% 11)), sum626_v, 1)
           }
         }
-        for iy637 in 0..<1 {
-          for ix638 in 0..<1 {
-            let sum639_v = loadPartial(arena, (ix638 +% (((756112 +% (((c171 *% 25) +% 5) *% 1616)) +% (j170 *% 100)) +% (((iy637 +% 10) +% -1) *% 10))), 1)
-            let sum640_v = (sum639_v + loadPartial(arena, (ix638 +% (((756112 +% (((c171 *% 25) +% 10) *% 1616)) +% (j170 *% 100)) +% (((iy637 +% 10) +% -2) *% 10))), 1))
-            let sum641_v = (sum640_v + loadPartial(arena, (ix638 +% (((756112 +% (((c171 *% 25) +% 15) *% 1616)) +% (j170 *% 100)) +% (((iy637 +% 10) +% -3) *% 10))), 1))
-            let sum642_v = (sum641_v + loadPartial(arena, (ix638 +% (((756112 +% (((c171 *% 25) +% 20) *% 1616)) +% (j170 *% 100)) +% (((iy637 +% 10) +% -4) *% 10))), 1))
-            storePartial(arena, (ix638 +% (((376320 +% (((g154 *% 16) +% j170) *% 1176)) +% (c171 *% 196)) +% ((iy637 +% 10) *% 14))), sum642_v, 1)
+        for iy627 in 0..<6 {
+          for ix628 in 0..<1 {
+            let sum629_v = loadPartial(arena, (ix628 +% ((((756112 +% (((c180 *% 25) +% 3) *% 1616)) +% (j179 *% 100)) +% ((iy627 +% 4) *% 10)) +% 9)), 1)
+            let sum630_v = (sum629_v + loadPartial(arena, (ix628 +% ((((756112 +% (((c180 *% 25) +% 4) *% 1616)) +% (j179 *% 100)) +% ((iy627 +% 4) *% 10)) +% 8)), 1))
+            let sum631_v = (sum630_v + loadPartial(arena, (ix628 +% ((((756112 +% (((c180 *% 25) +% 8) *% 1616)) +% (j179 *% 100)) +% (((iy627 +% 4) +% -1) *% 10)) +% 9)), 1))
+            let sum632_v = (sum631_v + loadPartial(arena, (ix628 +% ((((756112 +% (((c180 *% 25) +% 9) *% 1616)) +% (j179 *% 100)) +% (((iy627 +% 4) +% -1) *% 10)) +% 8)), 1))
+            let sum633_v = (sum632_v + loadPartial(arena, (ix628 +% ((((756112 +% (((c180 *% 25) +% 13) *% 1616)) +% (j179 *% 100)) +% (((iy627 +% 4) +% -2) *% 10)) +% 9)), 1))
+            let sum634_v = (sum633_v + loadPartial(arena, (ix628 +% ((((756112 +% (((c180 *% 25) +% 14) *% 1616)) +% (j179 *% 100)) +% (((iy627 +% 4) +% -2) *% 10)) +% 8)), 1))
+            let sum635_v = (sum634_v + loadPartial(arena, (ix628 +% ((((756112 +% (((c180 *% 25) +% 18) *% 1616)) +% (j179 *% 100)) +% (((iy627 +% 4) +% -3) *% 10)) +% 9)), 1))
+            let sum636_v = (sum635_v + loadPartial(arena, (ix628 +% ((((756112 +% (((c180 *% 25) +% 19) *% 1616)) +% (j179 *% 100)) +% (((iy627 +% 4) +% -3) *% 10)) +% 8)), 1))
+            let sum637_v = (sum636_v + loadPartial(arena, (ix628 +% ((((756112 +% (((c180 *% 25) +% 23) *% 1616)) +% (j179 *% 100)) +% (((iy627 +% 4) +% -4) *% 10)) +% 9)), 1))
+            let sum638_v = (sum637_v + loadPartial(arena, (ix628 +% ((((756112 +% (((c180 *% 25) +% 24) *% 1616)) +% (j179 *% 100)) +% (((iy627 +% 4) +% -4) *% 10)) +% 8)), 1))
+            storePartial(arena, (ix628 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy627 +% 4) *% 14)) +% 12)), sum638_v, 1)
           }
         }
-        for iy643 in 0..<1 {
-          for ix644 in 0..<1 {
-            let sum645_v = loadPartial(arena, (ix644 +% ((((756112 +% (((c171 *% 25) +% 5) *% 1616)) +% (j170 *% 100)) +% (((iy643 +% 10) +% -1) *% 10)) +% 1)), 1)
-            let sum646_v = (sum645_v + loadPartial(arena, (ix644 +% (((756112 +% (((c171 *% 25) +% 6) *% 1616)) +% (j170 *% 100)) +% (((iy643 +% 10) +% -1) *% 10))), 1))
-            let sum647_v = (sum646_v + loadPartial(arena, (ix644 +% ((((756112 +% (((c171 *% 25) +% 10) *% 1616)) +% (j170 *% 100)) +% (((iy643 +% 10) +% -2) *% 10)) +% 1)), 1))
-            let sum648_v = (sum647_v + loadPartial(arena, (ix644 +% (((756112 +% (((c171 *% 25) +% 11) *% 1616)) +% (j170 *% 100)) +% (((iy643 +% 10) +% -2) *% 10))), 1))
-            let sum649_v = (sum648_v + loadPartial(arena, (ix644 +% ((((756112 +% (((c171 *% 25) +% 15) *% 1616)) +% (j170 *% 100)) +% (((iy643 +% 10) +% -3) *% 10)) +% 1)), 1))
-            let sum650_v = (sum649_v + loadPartial(arena, (ix644 +% (((756112 +% (((c171 *% 25) +% 16) *% 1616)) +% (j170 *% 100)) +% (((iy643 +% 10) +% -3) *% 10))), 1))
-            let sum651_v = (sum650_v + loadPartial(arena, (ix644 +% ((((756112 +% (((c171 *% 25) +% 20) *% 1616)) +% (j170 *% 100)) +% (((iy643 +% 10) +% -4) *% 10)) +% 1)), 1))
-            let sum652_v = (sum651_v + loadPartial(arena, (ix644 +% (((756112 +% (((c171 *% 25) +% 21) *% 1616)) +% (j170 *% 100)) +% (((iy643 +% 10) +% -4) *% 10))), 1))
-            storePartial(arena, (ix644 +% ((((376320 +% (((g154 *% 16) +% j170) *% 1176)) +% (c171 *% 196)) +% ((iy643 +% 10) *% 14)) +% 1)), sum652_v, 1)
+        for iy639 in 0..<6 {
+          for ix640 in 0..<1 {
+            let sum641_v = loadPartial(arena, (ix640 +% ((((756112 +% (((c180 *% 25) +% 4) *% 1616)) +% (j179 *% 100)) +% ((iy639 +% 4) *% 10)) +% 9)), 1)
+            let sum642_v = (sum641_v + loadPartial(arena, (ix640 +% ((((756112 +% (((c180 *% 25) +% 9) *% 1616)) +% (j179 *% 100)) +% (((iy639 +% 4) +% -1) *% 10)) +% 9)), 1))
+            let sum643_v = (sum642_v + loadPartial(arena, (ix640 +% ((((756112 +% (((c180 *% 25) +% 14) *% 1616)) +% (j179 *% 100)) +% (((iy639 +% 4) +% -2) *% 10)) +% 9)), 1))
+            let sum644_v = (sum643_v + loadPartial(arena, (ix640 +% ((((756112 +% (((c180 *% 25) +% 19) *% 1616)) +% (j179 *% 100)) +% (((iy639 +% 4) +% -3) *% 10)) +% 9)), 1))
+            let sum645_v = (sum644_v + loadPartial(arena, (ix640 +% ((((756112 +% (((c180 *% 25) +% 24) *% 1616)) +% (j179 *% 100)) +% (((iy639 +% 4) +% -4) *% 10)) +% 9)), 1))
+            storePartial(arena, (ix640 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy639 +% 4) *% 14)) +% 13)), sum645_v, 1)
           }
         }
-        for iy653 in 0..<1 {
-          for ix654 in 0..<1 {
-            let sum655_v = loadPartial(arena, (ix654 +% ((((756112 +% (((c171 *% 25) +% 5) *% 1616)) +% (j170 *% 100)) +% (((iy653 +% 10) +% -1) *% 10)) +% 2)), 1)
-            let sum656_v = (sum655_v + loadPartial(arena, (ix654 +% ((((756112 +% (((c171 *% 25) +% 6) *% 1616)) +% (j170 *% 100)) +% (((iy653 +% 10) +% -1) *% 10)) +% 1)), 1))
-            let sum657_v = (sum656_v + loadPartial(arena, (ix654 +% (((756112 +% (((c171 *% 25) +% 7) *% 1616)) +% (j170 *% 100)) +% (((iy653 +% 10) +% -1) *% 10))), 1))
-            let sum658_v = (sum657_v + loadPartial(arena, (ix654 +% ((((756112 +% (((c171 *% 25) +% 10) *% 1616)) +% (j170 *% 100)) +% (((iy653 +% 10) +% -2) *% 10)) +% 2)), 1))
-            let sum659_v = (sum658_v + loadPartial(arena, (ix654 +% ((((756112 +% (((c171 *% 25) +% 11) *% 1616)) +% (j170 *% 100)) +% (((iy653 +% 10) +% -2) *% 10)) +% 1)), 1))
-            let sum660_v = (sum659_v + loadPartial(arena, (ix654 +% (((756112 +% (((c171 *% 25) +% 12) *% 1616)) +% (j170 *% 100)) +% (((iy653 +% 10) +% -2) *% 10))), 1))
-            let sum661_v = (sum660_v + loadPartial(arena, (ix654 +% ((((756112 +% (((c171 *% 25) +% 15) *% 1616)) +% (j170 *% 100)) +% (((iy653 +% 10) +% -3) *% 10)) +% 2)), 1))
-            let sum662_v = (sum661_v + loadPartial(arena, (ix654 +% ((((756112 +% (((c171 *% 25) +% 16) *% 1616)) +% (j170 *% 100)) +% (((iy653 +% 10) +% -3) *% 10)) +% 1)), 1))
-            let sum663_v = (sum662_v + loadPartial(arena, (ix654 +% (((756112 +% (((c171 *% 25) +% 17) *% 1616)) +% (j170 *% 100)) +% (((iy653 +% 10) +% -3) *% 10))), 1))
-            let sum664_v = (sum663_v + loadPartial(arena, (ix654 +% ((((756112 +% (((c171 *% 25) +% 20) *% 1616)) +% (j170 *% 100)) +% (((iy653 +% 10) +% -4) *% 10)) +% 2)), 1))
-            let sum665_v = (sum664_v + loadPartial(arena, (ix654 +% ((((756112 +% (((c171 *% 25) +% 21) *% 1616)) +% (j170 *% 100)) +% (((iy653 +% 10) +% -4) *% 10)) +% 1)), 1))
-            let sum666_v = (sum665_v + loadPartial(arena, (ix654 +% (((756112 +% (((c171 *% 25) +% 22) *% 1616)) +% (j170 *% 100)) +% (((iy653 +% 10) +% -4) *% 10))), 1))
-            storePartial(arena, (ix654 +% ((((376320 +% (((g154 *% 16) +% j170) *% 1176)) +% (c171 *% 196)) +% ((iy653 +% 10) *% 14)) +% 2)), sum666_v, 1)
+        for iy646 in 0..<1 {
+          for ix647 in 0..<1 {
+            let sum648_v = loadPartial(arena, (ix647 +% (((756112 +% (((c180 *% 25) +% 5) *% 1616)) +% (j179 *% 100)) +% (((iy646 +% 10) +% -1) *% 10))), 1)
+            let sum649_v = (sum648_v + loadPartial(arena, (ix647 +% (((756112 +% (((c180 *% 25) +% 10) *% 1616)) +% (j179 *% 100)) +% (((iy646 +% 10) +% -2) *% 10))), 1))
+            let sum650_v = (sum649_v + loadPartial(arena, (ix647 +% (((756112 +% (((c180 *% 25) +% 15) *% 1616)) +% (j179 *% 100)) +% (((iy646 +% 10) +% -3) *% 10))), 1))
+            let sum651_v = (sum650_v + loadPartial(arena, (ix647 +% (((756112 +% (((c180 *% 25) +% 20) *% 1616)) +% (j179 *% 100)) +% (((iy646 +% 10) +% -4) *% 10))), 1))
+            storePartial(arena, (ix647 +% (((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy646 +% 10) *% 14))), sum651_v, 1)
           }
         }
-        for iy667 in 0..<1 {
-          for ix668 in 0..<1 {
-            let sum669_v = loadPartial(arena, (ix668 +% ((((756112 +% (((c171 *% 25) +% 5) *% 1616)) +% (j170 *% 100)) +% (((iy667 +% 10) +% -1) *% 10)) +% 3)), 1)
-            let sum670_v = (sum669_v + loadPartial(arena, (ix668 +% ((((756112 +% (((c171 *% 25) +% 6) *% 1616)) +% (j170 *% 100)) +% (((iy667 +% 10) +% -1) *% 10)) +% 2)), 1))
-            let sum671_v = (sum670_v + loadPartial(arena, (ix668 +% ((((756112 +% (((c171 *% 25) +% 7) *% 1616)) +% (j170 *% 100)) +% (((iy667 +% 10) +% -1) *% 10)) +% 1)), 1))
-            let sum672_v = (sum671_v + loadPartial(arena, (ix668 +% (((756112 +% (((c171 *% 25) +% 8) *% 1616)) +% (j170 *% 100)) +% (((iy667 +% 10) +% -1) *% 10))), 1))
-            let sum673_v = (sum672_v + loadPartial(arena, (ix668 +% ((((756112 +% (((c171 *% 25) +% 10) *% 1616)) +% (j170 *% 100)) +% (((iy667 +% 10) +% -2) *% 10)) +% 3)), 1))
-            let sum674_v = (sum673_v + loadPartial(arena, (ix668 +% ((((756112 +% (((c171 *% 25) +% 11) *% 1616)) +% (j170 *% 100)) +% (((iy667 +% 10) +% -2) *% 10)) +% 2)), 1))
-            let sum675_v = (sum674_v + loadPartial(arena, (ix668 +% ((((756112 +% (((c171 *% 25) +% 12) *% 1616)) +% (j170 *% 100)) +% (((iy667 +% 10) +% -2) *% 10)) +% 1)), 1))
-            let sum676_v = (sum675_v + loadPartial(arena, (ix668 +% (((756112 +% (((c171 *% 25) +% 13) *% 1616)) +% (j170 *% 100)) +% (((iy667 +% 10) +% -2) *% 10))), 1))
-            let sum677_v = (sum676_v + loadPartial(arena, (ix668 +% ((((756112 +% (((c171 *% 25) +% 15) *% 1616)) +% (j170 *% 100)) +% (((iy667 +% 10) +% -3) *% 10)) +% 3)), 1))
-            let sum678_v = (sum677_v + loadPartial(arena, (ix668 +% ((((756112 +% (((c171 *% 25) +% 16) *% 1616)) +% (j170 *% 100)) +% (((iy667 +% 10) +% -3) *% 10)) +% 2)), 1))
-            let sum679_v = (sum678_v + loadPartial(arena, (ix668 +% ((((756112 +% (((c171 *% 25) +% 17) *% 1616)) +% (j170 *% 100)) +% (((iy667 +% 10) +% -3) *% 10)) +% 1)), 1))
-            let sum680_v = (sum679_v + loadPartial(arena, (ix668 +% (((756112 +% (((c171 *% 25) +% 18) *% 1616)) +% (j170 *% 100)) +% (((iy667 +% 10) +% -3) *% 10))), 1))
-            let sum681_v = (sum680_v + loadPartial(arena, (ix668 +% ((((756112 +% (((c171 *% 25) +% 20) *% 1616)) +% (j170 *% 100)) +% (((iy667 +% 10) +% -4) *% 10)) +% 3)), 1))
-            let sum682_v = (sum681_v + loadPartial(arena, (ix668 +% ((((756112 +% (((c171 *% 25) +% 21) *% 1616)) +% (j170 *% 100)) +% (((iy667 +% 10) +% -4) *% 10)) +% 2)), 1))
-            let sum683_v = (sum682_v + loadPartial(arena, (ix668 +% ((((756112 +% (((c171 *% 25) +% 22) *% 1616)) +% (j170 *% 100)) +% (((iy667 +% 10) +% -4) *% 10)) +% 1)), 1))
-            let sum684_v = (sum683_v + loadPartial(arena, (ix668 +% (((756112 +% (((c171 *% 25) +% 23) *% 1616)) +% (j170 *% 100)) +% (((iy667 +% 10) +% -4) *% 10))), 1))
-            storePartial(arena, (ix668 +% ((((376320 +% (((g154 *% 16) +% j170) *% 1176)) +% (c171 *% 196)) +% ((iy667 +% 10) *% 14)) +% 3)), sum684_v, 1)
+        for iy652 in 0..<1 {
+          for ix653 in 0..<1 {
+            let sum654_v = loadPartial(arena, (ix653 +% ((((756112 +% (((c180 *% 25) +% 5) *% 1616)) +% (j179 *% 100)) +% (((iy652 +% 10) +% -1) *% 10)) +% 1)), 1)
+            let sum655_v = (sum654_v + loadPartial(arena, (ix653 +% (((756112 +% (((c180 *% 25) +% 6) *% 1616)) +% (j179 *% 100)) +% (((iy652 +% 10) +% -1) *% 10))), 1))
+            let sum656_v = (sum655_v + loadPartial(arena, (ix653 +% ((((756112 +% (((c180 *% 25) +% 10) *% 1616)) +% (j179 *% 100)) +% (((iy652 +% 10) +% -2) *% 10)) +% 1)), 1))
+            let sum657_v = (sum656_v + loadPartial(arena, (ix653 +% (((756112 +% (((c180 *% 25) +% 11) *% 1616)) +% (j179 *% 100)) +% (((iy652 +% 10) +% -2) *% 10))), 1))
+            let sum658_v = (sum657_v + loadPartial(arena, (ix653 +% ((((756112 +% (((c180 *% 25) +% 15) *% 1616)) +% (j179 *% 100)) +% (((iy652 +% 10) +% -3) *% 10)) +% 1)), 1))
+            let sum659_v = (sum658_v + loadPartial(arena, (ix653 +% (((756112 +% (((c180 *% 25) +% 16) *% 1616)) +% (j179 *% 100)) +% (((iy652 +% 10) +% -3) *% 10))), 1))
+            let sum660_v = (sum659_v + loadPartial(arena, (ix653 +% ((((756112 +% (((c180 *% 25) +% 20) *% 1616)) +% (j179 *% 100)) +% (((iy652 +% 10) +% -4) *% 10)) +% 1)), 1))
+            let sum661_v = (sum660_v + loadPartial(arena, (ix653 +% (((756112 +% (((c180 *% 25) +% 21) *% 1616)) +% (j179 *% 100)) +% (((iy652 +% 10) +% -4) *% 10))), 1))
+            storePartial(arena, (ix653 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy652 +% 10) *% 14)) +% 1)), sum661_v, 1)
           }
         }
-        for iy685 in 0..<1 {
-          for ix686 in 0..<1 {
-            let sum687_v = loadPartial(arena, (ix686 +% ((((756112 +% (((c171 *% 25) +% 5) *% 1616)) +% (j170 *% 100)) +% (((iy685 +% 10) +% -1) *% 10)) +% 4)), 6)
-            let sum688_v = (sum687_v + loadPartial(arena, (ix686 +% ((((756112 +% (((c171 *% 25) +% 6) *% 1616)) +% (j170 *% 100)) +% (((iy685 +% 10) +% -1) *% 10)) +% 3)), 6))
-            let sum689_v = (sum688_v + loadPartial(arena, (ix686 +% ((((756112 +% (((c171 *% 25) +% 7) *% 1616)) +% (j170 *% 100)) +% (((iy685 +% 10) +% -1) *% 10)) +% 2)), 6))
-            let sum690_v = (sum689_v + loadPartial(arena, (ix686 +% ((((756112 +% (((c171 *% 25) +% 8) *% 1616)) +% (j170 *% 100)) +% (((iy685 +% 10) +% -1) *% 10)) +% 1)), 6))
-            let sum691_v = (sum690_v + loadPartial(arena, (ix686 +% (((756112 +% (((c171 *% 25) +% 9) *% 1616)) +% (j170 *% 100)) +% (((iy685 +% 10) +% -1) *% 10))), 6))
-            let sum692_v = (sum691_v + loadPartial(arena, (ix686 +% ((((756112 +% (((c171 *% 25) +% 10) *% 1616)) +% (j170 *% 100)) +% (((iy685 +% 10) +% -2) *% 10)) +% 4)), 6))
-            let sum693_v = (sum692_v + loadPartial(arena, (ix686 +% ((((756112 +% (((c171 *% 25) +% 11) *% 1616)) +% (j170 *% 100)) +% (((iy685 +% 10) +% -2) *% 10)) +% 3)), 6))
-            let sum694_v = (sum693_v + loadPartial(arena, (ix686 +% ((((756112 +% (((c171 *% 25) +% 12) *% 1616)) +% (j170 *% 100)) +% (((iy685 +% 10) +% -2) *% 10)) +% 2)), 6))
-            let sum695_v = (sum694_v + loadPartial(arena, (ix686 +% ((((756112 +% (((c171 *% 25) +% 13) *% 1616)) +% (j170 *% 100)) +% (((iy685 +% 10) +% -2) *% 10)) +% 1)), 6))
-            let sum696_v = (sum695_v + loadPartial(arena, (ix686 +% (((756112 +% (((c171 *% 25) +% 14) *% 1616)) +% (j170 *% 100)) +% (((iy685 +% 10) +% -2) *% 10))), 6))
-            let sum697_v = (sum696_v + loadPartial(arena, (ix686 +% ((((756112 +% (((c171 *% 25) +% 15) *% 1616)) +% (j170 *% 100)) +% (((iy685 +% 10) +% -3) *% 10)) +% 4)), 6))
-            let sum698_v = (sum697_v + loadPartial(arena, (ix686 +% ((((756112 +% (((c171 *% 25) +% 16) *% 1616)) +% (j170 *% 100)) +% (((iy685 +% 10) +% -3) *% 10)) +% 3)), 6))
-            let sum699_v = (sum698_v + loadPartial(arena, (ix686 +% ((((756112 +% (((c171 *% 25) +% 17) *% 1616)) +% (j170 *% 100)) +% (((iy685 +% 10) +% -3) *% 10)) +% 2)), 6))
-            let sum700_v = (sum699_v + loadPartial(arena, (ix686 +% ((((756112 +% (((c171 *% 25) +% 18) *% 1616)) +% (j170 *% 100)) +% (((iy685 +% 10) +% -3) *% 10)) +% 1)), 6))
-            let sum701_v = (sum700_v + loadPartial(arena, (ix686 +% (((756112 +% (((c171 *% 25) +% 19) *% 1616)) +% (j170 *% 100)) +% (((iy685 +% 10) +% -3) *% 10))), 6))
-            let sum702_v = (sum701_v + loadPartial(arena, (ix686 +% ((((756112 +% (((c171 *% 25) +% 20) *% 1616)) +% (j170 *% 100)) +% (((iy685 +% 10) +% -4) *% 10)) +% 4)), 6))
-            let sum703_v = (sum702_v + loadPartial(arena, (ix686 +% ((((756112 +% (((c171 *% 25) +% 21) *% 1616)) +% (j170 *% 100)) +% (((iy685 +% 10) +% -4) *% 10)) +% 3)), 6))
-            let sum704_v = (sum703_v + loadPartial(arena, (ix686 +% ((((756112 +% (((c171 *% 25) +% 22) *% 1616)) +% (j170 *% 100)) +% (((iy685 +% 10) +% -4) *% 10)) +% 2)), 6))
-            let sum705_v = (sum704_v + loadPartial(arena, (ix686 +% ((((756112 +% (((c171 *% 25) +% 23) *% 1616)) +% (j170 *% 100)) +% (((iy685 +% 10) +% -4) *% 10)) +% 1)), 6))
-            let sum706_v = (sum705_v + loadPartial(arena, (ix686 +% (((756112 +% (((c171 *% 25) +% 24) *% 1616)) +% (j170 *% 100)) +% (((iy685 +% 10) +% -4) *% 10))), 6))
-            storePartial(arena, (ix686 +% ((((376320 +% (((g154 *% 16) +% j170) *% 1176)) +% (c171 *% 196)) +% ((iy685 +% 10) *% 14)) +% 4)), sum706_v, 6)
+        for iy662 in 0..<1 {
+          for ix663 in 0..<1 {
+            let sum664_v = loadPartial(arena, (ix663 +% ((((756112 +% (((c180 *% 25) +% 5) *% 1616)) +% (j179 *% 100)) +% (((iy662 +% 10) +% -1) *% 10)) +% 2)), 1)
+            let sum665_v = (sum664_v + loadPartial(arena, (ix663 +% ((((756112 +% (((c180 *% 25) +% 6) *% 1616)) +% (j179 *% 100)) +% (((iy662 +% 10) +% -1) *% 10)) +% 1)), 1))
+            let sum666_v = (sum665_v + loadPartial(arena, (ix663 +% (((756112 +% (((c180 *% 25) +% 7) *% 1616)) +% (j179 *% 100)) +% (((iy662 +% 10) +% -1) *% 10))), 1))
+            let sum667_v = (sum666_v + loadPartial(arena, (ix663 +% ((((756112 +% (((c180 *% 25) +% 10) *% 1616)) +% (j179 *% 100)) +% (((iy662 +% 10) +% -2) *% 10)) +% 2)), 1))
+            let sum668_v = (sum667_v + loadPartial(arena, (ix663 +% ((((756112 +% (((c180 *% 25) +% 11) *% 1616)) +% (j179 *% 100)) +% (((iy662 +% 10) +% -2) *% 10)) +% 1)), 1))
+            let sum669_v = (sum668_v + loadPartial(arena, (ix663 +% (((756112 +% (((c180 *% 25) +% 12) *% 1616)) +% (j179 *% 100)) +% (((iy662 +% 10) +% -2) *% 10))), 1))
+            let sum670_v = (sum669_v + loadPartial(arena, (ix663 +% ((((756112 +% (((c180 *% 25) +% 15) *% 1616)) +% (j179 *% 100)) +% (((iy662 +% 10) +% -3) *% 10)) +% 2)), 1))
+            let sum671_v = (sum670_v + loadPartial(arena, (ix663 +% ((((756112 +% (((c180 *% 25) +% 16) *% 1616)) +% (j179 *% 100)) +% (((iy662 +% 10) +% -3) *% 10)) +% 1)), 1))
+            let sum672_v = (sum671_v + loadPartial(arena, (ix663 +% (((756112 +% (((c180 *% 25) +% 17) *% 1616)) +% (j179 *% 100)) +% (((iy662 +% 10) +% -3) *% 10))), 1))
+            let sum673_v = (sum672_v + loadPartial(arena, (ix663 +% ((((756112 +% (((c180 *% 25) +% 20) *% 1616)) +% (j179 *% 100)) +% (((iy662 +% 10) +% -4) *% 10)) +% 2)), 1))
+            let sum674_v = (sum673_v + loadPartial(arena, (ix663 +% ((((756112 +% (((c180 *% 25) +% 21) *% 1616)) +% (j179 *% 100)) +% (((iy662 +% 10) +% -4) *% 10)) +% 1)), 1))
+            let sum675_v = (sum674_v + loadPartial(arena, (ix663 +% (((756112 +% (((c180 *% 25) +% 22) *% 1616)) +% (j179 *% 100)) +% (((iy662 +% 10) +% -4) *% 10))), 1))
+            storePartial(arena, (ix663 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy662 +% 10) *% 14)) +% 2)), sum675_v, 1)
           }
         }
-        for iy707 in 0..<1 {
-          for ix708 in 0..<1 {
-            let sum709_v = loadPartial(arena, (ix708 +% ((((756112 +% (((c171 *% 25) +% 6) *% 1616)) +% (j170 *% 100)) +% (((iy707 +% 10) +% -1) *% 10)) +% 9)), 1)
-            let sum710_v = (sum709_v + loadPartial(arena, (ix708 +% ((((756112 +% (((c171 *% 25) +% 7) *% 1616)) +% (j170 *% 100)) +% (((iy707 +% 10) +% -1) *% 10)) +% 8)), 1))
-            let sum711_v = (sum710_v + loadPartial(arena, (ix708 +% ((((756112 +% (((c171 *% 25) +% 8) *% 1616)) +% (j170 *% 100)) +% (((iy707 +% 10) +% -1) *% 10)) +% 7)), 1))
-            let sum712_v = (sum711_v + loadPartial(arena, (ix708 +% ((((756112 +% (((c171 *% 25) +% 9) *% 1616)) +% (j170 *% 100)) +% (((iy707 +% 10) +% -1) *% 10)) +% 6)), 1))
-            let sum713_v = (sum712_v + loadPartial(arena, (ix708 +% ((((756112 +% (((c171 *% 25) +% 11) *% 1616)) +% (j170 *% 100)) +% (((iy707 +% 10) +% -2) *% 10)) +% 9)), 1))
-            let sum714_v = (sum713_v + loadPartial(arena, (ix708 +% ((((756112 +% (((c171 *% 25) +% 12) *% 1616)) +% (j170 *% 100)) +% (((iy707 +% 10) +% -2) *% 10)) +% 8)), 1))
-            let sum715_v = (sum714_v + loadPartial(arena, (ix708 +% ((((756112 +% (((c171 *% 25) +% 13) *% 1616)) +% (j170 *% 100)) +% (((iy707 +% 10) +% -2) *% 10)) +% 7)), 1))
-            let sum716_v = (sum715_v + loadPartial(arena, (ix708 +% ((((756112 +% (((c171 *% 25) +% 14) *% 1616)) +% (j170 *% 100)) +% (((iy707 +% 10) +% -2) *% 10)) +% 6)), 1))
-            let sum717_v = (sum716_v + loadPartial(arena, (ix708 +% ((((756112 +% (((c171 *% 25) +% 16) *% 1616)) +% (j170 *% 100)) +% (((iy707 +% 10) +% -3) *% 10)) +% 9)), 1))
-            let sum718_v = (sum717_v + loadPartial(arena, (ix708 +% ((((756112 +% (((c171 *% 25) +% 17) *% 1616)) +% (j170 *% 100)) +% (((iy707 +% 10) +% -3) *% 10)) +% 8)), 1))
-            let sum719_v = (sum718_v + loadPartial(arena, (ix708 +% ((((756112 +% (((c171 *% 25) +% 18) *% 1616)) +% (j170 *% 100)) +% (((iy707 +% 10) +% -3) *% 10)) +% 7)), 1))
-            let sum720_v = (sum719_v + loadPartial(arena, (ix708 +% ((((756112 +% (((c171 *% 25) +% 19) *% 1616)) +% (j170 *% 100)) +% (((iy707 +% 10) +% -3) *% 10)) +% 6)), 1))
-            let sum721_v = (sum720_v + loadPartial(arena, (ix708 +% ((((756112 +% (((c171 *% 25) +% 21) *% 1616)) +% (j170 *% 100)) +% (((iy707 +% 10) +% -4) *% 10)) +% 9)), 1))
-            let sum722_v = (sum721_v + loadPartial(arena, (ix708 +% ((((756112 +% (((c171 *% 25) +% 22) *% 1616)) +% (j170 *% 100)) +% (((iy707 +% 10) +% -4) *% 10)) +% 8)), 1))
-            let sum723_v = (sum722_v + loadPartial(arena, (ix708 +% ((((756112 +% (((c171 *% 25) +% 23) *% 1616)) +% (j170 *% 100)) +% (((iy707 +% 10) +% -4) *% 10)) +% 7)), 1))
-            let sum724_v = (sum723_v + loadPartial(arena, (ix708 +% ((((756112 +% (((c171 *% 25) +% 24) *% 1616)) +% (j170 *% 100)) +% (((iy707 +% 10) +% -4) *% 10)) +% 6)), 1))
-            storePartial(arena, (ix708 +% ((((376320 +% (((g154 *% 16) +% j170) *% 1176)) +% (c171 *% 196)) +% ((iy707 +% 10) *% 14)) +% 10)), sum724_v, 1)
+        for iy676 in 0..<1 {
+          for ix677 in 0..<1 {
+            let sum678_v = loadPartial(arena, (ix677 +% ((((756112 +% (((c180 *% 25) +% 5) *% 1616)) +% (j179 *% 100)) +% (((iy676 +% 10) +% -1) *% 10)) +% 3)), 1)
+            let sum679_v = (sum678_v + loadPartial(arena, (ix677 +% ((((756112 +% (((c180 *% 25) +% 6) *% 1616)) +% (j179 *% 100)) +% (((iy676 +% 10) +% -1) *% 10)) +% 2)), 1))
+            let sum680_v = (sum679_v + loadPartial(arena, (ix677 +% ((((756112 +% (((c180 *% 25) +% 7) *% 1616)) +% (j179 *% 100)) +% (((iy676 +% 10) +% -1) *% 10)) +% 1)), 1))
+            let sum681_v = (sum680_v + loadPartial(arena, (ix677 +% (((756112 +% (((c180 *% 25) +% 8) *% 1616)) +% (j179 *% 100)) +% (((iy676 +% 10) +% -1) *% 10))), 1))
+            let sum682_v = (sum681_v + loadPartial(arena, (ix677 +% ((((756112 +% (((c180 *% 25) +% 10) *% 1616)) +% (j179 *% 100)) +% (((iy676 +% 10) +% -2) *% 10)) +% 3)), 1))
+            let sum683_v = (sum682_v + loadPartial(arena, (ix677 +% ((((756112 +% (((c180 *% 25) +% 11) *% 1616)) +% (j179 *% 100)) +% (((iy676 +% 10) +% -2) *% 10)) +% 2)), 1))
+            let sum684_v = (sum683_v + loadPartial(arena, (ix677 +% ((((756112 +% (((c180 *% 25) +% 12) *% 1616)) +% (j179 *% 100)) +% (((iy676 +% 10) +% -2) *% 10)) +% 1)), 1))
+            let sum685_v = (sum684_v + loadPartial(arena, (ix677 +% (((756112 +% (((c180 *% 25) +% 13) *% 1616)) +% (j179 *% 100)) +% (((iy676 +% 10) +% -2) *% 10))), 1))
+            let sum686_v = (sum685_v + loadPartial(arena, (ix677 +% ((((756112 +% (((c180 *% 25) +% 15) *% 1616)) +% (j179 *% 100)) +% (((iy676 +% 10) +% -3) *% 10)) +% 3)), 1))
+            let sum687_v = (sum686_v + loadPartial(arena, (ix677 +% ((((756112 +% (((c180 *% 25) +% 16) *% 1616)) +% (j179 *% 100)) +% (((iy676 +% 10) +% -3) *% 10)) +% 2)), 1))
+            let sum688_v = (sum687_v + loadPartial(arena, (ix677 +% ((((756112 +% (((c180 *% 25) +% 17) *% 1616)) +% (j179 *% 100)) +% (((iy676 +% 10) +% -3) *% 10)) +% 1)), 1))
+            let sum689_v = (sum688_v + loadPartial(arena, (ix677 +% (((756112 +% (((c180 *% 25) +% 18) *% 1616)) +% (j179 *% 100)) +% (((iy676 +% 10) +% -3) *% 10))), 1))
+            let sum690_v = (sum689_v + loadPartial(arena, (ix677 +% ((((756112 +% (((c180 *% 25) +% 20) *% 1616)) +% (j179 *% 100)) +% (((iy676 +% 10) +% -4) *% 10)) +% 3)), 1))
+            let sum691_v = (sum690_v + loadPartial(arena, (ix677 +% ((((756112 +% (((c180 *% 25) +% 21) *% 1616)) +% (j179 *% 100)) +% (((iy676 +% 10) +% -4) *% 10)) +% 2)), 1))
+            let sum692_v = (sum691_v + loadPartial(arena, (ix677 +% ((((756112 +% (((c180 *% 25) +% 22) *% 1616)) +% (j179 *% 100)) +% (((iy676 +% 10) +% -4) *% 10)) +% 1)), 1))
+            let sum693_v = (sum692_v + loadPartial(arena, (ix677 +% (((756112 +% (((c180 *% 25) +% 23) *% 1616)) +% (j179 *% 100)) +% (((iy676 +% 10) +% -4) *% 10))), 1))
+            storePartial(arena, (ix677 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy676 +% 10) *% 14)) +% 3)), sum693_v, 1)
           }
         }
-        for iy725 in 0..<1 {
-          for ix726 in 0..<1 {
-            let sum727_v = loadPartial(arena, (ix726 +% ((((756112 +% (((c171 *% 25) +% 7) *% 1616)) +% (j170 *% 100)) +% (((iy725 +% 10) +% -1) *% 10)) +% 9)), 1)
-            let sum728_v = (sum727_v + loadPartial(arena, (ix726 +% ((((756112 +% (((c171 *% 25) +% 8) *% 1616)) +% (j170 *% 100)) +% (((iy725 +% 10) +% -1) *% 10)) +% 8)), 1))
-            let sum729_v = (sum728_v + loadPartial(arena, (ix726 +% ((((756112 +% (((c171 *% 25) +% 9) *% 1616)) +% (j170 *% 100)) +% (((iy725 +% 10) +% -1) *% 10)) +% 7)), 1))
-            let sum730_v = (sum729_v + loadPartial(arena, (ix726 +% ((((756112 +% (((c171 *% 25) +% 12) *% 1616)) +% (j170 *% 100)) +% (((iy725 +% 10) +% -2) *% 10)) +% 9)), 1))
-            let sum731_v = (sum730_v + loadPartial(arena, (ix726 +% ((((756112 +% (((c171 *% 25) +% 13) *% 1616)) +% (j170 *% 100)) +% (((iy725 +% 10) +% -2) *% 10)) +% 8)), 1))
-            let sum732_v = (sum731_v + loadPartial(arena, (ix726 +% ((((756112 +% (((c171 *% 25) +% 14) *% 1616)) +% (j170 *% 100)) +% (((iy725 +% 10) +% -2) *% 10)) +% 7)), 1))
-            let sum733_v = (sum732_v + loadPartial(arena, (ix726 +% ((((756112 +% (((c171 *% 25) +% 17) *% 1616)) +% (j170 *% 100)) +% (((iy725 +% 10) +% -3) *% 10)) +% 9)), 1))
-            let sum734_v = (sum733_v + loadPartial(arena, (ix726 +% ((((756112 +% (((c171 *% 25) +% 18) *% 1616)) +% (j170 *% 100)) +% (((iy725 +% 10) +% -3) *% 10)) +% 8)), 1))
-            let sum735_v = (sum734_v + loadPartial(arena, (ix726 +% ((((756112 +% (((c171 *% 25) +% 19) *% 1616)) +% (j170 *% 100)) +% (((iy725 +% 10) +% -3) *% 10)) +% 7)), 1))
-            let sum736_v = (sum735_v + loadPartial(arena, (ix726 +% ((((756112 +% (((c171 *% 25) +% 22) *% 1616)) +% (j170 *% 100)) +% (((iy725 +% 10) +% -4) *% 10)) +% 9)), 1))
-            let sum737_v = (sum736_v + loadPartial(arena, (ix726 +% ((((756112 +% (((c171 *% 25) +% 23) *% 1616)) +% (j170 *% 100)) +% (((iy725 +% 10) +% -4) *% 10)) +% 8)), 1))
-            let sum738_v = (sum737_v + loadPartial(arena, (ix726 +% ((((756112 +% (((c171 *% 25) +% 24) *% 1616)) +% (j170 *% 100)) +% (((iy725 +% 10) +% -4) *% 10)) +% 7)), 1))
-            storePartial(arena, (ix726 +% ((((376320 +% (((g154 *% 16) +% j170) *% 1176)) +% (c171 *% 196)) +% ((iy725 +% 10) *% 14)) +% 11)), sum738_v, 1)
+        for iy694 in 0..<1 {
+          for ix695 in 0..<1 {
+            let sum696_v = loadPartial(arena, (ix695 +% ((((756112 +% (((c180 *% 25) +% 5) *% 1616)) +% (j179 *% 100)) +% (((iy694 +% 10) +% -1) *% 10)) +% 4)), 6)
+            let sum697_v = (sum696_v + loadPartial(arena, (ix695 +% ((((756112 +% (((c180 *% 25) +% 6) *% 1616)) +% (j179 *% 100)) +% (((iy694 +% 10) +% -1) *% 10)) +% 3)), 6))
+            let sum698_v = (sum697_v + loadPartial(arena, (ix695 +% ((((756112 +% (((c180 *% 25) +% 7) *% 1616)) +% (j179 *% 100)) +% (((iy694 +% 10) +% -1) *% 10)) +% 2)), 6))
+            let sum699_v = (sum698_v + loadPartial(arena, (ix695 +% ((((756112 +% (((c180 *% 25) +% 8) *% 1616)) +% (j179 *% 100)) +% (((iy694 +% 10) +% -1) *% 10)) +% 1)), 6))
+            let sum700_v = (sum699_v + loadPartial(arena, (ix695 +% (((756112 +% (((c180 *% 25) +% 9) *% 1616)) +% (j179 *% 100)) +% (((iy694 +% 10) +% -1) *% 10))), 6))
+            let sum701_v = (sum700_v + loadPartial(arena, (ix695 +% ((((756112 +% (((c180 *% 25) +% 10) *% 1616)) +% (j179 *% 100)) +% (((iy694 +% 10) +% -2) *% 10)) +% 4)), 6))
+            let sum702_v = (sum701_v + loadPartial(arena, (ix695 +% ((((756112 +% (((c180 *% 25) +% 11) *% 1616)) +% (j179 *% 100)) +% (((iy694 +% 10) +% -2) *% 10)) +% 3)), 6))
+            let sum703_v = (sum702_v + loadPartial(arena, (ix695 +% ((((756112 +% (((c180 *% 25) +% 12) *% 1616)) +% (j179 *% 100)) +% (((iy694 +% 10) +% -2) *% 10)) +% 2)), 6))
+            let sum704_v = (sum703_v + loadPartial(arena, (ix695 +% ((((756112 +% (((c180 *% 25) +% 13) *% 1616)) +% (j179 *% 100)) +% (((iy694 +% 10) +% -2) *% 10)) +% 1)), 6))
+            let sum705_v = (sum704_v + loadPartial(arena, (ix695 +% (((756112 +% (((c180 *% 25) +% 14) *% 1616)) +% (j179 *% 100)) +% (((iy694 +% 10) +% -2) *% 10))), 6))
+            let sum706_v = (sum705_v + loadPartial(arena, (ix695 +% ((((756112 +% (((c180 *% 25) +% 15) *% 1616)) +% (j179 *% 100)) +% (((iy694 +% 10) +% -3) *% 10)) +% 4)), 6))
+            let sum707_v = (sum706_v + loadPartial(arena, (ix695 +% ((((756112 +% (((c180 *% 25) +% 16) *% 1616)) +% (j179 *% 100)) +% (((iy694 +% 10) +% -3) *% 10)) +% 3)), 6))
+            let sum708_v = (sum707_v + loadPartial(arena, (ix695 +% ((((756112 +% (((c180 *% 25) +% 17) *% 1616)) +% (j179 *% 100)) +% (((iy694 +% 10) +% -3) *% 10)) +% 2)), 6))
+            let sum709_v = (sum708_v + loadPartial(arena, (ix695 +% ((((756112 +% (((c180 *% 25) +% 18) *% 1616)) +% (j179 *% 100)) +% (((iy694 +% 10) +% -3) *% 10)) +% 1)), 6))
+            let sum710_v = (sum709_v + loadPartial(arena, (ix695 +% (((756112 +% (((c180 *% 25) +% 19) *% 1616)) +% (j179 *% 100)) +% (((iy694 +% 10) +% -3) *% 10))), 6))
+            let sum711_v = (sum710_v + loadPartial(arena, (ix695 +% ((((756112 +% (((c180 *% 25) +% 20) *% 1616)) +% (j179 *% 100)) +% (((iy694 +% 10) +% -4) *% 10)) +% 4)), 6))
+            let sum712_v = (sum711_v + loadPartial(arena, (ix695 +% ((((756112 +% (((c180 *% 25) +% 21) *% 1616)) +% (j179 *% 100)) +% (((iy694 +% 10) +% -4) *% 10)) +% 3)), 6))
+            let sum713_v = (sum712_v + loadPartial(arena, (ix695 +% ((((756112 +% (((c180 *% 25) +% 22) *% 1616)) +% (j179 *% 100)) +% (((iy694 +% 10) +% -4) *% 10)) +% 2)), 6))
+            let sum714_v = (sum713_v + loadPartial(arena, (ix695 +% ((((756112 +% (((c180 *% 25) +% 23) *% 1616)) +% (j179 *% 100)) +% (((iy694 +% 10) +% -4) *% 10)) +% 1)), 6))
+            let sum715_v = (sum714_v + loadPartial(arena, (ix695 +% (((756112 +% (((c180 *% 25) +% 24) *% 1616)) +% (j179 *% 100)) +% (((iy694 +% 10) +% -4) *% 10))), 6))
+            storePartial(arena, (ix695 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy694 +% 10) *% 14)) +% 4)), sum715_v, 6)
           }
         }
-        for iy739 in 0..<1 {
-          for ix740 in 0..<1 {
-            let sum741_v = loadPartial(arena, (ix740 +% ((((756112 +% (((c171 *% 25) +% 8) *% 1616)) +% (j170 *% 100)) +% (((iy739 +% 10) +% -1) *% 10)) +% 9)), 1)
-            let sum742_v = (sum741_v + loadPartial(arena, (ix740 +% ((((756112 +% (((c171 *% 25) +% 9) *% 1616)) +% (j170 *% 100)) +% (((iy739 +% 10) +% -1) *% 10)) +% 8)), 1))
-            let sum743_v = (sum742_v + loadPartial(arena, (ix740 +% ((((756112 +% (((c171 *% 25) +% 13) *% 1616)) +% (j170 *% 100)) +% (((iy739 +% 10) +% -2) *% 10)) +% 9)), 1))
-            let sum744_v = (sum743_v + loadPartial(arena, (ix740 +% ((((756112 +% (((c171 *% 25) +% 14) *% 1616)) +% (j170 *% 100)) +% (((iy739 +% 10) +% -2) *% 10)) +% 8)), 1))
-            let sum745_v = (sum744_v + loadPartial(arena, (ix740 +% ((((756112 +% (((c171 *% 25) +% 18) *% 1616)) +% (j170 *% 100)) +% (((iy739 +% 10) +% -3) *% 10)) +% 9)), 1))
-            let sum746_v = (sum745_v + loadPartial(arena, (ix740 +% ((((756112 +% (((c171 *% 25) +% 19) *% 1616)) +% (j170 *% 100)) +% (((iy739 +% 10) +% -3) *% 10)) +% 8)), 1))
-            let sum747_v = (sum746_v + loadPartial(arena, (ix740 +% ((((756112 +% (((c171 *% 25) +% 23) *% 1616)) +% (j170 *% 100)) +% (((iy739 +% 10) +% -4) *% 10)) +% 9)), 1))
-            let sum748_v = (sum747_v + loadPartial(arena, (ix740 +% ((((756112 +% (((c171 *% 25) +% 24) *% 1616)) +% (j170 *% 100)) +% (((iy739 +% 10) +% -4) *% 10)) +% 8)), 1))
-            storePartial(arena, (ix740 +% ((((376320 +% (((g154 *% 16) +% j170) *% 1176)) +% (c171 *% 196)) +% ((iy739 +% 10) *% 14)) +% 12)), sum748_v, 1)
+        for iy716 in 0..<1 {
+          for ix717 in 0..<1 {
+            let sum718_v = loadPartial(arena, (ix717 +% ((((756112 +% (((c180 *% 25) +% 6) *% 1616)) +% (j179 *% 100)) +% (((iy716 +% 10) +% -1) *% 10)) +% 9)), 1)
+            let sum719_v = (sum718_v + loadPartial(arena, (ix717 +% ((((756112 +% (((c180 *% 25) +% 7) *% 1616)) +% (j179 *% 100)) +% (((iy716 +% 10) +% -1) *% 10)) +% 8)), 1))
+            let sum720_v = (sum719_v + loadPartial(arena, (ix717 +% ((((756112 +% (((c180 *% 25) +% 8) *% 1616)) +% (j179 *% 100)) +% (((iy716 +% 10) +% -1) *% 10)) +% 7)), 1))
+            let sum721_v = (sum720_v + loadPartial(arena, (ix717 +% ((((756112 +% (((c180 *% 25) +% 9) *% 1616)) +% (j179 *% 100)) +% (((iy716 +% 10) +% -1) *% 10)) +% 6)), 1))
+            let sum722_v = (sum721_v + loadPartial(arena, (ix717 +% ((((756112 +% (((c180 *% 25) +% 11) *% 1616)) +% (j179 *% 100)) +% (((iy716 +% 10) +% -2) *% 10)) +% 9)), 1))
+            let sum723_v = (sum722_v + loadPartial(arena, (ix717 +% ((((756112 +% (((c180 *% 25) +% 12) *% 1616)) +% (j179 *% 100)) +% (((iy716 +% 10) +% -2) *% 10)) +% 8)), 1))
+            let sum724_v = (sum723_v + loadPartial(arena, (ix717 +% ((((756112 +% (((c180 *% 25) +% 13) *% 1616)) +% (j179 *% 100)) +% (((iy716 +% 10) +% -2) *% 10)) +% 7)), 1))
+            let sum725_v = (sum724_v + loadPartial(arena, (ix717 +% ((((756112 +% (((c180 *% 25) +% 14) *% 1616)) +% (j179 *% 100)) +% (((iy716 +% 10) +% -2) *% 10)) +% 6)), 1))
+            let sum726_v = (sum725_v + loadPartial(arena, (ix717 +% ((((756112 +% (((c180 *% 25) +% 16) *% 1616)) +% (j179 *% 100)) +% (((iy716 +% 10) +% -3) *% 10)) +% 9)), 1))
+            let sum727_v = (sum726_v + loadPartial(arena, (ix717 +% ((((756112 +% (((c180 *% 25) +% 17) *% 1616)) +% (j179 *% 100)) +% (((iy716 +% 10) +% -3) *% 10)) +% 8)), 1))
+            let sum728_v = (sum727_v + loadPartial(arena, (ix717 +% ((((756112 +% (((c180 *% 25) +% 18) *% 1616)) +% (j179 *% 100)) +% (((iy716 +% 10) +% -3) *% 10)) +% 7)), 1))
+            let sum729_v = (sum728_v + loadPartial(arena, (ix717 +% ((((756112 +% (((c180 *% 25) +% 19) *% 1616)) +% (j179 *% 100)) +% (((iy716 +% 10) +% -3) *% 10)) +% 6)), 1))
+            let sum730_v = (sum729_v + loadPartial(arena, (ix717 +% ((((756112 +% (((c180 *% 25) +% 21) *% 1616)) +% (j179 *% 100)) +% (((iy716 +% 10) +% -4) *% 10)) +% 9)), 1))
+            let sum731_v = (sum730_v + loadPartial(arena, (ix717 +% ((((756112 +% (((c180 *% 25) +% 22) *% 1616)) +% (j179 *% 100)) +% (((iy716 +% 10) +% -4) *% 10)) +% 8)), 1))
+            let sum732_v = (sum731_v + loadPartial(arena, (ix717 +% ((((756112 +% (((c180 *% 25) +% 23) *% 1616)) +% (j179 *% 100)) +% (((iy716 +% 10) +% -4) *% 10)) +% 7)), 1))
+            let sum733_v = (sum732_v + loadPartial(arena, (ix717 +% ((((756112 +% (((c180 *% 25) +% 24) *% 1616)) +% (j179 *% 100)) +% (((iy716 +% 10) +% -4) *% 10)) +% 6)), 1))
+            storePartial(arena, (ix717 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy716 +% 10) *% 14)) +% 10)), sum733_v, 1)
           }
         }
-        for iy749 in 0..<1 {
-          for ix750 in 0..<1 {
-            let sum751_v = loadPartial(arena, (ix750 +% ((((756112 +% (((c171 *% 25) +% 9) *% 1616)) +% (j170 *% 100)) +% (((iy749 +% 10) +% -1) *% 10)) +% 9)), 1)
-            let sum752_v = (sum751_v + loadPartial(arena, (ix750 +% ((((756112 +% (((c171 *% 25) +% 14) *% 1616)) +% (j170 *% 100)) +% (((iy749 +% 10) +% -2) *% 10)) +% 9)), 1))
-            let sum753_v = (sum752_v + loadPartial(arena, (ix750 +% ((((756112 +% (((c171 *% 25) +% 19) *% 1616)) +% (j170 *% 100)) +% (((iy749 +% 10) +% -3) *% 10)) +% 9)), 1))
-            let sum754_v = (sum753_v + loadPartial(arena, (ix750 +% ((((756112 +% (((c171 *% 25) +% 24) *% 1616)) +% (j170 *% 100)) +% (((iy749 +% 10) +% -4) *% 10)) +% 9)), 1))
-            storePartial(arena, (ix750 +% ((((376320 +% (((g154 *% 16) +% j170) *% 1176)) +% (c171 *% 196)) +% ((iy749 +% 10) *% 14)) +% 13)), sum754_v, 1)
+        for iy734 in 0..<1 {
+          for ix735 in 0..<1 {
+            let sum736_v = loadPartial(arena, (ix735 +% ((((756112 +% (((c180 *% 25) +% 7) *% 1616)) +% (j179 *% 100)) +% (((iy734 +% 10) +% -1) *% 10)) +% 9)), 1)
+            let sum737_v = (sum736_v + loadPartial(arena, (ix735 +% ((((756112 +% (((c180 *% 25) +% 8) *% 1616)) +% (j179 *% 100)) +% (((iy734 +% 10) +% -1) *% 10)) +% 8)), 1))
+            let sum738_v = (sum737_v + loadPartial(arena, (ix735 +% ((((756112 +% (((c180 *% 25) +% 9) *% 1616)) +% (j179 *% 100)) +% (((iy734 +% 10) +% -1) *% 10)) +% 7)), 1))
+            let sum739_v = (sum738_v + loadPartial(arena, (ix735 +% ((((756112 +% (((c180 *% 25) +% 12) *% 1616)) +% (j179 *% 100)) +% (((iy734 +% 10) +% -2) *% 10)) +% 9)), 1))
+            let sum740_v = (sum739_v + loadPartial(arena, (ix735 +% ((((756112 +% (((c180 *% 25) +% 13) *% 1616)) +% (j179 *% 100)) +% (((iy734 +% 10) +% -2) *% 10)) +% 8)), 1))
+            let sum741_v = (sum740_v + loadPartial(arena, (ix735 +% ((((756112 +% (((c180 *% 25) +% 14) *% 1616)) +% (j179 *% 100)) +% (((iy734 +% 10) +% -2) *% 10)) +% 7)), 1))
+            let sum742_v = (sum741_v + loadPartial(arena, (ix735 +% ((((756112 +% (((c180 *% 25) +% 17) *% 1616)) +% (j179 *% 100)) +% (((iy734 +% 10) +% -3) *% 10)) +% 9)), 1))
+            let sum743_v = (sum742_v + loadPartial(arena, (ix735 +% ((((756112 +% (((c180 *% 25) +% 18) *% 1616)) +% (j179 *% 100)) +% (((iy734 +% 10) +% -3) *% 10)) +% 8)), 1))
+            let sum744_v = (sum743_v + loadPartial(arena, (ix735 +% ((((756112 +% (((c180 *% 25) +% 19) *% 1616)) +% (j179 *% 100)) +% (((iy734 +% 10) +% -3) *% 10)) +% 7)), 1))
+            let sum745_v = (sum744_v + loadPartial(arena, (ix735 +% ((((756112 +% (((c180 *% 25) +% 22) *% 1616)) +% (j179 *% 100)) +% (((iy734 +% 10) +% -4) *% 10)) +% 9)), 1))
+            let sum746_v = (sum745_v + loadPartial(arena, (ix735 +% ((((756112 +% (((c180 *% 25) +% 23) *% 1616)) +% (j179 *% 100)) +% (((iy734 +% 10) +% -4) *% 10)) +% 8)), 1))
+            let sum747_v = (sum746_v + loadPartial(arena, (ix735 +% ((((756112 +% (((c180 *% 25) +% 24) *% 1616)) +% (j179 *% 100)) +% (((iy734 +% 10) +% -4) *% 10)) +% 7)), 1))
+            storePartial(arena, (ix735 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy734 +% 10) *% 14)) +% 11)), sum747_v, 1)
           }
         }
-        for iy755 in 0..<1 {
-          for ix756 in 0..<1 {
-            let sum757_v = loadPartial(arena, (ix756 +% (((756112 +% (((c171 *% 25) +% 10) *% 1616)) +% (j170 *% 100)) +% (((iy755 +% 11) +% -2) *% 10))), 1)
-            let sum758_v = (sum757_v + loadPartial(arena, (ix756 +% (((756112 +% (((c171 *% 25) +% 15) *% 1616)) +% (j170 *% 100)) +% (((iy755 +% 11) +% -3) *% 10))), 1))
-            let sum759_v = (sum758_v + loadPartial(arena, (ix756 +% (((756112 +% (((c171 *% 25) +% 20) *% 1616)) +% (j170 *% 100)) +% (((iy755 +% 11) +% -4) *% 10))), 1))
-            storePartial(arena, (ix756 +% (((376320 +% (((g154 *% 16) +% j170) *% 1176)) +% (c171 *% 196)) +% ((iy755 +% 11) *% 14))), sum759_v, 1)
+        for iy748 in 0..<1 {
+          for ix749 in 0..<1 {
+            let sum750_v = loadPartial(arena, (ix749 +% ((((756112 +% (((c180 *% 25) +% 8) *% 1616)) +% (j179 *% 100)) +% (((iy748 +% 10) +% -1) *% 10)) +% 9)), 1)
+            let sum751_v = (sum750_v + loadPartial(arena, (ix749 +% ((((756112 +% (((c180 *% 25) +% 9) *% 1616)) +% (j179 *% 100)) +% (((iy748 +% 10) +% -1) *% 10)) +% 8)), 1))
+            let sum752_v = (sum751_v + loadPartial(arena, (ix749 +% ((((756112 +% (((c180 *% 25) +% 13) *% 1616)) +% (j179 *% 100)) +% (((iy748 +% 10) +% -2) *% 10)) +% 9)), 1))
+            let sum753_v = (sum752_v + loadPartial(arena, (ix749 +% ((((756112 +% (((c180 *% 25) +% 14) *% 1616)) +% (j179 *% 100)) +% (((iy748 +% 10) +% -2) *% 10)) +% 8)), 1))
+            let sum754_v = (sum753_v + loadPartial(arena, (ix749 +% ((((756112 +% (((c180 *% 25) +% 18) *% 1616)) +% (j179 *% 100)) +% (((iy748 +% 10) +% -3) *% 10)) +% 9)), 1))
+            let sum755_v = (sum754_v + loadPartial(arena, (ix749 +% ((((756112 +% (((c180 *% 25) +% 19) *% 1616)) +% (j179 *% 100)) +% (((iy748 +% 10) +% -3) *% 10)) +% 8)), 1))
+            let sum756_v = (sum755_v + loadPartial(arena, (ix749 +% ((((756112 +% (((c180 *% 25) +% 23) *% 1616)) +% (j179 *% 100)) +% (((iy748 +% 10) +% -4) *% 10)) +% 9)), 1))
+            let sum757_v = (sum756_v + loadPartial(arena, (ix749 +% ((((756112 +% (((c180 *% 25) +% 24) *% 1616)) +% (j179 *% 100)) +% (((iy748 +% 10) +% -4) *% 10)) +% 8)), 1))
+            storePartial(arena, (ix749 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy748 +% 10) *% 14)) +% 12)), sum757_v, 1)
           }
         }
-        for iy760 in 0..<1 {
-          for ix761 in 0..<1 {
-            let sum762_v = loadPartial(arena, (ix761 +% ((((756112 +% (((c171 *% 25) +% 10) *% 1616)) +% (j170 *% 100)) +% (((iy760 +% 11) +% -2) *% 10)) +% 1)), 1)
-            let sum763_v = (sum762_v + loadPartial(arena, (ix761 +% (((756112 +% (((c171 *% 25) +% 11) *% 1616)) +% (j170 *% 100)) +% (((iy760 +% 11) +% -2) *% 10))), 1))
-            let sum764_v = (sum763_v + loadPartial(arena, (ix761 +% ((((756112 +% (((c171 *% 25) +% 15) *% 1616)) +% (j170 *% 100)) +% (((iy760 +% 11) +% -3) *% 10)) +% 1)), 1))
-            let sum765_v = (sum764_v + loadPartial(arena, (ix761 +% (((756112 +% (((c171 *% 25) +% 16) *% 1616)) +% (j170 *% 100)) +% (((iy760 +% 11) +% -3) *% 10))), 1))
-            let sum766_v = (sum765_v + loadPartial(arena, (ix761 +% ((((756112 +% (((c171 *% 25) +% 20) *% 1616)) +% (j170 *% 100)) +% (((iy760 +% 11) +% -4) *% 10)) +% 1)), 1))
-            let sum767_v = (sum766_v + loadPartial(arena, (ix761 +% (((756112 +% (((c171 *% 25) +% 21) *% 1616)) +% (j170 *% 100)) +% (((iy760 +% 11) +% -4) *% 10))), 1))
-            storePartial(arena, (ix761 +% ((((376320 +% (((g154 *% 16) +% j170) *% 1176)) +% (c171 *% 196)) +% ((iy760 +% 11) *% 14)) +% 1)), sum767_v, 1)
+        for iy758 in 0..<1 {
+          for ix759 in 0..<1 {
+            let sum760_v = loadPartial(arena, (ix759 +% ((((756112 +% (((c180 *% 25) +% 9) *% 1616)) +% (j179 *% 100)) +% (((iy758 +% 10) +% -1) *% 10)) +% 9)), 1)
+            let sum761_v = (sum760_v + loadPartial(arena, (ix759 +% ((((756112 +% (((c180 *% 25) +% 14) *% 1616)) +% (j179 *% 100)) +% (((iy758 +% 10) +% -2) *% 10)) +% 9)), 1))
+            let sum762_v = (sum761_v + loadPartial(arena, (ix759 +% ((((756112 +% (((c180 *% 25) +% 19) *% 1616)) +% (j179 *% 100)) +% (((iy758 +% 10) +% -3) *% 10)) +% 9)), 1))
+            let sum763_v = (sum762_v + loadPartial(arena, (ix759 +% ((((756112 +% (((c180 *% 25) +% 24) *% 1616)) +% (j179 *% 100)) +% (((iy758 +% 10) +% -4) *% 10)) +% 9)), 1))
+            storePartial(arena, (ix759 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy758 +% 10) *% 14)) +% 13)), sum763_v, 1)
           }
         }
-        for iy768 in 0..<1 {
-          for ix769 in 0..<1 {
-            let sum770_v = loadPartial(arena, (ix769 +% ((((756112 +% (((c171 *% 25) +% 10) *% 1616)) +% (j170 *% 100)) +% (((iy768 +% 11) +% -2) *% 10)) +% 2)), 1)
-            let sum771_v = (sum770_v + loadPartial(arena, (ix769 +% ((((756112 +% (((c171 *% 25) +% 11) *% 1616)) +% (j170 *% 100)) +% (((iy768 +% 11) +% -2) *% 10)) +% 1)), 1))
-            let sum772_v = (sum771_v + loadPartial(arena, (ix769 +% (((756112 +% (((c171 *% 25) +% 12) *% 1616)) +% (j170 *% 100)) +% (((iy768 +% 11) +% -2) *% 10))), 1))
-            let sum773_v = (sum772_v + loadPartial(arena, (ix769 +% ((((756112 +% (((c171 *% 25) +% 15) *% 1616)) +% (j170 *% 100)) +% (((iy768 +% 11) +% -3) *% 10)) +% 2)), 1))
-            let sum774_v = (sum773_v + loadPartial(arena, (ix769 +% ((((756112 +% (((c171 *% 25) +% 16) *% 1616)) +% (j170 *% 100)) +% (((iy768 +% 11) +% -3) *% 10)) +% 1)), 1))
-            let sum775_v = (sum774_v + loadPartial(arena, (ix769 +% (((756112 +% (((c171 *% 25) +% 17) *% 1616)) +% (j170 *% 100)) +% (((iy768 +% 11) +% -3) *% 10))), 1))
-            let sum776_v = (sum775_v + loadPartial(arena, (ix769 +% ((((756112 +% (((c171 *% 25) +% 20) *% 1616)) +% (j170 *% 100)) +% (((iy768 +% 11) +% -4) *% 10)) +% 2)), 1))
-            let sum777_v = (sum776_v + loadPartial(arena, (ix769 +% ((((756112 +% (((c171 *% 25) +% 21) *% 1616)) +% (j170 *% 100)) +% (((iy768 +% 11) +% -4) *% 10)) +% 1)), 1))
-            let sum778_v = (sum777_v + loadPartial(arena, (ix769 +% (((756112 +% (((c171 *% 25) +% 22) *% 1616)) +% (j170 *% 100)) +% (((iy768 +% 11) +% -4) *% 10))), 1))
-            storePartial(arena, (ix769 +% ((((376320 +% (((g154 *% 16) +% j170) *% 1176)) +% (c171 *% 196)) +% ((iy768 +% 11) *% 14)) +% 2)), sum778_v, 1)
+        for iy764 in 0..<1 {
+          for ix765 in 0..<1 {
+            let sum766_v = loadPartial(arena, (ix765 +% (((756112 +% (((c180 *% 25) +% 10) *% 1616)) +% (j179 *% 100)) +% (((iy764 +% 11) +% -2) *% 10))), 1)
+            let sum767_v = (sum766_v + loadPartial(arena, (ix765 +% (((756112 +% (((c180 *% 25) +% 15) *% 1616)) +% (j179 *% 100)) +% (((iy764 +% 11) +% -3) *% 10))), 1))
+            let sum768_v = (sum767_v + loadPartial(arena, (ix765 +% (((756112 +% (((c180 *% 25) +% 20) *% 1616)) +% (j179 *% 100)) +% (((iy764 +% 11) +% -4) *% 10))), 1))
+            storePartial(arena, (ix765 +% (((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy764 +% 11) *% 14))), sum768_v, 1)
           }
         }
-        for iy779 in 0..<1 {
-          for ix780 in 0..<1 {
-            let sum781_v = loadPartial(arena, (ix780 +% ((((756112 +% (((c171 *% 25) +% 10) *% 1616)) +% (j170 *% 100)) +% (((iy779 +% 11) +% -2) *% 10)) +% 3)), 1)
-            let sum782_v = (sum781_v + loadPartial(arena, (ix780 +% ((((756112 +% (((c171 *% 25) +% 11) *% 1616)) +% (j170 *% 100)) +% (((iy779 +% 11) +% -2) *% 10)) +% 2)), 1))
-            let sum783_v = (sum782_v + loadPartial(arena, (ix780 +% ((((756112 +% (((c171 *% 25) +% 12) *% 1616)) +% (j170 *% 100)) +% (((iy779 +% 11) +% -2) *% 10)) +% 1)), 1))
-            let sum784_v = (sum783_v + loadPartial(arena, (ix780 +% (((756112 +% (((c171 *% 25) +% 13) *% 1616)) +% (j170 *% 100)) +% (((iy779 +% 11) +% -2) *% 10))), 1))
-            let sum785_v = (sum784_v + loadPartial(arena, (ix780 +% ((((756112 +% (((c171 *% 25) +% 15) *% 1616)) +% (j170 *% 100)) +% (((iy779 +% 11) +% -3) *% 10)) +% 3)), 1))
-            let sum786_v = (sum785_v + loadPartial(arena, (ix780 +% ((((756112 +% (((c171 *% 25) +% 16) *% 1616)) +% (j170 *% 100)) +% (((iy779 +% 11) +% -3) *% 10)) +% 2)), 1))
-            let sum787_v = (sum786_v + loadPartial(arena, (ix780 +% ((((756112 +% (((c171 *% 25) +% 17) *% 1616)) +% (j170 *% 100)) +% (((iy779 +% 11) +% -3) *% 10)) +% 1)), 1))
-            let sum788_v = (sum787_v + loadPartial(arena, (ix780 +% (((756112 +% (((c171 *% 25) +% 18) *% 1616)) +% (j170 *% 100)) +% (((iy779 +% 11) +% -3) *% 10))), 1))
-            let sum789_v = (sum788_v + loadPartial(arena, (ix780 +% ((((756112 +% (((c171 *% 25) +% 20) *% 1616)) +% (j170 *% 100)) +% (((iy779 +% 11) +% -4) *% 10)) +% 3)), 1))
-            let sum790_v = (sum789_v + loadPartial(arena, (ix780 +% ((((756112 +% (((c171 *% 25) +% 21) *% 1616)) +% (j170 *% 100)) +% (((iy779 +% 11) +% -4) *% 10)) +% 2)), 1))
-            let sum791_v = (sum790_v + loadPartial(arena, (ix780 +% ((((756112 +% (((c171 *% 25) +% 22) *% 1616)) +% (j170 *% 100)) +% (((iy779 +% 11) +% -4) *% 10)) +% 1)), 1))
-            let sum792_v = (sum791_v + loadPartial(arena, (ix780 +% (((756112 +% (((c171 *% 25) +% 23) *% 1616)) +% (j170 *% 100)) +% (((iy779 +% 11) +% -4) *% 10))), 1))
-            storePartial(arena, (ix780 +% ((((376320 +% (((g154 *% 16) +% j170) *% 1176)) +% (c171 *% 196)) +% ((iy779 +% 11) *% 14)) +% 3)), sum792_v, 1)
+        for iy769 in 0..<1 {
+          for ix770 in 0..<1 {
+            let sum771_v = loadPartial(arena, (ix770 +% ((((756112 +% (((c180 *% 25) +% 10) *% 1616)) +% (j179 *% 100)) +% (((iy769 +% 11) +% -2) *% 10)) +% 1)), 1)
+            let sum772_v = (sum771_v + loadPartial(arena, (ix770 +% (((756112 +% (((c180 *% 25) +% 11) *% 1616)) +% (j179 *% 100)) +% (((iy769 +% 11) +% -2) *% 10))), 1))
+            let sum773_v = (sum772_v + loadPartial(arena, (ix770 +% ((((756112 +% (((c180 *% 25) +% 15) *% 1616)) +% (j179 *% 100)) +% (((iy769 +% 11) +% -3) *% 10)) +% 1)), 1))
+            let sum774_v = (sum773_v + loadPartial(arena, (ix770 +% (((756112 +% (((c180 *% 25) +% 16) *% 1616)) +% (j179 *% 100)) +% (((iy769 +% 11) +% -3) *% 10))), 1))
+            let sum775_v = (sum774_v + loadPartial(arena, (ix770 +% ((((756112 +% (((c180 *% 25) +% 20) *% 1616)) +% (j179 *% 100)) +% (((iy769 +% 11) +% -4) *% 10)) +% 1)), 1))
+            let sum776_v = (sum775_v + loadPartial(arena, (ix770 +% (((756112 +% (((c180 *% 25) +% 21) *% 1616)) +% (j179 *% 100)) +% (((iy769 +% 11) +% -4) *% 10))), 1))
+            storePartial(arena, (ix770 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy769 +% 11) *% 14)) +% 1)), sum776_v, 1)
           }
         }
-        for iy793 in 0..<1 {
-          for ix794 in 0..<1 {
-            let sum795_v = loadPartial(arena, (ix794 +% ((((756112 +% (((c171 *% 25) +% 10) *% 1616)) +% (j170 *% 100)) +% (((iy793 +% 11) +% -2) *% 10)) +% 4)), 6)
-            let sum796_v = (sum795_v + loadPartial(arena, (ix794 +% ((((756112 +% (((c171 *% 25) +% 11) *% 1616)) +% (j170 *% 100)) +% (((iy793 +% 11) +% -2) *% 10)) +% 3)), 6))
-            let sum797_v = (sum796_v + loadPartial(arena, (ix794 +% ((((756112 +% (((c171 *% 25) +% 12) *% 1616)) +% (j170 *% 100)) +% (((iy793 +% 11) +% -2) *% 10)) +% 2)), 6))
-            let sum798_v = (sum797_v + loadPartial(arena, (ix794 +% ((((756112 +% (((c171 *% 25) +% 13) *% 1616)) +% (j170 *% 100)) +% (((iy793 +% 11) +% -2) *% 10)) +% 1)), 6))
-            let sum799_v = (sum798_v + loadPartial(arena, (ix794 +% (((756112 +% (((c171 *% 25) +% 14) *% 1616)) +% (j170 *% 100)) +% (((iy793 +% 11) +% -2) *% 10))), 6))
-            let sum800_v = (sum799_v + loadPartial(arena, (ix794 +% ((((756112 +% (((c171 *% 25) +% 15) *% 1616)) +% (j170 *% 100)) +% (((iy793 +% 11) +% -3) *% 10)) +% 4)), 6))
-            let sum801_v = (sum800_v + loadPartial(arena, (ix794 +% ((((756112 +% (((c171 *% 25) +% 16) *% 1616)) +% (j170 *% 100)) +% (((iy793 +% 11) +% -3) *% 10)) +% 3)), 6))
-            let sum802_v = (sum801_v + loadPartial(arena, (ix794 +% ((((756112 +% (((c171 *% 25) +% 17) *% 1616)) +% (j170 *% 100)) +% (((iy793 +% 11) +% -3) *% 10)) +% 2)), 6))
-            let sum803_v = (sum802_v + loadPartial(arena, (ix794 +% ((((756112 +% (((c171 *% 25) +% 18) *% 1616)) +% (j170 *% 100)) +% (((iy793 +% 11) +% -3) *% 10)) +% 1)), 6))
-            let sum804_v = (sum803_v + loadPartial(arena, (ix794 +% (((756112 +% (((c171 *% 25) +% 19) *% 1616)) +% (j170 *% 100)) +% (((iy793 +% 11) +% -3) *% 10))), 6))
-            let sum805_v = (sum804_v + loadPartial(arena, (ix794 +% ((((756112 +% (((c171 *% 25) +% 20) *% 1616)) +% (j170 *% 100)) +% (((iy793 +% 11) +% -4) *% 10)) +% 4)), 6))
-            let sum806_v = (sum805_v + loadPartial(arena, (ix794 +% ((((756112 +% (((c171 *% 25) +% 21) *% 1616)) +% (j170 *% 100)) +% (((iy793 +% 11) +% -4) *% 10)) +% 3)), 6))
-            let sum807_v = (sum806_v + loadPartial(arena, (ix794 +% ((((756112 +% (((c171 *% 25) +% 22) *% 1616)) +% (j170 *% 100)) +% (((iy793 +% 11) +% -4) *% 10)) +% 2)), 6))
-            let sum808_v = (sum807_v + loadPartial(arena, (ix794 +% ((((756112 +% (((c171 *% 25) +% 23) *% 1616)) +% (j170 *% 100)) +% (((iy793 +% 11) +% -4) *% 10)) +% 1)), 6))
-            let sum809_v = (sum808_v + loadPartial(arena, (ix794 +% (((756112 +% (((c171 *% 25) +% 24) *% 1616)) +% (j170 *% 100)) +% (((iy793 +% 11) +% -4) *% 10))), 6))
-            storePartial(arena, (ix794 +% ((((376320 +% (((g154 *% 16) +% j170) *% 1176)) +% (c171 *% 196)) +% ((iy793 +% 11) *% 14)) +% 4)), sum809_v, 6)
+        for iy777 in 0..<1 {
+          for ix778 in 0..<1 {
+            let sum779_v = loadPartial(arena, (ix778 +% ((((756112 +% (((c180 *% 25) +% 10) *% 1616)) +% (j179 *% 100)) +% (((iy777 +% 11) +% -2) *% 10)) +% 2)), 1)
+            let sum780_v = (sum779_v + loadPartial(arena, (ix778 +% ((((756112 +% (((c180 *% 25) +% 11) *% 1616)) +% (j179 *% 100)) +% (((iy777 +% 11) +% -2) *% 10)) +% 1)), 1))
+            let sum781_v = (sum780_v + loadPartial(arena, (ix778 +% (((756112 +% (((c180 *% 25) +% 12) *% 1616)) +% (j179 *% 100)) +% (((iy777 +% 11) +% -2) *% 10))), 1))
+            let sum782_v = (sum781_v + loadPartial(arena, (ix778 +% ((((756112 +% (((c180 *% 25) +% 15) *% 1616)) +% (j179 *% 100)) +% (((iy777 +% 11) +% -3) *% 10)) +% 2)), 1))
+            let sum783_v = (sum782_v + loadPartial(arena, (ix778 +% ((((756112 +% (((c180 *% 25) +% 16) *% 1616)) +% (j179 *% 100)) +% (((iy777 +% 11) +% -3) *% 10)) +% 1)), 1))
+            let sum784_v = (sum783_v + loadPartial(arena, (ix778 +% (((756112 +% (((c180 *% 25) +% 17) *% 1616)) +% (j179 *% 100)) +% (((iy777 +% 11) +% -3) *% 10))), 1))
+            let sum785_v = (sum784_v + loadPartial(arena, (ix778 +% ((((756112 +% (((c180 *% 25) +% 20) *% 1616)) +% (j179 *% 100)) +% (((iy777 +% 11) +% -4) *% 10)) +% 2)), 1))
+            let sum786_v = (sum785_v + loadPartial(arena, (ix778 +% ((((756112 +% (((c180 *% 25) +% 21) *% 1616)) +% (j179 *% 100)) +% (((iy777 +% 11) +% -4) *% 10)) +% 1)), 1))
+            let sum787_v = (sum786_v + loadPartial(arena, (ix778 +% (((756112 +% (((c180 *% 25) +% 22) *% 1616)) +% (j179 *% 100)) +% (((iy777 +% 11) +% -4) *% 10))), 1))
+            storePartial(arena, (ix778 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy777 +% 11) *% 14)) +% 2)), sum787_v, 1)
           }
         }
-        for iy810 in 0..<1 {
-          for ix811 in 0..<1 {
-            let sum812_v = loadPartial(arena, (ix811 +% ((((756112 +% (((c171 *% 25) +% 11) *% 1616)) +% (j170 *% 100)) +% (((iy810 +% 11) +% -2) *% 10)) +% 9)), 1)
-            let sum813_v = (sum812_v + loadPartial(arena, (ix811 +% ((((756112 +% (((c171 *% 25) +% 12) *% 1616)) +% (j170 *% 100)) +% (((iy810 +% 11) +% -2) *% 10)) +% 8)), 1))
-            let sum814_v = (sum813_v + loadPartial(arena, (ix811 +% ((((756112 +% (((c171 *% 25) +% 13) *% 1616)) +% (j170 *% 100)) +% (((iy810 +% 11) +% -2) *% 10)) +% 7)), 1))
-            let sum815_v = (sum814_v + loadPartial(arena, (ix811 +% ((((756112 +% (((c171 *% 25) +% 14) *% 1616)) +% (j170 *% 100)) +% (((iy810 +% 11) +% -2) *% 10)) +% 6)), 1))
-            let sum816_v = (sum815_v + loadPartial(arena, (ix811 +% ((((756112 +% (((c171 *% 25) +% 16) *% 1616)) +% (j170 *% 100)) +% (((iy810 +% 11) +% -3) *% 10)) +% 9)), 1))
-            let sum817_v = (sum816_v + loadPartial(arena, (ix811 +% ((((756112 +% (((c171 *% 25) +% 17) *% 1616)) +% (j170 *% 100)) +% (((iy810 +% 11) +% -3) *% 10)) +% 8)), 1))
-            let sum818_v = (sum817_v + loadPartial(arena, (ix811 +% ((((756112 +% (((c171 *% 25) +% 18) *% 1616)) +% (j170 *% 100)) +% (((iy810 +% 11) +% -3) *% 10)) +% 7)), 1))
-            let sum819_v = (sum818_v + loadPartial(arena, (ix811 +% ((((756112 +% (((c171 *% 25) +% 19) *% 1616)) +% (j170 *% 100)) +% (((iy810 +% 11) +% -3) *% 10)) +% 6)), 1))
-            let sum820_v = (sum819_v + loadPartial(arena, (ix811 +% ((((756112 +% (((c171 *% 25) +% 21) *% 1616)) +% (j170 *% 100)) +% (((iy810 +% 11) +% -4) *% 10)) +% 9)), 1))
-            let sum821_v = (sum820_v + loadPartial(arena, (ix811 +% ((((756112 +% (((c171 *% 25) +% 22) *% 1616)) +% (j170 *% 100)) +% (((iy810 +% 11) +% -4) *% 10)) +% 8)), 1))
-            let sum822_v = (sum821_v + loadPartial(arena, (ix811 +% ((((756112 +% (((c171 *% 25) +% 23) *% 1616)) +% (j170 *% 100)) +% (((iy810 +% 11) +% -4) *% 10)) +% 7)), 1))
-            let sum823_v = (sum822_v + loadPartial(arena, (ix811 +% ((((756112 +% (((c171 *% 25) +% 24) *% 1616)) +% (j170 *% 100)) +% (((iy810 +% 11) +% -4) *% 10)) +% 6)), 1))
-            storePartial(arena, (ix811 +% ((((376320 +% (((g154 *% 16) +% j170) *% 1176)) +% (c171 *% 196)) +% ((iy810 +% 11) *% 14)) +% 10)), sum823_v, 1)
+        for iy788 in 0..<1 {
+          for ix789 in 0..<1 {
+            let sum790_v = loadPartial(arena, (ix789 +% ((((756112 +% (((c180 *% 25) +% 10) *% 1616)) +% (j179 *% 100)) +% (((iy788 +% 11) +% -2) *% 10)) +% 3)), 1)
+            let sum791_v = (sum790_v + loadPartial(arena, (ix789 +% ((((756112 +% (((c180 *% 25) +% 11) *% 1616)) +% (j179 *% 100)) +% (((iy788 +% 11) +% -2) *% 10)) +% 2)), 1))
+            let sum792_v = (sum791_v + loadPartial(arena, (ix789 +% ((((756112 +% (((c180 *% 25) +% 12) *% 1616)) +% (j179 *% 100)) +% (((iy788 +% 11) +% -2) *% 10)) +% 1)), 1))
+            let sum793_v = (sum792_v + loadPartial(arena, (ix789 +% (((756112 +% (((c180 *% 25) +% 13) *% 1616)) +% (j179 *% 100)) +% (((iy788 +% 11) +% -2) *% 10))), 1))
+            let sum794_v = (sum793_v + loadPartial(arena, (ix789 +% ((((756112 +% (((c180 *% 25) +% 15) *% 1616)) +% (j179 *% 100)) +% (((iy788 +% 11) +% -3) *% 10)) +% 3)), 1))
+            let sum795_v = (sum794_v + loadPartial(arena, (ix789 +% ((((756112 +% (((c180 *% 25) +% 16) *% 1616)) +% (j179 *% 100)) +% (((iy788 +% 11) +% -3) *% 10)) +% 2)), 1))
+            let sum796_v = (sum795_v + loadPartial(arena, (ix789 +% ((((756112 +% (((c180 *% 25) +% 17) *% 1616)) +% (j179 *% 100)) +% (((iy788 +% 11) +% -3) *% 10)) +% 1)), 1))
+            let sum797_v = (sum796_v + loadPartial(arena, (ix789 +% (((756112 +% (((c180 *% 25) +% 18) *% 1616)) +% (j179 *% 100)) +% (((iy788 +% 11) +% -3) *% 10))), 1))
+            let sum798_v = (sum797_v + loadPartial(arena, (ix789 +% ((((756112 +% (((c180 *% 25) +% 20) *% 1616)) +% (j179 *% 100)) +% (((iy788 +% 11) +% -4) *% 10)) +% 3)), 1))
+            let sum799_v = (sum798_v + loadPartial(arena, (ix789 +% ((((756112 +% (((c180 *% 25) +% 21) *% 1616)) +% (j179 *% 100)) +% (((iy788 +% 11) +% -4) *% 10)) +% 2)), 1))
+            let sum800_v = (sum799_v + loadPartial(arena, (ix789 +% ((((756112 +% (((c180 *% 25) +% 22) *% 1616)) +% (j179 *% 100)) +% (((iy788 +% 11) +% -4) *% 10)) +% 1)), 1))
+            let sum801_v = (sum800_v + loadPartial(arena, (ix789 +% (((756112 +% (((c180 *% 25) +% 23) *% 1616)) +% (j179 *% 100)) +% (((iy788 +% 11) +% -4) *% 10))), 1))
+            storePartial(arena, (ix789 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy788 +% 11) *% 14)) +% 3)), sum801_v, 1)
           }
         }
-        for iy824 in 0..<1 {
-          for ix825 in 0..<1 {
-            let sum826_v = loadPartial(arena, (ix825 +% ((((756112 +% (((c171 *% 25) +% 12) *% 1616)) +% (j170 *% 100)) +% (((iy824 +% 11) +% -2) *% 10)) +% 9)), 1)
-            let sum827_v = (sum826_v + loadPartial(arena, (ix825 +% ((((756112 +% (((c171 *% 25) +% 13) *% 1616)) +% (j170 *% 100)) +% (((iy824 +% 11) +% -2) *% 10)) +% 8)), 1))
-            let sum828_v = (sum827_v + loadPartial(arena, (ix825 +% ((((756112 +% (((c171 *% 25) +% 14) *% 1616)) +% (j170 *% 100)) +% (((iy824 +% 11) +% -2) *% 10)) +% 7)), 1))
-            let sum829_v = (sum828_v + loadPartial(arena, (ix825 +% ((((756112 +% (((c171 *% 25) +% 17) *% 1616)) +% (j170 *% 100)) +% (((iy824 +% 11) +% -3) *% 10)) +% 9)), 1))
-            let sum830_v = (sum829_v + loadPartial(arena, (ix825 +% ((((756112 +% (((c171 *% 25) +% 18) *% 1616)) +% (j170 *% 100)) +% (((iy824 +% 11) +% -3) *% 10)) +% 8)), 1))
-            let sum831_v = (sum830_v + loadPartial(arena, (ix825 +% ((((756112 +% (((c171 *% 25) +% 19) *% 1616)) +% (j170 *% 100)) +% (((iy824 +% 11) +% -3) *% 10)) +% 7)), 1))
-            let sum832_v = (sum831_v + loadPartial(arena, (ix825 +% ((((756112 +% (((c171 *% 25) +% 22) *% 1616)) +% (j170 *% 100)) +% (((iy824 +% 11) +% -4) *% 10)) +% 9)), 1))
-            let sum833_v = (sum832_v + loadPartial(arena, (ix825 +% ((((756112 +% (((c171 *% 25) +% 23) *% 1616)) +% (j170 *% 100)) +% (((iy824 +% 11) +% -4) *% 10)) +% 8)), 1))
-            let sum834_v = (sum833_v + loadPartial(arena, (ix825 +% ((((756112 +% (((c171 *% 25) +% 24) *% 1616)) +% (j170 *% 100)) +% (((iy824 +% 11) +% -4) *% 10)) +% 7)), 1))
-            storePartial(arena, (ix825 +% ((((376320 +% (((g154 *% 16) +% j170) *% 1176)) +% (c171 *% 196)) +% ((iy824 +% 11) *% 14)) +% 11)), sum834_v, 1)
+        for iy802 in 0..<1 {
+          for ix803 in 0..<1 {
+            let sum804_v = loadPartial(arena, (ix803 +% ((((756112 +% (((c180 *% 25) +% 10) *% 1616)) +% (j179 *% 100)) +% (((iy802 +% 11) +% -2) *% 10)) +% 4)), 6)
+            let sum805_v = (sum804_v + loadPartial(arena, (ix803 +% ((((756112 +% (((c180 *% 25) +% 11) *% 1616)) +% (j179 *% 100)) +% (((iy802 +% 11) +% -2) *% 10)) +% 3)), 6))
+            let sum806_v = (sum805_v + loadPartial(arena, (ix803 +% ((((756112 +% (((c180 *% 25) +% 12) *% 1616)) +% (j179 *% 100)) +% (((iy802 +% 11) +% -2) *% 10)) +% 2)), 6))
+            let sum807_v = (sum806_v + loadPartial(arena, (ix803 +% ((((756112 +% (((c180 *% 25) +% 13) *% 1616)) +% (j179 *% 100)) +% (((iy802 +% 11) +% -2) *% 10)) +% 1)), 6))
+            let sum808_v = (sum807_v + loadPartial(arena, (ix803 +% (((756112 +% (((c180 *% 25) +% 14) *% 1616)) +% (j179 *% 100)) +% (((iy802 +% 11) +% -2) *% 10))), 6))
+            let sum809_v = (sum808_v + loadPartial(arena, (ix803 +% ((((756112 +% (((c180 *% 25) +% 15) *% 1616)) +% (j179 *% 100)) +% (((iy802 +% 11) +% -3) *% 10)) +% 4)), 6))
+            let sum810_v = (sum809_v + loadPartial(arena, (ix803 +% ((((756112 +% (((c180 *% 25) +% 16) *% 1616)) +% (j179 *% 100)) +% (((iy802 +% 11) +% -3) *% 10)) +% 3)), 6))
+            let sum811_v = (sum810_v + loadPartial(arena, (ix803 +% ((((756112 +% (((c180 *% 25) +% 17) *% 1616)) +% (j179 *% 100)) +% (((iy802 +% 11) +% -3) *% 10)) +% 2)), 6))
+            let sum812_v = (sum811_v + loadPartial(arena, (ix803 +% ((((756112 +% (((c180 *% 25) +% 18) *% 1616)) +% (j179 *% 100)) +% (((iy802 +% 11) +% -3) *% 10)) +% 1)), 6))
+            let sum813_v = (sum812_v + loadPartial(arena, (ix803 +% (((756112 +% (((c180 *% 25) +% 19) *% 1616)) +% (j179 *% 100)) +% (((iy802 +% 11) +% -3) *% 10))), 6))
+            let sum814_v = (sum813_v + loadPartial(arena, (ix803 +% ((((756112 +% (((c180 *% 25) +% 20) *% 1616)) +% (j179 *% 100)) +% (((iy802 +% 11) +% -4) *% 10)) +% 4)), 6))
+            let sum815_v = (sum814_v + loadPartial(arena, (ix803 +% ((((756112 +% (((c180 *% 25) +% 21) *% 1616)) +% (j179 *% 100)) +% (((iy802 +% 11) +% -4) *% 10)) +% 3)), 6))
+            let sum816_v = (sum815_v + loadPartial(arena, (ix803 +% ((((756112 +% (((c180 *% 25) +% 22) *% 1616)) +% (j179 *% 100)) +% (((iy802 +% 11) +% -4) *% 10)) +% 2)), 6))
+            let sum817_v = (sum816_v + loadPartial(arena, (ix803 +% ((((756112 +% (((c180 *% 25) +% 23) *% 1616)) +% (j179 *% 100)) +% (((iy802 +% 11) +% -4) *% 10)) +% 1)), 6))
+            let sum818_v = (sum817_v + loadPartial(arena, (ix803 +% (((756112 +% (((c180 *% 25) +% 24) *% 1616)) +% (j179 *% 100)) +% (((iy802 +% 11) +% -4) *% 10))), 6))
+            storePartial(arena, (ix803 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy802 +% 11) *% 14)) +% 4)), sum818_v, 6)
           }
         }
-        for iy835 in 0..<1 {
-          for ix836 in 0..<1 {
-            let sum837_v = loadPartial(arena, (ix836 +% ((((756112 +% (((c171 *% 25) +% 13) *% 1616)) +% (j170 *% 100)) +% (((iy835 +% 11) +% -2) *% 10)) +% 9)), 1)
-            let sum838_v = (sum837_v + loadPartial(arena, (ix836 +% ((((756112 +% (((c171 *% 25) +% 14) *% 1616)) +% (j170 *% 100)) +% (((iy835 +% 11) +% -2) *% 10)) +% 8)), 1))
-            let sum839_v = (sum838_v + loadPartial(arena, (ix836 +% ((((756112 +% (((c171 *% 25) +% 18) *% 1616)) +% (j170 *% 100)) +% (((iy835 +% 11) +% -3) *% 10)) +% 9)), 1))
-            let sum840_v = (sum839_v + loadPartial(arena, (ix836 +% ((((756112 +% (((c171 *% 25) +% 19) *% 1616)) +% (j170 *% 100)) +% (((iy835 +% 11) +% -3) *% 10)) +% 8)), 1))
-            let sum841_v = (sum840_v + loadPartial(arena, (ix836 +% ((((756112 +% (((c171 *% 25) +% 23) *% 1616)) +% (j170 *% 100)) +% (((iy835 +% 11) +% -4) *% 10)) +% 9)), 1))
-            let sum842_v = (sum841_v + loadPartial(arena, (ix836 +% ((((756112 +% (((c171 *% 25) +% 24) *% 1616)) +% (j170 *% 100)) +% (((iy835 +% 11) +% -4) *% 10)) +% 8)), 1))
-            storePartial(arena, (ix836 +% ((((376320 +% (((g154 *% 16) +% j170) *% 1176)) +% (c171 *% 196)) +% ((iy835 +% 11) *% 14)) +% 12)), sum842_v, 1)
+        for iy819 in 0..<1 {
+          for ix820 in 0..<1 {
+            let sum821_v = loadPartial(arena, (ix820 +% ((((756112 +% (((c180 *% 25) +% 11) *% 1616)) +% (j179 *% 100)) +% (((iy819 +% 11) +% -2) *% 10)) +% 9)), 1)
+            let sum822_v = (sum821_v + loadPartial(arena, (ix820 +% ((((756112 +% (((c180 *% 25) +% 12) *% 1616)) +% (j179 *% 100)) +% (((iy819 +% 11) +% -2) *% 10)) +% 8)), 1))
+            let sum823_v = (sum822_v + loadPartial(arena, (ix820 +% ((((756112 +% (((c180 *% 25) +% 13) *% 1616)) +% (j179 *% 100)) +% (((iy819 +% 11) +% -2) *% 10)) +% 7)), 1))
+            let sum824_v = (sum823_v + loadPartial(arena, (ix820 +% ((((756112 +% (((c180 *% 25) +% 14) *% 1616)) +% (j179 *% 100)) +% (((iy819 +% 11) +% -2) *% 10)) +% 6)), 1))
+            let sum825_v = (sum824_v + loadPartial(arena, (ix820 +% ((((756112 +% (((c180 *% 25) +% 16) *% 1616)) +% (j179 *% 100)) +% (((iy819 +% 11) +% -3) *% 10)) +% 9)), 1))
+            let sum826_v = (sum825_v + loadPartial(arena, (ix820 +% ((((756112 +% (((c180 *% 25) +% 17) *% 1616)) +% (j179 *% 100)) +% (((iy819 +% 11) +% -3) *% 10)) +% 8)), 1))
+            let sum827_v = (sum826_v + loadPartial(arena, (ix820 +% ((((756112 +% (((c180 *% 25) +% 18) *% 1616)) +% (j179 *% 100)) +% (((iy819 +% 11) +% -3) *% 10)) +% 7)), 1))
+            let sum828_v = (sum827_v + loadPartial(arena, (ix820 +% ((((756112 +% (((c180 *% 25) +% 19) *% 1616)) +% (j179 *% 100)) +% (((iy819 +% 11) +% -3) *% 10)) +% 6)), 1))
+            let sum829_v = (sum828_v + loadPartial(arena, (ix820 +% ((((756112 +% (((c180 *% 25) +% 21) *% 1616)) +% (j179 *% 100)) +% (((iy819 +% 11) +% -4) *% 10)) +% 9)), 1))
+            let sum830_v = (sum829_v + loadPartial(arena, (ix820 +% ((((756112 +% (((c180 *% 25) +% 22) *% 1616)) +% (j179 *% 100)) +% (((iy819 +% 11) +% -4) *% 10)) +% 8)), 1))
+            let sum831_v = (sum830_v + loadPartial(arena, (ix820 +% ((((756112 +% (((c180 *% 25) +% 23) *% 1616)) +% (j179 *% 100)) +% (((iy819 +% 11) +% -4) *% 10)) +% 7)), 1))
+            let sum832_v = (sum831_v + loadPartial(arena, (ix820 +% ((((756112 +% (((c180 *% 25) +% 24) *% 1616)) +% (j179 *% 100)) +% (((iy819 +% 11) +% -4) *% 10)) +% 6)), 1))
+            storePartial(arena, (ix820 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy819 +% 11) *% 14)) +% 10)), sum832_v, 1)
           }
         }
-        for iy843 in 0..<1 {
-          for ix844 in 0..<1 {
-            let sum845_v = loadPartial(arena, (ix844 +% ((((756112 +% (((c171 *% 25) +% 14) *% 1616)) +% (j170 *% 100)) +% (((iy843 +% 11) +% -2) *% 10)) +% 9)), 1)
-            let sum846_v = (sum845_v + loadPartial(arena, (ix844 +% ((((756112 +% (((c171 *% 25) +% 19) *% 1616)) +% (j170 *% 100)) +% (((iy843 +% 11) +% -3) *% 10)) +% 9)), 1))
-            let sum847_v = (sum846_v + loadPartial(arena, (ix844 +% ((((756112 +% (((c171 *% 25) +% 24) *% 1616)) +% (j170 *% 100)) +% (((iy843 +% 11) +% -4) *% 10)) +% 9)), 1))
-            storePartial(arena, (ix844 +% ((((376320 +% (((g154 *% 16) +% j170) *% 1176)) +% (c171 *% 196)) +% ((iy843 +% 11) *% 14)) +% 13)), sum847_v, 1)
+        for iy833 in 0..<1 {
+          for ix834 in 0..<1 {
+            let sum835_v = loadPartial(arena, (ix834 +% ((((756112 +% (((c180 *% 25) +% 12) *% 1616)) +% (j179 *% 100)) +% (((iy833 +% 11) +% -2) *% 10)) +% 9)), 1)
+            let sum836_v = (sum835_v + loadPartial(arena, (ix834 +% ((((756112 +% (((c180 *% 25) +% 13) *% 1616)) +% (j179 *% 100)) +% (((iy833 +% 11) +% -2) *% 10)) +% 8)), 1))
+            let sum837_v = (sum836_v + loadPartial(arena, (ix834 +% ((((756112 +% (((c180 *% 25) +% 14) *% 1616)) +% (j179 *% 100)) +% (((iy833 +% 11) +% -2) *% 10)) +% 7)), 1))
+            let sum838_v = (sum837_v + loadPartial(arena, (ix834 +% ((((756112 +% (((c180 *% 25) +% 17) *% 1616)) +% (j179 *% 100)) +% (((iy833 +% 11) +% -3) *% 10)) +% 9)), 1))
+            let sum839_v = (sum838_v + loadPartial(arena, (ix834 +% ((((756112 +% (((c180 *% 25) +% 18) *% 1616)) +% (j179 *% 100)) +% (((iy833 +% 11) +% -3) *% 10)) +% 8)), 1))
+            let sum840_v = (sum839_v + loadPartial(arena, (ix834 +% ((((756112 +% (((c180 *% 25) +% 19) *% 1616)) +% (j179 *% 100)) +% (((iy833 +% 11) +% -3) *% 10)) +% 7)), 1))
+            let sum841_v = (sum840_v + loadPartial(arena, (ix834 +% ((((756112 +% (((c180 *% 25) +% 22) *% 1616)) +% (j179 *% 100)) +% (((iy833 +% 11) +% -4) *% 10)) +% 9)), 1))
+            let sum842_v = (sum841_v + loadPartial(arena, (ix834 +% ((((756112 +% (((c180 *% 25) +% 23) *% 1616)) +% (j179 *% 100)) +% (((iy833 +% 11) +% -4) *% 10)) +% 8)), 1))
+            let sum843_v = (sum842_v + loadPartial(arena, (ix834 +% ((((756112 +% (((c180 *% 25) +% 24) *% 1616)) +% (j179 *% 100)) +% (((iy833 +% 11) +% -4) *% 10)) +% 7)), 1))
+            storePartial(arena, (ix834 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy833 +% 11) *% 14)) +% 11)), sum843_v, 1)
           }
         }
-        for iy848 in 0..<1 {
-          for ix849 in 0..<1 {
-            let sum850_v = loadPartial(arena, (ix849 +% (((756112 +% (((c171 *% 25) +% 15) *% 1616)) +% (j170 *% 100)) +% (((iy848 +% 12) +% -3) *% 10))), 1)
-            let sum851_v = (sum850_v + loadPartial(arena, (ix849 +% (((756112 +% (((c171 *% 25) +% 20) *% 1616)) +% (j170 *% 100)) +% (((iy848 +% 12) +% -4) *% 10))), 1))
-            storePartial(arena, (ix849 +% (((376320 +% (((g154 *% 16) +% j170) *% 1176)) +% (c171 *% 196)) +% ((iy848 +% 12) *% 14))), sum851_v, 1)
+        for iy844 in 0..<1 {
+          for ix845 in 0..<1 {
+            let sum846_v = loadPartial(arena, (ix845 +% ((((756112 +% (((c180 *% 25) +% 13) *% 1616)) +% (j179 *% 100)) +% (((iy844 +% 11) +% -2) *% 10)) +% 9)), 1)
+            let sum847_v = (sum846_v + loadPartial(arena, (ix845 +% ((((756112 +% (((c180 *% 25) +% 14) *% 1616)) +% (j179 *% 100)) +% (((iy844 +% 11) +% -2) *% 10)) +% 8)), 1))
+            let sum848_v = (sum847_v + loadPartial(arena, (ix845 +% ((((756112 +% (((c180 *% 25) +% 18) *% 1616)) +% (j179 *% 100)) +% (((iy844 +% 11) +% -3) *% 10)) +% 9)), 1))
+            let sum849_v = (sum848_v + loadPartial(arena, (ix845 +% ((((756112 +% (((c180 *% 25) +% 19) *% 1616)) +% (j179 *% 100)) +% (((iy844 +% 11) +% -3) *% 10)) +% 8)), 1))
+            let sum850_v = (sum849_v + loadPartial(arena, (ix845 +% ((((756112 +% (((c180 *% 25) +% 23) *% 1616)) +% (j179 *% 100)) +% (((iy844 +% 11) +% -4) *% 10)) +% 9)), 1))
+            let sum851_v = (sum850_v + loadPartial(arena, (ix845 +% ((((756112 +% (((c180 *% 25) +% 24) *% 1616)) +% (j179 *% 100)) +% (((iy844 +% 11) +% -4) *% 10)) +% 8)), 1))
+            storePartial(arena, (ix845 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy844 +% 11) *% 14)) +% 12)), sum851_v, 1)
           }
         }
         for iy852 in 0..<1 {
           for ix853 in 0..<1 {
-            let sum854_v = loadPartial(arena, (ix853 +% ((((756112 +% (((c171 *% 25) +% 15) *% 1616)) +% (j170 *% 100)) +% (((iy852 +% 12) +% -3) *% 10)) +% 1)), 1)
-            let sum855_v = (sum854_v + loadPartial(arena, (ix853 +% (((756112 +% (((c171 *% 25) +% 16) *% 1616)) +% (j170 *% 100)) +% (((iy852 +% 12) +% -3) *% 10))), 1))
-            let sum856_v = (sum855_v + loadPartial(arena, (ix853 +% ((((756112 +% (((c171 *% 25) +% 20) *% 1616)) +% (j170 *% 100)) +% (((iy852 +% 12) +% -4) *% 10)) +% 1)), 1))
-            let sum857_v = (sum856_v + loadPartial(arena, (ix853 +% (((756112 +% (((c171 *% 25) +% 21) *% 1616)) +% (j170 *% 100)) +% (((iy852 +% 12) +% -4) *% 10))), 1))
-            storePartial(arena, (ix853 +% ((((376320 +% (((g154 *% 16) +% j170) *% 1176)) +% (c171 *% 196)) +% ((iy852 +% 12) *% 14)) +% 1)), sum857_v, 1)
+            let sum854_v = loadPartial(arena, (ix853 +% ((((756112 +% (((c180 *% 25) +% 14) *% 1616)) +% (j179 *% 100)) +% (((iy852 +% 11) +% -2) *% 10)) +% 9)), 1)
+            let sum855_v = (sum854_v + loadPartial(arena, (ix853 +% ((((756112 +% (((c180 *% 25) +% 19) *% 1616)) +% (j179 *% 100)) +% (((iy852 +% 11) +% -3) *% 10)) +% 9)), 1))
+            let sum856_v = (sum855_v + loadPartial(arena, (ix853 +% ((((756112 +% (((c180 *% 25) +% 24) *% 1616)) +% (j179 *% 100)) +% (((iy852 +% 11) +% -4) *% 10)) +% 9)), 1))
+            storePartial(arena, (ix853 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy852 +% 11) *% 14)) +% 13)), sum856_v, 1)
           }
         }
-        for iy858 in 0..<1 {
-          for ix859 in 0..<1 {
-            let sum860_v = loadPartial(arena, (ix859 +% ((((756112 +% (((c171 *% 25) +% 15) *% 1616)) +% (j170 *% 100)) +% (((iy858 +% 12) +% -3) *% 10)) +% 2)), 1)
-            let sum861_v = (sum860_v + loadPartial(arena, (ix859 +% ((((756112 +% (((c171 *% 25) +% 16) *% 1616)) +% (j170 *% 100)) +% (((iy858 +% 12) +% -3) *% 10)) +% 1)), 1))
-            let sum862_v = (sum861_v + loadPartial(arena, (ix859 +% (((756112 +% (((c171 *% 25) +% 17) *% 1616)) +% (j170 *% 100)) +% (((iy858 +% 12) +% -3) *% 10))), 1))
-            let sum863_v = (sum862_v + loadPartial(arena, (ix859 +% ((((756112 +% (((c171 *% 25) +% 20) *% 1616)) +% (j170 *% 100)) +% (((iy858 +% 12) +% -4) *% 10)) +% 2)), 1))
-            let sum864_v = (sum863_v + loadPartial(arena, (ix859 +% ((((756112 +% (((c171 *% 25) +% 21) *% 1616)) +% (j170 *% 100)) +% (((iy858 +% 12) +% -4) *% 10)) +% 1)), 1))
-            let sum865_v = (sum864_v + loadPartial(arena, (ix859 +% (((756112 +% (((c171 *% 25) +% 22) *% 1616)) +% (j170 *% 100)) +% (((iy858 +% 12) +% -4) *% 10))), 1))
-            storePartial(arena, (ix859 +% ((((376320 +% (((g154 *% 16) +% j170) *% 1176)) +% (c171 *% 196)) +% ((iy858 +% 12) *% 14)) +% 2)), sum865_v, 1)
+        for iy857 in 0..<1 {
+          for ix858 in 0..<1 {
+            let sum859_v = loadPartial(arena, (ix858 +% (((756112 +% (((c180 *% 25) +% 15) *% 1616)) +% (j179 *% 100)) +% (((iy857 +% 12) +% -3) *% 10))), 1)
+            let sum860_v = (sum859_v + loadPartial(arena, (ix858 +% (((756112 +% (((c180 *% 25) +% 20) *% 1616)) +% (j179 *% 100)) +% (((iy857 +% 12) +% -4) *% 10))), 1))
+            storePartial(arena, (ix858 +% (((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy857 +% 12) *% 14))), sum860_v, 1)
           }
         }
-        for iy866 in 0..<1 {
-          for ix867 in 0..<1 {
-            let sum868_v = loadPartial(arena, (ix867 +% ((((756112 +% (((c171 *% 25) +% 15) *% 1616)) +% (j170 *% 100)) +% (((iy866 +% 12) +% -3) *% 10)) +% 3)), 1)
-            let sum869_v = (sum868_v + loadPartial(arena, (ix867 +% ((((756112 +% (((c171 *% 25) +% 16) *% 1616)) +% (j170 *% 100)) +% (((iy866 +% 12) +% -3) *% 10)) +% 2)), 1))
-            let sum870_v = (sum869_v + loadPartial(arena, (ix867 +% ((((756112 +% (((c171 *% 25) +% 17) *% 1616)) +% (j170 *% 100)) +% (((iy866 +% 12) +% -3) *% 10)) +% 1)), 1))
-            let sum871_v = (sum870_v + loadPartial(arena, (ix867 +% (((756112 +% (((c171 *% 25) +% 18) *% 1616)) +% (j170 *% 100)) +% (((iy866 +% 12) +% -3) *% 10))), 1))
-            let sum872_v = (sum871_v + loadPartial(arena, (ix867 +% ((((756112 +% (((c171 *% 25) +% 20) *% 1616)) +% (j170 *% 100)) +% (((iy866 +% 12) +% -4) *% 10)) +% 3)), 1))
-            let sum873_v = (sum872_v + loadPartial(arena, (ix867 +% ((((756112 +% (((c171 *% 25) +% 21) *% 1616)) +% (j170 *% 100)) +% (((iy866 +% 12) +% -4) *% 10)) +% 2)), 1))
-            let sum874_v = (sum873_v + loadPartial(arena, (ix867 +% ((((756112 +% (((c171 *% 25) +% 22) *% 1616)) +% (j170 *% 100)) +% (((iy866 +% 12) +% -4) *% 10)) +% 1)), 1))
-            let sum875_v = (sum874_v + loadPartial(arena, (ix867 +% (((756112 +% (((c171 *% 25) +% 23) *% 1616)) +% (j170 *% 100)) +% (((iy866 +% 12) +% -4) *% 10))), 1))
-            storePartial(arena, (ix867 +% ((((376320 +% (((g154 *% 16) +% j170) *% 1176)) +% (c171 *% 196)) +% ((iy866 +% 12) *% 14)) +% 3)), sum875_v, 1)
+        for iy861 in 0..<1 {
+          for ix862 in 0..<1 {
+            let sum863_v = loadPartial(arena, (ix862 +% ((((756112 +% (((c180 *% 25) +% 15) *% 1616)) +% (j179 *% 100)) +% (((iy861 +% 12) +% -3) *% 10)) +% 1)), 1)
+            let sum864_v = (sum863_v + loadPartial(arena, (ix862 +% (((756112 +% (((c180 *% 25) +% 16) *% 1616)) +% (j179 *% 100)) +% (((iy861 +% 12) +% -3) *% 10))), 1))
+            let sum865_v = (sum864_v + loadPartial(arena, (ix862 +% ((((756112 +% (((c180 *% 25) +% 20) *% 1616)) +% (j179 *% 100)) +% (((iy861 +% 12) +% -4) *% 10)) +% 1)), 1))
+            let sum866_v = (sum865_v + loadPartial(arena, (ix862 +% (((756112 +% (((c180 *% 25) +% 21) *% 1616)) +% (j179 *% 100)) +% (((iy861 +% 12) +% -4) *% 10))), 1))
+            storePartial(arena, (ix862 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy861 +% 12) *% 14)) +% 1)), sum866_v, 1)
           }
         }
-        for iy876 in 0..<1 {
-          for ix877 in 0..<1 {
-            let sum878_v = loadPartial(arena, (ix877 +% ((((756112 +% (((c171 *% 25) +% 15) *% 1616)) +% (j170 *% 100)) +% (((iy876 +% 12) +% -3) *% 10)) +% 4)), 6)
-            let sum879_v = (sum878_v + loadPartial(arena, (ix877 +% ((((756112 +% (((c171 *% 25) +% 16) *% 1616)) +% (j170 *% 100)) +% (((iy876 +% 12) +% -3) *% 10)) +% 3)), 6))
-            let sum880_v = (sum879_v + loadPartial(arena, (ix877 +% ((((756112 +% (((c171 *% 25) +% 17) *% 1616)) +% (j170 *% 100)) +% (((iy876 +% 12) +% -3) *% 10)) +% 2)), 6))
-            let sum881_v = (sum880_v + loadPartial(arena, (ix877 +% ((((756112 +% (((c171 *% 25) +% 18) *% 1616)) +% (j170 *% 100)) +% (((iy876 +% 12) +% -3) *% 10)) +% 1)), 6))
-            let sum882_v = (sum881_v + loadPartial(arena, (ix877 +% (((756112 +% (((c171 *% 25) +% 19) *% 1616)) +% (j170 *% 100)) +% (((iy876 +% 12) +% -3) *% 10))), 6))
-            let sum883_v = (sum882_v + loadPartial(arena, (ix877 +% ((((756112 +% (((c171 *% 25) +% 20) *% 1616)) +% (j170 *% 100)) +% (((iy876 +% 12) +% -4) *% 10)) +% 4)), 6))
-            let sum884_v = (sum883_v + loadPartial(arena, (ix877 +% ((((756112 +% (((c171 *% 25) +% 21) *% 1616)) +% (j170 *% 100)) +% (((iy876 +% 12) +% -4) *% 10)) +% 3)), 6))
-            let sum885_v = (sum884_v + loadPartial(arena, (ix877 +% ((((756112 +% (((c171 *% 25) +% 22) *% 1616)) +% (j170 *% 100)) +% (((iy876 +% 12) +% -4) *% 10)) +% 2)), 6))
-            let sum886_v = (sum885_v + loadPartial(arena, (ix877 +% ((((756112 +% (((c171 *% 25) +% 23) *% 1616)) +% (j170 *% 100)) +% (((iy876 +% 12) +% -4) *% 10)) +% 1)), 6))
-            let sum887_v = (sum886_v + loadPartial(arena, (ix877 +% (((756112 +% (((c171 *% 25) +% 24) *% 1616)) +% (j170 *% 100)) +% (((iy876 +% 12) +% -4) *% 10))), 6))
-            storePartial(arena, (ix877 +% ((((376320 +% (((g154 *% 16) +% j170) *% 1176)) +% (c171 *% 196)) +% ((iy876 +% 12) *% 14)) +% 4)), sum887_v, 6)
+        for iy867 in 0..<1 {
+          for ix868 in 0..<1 {
+            let sum869_v = loadPartial(arena, (ix868 +% ((((756112 +% (((c180 *% 25) +% 15) *% 1616)) +% (j179 *% 100)) +% (((iy867 +% 12) +% -3) *% 10)) +% 2)), 1)
+            let sum870_v = (sum869_v + loadPartial(arena, (ix868 +% ((((756112 +% (((c180 *% 25) +% 16) *% 1616)) +% (j179 *% 100)) +% (((iy867 +% 12) +% -3) *% 10)) +% 1)), 1))
+            let sum871_v = (sum870_v + loadPartial(arena, (ix868 +% (((756112 +% (((c180 *% 25) +% 17) *% 1616)) +% (j179 *% 100)) +% (((iy867 +% 12) +% -3) *% 10))), 1))
+            let sum872_v = (sum871_v + loadPartial(arena, (ix868 +% ((((756112 +% (((c180 *% 25) +% 20) *% 1616)) +% (j179 *% 100)) +% (((iy867 +% 12) +% -4) *% 10)) +% 2)), 1))
+            let sum873_v = (sum872_v + loadPartial(arena, (ix868 +% ((((756112 +% (((c180 *% 25) +% 21) *% 1616)) +% (j179 *% 100)) +% (((iy867 +% 12) +% -4) *% 10)) +% 1)), 1))
+            let sum874_v = (sum873_v + loadPartial(arena, (ix868 +% (((756112 +% (((c180 *% 25) +% 22) *% 1616)) +% (j179 *% 100)) +% (((iy867 +% 12) +% -4) *% 10))), 1))
+            storePartial(arena, (ix868 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy867 +% 12) *% 14)) +% 2)), sum874_v, 1)
           }
         }
-        for iy888 in 0..<1 {
-          for ix889 in 0..<1 {
-            let sum890_v = loadPartial(arena, (ix889 +% ((((756112 +% (((c171 *% 25) +% 16) *% 1616)) +% (j170 *% 100)) +% (((iy888 +% 12) +% -3) *% 10)) +% 9)), 1)
-            let sum891_v = (sum890_v + loadPartial(arena, (ix889 +% ((((756112 +% (((c171 *% 25) +% 17) *% 1616)) +% (j170 *% 100)) +% (((iy888 +% 12) +% -3) *% 10)) +% 8)), 1))
-            let sum892_v = (sum891_v + loadPartial(arena, (ix889 +% ((((756112 +% (((c171 *% 25) +% 18) *% 1616)) +% (j170 *% 100)) +% (((iy888 +% 12) +% -3) *% 10)) +% 7)), 1))
-            let sum893_v = (sum892_v + loadPartial(arena, (ix889 +% ((((756112 +% (((c171 *% 25) +% 19) *% 1616)) +% (j170 *% 100)) +% (((iy888 +% 12) +% -3) *% 10)) +% 6)), 1))
-            let sum894_v = (sum893_v + loadPartial(arena, (ix889 +% ((((756112 +% (((c171 *% 25) +% 21) *% 1616)) +% (j170 *% 100)) +% (((iy888 +% 12) +% -4) *% 10)) +% 9)), 1))
-            let sum895_v = (sum894_v + loadPartial(arena, (ix889 +% ((((756112 +% (((c171 *% 25) +% 22) *% 1616)) +% (j170 *% 100)) +% (((iy888 +% 12) +% -4) *% 10)) +% 8)), 1))
-            let sum896_v = (sum895_v + loadPartial(arena, (ix889 +% ((((756112 +% (((c171 *% 25) +% 23) *% 1616)) +% (j170 *% 100)) +% (((iy888 +% 12) +% -4) *% 10)) +% 7)), 1))
-            let sum897_v = (sum896_v + loadPartial(arena, (ix889 +% ((((756112 +% (((c171 *% 25) +% 24) *% 1616)) +% (j170 *% 100)) +% (((iy888 +% 12) +% -4) *% 10)) +% 6)), 1))
-            storePartial(arena, (ix889 +% ((((376320 +% (((g154 *% 16) +% j170) *% 1176)) +% (c171 *% 196)) +% ((iy888 +% 12) *% 14)) +% 10)), sum897_v, 1)
+        for iy875 in 0..<1 {
+          for ix876 in 0..<1 {
+            let sum877_v = loadPartial(arena, (ix876 +% ((((756112 +% (((c180 *% 25) +% 15) *% 1616)) +% (j179 *% 100)) +% (((iy875 +% 12) +% -3) *% 10)) +% 3)), 1)
+            let sum878_v = (sum877_v + loadPartial(arena, (ix876 +% ((((756112 +% (((c180 *% 25) +% 16) *% 1616)) +% (j179 *% 100)) +% (((iy875 +% 12) +% -3) *% 10)) +% 2)), 1))
+            let sum879_v = (sum878_v + loadPartial(arena, (ix876 +% ((((756112 +% (((c180 *% 25) +% 17) *% 1616)) +% (j179 *% 100)) +% (((iy875 +% 12) +% -3) *% 10)) +% 1)), 1))
+            let sum880_v = (sum879_v + loadPartial(arena, (ix876 +% (((756112 +% (((c180 *% 25) +% 18) *% 1616)) +% (j179 *% 100)) +% (((iy875 +% 12) +% -3) *% 10))), 1))
+            let sum881_v = (sum880_v + loadPartial(arena, (ix876 +% ((((756112 +% (((c180 *% 25) +% 20) *% 1616)) +% (j179 *% 100)) +% (((iy875 +% 12) +% -4) *% 10)) +% 3)), 1))
+            let sum882_v = (sum881_v + loadPartial(arena, (ix876 +% ((((756112 +% (((c180 *% 25) +% 21) *% 1616)) +% (j179 *% 100)) +% (((iy875 +% 12) +% -4) *% 10)) +% 2)), 1))
+            let sum883_v = (sum882_v + loadPartial(arena, (ix876 +% ((((756112 +% (((c180 *% 25) +% 22) *% 1616)) +% (j179 *% 100)) +% (((iy875 +% 12) +% -4) *% 10)) +% 1)), 1))
+            let sum884_v = (sum883_v + loadPartial(arena, (ix876 +% (((756112 +% (((c180 *% 25) +% 23) *% 1616)) +% (j179 *% 100)) +% (((iy875 +% 12) +% -4) *% 10))), 1))
+            storePartial(arena, (ix876 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy875 +% 12) *% 14)) +% 3)), sum884_v, 1)
           }
         }
-        for iy898 in 0..<1 {
-          for ix899 in 0..<1 {
-            let sum900_v = loadPartial(arena, (ix899 +% ((((756112 +% (((c171 *% 25) +% 17) *% 1616)) +% (j170 *% 100)) +% (((iy898 +% 12) +% -3) *% 10)) +% 9)), 1)
-            let sum901_v = (sum900_v + loadPartial(arena, (ix899 +% ((((756112 +% (((c171 *% 25) +% 18) *% 1616)) +% (j170 *% 100)) +% (((iy898 +% 12) +% -3) *% 10)) +% 8)), 1))
-            let sum902_v = (sum901_v + loadPartial(arena, (ix899 +% ((((756112 +% (((c171 *% 25) +% 19) *% 1616)) +% (j170 *% 100)) +% (((iy898 +% 12) +% -3) *% 10)) +% 7)), 1))
-            let sum903_v = (sum902_v + loadPartial(arena, (ix899 +% ((((756112 +% (((c171 *% 25) +% 22) *% 1616)) +% (j170 *% 100)) +% (((iy898 +% 12) +% -4) *% 10)) +% 9)), 1))
-            let sum904_v = (sum903_v + loadPartial(arena, (ix899 +% ((((756112 +% (((c171 *% 25) +% 23) *% 1616)) +% (j170 *% 100)) +% (((iy898 +% 12) +% -4) *% 10)) +% 8)), 1))
-            let sum905_v = (sum904_v + loadPartial(arena, (ix899 +% ((((756112 +% (((c171 *% 25) +% 24) *% 1616)) +% (j170 *% 100)) +% (((iy898 +% 12) +% -4) *% 10)) +% 7)), 1))
-            storePartial(arena, (ix899 +% ((((376320 +% (((g154 *% 16) +% j170) *% 1176)) +% (c171 *% 196)) +% ((iy898 +% 12) *% 14)) +% 11)), sum905_v, 1)
+        for iy885 in 0..<1 {
+          for ix886 in 0..<1 {
+            let sum887_v = loadPartial(arena, (ix886 +% ((((756112 +% (((c180 *% 25) +% 15) *% 1616)) +% (j179 *% 100)) +% (((iy885 +% 12) +% -3) *% 10)) +% 4)), 6)
+            let sum888_v = (sum887_v + loadPartial(arena, (ix886 +% ((((756112 +% (((c180 *% 25) +% 16) *% 1616)) +% (j179 *% 100)) +% (((iy885 +% 12) +% -3) *% 10)) +% 3)), 6))
+            let sum889_v = (sum888_v + loadPartial(arena, (ix886 +% ((((756112 +% (((c180 *% 25) +% 17) *% 1616)) +% (j179 *% 100)) +% (((iy885 +% 12) +% -3) *% 10)) +% 2)), 6))
+            let sum890_v = (sum889_v + loadPartial(arena, (ix886 +% ((((756112 +% (((c180 *% 25) +% 18) *% 1616)) +% (j179 *% 100)) +% (((iy885 +% 12) +% -3) *% 10)) +% 1)), 6))
+            let sum891_v = (sum890_v + loadPartial(arena, (ix886 +% (((756112 +% (((c180 *% 25) +% 19) *% 1616)) +% (j179 *% 100)) +% (((iy885 +% 12) +% -3) *% 10))), 6))
+            let sum892_v = (sum891_v + loadPartial(arena, (ix886 +% ((((756112 +% (((c180 *% 25) +% 20) *% 1616)) +% (j179 *% 100)) +% (((iy885 +% 12) +% -4) *% 10)) +% 4)), 6))
+            let sum893_v = (sum892_v + loadPartial(arena, (ix886 +% ((((756112 +% (((c180 *% 25) +% 21) *% 1616)) +% (j179 *% 100)) +% (((iy885 +% 12) +% -4) *% 10)) +% 3)), 6))
+            let sum894_v = (sum893_v + loadPartial(arena, (ix886 +% ((((756112 +% (((c180 *% 25) +% 22) *% 1616)) +% (j179 *% 100)) +% (((iy885 +% 12) +% -4) *% 10)) +% 2)), 6))
+            let sum895_v = (sum894_v + loadPartial(arena, (ix886 +% ((((756112 +% (((c180 *% 25) +% 23) *% 1616)) +% (j179 *% 100)) +% (((iy885 +% 12) +% -4) *% 10)) +% 1)), 6))
+            let sum896_v = (sum895_v + loadPartial(arena, (ix886 +% (((756112 +% (((c180 *% 25) +% 24) *% 1616)) +% (j179 *% 100)) +% (((iy885 +% 12) +% -4) *% 10))), 6))
+            storePartial(arena, (ix886 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy885 +% 12) *% 14)) +% 4)), sum896_v, 6)
           }
         }
-        for iy906 in 0..<1 {
-          for ix907 in 0..<1 {
-            let sum908_v = loadPartial(arena, (ix907 +% ((((756112 +% (((c171 *% 25) +% 18) *% 1616)) +% (j170 *% 100)) +% (((iy906 +% 12) +% -3) *% 10)) +% 9)), 1)
-            let sum909_v = (sum908_v + loadPartial(arena, (ix907 +% ((((756112 +% (((c171 *% 25) +% 19) *% 1616)) +% (j170 *% 100)) +% (((iy906 +% 12) +% -3) *% 10)) +% 8)), 1))
-            let sum910_v = (sum909_v + loadPartial(arena, (ix907 +% ((((756112 +% (((c171 *% 25) +% 23) *% 1616)) +% (j170 *% 100)) +% (((iy906 +% 12) +% -4) *% 10)) +% 9)), 1))
-            let sum911_v = (sum910_v + loadPartial(arena, (ix907 +% ((((756112 +% (((c171 *% 25) +% 24) *% 1616)) +% (j170 *% 100)) +% (((iy906 +% 12) +% -4) *% 10)) +% 8)), 1))
-            storePartial(arena, (ix907 +% ((((376320 +% (((g154 *% 16) +% j170) *% 1176)) +% (c171 *% 196)) +% ((iy906 +% 12) *% 14)) +% 12)), sum911_v, 1)
+        for iy897 in 0..<1 {
+          for ix898 in 0..<1 {
+            let sum899_v = loadPartial(arena, (ix898 +% ((((756112 +% (((c180 *% 25) +% 16) *% 1616)) +% (j179 *% 100)) +% (((iy897 +% 12) +% -3) *% 10)) +% 9)), 1)
+            let sum900_v = (sum899_v + loadPartial(arena, (ix898 +% ((((756112 +% (((c180 *% 25) +% 17) *% 1616)) +% (j179 *% 100)) +% (((iy897 +% 12) +% -3) *% 10)) +% 8)), 1))
+            let sum901_v = (sum900_v + loadPartial(arena, (ix898 +% ((((756112 +% (((c180 *% 25) +% 18) *% 1616)) +% (j179 *% 100)) +% (((iy897 +% 12) +% -3) *% 10)) +% 7)), 1))
+            let sum902_v = (sum901_v + loadPartial(arena, (ix898 +% ((((756112 +% (((c180 *% 25) +% 19) *% 1616)) +% (j179 *% 100)) +% (((iy897 +% 12) +% -3) *% 10)) +% 6)), 1))
+            let sum903_v = (sum902_v + loadPartial(arena, (ix898 +% ((((756112 +% (((c180 *% 25) +% 21) *% 1616)) +% (j179 *% 100)) +% (((iy897 +% 12) +% -4) *% 10)) +% 9)), 1))
+            let sum904_v = (sum903_v + loadPartial(arena, (ix898 +% ((((756112 +% (((c180 *% 25) +% 22) *% 1616)) +% (j179 *% 100)) +% (((iy897 +% 12) +% -4) *% 10)) +% 8)), 1))
+            let sum905_v = (sum904_v + loadPartial(arena, (ix898 +% ((((756112 +% (((c180 *% 25) +% 23) *% 1616)) +% (j179 *% 100)) +% (((iy897 +% 12) +% -4) *% 10)) +% 7)), 1))
+            let sum906_v = (sum905_v + loadPartial(arena, (ix898 +% ((((756112 +% (((c180 *% 25) +% 24) *% 1616)) +% (j179 *% 100)) +% (((iy897 +% 12) +% -4) *% 10)) +% 6)), 1))
+            storePartial(arena, (ix898 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy897 +% 12) *% 14)) +% 10)), sum906_v, 1)
           }
         }
-        for iy912 in 0..<1 {
-          for ix913 in 0..<1 {
-            let sum914_v = loadPartial(arena, (ix913 +% ((((756112 +% (((c171 *% 25) +% 19) *% 1616)) +% (j170 *% 100)) +% (((iy912 +% 12) +% -3) *% 10)) +% 9)), 1)
-            let sum915_v = (sum914_v + loadPartial(arena, (ix913 +% ((((756112 +% (((c171 *% 25) +% 24) *% 1616)) +% (j170 *% 100)) +% (((iy912 +% 12) +% -4) *% 10)) +% 9)), 1))
-            storePartial(arena, (ix913 +% ((((376320 +% (((g154 *% 16) +% j170) *% 1176)) +% (c171 *% 196)) +% ((iy912 +% 12) *% 14)) +% 13)), sum915_v, 1)
+        for iy907 in 0..<1 {
+          for ix908 in 0..<1 {
+            let sum909_v = loadPartial(arena, (ix908 +% ((((756112 +% (((c180 *% 25) +% 17) *% 1616)) +% (j179 *% 100)) +% (((iy907 +% 12) +% -3) *% 10)) +% 9)), 1)
+            let sum910_v = (sum909_v + loadPartial(arena, (ix908 +% ((((756112 +% (((c180 *% 25) +% 18) *% 1616)) +% (j179 *% 100)) +% (((iy907 +% 12) +% -3) *% 10)) +% 8)), 1))
+            let sum911_v = (sum910_v + loadPartial(arena, (ix908 +% ((((756112 +% (((c180 *% 25) +% 19) *% 1616)) +% (j179 *% 100)) +% (((iy907 +% 12) +% -3) *% 10)) +% 7)), 1))
+            let sum912_v = (sum911_v + loadPartial(arena, (ix908 +% ((((756112 +% (((c180 *% 25) +% 22) *% 1616)) +% (j179 *% 100)) +% (((iy907 +% 12) +% -4) *% 10)) +% 9)), 1))
+            let sum913_v = (sum912_v + loadPartial(arena, (ix908 +% ((((756112 +% (((c180 *% 25) +% 23) *% 1616)) +% (j179 *% 100)) +% (((iy907 +% 12) +% -4) *% 10)) +% 8)), 1))
+            let sum914_v = (sum913_v + loadPartial(arena, (ix908 +% ((((756112 +% (((c180 *% 25) +% 24) *% 1616)) +% (j179 *% 100)) +% (((iy907 +% 12) +% -4) *% 10)) +% 7)), 1))
+            storePartial(arena, (ix908 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy907 +% 12) *% 14)) +% 11)), sum914_v, 1)
           }
         }
-        for iy916 in 0..<1 {
-          for ix917 in 0..<1 {
-            let sum918_v = loadPartial(arena, (ix917 +% (((756112 +% (((c171 *% 25) +% 20) *% 1616)) +% (j170 *% 100)) +% (((iy916 +% 13) +% -4) *% 10))), 1)
-            storePartial(arena, (ix917 +% (((376320 +% (((g154 *% 16) +% j170) *% 1176)) +% (c171 *% 196)) +% ((iy916 +% 13) *% 14))), sum918_v, 1)
+        for iy915 in 0..<1 {
+          for ix916 in 0..<1 {
+            let sum917_v = loadPartial(arena, (ix916 +% ((((756112 +% (((c180 *% 25) +% 18) *% 1616)) +% (j179 *% 100)) +% (((iy915 +% 12) +% -3) *% 10)) +% 9)), 1)
+            let sum918_v = (sum917_v + loadPartial(arena, (ix916 +% ((((756112 +% (((c180 *% 25) +% 19) *% 1616)) +% (j179 *% 100)) +% (((iy915 +% 12) +% -3) *% 10)) +% 8)), 1))
+            let sum919_v = (sum918_v + loadPartial(arena, (ix916 +% ((((756112 +% (((c180 *% 25) +% 23) *% 1616)) +% (j179 *% 100)) +% (((iy915 +% 12) +% -4) *% 10)) +% 9)), 1))
+            let sum920_v = (sum919_v + loadPartial(arena, (ix916 +% ((((756112 +% (((c180 *% 25) +% 24) *% 1616)) +% (j179 *% 100)) +% (((iy915 +% 12) +% -4) *% 10)) +% 8)), 1))
+            storePartial(arena, (ix916 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy915 +% 12) *% 14)) +% 12)), sum920_v, 1)
           }
         }
-        for iy919 in 0..<1 {
-          for ix920 in 0..<1 {
-            let sum921_v = loadPartial(arena, (ix920 +% ((((756112 +% (((c171 *% 25) +% 20) *% 1616)) +% (j170 *% 100)) +% (((iy919 +% 13) +% -4) *% 10)) +% 1)), 1)
-            let sum922_v = (sum921_v + loadPartial(arena, (ix920 +% (((756112 +% (((c171 *% 25) +% 21) *% 1616)) +% (j170 *% 100)) +% (((iy919 +% 13) +% -4) *% 10))), 1))
-            storePartial(arena, (ix920 +% ((((376320 +% (((g154 *% 16) +% j170) *% 1176)) +% (c171 *% 196)) +% ((iy919 +% 13) *% 14)) +% 1)), sum922_v, 1)
+        for iy921 in 0..<1 {
+          for ix922 in 0..<1 {
+            let sum923_v = loadPartial(arena, (ix922 +% ((((756112 +% (((c180 *% 25) +% 19) *% 1616)) +% (j179 *% 100)) +% (((iy921 +% 12) +% -3) *% 10)) +% 9)), 1)
+            let sum924_v = (sum923_v + loadPartial(arena, (ix922 +% ((((756112 +% (((c180 *% 25) +% 24) *% 1616)) +% (j179 *% 100)) +% (((iy921 +% 12) +% -4) *% 10)) +% 9)), 1))
+            storePartial(arena, (ix922 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy921 +% 12) *% 14)) +% 13)), sum924_v, 1)
           }
         }
-        for iy923 in 0..<1 {
-          for ix924 in 0..<1 {
-            let sum925_v = loadPartial(arena, (ix924 +% ((((756112 +% (((c171 *% 25) +% 20) *% 1616)) +% (j170 *% 100)) +% (((iy923 +% 13) +% -4) *% 10)) +% 2)), 1)
-            let sum926_v = (sum925_v + loadPartial(arena, (ix924 +% ((((756112 +% (((c171 *% 25) +% 21) *% 1616)) +% (j170 *% 100)) +% (((iy923 +% 13) +% -4) *% 10)) +% 1)), 1))
-            let sum927_v = (sum926_v + loadPartial(arena, (ix924 +% (((756112 +% (((c171 *% 25) +% 22) *% 1616)) +% (j170 *% 100)) +% (((iy923 +% 13) +% -4) *% 10))), 1))
-            storePartial(arena, (ix924 +% ((((376320 +% (((g154 *% 16) +% j170) *% 1176)) +% (c171 *% 196)) +% ((iy923 +% 13) *% 14)) +% 2)), sum927_v, 1)
+        for iy925 in 0..<1 {
+          for ix926 in 0..<1 {
+            let sum927_v = loadPartial(arena, (ix926 +% (((756112 +% (((c180 *% 25) +% 20) *% 1616)) +% (j179 *% 100)) +% (((iy925 +% 13) +% -4) *% 10))), 1)
+            storePartial(arena, (ix926 +% (((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy925 +% 13) *% 14))), sum927_v, 1)
           }
         }
         for iy928 in 0..<1 {
           for ix929 in 0..<1 {
-            let sum930_v = loadPartial(arena, (ix929 +% ((((756112 +% (((c171 *% 25) +% 20) *% 1616)) +% (j170 *% 100)) +% (((iy928 +% 13) +% -4) *% 10)) +% 3)), 1)
-            let sum931_v = (sum930_v + loadPartial(arena, (ix929 +% ((((756112 +% (((c171 *% 25) +% 21) *% 1616)) +% (j170 *% 100)) +% (((iy928 +% 13) +% -4) *% 10)) +% 2)), 1))
-            let sum932_v = (sum931_v + loadPartial(arena, (ix929 +% ((((756112 +% (((c171 *% 25) +% 22) *% 1616)) +% (j170 *% 100)) +% (((iy928 +% 13) +% -4) *% 10)) +% 1)), 1))
-            let sum933_v = (sum932_v + loadPartial(arena, (ix929 +% (((756112 +% (((c171 *% 25) +% 23) *% 1616)) +% (j170 *% 100)) +% (((iy928 +% 13) +% -4) *% 10))), 1))
-            storePartial(arena, (ix929 +% ((((376320 +% (((g154 *% 16) +% j170) *% 1176)) +% (c171 *% 196)) +% ((iy928 +% 13) *% 14)) +% 3)), sum933_v, 1)
+            let sum930_v = loadPartial(arena, (ix929 +% ((((756112 +% (((c180 *% 25) +% 20) *% 1616)) +% (j179 *% 100)) +% (((iy928 +% 13) +% -4) *% 10)) +% 1)), 1)
+            let sum931_v = (sum930_v + loadPartial(arena, (ix929 +% (((756112 +% (((c180 *% 25) +% 21) *% 1616)) +% (j179 *% 100)) +% (((iy928 +% 13) +% -4) *% 10))), 1))
+            storePartial(arena, (ix929 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy928 +% 13) *% 14)) +% 1)), sum931_v, 1)
           }
         }
-        for iy934 in 0..<1 {
-          for ix935 in 0..<1 {
-            let sum936_v = loadPartial(arena, (ix935 +% ((((756112 +% (((c171 *% 25) +% 20) *% 1616)) +% (j170 *% 100)) +% (((iy934 +% 13) +% -4) *% 10)) +% 4)), 6)
-            let sum937_v = (sum936_v + loadPartial(arena, (ix935 +% ((((756112 +% (((c171 *% 25) +% 21) *% 1616)) +% (j170 *% 100)) +% (((iy934 +% 13) +% -4) *% 10)) +% 3)), 6))
-            let sum938_v = (sum937_v + loadPartial(arena, (ix935 +% ((((756112 +% (((c171 *% 25) +% 22) *% 1616)) +% (j170 *% 100)) +% (((iy934 +% 13) +% -4) *% 10)) +% 2)), 6))
-            let sum939_v = (sum938_v + loadPartial(arena, (ix935 +% ((((756112 +% (((c171 *% 25) +% 23) *% 1616)) +% (j170 *% 100)) +% (((iy934 +% 13) +% -4) *% 10)) +% 1)), 6))
-            let sum940_v = (sum939_v + loadPartial(arena, (ix935 +% (((756112 +% (((c171 *% 25) +% 24) *% 1616)) +% (j170 *% 100)) +% (((iy934 +% 13) +% -4) *% 10))), 6))
-            storePartial(arena, (ix935 +% ((((376320 +% (((g154 *% 16) +% j170) *% 1176)) +% (c171 *% 196)) +% ((iy934 +% 13) *% 14)) +% 4)), sum940_v, 6)
+        for iy932 in 0..<1 {
+          for ix933 in 0..<1 {
+            let sum934_v = loadPartial(arena, (ix933 +% ((((756112 +% (((c180 *% 25) +% 20) *% 1616)) +% (j179 *% 100)) +% (((iy932 +% 13) +% -4) *% 10)) +% 2)), 1)
+            let sum935_v = (sum934_v + loadPartial(arena, (ix933 +% ((((756112 +% (((c180 *% 25) +% 21) *% 1616)) +% (j179 *% 100)) +% (((iy932 +% 13) +% -4) *% 10)) +% 1)), 1))
+            let sum936_v = (sum935_v + loadPartial(arena, (ix933 +% (((756112 +% (((c180 *% 25) +% 22) *% 1616)) +% (j179 *% 100)) +% (((iy932 +% 13) +% -4) *% 10))), 1))
+            storePartial(arena, (ix933 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy932 +% 13) *% 14)) +% 2)), sum936_v, 1)
           }
         }
-        for iy941 in 0..<1 {
-          for ix942 in 0..<1 {
-            let sum943_v = loadPartial(arena, (ix942 +% ((((756112 +% (((c171 *% 25) +% 21) *% 1616)) +% (j170 *% 100)) +% (((iy941 +% 13) +% -4) *% 10)) +% 9)), 1)
-            let sum944_v = (sum943_v + loadPartial(arena, (ix942 +% ((((756112 +% (((c171 *% 25) +% 22) *% 1616)) +% (j170 *% 100)) +% (((iy941 +% 13) +% -4) *% 10)) +% 8)), 1))
-            let sum945_v = (sum944_v + loadPartial(arena, (ix942 +% ((((756112 +% (((c171 *% 25) +% 23) *% 1616)) +% (j170 *% 100)) +% (((iy941 +% 13) +% -4) *% 10)) +% 7)), 1))
-            let sum946_v = (sum945_v + loadPartial(arena, (ix942 +% ((((756112 +% (((c171 *% 25) +% 24) *% 1616)) +% (j170 *% 100)) +% (((iy941 +% 13) +% -4) *% 10)) +% 6)), 1))
-            storePartial(arena, (ix942 +% ((((376320 +% (((g154 *% 16) +% j170) *% 1176)) +% (c171 *% 196)) +% ((iy941 +% 13) *% 14)) +% 10)), sum946_v, 1)
+        for iy937 in 0..<1 {
+          for ix938 in 0..<1 {
+            let sum939_v = loadPartial(arena, (ix938 +% ((((756112 +% (((c180 *% 25) +% 20) *% 1616)) +% (j179 *% 100)) +% (((iy937 +% 13) +% -4) *% 10)) +% 3)), 1)
+            let sum940_v = (sum939_v + loadPartial(arena, (ix938 +% ((((756112 +% (((c180 *% 25) +% 21) *% 1616)) +% (j179 *% 100)) +% (((iy937 +% 13) +% -4) *% 10)) +% 2)), 1))
+            let sum941_v = (sum940_v + loadPartial(arena, (ix938 +% ((((756112 +% (((c180 *% 25) +% 22) *% 1616)) +% (j179 *% 100)) +% (((iy937 +% 13) +% -4) *% 10)) +% 1)), 1))
+            let sum942_v = (sum941_v + loadPartial(arena, (ix938 +% (((756112 +% (((c180 *% 25) +% 23) *% 1616)) +% (j179 *% 100)) +% (((iy937 +% 13) +% -4) *% 10))), 1))
+            storePartial(arena, (ix938 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy937 +% 13) *% 14)) +% 3)), sum942_v, 1)
           }
         }
-        for iy947 in 0..<1 {
-          for ix948 in 0..<1 {
-            let sum949_v = loadPartial(arena, (ix948 +% ((((756112 +% (((c171 *% 25) +% 22) *% 1616)) +% (j170 *% 100)) +% (((iy947 +% 13) +% -4) *% 10)) +% 9)), 1)
-            let sum950_v = (sum949_v + loadPartial(arena, (ix948 +% ((((756112 +% (((c171 *% 25) +% 23) *% 1616)) +% (j170 *% 100)) +% (((iy947 +% 13) +% -4) *% 10)) +% 8)), 1))
-            let sum951_v = (sum950_v + loadPartial(arena, (ix948 +% ((((756112 +% (((c171 *% 25) +% 24) *% 1616)) +% (j170 *% 100)) +% (((iy947 +% 13) +% -4) *% 10)) +% 7)), 1))
-            storePartial(arena, (ix948 +% ((((376320 +% (((g154 *% 16) +% j170) *% 1176)) +% (c171 *% 196)) +% ((iy947 +% 13) *% 14)) +% 11)), sum951_v, 1)
+        for iy943 in 0..<1 {
+          for ix944 in 0..<1 {
+            let sum945_v = loadPartial(arena, (ix944 +% ((((756112 +% (((c180 *% 25) +% 20) *% 1616)) +% (j179 *% 100)) +% (((iy943 +% 13) +% -4) *% 10)) +% 4)), 6)
+            let sum946_v = (sum945_v + loadPartial(arena, (ix944 +% ((((756112 +% (((c180 *% 25) +% 21) *% 1616)) +% (j179 *% 100)) +% (((iy943 +% 13) +% -4) *% 10)) +% 3)), 6))
+            let sum947_v = (sum946_v + loadPartial(arena, (ix944 +% ((((756112 +% (((c180 *% 25) +% 22) *% 1616)) +% (j179 *% 100)) +% (((iy943 +% 13) +% -4) *% 10)) +% 2)), 6))
+            let sum948_v = (sum947_v + loadPartial(arena, (ix944 +% ((((756112 +% (((c180 *% 25) +% 23) *% 1616)) +% (j179 *% 100)) +% (((iy943 +% 13) +% -4) *% 10)) +% 1)), 6))
+            let sum949_v = (sum948_v + loadPartial(arena, (ix944 +% (((756112 +% (((c180 *% 25) +% 24) *% 1616)) +% (j179 *% 100)) +% (((iy943 +% 13) +% -4) *% 10))), 6))
+            storePartial(arena, (ix944 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy943 +% 13) *% 14)) +% 4)), sum949_v, 6)
           }
         }
-        for iy952 in 0..<1 {
-          for ix953 in 0..<1 {
-            let sum954_v = loadPartial(arena, (ix953 +% ((((756112 +% (((c171 *% 25) +% 23) *% 1616)) +% (j170 *% 100)) +% (((iy952 +% 13) +% -4) *% 10)) +% 9)), 1)
-            let sum955_v = (sum954_v + loadPartial(arena, (ix953 +% ((((756112 +% (((c171 *% 25) +% 24) *% 1616)) +% (j170 *% 100)) +% (((iy952 +% 13) +% -4) *% 10)) +% 8)), 1))
-            storePartial(arena, (ix953 +% ((((376320 +% (((g154 *% 16) +% j170) *% 1176)) +% (c171 *% 196)) +% ((iy952 +% 13) *% 14)) +% 12)), sum955_v, 1)
+        for iy950 in 0..<1 {
+          for ix951 in 0..<1 {
+            let sum952_v = loadPartial(arena, (ix951 +% ((((756112 +% (((c180 *% 25) +% 21) *% 1616)) +% (j179 *% 100)) +% (((iy950 +% 13) +% -4) *% 10)) +% 9)), 1)
+            let sum953_v = (sum952_v + loadPartial(arena, (ix951 +% ((((756112 +% (((c180 *% 25) +% 22) *% 1616)) +% (j179 *% 100)) +% (((iy950 +% 13) +% -4) *% 10)) +% 8)), 1))
+            let sum954_v = (sum953_v + loadPartial(arena, (ix951 +% ((((756112 +% (((c180 *% 25) +% 23) *% 1616)) +% (j179 *% 100)) +% (((iy950 +% 13) +% -4) *% 10)) +% 7)), 1))
+            let sum955_v = (sum954_v + loadPartial(arena, (ix951 +% ((((756112 +% (((c180 *% 25) +% 24) *% 1616)) +% (j179 *% 100)) +% (((iy950 +% 13) +% -4) *% 10)) +% 6)), 1))
+            storePartial(arena, (ix951 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy950 +% 13) *% 14)) +% 10)), sum955_v, 1)
           }
         }
         for iy956 in 0..<1 {
           for ix957 in 0..<1 {
-            let sum958_v = loadPartial(arena, (ix957 +% ((((756112 +% (((c171 *% 25) +% 24) *% 1616)) +% (j170 *% 100)) +% (((iy956 +% 13) +% -4) *% 10)) +% 9)), 1)
-            storePartial(arena, (ix957 +% ((((376320 +% (((g154 *% 16) +% j170) *% 1176)) +% (c171 *% 196)) +% ((iy956 +% 13) *% 14)) +% 13)), sum958_v, 1)
+            let sum958_v = loadPartial(arena, (ix957 +% ((((756112 +% (((c180 *% 25) +% 22) *% 1616)) +% (j179 *% 100)) +% (((iy956 +% 13) +% -4) *% 10)) +% 9)), 1)
+            let sum959_v = (sum958_v + loadPartial(arena, (ix957 +% ((((756112 +% (((c180 *% 25) +% 23) *% 1616)) +% (j179 *% 100)) +% (((iy956 +% 13) +% -4) *% 10)) +% 8)), 1))
+            let sum960_v = (sum959_v + loadPartial(arena, (ix957 +% ((((756112 +% (((c180 *% 25) +% 24) *% 1616)) +% (j179 *% 100)) +% (((iy956 +% 13) +% -4) *% 10)) +% 7)), 1))
+            storePartial(arena, (ix957 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy956 +% 13) *% 14)) +% 11)), sum960_v, 1)
+          }
+        }
+        for iy961 in 0..<1 {
+          for ix962 in 0..<1 {
+            let sum963_v = loadPartial(arena, (ix962 +% ((((756112 +% (((c180 *% 25) +% 23) *% 1616)) +% (j179 *% 100)) +% (((iy961 +% 13) +% -4) *% 10)) +% 9)), 1)
+            let sum964_v = (sum963_v + loadPartial(arena, (ix962 +% ((((756112 +% (((c180 *% 25) +% 24) *% 1616)) +% (j179 *% 100)) +% (((iy961 +% 13) +% -4) *% 10)) +% 8)), 1))
+            storePartial(arena, (ix962 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy961 +% 13) *% 14)) +% 12)), sum964_v, 1)
+          }
+        }
+        for iy965 in 0..<1 {
+          for ix966 in 0..<1 {
+            let sum967_v = loadPartial(arena, (ix966 +% ((((756112 +% (((c180 *% 25) +% 24) *% 1616)) +% (j179 *% 100)) +% (((iy965 +% 13) +% -4) *% 10)) +% 9)), 1)
+            storePartial(arena, (ix966 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy965 +% 13) *% 14)) +% 13)), sum967_v, 1)
           }
         }
       }
     }
   }
   // relu1_grad = avgpool_grad(pool1_grad, conv1)
-  for i959 in 0..<37632 {
-    storeVector(arena, ((i959 *% 8) +% 518032), Vector(repeating: Float(0)))
+  for i968 in 0..<37632 {
+    storeVector(arena, ((i968 *% 8) +% 518032), Vector(repeating: Float(0)))
   }
-  for q960 in 0..<384 {
-    for py961 in 0..<14 {
-      for px962 in 0..<14 {
-        for ky963 in 0..<2 {
-          for kx964 in 0..<2 {
-            arena[(((518032 +% (((q960 *% 784) +% (py961 *% 56)) +% (px962 *% 2))) +% (ky963 *% 28)) +% kx964)] += (arena[(((376320 +% (q960 *% 196)) +% (py961 *% 14)) +% px962)] * Float(bitPattern: 0x3e800000))
+  for q969 in 0..<384 {
+    for py970 in 0..<14 {
+      for px971 in 0..<14 {
+        for ky972 in 0..<2 {
+          for kx973 in 0..<2 {
+            arena[(((518032 +% (((q969 *% 784) +% (py970 *% 56)) +% (px971 *% 2))) +% (ky972 *% 28)) +% kx973)] += (arena[(((376320 +% (q969 *% 196)) +% (py970 *% 14)) +% px971)] * Float(bitPattern: 0x3e800000))
           }
         }
       }
     }
   }
   // conv1_grad = relu_grad(relu1_grad, conv1)
-  for i965 in 0..<37632 {
-    storeVector(arena, ((i965 *% 8) +% 819088), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i965 *% 8) +% 518032)), where: loadVector(arena, (i965 *% 8)) .> Vector(repeating: Float(0))))
+  for i974 in 0..<37632 {
+    storeVector(arena, ((i974 *% 8) +% 819088), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i974 *% 8) +% 518032)), where: loadVector(arena, (i974 *% 8)) .> Vector(repeating: Float(0))))
   }
   // conv1_weight_grad = conv2d_grad_weight(conv1_grad, image)
-  for i966 in 0..<18 {
-    storeVector(arena, ((i966 *% 8) +% 389264), Vector(repeating: Float(0)))
+  for i975 in 0..<18 {
+    storeVector(arena, ((i975 *% 8) +% 389264), Vector(repeating: Float(0)))
   }
-  for i966 in 0..<1 {
-    storePartial(arena, ((i966 +% 144) +% 389264), Vector(repeating: Float(0)), 6)
+  for i975 in 0..<1 {
+    storePartial(arena, ((i975 +% 144) +% 389264), Vector(repeating: Float(0)), 6)
   }
-  for i967 in 0..<2048 {
-    storeVector(arena, ((i967 *% 8) +% 389414), Vector(repeating: Float(0)))
-  }
-  for g968 in 0..<4 {
-    do {  // scalar loops
-      for j969 in 0..<16 {
-        for c970 in 0..<1 {
-          for qy971 in 0..<28 {
-            for cv972 in 0..<3 {
-              storeVector(arena, (389414 +% ((((j969 +% c970) *% 1024) +% ((qy971 +% 2) *% 32)) +% (2 +% (cv972 *% 8)))), loadVector(images, (((((((g968 *% 16) +% j969) *% 784) +% (c970 *% 784)) +% (((qy971 +% 2) +% -2) *% 28)) +% (2 +% (cv972 *% 8))) +% -2)))
+  for g976 in 0..<4 {
+    for j977 in 0..<16 {
+      for c978 in 0..<1 {
+        for ky979 in 0..<5 {
+          for oy980 in 0..<28 {
+            if (-1 < ((oy980 +% ky979) +% -2) && ((oy980 +% ky979) +% -2) < 28) {
+              for ox981 in 0..<26 {
+                arena[((((((c978 *% 5) +% ky979) *% 5) *% 12560) +% (j977 *% 784)) +% ((oy980 *% 28) +% (ox981 +% 2)))] = images[((((((g976 *% 16) +% j977) *% 784) +% (c978 *% 784)) +% (((oy980 +% ky979) +% -2) *% 28)) +% ((ox981 +% 2) +% -2))]
+              }
+              for ox982 in 0..<2 {
+                arena[((((((c978 *% 5) +% ky979) *% 5) *% 12560) +% (j977 *% 784)) +% ((oy980 *% 28) +% ox982))] = Float(0)
+              }
             }
-            storePartial(arena, (389414 +% ((((j969 +% c970) *% 1024) +% ((qy971 +% 2) *% 32)) +% 26)), loadPartial(images, (((((((g968 *% 16) +% j969) *% 784) +% (c970 *% 784)) +% (((qy971 +% 2) +% -2) *% 28)) +% 26) +% -2), 4), 4)
+            if ((oy980 +% ky979) +% -2) < 0 {
+              for ox983 in 0..<28 {
+                arena[((((((c978 *% 5) +% ky979) *% 5) *% 12560) +% (j977 *% 784)) +% ((oy980 *% 28) +% ox983))] = Float(0)
+              }
+            }
+            if 27 < ((oy980 +% ky979) +% -2) {
+              for ox983 in 0..<28 {
+                arena[((((((c978 *% 5) +% ky979) *% 5) *% 12560) +% (j977 *% 784)) +% ((oy980 *% 28) +% ox983))] = Float(0)
+              }
+            }
           }
-        }
-      }
-      for j973 in 0..<16 {
-        for c974 in 0..<1 {
-          for ky975 in 0..<5 {
-            for kx976 in 0..<5 {
-              for wy977 in 0..<1 {
-                for wx978 in 0..<1 {
-                  for py979 in 0..<28 {
-                    for cv980 in 0..<3 {
-                      storeVector(arena, (((((((((c974 *% 5) +% ky975) *% 5) +% kx976) *% 12560) +% (j973 *% 784)) +% ((wy977 +% wx978) *% 784)) +% (py979 *% 28)) +% (cv980 *% 8)), loadVector(arena, (389414 +% ((((((j973 +% c974) +% ((wy977 +% ky975) % 1)) +% ((wx978 +% kx976) % 1)) *% 1024) +% ((py979 +% ((wy977 +% ky975) / 1)) *% 32)) +% ((cv980 *% 8) +% ((wx978 +% kx976) / 1))))))
-                    }
-                    storePartial(arena, (((((((((c974 *% 5) +% ky975) *% 5) +% kx976) *% 12560) +% (j973 *% 784)) +% ((wy977 +% wx978) *% 784)) +% (py979 *% 28)) +% 24), loadPartial(arena, (389414 +% ((((((j973 +% c974) +% ((wy977 +% ky975) % 1)) +% ((wx978 +% kx976) % 1)) *% 1024) +% ((py979 +% ((wy977 +% ky975) / 1)) *% 32)) +% (24 +% ((wx978 +% kx976) / 1)))), 4), 4)
-                  }
-                }
+          for oy984 in 0..<28 {
+            if (-1 < ((oy984 +% ky979) +% -2) && ((oy984 +% ky979) +% -2) < 28) {
+              for ox985 in 0..<27 {
+                arena[(((((((c978 *% 5) +% ky979) *% 5) +% 1) *% 12560) +% (j977 *% 784)) +% ((oy984 *% 28) +% (ox985 +% 1)))] = images[((((((g976 *% 16) +% j977) *% 784) +% (c978 *% 784)) +% (((oy984 +% ky979) +% -2) *% 28)) +% ((ox985 +% 1) +% -1))]
+              }
+              for ox986 in 0..<1 {
+                arena[(((((((c978 *% 5) +% ky979) *% 5) +% 1) *% 12560) +% (j977 *% 784)) +% ((oy984 *% 28) +% ox986))] = Float(0)
+              }
+            }
+            if ((oy984 +% ky979) +% -2) < 0 {
+              for ox987 in 0..<28 {
+                arena[(((((((c978 *% 5) +% ky979) *% 5) +% 1) *% 12560) +% (j977 *% 784)) +% ((oy984 *% 28) +% ox987))] = Float(0)
+              }
+            }
+            if 27 < ((oy984 +% ky979) +% -2) {
+              for ox987 in 0..<28 {
+                arena[(((((((c978 *% 5) +% ky979) *% 5) +% 1) *% 12560) +% (j977 *% 784)) +% ((oy984 *% 28) +% ox987))] = Float(0)
+              }
+            }
+          }
+          for oy988 in 0..<28 {
+            if (-1 < ((oy988 +% ky979) +% -2) && ((oy988 +% ky979) +% -2) < 28) {
+              for ox989 in 0..<28 {
+                arena[(((((((c978 *% 5) +% ky979) *% 5) +% 2) *% 12560) +% (j977 *% 784)) +% ((oy988 *% 28) +% ox989))] = images[((((((g976 *% 16) +% j977) *% 784) +% (c978 *% 784)) +% (((oy988 +% ky979) +% -2) *% 28)) +% ox989)]
+              }
+            }
+            if ((oy988 +% ky979) +% -2) < 0 {
+              for ox990 in 0..<28 {
+                arena[(((((((c978 *% 5) +% ky979) *% 5) +% 2) *% 12560) +% (j977 *% 784)) +% ((oy988 *% 28) +% ox990))] = Float(0)
+              }
+            }
+            if 27 < ((oy988 +% ky979) +% -2) {
+              for ox990 in 0..<28 {
+                arena[(((((((c978 *% 5) +% ky979) *% 5) +% 2) *% 12560) +% (j977 *% 784)) +% ((oy988 *% 28) +% ox990))] = Float(0)
+              }
+            }
+          }
+          for oy991 in 0..<28 {
+            if (-1 < ((oy991 +% ky979) +% -2) && ((oy991 +% ky979) +% -2) < 28) {
+              for ox992 in 0..<27 {
+                arena[(((((((c978 *% 5) +% ky979) *% 5) +% 3) *% 12560) +% (j977 *% 784)) +% ((oy991 *% 28) +% ox992))] = images[((((((g976 *% 16) +% j977) *% 784) +% (c978 *% 784)) +% (((oy991 +% ky979) +% -2) *% 28)) +% (ox992 +% 1))]
+              }
+              for ox993 in 0..<1 {
+                arena[(((((((c978 *% 5) +% ky979) *% 5) +% 3) *% 12560) +% (j977 *% 784)) +% ((oy991 *% 28) +% (ox993 +% 27)))] = Float(0)
+              }
+            }
+            if ((oy991 +% ky979) +% -2) < 0 {
+              for ox994 in 0..<28 {
+                arena[(((((((c978 *% 5) +% ky979) *% 5) +% 3) *% 12560) +% (j977 *% 784)) +% ((oy991 *% 28) +% ox994))] = Float(0)
+              }
+            }
+            if 27 < ((oy991 +% ky979) +% -2) {
+              for ox994 in 0..<28 {
+                arena[(((((((c978 *% 5) +% ky979) *% 5) +% 3) *% 12560) +% (j977 *% 784)) +% ((oy991 *% 28) +% ox994))] = Float(0)
+              }
+            }
+          }
+          for oy995 in 0..<28 {
+            if (-1 < ((oy995 +% ky979) +% -2) && ((oy995 +% ky979) +% -2) < 28) {
+              for ox996 in 0..<26 {
+                arena[(((((((c978 *% 5) +% ky979) *% 5) +% 4) *% 12560) +% (j977 *% 784)) +% ((oy995 *% 28) +% ox996))] = images[((((((g976 *% 16) +% j977) *% 784) +% (c978 *% 784)) +% (((oy995 +% ky979) +% -2) *% 28)) +% (ox996 +% 2))]
+              }
+              for ox997 in 0..<2 {
+                arena[(((((((c978 *% 5) +% ky979) *% 5) +% 4) *% 12560) +% (j977 *% 784)) +% ((oy995 *% 28) +% (ox997 +% 26)))] = Float(0)
+              }
+            }
+            if ((oy995 +% ky979) +% -2) < 0 {
+              for ox998 in 0..<28 {
+                arena[(((((((c978 *% 5) +% ky979) *% 5) +% 4) *% 12560) +% (j977 *% 784)) +% ((oy995 *% 28) +% ox998))] = Float(0)
+              }
+            }
+            if 27 < ((oy995 +% ky979) +% -2) {
+              for ox998 in 0..<28 {
+                arena[(((((((c978 *% 5) +% ky979) *% 5) +% 4) *% 12560) +% (j977 *% 784)) +% ((oy995 *% 28) +% ox998))] = Float(0)
               }
             }
           }
         }
       }
     }
-    for j981 in 0..<16 {
-      for i982 in 0..<784 {
-        for f983 in 0..<6 {
-          arena[((314000 +% (((j981 *% 784) +% i982) *% 6)) +% f983)] = arena[(((819088 +% (((g968 *% 16) +% j981) *% 4704)) +% (f983 *% 784)) +% i982)]
+    for j999 in 0..<16 {
+      for i1000 in 0..<784 {
+        for f1001 in 0..<6 {
+          arena[((314000 +% (((j999 *% 784) +% i1000) *% 6)) +% f1001)] = arena[(((819088 +% (((g976 *% 16) +% j999) *% 4704)) +% (f1001 *% 784)) +% i1000)]
         }
       }
     }
-    do {  // gemm990
-      for kp984 in 0..<4 {
-        for mb985 in 0..<1 {
-          var t986_c0_0 = loadPartial(arena, (389264 +% ((mb985 *% 14) *% 6)), 6)
-          var t986_c1_0 = loadPartial(arena, (389264 +% (((mb985 *% 14) +% 1) *% 6)), 6)
-          var t986_c2_0 = loadPartial(arena, (389264 +% (((mb985 *% 14) +% 2) *% 6)), 6)
-          var t986_c3_0 = loadPartial(arena, (389264 +% (((mb985 *% 14) +% 3) *% 6)), 6)
-          var t986_c4_0 = loadPartial(arena, (389264 +% (((mb985 *% 14) +% 4) *% 6)), 6)
-          var t986_c5_0 = loadPartial(arena, (389264 +% (((mb985 *% 14) +% 5) *% 6)), 6)
-          var t986_c6_0 = loadPartial(arena, (389264 +% (((mb985 *% 14) +% 6) *% 6)), 6)
-          var t986_c7_0 = loadPartial(arena, (389264 +% (((mb985 *% 14) +% 7) *% 6)), 6)
-          var t986_c8_0 = loadPartial(arena, (389264 +% (((mb985 *% 14) +% 8) *% 6)), 6)
-          var t986_c9_0 = loadPartial(arena, (389264 +% (((mb985 *% 14) +% 9) *% 6)), 6)
-          var t986_c10_0 = loadPartial(arena, (389264 +% (((mb985 *% 14) +% 10) *% 6)), 6)
-          var t986_c11_0 = loadPartial(arena, (389264 +% (((mb985 *% 14) +% 11) *% 6)), 6)
-          var t986_c12_0 = loadPartial(arena, (389264 +% (((mb985 *% 14) +% 12) *% 6)), 6)
-          var t986_c13_0 = loadPartial(arena, (389264 +% (((mb985 *% 14) +% 13) *% 6)), 6)
-          for k987 in 0..<3136 {
-            let t986_b0 = loadPartial(arena, (314000 +% ((k987 +% (kp984 *% 3136)) *% 6)), 6)
-            let t986_a0 = Vector(repeating: arena[(((mb985 *% 14) *% 12560) +% (k987 +% (kp984 *% 3136)))])
-            t986_c0_0 = t986_c0_0.addingProduct(t986_a0, t986_b0)
-            let t986_a1 = Vector(repeating: arena[((((mb985 *% 14) +% 1) *% 12560) +% (k987 +% (kp984 *% 3136)))])
-            t986_c1_0 = t986_c1_0.addingProduct(t986_a1, t986_b0)
-            let t986_a2 = Vector(repeating: arena[((((mb985 *% 14) +% 2) *% 12560) +% (k987 +% (kp984 *% 3136)))])
-            t986_c2_0 = t986_c2_0.addingProduct(t986_a2, t986_b0)
-            let t986_a3 = Vector(repeating: arena[((((mb985 *% 14) +% 3) *% 12560) +% (k987 +% (kp984 *% 3136)))])
-            t986_c3_0 = t986_c3_0.addingProduct(t986_a3, t986_b0)
-            let t986_a4 = Vector(repeating: arena[((((mb985 *% 14) +% 4) *% 12560) +% (k987 +% (kp984 *% 3136)))])
-            t986_c4_0 = t986_c4_0.addingProduct(t986_a4, t986_b0)
-            let t986_a5 = Vector(repeating: arena[((((mb985 *% 14) +% 5) *% 12560) +% (k987 +% (kp984 *% 3136)))])
-            t986_c5_0 = t986_c5_0.addingProduct(t986_a5, t986_b0)
-            let t986_a6 = Vector(repeating: arena[((((mb985 *% 14) +% 6) *% 12560) +% (k987 +% (kp984 *% 3136)))])
-            t986_c6_0 = t986_c6_0.addingProduct(t986_a6, t986_b0)
-            let t986_a7 = Vector(repeating: arena[((((mb985 *% 14) +% 7) *% 12560) +% (k987 +% (kp984 *% 3136)))])
-            t986_c7_0 = t986_c7_0.addingProduct(t986_a7, t986_b0)
-            let t986_a8 = Vector(repeating: arena[((((mb985 *% 14) +% 8) *% 12560) +% (k987 +% (kp984 *% 3136)))])
-            t986_c8_0 = t986_c8_0.addingProduct(t986_a8, t986_b0)
-            let t986_a9 = Vector(repeating: arena[((((mb985 *% 14) +% 9) *% 12560) +% (k987 +% (kp984 *% 3136)))])
-            t986_c9_0 = t986_c9_0.addingProduct(t986_a9, t986_b0)
-            let t986_a10 = Vector(repeating: arena[((((mb985 *% 14) +% 10) *% 12560) +% (k987 +% (kp984 *% 3136)))])
-            t986_c10_0 = t986_c10_0.addingProduct(t986_a10, t986_b0)
-            let t986_a11 = Vector(repeating: arena[((((mb985 *% 14) +% 11) *% 12560) +% (k987 +% (kp984 *% 3136)))])
-            t986_c11_0 = t986_c11_0.addingProduct(t986_a11, t986_b0)
-            let t986_a12 = Vector(repeating: arena[((((mb985 *% 14) +% 12) *% 12560) +% (k987 +% (kp984 *% 3136)))])
-            t986_c12_0 = t986_c12_0.addingProduct(t986_a12, t986_b0)
-            let t986_a13 = Vector(repeating: arena[((((mb985 *% 14) +% 13) *% 12560) +% (k987 +% (kp984 *% 3136)))])
-            t986_c13_0 = t986_c13_0.addingProduct(t986_a13, t986_b0)
+    do {  // gemm1008
+      for kp1002 in 0..<4 {
+        for mb1003 in 0..<1 {
+          var t1004_c0_0 = loadPartial(arena, (389264 +% ((mb1003 *% 14) *% 6)), 6)
+          var t1004_c1_0 = loadPartial(arena, (389264 +% (((mb1003 *% 14) +% 1) *% 6)), 6)
+          var t1004_c2_0 = loadPartial(arena, (389264 +% (((mb1003 *% 14) +% 2) *% 6)), 6)
+          var t1004_c3_0 = loadPartial(arena, (389264 +% (((mb1003 *% 14) +% 3) *% 6)), 6)
+          var t1004_c4_0 = loadPartial(arena, (389264 +% (((mb1003 *% 14) +% 4) *% 6)), 6)
+          var t1004_c5_0 = loadPartial(arena, (389264 +% (((mb1003 *% 14) +% 5) *% 6)), 6)
+          var t1004_c6_0 = loadPartial(arena, (389264 +% (((mb1003 *% 14) +% 6) *% 6)), 6)
+          var t1004_c7_0 = loadPartial(arena, (389264 +% (((mb1003 *% 14) +% 7) *% 6)), 6)
+          var t1004_c8_0 = loadPartial(arena, (389264 +% (((mb1003 *% 14) +% 8) *% 6)), 6)
+          var t1004_c9_0 = loadPartial(arena, (389264 +% (((mb1003 *% 14) +% 9) *% 6)), 6)
+          var t1004_c10_0 = loadPartial(arena, (389264 +% (((mb1003 *% 14) +% 10) *% 6)), 6)
+          var t1004_c11_0 = loadPartial(arena, (389264 +% (((mb1003 *% 14) +% 11) *% 6)), 6)
+          var t1004_c12_0 = loadPartial(arena, (389264 +% (((mb1003 *% 14) +% 12) *% 6)), 6)
+          var t1004_c13_0 = loadPartial(arena, (389264 +% (((mb1003 *% 14) +% 13) *% 6)), 6)
+          for k1005 in 0..<3136 {
+            let t1004_b0 = loadPartial(arena, (314000 +% ((k1005 +% (kp1002 *% 3136)) *% 6)), 6)
+            let t1004_a0 = Vector(repeating: arena[(((mb1003 *% 14) *% 12560) +% (k1005 +% (kp1002 *% 3136)))])
+            t1004_c0_0 = t1004_c0_0.addingProduct(t1004_a0, t1004_b0)
+            let t1004_a1 = Vector(repeating: arena[((((mb1003 *% 14) +% 1) *% 12560) +% (k1005 +% (kp1002 *% 3136)))])
+            t1004_c1_0 = t1004_c1_0.addingProduct(t1004_a1, t1004_b0)
+            let t1004_a2 = Vector(repeating: arena[((((mb1003 *% 14) +% 2) *% 12560) +% (k1005 +% (kp1002 *% 3136)))])
+            t1004_c2_0 = t1004_c2_0.addingProduct(t1004_a2, t1004_b0)
+            let t1004_a3 = Vector(repeating: arena[((((mb1003 *% 14) +% 3) *% 12560) +% (k1005 +% (kp1002 *% 3136)))])
+            t1004_c3_0 = t1004_c3_0.addingProduct(t1004_a3, t1004_b0)
+            let t1004_a4 = Vector(repeating: arena[((((mb1003 *% 14) +% 4) *% 12560) +% (k1005 +% (kp1002 *% 3136)))])
+            t1004_c4_0 = t1004_c4_0.addingProduct(t1004_a4, t1004_b0)
+            let t1004_a5 = Vector(repeating: arena[((((mb1003 *% 14) +% 5) *% 12560) +% (k1005 +% (kp1002 *% 3136)))])
+            t1004_c5_0 = t1004_c5_0.addingProduct(t1004_a5, t1004_b0)
+            let t1004_a6 = Vector(repeating: arena[((((mb1003 *% 14) +% 6) *% 12560) +% (k1005 +% (kp1002 *% 3136)))])
+            t1004_c6_0 = t1004_c6_0.addingProduct(t1004_a6, t1004_b0)
+            let t1004_a7 = Vector(repeating: arena[((((mb1003 *% 14) +% 7) *% 12560) +% (k1005 +% (kp1002 *% 3136)))])
+            t1004_c7_0 = t1004_c7_0.addingProduct(t1004_a7, t1004_b0)
+            let t1004_a8 = Vector(repeating: arena[((((mb1003 *% 14) +% 8) *% 12560) +% (k1005 +% (kp1002 *% 3136)))])
+            t1004_c8_0 = t1004_c8_0.addingProduct(t1004_a8, t1004_b0)
+            let t1004_a9 = Vector(repeating: arena[((((mb1003 *% 14) +% 9) *% 12560) +% (k1005 +% (kp1002 *% 3136)))])
+            t1004_c9_0 = t1004_c9_0.addingProduct(t1004_a9, t1004_b0)
+            let t1004_a10 = Vector(repeating: arena[((((mb1003 *% 14) +% 10) *% 12560) +% (k1005 +% (kp1002 *% 3136)))])
+            t1004_c10_0 = t1004_c10_0.addingProduct(t1004_a10, t1004_b0)
+            let t1004_a11 = Vector(repeating: arena[((((mb1003 *% 14) +% 11) *% 12560) +% (k1005 +% (kp1002 *% 3136)))])
+            t1004_c11_0 = t1004_c11_0.addingProduct(t1004_a11, t1004_b0)
+            let t1004_a12 = Vector(repeating: arena[((((mb1003 *% 14) +% 12) *% 12560) +% (k1005 +% (kp1002 *% 3136)))])
+            t1004_c12_0 = t1004_c12_0.addingProduct(t1004_a12, t1004_b0)
+            let t1004_a13 = Vector(repeating: arena[((((mb1003 *% 14) +% 13) *% 12560) +% (k1005 +% (kp1002 *% 3136)))])
+            t1004_c13_0 = t1004_c13_0.addingProduct(t1004_a13, t1004_b0)
           }
-          storePartial(arena, (389264 +% ((mb985 *% 14) *% 6)), t986_c0_0, 6)
-          storePartial(arena, (389264 +% (((mb985 *% 14) +% 1) *% 6)), t986_c1_0, 6)
-          storePartial(arena, (389264 +% (((mb985 *% 14) +% 2) *% 6)), t986_c2_0, 6)
-          storePartial(arena, (389264 +% (((mb985 *% 14) +% 3) *% 6)), t986_c3_0, 6)
-          storePartial(arena, (389264 +% (((mb985 *% 14) +% 4) *% 6)), t986_c4_0, 6)
-          storePartial(arena, (389264 +% (((mb985 *% 14) +% 5) *% 6)), t986_c5_0, 6)
-          storePartial(arena, (389264 +% (((mb985 *% 14) +% 6) *% 6)), t986_c6_0, 6)
-          storePartial(arena, (389264 +% (((mb985 *% 14) +% 7) *% 6)), t986_c7_0, 6)
-          storePartial(arena, (389264 +% (((mb985 *% 14) +% 8) *% 6)), t986_c8_0, 6)
-          storePartial(arena, (389264 +% (((mb985 *% 14) +% 9) *% 6)), t986_c9_0, 6)
-          storePartial(arena, (389264 +% (((mb985 *% 14) +% 10) *% 6)), t986_c10_0, 6)
-          storePartial(arena, (389264 +% (((mb985 *% 14) +% 11) *% 6)), t986_c11_0, 6)
-          storePartial(arena, (389264 +% (((mb985 *% 14) +% 12) *% 6)), t986_c12_0, 6)
-          storePartial(arena, (389264 +% (((mb985 *% 14) +% 13) *% 6)), t986_c13_0, 6)
+          storePartial(arena, (389264 +% ((mb1003 *% 14) *% 6)), t1004_c0_0, 6)
+          storePartial(arena, (389264 +% (((mb1003 *% 14) +% 1) *% 6)), t1004_c1_0, 6)
+          storePartial(arena, (389264 +% (((mb1003 *% 14) +% 2) *% 6)), t1004_c2_0, 6)
+          storePartial(arena, (389264 +% (((mb1003 *% 14) +% 3) *% 6)), t1004_c3_0, 6)
+          storePartial(arena, (389264 +% (((mb1003 *% 14) +% 4) *% 6)), t1004_c4_0, 6)
+          storePartial(arena, (389264 +% (((mb1003 *% 14) +% 5) *% 6)), t1004_c5_0, 6)
+          storePartial(arena, (389264 +% (((mb1003 *% 14) +% 6) *% 6)), t1004_c6_0, 6)
+          storePartial(arena, (389264 +% (((mb1003 *% 14) +% 7) *% 6)), t1004_c7_0, 6)
+          storePartial(arena, (389264 +% (((mb1003 *% 14) +% 8) *% 6)), t1004_c8_0, 6)
+          storePartial(arena, (389264 +% (((mb1003 *% 14) +% 9) *% 6)), t1004_c9_0, 6)
+          storePartial(arena, (389264 +% (((mb1003 *% 14) +% 10) *% 6)), t1004_c10_0, 6)
+          storePartial(arena, (389264 +% (((mb1003 *% 14) +% 11) *% 6)), t1004_c11_0, 6)
+          storePartial(arena, (389264 +% (((mb1003 *% 14) +% 12) *% 6)), t1004_c12_0, 6)
+          storePartial(arena, (389264 +% (((mb1003 *% 14) +% 13) *% 6)), t1004_c13_0, 6)
         }
-        var t988_c0_0 = loadPartial(arena, 389348, 6)
-        var t988_c1_0 = loadPartial(arena, 389354, 6)
-        var t988_c2_0 = loadPartial(arena, 389360, 6)
-        var t988_c3_0 = loadPartial(arena, 389366, 6)
-        var t988_c4_0 = loadPartial(arena, 389372, 6)
-        var t988_c5_0 = loadPartial(arena, 389378, 6)
-        var t988_c6_0 = loadPartial(arena, 389384, 6)
-        var t988_c7_0 = loadPartial(arena, 389390, 6)
-        var t988_c8_0 = loadPartial(arena, 389396, 6)
-        var t988_c9_0 = loadPartial(arena, 389402, 6)
-        var t988_c10_0 = loadPartial(arena, 389408, 6)
-        for k989 in 0..<3136 {
-          let t988_b0 = loadPartial(arena, (314000 +% ((k989 +% (kp984 *% 3136)) *% 6)), 6)
-          let t988_a0 = Vector(repeating: arena[(175840 +% (k989 +% (kp984 *% 3136)))])
-          t988_c0_0 = t988_c0_0.addingProduct(t988_a0, t988_b0)
-          let t988_a1 = Vector(repeating: arena[(188400 +% (k989 +% (kp984 *% 3136)))])
-          t988_c1_0 = t988_c1_0.addingProduct(t988_a1, t988_b0)
-          let t988_a2 = Vector(repeating: arena[(200960 +% (k989 +% (kp984 *% 3136)))])
-          t988_c2_0 = t988_c2_0.addingProduct(t988_a2, t988_b0)
-          let t988_a3 = Vector(repeating: arena[(213520 +% (k989 +% (kp984 *% 3136)))])
-          t988_c3_0 = t988_c3_0.addingProduct(t988_a3, t988_b0)
-          let t988_a4 = Vector(repeating: arena[(226080 +% (k989 +% (kp984 *% 3136)))])
-          t988_c4_0 = t988_c4_0.addingProduct(t988_a4, t988_b0)
-          let t988_a5 = Vector(repeating: arena[(238640 +% (k989 +% (kp984 *% 3136)))])
-          t988_c5_0 = t988_c5_0.addingProduct(t988_a5, t988_b0)
-          let t988_a6 = Vector(repeating: arena[(251200 +% (k989 +% (kp984 *% 3136)))])
-          t988_c6_0 = t988_c6_0.addingProduct(t988_a6, t988_b0)
-          let t988_a7 = Vector(repeating: arena[(263760 +% (k989 +% (kp984 *% 3136)))])
-          t988_c7_0 = t988_c7_0.addingProduct(t988_a7, t988_b0)
-          let t988_a8 = Vector(repeating: arena[(276320 +% (k989 +% (kp984 *% 3136)))])
-          t988_c8_0 = t988_c8_0.addingProduct(t988_a8, t988_b0)
-          let t988_a9 = Vector(repeating: arena[(288880 +% (k989 +% (kp984 *% 3136)))])
-          t988_c9_0 = t988_c9_0.addingProduct(t988_a9, t988_b0)
-          let t988_a10 = Vector(repeating: arena[(301440 +% (k989 +% (kp984 *% 3136)))])
-          t988_c10_0 = t988_c10_0.addingProduct(t988_a10, t988_b0)
+        var t1006_c0_0 = loadPartial(arena, 389348, 6)
+        var t1006_c1_0 = loadPartial(arena, 389354, 6)
+        var t1006_c2_0 = loadPartial(arena, 389360, 6)
+        var t1006_c3_0 = loadPartial(arena, 389366, 6)
+        var t1006_c4_0 = loadPartial(arena, 389372, 6)
+        var t1006_c5_0 = loadPartial(arena, 389378, 6)
+        var t1006_c6_0 = loadPartial(arena, 389384, 6)
+        var t1006_c7_0 = loadPartial(arena, 389390, 6)
+        var t1006_c8_0 = loadPartial(arena, 389396, 6)
+        var t1006_c9_0 = loadPartial(arena, 389402, 6)
+        var t1006_c10_0 = loadPartial(arena, 389408, 6)
+        for k1007 in 0..<3136 {
+          let t1006_b0 = loadPartial(arena, (314000 +% ((k1007 +% (kp1002 *% 3136)) *% 6)), 6)
+          let t1006_a0 = Vector(repeating: arena[(175840 +% (k1007 +% (kp1002 *% 3136)))])
+          t1006_c0_0 = t1006_c0_0.addingProduct(t1006_a0, t1006_b0)
+          let t1006_a1 = Vector(repeating: arena[(188400 +% (k1007 +% (kp1002 *% 3136)))])
+          t1006_c1_0 = t1006_c1_0.addingProduct(t1006_a1, t1006_b0)
+          let t1006_a2 = Vector(repeating: arena[(200960 +% (k1007 +% (kp1002 *% 3136)))])
+          t1006_c2_0 = t1006_c2_0.addingProduct(t1006_a2, t1006_b0)
+          let t1006_a3 = Vector(repeating: arena[(213520 +% (k1007 +% (kp1002 *% 3136)))])
+          t1006_c3_0 = t1006_c3_0.addingProduct(t1006_a3, t1006_b0)
+          let t1006_a4 = Vector(repeating: arena[(226080 +% (k1007 +% (kp1002 *% 3136)))])
+          t1006_c4_0 = t1006_c4_0.addingProduct(t1006_a4, t1006_b0)
+          let t1006_a5 = Vector(repeating: arena[(238640 +% (k1007 +% (kp1002 *% 3136)))])
+          t1006_c5_0 = t1006_c5_0.addingProduct(t1006_a5, t1006_b0)
+          let t1006_a6 = Vector(repeating: arena[(251200 +% (k1007 +% (kp1002 *% 3136)))])
+          t1006_c6_0 = t1006_c6_0.addingProduct(t1006_a6, t1006_b0)
+          let t1006_a7 = Vector(repeating: arena[(263760 +% (k1007 +% (kp1002 *% 3136)))])
+          t1006_c7_0 = t1006_c7_0.addingProduct(t1006_a7, t1006_b0)
+          let t1006_a8 = Vector(repeating: arena[(276320 +% (k1007 +% (kp1002 *% 3136)))])
+          t1006_c8_0 = t1006_c8_0.addingProduct(t1006_a8, t1006_b0)
+          let t1006_a9 = Vector(repeating: arena[(288880 +% (k1007 +% (kp1002 *% 3136)))])
+          t1006_c9_0 = t1006_c9_0.addingProduct(t1006_a9, t1006_b0)
+          let t1006_a10 = Vector(repeating: arena[(301440 +% (k1007 +% (kp1002 *% 3136)))])
+          t1006_c10_0 = t1006_c10_0.addingProduct(t1006_a10, t1006_b0)
         }
-        storePartial(arena, 389348, t988_c0_0, 6)
-        storePartial(arena, 389354, t988_c1_0, 6)
-        storePartial(arena, 389360, t988_c2_0, 6)
-        storePartial(arena, 389366, t988_c3_0, 6)
-        storePartial(arena, 389372, t988_c4_0, 6)
-        storePartial(arena, 389378, t988_c5_0, 6)
-        storePartial(arena, 389384, t988_c6_0, 6)
-        storePartial(arena, 389390, t988_c7_0, 6)
-        storePartial(arena, 389396, t988_c8_0, 6)
-        storePartial(arena, 389402, t988_c9_0, 6)
-        storePartial(arena, 389408, t988_c10_0, 6)
+        storePartial(arena, 389348, t1006_c0_0, 6)
+        storePartial(arena, 389354, t1006_c1_0, 6)
+        storePartial(arena, 389360, t1006_c2_0, 6)
+        storePartial(arena, 389366, t1006_c3_0, 6)
+        storePartial(arena, 389372, t1006_c4_0, 6)
+        storePartial(arena, 389378, t1006_c5_0, 6)
+        storePartial(arena, 389384, t1006_c6_0, 6)
+        storePartial(arena, 389390, t1006_c7_0, 6)
+        storePartial(arena, 389396, t1006_c8_0, 6)
+        storePartial(arena, 389402, t1006_c9_0, 6)
+        storePartial(arena, 389408, t1006_c10_0, 6)
       }
     }
   }
-  for f991 in 0..<6 {
-    for r992 in 0..<25 {
-      grads[((f991 *% 25) +% r992)] = arena[((389264 +% (r992 *% 6)) +% f991)]
+  for f1009 in 0..<6 {
+    for r1010 in 0..<25 {
+      grads[((f1009 *% 25) +% r1010)] = arena[((389264 +% (r1010 *% 6)) +% f1009)]
     }
   }
   // conv1_bias_grad = conv2d_grad_bias(conv1_grad)
-  for f993 in 0..<6 {
-    var acc994 = Vector()
-    for img995 in 0..<64 {
-      for i996 in 0..<98 {
-        acc994 = acc994.addingProduct(Vector(repeating: Float(1)), loadVector(arena, (((819088 +% (img995 *% 4704)) +% (f993 *% 784)) +% (i996 *% 8))))
+  for f1011 in 0..<6 {
+    var acc1012 = Vector()
+    for img1013 in 0..<64 {
+      for i1014 in 0..<98 {
+        acc1012 = acc1012.addingProduct(Vector(repeating: Float(1)), loadVector(arena, (((819088 +% (img1013 *% 4704)) +% (f1011 *% 784)) +% (i1014 *% 8))))
       }
     }
-    storeVector(arena, 0, acc994)
-    var sum997: Float = (arena[0] + arena[1])
-    var sum998: Float = (sum997 + arena[2])
-    var sum999: Float = (sum998 + arena[3])
-    var sum1000: Float = (sum999 + arena[4])
-    var sum1001: Float = (sum1000 + arena[5])
-    var sum1002: Float = (sum1001 + arena[6])
-    var sum1003: Float = (sum1002 + arena[7])
-    grads[(150 +% f993)] = sum1003
+    storeVector(arena, 0, acc1012)
+    var sum1015: Float = (arena[0] + arena[1])
+    var sum1016: Float = (sum1015 + arena[2])
+    var sum1017: Float = (sum1016 + arena[3])
+    var sum1018: Float = (sum1017 + arena[4])
+    var sum1019: Float = (sum1018 + arena[5])
+    var sum1020: Float = (sum1019 + arena[6])
+    var sum1021: Float = (sum1020 + arena[7])
+    grads[(150 +% f1011)] = sum1021
   }
   // adam = update of 61706 parameters
-  var step_size1004: Float = (lr / (Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
-  var bc2_sqrt1005: Float = sqrtf((Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
-  for i1006 in 0..<7713 {
-    let g_v = (loadVector(grads, (i1006 *% 8)) + (Vector(repeating: Float(0)) * loadVector(params, (i1006 *% 8))))
-    let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadVector(m, (i1006 *% 8))) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
-    let v_new_v = ((Vector(repeating: Float(bitPattern: 0x3f7fbe77)) * loadVector(v, (i1006 *% 8))) + ((Vector(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
-    storeVector(m, (i1006 *% 8), m_new_v)
-    storeVector(v, (i1006 *% 8), v_new_v)
-    storeVector(params, (i1006 *% 8), (loadVector(params, (i1006 *% 8)) - ((Vector(repeating: step_size1004) * m_new_v) / ((v_new_v.squareRoot() / Vector(repeating: bc2_sqrt1005)) + Vector(repeating: Float(bitPattern: 0x322bcc77))))))
+  var step_size1022: Float = (lr / (Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
+  var bc2_sqrt1023: Float = sqrtf((Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
+  for i1024 in 0..<7713 {
+    let g_v = (loadVector(grads, (i1024 *% 8)) + (Vector(repeating: Float(0)) * loadVector(params, (i1024 *% 8))))
+    let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadVector(m, (i1024 *% 8))) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
+    let v_new_v = ((Vector(repeating: Float(bitPattern: 0x3f7fbe77)) * loadVector(v, (i1024 *% 8))) + ((Vector(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
+    storeVector(m, (i1024 *% 8), m_new_v)
+    storeVector(v, (i1024 *% 8), v_new_v)
+    storeVector(params, (i1024 *% 8), (loadVector(params, (i1024 *% 8)) - ((Vector(repeating: step_size1022) * m_new_v) / ((v_new_v.squareRoot() / Vector(repeating: bc2_sqrt1023)) + Vector(repeating: Float(bitPattern: 0x322bcc77))))))
   }
-  for i1006 in 0..<1 {
-    let g_v = (loadPartial(grads, (i1006 +% 61704), 2) + (Vector(repeating: Float(0)) * loadPartial(params, (i1006 +% 61704), 2)))
-    let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadPartial(m, (i1006 +% 61704), 2)) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
-    let v_new_v = ((Vector(repeating: Float(bitPattern: 0x3f7fbe77)) * loadPartial(v, (i1006 +% 61704), 2)) + ((Vector(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
-    storePartial(m, (i1006 +% 61704), m_new_v, 2)
-    storePartial(v, (i1006 +% 61704), v_new_v, 2)
-    storePartial(params, (i1006 +% 61704), (loadPartial(params, (i1006 +% 61704), 2) - ((Vector(repeating: step_size1004) * m_new_v) / ((v_new_v.squareRoot() / Vector(repeating: bc2_sqrt1005)) + Vector(repeating: Float(bitPattern: 0x322bcc77))))), 2)
+  for i1024 in 0..<1 {
+    let g_v = (loadPartial(grads, (i1024 +% 61704), 2) + (Vector(repeating: Float(0)) * loadPartial(params, (i1024 +% 61704), 2)))
+    let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadPartial(m, (i1024 +% 61704), 2)) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
+    let v_new_v = ((Vector(repeating: Float(bitPattern: 0x3f7fbe77)) * loadPartial(v, (i1024 +% 61704), 2)) + ((Vector(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
+    storePartial(m, (i1024 +% 61704), m_new_v, 2)
+    storePartial(v, (i1024 +% 61704), v_new_v, 2)
+    storePartial(params, (i1024 +% 61704), (loadPartial(params, (i1024 +% 61704), 2) - ((Vector(repeating: step_size1022) * m_new_v) / ((v_new_v.squareRoot() / Vector(repeating: bc2_sqrt1023)) + Vector(repeating: Float(bitPattern: 0x322bcc77))))), 2)
   }
 }
 
@@ -2231,372 +2367,440 @@ public func lenet5_infer_b64(
   let images = UnsafeMutablePointer(mutating: images.unsafelyUnwrapped)
   _ = (lr, step, seed, pool)
   // conv1 = conv2d_relu(image)
-  for i1 in 0..<2048 {
-    storeVector(arena, ((i1 *% 8) +% 702960), Vector(repeating: Float(0)))
-  }
-  for g2 in 0..<4 {
-    do {  // scalar loops
-      for j3 in 0..<16 {
-        for c4 in 0..<1 {
-          for qy5 in 0..<28 {
-            for cv6 in 0..<3 {
-              storeVector(arena, (702960 +% ((((j3 +% c4) *% 1024) +% ((qy5 +% 2) *% 32)) +% (2 +% (cv6 *% 8)))), loadVector(images, (((((((g2 *% 16) +% j3) *% 784) +% (c4 *% 784)) +% (((qy5 +% 2) +% -2) *% 28)) +% (2 +% (cv6 *% 8))) +% -2)))
+  for g1 in 0..<4 {
+    for j2 in 0..<16 {
+      for c3 in 0..<1 {
+        for ky4 in 0..<5 {
+          for oy5 in 0..<28 {
+            if (-1 < ((oy5 +% ky4) +% -2) && ((oy5 +% ky4) +% -2) < 28) {
+              for ox6 in 0..<26 {
+                arena[(((301056 +% ((((c3 *% 5) +% ky4) *% 5) *% 12560)) +% (j2 *% 784)) +% ((oy5 *% 28) +% (ox6 +% 2)))] = images[((((((g1 *% 16) +% j2) *% 784) +% (c3 *% 784)) +% (((oy5 +% ky4) +% -2) *% 28)) +% ((ox6 +% 2) +% -2))]
+              }
+              for ox7 in 0..<2 {
+                arena[(((301056 +% ((((c3 *% 5) +% ky4) *% 5) *% 12560)) +% (j2 *% 784)) +% ((oy5 *% 28) +% ox7))] = Float(0)
+              }
             }
-            storePartial(arena, (702960 +% ((((j3 +% c4) *% 1024) +% ((qy5 +% 2) *% 32)) +% 26)), loadPartial(images, (((((((g2 *% 16) +% j3) *% 784) +% (c4 *% 784)) +% (((qy5 +% 2) +% -2) *% 28)) +% 26) +% -2), 4), 4)
+            if ((oy5 +% ky4) +% -2) < 0 {
+              for ox8 in 0..<28 {
+                arena[(((301056 +% ((((c3 *% 5) +% ky4) *% 5) *% 12560)) +% (j2 *% 784)) +% ((oy5 *% 28) +% ox8))] = Float(0)
+              }
+            }
+            if 27 < ((oy5 +% ky4) +% -2) {
+              for ox8 in 0..<28 {
+                arena[(((301056 +% ((((c3 *% 5) +% ky4) *% 5) *% 12560)) +% (j2 *% 784)) +% ((oy5 *% 28) +% ox8))] = Float(0)
+              }
+            }
           }
-        }
-      }
-      for j7 in 0..<16 {
-        for c8 in 0..<1 {
-          for ky9 in 0..<5 {
-            for kx10 in 0..<5 {
-              for wy11 in 0..<1 {
-                for wx12 in 0..<1 {
-                  for py13 in 0..<28 {
-                    for cv14 in 0..<3 {
-                      storeVector(arena, (((((301056 +% (((((c8 *% 5) +% ky9) *% 5) +% kx10) *% 12560)) +% (j7 *% 784)) +% ((wy11 +% wx12) *% 784)) +% (py13 *% 28)) +% (cv14 *% 8)), loadVector(arena, (702960 +% ((((((j7 +% c8) +% ((wy11 +% ky9) % 1)) +% ((wx12 +% kx10) % 1)) *% 1024) +% ((py13 +% ((wy11 +% ky9) / 1)) *% 32)) +% ((cv14 *% 8) +% ((wx12 +% kx10) / 1))))))
-                    }
-                    storePartial(arena, (((((301056 +% (((((c8 *% 5) +% ky9) *% 5) +% kx10) *% 12560)) +% (j7 *% 784)) +% ((wy11 +% wx12) *% 784)) +% (py13 *% 28)) +% 24), loadPartial(arena, (702960 +% ((((((j7 +% c8) +% ((wy11 +% ky9) % 1)) +% ((wx12 +% kx10) % 1)) *% 1024) +% ((py13 +% ((wy11 +% ky9) / 1)) *% 32)) +% (24 +% ((wx12 +% kx10) / 1)))), 4), 4)
-                  }
-                }
+          for oy9 in 0..<28 {
+            if (-1 < ((oy9 +% ky4) +% -2) && ((oy9 +% ky4) +% -2) < 28) {
+              for ox10 in 0..<27 {
+                arena[(((301056 +% (((((c3 *% 5) +% ky4) *% 5) +% 1) *% 12560)) +% (j2 *% 784)) +% ((oy9 *% 28) +% (ox10 +% 1)))] = images[((((((g1 *% 16) +% j2) *% 784) +% (c3 *% 784)) +% (((oy9 +% ky4) +% -2) *% 28)) +% ((ox10 +% 1) +% -1))]
+              }
+              for ox11 in 0..<1 {
+                arena[(((301056 +% (((((c3 *% 5) +% ky4) *% 5) +% 1) *% 12560)) +% (j2 *% 784)) +% ((oy9 *% 28) +% ox11))] = Float(0)
+              }
+            }
+            if ((oy9 +% ky4) +% -2) < 0 {
+              for ox12 in 0..<28 {
+                arena[(((301056 +% (((((c3 *% 5) +% ky4) *% 5) +% 1) *% 12560)) +% (j2 *% 784)) +% ((oy9 *% 28) +% ox12))] = Float(0)
+              }
+            }
+            if 27 < ((oy9 +% ky4) +% -2) {
+              for ox12 in 0..<28 {
+                arena[(((301056 +% (((((c3 *% 5) +% ky4) *% 5) +% 1) *% 12560)) +% (j2 *% 784)) +% ((oy9 *% 28) +% ox12))] = Float(0)
+              }
+            }
+          }
+          for oy13 in 0..<28 {
+            if (-1 < ((oy13 +% ky4) +% -2) && ((oy13 +% ky4) +% -2) < 28) {
+              for ox14 in 0..<28 {
+                arena[(((301056 +% (((((c3 *% 5) +% ky4) *% 5) +% 2) *% 12560)) +% (j2 *% 784)) +% ((oy13 *% 28) +% ox14))] = images[((((((g1 *% 16) +% j2) *% 784) +% (c3 *% 784)) +% (((oy13 +% ky4) +% -2) *% 28)) +% ox14)]
+              }
+            }
+            if ((oy13 +% ky4) +% -2) < 0 {
+              for ox15 in 0..<28 {
+                arena[(((301056 +% (((((c3 *% 5) +% ky4) *% 5) +% 2) *% 12560)) +% (j2 *% 784)) +% ((oy13 *% 28) +% ox15))] = Float(0)
+              }
+            }
+            if 27 < ((oy13 +% ky4) +% -2) {
+              for ox15 in 0..<28 {
+                arena[(((301056 +% (((((c3 *% 5) +% ky4) *% 5) +% 2) *% 12560)) +% (j2 *% 784)) +% ((oy13 *% 28) +% ox15))] = Float(0)
+              }
+            }
+          }
+          for oy16 in 0..<28 {
+            if (-1 < ((oy16 +% ky4) +% -2) && ((oy16 +% ky4) +% -2) < 28) {
+              for ox17 in 0..<27 {
+                arena[(((301056 +% (((((c3 *% 5) +% ky4) *% 5) +% 3) *% 12560)) +% (j2 *% 784)) +% ((oy16 *% 28) +% ox17))] = images[((((((g1 *% 16) +% j2) *% 784) +% (c3 *% 784)) +% (((oy16 +% ky4) +% -2) *% 28)) +% (ox17 +% 1))]
+              }
+              for ox18 in 0..<1 {
+                arena[(((301056 +% (((((c3 *% 5) +% ky4) *% 5) +% 3) *% 12560)) +% (j2 *% 784)) +% ((oy16 *% 28) +% (ox18 +% 27)))] = Float(0)
+              }
+            }
+            if ((oy16 +% ky4) +% -2) < 0 {
+              for ox19 in 0..<28 {
+                arena[(((301056 +% (((((c3 *% 5) +% ky4) *% 5) +% 3) *% 12560)) +% (j2 *% 784)) +% ((oy16 *% 28) +% ox19))] = Float(0)
+              }
+            }
+            if 27 < ((oy16 +% ky4) +% -2) {
+              for ox19 in 0..<28 {
+                arena[(((301056 +% (((((c3 *% 5) +% ky4) *% 5) +% 3) *% 12560)) +% (j2 *% 784)) +% ((oy16 *% 28) +% ox19))] = Float(0)
+              }
+            }
+          }
+          for oy20 in 0..<28 {
+            if (-1 < ((oy20 +% ky4) +% -2) && ((oy20 +% ky4) +% -2) < 28) {
+              for ox21 in 0..<26 {
+                arena[(((301056 +% (((((c3 *% 5) +% ky4) *% 5) +% 4) *% 12560)) +% (j2 *% 784)) +% ((oy20 *% 28) +% ox21))] = images[((((((g1 *% 16) +% j2) *% 784) +% (c3 *% 784)) +% (((oy20 +% ky4) +% -2) *% 28)) +% (ox21 +% 2))]
+              }
+              for ox22 in 0..<2 {
+                arena[(((301056 +% (((((c3 *% 5) +% ky4) *% 5) +% 4) *% 12560)) +% (j2 *% 784)) +% ((oy20 *% 28) +% (ox22 +% 26)))] = Float(0)
+              }
+            }
+            if ((oy20 +% ky4) +% -2) < 0 {
+              for ox23 in 0..<28 {
+                arena[(((301056 +% (((((c3 *% 5) +% ky4) *% 5) +% 4) *% 12560)) +% (j2 *% 784)) +% ((oy20 *% 28) +% ox23))] = Float(0)
+              }
+            }
+            if 27 < ((oy20 +% ky4) +% -2) {
+              for ox23 in 0..<28 {
+                arena[(((301056 +% (((((c3 *% 5) +% ky4) *% 5) +% 4) *% 12560)) +% (j2 *% 784)) +% ((oy20 *% 28) +% ox23))] = Float(0)
               }
             }
           }
         }
       }
     }
-    do {  // gemm19
-      for nb15 in 0..<784 {
-        for mb16 in 0..<1 {
-          var t17_c0_0 = Vector()
-          var t17_c0_1 = Vector()
-          var t17_c1_0 = Vector()
-          var t17_c1_1 = Vector()
-          var t17_c2_0 = Vector()
-          var t17_c2_1 = Vector()
-          var t17_c3_0 = Vector()
-          var t17_c3_1 = Vector()
-          var t17_c4_0 = Vector()
-          var t17_c4_1 = Vector()
-          var t17_c5_0 = Vector()
-          var t17_c5_1 = Vector()
-          for k18 in 0..<25 {
-            let t17_b0 = loadVector(arena, ((301056 +% (k18 *% 12560)) +% (nb15 *% 16)))
-            let t17_b1 = loadVector(arena, (((301056 +% (k18 *% 12560)) +% (nb15 *% 16)) +% 8))
-            let t17_a0 = Vector(repeating: params[(((mb16 *% 6) *% 25) +% k18)])
-            t17_c0_0 = t17_c0_0.addingProduct(t17_a0, t17_b0)
-            t17_c0_1 = t17_c0_1.addingProduct(t17_a0, t17_b1)
-            let t17_a1 = Vector(repeating: params[((((mb16 *% 6) +% 1) *% 25) +% k18)])
-            t17_c1_0 = t17_c1_0.addingProduct(t17_a1, t17_b0)
-            t17_c1_1 = t17_c1_1.addingProduct(t17_a1, t17_b1)
-            let t17_a2 = Vector(repeating: params[((((mb16 *% 6) +% 2) *% 25) +% k18)])
-            t17_c2_0 = t17_c2_0.addingProduct(t17_a2, t17_b0)
-            t17_c2_1 = t17_c2_1.addingProduct(t17_a2, t17_b1)
-            let t17_a3 = Vector(repeating: params[((((mb16 *% 6) +% 3) *% 25) +% k18)])
-            t17_c3_0 = t17_c3_0.addingProduct(t17_a3, t17_b0)
-            t17_c3_1 = t17_c3_1.addingProduct(t17_a3, t17_b1)
-            let t17_a4 = Vector(repeating: params[((((mb16 *% 6) +% 4) *% 25) +% k18)])
-            t17_c4_0 = t17_c4_0.addingProduct(t17_a4, t17_b0)
-            t17_c4_1 = t17_c4_1.addingProduct(t17_a4, t17_b1)
-            let t17_a5 = Vector(repeating: params[((((mb16 *% 6) +% 5) *% 25) +% k18)])
-            t17_c5_0 = t17_c5_0.addingProduct(t17_a5, t17_b0)
-            t17_c5_1 = t17_c5_1.addingProduct(t17_a5, t17_b1)
+    do {  // gemm28
+      for nb24 in 0..<784 {
+        for mb25 in 0..<1 {
+          var t26_c0_0 = Vector()
+          var t26_c0_1 = Vector()
+          var t26_c1_0 = Vector()
+          var t26_c1_1 = Vector()
+          var t26_c2_0 = Vector()
+          var t26_c2_1 = Vector()
+          var t26_c3_0 = Vector()
+          var t26_c3_1 = Vector()
+          var t26_c4_0 = Vector()
+          var t26_c4_1 = Vector()
+          var t26_c5_0 = Vector()
+          var t26_c5_1 = Vector()
+          for k27 in 0..<25 {
+            let t26_b0 = loadVector(arena, ((301056 +% (k27 *% 12560)) +% (nb24 *% 16)))
+            let t26_b1 = loadVector(arena, (((301056 +% (k27 *% 12560)) +% (nb24 *% 16)) +% 8))
+            let t26_a0 = Vector(repeating: params[(((mb25 *% 6) *% 25) +% k27)])
+            t26_c0_0 = t26_c0_0.addingProduct(t26_a0, t26_b0)
+            t26_c0_1 = t26_c0_1.addingProduct(t26_a0, t26_b1)
+            let t26_a1 = Vector(repeating: params[((((mb25 *% 6) +% 1) *% 25) +% k27)])
+            t26_c1_0 = t26_c1_0.addingProduct(t26_a1, t26_b0)
+            t26_c1_1 = t26_c1_1.addingProduct(t26_a1, t26_b1)
+            let t26_a2 = Vector(repeating: params[((((mb25 *% 6) +% 2) *% 25) +% k27)])
+            t26_c2_0 = t26_c2_0.addingProduct(t26_a2, t26_b0)
+            t26_c2_1 = t26_c2_1.addingProduct(t26_a2, t26_b1)
+            let t26_a3 = Vector(repeating: params[((((mb25 *% 6) +% 3) *% 25) +% k27)])
+            t26_c3_0 = t26_c3_0.addingProduct(t26_a3, t26_b0)
+            t26_c3_1 = t26_c3_1.addingProduct(t26_a3, t26_b1)
+            let t26_a4 = Vector(repeating: params[((((mb25 *% 6) +% 4) *% 25) +% k27)])
+            t26_c4_0 = t26_c4_0.addingProduct(t26_a4, t26_b0)
+            t26_c4_1 = t26_c4_1.addingProduct(t26_a4, t26_b1)
+            let t26_a5 = Vector(repeating: params[((((mb25 *% 6) +% 5) *% 25) +% k27)])
+            t26_c5_0 = t26_c5_0.addingProduct(t26_a5, t26_b0)
+            t26_c5_1 = t26_c5_1.addingProduct(t26_a5, t26_b1)
           }
-          storeVector(arena, ((615056 +% ((mb16 *% 6) *% 12560)) +% (nb15 *% 16)), t17_c0_0)
-          storeVector(arena, (((615056 +% ((mb16 *% 6) *% 12560)) +% (nb15 *% 16)) +% 8), t17_c0_1)
-          storeVector(arena, ((615056 +% (((mb16 *% 6) +% 1) *% 12560)) +% (nb15 *% 16)), t17_c1_0)
-          storeVector(arena, (((615056 +% (((mb16 *% 6) +% 1) *% 12560)) +% (nb15 *% 16)) +% 8), t17_c1_1)
-          storeVector(arena, ((615056 +% (((mb16 *% 6) +% 2) *% 12560)) +% (nb15 *% 16)), t17_c2_0)
-          storeVector(arena, (((615056 +% (((mb16 *% 6) +% 2) *% 12560)) +% (nb15 *% 16)) +% 8), t17_c2_1)
-          storeVector(arena, ((615056 +% (((mb16 *% 6) +% 3) *% 12560)) +% (nb15 *% 16)), t17_c3_0)
-          storeVector(arena, (((615056 +% (((mb16 *% 6) +% 3) *% 12560)) +% (nb15 *% 16)) +% 8), t17_c3_1)
-          storeVector(arena, ((615056 +% (((mb16 *% 6) +% 4) *% 12560)) +% (nb15 *% 16)), t17_c4_0)
-          storeVector(arena, (((615056 +% (((mb16 *% 6) +% 4) *% 12560)) +% (nb15 *% 16)) +% 8), t17_c4_1)
-          storeVector(arena, ((615056 +% (((mb16 *% 6) +% 5) *% 12560)) +% (nb15 *% 16)), t17_c5_0)
-          storeVector(arena, (((615056 +% (((mb16 *% 6) +% 5) *% 12560)) +% (nb15 *% 16)) +% 8), t17_c5_1)
+          storeVector(arena, ((615056 +% ((mb25 *% 6) *% 12560)) +% (nb24 *% 16)), t26_c0_0)
+          storeVector(arena, (((615056 +% ((mb25 *% 6) *% 12560)) +% (nb24 *% 16)) +% 8), t26_c0_1)
+          storeVector(arena, ((615056 +% (((mb25 *% 6) +% 1) *% 12560)) +% (nb24 *% 16)), t26_c1_0)
+          storeVector(arena, (((615056 +% (((mb25 *% 6) +% 1) *% 12560)) +% (nb24 *% 16)) +% 8), t26_c1_1)
+          storeVector(arena, ((615056 +% (((mb25 *% 6) +% 2) *% 12560)) +% (nb24 *% 16)), t26_c2_0)
+          storeVector(arena, (((615056 +% (((mb25 *% 6) +% 2) *% 12560)) +% (nb24 *% 16)) +% 8), t26_c2_1)
+          storeVector(arena, ((615056 +% (((mb25 *% 6) +% 3) *% 12560)) +% (nb24 *% 16)), t26_c3_0)
+          storeVector(arena, (((615056 +% (((mb25 *% 6) +% 3) *% 12560)) +% (nb24 *% 16)) +% 8), t26_c3_1)
+          storeVector(arena, ((615056 +% (((mb25 *% 6) +% 4) *% 12560)) +% (nb24 *% 16)), t26_c4_0)
+          storeVector(arena, (((615056 +% (((mb25 *% 6) +% 4) *% 12560)) +% (nb24 *% 16)) +% 8), t26_c4_1)
+          storeVector(arena, ((615056 +% (((mb25 *% 6) +% 5) *% 12560)) +% (nb24 *% 16)), t26_c5_0)
+          storeVector(arena, (((615056 +% (((mb25 *% 6) +% 5) *% 12560)) +% (nb24 *% 16)) +% 8), t26_c5_1)
         }
       }
     }
-    for j20 in 0..<16 {
-      for f21 in 0..<6 {
-        for i22 in 0..<98 {
-          storeVector(arena, ((i22 *% 8) +% ((((g2 *% 16) +% j20) *% 4704) +% (f21 *% 784))), Vector(repeating: Float(0)).replacing(with: (loadVector(arena, ((i22 *% 8) +% ((615056 +% (f21 *% 12560)) +% (j20 *% 784)))) + Vector(repeating: params[(150 +% f21)])), where: (loadVector(arena, ((i22 *% 8) +% ((615056 +% (f21 *% 12560)) +% (j20 *% 784)))) + Vector(repeating: params[(150 +% f21)])) .> Vector(repeating: Float(0))))
+    for j29 in 0..<16 {
+      for f30 in 0..<6 {
+        for i31 in 0..<98 {
+          storeVector(arena, ((i31 *% 8) +% ((((g1 *% 16) +% j29) *% 4704) +% (f30 *% 784))), Vector(repeating: Float(0)).replacing(with: (loadVector(arena, ((i31 *% 8) +% ((615056 +% (f30 *% 12560)) +% (j29 *% 784)))) + Vector(repeating: params[(150 +% f30)])), where: (loadVector(arena, ((i31 *% 8) +% ((615056 +% (f30 *% 12560)) +% (j29 *% 784)))) + Vector(repeating: params[(150 +% f30)])) .> Vector(repeating: Float(0))))
         }
       }
     }
   }
   // pool1 = avgpool(conv1)
-  for q23 in 0..<384 {
-    for py24 in 0..<14 {
-      for px25 in 0..<14 {
-        var acc26: Float = Float(0)
-        acc26 = (acc26 + arena[(((q23 *% 784) +% (py24 *% 56)) +% (px25 *% 2))])
-        acc26 = (acc26 + arena[((((q23 *% 784) +% (py24 *% 56)) +% (px25 *% 2)) +% 1)])
-        acc26 = (acc26 + arena[((((q23 *% 784) +% (py24 *% 56)) +% (px25 *% 2)) +% 28)])
-        acc26 = (acc26 + arena[(((((q23 *% 784) +% (py24 *% 56)) +% (px25 *% 2)) +% 28) +% 1)])
-        arena[(((301056 +% (q23 *% 196)) +% (py24 *% 14)) +% px25)] = (acc26 * Float(bitPattern: 0x3e800000))
+  for q32 in 0..<384 {
+    for py33 in 0..<14 {
+      for px34 in 0..<14 {
+        var acc35: Float = Float(0)
+        acc35 = (acc35 + arena[(((q32 *% 784) +% (py33 *% 56)) +% (px34 *% 2))])
+        acc35 = (acc35 + arena[((((q32 *% 784) +% (py33 *% 56)) +% (px34 *% 2)) +% 1)])
+        acc35 = (acc35 + arena[((((q32 *% 784) +% (py33 *% 56)) +% (px34 *% 2)) +% 28)])
+        acc35 = (acc35 + arena[(((((q32 *% 784) +% (py33 *% 56)) +% (px34 *% 2)) +% 28) +% 1)])
+        arena[(((301056 +% (q32 *% 196)) +% (py33 *% 14)) +% px34)] = (acc35 * Float(bitPattern: 0x3e800000))
       }
     }
   }
   // conv2 = conv2d_relu(pool1)
-  for i27 in 0..<2352 {
-    storeVector(arena, ((i27 *% 8) +% 646176), Vector(repeating: Float(0)))
-  }
-  for g28 in 0..<4 {
-    do {  // scalar loops
-      for j29 in 0..<16 {
-        for c30 in 0..<6 {
-          for qy31 in 0..<14 {
-            for cv32 in 0..<1 {
-              storeVector(arena, (646176 +% (((((j29 *% 6) +% c30) *% 196) +% (qy31 *% 14)) +% (cv32 *% 8))), loadVector(arena, ((((301056 +% (((g28 *% 16) +% j29) *% 1176)) +% (c30 *% 196)) +% (qy31 *% 14)) +% (cv32 *% 8))))
+  for g36 in 0..<4 {
+    for j37 in 0..<16 {
+      for c38 in 0..<6 {
+        for ky39 in 0..<5 {
+          for oy40 in 0..<10 {
+            for ox41 in 0..<10 {
+              arena[(((376320 +% ((((c38 *% 5) +% ky39) *% 5) *% 1616)) +% (j37 *% 100)) +% ((oy40 *% 10) +% ox41))] = arena[((((301056 +% (((g36 *% 16) +% j37) *% 1176)) +% (c38 *% 196)) +% ((oy40 +% ky39) *% 14)) +% ox41)]
             }
-            storePartial(arena, (646176 +% (((((j29 *% 6) +% c30) *% 196) +% (qy31 *% 14)) +% 8)), loadPartial(arena, ((((301056 +% (((g28 *% 16) +% j29) *% 1176)) +% (c30 *% 196)) +% (qy31 *% 14)) +% 8), 6), 6)
           }
-        }
-      }
-      for j33 in 0..<16 {
-        for c34 in 0..<6 {
-          for ky35 in 0..<5 {
-            for kx36 in 0..<5 {
-              for wy37 in 0..<1 {
-                for wx38 in 0..<1 {
-                  for py39 in 0..<10 {
-                    for cv40 in 0..<1 {
-                      storeVector(arena, (((((376320 +% (((((c34 *% 5) +% ky35) *% 5) +% kx36) *% 1616)) +% (j33 *% 100)) +% ((wy37 +% wx38) *% 100)) +% (py39 *% 10)) +% (cv40 *% 8)), loadVector(arena, (646176 +% (((((((j33 *% 6) +% c34) +% ((wy37 +% ky35) % 1)) +% ((wx38 +% kx36) % 1)) *% 196) +% ((py39 +% ((wy37 +% ky35) / 1)) *% 14)) +% ((cv40 *% 8) +% ((wx38 +% kx36) / 1))))))
-                    }
-                    storePartial(arena, (((((376320 +% (((((c34 *% 5) +% ky35) *% 5) +% kx36) *% 1616)) +% (j33 *% 100)) +% ((wy37 +% wx38) *% 100)) +% (py39 *% 10)) +% 8), loadPartial(arena, (646176 +% (((((((j33 *% 6) +% c34) +% ((wy37 +% ky35) % 1)) +% ((wx38 +% kx36) % 1)) *% 196) +% ((py39 +% ((wy37 +% ky35) / 1)) *% 14)) +% (8 +% ((wx38 +% kx36) / 1)))), 2), 2)
-                  }
-                }
-              }
+          for oy42 in 0..<10 {
+            for ox43 in 0..<10 {
+              arena[(((376320 +% (((((c38 *% 5) +% ky39) *% 5) +% 1) *% 1616)) +% (j37 *% 100)) +% ((oy42 *% 10) +% ox43))] = arena[((((301056 +% (((g36 *% 16) +% j37) *% 1176)) +% (c38 *% 196)) +% ((oy42 +% ky39) *% 14)) +% (ox43 +% 1))]
+            }
+          }
+          for oy44 in 0..<10 {
+            for ox45 in 0..<10 {
+              arena[(((376320 +% (((((c38 *% 5) +% ky39) *% 5) +% 2) *% 1616)) +% (j37 *% 100)) +% ((oy44 *% 10) +% ox45))] = arena[((((301056 +% (((g36 *% 16) +% j37) *% 1176)) +% (c38 *% 196)) +% ((oy44 +% ky39) *% 14)) +% (ox45 +% 2))]
+            }
+          }
+          for oy46 in 0..<10 {
+            for ox47 in 0..<10 {
+              arena[(((376320 +% (((((c38 *% 5) +% ky39) *% 5) +% 3) *% 1616)) +% (j37 *% 100)) +% ((oy46 *% 10) +% ox47))] = arena[((((301056 +% (((g36 *% 16) +% j37) *% 1176)) +% (c38 *% 196)) +% ((oy46 +% ky39) *% 14)) +% (ox47 +% 3))]
+            }
+          }
+          for oy48 in 0..<10 {
+            for ox49 in 0..<10 {
+              arena[(((376320 +% (((((c38 *% 5) +% ky39) *% 5) +% 4) *% 1616)) +% (j37 *% 100)) +% ((oy48 *% 10) +% ox49))] = arena[((((301056 +% (((g36 *% 16) +% j37) *% 1176)) +% (c38 *% 196)) +% ((oy48 +% ky39) *% 14)) +% (ox49 +% 4))]
             }
           }
         }
       }
     }
-    do {  // gemm48
-      for nb41 in 0..<66 {
-        for mb42 in 0..<4 {
-          var t43_c0_0 = Vector()
-          var t43_c0_1 = Vector()
-          var t43_c0_2 = Vector()
-          var t43_c1_0 = Vector()
-          var t43_c1_1 = Vector()
-          var t43_c1_2 = Vector()
-          var t43_c2_0 = Vector()
-          var t43_c2_1 = Vector()
-          var t43_c2_2 = Vector()
-          var t43_c3_0 = Vector()
-          var t43_c3_1 = Vector()
-          var t43_c3_2 = Vector()
-          for k44 in 0..<150 {
-            let t43_b0 = loadVector(arena, ((376320 +% (k44 *% 1616)) +% (nb41 *% 24)))
-            let t43_b1 = loadVector(arena, (((376320 +% (k44 *% 1616)) +% (nb41 *% 24)) +% 8))
-            let t43_b2 = loadVector(arena, (((376320 +% (k44 *% 1616)) +% (nb41 *% 24)) +% 16))
-            let t43_a0 = Vector(repeating: params[((156 +% ((mb42 *% 4) *% 150)) +% k44)])
-            t43_c0_0 = t43_c0_0.addingProduct(t43_a0, t43_b0)
-            t43_c0_1 = t43_c0_1.addingProduct(t43_a0, t43_b1)
-            t43_c0_2 = t43_c0_2.addingProduct(t43_a0, t43_b2)
-            let t43_a1 = Vector(repeating: params[((156 +% (((mb42 *% 4) +% 1) *% 150)) +% k44)])
-            t43_c1_0 = t43_c1_0.addingProduct(t43_a1, t43_b0)
-            t43_c1_1 = t43_c1_1.addingProduct(t43_a1, t43_b1)
-            t43_c1_2 = t43_c1_2.addingProduct(t43_a1, t43_b2)
-            let t43_a2 = Vector(repeating: params[((156 +% (((mb42 *% 4) +% 2) *% 150)) +% k44)])
-            t43_c2_0 = t43_c2_0.addingProduct(t43_a2, t43_b0)
-            t43_c2_1 = t43_c2_1.addingProduct(t43_a2, t43_b1)
-            t43_c2_2 = t43_c2_2.addingProduct(t43_a2, t43_b2)
-            let t43_a3 = Vector(repeating: params[((156 +% (((mb42 *% 4) +% 3) *% 150)) +% k44)])
-            t43_c3_0 = t43_c3_0.addingProduct(t43_a3, t43_b0)
-            t43_c3_1 = t43_c3_1.addingProduct(t43_a3, t43_b1)
-            t43_c3_2 = t43_c3_2.addingProduct(t43_a3, t43_b2)
+    do {  // gemm57
+      for nb50 in 0..<66 {
+        for mb51 in 0..<4 {
+          var t52_c0_0 = Vector()
+          var t52_c0_1 = Vector()
+          var t52_c0_2 = Vector()
+          var t52_c1_0 = Vector()
+          var t52_c1_1 = Vector()
+          var t52_c1_2 = Vector()
+          var t52_c2_0 = Vector()
+          var t52_c2_1 = Vector()
+          var t52_c2_2 = Vector()
+          var t52_c3_0 = Vector()
+          var t52_c3_1 = Vector()
+          var t52_c3_2 = Vector()
+          for k53 in 0..<150 {
+            let t52_b0 = loadVector(arena, ((376320 +% (k53 *% 1616)) +% (nb50 *% 24)))
+            let t52_b1 = loadVector(arena, (((376320 +% (k53 *% 1616)) +% (nb50 *% 24)) +% 8))
+            let t52_b2 = loadVector(arena, (((376320 +% (k53 *% 1616)) +% (nb50 *% 24)) +% 16))
+            let t52_a0 = Vector(repeating: params[((156 +% ((mb51 *% 4) *% 150)) +% k53)])
+            t52_c0_0 = t52_c0_0.addingProduct(t52_a0, t52_b0)
+            t52_c0_1 = t52_c0_1.addingProduct(t52_a0, t52_b1)
+            t52_c0_2 = t52_c0_2.addingProduct(t52_a0, t52_b2)
+            let t52_a1 = Vector(repeating: params[((156 +% (((mb51 *% 4) +% 1) *% 150)) +% k53)])
+            t52_c1_0 = t52_c1_0.addingProduct(t52_a1, t52_b0)
+            t52_c1_1 = t52_c1_1.addingProduct(t52_a1, t52_b1)
+            t52_c1_2 = t52_c1_2.addingProduct(t52_a1, t52_b2)
+            let t52_a2 = Vector(repeating: params[((156 +% (((mb51 *% 4) +% 2) *% 150)) +% k53)])
+            t52_c2_0 = t52_c2_0.addingProduct(t52_a2, t52_b0)
+            t52_c2_1 = t52_c2_1.addingProduct(t52_a2, t52_b1)
+            t52_c2_2 = t52_c2_2.addingProduct(t52_a2, t52_b2)
+            let t52_a3 = Vector(repeating: params[((156 +% (((mb51 *% 4) +% 3) *% 150)) +% k53)])
+            t52_c3_0 = t52_c3_0.addingProduct(t52_a3, t52_b0)
+            t52_c3_1 = t52_c3_1.addingProduct(t52_a3, t52_b1)
+            t52_c3_2 = t52_c3_2.addingProduct(t52_a3, t52_b2)
           }
-          storeVector(arena, ((618720 +% ((mb42 *% 4) *% 1616)) +% (nb41 *% 24)), t43_c0_0)
-          storeVector(arena, (((618720 +% ((mb42 *% 4) *% 1616)) +% (nb41 *% 24)) +% 8), t43_c0_1)
-          storeVector(arena, (((618720 +% ((mb42 *% 4) *% 1616)) +% (nb41 *% 24)) +% 16), t43_c0_2)
-          storeVector(arena, ((618720 +% (((mb42 *% 4) +% 1) *% 1616)) +% (nb41 *% 24)), t43_c1_0)
-          storeVector(arena, (((618720 +% (((mb42 *% 4) +% 1) *% 1616)) +% (nb41 *% 24)) +% 8), t43_c1_1)
-          storeVector(arena, (((618720 +% (((mb42 *% 4) +% 1) *% 1616)) +% (nb41 *% 24)) +% 16), t43_c1_2)
-          storeVector(arena, ((618720 +% (((mb42 *% 4) +% 2) *% 1616)) +% (nb41 *% 24)), t43_c2_0)
-          storeVector(arena, (((618720 +% (((mb42 *% 4) +% 2) *% 1616)) +% (nb41 *% 24)) +% 8), t43_c2_1)
-          storeVector(arena, (((618720 +% (((mb42 *% 4) +% 2) *% 1616)) +% (nb41 *% 24)) +% 16), t43_c2_2)
-          storeVector(arena, ((618720 +% (((mb42 *% 4) +% 3) *% 1616)) +% (nb41 *% 24)), t43_c3_0)
-          storeVector(arena, (((618720 +% (((mb42 *% 4) +% 3) *% 1616)) +% (nb41 *% 24)) +% 8), t43_c3_1)
-          storeVector(arena, (((618720 +% (((mb42 *% 4) +% 3) *% 1616)) +% (nb41 *% 24)) +% 16), t43_c3_2)
+          storeVector(arena, ((618720 +% ((mb51 *% 4) *% 1616)) +% (nb50 *% 24)), t52_c0_0)
+          storeVector(arena, (((618720 +% ((mb51 *% 4) *% 1616)) +% (nb50 *% 24)) +% 8), t52_c0_1)
+          storeVector(arena, (((618720 +% ((mb51 *% 4) *% 1616)) +% (nb50 *% 24)) +% 16), t52_c0_2)
+          storeVector(arena, ((618720 +% (((mb51 *% 4) +% 1) *% 1616)) +% (nb50 *% 24)), t52_c1_0)
+          storeVector(arena, (((618720 +% (((mb51 *% 4) +% 1) *% 1616)) +% (nb50 *% 24)) +% 8), t52_c1_1)
+          storeVector(arena, (((618720 +% (((mb51 *% 4) +% 1) *% 1616)) +% (nb50 *% 24)) +% 16), t52_c1_2)
+          storeVector(arena, ((618720 +% (((mb51 *% 4) +% 2) *% 1616)) +% (nb50 *% 24)), t52_c2_0)
+          storeVector(arena, (((618720 +% (((mb51 *% 4) +% 2) *% 1616)) +% (nb50 *% 24)) +% 8), t52_c2_1)
+          storeVector(arena, (((618720 +% (((mb51 *% 4) +% 2) *% 1616)) +% (nb50 *% 24)) +% 16), t52_c2_2)
+          storeVector(arena, ((618720 +% (((mb51 *% 4) +% 3) *% 1616)) +% (nb50 *% 24)), t52_c3_0)
+          storeVector(arena, (((618720 +% (((mb51 *% 4) +% 3) *% 1616)) +% (nb50 *% 24)) +% 8), t52_c3_1)
+          storeVector(arena, (((618720 +% (((mb51 *% 4) +% 3) *% 1616)) +% (nb50 *% 24)) +% 16), t52_c3_2)
         }
       }
-      for mb45 in 0..<4 {
-        var t46_c0_0 = Vector()
-        var t46_c0_1 = Vector()
-        var t46_c1_0 = Vector()
-        var t46_c1_1 = Vector()
-        var t46_c2_0 = Vector()
-        var t46_c2_1 = Vector()
-        var t46_c3_0 = Vector()
-        var t46_c3_1 = Vector()
-        for k47 in 0..<150 {
-          let t46_b0 = loadVector(arena, ((376320 +% (k47 *% 1616)) +% 1584))
-          let t46_b1 = loadVector(arena, (((376320 +% (k47 *% 1616)) +% 1584) +% 8))
-          let t46_a0 = Vector(repeating: params[((156 +% ((mb45 *% 4) *% 150)) +% k47)])
-          t46_c0_0 = t46_c0_0.addingProduct(t46_a0, t46_b0)
-          t46_c0_1 = t46_c0_1.addingProduct(t46_a0, t46_b1)
-          let t46_a1 = Vector(repeating: params[((156 +% (((mb45 *% 4) +% 1) *% 150)) +% k47)])
-          t46_c1_0 = t46_c1_0.addingProduct(t46_a1, t46_b0)
-          t46_c1_1 = t46_c1_1.addingProduct(t46_a1, t46_b1)
-          let t46_a2 = Vector(repeating: params[((156 +% (((mb45 *% 4) +% 2) *% 150)) +% k47)])
-          t46_c2_0 = t46_c2_0.addingProduct(t46_a2, t46_b0)
-          t46_c2_1 = t46_c2_1.addingProduct(t46_a2, t46_b1)
-          let t46_a3 = Vector(repeating: params[((156 +% (((mb45 *% 4) +% 3) *% 150)) +% k47)])
-          t46_c3_0 = t46_c3_0.addingProduct(t46_a3, t46_b0)
-          t46_c3_1 = t46_c3_1.addingProduct(t46_a3, t46_b1)
+      for mb54 in 0..<4 {
+        var t55_c0_0 = Vector()
+        var t55_c0_1 = Vector()
+        var t55_c1_0 = Vector()
+        var t55_c1_1 = Vector()
+        var t55_c2_0 = Vector()
+        var t55_c2_1 = Vector()
+        var t55_c3_0 = Vector()
+        var t55_c3_1 = Vector()
+        for k56 in 0..<150 {
+          let t55_b0 = loadVector(arena, ((376320 +% (k56 *% 1616)) +% 1584))
+          let t55_b1 = loadVector(arena, (((376320 +% (k56 *% 1616)) +% 1584) +% 8))
+          let t55_a0 = Vector(repeating: params[((156 +% ((mb54 *% 4) *% 150)) +% k56)])
+          t55_c0_0 = t55_c0_0.addingProduct(t55_a0, t55_b0)
+          t55_c0_1 = t55_c0_1.addingProduct(t55_a0, t55_b1)
+          let t55_a1 = Vector(repeating: params[((156 +% (((mb54 *% 4) +% 1) *% 150)) +% k56)])
+          t55_c1_0 = t55_c1_0.addingProduct(t55_a1, t55_b0)
+          t55_c1_1 = t55_c1_1.addingProduct(t55_a1, t55_b1)
+          let t55_a2 = Vector(repeating: params[((156 +% (((mb54 *% 4) +% 2) *% 150)) +% k56)])
+          t55_c2_0 = t55_c2_0.addingProduct(t55_a2, t55_b0)
+          t55_c2_1 = t55_c2_1.addingProduct(t55_a2, t55_b1)
+          let t55_a3 = Vector(repeating: params[((156 +% (((mb54 *% 4) +% 3) *% 150)) +% k56)])
+          t55_c3_0 = t55_c3_0.addingProduct(t55_a3, t55_b0)
+          t55_c3_1 = t55_c3_1.addingProduct(t55_a3, t55_b1)
         }
-        storeVector(arena, ((618720 +% ((mb45 *% 4) *% 1616)) +% 1584), t46_c0_0)
-        storeVector(arena, (((618720 +% ((mb45 *% 4) *% 1616)) +% 1584) +% 8), t46_c0_1)
-        storeVector(arena, ((618720 +% (((mb45 *% 4) +% 1) *% 1616)) +% 1584), t46_c1_0)
-        storeVector(arena, (((618720 +% (((mb45 *% 4) +% 1) *% 1616)) +% 1584) +% 8), t46_c1_1)
-        storeVector(arena, ((618720 +% (((mb45 *% 4) +% 2) *% 1616)) +% 1584), t46_c2_0)
-        storeVector(arena, (((618720 +% (((mb45 *% 4) +% 2) *% 1616)) +% 1584) +% 8), t46_c2_1)
-        storeVector(arena, ((618720 +% (((mb45 *% 4) +% 3) *% 1616)) +% 1584), t46_c3_0)
-        storeVector(arena, (((618720 +% (((mb45 *% 4) +% 3) *% 1616)) +% 1584) +% 8), t46_c3_1)
+        storeVector(arena, ((618720 +% ((mb54 *% 4) *% 1616)) +% 1584), t55_c0_0)
+        storeVector(arena, (((618720 +% ((mb54 *% 4) *% 1616)) +% 1584) +% 8), t55_c0_1)
+        storeVector(arena, ((618720 +% (((mb54 *% 4) +% 1) *% 1616)) +% 1584), t55_c1_0)
+        storeVector(arena, (((618720 +% (((mb54 *% 4) +% 1) *% 1616)) +% 1584) +% 8), t55_c1_1)
+        storeVector(arena, ((618720 +% (((mb54 *% 4) +% 2) *% 1616)) +% 1584), t55_c2_0)
+        storeVector(arena, (((618720 +% (((mb54 *% 4) +% 2) *% 1616)) +% 1584) +% 8), t55_c2_1)
+        storeVector(arena, ((618720 +% (((mb54 *% 4) +% 3) *% 1616)) +% 1584), t55_c3_0)
+        storeVector(arena, (((618720 +% (((mb54 *% 4) +% 3) *% 1616)) +% 1584) +% 8), t55_c3_1)
       }
     }
-    for j49 in 0..<16 {
-      for f50 in 0..<16 {
-        for i51 in 0..<12 {
-          storeVector(arena, ((i51 *% 8) +% ((((g28 *% 16) +% j49) *% 1600) +% (f50 *% 100))), Vector(repeating: Float(0)).replacing(with: (loadVector(arena, ((i51 *% 8) +% ((618720 +% (f50 *% 1616)) +% (j49 *% 100)))) + Vector(repeating: params[(2556 +% f50)])), where: (loadVector(arena, ((i51 *% 8) +% ((618720 +% (f50 *% 1616)) +% (j49 *% 100)))) + Vector(repeating: params[(2556 +% f50)])) .> Vector(repeating: Float(0))))
+    for j58 in 0..<16 {
+      for f59 in 0..<16 {
+        for i60 in 0..<12 {
+          storeVector(arena, ((i60 *% 8) +% ((((g36 *% 16) +% j58) *% 1600) +% (f59 *% 100))), Vector(repeating: Float(0)).replacing(with: (loadVector(arena, ((i60 *% 8) +% ((618720 +% (f59 *% 1616)) +% (j58 *% 100)))) + Vector(repeating: params[(2556 +% f59)])), where: (loadVector(arena, ((i60 *% 8) +% ((618720 +% (f59 *% 1616)) +% (j58 *% 100)))) + Vector(repeating: params[(2556 +% f59)])) .> Vector(repeating: Float(0))))
         }
-        for i51 in 0..<1 {
-          storePartial(arena, ((i51 +% 96) +% ((((g28 *% 16) +% j49) *% 1600) +% (f50 *% 100))), Vector(repeating: Float(0)).replacing(with: (loadPartial(arena, ((i51 +% 96) +% ((618720 +% (f50 *% 1616)) +% (j49 *% 100))), 4) + Vector(repeating: params[(2556 +% f50)])), where: (loadPartial(arena, ((i51 +% 96) +% ((618720 +% (f50 *% 1616)) +% (j49 *% 100))), 4) + Vector(repeating: params[(2556 +% f50)])) .> Vector(repeating: Float(0))), 4)
+        for i60 in 0..<1 {
+          storePartial(arena, ((i60 +% 96) +% ((((g36 *% 16) +% j58) *% 1600) +% (f59 *% 100))), Vector(repeating: Float(0)).replacing(with: (loadPartial(arena, ((i60 +% 96) +% ((618720 +% (f59 *% 1616)) +% (j58 *% 100))), 4) + Vector(repeating: params[(2556 +% f59)])), where: (loadPartial(arena, ((i60 +% 96) +% ((618720 +% (f59 *% 1616)) +% (j58 *% 100))), 4) + Vector(repeating: params[(2556 +% f59)])) .> Vector(repeating: Float(0))), 4)
         }
       }
     }
   }
   // pool2 = avgpool(conv2)
-  for q52 in 0..<1024 {
-    for py53 in 0..<5 {
-      for px54 in 0..<5 {
-        var acc55: Float = Float(0)
-        acc55 = (acc55 + arena[(((q52 *% 100) +% (py53 *% 20)) +% (px54 *% 2))])
-        acc55 = (acc55 + arena[((((q52 *% 100) +% (py53 *% 20)) +% (px54 *% 2)) +% 1)])
-        acc55 = (acc55 + arena[((((q52 *% 100) +% (py53 *% 20)) +% (px54 *% 2)) +% 10)])
-        acc55 = (acc55 + arena[(((((q52 *% 100) +% (py53 *% 20)) +% (px54 *% 2)) +% 10) +% 1)])
-        arena[(((102400 +% (q52 *% 25)) +% (py53 *% 5)) +% px54)] = (acc55 * Float(bitPattern: 0x3e800000))
+  for q61 in 0..<1024 {
+    for py62 in 0..<5 {
+      for px63 in 0..<5 {
+        var acc64: Float = Float(0)
+        acc64 = (acc64 + arena[(((q61 *% 100) +% (py62 *% 20)) +% (px63 *% 2))])
+        acc64 = (acc64 + arena[((((q61 *% 100) +% (py62 *% 20)) +% (px63 *% 2)) +% 1)])
+        acc64 = (acc64 + arena[((((q61 *% 100) +% (py62 *% 20)) +% (px63 *% 2)) +% 10)])
+        acc64 = (acc64 + arena[(((((q61 *% 100) +% (py62 *% 20)) +% (px63 *% 2)) +% 10) +% 1)])
+        arena[(((102400 +% (q61 *% 25)) +% (py62 *% 5)) +% px63)] = (acc64 * Float(bitPattern: 0x3e800000))
       }
     }
   }
   // flat = flatten(pool2)
   // fc1 = dense_relu(flat)
-  for n56 in 0..<64 {
-    for k57 in 0..<400 {
-      arena[((7680 +% (k57 *% 64)) +% n56)] = arena[((102400 +% (n56 *% 400)) +% k57)]
+  for n65 in 0..<64 {
+    for k66 in 0..<400 {
+      arena[((7680 +% (k66 *% 64)) +% n65)] = arena[((102400 +% (n65 *% 400)) +% k66)]
     }
   }
-  do {  // gemm65
-    for nb58 in 0..<2 {
-      for mb59 in 0..<30 {
-        var t60_c0_0 = Vector()
-        var t60_c0_1 = Vector()
-        var t60_c0_2 = Vector()
-        var t60_c1_0 = Vector()
-        var t60_c1_1 = Vector()
-        var t60_c1_2 = Vector()
-        var t60_c2_0 = Vector()
-        var t60_c2_1 = Vector()
-        var t60_c2_2 = Vector()
-        var t60_c3_0 = Vector()
-        var t60_c3_1 = Vector()
-        var t60_c3_2 = Vector()
-        for k61 in 0..<400 {
-          let t60_b0 = loadVector(arena, ((7680 +% (k61 *% 64)) +% (nb58 *% 24)))
-          let t60_b1 = loadVector(arena, (((7680 +% (k61 *% 64)) +% (nb58 *% 24)) +% 8))
-          let t60_b2 = loadVector(arena, (((7680 +% (k61 *% 64)) +% (nb58 *% 24)) +% 16))
-          let t60_a0 = Vector(repeating: params[((2572 +% ((mb59 *% 4) *% 400)) +% k61)])
-          t60_c0_0 = t60_c0_0.addingProduct(t60_a0, t60_b0)
-          t60_c0_1 = t60_c0_1.addingProduct(t60_a0, t60_b1)
-          t60_c0_2 = t60_c0_2.addingProduct(t60_a0, t60_b2)
-          let t60_a1 = Vector(repeating: params[((2572 +% (((mb59 *% 4) +% 1) *% 400)) +% k61)])
-          t60_c1_0 = t60_c1_0.addingProduct(t60_a1, t60_b0)
-          t60_c1_1 = t60_c1_1.addingProduct(t60_a1, t60_b1)
-          t60_c1_2 = t60_c1_2.addingProduct(t60_a1, t60_b2)
-          let t60_a2 = Vector(repeating: params[((2572 +% (((mb59 *% 4) +% 2) *% 400)) +% k61)])
-          t60_c2_0 = t60_c2_0.addingProduct(t60_a2, t60_b0)
-          t60_c2_1 = t60_c2_1.addingProduct(t60_a2, t60_b1)
-          t60_c2_2 = t60_c2_2.addingProduct(t60_a2, t60_b2)
-          let t60_a3 = Vector(repeating: params[((2572 +% (((mb59 *% 4) +% 3) *% 400)) +% k61)])
-          t60_c3_0 = t60_c3_0.addingProduct(t60_a3, t60_b0)
-          t60_c3_1 = t60_c3_1.addingProduct(t60_a3, t60_b1)
-          t60_c3_2 = t60_c3_2.addingProduct(t60_a3, t60_b2)
+  do {  // gemm74
+    for nb67 in 0..<2 {
+      for mb68 in 0..<30 {
+        var t69_c0_0 = Vector()
+        var t69_c0_1 = Vector()
+        var t69_c0_2 = Vector()
+        var t69_c1_0 = Vector()
+        var t69_c1_1 = Vector()
+        var t69_c1_2 = Vector()
+        var t69_c2_0 = Vector()
+        var t69_c2_1 = Vector()
+        var t69_c2_2 = Vector()
+        var t69_c3_0 = Vector()
+        var t69_c3_1 = Vector()
+        var t69_c3_2 = Vector()
+        for k70 in 0..<400 {
+          let t69_b0 = loadVector(arena, ((7680 +% (k70 *% 64)) +% (nb67 *% 24)))
+          let t69_b1 = loadVector(arena, (((7680 +% (k70 *% 64)) +% (nb67 *% 24)) +% 8))
+          let t69_b2 = loadVector(arena, (((7680 +% (k70 *% 64)) +% (nb67 *% 24)) +% 16))
+          let t69_a0 = Vector(repeating: params[((2572 +% ((mb68 *% 4) *% 400)) +% k70)])
+          t69_c0_0 = t69_c0_0.addingProduct(t69_a0, t69_b0)
+          t69_c0_1 = t69_c0_1.addingProduct(t69_a0, t69_b1)
+          t69_c0_2 = t69_c0_2.addingProduct(t69_a0, t69_b2)
+          let t69_a1 = Vector(repeating: params[((2572 +% (((mb68 *% 4) +% 1) *% 400)) +% k70)])
+          t69_c1_0 = t69_c1_0.addingProduct(t69_a1, t69_b0)
+          t69_c1_1 = t69_c1_1.addingProduct(t69_a1, t69_b1)
+          t69_c1_2 = t69_c1_2.addingProduct(t69_a1, t69_b2)
+          let t69_a2 = Vector(repeating: params[((2572 +% (((mb68 *% 4) +% 2) *% 400)) +% k70)])
+          t69_c2_0 = t69_c2_0.addingProduct(t69_a2, t69_b0)
+          t69_c2_1 = t69_c2_1.addingProduct(t69_a2, t69_b1)
+          t69_c2_2 = t69_c2_2.addingProduct(t69_a2, t69_b2)
+          let t69_a3 = Vector(repeating: params[((2572 +% (((mb68 *% 4) +% 3) *% 400)) +% k70)])
+          t69_c3_0 = t69_c3_0.addingProduct(t69_a3, t69_b0)
+          t69_c3_1 = t69_c3_1.addingProduct(t69_a3, t69_b1)
+          t69_c3_2 = t69_c3_2.addingProduct(t69_a3, t69_b2)
         }
-        storeVector(arena, ((33280 +% ((mb59 *% 4) *% 64)) +% (nb58 *% 24)), t60_c0_0)
-        storeVector(arena, (((33280 +% ((mb59 *% 4) *% 64)) +% (nb58 *% 24)) +% 8), t60_c0_1)
-        storeVector(arena, (((33280 +% ((mb59 *% 4) *% 64)) +% (nb58 *% 24)) +% 16), t60_c0_2)
-        storeVector(arena, ((33280 +% (((mb59 *% 4) +% 1) *% 64)) +% (nb58 *% 24)), t60_c1_0)
-        storeVector(arena, (((33280 +% (((mb59 *% 4) +% 1) *% 64)) +% (nb58 *% 24)) +% 8), t60_c1_1)
-        storeVector(arena, (((33280 +% (((mb59 *% 4) +% 1) *% 64)) +% (nb58 *% 24)) +% 16), t60_c1_2)
-        storeVector(arena, ((33280 +% (((mb59 *% 4) +% 2) *% 64)) +% (nb58 *% 24)), t60_c2_0)
-        storeVector(arena, (((33280 +% (((mb59 *% 4) +% 2) *% 64)) +% (nb58 *% 24)) +% 8), t60_c2_1)
-        storeVector(arena, (((33280 +% (((mb59 *% 4) +% 2) *% 64)) +% (nb58 *% 24)) +% 16), t60_c2_2)
-        storeVector(arena, ((33280 +% (((mb59 *% 4) +% 3) *% 64)) +% (nb58 *% 24)), t60_c3_0)
-        storeVector(arena, (((33280 +% (((mb59 *% 4) +% 3) *% 64)) +% (nb58 *% 24)) +% 8), t60_c3_1)
-        storeVector(arena, (((33280 +% (((mb59 *% 4) +% 3) *% 64)) +% (nb58 *% 24)) +% 16), t60_c3_2)
+        storeVector(arena, ((33280 +% ((mb68 *% 4) *% 64)) +% (nb67 *% 24)), t69_c0_0)
+        storeVector(arena, (((33280 +% ((mb68 *% 4) *% 64)) +% (nb67 *% 24)) +% 8), t69_c0_1)
+        storeVector(arena, (((33280 +% ((mb68 *% 4) *% 64)) +% (nb67 *% 24)) +% 16), t69_c0_2)
+        storeVector(arena, ((33280 +% (((mb68 *% 4) +% 1) *% 64)) +% (nb67 *% 24)), t69_c1_0)
+        storeVector(arena, (((33280 +% (((mb68 *% 4) +% 1) *% 64)) +% (nb67 *% 24)) +% 8), t69_c1_1)
+        storeVector(arena, (((33280 +% (((mb68 *% 4) +% 1) *% 64)) +% (nb67 *% 24)) +% 16), t69_c1_2)
+        storeVector(arena, ((33280 +% (((mb68 *% 4) +% 2) *% 64)) +% (nb67 *% 24)), t69_c2_0)
+        storeVector(arena, (((33280 +% (((mb68 *% 4) +% 2) *% 64)) +% (nb67 *% 24)) +% 8), t69_c2_1)
+        storeVector(arena, (((33280 +% (((mb68 *% 4) +% 2) *% 64)) +% (nb67 *% 24)) +% 16), t69_c2_2)
+        storeVector(arena, ((33280 +% (((mb68 *% 4) +% 3) *% 64)) +% (nb67 *% 24)), t69_c3_0)
+        storeVector(arena, (((33280 +% (((mb68 *% 4) +% 3) *% 64)) +% (nb67 *% 24)) +% 8), t69_c3_1)
+        storeVector(arena, (((33280 +% (((mb68 *% 4) +% 3) *% 64)) +% (nb67 *% 24)) +% 16), t69_c3_2)
       }
     }
-    for mb62 in 0..<30 {
-      var t63_c0_0 = Vector()
-      var t63_c0_1 = Vector()
-      var t63_c1_0 = Vector()
-      var t63_c1_1 = Vector()
-      var t63_c2_0 = Vector()
-      var t63_c2_1 = Vector()
-      var t63_c3_0 = Vector()
-      var t63_c3_1 = Vector()
-      for k64 in 0..<400 {
-        let t63_b0 = loadVector(arena, ((7680 +% (k64 *% 64)) +% 48))
-        let t63_b1 = loadVector(arena, (((7680 +% (k64 *% 64)) +% 48) +% 8))
-        let t63_a0 = Vector(repeating: params[((2572 +% ((mb62 *% 4) *% 400)) +% k64)])
-        t63_c0_0 = t63_c0_0.addingProduct(t63_a0, t63_b0)
-        t63_c0_1 = t63_c0_1.addingProduct(t63_a0, t63_b1)
-        let t63_a1 = Vector(repeating: params[((2572 +% (((mb62 *% 4) +% 1) *% 400)) +% k64)])
-        t63_c1_0 = t63_c1_0.addingProduct(t63_a1, t63_b0)
-        t63_c1_1 = t63_c1_1.addingProduct(t63_a1, t63_b1)
-        let t63_a2 = Vector(repeating: params[((2572 +% (((mb62 *% 4) +% 2) *% 400)) +% k64)])
-        t63_c2_0 = t63_c2_0.addingProduct(t63_a2, t63_b0)
-        t63_c2_1 = t63_c2_1.addingProduct(t63_a2, t63_b1)
-        let t63_a3 = Vector(repeating: params[((2572 +% (((mb62 *% 4) +% 3) *% 400)) +% k64)])
-        t63_c3_0 = t63_c3_0.addingProduct(t63_a3, t63_b0)
-        t63_c3_1 = t63_c3_1.addingProduct(t63_a3, t63_b1)
+    for mb71 in 0..<30 {
+      var t72_c0_0 = Vector()
+      var t72_c0_1 = Vector()
+      var t72_c1_0 = Vector()
+      var t72_c1_1 = Vector()
+      var t72_c2_0 = Vector()
+      var t72_c2_1 = Vector()
+      var t72_c3_0 = Vector()
+      var t72_c3_1 = Vector()
+      for k73 in 0..<400 {
+        let t72_b0 = loadVector(arena, ((7680 +% (k73 *% 64)) +% 48))
+        let t72_b1 = loadVector(arena, (((7680 +% (k73 *% 64)) +% 48) +% 8))
+        let t72_a0 = Vector(repeating: params[((2572 +% ((mb71 *% 4) *% 400)) +% k73)])
+        t72_c0_0 = t72_c0_0.addingProduct(t72_a0, t72_b0)
+        t72_c0_1 = t72_c0_1.addingProduct(t72_a0, t72_b1)
+        let t72_a1 = Vector(repeating: params[((2572 +% (((mb71 *% 4) +% 1) *% 400)) +% k73)])
+        t72_c1_0 = t72_c1_0.addingProduct(t72_a1, t72_b0)
+        t72_c1_1 = t72_c1_1.addingProduct(t72_a1, t72_b1)
+        let t72_a2 = Vector(repeating: params[((2572 +% (((mb71 *% 4) +% 2) *% 400)) +% k73)])
+        t72_c2_0 = t72_c2_0.addingProduct(t72_a2, t72_b0)
+        t72_c2_1 = t72_c2_1.addingProduct(t72_a2, t72_b1)
+        let t72_a3 = Vector(repeating: params[((2572 +% (((mb71 *% 4) +% 3) *% 400)) +% k73)])
+        t72_c3_0 = t72_c3_0.addingProduct(t72_a3, t72_b0)
+        t72_c3_1 = t72_c3_1.addingProduct(t72_a3, t72_b1)
       }
-      storeVector(arena, ((33280 +% ((mb62 *% 4) *% 64)) +% 48), t63_c0_0)
-      storeVector(arena, (((33280 +% ((mb62 *% 4) *% 64)) +% 48) +% 8), t63_c0_1)
-      storeVector(arena, ((33280 +% (((mb62 *% 4) +% 1) *% 64)) +% 48), t63_c1_0)
-      storeVector(arena, (((33280 +% (((mb62 *% 4) +% 1) *% 64)) +% 48) +% 8), t63_c1_1)
-      storeVector(arena, ((33280 +% (((mb62 *% 4) +% 2) *% 64)) +% 48), t63_c2_0)
-      storeVector(arena, (((33280 +% (((mb62 *% 4) +% 2) *% 64)) +% 48) +% 8), t63_c2_1)
-      storeVector(arena, ((33280 +% (((mb62 *% 4) +% 3) *% 64)) +% 48), t63_c3_0)
-      storeVector(arena, (((33280 +% (((mb62 *% 4) +% 3) *% 64)) +% 48) +% 8), t63_c3_1)
+      storeVector(arena, ((33280 +% ((mb71 *% 4) *% 64)) +% 48), t72_c0_0)
+      storeVector(arena, (((33280 +% ((mb71 *% 4) *% 64)) +% 48) +% 8), t72_c0_1)
+      storeVector(arena, ((33280 +% (((mb71 *% 4) +% 1) *% 64)) +% 48), t72_c1_0)
+      storeVector(arena, (((33280 +% (((mb71 *% 4) +% 1) *% 64)) +% 48) +% 8), t72_c1_1)
+      storeVector(arena, ((33280 +% (((mb71 *% 4) +% 2) *% 64)) +% 48), t72_c2_0)
+      storeVector(arena, (((33280 +% (((mb71 *% 4) +% 2) *% 64)) +% 48) +% 8), t72_c2_1)
+      storeVector(arena, ((33280 +% (((mb71 *% 4) +% 3) *% 64)) +% 48), t72_c3_0)
+      storeVector(arena, (((33280 +% (((mb71 *% 4) +% 3) *% 64)) +% 48) +% 8), t72_c3_1)
     }
   }
-  for n66 in 0..<64 {
-    for u67 in 0..<120 {
-      arena[((n66 *% 120) +% u67)] = ((arena[((33280 +% (u67 *% 64)) +% n66)] + params[(50572 +% u67)]) > Float(0) ? (arena[((33280 +% (u67 *% 64)) +% n66)] + params[(50572 +% u67)]) : Float(0))
+  for n75 in 0..<64 {
+    for u76 in 0..<120 {
+      arena[((n75 *% 120) +% u76)] = ((arena[((33280 +% (u76 *% 64)) +% n75)] + params[(50572 +% u76)]) > Float(0) ? (arena[((33280 +% (u76 *% 64)) +% n75)] + params[(50572 +% u76)]) : Float(0))
     }
   }
   // fc2 = dense_relu(fc1)
   sgemm(101, 111, 112, 64, 84, 120, 1, arena + 0, 120, params + 50692, 120, Float(bitPattern: 0x0), arena + 7680, 84)
-  for n68 in 0..<64 {
-    for u69 in 0..<10 {
-      storeVector(arena, ((u69 *% 8) +% (7680 +% (n68 *% 84))), Vector(repeating: Float(0)).replacing(with: (loadVector(arena, ((u69 *% 8) +% (7680 +% (n68 *% 84)))) + loadVector(params, ((u69 *% 8) +% 60772))), where: (loadVector(arena, ((u69 *% 8) +% (7680 +% (n68 *% 84)))) + loadVector(params, ((u69 *% 8) +% 60772))) .> Vector(repeating: Float(0))))
+  for n77 in 0..<64 {
+    for u78 in 0..<10 {
+      storeVector(arena, ((u78 *% 8) +% (7680 +% (n77 *% 84))), Vector(repeating: Float(0)).replacing(with: (loadVector(arena, ((u78 *% 8) +% (7680 +% (n77 *% 84)))) + loadVector(params, ((u78 *% 8) +% 60772))), where: (loadVector(arena, ((u78 *% 8) +% (7680 +% (n77 *% 84)))) + loadVector(params, ((u78 *% 8) +% 60772))) .> Vector(repeating: Float(0))))
     }
-    for u69 in 0..<1 {
-      storePartial(arena, ((u69 +% 80) +% (7680 +% (n68 *% 84))), Vector(repeating: Float(0)).replacing(with: (loadPartial(arena, ((u69 +% 80) +% (7680 +% (n68 *% 84))), 4) + loadPartial(params, ((u69 +% 80) +% 60772), 4)), where: (loadPartial(arena, ((u69 +% 80) +% (7680 +% (n68 *% 84))), 4) + loadPartial(params, ((u69 +% 80) +% 60772), 4)) .> Vector(repeating: Float(0))), 4)
+    for u78 in 0..<1 {
+      storePartial(arena, ((u78 +% 80) +% (7680 +% (n77 *% 84))), Vector(repeating: Float(0)).replacing(with: (loadPartial(arena, ((u78 +% 80) +% (7680 +% (n77 *% 84))), 4) + loadPartial(params, ((u78 +% 80) +% 60772), 4)), where: (loadPartial(arena, ((u78 +% 80) +% (7680 +% (n77 *% 84))), 4) + loadPartial(params, ((u78 +% 80) +% 60772), 4)) .> Vector(repeating: Float(0))), 4)
     }
   }
   // fc3 = dense(fc2)
   sgemm(101, 111, 112, 64, 10, 84, 1, arena + 7680, 84, params + 60856, 84, Float(bitPattern: 0x0), arena + 0, 10)
-  for n70 in 0..<64 {
-    for u71 in 0..<1 {
-      storeVector(arena, ((u71 *% 8) +% (n70 *% 10)), (loadVector(arena, ((u71 *% 8) +% (n70 *% 10))) + loadVector(params, ((u71 *% 8) +% 61696))))
+  for n79 in 0..<64 {
+    for u80 in 0..<1 {
+      storeVector(arena, ((u80 *% 8) +% (n79 *% 10)), (loadVector(arena, ((u80 *% 8) +% (n79 *% 10))) + loadVector(params, ((u80 *% 8) +% 61696))))
     }
-    for u71 in 0..<1 {
-      storePartial(arena, ((u71 +% 8) +% (n70 *% 10)), (loadPartial(arena, ((u71 +% 8) +% (n70 *% 10)), 2) + loadPartial(params, ((u71 +% 8) +% 61696), 2)), 2)
+    for u80 in 0..<1 {
+      storePartial(arena, ((u80 +% 8) +% (n79 *% 10)), (loadPartial(arena, ((u80 +% 8) +% (n79 *% 10)), 2) + loadPartial(params, ((u80 +% 8) +% 61696), 2)), 2)
     }
   }
 }

@@ -71,1331 +71,1307 @@ public func mnistnet_train_b64(
   let labels = labels.unsafelyUnwrapped
   _ = (lr, step, seed, pool)
   // conv1 = conv2d_relu(image)
-  for i1 in 0..<1568 {
-    storeVector(arena, ((i1 *% 8) +% 1839376), Vector(repeating: Float(0)))
-  }
-  for g2 in 0..<4 {
-    do {  // scalar loops
-      for j3 in 0..<16 {
-        for c4 in 0..<1 {
-          for qy5 in 0..<28 {
-            for cv6 in 0..<3 {
-              storeVector(arena, (1839376 +% ((((j3 +% c4) *% 784) +% (qy5 *% 28)) +% (cv6 *% 8))), loadVector(images, ((((((g2 *% 16) +% j3) *% 784) +% (c4 *% 784)) +% (qy5 *% 28)) +% (cv6 *% 8))))
+  for g1 in 0..<4 {
+    for j2 in 0..<16 {
+      for c3 in 0..<1 {
+        for ky4 in 0..<3 {
+          for oy5 in 0..<26 {
+            for ox6 in 0..<26 {
+              arena[(((1384448 +% ((((c3 *% 3) +% ky4) *% 3) *% 10832)) +% (j2 *% 676)) +% ((oy5 *% 26) +% ox6))] = images[((((((g1 *% 16) +% j2) *% 784) +% (c3 *% 784)) +% ((oy5 +% ky4) *% 28)) +% ox6)]
             }
-            storePartial(arena, (1839376 +% ((((j3 +% c4) *% 784) +% (qy5 *% 28)) +% 24)), loadPartial(images, ((((((g2 *% 16) +% j3) *% 784) +% (c4 *% 784)) +% (qy5 *% 28)) +% 24), 4), 4)
           }
-        }
-      }
-      for j7 in 0..<16 {
-        for c8 in 0..<1 {
-          for ky9 in 0..<3 {
-            for kx10 in 0..<3 {
-              for wy11 in 0..<1 {
-                for wx12 in 0..<1 {
-                  for py13 in 0..<26 {
-                    for cv14 in 0..<3 {
-                      storeVector(arena, (((((1384448 +% (((((c8 *% 3) +% ky9) *% 3) +% kx10) *% 10832)) +% (j7 *% 676)) +% ((wy11 +% wx12) *% 676)) +% (py13 *% 26)) +% (cv14 *% 8)), loadVector(arena, (1839376 +% ((((((j7 +% c8) +% ((wy11 +% ky9) % 1)) +% ((wx12 +% kx10) % 1)) *% 784) +% ((py13 +% ((wy11 +% ky9) / 1)) *% 28)) +% ((cv14 *% 8) +% ((wx12 +% kx10) / 1))))))
-                    }
-                    storePartial(arena, (((((1384448 +% (((((c8 *% 3) +% ky9) *% 3) +% kx10) *% 10832)) +% (j7 *% 676)) +% ((wy11 +% wx12) *% 676)) +% (py13 *% 26)) +% 24), loadPartial(arena, (1839376 +% ((((((j7 +% c8) +% ((wy11 +% ky9) % 1)) +% ((wx12 +% kx10) % 1)) *% 784) +% ((py13 +% ((wy11 +% ky9) / 1)) *% 28)) +% (24 +% ((wx12 +% kx10) / 1)))), 2), 2)
-                  }
-                }
-              }
+          for oy7 in 0..<26 {
+            for ox8 in 0..<26 {
+              arena[(((1384448 +% (((((c3 *% 3) +% ky4) *% 3) +% 1) *% 10832)) +% (j2 *% 676)) +% ((oy7 *% 26) +% ox8))] = images[((((((g1 *% 16) +% j2) *% 784) +% (c3 *% 784)) +% ((oy7 +% ky4) *% 28)) +% (ox8 +% 1))]
+            }
+          }
+          for oy9 in 0..<26 {
+            for ox10 in 0..<26 {
+              arena[(((1384448 +% (((((c3 *% 3) +% ky4) *% 3) +% 2) *% 10832)) +% (j2 *% 676)) +% ((oy9 *% 26) +% ox10))] = images[((((((g1 *% 16) +% j2) *% 784) +% (c3 *% 784)) +% ((oy9 +% ky4) *% 28)) +% (ox10 +% 2))]
             }
           }
         }
       }
     }
-    do {  // gemm22
-      for nb15 in 0..<450 {
-        for mb16 in 0..<8 {
-          var t17_c0_0 = Vector()
-          var t17_c0_1 = Vector()
-          var t17_c0_2 = Vector()
-          var t17_c1_0 = Vector()
-          var t17_c1_1 = Vector()
-          var t17_c1_2 = Vector()
-          var t17_c2_0 = Vector()
-          var t17_c2_1 = Vector()
-          var t17_c2_2 = Vector()
-          var t17_c3_0 = Vector()
-          var t17_c3_1 = Vector()
-          var t17_c3_2 = Vector()
-          for k18 in 0..<9 {
-            let t17_b0 = loadVector(arena, ((1384448 +% (k18 *% 10832)) +% (nb15 *% 24)))
-            let t17_b1 = loadVector(arena, (((1384448 +% (k18 *% 10832)) +% (nb15 *% 24)) +% 8))
-            let t17_b2 = loadVector(arena, (((1384448 +% (k18 *% 10832)) +% (nb15 *% 24)) +% 16))
-            let t17_a0 = Vector(repeating: params[(((mb16 *% 4) *% 9) +% k18)])
-            t17_c0_0 = t17_c0_0.addingProduct(t17_a0, t17_b0)
-            t17_c0_1 = t17_c0_1.addingProduct(t17_a0, t17_b1)
-            t17_c0_2 = t17_c0_2.addingProduct(t17_a0, t17_b2)
-            let t17_a1 = Vector(repeating: params[((((mb16 *% 4) +% 1) *% 9) +% k18)])
-            t17_c1_0 = t17_c1_0.addingProduct(t17_a1, t17_b0)
-            t17_c1_1 = t17_c1_1.addingProduct(t17_a1, t17_b1)
-            t17_c1_2 = t17_c1_2.addingProduct(t17_a1, t17_b2)
-            let t17_a2 = Vector(repeating: params[((((mb16 *% 4) +% 2) *% 9) +% k18)])
-            t17_c2_0 = t17_c2_0.addingProduct(t17_a2, t17_b0)
-            t17_c2_1 = t17_c2_1.addingProduct(t17_a2, t17_b1)
-            t17_c2_2 = t17_c2_2.addingProduct(t17_a2, t17_b2)
-            let t17_a3 = Vector(repeating: params[((((mb16 *% 4) +% 3) *% 9) +% k18)])
-            t17_c3_0 = t17_c3_0.addingProduct(t17_a3, t17_b0)
-            t17_c3_1 = t17_c3_1.addingProduct(t17_a3, t17_b1)
-            t17_c3_2 = t17_c3_2.addingProduct(t17_a3, t17_b2)
+    do {  // gemm18
+      for nb11 in 0..<450 {
+        for mb12 in 0..<8 {
+          var t13_c0_0 = Vector()
+          var t13_c0_1 = Vector()
+          var t13_c0_2 = Vector()
+          var t13_c1_0 = Vector()
+          var t13_c1_1 = Vector()
+          var t13_c1_2 = Vector()
+          var t13_c2_0 = Vector()
+          var t13_c2_1 = Vector()
+          var t13_c2_2 = Vector()
+          var t13_c3_0 = Vector()
+          var t13_c3_1 = Vector()
+          var t13_c3_2 = Vector()
+          for k14 in 0..<9 {
+            let t13_b0 = loadVector(arena, ((1384448 +% (k14 *% 10832)) +% (nb11 *% 24)))
+            let t13_b1 = loadVector(arena, (((1384448 +% (k14 *% 10832)) +% (nb11 *% 24)) +% 8))
+            let t13_b2 = loadVector(arena, (((1384448 +% (k14 *% 10832)) +% (nb11 *% 24)) +% 16))
+            let t13_a0 = Vector(repeating: params[(((mb12 *% 4) *% 9) +% k14)])
+            t13_c0_0 = t13_c0_0.addingProduct(t13_a0, t13_b0)
+            t13_c0_1 = t13_c0_1.addingProduct(t13_a0, t13_b1)
+            t13_c0_2 = t13_c0_2.addingProduct(t13_a0, t13_b2)
+            let t13_a1 = Vector(repeating: params[((((mb12 *% 4) +% 1) *% 9) +% k14)])
+            t13_c1_0 = t13_c1_0.addingProduct(t13_a1, t13_b0)
+            t13_c1_1 = t13_c1_1.addingProduct(t13_a1, t13_b1)
+            t13_c1_2 = t13_c1_2.addingProduct(t13_a1, t13_b2)
+            let t13_a2 = Vector(repeating: params[((((mb12 *% 4) +% 2) *% 9) +% k14)])
+            t13_c2_0 = t13_c2_0.addingProduct(t13_a2, t13_b0)
+            t13_c2_1 = t13_c2_1.addingProduct(t13_a2, t13_b1)
+            t13_c2_2 = t13_c2_2.addingProduct(t13_a2, t13_b2)
+            let t13_a3 = Vector(repeating: params[((((mb12 *% 4) +% 3) *% 9) +% k14)])
+            t13_c3_0 = t13_c3_0.addingProduct(t13_a3, t13_b0)
+            t13_c3_1 = t13_c3_1.addingProduct(t13_a3, t13_b1)
+            t13_c3_2 = t13_c3_2.addingProduct(t13_a3, t13_b2)
           }
-          storeVector(arena, ((1481936 +% ((mb16 *% 4) *% 10832)) +% (nb15 *% 24)), t17_c0_0)
-          storeVector(arena, (((1481936 +% ((mb16 *% 4) *% 10832)) +% (nb15 *% 24)) +% 8), t17_c0_1)
-          storeVector(arena, (((1481936 +% ((mb16 *% 4) *% 10832)) +% (nb15 *% 24)) +% 16), t17_c0_2)
-          storeVector(arena, ((1481936 +% (((mb16 *% 4) +% 1) *% 10832)) +% (nb15 *% 24)), t17_c1_0)
-          storeVector(arena, (((1481936 +% (((mb16 *% 4) +% 1) *% 10832)) +% (nb15 *% 24)) +% 8), t17_c1_1)
-          storeVector(arena, (((1481936 +% (((mb16 *% 4) +% 1) *% 10832)) +% (nb15 *% 24)) +% 16), t17_c1_2)
-          storeVector(arena, ((1481936 +% (((mb16 *% 4) +% 2) *% 10832)) +% (nb15 *% 24)), t17_c2_0)
-          storeVector(arena, (((1481936 +% (((mb16 *% 4) +% 2) *% 10832)) +% (nb15 *% 24)) +% 8), t17_c2_1)
-          storeVector(arena, (((1481936 +% (((mb16 *% 4) +% 2) *% 10832)) +% (nb15 *% 24)) +% 16), t17_c2_2)
-          storeVector(arena, ((1481936 +% (((mb16 *% 4) +% 3) *% 10832)) +% (nb15 *% 24)), t17_c3_0)
-          storeVector(arena, (((1481936 +% (((mb16 *% 4) +% 3) *% 10832)) +% (nb15 *% 24)) +% 8), t17_c3_1)
-          storeVector(arena, (((1481936 +% (((mb16 *% 4) +% 3) *% 10832)) +% (nb15 *% 24)) +% 16), t17_c3_2)
+          storeVector(arena, ((1481936 +% ((mb12 *% 4) *% 10832)) +% (nb11 *% 24)), t13_c0_0)
+          storeVector(arena, (((1481936 +% ((mb12 *% 4) *% 10832)) +% (nb11 *% 24)) +% 8), t13_c0_1)
+          storeVector(arena, (((1481936 +% ((mb12 *% 4) *% 10832)) +% (nb11 *% 24)) +% 16), t13_c0_2)
+          storeVector(arena, ((1481936 +% (((mb12 *% 4) +% 1) *% 10832)) +% (nb11 *% 24)), t13_c1_0)
+          storeVector(arena, (((1481936 +% (((mb12 *% 4) +% 1) *% 10832)) +% (nb11 *% 24)) +% 8), t13_c1_1)
+          storeVector(arena, (((1481936 +% (((mb12 *% 4) +% 1) *% 10832)) +% (nb11 *% 24)) +% 16), t13_c1_2)
+          storeVector(arena, ((1481936 +% (((mb12 *% 4) +% 2) *% 10832)) +% (nb11 *% 24)), t13_c2_0)
+          storeVector(arena, (((1481936 +% (((mb12 *% 4) +% 2) *% 10832)) +% (nb11 *% 24)) +% 8), t13_c2_1)
+          storeVector(arena, (((1481936 +% (((mb12 *% 4) +% 2) *% 10832)) +% (nb11 *% 24)) +% 16), t13_c2_2)
+          storeVector(arena, ((1481936 +% (((mb12 *% 4) +% 3) *% 10832)) +% (nb11 *% 24)), t13_c3_0)
+          storeVector(arena, (((1481936 +% (((mb12 *% 4) +% 3) *% 10832)) +% (nb11 *% 24)) +% 8), t13_c3_1)
+          storeVector(arena, (((1481936 +% (((mb12 *% 4) +% 3) *% 10832)) +% (nb11 *% 24)) +% 16), t13_c3_2)
         }
       }
-      for mb19 in 0..<8 {
-        var t20_c0_0 = Vector()
-        var t20_c0_1 = Vector()
-        var t20_c1_0 = Vector()
-        var t20_c1_1 = Vector()
-        var t20_c2_0 = Vector()
-        var t20_c2_1 = Vector()
-        var t20_c3_0 = Vector()
-        var t20_c3_1 = Vector()
-        for k21 in 0..<9 {
-          let t20_b0 = loadVector(arena, ((1384448 +% (k21 *% 10832)) +% 10800))
-          let t20_b1 = loadVector(arena, (((1384448 +% (k21 *% 10832)) +% 10800) +% 8))
-          let t20_a0 = Vector(repeating: params[(((mb19 *% 4) *% 9) +% k21)])
-          t20_c0_0 = t20_c0_0.addingProduct(t20_a0, t20_b0)
-          t20_c0_1 = t20_c0_1.addingProduct(t20_a0, t20_b1)
-          let t20_a1 = Vector(repeating: params[((((mb19 *% 4) +% 1) *% 9) +% k21)])
-          t20_c1_0 = t20_c1_0.addingProduct(t20_a1, t20_b0)
-          t20_c1_1 = t20_c1_1.addingProduct(t20_a1, t20_b1)
-          let t20_a2 = Vector(repeating: params[((((mb19 *% 4) +% 2) *% 9) +% k21)])
-          t20_c2_0 = t20_c2_0.addingProduct(t20_a2, t20_b0)
-          t20_c2_1 = t20_c2_1.addingProduct(t20_a2, t20_b1)
-          let t20_a3 = Vector(repeating: params[((((mb19 *% 4) +% 3) *% 9) +% k21)])
-          t20_c3_0 = t20_c3_0.addingProduct(t20_a3, t20_b0)
-          t20_c3_1 = t20_c3_1.addingProduct(t20_a3, t20_b1)
+      for mb15 in 0..<8 {
+        var t16_c0_0 = Vector()
+        var t16_c0_1 = Vector()
+        var t16_c1_0 = Vector()
+        var t16_c1_1 = Vector()
+        var t16_c2_0 = Vector()
+        var t16_c2_1 = Vector()
+        var t16_c3_0 = Vector()
+        var t16_c3_1 = Vector()
+        for k17 in 0..<9 {
+          let t16_b0 = loadVector(arena, ((1384448 +% (k17 *% 10832)) +% 10800))
+          let t16_b1 = loadVector(arena, (((1384448 +% (k17 *% 10832)) +% 10800) +% 8))
+          let t16_a0 = Vector(repeating: params[(((mb15 *% 4) *% 9) +% k17)])
+          t16_c0_0 = t16_c0_0.addingProduct(t16_a0, t16_b0)
+          t16_c0_1 = t16_c0_1.addingProduct(t16_a0, t16_b1)
+          let t16_a1 = Vector(repeating: params[((((mb15 *% 4) +% 1) *% 9) +% k17)])
+          t16_c1_0 = t16_c1_0.addingProduct(t16_a1, t16_b0)
+          t16_c1_1 = t16_c1_1.addingProduct(t16_a1, t16_b1)
+          let t16_a2 = Vector(repeating: params[((((mb15 *% 4) +% 2) *% 9) +% k17)])
+          t16_c2_0 = t16_c2_0.addingProduct(t16_a2, t16_b0)
+          t16_c2_1 = t16_c2_1.addingProduct(t16_a2, t16_b1)
+          let t16_a3 = Vector(repeating: params[((((mb15 *% 4) +% 3) *% 9) +% k17)])
+          t16_c3_0 = t16_c3_0.addingProduct(t16_a3, t16_b0)
+          t16_c3_1 = t16_c3_1.addingProduct(t16_a3, t16_b1)
         }
-        storeVector(arena, ((1481936 +% ((mb19 *% 4) *% 10832)) +% 10800), t20_c0_0)
-        storeVector(arena, (((1481936 +% ((mb19 *% 4) *% 10832)) +% 10800) +% 8), t20_c0_1)
-        storeVector(arena, ((1481936 +% (((mb19 *% 4) +% 1) *% 10832)) +% 10800), t20_c1_0)
-        storeVector(arena, (((1481936 +% (((mb19 *% 4) +% 1) *% 10832)) +% 10800) +% 8), t20_c1_1)
-        storeVector(arena, ((1481936 +% (((mb19 *% 4) +% 2) *% 10832)) +% 10800), t20_c2_0)
-        storeVector(arena, (((1481936 +% (((mb19 *% 4) +% 2) *% 10832)) +% 10800) +% 8), t20_c2_1)
-        storeVector(arena, ((1481936 +% (((mb19 *% 4) +% 3) *% 10832)) +% 10800), t20_c3_0)
-        storeVector(arena, (((1481936 +% (((mb19 *% 4) +% 3) *% 10832)) +% 10800) +% 8), t20_c3_1)
+        storeVector(arena, ((1481936 +% ((mb15 *% 4) *% 10832)) +% 10800), t16_c0_0)
+        storeVector(arena, (((1481936 +% ((mb15 *% 4) *% 10832)) +% 10800) +% 8), t16_c0_1)
+        storeVector(arena, ((1481936 +% (((mb15 *% 4) +% 1) *% 10832)) +% 10800), t16_c1_0)
+        storeVector(arena, (((1481936 +% (((mb15 *% 4) +% 1) *% 10832)) +% 10800) +% 8), t16_c1_1)
+        storeVector(arena, ((1481936 +% (((mb15 *% 4) +% 2) *% 10832)) +% 10800), t16_c2_0)
+        storeVector(arena, (((1481936 +% (((mb15 *% 4) +% 2) *% 10832)) +% 10800) +% 8), t16_c2_1)
+        storeVector(arena, ((1481936 +% (((mb15 *% 4) +% 3) *% 10832)) +% 10800), t16_c3_0)
+        storeVector(arena, (((1481936 +% (((mb15 *% 4) +% 3) *% 10832)) +% 10800) +% 8), t16_c3_1)
       }
     }
-    for j23 in 0..<16 {
-      for f24 in 0..<32 {
-        for i25 in 0..<84 {
-          storeVector(arena, ((i25 *% 8) +% ((((g2 *% 16) +% j23) *% 21632) +% (f24 *% 676))), Vector(repeating: Float(0)).replacing(with: (loadVector(arena, ((i25 *% 8) +% ((1481936 +% (f24 *% 10832)) +% (j23 *% 676)))) + Vector(repeating: params[(288 +% f24)])), where: (loadVector(arena, ((i25 *% 8) +% ((1481936 +% (f24 *% 10832)) +% (j23 *% 676)))) + Vector(repeating: params[(288 +% f24)])) .> Vector(repeating: Float(0))))
+    for j19 in 0..<16 {
+      for f20 in 0..<32 {
+        for i21 in 0..<84 {
+          storeVector(arena, ((i21 *% 8) +% ((((g1 *% 16) +% j19) *% 21632) +% (f20 *% 676))), Vector(repeating: Float(0)).replacing(with: (loadVector(arena, ((i21 *% 8) +% ((1481936 +% (f20 *% 10832)) +% (j19 *% 676)))) + Vector(repeating: params[(288 +% f20)])), where: (loadVector(arena, ((i21 *% 8) +% ((1481936 +% (f20 *% 10832)) +% (j19 *% 676)))) + Vector(repeating: params[(288 +% f20)])) .> Vector(repeating: Float(0))))
         }
-        for i25 in 0..<1 {
-          storePartial(arena, ((i25 +% 672) +% ((((g2 *% 16) +% j23) *% 21632) +% (f24 *% 676))), Vector(repeating: Float(0)).replacing(with: (loadPartial(arena, ((i25 +% 672) +% ((1481936 +% (f24 *% 10832)) +% (j23 *% 676))), 4) + Vector(repeating: params[(288 +% f24)])), where: (loadPartial(arena, ((i25 +% 672) +% ((1481936 +% (f24 *% 10832)) +% (j23 *% 676))), 4) + Vector(repeating: params[(288 +% f24)])) .> Vector(repeating: Float(0))), 4)
+        for i21 in 0..<1 {
+          storePartial(arena, ((i21 +% 672) +% ((((g1 *% 16) +% j19) *% 21632) +% (f20 *% 676))), Vector(repeating: Float(0)).replacing(with: (loadPartial(arena, ((i21 +% 672) +% ((1481936 +% (f20 *% 10832)) +% (j19 *% 676))), 4) + Vector(repeating: params[(288 +% f20)])), where: (loadPartial(arena, ((i21 +% 672) +% ((1481936 +% (f20 *% 10832)) +% (j19 *% 676))), 4) + Vector(repeating: params[(288 +% f20)])) .> Vector(repeating: Float(0))), 4)
         }
       }
     }
   }
   // conv2 = conv2d_relu_maxpool(conv1)
   do {  // scalar loops
-    for ci26 in 0..<32 {
-      for co27 in 0..<64 {
-        var w28: Float = params[(320 +% (((co27 *% 32) +% ci26) *% 9))]
-        var w29: Float = (((params[(320 +% (((co27 *% 32) +% ci26) *% 9))] + params[((320 +% (((co27 *% 32) +% ci26) *% 9)) +% 3)]) + params[((320 +% (((co27 *% 32) +% ci26) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
-        var w30: Float = (((params[(320 +% (((co27 *% 32) +% ci26) *% 9))] + params[((320 +% (((co27 *% 32) +% ci26) *% 9)) +% 6)]) - params[((320 +% (((co27 *% 32) +% ci26) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
-        var w31: Float = params[((320 +% (((co27 *% 32) +% ci26) *% 9)) +% 6)]
-        var w32: Float = params[((320 +% (((co27 *% 32) +% ci26) *% 9)) +% 1)]
-        var w33: Float = (((params[((320 +% (((co27 *% 32) +% ci26) *% 9)) +% 1)] + params[((320 +% (((co27 *% 32) +% ci26) *% 9)) +% 4)]) + params[((320 +% (((co27 *% 32) +% ci26) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
-        var w34: Float = (((params[((320 +% (((co27 *% 32) +% ci26) *% 9)) +% 1)] + params[((320 +% (((co27 *% 32) +% ci26) *% 9)) +% 7)]) - params[((320 +% (((co27 *% 32) +% ci26) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
-        var w35: Float = params[((320 +% (((co27 *% 32) +% ci26) *% 9)) +% 7)]
-        var w36: Float = params[((320 +% (((co27 *% 32) +% ci26) *% 9)) +% 2)]
-        var w37: Float = (((params[((320 +% (((co27 *% 32) +% ci26) *% 9)) +% 2)] + params[((320 +% (((co27 *% 32) +% ci26) *% 9)) +% 5)]) + params[((320 +% (((co27 *% 32) +% ci26) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
-        var w38: Float = (((params[((320 +% (((co27 *% 32) +% ci26) *% 9)) +% 2)] + params[((320 +% (((co27 *% 32) +% ci26) *% 9)) +% 8)]) - params[((320 +% (((co27 *% 32) +% ci26) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
-        var w39: Float = params[((320 +% (((co27 *% 32) +% ci26) *% 9)) +% 8)]
-        var w40: Float = w28
-        var w41: Float = (((w28 + w32) + w36) * Float(bitPattern: 0x3f000000))
-        var w42: Float = (((w28 + w36) - w32) * Float(bitPattern: 0x3f000000))
-        var w43: Float = w36
-        var w44: Float = w29
-        var w45: Float = (((w29 + w33) + w37) * Float(bitPattern: 0x3f000000))
-        var w46: Float = (((w29 + w37) - w33) * Float(bitPattern: 0x3f000000))
-        var w47: Float = w37
-        var w48: Float = w30
-        var w49: Float = (((w30 + w34) + w38) * Float(bitPattern: 0x3f000000))
-        var w50: Float = (((w30 + w38) - w34) * Float(bitPattern: 0x3f000000))
-        var w51: Float = w38
-        var w52: Float = w31
-        var w53: Float = (((w31 + w35) + w39) * Float(bitPattern: 0x3f000000))
-        var w54: Float = (((w31 + w39) - w35) * Float(bitPattern: 0x3f000000))
-        var w55: Float = w39
-        arena[((2564096 +% (ci26 *% 64)) +% co27)] = w40
-        arena[((2566144 +% (ci26 *% 64)) +% co27)] = w41
-        arena[((2568192 +% (ci26 *% 64)) +% co27)] = w42
-        arena[((2570240 +% (ci26 *% 64)) +% co27)] = w43
-        arena[((2572288 +% (ci26 *% 64)) +% co27)] = w44
-        arena[((2574336 +% (ci26 *% 64)) +% co27)] = w45
-        arena[((2576384 +% (ci26 *% 64)) +% co27)] = w46
-        arena[((2578432 +% (ci26 *% 64)) +% co27)] = w47
-        arena[((2580480 +% (ci26 *% 64)) +% co27)] = w48
-        arena[((2582528 +% (ci26 *% 64)) +% co27)] = w49
-        arena[((2584576 +% (ci26 *% 64)) +% co27)] = w50
-        arena[((2586624 +% (ci26 *% 64)) +% co27)] = w51
-        arena[((2588672 +% (ci26 *% 64)) +% co27)] = w52
-        arena[((2590720 +% (ci26 *% 64)) +% co27)] = w53
-        arena[((2592768 +% (ci26 *% 64)) +% co27)] = w54
-        arena[((2594816 +% (ci26 *% 64)) +% co27)] = w55
+    for ci22 in 0..<32 {
+      for co23 in 0..<64 {
+        var w24: Float = params[(320 +% (((co23 *% 32) +% ci22) *% 9))]
+        var w25: Float = (((params[(320 +% (((co23 *% 32) +% ci22) *% 9))] + params[((320 +% (((co23 *% 32) +% ci22) *% 9)) +% 3)]) + params[((320 +% (((co23 *% 32) +% ci22) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
+        var w26: Float = (((params[(320 +% (((co23 *% 32) +% ci22) *% 9))] + params[((320 +% (((co23 *% 32) +% ci22) *% 9)) +% 6)]) - params[((320 +% (((co23 *% 32) +% ci22) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
+        var w27: Float = params[((320 +% (((co23 *% 32) +% ci22) *% 9)) +% 6)]
+        var w28: Float = params[((320 +% (((co23 *% 32) +% ci22) *% 9)) +% 1)]
+        var w29: Float = (((params[((320 +% (((co23 *% 32) +% ci22) *% 9)) +% 1)] + params[((320 +% (((co23 *% 32) +% ci22) *% 9)) +% 4)]) + params[((320 +% (((co23 *% 32) +% ci22) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
+        var w30: Float = (((params[((320 +% (((co23 *% 32) +% ci22) *% 9)) +% 1)] + params[((320 +% (((co23 *% 32) +% ci22) *% 9)) +% 7)]) - params[((320 +% (((co23 *% 32) +% ci22) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
+        var w31: Float = params[((320 +% (((co23 *% 32) +% ci22) *% 9)) +% 7)]
+        var w32: Float = params[((320 +% (((co23 *% 32) +% ci22) *% 9)) +% 2)]
+        var w33: Float = (((params[((320 +% (((co23 *% 32) +% ci22) *% 9)) +% 2)] + params[((320 +% (((co23 *% 32) +% ci22) *% 9)) +% 5)]) + params[((320 +% (((co23 *% 32) +% ci22) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
+        var w34: Float = (((params[((320 +% (((co23 *% 32) +% ci22) *% 9)) +% 2)] + params[((320 +% (((co23 *% 32) +% ci22) *% 9)) +% 8)]) - params[((320 +% (((co23 *% 32) +% ci22) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
+        var w35: Float = params[((320 +% (((co23 *% 32) +% ci22) *% 9)) +% 8)]
+        var w36: Float = w24
+        var w37: Float = (((w24 + w28) + w32) * Float(bitPattern: 0x3f000000))
+        var w38: Float = (((w24 + w32) - w28) * Float(bitPattern: 0x3f000000))
+        var w39: Float = w32
+        var w40: Float = w25
+        var w41: Float = (((w25 + w29) + w33) * Float(bitPattern: 0x3f000000))
+        var w42: Float = (((w25 + w33) - w29) * Float(bitPattern: 0x3f000000))
+        var w43: Float = w33
+        var w44: Float = w26
+        var w45: Float = (((w26 + w30) + w34) * Float(bitPattern: 0x3f000000))
+        var w46: Float = (((w26 + w34) - w30) * Float(bitPattern: 0x3f000000))
+        var w47: Float = w34
+        var w48: Float = w27
+        var w49: Float = (((w27 + w31) + w35) * Float(bitPattern: 0x3f000000))
+        var w50: Float = (((w27 + w35) - w31) * Float(bitPattern: 0x3f000000))
+        var w51: Float = w35
+        arena[((2564096 +% (ci22 *% 64)) +% co23)] = w36
+        arena[((2566144 +% (ci22 *% 64)) +% co23)] = w37
+        arena[((2568192 +% (ci22 *% 64)) +% co23)] = w38
+        arena[((2570240 +% (ci22 *% 64)) +% co23)] = w39
+        arena[((2572288 +% (ci22 *% 64)) +% co23)] = w40
+        arena[((2574336 +% (ci22 *% 64)) +% co23)] = w41
+        arena[((2576384 +% (ci22 *% 64)) +% co23)] = w42
+        arena[((2578432 +% (ci22 *% 64)) +% co23)] = w43
+        arena[((2580480 +% (ci22 *% 64)) +% co23)] = w44
+        arena[((2582528 +% (ci22 *% 64)) +% co23)] = w45
+        arena[((2584576 +% (ci22 *% 64)) +% co23)] = w46
+        arena[((2586624 +% (ci22 *% 64)) +% co23)] = w47
+        arena[((2588672 +% (ci22 *% 64)) +% co23)] = w48
+        arena[((2590720 +% (ci22 *% 64)) +% co23)] = w49
+        arena[((2592768 +% (ci22 *% 64)) +% co23)] = w50
+        arena[((2594816 +% (ci22 *% 64)) +% co23)] = w51
       }
     }
   }
-  for i56 in 0..<2704 {
-    storeVector(arena, ((i56 *% 8) +% 2596864), Vector(repeating: Float(0)))
+  for i52 in 0..<2704 {
+    storeVector(arena, ((i52 *% 8) +% 2596864), Vector(repeating: Float(0)))
   }
-  for g57 in 0..<64 {
+  for g53 in 0..<64 {
+    for j54 in 0..<1 {
+      for c55 in 0..<32 {
+        for iy56 in 0..<26 {
+          for ix57 in 0..<26 {
+            arena[(2596864 +% ((((j54 *% 21632) +% (iy56 *% 832)) +% (ix57 *% 32)) +% c55))] = arena[(((((g53 +% j54) *% 21632) +% (c55 *% 676)) +% (iy56 *% 26)) +% ix57)]
+          }
+        }
+      }
+    }
     for j58 in 0..<1 {
-      for c59 in 0..<32 {
-        for iy60 in 0..<26 {
-          for ix61 in 0..<26 {
-            arena[(2596864 +% ((((j58 *% 21632) +% (iy60 *% 832)) +% (ix61 *% 32)) +% c59))] = arena[(((((g57 +% j58) *% 21632) +% (c59 *% 676)) +% (iy60 *% 26)) +% ix61)]
+      for ty59 in 0..<12 {
+        for tx60 in 0..<12 {
+          for cv61 in 0..<4 {
+            let w62 = (loadVector(arena, (2596864 +% ((((j58 *% 21632) +% ((ty59 *% 2) *% 832)) +% ((tx60 *% 2) *% 32)) +% (cv61 *% 8)))) - loadVector(arena, (2596864 +% ((((j58 *% 21632) +% (((ty59 *% 2) +% 2) *% 832)) +% ((tx60 *% 2) *% 32)) +% (cv61 *% 8)))))
+            let w63 = (loadVector(arena, (2596864 +% ((((j58 *% 21632) +% (((ty59 *% 2) +% 1) *% 832)) +% ((tx60 *% 2) *% 32)) +% (cv61 *% 8)))) + loadVector(arena, (2596864 +% ((((j58 *% 21632) +% (((ty59 *% 2) +% 2) *% 832)) +% ((tx60 *% 2) *% 32)) +% (cv61 *% 8)))))
+            let w64 = (loadVector(arena, (2596864 +% ((((j58 *% 21632) +% (((ty59 *% 2) +% 2) *% 832)) +% ((tx60 *% 2) *% 32)) +% (cv61 *% 8)))) - loadVector(arena, (2596864 +% ((((j58 *% 21632) +% (((ty59 *% 2) +% 1) *% 832)) +% ((tx60 *% 2) *% 32)) +% (cv61 *% 8)))))
+            let w65 = (loadVector(arena, (2596864 +% ((((j58 *% 21632) +% (((ty59 *% 2) +% 1) *% 832)) +% ((tx60 *% 2) *% 32)) +% (cv61 *% 8)))) - loadVector(arena, (2596864 +% ((((j58 *% 21632) +% (((ty59 *% 2) +% 3) *% 832)) +% ((tx60 *% 2) *% 32)) +% (cv61 *% 8)))))
+            let w66 = (loadVector(arena, (2596864 +% ((((j58 *% 21632) +% ((ty59 *% 2) *% 832)) +% (((tx60 *% 2) +% 1) *% 32)) +% (cv61 *% 8)))) - loadVector(arena, (2596864 +% ((((j58 *% 21632) +% (((ty59 *% 2) +% 2) *% 832)) +% (((tx60 *% 2) +% 1) *% 32)) +% (cv61 *% 8)))))
+            let w67 = (loadVector(arena, (2596864 +% ((((j58 *% 21632) +% (((ty59 *% 2) +% 1) *% 832)) +% (((tx60 *% 2) +% 1) *% 32)) +% (cv61 *% 8)))) + loadVector(arena, (2596864 +% ((((j58 *% 21632) +% (((ty59 *% 2) +% 2) *% 832)) +% (((tx60 *% 2) +% 1) *% 32)) +% (cv61 *% 8)))))
+            let w68 = (loadVector(arena, (2596864 +% ((((j58 *% 21632) +% (((ty59 *% 2) +% 2) *% 832)) +% (((tx60 *% 2) +% 1) *% 32)) +% (cv61 *% 8)))) - loadVector(arena, (2596864 +% ((((j58 *% 21632) +% (((ty59 *% 2) +% 1) *% 832)) +% (((tx60 *% 2) +% 1) *% 32)) +% (cv61 *% 8)))))
+            let w69 = (loadVector(arena, (2596864 +% ((((j58 *% 21632) +% (((ty59 *% 2) +% 1) *% 832)) +% (((tx60 *% 2) +% 1) *% 32)) +% (cv61 *% 8)))) - loadVector(arena, (2596864 +% ((((j58 *% 21632) +% (((ty59 *% 2) +% 3) *% 832)) +% (((tx60 *% 2) +% 1) *% 32)) +% (cv61 *% 8)))))
+            let w70 = (loadVector(arena, (2596864 +% ((((j58 *% 21632) +% ((ty59 *% 2) *% 832)) +% (((tx60 *% 2) +% 2) *% 32)) +% (cv61 *% 8)))) - loadVector(arena, (2596864 +% ((((j58 *% 21632) +% (((ty59 *% 2) +% 2) *% 832)) +% (((tx60 *% 2) +% 2) *% 32)) +% (cv61 *% 8)))))
+            let w71 = (loadVector(arena, (2596864 +% ((((j58 *% 21632) +% (((ty59 *% 2) +% 1) *% 832)) +% (((tx60 *% 2) +% 2) *% 32)) +% (cv61 *% 8)))) + loadVector(arena, (2596864 +% ((((j58 *% 21632) +% (((ty59 *% 2) +% 2) *% 832)) +% (((tx60 *% 2) +% 2) *% 32)) +% (cv61 *% 8)))))
+            let w72 = (loadVector(arena, (2596864 +% ((((j58 *% 21632) +% (((ty59 *% 2) +% 2) *% 832)) +% (((tx60 *% 2) +% 2) *% 32)) +% (cv61 *% 8)))) - loadVector(arena, (2596864 +% ((((j58 *% 21632) +% (((ty59 *% 2) +% 1) *% 832)) +% (((tx60 *% 2) +% 2) *% 32)) +% (cv61 *% 8)))))
+            let w73 = (loadVector(arena, (2596864 +% ((((j58 *% 21632) +% (((ty59 *% 2) +% 1) *% 832)) +% (((tx60 *% 2) +% 2) *% 32)) +% (cv61 *% 8)))) - loadVector(arena, (2596864 +% ((((j58 *% 21632) +% (((ty59 *% 2) +% 3) *% 832)) +% (((tx60 *% 2) +% 2) *% 32)) +% (cv61 *% 8)))))
+            let w74 = (loadVector(arena, (2596864 +% ((((j58 *% 21632) +% ((ty59 *% 2) *% 832)) +% (((tx60 *% 2) +% 3) *% 32)) +% (cv61 *% 8)))) - loadVector(arena, (2596864 +% ((((j58 *% 21632) +% (((ty59 *% 2) +% 2) *% 832)) +% (((tx60 *% 2) +% 3) *% 32)) +% (cv61 *% 8)))))
+            let w75 = (loadVector(arena, (2596864 +% ((((j58 *% 21632) +% (((ty59 *% 2) +% 1) *% 832)) +% (((tx60 *% 2) +% 3) *% 32)) +% (cv61 *% 8)))) + loadVector(arena, (2596864 +% ((((j58 *% 21632) +% (((ty59 *% 2) +% 2) *% 832)) +% (((tx60 *% 2) +% 3) *% 32)) +% (cv61 *% 8)))))
+            let w76 = (loadVector(arena, (2596864 +% ((((j58 *% 21632) +% (((ty59 *% 2) +% 2) *% 832)) +% (((tx60 *% 2) +% 3) *% 32)) +% (cv61 *% 8)))) - loadVector(arena, (2596864 +% ((((j58 *% 21632) +% (((ty59 *% 2) +% 1) *% 832)) +% (((tx60 *% 2) +% 3) *% 32)) +% (cv61 *% 8)))))
+            let w77 = (loadVector(arena, (2596864 +% ((((j58 *% 21632) +% (((ty59 *% 2) +% 1) *% 832)) +% (((tx60 *% 2) +% 3) *% 32)) +% (cv61 *% 8)))) - loadVector(arena, (2596864 +% ((((j58 *% 21632) +% (((ty59 *% 2) +% 3) *% 832)) +% (((tx60 *% 2) +% 3) *% 32)) +% (cv61 *% 8)))))
+            let w78 = (w62 - w70)
+            let w79 = (w66 + w70)
+            let w80 = (w70 - w66)
+            let w81 = (w66 - w74)
+            let w82 = (w63 - w71)
+            let w83 = (w67 + w71)
+            let w84 = (w71 - w67)
+            let w85 = (w67 - w75)
+            let w86 = (w64 - w72)
+            let w87 = (w68 + w72)
+            let w88 = (w72 - w68)
+            let w89 = (w68 - w76)
+            let w90 = (w65 - w73)
+            let w91 = (w69 + w73)
+            let w92 = (w73 - w69)
+            let w93 = (w69 - w77)
+            storeVector(arena, ((2618496 +% ((((j58 *% 144) +% (ty59 *% 12)) +% tx60) *% 32)) +% (cv61 *% 8)), w78)
+            storeVector(arena, ((2623104 +% ((((j58 *% 144) +% (ty59 *% 12)) +% tx60) *% 32)) +% (cv61 *% 8)), w79)
+            storeVector(arena, ((2627712 +% ((((j58 *% 144) +% (ty59 *% 12)) +% tx60) *% 32)) +% (cv61 *% 8)), w80)
+            storeVector(arena, ((2632320 +% ((((j58 *% 144) +% (ty59 *% 12)) +% tx60) *% 32)) +% (cv61 *% 8)), w81)
+            storeVector(arena, ((2636928 +% ((((j58 *% 144) +% (ty59 *% 12)) +% tx60) *% 32)) +% (cv61 *% 8)), w82)
+            storeVector(arena, ((2641536 +% ((((j58 *% 144) +% (ty59 *% 12)) +% tx60) *% 32)) +% (cv61 *% 8)), w83)
+            storeVector(arena, ((2646144 +% ((((j58 *% 144) +% (ty59 *% 12)) +% tx60) *% 32)) +% (cv61 *% 8)), w84)
+            storeVector(arena, ((2650752 +% ((((j58 *% 144) +% (ty59 *% 12)) +% tx60) *% 32)) +% (cv61 *% 8)), w85)
+            storeVector(arena, ((2655360 +% ((((j58 *% 144) +% (ty59 *% 12)) +% tx60) *% 32)) +% (cv61 *% 8)), w86)
+            storeVector(arena, ((2659968 +% ((((j58 *% 144) +% (ty59 *% 12)) +% tx60) *% 32)) +% (cv61 *% 8)), w87)
+            storeVector(arena, ((2664576 +% ((((j58 *% 144) +% (ty59 *% 12)) +% tx60) *% 32)) +% (cv61 *% 8)), w88)
+            storeVector(arena, ((2669184 +% ((((j58 *% 144) +% (ty59 *% 12)) +% tx60) *% 32)) +% (cv61 *% 8)), w89)
+            storeVector(arena, ((2673792 +% ((((j58 *% 144) +% (ty59 *% 12)) +% tx60) *% 32)) +% (cv61 *% 8)), w90)
+            storeVector(arena, ((2678400 +% ((((j58 *% 144) +% (ty59 *% 12)) +% tx60) *% 32)) +% (cv61 *% 8)), w91)
+            storeVector(arena, ((2683008 +% ((((j58 *% 144) +% (ty59 *% 12)) +% tx60) *% 32)) +% (cv61 *% 8)), w92)
+            storeVector(arena, ((2687616 +% ((((j58 *% 144) +% (ty59 *% 12)) +% tx60) *% 32)) +% (cv61 *% 8)), w93)
           }
         }
       }
     }
-    for j62 in 0..<1 {
-      for ty63 in 0..<12 {
-        for tx64 in 0..<12 {
-          for cv65 in 0..<4 {
-            let w66 = (loadVector(arena, (2596864 +% ((((j62 *% 21632) +% ((ty63 *% 2) *% 832)) +% ((tx64 *% 2) *% 32)) +% (cv65 *% 8)))) - loadVector(arena, (2596864 +% ((((j62 *% 21632) +% (((ty63 *% 2) +% 2) *% 832)) +% ((tx64 *% 2) *% 32)) +% (cv65 *% 8)))))
-            let w67 = (loadVector(arena, (2596864 +% ((((j62 *% 21632) +% (((ty63 *% 2) +% 1) *% 832)) +% ((tx64 *% 2) *% 32)) +% (cv65 *% 8)))) + loadVector(arena, (2596864 +% ((((j62 *% 21632) +% (((ty63 *% 2) +% 2) *% 832)) +% ((tx64 *% 2) *% 32)) +% (cv65 *% 8)))))
-            let w68 = (loadVector(arena, (2596864 +% ((((j62 *% 21632) +% (((ty63 *% 2) +% 2) *% 832)) +% ((tx64 *% 2) *% 32)) +% (cv65 *% 8)))) - loadVector(arena, (2596864 +% ((((j62 *% 21632) +% (((ty63 *% 2) +% 1) *% 832)) +% ((tx64 *% 2) *% 32)) +% (cv65 *% 8)))))
-            let w69 = (loadVector(arena, (2596864 +% ((((j62 *% 21632) +% (((ty63 *% 2) +% 1) *% 832)) +% ((tx64 *% 2) *% 32)) +% (cv65 *% 8)))) - loadVector(arena, (2596864 +% ((((j62 *% 21632) +% (((ty63 *% 2) +% 3) *% 832)) +% ((tx64 *% 2) *% 32)) +% (cv65 *% 8)))))
-            let w70 = (loadVector(arena, (2596864 +% ((((j62 *% 21632) +% ((ty63 *% 2) *% 832)) +% (((tx64 *% 2) +% 1) *% 32)) +% (cv65 *% 8)))) - loadVector(arena, (2596864 +% ((((j62 *% 21632) +% (((ty63 *% 2) +% 2) *% 832)) +% (((tx64 *% 2) +% 1) *% 32)) +% (cv65 *% 8)))))
-            let w71 = (loadVector(arena, (2596864 +% ((((j62 *% 21632) +% (((ty63 *% 2) +% 1) *% 832)) +% (((tx64 *% 2) +% 1) *% 32)) +% (cv65 *% 8)))) + loadVector(arena, (2596864 +% ((((j62 *% 21632) +% (((ty63 *% 2) +% 2) *% 832)) +% (((tx64 *% 2) +% 1) *% 32)) +% (cv65 *% 8)))))
-            let w72 = (loadVector(arena, (2596864 +% ((((j62 *% 21632) +% (((ty63 *% 2) +% 2) *% 832)) +% (((tx64 *% 2) +% 1) *% 32)) +% (cv65 *% 8)))) - loadVector(arena, (2596864 +% ((((j62 *% 21632) +% (((ty63 *% 2) +% 1) *% 832)) +% (((tx64 *% 2) +% 1) *% 32)) +% (cv65 *% 8)))))
-            let w73 = (loadVector(arena, (2596864 +% ((((j62 *% 21632) +% (((ty63 *% 2) +% 1) *% 832)) +% (((tx64 *% 2) +% 1) *% 32)) +% (cv65 *% 8)))) - loadVector(arena, (2596864 +% ((((j62 *% 21632) +% (((ty63 *% 2) +% 3) *% 832)) +% (((tx64 *% 2) +% 1) *% 32)) +% (cv65 *% 8)))))
-            let w74 = (loadVector(arena, (2596864 +% ((((j62 *% 21632) +% ((ty63 *% 2) *% 832)) +% (((tx64 *% 2) +% 2) *% 32)) +% (cv65 *% 8)))) - loadVector(arena, (2596864 +% ((((j62 *% 21632) +% (((ty63 *% 2) +% 2) *% 832)) +% (((tx64 *% 2) +% 2) *% 32)) +% (cv65 *% 8)))))
-            let w75 = (loadVector(arena, (2596864 +% ((((j62 *% 21632) +% (((ty63 *% 2) +% 1) *% 832)) +% (((tx64 *% 2) +% 2) *% 32)) +% (cv65 *% 8)))) + loadVector(arena, (2596864 +% ((((j62 *% 21632) +% (((ty63 *% 2) +% 2) *% 832)) +% (((tx64 *% 2) +% 2) *% 32)) +% (cv65 *% 8)))))
-            let w76 = (loadVector(arena, (2596864 +% ((((j62 *% 21632) +% (((ty63 *% 2) +% 2) *% 832)) +% (((tx64 *% 2) +% 2) *% 32)) +% (cv65 *% 8)))) - loadVector(arena, (2596864 +% ((((j62 *% 21632) +% (((ty63 *% 2) +% 1) *% 832)) +% (((tx64 *% 2) +% 2) *% 32)) +% (cv65 *% 8)))))
-            let w77 = (loadVector(arena, (2596864 +% ((((j62 *% 21632) +% (((ty63 *% 2) +% 1) *% 832)) +% (((tx64 *% 2) +% 2) *% 32)) +% (cv65 *% 8)))) - loadVector(arena, (2596864 +% ((((j62 *% 21632) +% (((ty63 *% 2) +% 3) *% 832)) +% (((tx64 *% 2) +% 2) *% 32)) +% (cv65 *% 8)))))
-            let w78 = (loadVector(arena, (2596864 +% ((((j62 *% 21632) +% ((ty63 *% 2) *% 832)) +% (((tx64 *% 2) +% 3) *% 32)) +% (cv65 *% 8)))) - loadVector(arena, (2596864 +% ((((j62 *% 21632) +% (((ty63 *% 2) +% 2) *% 832)) +% (((tx64 *% 2) +% 3) *% 32)) +% (cv65 *% 8)))))
-            let w79 = (loadVector(arena, (2596864 +% ((((j62 *% 21632) +% (((ty63 *% 2) +% 1) *% 832)) +% (((tx64 *% 2) +% 3) *% 32)) +% (cv65 *% 8)))) + loadVector(arena, (2596864 +% ((((j62 *% 21632) +% (((ty63 *% 2) +% 2) *% 832)) +% (((tx64 *% 2) +% 3) *% 32)) +% (cv65 *% 8)))))
-            let w80 = (loadVector(arena, (2596864 +% ((((j62 *% 21632) +% (((ty63 *% 2) +% 2) *% 832)) +% (((tx64 *% 2) +% 3) *% 32)) +% (cv65 *% 8)))) - loadVector(arena, (2596864 +% ((((j62 *% 21632) +% (((ty63 *% 2) +% 1) *% 832)) +% (((tx64 *% 2) +% 3) *% 32)) +% (cv65 *% 8)))))
-            let w81 = (loadVector(arena, (2596864 +% ((((j62 *% 21632) +% (((ty63 *% 2) +% 1) *% 832)) +% (((tx64 *% 2) +% 3) *% 32)) +% (cv65 *% 8)))) - loadVector(arena, (2596864 +% ((((j62 *% 21632) +% (((ty63 *% 2) +% 3) *% 832)) +% (((tx64 *% 2) +% 3) *% 32)) +% (cv65 *% 8)))))
-            let w82 = (w66 - w74)
-            let w83 = (w70 + w74)
-            let w84 = (w74 - w70)
-            let w85 = (w70 - w78)
-            let w86 = (w67 - w75)
-            let w87 = (w71 + w75)
-            let w88 = (w75 - w71)
-            let w89 = (w71 - w79)
-            let w90 = (w68 - w76)
-            let w91 = (w72 + w76)
-            let w92 = (w76 - w72)
-            let w93 = (w72 - w80)
-            let w94 = (w69 - w77)
-            let w95 = (w73 + w77)
-            let w96 = (w77 - w73)
-            let w97 = (w73 - w81)
-            storeVector(arena, ((2618496 +% ((((j62 *% 144) +% (ty63 *% 12)) +% tx64) *% 32)) +% (cv65 *% 8)), w82)
-            storeVector(arena, ((2623104 +% ((((j62 *% 144) +% (ty63 *% 12)) +% tx64) *% 32)) +% (cv65 *% 8)), w83)
-            storeVector(arena, ((2627712 +% ((((j62 *% 144) +% (ty63 *% 12)) +% tx64) *% 32)) +% (cv65 *% 8)), w84)
-            storeVector(arena, ((2632320 +% ((((j62 *% 144) +% (ty63 *% 12)) +% tx64) *% 32)) +% (cv65 *% 8)), w85)
-            storeVector(arena, ((2636928 +% ((((j62 *% 144) +% (ty63 *% 12)) +% tx64) *% 32)) +% (cv65 *% 8)), w86)
-            storeVector(arena, ((2641536 +% ((((j62 *% 144) +% (ty63 *% 12)) +% tx64) *% 32)) +% (cv65 *% 8)), w87)
-            storeVector(arena, ((2646144 +% ((((j62 *% 144) +% (ty63 *% 12)) +% tx64) *% 32)) +% (cv65 *% 8)), w88)
-            storeVector(arena, ((2650752 +% ((((j62 *% 144) +% (ty63 *% 12)) +% tx64) *% 32)) +% (cv65 *% 8)), w89)
-            storeVector(arena, ((2655360 +% ((((j62 *% 144) +% (ty63 *% 12)) +% tx64) *% 32)) +% (cv65 *% 8)), w90)
-            storeVector(arena, ((2659968 +% ((((j62 *% 144) +% (ty63 *% 12)) +% tx64) *% 32)) +% (cv65 *% 8)), w91)
-            storeVector(arena, ((2664576 +% ((((j62 *% 144) +% (ty63 *% 12)) +% tx64) *% 32)) +% (cv65 *% 8)), w92)
-            storeVector(arena, ((2669184 +% ((((j62 *% 144) +% (ty63 *% 12)) +% tx64) *% 32)) +% (cv65 *% 8)), w93)
-            storeVector(arena, ((2673792 +% ((((j62 *% 144) +% (ty63 *% 12)) +% tx64) *% 32)) +% (cv65 *% 8)), w94)
-            storeVector(arena, ((2678400 +% ((((j62 *% 144) +% (ty63 *% 12)) +% tx64) *% 32)) +% (cv65 *% 8)), w95)
-            storeVector(arena, ((2683008 +% ((((j62 *% 144) +% (ty63 *% 12)) +% tx64) *% 32)) +% (cv65 *% 8)), w96)
-            storeVector(arena, ((2687616 +% ((((j62 *% 144) +% (ty63 *% 12)) +% tx64) *% 32)) +% (cv65 *% 8)), w97)
-          }
-        }
-      }
-    }
-    for xi98 in 0..<16 {
-      do {  // gemm106
-        for nb99 in 0..<2 {
-          for mb100 in 0..<36 {
-            var t101_c0_0 = Vector()
-            var t101_c0_1 = Vector()
-            var t101_c0_2 = Vector()
-            var t101_c1_0 = Vector()
-            var t101_c1_1 = Vector()
-            var t101_c1_2 = Vector()
-            var t101_c2_0 = Vector()
-            var t101_c2_1 = Vector()
-            var t101_c2_2 = Vector()
-            var t101_c3_0 = Vector()
-            var t101_c3_1 = Vector()
-            var t101_c3_2 = Vector()
-            for k102 in 0..<32 {
-              let t101_b0 = loadVector(arena, (((2564096 +% (xi98 *% 2048)) +% (k102 *% 64)) +% (nb99 *% 24)))
-              let t101_b1 = loadVector(arena, ((((2564096 +% (xi98 *% 2048)) +% (k102 *% 64)) +% (nb99 *% 24)) +% 8))
-              let t101_b2 = loadVector(arena, ((((2564096 +% (xi98 *% 2048)) +% (k102 *% 64)) +% (nb99 *% 24)) +% 16))
-              let t101_a0 = Vector(repeating: arena[(((2618496 +% (xi98 *% 4608)) +% ((mb100 *% 4) *% 32)) +% k102)])
-              t101_c0_0 = t101_c0_0.addingProduct(t101_a0, t101_b0)
-              t101_c0_1 = t101_c0_1.addingProduct(t101_a0, t101_b1)
-              t101_c0_2 = t101_c0_2.addingProduct(t101_a0, t101_b2)
-              let t101_a1 = Vector(repeating: arena[(((2618496 +% (xi98 *% 4608)) +% (((mb100 *% 4) +% 1) *% 32)) +% k102)])
-              t101_c1_0 = t101_c1_0.addingProduct(t101_a1, t101_b0)
-              t101_c1_1 = t101_c1_1.addingProduct(t101_a1, t101_b1)
-              t101_c1_2 = t101_c1_2.addingProduct(t101_a1, t101_b2)
-              let t101_a2 = Vector(repeating: arena[(((2618496 +% (xi98 *% 4608)) +% (((mb100 *% 4) +% 2) *% 32)) +% k102)])
-              t101_c2_0 = t101_c2_0.addingProduct(t101_a2, t101_b0)
-              t101_c2_1 = t101_c2_1.addingProduct(t101_a2, t101_b1)
-              t101_c2_2 = t101_c2_2.addingProduct(t101_a2, t101_b2)
-              let t101_a3 = Vector(repeating: arena[(((2618496 +% (xi98 *% 4608)) +% (((mb100 *% 4) +% 3) *% 32)) +% k102)])
-              t101_c3_0 = t101_c3_0.addingProduct(t101_a3, t101_b0)
-              t101_c3_1 = t101_c3_1.addingProduct(t101_a3, t101_b1)
-              t101_c3_2 = t101_c3_2.addingProduct(t101_a3, t101_b2)
+    for xi94 in 0..<16 {
+      do {  // gemm102
+        for nb95 in 0..<2 {
+          for mb96 in 0..<36 {
+            var t97_c0_0 = Vector()
+            var t97_c0_1 = Vector()
+            var t97_c0_2 = Vector()
+            var t97_c1_0 = Vector()
+            var t97_c1_1 = Vector()
+            var t97_c1_2 = Vector()
+            var t97_c2_0 = Vector()
+            var t97_c2_1 = Vector()
+            var t97_c2_2 = Vector()
+            var t97_c3_0 = Vector()
+            var t97_c3_1 = Vector()
+            var t97_c3_2 = Vector()
+            for k98 in 0..<32 {
+              let t97_b0 = loadVector(arena, (((2564096 +% (xi94 *% 2048)) +% (k98 *% 64)) +% (nb95 *% 24)))
+              let t97_b1 = loadVector(arena, ((((2564096 +% (xi94 *% 2048)) +% (k98 *% 64)) +% (nb95 *% 24)) +% 8))
+              let t97_b2 = loadVector(arena, ((((2564096 +% (xi94 *% 2048)) +% (k98 *% 64)) +% (nb95 *% 24)) +% 16))
+              let t97_a0 = Vector(repeating: arena[(((2618496 +% (xi94 *% 4608)) +% ((mb96 *% 4) *% 32)) +% k98)])
+              t97_c0_0 = t97_c0_0.addingProduct(t97_a0, t97_b0)
+              t97_c0_1 = t97_c0_1.addingProduct(t97_a0, t97_b1)
+              t97_c0_2 = t97_c0_2.addingProduct(t97_a0, t97_b2)
+              let t97_a1 = Vector(repeating: arena[(((2618496 +% (xi94 *% 4608)) +% (((mb96 *% 4) +% 1) *% 32)) +% k98)])
+              t97_c1_0 = t97_c1_0.addingProduct(t97_a1, t97_b0)
+              t97_c1_1 = t97_c1_1.addingProduct(t97_a1, t97_b1)
+              t97_c1_2 = t97_c1_2.addingProduct(t97_a1, t97_b2)
+              let t97_a2 = Vector(repeating: arena[(((2618496 +% (xi94 *% 4608)) +% (((mb96 *% 4) +% 2) *% 32)) +% k98)])
+              t97_c2_0 = t97_c2_0.addingProduct(t97_a2, t97_b0)
+              t97_c2_1 = t97_c2_1.addingProduct(t97_a2, t97_b1)
+              t97_c2_2 = t97_c2_2.addingProduct(t97_a2, t97_b2)
+              let t97_a3 = Vector(repeating: arena[(((2618496 +% (xi94 *% 4608)) +% (((mb96 *% 4) +% 3) *% 32)) +% k98)])
+              t97_c3_0 = t97_c3_0.addingProduct(t97_a3, t97_b0)
+              t97_c3_1 = t97_c3_1.addingProduct(t97_a3, t97_b1)
+              t97_c3_2 = t97_c3_2.addingProduct(t97_a3, t97_b2)
             }
-            storeVector(arena, (((2692224 +% (xi98 *% 9216)) +% ((mb100 *% 4) *% 64)) +% (nb99 *% 24)), t101_c0_0)
-            storeVector(arena, ((((2692224 +% (xi98 *% 9216)) +% ((mb100 *% 4) *% 64)) +% (nb99 *% 24)) +% 8), t101_c0_1)
-            storeVector(arena, ((((2692224 +% (xi98 *% 9216)) +% ((mb100 *% 4) *% 64)) +% (nb99 *% 24)) +% 16), t101_c0_2)
-            storeVector(arena, (((2692224 +% (xi98 *% 9216)) +% (((mb100 *% 4) +% 1) *% 64)) +% (nb99 *% 24)), t101_c1_0)
-            storeVector(arena, ((((2692224 +% (xi98 *% 9216)) +% (((mb100 *% 4) +% 1) *% 64)) +% (nb99 *% 24)) +% 8), t101_c1_1)
-            storeVector(arena, ((((2692224 +% (xi98 *% 9216)) +% (((mb100 *% 4) +% 1) *% 64)) +% (nb99 *% 24)) +% 16), t101_c1_2)
-            storeVector(arena, (((2692224 +% (xi98 *% 9216)) +% (((mb100 *% 4) +% 2) *% 64)) +% (nb99 *% 24)), t101_c2_0)
-            storeVector(arena, ((((2692224 +% (xi98 *% 9216)) +% (((mb100 *% 4) +% 2) *% 64)) +% (nb99 *% 24)) +% 8), t101_c2_1)
-            storeVector(arena, ((((2692224 +% (xi98 *% 9216)) +% (((mb100 *% 4) +% 2) *% 64)) +% (nb99 *% 24)) +% 16), t101_c2_2)
-            storeVector(arena, (((2692224 +% (xi98 *% 9216)) +% (((mb100 *% 4) +% 3) *% 64)) +% (nb99 *% 24)), t101_c3_0)
-            storeVector(arena, ((((2692224 +% (xi98 *% 9216)) +% (((mb100 *% 4) +% 3) *% 64)) +% (nb99 *% 24)) +% 8), t101_c3_1)
-            storeVector(arena, ((((2692224 +% (xi98 *% 9216)) +% (((mb100 *% 4) +% 3) *% 64)) +% (nb99 *% 24)) +% 16), t101_c3_2)
+            storeVector(arena, (((2692224 +% (xi94 *% 9216)) +% ((mb96 *% 4) *% 64)) +% (nb95 *% 24)), t97_c0_0)
+            storeVector(arena, ((((2692224 +% (xi94 *% 9216)) +% ((mb96 *% 4) *% 64)) +% (nb95 *% 24)) +% 8), t97_c0_1)
+            storeVector(arena, ((((2692224 +% (xi94 *% 9216)) +% ((mb96 *% 4) *% 64)) +% (nb95 *% 24)) +% 16), t97_c0_2)
+            storeVector(arena, (((2692224 +% (xi94 *% 9216)) +% (((mb96 *% 4) +% 1) *% 64)) +% (nb95 *% 24)), t97_c1_0)
+            storeVector(arena, ((((2692224 +% (xi94 *% 9216)) +% (((mb96 *% 4) +% 1) *% 64)) +% (nb95 *% 24)) +% 8), t97_c1_1)
+            storeVector(arena, ((((2692224 +% (xi94 *% 9216)) +% (((mb96 *% 4) +% 1) *% 64)) +% (nb95 *% 24)) +% 16), t97_c1_2)
+            storeVector(arena, (((2692224 +% (xi94 *% 9216)) +% (((mb96 *% 4) +% 2) *% 64)) +% (nb95 *% 24)), t97_c2_0)
+            storeVector(arena, ((((2692224 +% (xi94 *% 9216)) +% (((mb96 *% 4) +% 2) *% 64)) +% (nb95 *% 24)) +% 8), t97_c2_1)
+            storeVector(arena, ((((2692224 +% (xi94 *% 9216)) +% (((mb96 *% 4) +% 2) *% 64)) +% (nb95 *% 24)) +% 16), t97_c2_2)
+            storeVector(arena, (((2692224 +% (xi94 *% 9216)) +% (((mb96 *% 4) +% 3) *% 64)) +% (nb95 *% 24)), t97_c3_0)
+            storeVector(arena, ((((2692224 +% (xi94 *% 9216)) +% (((mb96 *% 4) +% 3) *% 64)) +% (nb95 *% 24)) +% 8), t97_c3_1)
+            storeVector(arena, ((((2692224 +% (xi94 *% 9216)) +% (((mb96 *% 4) +% 3) *% 64)) +% (nb95 *% 24)) +% 16), t97_c3_2)
           }
         }
-        for mb103 in 0..<36 {
-          var t104_c0_0 = Vector()
-          var t104_c0_1 = Vector()
-          var t104_c1_0 = Vector()
-          var t104_c1_1 = Vector()
-          var t104_c2_0 = Vector()
-          var t104_c2_1 = Vector()
-          var t104_c3_0 = Vector()
-          var t104_c3_1 = Vector()
-          for k105 in 0..<32 {
-            let t104_b0 = loadVector(arena, (((2564096 +% (xi98 *% 2048)) +% (k105 *% 64)) +% 48))
-            let t104_b1 = loadVector(arena, ((((2564096 +% (xi98 *% 2048)) +% (k105 *% 64)) +% 48) +% 8))
-            let t104_a0 = Vector(repeating: arena[(((2618496 +% (xi98 *% 4608)) +% ((mb103 *% 4) *% 32)) +% k105)])
-            t104_c0_0 = t104_c0_0.addingProduct(t104_a0, t104_b0)
-            t104_c0_1 = t104_c0_1.addingProduct(t104_a0, t104_b1)
-            let t104_a1 = Vector(repeating: arena[(((2618496 +% (xi98 *% 4608)) +% (((mb103 *% 4) +% 1) *% 32)) +% k105)])
-            t104_c1_0 = t104_c1_0.addingProduct(t104_a1, t104_b0)
-            t104_c1_1 = t104_c1_1.addingProduct(t104_a1, t104_b1)
-            let t104_a2 = Vector(repeating: arena[(((2618496 +% (xi98 *% 4608)) +% (((mb103 *% 4) +% 2) *% 32)) +% k105)])
-            t104_c2_0 = t104_c2_0.addingProduct(t104_a2, t104_b0)
-            t104_c2_1 = t104_c2_1.addingProduct(t104_a2, t104_b1)
-            let t104_a3 = Vector(repeating: arena[(((2618496 +% (xi98 *% 4608)) +% (((mb103 *% 4) +% 3) *% 32)) +% k105)])
-            t104_c3_0 = t104_c3_0.addingProduct(t104_a3, t104_b0)
-            t104_c3_1 = t104_c3_1.addingProduct(t104_a3, t104_b1)
+        for mb99 in 0..<36 {
+          var t100_c0_0 = Vector()
+          var t100_c0_1 = Vector()
+          var t100_c1_0 = Vector()
+          var t100_c1_1 = Vector()
+          var t100_c2_0 = Vector()
+          var t100_c2_1 = Vector()
+          var t100_c3_0 = Vector()
+          var t100_c3_1 = Vector()
+          for k101 in 0..<32 {
+            let t100_b0 = loadVector(arena, (((2564096 +% (xi94 *% 2048)) +% (k101 *% 64)) +% 48))
+            let t100_b1 = loadVector(arena, ((((2564096 +% (xi94 *% 2048)) +% (k101 *% 64)) +% 48) +% 8))
+            let t100_a0 = Vector(repeating: arena[(((2618496 +% (xi94 *% 4608)) +% ((mb99 *% 4) *% 32)) +% k101)])
+            t100_c0_0 = t100_c0_0.addingProduct(t100_a0, t100_b0)
+            t100_c0_1 = t100_c0_1.addingProduct(t100_a0, t100_b1)
+            let t100_a1 = Vector(repeating: arena[(((2618496 +% (xi94 *% 4608)) +% (((mb99 *% 4) +% 1) *% 32)) +% k101)])
+            t100_c1_0 = t100_c1_0.addingProduct(t100_a1, t100_b0)
+            t100_c1_1 = t100_c1_1.addingProduct(t100_a1, t100_b1)
+            let t100_a2 = Vector(repeating: arena[(((2618496 +% (xi94 *% 4608)) +% (((mb99 *% 4) +% 2) *% 32)) +% k101)])
+            t100_c2_0 = t100_c2_0.addingProduct(t100_a2, t100_b0)
+            t100_c2_1 = t100_c2_1.addingProduct(t100_a2, t100_b1)
+            let t100_a3 = Vector(repeating: arena[(((2618496 +% (xi94 *% 4608)) +% (((mb99 *% 4) +% 3) *% 32)) +% k101)])
+            t100_c3_0 = t100_c3_0.addingProduct(t100_a3, t100_b0)
+            t100_c3_1 = t100_c3_1.addingProduct(t100_a3, t100_b1)
           }
-          storeVector(arena, (((2692224 +% (xi98 *% 9216)) +% ((mb103 *% 4) *% 64)) +% 48), t104_c0_0)
-          storeVector(arena, ((((2692224 +% (xi98 *% 9216)) +% ((mb103 *% 4) *% 64)) +% 48) +% 8), t104_c0_1)
-          storeVector(arena, (((2692224 +% (xi98 *% 9216)) +% (((mb103 *% 4) +% 1) *% 64)) +% 48), t104_c1_0)
-          storeVector(arena, ((((2692224 +% (xi98 *% 9216)) +% (((mb103 *% 4) +% 1) *% 64)) +% 48) +% 8), t104_c1_1)
-          storeVector(arena, (((2692224 +% (xi98 *% 9216)) +% (((mb103 *% 4) +% 2) *% 64)) +% 48), t104_c2_0)
-          storeVector(arena, ((((2692224 +% (xi98 *% 9216)) +% (((mb103 *% 4) +% 2) *% 64)) +% 48) +% 8), t104_c2_1)
-          storeVector(arena, (((2692224 +% (xi98 *% 9216)) +% (((mb103 *% 4) +% 3) *% 64)) +% 48), t104_c3_0)
-          storeVector(arena, ((((2692224 +% (xi98 *% 9216)) +% (((mb103 *% 4) +% 3) *% 64)) +% 48) +% 8), t104_c3_1)
+          storeVector(arena, (((2692224 +% (xi94 *% 9216)) +% ((mb99 *% 4) *% 64)) +% 48), t100_c0_0)
+          storeVector(arena, ((((2692224 +% (xi94 *% 9216)) +% ((mb99 *% 4) *% 64)) +% 48) +% 8), t100_c0_1)
+          storeVector(arena, (((2692224 +% (xi94 *% 9216)) +% (((mb99 *% 4) +% 1) *% 64)) +% 48), t100_c1_0)
+          storeVector(arena, ((((2692224 +% (xi94 *% 9216)) +% (((mb99 *% 4) +% 1) *% 64)) +% 48) +% 8), t100_c1_1)
+          storeVector(arena, (((2692224 +% (xi94 *% 9216)) +% (((mb99 *% 4) +% 2) *% 64)) +% 48), t100_c2_0)
+          storeVector(arena, ((((2692224 +% (xi94 *% 9216)) +% (((mb99 *% 4) +% 2) *% 64)) +% 48) +% 8), t100_c2_1)
+          storeVector(arena, (((2692224 +% (xi94 *% 9216)) +% (((mb99 *% 4) +% 3) *% 64)) +% 48), t100_c3_0)
+          storeVector(arena, ((((2692224 +% (xi94 *% 9216)) +% (((mb99 *% 4) +% 3) *% 64)) +% 48) +% 8), t100_c3_1)
         }
       }
     }
-    for j107 in 0..<1 {
-      for ty108 in 0..<12 {
-        for tx109 in 0..<12 {
-          for cv110 in 0..<8 {
-            let w111 = ((loadVector(arena, ((2692224 +% ((((j107 *% 144) +% (ty108 *% 12)) +% tx109) *% 64)) +% (cv110 *% 8))) + loadVector(arena, ((2729088 +% ((((j107 *% 144) +% (ty108 *% 12)) +% tx109) *% 64)) +% (cv110 *% 8)))) + loadVector(arena, ((2765952 +% ((((j107 *% 144) +% (ty108 *% 12)) +% tx109) *% 64)) +% (cv110 *% 8))))
-            let w112 = ((loadVector(arena, ((2729088 +% ((((j107 *% 144) +% (ty108 *% 12)) +% tx109) *% 64)) +% (cv110 *% 8))) - loadVector(arena, ((2765952 +% ((((j107 *% 144) +% (ty108 *% 12)) +% tx109) *% 64)) +% (cv110 *% 8)))) - loadVector(arena, ((2802816 +% ((((j107 *% 144) +% (ty108 *% 12)) +% tx109) *% 64)) +% (cv110 *% 8))))
-            let w113 = ((loadVector(arena, ((2701440 +% ((((j107 *% 144) +% (ty108 *% 12)) +% tx109) *% 64)) +% (cv110 *% 8))) + loadVector(arena, ((2738304 +% ((((j107 *% 144) +% (ty108 *% 12)) +% tx109) *% 64)) +% (cv110 *% 8)))) + loadVector(arena, ((2775168 +% ((((j107 *% 144) +% (ty108 *% 12)) +% tx109) *% 64)) +% (cv110 *% 8))))
-            let w114 = ((loadVector(arena, ((2738304 +% ((((j107 *% 144) +% (ty108 *% 12)) +% tx109) *% 64)) +% (cv110 *% 8))) - loadVector(arena, ((2775168 +% ((((j107 *% 144) +% (ty108 *% 12)) +% tx109) *% 64)) +% (cv110 *% 8)))) - loadVector(arena, ((2812032 +% ((((j107 *% 144) +% (ty108 *% 12)) +% tx109) *% 64)) +% (cv110 *% 8))))
-            let w115 = ((loadVector(arena, ((2710656 +% ((((j107 *% 144) +% (ty108 *% 12)) +% tx109) *% 64)) +% (cv110 *% 8))) + loadVector(arena, ((2747520 +% ((((j107 *% 144) +% (ty108 *% 12)) +% tx109) *% 64)) +% (cv110 *% 8)))) + loadVector(arena, ((2784384 +% ((((j107 *% 144) +% (ty108 *% 12)) +% tx109) *% 64)) +% (cv110 *% 8))))
-            let w116 = ((loadVector(arena, ((2747520 +% ((((j107 *% 144) +% (ty108 *% 12)) +% tx109) *% 64)) +% (cv110 *% 8))) - loadVector(arena, ((2784384 +% ((((j107 *% 144) +% (ty108 *% 12)) +% tx109) *% 64)) +% (cv110 *% 8)))) - loadVector(arena, ((2821248 +% ((((j107 *% 144) +% (ty108 *% 12)) +% tx109) *% 64)) +% (cv110 *% 8))))
-            let w117 = ((loadVector(arena, ((2719872 +% ((((j107 *% 144) +% (ty108 *% 12)) +% tx109) *% 64)) +% (cv110 *% 8))) + loadVector(arena, ((2756736 +% ((((j107 *% 144) +% (ty108 *% 12)) +% tx109) *% 64)) +% (cv110 *% 8)))) + loadVector(arena, ((2793600 +% ((((j107 *% 144) +% (ty108 *% 12)) +% tx109) *% 64)) +% (cv110 *% 8))))
-            let w118 = ((loadVector(arena, ((2756736 +% ((((j107 *% 144) +% (ty108 *% 12)) +% tx109) *% 64)) +% (cv110 *% 8))) - loadVector(arena, ((2793600 +% ((((j107 *% 144) +% (ty108 *% 12)) +% tx109) *% 64)) +% (cv110 *% 8)))) - loadVector(arena, ((2830464 +% ((((j107 *% 144) +% (ty108 *% 12)) +% tx109) *% 64)) +% (cv110 *% 8))))
-            let w119 = ((w111 + w113) + w115)
-            let w120 = ((w113 - w115) - w117)
-            let w121 = ((w112 + w114) + w116)
-            let w122 = ((w114 - w116) - w118)
-            let v123 = (w119 + loadVector(params, (18752 +% (cv110 *% 8))))
-            let best124 = v123
-            let at125 = Vector(repeating: Float((((ty108 *% 2) *% 24) +% (tx109 *% 2))))
-            let v126 = (w120 + loadVector(params, (18752 +% (cv110 *% 8))))
-            let best127 = best124.replacing(with: v126, where: v126 .> best124)
-            let at128 = at125.replacing(with: Vector(repeating: Float(((((ty108 *% 2) *% 24) +% (tx109 *% 2)) +% 1))), where: v126 .> best124)
-            let v129 = (w121 + loadVector(params, (18752 +% (cv110 *% 8))))
-            let best130 = best127.replacing(with: v129, where: v129 .> best127)
-            let at131 = at128.replacing(with: Vector(repeating: Float(((((ty108 *% 2) +% 1) *% 24) +% (tx109 *% 2)))), where: v129 .> best127)
-            let v132 = (w122 + loadVector(params, (18752 +% (cv110 *% 8))))
-            let best133 = best130.replacing(with: v132, where: v132 .> best130)
-            let at134 = at131.replacing(with: Vector(repeating: Float((((((ty108 *% 2) +% 1) *% 24) +% (tx109 *% 2)) +% 1))), where: v132 .> best130)
-            storeVector(arena, ((2839680 +% ((((j107 *% 144) +% (ty108 *% 12)) +% tx109) *% 64)) +% (cv110 *% 8)), Vector().replacing(with: best133, where: best133 .> Vector()))
-            storeVector(arena, (((2839680 +% ((((j107 *% 144) +% (ty108 *% 12)) +% tx109) *% 64)) +% (cv110 *% 8)) +% 9216), at134)
+    for j103 in 0..<1 {
+      for ty104 in 0..<12 {
+        for tx105 in 0..<12 {
+          for cv106 in 0..<8 {
+            let w107 = ((loadVector(arena, ((2692224 +% ((((j103 *% 144) +% (ty104 *% 12)) +% tx105) *% 64)) +% (cv106 *% 8))) + loadVector(arena, ((2729088 +% ((((j103 *% 144) +% (ty104 *% 12)) +% tx105) *% 64)) +% (cv106 *% 8)))) + loadVector(arena, ((2765952 +% ((((j103 *% 144) +% (ty104 *% 12)) +% tx105) *% 64)) +% (cv106 *% 8))))
+            let w108 = ((loadVector(arena, ((2729088 +% ((((j103 *% 144) +% (ty104 *% 12)) +% tx105) *% 64)) +% (cv106 *% 8))) - loadVector(arena, ((2765952 +% ((((j103 *% 144) +% (ty104 *% 12)) +% tx105) *% 64)) +% (cv106 *% 8)))) - loadVector(arena, ((2802816 +% ((((j103 *% 144) +% (ty104 *% 12)) +% tx105) *% 64)) +% (cv106 *% 8))))
+            let w109 = ((loadVector(arena, ((2701440 +% ((((j103 *% 144) +% (ty104 *% 12)) +% tx105) *% 64)) +% (cv106 *% 8))) + loadVector(arena, ((2738304 +% ((((j103 *% 144) +% (ty104 *% 12)) +% tx105) *% 64)) +% (cv106 *% 8)))) + loadVector(arena, ((2775168 +% ((((j103 *% 144) +% (ty104 *% 12)) +% tx105) *% 64)) +% (cv106 *% 8))))
+            let w110 = ((loadVector(arena, ((2738304 +% ((((j103 *% 144) +% (ty104 *% 12)) +% tx105) *% 64)) +% (cv106 *% 8))) - loadVector(arena, ((2775168 +% ((((j103 *% 144) +% (ty104 *% 12)) +% tx105) *% 64)) +% (cv106 *% 8)))) - loadVector(arena, ((2812032 +% ((((j103 *% 144) +% (ty104 *% 12)) +% tx105) *% 64)) +% (cv106 *% 8))))
+            let w111 = ((loadVector(arena, ((2710656 +% ((((j103 *% 144) +% (ty104 *% 12)) +% tx105) *% 64)) +% (cv106 *% 8))) + loadVector(arena, ((2747520 +% ((((j103 *% 144) +% (ty104 *% 12)) +% tx105) *% 64)) +% (cv106 *% 8)))) + loadVector(arena, ((2784384 +% ((((j103 *% 144) +% (ty104 *% 12)) +% tx105) *% 64)) +% (cv106 *% 8))))
+            let w112 = ((loadVector(arena, ((2747520 +% ((((j103 *% 144) +% (ty104 *% 12)) +% tx105) *% 64)) +% (cv106 *% 8))) - loadVector(arena, ((2784384 +% ((((j103 *% 144) +% (ty104 *% 12)) +% tx105) *% 64)) +% (cv106 *% 8)))) - loadVector(arena, ((2821248 +% ((((j103 *% 144) +% (ty104 *% 12)) +% tx105) *% 64)) +% (cv106 *% 8))))
+            let w113 = ((loadVector(arena, ((2719872 +% ((((j103 *% 144) +% (ty104 *% 12)) +% tx105) *% 64)) +% (cv106 *% 8))) + loadVector(arena, ((2756736 +% ((((j103 *% 144) +% (ty104 *% 12)) +% tx105) *% 64)) +% (cv106 *% 8)))) + loadVector(arena, ((2793600 +% ((((j103 *% 144) +% (ty104 *% 12)) +% tx105) *% 64)) +% (cv106 *% 8))))
+            let w114 = ((loadVector(arena, ((2756736 +% ((((j103 *% 144) +% (ty104 *% 12)) +% tx105) *% 64)) +% (cv106 *% 8))) - loadVector(arena, ((2793600 +% ((((j103 *% 144) +% (ty104 *% 12)) +% tx105) *% 64)) +% (cv106 *% 8)))) - loadVector(arena, ((2830464 +% ((((j103 *% 144) +% (ty104 *% 12)) +% tx105) *% 64)) +% (cv106 *% 8))))
+            let w115 = ((w107 + w109) + w111)
+            let w116 = ((w109 - w111) - w113)
+            let w117 = ((w108 + w110) + w112)
+            let w118 = ((w110 - w112) - w114)
+            let v119 = (w115 + loadVector(params, (18752 +% (cv106 *% 8))))
+            let best120 = v119
+            let at121 = Vector(repeating: Float((((ty104 *% 2) *% 24) +% (tx105 *% 2))))
+            let v122 = (w116 + loadVector(params, (18752 +% (cv106 *% 8))))
+            let best123 = best120.replacing(with: v122, where: v122 .> best120)
+            let at124 = at121.replacing(with: Vector(repeating: Float(((((ty104 *% 2) *% 24) +% (tx105 *% 2)) +% 1))), where: v122 .> best120)
+            let v125 = (w117 + loadVector(params, (18752 +% (cv106 *% 8))))
+            let best126 = best123.replacing(with: v125, where: v125 .> best123)
+            let at127 = at124.replacing(with: Vector(repeating: Float(((((ty104 *% 2) +% 1) *% 24) +% (tx105 *% 2)))), where: v125 .> best123)
+            let v128 = (w118 + loadVector(params, (18752 +% (cv106 *% 8))))
+            let best129 = best126.replacing(with: v128, where: v128 .> best126)
+            let at130 = at127.replacing(with: Vector(repeating: Float((((((ty104 *% 2) +% 1) *% 24) +% (tx105 *% 2)) +% 1))), where: v128 .> best126)
+            storeVector(arena, ((2839680 +% ((((j103 *% 144) +% (ty104 *% 12)) +% tx105) *% 64)) +% (cv106 *% 8)), Vector().replacing(with: best129, where: best129 .> Vector()))
+            storeVector(arena, (((2839680 +% ((((j103 *% 144) +% (ty104 *% 12)) +% tx105) *% 64)) +% (cv106 *% 8)) +% 9216), at130)
           }
         }
       }
     }
-    for j135 in 0..<1 {
-      for c136 in 0..<64 {
-        for q137 in 0..<144 {
-          arena[(1384448 +% ((((g57 +% j135) *% 9216) +% (c136 *% 144)) +% q137))] = arena[((2839680 +% (((j135 *% 144) +% q137) *% 64)) +% c136)]
+    for j131 in 0..<1 {
+      for c132 in 0..<64 {
+        for q133 in 0..<144 {
+          arena[(1384448 +% ((((g53 +% j131) *% 9216) +% (c132 *% 144)) +% q133))] = arena[((2839680 +% (((j131 *% 144) +% q133) *% 64)) +% c132)]
         }
       }
     }
-    for j138 in 0..<1 {
-      for c139 in 0..<64 {
-        for q140 in 0..<144 {
-          arena[(1974272 +% ((((g57 +% j138) *% 9216) +% (c139 *% 144)) +% q140))] = arena[((2848896 +% (((j138 *% 144) +% q140) *% 64)) +% c139)]
+    for j134 in 0..<1 {
+      for c135 in 0..<64 {
+        for q136 in 0..<144 {
+          arena[(1974272 +% ((((g53 +% j134) *% 9216) +% (c135 *% 144)) +% q136))] = arena[((2848896 +% (((j134 *% 144) +% q136) *% 64)) +% c135)]
         }
       }
     }
   }
   // drop1 = dropout(conv2)
-  let z141: UInt64 = (UInt64(bitPattern: seed) ^ 0x6cbe10c93e8aabc7 as UInt64)
+  let z137: UInt64 = (UInt64(bitPattern: seed) ^ 0x6cbe10c93e8aabc7 as UInt64)
+  let z138: UInt64 = ((z137 ^ (z137 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
+  let z139: UInt64 = ((z138 ^ (z138 >> 27)) &* 0x94d049bb133111eb as UInt64)
+  let z140: UInt64 = (z139 ^ (z139 >> 31))
+  let z141: UInt64 = (z140 &+ UInt64(bitPattern: step))
   let z142: UInt64 = ((z141 ^ (z141 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
   let z143: UInt64 = ((z142 ^ (z142 >> 27)) &* 0x94d049bb133111eb as UInt64)
   let z144: UInt64 = (z143 ^ (z143 >> 31))
-  let z145: UInt64 = (z144 &+ UInt64(bitPattern: step))
-  let z146: UInt64 = ((z145 ^ (z145 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
-  let z147: UInt64 = ((z146 ^ (z146 >> 27)) &* 0x94d049bb133111eb as UInt64)
-  let z148: UInt64 = (z147 ^ (z147 >> 31))
-  for i149 in 0..<589824 {
-    let z150: UInt64 = (z148 &+ (UInt64(bitPattern: Int64(i149)) &* 0x9e3779b97f4a7c15 as UInt64))
-    let z151: UInt64 = ((z150 ^ (z150 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
-    let z152: UInt64 = ((z151 ^ (z151 >> 27)) &* 0x94d049bb133111eb as UInt64)
-    let z153: UInt64 = (z152 ^ (z152 >> 31))
-    arena[(2564096 +% i149)] = ((z153 >> 40) >= 0x400000 as UInt64 ? (arena[(1384448 +% i149)] * Float(bitPattern: 0x3faaaaab)) : Float(0))
+  for i145 in 0..<589824 {
+    let z146: UInt64 = (z144 &+ (UInt64(bitPattern: Int64(i145)) &* 0x9e3779b97f4a7c15 as UInt64))
+    let z147: UInt64 = ((z146 ^ (z146 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
+    let z148: UInt64 = ((z147 ^ (z147 >> 27)) &* 0x94d049bb133111eb as UInt64)
+    let z149: UInt64 = (z148 ^ (z148 >> 31))
+    arena[(2564096 +% i145)] = ((z149 >> 40) >= 0x400000 as UInt64 ? (arena[(1384448 +% i145)] * Float(bitPattern: 0x3faaaaab)) : Float(0))
   }
   // flat = flatten(drop1)
   // fc1 = dense_relu(flat)
-  for n154 in 0..<64 {
-    for k155 in 0..<9216 {
-      arena[((3162112 +% (k155 *% 64)) +% n154)] = arena[((2564096 +% (n154 *% 9216)) +% k155)]
+  for n150 in 0..<64 {
+    for k151 in 0..<9216 {
+      arena[((3162112 +% (k151 *% 64)) +% n150)] = arena[((2564096 +% (n150 *% 9216)) +% k151)]
     }
   }
-  do {  // gemm166
-    for r156 in 0..<128 {
-      for i157 in 0..<8 {
-        storeVector(arena, ((i157 *% 8) +% (3751936 +% (r156 *% 64))), Vector(repeating: Float(0)))
+  do {  // gemm162
+    for r152 in 0..<128 {
+      for i153 in 0..<8 {
+        storeVector(arena, ((i153 *% 8) +% (3751936 +% (r152 *% 64))), Vector(repeating: Float(0)))
       }
     }
-    for kp158 in 0..<8 {
-      for nb159 in 0..<2 {
-        for mb160 in 0..<32 {
-          var t161_c0_0 = loadVector(arena, ((3751936 +% ((mb160 *% 4) *% 64)) +% (nb159 *% 24)))
-          var t161_c0_1 = loadVector(arena, (((3751936 +% ((mb160 *% 4) *% 64)) +% (nb159 *% 24)) +% 8))
-          var t161_c0_2 = loadVector(arena, (((3751936 +% ((mb160 *% 4) *% 64)) +% (nb159 *% 24)) +% 16))
-          var t161_c1_0 = loadVector(arena, ((3751936 +% (((mb160 *% 4) +% 1) *% 64)) +% (nb159 *% 24)))
-          var t161_c1_1 = loadVector(arena, (((3751936 +% (((mb160 *% 4) +% 1) *% 64)) +% (nb159 *% 24)) +% 8))
-          var t161_c1_2 = loadVector(arena, (((3751936 +% (((mb160 *% 4) +% 1) *% 64)) +% (nb159 *% 24)) +% 16))
-          var t161_c2_0 = loadVector(arena, ((3751936 +% (((mb160 *% 4) +% 2) *% 64)) +% (nb159 *% 24)))
-          var t161_c2_1 = loadVector(arena, (((3751936 +% (((mb160 *% 4) +% 2) *% 64)) +% (nb159 *% 24)) +% 8))
-          var t161_c2_2 = loadVector(arena, (((3751936 +% (((mb160 *% 4) +% 2) *% 64)) +% (nb159 *% 24)) +% 16))
-          var t161_c3_0 = loadVector(arena, ((3751936 +% (((mb160 *% 4) +% 3) *% 64)) +% (nb159 *% 24)))
-          var t161_c3_1 = loadVector(arena, (((3751936 +% (((mb160 *% 4) +% 3) *% 64)) +% (nb159 *% 24)) +% 8))
-          var t161_c3_2 = loadVector(arena, (((3751936 +% (((mb160 *% 4) +% 3) *% 64)) +% (nb159 *% 24)) +% 16))
-          for k162 in 0..<1152 {
-            let t161_b0 = loadVector(arena, ((3162112 +% ((k162 +% (kp158 *% 1152)) *% 64)) +% (nb159 *% 24)))
-            let t161_b1 = loadVector(arena, (((3162112 +% ((k162 +% (kp158 *% 1152)) *% 64)) +% (nb159 *% 24)) +% 8))
-            let t161_b2 = loadVector(arena, (((3162112 +% ((k162 +% (kp158 *% 1152)) *% 64)) +% (nb159 *% 24)) +% 16))
-            let t161_a0 = Vector(repeating: params[((18816 +% ((mb160 *% 4) *% 9216)) +% (k162 +% (kp158 *% 1152)))])
-            t161_c0_0 = t161_c0_0.addingProduct(t161_a0, t161_b0)
-            t161_c0_1 = t161_c0_1.addingProduct(t161_a0, t161_b1)
-            t161_c0_2 = t161_c0_2.addingProduct(t161_a0, t161_b2)
-            let t161_a1 = Vector(repeating: params[((18816 +% (((mb160 *% 4) +% 1) *% 9216)) +% (k162 +% (kp158 *% 1152)))])
-            t161_c1_0 = t161_c1_0.addingProduct(t161_a1, t161_b0)
-            t161_c1_1 = t161_c1_1.addingProduct(t161_a1, t161_b1)
-            t161_c1_2 = t161_c1_2.addingProduct(t161_a1, t161_b2)
-            let t161_a2 = Vector(repeating: params[((18816 +% (((mb160 *% 4) +% 2) *% 9216)) +% (k162 +% (kp158 *% 1152)))])
-            t161_c2_0 = t161_c2_0.addingProduct(t161_a2, t161_b0)
-            t161_c2_1 = t161_c2_1.addingProduct(t161_a2, t161_b1)
-            t161_c2_2 = t161_c2_2.addingProduct(t161_a2, t161_b2)
-            let t161_a3 = Vector(repeating: params[((18816 +% (((mb160 *% 4) +% 3) *% 9216)) +% (k162 +% (kp158 *% 1152)))])
-            t161_c3_0 = t161_c3_0.addingProduct(t161_a3, t161_b0)
-            t161_c3_1 = t161_c3_1.addingProduct(t161_a3, t161_b1)
-            t161_c3_2 = t161_c3_2.addingProduct(t161_a3, t161_b2)
+    for kp154 in 0..<8 {
+      for nb155 in 0..<2 {
+        for mb156 in 0..<32 {
+          var t157_c0_0 = loadVector(arena, ((3751936 +% ((mb156 *% 4) *% 64)) +% (nb155 *% 24)))
+          var t157_c0_1 = loadVector(arena, (((3751936 +% ((mb156 *% 4) *% 64)) +% (nb155 *% 24)) +% 8))
+          var t157_c0_2 = loadVector(arena, (((3751936 +% ((mb156 *% 4) *% 64)) +% (nb155 *% 24)) +% 16))
+          var t157_c1_0 = loadVector(arena, ((3751936 +% (((mb156 *% 4) +% 1) *% 64)) +% (nb155 *% 24)))
+          var t157_c1_1 = loadVector(arena, (((3751936 +% (((mb156 *% 4) +% 1) *% 64)) +% (nb155 *% 24)) +% 8))
+          var t157_c1_2 = loadVector(arena, (((3751936 +% (((mb156 *% 4) +% 1) *% 64)) +% (nb155 *% 24)) +% 16))
+          var t157_c2_0 = loadVector(arena, ((3751936 +% (((mb156 *% 4) +% 2) *% 64)) +% (nb155 *% 24)))
+          var t157_c2_1 = loadVector(arena, (((3751936 +% (((mb156 *% 4) +% 2) *% 64)) +% (nb155 *% 24)) +% 8))
+          var t157_c2_2 = loadVector(arena, (((3751936 +% (((mb156 *% 4) +% 2) *% 64)) +% (nb155 *% 24)) +% 16))
+          var t157_c3_0 = loadVector(arena, ((3751936 +% (((mb156 *% 4) +% 3) *% 64)) +% (nb155 *% 24)))
+          var t157_c3_1 = loadVector(arena, (((3751936 +% (((mb156 *% 4) +% 3) *% 64)) +% (nb155 *% 24)) +% 8))
+          var t157_c3_2 = loadVector(arena, (((3751936 +% (((mb156 *% 4) +% 3) *% 64)) +% (nb155 *% 24)) +% 16))
+          for k158 in 0..<1152 {
+            let t157_b0 = loadVector(arena, ((3162112 +% ((k158 +% (kp154 *% 1152)) *% 64)) +% (nb155 *% 24)))
+            let t157_b1 = loadVector(arena, (((3162112 +% ((k158 +% (kp154 *% 1152)) *% 64)) +% (nb155 *% 24)) +% 8))
+            let t157_b2 = loadVector(arena, (((3162112 +% ((k158 +% (kp154 *% 1152)) *% 64)) +% (nb155 *% 24)) +% 16))
+            let t157_a0 = Vector(repeating: params[((18816 +% ((mb156 *% 4) *% 9216)) +% (k158 +% (kp154 *% 1152)))])
+            t157_c0_0 = t157_c0_0.addingProduct(t157_a0, t157_b0)
+            t157_c0_1 = t157_c0_1.addingProduct(t157_a0, t157_b1)
+            t157_c0_2 = t157_c0_2.addingProduct(t157_a0, t157_b2)
+            let t157_a1 = Vector(repeating: params[((18816 +% (((mb156 *% 4) +% 1) *% 9216)) +% (k158 +% (kp154 *% 1152)))])
+            t157_c1_0 = t157_c1_0.addingProduct(t157_a1, t157_b0)
+            t157_c1_1 = t157_c1_1.addingProduct(t157_a1, t157_b1)
+            t157_c1_2 = t157_c1_2.addingProduct(t157_a1, t157_b2)
+            let t157_a2 = Vector(repeating: params[((18816 +% (((mb156 *% 4) +% 2) *% 9216)) +% (k158 +% (kp154 *% 1152)))])
+            t157_c2_0 = t157_c2_0.addingProduct(t157_a2, t157_b0)
+            t157_c2_1 = t157_c2_1.addingProduct(t157_a2, t157_b1)
+            t157_c2_2 = t157_c2_2.addingProduct(t157_a2, t157_b2)
+            let t157_a3 = Vector(repeating: params[((18816 +% (((mb156 *% 4) +% 3) *% 9216)) +% (k158 +% (kp154 *% 1152)))])
+            t157_c3_0 = t157_c3_0.addingProduct(t157_a3, t157_b0)
+            t157_c3_1 = t157_c3_1.addingProduct(t157_a3, t157_b1)
+            t157_c3_2 = t157_c3_2.addingProduct(t157_a3, t157_b2)
           }
-          storeVector(arena, ((3751936 +% ((mb160 *% 4) *% 64)) +% (nb159 *% 24)), t161_c0_0)
-          storeVector(arena, (((3751936 +% ((mb160 *% 4) *% 64)) +% (nb159 *% 24)) +% 8), t161_c0_1)
-          storeVector(arena, (((3751936 +% ((mb160 *% 4) *% 64)) +% (nb159 *% 24)) +% 16), t161_c0_2)
-          storeVector(arena, ((3751936 +% (((mb160 *% 4) +% 1) *% 64)) +% (nb159 *% 24)), t161_c1_0)
-          storeVector(arena, (((3751936 +% (((mb160 *% 4) +% 1) *% 64)) +% (nb159 *% 24)) +% 8), t161_c1_1)
-          storeVector(arena, (((3751936 +% (((mb160 *% 4) +% 1) *% 64)) +% (nb159 *% 24)) +% 16), t161_c1_2)
-          storeVector(arena, ((3751936 +% (((mb160 *% 4) +% 2) *% 64)) +% (nb159 *% 24)), t161_c2_0)
-          storeVector(arena, (((3751936 +% (((mb160 *% 4) +% 2) *% 64)) +% (nb159 *% 24)) +% 8), t161_c2_1)
-          storeVector(arena, (((3751936 +% (((mb160 *% 4) +% 2) *% 64)) +% (nb159 *% 24)) +% 16), t161_c2_2)
-          storeVector(arena, ((3751936 +% (((mb160 *% 4) +% 3) *% 64)) +% (nb159 *% 24)), t161_c3_0)
-          storeVector(arena, (((3751936 +% (((mb160 *% 4) +% 3) *% 64)) +% (nb159 *% 24)) +% 8), t161_c3_1)
-          storeVector(arena, (((3751936 +% (((mb160 *% 4) +% 3) *% 64)) +% (nb159 *% 24)) +% 16), t161_c3_2)
+          storeVector(arena, ((3751936 +% ((mb156 *% 4) *% 64)) +% (nb155 *% 24)), t157_c0_0)
+          storeVector(arena, (((3751936 +% ((mb156 *% 4) *% 64)) +% (nb155 *% 24)) +% 8), t157_c0_1)
+          storeVector(arena, (((3751936 +% ((mb156 *% 4) *% 64)) +% (nb155 *% 24)) +% 16), t157_c0_2)
+          storeVector(arena, ((3751936 +% (((mb156 *% 4) +% 1) *% 64)) +% (nb155 *% 24)), t157_c1_0)
+          storeVector(arena, (((3751936 +% (((mb156 *% 4) +% 1) *% 64)) +% (nb155 *% 24)) +% 8), t157_c1_1)
+          storeVector(arena, (((3751936 +% (((mb156 *% 4) +% 1) *% 64)) +% (nb155 *% 24)) +% 16), t157_c1_2)
+          storeVector(arena, ((3751936 +% (((mb156 *% 4) +% 2) *% 64)) +% (nb155 *% 24)), t157_c2_0)
+          storeVector(arena, (((3751936 +% (((mb156 *% 4) +% 2) *% 64)) +% (nb155 *% 24)) +% 8), t157_c2_1)
+          storeVector(arena, (((3751936 +% (((mb156 *% 4) +% 2) *% 64)) +% (nb155 *% 24)) +% 16), t157_c2_2)
+          storeVector(arena, ((3751936 +% (((mb156 *% 4) +% 3) *% 64)) +% (nb155 *% 24)), t157_c3_0)
+          storeVector(arena, (((3751936 +% (((mb156 *% 4) +% 3) *% 64)) +% (nb155 *% 24)) +% 8), t157_c3_1)
+          storeVector(arena, (((3751936 +% (((mb156 *% 4) +% 3) *% 64)) +% (nb155 *% 24)) +% 16), t157_c3_2)
         }
       }
-      for mb163 in 0..<32 {
-        var t164_c0_0 = loadVector(arena, ((3751936 +% ((mb163 *% 4) *% 64)) +% 48))
-        var t164_c0_1 = loadVector(arena, (((3751936 +% ((mb163 *% 4) *% 64)) +% 48) +% 8))
-        var t164_c1_0 = loadVector(arena, ((3751936 +% (((mb163 *% 4) +% 1) *% 64)) +% 48))
-        var t164_c1_1 = loadVector(arena, (((3751936 +% (((mb163 *% 4) +% 1) *% 64)) +% 48) +% 8))
-        var t164_c2_0 = loadVector(arena, ((3751936 +% (((mb163 *% 4) +% 2) *% 64)) +% 48))
-        var t164_c2_1 = loadVector(arena, (((3751936 +% (((mb163 *% 4) +% 2) *% 64)) +% 48) +% 8))
-        var t164_c3_0 = loadVector(arena, ((3751936 +% (((mb163 *% 4) +% 3) *% 64)) +% 48))
-        var t164_c3_1 = loadVector(arena, (((3751936 +% (((mb163 *% 4) +% 3) *% 64)) +% 48) +% 8))
-        for k165 in 0..<1152 {
-          let t164_b0 = loadVector(arena, ((3162112 +% ((k165 +% (kp158 *% 1152)) *% 64)) +% 48))
-          let t164_b1 = loadVector(arena, (((3162112 +% ((k165 +% (kp158 *% 1152)) *% 64)) +% 48) +% 8))
-          let t164_a0 = Vector(repeating: params[((18816 +% ((mb163 *% 4) *% 9216)) +% (k165 +% (kp158 *% 1152)))])
-          t164_c0_0 = t164_c0_0.addingProduct(t164_a0, t164_b0)
-          t164_c0_1 = t164_c0_1.addingProduct(t164_a0, t164_b1)
-          let t164_a1 = Vector(repeating: params[((18816 +% (((mb163 *% 4) +% 1) *% 9216)) +% (k165 +% (kp158 *% 1152)))])
-          t164_c1_0 = t164_c1_0.addingProduct(t164_a1, t164_b0)
-          t164_c1_1 = t164_c1_1.addingProduct(t164_a1, t164_b1)
-          let t164_a2 = Vector(repeating: params[((18816 +% (((mb163 *% 4) +% 2) *% 9216)) +% (k165 +% (kp158 *% 1152)))])
-          t164_c2_0 = t164_c2_0.addingProduct(t164_a2, t164_b0)
-          t164_c2_1 = t164_c2_1.addingProduct(t164_a2, t164_b1)
-          let t164_a3 = Vector(repeating: params[((18816 +% (((mb163 *% 4) +% 3) *% 9216)) +% (k165 +% (kp158 *% 1152)))])
-          t164_c3_0 = t164_c3_0.addingProduct(t164_a3, t164_b0)
-          t164_c3_1 = t164_c3_1.addingProduct(t164_a3, t164_b1)
+      for mb159 in 0..<32 {
+        var t160_c0_0 = loadVector(arena, ((3751936 +% ((mb159 *% 4) *% 64)) +% 48))
+        var t160_c0_1 = loadVector(arena, (((3751936 +% ((mb159 *% 4) *% 64)) +% 48) +% 8))
+        var t160_c1_0 = loadVector(arena, ((3751936 +% (((mb159 *% 4) +% 1) *% 64)) +% 48))
+        var t160_c1_1 = loadVector(arena, (((3751936 +% (((mb159 *% 4) +% 1) *% 64)) +% 48) +% 8))
+        var t160_c2_0 = loadVector(arena, ((3751936 +% (((mb159 *% 4) +% 2) *% 64)) +% 48))
+        var t160_c2_1 = loadVector(arena, (((3751936 +% (((mb159 *% 4) +% 2) *% 64)) +% 48) +% 8))
+        var t160_c3_0 = loadVector(arena, ((3751936 +% (((mb159 *% 4) +% 3) *% 64)) +% 48))
+        var t160_c3_1 = loadVector(arena, (((3751936 +% (((mb159 *% 4) +% 3) *% 64)) +% 48) +% 8))
+        for k161 in 0..<1152 {
+          let t160_b0 = loadVector(arena, ((3162112 +% ((k161 +% (kp154 *% 1152)) *% 64)) +% 48))
+          let t160_b1 = loadVector(arena, (((3162112 +% ((k161 +% (kp154 *% 1152)) *% 64)) +% 48) +% 8))
+          let t160_a0 = Vector(repeating: params[((18816 +% ((mb159 *% 4) *% 9216)) +% (k161 +% (kp154 *% 1152)))])
+          t160_c0_0 = t160_c0_0.addingProduct(t160_a0, t160_b0)
+          t160_c0_1 = t160_c0_1.addingProduct(t160_a0, t160_b1)
+          let t160_a1 = Vector(repeating: params[((18816 +% (((mb159 *% 4) +% 1) *% 9216)) +% (k161 +% (kp154 *% 1152)))])
+          t160_c1_0 = t160_c1_0.addingProduct(t160_a1, t160_b0)
+          t160_c1_1 = t160_c1_1.addingProduct(t160_a1, t160_b1)
+          let t160_a2 = Vector(repeating: params[((18816 +% (((mb159 *% 4) +% 2) *% 9216)) +% (k161 +% (kp154 *% 1152)))])
+          t160_c2_0 = t160_c2_0.addingProduct(t160_a2, t160_b0)
+          t160_c2_1 = t160_c2_1.addingProduct(t160_a2, t160_b1)
+          let t160_a3 = Vector(repeating: params[((18816 +% (((mb159 *% 4) +% 3) *% 9216)) +% (k161 +% (kp154 *% 1152)))])
+          t160_c3_0 = t160_c3_0.addingProduct(t160_a3, t160_b0)
+          t160_c3_1 = t160_c3_1.addingProduct(t160_a3, t160_b1)
         }
-        storeVector(arena, ((3751936 +% ((mb163 *% 4) *% 64)) +% 48), t164_c0_0)
-        storeVector(arena, (((3751936 +% ((mb163 *% 4) *% 64)) +% 48) +% 8), t164_c0_1)
-        storeVector(arena, ((3751936 +% (((mb163 *% 4) +% 1) *% 64)) +% 48), t164_c1_0)
-        storeVector(arena, (((3751936 +% (((mb163 *% 4) +% 1) *% 64)) +% 48) +% 8), t164_c1_1)
-        storeVector(arena, ((3751936 +% (((mb163 *% 4) +% 2) *% 64)) +% 48), t164_c2_0)
-        storeVector(arena, (((3751936 +% (((mb163 *% 4) +% 2) *% 64)) +% 48) +% 8), t164_c2_1)
-        storeVector(arena, ((3751936 +% (((mb163 *% 4) +% 3) *% 64)) +% 48), t164_c3_0)
-        storeVector(arena, (((3751936 +% (((mb163 *% 4) +% 3) *% 64)) +% 48) +% 8), t164_c3_1)
+        storeVector(arena, ((3751936 +% ((mb159 *% 4) *% 64)) +% 48), t160_c0_0)
+        storeVector(arena, (((3751936 +% ((mb159 *% 4) *% 64)) +% 48) +% 8), t160_c0_1)
+        storeVector(arena, ((3751936 +% (((mb159 *% 4) +% 1) *% 64)) +% 48), t160_c1_0)
+        storeVector(arena, (((3751936 +% (((mb159 *% 4) +% 1) *% 64)) +% 48) +% 8), t160_c1_1)
+        storeVector(arena, ((3751936 +% (((mb159 *% 4) +% 2) *% 64)) +% 48), t160_c2_0)
+        storeVector(arena, (((3751936 +% (((mb159 *% 4) +% 2) *% 64)) +% 48) +% 8), t160_c2_1)
+        storeVector(arena, ((3751936 +% (((mb159 *% 4) +% 3) *% 64)) +% 48), t160_c3_0)
+        storeVector(arena, (((3751936 +% (((mb159 *% 4) +% 3) *% 64)) +% 48) +% 8), t160_c3_1)
       }
     }
   }
-  for n167 in 0..<64 {
-    for u168 in 0..<128 {
-      arena[((3153920 +% (n167 *% 128)) +% u168)] = ((arena[((3751936 +% (u168 *% 64)) +% n167)] + params[(1198464 +% u168)]) > Float(0) ? (arena[((3751936 +% (u168 *% 64)) +% n167)] + params[(1198464 +% u168)]) : Float(0))
+  for n163 in 0..<64 {
+    for u164 in 0..<128 {
+      arena[((3153920 +% (n163 *% 128)) +% u164)] = ((arena[((3751936 +% (u164 *% 64)) +% n163)] + params[(1198464 +% u164)]) > Float(0) ? (arena[((3751936 +% (u164 *% 64)) +% n163)] + params[(1198464 +% u164)]) : Float(0))
     }
   }
   // drop2 = dropout(fc1)
-  let z169: UInt64 = (UInt64(bitPattern: seed) ^ 0x6cbe11c93e8aad7a as UInt64)
+  let z165: UInt64 = (UInt64(bitPattern: seed) ^ 0x6cbe11c93e8aad7a as UInt64)
+  let z166: UInt64 = ((z165 ^ (z165 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
+  let z167: UInt64 = ((z166 ^ (z166 >> 27)) &* 0x94d049bb133111eb as UInt64)
+  let z168: UInt64 = (z167 ^ (z167 >> 31))
+  let z169: UInt64 = (z168 &+ UInt64(bitPattern: step))
   let z170: UInt64 = ((z169 ^ (z169 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
   let z171: UInt64 = ((z170 ^ (z170 >> 27)) &* 0x94d049bb133111eb as UInt64)
   let z172: UInt64 = (z171 ^ (z171 >> 31))
-  let z173: UInt64 = (z172 &+ UInt64(bitPattern: step))
-  let z174: UInt64 = ((z173 ^ (z173 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
-  let z175: UInt64 = ((z174 ^ (z174 >> 27)) &* 0x94d049bb133111eb as UInt64)
-  let z176: UInt64 = (z175 ^ (z175 >> 31))
-  for i177 in 0..<8192 {
-    let z178: UInt64 = (z176 &+ (UInt64(bitPattern: Int64(i177)) &* 0x9e3779b97f4a7c15 as UInt64))
-    let z179: UInt64 = ((z178 ^ (z178 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
-    let z180: UInt64 = ((z179 ^ (z179 >> 27)) &* 0x94d049bb133111eb as UInt64)
-    let z181: UInt64 = (z180 ^ (z180 >> 31))
-    arena[(3162112 +% i177)] = ((z181 >> 40) >= 0x800000 as UInt64 ? (arena[(3153920 +% i177)] * Float(2)) : Float(0))
+  for i173 in 0..<8192 {
+    let z174: UInt64 = (z172 &+ (UInt64(bitPattern: Int64(i173)) &* 0x9e3779b97f4a7c15 as UInt64))
+    let z175: UInt64 = ((z174 ^ (z174 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
+    let z176: UInt64 = ((z175 ^ (z175 >> 27)) &* 0x94d049bb133111eb as UInt64)
+    let z177: UInt64 = (z176 ^ (z176 >> 31))
+    arena[(3162112 +% i173)] = ((z177 >> 40) >= 0x800000 as UInt64 ? (arena[(3153920 +% i173)] * Float(2)) : Float(0))
   }
   // fc2 = dense(drop2)
   sgemm(101, 111, 112, 64, 10, 128, 1, arena + 3162112, 128, params + 1198592, 128, Float(bitPattern: 0x0), arena + 3170304, 10)
-  for n182 in 0..<64 {
-    for u183 in 0..<1 {
-      storeVector(arena, ((u183 *% 8) +% (3170304 +% (n182 *% 10))), (loadVector(arena, ((u183 *% 8) +% (3170304 +% (n182 *% 10)))) + loadVector(params, ((u183 *% 8) +% 1199872))))
+  for n178 in 0..<64 {
+    for u179 in 0..<1 {
+      storeVector(arena, ((u179 *% 8) +% (3170304 +% (n178 *% 10))), (loadVector(arena, ((u179 *% 8) +% (3170304 +% (n178 *% 10)))) + loadVector(params, ((u179 *% 8) +% 1199872))))
     }
-    for u183 in 0..<1 {
-      storePartial(arena, ((u183 +% 8) +% (3170304 +% (n182 *% 10))), (loadPartial(arena, ((u183 +% 8) +% (3170304 +% (n182 *% 10))), 2) + loadPartial(params, ((u183 +% 8) +% 1199872), 2)), 2)
+    for u179 in 0..<1 {
+      storePartial(arena, ((u179 +% 8) +% (3170304 +% (n178 *% 10))), (loadPartial(arena, ((u179 +% 8) +% (3170304 +% (n178 *% 10))), 2) + loadPartial(params, ((u179 +% 8) +% 1199872), 2)), 2)
     }
   }
   // probs = softmax(fc2)
-  for n184 in 0..<64 {
-    var m185: Float = arena[(3170304 +% (n184 *% 10))]
-    for k187 in 0..<10 {
-      m185 = { let x = m185, y = arena[((3170304 +% (n184 *% 10)) +% k187)]; return y > x ? y : x }()
+  for n180 in 0..<64 {
+    var m181: Float = arena[(3170304 +% (n180 *% 10))]
+    for k183 in 0..<10 {
+      m181 = { let x = m181, y = arena[((3170304 +% (n180 *% 10)) +% k183)]; return y > x ? y : x }()
     }
-    var s186: Float = Float(0)
-    for k188 in 0..<10 {
-      s186 = (s186 + expf((arena[((3170304 +% (n184 *% 10)) +% k188)] - m185)))
+    var s182: Float = Float(0)
+    for k184 in 0..<10 {
+      s182 = (s182 + expf((arena[((3170304 +% (n180 *% 10)) +% k184)] - m181)))
     }
-    for k189 in 0..<10 {
-      arena[((3170944 +% (n184 *% 10)) +% k189)] = (expf((arena[((3170304 +% (n184 *% 10)) +% k189)] - m185)) / s186)
+    for k185 in 0..<10 {
+      arena[((3170944 +% (n180 *% 10)) +% k185)] = (expf((arena[((3170304 +% (n180 *% 10)) +% k185)] - m181)) / s182)
     }
   }
   // loss = cross_entropy(fc2, label)
-  var total190: Float = Float(0)
-  for n191 in 0..<64 {
-    var m192: Float = arena[(3170304 +% (n191 *% 10))]
-    for k194 in 0..<10 {
-      m192 = { let x = m192, y = arena[((3170304 +% (n191 *% 10)) +% k194)]; return y > x ? y : x }()
+  var total186: Float = Float(0)
+  for n187 in 0..<64 {
+    var m188: Float = arena[(3170304 +% (n187 *% 10))]
+    for k190 in 0..<10 {
+      m188 = { let x = m188, y = arena[((3170304 +% (n187 *% 10)) +% k190)]; return y > x ? y : x }()
     }
-    var s193: Float = Float(0)
-    for k195 in 0..<10 {
-      s193 = (s193 + expf((arena[((3170304 +% (n191 *% 10)) +% k195)] - m192)))
+    var s189: Float = Float(0)
+    for k191 in 0..<10 {
+      s189 = (s189 + expf((arena[((3170304 +% (n187 *% 10)) +% k191)] - m188)))
     }
-    total190 = (total190 + ((m192 + logf(s193)) - arena[((3170304 +% (n191 *% 10)) +% Int(labels[n191]))]))
+    total186 = (total186 + ((m188 + logf(s189)) - arena[((3170304 +% (n187 *% 10)) +% Int(labels[n187]))]))
   }
-  arena[3171584] = (total190 / Float(64))
+  arena[3171584] = (total186 / Float(64))
   // fc2_grad = cross_entropy_grad(fc2, label)
-  for n196 in 0..<64 {
-    var m197: Float = arena[(3170304 +% (n196 *% 10))]
-    for k199 in 0..<10 {
-      m197 = { let x = m197, y = arena[((3170304 +% (n196 *% 10)) +% k199)]; return y > x ? y : x }()
+  for n192 in 0..<64 {
+    var m193: Float = arena[(3170304 +% (n192 *% 10))]
+    for k195 in 0..<10 {
+      m193 = { let x = m193, y = arena[((3170304 +% (n192 *% 10)) +% k195)]; return y > x ? y : x }()
     }
-    var s198: Float = Float(0)
-    for k200 in 0..<10 {
-      s198 = (s198 + expf((arena[((3170304 +% (n196 *% 10)) +% k200)] - m197)))
+    var s194: Float = Float(0)
+    for k196 in 0..<10 {
+      s194 = (s194 + expf((arena[((3170304 +% (n192 *% 10)) +% k196)] - m193)))
     }
-    for k201 in 0..<10 {
-      arena[((3171600 +% (n196 *% 10)) +% k201)] = ((k201 == Int(labels[n196]) ? ((expf((arena[((3170304 +% (n196 *% 10)) +% k201)] - m197)) / s198) - Float(1)) : (expf((arena[((3170304 +% (n196 *% 10)) +% k201)] - m197)) / s198)) / Float(64))
+    for k197 in 0..<10 {
+      arena[((3171600 +% (n192 *% 10)) +% k197)] = ((k197 == Int(labels[n192]) ? ((expf((arena[((3170304 +% (n192 *% 10)) +% k197)] - m193)) / s194) - Float(1)) : (expf((arena[((3170304 +% (n192 *% 10)) +% k197)] - m193)) / s194)) / Float(64))
     }
   }
   // fc2_weight_grad = dense_grad_weight(fc2_grad, drop2)
   sgemm(101, 112, 111, 10, 128, 64, 1, arena + 3171600, 10, arena + 3162112, 128, Float(bitPattern: 0x0), grads + 1198592, 128)
   // fc2_bias_grad = dense_grad_bias(fc2_grad)
-  for u202 in 0..<10 {
-    var acc203: Float = Float(0)
-    for n204 in 0..<64 {
-      acc203 = (acc203 + arena[((3171600 +% (n204 *% 10)) +% u202)])
+  for u198 in 0..<10 {
+    var acc199: Float = Float(0)
+    for n200 in 0..<64 {
+      acc199 = (acc199 + arena[((3171600 +% (n200 *% 10)) +% u198)])
     }
-    grads[(1199872 +% u202)] = acc203
+    grads[(1199872 +% u198)] = acc199
   }
   // drop2_grad = dense_grad_input(fc2_grad, fc2.weight)
   sgemm(101, 111, 111, 64, 128, 10, 1, arena + 3171600, 10, params + 1198592, 128, Float(bitPattern: 0x0), arena + 3172240, 128)
   // relu3_grad = dropout_grad(drop2_grad, drop2)
-  let z205: UInt64 = (UInt64(bitPattern: seed) ^ 0x6cbe11c93e8aad7a as UInt64)
+  let z201: UInt64 = (UInt64(bitPattern: seed) ^ 0x6cbe11c93e8aad7a as UInt64)
+  let z202: UInt64 = ((z201 ^ (z201 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
+  let z203: UInt64 = ((z202 ^ (z202 >> 27)) &* 0x94d049bb133111eb as UInt64)
+  let z204: UInt64 = (z203 ^ (z203 >> 31))
+  let z205: UInt64 = (z204 &+ UInt64(bitPattern: step))
   let z206: UInt64 = ((z205 ^ (z205 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
   let z207: UInt64 = ((z206 ^ (z206 >> 27)) &* 0x94d049bb133111eb as UInt64)
   let z208: UInt64 = (z207 ^ (z207 >> 31))
-  let z209: UInt64 = (z208 &+ UInt64(bitPattern: step))
-  let z210: UInt64 = ((z209 ^ (z209 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
-  let z211: UInt64 = ((z210 ^ (z210 >> 27)) &* 0x94d049bb133111eb as UInt64)
-  let z212: UInt64 = (z211 ^ (z211 >> 31))
-  for i213 in 0..<8192 {
-    let z214: UInt64 = (z212 &+ (UInt64(bitPattern: Int64(i213)) &* 0x9e3779b97f4a7c15 as UInt64))
-    let z215: UInt64 = ((z214 ^ (z214 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
-    let z216: UInt64 = ((z215 ^ (z215 >> 27)) &* 0x94d049bb133111eb as UInt64)
-    let z217: UInt64 = (z216 ^ (z216 >> 31))
-    arena[(3180432 +% i213)] = ((z217 >> 40) >= 0x800000 as UInt64 ? (arena[(3172240 +% i213)] * Float(2)) : Float(0))
+  for i209 in 0..<8192 {
+    let z210: UInt64 = (z208 &+ (UInt64(bitPattern: Int64(i209)) &* 0x9e3779b97f4a7c15 as UInt64))
+    let z211: UInt64 = ((z210 ^ (z210 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
+    let z212: UInt64 = ((z211 ^ (z211 >> 27)) &* 0x94d049bb133111eb as UInt64)
+    let z213: UInt64 = (z212 ^ (z212 >> 31))
+    arena[(3180432 +% i209)] = ((z213 >> 40) >= 0x800000 as UInt64 ? (arena[(3172240 +% i209)] * Float(2)) : Float(0))
   }
   // fc1_grad = relu_grad(relu3_grad, fc1)
-  for i218 in 0..<1024 {
-    storeVector(arena, ((i218 *% 8) +% 3162112), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i218 *% 8) +% 3180432)), where: loadVector(arena, ((i218 *% 8) +% 3153920)) .> Vector(repeating: Float(0))))
+  for i214 in 0..<1024 {
+    storeVector(arena, ((i214 *% 8) +% 3162112), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i214 *% 8) +% 3180432)), where: loadVector(arena, ((i214 *% 8) +% 3153920)) .> Vector(repeating: Float(0))))
   }
   // fc1_weight_grad = dense_grad_weight(fc1_grad, flat)
-  do {  // gemm223
-    for nb219 in 0..<384 {
-      for mb220 in 0..<32 {
-        var t221_c0_0 = Vector()
-        var t221_c0_1 = Vector()
-        var t221_c0_2 = Vector()
-        var t221_c1_0 = Vector()
-        var t221_c1_1 = Vector()
-        var t221_c1_2 = Vector()
-        var t221_c2_0 = Vector()
-        var t221_c2_1 = Vector()
-        var t221_c2_2 = Vector()
-        var t221_c3_0 = Vector()
-        var t221_c3_1 = Vector()
-        var t221_c3_2 = Vector()
-        for k222 in 0..<64 {
-          let t221_b0 = loadVector(arena, ((2564096 +% (k222 *% 9216)) +% (nb219 *% 24)))
-          let t221_b1 = loadVector(arena, (((2564096 +% (k222 *% 9216)) +% (nb219 *% 24)) +% 8))
-          let t221_b2 = loadVector(arena, (((2564096 +% (k222 *% 9216)) +% (nb219 *% 24)) +% 16))
-          let t221_a0 = Vector(repeating: arena[((3162112 +% (mb220 *% 4)) +% (k222 *% 128))])
-          t221_c0_0 = t221_c0_0.addingProduct(t221_a0, t221_b0)
-          t221_c0_1 = t221_c0_1.addingProduct(t221_a0, t221_b1)
-          t221_c0_2 = t221_c0_2.addingProduct(t221_a0, t221_b2)
-          let t221_a1 = Vector(repeating: arena[((3162112 +% ((mb220 *% 4) +% 1)) +% (k222 *% 128))])
-          t221_c1_0 = t221_c1_0.addingProduct(t221_a1, t221_b0)
-          t221_c1_1 = t221_c1_1.addingProduct(t221_a1, t221_b1)
-          t221_c1_2 = t221_c1_2.addingProduct(t221_a1, t221_b2)
-          let t221_a2 = Vector(repeating: arena[((3162112 +% ((mb220 *% 4) +% 2)) +% (k222 *% 128))])
-          t221_c2_0 = t221_c2_0.addingProduct(t221_a2, t221_b0)
-          t221_c2_1 = t221_c2_1.addingProduct(t221_a2, t221_b1)
-          t221_c2_2 = t221_c2_2.addingProduct(t221_a2, t221_b2)
-          let t221_a3 = Vector(repeating: arena[((3162112 +% ((mb220 *% 4) +% 3)) +% (k222 *% 128))])
-          t221_c3_0 = t221_c3_0.addingProduct(t221_a3, t221_b0)
-          t221_c3_1 = t221_c3_1.addingProduct(t221_a3, t221_b1)
-          t221_c3_2 = t221_c3_2.addingProduct(t221_a3, t221_b2)
+  do {  // gemm219
+    for nb215 in 0..<384 {
+      for mb216 in 0..<32 {
+        var t217_c0_0 = Vector()
+        var t217_c0_1 = Vector()
+        var t217_c0_2 = Vector()
+        var t217_c1_0 = Vector()
+        var t217_c1_1 = Vector()
+        var t217_c1_2 = Vector()
+        var t217_c2_0 = Vector()
+        var t217_c2_1 = Vector()
+        var t217_c2_2 = Vector()
+        var t217_c3_0 = Vector()
+        var t217_c3_1 = Vector()
+        var t217_c3_2 = Vector()
+        for k218 in 0..<64 {
+          let t217_b0 = loadVector(arena, ((2564096 +% (k218 *% 9216)) +% (nb215 *% 24)))
+          let t217_b1 = loadVector(arena, (((2564096 +% (k218 *% 9216)) +% (nb215 *% 24)) +% 8))
+          let t217_b2 = loadVector(arena, (((2564096 +% (k218 *% 9216)) +% (nb215 *% 24)) +% 16))
+          let t217_a0 = Vector(repeating: arena[((3162112 +% (mb216 *% 4)) +% (k218 *% 128))])
+          t217_c0_0 = t217_c0_0.addingProduct(t217_a0, t217_b0)
+          t217_c0_1 = t217_c0_1.addingProduct(t217_a0, t217_b1)
+          t217_c0_2 = t217_c0_2.addingProduct(t217_a0, t217_b2)
+          let t217_a1 = Vector(repeating: arena[((3162112 +% ((mb216 *% 4) +% 1)) +% (k218 *% 128))])
+          t217_c1_0 = t217_c1_0.addingProduct(t217_a1, t217_b0)
+          t217_c1_1 = t217_c1_1.addingProduct(t217_a1, t217_b1)
+          t217_c1_2 = t217_c1_2.addingProduct(t217_a1, t217_b2)
+          let t217_a2 = Vector(repeating: arena[((3162112 +% ((mb216 *% 4) +% 2)) +% (k218 *% 128))])
+          t217_c2_0 = t217_c2_0.addingProduct(t217_a2, t217_b0)
+          t217_c2_1 = t217_c2_1.addingProduct(t217_a2, t217_b1)
+          t217_c2_2 = t217_c2_2.addingProduct(t217_a2, t217_b2)
+          let t217_a3 = Vector(repeating: arena[((3162112 +% ((mb216 *% 4) +% 3)) +% (k218 *% 128))])
+          t217_c3_0 = t217_c3_0.addingProduct(t217_a3, t217_b0)
+          t217_c3_1 = t217_c3_1.addingProduct(t217_a3, t217_b1)
+          t217_c3_2 = t217_c3_2.addingProduct(t217_a3, t217_b2)
         }
-        storeVector(grads, ((18816 +% ((mb220 *% 4) *% 9216)) +% (nb219 *% 24)), t221_c0_0)
-        storeVector(grads, (((18816 +% ((mb220 *% 4) *% 9216)) +% (nb219 *% 24)) +% 8), t221_c0_1)
-        storeVector(grads, (((18816 +% ((mb220 *% 4) *% 9216)) +% (nb219 *% 24)) +% 16), t221_c0_2)
-        storeVector(grads, ((18816 +% (((mb220 *% 4) +% 1) *% 9216)) +% (nb219 *% 24)), t221_c1_0)
-        storeVector(grads, (((18816 +% (((mb220 *% 4) +% 1) *% 9216)) +% (nb219 *% 24)) +% 8), t221_c1_1)
-        storeVector(grads, (((18816 +% (((mb220 *% 4) +% 1) *% 9216)) +% (nb219 *% 24)) +% 16), t221_c1_2)
-        storeVector(grads, ((18816 +% (((mb220 *% 4) +% 2) *% 9216)) +% (nb219 *% 24)), t221_c2_0)
-        storeVector(grads, (((18816 +% (((mb220 *% 4) +% 2) *% 9216)) +% (nb219 *% 24)) +% 8), t221_c2_1)
-        storeVector(grads, (((18816 +% (((mb220 *% 4) +% 2) *% 9216)) +% (nb219 *% 24)) +% 16), t221_c2_2)
-        storeVector(grads, ((18816 +% (((mb220 *% 4) +% 3) *% 9216)) +% (nb219 *% 24)), t221_c3_0)
-        storeVector(grads, (((18816 +% (((mb220 *% 4) +% 3) *% 9216)) +% (nb219 *% 24)) +% 8), t221_c3_1)
-        storeVector(grads, (((18816 +% (((mb220 *% 4) +% 3) *% 9216)) +% (nb219 *% 24)) +% 16), t221_c3_2)
+        storeVector(grads, ((18816 +% ((mb216 *% 4) *% 9216)) +% (nb215 *% 24)), t217_c0_0)
+        storeVector(grads, (((18816 +% ((mb216 *% 4) *% 9216)) +% (nb215 *% 24)) +% 8), t217_c0_1)
+        storeVector(grads, (((18816 +% ((mb216 *% 4) *% 9216)) +% (nb215 *% 24)) +% 16), t217_c0_2)
+        storeVector(grads, ((18816 +% (((mb216 *% 4) +% 1) *% 9216)) +% (nb215 *% 24)), t217_c1_0)
+        storeVector(grads, (((18816 +% (((mb216 *% 4) +% 1) *% 9216)) +% (nb215 *% 24)) +% 8), t217_c1_1)
+        storeVector(grads, (((18816 +% (((mb216 *% 4) +% 1) *% 9216)) +% (nb215 *% 24)) +% 16), t217_c1_2)
+        storeVector(grads, ((18816 +% (((mb216 *% 4) +% 2) *% 9216)) +% (nb215 *% 24)), t217_c2_0)
+        storeVector(grads, (((18816 +% (((mb216 *% 4) +% 2) *% 9216)) +% (nb215 *% 24)) +% 8), t217_c2_1)
+        storeVector(grads, (((18816 +% (((mb216 *% 4) +% 2) *% 9216)) +% (nb215 *% 24)) +% 16), t217_c2_2)
+        storeVector(grads, ((18816 +% (((mb216 *% 4) +% 3) *% 9216)) +% (nb215 *% 24)), t217_c3_0)
+        storeVector(grads, (((18816 +% (((mb216 *% 4) +% 3) *% 9216)) +% (nb215 *% 24)) +% 8), t217_c3_1)
+        storeVector(grads, (((18816 +% (((mb216 *% 4) +% 3) *% 9216)) +% (nb215 *% 24)) +% 16), t217_c3_2)
       }
     }
   }
   // fc1_bias_grad = dense_grad_bias(fc1_grad)
-  for u224 in 0..<128 {
-    var acc225: Float = Float(0)
-    for n226 in 0..<64 {
-      acc225 = (acc225 + arena[((3162112 +% (n226 *% 128)) +% u224)])
+  for u220 in 0..<128 {
+    var acc221: Float = Float(0)
+    for n222 in 0..<64 {
+      acc221 = (acc221 + arena[((3162112 +% (n222 *% 128)) +% u220)])
     }
-    grads[(1198464 +% u224)] = acc225
+    grads[(1198464 +% u220)] = acc221
   }
   // flat_grad = dense_grad_input(fc1_grad, fc1.weight)
-  do {  // gemm231
-    for nb227 in 0..<384 {
-      for mb228 in 0..<16 {
-        var t229_c0_0 = Vector()
-        var t229_c0_1 = Vector()
-        var t229_c0_2 = Vector()
-        var t229_c1_0 = Vector()
-        var t229_c1_1 = Vector()
-        var t229_c1_2 = Vector()
-        var t229_c2_0 = Vector()
-        var t229_c2_1 = Vector()
-        var t229_c2_2 = Vector()
-        var t229_c3_0 = Vector()
-        var t229_c3_1 = Vector()
-        var t229_c3_2 = Vector()
-        for k230 in 0..<128 {
-          let t229_b0 = loadVector(params, ((18816 +% (k230 *% 9216)) +% (nb227 *% 24)))
-          let t229_b1 = loadVector(params, (((18816 +% (k230 *% 9216)) +% (nb227 *% 24)) +% 8))
-          let t229_b2 = loadVector(params, (((18816 +% (k230 *% 9216)) +% (nb227 *% 24)) +% 16))
-          let t229_a0 = Vector(repeating: arena[((3162112 +% ((mb228 *% 4) *% 128)) +% k230)])
-          t229_c0_0 = t229_c0_0.addingProduct(t229_a0, t229_b0)
-          t229_c0_1 = t229_c0_1.addingProduct(t229_a0, t229_b1)
-          t229_c0_2 = t229_c0_2.addingProduct(t229_a0, t229_b2)
-          let t229_a1 = Vector(repeating: arena[((3162112 +% (((mb228 *% 4) +% 1) *% 128)) +% k230)])
-          t229_c1_0 = t229_c1_0.addingProduct(t229_a1, t229_b0)
-          t229_c1_1 = t229_c1_1.addingProduct(t229_a1, t229_b1)
-          t229_c1_2 = t229_c1_2.addingProduct(t229_a1, t229_b2)
-          let t229_a2 = Vector(repeating: arena[((3162112 +% (((mb228 *% 4) +% 2) *% 128)) +% k230)])
-          t229_c2_0 = t229_c2_0.addingProduct(t229_a2, t229_b0)
-          t229_c2_1 = t229_c2_1.addingProduct(t229_a2, t229_b1)
-          t229_c2_2 = t229_c2_2.addingProduct(t229_a2, t229_b2)
-          let t229_a3 = Vector(repeating: arena[((3162112 +% (((mb228 *% 4) +% 3) *% 128)) +% k230)])
-          t229_c3_0 = t229_c3_0.addingProduct(t229_a3, t229_b0)
-          t229_c3_1 = t229_c3_1.addingProduct(t229_a3, t229_b1)
-          t229_c3_2 = t229_c3_2.addingProduct(t229_a3, t229_b2)
+  do {  // gemm227
+    for nb223 in 0..<384 {
+      for mb224 in 0..<16 {
+        var t225_c0_0 = Vector()
+        var t225_c0_1 = Vector()
+        var t225_c0_2 = Vector()
+        var t225_c1_0 = Vector()
+        var t225_c1_1 = Vector()
+        var t225_c1_2 = Vector()
+        var t225_c2_0 = Vector()
+        var t225_c2_1 = Vector()
+        var t225_c2_2 = Vector()
+        var t225_c3_0 = Vector()
+        var t225_c3_1 = Vector()
+        var t225_c3_2 = Vector()
+        for k226 in 0..<128 {
+          let t225_b0 = loadVector(params, ((18816 +% (k226 *% 9216)) +% (nb223 *% 24)))
+          let t225_b1 = loadVector(params, (((18816 +% (k226 *% 9216)) +% (nb223 *% 24)) +% 8))
+          let t225_b2 = loadVector(params, (((18816 +% (k226 *% 9216)) +% (nb223 *% 24)) +% 16))
+          let t225_a0 = Vector(repeating: arena[((3162112 +% ((mb224 *% 4) *% 128)) +% k226)])
+          t225_c0_0 = t225_c0_0.addingProduct(t225_a0, t225_b0)
+          t225_c0_1 = t225_c0_1.addingProduct(t225_a0, t225_b1)
+          t225_c0_2 = t225_c0_2.addingProduct(t225_a0, t225_b2)
+          let t225_a1 = Vector(repeating: arena[((3162112 +% (((mb224 *% 4) +% 1) *% 128)) +% k226)])
+          t225_c1_0 = t225_c1_0.addingProduct(t225_a1, t225_b0)
+          t225_c1_1 = t225_c1_1.addingProduct(t225_a1, t225_b1)
+          t225_c1_2 = t225_c1_2.addingProduct(t225_a1, t225_b2)
+          let t225_a2 = Vector(repeating: arena[((3162112 +% (((mb224 *% 4) +% 2) *% 128)) +% k226)])
+          t225_c2_0 = t225_c2_0.addingProduct(t225_a2, t225_b0)
+          t225_c2_1 = t225_c2_1.addingProduct(t225_a2, t225_b1)
+          t225_c2_2 = t225_c2_2.addingProduct(t225_a2, t225_b2)
+          let t225_a3 = Vector(repeating: arena[((3162112 +% (((mb224 *% 4) +% 3) *% 128)) +% k226)])
+          t225_c3_0 = t225_c3_0.addingProduct(t225_a3, t225_b0)
+          t225_c3_1 = t225_c3_1.addingProduct(t225_a3, t225_b1)
+          t225_c3_2 = t225_c3_2.addingProduct(t225_a3, t225_b2)
         }
-        storeVector(arena, ((3171600 +% ((mb228 *% 4) *% 9216)) +% (nb227 *% 24)), t229_c0_0)
-        storeVector(arena, (((3171600 +% ((mb228 *% 4) *% 9216)) +% (nb227 *% 24)) +% 8), t229_c0_1)
-        storeVector(arena, (((3171600 +% ((mb228 *% 4) *% 9216)) +% (nb227 *% 24)) +% 16), t229_c0_2)
-        storeVector(arena, ((3171600 +% (((mb228 *% 4) +% 1) *% 9216)) +% (nb227 *% 24)), t229_c1_0)
-        storeVector(arena, (((3171600 +% (((mb228 *% 4) +% 1) *% 9216)) +% (nb227 *% 24)) +% 8), t229_c1_1)
-        storeVector(arena, (((3171600 +% (((mb228 *% 4) +% 1) *% 9216)) +% (nb227 *% 24)) +% 16), t229_c1_2)
-        storeVector(arena, ((3171600 +% (((mb228 *% 4) +% 2) *% 9216)) +% (nb227 *% 24)), t229_c2_0)
-        storeVector(arena, (((3171600 +% (((mb228 *% 4) +% 2) *% 9216)) +% (nb227 *% 24)) +% 8), t229_c2_1)
-        storeVector(arena, (((3171600 +% (((mb228 *% 4) +% 2) *% 9216)) +% (nb227 *% 24)) +% 16), t229_c2_2)
-        storeVector(arena, ((3171600 +% (((mb228 *% 4) +% 3) *% 9216)) +% (nb227 *% 24)), t229_c3_0)
-        storeVector(arena, (((3171600 +% (((mb228 *% 4) +% 3) *% 9216)) +% (nb227 *% 24)) +% 8), t229_c3_1)
-        storeVector(arena, (((3171600 +% (((mb228 *% 4) +% 3) *% 9216)) +% (nb227 *% 24)) +% 16), t229_c3_2)
+        storeVector(arena, ((3171600 +% ((mb224 *% 4) *% 9216)) +% (nb223 *% 24)), t225_c0_0)
+        storeVector(arena, (((3171600 +% ((mb224 *% 4) *% 9216)) +% (nb223 *% 24)) +% 8), t225_c0_1)
+        storeVector(arena, (((3171600 +% ((mb224 *% 4) *% 9216)) +% (nb223 *% 24)) +% 16), t225_c0_2)
+        storeVector(arena, ((3171600 +% (((mb224 *% 4) +% 1) *% 9216)) +% (nb223 *% 24)), t225_c1_0)
+        storeVector(arena, (((3171600 +% (((mb224 *% 4) +% 1) *% 9216)) +% (nb223 *% 24)) +% 8), t225_c1_1)
+        storeVector(arena, (((3171600 +% (((mb224 *% 4) +% 1) *% 9216)) +% (nb223 *% 24)) +% 16), t225_c1_2)
+        storeVector(arena, ((3171600 +% (((mb224 *% 4) +% 2) *% 9216)) +% (nb223 *% 24)), t225_c2_0)
+        storeVector(arena, (((3171600 +% (((mb224 *% 4) +% 2) *% 9216)) +% (nb223 *% 24)) +% 8), t225_c2_1)
+        storeVector(arena, (((3171600 +% (((mb224 *% 4) +% 2) *% 9216)) +% (nb223 *% 24)) +% 16), t225_c2_2)
+        storeVector(arena, ((3171600 +% (((mb224 *% 4) +% 3) *% 9216)) +% (nb223 *% 24)), t225_c3_0)
+        storeVector(arena, (((3171600 +% (((mb224 *% 4) +% 3) *% 9216)) +% (nb223 *% 24)) +% 8), t225_c3_1)
+        storeVector(arena, (((3171600 +% (((mb224 *% 4) +% 3) *% 9216)) +% (nb223 *% 24)) +% 16), t225_c3_2)
       }
     }
   }
   // drop1_grad = flatten_grad(flat_grad, drop1)
   // pool_grad = dropout_grad(drop1_grad, drop1)
-  let z232: UInt64 = (UInt64(bitPattern: seed) ^ 0x6cbe10c93e8aabc7 as UInt64)
+  let z228: UInt64 = (UInt64(bitPattern: seed) ^ 0x6cbe10c93e8aabc7 as UInt64)
+  let z229: UInt64 = ((z228 ^ (z228 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
+  let z230: UInt64 = ((z229 ^ (z229 >> 27)) &* 0x94d049bb133111eb as UInt64)
+  let z231: UInt64 = (z230 ^ (z230 >> 31))
+  let z232: UInt64 = (z231 &+ UInt64(bitPattern: step))
   let z233: UInt64 = ((z232 ^ (z232 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
   let z234: UInt64 = ((z233 ^ (z233 >> 27)) &* 0x94d049bb133111eb as UInt64)
   let z235: UInt64 = (z234 ^ (z234 >> 31))
-  let z236: UInt64 = (z235 &+ UInt64(bitPattern: step))
-  let z237: UInt64 = ((z236 ^ (z236 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
-  let z238: UInt64 = ((z237 ^ (z237 >> 27)) &* 0x94d049bb133111eb as UInt64)
-  let z239: UInt64 = (z238 ^ (z238 >> 31))
-  for i240 in 0..<589824 {
-    let z241: UInt64 = (z239 &+ (UInt64(bitPattern: Int64(i240)) &* 0x9e3779b97f4a7c15 as UInt64))
-    let z242: UInt64 = ((z241 ^ (z241 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
-    let z243: UInt64 = ((z242 ^ (z242 >> 27)) &* 0x94d049bb133111eb as UInt64)
-    let z244: UInt64 = (z243 ^ (z243 >> 31))
-    arena[(3761424 +% i240)] = ((z244 >> 40) >= 0x400000 as UInt64 ? (arena[(3171600 +% i240)] * Float(bitPattern: 0x3faaaaab)) : Float(0))
+  for i236 in 0..<589824 {
+    let z237: UInt64 = (z235 &+ (UInt64(bitPattern: Int64(i236)) &* 0x9e3779b97f4a7c15 as UInt64))
+    let z238: UInt64 = ((z237 ^ (z237 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
+    let z239: UInt64 = ((z238 ^ (z238 >> 27)) &* 0x94d049bb133111eb as UInt64)
+    let z240: UInt64 = (z239 ^ (z239 >> 31))
+    arena[(3761424 +% i236)] = ((z240 >> 40) >= 0x400000 as UInt64 ? (arena[(3171600 +% i236)] * Float(bitPattern: 0x3faaaaab)) : Float(0))
   }
   // conv2_grad = relu_maxpool_grad(pool_grad, conv2, conv2.argmax)
-  for i245 in 0..<294912 {
-    storeVector(arena, ((i245 *% 8) +% 4351248), Vector(repeating: Float(0)))
+  for i241 in 0..<294912 {
+    storeVector(arena, ((i241 *% 8) +% 4351248), Vector(repeating: Float(0)))
   }
-  for q246 in 0..<4096 {
-    for i247 in 0..<144 {
-      if arena[(1384448 +% ((q246 *% 144) +% i247))] > Float(0) {
-        arena[((4351248 +% (q246 *% 576)) +% Int(arena[(1974272 +% ((q246 *% 144) +% i247))]))] += arena[(3761424 +% ((q246 *% 144) +% i247))]
+  for q242 in 0..<4096 {
+    for i243 in 0..<144 {
+      if arena[(1384448 +% ((q242 *% 144) +% i243))] > Float(0) {
+        arena[((4351248 +% (q242 *% 576)) +% Int(arena[(1974272 +% ((q242 *% 144) +% i243))]))] += arena[(3761424 +% ((q242 *% 144) +% i243))]
       }
     }
   }
   // conv2_weight_grad = conv2d_grad_weight(conv2_grad, conv1)
-  for i248 in 0..<4096 {
-    storeVector(arena, ((i248 *% 8) +% 1664128), Vector(repeating: Float(0)))
+  for i244 in 0..<4096 {
+    storeVector(arena, ((i244 *% 8) +% 1664128), Vector(repeating: Float(0)))
   }
-  for i249 in 0..<2704 {
-    storeVector(arena, ((i249 *% 8) +% 1384448), Vector(repeating: Float(0)))
+  for i245 in 0..<2704 {
+    storeVector(arena, ((i245 *% 8) +% 1384448), Vector(repeating: Float(0)))
   }
-  for i250 in 0..<4608 {
-    storeVector(arena, ((i250 *% 8) +% 1479808), Vector(repeating: Float(0)))
+  for i246 in 0..<4608 {
+    storeVector(arena, ((i246 *% 8) +% 1479808), Vector(repeating: Float(0)))
   }
-  for g251 in 0..<64 {
-    for j252 in 0..<1 {
-      for c253 in 0..<32 {
-        for iy254 in 0..<26 {
-          for ix255 in 0..<26 {
-            arena[(1384448 +% ((((j252 *% 21632) +% (iy254 *% 832)) +% (ix255 *% 32)) +% c253))] = arena[(((((g251 +% j252) *% 21632) +% (c253 *% 676)) +% (iy254 *% 26)) +% ix255)]
+  for g247 in 0..<64 {
+    for j248 in 0..<1 {
+      for c249 in 0..<32 {
+        for iy250 in 0..<26 {
+          for ix251 in 0..<26 {
+            arena[(1384448 +% ((((j248 *% 21632) +% (iy250 *% 832)) +% (ix251 *% 32)) +% c249))] = arena[(((((g247 +% j248) *% 21632) +% (c249 *% 676)) +% (iy250 *% 26)) +% ix251)]
           }
         }
       }
     }
-    for j256 in 0..<1 {
-      for ty257 in 0..<12 {
-        for tx258 in 0..<12 {
-          for cv259 in 0..<4 {
-            let w260 = (loadVector(arena, (1384448 +% ((((j256 *% 21632) +% ((ty257 *% 2) *% 832)) +% ((tx258 *% 2) *% 32)) +% (cv259 *% 8)))) - loadVector(arena, (1384448 +% ((((j256 *% 21632) +% (((ty257 *% 2) +% 2) *% 832)) +% ((tx258 *% 2) *% 32)) +% (cv259 *% 8)))))
-            let w261 = (loadVector(arena, (1384448 +% ((((j256 *% 21632) +% (((ty257 *% 2) +% 1) *% 832)) +% ((tx258 *% 2) *% 32)) +% (cv259 *% 8)))) + loadVector(arena, (1384448 +% ((((j256 *% 21632) +% (((ty257 *% 2) +% 2) *% 832)) +% ((tx258 *% 2) *% 32)) +% (cv259 *% 8)))))
-            let w262 = (loadVector(arena, (1384448 +% ((((j256 *% 21632) +% (((ty257 *% 2) +% 2) *% 832)) +% ((tx258 *% 2) *% 32)) +% (cv259 *% 8)))) - loadVector(arena, (1384448 +% ((((j256 *% 21632) +% (((ty257 *% 2) +% 1) *% 832)) +% ((tx258 *% 2) *% 32)) +% (cv259 *% 8)))))
-            let w263 = (loadVector(arena, (1384448 +% ((((j256 *% 21632) +% (((ty257 *% 2) +% 1) *% 832)) +% ((tx258 *% 2) *% 32)) +% (cv259 *% 8)))) - loadVector(arena, (1384448 +% ((((j256 *% 21632) +% (((ty257 *% 2) +% 3) *% 832)) +% ((tx258 *% 2) *% 32)) +% (cv259 *% 8)))))
-            let w264 = (loadVector(arena, (1384448 +% ((((j256 *% 21632) +% ((ty257 *% 2) *% 832)) +% (((tx258 *% 2) +% 1) *% 32)) +% (cv259 *% 8)))) - loadVector(arena, (1384448 +% ((((j256 *% 21632) +% (((ty257 *% 2) +% 2) *% 832)) +% (((tx258 *% 2) +% 1) *% 32)) +% (cv259 *% 8)))))
-            let w265 = (loadVector(arena, (1384448 +% ((((j256 *% 21632) +% (((ty257 *% 2) +% 1) *% 832)) +% (((tx258 *% 2) +% 1) *% 32)) +% (cv259 *% 8)))) + loadVector(arena, (1384448 +% ((((j256 *% 21632) +% (((ty257 *% 2) +% 2) *% 832)) +% (((tx258 *% 2) +% 1) *% 32)) +% (cv259 *% 8)))))
-            let w266 = (loadVector(arena, (1384448 +% ((((j256 *% 21632) +% (((ty257 *% 2) +% 2) *% 832)) +% (((tx258 *% 2) +% 1) *% 32)) +% (cv259 *% 8)))) - loadVector(arena, (1384448 +% ((((j256 *% 21632) +% (((ty257 *% 2) +% 1) *% 832)) +% (((tx258 *% 2) +% 1) *% 32)) +% (cv259 *% 8)))))
-            let w267 = (loadVector(arena, (1384448 +% ((((j256 *% 21632) +% (((ty257 *% 2) +% 1) *% 832)) +% (((tx258 *% 2) +% 1) *% 32)) +% (cv259 *% 8)))) - loadVector(arena, (1384448 +% ((((j256 *% 21632) +% (((ty257 *% 2) +% 3) *% 832)) +% (((tx258 *% 2) +% 1) *% 32)) +% (cv259 *% 8)))))
-            let w268 = (loadVector(arena, (1384448 +% ((((j256 *% 21632) +% ((ty257 *% 2) *% 832)) +% (((tx258 *% 2) +% 2) *% 32)) +% (cv259 *% 8)))) - loadVector(arena, (1384448 +% ((((j256 *% 21632) +% (((ty257 *% 2) +% 2) *% 832)) +% (((tx258 *% 2) +% 2) *% 32)) +% (cv259 *% 8)))))
-            let w269 = (loadVector(arena, (1384448 +% ((((j256 *% 21632) +% (((ty257 *% 2) +% 1) *% 832)) +% (((tx258 *% 2) +% 2) *% 32)) +% (cv259 *% 8)))) + loadVector(arena, (1384448 +% ((((j256 *% 21632) +% (((ty257 *% 2) +% 2) *% 832)) +% (((tx258 *% 2) +% 2) *% 32)) +% (cv259 *% 8)))))
-            let w270 = (loadVector(arena, (1384448 +% ((((j256 *% 21632) +% (((ty257 *% 2) +% 2) *% 832)) +% (((tx258 *% 2) +% 2) *% 32)) +% (cv259 *% 8)))) - loadVector(arena, (1384448 +% ((((j256 *% 21632) +% (((ty257 *% 2) +% 1) *% 832)) +% (((tx258 *% 2) +% 2) *% 32)) +% (cv259 *% 8)))))
-            let w271 = (loadVector(arena, (1384448 +% ((((j256 *% 21632) +% (((ty257 *% 2) +% 1) *% 832)) +% (((tx258 *% 2) +% 2) *% 32)) +% (cv259 *% 8)))) - loadVector(arena, (1384448 +% ((((j256 *% 21632) +% (((ty257 *% 2) +% 3) *% 832)) +% (((tx258 *% 2) +% 2) *% 32)) +% (cv259 *% 8)))))
-            let w272 = (loadVector(arena, (1384448 +% ((((j256 *% 21632) +% ((ty257 *% 2) *% 832)) +% (((tx258 *% 2) +% 3) *% 32)) +% (cv259 *% 8)))) - loadVector(arena, (1384448 +% ((((j256 *% 21632) +% (((ty257 *% 2) +% 2) *% 832)) +% (((tx258 *% 2) +% 3) *% 32)) +% (cv259 *% 8)))))
-            let w273 = (loadVector(arena, (1384448 +% ((((j256 *% 21632) +% (((ty257 *% 2) +% 1) *% 832)) +% (((tx258 *% 2) +% 3) *% 32)) +% (cv259 *% 8)))) + loadVector(arena, (1384448 +% ((((j256 *% 21632) +% (((ty257 *% 2) +% 2) *% 832)) +% (((tx258 *% 2) +% 3) *% 32)) +% (cv259 *% 8)))))
-            let w274 = (loadVector(arena, (1384448 +% ((((j256 *% 21632) +% (((ty257 *% 2) +% 2) *% 832)) +% (((tx258 *% 2) +% 3) *% 32)) +% (cv259 *% 8)))) - loadVector(arena, (1384448 +% ((((j256 *% 21632) +% (((ty257 *% 2) +% 1) *% 832)) +% (((tx258 *% 2) +% 3) *% 32)) +% (cv259 *% 8)))))
-            let w275 = (loadVector(arena, (1384448 +% ((((j256 *% 21632) +% (((ty257 *% 2) +% 1) *% 832)) +% (((tx258 *% 2) +% 3) *% 32)) +% (cv259 *% 8)))) - loadVector(arena, (1384448 +% ((((j256 *% 21632) +% (((ty257 *% 2) +% 3) *% 832)) +% (((tx258 *% 2) +% 3) *% 32)) +% (cv259 *% 8)))))
-            let w276 = (w260 - w268)
-            let w277 = (w264 + w268)
-            let w278 = (w268 - w264)
-            let w279 = (w264 - w272)
-            let w280 = (w261 - w269)
-            let w281 = (w265 + w269)
-            let w282 = (w269 - w265)
-            let w283 = (w265 - w273)
-            let w284 = (w262 - w270)
-            let w285 = (w266 + w270)
-            let w286 = (w270 - w266)
-            let w287 = (w266 - w274)
-            let w288 = (w263 - w271)
-            let w289 = (w267 + w271)
-            let w290 = (w271 - w267)
-            let w291 = (w267 - w275)
-            storeVector(arena, ((1406080 +% ((((j256 *% 144) +% (ty257 *% 12)) +% tx258) *% 32)) +% (cv259 *% 8)), w276)
-            storeVector(arena, ((1410688 +% ((((j256 *% 144) +% (ty257 *% 12)) +% tx258) *% 32)) +% (cv259 *% 8)), w277)
-            storeVector(arena, ((1415296 +% ((((j256 *% 144) +% (ty257 *% 12)) +% tx258) *% 32)) +% (cv259 *% 8)), w278)
-            storeVector(arena, ((1419904 +% ((((j256 *% 144) +% (ty257 *% 12)) +% tx258) *% 32)) +% (cv259 *% 8)), w279)
-            storeVector(arena, ((1424512 +% ((((j256 *% 144) +% (ty257 *% 12)) +% tx258) *% 32)) +% (cv259 *% 8)), w280)
-            storeVector(arena, ((1429120 +% ((((j256 *% 144) +% (ty257 *% 12)) +% tx258) *% 32)) +% (cv259 *% 8)), w281)
-            storeVector(arena, ((1433728 +% ((((j256 *% 144) +% (ty257 *% 12)) +% tx258) *% 32)) +% (cv259 *% 8)), w282)
-            storeVector(arena, ((1438336 +% ((((j256 *% 144) +% (ty257 *% 12)) +% tx258) *% 32)) +% (cv259 *% 8)), w283)
-            storeVector(arena, ((1442944 +% ((((j256 *% 144) +% (ty257 *% 12)) +% tx258) *% 32)) +% (cv259 *% 8)), w284)
-            storeVector(arena, ((1447552 +% ((((j256 *% 144) +% (ty257 *% 12)) +% tx258) *% 32)) +% (cv259 *% 8)), w285)
-            storeVector(arena, ((1452160 +% ((((j256 *% 144) +% (ty257 *% 12)) +% tx258) *% 32)) +% (cv259 *% 8)), w286)
-            storeVector(arena, ((1456768 +% ((((j256 *% 144) +% (ty257 *% 12)) +% tx258) *% 32)) +% (cv259 *% 8)), w287)
-            storeVector(arena, ((1461376 +% ((((j256 *% 144) +% (ty257 *% 12)) +% tx258) *% 32)) +% (cv259 *% 8)), w288)
-            storeVector(arena, ((1465984 +% ((((j256 *% 144) +% (ty257 *% 12)) +% tx258) *% 32)) +% (cv259 *% 8)), w289)
-            storeVector(arena, ((1470592 +% ((((j256 *% 144) +% (ty257 *% 12)) +% tx258) *% 32)) +% (cv259 *% 8)), w290)
-            storeVector(arena, ((1475200 +% ((((j256 *% 144) +% (ty257 *% 12)) +% tx258) *% 32)) +% (cv259 *% 8)), w291)
+    for j252 in 0..<1 {
+      for ty253 in 0..<12 {
+        for tx254 in 0..<12 {
+          for cv255 in 0..<4 {
+            let w256 = (loadVector(arena, (1384448 +% ((((j252 *% 21632) +% ((ty253 *% 2) *% 832)) +% ((tx254 *% 2) *% 32)) +% (cv255 *% 8)))) - loadVector(arena, (1384448 +% ((((j252 *% 21632) +% (((ty253 *% 2) +% 2) *% 832)) +% ((tx254 *% 2) *% 32)) +% (cv255 *% 8)))))
+            let w257 = (loadVector(arena, (1384448 +% ((((j252 *% 21632) +% (((ty253 *% 2) +% 1) *% 832)) +% ((tx254 *% 2) *% 32)) +% (cv255 *% 8)))) + loadVector(arena, (1384448 +% ((((j252 *% 21632) +% (((ty253 *% 2) +% 2) *% 832)) +% ((tx254 *% 2) *% 32)) +% (cv255 *% 8)))))
+            let w258 = (loadVector(arena, (1384448 +% ((((j252 *% 21632) +% (((ty253 *% 2) +% 2) *% 832)) +% ((tx254 *% 2) *% 32)) +% (cv255 *% 8)))) - loadVector(arena, (1384448 +% ((((j252 *% 21632) +% (((ty253 *% 2) +% 1) *% 832)) +% ((tx254 *% 2) *% 32)) +% (cv255 *% 8)))))
+            let w259 = (loadVector(arena, (1384448 +% ((((j252 *% 21632) +% (((ty253 *% 2) +% 1) *% 832)) +% ((tx254 *% 2) *% 32)) +% (cv255 *% 8)))) - loadVector(arena, (1384448 +% ((((j252 *% 21632) +% (((ty253 *% 2) +% 3) *% 832)) +% ((tx254 *% 2) *% 32)) +% (cv255 *% 8)))))
+            let w260 = (loadVector(arena, (1384448 +% ((((j252 *% 21632) +% ((ty253 *% 2) *% 832)) +% (((tx254 *% 2) +% 1) *% 32)) +% (cv255 *% 8)))) - loadVector(arena, (1384448 +% ((((j252 *% 21632) +% (((ty253 *% 2) +% 2) *% 832)) +% (((tx254 *% 2) +% 1) *% 32)) +% (cv255 *% 8)))))
+            let w261 = (loadVector(arena, (1384448 +% ((((j252 *% 21632) +% (((ty253 *% 2) +% 1) *% 832)) +% (((tx254 *% 2) +% 1) *% 32)) +% (cv255 *% 8)))) + loadVector(arena, (1384448 +% ((((j252 *% 21632) +% (((ty253 *% 2) +% 2) *% 832)) +% (((tx254 *% 2) +% 1) *% 32)) +% (cv255 *% 8)))))
+            let w262 = (loadVector(arena, (1384448 +% ((((j252 *% 21632) +% (((ty253 *% 2) +% 2) *% 832)) +% (((tx254 *% 2) +% 1) *% 32)) +% (cv255 *% 8)))) - loadVector(arena, (1384448 +% ((((j252 *% 21632) +% (((ty253 *% 2) +% 1) *% 832)) +% (((tx254 *% 2) +% 1) *% 32)) +% (cv255 *% 8)))))
+            let w263 = (loadVector(arena, (1384448 +% ((((j252 *% 21632) +% (((ty253 *% 2) +% 1) *% 832)) +% (((tx254 *% 2) +% 1) *% 32)) +% (cv255 *% 8)))) - loadVector(arena, (1384448 +% ((((j252 *% 21632) +% (((ty253 *% 2) +% 3) *% 832)) +% (((tx254 *% 2) +% 1) *% 32)) +% (cv255 *% 8)))))
+            let w264 = (loadVector(arena, (1384448 +% ((((j252 *% 21632) +% ((ty253 *% 2) *% 832)) +% (((tx254 *% 2) +% 2) *% 32)) +% (cv255 *% 8)))) - loadVector(arena, (1384448 +% ((((j252 *% 21632) +% (((ty253 *% 2) +% 2) *% 832)) +% (((tx254 *% 2) +% 2) *% 32)) +% (cv255 *% 8)))))
+            let w265 = (loadVector(arena, (1384448 +% ((((j252 *% 21632) +% (((ty253 *% 2) +% 1) *% 832)) +% (((tx254 *% 2) +% 2) *% 32)) +% (cv255 *% 8)))) + loadVector(arena, (1384448 +% ((((j252 *% 21632) +% (((ty253 *% 2) +% 2) *% 832)) +% (((tx254 *% 2) +% 2) *% 32)) +% (cv255 *% 8)))))
+            let w266 = (loadVector(arena, (1384448 +% ((((j252 *% 21632) +% (((ty253 *% 2) +% 2) *% 832)) +% (((tx254 *% 2) +% 2) *% 32)) +% (cv255 *% 8)))) - loadVector(arena, (1384448 +% ((((j252 *% 21632) +% (((ty253 *% 2) +% 1) *% 832)) +% (((tx254 *% 2) +% 2) *% 32)) +% (cv255 *% 8)))))
+            let w267 = (loadVector(arena, (1384448 +% ((((j252 *% 21632) +% (((ty253 *% 2) +% 1) *% 832)) +% (((tx254 *% 2) +% 2) *% 32)) +% (cv255 *% 8)))) - loadVector(arena, (1384448 +% ((((j252 *% 21632) +% (((ty253 *% 2) +% 3) *% 832)) +% (((tx254 *% 2) +% 2) *% 32)) +% (cv255 *% 8)))))
+            let w268 = (loadVector(arena, (1384448 +% ((((j252 *% 21632) +% ((ty253 *% 2) *% 832)) +% (((tx254 *% 2) +% 3) *% 32)) +% (cv255 *% 8)))) - loadVector(arena, (1384448 +% ((((j252 *% 21632) +% (((ty253 *% 2) +% 2) *% 832)) +% (((tx254 *% 2) +% 3) *% 32)) +% (cv255 *% 8)))))
+            let w269 = (loadVector(arena, (1384448 +% ((((j252 *% 21632) +% (((ty253 *% 2) +% 1) *% 832)) +% (((tx254 *% 2) +% 3) *% 32)) +% (cv255 *% 8)))) + loadVector(arena, (1384448 +% ((((j252 *% 21632) +% (((ty253 *% 2) +% 2) *% 832)) +% (((tx254 *% 2) +% 3) *% 32)) +% (cv255 *% 8)))))
+            let w270 = (loadVector(arena, (1384448 +% ((((j252 *% 21632) +% (((ty253 *% 2) +% 2) *% 832)) +% (((tx254 *% 2) +% 3) *% 32)) +% (cv255 *% 8)))) - loadVector(arena, (1384448 +% ((((j252 *% 21632) +% (((ty253 *% 2) +% 1) *% 832)) +% (((tx254 *% 2) +% 3) *% 32)) +% (cv255 *% 8)))))
+            let w271 = (loadVector(arena, (1384448 +% ((((j252 *% 21632) +% (((ty253 *% 2) +% 1) *% 832)) +% (((tx254 *% 2) +% 3) *% 32)) +% (cv255 *% 8)))) - loadVector(arena, (1384448 +% ((((j252 *% 21632) +% (((ty253 *% 2) +% 3) *% 832)) +% (((tx254 *% 2) +% 3) *% 32)) +% (cv255 *% 8)))))
+            let w272 = (w256 - w264)
+            let w273 = (w260 + w264)
+            let w274 = (w264 - w260)
+            let w275 = (w260 - w268)
+            let w276 = (w257 - w265)
+            let w277 = (w261 + w265)
+            let w278 = (w265 - w261)
+            let w279 = (w261 - w269)
+            let w280 = (w258 - w266)
+            let w281 = (w262 + w266)
+            let w282 = (w266 - w262)
+            let w283 = (w262 - w270)
+            let w284 = (w259 - w267)
+            let w285 = (w263 + w267)
+            let w286 = (w267 - w263)
+            let w287 = (w263 - w271)
+            storeVector(arena, ((1406080 +% ((((j252 *% 144) +% (ty253 *% 12)) +% tx254) *% 32)) +% (cv255 *% 8)), w272)
+            storeVector(arena, ((1410688 +% ((((j252 *% 144) +% (ty253 *% 12)) +% tx254) *% 32)) +% (cv255 *% 8)), w273)
+            storeVector(arena, ((1415296 +% ((((j252 *% 144) +% (ty253 *% 12)) +% tx254) *% 32)) +% (cv255 *% 8)), w274)
+            storeVector(arena, ((1419904 +% ((((j252 *% 144) +% (ty253 *% 12)) +% tx254) *% 32)) +% (cv255 *% 8)), w275)
+            storeVector(arena, ((1424512 +% ((((j252 *% 144) +% (ty253 *% 12)) +% tx254) *% 32)) +% (cv255 *% 8)), w276)
+            storeVector(arena, ((1429120 +% ((((j252 *% 144) +% (ty253 *% 12)) +% tx254) *% 32)) +% (cv255 *% 8)), w277)
+            storeVector(arena, ((1433728 +% ((((j252 *% 144) +% (ty253 *% 12)) +% tx254) *% 32)) +% (cv255 *% 8)), w278)
+            storeVector(arena, ((1438336 +% ((((j252 *% 144) +% (ty253 *% 12)) +% tx254) *% 32)) +% (cv255 *% 8)), w279)
+            storeVector(arena, ((1442944 +% ((((j252 *% 144) +% (ty253 *% 12)) +% tx254) *% 32)) +% (cv255 *% 8)), w280)
+            storeVector(arena, ((1447552 +% ((((j252 *% 144) +% (ty253 *% 12)) +% tx254) *% 32)) +% (cv255 *% 8)), w281)
+            storeVector(arena, ((1452160 +% ((((j252 *% 144) +% (ty253 *% 12)) +% tx254) *% 32)) +% (cv255 *% 8)), w282)
+            storeVector(arena, ((1456768 +% ((((j252 *% 144) +% (ty253 *% 12)) +% tx254) *% 32)) +% (cv255 *% 8)), w283)
+            storeVector(arena, ((1461376 +% ((((j252 *% 144) +% (ty253 *% 12)) +% tx254) *% 32)) +% (cv255 *% 8)), w284)
+            storeVector(arena, ((1465984 +% ((((j252 *% 144) +% (ty253 *% 12)) +% tx254) *% 32)) +% (cv255 *% 8)), w285)
+            storeVector(arena, ((1470592 +% ((((j252 *% 144) +% (ty253 *% 12)) +% tx254) *% 32)) +% (cv255 *% 8)), w286)
+            storeVector(arena, ((1475200 +% ((((j252 *% 144) +% (ty253 *% 12)) +% tx254) *% 32)) +% (cv255 *% 8)), w287)
+          }
+        }
+      }
+    }
+    for j288 in 0..<1 {
+      for c289 in 0..<64 {
+        for iy290 in 0..<24 {
+          for ix291 in 0..<24 {
+            arena[(1479808 +% ((((j288 *% 36864) +% (iy290 *% 1536)) +% (ix291 *% 64)) +% c289))] = arena[((((4351248 +% ((g247 +% j288) *% 36864)) +% (c289 *% 576)) +% (iy290 *% 24)) +% ix291)]
           }
         }
       }
     }
     for j292 in 0..<1 {
-      for c293 in 0..<64 {
-        for iy294 in 0..<24 {
-          for ix295 in 0..<24 {
-            arena[(1479808 +% ((((j292 *% 36864) +% (iy294 *% 1536)) +% (ix295 *% 64)) +% c293))] = arena[((((4351248 +% ((g251 +% j292) *% 36864)) +% (c293 *% 576)) +% (iy294 *% 24)) +% ix295)]
+      for ty293 in 0..<12 {
+        for tx294 in 0..<12 {
+          for cv295 in 0..<8 {
+            let w296 = loadVector(arena, (1479808 +% ((((j292 *% 36864) +% ((ty293 *% 2) *% 1536)) +% ((tx294 *% 2) *% 64)) +% (cv295 *% 8))))
+            let w297 = (loadVector(arena, (1479808 +% ((((j292 *% 36864) +% ((ty293 *% 2) *% 1536)) +% ((tx294 *% 2) *% 64)) +% (cv295 *% 8)))) + loadVector(arena, (1479808 +% ((((j292 *% 36864) +% (((ty293 *% 2) +% 1) *% 1536)) +% ((tx294 *% 2) *% 64)) +% (cv295 *% 8)))))
+            let w298 = (loadVector(arena, (1479808 +% ((((j292 *% 36864) +% ((ty293 *% 2) *% 1536)) +% ((tx294 *% 2) *% 64)) +% (cv295 *% 8)))) - loadVector(arena, (1479808 +% ((((j292 *% 36864) +% (((ty293 *% 2) +% 1) *% 1536)) +% ((tx294 *% 2) *% 64)) +% (cv295 *% 8)))))
+            let w299 = (loadVector(arena, (1479808 +% ((((j292 *% 36864) +% (((ty293 *% 2) +% 1) *% 1536)) +% ((tx294 *% 2) *% 64)) +% (cv295 *% 8)))) * Vector(repeating: Float(-1)))
+            let w300 = loadVector(arena, (1479808 +% ((((j292 *% 36864) +% ((ty293 *% 2) *% 1536)) +% (((tx294 *% 2) +% 1) *% 64)) +% (cv295 *% 8))))
+            let w301 = (loadVector(arena, (1479808 +% ((((j292 *% 36864) +% ((ty293 *% 2) *% 1536)) +% (((tx294 *% 2) +% 1) *% 64)) +% (cv295 *% 8)))) + loadVector(arena, (1479808 +% ((((j292 *% 36864) +% (((ty293 *% 2) +% 1) *% 1536)) +% (((tx294 *% 2) +% 1) *% 64)) +% (cv295 *% 8)))))
+            let w302 = (loadVector(arena, (1479808 +% ((((j292 *% 36864) +% ((ty293 *% 2) *% 1536)) +% (((tx294 *% 2) +% 1) *% 64)) +% (cv295 *% 8)))) - loadVector(arena, (1479808 +% ((((j292 *% 36864) +% (((ty293 *% 2) +% 1) *% 1536)) +% (((tx294 *% 2) +% 1) *% 64)) +% (cv295 *% 8)))))
+            let w303 = (loadVector(arena, (1479808 +% ((((j292 *% 36864) +% (((ty293 *% 2) +% 1) *% 1536)) +% (((tx294 *% 2) +% 1) *% 64)) +% (cv295 *% 8)))) * Vector(repeating: Float(-1)))
+            let w304 = w296
+            let w305 = (w296 + w300)
+            let w306 = (w296 - w300)
+            let w307 = (w300 * Vector(repeating: Float(-1)))
+            let w308 = w297
+            let w309 = (w297 + w301)
+            let w310 = (w297 - w301)
+            let w311 = (w301 * Vector(repeating: Float(-1)))
+            let w312 = w298
+            let w313 = (w298 + w302)
+            let w314 = (w298 - w302)
+            let w315 = (w302 * Vector(repeating: Float(-1)))
+            let w316 = w299
+            let w317 = (w299 + w303)
+            let w318 = (w299 - w303)
+            let w319 = (w303 * Vector(repeating: Float(-1)))
+            storeVector(arena, ((1516672 +% ((((j292 *% 144) +% (ty293 *% 12)) +% tx294) *% 64)) +% (cv295 *% 8)), w304)
+            storeVector(arena, ((1525888 +% ((((j292 *% 144) +% (ty293 *% 12)) +% tx294) *% 64)) +% (cv295 *% 8)), w305)
+            storeVector(arena, ((1535104 +% ((((j292 *% 144) +% (ty293 *% 12)) +% tx294) *% 64)) +% (cv295 *% 8)), w306)
+            storeVector(arena, ((1544320 +% ((((j292 *% 144) +% (ty293 *% 12)) +% tx294) *% 64)) +% (cv295 *% 8)), w307)
+            storeVector(arena, ((1553536 +% ((((j292 *% 144) +% (ty293 *% 12)) +% tx294) *% 64)) +% (cv295 *% 8)), w308)
+            storeVector(arena, ((1562752 +% ((((j292 *% 144) +% (ty293 *% 12)) +% tx294) *% 64)) +% (cv295 *% 8)), w309)
+            storeVector(arena, ((1571968 +% ((((j292 *% 144) +% (ty293 *% 12)) +% tx294) *% 64)) +% (cv295 *% 8)), w310)
+            storeVector(arena, ((1581184 +% ((((j292 *% 144) +% (ty293 *% 12)) +% tx294) *% 64)) +% (cv295 *% 8)), w311)
+            storeVector(arena, ((1590400 +% ((((j292 *% 144) +% (ty293 *% 12)) +% tx294) *% 64)) +% (cv295 *% 8)), w312)
+            storeVector(arena, ((1599616 +% ((((j292 *% 144) +% (ty293 *% 12)) +% tx294) *% 64)) +% (cv295 *% 8)), w313)
+            storeVector(arena, ((1608832 +% ((((j292 *% 144) +% (ty293 *% 12)) +% tx294) *% 64)) +% (cv295 *% 8)), w314)
+            storeVector(arena, ((1618048 +% ((((j292 *% 144) +% (ty293 *% 12)) +% tx294) *% 64)) +% (cv295 *% 8)), w315)
+            storeVector(arena, ((1627264 +% ((((j292 *% 144) +% (ty293 *% 12)) +% tx294) *% 64)) +% (cv295 *% 8)), w316)
+            storeVector(arena, ((1636480 +% ((((j292 *% 144) +% (ty293 *% 12)) +% tx294) *% 64)) +% (cv295 *% 8)), w317)
+            storeVector(arena, ((1645696 +% ((((j292 *% 144) +% (ty293 *% 12)) +% tx294) *% 64)) +% (cv295 *% 8)), w318)
+            storeVector(arena, ((1654912 +% ((((j292 *% 144) +% (ty293 *% 12)) +% tx294) *% 64)) +% (cv295 *% 8)), w319)
           }
         }
       }
     }
-    for j296 in 0..<1 {
-      for ty297 in 0..<12 {
-        for tx298 in 0..<12 {
-          for cv299 in 0..<8 {
-            let w300 = loadVector(arena, (1479808 +% ((((j296 *% 36864) +% ((ty297 *% 2) *% 1536)) +% ((tx298 *% 2) *% 64)) +% (cv299 *% 8))))
-            let w301 = (loadVector(arena, (1479808 +% ((((j296 *% 36864) +% ((ty297 *% 2) *% 1536)) +% ((tx298 *% 2) *% 64)) +% (cv299 *% 8)))) + loadVector(arena, (1479808 +% ((((j296 *% 36864) +% (((ty297 *% 2) +% 1) *% 1536)) +% ((tx298 *% 2) *% 64)) +% (cv299 *% 8)))))
-            let w302 = (loadVector(arena, (1479808 +% ((((j296 *% 36864) +% ((ty297 *% 2) *% 1536)) +% ((tx298 *% 2) *% 64)) +% (cv299 *% 8)))) - loadVector(arena, (1479808 +% ((((j296 *% 36864) +% (((ty297 *% 2) +% 1) *% 1536)) +% ((tx298 *% 2) *% 64)) +% (cv299 *% 8)))))
-            let w303 = (loadVector(arena, (1479808 +% ((((j296 *% 36864) +% (((ty297 *% 2) +% 1) *% 1536)) +% ((tx298 *% 2) *% 64)) +% (cv299 *% 8)))) * Vector(repeating: Float(-1)))
-            let w304 = loadVector(arena, (1479808 +% ((((j296 *% 36864) +% ((ty297 *% 2) *% 1536)) +% (((tx298 *% 2) +% 1) *% 64)) +% (cv299 *% 8))))
-            let w305 = (loadVector(arena, (1479808 +% ((((j296 *% 36864) +% ((ty297 *% 2) *% 1536)) +% (((tx298 *% 2) +% 1) *% 64)) +% (cv299 *% 8)))) + loadVector(arena, (1479808 +% ((((j296 *% 36864) +% (((ty297 *% 2) +% 1) *% 1536)) +% (((tx298 *% 2) +% 1) *% 64)) +% (cv299 *% 8)))))
-            let w306 = (loadVector(arena, (1479808 +% ((((j296 *% 36864) +% ((ty297 *% 2) *% 1536)) +% (((tx298 *% 2) +% 1) *% 64)) +% (cv299 *% 8)))) - loadVector(arena, (1479808 +% ((((j296 *% 36864) +% (((ty297 *% 2) +% 1) *% 1536)) +% (((tx298 *% 2) +% 1) *% 64)) +% (cv299 *% 8)))))
-            let w307 = (loadVector(arena, (1479808 +% ((((j296 *% 36864) +% (((ty297 *% 2) +% 1) *% 1536)) +% (((tx298 *% 2) +% 1) *% 64)) +% (cv299 *% 8)))) * Vector(repeating: Float(-1)))
-            let w308 = w300
-            let w309 = (w300 + w304)
-            let w310 = (w300 - w304)
-            let w311 = (w304 * Vector(repeating: Float(-1)))
-            let w312 = w301
-            let w313 = (w301 + w305)
-            let w314 = (w301 - w305)
-            let w315 = (w305 * Vector(repeating: Float(-1)))
-            let w316 = w302
-            let w317 = (w302 + w306)
-            let w318 = (w302 - w306)
-            let w319 = (w306 * Vector(repeating: Float(-1)))
-            let w320 = w303
-            let w321 = (w303 + w307)
-            let w322 = (w303 - w307)
-            let w323 = (w307 * Vector(repeating: Float(-1)))
-            storeVector(arena, ((1516672 +% ((((j296 *% 144) +% (ty297 *% 12)) +% tx298) *% 64)) +% (cv299 *% 8)), w308)
-            storeVector(arena, ((1525888 +% ((((j296 *% 144) +% (ty297 *% 12)) +% tx298) *% 64)) +% (cv299 *% 8)), w309)
-            storeVector(arena, ((1535104 +% ((((j296 *% 144) +% (ty297 *% 12)) +% tx298) *% 64)) +% (cv299 *% 8)), w310)
-            storeVector(arena, ((1544320 +% ((((j296 *% 144) +% (ty297 *% 12)) +% tx298) *% 64)) +% (cv299 *% 8)), w311)
-            storeVector(arena, ((1553536 +% ((((j296 *% 144) +% (ty297 *% 12)) +% tx298) *% 64)) +% (cv299 *% 8)), w312)
-            storeVector(arena, ((1562752 +% ((((j296 *% 144) +% (ty297 *% 12)) +% tx298) *% 64)) +% (cv299 *% 8)), w313)
-            storeVector(arena, ((1571968 +% ((((j296 *% 144) +% (ty297 *% 12)) +% tx298) *% 64)) +% (cv299 *% 8)), w314)
-            storeVector(arena, ((1581184 +% ((((j296 *% 144) +% (ty297 *% 12)) +% tx298) *% 64)) +% (cv299 *% 8)), w315)
-            storeVector(arena, ((1590400 +% ((((j296 *% 144) +% (ty297 *% 12)) +% tx298) *% 64)) +% (cv299 *% 8)), w316)
-            storeVector(arena, ((1599616 +% ((((j296 *% 144) +% (ty297 *% 12)) +% tx298) *% 64)) +% (cv299 *% 8)), w317)
-            storeVector(arena, ((1608832 +% ((((j296 *% 144) +% (ty297 *% 12)) +% tx298) *% 64)) +% (cv299 *% 8)), w318)
-            storeVector(arena, ((1618048 +% ((((j296 *% 144) +% (ty297 *% 12)) +% tx298) *% 64)) +% (cv299 *% 8)), w319)
-            storeVector(arena, ((1627264 +% ((((j296 *% 144) +% (ty297 *% 12)) +% tx298) *% 64)) +% (cv299 *% 8)), w320)
-            storeVector(arena, ((1636480 +% ((((j296 *% 144) +% (ty297 *% 12)) +% tx298) *% 64)) +% (cv299 *% 8)), w321)
-            storeVector(arena, ((1645696 +% ((((j296 *% 144) +% (ty297 *% 12)) +% tx298) *% 64)) +% (cv299 *% 8)), w322)
-            storeVector(arena, ((1654912 +% ((((j296 *% 144) +% (ty297 *% 12)) +% tx298) *% 64)) +% (cv299 *% 8)), w323)
-          }
-        }
-      }
-    }
-    for xi324 in 0..<16 {
-      sgemm(101, 112, 111, 32, 64, 144, 1, arena + (1406080 +% (xi324 *% 4608)), 32, arena + (1516672 +% (xi324 *% 9216)), 64, Float(bitPattern: 0x3f800000), arena + (1664128 +% (xi324 *% 2048)), 64)
+    for xi320 in 0..<16 {
+      sgemm(101, 112, 111, 32, 64, 144, 1, arena + (1406080 +% (xi320 *% 4608)), 32, arena + (1516672 +% (xi320 *% 9216)), 64, Float(bitPattern: 0x3f800000), arena + (1664128 +% (xi320 *% 2048)), 64)
     }
   }
   do {  // scalar loops
-    for f325 in 0..<64 {
-      for c326 in 0..<32 {
-        var w327: Float = (((arena[((1664128 +% (c326 *% 64)) +% f325)] * Float(1)) + (arena[((1672320 +% (c326 *% 64)) +% f325)] * Float(bitPattern: 0x3f000000))) + (arena[((1680512 +% (c326 *% 64)) +% f325)] * Float(bitPattern: 0x3f000000)))
-        var w328: Float = ((arena[((1672320 +% (c326 *% 64)) +% f325)] - arena[((1680512 +% (c326 *% 64)) +% f325)]) * Float(bitPattern: 0x3f000000))
-        var w329: Float = (((arena[((1672320 +% (c326 *% 64)) +% f325)] * Float(bitPattern: 0x3f000000)) + (arena[((1680512 +% (c326 *% 64)) +% f325)] * Float(bitPattern: 0x3f000000))) + (arena[((1688704 +% (c326 *% 64)) +% f325)] * Float(1)))
-        var w330: Float = (((arena[((1666176 +% (c326 *% 64)) +% f325)] * Float(1)) + (arena[((1674368 +% (c326 *% 64)) +% f325)] * Float(bitPattern: 0x3f000000))) + (arena[((1682560 +% (c326 *% 64)) +% f325)] * Float(bitPattern: 0x3f000000)))
-        var w331: Float = ((arena[((1674368 +% (c326 *% 64)) +% f325)] - arena[((1682560 +% (c326 *% 64)) +% f325)]) * Float(bitPattern: 0x3f000000))
-        var w332: Float = (((arena[((1674368 +% (c326 *% 64)) +% f325)] * Float(bitPattern: 0x3f000000)) + (arena[((1682560 +% (c326 *% 64)) +% f325)] * Float(bitPattern: 0x3f000000))) + (arena[((1690752 +% (c326 *% 64)) +% f325)] * Float(1)))
-        var w333: Float = (((arena[((1668224 +% (c326 *% 64)) +% f325)] * Float(1)) + (arena[((1676416 +% (c326 *% 64)) +% f325)] * Float(bitPattern: 0x3f000000))) + (arena[((1684608 +% (c326 *% 64)) +% f325)] * Float(bitPattern: 0x3f000000)))
-        var w334: Float = ((arena[((1676416 +% (c326 *% 64)) +% f325)] - arena[((1684608 +% (c326 *% 64)) +% f325)]) * Float(bitPattern: 0x3f000000))
-        var w335: Float = (((arena[((1676416 +% (c326 *% 64)) +% f325)] * Float(bitPattern: 0x3f000000)) + (arena[((1684608 +% (c326 *% 64)) +% f325)] * Float(bitPattern: 0x3f000000))) + (arena[((1692800 +% (c326 *% 64)) +% f325)] * Float(1)))
-        var w336: Float = (((arena[((1670272 +% (c326 *% 64)) +% f325)] * Float(1)) + (arena[((1678464 +% (c326 *% 64)) +% f325)] * Float(bitPattern: 0x3f000000))) + (arena[((1686656 +% (c326 *% 64)) +% f325)] * Float(bitPattern: 0x3f000000)))
-        var w337: Float = ((arena[((1678464 +% (c326 *% 64)) +% f325)] - arena[((1686656 +% (c326 *% 64)) +% f325)]) * Float(bitPattern: 0x3f000000))
-        var w338: Float = (((arena[((1678464 +% (c326 *% 64)) +% f325)] * Float(bitPattern: 0x3f000000)) + (arena[((1686656 +% (c326 *% 64)) +% f325)] * Float(bitPattern: 0x3f000000))) + (arena[((1694848 +% (c326 *% 64)) +% f325)] * Float(1)))
-        var w339: Float = (((w327 * Float(1)) + (w330 * Float(bitPattern: 0x3f000000))) + (w333 * Float(bitPattern: 0x3f000000)))
-        var w340: Float = ((w330 - w333) * Float(bitPattern: 0x3f000000))
-        var w341: Float = (((w330 * Float(bitPattern: 0x3f000000)) + (w333 * Float(bitPattern: 0x3f000000))) + (w336 * Float(1)))
-        var w342: Float = (((w328 * Float(1)) + (w331 * Float(bitPattern: 0x3f000000))) + (w334 * Float(bitPattern: 0x3f000000)))
-        var w343: Float = ((w331 - w334) * Float(bitPattern: 0x3f000000))
-        var w344: Float = (((w331 * Float(bitPattern: 0x3f000000)) + (w334 * Float(bitPattern: 0x3f000000))) + (w337 * Float(1)))
-        var w345: Float = (((w329 * Float(1)) + (w332 * Float(bitPattern: 0x3f000000))) + (w335 * Float(bitPattern: 0x3f000000)))
-        var w346: Float = ((w332 - w335) * Float(bitPattern: 0x3f000000))
-        var w347: Float = (((w332 * Float(bitPattern: 0x3f000000)) + (w335 * Float(bitPattern: 0x3f000000))) + (w338 * Float(1)))
-        grads[(320 +% (((f325 *% 32) +% c326) *% 9))] = w339
-        grads[((320 +% (((f325 *% 32) +% c326) *% 9)) +% 1)] = w340
-        grads[((320 +% (((f325 *% 32) +% c326) *% 9)) +% 2)] = w341
-        grads[((320 +% (((f325 *% 32) +% c326) *% 9)) +% 3)] = w342
-        grads[((320 +% (((f325 *% 32) +% c326) *% 9)) +% 4)] = w343
-        grads[((320 +% (((f325 *% 32) +% c326) *% 9)) +% 5)] = w344
-        grads[((320 +% (((f325 *% 32) +% c326) *% 9)) +% 6)] = w345
-        grads[((320 +% (((f325 *% 32) +% c326) *% 9)) +% 7)] = w346
-        grads[((320 +% (((f325 *% 32) +% c326) *% 9)) +% 8)] = w347
+    for f321 in 0..<64 {
+      for c322 in 0..<32 {
+        var w323: Float = (((arena[((1664128 +% (c322 *% 64)) +% f321)] * Float(1)) + (arena[((1672320 +% (c322 *% 64)) +% f321)] * Float(bitPattern: 0x3f000000))) + (arena[((1680512 +% (c322 *% 64)) +% f321)] * Float(bitPattern: 0x3f000000)))
+        var w324: Float = ((arena[((1672320 +% (c322 *% 64)) +% f321)] - arena[((1680512 +% (c322 *% 64)) +% f321)]) * Float(bitPattern: 0x3f000000))
+        var w325: Float = (((arena[((1672320 +% (c322 *% 64)) +% f321)] * Float(bitPattern: 0x3f000000)) + (arena[((1680512 +% (c322 *% 64)) +% f321)] * Float(bitPattern: 0x3f000000))) + (arena[((1688704 +% (c322 *% 64)) +% f321)] * Float(1)))
+        var w326: Float = (((arena[((1666176 +% (c322 *% 64)) +% f321)] * Float(1)) + (arena[((1674368 +% (c322 *% 64)) +% f321)] * Float(bitPattern: 0x3f000000))) + (arena[((1682560 +% (c322 *% 64)) +% f321)] * Float(bitPattern: 0x3f000000)))
+        var w327: Float = ((arena[((1674368 +% (c322 *% 64)) +% f321)] - arena[((1682560 +% (c322 *% 64)) +% f321)]) * Float(bitPattern: 0x3f000000))
+        var w328: Float = (((arena[((1674368 +% (c322 *% 64)) +% f321)] * Float(bitPattern: 0x3f000000)) + (arena[((1682560 +% (c322 *% 64)) +% f321)] * Float(bitPattern: 0x3f000000))) + (arena[((1690752 +% (c322 *% 64)) +% f321)] * Float(1)))
+        var w329: Float = (((arena[((1668224 +% (c322 *% 64)) +% f321)] * Float(1)) + (arena[((1676416 +% (c322 *% 64)) +% f321)] * Float(bitPattern: 0x3f000000))) + (arena[((1684608 +% (c322 *% 64)) +% f321)] * Float(bitPattern: 0x3f000000)))
+        var w330: Float = ((arena[((1676416 +% (c322 *% 64)) +% f321)] - arena[((1684608 +% (c322 *% 64)) +% f321)]) * Float(bitPattern: 0x3f000000))
+        var w331: Float = (((arena[((1676416 +% (c322 *% 64)) +% f321)] * Float(bitPattern: 0x3f000000)) + (arena[((1684608 +% (c322 *% 64)) +% f321)] * Float(bitPattern: 0x3f000000))) + (arena[((1692800 +% (c322 *% 64)) +% f321)] * Float(1)))
+        var w332: Float = (((arena[((1670272 +% (c322 *% 64)) +% f321)] * Float(1)) + (arena[((1678464 +% (c322 *% 64)) +% f321)] * Float(bitPattern: 0x3f000000))) + (arena[((1686656 +% (c322 *% 64)) +% f321)] * Float(bitPattern: 0x3f000000)))
+        var w333: Float = ((arena[((1678464 +% (c322 *% 64)) +% f321)] - arena[((1686656 +% (c322 *% 64)) +% f321)]) * Float(bitPattern: 0x3f000000))
+        var w334: Float = (((arena[((1678464 +% (c322 *% 64)) +% f321)] * Float(bitPattern: 0x3f000000)) + (arena[((1686656 +% (c322 *% 64)) +% f321)] * Float(bitPattern: 0x3f000000))) + (arena[((1694848 +% (c322 *% 64)) +% f321)] * Float(1)))
+        var w335: Float = (((w323 * Float(1)) + (w326 * Float(bitPattern: 0x3f000000))) + (w329 * Float(bitPattern: 0x3f000000)))
+        var w336: Float = ((w326 - w329) * Float(bitPattern: 0x3f000000))
+        var w337: Float = (((w326 * Float(bitPattern: 0x3f000000)) + (w329 * Float(bitPattern: 0x3f000000))) + (w332 * Float(1)))
+        var w338: Float = (((w324 * Float(1)) + (w327 * Float(bitPattern: 0x3f000000))) + (w330 * Float(bitPattern: 0x3f000000)))
+        var w339: Float = ((w327 - w330) * Float(bitPattern: 0x3f000000))
+        var w340: Float = (((w327 * Float(bitPattern: 0x3f000000)) + (w330 * Float(bitPattern: 0x3f000000))) + (w333 * Float(1)))
+        var w341: Float = (((w325 * Float(1)) + (w328 * Float(bitPattern: 0x3f000000))) + (w331 * Float(bitPattern: 0x3f000000)))
+        var w342: Float = ((w328 - w331) * Float(bitPattern: 0x3f000000))
+        var w343: Float = (((w328 * Float(bitPattern: 0x3f000000)) + (w331 * Float(bitPattern: 0x3f000000))) + (w334 * Float(1)))
+        grads[(320 +% (((f321 *% 32) +% c322) *% 9))] = w335
+        grads[((320 +% (((f321 *% 32) +% c322) *% 9)) +% 1)] = w336
+        grads[((320 +% (((f321 *% 32) +% c322) *% 9)) +% 2)] = w337
+        grads[((320 +% (((f321 *% 32) +% c322) *% 9)) +% 3)] = w338
+        grads[((320 +% (((f321 *% 32) +% c322) *% 9)) +% 4)] = w339
+        grads[((320 +% (((f321 *% 32) +% c322) *% 9)) +% 5)] = w340
+        grads[((320 +% (((f321 *% 32) +% c322) *% 9)) +% 6)] = w341
+        grads[((320 +% (((f321 *% 32) +% c322) *% 9)) +% 7)] = w342
+        grads[((320 +% (((f321 *% 32) +% c322) *% 9)) +% 8)] = w343
       }
     }
   }
   // conv2_bias_grad = conv2d_grad_bias(conv2_grad)
-  for f348 in 0..<64 {
-    var acc349 = Vector()
-    for img350 in 0..<64 {
-      for i351 in 0..<72 {
-        acc349 = acc349.addingProduct(Vector(repeating: Float(1)), loadVector(arena, (((4351248 +% (img350 *% 36864)) +% (f348 *% 576)) +% (i351 *% 8))))
+  for f344 in 0..<64 {
+    var acc345 = Vector()
+    for img346 in 0..<64 {
+      for i347 in 0..<72 {
+        acc345 = acc345.addingProduct(Vector(repeating: Float(1)), loadVector(arena, (((4351248 +% (img346 *% 36864)) +% (f344 *% 576)) +% (i347 *% 8))))
       }
     }
-    storeVector(arena, 1384448, acc349)
-    var sum352: Float = (arena[1384448] + arena[1384449])
-    var sum353: Float = (sum352 + arena[1384450])
-    var sum354: Float = (sum353 + arena[1384451])
-    var sum355: Float = (sum354 + arena[1384452])
-    var sum356: Float = (sum355 + arena[1384453])
-    var sum357: Float = (sum356 + arena[1384454])
-    var sum358: Float = (sum357 + arena[1384455])
-    grads[(18752 +% f348)] = sum358
+    storeVector(arena, 1384448, acc345)
+    var sum348: Float = (arena[1384448] + arena[1384449])
+    var sum349: Float = (sum348 + arena[1384450])
+    var sum350: Float = (sum349 + arena[1384451])
+    var sum351: Float = (sum350 + arena[1384452])
+    var sum352: Float = (sum351 + arena[1384453])
+    var sum353: Float = (sum352 + arena[1384454])
+    var sum354: Float = (sum353 + arena[1384455])
+    grads[(18752 +% f344)] = sum354
   }
   // relu1_grad = conv2d_grad_input(conv2_grad, conv2.weight, conv1)
   do {  // scalar loops
-    for ci359 in 0..<64 {
-      for co360 in 0..<32 {
-        var w361: Float = params[((320 +% (((ci359 *% 32) +% co360) *% 9)) +% 8)]
-        var w362: Float = (((params[((320 +% (((ci359 *% 32) +% co360) *% 9)) +% 8)] + params[((320 +% (((ci359 *% 32) +% co360) *% 9)) +% 5)]) + params[((320 +% (((ci359 *% 32) +% co360) *% 9)) +% 2)]) * Float(bitPattern: 0x3f000000))
-        var w363: Float = (((params[((320 +% (((ci359 *% 32) +% co360) *% 9)) +% 8)] + params[((320 +% (((ci359 *% 32) +% co360) *% 9)) +% 2)]) - params[((320 +% (((ci359 *% 32) +% co360) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
-        var w364: Float = params[((320 +% (((ci359 *% 32) +% co360) *% 9)) +% 2)]
-        var w365: Float = params[((320 +% (((ci359 *% 32) +% co360) *% 9)) +% 7)]
-        var w366: Float = (((params[((320 +% (((ci359 *% 32) +% co360) *% 9)) +% 7)] + params[((320 +% (((ci359 *% 32) +% co360) *% 9)) +% 4)]) + params[((320 +% (((ci359 *% 32) +% co360) *% 9)) +% 1)]) * Float(bitPattern: 0x3f000000))
-        var w367: Float = (((params[((320 +% (((ci359 *% 32) +% co360) *% 9)) +% 7)] + params[((320 +% (((ci359 *% 32) +% co360) *% 9)) +% 1)]) - params[((320 +% (((ci359 *% 32) +% co360) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
-        var w368: Float = params[((320 +% (((ci359 *% 32) +% co360) *% 9)) +% 1)]
-        var w369: Float = params[((320 +% (((ci359 *% 32) +% co360) *% 9)) +% 6)]
-        var w370: Float = (((params[((320 +% (((ci359 *% 32) +% co360) *% 9)) +% 6)] + params[((320 +% (((ci359 *% 32) +% co360) *% 9)) +% 3)]) + params[(320 +% (((ci359 *% 32) +% co360) *% 9))]) * Float(bitPattern: 0x3f000000))
-        var w371: Float = (((params[((320 +% (((ci359 *% 32) +% co360) *% 9)) +% 6)] + params[(320 +% (((ci359 *% 32) +% co360) *% 9))]) - params[((320 +% (((ci359 *% 32) +% co360) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
-        var w372: Float = params[(320 +% (((ci359 *% 32) +% co360) *% 9))]
-        var w373: Float = w361
-        var w374: Float = (((w361 + w365) + w369) * Float(bitPattern: 0x3f000000))
-        var w375: Float = (((w361 + w369) - w365) * Float(bitPattern: 0x3f000000))
-        var w376: Float = w369
-        var w377: Float = w362
-        var w378: Float = (((w362 + w366) + w370) * Float(bitPattern: 0x3f000000))
-        var w379: Float = (((w362 + w370) - w366) * Float(bitPattern: 0x3f000000))
-        var w380: Float = w370
-        var w381: Float = w363
-        var w382: Float = (((w363 + w367) + w371) * Float(bitPattern: 0x3f000000))
-        var w383: Float = (((w363 + w371) - w367) * Float(bitPattern: 0x3f000000))
-        var w384: Float = w371
-        var w385: Float = w364
-        var w386: Float = (((w364 + w368) + w372) * Float(bitPattern: 0x3f000000))
-        var w387: Float = (((w364 + w372) - w368) * Float(bitPattern: 0x3f000000))
-        var w388: Float = w372
-        arena[((2768896 +% (ci359 *% 32)) +% co360)] = w373
-        arena[((2770944 +% (ci359 *% 32)) +% co360)] = w374
-        arena[((2772992 +% (ci359 *% 32)) +% co360)] = w375
-        arena[((2775040 +% (ci359 *% 32)) +% co360)] = w376
-        arena[((2777088 +% (ci359 *% 32)) +% co360)] = w377
-        arena[((2779136 +% (ci359 *% 32)) +% co360)] = w378
-        arena[((2781184 +% (ci359 *% 32)) +% co360)] = w379
-        arena[((2783232 +% (ci359 *% 32)) +% co360)] = w380
-        arena[((2785280 +% (ci359 *% 32)) +% co360)] = w381
-        arena[((2787328 +% (ci359 *% 32)) +% co360)] = w382
-        arena[((2789376 +% (ci359 *% 32)) +% co360)] = w383
-        arena[((2791424 +% (ci359 *% 32)) +% co360)] = w384
-        arena[((2793472 +% (ci359 *% 32)) +% co360)] = w385
-        arena[((2795520 +% (ci359 *% 32)) +% co360)] = w386
-        arena[((2797568 +% (ci359 *% 32)) +% co360)] = w387
-        arena[((2799616 +% (ci359 *% 32)) +% co360)] = w388
+    for ci355 in 0..<64 {
+      for co356 in 0..<32 {
+        var w357: Float = params[((320 +% (((ci355 *% 32) +% co356) *% 9)) +% 8)]
+        var w358: Float = (((params[((320 +% (((ci355 *% 32) +% co356) *% 9)) +% 8)] + params[((320 +% (((ci355 *% 32) +% co356) *% 9)) +% 5)]) + params[((320 +% (((ci355 *% 32) +% co356) *% 9)) +% 2)]) * Float(bitPattern: 0x3f000000))
+        var w359: Float = (((params[((320 +% (((ci355 *% 32) +% co356) *% 9)) +% 8)] + params[((320 +% (((ci355 *% 32) +% co356) *% 9)) +% 2)]) - params[((320 +% (((ci355 *% 32) +% co356) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
+        var w360: Float = params[((320 +% (((ci355 *% 32) +% co356) *% 9)) +% 2)]
+        var w361: Float = params[((320 +% (((ci355 *% 32) +% co356) *% 9)) +% 7)]
+        var w362: Float = (((params[((320 +% (((ci355 *% 32) +% co356) *% 9)) +% 7)] + params[((320 +% (((ci355 *% 32) +% co356) *% 9)) +% 4)]) + params[((320 +% (((ci355 *% 32) +% co356) *% 9)) +% 1)]) * Float(bitPattern: 0x3f000000))
+        var w363: Float = (((params[((320 +% (((ci355 *% 32) +% co356) *% 9)) +% 7)] + params[((320 +% (((ci355 *% 32) +% co356) *% 9)) +% 1)]) - params[((320 +% (((ci355 *% 32) +% co356) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
+        var w364: Float = params[((320 +% (((ci355 *% 32) +% co356) *% 9)) +% 1)]
+        var w365: Float = params[((320 +% (((ci355 *% 32) +% co356) *% 9)) +% 6)]
+        var w366: Float = (((params[((320 +% (((ci355 *% 32) +% co356) *% 9)) +% 6)] + params[((320 +% (((ci355 *% 32) +% co356) *% 9)) +% 3)]) + params[(320 +% (((ci355 *% 32) +% co356) *% 9))]) * Float(bitPattern: 0x3f000000))
+        var w367: Float = (((params[((320 +% (((ci355 *% 32) +% co356) *% 9)) +% 6)] + params[(320 +% (((ci355 *% 32) +% co356) *% 9))]) - params[((320 +% (((ci355 *% 32) +% co356) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
+        var w368: Float = params[(320 +% (((ci355 *% 32) +% co356) *% 9))]
+        var w369: Float = w357
+        var w370: Float = (((w357 + w361) + w365) * Float(bitPattern: 0x3f000000))
+        var w371: Float = (((w357 + w365) - w361) * Float(bitPattern: 0x3f000000))
+        var w372: Float = w365
+        var w373: Float = w358
+        var w374: Float = (((w358 + w362) + w366) * Float(bitPattern: 0x3f000000))
+        var w375: Float = (((w358 + w366) - w362) * Float(bitPattern: 0x3f000000))
+        var w376: Float = w366
+        var w377: Float = w359
+        var w378: Float = (((w359 + w363) + w367) * Float(bitPattern: 0x3f000000))
+        var w379: Float = (((w359 + w367) - w363) * Float(bitPattern: 0x3f000000))
+        var w380: Float = w367
+        var w381: Float = w360
+        var w382: Float = (((w360 + w364) + w368) * Float(bitPattern: 0x3f000000))
+        var w383: Float = (((w360 + w368) - w364) * Float(bitPattern: 0x3f000000))
+        var w384: Float = w368
+        arena[((2768896 +% (ci355 *% 32)) +% co356)] = w369
+        arena[((2770944 +% (ci355 *% 32)) +% co356)] = w370
+        arena[((2772992 +% (ci355 *% 32)) +% co356)] = w371
+        arena[((2775040 +% (ci355 *% 32)) +% co356)] = w372
+        arena[((2777088 +% (ci355 *% 32)) +% co356)] = w373
+        arena[((2779136 +% (ci355 *% 32)) +% co356)] = w374
+        arena[((2781184 +% (ci355 *% 32)) +% co356)] = w375
+        arena[((2783232 +% (ci355 *% 32)) +% co356)] = w376
+        arena[((2785280 +% (ci355 *% 32)) +% co356)] = w377
+        arena[((2787328 +% (ci355 *% 32)) +% co356)] = w378
+        arena[((2789376 +% (ci355 *% 32)) +% co356)] = w379
+        arena[((2791424 +% (ci355 *% 32)) +% co356)] = w380
+        arena[((2793472 +% (ci355 *% 32)) +% co356)] = w381
+        arena[((2795520 +% (ci355 *% 32)) +% co356)] = w382
+        arena[((2797568 +% (ci355 *% 32)) +% co356)] = w383
+        arena[((2799616 +% (ci355 *% 32)) +% co356)] = w384
       }
     }
   }
-  for i389 in 0..<6272 {
-    storeVector(arena, ((i389 *% 8) +% 2801664), Vector(repeating: Float(0)))
+  for i385 in 0..<6272 {
+    storeVector(arena, ((i385 *% 8) +% 2801664), Vector(repeating: Float(0)))
   }
-  for g390 in 0..<64 {
+  for g386 in 0..<64 {
+    for j387 in 0..<1 {
+      for c388 in 0..<64 {
+        for iy389 in 0..<24 {
+          for ix390 in 0..<24 {
+            arena[(2801664 +% ((((j387 *% 50176) +% ((iy389 +% 2) *% 1792)) +% ((ix390 +% 2) *% 64)) +% c388))] = arena[((((4351248 +% ((g386 +% j387) *% 36864)) +% (c388 *% 576)) +% (iy389 *% 24)) +% ix390)]
+          }
+        }
+      }
+    }
     for j391 in 0..<1 {
-      for c392 in 0..<64 {
-        for iy393 in 0..<24 {
-          for ix394 in 0..<24 {
-            arena[(2801664 +% ((((j391 *% 50176) +% ((iy393 +% 2) *% 1792)) +% ((ix394 +% 2) *% 64)) +% c392))] = arena[((((4351248 +% ((g390 +% j391) *% 36864)) +% (c392 *% 576)) +% (iy393 *% 24)) +% ix394)]
+      for ty392 in 0..<13 {
+        for tx393 in 0..<13 {
+          for cv394 in 0..<8 {
+            let w395 = (loadVector(arena, (2801664 +% ((((j391 *% 50176) +% ((ty392 *% 2) *% 1792)) +% ((tx393 *% 2) *% 64)) +% (cv394 *% 8)))) - loadVector(arena, (2801664 +% ((((j391 *% 50176) +% (((ty392 *% 2) +% 2) *% 1792)) +% ((tx393 *% 2) *% 64)) +% (cv394 *% 8)))))
+            let w396 = (loadVector(arena, (2801664 +% ((((j391 *% 50176) +% (((ty392 *% 2) +% 1) *% 1792)) +% ((tx393 *% 2) *% 64)) +% (cv394 *% 8)))) + loadVector(arena, (2801664 +% ((((j391 *% 50176) +% (((ty392 *% 2) +% 2) *% 1792)) +% ((tx393 *% 2) *% 64)) +% (cv394 *% 8)))))
+            let w397 = (loadVector(arena, (2801664 +% ((((j391 *% 50176) +% (((ty392 *% 2) +% 2) *% 1792)) +% ((tx393 *% 2) *% 64)) +% (cv394 *% 8)))) - loadVector(arena, (2801664 +% ((((j391 *% 50176) +% (((ty392 *% 2) +% 1) *% 1792)) +% ((tx393 *% 2) *% 64)) +% (cv394 *% 8)))))
+            let w398 = (loadVector(arena, (2801664 +% ((((j391 *% 50176) +% (((ty392 *% 2) +% 1) *% 1792)) +% ((tx393 *% 2) *% 64)) +% (cv394 *% 8)))) - loadVector(arena, (2801664 +% ((((j391 *% 50176) +% (((ty392 *% 2) +% 3) *% 1792)) +% ((tx393 *% 2) *% 64)) +% (cv394 *% 8)))))
+            let w399 = (loadVector(arena, (2801664 +% ((((j391 *% 50176) +% ((ty392 *% 2) *% 1792)) +% (((tx393 *% 2) +% 1) *% 64)) +% (cv394 *% 8)))) - loadVector(arena, (2801664 +% ((((j391 *% 50176) +% (((ty392 *% 2) +% 2) *% 1792)) +% (((tx393 *% 2) +% 1) *% 64)) +% (cv394 *% 8)))))
+            let w400 = (loadVector(arena, (2801664 +% ((((j391 *% 50176) +% (((ty392 *% 2) +% 1) *% 1792)) +% (((tx393 *% 2) +% 1) *% 64)) +% (cv394 *% 8)))) + loadVector(arena, (2801664 +% ((((j391 *% 50176) +% (((ty392 *% 2) +% 2) *% 1792)) +% (((tx393 *% 2) +% 1) *% 64)) +% (cv394 *% 8)))))
+            let w401 = (loadVector(arena, (2801664 +% ((((j391 *% 50176) +% (((ty392 *% 2) +% 2) *% 1792)) +% (((tx393 *% 2) +% 1) *% 64)) +% (cv394 *% 8)))) - loadVector(arena, (2801664 +% ((((j391 *% 50176) +% (((ty392 *% 2) +% 1) *% 1792)) +% (((tx393 *% 2) +% 1) *% 64)) +% (cv394 *% 8)))))
+            let w402 = (loadVector(arena, (2801664 +% ((((j391 *% 50176) +% (((ty392 *% 2) +% 1) *% 1792)) +% (((tx393 *% 2) +% 1) *% 64)) +% (cv394 *% 8)))) - loadVector(arena, (2801664 +% ((((j391 *% 50176) +% (((ty392 *% 2) +% 3) *% 1792)) +% (((tx393 *% 2) +% 1) *% 64)) +% (cv394 *% 8)))))
+            let w403 = (loadVector(arena, (2801664 +% ((((j391 *% 50176) +% ((ty392 *% 2) *% 1792)) +% (((tx393 *% 2) +% 2) *% 64)) +% (cv394 *% 8)))) - loadVector(arena, (2801664 +% ((((j391 *% 50176) +% (((ty392 *% 2) +% 2) *% 1792)) +% (((tx393 *% 2) +% 2) *% 64)) +% (cv394 *% 8)))))
+            let w404 = (loadVector(arena, (2801664 +% ((((j391 *% 50176) +% (((ty392 *% 2) +% 1) *% 1792)) +% (((tx393 *% 2) +% 2) *% 64)) +% (cv394 *% 8)))) + loadVector(arena, (2801664 +% ((((j391 *% 50176) +% (((ty392 *% 2) +% 2) *% 1792)) +% (((tx393 *% 2) +% 2) *% 64)) +% (cv394 *% 8)))))
+            let w405 = (loadVector(arena, (2801664 +% ((((j391 *% 50176) +% (((ty392 *% 2) +% 2) *% 1792)) +% (((tx393 *% 2) +% 2) *% 64)) +% (cv394 *% 8)))) - loadVector(arena, (2801664 +% ((((j391 *% 50176) +% (((ty392 *% 2) +% 1) *% 1792)) +% (((tx393 *% 2) +% 2) *% 64)) +% (cv394 *% 8)))))
+            let w406 = (loadVector(arena, (2801664 +% ((((j391 *% 50176) +% (((ty392 *% 2) +% 1) *% 1792)) +% (((tx393 *% 2) +% 2) *% 64)) +% (cv394 *% 8)))) - loadVector(arena, (2801664 +% ((((j391 *% 50176) +% (((ty392 *% 2) +% 3) *% 1792)) +% (((tx393 *% 2) +% 2) *% 64)) +% (cv394 *% 8)))))
+            let w407 = (loadVector(arena, (2801664 +% ((((j391 *% 50176) +% ((ty392 *% 2) *% 1792)) +% (((tx393 *% 2) +% 3) *% 64)) +% (cv394 *% 8)))) - loadVector(arena, (2801664 +% ((((j391 *% 50176) +% (((ty392 *% 2) +% 2) *% 1792)) +% (((tx393 *% 2) +% 3) *% 64)) +% (cv394 *% 8)))))
+            let w408 = (loadVector(arena, (2801664 +% ((((j391 *% 50176) +% (((ty392 *% 2) +% 1) *% 1792)) +% (((tx393 *% 2) +% 3) *% 64)) +% (cv394 *% 8)))) + loadVector(arena, (2801664 +% ((((j391 *% 50176) +% (((ty392 *% 2) +% 2) *% 1792)) +% (((tx393 *% 2) +% 3) *% 64)) +% (cv394 *% 8)))))
+            let w409 = (loadVector(arena, (2801664 +% ((((j391 *% 50176) +% (((ty392 *% 2) +% 2) *% 1792)) +% (((tx393 *% 2) +% 3) *% 64)) +% (cv394 *% 8)))) - loadVector(arena, (2801664 +% ((((j391 *% 50176) +% (((ty392 *% 2) +% 1) *% 1792)) +% (((tx393 *% 2) +% 3) *% 64)) +% (cv394 *% 8)))))
+            let w410 = (loadVector(arena, (2801664 +% ((((j391 *% 50176) +% (((ty392 *% 2) +% 1) *% 1792)) +% (((tx393 *% 2) +% 3) *% 64)) +% (cv394 *% 8)))) - loadVector(arena, (2801664 +% ((((j391 *% 50176) +% (((ty392 *% 2) +% 3) *% 1792)) +% (((tx393 *% 2) +% 3) *% 64)) +% (cv394 *% 8)))))
+            let w411 = (w395 - w403)
+            let w412 = (w399 + w403)
+            let w413 = (w403 - w399)
+            let w414 = (w399 - w407)
+            let w415 = (w396 - w404)
+            let w416 = (w400 + w404)
+            let w417 = (w404 - w400)
+            let w418 = (w400 - w408)
+            let w419 = (w397 - w405)
+            let w420 = (w401 + w405)
+            let w421 = (w405 - w401)
+            let w422 = (w401 - w409)
+            let w423 = (w398 - w406)
+            let w424 = (w402 + w406)
+            let w425 = (w406 - w402)
+            let w426 = (w402 - w410)
+            storeVector(arena, ((2851840 +% ((((j391 *% 169) +% (ty392 *% 13)) +% tx393) *% 64)) +% (cv394 *% 8)), w411)
+            storeVector(arena, ((2862656 +% ((((j391 *% 169) +% (ty392 *% 13)) +% tx393) *% 64)) +% (cv394 *% 8)), w412)
+            storeVector(arena, ((2873472 +% ((((j391 *% 169) +% (ty392 *% 13)) +% tx393) *% 64)) +% (cv394 *% 8)), w413)
+            storeVector(arena, ((2884288 +% ((((j391 *% 169) +% (ty392 *% 13)) +% tx393) *% 64)) +% (cv394 *% 8)), w414)
+            storeVector(arena, ((2895104 +% ((((j391 *% 169) +% (ty392 *% 13)) +% tx393) *% 64)) +% (cv394 *% 8)), w415)
+            storeVector(arena, ((2905920 +% ((((j391 *% 169) +% (ty392 *% 13)) +% tx393) *% 64)) +% (cv394 *% 8)), w416)
+            storeVector(arena, ((2916736 +% ((((j391 *% 169) +% (ty392 *% 13)) +% tx393) *% 64)) +% (cv394 *% 8)), w417)
+            storeVector(arena, ((2927552 +% ((((j391 *% 169) +% (ty392 *% 13)) +% tx393) *% 64)) +% (cv394 *% 8)), w418)
+            storeVector(arena, ((2938368 +% ((((j391 *% 169) +% (ty392 *% 13)) +% tx393) *% 64)) +% (cv394 *% 8)), w419)
+            storeVector(arena, ((2949184 +% ((((j391 *% 169) +% (ty392 *% 13)) +% tx393) *% 64)) +% (cv394 *% 8)), w420)
+            storeVector(arena, ((2960000 +% ((((j391 *% 169) +% (ty392 *% 13)) +% tx393) *% 64)) +% (cv394 *% 8)), w421)
+            storeVector(arena, ((2970816 +% ((((j391 *% 169) +% (ty392 *% 13)) +% tx393) *% 64)) +% (cv394 *% 8)), w422)
+            storeVector(arena, ((2981632 +% ((((j391 *% 169) +% (ty392 *% 13)) +% tx393) *% 64)) +% (cv394 *% 8)), w423)
+            storeVector(arena, ((2992448 +% ((((j391 *% 169) +% (ty392 *% 13)) +% tx393) *% 64)) +% (cv394 *% 8)), w424)
+            storeVector(arena, ((3003264 +% ((((j391 *% 169) +% (ty392 *% 13)) +% tx393) *% 64)) +% (cv394 *% 8)), w425)
+            storeVector(arena, ((3014080 +% ((((j391 *% 169) +% (ty392 *% 13)) +% tx393) *% 64)) +% (cv394 *% 8)), w426)
           }
         }
       }
     }
-    for j395 in 0..<1 {
-      for ty396 in 0..<13 {
-        for tx397 in 0..<13 {
-          for cv398 in 0..<8 {
-            let w399 = (loadVector(arena, (2801664 +% ((((j395 *% 50176) +% ((ty396 *% 2) *% 1792)) +% ((tx397 *% 2) *% 64)) +% (cv398 *% 8)))) - loadVector(arena, (2801664 +% ((((j395 *% 50176) +% (((ty396 *% 2) +% 2) *% 1792)) +% ((tx397 *% 2) *% 64)) +% (cv398 *% 8)))))
-            let w400 = (loadVector(arena, (2801664 +% ((((j395 *% 50176) +% (((ty396 *% 2) +% 1) *% 1792)) +% ((tx397 *% 2) *% 64)) +% (cv398 *% 8)))) + loadVector(arena, (2801664 +% ((((j395 *% 50176) +% (((ty396 *% 2) +% 2) *% 1792)) +% ((tx397 *% 2) *% 64)) +% (cv398 *% 8)))))
-            let w401 = (loadVector(arena, (2801664 +% ((((j395 *% 50176) +% (((ty396 *% 2) +% 2) *% 1792)) +% ((tx397 *% 2) *% 64)) +% (cv398 *% 8)))) - loadVector(arena, (2801664 +% ((((j395 *% 50176) +% (((ty396 *% 2) +% 1) *% 1792)) +% ((tx397 *% 2) *% 64)) +% (cv398 *% 8)))))
-            let w402 = (loadVector(arena, (2801664 +% ((((j395 *% 50176) +% (((ty396 *% 2) +% 1) *% 1792)) +% ((tx397 *% 2) *% 64)) +% (cv398 *% 8)))) - loadVector(arena, (2801664 +% ((((j395 *% 50176) +% (((ty396 *% 2) +% 3) *% 1792)) +% ((tx397 *% 2) *% 64)) +% (cv398 *% 8)))))
-            let w403 = (loadVector(arena, (2801664 +% ((((j395 *% 50176) +% ((ty396 *% 2) *% 1792)) +% (((tx397 *% 2) +% 1) *% 64)) +% (cv398 *% 8)))) - loadVector(arena, (2801664 +% ((((j395 *% 50176) +% (((ty396 *% 2) +% 2) *% 1792)) +% (((tx397 *% 2) +% 1) *% 64)) +% (cv398 *% 8)))))
-            let w404 = (loadVector(arena, (2801664 +% ((((j395 *% 50176) +% (((ty396 *% 2) +% 1) *% 1792)) +% (((tx397 *% 2) +% 1) *% 64)) +% (cv398 *% 8)))) + loadVector(arena, (2801664 +% ((((j395 *% 50176) +% (((ty396 *% 2) +% 2) *% 1792)) +% (((tx397 *% 2) +% 1) *% 64)) +% (cv398 *% 8)))))
-            let w405 = (loadVector(arena, (2801664 +% ((((j395 *% 50176) +% (((ty396 *% 2) +% 2) *% 1792)) +% (((tx397 *% 2) +% 1) *% 64)) +% (cv398 *% 8)))) - loadVector(arena, (2801664 +% ((((j395 *% 50176) +% (((ty396 *% 2) +% 1) *% 1792)) +% (((tx397 *% 2) +% 1) *% 64)) +% (cv398 *% 8)))))
-            let w406 = (loadVector(arena, (2801664 +% ((((j395 *% 50176) +% (((ty396 *% 2) +% 1) *% 1792)) +% (((tx397 *% 2) +% 1) *% 64)) +% (cv398 *% 8)))) - loadVector(arena, (2801664 +% ((((j395 *% 50176) +% (((ty396 *% 2) +% 3) *% 1792)) +% (((tx397 *% 2) +% 1) *% 64)) +% (cv398 *% 8)))))
-            let w407 = (loadVector(arena, (2801664 +% ((((j395 *% 50176) +% ((ty396 *% 2) *% 1792)) +% (((tx397 *% 2) +% 2) *% 64)) +% (cv398 *% 8)))) - loadVector(arena, (2801664 +% ((((j395 *% 50176) +% (((ty396 *% 2) +% 2) *% 1792)) +% (((tx397 *% 2) +% 2) *% 64)) +% (cv398 *% 8)))))
-            let w408 = (loadVector(arena, (2801664 +% ((((j395 *% 50176) +% (((ty396 *% 2) +% 1) *% 1792)) +% (((tx397 *% 2) +% 2) *% 64)) +% (cv398 *% 8)))) + loadVector(arena, (2801664 +% ((((j395 *% 50176) +% (((ty396 *% 2) +% 2) *% 1792)) +% (((tx397 *% 2) +% 2) *% 64)) +% (cv398 *% 8)))))
-            let w409 = (loadVector(arena, (2801664 +% ((((j395 *% 50176) +% (((ty396 *% 2) +% 2) *% 1792)) +% (((tx397 *% 2) +% 2) *% 64)) +% (cv398 *% 8)))) - loadVector(arena, (2801664 +% ((((j395 *% 50176) +% (((ty396 *% 2) +% 1) *% 1792)) +% (((tx397 *% 2) +% 2) *% 64)) +% (cv398 *% 8)))))
-            let w410 = (loadVector(arena, (2801664 +% ((((j395 *% 50176) +% (((ty396 *% 2) +% 1) *% 1792)) +% (((tx397 *% 2) +% 2) *% 64)) +% (cv398 *% 8)))) - loadVector(arena, (2801664 +% ((((j395 *% 50176) +% (((ty396 *% 2) +% 3) *% 1792)) +% (((tx397 *% 2) +% 2) *% 64)) +% (cv398 *% 8)))))
-            let w411 = (loadVector(arena, (2801664 +% ((((j395 *% 50176) +% ((ty396 *% 2) *% 1792)) +% (((tx397 *% 2) +% 3) *% 64)) +% (cv398 *% 8)))) - loadVector(arena, (2801664 +% ((((j395 *% 50176) +% (((ty396 *% 2) +% 2) *% 1792)) +% (((tx397 *% 2) +% 3) *% 64)) +% (cv398 *% 8)))))
-            let w412 = (loadVector(arena, (2801664 +% ((((j395 *% 50176) +% (((ty396 *% 2) +% 1) *% 1792)) +% (((tx397 *% 2) +% 3) *% 64)) +% (cv398 *% 8)))) + loadVector(arena, (2801664 +% ((((j395 *% 50176) +% (((ty396 *% 2) +% 2) *% 1792)) +% (((tx397 *% 2) +% 3) *% 64)) +% (cv398 *% 8)))))
-            let w413 = (loadVector(arena, (2801664 +% ((((j395 *% 50176) +% (((ty396 *% 2) +% 2) *% 1792)) +% (((tx397 *% 2) +% 3) *% 64)) +% (cv398 *% 8)))) - loadVector(arena, (2801664 +% ((((j395 *% 50176) +% (((ty396 *% 2) +% 1) *% 1792)) +% (((tx397 *% 2) +% 3) *% 64)) +% (cv398 *% 8)))))
-            let w414 = (loadVector(arena, (2801664 +% ((((j395 *% 50176) +% (((ty396 *% 2) +% 1) *% 1792)) +% (((tx397 *% 2) +% 3) *% 64)) +% (cv398 *% 8)))) - loadVector(arena, (2801664 +% ((((j395 *% 50176) +% (((ty396 *% 2) +% 3) *% 1792)) +% (((tx397 *% 2) +% 3) *% 64)) +% (cv398 *% 8)))))
-            let w415 = (w399 - w407)
-            let w416 = (w403 + w407)
-            let w417 = (w407 - w403)
-            let w418 = (w403 - w411)
-            let w419 = (w400 - w408)
-            let w420 = (w404 + w408)
-            let w421 = (w408 - w404)
-            let w422 = (w404 - w412)
-            let w423 = (w401 - w409)
-            let w424 = (w405 + w409)
-            let w425 = (w409 - w405)
-            let w426 = (w405 - w413)
-            let w427 = (w402 - w410)
-            let w428 = (w406 + w410)
-            let w429 = (w410 - w406)
-            let w430 = (w406 - w414)
-            storeVector(arena, ((2851840 +% ((((j395 *% 169) +% (ty396 *% 13)) +% tx397) *% 64)) +% (cv398 *% 8)), w415)
-            storeVector(arena, ((2862656 +% ((((j395 *% 169) +% (ty396 *% 13)) +% tx397) *% 64)) +% (cv398 *% 8)), w416)
-            storeVector(arena, ((2873472 +% ((((j395 *% 169) +% (ty396 *% 13)) +% tx397) *% 64)) +% (cv398 *% 8)), w417)
-            storeVector(arena, ((2884288 +% ((((j395 *% 169) +% (ty396 *% 13)) +% tx397) *% 64)) +% (cv398 *% 8)), w418)
-            storeVector(arena, ((2895104 +% ((((j395 *% 169) +% (ty396 *% 13)) +% tx397) *% 64)) +% (cv398 *% 8)), w419)
-            storeVector(arena, ((2905920 +% ((((j395 *% 169) +% (ty396 *% 13)) +% tx397) *% 64)) +% (cv398 *% 8)), w420)
-            storeVector(arena, ((2916736 +% ((((j395 *% 169) +% (ty396 *% 13)) +% tx397) *% 64)) +% (cv398 *% 8)), w421)
-            storeVector(arena, ((2927552 +% ((((j395 *% 169) +% (ty396 *% 13)) +% tx397) *% 64)) +% (cv398 *% 8)), w422)
-            storeVector(arena, ((2938368 +% ((((j395 *% 169) +% (ty396 *% 13)) +% tx397) *% 64)) +% (cv398 *% 8)), w423)
-            storeVector(arena, ((2949184 +% ((((j395 *% 169) +% (ty396 *% 13)) +% tx397) *% 64)) +% (cv398 *% 8)), w424)
-            storeVector(arena, ((2960000 +% ((((j395 *% 169) +% (ty396 *% 13)) +% tx397) *% 64)) +% (cv398 *% 8)), w425)
-            storeVector(arena, ((2970816 +% ((((j395 *% 169) +% (ty396 *% 13)) +% tx397) *% 64)) +% (cv398 *% 8)), w426)
-            storeVector(arena, ((2981632 +% ((((j395 *% 169) +% (ty396 *% 13)) +% tx397) *% 64)) +% (cv398 *% 8)), w427)
-            storeVector(arena, ((2992448 +% ((((j395 *% 169) +% (ty396 *% 13)) +% tx397) *% 64)) +% (cv398 *% 8)), w428)
-            storeVector(arena, ((3003264 +% ((((j395 *% 169) +% (ty396 *% 13)) +% tx397) *% 64)) +% (cv398 *% 8)), w429)
-            storeVector(arena, ((3014080 +% ((((j395 *% 169) +% (ty396 *% 13)) +% tx397) *% 64)) +% (cv398 *% 8)), w430)
-          }
-        }
-      }
-    }
-    for xi431 in 0..<16 {
-      do {  // gemm438
-        for nb432 in 0..<2 {
-          for mb433 in 0..<28 {
-            var t434_c0_0 = Vector()
-            var t434_c0_1 = Vector()
-            var t434_c1_0 = Vector()
-            var t434_c1_1 = Vector()
-            var t434_c2_0 = Vector()
-            var t434_c2_1 = Vector()
-            var t434_c3_0 = Vector()
-            var t434_c3_1 = Vector()
-            var t434_c4_0 = Vector()
-            var t434_c4_1 = Vector()
-            var t434_c5_0 = Vector()
-            var t434_c5_1 = Vector()
-            for k435 in 0..<64 {
-              let t434_b0 = loadVector(arena, (((2768896 +% (xi431 *% 2048)) +% (k435 *% 32)) +% (nb432 *% 16)))
-              let t434_b1 = loadVector(arena, ((((2768896 +% (xi431 *% 2048)) +% (k435 *% 32)) +% (nb432 *% 16)) +% 8))
-              let t434_a0 = Vector(repeating: arena[(((2851840 +% (xi431 *% 10816)) +% ((mb433 *% 6) *% 64)) +% k435)])
-              t434_c0_0 = t434_c0_0.addingProduct(t434_a0, t434_b0)
-              t434_c0_1 = t434_c0_1.addingProduct(t434_a0, t434_b1)
-              let t434_a1 = Vector(repeating: arena[(((2851840 +% (xi431 *% 10816)) +% (((mb433 *% 6) +% 1) *% 64)) +% k435)])
-              t434_c1_0 = t434_c1_0.addingProduct(t434_a1, t434_b0)
-              t434_c1_1 = t434_c1_1.addingProduct(t434_a1, t434_b1)
-              let t434_a2 = Vector(repeating: arena[(((2851840 +% (xi431 *% 10816)) +% (((mb433 *% 6) +% 2) *% 64)) +% k435)])
-              t434_c2_0 = t434_c2_0.addingProduct(t434_a2, t434_b0)
-              t434_c2_1 = t434_c2_1.addingProduct(t434_a2, t434_b1)
-              let t434_a3 = Vector(repeating: arena[(((2851840 +% (xi431 *% 10816)) +% (((mb433 *% 6) +% 3) *% 64)) +% k435)])
-              t434_c3_0 = t434_c3_0.addingProduct(t434_a3, t434_b0)
-              t434_c3_1 = t434_c3_1.addingProduct(t434_a3, t434_b1)
-              let t434_a4 = Vector(repeating: arena[(((2851840 +% (xi431 *% 10816)) +% (((mb433 *% 6) +% 4) *% 64)) +% k435)])
-              t434_c4_0 = t434_c4_0.addingProduct(t434_a4, t434_b0)
-              t434_c4_1 = t434_c4_1.addingProduct(t434_a4, t434_b1)
-              let t434_a5 = Vector(repeating: arena[(((2851840 +% (xi431 *% 10816)) +% (((mb433 *% 6) +% 5) *% 64)) +% k435)])
-              t434_c5_0 = t434_c5_0.addingProduct(t434_a5, t434_b0)
-              t434_c5_1 = t434_c5_1.addingProduct(t434_a5, t434_b1)
+    for xi427 in 0..<16 {
+      do {  // gemm434
+        for nb428 in 0..<2 {
+          for mb429 in 0..<28 {
+            var t430_c0_0 = Vector()
+            var t430_c0_1 = Vector()
+            var t430_c1_0 = Vector()
+            var t430_c1_1 = Vector()
+            var t430_c2_0 = Vector()
+            var t430_c2_1 = Vector()
+            var t430_c3_0 = Vector()
+            var t430_c3_1 = Vector()
+            var t430_c4_0 = Vector()
+            var t430_c4_1 = Vector()
+            var t430_c5_0 = Vector()
+            var t430_c5_1 = Vector()
+            for k431 in 0..<64 {
+              let t430_b0 = loadVector(arena, (((2768896 +% (xi427 *% 2048)) +% (k431 *% 32)) +% (nb428 *% 16)))
+              let t430_b1 = loadVector(arena, ((((2768896 +% (xi427 *% 2048)) +% (k431 *% 32)) +% (nb428 *% 16)) +% 8))
+              let t430_a0 = Vector(repeating: arena[(((2851840 +% (xi427 *% 10816)) +% ((mb429 *% 6) *% 64)) +% k431)])
+              t430_c0_0 = t430_c0_0.addingProduct(t430_a0, t430_b0)
+              t430_c0_1 = t430_c0_1.addingProduct(t430_a0, t430_b1)
+              let t430_a1 = Vector(repeating: arena[(((2851840 +% (xi427 *% 10816)) +% (((mb429 *% 6) +% 1) *% 64)) +% k431)])
+              t430_c1_0 = t430_c1_0.addingProduct(t430_a1, t430_b0)
+              t430_c1_1 = t430_c1_1.addingProduct(t430_a1, t430_b1)
+              let t430_a2 = Vector(repeating: arena[(((2851840 +% (xi427 *% 10816)) +% (((mb429 *% 6) +% 2) *% 64)) +% k431)])
+              t430_c2_0 = t430_c2_0.addingProduct(t430_a2, t430_b0)
+              t430_c2_1 = t430_c2_1.addingProduct(t430_a2, t430_b1)
+              let t430_a3 = Vector(repeating: arena[(((2851840 +% (xi427 *% 10816)) +% (((mb429 *% 6) +% 3) *% 64)) +% k431)])
+              t430_c3_0 = t430_c3_0.addingProduct(t430_a3, t430_b0)
+              t430_c3_1 = t430_c3_1.addingProduct(t430_a3, t430_b1)
+              let t430_a4 = Vector(repeating: arena[(((2851840 +% (xi427 *% 10816)) +% (((mb429 *% 6) +% 4) *% 64)) +% k431)])
+              t430_c4_0 = t430_c4_0.addingProduct(t430_a4, t430_b0)
+              t430_c4_1 = t430_c4_1.addingProduct(t430_a4, t430_b1)
+              let t430_a5 = Vector(repeating: arena[(((2851840 +% (xi427 *% 10816)) +% (((mb429 *% 6) +% 5) *% 64)) +% k431)])
+              t430_c5_0 = t430_c5_0.addingProduct(t430_a5, t430_b0)
+              t430_c5_1 = t430_c5_1.addingProduct(t430_a5, t430_b1)
             }
-            storeVector(arena, (((3024896 +% (xi431 *% 5408)) +% ((mb433 *% 6) *% 32)) +% (nb432 *% 16)), t434_c0_0)
-            storeVector(arena, ((((3024896 +% (xi431 *% 5408)) +% ((mb433 *% 6) *% 32)) +% (nb432 *% 16)) +% 8), t434_c0_1)
-            storeVector(arena, (((3024896 +% (xi431 *% 5408)) +% (((mb433 *% 6) +% 1) *% 32)) +% (nb432 *% 16)), t434_c1_0)
-            storeVector(arena, ((((3024896 +% (xi431 *% 5408)) +% (((mb433 *% 6) +% 1) *% 32)) +% (nb432 *% 16)) +% 8), t434_c1_1)
-            storeVector(arena, (((3024896 +% (xi431 *% 5408)) +% (((mb433 *% 6) +% 2) *% 32)) +% (nb432 *% 16)), t434_c2_0)
-            storeVector(arena, ((((3024896 +% (xi431 *% 5408)) +% (((mb433 *% 6) +% 2) *% 32)) +% (nb432 *% 16)) +% 8), t434_c2_1)
-            storeVector(arena, (((3024896 +% (xi431 *% 5408)) +% (((mb433 *% 6) +% 3) *% 32)) +% (nb432 *% 16)), t434_c3_0)
-            storeVector(arena, ((((3024896 +% (xi431 *% 5408)) +% (((mb433 *% 6) +% 3) *% 32)) +% (nb432 *% 16)) +% 8), t434_c3_1)
-            storeVector(arena, (((3024896 +% (xi431 *% 5408)) +% (((mb433 *% 6) +% 4) *% 32)) +% (nb432 *% 16)), t434_c4_0)
-            storeVector(arena, ((((3024896 +% (xi431 *% 5408)) +% (((mb433 *% 6) +% 4) *% 32)) +% (nb432 *% 16)) +% 8), t434_c4_1)
-            storeVector(arena, (((3024896 +% (xi431 *% 5408)) +% (((mb433 *% 6) +% 5) *% 32)) +% (nb432 *% 16)), t434_c5_0)
-            storeVector(arena, ((((3024896 +% (xi431 *% 5408)) +% (((mb433 *% 6) +% 5) *% 32)) +% (nb432 *% 16)) +% 8), t434_c5_1)
+            storeVector(arena, (((3024896 +% (xi427 *% 5408)) +% ((mb429 *% 6) *% 32)) +% (nb428 *% 16)), t430_c0_0)
+            storeVector(arena, ((((3024896 +% (xi427 *% 5408)) +% ((mb429 *% 6) *% 32)) +% (nb428 *% 16)) +% 8), t430_c0_1)
+            storeVector(arena, (((3024896 +% (xi427 *% 5408)) +% (((mb429 *% 6) +% 1) *% 32)) +% (nb428 *% 16)), t430_c1_0)
+            storeVector(arena, ((((3024896 +% (xi427 *% 5408)) +% (((mb429 *% 6) +% 1) *% 32)) +% (nb428 *% 16)) +% 8), t430_c1_1)
+            storeVector(arena, (((3024896 +% (xi427 *% 5408)) +% (((mb429 *% 6) +% 2) *% 32)) +% (nb428 *% 16)), t430_c2_0)
+            storeVector(arena, ((((3024896 +% (xi427 *% 5408)) +% (((mb429 *% 6) +% 2) *% 32)) +% (nb428 *% 16)) +% 8), t430_c2_1)
+            storeVector(arena, (((3024896 +% (xi427 *% 5408)) +% (((mb429 *% 6) +% 3) *% 32)) +% (nb428 *% 16)), t430_c3_0)
+            storeVector(arena, ((((3024896 +% (xi427 *% 5408)) +% (((mb429 *% 6) +% 3) *% 32)) +% (nb428 *% 16)) +% 8), t430_c3_1)
+            storeVector(arena, (((3024896 +% (xi427 *% 5408)) +% (((mb429 *% 6) +% 4) *% 32)) +% (nb428 *% 16)), t430_c4_0)
+            storeVector(arena, ((((3024896 +% (xi427 *% 5408)) +% (((mb429 *% 6) +% 4) *% 32)) +% (nb428 *% 16)) +% 8), t430_c4_1)
+            storeVector(arena, (((3024896 +% (xi427 *% 5408)) +% (((mb429 *% 6) +% 5) *% 32)) +% (nb428 *% 16)), t430_c5_0)
+            storeVector(arena, ((((3024896 +% (xi427 *% 5408)) +% (((mb429 *% 6) +% 5) *% 32)) +% (nb428 *% 16)) +% 8), t430_c5_1)
           }
-          var t436_c0_0 = Vector()
-          var t436_c0_1 = Vector()
-          for k437 in 0..<64 {
-            let t436_b0 = loadVector(arena, (((2768896 +% (xi431 *% 2048)) +% (k437 *% 32)) +% (nb432 *% 16)))
-            let t436_b1 = loadVector(arena, ((((2768896 +% (xi431 *% 2048)) +% (k437 *% 32)) +% (nb432 *% 16)) +% 8))
-            let t436_a0 = Vector(repeating: arena[(((2851840 +% (xi431 *% 10816)) +% 10752) +% k437)])
-            t436_c0_0 = t436_c0_0.addingProduct(t436_a0, t436_b0)
-            t436_c0_1 = t436_c0_1.addingProduct(t436_a0, t436_b1)
+          var t432_c0_0 = Vector()
+          var t432_c0_1 = Vector()
+          for k433 in 0..<64 {
+            let t432_b0 = loadVector(arena, (((2768896 +% (xi427 *% 2048)) +% (k433 *% 32)) +% (nb428 *% 16)))
+            let t432_b1 = loadVector(arena, ((((2768896 +% (xi427 *% 2048)) +% (k433 *% 32)) +% (nb428 *% 16)) +% 8))
+            let t432_a0 = Vector(repeating: arena[(((2851840 +% (xi427 *% 10816)) +% 10752) +% k433)])
+            t432_c0_0 = t432_c0_0.addingProduct(t432_a0, t432_b0)
+            t432_c0_1 = t432_c0_1.addingProduct(t432_a0, t432_b1)
           }
-          storeVector(arena, (((3024896 +% (xi431 *% 5408)) +% 5376) +% (nb432 *% 16)), t436_c0_0)
-          storeVector(arena, ((((3024896 +% (xi431 *% 5408)) +% 5376) +% (nb432 *% 16)) +% 8), t436_c0_1)
+          storeVector(arena, (((3024896 +% (xi427 *% 5408)) +% 5376) +% (nb428 *% 16)), t432_c0_0)
+          storeVector(arena, ((((3024896 +% (xi427 *% 5408)) +% 5376) +% (nb428 *% 16)) +% 8), t432_c0_1)
         }
       }
     }
-    for j439 in 0..<1 {
-      for ty440 in 0..<13 {
-        for tx441 in 0..<13 {
-          for cv442 in 0..<4 {
-            let w443 = ((loadVector(arena, ((3024896 +% ((((j439 *% 169) +% (ty440 *% 13)) +% tx441) *% 32)) +% (cv442 *% 8))) + loadVector(arena, ((3046528 +% ((((j439 *% 169) +% (ty440 *% 13)) +% tx441) *% 32)) +% (cv442 *% 8)))) + loadVector(arena, ((3068160 +% ((((j439 *% 169) +% (ty440 *% 13)) +% tx441) *% 32)) +% (cv442 *% 8))))
-            let w444 = ((loadVector(arena, ((3046528 +% ((((j439 *% 169) +% (ty440 *% 13)) +% tx441) *% 32)) +% (cv442 *% 8))) - loadVector(arena, ((3068160 +% ((((j439 *% 169) +% (ty440 *% 13)) +% tx441) *% 32)) +% (cv442 *% 8)))) - loadVector(arena, ((3089792 +% ((((j439 *% 169) +% (ty440 *% 13)) +% tx441) *% 32)) +% (cv442 *% 8))))
-            let w445 = ((loadVector(arena, ((3030304 +% ((((j439 *% 169) +% (ty440 *% 13)) +% tx441) *% 32)) +% (cv442 *% 8))) + loadVector(arena, ((3051936 +% ((((j439 *% 169) +% (ty440 *% 13)) +% tx441) *% 32)) +% (cv442 *% 8)))) + loadVector(arena, ((3073568 +% ((((j439 *% 169) +% (ty440 *% 13)) +% tx441) *% 32)) +% (cv442 *% 8))))
-            let w446 = ((loadVector(arena, ((3051936 +% ((((j439 *% 169) +% (ty440 *% 13)) +% tx441) *% 32)) +% (cv442 *% 8))) - loadVector(arena, ((3073568 +% ((((j439 *% 169) +% (ty440 *% 13)) +% tx441) *% 32)) +% (cv442 *% 8)))) - loadVector(arena, ((3095200 +% ((((j439 *% 169) +% (ty440 *% 13)) +% tx441) *% 32)) +% (cv442 *% 8))))
-            let w447 = ((loadVector(arena, ((3035712 +% ((((j439 *% 169) +% (ty440 *% 13)) +% tx441) *% 32)) +% (cv442 *% 8))) + loadVector(arena, ((3057344 +% ((((j439 *% 169) +% (ty440 *% 13)) +% tx441) *% 32)) +% (cv442 *% 8)))) + loadVector(arena, ((3078976 +% ((((j439 *% 169) +% (ty440 *% 13)) +% tx441) *% 32)) +% (cv442 *% 8))))
-            let w448 = ((loadVector(arena, ((3057344 +% ((((j439 *% 169) +% (ty440 *% 13)) +% tx441) *% 32)) +% (cv442 *% 8))) - loadVector(arena, ((3078976 +% ((((j439 *% 169) +% (ty440 *% 13)) +% tx441) *% 32)) +% (cv442 *% 8)))) - loadVector(arena, ((3100608 +% ((((j439 *% 169) +% (ty440 *% 13)) +% tx441) *% 32)) +% (cv442 *% 8))))
-            let w449 = ((loadVector(arena, ((3041120 +% ((((j439 *% 169) +% (ty440 *% 13)) +% tx441) *% 32)) +% (cv442 *% 8))) + loadVector(arena, ((3062752 +% ((((j439 *% 169) +% (ty440 *% 13)) +% tx441) *% 32)) +% (cv442 *% 8)))) + loadVector(arena, ((3084384 +% ((((j439 *% 169) +% (ty440 *% 13)) +% tx441) *% 32)) +% (cv442 *% 8))))
-            let w450 = ((loadVector(arena, ((3062752 +% ((((j439 *% 169) +% (ty440 *% 13)) +% tx441) *% 32)) +% (cv442 *% 8))) - loadVector(arena, ((3084384 +% ((((j439 *% 169) +% (ty440 *% 13)) +% tx441) *% 32)) +% (cv442 *% 8)))) - loadVector(arena, ((3106016 +% ((((j439 *% 169) +% (ty440 *% 13)) +% tx441) *% 32)) +% (cv442 *% 8))))
-            let w451 = ((w443 + w445) + w447)
-            let w452 = ((w445 - w447) - w449)
-            let w453 = ((w444 + w446) + w448)
-            let w454 = ((w446 - w448) - w450)
-            storeVector(arena, ((3111424 +% (((((j439 *% 26) +% (ty440 *% 2)) *% 26) +% (tx441 *% 2)) *% 32)) +% (cv442 *% 8)), w451)
-            storeVector(arena, ((3111424 +% ((((((j439 *% 26) +% (ty440 *% 2)) *% 26) +% (tx441 *% 2)) +% 1) *% 32)) +% (cv442 *% 8)), w452)
-            storeVector(arena, ((3111424 +% ((((((j439 *% 26) +% (ty440 *% 2)) +% 1) *% 26) +% (tx441 *% 2)) *% 32)) +% (cv442 *% 8)), w453)
-            storeVector(arena, ((3111424 +% (((((((j439 *% 26) +% (ty440 *% 2)) +% 1) *% 26) +% (tx441 *% 2)) +% 1) *% 32)) +% (cv442 *% 8)), w454)
+    for j435 in 0..<1 {
+      for ty436 in 0..<13 {
+        for tx437 in 0..<13 {
+          for cv438 in 0..<4 {
+            let w439 = ((loadVector(arena, ((3024896 +% ((((j435 *% 169) +% (ty436 *% 13)) +% tx437) *% 32)) +% (cv438 *% 8))) + loadVector(arena, ((3046528 +% ((((j435 *% 169) +% (ty436 *% 13)) +% tx437) *% 32)) +% (cv438 *% 8)))) + loadVector(arena, ((3068160 +% ((((j435 *% 169) +% (ty436 *% 13)) +% tx437) *% 32)) +% (cv438 *% 8))))
+            let w440 = ((loadVector(arena, ((3046528 +% ((((j435 *% 169) +% (ty436 *% 13)) +% tx437) *% 32)) +% (cv438 *% 8))) - loadVector(arena, ((3068160 +% ((((j435 *% 169) +% (ty436 *% 13)) +% tx437) *% 32)) +% (cv438 *% 8)))) - loadVector(arena, ((3089792 +% ((((j435 *% 169) +% (ty436 *% 13)) +% tx437) *% 32)) +% (cv438 *% 8))))
+            let w441 = ((loadVector(arena, ((3030304 +% ((((j435 *% 169) +% (ty436 *% 13)) +% tx437) *% 32)) +% (cv438 *% 8))) + loadVector(arena, ((3051936 +% ((((j435 *% 169) +% (ty436 *% 13)) +% tx437) *% 32)) +% (cv438 *% 8)))) + loadVector(arena, ((3073568 +% ((((j435 *% 169) +% (ty436 *% 13)) +% tx437) *% 32)) +% (cv438 *% 8))))
+            let w442 = ((loadVector(arena, ((3051936 +% ((((j435 *% 169) +% (ty436 *% 13)) +% tx437) *% 32)) +% (cv438 *% 8))) - loadVector(arena, ((3073568 +% ((((j435 *% 169) +% (ty436 *% 13)) +% tx437) *% 32)) +% (cv438 *% 8)))) - loadVector(arena, ((3095200 +% ((((j435 *% 169) +% (ty436 *% 13)) +% tx437) *% 32)) +% (cv438 *% 8))))
+            let w443 = ((loadVector(arena, ((3035712 +% ((((j435 *% 169) +% (ty436 *% 13)) +% tx437) *% 32)) +% (cv438 *% 8))) + loadVector(arena, ((3057344 +% ((((j435 *% 169) +% (ty436 *% 13)) +% tx437) *% 32)) +% (cv438 *% 8)))) + loadVector(arena, ((3078976 +% ((((j435 *% 169) +% (ty436 *% 13)) +% tx437) *% 32)) +% (cv438 *% 8))))
+            let w444 = ((loadVector(arena, ((3057344 +% ((((j435 *% 169) +% (ty436 *% 13)) +% tx437) *% 32)) +% (cv438 *% 8))) - loadVector(arena, ((3078976 +% ((((j435 *% 169) +% (ty436 *% 13)) +% tx437) *% 32)) +% (cv438 *% 8)))) - loadVector(arena, ((3100608 +% ((((j435 *% 169) +% (ty436 *% 13)) +% tx437) *% 32)) +% (cv438 *% 8))))
+            let w445 = ((loadVector(arena, ((3041120 +% ((((j435 *% 169) +% (ty436 *% 13)) +% tx437) *% 32)) +% (cv438 *% 8))) + loadVector(arena, ((3062752 +% ((((j435 *% 169) +% (ty436 *% 13)) +% tx437) *% 32)) +% (cv438 *% 8)))) + loadVector(arena, ((3084384 +% ((((j435 *% 169) +% (ty436 *% 13)) +% tx437) *% 32)) +% (cv438 *% 8))))
+            let w446 = ((loadVector(arena, ((3062752 +% ((((j435 *% 169) +% (ty436 *% 13)) +% tx437) *% 32)) +% (cv438 *% 8))) - loadVector(arena, ((3084384 +% ((((j435 *% 169) +% (ty436 *% 13)) +% tx437) *% 32)) +% (cv438 *% 8)))) - loadVector(arena, ((3106016 +% ((((j435 *% 169) +% (ty436 *% 13)) +% tx437) *% 32)) +% (cv438 *% 8))))
+            let w447 = ((w439 + w441) + w443)
+            let w448 = ((w441 - w443) - w445)
+            let w449 = ((w440 + w442) + w444)
+            let w450 = ((w442 - w444) - w446)
+            storeVector(arena, ((3111424 +% (((((j435 *% 26) +% (ty436 *% 2)) *% 26) +% (tx437 *% 2)) *% 32)) +% (cv438 *% 8)), w447)
+            storeVector(arena, ((3111424 +% ((((((j435 *% 26) +% (ty436 *% 2)) *% 26) +% (tx437 *% 2)) +% 1) *% 32)) +% (cv438 *% 8)), w448)
+            storeVector(arena, ((3111424 +% ((((((j435 *% 26) +% (ty436 *% 2)) +% 1) *% 26) +% (tx437 *% 2)) *% 32)) +% (cv438 *% 8)), w449)
+            storeVector(arena, ((3111424 +% (((((((j435 *% 26) +% (ty436 *% 2)) +% 1) *% 26) +% (tx437 *% 2)) +% 1) *% 32)) +% (cv438 *% 8)), w450)
           }
         }
       }
     }
-    for j455 in 0..<1 {
-      for c456 in 0..<32 {
-        for q457 in 0..<676 {
-          arena[(((1384448 +% ((g390 +% j455) *% 21632)) +% (c456 *% 676)) +% q457)] = arena[((3111424 +% (((j455 *% 676) +% q457) *% 32)) +% c456)]
+    for j451 in 0..<1 {
+      for c452 in 0..<32 {
+        for q453 in 0..<676 {
+          arena[(((1384448 +% ((g386 +% j451) *% 21632)) +% (c452 *% 676)) +% q453)] = arena[((3111424 +% (((j451 *% 676) +% q453) *% 32)) +% c452)]
         }
       }
     }
   }
   // conv1_grad = relu_grad(relu1_grad, conv1)
-  for i458 in 0..<173056 {
-    storeVector(arena, ((i458 *% 8) +% 3171600), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i458 *% 8) +% 1384448)), where: loadVector(arena, (i458 *% 8)) .> Vector(repeating: Float(0))))
+  for i454 in 0..<173056 {
+    storeVector(arena, ((i454 *% 8) +% 3171600), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i454 *% 8) +% 1384448)), where: loadVector(arena, (i454 *% 8)) .> Vector(repeating: Float(0))))
   }
   // conv1_weight_grad = conv2d_grad_weight(conv1_grad, image)
-  for i459 in 0..<36 {
-    storeVector(arena, ((i459 *% 8) +% 443600), Vector(repeating: Float(0)))
+  for i455 in 0..<36 {
+    storeVector(arena, ((i455 *% 8) +% 443600), Vector(repeating: Float(0)))
   }
-  for i460 in 0..<1568 {
-    storeVector(arena, ((i460 *% 8) +% 443888), Vector(repeating: Float(0)))
-  }
-  for g461 in 0..<4 {
-    do {  // scalar loops
-      for j462 in 0..<16 {
-        for c463 in 0..<1 {
-          for qy464 in 0..<28 {
-            for cv465 in 0..<3 {
-              storeVector(arena, (443888 +% ((((j462 +% c463) *% 784) +% (qy464 *% 28)) +% (cv465 *% 8))), loadVector(images, ((((((g461 *% 16) +% j462) *% 784) +% (c463 *% 784)) +% (qy464 *% 28)) +% (cv465 *% 8))))
+  for g456 in 0..<4 {
+    for j457 in 0..<16 {
+      for c458 in 0..<1 {
+        for ky459 in 0..<3 {
+          for oy460 in 0..<26 {
+            for ox461 in 0..<26 {
+              arena[((((((c458 *% 3) +% ky459) *% 3) *% 10832) +% (j457 *% 676)) +% ((oy460 *% 26) +% ox461))] = images[((((((g456 *% 16) +% j457) *% 784) +% (c458 *% 784)) +% ((oy460 +% ky459) *% 28)) +% ox461)]
             }
-            storePartial(arena, (443888 +% ((((j462 +% c463) *% 784) +% (qy464 *% 28)) +% 24)), loadPartial(images, ((((((g461 *% 16) +% j462) *% 784) +% (c463 *% 784)) +% (qy464 *% 28)) +% 24), 4), 4)
           }
-        }
-      }
-      for j466 in 0..<16 {
-        for c467 in 0..<1 {
-          for ky468 in 0..<3 {
-            for kx469 in 0..<3 {
-              for wy470 in 0..<1 {
-                for wx471 in 0..<1 {
-                  for py472 in 0..<26 {
-                    for cv473 in 0..<3 {
-                      storeVector(arena, (((((((((c467 *% 3) +% ky468) *% 3) +% kx469) *% 10832) +% (j466 *% 676)) +% ((wy470 +% wx471) *% 676)) +% (py472 *% 26)) +% (cv473 *% 8)), loadVector(arena, (443888 +% ((((((j466 +% c467) +% ((wy470 +% ky468) % 1)) +% ((wx471 +% kx469) % 1)) *% 784) +% ((py472 +% ((wy470 +% ky468) / 1)) *% 28)) +% ((cv473 *% 8) +% ((wx471 +% kx469) / 1))))))
-                    }
-                    storePartial(arena, (((((((((c467 *% 3) +% ky468) *% 3) +% kx469) *% 10832) +% (j466 *% 676)) +% ((wy470 +% wx471) *% 676)) +% (py472 *% 26)) +% 24), loadPartial(arena, (443888 +% ((((((j466 +% c467) +% ((wy470 +% ky468) % 1)) +% ((wx471 +% kx469) % 1)) *% 784) +% ((py472 +% ((wy470 +% ky468) / 1)) *% 28)) +% (24 +% ((wx471 +% kx469) / 1)))), 2), 2)
-                  }
-                }
-              }
+          for oy462 in 0..<26 {
+            for ox463 in 0..<26 {
+              arena[(((((((c458 *% 3) +% ky459) *% 3) +% 1) *% 10832) +% (j457 *% 676)) +% ((oy462 *% 26) +% ox463))] = images[((((((g456 *% 16) +% j457) *% 784) +% (c458 *% 784)) +% ((oy462 +% ky459) *% 28)) +% (ox463 +% 1))]
+            }
+          }
+          for oy464 in 0..<26 {
+            for ox465 in 0..<26 {
+              arena[(((((((c458 *% 3) +% ky459) *% 3) +% 2) *% 10832) +% (j457 *% 676)) +% ((oy464 *% 26) +% ox465))] = images[((((((g456 *% 16) +% j457) *% 784) +% (c458 *% 784)) +% ((oy464 +% ky459) *% 28)) +% (ox465 +% 2))]
             }
           }
         }
       }
     }
-    for j474 in 0..<16 {
-      for i475 in 0..<676 {
-        for f476 in 0..<32 {
-          arena[((97488 +% (((j474 *% 676) +% i475) *% 32)) +% f476)] = arena[(((3171600 +% (((g461 *% 16) +% j474) *% 21632)) +% (f476 *% 676)) +% i475)]
+    for j466 in 0..<16 {
+      for i467 in 0..<676 {
+        for f468 in 0..<32 {
+          arena[((97488 +% (((j466 *% 676) +% i467) *% 32)) +% f468)] = arena[(((3171600 +% (((g456 *% 16) +% j466) *% 21632)) +% (f468 *% 676)) +% i467)]
         }
       }
     }
-    do {  // gemm484
-      for kp477 in 0..<8 {
-        for nb478 in 0..<2 {
-          for mb479 in 0..<1 {
-            var t480_c0_0 = loadVector(arena, ((443600 +% ((mb479 *% 5) *% 32)) +% (nb478 *% 16)))
-            var t480_c0_1 = loadVector(arena, (((443600 +% ((mb479 *% 5) *% 32)) +% (nb478 *% 16)) +% 8))
-            var t480_c1_0 = loadVector(arena, ((443600 +% (((mb479 *% 5) +% 1) *% 32)) +% (nb478 *% 16)))
-            var t480_c1_1 = loadVector(arena, (((443600 +% (((mb479 *% 5) +% 1) *% 32)) +% (nb478 *% 16)) +% 8))
-            var t480_c2_0 = loadVector(arena, ((443600 +% (((mb479 *% 5) +% 2) *% 32)) +% (nb478 *% 16)))
-            var t480_c2_1 = loadVector(arena, (((443600 +% (((mb479 *% 5) +% 2) *% 32)) +% (nb478 *% 16)) +% 8))
-            var t480_c3_0 = loadVector(arena, ((443600 +% (((mb479 *% 5) +% 3) *% 32)) +% (nb478 *% 16)))
-            var t480_c3_1 = loadVector(arena, (((443600 +% (((mb479 *% 5) +% 3) *% 32)) +% (nb478 *% 16)) +% 8))
-            var t480_c4_0 = loadVector(arena, ((443600 +% (((mb479 *% 5) +% 4) *% 32)) +% (nb478 *% 16)))
-            var t480_c4_1 = loadVector(arena, (((443600 +% (((mb479 *% 5) +% 4) *% 32)) +% (nb478 *% 16)) +% 8))
-            for k481 in 0..<1352 {
-              let t480_b0 = loadVector(arena, ((97488 +% ((k481 +% (kp477 *% 1352)) *% 32)) +% (nb478 *% 16)))
-              let t480_b1 = loadVector(arena, (((97488 +% ((k481 +% (kp477 *% 1352)) *% 32)) +% (nb478 *% 16)) +% 8))
-              let t480_a0 = Vector(repeating: arena[(((mb479 *% 5) *% 10832) +% (k481 +% (kp477 *% 1352)))])
-              t480_c0_0 = t480_c0_0.addingProduct(t480_a0, t480_b0)
-              t480_c0_1 = t480_c0_1.addingProduct(t480_a0, t480_b1)
-              let t480_a1 = Vector(repeating: arena[((((mb479 *% 5) +% 1) *% 10832) +% (k481 +% (kp477 *% 1352)))])
-              t480_c1_0 = t480_c1_0.addingProduct(t480_a1, t480_b0)
-              t480_c1_1 = t480_c1_1.addingProduct(t480_a1, t480_b1)
-              let t480_a2 = Vector(repeating: arena[((((mb479 *% 5) +% 2) *% 10832) +% (k481 +% (kp477 *% 1352)))])
-              t480_c2_0 = t480_c2_0.addingProduct(t480_a2, t480_b0)
-              t480_c2_1 = t480_c2_1.addingProduct(t480_a2, t480_b1)
-              let t480_a3 = Vector(repeating: arena[((((mb479 *% 5) +% 3) *% 10832) +% (k481 +% (kp477 *% 1352)))])
-              t480_c3_0 = t480_c3_0.addingProduct(t480_a3, t480_b0)
-              t480_c3_1 = t480_c3_1.addingProduct(t480_a3, t480_b1)
-              let t480_a4 = Vector(repeating: arena[((((mb479 *% 5) +% 4) *% 10832) +% (k481 +% (kp477 *% 1352)))])
-              t480_c4_0 = t480_c4_0.addingProduct(t480_a4, t480_b0)
-              t480_c4_1 = t480_c4_1.addingProduct(t480_a4, t480_b1)
+    do {  // gemm476
+      for kp469 in 0..<8 {
+        for nb470 in 0..<2 {
+          for mb471 in 0..<1 {
+            var t472_c0_0 = loadVector(arena, ((443600 +% ((mb471 *% 5) *% 32)) +% (nb470 *% 16)))
+            var t472_c0_1 = loadVector(arena, (((443600 +% ((mb471 *% 5) *% 32)) +% (nb470 *% 16)) +% 8))
+            var t472_c1_0 = loadVector(arena, ((443600 +% (((mb471 *% 5) +% 1) *% 32)) +% (nb470 *% 16)))
+            var t472_c1_1 = loadVector(arena, (((443600 +% (((mb471 *% 5) +% 1) *% 32)) +% (nb470 *% 16)) +% 8))
+            var t472_c2_0 = loadVector(arena, ((443600 +% (((mb471 *% 5) +% 2) *% 32)) +% (nb470 *% 16)))
+            var t472_c2_1 = loadVector(arena, (((443600 +% (((mb471 *% 5) +% 2) *% 32)) +% (nb470 *% 16)) +% 8))
+            var t472_c3_0 = loadVector(arena, ((443600 +% (((mb471 *% 5) +% 3) *% 32)) +% (nb470 *% 16)))
+            var t472_c3_1 = loadVector(arena, (((443600 +% (((mb471 *% 5) +% 3) *% 32)) +% (nb470 *% 16)) +% 8))
+            var t472_c4_0 = loadVector(arena, ((443600 +% (((mb471 *% 5) +% 4) *% 32)) +% (nb470 *% 16)))
+            var t472_c4_1 = loadVector(arena, (((443600 +% (((mb471 *% 5) +% 4) *% 32)) +% (nb470 *% 16)) +% 8))
+            for k473 in 0..<1352 {
+              let t472_b0 = loadVector(arena, ((97488 +% ((k473 +% (kp469 *% 1352)) *% 32)) +% (nb470 *% 16)))
+              let t472_b1 = loadVector(arena, (((97488 +% ((k473 +% (kp469 *% 1352)) *% 32)) +% (nb470 *% 16)) +% 8))
+              let t472_a0 = Vector(repeating: arena[(((mb471 *% 5) *% 10832) +% (k473 +% (kp469 *% 1352)))])
+              t472_c0_0 = t472_c0_0.addingProduct(t472_a0, t472_b0)
+              t472_c0_1 = t472_c0_1.addingProduct(t472_a0, t472_b1)
+              let t472_a1 = Vector(repeating: arena[((((mb471 *% 5) +% 1) *% 10832) +% (k473 +% (kp469 *% 1352)))])
+              t472_c1_0 = t472_c1_0.addingProduct(t472_a1, t472_b0)
+              t472_c1_1 = t472_c1_1.addingProduct(t472_a1, t472_b1)
+              let t472_a2 = Vector(repeating: arena[((((mb471 *% 5) +% 2) *% 10832) +% (k473 +% (kp469 *% 1352)))])
+              t472_c2_0 = t472_c2_0.addingProduct(t472_a2, t472_b0)
+              t472_c2_1 = t472_c2_1.addingProduct(t472_a2, t472_b1)
+              let t472_a3 = Vector(repeating: arena[((((mb471 *% 5) +% 3) *% 10832) +% (k473 +% (kp469 *% 1352)))])
+              t472_c3_0 = t472_c3_0.addingProduct(t472_a3, t472_b0)
+              t472_c3_1 = t472_c3_1.addingProduct(t472_a3, t472_b1)
+              let t472_a4 = Vector(repeating: arena[((((mb471 *% 5) +% 4) *% 10832) +% (k473 +% (kp469 *% 1352)))])
+              t472_c4_0 = t472_c4_0.addingProduct(t472_a4, t472_b0)
+              t472_c4_1 = t472_c4_1.addingProduct(t472_a4, t472_b1)
             }
-            storeVector(arena, ((443600 +% ((mb479 *% 5) *% 32)) +% (nb478 *% 16)), t480_c0_0)
-            storeVector(arena, (((443600 +% ((mb479 *% 5) *% 32)) +% (nb478 *% 16)) +% 8), t480_c0_1)
-            storeVector(arena, ((443600 +% (((mb479 *% 5) +% 1) *% 32)) +% (nb478 *% 16)), t480_c1_0)
-            storeVector(arena, (((443600 +% (((mb479 *% 5) +% 1) *% 32)) +% (nb478 *% 16)) +% 8), t480_c1_1)
-            storeVector(arena, ((443600 +% (((mb479 *% 5) +% 2) *% 32)) +% (nb478 *% 16)), t480_c2_0)
-            storeVector(arena, (((443600 +% (((mb479 *% 5) +% 2) *% 32)) +% (nb478 *% 16)) +% 8), t480_c2_1)
-            storeVector(arena, ((443600 +% (((mb479 *% 5) +% 3) *% 32)) +% (nb478 *% 16)), t480_c3_0)
-            storeVector(arena, (((443600 +% (((mb479 *% 5) +% 3) *% 32)) +% (nb478 *% 16)) +% 8), t480_c3_1)
-            storeVector(arena, ((443600 +% (((mb479 *% 5) +% 4) *% 32)) +% (nb478 *% 16)), t480_c4_0)
-            storeVector(arena, (((443600 +% (((mb479 *% 5) +% 4) *% 32)) +% (nb478 *% 16)) +% 8), t480_c4_1)
+            storeVector(arena, ((443600 +% ((mb471 *% 5) *% 32)) +% (nb470 *% 16)), t472_c0_0)
+            storeVector(arena, (((443600 +% ((mb471 *% 5) *% 32)) +% (nb470 *% 16)) +% 8), t472_c0_1)
+            storeVector(arena, ((443600 +% (((mb471 *% 5) +% 1) *% 32)) +% (nb470 *% 16)), t472_c1_0)
+            storeVector(arena, (((443600 +% (((mb471 *% 5) +% 1) *% 32)) +% (nb470 *% 16)) +% 8), t472_c1_1)
+            storeVector(arena, ((443600 +% (((mb471 *% 5) +% 2) *% 32)) +% (nb470 *% 16)), t472_c2_0)
+            storeVector(arena, (((443600 +% (((mb471 *% 5) +% 2) *% 32)) +% (nb470 *% 16)) +% 8), t472_c2_1)
+            storeVector(arena, ((443600 +% (((mb471 *% 5) +% 3) *% 32)) +% (nb470 *% 16)), t472_c3_0)
+            storeVector(arena, (((443600 +% (((mb471 *% 5) +% 3) *% 32)) +% (nb470 *% 16)) +% 8), t472_c3_1)
+            storeVector(arena, ((443600 +% (((mb471 *% 5) +% 4) *% 32)) +% (nb470 *% 16)), t472_c4_0)
+            storeVector(arena, (((443600 +% (((mb471 *% 5) +% 4) *% 32)) +% (nb470 *% 16)) +% 8), t472_c4_1)
           }
-          var t482_c0_0 = loadVector(arena, (443760 +% (nb478 *% 16)))
-          var t482_c0_1 = loadVector(arena, ((443760 +% (nb478 *% 16)) +% 8))
-          var t482_c1_0 = loadVector(arena, (443792 +% (nb478 *% 16)))
-          var t482_c1_1 = loadVector(arena, ((443792 +% (nb478 *% 16)) +% 8))
-          var t482_c2_0 = loadVector(arena, (443824 +% (nb478 *% 16)))
-          var t482_c2_1 = loadVector(arena, ((443824 +% (nb478 *% 16)) +% 8))
-          var t482_c3_0 = loadVector(arena, (443856 +% (nb478 *% 16)))
-          var t482_c3_1 = loadVector(arena, ((443856 +% (nb478 *% 16)) +% 8))
-          for k483 in 0..<1352 {
-            let t482_b0 = loadVector(arena, ((97488 +% ((k483 +% (kp477 *% 1352)) *% 32)) +% (nb478 *% 16)))
-            let t482_b1 = loadVector(arena, (((97488 +% ((k483 +% (kp477 *% 1352)) *% 32)) +% (nb478 *% 16)) +% 8))
-            let t482_a0 = Vector(repeating: arena[(54160 +% (k483 +% (kp477 *% 1352)))])
-            t482_c0_0 = t482_c0_0.addingProduct(t482_a0, t482_b0)
-            t482_c0_1 = t482_c0_1.addingProduct(t482_a0, t482_b1)
-            let t482_a1 = Vector(repeating: arena[(64992 +% (k483 +% (kp477 *% 1352)))])
-            t482_c1_0 = t482_c1_0.addingProduct(t482_a1, t482_b0)
-            t482_c1_1 = t482_c1_1.addingProduct(t482_a1, t482_b1)
-            let t482_a2 = Vector(repeating: arena[(75824 +% (k483 +% (kp477 *% 1352)))])
-            t482_c2_0 = t482_c2_0.addingProduct(t482_a2, t482_b0)
-            t482_c2_1 = t482_c2_1.addingProduct(t482_a2, t482_b1)
-            let t482_a3 = Vector(repeating: arena[(86656 +% (k483 +% (kp477 *% 1352)))])
-            t482_c3_0 = t482_c3_0.addingProduct(t482_a3, t482_b0)
-            t482_c3_1 = t482_c3_1.addingProduct(t482_a3, t482_b1)
+          var t474_c0_0 = loadVector(arena, (443760 +% (nb470 *% 16)))
+          var t474_c0_1 = loadVector(arena, ((443760 +% (nb470 *% 16)) +% 8))
+          var t474_c1_0 = loadVector(arena, (443792 +% (nb470 *% 16)))
+          var t474_c1_1 = loadVector(arena, ((443792 +% (nb470 *% 16)) +% 8))
+          var t474_c2_0 = loadVector(arena, (443824 +% (nb470 *% 16)))
+          var t474_c2_1 = loadVector(arena, ((443824 +% (nb470 *% 16)) +% 8))
+          var t474_c3_0 = loadVector(arena, (443856 +% (nb470 *% 16)))
+          var t474_c3_1 = loadVector(arena, ((443856 +% (nb470 *% 16)) +% 8))
+          for k475 in 0..<1352 {
+            let t474_b0 = loadVector(arena, ((97488 +% ((k475 +% (kp469 *% 1352)) *% 32)) +% (nb470 *% 16)))
+            let t474_b1 = loadVector(arena, (((97488 +% ((k475 +% (kp469 *% 1352)) *% 32)) +% (nb470 *% 16)) +% 8))
+            let t474_a0 = Vector(repeating: arena[(54160 +% (k475 +% (kp469 *% 1352)))])
+            t474_c0_0 = t474_c0_0.addingProduct(t474_a0, t474_b0)
+            t474_c0_1 = t474_c0_1.addingProduct(t474_a0, t474_b1)
+            let t474_a1 = Vector(repeating: arena[(64992 +% (k475 +% (kp469 *% 1352)))])
+            t474_c1_0 = t474_c1_0.addingProduct(t474_a1, t474_b0)
+            t474_c1_1 = t474_c1_1.addingProduct(t474_a1, t474_b1)
+            let t474_a2 = Vector(repeating: arena[(75824 +% (k475 +% (kp469 *% 1352)))])
+            t474_c2_0 = t474_c2_0.addingProduct(t474_a2, t474_b0)
+            t474_c2_1 = t474_c2_1.addingProduct(t474_a2, t474_b1)
+            let t474_a3 = Vector(repeating: arena[(86656 +% (k475 +% (kp469 *% 1352)))])
+            t474_c3_0 = t474_c3_0.addingProduct(t474_a3, t474_b0)
+            t474_c3_1 = t474_c3_1.addingProduct(t474_a3, t474_b1)
           }
-          storeVector(arena, (443760 +% (nb478 *% 16)), t482_c0_0)
-          storeVector(arena, ((443760 +% (nb478 *% 16)) +% 8), t482_c0_1)
-          storeVector(arena, (443792 +% (nb478 *% 16)), t482_c1_0)
-          storeVector(arena, ((443792 +% (nb478 *% 16)) +% 8), t482_c1_1)
-          storeVector(arena, (443824 +% (nb478 *% 16)), t482_c2_0)
-          storeVector(arena, ((443824 +% (nb478 *% 16)) +% 8), t482_c2_1)
-          storeVector(arena, (443856 +% (nb478 *% 16)), t482_c3_0)
-          storeVector(arena, ((443856 +% (nb478 *% 16)) +% 8), t482_c3_1)
+          storeVector(arena, (443760 +% (nb470 *% 16)), t474_c0_0)
+          storeVector(arena, ((443760 +% (nb470 *% 16)) +% 8), t474_c0_1)
+          storeVector(arena, (443792 +% (nb470 *% 16)), t474_c1_0)
+          storeVector(arena, ((443792 +% (nb470 *% 16)) +% 8), t474_c1_1)
+          storeVector(arena, (443824 +% (nb470 *% 16)), t474_c2_0)
+          storeVector(arena, ((443824 +% (nb470 *% 16)) +% 8), t474_c2_1)
+          storeVector(arena, (443856 +% (nb470 *% 16)), t474_c3_0)
+          storeVector(arena, ((443856 +% (nb470 *% 16)) +% 8), t474_c3_1)
         }
       }
     }
   }
-  for f485 in 0..<32 {
-    for r486 in 0..<9 {
-      grads[((f485 *% 9) +% r486)] = arena[((443600 +% (r486 *% 32)) +% f485)]
+  for f477 in 0..<32 {
+    for r478 in 0..<9 {
+      grads[((f477 *% 9) +% r478)] = arena[((443600 +% (r478 *% 32)) +% f477)]
     }
   }
   // conv1_bias_grad = conv2d_grad_bias(conv1_grad)
-  for f487 in 0..<32 {
-    var acc488 = Vector()
-    for img489 in 0..<64 {
-      for i490 in 0..<84 {
-        acc488 = acc488.addingProduct(Vector(repeating: Float(1)), loadVector(arena, (((3171600 +% (img489 *% 21632)) +% (f487 *% 676)) +% (i490 *% 8))))
+  for f479 in 0..<32 {
+    var acc480 = Vector()
+    for img481 in 0..<64 {
+      for i482 in 0..<84 {
+        acc480 = acc480.addingProduct(Vector(repeating: Float(1)), loadVector(arena, (((3171600 +% (img481 *% 21632)) +% (f479 *% 676)) +% (i482 *% 8))))
       }
-      acc488 = acc488.addingProduct(Vector(repeating: Float(1)), loadPartial(arena, (((3171600 +% (img489 *% 21632)) +% (f487 *% 676)) +% 672), 4))
+      acc480 = acc480.addingProduct(Vector(repeating: Float(1)), loadPartial(arena, (((3171600 +% (img481 *% 21632)) +% (f479 *% 676)) +% 672), 4))
     }
-    storeVector(arena, 0, acc488)
-    var sum491: Float = (arena[0] + arena[1])
-    var sum492: Float = (sum491 + arena[2])
-    var sum493: Float = (sum492 + arena[3])
-    var sum494: Float = (sum493 + arena[4])
-    var sum495: Float = (sum494 + arena[5])
-    var sum496: Float = (sum495 + arena[6])
-    var sum497: Float = (sum496 + arena[7])
-    grads[(288 +% f487)] = sum497
+    storeVector(arena, 0, acc480)
+    var sum483: Float = (arena[0] + arena[1])
+    var sum484: Float = (sum483 + arena[2])
+    var sum485: Float = (sum484 + arena[3])
+    var sum486: Float = (sum485 + arena[4])
+    var sum487: Float = (sum486 + arena[5])
+    var sum488: Float = (sum487 + arena[6])
+    var sum489: Float = (sum488 + arena[7])
+    grads[(288 +% f479)] = sum489
   }
   // adam = update of 1199882 parameters
-  var step_size498: Float = (lr / (Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
-  var bc2_sqrt499: Float = sqrtf((Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
-  for i500 in 0..<149985 {
-    let g_v = (loadVector(grads, (i500 *% 8)) + (Vector(repeating: Float(0)) * loadVector(params, (i500 *% 8))))
-    let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadVector(m, (i500 *% 8))) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
-    let v_new_v = ((Vector(repeating: Float(bitPattern: 0x3f7fbe77)) * loadVector(v, (i500 *% 8))) + ((Vector(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
-    storeVector(m, (i500 *% 8), m_new_v)
-    storeVector(v, (i500 *% 8), v_new_v)
-    storeVector(params, (i500 *% 8), (loadVector(params, (i500 *% 8)) - ((Vector(repeating: step_size498) * m_new_v) / ((v_new_v.squareRoot() / Vector(repeating: bc2_sqrt499)) + Vector(repeating: Float(bitPattern: 0x322bcc77))))))
+  var step_size490: Float = (lr / (Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
+  var bc2_sqrt491: Float = sqrtf((Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
+  for i492 in 0..<149985 {
+    let g_v = (loadVector(grads, (i492 *% 8)) + (Vector(repeating: Float(0)) * loadVector(params, (i492 *% 8))))
+    let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadVector(m, (i492 *% 8))) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
+    let v_new_v = ((Vector(repeating: Float(bitPattern: 0x3f7fbe77)) * loadVector(v, (i492 *% 8))) + ((Vector(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
+    storeVector(m, (i492 *% 8), m_new_v)
+    storeVector(v, (i492 *% 8), v_new_v)
+    storeVector(params, (i492 *% 8), (loadVector(params, (i492 *% 8)) - ((Vector(repeating: step_size490) * m_new_v) / ((v_new_v.squareRoot() / Vector(repeating: bc2_sqrt491)) + Vector(repeating: Float(bitPattern: 0x322bcc77))))))
   }
-  for i500 in 0..<1 {
-    let g_v = (loadPartial(grads, (i500 +% 1199880), 2) + (Vector(repeating: Float(0)) * loadPartial(params, (i500 +% 1199880), 2)))
-    let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadPartial(m, (i500 +% 1199880), 2)) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
-    let v_new_v = ((Vector(repeating: Float(bitPattern: 0x3f7fbe77)) * loadPartial(v, (i500 +% 1199880), 2)) + ((Vector(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
-    storePartial(m, (i500 +% 1199880), m_new_v, 2)
-    storePartial(v, (i500 +% 1199880), v_new_v, 2)
-    storePartial(params, (i500 +% 1199880), (loadPartial(params, (i500 +% 1199880), 2) - ((Vector(repeating: step_size498) * m_new_v) / ((v_new_v.squareRoot() / Vector(repeating: bc2_sqrt499)) + Vector(repeating: Float(bitPattern: 0x322bcc77))))), 2)
+  for i492 in 0..<1 {
+    let g_v = (loadPartial(grads, (i492 +% 1199880), 2) + (Vector(repeating: Float(0)) * loadPartial(params, (i492 +% 1199880), 2)))
+    let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadPartial(m, (i492 +% 1199880), 2)) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
+    let v_new_v = ((Vector(repeating: Float(bitPattern: 0x3f7fbe77)) * loadPartial(v, (i492 +% 1199880), 2)) + ((Vector(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
+    storePartial(m, (i492 +% 1199880), m_new_v, 2)
+    storePartial(v, (i492 +% 1199880), v_new_v, 2)
+    storePartial(params, (i492 +% 1199880), (loadPartial(params, (i492 +% 1199880), 2) - ((Vector(repeating: step_size490) * m_new_v) / ((v_new_v.squareRoot() / Vector(repeating: bc2_sqrt491)) + Vector(repeating: Float(bitPattern: 0x322bcc77))))), 2)
   }
 }
 
@@ -1410,356 +1386,344 @@ public func mnistnet_infer_b64(
   let images = UnsafeMutablePointer(mutating: images.unsafelyUnwrapped)
   _ = (lr, step, seed, pool)
   // conv1 = conv2d_relu(image)
-  for i1 in 0..<1568 {
-    storeVector(arena, ((i1 *% 8) +% 1839376), Vector(repeating: Float(0)))
-  }
-  for g2 in 0..<4 {
-    do {  // scalar loops
-      for j3 in 0..<16 {
-        for c4 in 0..<1 {
-          for qy5 in 0..<28 {
-            for cv6 in 0..<3 {
-              storeVector(arena, (1839376 +% ((((j3 +% c4) *% 784) +% (qy5 *% 28)) +% (cv6 *% 8))), loadVector(images, ((((((g2 *% 16) +% j3) *% 784) +% (c4 *% 784)) +% (qy5 *% 28)) +% (cv6 *% 8))))
+  for g1 in 0..<4 {
+    for j2 in 0..<16 {
+      for c3 in 0..<1 {
+        for ky4 in 0..<3 {
+          for oy5 in 0..<26 {
+            for ox6 in 0..<26 {
+              arena[(((1384448 +% ((((c3 *% 3) +% ky4) *% 3) *% 10832)) +% (j2 *% 676)) +% ((oy5 *% 26) +% ox6))] = images[((((((g1 *% 16) +% j2) *% 784) +% (c3 *% 784)) +% ((oy5 +% ky4) *% 28)) +% ox6)]
             }
-            storePartial(arena, (1839376 +% ((((j3 +% c4) *% 784) +% (qy5 *% 28)) +% 24)), loadPartial(images, ((((((g2 *% 16) +% j3) *% 784) +% (c4 *% 784)) +% (qy5 *% 28)) +% 24), 4), 4)
           }
-        }
-      }
-      for j7 in 0..<16 {
-        for c8 in 0..<1 {
-          for ky9 in 0..<3 {
-            for kx10 in 0..<3 {
-              for wy11 in 0..<1 {
-                for wx12 in 0..<1 {
-                  for py13 in 0..<26 {
-                    for cv14 in 0..<3 {
-                      storeVector(arena, (((((1384448 +% (((((c8 *% 3) +% ky9) *% 3) +% kx10) *% 10832)) +% (j7 *% 676)) +% ((wy11 +% wx12) *% 676)) +% (py13 *% 26)) +% (cv14 *% 8)), loadVector(arena, (1839376 +% ((((((j7 +% c8) +% ((wy11 +% ky9) % 1)) +% ((wx12 +% kx10) % 1)) *% 784) +% ((py13 +% ((wy11 +% ky9) / 1)) *% 28)) +% ((cv14 *% 8) +% ((wx12 +% kx10) / 1))))))
-                    }
-                    storePartial(arena, (((((1384448 +% (((((c8 *% 3) +% ky9) *% 3) +% kx10) *% 10832)) +% (j7 *% 676)) +% ((wy11 +% wx12) *% 676)) +% (py13 *% 26)) +% 24), loadPartial(arena, (1839376 +% ((((((j7 +% c8) +% ((wy11 +% ky9) % 1)) +% ((wx12 +% kx10) % 1)) *% 784) +% ((py13 +% ((wy11 +% ky9) / 1)) *% 28)) +% (24 +% ((wx12 +% kx10) / 1)))), 2), 2)
-                  }
-                }
-              }
+          for oy7 in 0..<26 {
+            for ox8 in 0..<26 {
+              arena[(((1384448 +% (((((c3 *% 3) +% ky4) *% 3) +% 1) *% 10832)) +% (j2 *% 676)) +% ((oy7 *% 26) +% ox8))] = images[((((((g1 *% 16) +% j2) *% 784) +% (c3 *% 784)) +% ((oy7 +% ky4) *% 28)) +% (ox8 +% 1))]
+            }
+          }
+          for oy9 in 0..<26 {
+            for ox10 in 0..<26 {
+              arena[(((1384448 +% (((((c3 *% 3) +% ky4) *% 3) +% 2) *% 10832)) +% (j2 *% 676)) +% ((oy9 *% 26) +% ox10))] = images[((((((g1 *% 16) +% j2) *% 784) +% (c3 *% 784)) +% ((oy9 +% ky4) *% 28)) +% (ox10 +% 2))]
             }
           }
         }
       }
     }
-    do {  // gemm22
-      for nb15 in 0..<450 {
-        for mb16 in 0..<8 {
-          var t17_c0_0 = Vector()
-          var t17_c0_1 = Vector()
-          var t17_c0_2 = Vector()
-          var t17_c1_0 = Vector()
-          var t17_c1_1 = Vector()
-          var t17_c1_2 = Vector()
-          var t17_c2_0 = Vector()
-          var t17_c2_1 = Vector()
-          var t17_c2_2 = Vector()
-          var t17_c3_0 = Vector()
-          var t17_c3_1 = Vector()
-          var t17_c3_2 = Vector()
-          for k18 in 0..<9 {
-            let t17_b0 = loadVector(arena, ((1384448 +% (k18 *% 10832)) +% (nb15 *% 24)))
-            let t17_b1 = loadVector(arena, (((1384448 +% (k18 *% 10832)) +% (nb15 *% 24)) +% 8))
-            let t17_b2 = loadVector(arena, (((1384448 +% (k18 *% 10832)) +% (nb15 *% 24)) +% 16))
-            let t17_a0 = Vector(repeating: params[(((mb16 *% 4) *% 9) +% k18)])
-            t17_c0_0 = t17_c0_0.addingProduct(t17_a0, t17_b0)
-            t17_c0_1 = t17_c0_1.addingProduct(t17_a0, t17_b1)
-            t17_c0_2 = t17_c0_2.addingProduct(t17_a0, t17_b2)
-            let t17_a1 = Vector(repeating: params[((((mb16 *% 4) +% 1) *% 9) +% k18)])
-            t17_c1_0 = t17_c1_0.addingProduct(t17_a1, t17_b0)
-            t17_c1_1 = t17_c1_1.addingProduct(t17_a1, t17_b1)
-            t17_c1_2 = t17_c1_2.addingProduct(t17_a1, t17_b2)
-            let t17_a2 = Vector(repeating: params[((((mb16 *% 4) +% 2) *% 9) +% k18)])
-            t17_c2_0 = t17_c2_0.addingProduct(t17_a2, t17_b0)
-            t17_c2_1 = t17_c2_1.addingProduct(t17_a2, t17_b1)
-            t17_c2_2 = t17_c2_2.addingProduct(t17_a2, t17_b2)
-            let t17_a3 = Vector(repeating: params[((((mb16 *% 4) +% 3) *% 9) +% k18)])
-            t17_c3_0 = t17_c3_0.addingProduct(t17_a3, t17_b0)
-            t17_c3_1 = t17_c3_1.addingProduct(t17_a3, t17_b1)
-            t17_c3_2 = t17_c3_2.addingProduct(t17_a3, t17_b2)
+    do {  // gemm18
+      for nb11 in 0..<450 {
+        for mb12 in 0..<8 {
+          var t13_c0_0 = Vector()
+          var t13_c0_1 = Vector()
+          var t13_c0_2 = Vector()
+          var t13_c1_0 = Vector()
+          var t13_c1_1 = Vector()
+          var t13_c1_2 = Vector()
+          var t13_c2_0 = Vector()
+          var t13_c2_1 = Vector()
+          var t13_c2_2 = Vector()
+          var t13_c3_0 = Vector()
+          var t13_c3_1 = Vector()
+          var t13_c3_2 = Vector()
+          for k14 in 0..<9 {
+            let t13_b0 = loadVector(arena, ((1384448 +% (k14 *% 10832)) +% (nb11 *% 24)))
+            let t13_b1 = loadVector(arena, (((1384448 +% (k14 *% 10832)) +% (nb11 *% 24)) +% 8))
+            let t13_b2 = loadVector(arena, (((1384448 +% (k14 *% 10832)) +% (nb11 *% 24)) +% 16))
+            let t13_a0 = Vector(repeating: params[(((mb12 *% 4) *% 9) +% k14)])
+            t13_c0_0 = t13_c0_0.addingProduct(t13_a0, t13_b0)
+            t13_c0_1 = t13_c0_1.addingProduct(t13_a0, t13_b1)
+            t13_c0_2 = t13_c0_2.addingProduct(t13_a0, t13_b2)
+            let t13_a1 = Vector(repeating: params[((((mb12 *% 4) +% 1) *% 9) +% k14)])
+            t13_c1_0 = t13_c1_0.addingProduct(t13_a1, t13_b0)
+            t13_c1_1 = t13_c1_1.addingProduct(t13_a1, t13_b1)
+            t13_c1_2 = t13_c1_2.addingProduct(t13_a1, t13_b2)
+            let t13_a2 = Vector(repeating: params[((((mb12 *% 4) +% 2) *% 9) +% k14)])
+            t13_c2_0 = t13_c2_0.addingProduct(t13_a2, t13_b0)
+            t13_c2_1 = t13_c2_1.addingProduct(t13_a2, t13_b1)
+            t13_c2_2 = t13_c2_2.addingProduct(t13_a2, t13_b2)
+            let t13_a3 = Vector(repeating: params[((((mb12 *% 4) +% 3) *% 9) +% k14)])
+            t13_c3_0 = t13_c3_0.addingProduct(t13_a3, t13_b0)
+            t13_c3_1 = t13_c3_1.addingProduct(t13_a3, t13_b1)
+            t13_c3_2 = t13_c3_2.addingProduct(t13_a3, t13_b2)
           }
-          storeVector(arena, ((1481936 +% ((mb16 *% 4) *% 10832)) +% (nb15 *% 24)), t17_c0_0)
-          storeVector(arena, (((1481936 +% ((mb16 *% 4) *% 10832)) +% (nb15 *% 24)) +% 8), t17_c0_1)
-          storeVector(arena, (((1481936 +% ((mb16 *% 4) *% 10832)) +% (nb15 *% 24)) +% 16), t17_c0_2)
-          storeVector(arena, ((1481936 +% (((mb16 *% 4) +% 1) *% 10832)) +% (nb15 *% 24)), t17_c1_0)
-          storeVector(arena, (((1481936 +% (((mb16 *% 4) +% 1) *% 10832)) +% (nb15 *% 24)) +% 8), t17_c1_1)
-          storeVector(arena, (((1481936 +% (((mb16 *% 4) +% 1) *% 10832)) +% (nb15 *% 24)) +% 16), t17_c1_2)
-          storeVector(arena, ((1481936 +% (((mb16 *% 4) +% 2) *% 10832)) +% (nb15 *% 24)), t17_c2_0)
-          storeVector(arena, (((1481936 +% (((mb16 *% 4) +% 2) *% 10832)) +% (nb15 *% 24)) +% 8), t17_c2_1)
-          storeVector(arena, (((1481936 +% (((mb16 *% 4) +% 2) *% 10832)) +% (nb15 *% 24)) +% 16), t17_c2_2)
-          storeVector(arena, ((1481936 +% (((mb16 *% 4) +% 3) *% 10832)) +% (nb15 *% 24)), t17_c3_0)
-          storeVector(arena, (((1481936 +% (((mb16 *% 4) +% 3) *% 10832)) +% (nb15 *% 24)) +% 8), t17_c3_1)
-          storeVector(arena, (((1481936 +% (((mb16 *% 4) +% 3) *% 10832)) +% (nb15 *% 24)) +% 16), t17_c3_2)
+          storeVector(arena, ((1481936 +% ((mb12 *% 4) *% 10832)) +% (nb11 *% 24)), t13_c0_0)
+          storeVector(arena, (((1481936 +% ((mb12 *% 4) *% 10832)) +% (nb11 *% 24)) +% 8), t13_c0_1)
+          storeVector(arena, (((1481936 +% ((mb12 *% 4) *% 10832)) +% (nb11 *% 24)) +% 16), t13_c0_2)
+          storeVector(arena, ((1481936 +% (((mb12 *% 4) +% 1) *% 10832)) +% (nb11 *% 24)), t13_c1_0)
+          storeVector(arena, (((1481936 +% (((mb12 *% 4) +% 1) *% 10832)) +% (nb11 *% 24)) +% 8), t13_c1_1)
+          storeVector(arena, (((1481936 +% (((mb12 *% 4) +% 1) *% 10832)) +% (nb11 *% 24)) +% 16), t13_c1_2)
+          storeVector(arena, ((1481936 +% (((mb12 *% 4) +% 2) *% 10832)) +% (nb11 *% 24)), t13_c2_0)
+          storeVector(arena, (((1481936 +% (((mb12 *% 4) +% 2) *% 10832)) +% (nb11 *% 24)) +% 8), t13_c2_1)
+          storeVector(arena, (((1481936 +% (((mb12 *% 4) +% 2) *% 10832)) +% (nb11 *% 24)) +% 16), t13_c2_2)
+          storeVector(arena, ((1481936 +% (((mb12 *% 4) +% 3) *% 10832)) +% (nb11 *% 24)), t13_c3_0)
+          storeVector(arena, (((1481936 +% (((mb12 *% 4) +% 3) *% 10832)) +% (nb11 *% 24)) +% 8), t13_c3_1)
+          storeVector(arena, (((1481936 +% (((mb12 *% 4) +% 3) *% 10832)) +% (nb11 *% 24)) +% 16), t13_c3_2)
         }
       }
-      for mb19 in 0..<8 {
-        var t20_c0_0 = Vector()
-        var t20_c0_1 = Vector()
-        var t20_c1_0 = Vector()
-        var t20_c1_1 = Vector()
-        var t20_c2_0 = Vector()
-        var t20_c2_1 = Vector()
-        var t20_c3_0 = Vector()
-        var t20_c3_1 = Vector()
-        for k21 in 0..<9 {
-          let t20_b0 = loadVector(arena, ((1384448 +% (k21 *% 10832)) +% 10800))
-          let t20_b1 = loadVector(arena, (((1384448 +% (k21 *% 10832)) +% 10800) +% 8))
-          let t20_a0 = Vector(repeating: params[(((mb19 *% 4) *% 9) +% k21)])
-          t20_c0_0 = t20_c0_0.addingProduct(t20_a0, t20_b0)
-          t20_c0_1 = t20_c0_1.addingProduct(t20_a0, t20_b1)
-          let t20_a1 = Vector(repeating: params[((((mb19 *% 4) +% 1) *% 9) +% k21)])
-          t20_c1_0 = t20_c1_0.addingProduct(t20_a1, t20_b0)
-          t20_c1_1 = t20_c1_1.addingProduct(t20_a1, t20_b1)
-          let t20_a2 = Vector(repeating: params[((((mb19 *% 4) +% 2) *% 9) +% k21)])
-          t20_c2_0 = t20_c2_0.addingProduct(t20_a2, t20_b0)
-          t20_c2_1 = t20_c2_1.addingProduct(t20_a2, t20_b1)
-          let t20_a3 = Vector(repeating: params[((((mb19 *% 4) +% 3) *% 9) +% k21)])
-          t20_c3_0 = t20_c3_0.addingProduct(t20_a3, t20_b0)
-          t20_c3_1 = t20_c3_1.addingProduct(t20_a3, t20_b1)
+      for mb15 in 0..<8 {
+        var t16_c0_0 = Vector()
+        var t16_c0_1 = Vector()
+        var t16_c1_0 = Vector()
+        var t16_c1_1 = Vector()
+        var t16_c2_0 = Vector()
+        var t16_c2_1 = Vector()
+        var t16_c3_0 = Vector()
+        var t16_c3_1 = Vector()
+        for k17 in 0..<9 {
+          let t16_b0 = loadVector(arena, ((1384448 +% (k17 *% 10832)) +% 10800))
+          let t16_b1 = loadVector(arena, (((1384448 +% (k17 *% 10832)) +% 10800) +% 8))
+          let t16_a0 = Vector(repeating: params[(((mb15 *% 4) *% 9) +% k17)])
+          t16_c0_0 = t16_c0_0.addingProduct(t16_a0, t16_b0)
+          t16_c0_1 = t16_c0_1.addingProduct(t16_a0, t16_b1)
+          let t16_a1 = Vector(repeating: params[((((mb15 *% 4) +% 1) *% 9) +% k17)])
+          t16_c1_0 = t16_c1_0.addingProduct(t16_a1, t16_b0)
+          t16_c1_1 = t16_c1_1.addingProduct(t16_a1, t16_b1)
+          let t16_a2 = Vector(repeating: params[((((mb15 *% 4) +% 2) *% 9) +% k17)])
+          t16_c2_0 = t16_c2_0.addingProduct(t16_a2, t16_b0)
+          t16_c2_1 = t16_c2_1.addingProduct(t16_a2, t16_b1)
+          let t16_a3 = Vector(repeating: params[((((mb15 *% 4) +% 3) *% 9) +% k17)])
+          t16_c3_0 = t16_c3_0.addingProduct(t16_a3, t16_b0)
+          t16_c3_1 = t16_c3_1.addingProduct(t16_a3, t16_b1)
         }
-        storeVector(arena, ((1481936 +% ((mb19 *% 4) *% 10832)) +% 10800), t20_c0_0)
-        storeVector(arena, (((1481936 +% ((mb19 *% 4) *% 10832)) +% 10800) +% 8), t20_c0_1)
-        storeVector(arena, ((1481936 +% (((mb19 *% 4) +% 1) *% 10832)) +% 10800), t20_c1_0)
-        storeVector(arena, (((1481936 +% (((mb19 *% 4) +% 1) *% 10832)) +% 10800) +% 8), t20_c1_1)
-        storeVector(arena, ((1481936 +% (((mb19 *% 4) +% 2) *% 10832)) +% 10800), t20_c2_0)
-        storeVector(arena, (((1481936 +% (((mb19 *% 4) +% 2) *% 10832)) +% 10800) +% 8), t20_c2_1)
-        storeVector(arena, ((1481936 +% (((mb19 *% 4) +% 3) *% 10832)) +% 10800), t20_c3_0)
-        storeVector(arena, (((1481936 +% (((mb19 *% 4) +% 3) *% 10832)) +% 10800) +% 8), t20_c3_1)
+        storeVector(arena, ((1481936 +% ((mb15 *% 4) *% 10832)) +% 10800), t16_c0_0)
+        storeVector(arena, (((1481936 +% ((mb15 *% 4) *% 10832)) +% 10800) +% 8), t16_c0_1)
+        storeVector(arena, ((1481936 +% (((mb15 *% 4) +% 1) *% 10832)) +% 10800), t16_c1_0)
+        storeVector(arena, (((1481936 +% (((mb15 *% 4) +% 1) *% 10832)) +% 10800) +% 8), t16_c1_1)
+        storeVector(arena, ((1481936 +% (((mb15 *% 4) +% 2) *% 10832)) +% 10800), t16_c2_0)
+        storeVector(arena, (((1481936 +% (((mb15 *% 4) +% 2) *% 10832)) +% 10800) +% 8), t16_c2_1)
+        storeVector(arena, ((1481936 +% (((mb15 *% 4) +% 3) *% 10832)) +% 10800), t16_c3_0)
+        storeVector(arena, (((1481936 +% (((mb15 *% 4) +% 3) *% 10832)) +% 10800) +% 8), t16_c3_1)
       }
     }
-    for j23 in 0..<16 {
-      for f24 in 0..<32 {
-        for i25 in 0..<84 {
-          storeVector(arena, ((i25 *% 8) +% ((((g2 *% 16) +% j23) *% 21632) +% (f24 *% 676))), Vector(repeating: Float(0)).replacing(with: (loadVector(arena, ((i25 *% 8) +% ((1481936 +% (f24 *% 10832)) +% (j23 *% 676)))) + Vector(repeating: params[(288 +% f24)])), where: (loadVector(arena, ((i25 *% 8) +% ((1481936 +% (f24 *% 10832)) +% (j23 *% 676)))) + Vector(repeating: params[(288 +% f24)])) .> Vector(repeating: Float(0))))
+    for j19 in 0..<16 {
+      for f20 in 0..<32 {
+        for i21 in 0..<84 {
+          storeVector(arena, ((i21 *% 8) +% ((((g1 *% 16) +% j19) *% 21632) +% (f20 *% 676))), Vector(repeating: Float(0)).replacing(with: (loadVector(arena, ((i21 *% 8) +% ((1481936 +% (f20 *% 10832)) +% (j19 *% 676)))) + Vector(repeating: params[(288 +% f20)])), where: (loadVector(arena, ((i21 *% 8) +% ((1481936 +% (f20 *% 10832)) +% (j19 *% 676)))) + Vector(repeating: params[(288 +% f20)])) .> Vector(repeating: Float(0))))
         }
-        for i25 in 0..<1 {
-          storePartial(arena, ((i25 +% 672) +% ((((g2 *% 16) +% j23) *% 21632) +% (f24 *% 676))), Vector(repeating: Float(0)).replacing(with: (loadPartial(arena, ((i25 +% 672) +% ((1481936 +% (f24 *% 10832)) +% (j23 *% 676))), 4) + Vector(repeating: params[(288 +% f24)])), where: (loadPartial(arena, ((i25 +% 672) +% ((1481936 +% (f24 *% 10832)) +% (j23 *% 676))), 4) + Vector(repeating: params[(288 +% f24)])) .> Vector(repeating: Float(0))), 4)
+        for i21 in 0..<1 {
+          storePartial(arena, ((i21 +% 672) +% ((((g1 *% 16) +% j19) *% 21632) +% (f20 *% 676))), Vector(repeating: Float(0)).replacing(with: (loadPartial(arena, ((i21 +% 672) +% ((1481936 +% (f20 *% 10832)) +% (j19 *% 676))), 4) + Vector(repeating: params[(288 +% f20)])), where: (loadPartial(arena, ((i21 +% 672) +% ((1481936 +% (f20 *% 10832)) +% (j19 *% 676))), 4) + Vector(repeating: params[(288 +% f20)])) .> Vector(repeating: Float(0))), 4)
         }
       }
     }
   }
   // conv2 = conv2d_relu_maxpool(conv1)
-  parallelFor(pool, 2) { part26 in
-    for ci27 in 0..<32 {
-      for co28 in 0..<32 {
-        var w29: Float = params[(320 +% (((((part26 *% 32) +% co28) *% 32) +% ci27) *% 9))]
-        var w30: Float = (((params[(320 +% (((((part26 *% 32) +% co28) *% 32) +% ci27) *% 9))] + params[((320 +% (((((part26 *% 32) +% co28) *% 32) +% ci27) *% 9)) +% 3)]) + params[((320 +% (((((part26 *% 32) +% co28) *% 32) +% ci27) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
-        var w31: Float = (((params[(320 +% (((((part26 *% 32) +% co28) *% 32) +% ci27) *% 9))] + params[((320 +% (((((part26 *% 32) +% co28) *% 32) +% ci27) *% 9)) +% 6)]) - params[((320 +% (((((part26 *% 32) +% co28) *% 32) +% ci27) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
-        var w32: Float = params[((320 +% (((((part26 *% 32) +% co28) *% 32) +% ci27) *% 9)) +% 6)]
-        var w33: Float = params[((320 +% (((((part26 *% 32) +% co28) *% 32) +% ci27) *% 9)) +% 1)]
-        var w34: Float = (((params[((320 +% (((((part26 *% 32) +% co28) *% 32) +% ci27) *% 9)) +% 1)] + params[((320 +% (((((part26 *% 32) +% co28) *% 32) +% ci27) *% 9)) +% 4)]) + params[((320 +% (((((part26 *% 32) +% co28) *% 32) +% ci27) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
-        var w35: Float = (((params[((320 +% (((((part26 *% 32) +% co28) *% 32) +% ci27) *% 9)) +% 1)] + params[((320 +% (((((part26 *% 32) +% co28) *% 32) +% ci27) *% 9)) +% 7)]) - params[((320 +% (((((part26 *% 32) +% co28) *% 32) +% ci27) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
-        var w36: Float = params[((320 +% (((((part26 *% 32) +% co28) *% 32) +% ci27) *% 9)) +% 7)]
-        var w37: Float = params[((320 +% (((((part26 *% 32) +% co28) *% 32) +% ci27) *% 9)) +% 2)]
-        var w38: Float = (((params[((320 +% (((((part26 *% 32) +% co28) *% 32) +% ci27) *% 9)) +% 2)] + params[((320 +% (((((part26 *% 32) +% co28) *% 32) +% ci27) *% 9)) +% 5)]) + params[((320 +% (((((part26 *% 32) +% co28) *% 32) +% ci27) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
-        var w39: Float = (((params[((320 +% (((((part26 *% 32) +% co28) *% 32) +% ci27) *% 9)) +% 2)] + params[((320 +% (((((part26 *% 32) +% co28) *% 32) +% ci27) *% 9)) +% 8)]) - params[((320 +% (((((part26 *% 32) +% co28) *% 32) +% ci27) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
-        var w40: Float = params[((320 +% (((((part26 *% 32) +% co28) *% 32) +% ci27) *% 9)) +% 8)]
-        var w41: Float = w29
-        var w42: Float = (((w29 + w33) + w37) * Float(bitPattern: 0x3f000000))
-        var w43: Float = (((w29 + w37) - w33) * Float(bitPattern: 0x3f000000))
-        var w44: Float = w37
-        var w45: Float = w30
-        var w46: Float = (((w30 + w34) + w38) * Float(bitPattern: 0x3f000000))
-        var w47: Float = (((w30 + w38) - w34) * Float(bitPattern: 0x3f000000))
-        var w48: Float = w38
-        var w49: Float = w31
-        var w50: Float = (((w31 + w35) + w39) * Float(bitPattern: 0x3f000000))
-        var w51: Float = (((w31 + w39) - w35) * Float(bitPattern: 0x3f000000))
-        var w52: Float = w39
-        var w53: Float = w32
-        var w54: Float = (((w32 + w36) + w40) * Float(bitPattern: 0x3f000000))
-        var w55: Float = (((w32 + w40) - w36) * Float(bitPattern: 0x3f000000))
-        var w56: Float = w40
-        arena[((2564096 +% (ci27 *% 64)) +% ((part26 *% 32) +% co28))] = w41
-        arena[((2566144 +% (ci27 *% 64)) +% ((part26 *% 32) +% co28))] = w42
-        arena[((2568192 +% (ci27 *% 64)) +% ((part26 *% 32) +% co28))] = w43
-        arena[((2570240 +% (ci27 *% 64)) +% ((part26 *% 32) +% co28))] = w44
-        arena[((2572288 +% (ci27 *% 64)) +% ((part26 *% 32) +% co28))] = w45
-        arena[((2574336 +% (ci27 *% 64)) +% ((part26 *% 32) +% co28))] = w46
-        arena[((2576384 +% (ci27 *% 64)) +% ((part26 *% 32) +% co28))] = w47
-        arena[((2578432 +% (ci27 *% 64)) +% ((part26 *% 32) +% co28))] = w48
-        arena[((2580480 +% (ci27 *% 64)) +% ((part26 *% 32) +% co28))] = w49
-        arena[((2582528 +% (ci27 *% 64)) +% ((part26 *% 32) +% co28))] = w50
-        arena[((2584576 +% (ci27 *% 64)) +% ((part26 *% 32) +% co28))] = w51
-        arena[((2586624 +% (ci27 *% 64)) +% ((part26 *% 32) +% co28))] = w52
-        arena[((2588672 +% (ci27 *% 64)) +% ((part26 *% 32) +% co28))] = w53
-        arena[((2590720 +% (ci27 *% 64)) +% ((part26 *% 32) +% co28))] = w54
-        arena[((2592768 +% (ci27 *% 64)) +% ((part26 *% 32) +% co28))] = w55
-        arena[((2594816 +% (ci27 *% 64)) +% ((part26 *% 32) +% co28))] = w56
+  parallelFor(pool, 2) { part22 in
+    for ci23 in 0..<32 {
+      for co24 in 0..<32 {
+        var w25: Float = params[(320 +% (((((part22 *% 32) +% co24) *% 32) +% ci23) *% 9))]
+        var w26: Float = (((params[(320 +% (((((part22 *% 32) +% co24) *% 32) +% ci23) *% 9))] + params[((320 +% (((((part22 *% 32) +% co24) *% 32) +% ci23) *% 9)) +% 3)]) + params[((320 +% (((((part22 *% 32) +% co24) *% 32) +% ci23) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
+        var w27: Float = (((params[(320 +% (((((part22 *% 32) +% co24) *% 32) +% ci23) *% 9))] + params[((320 +% (((((part22 *% 32) +% co24) *% 32) +% ci23) *% 9)) +% 6)]) - params[((320 +% (((((part22 *% 32) +% co24) *% 32) +% ci23) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
+        var w28: Float = params[((320 +% (((((part22 *% 32) +% co24) *% 32) +% ci23) *% 9)) +% 6)]
+        var w29: Float = params[((320 +% (((((part22 *% 32) +% co24) *% 32) +% ci23) *% 9)) +% 1)]
+        var w30: Float = (((params[((320 +% (((((part22 *% 32) +% co24) *% 32) +% ci23) *% 9)) +% 1)] + params[((320 +% (((((part22 *% 32) +% co24) *% 32) +% ci23) *% 9)) +% 4)]) + params[((320 +% (((((part22 *% 32) +% co24) *% 32) +% ci23) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
+        var w31: Float = (((params[((320 +% (((((part22 *% 32) +% co24) *% 32) +% ci23) *% 9)) +% 1)] + params[((320 +% (((((part22 *% 32) +% co24) *% 32) +% ci23) *% 9)) +% 7)]) - params[((320 +% (((((part22 *% 32) +% co24) *% 32) +% ci23) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
+        var w32: Float = params[((320 +% (((((part22 *% 32) +% co24) *% 32) +% ci23) *% 9)) +% 7)]
+        var w33: Float = params[((320 +% (((((part22 *% 32) +% co24) *% 32) +% ci23) *% 9)) +% 2)]
+        var w34: Float = (((params[((320 +% (((((part22 *% 32) +% co24) *% 32) +% ci23) *% 9)) +% 2)] + params[((320 +% (((((part22 *% 32) +% co24) *% 32) +% ci23) *% 9)) +% 5)]) + params[((320 +% (((((part22 *% 32) +% co24) *% 32) +% ci23) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
+        var w35: Float = (((params[((320 +% (((((part22 *% 32) +% co24) *% 32) +% ci23) *% 9)) +% 2)] + params[((320 +% (((((part22 *% 32) +% co24) *% 32) +% ci23) *% 9)) +% 8)]) - params[((320 +% (((((part22 *% 32) +% co24) *% 32) +% ci23) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
+        var w36: Float = params[((320 +% (((((part22 *% 32) +% co24) *% 32) +% ci23) *% 9)) +% 8)]
+        var w37: Float = w25
+        var w38: Float = (((w25 + w29) + w33) * Float(bitPattern: 0x3f000000))
+        var w39: Float = (((w25 + w33) - w29) * Float(bitPattern: 0x3f000000))
+        var w40: Float = w33
+        var w41: Float = w26
+        var w42: Float = (((w26 + w30) + w34) * Float(bitPattern: 0x3f000000))
+        var w43: Float = (((w26 + w34) - w30) * Float(bitPattern: 0x3f000000))
+        var w44: Float = w34
+        var w45: Float = w27
+        var w46: Float = (((w27 + w31) + w35) * Float(bitPattern: 0x3f000000))
+        var w47: Float = (((w27 + w35) - w31) * Float(bitPattern: 0x3f000000))
+        var w48: Float = w35
+        var w49: Float = w28
+        var w50: Float = (((w28 + w32) + w36) * Float(bitPattern: 0x3f000000))
+        var w51: Float = (((w28 + w36) - w32) * Float(bitPattern: 0x3f000000))
+        var w52: Float = w36
+        arena[((2564096 +% (ci23 *% 64)) +% ((part22 *% 32) +% co24))] = w37
+        arena[((2566144 +% (ci23 *% 64)) +% ((part22 *% 32) +% co24))] = w38
+        arena[((2568192 +% (ci23 *% 64)) +% ((part22 *% 32) +% co24))] = w39
+        arena[((2570240 +% (ci23 *% 64)) +% ((part22 *% 32) +% co24))] = w40
+        arena[((2572288 +% (ci23 *% 64)) +% ((part22 *% 32) +% co24))] = w41
+        arena[((2574336 +% (ci23 *% 64)) +% ((part22 *% 32) +% co24))] = w42
+        arena[((2576384 +% (ci23 *% 64)) +% ((part22 *% 32) +% co24))] = w43
+        arena[((2578432 +% (ci23 *% 64)) +% ((part22 *% 32) +% co24))] = w44
+        arena[((2580480 +% (ci23 *% 64)) +% ((part22 *% 32) +% co24))] = w45
+        arena[((2582528 +% (ci23 *% 64)) +% ((part22 *% 32) +% co24))] = w46
+        arena[((2584576 +% (ci23 *% 64)) +% ((part22 *% 32) +% co24))] = w47
+        arena[((2586624 +% (ci23 *% 64)) +% ((part22 *% 32) +% co24))] = w48
+        arena[((2588672 +% (ci23 *% 64)) +% ((part22 *% 32) +% co24))] = w49
+        arena[((2590720 +% (ci23 *% 64)) +% ((part22 *% 32) +% co24))] = w50
+        arena[((2592768 +% (ci23 *% 64)) +% ((part22 *% 32) +% co24))] = w51
+        arena[((2594816 +% (ci23 *% 64)) +% ((part22 *% 32) +% co24))] = w52
       }
     }
   }
-  for i57 in 0..<2704 {
-    storeVector(arena, ((i57 *% 8) +% 2596864), Vector(repeating: Float(0)))
+  for i53 in 0..<2704 {
+    storeVector(arena, ((i53 *% 8) +% 2596864), Vector(repeating: Float(0)))
   }
-  for g58 in 0..<64 {
+  for g54 in 0..<64 {
+    for j55 in 0..<1 {
+      for c56 in 0..<32 {
+        for iy57 in 0..<26 {
+          for ix58 in 0..<26 {
+            arena[(2596864 +% ((((j55 *% 21632) +% (iy57 *% 832)) +% (ix58 *% 32)) +% c56))] = arena[(((((g54 +% j55) *% 21632) +% (c56 *% 676)) +% (iy57 *% 26)) +% ix58)]
+          }
+        }
+      }
+    }
     for j59 in 0..<1 {
-      for c60 in 0..<32 {
-        for iy61 in 0..<26 {
-          for ix62 in 0..<26 {
-            arena[(2596864 +% ((((j59 *% 21632) +% (iy61 *% 832)) +% (ix62 *% 32)) +% c60))] = arena[(((((g58 +% j59) *% 21632) +% (c60 *% 676)) +% (iy61 *% 26)) +% ix62)]
+      for ty60 in 0..<12 {
+        for tx61 in 0..<12 {
+          for cv62 in 0..<4 {
+            let w63 = (loadVector(arena, (2596864 +% ((((j59 *% 21632) +% ((ty60 *% 2) *% 832)) +% ((tx61 *% 2) *% 32)) +% (cv62 *% 8)))) - loadVector(arena, (2596864 +% ((((j59 *% 21632) +% (((ty60 *% 2) +% 2) *% 832)) +% ((tx61 *% 2) *% 32)) +% (cv62 *% 8)))))
+            let w64 = (loadVector(arena, (2596864 +% ((((j59 *% 21632) +% (((ty60 *% 2) +% 1) *% 832)) +% ((tx61 *% 2) *% 32)) +% (cv62 *% 8)))) + loadVector(arena, (2596864 +% ((((j59 *% 21632) +% (((ty60 *% 2) +% 2) *% 832)) +% ((tx61 *% 2) *% 32)) +% (cv62 *% 8)))))
+            let w65 = (loadVector(arena, (2596864 +% ((((j59 *% 21632) +% (((ty60 *% 2) +% 2) *% 832)) +% ((tx61 *% 2) *% 32)) +% (cv62 *% 8)))) - loadVector(arena, (2596864 +% ((((j59 *% 21632) +% (((ty60 *% 2) +% 1) *% 832)) +% ((tx61 *% 2) *% 32)) +% (cv62 *% 8)))))
+            let w66 = (loadVector(arena, (2596864 +% ((((j59 *% 21632) +% (((ty60 *% 2) +% 1) *% 832)) +% ((tx61 *% 2) *% 32)) +% (cv62 *% 8)))) - loadVector(arena, (2596864 +% ((((j59 *% 21632) +% (((ty60 *% 2) +% 3) *% 832)) +% ((tx61 *% 2) *% 32)) +% (cv62 *% 8)))))
+            let w67 = (loadVector(arena, (2596864 +% ((((j59 *% 21632) +% ((ty60 *% 2) *% 832)) +% (((tx61 *% 2) +% 1) *% 32)) +% (cv62 *% 8)))) - loadVector(arena, (2596864 +% ((((j59 *% 21632) +% (((ty60 *% 2) +% 2) *% 832)) +% (((tx61 *% 2) +% 1) *% 32)) +% (cv62 *% 8)))))
+            let w68 = (loadVector(arena, (2596864 +% ((((j59 *% 21632) +% (((ty60 *% 2) +% 1) *% 832)) +% (((tx61 *% 2) +% 1) *% 32)) +% (cv62 *% 8)))) + loadVector(arena, (2596864 +% ((((j59 *% 21632) +% (((ty60 *% 2) +% 2) *% 832)) +% (((tx61 *% 2) +% 1) *% 32)) +% (cv62 *% 8)))))
+            let w69 = (loadVector(arena, (2596864 +% ((((j59 *% 21632) +% (((ty60 *% 2) +% 2) *% 832)) +% (((tx61 *% 2) +% 1) *% 32)) +% (cv62 *% 8)))) - loadVector(arena, (2596864 +% ((((j59 *% 21632) +% (((ty60 *% 2) +% 1) *% 832)) +% (((tx61 *% 2) +% 1) *% 32)) +% (cv62 *% 8)))))
+            let w70 = (loadVector(arena, (2596864 +% ((((j59 *% 21632) +% (((ty60 *% 2) +% 1) *% 832)) +% (((tx61 *% 2) +% 1) *% 32)) +% (cv62 *% 8)))) - loadVector(arena, (2596864 +% ((((j59 *% 21632) +% (((ty60 *% 2) +% 3) *% 832)) +% (((tx61 *% 2) +% 1) *% 32)) +% (cv62 *% 8)))))
+            let w71 = (loadVector(arena, (2596864 +% ((((j59 *% 21632) +% ((ty60 *% 2) *% 832)) +% (((tx61 *% 2) +% 2) *% 32)) +% (cv62 *% 8)))) - loadVector(arena, (2596864 +% ((((j59 *% 21632) +% (((ty60 *% 2) +% 2) *% 832)) +% (((tx61 *% 2) +% 2) *% 32)) +% (cv62 *% 8)))))
+            let w72 = (loadVector(arena, (2596864 +% ((((j59 *% 21632) +% (((ty60 *% 2) +% 1) *% 832)) +% (((tx61 *% 2) +% 2) *% 32)) +% (cv62 *% 8)))) + loadVector(arena, (2596864 +% ((((j59 *% 21632) +% (((ty60 *% 2) +% 2) *% 832)) +% (((tx61 *% 2) +% 2) *% 32)) +% (cv62 *% 8)))))
+            let w73 = (loadVector(arena, (2596864 +% ((((j59 *% 21632) +% (((ty60 *% 2) +% 2) *% 832)) +% (((tx61 *% 2) +% 2) *% 32)) +% (cv62 *% 8)))) - loadVector(arena, (2596864 +% ((((j59 *% 21632) +% (((ty60 *% 2) +% 1) *% 832)) +% (((tx61 *% 2) +% 2) *% 32)) +% (cv62 *% 8)))))
+            let w74 = (loadVector(arena, (2596864 +% ((((j59 *% 21632) +% (((ty60 *% 2) +% 1) *% 832)) +% (((tx61 *% 2) +% 2) *% 32)) +% (cv62 *% 8)))) - loadVector(arena, (2596864 +% ((((j59 *% 21632) +% (((ty60 *% 2) +% 3) *% 832)) +% (((tx61 *% 2) +% 2) *% 32)) +% (cv62 *% 8)))))
+            let w75 = (loadVector(arena, (2596864 +% ((((j59 *% 21632) +% ((ty60 *% 2) *% 832)) +% (((tx61 *% 2) +% 3) *% 32)) +% (cv62 *% 8)))) - loadVector(arena, (2596864 +% ((((j59 *% 21632) +% (((ty60 *% 2) +% 2) *% 832)) +% (((tx61 *% 2) +% 3) *% 32)) +% (cv62 *% 8)))))
+            let w76 = (loadVector(arena, (2596864 +% ((((j59 *% 21632) +% (((ty60 *% 2) +% 1) *% 832)) +% (((tx61 *% 2) +% 3) *% 32)) +% (cv62 *% 8)))) + loadVector(arena, (2596864 +% ((((j59 *% 21632) +% (((ty60 *% 2) +% 2) *% 832)) +% (((tx61 *% 2) +% 3) *% 32)) +% (cv62 *% 8)))))
+            let w77 = (loadVector(arena, (2596864 +% ((((j59 *% 21632) +% (((ty60 *% 2) +% 2) *% 832)) +% (((tx61 *% 2) +% 3) *% 32)) +% (cv62 *% 8)))) - loadVector(arena, (2596864 +% ((((j59 *% 21632) +% (((ty60 *% 2) +% 1) *% 832)) +% (((tx61 *% 2) +% 3) *% 32)) +% (cv62 *% 8)))))
+            let w78 = (loadVector(arena, (2596864 +% ((((j59 *% 21632) +% (((ty60 *% 2) +% 1) *% 832)) +% (((tx61 *% 2) +% 3) *% 32)) +% (cv62 *% 8)))) - loadVector(arena, (2596864 +% ((((j59 *% 21632) +% (((ty60 *% 2) +% 3) *% 832)) +% (((tx61 *% 2) +% 3) *% 32)) +% (cv62 *% 8)))))
+            let w79 = (w63 - w71)
+            let w80 = (w67 + w71)
+            let w81 = (w71 - w67)
+            let w82 = (w67 - w75)
+            let w83 = (w64 - w72)
+            let w84 = (w68 + w72)
+            let w85 = (w72 - w68)
+            let w86 = (w68 - w76)
+            let w87 = (w65 - w73)
+            let w88 = (w69 + w73)
+            let w89 = (w73 - w69)
+            let w90 = (w69 - w77)
+            let w91 = (w66 - w74)
+            let w92 = (w70 + w74)
+            let w93 = (w74 - w70)
+            let w94 = (w70 - w78)
+            storeVector(arena, ((2618496 +% ((((j59 *% 144) +% (ty60 *% 12)) +% tx61) *% 32)) +% (cv62 *% 8)), w79)
+            storeVector(arena, ((2623104 +% ((((j59 *% 144) +% (ty60 *% 12)) +% tx61) *% 32)) +% (cv62 *% 8)), w80)
+            storeVector(arena, ((2627712 +% ((((j59 *% 144) +% (ty60 *% 12)) +% tx61) *% 32)) +% (cv62 *% 8)), w81)
+            storeVector(arena, ((2632320 +% ((((j59 *% 144) +% (ty60 *% 12)) +% tx61) *% 32)) +% (cv62 *% 8)), w82)
+            storeVector(arena, ((2636928 +% ((((j59 *% 144) +% (ty60 *% 12)) +% tx61) *% 32)) +% (cv62 *% 8)), w83)
+            storeVector(arena, ((2641536 +% ((((j59 *% 144) +% (ty60 *% 12)) +% tx61) *% 32)) +% (cv62 *% 8)), w84)
+            storeVector(arena, ((2646144 +% ((((j59 *% 144) +% (ty60 *% 12)) +% tx61) *% 32)) +% (cv62 *% 8)), w85)
+            storeVector(arena, ((2650752 +% ((((j59 *% 144) +% (ty60 *% 12)) +% tx61) *% 32)) +% (cv62 *% 8)), w86)
+            storeVector(arena, ((2655360 +% ((((j59 *% 144) +% (ty60 *% 12)) +% tx61) *% 32)) +% (cv62 *% 8)), w87)
+            storeVector(arena, ((2659968 +% ((((j59 *% 144) +% (ty60 *% 12)) +% tx61) *% 32)) +% (cv62 *% 8)), w88)
+            storeVector(arena, ((2664576 +% ((((j59 *% 144) +% (ty60 *% 12)) +% tx61) *% 32)) +% (cv62 *% 8)), w89)
+            storeVector(arena, ((2669184 +% ((((j59 *% 144) +% (ty60 *% 12)) +% tx61) *% 32)) +% (cv62 *% 8)), w90)
+            storeVector(arena, ((2673792 +% ((((j59 *% 144) +% (ty60 *% 12)) +% tx61) *% 32)) +% (cv62 *% 8)), w91)
+            storeVector(arena, ((2678400 +% ((((j59 *% 144) +% (ty60 *% 12)) +% tx61) *% 32)) +% (cv62 *% 8)), w92)
+            storeVector(arena, ((2683008 +% ((((j59 *% 144) +% (ty60 *% 12)) +% tx61) *% 32)) +% (cv62 *% 8)), w93)
+            storeVector(arena, ((2687616 +% ((((j59 *% 144) +% (ty60 *% 12)) +% tx61) *% 32)) +% (cv62 *% 8)), w94)
           }
         }
       }
     }
-    for j63 in 0..<1 {
-      for ty64 in 0..<12 {
-        for tx65 in 0..<12 {
-          for cv66 in 0..<4 {
-            let w67 = (loadVector(arena, (2596864 +% ((((j63 *% 21632) +% ((ty64 *% 2) *% 832)) +% ((tx65 *% 2) *% 32)) +% (cv66 *% 8)))) - loadVector(arena, (2596864 +% ((((j63 *% 21632) +% (((ty64 *% 2) +% 2) *% 832)) +% ((tx65 *% 2) *% 32)) +% (cv66 *% 8)))))
-            let w68 = (loadVector(arena, (2596864 +% ((((j63 *% 21632) +% (((ty64 *% 2) +% 1) *% 832)) +% ((tx65 *% 2) *% 32)) +% (cv66 *% 8)))) + loadVector(arena, (2596864 +% ((((j63 *% 21632) +% (((ty64 *% 2) +% 2) *% 832)) +% ((tx65 *% 2) *% 32)) +% (cv66 *% 8)))))
-            let w69 = (loadVector(arena, (2596864 +% ((((j63 *% 21632) +% (((ty64 *% 2) +% 2) *% 832)) +% ((tx65 *% 2) *% 32)) +% (cv66 *% 8)))) - loadVector(arena, (2596864 +% ((((j63 *% 21632) +% (((ty64 *% 2) +% 1) *% 832)) +% ((tx65 *% 2) *% 32)) +% (cv66 *% 8)))))
-            let w70 = (loadVector(arena, (2596864 +% ((((j63 *% 21632) +% (((ty64 *% 2) +% 1) *% 832)) +% ((tx65 *% 2) *% 32)) +% (cv66 *% 8)))) - loadVector(arena, (2596864 +% ((((j63 *% 21632) +% (((ty64 *% 2) +% 3) *% 832)) +% ((tx65 *% 2) *% 32)) +% (cv66 *% 8)))))
-            let w71 = (loadVector(arena, (2596864 +% ((((j63 *% 21632) +% ((ty64 *% 2) *% 832)) +% (((tx65 *% 2) +% 1) *% 32)) +% (cv66 *% 8)))) - loadVector(arena, (2596864 +% ((((j63 *% 21632) +% (((ty64 *% 2) +% 2) *% 832)) +% (((tx65 *% 2) +% 1) *% 32)) +% (cv66 *% 8)))))
-            let w72 = (loadVector(arena, (2596864 +% ((((j63 *% 21632) +% (((ty64 *% 2) +% 1) *% 832)) +% (((tx65 *% 2) +% 1) *% 32)) +% (cv66 *% 8)))) + loadVector(arena, (2596864 +% ((((j63 *% 21632) +% (((ty64 *% 2) +% 2) *% 832)) +% (((tx65 *% 2) +% 1) *% 32)) +% (cv66 *% 8)))))
-            let w73 = (loadVector(arena, (2596864 +% ((((j63 *% 21632) +% (((ty64 *% 2) +% 2) *% 832)) +% (((tx65 *% 2) +% 1) *% 32)) +% (cv66 *% 8)))) - loadVector(arena, (2596864 +% ((((j63 *% 21632) +% (((ty64 *% 2) +% 1) *% 832)) +% (((tx65 *% 2) +% 1) *% 32)) +% (cv66 *% 8)))))
-            let w74 = (loadVector(arena, (2596864 +% ((((j63 *% 21632) +% (((ty64 *% 2) +% 1) *% 832)) +% (((tx65 *% 2) +% 1) *% 32)) +% (cv66 *% 8)))) - loadVector(arena, (2596864 +% ((((j63 *% 21632) +% (((ty64 *% 2) +% 3) *% 832)) +% (((tx65 *% 2) +% 1) *% 32)) +% (cv66 *% 8)))))
-            let w75 = (loadVector(arena, (2596864 +% ((((j63 *% 21632) +% ((ty64 *% 2) *% 832)) +% (((tx65 *% 2) +% 2) *% 32)) +% (cv66 *% 8)))) - loadVector(arena, (2596864 +% ((((j63 *% 21632) +% (((ty64 *% 2) +% 2) *% 832)) +% (((tx65 *% 2) +% 2) *% 32)) +% (cv66 *% 8)))))
-            let w76 = (loadVector(arena, (2596864 +% ((((j63 *% 21632) +% (((ty64 *% 2) +% 1) *% 832)) +% (((tx65 *% 2) +% 2) *% 32)) +% (cv66 *% 8)))) + loadVector(arena, (2596864 +% ((((j63 *% 21632) +% (((ty64 *% 2) +% 2) *% 832)) +% (((tx65 *% 2) +% 2) *% 32)) +% (cv66 *% 8)))))
-            let w77 = (loadVector(arena, (2596864 +% ((((j63 *% 21632) +% (((ty64 *% 2) +% 2) *% 832)) +% (((tx65 *% 2) +% 2) *% 32)) +% (cv66 *% 8)))) - loadVector(arena, (2596864 +% ((((j63 *% 21632) +% (((ty64 *% 2) +% 1) *% 832)) +% (((tx65 *% 2) +% 2) *% 32)) +% (cv66 *% 8)))))
-            let w78 = (loadVector(arena, (2596864 +% ((((j63 *% 21632) +% (((ty64 *% 2) +% 1) *% 832)) +% (((tx65 *% 2) +% 2) *% 32)) +% (cv66 *% 8)))) - loadVector(arena, (2596864 +% ((((j63 *% 21632) +% (((ty64 *% 2) +% 3) *% 832)) +% (((tx65 *% 2) +% 2) *% 32)) +% (cv66 *% 8)))))
-            let w79 = (loadVector(arena, (2596864 +% ((((j63 *% 21632) +% ((ty64 *% 2) *% 832)) +% (((tx65 *% 2) +% 3) *% 32)) +% (cv66 *% 8)))) - loadVector(arena, (2596864 +% ((((j63 *% 21632) +% (((ty64 *% 2) +% 2) *% 832)) +% (((tx65 *% 2) +% 3) *% 32)) +% (cv66 *% 8)))))
-            let w80 = (loadVector(arena, (2596864 +% ((((j63 *% 21632) +% (((ty64 *% 2) +% 1) *% 832)) +% (((tx65 *% 2) +% 3) *% 32)) +% (cv66 *% 8)))) + loadVector(arena, (2596864 +% ((((j63 *% 21632) +% (((ty64 *% 2) +% 2) *% 832)) +% (((tx65 *% 2) +% 3) *% 32)) +% (cv66 *% 8)))))
-            let w81 = (loadVector(arena, (2596864 +% ((((j63 *% 21632) +% (((ty64 *% 2) +% 2) *% 832)) +% (((tx65 *% 2) +% 3) *% 32)) +% (cv66 *% 8)))) - loadVector(arena, (2596864 +% ((((j63 *% 21632) +% (((ty64 *% 2) +% 1) *% 832)) +% (((tx65 *% 2) +% 3) *% 32)) +% (cv66 *% 8)))))
-            let w82 = (loadVector(arena, (2596864 +% ((((j63 *% 21632) +% (((ty64 *% 2) +% 1) *% 832)) +% (((tx65 *% 2) +% 3) *% 32)) +% (cv66 *% 8)))) - loadVector(arena, (2596864 +% ((((j63 *% 21632) +% (((ty64 *% 2) +% 3) *% 832)) +% (((tx65 *% 2) +% 3) *% 32)) +% (cv66 *% 8)))))
-            let w83 = (w67 - w75)
-            let w84 = (w71 + w75)
-            let w85 = (w75 - w71)
-            let w86 = (w71 - w79)
-            let w87 = (w68 - w76)
-            let w88 = (w72 + w76)
-            let w89 = (w76 - w72)
-            let w90 = (w72 - w80)
-            let w91 = (w69 - w77)
-            let w92 = (w73 + w77)
-            let w93 = (w77 - w73)
-            let w94 = (w73 - w81)
-            let w95 = (w70 - w78)
-            let w96 = (w74 + w78)
-            let w97 = (w78 - w74)
-            let w98 = (w74 - w82)
-            storeVector(arena, ((2618496 +% ((((j63 *% 144) +% (ty64 *% 12)) +% tx65) *% 32)) +% (cv66 *% 8)), w83)
-            storeVector(arena, ((2623104 +% ((((j63 *% 144) +% (ty64 *% 12)) +% tx65) *% 32)) +% (cv66 *% 8)), w84)
-            storeVector(arena, ((2627712 +% ((((j63 *% 144) +% (ty64 *% 12)) +% tx65) *% 32)) +% (cv66 *% 8)), w85)
-            storeVector(arena, ((2632320 +% ((((j63 *% 144) +% (ty64 *% 12)) +% tx65) *% 32)) +% (cv66 *% 8)), w86)
-            storeVector(arena, ((2636928 +% ((((j63 *% 144) +% (ty64 *% 12)) +% tx65) *% 32)) +% (cv66 *% 8)), w87)
-            storeVector(arena, ((2641536 +% ((((j63 *% 144) +% (ty64 *% 12)) +% tx65) *% 32)) +% (cv66 *% 8)), w88)
-            storeVector(arena, ((2646144 +% ((((j63 *% 144) +% (ty64 *% 12)) +% tx65) *% 32)) +% (cv66 *% 8)), w89)
-            storeVector(arena, ((2650752 +% ((((j63 *% 144) +% (ty64 *% 12)) +% tx65) *% 32)) +% (cv66 *% 8)), w90)
-            storeVector(arena, ((2655360 +% ((((j63 *% 144) +% (ty64 *% 12)) +% tx65) *% 32)) +% (cv66 *% 8)), w91)
-            storeVector(arena, ((2659968 +% ((((j63 *% 144) +% (ty64 *% 12)) +% tx65) *% 32)) +% (cv66 *% 8)), w92)
-            storeVector(arena, ((2664576 +% ((((j63 *% 144) +% (ty64 *% 12)) +% tx65) *% 32)) +% (cv66 *% 8)), w93)
-            storeVector(arena, ((2669184 +% ((((j63 *% 144) +% (ty64 *% 12)) +% tx65) *% 32)) +% (cv66 *% 8)), w94)
-            storeVector(arena, ((2673792 +% ((((j63 *% 144) +% (ty64 *% 12)) +% tx65) *% 32)) +% (cv66 *% 8)), w95)
-            storeVector(arena, ((2678400 +% ((((j63 *% 144) +% (ty64 *% 12)) +% tx65) *% 32)) +% (cv66 *% 8)), w96)
-            storeVector(arena, ((2683008 +% ((((j63 *% 144) +% (ty64 *% 12)) +% tx65) *% 32)) +% (cv66 *% 8)), w97)
-            storeVector(arena, ((2687616 +% ((((j63 *% 144) +% (ty64 *% 12)) +% tx65) *% 32)) +% (cv66 *% 8)), w98)
-          }
-        }
-      }
-    }
-    parallelFor(pool, 2) { part99 in
-      for xi100 in 0..<16 {
-        do {  // gemm105
-          for nb101 in 0..<2 {
-            for mb102 in 0..<24 {
-              var t103_c0_0 = Vector()
-              var t103_c0_1 = Vector()
-              var t103_c1_0 = Vector()
-              var t103_c1_1 = Vector()
-              var t103_c2_0 = Vector()
-              var t103_c2_1 = Vector()
-              var t103_c3_0 = Vector()
-              var t103_c3_1 = Vector()
-              var t103_c4_0 = Vector()
-              var t103_c4_1 = Vector()
-              var t103_c5_0 = Vector()
-              var t103_c5_1 = Vector()
-              for k104 in 0..<32 {
-                let t103_b0 = loadVector(arena, ((((2564096 +% (xi100 *% 2048)) +% (part99 *% 32)) +% (k104 *% 64)) +% (nb101 *% 16)))
-                let t103_b1 = loadVector(arena, (((((2564096 +% (xi100 *% 2048)) +% (part99 *% 32)) +% (k104 *% 64)) +% (nb101 *% 16)) +% 8))
-                let t103_a0 = Vector(repeating: arena[(((2618496 +% (xi100 *% 4608)) +% ((mb102 *% 6) *% 32)) +% k104)])
-                t103_c0_0 = t103_c0_0.addingProduct(t103_a0, t103_b0)
-                t103_c0_1 = t103_c0_1.addingProduct(t103_a0, t103_b1)
-                let t103_a1 = Vector(repeating: arena[(((2618496 +% (xi100 *% 4608)) +% (((mb102 *% 6) +% 1) *% 32)) +% k104)])
-                t103_c1_0 = t103_c1_0.addingProduct(t103_a1, t103_b0)
-                t103_c1_1 = t103_c1_1.addingProduct(t103_a1, t103_b1)
-                let t103_a2 = Vector(repeating: arena[(((2618496 +% (xi100 *% 4608)) +% (((mb102 *% 6) +% 2) *% 32)) +% k104)])
-                t103_c2_0 = t103_c2_0.addingProduct(t103_a2, t103_b0)
-                t103_c2_1 = t103_c2_1.addingProduct(t103_a2, t103_b1)
-                let t103_a3 = Vector(repeating: arena[(((2618496 +% (xi100 *% 4608)) +% (((mb102 *% 6) +% 3) *% 32)) +% k104)])
-                t103_c3_0 = t103_c3_0.addingProduct(t103_a3, t103_b0)
-                t103_c3_1 = t103_c3_1.addingProduct(t103_a3, t103_b1)
-                let t103_a4 = Vector(repeating: arena[(((2618496 +% (xi100 *% 4608)) +% (((mb102 *% 6) +% 4) *% 32)) +% k104)])
-                t103_c4_0 = t103_c4_0.addingProduct(t103_a4, t103_b0)
-                t103_c4_1 = t103_c4_1.addingProduct(t103_a4, t103_b1)
-                let t103_a5 = Vector(repeating: arena[(((2618496 +% (xi100 *% 4608)) +% (((mb102 *% 6) +% 5) *% 32)) +% k104)])
-                t103_c5_0 = t103_c5_0.addingProduct(t103_a5, t103_b0)
-                t103_c5_1 = t103_c5_1.addingProduct(t103_a5, t103_b1)
+    parallelFor(pool, 2) { part95 in
+      for xi96 in 0..<16 {
+        do {  // gemm101
+          for nb97 in 0..<2 {
+            for mb98 in 0..<24 {
+              var t99_c0_0 = Vector()
+              var t99_c0_1 = Vector()
+              var t99_c1_0 = Vector()
+              var t99_c1_1 = Vector()
+              var t99_c2_0 = Vector()
+              var t99_c2_1 = Vector()
+              var t99_c3_0 = Vector()
+              var t99_c3_1 = Vector()
+              var t99_c4_0 = Vector()
+              var t99_c4_1 = Vector()
+              var t99_c5_0 = Vector()
+              var t99_c5_1 = Vector()
+              for k100 in 0..<32 {
+                let t99_b0 = loadVector(arena, ((((2564096 +% (xi96 *% 2048)) +% (part95 *% 32)) +% (k100 *% 64)) +% (nb97 *% 16)))
+                let t99_b1 = loadVector(arena, (((((2564096 +% (xi96 *% 2048)) +% (part95 *% 32)) +% (k100 *% 64)) +% (nb97 *% 16)) +% 8))
+                let t99_a0 = Vector(repeating: arena[(((2618496 +% (xi96 *% 4608)) +% ((mb98 *% 6) *% 32)) +% k100)])
+                t99_c0_0 = t99_c0_0.addingProduct(t99_a0, t99_b0)
+                t99_c0_1 = t99_c0_1.addingProduct(t99_a0, t99_b1)
+                let t99_a1 = Vector(repeating: arena[(((2618496 +% (xi96 *% 4608)) +% (((mb98 *% 6) +% 1) *% 32)) +% k100)])
+                t99_c1_0 = t99_c1_0.addingProduct(t99_a1, t99_b0)
+                t99_c1_1 = t99_c1_1.addingProduct(t99_a1, t99_b1)
+                let t99_a2 = Vector(repeating: arena[(((2618496 +% (xi96 *% 4608)) +% (((mb98 *% 6) +% 2) *% 32)) +% k100)])
+                t99_c2_0 = t99_c2_0.addingProduct(t99_a2, t99_b0)
+                t99_c2_1 = t99_c2_1.addingProduct(t99_a2, t99_b1)
+                let t99_a3 = Vector(repeating: arena[(((2618496 +% (xi96 *% 4608)) +% (((mb98 *% 6) +% 3) *% 32)) +% k100)])
+                t99_c3_0 = t99_c3_0.addingProduct(t99_a3, t99_b0)
+                t99_c3_1 = t99_c3_1.addingProduct(t99_a3, t99_b1)
+                let t99_a4 = Vector(repeating: arena[(((2618496 +% (xi96 *% 4608)) +% (((mb98 *% 6) +% 4) *% 32)) +% k100)])
+                t99_c4_0 = t99_c4_0.addingProduct(t99_a4, t99_b0)
+                t99_c4_1 = t99_c4_1.addingProduct(t99_a4, t99_b1)
+                let t99_a5 = Vector(repeating: arena[(((2618496 +% (xi96 *% 4608)) +% (((mb98 *% 6) +% 5) *% 32)) +% k100)])
+                t99_c5_0 = t99_c5_0.addingProduct(t99_a5, t99_b0)
+                t99_c5_1 = t99_c5_1.addingProduct(t99_a5, t99_b1)
               }
-              storeVector(arena, ((((2692224 +% (xi100 *% 9216)) +% (part99 *% 32)) +% ((mb102 *% 6) *% 64)) +% (nb101 *% 16)), t103_c0_0)
-              storeVector(arena, (((((2692224 +% (xi100 *% 9216)) +% (part99 *% 32)) +% ((mb102 *% 6) *% 64)) +% (nb101 *% 16)) +% 8), t103_c0_1)
-              storeVector(arena, ((((2692224 +% (xi100 *% 9216)) +% (part99 *% 32)) +% (((mb102 *% 6) +% 1) *% 64)) +% (nb101 *% 16)), t103_c1_0)
-              storeVector(arena, (((((2692224 +% (xi100 *% 9216)) +% (part99 *% 32)) +% (((mb102 *% 6) +% 1) *% 64)) +% (nb101 *% 16)) +% 8), t103_c1_1)
-              storeVector(arena, ((((2692224 +% (xi100 *% 9216)) +% (part99 *% 32)) +% (((mb102 *% 6) +% 2) *% 64)) +% (nb101 *% 16)), t103_c2_0)
-              storeVector(arena, (((((2692224 +% (xi100 *% 9216)) +% (part99 *% 32)) +% (((mb102 *% 6) +% 2) *% 64)) +% (nb101 *% 16)) +% 8), t103_c2_1)
-              storeVector(arena, ((((2692224 +% (xi100 *% 9216)) +% (part99 *% 32)) +% (((mb102 *% 6) +% 3) *% 64)) +% (nb101 *% 16)), t103_c3_0)
-              storeVector(arena, (((((2692224 +% (xi100 *% 9216)) +% (part99 *% 32)) +% (((mb102 *% 6) +% 3) *% 64)) +% (nb101 *% 16)) +% 8), t103_c3_1)
-              storeVector(arena, ((((2692224 +% (xi100 *% 9216)) +% (part99 *% 32)) +% (((mb102 *% 6) +% 4) *% 64)) +% (nb101 *% 16)), t103_c4_0)
-              storeVector(arena, (((((2692224 +% (xi100 *% 9216)) +% (part99 *% 32)) +% (((mb102 *% 6) +% 4) *% 64)) +% (nb101 *% 16)) +% 8), t103_c4_1)
-              storeVector(arena, ((((2692224 +% (xi100 *% 9216)) +% (part99 *% 32)) +% (((mb102 *% 6) +% 5) *% 64)) +% (nb101 *% 16)), t103_c5_0)
-              storeVector(arena, (((((2692224 +% (xi100 *% 9216)) +% (part99 *% 32)) +% (((mb102 *% 6) +% 5) *% 64)) +% (nb101 *% 16)) +% 8), t103_c5_1)
+              storeVector(arena, ((((2692224 +% (xi96 *% 9216)) +% (part95 *% 32)) +% ((mb98 *% 6) *% 64)) +% (nb97 *% 16)), t99_c0_0)
+              storeVector(arena, (((((2692224 +% (xi96 *% 9216)) +% (part95 *% 32)) +% ((mb98 *% 6) *% 64)) +% (nb97 *% 16)) +% 8), t99_c0_1)
+              storeVector(arena, ((((2692224 +% (xi96 *% 9216)) +% (part95 *% 32)) +% (((mb98 *% 6) +% 1) *% 64)) +% (nb97 *% 16)), t99_c1_0)
+              storeVector(arena, (((((2692224 +% (xi96 *% 9216)) +% (part95 *% 32)) +% (((mb98 *% 6) +% 1) *% 64)) +% (nb97 *% 16)) +% 8), t99_c1_1)
+              storeVector(arena, ((((2692224 +% (xi96 *% 9216)) +% (part95 *% 32)) +% (((mb98 *% 6) +% 2) *% 64)) +% (nb97 *% 16)), t99_c2_0)
+              storeVector(arena, (((((2692224 +% (xi96 *% 9216)) +% (part95 *% 32)) +% (((mb98 *% 6) +% 2) *% 64)) +% (nb97 *% 16)) +% 8), t99_c2_1)
+              storeVector(arena, ((((2692224 +% (xi96 *% 9216)) +% (part95 *% 32)) +% (((mb98 *% 6) +% 3) *% 64)) +% (nb97 *% 16)), t99_c3_0)
+              storeVector(arena, (((((2692224 +% (xi96 *% 9216)) +% (part95 *% 32)) +% (((mb98 *% 6) +% 3) *% 64)) +% (nb97 *% 16)) +% 8), t99_c3_1)
+              storeVector(arena, ((((2692224 +% (xi96 *% 9216)) +% (part95 *% 32)) +% (((mb98 *% 6) +% 4) *% 64)) +% (nb97 *% 16)), t99_c4_0)
+              storeVector(arena, (((((2692224 +% (xi96 *% 9216)) +% (part95 *% 32)) +% (((mb98 *% 6) +% 4) *% 64)) +% (nb97 *% 16)) +% 8), t99_c4_1)
+              storeVector(arena, ((((2692224 +% (xi96 *% 9216)) +% (part95 *% 32)) +% (((mb98 *% 6) +% 5) *% 64)) +% (nb97 *% 16)), t99_c5_0)
+              storeVector(arena, (((((2692224 +% (xi96 *% 9216)) +% (part95 *% 32)) +% (((mb98 *% 6) +% 5) *% 64)) +% (nb97 *% 16)) +% 8), t99_c5_1)
             }
           }
         }
       }
-      for j106 in 0..<1 {
-        for ty107 in 0..<12 {
-          for tx108 in 0..<12 {
-            for cv109 in 0..<4 {
-              let w110 = ((loadVector(arena, ((2692224 +% ((((j106 *% 144) +% (ty107 *% 12)) +% tx108) *% 64)) +% ((part99 *% 32) +% (cv109 *% 8)))) + loadVector(arena, ((2729088 +% ((((j106 *% 144) +% (ty107 *% 12)) +% tx108) *% 64)) +% ((part99 *% 32) +% (cv109 *% 8))))) + loadVector(arena, ((2765952 +% ((((j106 *% 144) +% (ty107 *% 12)) +% tx108) *% 64)) +% ((part99 *% 32) +% (cv109 *% 8)))))
-              let w111 = ((loadVector(arena, ((2729088 +% ((((j106 *% 144) +% (ty107 *% 12)) +% tx108) *% 64)) +% ((part99 *% 32) +% (cv109 *% 8)))) - loadVector(arena, ((2765952 +% ((((j106 *% 144) +% (ty107 *% 12)) +% tx108) *% 64)) +% ((part99 *% 32) +% (cv109 *% 8))))) - loadVector(arena, ((2802816 +% ((((j106 *% 144) +% (ty107 *% 12)) +% tx108) *% 64)) +% ((part99 *% 32) +% (cv109 *% 8)))))
-              let w112 = ((loadVector(arena, ((2701440 +% ((((j106 *% 144) +% (ty107 *% 12)) +% tx108) *% 64)) +% ((part99 *% 32) +% (cv109 *% 8)))) + loadVector(arena, ((2738304 +% ((((j106 *% 144) +% (ty107 *% 12)) +% tx108) *% 64)) +% ((part99 *% 32) +% (cv109 *% 8))))) + loadVector(arena, ((2775168 +% ((((j106 *% 144) +% (ty107 *% 12)) +% tx108) *% 64)) +% ((part99 *% 32) +% (cv109 *% 8)))))
-              let w113 = ((loadVector(arena, ((2738304 +% ((((j106 *% 144) +% (ty107 *% 12)) +% tx108) *% 64)) +% ((part99 *% 32) +% (cv109 *% 8)))) - loadVector(arena, ((2775168 +% ((((j106 *% 144) +% (ty107 *% 12)) +% tx108) *% 64)) +% ((part99 *% 32) +% (cv109 *% 8))))) - loadVector(arena, ((2812032 +% ((((j106 *% 144) +% (ty107 *% 12)) +% tx108) *% 64)) +% ((part99 *% 32) +% (cv109 *% 8)))))
-              let w114 = ((loadVector(arena, ((2710656 +% ((((j106 *% 144) +% (ty107 *% 12)) +% tx108) *% 64)) +% ((part99 *% 32) +% (cv109 *% 8)))) + loadVector(arena, ((2747520 +% ((((j106 *% 144) +% (ty107 *% 12)) +% tx108) *% 64)) +% ((part99 *% 32) +% (cv109 *% 8))))) + loadVector(arena, ((2784384 +% ((((j106 *% 144) +% (ty107 *% 12)) +% tx108) *% 64)) +% ((part99 *% 32) +% (cv109 *% 8)))))
-              let w115 = ((loadVector(arena, ((2747520 +% ((((j106 *% 144) +% (ty107 *% 12)) +% tx108) *% 64)) +% ((part99 *% 32) +% (cv109 *% 8)))) - loadVector(arena, ((2784384 +% ((((j106 *% 144) +% (ty107 *% 12)) +% tx108) *% 64)) +% ((part99 *% 32) +% (cv109 *% 8))))) - loadVector(arena, ((2821248 +% ((((j106 *% 144) +% (ty107 *% 12)) +% tx108) *% 64)) +% ((part99 *% 32) +% (cv109 *% 8)))))
-              let w116 = ((loadVector(arena, ((2719872 +% ((((j106 *% 144) +% (ty107 *% 12)) +% tx108) *% 64)) +% ((part99 *% 32) +% (cv109 *% 8)))) + loadVector(arena, ((2756736 +% ((((j106 *% 144) +% (ty107 *% 12)) +% tx108) *% 64)) +% ((part99 *% 32) +% (cv109 *% 8))))) + loadVector(arena, ((2793600 +% ((((j106 *% 144) +% (ty107 *% 12)) +% tx108) *% 64)) +% ((part99 *% 32) +% (cv109 *% 8)))))
-              let w117 = ((loadVector(arena, ((2756736 +% ((((j106 *% 144) +% (ty107 *% 12)) +% tx108) *% 64)) +% ((part99 *% 32) +% (cv109 *% 8)))) - loadVector(arena, ((2793600 +% ((((j106 *% 144) +% (ty107 *% 12)) +% tx108) *% 64)) +% ((part99 *% 32) +% (cv109 *% 8))))) - loadVector(arena, ((2830464 +% ((((j106 *% 144) +% (ty107 *% 12)) +% tx108) *% 64)) +% ((part99 *% 32) +% (cv109 *% 8)))))
-              let w118 = ((w110 + w112) + w114)
-              let w119 = ((w112 - w114) - w116)
-              let w120 = ((w111 + w113) + w115)
-              let w121 = ((w113 - w115) - w117)
-              let v122 = (w118 + loadVector(params, (18752 +% ((part99 *% 32) +% (cv109 *% 8)))))
-              let best123 = v122
-              let at124 = Vector(repeating: Float((((ty107 *% 2) *% 24) +% (tx108 *% 2))))
-              let v125 = (w119 + loadVector(params, (18752 +% ((part99 *% 32) +% (cv109 *% 8)))))
-              let best126 = best123.replacing(with: v125, where: v125 .> best123)
-              let at127 = at124.replacing(with: Vector(repeating: Float(((((ty107 *% 2) *% 24) +% (tx108 *% 2)) +% 1))), where: v125 .> best123)
-              let v128 = (w120 + loadVector(params, (18752 +% ((part99 *% 32) +% (cv109 *% 8)))))
-              let best129 = best126.replacing(with: v128, where: v128 .> best126)
-              let at130 = at127.replacing(with: Vector(repeating: Float(((((ty107 *% 2) +% 1) *% 24) +% (tx108 *% 2)))), where: v128 .> best126)
-              let v131 = (w121 + loadVector(params, (18752 +% ((part99 *% 32) +% (cv109 *% 8)))))
-              let best132 = best129.replacing(with: v131, where: v131 .> best129)
-              let at133 = at130.replacing(with: Vector(repeating: Float((((((ty107 *% 2) +% 1) *% 24) +% (tx108 *% 2)) +% 1))), where: v131 .> best129)
-              storeVector(arena, ((2839680 +% ((((j106 *% 144) +% (ty107 *% 12)) +% tx108) *% 64)) +% ((part99 *% 32) +% (cv109 *% 8))), Vector().replacing(with: best132, where: best132 .> Vector()))
-              storeVector(arena, (((2839680 +% ((((j106 *% 144) +% (ty107 *% 12)) +% tx108) *% 64)) +% ((part99 *% 32) +% (cv109 *% 8))) +% 9216), at133)
+      for j102 in 0..<1 {
+        for ty103 in 0..<12 {
+          for tx104 in 0..<12 {
+            for cv105 in 0..<4 {
+              let w106 = ((loadVector(arena, ((2692224 +% ((((j102 *% 144) +% (ty103 *% 12)) +% tx104) *% 64)) +% ((part95 *% 32) +% (cv105 *% 8)))) + loadVector(arena, ((2729088 +% ((((j102 *% 144) +% (ty103 *% 12)) +% tx104) *% 64)) +% ((part95 *% 32) +% (cv105 *% 8))))) + loadVector(arena, ((2765952 +% ((((j102 *% 144) +% (ty103 *% 12)) +% tx104) *% 64)) +% ((part95 *% 32) +% (cv105 *% 8)))))
+              let w107 = ((loadVector(arena, ((2729088 +% ((((j102 *% 144) +% (ty103 *% 12)) +% tx104) *% 64)) +% ((part95 *% 32) +% (cv105 *% 8)))) - loadVector(arena, ((2765952 +% ((((j102 *% 144) +% (ty103 *% 12)) +% tx104) *% 64)) +% ((part95 *% 32) +% (cv105 *% 8))))) - loadVector(arena, ((2802816 +% ((((j102 *% 144) +% (ty103 *% 12)) +% tx104) *% 64)) +% ((part95 *% 32) +% (cv105 *% 8)))))
+              let w108 = ((loadVector(arena, ((2701440 +% ((((j102 *% 144) +% (ty103 *% 12)) +% tx104) *% 64)) +% ((part95 *% 32) +% (cv105 *% 8)))) + loadVector(arena, ((2738304 +% ((((j102 *% 144) +% (ty103 *% 12)) +% tx104) *% 64)) +% ((part95 *% 32) +% (cv105 *% 8))))) + loadVector(arena, ((2775168 +% ((((j102 *% 144) +% (ty103 *% 12)) +% tx104) *% 64)) +% ((part95 *% 32) +% (cv105 *% 8)))))
+              let w109 = ((loadVector(arena, ((2738304 +% ((((j102 *% 144) +% (ty103 *% 12)) +% tx104) *% 64)) +% ((part95 *% 32) +% (cv105 *% 8)))) - loadVector(arena, ((2775168 +% ((((j102 *% 144) +% (ty103 *% 12)) +% tx104) *% 64)) +% ((part95 *% 32) +% (cv105 *% 8))))) - loadVector(arena, ((2812032 +% ((((j102 *% 144) +% (ty103 *% 12)) +% tx104) *% 64)) +% ((part95 *% 32) +% (cv105 *% 8)))))
+              let w110 = ((loadVector(arena, ((2710656 +% ((((j102 *% 144) +% (ty103 *% 12)) +% tx104) *% 64)) +% ((part95 *% 32) +% (cv105 *% 8)))) + loadVector(arena, ((2747520 +% ((((j102 *% 144) +% (ty103 *% 12)) +% tx104) *% 64)) +% ((part95 *% 32) +% (cv105 *% 8))))) + loadVector(arena, ((2784384 +% ((((j102 *% 144) +% (ty103 *% 12)) +% tx104) *% 64)) +% ((part95 *% 32) +% (cv105 *% 8)))))
+              let w111 = ((loadVector(arena, ((2747520 +% ((((j102 *% 144) +% (ty103 *% 12)) +% tx104) *% 64)) +% ((part95 *% 32) +% (cv105 *% 8)))) - loadVector(arena, ((2784384 +% ((((j102 *% 144) +% (ty103 *% 12)) +% tx104) *% 64)) +% ((part95 *% 32) +% (cv105 *% 8))))) - loadVector(arena, ((2821248 +% ((((j102 *% 144) +% (ty103 *% 12)) +% tx104) *% 64)) +% ((part95 *% 32) +% (cv105 *% 8)))))
+              let w112 = ((loadVector(arena, ((2719872 +% ((((j102 *% 144) +% (ty103 *% 12)) +% tx104) *% 64)) +% ((part95 *% 32) +% (cv105 *% 8)))) + loadVector(arena, ((2756736 +% ((((j102 *% 144) +% (ty103 *% 12)) +% tx104) *% 64)) +% ((part95 *% 32) +% (cv105 *% 8))))) + loadVector(arena, ((2793600 +% ((((j102 *% 144) +% (ty103 *% 12)) +% tx104) *% 64)) +% ((part95 *% 32) +% (cv105 *% 8)))))
+              let w113 = ((loadVector(arena, ((2756736 +% ((((j102 *% 144) +% (ty103 *% 12)) +% tx104) *% 64)) +% ((part95 *% 32) +% (cv105 *% 8)))) - loadVector(arena, ((2793600 +% ((((j102 *% 144) +% (ty103 *% 12)) +% tx104) *% 64)) +% ((part95 *% 32) +% (cv105 *% 8))))) - loadVector(arena, ((2830464 +% ((((j102 *% 144) +% (ty103 *% 12)) +% tx104) *% 64)) +% ((part95 *% 32) +% (cv105 *% 8)))))
+              let w114 = ((w106 + w108) + w110)
+              let w115 = ((w108 - w110) - w112)
+              let w116 = ((w107 + w109) + w111)
+              let w117 = ((w109 - w111) - w113)
+              let v118 = (w114 + loadVector(params, (18752 +% ((part95 *% 32) +% (cv105 *% 8)))))
+              let best119 = v118
+              let at120 = Vector(repeating: Float((((ty103 *% 2) *% 24) +% (tx104 *% 2))))
+              let v121 = (w115 + loadVector(params, (18752 +% ((part95 *% 32) +% (cv105 *% 8)))))
+              let best122 = best119.replacing(with: v121, where: v121 .> best119)
+              let at123 = at120.replacing(with: Vector(repeating: Float(((((ty103 *% 2) *% 24) +% (tx104 *% 2)) +% 1))), where: v121 .> best119)
+              let v124 = (w116 + loadVector(params, (18752 +% ((part95 *% 32) +% (cv105 *% 8)))))
+              let best125 = best122.replacing(with: v124, where: v124 .> best122)
+              let at126 = at123.replacing(with: Vector(repeating: Float(((((ty103 *% 2) +% 1) *% 24) +% (tx104 *% 2)))), where: v124 .> best122)
+              let v127 = (w117 + loadVector(params, (18752 +% ((part95 *% 32) +% (cv105 *% 8)))))
+              let best128 = best125.replacing(with: v127, where: v127 .> best125)
+              let at129 = at126.replacing(with: Vector(repeating: Float((((((ty103 *% 2) +% 1) *% 24) +% (tx104 *% 2)) +% 1))), where: v127 .> best125)
+              storeVector(arena, ((2839680 +% ((((j102 *% 144) +% (ty103 *% 12)) +% tx104) *% 64)) +% ((part95 *% 32) +% (cv105 *% 8))), Vector().replacing(with: best128, where: best128 .> Vector()))
+              storeVector(arena, (((2839680 +% ((((j102 *% 144) +% (ty103 *% 12)) +% tx104) *% 64)) +% ((part95 *% 32) +% (cv105 *% 8))) +% 9216), at129)
             }
           }
         }
       }
-      for j134 in 0..<1 {
-        for c135 in 0..<32 {
-          for q136 in 0..<144 {
-            arena[(1384448 +% ((((g58 +% j134) *% 9216) +% (((part99 *% 32) +% c135) *% 144)) +% q136))] = arena[((2839680 +% (((j134 *% 144) +% q136) *% 64)) +% ((part99 *% 32) +% c135))]
+      for j130 in 0..<1 {
+        for c131 in 0..<32 {
+          for q132 in 0..<144 {
+            arena[(1384448 +% ((((g54 +% j130) *% 9216) +% (((part95 *% 32) +% c131) *% 144)) +% q132))] = arena[((2839680 +% (((j130 *% 144) +% q132) *% 64)) +% ((part95 *% 32) +% c131))]
           }
         }
       }
-      for j137 in 0..<1 {
-        for c138 in 0..<32 {
-          for q139 in 0..<144 {
-            arena[(1974272 +% ((((g58 +% j137) *% 9216) +% (((part99 *% 32) +% c138) *% 144)) +% q139))] = arena[((2848896 +% (((j137 *% 144) +% q139) *% 64)) +% ((part99 *% 32) +% c138))]
+      for j133 in 0..<1 {
+        for c134 in 0..<32 {
+          for q135 in 0..<144 {
+            arena[(1974272 +% ((((g54 +% j133) *% 9216) +% (((part95 *% 32) +% c134) *% 144)) +% q135))] = arena[((2848896 +% (((j133 *% 144) +% q135) *% 64)) +% ((part95 *% 32) +% c134))]
           }
         }
       }
@@ -1768,131 +1732,131 @@ public func mnistnet_infer_b64(
   // drop1 = dropout(conv2)
   // flat = flatten(drop1)
   // fc1 = dense_relu(flat)
-  for n140 in 0..<64 {
-    for k141 in 0..<9216 {
-      arena[((8192 +% (k141 *% 64)) +% n140)] = arena[((1384448 +% (n140 *% 9216)) +% k141)]
+  for n136 in 0..<64 {
+    for k137 in 0..<9216 {
+      arena[((8192 +% (k137 *% 64)) +% n136)] = arena[((1384448 +% (n136 *% 9216)) +% k137)]
     }
   }
-  do {  // gemm152
-    for r142 in 0..<128 {
-      for i143 in 0..<8 {
-        storeVector(arena, ((i143 *% 8) +% (598016 +% (r142 *% 64))), Vector(repeating: Float(0)))
+  do {  // gemm148
+    for r138 in 0..<128 {
+      for i139 in 0..<8 {
+        storeVector(arena, ((i139 *% 8) +% (598016 +% (r138 *% 64))), Vector(repeating: Float(0)))
       }
     }
-    for kp144 in 0..<8 {
-      for nb145 in 0..<2 {
-        for mb146 in 0..<32 {
-          var t147_c0_0 = loadVector(arena, ((598016 +% ((mb146 *% 4) *% 64)) +% (nb145 *% 24)))
-          var t147_c0_1 = loadVector(arena, (((598016 +% ((mb146 *% 4) *% 64)) +% (nb145 *% 24)) +% 8))
-          var t147_c0_2 = loadVector(arena, (((598016 +% ((mb146 *% 4) *% 64)) +% (nb145 *% 24)) +% 16))
-          var t147_c1_0 = loadVector(arena, ((598016 +% (((mb146 *% 4) +% 1) *% 64)) +% (nb145 *% 24)))
-          var t147_c1_1 = loadVector(arena, (((598016 +% (((mb146 *% 4) +% 1) *% 64)) +% (nb145 *% 24)) +% 8))
-          var t147_c1_2 = loadVector(arena, (((598016 +% (((mb146 *% 4) +% 1) *% 64)) +% (nb145 *% 24)) +% 16))
-          var t147_c2_0 = loadVector(arena, ((598016 +% (((mb146 *% 4) +% 2) *% 64)) +% (nb145 *% 24)))
-          var t147_c2_1 = loadVector(arena, (((598016 +% (((mb146 *% 4) +% 2) *% 64)) +% (nb145 *% 24)) +% 8))
-          var t147_c2_2 = loadVector(arena, (((598016 +% (((mb146 *% 4) +% 2) *% 64)) +% (nb145 *% 24)) +% 16))
-          var t147_c3_0 = loadVector(arena, ((598016 +% (((mb146 *% 4) +% 3) *% 64)) +% (nb145 *% 24)))
-          var t147_c3_1 = loadVector(arena, (((598016 +% (((mb146 *% 4) +% 3) *% 64)) +% (nb145 *% 24)) +% 8))
-          var t147_c3_2 = loadVector(arena, (((598016 +% (((mb146 *% 4) +% 3) *% 64)) +% (nb145 *% 24)) +% 16))
-          for k148 in 0..<1152 {
-            let t147_b0 = loadVector(arena, ((8192 +% ((k148 +% (kp144 *% 1152)) *% 64)) +% (nb145 *% 24)))
-            let t147_b1 = loadVector(arena, (((8192 +% ((k148 +% (kp144 *% 1152)) *% 64)) +% (nb145 *% 24)) +% 8))
-            let t147_b2 = loadVector(arena, (((8192 +% ((k148 +% (kp144 *% 1152)) *% 64)) +% (nb145 *% 24)) +% 16))
-            let t147_a0 = Vector(repeating: params[((18816 +% ((mb146 *% 4) *% 9216)) +% (k148 +% (kp144 *% 1152)))])
-            t147_c0_0 = t147_c0_0.addingProduct(t147_a0, t147_b0)
-            t147_c0_1 = t147_c0_1.addingProduct(t147_a0, t147_b1)
-            t147_c0_2 = t147_c0_2.addingProduct(t147_a0, t147_b2)
-            let t147_a1 = Vector(repeating: params[((18816 +% (((mb146 *% 4) +% 1) *% 9216)) +% (k148 +% (kp144 *% 1152)))])
-            t147_c1_0 = t147_c1_0.addingProduct(t147_a1, t147_b0)
-            t147_c1_1 = t147_c1_1.addingProduct(t147_a1, t147_b1)
-            t147_c1_2 = t147_c1_2.addingProduct(t147_a1, t147_b2)
-            let t147_a2 = Vector(repeating: params[((18816 +% (((mb146 *% 4) +% 2) *% 9216)) +% (k148 +% (kp144 *% 1152)))])
-            t147_c2_0 = t147_c2_0.addingProduct(t147_a2, t147_b0)
-            t147_c2_1 = t147_c2_1.addingProduct(t147_a2, t147_b1)
-            t147_c2_2 = t147_c2_2.addingProduct(t147_a2, t147_b2)
-            let t147_a3 = Vector(repeating: params[((18816 +% (((mb146 *% 4) +% 3) *% 9216)) +% (k148 +% (kp144 *% 1152)))])
-            t147_c3_0 = t147_c3_0.addingProduct(t147_a3, t147_b0)
-            t147_c3_1 = t147_c3_1.addingProduct(t147_a3, t147_b1)
-            t147_c3_2 = t147_c3_2.addingProduct(t147_a3, t147_b2)
+    for kp140 in 0..<8 {
+      for nb141 in 0..<2 {
+        for mb142 in 0..<32 {
+          var t143_c0_0 = loadVector(arena, ((598016 +% ((mb142 *% 4) *% 64)) +% (nb141 *% 24)))
+          var t143_c0_1 = loadVector(arena, (((598016 +% ((mb142 *% 4) *% 64)) +% (nb141 *% 24)) +% 8))
+          var t143_c0_2 = loadVector(arena, (((598016 +% ((mb142 *% 4) *% 64)) +% (nb141 *% 24)) +% 16))
+          var t143_c1_0 = loadVector(arena, ((598016 +% (((mb142 *% 4) +% 1) *% 64)) +% (nb141 *% 24)))
+          var t143_c1_1 = loadVector(arena, (((598016 +% (((mb142 *% 4) +% 1) *% 64)) +% (nb141 *% 24)) +% 8))
+          var t143_c1_2 = loadVector(arena, (((598016 +% (((mb142 *% 4) +% 1) *% 64)) +% (nb141 *% 24)) +% 16))
+          var t143_c2_0 = loadVector(arena, ((598016 +% (((mb142 *% 4) +% 2) *% 64)) +% (nb141 *% 24)))
+          var t143_c2_1 = loadVector(arena, (((598016 +% (((mb142 *% 4) +% 2) *% 64)) +% (nb141 *% 24)) +% 8))
+          var t143_c2_2 = loadVector(arena, (((598016 +% (((mb142 *% 4) +% 2) *% 64)) +% (nb141 *% 24)) +% 16))
+          var t143_c3_0 = loadVector(arena, ((598016 +% (((mb142 *% 4) +% 3) *% 64)) +% (nb141 *% 24)))
+          var t143_c3_1 = loadVector(arena, (((598016 +% (((mb142 *% 4) +% 3) *% 64)) +% (nb141 *% 24)) +% 8))
+          var t143_c3_2 = loadVector(arena, (((598016 +% (((mb142 *% 4) +% 3) *% 64)) +% (nb141 *% 24)) +% 16))
+          for k144 in 0..<1152 {
+            let t143_b0 = loadVector(arena, ((8192 +% ((k144 +% (kp140 *% 1152)) *% 64)) +% (nb141 *% 24)))
+            let t143_b1 = loadVector(arena, (((8192 +% ((k144 +% (kp140 *% 1152)) *% 64)) +% (nb141 *% 24)) +% 8))
+            let t143_b2 = loadVector(arena, (((8192 +% ((k144 +% (kp140 *% 1152)) *% 64)) +% (nb141 *% 24)) +% 16))
+            let t143_a0 = Vector(repeating: params[((18816 +% ((mb142 *% 4) *% 9216)) +% (k144 +% (kp140 *% 1152)))])
+            t143_c0_0 = t143_c0_0.addingProduct(t143_a0, t143_b0)
+            t143_c0_1 = t143_c0_1.addingProduct(t143_a0, t143_b1)
+            t143_c0_2 = t143_c0_2.addingProduct(t143_a0, t143_b2)
+            let t143_a1 = Vector(repeating: params[((18816 +% (((mb142 *% 4) +% 1) *% 9216)) +% (k144 +% (kp140 *% 1152)))])
+            t143_c1_0 = t143_c1_0.addingProduct(t143_a1, t143_b0)
+            t143_c1_1 = t143_c1_1.addingProduct(t143_a1, t143_b1)
+            t143_c1_2 = t143_c1_2.addingProduct(t143_a1, t143_b2)
+            let t143_a2 = Vector(repeating: params[((18816 +% (((mb142 *% 4) +% 2) *% 9216)) +% (k144 +% (kp140 *% 1152)))])
+            t143_c2_0 = t143_c2_0.addingProduct(t143_a2, t143_b0)
+            t143_c2_1 = t143_c2_1.addingProduct(t143_a2, t143_b1)
+            t143_c2_2 = t143_c2_2.addingProduct(t143_a2, t143_b2)
+            let t143_a3 = Vector(repeating: params[((18816 +% (((mb142 *% 4) +% 3) *% 9216)) +% (k144 +% (kp140 *% 1152)))])
+            t143_c3_0 = t143_c3_0.addingProduct(t143_a3, t143_b0)
+            t143_c3_1 = t143_c3_1.addingProduct(t143_a3, t143_b1)
+            t143_c3_2 = t143_c3_2.addingProduct(t143_a3, t143_b2)
           }
-          storeVector(arena, ((598016 +% ((mb146 *% 4) *% 64)) +% (nb145 *% 24)), t147_c0_0)
-          storeVector(arena, (((598016 +% ((mb146 *% 4) *% 64)) +% (nb145 *% 24)) +% 8), t147_c0_1)
-          storeVector(arena, (((598016 +% ((mb146 *% 4) *% 64)) +% (nb145 *% 24)) +% 16), t147_c0_2)
-          storeVector(arena, ((598016 +% (((mb146 *% 4) +% 1) *% 64)) +% (nb145 *% 24)), t147_c1_0)
-          storeVector(arena, (((598016 +% (((mb146 *% 4) +% 1) *% 64)) +% (nb145 *% 24)) +% 8), t147_c1_1)
-          storeVector(arena, (((598016 +% (((mb146 *% 4) +% 1) *% 64)) +% (nb145 *% 24)) +% 16), t147_c1_2)
-          storeVector(arena, ((598016 +% (((mb146 *% 4) +% 2) *% 64)) +% (nb145 *% 24)), t147_c2_0)
-          storeVector(arena, (((598016 +% (((mb146 *% 4) +% 2) *% 64)) +% (nb145 *% 24)) +% 8), t147_c2_1)
-          storeVector(arena, (((598016 +% (((mb146 *% 4) +% 2) *% 64)) +% (nb145 *% 24)) +% 16), t147_c2_2)
-          storeVector(arena, ((598016 +% (((mb146 *% 4) +% 3) *% 64)) +% (nb145 *% 24)), t147_c3_0)
-          storeVector(arena, (((598016 +% (((mb146 *% 4) +% 3) *% 64)) +% (nb145 *% 24)) +% 8), t147_c3_1)
-          storeVector(arena, (((598016 +% (((mb146 *% 4) +% 3) *% 64)) +% (nb145 *% 24)) +% 16), t147_c3_2)
+          storeVector(arena, ((598016 +% ((mb142 *% 4) *% 64)) +% (nb141 *% 24)), t143_c0_0)
+          storeVector(arena, (((598016 +% ((mb142 *% 4) *% 64)) +% (nb141 *% 24)) +% 8), t143_c0_1)
+          storeVector(arena, (((598016 +% ((mb142 *% 4) *% 64)) +% (nb141 *% 24)) +% 16), t143_c0_2)
+          storeVector(arena, ((598016 +% (((mb142 *% 4) +% 1) *% 64)) +% (nb141 *% 24)), t143_c1_0)
+          storeVector(arena, (((598016 +% (((mb142 *% 4) +% 1) *% 64)) +% (nb141 *% 24)) +% 8), t143_c1_1)
+          storeVector(arena, (((598016 +% (((mb142 *% 4) +% 1) *% 64)) +% (nb141 *% 24)) +% 16), t143_c1_2)
+          storeVector(arena, ((598016 +% (((mb142 *% 4) +% 2) *% 64)) +% (nb141 *% 24)), t143_c2_0)
+          storeVector(arena, (((598016 +% (((mb142 *% 4) +% 2) *% 64)) +% (nb141 *% 24)) +% 8), t143_c2_1)
+          storeVector(arena, (((598016 +% (((mb142 *% 4) +% 2) *% 64)) +% (nb141 *% 24)) +% 16), t143_c2_2)
+          storeVector(arena, ((598016 +% (((mb142 *% 4) +% 3) *% 64)) +% (nb141 *% 24)), t143_c3_0)
+          storeVector(arena, (((598016 +% (((mb142 *% 4) +% 3) *% 64)) +% (nb141 *% 24)) +% 8), t143_c3_1)
+          storeVector(arena, (((598016 +% (((mb142 *% 4) +% 3) *% 64)) +% (nb141 *% 24)) +% 16), t143_c3_2)
         }
       }
-      for mb149 in 0..<32 {
-        var t150_c0_0 = loadVector(arena, ((598016 +% ((mb149 *% 4) *% 64)) +% 48))
-        var t150_c0_1 = loadVector(arena, (((598016 +% ((mb149 *% 4) *% 64)) +% 48) +% 8))
-        var t150_c1_0 = loadVector(arena, ((598016 +% (((mb149 *% 4) +% 1) *% 64)) +% 48))
-        var t150_c1_1 = loadVector(arena, (((598016 +% (((mb149 *% 4) +% 1) *% 64)) +% 48) +% 8))
-        var t150_c2_0 = loadVector(arena, ((598016 +% (((mb149 *% 4) +% 2) *% 64)) +% 48))
-        var t150_c2_1 = loadVector(arena, (((598016 +% (((mb149 *% 4) +% 2) *% 64)) +% 48) +% 8))
-        var t150_c3_0 = loadVector(arena, ((598016 +% (((mb149 *% 4) +% 3) *% 64)) +% 48))
-        var t150_c3_1 = loadVector(arena, (((598016 +% (((mb149 *% 4) +% 3) *% 64)) +% 48) +% 8))
-        for k151 in 0..<1152 {
-          let t150_b0 = loadVector(arena, ((8192 +% ((k151 +% (kp144 *% 1152)) *% 64)) +% 48))
-          let t150_b1 = loadVector(arena, (((8192 +% ((k151 +% (kp144 *% 1152)) *% 64)) +% 48) +% 8))
-          let t150_a0 = Vector(repeating: params[((18816 +% ((mb149 *% 4) *% 9216)) +% (k151 +% (kp144 *% 1152)))])
-          t150_c0_0 = t150_c0_0.addingProduct(t150_a0, t150_b0)
-          t150_c0_1 = t150_c0_1.addingProduct(t150_a0, t150_b1)
-          let t150_a1 = Vector(repeating: params[((18816 +% (((mb149 *% 4) +% 1) *% 9216)) +% (k151 +% (kp144 *% 1152)))])
-          t150_c1_0 = t150_c1_0.addingProduct(t150_a1, t150_b0)
-          t150_c1_1 = t150_c1_1.addingProduct(t150_a1, t150_b1)
-          let t150_a2 = Vector(repeating: params[((18816 +% (((mb149 *% 4) +% 2) *% 9216)) +% (k151 +% (kp144 *% 1152)))])
-          t150_c2_0 = t150_c2_0.addingProduct(t150_a2, t150_b0)
-          t150_c2_1 = t150_c2_1.addingProduct(t150_a2, t150_b1)
-          let t150_a3 = Vector(repeating: params[((18816 +% (((mb149 *% 4) +% 3) *% 9216)) +% (k151 +% (kp144 *% 1152)))])
-          t150_c3_0 = t150_c3_0.addingProduct(t150_a3, t150_b0)
-          t150_c3_1 = t150_c3_1.addingProduct(t150_a3, t150_b1)
+      for mb145 in 0..<32 {
+        var t146_c0_0 = loadVector(arena, ((598016 +% ((mb145 *% 4) *% 64)) +% 48))
+        var t146_c0_1 = loadVector(arena, (((598016 +% ((mb145 *% 4) *% 64)) +% 48) +% 8))
+        var t146_c1_0 = loadVector(arena, ((598016 +% (((mb145 *% 4) +% 1) *% 64)) +% 48))
+        var t146_c1_1 = loadVector(arena, (((598016 +% (((mb145 *% 4) +% 1) *% 64)) +% 48) +% 8))
+        var t146_c2_0 = loadVector(arena, ((598016 +% (((mb145 *% 4) +% 2) *% 64)) +% 48))
+        var t146_c2_1 = loadVector(arena, (((598016 +% (((mb145 *% 4) +% 2) *% 64)) +% 48) +% 8))
+        var t146_c3_0 = loadVector(arena, ((598016 +% (((mb145 *% 4) +% 3) *% 64)) +% 48))
+        var t146_c3_1 = loadVector(arena, (((598016 +% (((mb145 *% 4) +% 3) *% 64)) +% 48) +% 8))
+        for k147 in 0..<1152 {
+          let t146_b0 = loadVector(arena, ((8192 +% ((k147 +% (kp140 *% 1152)) *% 64)) +% 48))
+          let t146_b1 = loadVector(arena, (((8192 +% ((k147 +% (kp140 *% 1152)) *% 64)) +% 48) +% 8))
+          let t146_a0 = Vector(repeating: params[((18816 +% ((mb145 *% 4) *% 9216)) +% (k147 +% (kp140 *% 1152)))])
+          t146_c0_0 = t146_c0_0.addingProduct(t146_a0, t146_b0)
+          t146_c0_1 = t146_c0_1.addingProduct(t146_a0, t146_b1)
+          let t146_a1 = Vector(repeating: params[((18816 +% (((mb145 *% 4) +% 1) *% 9216)) +% (k147 +% (kp140 *% 1152)))])
+          t146_c1_0 = t146_c1_0.addingProduct(t146_a1, t146_b0)
+          t146_c1_1 = t146_c1_1.addingProduct(t146_a1, t146_b1)
+          let t146_a2 = Vector(repeating: params[((18816 +% (((mb145 *% 4) +% 2) *% 9216)) +% (k147 +% (kp140 *% 1152)))])
+          t146_c2_0 = t146_c2_0.addingProduct(t146_a2, t146_b0)
+          t146_c2_1 = t146_c2_1.addingProduct(t146_a2, t146_b1)
+          let t146_a3 = Vector(repeating: params[((18816 +% (((mb145 *% 4) +% 3) *% 9216)) +% (k147 +% (kp140 *% 1152)))])
+          t146_c3_0 = t146_c3_0.addingProduct(t146_a3, t146_b0)
+          t146_c3_1 = t146_c3_1.addingProduct(t146_a3, t146_b1)
         }
-        storeVector(arena, ((598016 +% ((mb149 *% 4) *% 64)) +% 48), t150_c0_0)
-        storeVector(arena, (((598016 +% ((mb149 *% 4) *% 64)) +% 48) +% 8), t150_c0_1)
-        storeVector(arena, ((598016 +% (((mb149 *% 4) +% 1) *% 64)) +% 48), t150_c1_0)
-        storeVector(arena, (((598016 +% (((mb149 *% 4) +% 1) *% 64)) +% 48) +% 8), t150_c1_1)
-        storeVector(arena, ((598016 +% (((mb149 *% 4) +% 2) *% 64)) +% 48), t150_c2_0)
-        storeVector(arena, (((598016 +% (((mb149 *% 4) +% 2) *% 64)) +% 48) +% 8), t150_c2_1)
-        storeVector(arena, ((598016 +% (((mb149 *% 4) +% 3) *% 64)) +% 48), t150_c3_0)
-        storeVector(arena, (((598016 +% (((mb149 *% 4) +% 3) *% 64)) +% 48) +% 8), t150_c3_1)
+        storeVector(arena, ((598016 +% ((mb145 *% 4) *% 64)) +% 48), t146_c0_0)
+        storeVector(arena, (((598016 +% ((mb145 *% 4) *% 64)) +% 48) +% 8), t146_c0_1)
+        storeVector(arena, ((598016 +% (((mb145 *% 4) +% 1) *% 64)) +% 48), t146_c1_0)
+        storeVector(arena, (((598016 +% (((mb145 *% 4) +% 1) *% 64)) +% 48) +% 8), t146_c1_1)
+        storeVector(arena, ((598016 +% (((mb145 *% 4) +% 2) *% 64)) +% 48), t146_c2_0)
+        storeVector(arena, (((598016 +% (((mb145 *% 4) +% 2) *% 64)) +% 48) +% 8), t146_c2_1)
+        storeVector(arena, ((598016 +% (((mb145 *% 4) +% 3) *% 64)) +% 48), t146_c3_0)
+        storeVector(arena, (((598016 +% (((mb145 *% 4) +% 3) *% 64)) +% 48) +% 8), t146_c3_1)
       }
     }
   }
-  for n153 in 0..<64 {
-    for u154 in 0..<128 {
-      arena[((n153 *% 128) +% u154)] = ((arena[((598016 +% (u154 *% 64)) +% n153)] + params[(1198464 +% u154)]) > Float(0) ? (arena[((598016 +% (u154 *% 64)) +% n153)] + params[(1198464 +% u154)]) : Float(0))
+  for n149 in 0..<64 {
+    for u150 in 0..<128 {
+      arena[((n149 *% 128) +% u150)] = ((arena[((598016 +% (u150 *% 64)) +% n149)] + params[(1198464 +% u150)]) > Float(0) ? (arena[((598016 +% (u150 *% 64)) +% n149)] + params[(1198464 +% u150)]) : Float(0))
     }
   }
   // drop2 = dropout(fc1)
   // fc2 = dense(drop2)
   sgemm(101, 111, 112, 64, 10, 128, 1, arena + 0, 128, params + 1198592, 128, Float(bitPattern: 0x0), arena + 8192, 10)
-  for n155 in 0..<64 {
-    for u156 in 0..<1 {
-      storeVector(arena, ((u156 *% 8) +% (8192 +% (n155 *% 10))), (loadVector(arena, ((u156 *% 8) +% (8192 +% (n155 *% 10)))) + loadVector(params, ((u156 *% 8) +% 1199872))))
+  for n151 in 0..<64 {
+    for u152 in 0..<1 {
+      storeVector(arena, ((u152 *% 8) +% (8192 +% (n151 *% 10))), (loadVector(arena, ((u152 *% 8) +% (8192 +% (n151 *% 10)))) + loadVector(params, ((u152 *% 8) +% 1199872))))
     }
-    for u156 in 0..<1 {
-      storePartial(arena, ((u156 +% 8) +% (8192 +% (n155 *% 10))), (loadPartial(arena, ((u156 +% 8) +% (8192 +% (n155 *% 10))), 2) + loadPartial(params, ((u156 +% 8) +% 1199872), 2)), 2)
+    for u152 in 0..<1 {
+      storePartial(arena, ((u152 +% 8) +% (8192 +% (n151 *% 10))), (loadPartial(arena, ((u152 +% 8) +% (8192 +% (n151 *% 10))), 2) + loadPartial(params, ((u152 +% 8) +% 1199872), 2)), 2)
     }
   }
   // probs = softmax(fc2)
-  for n157 in 0..<64 {
-    var m158: Float = arena[(8192 +% (n157 *% 10))]
-    for k160 in 0..<10 {
-      m158 = { let x = m158, y = arena[((8192 +% (n157 *% 10)) +% k160)]; return y > x ? y : x }()
+  for n153 in 0..<64 {
+    var m154: Float = arena[(8192 +% (n153 *% 10))]
+    for k156 in 0..<10 {
+      m154 = { let x = m154, y = arena[((8192 +% (n153 *% 10)) +% k156)]; return y > x ? y : x }()
     }
-    var s159: Float = Float(0)
-    for k161 in 0..<10 {
-      s159 = (s159 + expf((arena[((8192 +% (n157 *% 10)) +% k161)] - m158)))
+    var s155: Float = Float(0)
+    for k157 in 0..<10 {
+      s155 = (s155 + expf((arena[((8192 +% (n153 *% 10)) +% k157)] - m154)))
     }
-    for k162 in 0..<10 {
-      arena[((n157 *% 10) +% k162)] = (expf((arena[((8192 +% (n157 *% 10)) +% k162)] - m158)) / s159)
+    for k158 in 0..<10 {
+      arena[((n153 *% 10) +% k158)] = (expf((arena[((8192 +% (n153 *% 10)) +% k158)] - m154)) / s155)
     }
   }
 }

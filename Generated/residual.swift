@@ -71,1916 +71,183 @@ public func residual_train_b64(
   let labels = labels.unsafelyUnwrapped
   _ = (lr, step, seed, pool)
   // conv1 = conv2d(image)
-  for i1 in 0..<1800 {
-    storeVector(arena, ((i1 *% 8) +% 1129360), Vector(repeating: Float(0)))
-  }
-  for g2 in 0..<4 {
-    do {  // scalar loops
-      for j3 in 0..<16 {
-        for c4 in 0..<1 {
-          for qy5 in 0..<28 {
-            for cv6 in 0..<3 {
-              storeVector(arena, (1129360 +% ((((j3 +% c4) *% 900) +% ((qy5 +% 1) *% 30)) +% (1 +% (cv6 *% 8)))), loadVector(images, (((((((g2 *% 16) +% j3) *% 784) +% (c4 *% 784)) +% (((qy5 +% 1) +% -1) *% 28)) +% (1 +% (cv6 *% 8))) +% -1)))
+  for g1 in 0..<4 {
+    for j2 in 0..<16 {
+      for c3 in 0..<1 {
+        for ky4 in 0..<3 {
+          for oy5 in 0..<28 {
+            if (-1 < ((oy5 +% ky4) +% -1) && ((oy5 +% ky4) +% -1) < 28) {
+              for ox6 in 0..<27 {
+                arena[(((802816 +% ((((c3 *% 3) +% ky4) *% 3) *% 12560)) +% (j2 *% 784)) +% ((oy5 *% 28) +% (ox6 +% 1)))] = images[((((((g1 *% 16) +% j2) *% 784) +% (c3 *% 784)) +% (((oy5 +% ky4) +% -1) *% 28)) +% ((ox6 +% 1) +% -1))]
+              }
+              for ox7 in 0..<1 {
+                arena[(((802816 +% ((((c3 *% 3) +% ky4) *% 3) *% 12560)) +% (j2 *% 784)) +% ((oy5 *% 28) +% ox7))] = Float(0)
+              }
             }
-            storePartial(arena, (1129360 +% ((((j3 +% c4) *% 900) +% ((qy5 +% 1) *% 30)) +% 25)), loadPartial(images, (((((((g2 *% 16) +% j3) *% 784) +% (c4 *% 784)) +% (((qy5 +% 1) +% -1) *% 28)) +% 25) +% -1), 4), 4)
+            if ((oy5 +% ky4) +% -1) < 0 {
+              for ox8 in 0..<28 {
+                arena[(((802816 +% ((((c3 *% 3) +% ky4) *% 3) *% 12560)) +% (j2 *% 784)) +% ((oy5 *% 28) +% ox8))] = Float(0)
+              }
+            }
+            if 27 < ((oy5 +% ky4) +% -1) {
+              for ox8 in 0..<28 {
+                arena[(((802816 +% ((((c3 *% 3) +% ky4) *% 3) *% 12560)) +% (j2 *% 784)) +% ((oy5 *% 28) +% ox8))] = Float(0)
+              }
+            }
           }
-        }
-      }
-      for j7 in 0..<16 {
-        for c8 in 0..<1 {
-          for ky9 in 0..<3 {
-            for kx10 in 0..<3 {
-              for wy11 in 0..<1 {
-                for wx12 in 0..<1 {
-                  for py13 in 0..<28 {
-                    for cv14 in 0..<3 {
-                      storeVector(arena, (((((802816 +% (((((c8 *% 3) +% ky9) *% 3) +% kx10) *% 12560)) +% (j7 *% 784)) +% ((wy11 +% wx12) *% 784)) +% (py13 *% 28)) +% (cv14 *% 8)), loadVector(arena, (1129360 +% ((((((j7 +% c8) +% ((wy11 +% ky9) % 1)) +% ((wx12 +% kx10) % 1)) *% 900) +% ((py13 +% ((wy11 +% ky9) / 1)) *% 30)) +% ((cv14 *% 8) +% ((wx12 +% kx10) / 1))))))
-                    }
-                    storePartial(arena, (((((802816 +% (((((c8 *% 3) +% ky9) *% 3) +% kx10) *% 12560)) +% (j7 *% 784)) +% ((wy11 +% wx12) *% 784)) +% (py13 *% 28)) +% 24), loadPartial(arena, (1129360 +% ((((((j7 +% c8) +% ((wy11 +% ky9) % 1)) +% ((wx12 +% kx10) % 1)) *% 900) +% ((py13 +% ((wy11 +% ky9) / 1)) *% 30)) +% (24 +% ((wx12 +% kx10) / 1)))), 4), 4)
-                  }
-                }
+          for oy9 in 0..<28 {
+            if (-1 < ((oy9 +% ky4) +% -1) && ((oy9 +% ky4) +% -1) < 28) {
+              for ox10 in 0..<28 {
+                arena[(((802816 +% (((((c3 *% 3) +% ky4) *% 3) +% 1) *% 12560)) +% (j2 *% 784)) +% ((oy9 *% 28) +% ox10))] = images[((((((g1 *% 16) +% j2) *% 784) +% (c3 *% 784)) +% (((oy9 +% ky4) +% -1) *% 28)) +% ox10)]
+              }
+            }
+            if ((oy9 +% ky4) +% -1) < 0 {
+              for ox11 in 0..<28 {
+                arena[(((802816 +% (((((c3 *% 3) +% ky4) *% 3) +% 1) *% 12560)) +% (j2 *% 784)) +% ((oy9 *% 28) +% ox11))] = Float(0)
+              }
+            }
+            if 27 < ((oy9 +% ky4) +% -1) {
+              for ox11 in 0..<28 {
+                arena[(((802816 +% (((((c3 *% 3) +% ky4) *% 3) +% 1) *% 12560)) +% (j2 *% 784)) +% ((oy9 *% 28) +% ox11))] = Float(0)
+              }
+            }
+          }
+          for oy12 in 0..<28 {
+            if (-1 < ((oy12 +% ky4) +% -1) && ((oy12 +% ky4) +% -1) < 28) {
+              for ox13 in 0..<27 {
+                arena[(((802816 +% (((((c3 *% 3) +% ky4) *% 3) +% 2) *% 12560)) +% (j2 *% 784)) +% ((oy12 *% 28) +% ox13))] = images[((((((g1 *% 16) +% j2) *% 784) +% (c3 *% 784)) +% (((oy12 +% ky4) +% -1) *% 28)) +% (ox13 +% 1))]
+              }
+              for ox14 in 0..<1 {
+                arena[(((802816 +% (((((c3 *% 3) +% ky4) *% 3) +% 2) *% 12560)) +% (j2 *% 784)) +% ((oy12 *% 28) +% (ox14 +% 27)))] = Float(0)
+              }
+            }
+            if ((oy12 +% ky4) +% -1) < 0 {
+              for ox15 in 0..<28 {
+                arena[(((802816 +% (((((c3 *% 3) +% ky4) *% 3) +% 2) *% 12560)) +% (j2 *% 784)) +% ((oy12 *% 28) +% ox15))] = Float(0)
+              }
+            }
+            if 27 < ((oy12 +% ky4) +% -1) {
+              for ox15 in 0..<28 {
+                arena[(((802816 +% (((((c3 *% 3) +% ky4) *% 3) +% 2) *% 12560)) +% (j2 *% 784)) +% ((oy12 *% 28) +% ox15))] = Float(0)
               }
             }
           }
         }
       }
     }
-    do {  // gemm22
-      for nb15 in 0..<522 {
-        for mb16 in 0..<4 {
-          var t17_c0_0 = Vector()
-          var t17_c0_1 = Vector()
-          var t17_c0_2 = Vector()
-          var t17_c1_0 = Vector()
-          var t17_c1_1 = Vector()
-          var t17_c1_2 = Vector()
-          var t17_c2_0 = Vector()
-          var t17_c2_1 = Vector()
-          var t17_c2_2 = Vector()
-          var t17_c3_0 = Vector()
-          var t17_c3_1 = Vector()
-          var t17_c3_2 = Vector()
-          for k18 in 0..<9 {
-            let t17_b0 = loadVector(arena, ((802816 +% (k18 *% 12560)) +% (nb15 *% 24)))
-            let t17_b1 = loadVector(arena, (((802816 +% (k18 *% 12560)) +% (nb15 *% 24)) +% 8))
-            let t17_b2 = loadVector(arena, (((802816 +% (k18 *% 12560)) +% (nb15 *% 24)) +% 16))
-            let t17_a0 = Vector(repeating: params[(((mb16 *% 4) *% 9) +% k18)])
-            t17_c0_0 = t17_c0_0.addingProduct(t17_a0, t17_b0)
-            t17_c0_1 = t17_c0_1.addingProduct(t17_a0, t17_b1)
-            t17_c0_2 = t17_c0_2.addingProduct(t17_a0, t17_b2)
-            let t17_a1 = Vector(repeating: params[((((mb16 *% 4) +% 1) *% 9) +% k18)])
-            t17_c1_0 = t17_c1_0.addingProduct(t17_a1, t17_b0)
-            t17_c1_1 = t17_c1_1.addingProduct(t17_a1, t17_b1)
-            t17_c1_2 = t17_c1_2.addingProduct(t17_a1, t17_b2)
-            let t17_a2 = Vector(repeating: params[((((mb16 *% 4) +% 2) *% 9) +% k18)])
-            t17_c2_0 = t17_c2_0.addingProduct(t17_a2, t17_b0)
-            t17_c2_1 = t17_c2_1.addingProduct(t17_a2, t17_b1)
-            t17_c2_2 = t17_c2_2.addingProduct(t17_a2, t17_b2)
-            let t17_a3 = Vector(repeating: params[((((mb16 *% 4) +% 3) *% 9) +% k18)])
-            t17_c3_0 = t17_c3_0.addingProduct(t17_a3, t17_b0)
-            t17_c3_1 = t17_c3_1.addingProduct(t17_a3, t17_b1)
-            t17_c3_2 = t17_c3_2.addingProduct(t17_a3, t17_b2)
+    do {  // gemm23
+      for nb16 in 0..<522 {
+        for mb17 in 0..<4 {
+          var t18_c0_0 = Vector()
+          var t18_c0_1 = Vector()
+          var t18_c0_2 = Vector()
+          var t18_c1_0 = Vector()
+          var t18_c1_1 = Vector()
+          var t18_c1_2 = Vector()
+          var t18_c2_0 = Vector()
+          var t18_c2_1 = Vector()
+          var t18_c2_2 = Vector()
+          var t18_c3_0 = Vector()
+          var t18_c3_1 = Vector()
+          var t18_c3_2 = Vector()
+          for k19 in 0..<9 {
+            let t18_b0 = loadVector(arena, ((802816 +% (k19 *% 12560)) +% (nb16 *% 24)))
+            let t18_b1 = loadVector(arena, (((802816 +% (k19 *% 12560)) +% (nb16 *% 24)) +% 8))
+            let t18_b2 = loadVector(arena, (((802816 +% (k19 *% 12560)) +% (nb16 *% 24)) +% 16))
+            let t18_a0 = Vector(repeating: params[(((mb17 *% 4) *% 9) +% k19)])
+            t18_c0_0 = t18_c0_0.addingProduct(t18_a0, t18_b0)
+            t18_c0_1 = t18_c0_1.addingProduct(t18_a0, t18_b1)
+            t18_c0_2 = t18_c0_2.addingProduct(t18_a0, t18_b2)
+            let t18_a1 = Vector(repeating: params[((((mb17 *% 4) +% 1) *% 9) +% k19)])
+            t18_c1_0 = t18_c1_0.addingProduct(t18_a1, t18_b0)
+            t18_c1_1 = t18_c1_1.addingProduct(t18_a1, t18_b1)
+            t18_c1_2 = t18_c1_2.addingProduct(t18_a1, t18_b2)
+            let t18_a2 = Vector(repeating: params[((((mb17 *% 4) +% 2) *% 9) +% k19)])
+            t18_c2_0 = t18_c2_0.addingProduct(t18_a2, t18_b0)
+            t18_c2_1 = t18_c2_1.addingProduct(t18_a2, t18_b1)
+            t18_c2_2 = t18_c2_2.addingProduct(t18_a2, t18_b2)
+            let t18_a3 = Vector(repeating: params[((((mb17 *% 4) +% 3) *% 9) +% k19)])
+            t18_c3_0 = t18_c3_0.addingProduct(t18_a3, t18_b0)
+            t18_c3_1 = t18_c3_1.addingProduct(t18_a3, t18_b1)
+            t18_c3_2 = t18_c3_2.addingProduct(t18_a3, t18_b2)
           }
-          storeVector(arena, ((915856 +% ((mb16 *% 4) *% 12560)) +% (nb15 *% 24)), t17_c0_0)
-          storeVector(arena, (((915856 +% ((mb16 *% 4) *% 12560)) +% (nb15 *% 24)) +% 8), t17_c0_1)
-          storeVector(arena, (((915856 +% ((mb16 *% 4) *% 12560)) +% (nb15 *% 24)) +% 16), t17_c0_2)
-          storeVector(arena, ((915856 +% (((mb16 *% 4) +% 1) *% 12560)) +% (nb15 *% 24)), t17_c1_0)
-          storeVector(arena, (((915856 +% (((mb16 *% 4) +% 1) *% 12560)) +% (nb15 *% 24)) +% 8), t17_c1_1)
-          storeVector(arena, (((915856 +% (((mb16 *% 4) +% 1) *% 12560)) +% (nb15 *% 24)) +% 16), t17_c1_2)
-          storeVector(arena, ((915856 +% (((mb16 *% 4) +% 2) *% 12560)) +% (nb15 *% 24)), t17_c2_0)
-          storeVector(arena, (((915856 +% (((mb16 *% 4) +% 2) *% 12560)) +% (nb15 *% 24)) +% 8), t17_c2_1)
-          storeVector(arena, (((915856 +% (((mb16 *% 4) +% 2) *% 12560)) +% (nb15 *% 24)) +% 16), t17_c2_2)
-          storeVector(arena, ((915856 +% (((mb16 *% 4) +% 3) *% 12560)) +% (nb15 *% 24)), t17_c3_0)
-          storeVector(arena, (((915856 +% (((mb16 *% 4) +% 3) *% 12560)) +% (nb15 *% 24)) +% 8), t17_c3_1)
-          storeVector(arena, (((915856 +% (((mb16 *% 4) +% 3) *% 12560)) +% (nb15 *% 24)) +% 16), t17_c3_2)
+          storeVector(arena, ((915856 +% ((mb17 *% 4) *% 12560)) +% (nb16 *% 24)), t18_c0_0)
+          storeVector(arena, (((915856 +% ((mb17 *% 4) *% 12560)) +% (nb16 *% 24)) +% 8), t18_c0_1)
+          storeVector(arena, (((915856 +% ((mb17 *% 4) *% 12560)) +% (nb16 *% 24)) +% 16), t18_c0_2)
+          storeVector(arena, ((915856 +% (((mb17 *% 4) +% 1) *% 12560)) +% (nb16 *% 24)), t18_c1_0)
+          storeVector(arena, (((915856 +% (((mb17 *% 4) +% 1) *% 12560)) +% (nb16 *% 24)) +% 8), t18_c1_1)
+          storeVector(arena, (((915856 +% (((mb17 *% 4) +% 1) *% 12560)) +% (nb16 *% 24)) +% 16), t18_c1_2)
+          storeVector(arena, ((915856 +% (((mb17 *% 4) +% 2) *% 12560)) +% (nb16 *% 24)), t18_c2_0)
+          storeVector(arena, (((915856 +% (((mb17 *% 4) +% 2) *% 12560)) +% (nb16 *% 24)) +% 8), t18_c2_1)
+          storeVector(arena, (((915856 +% (((mb17 *% 4) +% 2) *% 12560)) +% (nb16 *% 24)) +% 16), t18_c2_2)
+          storeVector(arena, ((915856 +% (((mb17 *% 4) +% 3) *% 12560)) +% (nb16 *% 24)), t18_c3_0)
+          storeVector(arena, (((915856 +% (((mb17 *% 4) +% 3) *% 12560)) +% (nb16 *% 24)) +% 8), t18_c3_1)
+          storeVector(arena, (((915856 +% (((mb17 *% 4) +% 3) *% 12560)) +% (nb16 *% 24)) +% 16), t18_c3_2)
         }
       }
-      for mb19 in 0..<4 {
-        var t20_c0_0 = Vector()
-        var t20_c0_1 = Vector()
-        var t20_c1_0 = Vector()
-        var t20_c1_1 = Vector()
-        var t20_c2_0 = Vector()
-        var t20_c2_1 = Vector()
-        var t20_c3_0 = Vector()
-        var t20_c3_1 = Vector()
-        for k21 in 0..<9 {
-          let t20_b0 = loadVector(arena, ((802816 +% (k21 *% 12560)) +% 12528))
-          let t20_b1 = loadVector(arena, (((802816 +% (k21 *% 12560)) +% 12528) +% 8))
-          let t20_a0 = Vector(repeating: params[(((mb19 *% 4) *% 9) +% k21)])
-          t20_c0_0 = t20_c0_0.addingProduct(t20_a0, t20_b0)
-          t20_c0_1 = t20_c0_1.addingProduct(t20_a0, t20_b1)
-          let t20_a1 = Vector(repeating: params[((((mb19 *% 4) +% 1) *% 9) +% k21)])
-          t20_c1_0 = t20_c1_0.addingProduct(t20_a1, t20_b0)
-          t20_c1_1 = t20_c1_1.addingProduct(t20_a1, t20_b1)
-          let t20_a2 = Vector(repeating: params[((((mb19 *% 4) +% 2) *% 9) +% k21)])
-          t20_c2_0 = t20_c2_0.addingProduct(t20_a2, t20_b0)
-          t20_c2_1 = t20_c2_1.addingProduct(t20_a2, t20_b1)
-          let t20_a3 = Vector(repeating: params[((((mb19 *% 4) +% 3) *% 9) +% k21)])
-          t20_c3_0 = t20_c3_0.addingProduct(t20_a3, t20_b0)
-          t20_c3_1 = t20_c3_1.addingProduct(t20_a3, t20_b1)
+      for mb20 in 0..<4 {
+        var t21_c0_0 = Vector()
+        var t21_c0_1 = Vector()
+        var t21_c1_0 = Vector()
+        var t21_c1_1 = Vector()
+        var t21_c2_0 = Vector()
+        var t21_c2_1 = Vector()
+        var t21_c3_0 = Vector()
+        var t21_c3_1 = Vector()
+        for k22 in 0..<9 {
+          let t21_b0 = loadVector(arena, ((802816 +% (k22 *% 12560)) +% 12528))
+          let t21_b1 = loadVector(arena, (((802816 +% (k22 *% 12560)) +% 12528) +% 8))
+          let t21_a0 = Vector(repeating: params[(((mb20 *% 4) *% 9) +% k22)])
+          t21_c0_0 = t21_c0_0.addingProduct(t21_a0, t21_b0)
+          t21_c0_1 = t21_c0_1.addingProduct(t21_a0, t21_b1)
+          let t21_a1 = Vector(repeating: params[((((mb20 *% 4) +% 1) *% 9) +% k22)])
+          t21_c1_0 = t21_c1_0.addingProduct(t21_a1, t21_b0)
+          t21_c1_1 = t21_c1_1.addingProduct(t21_a1, t21_b1)
+          let t21_a2 = Vector(repeating: params[((((mb20 *% 4) +% 2) *% 9) +% k22)])
+          t21_c2_0 = t21_c2_0.addingProduct(t21_a2, t21_b0)
+          t21_c2_1 = t21_c2_1.addingProduct(t21_a2, t21_b1)
+          let t21_a3 = Vector(repeating: params[((((mb20 *% 4) +% 3) *% 9) +% k22)])
+          t21_c3_0 = t21_c3_0.addingProduct(t21_a3, t21_b0)
+          t21_c3_1 = t21_c3_1.addingProduct(t21_a3, t21_b1)
         }
-        storeVector(arena, ((915856 +% ((mb19 *% 4) *% 12560)) +% 12528), t20_c0_0)
-        storeVector(arena, (((915856 +% ((mb19 *% 4) *% 12560)) +% 12528) +% 8), t20_c0_1)
-        storeVector(arena, ((915856 +% (((mb19 *% 4) +% 1) *% 12560)) +% 12528), t20_c1_0)
-        storeVector(arena, (((915856 +% (((mb19 *% 4) +% 1) *% 12560)) +% 12528) +% 8), t20_c1_1)
-        storeVector(arena, ((915856 +% (((mb19 *% 4) +% 2) *% 12560)) +% 12528), t20_c2_0)
-        storeVector(arena, (((915856 +% (((mb19 *% 4) +% 2) *% 12560)) +% 12528) +% 8), t20_c2_1)
-        storeVector(arena, ((915856 +% (((mb19 *% 4) +% 3) *% 12560)) +% 12528), t20_c3_0)
-        storeVector(arena, (((915856 +% (((mb19 *% 4) +% 3) *% 12560)) +% 12528) +% 8), t20_c3_1)
+        storeVector(arena, ((915856 +% ((mb20 *% 4) *% 12560)) +% 12528), t21_c0_0)
+        storeVector(arena, (((915856 +% ((mb20 *% 4) *% 12560)) +% 12528) +% 8), t21_c0_1)
+        storeVector(arena, ((915856 +% (((mb20 *% 4) +% 1) *% 12560)) +% 12528), t21_c1_0)
+        storeVector(arena, (((915856 +% (((mb20 *% 4) +% 1) *% 12560)) +% 12528) +% 8), t21_c1_1)
+        storeVector(arena, ((915856 +% (((mb20 *% 4) +% 2) *% 12560)) +% 12528), t21_c2_0)
+        storeVector(arena, (((915856 +% (((mb20 *% 4) +% 2) *% 12560)) +% 12528) +% 8), t21_c2_1)
+        storeVector(arena, ((915856 +% (((mb20 *% 4) +% 3) *% 12560)) +% 12528), t21_c3_0)
+        storeVector(arena, (((915856 +% (((mb20 *% 4) +% 3) *% 12560)) +% 12528) +% 8), t21_c3_1)
       }
     }
-    for j23 in 0..<16 {
-      for f24 in 0..<16 {
-        for i25 in 0..<98 {
-          storeVector(arena, ((i25 *% 8) +% ((((g2 *% 16) +% j23) *% 12544) +% (f24 *% 784))), (loadVector(arena, ((i25 *% 8) +% ((915856 +% (f24 *% 12560)) +% (j23 *% 784)))) + Vector(repeating: params[(144 +% f24)])))
+    for j24 in 0..<16 {
+      for f25 in 0..<16 {
+        for i26 in 0..<98 {
+          storeVector(arena, ((i26 *% 8) +% ((((g1 *% 16) +% j24) *% 12544) +% (f25 *% 784))), (loadVector(arena, ((i26 *% 8) +% ((915856 +% (f25 *% 12560)) +% (j24 *% 784)))) + Vector(repeating: params[(144 +% f25)])))
         }
       }
     }
   }
   // act1 = leaky_relu(conv1)
-  for i26 in 0..<100352 {
-    storeVector(arena, ((i26 *% 8) +% 802816), (Vector(repeating: Float(bitPattern: 0x3dcccccd)) * loadVector(arena, (i26 *% 8))).replacing(with: loadVector(arena, (i26 *% 8)), where: loadVector(arena, (i26 *% 8)) .> Vector(repeating: Float(0))))
+  for i27 in 0..<100352 {
+    storeVector(arena, ((i27 *% 8) +% 802816), (Vector(repeating: Float(bitPattern: 0x3dcccccd)) * loadVector(arena, (i27 *% 8))).replacing(with: loadVector(arena, (i27 *% 8)), where: loadVector(arena, (i27 *% 8)) .> Vector(repeating: Float(0))))
   }
   // conv2 = conv2d(act1)
   do {  // scalar loops
-    for ci27 in 0..<16 {
-      for co28 in 0..<16 {
-        var w29: Float = params[(160 +% (((co28 *% 16) +% ci27) *% 9))]
-        var w30: Float = (((params[(160 +% (((co28 *% 16) +% ci27) *% 9))] + params[((160 +% (((co28 *% 16) +% ci27) *% 9)) +% 3)]) + params[((160 +% (((co28 *% 16) +% ci27) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
-        var w31: Float = (((params[(160 +% (((co28 *% 16) +% ci27) *% 9))] + params[((160 +% (((co28 *% 16) +% ci27) *% 9)) +% 6)]) - params[((160 +% (((co28 *% 16) +% ci27) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
-        var w32: Float = params[((160 +% (((co28 *% 16) +% ci27) *% 9)) +% 6)]
-        var w33: Float = params[((160 +% (((co28 *% 16) +% ci27) *% 9)) +% 1)]
-        var w34: Float = (((params[((160 +% (((co28 *% 16) +% ci27) *% 9)) +% 1)] + params[((160 +% (((co28 *% 16) +% ci27) *% 9)) +% 4)]) + params[((160 +% (((co28 *% 16) +% ci27) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
-        var w35: Float = (((params[((160 +% (((co28 *% 16) +% ci27) *% 9)) +% 1)] + params[((160 +% (((co28 *% 16) +% ci27) *% 9)) +% 7)]) - params[((160 +% (((co28 *% 16) +% ci27) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
-        var w36: Float = params[((160 +% (((co28 *% 16) +% ci27) *% 9)) +% 7)]
-        var w37: Float = params[((160 +% (((co28 *% 16) +% ci27) *% 9)) +% 2)]
-        var w38: Float = (((params[((160 +% (((co28 *% 16) +% ci27) *% 9)) +% 2)] + params[((160 +% (((co28 *% 16) +% ci27) *% 9)) +% 5)]) + params[((160 +% (((co28 *% 16) +% ci27) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
-        var w39: Float = (((params[((160 +% (((co28 *% 16) +% ci27) *% 9)) +% 2)] + params[((160 +% (((co28 *% 16) +% ci27) *% 9)) +% 8)]) - params[((160 +% (((co28 *% 16) +% ci27) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
-        var w40: Float = params[((160 +% (((co28 *% 16) +% ci27) *% 9)) +% 8)]
-        var w41: Float = w29
-        var w42: Float = (((w29 + w33) + w37) * Float(bitPattern: 0x3f000000))
-        var w43: Float = (((w29 + w37) - w33) * Float(bitPattern: 0x3f000000))
-        var w44: Float = w37
-        var w45: Float = w30
-        var w46: Float = (((w30 + w34) + w38) * Float(bitPattern: 0x3f000000))
-        var w47: Float = (((w30 + w38) - w34) * Float(bitPattern: 0x3f000000))
-        var w48: Float = w38
-        var w49: Float = w31
-        var w50: Float = (((w31 + w35) + w39) * Float(bitPattern: 0x3f000000))
-        var w51: Float = (((w31 + w39) - w35) * Float(bitPattern: 0x3f000000))
-        var w52: Float = w39
-        var w53: Float = w32
-        var w54: Float = (((w32 + w36) + w40) * Float(bitPattern: 0x3f000000))
-        var w55: Float = (((w32 + w40) - w36) * Float(bitPattern: 0x3f000000))
-        var w56: Float = w40
-        arena[((2408448 +% (ci27 *% 16)) +% co28)] = w41
-        arena[((2408704 +% (ci27 *% 16)) +% co28)] = w42
-        arena[((2408960 +% (ci27 *% 16)) +% co28)] = w43
-        arena[((2409216 +% (ci27 *% 16)) +% co28)] = w44
-        arena[((2409472 +% (ci27 *% 16)) +% co28)] = w45
-        arena[((2409728 +% (ci27 *% 16)) +% co28)] = w46
-        arena[((2409984 +% (ci27 *% 16)) +% co28)] = w47
-        arena[((2410240 +% (ci27 *% 16)) +% co28)] = w48
-        arena[((2410496 +% (ci27 *% 16)) +% co28)] = w49
-        arena[((2410752 +% (ci27 *% 16)) +% co28)] = w50
-        arena[((2411008 +% (ci27 *% 16)) +% co28)] = w51
-        arena[((2411264 +% (ci27 *% 16)) +% co28)] = w52
-        arena[((2411520 +% (ci27 *% 16)) +% co28)] = w53
-        arena[((2411776 +% (ci27 *% 16)) +% co28)] = w54
-        arena[((2412032 +% (ci27 *% 16)) +% co28)] = w55
-        arena[((2412288 +% (ci27 *% 16)) +% co28)] = w56
-      }
-    }
-  }
-  for i57 in 0..<1800 {
-    storeVector(arena, ((i57 *% 8) +% 2412544), Vector(repeating: Float(0)))
-  }
-  for g58 in 0..<64 {
-    for j59 in 0..<1 {
-      for c60 in 0..<16 {
-        for iy61 in 0..<28 {
-          for ix62 in 0..<28 {
-            arena[(2412544 +% ((((j59 *% 14400) +% ((iy61 +% 1) *% 480)) +% ((ix62 +% 1) *% 16)) +% c60))] = arena[((((802816 +% ((g58 +% j59) *% 12544)) +% (c60 *% 784)) +% (iy61 *% 28)) +% ix62)]
-          }
-        }
-      }
-    }
-    for j63 in 0..<1 {
-      for ty64 in 0..<14 {
-        for tx65 in 0..<14 {
-          for cv66 in 0..<2 {
-            let w67 = (loadVector(arena, (2412544 +% ((((j63 *% 14400) +% ((ty64 *% 2) *% 480)) +% ((tx65 *% 2) *% 16)) +% (cv66 *% 8)))) - loadVector(arena, (2412544 +% ((((j63 *% 14400) +% (((ty64 *% 2) +% 2) *% 480)) +% ((tx65 *% 2) *% 16)) +% (cv66 *% 8)))))
-            let w68 = (loadVector(arena, (2412544 +% ((((j63 *% 14400) +% (((ty64 *% 2) +% 1) *% 480)) +% ((tx65 *% 2) *% 16)) +% (cv66 *% 8)))) + loadVector(arena, (2412544 +% ((((j63 *% 14400) +% (((ty64 *% 2) +% 2) *% 480)) +% ((tx65 *% 2) *% 16)) +% (cv66 *% 8)))))
-            let w69 = (loadVector(arena, (2412544 +% ((((j63 *% 14400) +% (((ty64 *% 2) +% 2) *% 480)) +% ((tx65 *% 2) *% 16)) +% (cv66 *% 8)))) - loadVector(arena, (2412544 +% ((((j63 *% 14400) +% (((ty64 *% 2) +% 1) *% 480)) +% ((tx65 *% 2) *% 16)) +% (cv66 *% 8)))))
-            let w70 = (loadVector(arena, (2412544 +% ((((j63 *% 14400) +% (((ty64 *% 2) +% 1) *% 480)) +% ((tx65 *% 2) *% 16)) +% (cv66 *% 8)))) - loadVector(arena, (2412544 +% ((((j63 *% 14400) +% (((ty64 *% 2) +% 3) *% 480)) +% ((tx65 *% 2) *% 16)) +% (cv66 *% 8)))))
-            let w71 = (loadVector(arena, (2412544 +% ((((j63 *% 14400) +% ((ty64 *% 2) *% 480)) +% (((tx65 *% 2) +% 1) *% 16)) +% (cv66 *% 8)))) - loadVector(arena, (2412544 +% ((((j63 *% 14400) +% (((ty64 *% 2) +% 2) *% 480)) +% (((tx65 *% 2) +% 1) *% 16)) +% (cv66 *% 8)))))
-            let w72 = (loadVector(arena, (2412544 +% ((((j63 *% 14400) +% (((ty64 *% 2) +% 1) *% 480)) +% (((tx65 *% 2) +% 1) *% 16)) +% (cv66 *% 8)))) + loadVector(arena, (2412544 +% ((((j63 *% 14400) +% (((ty64 *% 2) +% 2) *% 480)) +% (((tx65 *% 2) +% 1) *% 16)) +% (cv66 *% 8)))))
-            let w73 = (loadVector(arena, (2412544 +% ((((j63 *% 14400) +% (((ty64 *% 2) +% 2) *% 480)) +% (((tx65 *% 2) +% 1) *% 16)) +% (cv66 *% 8)))) - loadVector(arena, (2412544 +% ((((j63 *% 14400) +% (((ty64 *% 2) +% 1) *% 480)) +% (((tx65 *% 2) +% 1) *% 16)) +% (cv66 *% 8)))))
-            let w74 = (loadVector(arena, (2412544 +% ((((j63 *% 14400) +% (((ty64 *% 2) +% 1) *% 480)) +% (((tx65 *% 2) +% 1) *% 16)) +% (cv66 *% 8)))) - loadVector(arena, (2412544 +% ((((j63 *% 14400) +% (((ty64 *% 2) +% 3) *% 480)) +% (((tx65 *% 2) +% 1) *% 16)) +% (cv66 *% 8)))))
-            let w75 = (loadVector(arena, (2412544 +% ((((j63 *% 14400) +% ((ty64 *% 2) *% 480)) +% (((tx65 *% 2) +% 2) *% 16)) +% (cv66 *% 8)))) - loadVector(arena, (2412544 +% ((((j63 *% 14400) +% (((ty64 *% 2) +% 2) *% 480)) +% (((tx65 *% 2) +% 2) *% 16)) +% (cv66 *% 8)))))
-            let w76 = (loadVector(arena, (2412544 +% ((((j63 *% 14400) +% (((ty64 *% 2) +% 1) *% 480)) +% (((tx65 *% 2) +% 2) *% 16)) +% (cv66 *% 8)))) + loadVector(arena, (2412544 +% ((((j63 *% 14400) +% (((ty64 *% 2) +% 2) *% 480)) +% (((tx65 *% 2) +% 2) *% 16)) +% (cv66 *% 8)))))
-            let w77 = (loadVector(arena, (2412544 +% ((((j63 *% 14400) +% (((ty64 *% 2) +% 2) *% 480)) +% (((tx65 *% 2) +% 2) *% 16)) +% (cv66 *% 8)))) - loadVector(arena, (2412544 +% ((((j63 *% 14400) +% (((ty64 *% 2) +% 1) *% 480)) +% (((tx65 *% 2) +% 2) *% 16)) +% (cv66 *% 8)))))
-            let w78 = (loadVector(arena, (2412544 +% ((((j63 *% 14400) +% (((ty64 *% 2) +% 1) *% 480)) +% (((tx65 *% 2) +% 2) *% 16)) +% (cv66 *% 8)))) - loadVector(arena, (2412544 +% ((((j63 *% 14400) +% (((ty64 *% 2) +% 3) *% 480)) +% (((tx65 *% 2) +% 2) *% 16)) +% (cv66 *% 8)))))
-            let w79 = (loadVector(arena, (2412544 +% ((((j63 *% 14400) +% ((ty64 *% 2) *% 480)) +% (((tx65 *% 2) +% 3) *% 16)) +% (cv66 *% 8)))) - loadVector(arena, (2412544 +% ((((j63 *% 14400) +% (((ty64 *% 2) +% 2) *% 480)) +% (((tx65 *% 2) +% 3) *% 16)) +% (cv66 *% 8)))))
-            let w80 = (loadVector(arena, (2412544 +% ((((j63 *% 14400) +% (((ty64 *% 2) +% 1) *% 480)) +% (((tx65 *% 2) +% 3) *% 16)) +% (cv66 *% 8)))) + loadVector(arena, (2412544 +% ((((j63 *% 14400) +% (((ty64 *% 2) +% 2) *% 480)) +% (((tx65 *% 2) +% 3) *% 16)) +% (cv66 *% 8)))))
-            let w81 = (loadVector(arena, (2412544 +% ((((j63 *% 14400) +% (((ty64 *% 2) +% 2) *% 480)) +% (((tx65 *% 2) +% 3) *% 16)) +% (cv66 *% 8)))) - loadVector(arena, (2412544 +% ((((j63 *% 14400) +% (((ty64 *% 2) +% 1) *% 480)) +% (((tx65 *% 2) +% 3) *% 16)) +% (cv66 *% 8)))))
-            let w82 = (loadVector(arena, (2412544 +% ((((j63 *% 14400) +% (((ty64 *% 2) +% 1) *% 480)) +% (((tx65 *% 2) +% 3) *% 16)) +% (cv66 *% 8)))) - loadVector(arena, (2412544 +% ((((j63 *% 14400) +% (((ty64 *% 2) +% 3) *% 480)) +% (((tx65 *% 2) +% 3) *% 16)) +% (cv66 *% 8)))))
-            let w83 = (w67 - w75)
-            let w84 = (w71 + w75)
-            let w85 = (w75 - w71)
-            let w86 = (w71 - w79)
-            let w87 = (w68 - w76)
-            let w88 = (w72 + w76)
-            let w89 = (w76 - w72)
-            let w90 = (w72 - w80)
-            let w91 = (w69 - w77)
-            let w92 = (w73 + w77)
-            let w93 = (w77 - w73)
-            let w94 = (w73 - w81)
-            let w95 = (w70 - w78)
-            let w96 = (w74 + w78)
-            let w97 = (w78 - w74)
-            let w98 = (w74 - w82)
-            storeVector(arena, ((2426944 +% ((((j63 *% 196) +% (ty64 *% 14)) +% tx65) *% 16)) +% (cv66 *% 8)), w83)
-            storeVector(arena, ((2430080 +% ((((j63 *% 196) +% (ty64 *% 14)) +% tx65) *% 16)) +% (cv66 *% 8)), w84)
-            storeVector(arena, ((2433216 +% ((((j63 *% 196) +% (ty64 *% 14)) +% tx65) *% 16)) +% (cv66 *% 8)), w85)
-            storeVector(arena, ((2436352 +% ((((j63 *% 196) +% (ty64 *% 14)) +% tx65) *% 16)) +% (cv66 *% 8)), w86)
-            storeVector(arena, ((2439488 +% ((((j63 *% 196) +% (ty64 *% 14)) +% tx65) *% 16)) +% (cv66 *% 8)), w87)
-            storeVector(arena, ((2442624 +% ((((j63 *% 196) +% (ty64 *% 14)) +% tx65) *% 16)) +% (cv66 *% 8)), w88)
-            storeVector(arena, ((2445760 +% ((((j63 *% 196) +% (ty64 *% 14)) +% tx65) *% 16)) +% (cv66 *% 8)), w89)
-            storeVector(arena, ((2448896 +% ((((j63 *% 196) +% (ty64 *% 14)) +% tx65) *% 16)) +% (cv66 *% 8)), w90)
-            storeVector(arena, ((2452032 +% ((((j63 *% 196) +% (ty64 *% 14)) +% tx65) *% 16)) +% (cv66 *% 8)), w91)
-            storeVector(arena, ((2455168 +% ((((j63 *% 196) +% (ty64 *% 14)) +% tx65) *% 16)) +% (cv66 *% 8)), w92)
-            storeVector(arena, ((2458304 +% ((((j63 *% 196) +% (ty64 *% 14)) +% tx65) *% 16)) +% (cv66 *% 8)), w93)
-            storeVector(arena, ((2461440 +% ((((j63 *% 196) +% (ty64 *% 14)) +% tx65) *% 16)) +% (cv66 *% 8)), w94)
-            storeVector(arena, ((2464576 +% ((((j63 *% 196) +% (ty64 *% 14)) +% tx65) *% 16)) +% (cv66 *% 8)), w95)
-            storeVector(arena, ((2467712 +% ((((j63 *% 196) +% (ty64 *% 14)) +% tx65) *% 16)) +% (cv66 *% 8)), w96)
-            storeVector(arena, ((2470848 +% ((((j63 *% 196) +% (ty64 *% 14)) +% tx65) *% 16)) +% (cv66 *% 8)), w97)
-            storeVector(arena, ((2473984 +% ((((j63 *% 196) +% (ty64 *% 14)) +% tx65) *% 16)) +% (cv66 *% 8)), w98)
-          }
-        }
-      }
-    }
-    for xi99 in 0..<16 {
-      do {  // gemm106
-        for nb100 in 0..<1 {
-          for mb101 in 0..<32 {
-            var t102_c0_0 = Vector()
-            var t102_c0_1 = Vector()
-            var t102_c1_0 = Vector()
-            var t102_c1_1 = Vector()
-            var t102_c2_0 = Vector()
-            var t102_c2_1 = Vector()
-            var t102_c3_0 = Vector()
-            var t102_c3_1 = Vector()
-            var t102_c4_0 = Vector()
-            var t102_c4_1 = Vector()
-            var t102_c5_0 = Vector()
-            var t102_c5_1 = Vector()
-            for k103 in 0..<16 {
-              let t102_b0 = loadVector(arena, (((2408448 +% (xi99 *% 256)) +% (k103 *% 16)) +% (nb100 *% 16)))
-              let t102_b1 = loadVector(arena, ((((2408448 +% (xi99 *% 256)) +% (k103 *% 16)) +% (nb100 *% 16)) +% 8))
-              let t102_a0 = Vector(repeating: arena[(((2426944 +% (xi99 *% 3136)) +% ((mb101 *% 6) *% 16)) +% k103)])
-              t102_c0_0 = t102_c0_0.addingProduct(t102_a0, t102_b0)
-              t102_c0_1 = t102_c0_1.addingProduct(t102_a0, t102_b1)
-              let t102_a1 = Vector(repeating: arena[(((2426944 +% (xi99 *% 3136)) +% (((mb101 *% 6) +% 1) *% 16)) +% k103)])
-              t102_c1_0 = t102_c1_0.addingProduct(t102_a1, t102_b0)
-              t102_c1_1 = t102_c1_1.addingProduct(t102_a1, t102_b1)
-              let t102_a2 = Vector(repeating: arena[(((2426944 +% (xi99 *% 3136)) +% (((mb101 *% 6) +% 2) *% 16)) +% k103)])
-              t102_c2_0 = t102_c2_0.addingProduct(t102_a2, t102_b0)
-              t102_c2_1 = t102_c2_1.addingProduct(t102_a2, t102_b1)
-              let t102_a3 = Vector(repeating: arena[(((2426944 +% (xi99 *% 3136)) +% (((mb101 *% 6) +% 3) *% 16)) +% k103)])
-              t102_c3_0 = t102_c3_0.addingProduct(t102_a3, t102_b0)
-              t102_c3_1 = t102_c3_1.addingProduct(t102_a3, t102_b1)
-              let t102_a4 = Vector(repeating: arena[(((2426944 +% (xi99 *% 3136)) +% (((mb101 *% 6) +% 4) *% 16)) +% k103)])
-              t102_c4_0 = t102_c4_0.addingProduct(t102_a4, t102_b0)
-              t102_c4_1 = t102_c4_1.addingProduct(t102_a4, t102_b1)
-              let t102_a5 = Vector(repeating: arena[(((2426944 +% (xi99 *% 3136)) +% (((mb101 *% 6) +% 5) *% 16)) +% k103)])
-              t102_c5_0 = t102_c5_0.addingProduct(t102_a5, t102_b0)
-              t102_c5_1 = t102_c5_1.addingProduct(t102_a5, t102_b1)
-            }
-            storeVector(arena, (((2477120 +% (xi99 *% 3136)) +% ((mb101 *% 6) *% 16)) +% (nb100 *% 16)), t102_c0_0)
-            storeVector(arena, ((((2477120 +% (xi99 *% 3136)) +% ((mb101 *% 6) *% 16)) +% (nb100 *% 16)) +% 8), t102_c0_1)
-            storeVector(arena, (((2477120 +% (xi99 *% 3136)) +% (((mb101 *% 6) +% 1) *% 16)) +% (nb100 *% 16)), t102_c1_0)
-            storeVector(arena, ((((2477120 +% (xi99 *% 3136)) +% (((mb101 *% 6) +% 1) *% 16)) +% (nb100 *% 16)) +% 8), t102_c1_1)
-            storeVector(arena, (((2477120 +% (xi99 *% 3136)) +% (((mb101 *% 6) +% 2) *% 16)) +% (nb100 *% 16)), t102_c2_0)
-            storeVector(arena, ((((2477120 +% (xi99 *% 3136)) +% (((mb101 *% 6) +% 2) *% 16)) +% (nb100 *% 16)) +% 8), t102_c2_1)
-            storeVector(arena, (((2477120 +% (xi99 *% 3136)) +% (((mb101 *% 6) +% 3) *% 16)) +% (nb100 *% 16)), t102_c3_0)
-            storeVector(arena, ((((2477120 +% (xi99 *% 3136)) +% (((mb101 *% 6) +% 3) *% 16)) +% (nb100 *% 16)) +% 8), t102_c3_1)
-            storeVector(arena, (((2477120 +% (xi99 *% 3136)) +% (((mb101 *% 6) +% 4) *% 16)) +% (nb100 *% 16)), t102_c4_0)
-            storeVector(arena, ((((2477120 +% (xi99 *% 3136)) +% (((mb101 *% 6) +% 4) *% 16)) +% (nb100 *% 16)) +% 8), t102_c4_1)
-            storeVector(arena, (((2477120 +% (xi99 *% 3136)) +% (((mb101 *% 6) +% 5) *% 16)) +% (nb100 *% 16)), t102_c5_0)
-            storeVector(arena, ((((2477120 +% (xi99 *% 3136)) +% (((mb101 *% 6) +% 5) *% 16)) +% (nb100 *% 16)) +% 8), t102_c5_1)
-          }
-          var t104_c0_0 = Vector()
-          var t104_c0_1 = Vector()
-          var t104_c1_0 = Vector()
-          var t104_c1_1 = Vector()
-          var t104_c2_0 = Vector()
-          var t104_c2_1 = Vector()
-          var t104_c3_0 = Vector()
-          var t104_c3_1 = Vector()
-          for k105 in 0..<16 {
-            let t104_b0 = loadVector(arena, (((2408448 +% (xi99 *% 256)) +% (k105 *% 16)) +% (nb100 *% 16)))
-            let t104_b1 = loadVector(arena, ((((2408448 +% (xi99 *% 256)) +% (k105 *% 16)) +% (nb100 *% 16)) +% 8))
-            let t104_a0 = Vector(repeating: arena[(((2426944 +% (xi99 *% 3136)) +% 3072) +% k105)])
-            t104_c0_0 = t104_c0_0.addingProduct(t104_a0, t104_b0)
-            t104_c0_1 = t104_c0_1.addingProduct(t104_a0, t104_b1)
-            let t104_a1 = Vector(repeating: arena[(((2426944 +% (xi99 *% 3136)) +% 3088) +% k105)])
-            t104_c1_0 = t104_c1_0.addingProduct(t104_a1, t104_b0)
-            t104_c1_1 = t104_c1_1.addingProduct(t104_a1, t104_b1)
-            let t104_a2 = Vector(repeating: arena[(((2426944 +% (xi99 *% 3136)) +% 3104) +% k105)])
-            t104_c2_0 = t104_c2_0.addingProduct(t104_a2, t104_b0)
-            t104_c2_1 = t104_c2_1.addingProduct(t104_a2, t104_b1)
-            let t104_a3 = Vector(repeating: arena[(((2426944 +% (xi99 *% 3136)) +% 3120) +% k105)])
-            t104_c3_0 = t104_c3_0.addingProduct(t104_a3, t104_b0)
-            t104_c3_1 = t104_c3_1.addingProduct(t104_a3, t104_b1)
-          }
-          storeVector(arena, (((2477120 +% (xi99 *% 3136)) +% 3072) +% (nb100 *% 16)), t104_c0_0)
-          storeVector(arena, ((((2477120 +% (xi99 *% 3136)) +% 3072) +% (nb100 *% 16)) +% 8), t104_c0_1)
-          storeVector(arena, (((2477120 +% (xi99 *% 3136)) +% 3088) +% (nb100 *% 16)), t104_c1_0)
-          storeVector(arena, ((((2477120 +% (xi99 *% 3136)) +% 3088) +% (nb100 *% 16)) +% 8), t104_c1_1)
-          storeVector(arena, (((2477120 +% (xi99 *% 3136)) +% 3104) +% (nb100 *% 16)), t104_c2_0)
-          storeVector(arena, ((((2477120 +% (xi99 *% 3136)) +% 3104) +% (nb100 *% 16)) +% 8), t104_c2_1)
-          storeVector(arena, (((2477120 +% (xi99 *% 3136)) +% 3120) +% (nb100 *% 16)), t104_c3_0)
-          storeVector(arena, ((((2477120 +% (xi99 *% 3136)) +% 3120) +% (nb100 *% 16)) +% 8), t104_c3_1)
-        }
-      }
-    }
-    for j107 in 0..<1 {
-      for ty108 in 0..<14 {
-        for tx109 in 0..<14 {
-          for cv110 in 0..<2 {
-            let w111 = ((loadVector(arena, ((2477120 +% ((((j107 *% 196) +% (ty108 *% 14)) +% tx109) *% 16)) +% (cv110 *% 8))) + loadVector(arena, ((2489664 +% ((((j107 *% 196) +% (ty108 *% 14)) +% tx109) *% 16)) +% (cv110 *% 8)))) + loadVector(arena, ((2502208 +% ((((j107 *% 196) +% (ty108 *% 14)) +% tx109) *% 16)) +% (cv110 *% 8))))
-            let w112 = ((loadVector(arena, ((2489664 +% ((((j107 *% 196) +% (ty108 *% 14)) +% tx109) *% 16)) +% (cv110 *% 8))) - loadVector(arena, ((2502208 +% ((((j107 *% 196) +% (ty108 *% 14)) +% tx109) *% 16)) +% (cv110 *% 8)))) - loadVector(arena, ((2514752 +% ((((j107 *% 196) +% (ty108 *% 14)) +% tx109) *% 16)) +% (cv110 *% 8))))
-            let w113 = ((loadVector(arena, ((2480256 +% ((((j107 *% 196) +% (ty108 *% 14)) +% tx109) *% 16)) +% (cv110 *% 8))) + loadVector(arena, ((2492800 +% ((((j107 *% 196) +% (ty108 *% 14)) +% tx109) *% 16)) +% (cv110 *% 8)))) + loadVector(arena, ((2505344 +% ((((j107 *% 196) +% (ty108 *% 14)) +% tx109) *% 16)) +% (cv110 *% 8))))
-            let w114 = ((loadVector(arena, ((2492800 +% ((((j107 *% 196) +% (ty108 *% 14)) +% tx109) *% 16)) +% (cv110 *% 8))) - loadVector(arena, ((2505344 +% ((((j107 *% 196) +% (ty108 *% 14)) +% tx109) *% 16)) +% (cv110 *% 8)))) - loadVector(arena, ((2517888 +% ((((j107 *% 196) +% (ty108 *% 14)) +% tx109) *% 16)) +% (cv110 *% 8))))
-            let w115 = ((loadVector(arena, ((2483392 +% ((((j107 *% 196) +% (ty108 *% 14)) +% tx109) *% 16)) +% (cv110 *% 8))) + loadVector(arena, ((2495936 +% ((((j107 *% 196) +% (ty108 *% 14)) +% tx109) *% 16)) +% (cv110 *% 8)))) + loadVector(arena, ((2508480 +% ((((j107 *% 196) +% (ty108 *% 14)) +% tx109) *% 16)) +% (cv110 *% 8))))
-            let w116 = ((loadVector(arena, ((2495936 +% ((((j107 *% 196) +% (ty108 *% 14)) +% tx109) *% 16)) +% (cv110 *% 8))) - loadVector(arena, ((2508480 +% ((((j107 *% 196) +% (ty108 *% 14)) +% tx109) *% 16)) +% (cv110 *% 8)))) - loadVector(arena, ((2521024 +% ((((j107 *% 196) +% (ty108 *% 14)) +% tx109) *% 16)) +% (cv110 *% 8))))
-            let w117 = ((loadVector(arena, ((2486528 +% ((((j107 *% 196) +% (ty108 *% 14)) +% tx109) *% 16)) +% (cv110 *% 8))) + loadVector(arena, ((2499072 +% ((((j107 *% 196) +% (ty108 *% 14)) +% tx109) *% 16)) +% (cv110 *% 8)))) + loadVector(arena, ((2511616 +% ((((j107 *% 196) +% (ty108 *% 14)) +% tx109) *% 16)) +% (cv110 *% 8))))
-            let w118 = ((loadVector(arena, ((2499072 +% ((((j107 *% 196) +% (ty108 *% 14)) +% tx109) *% 16)) +% (cv110 *% 8))) - loadVector(arena, ((2511616 +% ((((j107 *% 196) +% (ty108 *% 14)) +% tx109) *% 16)) +% (cv110 *% 8)))) - loadVector(arena, ((2524160 +% ((((j107 *% 196) +% (ty108 *% 14)) +% tx109) *% 16)) +% (cv110 *% 8))))
-            let w119 = ((w111 + w113) + w115)
-            let w120 = ((w113 - w115) - w117)
-            let w121 = ((w112 + w114) + w116)
-            let w122 = ((w114 - w116) - w118)
-            storeVector(arena, ((2527296 +% (((((j107 *% 28) +% (ty108 *% 2)) *% 28) +% (tx109 *% 2)) *% 16)) +% (cv110 *% 8)), (w119 + loadVector(params, (2464 +% (cv110 *% 8)))))
-            storeVector(arena, ((2527296 +% ((((((j107 *% 28) +% (ty108 *% 2)) *% 28) +% (tx109 *% 2)) +% 1) *% 16)) +% (cv110 *% 8)), (w120 + loadVector(params, (2464 +% (cv110 *% 8)))))
-            storeVector(arena, ((2527296 +% ((((((j107 *% 28) +% (ty108 *% 2)) +% 1) *% 28) +% (tx109 *% 2)) *% 16)) +% (cv110 *% 8)), (w121 + loadVector(params, (2464 +% (cv110 *% 8)))))
-            storeVector(arena, ((2527296 +% (((((((j107 *% 28) +% (ty108 *% 2)) +% 1) *% 28) +% (tx109 *% 2)) +% 1) *% 16)) +% (cv110 *% 8)), (w122 + loadVector(params, (2464 +% (cv110 *% 8)))))
-          }
-        }
-      }
-    }
-    for j123 in 0..<1 {
-      for c124 in 0..<16 {
-        for q125 in 0..<784 {
-          arena[(((1605632 +% ((g58 +% j123) *% 12544)) +% (c124 *% 784)) +% q125)] = arena[((2527296 +% (((j123 *% 784) +% q125) *% 16)) +% c124)]
-        }
-      }
-    }
-  }
-  // act2 = tanh(conv2)
-  for i126 in 0..<802816 {
-    arena[(2408448 +% i126)] = (Float(1) - (Float(2) / (expf((Float(2) * arena[(1605632 +% i126)])) + Float(1))))
-  }
-  // res = add(act2, act1)
-  for i127 in 0..<100352 {
-    storeVector(arena, ((i127 *% 8) +% 1605632), (loadVector(arena, ((i127 *% 8) +% 2408448)) + loadVector(arena, ((i127 *% 8) +% 802816))))
-  }
-  // pool = maxpool(res)
-  for q128 in 0..<1024 {
-    for py129 in 0..<14 {
-      for px130 in 0..<14 {
-        var acc131: Float = arena[(1605632 +% (((q128 *% 784) +% (py129 *% 56)) +% (px130 *% 2)))]
-        acc131 = { let x = acc131, y = arena[(1605632 +% (((q128 *% 784) +% (py129 *% 56)) +% (px130 *% 2)))]; return y > x ? y : x }()
-        acc131 = { let x = acc131, y = arena[((1605632 +% (((q128 *% 784) +% (py129 *% 56)) +% (px130 *% 2))) +% 1)]; return y > x ? y : x }()
-        acc131 = { let x = acc131, y = arena[((1605632 +% (((q128 *% 784) +% (py129 *% 56)) +% (px130 *% 2))) +% 28)]; return y > x ? y : x }()
-        acc131 = { let x = acc131, y = arena[(((1605632 +% (((q128 *% 784) +% (py129 *% 56)) +% (px130 *% 2))) +% 28) +% 1)]; return y > x ? y : x }()
-        arena[(((3211264 +% (q128 *% 196)) +% (py129 *% 14)) +% px130)] = acc131
-      }
-    }
-  }
-  // conv3 = conv2d(pool)
-  do {  // scalar loops
-    for ci132 in 0..<16 {
-      for co133 in 0..<32 {
-        var w134: Float = params[(2480 +% (((co133 *% 16) +% ci132) *% 9))]
-        var w135: Float = (((params[(2480 +% (((co133 *% 16) +% ci132) *% 9))] + params[((2480 +% (((co133 *% 16) +% ci132) *% 9)) +% 3)]) + params[((2480 +% (((co133 *% 16) +% ci132) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
-        var w136: Float = (((params[(2480 +% (((co133 *% 16) +% ci132) *% 9))] + params[((2480 +% (((co133 *% 16) +% ci132) *% 9)) +% 6)]) - params[((2480 +% (((co133 *% 16) +% ci132) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
-        var w137: Float = params[((2480 +% (((co133 *% 16) +% ci132) *% 9)) +% 6)]
-        var w138: Float = params[((2480 +% (((co133 *% 16) +% ci132) *% 9)) +% 1)]
-        var w139: Float = (((params[((2480 +% (((co133 *% 16) +% ci132) *% 9)) +% 1)] + params[((2480 +% (((co133 *% 16) +% ci132) *% 9)) +% 4)]) + params[((2480 +% (((co133 *% 16) +% ci132) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
-        var w140: Float = (((params[((2480 +% (((co133 *% 16) +% ci132) *% 9)) +% 1)] + params[((2480 +% (((co133 *% 16) +% ci132) *% 9)) +% 7)]) - params[((2480 +% (((co133 *% 16) +% ci132) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
-        var w141: Float = params[((2480 +% (((co133 *% 16) +% ci132) *% 9)) +% 7)]
-        var w142: Float = params[((2480 +% (((co133 *% 16) +% ci132) *% 9)) +% 2)]
-        var w143: Float = (((params[((2480 +% (((co133 *% 16) +% ci132) *% 9)) +% 2)] + params[((2480 +% (((co133 *% 16) +% ci132) *% 9)) +% 5)]) + params[((2480 +% (((co133 *% 16) +% ci132) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
-        var w144: Float = (((params[((2480 +% (((co133 *% 16) +% ci132) *% 9)) +% 2)] + params[((2480 +% (((co133 *% 16) +% ci132) *% 9)) +% 8)]) - params[((2480 +% (((co133 *% 16) +% ci132) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
-        var w145: Float = params[((2480 +% (((co133 *% 16) +% ci132) *% 9)) +% 8)]
-        var w146: Float = w134
-        var w147: Float = (((w134 + w138) + w142) * Float(bitPattern: 0x3f000000))
-        var w148: Float = (((w134 + w142) - w138) * Float(bitPattern: 0x3f000000))
-        var w149: Float = w142
-        var w150: Float = w135
-        var w151: Float = (((w135 + w139) + w143) * Float(bitPattern: 0x3f000000))
-        var w152: Float = (((w135 + w143) - w139) * Float(bitPattern: 0x3f000000))
-        var w153: Float = w143
-        var w154: Float = w136
-        var w155: Float = (((w136 + w140) + w144) * Float(bitPattern: 0x3f000000))
-        var w156: Float = (((w136 + w144) - w140) * Float(bitPattern: 0x3f000000))
-        var w157: Float = w144
-        var w158: Float = w137
-        var w159: Float = (((w137 + w141) + w145) * Float(bitPattern: 0x3f000000))
-        var w160: Float = (((w137 + w145) - w141) * Float(bitPattern: 0x3f000000))
-        var w161: Float = w145
-        arena[((3813376 +% (ci132 *% 32)) +% co133)] = w146
-        arena[((3813888 +% (ci132 *% 32)) +% co133)] = w147
-        arena[((3814400 +% (ci132 *% 32)) +% co133)] = w148
-        arena[((3814912 +% (ci132 *% 32)) +% co133)] = w149
-        arena[((3815424 +% (ci132 *% 32)) +% co133)] = w150
-        arena[((3815936 +% (ci132 *% 32)) +% co133)] = w151
-        arena[((3816448 +% (ci132 *% 32)) +% co133)] = w152
-        arena[((3816960 +% (ci132 *% 32)) +% co133)] = w153
-        arena[((3817472 +% (ci132 *% 32)) +% co133)] = w154
-        arena[((3817984 +% (ci132 *% 32)) +% co133)] = w155
-        arena[((3818496 +% (ci132 *% 32)) +% co133)] = w156
-        arena[((3819008 +% (ci132 *% 32)) +% co133)] = w157
-        arena[((3819520 +% (ci132 *% 32)) +% co133)] = w158
-        arena[((3820032 +% (ci132 *% 32)) +% co133)] = w159
-        arena[((3820544 +% (ci132 *% 32)) +% co133)] = w160
-        arena[((3821056 +% (ci132 *% 32)) +% co133)] = w161
-      }
-    }
-  }
-  for i162 in 0..<512 {
-    storeVector(arena, ((i162 *% 8) +% 3821568), Vector(repeating: Float(0)))
-  }
-  for g163 in 0..<64 {
-    for j164 in 0..<1 {
-      for c165 in 0..<16 {
-        for iy166 in 0..<14 {
-          for ix167 in 0..<14 {
-            arena[(3821568 +% ((((j164 *% 4096) +% ((iy166 +% 1) *% 256)) +% ((ix167 +% 1) *% 16)) +% c165))] = arena[((((3211264 +% ((g163 +% j164) *% 3136)) +% (c165 *% 196)) +% (iy166 *% 14)) +% ix167)]
-          }
-        }
-      }
-    }
-    for j168 in 0..<1 {
-      for ty169 in 0..<7 {
-        for tx170 in 0..<7 {
-          for cv171 in 0..<2 {
-            let w172 = (loadVector(arena, (3821568 +% ((((j168 *% 4096) +% ((ty169 *% 2) *% 256)) +% ((tx170 *% 2) *% 16)) +% (cv171 *% 8)))) - loadVector(arena, (3821568 +% ((((j168 *% 4096) +% (((ty169 *% 2) +% 2) *% 256)) +% ((tx170 *% 2) *% 16)) +% (cv171 *% 8)))))
-            let w173 = (loadVector(arena, (3821568 +% ((((j168 *% 4096) +% (((ty169 *% 2) +% 1) *% 256)) +% ((tx170 *% 2) *% 16)) +% (cv171 *% 8)))) + loadVector(arena, (3821568 +% ((((j168 *% 4096) +% (((ty169 *% 2) +% 2) *% 256)) +% ((tx170 *% 2) *% 16)) +% (cv171 *% 8)))))
-            let w174 = (loadVector(arena, (3821568 +% ((((j168 *% 4096) +% (((ty169 *% 2) +% 2) *% 256)) +% ((tx170 *% 2) *% 16)) +% (cv171 *% 8)))) - loadVector(arena, (3821568 +% ((((j168 *% 4096) +% (((ty169 *% 2) +% 1) *% 256)) +% ((tx170 *% 2) *% 16)) +% (cv171 *% 8)))))
-            let w175 = (loadVector(arena, (3821568 +% ((((j168 *% 4096) +% (((ty169 *% 2) +% 1) *% 256)) +% ((tx170 *% 2) *% 16)) +% (cv171 *% 8)))) - loadVector(arena, (3821568 +% ((((j168 *% 4096) +% (((ty169 *% 2) +% 3) *% 256)) +% ((tx170 *% 2) *% 16)) +% (cv171 *% 8)))))
-            let w176 = (loadVector(arena, (3821568 +% ((((j168 *% 4096) +% ((ty169 *% 2) *% 256)) +% (((tx170 *% 2) +% 1) *% 16)) +% (cv171 *% 8)))) - loadVector(arena, (3821568 +% ((((j168 *% 4096) +% (((ty169 *% 2) +% 2) *% 256)) +% (((tx170 *% 2) +% 1) *% 16)) +% (cv171 *% 8)))))
-            let w177 = (loadVector(arena, (3821568 +% ((((j168 *% 4096) +% (((ty169 *% 2) +% 1) *% 256)) +% (((tx170 *% 2) +% 1) *% 16)) +% (cv171 *% 8)))) + loadVector(arena, (3821568 +% ((((j168 *% 4096) +% (((ty169 *% 2) +% 2) *% 256)) +% (((tx170 *% 2) +% 1) *% 16)) +% (cv171 *% 8)))))
-            let w178 = (loadVector(arena, (3821568 +% ((((j168 *% 4096) +% (((ty169 *% 2) +% 2) *% 256)) +% (((tx170 *% 2) +% 1) *% 16)) +% (cv171 *% 8)))) - loadVector(arena, (3821568 +% ((((j168 *% 4096) +% (((ty169 *% 2) +% 1) *% 256)) +% (((tx170 *% 2) +% 1) *% 16)) +% (cv171 *% 8)))))
-            let w179 = (loadVector(arena, (3821568 +% ((((j168 *% 4096) +% (((ty169 *% 2) +% 1) *% 256)) +% (((tx170 *% 2) +% 1) *% 16)) +% (cv171 *% 8)))) - loadVector(arena, (3821568 +% ((((j168 *% 4096) +% (((ty169 *% 2) +% 3) *% 256)) +% (((tx170 *% 2) +% 1) *% 16)) +% (cv171 *% 8)))))
-            let w180 = (loadVector(arena, (3821568 +% ((((j168 *% 4096) +% ((ty169 *% 2) *% 256)) +% (((tx170 *% 2) +% 2) *% 16)) +% (cv171 *% 8)))) - loadVector(arena, (3821568 +% ((((j168 *% 4096) +% (((ty169 *% 2) +% 2) *% 256)) +% (((tx170 *% 2) +% 2) *% 16)) +% (cv171 *% 8)))))
-            let w181 = (loadVector(arena, (3821568 +% ((((j168 *% 4096) +% (((ty169 *% 2) +% 1) *% 256)) +% (((tx170 *% 2) +% 2) *% 16)) +% (cv171 *% 8)))) + loadVector(arena, (3821568 +% ((((j168 *% 4096) +% (((ty169 *% 2) +% 2) *% 256)) +% (((tx170 *% 2) +% 2) *% 16)) +% (cv171 *% 8)))))
-            let w182 = (loadVector(arena, (3821568 +% ((((j168 *% 4096) +% (((ty169 *% 2) +% 2) *% 256)) +% (((tx170 *% 2) +% 2) *% 16)) +% (cv171 *% 8)))) - loadVector(arena, (3821568 +% ((((j168 *% 4096) +% (((ty169 *% 2) +% 1) *% 256)) +% (((tx170 *% 2) +% 2) *% 16)) +% (cv171 *% 8)))))
-            let w183 = (loadVector(arena, (3821568 +% ((((j168 *% 4096) +% (((ty169 *% 2) +% 1) *% 256)) +% (((tx170 *% 2) +% 2) *% 16)) +% (cv171 *% 8)))) - loadVector(arena, (3821568 +% ((((j168 *% 4096) +% (((ty169 *% 2) +% 3) *% 256)) +% (((tx170 *% 2) +% 2) *% 16)) +% (cv171 *% 8)))))
-            let w184 = (loadVector(arena, (3821568 +% ((((j168 *% 4096) +% ((ty169 *% 2) *% 256)) +% (((tx170 *% 2) +% 3) *% 16)) +% (cv171 *% 8)))) - loadVector(arena, (3821568 +% ((((j168 *% 4096) +% (((ty169 *% 2) +% 2) *% 256)) +% (((tx170 *% 2) +% 3) *% 16)) +% (cv171 *% 8)))))
-            let w185 = (loadVector(arena, (3821568 +% ((((j168 *% 4096) +% (((ty169 *% 2) +% 1) *% 256)) +% (((tx170 *% 2) +% 3) *% 16)) +% (cv171 *% 8)))) + loadVector(arena, (3821568 +% ((((j168 *% 4096) +% (((ty169 *% 2) +% 2) *% 256)) +% (((tx170 *% 2) +% 3) *% 16)) +% (cv171 *% 8)))))
-            let w186 = (loadVector(arena, (3821568 +% ((((j168 *% 4096) +% (((ty169 *% 2) +% 2) *% 256)) +% (((tx170 *% 2) +% 3) *% 16)) +% (cv171 *% 8)))) - loadVector(arena, (3821568 +% ((((j168 *% 4096) +% (((ty169 *% 2) +% 1) *% 256)) +% (((tx170 *% 2) +% 3) *% 16)) +% (cv171 *% 8)))))
-            let w187 = (loadVector(arena, (3821568 +% ((((j168 *% 4096) +% (((ty169 *% 2) +% 1) *% 256)) +% (((tx170 *% 2) +% 3) *% 16)) +% (cv171 *% 8)))) - loadVector(arena, (3821568 +% ((((j168 *% 4096) +% (((ty169 *% 2) +% 3) *% 256)) +% (((tx170 *% 2) +% 3) *% 16)) +% (cv171 *% 8)))))
-            let w188 = (w172 - w180)
-            let w189 = (w176 + w180)
-            let w190 = (w180 - w176)
-            let w191 = (w176 - w184)
-            let w192 = (w173 - w181)
-            let w193 = (w177 + w181)
-            let w194 = (w181 - w177)
-            let w195 = (w177 - w185)
-            let w196 = (w174 - w182)
-            let w197 = (w178 + w182)
-            let w198 = (w182 - w178)
-            let w199 = (w178 - w186)
-            let w200 = (w175 - w183)
-            let w201 = (w179 + w183)
-            let w202 = (w183 - w179)
-            let w203 = (w179 - w187)
-            storeVector(arena, ((3825664 +% ((((j168 *% 49) +% (ty169 *% 7)) +% tx170) *% 16)) +% (cv171 *% 8)), w188)
-            storeVector(arena, ((3826448 +% ((((j168 *% 49) +% (ty169 *% 7)) +% tx170) *% 16)) +% (cv171 *% 8)), w189)
-            storeVector(arena, ((3827232 +% ((((j168 *% 49) +% (ty169 *% 7)) +% tx170) *% 16)) +% (cv171 *% 8)), w190)
-            storeVector(arena, ((3828016 +% ((((j168 *% 49) +% (ty169 *% 7)) +% tx170) *% 16)) +% (cv171 *% 8)), w191)
-            storeVector(arena, ((3828800 +% ((((j168 *% 49) +% (ty169 *% 7)) +% tx170) *% 16)) +% (cv171 *% 8)), w192)
-            storeVector(arena, ((3829584 +% ((((j168 *% 49) +% (ty169 *% 7)) +% tx170) *% 16)) +% (cv171 *% 8)), w193)
-            storeVector(arena, ((3830368 +% ((((j168 *% 49) +% (ty169 *% 7)) +% tx170) *% 16)) +% (cv171 *% 8)), w194)
-            storeVector(arena, ((3831152 +% ((((j168 *% 49) +% (ty169 *% 7)) +% tx170) *% 16)) +% (cv171 *% 8)), w195)
-            storeVector(arena, ((3831936 +% ((((j168 *% 49) +% (ty169 *% 7)) +% tx170) *% 16)) +% (cv171 *% 8)), w196)
-            storeVector(arena, ((3832720 +% ((((j168 *% 49) +% (ty169 *% 7)) +% tx170) *% 16)) +% (cv171 *% 8)), w197)
-            storeVector(arena, ((3833504 +% ((((j168 *% 49) +% (ty169 *% 7)) +% tx170) *% 16)) +% (cv171 *% 8)), w198)
-            storeVector(arena, ((3834288 +% ((((j168 *% 49) +% (ty169 *% 7)) +% tx170) *% 16)) +% (cv171 *% 8)), w199)
-            storeVector(arena, ((3835072 +% ((((j168 *% 49) +% (ty169 *% 7)) +% tx170) *% 16)) +% (cv171 *% 8)), w200)
-            storeVector(arena, ((3835856 +% ((((j168 *% 49) +% (ty169 *% 7)) +% tx170) *% 16)) +% (cv171 *% 8)), w201)
-            storeVector(arena, ((3836640 +% ((((j168 *% 49) +% (ty169 *% 7)) +% tx170) *% 16)) +% (cv171 *% 8)), w202)
-            storeVector(arena, ((3837424 +% ((((j168 *% 49) +% (ty169 *% 7)) +% tx170) *% 16)) +% (cv171 *% 8)), w203)
-          }
-        }
-      }
-    }
-    for xi204 in 0..<16 {
-      do {  // gemm211
-        for nb205 in 0..<2 {
-          for mb206 in 0..<9 {
-            var t207_c0_0 = Vector()
-            var t207_c0_1 = Vector()
-            var t207_c1_0 = Vector()
-            var t207_c1_1 = Vector()
-            var t207_c2_0 = Vector()
-            var t207_c2_1 = Vector()
-            var t207_c3_0 = Vector()
-            var t207_c3_1 = Vector()
-            var t207_c4_0 = Vector()
-            var t207_c4_1 = Vector()
-            for k208 in 0..<16 {
-              let t207_b0 = loadVector(arena, (((3813376 +% (xi204 *% 512)) +% (k208 *% 32)) +% (nb205 *% 16)))
-              let t207_b1 = loadVector(arena, ((((3813376 +% (xi204 *% 512)) +% (k208 *% 32)) +% (nb205 *% 16)) +% 8))
-              let t207_a0 = Vector(repeating: arena[(((3825664 +% (xi204 *% 784)) +% ((mb206 *% 5) *% 16)) +% k208)])
-              t207_c0_0 = t207_c0_0.addingProduct(t207_a0, t207_b0)
-              t207_c0_1 = t207_c0_1.addingProduct(t207_a0, t207_b1)
-              let t207_a1 = Vector(repeating: arena[(((3825664 +% (xi204 *% 784)) +% (((mb206 *% 5) +% 1) *% 16)) +% k208)])
-              t207_c1_0 = t207_c1_0.addingProduct(t207_a1, t207_b0)
-              t207_c1_1 = t207_c1_1.addingProduct(t207_a1, t207_b1)
-              let t207_a2 = Vector(repeating: arena[(((3825664 +% (xi204 *% 784)) +% (((mb206 *% 5) +% 2) *% 16)) +% k208)])
-              t207_c2_0 = t207_c2_0.addingProduct(t207_a2, t207_b0)
-              t207_c2_1 = t207_c2_1.addingProduct(t207_a2, t207_b1)
-              let t207_a3 = Vector(repeating: arena[(((3825664 +% (xi204 *% 784)) +% (((mb206 *% 5) +% 3) *% 16)) +% k208)])
-              t207_c3_0 = t207_c3_0.addingProduct(t207_a3, t207_b0)
-              t207_c3_1 = t207_c3_1.addingProduct(t207_a3, t207_b1)
-              let t207_a4 = Vector(repeating: arena[(((3825664 +% (xi204 *% 784)) +% (((mb206 *% 5) +% 4) *% 16)) +% k208)])
-              t207_c4_0 = t207_c4_0.addingProduct(t207_a4, t207_b0)
-              t207_c4_1 = t207_c4_1.addingProduct(t207_a4, t207_b1)
-            }
-            storeVector(arena, (((3838208 +% (xi204 *% 1568)) +% ((mb206 *% 5) *% 32)) +% (nb205 *% 16)), t207_c0_0)
-            storeVector(arena, ((((3838208 +% (xi204 *% 1568)) +% ((mb206 *% 5) *% 32)) +% (nb205 *% 16)) +% 8), t207_c0_1)
-            storeVector(arena, (((3838208 +% (xi204 *% 1568)) +% (((mb206 *% 5) +% 1) *% 32)) +% (nb205 *% 16)), t207_c1_0)
-            storeVector(arena, ((((3838208 +% (xi204 *% 1568)) +% (((mb206 *% 5) +% 1) *% 32)) +% (nb205 *% 16)) +% 8), t207_c1_1)
-            storeVector(arena, (((3838208 +% (xi204 *% 1568)) +% (((mb206 *% 5) +% 2) *% 32)) +% (nb205 *% 16)), t207_c2_0)
-            storeVector(arena, ((((3838208 +% (xi204 *% 1568)) +% (((mb206 *% 5) +% 2) *% 32)) +% (nb205 *% 16)) +% 8), t207_c2_1)
-            storeVector(arena, (((3838208 +% (xi204 *% 1568)) +% (((mb206 *% 5) +% 3) *% 32)) +% (nb205 *% 16)), t207_c3_0)
-            storeVector(arena, ((((3838208 +% (xi204 *% 1568)) +% (((mb206 *% 5) +% 3) *% 32)) +% (nb205 *% 16)) +% 8), t207_c3_1)
-            storeVector(arena, (((3838208 +% (xi204 *% 1568)) +% (((mb206 *% 5) +% 4) *% 32)) +% (nb205 *% 16)), t207_c4_0)
-            storeVector(arena, ((((3838208 +% (xi204 *% 1568)) +% (((mb206 *% 5) +% 4) *% 32)) +% (nb205 *% 16)) +% 8), t207_c4_1)
-          }
-          var t209_c0_0 = Vector()
-          var t209_c0_1 = Vector()
-          var t209_c1_0 = Vector()
-          var t209_c1_1 = Vector()
-          var t209_c2_0 = Vector()
-          var t209_c2_1 = Vector()
-          var t209_c3_0 = Vector()
-          var t209_c3_1 = Vector()
-          for k210 in 0..<16 {
-            let t209_b0 = loadVector(arena, (((3813376 +% (xi204 *% 512)) +% (k210 *% 32)) +% (nb205 *% 16)))
-            let t209_b1 = loadVector(arena, ((((3813376 +% (xi204 *% 512)) +% (k210 *% 32)) +% (nb205 *% 16)) +% 8))
-            let t209_a0 = Vector(repeating: arena[(((3825664 +% (xi204 *% 784)) +% 720) +% k210)])
-            t209_c0_0 = t209_c0_0.addingProduct(t209_a0, t209_b0)
-            t209_c0_1 = t209_c0_1.addingProduct(t209_a0, t209_b1)
-            let t209_a1 = Vector(repeating: arena[(((3825664 +% (xi204 *% 784)) +% 736) +% k210)])
-            t209_c1_0 = t209_c1_0.addingProduct(t209_a1, t209_b0)
-            t209_c1_1 = t209_c1_1.addingProduct(t209_a1, t209_b1)
-            let t209_a2 = Vector(repeating: arena[(((3825664 +% (xi204 *% 784)) +% 752) +% k210)])
-            t209_c2_0 = t209_c2_0.addingProduct(t209_a2, t209_b0)
-            t209_c2_1 = t209_c2_1.addingProduct(t209_a2, t209_b1)
-            let t209_a3 = Vector(repeating: arena[(((3825664 +% (xi204 *% 784)) +% 768) +% k210)])
-            t209_c3_0 = t209_c3_0.addingProduct(t209_a3, t209_b0)
-            t209_c3_1 = t209_c3_1.addingProduct(t209_a3, t209_b1)
-          }
-          storeVector(arena, (((3838208 +% (xi204 *% 1568)) +% 1440) +% (nb205 *% 16)), t209_c0_0)
-          storeVector(arena, ((((3838208 +% (xi204 *% 1568)) +% 1440) +% (nb205 *% 16)) +% 8), t209_c0_1)
-          storeVector(arena, (((3838208 +% (xi204 *% 1568)) +% 1472) +% (nb205 *% 16)), t209_c1_0)
-          storeVector(arena, ((((3838208 +% (xi204 *% 1568)) +% 1472) +% (nb205 *% 16)) +% 8), t209_c1_1)
-          storeVector(arena, (((3838208 +% (xi204 *% 1568)) +% 1504) +% (nb205 *% 16)), t209_c2_0)
-          storeVector(arena, ((((3838208 +% (xi204 *% 1568)) +% 1504) +% (nb205 *% 16)) +% 8), t209_c2_1)
-          storeVector(arena, (((3838208 +% (xi204 *% 1568)) +% 1536) +% (nb205 *% 16)), t209_c3_0)
-          storeVector(arena, ((((3838208 +% (xi204 *% 1568)) +% 1536) +% (nb205 *% 16)) +% 8), t209_c3_1)
-        }
-      }
-    }
-    for j212 in 0..<1 {
-      for ty213 in 0..<7 {
-        for tx214 in 0..<7 {
-          for cv215 in 0..<4 {
-            let w216 = ((loadVector(arena, ((3838208 +% ((((j212 *% 49) +% (ty213 *% 7)) +% tx214) *% 32)) +% (cv215 *% 8))) + loadVector(arena, ((3844480 +% ((((j212 *% 49) +% (ty213 *% 7)) +% tx214) *% 32)) +% (cv215 *% 8)))) + loadVector(arena, ((3850752 +% ((((j212 *% 49) +% (ty213 *% 7)) +% tx214) *% 32)) +% (cv215 *% 8))))
-            let w217 = ((loadVector(arena, ((3844480 +% ((((j212 *% 49) +% (ty213 *% 7)) +% tx214) *% 32)) +% (cv215 *% 8))) - loadVector(arena, ((3850752 +% ((((j212 *% 49) +% (ty213 *% 7)) +% tx214) *% 32)) +% (cv215 *% 8)))) - loadVector(arena, ((3857024 +% ((((j212 *% 49) +% (ty213 *% 7)) +% tx214) *% 32)) +% (cv215 *% 8))))
-            let w218 = ((loadVector(arena, ((3839776 +% ((((j212 *% 49) +% (ty213 *% 7)) +% tx214) *% 32)) +% (cv215 *% 8))) + loadVector(arena, ((3846048 +% ((((j212 *% 49) +% (ty213 *% 7)) +% tx214) *% 32)) +% (cv215 *% 8)))) + loadVector(arena, ((3852320 +% ((((j212 *% 49) +% (ty213 *% 7)) +% tx214) *% 32)) +% (cv215 *% 8))))
-            let w219 = ((loadVector(arena, ((3846048 +% ((((j212 *% 49) +% (ty213 *% 7)) +% tx214) *% 32)) +% (cv215 *% 8))) - loadVector(arena, ((3852320 +% ((((j212 *% 49) +% (ty213 *% 7)) +% tx214) *% 32)) +% (cv215 *% 8)))) - loadVector(arena, ((3858592 +% ((((j212 *% 49) +% (ty213 *% 7)) +% tx214) *% 32)) +% (cv215 *% 8))))
-            let w220 = ((loadVector(arena, ((3841344 +% ((((j212 *% 49) +% (ty213 *% 7)) +% tx214) *% 32)) +% (cv215 *% 8))) + loadVector(arena, ((3847616 +% ((((j212 *% 49) +% (ty213 *% 7)) +% tx214) *% 32)) +% (cv215 *% 8)))) + loadVector(arena, ((3853888 +% ((((j212 *% 49) +% (ty213 *% 7)) +% tx214) *% 32)) +% (cv215 *% 8))))
-            let w221 = ((loadVector(arena, ((3847616 +% ((((j212 *% 49) +% (ty213 *% 7)) +% tx214) *% 32)) +% (cv215 *% 8))) - loadVector(arena, ((3853888 +% ((((j212 *% 49) +% (ty213 *% 7)) +% tx214) *% 32)) +% (cv215 *% 8)))) - loadVector(arena, ((3860160 +% ((((j212 *% 49) +% (ty213 *% 7)) +% tx214) *% 32)) +% (cv215 *% 8))))
-            let w222 = ((loadVector(arena, ((3842912 +% ((((j212 *% 49) +% (ty213 *% 7)) +% tx214) *% 32)) +% (cv215 *% 8))) + loadVector(arena, ((3849184 +% ((((j212 *% 49) +% (ty213 *% 7)) +% tx214) *% 32)) +% (cv215 *% 8)))) + loadVector(arena, ((3855456 +% ((((j212 *% 49) +% (ty213 *% 7)) +% tx214) *% 32)) +% (cv215 *% 8))))
-            let w223 = ((loadVector(arena, ((3849184 +% ((((j212 *% 49) +% (ty213 *% 7)) +% tx214) *% 32)) +% (cv215 *% 8))) - loadVector(arena, ((3855456 +% ((((j212 *% 49) +% (ty213 *% 7)) +% tx214) *% 32)) +% (cv215 *% 8)))) - loadVector(arena, ((3861728 +% ((((j212 *% 49) +% (ty213 *% 7)) +% tx214) *% 32)) +% (cv215 *% 8))))
-            let w224 = ((w216 + w218) + w220)
-            let w225 = ((w218 - w220) - w222)
-            let w226 = ((w217 + w219) + w221)
-            let w227 = ((w219 - w221) - w223)
-            storeVector(arena, ((3863296 +% (((((j212 *% 14) +% (ty213 *% 2)) *% 14) +% (tx214 *% 2)) *% 32)) +% (cv215 *% 8)), (w224 + loadVector(params, (7088 +% (cv215 *% 8)))))
-            storeVector(arena, ((3863296 +% ((((((j212 *% 14) +% (ty213 *% 2)) *% 14) +% (tx214 *% 2)) +% 1) *% 32)) +% (cv215 *% 8)), (w225 + loadVector(params, (7088 +% (cv215 *% 8)))))
-            storeVector(arena, ((3863296 +% ((((((j212 *% 14) +% (ty213 *% 2)) +% 1) *% 14) +% (tx214 *% 2)) *% 32)) +% (cv215 *% 8)), (w226 + loadVector(params, (7088 +% (cv215 *% 8)))))
-            storeVector(arena, ((3863296 +% (((((((j212 *% 14) +% (ty213 *% 2)) +% 1) *% 14) +% (tx214 *% 2)) +% 1) *% 32)) +% (cv215 *% 8)), (w227 + loadVector(params, (7088 +% (cv215 *% 8)))))
-          }
-        }
-      }
-    }
-    for j228 in 0..<1 {
-      for c229 in 0..<32 {
-        for q230 in 0..<196 {
-          arena[(((3411968 +% ((g163 +% j228) *% 6272)) +% (c229 *% 196)) +% q230)] = arena[((3863296 +% (((j228 *% 196) +% q230) *% 32)) +% c229)]
-        }
-      }
-    }
-  }
-  // act3 = sigmoid(conv3)
-  for i231 in 0..<401408 {
-    arena[(3813376 +% i231)] = (Float(1) / (Float(1) + expf((Float(0) - arena[(3411968 +% i231)]))))
-  }
-  // gap = global_avgpool(act3)
-  for q232 in 0..<2048 {
-    var acc233: Float = Float(0)
-    for i234 in 0..<196 {
-      acc233 = (acc233 + arena[((3813376 +% (q232 *% 196)) +% i234)])
-    }
-    arena[(3411968 +% q232)] = (acc233 / Float(196))
-  }
-  // flat = flatten(gap)
-  // fc = dense(flat)
-  sgemm(101, 111, 112, 64, 10, 32, 1, arena + 3411968, 32, params + 7120, 32, Float(bitPattern: 0x0), arena + 3414016, 10)
-  for n235 in 0..<64 {
-    for u236 in 0..<1 {
-      storeVector(arena, ((u236 *% 8) +% (3414016 +% (n235 *% 10))), (loadVector(arena, ((u236 *% 8) +% (3414016 +% (n235 *% 10)))) + loadVector(params, ((u236 *% 8) +% 7440))))
-    }
-    for u236 in 0..<1 {
-      storePartial(arena, ((u236 +% 8) +% (3414016 +% (n235 *% 10))), (loadPartial(arena, ((u236 +% 8) +% (3414016 +% (n235 *% 10))), 2) + loadPartial(params, ((u236 +% 8) +% 7440), 2)), 2)
-    }
-  }
-  // loss = cross_entropy(fc, label)
-  var total237: Float = Float(0)
-  for n238 in 0..<64 {
-    var m239: Float = arena[(3414016 +% (n238 *% 10))]
-    for k241 in 0..<10 {
-      m239 = { let x = m239, y = arena[((3414016 +% (n238 *% 10)) +% k241)]; return y > x ? y : x }()
-    }
-    var s240: Float = Float(0)
-    for k242 in 0..<10 {
-      s240 = (s240 + expf((arena[((3414016 +% (n238 *% 10)) +% k242)] - m239)))
-    }
-    total237 = (total237 + ((m239 + logf(s240)) - arena[((3414016 +% (n238 *% 10)) +% Int(labels[n238]))]))
-  }
-  arena[3414656] = (total237 / Float(64))
-  // fc_grad = cross_entropy_grad(fc, label)
-  for n243 in 0..<64 {
-    var m244: Float = arena[(3414016 +% (n243 *% 10))]
-    for k246 in 0..<10 {
-      m244 = { let x = m244, y = arena[((3414016 +% (n243 *% 10)) +% k246)]; return y > x ? y : x }()
-    }
-    var s245: Float = Float(0)
-    for k247 in 0..<10 {
-      s245 = (s245 + expf((arena[((3414016 +% (n243 *% 10)) +% k247)] - m244)))
-    }
-    for k248 in 0..<10 {
-      arena[((3414672 +% (n243 *% 10)) +% k248)] = ((k248 == Int(labels[n243]) ? ((expf((arena[((3414016 +% (n243 *% 10)) +% k248)] - m244)) / s245) - Float(1)) : (expf((arena[((3414016 +% (n243 *% 10)) +% k248)] - m244)) / s245)) / Float(64))
-    }
-  }
-  // fc_weight_grad = dense_grad_weight(fc_grad, flat)
-  sgemm(101, 112, 111, 10, 32, 64, 1, arena + 3414672, 10, arena + 3411968, 32, Float(bitPattern: 0x0), grads + 7120, 32)
-  // fc_bias_grad = dense_grad_bias(fc_grad)
-  for u249 in 0..<10 {
-    var acc250: Float = Float(0)
-    for n251 in 0..<64 {
-      acc250 = (acc250 + arena[((3414672 +% (n251 *% 10)) +% u249)])
-    }
-    grads[(7440 +% u249)] = acc250
-  }
-  // flat_grad = dense_grad_input(fc_grad, fc.weight)
-  sgemm(101, 111, 111, 64, 32, 10, 1, arena + 3414672, 10, params + 7120, 32, Float(bitPattern: 0x0), arena + 3415312, 32)
-  // gap_grad = flatten_grad(flat_grad, gap)
-  // act3_grad = global_avgpool_grad(gap_grad, act3)
-  for q252 in 0..<2048 {
-    for i253 in 0..<24 {
-      storeVector(arena, ((i253 *% 8) +% (4214784 +% (q252 *% 196))), (Vector(repeating: arena[(3415312 +% q252)]) / Vector(repeating: Float(196))))
-    }
-    for i253 in 0..<1 {
-      storePartial(arena, ((i253 +% 192) +% (4214784 +% (q252 *% 196))), (Vector(repeating: arena[(3415312 +% q252)]) / Vector(repeating: Float(196))), 4)
-    }
-  }
-  // conv3_grad = sigmoid_grad(act3_grad, act3)
-  for i254 in 0..<50176 {
-    storeVector(arena, ((i254 *% 8) +% 4616192), ((loadVector(arena, ((i254 *% 8) +% 4214784)) * loadVector(arena, ((i254 *% 8) +% 3813376))) * (Vector(repeating: Float(1)) - loadVector(arena, ((i254 *% 8) +% 3813376)))))
-  }
-  // conv3_weight_grad = conv2d_grad_weight(conv3_grad, pool)
-  for i255 in 0..<1024 {
-    storeVector(arena, ((i255 *% 8) +% 3462672), Vector(repeating: Float(0)))
-  }
-  for i256 in 0..<512 {
-    storeVector(arena, ((i256 *% 8) +% 3414672), Vector(repeating: Float(0)))
-  }
-  for i257 in 0..<784 {
-    storeVector(arena, ((i257 *% 8) +% 3431312), Vector(repeating: Float(0)))
-  }
-  for g258 in 0..<64 {
-    for j259 in 0..<1 {
-      for c260 in 0..<16 {
-        for iy261 in 0..<14 {
-          for ix262 in 0..<14 {
-            arena[(3414672 +% ((((j259 *% 4096) +% ((iy261 +% 1) *% 256)) +% ((ix262 +% 1) *% 16)) +% c260))] = arena[((((3211264 +% ((g258 +% j259) *% 3136)) +% (c260 *% 196)) +% (iy261 *% 14)) +% ix262)]
-          }
-        }
-      }
-    }
-    for j263 in 0..<1 {
-      for ty264 in 0..<7 {
-        for tx265 in 0..<7 {
-          for cv266 in 0..<2 {
-            let w267 = (loadVector(arena, (3414672 +% ((((j263 *% 4096) +% ((ty264 *% 2) *% 256)) +% ((tx265 *% 2) *% 16)) +% (cv266 *% 8)))) - loadVector(arena, (3414672 +% ((((j263 *% 4096) +% (((ty264 *% 2) +% 2) *% 256)) +% ((tx265 *% 2) *% 16)) +% (cv266 *% 8)))))
-            let w268 = (loadVector(arena, (3414672 +% ((((j263 *% 4096) +% (((ty264 *% 2) +% 1) *% 256)) +% ((tx265 *% 2) *% 16)) +% (cv266 *% 8)))) + loadVector(arena, (3414672 +% ((((j263 *% 4096) +% (((ty264 *% 2) +% 2) *% 256)) +% ((tx265 *% 2) *% 16)) +% (cv266 *% 8)))))
-            let w269 = (loadVector(arena, (3414672 +% ((((j263 *% 4096) +% (((ty264 *% 2) +% 2) *% 256)) +% ((tx265 *% 2) *% 16)) +% (cv266 *% 8)))) - loadVector(arena, (3414672 +% ((((j263 *% 4096) +% (((ty264 *% 2) +% 1) *% 256)) +% ((tx265 *% 2) *% 16)) +% (cv266 *% 8)))))
-            let w270 = (loadVector(arena, (3414672 +% ((((j263 *% 4096) +% (((ty264 *% 2) +% 1) *% 256)) +% ((tx265 *% 2) *% 16)) +% (cv266 *% 8)))) - loadVector(arena, (3414672 +% ((((j263 *% 4096) +% (((ty264 *% 2) +% 3) *% 256)) +% ((tx265 *% 2) *% 16)) +% (cv266 *% 8)))))
-            let w271 = (loadVector(arena, (3414672 +% ((((j263 *% 4096) +% ((ty264 *% 2) *% 256)) +% (((tx265 *% 2) +% 1) *% 16)) +% (cv266 *% 8)))) - loadVector(arena, (3414672 +% ((((j263 *% 4096) +% (((ty264 *% 2) +% 2) *% 256)) +% (((tx265 *% 2) +% 1) *% 16)) +% (cv266 *% 8)))))
-            let w272 = (loadVector(arena, (3414672 +% ((((j263 *% 4096) +% (((ty264 *% 2) +% 1) *% 256)) +% (((tx265 *% 2) +% 1) *% 16)) +% (cv266 *% 8)))) + loadVector(arena, (3414672 +% ((((j263 *% 4096) +% (((ty264 *% 2) +% 2) *% 256)) +% (((tx265 *% 2) +% 1) *% 16)) +% (cv266 *% 8)))))
-            let w273 = (loadVector(arena, (3414672 +% ((((j263 *% 4096) +% (((ty264 *% 2) +% 2) *% 256)) +% (((tx265 *% 2) +% 1) *% 16)) +% (cv266 *% 8)))) - loadVector(arena, (3414672 +% ((((j263 *% 4096) +% (((ty264 *% 2) +% 1) *% 256)) +% (((tx265 *% 2) +% 1) *% 16)) +% (cv266 *% 8)))))
-            let w274 = (loadVector(arena, (3414672 +% ((((j263 *% 4096) +% (((ty264 *% 2) +% 1) *% 256)) +% (((tx265 *% 2) +% 1) *% 16)) +% (cv266 *% 8)))) - loadVector(arena, (3414672 +% ((((j263 *% 4096) +% (((ty264 *% 2) +% 3) *% 256)) +% (((tx265 *% 2) +% 1) *% 16)) +% (cv266 *% 8)))))
-            let w275 = (loadVector(arena, (3414672 +% ((((j263 *% 4096) +% ((ty264 *% 2) *% 256)) +% (((tx265 *% 2) +% 2) *% 16)) +% (cv266 *% 8)))) - loadVector(arena, (3414672 +% ((((j263 *% 4096) +% (((ty264 *% 2) +% 2) *% 256)) +% (((tx265 *% 2) +% 2) *% 16)) +% (cv266 *% 8)))))
-            let w276 = (loadVector(arena, (3414672 +% ((((j263 *% 4096) +% (((ty264 *% 2) +% 1) *% 256)) +% (((tx265 *% 2) +% 2) *% 16)) +% (cv266 *% 8)))) + loadVector(arena, (3414672 +% ((((j263 *% 4096) +% (((ty264 *% 2) +% 2) *% 256)) +% (((tx265 *% 2) +% 2) *% 16)) +% (cv266 *% 8)))))
-            let w277 = (loadVector(arena, (3414672 +% ((((j263 *% 4096) +% (((ty264 *% 2) +% 2) *% 256)) +% (((tx265 *% 2) +% 2) *% 16)) +% (cv266 *% 8)))) - loadVector(arena, (3414672 +% ((((j263 *% 4096) +% (((ty264 *% 2) +% 1) *% 256)) +% (((tx265 *% 2) +% 2) *% 16)) +% (cv266 *% 8)))))
-            let w278 = (loadVector(arena, (3414672 +% ((((j263 *% 4096) +% (((ty264 *% 2) +% 1) *% 256)) +% (((tx265 *% 2) +% 2) *% 16)) +% (cv266 *% 8)))) - loadVector(arena, (3414672 +% ((((j263 *% 4096) +% (((ty264 *% 2) +% 3) *% 256)) +% (((tx265 *% 2) +% 2) *% 16)) +% (cv266 *% 8)))))
-            let w279 = (loadVector(arena, (3414672 +% ((((j263 *% 4096) +% ((ty264 *% 2) *% 256)) +% (((tx265 *% 2) +% 3) *% 16)) +% (cv266 *% 8)))) - loadVector(arena, (3414672 +% ((((j263 *% 4096) +% (((ty264 *% 2) +% 2) *% 256)) +% (((tx265 *% 2) +% 3) *% 16)) +% (cv266 *% 8)))))
-            let w280 = (loadVector(arena, (3414672 +% ((((j263 *% 4096) +% (((ty264 *% 2) +% 1) *% 256)) +% (((tx265 *% 2) +% 3) *% 16)) +% (cv266 *% 8)))) + loadVector(arena, (3414672 +% ((((j263 *% 4096) +% (((ty264 *% 2) +% 2) *% 256)) +% (((tx265 *% 2) +% 3) *% 16)) +% (cv266 *% 8)))))
-            let w281 = (loadVector(arena, (3414672 +% ((((j263 *% 4096) +% (((ty264 *% 2) +% 2) *% 256)) +% (((tx265 *% 2) +% 3) *% 16)) +% (cv266 *% 8)))) - loadVector(arena, (3414672 +% ((((j263 *% 4096) +% (((ty264 *% 2) +% 1) *% 256)) +% (((tx265 *% 2) +% 3) *% 16)) +% (cv266 *% 8)))))
-            let w282 = (loadVector(arena, (3414672 +% ((((j263 *% 4096) +% (((ty264 *% 2) +% 1) *% 256)) +% (((tx265 *% 2) +% 3) *% 16)) +% (cv266 *% 8)))) - loadVector(arena, (3414672 +% ((((j263 *% 4096) +% (((ty264 *% 2) +% 3) *% 256)) +% (((tx265 *% 2) +% 3) *% 16)) +% (cv266 *% 8)))))
-            let w283 = (w267 - w275)
-            let w284 = (w271 + w275)
-            let w285 = (w275 - w271)
-            let w286 = (w271 - w279)
-            let w287 = (w268 - w276)
-            let w288 = (w272 + w276)
-            let w289 = (w276 - w272)
-            let w290 = (w272 - w280)
-            let w291 = (w269 - w277)
-            let w292 = (w273 + w277)
-            let w293 = (w277 - w273)
-            let w294 = (w273 - w281)
-            let w295 = (w270 - w278)
-            let w296 = (w274 + w278)
-            let w297 = (w278 - w274)
-            let w298 = (w274 - w282)
-            storeVector(arena, ((3418768 +% ((((j263 *% 49) +% (ty264 *% 7)) +% tx265) *% 16)) +% (cv266 *% 8)), w283)
-            storeVector(arena, ((3419552 +% ((((j263 *% 49) +% (ty264 *% 7)) +% tx265) *% 16)) +% (cv266 *% 8)), w284)
-            storeVector(arena, ((3420336 +% ((((j263 *% 49) +% (ty264 *% 7)) +% tx265) *% 16)) +% (cv266 *% 8)), w285)
-            storeVector(arena, ((3421120 +% ((((j263 *% 49) +% (ty264 *% 7)) +% tx265) *% 16)) +% (cv266 *% 8)), w286)
-            storeVector(arena, ((3421904 +% ((((j263 *% 49) +% (ty264 *% 7)) +% tx265) *% 16)) +% (cv266 *% 8)), w287)
-            storeVector(arena, ((3422688 +% ((((j263 *% 49) +% (ty264 *% 7)) +% tx265) *% 16)) +% (cv266 *% 8)), w288)
-            storeVector(arena, ((3423472 +% ((((j263 *% 49) +% (ty264 *% 7)) +% tx265) *% 16)) +% (cv266 *% 8)), w289)
-            storeVector(arena, ((3424256 +% ((((j263 *% 49) +% (ty264 *% 7)) +% tx265) *% 16)) +% (cv266 *% 8)), w290)
-            storeVector(arena, ((3425040 +% ((((j263 *% 49) +% (ty264 *% 7)) +% tx265) *% 16)) +% (cv266 *% 8)), w291)
-            storeVector(arena, ((3425824 +% ((((j263 *% 49) +% (ty264 *% 7)) +% tx265) *% 16)) +% (cv266 *% 8)), w292)
-            storeVector(arena, ((3426608 +% ((((j263 *% 49) +% (ty264 *% 7)) +% tx265) *% 16)) +% (cv266 *% 8)), w293)
-            storeVector(arena, ((3427392 +% ((((j263 *% 49) +% (ty264 *% 7)) +% tx265) *% 16)) +% (cv266 *% 8)), w294)
-            storeVector(arena, ((3428176 +% ((((j263 *% 49) +% (ty264 *% 7)) +% tx265) *% 16)) +% (cv266 *% 8)), w295)
-            storeVector(arena, ((3428960 +% ((((j263 *% 49) +% (ty264 *% 7)) +% tx265) *% 16)) +% (cv266 *% 8)), w296)
-            storeVector(arena, ((3429744 +% ((((j263 *% 49) +% (ty264 *% 7)) +% tx265) *% 16)) +% (cv266 *% 8)), w297)
-            storeVector(arena, ((3430528 +% ((((j263 *% 49) +% (ty264 *% 7)) +% tx265) *% 16)) +% (cv266 *% 8)), w298)
-          }
-        }
-      }
-    }
-    for j299 in 0..<1 {
-      for c300 in 0..<32 {
-        for iy301 in 0..<14 {
-          for ix302 in 0..<14 {
-            arena[(3431312 +% ((((j299 *% 6272) +% (iy301 *% 448)) +% (ix302 *% 32)) +% c300))] = arena[((((4616192 +% ((g258 +% j299) *% 6272)) +% (c300 *% 196)) +% (iy301 *% 14)) +% ix302)]
-          }
-        }
-      }
-    }
-    for j303 in 0..<1 {
-      for ty304 in 0..<7 {
-        for tx305 in 0..<7 {
-          for cv306 in 0..<4 {
-            let w307 = loadVector(arena, (3431312 +% ((((j303 *% 6272) +% ((ty304 *% 2) *% 448)) +% ((tx305 *% 2) *% 32)) +% (cv306 *% 8))))
-            let w308 = (loadVector(arena, (3431312 +% ((((j303 *% 6272) +% ((ty304 *% 2) *% 448)) +% ((tx305 *% 2) *% 32)) +% (cv306 *% 8)))) + loadVector(arena, (3431312 +% ((((j303 *% 6272) +% (((ty304 *% 2) +% 1) *% 448)) +% ((tx305 *% 2) *% 32)) +% (cv306 *% 8)))))
-            let w309 = (loadVector(arena, (3431312 +% ((((j303 *% 6272) +% ((ty304 *% 2) *% 448)) +% ((tx305 *% 2) *% 32)) +% (cv306 *% 8)))) - loadVector(arena, (3431312 +% ((((j303 *% 6272) +% (((ty304 *% 2) +% 1) *% 448)) +% ((tx305 *% 2) *% 32)) +% (cv306 *% 8)))))
-            let w310 = (loadVector(arena, (3431312 +% ((((j303 *% 6272) +% (((ty304 *% 2) +% 1) *% 448)) +% ((tx305 *% 2) *% 32)) +% (cv306 *% 8)))) * Vector(repeating: Float(-1)))
-            let w311 = loadVector(arena, (3431312 +% ((((j303 *% 6272) +% ((ty304 *% 2) *% 448)) +% (((tx305 *% 2) +% 1) *% 32)) +% (cv306 *% 8))))
-            let w312 = (loadVector(arena, (3431312 +% ((((j303 *% 6272) +% ((ty304 *% 2) *% 448)) +% (((tx305 *% 2) +% 1) *% 32)) +% (cv306 *% 8)))) + loadVector(arena, (3431312 +% ((((j303 *% 6272) +% (((ty304 *% 2) +% 1) *% 448)) +% (((tx305 *% 2) +% 1) *% 32)) +% (cv306 *% 8)))))
-            let w313 = (loadVector(arena, (3431312 +% ((((j303 *% 6272) +% ((ty304 *% 2) *% 448)) +% (((tx305 *% 2) +% 1) *% 32)) +% (cv306 *% 8)))) - loadVector(arena, (3431312 +% ((((j303 *% 6272) +% (((ty304 *% 2) +% 1) *% 448)) +% (((tx305 *% 2) +% 1) *% 32)) +% (cv306 *% 8)))))
-            let w314 = (loadVector(arena, (3431312 +% ((((j303 *% 6272) +% (((ty304 *% 2) +% 1) *% 448)) +% (((tx305 *% 2) +% 1) *% 32)) +% (cv306 *% 8)))) * Vector(repeating: Float(-1)))
-            let w315 = w307
-            let w316 = (w307 + w311)
-            let w317 = (w307 - w311)
-            let w318 = (w311 * Vector(repeating: Float(-1)))
-            let w319 = w308
-            let w320 = (w308 + w312)
-            let w321 = (w308 - w312)
-            let w322 = (w312 * Vector(repeating: Float(-1)))
-            let w323 = w309
-            let w324 = (w309 + w313)
-            let w325 = (w309 - w313)
-            let w326 = (w313 * Vector(repeating: Float(-1)))
-            let w327 = w310
-            let w328 = (w310 + w314)
-            let w329 = (w310 - w314)
-            let w330 = (w314 * Vector(repeating: Float(-1)))
-            storeVector(arena, ((3437584 +% ((((j303 *% 49) +% (ty304 *% 7)) +% tx305) *% 32)) +% (cv306 *% 8)), w315)
-            storeVector(arena, ((3439152 +% ((((j303 *% 49) +% (ty304 *% 7)) +% tx305) *% 32)) +% (cv306 *% 8)), w316)
-            storeVector(arena, ((3440720 +% ((((j303 *% 49) +% (ty304 *% 7)) +% tx305) *% 32)) +% (cv306 *% 8)), w317)
-            storeVector(arena, ((3442288 +% ((((j303 *% 49) +% (ty304 *% 7)) +% tx305) *% 32)) +% (cv306 *% 8)), w318)
-            storeVector(arena, ((3443856 +% ((((j303 *% 49) +% (ty304 *% 7)) +% tx305) *% 32)) +% (cv306 *% 8)), w319)
-            storeVector(arena, ((3445424 +% ((((j303 *% 49) +% (ty304 *% 7)) +% tx305) *% 32)) +% (cv306 *% 8)), w320)
-            storeVector(arena, ((3446992 +% ((((j303 *% 49) +% (ty304 *% 7)) +% tx305) *% 32)) +% (cv306 *% 8)), w321)
-            storeVector(arena, ((3448560 +% ((((j303 *% 49) +% (ty304 *% 7)) +% tx305) *% 32)) +% (cv306 *% 8)), w322)
-            storeVector(arena, ((3450128 +% ((((j303 *% 49) +% (ty304 *% 7)) +% tx305) *% 32)) +% (cv306 *% 8)), w323)
-            storeVector(arena, ((3451696 +% ((((j303 *% 49) +% (ty304 *% 7)) +% tx305) *% 32)) +% (cv306 *% 8)), w324)
-            storeVector(arena, ((3453264 +% ((((j303 *% 49) +% (ty304 *% 7)) +% tx305) *% 32)) +% (cv306 *% 8)), w325)
-            storeVector(arena, ((3454832 +% ((((j303 *% 49) +% (ty304 *% 7)) +% tx305) *% 32)) +% (cv306 *% 8)), w326)
-            storeVector(arena, ((3456400 +% ((((j303 *% 49) +% (ty304 *% 7)) +% tx305) *% 32)) +% (cv306 *% 8)), w327)
-            storeVector(arena, ((3457968 +% ((((j303 *% 49) +% (ty304 *% 7)) +% tx305) *% 32)) +% (cv306 *% 8)), w328)
-            storeVector(arena, ((3459536 +% ((((j303 *% 49) +% (ty304 *% 7)) +% tx305) *% 32)) +% (cv306 *% 8)), w329)
-            storeVector(arena, ((3461104 +% ((((j303 *% 49) +% (ty304 *% 7)) +% tx305) *% 32)) +% (cv306 *% 8)), w330)
-          }
-        }
-      }
-    }
-    for xi331 in 0..<16 {
-      sgemm(101, 112, 111, 16, 32, 49, 1, arena + (3418768 +% (xi331 *% 784)), 16, arena + (3437584 +% (xi331 *% 1568)), 32, Float(bitPattern: 0x3f800000), arena + (3462672 +% (xi331 *% 512)), 32)
-    }
-  }
-  do {  // scalar loops
-    for f332 in 0..<32 {
-      for c333 in 0..<16 {
-        var w334: Float = (((arena[((3462672 +% (c333 *% 32)) +% f332)] * Float(1)) + (arena[((3464720 +% (c333 *% 32)) +% f332)] * Float(bitPattern: 0x3f000000))) + (arena[((3466768 +% (c333 *% 32)) +% f332)] * Float(bitPattern: 0x3f000000)))
-        var w335: Float = ((arena[((3464720 +% (c333 *% 32)) +% f332)] - arena[((3466768 +% (c333 *% 32)) +% f332)]) * Float(bitPattern: 0x3f000000))
-        var w336: Float = (((arena[((3464720 +% (c333 *% 32)) +% f332)] * Float(bitPattern: 0x3f000000)) + (arena[((3466768 +% (c333 *% 32)) +% f332)] * Float(bitPattern: 0x3f000000))) + (arena[((3468816 +% (c333 *% 32)) +% f332)] * Float(1)))
-        var w337: Float = (((arena[((3463184 +% (c333 *% 32)) +% f332)] * Float(1)) + (arena[((3465232 +% (c333 *% 32)) +% f332)] * Float(bitPattern: 0x3f000000))) + (arena[((3467280 +% (c333 *% 32)) +% f332)] * Float(bitPattern: 0x3f000000)))
-        var w338: Float = ((arena[((3465232 +% (c333 *% 32)) +% f332)] - arena[((3467280 +% (c333 *% 32)) +% f332)]) * Float(bitPattern: 0x3f000000))
-        var w339: Float = (((arena[((3465232 +% (c333 *% 32)) +% f332)] * Float(bitPattern: 0x3f000000)) + (arena[((3467280 +% (c333 *% 32)) +% f332)] * Float(bitPattern: 0x3f000000))) + (arena[((3469328 +% (c333 *% 32)) +% f332)] * Float(1)))
-        var w340: Float = (((arena[((3463696 +% (c333 *% 32)) +% f332)] * Float(1)) + (arena[((3465744 +% (c333 *% 32)) +% f332)] * Float(bitPattern: 0x3f000000))) + (arena[((3467792 +% (c333 *% 32)) +% f332)] * Float(bitPattern: 0x3f000000)))
-        var w341: Float = ((arena[((3465744 +% (c333 *% 32)) +% f332)] - arena[((3467792 +% (c333 *% 32)) +% f332)]) * Float(bitPattern: 0x3f000000))
-        var w342: Float = (((arena[((3465744 +% (c333 *% 32)) +% f332)] * Float(bitPattern: 0x3f000000)) + (arena[((3467792 +% (c333 *% 32)) +% f332)] * Float(bitPattern: 0x3f000000))) + (arena[((3469840 +% (c333 *% 32)) +% f332)] * Float(1)))
-        var w343: Float = (((arena[((3464208 +% (c333 *% 32)) +% f332)] * Float(1)) + (arena[((3466256 +% (c333 *% 32)) +% f332)] * Float(bitPattern: 0x3f000000))) + (arena[((3468304 +% (c333 *% 32)) +% f332)] * Float(bitPattern: 0x3f000000)))
-        var w344: Float = ((arena[((3466256 +% (c333 *% 32)) +% f332)] - arena[((3468304 +% (c333 *% 32)) +% f332)]) * Float(bitPattern: 0x3f000000))
-        var w345: Float = (((arena[((3466256 +% (c333 *% 32)) +% f332)] * Float(bitPattern: 0x3f000000)) + (arena[((3468304 +% (c333 *% 32)) +% f332)] * Float(bitPattern: 0x3f000000))) + (arena[((3470352 +% (c333 *% 32)) +% f332)] * Float(1)))
-        var w346: Float = (((w334 * Float(1)) + (w337 * Float(bitPattern: 0x3f000000))) + (w340 * Float(bitPattern: 0x3f000000)))
-        var w347: Float = ((w337 - w340) * Float(bitPattern: 0x3f000000))
-        var w348: Float = (((w337 * Float(bitPattern: 0x3f000000)) + (w340 * Float(bitPattern: 0x3f000000))) + (w343 * Float(1)))
-        var w349: Float = (((w335 * Float(1)) + (w338 * Float(bitPattern: 0x3f000000))) + (w341 * Float(bitPattern: 0x3f000000)))
-        var w350: Float = ((w338 - w341) * Float(bitPattern: 0x3f000000))
-        var w351: Float = (((w338 * Float(bitPattern: 0x3f000000)) + (w341 * Float(bitPattern: 0x3f000000))) + (w344 * Float(1)))
-        var w352: Float = (((w336 * Float(1)) + (w339 * Float(bitPattern: 0x3f000000))) + (w342 * Float(bitPattern: 0x3f000000)))
-        var w353: Float = ((w339 - w342) * Float(bitPattern: 0x3f000000))
-        var w354: Float = (((w339 * Float(bitPattern: 0x3f000000)) + (w342 * Float(bitPattern: 0x3f000000))) + (w345 * Float(1)))
-        grads[(2480 +% (((f332 *% 16) +% c333) *% 9))] = w346
-        grads[((2480 +% (((f332 *% 16) +% c333) *% 9)) +% 1)] = w347
-        grads[((2480 +% (((f332 *% 16) +% c333) *% 9)) +% 2)] = w348
-        grads[((2480 +% (((f332 *% 16) +% c333) *% 9)) +% 3)] = w349
-        grads[((2480 +% (((f332 *% 16) +% c333) *% 9)) +% 4)] = w350
-        grads[((2480 +% (((f332 *% 16) +% c333) *% 9)) +% 5)] = w351
-        grads[((2480 +% (((f332 *% 16) +% c333) *% 9)) +% 6)] = w352
-        grads[((2480 +% (((f332 *% 16) +% c333) *% 9)) +% 7)] = w353
-        grads[((2480 +% (((f332 *% 16) +% c333) *% 9)) +% 8)] = w354
-      }
-    }
-  }
-  // conv3_bias_grad = conv2d_grad_bias(conv3_grad)
-  for f355 in 0..<32 {
-    var acc356 = Vector()
-    for img357 in 0..<64 {
-      for i358 in 0..<24 {
-        acc356 = acc356.addingProduct(Vector(repeating: Float(1)), loadVector(arena, (((4616192 +% (img357 *% 6272)) +% (f355 *% 196)) +% (i358 *% 8))))
-      }
-      acc356 = acc356.addingProduct(Vector(repeating: Float(1)), loadPartial(arena, (((4616192 +% (img357 *% 6272)) +% (f355 *% 196)) +% 192), 4))
-    }
-    storeVector(arena, 3411968, acc356)
-    var sum359: Float = (arena[3411968] + arena[3411969])
-    var sum360: Float = (sum359 + arena[3411970])
-    var sum361: Float = (sum360 + arena[3411971])
-    var sum362: Float = (sum361 + arena[3411972])
-    var sum363: Float = (sum362 + arena[3411973])
-    var sum364: Float = (sum363 + arena[3411974])
-    var sum365: Float = (sum364 + arena[3411975])
-    grads[(7088 +% f355)] = sum365
-  }
-  // pool_grad = conv2d_grad_input(conv3_grad, conv3.weight, pool)
-  do {  // scalar loops
-    for ci366 in 0..<32 {
-      for co367 in 0..<16 {
-        var w368: Float = params[((2480 +% (((ci366 *% 16) +% co367) *% 9)) +% 8)]
-        var w369: Float = (((params[((2480 +% (((ci366 *% 16) +% co367) *% 9)) +% 8)] + params[((2480 +% (((ci366 *% 16) +% co367) *% 9)) +% 5)]) + params[((2480 +% (((ci366 *% 16) +% co367) *% 9)) +% 2)]) * Float(bitPattern: 0x3f000000))
-        var w370: Float = (((params[((2480 +% (((ci366 *% 16) +% co367) *% 9)) +% 8)] + params[((2480 +% (((ci366 *% 16) +% co367) *% 9)) +% 2)]) - params[((2480 +% (((ci366 *% 16) +% co367) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
-        var w371: Float = params[((2480 +% (((ci366 *% 16) +% co367) *% 9)) +% 2)]
-        var w372: Float = params[((2480 +% (((ci366 *% 16) +% co367) *% 9)) +% 7)]
-        var w373: Float = (((params[((2480 +% (((ci366 *% 16) +% co367) *% 9)) +% 7)] + params[((2480 +% (((ci366 *% 16) +% co367) *% 9)) +% 4)]) + params[((2480 +% (((ci366 *% 16) +% co367) *% 9)) +% 1)]) * Float(bitPattern: 0x3f000000))
-        var w374: Float = (((params[((2480 +% (((ci366 *% 16) +% co367) *% 9)) +% 7)] + params[((2480 +% (((ci366 *% 16) +% co367) *% 9)) +% 1)]) - params[((2480 +% (((ci366 *% 16) +% co367) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
-        var w375: Float = params[((2480 +% (((ci366 *% 16) +% co367) *% 9)) +% 1)]
-        var w376: Float = params[((2480 +% (((ci366 *% 16) +% co367) *% 9)) +% 6)]
-        var w377: Float = (((params[((2480 +% (((ci366 *% 16) +% co367) *% 9)) +% 6)] + params[((2480 +% (((ci366 *% 16) +% co367) *% 9)) +% 3)]) + params[(2480 +% (((ci366 *% 16) +% co367) *% 9))]) * Float(bitPattern: 0x3f000000))
-        var w378: Float = (((params[((2480 +% (((ci366 *% 16) +% co367) *% 9)) +% 6)] + params[(2480 +% (((ci366 *% 16) +% co367) *% 9))]) - params[((2480 +% (((ci366 *% 16) +% co367) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
-        var w379: Float = params[(2480 +% (((ci366 *% 16) +% co367) *% 9))]
-        var w380: Float = w368
-        var w381: Float = (((w368 + w372) + w376) * Float(bitPattern: 0x3f000000))
-        var w382: Float = (((w368 + w376) - w372) * Float(bitPattern: 0x3f000000))
-        var w383: Float = w376
-        var w384: Float = w369
-        var w385: Float = (((w369 + w373) + w377) * Float(bitPattern: 0x3f000000))
-        var w386: Float = (((w369 + w377) - w373) * Float(bitPattern: 0x3f000000))
-        var w387: Float = w377
-        var w388: Float = w370
-        var w389: Float = (((w370 + w374) + w378) * Float(bitPattern: 0x3f000000))
-        var w390: Float = (((w370 + w378) - w374) * Float(bitPattern: 0x3f000000))
-        var w391: Float = w378
-        var w392: Float = w371
-        var w393: Float = (((w371 + w375) + w379) * Float(bitPattern: 0x3f000000))
-        var w394: Float = (((w371 + w379) - w375) * Float(bitPattern: 0x3f000000))
-        var w395: Float = w379
-        arena[((3615376 +% (ci366 *% 16)) +% co367)] = w380
-        arena[((3615888 +% (ci366 *% 16)) +% co367)] = w381
-        arena[((3616400 +% (ci366 *% 16)) +% co367)] = w382
-        arena[((3616912 +% (ci366 *% 16)) +% co367)] = w383
-        arena[((3617424 +% (ci366 *% 16)) +% co367)] = w384
-        arena[((3617936 +% (ci366 *% 16)) +% co367)] = w385
-        arena[((3618448 +% (ci366 *% 16)) +% co367)] = w386
-        arena[((3618960 +% (ci366 *% 16)) +% co367)] = w387
-        arena[((3619472 +% (ci366 *% 16)) +% co367)] = w388
-        arena[((3619984 +% (ci366 *% 16)) +% co367)] = w389
-        arena[((3620496 +% (ci366 *% 16)) +% co367)] = w390
-        arena[((3621008 +% (ci366 *% 16)) +% co367)] = w391
-        arena[((3621520 +% (ci366 *% 16)) +% co367)] = w392
-        arena[((3622032 +% (ci366 *% 16)) +% co367)] = w393
-        arena[((3622544 +% (ci366 *% 16)) +% co367)] = w394
-        arena[((3623056 +% (ci366 *% 16)) +% co367)] = w395
-      }
-    }
-  }
-  for i396 in 0..<1024 {
-    storeVector(arena, ((i396 *% 8) +% 3623568), Vector(repeating: Float(0)))
-  }
-  for g397 in 0..<64 {
-    for j398 in 0..<1 {
-      for c399 in 0..<32 {
-        for iy400 in 0..<14 {
-          for ix401 in 0..<14 {
-            arena[(3623568 +% ((((j398 *% 8192) +% ((iy400 +% 1) *% 512)) +% ((ix401 +% 1) *% 32)) +% c399))] = arena[((((4616192 +% ((g397 +% j398) *% 6272)) +% (c399 *% 196)) +% (iy400 *% 14)) +% ix401)]
-          }
-        }
-      }
-    }
-    for j402 in 0..<1 {
-      for ty403 in 0..<7 {
-        for tx404 in 0..<7 {
-          for cv405 in 0..<4 {
-            let w406 = (loadVector(arena, (3623568 +% ((((j402 *% 8192) +% ((ty403 *% 2) *% 512)) +% ((tx404 *% 2) *% 32)) +% (cv405 *% 8)))) - loadVector(arena, (3623568 +% ((((j402 *% 8192) +% (((ty403 *% 2) +% 2) *% 512)) +% ((tx404 *% 2) *% 32)) +% (cv405 *% 8)))))
-            let w407 = (loadVector(arena, (3623568 +% ((((j402 *% 8192) +% (((ty403 *% 2) +% 1) *% 512)) +% ((tx404 *% 2) *% 32)) +% (cv405 *% 8)))) + loadVector(arena, (3623568 +% ((((j402 *% 8192) +% (((ty403 *% 2) +% 2) *% 512)) +% ((tx404 *% 2) *% 32)) +% (cv405 *% 8)))))
-            let w408 = (loadVector(arena, (3623568 +% ((((j402 *% 8192) +% (((ty403 *% 2) +% 2) *% 512)) +% ((tx404 *% 2) *% 32)) +% (cv405 *% 8)))) - loadVector(arena, (3623568 +% ((((j402 *% 8192) +% (((ty403 *% 2) +% 1) *% 512)) +% ((tx404 *% 2) *% 32)) +% (cv405 *% 8)))))
-            let w409 = (loadVector(arena, (3623568 +% ((((j402 *% 8192) +% (((ty403 *% 2) +% 1) *% 512)) +% ((tx404 *% 2) *% 32)) +% (cv405 *% 8)))) - loadVector(arena, (3623568 +% ((((j402 *% 8192) +% (((ty403 *% 2) +% 3) *% 512)) +% ((tx404 *% 2) *% 32)) +% (cv405 *% 8)))))
-            let w410 = (loadVector(arena, (3623568 +% ((((j402 *% 8192) +% ((ty403 *% 2) *% 512)) +% (((tx404 *% 2) +% 1) *% 32)) +% (cv405 *% 8)))) - loadVector(arena, (3623568 +% ((((j402 *% 8192) +% (((ty403 *% 2) +% 2) *% 512)) +% (((tx404 *% 2) +% 1) *% 32)) +% (cv405 *% 8)))))
-            let w411 = (loadVector(arena, (3623568 +% ((((j402 *% 8192) +% (((ty403 *% 2) +% 1) *% 512)) +% (((tx404 *% 2) +% 1) *% 32)) +% (cv405 *% 8)))) + loadVector(arena, (3623568 +% ((((j402 *% 8192) +% (((ty403 *% 2) +% 2) *% 512)) +% (((tx404 *% 2) +% 1) *% 32)) +% (cv405 *% 8)))))
-            let w412 = (loadVector(arena, (3623568 +% ((((j402 *% 8192) +% (((ty403 *% 2) +% 2) *% 512)) +% (((tx404 *% 2) +% 1) *% 32)) +% (cv405 *% 8)))) - loadVector(arena, (3623568 +% ((((j402 *% 8192) +% (((ty403 *% 2) +% 1) *% 512)) +% (((tx404 *% 2) +% 1) *% 32)) +% (cv405 *% 8)))))
-            let w413 = (loadVector(arena, (3623568 +% ((((j402 *% 8192) +% (((ty403 *% 2) +% 1) *% 512)) +% (((tx404 *% 2) +% 1) *% 32)) +% (cv405 *% 8)))) - loadVector(arena, (3623568 +% ((((j402 *% 8192) +% (((ty403 *% 2) +% 3) *% 512)) +% (((tx404 *% 2) +% 1) *% 32)) +% (cv405 *% 8)))))
-            let w414 = (loadVector(arena, (3623568 +% ((((j402 *% 8192) +% ((ty403 *% 2) *% 512)) +% (((tx404 *% 2) +% 2) *% 32)) +% (cv405 *% 8)))) - loadVector(arena, (3623568 +% ((((j402 *% 8192) +% (((ty403 *% 2) +% 2) *% 512)) +% (((tx404 *% 2) +% 2) *% 32)) +% (cv405 *% 8)))))
-            let w415 = (loadVector(arena, (3623568 +% ((((j402 *% 8192) +% (((ty403 *% 2) +% 1) *% 512)) +% (((tx404 *% 2) +% 2) *% 32)) +% (cv405 *% 8)))) + loadVector(arena, (3623568 +% ((((j402 *% 8192) +% (((ty403 *% 2) +% 2) *% 512)) +% (((tx404 *% 2) +% 2) *% 32)) +% (cv405 *% 8)))))
-            let w416 = (loadVector(arena, (3623568 +% ((((j402 *% 8192) +% (((ty403 *% 2) +% 2) *% 512)) +% (((tx404 *% 2) +% 2) *% 32)) +% (cv405 *% 8)))) - loadVector(arena, (3623568 +% ((((j402 *% 8192) +% (((ty403 *% 2) +% 1) *% 512)) +% (((tx404 *% 2) +% 2) *% 32)) +% (cv405 *% 8)))))
-            let w417 = (loadVector(arena, (3623568 +% ((((j402 *% 8192) +% (((ty403 *% 2) +% 1) *% 512)) +% (((tx404 *% 2) +% 2) *% 32)) +% (cv405 *% 8)))) - loadVector(arena, (3623568 +% ((((j402 *% 8192) +% (((ty403 *% 2) +% 3) *% 512)) +% (((tx404 *% 2) +% 2) *% 32)) +% (cv405 *% 8)))))
-            let w418 = (loadVector(arena, (3623568 +% ((((j402 *% 8192) +% ((ty403 *% 2) *% 512)) +% (((tx404 *% 2) +% 3) *% 32)) +% (cv405 *% 8)))) - loadVector(arena, (3623568 +% ((((j402 *% 8192) +% (((ty403 *% 2) +% 2) *% 512)) +% (((tx404 *% 2) +% 3) *% 32)) +% (cv405 *% 8)))))
-            let w419 = (loadVector(arena, (3623568 +% ((((j402 *% 8192) +% (((ty403 *% 2) +% 1) *% 512)) +% (((tx404 *% 2) +% 3) *% 32)) +% (cv405 *% 8)))) + loadVector(arena, (3623568 +% ((((j402 *% 8192) +% (((ty403 *% 2) +% 2) *% 512)) +% (((tx404 *% 2) +% 3) *% 32)) +% (cv405 *% 8)))))
-            let w420 = (loadVector(arena, (3623568 +% ((((j402 *% 8192) +% (((ty403 *% 2) +% 2) *% 512)) +% (((tx404 *% 2) +% 3) *% 32)) +% (cv405 *% 8)))) - loadVector(arena, (3623568 +% ((((j402 *% 8192) +% (((ty403 *% 2) +% 1) *% 512)) +% (((tx404 *% 2) +% 3) *% 32)) +% (cv405 *% 8)))))
-            let w421 = (loadVector(arena, (3623568 +% ((((j402 *% 8192) +% (((ty403 *% 2) +% 1) *% 512)) +% (((tx404 *% 2) +% 3) *% 32)) +% (cv405 *% 8)))) - loadVector(arena, (3623568 +% ((((j402 *% 8192) +% (((ty403 *% 2) +% 3) *% 512)) +% (((tx404 *% 2) +% 3) *% 32)) +% (cv405 *% 8)))))
-            let w422 = (w406 - w414)
-            let w423 = (w410 + w414)
-            let w424 = (w414 - w410)
-            let w425 = (w410 - w418)
-            let w426 = (w407 - w415)
-            let w427 = (w411 + w415)
-            let w428 = (w415 - w411)
-            let w429 = (w411 - w419)
-            let w430 = (w408 - w416)
-            let w431 = (w412 + w416)
-            let w432 = (w416 - w412)
-            let w433 = (w412 - w420)
-            let w434 = (w409 - w417)
-            let w435 = (w413 + w417)
-            let w436 = (w417 - w413)
-            let w437 = (w413 - w421)
-            storeVector(arena, ((3631760 +% ((((j402 *% 49) +% (ty403 *% 7)) +% tx404) *% 32)) +% (cv405 *% 8)), w422)
-            storeVector(arena, ((3633328 +% ((((j402 *% 49) +% (ty403 *% 7)) +% tx404) *% 32)) +% (cv405 *% 8)), w423)
-            storeVector(arena, ((3634896 +% ((((j402 *% 49) +% (ty403 *% 7)) +% tx404) *% 32)) +% (cv405 *% 8)), w424)
-            storeVector(arena, ((3636464 +% ((((j402 *% 49) +% (ty403 *% 7)) +% tx404) *% 32)) +% (cv405 *% 8)), w425)
-            storeVector(arena, ((3638032 +% ((((j402 *% 49) +% (ty403 *% 7)) +% tx404) *% 32)) +% (cv405 *% 8)), w426)
-            storeVector(arena, ((3639600 +% ((((j402 *% 49) +% (ty403 *% 7)) +% tx404) *% 32)) +% (cv405 *% 8)), w427)
-            storeVector(arena, ((3641168 +% ((((j402 *% 49) +% (ty403 *% 7)) +% tx404) *% 32)) +% (cv405 *% 8)), w428)
-            storeVector(arena, ((3642736 +% ((((j402 *% 49) +% (ty403 *% 7)) +% tx404) *% 32)) +% (cv405 *% 8)), w429)
-            storeVector(arena, ((3644304 +% ((((j402 *% 49) +% (ty403 *% 7)) +% tx404) *% 32)) +% (cv405 *% 8)), w430)
-            storeVector(arena, ((3645872 +% ((((j402 *% 49) +% (ty403 *% 7)) +% tx404) *% 32)) +% (cv405 *% 8)), w431)
-            storeVector(arena, ((3647440 +% ((((j402 *% 49) +% (ty403 *% 7)) +% tx404) *% 32)) +% (cv405 *% 8)), w432)
-            storeVector(arena, ((3649008 +% ((((j402 *% 49) +% (ty403 *% 7)) +% tx404) *% 32)) +% (cv405 *% 8)), w433)
-            storeVector(arena, ((3650576 +% ((((j402 *% 49) +% (ty403 *% 7)) +% tx404) *% 32)) +% (cv405 *% 8)), w434)
-            storeVector(arena, ((3652144 +% ((((j402 *% 49) +% (ty403 *% 7)) +% tx404) *% 32)) +% (cv405 *% 8)), w435)
-            storeVector(arena, ((3653712 +% ((((j402 *% 49) +% (ty403 *% 7)) +% tx404) *% 32)) +% (cv405 *% 8)), w436)
-            storeVector(arena, ((3655280 +% ((((j402 *% 49) +% (ty403 *% 7)) +% tx404) *% 32)) +% (cv405 *% 8)), w437)
-          }
-        }
-      }
-    }
-    for xi438 in 0..<16 {
-      do {  // gemm445
-        for nb439 in 0..<1 {
-          for mb440 in 0..<9 {
-            var t441_c0_0 = Vector()
-            var t441_c0_1 = Vector()
-            var t441_c1_0 = Vector()
-            var t441_c1_1 = Vector()
-            var t441_c2_0 = Vector()
-            var t441_c2_1 = Vector()
-            var t441_c3_0 = Vector()
-            var t441_c3_1 = Vector()
-            var t441_c4_0 = Vector()
-            var t441_c4_1 = Vector()
-            for k442 in 0..<32 {
-              let t441_b0 = loadVector(arena, (((3615376 +% (xi438 *% 512)) +% (k442 *% 16)) +% (nb439 *% 16)))
-              let t441_b1 = loadVector(arena, ((((3615376 +% (xi438 *% 512)) +% (k442 *% 16)) +% (nb439 *% 16)) +% 8))
-              let t441_a0 = Vector(repeating: arena[(((3631760 +% (xi438 *% 1568)) +% ((mb440 *% 5) *% 32)) +% k442)])
-              t441_c0_0 = t441_c0_0.addingProduct(t441_a0, t441_b0)
-              t441_c0_1 = t441_c0_1.addingProduct(t441_a0, t441_b1)
-              let t441_a1 = Vector(repeating: arena[(((3631760 +% (xi438 *% 1568)) +% (((mb440 *% 5) +% 1) *% 32)) +% k442)])
-              t441_c1_0 = t441_c1_0.addingProduct(t441_a1, t441_b0)
-              t441_c1_1 = t441_c1_1.addingProduct(t441_a1, t441_b1)
-              let t441_a2 = Vector(repeating: arena[(((3631760 +% (xi438 *% 1568)) +% (((mb440 *% 5) +% 2) *% 32)) +% k442)])
-              t441_c2_0 = t441_c2_0.addingProduct(t441_a2, t441_b0)
-              t441_c2_1 = t441_c2_1.addingProduct(t441_a2, t441_b1)
-              let t441_a3 = Vector(repeating: arena[(((3631760 +% (xi438 *% 1568)) +% (((mb440 *% 5) +% 3) *% 32)) +% k442)])
-              t441_c3_0 = t441_c3_0.addingProduct(t441_a3, t441_b0)
-              t441_c3_1 = t441_c3_1.addingProduct(t441_a3, t441_b1)
-              let t441_a4 = Vector(repeating: arena[(((3631760 +% (xi438 *% 1568)) +% (((mb440 *% 5) +% 4) *% 32)) +% k442)])
-              t441_c4_0 = t441_c4_0.addingProduct(t441_a4, t441_b0)
-              t441_c4_1 = t441_c4_1.addingProduct(t441_a4, t441_b1)
-            }
-            storeVector(arena, (((3656848 +% (xi438 *% 784)) +% ((mb440 *% 5) *% 16)) +% (nb439 *% 16)), t441_c0_0)
-            storeVector(arena, ((((3656848 +% (xi438 *% 784)) +% ((mb440 *% 5) *% 16)) +% (nb439 *% 16)) +% 8), t441_c0_1)
-            storeVector(arena, (((3656848 +% (xi438 *% 784)) +% (((mb440 *% 5) +% 1) *% 16)) +% (nb439 *% 16)), t441_c1_0)
-            storeVector(arena, ((((3656848 +% (xi438 *% 784)) +% (((mb440 *% 5) +% 1) *% 16)) +% (nb439 *% 16)) +% 8), t441_c1_1)
-            storeVector(arena, (((3656848 +% (xi438 *% 784)) +% (((mb440 *% 5) +% 2) *% 16)) +% (nb439 *% 16)), t441_c2_0)
-            storeVector(arena, ((((3656848 +% (xi438 *% 784)) +% (((mb440 *% 5) +% 2) *% 16)) +% (nb439 *% 16)) +% 8), t441_c2_1)
-            storeVector(arena, (((3656848 +% (xi438 *% 784)) +% (((mb440 *% 5) +% 3) *% 16)) +% (nb439 *% 16)), t441_c3_0)
-            storeVector(arena, ((((3656848 +% (xi438 *% 784)) +% (((mb440 *% 5) +% 3) *% 16)) +% (nb439 *% 16)) +% 8), t441_c3_1)
-            storeVector(arena, (((3656848 +% (xi438 *% 784)) +% (((mb440 *% 5) +% 4) *% 16)) +% (nb439 *% 16)), t441_c4_0)
-            storeVector(arena, ((((3656848 +% (xi438 *% 784)) +% (((mb440 *% 5) +% 4) *% 16)) +% (nb439 *% 16)) +% 8), t441_c4_1)
-          }
-          var t443_c0_0 = Vector()
-          var t443_c0_1 = Vector()
-          var t443_c1_0 = Vector()
-          var t443_c1_1 = Vector()
-          var t443_c2_0 = Vector()
-          var t443_c2_1 = Vector()
-          var t443_c3_0 = Vector()
-          var t443_c3_1 = Vector()
-          for k444 in 0..<32 {
-            let t443_b0 = loadVector(arena, (((3615376 +% (xi438 *% 512)) +% (k444 *% 16)) +% (nb439 *% 16)))
-            let t443_b1 = loadVector(arena, ((((3615376 +% (xi438 *% 512)) +% (k444 *% 16)) +% (nb439 *% 16)) +% 8))
-            let t443_a0 = Vector(repeating: arena[(((3631760 +% (xi438 *% 1568)) +% 1440) +% k444)])
-            t443_c0_0 = t443_c0_0.addingProduct(t443_a0, t443_b0)
-            t443_c0_1 = t443_c0_1.addingProduct(t443_a0, t443_b1)
-            let t443_a1 = Vector(repeating: arena[(((3631760 +% (xi438 *% 1568)) +% 1472) +% k444)])
-            t443_c1_0 = t443_c1_0.addingProduct(t443_a1, t443_b0)
-            t443_c1_1 = t443_c1_1.addingProduct(t443_a1, t443_b1)
-            let t443_a2 = Vector(repeating: arena[(((3631760 +% (xi438 *% 1568)) +% 1504) +% k444)])
-            t443_c2_0 = t443_c2_0.addingProduct(t443_a2, t443_b0)
-            t443_c2_1 = t443_c2_1.addingProduct(t443_a2, t443_b1)
-            let t443_a3 = Vector(repeating: arena[(((3631760 +% (xi438 *% 1568)) +% 1536) +% k444)])
-            t443_c3_0 = t443_c3_0.addingProduct(t443_a3, t443_b0)
-            t443_c3_1 = t443_c3_1.addingProduct(t443_a3, t443_b1)
-          }
-          storeVector(arena, (((3656848 +% (xi438 *% 784)) +% 720) +% (nb439 *% 16)), t443_c0_0)
-          storeVector(arena, ((((3656848 +% (xi438 *% 784)) +% 720) +% (nb439 *% 16)) +% 8), t443_c0_1)
-          storeVector(arena, (((3656848 +% (xi438 *% 784)) +% 736) +% (nb439 *% 16)), t443_c1_0)
-          storeVector(arena, ((((3656848 +% (xi438 *% 784)) +% 736) +% (nb439 *% 16)) +% 8), t443_c1_1)
-          storeVector(arena, (((3656848 +% (xi438 *% 784)) +% 752) +% (nb439 *% 16)), t443_c2_0)
-          storeVector(arena, ((((3656848 +% (xi438 *% 784)) +% 752) +% (nb439 *% 16)) +% 8), t443_c2_1)
-          storeVector(arena, (((3656848 +% (xi438 *% 784)) +% 768) +% (nb439 *% 16)), t443_c3_0)
-          storeVector(arena, ((((3656848 +% (xi438 *% 784)) +% 768) +% (nb439 *% 16)) +% 8), t443_c3_1)
-        }
-      }
-    }
-    for j446 in 0..<1 {
-      for ty447 in 0..<7 {
-        for tx448 in 0..<7 {
-          for cv449 in 0..<2 {
-            let w450 = ((loadVector(arena, ((3656848 +% ((((j446 *% 49) +% (ty447 *% 7)) +% tx448) *% 16)) +% (cv449 *% 8))) + loadVector(arena, ((3659984 +% ((((j446 *% 49) +% (ty447 *% 7)) +% tx448) *% 16)) +% (cv449 *% 8)))) + loadVector(arena, ((3663120 +% ((((j446 *% 49) +% (ty447 *% 7)) +% tx448) *% 16)) +% (cv449 *% 8))))
-            let w451 = ((loadVector(arena, ((3659984 +% ((((j446 *% 49) +% (ty447 *% 7)) +% tx448) *% 16)) +% (cv449 *% 8))) - loadVector(arena, ((3663120 +% ((((j446 *% 49) +% (ty447 *% 7)) +% tx448) *% 16)) +% (cv449 *% 8)))) - loadVector(arena, ((3666256 +% ((((j446 *% 49) +% (ty447 *% 7)) +% tx448) *% 16)) +% (cv449 *% 8))))
-            let w452 = ((loadVector(arena, ((3657632 +% ((((j446 *% 49) +% (ty447 *% 7)) +% tx448) *% 16)) +% (cv449 *% 8))) + loadVector(arena, ((3660768 +% ((((j446 *% 49) +% (ty447 *% 7)) +% tx448) *% 16)) +% (cv449 *% 8)))) + loadVector(arena, ((3663904 +% ((((j446 *% 49) +% (ty447 *% 7)) +% tx448) *% 16)) +% (cv449 *% 8))))
-            let w453 = ((loadVector(arena, ((3660768 +% ((((j446 *% 49) +% (ty447 *% 7)) +% tx448) *% 16)) +% (cv449 *% 8))) - loadVector(arena, ((3663904 +% ((((j446 *% 49) +% (ty447 *% 7)) +% tx448) *% 16)) +% (cv449 *% 8)))) - loadVector(arena, ((3667040 +% ((((j446 *% 49) +% (ty447 *% 7)) +% tx448) *% 16)) +% (cv449 *% 8))))
-            let w454 = ((loadVector(arena, ((3658416 +% ((((j446 *% 49) +% (ty447 *% 7)) +% tx448) *% 16)) +% (cv449 *% 8))) + loadVector(arena, ((3661552 +% ((((j446 *% 49) +% (ty447 *% 7)) +% tx448) *% 16)) +% (cv449 *% 8)))) + loadVector(arena, ((3664688 +% ((((j446 *% 49) +% (ty447 *% 7)) +% tx448) *% 16)) +% (cv449 *% 8))))
-            let w455 = ((loadVector(arena, ((3661552 +% ((((j446 *% 49) +% (ty447 *% 7)) +% tx448) *% 16)) +% (cv449 *% 8))) - loadVector(arena, ((3664688 +% ((((j446 *% 49) +% (ty447 *% 7)) +% tx448) *% 16)) +% (cv449 *% 8)))) - loadVector(arena, ((3667824 +% ((((j446 *% 49) +% (ty447 *% 7)) +% tx448) *% 16)) +% (cv449 *% 8))))
-            let w456 = ((loadVector(arena, ((3659200 +% ((((j446 *% 49) +% (ty447 *% 7)) +% tx448) *% 16)) +% (cv449 *% 8))) + loadVector(arena, ((3662336 +% ((((j446 *% 49) +% (ty447 *% 7)) +% tx448) *% 16)) +% (cv449 *% 8)))) + loadVector(arena, ((3665472 +% ((((j446 *% 49) +% (ty447 *% 7)) +% tx448) *% 16)) +% (cv449 *% 8))))
-            let w457 = ((loadVector(arena, ((3662336 +% ((((j446 *% 49) +% (ty447 *% 7)) +% tx448) *% 16)) +% (cv449 *% 8))) - loadVector(arena, ((3665472 +% ((((j446 *% 49) +% (ty447 *% 7)) +% tx448) *% 16)) +% (cv449 *% 8)))) - loadVector(arena, ((3668608 +% ((((j446 *% 49) +% (ty447 *% 7)) +% tx448) *% 16)) +% (cv449 *% 8))))
-            let w458 = ((w450 + w452) + w454)
-            let w459 = ((w452 - w454) - w456)
-            let w460 = ((w451 + w453) + w455)
-            let w461 = ((w453 - w455) - w457)
-            storeVector(arena, ((3669392 +% (((((j446 *% 14) +% (ty447 *% 2)) *% 14) +% (tx448 *% 2)) *% 16)) +% (cv449 *% 8)), w458)
-            storeVector(arena, ((3669392 +% ((((((j446 *% 14) +% (ty447 *% 2)) *% 14) +% (tx448 *% 2)) +% 1) *% 16)) +% (cv449 *% 8)), w459)
-            storeVector(arena, ((3669392 +% ((((((j446 *% 14) +% (ty447 *% 2)) +% 1) *% 14) +% (tx448 *% 2)) *% 16)) +% (cv449 *% 8)), w460)
-            storeVector(arena, ((3669392 +% (((((((j446 *% 14) +% (ty447 *% 2)) +% 1) *% 14) +% (tx448 *% 2)) +% 1) *% 16)) +% (cv449 *% 8)), w461)
-          }
-        }
-      }
-    }
-    for j462 in 0..<1 {
-      for c463 in 0..<16 {
-        for q464 in 0..<196 {
-          arena[(((3414672 +% ((g397 +% j462) *% 3136)) +% (c463 *% 196)) +% q464)] = arena[((3669392 +% (((j462 *% 196) +% q464) *% 16)) +% c463)]
-        }
-      }
-    }
-  }
-  // res_grad = maxpool_grad(pool_grad, res)
-  for i465 in 0..<100352 {
-    storeVector(arena, ((i465 *% 8) +% 3615376), Vector(repeating: Float(0)))
-  }
-  for q466 in 0..<1024 {
-    for py467 in 0..<14 {
-      for px468 in 0..<14 {
-        var best469: Float = arena[(1605632 +% (((q466 *% 784) +% (py467 *% 56)) +% (px468 *% 2)))]
-        var bi470: Float = Float((((q466 *% 784) +% (py467 *% 56)) +% (px468 *% 2)))
-        bi470 = (arena[(1605632 +% (((q466 *% 784) +% (py467 *% 56)) +% (px468 *% 2)))] > best469 ? Float((((q466 *% 784) +% (py467 *% 56)) +% (px468 *% 2))) : bi470)
-        best469 = (arena[(1605632 +% (((q466 *% 784) +% (py467 *% 56)) +% (px468 *% 2)))] > best469 ? arena[(1605632 +% (((q466 *% 784) +% (py467 *% 56)) +% (px468 *% 2)))] : best469)
-        bi470 = (arena[(1605632 +% ((((q466 *% 784) +% (py467 *% 56)) +% (px468 *% 2)) +% 1))] > best469 ? Float(((((q466 *% 784) +% (py467 *% 56)) +% (px468 *% 2)) +% 1)) : bi470)
-        best469 = (arena[(1605632 +% ((((q466 *% 784) +% (py467 *% 56)) +% (px468 *% 2)) +% 1))] > best469 ? arena[(1605632 +% ((((q466 *% 784) +% (py467 *% 56)) +% (px468 *% 2)) +% 1))] : best469)
-        bi470 = (arena[(1605632 +% ((((q466 *% 784) +% (py467 *% 56)) +% (px468 *% 2)) +% 28))] > best469 ? Float(((((q466 *% 784) +% (py467 *% 56)) +% (px468 *% 2)) +% 28)) : bi470)
-        best469 = (arena[(1605632 +% ((((q466 *% 784) +% (py467 *% 56)) +% (px468 *% 2)) +% 28))] > best469 ? arena[(1605632 +% ((((q466 *% 784) +% (py467 *% 56)) +% (px468 *% 2)) +% 28))] : best469)
-        bi470 = (arena[(1605632 +% (((((q466 *% 784) +% (py467 *% 56)) +% (px468 *% 2)) +% 28) +% 1))] > best469 ? Float((((((q466 *% 784) +% (py467 *% 56)) +% (px468 *% 2)) +% 28) +% 1)) : bi470)
-        best469 = (arena[(1605632 +% (((((q466 *% 784) +% (py467 *% 56)) +% (px468 *% 2)) +% 28) +% 1))] > best469 ? arena[(1605632 +% (((((q466 *% 784) +% (py467 *% 56)) +% (px468 *% 2)) +% 28) +% 1))] : best469)
-        arena[(3615376 +% Int(bi470))] += arena[(((3414672 +% (q466 *% 196)) +% (py467 *% 14)) +% px468)]
-      }
-    }
-  }
-  // conv2_grad = tanh_grad(res_grad, act2)
-  for i471 in 0..<100352 {
-    storeVector(arena, ((i471 *% 8) +% 1605632), (loadVector(arena, ((i471 *% 8) +% 3615376)) * (Vector(repeating: Float(1)) - (loadVector(arena, ((i471 *% 8) +% 2408448)) * loadVector(arena, ((i471 *% 8) +% 2408448))))))
-  }
-  // conv2_weight_grad = conv2d_grad_weight(conv2_grad, act1)
-  for i472 in 0..<512 {
-    storeVector(arena, ((i472 *% 8) +% 2535744), Vector(repeating: Float(0)))
-  }
-  for i473 in 0..<1800 {
-    storeVector(arena, ((i473 *% 8) +% 2408448), Vector(repeating: Float(0)))
-  }
-  for i474 in 0..<1568 {
-    storeVector(arena, ((i474 *% 8) +% 2473024), Vector(repeating: Float(0)))
-  }
-  for g475 in 0..<64 {
-    for j476 in 0..<1 {
-      for c477 in 0..<16 {
-        for iy478 in 0..<28 {
-          for ix479 in 0..<28 {
-            arena[(2408448 +% ((((j476 *% 14400) +% ((iy478 +% 1) *% 480)) +% ((ix479 +% 1) *% 16)) +% c477))] = arena[((((802816 +% ((g475 +% j476) *% 12544)) +% (c477 *% 784)) +% (iy478 *% 28)) +% ix479)]
-          }
-        }
-      }
-    }
-    for j480 in 0..<1 {
-      for ty481 in 0..<14 {
-        for tx482 in 0..<14 {
-          for cv483 in 0..<2 {
-            let w484 = (loadVector(arena, (2408448 +% ((((j480 *% 14400) +% ((ty481 *% 2) *% 480)) +% ((tx482 *% 2) *% 16)) +% (cv483 *% 8)))) - loadVector(arena, (2408448 +% ((((j480 *% 14400) +% (((ty481 *% 2) +% 2) *% 480)) +% ((tx482 *% 2) *% 16)) +% (cv483 *% 8)))))
-            let w485 = (loadVector(arena, (2408448 +% ((((j480 *% 14400) +% (((ty481 *% 2) +% 1) *% 480)) +% ((tx482 *% 2) *% 16)) +% (cv483 *% 8)))) + loadVector(arena, (2408448 +% ((((j480 *% 14400) +% (((ty481 *% 2) +% 2) *% 480)) +% ((tx482 *% 2) *% 16)) +% (cv483 *% 8)))))
-            let w486 = (loadVector(arena, (2408448 +% ((((j480 *% 14400) +% (((ty481 *% 2) +% 2) *% 480)) +% ((tx482 *% 2) *% 16)) +% (cv483 *% 8)))) - loadVector(arena, (2408448 +% ((((j480 *% 14400) +% (((ty481 *% 2) +% 1) *% 480)) +% ((tx482 *% 2) *% 16)) +% (cv483 *% 8)))))
-            let w487 = (loadVector(arena, (2408448 +% ((((j480 *% 14400) +% (((ty481 *% 2) +% 1) *% 480)) +% ((tx482 *% 2) *% 16)) +% (cv483 *% 8)))) - loadVector(arena, (2408448 +% ((((j480 *% 14400) +% (((ty481 *% 2) +% 3) *% 480)) +% ((tx482 *% 2) *% 16)) +% (cv483 *% 8)))))
-            let w488 = (loadVector(arena, (2408448 +% ((((j480 *% 14400) +% ((ty481 *% 2) *% 480)) +% (((tx482 *% 2) +% 1) *% 16)) +% (cv483 *% 8)))) - loadVector(arena, (2408448 +% ((((j480 *% 14400) +% (((ty481 *% 2) +% 2) *% 480)) +% (((tx482 *% 2) +% 1) *% 16)) +% (cv483 *% 8)))))
-            let w489 = (loadVector(arena, (2408448 +% ((((j480 *% 14400) +% (((ty481 *% 2) +% 1) *% 480)) +% (((tx482 *% 2) +% 1) *% 16)) +% (cv483 *% 8)))) + loadVector(arena, (2408448 +% ((((j480 *% 14400) +% (((ty481 *% 2) +% 2) *% 480)) +% (((tx482 *% 2) +% 1) *% 16)) +% (cv483 *% 8)))))
-            let w490 = (loadVector(arena, (2408448 +% ((((j480 *% 14400) +% (((ty481 *% 2) +% 2) *% 480)) +% (((tx482 *% 2) +% 1) *% 16)) +% (cv483 *% 8)))) - loadVector(arena, (2408448 +% ((((j480 *% 14400) +% (((ty481 *% 2) +% 1) *% 480)) +% (((tx482 *% 2) +% 1) *% 16)) +% (cv483 *% 8)))))
-            let w491 = (loadVector(arena, (2408448 +% ((((j480 *% 14400) +% (((ty481 *% 2) +% 1) *% 480)) +% (((tx482 *% 2) +% 1) *% 16)) +% (cv483 *% 8)))) - loadVector(arena, (2408448 +% ((((j480 *% 14400) +% (((ty481 *% 2) +% 3) *% 480)) +% (((tx482 *% 2) +% 1) *% 16)) +% (cv483 *% 8)))))
-            let w492 = (loadVector(arena, (2408448 +% ((((j480 *% 14400) +% ((ty481 *% 2) *% 480)) +% (((tx482 *% 2) +% 2) *% 16)) +% (cv483 *% 8)))) - loadVector(arena, (2408448 +% ((((j480 *% 14400) +% (((ty481 *% 2) +% 2) *% 480)) +% (((tx482 *% 2) +% 2) *% 16)) +% (cv483 *% 8)))))
-            let w493 = (loadVector(arena, (2408448 +% ((((j480 *% 14400) +% (((ty481 *% 2) +% 1) *% 480)) +% (((tx482 *% 2) +% 2) *% 16)) +% (cv483 *% 8)))) + loadVector(arena, (2408448 +% ((((j480 *% 14400) +% (((ty481 *% 2) +% 2) *% 480)) +% (((tx482 *% 2) +% 2) *% 16)) +% (cv483 *% 8)))))
-            let w494 = (loadVector(arena, (2408448 +% ((((j480 *% 14400) +% (((ty481 *% 2) +% 2) *% 480)) +% (((tx482 *% 2) +% 2) *% 16)) +% (cv483 *% 8)))) - loadVector(arena, (2408448 +% ((((j480 *% 14400) +% (((ty481 *% 2) +% 1) *% 480)) +% (((tx482 *% 2) +% 2) *% 16)) +% (cv483 *% 8)))))
-            let w495 = (loadVector(arena, (2408448 +% ((((j480 *% 14400) +% (((ty481 *% 2) +% 1) *% 480)) +% (((tx482 *% 2) +% 2) *% 16)) +% (cv483 *% 8)))) - loadVector(arena, (2408448 +% ((((j480 *% 14400) +% (((ty481 *% 2) +% 3) *% 480)) +% (((tx482 *% 2) +% 2) *% 16)) +% (cv483 *% 8)))))
-            let w496 = (loadVector(arena, (2408448 +% ((((j480 *% 14400) +% ((ty481 *% 2) *% 480)) +% (((tx482 *% 2) +% 3) *% 16)) +% (cv483 *% 8)))) - loadVector(arena, (2408448 +% ((((j480 *% 14400) +% (((ty481 *% 2) +% 2) *% 480)) +% (((tx482 *% 2) +% 3) *% 16)) +% (cv483 *% 8)))))
-            let w497 = (loadVector(arena, (2408448 +% ((((j480 *% 14400) +% (((ty481 *% 2) +% 1) *% 480)) +% (((tx482 *% 2) +% 3) *% 16)) +% (cv483 *% 8)))) + loadVector(arena, (2408448 +% ((((j480 *% 14400) +% (((ty481 *% 2) +% 2) *% 480)) +% (((tx482 *% 2) +% 3) *% 16)) +% (cv483 *% 8)))))
-            let w498 = (loadVector(arena, (2408448 +% ((((j480 *% 14400) +% (((ty481 *% 2) +% 2) *% 480)) +% (((tx482 *% 2) +% 3) *% 16)) +% (cv483 *% 8)))) - loadVector(arena, (2408448 +% ((((j480 *% 14400) +% (((ty481 *% 2) +% 1) *% 480)) +% (((tx482 *% 2) +% 3) *% 16)) +% (cv483 *% 8)))))
-            let w499 = (loadVector(arena, (2408448 +% ((((j480 *% 14400) +% (((ty481 *% 2) +% 1) *% 480)) +% (((tx482 *% 2) +% 3) *% 16)) +% (cv483 *% 8)))) - loadVector(arena, (2408448 +% ((((j480 *% 14400) +% (((ty481 *% 2) +% 3) *% 480)) +% (((tx482 *% 2) +% 3) *% 16)) +% (cv483 *% 8)))))
-            let w500 = (w484 - w492)
-            let w501 = (w488 + w492)
-            let w502 = (w492 - w488)
-            let w503 = (w488 - w496)
-            let w504 = (w485 - w493)
-            let w505 = (w489 + w493)
-            let w506 = (w493 - w489)
-            let w507 = (w489 - w497)
-            let w508 = (w486 - w494)
-            let w509 = (w490 + w494)
-            let w510 = (w494 - w490)
-            let w511 = (w490 - w498)
-            let w512 = (w487 - w495)
-            let w513 = (w491 + w495)
-            let w514 = (w495 - w491)
-            let w515 = (w491 - w499)
-            storeVector(arena, ((2422848 +% ((((j480 *% 196) +% (ty481 *% 14)) +% tx482) *% 16)) +% (cv483 *% 8)), w500)
-            storeVector(arena, ((2425984 +% ((((j480 *% 196) +% (ty481 *% 14)) +% tx482) *% 16)) +% (cv483 *% 8)), w501)
-            storeVector(arena, ((2429120 +% ((((j480 *% 196) +% (ty481 *% 14)) +% tx482) *% 16)) +% (cv483 *% 8)), w502)
-            storeVector(arena, ((2432256 +% ((((j480 *% 196) +% (ty481 *% 14)) +% tx482) *% 16)) +% (cv483 *% 8)), w503)
-            storeVector(arena, ((2435392 +% ((((j480 *% 196) +% (ty481 *% 14)) +% tx482) *% 16)) +% (cv483 *% 8)), w504)
-            storeVector(arena, ((2438528 +% ((((j480 *% 196) +% (ty481 *% 14)) +% tx482) *% 16)) +% (cv483 *% 8)), w505)
-            storeVector(arena, ((2441664 +% ((((j480 *% 196) +% (ty481 *% 14)) +% tx482) *% 16)) +% (cv483 *% 8)), w506)
-            storeVector(arena, ((2444800 +% ((((j480 *% 196) +% (ty481 *% 14)) +% tx482) *% 16)) +% (cv483 *% 8)), w507)
-            storeVector(arena, ((2447936 +% ((((j480 *% 196) +% (ty481 *% 14)) +% tx482) *% 16)) +% (cv483 *% 8)), w508)
-            storeVector(arena, ((2451072 +% ((((j480 *% 196) +% (ty481 *% 14)) +% tx482) *% 16)) +% (cv483 *% 8)), w509)
-            storeVector(arena, ((2454208 +% ((((j480 *% 196) +% (ty481 *% 14)) +% tx482) *% 16)) +% (cv483 *% 8)), w510)
-            storeVector(arena, ((2457344 +% ((((j480 *% 196) +% (ty481 *% 14)) +% tx482) *% 16)) +% (cv483 *% 8)), w511)
-            storeVector(arena, ((2460480 +% ((((j480 *% 196) +% (ty481 *% 14)) +% tx482) *% 16)) +% (cv483 *% 8)), w512)
-            storeVector(arena, ((2463616 +% ((((j480 *% 196) +% (ty481 *% 14)) +% tx482) *% 16)) +% (cv483 *% 8)), w513)
-            storeVector(arena, ((2466752 +% ((((j480 *% 196) +% (ty481 *% 14)) +% tx482) *% 16)) +% (cv483 *% 8)), w514)
-            storeVector(arena, ((2469888 +% ((((j480 *% 196) +% (ty481 *% 14)) +% tx482) *% 16)) +% (cv483 *% 8)), w515)
-          }
-        }
-      }
-    }
-    for j516 in 0..<1 {
-      for c517 in 0..<16 {
-        for iy518 in 0..<28 {
-          for ix519 in 0..<28 {
-            arena[(2473024 +% ((((j516 *% 12544) +% (iy518 *% 448)) +% (ix519 *% 16)) +% c517))] = arena[((((1605632 +% ((g475 +% j516) *% 12544)) +% (c517 *% 784)) +% (iy518 *% 28)) +% ix519)]
-          }
-        }
-      }
-    }
-    for j520 in 0..<1 {
-      for ty521 in 0..<14 {
-        for tx522 in 0..<14 {
-          for cv523 in 0..<2 {
-            let w524 = loadVector(arena, (2473024 +% ((((j520 *% 12544) +% ((ty521 *% 2) *% 448)) +% ((tx522 *% 2) *% 16)) +% (cv523 *% 8))))
-            let w525 = (loadVector(arena, (2473024 +% ((((j520 *% 12544) +% ((ty521 *% 2) *% 448)) +% ((tx522 *% 2) *% 16)) +% (cv523 *% 8)))) + loadVector(arena, (2473024 +% ((((j520 *% 12544) +% (((ty521 *% 2) +% 1) *% 448)) +% ((tx522 *% 2) *% 16)) +% (cv523 *% 8)))))
-            let w526 = (loadVector(arena, (2473024 +% ((((j520 *% 12544) +% ((ty521 *% 2) *% 448)) +% ((tx522 *% 2) *% 16)) +% (cv523 *% 8)))) - loadVector(arena, (2473024 +% ((((j520 *% 12544) +% (((ty521 *% 2) +% 1) *% 448)) +% ((tx522 *% 2) *% 16)) +% (cv523 *% 8)))))
-            let w527 = (loadVector(arena, (2473024 +% ((((j520 *% 12544) +% (((ty521 *% 2) +% 1) *% 448)) +% ((tx522 *% 2) *% 16)) +% (cv523 *% 8)))) * Vector(repeating: Float(-1)))
-            let w528 = loadVector(arena, (2473024 +% ((((j520 *% 12544) +% ((ty521 *% 2) *% 448)) +% (((tx522 *% 2) +% 1) *% 16)) +% (cv523 *% 8))))
-            let w529 = (loadVector(arena, (2473024 +% ((((j520 *% 12544) +% ((ty521 *% 2) *% 448)) +% (((tx522 *% 2) +% 1) *% 16)) +% (cv523 *% 8)))) + loadVector(arena, (2473024 +% ((((j520 *% 12544) +% (((ty521 *% 2) +% 1) *% 448)) +% (((tx522 *% 2) +% 1) *% 16)) +% (cv523 *% 8)))))
-            let w530 = (loadVector(arena, (2473024 +% ((((j520 *% 12544) +% ((ty521 *% 2) *% 448)) +% (((tx522 *% 2) +% 1) *% 16)) +% (cv523 *% 8)))) - loadVector(arena, (2473024 +% ((((j520 *% 12544) +% (((ty521 *% 2) +% 1) *% 448)) +% (((tx522 *% 2) +% 1) *% 16)) +% (cv523 *% 8)))))
-            let w531 = (loadVector(arena, (2473024 +% ((((j520 *% 12544) +% (((ty521 *% 2) +% 1) *% 448)) +% (((tx522 *% 2) +% 1) *% 16)) +% (cv523 *% 8)))) * Vector(repeating: Float(-1)))
-            let w532 = w524
-            let w533 = (w524 + w528)
-            let w534 = (w524 - w528)
-            let w535 = (w528 * Vector(repeating: Float(-1)))
-            let w536 = w525
-            let w537 = (w525 + w529)
-            let w538 = (w525 - w529)
-            let w539 = (w529 * Vector(repeating: Float(-1)))
-            let w540 = w526
-            let w541 = (w526 + w530)
-            let w542 = (w526 - w530)
-            let w543 = (w530 * Vector(repeating: Float(-1)))
-            let w544 = w527
-            let w545 = (w527 + w531)
-            let w546 = (w527 - w531)
-            let w547 = (w531 * Vector(repeating: Float(-1)))
-            storeVector(arena, ((2485568 +% ((((j520 *% 196) +% (ty521 *% 14)) +% tx522) *% 16)) +% (cv523 *% 8)), w532)
-            storeVector(arena, ((2488704 +% ((((j520 *% 196) +% (ty521 *% 14)) +% tx522) *% 16)) +% (cv523 *% 8)), w533)
-            storeVector(arena, ((2491840 +% ((((j520 *% 196) +% (ty521 *% 14)) +% tx522) *% 16)) +% (cv523 *% 8)), w534)
-            storeVector(arena, ((2494976 +% ((((j520 *% 196) +% (ty521 *% 14)) +% tx522) *% 16)) +% (cv523 *% 8)), w535)
-            storeVector(arena, ((2498112 +% ((((j520 *% 196) +% (ty521 *% 14)) +% tx522) *% 16)) +% (cv523 *% 8)), w536)
-            storeVector(arena, ((2501248 +% ((((j520 *% 196) +% (ty521 *% 14)) +% tx522) *% 16)) +% (cv523 *% 8)), w537)
-            storeVector(arena, ((2504384 +% ((((j520 *% 196) +% (ty521 *% 14)) +% tx522) *% 16)) +% (cv523 *% 8)), w538)
-            storeVector(arena, ((2507520 +% ((((j520 *% 196) +% (ty521 *% 14)) +% tx522) *% 16)) +% (cv523 *% 8)), w539)
-            storeVector(arena, ((2510656 +% ((((j520 *% 196) +% (ty521 *% 14)) +% tx522) *% 16)) +% (cv523 *% 8)), w540)
-            storeVector(arena, ((2513792 +% ((((j520 *% 196) +% (ty521 *% 14)) +% tx522) *% 16)) +% (cv523 *% 8)), w541)
-            storeVector(arena, ((2516928 +% ((((j520 *% 196) +% (ty521 *% 14)) +% tx522) *% 16)) +% (cv523 *% 8)), w542)
-            storeVector(arena, ((2520064 +% ((((j520 *% 196) +% (ty521 *% 14)) +% tx522) *% 16)) +% (cv523 *% 8)), w543)
-            storeVector(arena, ((2523200 +% ((((j520 *% 196) +% (ty521 *% 14)) +% tx522) *% 16)) +% (cv523 *% 8)), w544)
-            storeVector(arena, ((2526336 +% ((((j520 *% 196) +% (ty521 *% 14)) +% tx522) *% 16)) +% (cv523 *% 8)), w545)
-            storeVector(arena, ((2529472 +% ((((j520 *% 196) +% (ty521 *% 14)) +% tx522) *% 16)) +% (cv523 *% 8)), w546)
-            storeVector(arena, ((2532608 +% ((((j520 *% 196) +% (ty521 *% 14)) +% tx522) *% 16)) +% (cv523 *% 8)), w547)
-          }
-        }
-      }
-    }
-    for xi548 in 0..<16 {
-      sgemm(101, 112, 111, 16, 16, 196, 1, arena + (2422848 +% (xi548 *% 3136)), 16, arena + (2485568 +% (xi548 *% 3136)), 16, Float(bitPattern: 0x3f800000), arena + (2535744 +% (xi548 *% 256)), 16)
-    }
-  }
-  do {  // scalar loops
-    for f549 in 0..<16 {
-      for c550 in 0..<16 {
-        var w551: Float = (((arena[((2535744 +% (c550 *% 16)) +% f549)] * Float(1)) + (arena[((2536768 +% (c550 *% 16)) +% f549)] * Float(bitPattern: 0x3f000000))) + (arena[((2537792 +% (c550 *% 16)) +% f549)] * Float(bitPattern: 0x3f000000)))
-        var w552: Float = ((arena[((2536768 +% (c550 *% 16)) +% f549)] - arena[((2537792 +% (c550 *% 16)) +% f549)]) * Float(bitPattern: 0x3f000000))
-        var w553: Float = (((arena[((2536768 +% (c550 *% 16)) +% f549)] * Float(bitPattern: 0x3f000000)) + (arena[((2537792 +% (c550 *% 16)) +% f549)] * Float(bitPattern: 0x3f000000))) + (arena[((2538816 +% (c550 *% 16)) +% f549)] * Float(1)))
-        var w554: Float = (((arena[((2536000 +% (c550 *% 16)) +% f549)] * Float(1)) + (arena[((2537024 +% (c550 *% 16)) +% f549)] * Float(bitPattern: 0x3f000000))) + (arena[((2538048 +% (c550 *% 16)) +% f549)] * Float(bitPattern: 0x3f000000)))
-        var w555: Float = ((arena[((2537024 +% (c550 *% 16)) +% f549)] - arena[((2538048 +% (c550 *% 16)) +% f549)]) * Float(bitPattern: 0x3f000000))
-        var w556: Float = (((arena[((2537024 +% (c550 *% 16)) +% f549)] * Float(bitPattern: 0x3f000000)) + (arena[((2538048 +% (c550 *% 16)) +% f549)] * Float(bitPattern: 0x3f000000))) + (arena[((2539072 +% (c550 *% 16)) +% f549)] * Float(1)))
-        var w557: Float = (((arena[((2536256 +% (c550 *% 16)) +% f549)] * Float(1)) + (arena[((2537280 +% (c550 *% 16)) +% f549)] * Float(bitPattern: 0x3f000000))) + (arena[((2538304 +% (c550 *% 16)) +% f549)] * Float(bitPattern: 0x3f000000)))
-        var w558: Float = ((arena[((2537280 +% (c550 *% 16)) +% f549)] - arena[((2538304 +% (c550 *% 16)) +% f549)]) * Float(bitPattern: 0x3f000000))
-        var w559: Float = (((arena[((2537280 +% (c550 *% 16)) +% f549)] * Float(bitPattern: 0x3f000000)) + (arena[((2538304 +% (c550 *% 16)) +% f549)] * Float(bitPattern: 0x3f000000))) + (arena[((2539328 +% (c550 *% 16)) +% f549)] * Float(1)))
-        var w560: Float = (((arena[((2536512 +% (c550 *% 16)) +% f549)] * Float(1)) + (arena[((2537536 +% (c550 *% 16)) +% f549)] * Float(bitPattern: 0x3f000000))) + (arena[((2538560 +% (c550 *% 16)) +% f549)] * Float(bitPattern: 0x3f000000)))
-        var w561: Float = ((arena[((2537536 +% (c550 *% 16)) +% f549)] - arena[((2538560 +% (c550 *% 16)) +% f549)]) * Float(bitPattern: 0x3f000000))
-        var w562: Float = (((arena[((2537536 +% (c550 *% 16)) +% f549)] * Float(bitPattern: 0x3f000000)) + (arena[((2538560 +% (c550 *% 16)) +% f549)] * Float(bitPattern: 0x3f000000))) + (arena[((2539584 +% (c550 *% 16)) +% f549)] * Float(1)))
-        var w563: Float = (((w551 * Float(1)) + (w554 * Float(bitPattern: 0x3f000000))) + (w557 * Float(bitPattern: 0x3f000000)))
-        var w564: Float = ((w554 - w557) * Float(bitPattern: 0x3f000000))
-        var w565: Float = (((w554 * Float(bitPattern: 0x3f000000)) + (w557 * Float(bitPattern: 0x3f000000))) + (w560 * Float(1)))
-        var w566: Float = (((w552 * Float(1)) + (w555 * Float(bitPattern: 0x3f000000))) + (w558 * Float(bitPattern: 0x3f000000)))
-        var w567: Float = ((w555 - w558) * Float(bitPattern: 0x3f000000))
-        var w568: Float = (((w555 * Float(bitPattern: 0x3f000000)) + (w558 * Float(bitPattern: 0x3f000000))) + (w561 * Float(1)))
-        var w569: Float = (((w553 * Float(1)) + (w556 * Float(bitPattern: 0x3f000000))) + (w559 * Float(bitPattern: 0x3f000000)))
-        var w570: Float = ((w556 - w559) * Float(bitPattern: 0x3f000000))
-        var w571: Float = (((w556 * Float(bitPattern: 0x3f000000)) + (w559 * Float(bitPattern: 0x3f000000))) + (w562 * Float(1)))
-        grads[(160 +% (((f549 *% 16) +% c550) *% 9))] = w563
-        grads[((160 +% (((f549 *% 16) +% c550) *% 9)) +% 1)] = w564
-        grads[((160 +% (((f549 *% 16) +% c550) *% 9)) +% 2)] = w565
-        grads[((160 +% (((f549 *% 16) +% c550) *% 9)) +% 3)] = w566
-        grads[((160 +% (((f549 *% 16) +% c550) *% 9)) +% 4)] = w567
-        grads[((160 +% (((f549 *% 16) +% c550) *% 9)) +% 5)] = w568
-        grads[((160 +% (((f549 *% 16) +% c550) *% 9)) +% 6)] = w569
-        grads[((160 +% (((f549 *% 16) +% c550) *% 9)) +% 7)] = w570
-        grads[((160 +% (((f549 *% 16) +% c550) *% 9)) +% 8)] = w571
-      }
-    }
-  }
-  // conv2_bias_grad = conv2d_grad_bias(conv2_grad)
-  for f572 in 0..<16 {
-    var acc573 = Vector()
-    for img574 in 0..<64 {
-      for i575 in 0..<98 {
-        acc573 = acc573.addingProduct(Vector(repeating: Float(1)), loadVector(arena, (((1605632 +% (img574 *% 12544)) +% (f572 *% 784)) +% (i575 *% 8))))
-      }
-    }
-    storeVector(arena, 2408448, acc573)
-    var sum576: Float = (arena[2408448] + arena[2408449])
-    var sum577: Float = (sum576 + arena[2408450])
-    var sum578: Float = (sum577 + arena[2408451])
-    var sum579: Float = (sum578 + arena[2408452])
-    var sum580: Float = (sum579 + arena[2408453])
-    var sum581: Float = (sum580 + arena[2408454])
-    var sum582: Float = (sum581 + arena[2408455])
-    grads[(2464 +% f572)] = sum582
-  }
-  // act1_grad = conv2d_grad_input(conv2_grad, conv2.weight, act1)
-  do {  // scalar loops
-    for ci583 in 0..<16 {
-      for co584 in 0..<16 {
-        var w585: Float = params[((160 +% (((ci583 *% 16) +% co584) *% 9)) +% 8)]
-        var w586: Float = (((params[((160 +% (((ci583 *% 16) +% co584) *% 9)) +% 8)] + params[((160 +% (((ci583 *% 16) +% co584) *% 9)) +% 5)]) + params[((160 +% (((ci583 *% 16) +% co584) *% 9)) +% 2)]) * Float(bitPattern: 0x3f000000))
-        var w587: Float = (((params[((160 +% (((ci583 *% 16) +% co584) *% 9)) +% 8)] + params[((160 +% (((ci583 *% 16) +% co584) *% 9)) +% 2)]) - params[((160 +% (((ci583 *% 16) +% co584) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
-        var w588: Float = params[((160 +% (((ci583 *% 16) +% co584) *% 9)) +% 2)]
-        var w589: Float = params[((160 +% (((ci583 *% 16) +% co584) *% 9)) +% 7)]
-        var w590: Float = (((params[((160 +% (((ci583 *% 16) +% co584) *% 9)) +% 7)] + params[((160 +% (((ci583 *% 16) +% co584) *% 9)) +% 4)]) + params[((160 +% (((ci583 *% 16) +% co584) *% 9)) +% 1)]) * Float(bitPattern: 0x3f000000))
-        var w591: Float = (((params[((160 +% (((ci583 *% 16) +% co584) *% 9)) +% 7)] + params[((160 +% (((ci583 *% 16) +% co584) *% 9)) +% 1)]) - params[((160 +% (((ci583 *% 16) +% co584) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
-        var w592: Float = params[((160 +% (((ci583 *% 16) +% co584) *% 9)) +% 1)]
-        var w593: Float = params[((160 +% (((ci583 *% 16) +% co584) *% 9)) +% 6)]
-        var w594: Float = (((params[((160 +% (((ci583 *% 16) +% co584) *% 9)) +% 6)] + params[((160 +% (((ci583 *% 16) +% co584) *% 9)) +% 3)]) + params[(160 +% (((ci583 *% 16) +% co584) *% 9))]) * Float(bitPattern: 0x3f000000))
-        var w595: Float = (((params[((160 +% (((ci583 *% 16) +% co584) *% 9)) +% 6)] + params[(160 +% (((ci583 *% 16) +% co584) *% 9))]) - params[((160 +% (((ci583 *% 16) +% co584) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
-        var w596: Float = params[(160 +% (((ci583 *% 16) +% co584) *% 9))]
-        var w597: Float = w585
-        var w598: Float = (((w585 + w589) + w593) * Float(bitPattern: 0x3f000000))
-        var w599: Float = (((w585 + w593) - w589) * Float(bitPattern: 0x3f000000))
-        var w600: Float = w593
-        var w601: Float = w586
-        var w602: Float = (((w586 + w590) + w594) * Float(bitPattern: 0x3f000000))
-        var w603: Float = (((w586 + w594) - w590) * Float(bitPattern: 0x3f000000))
-        var w604: Float = w594
-        var w605: Float = w587
-        var w606: Float = (((w587 + w591) + w595) * Float(bitPattern: 0x3f000000))
-        var w607: Float = (((w587 + w595) - w591) * Float(bitPattern: 0x3f000000))
-        var w608: Float = w595
-        var w609: Float = w588
-        var w610: Float = (((w588 + w592) + w596) * Float(bitPattern: 0x3f000000))
-        var w611: Float = (((w588 + w596) - w592) * Float(bitPattern: 0x3f000000))
-        var w612: Float = w596
-        arena[((3211264 +% (ci583 *% 16)) +% co584)] = w597
-        arena[((3211520 +% (ci583 *% 16)) +% co584)] = w598
-        arena[((3211776 +% (ci583 *% 16)) +% co584)] = w599
-        arena[((3212032 +% (ci583 *% 16)) +% co584)] = w600
-        arena[((3212288 +% (ci583 *% 16)) +% co584)] = w601
-        arena[((3212544 +% (ci583 *% 16)) +% co584)] = w602
-        arena[((3212800 +% (ci583 *% 16)) +% co584)] = w603
-        arena[((3213056 +% (ci583 *% 16)) +% co584)] = w604
-        arena[((3213312 +% (ci583 *% 16)) +% co584)] = w605
-        arena[((3213568 +% (ci583 *% 16)) +% co584)] = w606
-        arena[((3213824 +% (ci583 *% 16)) +% co584)] = w607
-        arena[((3214080 +% (ci583 *% 16)) +% co584)] = w608
-        arena[((3214336 +% (ci583 *% 16)) +% co584)] = w609
-        arena[((3214592 +% (ci583 *% 16)) +% co584)] = w610
-        arena[((3214848 +% (ci583 *% 16)) +% co584)] = w611
-        arena[((3215104 +% (ci583 *% 16)) +% co584)] = w612
-      }
-    }
-  }
-  for i613 in 0..<1800 {
-    storeVector(arena, ((i613 *% 8) +% 3215360), Vector(repeating: Float(0)))
-  }
-  for g614 in 0..<64 {
-    for j615 in 0..<1 {
-      for c616 in 0..<16 {
-        for iy617 in 0..<28 {
-          for ix618 in 0..<28 {
-            arena[(3215360 +% ((((j615 *% 14400) +% ((iy617 +% 1) *% 480)) +% ((ix618 +% 1) *% 16)) +% c616))] = arena[((((1605632 +% ((g614 +% j615) *% 12544)) +% (c616 *% 784)) +% (iy617 *% 28)) +% ix618)]
-          }
-        }
-      }
-    }
-    for j619 in 0..<1 {
-      for ty620 in 0..<14 {
-        for tx621 in 0..<14 {
-          for cv622 in 0..<2 {
-            let w623 = (loadVector(arena, (3215360 +% ((((j619 *% 14400) +% ((ty620 *% 2) *% 480)) +% ((tx621 *% 2) *% 16)) +% (cv622 *% 8)))) - loadVector(arena, (3215360 +% ((((j619 *% 14400) +% (((ty620 *% 2) +% 2) *% 480)) +% ((tx621 *% 2) *% 16)) +% (cv622 *% 8)))))
-            let w624 = (loadVector(arena, (3215360 +% ((((j619 *% 14400) +% (((ty620 *% 2) +% 1) *% 480)) +% ((tx621 *% 2) *% 16)) +% (cv622 *% 8)))) + loadVector(arena, (3215360 +% ((((j619 *% 14400) +% (((ty620 *% 2) +% 2) *% 480)) +% ((tx621 *% 2) *% 16)) +% (cv622 *% 8)))))
-            let w625 = (loadVector(arena, (3215360 +% ((((j619 *% 14400) +% (((ty620 *% 2) +% 2) *% 480)) +% ((tx621 *% 2) *% 16)) +% (cv622 *% 8)))) - loadVector(arena, (3215360 +% ((((j619 *% 14400) +% (((ty620 *% 2) +% 1) *% 480)) +% ((tx621 *% 2) *% 16)) +% (cv622 *% 8)))))
-            let w626 = (loadVector(arena, (3215360 +% ((((j619 *% 14400) +% (((ty620 *% 2) +% 1) *% 480)) +% ((tx621 *% 2) *% 16)) +% (cv622 *% 8)))) - loadVector(arena, (3215360 +% ((((j619 *% 14400) +% (((ty620 *% 2) +% 3) *% 480)) +% ((tx621 *% 2) *% 16)) +% (cv622 *% 8)))))
-            let w627 = (loadVector(arena, (3215360 +% ((((j619 *% 14400) +% ((ty620 *% 2) *% 480)) +% (((tx621 *% 2) +% 1) *% 16)) +% (cv622 *% 8)))) - loadVector(arena, (3215360 +% ((((j619 *% 14400) +% (((ty620 *% 2) +% 2) *% 480)) +% (((tx621 *% 2) +% 1) *% 16)) +% (cv622 *% 8)))))
-            let w628 = (loadVector(arena, (3215360 +% ((((j619 *% 14400) +% (((ty620 *% 2) +% 1) *% 480)) +% (((tx621 *% 2) +% 1) *% 16)) +% (cv622 *% 8)))) + loadVector(arena, (3215360 +% ((((j619 *% 14400) +% (((ty620 *% 2) +% 2) *% 480)) +% (((tx621 *% 2) +% 1) *% 16)) +% (cv622 *% 8)))))
-            let w629 = (loadVector(arena, (3215360 +% ((((j619 *% 14400) +% (((ty620 *% 2) +% 2) *% 480)) +% (((tx621 *% 2) +% 1) *% 16)) +% (cv622 *% 8)))) - loadVector(arena, (3215360 +% ((((j619 *% 14400) +% (((ty620 *% 2) +% 1) *% 480)) +% (((tx621 *% 2) +% 1) *% 16)) +% (cv622 *% 8)))))
-            let w630 = (loadVector(arena, (3215360 +% ((((j619 *% 14400) +% (((ty620 *% 2) +% 1) *% 480)) +% (((tx621 *% 2) +% 1) *% 16)) +% (cv622 *% 8)))) - loadVector(arena, (3215360 +% ((((j619 *% 14400) +% (((ty620 *% 2) +% 3) *% 480)) +% (((tx621 *% 2) +% 1) *% 16)) +% (cv622 *% 8)))))
-            let w631 = (loadVector(arena, (3215360 +% ((((j619 *% 14400) +% ((ty620 *% 2) *% 480)) +% (((tx621 *% 2) +% 2) *% 16)) +% (cv622 *% 8)))) - loadVector(arena, (3215360 +% ((((j619 *% 14400) +% (((ty620 *% 2) +% 2) *% 480)) +% (((tx621 *% 2) +% 2) *% 16)) +% (cv622 *% 8)))))
-            let w632 = (loadVector(arena, (3215360 +% ((((j619 *% 14400) +% (((ty620 *% 2) +% 1) *% 480)) +% (((tx621 *% 2) +% 2) *% 16)) +% (cv622 *% 8)))) + loadVector(arena, (3215360 +% ((((j619 *% 14400) +% (((ty620 *% 2) +% 2) *% 480)) +% (((tx621 *% 2) +% 2) *% 16)) +% (cv622 *% 8)))))
-            let w633 = (loadVector(arena, (3215360 +% ((((j619 *% 14400) +% (((ty620 *% 2) +% 2) *% 480)) +% (((tx621 *% 2) +% 2) *% 16)) +% (cv622 *% 8)))) - loadVector(arena, (3215360 +% ((((j619 *% 14400) +% (((ty620 *% 2) +% 1) *% 480)) +% (((tx621 *% 2) +% 2) *% 16)) +% (cv622 *% 8)))))
-            let w634 = (loadVector(arena, (3215360 +% ((((j619 *% 14400) +% (((ty620 *% 2) +% 1) *% 480)) +% (((tx621 *% 2) +% 2) *% 16)) +% (cv622 *% 8)))) - loadVector(arena, (3215360 +% ((((j619 *% 14400) +% (((ty620 *% 2) +% 3) *% 480)) +% (((tx621 *% 2) +% 2) *% 16)) +% (cv622 *% 8)))))
-            let w635 = (loadVector(arena, (3215360 +% ((((j619 *% 14400) +% ((ty620 *% 2) *% 480)) +% (((tx621 *% 2) +% 3) *% 16)) +% (cv622 *% 8)))) - loadVector(arena, (3215360 +% ((((j619 *% 14400) +% (((ty620 *% 2) +% 2) *% 480)) +% (((tx621 *% 2) +% 3) *% 16)) +% (cv622 *% 8)))))
-            let w636 = (loadVector(arena, (3215360 +% ((((j619 *% 14400) +% (((ty620 *% 2) +% 1) *% 480)) +% (((tx621 *% 2) +% 3) *% 16)) +% (cv622 *% 8)))) + loadVector(arena, (3215360 +% ((((j619 *% 14400) +% (((ty620 *% 2) +% 2) *% 480)) +% (((tx621 *% 2) +% 3) *% 16)) +% (cv622 *% 8)))))
-            let w637 = (loadVector(arena, (3215360 +% ((((j619 *% 14400) +% (((ty620 *% 2) +% 2) *% 480)) +% (((tx621 *% 2) +% 3) *% 16)) +% (cv622 *% 8)))) - loadVector(arena, (3215360 +% ((((j619 *% 14400) +% (((ty620 *% 2) +% 1) *% 480)) +% (((tx621 *% 2) +% 3) *% 16)) +% (cv622 *% 8)))))
-            let w638 = (loadVector(arena, (3215360 +% ((((j619 *% 14400) +% (((ty620 *% 2) +% 1) *% 480)) +% (((tx621 *% 2) +% 3) *% 16)) +% (cv622 *% 8)))) - loadVector(arena, (3215360 +% ((((j619 *% 14400) +% (((ty620 *% 2) +% 3) *% 480)) +% (((tx621 *% 2) +% 3) *% 16)) +% (cv622 *% 8)))))
-            let w639 = (w623 - w631)
-            let w640 = (w627 + w631)
-            let w641 = (w631 - w627)
-            let w642 = (w627 - w635)
-            let w643 = (w624 - w632)
-            let w644 = (w628 + w632)
-            let w645 = (w632 - w628)
-            let w646 = (w628 - w636)
-            let w647 = (w625 - w633)
-            let w648 = (w629 + w633)
-            let w649 = (w633 - w629)
-            let w650 = (w629 - w637)
-            let w651 = (w626 - w634)
-            let w652 = (w630 + w634)
-            let w653 = (w634 - w630)
-            let w654 = (w630 - w638)
-            storeVector(arena, ((3229760 +% ((((j619 *% 196) +% (ty620 *% 14)) +% tx621) *% 16)) +% (cv622 *% 8)), w639)
-            storeVector(arena, ((3232896 +% ((((j619 *% 196) +% (ty620 *% 14)) +% tx621) *% 16)) +% (cv622 *% 8)), w640)
-            storeVector(arena, ((3236032 +% ((((j619 *% 196) +% (ty620 *% 14)) +% tx621) *% 16)) +% (cv622 *% 8)), w641)
-            storeVector(arena, ((3239168 +% ((((j619 *% 196) +% (ty620 *% 14)) +% tx621) *% 16)) +% (cv622 *% 8)), w642)
-            storeVector(arena, ((3242304 +% ((((j619 *% 196) +% (ty620 *% 14)) +% tx621) *% 16)) +% (cv622 *% 8)), w643)
-            storeVector(arena, ((3245440 +% ((((j619 *% 196) +% (ty620 *% 14)) +% tx621) *% 16)) +% (cv622 *% 8)), w644)
-            storeVector(arena, ((3248576 +% ((((j619 *% 196) +% (ty620 *% 14)) +% tx621) *% 16)) +% (cv622 *% 8)), w645)
-            storeVector(arena, ((3251712 +% ((((j619 *% 196) +% (ty620 *% 14)) +% tx621) *% 16)) +% (cv622 *% 8)), w646)
-            storeVector(arena, ((3254848 +% ((((j619 *% 196) +% (ty620 *% 14)) +% tx621) *% 16)) +% (cv622 *% 8)), w647)
-            storeVector(arena, ((3257984 +% ((((j619 *% 196) +% (ty620 *% 14)) +% tx621) *% 16)) +% (cv622 *% 8)), w648)
-            storeVector(arena, ((3261120 +% ((((j619 *% 196) +% (ty620 *% 14)) +% tx621) *% 16)) +% (cv622 *% 8)), w649)
-            storeVector(arena, ((3264256 +% ((((j619 *% 196) +% (ty620 *% 14)) +% tx621) *% 16)) +% (cv622 *% 8)), w650)
-            storeVector(arena, ((3267392 +% ((((j619 *% 196) +% (ty620 *% 14)) +% tx621) *% 16)) +% (cv622 *% 8)), w651)
-            storeVector(arena, ((3270528 +% ((((j619 *% 196) +% (ty620 *% 14)) +% tx621) *% 16)) +% (cv622 *% 8)), w652)
-            storeVector(arena, ((3273664 +% ((((j619 *% 196) +% (ty620 *% 14)) +% tx621) *% 16)) +% (cv622 *% 8)), w653)
-            storeVector(arena, ((3276800 +% ((((j619 *% 196) +% (ty620 *% 14)) +% tx621) *% 16)) +% (cv622 *% 8)), w654)
-          }
-        }
-      }
-    }
-    for xi655 in 0..<16 {
-      do {  // gemm662
-        for nb656 in 0..<1 {
-          for mb657 in 0..<32 {
-            var t658_c0_0 = Vector()
-            var t658_c0_1 = Vector()
-            var t658_c1_0 = Vector()
-            var t658_c1_1 = Vector()
-            var t658_c2_0 = Vector()
-            var t658_c2_1 = Vector()
-            var t658_c3_0 = Vector()
-            var t658_c3_1 = Vector()
-            var t658_c4_0 = Vector()
-            var t658_c4_1 = Vector()
-            var t658_c5_0 = Vector()
-            var t658_c5_1 = Vector()
-            for k659 in 0..<16 {
-              let t658_b0 = loadVector(arena, (((3211264 +% (xi655 *% 256)) +% (k659 *% 16)) +% (nb656 *% 16)))
-              let t658_b1 = loadVector(arena, ((((3211264 +% (xi655 *% 256)) +% (k659 *% 16)) +% (nb656 *% 16)) +% 8))
-              let t658_a0 = Vector(repeating: arena[(((3229760 +% (xi655 *% 3136)) +% ((mb657 *% 6) *% 16)) +% k659)])
-              t658_c0_0 = t658_c0_0.addingProduct(t658_a0, t658_b0)
-              t658_c0_1 = t658_c0_1.addingProduct(t658_a0, t658_b1)
-              let t658_a1 = Vector(repeating: arena[(((3229760 +% (xi655 *% 3136)) +% (((mb657 *% 6) +% 1) *% 16)) +% k659)])
-              t658_c1_0 = t658_c1_0.addingProduct(t658_a1, t658_b0)
-              t658_c1_1 = t658_c1_1.addingProduct(t658_a1, t658_b1)
-              let t658_a2 = Vector(repeating: arena[(((3229760 +% (xi655 *% 3136)) +% (((mb657 *% 6) +% 2) *% 16)) +% k659)])
-              t658_c2_0 = t658_c2_0.addingProduct(t658_a2, t658_b0)
-              t658_c2_1 = t658_c2_1.addingProduct(t658_a2, t658_b1)
-              let t658_a3 = Vector(repeating: arena[(((3229760 +% (xi655 *% 3136)) +% (((mb657 *% 6) +% 3) *% 16)) +% k659)])
-              t658_c3_0 = t658_c3_0.addingProduct(t658_a3, t658_b0)
-              t658_c3_1 = t658_c3_1.addingProduct(t658_a3, t658_b1)
-              let t658_a4 = Vector(repeating: arena[(((3229760 +% (xi655 *% 3136)) +% (((mb657 *% 6) +% 4) *% 16)) +% k659)])
-              t658_c4_0 = t658_c4_0.addingProduct(t658_a4, t658_b0)
-              t658_c4_1 = t658_c4_1.addingProduct(t658_a4, t658_b1)
-              let t658_a5 = Vector(repeating: arena[(((3229760 +% (xi655 *% 3136)) +% (((mb657 *% 6) +% 5) *% 16)) +% k659)])
-              t658_c5_0 = t658_c5_0.addingProduct(t658_a5, t658_b0)
-              t658_c5_1 = t658_c5_1.addingProduct(t658_a5, t658_b1)
-            }
-            storeVector(arena, (((3279936 +% (xi655 *% 3136)) +% ((mb657 *% 6) *% 16)) +% (nb656 *% 16)), t658_c0_0)
-            storeVector(arena, ((((3279936 +% (xi655 *% 3136)) +% ((mb657 *% 6) *% 16)) +% (nb656 *% 16)) +% 8), t658_c0_1)
-            storeVector(arena, (((3279936 +% (xi655 *% 3136)) +% (((mb657 *% 6) +% 1) *% 16)) +% (nb656 *% 16)), t658_c1_0)
-            storeVector(arena, ((((3279936 +% (xi655 *% 3136)) +% (((mb657 *% 6) +% 1) *% 16)) +% (nb656 *% 16)) +% 8), t658_c1_1)
-            storeVector(arena, (((3279936 +% (xi655 *% 3136)) +% (((mb657 *% 6) +% 2) *% 16)) +% (nb656 *% 16)), t658_c2_0)
-            storeVector(arena, ((((3279936 +% (xi655 *% 3136)) +% (((mb657 *% 6) +% 2) *% 16)) +% (nb656 *% 16)) +% 8), t658_c2_1)
-            storeVector(arena, (((3279936 +% (xi655 *% 3136)) +% (((mb657 *% 6) +% 3) *% 16)) +% (nb656 *% 16)), t658_c3_0)
-            storeVector(arena, ((((3279936 +% (xi655 *% 3136)) +% (((mb657 *% 6) +% 3) *% 16)) +% (nb656 *% 16)) +% 8), t658_c3_1)
-            storeVector(arena, (((3279936 +% (xi655 *% 3136)) +% (((mb657 *% 6) +% 4) *% 16)) +% (nb656 *% 16)), t658_c4_0)
-            storeVector(arena, ((((3279936 +% (xi655 *% 3136)) +% (((mb657 *% 6) +% 4) *% 16)) +% (nb656 *% 16)) +% 8), t658_c4_1)
-            storeVector(arena, (((3279936 +% (xi655 *% 3136)) +% (((mb657 *% 6) +% 5) *% 16)) +% (nb656 *% 16)), t658_c5_0)
-            storeVector(arena, ((((3279936 +% (xi655 *% 3136)) +% (((mb657 *% 6) +% 5) *% 16)) +% (nb656 *% 16)) +% 8), t658_c5_1)
-          }
-          var t660_c0_0 = Vector()
-          var t660_c0_1 = Vector()
-          var t660_c1_0 = Vector()
-          var t660_c1_1 = Vector()
-          var t660_c2_0 = Vector()
-          var t660_c2_1 = Vector()
-          var t660_c3_0 = Vector()
-          var t660_c3_1 = Vector()
-          for k661 in 0..<16 {
-            let t660_b0 = loadVector(arena, (((3211264 +% (xi655 *% 256)) +% (k661 *% 16)) +% (nb656 *% 16)))
-            let t660_b1 = loadVector(arena, ((((3211264 +% (xi655 *% 256)) +% (k661 *% 16)) +% (nb656 *% 16)) +% 8))
-            let t660_a0 = Vector(repeating: arena[(((3229760 +% (xi655 *% 3136)) +% 3072) +% k661)])
-            t660_c0_0 = t660_c0_0.addingProduct(t660_a0, t660_b0)
-            t660_c0_1 = t660_c0_1.addingProduct(t660_a0, t660_b1)
-            let t660_a1 = Vector(repeating: arena[(((3229760 +% (xi655 *% 3136)) +% 3088) +% k661)])
-            t660_c1_0 = t660_c1_0.addingProduct(t660_a1, t660_b0)
-            t660_c1_1 = t660_c1_1.addingProduct(t660_a1, t660_b1)
-            let t660_a2 = Vector(repeating: arena[(((3229760 +% (xi655 *% 3136)) +% 3104) +% k661)])
-            t660_c2_0 = t660_c2_0.addingProduct(t660_a2, t660_b0)
-            t660_c2_1 = t660_c2_1.addingProduct(t660_a2, t660_b1)
-            let t660_a3 = Vector(repeating: arena[(((3229760 +% (xi655 *% 3136)) +% 3120) +% k661)])
-            t660_c3_0 = t660_c3_0.addingProduct(t660_a3, t660_b0)
-            t660_c3_1 = t660_c3_1.addingProduct(t660_a3, t660_b1)
-          }
-          storeVector(arena, (((3279936 +% (xi655 *% 3136)) +% 3072) +% (nb656 *% 16)), t660_c0_0)
-          storeVector(arena, ((((3279936 +% (xi655 *% 3136)) +% 3072) +% (nb656 *% 16)) +% 8), t660_c0_1)
-          storeVector(arena, (((3279936 +% (xi655 *% 3136)) +% 3088) +% (nb656 *% 16)), t660_c1_0)
-          storeVector(arena, ((((3279936 +% (xi655 *% 3136)) +% 3088) +% (nb656 *% 16)) +% 8), t660_c1_1)
-          storeVector(arena, (((3279936 +% (xi655 *% 3136)) +% 3104) +% (nb656 *% 16)), t660_c2_0)
-          storeVector(arena, ((((3279936 +% (xi655 *% 3136)) +% 3104) +% (nb656 *% 16)) +% 8), t660_c2_1)
-          storeVector(arena, (((3279936 +% (xi655 *% 3136)) +% 3120) +% (nb656 *% 16)), t660_c3_0)
-          storeVector(arena, ((((3279936 +% (xi655 *% 3136)) +% 3120) +% (nb656 *% 16)) +% 8), t660_c3_1)
-        }
-      }
-    }
-    for j663 in 0..<1 {
-      for ty664 in 0..<14 {
-        for tx665 in 0..<14 {
-          for cv666 in 0..<2 {
-            let w667 = ((loadVector(arena, ((3279936 +% ((((j663 *% 196) +% (ty664 *% 14)) +% tx665) *% 16)) +% (cv666 *% 8))) + loadVector(arena, ((3292480 +% ((((j663 *% 196) +% (ty664 *% 14)) +% tx665) *% 16)) +% (cv666 *% 8)))) + loadVector(arena, ((3305024 +% ((((j663 *% 196) +% (ty664 *% 14)) +% tx665) *% 16)) +% (cv666 *% 8))))
-            let w668 = ((loadVector(arena, ((3292480 +% ((((j663 *% 196) +% (ty664 *% 14)) +% tx665) *% 16)) +% (cv666 *% 8))) - loadVector(arena, ((3305024 +% ((((j663 *% 196) +% (ty664 *% 14)) +% tx665) *% 16)) +% (cv666 *% 8)))) - loadVector(arena, ((3317568 +% ((((j663 *% 196) +% (ty664 *% 14)) +% tx665) *% 16)) +% (cv666 *% 8))))
-            let w669 = ((loadVector(arena, ((3283072 +% ((((j663 *% 196) +% (ty664 *% 14)) +% tx665) *% 16)) +% (cv666 *% 8))) + loadVector(arena, ((3295616 +% ((((j663 *% 196) +% (ty664 *% 14)) +% tx665) *% 16)) +% (cv666 *% 8)))) + loadVector(arena, ((3308160 +% ((((j663 *% 196) +% (ty664 *% 14)) +% tx665) *% 16)) +% (cv666 *% 8))))
-            let w670 = ((loadVector(arena, ((3295616 +% ((((j663 *% 196) +% (ty664 *% 14)) +% tx665) *% 16)) +% (cv666 *% 8))) - loadVector(arena, ((3308160 +% ((((j663 *% 196) +% (ty664 *% 14)) +% tx665) *% 16)) +% (cv666 *% 8)))) - loadVector(arena, ((3320704 +% ((((j663 *% 196) +% (ty664 *% 14)) +% tx665) *% 16)) +% (cv666 *% 8))))
-            let w671 = ((loadVector(arena, ((3286208 +% ((((j663 *% 196) +% (ty664 *% 14)) +% tx665) *% 16)) +% (cv666 *% 8))) + loadVector(arena, ((3298752 +% ((((j663 *% 196) +% (ty664 *% 14)) +% tx665) *% 16)) +% (cv666 *% 8)))) + loadVector(arena, ((3311296 +% ((((j663 *% 196) +% (ty664 *% 14)) +% tx665) *% 16)) +% (cv666 *% 8))))
-            let w672 = ((loadVector(arena, ((3298752 +% ((((j663 *% 196) +% (ty664 *% 14)) +% tx665) *% 16)) +% (cv666 *% 8))) - loadVector(arena, ((3311296 +% ((((j663 *% 196) +% (ty664 *% 14)) +% tx665) *% 16)) +% (cv666 *% 8)))) - loadVector(arena, ((3323840 +% ((((j663 *% 196) +% (ty664 *% 14)) +% tx665) *% 16)) +% (cv666 *% 8))))
-            let w673 = ((loadVector(arena, ((3289344 +% ((((j663 *% 196) +% (ty664 *% 14)) +% tx665) *% 16)) +% (cv666 *% 8))) + loadVector(arena, ((3301888 +% ((((j663 *% 196) +% (ty664 *% 14)) +% tx665) *% 16)) +% (cv666 *% 8)))) + loadVector(arena, ((3314432 +% ((((j663 *% 196) +% (ty664 *% 14)) +% tx665) *% 16)) +% (cv666 *% 8))))
-            let w674 = ((loadVector(arena, ((3301888 +% ((((j663 *% 196) +% (ty664 *% 14)) +% tx665) *% 16)) +% (cv666 *% 8))) - loadVector(arena, ((3314432 +% ((((j663 *% 196) +% (ty664 *% 14)) +% tx665) *% 16)) +% (cv666 *% 8)))) - loadVector(arena, ((3326976 +% ((((j663 *% 196) +% (ty664 *% 14)) +% tx665) *% 16)) +% (cv666 *% 8))))
-            let w675 = ((w667 + w669) + w671)
-            let w676 = ((w669 - w671) - w673)
-            let w677 = ((w668 + w670) + w672)
-            let w678 = ((w670 - w672) - w674)
-            storeVector(arena, ((3330112 +% (((((j663 *% 28) +% (ty664 *% 2)) *% 28) +% (tx665 *% 2)) *% 16)) +% (cv666 *% 8)), w675)
-            storeVector(arena, ((3330112 +% ((((((j663 *% 28) +% (ty664 *% 2)) *% 28) +% (tx665 *% 2)) +% 1) *% 16)) +% (cv666 *% 8)), w676)
-            storeVector(arena, ((3330112 +% ((((((j663 *% 28) +% (ty664 *% 2)) +% 1) *% 28) +% (tx665 *% 2)) *% 16)) +% (cv666 *% 8)), w677)
-            storeVector(arena, ((3330112 +% (((((((j663 *% 28) +% (ty664 *% 2)) +% 1) *% 28) +% (tx665 *% 2)) +% 1) *% 16)) +% (cv666 *% 8)), w678)
-          }
-        }
-      }
-    }
-    for j679 in 0..<1 {
-      for c680 in 0..<16 {
-        for q681 in 0..<784 {
-          arena[(((2408448 +% ((g614 +% j679) *% 12544)) +% (c680 *% 784)) +% q681)] = arena[((3330112 +% (((j679 *% 784) +% q681) *% 16)) +% c680)]
-        }
-      }
-    }
-  }
-  // act1_grad_sum = add(res_grad, act1_grad)
-  for i682 in 0..<100352 {
-    storeVector(arena, ((i682 *% 8) +% 802816), (loadVector(arena, ((i682 *% 8) +% 3615376)) + loadVector(arena, ((i682 *% 8) +% 2408448))))
-  }
-  // conv1_grad = leaky_relu_grad(act1_grad_sum, conv1)
-  for i683 in 0..<100352 {
-    storeVector(arena, ((i683 *% 8) +% 1605632), (Vector(repeating: Float(bitPattern: 0x3dcccccd)) * loadVector(arena, ((i683 *% 8) +% 802816))).replacing(with: loadVector(arena, ((i683 *% 8) +% 802816)), where: loadVector(arena, (i683 *% 8)) .> Vector(repeating: Float(0))))
-  }
-  // conv1_weight_grad = conv2d_grad_weight(conv1_grad, image)
-  for i684 in 0..<18 {
-    storeVector(arena, ((i684 *% 8) +% 313744), Vector(repeating: Float(0)))
-  }
-  for i685 in 0..<1800 {
-    storeVector(arena, ((i685 *% 8) +% 313888), Vector(repeating: Float(0)))
-  }
-  for g686 in 0..<4 {
-    do {  // scalar loops
-      for j687 in 0..<16 {
-        for c688 in 0..<1 {
-          for qy689 in 0..<28 {
-            for cv690 in 0..<3 {
-              storeVector(arena, (313888 +% ((((j687 +% c688) *% 900) +% ((qy689 +% 1) *% 30)) +% (1 +% (cv690 *% 8)))), loadVector(images, (((((((g686 *% 16) +% j687) *% 784) +% (c688 *% 784)) +% (((qy689 +% 1) +% -1) *% 28)) +% (1 +% (cv690 *% 8))) +% -1)))
-            }
-            storePartial(arena, (313888 +% ((((j687 +% c688) *% 900) +% ((qy689 +% 1) *% 30)) +% 25)), loadPartial(images, (((((((g686 *% 16) +% j687) *% 784) +% (c688 *% 784)) +% (((qy689 +% 1) +% -1) *% 28)) +% 25) +% -1), 4), 4)
-          }
-        }
-      }
-      for j691 in 0..<16 {
-        for c692 in 0..<1 {
-          for ky693 in 0..<3 {
-            for kx694 in 0..<3 {
-              for wy695 in 0..<1 {
-                for wx696 in 0..<1 {
-                  for py697 in 0..<28 {
-                    for cv698 in 0..<3 {
-                      storeVector(arena, (((((((((c692 *% 3) +% ky693) *% 3) +% kx694) *% 12560) +% (j691 *% 784)) +% ((wy695 +% wx696) *% 784)) +% (py697 *% 28)) +% (cv698 *% 8)), loadVector(arena, (313888 +% ((((((j691 +% c692) +% ((wy695 +% ky693) % 1)) +% ((wx696 +% kx694) % 1)) *% 900) +% ((py697 +% ((wy695 +% ky693) / 1)) *% 30)) +% ((cv698 *% 8) +% ((wx696 +% kx694) / 1))))))
-                    }
-                    storePartial(arena, (((((((((c692 *% 3) +% ky693) *% 3) +% kx694) *% 12560) +% (j691 *% 784)) +% ((wy695 +% wx696) *% 784)) +% (py697 *% 28)) +% 24), loadPartial(arena, (313888 +% ((((((j691 +% c692) +% ((wy695 +% ky693) % 1)) +% ((wx696 +% kx694) % 1)) *% 900) +% ((py697 +% ((wy695 +% ky693) / 1)) *% 30)) +% (24 +% ((wx696 +% kx694) / 1)))), 4), 4)
-                  }
-                }
-              }
-            }
-          }
-        }
-      }
-    }
-    for j699 in 0..<16 {
-      for i700 in 0..<784 {
-        for f701 in 0..<16 {
-          arena[((113040 +% (((j699 *% 784) +% i700) *% 16)) +% f701)] = arena[(((1605632 +% (((g686 *% 16) +% j699) *% 12544)) +% (f701 *% 784)) +% i700)]
-        }
-      }
-    }
-    do {  // gemm709
-      for kp702 in 0..<7 {
-        for nb703 in 0..<1 {
-          for mb704 in 0..<1 {
-            var t705_c0_0 = loadVector(arena, ((313744 +% ((mb704 *% 5) *% 16)) +% (nb703 *% 16)))
-            var t705_c0_1 = loadVector(arena, (((313744 +% ((mb704 *% 5) *% 16)) +% (nb703 *% 16)) +% 8))
-            var t705_c1_0 = loadVector(arena, ((313744 +% (((mb704 *% 5) +% 1) *% 16)) +% (nb703 *% 16)))
-            var t705_c1_1 = loadVector(arena, (((313744 +% (((mb704 *% 5) +% 1) *% 16)) +% (nb703 *% 16)) +% 8))
-            var t705_c2_0 = loadVector(arena, ((313744 +% (((mb704 *% 5) +% 2) *% 16)) +% (nb703 *% 16)))
-            var t705_c2_1 = loadVector(arena, (((313744 +% (((mb704 *% 5) +% 2) *% 16)) +% (nb703 *% 16)) +% 8))
-            var t705_c3_0 = loadVector(arena, ((313744 +% (((mb704 *% 5) +% 3) *% 16)) +% (nb703 *% 16)))
-            var t705_c3_1 = loadVector(arena, (((313744 +% (((mb704 *% 5) +% 3) *% 16)) +% (nb703 *% 16)) +% 8))
-            var t705_c4_0 = loadVector(arena, ((313744 +% (((mb704 *% 5) +% 4) *% 16)) +% (nb703 *% 16)))
-            var t705_c4_1 = loadVector(arena, (((313744 +% (((mb704 *% 5) +% 4) *% 16)) +% (nb703 *% 16)) +% 8))
-            for k706 in 0..<1792 {
-              let t705_b0 = loadVector(arena, ((113040 +% ((k706 +% (kp702 *% 1792)) *% 16)) +% (nb703 *% 16)))
-              let t705_b1 = loadVector(arena, (((113040 +% ((k706 +% (kp702 *% 1792)) *% 16)) +% (nb703 *% 16)) +% 8))
-              let t705_a0 = Vector(repeating: arena[(((mb704 *% 5) *% 12560) +% (k706 +% (kp702 *% 1792)))])
-              t705_c0_0 = t705_c0_0.addingProduct(t705_a0, t705_b0)
-              t705_c0_1 = t705_c0_1.addingProduct(t705_a0, t705_b1)
-              let t705_a1 = Vector(repeating: arena[((((mb704 *% 5) +% 1) *% 12560) +% (k706 +% (kp702 *% 1792)))])
-              t705_c1_0 = t705_c1_0.addingProduct(t705_a1, t705_b0)
-              t705_c1_1 = t705_c1_1.addingProduct(t705_a1, t705_b1)
-              let t705_a2 = Vector(repeating: arena[((((mb704 *% 5) +% 2) *% 12560) +% (k706 +% (kp702 *% 1792)))])
-              t705_c2_0 = t705_c2_0.addingProduct(t705_a2, t705_b0)
-              t705_c2_1 = t705_c2_1.addingProduct(t705_a2, t705_b1)
-              let t705_a3 = Vector(repeating: arena[((((mb704 *% 5) +% 3) *% 12560) +% (k706 +% (kp702 *% 1792)))])
-              t705_c3_0 = t705_c3_0.addingProduct(t705_a3, t705_b0)
-              t705_c3_1 = t705_c3_1.addingProduct(t705_a3, t705_b1)
-              let t705_a4 = Vector(repeating: arena[((((mb704 *% 5) +% 4) *% 12560) +% (k706 +% (kp702 *% 1792)))])
-              t705_c4_0 = t705_c4_0.addingProduct(t705_a4, t705_b0)
-              t705_c4_1 = t705_c4_1.addingProduct(t705_a4, t705_b1)
-            }
-            storeVector(arena, ((313744 +% ((mb704 *% 5) *% 16)) +% (nb703 *% 16)), t705_c0_0)
-            storeVector(arena, (((313744 +% ((mb704 *% 5) *% 16)) +% (nb703 *% 16)) +% 8), t705_c0_1)
-            storeVector(arena, ((313744 +% (((mb704 *% 5) +% 1) *% 16)) +% (nb703 *% 16)), t705_c1_0)
-            storeVector(arena, (((313744 +% (((mb704 *% 5) +% 1) *% 16)) +% (nb703 *% 16)) +% 8), t705_c1_1)
-            storeVector(arena, ((313744 +% (((mb704 *% 5) +% 2) *% 16)) +% (nb703 *% 16)), t705_c2_0)
-            storeVector(arena, (((313744 +% (((mb704 *% 5) +% 2) *% 16)) +% (nb703 *% 16)) +% 8), t705_c2_1)
-            storeVector(arena, ((313744 +% (((mb704 *% 5) +% 3) *% 16)) +% (nb703 *% 16)), t705_c3_0)
-            storeVector(arena, (((313744 +% (((mb704 *% 5) +% 3) *% 16)) +% (nb703 *% 16)) +% 8), t705_c3_1)
-            storeVector(arena, ((313744 +% (((mb704 *% 5) +% 4) *% 16)) +% (nb703 *% 16)), t705_c4_0)
-            storeVector(arena, (((313744 +% (((mb704 *% 5) +% 4) *% 16)) +% (nb703 *% 16)) +% 8), t705_c4_1)
-          }
-          var t707_c0_0 = loadVector(arena, (313824 +% (nb703 *% 16)))
-          var t707_c0_1 = loadVector(arena, ((313824 +% (nb703 *% 16)) +% 8))
-          var t707_c1_0 = loadVector(arena, (313840 +% (nb703 *% 16)))
-          var t707_c1_1 = loadVector(arena, ((313840 +% (nb703 *% 16)) +% 8))
-          var t707_c2_0 = loadVector(arena, (313856 +% (nb703 *% 16)))
-          var t707_c2_1 = loadVector(arena, ((313856 +% (nb703 *% 16)) +% 8))
-          var t707_c3_0 = loadVector(arena, (313872 +% (nb703 *% 16)))
-          var t707_c3_1 = loadVector(arena, ((313872 +% (nb703 *% 16)) +% 8))
-          for k708 in 0..<1792 {
-            let t707_b0 = loadVector(arena, ((113040 +% ((k708 +% (kp702 *% 1792)) *% 16)) +% (nb703 *% 16)))
-            let t707_b1 = loadVector(arena, (((113040 +% ((k708 +% (kp702 *% 1792)) *% 16)) +% (nb703 *% 16)) +% 8))
-            let t707_a0 = Vector(repeating: arena[(62800 +% (k708 +% (kp702 *% 1792)))])
-            t707_c0_0 = t707_c0_0.addingProduct(t707_a0, t707_b0)
-            t707_c0_1 = t707_c0_1.addingProduct(t707_a0, t707_b1)
-            let t707_a1 = Vector(repeating: arena[(75360 +% (k708 +% (kp702 *% 1792)))])
-            t707_c1_0 = t707_c1_0.addingProduct(t707_a1, t707_b0)
-            t707_c1_1 = t707_c1_1.addingProduct(t707_a1, t707_b1)
-            let t707_a2 = Vector(repeating: arena[(87920 +% (k708 +% (kp702 *% 1792)))])
-            t707_c2_0 = t707_c2_0.addingProduct(t707_a2, t707_b0)
-            t707_c2_1 = t707_c2_1.addingProduct(t707_a2, t707_b1)
-            let t707_a3 = Vector(repeating: arena[(100480 +% (k708 +% (kp702 *% 1792)))])
-            t707_c3_0 = t707_c3_0.addingProduct(t707_a3, t707_b0)
-            t707_c3_1 = t707_c3_1.addingProduct(t707_a3, t707_b1)
-          }
-          storeVector(arena, (313824 +% (nb703 *% 16)), t707_c0_0)
-          storeVector(arena, ((313824 +% (nb703 *% 16)) +% 8), t707_c0_1)
-          storeVector(arena, (313840 +% (nb703 *% 16)), t707_c1_0)
-          storeVector(arena, ((313840 +% (nb703 *% 16)) +% 8), t707_c1_1)
-          storeVector(arena, (313856 +% (nb703 *% 16)), t707_c2_0)
-          storeVector(arena, ((313856 +% (nb703 *% 16)) +% 8), t707_c2_1)
-          storeVector(arena, (313872 +% (nb703 *% 16)), t707_c3_0)
-          storeVector(arena, ((313872 +% (nb703 *% 16)) +% 8), t707_c3_1)
-        }
-      }
-    }
-  }
-  for f710 in 0..<16 {
-    for r711 in 0..<9 {
-      grads[((f710 *% 9) +% r711)] = arena[((313744 +% (r711 *% 16)) +% f710)]
-    }
-  }
-  // conv1_bias_grad = conv2d_grad_bias(conv1_grad)
-  for f712 in 0..<16 {
-    var acc713 = Vector()
-    for img714 in 0..<64 {
-      for i715 in 0..<98 {
-        acc713 = acc713.addingProduct(Vector(repeating: Float(1)), loadVector(arena, (((1605632 +% (img714 *% 12544)) +% (f712 *% 784)) +% (i715 *% 8))))
-      }
-    }
-    storeVector(arena, 0, acc713)
-    var sum716: Float = (arena[0] + arena[1])
-    var sum717: Float = (sum716 + arena[2])
-    var sum718: Float = (sum717 + arena[3])
-    var sum719: Float = (sum718 + arena[4])
-    var sum720: Float = (sum719 + arena[5])
-    var sum721: Float = (sum720 + arena[6])
-    var sum722: Float = (sum721 + arena[7])
-    grads[(144 +% f712)] = sum722
-  }
-  // adam = update of 7450 parameters
-  var step_size723: Float = (lr / (Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
-  var bc2_sqrt724: Float = sqrtf((Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
-  for i725 in 0..<931 {
-    let g_v = (loadVector(grads, (i725 *% 8)) + (Vector(repeating: Float(0)) * loadVector(params, (i725 *% 8))))
-    let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadVector(m, (i725 *% 8))) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
-    let v_new_v = ((Vector(repeating: Float(bitPattern: 0x3f7fbe77)) * loadVector(v, (i725 *% 8))) + ((Vector(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
-    storeVector(m, (i725 *% 8), m_new_v)
-    storeVector(v, (i725 *% 8), v_new_v)
-    storeVector(params, (i725 *% 8), (loadVector(params, (i725 *% 8)) - ((Vector(repeating: step_size723) * m_new_v) / ((v_new_v.squareRoot() / Vector(repeating: bc2_sqrt724)) + Vector(repeating: Float(bitPattern: 0x322bcc77))))))
-  }
-  for i725 in 0..<1 {
-    let g_v = (loadPartial(grads, (i725 +% 7448), 2) + (Vector(repeating: Float(0)) * loadPartial(params, (i725 +% 7448), 2)))
-    let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadPartial(m, (i725 +% 7448), 2)) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
-    let v_new_v = ((Vector(repeating: Float(bitPattern: 0x3f7fbe77)) * loadPartial(v, (i725 +% 7448), 2)) + ((Vector(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
-    storePartial(m, (i725 +% 7448), m_new_v, 2)
-    storePartial(v, (i725 +% 7448), v_new_v, 2)
-    storePartial(params, (i725 +% 7448), (loadPartial(params, (i725 +% 7448), 2) - ((Vector(repeating: step_size723) * m_new_v) / ((v_new_v.squareRoot() / Vector(repeating: bc2_sqrt724)) + Vector(repeating: Float(bitPattern: 0x322bcc77))))), 2)
-  }
-}
-
-@_cdecl("residual_infer_b64")
-public func residual_infer_b64(
-  _ params: UnsafeMutablePointer<Float>?, _ grads: UnsafeMutablePointer<Float>?, _ m: UnsafeMutablePointer<Float>?,
-  _ v: UnsafeMutablePointer<Float>?, _ arena: UnsafeMutablePointer<Float>?, _ images: UnsafePointer<Float>?,
-  _ labels: UnsafePointer<Int32>?, _ lr: Float, _ step: Int64, _ seed: Int64, _ pool: UnsafeMutableRawPointer?
-) {
-  let params = params.unsafelyUnwrapped
-  let arena = arena.unsafelyUnwrapped
-  let images = UnsafeMutablePointer(mutating: images.unsafelyUnwrapped)
-  _ = (lr, step, seed, pool)
-  // conv1 = conv2d(image)
-  for i1 in 0..<1800 {
-    storeVector(arena, ((i1 *% 8) +% 1129360), Vector(repeating: Float(0)))
-  }
-  for g2 in 0..<4 {
-    do {  // scalar loops
-      for j3 in 0..<16 {
-        for c4 in 0..<1 {
-          for qy5 in 0..<28 {
-            for cv6 in 0..<3 {
-              storeVector(arena, (1129360 +% ((((j3 +% c4) *% 900) +% ((qy5 +% 1) *% 30)) +% (1 +% (cv6 *% 8)))), loadVector(images, (((((((g2 *% 16) +% j3) *% 784) +% (c4 *% 784)) +% (((qy5 +% 1) +% -1) *% 28)) +% (1 +% (cv6 *% 8))) +% -1)))
-            }
-            storePartial(arena, (1129360 +% ((((j3 +% c4) *% 900) +% ((qy5 +% 1) *% 30)) +% 25)), loadPartial(images, (((((((g2 *% 16) +% j3) *% 784) +% (c4 *% 784)) +% (((qy5 +% 1) +% -1) *% 28)) +% 25) +% -1), 4), 4)
-          }
-        }
-      }
-      for j7 in 0..<16 {
-        for c8 in 0..<1 {
-          for ky9 in 0..<3 {
-            for kx10 in 0..<3 {
-              for wy11 in 0..<1 {
-                for wx12 in 0..<1 {
-                  for py13 in 0..<28 {
-                    for cv14 in 0..<3 {
-                      storeVector(arena, (((((802816 +% (((((c8 *% 3) +% ky9) *% 3) +% kx10) *% 12560)) +% (j7 *% 784)) +% ((wy11 +% wx12) *% 784)) +% (py13 *% 28)) +% (cv14 *% 8)), loadVector(arena, (1129360 +% ((((((j7 +% c8) +% ((wy11 +% ky9) % 1)) +% ((wx12 +% kx10) % 1)) *% 900) +% ((py13 +% ((wy11 +% ky9) / 1)) *% 30)) +% ((cv14 *% 8) +% ((wx12 +% kx10) / 1))))))
-                    }
-                    storePartial(arena, (((((802816 +% (((((c8 *% 3) +% ky9) *% 3) +% kx10) *% 12560)) +% (j7 *% 784)) +% ((wy11 +% wx12) *% 784)) +% (py13 *% 28)) +% 24), loadPartial(arena, (1129360 +% ((((((j7 +% c8) +% ((wy11 +% ky9) % 1)) +% ((wx12 +% kx10) % 1)) *% 900) +% ((py13 +% ((wy11 +% ky9) / 1)) *% 30)) +% (24 +% ((wx12 +% kx10) / 1)))), 4), 4)
-                  }
-                }
-              }
-            }
-          }
-        }
-      }
-    }
-    do {  // gemm22
-      for nb15 in 0..<522 {
-        for mb16 in 0..<4 {
-          var t17_c0_0 = Vector()
-          var t17_c0_1 = Vector()
-          var t17_c0_2 = Vector()
-          var t17_c1_0 = Vector()
-          var t17_c1_1 = Vector()
-          var t17_c1_2 = Vector()
-          var t17_c2_0 = Vector()
-          var t17_c2_1 = Vector()
-          var t17_c2_2 = Vector()
-          var t17_c3_0 = Vector()
-          var t17_c3_1 = Vector()
-          var t17_c3_2 = Vector()
-          for k18 in 0..<9 {
-            let t17_b0 = loadVector(arena, ((802816 +% (k18 *% 12560)) +% (nb15 *% 24)))
-            let t17_b1 = loadVector(arena, (((802816 +% (k18 *% 12560)) +% (nb15 *% 24)) +% 8))
-            let t17_b2 = loadVector(arena, (((802816 +% (k18 *% 12560)) +% (nb15 *% 24)) +% 16))
-            let t17_a0 = Vector(repeating: params[(((mb16 *% 4) *% 9) +% k18)])
-            t17_c0_0 = t17_c0_0.addingProduct(t17_a0, t17_b0)
-            t17_c0_1 = t17_c0_1.addingProduct(t17_a0, t17_b1)
-            t17_c0_2 = t17_c0_2.addingProduct(t17_a0, t17_b2)
-            let t17_a1 = Vector(repeating: params[((((mb16 *% 4) +% 1) *% 9) +% k18)])
-            t17_c1_0 = t17_c1_0.addingProduct(t17_a1, t17_b0)
-            t17_c1_1 = t17_c1_1.addingProduct(t17_a1, t17_b1)
-            t17_c1_2 = t17_c1_2.addingProduct(t17_a1, t17_b2)
-            let t17_a2 = Vector(repeating: params[((((mb16 *% 4) +% 2) *% 9) +% k18)])
-            t17_c2_0 = t17_c2_0.addingProduct(t17_a2, t17_b0)
-            t17_c2_1 = t17_c2_1.addingProduct(t17_a2, t17_b1)
-            t17_c2_2 = t17_c2_2.addingProduct(t17_a2, t17_b2)
-            let t17_a3 = Vector(repeating: params[((((mb16 *% 4) +% 3) *% 9) +% k18)])
-            t17_c3_0 = t17_c3_0.addingProduct(t17_a3, t17_b0)
-            t17_c3_1 = t17_c3_1.addingProduct(t17_a3, t17_b1)
-            t17_c3_2 = t17_c3_2.addingProduct(t17_a3, t17_b2)
-          }
-          storeVector(arena, ((915856 +% ((mb16 *% 4) *% 12560)) +% (nb15 *% 24)), t17_c0_0)
-          storeVector(arena, (((915856 +% ((mb16 *% 4) *% 12560)) +% (nb15 *% 24)) +% 8), t17_c0_1)
-          storeVector(arena, (((915856 +% ((mb16 *% 4) *% 12560)) +% (nb15 *% 24)) +% 16), t17_c0_2)
-          storeVector(arena, ((915856 +% (((mb16 *% 4) +% 1) *% 12560)) +% (nb15 *% 24)), t17_c1_0)
-          storeVector(arena, (((915856 +% (((mb16 *% 4) +% 1) *% 12560)) +% (nb15 *% 24)) +% 8), t17_c1_1)
-          storeVector(arena, (((915856 +% (((mb16 *% 4) +% 1) *% 12560)) +% (nb15 *% 24)) +% 16), t17_c1_2)
-          storeVector(arena, ((915856 +% (((mb16 *% 4) +% 2) *% 12560)) +% (nb15 *% 24)), t17_c2_0)
-          storeVector(arena, (((915856 +% (((mb16 *% 4) +% 2) *% 12560)) +% (nb15 *% 24)) +% 8), t17_c2_1)
-          storeVector(arena, (((915856 +% (((mb16 *% 4) +% 2) *% 12560)) +% (nb15 *% 24)) +% 16), t17_c2_2)
-          storeVector(arena, ((915856 +% (((mb16 *% 4) +% 3) *% 12560)) +% (nb15 *% 24)), t17_c3_0)
-          storeVector(arena, (((915856 +% (((mb16 *% 4) +% 3) *% 12560)) +% (nb15 *% 24)) +% 8), t17_c3_1)
-          storeVector(arena, (((915856 +% (((mb16 *% 4) +% 3) *% 12560)) +% (nb15 *% 24)) +% 16), t17_c3_2)
-        }
-      }
-      for mb19 in 0..<4 {
-        var t20_c0_0 = Vector()
-        var t20_c0_1 = Vector()
-        var t20_c1_0 = Vector()
-        var t20_c1_1 = Vector()
-        var t20_c2_0 = Vector()
-        var t20_c2_1 = Vector()
-        var t20_c3_0 = Vector()
-        var t20_c3_1 = Vector()
-        for k21 in 0..<9 {
-          let t20_b0 = loadVector(arena, ((802816 +% (k21 *% 12560)) +% 12528))
-          let t20_b1 = loadVector(arena, (((802816 +% (k21 *% 12560)) +% 12528) +% 8))
-          let t20_a0 = Vector(repeating: params[(((mb19 *% 4) *% 9) +% k21)])
-          t20_c0_0 = t20_c0_0.addingProduct(t20_a0, t20_b0)
-          t20_c0_1 = t20_c0_1.addingProduct(t20_a0, t20_b1)
-          let t20_a1 = Vector(repeating: params[((((mb19 *% 4) +% 1) *% 9) +% k21)])
-          t20_c1_0 = t20_c1_0.addingProduct(t20_a1, t20_b0)
-          t20_c1_1 = t20_c1_1.addingProduct(t20_a1, t20_b1)
-          let t20_a2 = Vector(repeating: params[((((mb19 *% 4) +% 2) *% 9) +% k21)])
-          t20_c2_0 = t20_c2_0.addingProduct(t20_a2, t20_b0)
-          t20_c2_1 = t20_c2_1.addingProduct(t20_a2, t20_b1)
-          let t20_a3 = Vector(repeating: params[((((mb19 *% 4) +% 3) *% 9) +% k21)])
-          t20_c3_0 = t20_c3_0.addingProduct(t20_a3, t20_b0)
-          t20_c3_1 = t20_c3_1.addingProduct(t20_a3, t20_b1)
-        }
-        storeVector(arena, ((915856 +% ((mb19 *% 4) *% 12560)) +% 12528), t20_c0_0)
-        storeVector(arena, (((915856 +% ((mb19 *% 4) *% 12560)) +% 12528) +% 8), t20_c0_1)
-        storeVector(arena, ((915856 +% (((mb19 *% 4) +% 1) *% 12560)) +% 12528), t20_c1_0)
-        storeVector(arena, (((915856 +% (((mb19 *% 4) +% 1) *% 12560)) +% 12528) +% 8), t20_c1_1)
-        storeVector(arena, ((915856 +% (((mb19 *% 4) +% 2) *% 12560)) +% 12528), t20_c2_0)
-        storeVector(arena, (((915856 +% (((mb19 *% 4) +% 2) *% 12560)) +% 12528) +% 8), t20_c2_1)
-        storeVector(arena, ((915856 +% (((mb19 *% 4) +% 3) *% 12560)) +% 12528), t20_c3_0)
-        storeVector(arena, (((915856 +% (((mb19 *% 4) +% 3) *% 12560)) +% 12528) +% 8), t20_c3_1)
-      }
-    }
-    for j23 in 0..<16 {
-      for f24 in 0..<16 {
-        for i25 in 0..<98 {
-          storeVector(arena, ((i25 *% 8) +% ((((g2 *% 16) +% j23) *% 12544) +% (f24 *% 784))), (loadVector(arena, ((i25 *% 8) +% ((915856 +% (f24 *% 12560)) +% (j23 *% 784)))) + Vector(repeating: params[(144 +% f24)])))
-        }
-      }
-    }
-  }
-  // act1 = leaky_relu(conv1)
-  for i26 in 0..<100352 {
-    storeVector(arena, ((i26 *% 8) +% 802816), (Vector(repeating: Float(bitPattern: 0x3dcccccd)) * loadVector(arena, (i26 *% 8))).replacing(with: loadVector(arena, (i26 *% 8)), where: loadVector(arena, (i26 *% 8)) .> Vector(repeating: Float(0))))
-  }
-  // conv2 = conv2d(act1)
-  parallelFor(pool, 2) { part27 in
     for ci28 in 0..<16 {
-      for co29 in 0..<8 {
-        var w30: Float = params[(160 +% (((((part27 *% 8) +% co29) *% 16) +% ci28) *% 9))]
-        var w31: Float = (((params[(160 +% (((((part27 *% 8) +% co29) *% 16) +% ci28) *% 9))] + params[((160 +% (((((part27 *% 8) +% co29) *% 16) +% ci28) *% 9)) +% 3)]) + params[((160 +% (((((part27 *% 8) +% co29) *% 16) +% ci28) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
-        var w32: Float = (((params[(160 +% (((((part27 *% 8) +% co29) *% 16) +% ci28) *% 9))] + params[((160 +% (((((part27 *% 8) +% co29) *% 16) +% ci28) *% 9)) +% 6)]) - params[((160 +% (((((part27 *% 8) +% co29) *% 16) +% ci28) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
-        var w33: Float = params[((160 +% (((((part27 *% 8) +% co29) *% 16) +% ci28) *% 9)) +% 6)]
-        var w34: Float = params[((160 +% (((((part27 *% 8) +% co29) *% 16) +% ci28) *% 9)) +% 1)]
-        var w35: Float = (((params[((160 +% (((((part27 *% 8) +% co29) *% 16) +% ci28) *% 9)) +% 1)] + params[((160 +% (((((part27 *% 8) +% co29) *% 16) +% ci28) *% 9)) +% 4)]) + params[((160 +% (((((part27 *% 8) +% co29) *% 16) +% ci28) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
-        var w36: Float = (((params[((160 +% (((((part27 *% 8) +% co29) *% 16) +% ci28) *% 9)) +% 1)] + params[((160 +% (((((part27 *% 8) +% co29) *% 16) +% ci28) *% 9)) +% 7)]) - params[((160 +% (((((part27 *% 8) +% co29) *% 16) +% ci28) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
-        var w37: Float = params[((160 +% (((((part27 *% 8) +% co29) *% 16) +% ci28) *% 9)) +% 7)]
-        var w38: Float = params[((160 +% (((((part27 *% 8) +% co29) *% 16) +% ci28) *% 9)) +% 2)]
-        var w39: Float = (((params[((160 +% (((((part27 *% 8) +% co29) *% 16) +% ci28) *% 9)) +% 2)] + params[((160 +% (((((part27 *% 8) +% co29) *% 16) +% ci28) *% 9)) +% 5)]) + params[((160 +% (((((part27 *% 8) +% co29) *% 16) +% ci28) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
-        var w40: Float = (((params[((160 +% (((((part27 *% 8) +% co29) *% 16) +% ci28) *% 9)) +% 2)] + params[((160 +% (((((part27 *% 8) +% co29) *% 16) +% ci28) *% 9)) +% 8)]) - params[((160 +% (((((part27 *% 8) +% co29) *% 16) +% ci28) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
-        var w41: Float = params[((160 +% (((((part27 *% 8) +% co29) *% 16) +% ci28) *% 9)) +% 8)]
+      for co29 in 0..<16 {
+        var w30: Float = params[(160 +% (((co29 *% 16) +% ci28) *% 9))]
+        var w31: Float = (((params[(160 +% (((co29 *% 16) +% ci28) *% 9))] + params[((160 +% (((co29 *% 16) +% ci28) *% 9)) +% 3)]) + params[((160 +% (((co29 *% 16) +% ci28) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
+        var w32: Float = (((params[(160 +% (((co29 *% 16) +% ci28) *% 9))] + params[((160 +% (((co29 *% 16) +% ci28) *% 9)) +% 6)]) - params[((160 +% (((co29 *% 16) +% ci28) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
+        var w33: Float = params[((160 +% (((co29 *% 16) +% ci28) *% 9)) +% 6)]
+        var w34: Float = params[((160 +% (((co29 *% 16) +% ci28) *% 9)) +% 1)]
+        var w35: Float = (((params[((160 +% (((co29 *% 16) +% ci28) *% 9)) +% 1)] + params[((160 +% (((co29 *% 16) +% ci28) *% 9)) +% 4)]) + params[((160 +% (((co29 *% 16) +% ci28) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
+        var w36: Float = (((params[((160 +% (((co29 *% 16) +% ci28) *% 9)) +% 1)] + params[((160 +% (((co29 *% 16) +% ci28) *% 9)) +% 7)]) - params[((160 +% (((co29 *% 16) +% ci28) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
+        var w37: Float = params[((160 +% (((co29 *% 16) +% ci28) *% 9)) +% 7)]
+        var w38: Float = params[((160 +% (((co29 *% 16) +% ci28) *% 9)) +% 2)]
+        var w39: Float = (((params[((160 +% (((co29 *% 16) +% ci28) *% 9)) +% 2)] + params[((160 +% (((co29 *% 16) +% ci28) *% 9)) +% 5)]) + params[((160 +% (((co29 *% 16) +% ci28) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
+        var w40: Float = (((params[((160 +% (((co29 *% 16) +% ci28) *% 9)) +% 2)] + params[((160 +% (((co29 *% 16) +% ci28) *% 9)) +% 8)]) - params[((160 +% (((co29 *% 16) +% ci28) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
+        var w41: Float = params[((160 +% (((co29 *% 16) +% ci28) *% 9)) +% 8)]
         var w42: Float = w30
         var w43: Float = (((w30 + w34) + w38) * Float(bitPattern: 0x3f000000))
         var w44: Float = (((w30 + w38) - w34) * Float(bitPattern: 0x3f000000))
@@ -1997,34 +264,34 @@ public func residual_infer_b64(
         var w55: Float = (((w33 + w37) + w41) * Float(bitPattern: 0x3f000000))
         var w56: Float = (((w33 + w41) - w37) * Float(bitPattern: 0x3f000000))
         var w57: Float = w41
-        arena[((1605632 +% (ci28 *% 16)) +% ((part27 *% 8) +% co29))] = w42
-        arena[((1605888 +% (ci28 *% 16)) +% ((part27 *% 8) +% co29))] = w43
-        arena[((1606144 +% (ci28 *% 16)) +% ((part27 *% 8) +% co29))] = w44
-        arena[((1606400 +% (ci28 *% 16)) +% ((part27 *% 8) +% co29))] = w45
-        arena[((1606656 +% (ci28 *% 16)) +% ((part27 *% 8) +% co29))] = w46
-        arena[((1606912 +% (ci28 *% 16)) +% ((part27 *% 8) +% co29))] = w47
-        arena[((1607168 +% (ci28 *% 16)) +% ((part27 *% 8) +% co29))] = w48
-        arena[((1607424 +% (ci28 *% 16)) +% ((part27 *% 8) +% co29))] = w49
-        arena[((1607680 +% (ci28 *% 16)) +% ((part27 *% 8) +% co29))] = w50
-        arena[((1607936 +% (ci28 *% 16)) +% ((part27 *% 8) +% co29))] = w51
-        arena[((1608192 +% (ci28 *% 16)) +% ((part27 *% 8) +% co29))] = w52
-        arena[((1608448 +% (ci28 *% 16)) +% ((part27 *% 8) +% co29))] = w53
-        arena[((1608704 +% (ci28 *% 16)) +% ((part27 *% 8) +% co29))] = w54
-        arena[((1608960 +% (ci28 *% 16)) +% ((part27 *% 8) +% co29))] = w55
-        arena[((1609216 +% (ci28 *% 16)) +% ((part27 *% 8) +% co29))] = w56
-        arena[((1609472 +% (ci28 *% 16)) +% ((part27 *% 8) +% co29))] = w57
+        arena[((2408448 +% (ci28 *% 16)) +% co29)] = w42
+        arena[((2408704 +% (ci28 *% 16)) +% co29)] = w43
+        arena[((2408960 +% (ci28 *% 16)) +% co29)] = w44
+        arena[((2409216 +% (ci28 *% 16)) +% co29)] = w45
+        arena[((2409472 +% (ci28 *% 16)) +% co29)] = w46
+        arena[((2409728 +% (ci28 *% 16)) +% co29)] = w47
+        arena[((2409984 +% (ci28 *% 16)) +% co29)] = w48
+        arena[((2410240 +% (ci28 *% 16)) +% co29)] = w49
+        arena[((2410496 +% (ci28 *% 16)) +% co29)] = w50
+        arena[((2410752 +% (ci28 *% 16)) +% co29)] = w51
+        arena[((2411008 +% (ci28 *% 16)) +% co29)] = w52
+        arena[((2411264 +% (ci28 *% 16)) +% co29)] = w53
+        arena[((2411520 +% (ci28 *% 16)) +% co29)] = w54
+        arena[((2411776 +% (ci28 *% 16)) +% co29)] = w55
+        arena[((2412032 +% (ci28 *% 16)) +% co29)] = w56
+        arena[((2412288 +% (ci28 *% 16)) +% co29)] = w57
       }
     }
   }
   for i58 in 0..<1800 {
-    storeVector(arena, ((i58 *% 8) +% 1609728), Vector(repeating: Float(0)))
+    storeVector(arena, ((i58 *% 8) +% 2412544), Vector(repeating: Float(0)))
   }
   for g59 in 0..<64 {
     for j60 in 0..<1 {
       for c61 in 0..<16 {
         for iy62 in 0..<28 {
           for ix63 in 0..<28 {
-            arena[(1609728 +% ((((j60 *% 14400) +% ((iy62 +% 1) *% 480)) +% ((ix63 +% 1) *% 16)) +% c61))] = arena[((((802816 +% ((g59 +% j60) *% 12544)) +% (c61 *% 784)) +% (iy62 *% 28)) +% ix63)]
+            arena[(2412544 +% ((((j60 *% 14400) +% ((iy62 +% 1) *% 480)) +% ((ix63 +% 1) *% 16)) +% c61))] = arena[((((802816 +% ((g59 +% j60) *% 12544)) +% (c61 *% 784)) +% (iy62 *% 28)) +% ix63)]
           }
         }
       }
@@ -2033,22 +300,22 @@ public func residual_infer_b64(
       for ty65 in 0..<14 {
         for tx66 in 0..<14 {
           for cv67 in 0..<2 {
-            let w68 = (loadVector(arena, (1609728 +% ((((j64 *% 14400) +% ((ty65 *% 2) *% 480)) +% ((tx66 *% 2) *% 16)) +% (cv67 *% 8)))) - loadVector(arena, (1609728 +% ((((j64 *% 14400) +% (((ty65 *% 2) +% 2) *% 480)) +% ((tx66 *% 2) *% 16)) +% (cv67 *% 8)))))
-            let w69 = (loadVector(arena, (1609728 +% ((((j64 *% 14400) +% (((ty65 *% 2) +% 1) *% 480)) +% ((tx66 *% 2) *% 16)) +% (cv67 *% 8)))) + loadVector(arena, (1609728 +% ((((j64 *% 14400) +% (((ty65 *% 2) +% 2) *% 480)) +% ((tx66 *% 2) *% 16)) +% (cv67 *% 8)))))
-            let w70 = (loadVector(arena, (1609728 +% ((((j64 *% 14400) +% (((ty65 *% 2) +% 2) *% 480)) +% ((tx66 *% 2) *% 16)) +% (cv67 *% 8)))) - loadVector(arena, (1609728 +% ((((j64 *% 14400) +% (((ty65 *% 2) +% 1) *% 480)) +% ((tx66 *% 2) *% 16)) +% (cv67 *% 8)))))
-            let w71 = (loadVector(arena, (1609728 +% ((((j64 *% 14400) +% (((ty65 *% 2) +% 1) *% 480)) +% ((tx66 *% 2) *% 16)) +% (cv67 *% 8)))) - loadVector(arena, (1609728 +% ((((j64 *% 14400) +% (((ty65 *% 2) +% 3) *% 480)) +% ((tx66 *% 2) *% 16)) +% (cv67 *% 8)))))
-            let w72 = (loadVector(arena, (1609728 +% ((((j64 *% 14400) +% ((ty65 *% 2) *% 480)) +% (((tx66 *% 2) +% 1) *% 16)) +% (cv67 *% 8)))) - loadVector(arena, (1609728 +% ((((j64 *% 14400) +% (((ty65 *% 2) +% 2) *% 480)) +% (((tx66 *% 2) +% 1) *% 16)) +% (cv67 *% 8)))))
-            let w73 = (loadVector(arena, (1609728 +% ((((j64 *% 14400) +% (((ty65 *% 2) +% 1) *% 480)) +% (((tx66 *% 2) +% 1) *% 16)) +% (cv67 *% 8)))) + loadVector(arena, (1609728 +% ((((j64 *% 14400) +% (((ty65 *% 2) +% 2) *% 480)) +% (((tx66 *% 2) +% 1) *% 16)) +% (cv67 *% 8)))))
-            let w74 = (loadVector(arena, (1609728 +% ((((j64 *% 14400) +% (((ty65 *% 2) +% 2) *% 480)) +% (((tx66 *% 2) +% 1) *% 16)) +% (cv67 *% 8)))) - loadVector(arena, (1609728 +% ((((j64 *% 14400) +% (((ty65 *% 2) +% 1) *% 480)) +% (((tx66 *% 2) +% 1) *% 16)) +% (cv67 *% 8)))))
-            let w75 = (loadVector(arena, (1609728 +% ((((j64 *% 14400) +% (((ty65 *% 2) +% 1) *% 480)) +% (((tx66 *% 2) +% 1) *% 16)) +% (cv67 *% 8)))) - loadVector(arena, (1609728 +% ((((j64 *% 14400) +% (((ty65 *% 2) +% 3) *% 480)) +% (((tx66 *% 2) +% 1) *% 16)) +% (cv67 *% 8)))))
-            let w76 = (loadVector(arena, (1609728 +% ((((j64 *% 14400) +% ((ty65 *% 2) *% 480)) +% (((tx66 *% 2) +% 2) *% 16)) +% (cv67 *% 8)))) - loadVector(arena, (1609728 +% ((((j64 *% 14400) +% (((ty65 *% 2) +% 2) *% 480)) +% (((tx66 *% 2) +% 2) *% 16)) +% (cv67 *% 8)))))
-            let w77 = (loadVector(arena, (1609728 +% ((((j64 *% 14400) +% (((ty65 *% 2) +% 1) *% 480)) +% (((tx66 *% 2) +% 2) *% 16)) +% (cv67 *% 8)))) + loadVector(arena, (1609728 +% ((((j64 *% 14400) +% (((ty65 *% 2) +% 2) *% 480)) +% (((tx66 *% 2) +% 2) *% 16)) +% (cv67 *% 8)))))
-            let w78 = (loadVector(arena, (1609728 +% ((((j64 *% 14400) +% (((ty65 *% 2) +% 2) *% 480)) +% (((tx66 *% 2) +% 2) *% 16)) +% (cv67 *% 8)))) - loadVector(arena, (1609728 +% ((((j64 *% 14400) +% (((ty65 *% 2) +% 1) *% 480)) +% (((tx66 *% 2) +% 2) *% 16)) +% (cv67 *% 8)))))
-            let w79 = (loadVector(arena, (1609728 +% ((((j64 *% 14400) +% (((ty65 *% 2) +% 1) *% 480)) +% (((tx66 *% 2) +% 2) *% 16)) +% (cv67 *% 8)))) - loadVector(arena, (1609728 +% ((((j64 *% 14400) +% (((ty65 *% 2) +% 3) *% 480)) +% (((tx66 *% 2) +% 2) *% 16)) +% (cv67 *% 8)))))
-            let w80 = (loadVector(arena, (1609728 +% ((((j64 *% 14400) +% ((ty65 *% 2) *% 480)) +% (((tx66 *% 2) +% 3) *% 16)) +% (cv67 *% 8)))) - loadVector(arena, (1609728 +% ((((j64 *% 14400) +% (((ty65 *% 2) +% 2) *% 480)) +% (((tx66 *% 2) +% 3) *% 16)) +% (cv67 *% 8)))))
-            let w81 = (loadVector(arena, (1609728 +% ((((j64 *% 14400) +% (((ty65 *% 2) +% 1) *% 480)) +% (((tx66 *% 2) +% 3) *% 16)) +% (cv67 *% 8)))) + loadVector(arena, (1609728 +% ((((j64 *% 14400) +% (((ty65 *% 2) +% 2) *% 480)) +% (((tx66 *% 2) +% 3) *% 16)) +% (cv67 *% 8)))))
-            let w82 = (loadVector(arena, (1609728 +% ((((j64 *% 14400) +% (((ty65 *% 2) +% 2) *% 480)) +% (((tx66 *% 2) +% 3) *% 16)) +% (cv67 *% 8)))) - loadVector(arena, (1609728 +% ((((j64 *% 14400) +% (((ty65 *% 2) +% 1) *% 480)) +% (((tx66 *% 2) +% 3) *% 16)) +% (cv67 *% 8)))))
-            let w83 = (loadVector(arena, (1609728 +% ((((j64 *% 14400) +% (((ty65 *% 2) +% 1) *% 480)) +% (((tx66 *% 2) +% 3) *% 16)) +% (cv67 *% 8)))) - loadVector(arena, (1609728 +% ((((j64 *% 14400) +% (((ty65 *% 2) +% 3) *% 480)) +% (((tx66 *% 2) +% 3) *% 16)) +% (cv67 *% 8)))))
+            let w68 = (loadVector(arena, (2412544 +% ((((j64 *% 14400) +% ((ty65 *% 2) *% 480)) +% ((tx66 *% 2) *% 16)) +% (cv67 *% 8)))) - loadVector(arena, (2412544 +% ((((j64 *% 14400) +% (((ty65 *% 2) +% 2) *% 480)) +% ((tx66 *% 2) *% 16)) +% (cv67 *% 8)))))
+            let w69 = (loadVector(arena, (2412544 +% ((((j64 *% 14400) +% (((ty65 *% 2) +% 1) *% 480)) +% ((tx66 *% 2) *% 16)) +% (cv67 *% 8)))) + loadVector(arena, (2412544 +% ((((j64 *% 14400) +% (((ty65 *% 2) +% 2) *% 480)) +% ((tx66 *% 2) *% 16)) +% (cv67 *% 8)))))
+            let w70 = (loadVector(arena, (2412544 +% ((((j64 *% 14400) +% (((ty65 *% 2) +% 2) *% 480)) +% ((tx66 *% 2) *% 16)) +% (cv67 *% 8)))) - loadVector(arena, (2412544 +% ((((j64 *% 14400) +% (((ty65 *% 2) +% 1) *% 480)) +% ((tx66 *% 2) *% 16)) +% (cv67 *% 8)))))
+            let w71 = (loadVector(arena, (2412544 +% ((((j64 *% 14400) +% (((ty65 *% 2) +% 1) *% 480)) +% ((tx66 *% 2) *% 16)) +% (cv67 *% 8)))) - loadVector(arena, (2412544 +% ((((j64 *% 14400) +% (((ty65 *% 2) +% 3) *% 480)) +% ((tx66 *% 2) *% 16)) +% (cv67 *% 8)))))
+            let w72 = (loadVector(arena, (2412544 +% ((((j64 *% 14400) +% ((ty65 *% 2) *% 480)) +% (((tx66 *% 2) +% 1) *% 16)) +% (cv67 *% 8)))) - loadVector(arena, (2412544 +% ((((j64 *% 14400) +% (((ty65 *% 2) +% 2) *% 480)) +% (((tx66 *% 2) +% 1) *% 16)) +% (cv67 *% 8)))))
+            let w73 = (loadVector(arena, (2412544 +% ((((j64 *% 14400) +% (((ty65 *% 2) +% 1) *% 480)) +% (((tx66 *% 2) +% 1) *% 16)) +% (cv67 *% 8)))) + loadVector(arena, (2412544 +% ((((j64 *% 14400) +% (((ty65 *% 2) +% 2) *% 480)) +% (((tx66 *% 2) +% 1) *% 16)) +% (cv67 *% 8)))))
+            let w74 = (loadVector(arena, (2412544 +% ((((j64 *% 14400) +% (((ty65 *% 2) +% 2) *% 480)) +% (((tx66 *% 2) +% 1) *% 16)) +% (cv67 *% 8)))) - loadVector(arena, (2412544 +% ((((j64 *% 14400) +% (((ty65 *% 2) +% 1) *% 480)) +% (((tx66 *% 2) +% 1) *% 16)) +% (cv67 *% 8)))))
+            let w75 = (loadVector(arena, (2412544 +% ((((j64 *% 14400) +% (((ty65 *% 2) +% 1) *% 480)) +% (((tx66 *% 2) +% 1) *% 16)) +% (cv67 *% 8)))) - loadVector(arena, (2412544 +% ((((j64 *% 14400) +% (((ty65 *% 2) +% 3) *% 480)) +% (((tx66 *% 2) +% 1) *% 16)) +% (cv67 *% 8)))))
+            let w76 = (loadVector(arena, (2412544 +% ((((j64 *% 14400) +% ((ty65 *% 2) *% 480)) +% (((tx66 *% 2) +% 2) *% 16)) +% (cv67 *% 8)))) - loadVector(arena, (2412544 +% ((((j64 *% 14400) +% (((ty65 *% 2) +% 2) *% 480)) +% (((tx66 *% 2) +% 2) *% 16)) +% (cv67 *% 8)))))
+            let w77 = (loadVector(arena, (2412544 +% ((((j64 *% 14400) +% (((ty65 *% 2) +% 1) *% 480)) +% (((tx66 *% 2) +% 2) *% 16)) +% (cv67 *% 8)))) + loadVector(arena, (2412544 +% ((((j64 *% 14400) +% (((ty65 *% 2) +% 2) *% 480)) +% (((tx66 *% 2) +% 2) *% 16)) +% (cv67 *% 8)))))
+            let w78 = (loadVector(arena, (2412544 +% ((((j64 *% 14400) +% (((ty65 *% 2) +% 2) *% 480)) +% (((tx66 *% 2) +% 2) *% 16)) +% (cv67 *% 8)))) - loadVector(arena, (2412544 +% ((((j64 *% 14400) +% (((ty65 *% 2) +% 1) *% 480)) +% (((tx66 *% 2) +% 2) *% 16)) +% (cv67 *% 8)))))
+            let w79 = (loadVector(arena, (2412544 +% ((((j64 *% 14400) +% (((ty65 *% 2) +% 1) *% 480)) +% (((tx66 *% 2) +% 2) *% 16)) +% (cv67 *% 8)))) - loadVector(arena, (2412544 +% ((((j64 *% 14400) +% (((ty65 *% 2) +% 3) *% 480)) +% (((tx66 *% 2) +% 2) *% 16)) +% (cv67 *% 8)))))
+            let w80 = (loadVector(arena, (2412544 +% ((((j64 *% 14400) +% ((ty65 *% 2) *% 480)) +% (((tx66 *% 2) +% 3) *% 16)) +% (cv67 *% 8)))) - loadVector(arena, (2412544 +% ((((j64 *% 14400) +% (((ty65 *% 2) +% 2) *% 480)) +% (((tx66 *% 2) +% 3) *% 16)) +% (cv67 *% 8)))))
+            let w81 = (loadVector(arena, (2412544 +% ((((j64 *% 14400) +% (((ty65 *% 2) +% 1) *% 480)) +% (((tx66 *% 2) +% 3) *% 16)) +% (cv67 *% 8)))) + loadVector(arena, (2412544 +% ((((j64 *% 14400) +% (((ty65 *% 2) +% 2) *% 480)) +% (((tx66 *% 2) +% 3) *% 16)) +% (cv67 *% 8)))))
+            let w82 = (loadVector(arena, (2412544 +% ((((j64 *% 14400) +% (((ty65 *% 2) +% 2) *% 480)) +% (((tx66 *% 2) +% 3) *% 16)) +% (cv67 *% 8)))) - loadVector(arena, (2412544 +% ((((j64 *% 14400) +% (((ty65 *% 2) +% 1) *% 480)) +% (((tx66 *% 2) +% 3) *% 16)) +% (cv67 *% 8)))))
+            let w83 = (loadVector(arena, (2412544 +% ((((j64 *% 14400) +% (((ty65 *% 2) +% 1) *% 480)) +% (((tx66 *% 2) +% 3) *% 16)) +% (cv67 *% 8)))) - loadVector(arena, (2412544 +% ((((j64 *% 14400) +% (((ty65 *% 2) +% 3) *% 480)) +% (((tx66 *% 2) +% 3) *% 16)) +% (cv67 *% 8)))))
             let w84 = (w68 - w76)
             let w85 = (w72 + w76)
             let w86 = (w76 - w72)
@@ -2065,164 +332,181 @@ public func residual_infer_b64(
             let w97 = (w75 + w79)
             let w98 = (w79 - w75)
             let w99 = (w75 - w83)
-            storeVector(arena, ((1624128 +% ((((j64 *% 196) +% (ty65 *% 14)) +% tx66) *% 16)) +% (cv67 *% 8)), w84)
-            storeVector(arena, ((1627264 +% ((((j64 *% 196) +% (ty65 *% 14)) +% tx66) *% 16)) +% (cv67 *% 8)), w85)
-            storeVector(arena, ((1630400 +% ((((j64 *% 196) +% (ty65 *% 14)) +% tx66) *% 16)) +% (cv67 *% 8)), w86)
-            storeVector(arena, ((1633536 +% ((((j64 *% 196) +% (ty65 *% 14)) +% tx66) *% 16)) +% (cv67 *% 8)), w87)
-            storeVector(arena, ((1636672 +% ((((j64 *% 196) +% (ty65 *% 14)) +% tx66) *% 16)) +% (cv67 *% 8)), w88)
-            storeVector(arena, ((1639808 +% ((((j64 *% 196) +% (ty65 *% 14)) +% tx66) *% 16)) +% (cv67 *% 8)), w89)
-            storeVector(arena, ((1642944 +% ((((j64 *% 196) +% (ty65 *% 14)) +% tx66) *% 16)) +% (cv67 *% 8)), w90)
-            storeVector(arena, ((1646080 +% ((((j64 *% 196) +% (ty65 *% 14)) +% tx66) *% 16)) +% (cv67 *% 8)), w91)
-            storeVector(arena, ((1649216 +% ((((j64 *% 196) +% (ty65 *% 14)) +% tx66) *% 16)) +% (cv67 *% 8)), w92)
-            storeVector(arena, ((1652352 +% ((((j64 *% 196) +% (ty65 *% 14)) +% tx66) *% 16)) +% (cv67 *% 8)), w93)
-            storeVector(arena, ((1655488 +% ((((j64 *% 196) +% (ty65 *% 14)) +% tx66) *% 16)) +% (cv67 *% 8)), w94)
-            storeVector(arena, ((1658624 +% ((((j64 *% 196) +% (ty65 *% 14)) +% tx66) *% 16)) +% (cv67 *% 8)), w95)
-            storeVector(arena, ((1661760 +% ((((j64 *% 196) +% (ty65 *% 14)) +% tx66) *% 16)) +% (cv67 *% 8)), w96)
-            storeVector(arena, ((1664896 +% ((((j64 *% 196) +% (ty65 *% 14)) +% tx66) *% 16)) +% (cv67 *% 8)), w97)
-            storeVector(arena, ((1668032 +% ((((j64 *% 196) +% (ty65 *% 14)) +% tx66) *% 16)) +% (cv67 *% 8)), w98)
-            storeVector(arena, ((1671168 +% ((((j64 *% 196) +% (ty65 *% 14)) +% tx66) *% 16)) +% (cv67 *% 8)), w99)
+            storeVector(arena, ((2426944 +% ((((j64 *% 196) +% (ty65 *% 14)) +% tx66) *% 16)) +% (cv67 *% 8)), w84)
+            storeVector(arena, ((2430080 +% ((((j64 *% 196) +% (ty65 *% 14)) +% tx66) *% 16)) +% (cv67 *% 8)), w85)
+            storeVector(arena, ((2433216 +% ((((j64 *% 196) +% (ty65 *% 14)) +% tx66) *% 16)) +% (cv67 *% 8)), w86)
+            storeVector(arena, ((2436352 +% ((((j64 *% 196) +% (ty65 *% 14)) +% tx66) *% 16)) +% (cv67 *% 8)), w87)
+            storeVector(arena, ((2439488 +% ((((j64 *% 196) +% (ty65 *% 14)) +% tx66) *% 16)) +% (cv67 *% 8)), w88)
+            storeVector(arena, ((2442624 +% ((((j64 *% 196) +% (ty65 *% 14)) +% tx66) *% 16)) +% (cv67 *% 8)), w89)
+            storeVector(arena, ((2445760 +% ((((j64 *% 196) +% (ty65 *% 14)) +% tx66) *% 16)) +% (cv67 *% 8)), w90)
+            storeVector(arena, ((2448896 +% ((((j64 *% 196) +% (ty65 *% 14)) +% tx66) *% 16)) +% (cv67 *% 8)), w91)
+            storeVector(arena, ((2452032 +% ((((j64 *% 196) +% (ty65 *% 14)) +% tx66) *% 16)) +% (cv67 *% 8)), w92)
+            storeVector(arena, ((2455168 +% ((((j64 *% 196) +% (ty65 *% 14)) +% tx66) *% 16)) +% (cv67 *% 8)), w93)
+            storeVector(arena, ((2458304 +% ((((j64 *% 196) +% (ty65 *% 14)) +% tx66) *% 16)) +% (cv67 *% 8)), w94)
+            storeVector(arena, ((2461440 +% ((((j64 *% 196) +% (ty65 *% 14)) +% tx66) *% 16)) +% (cv67 *% 8)), w95)
+            storeVector(arena, ((2464576 +% ((((j64 *% 196) +% (ty65 *% 14)) +% tx66) *% 16)) +% (cv67 *% 8)), w96)
+            storeVector(arena, ((2467712 +% ((((j64 *% 196) +% (ty65 *% 14)) +% tx66) *% 16)) +% (cv67 *% 8)), w97)
+            storeVector(arena, ((2470848 +% ((((j64 *% 196) +% (ty65 *% 14)) +% tx66) *% 16)) +% (cv67 *% 8)), w98)
+            storeVector(arena, ((2473984 +% ((((j64 *% 196) +% (ty65 *% 14)) +% tx66) *% 16)) +% (cv67 *% 8)), w99)
           }
         }
       }
     }
-    parallelFor(pool, 2) { part100 in
-      for xi101 in 0..<16 {
-        do {  // gemm106
-          for nb102 in 0..<1 {
-            for mb103 in 0..<14 {
-              var t104_c0_0 = Vector()
-              var t104_c1_0 = Vector()
-              var t104_c2_0 = Vector()
-              var t104_c3_0 = Vector()
-              var t104_c4_0 = Vector()
-              var t104_c5_0 = Vector()
-              var t104_c6_0 = Vector()
-              var t104_c7_0 = Vector()
-              var t104_c8_0 = Vector()
-              var t104_c9_0 = Vector()
-              var t104_c10_0 = Vector()
-              var t104_c11_0 = Vector()
-              var t104_c12_0 = Vector()
-              var t104_c13_0 = Vector()
-              for k105 in 0..<16 {
-                let t104_b0 = loadVector(arena, ((((1605632 +% (xi101 *% 256)) +% (part100 *% 8)) +% (k105 *% 16)) +% (nb102 *% 8)))
-                let t104_a0 = Vector(repeating: arena[(((1624128 +% (xi101 *% 3136)) +% ((mb103 *% 14) *% 16)) +% k105)])
-                t104_c0_0 = t104_c0_0.addingProduct(t104_a0, t104_b0)
-                let t104_a1 = Vector(repeating: arena[(((1624128 +% (xi101 *% 3136)) +% (((mb103 *% 14) +% 1) *% 16)) +% k105)])
-                t104_c1_0 = t104_c1_0.addingProduct(t104_a1, t104_b0)
-                let t104_a2 = Vector(repeating: arena[(((1624128 +% (xi101 *% 3136)) +% (((mb103 *% 14) +% 2) *% 16)) +% k105)])
-                t104_c2_0 = t104_c2_0.addingProduct(t104_a2, t104_b0)
-                let t104_a3 = Vector(repeating: arena[(((1624128 +% (xi101 *% 3136)) +% (((mb103 *% 14) +% 3) *% 16)) +% k105)])
-                t104_c3_0 = t104_c3_0.addingProduct(t104_a3, t104_b0)
-                let t104_a4 = Vector(repeating: arena[(((1624128 +% (xi101 *% 3136)) +% (((mb103 *% 14) +% 4) *% 16)) +% k105)])
-                t104_c4_0 = t104_c4_0.addingProduct(t104_a4, t104_b0)
-                let t104_a5 = Vector(repeating: arena[(((1624128 +% (xi101 *% 3136)) +% (((mb103 *% 14) +% 5) *% 16)) +% k105)])
-                t104_c5_0 = t104_c5_0.addingProduct(t104_a5, t104_b0)
-                let t104_a6 = Vector(repeating: arena[(((1624128 +% (xi101 *% 3136)) +% (((mb103 *% 14) +% 6) *% 16)) +% k105)])
-                t104_c6_0 = t104_c6_0.addingProduct(t104_a6, t104_b0)
-                let t104_a7 = Vector(repeating: arena[(((1624128 +% (xi101 *% 3136)) +% (((mb103 *% 14) +% 7) *% 16)) +% k105)])
-                t104_c7_0 = t104_c7_0.addingProduct(t104_a7, t104_b0)
-                let t104_a8 = Vector(repeating: arena[(((1624128 +% (xi101 *% 3136)) +% (((mb103 *% 14) +% 8) *% 16)) +% k105)])
-                t104_c8_0 = t104_c8_0.addingProduct(t104_a8, t104_b0)
-                let t104_a9 = Vector(repeating: arena[(((1624128 +% (xi101 *% 3136)) +% (((mb103 *% 14) +% 9) *% 16)) +% k105)])
-                t104_c9_0 = t104_c9_0.addingProduct(t104_a9, t104_b0)
-                let t104_a10 = Vector(repeating: arena[(((1624128 +% (xi101 *% 3136)) +% (((mb103 *% 14) +% 10) *% 16)) +% k105)])
-                t104_c10_0 = t104_c10_0.addingProduct(t104_a10, t104_b0)
-                let t104_a11 = Vector(repeating: arena[(((1624128 +% (xi101 *% 3136)) +% (((mb103 *% 14) +% 11) *% 16)) +% k105)])
-                t104_c11_0 = t104_c11_0.addingProduct(t104_a11, t104_b0)
-                let t104_a12 = Vector(repeating: arena[(((1624128 +% (xi101 *% 3136)) +% (((mb103 *% 14) +% 12) *% 16)) +% k105)])
-                t104_c12_0 = t104_c12_0.addingProduct(t104_a12, t104_b0)
-                let t104_a13 = Vector(repeating: arena[(((1624128 +% (xi101 *% 3136)) +% (((mb103 *% 14) +% 13) *% 16)) +% k105)])
-                t104_c13_0 = t104_c13_0.addingProduct(t104_a13, t104_b0)
-              }
-              storeVector(arena, ((((1674304 +% (xi101 *% 3136)) +% (part100 *% 8)) +% ((mb103 *% 14) *% 16)) +% (nb102 *% 8)), t104_c0_0)
-              storeVector(arena, ((((1674304 +% (xi101 *% 3136)) +% (part100 *% 8)) +% (((mb103 *% 14) +% 1) *% 16)) +% (nb102 *% 8)), t104_c1_0)
-              storeVector(arena, ((((1674304 +% (xi101 *% 3136)) +% (part100 *% 8)) +% (((mb103 *% 14) +% 2) *% 16)) +% (nb102 *% 8)), t104_c2_0)
-              storeVector(arena, ((((1674304 +% (xi101 *% 3136)) +% (part100 *% 8)) +% (((mb103 *% 14) +% 3) *% 16)) +% (nb102 *% 8)), t104_c3_0)
-              storeVector(arena, ((((1674304 +% (xi101 *% 3136)) +% (part100 *% 8)) +% (((mb103 *% 14) +% 4) *% 16)) +% (nb102 *% 8)), t104_c4_0)
-              storeVector(arena, ((((1674304 +% (xi101 *% 3136)) +% (part100 *% 8)) +% (((mb103 *% 14) +% 5) *% 16)) +% (nb102 *% 8)), t104_c5_0)
-              storeVector(arena, ((((1674304 +% (xi101 *% 3136)) +% (part100 *% 8)) +% (((mb103 *% 14) +% 6) *% 16)) +% (nb102 *% 8)), t104_c6_0)
-              storeVector(arena, ((((1674304 +% (xi101 *% 3136)) +% (part100 *% 8)) +% (((mb103 *% 14) +% 7) *% 16)) +% (nb102 *% 8)), t104_c7_0)
-              storeVector(arena, ((((1674304 +% (xi101 *% 3136)) +% (part100 *% 8)) +% (((mb103 *% 14) +% 8) *% 16)) +% (nb102 *% 8)), t104_c8_0)
-              storeVector(arena, ((((1674304 +% (xi101 *% 3136)) +% (part100 *% 8)) +% (((mb103 *% 14) +% 9) *% 16)) +% (nb102 *% 8)), t104_c9_0)
-              storeVector(arena, ((((1674304 +% (xi101 *% 3136)) +% (part100 *% 8)) +% (((mb103 *% 14) +% 10) *% 16)) +% (nb102 *% 8)), t104_c10_0)
-              storeVector(arena, ((((1674304 +% (xi101 *% 3136)) +% (part100 *% 8)) +% (((mb103 *% 14) +% 11) *% 16)) +% (nb102 *% 8)), t104_c11_0)
-              storeVector(arena, ((((1674304 +% (xi101 *% 3136)) +% (part100 *% 8)) +% (((mb103 *% 14) +% 12) *% 16)) +% (nb102 *% 8)), t104_c12_0)
-              storeVector(arena, ((((1674304 +% (xi101 *% 3136)) +% (part100 *% 8)) +% (((mb103 *% 14) +% 13) *% 16)) +% (nb102 *% 8)), t104_c13_0)
+    for xi100 in 0..<16 {
+      do {  // gemm107
+        for nb101 in 0..<1 {
+          for mb102 in 0..<32 {
+            var t103_c0_0 = Vector()
+            var t103_c0_1 = Vector()
+            var t103_c1_0 = Vector()
+            var t103_c1_1 = Vector()
+            var t103_c2_0 = Vector()
+            var t103_c2_1 = Vector()
+            var t103_c3_0 = Vector()
+            var t103_c3_1 = Vector()
+            var t103_c4_0 = Vector()
+            var t103_c4_1 = Vector()
+            var t103_c5_0 = Vector()
+            var t103_c5_1 = Vector()
+            for k104 in 0..<16 {
+              let t103_b0 = loadVector(arena, (((2408448 +% (xi100 *% 256)) +% (k104 *% 16)) +% (nb101 *% 16)))
+              let t103_b1 = loadVector(arena, ((((2408448 +% (xi100 *% 256)) +% (k104 *% 16)) +% (nb101 *% 16)) +% 8))
+              let t103_a0 = Vector(repeating: arena[(((2426944 +% (xi100 *% 3136)) +% ((mb102 *% 6) *% 16)) +% k104)])
+              t103_c0_0 = t103_c0_0.addingProduct(t103_a0, t103_b0)
+              t103_c0_1 = t103_c0_1.addingProduct(t103_a0, t103_b1)
+              let t103_a1 = Vector(repeating: arena[(((2426944 +% (xi100 *% 3136)) +% (((mb102 *% 6) +% 1) *% 16)) +% k104)])
+              t103_c1_0 = t103_c1_0.addingProduct(t103_a1, t103_b0)
+              t103_c1_1 = t103_c1_1.addingProduct(t103_a1, t103_b1)
+              let t103_a2 = Vector(repeating: arena[(((2426944 +% (xi100 *% 3136)) +% (((mb102 *% 6) +% 2) *% 16)) +% k104)])
+              t103_c2_0 = t103_c2_0.addingProduct(t103_a2, t103_b0)
+              t103_c2_1 = t103_c2_1.addingProduct(t103_a2, t103_b1)
+              let t103_a3 = Vector(repeating: arena[(((2426944 +% (xi100 *% 3136)) +% (((mb102 *% 6) +% 3) *% 16)) +% k104)])
+              t103_c3_0 = t103_c3_0.addingProduct(t103_a3, t103_b0)
+              t103_c3_1 = t103_c3_1.addingProduct(t103_a3, t103_b1)
+              let t103_a4 = Vector(repeating: arena[(((2426944 +% (xi100 *% 3136)) +% (((mb102 *% 6) +% 4) *% 16)) +% k104)])
+              t103_c4_0 = t103_c4_0.addingProduct(t103_a4, t103_b0)
+              t103_c4_1 = t103_c4_1.addingProduct(t103_a4, t103_b1)
+              let t103_a5 = Vector(repeating: arena[(((2426944 +% (xi100 *% 3136)) +% (((mb102 *% 6) +% 5) *% 16)) +% k104)])
+              t103_c5_0 = t103_c5_0.addingProduct(t103_a5, t103_b0)
+              t103_c5_1 = t103_c5_1.addingProduct(t103_a5, t103_b1)
             }
+            storeVector(arena, (((2477120 +% (xi100 *% 3136)) +% ((mb102 *% 6) *% 16)) +% (nb101 *% 16)), t103_c0_0)
+            storeVector(arena, ((((2477120 +% (xi100 *% 3136)) +% ((mb102 *% 6) *% 16)) +% (nb101 *% 16)) +% 8), t103_c0_1)
+            storeVector(arena, (((2477120 +% (xi100 *% 3136)) +% (((mb102 *% 6) +% 1) *% 16)) +% (nb101 *% 16)), t103_c1_0)
+            storeVector(arena, ((((2477120 +% (xi100 *% 3136)) +% (((mb102 *% 6) +% 1) *% 16)) +% (nb101 *% 16)) +% 8), t103_c1_1)
+            storeVector(arena, (((2477120 +% (xi100 *% 3136)) +% (((mb102 *% 6) +% 2) *% 16)) +% (nb101 *% 16)), t103_c2_0)
+            storeVector(arena, ((((2477120 +% (xi100 *% 3136)) +% (((mb102 *% 6) +% 2) *% 16)) +% (nb101 *% 16)) +% 8), t103_c2_1)
+            storeVector(arena, (((2477120 +% (xi100 *% 3136)) +% (((mb102 *% 6) +% 3) *% 16)) +% (nb101 *% 16)), t103_c3_0)
+            storeVector(arena, ((((2477120 +% (xi100 *% 3136)) +% (((mb102 *% 6) +% 3) *% 16)) +% (nb101 *% 16)) +% 8), t103_c3_1)
+            storeVector(arena, (((2477120 +% (xi100 *% 3136)) +% (((mb102 *% 6) +% 4) *% 16)) +% (nb101 *% 16)), t103_c4_0)
+            storeVector(arena, ((((2477120 +% (xi100 *% 3136)) +% (((mb102 *% 6) +% 4) *% 16)) +% (nb101 *% 16)) +% 8), t103_c4_1)
+            storeVector(arena, (((2477120 +% (xi100 *% 3136)) +% (((mb102 *% 6) +% 5) *% 16)) +% (nb101 *% 16)), t103_c5_0)
+            storeVector(arena, ((((2477120 +% (xi100 *% 3136)) +% (((mb102 *% 6) +% 5) *% 16)) +% (nb101 *% 16)) +% 8), t103_c5_1)
+          }
+          var t105_c0_0 = Vector()
+          var t105_c0_1 = Vector()
+          var t105_c1_0 = Vector()
+          var t105_c1_1 = Vector()
+          var t105_c2_0 = Vector()
+          var t105_c2_1 = Vector()
+          var t105_c3_0 = Vector()
+          var t105_c3_1 = Vector()
+          for k106 in 0..<16 {
+            let t105_b0 = loadVector(arena, (((2408448 +% (xi100 *% 256)) +% (k106 *% 16)) +% (nb101 *% 16)))
+            let t105_b1 = loadVector(arena, ((((2408448 +% (xi100 *% 256)) +% (k106 *% 16)) +% (nb101 *% 16)) +% 8))
+            let t105_a0 = Vector(repeating: arena[(((2426944 +% (xi100 *% 3136)) +% 3072) +% k106)])
+            t105_c0_0 = t105_c0_0.addingProduct(t105_a0, t105_b0)
+            t105_c0_1 = t105_c0_1.addingProduct(t105_a0, t105_b1)
+            let t105_a1 = Vector(repeating: arena[(((2426944 +% (xi100 *% 3136)) +% 3088) +% k106)])
+            t105_c1_0 = t105_c1_0.addingProduct(t105_a1, t105_b0)
+            t105_c1_1 = t105_c1_1.addingProduct(t105_a1, t105_b1)
+            let t105_a2 = Vector(repeating: arena[(((2426944 +% (xi100 *% 3136)) +% 3104) +% k106)])
+            t105_c2_0 = t105_c2_0.addingProduct(t105_a2, t105_b0)
+            t105_c2_1 = t105_c2_1.addingProduct(t105_a2, t105_b1)
+            let t105_a3 = Vector(repeating: arena[(((2426944 +% (xi100 *% 3136)) +% 3120) +% k106)])
+            t105_c3_0 = t105_c3_0.addingProduct(t105_a3, t105_b0)
+            t105_c3_1 = t105_c3_1.addingProduct(t105_a3, t105_b1)
+          }
+          storeVector(arena, (((2477120 +% (xi100 *% 3136)) +% 3072) +% (nb101 *% 16)), t105_c0_0)
+          storeVector(arena, ((((2477120 +% (xi100 *% 3136)) +% 3072) +% (nb101 *% 16)) +% 8), t105_c0_1)
+          storeVector(arena, (((2477120 +% (xi100 *% 3136)) +% 3088) +% (nb101 *% 16)), t105_c1_0)
+          storeVector(arena, ((((2477120 +% (xi100 *% 3136)) +% 3088) +% (nb101 *% 16)) +% 8), t105_c1_1)
+          storeVector(arena, (((2477120 +% (xi100 *% 3136)) +% 3104) +% (nb101 *% 16)), t105_c2_0)
+          storeVector(arena, ((((2477120 +% (xi100 *% 3136)) +% 3104) +% (nb101 *% 16)) +% 8), t105_c2_1)
+          storeVector(arena, (((2477120 +% (xi100 *% 3136)) +% 3120) +% (nb101 *% 16)), t105_c3_0)
+          storeVector(arena, ((((2477120 +% (xi100 *% 3136)) +% 3120) +% (nb101 *% 16)) +% 8), t105_c3_1)
+        }
+      }
+    }
+    for j108 in 0..<1 {
+      for ty109 in 0..<14 {
+        for tx110 in 0..<14 {
+          for cv111 in 0..<2 {
+            let w112 = ((loadVector(arena, ((2477120 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 16)) +% (cv111 *% 8))) + loadVector(arena, ((2489664 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 16)) +% (cv111 *% 8)))) + loadVector(arena, ((2502208 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 16)) +% (cv111 *% 8))))
+            let w113 = ((loadVector(arena, ((2489664 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 16)) +% (cv111 *% 8))) - loadVector(arena, ((2502208 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 16)) +% (cv111 *% 8)))) - loadVector(arena, ((2514752 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 16)) +% (cv111 *% 8))))
+            let w114 = ((loadVector(arena, ((2480256 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 16)) +% (cv111 *% 8))) + loadVector(arena, ((2492800 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 16)) +% (cv111 *% 8)))) + loadVector(arena, ((2505344 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 16)) +% (cv111 *% 8))))
+            let w115 = ((loadVector(arena, ((2492800 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 16)) +% (cv111 *% 8))) - loadVector(arena, ((2505344 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 16)) +% (cv111 *% 8)))) - loadVector(arena, ((2517888 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 16)) +% (cv111 *% 8))))
+            let w116 = ((loadVector(arena, ((2483392 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 16)) +% (cv111 *% 8))) + loadVector(arena, ((2495936 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 16)) +% (cv111 *% 8)))) + loadVector(arena, ((2508480 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 16)) +% (cv111 *% 8))))
+            let w117 = ((loadVector(arena, ((2495936 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 16)) +% (cv111 *% 8))) - loadVector(arena, ((2508480 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 16)) +% (cv111 *% 8)))) - loadVector(arena, ((2521024 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 16)) +% (cv111 *% 8))))
+            let w118 = ((loadVector(arena, ((2486528 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 16)) +% (cv111 *% 8))) + loadVector(arena, ((2499072 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 16)) +% (cv111 *% 8)))) + loadVector(arena, ((2511616 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 16)) +% (cv111 *% 8))))
+            let w119 = ((loadVector(arena, ((2499072 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 16)) +% (cv111 *% 8))) - loadVector(arena, ((2511616 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 16)) +% (cv111 *% 8)))) - loadVector(arena, ((2524160 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 16)) +% (cv111 *% 8))))
+            let w120 = ((w112 + w114) + w116)
+            let w121 = ((w114 - w116) - w118)
+            let w122 = ((w113 + w115) + w117)
+            let w123 = ((w115 - w117) - w119)
+            storeVector(arena, ((2527296 +% (((((j108 *% 28) +% (ty109 *% 2)) *% 28) +% (tx110 *% 2)) *% 16)) +% (cv111 *% 8)), (w120 + loadVector(params, (2464 +% (cv111 *% 8)))))
+            storeVector(arena, ((2527296 +% ((((((j108 *% 28) +% (ty109 *% 2)) *% 28) +% (tx110 *% 2)) +% 1) *% 16)) +% (cv111 *% 8)), (w121 + loadVector(params, (2464 +% (cv111 *% 8)))))
+            storeVector(arena, ((2527296 +% ((((((j108 *% 28) +% (ty109 *% 2)) +% 1) *% 28) +% (tx110 *% 2)) *% 16)) +% (cv111 *% 8)), (w122 + loadVector(params, (2464 +% (cv111 *% 8)))))
+            storeVector(arena, ((2527296 +% (((((((j108 *% 28) +% (ty109 *% 2)) +% 1) *% 28) +% (tx110 *% 2)) +% 1) *% 16)) +% (cv111 *% 8)), (w123 + loadVector(params, (2464 +% (cv111 *% 8)))))
           }
         }
       }
-      for j107 in 0..<1 {
-        for ty108 in 0..<14 {
-          for tx109 in 0..<14 {
-            for cv110 in 0..<1 {
-              let w111 = ((loadVector(arena, ((1674304 +% ((((j107 *% 196) +% (ty108 *% 14)) +% tx109) *% 16)) +% ((part100 *% 8) +% (cv110 *% 8)))) + loadVector(arena, ((1686848 +% ((((j107 *% 196) +% (ty108 *% 14)) +% tx109) *% 16)) +% ((part100 *% 8) +% (cv110 *% 8))))) + loadVector(arena, ((1699392 +% ((((j107 *% 196) +% (ty108 *% 14)) +% tx109) *% 16)) +% ((part100 *% 8) +% (cv110 *% 8)))))
-              let w112 = ((loadVector(arena, ((1686848 +% ((((j107 *% 196) +% (ty108 *% 14)) +% tx109) *% 16)) +% ((part100 *% 8) +% (cv110 *% 8)))) - loadVector(arena, ((1699392 +% ((((j107 *% 196) +% (ty108 *% 14)) +% tx109) *% 16)) +% ((part100 *% 8) +% (cv110 *% 8))))) - loadVector(arena, ((1711936 +% ((((j107 *% 196) +% (ty108 *% 14)) +% tx109) *% 16)) +% ((part100 *% 8) +% (cv110 *% 8)))))
-              let w113 = ((loadVector(arena, ((1677440 +% ((((j107 *% 196) +% (ty108 *% 14)) +% tx109) *% 16)) +% ((part100 *% 8) +% (cv110 *% 8)))) + loadVector(arena, ((1689984 +% ((((j107 *% 196) +% (ty108 *% 14)) +% tx109) *% 16)) +% ((part100 *% 8) +% (cv110 *% 8))))) + loadVector(arena, ((1702528 +% ((((j107 *% 196) +% (ty108 *% 14)) +% tx109) *% 16)) +% ((part100 *% 8) +% (cv110 *% 8)))))
-              let w114 = ((loadVector(arena, ((1689984 +% ((((j107 *% 196) +% (ty108 *% 14)) +% tx109) *% 16)) +% ((part100 *% 8) +% (cv110 *% 8)))) - loadVector(arena, ((1702528 +% ((((j107 *% 196) +% (ty108 *% 14)) +% tx109) *% 16)) +% ((part100 *% 8) +% (cv110 *% 8))))) - loadVector(arena, ((1715072 +% ((((j107 *% 196) +% (ty108 *% 14)) +% tx109) *% 16)) +% ((part100 *% 8) +% (cv110 *% 8)))))
-              let w115 = ((loadVector(arena, ((1680576 +% ((((j107 *% 196) +% (ty108 *% 14)) +% tx109) *% 16)) +% ((part100 *% 8) +% (cv110 *% 8)))) + loadVector(arena, ((1693120 +% ((((j107 *% 196) +% (ty108 *% 14)) +% tx109) *% 16)) +% ((part100 *% 8) +% (cv110 *% 8))))) + loadVector(arena, ((1705664 +% ((((j107 *% 196) +% (ty108 *% 14)) +% tx109) *% 16)) +% ((part100 *% 8) +% (cv110 *% 8)))))
-              let w116 = ((loadVector(arena, ((1693120 +% ((((j107 *% 196) +% (ty108 *% 14)) +% tx109) *% 16)) +% ((part100 *% 8) +% (cv110 *% 8)))) - loadVector(arena, ((1705664 +% ((((j107 *% 196) +% (ty108 *% 14)) +% tx109) *% 16)) +% ((part100 *% 8) +% (cv110 *% 8))))) - loadVector(arena, ((1718208 +% ((((j107 *% 196) +% (ty108 *% 14)) +% tx109) *% 16)) +% ((part100 *% 8) +% (cv110 *% 8)))))
-              let w117 = ((loadVector(arena, ((1683712 +% ((((j107 *% 196) +% (ty108 *% 14)) +% tx109) *% 16)) +% ((part100 *% 8) +% (cv110 *% 8)))) + loadVector(arena, ((1696256 +% ((((j107 *% 196) +% (ty108 *% 14)) +% tx109) *% 16)) +% ((part100 *% 8) +% (cv110 *% 8))))) + loadVector(arena, ((1708800 +% ((((j107 *% 196) +% (ty108 *% 14)) +% tx109) *% 16)) +% ((part100 *% 8) +% (cv110 *% 8)))))
-              let w118 = ((loadVector(arena, ((1696256 +% ((((j107 *% 196) +% (ty108 *% 14)) +% tx109) *% 16)) +% ((part100 *% 8) +% (cv110 *% 8)))) - loadVector(arena, ((1708800 +% ((((j107 *% 196) +% (ty108 *% 14)) +% tx109) *% 16)) +% ((part100 *% 8) +% (cv110 *% 8))))) - loadVector(arena, ((1721344 +% ((((j107 *% 196) +% (ty108 *% 14)) +% tx109) *% 16)) +% ((part100 *% 8) +% (cv110 *% 8)))))
-              let w119 = ((w111 + w113) + w115)
-              let w120 = ((w113 - w115) - w117)
-              let w121 = ((w112 + w114) + w116)
-              let w122 = ((w114 - w116) - w118)
-              storeVector(arena, ((1724480 +% (((((j107 *% 28) +% (ty108 *% 2)) *% 28) +% (tx109 *% 2)) *% 16)) +% ((part100 *% 8) +% (cv110 *% 8))), (w119 + loadVector(params, (2464 +% ((part100 *% 8) +% (cv110 *% 8))))))
-              storeVector(arena, ((1724480 +% ((((((j107 *% 28) +% (ty108 *% 2)) *% 28) +% (tx109 *% 2)) +% 1) *% 16)) +% ((part100 *% 8) +% (cv110 *% 8))), (w120 + loadVector(params, (2464 +% ((part100 *% 8) +% (cv110 *% 8))))))
-              storeVector(arena, ((1724480 +% ((((((j107 *% 28) +% (ty108 *% 2)) +% 1) *% 28) +% (tx109 *% 2)) *% 16)) +% ((part100 *% 8) +% (cv110 *% 8))), (w121 + loadVector(params, (2464 +% ((part100 *% 8) +% (cv110 *% 8))))))
-              storeVector(arena, ((1724480 +% (((((((j107 *% 28) +% (ty108 *% 2)) +% 1) *% 28) +% (tx109 *% 2)) +% 1) *% 16)) +% ((part100 *% 8) +% (cv110 *% 8))), (w122 + loadVector(params, (2464 +% ((part100 *% 8) +% (cv110 *% 8))))))
-            }
-          }
-        }
-      }
-      for j123 in 0..<1 {
-        for c124 in 0..<8 {
-          for q125 in 0..<784 {
-            arena[((((g59 +% j123) *% 12544) +% (((part100 *% 8) +% c124) *% 784)) +% q125)] = arena[((1724480 +% (((j123 *% 784) +% q125) *% 16)) +% ((part100 *% 8) +% c124))]
-          }
+    }
+    for j124 in 0..<1 {
+      for c125 in 0..<16 {
+        for q126 in 0..<784 {
+          arena[(((1605632 +% ((g59 +% j124) *% 12544)) +% (c125 *% 784)) +% q126)] = arena[((2527296 +% (((j124 *% 784) +% q126) *% 16)) +% c125)]
         }
       }
     }
   }
   // act2 = tanh(conv2)
-  for i126 in 0..<802816 {
-    arena[(1605632 +% i126)] = (Float(1) - (Float(2) / (expf((Float(2) * arena[i126])) + Float(1))))
+  for i127 in 0..<802816 {
+    arena[(2408448 +% i127)] = (Float(1) - (Float(2) / (expf((Float(2) * arena[(1605632 +% i127)])) + Float(1))))
   }
   // res = add(act2, act1)
-  for i127 in 0..<100352 {
-    storeVector(arena, (i127 *% 8), (loadVector(arena, ((i127 *% 8) +% 1605632)) + loadVector(arena, ((i127 *% 8) +% 802816))))
+  for i128 in 0..<100352 {
+    storeVector(arena, ((i128 *% 8) +% 1605632), (loadVector(arena, ((i128 *% 8) +% 2408448)) + loadVector(arena, ((i128 *% 8) +% 802816))))
   }
   // pool = maxpool(res)
-  for q128 in 0..<1024 {
-    for py129 in 0..<14 {
-      for px130 in 0..<14 {
-        var acc131: Float = arena[(((q128 *% 784) +% (py129 *% 56)) +% (px130 *% 2))]
-        acc131 = { let x = acc131, y = arena[(((q128 *% 784) +% (py129 *% 56)) +% (px130 *% 2))]; return y > x ? y : x }()
-        acc131 = { let x = acc131, y = arena[((((q128 *% 784) +% (py129 *% 56)) +% (px130 *% 2)) +% 1)]; return y > x ? y : x }()
-        acc131 = { let x = acc131, y = arena[((((q128 *% 784) +% (py129 *% 56)) +% (px130 *% 2)) +% 28)]; return y > x ? y : x }()
-        acc131 = { let x = acc131, y = arena[(((((q128 *% 784) +% (py129 *% 56)) +% (px130 *% 2)) +% 28) +% 1)]; return y > x ? y : x }()
-        arena[(((802816 +% (q128 *% 196)) +% (py129 *% 14)) +% px130)] = acc131
+  for q129 in 0..<1024 {
+    for py130 in 0..<14 {
+      for px131 in 0..<14 {
+        var acc132: Float = arena[(1605632 +% (((q129 *% 784) +% (py130 *% 56)) +% (px131 *% 2)))]
+        acc132 = { let x = acc132, y = arena[(1605632 +% (((q129 *% 784) +% (py130 *% 56)) +% (px131 *% 2)))]; return y > x ? y : x }()
+        acc132 = { let x = acc132, y = arena[((1605632 +% (((q129 *% 784) +% (py130 *% 56)) +% (px131 *% 2))) +% 1)]; return y > x ? y : x }()
+        acc132 = { let x = acc132, y = arena[((1605632 +% (((q129 *% 784) +% (py130 *% 56)) +% (px131 *% 2))) +% 28)]; return y > x ? y : x }()
+        acc132 = { let x = acc132, y = arena[(((1605632 +% (((q129 *% 784) +% (py130 *% 56)) +% (px131 *% 2))) +% 28) +% 1)]; return y > x ? y : x }()
+        arena[(((3211264 +% (q129 *% 196)) +% (py130 *% 14)) +% px131)] = acc132
       }
     }
   }
   // conv3 = conv2d(pool)
-  parallelFor(pool, 2) { part132 in
+  do {  // scalar loops
     for ci133 in 0..<16 {
-      for co134 in 0..<16 {
-        var w135: Float = params[(2480 +% (((((part132 *% 16) +% co134) *% 16) +% ci133) *% 9))]
-        var w136: Float = (((params[(2480 +% (((((part132 *% 16) +% co134) *% 16) +% ci133) *% 9))] + params[((2480 +% (((((part132 *% 16) +% co134) *% 16) +% ci133) *% 9)) +% 3)]) + params[((2480 +% (((((part132 *% 16) +% co134) *% 16) +% ci133) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
-        var w137: Float = (((params[(2480 +% (((((part132 *% 16) +% co134) *% 16) +% ci133) *% 9))] + params[((2480 +% (((((part132 *% 16) +% co134) *% 16) +% ci133) *% 9)) +% 6)]) - params[((2480 +% (((((part132 *% 16) +% co134) *% 16) +% ci133) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
-        var w138: Float = params[((2480 +% (((((part132 *% 16) +% co134) *% 16) +% ci133) *% 9)) +% 6)]
-        var w139: Float = params[((2480 +% (((((part132 *% 16) +% co134) *% 16) +% ci133) *% 9)) +% 1)]
-        var w140: Float = (((params[((2480 +% (((((part132 *% 16) +% co134) *% 16) +% ci133) *% 9)) +% 1)] + params[((2480 +% (((((part132 *% 16) +% co134) *% 16) +% ci133) *% 9)) +% 4)]) + params[((2480 +% (((((part132 *% 16) +% co134) *% 16) +% ci133) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
-        var w141: Float = (((params[((2480 +% (((((part132 *% 16) +% co134) *% 16) +% ci133) *% 9)) +% 1)] + params[((2480 +% (((((part132 *% 16) +% co134) *% 16) +% ci133) *% 9)) +% 7)]) - params[((2480 +% (((((part132 *% 16) +% co134) *% 16) +% ci133) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
-        var w142: Float = params[((2480 +% (((((part132 *% 16) +% co134) *% 16) +% ci133) *% 9)) +% 7)]
-        var w143: Float = params[((2480 +% (((((part132 *% 16) +% co134) *% 16) +% ci133) *% 9)) +% 2)]
-        var w144: Float = (((params[((2480 +% (((((part132 *% 16) +% co134) *% 16) +% ci133) *% 9)) +% 2)] + params[((2480 +% (((((part132 *% 16) +% co134) *% 16) +% ci133) *% 9)) +% 5)]) + params[((2480 +% (((((part132 *% 16) +% co134) *% 16) +% ci133) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
-        var w145: Float = (((params[((2480 +% (((((part132 *% 16) +% co134) *% 16) +% ci133) *% 9)) +% 2)] + params[((2480 +% (((((part132 *% 16) +% co134) *% 16) +% ci133) *% 9)) +% 8)]) - params[((2480 +% (((((part132 *% 16) +% co134) *% 16) +% ci133) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
-        var w146: Float = params[((2480 +% (((((part132 *% 16) +% co134) *% 16) +% ci133) *% 9)) +% 8)]
+      for co134 in 0..<32 {
+        var w135: Float = params[(2480 +% (((co134 *% 16) +% ci133) *% 9))]
+        var w136: Float = (((params[(2480 +% (((co134 *% 16) +% ci133) *% 9))] + params[((2480 +% (((co134 *% 16) +% ci133) *% 9)) +% 3)]) + params[((2480 +% (((co134 *% 16) +% ci133) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
+        var w137: Float = (((params[(2480 +% (((co134 *% 16) +% ci133) *% 9))] + params[((2480 +% (((co134 *% 16) +% ci133) *% 9)) +% 6)]) - params[((2480 +% (((co134 *% 16) +% ci133) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
+        var w138: Float = params[((2480 +% (((co134 *% 16) +% ci133) *% 9)) +% 6)]
+        var w139: Float = params[((2480 +% (((co134 *% 16) +% ci133) *% 9)) +% 1)]
+        var w140: Float = (((params[((2480 +% (((co134 *% 16) +% ci133) *% 9)) +% 1)] + params[((2480 +% (((co134 *% 16) +% ci133) *% 9)) +% 4)]) + params[((2480 +% (((co134 *% 16) +% ci133) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
+        var w141: Float = (((params[((2480 +% (((co134 *% 16) +% ci133) *% 9)) +% 1)] + params[((2480 +% (((co134 *% 16) +% ci133) *% 9)) +% 7)]) - params[((2480 +% (((co134 *% 16) +% ci133) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
+        var w142: Float = params[((2480 +% (((co134 *% 16) +% ci133) *% 9)) +% 7)]
+        var w143: Float = params[((2480 +% (((co134 *% 16) +% ci133) *% 9)) +% 2)]
+        var w144: Float = (((params[((2480 +% (((co134 *% 16) +% ci133) *% 9)) +% 2)] + params[((2480 +% (((co134 *% 16) +% ci133) *% 9)) +% 5)]) + params[((2480 +% (((co134 *% 16) +% ci133) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
+        var w145: Float = (((params[((2480 +% (((co134 *% 16) +% ci133) *% 9)) +% 2)] + params[((2480 +% (((co134 *% 16) +% ci133) *% 9)) +% 8)]) - params[((2480 +% (((co134 *% 16) +% ci133) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
+        var w146: Float = params[((2480 +% (((co134 *% 16) +% ci133) *% 9)) +% 8)]
         var w147: Float = w135
         var w148: Float = (((w135 + w139) + w143) * Float(bitPattern: 0x3f000000))
         var w149: Float = (((w135 + w143) - w139) * Float(bitPattern: 0x3f000000))
@@ -2239,34 +523,34 @@ public func residual_infer_b64(
         var w160: Float = (((w138 + w142) + w146) * Float(bitPattern: 0x3f000000))
         var w161: Float = (((w138 + w146) - w142) * Float(bitPattern: 0x3f000000))
         var w162: Float = w146
-        arena[((401408 +% (ci133 *% 32)) +% ((part132 *% 16) +% co134))] = w147
-        arena[((401920 +% (ci133 *% 32)) +% ((part132 *% 16) +% co134))] = w148
-        arena[((402432 +% (ci133 *% 32)) +% ((part132 *% 16) +% co134))] = w149
-        arena[((402944 +% (ci133 *% 32)) +% ((part132 *% 16) +% co134))] = w150
-        arena[((403456 +% (ci133 *% 32)) +% ((part132 *% 16) +% co134))] = w151
-        arena[((403968 +% (ci133 *% 32)) +% ((part132 *% 16) +% co134))] = w152
-        arena[((404480 +% (ci133 *% 32)) +% ((part132 *% 16) +% co134))] = w153
-        arena[((404992 +% (ci133 *% 32)) +% ((part132 *% 16) +% co134))] = w154
-        arena[((405504 +% (ci133 *% 32)) +% ((part132 *% 16) +% co134))] = w155
-        arena[((406016 +% (ci133 *% 32)) +% ((part132 *% 16) +% co134))] = w156
-        arena[((406528 +% (ci133 *% 32)) +% ((part132 *% 16) +% co134))] = w157
-        arena[((407040 +% (ci133 *% 32)) +% ((part132 *% 16) +% co134))] = w158
-        arena[((407552 +% (ci133 *% 32)) +% ((part132 *% 16) +% co134))] = w159
-        arena[((408064 +% (ci133 *% 32)) +% ((part132 *% 16) +% co134))] = w160
-        arena[((408576 +% (ci133 *% 32)) +% ((part132 *% 16) +% co134))] = w161
-        arena[((409088 +% (ci133 *% 32)) +% ((part132 *% 16) +% co134))] = w162
+        arena[((3813376 +% (ci133 *% 32)) +% co134)] = w147
+        arena[((3813888 +% (ci133 *% 32)) +% co134)] = w148
+        arena[((3814400 +% (ci133 *% 32)) +% co134)] = w149
+        arena[((3814912 +% (ci133 *% 32)) +% co134)] = w150
+        arena[((3815424 +% (ci133 *% 32)) +% co134)] = w151
+        arena[((3815936 +% (ci133 *% 32)) +% co134)] = w152
+        arena[((3816448 +% (ci133 *% 32)) +% co134)] = w153
+        arena[((3816960 +% (ci133 *% 32)) +% co134)] = w154
+        arena[((3817472 +% (ci133 *% 32)) +% co134)] = w155
+        arena[((3817984 +% (ci133 *% 32)) +% co134)] = w156
+        arena[((3818496 +% (ci133 *% 32)) +% co134)] = w157
+        arena[((3819008 +% (ci133 *% 32)) +% co134)] = w158
+        arena[((3819520 +% (ci133 *% 32)) +% co134)] = w159
+        arena[((3820032 +% (ci133 *% 32)) +% co134)] = w160
+        arena[((3820544 +% (ci133 *% 32)) +% co134)] = w161
+        arena[((3821056 +% (ci133 *% 32)) +% co134)] = w162
       }
     }
   }
   for i163 in 0..<512 {
-    storeVector(arena, ((i163 *% 8) +% 409600), Vector(repeating: Float(0)))
+    storeVector(arena, ((i163 *% 8) +% 3821568), Vector(repeating: Float(0)))
   }
   for g164 in 0..<64 {
     for j165 in 0..<1 {
       for c166 in 0..<16 {
         for iy167 in 0..<14 {
           for ix168 in 0..<14 {
-            arena[(409600 +% ((((j165 *% 4096) +% ((iy167 +% 1) *% 256)) +% ((ix168 +% 1) *% 16)) +% c166))] = arena[((((802816 +% ((g164 +% j165) *% 3136)) +% (c166 *% 196)) +% (iy167 *% 14)) +% ix168)]
+            arena[(3821568 +% ((((j165 *% 4096) +% ((iy167 +% 1) *% 256)) +% ((ix168 +% 1) *% 16)) +% c166))] = arena[((((3211264 +% ((g164 +% j165) *% 3136)) +% (c166 *% 196)) +% (iy167 *% 14)) +% ix168)]
           }
         }
       }
@@ -2275,22 +559,22 @@ public func residual_infer_b64(
       for ty170 in 0..<7 {
         for tx171 in 0..<7 {
           for cv172 in 0..<2 {
-            let w173 = (loadVector(arena, (409600 +% ((((j169 *% 4096) +% ((ty170 *% 2) *% 256)) +% ((tx171 *% 2) *% 16)) +% (cv172 *% 8)))) - loadVector(arena, (409600 +% ((((j169 *% 4096) +% (((ty170 *% 2) +% 2) *% 256)) +% ((tx171 *% 2) *% 16)) +% (cv172 *% 8)))))
-            let w174 = (loadVector(arena, (409600 +% ((((j169 *% 4096) +% (((ty170 *% 2) +% 1) *% 256)) +% ((tx171 *% 2) *% 16)) +% (cv172 *% 8)))) + loadVector(arena, (409600 +% ((((j169 *% 4096) +% (((ty170 *% 2) +% 2) *% 256)) +% ((tx171 *% 2) *% 16)) +% (cv172 *% 8)))))
-            let w175 = (loadVector(arena, (409600 +% ((((j169 *% 4096) +% (((ty170 *% 2) +% 2) *% 256)) +% ((tx171 *% 2) *% 16)) +% (cv172 *% 8)))) - loadVector(arena, (409600 +% ((((j169 *% 4096) +% (((ty170 *% 2) +% 1) *% 256)) +% ((tx171 *% 2) *% 16)) +% (cv172 *% 8)))))
-            let w176 = (loadVector(arena, (409600 +% ((((j169 *% 4096) +% (((ty170 *% 2) +% 1) *% 256)) +% ((tx171 *% 2) *% 16)) +% (cv172 *% 8)))) - loadVector(arena, (409600 +% ((((j169 *% 4096) +% (((ty170 *% 2) +% 3) *% 256)) +% ((tx171 *% 2) *% 16)) +% (cv172 *% 8)))))
-            let w177 = (loadVector(arena, (409600 +% ((((j169 *% 4096) +% ((ty170 *% 2) *% 256)) +% (((tx171 *% 2) +% 1) *% 16)) +% (cv172 *% 8)))) - loadVector(arena, (409600 +% ((((j169 *% 4096) +% (((ty170 *% 2) +% 2) *% 256)) +% (((tx171 *% 2) +% 1) *% 16)) +% (cv172 *% 8)))))
-            let w178 = (loadVector(arena, (409600 +% ((((j169 *% 4096) +% (((ty170 *% 2) +% 1) *% 256)) +% (((tx171 *% 2) +% 1) *% 16)) +% (cv172 *% 8)))) + loadVector(arena, (409600 +% ((((j169 *% 4096) +% (((ty170 *% 2) +% 2) *% 256)) +% (((tx171 *% 2) +% 1) *% 16)) +% (cv172 *% 8)))))
-            let w179 = (loadVector(arena, (409600 +% ((((j169 *% 4096) +% (((ty170 *% 2) +% 2) *% 256)) +% (((tx171 *% 2) +% 1) *% 16)) +% (cv172 *% 8)))) - loadVector(arena, (409600 +% ((((j169 *% 4096) +% (((ty170 *% 2) +% 1) *% 256)) +% (((tx171 *% 2) +% 1) *% 16)) +% (cv172 *% 8)))))
-            let w180 = (loadVector(arena, (409600 +% ((((j169 *% 4096) +% (((ty170 *% 2) +% 1) *% 256)) +% (((tx171 *% 2) +% 1) *% 16)) +% (cv172 *% 8)))) - loadVector(arena, (409600 +% ((((j169 *% 4096) +% (((ty170 *% 2) +% 3) *% 256)) +% (((tx171 *% 2) +% 1) *% 16)) +% (cv172 *% 8)))))
-            let w181 = (loadVector(arena, (409600 +% ((((j169 *% 4096) +% ((ty170 *% 2) *% 256)) +% (((tx171 *% 2) +% 2) *% 16)) +% (cv172 *% 8)))) - loadVector(arena, (409600 +% ((((j169 *% 4096) +% (((ty170 *% 2) +% 2) *% 256)) +% (((tx171 *% 2) +% 2) *% 16)) +% (cv172 *% 8)))))
-            let w182 = (loadVector(arena, (409600 +% ((((j169 *% 4096) +% (((ty170 *% 2) +% 1) *% 256)) +% (((tx171 *% 2) +% 2) *% 16)) +% (cv172 *% 8)))) + loadVector(arena, (409600 +% ((((j169 *% 4096) +% (((ty170 *% 2) +% 2) *% 256)) +% (((tx171 *% 2) +% 2) *% 16)) +% (cv172 *% 8)))))
-            let w183 = (loadVector(arena, (409600 +% ((((j169 *% 4096) +% (((ty170 *% 2) +% 2) *% 256)) +% (((tx171 *% 2) +% 2) *% 16)) +% (cv172 *% 8)))) - loadVector(arena, (409600 +% ((((j169 *% 4096) +% (((ty170 *% 2) +% 1) *% 256)) +% (((tx171 *% 2) +% 2) *% 16)) +% (cv172 *% 8)))))
-            let w184 = (loadVector(arena, (409600 +% ((((j169 *% 4096) +% (((ty170 *% 2) +% 1) *% 256)) +% (((tx171 *% 2) +% 2) *% 16)) +% (cv172 *% 8)))) - loadVector(arena, (409600 +% ((((j169 *% 4096) +% (((ty170 *% 2) +% 3) *% 256)) +% (((tx171 *% 2) +% 2) *% 16)) +% (cv172 *% 8)))))
-            let w185 = (loadVector(arena, (409600 +% ((((j169 *% 4096) +% ((ty170 *% 2) *% 256)) +% (((tx171 *% 2) +% 3) *% 16)) +% (cv172 *% 8)))) - loadVector(arena, (409600 +% ((((j169 *% 4096) +% (((ty170 *% 2) +% 2) *% 256)) +% (((tx171 *% 2) +% 3) *% 16)) +% (cv172 *% 8)))))
-            let w186 = (loadVector(arena, (409600 +% ((((j169 *% 4096) +% (((ty170 *% 2) +% 1) *% 256)) +% (((tx171 *% 2) +% 3) *% 16)) +% (cv172 *% 8)))) + loadVector(arena, (409600 +% ((((j169 *% 4096) +% (((ty170 *% 2) +% 2) *% 256)) +% (((tx171 *% 2) +% 3) *% 16)) +% (cv172 *% 8)))))
-            let w187 = (loadVector(arena, (409600 +% ((((j169 *% 4096) +% (((ty170 *% 2) +% 2) *% 256)) +% (((tx171 *% 2) +% 3) *% 16)) +% (cv172 *% 8)))) - loadVector(arena, (409600 +% ((((j169 *% 4096) +% (((ty170 *% 2) +% 1) *% 256)) +% (((tx171 *% 2) +% 3) *% 16)) +% (cv172 *% 8)))))
-            let w188 = (loadVector(arena, (409600 +% ((((j169 *% 4096) +% (((ty170 *% 2) +% 1) *% 256)) +% (((tx171 *% 2) +% 3) *% 16)) +% (cv172 *% 8)))) - loadVector(arena, (409600 +% ((((j169 *% 4096) +% (((ty170 *% 2) +% 3) *% 256)) +% (((tx171 *% 2) +% 3) *% 16)) +% (cv172 *% 8)))))
+            let w173 = (loadVector(arena, (3821568 +% ((((j169 *% 4096) +% ((ty170 *% 2) *% 256)) +% ((tx171 *% 2) *% 16)) +% (cv172 *% 8)))) - loadVector(arena, (3821568 +% ((((j169 *% 4096) +% (((ty170 *% 2) +% 2) *% 256)) +% ((tx171 *% 2) *% 16)) +% (cv172 *% 8)))))
+            let w174 = (loadVector(arena, (3821568 +% ((((j169 *% 4096) +% (((ty170 *% 2) +% 1) *% 256)) +% ((tx171 *% 2) *% 16)) +% (cv172 *% 8)))) + loadVector(arena, (3821568 +% ((((j169 *% 4096) +% (((ty170 *% 2) +% 2) *% 256)) +% ((tx171 *% 2) *% 16)) +% (cv172 *% 8)))))
+            let w175 = (loadVector(arena, (3821568 +% ((((j169 *% 4096) +% (((ty170 *% 2) +% 2) *% 256)) +% ((tx171 *% 2) *% 16)) +% (cv172 *% 8)))) - loadVector(arena, (3821568 +% ((((j169 *% 4096) +% (((ty170 *% 2) +% 1) *% 256)) +% ((tx171 *% 2) *% 16)) +% (cv172 *% 8)))))
+            let w176 = (loadVector(arena, (3821568 +% ((((j169 *% 4096) +% (((ty170 *% 2) +% 1) *% 256)) +% ((tx171 *% 2) *% 16)) +% (cv172 *% 8)))) - loadVector(arena, (3821568 +% ((((j169 *% 4096) +% (((ty170 *% 2) +% 3) *% 256)) +% ((tx171 *% 2) *% 16)) +% (cv172 *% 8)))))
+            let w177 = (loadVector(arena, (3821568 +% ((((j169 *% 4096) +% ((ty170 *% 2) *% 256)) +% (((tx171 *% 2) +% 1) *% 16)) +% (cv172 *% 8)))) - loadVector(arena, (3821568 +% ((((j169 *% 4096) +% (((ty170 *% 2) +% 2) *% 256)) +% (((tx171 *% 2) +% 1) *% 16)) +% (cv172 *% 8)))))
+            let w178 = (loadVector(arena, (3821568 +% ((((j169 *% 4096) +% (((ty170 *% 2) +% 1) *% 256)) +% (((tx171 *% 2) +% 1) *% 16)) +% (cv172 *% 8)))) + loadVector(arena, (3821568 +% ((((j169 *% 4096) +% (((ty170 *% 2) +% 2) *% 256)) +% (((tx171 *% 2) +% 1) *% 16)) +% (cv172 *% 8)))))
+            let w179 = (loadVector(arena, (3821568 +% ((((j169 *% 4096) +% (((ty170 *% 2) +% 2) *% 256)) +% (((tx171 *% 2) +% 1) *% 16)) +% (cv172 *% 8)))) - loadVector(arena, (3821568 +% ((((j169 *% 4096) +% (((ty170 *% 2) +% 1) *% 256)) +% (((tx171 *% 2) +% 1) *% 16)) +% (cv172 *% 8)))))
+            let w180 = (loadVector(arena, (3821568 +% ((((j169 *% 4096) +% (((ty170 *% 2) +% 1) *% 256)) +% (((tx171 *% 2) +% 1) *% 16)) +% (cv172 *% 8)))) - loadVector(arena, (3821568 +% ((((j169 *% 4096) +% (((ty170 *% 2) +% 3) *% 256)) +% (((tx171 *% 2) +% 1) *% 16)) +% (cv172 *% 8)))))
+            let w181 = (loadVector(arena, (3821568 +% ((((j169 *% 4096) +% ((ty170 *% 2) *% 256)) +% (((tx171 *% 2) +% 2) *% 16)) +% (cv172 *% 8)))) - loadVector(arena, (3821568 +% ((((j169 *% 4096) +% (((ty170 *% 2) +% 2) *% 256)) +% (((tx171 *% 2) +% 2) *% 16)) +% (cv172 *% 8)))))
+            let w182 = (loadVector(arena, (3821568 +% ((((j169 *% 4096) +% (((ty170 *% 2) +% 1) *% 256)) +% (((tx171 *% 2) +% 2) *% 16)) +% (cv172 *% 8)))) + loadVector(arena, (3821568 +% ((((j169 *% 4096) +% (((ty170 *% 2) +% 2) *% 256)) +% (((tx171 *% 2) +% 2) *% 16)) +% (cv172 *% 8)))))
+            let w183 = (loadVector(arena, (3821568 +% ((((j169 *% 4096) +% (((ty170 *% 2) +% 2) *% 256)) +% (((tx171 *% 2) +% 2) *% 16)) +% (cv172 *% 8)))) - loadVector(arena, (3821568 +% ((((j169 *% 4096) +% (((ty170 *% 2) +% 1) *% 256)) +% (((tx171 *% 2) +% 2) *% 16)) +% (cv172 *% 8)))))
+            let w184 = (loadVector(arena, (3821568 +% ((((j169 *% 4096) +% (((ty170 *% 2) +% 1) *% 256)) +% (((tx171 *% 2) +% 2) *% 16)) +% (cv172 *% 8)))) - loadVector(arena, (3821568 +% ((((j169 *% 4096) +% (((ty170 *% 2) +% 3) *% 256)) +% (((tx171 *% 2) +% 2) *% 16)) +% (cv172 *% 8)))))
+            let w185 = (loadVector(arena, (3821568 +% ((((j169 *% 4096) +% ((ty170 *% 2) *% 256)) +% (((tx171 *% 2) +% 3) *% 16)) +% (cv172 *% 8)))) - loadVector(arena, (3821568 +% ((((j169 *% 4096) +% (((ty170 *% 2) +% 2) *% 256)) +% (((tx171 *% 2) +% 3) *% 16)) +% (cv172 *% 8)))))
+            let w186 = (loadVector(arena, (3821568 +% ((((j169 *% 4096) +% (((ty170 *% 2) +% 1) *% 256)) +% (((tx171 *% 2) +% 3) *% 16)) +% (cv172 *% 8)))) + loadVector(arena, (3821568 +% ((((j169 *% 4096) +% (((ty170 *% 2) +% 2) *% 256)) +% (((tx171 *% 2) +% 3) *% 16)) +% (cv172 *% 8)))))
+            let w187 = (loadVector(arena, (3821568 +% ((((j169 *% 4096) +% (((ty170 *% 2) +% 2) *% 256)) +% (((tx171 *% 2) +% 3) *% 16)) +% (cv172 *% 8)))) - loadVector(arena, (3821568 +% ((((j169 *% 4096) +% (((ty170 *% 2) +% 1) *% 256)) +% (((tx171 *% 2) +% 3) *% 16)) +% (cv172 *% 8)))))
+            let w188 = (loadVector(arena, (3821568 +% ((((j169 *% 4096) +% (((ty170 *% 2) +% 1) *% 256)) +% (((tx171 *% 2) +% 3) *% 16)) +% (cv172 *% 8)))) - loadVector(arena, (3821568 +% ((((j169 *% 4096) +% (((ty170 *% 2) +% 3) *% 256)) +% (((tx171 *% 2) +% 3) *% 16)) +% (cv172 *% 8)))))
             let w189 = (w173 - w181)
             let w190 = (w177 + w181)
             let w191 = (w181 - w177)
@@ -2307,160 +591,1966 @@ public func residual_infer_b64(
             let w202 = (w180 + w184)
             let w203 = (w184 - w180)
             let w204 = (w180 - w188)
-            storeVector(arena, ((413696 +% ((((j169 *% 49) +% (ty170 *% 7)) +% tx171) *% 16)) +% (cv172 *% 8)), w189)
-            storeVector(arena, ((414480 +% ((((j169 *% 49) +% (ty170 *% 7)) +% tx171) *% 16)) +% (cv172 *% 8)), w190)
-            storeVector(arena, ((415264 +% ((((j169 *% 49) +% (ty170 *% 7)) +% tx171) *% 16)) +% (cv172 *% 8)), w191)
-            storeVector(arena, ((416048 +% ((((j169 *% 49) +% (ty170 *% 7)) +% tx171) *% 16)) +% (cv172 *% 8)), w192)
-            storeVector(arena, ((416832 +% ((((j169 *% 49) +% (ty170 *% 7)) +% tx171) *% 16)) +% (cv172 *% 8)), w193)
-            storeVector(arena, ((417616 +% ((((j169 *% 49) +% (ty170 *% 7)) +% tx171) *% 16)) +% (cv172 *% 8)), w194)
-            storeVector(arena, ((418400 +% ((((j169 *% 49) +% (ty170 *% 7)) +% tx171) *% 16)) +% (cv172 *% 8)), w195)
-            storeVector(arena, ((419184 +% ((((j169 *% 49) +% (ty170 *% 7)) +% tx171) *% 16)) +% (cv172 *% 8)), w196)
-            storeVector(arena, ((419968 +% ((((j169 *% 49) +% (ty170 *% 7)) +% tx171) *% 16)) +% (cv172 *% 8)), w197)
-            storeVector(arena, ((420752 +% ((((j169 *% 49) +% (ty170 *% 7)) +% tx171) *% 16)) +% (cv172 *% 8)), w198)
-            storeVector(arena, ((421536 +% ((((j169 *% 49) +% (ty170 *% 7)) +% tx171) *% 16)) +% (cv172 *% 8)), w199)
-            storeVector(arena, ((422320 +% ((((j169 *% 49) +% (ty170 *% 7)) +% tx171) *% 16)) +% (cv172 *% 8)), w200)
-            storeVector(arena, ((423104 +% ((((j169 *% 49) +% (ty170 *% 7)) +% tx171) *% 16)) +% (cv172 *% 8)), w201)
-            storeVector(arena, ((423888 +% ((((j169 *% 49) +% (ty170 *% 7)) +% tx171) *% 16)) +% (cv172 *% 8)), w202)
-            storeVector(arena, ((424672 +% ((((j169 *% 49) +% (ty170 *% 7)) +% tx171) *% 16)) +% (cv172 *% 8)), w203)
-            storeVector(arena, ((425456 +% ((((j169 *% 49) +% (ty170 *% 7)) +% tx171) *% 16)) +% (cv172 *% 8)), w204)
+            storeVector(arena, ((3825664 +% ((((j169 *% 49) +% (ty170 *% 7)) +% tx171) *% 16)) +% (cv172 *% 8)), w189)
+            storeVector(arena, ((3826448 +% ((((j169 *% 49) +% (ty170 *% 7)) +% tx171) *% 16)) +% (cv172 *% 8)), w190)
+            storeVector(arena, ((3827232 +% ((((j169 *% 49) +% (ty170 *% 7)) +% tx171) *% 16)) +% (cv172 *% 8)), w191)
+            storeVector(arena, ((3828016 +% ((((j169 *% 49) +% (ty170 *% 7)) +% tx171) *% 16)) +% (cv172 *% 8)), w192)
+            storeVector(arena, ((3828800 +% ((((j169 *% 49) +% (ty170 *% 7)) +% tx171) *% 16)) +% (cv172 *% 8)), w193)
+            storeVector(arena, ((3829584 +% ((((j169 *% 49) +% (ty170 *% 7)) +% tx171) *% 16)) +% (cv172 *% 8)), w194)
+            storeVector(arena, ((3830368 +% ((((j169 *% 49) +% (ty170 *% 7)) +% tx171) *% 16)) +% (cv172 *% 8)), w195)
+            storeVector(arena, ((3831152 +% ((((j169 *% 49) +% (ty170 *% 7)) +% tx171) *% 16)) +% (cv172 *% 8)), w196)
+            storeVector(arena, ((3831936 +% ((((j169 *% 49) +% (ty170 *% 7)) +% tx171) *% 16)) +% (cv172 *% 8)), w197)
+            storeVector(arena, ((3832720 +% ((((j169 *% 49) +% (ty170 *% 7)) +% tx171) *% 16)) +% (cv172 *% 8)), w198)
+            storeVector(arena, ((3833504 +% ((((j169 *% 49) +% (ty170 *% 7)) +% tx171) *% 16)) +% (cv172 *% 8)), w199)
+            storeVector(arena, ((3834288 +% ((((j169 *% 49) +% (ty170 *% 7)) +% tx171) *% 16)) +% (cv172 *% 8)), w200)
+            storeVector(arena, ((3835072 +% ((((j169 *% 49) +% (ty170 *% 7)) +% tx171) *% 16)) +% (cv172 *% 8)), w201)
+            storeVector(arena, ((3835856 +% ((((j169 *% 49) +% (ty170 *% 7)) +% tx171) *% 16)) +% (cv172 *% 8)), w202)
+            storeVector(arena, ((3836640 +% ((((j169 *% 49) +% (ty170 *% 7)) +% tx171) *% 16)) +% (cv172 *% 8)), w203)
+            storeVector(arena, ((3837424 +% ((((j169 *% 49) +% (ty170 *% 7)) +% tx171) *% 16)) +% (cv172 *% 8)), w204)
           }
         }
       }
     }
-    parallelFor(pool, 2) { part205 in
-      for xi206 in 0..<16 {
-        do {  // gemm213
-          for nb207 in 0..<1 {
-            for mb208 in 0..<9 {
-              var t209_c0_0 = Vector()
-              var t209_c0_1 = Vector()
-              var t209_c1_0 = Vector()
-              var t209_c1_1 = Vector()
-              var t209_c2_0 = Vector()
-              var t209_c2_1 = Vector()
-              var t209_c3_0 = Vector()
-              var t209_c3_1 = Vector()
-              var t209_c4_0 = Vector()
-              var t209_c4_1 = Vector()
-              for k210 in 0..<16 {
-                let t209_b0 = loadVector(arena, ((((401408 +% (xi206 *% 512)) +% (part205 *% 16)) +% (k210 *% 32)) +% (nb207 *% 16)))
-                let t209_b1 = loadVector(arena, (((((401408 +% (xi206 *% 512)) +% (part205 *% 16)) +% (k210 *% 32)) +% (nb207 *% 16)) +% 8))
-                let t209_a0 = Vector(repeating: arena[(((413696 +% (xi206 *% 784)) +% ((mb208 *% 5) *% 16)) +% k210)])
-                t209_c0_0 = t209_c0_0.addingProduct(t209_a0, t209_b0)
-                t209_c0_1 = t209_c0_1.addingProduct(t209_a0, t209_b1)
-                let t209_a1 = Vector(repeating: arena[(((413696 +% (xi206 *% 784)) +% (((mb208 *% 5) +% 1) *% 16)) +% k210)])
-                t209_c1_0 = t209_c1_0.addingProduct(t209_a1, t209_b0)
-                t209_c1_1 = t209_c1_1.addingProduct(t209_a1, t209_b1)
-                let t209_a2 = Vector(repeating: arena[(((413696 +% (xi206 *% 784)) +% (((mb208 *% 5) +% 2) *% 16)) +% k210)])
-                t209_c2_0 = t209_c2_0.addingProduct(t209_a2, t209_b0)
-                t209_c2_1 = t209_c2_1.addingProduct(t209_a2, t209_b1)
-                let t209_a3 = Vector(repeating: arena[(((413696 +% (xi206 *% 784)) +% (((mb208 *% 5) +% 3) *% 16)) +% k210)])
-                t209_c3_0 = t209_c3_0.addingProduct(t209_a3, t209_b0)
-                t209_c3_1 = t209_c3_1.addingProduct(t209_a3, t209_b1)
-                let t209_a4 = Vector(repeating: arena[(((413696 +% (xi206 *% 784)) +% (((mb208 *% 5) +% 4) *% 16)) +% k210)])
-                t209_c4_0 = t209_c4_0.addingProduct(t209_a4, t209_b0)
-                t209_c4_1 = t209_c4_1.addingProduct(t209_a4, t209_b1)
+    for xi205 in 0..<16 {
+      do {  // gemm212
+        for nb206 in 0..<2 {
+          for mb207 in 0..<9 {
+            var t208_c0_0 = Vector()
+            var t208_c0_1 = Vector()
+            var t208_c1_0 = Vector()
+            var t208_c1_1 = Vector()
+            var t208_c2_0 = Vector()
+            var t208_c2_1 = Vector()
+            var t208_c3_0 = Vector()
+            var t208_c3_1 = Vector()
+            var t208_c4_0 = Vector()
+            var t208_c4_1 = Vector()
+            for k209 in 0..<16 {
+              let t208_b0 = loadVector(arena, (((3813376 +% (xi205 *% 512)) +% (k209 *% 32)) +% (nb206 *% 16)))
+              let t208_b1 = loadVector(arena, ((((3813376 +% (xi205 *% 512)) +% (k209 *% 32)) +% (nb206 *% 16)) +% 8))
+              let t208_a0 = Vector(repeating: arena[(((3825664 +% (xi205 *% 784)) +% ((mb207 *% 5) *% 16)) +% k209)])
+              t208_c0_0 = t208_c0_0.addingProduct(t208_a0, t208_b0)
+              t208_c0_1 = t208_c0_1.addingProduct(t208_a0, t208_b1)
+              let t208_a1 = Vector(repeating: arena[(((3825664 +% (xi205 *% 784)) +% (((mb207 *% 5) +% 1) *% 16)) +% k209)])
+              t208_c1_0 = t208_c1_0.addingProduct(t208_a1, t208_b0)
+              t208_c1_1 = t208_c1_1.addingProduct(t208_a1, t208_b1)
+              let t208_a2 = Vector(repeating: arena[(((3825664 +% (xi205 *% 784)) +% (((mb207 *% 5) +% 2) *% 16)) +% k209)])
+              t208_c2_0 = t208_c2_0.addingProduct(t208_a2, t208_b0)
+              t208_c2_1 = t208_c2_1.addingProduct(t208_a2, t208_b1)
+              let t208_a3 = Vector(repeating: arena[(((3825664 +% (xi205 *% 784)) +% (((mb207 *% 5) +% 3) *% 16)) +% k209)])
+              t208_c3_0 = t208_c3_0.addingProduct(t208_a3, t208_b0)
+              t208_c3_1 = t208_c3_1.addingProduct(t208_a3, t208_b1)
+              let t208_a4 = Vector(repeating: arena[(((3825664 +% (xi205 *% 784)) +% (((mb207 *% 5) +% 4) *% 16)) +% k209)])
+              t208_c4_0 = t208_c4_0.addingProduct(t208_a4, t208_b0)
+              t208_c4_1 = t208_c4_1.addingProduct(t208_a4, t208_b1)
+            }
+            storeVector(arena, (((3838208 +% (xi205 *% 1568)) +% ((mb207 *% 5) *% 32)) +% (nb206 *% 16)), t208_c0_0)
+            storeVector(arena, ((((3838208 +% (xi205 *% 1568)) +% ((mb207 *% 5) *% 32)) +% (nb206 *% 16)) +% 8), t208_c0_1)
+            storeVector(arena, (((3838208 +% (xi205 *% 1568)) +% (((mb207 *% 5) +% 1) *% 32)) +% (nb206 *% 16)), t208_c1_0)
+            storeVector(arena, ((((3838208 +% (xi205 *% 1568)) +% (((mb207 *% 5) +% 1) *% 32)) +% (nb206 *% 16)) +% 8), t208_c1_1)
+            storeVector(arena, (((3838208 +% (xi205 *% 1568)) +% (((mb207 *% 5) +% 2) *% 32)) +% (nb206 *% 16)), t208_c2_0)
+            storeVector(arena, ((((3838208 +% (xi205 *% 1568)) +% (((mb207 *% 5) +% 2) *% 32)) +% (nb206 *% 16)) +% 8), t208_c2_1)
+            storeVector(arena, (((3838208 +% (xi205 *% 1568)) +% (((mb207 *% 5) +% 3) *% 32)) +% (nb206 *% 16)), t208_c3_0)
+            storeVector(arena, ((((3838208 +% (xi205 *% 1568)) +% (((mb207 *% 5) +% 3) *% 32)) +% (nb206 *% 16)) +% 8), t208_c3_1)
+            storeVector(arena, (((3838208 +% (xi205 *% 1568)) +% (((mb207 *% 5) +% 4) *% 32)) +% (nb206 *% 16)), t208_c4_0)
+            storeVector(arena, ((((3838208 +% (xi205 *% 1568)) +% (((mb207 *% 5) +% 4) *% 32)) +% (nb206 *% 16)) +% 8), t208_c4_1)
+          }
+          var t210_c0_0 = Vector()
+          var t210_c0_1 = Vector()
+          var t210_c1_0 = Vector()
+          var t210_c1_1 = Vector()
+          var t210_c2_0 = Vector()
+          var t210_c2_1 = Vector()
+          var t210_c3_0 = Vector()
+          var t210_c3_1 = Vector()
+          for k211 in 0..<16 {
+            let t210_b0 = loadVector(arena, (((3813376 +% (xi205 *% 512)) +% (k211 *% 32)) +% (nb206 *% 16)))
+            let t210_b1 = loadVector(arena, ((((3813376 +% (xi205 *% 512)) +% (k211 *% 32)) +% (nb206 *% 16)) +% 8))
+            let t210_a0 = Vector(repeating: arena[(((3825664 +% (xi205 *% 784)) +% 720) +% k211)])
+            t210_c0_0 = t210_c0_0.addingProduct(t210_a0, t210_b0)
+            t210_c0_1 = t210_c0_1.addingProduct(t210_a0, t210_b1)
+            let t210_a1 = Vector(repeating: arena[(((3825664 +% (xi205 *% 784)) +% 736) +% k211)])
+            t210_c1_0 = t210_c1_0.addingProduct(t210_a1, t210_b0)
+            t210_c1_1 = t210_c1_1.addingProduct(t210_a1, t210_b1)
+            let t210_a2 = Vector(repeating: arena[(((3825664 +% (xi205 *% 784)) +% 752) +% k211)])
+            t210_c2_0 = t210_c2_0.addingProduct(t210_a2, t210_b0)
+            t210_c2_1 = t210_c2_1.addingProduct(t210_a2, t210_b1)
+            let t210_a3 = Vector(repeating: arena[(((3825664 +% (xi205 *% 784)) +% 768) +% k211)])
+            t210_c3_0 = t210_c3_0.addingProduct(t210_a3, t210_b0)
+            t210_c3_1 = t210_c3_1.addingProduct(t210_a3, t210_b1)
+          }
+          storeVector(arena, (((3838208 +% (xi205 *% 1568)) +% 1440) +% (nb206 *% 16)), t210_c0_0)
+          storeVector(arena, ((((3838208 +% (xi205 *% 1568)) +% 1440) +% (nb206 *% 16)) +% 8), t210_c0_1)
+          storeVector(arena, (((3838208 +% (xi205 *% 1568)) +% 1472) +% (nb206 *% 16)), t210_c1_0)
+          storeVector(arena, ((((3838208 +% (xi205 *% 1568)) +% 1472) +% (nb206 *% 16)) +% 8), t210_c1_1)
+          storeVector(arena, (((3838208 +% (xi205 *% 1568)) +% 1504) +% (nb206 *% 16)), t210_c2_0)
+          storeVector(arena, ((((3838208 +% (xi205 *% 1568)) +% 1504) +% (nb206 *% 16)) +% 8), t210_c2_1)
+          storeVector(arena, (((3838208 +% (xi205 *% 1568)) +% 1536) +% (nb206 *% 16)), t210_c3_0)
+          storeVector(arena, ((((3838208 +% (xi205 *% 1568)) +% 1536) +% (nb206 *% 16)) +% 8), t210_c3_1)
+        }
+      }
+    }
+    for j213 in 0..<1 {
+      for ty214 in 0..<7 {
+        for tx215 in 0..<7 {
+          for cv216 in 0..<4 {
+            let w217 = ((loadVector(arena, ((3838208 +% ((((j213 *% 49) +% (ty214 *% 7)) +% tx215) *% 32)) +% (cv216 *% 8))) + loadVector(arena, ((3844480 +% ((((j213 *% 49) +% (ty214 *% 7)) +% tx215) *% 32)) +% (cv216 *% 8)))) + loadVector(arena, ((3850752 +% ((((j213 *% 49) +% (ty214 *% 7)) +% tx215) *% 32)) +% (cv216 *% 8))))
+            let w218 = ((loadVector(arena, ((3844480 +% ((((j213 *% 49) +% (ty214 *% 7)) +% tx215) *% 32)) +% (cv216 *% 8))) - loadVector(arena, ((3850752 +% ((((j213 *% 49) +% (ty214 *% 7)) +% tx215) *% 32)) +% (cv216 *% 8)))) - loadVector(arena, ((3857024 +% ((((j213 *% 49) +% (ty214 *% 7)) +% tx215) *% 32)) +% (cv216 *% 8))))
+            let w219 = ((loadVector(arena, ((3839776 +% ((((j213 *% 49) +% (ty214 *% 7)) +% tx215) *% 32)) +% (cv216 *% 8))) + loadVector(arena, ((3846048 +% ((((j213 *% 49) +% (ty214 *% 7)) +% tx215) *% 32)) +% (cv216 *% 8)))) + loadVector(arena, ((3852320 +% ((((j213 *% 49) +% (ty214 *% 7)) +% tx215) *% 32)) +% (cv216 *% 8))))
+            let w220 = ((loadVector(arena, ((3846048 +% ((((j213 *% 49) +% (ty214 *% 7)) +% tx215) *% 32)) +% (cv216 *% 8))) - loadVector(arena, ((3852320 +% ((((j213 *% 49) +% (ty214 *% 7)) +% tx215) *% 32)) +% (cv216 *% 8)))) - loadVector(arena, ((3858592 +% ((((j213 *% 49) +% (ty214 *% 7)) +% tx215) *% 32)) +% (cv216 *% 8))))
+            let w221 = ((loadVector(arena, ((3841344 +% ((((j213 *% 49) +% (ty214 *% 7)) +% tx215) *% 32)) +% (cv216 *% 8))) + loadVector(arena, ((3847616 +% ((((j213 *% 49) +% (ty214 *% 7)) +% tx215) *% 32)) +% (cv216 *% 8)))) + loadVector(arena, ((3853888 +% ((((j213 *% 49) +% (ty214 *% 7)) +% tx215) *% 32)) +% (cv216 *% 8))))
+            let w222 = ((loadVector(arena, ((3847616 +% ((((j213 *% 49) +% (ty214 *% 7)) +% tx215) *% 32)) +% (cv216 *% 8))) - loadVector(arena, ((3853888 +% ((((j213 *% 49) +% (ty214 *% 7)) +% tx215) *% 32)) +% (cv216 *% 8)))) - loadVector(arena, ((3860160 +% ((((j213 *% 49) +% (ty214 *% 7)) +% tx215) *% 32)) +% (cv216 *% 8))))
+            let w223 = ((loadVector(arena, ((3842912 +% ((((j213 *% 49) +% (ty214 *% 7)) +% tx215) *% 32)) +% (cv216 *% 8))) + loadVector(arena, ((3849184 +% ((((j213 *% 49) +% (ty214 *% 7)) +% tx215) *% 32)) +% (cv216 *% 8)))) + loadVector(arena, ((3855456 +% ((((j213 *% 49) +% (ty214 *% 7)) +% tx215) *% 32)) +% (cv216 *% 8))))
+            let w224 = ((loadVector(arena, ((3849184 +% ((((j213 *% 49) +% (ty214 *% 7)) +% tx215) *% 32)) +% (cv216 *% 8))) - loadVector(arena, ((3855456 +% ((((j213 *% 49) +% (ty214 *% 7)) +% tx215) *% 32)) +% (cv216 *% 8)))) - loadVector(arena, ((3861728 +% ((((j213 *% 49) +% (ty214 *% 7)) +% tx215) *% 32)) +% (cv216 *% 8))))
+            let w225 = ((w217 + w219) + w221)
+            let w226 = ((w219 - w221) - w223)
+            let w227 = ((w218 + w220) + w222)
+            let w228 = ((w220 - w222) - w224)
+            storeVector(arena, ((3863296 +% (((((j213 *% 14) +% (ty214 *% 2)) *% 14) +% (tx215 *% 2)) *% 32)) +% (cv216 *% 8)), (w225 + loadVector(params, (7088 +% (cv216 *% 8)))))
+            storeVector(arena, ((3863296 +% ((((((j213 *% 14) +% (ty214 *% 2)) *% 14) +% (tx215 *% 2)) +% 1) *% 32)) +% (cv216 *% 8)), (w226 + loadVector(params, (7088 +% (cv216 *% 8)))))
+            storeVector(arena, ((3863296 +% ((((((j213 *% 14) +% (ty214 *% 2)) +% 1) *% 14) +% (tx215 *% 2)) *% 32)) +% (cv216 *% 8)), (w227 + loadVector(params, (7088 +% (cv216 *% 8)))))
+            storeVector(arena, ((3863296 +% (((((((j213 *% 14) +% (ty214 *% 2)) +% 1) *% 14) +% (tx215 *% 2)) +% 1) *% 32)) +% (cv216 *% 8)), (w228 + loadVector(params, (7088 +% (cv216 *% 8)))))
+          }
+        }
+      }
+    }
+    for j229 in 0..<1 {
+      for c230 in 0..<32 {
+        for q231 in 0..<196 {
+          arena[(((3411968 +% ((g164 +% j229) *% 6272)) +% (c230 *% 196)) +% q231)] = arena[((3863296 +% (((j229 *% 196) +% q231) *% 32)) +% c230)]
+        }
+      }
+    }
+  }
+  // act3 = sigmoid(conv3)
+  for i232 in 0..<401408 {
+    arena[(3813376 +% i232)] = (Float(1) / (Float(1) + expf((Float(0) - arena[(3411968 +% i232)]))))
+  }
+  // gap = global_avgpool(act3)
+  for q233 in 0..<2048 {
+    var acc234: Float = Float(0)
+    for i235 in 0..<196 {
+      acc234 = (acc234 + arena[((3813376 +% (q233 *% 196)) +% i235)])
+    }
+    arena[(3411968 +% q233)] = (acc234 / Float(196))
+  }
+  // flat = flatten(gap)
+  // fc = dense(flat)
+  sgemm(101, 111, 112, 64, 10, 32, 1, arena + 3411968, 32, params + 7120, 32, Float(bitPattern: 0x0), arena + 3414016, 10)
+  for n236 in 0..<64 {
+    for u237 in 0..<1 {
+      storeVector(arena, ((u237 *% 8) +% (3414016 +% (n236 *% 10))), (loadVector(arena, ((u237 *% 8) +% (3414016 +% (n236 *% 10)))) + loadVector(params, ((u237 *% 8) +% 7440))))
+    }
+    for u237 in 0..<1 {
+      storePartial(arena, ((u237 +% 8) +% (3414016 +% (n236 *% 10))), (loadPartial(arena, ((u237 +% 8) +% (3414016 +% (n236 *% 10))), 2) + loadPartial(params, ((u237 +% 8) +% 7440), 2)), 2)
+    }
+  }
+  // loss = cross_entropy(fc, label)
+  var total238: Float = Float(0)
+  for n239 in 0..<64 {
+    var m240: Float = arena[(3414016 +% (n239 *% 10))]
+    for k242 in 0..<10 {
+      m240 = { let x = m240, y = arena[((3414016 +% (n239 *% 10)) +% k242)]; return y > x ? y : x }()
+    }
+    var s241: Float = Float(0)
+    for k243 in 0..<10 {
+      s241 = (s241 + expf((arena[((3414016 +% (n239 *% 10)) +% k243)] - m240)))
+    }
+    total238 = (total238 + ((m240 + logf(s241)) - arena[((3414016 +% (n239 *% 10)) +% Int(labels[n239]))]))
+  }
+  arena[3414656] = (total238 / Float(64))
+  // fc_grad = cross_entropy_grad(fc, label)
+  for n244 in 0..<64 {
+    var m245: Float = arena[(3414016 +% (n244 *% 10))]
+    for k247 in 0..<10 {
+      m245 = { let x = m245, y = arena[((3414016 +% (n244 *% 10)) +% k247)]; return y > x ? y : x }()
+    }
+    var s246: Float = Float(0)
+    for k248 in 0..<10 {
+      s246 = (s246 + expf((arena[((3414016 +% (n244 *% 10)) +% k248)] - m245)))
+    }
+    for k249 in 0..<10 {
+      arena[((3414672 +% (n244 *% 10)) +% k249)] = ((k249 == Int(labels[n244]) ? ((expf((arena[((3414016 +% (n244 *% 10)) +% k249)] - m245)) / s246) - Float(1)) : (expf((arena[((3414016 +% (n244 *% 10)) +% k249)] - m245)) / s246)) / Float(64))
+    }
+  }
+  // fc_weight_grad = dense_grad_weight(fc_grad, flat)
+  sgemm(101, 112, 111, 10, 32, 64, 1, arena + 3414672, 10, arena + 3411968, 32, Float(bitPattern: 0x0), grads + 7120, 32)
+  // fc_bias_grad = dense_grad_bias(fc_grad)
+  for u250 in 0..<10 {
+    var acc251: Float = Float(0)
+    for n252 in 0..<64 {
+      acc251 = (acc251 + arena[((3414672 +% (n252 *% 10)) +% u250)])
+    }
+    grads[(7440 +% u250)] = acc251
+  }
+  // flat_grad = dense_grad_input(fc_grad, fc.weight)
+  sgemm(101, 111, 111, 64, 32, 10, 1, arena + 3414672, 10, params + 7120, 32, Float(bitPattern: 0x0), arena + 3415312, 32)
+  // gap_grad = flatten_grad(flat_grad, gap)
+  // act3_grad = global_avgpool_grad(gap_grad, act3)
+  for q253 in 0..<2048 {
+    for i254 in 0..<24 {
+      storeVector(arena, ((i254 *% 8) +% (4214784 +% (q253 *% 196))), (Vector(repeating: arena[(3415312 +% q253)]) / Vector(repeating: Float(196))))
+    }
+    for i254 in 0..<1 {
+      storePartial(arena, ((i254 +% 192) +% (4214784 +% (q253 *% 196))), (Vector(repeating: arena[(3415312 +% q253)]) / Vector(repeating: Float(196))), 4)
+    }
+  }
+  // conv3_grad = sigmoid_grad(act3_grad, act3)
+  for i255 in 0..<50176 {
+    storeVector(arena, ((i255 *% 8) +% 4616192), ((loadVector(arena, ((i255 *% 8) +% 4214784)) * loadVector(arena, ((i255 *% 8) +% 3813376))) * (Vector(repeating: Float(1)) - loadVector(arena, ((i255 *% 8) +% 3813376)))))
+  }
+  // conv3_weight_grad = conv2d_grad_weight(conv3_grad, pool)
+  for i256 in 0..<1024 {
+    storeVector(arena, ((i256 *% 8) +% 3462672), Vector(repeating: Float(0)))
+  }
+  for i257 in 0..<512 {
+    storeVector(arena, ((i257 *% 8) +% 3414672), Vector(repeating: Float(0)))
+  }
+  for i258 in 0..<784 {
+    storeVector(arena, ((i258 *% 8) +% 3431312), Vector(repeating: Float(0)))
+  }
+  for g259 in 0..<64 {
+    for j260 in 0..<1 {
+      for c261 in 0..<16 {
+        for iy262 in 0..<14 {
+          for ix263 in 0..<14 {
+            arena[(3414672 +% ((((j260 *% 4096) +% ((iy262 +% 1) *% 256)) +% ((ix263 +% 1) *% 16)) +% c261))] = arena[((((3211264 +% ((g259 +% j260) *% 3136)) +% (c261 *% 196)) +% (iy262 *% 14)) +% ix263)]
+          }
+        }
+      }
+    }
+    for j264 in 0..<1 {
+      for ty265 in 0..<7 {
+        for tx266 in 0..<7 {
+          for cv267 in 0..<2 {
+            let w268 = (loadVector(arena, (3414672 +% ((((j264 *% 4096) +% ((ty265 *% 2) *% 256)) +% ((tx266 *% 2) *% 16)) +% (cv267 *% 8)))) - loadVector(arena, (3414672 +% ((((j264 *% 4096) +% (((ty265 *% 2) +% 2) *% 256)) +% ((tx266 *% 2) *% 16)) +% (cv267 *% 8)))))
+            let w269 = (loadVector(arena, (3414672 +% ((((j264 *% 4096) +% (((ty265 *% 2) +% 1) *% 256)) +% ((tx266 *% 2) *% 16)) +% (cv267 *% 8)))) + loadVector(arena, (3414672 +% ((((j264 *% 4096) +% (((ty265 *% 2) +% 2) *% 256)) +% ((tx266 *% 2) *% 16)) +% (cv267 *% 8)))))
+            let w270 = (loadVector(arena, (3414672 +% ((((j264 *% 4096) +% (((ty265 *% 2) +% 2) *% 256)) +% ((tx266 *% 2) *% 16)) +% (cv267 *% 8)))) - loadVector(arena, (3414672 +% ((((j264 *% 4096) +% (((ty265 *% 2) +% 1) *% 256)) +% ((tx266 *% 2) *% 16)) +% (cv267 *% 8)))))
+            let w271 = (loadVector(arena, (3414672 +% ((((j264 *% 4096) +% (((ty265 *% 2) +% 1) *% 256)) +% ((tx266 *% 2) *% 16)) +% (cv267 *% 8)))) - loadVector(arena, (3414672 +% ((((j264 *% 4096) +% (((ty265 *% 2) +% 3) *% 256)) +% ((tx266 *% 2) *% 16)) +% (cv267 *% 8)))))
+            let w272 = (loadVector(arena, (3414672 +% ((((j264 *% 4096) +% ((ty265 *% 2) *% 256)) +% (((tx266 *% 2) +% 1) *% 16)) +% (cv267 *% 8)))) - loadVector(arena, (3414672 +% ((((j264 *% 4096) +% (((ty265 *% 2) +% 2) *% 256)) +% (((tx266 *% 2) +% 1) *% 16)) +% (cv267 *% 8)))))
+            let w273 = (loadVector(arena, (3414672 +% ((((j264 *% 4096) +% (((ty265 *% 2) +% 1) *% 256)) +% (((tx266 *% 2) +% 1) *% 16)) +% (cv267 *% 8)))) + loadVector(arena, (3414672 +% ((((j264 *% 4096) +% (((ty265 *% 2) +% 2) *% 256)) +% (((tx266 *% 2) +% 1) *% 16)) +% (cv267 *% 8)))))
+            let w274 = (loadVector(arena, (3414672 +% ((((j264 *% 4096) +% (((ty265 *% 2) +% 2) *% 256)) +% (((tx266 *% 2) +% 1) *% 16)) +% (cv267 *% 8)))) - loadVector(arena, (3414672 +% ((((j264 *% 4096) +% (((ty265 *% 2) +% 1) *% 256)) +% (((tx266 *% 2) +% 1) *% 16)) +% (cv267 *% 8)))))
+            let w275 = (loadVector(arena, (3414672 +% ((((j264 *% 4096) +% (((ty265 *% 2) +% 1) *% 256)) +% (((tx266 *% 2) +% 1) *% 16)) +% (cv267 *% 8)))) - loadVector(arena, (3414672 +% ((((j264 *% 4096) +% (((ty265 *% 2) +% 3) *% 256)) +% (((tx266 *% 2) +% 1) *% 16)) +% (cv267 *% 8)))))
+            let w276 = (loadVector(arena, (3414672 +% ((((j264 *% 4096) +% ((ty265 *% 2) *% 256)) +% (((tx266 *% 2) +% 2) *% 16)) +% (cv267 *% 8)))) - loadVector(arena, (3414672 +% ((((j264 *% 4096) +% (((ty265 *% 2) +% 2) *% 256)) +% (((tx266 *% 2) +% 2) *% 16)) +% (cv267 *% 8)))))
+            let w277 = (loadVector(arena, (3414672 +% ((((j264 *% 4096) +% (((ty265 *% 2) +% 1) *% 256)) +% (((tx266 *% 2) +% 2) *% 16)) +% (cv267 *% 8)))) + loadVector(arena, (3414672 +% ((((j264 *% 4096) +% (((ty265 *% 2) +% 2) *% 256)) +% (((tx266 *% 2) +% 2) *% 16)) +% (cv267 *% 8)))))
+            let w278 = (loadVector(arena, (3414672 +% ((((j264 *% 4096) +% (((ty265 *% 2) +% 2) *% 256)) +% (((tx266 *% 2) +% 2) *% 16)) +% (cv267 *% 8)))) - loadVector(arena, (3414672 +% ((((j264 *% 4096) +% (((ty265 *% 2) +% 1) *% 256)) +% (((tx266 *% 2) +% 2) *% 16)) +% (cv267 *% 8)))))
+            let w279 = (loadVector(arena, (3414672 +% ((((j264 *% 4096) +% (((ty265 *% 2) +% 1) *% 256)) +% (((tx266 *% 2) +% 2) *% 16)) +% (cv267 *% 8)))) - loadVector(arena, (3414672 +% ((((j264 *% 4096) +% (((ty265 *% 2) +% 3) *% 256)) +% (((tx266 *% 2) +% 2) *% 16)) +% (cv267 *% 8)))))
+            let w280 = (loadVector(arena, (3414672 +% ((((j264 *% 4096) +% ((ty265 *% 2) *% 256)) +% (((tx266 *% 2) +% 3) *% 16)) +% (cv267 *% 8)))) - loadVector(arena, (3414672 +% ((((j264 *% 4096) +% (((ty265 *% 2) +% 2) *% 256)) +% (((tx266 *% 2) +% 3) *% 16)) +% (cv267 *% 8)))))
+            let w281 = (loadVector(arena, (3414672 +% ((((j264 *% 4096) +% (((ty265 *% 2) +% 1) *% 256)) +% (((tx266 *% 2) +% 3) *% 16)) +% (cv267 *% 8)))) + loadVector(arena, (3414672 +% ((((j264 *% 4096) +% (((ty265 *% 2) +% 2) *% 256)) +% (((tx266 *% 2) +% 3) *% 16)) +% (cv267 *% 8)))))
+            let w282 = (loadVector(arena, (3414672 +% ((((j264 *% 4096) +% (((ty265 *% 2) +% 2) *% 256)) +% (((tx266 *% 2) +% 3) *% 16)) +% (cv267 *% 8)))) - loadVector(arena, (3414672 +% ((((j264 *% 4096) +% (((ty265 *% 2) +% 1) *% 256)) +% (((tx266 *% 2) +% 3) *% 16)) +% (cv267 *% 8)))))
+            let w283 = (loadVector(arena, (3414672 +% ((((j264 *% 4096) +% (((ty265 *% 2) +% 1) *% 256)) +% (((tx266 *% 2) +% 3) *% 16)) +% (cv267 *% 8)))) - loadVector(arena, (3414672 +% ((((j264 *% 4096) +% (((ty265 *% 2) +% 3) *% 256)) +% (((tx266 *% 2) +% 3) *% 16)) +% (cv267 *% 8)))))
+            let w284 = (w268 - w276)
+            let w285 = (w272 + w276)
+            let w286 = (w276 - w272)
+            let w287 = (w272 - w280)
+            let w288 = (w269 - w277)
+            let w289 = (w273 + w277)
+            let w290 = (w277 - w273)
+            let w291 = (w273 - w281)
+            let w292 = (w270 - w278)
+            let w293 = (w274 + w278)
+            let w294 = (w278 - w274)
+            let w295 = (w274 - w282)
+            let w296 = (w271 - w279)
+            let w297 = (w275 + w279)
+            let w298 = (w279 - w275)
+            let w299 = (w275 - w283)
+            storeVector(arena, ((3418768 +% ((((j264 *% 49) +% (ty265 *% 7)) +% tx266) *% 16)) +% (cv267 *% 8)), w284)
+            storeVector(arena, ((3419552 +% ((((j264 *% 49) +% (ty265 *% 7)) +% tx266) *% 16)) +% (cv267 *% 8)), w285)
+            storeVector(arena, ((3420336 +% ((((j264 *% 49) +% (ty265 *% 7)) +% tx266) *% 16)) +% (cv267 *% 8)), w286)
+            storeVector(arena, ((3421120 +% ((((j264 *% 49) +% (ty265 *% 7)) +% tx266) *% 16)) +% (cv267 *% 8)), w287)
+            storeVector(arena, ((3421904 +% ((((j264 *% 49) +% (ty265 *% 7)) +% tx266) *% 16)) +% (cv267 *% 8)), w288)
+            storeVector(arena, ((3422688 +% ((((j264 *% 49) +% (ty265 *% 7)) +% tx266) *% 16)) +% (cv267 *% 8)), w289)
+            storeVector(arena, ((3423472 +% ((((j264 *% 49) +% (ty265 *% 7)) +% tx266) *% 16)) +% (cv267 *% 8)), w290)
+            storeVector(arena, ((3424256 +% ((((j264 *% 49) +% (ty265 *% 7)) +% tx266) *% 16)) +% (cv267 *% 8)), w291)
+            storeVector(arena, ((3425040 +% ((((j264 *% 49) +% (ty265 *% 7)) +% tx266) *% 16)) +% (cv267 *% 8)), w292)
+            storeVector(arena, ((3425824 +% ((((j264 *% 49) +% (ty265 *% 7)) +% tx266) *% 16)) +% (cv267 *% 8)), w293)
+            storeVector(arena, ((3426608 +% ((((j264 *% 49) +% (ty265 *% 7)) +% tx266) *% 16)) +% (cv267 *% 8)), w294)
+            storeVector(arena, ((3427392 +% ((((j264 *% 49) +% (ty265 *% 7)) +% tx266) *% 16)) +% (cv267 *% 8)), w295)
+            storeVector(arena, ((3428176 +% ((((j264 *% 49) +% (ty265 *% 7)) +% tx266) *% 16)) +% (cv267 *% 8)), w296)
+            storeVector(arena, ((3428960 +% ((((j264 *% 49) +% (ty265 *% 7)) +% tx266) *% 16)) +% (cv267 *% 8)), w297)
+            storeVector(arena, ((3429744 +% ((((j264 *% 49) +% (ty265 *% 7)) +% tx266) *% 16)) +% (cv267 *% 8)), w298)
+            storeVector(arena, ((3430528 +% ((((j264 *% 49) +% (ty265 *% 7)) +% tx266) *% 16)) +% (cv267 *% 8)), w299)
+          }
+        }
+      }
+    }
+    for j300 in 0..<1 {
+      for c301 in 0..<32 {
+        for iy302 in 0..<14 {
+          for ix303 in 0..<14 {
+            arena[(3431312 +% ((((j300 *% 6272) +% (iy302 *% 448)) +% (ix303 *% 32)) +% c301))] = arena[((((4616192 +% ((g259 +% j300) *% 6272)) +% (c301 *% 196)) +% (iy302 *% 14)) +% ix303)]
+          }
+        }
+      }
+    }
+    for j304 in 0..<1 {
+      for ty305 in 0..<7 {
+        for tx306 in 0..<7 {
+          for cv307 in 0..<4 {
+            let w308 = loadVector(arena, (3431312 +% ((((j304 *% 6272) +% ((ty305 *% 2) *% 448)) +% ((tx306 *% 2) *% 32)) +% (cv307 *% 8))))
+            let w309 = (loadVector(arena, (3431312 +% ((((j304 *% 6272) +% ((ty305 *% 2) *% 448)) +% ((tx306 *% 2) *% 32)) +% (cv307 *% 8)))) + loadVector(arena, (3431312 +% ((((j304 *% 6272) +% (((ty305 *% 2) +% 1) *% 448)) +% ((tx306 *% 2) *% 32)) +% (cv307 *% 8)))))
+            let w310 = (loadVector(arena, (3431312 +% ((((j304 *% 6272) +% ((ty305 *% 2) *% 448)) +% ((tx306 *% 2) *% 32)) +% (cv307 *% 8)))) - loadVector(arena, (3431312 +% ((((j304 *% 6272) +% (((ty305 *% 2) +% 1) *% 448)) +% ((tx306 *% 2) *% 32)) +% (cv307 *% 8)))))
+            let w311 = (loadVector(arena, (3431312 +% ((((j304 *% 6272) +% (((ty305 *% 2) +% 1) *% 448)) +% ((tx306 *% 2) *% 32)) +% (cv307 *% 8)))) * Vector(repeating: Float(-1)))
+            let w312 = loadVector(arena, (3431312 +% ((((j304 *% 6272) +% ((ty305 *% 2) *% 448)) +% (((tx306 *% 2) +% 1) *% 32)) +% (cv307 *% 8))))
+            let w313 = (loadVector(arena, (3431312 +% ((((j304 *% 6272) +% ((ty305 *% 2) *% 448)) +% (((tx306 *% 2) +% 1) *% 32)) +% (cv307 *% 8)))) + loadVector(arena, (3431312 +% ((((j304 *% 6272) +% (((ty305 *% 2) +% 1) *% 448)) +% (((tx306 *% 2) +% 1) *% 32)) +% (cv307 *% 8)))))
+            let w314 = (loadVector(arena, (3431312 +% ((((j304 *% 6272) +% ((ty305 *% 2) *% 448)) +% (((tx306 *% 2) +% 1) *% 32)) +% (cv307 *% 8)))) - loadVector(arena, (3431312 +% ((((j304 *% 6272) +% (((ty305 *% 2) +% 1) *% 448)) +% (((tx306 *% 2) +% 1) *% 32)) +% (cv307 *% 8)))))
+            let w315 = (loadVector(arena, (3431312 +% ((((j304 *% 6272) +% (((ty305 *% 2) +% 1) *% 448)) +% (((tx306 *% 2) +% 1) *% 32)) +% (cv307 *% 8)))) * Vector(repeating: Float(-1)))
+            let w316 = w308
+            let w317 = (w308 + w312)
+            let w318 = (w308 - w312)
+            let w319 = (w312 * Vector(repeating: Float(-1)))
+            let w320 = w309
+            let w321 = (w309 + w313)
+            let w322 = (w309 - w313)
+            let w323 = (w313 * Vector(repeating: Float(-1)))
+            let w324 = w310
+            let w325 = (w310 + w314)
+            let w326 = (w310 - w314)
+            let w327 = (w314 * Vector(repeating: Float(-1)))
+            let w328 = w311
+            let w329 = (w311 + w315)
+            let w330 = (w311 - w315)
+            let w331 = (w315 * Vector(repeating: Float(-1)))
+            storeVector(arena, ((3437584 +% ((((j304 *% 49) +% (ty305 *% 7)) +% tx306) *% 32)) +% (cv307 *% 8)), w316)
+            storeVector(arena, ((3439152 +% ((((j304 *% 49) +% (ty305 *% 7)) +% tx306) *% 32)) +% (cv307 *% 8)), w317)
+            storeVector(arena, ((3440720 +% ((((j304 *% 49) +% (ty305 *% 7)) +% tx306) *% 32)) +% (cv307 *% 8)), w318)
+            storeVector(arena, ((3442288 +% ((((j304 *% 49) +% (ty305 *% 7)) +% tx306) *% 32)) +% (cv307 *% 8)), w319)
+            storeVector(arena, ((3443856 +% ((((j304 *% 49) +% (ty305 *% 7)) +% tx306) *% 32)) +% (cv307 *% 8)), w320)
+            storeVector(arena, ((3445424 +% ((((j304 *% 49) +% (ty305 *% 7)) +% tx306) *% 32)) +% (cv307 *% 8)), w321)
+            storeVector(arena, ((3446992 +% ((((j304 *% 49) +% (ty305 *% 7)) +% tx306) *% 32)) +% (cv307 *% 8)), w322)
+            storeVector(arena, ((3448560 +% ((((j304 *% 49) +% (ty305 *% 7)) +% tx306) *% 32)) +% (cv307 *% 8)), w323)
+            storeVector(arena, ((3450128 +% ((((j304 *% 49) +% (ty305 *% 7)) +% tx306) *% 32)) +% (cv307 *% 8)), w324)
+            storeVector(arena, ((3451696 +% ((((j304 *% 49) +% (ty305 *% 7)) +% tx306) *% 32)) +% (cv307 *% 8)), w325)
+            storeVector(arena, ((3453264 +% ((((j304 *% 49) +% (ty305 *% 7)) +% tx306) *% 32)) +% (cv307 *% 8)), w326)
+            storeVector(arena, ((3454832 +% ((((j304 *% 49) +% (ty305 *% 7)) +% tx306) *% 32)) +% (cv307 *% 8)), w327)
+            storeVector(arena, ((3456400 +% ((((j304 *% 49) +% (ty305 *% 7)) +% tx306) *% 32)) +% (cv307 *% 8)), w328)
+            storeVector(arena, ((3457968 +% ((((j304 *% 49) +% (ty305 *% 7)) +% tx306) *% 32)) +% (cv307 *% 8)), w329)
+            storeVector(arena, ((3459536 +% ((((j304 *% 49) +% (ty305 *% 7)) +% tx306) *% 32)) +% (cv307 *% 8)), w330)
+            storeVector(arena, ((3461104 +% ((((j304 *% 49) +% (ty305 *% 7)) +% tx306) *% 32)) +% (cv307 *% 8)), w331)
+          }
+        }
+      }
+    }
+    for xi332 in 0..<16 {
+      sgemm(101, 112, 111, 16, 32, 49, 1, arena + (3418768 +% (xi332 *% 784)), 16, arena + (3437584 +% (xi332 *% 1568)), 32, Float(bitPattern: 0x3f800000), arena + (3462672 +% (xi332 *% 512)), 32)
+    }
+  }
+  do {  // scalar loops
+    for f333 in 0..<32 {
+      for c334 in 0..<16 {
+        var w335: Float = (((arena[((3462672 +% (c334 *% 32)) +% f333)] * Float(1)) + (arena[((3464720 +% (c334 *% 32)) +% f333)] * Float(bitPattern: 0x3f000000))) + (arena[((3466768 +% (c334 *% 32)) +% f333)] * Float(bitPattern: 0x3f000000)))
+        var w336: Float = ((arena[((3464720 +% (c334 *% 32)) +% f333)] - arena[((3466768 +% (c334 *% 32)) +% f333)]) * Float(bitPattern: 0x3f000000))
+        var w337: Float = (((arena[((3464720 +% (c334 *% 32)) +% f333)] * Float(bitPattern: 0x3f000000)) + (arena[((3466768 +% (c334 *% 32)) +% f333)] * Float(bitPattern: 0x3f000000))) + (arena[((3468816 +% (c334 *% 32)) +% f333)] * Float(1)))
+        var w338: Float = (((arena[((3463184 +% (c334 *% 32)) +% f333)] * Float(1)) + (arena[((3465232 +% (c334 *% 32)) +% f333)] * Float(bitPattern: 0x3f000000))) + (arena[((3467280 +% (c334 *% 32)) +% f333)] * Float(bitPattern: 0x3f000000)))
+        var w339: Float = ((arena[((3465232 +% (c334 *% 32)) +% f333)] - arena[((3467280 +% (c334 *% 32)) +% f333)]) * Float(bitPattern: 0x3f000000))
+        var w340: Float = (((arena[((3465232 +% (c334 *% 32)) +% f333)] * Float(bitPattern: 0x3f000000)) + (arena[((3467280 +% (c334 *% 32)) +% f333)] * Float(bitPattern: 0x3f000000))) + (arena[((3469328 +% (c334 *% 32)) +% f333)] * Float(1)))
+        var w341: Float = (((arena[((3463696 +% (c334 *% 32)) +% f333)] * Float(1)) + (arena[((3465744 +% (c334 *% 32)) +% f333)] * Float(bitPattern: 0x3f000000))) + (arena[((3467792 +% (c334 *% 32)) +% f333)] * Float(bitPattern: 0x3f000000)))
+        var w342: Float = ((arena[((3465744 +% (c334 *% 32)) +% f333)] - arena[((3467792 +% (c334 *% 32)) +% f333)]) * Float(bitPattern: 0x3f000000))
+        var w343: Float = (((arena[((3465744 +% (c334 *% 32)) +% f333)] * Float(bitPattern: 0x3f000000)) + (arena[((3467792 +% (c334 *% 32)) +% f333)] * Float(bitPattern: 0x3f000000))) + (arena[((3469840 +% (c334 *% 32)) +% f333)] * Float(1)))
+        var w344: Float = (((arena[((3464208 +% (c334 *% 32)) +% f333)] * Float(1)) + (arena[((3466256 +% (c334 *% 32)) +% f333)] * Float(bitPattern: 0x3f000000))) + (arena[((3468304 +% (c334 *% 32)) +% f333)] * Float(bitPattern: 0x3f000000)))
+        var w345: Float = ((arena[((3466256 +% (c334 *% 32)) +% f333)] - arena[((3468304 +% (c334 *% 32)) +% f333)]) * Float(bitPattern: 0x3f000000))
+        var w346: Float = (((arena[((3466256 +% (c334 *% 32)) +% f333)] * Float(bitPattern: 0x3f000000)) + (arena[((3468304 +% (c334 *% 32)) +% f333)] * Float(bitPattern: 0x3f000000))) + (arena[((3470352 +% (c334 *% 32)) +% f333)] * Float(1)))
+        var w347: Float = (((w335 * Float(1)) + (w338 * Float(bitPattern: 0x3f000000))) + (w341 * Float(bitPattern: 0x3f000000)))
+        var w348: Float = ((w338 - w341) * Float(bitPattern: 0x3f000000))
+        var w349: Float = (((w338 * Float(bitPattern: 0x3f000000)) + (w341 * Float(bitPattern: 0x3f000000))) + (w344 * Float(1)))
+        var w350: Float = (((w336 * Float(1)) + (w339 * Float(bitPattern: 0x3f000000))) + (w342 * Float(bitPattern: 0x3f000000)))
+        var w351: Float = ((w339 - w342) * Float(bitPattern: 0x3f000000))
+        var w352: Float = (((w339 * Float(bitPattern: 0x3f000000)) + (w342 * Float(bitPattern: 0x3f000000))) + (w345 * Float(1)))
+        var w353: Float = (((w337 * Float(1)) + (w340 * Float(bitPattern: 0x3f000000))) + (w343 * Float(bitPattern: 0x3f000000)))
+        var w354: Float = ((w340 - w343) * Float(bitPattern: 0x3f000000))
+        var w355: Float = (((w340 * Float(bitPattern: 0x3f000000)) + (w343 * Float(bitPattern: 0x3f000000))) + (w346 * Float(1)))
+        grads[(2480 +% (((f333 *% 16) +% c334) *% 9))] = w347
+        grads[((2480 +% (((f333 *% 16) +% c334) *% 9)) +% 1)] = w348
+        grads[((2480 +% (((f333 *% 16) +% c334) *% 9)) +% 2)] = w349
+        grads[((2480 +% (((f333 *% 16) +% c334) *% 9)) +% 3)] = w350
+        grads[((2480 +% (((f333 *% 16) +% c334) *% 9)) +% 4)] = w351
+        grads[((2480 +% (((f333 *% 16) +% c334) *% 9)) +% 5)] = w352
+        grads[((2480 +% (((f333 *% 16) +% c334) *% 9)) +% 6)] = w353
+        grads[((2480 +% (((f333 *% 16) +% c334) *% 9)) +% 7)] = w354
+        grads[((2480 +% (((f333 *% 16) +% c334) *% 9)) +% 8)] = w355
+      }
+    }
+  }
+  // conv3_bias_grad = conv2d_grad_bias(conv3_grad)
+  for f356 in 0..<32 {
+    var acc357 = Vector()
+    for img358 in 0..<64 {
+      for i359 in 0..<24 {
+        acc357 = acc357.addingProduct(Vector(repeating: Float(1)), loadVector(arena, (((4616192 +% (img358 *% 6272)) +% (f356 *% 196)) +% (i359 *% 8))))
+      }
+      acc357 = acc357.addingProduct(Vector(repeating: Float(1)), loadPartial(arena, (((4616192 +% (img358 *% 6272)) +% (f356 *% 196)) +% 192), 4))
+    }
+    storeVector(arena, 3411968, acc357)
+    var sum360: Float = (arena[3411968] + arena[3411969])
+    var sum361: Float = (sum360 + arena[3411970])
+    var sum362: Float = (sum361 + arena[3411971])
+    var sum363: Float = (sum362 + arena[3411972])
+    var sum364: Float = (sum363 + arena[3411973])
+    var sum365: Float = (sum364 + arena[3411974])
+    var sum366: Float = (sum365 + arena[3411975])
+    grads[(7088 +% f356)] = sum366
+  }
+  // pool_grad = conv2d_grad_input(conv3_grad, conv3.weight, pool)
+  do {  // scalar loops
+    for ci367 in 0..<32 {
+      for co368 in 0..<16 {
+        var w369: Float = params[((2480 +% (((ci367 *% 16) +% co368) *% 9)) +% 8)]
+        var w370: Float = (((params[((2480 +% (((ci367 *% 16) +% co368) *% 9)) +% 8)] + params[((2480 +% (((ci367 *% 16) +% co368) *% 9)) +% 5)]) + params[((2480 +% (((ci367 *% 16) +% co368) *% 9)) +% 2)]) * Float(bitPattern: 0x3f000000))
+        var w371: Float = (((params[((2480 +% (((ci367 *% 16) +% co368) *% 9)) +% 8)] + params[((2480 +% (((ci367 *% 16) +% co368) *% 9)) +% 2)]) - params[((2480 +% (((ci367 *% 16) +% co368) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
+        var w372: Float = params[((2480 +% (((ci367 *% 16) +% co368) *% 9)) +% 2)]
+        var w373: Float = params[((2480 +% (((ci367 *% 16) +% co368) *% 9)) +% 7)]
+        var w374: Float = (((params[((2480 +% (((ci367 *% 16) +% co368) *% 9)) +% 7)] + params[((2480 +% (((ci367 *% 16) +% co368) *% 9)) +% 4)]) + params[((2480 +% (((ci367 *% 16) +% co368) *% 9)) +% 1)]) * Float(bitPattern: 0x3f000000))
+        var w375: Float = (((params[((2480 +% (((ci367 *% 16) +% co368) *% 9)) +% 7)] + params[((2480 +% (((ci367 *% 16) +% co368) *% 9)) +% 1)]) - params[((2480 +% (((ci367 *% 16) +% co368) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
+        var w376: Float = params[((2480 +% (((ci367 *% 16) +% co368) *% 9)) +% 1)]
+        var w377: Float = params[((2480 +% (((ci367 *% 16) +% co368) *% 9)) +% 6)]
+        var w378: Float = (((params[((2480 +% (((ci367 *% 16) +% co368) *% 9)) +% 6)] + params[((2480 +% (((ci367 *% 16) +% co368) *% 9)) +% 3)]) + params[(2480 +% (((ci367 *% 16) +% co368) *% 9))]) * Float(bitPattern: 0x3f000000))
+        var w379: Float = (((params[((2480 +% (((ci367 *% 16) +% co368) *% 9)) +% 6)] + params[(2480 +% (((ci367 *% 16) +% co368) *% 9))]) - params[((2480 +% (((ci367 *% 16) +% co368) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
+        var w380: Float = params[(2480 +% (((ci367 *% 16) +% co368) *% 9))]
+        var w381: Float = w369
+        var w382: Float = (((w369 + w373) + w377) * Float(bitPattern: 0x3f000000))
+        var w383: Float = (((w369 + w377) - w373) * Float(bitPattern: 0x3f000000))
+        var w384: Float = w377
+        var w385: Float = w370
+        var w386: Float = (((w370 + w374) + w378) * Float(bitPattern: 0x3f000000))
+        var w387: Float = (((w370 + w378) - w374) * Float(bitPattern: 0x3f000000))
+        var w388: Float = w378
+        var w389: Float = w371
+        var w390: Float = (((w371 + w375) + w379) * Float(bitPattern: 0x3f000000))
+        var w391: Float = (((w371 + w379) - w375) * Float(bitPattern: 0x3f000000))
+        var w392: Float = w379
+        var w393: Float = w372
+        var w394: Float = (((w372 + w376) + w380) * Float(bitPattern: 0x3f000000))
+        var w395: Float = (((w372 + w380) - w376) * Float(bitPattern: 0x3f000000))
+        var w396: Float = w380
+        arena[((3615376 +% (ci367 *% 16)) +% co368)] = w381
+        arena[((3615888 +% (ci367 *% 16)) +% co368)] = w382
+        arena[((3616400 +% (ci367 *% 16)) +% co368)] = w383
+        arena[((3616912 +% (ci367 *% 16)) +% co368)] = w384
+        arena[((3617424 +% (ci367 *% 16)) +% co368)] = w385
+        arena[((3617936 +% (ci367 *% 16)) +% co368)] = w386
+        arena[((3618448 +% (ci367 *% 16)) +% co368)] = w387
+        arena[((3618960 +% (ci367 *% 16)) +% co368)] = w388
+        arena[((3619472 +% (ci367 *% 16)) +% co368)] = w389
+        arena[((3619984 +% (ci367 *% 16)) +% co368)] = w390
+        arena[((3620496 +% (ci367 *% 16)) +% co368)] = w391
+        arena[((3621008 +% (ci367 *% 16)) +% co368)] = w392
+        arena[((3621520 +% (ci367 *% 16)) +% co368)] = w393
+        arena[((3622032 +% (ci367 *% 16)) +% co368)] = w394
+        arena[((3622544 +% (ci367 *% 16)) +% co368)] = w395
+        arena[((3623056 +% (ci367 *% 16)) +% co368)] = w396
+      }
+    }
+  }
+  for i397 in 0..<1024 {
+    storeVector(arena, ((i397 *% 8) +% 3623568), Vector(repeating: Float(0)))
+  }
+  for g398 in 0..<64 {
+    for j399 in 0..<1 {
+      for c400 in 0..<32 {
+        for iy401 in 0..<14 {
+          for ix402 in 0..<14 {
+            arena[(3623568 +% ((((j399 *% 8192) +% ((iy401 +% 1) *% 512)) +% ((ix402 +% 1) *% 32)) +% c400))] = arena[((((4616192 +% ((g398 +% j399) *% 6272)) +% (c400 *% 196)) +% (iy401 *% 14)) +% ix402)]
+          }
+        }
+      }
+    }
+    for j403 in 0..<1 {
+      for ty404 in 0..<7 {
+        for tx405 in 0..<7 {
+          for cv406 in 0..<4 {
+            let w407 = (loadVector(arena, (3623568 +% ((((j403 *% 8192) +% ((ty404 *% 2) *% 512)) +% ((tx405 *% 2) *% 32)) +% (cv406 *% 8)))) - loadVector(arena, (3623568 +% ((((j403 *% 8192) +% (((ty404 *% 2) +% 2) *% 512)) +% ((tx405 *% 2) *% 32)) +% (cv406 *% 8)))))
+            let w408 = (loadVector(arena, (3623568 +% ((((j403 *% 8192) +% (((ty404 *% 2) +% 1) *% 512)) +% ((tx405 *% 2) *% 32)) +% (cv406 *% 8)))) + loadVector(arena, (3623568 +% ((((j403 *% 8192) +% (((ty404 *% 2) +% 2) *% 512)) +% ((tx405 *% 2) *% 32)) +% (cv406 *% 8)))))
+            let w409 = (loadVector(arena, (3623568 +% ((((j403 *% 8192) +% (((ty404 *% 2) +% 2) *% 512)) +% ((tx405 *% 2) *% 32)) +% (cv406 *% 8)))) - loadVector(arena, (3623568 +% ((((j403 *% 8192) +% (((ty404 *% 2) +% 1) *% 512)) +% ((tx405 *% 2) *% 32)) +% (cv406 *% 8)))))
+            let w410 = (loadVector(arena, (3623568 +% ((((j403 *% 8192) +% (((ty404 *% 2) +% 1) *% 512)) +% ((tx405 *% 2) *% 32)) +% (cv406 *% 8)))) - loadVector(arena, (3623568 +% ((((j403 *% 8192) +% (((ty404 *% 2) +% 3) *% 512)) +% ((tx405 *% 2) *% 32)) +% (cv406 *% 8)))))
+            let w411 = (loadVector(arena, (3623568 +% ((((j403 *% 8192) +% ((ty404 *% 2) *% 512)) +% (((tx405 *% 2) +% 1) *% 32)) +% (cv406 *% 8)))) - loadVector(arena, (3623568 +% ((((j403 *% 8192) +% (((ty404 *% 2) +% 2) *% 512)) +% (((tx405 *% 2) +% 1) *% 32)) +% (cv406 *% 8)))))
+            let w412 = (loadVector(arena, (3623568 +% ((((j403 *% 8192) +% (((ty404 *% 2) +% 1) *% 512)) +% (((tx405 *% 2) +% 1) *% 32)) +% (cv406 *% 8)))) + loadVector(arena, (3623568 +% ((((j403 *% 8192) +% (((ty404 *% 2) +% 2) *% 512)) +% (((tx405 *% 2) +% 1) *% 32)) +% (cv406 *% 8)))))
+            let w413 = (loadVector(arena, (3623568 +% ((((j403 *% 8192) +% (((ty404 *% 2) +% 2) *% 512)) +% (((tx405 *% 2) +% 1) *% 32)) +% (cv406 *% 8)))) - loadVector(arena, (3623568 +% ((((j403 *% 8192) +% (((ty404 *% 2) +% 1) *% 512)) +% (((tx405 *% 2) +% 1) *% 32)) +% (cv406 *% 8)))))
+            let w414 = (loadVector(arena, (3623568 +% ((((j403 *% 8192) +% (((ty404 *% 2) +% 1) *% 512)) +% (((tx405 *% 2) +% 1) *% 32)) +% (cv406 *% 8)))) - loadVector(arena, (3623568 +% ((((j403 *% 8192) +% (((ty404 *% 2) +% 3) *% 512)) +% (((tx405 *% 2) +% 1) *% 32)) +% (cv406 *% 8)))))
+            let w415 = (loadVector(arena, (3623568 +% ((((j403 *% 8192) +% ((ty404 *% 2) *% 512)) +% (((tx405 *% 2) +% 2) *% 32)) +% (cv406 *% 8)))) - loadVector(arena, (3623568 +% ((((j403 *% 8192) +% (((ty404 *% 2) +% 2) *% 512)) +% (((tx405 *% 2) +% 2) *% 32)) +% (cv406 *% 8)))))
+            let w416 = (loadVector(arena, (3623568 +% ((((j403 *% 8192) +% (((ty404 *% 2) +% 1) *% 512)) +% (((tx405 *% 2) +% 2) *% 32)) +% (cv406 *% 8)))) + loadVector(arena, (3623568 +% ((((j403 *% 8192) +% (((ty404 *% 2) +% 2) *% 512)) +% (((tx405 *% 2) +% 2) *% 32)) +% (cv406 *% 8)))))
+            let w417 = (loadVector(arena, (3623568 +% ((((j403 *% 8192) +% (((ty404 *% 2) +% 2) *% 512)) +% (((tx405 *% 2) +% 2) *% 32)) +% (cv406 *% 8)))) - loadVector(arena, (3623568 +% ((((j403 *% 8192) +% (((ty404 *% 2) +% 1) *% 512)) +% (((tx405 *% 2) +% 2) *% 32)) +% (cv406 *% 8)))))
+            let w418 = (loadVector(arena, (3623568 +% ((((j403 *% 8192) +% (((ty404 *% 2) +% 1) *% 512)) +% (((tx405 *% 2) +% 2) *% 32)) +% (cv406 *% 8)))) - loadVector(arena, (3623568 +% ((((j403 *% 8192) +% (((ty404 *% 2) +% 3) *% 512)) +% (((tx405 *% 2) +% 2) *% 32)) +% (cv406 *% 8)))))
+            let w419 = (loadVector(arena, (3623568 +% ((((j403 *% 8192) +% ((ty404 *% 2) *% 512)) +% (((tx405 *% 2) +% 3) *% 32)) +% (cv406 *% 8)))) - loadVector(arena, (3623568 +% ((((j403 *% 8192) +% (((ty404 *% 2) +% 2) *% 512)) +% (((tx405 *% 2) +% 3) *% 32)) +% (cv406 *% 8)))))
+            let w420 = (loadVector(arena, (3623568 +% ((((j403 *% 8192) +% (((ty404 *% 2) +% 1) *% 512)) +% (((tx405 *% 2) +% 3) *% 32)) +% (cv406 *% 8)))) + loadVector(arena, (3623568 +% ((((j403 *% 8192) +% (((ty404 *% 2) +% 2) *% 512)) +% (((tx405 *% 2) +% 3) *% 32)) +% (cv406 *% 8)))))
+            let w421 = (loadVector(arena, (3623568 +% ((((j403 *% 8192) +% (((ty404 *% 2) +% 2) *% 512)) +% (((tx405 *% 2) +% 3) *% 32)) +% (cv406 *% 8)))) - loadVector(arena, (3623568 +% ((((j403 *% 8192) +% (((ty404 *% 2) +% 1) *% 512)) +% (((tx405 *% 2) +% 3) *% 32)) +% (cv406 *% 8)))))
+            let w422 = (loadVector(arena, (3623568 +% ((((j403 *% 8192) +% (((ty404 *% 2) +% 1) *% 512)) +% (((tx405 *% 2) +% 3) *% 32)) +% (cv406 *% 8)))) - loadVector(arena, (3623568 +% ((((j403 *% 8192) +% (((ty404 *% 2) +% 3) *% 512)) +% (((tx405 *% 2) +% 3) *% 32)) +% (cv406 *% 8)))))
+            let w423 = (w407 - w415)
+            let w424 = (w411 + w415)
+            let w425 = (w415 - w411)
+            let w426 = (w411 - w419)
+            let w427 = (w408 - w416)
+            let w428 = (w412 + w416)
+            let w429 = (w416 - w412)
+            let w430 = (w412 - w420)
+            let w431 = (w409 - w417)
+            let w432 = (w413 + w417)
+            let w433 = (w417 - w413)
+            let w434 = (w413 - w421)
+            let w435 = (w410 - w418)
+            let w436 = (w414 + w418)
+            let w437 = (w418 - w414)
+            let w438 = (w414 - w422)
+            storeVector(arena, ((3631760 +% ((((j403 *% 49) +% (ty404 *% 7)) +% tx405) *% 32)) +% (cv406 *% 8)), w423)
+            storeVector(arena, ((3633328 +% ((((j403 *% 49) +% (ty404 *% 7)) +% tx405) *% 32)) +% (cv406 *% 8)), w424)
+            storeVector(arena, ((3634896 +% ((((j403 *% 49) +% (ty404 *% 7)) +% tx405) *% 32)) +% (cv406 *% 8)), w425)
+            storeVector(arena, ((3636464 +% ((((j403 *% 49) +% (ty404 *% 7)) +% tx405) *% 32)) +% (cv406 *% 8)), w426)
+            storeVector(arena, ((3638032 +% ((((j403 *% 49) +% (ty404 *% 7)) +% tx405) *% 32)) +% (cv406 *% 8)), w427)
+            storeVector(arena, ((3639600 +% ((((j403 *% 49) +% (ty404 *% 7)) +% tx405) *% 32)) +% (cv406 *% 8)), w428)
+            storeVector(arena, ((3641168 +% ((((j403 *% 49) +% (ty404 *% 7)) +% tx405) *% 32)) +% (cv406 *% 8)), w429)
+            storeVector(arena, ((3642736 +% ((((j403 *% 49) +% (ty404 *% 7)) +% tx405) *% 32)) +% (cv406 *% 8)), w430)
+            storeVector(arena, ((3644304 +% ((((j403 *% 49) +% (ty404 *% 7)) +% tx405) *% 32)) +% (cv406 *% 8)), w431)
+            storeVector(arena, ((3645872 +% ((((j403 *% 49) +% (ty404 *% 7)) +% tx405) *% 32)) +% (cv406 *% 8)), w432)
+            storeVector(arena, ((3647440 +% ((((j403 *% 49) +% (ty404 *% 7)) +% tx405) *% 32)) +% (cv406 *% 8)), w433)
+            storeVector(arena, ((3649008 +% ((((j403 *% 49) +% (ty404 *% 7)) +% tx405) *% 32)) +% (cv406 *% 8)), w434)
+            storeVector(arena, ((3650576 +% ((((j403 *% 49) +% (ty404 *% 7)) +% tx405) *% 32)) +% (cv406 *% 8)), w435)
+            storeVector(arena, ((3652144 +% ((((j403 *% 49) +% (ty404 *% 7)) +% tx405) *% 32)) +% (cv406 *% 8)), w436)
+            storeVector(arena, ((3653712 +% ((((j403 *% 49) +% (ty404 *% 7)) +% tx405) *% 32)) +% (cv406 *% 8)), w437)
+            storeVector(arena, ((3655280 +% ((((j403 *% 49) +% (ty404 *% 7)) +% tx405) *% 32)) +% (cv406 *% 8)), w438)
+          }
+        }
+      }
+    }
+    for xi439 in 0..<16 {
+      do {  // gemm446
+        for nb440 in 0..<1 {
+          for mb441 in 0..<9 {
+            var t442_c0_0 = Vector()
+            var t442_c0_1 = Vector()
+            var t442_c1_0 = Vector()
+            var t442_c1_1 = Vector()
+            var t442_c2_0 = Vector()
+            var t442_c2_1 = Vector()
+            var t442_c3_0 = Vector()
+            var t442_c3_1 = Vector()
+            var t442_c4_0 = Vector()
+            var t442_c4_1 = Vector()
+            for k443 in 0..<32 {
+              let t442_b0 = loadVector(arena, (((3615376 +% (xi439 *% 512)) +% (k443 *% 16)) +% (nb440 *% 16)))
+              let t442_b1 = loadVector(arena, ((((3615376 +% (xi439 *% 512)) +% (k443 *% 16)) +% (nb440 *% 16)) +% 8))
+              let t442_a0 = Vector(repeating: arena[(((3631760 +% (xi439 *% 1568)) +% ((mb441 *% 5) *% 32)) +% k443)])
+              t442_c0_0 = t442_c0_0.addingProduct(t442_a0, t442_b0)
+              t442_c0_1 = t442_c0_1.addingProduct(t442_a0, t442_b1)
+              let t442_a1 = Vector(repeating: arena[(((3631760 +% (xi439 *% 1568)) +% (((mb441 *% 5) +% 1) *% 32)) +% k443)])
+              t442_c1_0 = t442_c1_0.addingProduct(t442_a1, t442_b0)
+              t442_c1_1 = t442_c1_1.addingProduct(t442_a1, t442_b1)
+              let t442_a2 = Vector(repeating: arena[(((3631760 +% (xi439 *% 1568)) +% (((mb441 *% 5) +% 2) *% 32)) +% k443)])
+              t442_c2_0 = t442_c2_0.addingProduct(t442_a2, t442_b0)
+              t442_c2_1 = t442_c2_1.addingProduct(t442_a2, t442_b1)
+              let t442_a3 = Vector(repeating: arena[(((3631760 +% (xi439 *% 1568)) +% (((mb441 *% 5) +% 3) *% 32)) +% k443)])
+              t442_c3_0 = t442_c3_0.addingProduct(t442_a3, t442_b0)
+              t442_c3_1 = t442_c3_1.addingProduct(t442_a3, t442_b1)
+              let t442_a4 = Vector(repeating: arena[(((3631760 +% (xi439 *% 1568)) +% (((mb441 *% 5) +% 4) *% 32)) +% k443)])
+              t442_c4_0 = t442_c4_0.addingProduct(t442_a4, t442_b0)
+              t442_c4_1 = t442_c4_1.addingProduct(t442_a4, t442_b1)
+            }
+            storeVector(arena, (((3656848 +% (xi439 *% 784)) +% ((mb441 *% 5) *% 16)) +% (nb440 *% 16)), t442_c0_0)
+            storeVector(arena, ((((3656848 +% (xi439 *% 784)) +% ((mb441 *% 5) *% 16)) +% (nb440 *% 16)) +% 8), t442_c0_1)
+            storeVector(arena, (((3656848 +% (xi439 *% 784)) +% (((mb441 *% 5) +% 1) *% 16)) +% (nb440 *% 16)), t442_c1_0)
+            storeVector(arena, ((((3656848 +% (xi439 *% 784)) +% (((mb441 *% 5) +% 1) *% 16)) +% (nb440 *% 16)) +% 8), t442_c1_1)
+            storeVector(arena, (((3656848 +% (xi439 *% 784)) +% (((mb441 *% 5) +% 2) *% 16)) +% (nb440 *% 16)), t442_c2_0)
+            storeVector(arena, ((((3656848 +% (xi439 *% 784)) +% (((mb441 *% 5) +% 2) *% 16)) +% (nb440 *% 16)) +% 8), t442_c2_1)
+            storeVector(arena, (((3656848 +% (xi439 *% 784)) +% (((mb441 *% 5) +% 3) *% 16)) +% (nb440 *% 16)), t442_c3_0)
+            storeVector(arena, ((((3656848 +% (xi439 *% 784)) +% (((mb441 *% 5) +% 3) *% 16)) +% (nb440 *% 16)) +% 8), t442_c3_1)
+            storeVector(arena, (((3656848 +% (xi439 *% 784)) +% (((mb441 *% 5) +% 4) *% 16)) +% (nb440 *% 16)), t442_c4_0)
+            storeVector(arena, ((((3656848 +% (xi439 *% 784)) +% (((mb441 *% 5) +% 4) *% 16)) +% (nb440 *% 16)) +% 8), t442_c4_1)
+          }
+          var t444_c0_0 = Vector()
+          var t444_c0_1 = Vector()
+          var t444_c1_0 = Vector()
+          var t444_c1_1 = Vector()
+          var t444_c2_0 = Vector()
+          var t444_c2_1 = Vector()
+          var t444_c3_0 = Vector()
+          var t444_c3_1 = Vector()
+          for k445 in 0..<32 {
+            let t444_b0 = loadVector(arena, (((3615376 +% (xi439 *% 512)) +% (k445 *% 16)) +% (nb440 *% 16)))
+            let t444_b1 = loadVector(arena, ((((3615376 +% (xi439 *% 512)) +% (k445 *% 16)) +% (nb440 *% 16)) +% 8))
+            let t444_a0 = Vector(repeating: arena[(((3631760 +% (xi439 *% 1568)) +% 1440) +% k445)])
+            t444_c0_0 = t444_c0_0.addingProduct(t444_a0, t444_b0)
+            t444_c0_1 = t444_c0_1.addingProduct(t444_a0, t444_b1)
+            let t444_a1 = Vector(repeating: arena[(((3631760 +% (xi439 *% 1568)) +% 1472) +% k445)])
+            t444_c1_0 = t444_c1_0.addingProduct(t444_a1, t444_b0)
+            t444_c1_1 = t444_c1_1.addingProduct(t444_a1, t444_b1)
+            let t444_a2 = Vector(repeating: arena[(((3631760 +% (xi439 *% 1568)) +% 1504) +% k445)])
+            t444_c2_0 = t444_c2_0.addingProduct(t444_a2, t444_b0)
+            t444_c2_1 = t444_c2_1.addingProduct(t444_a2, t444_b1)
+            let t444_a3 = Vector(repeating: arena[(((3631760 +% (xi439 *% 1568)) +% 1536) +% k445)])
+            t444_c3_0 = t444_c3_0.addingProduct(t444_a3, t444_b0)
+            t444_c3_1 = t444_c3_1.addingProduct(t444_a3, t444_b1)
+          }
+          storeVector(arena, (((3656848 +% (xi439 *% 784)) +% 720) +% (nb440 *% 16)), t444_c0_0)
+          storeVector(arena, ((((3656848 +% (xi439 *% 784)) +% 720) +% (nb440 *% 16)) +% 8), t444_c0_1)
+          storeVector(arena, (((3656848 +% (xi439 *% 784)) +% 736) +% (nb440 *% 16)), t444_c1_0)
+          storeVector(arena, ((((3656848 +% (xi439 *% 784)) +% 736) +% (nb440 *% 16)) +% 8), t444_c1_1)
+          storeVector(arena, (((3656848 +% (xi439 *% 784)) +% 752) +% (nb440 *% 16)), t444_c2_0)
+          storeVector(arena, ((((3656848 +% (xi439 *% 784)) +% 752) +% (nb440 *% 16)) +% 8), t444_c2_1)
+          storeVector(arena, (((3656848 +% (xi439 *% 784)) +% 768) +% (nb440 *% 16)), t444_c3_0)
+          storeVector(arena, ((((3656848 +% (xi439 *% 784)) +% 768) +% (nb440 *% 16)) +% 8), t444_c3_1)
+        }
+      }
+    }
+    for j447 in 0..<1 {
+      for ty448 in 0..<7 {
+        for tx449 in 0..<7 {
+          for cv450 in 0..<2 {
+            let w451 = ((loadVector(arena, ((3656848 +% ((((j447 *% 49) +% (ty448 *% 7)) +% tx449) *% 16)) +% (cv450 *% 8))) + loadVector(arena, ((3659984 +% ((((j447 *% 49) +% (ty448 *% 7)) +% tx449) *% 16)) +% (cv450 *% 8)))) + loadVector(arena, ((3663120 +% ((((j447 *% 49) +% (ty448 *% 7)) +% tx449) *% 16)) +% (cv450 *% 8))))
+            let w452 = ((loadVector(arena, ((3659984 +% ((((j447 *% 49) +% (ty448 *% 7)) +% tx449) *% 16)) +% (cv450 *% 8))) - loadVector(arena, ((3663120 +% ((((j447 *% 49) +% (ty448 *% 7)) +% tx449) *% 16)) +% (cv450 *% 8)))) - loadVector(arena, ((3666256 +% ((((j447 *% 49) +% (ty448 *% 7)) +% tx449) *% 16)) +% (cv450 *% 8))))
+            let w453 = ((loadVector(arena, ((3657632 +% ((((j447 *% 49) +% (ty448 *% 7)) +% tx449) *% 16)) +% (cv450 *% 8))) + loadVector(arena, ((3660768 +% ((((j447 *% 49) +% (ty448 *% 7)) +% tx449) *% 16)) +% (cv450 *% 8)))) + loadVector(arena, ((3663904 +% ((((j447 *% 49) +% (ty448 *% 7)) +% tx449) *% 16)) +% (cv450 *% 8))))
+            let w454 = ((loadVector(arena, ((3660768 +% ((((j447 *% 49) +% (ty448 *% 7)) +% tx449) *% 16)) +% (cv450 *% 8))) - loadVector(arena, ((3663904 +% ((((j447 *% 49) +% (ty448 *% 7)) +% tx449) *% 16)) +% (cv450 *% 8)))) - loadVector(arena, ((3667040 +% ((((j447 *% 49) +% (ty448 *% 7)) +% tx449) *% 16)) +% (cv450 *% 8))))
+            let w455 = ((loadVector(arena, ((3658416 +% ((((j447 *% 49) +% (ty448 *% 7)) +% tx449) *% 16)) +% (cv450 *% 8))) + loadVector(arena, ((3661552 +% ((((j447 *% 49) +% (ty448 *% 7)) +% tx449) *% 16)) +% (cv450 *% 8)))) + loadVector(arena, ((3664688 +% ((((j447 *% 49) +% (ty448 *% 7)) +% tx449) *% 16)) +% (cv450 *% 8))))
+            let w456 = ((loadVector(arena, ((3661552 +% ((((j447 *% 49) +% (ty448 *% 7)) +% tx449) *% 16)) +% (cv450 *% 8))) - loadVector(arena, ((3664688 +% ((((j447 *% 49) +% (ty448 *% 7)) +% tx449) *% 16)) +% (cv450 *% 8)))) - loadVector(arena, ((3667824 +% ((((j447 *% 49) +% (ty448 *% 7)) +% tx449) *% 16)) +% (cv450 *% 8))))
+            let w457 = ((loadVector(arena, ((3659200 +% ((((j447 *% 49) +% (ty448 *% 7)) +% tx449) *% 16)) +% (cv450 *% 8))) + loadVector(arena, ((3662336 +% ((((j447 *% 49) +% (ty448 *% 7)) +% tx449) *% 16)) +% (cv450 *% 8)))) + loadVector(arena, ((3665472 +% ((((j447 *% 49) +% (ty448 *% 7)) +% tx449) *% 16)) +% (cv450 *% 8))))
+            let w458 = ((loadVector(arena, ((3662336 +% ((((j447 *% 49) +% (ty448 *% 7)) +% tx449) *% 16)) +% (cv450 *% 8))) - loadVector(arena, ((3665472 +% ((((j447 *% 49) +% (ty448 *% 7)) +% tx449) *% 16)) +% (cv450 *% 8)))) - loadVector(arena, ((3668608 +% ((((j447 *% 49) +% (ty448 *% 7)) +% tx449) *% 16)) +% (cv450 *% 8))))
+            let w459 = ((w451 + w453) + w455)
+            let w460 = ((w453 - w455) - w457)
+            let w461 = ((w452 + w454) + w456)
+            let w462 = ((w454 - w456) - w458)
+            storeVector(arena, ((3669392 +% (((((j447 *% 14) +% (ty448 *% 2)) *% 14) +% (tx449 *% 2)) *% 16)) +% (cv450 *% 8)), w459)
+            storeVector(arena, ((3669392 +% ((((((j447 *% 14) +% (ty448 *% 2)) *% 14) +% (tx449 *% 2)) +% 1) *% 16)) +% (cv450 *% 8)), w460)
+            storeVector(arena, ((3669392 +% ((((((j447 *% 14) +% (ty448 *% 2)) +% 1) *% 14) +% (tx449 *% 2)) *% 16)) +% (cv450 *% 8)), w461)
+            storeVector(arena, ((3669392 +% (((((((j447 *% 14) +% (ty448 *% 2)) +% 1) *% 14) +% (tx449 *% 2)) +% 1) *% 16)) +% (cv450 *% 8)), w462)
+          }
+        }
+      }
+    }
+    for j463 in 0..<1 {
+      for c464 in 0..<16 {
+        for q465 in 0..<196 {
+          arena[(((3414672 +% ((g398 +% j463) *% 3136)) +% (c464 *% 196)) +% q465)] = arena[((3669392 +% (((j463 *% 196) +% q465) *% 16)) +% c464)]
+        }
+      }
+    }
+  }
+  // res_grad = maxpool_grad(pool_grad, res)
+  for i466 in 0..<100352 {
+    storeVector(arena, ((i466 *% 8) +% 3615376), Vector(repeating: Float(0)))
+  }
+  for q467 in 0..<1024 {
+    for py468 in 0..<14 {
+      for px469 in 0..<14 {
+        var best470: Float = arena[(1605632 +% (((q467 *% 784) +% (py468 *% 56)) +% (px469 *% 2)))]
+        var bi471: Float = Float((((q467 *% 784) +% (py468 *% 56)) +% (px469 *% 2)))
+        bi471 = (arena[(1605632 +% (((q467 *% 784) +% (py468 *% 56)) +% (px469 *% 2)))] > best470 ? Float((((q467 *% 784) +% (py468 *% 56)) +% (px469 *% 2))) : bi471)
+        best470 = (arena[(1605632 +% (((q467 *% 784) +% (py468 *% 56)) +% (px469 *% 2)))] > best470 ? arena[(1605632 +% (((q467 *% 784) +% (py468 *% 56)) +% (px469 *% 2)))] : best470)
+        bi471 = (arena[(1605632 +% ((((q467 *% 784) +% (py468 *% 56)) +% (px469 *% 2)) +% 1))] > best470 ? Float(((((q467 *% 784) +% (py468 *% 56)) +% (px469 *% 2)) +% 1)) : bi471)
+        best470 = (arena[(1605632 +% ((((q467 *% 784) +% (py468 *% 56)) +% (px469 *% 2)) +% 1))] > best470 ? arena[(1605632 +% ((((q467 *% 784) +% (py468 *% 56)) +% (px469 *% 2)) +% 1))] : best470)
+        bi471 = (arena[(1605632 +% ((((q467 *% 784) +% (py468 *% 56)) +% (px469 *% 2)) +% 28))] > best470 ? Float(((((q467 *% 784) +% (py468 *% 56)) +% (px469 *% 2)) +% 28)) : bi471)
+        best470 = (arena[(1605632 +% ((((q467 *% 784) +% (py468 *% 56)) +% (px469 *% 2)) +% 28))] > best470 ? arena[(1605632 +% ((((q467 *% 784) +% (py468 *% 56)) +% (px469 *% 2)) +% 28))] : best470)
+        bi471 = (arena[(1605632 +% (((((q467 *% 784) +% (py468 *% 56)) +% (px469 *% 2)) +% 28) +% 1))] > best470 ? Float((((((q467 *% 784) +% (py468 *% 56)) +% (px469 *% 2)) +% 28) +% 1)) : bi471)
+        best470 = (arena[(1605632 +% (((((q467 *% 784) +% (py468 *% 56)) +% (px469 *% 2)) +% 28) +% 1))] > best470 ? arena[(1605632 +% (((((q467 *% 784) +% (py468 *% 56)) +% (px469 *% 2)) +% 28) +% 1))] : best470)
+        arena[(3615376 +% Int(bi471))] += arena[(((3414672 +% (q467 *% 196)) +% (py468 *% 14)) +% px469)]
+      }
+    }
+  }
+  // conv2_grad = tanh_grad(res_grad, act2)
+  for i472 in 0..<100352 {
+    storeVector(arena, ((i472 *% 8) +% 1605632), (loadVector(arena, ((i472 *% 8) +% 3615376)) * (Vector(repeating: Float(1)) - (loadVector(arena, ((i472 *% 8) +% 2408448)) * loadVector(arena, ((i472 *% 8) +% 2408448))))))
+  }
+  // conv2_weight_grad = conv2d_grad_weight(conv2_grad, act1)
+  for i473 in 0..<512 {
+    storeVector(arena, ((i473 *% 8) +% 2535744), Vector(repeating: Float(0)))
+  }
+  for i474 in 0..<1800 {
+    storeVector(arena, ((i474 *% 8) +% 2408448), Vector(repeating: Float(0)))
+  }
+  for i475 in 0..<1568 {
+    storeVector(arena, ((i475 *% 8) +% 2473024), Vector(repeating: Float(0)))
+  }
+  for g476 in 0..<64 {
+    for j477 in 0..<1 {
+      for c478 in 0..<16 {
+        for iy479 in 0..<28 {
+          for ix480 in 0..<28 {
+            arena[(2408448 +% ((((j477 *% 14400) +% ((iy479 +% 1) *% 480)) +% ((ix480 +% 1) *% 16)) +% c478))] = arena[((((802816 +% ((g476 +% j477) *% 12544)) +% (c478 *% 784)) +% (iy479 *% 28)) +% ix480)]
+          }
+        }
+      }
+    }
+    for j481 in 0..<1 {
+      for ty482 in 0..<14 {
+        for tx483 in 0..<14 {
+          for cv484 in 0..<2 {
+            let w485 = (loadVector(arena, (2408448 +% ((((j481 *% 14400) +% ((ty482 *% 2) *% 480)) +% ((tx483 *% 2) *% 16)) +% (cv484 *% 8)))) - loadVector(arena, (2408448 +% ((((j481 *% 14400) +% (((ty482 *% 2) +% 2) *% 480)) +% ((tx483 *% 2) *% 16)) +% (cv484 *% 8)))))
+            let w486 = (loadVector(arena, (2408448 +% ((((j481 *% 14400) +% (((ty482 *% 2) +% 1) *% 480)) +% ((tx483 *% 2) *% 16)) +% (cv484 *% 8)))) + loadVector(arena, (2408448 +% ((((j481 *% 14400) +% (((ty482 *% 2) +% 2) *% 480)) +% ((tx483 *% 2) *% 16)) +% (cv484 *% 8)))))
+            let w487 = (loadVector(arena, (2408448 +% ((((j481 *% 14400) +% (((ty482 *% 2) +% 2) *% 480)) +% ((tx483 *% 2) *% 16)) +% (cv484 *% 8)))) - loadVector(arena, (2408448 +% ((((j481 *% 14400) +% (((ty482 *% 2) +% 1) *% 480)) +% ((tx483 *% 2) *% 16)) +% (cv484 *% 8)))))
+            let w488 = (loadVector(arena, (2408448 +% ((((j481 *% 14400) +% (((ty482 *% 2) +% 1) *% 480)) +% ((tx483 *% 2) *% 16)) +% (cv484 *% 8)))) - loadVector(arena, (2408448 +% ((((j481 *% 14400) +% (((ty482 *% 2) +% 3) *% 480)) +% ((tx483 *% 2) *% 16)) +% (cv484 *% 8)))))
+            let w489 = (loadVector(arena, (2408448 +% ((((j481 *% 14400) +% ((ty482 *% 2) *% 480)) +% (((tx483 *% 2) +% 1) *% 16)) +% (cv484 *% 8)))) - loadVector(arena, (2408448 +% ((((j481 *% 14400) +% (((ty482 *% 2) +% 2) *% 480)) +% (((tx483 *% 2) +% 1) *% 16)) +% (cv484 *% 8)))))
+            let w490 = (loadVector(arena, (2408448 +% ((((j481 *% 14400) +% (((ty482 *% 2) +% 1) *% 480)) +% (((tx483 *% 2) +% 1) *% 16)) +% (cv484 *% 8)))) + loadVector(arena, (2408448 +% ((((j481 *% 14400) +% (((ty482 *% 2) +% 2) *% 480)) +% (((tx483 *% 2) +% 1) *% 16)) +% (cv484 *% 8)))))
+            let w491 = (loadVector(arena, (2408448 +% ((((j481 *% 14400) +% (((ty482 *% 2) +% 2) *% 480)) +% (((tx483 *% 2) +% 1) *% 16)) +% (cv484 *% 8)))) - loadVector(arena, (2408448 +% ((((j481 *% 14400) +% (((ty482 *% 2) +% 1) *% 480)) +% (((tx483 *% 2) +% 1) *% 16)) +% (cv484 *% 8)))))
+            let w492 = (loadVector(arena, (2408448 +% ((((j481 *% 14400) +% (((ty482 *% 2) +% 1) *% 480)) +% (((tx483 *% 2) +% 1) *% 16)) +% (cv484 *% 8)))) - loadVector(arena, (2408448 +% ((((j481 *% 14400) +% (((ty482 *% 2) +% 3) *% 480)) +% (((tx483 *% 2) +% 1) *% 16)) +% (cv484 *% 8)))))
+            let w493 = (loadVector(arena, (2408448 +% ((((j481 *% 14400) +% ((ty482 *% 2) *% 480)) +% (((tx483 *% 2) +% 2) *% 16)) +% (cv484 *% 8)))) - loadVector(arena, (2408448 +% ((((j481 *% 14400) +% (((ty482 *% 2) +% 2) *% 480)) +% (((tx483 *% 2) +% 2) *% 16)) +% (cv484 *% 8)))))
+            let w494 = (loadVector(arena, (2408448 +% ((((j481 *% 14400) +% (((ty482 *% 2) +% 1) *% 480)) +% (((tx483 *% 2) +% 2) *% 16)) +% (cv484 *% 8)))) + loadVector(arena, (2408448 +% ((((j481 *% 14400) +% (((ty482 *% 2) +% 2) *% 480)) +% (((tx483 *% 2) +% 2) *% 16)) +% (cv484 *% 8)))))
+            let w495 = (loadVector(arena, (2408448 +% ((((j481 *% 14400) +% (((ty482 *% 2) +% 2) *% 480)) +% (((tx483 *% 2) +% 2) *% 16)) +% (cv484 *% 8)))) - loadVector(arena, (2408448 +% ((((j481 *% 14400) +% (((ty482 *% 2) +% 1) *% 480)) +% (((tx483 *% 2) +% 2) *% 16)) +% (cv484 *% 8)))))
+            let w496 = (loadVector(arena, (2408448 +% ((((j481 *% 14400) +% (((ty482 *% 2) +% 1) *% 480)) +% (((tx483 *% 2) +% 2) *% 16)) +% (cv484 *% 8)))) - loadVector(arena, (2408448 +% ((((j481 *% 14400) +% (((ty482 *% 2) +% 3) *% 480)) +% (((tx483 *% 2) +% 2) *% 16)) +% (cv484 *% 8)))))
+            let w497 = (loadVector(arena, (2408448 +% ((((j481 *% 14400) +% ((ty482 *% 2) *% 480)) +% (((tx483 *% 2) +% 3) *% 16)) +% (cv484 *% 8)))) - loadVector(arena, (2408448 +% ((((j481 *% 14400) +% (((ty482 *% 2) +% 2) *% 480)) +% (((tx483 *% 2) +% 3) *% 16)) +% (cv484 *% 8)))))
+            let w498 = (loadVector(arena, (2408448 +% ((((j481 *% 14400) +% (((ty482 *% 2) +% 1) *% 480)) +% (((tx483 *% 2) +% 3) *% 16)) +% (cv484 *% 8)))) + loadVector(arena, (2408448 +% ((((j481 *% 14400) +% (((ty482 *% 2) +% 2) *% 480)) +% (((tx483 *% 2) +% 3) *% 16)) +% (cv484 *% 8)))))
+            let w499 = (loadVector(arena, (2408448 +% ((((j481 *% 14400) +% (((ty482 *% 2) +% 2) *% 480)) +% (((tx483 *% 2) +% 3) *% 16)) +% (cv484 *% 8)))) - loadVector(arena, (2408448 +% ((((j481 *% 14400) +% (((ty482 *% 2) +% 1) *% 480)) +% (((tx483 *% 2) +% 3) *% 16)) +% (cv484 *% 8)))))
+            let w500 = (loadVector(arena, (2408448 +% ((((j481 *% 14400) +% (((ty482 *% 2) +% 1) *% 480)) +% (((tx483 *% 2) +% 3) *% 16)) +% (cv484 *% 8)))) - loadVector(arena, (2408448 +% ((((j481 *% 14400) +% (((ty482 *% 2) +% 3) *% 480)) +% (((tx483 *% 2) +% 3) *% 16)) +% (cv484 *% 8)))))
+            let w501 = (w485 - w493)
+            let w502 = (w489 + w493)
+            let w503 = (w493 - w489)
+            let w504 = (w489 - w497)
+            let w505 = (w486 - w494)
+            let w506 = (w490 + w494)
+            let w507 = (w494 - w490)
+            let w508 = (w490 - w498)
+            let w509 = (w487 - w495)
+            let w510 = (w491 + w495)
+            let w511 = (w495 - w491)
+            let w512 = (w491 - w499)
+            let w513 = (w488 - w496)
+            let w514 = (w492 + w496)
+            let w515 = (w496 - w492)
+            let w516 = (w492 - w500)
+            storeVector(arena, ((2422848 +% ((((j481 *% 196) +% (ty482 *% 14)) +% tx483) *% 16)) +% (cv484 *% 8)), w501)
+            storeVector(arena, ((2425984 +% ((((j481 *% 196) +% (ty482 *% 14)) +% tx483) *% 16)) +% (cv484 *% 8)), w502)
+            storeVector(arena, ((2429120 +% ((((j481 *% 196) +% (ty482 *% 14)) +% tx483) *% 16)) +% (cv484 *% 8)), w503)
+            storeVector(arena, ((2432256 +% ((((j481 *% 196) +% (ty482 *% 14)) +% tx483) *% 16)) +% (cv484 *% 8)), w504)
+            storeVector(arena, ((2435392 +% ((((j481 *% 196) +% (ty482 *% 14)) +% tx483) *% 16)) +% (cv484 *% 8)), w505)
+            storeVector(arena, ((2438528 +% ((((j481 *% 196) +% (ty482 *% 14)) +% tx483) *% 16)) +% (cv484 *% 8)), w506)
+            storeVector(arena, ((2441664 +% ((((j481 *% 196) +% (ty482 *% 14)) +% tx483) *% 16)) +% (cv484 *% 8)), w507)
+            storeVector(arena, ((2444800 +% ((((j481 *% 196) +% (ty482 *% 14)) +% tx483) *% 16)) +% (cv484 *% 8)), w508)
+            storeVector(arena, ((2447936 +% ((((j481 *% 196) +% (ty482 *% 14)) +% tx483) *% 16)) +% (cv484 *% 8)), w509)
+            storeVector(arena, ((2451072 +% ((((j481 *% 196) +% (ty482 *% 14)) +% tx483) *% 16)) +% (cv484 *% 8)), w510)
+            storeVector(arena, ((2454208 +% ((((j481 *% 196) +% (ty482 *% 14)) +% tx483) *% 16)) +% (cv484 *% 8)), w511)
+            storeVector(arena, ((2457344 +% ((((j481 *% 196) +% (ty482 *% 14)) +% tx483) *% 16)) +% (cv484 *% 8)), w512)
+            storeVector(arena, ((2460480 +% ((((j481 *% 196) +% (ty482 *% 14)) +% tx483) *% 16)) +% (cv484 *% 8)), w513)
+            storeVector(arena, ((2463616 +% ((((j481 *% 196) +% (ty482 *% 14)) +% tx483) *% 16)) +% (cv484 *% 8)), w514)
+            storeVector(arena, ((2466752 +% ((((j481 *% 196) +% (ty482 *% 14)) +% tx483) *% 16)) +% (cv484 *% 8)), w515)
+            storeVector(arena, ((2469888 +% ((((j481 *% 196) +% (ty482 *% 14)) +% tx483) *% 16)) +% (cv484 *% 8)), w516)
+          }
+        }
+      }
+    }
+    for j517 in 0..<1 {
+      for c518 in 0..<16 {
+        for iy519 in 0..<28 {
+          for ix520 in 0..<28 {
+            arena[(2473024 +% ((((j517 *% 12544) +% (iy519 *% 448)) +% (ix520 *% 16)) +% c518))] = arena[((((1605632 +% ((g476 +% j517) *% 12544)) +% (c518 *% 784)) +% (iy519 *% 28)) +% ix520)]
+          }
+        }
+      }
+    }
+    for j521 in 0..<1 {
+      for ty522 in 0..<14 {
+        for tx523 in 0..<14 {
+          for cv524 in 0..<2 {
+            let w525 = loadVector(arena, (2473024 +% ((((j521 *% 12544) +% ((ty522 *% 2) *% 448)) +% ((tx523 *% 2) *% 16)) +% (cv524 *% 8))))
+            let w526 = (loadVector(arena, (2473024 +% ((((j521 *% 12544) +% ((ty522 *% 2) *% 448)) +% ((tx523 *% 2) *% 16)) +% (cv524 *% 8)))) + loadVector(arena, (2473024 +% ((((j521 *% 12544) +% (((ty522 *% 2) +% 1) *% 448)) +% ((tx523 *% 2) *% 16)) +% (cv524 *% 8)))))
+            let w527 = (loadVector(arena, (2473024 +% ((((j521 *% 12544) +% ((ty522 *% 2) *% 448)) +% ((tx523 *% 2) *% 16)) +% (cv524 *% 8)))) - loadVector(arena, (2473024 +% ((((j521 *% 12544) +% (((ty522 *% 2) +% 1) *% 448)) +% ((tx523 *% 2) *% 16)) +% (cv524 *% 8)))))
+            let w528 = (loadVector(arena, (2473024 +% ((((j521 *% 12544) +% (((ty522 *% 2) +% 1) *% 448)) +% ((tx523 *% 2) *% 16)) +% (cv524 *% 8)))) * Vector(repeating: Float(-1)))
+            let w529 = loadVector(arena, (2473024 +% ((((j521 *% 12544) +% ((ty522 *% 2) *% 448)) +% (((tx523 *% 2) +% 1) *% 16)) +% (cv524 *% 8))))
+            let w530 = (loadVector(arena, (2473024 +% ((((j521 *% 12544) +% ((ty522 *% 2) *% 448)) +% (((tx523 *% 2) +% 1) *% 16)) +% (cv524 *% 8)))) + loadVector(arena, (2473024 +% ((((j521 *% 12544) +% (((ty522 *% 2) +% 1) *% 448)) +% (((tx523 *% 2) +% 1) *% 16)) +% (cv524 *% 8)))))
+            let w531 = (loadVector(arena, (2473024 +% ((((j521 *% 12544) +% ((ty522 *% 2) *% 448)) +% (((tx523 *% 2) +% 1) *% 16)) +% (cv524 *% 8)))) - loadVector(arena, (2473024 +% ((((j521 *% 12544) +% (((ty522 *% 2) +% 1) *% 448)) +% (((tx523 *% 2) +% 1) *% 16)) +% (cv524 *% 8)))))
+            let w532 = (loadVector(arena, (2473024 +% ((((j521 *% 12544) +% (((ty522 *% 2) +% 1) *% 448)) +% (((tx523 *% 2) +% 1) *% 16)) +% (cv524 *% 8)))) * Vector(repeating: Float(-1)))
+            let w533 = w525
+            let w534 = (w525 + w529)
+            let w535 = (w525 - w529)
+            let w536 = (w529 * Vector(repeating: Float(-1)))
+            let w537 = w526
+            let w538 = (w526 + w530)
+            let w539 = (w526 - w530)
+            let w540 = (w530 * Vector(repeating: Float(-1)))
+            let w541 = w527
+            let w542 = (w527 + w531)
+            let w543 = (w527 - w531)
+            let w544 = (w531 * Vector(repeating: Float(-1)))
+            let w545 = w528
+            let w546 = (w528 + w532)
+            let w547 = (w528 - w532)
+            let w548 = (w532 * Vector(repeating: Float(-1)))
+            storeVector(arena, ((2485568 +% ((((j521 *% 196) +% (ty522 *% 14)) +% tx523) *% 16)) +% (cv524 *% 8)), w533)
+            storeVector(arena, ((2488704 +% ((((j521 *% 196) +% (ty522 *% 14)) +% tx523) *% 16)) +% (cv524 *% 8)), w534)
+            storeVector(arena, ((2491840 +% ((((j521 *% 196) +% (ty522 *% 14)) +% tx523) *% 16)) +% (cv524 *% 8)), w535)
+            storeVector(arena, ((2494976 +% ((((j521 *% 196) +% (ty522 *% 14)) +% tx523) *% 16)) +% (cv524 *% 8)), w536)
+            storeVector(arena, ((2498112 +% ((((j521 *% 196) +% (ty522 *% 14)) +% tx523) *% 16)) +% (cv524 *% 8)), w537)
+            storeVector(arena, ((2501248 +% ((((j521 *% 196) +% (ty522 *% 14)) +% tx523) *% 16)) +% (cv524 *% 8)), w538)
+            storeVector(arena, ((2504384 +% ((((j521 *% 196) +% (ty522 *% 14)) +% tx523) *% 16)) +% (cv524 *% 8)), w539)
+            storeVector(arena, ((2507520 +% ((((j521 *% 196) +% (ty522 *% 14)) +% tx523) *% 16)) +% (cv524 *% 8)), w540)
+            storeVector(arena, ((2510656 +% ((((j521 *% 196) +% (ty522 *% 14)) +% tx523) *% 16)) +% (cv524 *% 8)), w541)
+            storeVector(arena, ((2513792 +% ((((j521 *% 196) +% (ty522 *% 14)) +% tx523) *% 16)) +% (cv524 *% 8)), w542)
+            storeVector(arena, ((2516928 +% ((((j521 *% 196) +% (ty522 *% 14)) +% tx523) *% 16)) +% (cv524 *% 8)), w543)
+            storeVector(arena, ((2520064 +% ((((j521 *% 196) +% (ty522 *% 14)) +% tx523) *% 16)) +% (cv524 *% 8)), w544)
+            storeVector(arena, ((2523200 +% ((((j521 *% 196) +% (ty522 *% 14)) +% tx523) *% 16)) +% (cv524 *% 8)), w545)
+            storeVector(arena, ((2526336 +% ((((j521 *% 196) +% (ty522 *% 14)) +% tx523) *% 16)) +% (cv524 *% 8)), w546)
+            storeVector(arena, ((2529472 +% ((((j521 *% 196) +% (ty522 *% 14)) +% tx523) *% 16)) +% (cv524 *% 8)), w547)
+            storeVector(arena, ((2532608 +% ((((j521 *% 196) +% (ty522 *% 14)) +% tx523) *% 16)) +% (cv524 *% 8)), w548)
+          }
+        }
+      }
+    }
+    for xi549 in 0..<16 {
+      sgemm(101, 112, 111, 16, 16, 196, 1, arena + (2422848 +% (xi549 *% 3136)), 16, arena + (2485568 +% (xi549 *% 3136)), 16, Float(bitPattern: 0x3f800000), arena + (2535744 +% (xi549 *% 256)), 16)
+    }
+  }
+  do {  // scalar loops
+    for f550 in 0..<16 {
+      for c551 in 0..<16 {
+        var w552: Float = (((arena[((2535744 +% (c551 *% 16)) +% f550)] * Float(1)) + (arena[((2536768 +% (c551 *% 16)) +% f550)] * Float(bitPattern: 0x3f000000))) + (arena[((2537792 +% (c551 *% 16)) +% f550)] * Float(bitPattern: 0x3f000000)))
+        var w553: Float = ((arena[((2536768 +% (c551 *% 16)) +% f550)] - arena[((2537792 +% (c551 *% 16)) +% f550)]) * Float(bitPattern: 0x3f000000))
+        var w554: Float = (((arena[((2536768 +% (c551 *% 16)) +% f550)] * Float(bitPattern: 0x3f000000)) + (arena[((2537792 +% (c551 *% 16)) +% f550)] * Float(bitPattern: 0x3f000000))) + (arena[((2538816 +% (c551 *% 16)) +% f550)] * Float(1)))
+        var w555: Float = (((arena[((2536000 +% (c551 *% 16)) +% f550)] * Float(1)) + (arena[((2537024 +% (c551 *% 16)) +% f550)] * Float(bitPattern: 0x3f000000))) + (arena[((2538048 +% (c551 *% 16)) +% f550)] * Float(bitPattern: 0x3f000000)))
+        var w556: Float = ((arena[((2537024 +% (c551 *% 16)) +% f550)] - arena[((2538048 +% (c551 *% 16)) +% f550)]) * Float(bitPattern: 0x3f000000))
+        var w557: Float = (((arena[((2537024 +% (c551 *% 16)) +% f550)] * Float(bitPattern: 0x3f000000)) + (arena[((2538048 +% (c551 *% 16)) +% f550)] * Float(bitPattern: 0x3f000000))) + (arena[((2539072 +% (c551 *% 16)) +% f550)] * Float(1)))
+        var w558: Float = (((arena[((2536256 +% (c551 *% 16)) +% f550)] * Float(1)) + (arena[((2537280 +% (c551 *% 16)) +% f550)] * Float(bitPattern: 0x3f000000))) + (arena[((2538304 +% (c551 *% 16)) +% f550)] * Float(bitPattern: 0x3f000000)))
+        var w559: Float = ((arena[((2537280 +% (c551 *% 16)) +% f550)] - arena[((2538304 +% (c551 *% 16)) +% f550)]) * Float(bitPattern: 0x3f000000))
+        var w560: Float = (((arena[((2537280 +% (c551 *% 16)) +% f550)] * Float(bitPattern: 0x3f000000)) + (arena[((2538304 +% (c551 *% 16)) +% f550)] * Float(bitPattern: 0x3f000000))) + (arena[((2539328 +% (c551 *% 16)) +% f550)] * Float(1)))
+        var w561: Float = (((arena[((2536512 +% (c551 *% 16)) +% f550)] * Float(1)) + (arena[((2537536 +% (c551 *% 16)) +% f550)] * Float(bitPattern: 0x3f000000))) + (arena[((2538560 +% (c551 *% 16)) +% f550)] * Float(bitPattern: 0x3f000000)))
+        var w562: Float = ((arena[((2537536 +% (c551 *% 16)) +% f550)] - arena[((2538560 +% (c551 *% 16)) +% f550)]) * Float(bitPattern: 0x3f000000))
+        var w563: Float = (((arena[((2537536 +% (c551 *% 16)) +% f550)] * Float(bitPattern: 0x3f000000)) + (arena[((2538560 +% (c551 *% 16)) +% f550)] * Float(bitPattern: 0x3f000000))) + (arena[((2539584 +% (c551 *% 16)) +% f550)] * Float(1)))
+        var w564: Float = (((w552 * Float(1)) + (w555 * Float(bitPattern: 0x3f000000))) + (w558 * Float(bitPattern: 0x3f000000)))
+        var w565: Float = ((w555 - w558) * Float(bitPattern: 0x3f000000))
+        var w566: Float = (((w555 * Float(bitPattern: 0x3f000000)) + (w558 * Float(bitPattern: 0x3f000000))) + (w561 * Float(1)))
+        var w567: Float = (((w553 * Float(1)) + (w556 * Float(bitPattern: 0x3f000000))) + (w559 * Float(bitPattern: 0x3f000000)))
+        var w568: Float = ((w556 - w559) * Float(bitPattern: 0x3f000000))
+        var w569: Float = (((w556 * Float(bitPattern: 0x3f000000)) + (w559 * Float(bitPattern: 0x3f000000))) + (w562 * Float(1)))
+        var w570: Float = (((w554 * Float(1)) + (w557 * Float(bitPattern: 0x3f000000))) + (w560 * Float(bitPattern: 0x3f000000)))
+        var w571: Float = ((w557 - w560) * Float(bitPattern: 0x3f000000))
+        var w572: Float = (((w557 * Float(bitPattern: 0x3f000000)) + (w560 * Float(bitPattern: 0x3f000000))) + (w563 * Float(1)))
+        grads[(160 +% (((f550 *% 16) +% c551) *% 9))] = w564
+        grads[((160 +% (((f550 *% 16) +% c551) *% 9)) +% 1)] = w565
+        grads[((160 +% (((f550 *% 16) +% c551) *% 9)) +% 2)] = w566
+        grads[((160 +% (((f550 *% 16) +% c551) *% 9)) +% 3)] = w567
+        grads[((160 +% (((f550 *% 16) +% c551) *% 9)) +% 4)] = w568
+        grads[((160 +% (((f550 *% 16) +% c551) *% 9)) +% 5)] = w569
+        grads[((160 +% (((f550 *% 16) +% c551) *% 9)) +% 6)] = w570
+        grads[((160 +% (((f550 *% 16) +% c551) *% 9)) +% 7)] = w571
+        grads[((160 +% (((f550 *% 16) +% c551) *% 9)) +% 8)] = w572
+      }
+    }
+  }
+  // conv2_bias_grad = conv2d_grad_bias(conv2_grad)
+  for f573 in 0..<16 {
+    var acc574 = Vector()
+    for img575 in 0..<64 {
+      for i576 in 0..<98 {
+        acc574 = acc574.addingProduct(Vector(repeating: Float(1)), loadVector(arena, (((1605632 +% (img575 *% 12544)) +% (f573 *% 784)) +% (i576 *% 8))))
+      }
+    }
+    storeVector(arena, 2408448, acc574)
+    var sum577: Float = (arena[2408448] + arena[2408449])
+    var sum578: Float = (sum577 + arena[2408450])
+    var sum579: Float = (sum578 + arena[2408451])
+    var sum580: Float = (sum579 + arena[2408452])
+    var sum581: Float = (sum580 + arena[2408453])
+    var sum582: Float = (sum581 + arena[2408454])
+    var sum583: Float = (sum582 + arena[2408455])
+    grads[(2464 +% f573)] = sum583
+  }
+  // act1_grad = conv2d_grad_input(conv2_grad, conv2.weight, act1)
+  do {  // scalar loops
+    for ci584 in 0..<16 {
+      for co585 in 0..<16 {
+        var w586: Float = params[((160 +% (((ci584 *% 16) +% co585) *% 9)) +% 8)]
+        var w587: Float = (((params[((160 +% (((ci584 *% 16) +% co585) *% 9)) +% 8)] + params[((160 +% (((ci584 *% 16) +% co585) *% 9)) +% 5)]) + params[((160 +% (((ci584 *% 16) +% co585) *% 9)) +% 2)]) * Float(bitPattern: 0x3f000000))
+        var w588: Float = (((params[((160 +% (((ci584 *% 16) +% co585) *% 9)) +% 8)] + params[((160 +% (((ci584 *% 16) +% co585) *% 9)) +% 2)]) - params[((160 +% (((ci584 *% 16) +% co585) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
+        var w589: Float = params[((160 +% (((ci584 *% 16) +% co585) *% 9)) +% 2)]
+        var w590: Float = params[((160 +% (((ci584 *% 16) +% co585) *% 9)) +% 7)]
+        var w591: Float = (((params[((160 +% (((ci584 *% 16) +% co585) *% 9)) +% 7)] + params[((160 +% (((ci584 *% 16) +% co585) *% 9)) +% 4)]) + params[((160 +% (((ci584 *% 16) +% co585) *% 9)) +% 1)]) * Float(bitPattern: 0x3f000000))
+        var w592: Float = (((params[((160 +% (((ci584 *% 16) +% co585) *% 9)) +% 7)] + params[((160 +% (((ci584 *% 16) +% co585) *% 9)) +% 1)]) - params[((160 +% (((ci584 *% 16) +% co585) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
+        var w593: Float = params[((160 +% (((ci584 *% 16) +% co585) *% 9)) +% 1)]
+        var w594: Float = params[((160 +% (((ci584 *% 16) +% co585) *% 9)) +% 6)]
+        var w595: Float = (((params[((160 +% (((ci584 *% 16) +% co585) *% 9)) +% 6)] + params[((160 +% (((ci584 *% 16) +% co585) *% 9)) +% 3)]) + params[(160 +% (((ci584 *% 16) +% co585) *% 9))]) * Float(bitPattern: 0x3f000000))
+        var w596: Float = (((params[((160 +% (((ci584 *% 16) +% co585) *% 9)) +% 6)] + params[(160 +% (((ci584 *% 16) +% co585) *% 9))]) - params[((160 +% (((ci584 *% 16) +% co585) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
+        var w597: Float = params[(160 +% (((ci584 *% 16) +% co585) *% 9))]
+        var w598: Float = w586
+        var w599: Float = (((w586 + w590) + w594) * Float(bitPattern: 0x3f000000))
+        var w600: Float = (((w586 + w594) - w590) * Float(bitPattern: 0x3f000000))
+        var w601: Float = w594
+        var w602: Float = w587
+        var w603: Float = (((w587 + w591) + w595) * Float(bitPattern: 0x3f000000))
+        var w604: Float = (((w587 + w595) - w591) * Float(bitPattern: 0x3f000000))
+        var w605: Float = w595
+        var w606: Float = w588
+        var w607: Float = (((w588 + w592) + w596) * Float(bitPattern: 0x3f000000))
+        var w608: Float = (((w588 + w596) - w592) * Float(bitPattern: 0x3f000000))
+        var w609: Float = w596
+        var w610: Float = w589
+        var w611: Float = (((w589 + w593) + w597) * Float(bitPattern: 0x3f000000))
+        var w612: Float = (((w589 + w597) - w593) * Float(bitPattern: 0x3f000000))
+        var w613: Float = w597
+        arena[((3211264 +% (ci584 *% 16)) +% co585)] = w598
+        arena[((3211520 +% (ci584 *% 16)) +% co585)] = w599
+        arena[((3211776 +% (ci584 *% 16)) +% co585)] = w600
+        arena[((3212032 +% (ci584 *% 16)) +% co585)] = w601
+        arena[((3212288 +% (ci584 *% 16)) +% co585)] = w602
+        arena[((3212544 +% (ci584 *% 16)) +% co585)] = w603
+        arena[((3212800 +% (ci584 *% 16)) +% co585)] = w604
+        arena[((3213056 +% (ci584 *% 16)) +% co585)] = w605
+        arena[((3213312 +% (ci584 *% 16)) +% co585)] = w606
+        arena[((3213568 +% (ci584 *% 16)) +% co585)] = w607
+        arena[((3213824 +% (ci584 *% 16)) +% co585)] = w608
+        arena[((3214080 +% (ci584 *% 16)) +% co585)] = w609
+        arena[((3214336 +% (ci584 *% 16)) +% co585)] = w610
+        arena[((3214592 +% (ci584 *% 16)) +% co585)] = w611
+        arena[((3214848 +% (ci584 *% 16)) +% co585)] = w612
+        arena[((3215104 +% (ci584 *% 16)) +% co585)] = w613
+      }
+    }
+  }
+  for i614 in 0..<1800 {
+    storeVector(arena, ((i614 *% 8) +% 3215360), Vector(repeating: Float(0)))
+  }
+  for g615 in 0..<64 {
+    for j616 in 0..<1 {
+      for c617 in 0..<16 {
+        for iy618 in 0..<28 {
+          for ix619 in 0..<28 {
+            arena[(3215360 +% ((((j616 *% 14400) +% ((iy618 +% 1) *% 480)) +% ((ix619 +% 1) *% 16)) +% c617))] = arena[((((1605632 +% ((g615 +% j616) *% 12544)) +% (c617 *% 784)) +% (iy618 *% 28)) +% ix619)]
+          }
+        }
+      }
+    }
+    for j620 in 0..<1 {
+      for ty621 in 0..<14 {
+        for tx622 in 0..<14 {
+          for cv623 in 0..<2 {
+            let w624 = (loadVector(arena, (3215360 +% ((((j620 *% 14400) +% ((ty621 *% 2) *% 480)) +% ((tx622 *% 2) *% 16)) +% (cv623 *% 8)))) - loadVector(arena, (3215360 +% ((((j620 *% 14400) +% (((ty621 *% 2) +% 2) *% 480)) +% ((tx622 *% 2) *% 16)) +% (cv623 *% 8)))))
+            let w625 = (loadVector(arena, (3215360 +% ((((j620 *% 14400) +% (((ty621 *% 2) +% 1) *% 480)) +% ((tx622 *% 2) *% 16)) +% (cv623 *% 8)))) + loadVector(arena, (3215360 +% ((((j620 *% 14400) +% (((ty621 *% 2) +% 2) *% 480)) +% ((tx622 *% 2) *% 16)) +% (cv623 *% 8)))))
+            let w626 = (loadVector(arena, (3215360 +% ((((j620 *% 14400) +% (((ty621 *% 2) +% 2) *% 480)) +% ((tx622 *% 2) *% 16)) +% (cv623 *% 8)))) - loadVector(arena, (3215360 +% ((((j620 *% 14400) +% (((ty621 *% 2) +% 1) *% 480)) +% ((tx622 *% 2) *% 16)) +% (cv623 *% 8)))))
+            let w627 = (loadVector(arena, (3215360 +% ((((j620 *% 14400) +% (((ty621 *% 2) +% 1) *% 480)) +% ((tx622 *% 2) *% 16)) +% (cv623 *% 8)))) - loadVector(arena, (3215360 +% ((((j620 *% 14400) +% (((ty621 *% 2) +% 3) *% 480)) +% ((tx622 *% 2) *% 16)) +% (cv623 *% 8)))))
+            let w628 = (loadVector(arena, (3215360 +% ((((j620 *% 14400) +% ((ty621 *% 2) *% 480)) +% (((tx622 *% 2) +% 1) *% 16)) +% (cv623 *% 8)))) - loadVector(arena, (3215360 +% ((((j620 *% 14400) +% (((ty621 *% 2) +% 2) *% 480)) +% (((tx622 *% 2) +% 1) *% 16)) +% (cv623 *% 8)))))
+            let w629 = (loadVector(arena, (3215360 +% ((((j620 *% 14400) +% (((ty621 *% 2) +% 1) *% 480)) +% (((tx622 *% 2) +% 1) *% 16)) +% (cv623 *% 8)))) + loadVector(arena, (3215360 +% ((((j620 *% 14400) +% (((ty621 *% 2) +% 2) *% 480)) +% (((tx622 *% 2) +% 1) *% 16)) +% (cv623 *% 8)))))
+            let w630 = (loadVector(arena, (3215360 +% ((((j620 *% 14400) +% (((ty621 *% 2) +% 2) *% 480)) +% (((tx622 *% 2) +% 1) *% 16)) +% (cv623 *% 8)))) - loadVector(arena, (3215360 +% ((((j620 *% 14400) +% (((ty621 *% 2) +% 1) *% 480)) +% (((tx622 *% 2) +% 1) *% 16)) +% (cv623 *% 8)))))
+            let w631 = (loadVector(arena, (3215360 +% ((((j620 *% 14400) +% (((ty621 *% 2) +% 1) *% 480)) +% (((tx622 *% 2) +% 1) *% 16)) +% (cv623 *% 8)))) - loadVector(arena, (3215360 +% ((((j620 *% 14400) +% (((ty621 *% 2) +% 3) *% 480)) +% (((tx622 *% 2) +% 1) *% 16)) +% (cv623 *% 8)))))
+            let w632 = (loadVector(arena, (3215360 +% ((((j620 *% 14400) +% ((ty621 *% 2) *% 480)) +% (((tx622 *% 2) +% 2) *% 16)) +% (cv623 *% 8)))) - loadVector(arena, (3215360 +% ((((j620 *% 14400) +% (((ty621 *% 2) +% 2) *% 480)) +% (((tx622 *% 2) +% 2) *% 16)) +% (cv623 *% 8)))))
+            let w633 = (loadVector(arena, (3215360 +% ((((j620 *% 14400) +% (((ty621 *% 2) +% 1) *% 480)) +% (((tx622 *% 2) +% 2) *% 16)) +% (cv623 *% 8)))) + loadVector(arena, (3215360 +% ((((j620 *% 14400) +% (((ty621 *% 2) +% 2) *% 480)) +% (((tx622 *% 2) +% 2) *% 16)) +% (cv623 *% 8)))))
+            let w634 = (loadVector(arena, (3215360 +% ((((j620 *% 14400) +% (((ty621 *% 2) +% 2) *% 480)) +% (((tx622 *% 2) +% 2) *% 16)) +% (cv623 *% 8)))) - loadVector(arena, (3215360 +% ((((j620 *% 14400) +% (((ty621 *% 2) +% 1) *% 480)) +% (((tx622 *% 2) +% 2) *% 16)) +% (cv623 *% 8)))))
+            let w635 = (loadVector(arena, (3215360 +% ((((j620 *% 14400) +% (((ty621 *% 2) +% 1) *% 480)) +% (((tx622 *% 2) +% 2) *% 16)) +% (cv623 *% 8)))) - loadVector(arena, (3215360 +% ((((j620 *% 14400) +% (((ty621 *% 2) +% 3) *% 480)) +% (((tx622 *% 2) +% 2) *% 16)) +% (cv623 *% 8)))))
+            let w636 = (loadVector(arena, (3215360 +% ((((j620 *% 14400) +% ((ty621 *% 2) *% 480)) +% (((tx622 *% 2) +% 3) *% 16)) +% (cv623 *% 8)))) - loadVector(arena, (3215360 +% ((((j620 *% 14400) +% (((ty621 *% 2) +% 2) *% 480)) +% (((tx622 *% 2) +% 3) *% 16)) +% (cv623 *% 8)))))
+            let w637 = (loadVector(arena, (3215360 +% ((((j620 *% 14400) +% (((ty621 *% 2) +% 1) *% 480)) +% (((tx622 *% 2) +% 3) *% 16)) +% (cv623 *% 8)))) + loadVector(arena, (3215360 +% ((((j620 *% 14400) +% (((ty621 *% 2) +% 2) *% 480)) +% (((tx622 *% 2) +% 3) *% 16)) +% (cv623 *% 8)))))
+            let w638 = (loadVector(arena, (3215360 +% ((((j620 *% 14400) +% (((ty621 *% 2) +% 2) *% 480)) +% (((tx622 *% 2) +% 3) *% 16)) +% (cv623 *% 8)))) - loadVector(arena, (3215360 +% ((((j620 *% 14400) +% (((ty621 *% 2) +% 1) *% 480)) +% (((tx622 *% 2) +% 3) *% 16)) +% (cv623 *% 8)))))
+            let w639 = (loadVector(arena, (3215360 +% ((((j620 *% 14400) +% (((ty621 *% 2) +% 1) *% 480)) +% (((tx622 *% 2) +% 3) *% 16)) +% (cv623 *% 8)))) - loadVector(arena, (3215360 +% ((((j620 *% 14400) +% (((ty621 *% 2) +% 3) *% 480)) +% (((tx622 *% 2) +% 3) *% 16)) +% (cv623 *% 8)))))
+            let w640 = (w624 - w632)
+            let w641 = (w628 + w632)
+            let w642 = (w632 - w628)
+            let w643 = (w628 - w636)
+            let w644 = (w625 - w633)
+            let w645 = (w629 + w633)
+            let w646 = (w633 - w629)
+            let w647 = (w629 - w637)
+            let w648 = (w626 - w634)
+            let w649 = (w630 + w634)
+            let w650 = (w634 - w630)
+            let w651 = (w630 - w638)
+            let w652 = (w627 - w635)
+            let w653 = (w631 + w635)
+            let w654 = (w635 - w631)
+            let w655 = (w631 - w639)
+            storeVector(arena, ((3229760 +% ((((j620 *% 196) +% (ty621 *% 14)) +% tx622) *% 16)) +% (cv623 *% 8)), w640)
+            storeVector(arena, ((3232896 +% ((((j620 *% 196) +% (ty621 *% 14)) +% tx622) *% 16)) +% (cv623 *% 8)), w641)
+            storeVector(arena, ((3236032 +% ((((j620 *% 196) +% (ty621 *% 14)) +% tx622) *% 16)) +% (cv623 *% 8)), w642)
+            storeVector(arena, ((3239168 +% ((((j620 *% 196) +% (ty621 *% 14)) +% tx622) *% 16)) +% (cv623 *% 8)), w643)
+            storeVector(arena, ((3242304 +% ((((j620 *% 196) +% (ty621 *% 14)) +% tx622) *% 16)) +% (cv623 *% 8)), w644)
+            storeVector(arena, ((3245440 +% ((((j620 *% 196) +% (ty621 *% 14)) +% tx622) *% 16)) +% (cv623 *% 8)), w645)
+            storeVector(arena, ((3248576 +% ((((j620 *% 196) +% (ty621 *% 14)) +% tx622) *% 16)) +% (cv623 *% 8)), w646)
+            storeVector(arena, ((3251712 +% ((((j620 *% 196) +% (ty621 *% 14)) +% tx622) *% 16)) +% (cv623 *% 8)), w647)
+            storeVector(arena, ((3254848 +% ((((j620 *% 196) +% (ty621 *% 14)) +% tx622) *% 16)) +% (cv623 *% 8)), w648)
+            storeVector(arena, ((3257984 +% ((((j620 *% 196) +% (ty621 *% 14)) +% tx622) *% 16)) +% (cv623 *% 8)), w649)
+            storeVector(arena, ((3261120 +% ((((j620 *% 196) +% (ty621 *% 14)) +% tx622) *% 16)) +% (cv623 *% 8)), w650)
+            storeVector(arena, ((3264256 +% ((((j620 *% 196) +% (ty621 *% 14)) +% tx622) *% 16)) +% (cv623 *% 8)), w651)
+            storeVector(arena, ((3267392 +% ((((j620 *% 196) +% (ty621 *% 14)) +% tx622) *% 16)) +% (cv623 *% 8)), w652)
+            storeVector(arena, ((3270528 +% ((((j620 *% 196) +% (ty621 *% 14)) +% tx622) *% 16)) +% (cv623 *% 8)), w653)
+            storeVector(arena, ((3273664 +% ((((j620 *% 196) +% (ty621 *% 14)) +% tx622) *% 16)) +% (cv623 *% 8)), w654)
+            storeVector(arena, ((3276800 +% ((((j620 *% 196) +% (ty621 *% 14)) +% tx622) *% 16)) +% (cv623 *% 8)), w655)
+          }
+        }
+      }
+    }
+    for xi656 in 0..<16 {
+      do {  // gemm663
+        for nb657 in 0..<1 {
+          for mb658 in 0..<32 {
+            var t659_c0_0 = Vector()
+            var t659_c0_1 = Vector()
+            var t659_c1_0 = Vector()
+            var t659_c1_1 = Vector()
+            var t659_c2_0 = Vector()
+            var t659_c2_1 = Vector()
+            var t659_c3_0 = Vector()
+            var t659_c3_1 = Vector()
+            var t659_c4_0 = Vector()
+            var t659_c4_1 = Vector()
+            var t659_c5_0 = Vector()
+            var t659_c5_1 = Vector()
+            for k660 in 0..<16 {
+              let t659_b0 = loadVector(arena, (((3211264 +% (xi656 *% 256)) +% (k660 *% 16)) +% (nb657 *% 16)))
+              let t659_b1 = loadVector(arena, ((((3211264 +% (xi656 *% 256)) +% (k660 *% 16)) +% (nb657 *% 16)) +% 8))
+              let t659_a0 = Vector(repeating: arena[(((3229760 +% (xi656 *% 3136)) +% ((mb658 *% 6) *% 16)) +% k660)])
+              t659_c0_0 = t659_c0_0.addingProduct(t659_a0, t659_b0)
+              t659_c0_1 = t659_c0_1.addingProduct(t659_a0, t659_b1)
+              let t659_a1 = Vector(repeating: arena[(((3229760 +% (xi656 *% 3136)) +% (((mb658 *% 6) +% 1) *% 16)) +% k660)])
+              t659_c1_0 = t659_c1_0.addingProduct(t659_a1, t659_b0)
+              t659_c1_1 = t659_c1_1.addingProduct(t659_a1, t659_b1)
+              let t659_a2 = Vector(repeating: arena[(((3229760 +% (xi656 *% 3136)) +% (((mb658 *% 6) +% 2) *% 16)) +% k660)])
+              t659_c2_0 = t659_c2_0.addingProduct(t659_a2, t659_b0)
+              t659_c2_1 = t659_c2_1.addingProduct(t659_a2, t659_b1)
+              let t659_a3 = Vector(repeating: arena[(((3229760 +% (xi656 *% 3136)) +% (((mb658 *% 6) +% 3) *% 16)) +% k660)])
+              t659_c3_0 = t659_c3_0.addingProduct(t659_a3, t659_b0)
+              t659_c3_1 = t659_c3_1.addingProduct(t659_a3, t659_b1)
+              let t659_a4 = Vector(repeating: arena[(((3229760 +% (xi656 *% 3136)) +% (((mb658 *% 6) +% 4) *% 16)) +% k660)])
+              t659_c4_0 = t659_c4_0.addingProduct(t659_a4, t659_b0)
+              t659_c4_1 = t659_c4_1.addingProduct(t659_a4, t659_b1)
+              let t659_a5 = Vector(repeating: arena[(((3229760 +% (xi656 *% 3136)) +% (((mb658 *% 6) +% 5) *% 16)) +% k660)])
+              t659_c5_0 = t659_c5_0.addingProduct(t659_a5, t659_b0)
+              t659_c5_1 = t659_c5_1.addingProduct(t659_a5, t659_b1)
+            }
+            storeVector(arena, (((3279936 +% (xi656 *% 3136)) +% ((mb658 *% 6) *% 16)) +% (nb657 *% 16)), t659_c0_0)
+            storeVector(arena, ((((3279936 +% (xi656 *% 3136)) +% ((mb658 *% 6) *% 16)) +% (nb657 *% 16)) +% 8), t659_c0_1)
+            storeVector(arena, (((3279936 +% (xi656 *% 3136)) +% (((mb658 *% 6) +% 1) *% 16)) +% (nb657 *% 16)), t659_c1_0)
+            storeVector(arena, ((((3279936 +% (xi656 *% 3136)) +% (((mb658 *% 6) +% 1) *% 16)) +% (nb657 *% 16)) +% 8), t659_c1_1)
+            storeVector(arena, (((3279936 +% (xi656 *% 3136)) +% (((mb658 *% 6) +% 2) *% 16)) +% (nb657 *% 16)), t659_c2_0)
+            storeVector(arena, ((((3279936 +% (xi656 *% 3136)) +% (((mb658 *% 6) +% 2) *% 16)) +% (nb657 *% 16)) +% 8), t659_c2_1)
+            storeVector(arena, (((3279936 +% (xi656 *% 3136)) +% (((mb658 *% 6) +% 3) *% 16)) +% (nb657 *% 16)), t659_c3_0)
+            storeVector(arena, ((((3279936 +% (xi656 *% 3136)) +% (((mb658 *% 6) +% 3) *% 16)) +% (nb657 *% 16)) +% 8), t659_c3_1)
+            storeVector(arena, (((3279936 +% (xi656 *% 3136)) +% (((mb658 *% 6) +% 4) *% 16)) +% (nb657 *% 16)), t659_c4_0)
+            storeVector(arena, ((((3279936 +% (xi656 *% 3136)) +% (((mb658 *% 6) +% 4) *% 16)) +% (nb657 *% 16)) +% 8), t659_c4_1)
+            storeVector(arena, (((3279936 +% (xi656 *% 3136)) +% (((mb658 *% 6) +% 5) *% 16)) +% (nb657 *% 16)), t659_c5_0)
+            storeVector(arena, ((((3279936 +% (xi656 *% 3136)) +% (((mb658 *% 6) +% 5) *% 16)) +% (nb657 *% 16)) +% 8), t659_c5_1)
+          }
+          var t661_c0_0 = Vector()
+          var t661_c0_1 = Vector()
+          var t661_c1_0 = Vector()
+          var t661_c1_1 = Vector()
+          var t661_c2_0 = Vector()
+          var t661_c2_1 = Vector()
+          var t661_c3_0 = Vector()
+          var t661_c3_1 = Vector()
+          for k662 in 0..<16 {
+            let t661_b0 = loadVector(arena, (((3211264 +% (xi656 *% 256)) +% (k662 *% 16)) +% (nb657 *% 16)))
+            let t661_b1 = loadVector(arena, ((((3211264 +% (xi656 *% 256)) +% (k662 *% 16)) +% (nb657 *% 16)) +% 8))
+            let t661_a0 = Vector(repeating: arena[(((3229760 +% (xi656 *% 3136)) +% 3072) +% k662)])
+            t661_c0_0 = t661_c0_0.addingProduct(t661_a0, t661_b0)
+            t661_c0_1 = t661_c0_1.addingProduct(t661_a0, t661_b1)
+            let t661_a1 = Vector(repeating: arena[(((3229760 +% (xi656 *% 3136)) +% 3088) +% k662)])
+            t661_c1_0 = t661_c1_0.addingProduct(t661_a1, t661_b0)
+            t661_c1_1 = t661_c1_1.addingProduct(t661_a1, t661_b1)
+            let t661_a2 = Vector(repeating: arena[(((3229760 +% (xi656 *% 3136)) +% 3104) +% k662)])
+            t661_c2_0 = t661_c2_0.addingProduct(t661_a2, t661_b0)
+            t661_c2_1 = t661_c2_1.addingProduct(t661_a2, t661_b1)
+            let t661_a3 = Vector(repeating: arena[(((3229760 +% (xi656 *% 3136)) +% 3120) +% k662)])
+            t661_c3_0 = t661_c3_0.addingProduct(t661_a3, t661_b0)
+            t661_c3_1 = t661_c3_1.addingProduct(t661_a3, t661_b1)
+          }
+          storeVector(arena, (((3279936 +% (xi656 *% 3136)) +% 3072) +% (nb657 *% 16)), t661_c0_0)
+          storeVector(arena, ((((3279936 +% (xi656 *% 3136)) +% 3072) +% (nb657 *% 16)) +% 8), t661_c0_1)
+          storeVector(arena, (((3279936 +% (xi656 *% 3136)) +% 3088) +% (nb657 *% 16)), t661_c1_0)
+          storeVector(arena, ((((3279936 +% (xi656 *% 3136)) +% 3088) +% (nb657 *% 16)) +% 8), t661_c1_1)
+          storeVector(arena, (((3279936 +% (xi656 *% 3136)) +% 3104) +% (nb657 *% 16)), t661_c2_0)
+          storeVector(arena, ((((3279936 +% (xi656 *% 3136)) +% 3104) +% (nb657 *% 16)) +% 8), t661_c2_1)
+          storeVector(arena, (((3279936 +% (xi656 *% 3136)) +% 3120) +% (nb657 *% 16)), t661_c3_0)
+          storeVector(arena, ((((3279936 +% (xi656 *% 3136)) +% 3120) +% (nb657 *% 16)) +% 8), t661_c3_1)
+        }
+      }
+    }
+    for j664 in 0..<1 {
+      for ty665 in 0..<14 {
+        for tx666 in 0..<14 {
+          for cv667 in 0..<2 {
+            let w668 = ((loadVector(arena, ((3279936 +% ((((j664 *% 196) +% (ty665 *% 14)) +% tx666) *% 16)) +% (cv667 *% 8))) + loadVector(arena, ((3292480 +% ((((j664 *% 196) +% (ty665 *% 14)) +% tx666) *% 16)) +% (cv667 *% 8)))) + loadVector(arena, ((3305024 +% ((((j664 *% 196) +% (ty665 *% 14)) +% tx666) *% 16)) +% (cv667 *% 8))))
+            let w669 = ((loadVector(arena, ((3292480 +% ((((j664 *% 196) +% (ty665 *% 14)) +% tx666) *% 16)) +% (cv667 *% 8))) - loadVector(arena, ((3305024 +% ((((j664 *% 196) +% (ty665 *% 14)) +% tx666) *% 16)) +% (cv667 *% 8)))) - loadVector(arena, ((3317568 +% ((((j664 *% 196) +% (ty665 *% 14)) +% tx666) *% 16)) +% (cv667 *% 8))))
+            let w670 = ((loadVector(arena, ((3283072 +% ((((j664 *% 196) +% (ty665 *% 14)) +% tx666) *% 16)) +% (cv667 *% 8))) + loadVector(arena, ((3295616 +% ((((j664 *% 196) +% (ty665 *% 14)) +% tx666) *% 16)) +% (cv667 *% 8)))) + loadVector(arena, ((3308160 +% ((((j664 *% 196) +% (ty665 *% 14)) +% tx666) *% 16)) +% (cv667 *% 8))))
+            let w671 = ((loadVector(arena, ((3295616 +% ((((j664 *% 196) +% (ty665 *% 14)) +% tx666) *% 16)) +% (cv667 *% 8))) - loadVector(arena, ((3308160 +% ((((j664 *% 196) +% (ty665 *% 14)) +% tx666) *% 16)) +% (cv667 *% 8)))) - loadVector(arena, ((3320704 +% ((((j664 *% 196) +% (ty665 *% 14)) +% tx666) *% 16)) +% (cv667 *% 8))))
+            let w672 = ((loadVector(arena, ((3286208 +% ((((j664 *% 196) +% (ty665 *% 14)) +% tx666) *% 16)) +% (cv667 *% 8))) + loadVector(arena, ((3298752 +% ((((j664 *% 196) +% (ty665 *% 14)) +% tx666) *% 16)) +% (cv667 *% 8)))) + loadVector(arena, ((3311296 +% ((((j664 *% 196) +% (ty665 *% 14)) +% tx666) *% 16)) +% (cv667 *% 8))))
+            let w673 = ((loadVector(arena, ((3298752 +% ((((j664 *% 196) +% (ty665 *% 14)) +% tx666) *% 16)) +% (cv667 *% 8))) - loadVector(arena, ((3311296 +% ((((j664 *% 196) +% (ty665 *% 14)) +% tx666) *% 16)) +% (cv667 *% 8)))) - loadVector(arena, ((3323840 +% ((((j664 *% 196) +% (ty665 *% 14)) +% tx666) *% 16)) +% (cv667 *% 8))))
+            let w674 = ((loadVector(arena, ((3289344 +% ((((j664 *% 196) +% (ty665 *% 14)) +% tx666) *% 16)) +% (cv667 *% 8))) + loadVector(arena, ((3301888 +% ((((j664 *% 196) +% (ty665 *% 14)) +% tx666) *% 16)) +% (cv667 *% 8)))) + loadVector(arena, ((3314432 +% ((((j664 *% 196) +% (ty665 *% 14)) +% tx666) *% 16)) +% (cv667 *% 8))))
+            let w675 = ((loadVector(arena, ((3301888 +% ((((j664 *% 196) +% (ty665 *% 14)) +% tx666) *% 16)) +% (cv667 *% 8))) - loadVector(arena, ((3314432 +% ((((j664 *% 196) +% (ty665 *% 14)) +% tx666) *% 16)) +% (cv667 *% 8)))) - loadVector(arena, ((3326976 +% ((((j664 *% 196) +% (ty665 *% 14)) +% tx666) *% 16)) +% (cv667 *% 8))))
+            let w676 = ((w668 + w670) + w672)
+            let w677 = ((w670 - w672) - w674)
+            let w678 = ((w669 + w671) + w673)
+            let w679 = ((w671 - w673) - w675)
+            storeVector(arena, ((3330112 +% (((((j664 *% 28) +% (ty665 *% 2)) *% 28) +% (tx666 *% 2)) *% 16)) +% (cv667 *% 8)), w676)
+            storeVector(arena, ((3330112 +% ((((((j664 *% 28) +% (ty665 *% 2)) *% 28) +% (tx666 *% 2)) +% 1) *% 16)) +% (cv667 *% 8)), w677)
+            storeVector(arena, ((3330112 +% ((((((j664 *% 28) +% (ty665 *% 2)) +% 1) *% 28) +% (tx666 *% 2)) *% 16)) +% (cv667 *% 8)), w678)
+            storeVector(arena, ((3330112 +% (((((((j664 *% 28) +% (ty665 *% 2)) +% 1) *% 28) +% (tx666 *% 2)) +% 1) *% 16)) +% (cv667 *% 8)), w679)
+          }
+        }
+      }
+    }
+    for j680 in 0..<1 {
+      for c681 in 0..<16 {
+        for q682 in 0..<784 {
+          arena[(((2408448 +% ((g615 +% j680) *% 12544)) +% (c681 *% 784)) +% q682)] = arena[((3330112 +% (((j680 *% 784) +% q682) *% 16)) +% c681)]
+        }
+      }
+    }
+  }
+  // act1_grad_sum = add(res_grad, act1_grad)
+  for i683 in 0..<100352 {
+    storeVector(arena, ((i683 *% 8) +% 802816), (loadVector(arena, ((i683 *% 8) +% 3615376)) + loadVector(arena, ((i683 *% 8) +% 2408448))))
+  }
+  // conv1_grad = leaky_relu_grad(act1_grad_sum, conv1)
+  for i684 in 0..<100352 {
+    storeVector(arena, ((i684 *% 8) +% 1605632), (Vector(repeating: Float(bitPattern: 0x3dcccccd)) * loadVector(arena, ((i684 *% 8) +% 802816))).replacing(with: loadVector(arena, ((i684 *% 8) +% 802816)), where: loadVector(arena, (i684 *% 8)) .> Vector(repeating: Float(0))))
+  }
+  // conv1_weight_grad = conv2d_grad_weight(conv1_grad, image)
+  for i685 in 0..<18 {
+    storeVector(arena, ((i685 *% 8) +% 313744), Vector(repeating: Float(0)))
+  }
+  for g686 in 0..<4 {
+    for j687 in 0..<16 {
+      for c688 in 0..<1 {
+        for ky689 in 0..<3 {
+          for oy690 in 0..<28 {
+            if (-1 < ((oy690 +% ky689) +% -1) && ((oy690 +% ky689) +% -1) < 28) {
+              for ox691 in 0..<27 {
+                arena[((((((c688 *% 3) +% ky689) *% 3) *% 12560) +% (j687 *% 784)) +% ((oy690 *% 28) +% (ox691 +% 1)))] = images[((((((g686 *% 16) +% j687) *% 784) +% (c688 *% 784)) +% (((oy690 +% ky689) +% -1) *% 28)) +% ((ox691 +% 1) +% -1))]
               }
-              storeVector(arena, ((((426240 +% (xi206 *% 1568)) +% (part205 *% 16)) +% ((mb208 *% 5) *% 32)) +% (nb207 *% 16)), t209_c0_0)
-              storeVector(arena, (((((426240 +% (xi206 *% 1568)) +% (part205 *% 16)) +% ((mb208 *% 5) *% 32)) +% (nb207 *% 16)) +% 8), t209_c0_1)
-              storeVector(arena, ((((426240 +% (xi206 *% 1568)) +% (part205 *% 16)) +% (((mb208 *% 5) +% 1) *% 32)) +% (nb207 *% 16)), t209_c1_0)
-              storeVector(arena, (((((426240 +% (xi206 *% 1568)) +% (part205 *% 16)) +% (((mb208 *% 5) +% 1) *% 32)) +% (nb207 *% 16)) +% 8), t209_c1_1)
-              storeVector(arena, ((((426240 +% (xi206 *% 1568)) +% (part205 *% 16)) +% (((mb208 *% 5) +% 2) *% 32)) +% (nb207 *% 16)), t209_c2_0)
-              storeVector(arena, (((((426240 +% (xi206 *% 1568)) +% (part205 *% 16)) +% (((mb208 *% 5) +% 2) *% 32)) +% (nb207 *% 16)) +% 8), t209_c2_1)
-              storeVector(arena, ((((426240 +% (xi206 *% 1568)) +% (part205 *% 16)) +% (((mb208 *% 5) +% 3) *% 32)) +% (nb207 *% 16)), t209_c3_0)
-              storeVector(arena, (((((426240 +% (xi206 *% 1568)) +% (part205 *% 16)) +% (((mb208 *% 5) +% 3) *% 32)) +% (nb207 *% 16)) +% 8), t209_c3_1)
-              storeVector(arena, ((((426240 +% (xi206 *% 1568)) +% (part205 *% 16)) +% (((mb208 *% 5) +% 4) *% 32)) +% (nb207 *% 16)), t209_c4_0)
-              storeVector(arena, (((((426240 +% (xi206 *% 1568)) +% (part205 *% 16)) +% (((mb208 *% 5) +% 4) *% 32)) +% (nb207 *% 16)) +% 8), t209_c4_1)
+              for ox692 in 0..<1 {
+                arena[((((((c688 *% 3) +% ky689) *% 3) *% 12560) +% (j687 *% 784)) +% ((oy690 *% 28) +% ox692))] = Float(0)
+              }
             }
-            var t211_c0_0 = Vector()
-            var t211_c0_1 = Vector()
-            var t211_c1_0 = Vector()
-            var t211_c1_1 = Vector()
-            var t211_c2_0 = Vector()
-            var t211_c2_1 = Vector()
-            var t211_c3_0 = Vector()
-            var t211_c3_1 = Vector()
-            for k212 in 0..<16 {
-              let t211_b0 = loadVector(arena, ((((401408 +% (xi206 *% 512)) +% (part205 *% 16)) +% (k212 *% 32)) +% (nb207 *% 16)))
-              let t211_b1 = loadVector(arena, (((((401408 +% (xi206 *% 512)) +% (part205 *% 16)) +% (k212 *% 32)) +% (nb207 *% 16)) +% 8))
-              let t211_a0 = Vector(repeating: arena[(((413696 +% (xi206 *% 784)) +% 720) +% k212)])
-              t211_c0_0 = t211_c0_0.addingProduct(t211_a0, t211_b0)
-              t211_c0_1 = t211_c0_1.addingProduct(t211_a0, t211_b1)
-              let t211_a1 = Vector(repeating: arena[(((413696 +% (xi206 *% 784)) +% 736) +% k212)])
-              t211_c1_0 = t211_c1_0.addingProduct(t211_a1, t211_b0)
-              t211_c1_1 = t211_c1_1.addingProduct(t211_a1, t211_b1)
-              let t211_a2 = Vector(repeating: arena[(((413696 +% (xi206 *% 784)) +% 752) +% k212)])
-              t211_c2_0 = t211_c2_0.addingProduct(t211_a2, t211_b0)
-              t211_c2_1 = t211_c2_1.addingProduct(t211_a2, t211_b1)
-              let t211_a3 = Vector(repeating: arena[(((413696 +% (xi206 *% 784)) +% 768) +% k212)])
-              t211_c3_0 = t211_c3_0.addingProduct(t211_a3, t211_b0)
-              t211_c3_1 = t211_c3_1.addingProduct(t211_a3, t211_b1)
+            if ((oy690 +% ky689) +% -1) < 0 {
+              for ox693 in 0..<28 {
+                arena[((((((c688 *% 3) +% ky689) *% 3) *% 12560) +% (j687 *% 784)) +% ((oy690 *% 28) +% ox693))] = Float(0)
+              }
             }
-            storeVector(arena, ((((426240 +% (xi206 *% 1568)) +% (part205 *% 16)) +% 1440) +% (nb207 *% 16)), t211_c0_0)
-            storeVector(arena, (((((426240 +% (xi206 *% 1568)) +% (part205 *% 16)) +% 1440) +% (nb207 *% 16)) +% 8), t211_c0_1)
-            storeVector(arena, ((((426240 +% (xi206 *% 1568)) +% (part205 *% 16)) +% 1472) +% (nb207 *% 16)), t211_c1_0)
-            storeVector(arena, (((((426240 +% (xi206 *% 1568)) +% (part205 *% 16)) +% 1472) +% (nb207 *% 16)) +% 8), t211_c1_1)
-            storeVector(arena, ((((426240 +% (xi206 *% 1568)) +% (part205 *% 16)) +% 1504) +% (nb207 *% 16)), t211_c2_0)
-            storeVector(arena, (((((426240 +% (xi206 *% 1568)) +% (part205 *% 16)) +% 1504) +% (nb207 *% 16)) +% 8), t211_c2_1)
-            storeVector(arena, ((((426240 +% (xi206 *% 1568)) +% (part205 *% 16)) +% 1536) +% (nb207 *% 16)), t211_c3_0)
-            storeVector(arena, (((((426240 +% (xi206 *% 1568)) +% (part205 *% 16)) +% 1536) +% (nb207 *% 16)) +% 8), t211_c3_1)
+            if 27 < ((oy690 +% ky689) +% -1) {
+              for ox693 in 0..<28 {
+                arena[((((((c688 *% 3) +% ky689) *% 3) *% 12560) +% (j687 *% 784)) +% ((oy690 *% 28) +% ox693))] = Float(0)
+              }
+            }
           }
-        }
-      }
-      for j214 in 0..<1 {
-        for ty215 in 0..<7 {
-          for tx216 in 0..<7 {
-            for cv217 in 0..<2 {
-              let w218 = ((loadVector(arena, ((426240 +% ((((j214 *% 49) +% (ty215 *% 7)) +% tx216) *% 32)) +% ((part205 *% 16) +% (cv217 *% 8)))) + loadVector(arena, ((432512 +% ((((j214 *% 49) +% (ty215 *% 7)) +% tx216) *% 32)) +% ((part205 *% 16) +% (cv217 *% 8))))) + loadVector(arena, ((438784 +% ((((j214 *% 49) +% (ty215 *% 7)) +% tx216) *% 32)) +% ((part205 *% 16) +% (cv217 *% 8)))))
-              let w219 = ((loadVector(arena, ((432512 +% ((((j214 *% 49) +% (ty215 *% 7)) +% tx216) *% 32)) +% ((part205 *% 16) +% (cv217 *% 8)))) - loadVector(arena, ((438784 +% ((((j214 *% 49) +% (ty215 *% 7)) +% tx216) *% 32)) +% ((part205 *% 16) +% (cv217 *% 8))))) - loadVector(arena, ((445056 +% ((((j214 *% 49) +% (ty215 *% 7)) +% tx216) *% 32)) +% ((part205 *% 16) +% (cv217 *% 8)))))
-              let w220 = ((loadVector(arena, ((427808 +% ((((j214 *% 49) +% (ty215 *% 7)) +% tx216) *% 32)) +% ((part205 *% 16) +% (cv217 *% 8)))) + loadVector(arena, ((434080 +% ((((j214 *% 49) +% (ty215 *% 7)) +% tx216) *% 32)) +% ((part205 *% 16) +% (cv217 *% 8))))) + loadVector(arena, ((440352 +% ((((j214 *% 49) +% (ty215 *% 7)) +% tx216) *% 32)) +% ((part205 *% 16) +% (cv217 *% 8)))))
-              let w221 = ((loadVector(arena, ((434080 +% ((((j214 *% 49) +% (ty215 *% 7)) +% tx216) *% 32)) +% ((part205 *% 16) +% (cv217 *% 8)))) - loadVector(arena, ((440352 +% ((((j214 *% 49) +% (ty215 *% 7)) +% tx216) *% 32)) +% ((part205 *% 16) +% (cv217 *% 8))))) - loadVector(arena, ((446624 +% ((((j214 *% 49) +% (ty215 *% 7)) +% tx216) *% 32)) +% ((part205 *% 16) +% (cv217 *% 8)))))
-              let w222 = ((loadVector(arena, ((429376 +% ((((j214 *% 49) +% (ty215 *% 7)) +% tx216) *% 32)) +% ((part205 *% 16) +% (cv217 *% 8)))) + loadVector(arena, ((435648 +% ((((j214 *% 49) +% (ty215 *% 7)) +% tx216) *% 32)) +% ((part205 *% 16) +% (cv217 *% 8))))) + loadVector(arena, ((441920 +% ((((j214 *% 49) +% (ty215 *% 7)) +% tx216) *% 32)) +% ((part205 *% 16) +% (cv217 *% 8)))))
-              let w223 = ((loadVector(arena, ((435648 +% ((((j214 *% 49) +% (ty215 *% 7)) +% tx216) *% 32)) +% ((part205 *% 16) +% (cv217 *% 8)))) - loadVector(arena, ((441920 +% ((((j214 *% 49) +% (ty215 *% 7)) +% tx216) *% 32)) +% ((part205 *% 16) +% (cv217 *% 8))))) - loadVector(arena, ((448192 +% ((((j214 *% 49) +% (ty215 *% 7)) +% tx216) *% 32)) +% ((part205 *% 16) +% (cv217 *% 8)))))
-              let w224 = ((loadVector(arena, ((430944 +% ((((j214 *% 49) +% (ty215 *% 7)) +% tx216) *% 32)) +% ((part205 *% 16) +% (cv217 *% 8)))) + loadVector(arena, ((437216 +% ((((j214 *% 49) +% (ty215 *% 7)) +% tx216) *% 32)) +% ((part205 *% 16) +% (cv217 *% 8))))) + loadVector(arena, ((443488 +% ((((j214 *% 49) +% (ty215 *% 7)) +% tx216) *% 32)) +% ((part205 *% 16) +% (cv217 *% 8)))))
-              let w225 = ((loadVector(arena, ((437216 +% ((((j214 *% 49) +% (ty215 *% 7)) +% tx216) *% 32)) +% ((part205 *% 16) +% (cv217 *% 8)))) - loadVector(arena, ((443488 +% ((((j214 *% 49) +% (ty215 *% 7)) +% tx216) *% 32)) +% ((part205 *% 16) +% (cv217 *% 8))))) - loadVector(arena, ((449760 +% ((((j214 *% 49) +% (ty215 *% 7)) +% tx216) *% 32)) +% ((part205 *% 16) +% (cv217 *% 8)))))
-              let w226 = ((w218 + w220) + w222)
-              let w227 = ((w220 - w222) - w224)
-              let w228 = ((w219 + w221) + w223)
-              let w229 = ((w221 - w223) - w225)
-              storeVector(arena, ((451328 +% (((((j214 *% 14) +% (ty215 *% 2)) *% 14) +% (tx216 *% 2)) *% 32)) +% ((part205 *% 16) +% (cv217 *% 8))), (w226 + loadVector(params, (7088 +% ((part205 *% 16) +% (cv217 *% 8))))))
-              storeVector(arena, ((451328 +% ((((((j214 *% 14) +% (ty215 *% 2)) *% 14) +% (tx216 *% 2)) +% 1) *% 32)) +% ((part205 *% 16) +% (cv217 *% 8))), (w227 + loadVector(params, (7088 +% ((part205 *% 16) +% (cv217 *% 8))))))
-              storeVector(arena, ((451328 +% ((((((j214 *% 14) +% (ty215 *% 2)) +% 1) *% 14) +% (tx216 *% 2)) *% 32)) +% ((part205 *% 16) +% (cv217 *% 8))), (w228 + loadVector(params, (7088 +% ((part205 *% 16) +% (cv217 *% 8))))))
-              storeVector(arena, ((451328 +% (((((((j214 *% 14) +% (ty215 *% 2)) +% 1) *% 14) +% (tx216 *% 2)) +% 1) *% 32)) +% ((part205 *% 16) +% (cv217 *% 8))), (w229 + loadVector(params, (7088 +% ((part205 *% 16) +% (cv217 *% 8))))))
+          for oy694 in 0..<28 {
+            if (-1 < ((oy694 +% ky689) +% -1) && ((oy694 +% ky689) +% -1) < 28) {
+              for ox695 in 0..<28 {
+                arena[(((((((c688 *% 3) +% ky689) *% 3) +% 1) *% 12560) +% (j687 *% 784)) +% ((oy694 *% 28) +% ox695))] = images[((((((g686 *% 16) +% j687) *% 784) +% (c688 *% 784)) +% (((oy694 +% ky689) +% -1) *% 28)) +% ox695)]
+              }
+            }
+            if ((oy694 +% ky689) +% -1) < 0 {
+              for ox696 in 0..<28 {
+                arena[(((((((c688 *% 3) +% ky689) *% 3) +% 1) *% 12560) +% (j687 *% 784)) +% ((oy694 *% 28) +% ox696))] = Float(0)
+              }
+            }
+            if 27 < ((oy694 +% ky689) +% -1) {
+              for ox696 in 0..<28 {
+                arena[(((((((c688 *% 3) +% ky689) *% 3) +% 1) *% 12560) +% (j687 *% 784)) +% ((oy694 *% 28) +% ox696))] = Float(0)
+              }
+            }
+          }
+          for oy697 in 0..<28 {
+            if (-1 < ((oy697 +% ky689) +% -1) && ((oy697 +% ky689) +% -1) < 28) {
+              for ox698 in 0..<27 {
+                arena[(((((((c688 *% 3) +% ky689) *% 3) +% 2) *% 12560) +% (j687 *% 784)) +% ((oy697 *% 28) +% ox698))] = images[((((((g686 *% 16) +% j687) *% 784) +% (c688 *% 784)) +% (((oy697 +% ky689) +% -1) *% 28)) +% (ox698 +% 1))]
+              }
+              for ox699 in 0..<1 {
+                arena[(((((((c688 *% 3) +% ky689) *% 3) +% 2) *% 12560) +% (j687 *% 784)) +% ((oy697 *% 28) +% (ox699 +% 27)))] = Float(0)
+              }
+            }
+            if ((oy697 +% ky689) +% -1) < 0 {
+              for ox700 in 0..<28 {
+                arena[(((((((c688 *% 3) +% ky689) *% 3) +% 2) *% 12560) +% (j687 *% 784)) +% ((oy697 *% 28) +% ox700))] = Float(0)
+              }
+            }
+            if 27 < ((oy697 +% ky689) +% -1) {
+              for ox700 in 0..<28 {
+                arena[(((((((c688 *% 3) +% ky689) *% 3) +% 2) *% 12560) +% (j687 *% 784)) +% ((oy697 *% 28) +% ox700))] = Float(0)
+              }
             }
           }
         }
       }
-      for j230 in 0..<1 {
-        for c231 in 0..<16 {
-          for q232 in 0..<196 {
-            arena[((((g164 +% j230) *% 6272) +% (((part205 *% 16) +% c231) *% 196)) +% q232)] = arena[((451328 +% (((j230 *% 196) +% q232) *% 32)) +% ((part205 *% 16) +% c231))]
+    }
+    for j701 in 0..<16 {
+      for i702 in 0..<784 {
+        for f703 in 0..<16 {
+          arena[((113040 +% (((j701 *% 784) +% i702) *% 16)) +% f703)] = arena[(((1605632 +% (((g686 *% 16) +% j701) *% 12544)) +% (f703 *% 784)) +% i702)]
+        }
+      }
+    }
+    do {  // gemm711
+      for kp704 in 0..<7 {
+        for nb705 in 0..<1 {
+          for mb706 in 0..<1 {
+            var t707_c0_0 = loadVector(arena, ((313744 +% ((mb706 *% 5) *% 16)) +% (nb705 *% 16)))
+            var t707_c0_1 = loadVector(arena, (((313744 +% ((mb706 *% 5) *% 16)) +% (nb705 *% 16)) +% 8))
+            var t707_c1_0 = loadVector(arena, ((313744 +% (((mb706 *% 5) +% 1) *% 16)) +% (nb705 *% 16)))
+            var t707_c1_1 = loadVector(arena, (((313744 +% (((mb706 *% 5) +% 1) *% 16)) +% (nb705 *% 16)) +% 8))
+            var t707_c2_0 = loadVector(arena, ((313744 +% (((mb706 *% 5) +% 2) *% 16)) +% (nb705 *% 16)))
+            var t707_c2_1 = loadVector(arena, (((313744 +% (((mb706 *% 5) +% 2) *% 16)) +% (nb705 *% 16)) +% 8))
+            var t707_c3_0 = loadVector(arena, ((313744 +% (((mb706 *% 5) +% 3) *% 16)) +% (nb705 *% 16)))
+            var t707_c3_1 = loadVector(arena, (((313744 +% (((mb706 *% 5) +% 3) *% 16)) +% (nb705 *% 16)) +% 8))
+            var t707_c4_0 = loadVector(arena, ((313744 +% (((mb706 *% 5) +% 4) *% 16)) +% (nb705 *% 16)))
+            var t707_c4_1 = loadVector(arena, (((313744 +% (((mb706 *% 5) +% 4) *% 16)) +% (nb705 *% 16)) +% 8))
+            for k708 in 0..<1792 {
+              let t707_b0 = loadVector(arena, ((113040 +% ((k708 +% (kp704 *% 1792)) *% 16)) +% (nb705 *% 16)))
+              let t707_b1 = loadVector(arena, (((113040 +% ((k708 +% (kp704 *% 1792)) *% 16)) +% (nb705 *% 16)) +% 8))
+              let t707_a0 = Vector(repeating: arena[(((mb706 *% 5) *% 12560) +% (k708 +% (kp704 *% 1792)))])
+              t707_c0_0 = t707_c0_0.addingProduct(t707_a0, t707_b0)
+              t707_c0_1 = t707_c0_1.addingProduct(t707_a0, t707_b1)
+              let t707_a1 = Vector(repeating: arena[((((mb706 *% 5) +% 1) *% 12560) +% (k708 +% (kp704 *% 1792)))])
+              t707_c1_0 = t707_c1_0.addingProduct(t707_a1, t707_b0)
+              t707_c1_1 = t707_c1_1.addingProduct(t707_a1, t707_b1)
+              let t707_a2 = Vector(repeating: arena[((((mb706 *% 5) +% 2) *% 12560) +% (k708 +% (kp704 *% 1792)))])
+              t707_c2_0 = t707_c2_0.addingProduct(t707_a2, t707_b0)
+              t707_c2_1 = t707_c2_1.addingProduct(t707_a2, t707_b1)
+              let t707_a3 = Vector(repeating: arena[((((mb706 *% 5) +% 3) *% 12560) +% (k708 +% (kp704 *% 1792)))])
+              t707_c3_0 = t707_c3_0.addingProduct(t707_a3, t707_b0)
+              t707_c3_1 = t707_c3_1.addingProduct(t707_a3, t707_b1)
+              let t707_a4 = Vector(repeating: arena[((((mb706 *% 5) +% 4) *% 12560) +% (k708 +% (kp704 *% 1792)))])
+              t707_c4_0 = t707_c4_0.addingProduct(t707_a4, t707_b0)
+              t707_c4_1 = t707_c4_1.addingProduct(t707_a4, t707_b1)
+            }
+            storeVector(arena, ((313744 +% ((mb706 *% 5) *% 16)) +% (nb705 *% 16)), t707_c0_0)
+            storeVector(arena, (((313744 +% ((mb706 *% 5) *% 16)) +% (nb705 *% 16)) +% 8), t707_c0_1)
+            storeVector(arena, ((313744 +% (((mb706 *% 5) +% 1) *% 16)) +% (nb705 *% 16)), t707_c1_0)
+            storeVector(arena, (((313744 +% (((mb706 *% 5) +% 1) *% 16)) +% (nb705 *% 16)) +% 8), t707_c1_1)
+            storeVector(arena, ((313744 +% (((mb706 *% 5) +% 2) *% 16)) +% (nb705 *% 16)), t707_c2_0)
+            storeVector(arena, (((313744 +% (((mb706 *% 5) +% 2) *% 16)) +% (nb705 *% 16)) +% 8), t707_c2_1)
+            storeVector(arena, ((313744 +% (((mb706 *% 5) +% 3) *% 16)) +% (nb705 *% 16)), t707_c3_0)
+            storeVector(arena, (((313744 +% (((mb706 *% 5) +% 3) *% 16)) +% (nb705 *% 16)) +% 8), t707_c3_1)
+            storeVector(arena, ((313744 +% (((mb706 *% 5) +% 4) *% 16)) +% (nb705 *% 16)), t707_c4_0)
+            storeVector(arena, (((313744 +% (((mb706 *% 5) +% 4) *% 16)) +% (nb705 *% 16)) +% 8), t707_c4_1)
+          }
+          var t709_c0_0 = loadVector(arena, (313824 +% (nb705 *% 16)))
+          var t709_c0_1 = loadVector(arena, ((313824 +% (nb705 *% 16)) +% 8))
+          var t709_c1_0 = loadVector(arena, (313840 +% (nb705 *% 16)))
+          var t709_c1_1 = loadVector(arena, ((313840 +% (nb705 *% 16)) +% 8))
+          var t709_c2_0 = loadVector(arena, (313856 +% (nb705 *% 16)))
+          var t709_c2_1 = loadVector(arena, ((313856 +% (nb705 *% 16)) +% 8))
+          var t709_c3_0 = loadVector(arena, (313872 +% (nb705 *% 16)))
+          var t709_c3_1 = loadVector(arena, ((313872 +% (nb705 *% 16)) +% 8))
+          for k710 in 0..<1792 {
+            let t709_b0 = loadVector(arena, ((113040 +% ((k710 +% (kp704 *% 1792)) *% 16)) +% (nb705 *% 16)))
+            let t709_b1 = loadVector(arena, (((113040 +% ((k710 +% (kp704 *% 1792)) *% 16)) +% (nb705 *% 16)) +% 8))
+            let t709_a0 = Vector(repeating: arena[(62800 +% (k710 +% (kp704 *% 1792)))])
+            t709_c0_0 = t709_c0_0.addingProduct(t709_a0, t709_b0)
+            t709_c0_1 = t709_c0_1.addingProduct(t709_a0, t709_b1)
+            let t709_a1 = Vector(repeating: arena[(75360 +% (k710 +% (kp704 *% 1792)))])
+            t709_c1_0 = t709_c1_0.addingProduct(t709_a1, t709_b0)
+            t709_c1_1 = t709_c1_1.addingProduct(t709_a1, t709_b1)
+            let t709_a2 = Vector(repeating: arena[(87920 +% (k710 +% (kp704 *% 1792)))])
+            t709_c2_0 = t709_c2_0.addingProduct(t709_a2, t709_b0)
+            t709_c2_1 = t709_c2_1.addingProduct(t709_a2, t709_b1)
+            let t709_a3 = Vector(repeating: arena[(100480 +% (k710 +% (kp704 *% 1792)))])
+            t709_c3_0 = t709_c3_0.addingProduct(t709_a3, t709_b0)
+            t709_c3_1 = t709_c3_1.addingProduct(t709_a3, t709_b1)
+          }
+          storeVector(arena, (313824 +% (nb705 *% 16)), t709_c0_0)
+          storeVector(arena, ((313824 +% (nb705 *% 16)) +% 8), t709_c0_1)
+          storeVector(arena, (313840 +% (nb705 *% 16)), t709_c1_0)
+          storeVector(arena, ((313840 +% (nb705 *% 16)) +% 8), t709_c1_1)
+          storeVector(arena, (313856 +% (nb705 *% 16)), t709_c2_0)
+          storeVector(arena, ((313856 +% (nb705 *% 16)) +% 8), t709_c2_1)
+          storeVector(arena, (313872 +% (nb705 *% 16)), t709_c3_0)
+          storeVector(arena, ((313872 +% (nb705 *% 16)) +% 8), t709_c3_1)
+        }
+      }
+    }
+  }
+  for f712 in 0..<16 {
+    for r713 in 0..<9 {
+      grads[((f712 *% 9) +% r713)] = arena[((313744 +% (r713 *% 16)) +% f712)]
+    }
+  }
+  // conv1_bias_grad = conv2d_grad_bias(conv1_grad)
+  for f714 in 0..<16 {
+    var acc715 = Vector()
+    for img716 in 0..<64 {
+      for i717 in 0..<98 {
+        acc715 = acc715.addingProduct(Vector(repeating: Float(1)), loadVector(arena, (((1605632 +% (img716 *% 12544)) +% (f714 *% 784)) +% (i717 *% 8))))
+      }
+    }
+    storeVector(arena, 0, acc715)
+    var sum718: Float = (arena[0] + arena[1])
+    var sum719: Float = (sum718 + arena[2])
+    var sum720: Float = (sum719 + arena[3])
+    var sum721: Float = (sum720 + arena[4])
+    var sum722: Float = (sum721 + arena[5])
+    var sum723: Float = (sum722 + arena[6])
+    var sum724: Float = (sum723 + arena[7])
+    grads[(144 +% f714)] = sum724
+  }
+  // adam = update of 7450 parameters
+  var step_size725: Float = (lr / (Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
+  var bc2_sqrt726: Float = sqrtf((Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
+  for i727 in 0..<931 {
+    let g_v = (loadVector(grads, (i727 *% 8)) + (Vector(repeating: Float(0)) * loadVector(params, (i727 *% 8))))
+    let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadVector(m, (i727 *% 8))) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
+    let v_new_v = ((Vector(repeating: Float(bitPattern: 0x3f7fbe77)) * loadVector(v, (i727 *% 8))) + ((Vector(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
+    storeVector(m, (i727 *% 8), m_new_v)
+    storeVector(v, (i727 *% 8), v_new_v)
+    storeVector(params, (i727 *% 8), (loadVector(params, (i727 *% 8)) - ((Vector(repeating: step_size725) * m_new_v) / ((v_new_v.squareRoot() / Vector(repeating: bc2_sqrt726)) + Vector(repeating: Float(bitPattern: 0x322bcc77))))))
+  }
+  for i727 in 0..<1 {
+    let g_v = (loadPartial(grads, (i727 +% 7448), 2) + (Vector(repeating: Float(0)) * loadPartial(params, (i727 +% 7448), 2)))
+    let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadPartial(m, (i727 +% 7448), 2)) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
+    let v_new_v = ((Vector(repeating: Float(bitPattern: 0x3f7fbe77)) * loadPartial(v, (i727 +% 7448), 2)) + ((Vector(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
+    storePartial(m, (i727 +% 7448), m_new_v, 2)
+    storePartial(v, (i727 +% 7448), v_new_v, 2)
+    storePartial(params, (i727 +% 7448), (loadPartial(params, (i727 +% 7448), 2) - ((Vector(repeating: step_size725) * m_new_v) / ((v_new_v.squareRoot() / Vector(repeating: bc2_sqrt726)) + Vector(repeating: Float(bitPattern: 0x322bcc77))))), 2)
+  }
+}
+
+@_cdecl("residual_infer_b64")
+public func residual_infer_b64(
+  _ params: UnsafeMutablePointer<Float>?, _ grads: UnsafeMutablePointer<Float>?, _ m: UnsafeMutablePointer<Float>?,
+  _ v: UnsafeMutablePointer<Float>?, _ arena: UnsafeMutablePointer<Float>?, _ images: UnsafePointer<Float>?,
+  _ labels: UnsafePointer<Int32>?, _ lr: Float, _ step: Int64, _ seed: Int64, _ pool: UnsafeMutableRawPointer?
+) {
+  let params = params.unsafelyUnwrapped
+  let arena = arena.unsafelyUnwrapped
+  let images = UnsafeMutablePointer(mutating: images.unsafelyUnwrapped)
+  _ = (lr, step, seed, pool)
+  // conv1 = conv2d(image)
+  for g1 in 0..<4 {
+    for j2 in 0..<16 {
+      for c3 in 0..<1 {
+        for ky4 in 0..<3 {
+          for oy5 in 0..<28 {
+            if (-1 < ((oy5 +% ky4) +% -1) && ((oy5 +% ky4) +% -1) < 28) {
+              for ox6 in 0..<27 {
+                arena[(((802816 +% ((((c3 *% 3) +% ky4) *% 3) *% 12560)) +% (j2 *% 784)) +% ((oy5 *% 28) +% (ox6 +% 1)))] = images[((((((g1 *% 16) +% j2) *% 784) +% (c3 *% 784)) +% (((oy5 +% ky4) +% -1) *% 28)) +% ((ox6 +% 1) +% -1))]
+              }
+              for ox7 in 0..<1 {
+                arena[(((802816 +% ((((c3 *% 3) +% ky4) *% 3) *% 12560)) +% (j2 *% 784)) +% ((oy5 *% 28) +% ox7))] = Float(0)
+              }
+            }
+            if ((oy5 +% ky4) +% -1) < 0 {
+              for ox8 in 0..<28 {
+                arena[(((802816 +% ((((c3 *% 3) +% ky4) *% 3) *% 12560)) +% (j2 *% 784)) +% ((oy5 *% 28) +% ox8))] = Float(0)
+              }
+            }
+            if 27 < ((oy5 +% ky4) +% -1) {
+              for ox8 in 0..<28 {
+                arena[(((802816 +% ((((c3 *% 3) +% ky4) *% 3) *% 12560)) +% (j2 *% 784)) +% ((oy5 *% 28) +% ox8))] = Float(0)
+              }
+            }
+          }
+          for oy9 in 0..<28 {
+            if (-1 < ((oy9 +% ky4) +% -1) && ((oy9 +% ky4) +% -1) < 28) {
+              for ox10 in 0..<28 {
+                arena[(((802816 +% (((((c3 *% 3) +% ky4) *% 3) +% 1) *% 12560)) +% (j2 *% 784)) +% ((oy9 *% 28) +% ox10))] = images[((((((g1 *% 16) +% j2) *% 784) +% (c3 *% 784)) +% (((oy9 +% ky4) +% -1) *% 28)) +% ox10)]
+              }
+            }
+            if ((oy9 +% ky4) +% -1) < 0 {
+              for ox11 in 0..<28 {
+                arena[(((802816 +% (((((c3 *% 3) +% ky4) *% 3) +% 1) *% 12560)) +% (j2 *% 784)) +% ((oy9 *% 28) +% ox11))] = Float(0)
+              }
+            }
+            if 27 < ((oy9 +% ky4) +% -1) {
+              for ox11 in 0..<28 {
+                arena[(((802816 +% (((((c3 *% 3) +% ky4) *% 3) +% 1) *% 12560)) +% (j2 *% 784)) +% ((oy9 *% 28) +% ox11))] = Float(0)
+              }
+            }
+          }
+          for oy12 in 0..<28 {
+            if (-1 < ((oy12 +% ky4) +% -1) && ((oy12 +% ky4) +% -1) < 28) {
+              for ox13 in 0..<27 {
+                arena[(((802816 +% (((((c3 *% 3) +% ky4) *% 3) +% 2) *% 12560)) +% (j2 *% 784)) +% ((oy12 *% 28) +% ox13))] = images[((((((g1 *% 16) +% j2) *% 784) +% (c3 *% 784)) +% (((oy12 +% ky4) +% -1) *% 28)) +% (ox13 +% 1))]
+              }
+              for ox14 in 0..<1 {
+                arena[(((802816 +% (((((c3 *% 3) +% ky4) *% 3) +% 2) *% 12560)) +% (j2 *% 784)) +% ((oy12 *% 28) +% (ox14 +% 27)))] = Float(0)
+              }
+            }
+            if ((oy12 +% ky4) +% -1) < 0 {
+              for ox15 in 0..<28 {
+                arena[(((802816 +% (((((c3 *% 3) +% ky4) *% 3) +% 2) *% 12560)) +% (j2 *% 784)) +% ((oy12 *% 28) +% ox15))] = Float(0)
+              }
+            }
+            if 27 < ((oy12 +% ky4) +% -1) {
+              for ox15 in 0..<28 {
+                arena[(((802816 +% (((((c3 *% 3) +% ky4) *% 3) +% 2) *% 12560)) +% (j2 *% 784)) +% ((oy12 *% 28) +% ox15))] = Float(0)
+              }
+            }
+          }
+        }
+      }
+    }
+    do {  // gemm23
+      for nb16 in 0..<522 {
+        for mb17 in 0..<4 {
+          var t18_c0_0 = Vector()
+          var t18_c0_1 = Vector()
+          var t18_c0_2 = Vector()
+          var t18_c1_0 = Vector()
+          var t18_c1_1 = Vector()
+          var t18_c1_2 = Vector()
+          var t18_c2_0 = Vector()
+          var t18_c2_1 = Vector()
+          var t18_c2_2 = Vector()
+          var t18_c3_0 = Vector()
+          var t18_c3_1 = Vector()
+          var t18_c3_2 = Vector()
+          for k19 in 0..<9 {
+            let t18_b0 = loadVector(arena, ((802816 +% (k19 *% 12560)) +% (nb16 *% 24)))
+            let t18_b1 = loadVector(arena, (((802816 +% (k19 *% 12560)) +% (nb16 *% 24)) +% 8))
+            let t18_b2 = loadVector(arena, (((802816 +% (k19 *% 12560)) +% (nb16 *% 24)) +% 16))
+            let t18_a0 = Vector(repeating: params[(((mb17 *% 4) *% 9) +% k19)])
+            t18_c0_0 = t18_c0_0.addingProduct(t18_a0, t18_b0)
+            t18_c0_1 = t18_c0_1.addingProduct(t18_a0, t18_b1)
+            t18_c0_2 = t18_c0_2.addingProduct(t18_a0, t18_b2)
+            let t18_a1 = Vector(repeating: params[((((mb17 *% 4) +% 1) *% 9) +% k19)])
+            t18_c1_0 = t18_c1_0.addingProduct(t18_a1, t18_b0)
+            t18_c1_1 = t18_c1_1.addingProduct(t18_a1, t18_b1)
+            t18_c1_2 = t18_c1_2.addingProduct(t18_a1, t18_b2)
+            let t18_a2 = Vector(repeating: params[((((mb17 *% 4) +% 2) *% 9) +% k19)])
+            t18_c2_0 = t18_c2_0.addingProduct(t18_a2, t18_b0)
+            t18_c2_1 = t18_c2_1.addingProduct(t18_a2, t18_b1)
+            t18_c2_2 = t18_c2_2.addingProduct(t18_a2, t18_b2)
+            let t18_a3 = Vector(repeating: params[((((mb17 *% 4) +% 3) *% 9) +% k19)])
+            t18_c3_0 = t18_c3_0.addingProduct(t18_a3, t18_b0)
+            t18_c3_1 = t18_c3_1.addingProduct(t18_a3, t18_b1)
+            t18_c3_2 = t18_c3_2.addingProduct(t18_a3, t18_b2)
+          }
+          storeVector(arena, ((915856 +% ((mb17 *% 4) *% 12560)) +% (nb16 *% 24)), t18_c0_0)
+          storeVector(arena, (((915856 +% ((mb17 *% 4) *% 12560)) +% (nb16 *% 24)) +% 8), t18_c0_1)
+          storeVector(arena, (((915856 +% ((mb17 *% 4) *% 12560)) +% (nb16 *% 24)) +% 16), t18_c0_2)
+          storeVector(arena, ((915856 +% (((mb17 *% 4) +% 1) *% 12560)) +% (nb16 *% 24)), t18_c1_0)
+          storeVector(arena, (((915856 +% (((mb17 *% 4) +% 1) *% 12560)) +% (nb16 *% 24)) +% 8), t18_c1_1)
+          storeVector(arena, (((915856 +% (((mb17 *% 4) +% 1) *% 12560)) +% (nb16 *% 24)) +% 16), t18_c1_2)
+          storeVector(arena, ((915856 +% (((mb17 *% 4) +% 2) *% 12560)) +% (nb16 *% 24)), t18_c2_0)
+          storeVector(arena, (((915856 +% (((mb17 *% 4) +% 2) *% 12560)) +% (nb16 *% 24)) +% 8), t18_c2_1)
+          storeVector(arena, (((915856 +% (((mb17 *% 4) +% 2) *% 12560)) +% (nb16 *% 24)) +% 16), t18_c2_2)
+          storeVector(arena, ((915856 +% (((mb17 *% 4) +% 3) *% 12560)) +% (nb16 *% 24)), t18_c3_0)
+          storeVector(arena, (((915856 +% (((mb17 *% 4) +% 3) *% 12560)) +% (nb16 *% 24)) +% 8), t18_c3_1)
+          storeVector(arena, (((915856 +% (((mb17 *% 4) +% 3) *% 12560)) +% (nb16 *% 24)) +% 16), t18_c3_2)
+        }
+      }
+      for mb20 in 0..<4 {
+        var t21_c0_0 = Vector()
+        var t21_c0_1 = Vector()
+        var t21_c1_0 = Vector()
+        var t21_c1_1 = Vector()
+        var t21_c2_0 = Vector()
+        var t21_c2_1 = Vector()
+        var t21_c3_0 = Vector()
+        var t21_c3_1 = Vector()
+        for k22 in 0..<9 {
+          let t21_b0 = loadVector(arena, ((802816 +% (k22 *% 12560)) +% 12528))
+          let t21_b1 = loadVector(arena, (((802816 +% (k22 *% 12560)) +% 12528) +% 8))
+          let t21_a0 = Vector(repeating: params[(((mb20 *% 4) *% 9) +% k22)])
+          t21_c0_0 = t21_c0_0.addingProduct(t21_a0, t21_b0)
+          t21_c0_1 = t21_c0_1.addingProduct(t21_a0, t21_b1)
+          let t21_a1 = Vector(repeating: params[((((mb20 *% 4) +% 1) *% 9) +% k22)])
+          t21_c1_0 = t21_c1_0.addingProduct(t21_a1, t21_b0)
+          t21_c1_1 = t21_c1_1.addingProduct(t21_a1, t21_b1)
+          let t21_a2 = Vector(repeating: params[((((mb20 *% 4) +% 2) *% 9) +% k22)])
+          t21_c2_0 = t21_c2_0.addingProduct(t21_a2, t21_b0)
+          t21_c2_1 = t21_c2_1.addingProduct(t21_a2, t21_b1)
+          let t21_a3 = Vector(repeating: params[((((mb20 *% 4) +% 3) *% 9) +% k22)])
+          t21_c3_0 = t21_c3_0.addingProduct(t21_a3, t21_b0)
+          t21_c3_1 = t21_c3_1.addingProduct(t21_a3, t21_b1)
+        }
+        storeVector(arena, ((915856 +% ((mb20 *% 4) *% 12560)) +% 12528), t21_c0_0)
+        storeVector(arena, (((915856 +% ((mb20 *% 4) *% 12560)) +% 12528) +% 8), t21_c0_1)
+        storeVector(arena, ((915856 +% (((mb20 *% 4) +% 1) *% 12560)) +% 12528), t21_c1_0)
+        storeVector(arena, (((915856 +% (((mb20 *% 4) +% 1) *% 12560)) +% 12528) +% 8), t21_c1_1)
+        storeVector(arena, ((915856 +% (((mb20 *% 4) +% 2) *% 12560)) +% 12528), t21_c2_0)
+        storeVector(arena, (((915856 +% (((mb20 *% 4) +% 2) *% 12560)) +% 12528) +% 8), t21_c2_1)
+        storeVector(arena, ((915856 +% (((mb20 *% 4) +% 3) *% 12560)) +% 12528), t21_c3_0)
+        storeVector(arena, (((915856 +% (((mb20 *% 4) +% 3) *% 12560)) +% 12528) +% 8), t21_c3_1)
+      }
+    }
+    for j24 in 0..<16 {
+      for f25 in 0..<16 {
+        for i26 in 0..<98 {
+          storeVector(arena, ((i26 *% 8) +% ((((g1 *% 16) +% j24) *% 12544) +% (f25 *% 784))), (loadVector(arena, ((i26 *% 8) +% ((915856 +% (f25 *% 12560)) +% (j24 *% 784)))) + Vector(repeating: params[(144 +% f25)])))
+        }
+      }
+    }
+  }
+  // act1 = leaky_relu(conv1)
+  for i27 in 0..<100352 {
+    storeVector(arena, ((i27 *% 8) +% 802816), (Vector(repeating: Float(bitPattern: 0x3dcccccd)) * loadVector(arena, (i27 *% 8))).replacing(with: loadVector(arena, (i27 *% 8)), where: loadVector(arena, (i27 *% 8)) .> Vector(repeating: Float(0))))
+  }
+  // conv2 = conv2d(act1)
+  parallelFor(pool, 2) { part28 in
+    for ci29 in 0..<16 {
+      for co30 in 0..<8 {
+        var w31: Float = params[(160 +% (((((part28 *% 8) +% co30) *% 16) +% ci29) *% 9))]
+        var w32: Float = (((params[(160 +% (((((part28 *% 8) +% co30) *% 16) +% ci29) *% 9))] + params[((160 +% (((((part28 *% 8) +% co30) *% 16) +% ci29) *% 9)) +% 3)]) + params[((160 +% (((((part28 *% 8) +% co30) *% 16) +% ci29) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
+        var w33: Float = (((params[(160 +% (((((part28 *% 8) +% co30) *% 16) +% ci29) *% 9))] + params[((160 +% (((((part28 *% 8) +% co30) *% 16) +% ci29) *% 9)) +% 6)]) - params[((160 +% (((((part28 *% 8) +% co30) *% 16) +% ci29) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
+        var w34: Float = params[((160 +% (((((part28 *% 8) +% co30) *% 16) +% ci29) *% 9)) +% 6)]
+        var w35: Float = params[((160 +% (((((part28 *% 8) +% co30) *% 16) +% ci29) *% 9)) +% 1)]
+        var w36: Float = (((params[((160 +% (((((part28 *% 8) +% co30) *% 16) +% ci29) *% 9)) +% 1)] + params[((160 +% (((((part28 *% 8) +% co30) *% 16) +% ci29) *% 9)) +% 4)]) + params[((160 +% (((((part28 *% 8) +% co30) *% 16) +% ci29) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
+        var w37: Float = (((params[((160 +% (((((part28 *% 8) +% co30) *% 16) +% ci29) *% 9)) +% 1)] + params[((160 +% (((((part28 *% 8) +% co30) *% 16) +% ci29) *% 9)) +% 7)]) - params[((160 +% (((((part28 *% 8) +% co30) *% 16) +% ci29) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
+        var w38: Float = params[((160 +% (((((part28 *% 8) +% co30) *% 16) +% ci29) *% 9)) +% 7)]
+        var w39: Float = params[((160 +% (((((part28 *% 8) +% co30) *% 16) +% ci29) *% 9)) +% 2)]
+        var w40: Float = (((params[((160 +% (((((part28 *% 8) +% co30) *% 16) +% ci29) *% 9)) +% 2)] + params[((160 +% (((((part28 *% 8) +% co30) *% 16) +% ci29) *% 9)) +% 5)]) + params[((160 +% (((((part28 *% 8) +% co30) *% 16) +% ci29) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
+        var w41: Float = (((params[((160 +% (((((part28 *% 8) +% co30) *% 16) +% ci29) *% 9)) +% 2)] + params[((160 +% (((((part28 *% 8) +% co30) *% 16) +% ci29) *% 9)) +% 8)]) - params[((160 +% (((((part28 *% 8) +% co30) *% 16) +% ci29) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
+        var w42: Float = params[((160 +% (((((part28 *% 8) +% co30) *% 16) +% ci29) *% 9)) +% 8)]
+        var w43: Float = w31
+        var w44: Float = (((w31 + w35) + w39) * Float(bitPattern: 0x3f000000))
+        var w45: Float = (((w31 + w39) - w35) * Float(bitPattern: 0x3f000000))
+        var w46: Float = w39
+        var w47: Float = w32
+        var w48: Float = (((w32 + w36) + w40) * Float(bitPattern: 0x3f000000))
+        var w49: Float = (((w32 + w40) - w36) * Float(bitPattern: 0x3f000000))
+        var w50: Float = w40
+        var w51: Float = w33
+        var w52: Float = (((w33 + w37) + w41) * Float(bitPattern: 0x3f000000))
+        var w53: Float = (((w33 + w41) - w37) * Float(bitPattern: 0x3f000000))
+        var w54: Float = w41
+        var w55: Float = w34
+        var w56: Float = (((w34 + w38) + w42) * Float(bitPattern: 0x3f000000))
+        var w57: Float = (((w34 + w42) - w38) * Float(bitPattern: 0x3f000000))
+        var w58: Float = w42
+        arena[((1605632 +% (ci29 *% 16)) +% ((part28 *% 8) +% co30))] = w43
+        arena[((1605888 +% (ci29 *% 16)) +% ((part28 *% 8) +% co30))] = w44
+        arena[((1606144 +% (ci29 *% 16)) +% ((part28 *% 8) +% co30))] = w45
+        arena[((1606400 +% (ci29 *% 16)) +% ((part28 *% 8) +% co30))] = w46
+        arena[((1606656 +% (ci29 *% 16)) +% ((part28 *% 8) +% co30))] = w47
+        arena[((1606912 +% (ci29 *% 16)) +% ((part28 *% 8) +% co30))] = w48
+        arena[((1607168 +% (ci29 *% 16)) +% ((part28 *% 8) +% co30))] = w49
+        arena[((1607424 +% (ci29 *% 16)) +% ((part28 *% 8) +% co30))] = w50
+        arena[((1607680 +% (ci29 *% 16)) +% ((part28 *% 8) +% co30))] = w51
+        arena[((1607936 +% (ci29 *% 16)) +% ((part28 *% 8) +% co30))] = w52
+        arena[((1608192 +% (ci29 *% 16)) +% ((part28 *% 8) +% co30))] = w53
+        arena[((1608448 +% (ci29 *% 16)) +% ((part28 *% 8) +% co30))] = w54
+        arena[((1608704 +% (ci29 *% 16)) +% ((part28 *% 8) +% co30))] = w55
+        arena[((1608960 +% (ci29 *% 16)) +% ((part28 *% 8) +% co30))] = w56
+        arena[((1609216 +% (ci29 *% 16)) +% ((part28 *% 8) +% co30))] = w57
+        arena[((1609472 +% (ci29 *% 16)) +% ((part28 *% 8) +% co30))] = w58
+      }
+    }
+  }
+  for i59 in 0..<1800 {
+    storeVector(arena, ((i59 *% 8) +% 1609728), Vector(repeating: Float(0)))
+  }
+  for g60 in 0..<64 {
+    for j61 in 0..<1 {
+      for c62 in 0..<16 {
+        for iy63 in 0..<28 {
+          for ix64 in 0..<28 {
+            arena[(1609728 +% ((((j61 *% 14400) +% ((iy63 +% 1) *% 480)) +% ((ix64 +% 1) *% 16)) +% c62))] = arena[((((802816 +% ((g60 +% j61) *% 12544)) +% (c62 *% 784)) +% (iy63 *% 28)) +% ix64)]
+          }
+        }
+      }
+    }
+    for j65 in 0..<1 {
+      for ty66 in 0..<14 {
+        for tx67 in 0..<14 {
+          for cv68 in 0..<2 {
+            let w69 = (loadVector(arena, (1609728 +% ((((j65 *% 14400) +% ((ty66 *% 2) *% 480)) +% ((tx67 *% 2) *% 16)) +% (cv68 *% 8)))) - loadVector(arena, (1609728 +% ((((j65 *% 14400) +% (((ty66 *% 2) +% 2) *% 480)) +% ((tx67 *% 2) *% 16)) +% (cv68 *% 8)))))
+            let w70 = (loadVector(arena, (1609728 +% ((((j65 *% 14400) +% (((ty66 *% 2) +% 1) *% 480)) +% ((tx67 *% 2) *% 16)) +% (cv68 *% 8)))) + loadVector(arena, (1609728 +% ((((j65 *% 14400) +% (((ty66 *% 2) +% 2) *% 480)) +% ((tx67 *% 2) *% 16)) +% (cv68 *% 8)))))
+            let w71 = (loadVector(arena, (1609728 +% ((((j65 *% 14400) +% (((ty66 *% 2) +% 2) *% 480)) +% ((tx67 *% 2) *% 16)) +% (cv68 *% 8)))) - loadVector(arena, (1609728 +% ((((j65 *% 14400) +% (((ty66 *% 2) +% 1) *% 480)) +% ((tx67 *% 2) *% 16)) +% (cv68 *% 8)))))
+            let w72 = (loadVector(arena, (1609728 +% ((((j65 *% 14400) +% (((ty66 *% 2) +% 1) *% 480)) +% ((tx67 *% 2) *% 16)) +% (cv68 *% 8)))) - loadVector(arena, (1609728 +% ((((j65 *% 14400) +% (((ty66 *% 2) +% 3) *% 480)) +% ((tx67 *% 2) *% 16)) +% (cv68 *% 8)))))
+            let w73 = (loadVector(arena, (1609728 +% ((((j65 *% 14400) +% ((ty66 *% 2) *% 480)) +% (((tx67 *% 2) +% 1) *% 16)) +% (cv68 *% 8)))) - loadVector(arena, (1609728 +% ((((j65 *% 14400) +% (((ty66 *% 2) +% 2) *% 480)) +% (((tx67 *% 2) +% 1) *% 16)) +% (cv68 *% 8)))))
+            let w74 = (loadVector(arena, (1609728 +% ((((j65 *% 14400) +% (((ty66 *% 2) +% 1) *% 480)) +% (((tx67 *% 2) +% 1) *% 16)) +% (cv68 *% 8)))) + loadVector(arena, (1609728 +% ((((j65 *% 14400) +% (((ty66 *% 2) +% 2) *% 480)) +% (((tx67 *% 2) +% 1) *% 16)) +% (cv68 *% 8)))))
+            let w75 = (loadVector(arena, (1609728 +% ((((j65 *% 14400) +% (((ty66 *% 2) +% 2) *% 480)) +% (((tx67 *% 2) +% 1) *% 16)) +% (cv68 *% 8)))) - loadVector(arena, (1609728 +% ((((j65 *% 14400) +% (((ty66 *% 2) +% 1) *% 480)) +% (((tx67 *% 2) +% 1) *% 16)) +% (cv68 *% 8)))))
+            let w76 = (loadVector(arena, (1609728 +% ((((j65 *% 14400) +% (((ty66 *% 2) +% 1) *% 480)) +% (((tx67 *% 2) +% 1) *% 16)) +% (cv68 *% 8)))) - loadVector(arena, (1609728 +% ((((j65 *% 14400) +% (((ty66 *% 2) +% 3) *% 480)) +% (((tx67 *% 2) +% 1) *% 16)) +% (cv68 *% 8)))))
+            let w77 = (loadVector(arena, (1609728 +% ((((j65 *% 14400) +% ((ty66 *% 2) *% 480)) +% (((tx67 *% 2) +% 2) *% 16)) +% (cv68 *% 8)))) - loadVector(arena, (1609728 +% ((((j65 *% 14400) +% (((ty66 *% 2) +% 2) *% 480)) +% (((tx67 *% 2) +% 2) *% 16)) +% (cv68 *% 8)))))
+            let w78 = (loadVector(arena, (1609728 +% ((((j65 *% 14400) +% (((ty66 *% 2) +% 1) *% 480)) +% (((tx67 *% 2) +% 2) *% 16)) +% (cv68 *% 8)))) + loadVector(arena, (1609728 +% ((((j65 *% 14400) +% (((ty66 *% 2) +% 2) *% 480)) +% (((tx67 *% 2) +% 2) *% 16)) +% (cv68 *% 8)))))
+            let w79 = (loadVector(arena, (1609728 +% ((((j65 *% 14400) +% (((ty66 *% 2) +% 2) *% 480)) +% (((tx67 *% 2) +% 2) *% 16)) +% (cv68 *% 8)))) - loadVector(arena, (1609728 +% ((((j65 *% 14400) +% (((ty66 *% 2) +% 1) *% 480)) +% (((tx67 *% 2) +% 2) *% 16)) +% (cv68 *% 8)))))
+            let w80 = (loadVector(arena, (1609728 +% ((((j65 *% 14400) +% (((ty66 *% 2) +% 1) *% 480)) +% (((tx67 *% 2) +% 2) *% 16)) +% (cv68 *% 8)))) - loadVector(arena, (1609728 +% ((((j65 *% 14400) +% (((ty66 *% 2) +% 3) *% 480)) +% (((tx67 *% 2) +% 2) *% 16)) +% (cv68 *% 8)))))
+            let w81 = (loadVector(arena, (1609728 +% ((((j65 *% 14400) +% ((ty66 *% 2) *% 480)) +% (((tx67 *% 2) +% 3) *% 16)) +% (cv68 *% 8)))) - loadVector(arena, (1609728 +% ((((j65 *% 14400) +% (((ty66 *% 2) +% 2) *% 480)) +% (((tx67 *% 2) +% 3) *% 16)) +% (cv68 *% 8)))))
+            let w82 = (loadVector(arena, (1609728 +% ((((j65 *% 14400) +% (((ty66 *% 2) +% 1) *% 480)) +% (((tx67 *% 2) +% 3) *% 16)) +% (cv68 *% 8)))) + loadVector(arena, (1609728 +% ((((j65 *% 14400) +% (((ty66 *% 2) +% 2) *% 480)) +% (((tx67 *% 2) +% 3) *% 16)) +% (cv68 *% 8)))))
+            let w83 = (loadVector(arena, (1609728 +% ((((j65 *% 14400) +% (((ty66 *% 2) +% 2) *% 480)) +% (((tx67 *% 2) +% 3) *% 16)) +% (cv68 *% 8)))) - loadVector(arena, (1609728 +% ((((j65 *% 14400) +% (((ty66 *% 2) +% 1) *% 480)) +% (((tx67 *% 2) +% 3) *% 16)) +% (cv68 *% 8)))))
+            let w84 = (loadVector(arena, (1609728 +% ((((j65 *% 14400) +% (((ty66 *% 2) +% 1) *% 480)) +% (((tx67 *% 2) +% 3) *% 16)) +% (cv68 *% 8)))) - loadVector(arena, (1609728 +% ((((j65 *% 14400) +% (((ty66 *% 2) +% 3) *% 480)) +% (((tx67 *% 2) +% 3) *% 16)) +% (cv68 *% 8)))))
+            let w85 = (w69 - w77)
+            let w86 = (w73 + w77)
+            let w87 = (w77 - w73)
+            let w88 = (w73 - w81)
+            let w89 = (w70 - w78)
+            let w90 = (w74 + w78)
+            let w91 = (w78 - w74)
+            let w92 = (w74 - w82)
+            let w93 = (w71 - w79)
+            let w94 = (w75 + w79)
+            let w95 = (w79 - w75)
+            let w96 = (w75 - w83)
+            let w97 = (w72 - w80)
+            let w98 = (w76 + w80)
+            let w99 = (w80 - w76)
+            let w100 = (w76 - w84)
+            storeVector(arena, ((1624128 +% ((((j65 *% 196) +% (ty66 *% 14)) +% tx67) *% 16)) +% (cv68 *% 8)), w85)
+            storeVector(arena, ((1627264 +% ((((j65 *% 196) +% (ty66 *% 14)) +% tx67) *% 16)) +% (cv68 *% 8)), w86)
+            storeVector(arena, ((1630400 +% ((((j65 *% 196) +% (ty66 *% 14)) +% tx67) *% 16)) +% (cv68 *% 8)), w87)
+            storeVector(arena, ((1633536 +% ((((j65 *% 196) +% (ty66 *% 14)) +% tx67) *% 16)) +% (cv68 *% 8)), w88)
+            storeVector(arena, ((1636672 +% ((((j65 *% 196) +% (ty66 *% 14)) +% tx67) *% 16)) +% (cv68 *% 8)), w89)
+            storeVector(arena, ((1639808 +% ((((j65 *% 196) +% (ty66 *% 14)) +% tx67) *% 16)) +% (cv68 *% 8)), w90)
+            storeVector(arena, ((1642944 +% ((((j65 *% 196) +% (ty66 *% 14)) +% tx67) *% 16)) +% (cv68 *% 8)), w91)
+            storeVector(arena, ((1646080 +% ((((j65 *% 196) +% (ty66 *% 14)) +% tx67) *% 16)) +% (cv68 *% 8)), w92)
+            storeVector(arena, ((1649216 +% ((((j65 *% 196) +% (ty66 *% 14)) +% tx67) *% 16)) +% (cv68 *% 8)), w93)
+            storeVector(arena, ((1652352 +% ((((j65 *% 196) +% (ty66 *% 14)) +% tx67) *% 16)) +% (cv68 *% 8)), w94)
+            storeVector(arena, ((1655488 +% ((((j65 *% 196) +% (ty66 *% 14)) +% tx67) *% 16)) +% (cv68 *% 8)), w95)
+            storeVector(arena, ((1658624 +% ((((j65 *% 196) +% (ty66 *% 14)) +% tx67) *% 16)) +% (cv68 *% 8)), w96)
+            storeVector(arena, ((1661760 +% ((((j65 *% 196) +% (ty66 *% 14)) +% tx67) *% 16)) +% (cv68 *% 8)), w97)
+            storeVector(arena, ((1664896 +% ((((j65 *% 196) +% (ty66 *% 14)) +% tx67) *% 16)) +% (cv68 *% 8)), w98)
+            storeVector(arena, ((1668032 +% ((((j65 *% 196) +% (ty66 *% 14)) +% tx67) *% 16)) +% (cv68 *% 8)), w99)
+            storeVector(arena, ((1671168 +% ((((j65 *% 196) +% (ty66 *% 14)) +% tx67) *% 16)) +% (cv68 *% 8)), w100)
+          }
+        }
+      }
+    }
+    parallelFor(pool, 2) { part101 in
+      for xi102 in 0..<16 {
+        do {  // gemm107
+          for nb103 in 0..<1 {
+            for mb104 in 0..<14 {
+              var t105_c0_0 = Vector()
+              var t105_c1_0 = Vector()
+              var t105_c2_0 = Vector()
+              var t105_c3_0 = Vector()
+              var t105_c4_0 = Vector()
+              var t105_c5_0 = Vector()
+              var t105_c6_0 = Vector()
+              var t105_c7_0 = Vector()
+              var t105_c8_0 = Vector()
+              var t105_c9_0 = Vector()
+              var t105_c10_0 = Vector()
+              var t105_c11_0 = Vector()
+              var t105_c12_0 = Vector()
+              var t105_c13_0 = Vector()
+              for k106 in 0..<16 {
+                let t105_b0 = loadVector(arena, ((((1605632 +% (xi102 *% 256)) +% (part101 *% 8)) +% (k106 *% 16)) +% (nb103 *% 8)))
+                let t105_a0 = Vector(repeating: arena[(((1624128 +% (xi102 *% 3136)) +% ((mb104 *% 14) *% 16)) +% k106)])
+                t105_c0_0 = t105_c0_0.addingProduct(t105_a0, t105_b0)
+                let t105_a1 = Vector(repeating: arena[(((1624128 +% (xi102 *% 3136)) +% (((mb104 *% 14) +% 1) *% 16)) +% k106)])
+                t105_c1_0 = t105_c1_0.addingProduct(t105_a1, t105_b0)
+                let t105_a2 = Vector(repeating: arena[(((1624128 +% (xi102 *% 3136)) +% (((mb104 *% 14) +% 2) *% 16)) +% k106)])
+                t105_c2_0 = t105_c2_0.addingProduct(t105_a2, t105_b0)
+                let t105_a3 = Vector(repeating: arena[(((1624128 +% (xi102 *% 3136)) +% (((mb104 *% 14) +% 3) *% 16)) +% k106)])
+                t105_c3_0 = t105_c3_0.addingProduct(t105_a3, t105_b0)
+                let t105_a4 = Vector(repeating: arena[(((1624128 +% (xi102 *% 3136)) +% (((mb104 *% 14) +% 4) *% 16)) +% k106)])
+                t105_c4_0 = t105_c4_0.addingProduct(t105_a4, t105_b0)
+                let t105_a5 = Vector(repeating: arena[(((1624128 +% (xi102 *% 3136)) +% (((mb104 *% 14) +% 5) *% 16)) +% k106)])
+                t105_c5_0 = t105_c5_0.addingProduct(t105_a5, t105_b0)
+                let t105_a6 = Vector(repeating: arena[(((1624128 +% (xi102 *% 3136)) +% (((mb104 *% 14) +% 6) *% 16)) +% k106)])
+                t105_c6_0 = t105_c6_0.addingProduct(t105_a6, t105_b0)
+                let t105_a7 = Vector(repeating: arena[(((1624128 +% (xi102 *% 3136)) +% (((mb104 *% 14) +% 7) *% 16)) +% k106)])
+                t105_c7_0 = t105_c7_0.addingProduct(t105_a7, t105_b0)
+                let t105_a8 = Vector(repeating: arena[(((1624128 +% (xi102 *% 3136)) +% (((mb104 *% 14) +% 8) *% 16)) +% k106)])
+                t105_c8_0 = t105_c8_0.addingProduct(t105_a8, t105_b0)
+                let t105_a9 = Vector(repeating: arena[(((1624128 +% (xi102 *% 3136)) +% (((mb104 *% 14) +% 9) *% 16)) +% k106)])
+                t105_c9_0 = t105_c9_0.addingProduct(t105_a9, t105_b0)
+                let t105_a10 = Vector(repeating: arena[(((1624128 +% (xi102 *% 3136)) +% (((mb104 *% 14) +% 10) *% 16)) +% k106)])
+                t105_c10_0 = t105_c10_0.addingProduct(t105_a10, t105_b0)
+                let t105_a11 = Vector(repeating: arena[(((1624128 +% (xi102 *% 3136)) +% (((mb104 *% 14) +% 11) *% 16)) +% k106)])
+                t105_c11_0 = t105_c11_0.addingProduct(t105_a11, t105_b0)
+                let t105_a12 = Vector(repeating: arena[(((1624128 +% (xi102 *% 3136)) +% (((mb104 *% 14) +% 12) *% 16)) +% k106)])
+                t105_c12_0 = t105_c12_0.addingProduct(t105_a12, t105_b0)
+                let t105_a13 = Vector(repeating: arena[(((1624128 +% (xi102 *% 3136)) +% (((mb104 *% 14) +% 13) *% 16)) +% k106)])
+                t105_c13_0 = t105_c13_0.addingProduct(t105_a13, t105_b0)
+              }
+              storeVector(arena, ((((1674304 +% (xi102 *% 3136)) +% (part101 *% 8)) +% ((mb104 *% 14) *% 16)) +% (nb103 *% 8)), t105_c0_0)
+              storeVector(arena, ((((1674304 +% (xi102 *% 3136)) +% (part101 *% 8)) +% (((mb104 *% 14) +% 1) *% 16)) +% (nb103 *% 8)), t105_c1_0)
+              storeVector(arena, ((((1674304 +% (xi102 *% 3136)) +% (part101 *% 8)) +% (((mb104 *% 14) +% 2) *% 16)) +% (nb103 *% 8)), t105_c2_0)
+              storeVector(arena, ((((1674304 +% (xi102 *% 3136)) +% (part101 *% 8)) +% (((mb104 *% 14) +% 3) *% 16)) +% (nb103 *% 8)), t105_c3_0)
+              storeVector(arena, ((((1674304 +% (xi102 *% 3136)) +% (part101 *% 8)) +% (((mb104 *% 14) +% 4) *% 16)) +% (nb103 *% 8)), t105_c4_0)
+              storeVector(arena, ((((1674304 +% (xi102 *% 3136)) +% (part101 *% 8)) +% (((mb104 *% 14) +% 5) *% 16)) +% (nb103 *% 8)), t105_c5_0)
+              storeVector(arena, ((((1674304 +% (xi102 *% 3136)) +% (part101 *% 8)) +% (((mb104 *% 14) +% 6) *% 16)) +% (nb103 *% 8)), t105_c6_0)
+              storeVector(arena, ((((1674304 +% (xi102 *% 3136)) +% (part101 *% 8)) +% (((mb104 *% 14) +% 7) *% 16)) +% (nb103 *% 8)), t105_c7_0)
+              storeVector(arena, ((((1674304 +% (xi102 *% 3136)) +% (part101 *% 8)) +% (((mb104 *% 14) +% 8) *% 16)) +% (nb103 *% 8)), t105_c8_0)
+              storeVector(arena, ((((1674304 +% (xi102 *% 3136)) +% (part101 *% 8)) +% (((mb104 *% 14) +% 9) *% 16)) +% (nb103 *% 8)), t105_c9_0)
+              storeVector(arena, ((((1674304 +% (xi102 *% 3136)) +% (part101 *% 8)) +% (((mb104 *% 14) +% 10) *% 16)) +% (nb103 *% 8)), t105_c10_0)
+              storeVector(arena, ((((1674304 +% (xi102 *% 3136)) +% (part101 *% 8)) +% (((mb104 *% 14) +% 11) *% 16)) +% (nb103 *% 8)), t105_c11_0)
+              storeVector(arena, ((((1674304 +% (xi102 *% 3136)) +% (part101 *% 8)) +% (((mb104 *% 14) +% 12) *% 16)) +% (nb103 *% 8)), t105_c12_0)
+              storeVector(arena, ((((1674304 +% (xi102 *% 3136)) +% (part101 *% 8)) +% (((mb104 *% 14) +% 13) *% 16)) +% (nb103 *% 8)), t105_c13_0)
+            }
+          }
+        }
+      }
+      for j108 in 0..<1 {
+        for ty109 in 0..<14 {
+          for tx110 in 0..<14 {
+            for cv111 in 0..<1 {
+              let w112 = ((loadVector(arena, ((1674304 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 16)) +% ((part101 *% 8) +% (cv111 *% 8)))) + loadVector(arena, ((1686848 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 16)) +% ((part101 *% 8) +% (cv111 *% 8))))) + loadVector(arena, ((1699392 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 16)) +% ((part101 *% 8) +% (cv111 *% 8)))))
+              let w113 = ((loadVector(arena, ((1686848 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 16)) +% ((part101 *% 8) +% (cv111 *% 8)))) - loadVector(arena, ((1699392 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 16)) +% ((part101 *% 8) +% (cv111 *% 8))))) - loadVector(arena, ((1711936 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 16)) +% ((part101 *% 8) +% (cv111 *% 8)))))
+              let w114 = ((loadVector(arena, ((1677440 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 16)) +% ((part101 *% 8) +% (cv111 *% 8)))) + loadVector(arena, ((1689984 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 16)) +% ((part101 *% 8) +% (cv111 *% 8))))) + loadVector(arena, ((1702528 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 16)) +% ((part101 *% 8) +% (cv111 *% 8)))))
+              let w115 = ((loadVector(arena, ((1689984 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 16)) +% ((part101 *% 8) +% (cv111 *% 8)))) - loadVector(arena, ((1702528 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 16)) +% ((part101 *% 8) +% (cv111 *% 8))))) - loadVector(arena, ((1715072 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 16)) +% ((part101 *% 8) +% (cv111 *% 8)))))
+              let w116 = ((loadVector(arena, ((1680576 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 16)) +% ((part101 *% 8) +% (cv111 *% 8)))) + loadVector(arena, ((1693120 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 16)) +% ((part101 *% 8) +% (cv111 *% 8))))) + loadVector(arena, ((1705664 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 16)) +% ((part101 *% 8) +% (cv111 *% 8)))))
+              let w117 = ((loadVector(arena, ((1693120 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 16)) +% ((part101 *% 8) +% (cv111 *% 8)))) - loadVector(arena, ((1705664 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 16)) +% ((part101 *% 8) +% (cv111 *% 8))))) - loadVector(arena, ((1718208 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 16)) +% ((part101 *% 8) +% (cv111 *% 8)))))
+              let w118 = ((loadVector(arena, ((1683712 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 16)) +% ((part101 *% 8) +% (cv111 *% 8)))) + loadVector(arena, ((1696256 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 16)) +% ((part101 *% 8) +% (cv111 *% 8))))) + loadVector(arena, ((1708800 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 16)) +% ((part101 *% 8) +% (cv111 *% 8)))))
+              let w119 = ((loadVector(arena, ((1696256 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 16)) +% ((part101 *% 8) +% (cv111 *% 8)))) - loadVector(arena, ((1708800 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 16)) +% ((part101 *% 8) +% (cv111 *% 8))))) - loadVector(arena, ((1721344 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 16)) +% ((part101 *% 8) +% (cv111 *% 8)))))
+              let w120 = ((w112 + w114) + w116)
+              let w121 = ((w114 - w116) - w118)
+              let w122 = ((w113 + w115) + w117)
+              let w123 = ((w115 - w117) - w119)
+              storeVector(arena, ((1724480 +% (((((j108 *% 28) +% (ty109 *% 2)) *% 28) +% (tx110 *% 2)) *% 16)) +% ((part101 *% 8) +% (cv111 *% 8))), (w120 + loadVector(params, (2464 +% ((part101 *% 8) +% (cv111 *% 8))))))
+              storeVector(arena, ((1724480 +% ((((((j108 *% 28) +% (ty109 *% 2)) *% 28) +% (tx110 *% 2)) +% 1) *% 16)) +% ((part101 *% 8) +% (cv111 *% 8))), (w121 + loadVector(params, (2464 +% ((part101 *% 8) +% (cv111 *% 8))))))
+              storeVector(arena, ((1724480 +% ((((((j108 *% 28) +% (ty109 *% 2)) +% 1) *% 28) +% (tx110 *% 2)) *% 16)) +% ((part101 *% 8) +% (cv111 *% 8))), (w122 + loadVector(params, (2464 +% ((part101 *% 8) +% (cv111 *% 8))))))
+              storeVector(arena, ((1724480 +% (((((((j108 *% 28) +% (ty109 *% 2)) +% 1) *% 28) +% (tx110 *% 2)) +% 1) *% 16)) +% ((part101 *% 8) +% (cv111 *% 8))), (w123 + loadVector(params, (2464 +% ((part101 *% 8) +% (cv111 *% 8))))))
+            }
+          }
+        }
+      }
+      for j124 in 0..<1 {
+        for c125 in 0..<8 {
+          for q126 in 0..<784 {
+            arena[((((g60 +% j124) *% 12544) +% (((part101 *% 8) +% c125) *% 784)) +% q126)] = arena[((1724480 +% (((j124 *% 784) +% q126) *% 16)) +% ((part101 *% 8) +% c125))]
+          }
+        }
+      }
+    }
+  }
+  // act2 = tanh(conv2)
+  for i127 in 0..<802816 {
+    arena[(1605632 +% i127)] = (Float(1) - (Float(2) / (expf((Float(2) * arena[i127])) + Float(1))))
+  }
+  // res = add(act2, act1)
+  for i128 in 0..<100352 {
+    storeVector(arena, (i128 *% 8), (loadVector(arena, ((i128 *% 8) +% 1605632)) + loadVector(arena, ((i128 *% 8) +% 802816))))
+  }
+  // pool = maxpool(res)
+  for q129 in 0..<1024 {
+    for py130 in 0..<14 {
+      for px131 in 0..<14 {
+        var acc132: Float = arena[(((q129 *% 784) +% (py130 *% 56)) +% (px131 *% 2))]
+        acc132 = { let x = acc132, y = arena[(((q129 *% 784) +% (py130 *% 56)) +% (px131 *% 2))]; return y > x ? y : x }()
+        acc132 = { let x = acc132, y = arena[((((q129 *% 784) +% (py130 *% 56)) +% (px131 *% 2)) +% 1)]; return y > x ? y : x }()
+        acc132 = { let x = acc132, y = arena[((((q129 *% 784) +% (py130 *% 56)) +% (px131 *% 2)) +% 28)]; return y > x ? y : x }()
+        acc132 = { let x = acc132, y = arena[(((((q129 *% 784) +% (py130 *% 56)) +% (px131 *% 2)) +% 28) +% 1)]; return y > x ? y : x }()
+        arena[(((802816 +% (q129 *% 196)) +% (py130 *% 14)) +% px131)] = acc132
+      }
+    }
+  }
+  // conv3 = conv2d(pool)
+  parallelFor(pool, 2) { part133 in
+    for ci134 in 0..<16 {
+      for co135 in 0..<16 {
+        var w136: Float = params[(2480 +% (((((part133 *% 16) +% co135) *% 16) +% ci134) *% 9))]
+        var w137: Float = (((params[(2480 +% (((((part133 *% 16) +% co135) *% 16) +% ci134) *% 9))] + params[((2480 +% (((((part133 *% 16) +% co135) *% 16) +% ci134) *% 9)) +% 3)]) + params[((2480 +% (((((part133 *% 16) +% co135) *% 16) +% ci134) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
+        var w138: Float = (((params[(2480 +% (((((part133 *% 16) +% co135) *% 16) +% ci134) *% 9))] + params[((2480 +% (((((part133 *% 16) +% co135) *% 16) +% ci134) *% 9)) +% 6)]) - params[((2480 +% (((((part133 *% 16) +% co135) *% 16) +% ci134) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
+        var w139: Float = params[((2480 +% (((((part133 *% 16) +% co135) *% 16) +% ci134) *% 9)) +% 6)]
+        var w140: Float = params[((2480 +% (((((part133 *% 16) +% co135) *% 16) +% ci134) *% 9)) +% 1)]
+        var w141: Float = (((params[((2480 +% (((((part133 *% 16) +% co135) *% 16) +% ci134) *% 9)) +% 1)] + params[((2480 +% (((((part133 *% 16) +% co135) *% 16) +% ci134) *% 9)) +% 4)]) + params[((2480 +% (((((part133 *% 16) +% co135) *% 16) +% ci134) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
+        var w142: Float = (((params[((2480 +% (((((part133 *% 16) +% co135) *% 16) +% ci134) *% 9)) +% 1)] + params[((2480 +% (((((part133 *% 16) +% co135) *% 16) +% ci134) *% 9)) +% 7)]) - params[((2480 +% (((((part133 *% 16) +% co135) *% 16) +% ci134) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
+        var w143: Float = params[((2480 +% (((((part133 *% 16) +% co135) *% 16) +% ci134) *% 9)) +% 7)]
+        var w144: Float = params[((2480 +% (((((part133 *% 16) +% co135) *% 16) +% ci134) *% 9)) +% 2)]
+        var w145: Float = (((params[((2480 +% (((((part133 *% 16) +% co135) *% 16) +% ci134) *% 9)) +% 2)] + params[((2480 +% (((((part133 *% 16) +% co135) *% 16) +% ci134) *% 9)) +% 5)]) + params[((2480 +% (((((part133 *% 16) +% co135) *% 16) +% ci134) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
+        var w146: Float = (((params[((2480 +% (((((part133 *% 16) +% co135) *% 16) +% ci134) *% 9)) +% 2)] + params[((2480 +% (((((part133 *% 16) +% co135) *% 16) +% ci134) *% 9)) +% 8)]) - params[((2480 +% (((((part133 *% 16) +% co135) *% 16) +% ci134) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
+        var w147: Float = params[((2480 +% (((((part133 *% 16) +% co135) *% 16) +% ci134) *% 9)) +% 8)]
+        var w148: Float = w136
+        var w149: Float = (((w136 + w140) + w144) * Float(bitPattern: 0x3f000000))
+        var w150: Float = (((w136 + w144) - w140) * Float(bitPattern: 0x3f000000))
+        var w151: Float = w144
+        var w152: Float = w137
+        var w153: Float = (((w137 + w141) + w145) * Float(bitPattern: 0x3f000000))
+        var w154: Float = (((w137 + w145) - w141) * Float(bitPattern: 0x3f000000))
+        var w155: Float = w145
+        var w156: Float = w138
+        var w157: Float = (((w138 + w142) + w146) * Float(bitPattern: 0x3f000000))
+        var w158: Float = (((w138 + w146) - w142) * Float(bitPattern: 0x3f000000))
+        var w159: Float = w146
+        var w160: Float = w139
+        var w161: Float = (((w139 + w143) + w147) * Float(bitPattern: 0x3f000000))
+        var w162: Float = (((w139 + w147) - w143) * Float(bitPattern: 0x3f000000))
+        var w163: Float = w147
+        arena[((401408 +% (ci134 *% 32)) +% ((part133 *% 16) +% co135))] = w148
+        arena[((401920 +% (ci134 *% 32)) +% ((part133 *% 16) +% co135))] = w149
+        arena[((402432 +% (ci134 *% 32)) +% ((part133 *% 16) +% co135))] = w150
+        arena[((402944 +% (ci134 *% 32)) +% ((part133 *% 16) +% co135))] = w151
+        arena[((403456 +% (ci134 *% 32)) +% ((part133 *% 16) +% co135))] = w152
+        arena[((403968 +% (ci134 *% 32)) +% ((part133 *% 16) +% co135))] = w153
+        arena[((404480 +% (ci134 *% 32)) +% ((part133 *% 16) +% co135))] = w154
+        arena[((404992 +% (ci134 *% 32)) +% ((part133 *% 16) +% co135))] = w155
+        arena[((405504 +% (ci134 *% 32)) +% ((part133 *% 16) +% co135))] = w156
+        arena[((406016 +% (ci134 *% 32)) +% ((part133 *% 16) +% co135))] = w157
+        arena[((406528 +% (ci134 *% 32)) +% ((part133 *% 16) +% co135))] = w158
+        arena[((407040 +% (ci134 *% 32)) +% ((part133 *% 16) +% co135))] = w159
+        arena[((407552 +% (ci134 *% 32)) +% ((part133 *% 16) +% co135))] = w160
+        arena[((408064 +% (ci134 *% 32)) +% ((part133 *% 16) +% co135))] = w161
+        arena[((408576 +% (ci134 *% 32)) +% ((part133 *% 16) +% co135))] = w162
+        arena[((409088 +% (ci134 *% 32)) +% ((part133 *% 16) +% co135))] = w163
+      }
+    }
+  }
+  for i164 in 0..<512 {
+    storeVector(arena, ((i164 *% 8) +% 409600), Vector(repeating: Float(0)))
+  }
+  for g165 in 0..<64 {
+    for j166 in 0..<1 {
+      for c167 in 0..<16 {
+        for iy168 in 0..<14 {
+          for ix169 in 0..<14 {
+            arena[(409600 +% ((((j166 *% 4096) +% ((iy168 +% 1) *% 256)) +% ((ix169 +% 1) *% 16)) +% c167))] = arena[((((802816 +% ((g165 +% j166) *% 3136)) +% (c167 *% 196)) +% (iy168 *% 14)) +% ix169)]
+          }
+        }
+      }
+    }
+    for j170 in 0..<1 {
+      for ty171 in 0..<7 {
+        for tx172 in 0..<7 {
+          for cv173 in 0..<2 {
+            let w174 = (loadVector(arena, (409600 +% ((((j170 *% 4096) +% ((ty171 *% 2) *% 256)) +% ((tx172 *% 2) *% 16)) +% (cv173 *% 8)))) - loadVector(arena, (409600 +% ((((j170 *% 4096) +% (((ty171 *% 2) +% 2) *% 256)) +% ((tx172 *% 2) *% 16)) +% (cv173 *% 8)))))
+            let w175 = (loadVector(arena, (409600 +% ((((j170 *% 4096) +% (((ty171 *% 2) +% 1) *% 256)) +% ((tx172 *% 2) *% 16)) +% (cv173 *% 8)))) + loadVector(arena, (409600 +% ((((j170 *% 4096) +% (((ty171 *% 2) +% 2) *% 256)) +% ((tx172 *% 2) *% 16)) +% (cv173 *% 8)))))
+            let w176 = (loadVector(arena, (409600 +% ((((j170 *% 4096) +% (((ty171 *% 2) +% 2) *% 256)) +% ((tx172 *% 2) *% 16)) +% (cv173 *% 8)))) - loadVector(arena, (409600 +% ((((j170 *% 4096) +% (((ty171 *% 2) +% 1) *% 256)) +% ((tx172 *% 2) *% 16)) +% (cv173 *% 8)))))
+            let w177 = (loadVector(arena, (409600 +% ((((j170 *% 4096) +% (((ty171 *% 2) +% 1) *% 256)) +% ((tx172 *% 2) *% 16)) +% (cv173 *% 8)))) - loadVector(arena, (409600 +% ((((j170 *% 4096) +% (((ty171 *% 2) +% 3) *% 256)) +% ((tx172 *% 2) *% 16)) +% (cv173 *% 8)))))
+            let w178 = (loadVector(arena, (409600 +% ((((j170 *% 4096) +% ((ty171 *% 2) *% 256)) +% (((tx172 *% 2) +% 1) *% 16)) +% (cv173 *% 8)))) - loadVector(arena, (409600 +% ((((j170 *% 4096) +% (((ty171 *% 2) +% 2) *% 256)) +% (((tx172 *% 2) +% 1) *% 16)) +% (cv173 *% 8)))))
+            let w179 = (loadVector(arena, (409600 +% ((((j170 *% 4096) +% (((ty171 *% 2) +% 1) *% 256)) +% (((tx172 *% 2) +% 1) *% 16)) +% (cv173 *% 8)))) + loadVector(arena, (409600 +% ((((j170 *% 4096) +% (((ty171 *% 2) +% 2) *% 256)) +% (((tx172 *% 2) +% 1) *% 16)) +% (cv173 *% 8)))))
+            let w180 = (loadVector(arena, (409600 +% ((((j170 *% 4096) +% (((ty171 *% 2) +% 2) *% 256)) +% (((tx172 *% 2) +% 1) *% 16)) +% (cv173 *% 8)))) - loadVector(arena, (409600 +% ((((j170 *% 4096) +% (((ty171 *% 2) +% 1) *% 256)) +% (((tx172 *% 2) +% 1) *% 16)) +% (cv173 *% 8)))))
+            let w181 = (loadVector(arena, (409600 +% ((((j170 *% 4096) +% (((ty171 *% 2) +% 1) *% 256)) +% (((tx172 *% 2) +% 1) *% 16)) +% (cv173 *% 8)))) - loadVector(arena, (409600 +% ((((j170 *% 4096) +% (((ty171 *% 2) +% 3) *% 256)) +% (((tx172 *% 2) +% 1) *% 16)) +% (cv173 *% 8)))))
+            let w182 = (loadVector(arena, (409600 +% ((((j170 *% 4096) +% ((ty171 *% 2) *% 256)) +% (((tx172 *% 2) +% 2) *% 16)) +% (cv173 *% 8)))) - loadVector(arena, (409600 +% ((((j170 *% 4096) +% (((ty171 *% 2) +% 2) *% 256)) +% (((tx172 *% 2) +% 2) *% 16)) +% (cv173 *% 8)))))
+            let w183 = (loadVector(arena, (409600 +% ((((j170 *% 4096) +% (((ty171 *% 2) +% 1) *% 256)) +% (((tx172 *% 2) +% 2) *% 16)) +% (cv173 *% 8)))) + loadVector(arena, (409600 +% ((((j170 *% 4096) +% (((ty171 *% 2) +% 2) *% 256)) +% (((tx172 *% 2) +% 2) *% 16)) +% (cv173 *% 8)))))
+            let w184 = (loadVector(arena, (409600 +% ((((j170 *% 4096) +% (((ty171 *% 2) +% 2) *% 256)) +% (((tx172 *% 2) +% 2) *% 16)) +% (cv173 *% 8)))) - loadVector(arena, (409600 +% ((((j170 *% 4096) +% (((ty171 *% 2) +% 1) *% 256)) +% (((tx172 *% 2) +% 2) *% 16)) +% (cv173 *% 8)))))
+            let w185 = (loadVector(arena, (409600 +% ((((j170 *% 4096) +% (((ty171 *% 2) +% 1) *% 256)) +% (((tx172 *% 2) +% 2) *% 16)) +% (cv173 *% 8)))) - loadVector(arena, (409600 +% ((((j170 *% 4096) +% (((ty171 *% 2) +% 3) *% 256)) +% (((tx172 *% 2) +% 2) *% 16)) +% (cv173 *% 8)))))
+            let w186 = (loadVector(arena, (409600 +% ((((j170 *% 4096) +% ((ty171 *% 2) *% 256)) +% (((tx172 *% 2) +% 3) *% 16)) +% (cv173 *% 8)))) - loadVector(arena, (409600 +% ((((j170 *% 4096) +% (((ty171 *% 2) +% 2) *% 256)) +% (((tx172 *% 2) +% 3) *% 16)) +% (cv173 *% 8)))))
+            let w187 = (loadVector(arena, (409600 +% ((((j170 *% 4096) +% (((ty171 *% 2) +% 1) *% 256)) +% (((tx172 *% 2) +% 3) *% 16)) +% (cv173 *% 8)))) + loadVector(arena, (409600 +% ((((j170 *% 4096) +% (((ty171 *% 2) +% 2) *% 256)) +% (((tx172 *% 2) +% 3) *% 16)) +% (cv173 *% 8)))))
+            let w188 = (loadVector(arena, (409600 +% ((((j170 *% 4096) +% (((ty171 *% 2) +% 2) *% 256)) +% (((tx172 *% 2) +% 3) *% 16)) +% (cv173 *% 8)))) - loadVector(arena, (409600 +% ((((j170 *% 4096) +% (((ty171 *% 2) +% 1) *% 256)) +% (((tx172 *% 2) +% 3) *% 16)) +% (cv173 *% 8)))))
+            let w189 = (loadVector(arena, (409600 +% ((((j170 *% 4096) +% (((ty171 *% 2) +% 1) *% 256)) +% (((tx172 *% 2) +% 3) *% 16)) +% (cv173 *% 8)))) - loadVector(arena, (409600 +% ((((j170 *% 4096) +% (((ty171 *% 2) +% 3) *% 256)) +% (((tx172 *% 2) +% 3) *% 16)) +% (cv173 *% 8)))))
+            let w190 = (w174 - w182)
+            let w191 = (w178 + w182)
+            let w192 = (w182 - w178)
+            let w193 = (w178 - w186)
+            let w194 = (w175 - w183)
+            let w195 = (w179 + w183)
+            let w196 = (w183 - w179)
+            let w197 = (w179 - w187)
+            let w198 = (w176 - w184)
+            let w199 = (w180 + w184)
+            let w200 = (w184 - w180)
+            let w201 = (w180 - w188)
+            let w202 = (w177 - w185)
+            let w203 = (w181 + w185)
+            let w204 = (w185 - w181)
+            let w205 = (w181 - w189)
+            storeVector(arena, ((413696 +% ((((j170 *% 49) +% (ty171 *% 7)) +% tx172) *% 16)) +% (cv173 *% 8)), w190)
+            storeVector(arena, ((414480 +% ((((j170 *% 49) +% (ty171 *% 7)) +% tx172) *% 16)) +% (cv173 *% 8)), w191)
+            storeVector(arena, ((415264 +% ((((j170 *% 49) +% (ty171 *% 7)) +% tx172) *% 16)) +% (cv173 *% 8)), w192)
+            storeVector(arena, ((416048 +% ((((j170 *% 49) +% (ty171 *% 7)) +% tx172) *% 16)) +% (cv173 *% 8)), w193)
+            storeVector(arena, ((416832 +% ((((j170 *% 49) +% (ty171 *% 7)) +% tx172) *% 16)) +% (cv173 *% 8)), w194)
+            storeVector(arena, ((417616 +% ((((j170 *% 49) +% (ty171 *% 7)) +% tx172) *% 16)) +% (cv173 *% 8)), w195)
+            storeVector(arena, ((418400 +% ((((j170 *% 49) +% (ty171 *% 7)) +% tx172) *% 16)) +% (cv173 *% 8)), w196)
+            storeVector(arena, ((419184 +% ((((j170 *% 49) +% (ty171 *% 7)) +% tx172) *% 16)) +% (cv173 *% 8)), w197)
+            storeVector(arena, ((419968 +% ((((j170 *% 49) +% (ty171 *% 7)) +% tx172) *% 16)) +% (cv173 *% 8)), w198)
+            storeVector(arena, ((420752 +% ((((j170 *% 49) +% (ty171 *% 7)) +% tx172) *% 16)) +% (cv173 *% 8)), w199)
+            storeVector(arena, ((421536 +% ((((j170 *% 49) +% (ty171 *% 7)) +% tx172) *% 16)) +% (cv173 *% 8)), w200)
+            storeVector(arena, ((422320 +% ((((j170 *% 49) +% (ty171 *% 7)) +% tx172) *% 16)) +% (cv173 *% 8)), w201)
+            storeVector(arena, ((423104 +% ((((j170 *% 49) +% (ty171 *% 7)) +% tx172) *% 16)) +% (cv173 *% 8)), w202)
+            storeVector(arena, ((423888 +% ((((j170 *% 49) +% (ty171 *% 7)) +% tx172) *% 16)) +% (cv173 *% 8)), w203)
+            storeVector(arena, ((424672 +% ((((j170 *% 49) +% (ty171 *% 7)) +% tx172) *% 16)) +% (cv173 *% 8)), w204)
+            storeVector(arena, ((425456 +% ((((j170 *% 49) +% (ty171 *% 7)) +% tx172) *% 16)) +% (cv173 *% 8)), w205)
+          }
+        }
+      }
+    }
+    parallelFor(pool, 2) { part206 in
+      for xi207 in 0..<16 {
+        do {  // gemm214
+          for nb208 in 0..<1 {
+            for mb209 in 0..<9 {
+              var t210_c0_0 = Vector()
+              var t210_c0_1 = Vector()
+              var t210_c1_0 = Vector()
+              var t210_c1_1 = Vector()
+              var t210_c2_0 = Vector()
+              var t210_c2_1 = Vector()
+              var t210_c3_0 = Vector()
+              var t210_c3_1 = Vector()
+              var t210_c4_0 = Vector()
+              var t210_c4_1 = Vector()
+              for k211 in 0..<16 {
+                let t210_b0 = loadVector(arena, ((((401408 +% (xi207 *% 512)) +% (part206 *% 16)) +% (k211 *% 32)) +% (nb208 *% 16)))
+                let t210_b1 = loadVector(arena, (((((401408 +% (xi207 *% 512)) +% (part206 *% 16)) +% (k211 *% 32)) +% (nb208 *% 16)) +% 8))
+                let t210_a0 = Vector(repeating: arena[(((413696 +% (xi207 *% 784)) +% ((mb209 *% 5) *% 16)) +% k211)])
+                t210_c0_0 = t210_c0_0.addingProduct(t210_a0, t210_b0)
+                t210_c0_1 = t210_c0_1.addingProduct(t210_a0, t210_b1)
+                let t210_a1 = Vector(repeating: arena[(((413696 +% (xi207 *% 784)) +% (((mb209 *% 5) +% 1) *% 16)) +% k211)])
+                t210_c1_0 = t210_c1_0.addingProduct(t210_a1, t210_b0)
+                t210_c1_1 = t210_c1_1.addingProduct(t210_a1, t210_b1)
+                let t210_a2 = Vector(repeating: arena[(((413696 +% (xi207 *% 784)) +% (((mb209 *% 5) +% 2) *% 16)) +% k211)])
+                t210_c2_0 = t210_c2_0.addingProduct(t210_a2, t210_b0)
+                t210_c2_1 = t210_c2_1.addingProduct(t210_a2, t210_b1)
+                let t210_a3 = Vector(repeating: arena[(((413696 +% (xi207 *% 784)) +% (((mb209 *% 5) +% 3) *% 16)) +% k211)])
+                t210_c3_0 = t210_c3_0.addingProduct(t210_a3, t210_b0)
+                t210_c3_1 = t210_c3_1.addingProduct(t210_a3, t210_b1)
+                let t210_a4 = Vector(repeating: arena[(((413696 +% (xi207 *% 784)) +% (((mb209 *% 5) +% 4) *% 16)) +% k211)])
+                t210_c4_0 = t210_c4_0.addingProduct(t210_a4, t210_b0)
+                t210_c4_1 = t210_c4_1.addingProduct(t210_a4, t210_b1)
+              }
+              storeVector(arena, ((((426240 +% (xi207 *% 1568)) +% (part206 *% 16)) +% ((mb209 *% 5) *% 32)) +% (nb208 *% 16)), t210_c0_0)
+              storeVector(arena, (((((426240 +% (xi207 *% 1568)) +% (part206 *% 16)) +% ((mb209 *% 5) *% 32)) +% (nb208 *% 16)) +% 8), t210_c0_1)
+              storeVector(arena, ((((426240 +% (xi207 *% 1568)) +% (part206 *% 16)) +% (((mb209 *% 5) +% 1) *% 32)) +% (nb208 *% 16)), t210_c1_0)
+              storeVector(arena, (((((426240 +% (xi207 *% 1568)) +% (part206 *% 16)) +% (((mb209 *% 5) +% 1) *% 32)) +% (nb208 *% 16)) +% 8), t210_c1_1)
+              storeVector(arena, ((((426240 +% (xi207 *% 1568)) +% (part206 *% 16)) +% (((mb209 *% 5) +% 2) *% 32)) +% (nb208 *% 16)), t210_c2_0)
+              storeVector(arena, (((((426240 +% (xi207 *% 1568)) +% (part206 *% 16)) +% (((mb209 *% 5) +% 2) *% 32)) +% (nb208 *% 16)) +% 8), t210_c2_1)
+              storeVector(arena, ((((426240 +% (xi207 *% 1568)) +% (part206 *% 16)) +% (((mb209 *% 5) +% 3) *% 32)) +% (nb208 *% 16)), t210_c3_0)
+              storeVector(arena, (((((426240 +% (xi207 *% 1568)) +% (part206 *% 16)) +% (((mb209 *% 5) +% 3) *% 32)) +% (nb208 *% 16)) +% 8), t210_c3_1)
+              storeVector(arena, ((((426240 +% (xi207 *% 1568)) +% (part206 *% 16)) +% (((mb209 *% 5) +% 4) *% 32)) +% (nb208 *% 16)), t210_c4_0)
+              storeVector(arena, (((((426240 +% (xi207 *% 1568)) +% (part206 *% 16)) +% (((mb209 *% 5) +% 4) *% 32)) +% (nb208 *% 16)) +% 8), t210_c4_1)
+            }
+            var t212_c0_0 = Vector()
+            var t212_c0_1 = Vector()
+            var t212_c1_0 = Vector()
+            var t212_c1_1 = Vector()
+            var t212_c2_0 = Vector()
+            var t212_c2_1 = Vector()
+            var t212_c3_0 = Vector()
+            var t212_c3_1 = Vector()
+            for k213 in 0..<16 {
+              let t212_b0 = loadVector(arena, ((((401408 +% (xi207 *% 512)) +% (part206 *% 16)) +% (k213 *% 32)) +% (nb208 *% 16)))
+              let t212_b1 = loadVector(arena, (((((401408 +% (xi207 *% 512)) +% (part206 *% 16)) +% (k213 *% 32)) +% (nb208 *% 16)) +% 8))
+              let t212_a0 = Vector(repeating: arena[(((413696 +% (xi207 *% 784)) +% 720) +% k213)])
+              t212_c0_0 = t212_c0_0.addingProduct(t212_a0, t212_b0)
+              t212_c0_1 = t212_c0_1.addingProduct(t212_a0, t212_b1)
+              let t212_a1 = Vector(repeating: arena[(((413696 +% (xi207 *% 784)) +% 736) +% k213)])
+              t212_c1_0 = t212_c1_0.addingProduct(t212_a1, t212_b0)
+              t212_c1_1 = t212_c1_1.addingProduct(t212_a1, t212_b1)
+              let t212_a2 = Vector(repeating: arena[(((413696 +% (xi207 *% 784)) +% 752) +% k213)])
+              t212_c2_0 = t212_c2_0.addingProduct(t212_a2, t212_b0)
+              t212_c2_1 = t212_c2_1.addingProduct(t212_a2, t212_b1)
+              let t212_a3 = Vector(repeating: arena[(((413696 +% (xi207 *% 784)) +% 768) +% k213)])
+              t212_c3_0 = t212_c3_0.addingProduct(t212_a3, t212_b0)
+              t212_c3_1 = t212_c3_1.addingProduct(t212_a3, t212_b1)
+            }
+            storeVector(arena, ((((426240 +% (xi207 *% 1568)) +% (part206 *% 16)) +% 1440) +% (nb208 *% 16)), t212_c0_0)
+            storeVector(arena, (((((426240 +% (xi207 *% 1568)) +% (part206 *% 16)) +% 1440) +% (nb208 *% 16)) +% 8), t212_c0_1)
+            storeVector(arena, ((((426240 +% (xi207 *% 1568)) +% (part206 *% 16)) +% 1472) +% (nb208 *% 16)), t212_c1_0)
+            storeVector(arena, (((((426240 +% (xi207 *% 1568)) +% (part206 *% 16)) +% 1472) +% (nb208 *% 16)) +% 8), t212_c1_1)
+            storeVector(arena, ((((426240 +% (xi207 *% 1568)) +% (part206 *% 16)) +% 1504) +% (nb208 *% 16)), t212_c2_0)
+            storeVector(arena, (((((426240 +% (xi207 *% 1568)) +% (part206 *% 16)) +% 1504) +% (nb208 *% 16)) +% 8), t212_c2_1)
+            storeVector(arena, ((((426240 +% (xi207 *% 1568)) +% (part206 *% 16)) +% 1536) +% (nb208 *% 16)), t212_c3_0)
+            storeVector(arena, (((((426240 +% (xi207 *% 1568)) +% (part206 *% 16)) +% 1536) +% (nb208 *% 16)) +% 8), t212_c3_1)
+          }
+        }
+      }
+      for j215 in 0..<1 {
+        for ty216 in 0..<7 {
+          for tx217 in 0..<7 {
+            for cv218 in 0..<2 {
+              let w219 = ((loadVector(arena, ((426240 +% ((((j215 *% 49) +% (ty216 *% 7)) +% tx217) *% 32)) +% ((part206 *% 16) +% (cv218 *% 8)))) + loadVector(arena, ((432512 +% ((((j215 *% 49) +% (ty216 *% 7)) +% tx217) *% 32)) +% ((part206 *% 16) +% (cv218 *% 8))))) + loadVector(arena, ((438784 +% ((((j215 *% 49) +% (ty216 *% 7)) +% tx217) *% 32)) +% ((part206 *% 16) +% (cv218 *% 8)))))
+              let w220 = ((loadVector(arena, ((432512 +% ((((j215 *% 49) +% (ty216 *% 7)) +% tx217) *% 32)) +% ((part206 *% 16) +% (cv218 *% 8)))) - loadVector(arena, ((438784 +% ((((j215 *% 49) +% (ty216 *% 7)) +% tx217) *% 32)) +% ((part206 *% 16) +% (cv218 *% 8))))) - loadVector(arena, ((445056 +% ((((j215 *% 49) +% (ty216 *% 7)) +% tx217) *% 32)) +% ((part206 *% 16) +% (cv218 *% 8)))))
+              let w221 = ((loadVector(arena, ((427808 +% ((((j215 *% 49) +% (ty216 *% 7)) +% tx217) *% 32)) +% ((part206 *% 16) +% (cv218 *% 8)))) + loadVector(arena, ((434080 +% ((((j215 *% 49) +% (ty216 *% 7)) +% tx217) *% 32)) +% ((part206 *% 16) +% (cv218 *% 8))))) + loadVector(arena, ((440352 +% ((((j215 *% 49) +% (ty216 *% 7)) +% tx217) *% 32)) +% ((part206 *% 16) +% (cv218 *% 8)))))
+              let w222 = ((loadVector(arena, ((434080 +% ((((j215 *% 49) +% (ty216 *% 7)) +% tx217) *% 32)) +% ((part206 *% 16) +% (cv218 *% 8)))) - loadVector(arena, ((440352 +% ((((j215 *% 49) +% (ty216 *% 7)) +% tx217) *% 32)) +% ((part206 *% 16) +% (cv218 *% 8))))) - loadVector(arena, ((446624 +% ((((j215 *% 49) +% (ty216 *% 7)) +% tx217) *% 32)) +% ((part206 *% 16) +% (cv218 *% 8)))))
+              let w223 = ((loadVector(arena, ((429376 +% ((((j215 *% 49) +% (ty216 *% 7)) +% tx217) *% 32)) +% ((part206 *% 16) +% (cv218 *% 8)))) + loadVector(arena, ((435648 +% ((((j215 *% 49) +% (ty216 *% 7)) +% tx217) *% 32)) +% ((part206 *% 16) +% (cv218 *% 8))))) + loadVector(arena, ((441920 +% ((((j215 *% 49) +% (ty216 *% 7)) +% tx217) *% 32)) +% ((part206 *% 16) +% (cv218 *% 8)))))
+              let w224 = ((loadVector(arena, ((435648 +% ((((j215 *% 49) +% (ty216 *% 7)) +% tx217) *% 32)) +% ((part206 *% 16) +% (cv218 *% 8)))) - loadVector(arena, ((441920 +% ((((j215 *% 49) +% (ty216 *% 7)) +% tx217) *% 32)) +% ((part206 *% 16) +% (cv218 *% 8))))) - loadVector(arena, ((448192 +% ((((j215 *% 49) +% (ty216 *% 7)) +% tx217) *% 32)) +% ((part206 *% 16) +% (cv218 *% 8)))))
+              let w225 = ((loadVector(arena, ((430944 +% ((((j215 *% 49) +% (ty216 *% 7)) +% tx217) *% 32)) +% ((part206 *% 16) +% (cv218 *% 8)))) + loadVector(arena, ((437216 +% ((((j215 *% 49) +% (ty216 *% 7)) +% tx217) *% 32)) +% ((part206 *% 16) +% (cv218 *% 8))))) + loadVector(arena, ((443488 +% ((((j215 *% 49) +% (ty216 *% 7)) +% tx217) *% 32)) +% ((part206 *% 16) +% (cv218 *% 8)))))
+              let w226 = ((loadVector(arena, ((437216 +% ((((j215 *% 49) +% (ty216 *% 7)) +% tx217) *% 32)) +% ((part206 *% 16) +% (cv218 *% 8)))) - loadVector(arena, ((443488 +% ((((j215 *% 49) +% (ty216 *% 7)) +% tx217) *% 32)) +% ((part206 *% 16) +% (cv218 *% 8))))) - loadVector(arena, ((449760 +% ((((j215 *% 49) +% (ty216 *% 7)) +% tx217) *% 32)) +% ((part206 *% 16) +% (cv218 *% 8)))))
+              let w227 = ((w219 + w221) + w223)
+              let w228 = ((w221 - w223) - w225)
+              let w229 = ((w220 + w222) + w224)
+              let w230 = ((w222 - w224) - w226)
+              storeVector(arena, ((451328 +% (((((j215 *% 14) +% (ty216 *% 2)) *% 14) +% (tx217 *% 2)) *% 32)) +% ((part206 *% 16) +% (cv218 *% 8))), (w227 + loadVector(params, (7088 +% ((part206 *% 16) +% (cv218 *% 8))))))
+              storeVector(arena, ((451328 +% ((((((j215 *% 14) +% (ty216 *% 2)) *% 14) +% (tx217 *% 2)) +% 1) *% 32)) +% ((part206 *% 16) +% (cv218 *% 8))), (w228 + loadVector(params, (7088 +% ((part206 *% 16) +% (cv218 *% 8))))))
+              storeVector(arena, ((451328 +% ((((((j215 *% 14) +% (ty216 *% 2)) +% 1) *% 14) +% (tx217 *% 2)) *% 32)) +% ((part206 *% 16) +% (cv218 *% 8))), (w229 + loadVector(params, (7088 +% ((part206 *% 16) +% (cv218 *% 8))))))
+              storeVector(arena, ((451328 +% (((((((j215 *% 14) +% (ty216 *% 2)) +% 1) *% 14) +% (tx217 *% 2)) +% 1) *% 32)) +% ((part206 *% 16) +% (cv218 *% 8))), (w230 + loadVector(params, (7088 +% ((part206 *% 16) +% (cv218 *% 8))))))
+            }
+          }
+        }
+      }
+      for j231 in 0..<1 {
+        for c232 in 0..<16 {
+          for q233 in 0..<196 {
+            arena[((((g165 +% j231) *% 6272) +% (((part206 *% 16) +% c232) *% 196)) +% q233)] = arena[((451328 +% (((j231 *% 196) +% q233) *% 32)) +% ((part206 *% 16) +% c232))]
           }
         }
       }
     }
   }
   // act3 = sigmoid(conv3)
-  for i233 in 0..<401408 {
-    arena[(401408 +% i233)] = (Float(1) / (Float(1) + expf((Float(0) - arena[i233]))))
+  for i234 in 0..<401408 {
+    arena[(401408 +% i234)] = (Float(1) / (Float(1) + expf((Float(0) - arena[i234]))))
   }
   // gap = global_avgpool(act3)
-  for q234 in 0..<2048 {
-    var acc235: Float = Float(0)
-    for i236 in 0..<196 {
-      acc235 = (acc235 + arena[((401408 +% (q234 *% 196)) +% i236)])
+  for q235 in 0..<2048 {
+    var acc236: Float = Float(0)
+    for i237 in 0..<196 {
+      acc236 = (acc236 + arena[((401408 +% (q235 *% 196)) +% i237)])
     }
-    arena[q234] = (acc235 / Float(196))
+    arena[q235] = (acc236 / Float(196))
   }
   // flat = flatten(gap)
   // fc = dense(flat)
   sgemm(101, 111, 112, 64, 10, 32, 1, arena + 0, 32, params + 7120, 32, Float(bitPattern: 0x0), arena + 2048, 10)
-  for n237 in 0..<64 {
-    for u238 in 0..<1 {
-      storeVector(arena, ((u238 *% 8) +% (2048 +% (n237 *% 10))), (loadVector(arena, ((u238 *% 8) +% (2048 +% (n237 *% 10)))) + loadVector(params, ((u238 *% 8) +% 7440))))
+  for n238 in 0..<64 {
+    for u239 in 0..<1 {
+      storeVector(arena, ((u239 *% 8) +% (2048 +% (n238 *% 10))), (loadVector(arena, ((u239 *% 8) +% (2048 +% (n238 *% 10)))) + loadVector(params, ((u239 *% 8) +% 7440))))
     }
-    for u238 in 0..<1 {
-      storePartial(arena, ((u238 +% 8) +% (2048 +% (n237 *% 10))), (loadPartial(arena, ((u238 +% 8) +% (2048 +% (n237 *% 10))), 2) + loadPartial(params, ((u238 +% 8) +% 7440), 2)), 2)
+    for u239 in 0..<1 {
+      storePartial(arena, ((u239 +% 8) +% (2048 +% (n238 *% 10))), (loadPartial(arena, ((u239 +% 8) +% (2048 +% (n238 *% 10))), 2) + loadPartial(params, ((u239 +% 8) +% 7440), 2)), 2)
     }
   }
 }

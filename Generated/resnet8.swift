@@ -915,127 +915,159 @@ public func resnet8_train_b64(
   let labels = labels.unsafelyUnwrapped
   _ = (lr, step, seed, pool)
   // stem = conv2d(image)
-  for i1 in 0..<6936 {
-    storeVector(arena, ((i1 *% 8) +% 1770160), Vector(repeating: Float(0)))
-  }
-  for g2 in 0..<4 {
-    do {  // scalar loops
-      for j3 in 0..<16 {
-        for c4 in 0..<3 {
-          for qy5 in 0..<32 {
-            for cv6 in 0..<4 {
-              storeVector(arena, (1770160 +% (((((j3 *% 3) +% c4) *% 1156) +% ((qy5 +% 1) *% 34)) +% (1 +% (cv6 *% 8)))), loadVector(images, (((((((g2 *% 16) +% j3) *% 3072) +% (c4 *% 1024)) +% (((qy5 +% 1) +% -1) *% 32)) +% (1 +% (cv6 *% 8))) +% -1)))
+  for g1 in 0..<4 {
+    for j2 in 0..<16 {
+      for c3 in 0..<3 {
+        for ky4 in 0..<3 {
+          for oy5 in 0..<32 {
+            if (-1 < ((oy5 +% ky4) +% -1) && ((oy5 +% ky4) +% -1) < 32) {
+              for ox6 in 0..<31 {
+                arena[(((1048576 +% ((((c3 *% 3) +% ky4) *% 3) *% 16400)) +% (j2 *% 1024)) +% ((oy5 *% 32) +% (ox6 +% 1)))] = images[((((((g1 *% 16) +% j2) *% 3072) +% (c3 *% 1024)) +% (((oy5 +% ky4) +% -1) *% 32)) +% ((ox6 +% 1) +% -1))]
+              }
+              for ox7 in 0..<1 {
+                arena[(((1048576 +% ((((c3 *% 3) +% ky4) *% 3) *% 16400)) +% (j2 *% 1024)) +% ((oy5 *% 32) +% ox7))] = Float(0)
+              }
+            }
+            if ((oy5 +% ky4) +% -1) < 0 {
+              for ox8 in 0..<32 {
+                arena[(((1048576 +% ((((c3 *% 3) +% ky4) *% 3) *% 16400)) +% (j2 *% 1024)) +% ((oy5 *% 32) +% ox8))] = Float(0)
+              }
+            }
+            if 31 < ((oy5 +% ky4) +% -1) {
+              for ox8 in 0..<32 {
+                arena[(((1048576 +% ((((c3 *% 3) +% ky4) *% 3) *% 16400)) +% (j2 *% 1024)) +% ((oy5 *% 32) +% ox8))] = Float(0)
+              }
             }
           }
-        }
-      }
-      for j7 in 0..<16 {
-        for c8 in 0..<3 {
-          for ky9 in 0..<3 {
-            for kx10 in 0..<3 {
-              for wy11 in 0..<1 {
-                for wx12 in 0..<1 {
-                  for py13 in 0..<32 {
-                    for cv14 in 0..<4 {
-                      storeVector(arena, (((((1048576 +% (((((c8 *% 3) +% ky9) *% 3) +% kx10) *% 16400)) +% (j7 *% 1024)) +% ((wy11 +% wx12) *% 1024)) +% (py13 *% 32)) +% (cv14 *% 8)), loadVector(arena, (1770160 +% (((((((j7 *% 3) +% c8) +% ((wy11 +% ky9) % 1)) +% ((wx12 +% kx10) % 1)) *% 1156) +% ((py13 +% ((wy11 +% ky9) / 1)) *% 34)) +% ((cv14 *% 8) +% ((wx12 +% kx10) / 1))))))
-                    }
-                  }
-                }
+          for oy9 in 0..<32 {
+            if (-1 < ((oy9 +% ky4) +% -1) && ((oy9 +% ky4) +% -1) < 32) {
+              for ox10 in 0..<32 {
+                arena[(((1048576 +% (((((c3 *% 3) +% ky4) *% 3) +% 1) *% 16400)) +% (j2 *% 1024)) +% ((oy9 *% 32) +% ox10))] = images[((((((g1 *% 16) +% j2) *% 3072) +% (c3 *% 1024)) +% (((oy9 +% ky4) +% -1) *% 32)) +% ox10)]
+              }
+            }
+            if ((oy9 +% ky4) +% -1) < 0 {
+              for ox11 in 0..<32 {
+                arena[(((1048576 +% (((((c3 *% 3) +% ky4) *% 3) +% 1) *% 16400)) +% (j2 *% 1024)) +% ((oy9 *% 32) +% ox11))] = Float(0)
+              }
+            }
+            if 31 < ((oy9 +% ky4) +% -1) {
+              for ox11 in 0..<32 {
+                arena[(((1048576 +% (((((c3 *% 3) +% ky4) *% 3) +% 1) *% 16400)) +% (j2 *% 1024)) +% ((oy9 *% 32) +% ox11))] = Float(0)
+              }
+            }
+          }
+          for oy12 in 0..<32 {
+            if (-1 < ((oy12 +% ky4) +% -1) && ((oy12 +% ky4) +% -1) < 32) {
+              for ox13 in 0..<31 {
+                arena[(((1048576 +% (((((c3 *% 3) +% ky4) *% 3) +% 2) *% 16400)) +% (j2 *% 1024)) +% ((oy12 *% 32) +% ox13))] = images[((((((g1 *% 16) +% j2) *% 3072) +% (c3 *% 1024)) +% (((oy12 +% ky4) +% -1) *% 32)) +% (ox13 +% 1))]
+              }
+              for ox14 in 0..<1 {
+                arena[(((1048576 +% (((((c3 *% 3) +% ky4) *% 3) +% 2) *% 16400)) +% (j2 *% 1024)) +% ((oy12 *% 32) +% (ox14 +% 31)))] = Float(0)
+              }
+            }
+            if ((oy12 +% ky4) +% -1) < 0 {
+              for ox15 in 0..<32 {
+                arena[(((1048576 +% (((((c3 *% 3) +% ky4) *% 3) +% 2) *% 16400)) +% (j2 *% 1024)) +% ((oy12 *% 32) +% ox15))] = Float(0)
+              }
+            }
+            if 31 < ((oy12 +% ky4) +% -1) {
+              for ox15 in 0..<32 {
+                arena[(((1048576 +% (((((c3 *% 3) +% ky4) *% 3) +% 2) *% 16400)) +% (j2 *% 1024)) +% ((oy12 *% 32) +% ox15))] = Float(0)
               }
             }
           }
         }
       }
     }
-    do {  // gemm22
-      for nb15 in 0..<682 {
-        for mb16 in 0..<4 {
-          var t17_c0_0 = Vector()
-          var t17_c0_1 = Vector()
-          var t17_c0_2 = Vector()
-          var t17_c1_0 = Vector()
-          var t17_c1_1 = Vector()
-          var t17_c1_2 = Vector()
-          var t17_c2_0 = Vector()
-          var t17_c2_1 = Vector()
-          var t17_c2_2 = Vector()
-          var t17_c3_0 = Vector()
-          var t17_c3_1 = Vector()
-          var t17_c3_2 = Vector()
-          for k18 in 0..<27 {
-            let t17_b0 = loadVector(arena, ((1048576 +% (k18 *% 16400)) +% (nb15 *% 24)))
-            let t17_b1 = loadVector(arena, (((1048576 +% (k18 *% 16400)) +% (nb15 *% 24)) +% 8))
-            let t17_b2 = loadVector(arena, (((1048576 +% (k18 *% 16400)) +% (nb15 *% 24)) +% 16))
-            let t17_a0 = Vector(repeating: params[(((mb16 *% 4) *% 27) +% k18)])
-            t17_c0_0 = t17_c0_0.addingProduct(t17_a0, t17_b0)
-            t17_c0_1 = t17_c0_1.addingProduct(t17_a0, t17_b1)
-            t17_c0_2 = t17_c0_2.addingProduct(t17_a0, t17_b2)
-            let t17_a1 = Vector(repeating: params[((((mb16 *% 4) +% 1) *% 27) +% k18)])
-            t17_c1_0 = t17_c1_0.addingProduct(t17_a1, t17_b0)
-            t17_c1_1 = t17_c1_1.addingProduct(t17_a1, t17_b1)
-            t17_c1_2 = t17_c1_2.addingProduct(t17_a1, t17_b2)
-            let t17_a2 = Vector(repeating: params[((((mb16 *% 4) +% 2) *% 27) +% k18)])
-            t17_c2_0 = t17_c2_0.addingProduct(t17_a2, t17_b0)
-            t17_c2_1 = t17_c2_1.addingProduct(t17_a2, t17_b1)
-            t17_c2_2 = t17_c2_2.addingProduct(t17_a2, t17_b2)
-            let t17_a3 = Vector(repeating: params[((((mb16 *% 4) +% 3) *% 27) +% k18)])
-            t17_c3_0 = t17_c3_0.addingProduct(t17_a3, t17_b0)
-            t17_c3_1 = t17_c3_1.addingProduct(t17_a3, t17_b1)
-            t17_c3_2 = t17_c3_2.addingProduct(t17_a3, t17_b2)
+    do {  // gemm23
+      for nb16 in 0..<682 {
+        for mb17 in 0..<4 {
+          var t18_c0_0 = Vector()
+          var t18_c0_1 = Vector()
+          var t18_c0_2 = Vector()
+          var t18_c1_0 = Vector()
+          var t18_c1_1 = Vector()
+          var t18_c1_2 = Vector()
+          var t18_c2_0 = Vector()
+          var t18_c2_1 = Vector()
+          var t18_c2_2 = Vector()
+          var t18_c3_0 = Vector()
+          var t18_c3_1 = Vector()
+          var t18_c3_2 = Vector()
+          for k19 in 0..<27 {
+            let t18_b0 = loadVector(arena, ((1048576 +% (k19 *% 16400)) +% (nb16 *% 24)))
+            let t18_b1 = loadVector(arena, (((1048576 +% (k19 *% 16400)) +% (nb16 *% 24)) +% 8))
+            let t18_b2 = loadVector(arena, (((1048576 +% (k19 *% 16400)) +% (nb16 *% 24)) +% 16))
+            let t18_a0 = Vector(repeating: params[(((mb17 *% 4) *% 27) +% k19)])
+            t18_c0_0 = t18_c0_0.addingProduct(t18_a0, t18_b0)
+            t18_c0_1 = t18_c0_1.addingProduct(t18_a0, t18_b1)
+            t18_c0_2 = t18_c0_2.addingProduct(t18_a0, t18_b2)
+            let t18_a1 = Vector(repeating: params[((((mb17 *% 4) +% 1) *% 27) +% k19)])
+            t18_c1_0 = t18_c1_0.addingProduct(t18_a1, t18_b0)
+            t18_c1_1 = t18_c1_1.addingProduct(t18_a1, t18_b1)
+            t18_c1_2 = t18_c1_2.addingProduct(t18_a1, t18_b2)
+            let t18_a2 = Vector(repeating: params[((((mb17 *% 4) +% 2) *% 27) +% k19)])
+            t18_c2_0 = t18_c2_0.addingProduct(t18_a2, t18_b0)
+            t18_c2_1 = t18_c2_1.addingProduct(t18_a2, t18_b1)
+            t18_c2_2 = t18_c2_2.addingProduct(t18_a2, t18_b2)
+            let t18_a3 = Vector(repeating: params[((((mb17 *% 4) +% 3) *% 27) +% k19)])
+            t18_c3_0 = t18_c3_0.addingProduct(t18_a3, t18_b0)
+            t18_c3_1 = t18_c3_1.addingProduct(t18_a3, t18_b1)
+            t18_c3_2 = t18_c3_2.addingProduct(t18_a3, t18_b2)
           }
-          storeVector(arena, ((1491376 +% ((mb16 *% 4) *% 16400)) +% (nb15 *% 24)), t17_c0_0)
-          storeVector(arena, (((1491376 +% ((mb16 *% 4) *% 16400)) +% (nb15 *% 24)) +% 8), t17_c0_1)
-          storeVector(arena, (((1491376 +% ((mb16 *% 4) *% 16400)) +% (nb15 *% 24)) +% 16), t17_c0_2)
-          storeVector(arena, ((1491376 +% (((mb16 *% 4) +% 1) *% 16400)) +% (nb15 *% 24)), t17_c1_0)
-          storeVector(arena, (((1491376 +% (((mb16 *% 4) +% 1) *% 16400)) +% (nb15 *% 24)) +% 8), t17_c1_1)
-          storeVector(arena, (((1491376 +% (((mb16 *% 4) +% 1) *% 16400)) +% (nb15 *% 24)) +% 16), t17_c1_2)
-          storeVector(arena, ((1491376 +% (((mb16 *% 4) +% 2) *% 16400)) +% (nb15 *% 24)), t17_c2_0)
-          storeVector(arena, (((1491376 +% (((mb16 *% 4) +% 2) *% 16400)) +% (nb15 *% 24)) +% 8), t17_c2_1)
-          storeVector(arena, (((1491376 +% (((mb16 *% 4) +% 2) *% 16400)) +% (nb15 *% 24)) +% 16), t17_c2_2)
-          storeVector(arena, ((1491376 +% (((mb16 *% 4) +% 3) *% 16400)) +% (nb15 *% 24)), t17_c3_0)
-          storeVector(arena, (((1491376 +% (((mb16 *% 4) +% 3) *% 16400)) +% (nb15 *% 24)) +% 8), t17_c3_1)
-          storeVector(arena, (((1491376 +% (((mb16 *% 4) +% 3) *% 16400)) +% (nb15 *% 24)) +% 16), t17_c3_2)
+          storeVector(arena, ((1491376 +% ((mb17 *% 4) *% 16400)) +% (nb16 *% 24)), t18_c0_0)
+          storeVector(arena, (((1491376 +% ((mb17 *% 4) *% 16400)) +% (nb16 *% 24)) +% 8), t18_c0_1)
+          storeVector(arena, (((1491376 +% ((mb17 *% 4) *% 16400)) +% (nb16 *% 24)) +% 16), t18_c0_2)
+          storeVector(arena, ((1491376 +% (((mb17 *% 4) +% 1) *% 16400)) +% (nb16 *% 24)), t18_c1_0)
+          storeVector(arena, (((1491376 +% (((mb17 *% 4) +% 1) *% 16400)) +% (nb16 *% 24)) +% 8), t18_c1_1)
+          storeVector(arena, (((1491376 +% (((mb17 *% 4) +% 1) *% 16400)) +% (nb16 *% 24)) +% 16), t18_c1_2)
+          storeVector(arena, ((1491376 +% (((mb17 *% 4) +% 2) *% 16400)) +% (nb16 *% 24)), t18_c2_0)
+          storeVector(arena, (((1491376 +% (((mb17 *% 4) +% 2) *% 16400)) +% (nb16 *% 24)) +% 8), t18_c2_1)
+          storeVector(arena, (((1491376 +% (((mb17 *% 4) +% 2) *% 16400)) +% (nb16 *% 24)) +% 16), t18_c2_2)
+          storeVector(arena, ((1491376 +% (((mb17 *% 4) +% 3) *% 16400)) +% (nb16 *% 24)), t18_c3_0)
+          storeVector(arena, (((1491376 +% (((mb17 *% 4) +% 3) *% 16400)) +% (nb16 *% 24)) +% 8), t18_c3_1)
+          storeVector(arena, (((1491376 +% (((mb17 *% 4) +% 3) *% 16400)) +% (nb16 *% 24)) +% 16), t18_c3_2)
         }
       }
-      for mb19 in 0..<4 {
-        var t20_c0_0 = Vector()
-        var t20_c0_1 = Vector()
-        var t20_c1_0 = Vector()
-        var t20_c1_1 = Vector()
-        var t20_c2_0 = Vector()
-        var t20_c2_1 = Vector()
-        var t20_c3_0 = Vector()
-        var t20_c3_1 = Vector()
-        for k21 in 0..<27 {
-          let t20_b0 = loadVector(arena, ((1048576 +% (k21 *% 16400)) +% 16368))
-          let t20_b1 = loadVector(arena, (((1048576 +% (k21 *% 16400)) +% 16368) +% 8))
-          let t20_a0 = Vector(repeating: params[(((mb19 *% 4) *% 27) +% k21)])
-          t20_c0_0 = t20_c0_0.addingProduct(t20_a0, t20_b0)
-          t20_c0_1 = t20_c0_1.addingProduct(t20_a0, t20_b1)
-          let t20_a1 = Vector(repeating: params[((((mb19 *% 4) +% 1) *% 27) +% k21)])
-          t20_c1_0 = t20_c1_0.addingProduct(t20_a1, t20_b0)
-          t20_c1_1 = t20_c1_1.addingProduct(t20_a1, t20_b1)
-          let t20_a2 = Vector(repeating: params[((((mb19 *% 4) +% 2) *% 27) +% k21)])
-          t20_c2_0 = t20_c2_0.addingProduct(t20_a2, t20_b0)
-          t20_c2_1 = t20_c2_1.addingProduct(t20_a2, t20_b1)
-          let t20_a3 = Vector(repeating: params[((((mb19 *% 4) +% 3) *% 27) +% k21)])
-          t20_c3_0 = t20_c3_0.addingProduct(t20_a3, t20_b0)
-          t20_c3_1 = t20_c3_1.addingProduct(t20_a3, t20_b1)
+      for mb20 in 0..<4 {
+        var t21_c0_0 = Vector()
+        var t21_c0_1 = Vector()
+        var t21_c1_0 = Vector()
+        var t21_c1_1 = Vector()
+        var t21_c2_0 = Vector()
+        var t21_c2_1 = Vector()
+        var t21_c3_0 = Vector()
+        var t21_c3_1 = Vector()
+        for k22 in 0..<27 {
+          let t21_b0 = loadVector(arena, ((1048576 +% (k22 *% 16400)) +% 16368))
+          let t21_b1 = loadVector(arena, (((1048576 +% (k22 *% 16400)) +% 16368) +% 8))
+          let t21_a0 = Vector(repeating: params[(((mb20 *% 4) *% 27) +% k22)])
+          t21_c0_0 = t21_c0_0.addingProduct(t21_a0, t21_b0)
+          t21_c0_1 = t21_c0_1.addingProduct(t21_a0, t21_b1)
+          let t21_a1 = Vector(repeating: params[((((mb20 *% 4) +% 1) *% 27) +% k22)])
+          t21_c1_0 = t21_c1_0.addingProduct(t21_a1, t21_b0)
+          t21_c1_1 = t21_c1_1.addingProduct(t21_a1, t21_b1)
+          let t21_a2 = Vector(repeating: params[((((mb20 *% 4) +% 2) *% 27) +% k22)])
+          t21_c2_0 = t21_c2_0.addingProduct(t21_a2, t21_b0)
+          t21_c2_1 = t21_c2_1.addingProduct(t21_a2, t21_b1)
+          let t21_a3 = Vector(repeating: params[((((mb20 *% 4) +% 3) *% 27) +% k22)])
+          t21_c3_0 = t21_c3_0.addingProduct(t21_a3, t21_b0)
+          t21_c3_1 = t21_c3_1.addingProduct(t21_a3, t21_b1)
         }
-        storeVector(arena, ((1491376 +% ((mb19 *% 4) *% 16400)) +% 16368), t20_c0_0)
-        storeVector(arena, (((1491376 +% ((mb19 *% 4) *% 16400)) +% 16368) +% 8), t20_c0_1)
-        storeVector(arena, ((1491376 +% (((mb19 *% 4) +% 1) *% 16400)) +% 16368), t20_c1_0)
-        storeVector(arena, (((1491376 +% (((mb19 *% 4) +% 1) *% 16400)) +% 16368) +% 8), t20_c1_1)
-        storeVector(arena, ((1491376 +% (((mb19 *% 4) +% 2) *% 16400)) +% 16368), t20_c2_0)
-        storeVector(arena, (((1491376 +% (((mb19 *% 4) +% 2) *% 16400)) +% 16368) +% 8), t20_c2_1)
-        storeVector(arena, ((1491376 +% (((mb19 *% 4) +% 3) *% 16400)) +% 16368), t20_c3_0)
-        storeVector(arena, (((1491376 +% (((mb19 *% 4) +% 3) *% 16400)) +% 16368) +% 8), t20_c3_1)
+        storeVector(arena, ((1491376 +% ((mb20 *% 4) *% 16400)) +% 16368), t21_c0_0)
+        storeVector(arena, (((1491376 +% ((mb20 *% 4) *% 16400)) +% 16368) +% 8), t21_c0_1)
+        storeVector(arena, ((1491376 +% (((mb20 *% 4) +% 1) *% 16400)) +% 16368), t21_c1_0)
+        storeVector(arena, (((1491376 +% (((mb20 *% 4) +% 1) *% 16400)) +% 16368) +% 8), t21_c1_1)
+        storeVector(arena, ((1491376 +% (((mb20 *% 4) +% 2) *% 16400)) +% 16368), t21_c2_0)
+        storeVector(arena, (((1491376 +% (((mb20 *% 4) +% 2) *% 16400)) +% 16368) +% 8), t21_c2_1)
+        storeVector(arena, ((1491376 +% (((mb20 *% 4) +% 3) *% 16400)) +% 16368), t21_c3_0)
+        storeVector(arena, (((1491376 +% (((mb20 *% 4) +% 3) *% 16400)) +% 16368) +% 8), t21_c3_1)
       }
     }
-    for j23 in 0..<16 {
-      for f24 in 0..<16 {
-        for i25 in 0..<128 {
-          storeVector(arena, ((i25 *% 8) +% ((((g2 *% 16) +% j23) *% 16384) +% (f24 *% 1024))), loadVector(arena, ((i25 *% 8) +% ((1491376 +% (f24 *% 16400)) +% (j23 *% 1024)))))
+    for j24 in 0..<16 {
+      for f25 in 0..<16 {
+        for i26 in 0..<128 {
+          storeVector(arena, ((i26 *% 8) +% ((((g1 *% 16) +% j24) *% 16384) +% (f25 *% 1024))), loadVector(arena, ((i26 *% 8) +% ((1491376 +% (f25 *% 16400)) +% (j24 *% 1024)))))
         }
       }
     }
@@ -1043,178 +1075,180 @@ public func resnet8_train_b64(
   // stem_bn = batchnorm(stem)
   resnet8_train_b64_shared0_stem_bn(params, grads, m, v, arena, images, labels, lr, step, seed, pool, 0, 2097184, 432)
   // x0 = relu(stem_bn)
-  for i56 in 0..<131072 {
-    storeVector(arena, ((i56 *% 8) +% 2097184), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i56 *% 8) +% 1048576)), where: loadVector(arena, ((i56 *% 8) +% 1048576)) .> Vector(repeating: Float(0))))
+  for i57 in 0..<131072 {
+    storeVector(arena, ((i57 *% 8) +% 2097184), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i57 *% 8) +% 1048576)), where: loadVector(arena, ((i57 *% 8) +% 1048576)) .> Vector(repeating: Float(0))))
   }
   // s1_conv1 = conv2d(x0)
   resnet8_train_b64_shared1_s1_conv1(params, grads, m, v, arena, images, labels, lr, step, seed, pool, 464, 3145760)
   // s1_bn1 = batchnorm(s1_conv1)
   resnet8_train_b64_shared0_stem_bn(params, grads, m, v, arena, images, labels, lr, step, seed, pool, 1048576, 4194368, 2768)
   // s1_relu1 = relu(s1_bn1)
-  for i186 in 0..<131072 {
-    storeVector(arena, ((i186 *% 8) +% 4194368), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i186 *% 8) +% 3145760)), where: loadVector(arena, ((i186 *% 8) +% 3145760)) .> Vector(repeating: Float(0))))
+  for i187 in 0..<131072 {
+    storeVector(arena, ((i187 *% 8) +% 4194368), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i187 *% 8) +% 3145760)), where: loadVector(arena, ((i187 *% 8) +% 3145760)) .> Vector(repeating: Float(0))))
   }
   // s1_conv2 = conv2d(s1_relu1)
   resnet8_train_b64_shared1_s1_conv1(params, grads, m, v, arena, images, labels, lr, step, seed, pool, 2800, 5242944)
   // s1_bn2 = batchnorm(s1_conv2)
   resnet8_train_b64_shared0_stem_bn(params, grads, m, v, arena, images, labels, lr, step, seed, pool, 3145760, 6291552, 5104)
   // s1_sum = add(s1_bn2, x0)
-  for i316 in 0..<131072 {
-    storeVector(arena, ((i316 *% 8) +% 6291552), (loadVector(arena, ((i316 *% 8) +% 5242944)) + loadVector(arena, ((i316 *% 8) +% 2097184))))
+  for i317 in 0..<131072 {
+    storeVector(arena, ((i317 *% 8) +% 6291552), (loadVector(arena, ((i317 *% 8) +% 5242944)) + loadVector(arena, ((i317 *% 8) +% 2097184))))
   }
   // x1 = relu(s1_sum)
-  for i317 in 0..<131072 {
-    storeVector(arena, ((i317 *% 8) +% 5242944), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i317 *% 8) +% 6291552)), where: loadVector(arena, ((i317 *% 8) +% 6291552)) .> Vector(repeating: Float(0))))
+  for i318 in 0..<131072 {
+    storeVector(arena, ((i318 *% 8) +% 5242944), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i318 *% 8) +% 6291552)), where: loadVector(arena, ((i318 *% 8) +% 6291552)) .> Vector(repeating: Float(0))))
   }
   // s2_conv1 = conv2d(x1)
-  for i318 in 0..<36992 {
-    storeVector(arena, ((i318 *% 8) +% 7543648), Vector(repeating: Float(0)))
-  }
   for g319 in 0..<4 {
-    do {  // scalar loops
-      for j320 in 0..<16 {
-        for c321 in 0..<16 {
-          for qy322 in 0..<16 {
-            for qx323 in 0..<16 {
-              arena[(7543648 +% (((((((j320 *% 16) +% c321) *% 2) *% 2) *% 289) +% ((qy322 +% 1) *% 17)) +% (qx323 +% 1)))] = arena[(((((5242944 +% (((g319 *% 16) +% j320) *% 16384)) +% (c321 *% 1024)) +% ((((qy322 +% 1) *% 2) +% -1) *% 32)) +% ((qx323 +% 1) *% 2)) +% -1)]
+    for j320 in 0..<16 {
+      for c321 in 0..<16 {
+        for ky322 in 0..<3 {
+          for oy323 in 0..<16 {
+            if (-1 < (((oy323 *% 2) +% ky322) +% -1) && (((oy323 *% 2) +% ky322) +% -1) < 32) {
+              for ox324 in 0..<15 {
+                arena[(((6815840 +% ((((c321 *% 3) +% ky322) *% 3) *% 4112)) +% (j320 *% 256)) +% ((oy323 *% 16) +% (ox324 +% 1)))] = arena[((((5242944 +% (((g319 *% 16) +% j320) *% 16384)) +% (c321 *% 1024)) +% ((((oy323 *% 2) +% ky322) +% -1) *% 32)) +% (((ox324 +% 1) *% 2) +% -1))]
+              }
+              for ox325 in 0..<1 {
+                arena[(((6815840 +% ((((c321 *% 3) +% ky322) *% 3) *% 4112)) +% (j320 *% 256)) +% ((oy323 *% 16) +% ox325))] = Float(0)
+              }
+            }
+            if (((oy323 *% 2) +% ky322) +% -1) < 0 {
+              for ox326 in 0..<16 {
+                arena[(((6815840 +% ((((c321 *% 3) +% ky322) *% 3) *% 4112)) +% (j320 *% 256)) +% ((oy323 *% 16) +% ox326))] = Float(0)
+              }
+            }
+            if 31 < (((oy323 *% 2) +% ky322) +% -1) {
+              for ox326 in 0..<16 {
+                arena[(((6815840 +% ((((c321 *% 3) +% ky322) *% 3) *% 4112)) +% (j320 *% 256)) +% ((oy323 *% 16) +% ox326))] = Float(0)
+              }
             }
           }
-        }
-      }
-      for j324 in 0..<16 {
-        for c325 in 0..<16 {
-          for qy326 in 0..<16 {
-            for qx327 in 0..<16 {
-              arena[(7543648 +% ((((((((j324 *% 16) +% c325) *% 2) *% 2) +% 1) *% 289) +% ((qy326 +% 1) *% 17)) +% qx327))] = arena[((((5242944 +% (((g319 *% 16) +% j324) *% 16384)) +% (c325 *% 1024)) +% ((((qy326 +% 1) *% 2) +% -1) *% 32)) +% (qx327 *% 2))]
+          for oy327 in 0..<16 {
+            if (-1 < (((oy327 *% 2) +% ky322) +% -1) && (((oy327 *% 2) +% ky322) +% -1) < 32) {
+              for ox328 in 0..<16 {
+                arena[(((6815840 +% (((((c321 *% 3) +% ky322) *% 3) +% 1) *% 4112)) +% (j320 *% 256)) +% ((oy327 *% 16) +% ox328))] = arena[((((5242944 +% (((g319 *% 16) +% j320) *% 16384)) +% (c321 *% 1024)) +% ((((oy327 *% 2) +% ky322) +% -1) *% 32)) +% (ox328 *% 2))]
+              }
+            }
+            if (((oy327 *% 2) +% ky322) +% -1) < 0 {
+              for ox329 in 0..<16 {
+                arena[(((6815840 +% (((((c321 *% 3) +% ky322) *% 3) +% 1) *% 4112)) +% (j320 *% 256)) +% ((oy327 *% 16) +% ox329))] = Float(0)
+              }
+            }
+            if 31 < (((oy327 *% 2) +% ky322) +% -1) {
+              for ox329 in 0..<16 {
+                arena[(((6815840 +% (((((c321 *% 3) +% ky322) *% 3) +% 1) *% 4112)) +% (j320 *% 256)) +% ((oy327 *% 16) +% ox329))] = Float(0)
+              }
             }
           }
-        }
-      }
-      for j328 in 0..<16 {
-        for c329 in 0..<16 {
-          for qy330 in 0..<16 {
-            for qx331 in 0..<16 {
-              arena[(7543648 +% ((((((((j328 *% 16) +% c329) *% 2) +% 1) *% 2) *% 289) +% (qy330 *% 17)) +% (qx331 +% 1)))] = arena[(((((5242944 +% (((g319 *% 16) +% j328) *% 16384)) +% (c329 *% 1024)) +% ((qy330 *% 2) *% 32)) +% ((qx331 +% 1) *% 2)) +% -1)]
+          for oy330 in 0..<16 {
+            if (-1 < (((oy330 *% 2) +% ky322) +% -1) && (((oy330 *% 2) +% ky322) +% -1) < 32) {
+              for ox331 in 0..<16 {
+                arena[(((6815840 +% (((((c321 *% 3) +% ky322) *% 3) +% 2) *% 4112)) +% (j320 *% 256)) +% ((oy330 *% 16) +% ox331))] = arena[((((5242944 +% (((g319 *% 16) +% j320) *% 16384)) +% (c321 *% 1024)) +% ((((oy330 *% 2) +% ky322) +% -1) *% 32)) +% ((ox331 *% 2) +% 1))]
+              }
             }
-          }
-        }
-      }
-      for j332 in 0..<16 {
-        for c333 in 0..<16 {
-          for qy334 in 0..<16 {
-            for qx335 in 0..<16 {
-              arena[(7543648 +% (((((((((j332 *% 16) +% c333) *% 2) +% 1) *% 2) +% 1) *% 289) +% (qy334 *% 17)) +% qx335))] = arena[((((5242944 +% (((g319 *% 16) +% j332) *% 16384)) +% (c333 *% 1024)) +% ((qy334 *% 2) *% 32)) +% (qx335 *% 2))]
+            if (((oy330 *% 2) +% ky322) +% -1) < 0 {
+              for ox332 in 0..<16 {
+                arena[(((6815840 +% (((((c321 *% 3) +% ky322) *% 3) +% 2) *% 4112)) +% (j320 *% 256)) +% ((oy330 *% 16) +% ox332))] = Float(0)
+              }
             }
-          }
-        }
-      }
-      for j336 in 0..<16 {
-        for c337 in 0..<16 {
-          for ky338 in 0..<3 {
-            for kx339 in 0..<3 {
-              for wy340 in 0..<1 {
-                for wx341 in 0..<1 {
-                  for py342 in 0..<16 {
-                    for cv343 in 0..<2 {
-                      storeVector(arena, (((((6815840 +% (((((c337 *% 3) +% ky338) *% 3) +% kx339) *% 4112)) +% (j336 *% 256)) +% ((wy340 +% wx341) *% 256)) +% (py342 *% 16)) +% (cv343 *% 8)), loadVector(arena, (7543648 +% (((((((((j336 *% 16) +% c337) *% 2) +% (((wy340 *% 2) +% ky338) % 2)) *% 2) +% (((wx341 *% 2) +% kx339) % 2)) *% 289) +% ((py342 +% (((wy340 *% 2) +% ky338) / 2)) *% 17)) +% ((cv343 *% 8) +% (((wx341 *% 2) +% kx339) / 2))))))
-                    }
-                  }
-                }
+            if 31 < (((oy330 *% 2) +% ky322) +% -1) {
+              for ox332 in 0..<16 {
+                arena[(((6815840 +% (((((c321 *% 3) +% ky322) *% 3) +% 2) *% 4112)) +% (j320 *% 256)) +% ((oy330 *% 16) +% ox332))] = Float(0)
               }
             }
           }
         }
       }
     }
-    do {  // gemm351
-      for nb344 in 0..<170 {
-        for mb345 in 0..<8 {
-          var t346_c0_0 = Vector()
-          var t346_c0_1 = Vector()
-          var t346_c0_2 = Vector()
-          var t346_c1_0 = Vector()
-          var t346_c1_1 = Vector()
-          var t346_c1_2 = Vector()
-          var t346_c2_0 = Vector()
-          var t346_c2_1 = Vector()
-          var t346_c2_2 = Vector()
-          var t346_c3_0 = Vector()
-          var t346_c3_1 = Vector()
-          var t346_c3_2 = Vector()
-          for k347 in 0..<144 {
-            let t346_b0 = loadVector(arena, ((6815840 +% (k347 *% 4112)) +% (nb344 *% 24)))
-            let t346_b1 = loadVector(arena, (((6815840 +% (k347 *% 4112)) +% (nb344 *% 24)) +% 8))
-            let t346_b2 = loadVector(arena, (((6815840 +% (k347 *% 4112)) +% (nb344 *% 24)) +% 16))
-            let t346_a0 = Vector(repeating: params[((5136 +% ((mb345 *% 4) *% 144)) +% k347)])
-            t346_c0_0 = t346_c0_0.addingProduct(t346_a0, t346_b0)
-            t346_c0_1 = t346_c0_1.addingProduct(t346_a0, t346_b1)
-            t346_c0_2 = t346_c0_2.addingProduct(t346_a0, t346_b2)
-            let t346_a1 = Vector(repeating: params[((5136 +% (((mb345 *% 4) +% 1) *% 144)) +% k347)])
-            t346_c1_0 = t346_c1_0.addingProduct(t346_a1, t346_b0)
-            t346_c1_1 = t346_c1_1.addingProduct(t346_a1, t346_b1)
-            t346_c1_2 = t346_c1_2.addingProduct(t346_a1, t346_b2)
-            let t346_a2 = Vector(repeating: params[((5136 +% (((mb345 *% 4) +% 2) *% 144)) +% k347)])
-            t346_c2_0 = t346_c2_0.addingProduct(t346_a2, t346_b0)
-            t346_c2_1 = t346_c2_1.addingProduct(t346_a2, t346_b1)
-            t346_c2_2 = t346_c2_2.addingProduct(t346_a2, t346_b2)
-            let t346_a3 = Vector(repeating: params[((5136 +% (((mb345 *% 4) +% 3) *% 144)) +% k347)])
-            t346_c3_0 = t346_c3_0.addingProduct(t346_a3, t346_b0)
-            t346_c3_1 = t346_c3_1.addingProduct(t346_a3, t346_b1)
-            t346_c3_2 = t346_c3_2.addingProduct(t346_a3, t346_b2)
+    do {  // gemm340
+      for nb333 in 0..<170 {
+        for mb334 in 0..<8 {
+          var t335_c0_0 = Vector()
+          var t335_c0_1 = Vector()
+          var t335_c0_2 = Vector()
+          var t335_c1_0 = Vector()
+          var t335_c1_1 = Vector()
+          var t335_c1_2 = Vector()
+          var t335_c2_0 = Vector()
+          var t335_c2_1 = Vector()
+          var t335_c2_2 = Vector()
+          var t335_c3_0 = Vector()
+          var t335_c3_1 = Vector()
+          var t335_c3_2 = Vector()
+          for k336 in 0..<144 {
+            let t335_b0 = loadVector(arena, ((6815840 +% (k336 *% 4112)) +% (nb333 *% 24)))
+            let t335_b1 = loadVector(arena, (((6815840 +% (k336 *% 4112)) +% (nb333 *% 24)) +% 8))
+            let t335_b2 = loadVector(arena, (((6815840 +% (k336 *% 4112)) +% (nb333 *% 24)) +% 16))
+            let t335_a0 = Vector(repeating: params[((5136 +% ((mb334 *% 4) *% 144)) +% k336)])
+            t335_c0_0 = t335_c0_0.addingProduct(t335_a0, t335_b0)
+            t335_c0_1 = t335_c0_1.addingProduct(t335_a0, t335_b1)
+            t335_c0_2 = t335_c0_2.addingProduct(t335_a0, t335_b2)
+            let t335_a1 = Vector(repeating: params[((5136 +% (((mb334 *% 4) +% 1) *% 144)) +% k336)])
+            t335_c1_0 = t335_c1_0.addingProduct(t335_a1, t335_b0)
+            t335_c1_1 = t335_c1_1.addingProduct(t335_a1, t335_b1)
+            t335_c1_2 = t335_c1_2.addingProduct(t335_a1, t335_b2)
+            let t335_a2 = Vector(repeating: params[((5136 +% (((mb334 *% 4) +% 2) *% 144)) +% k336)])
+            t335_c2_0 = t335_c2_0.addingProduct(t335_a2, t335_b0)
+            t335_c2_1 = t335_c2_1.addingProduct(t335_a2, t335_b1)
+            t335_c2_2 = t335_c2_2.addingProduct(t335_a2, t335_b2)
+            let t335_a3 = Vector(repeating: params[((5136 +% (((mb334 *% 4) +% 3) *% 144)) +% k336)])
+            t335_c3_0 = t335_c3_0.addingProduct(t335_a3, t335_b0)
+            t335_c3_1 = t335_c3_1.addingProduct(t335_a3, t335_b1)
+            t335_c3_2 = t335_c3_2.addingProduct(t335_a3, t335_b2)
           }
-          storeVector(arena, ((7407968 +% ((mb345 *% 4) *% 4112)) +% (nb344 *% 24)), t346_c0_0)
-          storeVector(arena, (((7407968 +% ((mb345 *% 4) *% 4112)) +% (nb344 *% 24)) +% 8), t346_c0_1)
-          storeVector(arena, (((7407968 +% ((mb345 *% 4) *% 4112)) +% (nb344 *% 24)) +% 16), t346_c0_2)
-          storeVector(arena, ((7407968 +% (((mb345 *% 4) +% 1) *% 4112)) +% (nb344 *% 24)), t346_c1_0)
-          storeVector(arena, (((7407968 +% (((mb345 *% 4) +% 1) *% 4112)) +% (nb344 *% 24)) +% 8), t346_c1_1)
-          storeVector(arena, (((7407968 +% (((mb345 *% 4) +% 1) *% 4112)) +% (nb344 *% 24)) +% 16), t346_c1_2)
-          storeVector(arena, ((7407968 +% (((mb345 *% 4) +% 2) *% 4112)) +% (nb344 *% 24)), t346_c2_0)
-          storeVector(arena, (((7407968 +% (((mb345 *% 4) +% 2) *% 4112)) +% (nb344 *% 24)) +% 8), t346_c2_1)
-          storeVector(arena, (((7407968 +% (((mb345 *% 4) +% 2) *% 4112)) +% (nb344 *% 24)) +% 16), t346_c2_2)
-          storeVector(arena, ((7407968 +% (((mb345 *% 4) +% 3) *% 4112)) +% (nb344 *% 24)), t346_c3_0)
-          storeVector(arena, (((7407968 +% (((mb345 *% 4) +% 3) *% 4112)) +% (nb344 *% 24)) +% 8), t346_c3_1)
-          storeVector(arena, (((7407968 +% (((mb345 *% 4) +% 3) *% 4112)) +% (nb344 *% 24)) +% 16), t346_c3_2)
+          storeVector(arena, ((7407968 +% ((mb334 *% 4) *% 4112)) +% (nb333 *% 24)), t335_c0_0)
+          storeVector(arena, (((7407968 +% ((mb334 *% 4) *% 4112)) +% (nb333 *% 24)) +% 8), t335_c0_1)
+          storeVector(arena, (((7407968 +% ((mb334 *% 4) *% 4112)) +% (nb333 *% 24)) +% 16), t335_c0_2)
+          storeVector(arena, ((7407968 +% (((mb334 *% 4) +% 1) *% 4112)) +% (nb333 *% 24)), t335_c1_0)
+          storeVector(arena, (((7407968 +% (((mb334 *% 4) +% 1) *% 4112)) +% (nb333 *% 24)) +% 8), t335_c1_1)
+          storeVector(arena, (((7407968 +% (((mb334 *% 4) +% 1) *% 4112)) +% (nb333 *% 24)) +% 16), t335_c1_2)
+          storeVector(arena, ((7407968 +% (((mb334 *% 4) +% 2) *% 4112)) +% (nb333 *% 24)), t335_c2_0)
+          storeVector(arena, (((7407968 +% (((mb334 *% 4) +% 2) *% 4112)) +% (nb333 *% 24)) +% 8), t335_c2_1)
+          storeVector(arena, (((7407968 +% (((mb334 *% 4) +% 2) *% 4112)) +% (nb333 *% 24)) +% 16), t335_c2_2)
+          storeVector(arena, ((7407968 +% (((mb334 *% 4) +% 3) *% 4112)) +% (nb333 *% 24)), t335_c3_0)
+          storeVector(arena, (((7407968 +% (((mb334 *% 4) +% 3) *% 4112)) +% (nb333 *% 24)) +% 8), t335_c3_1)
+          storeVector(arena, (((7407968 +% (((mb334 *% 4) +% 3) *% 4112)) +% (nb333 *% 24)) +% 16), t335_c3_2)
         }
       }
-      for mb348 in 0..<8 {
-        var t349_c0_0 = Vector()
-        var t349_c0_1 = Vector()
-        var t349_c1_0 = Vector()
-        var t349_c1_1 = Vector()
-        var t349_c2_0 = Vector()
-        var t349_c2_1 = Vector()
-        var t349_c3_0 = Vector()
-        var t349_c3_1 = Vector()
-        for k350 in 0..<144 {
-          let t349_b0 = loadVector(arena, ((6815840 +% (k350 *% 4112)) +% 4080))
-          let t349_b1 = loadVector(arena, (((6815840 +% (k350 *% 4112)) +% 4080) +% 8))
-          let t349_a0 = Vector(repeating: params[((5136 +% ((mb348 *% 4) *% 144)) +% k350)])
-          t349_c0_0 = t349_c0_0.addingProduct(t349_a0, t349_b0)
-          t349_c0_1 = t349_c0_1.addingProduct(t349_a0, t349_b1)
-          let t349_a1 = Vector(repeating: params[((5136 +% (((mb348 *% 4) +% 1) *% 144)) +% k350)])
-          t349_c1_0 = t349_c1_0.addingProduct(t349_a1, t349_b0)
-          t349_c1_1 = t349_c1_1.addingProduct(t349_a1, t349_b1)
-          let t349_a2 = Vector(repeating: params[((5136 +% (((mb348 *% 4) +% 2) *% 144)) +% k350)])
-          t349_c2_0 = t349_c2_0.addingProduct(t349_a2, t349_b0)
-          t349_c2_1 = t349_c2_1.addingProduct(t349_a2, t349_b1)
-          let t349_a3 = Vector(repeating: params[((5136 +% (((mb348 *% 4) +% 3) *% 144)) +% k350)])
-          t349_c3_0 = t349_c3_0.addingProduct(t349_a3, t349_b0)
-          t349_c3_1 = t349_c3_1.addingProduct(t349_a3, t349_b1)
+      for mb337 in 0..<8 {
+        var t338_c0_0 = Vector()
+        var t338_c0_1 = Vector()
+        var t338_c1_0 = Vector()
+        var t338_c1_1 = Vector()
+        var t338_c2_0 = Vector()
+        var t338_c2_1 = Vector()
+        var t338_c3_0 = Vector()
+        var t338_c3_1 = Vector()
+        for k339 in 0..<144 {
+          let t338_b0 = loadVector(arena, ((6815840 +% (k339 *% 4112)) +% 4080))
+          let t338_b1 = loadVector(arena, (((6815840 +% (k339 *% 4112)) +% 4080) +% 8))
+          let t338_a0 = Vector(repeating: params[((5136 +% ((mb337 *% 4) *% 144)) +% k339)])
+          t338_c0_0 = t338_c0_0.addingProduct(t338_a0, t338_b0)
+          t338_c0_1 = t338_c0_1.addingProduct(t338_a0, t338_b1)
+          let t338_a1 = Vector(repeating: params[((5136 +% (((mb337 *% 4) +% 1) *% 144)) +% k339)])
+          t338_c1_0 = t338_c1_0.addingProduct(t338_a1, t338_b0)
+          t338_c1_1 = t338_c1_1.addingProduct(t338_a1, t338_b1)
+          let t338_a2 = Vector(repeating: params[((5136 +% (((mb337 *% 4) +% 2) *% 144)) +% k339)])
+          t338_c2_0 = t338_c2_0.addingProduct(t338_a2, t338_b0)
+          t338_c2_1 = t338_c2_1.addingProduct(t338_a2, t338_b1)
+          let t338_a3 = Vector(repeating: params[((5136 +% (((mb337 *% 4) +% 3) *% 144)) +% k339)])
+          t338_c3_0 = t338_c3_0.addingProduct(t338_a3, t338_b0)
+          t338_c3_1 = t338_c3_1.addingProduct(t338_a3, t338_b1)
         }
-        storeVector(arena, ((7407968 +% ((mb348 *% 4) *% 4112)) +% 4080), t349_c0_0)
-        storeVector(arena, (((7407968 +% ((mb348 *% 4) *% 4112)) +% 4080) +% 8), t349_c0_1)
-        storeVector(arena, ((7407968 +% (((mb348 *% 4) +% 1) *% 4112)) +% 4080), t349_c1_0)
-        storeVector(arena, (((7407968 +% (((mb348 *% 4) +% 1) *% 4112)) +% 4080) +% 8), t349_c1_1)
-        storeVector(arena, ((7407968 +% (((mb348 *% 4) +% 2) *% 4112)) +% 4080), t349_c2_0)
-        storeVector(arena, (((7407968 +% (((mb348 *% 4) +% 2) *% 4112)) +% 4080) +% 8), t349_c2_1)
-        storeVector(arena, ((7407968 +% (((mb348 *% 4) +% 3) *% 4112)) +% 4080), t349_c3_0)
-        storeVector(arena, (((7407968 +% (((mb348 *% 4) +% 3) *% 4112)) +% 4080) +% 8), t349_c3_1)
+        storeVector(arena, ((7407968 +% ((mb337 *% 4) *% 4112)) +% 4080), t338_c0_0)
+        storeVector(arena, (((7407968 +% ((mb337 *% 4) *% 4112)) +% 4080) +% 8), t338_c0_1)
+        storeVector(arena, ((7407968 +% (((mb337 *% 4) +% 1) *% 4112)) +% 4080), t338_c1_0)
+        storeVector(arena, (((7407968 +% (((mb337 *% 4) +% 1) *% 4112)) +% 4080) +% 8), t338_c1_1)
+        storeVector(arena, ((7407968 +% (((mb337 *% 4) +% 2) *% 4112)) +% 4080), t338_c2_0)
+        storeVector(arena, (((7407968 +% (((mb337 *% 4) +% 2) *% 4112)) +% 4080) +% 8), t338_c2_1)
+        storeVector(arena, ((7407968 +% (((mb337 *% 4) +% 3) *% 4112)) +% 4080), t338_c3_0)
+        storeVector(arena, (((7407968 +% (((mb337 *% 4) +% 3) *% 4112)) +% 4080) +% 8), t338_c3_1)
       }
     }
-    for j352 in 0..<16 {
-      for f353 in 0..<32 {
-        for i354 in 0..<32 {
-          storeVector(arena, ((i354 *% 8) +% ((6291552 +% (((g319 *% 16) +% j352) *% 8192)) +% (f353 *% 256))), loadVector(arena, ((i354 *% 8) +% ((7407968 +% (f353 *% 4112)) +% (j352 *% 256)))))
+    for j341 in 0..<16 {
+      for f342 in 0..<32 {
+        for i343 in 0..<32 {
+          storeVector(arena, ((i343 *% 8) +% ((6291552 +% (((g319 *% 16) +% j341) *% 8192)) +% (f342 *% 256))), loadVector(arena, ((i343 *% 8) +% ((7407968 +% (f342 *% 4112)) +% (j341 *% 256)))))
         }
       }
     }
@@ -1222,243 +1256,243 @@ public func resnet8_train_b64(
   // s2_bn1 = batchnorm(s2_conv1)
   resnet8_train_b64_shared2_s2_bn1(params, grads, m, v, arena, images, labels, lr, step, seed, pool, 6291552, 7340192, 9744)
   // s2_relu1 = relu(s2_bn1)
-  for i385 in 0..<65536 {
-    storeVector(arena, ((i385 *% 8) +% 7340192), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i385 *% 8) +% 6815840)), where: loadVector(arena, ((i385 *% 8) +% 6815840)) .> Vector(repeating: Float(0))))
+  for i374 in 0..<65536 {
+    storeVector(arena, ((i374 *% 8) +% 7340192), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i374 *% 8) +% 6815840)), where: loadVector(arena, ((i374 *% 8) +% 6815840)) .> Vector(repeating: Float(0))))
   }
   // s2_conv2 = conv2d(s2_relu1)
   do {  // scalar loops
-    for ci386 in 0..<32 {
-      for co387 in 0..<32 {
-        var w388: Float = params[(9808 +% (((co387 *% 32) +% ci386) *% 9))]
-        var w389: Float = (((params[(9808 +% (((co387 *% 32) +% ci386) *% 9))] + params[((9808 +% (((co387 *% 32) +% ci386) *% 9)) +% 3)]) + params[((9808 +% (((co387 *% 32) +% ci386) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
-        var w390: Float = (((params[(9808 +% (((co387 *% 32) +% ci386) *% 9))] + params[((9808 +% (((co387 *% 32) +% ci386) *% 9)) +% 6)]) - params[((9808 +% (((co387 *% 32) +% ci386) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
-        var w391: Float = params[((9808 +% (((co387 *% 32) +% ci386) *% 9)) +% 6)]
-        var w392: Float = params[((9808 +% (((co387 *% 32) +% ci386) *% 9)) +% 1)]
-        var w393: Float = (((params[((9808 +% (((co387 *% 32) +% ci386) *% 9)) +% 1)] + params[((9808 +% (((co387 *% 32) +% ci386) *% 9)) +% 4)]) + params[((9808 +% (((co387 *% 32) +% ci386) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
-        var w394: Float = (((params[((9808 +% (((co387 *% 32) +% ci386) *% 9)) +% 1)] + params[((9808 +% (((co387 *% 32) +% ci386) *% 9)) +% 7)]) - params[((9808 +% (((co387 *% 32) +% ci386) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
-        var w395: Float = params[((9808 +% (((co387 *% 32) +% ci386) *% 9)) +% 7)]
-        var w396: Float = params[((9808 +% (((co387 *% 32) +% ci386) *% 9)) +% 2)]
-        var w397: Float = (((params[((9808 +% (((co387 *% 32) +% ci386) *% 9)) +% 2)] + params[((9808 +% (((co387 *% 32) +% ci386) *% 9)) +% 5)]) + params[((9808 +% (((co387 *% 32) +% ci386) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
-        var w398: Float = (((params[((9808 +% (((co387 *% 32) +% ci386) *% 9)) +% 2)] + params[((9808 +% (((co387 *% 32) +% ci386) *% 9)) +% 8)]) - params[((9808 +% (((co387 *% 32) +% ci386) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
-        var w399: Float = params[((9808 +% (((co387 *% 32) +% ci386) *% 9)) +% 8)]
-        var w400: Float = w388
-        var w401: Float = (((w388 + w392) + w396) * Float(bitPattern: 0x3f000000))
-        var w402: Float = (((w388 + w396) - w392) * Float(bitPattern: 0x3f000000))
-        var w403: Float = w396
-        var w404: Float = w389
-        var w405: Float = (((w389 + w393) + w397) * Float(bitPattern: 0x3f000000))
-        var w406: Float = (((w389 + w397) - w393) * Float(bitPattern: 0x3f000000))
-        var w407: Float = w397
-        var w408: Float = w390
-        var w409: Float = (((w390 + w394) + w398) * Float(bitPattern: 0x3f000000))
-        var w410: Float = (((w390 + w398) - w394) * Float(bitPattern: 0x3f000000))
-        var w411: Float = w398
-        var w412: Float = w391
-        var w413: Float = (((w391 + w395) + w399) * Float(bitPattern: 0x3f000000))
-        var w414: Float = (((w391 + w399) - w395) * Float(bitPattern: 0x3f000000))
-        var w415: Float = w399
-        arena[((7864480 +% (ci386 *% 32)) +% co387)] = w400
-        arena[((7865504 +% (ci386 *% 32)) +% co387)] = w401
-        arena[((7866528 +% (ci386 *% 32)) +% co387)] = w402
-        arena[((7867552 +% (ci386 *% 32)) +% co387)] = w403
-        arena[((7868576 +% (ci386 *% 32)) +% co387)] = w404
-        arena[((7869600 +% (ci386 *% 32)) +% co387)] = w405
-        arena[((7870624 +% (ci386 *% 32)) +% co387)] = w406
-        arena[((7871648 +% (ci386 *% 32)) +% co387)] = w407
-        arena[((7872672 +% (ci386 *% 32)) +% co387)] = w408
-        arena[((7873696 +% (ci386 *% 32)) +% co387)] = w409
-        arena[((7874720 +% (ci386 *% 32)) +% co387)] = w410
-        arena[((7875744 +% (ci386 *% 32)) +% co387)] = w411
-        arena[((7876768 +% (ci386 *% 32)) +% co387)] = w412
-        arena[((7877792 +% (ci386 *% 32)) +% co387)] = w413
-        arena[((7878816 +% (ci386 *% 32)) +% co387)] = w414
-        arena[((7879840 +% (ci386 *% 32)) +% co387)] = w415
+    for ci375 in 0..<32 {
+      for co376 in 0..<32 {
+        var w377: Float = params[(9808 +% (((co376 *% 32) +% ci375) *% 9))]
+        var w378: Float = (((params[(9808 +% (((co376 *% 32) +% ci375) *% 9))] + params[((9808 +% (((co376 *% 32) +% ci375) *% 9)) +% 3)]) + params[((9808 +% (((co376 *% 32) +% ci375) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
+        var w379: Float = (((params[(9808 +% (((co376 *% 32) +% ci375) *% 9))] + params[((9808 +% (((co376 *% 32) +% ci375) *% 9)) +% 6)]) - params[((9808 +% (((co376 *% 32) +% ci375) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
+        var w380: Float = params[((9808 +% (((co376 *% 32) +% ci375) *% 9)) +% 6)]
+        var w381: Float = params[((9808 +% (((co376 *% 32) +% ci375) *% 9)) +% 1)]
+        var w382: Float = (((params[((9808 +% (((co376 *% 32) +% ci375) *% 9)) +% 1)] + params[((9808 +% (((co376 *% 32) +% ci375) *% 9)) +% 4)]) + params[((9808 +% (((co376 *% 32) +% ci375) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
+        var w383: Float = (((params[((9808 +% (((co376 *% 32) +% ci375) *% 9)) +% 1)] + params[((9808 +% (((co376 *% 32) +% ci375) *% 9)) +% 7)]) - params[((9808 +% (((co376 *% 32) +% ci375) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
+        var w384: Float = params[((9808 +% (((co376 *% 32) +% ci375) *% 9)) +% 7)]
+        var w385: Float = params[((9808 +% (((co376 *% 32) +% ci375) *% 9)) +% 2)]
+        var w386: Float = (((params[((9808 +% (((co376 *% 32) +% ci375) *% 9)) +% 2)] + params[((9808 +% (((co376 *% 32) +% ci375) *% 9)) +% 5)]) + params[((9808 +% (((co376 *% 32) +% ci375) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
+        var w387: Float = (((params[((9808 +% (((co376 *% 32) +% ci375) *% 9)) +% 2)] + params[((9808 +% (((co376 *% 32) +% ci375) *% 9)) +% 8)]) - params[((9808 +% (((co376 *% 32) +% ci375) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
+        var w388: Float = params[((9808 +% (((co376 *% 32) +% ci375) *% 9)) +% 8)]
+        var w389: Float = w377
+        var w390: Float = (((w377 + w381) + w385) * Float(bitPattern: 0x3f000000))
+        var w391: Float = (((w377 + w385) - w381) * Float(bitPattern: 0x3f000000))
+        var w392: Float = w385
+        var w393: Float = w378
+        var w394: Float = (((w378 + w382) + w386) * Float(bitPattern: 0x3f000000))
+        var w395: Float = (((w378 + w386) - w382) * Float(bitPattern: 0x3f000000))
+        var w396: Float = w386
+        var w397: Float = w379
+        var w398: Float = (((w379 + w383) + w387) * Float(bitPattern: 0x3f000000))
+        var w399: Float = (((w379 + w387) - w383) * Float(bitPattern: 0x3f000000))
+        var w400: Float = w387
+        var w401: Float = w380
+        var w402: Float = (((w380 + w384) + w388) * Float(bitPattern: 0x3f000000))
+        var w403: Float = (((w380 + w388) - w384) * Float(bitPattern: 0x3f000000))
+        var w404: Float = w388
+        arena[((7864480 +% (ci375 *% 32)) +% co376)] = w389
+        arena[((7865504 +% (ci375 *% 32)) +% co376)] = w390
+        arena[((7866528 +% (ci375 *% 32)) +% co376)] = w391
+        arena[((7867552 +% (ci375 *% 32)) +% co376)] = w392
+        arena[((7868576 +% (ci375 *% 32)) +% co376)] = w393
+        arena[((7869600 +% (ci375 *% 32)) +% co376)] = w394
+        arena[((7870624 +% (ci375 *% 32)) +% co376)] = w395
+        arena[((7871648 +% (ci375 *% 32)) +% co376)] = w396
+        arena[((7872672 +% (ci375 *% 32)) +% co376)] = w397
+        arena[((7873696 +% (ci375 *% 32)) +% co376)] = w398
+        arena[((7874720 +% (ci375 *% 32)) +% co376)] = w399
+        arena[((7875744 +% (ci375 *% 32)) +% co376)] = w400
+        arena[((7876768 +% (ci375 *% 32)) +% co376)] = w401
+        arena[((7877792 +% (ci375 *% 32)) +% co376)] = w402
+        arena[((7878816 +% (ci375 *% 32)) +% co376)] = w403
+        arena[((7879840 +% (ci375 *% 32)) +% co376)] = w404
       }
     }
   }
-  for i416 in 0..<1296 {
-    storeVector(arena, ((i416 *% 8) +% 7880864), Vector(repeating: Float(0)))
+  for i405 in 0..<1296 {
+    storeVector(arena, ((i405 *% 8) +% 7880864), Vector(repeating: Float(0)))
   }
-  for g417 in 0..<64 {
-    for j418 in 0..<1 {
-      for c419 in 0..<32 {
-        for iy420 in 0..<16 {
-          for ix421 in 0..<16 {
-            arena[(7880864 +% ((((j418 *% 10368) +% ((iy420 +% 1) *% 576)) +% ((ix421 +% 1) *% 32)) +% c419))] = arena[((((7340192 +% ((g417 +% j418) *% 8192)) +% (c419 *% 256)) +% (iy420 *% 16)) +% ix421)]
+  for g406 in 0..<64 {
+    for j407 in 0..<1 {
+      for c408 in 0..<32 {
+        for iy409 in 0..<16 {
+          for ix410 in 0..<16 {
+            arena[(7880864 +% ((((j407 *% 10368) +% ((iy409 +% 1) *% 576)) +% ((ix410 +% 1) *% 32)) +% c408))] = arena[((((7340192 +% ((g406 +% j407) *% 8192)) +% (c408 *% 256)) +% (iy409 *% 16)) +% ix410)]
           }
         }
       }
     }
-    for j422 in 0..<1 {
-      for ty423 in 0..<8 {
-        for tx424 in 0..<8 {
-          for cv425 in 0..<4 {
-            let w426 = (loadVector(arena, (7880864 +% ((((j422 *% 10368) +% ((ty423 *% 2) *% 576)) +% ((tx424 *% 2) *% 32)) +% (cv425 *% 8)))) - loadVector(arena, (7880864 +% ((((j422 *% 10368) +% (((ty423 *% 2) +% 2) *% 576)) +% ((tx424 *% 2) *% 32)) +% (cv425 *% 8)))))
-            let w427 = (loadVector(arena, (7880864 +% ((((j422 *% 10368) +% (((ty423 *% 2) +% 1) *% 576)) +% ((tx424 *% 2) *% 32)) +% (cv425 *% 8)))) + loadVector(arena, (7880864 +% ((((j422 *% 10368) +% (((ty423 *% 2) +% 2) *% 576)) +% ((tx424 *% 2) *% 32)) +% (cv425 *% 8)))))
-            let w428 = (loadVector(arena, (7880864 +% ((((j422 *% 10368) +% (((ty423 *% 2) +% 2) *% 576)) +% ((tx424 *% 2) *% 32)) +% (cv425 *% 8)))) - loadVector(arena, (7880864 +% ((((j422 *% 10368) +% (((ty423 *% 2) +% 1) *% 576)) +% ((tx424 *% 2) *% 32)) +% (cv425 *% 8)))))
-            let w429 = (loadVector(arena, (7880864 +% ((((j422 *% 10368) +% (((ty423 *% 2) +% 1) *% 576)) +% ((tx424 *% 2) *% 32)) +% (cv425 *% 8)))) - loadVector(arena, (7880864 +% ((((j422 *% 10368) +% (((ty423 *% 2) +% 3) *% 576)) +% ((tx424 *% 2) *% 32)) +% (cv425 *% 8)))))
-            let w430 = (loadVector(arena, (7880864 +% ((((j422 *% 10368) +% ((ty423 *% 2) *% 576)) +% (((tx424 *% 2) +% 1) *% 32)) +% (cv425 *% 8)))) - loadVector(arena, (7880864 +% ((((j422 *% 10368) +% (((ty423 *% 2) +% 2) *% 576)) +% (((tx424 *% 2) +% 1) *% 32)) +% (cv425 *% 8)))))
-            let w431 = (loadVector(arena, (7880864 +% ((((j422 *% 10368) +% (((ty423 *% 2) +% 1) *% 576)) +% (((tx424 *% 2) +% 1) *% 32)) +% (cv425 *% 8)))) + loadVector(arena, (7880864 +% ((((j422 *% 10368) +% (((ty423 *% 2) +% 2) *% 576)) +% (((tx424 *% 2) +% 1) *% 32)) +% (cv425 *% 8)))))
-            let w432 = (loadVector(arena, (7880864 +% ((((j422 *% 10368) +% (((ty423 *% 2) +% 2) *% 576)) +% (((tx424 *% 2) +% 1) *% 32)) +% (cv425 *% 8)))) - loadVector(arena, (7880864 +% ((((j422 *% 10368) +% (((ty423 *% 2) +% 1) *% 576)) +% (((tx424 *% 2) +% 1) *% 32)) +% (cv425 *% 8)))))
-            let w433 = (loadVector(arena, (7880864 +% ((((j422 *% 10368) +% (((ty423 *% 2) +% 1) *% 576)) +% (((tx424 *% 2) +% 1) *% 32)) +% (cv425 *% 8)))) - loadVector(arena, (7880864 +% ((((j422 *% 10368) +% (((ty423 *% 2) +% 3) *% 576)) +% (((tx424 *% 2) +% 1) *% 32)) +% (cv425 *% 8)))))
-            let w434 = (loadVector(arena, (7880864 +% ((((j422 *% 10368) +% ((ty423 *% 2) *% 576)) +% (((tx424 *% 2) +% 2) *% 32)) +% (cv425 *% 8)))) - loadVector(arena, (7880864 +% ((((j422 *% 10368) +% (((ty423 *% 2) +% 2) *% 576)) +% (((tx424 *% 2) +% 2) *% 32)) +% (cv425 *% 8)))))
-            let w435 = (loadVector(arena, (7880864 +% ((((j422 *% 10368) +% (((ty423 *% 2) +% 1) *% 576)) +% (((tx424 *% 2) +% 2) *% 32)) +% (cv425 *% 8)))) + loadVector(arena, (7880864 +% ((((j422 *% 10368) +% (((ty423 *% 2) +% 2) *% 576)) +% (((tx424 *% 2) +% 2) *% 32)) +% (cv425 *% 8)))))
-            let w436 = (loadVector(arena, (7880864 +% ((((j422 *% 10368) +% (((ty423 *% 2) +% 2) *% 576)) +% (((tx424 *% 2) +% 2) *% 32)) +% (cv425 *% 8)))) - loadVector(arena, (7880864 +% ((((j422 *% 10368) +% (((ty423 *% 2) +% 1) *% 576)) +% (((tx424 *% 2) +% 2) *% 32)) +% (cv425 *% 8)))))
-            let w437 = (loadVector(arena, (7880864 +% ((((j422 *% 10368) +% (((ty423 *% 2) +% 1) *% 576)) +% (((tx424 *% 2) +% 2) *% 32)) +% (cv425 *% 8)))) - loadVector(arena, (7880864 +% ((((j422 *% 10368) +% (((ty423 *% 2) +% 3) *% 576)) +% (((tx424 *% 2) +% 2) *% 32)) +% (cv425 *% 8)))))
-            let w438 = (loadVector(arena, (7880864 +% ((((j422 *% 10368) +% ((ty423 *% 2) *% 576)) +% (((tx424 *% 2) +% 3) *% 32)) +% (cv425 *% 8)))) - loadVector(arena, (7880864 +% ((((j422 *% 10368) +% (((ty423 *% 2) +% 2) *% 576)) +% (((tx424 *% 2) +% 3) *% 32)) +% (cv425 *% 8)))))
-            let w439 = (loadVector(arena, (7880864 +% ((((j422 *% 10368) +% (((ty423 *% 2) +% 1) *% 576)) +% (((tx424 *% 2) +% 3) *% 32)) +% (cv425 *% 8)))) + loadVector(arena, (7880864 +% ((((j422 *% 10368) +% (((ty423 *% 2) +% 2) *% 576)) +% (((tx424 *% 2) +% 3) *% 32)) +% (cv425 *% 8)))))
-            let w440 = (loadVector(arena, (7880864 +% ((((j422 *% 10368) +% (((ty423 *% 2) +% 2) *% 576)) +% (((tx424 *% 2) +% 3) *% 32)) +% (cv425 *% 8)))) - loadVector(arena, (7880864 +% ((((j422 *% 10368) +% (((ty423 *% 2) +% 1) *% 576)) +% (((tx424 *% 2) +% 3) *% 32)) +% (cv425 *% 8)))))
-            let w441 = (loadVector(arena, (7880864 +% ((((j422 *% 10368) +% (((ty423 *% 2) +% 1) *% 576)) +% (((tx424 *% 2) +% 3) *% 32)) +% (cv425 *% 8)))) - loadVector(arena, (7880864 +% ((((j422 *% 10368) +% (((ty423 *% 2) +% 3) *% 576)) +% (((tx424 *% 2) +% 3) *% 32)) +% (cv425 *% 8)))))
-            let w442 = (w426 - w434)
-            let w443 = (w430 + w434)
-            let w444 = (w434 - w430)
-            let w445 = (w430 - w438)
-            let w446 = (w427 - w435)
-            let w447 = (w431 + w435)
-            let w448 = (w435 - w431)
-            let w449 = (w431 - w439)
-            let w450 = (w428 - w436)
-            let w451 = (w432 + w436)
-            let w452 = (w436 - w432)
-            let w453 = (w432 - w440)
-            let w454 = (w429 - w437)
-            let w455 = (w433 + w437)
-            let w456 = (w437 - w433)
-            let w457 = (w433 - w441)
-            storeVector(arena, ((7891232 +% ((((j422 *% 64) +% (ty423 *% 8)) +% tx424) *% 32)) +% (cv425 *% 8)), w442)
-            storeVector(arena, ((7893280 +% ((((j422 *% 64) +% (ty423 *% 8)) +% tx424) *% 32)) +% (cv425 *% 8)), w443)
-            storeVector(arena, ((7895328 +% ((((j422 *% 64) +% (ty423 *% 8)) +% tx424) *% 32)) +% (cv425 *% 8)), w444)
-            storeVector(arena, ((7897376 +% ((((j422 *% 64) +% (ty423 *% 8)) +% tx424) *% 32)) +% (cv425 *% 8)), w445)
-            storeVector(arena, ((7899424 +% ((((j422 *% 64) +% (ty423 *% 8)) +% tx424) *% 32)) +% (cv425 *% 8)), w446)
-            storeVector(arena, ((7901472 +% ((((j422 *% 64) +% (ty423 *% 8)) +% tx424) *% 32)) +% (cv425 *% 8)), w447)
-            storeVector(arena, ((7903520 +% ((((j422 *% 64) +% (ty423 *% 8)) +% tx424) *% 32)) +% (cv425 *% 8)), w448)
-            storeVector(arena, ((7905568 +% ((((j422 *% 64) +% (ty423 *% 8)) +% tx424) *% 32)) +% (cv425 *% 8)), w449)
-            storeVector(arena, ((7907616 +% ((((j422 *% 64) +% (ty423 *% 8)) +% tx424) *% 32)) +% (cv425 *% 8)), w450)
-            storeVector(arena, ((7909664 +% ((((j422 *% 64) +% (ty423 *% 8)) +% tx424) *% 32)) +% (cv425 *% 8)), w451)
-            storeVector(arena, ((7911712 +% ((((j422 *% 64) +% (ty423 *% 8)) +% tx424) *% 32)) +% (cv425 *% 8)), w452)
-            storeVector(arena, ((7913760 +% ((((j422 *% 64) +% (ty423 *% 8)) +% tx424) *% 32)) +% (cv425 *% 8)), w453)
-            storeVector(arena, ((7915808 +% ((((j422 *% 64) +% (ty423 *% 8)) +% tx424) *% 32)) +% (cv425 *% 8)), w454)
-            storeVector(arena, ((7917856 +% ((((j422 *% 64) +% (ty423 *% 8)) +% tx424) *% 32)) +% (cv425 *% 8)), w455)
-            storeVector(arena, ((7919904 +% ((((j422 *% 64) +% (ty423 *% 8)) +% tx424) *% 32)) +% (cv425 *% 8)), w456)
-            storeVector(arena, ((7921952 +% ((((j422 *% 64) +% (ty423 *% 8)) +% tx424) *% 32)) +% (cv425 *% 8)), w457)
+    for j411 in 0..<1 {
+      for ty412 in 0..<8 {
+        for tx413 in 0..<8 {
+          for cv414 in 0..<4 {
+            let w415 = (loadVector(arena, (7880864 +% ((((j411 *% 10368) +% ((ty412 *% 2) *% 576)) +% ((tx413 *% 2) *% 32)) +% (cv414 *% 8)))) - loadVector(arena, (7880864 +% ((((j411 *% 10368) +% (((ty412 *% 2) +% 2) *% 576)) +% ((tx413 *% 2) *% 32)) +% (cv414 *% 8)))))
+            let w416 = (loadVector(arena, (7880864 +% ((((j411 *% 10368) +% (((ty412 *% 2) +% 1) *% 576)) +% ((tx413 *% 2) *% 32)) +% (cv414 *% 8)))) + loadVector(arena, (7880864 +% ((((j411 *% 10368) +% (((ty412 *% 2) +% 2) *% 576)) +% ((tx413 *% 2) *% 32)) +% (cv414 *% 8)))))
+            let w417 = (loadVector(arena, (7880864 +% ((((j411 *% 10368) +% (((ty412 *% 2) +% 2) *% 576)) +% ((tx413 *% 2) *% 32)) +% (cv414 *% 8)))) - loadVector(arena, (7880864 +% ((((j411 *% 10368) +% (((ty412 *% 2) +% 1) *% 576)) +% ((tx413 *% 2) *% 32)) +% (cv414 *% 8)))))
+            let w418 = (loadVector(arena, (7880864 +% ((((j411 *% 10368) +% (((ty412 *% 2) +% 1) *% 576)) +% ((tx413 *% 2) *% 32)) +% (cv414 *% 8)))) - loadVector(arena, (7880864 +% ((((j411 *% 10368) +% (((ty412 *% 2) +% 3) *% 576)) +% ((tx413 *% 2) *% 32)) +% (cv414 *% 8)))))
+            let w419 = (loadVector(arena, (7880864 +% ((((j411 *% 10368) +% ((ty412 *% 2) *% 576)) +% (((tx413 *% 2) +% 1) *% 32)) +% (cv414 *% 8)))) - loadVector(arena, (7880864 +% ((((j411 *% 10368) +% (((ty412 *% 2) +% 2) *% 576)) +% (((tx413 *% 2) +% 1) *% 32)) +% (cv414 *% 8)))))
+            let w420 = (loadVector(arena, (7880864 +% ((((j411 *% 10368) +% (((ty412 *% 2) +% 1) *% 576)) +% (((tx413 *% 2) +% 1) *% 32)) +% (cv414 *% 8)))) + loadVector(arena, (7880864 +% ((((j411 *% 10368) +% (((ty412 *% 2) +% 2) *% 576)) +% (((tx413 *% 2) +% 1) *% 32)) +% (cv414 *% 8)))))
+            let w421 = (loadVector(arena, (7880864 +% ((((j411 *% 10368) +% (((ty412 *% 2) +% 2) *% 576)) +% (((tx413 *% 2) +% 1) *% 32)) +% (cv414 *% 8)))) - loadVector(arena, (7880864 +% ((((j411 *% 10368) +% (((ty412 *% 2) +% 1) *% 576)) +% (((tx413 *% 2) +% 1) *% 32)) +% (cv414 *% 8)))))
+            let w422 = (loadVector(arena, (7880864 +% ((((j411 *% 10368) +% (((ty412 *% 2) +% 1) *% 576)) +% (((tx413 *% 2) +% 1) *% 32)) +% (cv414 *% 8)))) - loadVector(arena, (7880864 +% ((((j411 *% 10368) +% (((ty412 *% 2) +% 3) *% 576)) +% (((tx413 *% 2) +% 1) *% 32)) +% (cv414 *% 8)))))
+            let w423 = (loadVector(arena, (7880864 +% ((((j411 *% 10368) +% ((ty412 *% 2) *% 576)) +% (((tx413 *% 2) +% 2) *% 32)) +% (cv414 *% 8)))) - loadVector(arena, (7880864 +% ((((j411 *% 10368) +% (((ty412 *% 2) +% 2) *% 576)) +% (((tx413 *% 2) +% 2) *% 32)) +% (cv414 *% 8)))))
+            let w424 = (loadVector(arena, (7880864 +% ((((j411 *% 10368) +% (((ty412 *% 2) +% 1) *% 576)) +% (((tx413 *% 2) +% 2) *% 32)) +% (cv414 *% 8)))) + loadVector(arena, (7880864 +% ((((j411 *% 10368) +% (((ty412 *% 2) +% 2) *% 576)) +% (((tx413 *% 2) +% 2) *% 32)) +% (cv414 *% 8)))))
+            let w425 = (loadVector(arena, (7880864 +% ((((j411 *% 10368) +% (((ty412 *% 2) +% 2) *% 576)) +% (((tx413 *% 2) +% 2) *% 32)) +% (cv414 *% 8)))) - loadVector(arena, (7880864 +% ((((j411 *% 10368) +% (((ty412 *% 2) +% 1) *% 576)) +% (((tx413 *% 2) +% 2) *% 32)) +% (cv414 *% 8)))))
+            let w426 = (loadVector(arena, (7880864 +% ((((j411 *% 10368) +% (((ty412 *% 2) +% 1) *% 576)) +% (((tx413 *% 2) +% 2) *% 32)) +% (cv414 *% 8)))) - loadVector(arena, (7880864 +% ((((j411 *% 10368) +% (((ty412 *% 2) +% 3) *% 576)) +% (((tx413 *% 2) +% 2) *% 32)) +% (cv414 *% 8)))))
+            let w427 = (loadVector(arena, (7880864 +% ((((j411 *% 10368) +% ((ty412 *% 2) *% 576)) +% (((tx413 *% 2) +% 3) *% 32)) +% (cv414 *% 8)))) - loadVector(arena, (7880864 +% ((((j411 *% 10368) +% (((ty412 *% 2) +% 2) *% 576)) +% (((tx413 *% 2) +% 3) *% 32)) +% (cv414 *% 8)))))
+            let w428 = (loadVector(arena, (7880864 +% ((((j411 *% 10368) +% (((ty412 *% 2) +% 1) *% 576)) +% (((tx413 *% 2) +% 3) *% 32)) +% (cv414 *% 8)))) + loadVector(arena, (7880864 +% ((((j411 *% 10368) +% (((ty412 *% 2) +% 2) *% 576)) +% (((tx413 *% 2) +% 3) *% 32)) +% (cv414 *% 8)))))
+            let w429 = (loadVector(arena, (7880864 +% ((((j411 *% 10368) +% (((ty412 *% 2) +% 2) *% 576)) +% (((tx413 *% 2) +% 3) *% 32)) +% (cv414 *% 8)))) - loadVector(arena, (7880864 +% ((((j411 *% 10368) +% (((ty412 *% 2) +% 1) *% 576)) +% (((tx413 *% 2) +% 3) *% 32)) +% (cv414 *% 8)))))
+            let w430 = (loadVector(arena, (7880864 +% ((((j411 *% 10368) +% (((ty412 *% 2) +% 1) *% 576)) +% (((tx413 *% 2) +% 3) *% 32)) +% (cv414 *% 8)))) - loadVector(arena, (7880864 +% ((((j411 *% 10368) +% (((ty412 *% 2) +% 3) *% 576)) +% (((tx413 *% 2) +% 3) *% 32)) +% (cv414 *% 8)))))
+            let w431 = (w415 - w423)
+            let w432 = (w419 + w423)
+            let w433 = (w423 - w419)
+            let w434 = (w419 - w427)
+            let w435 = (w416 - w424)
+            let w436 = (w420 + w424)
+            let w437 = (w424 - w420)
+            let w438 = (w420 - w428)
+            let w439 = (w417 - w425)
+            let w440 = (w421 + w425)
+            let w441 = (w425 - w421)
+            let w442 = (w421 - w429)
+            let w443 = (w418 - w426)
+            let w444 = (w422 + w426)
+            let w445 = (w426 - w422)
+            let w446 = (w422 - w430)
+            storeVector(arena, ((7891232 +% ((((j411 *% 64) +% (ty412 *% 8)) +% tx413) *% 32)) +% (cv414 *% 8)), w431)
+            storeVector(arena, ((7893280 +% ((((j411 *% 64) +% (ty412 *% 8)) +% tx413) *% 32)) +% (cv414 *% 8)), w432)
+            storeVector(arena, ((7895328 +% ((((j411 *% 64) +% (ty412 *% 8)) +% tx413) *% 32)) +% (cv414 *% 8)), w433)
+            storeVector(arena, ((7897376 +% ((((j411 *% 64) +% (ty412 *% 8)) +% tx413) *% 32)) +% (cv414 *% 8)), w434)
+            storeVector(arena, ((7899424 +% ((((j411 *% 64) +% (ty412 *% 8)) +% tx413) *% 32)) +% (cv414 *% 8)), w435)
+            storeVector(arena, ((7901472 +% ((((j411 *% 64) +% (ty412 *% 8)) +% tx413) *% 32)) +% (cv414 *% 8)), w436)
+            storeVector(arena, ((7903520 +% ((((j411 *% 64) +% (ty412 *% 8)) +% tx413) *% 32)) +% (cv414 *% 8)), w437)
+            storeVector(arena, ((7905568 +% ((((j411 *% 64) +% (ty412 *% 8)) +% tx413) *% 32)) +% (cv414 *% 8)), w438)
+            storeVector(arena, ((7907616 +% ((((j411 *% 64) +% (ty412 *% 8)) +% tx413) *% 32)) +% (cv414 *% 8)), w439)
+            storeVector(arena, ((7909664 +% ((((j411 *% 64) +% (ty412 *% 8)) +% tx413) *% 32)) +% (cv414 *% 8)), w440)
+            storeVector(arena, ((7911712 +% ((((j411 *% 64) +% (ty412 *% 8)) +% tx413) *% 32)) +% (cv414 *% 8)), w441)
+            storeVector(arena, ((7913760 +% ((((j411 *% 64) +% (ty412 *% 8)) +% tx413) *% 32)) +% (cv414 *% 8)), w442)
+            storeVector(arena, ((7915808 +% ((((j411 *% 64) +% (ty412 *% 8)) +% tx413) *% 32)) +% (cv414 *% 8)), w443)
+            storeVector(arena, ((7917856 +% ((((j411 *% 64) +% (ty412 *% 8)) +% tx413) *% 32)) +% (cv414 *% 8)), w444)
+            storeVector(arena, ((7919904 +% ((((j411 *% 64) +% (ty412 *% 8)) +% tx413) *% 32)) +% (cv414 *% 8)), w445)
+            storeVector(arena, ((7921952 +% ((((j411 *% 64) +% (ty412 *% 8)) +% tx413) *% 32)) +% (cv414 *% 8)), w446)
           }
         }
       }
     }
-    for xi458 in 0..<16 {
-      do {  // gemm465
-        for nb459 in 0..<2 {
-          for mb460 in 0..<10 {
-            var t461_c0_0 = Vector()
-            var t461_c0_1 = Vector()
-            var t461_c1_0 = Vector()
-            var t461_c1_1 = Vector()
-            var t461_c2_0 = Vector()
-            var t461_c2_1 = Vector()
-            var t461_c3_0 = Vector()
-            var t461_c3_1 = Vector()
-            var t461_c4_0 = Vector()
-            var t461_c4_1 = Vector()
-            var t461_c5_0 = Vector()
-            var t461_c5_1 = Vector()
-            for k462 in 0..<32 {
-              let t461_b0 = loadVector(arena, (((7864480 +% (xi458 *% 1024)) +% (k462 *% 32)) +% (nb459 *% 16)))
-              let t461_b1 = loadVector(arena, ((((7864480 +% (xi458 *% 1024)) +% (k462 *% 32)) +% (nb459 *% 16)) +% 8))
-              let t461_a0 = Vector(repeating: arena[(((7891232 +% (xi458 *% 2048)) +% ((mb460 *% 6) *% 32)) +% k462)])
-              t461_c0_0 = t461_c0_0.addingProduct(t461_a0, t461_b0)
-              t461_c0_1 = t461_c0_1.addingProduct(t461_a0, t461_b1)
-              let t461_a1 = Vector(repeating: arena[(((7891232 +% (xi458 *% 2048)) +% (((mb460 *% 6) +% 1) *% 32)) +% k462)])
-              t461_c1_0 = t461_c1_0.addingProduct(t461_a1, t461_b0)
-              t461_c1_1 = t461_c1_1.addingProduct(t461_a1, t461_b1)
-              let t461_a2 = Vector(repeating: arena[(((7891232 +% (xi458 *% 2048)) +% (((mb460 *% 6) +% 2) *% 32)) +% k462)])
-              t461_c2_0 = t461_c2_0.addingProduct(t461_a2, t461_b0)
-              t461_c2_1 = t461_c2_1.addingProduct(t461_a2, t461_b1)
-              let t461_a3 = Vector(repeating: arena[(((7891232 +% (xi458 *% 2048)) +% (((mb460 *% 6) +% 3) *% 32)) +% k462)])
-              t461_c3_0 = t461_c3_0.addingProduct(t461_a3, t461_b0)
-              t461_c3_1 = t461_c3_1.addingProduct(t461_a3, t461_b1)
-              let t461_a4 = Vector(repeating: arena[(((7891232 +% (xi458 *% 2048)) +% (((mb460 *% 6) +% 4) *% 32)) +% k462)])
-              t461_c4_0 = t461_c4_0.addingProduct(t461_a4, t461_b0)
-              t461_c4_1 = t461_c4_1.addingProduct(t461_a4, t461_b1)
-              let t461_a5 = Vector(repeating: arena[(((7891232 +% (xi458 *% 2048)) +% (((mb460 *% 6) +% 5) *% 32)) +% k462)])
-              t461_c5_0 = t461_c5_0.addingProduct(t461_a5, t461_b0)
-              t461_c5_1 = t461_c5_1.addingProduct(t461_a5, t461_b1)
+    for xi447 in 0..<16 {
+      do {  // gemm454
+        for nb448 in 0..<2 {
+          for mb449 in 0..<10 {
+            var t450_c0_0 = Vector()
+            var t450_c0_1 = Vector()
+            var t450_c1_0 = Vector()
+            var t450_c1_1 = Vector()
+            var t450_c2_0 = Vector()
+            var t450_c2_1 = Vector()
+            var t450_c3_0 = Vector()
+            var t450_c3_1 = Vector()
+            var t450_c4_0 = Vector()
+            var t450_c4_1 = Vector()
+            var t450_c5_0 = Vector()
+            var t450_c5_1 = Vector()
+            for k451 in 0..<32 {
+              let t450_b0 = loadVector(arena, (((7864480 +% (xi447 *% 1024)) +% (k451 *% 32)) +% (nb448 *% 16)))
+              let t450_b1 = loadVector(arena, ((((7864480 +% (xi447 *% 1024)) +% (k451 *% 32)) +% (nb448 *% 16)) +% 8))
+              let t450_a0 = Vector(repeating: arena[(((7891232 +% (xi447 *% 2048)) +% ((mb449 *% 6) *% 32)) +% k451)])
+              t450_c0_0 = t450_c0_0.addingProduct(t450_a0, t450_b0)
+              t450_c0_1 = t450_c0_1.addingProduct(t450_a0, t450_b1)
+              let t450_a1 = Vector(repeating: arena[(((7891232 +% (xi447 *% 2048)) +% (((mb449 *% 6) +% 1) *% 32)) +% k451)])
+              t450_c1_0 = t450_c1_0.addingProduct(t450_a1, t450_b0)
+              t450_c1_1 = t450_c1_1.addingProduct(t450_a1, t450_b1)
+              let t450_a2 = Vector(repeating: arena[(((7891232 +% (xi447 *% 2048)) +% (((mb449 *% 6) +% 2) *% 32)) +% k451)])
+              t450_c2_0 = t450_c2_0.addingProduct(t450_a2, t450_b0)
+              t450_c2_1 = t450_c2_1.addingProduct(t450_a2, t450_b1)
+              let t450_a3 = Vector(repeating: arena[(((7891232 +% (xi447 *% 2048)) +% (((mb449 *% 6) +% 3) *% 32)) +% k451)])
+              t450_c3_0 = t450_c3_0.addingProduct(t450_a3, t450_b0)
+              t450_c3_1 = t450_c3_1.addingProduct(t450_a3, t450_b1)
+              let t450_a4 = Vector(repeating: arena[(((7891232 +% (xi447 *% 2048)) +% (((mb449 *% 6) +% 4) *% 32)) +% k451)])
+              t450_c4_0 = t450_c4_0.addingProduct(t450_a4, t450_b0)
+              t450_c4_1 = t450_c4_1.addingProduct(t450_a4, t450_b1)
+              let t450_a5 = Vector(repeating: arena[(((7891232 +% (xi447 *% 2048)) +% (((mb449 *% 6) +% 5) *% 32)) +% k451)])
+              t450_c5_0 = t450_c5_0.addingProduct(t450_a5, t450_b0)
+              t450_c5_1 = t450_c5_1.addingProduct(t450_a5, t450_b1)
             }
-            storeVector(arena, (((7924000 +% (xi458 *% 2048)) +% ((mb460 *% 6) *% 32)) +% (nb459 *% 16)), t461_c0_0)
-            storeVector(arena, ((((7924000 +% (xi458 *% 2048)) +% ((mb460 *% 6) *% 32)) +% (nb459 *% 16)) +% 8), t461_c0_1)
-            storeVector(arena, (((7924000 +% (xi458 *% 2048)) +% (((mb460 *% 6) +% 1) *% 32)) +% (nb459 *% 16)), t461_c1_0)
-            storeVector(arena, ((((7924000 +% (xi458 *% 2048)) +% (((mb460 *% 6) +% 1) *% 32)) +% (nb459 *% 16)) +% 8), t461_c1_1)
-            storeVector(arena, (((7924000 +% (xi458 *% 2048)) +% (((mb460 *% 6) +% 2) *% 32)) +% (nb459 *% 16)), t461_c2_0)
-            storeVector(arena, ((((7924000 +% (xi458 *% 2048)) +% (((mb460 *% 6) +% 2) *% 32)) +% (nb459 *% 16)) +% 8), t461_c2_1)
-            storeVector(arena, (((7924000 +% (xi458 *% 2048)) +% (((mb460 *% 6) +% 3) *% 32)) +% (nb459 *% 16)), t461_c3_0)
-            storeVector(arena, ((((7924000 +% (xi458 *% 2048)) +% (((mb460 *% 6) +% 3) *% 32)) +% (nb459 *% 16)) +% 8), t461_c3_1)
-            storeVector(arena, (((7924000 +% (xi458 *% 2048)) +% (((mb460 *% 6) +% 4) *% 32)) +% (nb459 *% 16)), t461_c4_0)
-            storeVector(arena, ((((7924000 +% (xi458 *% 2048)) +% (((mb460 *% 6) +% 4) *% 32)) +% (nb459 *% 16)) +% 8), t461_c4_1)
-            storeVector(arena, (((7924000 +% (xi458 *% 2048)) +% (((mb460 *% 6) +% 5) *% 32)) +% (nb459 *% 16)), t461_c5_0)
-            storeVector(arena, ((((7924000 +% (xi458 *% 2048)) +% (((mb460 *% 6) +% 5) *% 32)) +% (nb459 *% 16)) +% 8), t461_c5_1)
+            storeVector(arena, (((7924000 +% (xi447 *% 2048)) +% ((mb449 *% 6) *% 32)) +% (nb448 *% 16)), t450_c0_0)
+            storeVector(arena, ((((7924000 +% (xi447 *% 2048)) +% ((mb449 *% 6) *% 32)) +% (nb448 *% 16)) +% 8), t450_c0_1)
+            storeVector(arena, (((7924000 +% (xi447 *% 2048)) +% (((mb449 *% 6) +% 1) *% 32)) +% (nb448 *% 16)), t450_c1_0)
+            storeVector(arena, ((((7924000 +% (xi447 *% 2048)) +% (((mb449 *% 6) +% 1) *% 32)) +% (nb448 *% 16)) +% 8), t450_c1_1)
+            storeVector(arena, (((7924000 +% (xi447 *% 2048)) +% (((mb449 *% 6) +% 2) *% 32)) +% (nb448 *% 16)), t450_c2_0)
+            storeVector(arena, ((((7924000 +% (xi447 *% 2048)) +% (((mb449 *% 6) +% 2) *% 32)) +% (nb448 *% 16)) +% 8), t450_c2_1)
+            storeVector(arena, (((7924000 +% (xi447 *% 2048)) +% (((mb449 *% 6) +% 3) *% 32)) +% (nb448 *% 16)), t450_c3_0)
+            storeVector(arena, ((((7924000 +% (xi447 *% 2048)) +% (((mb449 *% 6) +% 3) *% 32)) +% (nb448 *% 16)) +% 8), t450_c3_1)
+            storeVector(arena, (((7924000 +% (xi447 *% 2048)) +% (((mb449 *% 6) +% 4) *% 32)) +% (nb448 *% 16)), t450_c4_0)
+            storeVector(arena, ((((7924000 +% (xi447 *% 2048)) +% (((mb449 *% 6) +% 4) *% 32)) +% (nb448 *% 16)) +% 8), t450_c4_1)
+            storeVector(arena, (((7924000 +% (xi447 *% 2048)) +% (((mb449 *% 6) +% 5) *% 32)) +% (nb448 *% 16)), t450_c5_0)
+            storeVector(arena, ((((7924000 +% (xi447 *% 2048)) +% (((mb449 *% 6) +% 5) *% 32)) +% (nb448 *% 16)) +% 8), t450_c5_1)
           }
-          var t463_c0_0 = Vector()
-          var t463_c0_1 = Vector()
-          var t463_c1_0 = Vector()
-          var t463_c1_1 = Vector()
-          var t463_c2_0 = Vector()
-          var t463_c2_1 = Vector()
-          var t463_c3_0 = Vector()
-          var t463_c3_1 = Vector()
-          for k464 in 0..<32 {
-            let t463_b0 = loadVector(arena, (((7864480 +% (xi458 *% 1024)) +% (k464 *% 32)) +% (nb459 *% 16)))
-            let t463_b1 = loadVector(arena, ((((7864480 +% (xi458 *% 1024)) +% (k464 *% 32)) +% (nb459 *% 16)) +% 8))
-            let t463_a0 = Vector(repeating: arena[(((7891232 +% (xi458 *% 2048)) +% 1920) +% k464)])
-            t463_c0_0 = t463_c0_0.addingProduct(t463_a0, t463_b0)
-            t463_c0_1 = t463_c0_1.addingProduct(t463_a0, t463_b1)
-            let t463_a1 = Vector(repeating: arena[(((7891232 +% (xi458 *% 2048)) +% 1952) +% k464)])
-            t463_c1_0 = t463_c1_0.addingProduct(t463_a1, t463_b0)
-            t463_c1_1 = t463_c1_1.addingProduct(t463_a1, t463_b1)
-            let t463_a2 = Vector(repeating: arena[(((7891232 +% (xi458 *% 2048)) +% 1984) +% k464)])
-            t463_c2_0 = t463_c2_0.addingProduct(t463_a2, t463_b0)
-            t463_c2_1 = t463_c2_1.addingProduct(t463_a2, t463_b1)
-            let t463_a3 = Vector(repeating: arena[(((7891232 +% (xi458 *% 2048)) +% 2016) +% k464)])
-            t463_c3_0 = t463_c3_0.addingProduct(t463_a3, t463_b0)
-            t463_c3_1 = t463_c3_1.addingProduct(t463_a3, t463_b1)
+          var t452_c0_0 = Vector()
+          var t452_c0_1 = Vector()
+          var t452_c1_0 = Vector()
+          var t452_c1_1 = Vector()
+          var t452_c2_0 = Vector()
+          var t452_c2_1 = Vector()
+          var t452_c3_0 = Vector()
+          var t452_c3_1 = Vector()
+          for k453 in 0..<32 {
+            let t452_b0 = loadVector(arena, (((7864480 +% (xi447 *% 1024)) +% (k453 *% 32)) +% (nb448 *% 16)))
+            let t452_b1 = loadVector(arena, ((((7864480 +% (xi447 *% 1024)) +% (k453 *% 32)) +% (nb448 *% 16)) +% 8))
+            let t452_a0 = Vector(repeating: arena[(((7891232 +% (xi447 *% 2048)) +% 1920) +% k453)])
+            t452_c0_0 = t452_c0_0.addingProduct(t452_a0, t452_b0)
+            t452_c0_1 = t452_c0_1.addingProduct(t452_a0, t452_b1)
+            let t452_a1 = Vector(repeating: arena[(((7891232 +% (xi447 *% 2048)) +% 1952) +% k453)])
+            t452_c1_0 = t452_c1_0.addingProduct(t452_a1, t452_b0)
+            t452_c1_1 = t452_c1_1.addingProduct(t452_a1, t452_b1)
+            let t452_a2 = Vector(repeating: arena[(((7891232 +% (xi447 *% 2048)) +% 1984) +% k453)])
+            t452_c2_0 = t452_c2_0.addingProduct(t452_a2, t452_b0)
+            t452_c2_1 = t452_c2_1.addingProduct(t452_a2, t452_b1)
+            let t452_a3 = Vector(repeating: arena[(((7891232 +% (xi447 *% 2048)) +% 2016) +% k453)])
+            t452_c3_0 = t452_c3_0.addingProduct(t452_a3, t452_b0)
+            t452_c3_1 = t452_c3_1.addingProduct(t452_a3, t452_b1)
           }
-          storeVector(arena, (((7924000 +% (xi458 *% 2048)) +% 1920) +% (nb459 *% 16)), t463_c0_0)
-          storeVector(arena, ((((7924000 +% (xi458 *% 2048)) +% 1920) +% (nb459 *% 16)) +% 8), t463_c0_1)
-          storeVector(arena, (((7924000 +% (xi458 *% 2048)) +% 1952) +% (nb459 *% 16)), t463_c1_0)
-          storeVector(arena, ((((7924000 +% (xi458 *% 2048)) +% 1952) +% (nb459 *% 16)) +% 8), t463_c1_1)
-          storeVector(arena, (((7924000 +% (xi458 *% 2048)) +% 1984) +% (nb459 *% 16)), t463_c2_0)
-          storeVector(arena, ((((7924000 +% (xi458 *% 2048)) +% 1984) +% (nb459 *% 16)) +% 8), t463_c2_1)
-          storeVector(arena, (((7924000 +% (xi458 *% 2048)) +% 2016) +% (nb459 *% 16)), t463_c3_0)
-          storeVector(arena, ((((7924000 +% (xi458 *% 2048)) +% 2016) +% (nb459 *% 16)) +% 8), t463_c3_1)
+          storeVector(arena, (((7924000 +% (xi447 *% 2048)) +% 1920) +% (nb448 *% 16)), t452_c0_0)
+          storeVector(arena, ((((7924000 +% (xi447 *% 2048)) +% 1920) +% (nb448 *% 16)) +% 8), t452_c0_1)
+          storeVector(arena, (((7924000 +% (xi447 *% 2048)) +% 1952) +% (nb448 *% 16)), t452_c1_0)
+          storeVector(arena, ((((7924000 +% (xi447 *% 2048)) +% 1952) +% (nb448 *% 16)) +% 8), t452_c1_1)
+          storeVector(arena, (((7924000 +% (xi447 *% 2048)) +% 1984) +% (nb448 *% 16)), t452_c2_0)
+          storeVector(arena, ((((7924000 +% (xi447 *% 2048)) +% 1984) +% (nb448 *% 16)) +% 8), t452_c2_1)
+          storeVector(arena, (((7924000 +% (xi447 *% 2048)) +% 2016) +% (nb448 *% 16)), t452_c3_0)
+          storeVector(arena, ((((7924000 +% (xi447 *% 2048)) +% 2016) +% (nb448 *% 16)) +% 8), t452_c3_1)
         }
       }
     }
-    for j466 in 0..<1 {
-      for ty467 in 0..<8 {
-        for tx468 in 0..<8 {
-          for cv469 in 0..<4 {
-            let w470 = ((loadVector(arena, ((7924000 +% ((((j466 *% 64) +% (ty467 *% 8)) +% tx468) *% 32)) +% (cv469 *% 8))) + loadVector(arena, ((7932192 +% ((((j466 *% 64) +% (ty467 *% 8)) +% tx468) *% 32)) +% (cv469 *% 8)))) + loadVector(arena, ((7940384 +% ((((j466 *% 64) +% (ty467 *% 8)) +% tx468) *% 32)) +% (cv469 *% 8))))
-            let w471 = ((loadVector(arena, ((7932192 +% ((((j466 *% 64) +% (ty467 *% 8)) +% tx468) *% 32)) +% (cv469 *% 8))) - loadVector(arena, ((7940384 +% ((((j466 *% 64) +% (ty467 *% 8)) +% tx468) *% 32)) +% (cv469 *% 8)))) - loadVector(arena, ((7948576 +% ((((j466 *% 64) +% (ty467 *% 8)) +% tx468) *% 32)) +% (cv469 *% 8))))
-            let w472 = ((loadVector(arena, ((7926048 +% ((((j466 *% 64) +% (ty467 *% 8)) +% tx468) *% 32)) +% (cv469 *% 8))) + loadVector(arena, ((7934240 +% ((((j466 *% 64) +% (ty467 *% 8)) +% tx468) *% 32)) +% (cv469 *% 8)))) + loadVector(arena, ((7942432 +% ((((j466 *% 64) +% (ty467 *% 8)) +% tx468) *% 32)) +% (cv469 *% 8))))
-            let w473 = ((loadVector(arena, ((7934240 +% ((((j466 *% 64) +% (ty467 *% 8)) +% tx468) *% 32)) +% (cv469 *% 8))) - loadVector(arena, ((7942432 +% ((((j466 *% 64) +% (ty467 *% 8)) +% tx468) *% 32)) +% (cv469 *% 8)))) - loadVector(arena, ((7950624 +% ((((j466 *% 64) +% (ty467 *% 8)) +% tx468) *% 32)) +% (cv469 *% 8))))
-            let w474 = ((loadVector(arena, ((7928096 +% ((((j466 *% 64) +% (ty467 *% 8)) +% tx468) *% 32)) +% (cv469 *% 8))) + loadVector(arena, ((7936288 +% ((((j466 *% 64) +% (ty467 *% 8)) +% tx468) *% 32)) +% (cv469 *% 8)))) + loadVector(arena, ((7944480 +% ((((j466 *% 64) +% (ty467 *% 8)) +% tx468) *% 32)) +% (cv469 *% 8))))
-            let w475 = ((loadVector(arena, ((7936288 +% ((((j466 *% 64) +% (ty467 *% 8)) +% tx468) *% 32)) +% (cv469 *% 8))) - loadVector(arena, ((7944480 +% ((((j466 *% 64) +% (ty467 *% 8)) +% tx468) *% 32)) +% (cv469 *% 8)))) - loadVector(arena, ((7952672 +% ((((j466 *% 64) +% (ty467 *% 8)) +% tx468) *% 32)) +% (cv469 *% 8))))
-            let w476 = ((loadVector(arena, ((7930144 +% ((((j466 *% 64) +% (ty467 *% 8)) +% tx468) *% 32)) +% (cv469 *% 8))) + loadVector(arena, ((7938336 +% ((((j466 *% 64) +% (ty467 *% 8)) +% tx468) *% 32)) +% (cv469 *% 8)))) + loadVector(arena, ((7946528 +% ((((j466 *% 64) +% (ty467 *% 8)) +% tx468) *% 32)) +% (cv469 *% 8))))
-            let w477 = ((loadVector(arena, ((7938336 +% ((((j466 *% 64) +% (ty467 *% 8)) +% tx468) *% 32)) +% (cv469 *% 8))) - loadVector(arena, ((7946528 +% ((((j466 *% 64) +% (ty467 *% 8)) +% tx468) *% 32)) +% (cv469 *% 8)))) - loadVector(arena, ((7954720 +% ((((j466 *% 64) +% (ty467 *% 8)) +% tx468) *% 32)) +% (cv469 *% 8))))
-            let w478 = ((w470 + w472) + w474)
-            let w479 = ((w472 - w474) - w476)
-            let w480 = ((w471 + w473) + w475)
-            let w481 = ((w473 - w475) - w477)
-            storeVector(arena, ((7956768 +% (((((j466 *% 16) +% (ty467 *% 2)) *% 16) +% (tx468 *% 2)) *% 32)) +% (cv469 *% 8)), w478)
-            storeVector(arena, ((7956768 +% ((((((j466 *% 16) +% (ty467 *% 2)) *% 16) +% (tx468 *% 2)) +% 1) *% 32)) +% (cv469 *% 8)), w479)
-            storeVector(arena, ((7956768 +% ((((((j466 *% 16) +% (ty467 *% 2)) +% 1) *% 16) +% (tx468 *% 2)) *% 32)) +% (cv469 *% 8)), w480)
-            storeVector(arena, ((7956768 +% (((((((j466 *% 16) +% (ty467 *% 2)) +% 1) *% 16) +% (tx468 *% 2)) +% 1) *% 32)) +% (cv469 *% 8)), w481)
+    for j455 in 0..<1 {
+      for ty456 in 0..<8 {
+        for tx457 in 0..<8 {
+          for cv458 in 0..<4 {
+            let w459 = ((loadVector(arena, ((7924000 +% ((((j455 *% 64) +% (ty456 *% 8)) +% tx457) *% 32)) +% (cv458 *% 8))) + loadVector(arena, ((7932192 +% ((((j455 *% 64) +% (ty456 *% 8)) +% tx457) *% 32)) +% (cv458 *% 8)))) + loadVector(arena, ((7940384 +% ((((j455 *% 64) +% (ty456 *% 8)) +% tx457) *% 32)) +% (cv458 *% 8))))
+            let w460 = ((loadVector(arena, ((7932192 +% ((((j455 *% 64) +% (ty456 *% 8)) +% tx457) *% 32)) +% (cv458 *% 8))) - loadVector(arena, ((7940384 +% ((((j455 *% 64) +% (ty456 *% 8)) +% tx457) *% 32)) +% (cv458 *% 8)))) - loadVector(arena, ((7948576 +% ((((j455 *% 64) +% (ty456 *% 8)) +% tx457) *% 32)) +% (cv458 *% 8))))
+            let w461 = ((loadVector(arena, ((7926048 +% ((((j455 *% 64) +% (ty456 *% 8)) +% tx457) *% 32)) +% (cv458 *% 8))) + loadVector(arena, ((7934240 +% ((((j455 *% 64) +% (ty456 *% 8)) +% tx457) *% 32)) +% (cv458 *% 8)))) + loadVector(arena, ((7942432 +% ((((j455 *% 64) +% (ty456 *% 8)) +% tx457) *% 32)) +% (cv458 *% 8))))
+            let w462 = ((loadVector(arena, ((7934240 +% ((((j455 *% 64) +% (ty456 *% 8)) +% tx457) *% 32)) +% (cv458 *% 8))) - loadVector(arena, ((7942432 +% ((((j455 *% 64) +% (ty456 *% 8)) +% tx457) *% 32)) +% (cv458 *% 8)))) - loadVector(arena, ((7950624 +% ((((j455 *% 64) +% (ty456 *% 8)) +% tx457) *% 32)) +% (cv458 *% 8))))
+            let w463 = ((loadVector(arena, ((7928096 +% ((((j455 *% 64) +% (ty456 *% 8)) +% tx457) *% 32)) +% (cv458 *% 8))) + loadVector(arena, ((7936288 +% ((((j455 *% 64) +% (ty456 *% 8)) +% tx457) *% 32)) +% (cv458 *% 8)))) + loadVector(arena, ((7944480 +% ((((j455 *% 64) +% (ty456 *% 8)) +% tx457) *% 32)) +% (cv458 *% 8))))
+            let w464 = ((loadVector(arena, ((7936288 +% ((((j455 *% 64) +% (ty456 *% 8)) +% tx457) *% 32)) +% (cv458 *% 8))) - loadVector(arena, ((7944480 +% ((((j455 *% 64) +% (ty456 *% 8)) +% tx457) *% 32)) +% (cv458 *% 8)))) - loadVector(arena, ((7952672 +% ((((j455 *% 64) +% (ty456 *% 8)) +% tx457) *% 32)) +% (cv458 *% 8))))
+            let w465 = ((loadVector(arena, ((7930144 +% ((((j455 *% 64) +% (ty456 *% 8)) +% tx457) *% 32)) +% (cv458 *% 8))) + loadVector(arena, ((7938336 +% ((((j455 *% 64) +% (ty456 *% 8)) +% tx457) *% 32)) +% (cv458 *% 8)))) + loadVector(arena, ((7946528 +% ((((j455 *% 64) +% (ty456 *% 8)) +% tx457) *% 32)) +% (cv458 *% 8))))
+            let w466 = ((loadVector(arena, ((7938336 +% ((((j455 *% 64) +% (ty456 *% 8)) +% tx457) *% 32)) +% (cv458 *% 8))) - loadVector(arena, ((7946528 +% ((((j455 *% 64) +% (ty456 *% 8)) +% tx457) *% 32)) +% (cv458 *% 8)))) - loadVector(arena, ((7954720 +% ((((j455 *% 64) +% (ty456 *% 8)) +% tx457) *% 32)) +% (cv458 *% 8))))
+            let w467 = ((w459 + w461) + w463)
+            let w468 = ((w461 - w463) - w465)
+            let w469 = ((w460 + w462) + w464)
+            let w470 = ((w462 - w464) - w466)
+            storeVector(arena, ((7956768 +% (((((j455 *% 16) +% (ty456 *% 2)) *% 16) +% (tx457 *% 2)) *% 32)) +% (cv458 *% 8)), w467)
+            storeVector(arena, ((7956768 +% ((((((j455 *% 16) +% (ty456 *% 2)) *% 16) +% (tx457 *% 2)) +% 1) *% 32)) +% (cv458 *% 8)), w468)
+            storeVector(arena, ((7956768 +% ((((((j455 *% 16) +% (ty456 *% 2)) +% 1) *% 16) +% (tx457 *% 2)) *% 32)) +% (cv458 *% 8)), w469)
+            storeVector(arena, ((7956768 +% (((((((j455 *% 16) +% (ty456 *% 2)) +% 1) *% 16) +% (tx457 *% 2)) +% 1) *% 32)) +% (cv458 *% 8)), w470)
           }
         }
       }
     }
-    for j482 in 0..<1 {
-      for c483 in 0..<32 {
-        for q484 in 0..<256 {
-          arena[(((6815840 +% ((g417 +% j482) *% 8192)) +% (c483 *% 256)) +% q484)] = arena[((7956768 +% (((j482 *% 256) +% q484) *% 32)) +% c483)]
+    for j471 in 0..<1 {
+      for c472 in 0..<32 {
+        for q473 in 0..<256 {
+          arena[(((6815840 +% ((g406 +% j471) *% 8192)) +% (c472 *% 256)) +% q473)] = arena[((7956768 +% (((j471 *% 256) +% q473) *% 32)) +% c472)]
         }
       }
     }
@@ -1466,154 +1500,107 @@ public func resnet8_train_b64(
   // s2_bn2 = batchnorm(s2_conv2)
   resnet8_train_b64_shared2_s2_bn1(params, grads, m, v, arena, images, labels, lr, step, seed, pool, 6815840, 8388832, 19024)
   // s2_proj = conv2d(x1)
-  for i515 in 0..<32768 {
-    storeVector(arena, ((i515 *% 8) +% 9114592), Vector(repeating: Float(0)))
-  }
-  for g516 in 0..<4 {
-    do {  // scalar loops
-      for j517 in 0..<16 {
-        for c518 in 0..<16 {
-          for qy519 in 0..<16 {
-            for qx520 in 0..<16 {
-              arena[(9114592 +% (((((((j517 *% 16) +% c518) *% 2) *% 2) *% 256) +% (qy519 *% 16)) +% qx520))] = arena[((((5242944 +% (((g516 *% 16) +% j517) *% 16384)) +% (c518 *% 1024)) +% ((qy519 *% 2) *% 32)) +% (qx520 *% 2))]
-            }
-          }
-        }
-      }
-      for j521 in 0..<16 {
-        for c522 in 0..<16 {
-          for qy523 in 0..<16 {
-            for qx524 in 0..<16 {
-              arena[(9114592 +% ((((((((j521 *% 16) +% c522) *% 2) *% 2) +% 1) *% 256) +% (qy523 *% 16)) +% qx524))] = arena[(((((5242944 +% (((g516 *% 16) +% j521) *% 16384)) +% (c522 *% 1024)) +% ((qy523 *% 2) *% 32)) +% (qx524 *% 2)) +% 1)]
-            }
-          }
-        }
-      }
-      for j525 in 0..<16 {
-        for c526 in 0..<16 {
-          for qy527 in 0..<16 {
-            for qx528 in 0..<16 {
-              arena[(9114592 +% ((((((((j525 *% 16) +% c526) *% 2) +% 1) *% 2) *% 256) +% (qy527 *% 16)) +% qx528))] = arena[((((5242944 +% (((g516 *% 16) +% j525) *% 16384)) +% (c526 *% 1024)) +% (((qy527 *% 2) +% 1) *% 32)) +% (qx528 *% 2))]
-            }
-          }
-        }
-      }
-      for j529 in 0..<16 {
-        for c530 in 0..<16 {
-          for qy531 in 0..<16 {
-            for qx532 in 0..<16 {
-              arena[(9114592 +% (((((((((j529 *% 16) +% c530) *% 2) +% 1) *% 2) +% 1) *% 256) +% (qy531 *% 16)) +% qx532))] = arena[(((((5242944 +% (((g516 *% 16) +% j529) *% 16384)) +% (c530 *% 1024)) +% (((qy531 *% 2) +% 1) *% 32)) +% (qx532 *% 2)) +% 1)]
-            }
-          }
-        }
-      }
-      for j533 in 0..<16 {
-        for c534 in 0..<16 {
-          for ky535 in 0..<1 {
-            for kx536 in 0..<1 {
-              for wy537 in 0..<1 {
-                for wx538 in 0..<1 {
-                  for py539 in 0..<16 {
-                    for cv540 in 0..<2 {
-                      storeVector(arena, (((((8913120 +% (((c534 +% ky535) +% kx536) *% 4112)) +% (j533 *% 256)) +% ((wy537 +% wx538) *% 256)) +% (py539 *% 16)) +% (cv540 *% 8)), loadVector(arena, (9114592 +% (((((((((j533 *% 16) +% c534) *% 2) +% (((wy537 *% 2) +% ky535) % 2)) *% 2) +% (((wx538 *% 2) +% kx536) % 2)) *% 256) +% ((py539 +% (((wy537 *% 2) +% ky535) / 2)) *% 16)) +% ((cv540 *% 8) +% (((wx538 *% 2) +% kx536) / 2))))))
-                    }
-                  }
-                }
-              }
+  for g504 in 0..<4 {
+    for j505 in 0..<16 {
+      for c506 in 0..<16 {
+        for ky507 in 0..<1 {
+          for oy508 in 0..<16 {
+            for ox509 in 0..<16 {
+              arena[(((8913120 +% ((c506 +% ky507) *% 4112)) +% (j505 *% 256)) +% ((oy508 *% 16) +% ox509))] = arena[((((5242944 +% (((g504 *% 16) +% j505) *% 16384)) +% (c506 *% 1024)) +% (((oy508 *% 2) +% ky507) *% 32)) +% (ox509 *% 2))]
             }
           }
         }
       }
     }
-    do {  // gemm548
-      for nb541 in 0..<170 {
-        for mb542 in 0..<8 {
-          var t543_c0_0 = Vector()
-          var t543_c0_1 = Vector()
-          var t543_c0_2 = Vector()
-          var t543_c1_0 = Vector()
-          var t543_c1_1 = Vector()
-          var t543_c1_2 = Vector()
-          var t543_c2_0 = Vector()
-          var t543_c2_1 = Vector()
-          var t543_c2_2 = Vector()
-          var t543_c3_0 = Vector()
-          var t543_c3_1 = Vector()
-          var t543_c3_2 = Vector()
-          for k544 in 0..<16 {
-            let t543_b0 = loadVector(arena, ((8913120 +% (k544 *% 4112)) +% (nb541 *% 24)))
-            let t543_b1 = loadVector(arena, (((8913120 +% (k544 *% 4112)) +% (nb541 *% 24)) +% 8))
-            let t543_b2 = loadVector(arena, (((8913120 +% (k544 *% 4112)) +% (nb541 *% 24)) +% 16))
-            let t543_a0 = Vector(repeating: params[((19088 +% ((mb542 *% 4) *% 16)) +% k544)])
-            t543_c0_0 = t543_c0_0.addingProduct(t543_a0, t543_b0)
-            t543_c0_1 = t543_c0_1.addingProduct(t543_a0, t543_b1)
-            t543_c0_2 = t543_c0_2.addingProduct(t543_a0, t543_b2)
-            let t543_a1 = Vector(repeating: params[((19088 +% (((mb542 *% 4) +% 1) *% 16)) +% k544)])
-            t543_c1_0 = t543_c1_0.addingProduct(t543_a1, t543_b0)
-            t543_c1_1 = t543_c1_1.addingProduct(t543_a1, t543_b1)
-            t543_c1_2 = t543_c1_2.addingProduct(t543_a1, t543_b2)
-            let t543_a2 = Vector(repeating: params[((19088 +% (((mb542 *% 4) +% 2) *% 16)) +% k544)])
-            t543_c2_0 = t543_c2_0.addingProduct(t543_a2, t543_b0)
-            t543_c2_1 = t543_c2_1.addingProduct(t543_a2, t543_b1)
-            t543_c2_2 = t543_c2_2.addingProduct(t543_a2, t543_b2)
-            let t543_a3 = Vector(repeating: params[((19088 +% (((mb542 *% 4) +% 3) *% 16)) +% k544)])
-            t543_c3_0 = t543_c3_0.addingProduct(t543_a3, t543_b0)
-            t543_c3_1 = t543_c3_1.addingProduct(t543_a3, t543_b1)
-            t543_c3_2 = t543_c3_2.addingProduct(t543_a3, t543_b2)
+    do {  // gemm517
+      for nb510 in 0..<170 {
+        for mb511 in 0..<8 {
+          var t512_c0_0 = Vector()
+          var t512_c0_1 = Vector()
+          var t512_c0_2 = Vector()
+          var t512_c1_0 = Vector()
+          var t512_c1_1 = Vector()
+          var t512_c1_2 = Vector()
+          var t512_c2_0 = Vector()
+          var t512_c2_1 = Vector()
+          var t512_c2_2 = Vector()
+          var t512_c3_0 = Vector()
+          var t512_c3_1 = Vector()
+          var t512_c3_2 = Vector()
+          for k513 in 0..<16 {
+            let t512_b0 = loadVector(arena, ((8913120 +% (k513 *% 4112)) +% (nb510 *% 24)))
+            let t512_b1 = loadVector(arena, (((8913120 +% (k513 *% 4112)) +% (nb510 *% 24)) +% 8))
+            let t512_b2 = loadVector(arena, (((8913120 +% (k513 *% 4112)) +% (nb510 *% 24)) +% 16))
+            let t512_a0 = Vector(repeating: params[((19088 +% ((mb511 *% 4) *% 16)) +% k513)])
+            t512_c0_0 = t512_c0_0.addingProduct(t512_a0, t512_b0)
+            t512_c0_1 = t512_c0_1.addingProduct(t512_a0, t512_b1)
+            t512_c0_2 = t512_c0_2.addingProduct(t512_a0, t512_b2)
+            let t512_a1 = Vector(repeating: params[((19088 +% (((mb511 *% 4) +% 1) *% 16)) +% k513)])
+            t512_c1_0 = t512_c1_0.addingProduct(t512_a1, t512_b0)
+            t512_c1_1 = t512_c1_1.addingProduct(t512_a1, t512_b1)
+            t512_c1_2 = t512_c1_2.addingProduct(t512_a1, t512_b2)
+            let t512_a2 = Vector(repeating: params[((19088 +% (((mb511 *% 4) +% 2) *% 16)) +% k513)])
+            t512_c2_0 = t512_c2_0.addingProduct(t512_a2, t512_b0)
+            t512_c2_1 = t512_c2_1.addingProduct(t512_a2, t512_b1)
+            t512_c2_2 = t512_c2_2.addingProduct(t512_a2, t512_b2)
+            let t512_a3 = Vector(repeating: params[((19088 +% (((mb511 *% 4) +% 3) *% 16)) +% k513)])
+            t512_c3_0 = t512_c3_0.addingProduct(t512_a3, t512_b0)
+            t512_c3_1 = t512_c3_1.addingProduct(t512_a3, t512_b1)
+            t512_c3_2 = t512_c3_2.addingProduct(t512_a3, t512_b2)
           }
-          storeVector(arena, ((8978912 +% ((mb542 *% 4) *% 4112)) +% (nb541 *% 24)), t543_c0_0)
-          storeVector(arena, (((8978912 +% ((mb542 *% 4) *% 4112)) +% (nb541 *% 24)) +% 8), t543_c0_1)
-          storeVector(arena, (((8978912 +% ((mb542 *% 4) *% 4112)) +% (nb541 *% 24)) +% 16), t543_c0_2)
-          storeVector(arena, ((8978912 +% (((mb542 *% 4) +% 1) *% 4112)) +% (nb541 *% 24)), t543_c1_0)
-          storeVector(arena, (((8978912 +% (((mb542 *% 4) +% 1) *% 4112)) +% (nb541 *% 24)) +% 8), t543_c1_1)
-          storeVector(arena, (((8978912 +% (((mb542 *% 4) +% 1) *% 4112)) +% (nb541 *% 24)) +% 16), t543_c1_2)
-          storeVector(arena, ((8978912 +% (((mb542 *% 4) +% 2) *% 4112)) +% (nb541 *% 24)), t543_c2_0)
-          storeVector(arena, (((8978912 +% (((mb542 *% 4) +% 2) *% 4112)) +% (nb541 *% 24)) +% 8), t543_c2_1)
-          storeVector(arena, (((8978912 +% (((mb542 *% 4) +% 2) *% 4112)) +% (nb541 *% 24)) +% 16), t543_c2_2)
-          storeVector(arena, ((8978912 +% (((mb542 *% 4) +% 3) *% 4112)) +% (nb541 *% 24)), t543_c3_0)
-          storeVector(arena, (((8978912 +% (((mb542 *% 4) +% 3) *% 4112)) +% (nb541 *% 24)) +% 8), t543_c3_1)
-          storeVector(arena, (((8978912 +% (((mb542 *% 4) +% 3) *% 4112)) +% (nb541 *% 24)) +% 16), t543_c3_2)
+          storeVector(arena, ((8978912 +% ((mb511 *% 4) *% 4112)) +% (nb510 *% 24)), t512_c0_0)
+          storeVector(arena, (((8978912 +% ((mb511 *% 4) *% 4112)) +% (nb510 *% 24)) +% 8), t512_c0_1)
+          storeVector(arena, (((8978912 +% ((mb511 *% 4) *% 4112)) +% (nb510 *% 24)) +% 16), t512_c0_2)
+          storeVector(arena, ((8978912 +% (((mb511 *% 4) +% 1) *% 4112)) +% (nb510 *% 24)), t512_c1_0)
+          storeVector(arena, (((8978912 +% (((mb511 *% 4) +% 1) *% 4112)) +% (nb510 *% 24)) +% 8), t512_c1_1)
+          storeVector(arena, (((8978912 +% (((mb511 *% 4) +% 1) *% 4112)) +% (nb510 *% 24)) +% 16), t512_c1_2)
+          storeVector(arena, ((8978912 +% (((mb511 *% 4) +% 2) *% 4112)) +% (nb510 *% 24)), t512_c2_0)
+          storeVector(arena, (((8978912 +% (((mb511 *% 4) +% 2) *% 4112)) +% (nb510 *% 24)) +% 8), t512_c2_1)
+          storeVector(arena, (((8978912 +% (((mb511 *% 4) +% 2) *% 4112)) +% (nb510 *% 24)) +% 16), t512_c2_2)
+          storeVector(arena, ((8978912 +% (((mb511 *% 4) +% 3) *% 4112)) +% (nb510 *% 24)), t512_c3_0)
+          storeVector(arena, (((8978912 +% (((mb511 *% 4) +% 3) *% 4112)) +% (nb510 *% 24)) +% 8), t512_c3_1)
+          storeVector(arena, (((8978912 +% (((mb511 *% 4) +% 3) *% 4112)) +% (nb510 *% 24)) +% 16), t512_c3_2)
         }
       }
-      for mb545 in 0..<8 {
-        var t546_c0_0 = Vector()
-        var t546_c0_1 = Vector()
-        var t546_c1_0 = Vector()
-        var t546_c1_1 = Vector()
-        var t546_c2_0 = Vector()
-        var t546_c2_1 = Vector()
-        var t546_c3_0 = Vector()
-        var t546_c3_1 = Vector()
-        for k547 in 0..<16 {
-          let t546_b0 = loadVector(arena, ((8913120 +% (k547 *% 4112)) +% 4080))
-          let t546_b1 = loadVector(arena, (((8913120 +% (k547 *% 4112)) +% 4080) +% 8))
-          let t546_a0 = Vector(repeating: params[((19088 +% ((mb545 *% 4) *% 16)) +% k547)])
-          t546_c0_0 = t546_c0_0.addingProduct(t546_a0, t546_b0)
-          t546_c0_1 = t546_c0_1.addingProduct(t546_a0, t546_b1)
-          let t546_a1 = Vector(repeating: params[((19088 +% (((mb545 *% 4) +% 1) *% 16)) +% k547)])
-          t546_c1_0 = t546_c1_0.addingProduct(t546_a1, t546_b0)
-          t546_c1_1 = t546_c1_1.addingProduct(t546_a1, t546_b1)
-          let t546_a2 = Vector(repeating: params[((19088 +% (((mb545 *% 4) +% 2) *% 16)) +% k547)])
-          t546_c2_0 = t546_c2_0.addingProduct(t546_a2, t546_b0)
-          t546_c2_1 = t546_c2_1.addingProduct(t546_a2, t546_b1)
-          let t546_a3 = Vector(repeating: params[((19088 +% (((mb545 *% 4) +% 3) *% 16)) +% k547)])
-          t546_c3_0 = t546_c3_0.addingProduct(t546_a3, t546_b0)
-          t546_c3_1 = t546_c3_1.addingProduct(t546_a3, t546_b1)
+      for mb514 in 0..<8 {
+        var t515_c0_0 = Vector()
+        var t515_c0_1 = Vector()
+        var t515_c1_0 = Vector()
+        var t515_c1_1 = Vector()
+        var t515_c2_0 = Vector()
+        var t515_c2_1 = Vector()
+        var t515_c3_0 = Vector()
+        var t515_c3_1 = Vector()
+        for k516 in 0..<16 {
+          let t515_b0 = loadVector(arena, ((8913120 +% (k516 *% 4112)) +% 4080))
+          let t515_b1 = loadVector(arena, (((8913120 +% (k516 *% 4112)) +% 4080) +% 8))
+          let t515_a0 = Vector(repeating: params[((19088 +% ((mb514 *% 4) *% 16)) +% k516)])
+          t515_c0_0 = t515_c0_0.addingProduct(t515_a0, t515_b0)
+          t515_c0_1 = t515_c0_1.addingProduct(t515_a0, t515_b1)
+          let t515_a1 = Vector(repeating: params[((19088 +% (((mb514 *% 4) +% 1) *% 16)) +% k516)])
+          t515_c1_0 = t515_c1_0.addingProduct(t515_a1, t515_b0)
+          t515_c1_1 = t515_c1_1.addingProduct(t515_a1, t515_b1)
+          let t515_a2 = Vector(repeating: params[((19088 +% (((mb514 *% 4) +% 2) *% 16)) +% k516)])
+          t515_c2_0 = t515_c2_0.addingProduct(t515_a2, t515_b0)
+          t515_c2_1 = t515_c2_1.addingProduct(t515_a2, t515_b1)
+          let t515_a3 = Vector(repeating: params[((19088 +% (((mb514 *% 4) +% 3) *% 16)) +% k516)])
+          t515_c3_0 = t515_c3_0.addingProduct(t515_a3, t515_b0)
+          t515_c3_1 = t515_c3_1.addingProduct(t515_a3, t515_b1)
         }
-        storeVector(arena, ((8978912 +% ((mb545 *% 4) *% 4112)) +% 4080), t546_c0_0)
-        storeVector(arena, (((8978912 +% ((mb545 *% 4) *% 4112)) +% 4080) +% 8), t546_c0_1)
-        storeVector(arena, ((8978912 +% (((mb545 *% 4) +% 1) *% 4112)) +% 4080), t546_c1_0)
-        storeVector(arena, (((8978912 +% (((mb545 *% 4) +% 1) *% 4112)) +% 4080) +% 8), t546_c1_1)
-        storeVector(arena, ((8978912 +% (((mb545 *% 4) +% 2) *% 4112)) +% 4080), t546_c2_0)
-        storeVector(arena, (((8978912 +% (((mb545 *% 4) +% 2) *% 4112)) +% 4080) +% 8), t546_c2_1)
-        storeVector(arena, ((8978912 +% (((mb545 *% 4) +% 3) *% 4112)) +% 4080), t546_c3_0)
-        storeVector(arena, (((8978912 +% (((mb545 *% 4) +% 3) *% 4112)) +% 4080) +% 8), t546_c3_1)
+        storeVector(arena, ((8978912 +% ((mb514 *% 4) *% 4112)) +% 4080), t515_c0_0)
+        storeVector(arena, (((8978912 +% ((mb514 *% 4) *% 4112)) +% 4080) +% 8), t515_c0_1)
+        storeVector(arena, ((8978912 +% (((mb514 *% 4) +% 1) *% 4112)) +% 4080), t515_c1_0)
+        storeVector(arena, (((8978912 +% (((mb514 *% 4) +% 1) *% 4112)) +% 4080) +% 8), t515_c1_1)
+        storeVector(arena, ((8978912 +% (((mb514 *% 4) +% 2) *% 4112)) +% 4080), t515_c2_0)
+        storeVector(arena, (((8978912 +% (((mb514 *% 4) +% 2) *% 4112)) +% 4080) +% 8), t515_c2_1)
+        storeVector(arena, ((8978912 +% (((mb514 *% 4) +% 3) *% 4112)) +% 4080), t515_c3_0)
+        storeVector(arena, (((8978912 +% (((mb514 *% 4) +% 3) *% 4112)) +% 4080) +% 8), t515_c3_1)
       }
     }
-    for j549 in 0..<16 {
-      for f550 in 0..<32 {
-        for i551 in 0..<32 {
-          storeVector(arena, ((i551 *% 8) +% ((8388832 +% (((g516 *% 16) +% j549) *% 8192)) +% (f550 *% 256))), loadVector(arena, ((i551 *% 8) +% ((8978912 +% (f550 *% 4112)) +% (j549 *% 256)))))
+    for j518 in 0..<16 {
+      for f519 in 0..<32 {
+        for i520 in 0..<32 {
+          storeVector(arena, ((i520 *% 8) +% ((8388832 +% (((g504 *% 16) +% j518) *% 8192)) +% (f519 *% 256))), loadVector(arena, ((i520 *% 8) +% ((8978912 +% (f519 *% 4112)) +% (j518 *% 256)))))
         }
       }
     }
@@ -1621,162 +1608,164 @@ public func resnet8_train_b64(
   // s2_pbn = batchnorm(s2_proj)
   resnet8_train_b64_shared2_s2_bn1(params, grads, m, v, arena, images, labels, lr, step, seed, pool, 8388832, 9437472, 19600)
   // s2_sum = add(s2_bn2, s2_pbn)
-  for i582 in 0..<65536 {
-    storeVector(arena, ((i582 *% 8) +% 9437472), (loadVector(arena, ((i582 *% 8) +% 7864480)) + loadVector(arena, ((i582 *% 8) +% 8913120))))
+  for i551 in 0..<65536 {
+    storeVector(arena, ((i551 *% 8) +% 9437472), (loadVector(arena, ((i551 *% 8) +% 7864480)) + loadVector(arena, ((i551 *% 8) +% 8913120))))
   }
   // x2 = relu(s2_sum)
-  for i583 in 0..<65536 {
-    storeVector(arena, ((i583 *% 8) +% 7864480), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i583 *% 8) +% 9437472)), where: loadVector(arena, ((i583 *% 8) +% 9437472)) .> Vector(repeating: Float(0))))
+  for i552 in 0..<65536 {
+    storeVector(arena, ((i552 *% 8) +% 7864480), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i552 *% 8) +% 9437472)), where: loadVector(arena, ((i552 *% 8) +% 9437472)) .> Vector(repeating: Float(0))))
   }
   // s3_conv1 = conv2d(x2)
-  for i584 in 0..<20736 {
-    storeVector(arena, ((i584 *% 8) +% 9804576), Vector(repeating: Float(0)))
-  }
-  for g585 in 0..<4 {
-    do {  // scalar loops
-      for j586 in 0..<16 {
-        for c587 in 0..<32 {
-          for qy588 in 0..<8 {
-            for qx589 in 0..<8 {
-              arena[(9804576 +% (((((((j586 *% 32) +% c587) *% 2) *% 2) *% 81) +% ((qy588 +% 1) *% 9)) +% (qx589 +% 1)))] = arena[(((((7864480 +% (((g585 *% 16) +% j586) *% 8192)) +% (c587 *% 256)) +% ((((qy588 +% 1) *% 2) +% -1) *% 16)) +% ((qx589 +% 1) *% 2)) +% -1)]
+  for g553 in 0..<4 {
+    for j554 in 0..<16 {
+      for c555 in 0..<32 {
+        for ky556 in 0..<3 {
+          for oy557 in 0..<8 {
+            if (-1 < (((oy557 *% 2) +% ky556) +% -1) && (((oy557 *% 2) +% ky556) +% -1) < 16) {
+              for ox558 in 0..<7 {
+                arena[(((9437472 +% ((((c555 *% 3) +% ky556) *% 3) *% 1040)) +% (j554 *% 64)) +% ((oy557 *% 8) +% (ox558 +% 1)))] = arena[((((7864480 +% (((g553 *% 16) +% j554) *% 8192)) +% (c555 *% 256)) +% ((((oy557 *% 2) +% ky556) +% -1) *% 16)) +% (((ox558 +% 1) *% 2) +% -1))]
+              }
+              for ox559 in 0..<1 {
+                arena[(((9437472 +% ((((c555 *% 3) +% ky556) *% 3) *% 1040)) +% (j554 *% 64)) +% ((oy557 *% 8) +% ox559))] = Float(0)
+              }
+            }
+            if (((oy557 *% 2) +% ky556) +% -1) < 0 {
+              for ox560 in 0..<8 {
+                arena[(((9437472 +% ((((c555 *% 3) +% ky556) *% 3) *% 1040)) +% (j554 *% 64)) +% ((oy557 *% 8) +% ox560))] = Float(0)
+              }
+            }
+            if 15 < (((oy557 *% 2) +% ky556) +% -1) {
+              for ox560 in 0..<8 {
+                arena[(((9437472 +% ((((c555 *% 3) +% ky556) *% 3) *% 1040)) +% (j554 *% 64)) +% ((oy557 *% 8) +% ox560))] = Float(0)
+              }
             }
           }
-        }
-      }
-      for j590 in 0..<16 {
-        for c591 in 0..<32 {
-          for qy592 in 0..<8 {
-            for qx593 in 0..<8 {
-              arena[(9804576 +% ((((((((j590 *% 32) +% c591) *% 2) *% 2) +% 1) *% 81) +% ((qy592 +% 1) *% 9)) +% qx593))] = arena[((((7864480 +% (((g585 *% 16) +% j590) *% 8192)) +% (c591 *% 256)) +% ((((qy592 +% 1) *% 2) +% -1) *% 16)) +% (qx593 *% 2))]
+          for oy561 in 0..<8 {
+            if (-1 < (((oy561 *% 2) +% ky556) +% -1) && (((oy561 *% 2) +% ky556) +% -1) < 16) {
+              for ox562 in 0..<8 {
+                arena[(((9437472 +% (((((c555 *% 3) +% ky556) *% 3) +% 1) *% 1040)) +% (j554 *% 64)) +% ((oy561 *% 8) +% ox562))] = arena[((((7864480 +% (((g553 *% 16) +% j554) *% 8192)) +% (c555 *% 256)) +% ((((oy561 *% 2) +% ky556) +% -1) *% 16)) +% (ox562 *% 2))]
+              }
+            }
+            if (((oy561 *% 2) +% ky556) +% -1) < 0 {
+              for ox563 in 0..<8 {
+                arena[(((9437472 +% (((((c555 *% 3) +% ky556) *% 3) +% 1) *% 1040)) +% (j554 *% 64)) +% ((oy561 *% 8) +% ox563))] = Float(0)
+              }
+            }
+            if 15 < (((oy561 *% 2) +% ky556) +% -1) {
+              for ox563 in 0..<8 {
+                arena[(((9437472 +% (((((c555 *% 3) +% ky556) *% 3) +% 1) *% 1040)) +% (j554 *% 64)) +% ((oy561 *% 8) +% ox563))] = Float(0)
+              }
             }
           }
-        }
-      }
-      for j594 in 0..<16 {
-        for c595 in 0..<32 {
-          for qy596 in 0..<8 {
-            for qx597 in 0..<8 {
-              arena[(9804576 +% ((((((((j594 *% 32) +% c595) *% 2) +% 1) *% 2) *% 81) +% (qy596 *% 9)) +% (qx597 +% 1)))] = arena[(((((7864480 +% (((g585 *% 16) +% j594) *% 8192)) +% (c595 *% 256)) +% ((qy596 *% 2) *% 16)) +% ((qx597 +% 1) *% 2)) +% -1)]
+          for oy564 in 0..<8 {
+            if (-1 < (((oy564 *% 2) +% ky556) +% -1) && (((oy564 *% 2) +% ky556) +% -1) < 16) {
+              for ox565 in 0..<8 {
+                arena[(((9437472 +% (((((c555 *% 3) +% ky556) *% 3) +% 2) *% 1040)) +% (j554 *% 64)) +% ((oy564 *% 8) +% ox565))] = arena[((((7864480 +% (((g553 *% 16) +% j554) *% 8192)) +% (c555 *% 256)) +% ((((oy564 *% 2) +% ky556) +% -1) *% 16)) +% ((ox565 *% 2) +% 1))]
+              }
             }
-          }
-        }
-      }
-      for j598 in 0..<16 {
-        for c599 in 0..<32 {
-          for qy600 in 0..<8 {
-            for qx601 in 0..<8 {
-              arena[(9804576 +% (((((((((j598 *% 32) +% c599) *% 2) +% 1) *% 2) +% 1) *% 81) +% (qy600 *% 9)) +% qx601))] = arena[((((7864480 +% (((g585 *% 16) +% j598) *% 8192)) +% (c599 *% 256)) +% ((qy600 *% 2) *% 16)) +% (qx601 *% 2))]
+            if (((oy564 *% 2) +% ky556) +% -1) < 0 {
+              for ox566 in 0..<8 {
+                arena[(((9437472 +% (((((c555 *% 3) +% ky556) *% 3) +% 2) *% 1040)) +% (j554 *% 64)) +% ((oy564 *% 8) +% ox566))] = Float(0)
+              }
             }
-          }
-        }
-      }
-      for j602 in 0..<16 {
-        for c603 in 0..<32 {
-          for ky604 in 0..<3 {
-            for kx605 in 0..<3 {
-              for wy606 in 0..<1 {
-                for wx607 in 0..<1 {
-                  for py608 in 0..<8 {
-                    for cv609 in 0..<1 {
-                      storeVector(arena, (((((9437472 +% (((((c603 *% 3) +% ky604) *% 3) +% kx605) *% 1040)) +% (j602 *% 64)) +% ((wy606 +% wx607) *% 64)) +% (py608 *% 8)) +% (cv609 *% 8)), loadVector(arena, (9804576 +% (((((((((j602 *% 32) +% c603) *% 2) +% (((wy606 *% 2) +% ky604) % 2)) *% 2) +% (((wx607 *% 2) +% kx605) % 2)) *% 81) +% ((py608 +% (((wy606 *% 2) +% ky604) / 2)) *% 9)) +% ((cv609 *% 8) +% (((wx607 *% 2) +% kx605) / 2))))))
-                    }
-                  }
-                }
+            if 15 < (((oy564 *% 2) +% ky556) +% -1) {
+              for ox566 in 0..<8 {
+                arena[(((9437472 +% (((((c555 *% 3) +% ky556) *% 3) +% 2) *% 1040)) +% (j554 *% 64)) +% ((oy564 *% 8) +% ox566))] = Float(0)
               }
             }
           }
         }
       }
     }
-    do {  // gemm617
-      for nb610 in 0..<42 {
-        for mb611 in 0..<16 {
-          var t612_c0_0 = Vector()
-          var t612_c0_1 = Vector()
-          var t612_c0_2 = Vector()
-          var t612_c1_0 = Vector()
-          var t612_c1_1 = Vector()
-          var t612_c1_2 = Vector()
-          var t612_c2_0 = Vector()
-          var t612_c2_1 = Vector()
-          var t612_c2_2 = Vector()
-          var t612_c3_0 = Vector()
-          var t612_c3_1 = Vector()
-          var t612_c3_2 = Vector()
-          for k613 in 0..<288 {
-            let t612_b0 = loadVector(arena, ((9437472 +% (k613 *% 1040)) +% (nb610 *% 24)))
-            let t612_b1 = loadVector(arena, (((9437472 +% (k613 *% 1040)) +% (nb610 *% 24)) +% 8))
-            let t612_b2 = loadVector(arena, (((9437472 +% (k613 *% 1040)) +% (nb610 *% 24)) +% 16))
-            let t612_a0 = Vector(repeating: params[((19664 +% ((mb611 *% 4) *% 288)) +% k613)])
-            t612_c0_0 = t612_c0_0.addingProduct(t612_a0, t612_b0)
-            t612_c0_1 = t612_c0_1.addingProduct(t612_a0, t612_b1)
-            t612_c0_2 = t612_c0_2.addingProduct(t612_a0, t612_b2)
-            let t612_a1 = Vector(repeating: params[((19664 +% (((mb611 *% 4) +% 1) *% 288)) +% k613)])
-            t612_c1_0 = t612_c1_0.addingProduct(t612_a1, t612_b0)
-            t612_c1_1 = t612_c1_1.addingProduct(t612_a1, t612_b1)
-            t612_c1_2 = t612_c1_2.addingProduct(t612_a1, t612_b2)
-            let t612_a2 = Vector(repeating: params[((19664 +% (((mb611 *% 4) +% 2) *% 288)) +% k613)])
-            t612_c2_0 = t612_c2_0.addingProduct(t612_a2, t612_b0)
-            t612_c2_1 = t612_c2_1.addingProduct(t612_a2, t612_b1)
-            t612_c2_2 = t612_c2_2.addingProduct(t612_a2, t612_b2)
-            let t612_a3 = Vector(repeating: params[((19664 +% (((mb611 *% 4) +% 3) *% 288)) +% k613)])
-            t612_c3_0 = t612_c3_0.addingProduct(t612_a3, t612_b0)
-            t612_c3_1 = t612_c3_1.addingProduct(t612_a3, t612_b1)
-            t612_c3_2 = t612_c3_2.addingProduct(t612_a3, t612_b2)
+    do {  // gemm574
+      for nb567 in 0..<42 {
+        for mb568 in 0..<16 {
+          var t569_c0_0 = Vector()
+          var t569_c0_1 = Vector()
+          var t569_c0_2 = Vector()
+          var t569_c1_0 = Vector()
+          var t569_c1_1 = Vector()
+          var t569_c1_2 = Vector()
+          var t569_c2_0 = Vector()
+          var t569_c2_1 = Vector()
+          var t569_c2_2 = Vector()
+          var t569_c3_0 = Vector()
+          var t569_c3_1 = Vector()
+          var t569_c3_2 = Vector()
+          for k570 in 0..<288 {
+            let t569_b0 = loadVector(arena, ((9437472 +% (k570 *% 1040)) +% (nb567 *% 24)))
+            let t569_b1 = loadVector(arena, (((9437472 +% (k570 *% 1040)) +% (nb567 *% 24)) +% 8))
+            let t569_b2 = loadVector(arena, (((9437472 +% (k570 *% 1040)) +% (nb567 *% 24)) +% 16))
+            let t569_a0 = Vector(repeating: params[((19664 +% ((mb568 *% 4) *% 288)) +% k570)])
+            t569_c0_0 = t569_c0_0.addingProduct(t569_a0, t569_b0)
+            t569_c0_1 = t569_c0_1.addingProduct(t569_a0, t569_b1)
+            t569_c0_2 = t569_c0_2.addingProduct(t569_a0, t569_b2)
+            let t569_a1 = Vector(repeating: params[((19664 +% (((mb568 *% 4) +% 1) *% 288)) +% k570)])
+            t569_c1_0 = t569_c1_0.addingProduct(t569_a1, t569_b0)
+            t569_c1_1 = t569_c1_1.addingProduct(t569_a1, t569_b1)
+            t569_c1_2 = t569_c1_2.addingProduct(t569_a1, t569_b2)
+            let t569_a2 = Vector(repeating: params[((19664 +% (((mb568 *% 4) +% 2) *% 288)) +% k570)])
+            t569_c2_0 = t569_c2_0.addingProduct(t569_a2, t569_b0)
+            t569_c2_1 = t569_c2_1.addingProduct(t569_a2, t569_b1)
+            t569_c2_2 = t569_c2_2.addingProduct(t569_a2, t569_b2)
+            let t569_a3 = Vector(repeating: params[((19664 +% (((mb568 *% 4) +% 3) *% 288)) +% k570)])
+            t569_c3_0 = t569_c3_0.addingProduct(t569_a3, t569_b0)
+            t569_c3_1 = t569_c3_1.addingProduct(t569_a3, t569_b1)
+            t569_c3_2 = t569_c3_2.addingProduct(t569_a3, t569_b2)
           }
-          storeVector(arena, ((9736992 +% ((mb611 *% 4) *% 1040)) +% (nb610 *% 24)), t612_c0_0)
-          storeVector(arena, (((9736992 +% ((mb611 *% 4) *% 1040)) +% (nb610 *% 24)) +% 8), t612_c0_1)
-          storeVector(arena, (((9736992 +% ((mb611 *% 4) *% 1040)) +% (nb610 *% 24)) +% 16), t612_c0_2)
-          storeVector(arena, ((9736992 +% (((mb611 *% 4) +% 1) *% 1040)) +% (nb610 *% 24)), t612_c1_0)
-          storeVector(arena, (((9736992 +% (((mb611 *% 4) +% 1) *% 1040)) +% (nb610 *% 24)) +% 8), t612_c1_1)
-          storeVector(arena, (((9736992 +% (((mb611 *% 4) +% 1) *% 1040)) +% (nb610 *% 24)) +% 16), t612_c1_2)
-          storeVector(arena, ((9736992 +% (((mb611 *% 4) +% 2) *% 1040)) +% (nb610 *% 24)), t612_c2_0)
-          storeVector(arena, (((9736992 +% (((mb611 *% 4) +% 2) *% 1040)) +% (nb610 *% 24)) +% 8), t612_c2_1)
-          storeVector(arena, (((9736992 +% (((mb611 *% 4) +% 2) *% 1040)) +% (nb610 *% 24)) +% 16), t612_c2_2)
-          storeVector(arena, ((9736992 +% (((mb611 *% 4) +% 3) *% 1040)) +% (nb610 *% 24)), t612_c3_0)
-          storeVector(arena, (((9736992 +% (((mb611 *% 4) +% 3) *% 1040)) +% (nb610 *% 24)) +% 8), t612_c3_1)
-          storeVector(arena, (((9736992 +% (((mb611 *% 4) +% 3) *% 1040)) +% (nb610 *% 24)) +% 16), t612_c3_2)
+          storeVector(arena, ((9736992 +% ((mb568 *% 4) *% 1040)) +% (nb567 *% 24)), t569_c0_0)
+          storeVector(arena, (((9736992 +% ((mb568 *% 4) *% 1040)) +% (nb567 *% 24)) +% 8), t569_c0_1)
+          storeVector(arena, (((9736992 +% ((mb568 *% 4) *% 1040)) +% (nb567 *% 24)) +% 16), t569_c0_2)
+          storeVector(arena, ((9736992 +% (((mb568 *% 4) +% 1) *% 1040)) +% (nb567 *% 24)), t569_c1_0)
+          storeVector(arena, (((9736992 +% (((mb568 *% 4) +% 1) *% 1040)) +% (nb567 *% 24)) +% 8), t569_c1_1)
+          storeVector(arena, (((9736992 +% (((mb568 *% 4) +% 1) *% 1040)) +% (nb567 *% 24)) +% 16), t569_c1_2)
+          storeVector(arena, ((9736992 +% (((mb568 *% 4) +% 2) *% 1040)) +% (nb567 *% 24)), t569_c2_0)
+          storeVector(arena, (((9736992 +% (((mb568 *% 4) +% 2) *% 1040)) +% (nb567 *% 24)) +% 8), t569_c2_1)
+          storeVector(arena, (((9736992 +% (((mb568 *% 4) +% 2) *% 1040)) +% (nb567 *% 24)) +% 16), t569_c2_2)
+          storeVector(arena, ((9736992 +% (((mb568 *% 4) +% 3) *% 1040)) +% (nb567 *% 24)), t569_c3_0)
+          storeVector(arena, (((9736992 +% (((mb568 *% 4) +% 3) *% 1040)) +% (nb567 *% 24)) +% 8), t569_c3_1)
+          storeVector(arena, (((9736992 +% (((mb568 *% 4) +% 3) *% 1040)) +% (nb567 *% 24)) +% 16), t569_c3_2)
         }
       }
-      for mb614 in 0..<16 {
-        var t615_c0_0 = Vector()
-        var t615_c0_1 = Vector()
-        var t615_c1_0 = Vector()
-        var t615_c1_1 = Vector()
-        var t615_c2_0 = Vector()
-        var t615_c2_1 = Vector()
-        var t615_c3_0 = Vector()
-        var t615_c3_1 = Vector()
-        for k616 in 0..<288 {
-          let t615_b0 = loadVector(arena, ((9437472 +% (k616 *% 1040)) +% 1008))
-          let t615_b1 = loadVector(arena, (((9437472 +% (k616 *% 1040)) +% 1008) +% 8))
-          let t615_a0 = Vector(repeating: params[((19664 +% ((mb614 *% 4) *% 288)) +% k616)])
-          t615_c0_0 = t615_c0_0.addingProduct(t615_a0, t615_b0)
-          t615_c0_1 = t615_c0_1.addingProduct(t615_a0, t615_b1)
-          let t615_a1 = Vector(repeating: params[((19664 +% (((mb614 *% 4) +% 1) *% 288)) +% k616)])
-          t615_c1_0 = t615_c1_0.addingProduct(t615_a1, t615_b0)
-          t615_c1_1 = t615_c1_1.addingProduct(t615_a1, t615_b1)
-          let t615_a2 = Vector(repeating: params[((19664 +% (((mb614 *% 4) +% 2) *% 288)) +% k616)])
-          t615_c2_0 = t615_c2_0.addingProduct(t615_a2, t615_b0)
-          t615_c2_1 = t615_c2_1.addingProduct(t615_a2, t615_b1)
-          let t615_a3 = Vector(repeating: params[((19664 +% (((mb614 *% 4) +% 3) *% 288)) +% k616)])
-          t615_c3_0 = t615_c3_0.addingProduct(t615_a3, t615_b0)
-          t615_c3_1 = t615_c3_1.addingProduct(t615_a3, t615_b1)
+      for mb571 in 0..<16 {
+        var t572_c0_0 = Vector()
+        var t572_c0_1 = Vector()
+        var t572_c1_0 = Vector()
+        var t572_c1_1 = Vector()
+        var t572_c2_0 = Vector()
+        var t572_c2_1 = Vector()
+        var t572_c3_0 = Vector()
+        var t572_c3_1 = Vector()
+        for k573 in 0..<288 {
+          let t572_b0 = loadVector(arena, ((9437472 +% (k573 *% 1040)) +% 1008))
+          let t572_b1 = loadVector(arena, (((9437472 +% (k573 *% 1040)) +% 1008) +% 8))
+          let t572_a0 = Vector(repeating: params[((19664 +% ((mb571 *% 4) *% 288)) +% k573)])
+          t572_c0_0 = t572_c0_0.addingProduct(t572_a0, t572_b0)
+          t572_c0_1 = t572_c0_1.addingProduct(t572_a0, t572_b1)
+          let t572_a1 = Vector(repeating: params[((19664 +% (((mb571 *% 4) +% 1) *% 288)) +% k573)])
+          t572_c1_0 = t572_c1_0.addingProduct(t572_a1, t572_b0)
+          t572_c1_1 = t572_c1_1.addingProduct(t572_a1, t572_b1)
+          let t572_a2 = Vector(repeating: params[((19664 +% (((mb571 *% 4) +% 2) *% 288)) +% k573)])
+          t572_c2_0 = t572_c2_0.addingProduct(t572_a2, t572_b0)
+          t572_c2_1 = t572_c2_1.addingProduct(t572_a2, t572_b1)
+          let t572_a3 = Vector(repeating: params[((19664 +% (((mb571 *% 4) +% 3) *% 288)) +% k573)])
+          t572_c3_0 = t572_c3_0.addingProduct(t572_a3, t572_b0)
+          t572_c3_1 = t572_c3_1.addingProduct(t572_a3, t572_b1)
         }
-        storeVector(arena, ((9736992 +% ((mb614 *% 4) *% 1040)) +% 1008), t615_c0_0)
-        storeVector(arena, (((9736992 +% ((mb614 *% 4) *% 1040)) +% 1008) +% 8), t615_c0_1)
-        storeVector(arena, ((9736992 +% (((mb614 *% 4) +% 1) *% 1040)) +% 1008), t615_c1_0)
-        storeVector(arena, (((9736992 +% (((mb614 *% 4) +% 1) *% 1040)) +% 1008) +% 8), t615_c1_1)
-        storeVector(arena, ((9736992 +% (((mb614 *% 4) +% 2) *% 1040)) +% 1008), t615_c2_0)
-        storeVector(arena, (((9736992 +% (((mb614 *% 4) +% 2) *% 1040)) +% 1008) +% 8), t615_c2_1)
-        storeVector(arena, ((9736992 +% (((mb614 *% 4) +% 3) *% 1040)) +% 1008), t615_c3_0)
-        storeVector(arena, (((9736992 +% (((mb614 *% 4) +% 3) *% 1040)) +% 1008) +% 8), t615_c3_1)
+        storeVector(arena, ((9736992 +% ((mb571 *% 4) *% 1040)) +% 1008), t572_c0_0)
+        storeVector(arena, (((9736992 +% ((mb571 *% 4) *% 1040)) +% 1008) +% 8), t572_c0_1)
+        storeVector(arena, ((9736992 +% (((mb571 *% 4) +% 1) *% 1040)) +% 1008), t572_c1_0)
+        storeVector(arena, (((9736992 +% (((mb571 *% 4) +% 1) *% 1040)) +% 1008) +% 8), t572_c1_1)
+        storeVector(arena, ((9736992 +% (((mb571 *% 4) +% 2) *% 1040)) +% 1008), t572_c2_0)
+        storeVector(arena, (((9736992 +% (((mb571 *% 4) +% 2) *% 1040)) +% 1008) +% 8), t572_c2_1)
+        storeVector(arena, ((9736992 +% (((mb571 *% 4) +% 3) *% 1040)) +% 1008), t572_c3_0)
+        storeVector(arena, (((9736992 +% (((mb571 *% 4) +% 3) *% 1040)) +% 1008) +% 8), t572_c3_1)
       }
     }
-    for j618 in 0..<16 {
-      for f619 in 0..<64 {
-        for i620 in 0..<8 {
-          storeVector(arena, ((i620 *% 8) +% ((8913120 +% (((g585 *% 16) +% j618) *% 4096)) +% (f619 *% 64))), loadVector(arena, ((i620 *% 8) +% ((9736992 +% (f619 *% 1040)) +% (j618 *% 64)))))
+    for j575 in 0..<16 {
+      for f576 in 0..<64 {
+        for i577 in 0..<8 {
+          storeVector(arena, ((i577 *% 8) +% ((8913120 +% (((g553 *% 16) +% j575) *% 4096)) +% (f576 *% 64))), loadVector(arena, ((i577 *% 8) +% ((9736992 +% (f576 *% 1040)) +% (j575 *% 64)))))
         }
       }
     }
@@ -1784,244 +1773,244 @@ public func resnet8_train_b64(
   // s3_bn1 = batchnorm(s3_conv1)
   resnet8_train_b64_shared3_s3_bn1(params, grads, m, v, arena, images, labels, lr, step, seed, pool, 8913120, 9437600, 38096, 9175264)
   // s3_relu1 = relu(s3_bn1)
-  for i651 in 0..<32768 {
-    storeVector(arena, ((i651 *% 8) +% 9437600), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i651 *% 8) +% 9175264)), where: loadVector(arena, ((i651 *% 8) +% 9175264)) .> Vector(repeating: Float(0))))
+  for i608 in 0..<32768 {
+    storeVector(arena, ((i608 *% 8) +% 9437600), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i608 *% 8) +% 9175264)), where: loadVector(arena, ((i608 *% 8) +% 9175264)) .> Vector(repeating: Float(0))))
   }
   // s3_conv2 = conv2d(s3_relu1)
   do {  // scalar loops
-    for ci652 in 0..<64 {
-      for co653 in 0..<64 {
-        var w654: Float = params[(38224 +% (((co653 *% 64) +% ci652) *% 9))]
-        var w655: Float = (((params[(38224 +% (((co653 *% 64) +% ci652) *% 9))] + params[((38224 +% (((co653 *% 64) +% ci652) *% 9)) +% 3)]) + params[((38224 +% (((co653 *% 64) +% ci652) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
-        var w656: Float = (((params[(38224 +% (((co653 *% 64) +% ci652) *% 9))] + params[((38224 +% (((co653 *% 64) +% ci652) *% 9)) +% 6)]) - params[((38224 +% (((co653 *% 64) +% ci652) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
-        var w657: Float = params[((38224 +% (((co653 *% 64) +% ci652) *% 9)) +% 6)]
-        var w658: Float = params[((38224 +% (((co653 *% 64) +% ci652) *% 9)) +% 1)]
-        var w659: Float = (((params[((38224 +% (((co653 *% 64) +% ci652) *% 9)) +% 1)] + params[((38224 +% (((co653 *% 64) +% ci652) *% 9)) +% 4)]) + params[((38224 +% (((co653 *% 64) +% ci652) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
-        var w660: Float = (((params[((38224 +% (((co653 *% 64) +% ci652) *% 9)) +% 1)] + params[((38224 +% (((co653 *% 64) +% ci652) *% 9)) +% 7)]) - params[((38224 +% (((co653 *% 64) +% ci652) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
-        var w661: Float = params[((38224 +% (((co653 *% 64) +% ci652) *% 9)) +% 7)]
-        var w662: Float = params[((38224 +% (((co653 *% 64) +% ci652) *% 9)) +% 2)]
-        var w663: Float = (((params[((38224 +% (((co653 *% 64) +% ci652) *% 9)) +% 2)] + params[((38224 +% (((co653 *% 64) +% ci652) *% 9)) +% 5)]) + params[((38224 +% (((co653 *% 64) +% ci652) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
-        var w664: Float = (((params[((38224 +% (((co653 *% 64) +% ci652) *% 9)) +% 2)] + params[((38224 +% (((co653 *% 64) +% ci652) *% 9)) +% 8)]) - params[((38224 +% (((co653 *% 64) +% ci652) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
-        var w665: Float = params[((38224 +% (((co653 *% 64) +% ci652) *% 9)) +% 8)]
-        var w666: Float = w654
-        var w667: Float = (((w654 + w658) + w662) * Float(bitPattern: 0x3f000000))
-        var w668: Float = (((w654 + w662) - w658) * Float(bitPattern: 0x3f000000))
-        var w669: Float = w662
-        var w670: Float = w655
-        var w671: Float = (((w655 + w659) + w663) * Float(bitPattern: 0x3f000000))
-        var w672: Float = (((w655 + w663) - w659) * Float(bitPattern: 0x3f000000))
-        var w673: Float = w663
-        var w674: Float = w656
-        var w675: Float = (((w656 + w660) + w664) * Float(bitPattern: 0x3f000000))
-        var w676: Float = (((w656 + w664) - w660) * Float(bitPattern: 0x3f000000))
-        var w677: Float = w664
-        var w678: Float = w657
-        var w679: Float = (((w657 + w661) + w665) * Float(bitPattern: 0x3f000000))
-        var w680: Float = (((w657 + w665) - w661) * Float(bitPattern: 0x3f000000))
-        var w681: Float = w665
-        arena[((9699744 +% (ci652 *% 64)) +% co653)] = w666
-        arena[((9703840 +% (ci652 *% 64)) +% co653)] = w667
-        arena[((9707936 +% (ci652 *% 64)) +% co653)] = w668
-        arena[((9712032 +% (ci652 *% 64)) +% co653)] = w669
-        arena[((9716128 +% (ci652 *% 64)) +% co653)] = w670
-        arena[((9720224 +% (ci652 *% 64)) +% co653)] = w671
-        arena[((9724320 +% (ci652 *% 64)) +% co653)] = w672
-        arena[((9728416 +% (ci652 *% 64)) +% co653)] = w673
-        arena[((9732512 +% (ci652 *% 64)) +% co653)] = w674
-        arena[((9736608 +% (ci652 *% 64)) +% co653)] = w675
-        arena[((9740704 +% (ci652 *% 64)) +% co653)] = w676
-        arena[((9744800 +% (ci652 *% 64)) +% co653)] = w677
-        arena[((9748896 +% (ci652 *% 64)) +% co653)] = w678
-        arena[((9752992 +% (ci652 *% 64)) +% co653)] = w679
-        arena[((9757088 +% (ci652 *% 64)) +% co653)] = w680
-        arena[((9761184 +% (ci652 *% 64)) +% co653)] = w681
+    for ci609 in 0..<64 {
+      for co610 in 0..<64 {
+        var w611: Float = params[(38224 +% (((co610 *% 64) +% ci609) *% 9))]
+        var w612: Float = (((params[(38224 +% (((co610 *% 64) +% ci609) *% 9))] + params[((38224 +% (((co610 *% 64) +% ci609) *% 9)) +% 3)]) + params[((38224 +% (((co610 *% 64) +% ci609) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
+        var w613: Float = (((params[(38224 +% (((co610 *% 64) +% ci609) *% 9))] + params[((38224 +% (((co610 *% 64) +% ci609) *% 9)) +% 6)]) - params[((38224 +% (((co610 *% 64) +% ci609) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
+        var w614: Float = params[((38224 +% (((co610 *% 64) +% ci609) *% 9)) +% 6)]
+        var w615: Float = params[((38224 +% (((co610 *% 64) +% ci609) *% 9)) +% 1)]
+        var w616: Float = (((params[((38224 +% (((co610 *% 64) +% ci609) *% 9)) +% 1)] + params[((38224 +% (((co610 *% 64) +% ci609) *% 9)) +% 4)]) + params[((38224 +% (((co610 *% 64) +% ci609) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
+        var w617: Float = (((params[((38224 +% (((co610 *% 64) +% ci609) *% 9)) +% 1)] + params[((38224 +% (((co610 *% 64) +% ci609) *% 9)) +% 7)]) - params[((38224 +% (((co610 *% 64) +% ci609) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
+        var w618: Float = params[((38224 +% (((co610 *% 64) +% ci609) *% 9)) +% 7)]
+        var w619: Float = params[((38224 +% (((co610 *% 64) +% ci609) *% 9)) +% 2)]
+        var w620: Float = (((params[((38224 +% (((co610 *% 64) +% ci609) *% 9)) +% 2)] + params[((38224 +% (((co610 *% 64) +% ci609) *% 9)) +% 5)]) + params[((38224 +% (((co610 *% 64) +% ci609) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
+        var w621: Float = (((params[((38224 +% (((co610 *% 64) +% ci609) *% 9)) +% 2)] + params[((38224 +% (((co610 *% 64) +% ci609) *% 9)) +% 8)]) - params[((38224 +% (((co610 *% 64) +% ci609) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
+        var w622: Float = params[((38224 +% (((co610 *% 64) +% ci609) *% 9)) +% 8)]
+        var w623: Float = w611
+        var w624: Float = (((w611 + w615) + w619) * Float(bitPattern: 0x3f000000))
+        var w625: Float = (((w611 + w619) - w615) * Float(bitPattern: 0x3f000000))
+        var w626: Float = w619
+        var w627: Float = w612
+        var w628: Float = (((w612 + w616) + w620) * Float(bitPattern: 0x3f000000))
+        var w629: Float = (((w612 + w620) - w616) * Float(bitPattern: 0x3f000000))
+        var w630: Float = w620
+        var w631: Float = w613
+        var w632: Float = (((w613 + w617) + w621) * Float(bitPattern: 0x3f000000))
+        var w633: Float = (((w613 + w621) - w617) * Float(bitPattern: 0x3f000000))
+        var w634: Float = w621
+        var w635: Float = w614
+        var w636: Float = (((w614 + w618) + w622) * Float(bitPattern: 0x3f000000))
+        var w637: Float = (((w614 + w622) - w618) * Float(bitPattern: 0x3f000000))
+        var w638: Float = w622
+        arena[((9699744 +% (ci609 *% 64)) +% co610)] = w623
+        arena[((9703840 +% (ci609 *% 64)) +% co610)] = w624
+        arena[((9707936 +% (ci609 *% 64)) +% co610)] = w625
+        arena[((9712032 +% (ci609 *% 64)) +% co610)] = w626
+        arena[((9716128 +% (ci609 *% 64)) +% co610)] = w627
+        arena[((9720224 +% (ci609 *% 64)) +% co610)] = w628
+        arena[((9724320 +% (ci609 *% 64)) +% co610)] = w629
+        arena[((9728416 +% (ci609 *% 64)) +% co610)] = w630
+        arena[((9732512 +% (ci609 *% 64)) +% co610)] = w631
+        arena[((9736608 +% (ci609 *% 64)) +% co610)] = w632
+        arena[((9740704 +% (ci609 *% 64)) +% co610)] = w633
+        arena[((9744800 +% (ci609 *% 64)) +% co610)] = w634
+        arena[((9748896 +% (ci609 *% 64)) +% co610)] = w635
+        arena[((9752992 +% (ci609 *% 64)) +% co610)] = w636
+        arena[((9757088 +% (ci609 *% 64)) +% co610)] = w637
+        arena[((9761184 +% (ci609 *% 64)) +% co610)] = w638
       }
     }
   }
-  for i682 in 0..<800 {
-    storeVector(arena, ((i682 *% 8) +% 9765280), Vector(repeating: Float(0)))
+  for i639 in 0..<800 {
+    storeVector(arena, ((i639 *% 8) +% 9765280), Vector(repeating: Float(0)))
   }
-  for g683 in 0..<64 {
-    for j684 in 0..<1 {
-      for c685 in 0..<64 {
-        for iy686 in 0..<8 {
-          for ix687 in 0..<8 {
-            arena[(9765280 +% ((((j684 *% 6400) +% ((iy686 +% 1) *% 640)) +% ((ix687 +% 1) *% 64)) +% c685))] = arena[((((9437600 +% ((g683 +% j684) *% 4096)) +% (c685 *% 64)) +% (iy686 *% 8)) +% ix687)]
+  for g640 in 0..<64 {
+    for j641 in 0..<1 {
+      for c642 in 0..<64 {
+        for iy643 in 0..<8 {
+          for ix644 in 0..<8 {
+            arena[(9765280 +% ((((j641 *% 6400) +% ((iy643 +% 1) *% 640)) +% ((ix644 +% 1) *% 64)) +% c642))] = arena[((((9437600 +% ((g640 +% j641) *% 4096)) +% (c642 *% 64)) +% (iy643 *% 8)) +% ix644)]
           }
         }
       }
     }
-    for j688 in 0..<1 {
-      for ty689 in 0..<4 {
-        for tx690 in 0..<4 {
-          for cv691 in 0..<8 {
-            let w692 = (loadVector(arena, (9765280 +% ((((j688 *% 6400) +% ((ty689 *% 2) *% 640)) +% ((tx690 *% 2) *% 64)) +% (cv691 *% 8)))) - loadVector(arena, (9765280 +% ((((j688 *% 6400) +% (((ty689 *% 2) +% 2) *% 640)) +% ((tx690 *% 2) *% 64)) +% (cv691 *% 8)))))
-            let w693 = (loadVector(arena, (9765280 +% ((((j688 *% 6400) +% (((ty689 *% 2) +% 1) *% 640)) +% ((tx690 *% 2) *% 64)) +% (cv691 *% 8)))) + loadVector(arena, (9765280 +% ((((j688 *% 6400) +% (((ty689 *% 2) +% 2) *% 640)) +% ((tx690 *% 2) *% 64)) +% (cv691 *% 8)))))
-            let w694 = (loadVector(arena, (9765280 +% ((((j688 *% 6400) +% (((ty689 *% 2) +% 2) *% 640)) +% ((tx690 *% 2) *% 64)) +% (cv691 *% 8)))) - loadVector(arena, (9765280 +% ((((j688 *% 6400) +% (((ty689 *% 2) +% 1) *% 640)) +% ((tx690 *% 2) *% 64)) +% (cv691 *% 8)))))
-            let w695 = (loadVector(arena, (9765280 +% ((((j688 *% 6400) +% (((ty689 *% 2) +% 1) *% 640)) +% ((tx690 *% 2) *% 64)) +% (cv691 *% 8)))) - loadVector(arena, (9765280 +% ((((j688 *% 6400) +% (((ty689 *% 2) +% 3) *% 640)) +% ((tx690 *% 2) *% 64)) +% (cv691 *% 8)))))
-            let w696 = (loadVector(arena, (9765280 +% ((((j688 *% 6400) +% ((ty689 *% 2) *% 640)) +% (((tx690 *% 2) +% 1) *% 64)) +% (cv691 *% 8)))) - loadVector(arena, (9765280 +% ((((j688 *% 6400) +% (((ty689 *% 2) +% 2) *% 640)) +% (((tx690 *% 2) +% 1) *% 64)) +% (cv691 *% 8)))))
-            let w697 = (loadVector(arena, (9765280 +% ((((j688 *% 6400) +% (((ty689 *% 2) +% 1) *% 640)) +% (((tx690 *% 2) +% 1) *% 64)) +% (cv691 *% 8)))) + loadVector(arena, (9765280 +% ((((j688 *% 6400) +% (((ty689 *% 2) +% 2) *% 640)) +% (((tx690 *% 2) +% 1) *% 64)) +% (cv691 *% 8)))))
-            let w698 = (loadVector(arena, (9765280 +% ((((j688 *% 6400) +% (((ty689 *% 2) +% 2) *% 640)) +% (((tx690 *% 2) +% 1) *% 64)) +% (cv691 *% 8)))) - loadVector(arena, (9765280 +% ((((j688 *% 6400) +% (((ty689 *% 2) +% 1) *% 640)) +% (((tx690 *% 2) +% 1) *% 64)) +% (cv691 *% 8)))))
-            let w699 = (loadVector(arena, (9765280 +% ((((j688 *% 6400) +% (((ty689 *% 2) +% 1) *% 640)) +% (((tx690 *% 2) +% 1) *% 64)) +% (cv691 *% 8)))) - loadVector(arena, (9765280 +% ((((j688 *% 6400) +% (((ty689 *% 2) +% 3) *% 640)) +% (((tx690 *% 2) +% 1) *% 64)) +% (cv691 *% 8)))))
-            let w700 = (loadVector(arena, (9765280 +% ((((j688 *% 6400) +% ((ty689 *% 2) *% 640)) +% (((tx690 *% 2) +% 2) *% 64)) +% (cv691 *% 8)))) - loadVector(arena, (9765280 +% ((((j688 *% 6400) +% (((ty689 *% 2) +% 2) *% 640)) +% (((tx690 *% 2) +% 2) *% 64)) +% (cv691 *% 8)))))
-            let w701 = (loadVector(arena, (9765280 +% ((((j688 *% 6400) +% (((ty689 *% 2) +% 1) *% 640)) +% (((tx690 *% 2) +% 2) *% 64)) +% (cv691 *% 8)))) + loadVector(arena, (9765280 +% ((((j688 *% 6400) +% (((ty689 *% 2) +% 2) *% 640)) +% (((tx690 *% 2) +% 2) *% 64)) +% (cv691 *% 8)))))
-            let w702 = (loadVector(arena, (9765280 +% ((((j688 *% 6400) +% (((ty689 *% 2) +% 2) *% 640)) +% (((tx690 *% 2) +% 2) *% 64)) +% (cv691 *% 8)))) - loadVector(arena, (9765280 +% ((((j688 *% 6400) +% (((ty689 *% 2) +% 1) *% 640)) +% (((tx690 *% 2) +% 2) *% 64)) +% (cv691 *% 8)))))
-            let w703 = (loadVector(arena, (9765280 +% ((((j688 *% 6400) +% (((ty689 *% 2) +% 1) *% 640)) +% (((tx690 *% 2) +% 2) *% 64)) +% (cv691 *% 8)))) - loadVector(arena, (9765280 +% ((((j688 *% 6400) +% (((ty689 *% 2) +% 3) *% 640)) +% (((tx690 *% 2) +% 2) *% 64)) +% (cv691 *% 8)))))
-            let w704 = (loadVector(arena, (9765280 +% ((((j688 *% 6400) +% ((ty689 *% 2) *% 640)) +% (((tx690 *% 2) +% 3) *% 64)) +% (cv691 *% 8)))) - loadVector(arena, (9765280 +% ((((j688 *% 6400) +% (((ty689 *% 2) +% 2) *% 640)) +% (((tx690 *% 2) +% 3) *% 64)) +% (cv691 *% 8)))))
-            let w705 = (loadVector(arena, (9765280 +% ((((j688 *% 6400) +% (((ty689 *% 2) +% 1) *% 640)) +% (((tx690 *% 2) +% 3) *% 64)) +% (cv691 *% 8)))) + loadVector(arena, (9765280 +% ((((j688 *% 6400) +% (((ty689 *% 2) +% 2) *% 640)) +% (((tx690 *% 2) +% 3) *% 64)) +% (cv691 *% 8)))))
-            let w706 = (loadVector(arena, (9765280 +% ((((j688 *% 6400) +% (((ty689 *% 2) +% 2) *% 640)) +% (((tx690 *% 2) +% 3) *% 64)) +% (cv691 *% 8)))) - loadVector(arena, (9765280 +% ((((j688 *% 6400) +% (((ty689 *% 2) +% 1) *% 640)) +% (((tx690 *% 2) +% 3) *% 64)) +% (cv691 *% 8)))))
-            let w707 = (loadVector(arena, (9765280 +% ((((j688 *% 6400) +% (((ty689 *% 2) +% 1) *% 640)) +% (((tx690 *% 2) +% 3) *% 64)) +% (cv691 *% 8)))) - loadVector(arena, (9765280 +% ((((j688 *% 6400) +% (((ty689 *% 2) +% 3) *% 640)) +% (((tx690 *% 2) +% 3) *% 64)) +% (cv691 *% 8)))))
-            let w708 = (w692 - w700)
-            let w709 = (w696 + w700)
-            let w710 = (w700 - w696)
-            let w711 = (w696 - w704)
-            let w712 = (w693 - w701)
-            let w713 = (w697 + w701)
-            let w714 = (w701 - w697)
-            let w715 = (w697 - w705)
-            let w716 = (w694 - w702)
-            let w717 = (w698 + w702)
-            let w718 = (w702 - w698)
-            let w719 = (w698 - w706)
-            let w720 = (w695 - w703)
-            let w721 = (w699 + w703)
-            let w722 = (w703 - w699)
-            let w723 = (w699 - w707)
-            storeVector(arena, ((9771680 +% ((((j688 *% 16) +% (ty689 *% 4)) +% tx690) *% 64)) +% (cv691 *% 8)), w708)
-            storeVector(arena, ((9772704 +% ((((j688 *% 16) +% (ty689 *% 4)) +% tx690) *% 64)) +% (cv691 *% 8)), w709)
-            storeVector(arena, ((9773728 +% ((((j688 *% 16) +% (ty689 *% 4)) +% tx690) *% 64)) +% (cv691 *% 8)), w710)
-            storeVector(arena, ((9774752 +% ((((j688 *% 16) +% (ty689 *% 4)) +% tx690) *% 64)) +% (cv691 *% 8)), w711)
-            storeVector(arena, ((9775776 +% ((((j688 *% 16) +% (ty689 *% 4)) +% tx690) *% 64)) +% (cv691 *% 8)), w712)
-            storeVector(arena, ((9776800 +% ((((j688 *% 16) +% (ty689 *% 4)) +% tx690) *% 64)) +% (cv691 *% 8)), w713)
-            storeVector(arena, ((9777824 +% ((((j688 *% 16) +% (ty689 *% 4)) +% tx690) *% 64)) +% (cv691 *% 8)), w714)
-            storeVector(arena, ((9778848 +% ((((j688 *% 16) +% (ty689 *% 4)) +% tx690) *% 64)) +% (cv691 *% 8)), w715)
-            storeVector(arena, ((9779872 +% ((((j688 *% 16) +% (ty689 *% 4)) +% tx690) *% 64)) +% (cv691 *% 8)), w716)
-            storeVector(arena, ((9780896 +% ((((j688 *% 16) +% (ty689 *% 4)) +% tx690) *% 64)) +% (cv691 *% 8)), w717)
-            storeVector(arena, ((9781920 +% ((((j688 *% 16) +% (ty689 *% 4)) +% tx690) *% 64)) +% (cv691 *% 8)), w718)
-            storeVector(arena, ((9782944 +% ((((j688 *% 16) +% (ty689 *% 4)) +% tx690) *% 64)) +% (cv691 *% 8)), w719)
-            storeVector(arena, ((9783968 +% ((((j688 *% 16) +% (ty689 *% 4)) +% tx690) *% 64)) +% (cv691 *% 8)), w720)
-            storeVector(arena, ((9784992 +% ((((j688 *% 16) +% (ty689 *% 4)) +% tx690) *% 64)) +% (cv691 *% 8)), w721)
-            storeVector(arena, ((9786016 +% ((((j688 *% 16) +% (ty689 *% 4)) +% tx690) *% 64)) +% (cv691 *% 8)), w722)
-            storeVector(arena, ((9787040 +% ((((j688 *% 16) +% (ty689 *% 4)) +% tx690) *% 64)) +% (cv691 *% 8)), w723)
+    for j645 in 0..<1 {
+      for ty646 in 0..<4 {
+        for tx647 in 0..<4 {
+          for cv648 in 0..<8 {
+            let w649 = (loadVector(arena, (9765280 +% ((((j645 *% 6400) +% ((ty646 *% 2) *% 640)) +% ((tx647 *% 2) *% 64)) +% (cv648 *% 8)))) - loadVector(arena, (9765280 +% ((((j645 *% 6400) +% (((ty646 *% 2) +% 2) *% 640)) +% ((tx647 *% 2) *% 64)) +% (cv648 *% 8)))))
+            let w650 = (loadVector(arena, (9765280 +% ((((j645 *% 6400) +% (((ty646 *% 2) +% 1) *% 640)) +% ((tx647 *% 2) *% 64)) +% (cv648 *% 8)))) + loadVector(arena, (9765280 +% ((((j645 *% 6400) +% (((ty646 *% 2) +% 2) *% 640)) +% ((tx647 *% 2) *% 64)) +% (cv648 *% 8)))))
+            let w651 = (loadVector(arena, (9765280 +% ((((j645 *% 6400) +% (((ty646 *% 2) +% 2) *% 640)) +% ((tx647 *% 2) *% 64)) +% (cv648 *% 8)))) - loadVector(arena, (9765280 +% ((((j645 *% 6400) +% (((ty646 *% 2) +% 1) *% 640)) +% ((tx647 *% 2) *% 64)) +% (cv648 *% 8)))))
+            let w652 = (loadVector(arena, (9765280 +% ((((j645 *% 6400) +% (((ty646 *% 2) +% 1) *% 640)) +% ((tx647 *% 2) *% 64)) +% (cv648 *% 8)))) - loadVector(arena, (9765280 +% ((((j645 *% 6400) +% (((ty646 *% 2) +% 3) *% 640)) +% ((tx647 *% 2) *% 64)) +% (cv648 *% 8)))))
+            let w653 = (loadVector(arena, (9765280 +% ((((j645 *% 6400) +% ((ty646 *% 2) *% 640)) +% (((tx647 *% 2) +% 1) *% 64)) +% (cv648 *% 8)))) - loadVector(arena, (9765280 +% ((((j645 *% 6400) +% (((ty646 *% 2) +% 2) *% 640)) +% (((tx647 *% 2) +% 1) *% 64)) +% (cv648 *% 8)))))
+            let w654 = (loadVector(arena, (9765280 +% ((((j645 *% 6400) +% (((ty646 *% 2) +% 1) *% 640)) +% (((tx647 *% 2) +% 1) *% 64)) +% (cv648 *% 8)))) + loadVector(arena, (9765280 +% ((((j645 *% 6400) +% (((ty646 *% 2) +% 2) *% 640)) +% (((tx647 *% 2) +% 1) *% 64)) +% (cv648 *% 8)))))
+            let w655 = (loadVector(arena, (9765280 +% ((((j645 *% 6400) +% (((ty646 *% 2) +% 2) *% 640)) +% (((tx647 *% 2) +% 1) *% 64)) +% (cv648 *% 8)))) - loadVector(arena, (9765280 +% ((((j645 *% 6400) +% (((ty646 *% 2) +% 1) *% 640)) +% (((tx647 *% 2) +% 1) *% 64)) +% (cv648 *% 8)))))
+            let w656 = (loadVector(arena, (9765280 +% ((((j645 *% 6400) +% (((ty646 *% 2) +% 1) *% 640)) +% (((tx647 *% 2) +% 1) *% 64)) +% (cv648 *% 8)))) - loadVector(arena, (9765280 +% ((((j645 *% 6400) +% (((ty646 *% 2) +% 3) *% 640)) +% (((tx647 *% 2) +% 1) *% 64)) +% (cv648 *% 8)))))
+            let w657 = (loadVector(arena, (9765280 +% ((((j645 *% 6400) +% ((ty646 *% 2) *% 640)) +% (((tx647 *% 2) +% 2) *% 64)) +% (cv648 *% 8)))) - loadVector(arena, (9765280 +% ((((j645 *% 6400) +% (((ty646 *% 2) +% 2) *% 640)) +% (((tx647 *% 2) +% 2) *% 64)) +% (cv648 *% 8)))))
+            let w658 = (loadVector(arena, (9765280 +% ((((j645 *% 6400) +% (((ty646 *% 2) +% 1) *% 640)) +% (((tx647 *% 2) +% 2) *% 64)) +% (cv648 *% 8)))) + loadVector(arena, (9765280 +% ((((j645 *% 6400) +% (((ty646 *% 2) +% 2) *% 640)) +% (((tx647 *% 2) +% 2) *% 64)) +% (cv648 *% 8)))))
+            let w659 = (loadVector(arena, (9765280 +% ((((j645 *% 6400) +% (((ty646 *% 2) +% 2) *% 640)) +% (((tx647 *% 2) +% 2) *% 64)) +% (cv648 *% 8)))) - loadVector(arena, (9765280 +% ((((j645 *% 6400) +% (((ty646 *% 2) +% 1) *% 640)) +% (((tx647 *% 2) +% 2) *% 64)) +% (cv648 *% 8)))))
+            let w660 = (loadVector(arena, (9765280 +% ((((j645 *% 6400) +% (((ty646 *% 2) +% 1) *% 640)) +% (((tx647 *% 2) +% 2) *% 64)) +% (cv648 *% 8)))) - loadVector(arena, (9765280 +% ((((j645 *% 6400) +% (((ty646 *% 2) +% 3) *% 640)) +% (((tx647 *% 2) +% 2) *% 64)) +% (cv648 *% 8)))))
+            let w661 = (loadVector(arena, (9765280 +% ((((j645 *% 6400) +% ((ty646 *% 2) *% 640)) +% (((tx647 *% 2) +% 3) *% 64)) +% (cv648 *% 8)))) - loadVector(arena, (9765280 +% ((((j645 *% 6400) +% (((ty646 *% 2) +% 2) *% 640)) +% (((tx647 *% 2) +% 3) *% 64)) +% (cv648 *% 8)))))
+            let w662 = (loadVector(arena, (9765280 +% ((((j645 *% 6400) +% (((ty646 *% 2) +% 1) *% 640)) +% (((tx647 *% 2) +% 3) *% 64)) +% (cv648 *% 8)))) + loadVector(arena, (9765280 +% ((((j645 *% 6400) +% (((ty646 *% 2) +% 2) *% 640)) +% (((tx647 *% 2) +% 3) *% 64)) +% (cv648 *% 8)))))
+            let w663 = (loadVector(arena, (9765280 +% ((((j645 *% 6400) +% (((ty646 *% 2) +% 2) *% 640)) +% (((tx647 *% 2) +% 3) *% 64)) +% (cv648 *% 8)))) - loadVector(arena, (9765280 +% ((((j645 *% 6400) +% (((ty646 *% 2) +% 1) *% 640)) +% (((tx647 *% 2) +% 3) *% 64)) +% (cv648 *% 8)))))
+            let w664 = (loadVector(arena, (9765280 +% ((((j645 *% 6400) +% (((ty646 *% 2) +% 1) *% 640)) +% (((tx647 *% 2) +% 3) *% 64)) +% (cv648 *% 8)))) - loadVector(arena, (9765280 +% ((((j645 *% 6400) +% (((ty646 *% 2) +% 3) *% 640)) +% (((tx647 *% 2) +% 3) *% 64)) +% (cv648 *% 8)))))
+            let w665 = (w649 - w657)
+            let w666 = (w653 + w657)
+            let w667 = (w657 - w653)
+            let w668 = (w653 - w661)
+            let w669 = (w650 - w658)
+            let w670 = (w654 + w658)
+            let w671 = (w658 - w654)
+            let w672 = (w654 - w662)
+            let w673 = (w651 - w659)
+            let w674 = (w655 + w659)
+            let w675 = (w659 - w655)
+            let w676 = (w655 - w663)
+            let w677 = (w652 - w660)
+            let w678 = (w656 + w660)
+            let w679 = (w660 - w656)
+            let w680 = (w656 - w664)
+            storeVector(arena, ((9771680 +% ((((j645 *% 16) +% (ty646 *% 4)) +% tx647) *% 64)) +% (cv648 *% 8)), w665)
+            storeVector(arena, ((9772704 +% ((((j645 *% 16) +% (ty646 *% 4)) +% tx647) *% 64)) +% (cv648 *% 8)), w666)
+            storeVector(arena, ((9773728 +% ((((j645 *% 16) +% (ty646 *% 4)) +% tx647) *% 64)) +% (cv648 *% 8)), w667)
+            storeVector(arena, ((9774752 +% ((((j645 *% 16) +% (ty646 *% 4)) +% tx647) *% 64)) +% (cv648 *% 8)), w668)
+            storeVector(arena, ((9775776 +% ((((j645 *% 16) +% (ty646 *% 4)) +% tx647) *% 64)) +% (cv648 *% 8)), w669)
+            storeVector(arena, ((9776800 +% ((((j645 *% 16) +% (ty646 *% 4)) +% tx647) *% 64)) +% (cv648 *% 8)), w670)
+            storeVector(arena, ((9777824 +% ((((j645 *% 16) +% (ty646 *% 4)) +% tx647) *% 64)) +% (cv648 *% 8)), w671)
+            storeVector(arena, ((9778848 +% ((((j645 *% 16) +% (ty646 *% 4)) +% tx647) *% 64)) +% (cv648 *% 8)), w672)
+            storeVector(arena, ((9779872 +% ((((j645 *% 16) +% (ty646 *% 4)) +% tx647) *% 64)) +% (cv648 *% 8)), w673)
+            storeVector(arena, ((9780896 +% ((((j645 *% 16) +% (ty646 *% 4)) +% tx647) *% 64)) +% (cv648 *% 8)), w674)
+            storeVector(arena, ((9781920 +% ((((j645 *% 16) +% (ty646 *% 4)) +% tx647) *% 64)) +% (cv648 *% 8)), w675)
+            storeVector(arena, ((9782944 +% ((((j645 *% 16) +% (ty646 *% 4)) +% tx647) *% 64)) +% (cv648 *% 8)), w676)
+            storeVector(arena, ((9783968 +% ((((j645 *% 16) +% (ty646 *% 4)) +% tx647) *% 64)) +% (cv648 *% 8)), w677)
+            storeVector(arena, ((9784992 +% ((((j645 *% 16) +% (ty646 *% 4)) +% tx647) *% 64)) +% (cv648 *% 8)), w678)
+            storeVector(arena, ((9786016 +% ((((j645 *% 16) +% (ty646 *% 4)) +% tx647) *% 64)) +% (cv648 *% 8)), w679)
+            storeVector(arena, ((9787040 +% ((((j645 *% 16) +% (ty646 *% 4)) +% tx647) *% 64)) +% (cv648 *% 8)), w680)
           }
         }
       }
     }
-    for xi724 in 0..<16 {
-      do {  // gemm732
-        for nb725 in 0..<2 {
-          for mb726 in 0..<4 {
-            var t727_c0_0 = Vector()
-            var t727_c0_1 = Vector()
-            var t727_c0_2 = Vector()
-            var t727_c1_0 = Vector()
-            var t727_c1_1 = Vector()
-            var t727_c1_2 = Vector()
-            var t727_c2_0 = Vector()
-            var t727_c2_1 = Vector()
-            var t727_c2_2 = Vector()
-            var t727_c3_0 = Vector()
-            var t727_c3_1 = Vector()
-            var t727_c3_2 = Vector()
-            for k728 in 0..<64 {
-              let t727_b0 = loadVector(arena, (((9699744 +% (xi724 *% 4096)) +% (k728 *% 64)) +% (nb725 *% 24)))
-              let t727_b1 = loadVector(arena, ((((9699744 +% (xi724 *% 4096)) +% (k728 *% 64)) +% (nb725 *% 24)) +% 8))
-              let t727_b2 = loadVector(arena, ((((9699744 +% (xi724 *% 4096)) +% (k728 *% 64)) +% (nb725 *% 24)) +% 16))
-              let t727_a0 = Vector(repeating: arena[(((9771680 +% (xi724 *% 1024)) +% ((mb726 *% 4) *% 64)) +% k728)])
-              t727_c0_0 = t727_c0_0.addingProduct(t727_a0, t727_b0)
-              t727_c0_1 = t727_c0_1.addingProduct(t727_a0, t727_b1)
-              t727_c0_2 = t727_c0_2.addingProduct(t727_a0, t727_b2)
-              let t727_a1 = Vector(repeating: arena[(((9771680 +% (xi724 *% 1024)) +% (((mb726 *% 4) +% 1) *% 64)) +% k728)])
-              t727_c1_0 = t727_c1_0.addingProduct(t727_a1, t727_b0)
-              t727_c1_1 = t727_c1_1.addingProduct(t727_a1, t727_b1)
-              t727_c1_2 = t727_c1_2.addingProduct(t727_a1, t727_b2)
-              let t727_a2 = Vector(repeating: arena[(((9771680 +% (xi724 *% 1024)) +% (((mb726 *% 4) +% 2) *% 64)) +% k728)])
-              t727_c2_0 = t727_c2_0.addingProduct(t727_a2, t727_b0)
-              t727_c2_1 = t727_c2_1.addingProduct(t727_a2, t727_b1)
-              t727_c2_2 = t727_c2_2.addingProduct(t727_a2, t727_b2)
-              let t727_a3 = Vector(repeating: arena[(((9771680 +% (xi724 *% 1024)) +% (((mb726 *% 4) +% 3) *% 64)) +% k728)])
-              t727_c3_0 = t727_c3_0.addingProduct(t727_a3, t727_b0)
-              t727_c3_1 = t727_c3_1.addingProduct(t727_a3, t727_b1)
-              t727_c3_2 = t727_c3_2.addingProduct(t727_a3, t727_b2)
+    for xi681 in 0..<16 {
+      do {  // gemm689
+        for nb682 in 0..<2 {
+          for mb683 in 0..<4 {
+            var t684_c0_0 = Vector()
+            var t684_c0_1 = Vector()
+            var t684_c0_2 = Vector()
+            var t684_c1_0 = Vector()
+            var t684_c1_1 = Vector()
+            var t684_c1_2 = Vector()
+            var t684_c2_0 = Vector()
+            var t684_c2_1 = Vector()
+            var t684_c2_2 = Vector()
+            var t684_c3_0 = Vector()
+            var t684_c3_1 = Vector()
+            var t684_c3_2 = Vector()
+            for k685 in 0..<64 {
+              let t684_b0 = loadVector(arena, (((9699744 +% (xi681 *% 4096)) +% (k685 *% 64)) +% (nb682 *% 24)))
+              let t684_b1 = loadVector(arena, ((((9699744 +% (xi681 *% 4096)) +% (k685 *% 64)) +% (nb682 *% 24)) +% 8))
+              let t684_b2 = loadVector(arena, ((((9699744 +% (xi681 *% 4096)) +% (k685 *% 64)) +% (nb682 *% 24)) +% 16))
+              let t684_a0 = Vector(repeating: arena[(((9771680 +% (xi681 *% 1024)) +% ((mb683 *% 4) *% 64)) +% k685)])
+              t684_c0_0 = t684_c0_0.addingProduct(t684_a0, t684_b0)
+              t684_c0_1 = t684_c0_1.addingProduct(t684_a0, t684_b1)
+              t684_c0_2 = t684_c0_2.addingProduct(t684_a0, t684_b2)
+              let t684_a1 = Vector(repeating: arena[(((9771680 +% (xi681 *% 1024)) +% (((mb683 *% 4) +% 1) *% 64)) +% k685)])
+              t684_c1_0 = t684_c1_0.addingProduct(t684_a1, t684_b0)
+              t684_c1_1 = t684_c1_1.addingProduct(t684_a1, t684_b1)
+              t684_c1_2 = t684_c1_2.addingProduct(t684_a1, t684_b2)
+              let t684_a2 = Vector(repeating: arena[(((9771680 +% (xi681 *% 1024)) +% (((mb683 *% 4) +% 2) *% 64)) +% k685)])
+              t684_c2_0 = t684_c2_0.addingProduct(t684_a2, t684_b0)
+              t684_c2_1 = t684_c2_1.addingProduct(t684_a2, t684_b1)
+              t684_c2_2 = t684_c2_2.addingProduct(t684_a2, t684_b2)
+              let t684_a3 = Vector(repeating: arena[(((9771680 +% (xi681 *% 1024)) +% (((mb683 *% 4) +% 3) *% 64)) +% k685)])
+              t684_c3_0 = t684_c3_0.addingProduct(t684_a3, t684_b0)
+              t684_c3_1 = t684_c3_1.addingProduct(t684_a3, t684_b1)
+              t684_c3_2 = t684_c3_2.addingProduct(t684_a3, t684_b2)
             }
-            storeVector(arena, (((9788064 +% (xi724 *% 1024)) +% ((mb726 *% 4) *% 64)) +% (nb725 *% 24)), t727_c0_0)
-            storeVector(arena, ((((9788064 +% (xi724 *% 1024)) +% ((mb726 *% 4) *% 64)) +% (nb725 *% 24)) +% 8), t727_c0_1)
-            storeVector(arena, ((((9788064 +% (xi724 *% 1024)) +% ((mb726 *% 4) *% 64)) +% (nb725 *% 24)) +% 16), t727_c0_2)
-            storeVector(arena, (((9788064 +% (xi724 *% 1024)) +% (((mb726 *% 4) +% 1) *% 64)) +% (nb725 *% 24)), t727_c1_0)
-            storeVector(arena, ((((9788064 +% (xi724 *% 1024)) +% (((mb726 *% 4) +% 1) *% 64)) +% (nb725 *% 24)) +% 8), t727_c1_1)
-            storeVector(arena, ((((9788064 +% (xi724 *% 1024)) +% (((mb726 *% 4) +% 1) *% 64)) +% (nb725 *% 24)) +% 16), t727_c1_2)
-            storeVector(arena, (((9788064 +% (xi724 *% 1024)) +% (((mb726 *% 4) +% 2) *% 64)) +% (nb725 *% 24)), t727_c2_0)
-            storeVector(arena, ((((9788064 +% (xi724 *% 1024)) +% (((mb726 *% 4) +% 2) *% 64)) +% (nb725 *% 24)) +% 8), t727_c2_1)
-            storeVector(arena, ((((9788064 +% (xi724 *% 1024)) +% (((mb726 *% 4) +% 2) *% 64)) +% (nb725 *% 24)) +% 16), t727_c2_2)
-            storeVector(arena, (((9788064 +% (xi724 *% 1024)) +% (((mb726 *% 4) +% 3) *% 64)) +% (nb725 *% 24)), t727_c3_0)
-            storeVector(arena, ((((9788064 +% (xi724 *% 1024)) +% (((mb726 *% 4) +% 3) *% 64)) +% (nb725 *% 24)) +% 8), t727_c3_1)
-            storeVector(arena, ((((9788064 +% (xi724 *% 1024)) +% (((mb726 *% 4) +% 3) *% 64)) +% (nb725 *% 24)) +% 16), t727_c3_2)
+            storeVector(arena, (((9788064 +% (xi681 *% 1024)) +% ((mb683 *% 4) *% 64)) +% (nb682 *% 24)), t684_c0_0)
+            storeVector(arena, ((((9788064 +% (xi681 *% 1024)) +% ((mb683 *% 4) *% 64)) +% (nb682 *% 24)) +% 8), t684_c0_1)
+            storeVector(arena, ((((9788064 +% (xi681 *% 1024)) +% ((mb683 *% 4) *% 64)) +% (nb682 *% 24)) +% 16), t684_c0_2)
+            storeVector(arena, (((9788064 +% (xi681 *% 1024)) +% (((mb683 *% 4) +% 1) *% 64)) +% (nb682 *% 24)), t684_c1_0)
+            storeVector(arena, ((((9788064 +% (xi681 *% 1024)) +% (((mb683 *% 4) +% 1) *% 64)) +% (nb682 *% 24)) +% 8), t684_c1_1)
+            storeVector(arena, ((((9788064 +% (xi681 *% 1024)) +% (((mb683 *% 4) +% 1) *% 64)) +% (nb682 *% 24)) +% 16), t684_c1_2)
+            storeVector(arena, (((9788064 +% (xi681 *% 1024)) +% (((mb683 *% 4) +% 2) *% 64)) +% (nb682 *% 24)), t684_c2_0)
+            storeVector(arena, ((((9788064 +% (xi681 *% 1024)) +% (((mb683 *% 4) +% 2) *% 64)) +% (nb682 *% 24)) +% 8), t684_c2_1)
+            storeVector(arena, ((((9788064 +% (xi681 *% 1024)) +% (((mb683 *% 4) +% 2) *% 64)) +% (nb682 *% 24)) +% 16), t684_c2_2)
+            storeVector(arena, (((9788064 +% (xi681 *% 1024)) +% (((mb683 *% 4) +% 3) *% 64)) +% (nb682 *% 24)), t684_c3_0)
+            storeVector(arena, ((((9788064 +% (xi681 *% 1024)) +% (((mb683 *% 4) +% 3) *% 64)) +% (nb682 *% 24)) +% 8), t684_c3_1)
+            storeVector(arena, ((((9788064 +% (xi681 *% 1024)) +% (((mb683 *% 4) +% 3) *% 64)) +% (nb682 *% 24)) +% 16), t684_c3_2)
           }
         }
-        for mb729 in 0..<4 {
-          var t730_c0_0 = Vector()
-          var t730_c0_1 = Vector()
-          var t730_c1_0 = Vector()
-          var t730_c1_1 = Vector()
-          var t730_c2_0 = Vector()
-          var t730_c2_1 = Vector()
-          var t730_c3_0 = Vector()
-          var t730_c3_1 = Vector()
-          for k731 in 0..<64 {
-            let t730_b0 = loadVector(arena, (((9699744 +% (xi724 *% 4096)) +% (k731 *% 64)) +% 48))
-            let t730_b1 = loadVector(arena, ((((9699744 +% (xi724 *% 4096)) +% (k731 *% 64)) +% 48) +% 8))
-            let t730_a0 = Vector(repeating: arena[(((9771680 +% (xi724 *% 1024)) +% ((mb729 *% 4) *% 64)) +% k731)])
-            t730_c0_0 = t730_c0_0.addingProduct(t730_a0, t730_b0)
-            t730_c0_1 = t730_c0_1.addingProduct(t730_a0, t730_b1)
-            let t730_a1 = Vector(repeating: arena[(((9771680 +% (xi724 *% 1024)) +% (((mb729 *% 4) +% 1) *% 64)) +% k731)])
-            t730_c1_0 = t730_c1_0.addingProduct(t730_a1, t730_b0)
-            t730_c1_1 = t730_c1_1.addingProduct(t730_a1, t730_b1)
-            let t730_a2 = Vector(repeating: arena[(((9771680 +% (xi724 *% 1024)) +% (((mb729 *% 4) +% 2) *% 64)) +% k731)])
-            t730_c2_0 = t730_c2_0.addingProduct(t730_a2, t730_b0)
-            t730_c2_1 = t730_c2_1.addingProduct(t730_a2, t730_b1)
-            let t730_a3 = Vector(repeating: arena[(((9771680 +% (xi724 *% 1024)) +% (((mb729 *% 4) +% 3) *% 64)) +% k731)])
-            t730_c3_0 = t730_c3_0.addingProduct(t730_a3, t730_b0)
-            t730_c3_1 = t730_c3_1.addingProduct(t730_a3, t730_b1)
+        for mb686 in 0..<4 {
+          var t687_c0_0 = Vector()
+          var t687_c0_1 = Vector()
+          var t687_c1_0 = Vector()
+          var t687_c1_1 = Vector()
+          var t687_c2_0 = Vector()
+          var t687_c2_1 = Vector()
+          var t687_c3_0 = Vector()
+          var t687_c3_1 = Vector()
+          for k688 in 0..<64 {
+            let t687_b0 = loadVector(arena, (((9699744 +% (xi681 *% 4096)) +% (k688 *% 64)) +% 48))
+            let t687_b1 = loadVector(arena, ((((9699744 +% (xi681 *% 4096)) +% (k688 *% 64)) +% 48) +% 8))
+            let t687_a0 = Vector(repeating: arena[(((9771680 +% (xi681 *% 1024)) +% ((mb686 *% 4) *% 64)) +% k688)])
+            t687_c0_0 = t687_c0_0.addingProduct(t687_a0, t687_b0)
+            t687_c0_1 = t687_c0_1.addingProduct(t687_a0, t687_b1)
+            let t687_a1 = Vector(repeating: arena[(((9771680 +% (xi681 *% 1024)) +% (((mb686 *% 4) +% 1) *% 64)) +% k688)])
+            t687_c1_0 = t687_c1_0.addingProduct(t687_a1, t687_b0)
+            t687_c1_1 = t687_c1_1.addingProduct(t687_a1, t687_b1)
+            let t687_a2 = Vector(repeating: arena[(((9771680 +% (xi681 *% 1024)) +% (((mb686 *% 4) +% 2) *% 64)) +% k688)])
+            t687_c2_0 = t687_c2_0.addingProduct(t687_a2, t687_b0)
+            t687_c2_1 = t687_c2_1.addingProduct(t687_a2, t687_b1)
+            let t687_a3 = Vector(repeating: arena[(((9771680 +% (xi681 *% 1024)) +% (((mb686 *% 4) +% 3) *% 64)) +% k688)])
+            t687_c3_0 = t687_c3_0.addingProduct(t687_a3, t687_b0)
+            t687_c3_1 = t687_c3_1.addingProduct(t687_a3, t687_b1)
           }
-          storeVector(arena, (((9788064 +% (xi724 *% 1024)) +% ((mb729 *% 4) *% 64)) +% 48), t730_c0_0)
-          storeVector(arena, ((((9788064 +% (xi724 *% 1024)) +% ((mb729 *% 4) *% 64)) +% 48) +% 8), t730_c0_1)
-          storeVector(arena, (((9788064 +% (xi724 *% 1024)) +% (((mb729 *% 4) +% 1) *% 64)) +% 48), t730_c1_0)
-          storeVector(arena, ((((9788064 +% (xi724 *% 1024)) +% (((mb729 *% 4) +% 1) *% 64)) +% 48) +% 8), t730_c1_1)
-          storeVector(arena, (((9788064 +% (xi724 *% 1024)) +% (((mb729 *% 4) +% 2) *% 64)) +% 48), t730_c2_0)
-          storeVector(arena, ((((9788064 +% (xi724 *% 1024)) +% (((mb729 *% 4) +% 2) *% 64)) +% 48) +% 8), t730_c2_1)
-          storeVector(arena, (((9788064 +% (xi724 *% 1024)) +% (((mb729 *% 4) +% 3) *% 64)) +% 48), t730_c3_0)
-          storeVector(arena, ((((9788064 +% (xi724 *% 1024)) +% (((mb729 *% 4) +% 3) *% 64)) +% 48) +% 8), t730_c3_1)
-        }
-      }
-    }
-    for j733 in 0..<1 {
-      for ty734 in 0..<4 {
-        for tx735 in 0..<4 {
-          for cv736 in 0..<8 {
-            let w737 = ((loadVector(arena, ((9788064 +% ((((j733 *% 16) +% (ty734 *% 4)) +% tx735) *% 64)) +% (cv736 *% 8))) + loadVector(arena, ((9792160 +% ((((j733 *% 16) +% (ty734 *% 4)) +% tx735) *% 64)) +% (cv736 *% 8)))) + loadVector(arena, ((9796256 +% ((((j733 *% 16) +% (ty734 *% 4)) +% tx735) *% 64)) +% (cv736 *% 8))))
-            let w738 = ((loadVector(arena, ((9792160 +% ((((j733 *% 16) +% (ty734 *% 4)) +% tx735) *% 64)) +% (cv736 *% 8))) - loadVector(arena, ((9796256 +% ((((j733 *% 16) +% (ty734 *% 4)) +% tx735) *% 64)) +% (cv736 *% 8)))) - loadVector(arena, ((9800352 +% ((((j733 *% 16) +% (ty734 *% 4)) +% tx735) *% 64)) +% (cv736 *% 8))))
-            let w739 = ((loadVector(arena, ((9789088 +% ((((j733 *% 16) +% (ty734 *% 4)) +% tx735) *% 64)) +% (cv736 *% 8))) + loadVector(arena, ((9793184 +% ((((j733 *% 16) +% (ty734 *% 4)) +% tx735) *% 64)) +% (cv736 *% 8)))) + loadVector(arena, ((9797280 +% ((((j733 *% 16) +% (ty734 *% 4)) +% tx735) *% 64)) +% (cv736 *% 8))))
-            let w740 = ((loadVector(arena, ((9793184 +% ((((j733 *% 16) +% (ty734 *% 4)) +% tx735) *% 64)) +% (cv736 *% 8))) - loadVector(arena, ((9797280 +% ((((j733 *% 16) +% (ty734 *% 4)) +% tx735) *% 64)) +% (cv736 *% 8)))) - loadVector(arena, ((9801376 +% ((((j733 *% 16) +% (ty734 *% 4)) +% tx735) *% 64)) +% (cv736 *% 8))))
-            let w741 = ((loadVector(arena, ((9790112 +% ((((j733 *% 16) +% (ty734 *% 4)) +% tx735) *% 64)) +% (cv736 *% 8))) + loadVector(arena, ((9794208 +% ((((j733 *% 16) +% (ty734 *% 4)) +% tx735) *% 64)) +% (cv736 *% 8)))) + loadVector(arena, ((9798304 +% ((((j733 *% 16) +% (ty734 *% 4)) +% tx735) *% 64)) +% (cv736 *% 8))))
-            let w742 = ((loadVector(arena, ((9794208 +% ((((j733 *% 16) +% (ty734 *% 4)) +% tx735) *% 64)) +% (cv736 *% 8))) - loadVector(arena, ((9798304 +% ((((j733 *% 16) +% (ty734 *% 4)) +% tx735) *% 64)) +% (cv736 *% 8)))) - loadVector(arena, ((9802400 +% ((((j733 *% 16) +% (ty734 *% 4)) +% tx735) *% 64)) +% (cv736 *% 8))))
-            let w743 = ((loadVector(arena, ((9791136 +% ((((j733 *% 16) +% (ty734 *% 4)) +% tx735) *% 64)) +% (cv736 *% 8))) + loadVector(arena, ((9795232 +% ((((j733 *% 16) +% (ty734 *% 4)) +% tx735) *% 64)) +% (cv736 *% 8)))) + loadVector(arena, ((9799328 +% ((((j733 *% 16) +% (ty734 *% 4)) +% tx735) *% 64)) +% (cv736 *% 8))))
-            let w744 = ((loadVector(arena, ((9795232 +% ((((j733 *% 16) +% (ty734 *% 4)) +% tx735) *% 64)) +% (cv736 *% 8))) - loadVector(arena, ((9799328 +% ((((j733 *% 16) +% (ty734 *% 4)) +% tx735) *% 64)) +% (cv736 *% 8)))) - loadVector(arena, ((9803424 +% ((((j733 *% 16) +% (ty734 *% 4)) +% tx735) *% 64)) +% (cv736 *% 8))))
-            let w745 = ((w737 + w739) + w741)
-            let w746 = ((w739 - w741) - w743)
-            let w747 = ((w738 + w740) + w742)
-            let w748 = ((w740 - w742) - w744)
-            storeVector(arena, ((9804448 +% (((((j733 *% 8) +% (ty734 *% 2)) *% 8) +% (tx735 *% 2)) *% 64)) +% (cv736 *% 8)), w745)
-            storeVector(arena, ((9804448 +% ((((((j733 *% 8) +% (ty734 *% 2)) *% 8) +% (tx735 *% 2)) +% 1) *% 64)) +% (cv736 *% 8)), w746)
-            storeVector(arena, ((9804448 +% ((((((j733 *% 8) +% (ty734 *% 2)) +% 1) *% 8) +% (tx735 *% 2)) *% 64)) +% (cv736 *% 8)), w747)
-            storeVector(arena, ((9804448 +% (((((((j733 *% 8) +% (ty734 *% 2)) +% 1) *% 8) +% (tx735 *% 2)) +% 1) *% 64)) +% (cv736 *% 8)), w748)
-          }
+          storeVector(arena, (((9788064 +% (xi681 *% 1024)) +% ((mb686 *% 4) *% 64)) +% 48), t687_c0_0)
+          storeVector(arena, ((((9788064 +% (xi681 *% 1024)) +% ((mb686 *% 4) *% 64)) +% 48) +% 8), t687_c0_1)
+          storeVector(arena, (((9788064 +% (xi681 *% 1024)) +% (((mb686 *% 4) +% 1) *% 64)) +% 48), t687_c1_0)
+          storeVector(arena, ((((9788064 +% (xi681 *% 1024)) +% (((mb686 *% 4) +% 1) *% 64)) +% 48) +% 8), t687_c1_1)
+          storeVector(arena, (((9788064 +% (xi681 *% 1024)) +% (((mb686 *% 4) +% 2) *% 64)) +% 48), t687_c2_0)
+          storeVector(arena, ((((9788064 +% (xi681 *% 1024)) +% (((mb686 *% 4) +% 2) *% 64)) +% 48) +% 8), t687_c2_1)
+          storeVector(arena, (((9788064 +% (xi681 *% 1024)) +% (((mb686 *% 4) +% 3) *% 64)) +% 48), t687_c3_0)
+          storeVector(arena, ((((9788064 +% (xi681 *% 1024)) +% (((mb686 *% 4) +% 3) *% 64)) +% 48) +% 8), t687_c3_1)
         }
       }
     }
-    for j749 in 0..<1 {
-      for c750 in 0..<64 {
-        for q751 in 0..<64 {
-          arena[(((9175264 +% ((g683 +% j749) *% 4096)) +% (c750 *% 64)) +% q751)] = arena[((9804448 +% (((j749 *% 64) +% q751) *% 64)) +% c750)]
+    for j690 in 0..<1 {
+      for ty691 in 0..<4 {
+        for tx692 in 0..<4 {
+          for cv693 in 0..<8 {
+            let w694 = ((loadVector(arena, ((9788064 +% ((((j690 *% 16) +% (ty691 *% 4)) +% tx692) *% 64)) +% (cv693 *% 8))) + loadVector(arena, ((9792160 +% ((((j690 *% 16) +% (ty691 *% 4)) +% tx692) *% 64)) +% (cv693 *% 8)))) + loadVector(arena, ((9796256 +% ((((j690 *% 16) +% (ty691 *% 4)) +% tx692) *% 64)) +% (cv693 *% 8))))
+            let w695 = ((loadVector(arena, ((9792160 +% ((((j690 *% 16) +% (ty691 *% 4)) +% tx692) *% 64)) +% (cv693 *% 8))) - loadVector(arena, ((9796256 +% ((((j690 *% 16) +% (ty691 *% 4)) +% tx692) *% 64)) +% (cv693 *% 8)))) - loadVector(arena, ((9800352 +% ((((j690 *% 16) +% (ty691 *% 4)) +% tx692) *% 64)) +% (cv693 *% 8))))
+            let w696 = ((loadVector(arena, ((9789088 +% ((((j690 *% 16) +% (ty691 *% 4)) +% tx692) *% 64)) +% (cv693 *% 8))) + loadVector(arena, ((9793184 +% ((((j690 *% 16) +% (ty691 *% 4)) +% tx692) *% 64)) +% (cv693 *% 8)))) + loadVector(arena, ((9797280 +% ((((j690 *% 16) +% (ty691 *% 4)) +% tx692) *% 64)) +% (cv693 *% 8))))
+            let w697 = ((loadVector(arena, ((9793184 +% ((((j690 *% 16) +% (ty691 *% 4)) +% tx692) *% 64)) +% (cv693 *% 8))) - loadVector(arena, ((9797280 +% ((((j690 *% 16) +% (ty691 *% 4)) +% tx692) *% 64)) +% (cv693 *% 8)))) - loadVector(arena, ((9801376 +% ((((j690 *% 16) +% (ty691 *% 4)) +% tx692) *% 64)) +% (cv693 *% 8))))
+            let w698 = ((loadVector(arena, ((9790112 +% ((((j690 *% 16) +% (ty691 *% 4)) +% tx692) *% 64)) +% (cv693 *% 8))) + loadVector(arena, ((9794208 +% ((((j690 *% 16) +% (ty691 *% 4)) +% tx692) *% 64)) +% (cv693 *% 8)))) + loadVector(arena, ((9798304 +% ((((j690 *% 16) +% (ty691 *% 4)) +% tx692) *% 64)) +% (cv693 *% 8))))
+            let w699 = ((loadVector(arena, ((9794208 +% ((((j690 *% 16) +% (ty691 *% 4)) +% tx692) *% 64)) +% (cv693 *% 8))) - loadVector(arena, ((9798304 +% ((((j690 *% 16) +% (ty691 *% 4)) +% tx692) *% 64)) +% (cv693 *% 8)))) - loadVector(arena, ((9802400 +% ((((j690 *% 16) +% (ty691 *% 4)) +% tx692) *% 64)) +% (cv693 *% 8))))
+            let w700 = ((loadVector(arena, ((9791136 +% ((((j690 *% 16) +% (ty691 *% 4)) +% tx692) *% 64)) +% (cv693 *% 8))) + loadVector(arena, ((9795232 +% ((((j690 *% 16) +% (ty691 *% 4)) +% tx692) *% 64)) +% (cv693 *% 8)))) + loadVector(arena, ((9799328 +% ((((j690 *% 16) +% (ty691 *% 4)) +% tx692) *% 64)) +% (cv693 *% 8))))
+            let w701 = ((loadVector(arena, ((9795232 +% ((((j690 *% 16) +% (ty691 *% 4)) +% tx692) *% 64)) +% (cv693 *% 8))) - loadVector(arena, ((9799328 +% ((((j690 *% 16) +% (ty691 *% 4)) +% tx692) *% 64)) +% (cv693 *% 8)))) - loadVector(arena, ((9803424 +% ((((j690 *% 16) +% (ty691 *% 4)) +% tx692) *% 64)) +% (cv693 *% 8))))
+            let w702 = ((w694 + w696) + w698)
+            let w703 = ((w696 - w698) - w700)
+            let w704 = ((w695 + w697) + w699)
+            let w705 = ((w697 - w699) - w701)
+            storeVector(arena, ((9804448 +% (((((j690 *% 8) +% (ty691 *% 2)) *% 8) +% (tx692 *% 2)) *% 64)) +% (cv693 *% 8)), w702)
+            storeVector(arena, ((9804448 +% ((((((j690 *% 8) +% (ty691 *% 2)) *% 8) +% (tx692 *% 2)) +% 1) *% 64)) +% (cv693 *% 8)), w703)
+            storeVector(arena, ((9804448 +% ((((((j690 *% 8) +% (ty691 *% 2)) +% 1) *% 8) +% (tx692 *% 2)) *% 64)) +% (cv693 *% 8)), w704)
+            storeVector(arena, ((9804448 +% (((((((j690 *% 8) +% (ty691 *% 2)) +% 1) *% 8) +% (tx692 *% 2)) +% 1) *% 64)) +% (cv693 *% 8)), w705)
+          }
+        }
+      }
+    }
+    for j706 in 0..<1 {
+      for c707 in 0..<64 {
+        for q708 in 0..<64 {
+          arena[(((9175264 +% ((g640 +% j706) *% 4096)) +% (c707 *% 64)) +% q708)] = arena[((9804448 +% (((j706 *% 64) +% q708) *% 64)) +% c707)]
         }
       }
     }
@@ -2029,154 +2018,107 @@ public func resnet8_train_b64(
   // s3_bn2 = batchnorm(s3_conv2)
   resnet8_train_b64_shared3_s3_bn1(params, grads, m, v, arena, images, labels, lr, step, seed, pool, 9175264, 9962016, 75088, 9699744)
   // s3_proj = conv2d(x2)
-  for i782 in 0..<16384 {
-    storeVector(arena, ((i782 *% 8) +% 10325024), Vector(repeating: Float(0)))
-  }
-  for g783 in 0..<4 {
-    do {  // scalar loops
-      for j784 in 0..<16 {
-        for c785 in 0..<32 {
-          for qy786 in 0..<8 {
-            for qx787 in 0..<8 {
-              arena[(10325024 +% (((((((j784 *% 32) +% c785) *% 2) *% 2) *% 64) +% (qy786 *% 8)) +% qx787))] = arena[((((7864480 +% (((g783 *% 16) +% j784) *% 8192)) +% (c785 *% 256)) +% ((qy786 *% 2) *% 16)) +% (qx787 *% 2))]
-            }
-          }
-        }
-      }
-      for j788 in 0..<16 {
-        for c789 in 0..<32 {
-          for qy790 in 0..<8 {
-            for qx791 in 0..<8 {
-              arena[(10325024 +% ((((((((j788 *% 32) +% c789) *% 2) *% 2) +% 1) *% 64) +% (qy790 *% 8)) +% qx791))] = arena[(((((7864480 +% (((g783 *% 16) +% j788) *% 8192)) +% (c789 *% 256)) +% ((qy790 *% 2) *% 16)) +% (qx791 *% 2)) +% 1)]
-            }
-          }
-        }
-      }
-      for j792 in 0..<16 {
-        for c793 in 0..<32 {
-          for qy794 in 0..<8 {
-            for qx795 in 0..<8 {
-              arena[(10325024 +% ((((((((j792 *% 32) +% c793) *% 2) +% 1) *% 2) *% 64) +% (qy794 *% 8)) +% qx795))] = arena[((((7864480 +% (((g783 *% 16) +% j792) *% 8192)) +% (c793 *% 256)) +% (((qy794 *% 2) +% 1) *% 16)) +% (qx795 *% 2))]
-            }
-          }
-        }
-      }
-      for j796 in 0..<16 {
-        for c797 in 0..<32 {
-          for qy798 in 0..<8 {
-            for qx799 in 0..<8 {
-              arena[(10325024 +% (((((((((j796 *% 32) +% c797) *% 2) +% 1) *% 2) +% 1) *% 64) +% (qy798 *% 8)) +% qx799))] = arena[(((((7864480 +% (((g783 *% 16) +% j796) *% 8192)) +% (c797 *% 256)) +% (((qy798 *% 2) +% 1) *% 16)) +% (qx799 *% 2)) +% 1)]
-            }
-          }
-        }
-      }
-      for j800 in 0..<16 {
-        for c801 in 0..<32 {
-          for ky802 in 0..<1 {
-            for kx803 in 0..<1 {
-              for wy804 in 0..<1 {
-                for wx805 in 0..<1 {
-                  for py806 in 0..<8 {
-                    for cv807 in 0..<1 {
-                      storeVector(arena, (((((10224160 +% (((c801 +% ky802) +% kx803) *% 1040)) +% (j800 *% 64)) +% ((wy804 +% wx805) *% 64)) +% (py806 *% 8)) +% (cv807 *% 8)), loadVector(arena, (10325024 +% (((((((((j800 *% 32) +% c801) *% 2) +% (((wy804 *% 2) +% ky802) % 2)) *% 2) +% (((wx805 *% 2) +% kx803) % 2)) *% 64) +% ((py806 +% (((wy804 *% 2) +% ky802) / 2)) *% 8)) +% ((cv807 *% 8) +% (((wx805 *% 2) +% kx803) / 2))))))
-                    }
-                  }
-                }
-              }
+  for g739 in 0..<4 {
+    for j740 in 0..<16 {
+      for c741 in 0..<32 {
+        for ky742 in 0..<1 {
+          for oy743 in 0..<8 {
+            for ox744 in 0..<8 {
+              arena[(((10224160 +% ((c741 +% ky742) *% 1040)) +% (j740 *% 64)) +% ((oy743 *% 8) +% ox744))] = arena[((((7864480 +% (((g739 *% 16) +% j740) *% 8192)) +% (c741 *% 256)) +% (((oy743 *% 2) +% ky742) *% 16)) +% (ox744 *% 2))]
             }
           }
         }
       }
     }
-    do {  // gemm815
-      for nb808 in 0..<42 {
-        for mb809 in 0..<16 {
-          var t810_c0_0 = Vector()
-          var t810_c0_1 = Vector()
-          var t810_c0_2 = Vector()
-          var t810_c1_0 = Vector()
-          var t810_c1_1 = Vector()
-          var t810_c1_2 = Vector()
-          var t810_c2_0 = Vector()
-          var t810_c2_1 = Vector()
-          var t810_c2_2 = Vector()
-          var t810_c3_0 = Vector()
-          var t810_c3_1 = Vector()
-          var t810_c3_2 = Vector()
-          for k811 in 0..<32 {
-            let t810_b0 = loadVector(arena, ((10224160 +% (k811 *% 1040)) +% (nb808 *% 24)))
-            let t810_b1 = loadVector(arena, (((10224160 +% (k811 *% 1040)) +% (nb808 *% 24)) +% 8))
-            let t810_b2 = loadVector(arena, (((10224160 +% (k811 *% 1040)) +% (nb808 *% 24)) +% 16))
-            let t810_a0 = Vector(repeating: params[((75216 +% ((mb809 *% 4) *% 32)) +% k811)])
-            t810_c0_0 = t810_c0_0.addingProduct(t810_a0, t810_b0)
-            t810_c0_1 = t810_c0_1.addingProduct(t810_a0, t810_b1)
-            t810_c0_2 = t810_c0_2.addingProduct(t810_a0, t810_b2)
-            let t810_a1 = Vector(repeating: params[((75216 +% (((mb809 *% 4) +% 1) *% 32)) +% k811)])
-            t810_c1_0 = t810_c1_0.addingProduct(t810_a1, t810_b0)
-            t810_c1_1 = t810_c1_1.addingProduct(t810_a1, t810_b1)
-            t810_c1_2 = t810_c1_2.addingProduct(t810_a1, t810_b2)
-            let t810_a2 = Vector(repeating: params[((75216 +% (((mb809 *% 4) +% 2) *% 32)) +% k811)])
-            t810_c2_0 = t810_c2_0.addingProduct(t810_a2, t810_b0)
-            t810_c2_1 = t810_c2_1.addingProduct(t810_a2, t810_b1)
-            t810_c2_2 = t810_c2_2.addingProduct(t810_a2, t810_b2)
-            let t810_a3 = Vector(repeating: params[((75216 +% (((mb809 *% 4) +% 3) *% 32)) +% k811)])
-            t810_c3_0 = t810_c3_0.addingProduct(t810_a3, t810_b0)
-            t810_c3_1 = t810_c3_1.addingProduct(t810_a3, t810_b1)
-            t810_c3_2 = t810_c3_2.addingProduct(t810_a3, t810_b2)
+    do {  // gemm752
+      for nb745 in 0..<42 {
+        for mb746 in 0..<16 {
+          var t747_c0_0 = Vector()
+          var t747_c0_1 = Vector()
+          var t747_c0_2 = Vector()
+          var t747_c1_0 = Vector()
+          var t747_c1_1 = Vector()
+          var t747_c1_2 = Vector()
+          var t747_c2_0 = Vector()
+          var t747_c2_1 = Vector()
+          var t747_c2_2 = Vector()
+          var t747_c3_0 = Vector()
+          var t747_c3_1 = Vector()
+          var t747_c3_2 = Vector()
+          for k748 in 0..<32 {
+            let t747_b0 = loadVector(arena, ((10224160 +% (k748 *% 1040)) +% (nb745 *% 24)))
+            let t747_b1 = loadVector(arena, (((10224160 +% (k748 *% 1040)) +% (nb745 *% 24)) +% 8))
+            let t747_b2 = loadVector(arena, (((10224160 +% (k748 *% 1040)) +% (nb745 *% 24)) +% 16))
+            let t747_a0 = Vector(repeating: params[((75216 +% ((mb746 *% 4) *% 32)) +% k748)])
+            t747_c0_0 = t747_c0_0.addingProduct(t747_a0, t747_b0)
+            t747_c0_1 = t747_c0_1.addingProduct(t747_a0, t747_b1)
+            t747_c0_2 = t747_c0_2.addingProduct(t747_a0, t747_b2)
+            let t747_a1 = Vector(repeating: params[((75216 +% (((mb746 *% 4) +% 1) *% 32)) +% k748)])
+            t747_c1_0 = t747_c1_0.addingProduct(t747_a1, t747_b0)
+            t747_c1_1 = t747_c1_1.addingProduct(t747_a1, t747_b1)
+            t747_c1_2 = t747_c1_2.addingProduct(t747_a1, t747_b2)
+            let t747_a2 = Vector(repeating: params[((75216 +% (((mb746 *% 4) +% 2) *% 32)) +% k748)])
+            t747_c2_0 = t747_c2_0.addingProduct(t747_a2, t747_b0)
+            t747_c2_1 = t747_c2_1.addingProduct(t747_a2, t747_b1)
+            t747_c2_2 = t747_c2_2.addingProduct(t747_a2, t747_b2)
+            let t747_a3 = Vector(repeating: params[((75216 +% (((mb746 *% 4) +% 3) *% 32)) +% k748)])
+            t747_c3_0 = t747_c3_0.addingProduct(t747_a3, t747_b0)
+            t747_c3_1 = t747_c3_1.addingProduct(t747_a3, t747_b1)
+            t747_c3_2 = t747_c3_2.addingProduct(t747_a3, t747_b2)
           }
-          storeVector(arena, ((10257440 +% ((mb809 *% 4) *% 1040)) +% (nb808 *% 24)), t810_c0_0)
-          storeVector(arena, (((10257440 +% ((mb809 *% 4) *% 1040)) +% (nb808 *% 24)) +% 8), t810_c0_1)
-          storeVector(arena, (((10257440 +% ((mb809 *% 4) *% 1040)) +% (nb808 *% 24)) +% 16), t810_c0_2)
-          storeVector(arena, ((10257440 +% (((mb809 *% 4) +% 1) *% 1040)) +% (nb808 *% 24)), t810_c1_0)
-          storeVector(arena, (((10257440 +% (((mb809 *% 4) +% 1) *% 1040)) +% (nb808 *% 24)) +% 8), t810_c1_1)
-          storeVector(arena, (((10257440 +% (((mb809 *% 4) +% 1) *% 1040)) +% (nb808 *% 24)) +% 16), t810_c1_2)
-          storeVector(arena, ((10257440 +% (((mb809 *% 4) +% 2) *% 1040)) +% (nb808 *% 24)), t810_c2_0)
-          storeVector(arena, (((10257440 +% (((mb809 *% 4) +% 2) *% 1040)) +% (nb808 *% 24)) +% 8), t810_c2_1)
-          storeVector(arena, (((10257440 +% (((mb809 *% 4) +% 2) *% 1040)) +% (nb808 *% 24)) +% 16), t810_c2_2)
-          storeVector(arena, ((10257440 +% (((mb809 *% 4) +% 3) *% 1040)) +% (nb808 *% 24)), t810_c3_0)
-          storeVector(arena, (((10257440 +% (((mb809 *% 4) +% 3) *% 1040)) +% (nb808 *% 24)) +% 8), t810_c3_1)
-          storeVector(arena, (((10257440 +% (((mb809 *% 4) +% 3) *% 1040)) +% (nb808 *% 24)) +% 16), t810_c3_2)
+          storeVector(arena, ((10257440 +% ((mb746 *% 4) *% 1040)) +% (nb745 *% 24)), t747_c0_0)
+          storeVector(arena, (((10257440 +% ((mb746 *% 4) *% 1040)) +% (nb745 *% 24)) +% 8), t747_c0_1)
+          storeVector(arena, (((10257440 +% ((mb746 *% 4) *% 1040)) +% (nb745 *% 24)) +% 16), t747_c0_2)
+          storeVector(arena, ((10257440 +% (((mb746 *% 4) +% 1) *% 1040)) +% (nb745 *% 24)), t747_c1_0)
+          storeVector(arena, (((10257440 +% (((mb746 *% 4) +% 1) *% 1040)) +% (nb745 *% 24)) +% 8), t747_c1_1)
+          storeVector(arena, (((10257440 +% (((mb746 *% 4) +% 1) *% 1040)) +% (nb745 *% 24)) +% 16), t747_c1_2)
+          storeVector(arena, ((10257440 +% (((mb746 *% 4) +% 2) *% 1040)) +% (nb745 *% 24)), t747_c2_0)
+          storeVector(arena, (((10257440 +% (((mb746 *% 4) +% 2) *% 1040)) +% (nb745 *% 24)) +% 8), t747_c2_1)
+          storeVector(arena, (((10257440 +% (((mb746 *% 4) +% 2) *% 1040)) +% (nb745 *% 24)) +% 16), t747_c2_2)
+          storeVector(arena, ((10257440 +% (((mb746 *% 4) +% 3) *% 1040)) +% (nb745 *% 24)), t747_c3_0)
+          storeVector(arena, (((10257440 +% (((mb746 *% 4) +% 3) *% 1040)) +% (nb745 *% 24)) +% 8), t747_c3_1)
+          storeVector(arena, (((10257440 +% (((mb746 *% 4) +% 3) *% 1040)) +% (nb745 *% 24)) +% 16), t747_c3_2)
         }
       }
-      for mb812 in 0..<16 {
-        var t813_c0_0 = Vector()
-        var t813_c0_1 = Vector()
-        var t813_c1_0 = Vector()
-        var t813_c1_1 = Vector()
-        var t813_c2_0 = Vector()
-        var t813_c2_1 = Vector()
-        var t813_c3_0 = Vector()
-        var t813_c3_1 = Vector()
-        for k814 in 0..<32 {
-          let t813_b0 = loadVector(arena, ((10224160 +% (k814 *% 1040)) +% 1008))
-          let t813_b1 = loadVector(arena, (((10224160 +% (k814 *% 1040)) +% 1008) +% 8))
-          let t813_a0 = Vector(repeating: params[((75216 +% ((mb812 *% 4) *% 32)) +% k814)])
-          t813_c0_0 = t813_c0_0.addingProduct(t813_a0, t813_b0)
-          t813_c0_1 = t813_c0_1.addingProduct(t813_a0, t813_b1)
-          let t813_a1 = Vector(repeating: params[((75216 +% (((mb812 *% 4) +% 1) *% 32)) +% k814)])
-          t813_c1_0 = t813_c1_0.addingProduct(t813_a1, t813_b0)
-          t813_c1_1 = t813_c1_1.addingProduct(t813_a1, t813_b1)
-          let t813_a2 = Vector(repeating: params[((75216 +% (((mb812 *% 4) +% 2) *% 32)) +% k814)])
-          t813_c2_0 = t813_c2_0.addingProduct(t813_a2, t813_b0)
-          t813_c2_1 = t813_c2_1.addingProduct(t813_a2, t813_b1)
-          let t813_a3 = Vector(repeating: params[((75216 +% (((mb812 *% 4) +% 3) *% 32)) +% k814)])
-          t813_c3_0 = t813_c3_0.addingProduct(t813_a3, t813_b0)
-          t813_c3_1 = t813_c3_1.addingProduct(t813_a3, t813_b1)
+      for mb749 in 0..<16 {
+        var t750_c0_0 = Vector()
+        var t750_c0_1 = Vector()
+        var t750_c1_0 = Vector()
+        var t750_c1_1 = Vector()
+        var t750_c2_0 = Vector()
+        var t750_c2_1 = Vector()
+        var t750_c3_0 = Vector()
+        var t750_c3_1 = Vector()
+        for k751 in 0..<32 {
+          let t750_b0 = loadVector(arena, ((10224160 +% (k751 *% 1040)) +% 1008))
+          let t750_b1 = loadVector(arena, (((10224160 +% (k751 *% 1040)) +% 1008) +% 8))
+          let t750_a0 = Vector(repeating: params[((75216 +% ((mb749 *% 4) *% 32)) +% k751)])
+          t750_c0_0 = t750_c0_0.addingProduct(t750_a0, t750_b0)
+          t750_c0_1 = t750_c0_1.addingProduct(t750_a0, t750_b1)
+          let t750_a1 = Vector(repeating: params[((75216 +% (((mb749 *% 4) +% 1) *% 32)) +% k751)])
+          t750_c1_0 = t750_c1_0.addingProduct(t750_a1, t750_b0)
+          t750_c1_1 = t750_c1_1.addingProduct(t750_a1, t750_b1)
+          let t750_a2 = Vector(repeating: params[((75216 +% (((mb749 *% 4) +% 2) *% 32)) +% k751)])
+          t750_c2_0 = t750_c2_0.addingProduct(t750_a2, t750_b0)
+          t750_c2_1 = t750_c2_1.addingProduct(t750_a2, t750_b1)
+          let t750_a3 = Vector(repeating: params[((75216 +% (((mb749 *% 4) +% 3) *% 32)) +% k751)])
+          t750_c3_0 = t750_c3_0.addingProduct(t750_a3, t750_b0)
+          t750_c3_1 = t750_c3_1.addingProduct(t750_a3, t750_b1)
         }
-        storeVector(arena, ((10257440 +% ((mb812 *% 4) *% 1040)) +% 1008), t813_c0_0)
-        storeVector(arena, (((10257440 +% ((mb812 *% 4) *% 1040)) +% 1008) +% 8), t813_c0_1)
-        storeVector(arena, ((10257440 +% (((mb812 *% 4) +% 1) *% 1040)) +% 1008), t813_c1_0)
-        storeVector(arena, (((10257440 +% (((mb812 *% 4) +% 1) *% 1040)) +% 1008) +% 8), t813_c1_1)
-        storeVector(arena, ((10257440 +% (((mb812 *% 4) +% 2) *% 1040)) +% 1008), t813_c2_0)
-        storeVector(arena, (((10257440 +% (((mb812 *% 4) +% 2) *% 1040)) +% 1008) +% 8), t813_c2_1)
-        storeVector(arena, ((10257440 +% (((mb812 *% 4) +% 3) *% 1040)) +% 1008), t813_c3_0)
-        storeVector(arena, (((10257440 +% (((mb812 *% 4) +% 3) *% 1040)) +% 1008) +% 8), t813_c3_1)
+        storeVector(arena, ((10257440 +% ((mb749 *% 4) *% 1040)) +% 1008), t750_c0_0)
+        storeVector(arena, (((10257440 +% ((mb749 *% 4) *% 1040)) +% 1008) +% 8), t750_c0_1)
+        storeVector(arena, ((10257440 +% (((mb749 *% 4) +% 1) *% 1040)) +% 1008), t750_c1_0)
+        storeVector(arena, (((10257440 +% (((mb749 *% 4) +% 1) *% 1040)) +% 1008) +% 8), t750_c1_1)
+        storeVector(arena, ((10257440 +% (((mb749 *% 4) +% 2) *% 1040)) +% 1008), t750_c2_0)
+        storeVector(arena, (((10257440 +% (((mb749 *% 4) +% 2) *% 1040)) +% 1008) +% 8), t750_c2_1)
+        storeVector(arena, ((10257440 +% (((mb749 *% 4) +% 3) *% 1040)) +% 1008), t750_c3_0)
+        storeVector(arena, (((10257440 +% (((mb749 *% 4) +% 3) *% 1040)) +% 1008) +% 8), t750_c3_1)
       }
     }
-    for j816 in 0..<16 {
-      for f817 in 0..<64 {
-        for i818 in 0..<8 {
-          storeVector(arena, ((i818 *% 8) +% ((9962016 +% (((g783 *% 16) +% j816) *% 4096)) +% (f817 *% 64))), loadVector(arena, ((i818 *% 8) +% ((10257440 +% (f817 *% 1040)) +% (j816 *% 64)))))
+    for j753 in 0..<16 {
+      for f754 in 0..<64 {
+        for i755 in 0..<8 {
+          storeVector(arena, ((i755 *% 8) +% ((9962016 +% (((g739 *% 16) +% j753) *% 4096)) +% (f754 *% 64))), loadVector(arena, ((i755 *% 8) +% ((10257440 +% (f754 *% 1040)) +% (j753 *% 64)))))
         }
       }
     }
@@ -2184,403 +2126,356 @@ public func resnet8_train_b64(
   // s3_pbn = batchnorm(s3_proj)
   resnet8_train_b64_shared3_s3_bn1(params, grads, m, v, arena, images, labels, lr, step, seed, pool, 9962016, 10486432, 77264, 10224160)
   // s3_sum = add(s3_bn2, s3_pbn)
-  for i849 in 0..<32768 {
-    storeVector(arena, ((i849 *% 8) +% 10486432), (loadVector(arena, ((i849 *% 8) +% 9699744)) + loadVector(arena, ((i849 *% 8) +% 10224160))))
+  for i786 in 0..<32768 {
+    storeVector(arena, ((i786 *% 8) +% 10486432), (loadVector(arena, ((i786 *% 8) +% 9699744)) + loadVector(arena, ((i786 *% 8) +% 10224160))))
   }
   // x3 = relu(s3_sum)
-  for i850 in 0..<32768 {
-    storeVector(arena, ((i850 *% 8) +% 9699744), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i850 *% 8) +% 10486432)), where: loadVector(arena, ((i850 *% 8) +% 10486432)) .> Vector(repeating: Float(0))))
+  for i787 in 0..<32768 {
+    storeVector(arena, ((i787 *% 8) +% 9699744), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i787 *% 8) +% 10486432)), where: loadVector(arena, ((i787 *% 8) +% 10486432)) .> Vector(repeating: Float(0))))
   }
   // gap = global_avgpool(x3)
-  for q851 in 0..<4096 {
-    var acc852: Float = Float(0)
-    for i853 in 0..<64 {
-      acc852 = (acc852 + arena[((9699744 +% (q851 *% 64)) +% i853)])
+  for q788 in 0..<4096 {
+    var acc789: Float = Float(0)
+    for i790 in 0..<64 {
+      acc789 = (acc789 + arena[((9699744 +% (q788 *% 64)) +% i790)])
     }
-    arena[(10224160 +% q851)] = (acc852 / Float(64))
+    arena[(10224160 +% q788)] = (acc789 / Float(64))
   }
   // flat = flatten(gap)
   // fc = dense(flat)
   sgemm(101, 111, 112, 64, 10, 64, 1, arena + 10224160, 64, params + 77392, 64, Float(bitPattern: 0x0), arena + 10228256, 10)
-  for n854 in 0..<64 {
-    for u855 in 0..<1 {
-      storeVector(arena, ((u855 *% 8) +% (10228256 +% (n854 *% 10))), (loadVector(arena, ((u855 *% 8) +% (10228256 +% (n854 *% 10)))) + loadVector(params, ((u855 *% 8) +% 78032))))
+  for n791 in 0..<64 {
+    for u792 in 0..<1 {
+      storeVector(arena, ((u792 *% 8) +% (10228256 +% (n791 *% 10))), (loadVector(arena, ((u792 *% 8) +% (10228256 +% (n791 *% 10)))) + loadVector(params, ((u792 *% 8) +% 78032))))
     }
-    for u855 in 0..<1 {
-      storePartial(arena, ((u855 +% 8) +% (10228256 +% (n854 *% 10))), (loadPartial(arena, ((u855 +% 8) +% (10228256 +% (n854 *% 10))), 2) + loadPartial(params, ((u855 +% 8) +% 78032), 2)), 2)
+    for u792 in 0..<1 {
+      storePartial(arena, ((u792 +% 8) +% (10228256 +% (n791 *% 10))), (loadPartial(arena, ((u792 +% 8) +% (10228256 +% (n791 *% 10))), 2) + loadPartial(params, ((u792 +% 8) +% 78032), 2)), 2)
     }
   }
   // loss = cross_entropy(fc, label)
-  var total856: Float = Float(0)
-  for n857 in 0..<64 {
-    var m858: Float = arena[(10228256 +% (n857 *% 10))]
-    for k860 in 0..<10 {
-      m858 = { let x = m858, y = arena[((10228256 +% (n857 *% 10)) +% k860)]; return y > x ? y : x }()
+  var total793: Float = Float(0)
+  for n794 in 0..<64 {
+    var m795: Float = arena[(10228256 +% (n794 *% 10))]
+    for k797 in 0..<10 {
+      m795 = { let x = m795, y = arena[((10228256 +% (n794 *% 10)) +% k797)]; return y > x ? y : x }()
     }
-    var s859: Float = Float(0)
-    for k861 in 0..<10 {
-      s859 = (s859 + expf((arena[((10228256 +% (n857 *% 10)) +% k861)] - m858)))
+    var s796: Float = Float(0)
+    for k798 in 0..<10 {
+      s796 = (s796 + expf((arena[((10228256 +% (n794 *% 10)) +% k798)] - m795)))
     }
-    total856 = (total856 + ((m858 + logf(s859)) - arena[((10228256 +% (n857 *% 10)) +% Int(labels[n857]))]))
+    total793 = (total793 + ((m795 + logf(s796)) - arena[((10228256 +% (n794 *% 10)) +% Int(labels[n794]))]))
   }
-  arena[10228896] = (total856 / Float(64))
+  arena[10228896] = (total793 / Float(64))
   // fc_grad = cross_entropy_grad(fc, label)
-  for n862 in 0..<64 {
-    var m863: Float = arena[(10228256 +% (n862 *% 10))]
-    for k865 in 0..<10 {
-      m863 = { let x = m863, y = arena[((10228256 +% (n862 *% 10)) +% k865)]; return y > x ? y : x }()
+  for n799 in 0..<64 {
+    var m800: Float = arena[(10228256 +% (n799 *% 10))]
+    for k802 in 0..<10 {
+      m800 = { let x = m800, y = arena[((10228256 +% (n799 *% 10)) +% k802)]; return y > x ? y : x }()
     }
-    var s864: Float = Float(0)
-    for k866 in 0..<10 {
-      s864 = (s864 + expf((arena[((10228256 +% (n862 *% 10)) +% k866)] - m863)))
+    var s801: Float = Float(0)
+    for k803 in 0..<10 {
+      s801 = (s801 + expf((arena[((10228256 +% (n799 *% 10)) +% k803)] - m800)))
     }
-    for k867 in 0..<10 {
-      arena[((10228912 +% (n862 *% 10)) +% k867)] = ((k867 == Int(labels[n862]) ? ((expf((arena[((10228256 +% (n862 *% 10)) +% k867)] - m863)) / s864) - Float(1)) : (expf((arena[((10228256 +% (n862 *% 10)) +% k867)] - m863)) / s864)) / Float(64))
+    for k804 in 0..<10 {
+      arena[((10228912 +% (n799 *% 10)) +% k804)] = ((k804 == Int(labels[n799]) ? ((expf((arena[((10228256 +% (n799 *% 10)) +% k804)] - m800)) / s801) - Float(1)) : (expf((arena[((10228256 +% (n799 *% 10)) +% k804)] - m800)) / s801)) / Float(64))
     }
   }
   // fc_weight_grad = dense_grad_weight(fc_grad, flat)
   sgemm(101, 112, 111, 10, 64, 64, 1, arena + 10228912, 10, arena + 10224160, 64, Float(bitPattern: 0x0), grads + 77392, 64)
   // fc_bias_grad = dense_grad_bias(fc_grad)
-  for u868 in 0..<10 {
-    var acc869: Float = Float(0)
-    for n870 in 0..<64 {
-      acc869 = (acc869 + arena[((10228912 +% (n870 *% 10)) +% u868)])
+  for u805 in 0..<10 {
+    var acc806: Float = Float(0)
+    for n807 in 0..<64 {
+      acc806 = (acc806 + arena[((10228912 +% (n807 *% 10)) +% u805)])
     }
-    grads[(78032 +% u868)] = acc869
+    grads[(78032 +% u805)] = acc806
   }
   // flat_grad = dense_grad_input(fc_grad, fc.weight)
   sgemm(101, 111, 111, 64, 64, 10, 1, arena + 10228912, 10, params + 77392, 64, Float(bitPattern: 0x0), arena + 10229552, 64)
   // gap_grad = flatten_grad(flat_grad, gap)
   // x3_grad = global_avgpool_grad(gap_grad, x3)
-  for q871 in 0..<4096 {
-    for i872 in 0..<8 {
-      storeVector(arena, ((i872 *% 8) +% (10486432 +% (q871 *% 64))), (Vector(repeating: arena[(10229552 +% q871)]) / Vector(repeating: Float(64))))
+  for q808 in 0..<4096 {
+    for i809 in 0..<8 {
+      storeVector(arena, ((i809 *% 8) +% (10486432 +% (q808 *% 64))), (Vector(repeating: arena[(10229552 +% q808)]) / Vector(repeating: Float(64))))
     }
   }
   // s3_sum_grad = relu_grad(x3_grad, x3)
-  for i873 in 0..<32768 {
-    storeVector(arena, ((i873 *% 8) +% 10748576), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i873 *% 8) +% 10486432)), where: loadVector(arena, ((i873 *% 8) +% 9699744)) .> Vector(repeating: Float(0))))
+  for i810 in 0..<32768 {
+    storeVector(arena, ((i810 *% 8) +% 10748576), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i810 *% 8) +% 10486432)), where: loadVector(arena, ((i810 *% 8) +% 9699744)) .> Vector(repeating: Float(0))))
   }
   // s3_pbn_weight_grad = batchnorm_grad_weight(s3_sum_grad, s3_proj, s3_pbn.mean, s3_pbn.var)
-  for c874 in 0..<64 {
-    var invstd876: Float = (Float(1) / sqrtf((arena[(10486368 +% c874)] + Float(bitPattern: 0x3727c5ac))))
-    var mean877: Float = arena[(10486304 +% c874)]
-    var acc878 = Vector()
-    var tail879: Float = Float(0)
-    for n880 in 0..<64 {
-      for v881 in 0..<8 {
-        acc878 = (acc878 + (loadVector(arena, (10748576 +% ((((n880 *% 64) +% c874) *% 64) +% (v881 *% 8)))) * ((loadVector(arena, (9962016 +% ((((n880 *% 64) +% c874) *% 64) +% (v881 *% 8)))) - Vector(repeating: mean877)) * Vector(repeating: invstd876))))
+  for c811 in 0..<64 {
+    var invstd813: Float = (Float(1) / sqrtf((arena[(10486368 +% c811)] + Float(bitPattern: 0x3727c5ac))))
+    var mean814: Float = arena[(10486304 +% c811)]
+    var acc815 = Vector()
+    var tail816: Float = Float(0)
+    for n817 in 0..<64 {
+      for v818 in 0..<8 {
+        acc815 = (acc815 + (loadVector(arena, (10748576 +% ((((n817 *% 64) +% c811) *% 64) +% (v818 *% 8)))) * ((loadVector(arena, (9962016 +% ((((n817 *% 64) +% c811) *% 64) +% (v818 *% 8)))) - Vector(repeating: mean814)) * Vector(repeating: invstd813))))
       }
     }
-    storeVector(arena, 9699744, acc878)
-    var sum882: Float = (arena[9699744] + arena[9699745])
-    var sum883: Float = (sum882 + arena[9699746])
-    var sum884: Float = (sum883 + arena[9699747])
-    var sum885: Float = (sum884 + arena[9699748])
-    var sum886: Float = (sum885 + arena[9699749])
-    var sum887: Float = (sum886 + arena[9699750])
-    var sum888: Float = (sum887 + arena[9699751])
-    var sum_x875: Float = (sum888 + tail879)
-    grads[(77264 +% c874)] = sum_x875
+    storeVector(arena, 9699744, acc815)
+    var sum819: Float = (arena[9699744] + arena[9699745])
+    var sum820: Float = (sum819 + arena[9699746])
+    var sum821: Float = (sum820 + arena[9699747])
+    var sum822: Float = (sum821 + arena[9699748])
+    var sum823: Float = (sum822 + arena[9699749])
+    var sum824: Float = (sum823 + arena[9699750])
+    var sum825: Float = (sum824 + arena[9699751])
+    var sum_x812: Float = (sum825 + tail816)
+    grads[(77264 +% c811)] = sum_x812
   }
   // s3_pbn_bias_grad = batchnorm_grad_bias(s3_sum_grad)
-  for c889 in 0..<64 {
-    var acc891 = Vector()
-    var tail892: Float = Float(0)
-    for n893 in 0..<64 {
-      for v894 in 0..<8 {
-        acc891 = (acc891 + loadVector(arena, (10748576 +% ((((n893 *% 64) +% c889) *% 64) +% (v894 *% 8)))))
+  for c826 in 0..<64 {
+    var acc828 = Vector()
+    var tail829: Float = Float(0)
+    for n830 in 0..<64 {
+      for v831 in 0..<8 {
+        acc828 = (acc828 + loadVector(arena, (10748576 +% ((((n830 *% 64) +% c826) *% 64) +% (v831 *% 8)))))
       }
     }
-    storeVector(arena, 9699744, acc891)
-    var sum895: Float = (arena[9699744] + arena[9699745])
-    var sum896: Float = (sum895 + arena[9699746])
-    var sum897: Float = (sum896 + arena[9699747])
-    var sum898: Float = (sum897 + arena[9699748])
-    var sum899: Float = (sum898 + arena[9699749])
-    var sum900: Float = (sum899 + arena[9699750])
-    var sum901: Float = (sum900 + arena[9699751])
-    var sum890: Float = (sum901 + tail892)
-    grads[(77328 +% c889)] = sum890
+    storeVector(arena, 9699744, acc828)
+    var sum832: Float = (arena[9699744] + arena[9699745])
+    var sum833: Float = (sum832 + arena[9699746])
+    var sum834: Float = (sum833 + arena[9699747])
+    var sum835: Float = (sum834 + arena[9699748])
+    var sum836: Float = (sum835 + arena[9699749])
+    var sum837: Float = (sum836 + arena[9699750])
+    var sum838: Float = (sum837 + arena[9699751])
+    var sum827: Float = (sum838 + tail829)
+    grads[(77328 +% c826)] = sum827
   }
   // s3_proj_grad = batchnorm_grad_input(s3_sum_grad, s3_proj, s3_pbn.mean, s3_pbn.var, s3_pbn.weight, s3_pbn_bias_grad, s3_pbn_weight_grad)
-  for c902 in 0..<64 {
-    var invstd905: Float = (Float(1) / sqrtf((arena[(10486368 +% c902)] + Float(bitPattern: 0x3727c5ac))))
-    var sum903: Float = grads[(77328 +% c902)]
-    var sum_x904: Float = grads[(77264 +% c902)]
-    var scale906: Float = (params[(77264 +% c902)] * invstd905)
-    var mean_dy907: Float = (sum903 / Float(4096))
-    var mean_dy_x908: Float = (sum_x904 / Float(4096))
-    for n909 in 0..<64 {
-      for i910 in 0..<64 {
-        arena[(9699744 +% ((((n909 *% 64) +% c902) *% 64) +% i910))] = (scale906 * ((arena[(10748576 +% ((((n909 *% 64) +% c902) *% 64) +% i910))] - mean_dy907) - (((arena[(9962016 +% ((((n909 *% 64) +% c902) *% 64) +% i910))] - arena[(10486304 +% c902)]) * invstd905) * mean_dy_x908)))
+  for c839 in 0..<64 {
+    var invstd842: Float = (Float(1) / sqrtf((arena[(10486368 +% c839)] + Float(bitPattern: 0x3727c5ac))))
+    var sum840: Float = grads[(77328 +% c839)]
+    var sum_x841: Float = grads[(77264 +% c839)]
+    var scale843: Float = (params[(77264 +% c839)] * invstd842)
+    var mean_dy844: Float = (sum840 / Float(4096))
+    var mean_dy_x845: Float = (sum_x841 / Float(4096))
+    for n846 in 0..<64 {
+      for i847 in 0..<64 {
+        arena[(9699744 +% ((((n846 *% 64) +% c839) *% 64) +% i847))] = (scale843 * ((arena[(10748576 +% ((((n846 *% 64) +% c839) *% 64) +% i847))] - mean_dy844) - (((arena[(9962016 +% ((((n846 *% 64) +% c839) *% 64) +% i847))] - arena[(10486304 +% c839)]) * invstd842) * mean_dy_x845)))
       }
     }
   }
   // s3_proj_weight_grad = conv2d_grad_weight(s3_proj_grad, x2)
-  for i911 in 0..<256 {
-    storeVector(arena, ((i911 *% 8) +% 10060832), Vector(repeating: Float(0)))
+  for i848 in 0..<256 {
+    storeVector(arena, ((i848 *% 8) +% 10060832), Vector(repeating: Float(0)))
   }
-  for i912 in 0..<16384 {
-    storeVector(arena, ((i912 *% 8) +% 10062880), Vector(repeating: Float(0)))
-  }
-  for g913 in 0..<4 {
-    do {  // scalar loops
-      for j914 in 0..<16 {
-        for c915 in 0..<32 {
-          for qy916 in 0..<8 {
-            for qx917 in 0..<8 {
-              arena[(10062880 +% (((((((j914 *% 32) +% c915) *% 2) *% 2) *% 64) +% (qy916 *% 8)) +% qx917))] = arena[((((7864480 +% (((g913 *% 16) +% j914) *% 8192)) +% (c915 *% 256)) +% ((qy916 *% 2) *% 16)) +% (qx917 *% 2))]
-            }
-          }
-        }
-      }
-      for j918 in 0..<16 {
-        for c919 in 0..<32 {
-          for qy920 in 0..<8 {
-            for qx921 in 0..<8 {
-              arena[(10062880 +% ((((((((j918 *% 32) +% c919) *% 2) *% 2) +% 1) *% 64) +% (qy920 *% 8)) +% qx921))] = arena[(((((7864480 +% (((g913 *% 16) +% j918) *% 8192)) +% (c919 *% 256)) +% ((qy920 *% 2) *% 16)) +% (qx921 *% 2)) +% 1)]
-            }
-          }
-        }
-      }
-      for j922 in 0..<16 {
-        for c923 in 0..<32 {
-          for qy924 in 0..<8 {
-            for qx925 in 0..<8 {
-              arena[(10062880 +% ((((((((j922 *% 32) +% c923) *% 2) +% 1) *% 2) *% 64) +% (qy924 *% 8)) +% qx925))] = arena[((((7864480 +% (((g913 *% 16) +% j922) *% 8192)) +% (c923 *% 256)) +% (((qy924 *% 2) +% 1) *% 16)) +% (qx925 *% 2))]
-            }
-          }
-        }
-      }
-      for j926 in 0..<16 {
-        for c927 in 0..<32 {
-          for qy928 in 0..<8 {
-            for qx929 in 0..<8 {
-              arena[(10062880 +% (((((((((j926 *% 32) +% c927) *% 2) +% 1) *% 2) +% 1) *% 64) +% (qy928 *% 8)) +% qx929))] = arena[(((((7864480 +% (((g913 *% 16) +% j926) *% 8192)) +% (c927 *% 256)) +% (((qy928 *% 2) +% 1) *% 16)) +% (qx929 *% 2)) +% 1)]
-            }
-          }
-        }
-      }
-      for j930 in 0..<16 {
-        for c931 in 0..<32 {
-          for ky932 in 0..<1 {
-            for kx933 in 0..<1 {
-              for wy934 in 0..<1 {
-                for wx935 in 0..<1 {
-                  for py936 in 0..<8 {
-                    for cv937 in 0..<1 {
-                      storeVector(arena, (((((9962016 +% (((c931 +% ky932) +% kx933) *% 1040)) +% (j930 *% 64)) +% ((wy934 +% wx935) *% 64)) +% (py936 *% 8)) +% (cv937 *% 8)), loadVector(arena, (10062880 +% (((((((((j930 *% 32) +% c931) *% 2) +% (((wy934 *% 2) +% ky932) % 2)) *% 2) +% (((wx935 *% 2) +% kx933) % 2)) *% 64) +% ((py936 +% (((wy934 *% 2) +% ky932) / 2)) *% 8)) +% ((cv937 *% 8) +% (((wx935 *% 2) +% kx933) / 2))))))
-                    }
-                  }
-                }
-              }
+  for g849 in 0..<4 {
+    for j850 in 0..<16 {
+      for c851 in 0..<32 {
+        for ky852 in 0..<1 {
+          for oy853 in 0..<8 {
+            for ox854 in 0..<8 {
+              arena[(((9962016 +% ((c851 +% ky852) *% 1040)) +% (j850 *% 64)) +% ((oy853 *% 8) +% ox854))] = arena[((((7864480 +% (((g849 *% 16) +% j850) *% 8192)) +% (c851 *% 256)) +% (((oy853 *% 2) +% ky852) *% 16)) +% (ox854 *% 2))]
             }
           }
         }
       }
     }
-    for j938 in 0..<16 {
-      for i939 in 0..<64 {
-        for f940 in 0..<64 {
-          arena[((9995296 +% (((j938 *% 64) +% i939) *% 64)) +% f940)] = arena[(((9699744 +% (((g913 *% 16) +% j938) *% 4096)) +% (f940 *% 64)) +% i939)]
+    for j855 in 0..<16 {
+      for i856 in 0..<64 {
+        for f857 in 0..<64 {
+          arena[((9995296 +% (((j855 *% 64) +% i856) *% 64)) +% f857)] = arena[(((9699744 +% (((g849 *% 16) +% j855) *% 4096)) +% (f857 *% 64)) +% i856)]
         }
       }
     }
-    do {  // gemm948
-      for nb941 in 0..<2 {
-        for mb942 in 0..<8 {
-          var t943_c0_0 = loadVector(arena, ((10060832 +% ((mb942 *% 4) *% 64)) +% (nb941 *% 24)))
-          var t943_c0_1 = loadVector(arena, (((10060832 +% ((mb942 *% 4) *% 64)) +% (nb941 *% 24)) +% 8))
-          var t943_c0_2 = loadVector(arena, (((10060832 +% ((mb942 *% 4) *% 64)) +% (nb941 *% 24)) +% 16))
-          var t943_c1_0 = loadVector(arena, ((10060832 +% (((mb942 *% 4) +% 1) *% 64)) +% (nb941 *% 24)))
-          var t943_c1_1 = loadVector(arena, (((10060832 +% (((mb942 *% 4) +% 1) *% 64)) +% (nb941 *% 24)) +% 8))
-          var t943_c1_2 = loadVector(arena, (((10060832 +% (((mb942 *% 4) +% 1) *% 64)) +% (nb941 *% 24)) +% 16))
-          var t943_c2_0 = loadVector(arena, ((10060832 +% (((mb942 *% 4) +% 2) *% 64)) +% (nb941 *% 24)))
-          var t943_c2_1 = loadVector(arena, (((10060832 +% (((mb942 *% 4) +% 2) *% 64)) +% (nb941 *% 24)) +% 8))
-          var t943_c2_2 = loadVector(arena, (((10060832 +% (((mb942 *% 4) +% 2) *% 64)) +% (nb941 *% 24)) +% 16))
-          var t943_c3_0 = loadVector(arena, ((10060832 +% (((mb942 *% 4) +% 3) *% 64)) +% (nb941 *% 24)))
-          var t943_c3_1 = loadVector(arena, (((10060832 +% (((mb942 *% 4) +% 3) *% 64)) +% (nb941 *% 24)) +% 8))
-          var t943_c3_2 = loadVector(arena, (((10060832 +% (((mb942 *% 4) +% 3) *% 64)) +% (nb941 *% 24)) +% 16))
-          for k944 in 0..<1024 {
-            let t943_b0 = loadVector(arena, ((9995296 +% (k944 *% 64)) +% (nb941 *% 24)))
-            let t943_b1 = loadVector(arena, (((9995296 +% (k944 *% 64)) +% (nb941 *% 24)) +% 8))
-            let t943_b2 = loadVector(arena, (((9995296 +% (k944 *% 64)) +% (nb941 *% 24)) +% 16))
-            let t943_a0 = Vector(repeating: arena[((9962016 +% ((mb942 *% 4) *% 1040)) +% k944)])
-            t943_c0_0 = t943_c0_0.addingProduct(t943_a0, t943_b0)
-            t943_c0_1 = t943_c0_1.addingProduct(t943_a0, t943_b1)
-            t943_c0_2 = t943_c0_2.addingProduct(t943_a0, t943_b2)
-            let t943_a1 = Vector(repeating: arena[((9962016 +% (((mb942 *% 4) +% 1) *% 1040)) +% k944)])
-            t943_c1_0 = t943_c1_0.addingProduct(t943_a1, t943_b0)
-            t943_c1_1 = t943_c1_1.addingProduct(t943_a1, t943_b1)
-            t943_c1_2 = t943_c1_2.addingProduct(t943_a1, t943_b2)
-            let t943_a2 = Vector(repeating: arena[((9962016 +% (((mb942 *% 4) +% 2) *% 1040)) +% k944)])
-            t943_c2_0 = t943_c2_0.addingProduct(t943_a2, t943_b0)
-            t943_c2_1 = t943_c2_1.addingProduct(t943_a2, t943_b1)
-            t943_c2_2 = t943_c2_2.addingProduct(t943_a2, t943_b2)
-            let t943_a3 = Vector(repeating: arena[((9962016 +% (((mb942 *% 4) +% 3) *% 1040)) +% k944)])
-            t943_c3_0 = t943_c3_0.addingProduct(t943_a3, t943_b0)
-            t943_c3_1 = t943_c3_1.addingProduct(t943_a3, t943_b1)
-            t943_c3_2 = t943_c3_2.addingProduct(t943_a3, t943_b2)
+    do {  // gemm865
+      for nb858 in 0..<2 {
+        for mb859 in 0..<8 {
+          var t860_c0_0 = loadVector(arena, ((10060832 +% ((mb859 *% 4) *% 64)) +% (nb858 *% 24)))
+          var t860_c0_1 = loadVector(arena, (((10060832 +% ((mb859 *% 4) *% 64)) +% (nb858 *% 24)) +% 8))
+          var t860_c0_2 = loadVector(arena, (((10060832 +% ((mb859 *% 4) *% 64)) +% (nb858 *% 24)) +% 16))
+          var t860_c1_0 = loadVector(arena, ((10060832 +% (((mb859 *% 4) +% 1) *% 64)) +% (nb858 *% 24)))
+          var t860_c1_1 = loadVector(arena, (((10060832 +% (((mb859 *% 4) +% 1) *% 64)) +% (nb858 *% 24)) +% 8))
+          var t860_c1_2 = loadVector(arena, (((10060832 +% (((mb859 *% 4) +% 1) *% 64)) +% (nb858 *% 24)) +% 16))
+          var t860_c2_0 = loadVector(arena, ((10060832 +% (((mb859 *% 4) +% 2) *% 64)) +% (nb858 *% 24)))
+          var t860_c2_1 = loadVector(arena, (((10060832 +% (((mb859 *% 4) +% 2) *% 64)) +% (nb858 *% 24)) +% 8))
+          var t860_c2_2 = loadVector(arena, (((10060832 +% (((mb859 *% 4) +% 2) *% 64)) +% (nb858 *% 24)) +% 16))
+          var t860_c3_0 = loadVector(arena, ((10060832 +% (((mb859 *% 4) +% 3) *% 64)) +% (nb858 *% 24)))
+          var t860_c3_1 = loadVector(arena, (((10060832 +% (((mb859 *% 4) +% 3) *% 64)) +% (nb858 *% 24)) +% 8))
+          var t860_c3_2 = loadVector(arena, (((10060832 +% (((mb859 *% 4) +% 3) *% 64)) +% (nb858 *% 24)) +% 16))
+          for k861 in 0..<1024 {
+            let t860_b0 = loadVector(arena, ((9995296 +% (k861 *% 64)) +% (nb858 *% 24)))
+            let t860_b1 = loadVector(arena, (((9995296 +% (k861 *% 64)) +% (nb858 *% 24)) +% 8))
+            let t860_b2 = loadVector(arena, (((9995296 +% (k861 *% 64)) +% (nb858 *% 24)) +% 16))
+            let t860_a0 = Vector(repeating: arena[((9962016 +% ((mb859 *% 4) *% 1040)) +% k861)])
+            t860_c0_0 = t860_c0_0.addingProduct(t860_a0, t860_b0)
+            t860_c0_1 = t860_c0_1.addingProduct(t860_a0, t860_b1)
+            t860_c0_2 = t860_c0_2.addingProduct(t860_a0, t860_b2)
+            let t860_a1 = Vector(repeating: arena[((9962016 +% (((mb859 *% 4) +% 1) *% 1040)) +% k861)])
+            t860_c1_0 = t860_c1_0.addingProduct(t860_a1, t860_b0)
+            t860_c1_1 = t860_c1_1.addingProduct(t860_a1, t860_b1)
+            t860_c1_2 = t860_c1_2.addingProduct(t860_a1, t860_b2)
+            let t860_a2 = Vector(repeating: arena[((9962016 +% (((mb859 *% 4) +% 2) *% 1040)) +% k861)])
+            t860_c2_0 = t860_c2_0.addingProduct(t860_a2, t860_b0)
+            t860_c2_1 = t860_c2_1.addingProduct(t860_a2, t860_b1)
+            t860_c2_2 = t860_c2_2.addingProduct(t860_a2, t860_b2)
+            let t860_a3 = Vector(repeating: arena[((9962016 +% (((mb859 *% 4) +% 3) *% 1040)) +% k861)])
+            t860_c3_0 = t860_c3_0.addingProduct(t860_a3, t860_b0)
+            t860_c3_1 = t860_c3_1.addingProduct(t860_a3, t860_b1)
+            t860_c3_2 = t860_c3_2.addingProduct(t860_a3, t860_b2)
           }
-          storeVector(arena, ((10060832 +% ((mb942 *% 4) *% 64)) +% (nb941 *% 24)), t943_c0_0)
-          storeVector(arena, (((10060832 +% ((mb942 *% 4) *% 64)) +% (nb941 *% 24)) +% 8), t943_c0_1)
-          storeVector(arena, (((10060832 +% ((mb942 *% 4) *% 64)) +% (nb941 *% 24)) +% 16), t943_c0_2)
-          storeVector(arena, ((10060832 +% (((mb942 *% 4) +% 1) *% 64)) +% (nb941 *% 24)), t943_c1_0)
-          storeVector(arena, (((10060832 +% (((mb942 *% 4) +% 1) *% 64)) +% (nb941 *% 24)) +% 8), t943_c1_1)
-          storeVector(arena, (((10060832 +% (((mb942 *% 4) +% 1) *% 64)) +% (nb941 *% 24)) +% 16), t943_c1_2)
-          storeVector(arena, ((10060832 +% (((mb942 *% 4) +% 2) *% 64)) +% (nb941 *% 24)), t943_c2_0)
-          storeVector(arena, (((10060832 +% (((mb942 *% 4) +% 2) *% 64)) +% (nb941 *% 24)) +% 8), t943_c2_1)
-          storeVector(arena, (((10060832 +% (((mb942 *% 4) +% 2) *% 64)) +% (nb941 *% 24)) +% 16), t943_c2_2)
-          storeVector(arena, ((10060832 +% (((mb942 *% 4) +% 3) *% 64)) +% (nb941 *% 24)), t943_c3_0)
-          storeVector(arena, (((10060832 +% (((mb942 *% 4) +% 3) *% 64)) +% (nb941 *% 24)) +% 8), t943_c3_1)
-          storeVector(arena, (((10060832 +% (((mb942 *% 4) +% 3) *% 64)) +% (nb941 *% 24)) +% 16), t943_c3_2)
+          storeVector(arena, ((10060832 +% ((mb859 *% 4) *% 64)) +% (nb858 *% 24)), t860_c0_0)
+          storeVector(arena, (((10060832 +% ((mb859 *% 4) *% 64)) +% (nb858 *% 24)) +% 8), t860_c0_1)
+          storeVector(arena, (((10060832 +% ((mb859 *% 4) *% 64)) +% (nb858 *% 24)) +% 16), t860_c0_2)
+          storeVector(arena, ((10060832 +% (((mb859 *% 4) +% 1) *% 64)) +% (nb858 *% 24)), t860_c1_0)
+          storeVector(arena, (((10060832 +% (((mb859 *% 4) +% 1) *% 64)) +% (nb858 *% 24)) +% 8), t860_c1_1)
+          storeVector(arena, (((10060832 +% (((mb859 *% 4) +% 1) *% 64)) +% (nb858 *% 24)) +% 16), t860_c1_2)
+          storeVector(arena, ((10060832 +% (((mb859 *% 4) +% 2) *% 64)) +% (nb858 *% 24)), t860_c2_0)
+          storeVector(arena, (((10060832 +% (((mb859 *% 4) +% 2) *% 64)) +% (nb858 *% 24)) +% 8), t860_c2_1)
+          storeVector(arena, (((10060832 +% (((mb859 *% 4) +% 2) *% 64)) +% (nb858 *% 24)) +% 16), t860_c2_2)
+          storeVector(arena, ((10060832 +% (((mb859 *% 4) +% 3) *% 64)) +% (nb858 *% 24)), t860_c3_0)
+          storeVector(arena, (((10060832 +% (((mb859 *% 4) +% 3) *% 64)) +% (nb858 *% 24)) +% 8), t860_c3_1)
+          storeVector(arena, (((10060832 +% (((mb859 *% 4) +% 3) *% 64)) +% (nb858 *% 24)) +% 16), t860_c3_2)
         }
       }
-      for mb945 in 0..<8 {
-        var t946_c0_0 = loadVector(arena, ((10060832 +% ((mb945 *% 4) *% 64)) +% 48))
-        var t946_c0_1 = loadVector(arena, (((10060832 +% ((mb945 *% 4) *% 64)) +% 48) +% 8))
-        var t946_c1_0 = loadVector(arena, ((10060832 +% (((mb945 *% 4) +% 1) *% 64)) +% 48))
-        var t946_c1_1 = loadVector(arena, (((10060832 +% (((mb945 *% 4) +% 1) *% 64)) +% 48) +% 8))
-        var t946_c2_0 = loadVector(arena, ((10060832 +% (((mb945 *% 4) +% 2) *% 64)) +% 48))
-        var t946_c2_1 = loadVector(arena, (((10060832 +% (((mb945 *% 4) +% 2) *% 64)) +% 48) +% 8))
-        var t946_c3_0 = loadVector(arena, ((10060832 +% (((mb945 *% 4) +% 3) *% 64)) +% 48))
-        var t946_c3_1 = loadVector(arena, (((10060832 +% (((mb945 *% 4) +% 3) *% 64)) +% 48) +% 8))
-        for k947 in 0..<1024 {
-          let t946_b0 = loadVector(arena, ((9995296 +% (k947 *% 64)) +% 48))
-          let t946_b1 = loadVector(arena, (((9995296 +% (k947 *% 64)) +% 48) +% 8))
-          let t946_a0 = Vector(repeating: arena[((9962016 +% ((mb945 *% 4) *% 1040)) +% k947)])
-          t946_c0_0 = t946_c0_0.addingProduct(t946_a0, t946_b0)
-          t946_c0_1 = t946_c0_1.addingProduct(t946_a0, t946_b1)
-          let t946_a1 = Vector(repeating: arena[((9962016 +% (((mb945 *% 4) +% 1) *% 1040)) +% k947)])
-          t946_c1_0 = t946_c1_0.addingProduct(t946_a1, t946_b0)
-          t946_c1_1 = t946_c1_1.addingProduct(t946_a1, t946_b1)
-          let t946_a2 = Vector(repeating: arena[((9962016 +% (((mb945 *% 4) +% 2) *% 1040)) +% k947)])
-          t946_c2_0 = t946_c2_0.addingProduct(t946_a2, t946_b0)
-          t946_c2_1 = t946_c2_1.addingProduct(t946_a2, t946_b1)
-          let t946_a3 = Vector(repeating: arena[((9962016 +% (((mb945 *% 4) +% 3) *% 1040)) +% k947)])
-          t946_c3_0 = t946_c3_0.addingProduct(t946_a3, t946_b0)
-          t946_c3_1 = t946_c3_1.addingProduct(t946_a3, t946_b1)
+      for mb862 in 0..<8 {
+        var t863_c0_0 = loadVector(arena, ((10060832 +% ((mb862 *% 4) *% 64)) +% 48))
+        var t863_c0_1 = loadVector(arena, (((10060832 +% ((mb862 *% 4) *% 64)) +% 48) +% 8))
+        var t863_c1_0 = loadVector(arena, ((10060832 +% (((mb862 *% 4) +% 1) *% 64)) +% 48))
+        var t863_c1_1 = loadVector(arena, (((10060832 +% (((mb862 *% 4) +% 1) *% 64)) +% 48) +% 8))
+        var t863_c2_0 = loadVector(arena, ((10060832 +% (((mb862 *% 4) +% 2) *% 64)) +% 48))
+        var t863_c2_1 = loadVector(arena, (((10060832 +% (((mb862 *% 4) +% 2) *% 64)) +% 48) +% 8))
+        var t863_c3_0 = loadVector(arena, ((10060832 +% (((mb862 *% 4) +% 3) *% 64)) +% 48))
+        var t863_c3_1 = loadVector(arena, (((10060832 +% (((mb862 *% 4) +% 3) *% 64)) +% 48) +% 8))
+        for k864 in 0..<1024 {
+          let t863_b0 = loadVector(arena, ((9995296 +% (k864 *% 64)) +% 48))
+          let t863_b1 = loadVector(arena, (((9995296 +% (k864 *% 64)) +% 48) +% 8))
+          let t863_a0 = Vector(repeating: arena[((9962016 +% ((mb862 *% 4) *% 1040)) +% k864)])
+          t863_c0_0 = t863_c0_0.addingProduct(t863_a0, t863_b0)
+          t863_c0_1 = t863_c0_1.addingProduct(t863_a0, t863_b1)
+          let t863_a1 = Vector(repeating: arena[((9962016 +% (((mb862 *% 4) +% 1) *% 1040)) +% k864)])
+          t863_c1_0 = t863_c1_0.addingProduct(t863_a1, t863_b0)
+          t863_c1_1 = t863_c1_1.addingProduct(t863_a1, t863_b1)
+          let t863_a2 = Vector(repeating: arena[((9962016 +% (((mb862 *% 4) +% 2) *% 1040)) +% k864)])
+          t863_c2_0 = t863_c2_0.addingProduct(t863_a2, t863_b0)
+          t863_c2_1 = t863_c2_1.addingProduct(t863_a2, t863_b1)
+          let t863_a3 = Vector(repeating: arena[((9962016 +% (((mb862 *% 4) +% 3) *% 1040)) +% k864)])
+          t863_c3_0 = t863_c3_0.addingProduct(t863_a3, t863_b0)
+          t863_c3_1 = t863_c3_1.addingProduct(t863_a3, t863_b1)
         }
-        storeVector(arena, ((10060832 +% ((mb945 *% 4) *% 64)) +% 48), t946_c0_0)
-        storeVector(arena, (((10060832 +% ((mb945 *% 4) *% 64)) +% 48) +% 8), t946_c0_1)
-        storeVector(arena, ((10060832 +% (((mb945 *% 4) +% 1) *% 64)) +% 48), t946_c1_0)
-        storeVector(arena, (((10060832 +% (((mb945 *% 4) +% 1) *% 64)) +% 48) +% 8), t946_c1_1)
-        storeVector(arena, ((10060832 +% (((mb945 *% 4) +% 2) *% 64)) +% 48), t946_c2_0)
-        storeVector(arena, (((10060832 +% (((mb945 *% 4) +% 2) *% 64)) +% 48) +% 8), t946_c2_1)
-        storeVector(arena, ((10060832 +% (((mb945 *% 4) +% 3) *% 64)) +% 48), t946_c3_0)
-        storeVector(arena, (((10060832 +% (((mb945 *% 4) +% 3) *% 64)) +% 48) +% 8), t946_c3_1)
+        storeVector(arena, ((10060832 +% ((mb862 *% 4) *% 64)) +% 48), t863_c0_0)
+        storeVector(arena, (((10060832 +% ((mb862 *% 4) *% 64)) +% 48) +% 8), t863_c0_1)
+        storeVector(arena, ((10060832 +% (((mb862 *% 4) +% 1) *% 64)) +% 48), t863_c1_0)
+        storeVector(arena, (((10060832 +% (((mb862 *% 4) +% 1) *% 64)) +% 48) +% 8), t863_c1_1)
+        storeVector(arena, ((10060832 +% (((mb862 *% 4) +% 2) *% 64)) +% 48), t863_c2_0)
+        storeVector(arena, (((10060832 +% (((mb862 *% 4) +% 2) *% 64)) +% 48) +% 8), t863_c2_1)
+        storeVector(arena, ((10060832 +% (((mb862 *% 4) +% 3) *% 64)) +% 48), t863_c3_0)
+        storeVector(arena, (((10060832 +% (((mb862 *% 4) +% 3) *% 64)) +% 48) +% 8), t863_c3_1)
       }
     }
   }
-  for f949 in 0..<64 {
-    for r950 in 0..<32 {
-      grads[((75216 +% (f949 *% 32)) +% r950)] = arena[((10060832 +% (r950 *% 64)) +% f949)]
+  for f866 in 0..<64 {
+    for r867 in 0..<32 {
+      grads[((75216 +% (f866 *% 32)) +% r867)] = arena[((10060832 +% (r867 *% 64)) +% f866)]
     }
   }
   // x2_grad = conv2d_grad_input(s3_proj_grad, s3_proj.weight, x2)
-  for i951 in 0..<65536 {
-    storeVector(arena, ((i951 *% 8) +% 11010720), Vector(repeating: Float(0)))
+  for i868 in 0..<65536 {
+    storeVector(arena, ((i868 *% 8) +% 11010720), Vector(repeating: Float(0)))
   }
-  for g952 in 0..<4 {
-    for j953 in 0..<16 {
-      for f954 in 0..<64 {
-        for i955 in 0..<8 {
-          storeVector(arena, ((i955 *% 8) +% ((9995296 +% (f954 *% 1040)) +% (j953 *% 64))), loadVector(arena, ((i955 *% 8) +% ((9699744 +% (((g952 *% 16) +% j953) *% 4096)) +% (f954 *% 64)))))
+  for g869 in 0..<4 {
+    for j870 in 0..<16 {
+      for f871 in 0..<64 {
+        for i872 in 0..<8 {
+          storeVector(arena, ((i872 *% 8) +% ((9995296 +% (f871 *% 1040)) +% (j870 *% 64))), loadVector(arena, ((i872 *% 8) +% ((9699744 +% (((g869 *% 16) +% j870) *% 4096)) +% (f871 *% 64)))))
         }
       }
     }
-    do {  // gemm963
-      for nb956 in 0..<42 {
-        for mb957 in 0..<8 {
-          var t958_c0_0 = Vector()
-          var t958_c0_1 = Vector()
-          var t958_c0_2 = Vector()
-          var t958_c1_0 = Vector()
-          var t958_c1_1 = Vector()
-          var t958_c1_2 = Vector()
-          var t958_c2_0 = Vector()
-          var t958_c2_1 = Vector()
-          var t958_c2_2 = Vector()
-          var t958_c3_0 = Vector()
-          var t958_c3_1 = Vector()
-          var t958_c3_2 = Vector()
-          for k959 in 0..<64 {
-            let t958_b0 = loadVector(arena, ((9995296 +% (k959 *% 1040)) +% (nb956 *% 24)))
-            let t958_b1 = loadVector(arena, (((9995296 +% (k959 *% 1040)) +% (nb956 *% 24)) +% 8))
-            let t958_b2 = loadVector(arena, (((9995296 +% (k959 *% 1040)) +% (nb956 *% 24)) +% 16))
-            let t958_a0 = Vector(repeating: params[((75216 +% (mb957 *% 4)) +% (k959 *% 32))])
-            t958_c0_0 = t958_c0_0.addingProduct(t958_a0, t958_b0)
-            t958_c0_1 = t958_c0_1.addingProduct(t958_a0, t958_b1)
-            t958_c0_2 = t958_c0_2.addingProduct(t958_a0, t958_b2)
-            let t958_a1 = Vector(repeating: params[((75216 +% ((mb957 *% 4) +% 1)) +% (k959 *% 32))])
-            t958_c1_0 = t958_c1_0.addingProduct(t958_a1, t958_b0)
-            t958_c1_1 = t958_c1_1.addingProduct(t958_a1, t958_b1)
-            t958_c1_2 = t958_c1_2.addingProduct(t958_a1, t958_b2)
-            let t958_a2 = Vector(repeating: params[((75216 +% ((mb957 *% 4) +% 2)) +% (k959 *% 32))])
-            t958_c2_0 = t958_c2_0.addingProduct(t958_a2, t958_b0)
-            t958_c2_1 = t958_c2_1.addingProduct(t958_a2, t958_b1)
-            t958_c2_2 = t958_c2_2.addingProduct(t958_a2, t958_b2)
-            let t958_a3 = Vector(repeating: params[((75216 +% ((mb957 *% 4) +% 3)) +% (k959 *% 32))])
-            t958_c3_0 = t958_c3_0.addingProduct(t958_a3, t958_b0)
-            t958_c3_1 = t958_c3_1.addingProduct(t958_a3, t958_b1)
-            t958_c3_2 = t958_c3_2.addingProduct(t958_a3, t958_b2)
+    do {  // gemm880
+      for nb873 in 0..<42 {
+        for mb874 in 0..<8 {
+          var t875_c0_0 = Vector()
+          var t875_c0_1 = Vector()
+          var t875_c0_2 = Vector()
+          var t875_c1_0 = Vector()
+          var t875_c1_1 = Vector()
+          var t875_c1_2 = Vector()
+          var t875_c2_0 = Vector()
+          var t875_c2_1 = Vector()
+          var t875_c2_2 = Vector()
+          var t875_c3_0 = Vector()
+          var t875_c3_1 = Vector()
+          var t875_c3_2 = Vector()
+          for k876 in 0..<64 {
+            let t875_b0 = loadVector(arena, ((9995296 +% (k876 *% 1040)) +% (nb873 *% 24)))
+            let t875_b1 = loadVector(arena, (((9995296 +% (k876 *% 1040)) +% (nb873 *% 24)) +% 8))
+            let t875_b2 = loadVector(arena, (((9995296 +% (k876 *% 1040)) +% (nb873 *% 24)) +% 16))
+            let t875_a0 = Vector(repeating: params[((75216 +% (mb874 *% 4)) +% (k876 *% 32))])
+            t875_c0_0 = t875_c0_0.addingProduct(t875_a0, t875_b0)
+            t875_c0_1 = t875_c0_1.addingProduct(t875_a0, t875_b1)
+            t875_c0_2 = t875_c0_2.addingProduct(t875_a0, t875_b2)
+            let t875_a1 = Vector(repeating: params[((75216 +% ((mb874 *% 4) +% 1)) +% (k876 *% 32))])
+            t875_c1_0 = t875_c1_0.addingProduct(t875_a1, t875_b0)
+            t875_c1_1 = t875_c1_1.addingProduct(t875_a1, t875_b1)
+            t875_c1_2 = t875_c1_2.addingProduct(t875_a1, t875_b2)
+            let t875_a2 = Vector(repeating: params[((75216 +% ((mb874 *% 4) +% 2)) +% (k876 *% 32))])
+            t875_c2_0 = t875_c2_0.addingProduct(t875_a2, t875_b0)
+            t875_c2_1 = t875_c2_1.addingProduct(t875_a2, t875_b1)
+            t875_c2_2 = t875_c2_2.addingProduct(t875_a2, t875_b2)
+            let t875_a3 = Vector(repeating: params[((75216 +% ((mb874 *% 4) +% 3)) +% (k876 *% 32))])
+            t875_c3_0 = t875_c3_0.addingProduct(t875_a3, t875_b0)
+            t875_c3_1 = t875_c3_1.addingProduct(t875_a3, t875_b1)
+            t875_c3_2 = t875_c3_2.addingProduct(t875_a3, t875_b2)
           }
-          storeVector(arena, ((9962016 +% ((mb957 *% 4) *% 1040)) +% (nb956 *% 24)), t958_c0_0)
-          storeVector(arena, (((9962016 +% ((mb957 *% 4) *% 1040)) +% (nb956 *% 24)) +% 8), t958_c0_1)
-          storeVector(arena, (((9962016 +% ((mb957 *% 4) *% 1040)) +% (nb956 *% 24)) +% 16), t958_c0_2)
-          storeVector(arena, ((9962016 +% (((mb957 *% 4) +% 1) *% 1040)) +% (nb956 *% 24)), t958_c1_0)
-          storeVector(arena, (((9962016 +% (((mb957 *% 4) +% 1) *% 1040)) +% (nb956 *% 24)) +% 8), t958_c1_1)
-          storeVector(arena, (((9962016 +% (((mb957 *% 4) +% 1) *% 1040)) +% (nb956 *% 24)) +% 16), t958_c1_2)
-          storeVector(arena, ((9962016 +% (((mb957 *% 4) +% 2) *% 1040)) +% (nb956 *% 24)), t958_c2_0)
-          storeVector(arena, (((9962016 +% (((mb957 *% 4) +% 2) *% 1040)) +% (nb956 *% 24)) +% 8), t958_c2_1)
-          storeVector(arena, (((9962016 +% (((mb957 *% 4) +% 2) *% 1040)) +% (nb956 *% 24)) +% 16), t958_c2_2)
-          storeVector(arena, ((9962016 +% (((mb957 *% 4) +% 3) *% 1040)) +% (nb956 *% 24)), t958_c3_0)
-          storeVector(arena, (((9962016 +% (((mb957 *% 4) +% 3) *% 1040)) +% (nb956 *% 24)) +% 8), t958_c3_1)
-          storeVector(arena, (((9962016 +% (((mb957 *% 4) +% 3) *% 1040)) +% (nb956 *% 24)) +% 16), t958_c3_2)
+          storeVector(arena, ((9962016 +% ((mb874 *% 4) *% 1040)) +% (nb873 *% 24)), t875_c0_0)
+          storeVector(arena, (((9962016 +% ((mb874 *% 4) *% 1040)) +% (nb873 *% 24)) +% 8), t875_c0_1)
+          storeVector(arena, (((9962016 +% ((mb874 *% 4) *% 1040)) +% (nb873 *% 24)) +% 16), t875_c0_2)
+          storeVector(arena, ((9962016 +% (((mb874 *% 4) +% 1) *% 1040)) +% (nb873 *% 24)), t875_c1_0)
+          storeVector(arena, (((9962016 +% (((mb874 *% 4) +% 1) *% 1040)) +% (nb873 *% 24)) +% 8), t875_c1_1)
+          storeVector(arena, (((9962016 +% (((mb874 *% 4) +% 1) *% 1040)) +% (nb873 *% 24)) +% 16), t875_c1_2)
+          storeVector(arena, ((9962016 +% (((mb874 *% 4) +% 2) *% 1040)) +% (nb873 *% 24)), t875_c2_0)
+          storeVector(arena, (((9962016 +% (((mb874 *% 4) +% 2) *% 1040)) +% (nb873 *% 24)) +% 8), t875_c2_1)
+          storeVector(arena, (((9962016 +% (((mb874 *% 4) +% 2) *% 1040)) +% (nb873 *% 24)) +% 16), t875_c2_2)
+          storeVector(arena, ((9962016 +% (((mb874 *% 4) +% 3) *% 1040)) +% (nb873 *% 24)), t875_c3_0)
+          storeVector(arena, (((9962016 +% (((mb874 *% 4) +% 3) *% 1040)) +% (nb873 *% 24)) +% 8), t875_c3_1)
+          storeVector(arena, (((9962016 +% (((mb874 *% 4) +% 3) *% 1040)) +% (nb873 *% 24)) +% 16), t875_c3_2)
         }
       }
-      for mb960 in 0..<8 {
-        var t961_c0_0 = Vector()
-        var t961_c0_1 = Vector()
-        var t961_c1_0 = Vector()
-        var t961_c1_1 = Vector()
-        var t961_c2_0 = Vector()
-        var t961_c2_1 = Vector()
-        var t961_c3_0 = Vector()
-        var t961_c3_1 = Vector()
-        for k962 in 0..<64 {
-          let t961_b0 = loadVector(arena, ((9995296 +% (k962 *% 1040)) +% 1008))
-          let t961_b1 = loadVector(arena, (((9995296 +% (k962 *% 1040)) +% 1008) +% 8))
-          let t961_a0 = Vector(repeating: params[((75216 +% (mb960 *% 4)) +% (k962 *% 32))])
-          t961_c0_0 = t961_c0_0.addingProduct(t961_a0, t961_b0)
-          t961_c0_1 = t961_c0_1.addingProduct(t961_a0, t961_b1)
-          let t961_a1 = Vector(repeating: params[((75216 +% ((mb960 *% 4) +% 1)) +% (k962 *% 32))])
-          t961_c1_0 = t961_c1_0.addingProduct(t961_a1, t961_b0)
-          t961_c1_1 = t961_c1_1.addingProduct(t961_a1, t961_b1)
-          let t961_a2 = Vector(repeating: params[((75216 +% ((mb960 *% 4) +% 2)) +% (k962 *% 32))])
-          t961_c2_0 = t961_c2_0.addingProduct(t961_a2, t961_b0)
-          t961_c2_1 = t961_c2_1.addingProduct(t961_a2, t961_b1)
-          let t961_a3 = Vector(repeating: params[((75216 +% ((mb960 *% 4) +% 3)) +% (k962 *% 32))])
-          t961_c3_0 = t961_c3_0.addingProduct(t961_a3, t961_b0)
-          t961_c3_1 = t961_c3_1.addingProduct(t961_a3, t961_b1)
+      for mb877 in 0..<8 {
+        var t878_c0_0 = Vector()
+        var t878_c0_1 = Vector()
+        var t878_c1_0 = Vector()
+        var t878_c1_1 = Vector()
+        var t878_c2_0 = Vector()
+        var t878_c2_1 = Vector()
+        var t878_c3_0 = Vector()
+        var t878_c3_1 = Vector()
+        for k879 in 0..<64 {
+          let t878_b0 = loadVector(arena, ((9995296 +% (k879 *% 1040)) +% 1008))
+          let t878_b1 = loadVector(arena, (((9995296 +% (k879 *% 1040)) +% 1008) +% 8))
+          let t878_a0 = Vector(repeating: params[((75216 +% (mb877 *% 4)) +% (k879 *% 32))])
+          t878_c0_0 = t878_c0_0.addingProduct(t878_a0, t878_b0)
+          t878_c0_1 = t878_c0_1.addingProduct(t878_a0, t878_b1)
+          let t878_a1 = Vector(repeating: params[((75216 +% ((mb877 *% 4) +% 1)) +% (k879 *% 32))])
+          t878_c1_0 = t878_c1_0.addingProduct(t878_a1, t878_b0)
+          t878_c1_1 = t878_c1_1.addingProduct(t878_a1, t878_b1)
+          let t878_a2 = Vector(repeating: params[((75216 +% ((mb877 *% 4) +% 2)) +% (k879 *% 32))])
+          t878_c2_0 = t878_c2_0.addingProduct(t878_a2, t878_b0)
+          t878_c2_1 = t878_c2_1.addingProduct(t878_a2, t878_b1)
+          let t878_a3 = Vector(repeating: params[((75216 +% ((mb877 *% 4) +% 3)) +% (k879 *% 32))])
+          t878_c3_0 = t878_c3_0.addingProduct(t878_a3, t878_b0)
+          t878_c3_1 = t878_c3_1.addingProduct(t878_a3, t878_b1)
         }
-        storeVector(arena, ((9962016 +% ((mb960 *% 4) *% 1040)) +% 1008), t961_c0_0)
-        storeVector(arena, (((9962016 +% ((mb960 *% 4) *% 1040)) +% 1008) +% 8), t961_c0_1)
-        storeVector(arena, ((9962016 +% (((mb960 *% 4) +% 1) *% 1040)) +% 1008), t961_c1_0)
-        storeVector(arena, (((9962016 +% (((mb960 *% 4) +% 1) *% 1040)) +% 1008) +% 8), t961_c1_1)
-        storeVector(arena, ((9962016 +% (((mb960 *% 4) +% 2) *% 1040)) +% 1008), t961_c2_0)
-        storeVector(arena, (((9962016 +% (((mb960 *% 4) +% 2) *% 1040)) +% 1008) +% 8), t961_c2_1)
-        storeVector(arena, ((9962016 +% (((mb960 *% 4) +% 3) *% 1040)) +% 1008), t961_c3_0)
-        storeVector(arena, (((9962016 +% (((mb960 *% 4) +% 3) *% 1040)) +% 1008) +% 8), t961_c3_1)
+        storeVector(arena, ((9962016 +% ((mb877 *% 4) *% 1040)) +% 1008), t878_c0_0)
+        storeVector(arena, (((9962016 +% ((mb877 *% 4) *% 1040)) +% 1008) +% 8), t878_c0_1)
+        storeVector(arena, ((9962016 +% (((mb877 *% 4) +% 1) *% 1040)) +% 1008), t878_c1_0)
+        storeVector(arena, (((9962016 +% (((mb877 *% 4) +% 1) *% 1040)) +% 1008) +% 8), t878_c1_1)
+        storeVector(arena, ((9962016 +% (((mb877 *% 4) +% 2) *% 1040)) +% 1008), t878_c2_0)
+        storeVector(arena, (((9962016 +% (((mb877 *% 4) +% 2) *% 1040)) +% 1008) +% 8), t878_c2_1)
+        storeVector(arena, ((9962016 +% (((mb877 *% 4) +% 3) *% 1040)) +% 1008), t878_c3_0)
+        storeVector(arena, (((9962016 +% (((mb877 *% 4) +% 3) *% 1040)) +% 1008) +% 8), t878_c3_1)
       }
     }
-    for j964 in 0..<16 {
-      for c965 in 0..<32 {
-        for ky966 in 0..<1 {
-          for oy967 in 0..<8 {
-            for ox968 in 0..<8 {
-              arena[((((11010720 +% (((g952 *% 16) +% j964) *% 8192)) +% (c965 *% 256)) +% (((oy967 *% 2) +% ky966) *% 16)) +% (ox968 *% 2))] += arena[(((9962016 +% ((c965 +% ky966) *% 1040)) +% (j964 *% 64)) +% ((oy967 *% 8) +% ox968))]
+    for j881 in 0..<16 {
+      for c882 in 0..<32 {
+        for ky883 in 0..<1 {
+          for oy884 in 0..<8 {
+            for ox885 in 0..<8 {
+              arena[((((11010720 +% (((g869 *% 16) +% j881) *% 8192)) +% (c882 *% 256)) +% (((oy884 *% 2) +% ky883) *% 16)) +% (ox885 *% 2))] += arena[(((9962016 +% ((c882 +% ky883) *% 1040)) +% (j881 *% 64)) +% ((oy884 *% 8) +% ox885))]
             }
           }
         }
@@ -2588,812 +2483,814 @@ public func resnet8_train_b64(
     }
   }
   // s3_bn2_weight_grad = batchnorm_grad_weight(s3_sum_grad, s3_conv2, s3_bn2.mean, s3_bn2.var)
-  for c969 in 0..<64 {
-    var invstd971: Float = (Float(1) / sqrtf((arena[(9961952 +% c969)] + Float(bitPattern: 0x3727c5ac))))
-    var mean972: Float = arena[(9961888 +% c969)]
-    var acc973 = Vector()
-    var tail974: Float = Float(0)
-    for n975 in 0..<64 {
-      for v976 in 0..<8 {
-        acc973 = (acc973 + (loadVector(arena, (10748576 +% ((((n975 *% 64) +% c969) *% 64) +% (v976 *% 8)))) * ((loadVector(arena, (9175264 +% ((((n975 *% 64) +% c969) *% 64) +% (v976 *% 8)))) - Vector(repeating: mean972)) * Vector(repeating: invstd971))))
+  for c886 in 0..<64 {
+    var invstd888: Float = (Float(1) / sqrtf((arena[(9961952 +% c886)] + Float(bitPattern: 0x3727c5ac))))
+    var mean889: Float = arena[(9961888 +% c886)]
+    var acc890 = Vector()
+    var tail891: Float = Float(0)
+    for n892 in 0..<64 {
+      for v893 in 0..<8 {
+        acc890 = (acc890 + (loadVector(arena, (10748576 +% ((((n892 *% 64) +% c886) *% 64) +% (v893 *% 8)))) * ((loadVector(arena, (9175264 +% ((((n892 *% 64) +% c886) *% 64) +% (v893 *% 8)))) - Vector(repeating: mean889)) * Vector(repeating: invstd888))))
       }
     }
-    storeVector(arena, 9699744, acc973)
-    var sum977: Float = (arena[9699744] + arena[9699745])
-    var sum978: Float = (sum977 + arena[9699746])
-    var sum979: Float = (sum978 + arena[9699747])
-    var sum980: Float = (sum979 + arena[9699748])
-    var sum981: Float = (sum980 + arena[9699749])
-    var sum982: Float = (sum981 + arena[9699750])
-    var sum983: Float = (sum982 + arena[9699751])
-    var sum_x970: Float = (sum983 + tail974)
-    grads[(75088 +% c969)] = sum_x970
+    storeVector(arena, 9699744, acc890)
+    var sum894: Float = (arena[9699744] + arena[9699745])
+    var sum895: Float = (sum894 + arena[9699746])
+    var sum896: Float = (sum895 + arena[9699747])
+    var sum897: Float = (sum896 + arena[9699748])
+    var sum898: Float = (sum897 + arena[9699749])
+    var sum899: Float = (sum898 + arena[9699750])
+    var sum900: Float = (sum899 + arena[9699751])
+    var sum_x887: Float = (sum900 + tail891)
+    grads[(75088 +% c886)] = sum_x887
   }
   // s3_bn2_bias_grad = batchnorm_grad_bias(s3_sum_grad)
-  for c984 in 0..<64 {
-    var acc986 = Vector()
-    var tail987: Float = Float(0)
-    for n988 in 0..<64 {
-      for v989 in 0..<8 {
-        acc986 = (acc986 + loadVector(arena, (10748576 +% ((((n988 *% 64) +% c984) *% 64) +% (v989 *% 8)))))
+  for c901 in 0..<64 {
+    var acc903 = Vector()
+    var tail904: Float = Float(0)
+    for n905 in 0..<64 {
+      for v906 in 0..<8 {
+        acc903 = (acc903 + loadVector(arena, (10748576 +% ((((n905 *% 64) +% c901) *% 64) +% (v906 *% 8)))))
       }
     }
-    storeVector(arena, 9699744, acc986)
-    var sum990: Float = (arena[9699744] + arena[9699745])
-    var sum991: Float = (sum990 + arena[9699746])
-    var sum992: Float = (sum991 + arena[9699747])
-    var sum993: Float = (sum992 + arena[9699748])
-    var sum994: Float = (sum993 + arena[9699749])
-    var sum995: Float = (sum994 + arena[9699750])
-    var sum996: Float = (sum995 + arena[9699751])
-    var sum985: Float = (sum996 + tail987)
-    grads[(75152 +% c984)] = sum985
+    storeVector(arena, 9699744, acc903)
+    var sum907: Float = (arena[9699744] + arena[9699745])
+    var sum908: Float = (sum907 + arena[9699746])
+    var sum909: Float = (sum908 + arena[9699747])
+    var sum910: Float = (sum909 + arena[9699748])
+    var sum911: Float = (sum910 + arena[9699749])
+    var sum912: Float = (sum911 + arena[9699750])
+    var sum913: Float = (sum912 + arena[9699751])
+    var sum902: Float = (sum913 + tail904)
+    grads[(75152 +% c901)] = sum902
   }
   // s3_conv2_grad = batchnorm_grad_input(s3_sum_grad, s3_conv2, s3_bn2.mean, s3_bn2.var, s3_bn2.weight, s3_bn2_bias_grad, s3_bn2_weight_grad)
-  for c997 in 0..<64 {
-    var invstd1000: Float = (Float(1) / sqrtf((arena[(9961952 +% c997)] + Float(bitPattern: 0x3727c5ac))))
-    var sum998: Float = grads[(75152 +% c997)]
-    var sum_x999: Float = grads[(75088 +% c997)]
-    var scale1001: Float = (params[(75088 +% c997)] * invstd1000)
-    var mean_dy1002: Float = (sum998 / Float(4096))
-    var mean_dy_x1003: Float = (sum_x999 / Float(4096))
-    for n1004 in 0..<64 {
-      for i1005 in 0..<64 {
-        arena[(9699744 +% ((((n1004 *% 64) +% c997) *% 64) +% i1005))] = (scale1001 * ((arena[(10748576 +% ((((n1004 *% 64) +% c997) *% 64) +% i1005))] - mean_dy1002) - (((arena[(9175264 +% ((((n1004 *% 64) +% c997) *% 64) +% i1005))] - arena[(9961888 +% c997)]) * invstd1000) * mean_dy_x1003)))
+  for c914 in 0..<64 {
+    var invstd917: Float = (Float(1) / sqrtf((arena[(9961952 +% c914)] + Float(bitPattern: 0x3727c5ac))))
+    var sum915: Float = grads[(75152 +% c914)]
+    var sum_x916: Float = grads[(75088 +% c914)]
+    var scale918: Float = (params[(75088 +% c914)] * invstd917)
+    var mean_dy919: Float = (sum915 / Float(4096))
+    var mean_dy_x920: Float = (sum_x916 / Float(4096))
+    for n921 in 0..<64 {
+      for i922 in 0..<64 {
+        arena[(9699744 +% ((((n921 *% 64) +% c914) *% 64) +% i922))] = (scale918 * ((arena[(10748576 +% ((((n921 *% 64) +% c914) *% 64) +% i922))] - mean_dy919) - (((arena[(9175264 +% ((((n921 *% 64) +% c914) *% 64) +% i922))] - arena[(9961888 +% c914)]) * invstd917) * mean_dy_x920)))
       }
     }
   }
   // s3_conv2_weight_grad = conv2d_grad_weight(s3_conv2_grad, s3_relu1)
-  for i1006 in 0..<8192 {
-    storeVector(arena, ((i1006 *% 8) +% 9218528), Vector(repeating: Float(0)))
+  for i923 in 0..<8192 {
+    storeVector(arena, ((i923 *% 8) +% 9218528), Vector(repeating: Float(0)))
   }
-  for i1007 in 0..<800 {
-    storeVector(arena, ((i1007 *% 8) +% 9175264), Vector(repeating: Float(0)))
+  for i924 in 0..<800 {
+    storeVector(arena, ((i924 *% 8) +% 9175264), Vector(repeating: Float(0)))
   }
-  for i1008 in 0..<512 {
-    storeVector(arena, ((i1008 *% 8) +% 9198048), Vector(repeating: Float(0)))
+  for i925 in 0..<512 {
+    storeVector(arena, ((i925 *% 8) +% 9198048), Vector(repeating: Float(0)))
   }
-  for g1009 in 0..<64 {
-    for j1010 in 0..<1 {
-      for c1011 in 0..<64 {
-        for iy1012 in 0..<8 {
-          for ix1013 in 0..<8 {
-            arena[(9175264 +% ((((j1010 *% 6400) +% ((iy1012 +% 1) *% 640)) +% ((ix1013 +% 1) *% 64)) +% c1011))] = arena[((((9437600 +% ((g1009 +% j1010) *% 4096)) +% (c1011 *% 64)) +% (iy1012 *% 8)) +% ix1013)]
+  for g926 in 0..<64 {
+    for j927 in 0..<1 {
+      for c928 in 0..<64 {
+        for iy929 in 0..<8 {
+          for ix930 in 0..<8 {
+            arena[(9175264 +% ((((j927 *% 6400) +% ((iy929 +% 1) *% 640)) +% ((ix930 +% 1) *% 64)) +% c928))] = arena[((((9437600 +% ((g926 +% j927) *% 4096)) +% (c928 *% 64)) +% (iy929 *% 8)) +% ix930)]
           }
         }
       }
     }
-    for j1014 in 0..<1 {
-      for ty1015 in 0..<4 {
-        for tx1016 in 0..<4 {
-          for cv1017 in 0..<8 {
-            let w1018 = (loadVector(arena, (9175264 +% ((((j1014 *% 6400) +% ((ty1015 *% 2) *% 640)) +% ((tx1016 *% 2) *% 64)) +% (cv1017 *% 8)))) - loadVector(arena, (9175264 +% ((((j1014 *% 6400) +% (((ty1015 *% 2) +% 2) *% 640)) +% ((tx1016 *% 2) *% 64)) +% (cv1017 *% 8)))))
-            let w1019 = (loadVector(arena, (9175264 +% ((((j1014 *% 6400) +% (((ty1015 *% 2) +% 1) *% 640)) +% ((tx1016 *% 2) *% 64)) +% (cv1017 *% 8)))) + loadVector(arena, (9175264 +% ((((j1014 *% 6400) +% (((ty1015 *% 2) +% 2) *% 640)) +% ((tx1016 *% 2) *% 64)) +% (cv1017 *% 8)))))
-            let w1020 = (loadVector(arena, (9175264 +% ((((j1014 *% 6400) +% (((ty1015 *% 2) +% 2) *% 640)) +% ((tx1016 *% 2) *% 64)) +% (cv1017 *% 8)))) - loadVector(arena, (9175264 +% ((((j1014 *% 6400) +% (((ty1015 *% 2) +% 1) *% 640)) +% ((tx1016 *% 2) *% 64)) +% (cv1017 *% 8)))))
-            let w1021 = (loadVector(arena, (9175264 +% ((((j1014 *% 6400) +% (((ty1015 *% 2) +% 1) *% 640)) +% ((tx1016 *% 2) *% 64)) +% (cv1017 *% 8)))) - loadVector(arena, (9175264 +% ((((j1014 *% 6400) +% (((ty1015 *% 2) +% 3) *% 640)) +% ((tx1016 *% 2) *% 64)) +% (cv1017 *% 8)))))
-            let w1022 = (loadVector(arena, (9175264 +% ((((j1014 *% 6400) +% ((ty1015 *% 2) *% 640)) +% (((tx1016 *% 2) +% 1) *% 64)) +% (cv1017 *% 8)))) - loadVector(arena, (9175264 +% ((((j1014 *% 6400) +% (((ty1015 *% 2) +% 2) *% 640)) +% (((tx1016 *% 2) +% 1) *% 64)) +% (cv1017 *% 8)))))
-            let w1023 = (loadVector(arena, (9175264 +% ((((j1014 *% 6400) +% (((ty1015 *% 2) +% 1) *% 640)) +% (((tx1016 *% 2) +% 1) *% 64)) +% (cv1017 *% 8)))) + loadVector(arena, (9175264 +% ((((j1014 *% 6400) +% (((ty1015 *% 2) +% 2) *% 640)) +% (((tx1016 *% 2) +% 1) *% 64)) +% (cv1017 *% 8)))))
-            let w1024 = (loadVector(arena, (9175264 +% ((((j1014 *% 6400) +% (((ty1015 *% 2) +% 2) *% 640)) +% (((tx1016 *% 2) +% 1) *% 64)) +% (cv1017 *% 8)))) - loadVector(arena, (9175264 +% ((((j1014 *% 6400) +% (((ty1015 *% 2) +% 1) *% 640)) +% (((tx1016 *% 2) +% 1) *% 64)) +% (cv1017 *% 8)))))
-            let w1025 = (loadVector(arena, (9175264 +% ((((j1014 *% 6400) +% (((ty1015 *% 2) +% 1) *% 640)) +% (((tx1016 *% 2) +% 1) *% 64)) +% (cv1017 *% 8)))) - loadVector(arena, (9175264 +% ((((j1014 *% 6400) +% (((ty1015 *% 2) +% 3) *% 640)) +% (((tx1016 *% 2) +% 1) *% 64)) +% (cv1017 *% 8)))))
-            let w1026 = (loadVector(arena, (9175264 +% ((((j1014 *% 6400) +% ((ty1015 *% 2) *% 640)) +% (((tx1016 *% 2) +% 2) *% 64)) +% (cv1017 *% 8)))) - loadVector(arena, (9175264 +% ((((j1014 *% 6400) +% (((ty1015 *% 2) +% 2) *% 640)) +% (((tx1016 *% 2) +% 2) *% 64)) +% (cv1017 *% 8)))))
-            let w1027 = (loadVector(arena, (9175264 +% ((((j1014 *% 6400) +% (((ty1015 *% 2) +% 1) *% 640)) +% (((tx1016 *% 2) +% 2) *% 64)) +% (cv1017 *% 8)))) + loadVector(arena, (9175264 +% ((((j1014 *% 6400) +% (((ty1015 *% 2) +% 2) *% 640)) +% (((tx1016 *% 2) +% 2) *% 64)) +% (cv1017 *% 8)))))
-            let w1028 = (loadVector(arena, (9175264 +% ((((j1014 *% 6400) +% (((ty1015 *% 2) +% 2) *% 640)) +% (((tx1016 *% 2) +% 2) *% 64)) +% (cv1017 *% 8)))) - loadVector(arena, (9175264 +% ((((j1014 *% 6400) +% (((ty1015 *% 2) +% 1) *% 640)) +% (((tx1016 *% 2) +% 2) *% 64)) +% (cv1017 *% 8)))))
-            let w1029 = (loadVector(arena, (9175264 +% ((((j1014 *% 6400) +% (((ty1015 *% 2) +% 1) *% 640)) +% (((tx1016 *% 2) +% 2) *% 64)) +% (cv1017 *% 8)))) - loadVector(arena, (9175264 +% ((((j1014 *% 6400) +% (((ty1015 *% 2) +% 3) *% 640)) +% (((tx1016 *% 2) +% 2) *% 64)) +% (cv1017 *% 8)))))
-            let w1030 = (loadVector(arena, (9175264 +% ((((j1014 *% 6400) +% ((ty1015 *% 2) *% 640)) +% (((tx1016 *% 2) +% 3) *% 64)) +% (cv1017 *% 8)))) - loadVector(arena, (9175264 +% ((((j1014 *% 6400) +% (((ty1015 *% 2) +% 2) *% 640)) +% (((tx1016 *% 2) +% 3) *% 64)) +% (cv1017 *% 8)))))
-            let w1031 = (loadVector(arena, (9175264 +% ((((j1014 *% 6400) +% (((ty1015 *% 2) +% 1) *% 640)) +% (((tx1016 *% 2) +% 3) *% 64)) +% (cv1017 *% 8)))) + loadVector(arena, (9175264 +% ((((j1014 *% 6400) +% (((ty1015 *% 2) +% 2) *% 640)) +% (((tx1016 *% 2) +% 3) *% 64)) +% (cv1017 *% 8)))))
-            let w1032 = (loadVector(arena, (9175264 +% ((((j1014 *% 6400) +% (((ty1015 *% 2) +% 2) *% 640)) +% (((tx1016 *% 2) +% 3) *% 64)) +% (cv1017 *% 8)))) - loadVector(arena, (9175264 +% ((((j1014 *% 6400) +% (((ty1015 *% 2) +% 1) *% 640)) +% (((tx1016 *% 2) +% 3) *% 64)) +% (cv1017 *% 8)))))
-            let w1033 = (loadVector(arena, (9175264 +% ((((j1014 *% 6400) +% (((ty1015 *% 2) +% 1) *% 640)) +% (((tx1016 *% 2) +% 3) *% 64)) +% (cv1017 *% 8)))) - loadVector(arena, (9175264 +% ((((j1014 *% 6400) +% (((ty1015 *% 2) +% 3) *% 640)) +% (((tx1016 *% 2) +% 3) *% 64)) +% (cv1017 *% 8)))))
-            let w1034 = (w1018 - w1026)
-            let w1035 = (w1022 + w1026)
-            let w1036 = (w1026 - w1022)
-            let w1037 = (w1022 - w1030)
-            let w1038 = (w1019 - w1027)
-            let w1039 = (w1023 + w1027)
-            let w1040 = (w1027 - w1023)
-            let w1041 = (w1023 - w1031)
-            let w1042 = (w1020 - w1028)
-            let w1043 = (w1024 + w1028)
-            let w1044 = (w1028 - w1024)
-            let w1045 = (w1024 - w1032)
-            let w1046 = (w1021 - w1029)
-            let w1047 = (w1025 + w1029)
-            let w1048 = (w1029 - w1025)
-            let w1049 = (w1025 - w1033)
-            storeVector(arena, ((9181664 +% ((((j1014 *% 16) +% (ty1015 *% 4)) +% tx1016) *% 64)) +% (cv1017 *% 8)), w1034)
-            storeVector(arena, ((9182688 +% ((((j1014 *% 16) +% (ty1015 *% 4)) +% tx1016) *% 64)) +% (cv1017 *% 8)), w1035)
-            storeVector(arena, ((9183712 +% ((((j1014 *% 16) +% (ty1015 *% 4)) +% tx1016) *% 64)) +% (cv1017 *% 8)), w1036)
-            storeVector(arena, ((9184736 +% ((((j1014 *% 16) +% (ty1015 *% 4)) +% tx1016) *% 64)) +% (cv1017 *% 8)), w1037)
-            storeVector(arena, ((9185760 +% ((((j1014 *% 16) +% (ty1015 *% 4)) +% tx1016) *% 64)) +% (cv1017 *% 8)), w1038)
-            storeVector(arena, ((9186784 +% ((((j1014 *% 16) +% (ty1015 *% 4)) +% tx1016) *% 64)) +% (cv1017 *% 8)), w1039)
-            storeVector(arena, ((9187808 +% ((((j1014 *% 16) +% (ty1015 *% 4)) +% tx1016) *% 64)) +% (cv1017 *% 8)), w1040)
-            storeVector(arena, ((9188832 +% ((((j1014 *% 16) +% (ty1015 *% 4)) +% tx1016) *% 64)) +% (cv1017 *% 8)), w1041)
-            storeVector(arena, ((9189856 +% ((((j1014 *% 16) +% (ty1015 *% 4)) +% tx1016) *% 64)) +% (cv1017 *% 8)), w1042)
-            storeVector(arena, ((9190880 +% ((((j1014 *% 16) +% (ty1015 *% 4)) +% tx1016) *% 64)) +% (cv1017 *% 8)), w1043)
-            storeVector(arena, ((9191904 +% ((((j1014 *% 16) +% (ty1015 *% 4)) +% tx1016) *% 64)) +% (cv1017 *% 8)), w1044)
-            storeVector(arena, ((9192928 +% ((((j1014 *% 16) +% (ty1015 *% 4)) +% tx1016) *% 64)) +% (cv1017 *% 8)), w1045)
-            storeVector(arena, ((9193952 +% ((((j1014 *% 16) +% (ty1015 *% 4)) +% tx1016) *% 64)) +% (cv1017 *% 8)), w1046)
-            storeVector(arena, ((9194976 +% ((((j1014 *% 16) +% (ty1015 *% 4)) +% tx1016) *% 64)) +% (cv1017 *% 8)), w1047)
-            storeVector(arena, ((9196000 +% ((((j1014 *% 16) +% (ty1015 *% 4)) +% tx1016) *% 64)) +% (cv1017 *% 8)), w1048)
-            storeVector(arena, ((9197024 +% ((((j1014 *% 16) +% (ty1015 *% 4)) +% tx1016) *% 64)) +% (cv1017 *% 8)), w1049)
+    for j931 in 0..<1 {
+      for ty932 in 0..<4 {
+        for tx933 in 0..<4 {
+          for cv934 in 0..<8 {
+            let w935 = (loadVector(arena, (9175264 +% ((((j931 *% 6400) +% ((ty932 *% 2) *% 640)) +% ((tx933 *% 2) *% 64)) +% (cv934 *% 8)))) - loadVector(arena, (9175264 +% ((((j931 *% 6400) +% (((ty932 *% 2) +% 2) *% 640)) +% ((tx933 *% 2) *% 64)) +% (cv934 *% 8)))))
+            let w936 = (loadVector(arena, (9175264 +% ((((j931 *% 6400) +% (((ty932 *% 2) +% 1) *% 640)) +% ((tx933 *% 2) *% 64)) +% (cv934 *% 8)))) + loadVector(arena, (9175264 +% ((((j931 *% 6400) +% (((ty932 *% 2) +% 2) *% 640)) +% ((tx933 *% 2) *% 64)) +% (cv934 *% 8)))))
+            let w937 = (loadVector(arena, (9175264 +% ((((j931 *% 6400) +% (((ty932 *% 2) +% 2) *% 640)) +% ((tx933 *% 2) *% 64)) +% (cv934 *% 8)))) - loadVector(arena, (9175264 +% ((((j931 *% 6400) +% (((ty932 *% 2) +% 1) *% 640)) +% ((tx933 *% 2) *% 64)) +% (cv934 *% 8)))))
+            let w938 = (loadVector(arena, (9175264 +% ((((j931 *% 6400) +% (((ty932 *% 2) +% 1) *% 640)) +% ((tx933 *% 2) *% 64)) +% (cv934 *% 8)))) - loadVector(arena, (9175264 +% ((((j931 *% 6400) +% (((ty932 *% 2) +% 3) *% 640)) +% ((tx933 *% 2) *% 64)) +% (cv934 *% 8)))))
+            let w939 = (loadVector(arena, (9175264 +% ((((j931 *% 6400) +% ((ty932 *% 2) *% 640)) +% (((tx933 *% 2) +% 1) *% 64)) +% (cv934 *% 8)))) - loadVector(arena, (9175264 +% ((((j931 *% 6400) +% (((ty932 *% 2) +% 2) *% 640)) +% (((tx933 *% 2) +% 1) *% 64)) +% (cv934 *% 8)))))
+            let w940 = (loadVector(arena, (9175264 +% ((((j931 *% 6400) +% (((ty932 *% 2) +% 1) *% 640)) +% (((tx933 *% 2) +% 1) *% 64)) +% (cv934 *% 8)))) + loadVector(arena, (9175264 +% ((((j931 *% 6400) +% (((ty932 *% 2) +% 2) *% 640)) +% (((tx933 *% 2) +% 1) *% 64)) +% (cv934 *% 8)))))
+            let w941 = (loadVector(arena, (9175264 +% ((((j931 *% 6400) +% (((ty932 *% 2) +% 2) *% 640)) +% (((tx933 *% 2) +% 1) *% 64)) +% (cv934 *% 8)))) - loadVector(arena, (9175264 +% ((((j931 *% 6400) +% (((ty932 *% 2) +% 1) *% 640)) +% (((tx933 *% 2) +% 1) *% 64)) +% (cv934 *% 8)))))
+            let w942 = (loadVector(arena, (9175264 +% ((((j931 *% 6400) +% (((ty932 *% 2) +% 1) *% 640)) +% (((tx933 *% 2) +% 1) *% 64)) +% (cv934 *% 8)))) - loadVector(arena, (9175264 +% ((((j931 *% 6400) +% (((ty932 *% 2) +% 3) *% 640)) +% (((tx933 *% 2) +% 1) *% 64)) +% (cv934 *% 8)))))
+            let w943 = (loadVector(arena, (9175264 +% ((((j931 *% 6400) +% ((ty932 *% 2) *% 640)) +% (((tx933 *% 2) +% 2) *% 64)) +% (cv934 *% 8)))) - loadVector(arena, (9175264 +% ((((j931 *% 6400) +% (((ty932 *% 2) +% 2) *% 640)) +% (((tx933 *% 2) +% 2) *% 64)) +% (cv934 *% 8)))))
+            let w944 = (loadVector(arena, (9175264 +% ((((j931 *% 6400) +% (((ty932 *% 2) +% 1) *% 640)) +% (((tx933 *% 2) +% 2) *% 64)) +% (cv934 *% 8)))) + loadVector(arena, (9175264 +% ((((j931 *% 6400) +% (((ty932 *% 2) +% 2) *% 640)) +% (((tx933 *% 2) +% 2) *% 64)) +% (cv934 *% 8)))))
+            let w945 = (loadVector(arena, (9175264 +% ((((j931 *% 6400) +% (((ty932 *% 2) +% 2) *% 640)) +% (((tx933 *% 2) +% 2) *% 64)) +% (cv934 *% 8)))) - loadVector(arena, (9175264 +% ((((j931 *% 6400) +% (((ty932 *% 2) +% 1) *% 640)) +% (((tx933 *% 2) +% 2) *% 64)) +% (cv934 *% 8)))))
+            let w946 = (loadVector(arena, (9175264 +% ((((j931 *% 6400) +% (((ty932 *% 2) +% 1) *% 640)) +% (((tx933 *% 2) +% 2) *% 64)) +% (cv934 *% 8)))) - loadVector(arena, (9175264 +% ((((j931 *% 6400) +% (((ty932 *% 2) +% 3) *% 640)) +% (((tx933 *% 2) +% 2) *% 64)) +% (cv934 *% 8)))))
+            let w947 = (loadVector(arena, (9175264 +% ((((j931 *% 6400) +% ((ty932 *% 2) *% 640)) +% (((tx933 *% 2) +% 3) *% 64)) +% (cv934 *% 8)))) - loadVector(arena, (9175264 +% ((((j931 *% 6400) +% (((ty932 *% 2) +% 2) *% 640)) +% (((tx933 *% 2) +% 3) *% 64)) +% (cv934 *% 8)))))
+            let w948 = (loadVector(arena, (9175264 +% ((((j931 *% 6400) +% (((ty932 *% 2) +% 1) *% 640)) +% (((tx933 *% 2) +% 3) *% 64)) +% (cv934 *% 8)))) + loadVector(arena, (9175264 +% ((((j931 *% 6400) +% (((ty932 *% 2) +% 2) *% 640)) +% (((tx933 *% 2) +% 3) *% 64)) +% (cv934 *% 8)))))
+            let w949 = (loadVector(arena, (9175264 +% ((((j931 *% 6400) +% (((ty932 *% 2) +% 2) *% 640)) +% (((tx933 *% 2) +% 3) *% 64)) +% (cv934 *% 8)))) - loadVector(arena, (9175264 +% ((((j931 *% 6400) +% (((ty932 *% 2) +% 1) *% 640)) +% (((tx933 *% 2) +% 3) *% 64)) +% (cv934 *% 8)))))
+            let w950 = (loadVector(arena, (9175264 +% ((((j931 *% 6400) +% (((ty932 *% 2) +% 1) *% 640)) +% (((tx933 *% 2) +% 3) *% 64)) +% (cv934 *% 8)))) - loadVector(arena, (9175264 +% ((((j931 *% 6400) +% (((ty932 *% 2) +% 3) *% 640)) +% (((tx933 *% 2) +% 3) *% 64)) +% (cv934 *% 8)))))
+            let w951 = (w935 - w943)
+            let w952 = (w939 + w943)
+            let w953 = (w943 - w939)
+            let w954 = (w939 - w947)
+            let w955 = (w936 - w944)
+            let w956 = (w940 + w944)
+            let w957 = (w944 - w940)
+            let w958 = (w940 - w948)
+            let w959 = (w937 - w945)
+            let w960 = (w941 + w945)
+            let w961 = (w945 - w941)
+            let w962 = (w941 - w949)
+            let w963 = (w938 - w946)
+            let w964 = (w942 + w946)
+            let w965 = (w946 - w942)
+            let w966 = (w942 - w950)
+            storeVector(arena, ((9181664 +% ((((j931 *% 16) +% (ty932 *% 4)) +% tx933) *% 64)) +% (cv934 *% 8)), w951)
+            storeVector(arena, ((9182688 +% ((((j931 *% 16) +% (ty932 *% 4)) +% tx933) *% 64)) +% (cv934 *% 8)), w952)
+            storeVector(arena, ((9183712 +% ((((j931 *% 16) +% (ty932 *% 4)) +% tx933) *% 64)) +% (cv934 *% 8)), w953)
+            storeVector(arena, ((9184736 +% ((((j931 *% 16) +% (ty932 *% 4)) +% tx933) *% 64)) +% (cv934 *% 8)), w954)
+            storeVector(arena, ((9185760 +% ((((j931 *% 16) +% (ty932 *% 4)) +% tx933) *% 64)) +% (cv934 *% 8)), w955)
+            storeVector(arena, ((9186784 +% ((((j931 *% 16) +% (ty932 *% 4)) +% tx933) *% 64)) +% (cv934 *% 8)), w956)
+            storeVector(arena, ((9187808 +% ((((j931 *% 16) +% (ty932 *% 4)) +% tx933) *% 64)) +% (cv934 *% 8)), w957)
+            storeVector(arena, ((9188832 +% ((((j931 *% 16) +% (ty932 *% 4)) +% tx933) *% 64)) +% (cv934 *% 8)), w958)
+            storeVector(arena, ((9189856 +% ((((j931 *% 16) +% (ty932 *% 4)) +% tx933) *% 64)) +% (cv934 *% 8)), w959)
+            storeVector(arena, ((9190880 +% ((((j931 *% 16) +% (ty932 *% 4)) +% tx933) *% 64)) +% (cv934 *% 8)), w960)
+            storeVector(arena, ((9191904 +% ((((j931 *% 16) +% (ty932 *% 4)) +% tx933) *% 64)) +% (cv934 *% 8)), w961)
+            storeVector(arena, ((9192928 +% ((((j931 *% 16) +% (ty932 *% 4)) +% tx933) *% 64)) +% (cv934 *% 8)), w962)
+            storeVector(arena, ((9193952 +% ((((j931 *% 16) +% (ty932 *% 4)) +% tx933) *% 64)) +% (cv934 *% 8)), w963)
+            storeVector(arena, ((9194976 +% ((((j931 *% 16) +% (ty932 *% 4)) +% tx933) *% 64)) +% (cv934 *% 8)), w964)
+            storeVector(arena, ((9196000 +% ((((j931 *% 16) +% (ty932 *% 4)) +% tx933) *% 64)) +% (cv934 *% 8)), w965)
+            storeVector(arena, ((9197024 +% ((((j931 *% 16) +% (ty932 *% 4)) +% tx933) *% 64)) +% (cv934 *% 8)), w966)
           }
         }
       }
     }
-    for j1050 in 0..<1 {
-      for c1051 in 0..<64 {
-        for iy1052 in 0..<8 {
-          for ix1053 in 0..<8 {
-            arena[(9198048 +% ((((j1050 *% 4096) +% (iy1052 *% 512)) +% (ix1053 *% 64)) +% c1051))] = arena[((((9699744 +% ((g1009 +% j1050) *% 4096)) +% (c1051 *% 64)) +% (iy1052 *% 8)) +% ix1053)]
+    for j967 in 0..<1 {
+      for c968 in 0..<64 {
+        for iy969 in 0..<8 {
+          for ix970 in 0..<8 {
+            arena[(9198048 +% ((((j967 *% 4096) +% (iy969 *% 512)) +% (ix970 *% 64)) +% c968))] = arena[((((9699744 +% ((g926 +% j967) *% 4096)) +% (c968 *% 64)) +% (iy969 *% 8)) +% ix970)]
           }
         }
       }
     }
-    for j1054 in 0..<1 {
-      for ty1055 in 0..<4 {
-        for tx1056 in 0..<4 {
-          for cv1057 in 0..<8 {
-            let w1058 = loadVector(arena, (9198048 +% ((((j1054 *% 4096) +% ((ty1055 *% 2) *% 512)) +% ((tx1056 *% 2) *% 64)) +% (cv1057 *% 8))))
-            let w1059 = (loadVector(arena, (9198048 +% ((((j1054 *% 4096) +% ((ty1055 *% 2) *% 512)) +% ((tx1056 *% 2) *% 64)) +% (cv1057 *% 8)))) + loadVector(arena, (9198048 +% ((((j1054 *% 4096) +% (((ty1055 *% 2) +% 1) *% 512)) +% ((tx1056 *% 2) *% 64)) +% (cv1057 *% 8)))))
-            let w1060 = (loadVector(arena, (9198048 +% ((((j1054 *% 4096) +% ((ty1055 *% 2) *% 512)) +% ((tx1056 *% 2) *% 64)) +% (cv1057 *% 8)))) - loadVector(arena, (9198048 +% ((((j1054 *% 4096) +% (((ty1055 *% 2) +% 1) *% 512)) +% ((tx1056 *% 2) *% 64)) +% (cv1057 *% 8)))))
-            let w1061 = (loadVector(arena, (9198048 +% ((((j1054 *% 4096) +% (((ty1055 *% 2) +% 1) *% 512)) +% ((tx1056 *% 2) *% 64)) +% (cv1057 *% 8)))) * Vector(repeating: Float(-1)))
-            let w1062 = loadVector(arena, (9198048 +% ((((j1054 *% 4096) +% ((ty1055 *% 2) *% 512)) +% (((tx1056 *% 2) +% 1) *% 64)) +% (cv1057 *% 8))))
-            let w1063 = (loadVector(arena, (9198048 +% ((((j1054 *% 4096) +% ((ty1055 *% 2) *% 512)) +% (((tx1056 *% 2) +% 1) *% 64)) +% (cv1057 *% 8)))) + loadVector(arena, (9198048 +% ((((j1054 *% 4096) +% (((ty1055 *% 2) +% 1) *% 512)) +% (((tx1056 *% 2) +% 1) *% 64)) +% (cv1057 *% 8)))))
-            let w1064 = (loadVector(arena, (9198048 +% ((((j1054 *% 4096) +% ((ty1055 *% 2) *% 512)) +% (((tx1056 *% 2) +% 1) *% 64)) +% (cv1057 *% 8)))) - loadVector(arena, (9198048 +% ((((j1054 *% 4096) +% (((ty1055 *% 2) +% 1) *% 512)) +% (((tx1056 *% 2) +% 1) *% 64)) +% (cv1057 *% 8)))))
-            let w1065 = (loadVector(arena, (9198048 +% ((((j1054 *% 4096) +% (((ty1055 *% 2) +% 1) *% 512)) +% (((tx1056 *% 2) +% 1) *% 64)) +% (cv1057 *% 8)))) * Vector(repeating: Float(-1)))
-            let w1066 = w1058
-            let w1067 = (w1058 + w1062)
-            let w1068 = (w1058 - w1062)
-            let w1069 = (w1062 * Vector(repeating: Float(-1)))
-            let w1070 = w1059
-            let w1071 = (w1059 + w1063)
-            let w1072 = (w1059 - w1063)
-            let w1073 = (w1063 * Vector(repeating: Float(-1)))
-            let w1074 = w1060
-            let w1075 = (w1060 + w1064)
-            let w1076 = (w1060 - w1064)
-            let w1077 = (w1064 * Vector(repeating: Float(-1)))
-            let w1078 = w1061
-            let w1079 = (w1061 + w1065)
-            let w1080 = (w1061 - w1065)
-            let w1081 = (w1065 * Vector(repeating: Float(-1)))
-            storeVector(arena, ((9202144 +% ((((j1054 *% 16) +% (ty1055 *% 4)) +% tx1056) *% 64)) +% (cv1057 *% 8)), w1066)
-            storeVector(arena, ((9203168 +% ((((j1054 *% 16) +% (ty1055 *% 4)) +% tx1056) *% 64)) +% (cv1057 *% 8)), w1067)
-            storeVector(arena, ((9204192 +% ((((j1054 *% 16) +% (ty1055 *% 4)) +% tx1056) *% 64)) +% (cv1057 *% 8)), w1068)
-            storeVector(arena, ((9205216 +% ((((j1054 *% 16) +% (ty1055 *% 4)) +% tx1056) *% 64)) +% (cv1057 *% 8)), w1069)
-            storeVector(arena, ((9206240 +% ((((j1054 *% 16) +% (ty1055 *% 4)) +% tx1056) *% 64)) +% (cv1057 *% 8)), w1070)
-            storeVector(arena, ((9207264 +% ((((j1054 *% 16) +% (ty1055 *% 4)) +% tx1056) *% 64)) +% (cv1057 *% 8)), w1071)
-            storeVector(arena, ((9208288 +% ((((j1054 *% 16) +% (ty1055 *% 4)) +% tx1056) *% 64)) +% (cv1057 *% 8)), w1072)
-            storeVector(arena, ((9209312 +% ((((j1054 *% 16) +% (ty1055 *% 4)) +% tx1056) *% 64)) +% (cv1057 *% 8)), w1073)
-            storeVector(arena, ((9210336 +% ((((j1054 *% 16) +% (ty1055 *% 4)) +% tx1056) *% 64)) +% (cv1057 *% 8)), w1074)
-            storeVector(arena, ((9211360 +% ((((j1054 *% 16) +% (ty1055 *% 4)) +% tx1056) *% 64)) +% (cv1057 *% 8)), w1075)
-            storeVector(arena, ((9212384 +% ((((j1054 *% 16) +% (ty1055 *% 4)) +% tx1056) *% 64)) +% (cv1057 *% 8)), w1076)
-            storeVector(arena, ((9213408 +% ((((j1054 *% 16) +% (ty1055 *% 4)) +% tx1056) *% 64)) +% (cv1057 *% 8)), w1077)
-            storeVector(arena, ((9214432 +% ((((j1054 *% 16) +% (ty1055 *% 4)) +% tx1056) *% 64)) +% (cv1057 *% 8)), w1078)
-            storeVector(arena, ((9215456 +% ((((j1054 *% 16) +% (ty1055 *% 4)) +% tx1056) *% 64)) +% (cv1057 *% 8)), w1079)
-            storeVector(arena, ((9216480 +% ((((j1054 *% 16) +% (ty1055 *% 4)) +% tx1056) *% 64)) +% (cv1057 *% 8)), w1080)
-            storeVector(arena, ((9217504 +% ((((j1054 *% 16) +% (ty1055 *% 4)) +% tx1056) *% 64)) +% (cv1057 *% 8)), w1081)
+    for j971 in 0..<1 {
+      for ty972 in 0..<4 {
+        for tx973 in 0..<4 {
+          for cv974 in 0..<8 {
+            let w975 = loadVector(arena, (9198048 +% ((((j971 *% 4096) +% ((ty972 *% 2) *% 512)) +% ((tx973 *% 2) *% 64)) +% (cv974 *% 8))))
+            let w976 = (loadVector(arena, (9198048 +% ((((j971 *% 4096) +% ((ty972 *% 2) *% 512)) +% ((tx973 *% 2) *% 64)) +% (cv974 *% 8)))) + loadVector(arena, (9198048 +% ((((j971 *% 4096) +% (((ty972 *% 2) +% 1) *% 512)) +% ((tx973 *% 2) *% 64)) +% (cv974 *% 8)))))
+            let w977 = (loadVector(arena, (9198048 +% ((((j971 *% 4096) +% ((ty972 *% 2) *% 512)) +% ((tx973 *% 2) *% 64)) +% (cv974 *% 8)))) - loadVector(arena, (9198048 +% ((((j971 *% 4096) +% (((ty972 *% 2) +% 1) *% 512)) +% ((tx973 *% 2) *% 64)) +% (cv974 *% 8)))))
+            let w978 = (loadVector(arena, (9198048 +% ((((j971 *% 4096) +% (((ty972 *% 2) +% 1) *% 512)) +% ((tx973 *% 2) *% 64)) +% (cv974 *% 8)))) * Vector(repeating: Float(-1)))
+            let w979 = loadVector(arena, (9198048 +% ((((j971 *% 4096) +% ((ty972 *% 2) *% 512)) +% (((tx973 *% 2) +% 1) *% 64)) +% (cv974 *% 8))))
+            let w980 = (loadVector(arena, (9198048 +% ((((j971 *% 4096) +% ((ty972 *% 2) *% 512)) +% (((tx973 *% 2) +% 1) *% 64)) +% (cv974 *% 8)))) + loadVector(arena, (9198048 +% ((((j971 *% 4096) +% (((ty972 *% 2) +% 1) *% 512)) +% (((tx973 *% 2) +% 1) *% 64)) +% (cv974 *% 8)))))
+            let w981 = (loadVector(arena, (9198048 +% ((((j971 *% 4096) +% ((ty972 *% 2) *% 512)) +% (((tx973 *% 2) +% 1) *% 64)) +% (cv974 *% 8)))) - loadVector(arena, (9198048 +% ((((j971 *% 4096) +% (((ty972 *% 2) +% 1) *% 512)) +% (((tx973 *% 2) +% 1) *% 64)) +% (cv974 *% 8)))))
+            let w982 = (loadVector(arena, (9198048 +% ((((j971 *% 4096) +% (((ty972 *% 2) +% 1) *% 512)) +% (((tx973 *% 2) +% 1) *% 64)) +% (cv974 *% 8)))) * Vector(repeating: Float(-1)))
+            let w983 = w975
+            let w984 = (w975 + w979)
+            let w985 = (w975 - w979)
+            let w986 = (w979 * Vector(repeating: Float(-1)))
+            let w987 = w976
+            let w988 = (w976 + w980)
+            let w989 = (w976 - w980)
+            let w990 = (w980 * Vector(repeating: Float(-1)))
+            let w991 = w977
+            let w992 = (w977 + w981)
+            let w993 = (w977 - w981)
+            let w994 = (w981 * Vector(repeating: Float(-1)))
+            let w995 = w978
+            let w996 = (w978 + w982)
+            let w997 = (w978 - w982)
+            let w998 = (w982 * Vector(repeating: Float(-1)))
+            storeVector(arena, ((9202144 +% ((((j971 *% 16) +% (ty972 *% 4)) +% tx973) *% 64)) +% (cv974 *% 8)), w983)
+            storeVector(arena, ((9203168 +% ((((j971 *% 16) +% (ty972 *% 4)) +% tx973) *% 64)) +% (cv974 *% 8)), w984)
+            storeVector(arena, ((9204192 +% ((((j971 *% 16) +% (ty972 *% 4)) +% tx973) *% 64)) +% (cv974 *% 8)), w985)
+            storeVector(arena, ((9205216 +% ((((j971 *% 16) +% (ty972 *% 4)) +% tx973) *% 64)) +% (cv974 *% 8)), w986)
+            storeVector(arena, ((9206240 +% ((((j971 *% 16) +% (ty972 *% 4)) +% tx973) *% 64)) +% (cv974 *% 8)), w987)
+            storeVector(arena, ((9207264 +% ((((j971 *% 16) +% (ty972 *% 4)) +% tx973) *% 64)) +% (cv974 *% 8)), w988)
+            storeVector(arena, ((9208288 +% ((((j971 *% 16) +% (ty972 *% 4)) +% tx973) *% 64)) +% (cv974 *% 8)), w989)
+            storeVector(arena, ((9209312 +% ((((j971 *% 16) +% (ty972 *% 4)) +% tx973) *% 64)) +% (cv974 *% 8)), w990)
+            storeVector(arena, ((9210336 +% ((((j971 *% 16) +% (ty972 *% 4)) +% tx973) *% 64)) +% (cv974 *% 8)), w991)
+            storeVector(arena, ((9211360 +% ((((j971 *% 16) +% (ty972 *% 4)) +% tx973) *% 64)) +% (cv974 *% 8)), w992)
+            storeVector(arena, ((9212384 +% ((((j971 *% 16) +% (ty972 *% 4)) +% tx973) *% 64)) +% (cv974 *% 8)), w993)
+            storeVector(arena, ((9213408 +% ((((j971 *% 16) +% (ty972 *% 4)) +% tx973) *% 64)) +% (cv974 *% 8)), w994)
+            storeVector(arena, ((9214432 +% ((((j971 *% 16) +% (ty972 *% 4)) +% tx973) *% 64)) +% (cv974 *% 8)), w995)
+            storeVector(arena, ((9215456 +% ((((j971 *% 16) +% (ty972 *% 4)) +% tx973) *% 64)) +% (cv974 *% 8)), w996)
+            storeVector(arena, ((9216480 +% ((((j971 *% 16) +% (ty972 *% 4)) +% tx973) *% 64)) +% (cv974 *% 8)), w997)
+            storeVector(arena, ((9217504 +% ((((j971 *% 16) +% (ty972 *% 4)) +% tx973) *% 64)) +% (cv974 *% 8)), w998)
           }
         }
       }
     }
-    for xi1082 in 0..<16 {
-      sgemm(101, 112, 111, 64, 64, 16, 1, arena + (9181664 +% (xi1082 *% 1024)), 64, arena + (9202144 +% (xi1082 *% 1024)), 64, Float(bitPattern: 0x3f800000), arena + (9218528 +% (xi1082 *% 4096)), 64)
+    for xi999 in 0..<16 {
+      sgemm(101, 112, 111, 64, 64, 16, 1, arena + (9181664 +% (xi999 *% 1024)), 64, arena + (9202144 +% (xi999 *% 1024)), 64, Float(bitPattern: 0x3f800000), arena + (9218528 +% (xi999 *% 4096)), 64)
     }
   }
   do {  // scalar loops
-    for f1083 in 0..<64 {
-      for c1084 in 0..<64 {
-        var w1085: Float = (((arena[((9218528 +% (c1084 *% 64)) +% f1083)] * Float(1)) + (arena[((9234912 +% (c1084 *% 64)) +% f1083)] * Float(bitPattern: 0x3f000000))) + (arena[((9251296 +% (c1084 *% 64)) +% f1083)] * Float(bitPattern: 0x3f000000)))
-        var w1086: Float = ((arena[((9234912 +% (c1084 *% 64)) +% f1083)] - arena[((9251296 +% (c1084 *% 64)) +% f1083)]) * Float(bitPattern: 0x3f000000))
-        var w1087: Float = (((arena[((9234912 +% (c1084 *% 64)) +% f1083)] * Float(bitPattern: 0x3f000000)) + (arena[((9251296 +% (c1084 *% 64)) +% f1083)] * Float(bitPattern: 0x3f000000))) + (arena[((9267680 +% (c1084 *% 64)) +% f1083)] * Float(1)))
-        var w1088: Float = (((arena[((9222624 +% (c1084 *% 64)) +% f1083)] * Float(1)) + (arena[((9239008 +% (c1084 *% 64)) +% f1083)] * Float(bitPattern: 0x3f000000))) + (arena[((9255392 +% (c1084 *% 64)) +% f1083)] * Float(bitPattern: 0x3f000000)))
-        var w1089: Float = ((arena[((9239008 +% (c1084 *% 64)) +% f1083)] - arena[((9255392 +% (c1084 *% 64)) +% f1083)]) * Float(bitPattern: 0x3f000000))
-        var w1090: Float = (((arena[((9239008 +% (c1084 *% 64)) +% f1083)] * Float(bitPattern: 0x3f000000)) + (arena[((9255392 +% (c1084 *% 64)) +% f1083)] * Float(bitPattern: 0x3f000000))) + (arena[((9271776 +% (c1084 *% 64)) +% f1083)] * Float(1)))
-        var w1091: Float = (((arena[((9226720 +% (c1084 *% 64)) +% f1083)] * Float(1)) + (arena[((9243104 +% (c1084 *% 64)) +% f1083)] * Float(bitPattern: 0x3f000000))) + (arena[((9259488 +% (c1084 *% 64)) +% f1083)] * Float(bitPattern: 0x3f000000)))
-        var w1092: Float = ((arena[((9243104 +% (c1084 *% 64)) +% f1083)] - arena[((9259488 +% (c1084 *% 64)) +% f1083)]) * Float(bitPattern: 0x3f000000))
-        var w1093: Float = (((arena[((9243104 +% (c1084 *% 64)) +% f1083)] * Float(bitPattern: 0x3f000000)) + (arena[((9259488 +% (c1084 *% 64)) +% f1083)] * Float(bitPattern: 0x3f000000))) + (arena[((9275872 +% (c1084 *% 64)) +% f1083)] * Float(1)))
-        var w1094: Float = (((arena[((9230816 +% (c1084 *% 64)) +% f1083)] * Float(1)) + (arena[((9247200 +% (c1084 *% 64)) +% f1083)] * Float(bitPattern: 0x3f000000))) + (arena[((9263584 +% (c1084 *% 64)) +% f1083)] * Float(bitPattern: 0x3f000000)))
-        var w1095: Float = ((arena[((9247200 +% (c1084 *% 64)) +% f1083)] - arena[((9263584 +% (c1084 *% 64)) +% f1083)]) * Float(bitPattern: 0x3f000000))
-        var w1096: Float = (((arena[((9247200 +% (c1084 *% 64)) +% f1083)] * Float(bitPattern: 0x3f000000)) + (arena[((9263584 +% (c1084 *% 64)) +% f1083)] * Float(bitPattern: 0x3f000000))) + (arena[((9279968 +% (c1084 *% 64)) +% f1083)] * Float(1)))
-        var w1097: Float = (((w1085 * Float(1)) + (w1088 * Float(bitPattern: 0x3f000000))) + (w1091 * Float(bitPattern: 0x3f000000)))
-        var w1098: Float = ((w1088 - w1091) * Float(bitPattern: 0x3f000000))
-        var w1099: Float = (((w1088 * Float(bitPattern: 0x3f000000)) + (w1091 * Float(bitPattern: 0x3f000000))) + (w1094 * Float(1)))
-        var w1100: Float = (((w1086 * Float(1)) + (w1089 * Float(bitPattern: 0x3f000000))) + (w1092 * Float(bitPattern: 0x3f000000)))
-        var w1101: Float = ((w1089 - w1092) * Float(bitPattern: 0x3f000000))
-        var w1102: Float = (((w1089 * Float(bitPattern: 0x3f000000)) + (w1092 * Float(bitPattern: 0x3f000000))) + (w1095 * Float(1)))
-        var w1103: Float = (((w1087 * Float(1)) + (w1090 * Float(bitPattern: 0x3f000000))) + (w1093 * Float(bitPattern: 0x3f000000)))
-        var w1104: Float = ((w1090 - w1093) * Float(bitPattern: 0x3f000000))
-        var w1105: Float = (((w1090 * Float(bitPattern: 0x3f000000)) + (w1093 * Float(bitPattern: 0x3f000000))) + (w1096 * Float(1)))
-        grads[(38224 +% (((f1083 *% 64) +% c1084) *% 9))] = w1097
-        grads[((38224 +% (((f1083 *% 64) +% c1084) *% 9)) +% 1)] = w1098
-        grads[((38224 +% (((f1083 *% 64) +% c1084) *% 9)) +% 2)] = w1099
-        grads[((38224 +% (((f1083 *% 64) +% c1084) *% 9)) +% 3)] = w1100
-        grads[((38224 +% (((f1083 *% 64) +% c1084) *% 9)) +% 4)] = w1101
-        grads[((38224 +% (((f1083 *% 64) +% c1084) *% 9)) +% 5)] = w1102
-        grads[((38224 +% (((f1083 *% 64) +% c1084) *% 9)) +% 6)] = w1103
-        grads[((38224 +% (((f1083 *% 64) +% c1084) *% 9)) +% 7)] = w1104
-        grads[((38224 +% (((f1083 *% 64) +% c1084) *% 9)) +% 8)] = w1105
+    for f1000 in 0..<64 {
+      for c1001 in 0..<64 {
+        var w1002: Float = (((arena[((9218528 +% (c1001 *% 64)) +% f1000)] * Float(1)) + (arena[((9234912 +% (c1001 *% 64)) +% f1000)] * Float(bitPattern: 0x3f000000))) + (arena[((9251296 +% (c1001 *% 64)) +% f1000)] * Float(bitPattern: 0x3f000000)))
+        var w1003: Float = ((arena[((9234912 +% (c1001 *% 64)) +% f1000)] - arena[((9251296 +% (c1001 *% 64)) +% f1000)]) * Float(bitPattern: 0x3f000000))
+        var w1004: Float = (((arena[((9234912 +% (c1001 *% 64)) +% f1000)] * Float(bitPattern: 0x3f000000)) + (arena[((9251296 +% (c1001 *% 64)) +% f1000)] * Float(bitPattern: 0x3f000000))) + (arena[((9267680 +% (c1001 *% 64)) +% f1000)] * Float(1)))
+        var w1005: Float = (((arena[((9222624 +% (c1001 *% 64)) +% f1000)] * Float(1)) + (arena[((9239008 +% (c1001 *% 64)) +% f1000)] * Float(bitPattern: 0x3f000000))) + (arena[((9255392 +% (c1001 *% 64)) +% f1000)] * Float(bitPattern: 0x3f000000)))
+        var w1006: Float = ((arena[((9239008 +% (c1001 *% 64)) +% f1000)] - arena[((9255392 +% (c1001 *% 64)) +% f1000)]) * Float(bitPattern: 0x3f000000))
+        var w1007: Float = (((arena[((9239008 +% (c1001 *% 64)) +% f1000)] * Float(bitPattern: 0x3f000000)) + (arena[((9255392 +% (c1001 *% 64)) +% f1000)] * Float(bitPattern: 0x3f000000))) + (arena[((9271776 +% (c1001 *% 64)) +% f1000)] * Float(1)))
+        var w1008: Float = (((arena[((9226720 +% (c1001 *% 64)) +% f1000)] * Float(1)) + (arena[((9243104 +% (c1001 *% 64)) +% f1000)] * Float(bitPattern: 0x3f000000))) + (arena[((9259488 +% (c1001 *% 64)) +% f1000)] * Float(bitPattern: 0x3f000000)))
+        var w1009: Float = ((arena[((9243104 +% (c1001 *% 64)) +% f1000)] - arena[((9259488 +% (c1001 *% 64)) +% f1000)]) * Float(bitPattern: 0x3f000000))
+        var w1010: Float = (((arena[((9243104 +% (c1001 *% 64)) +% f1000)] * Float(bitPattern: 0x3f000000)) + (arena[((9259488 +% (c1001 *% 64)) +% f1000)] * Float(bitPattern: 0x3f000000))) + (arena[((9275872 +% (c1001 *% 64)) +% f1000)] * Float(1)))
+        var w1011: Float = (((arena[((9230816 +% (c1001 *% 64)) +% f1000)] * Float(1)) + (arena[((9247200 +% (c1001 *% 64)) +% f1000)] * Float(bitPattern: 0x3f000000))) + (arena[((9263584 +% (c1001 *% 64)) +% f1000)] * Float(bitPattern: 0x3f000000)))
+        var w1012: Float = ((arena[((9247200 +% (c1001 *% 64)) +% f1000)] - arena[((9263584 +% (c1001 *% 64)) +% f1000)]) * Float(bitPattern: 0x3f000000))
+        var w1013: Float = (((arena[((9247200 +% (c1001 *% 64)) +% f1000)] * Float(bitPattern: 0x3f000000)) + (arena[((9263584 +% (c1001 *% 64)) +% f1000)] * Float(bitPattern: 0x3f000000))) + (arena[((9279968 +% (c1001 *% 64)) +% f1000)] * Float(1)))
+        var w1014: Float = (((w1002 * Float(1)) + (w1005 * Float(bitPattern: 0x3f000000))) + (w1008 * Float(bitPattern: 0x3f000000)))
+        var w1015: Float = ((w1005 - w1008) * Float(bitPattern: 0x3f000000))
+        var w1016: Float = (((w1005 * Float(bitPattern: 0x3f000000)) + (w1008 * Float(bitPattern: 0x3f000000))) + (w1011 * Float(1)))
+        var w1017: Float = (((w1003 * Float(1)) + (w1006 * Float(bitPattern: 0x3f000000))) + (w1009 * Float(bitPattern: 0x3f000000)))
+        var w1018: Float = ((w1006 - w1009) * Float(bitPattern: 0x3f000000))
+        var w1019: Float = (((w1006 * Float(bitPattern: 0x3f000000)) + (w1009 * Float(bitPattern: 0x3f000000))) + (w1012 * Float(1)))
+        var w1020: Float = (((w1004 * Float(1)) + (w1007 * Float(bitPattern: 0x3f000000))) + (w1010 * Float(bitPattern: 0x3f000000)))
+        var w1021: Float = ((w1007 - w1010) * Float(bitPattern: 0x3f000000))
+        var w1022: Float = (((w1007 * Float(bitPattern: 0x3f000000)) + (w1010 * Float(bitPattern: 0x3f000000))) + (w1013 * Float(1)))
+        grads[(38224 +% (((f1000 *% 64) +% c1001) *% 9))] = w1014
+        grads[((38224 +% (((f1000 *% 64) +% c1001) *% 9)) +% 1)] = w1015
+        grads[((38224 +% (((f1000 *% 64) +% c1001) *% 9)) +% 2)] = w1016
+        grads[((38224 +% (((f1000 *% 64) +% c1001) *% 9)) +% 3)] = w1017
+        grads[((38224 +% (((f1000 *% 64) +% c1001) *% 9)) +% 4)] = w1018
+        grads[((38224 +% (((f1000 *% 64) +% c1001) *% 9)) +% 5)] = w1019
+        grads[((38224 +% (((f1000 *% 64) +% c1001) *% 9)) +% 6)] = w1020
+        grads[((38224 +% (((f1000 *% 64) +% c1001) *% 9)) +% 7)] = w1021
+        grads[((38224 +% (((f1000 *% 64) +% c1001) *% 9)) +% 8)] = w1022
       }
     }
   }
   // s3_relu1_grad = conv2d_grad_input(s3_conv2_grad, s3_conv2.weight, s3_relu1)
   do {  // scalar loops
-    for ci1106 in 0..<64 {
-      for co1107 in 0..<64 {
-        var w1108: Float = params[((38224 +% (((ci1106 *% 64) +% co1107) *% 9)) +% 8)]
-        var w1109: Float = (((params[((38224 +% (((ci1106 *% 64) +% co1107) *% 9)) +% 8)] + params[((38224 +% (((ci1106 *% 64) +% co1107) *% 9)) +% 5)]) + params[((38224 +% (((ci1106 *% 64) +% co1107) *% 9)) +% 2)]) * Float(bitPattern: 0x3f000000))
-        var w1110: Float = (((params[((38224 +% (((ci1106 *% 64) +% co1107) *% 9)) +% 8)] + params[((38224 +% (((ci1106 *% 64) +% co1107) *% 9)) +% 2)]) - params[((38224 +% (((ci1106 *% 64) +% co1107) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
-        var w1111: Float = params[((38224 +% (((ci1106 *% 64) +% co1107) *% 9)) +% 2)]
-        var w1112: Float = params[((38224 +% (((ci1106 *% 64) +% co1107) *% 9)) +% 7)]
-        var w1113: Float = (((params[((38224 +% (((ci1106 *% 64) +% co1107) *% 9)) +% 7)] + params[((38224 +% (((ci1106 *% 64) +% co1107) *% 9)) +% 4)]) + params[((38224 +% (((ci1106 *% 64) +% co1107) *% 9)) +% 1)]) * Float(bitPattern: 0x3f000000))
-        var w1114: Float = (((params[((38224 +% (((ci1106 *% 64) +% co1107) *% 9)) +% 7)] + params[((38224 +% (((ci1106 *% 64) +% co1107) *% 9)) +% 1)]) - params[((38224 +% (((ci1106 *% 64) +% co1107) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
-        var w1115: Float = params[((38224 +% (((ci1106 *% 64) +% co1107) *% 9)) +% 1)]
-        var w1116: Float = params[((38224 +% (((ci1106 *% 64) +% co1107) *% 9)) +% 6)]
-        var w1117: Float = (((params[((38224 +% (((ci1106 *% 64) +% co1107) *% 9)) +% 6)] + params[((38224 +% (((ci1106 *% 64) +% co1107) *% 9)) +% 3)]) + params[(38224 +% (((ci1106 *% 64) +% co1107) *% 9))]) * Float(bitPattern: 0x3f000000))
-        var w1118: Float = (((params[((38224 +% (((ci1106 *% 64) +% co1107) *% 9)) +% 6)] + params[(38224 +% (((ci1106 *% 64) +% co1107) *% 9))]) - params[((38224 +% (((ci1106 *% 64) +% co1107) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
-        var w1119: Float = params[(38224 +% (((ci1106 *% 64) +% co1107) *% 9))]
-        var w1120: Float = w1108
-        var w1121: Float = (((w1108 + w1112) + w1116) * Float(bitPattern: 0x3f000000))
-        var w1122: Float = (((w1108 + w1116) - w1112) * Float(bitPattern: 0x3f000000))
-        var w1123: Float = w1116
-        var w1124: Float = w1109
-        var w1125: Float = (((w1109 + w1113) + w1117) * Float(bitPattern: 0x3f000000))
-        var w1126: Float = (((w1109 + w1117) - w1113) * Float(bitPattern: 0x3f000000))
-        var w1127: Float = w1117
-        var w1128: Float = w1110
-        var w1129: Float = (((w1110 + w1114) + w1118) * Float(bitPattern: 0x3f000000))
-        var w1130: Float = (((w1110 + w1118) - w1114) * Float(bitPattern: 0x3f000000))
-        var w1131: Float = w1118
-        var w1132: Float = w1111
-        var w1133: Float = (((w1111 + w1115) + w1119) * Float(bitPattern: 0x3f000000))
-        var w1134: Float = (((w1111 + w1119) - w1115) * Float(bitPattern: 0x3f000000))
-        var w1135: Float = w1119
-        arena[((9962016 +% (ci1106 *% 64)) +% co1107)] = w1120
-        arena[((9966112 +% (ci1106 *% 64)) +% co1107)] = w1121
-        arena[((9970208 +% (ci1106 *% 64)) +% co1107)] = w1122
-        arena[((9974304 +% (ci1106 *% 64)) +% co1107)] = w1123
-        arena[((9978400 +% (ci1106 *% 64)) +% co1107)] = w1124
-        arena[((9982496 +% (ci1106 *% 64)) +% co1107)] = w1125
-        arena[((9986592 +% (ci1106 *% 64)) +% co1107)] = w1126
-        arena[((9990688 +% (ci1106 *% 64)) +% co1107)] = w1127
-        arena[((9994784 +% (ci1106 *% 64)) +% co1107)] = w1128
-        arena[((9998880 +% (ci1106 *% 64)) +% co1107)] = w1129
-        arena[((10002976 +% (ci1106 *% 64)) +% co1107)] = w1130
-        arena[((10007072 +% (ci1106 *% 64)) +% co1107)] = w1131
-        arena[((10011168 +% (ci1106 *% 64)) +% co1107)] = w1132
-        arena[((10015264 +% (ci1106 *% 64)) +% co1107)] = w1133
-        arena[((10019360 +% (ci1106 *% 64)) +% co1107)] = w1134
-        arena[((10023456 +% (ci1106 *% 64)) +% co1107)] = w1135
+    for ci1023 in 0..<64 {
+      for co1024 in 0..<64 {
+        var w1025: Float = params[((38224 +% (((ci1023 *% 64) +% co1024) *% 9)) +% 8)]
+        var w1026: Float = (((params[((38224 +% (((ci1023 *% 64) +% co1024) *% 9)) +% 8)] + params[((38224 +% (((ci1023 *% 64) +% co1024) *% 9)) +% 5)]) + params[((38224 +% (((ci1023 *% 64) +% co1024) *% 9)) +% 2)]) * Float(bitPattern: 0x3f000000))
+        var w1027: Float = (((params[((38224 +% (((ci1023 *% 64) +% co1024) *% 9)) +% 8)] + params[((38224 +% (((ci1023 *% 64) +% co1024) *% 9)) +% 2)]) - params[((38224 +% (((ci1023 *% 64) +% co1024) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
+        var w1028: Float = params[((38224 +% (((ci1023 *% 64) +% co1024) *% 9)) +% 2)]
+        var w1029: Float = params[((38224 +% (((ci1023 *% 64) +% co1024) *% 9)) +% 7)]
+        var w1030: Float = (((params[((38224 +% (((ci1023 *% 64) +% co1024) *% 9)) +% 7)] + params[((38224 +% (((ci1023 *% 64) +% co1024) *% 9)) +% 4)]) + params[((38224 +% (((ci1023 *% 64) +% co1024) *% 9)) +% 1)]) * Float(bitPattern: 0x3f000000))
+        var w1031: Float = (((params[((38224 +% (((ci1023 *% 64) +% co1024) *% 9)) +% 7)] + params[((38224 +% (((ci1023 *% 64) +% co1024) *% 9)) +% 1)]) - params[((38224 +% (((ci1023 *% 64) +% co1024) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
+        var w1032: Float = params[((38224 +% (((ci1023 *% 64) +% co1024) *% 9)) +% 1)]
+        var w1033: Float = params[((38224 +% (((ci1023 *% 64) +% co1024) *% 9)) +% 6)]
+        var w1034: Float = (((params[((38224 +% (((ci1023 *% 64) +% co1024) *% 9)) +% 6)] + params[((38224 +% (((ci1023 *% 64) +% co1024) *% 9)) +% 3)]) + params[(38224 +% (((ci1023 *% 64) +% co1024) *% 9))]) * Float(bitPattern: 0x3f000000))
+        var w1035: Float = (((params[((38224 +% (((ci1023 *% 64) +% co1024) *% 9)) +% 6)] + params[(38224 +% (((ci1023 *% 64) +% co1024) *% 9))]) - params[((38224 +% (((ci1023 *% 64) +% co1024) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
+        var w1036: Float = params[(38224 +% (((ci1023 *% 64) +% co1024) *% 9))]
+        var w1037: Float = w1025
+        var w1038: Float = (((w1025 + w1029) + w1033) * Float(bitPattern: 0x3f000000))
+        var w1039: Float = (((w1025 + w1033) - w1029) * Float(bitPattern: 0x3f000000))
+        var w1040: Float = w1033
+        var w1041: Float = w1026
+        var w1042: Float = (((w1026 + w1030) + w1034) * Float(bitPattern: 0x3f000000))
+        var w1043: Float = (((w1026 + w1034) - w1030) * Float(bitPattern: 0x3f000000))
+        var w1044: Float = w1034
+        var w1045: Float = w1027
+        var w1046: Float = (((w1027 + w1031) + w1035) * Float(bitPattern: 0x3f000000))
+        var w1047: Float = (((w1027 + w1035) - w1031) * Float(bitPattern: 0x3f000000))
+        var w1048: Float = w1035
+        var w1049: Float = w1028
+        var w1050: Float = (((w1028 + w1032) + w1036) * Float(bitPattern: 0x3f000000))
+        var w1051: Float = (((w1028 + w1036) - w1032) * Float(bitPattern: 0x3f000000))
+        var w1052: Float = w1036
+        arena[((9962016 +% (ci1023 *% 64)) +% co1024)] = w1037
+        arena[((9966112 +% (ci1023 *% 64)) +% co1024)] = w1038
+        arena[((9970208 +% (ci1023 *% 64)) +% co1024)] = w1039
+        arena[((9974304 +% (ci1023 *% 64)) +% co1024)] = w1040
+        arena[((9978400 +% (ci1023 *% 64)) +% co1024)] = w1041
+        arena[((9982496 +% (ci1023 *% 64)) +% co1024)] = w1042
+        arena[((9986592 +% (ci1023 *% 64)) +% co1024)] = w1043
+        arena[((9990688 +% (ci1023 *% 64)) +% co1024)] = w1044
+        arena[((9994784 +% (ci1023 *% 64)) +% co1024)] = w1045
+        arena[((9998880 +% (ci1023 *% 64)) +% co1024)] = w1046
+        arena[((10002976 +% (ci1023 *% 64)) +% co1024)] = w1047
+        arena[((10007072 +% (ci1023 *% 64)) +% co1024)] = w1048
+        arena[((10011168 +% (ci1023 *% 64)) +% co1024)] = w1049
+        arena[((10015264 +% (ci1023 *% 64)) +% co1024)] = w1050
+        arena[((10019360 +% (ci1023 *% 64)) +% co1024)] = w1051
+        arena[((10023456 +% (ci1023 *% 64)) +% co1024)] = w1052
       }
     }
   }
-  for i1136 in 0..<800 {
-    storeVector(arena, ((i1136 *% 8) +% 10027552), Vector(repeating: Float(0)))
+  for i1053 in 0..<800 {
+    storeVector(arena, ((i1053 *% 8) +% 10027552), Vector(repeating: Float(0)))
   }
-  for g1137 in 0..<64 {
-    for j1138 in 0..<1 {
-      for c1139 in 0..<64 {
-        for iy1140 in 0..<8 {
-          for ix1141 in 0..<8 {
-            arena[(10027552 +% ((((j1138 *% 6400) +% ((iy1140 +% 1) *% 640)) +% ((ix1141 +% 1) *% 64)) +% c1139))] = arena[((((9699744 +% ((g1137 +% j1138) *% 4096)) +% (c1139 *% 64)) +% (iy1140 *% 8)) +% ix1141)]
+  for g1054 in 0..<64 {
+    for j1055 in 0..<1 {
+      for c1056 in 0..<64 {
+        for iy1057 in 0..<8 {
+          for ix1058 in 0..<8 {
+            arena[(10027552 +% ((((j1055 *% 6400) +% ((iy1057 +% 1) *% 640)) +% ((ix1058 +% 1) *% 64)) +% c1056))] = arena[((((9699744 +% ((g1054 +% j1055) *% 4096)) +% (c1056 *% 64)) +% (iy1057 *% 8)) +% ix1058)]
           }
         }
       }
     }
-    for j1142 in 0..<1 {
-      for ty1143 in 0..<4 {
-        for tx1144 in 0..<4 {
-          for cv1145 in 0..<8 {
-            let w1146 = (loadVector(arena, (10027552 +% ((((j1142 *% 6400) +% ((ty1143 *% 2) *% 640)) +% ((tx1144 *% 2) *% 64)) +% (cv1145 *% 8)))) - loadVector(arena, (10027552 +% ((((j1142 *% 6400) +% (((ty1143 *% 2) +% 2) *% 640)) +% ((tx1144 *% 2) *% 64)) +% (cv1145 *% 8)))))
-            let w1147 = (loadVector(arena, (10027552 +% ((((j1142 *% 6400) +% (((ty1143 *% 2) +% 1) *% 640)) +% ((tx1144 *% 2) *% 64)) +% (cv1145 *% 8)))) + loadVector(arena, (10027552 +% ((((j1142 *% 6400) +% (((ty1143 *% 2) +% 2) *% 640)) +% ((tx1144 *% 2) *% 64)) +% (cv1145 *% 8)))))
-            let w1148 = (loadVector(arena, (10027552 +% ((((j1142 *% 6400) +% (((ty1143 *% 2) +% 2) *% 640)) +% ((tx1144 *% 2) *% 64)) +% (cv1145 *% 8)))) - loadVector(arena, (10027552 +% ((((j1142 *% 6400) +% (((ty1143 *% 2) +% 1) *% 640)) +% ((tx1144 *% 2) *% 64)) +% (cv1145 *% 8)))))
-            let w1149 = (loadVector(arena, (10027552 +% ((((j1142 *% 6400) +% (((ty1143 *% 2) +% 1) *% 640)) +% ((tx1144 *% 2) *% 64)) +% (cv1145 *% 8)))) - loadVector(arena, (10027552 +% ((((j1142 *% 6400) +% (((ty1143 *% 2) +% 3) *% 640)) +% ((tx1144 *% 2) *% 64)) +% (cv1145 *% 8)))))
-            let w1150 = (loadVector(arena, (10027552 +% ((((j1142 *% 6400) +% ((ty1143 *% 2) *% 640)) +% (((tx1144 *% 2) +% 1) *% 64)) +% (cv1145 *% 8)))) - loadVector(arena, (10027552 +% ((((j1142 *% 6400) +% (((ty1143 *% 2) +% 2) *% 640)) +% (((tx1144 *% 2) +% 1) *% 64)) +% (cv1145 *% 8)))))
-            let w1151 = (loadVector(arena, (10027552 +% ((((j1142 *% 6400) +% (((ty1143 *% 2) +% 1) *% 640)) +% (((tx1144 *% 2) +% 1) *% 64)) +% (cv1145 *% 8)))) + loadVector(arena, (10027552 +% ((((j1142 *% 6400) +% (((ty1143 *% 2) +% 2) *% 640)) +% (((tx1144 *% 2) +% 1) *% 64)) +% (cv1145 *% 8)))))
-            let w1152 = (loadVector(arena, (10027552 +% ((((j1142 *% 6400) +% (((ty1143 *% 2) +% 2) *% 640)) +% (((tx1144 *% 2) +% 1) *% 64)) +% (cv1145 *% 8)))) - loadVector(arena, (10027552 +% ((((j1142 *% 6400) +% (((ty1143 *% 2) +% 1) *% 640)) +% (((tx1144 *% 2) +% 1) *% 64)) +% (cv1145 *% 8)))))
-            let w1153 = (loadVector(arena, (10027552 +% ((((j1142 *% 6400) +% (((ty1143 *% 2) +% 1) *% 640)) +% (((tx1144 *% 2) +% 1) *% 64)) +% (cv1145 *% 8)))) - loadVector(arena, (10027552 +% ((((j1142 *% 6400) +% (((ty1143 *% 2) +% 3) *% 640)) +% (((tx1144 *% 2) +% 1) *% 64)) +% (cv1145 *% 8)))))
-            let w1154 = (loadVector(arena, (10027552 +% ((((j1142 *% 6400) +% ((ty1143 *% 2) *% 640)) +% (((tx1144 *% 2) +% 2) *% 64)) +% (cv1145 *% 8)))) - loadVector(arena, (10027552 +% ((((j1142 *% 6400) +% (((ty1143 *% 2) +% 2) *% 640)) +% (((tx1144 *% 2) +% 2) *% 64)) +% (cv1145 *% 8)))))
-            let w1155 = (loadVector(arena, (10027552 +% ((((j1142 *% 6400) +% (((ty1143 *% 2) +% 1) *% 640)) +% (((tx1144 *% 2) +% 2) *% 64)) +% (cv1145 *% 8)))) + loadVector(arena, (10027552 +% ((((j1142 *% 6400) +% (((ty1143 *% 2) +% 2) *% 640)) +% (((tx1144 *% 2) +% 2) *% 64)) +% (cv1145 *% 8)))))
-            let w1156 = (loadVector(arena, (10027552 +% ((((j1142 *% 6400) +% (((ty1143 *% 2) +% 2) *% 640)) +% (((tx1144 *% 2) +% 2) *% 64)) +% (cv1145 *% 8)))) - loadVector(arena, (10027552 +% ((((j1142 *% 6400) +% (((ty1143 *% 2) +% 1) *% 640)) +% (((tx1144 *% 2) +% 2) *% 64)) +% (cv1145 *% 8)))))
-            let w1157 = (loadVector(arena, (10027552 +% ((((j1142 *% 6400) +% (((ty1143 *% 2) +% 1) *% 640)) +% (((tx1144 *% 2) +% 2) *% 64)) +% (cv1145 *% 8)))) - loadVector(arena, (10027552 +% ((((j1142 *% 6400) +% (((ty1143 *% 2) +% 3) *% 640)) +% (((tx1144 *% 2) +% 2) *% 64)) +% (cv1145 *% 8)))))
-            let w1158 = (loadVector(arena, (10027552 +% ((((j1142 *% 6400) +% ((ty1143 *% 2) *% 640)) +% (((tx1144 *% 2) +% 3) *% 64)) +% (cv1145 *% 8)))) - loadVector(arena, (10027552 +% ((((j1142 *% 6400) +% (((ty1143 *% 2) +% 2) *% 640)) +% (((tx1144 *% 2) +% 3) *% 64)) +% (cv1145 *% 8)))))
-            let w1159 = (loadVector(arena, (10027552 +% ((((j1142 *% 6400) +% (((ty1143 *% 2) +% 1) *% 640)) +% (((tx1144 *% 2) +% 3) *% 64)) +% (cv1145 *% 8)))) + loadVector(arena, (10027552 +% ((((j1142 *% 6400) +% (((ty1143 *% 2) +% 2) *% 640)) +% (((tx1144 *% 2) +% 3) *% 64)) +% (cv1145 *% 8)))))
-            let w1160 = (loadVector(arena, (10027552 +% ((((j1142 *% 6400) +% (((ty1143 *% 2) +% 2) *% 640)) +% (((tx1144 *% 2) +% 3) *% 64)) +% (cv1145 *% 8)))) - loadVector(arena, (10027552 +% ((((j1142 *% 6400) +% (((ty1143 *% 2) +% 1) *% 640)) +% (((tx1144 *% 2) +% 3) *% 64)) +% (cv1145 *% 8)))))
-            let w1161 = (loadVector(arena, (10027552 +% ((((j1142 *% 6400) +% (((ty1143 *% 2) +% 1) *% 640)) +% (((tx1144 *% 2) +% 3) *% 64)) +% (cv1145 *% 8)))) - loadVector(arena, (10027552 +% ((((j1142 *% 6400) +% (((ty1143 *% 2) +% 3) *% 640)) +% (((tx1144 *% 2) +% 3) *% 64)) +% (cv1145 *% 8)))))
-            let w1162 = (w1146 - w1154)
-            let w1163 = (w1150 + w1154)
-            let w1164 = (w1154 - w1150)
-            let w1165 = (w1150 - w1158)
-            let w1166 = (w1147 - w1155)
-            let w1167 = (w1151 + w1155)
-            let w1168 = (w1155 - w1151)
-            let w1169 = (w1151 - w1159)
-            let w1170 = (w1148 - w1156)
-            let w1171 = (w1152 + w1156)
-            let w1172 = (w1156 - w1152)
-            let w1173 = (w1152 - w1160)
-            let w1174 = (w1149 - w1157)
-            let w1175 = (w1153 + w1157)
-            let w1176 = (w1157 - w1153)
-            let w1177 = (w1153 - w1161)
-            storeVector(arena, ((10033952 +% ((((j1142 *% 16) +% (ty1143 *% 4)) +% tx1144) *% 64)) +% (cv1145 *% 8)), w1162)
-            storeVector(arena, ((10034976 +% ((((j1142 *% 16) +% (ty1143 *% 4)) +% tx1144) *% 64)) +% (cv1145 *% 8)), w1163)
-            storeVector(arena, ((10036000 +% ((((j1142 *% 16) +% (ty1143 *% 4)) +% tx1144) *% 64)) +% (cv1145 *% 8)), w1164)
-            storeVector(arena, ((10037024 +% ((((j1142 *% 16) +% (ty1143 *% 4)) +% tx1144) *% 64)) +% (cv1145 *% 8)), w1165)
-            storeVector(arena, ((10038048 +% ((((j1142 *% 16) +% (ty1143 *% 4)) +% tx1144) *% 64)) +% (cv1145 *% 8)), w1166)
-            storeVector(arena, ((10039072 +% ((((j1142 *% 16) +% (ty1143 *% 4)) +% tx1144) *% 64)) +% (cv1145 *% 8)), w1167)
-            storeVector(arena, ((10040096 +% ((((j1142 *% 16) +% (ty1143 *% 4)) +% tx1144) *% 64)) +% (cv1145 *% 8)), w1168)
-            storeVector(arena, ((10041120 +% ((((j1142 *% 16) +% (ty1143 *% 4)) +% tx1144) *% 64)) +% (cv1145 *% 8)), w1169)
-            storeVector(arena, ((10042144 +% ((((j1142 *% 16) +% (ty1143 *% 4)) +% tx1144) *% 64)) +% (cv1145 *% 8)), w1170)
-            storeVector(arena, ((10043168 +% ((((j1142 *% 16) +% (ty1143 *% 4)) +% tx1144) *% 64)) +% (cv1145 *% 8)), w1171)
-            storeVector(arena, ((10044192 +% ((((j1142 *% 16) +% (ty1143 *% 4)) +% tx1144) *% 64)) +% (cv1145 *% 8)), w1172)
-            storeVector(arena, ((10045216 +% ((((j1142 *% 16) +% (ty1143 *% 4)) +% tx1144) *% 64)) +% (cv1145 *% 8)), w1173)
-            storeVector(arena, ((10046240 +% ((((j1142 *% 16) +% (ty1143 *% 4)) +% tx1144) *% 64)) +% (cv1145 *% 8)), w1174)
-            storeVector(arena, ((10047264 +% ((((j1142 *% 16) +% (ty1143 *% 4)) +% tx1144) *% 64)) +% (cv1145 *% 8)), w1175)
-            storeVector(arena, ((10048288 +% ((((j1142 *% 16) +% (ty1143 *% 4)) +% tx1144) *% 64)) +% (cv1145 *% 8)), w1176)
-            storeVector(arena, ((10049312 +% ((((j1142 *% 16) +% (ty1143 *% 4)) +% tx1144) *% 64)) +% (cv1145 *% 8)), w1177)
+    for j1059 in 0..<1 {
+      for ty1060 in 0..<4 {
+        for tx1061 in 0..<4 {
+          for cv1062 in 0..<8 {
+            let w1063 = (loadVector(arena, (10027552 +% ((((j1059 *% 6400) +% ((ty1060 *% 2) *% 640)) +% ((tx1061 *% 2) *% 64)) +% (cv1062 *% 8)))) - loadVector(arena, (10027552 +% ((((j1059 *% 6400) +% (((ty1060 *% 2) +% 2) *% 640)) +% ((tx1061 *% 2) *% 64)) +% (cv1062 *% 8)))))
+            let w1064 = (loadVector(arena, (10027552 +% ((((j1059 *% 6400) +% (((ty1060 *% 2) +% 1) *% 640)) +% ((tx1061 *% 2) *% 64)) +% (cv1062 *% 8)))) + loadVector(arena, (10027552 +% ((((j1059 *% 6400) +% (((ty1060 *% 2) +% 2) *% 640)) +% ((tx1061 *% 2) *% 64)) +% (cv1062 *% 8)))))
+            let w1065 = (loadVector(arena, (10027552 +% ((((j1059 *% 6400) +% (((ty1060 *% 2) +% 2) *% 640)) +% ((tx1061 *% 2) *% 64)) +% (cv1062 *% 8)))) - loadVector(arena, (10027552 +% ((((j1059 *% 6400) +% (((ty1060 *% 2) +% 1) *% 640)) +% ((tx1061 *% 2) *% 64)) +% (cv1062 *% 8)))))
+            let w1066 = (loadVector(arena, (10027552 +% ((((j1059 *% 6400) +% (((ty1060 *% 2) +% 1) *% 640)) +% ((tx1061 *% 2) *% 64)) +% (cv1062 *% 8)))) - loadVector(arena, (10027552 +% ((((j1059 *% 6400) +% (((ty1060 *% 2) +% 3) *% 640)) +% ((tx1061 *% 2) *% 64)) +% (cv1062 *% 8)))))
+            let w1067 = (loadVector(arena, (10027552 +% ((((j1059 *% 6400) +% ((ty1060 *% 2) *% 640)) +% (((tx1061 *% 2) +% 1) *% 64)) +% (cv1062 *% 8)))) - loadVector(arena, (10027552 +% ((((j1059 *% 6400) +% (((ty1060 *% 2) +% 2) *% 640)) +% (((tx1061 *% 2) +% 1) *% 64)) +% (cv1062 *% 8)))))
+            let w1068 = (loadVector(arena, (10027552 +% ((((j1059 *% 6400) +% (((ty1060 *% 2) +% 1) *% 640)) +% (((tx1061 *% 2) +% 1) *% 64)) +% (cv1062 *% 8)))) + loadVector(arena, (10027552 +% ((((j1059 *% 6400) +% (((ty1060 *% 2) +% 2) *% 640)) +% (((tx1061 *% 2) +% 1) *% 64)) +% (cv1062 *% 8)))))
+            let w1069 = (loadVector(arena, (10027552 +% ((((j1059 *% 6400) +% (((ty1060 *% 2) +% 2) *% 640)) +% (((tx1061 *% 2) +% 1) *% 64)) +% (cv1062 *% 8)))) - loadVector(arena, (10027552 +% ((((j1059 *% 6400) +% (((ty1060 *% 2) +% 1) *% 640)) +% (((tx1061 *% 2) +% 1) *% 64)) +% (cv1062 *% 8)))))
+            let w1070 = (loadVector(arena, (10027552 +% ((((j1059 *% 6400) +% (((ty1060 *% 2) +% 1) *% 640)) +% (((tx1061 *% 2) +% 1) *% 64)) +% (cv1062 *% 8)))) - loadVector(arena, (10027552 +% ((((j1059 *% 6400) +% (((ty1060 *% 2) +% 3) *% 640)) +% (((tx1061 *% 2) +% 1) *% 64)) +% (cv1062 *% 8)))))
+            let w1071 = (loadVector(arena, (10027552 +% ((((j1059 *% 6400) +% ((ty1060 *% 2) *% 640)) +% (((tx1061 *% 2) +% 2) *% 64)) +% (cv1062 *% 8)))) - loadVector(arena, (10027552 +% ((((j1059 *% 6400) +% (((ty1060 *% 2) +% 2) *% 640)) +% (((tx1061 *% 2) +% 2) *% 64)) +% (cv1062 *% 8)))))
+            let w1072 = (loadVector(arena, (10027552 +% ((((j1059 *% 6400) +% (((ty1060 *% 2) +% 1) *% 640)) +% (((tx1061 *% 2) +% 2) *% 64)) +% (cv1062 *% 8)))) + loadVector(arena, (10027552 +% ((((j1059 *% 6400) +% (((ty1060 *% 2) +% 2) *% 640)) +% (((tx1061 *% 2) +% 2) *% 64)) +% (cv1062 *% 8)))))
+            let w1073 = (loadVector(arena, (10027552 +% ((((j1059 *% 6400) +% (((ty1060 *% 2) +% 2) *% 640)) +% (((tx1061 *% 2) +% 2) *% 64)) +% (cv1062 *% 8)))) - loadVector(arena, (10027552 +% ((((j1059 *% 6400) +% (((ty1060 *% 2) +% 1) *% 640)) +% (((tx1061 *% 2) +% 2) *% 64)) +% (cv1062 *% 8)))))
+            let w1074 = (loadVector(arena, (10027552 +% ((((j1059 *% 6400) +% (((ty1060 *% 2) +% 1) *% 640)) +% (((tx1061 *% 2) +% 2) *% 64)) +% (cv1062 *% 8)))) - loadVector(arena, (10027552 +% ((((j1059 *% 6400) +% (((ty1060 *% 2) +% 3) *% 640)) +% (((tx1061 *% 2) +% 2) *% 64)) +% (cv1062 *% 8)))))
+            let w1075 = (loadVector(arena, (10027552 +% ((((j1059 *% 6400) +% ((ty1060 *% 2) *% 640)) +% (((tx1061 *% 2) +% 3) *% 64)) +% (cv1062 *% 8)))) - loadVector(arena, (10027552 +% ((((j1059 *% 6400) +% (((ty1060 *% 2) +% 2) *% 640)) +% (((tx1061 *% 2) +% 3) *% 64)) +% (cv1062 *% 8)))))
+            let w1076 = (loadVector(arena, (10027552 +% ((((j1059 *% 6400) +% (((ty1060 *% 2) +% 1) *% 640)) +% (((tx1061 *% 2) +% 3) *% 64)) +% (cv1062 *% 8)))) + loadVector(arena, (10027552 +% ((((j1059 *% 6400) +% (((ty1060 *% 2) +% 2) *% 640)) +% (((tx1061 *% 2) +% 3) *% 64)) +% (cv1062 *% 8)))))
+            let w1077 = (loadVector(arena, (10027552 +% ((((j1059 *% 6400) +% (((ty1060 *% 2) +% 2) *% 640)) +% (((tx1061 *% 2) +% 3) *% 64)) +% (cv1062 *% 8)))) - loadVector(arena, (10027552 +% ((((j1059 *% 6400) +% (((ty1060 *% 2) +% 1) *% 640)) +% (((tx1061 *% 2) +% 3) *% 64)) +% (cv1062 *% 8)))))
+            let w1078 = (loadVector(arena, (10027552 +% ((((j1059 *% 6400) +% (((ty1060 *% 2) +% 1) *% 640)) +% (((tx1061 *% 2) +% 3) *% 64)) +% (cv1062 *% 8)))) - loadVector(arena, (10027552 +% ((((j1059 *% 6400) +% (((ty1060 *% 2) +% 3) *% 640)) +% (((tx1061 *% 2) +% 3) *% 64)) +% (cv1062 *% 8)))))
+            let w1079 = (w1063 - w1071)
+            let w1080 = (w1067 + w1071)
+            let w1081 = (w1071 - w1067)
+            let w1082 = (w1067 - w1075)
+            let w1083 = (w1064 - w1072)
+            let w1084 = (w1068 + w1072)
+            let w1085 = (w1072 - w1068)
+            let w1086 = (w1068 - w1076)
+            let w1087 = (w1065 - w1073)
+            let w1088 = (w1069 + w1073)
+            let w1089 = (w1073 - w1069)
+            let w1090 = (w1069 - w1077)
+            let w1091 = (w1066 - w1074)
+            let w1092 = (w1070 + w1074)
+            let w1093 = (w1074 - w1070)
+            let w1094 = (w1070 - w1078)
+            storeVector(arena, ((10033952 +% ((((j1059 *% 16) +% (ty1060 *% 4)) +% tx1061) *% 64)) +% (cv1062 *% 8)), w1079)
+            storeVector(arena, ((10034976 +% ((((j1059 *% 16) +% (ty1060 *% 4)) +% tx1061) *% 64)) +% (cv1062 *% 8)), w1080)
+            storeVector(arena, ((10036000 +% ((((j1059 *% 16) +% (ty1060 *% 4)) +% tx1061) *% 64)) +% (cv1062 *% 8)), w1081)
+            storeVector(arena, ((10037024 +% ((((j1059 *% 16) +% (ty1060 *% 4)) +% tx1061) *% 64)) +% (cv1062 *% 8)), w1082)
+            storeVector(arena, ((10038048 +% ((((j1059 *% 16) +% (ty1060 *% 4)) +% tx1061) *% 64)) +% (cv1062 *% 8)), w1083)
+            storeVector(arena, ((10039072 +% ((((j1059 *% 16) +% (ty1060 *% 4)) +% tx1061) *% 64)) +% (cv1062 *% 8)), w1084)
+            storeVector(arena, ((10040096 +% ((((j1059 *% 16) +% (ty1060 *% 4)) +% tx1061) *% 64)) +% (cv1062 *% 8)), w1085)
+            storeVector(arena, ((10041120 +% ((((j1059 *% 16) +% (ty1060 *% 4)) +% tx1061) *% 64)) +% (cv1062 *% 8)), w1086)
+            storeVector(arena, ((10042144 +% ((((j1059 *% 16) +% (ty1060 *% 4)) +% tx1061) *% 64)) +% (cv1062 *% 8)), w1087)
+            storeVector(arena, ((10043168 +% ((((j1059 *% 16) +% (ty1060 *% 4)) +% tx1061) *% 64)) +% (cv1062 *% 8)), w1088)
+            storeVector(arena, ((10044192 +% ((((j1059 *% 16) +% (ty1060 *% 4)) +% tx1061) *% 64)) +% (cv1062 *% 8)), w1089)
+            storeVector(arena, ((10045216 +% ((((j1059 *% 16) +% (ty1060 *% 4)) +% tx1061) *% 64)) +% (cv1062 *% 8)), w1090)
+            storeVector(arena, ((10046240 +% ((((j1059 *% 16) +% (ty1060 *% 4)) +% tx1061) *% 64)) +% (cv1062 *% 8)), w1091)
+            storeVector(arena, ((10047264 +% ((((j1059 *% 16) +% (ty1060 *% 4)) +% tx1061) *% 64)) +% (cv1062 *% 8)), w1092)
+            storeVector(arena, ((10048288 +% ((((j1059 *% 16) +% (ty1060 *% 4)) +% tx1061) *% 64)) +% (cv1062 *% 8)), w1093)
+            storeVector(arena, ((10049312 +% ((((j1059 *% 16) +% (ty1060 *% 4)) +% tx1061) *% 64)) +% (cv1062 *% 8)), w1094)
           }
         }
       }
     }
-    for xi1178 in 0..<16 {
-      do {  // gemm1186
-        for nb1179 in 0..<2 {
-          for mb1180 in 0..<4 {
-            var t1181_c0_0 = Vector()
-            var t1181_c0_1 = Vector()
-            var t1181_c0_2 = Vector()
-            var t1181_c1_0 = Vector()
-            var t1181_c1_1 = Vector()
-            var t1181_c1_2 = Vector()
-            var t1181_c2_0 = Vector()
-            var t1181_c2_1 = Vector()
-            var t1181_c2_2 = Vector()
-            var t1181_c3_0 = Vector()
-            var t1181_c3_1 = Vector()
-            var t1181_c3_2 = Vector()
-            for k1182 in 0..<64 {
-              let t1181_b0 = loadVector(arena, (((9962016 +% (xi1178 *% 4096)) +% (k1182 *% 64)) +% (nb1179 *% 24)))
-              let t1181_b1 = loadVector(arena, ((((9962016 +% (xi1178 *% 4096)) +% (k1182 *% 64)) +% (nb1179 *% 24)) +% 8))
-              let t1181_b2 = loadVector(arena, ((((9962016 +% (xi1178 *% 4096)) +% (k1182 *% 64)) +% (nb1179 *% 24)) +% 16))
-              let t1181_a0 = Vector(repeating: arena[(((10033952 +% (xi1178 *% 1024)) +% ((mb1180 *% 4) *% 64)) +% k1182)])
-              t1181_c0_0 = t1181_c0_0.addingProduct(t1181_a0, t1181_b0)
-              t1181_c0_1 = t1181_c0_1.addingProduct(t1181_a0, t1181_b1)
-              t1181_c0_2 = t1181_c0_2.addingProduct(t1181_a0, t1181_b2)
-              let t1181_a1 = Vector(repeating: arena[(((10033952 +% (xi1178 *% 1024)) +% (((mb1180 *% 4) +% 1) *% 64)) +% k1182)])
-              t1181_c1_0 = t1181_c1_0.addingProduct(t1181_a1, t1181_b0)
-              t1181_c1_1 = t1181_c1_1.addingProduct(t1181_a1, t1181_b1)
-              t1181_c1_2 = t1181_c1_2.addingProduct(t1181_a1, t1181_b2)
-              let t1181_a2 = Vector(repeating: arena[(((10033952 +% (xi1178 *% 1024)) +% (((mb1180 *% 4) +% 2) *% 64)) +% k1182)])
-              t1181_c2_0 = t1181_c2_0.addingProduct(t1181_a2, t1181_b0)
-              t1181_c2_1 = t1181_c2_1.addingProduct(t1181_a2, t1181_b1)
-              t1181_c2_2 = t1181_c2_2.addingProduct(t1181_a2, t1181_b2)
-              let t1181_a3 = Vector(repeating: arena[(((10033952 +% (xi1178 *% 1024)) +% (((mb1180 *% 4) +% 3) *% 64)) +% k1182)])
-              t1181_c3_0 = t1181_c3_0.addingProduct(t1181_a3, t1181_b0)
-              t1181_c3_1 = t1181_c3_1.addingProduct(t1181_a3, t1181_b1)
-              t1181_c3_2 = t1181_c3_2.addingProduct(t1181_a3, t1181_b2)
+    for xi1095 in 0..<16 {
+      do {  // gemm1103
+        for nb1096 in 0..<2 {
+          for mb1097 in 0..<4 {
+            var t1098_c0_0 = Vector()
+            var t1098_c0_1 = Vector()
+            var t1098_c0_2 = Vector()
+            var t1098_c1_0 = Vector()
+            var t1098_c1_1 = Vector()
+            var t1098_c1_2 = Vector()
+            var t1098_c2_0 = Vector()
+            var t1098_c2_1 = Vector()
+            var t1098_c2_2 = Vector()
+            var t1098_c3_0 = Vector()
+            var t1098_c3_1 = Vector()
+            var t1098_c3_2 = Vector()
+            for k1099 in 0..<64 {
+              let t1098_b0 = loadVector(arena, (((9962016 +% (xi1095 *% 4096)) +% (k1099 *% 64)) +% (nb1096 *% 24)))
+              let t1098_b1 = loadVector(arena, ((((9962016 +% (xi1095 *% 4096)) +% (k1099 *% 64)) +% (nb1096 *% 24)) +% 8))
+              let t1098_b2 = loadVector(arena, ((((9962016 +% (xi1095 *% 4096)) +% (k1099 *% 64)) +% (nb1096 *% 24)) +% 16))
+              let t1098_a0 = Vector(repeating: arena[(((10033952 +% (xi1095 *% 1024)) +% ((mb1097 *% 4) *% 64)) +% k1099)])
+              t1098_c0_0 = t1098_c0_0.addingProduct(t1098_a0, t1098_b0)
+              t1098_c0_1 = t1098_c0_1.addingProduct(t1098_a0, t1098_b1)
+              t1098_c0_2 = t1098_c0_2.addingProduct(t1098_a0, t1098_b2)
+              let t1098_a1 = Vector(repeating: arena[(((10033952 +% (xi1095 *% 1024)) +% (((mb1097 *% 4) +% 1) *% 64)) +% k1099)])
+              t1098_c1_0 = t1098_c1_0.addingProduct(t1098_a1, t1098_b0)
+              t1098_c1_1 = t1098_c1_1.addingProduct(t1098_a1, t1098_b1)
+              t1098_c1_2 = t1098_c1_2.addingProduct(t1098_a1, t1098_b2)
+              let t1098_a2 = Vector(repeating: arena[(((10033952 +% (xi1095 *% 1024)) +% (((mb1097 *% 4) +% 2) *% 64)) +% k1099)])
+              t1098_c2_0 = t1098_c2_0.addingProduct(t1098_a2, t1098_b0)
+              t1098_c2_1 = t1098_c2_1.addingProduct(t1098_a2, t1098_b1)
+              t1098_c2_2 = t1098_c2_2.addingProduct(t1098_a2, t1098_b2)
+              let t1098_a3 = Vector(repeating: arena[(((10033952 +% (xi1095 *% 1024)) +% (((mb1097 *% 4) +% 3) *% 64)) +% k1099)])
+              t1098_c3_0 = t1098_c3_0.addingProduct(t1098_a3, t1098_b0)
+              t1098_c3_1 = t1098_c3_1.addingProduct(t1098_a3, t1098_b1)
+              t1098_c3_2 = t1098_c3_2.addingProduct(t1098_a3, t1098_b2)
             }
-            storeVector(arena, (((10050336 +% (xi1178 *% 1024)) +% ((mb1180 *% 4) *% 64)) +% (nb1179 *% 24)), t1181_c0_0)
-            storeVector(arena, ((((10050336 +% (xi1178 *% 1024)) +% ((mb1180 *% 4) *% 64)) +% (nb1179 *% 24)) +% 8), t1181_c0_1)
-            storeVector(arena, ((((10050336 +% (xi1178 *% 1024)) +% ((mb1180 *% 4) *% 64)) +% (nb1179 *% 24)) +% 16), t1181_c0_2)
-            storeVector(arena, (((10050336 +% (xi1178 *% 1024)) +% (((mb1180 *% 4) +% 1) *% 64)) +% (nb1179 *% 24)), t1181_c1_0)
-            storeVector(arena, ((((10050336 +% (xi1178 *% 1024)) +% (((mb1180 *% 4) +% 1) *% 64)) +% (nb1179 *% 24)) +% 8), t1181_c1_1)
-            storeVector(arena, ((((10050336 +% (xi1178 *% 1024)) +% (((mb1180 *% 4) +% 1) *% 64)) +% (nb1179 *% 24)) +% 16), t1181_c1_2)
-            storeVector(arena, (((10050336 +% (xi1178 *% 1024)) +% (((mb1180 *% 4) +% 2) *% 64)) +% (nb1179 *% 24)), t1181_c2_0)
-            storeVector(arena, ((((10050336 +% (xi1178 *% 1024)) +% (((mb1180 *% 4) +% 2) *% 64)) +% (nb1179 *% 24)) +% 8), t1181_c2_1)
-            storeVector(arena, ((((10050336 +% (xi1178 *% 1024)) +% (((mb1180 *% 4) +% 2) *% 64)) +% (nb1179 *% 24)) +% 16), t1181_c2_2)
-            storeVector(arena, (((10050336 +% (xi1178 *% 1024)) +% (((mb1180 *% 4) +% 3) *% 64)) +% (nb1179 *% 24)), t1181_c3_0)
-            storeVector(arena, ((((10050336 +% (xi1178 *% 1024)) +% (((mb1180 *% 4) +% 3) *% 64)) +% (nb1179 *% 24)) +% 8), t1181_c3_1)
-            storeVector(arena, ((((10050336 +% (xi1178 *% 1024)) +% (((mb1180 *% 4) +% 3) *% 64)) +% (nb1179 *% 24)) +% 16), t1181_c3_2)
+            storeVector(arena, (((10050336 +% (xi1095 *% 1024)) +% ((mb1097 *% 4) *% 64)) +% (nb1096 *% 24)), t1098_c0_0)
+            storeVector(arena, ((((10050336 +% (xi1095 *% 1024)) +% ((mb1097 *% 4) *% 64)) +% (nb1096 *% 24)) +% 8), t1098_c0_1)
+            storeVector(arena, ((((10050336 +% (xi1095 *% 1024)) +% ((mb1097 *% 4) *% 64)) +% (nb1096 *% 24)) +% 16), t1098_c0_2)
+            storeVector(arena, (((10050336 +% (xi1095 *% 1024)) +% (((mb1097 *% 4) +% 1) *% 64)) +% (nb1096 *% 24)), t1098_c1_0)
+            storeVector(arena, ((((10050336 +% (xi1095 *% 1024)) +% (((mb1097 *% 4) +% 1) *% 64)) +% (nb1096 *% 24)) +% 8), t1098_c1_1)
+            storeVector(arena, ((((10050336 +% (xi1095 *% 1024)) +% (((mb1097 *% 4) +% 1) *% 64)) +% (nb1096 *% 24)) +% 16), t1098_c1_2)
+            storeVector(arena, (((10050336 +% (xi1095 *% 1024)) +% (((mb1097 *% 4) +% 2) *% 64)) +% (nb1096 *% 24)), t1098_c2_0)
+            storeVector(arena, ((((10050336 +% (xi1095 *% 1024)) +% (((mb1097 *% 4) +% 2) *% 64)) +% (nb1096 *% 24)) +% 8), t1098_c2_1)
+            storeVector(arena, ((((10050336 +% (xi1095 *% 1024)) +% (((mb1097 *% 4) +% 2) *% 64)) +% (nb1096 *% 24)) +% 16), t1098_c2_2)
+            storeVector(arena, (((10050336 +% (xi1095 *% 1024)) +% (((mb1097 *% 4) +% 3) *% 64)) +% (nb1096 *% 24)), t1098_c3_0)
+            storeVector(arena, ((((10050336 +% (xi1095 *% 1024)) +% (((mb1097 *% 4) +% 3) *% 64)) +% (nb1096 *% 24)) +% 8), t1098_c3_1)
+            storeVector(arena, ((((10050336 +% (xi1095 *% 1024)) +% (((mb1097 *% 4) +% 3) *% 64)) +% (nb1096 *% 24)) +% 16), t1098_c3_2)
           }
         }
-        for mb1183 in 0..<4 {
-          var t1184_c0_0 = Vector()
-          var t1184_c0_1 = Vector()
-          var t1184_c1_0 = Vector()
-          var t1184_c1_1 = Vector()
-          var t1184_c2_0 = Vector()
-          var t1184_c2_1 = Vector()
-          var t1184_c3_0 = Vector()
-          var t1184_c3_1 = Vector()
-          for k1185 in 0..<64 {
-            let t1184_b0 = loadVector(arena, (((9962016 +% (xi1178 *% 4096)) +% (k1185 *% 64)) +% 48))
-            let t1184_b1 = loadVector(arena, ((((9962016 +% (xi1178 *% 4096)) +% (k1185 *% 64)) +% 48) +% 8))
-            let t1184_a0 = Vector(repeating: arena[(((10033952 +% (xi1178 *% 1024)) +% ((mb1183 *% 4) *% 64)) +% k1185)])
-            t1184_c0_0 = t1184_c0_0.addingProduct(t1184_a0, t1184_b0)
-            t1184_c0_1 = t1184_c0_1.addingProduct(t1184_a0, t1184_b1)
-            let t1184_a1 = Vector(repeating: arena[(((10033952 +% (xi1178 *% 1024)) +% (((mb1183 *% 4) +% 1) *% 64)) +% k1185)])
-            t1184_c1_0 = t1184_c1_0.addingProduct(t1184_a1, t1184_b0)
-            t1184_c1_1 = t1184_c1_1.addingProduct(t1184_a1, t1184_b1)
-            let t1184_a2 = Vector(repeating: arena[(((10033952 +% (xi1178 *% 1024)) +% (((mb1183 *% 4) +% 2) *% 64)) +% k1185)])
-            t1184_c2_0 = t1184_c2_0.addingProduct(t1184_a2, t1184_b0)
-            t1184_c2_1 = t1184_c2_1.addingProduct(t1184_a2, t1184_b1)
-            let t1184_a3 = Vector(repeating: arena[(((10033952 +% (xi1178 *% 1024)) +% (((mb1183 *% 4) +% 3) *% 64)) +% k1185)])
-            t1184_c3_0 = t1184_c3_0.addingProduct(t1184_a3, t1184_b0)
-            t1184_c3_1 = t1184_c3_1.addingProduct(t1184_a3, t1184_b1)
+        for mb1100 in 0..<4 {
+          var t1101_c0_0 = Vector()
+          var t1101_c0_1 = Vector()
+          var t1101_c1_0 = Vector()
+          var t1101_c1_1 = Vector()
+          var t1101_c2_0 = Vector()
+          var t1101_c2_1 = Vector()
+          var t1101_c3_0 = Vector()
+          var t1101_c3_1 = Vector()
+          for k1102 in 0..<64 {
+            let t1101_b0 = loadVector(arena, (((9962016 +% (xi1095 *% 4096)) +% (k1102 *% 64)) +% 48))
+            let t1101_b1 = loadVector(arena, ((((9962016 +% (xi1095 *% 4096)) +% (k1102 *% 64)) +% 48) +% 8))
+            let t1101_a0 = Vector(repeating: arena[(((10033952 +% (xi1095 *% 1024)) +% ((mb1100 *% 4) *% 64)) +% k1102)])
+            t1101_c0_0 = t1101_c0_0.addingProduct(t1101_a0, t1101_b0)
+            t1101_c0_1 = t1101_c0_1.addingProduct(t1101_a0, t1101_b1)
+            let t1101_a1 = Vector(repeating: arena[(((10033952 +% (xi1095 *% 1024)) +% (((mb1100 *% 4) +% 1) *% 64)) +% k1102)])
+            t1101_c1_0 = t1101_c1_0.addingProduct(t1101_a1, t1101_b0)
+            t1101_c1_1 = t1101_c1_1.addingProduct(t1101_a1, t1101_b1)
+            let t1101_a2 = Vector(repeating: arena[(((10033952 +% (xi1095 *% 1024)) +% (((mb1100 *% 4) +% 2) *% 64)) +% k1102)])
+            t1101_c2_0 = t1101_c2_0.addingProduct(t1101_a2, t1101_b0)
+            t1101_c2_1 = t1101_c2_1.addingProduct(t1101_a2, t1101_b1)
+            let t1101_a3 = Vector(repeating: arena[(((10033952 +% (xi1095 *% 1024)) +% (((mb1100 *% 4) +% 3) *% 64)) +% k1102)])
+            t1101_c3_0 = t1101_c3_0.addingProduct(t1101_a3, t1101_b0)
+            t1101_c3_1 = t1101_c3_1.addingProduct(t1101_a3, t1101_b1)
           }
-          storeVector(arena, (((10050336 +% (xi1178 *% 1024)) +% ((mb1183 *% 4) *% 64)) +% 48), t1184_c0_0)
-          storeVector(arena, ((((10050336 +% (xi1178 *% 1024)) +% ((mb1183 *% 4) *% 64)) +% 48) +% 8), t1184_c0_1)
-          storeVector(arena, (((10050336 +% (xi1178 *% 1024)) +% (((mb1183 *% 4) +% 1) *% 64)) +% 48), t1184_c1_0)
-          storeVector(arena, ((((10050336 +% (xi1178 *% 1024)) +% (((mb1183 *% 4) +% 1) *% 64)) +% 48) +% 8), t1184_c1_1)
-          storeVector(arena, (((10050336 +% (xi1178 *% 1024)) +% (((mb1183 *% 4) +% 2) *% 64)) +% 48), t1184_c2_0)
-          storeVector(arena, ((((10050336 +% (xi1178 *% 1024)) +% (((mb1183 *% 4) +% 2) *% 64)) +% 48) +% 8), t1184_c2_1)
-          storeVector(arena, (((10050336 +% (xi1178 *% 1024)) +% (((mb1183 *% 4) +% 3) *% 64)) +% 48), t1184_c3_0)
-          storeVector(arena, ((((10050336 +% (xi1178 *% 1024)) +% (((mb1183 *% 4) +% 3) *% 64)) +% 48) +% 8), t1184_c3_1)
-        }
-      }
-    }
-    for j1187 in 0..<1 {
-      for ty1188 in 0..<4 {
-        for tx1189 in 0..<4 {
-          for cv1190 in 0..<8 {
-            let w1191 = ((loadVector(arena, ((10050336 +% ((((j1187 *% 16) +% (ty1188 *% 4)) +% tx1189) *% 64)) +% (cv1190 *% 8))) + loadVector(arena, ((10054432 +% ((((j1187 *% 16) +% (ty1188 *% 4)) +% tx1189) *% 64)) +% (cv1190 *% 8)))) + loadVector(arena, ((10058528 +% ((((j1187 *% 16) +% (ty1188 *% 4)) +% tx1189) *% 64)) +% (cv1190 *% 8))))
-            let w1192 = ((loadVector(arena, ((10054432 +% ((((j1187 *% 16) +% (ty1188 *% 4)) +% tx1189) *% 64)) +% (cv1190 *% 8))) - loadVector(arena, ((10058528 +% ((((j1187 *% 16) +% (ty1188 *% 4)) +% tx1189) *% 64)) +% (cv1190 *% 8)))) - loadVector(arena, ((10062624 +% ((((j1187 *% 16) +% (ty1188 *% 4)) +% tx1189) *% 64)) +% (cv1190 *% 8))))
-            let w1193 = ((loadVector(arena, ((10051360 +% ((((j1187 *% 16) +% (ty1188 *% 4)) +% tx1189) *% 64)) +% (cv1190 *% 8))) + loadVector(arena, ((10055456 +% ((((j1187 *% 16) +% (ty1188 *% 4)) +% tx1189) *% 64)) +% (cv1190 *% 8)))) + loadVector(arena, ((10059552 +% ((((j1187 *% 16) +% (ty1188 *% 4)) +% tx1189) *% 64)) +% (cv1190 *% 8))))
-            let w1194 = ((loadVector(arena, ((10055456 +% ((((j1187 *% 16) +% (ty1188 *% 4)) +% tx1189) *% 64)) +% (cv1190 *% 8))) - loadVector(arena, ((10059552 +% ((((j1187 *% 16) +% (ty1188 *% 4)) +% tx1189) *% 64)) +% (cv1190 *% 8)))) - loadVector(arena, ((10063648 +% ((((j1187 *% 16) +% (ty1188 *% 4)) +% tx1189) *% 64)) +% (cv1190 *% 8))))
-            let w1195 = ((loadVector(arena, ((10052384 +% ((((j1187 *% 16) +% (ty1188 *% 4)) +% tx1189) *% 64)) +% (cv1190 *% 8))) + loadVector(arena, ((10056480 +% ((((j1187 *% 16) +% (ty1188 *% 4)) +% tx1189) *% 64)) +% (cv1190 *% 8)))) + loadVector(arena, ((10060576 +% ((((j1187 *% 16) +% (ty1188 *% 4)) +% tx1189) *% 64)) +% (cv1190 *% 8))))
-            let w1196 = ((loadVector(arena, ((10056480 +% ((((j1187 *% 16) +% (ty1188 *% 4)) +% tx1189) *% 64)) +% (cv1190 *% 8))) - loadVector(arena, ((10060576 +% ((((j1187 *% 16) +% (ty1188 *% 4)) +% tx1189) *% 64)) +% (cv1190 *% 8)))) - loadVector(arena, ((10064672 +% ((((j1187 *% 16) +% (ty1188 *% 4)) +% tx1189) *% 64)) +% (cv1190 *% 8))))
-            let w1197 = ((loadVector(arena, ((10053408 +% ((((j1187 *% 16) +% (ty1188 *% 4)) +% tx1189) *% 64)) +% (cv1190 *% 8))) + loadVector(arena, ((10057504 +% ((((j1187 *% 16) +% (ty1188 *% 4)) +% tx1189) *% 64)) +% (cv1190 *% 8)))) + loadVector(arena, ((10061600 +% ((((j1187 *% 16) +% (ty1188 *% 4)) +% tx1189) *% 64)) +% (cv1190 *% 8))))
-            let w1198 = ((loadVector(arena, ((10057504 +% ((((j1187 *% 16) +% (ty1188 *% 4)) +% tx1189) *% 64)) +% (cv1190 *% 8))) - loadVector(arena, ((10061600 +% ((((j1187 *% 16) +% (ty1188 *% 4)) +% tx1189) *% 64)) +% (cv1190 *% 8)))) - loadVector(arena, ((10065696 +% ((((j1187 *% 16) +% (ty1188 *% 4)) +% tx1189) *% 64)) +% (cv1190 *% 8))))
-            let w1199 = ((w1191 + w1193) + w1195)
-            let w1200 = ((w1193 - w1195) - w1197)
-            let w1201 = ((w1192 + w1194) + w1196)
-            let w1202 = ((w1194 - w1196) - w1198)
-            storeVector(arena, ((10066720 +% (((((j1187 *% 8) +% (ty1188 *% 2)) *% 8) +% (tx1189 *% 2)) *% 64)) +% (cv1190 *% 8)), w1199)
-            storeVector(arena, ((10066720 +% ((((((j1187 *% 8) +% (ty1188 *% 2)) *% 8) +% (tx1189 *% 2)) +% 1) *% 64)) +% (cv1190 *% 8)), w1200)
-            storeVector(arena, ((10066720 +% ((((((j1187 *% 8) +% (ty1188 *% 2)) +% 1) *% 8) +% (tx1189 *% 2)) *% 64)) +% (cv1190 *% 8)), w1201)
-            storeVector(arena, ((10066720 +% (((((((j1187 *% 8) +% (ty1188 *% 2)) +% 1) *% 8) +% (tx1189 *% 2)) +% 1) *% 64)) +% (cv1190 *% 8)), w1202)
-          }
+          storeVector(arena, (((10050336 +% (xi1095 *% 1024)) +% ((mb1100 *% 4) *% 64)) +% 48), t1101_c0_0)
+          storeVector(arena, ((((10050336 +% (xi1095 *% 1024)) +% ((mb1100 *% 4) *% 64)) +% 48) +% 8), t1101_c0_1)
+          storeVector(arena, (((10050336 +% (xi1095 *% 1024)) +% (((mb1100 *% 4) +% 1) *% 64)) +% 48), t1101_c1_0)
+          storeVector(arena, ((((10050336 +% (xi1095 *% 1024)) +% (((mb1100 *% 4) +% 1) *% 64)) +% 48) +% 8), t1101_c1_1)
+          storeVector(arena, (((10050336 +% (xi1095 *% 1024)) +% (((mb1100 *% 4) +% 2) *% 64)) +% 48), t1101_c2_0)
+          storeVector(arena, ((((10050336 +% (xi1095 *% 1024)) +% (((mb1100 *% 4) +% 2) *% 64)) +% 48) +% 8), t1101_c2_1)
+          storeVector(arena, (((10050336 +% (xi1095 *% 1024)) +% (((mb1100 *% 4) +% 3) *% 64)) +% 48), t1101_c3_0)
+          storeVector(arena, ((((10050336 +% (xi1095 *% 1024)) +% (((mb1100 *% 4) +% 3) *% 64)) +% 48) +% 8), t1101_c3_1)
         }
       }
     }
-    for j1203 in 0..<1 {
-      for c1204 in 0..<64 {
-        for q1205 in 0..<64 {
-          arena[(((9175264 +% ((g1137 +% j1203) *% 4096)) +% (c1204 *% 64)) +% q1205)] = arena[((10066720 +% (((j1203 *% 64) +% q1205) *% 64)) +% c1204)]
+    for j1104 in 0..<1 {
+      for ty1105 in 0..<4 {
+        for tx1106 in 0..<4 {
+          for cv1107 in 0..<8 {
+            let w1108 = ((loadVector(arena, ((10050336 +% ((((j1104 *% 16) +% (ty1105 *% 4)) +% tx1106) *% 64)) +% (cv1107 *% 8))) + loadVector(arena, ((10054432 +% ((((j1104 *% 16) +% (ty1105 *% 4)) +% tx1106) *% 64)) +% (cv1107 *% 8)))) + loadVector(arena, ((10058528 +% ((((j1104 *% 16) +% (ty1105 *% 4)) +% tx1106) *% 64)) +% (cv1107 *% 8))))
+            let w1109 = ((loadVector(arena, ((10054432 +% ((((j1104 *% 16) +% (ty1105 *% 4)) +% tx1106) *% 64)) +% (cv1107 *% 8))) - loadVector(arena, ((10058528 +% ((((j1104 *% 16) +% (ty1105 *% 4)) +% tx1106) *% 64)) +% (cv1107 *% 8)))) - loadVector(arena, ((10062624 +% ((((j1104 *% 16) +% (ty1105 *% 4)) +% tx1106) *% 64)) +% (cv1107 *% 8))))
+            let w1110 = ((loadVector(arena, ((10051360 +% ((((j1104 *% 16) +% (ty1105 *% 4)) +% tx1106) *% 64)) +% (cv1107 *% 8))) + loadVector(arena, ((10055456 +% ((((j1104 *% 16) +% (ty1105 *% 4)) +% tx1106) *% 64)) +% (cv1107 *% 8)))) + loadVector(arena, ((10059552 +% ((((j1104 *% 16) +% (ty1105 *% 4)) +% tx1106) *% 64)) +% (cv1107 *% 8))))
+            let w1111 = ((loadVector(arena, ((10055456 +% ((((j1104 *% 16) +% (ty1105 *% 4)) +% tx1106) *% 64)) +% (cv1107 *% 8))) - loadVector(arena, ((10059552 +% ((((j1104 *% 16) +% (ty1105 *% 4)) +% tx1106) *% 64)) +% (cv1107 *% 8)))) - loadVector(arena, ((10063648 +% ((((j1104 *% 16) +% (ty1105 *% 4)) +% tx1106) *% 64)) +% (cv1107 *% 8))))
+            let w1112 = ((loadVector(arena, ((10052384 +% ((((j1104 *% 16) +% (ty1105 *% 4)) +% tx1106) *% 64)) +% (cv1107 *% 8))) + loadVector(arena, ((10056480 +% ((((j1104 *% 16) +% (ty1105 *% 4)) +% tx1106) *% 64)) +% (cv1107 *% 8)))) + loadVector(arena, ((10060576 +% ((((j1104 *% 16) +% (ty1105 *% 4)) +% tx1106) *% 64)) +% (cv1107 *% 8))))
+            let w1113 = ((loadVector(arena, ((10056480 +% ((((j1104 *% 16) +% (ty1105 *% 4)) +% tx1106) *% 64)) +% (cv1107 *% 8))) - loadVector(arena, ((10060576 +% ((((j1104 *% 16) +% (ty1105 *% 4)) +% tx1106) *% 64)) +% (cv1107 *% 8)))) - loadVector(arena, ((10064672 +% ((((j1104 *% 16) +% (ty1105 *% 4)) +% tx1106) *% 64)) +% (cv1107 *% 8))))
+            let w1114 = ((loadVector(arena, ((10053408 +% ((((j1104 *% 16) +% (ty1105 *% 4)) +% tx1106) *% 64)) +% (cv1107 *% 8))) + loadVector(arena, ((10057504 +% ((((j1104 *% 16) +% (ty1105 *% 4)) +% tx1106) *% 64)) +% (cv1107 *% 8)))) + loadVector(arena, ((10061600 +% ((((j1104 *% 16) +% (ty1105 *% 4)) +% tx1106) *% 64)) +% (cv1107 *% 8))))
+            let w1115 = ((loadVector(arena, ((10057504 +% ((((j1104 *% 16) +% (ty1105 *% 4)) +% tx1106) *% 64)) +% (cv1107 *% 8))) - loadVector(arena, ((10061600 +% ((((j1104 *% 16) +% (ty1105 *% 4)) +% tx1106) *% 64)) +% (cv1107 *% 8)))) - loadVector(arena, ((10065696 +% ((((j1104 *% 16) +% (ty1105 *% 4)) +% tx1106) *% 64)) +% (cv1107 *% 8))))
+            let w1116 = ((w1108 + w1110) + w1112)
+            let w1117 = ((w1110 - w1112) - w1114)
+            let w1118 = ((w1109 + w1111) + w1113)
+            let w1119 = ((w1111 - w1113) - w1115)
+            storeVector(arena, ((10066720 +% (((((j1104 *% 8) +% (ty1105 *% 2)) *% 8) +% (tx1106 *% 2)) *% 64)) +% (cv1107 *% 8)), w1116)
+            storeVector(arena, ((10066720 +% ((((((j1104 *% 8) +% (ty1105 *% 2)) *% 8) +% (tx1106 *% 2)) +% 1) *% 64)) +% (cv1107 *% 8)), w1117)
+            storeVector(arena, ((10066720 +% ((((((j1104 *% 8) +% (ty1105 *% 2)) +% 1) *% 8) +% (tx1106 *% 2)) *% 64)) +% (cv1107 *% 8)), w1118)
+            storeVector(arena, ((10066720 +% (((((((j1104 *% 8) +% (ty1105 *% 2)) +% 1) *% 8) +% (tx1106 *% 2)) +% 1) *% 64)) +% (cv1107 *% 8)), w1119)
+          }
+        }
+      }
+    }
+    for j1120 in 0..<1 {
+      for c1121 in 0..<64 {
+        for q1122 in 0..<64 {
+          arena[(((9175264 +% ((g1054 +% j1120) *% 4096)) +% (c1121 *% 64)) +% q1122)] = arena[((10066720 +% (((j1120 *% 64) +% q1122) *% 64)) +% c1121)]
         }
       }
     }
   }
   // s3_bn1_grad = relu_grad(s3_relu1_grad, s3_relu1)
-  for i1206 in 0..<32768 {
-    storeVector(arena, ((i1206 *% 8) +% 9699744), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i1206 *% 8) +% 9175264)), where: loadVector(arena, ((i1206 *% 8) +% 9437600)) .> Vector(repeating: Float(0))))
+  for i1123 in 0..<32768 {
+    storeVector(arena, ((i1123 *% 8) +% 9699744), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i1123 *% 8) +% 9175264)), where: loadVector(arena, ((i1123 *% 8) +% 9437600)) .> Vector(repeating: Float(0))))
   }
   // s3_bn1_weight_grad = batchnorm_grad_weight(s3_bn1_grad, s3_conv1, s3_bn1.mean, s3_bn1.var)
-  for c1207 in 0..<64 {
-    var invstd1209: Float = (Float(1) / sqrtf((arena[(9437536 +% c1207)] + Float(bitPattern: 0x3727c5ac))))
-    var mean1210: Float = arena[(9437472 +% c1207)]
-    var acc1211 = Vector()
-    var tail1212: Float = Float(0)
-    for n1213 in 0..<64 {
-      for v1214 in 0..<8 {
-        acc1211 = (acc1211 + (loadVector(arena, (9699744 +% ((((n1213 *% 64) +% c1207) *% 64) +% (v1214 *% 8)))) * ((loadVector(arena, (8913120 +% ((((n1213 *% 64) +% c1207) *% 64) +% (v1214 *% 8)))) - Vector(repeating: mean1210)) * Vector(repeating: invstd1209))))
+  for c1124 in 0..<64 {
+    var invstd1126: Float = (Float(1) / sqrtf((arena[(9437536 +% c1124)] + Float(bitPattern: 0x3727c5ac))))
+    var mean1127: Float = arena[(9437472 +% c1124)]
+    var acc1128 = Vector()
+    var tail1129: Float = Float(0)
+    for n1130 in 0..<64 {
+      for v1131 in 0..<8 {
+        acc1128 = (acc1128 + (loadVector(arena, (9699744 +% ((((n1130 *% 64) +% c1124) *% 64) +% (v1131 *% 8)))) * ((loadVector(arena, (8913120 +% ((((n1130 *% 64) +% c1124) *% 64) +% (v1131 *% 8)))) - Vector(repeating: mean1127)) * Vector(repeating: invstd1126))))
       }
     }
-    storeVector(arena, 9175264, acc1211)
-    var sum1215: Float = (arena[9175264] + arena[9175265])
-    var sum1216: Float = (sum1215 + arena[9175266])
-    var sum1217: Float = (sum1216 + arena[9175267])
-    var sum1218: Float = (sum1217 + arena[9175268])
-    var sum1219: Float = (sum1218 + arena[9175269])
-    var sum1220: Float = (sum1219 + arena[9175270])
-    var sum1221: Float = (sum1220 + arena[9175271])
-    var sum_x1208: Float = (sum1221 + tail1212)
-    grads[(38096 +% c1207)] = sum_x1208
+    storeVector(arena, 9175264, acc1128)
+    var sum1132: Float = (arena[9175264] + arena[9175265])
+    var sum1133: Float = (sum1132 + arena[9175266])
+    var sum1134: Float = (sum1133 + arena[9175267])
+    var sum1135: Float = (sum1134 + arena[9175268])
+    var sum1136: Float = (sum1135 + arena[9175269])
+    var sum1137: Float = (sum1136 + arena[9175270])
+    var sum1138: Float = (sum1137 + arena[9175271])
+    var sum_x1125: Float = (sum1138 + tail1129)
+    grads[(38096 +% c1124)] = sum_x1125
   }
   // s3_bn1_bias_grad = batchnorm_grad_bias(s3_bn1_grad)
-  for c1222 in 0..<64 {
-    var acc1224 = Vector()
-    var tail1225: Float = Float(0)
-    for n1226 in 0..<64 {
-      for v1227 in 0..<8 {
-        acc1224 = (acc1224 + loadVector(arena, (9699744 +% ((((n1226 *% 64) +% c1222) *% 64) +% (v1227 *% 8)))))
+  for c1139 in 0..<64 {
+    var acc1141 = Vector()
+    var tail1142: Float = Float(0)
+    for n1143 in 0..<64 {
+      for v1144 in 0..<8 {
+        acc1141 = (acc1141 + loadVector(arena, (9699744 +% ((((n1143 *% 64) +% c1139) *% 64) +% (v1144 *% 8)))))
       }
     }
-    storeVector(arena, 9175264, acc1224)
-    var sum1228: Float = (arena[9175264] + arena[9175265])
-    var sum1229: Float = (sum1228 + arena[9175266])
-    var sum1230: Float = (sum1229 + arena[9175267])
-    var sum1231: Float = (sum1230 + arena[9175268])
-    var sum1232: Float = (sum1231 + arena[9175269])
-    var sum1233: Float = (sum1232 + arena[9175270])
-    var sum1234: Float = (sum1233 + arena[9175271])
-    var sum1223: Float = (sum1234 + tail1225)
-    grads[(38160 +% c1222)] = sum1223
+    storeVector(arena, 9175264, acc1141)
+    var sum1145: Float = (arena[9175264] + arena[9175265])
+    var sum1146: Float = (sum1145 + arena[9175266])
+    var sum1147: Float = (sum1146 + arena[9175267])
+    var sum1148: Float = (sum1147 + arena[9175268])
+    var sum1149: Float = (sum1148 + arena[9175269])
+    var sum1150: Float = (sum1149 + arena[9175270])
+    var sum1151: Float = (sum1150 + arena[9175271])
+    var sum1140: Float = (sum1151 + tail1142)
+    grads[(38160 +% c1139)] = sum1140
   }
   // s3_conv1_grad = batchnorm_grad_input(s3_bn1_grad, s3_conv1, s3_bn1.mean, s3_bn1.var, s3_bn1.weight, s3_bn1_bias_grad, s3_bn1_weight_grad)
-  for c1235 in 0..<64 {
-    var invstd1238: Float = (Float(1) / sqrtf((arena[(9437536 +% c1235)] + Float(bitPattern: 0x3727c5ac))))
-    var sum1236: Float = grads[(38160 +% c1235)]
-    var sum_x1237: Float = grads[(38096 +% c1235)]
-    var scale1239: Float = (params[(38096 +% c1235)] * invstd1238)
-    var mean_dy1240: Float = (sum1236 / Float(4096))
-    var mean_dy_x1241: Float = (sum_x1237 / Float(4096))
-    for n1242 in 0..<64 {
-      for i1243 in 0..<64 {
-        arena[(9175264 +% ((((n1242 *% 64) +% c1235) *% 64) +% i1243))] = (scale1239 * ((arena[(9699744 +% ((((n1242 *% 64) +% c1235) *% 64) +% i1243))] - mean_dy1240) - (((arena[(8913120 +% ((((n1242 *% 64) +% c1235) *% 64) +% i1243))] - arena[(9437472 +% c1235)]) * invstd1238) * mean_dy_x1241)))
+  for c1152 in 0..<64 {
+    var invstd1155: Float = (Float(1) / sqrtf((arena[(9437536 +% c1152)] + Float(bitPattern: 0x3727c5ac))))
+    var sum1153: Float = grads[(38160 +% c1152)]
+    var sum_x1154: Float = grads[(38096 +% c1152)]
+    var scale1156: Float = (params[(38096 +% c1152)] * invstd1155)
+    var mean_dy1157: Float = (sum1153 / Float(4096))
+    var mean_dy_x1158: Float = (sum_x1154 / Float(4096))
+    for n1159 in 0..<64 {
+      for i1160 in 0..<64 {
+        arena[(9175264 +% ((((n1159 *% 64) +% c1152) *% 64) +% i1160))] = (scale1156 * ((arena[(9699744 +% ((((n1159 *% 64) +% c1152) *% 64) +% i1160))] - mean_dy1157) - (((arena[(8913120 +% ((((n1159 *% 64) +% c1152) *% 64) +% i1160))] - arena[(9437472 +% c1152)]) * invstd1155) * mean_dy_x1158)))
       }
     }
   }
   // s3_conv1_weight_grad = conv2d_grad_weight(s3_conv1_grad, x2)
-  for i1244 in 0..<2304 {
-    storeVector(arena, ((i1244 *% 8) +% 11900064), Vector(repeating: Float(0)))
+  for i1161 in 0..<2304 {
+    storeVector(arena, ((i1161 *% 8) +% 9802656), Vector(repeating: Float(0)))
   }
-  for i1245 in 0..<20736 {
-    storeVector(arena, ((i1245 *% 8) +% 11918496), Vector(repeating: Float(0)))
-  }
-  for g1246 in 0..<4 {
-    do {  // scalar loops
-      for j1247 in 0..<16 {
-        for c1248 in 0..<32 {
-          for qy1249 in 0..<8 {
-            for qx1250 in 0..<8 {
-              arena[(11918496 +% (((((((j1247 *% 32) +% c1248) *% 2) *% 2) *% 81) +% ((qy1249 +% 1) *% 9)) +% (qx1250 +% 1)))] = arena[(((((7864480 +% (((g1246 *% 16) +% j1247) *% 8192)) +% (c1248 *% 256)) +% ((((qy1249 +% 1) *% 2) +% -1) *% 16)) +% ((qx1250 +% 1) *% 2)) +% -1)]
+  for g1162 in 0..<4 {
+    for j1163 in 0..<16 {
+      for c1164 in 0..<32 {
+        for ky1165 in 0..<3 {
+          for oy1166 in 0..<8 {
+            if (-1 < (((oy1166 *% 2) +% ky1165) +% -1) && (((oy1166 *% 2) +% ky1165) +% -1) < 16) {
+              for ox1167 in 0..<7 {
+                arena[(((9437600 +% ((((c1164 *% 3) +% ky1165) *% 3) *% 1040)) +% (j1163 *% 64)) +% ((oy1166 *% 8) +% (ox1167 +% 1)))] = arena[((((7864480 +% (((g1162 *% 16) +% j1163) *% 8192)) +% (c1164 *% 256)) +% ((((oy1166 *% 2) +% ky1165) +% -1) *% 16)) +% (((ox1167 +% 1) *% 2) +% -1))]
+              }
+              for ox1168 in 0..<1 {
+                arena[(((9437600 +% ((((c1164 *% 3) +% ky1165) *% 3) *% 1040)) +% (j1163 *% 64)) +% ((oy1166 *% 8) +% ox1168))] = Float(0)
+              }
+            }
+            if (((oy1166 *% 2) +% ky1165) +% -1) < 0 {
+              for ox1169 in 0..<8 {
+                arena[(((9437600 +% ((((c1164 *% 3) +% ky1165) *% 3) *% 1040)) +% (j1163 *% 64)) +% ((oy1166 *% 8) +% ox1169))] = Float(0)
+              }
+            }
+            if 15 < (((oy1166 *% 2) +% ky1165) +% -1) {
+              for ox1169 in 0..<8 {
+                arena[(((9437600 +% ((((c1164 *% 3) +% ky1165) *% 3) *% 1040)) +% (j1163 *% 64)) +% ((oy1166 *% 8) +% ox1169))] = Float(0)
+              }
             }
           }
-        }
-      }
-      for j1251 in 0..<16 {
-        for c1252 in 0..<32 {
-          for qy1253 in 0..<8 {
-            for qx1254 in 0..<8 {
-              arena[(11918496 +% ((((((((j1251 *% 32) +% c1252) *% 2) *% 2) +% 1) *% 81) +% ((qy1253 +% 1) *% 9)) +% qx1254))] = arena[((((7864480 +% (((g1246 *% 16) +% j1251) *% 8192)) +% (c1252 *% 256)) +% ((((qy1253 +% 1) *% 2) +% -1) *% 16)) +% (qx1254 *% 2))]
+          for oy1170 in 0..<8 {
+            if (-1 < (((oy1170 *% 2) +% ky1165) +% -1) && (((oy1170 *% 2) +% ky1165) +% -1) < 16) {
+              for ox1171 in 0..<8 {
+                arena[(((9437600 +% (((((c1164 *% 3) +% ky1165) *% 3) +% 1) *% 1040)) +% (j1163 *% 64)) +% ((oy1170 *% 8) +% ox1171))] = arena[((((7864480 +% (((g1162 *% 16) +% j1163) *% 8192)) +% (c1164 *% 256)) +% ((((oy1170 *% 2) +% ky1165) +% -1) *% 16)) +% (ox1171 *% 2))]
+              }
+            }
+            if (((oy1170 *% 2) +% ky1165) +% -1) < 0 {
+              for ox1172 in 0..<8 {
+                arena[(((9437600 +% (((((c1164 *% 3) +% ky1165) *% 3) +% 1) *% 1040)) +% (j1163 *% 64)) +% ((oy1170 *% 8) +% ox1172))] = Float(0)
+              }
+            }
+            if 15 < (((oy1170 *% 2) +% ky1165) +% -1) {
+              for ox1172 in 0..<8 {
+                arena[(((9437600 +% (((((c1164 *% 3) +% ky1165) *% 3) +% 1) *% 1040)) +% (j1163 *% 64)) +% ((oy1170 *% 8) +% ox1172))] = Float(0)
+              }
             }
           }
-        }
-      }
-      for j1255 in 0..<16 {
-        for c1256 in 0..<32 {
-          for qy1257 in 0..<8 {
-            for qx1258 in 0..<8 {
-              arena[(11918496 +% ((((((((j1255 *% 32) +% c1256) *% 2) +% 1) *% 2) *% 81) +% (qy1257 *% 9)) +% (qx1258 +% 1)))] = arena[(((((7864480 +% (((g1246 *% 16) +% j1255) *% 8192)) +% (c1256 *% 256)) +% ((qy1257 *% 2) *% 16)) +% ((qx1258 +% 1) *% 2)) +% -1)]
+          for oy1173 in 0..<8 {
+            if (-1 < (((oy1173 *% 2) +% ky1165) +% -1) && (((oy1173 *% 2) +% ky1165) +% -1) < 16) {
+              for ox1174 in 0..<8 {
+                arena[(((9437600 +% (((((c1164 *% 3) +% ky1165) *% 3) +% 2) *% 1040)) +% (j1163 *% 64)) +% ((oy1173 *% 8) +% ox1174))] = arena[((((7864480 +% (((g1162 *% 16) +% j1163) *% 8192)) +% (c1164 *% 256)) +% ((((oy1173 *% 2) +% ky1165) +% -1) *% 16)) +% ((ox1174 *% 2) +% 1))]
+              }
             }
-          }
-        }
-      }
-      for j1259 in 0..<16 {
-        for c1260 in 0..<32 {
-          for qy1261 in 0..<8 {
-            for qx1262 in 0..<8 {
-              arena[(11918496 +% (((((((((j1259 *% 32) +% c1260) *% 2) +% 1) *% 2) +% 1) *% 81) +% (qy1261 *% 9)) +% qx1262))] = arena[((((7864480 +% (((g1246 *% 16) +% j1259) *% 8192)) +% (c1260 *% 256)) +% ((qy1261 *% 2) *% 16)) +% (qx1262 *% 2))]
+            if (((oy1173 *% 2) +% ky1165) +% -1) < 0 {
+              for ox1175 in 0..<8 {
+                arena[(((9437600 +% (((((c1164 *% 3) +% ky1165) *% 3) +% 2) *% 1040)) +% (j1163 *% 64)) +% ((oy1173 *% 8) +% ox1175))] = Float(0)
+              }
             }
-          }
-        }
-      }
-      for j1263 in 0..<16 {
-        for c1264 in 0..<32 {
-          for ky1265 in 0..<3 {
-            for kx1266 in 0..<3 {
-              for wy1267 in 0..<1 {
-                for wx1268 in 0..<1 {
-                  for py1269 in 0..<8 {
-                    for cv1270 in 0..<1 {
-                      storeVector(arena, (((((11535008 +% (((((c1264 *% 3) +% ky1265) *% 3) +% kx1266) *% 1040)) +% (j1263 *% 64)) +% ((wy1267 +% wx1268) *% 64)) +% (py1269 *% 8)) +% (cv1270 *% 8)), loadVector(arena, (11918496 +% (((((((((j1263 *% 32) +% c1264) *% 2) +% (((wy1267 *% 2) +% ky1265) % 2)) *% 2) +% (((wx1268 *% 2) +% kx1266) % 2)) *% 81) +% ((py1269 +% (((wy1267 *% 2) +% ky1265) / 2)) *% 9)) +% ((cv1270 *% 8) +% (((wx1268 *% 2) +% kx1266) / 2))))))
-                    }
-                  }
-                }
+            if 15 < (((oy1173 *% 2) +% ky1165) +% -1) {
+              for ox1175 in 0..<8 {
+                arena[(((9437600 +% (((((c1164 *% 3) +% ky1165) *% 3) +% 2) *% 1040)) +% (j1163 *% 64)) +% ((oy1173 *% 8) +% ox1175))] = Float(0)
               }
             }
           }
         }
       }
     }
-    for j1271 in 0..<16 {
-      for i1272 in 0..<64 {
-        for f1273 in 0..<64 {
-          arena[((11834528 +% (((j1271 *% 64) +% i1272) *% 64)) +% f1273)] = arena[(((9175264 +% (((g1246 *% 16) +% j1271) *% 4096)) +% (f1273 *% 64)) +% i1272)]
+    for j1176 in 0..<16 {
+      for i1177 in 0..<64 {
+        for f1178 in 0..<64 {
+          arena[((9737120 +% (((j1176 *% 64) +% i1177) *% 64)) +% f1178)] = arena[(((9175264 +% (((g1162 *% 16) +% j1176) *% 4096)) +% (f1178 *% 64)) +% i1177)]
         }
       }
     }
-    do {  // gemm1281
-      for nb1274 in 0..<2 {
-        for mb1275 in 0..<72 {
-          var t1276_c0_0 = loadVector(arena, ((11900064 +% ((mb1275 *% 4) *% 64)) +% (nb1274 *% 24)))
-          var t1276_c0_1 = loadVector(arena, (((11900064 +% ((mb1275 *% 4) *% 64)) +% (nb1274 *% 24)) +% 8))
-          var t1276_c0_2 = loadVector(arena, (((11900064 +% ((mb1275 *% 4) *% 64)) +% (nb1274 *% 24)) +% 16))
-          var t1276_c1_0 = loadVector(arena, ((11900064 +% (((mb1275 *% 4) +% 1) *% 64)) +% (nb1274 *% 24)))
-          var t1276_c1_1 = loadVector(arena, (((11900064 +% (((mb1275 *% 4) +% 1) *% 64)) +% (nb1274 *% 24)) +% 8))
-          var t1276_c1_2 = loadVector(arena, (((11900064 +% (((mb1275 *% 4) +% 1) *% 64)) +% (nb1274 *% 24)) +% 16))
-          var t1276_c2_0 = loadVector(arena, ((11900064 +% (((mb1275 *% 4) +% 2) *% 64)) +% (nb1274 *% 24)))
-          var t1276_c2_1 = loadVector(arena, (((11900064 +% (((mb1275 *% 4) +% 2) *% 64)) +% (nb1274 *% 24)) +% 8))
-          var t1276_c2_2 = loadVector(arena, (((11900064 +% (((mb1275 *% 4) +% 2) *% 64)) +% (nb1274 *% 24)) +% 16))
-          var t1276_c3_0 = loadVector(arena, ((11900064 +% (((mb1275 *% 4) +% 3) *% 64)) +% (nb1274 *% 24)))
-          var t1276_c3_1 = loadVector(arena, (((11900064 +% (((mb1275 *% 4) +% 3) *% 64)) +% (nb1274 *% 24)) +% 8))
-          var t1276_c3_2 = loadVector(arena, (((11900064 +% (((mb1275 *% 4) +% 3) *% 64)) +% (nb1274 *% 24)) +% 16))
-          for k1277 in 0..<1024 {
-            let t1276_b0 = loadVector(arena, ((11834528 +% (k1277 *% 64)) +% (nb1274 *% 24)))
-            let t1276_b1 = loadVector(arena, (((11834528 +% (k1277 *% 64)) +% (nb1274 *% 24)) +% 8))
-            let t1276_b2 = loadVector(arena, (((11834528 +% (k1277 *% 64)) +% (nb1274 *% 24)) +% 16))
-            let t1276_a0 = Vector(repeating: arena[((11535008 +% ((mb1275 *% 4) *% 1040)) +% k1277)])
-            t1276_c0_0 = t1276_c0_0.addingProduct(t1276_a0, t1276_b0)
-            t1276_c0_1 = t1276_c0_1.addingProduct(t1276_a0, t1276_b1)
-            t1276_c0_2 = t1276_c0_2.addingProduct(t1276_a0, t1276_b2)
-            let t1276_a1 = Vector(repeating: arena[((11535008 +% (((mb1275 *% 4) +% 1) *% 1040)) +% k1277)])
-            t1276_c1_0 = t1276_c1_0.addingProduct(t1276_a1, t1276_b0)
-            t1276_c1_1 = t1276_c1_1.addingProduct(t1276_a1, t1276_b1)
-            t1276_c1_2 = t1276_c1_2.addingProduct(t1276_a1, t1276_b2)
-            let t1276_a2 = Vector(repeating: arena[((11535008 +% (((mb1275 *% 4) +% 2) *% 1040)) +% k1277)])
-            t1276_c2_0 = t1276_c2_0.addingProduct(t1276_a2, t1276_b0)
-            t1276_c2_1 = t1276_c2_1.addingProduct(t1276_a2, t1276_b1)
-            t1276_c2_2 = t1276_c2_2.addingProduct(t1276_a2, t1276_b2)
-            let t1276_a3 = Vector(repeating: arena[((11535008 +% (((mb1275 *% 4) +% 3) *% 1040)) +% k1277)])
-            t1276_c3_0 = t1276_c3_0.addingProduct(t1276_a3, t1276_b0)
-            t1276_c3_1 = t1276_c3_1.addingProduct(t1276_a3, t1276_b1)
-            t1276_c3_2 = t1276_c3_2.addingProduct(t1276_a3, t1276_b2)
+    do {  // gemm1186
+      for nb1179 in 0..<2 {
+        for mb1180 in 0..<72 {
+          var t1181_c0_0 = loadVector(arena, ((9802656 +% ((mb1180 *% 4) *% 64)) +% (nb1179 *% 24)))
+          var t1181_c0_1 = loadVector(arena, (((9802656 +% ((mb1180 *% 4) *% 64)) +% (nb1179 *% 24)) +% 8))
+          var t1181_c0_2 = loadVector(arena, (((9802656 +% ((mb1180 *% 4) *% 64)) +% (nb1179 *% 24)) +% 16))
+          var t1181_c1_0 = loadVector(arena, ((9802656 +% (((mb1180 *% 4) +% 1) *% 64)) +% (nb1179 *% 24)))
+          var t1181_c1_1 = loadVector(arena, (((9802656 +% (((mb1180 *% 4) +% 1) *% 64)) +% (nb1179 *% 24)) +% 8))
+          var t1181_c1_2 = loadVector(arena, (((9802656 +% (((mb1180 *% 4) +% 1) *% 64)) +% (nb1179 *% 24)) +% 16))
+          var t1181_c2_0 = loadVector(arena, ((9802656 +% (((mb1180 *% 4) +% 2) *% 64)) +% (nb1179 *% 24)))
+          var t1181_c2_1 = loadVector(arena, (((9802656 +% (((mb1180 *% 4) +% 2) *% 64)) +% (nb1179 *% 24)) +% 8))
+          var t1181_c2_2 = loadVector(arena, (((9802656 +% (((mb1180 *% 4) +% 2) *% 64)) +% (nb1179 *% 24)) +% 16))
+          var t1181_c3_0 = loadVector(arena, ((9802656 +% (((mb1180 *% 4) +% 3) *% 64)) +% (nb1179 *% 24)))
+          var t1181_c3_1 = loadVector(arena, (((9802656 +% (((mb1180 *% 4) +% 3) *% 64)) +% (nb1179 *% 24)) +% 8))
+          var t1181_c3_2 = loadVector(arena, (((9802656 +% (((mb1180 *% 4) +% 3) *% 64)) +% (nb1179 *% 24)) +% 16))
+          for k1182 in 0..<1024 {
+            let t1181_b0 = loadVector(arena, ((9737120 +% (k1182 *% 64)) +% (nb1179 *% 24)))
+            let t1181_b1 = loadVector(arena, (((9737120 +% (k1182 *% 64)) +% (nb1179 *% 24)) +% 8))
+            let t1181_b2 = loadVector(arena, (((9737120 +% (k1182 *% 64)) +% (nb1179 *% 24)) +% 16))
+            let t1181_a0 = Vector(repeating: arena[((9437600 +% ((mb1180 *% 4) *% 1040)) +% k1182)])
+            t1181_c0_0 = t1181_c0_0.addingProduct(t1181_a0, t1181_b0)
+            t1181_c0_1 = t1181_c0_1.addingProduct(t1181_a0, t1181_b1)
+            t1181_c0_2 = t1181_c0_2.addingProduct(t1181_a0, t1181_b2)
+            let t1181_a1 = Vector(repeating: arena[((9437600 +% (((mb1180 *% 4) +% 1) *% 1040)) +% k1182)])
+            t1181_c1_0 = t1181_c1_0.addingProduct(t1181_a1, t1181_b0)
+            t1181_c1_1 = t1181_c1_1.addingProduct(t1181_a1, t1181_b1)
+            t1181_c1_2 = t1181_c1_2.addingProduct(t1181_a1, t1181_b2)
+            let t1181_a2 = Vector(repeating: arena[((9437600 +% (((mb1180 *% 4) +% 2) *% 1040)) +% k1182)])
+            t1181_c2_0 = t1181_c2_0.addingProduct(t1181_a2, t1181_b0)
+            t1181_c2_1 = t1181_c2_1.addingProduct(t1181_a2, t1181_b1)
+            t1181_c2_2 = t1181_c2_2.addingProduct(t1181_a2, t1181_b2)
+            let t1181_a3 = Vector(repeating: arena[((9437600 +% (((mb1180 *% 4) +% 3) *% 1040)) +% k1182)])
+            t1181_c3_0 = t1181_c3_0.addingProduct(t1181_a3, t1181_b0)
+            t1181_c3_1 = t1181_c3_1.addingProduct(t1181_a3, t1181_b1)
+            t1181_c3_2 = t1181_c3_2.addingProduct(t1181_a3, t1181_b2)
           }
-          storeVector(arena, ((11900064 +% ((mb1275 *% 4) *% 64)) +% (nb1274 *% 24)), t1276_c0_0)
-          storeVector(arena, (((11900064 +% ((mb1275 *% 4) *% 64)) +% (nb1274 *% 24)) +% 8), t1276_c0_1)
-          storeVector(arena, (((11900064 +% ((mb1275 *% 4) *% 64)) +% (nb1274 *% 24)) +% 16), t1276_c0_2)
-          storeVector(arena, ((11900064 +% (((mb1275 *% 4) +% 1) *% 64)) +% (nb1274 *% 24)), t1276_c1_0)
-          storeVector(arena, (((11900064 +% (((mb1275 *% 4) +% 1) *% 64)) +% (nb1274 *% 24)) +% 8), t1276_c1_1)
-          storeVector(arena, (((11900064 +% (((mb1275 *% 4) +% 1) *% 64)) +% (nb1274 *% 24)) +% 16), t1276_c1_2)
-          storeVector(arena, ((11900064 +% (((mb1275 *% 4) +% 2) *% 64)) +% (nb1274 *% 24)), t1276_c2_0)
-          storeVector(arena, (((11900064 +% (((mb1275 *% 4) +% 2) *% 64)) +% (nb1274 *% 24)) +% 8), t1276_c2_1)
-          storeVector(arena, (((11900064 +% (((mb1275 *% 4) +% 2) *% 64)) +% (nb1274 *% 24)) +% 16), t1276_c2_2)
-          storeVector(arena, ((11900064 +% (((mb1275 *% 4) +% 3) *% 64)) +% (nb1274 *% 24)), t1276_c3_0)
-          storeVector(arena, (((11900064 +% (((mb1275 *% 4) +% 3) *% 64)) +% (nb1274 *% 24)) +% 8), t1276_c3_1)
-          storeVector(arena, (((11900064 +% (((mb1275 *% 4) +% 3) *% 64)) +% (nb1274 *% 24)) +% 16), t1276_c3_2)
+          storeVector(arena, ((9802656 +% ((mb1180 *% 4) *% 64)) +% (nb1179 *% 24)), t1181_c0_0)
+          storeVector(arena, (((9802656 +% ((mb1180 *% 4) *% 64)) +% (nb1179 *% 24)) +% 8), t1181_c0_1)
+          storeVector(arena, (((9802656 +% ((mb1180 *% 4) *% 64)) +% (nb1179 *% 24)) +% 16), t1181_c0_2)
+          storeVector(arena, ((9802656 +% (((mb1180 *% 4) +% 1) *% 64)) +% (nb1179 *% 24)), t1181_c1_0)
+          storeVector(arena, (((9802656 +% (((mb1180 *% 4) +% 1) *% 64)) +% (nb1179 *% 24)) +% 8), t1181_c1_1)
+          storeVector(arena, (((9802656 +% (((mb1180 *% 4) +% 1) *% 64)) +% (nb1179 *% 24)) +% 16), t1181_c1_2)
+          storeVector(arena, ((9802656 +% (((mb1180 *% 4) +% 2) *% 64)) +% (nb1179 *% 24)), t1181_c2_0)
+          storeVector(arena, (((9802656 +% (((mb1180 *% 4) +% 2) *% 64)) +% (nb1179 *% 24)) +% 8), t1181_c2_1)
+          storeVector(arena, (((9802656 +% (((mb1180 *% 4) +% 2) *% 64)) +% (nb1179 *% 24)) +% 16), t1181_c2_2)
+          storeVector(arena, ((9802656 +% (((mb1180 *% 4) +% 3) *% 64)) +% (nb1179 *% 24)), t1181_c3_0)
+          storeVector(arena, (((9802656 +% (((mb1180 *% 4) +% 3) *% 64)) +% (nb1179 *% 24)) +% 8), t1181_c3_1)
+          storeVector(arena, (((9802656 +% (((mb1180 *% 4) +% 3) *% 64)) +% (nb1179 *% 24)) +% 16), t1181_c3_2)
         }
       }
-      for mb1278 in 0..<72 {
-        var t1279_c0_0 = loadVector(arena, ((11900064 +% ((mb1278 *% 4) *% 64)) +% 48))
-        var t1279_c0_1 = loadVector(arena, (((11900064 +% ((mb1278 *% 4) *% 64)) +% 48) +% 8))
-        var t1279_c1_0 = loadVector(arena, ((11900064 +% (((mb1278 *% 4) +% 1) *% 64)) +% 48))
-        var t1279_c1_1 = loadVector(arena, (((11900064 +% (((mb1278 *% 4) +% 1) *% 64)) +% 48) +% 8))
-        var t1279_c2_0 = loadVector(arena, ((11900064 +% (((mb1278 *% 4) +% 2) *% 64)) +% 48))
-        var t1279_c2_1 = loadVector(arena, (((11900064 +% (((mb1278 *% 4) +% 2) *% 64)) +% 48) +% 8))
-        var t1279_c3_0 = loadVector(arena, ((11900064 +% (((mb1278 *% 4) +% 3) *% 64)) +% 48))
-        var t1279_c3_1 = loadVector(arena, (((11900064 +% (((mb1278 *% 4) +% 3) *% 64)) +% 48) +% 8))
-        for k1280 in 0..<1024 {
-          let t1279_b0 = loadVector(arena, ((11834528 +% (k1280 *% 64)) +% 48))
-          let t1279_b1 = loadVector(arena, (((11834528 +% (k1280 *% 64)) +% 48) +% 8))
-          let t1279_a0 = Vector(repeating: arena[((11535008 +% ((mb1278 *% 4) *% 1040)) +% k1280)])
-          t1279_c0_0 = t1279_c0_0.addingProduct(t1279_a0, t1279_b0)
-          t1279_c0_1 = t1279_c0_1.addingProduct(t1279_a0, t1279_b1)
-          let t1279_a1 = Vector(repeating: arena[((11535008 +% (((mb1278 *% 4) +% 1) *% 1040)) +% k1280)])
-          t1279_c1_0 = t1279_c1_0.addingProduct(t1279_a1, t1279_b0)
-          t1279_c1_1 = t1279_c1_1.addingProduct(t1279_a1, t1279_b1)
-          let t1279_a2 = Vector(repeating: arena[((11535008 +% (((mb1278 *% 4) +% 2) *% 1040)) +% k1280)])
-          t1279_c2_0 = t1279_c2_0.addingProduct(t1279_a2, t1279_b0)
-          t1279_c2_1 = t1279_c2_1.addingProduct(t1279_a2, t1279_b1)
-          let t1279_a3 = Vector(repeating: arena[((11535008 +% (((mb1278 *% 4) +% 3) *% 1040)) +% k1280)])
-          t1279_c3_0 = t1279_c3_0.addingProduct(t1279_a3, t1279_b0)
-          t1279_c3_1 = t1279_c3_1.addingProduct(t1279_a3, t1279_b1)
+      for mb1183 in 0..<72 {
+        var t1184_c0_0 = loadVector(arena, ((9802656 +% ((mb1183 *% 4) *% 64)) +% 48))
+        var t1184_c0_1 = loadVector(arena, (((9802656 +% ((mb1183 *% 4) *% 64)) +% 48) +% 8))
+        var t1184_c1_0 = loadVector(arena, ((9802656 +% (((mb1183 *% 4) +% 1) *% 64)) +% 48))
+        var t1184_c1_1 = loadVector(arena, (((9802656 +% (((mb1183 *% 4) +% 1) *% 64)) +% 48) +% 8))
+        var t1184_c2_0 = loadVector(arena, ((9802656 +% (((mb1183 *% 4) +% 2) *% 64)) +% 48))
+        var t1184_c2_1 = loadVector(arena, (((9802656 +% (((mb1183 *% 4) +% 2) *% 64)) +% 48) +% 8))
+        var t1184_c3_0 = loadVector(arena, ((9802656 +% (((mb1183 *% 4) +% 3) *% 64)) +% 48))
+        var t1184_c3_1 = loadVector(arena, (((9802656 +% (((mb1183 *% 4) +% 3) *% 64)) +% 48) +% 8))
+        for k1185 in 0..<1024 {
+          let t1184_b0 = loadVector(arena, ((9737120 +% (k1185 *% 64)) +% 48))
+          let t1184_b1 = loadVector(arena, (((9737120 +% (k1185 *% 64)) +% 48) +% 8))
+          let t1184_a0 = Vector(repeating: arena[((9437600 +% ((mb1183 *% 4) *% 1040)) +% k1185)])
+          t1184_c0_0 = t1184_c0_0.addingProduct(t1184_a0, t1184_b0)
+          t1184_c0_1 = t1184_c0_1.addingProduct(t1184_a0, t1184_b1)
+          let t1184_a1 = Vector(repeating: arena[((9437600 +% (((mb1183 *% 4) +% 1) *% 1040)) +% k1185)])
+          t1184_c1_0 = t1184_c1_0.addingProduct(t1184_a1, t1184_b0)
+          t1184_c1_1 = t1184_c1_1.addingProduct(t1184_a1, t1184_b1)
+          let t1184_a2 = Vector(repeating: arena[((9437600 +% (((mb1183 *% 4) +% 2) *% 1040)) +% k1185)])
+          t1184_c2_0 = t1184_c2_0.addingProduct(t1184_a2, t1184_b0)
+          t1184_c2_1 = t1184_c2_1.addingProduct(t1184_a2, t1184_b1)
+          let t1184_a3 = Vector(repeating: arena[((9437600 +% (((mb1183 *% 4) +% 3) *% 1040)) +% k1185)])
+          t1184_c3_0 = t1184_c3_0.addingProduct(t1184_a3, t1184_b0)
+          t1184_c3_1 = t1184_c3_1.addingProduct(t1184_a3, t1184_b1)
         }
-        storeVector(arena, ((11900064 +% ((mb1278 *% 4) *% 64)) +% 48), t1279_c0_0)
-        storeVector(arena, (((11900064 +% ((mb1278 *% 4) *% 64)) +% 48) +% 8), t1279_c0_1)
-        storeVector(arena, ((11900064 +% (((mb1278 *% 4) +% 1) *% 64)) +% 48), t1279_c1_0)
-        storeVector(arena, (((11900064 +% (((mb1278 *% 4) +% 1) *% 64)) +% 48) +% 8), t1279_c1_1)
-        storeVector(arena, ((11900064 +% (((mb1278 *% 4) +% 2) *% 64)) +% 48), t1279_c2_0)
-        storeVector(arena, (((11900064 +% (((mb1278 *% 4) +% 2) *% 64)) +% 48) +% 8), t1279_c2_1)
-        storeVector(arena, ((11900064 +% (((mb1278 *% 4) +% 3) *% 64)) +% 48), t1279_c3_0)
-        storeVector(arena, (((11900064 +% (((mb1278 *% 4) +% 3) *% 64)) +% 48) +% 8), t1279_c3_1)
+        storeVector(arena, ((9802656 +% ((mb1183 *% 4) *% 64)) +% 48), t1184_c0_0)
+        storeVector(arena, (((9802656 +% ((mb1183 *% 4) *% 64)) +% 48) +% 8), t1184_c0_1)
+        storeVector(arena, ((9802656 +% (((mb1183 *% 4) +% 1) *% 64)) +% 48), t1184_c1_0)
+        storeVector(arena, (((9802656 +% (((mb1183 *% 4) +% 1) *% 64)) +% 48) +% 8), t1184_c1_1)
+        storeVector(arena, ((9802656 +% (((mb1183 *% 4) +% 2) *% 64)) +% 48), t1184_c2_0)
+        storeVector(arena, (((9802656 +% (((mb1183 *% 4) +% 2) *% 64)) +% 48) +% 8), t1184_c2_1)
+        storeVector(arena, ((9802656 +% (((mb1183 *% 4) +% 3) *% 64)) +% 48), t1184_c3_0)
+        storeVector(arena, (((9802656 +% (((mb1183 *% 4) +% 3) *% 64)) +% 48) +% 8), t1184_c3_1)
       }
     }
   }
-  for f1282 in 0..<64 {
-    for r1283 in 0..<288 {
-      grads[((19664 +% (f1282 *% 288)) +% r1283)] = arena[((11900064 +% (r1283 *% 64)) +% f1282)]
+  for f1187 in 0..<64 {
+    for r1188 in 0..<288 {
+      grads[((19664 +% (f1187 *% 288)) +% r1188)] = arena[((9802656 +% (r1188 *% 64)) +% f1187)]
     }
   }
   // x2_grad2 = conv2d_grad_input(s3_conv1_grad, s3_conv1.weight, x2)
-  for i1284 in 0..<65536 {
-    storeVector(arena, ((i1284 *% 8) +% 9437600), Vector(repeating: Float(0)))
+  for i1189 in 0..<65536 {
+    storeVector(arena, ((i1189 *% 8) +% 9437600), Vector(repeating: Float(0)))
   }
-  for g1285 in 0..<4 {
-    for j1286 in 0..<16 {
-      for f1287 in 0..<64 {
-        for i1288 in 0..<8 {
-          storeVector(arena, ((i1288 *% 8) +% ((10785952 +% (f1287 *% 1040)) +% (j1286 *% 64))), loadVector(arena, ((i1288 *% 8) +% ((9175264 +% (((g1285 *% 16) +% j1286) *% 4096)) +% (f1287 *% 64)))))
+  for g1190 in 0..<4 {
+    for j1191 in 0..<16 {
+      for f1192 in 0..<64 {
+        for i1193 in 0..<8 {
+          storeVector(arena, ((i1193 *% 8) +% ((10785952 +% (f1192 *% 1040)) +% (j1191 *% 64))), loadVector(arena, ((i1193 *% 8) +% ((9175264 +% (((g1190 *% 16) +% j1191) *% 4096)) +% (f1192 *% 64)))))
         }
       }
     }
-    do {  // gemm1296
-      for nb1289 in 0..<42 {
-        for mb1290 in 0..<72 {
-          var t1291_c0_0 = Vector()
-          var t1291_c0_1 = Vector()
-          var t1291_c0_2 = Vector()
-          var t1291_c1_0 = Vector()
-          var t1291_c1_1 = Vector()
-          var t1291_c1_2 = Vector()
-          var t1291_c2_0 = Vector()
-          var t1291_c2_1 = Vector()
-          var t1291_c2_2 = Vector()
-          var t1291_c3_0 = Vector()
-          var t1291_c3_1 = Vector()
-          var t1291_c3_2 = Vector()
-          for k1292 in 0..<64 {
-            let t1291_b0 = loadVector(arena, ((10785952 +% (k1292 *% 1040)) +% (nb1289 *% 24)))
-            let t1291_b1 = loadVector(arena, (((10785952 +% (k1292 *% 1040)) +% (nb1289 *% 24)) +% 8))
-            let t1291_b2 = loadVector(arena, (((10785952 +% (k1292 *% 1040)) +% (nb1289 *% 24)) +% 16))
-            let t1291_a0 = Vector(repeating: params[((19664 +% (mb1290 *% 4)) +% (k1292 *% 288))])
-            t1291_c0_0 = t1291_c0_0.addingProduct(t1291_a0, t1291_b0)
-            t1291_c0_1 = t1291_c0_1.addingProduct(t1291_a0, t1291_b1)
-            t1291_c0_2 = t1291_c0_2.addingProduct(t1291_a0, t1291_b2)
-            let t1291_a1 = Vector(repeating: params[((19664 +% ((mb1290 *% 4) +% 1)) +% (k1292 *% 288))])
-            t1291_c1_0 = t1291_c1_0.addingProduct(t1291_a1, t1291_b0)
-            t1291_c1_1 = t1291_c1_1.addingProduct(t1291_a1, t1291_b1)
-            t1291_c1_2 = t1291_c1_2.addingProduct(t1291_a1, t1291_b2)
-            let t1291_a2 = Vector(repeating: params[((19664 +% ((mb1290 *% 4) +% 2)) +% (k1292 *% 288))])
-            t1291_c2_0 = t1291_c2_0.addingProduct(t1291_a2, t1291_b0)
-            t1291_c2_1 = t1291_c2_1.addingProduct(t1291_a2, t1291_b1)
-            t1291_c2_2 = t1291_c2_2.addingProduct(t1291_a2, t1291_b2)
-            let t1291_a3 = Vector(repeating: params[((19664 +% ((mb1290 *% 4) +% 3)) +% (k1292 *% 288))])
-            t1291_c3_0 = t1291_c3_0.addingProduct(t1291_a3, t1291_b0)
-            t1291_c3_1 = t1291_c3_1.addingProduct(t1291_a3, t1291_b1)
-            t1291_c3_2 = t1291_c3_2.addingProduct(t1291_a3, t1291_b2)
+    do {  // gemm1201
+      for nb1194 in 0..<42 {
+        for mb1195 in 0..<72 {
+          var t1196_c0_0 = Vector()
+          var t1196_c0_1 = Vector()
+          var t1196_c0_2 = Vector()
+          var t1196_c1_0 = Vector()
+          var t1196_c1_1 = Vector()
+          var t1196_c1_2 = Vector()
+          var t1196_c2_0 = Vector()
+          var t1196_c2_1 = Vector()
+          var t1196_c2_2 = Vector()
+          var t1196_c3_0 = Vector()
+          var t1196_c3_1 = Vector()
+          var t1196_c3_2 = Vector()
+          for k1197 in 0..<64 {
+            let t1196_b0 = loadVector(arena, ((10785952 +% (k1197 *% 1040)) +% (nb1194 *% 24)))
+            let t1196_b1 = loadVector(arena, (((10785952 +% (k1197 *% 1040)) +% (nb1194 *% 24)) +% 8))
+            let t1196_b2 = loadVector(arena, (((10785952 +% (k1197 *% 1040)) +% (nb1194 *% 24)) +% 16))
+            let t1196_a0 = Vector(repeating: params[((19664 +% (mb1195 *% 4)) +% (k1197 *% 288))])
+            t1196_c0_0 = t1196_c0_0.addingProduct(t1196_a0, t1196_b0)
+            t1196_c0_1 = t1196_c0_1.addingProduct(t1196_a0, t1196_b1)
+            t1196_c0_2 = t1196_c0_2.addingProduct(t1196_a0, t1196_b2)
+            let t1196_a1 = Vector(repeating: params[((19664 +% ((mb1195 *% 4) +% 1)) +% (k1197 *% 288))])
+            t1196_c1_0 = t1196_c1_0.addingProduct(t1196_a1, t1196_b0)
+            t1196_c1_1 = t1196_c1_1.addingProduct(t1196_a1, t1196_b1)
+            t1196_c1_2 = t1196_c1_2.addingProduct(t1196_a1, t1196_b2)
+            let t1196_a2 = Vector(repeating: params[((19664 +% ((mb1195 *% 4) +% 2)) +% (k1197 *% 288))])
+            t1196_c2_0 = t1196_c2_0.addingProduct(t1196_a2, t1196_b0)
+            t1196_c2_1 = t1196_c2_1.addingProduct(t1196_a2, t1196_b1)
+            t1196_c2_2 = t1196_c2_2.addingProduct(t1196_a2, t1196_b2)
+            let t1196_a3 = Vector(repeating: params[((19664 +% ((mb1195 *% 4) +% 3)) +% (k1197 *% 288))])
+            t1196_c3_0 = t1196_c3_0.addingProduct(t1196_a3, t1196_b0)
+            t1196_c3_1 = t1196_c3_1.addingProduct(t1196_a3, t1196_b1)
+            t1196_c3_2 = t1196_c3_2.addingProduct(t1196_a3, t1196_b2)
           }
-          storeVector(arena, ((10486432 +% ((mb1290 *% 4) *% 1040)) +% (nb1289 *% 24)), t1291_c0_0)
-          storeVector(arena, (((10486432 +% ((mb1290 *% 4) *% 1040)) +% (nb1289 *% 24)) +% 8), t1291_c0_1)
-          storeVector(arena, (((10486432 +% ((mb1290 *% 4) *% 1040)) +% (nb1289 *% 24)) +% 16), t1291_c0_2)
-          storeVector(arena, ((10486432 +% (((mb1290 *% 4) +% 1) *% 1040)) +% (nb1289 *% 24)), t1291_c1_0)
-          storeVector(arena, (((10486432 +% (((mb1290 *% 4) +% 1) *% 1040)) +% (nb1289 *% 24)) +% 8), t1291_c1_1)
-          storeVector(arena, (((10486432 +% (((mb1290 *% 4) +% 1) *% 1040)) +% (nb1289 *% 24)) +% 16), t1291_c1_2)
-          storeVector(arena, ((10486432 +% (((mb1290 *% 4) +% 2) *% 1040)) +% (nb1289 *% 24)), t1291_c2_0)
-          storeVector(arena, (((10486432 +% (((mb1290 *% 4) +% 2) *% 1040)) +% (nb1289 *% 24)) +% 8), t1291_c2_1)
-          storeVector(arena, (((10486432 +% (((mb1290 *% 4) +% 2) *% 1040)) +% (nb1289 *% 24)) +% 16), t1291_c2_2)
-          storeVector(arena, ((10486432 +% (((mb1290 *% 4) +% 3) *% 1040)) +% (nb1289 *% 24)), t1291_c3_0)
-          storeVector(arena, (((10486432 +% (((mb1290 *% 4) +% 3) *% 1040)) +% (nb1289 *% 24)) +% 8), t1291_c3_1)
-          storeVector(arena, (((10486432 +% (((mb1290 *% 4) +% 3) *% 1040)) +% (nb1289 *% 24)) +% 16), t1291_c3_2)
+          storeVector(arena, ((10486432 +% ((mb1195 *% 4) *% 1040)) +% (nb1194 *% 24)), t1196_c0_0)
+          storeVector(arena, (((10486432 +% ((mb1195 *% 4) *% 1040)) +% (nb1194 *% 24)) +% 8), t1196_c0_1)
+          storeVector(arena, (((10486432 +% ((mb1195 *% 4) *% 1040)) +% (nb1194 *% 24)) +% 16), t1196_c0_2)
+          storeVector(arena, ((10486432 +% (((mb1195 *% 4) +% 1) *% 1040)) +% (nb1194 *% 24)), t1196_c1_0)
+          storeVector(arena, (((10486432 +% (((mb1195 *% 4) +% 1) *% 1040)) +% (nb1194 *% 24)) +% 8), t1196_c1_1)
+          storeVector(arena, (((10486432 +% (((mb1195 *% 4) +% 1) *% 1040)) +% (nb1194 *% 24)) +% 16), t1196_c1_2)
+          storeVector(arena, ((10486432 +% (((mb1195 *% 4) +% 2) *% 1040)) +% (nb1194 *% 24)), t1196_c2_0)
+          storeVector(arena, (((10486432 +% (((mb1195 *% 4) +% 2) *% 1040)) +% (nb1194 *% 24)) +% 8), t1196_c2_1)
+          storeVector(arena, (((10486432 +% (((mb1195 *% 4) +% 2) *% 1040)) +% (nb1194 *% 24)) +% 16), t1196_c2_2)
+          storeVector(arena, ((10486432 +% (((mb1195 *% 4) +% 3) *% 1040)) +% (nb1194 *% 24)), t1196_c3_0)
+          storeVector(arena, (((10486432 +% (((mb1195 *% 4) +% 3) *% 1040)) +% (nb1194 *% 24)) +% 8), t1196_c3_1)
+          storeVector(arena, (((10486432 +% (((mb1195 *% 4) +% 3) *% 1040)) +% (nb1194 *% 24)) +% 16), t1196_c3_2)
         }
       }
-      for mb1293 in 0..<72 {
-        var t1294_c0_0 = Vector()
-        var t1294_c0_1 = Vector()
-        var t1294_c1_0 = Vector()
-        var t1294_c1_1 = Vector()
-        var t1294_c2_0 = Vector()
-        var t1294_c2_1 = Vector()
-        var t1294_c3_0 = Vector()
-        var t1294_c3_1 = Vector()
-        for k1295 in 0..<64 {
-          let t1294_b0 = loadVector(arena, ((10785952 +% (k1295 *% 1040)) +% 1008))
-          let t1294_b1 = loadVector(arena, (((10785952 +% (k1295 *% 1040)) +% 1008) +% 8))
-          let t1294_a0 = Vector(repeating: params[((19664 +% (mb1293 *% 4)) +% (k1295 *% 288))])
-          t1294_c0_0 = t1294_c0_0.addingProduct(t1294_a0, t1294_b0)
-          t1294_c0_1 = t1294_c0_1.addingProduct(t1294_a0, t1294_b1)
-          let t1294_a1 = Vector(repeating: params[((19664 +% ((mb1293 *% 4) +% 1)) +% (k1295 *% 288))])
-          t1294_c1_0 = t1294_c1_0.addingProduct(t1294_a1, t1294_b0)
-          t1294_c1_1 = t1294_c1_1.addingProduct(t1294_a1, t1294_b1)
-          let t1294_a2 = Vector(repeating: params[((19664 +% ((mb1293 *% 4) +% 2)) +% (k1295 *% 288))])
-          t1294_c2_0 = t1294_c2_0.addingProduct(t1294_a2, t1294_b0)
-          t1294_c2_1 = t1294_c2_1.addingProduct(t1294_a2, t1294_b1)
-          let t1294_a3 = Vector(repeating: params[((19664 +% ((mb1293 *% 4) +% 3)) +% (k1295 *% 288))])
-          t1294_c3_0 = t1294_c3_0.addingProduct(t1294_a3, t1294_b0)
-          t1294_c3_1 = t1294_c3_1.addingProduct(t1294_a3, t1294_b1)
+      for mb1198 in 0..<72 {
+        var t1199_c0_0 = Vector()
+        var t1199_c0_1 = Vector()
+        var t1199_c1_0 = Vector()
+        var t1199_c1_1 = Vector()
+        var t1199_c2_0 = Vector()
+        var t1199_c2_1 = Vector()
+        var t1199_c3_0 = Vector()
+        var t1199_c3_1 = Vector()
+        for k1200 in 0..<64 {
+          let t1199_b0 = loadVector(arena, ((10785952 +% (k1200 *% 1040)) +% 1008))
+          let t1199_b1 = loadVector(arena, (((10785952 +% (k1200 *% 1040)) +% 1008) +% 8))
+          let t1199_a0 = Vector(repeating: params[((19664 +% (mb1198 *% 4)) +% (k1200 *% 288))])
+          t1199_c0_0 = t1199_c0_0.addingProduct(t1199_a0, t1199_b0)
+          t1199_c0_1 = t1199_c0_1.addingProduct(t1199_a0, t1199_b1)
+          let t1199_a1 = Vector(repeating: params[((19664 +% ((mb1198 *% 4) +% 1)) +% (k1200 *% 288))])
+          t1199_c1_0 = t1199_c1_0.addingProduct(t1199_a1, t1199_b0)
+          t1199_c1_1 = t1199_c1_1.addingProduct(t1199_a1, t1199_b1)
+          let t1199_a2 = Vector(repeating: params[((19664 +% ((mb1198 *% 4) +% 2)) +% (k1200 *% 288))])
+          t1199_c2_0 = t1199_c2_0.addingProduct(t1199_a2, t1199_b0)
+          t1199_c2_1 = t1199_c2_1.addingProduct(t1199_a2, t1199_b1)
+          let t1199_a3 = Vector(repeating: params[((19664 +% ((mb1198 *% 4) +% 3)) +% (k1200 *% 288))])
+          t1199_c3_0 = t1199_c3_0.addingProduct(t1199_a3, t1199_b0)
+          t1199_c3_1 = t1199_c3_1.addingProduct(t1199_a3, t1199_b1)
         }
-        storeVector(arena, ((10486432 +% ((mb1293 *% 4) *% 1040)) +% 1008), t1294_c0_0)
-        storeVector(arena, (((10486432 +% ((mb1293 *% 4) *% 1040)) +% 1008) +% 8), t1294_c0_1)
-        storeVector(arena, ((10486432 +% (((mb1293 *% 4) +% 1) *% 1040)) +% 1008), t1294_c1_0)
-        storeVector(arena, (((10486432 +% (((mb1293 *% 4) +% 1) *% 1040)) +% 1008) +% 8), t1294_c1_1)
-        storeVector(arena, ((10486432 +% (((mb1293 *% 4) +% 2) *% 1040)) +% 1008), t1294_c2_0)
-        storeVector(arena, (((10486432 +% (((mb1293 *% 4) +% 2) *% 1040)) +% 1008) +% 8), t1294_c2_1)
-        storeVector(arena, ((10486432 +% (((mb1293 *% 4) +% 3) *% 1040)) +% 1008), t1294_c3_0)
-        storeVector(arena, (((10486432 +% (((mb1293 *% 4) +% 3) *% 1040)) +% 1008) +% 8), t1294_c3_1)
+        storeVector(arena, ((10486432 +% ((mb1198 *% 4) *% 1040)) +% 1008), t1199_c0_0)
+        storeVector(arena, (((10486432 +% ((mb1198 *% 4) *% 1040)) +% 1008) +% 8), t1199_c0_1)
+        storeVector(arena, ((10486432 +% (((mb1198 *% 4) +% 1) *% 1040)) +% 1008), t1199_c1_0)
+        storeVector(arena, (((10486432 +% (((mb1198 *% 4) +% 1) *% 1040)) +% 1008) +% 8), t1199_c1_1)
+        storeVector(arena, ((10486432 +% (((mb1198 *% 4) +% 2) *% 1040)) +% 1008), t1199_c2_0)
+        storeVector(arena, (((10486432 +% (((mb1198 *% 4) +% 2) *% 1040)) +% 1008) +% 8), t1199_c2_1)
+        storeVector(arena, ((10486432 +% (((mb1198 *% 4) +% 3) *% 1040)) +% 1008), t1199_c3_0)
+        storeVector(arena, (((10486432 +% (((mb1198 *% 4) +% 3) *% 1040)) +% 1008) +% 8), t1199_c3_1)
       }
     }
-    for j1297 in 0..<16 {
-      for c1298 in 0..<32 {
-        for ky1299 in 0..<3 {
-          for oy1300 in 0..<8 {
-            if (-1 < (((oy1300 *% 2) +% ky1299) +% -1) && (((oy1300 *% 2) +% ky1299) +% -1) < 16) {
-              for ox1301 in 0..<7 {
-                arena[((((9437600 +% (((g1285 *% 16) +% j1297) *% 8192)) +% (c1298 *% 256)) +% ((((oy1300 *% 2) +% ky1299) +% -1) *% 16)) +% (((ox1301 +% 1) *% 2) +% -1))] += arena[(((10486432 +% ((((c1298 *% 3) +% ky1299) *% 3) *% 1040)) +% (j1297 *% 64)) +% ((oy1300 *% 8) +% (ox1301 +% 1)))]
+    for j1202 in 0..<16 {
+      for c1203 in 0..<32 {
+        for ky1204 in 0..<3 {
+          for oy1205 in 0..<8 {
+            if (-1 < (((oy1205 *% 2) +% ky1204) +% -1) && (((oy1205 *% 2) +% ky1204) +% -1) < 16) {
+              for ox1206 in 0..<7 {
+                arena[((((9437600 +% (((g1190 *% 16) +% j1202) *% 8192)) +% (c1203 *% 256)) +% ((((oy1205 *% 2) +% ky1204) +% -1) *% 16)) +% (((ox1206 +% 1) *% 2) +% -1))] += arena[(((10486432 +% ((((c1203 *% 3) +% ky1204) *% 3) *% 1040)) +% (j1202 *% 64)) +% ((oy1205 *% 8) +% (ox1206 +% 1)))]
               }
             }
           }
-          for oy1302 in 0..<8 {
-            if (-1 < (((oy1302 *% 2) +% ky1299) +% -1) && (((oy1302 *% 2) +% ky1299) +% -1) < 16) {
-              for ox1303 in 0..<8 {
-                arena[((((9437600 +% (((g1285 *% 16) +% j1297) *% 8192)) +% (c1298 *% 256)) +% ((((oy1302 *% 2) +% ky1299) +% -1) *% 16)) +% (ox1303 *% 2))] += arena[(((10486432 +% (((((c1298 *% 3) +% ky1299) *% 3) +% 1) *% 1040)) +% (j1297 *% 64)) +% ((oy1302 *% 8) +% ox1303))]
+          for oy1207 in 0..<8 {
+            if (-1 < (((oy1207 *% 2) +% ky1204) +% -1) && (((oy1207 *% 2) +% ky1204) +% -1) < 16) {
+              for ox1208 in 0..<8 {
+                arena[((((9437600 +% (((g1190 *% 16) +% j1202) *% 8192)) +% (c1203 *% 256)) +% ((((oy1207 *% 2) +% ky1204) +% -1) *% 16)) +% (ox1208 *% 2))] += arena[(((10486432 +% (((((c1203 *% 3) +% ky1204) *% 3) +% 1) *% 1040)) +% (j1202 *% 64)) +% ((oy1207 *% 8) +% ox1208))]
               }
             }
           }
-          for oy1304 in 0..<8 {
-            if (-1 < (((oy1304 *% 2) +% ky1299) +% -1) && (((oy1304 *% 2) +% ky1299) +% -1) < 16) {
-              for ox1305 in 0..<8 {
-                arena[((((9437600 +% (((g1285 *% 16) +% j1297) *% 8192)) +% (c1298 *% 256)) +% ((((oy1304 *% 2) +% ky1299) +% -1) *% 16)) +% ((ox1305 *% 2) +% 1))] += arena[(((10486432 +% (((((c1298 *% 3) +% ky1299) *% 3) +% 2) *% 1040)) +% (j1297 *% 64)) +% ((oy1304 *% 8) +% ox1305))]
+          for oy1209 in 0..<8 {
+            if (-1 < (((oy1209 *% 2) +% ky1204) +% -1) && (((oy1209 *% 2) +% ky1204) +% -1) < 16) {
+              for ox1210 in 0..<8 {
+                arena[((((9437600 +% (((g1190 *% 16) +% j1202) *% 8192)) +% (c1203 *% 256)) +% ((((oy1209 *% 2) +% ky1204) +% -1) *% 16)) +% ((ox1210 *% 2) +% 1))] += arena[(((10486432 +% (((((c1203 *% 3) +% ky1204) *% 3) +% 2) *% 1040)) +% (j1202 *% 64)) +% ((oy1209 *% 8) +% ox1210))]
               }
             }
           }
@@ -3402,334 +3299,287 @@ public func resnet8_train_b64(
     }
   }
   // x2_grad_sum = add(x2_grad, x2_grad2)
-  for i1306 in 0..<65536 {
-    storeVector(arena, ((i1306 *% 8) +% 8913120), (loadVector(arena, ((i1306 *% 8) +% 11010720)) + loadVector(arena, ((i1306 *% 8) +% 9437600))))
+  for i1211 in 0..<65536 {
+    storeVector(arena, ((i1211 *% 8) +% 8913120), (loadVector(arena, ((i1211 *% 8) +% 11010720)) + loadVector(arena, ((i1211 *% 8) +% 9437600))))
   }
   // s2_sum_grad = relu_grad(x2_grad_sum, x2)
-  for i1307 in 0..<65536 {
-    storeVector(arena, ((i1307 *% 8) +% 9437600), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i1307 *% 8) +% 8913120)), where: loadVector(arena, ((i1307 *% 8) +% 7864480)) .> Vector(repeating: Float(0))))
+  for i1212 in 0..<65536 {
+    storeVector(arena, ((i1212 *% 8) +% 9437600), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i1212 *% 8) +% 8913120)), where: loadVector(arena, ((i1212 *% 8) +% 7864480)) .> Vector(repeating: Float(0))))
   }
   // s2_pbn_weight_grad = batchnorm_grad_weight(s2_sum_grad, s2_proj, s2_pbn.mean, s2_pbn.var)
-  for c1308 in 0..<32 {
-    var invstd1310: Float = (Float(1) / sqrtf((arena[(9437440 +% c1308)] + Float(bitPattern: 0x3727c5ac))))
-    var mean1311: Float = arena[(9437408 +% c1308)]
-    var acc1312 = Vector()
-    var tail1313: Float = Float(0)
-    for n1314 in 0..<64 {
-      for v1315 in 0..<32 {
-        acc1312 = (acc1312 + (loadVector(arena, (9437600 +% ((((n1314 *% 32) +% c1308) *% 256) +% (v1315 *% 8)))) * ((loadVector(arena, (8388832 +% ((((n1314 *% 32) +% c1308) *% 256) +% (v1315 *% 8)))) - Vector(repeating: mean1311)) * Vector(repeating: invstd1310))))
+  for c1213 in 0..<32 {
+    var invstd1215: Float = (Float(1) / sqrtf((arena[(9437440 +% c1213)] + Float(bitPattern: 0x3727c5ac))))
+    var mean1216: Float = arena[(9437408 +% c1213)]
+    var acc1217 = Vector()
+    var tail1218: Float = Float(0)
+    for n1219 in 0..<64 {
+      for v1220 in 0..<32 {
+        acc1217 = (acc1217 + (loadVector(arena, (9437600 +% ((((n1219 *% 32) +% c1213) *% 256) +% (v1220 *% 8)))) * ((loadVector(arena, (8388832 +% ((((n1219 *% 32) +% c1213) *% 256) +% (v1220 *% 8)))) - Vector(repeating: mean1216)) * Vector(repeating: invstd1215))))
       }
     }
-    storeVector(arena, 7864480, acc1312)
-    var sum1316: Float = (arena[7864480] + arena[7864481])
-    var sum1317: Float = (sum1316 + arena[7864482])
-    var sum1318: Float = (sum1317 + arena[7864483])
-    var sum1319: Float = (sum1318 + arena[7864484])
-    var sum1320: Float = (sum1319 + arena[7864485])
-    var sum1321: Float = (sum1320 + arena[7864486])
-    var sum1322: Float = (sum1321 + arena[7864487])
-    var sum_x1309: Float = (sum1322 + tail1313)
-    grads[(19600 +% c1308)] = sum_x1309
+    storeVector(arena, 7864480, acc1217)
+    var sum1221: Float = (arena[7864480] + arena[7864481])
+    var sum1222: Float = (sum1221 + arena[7864482])
+    var sum1223: Float = (sum1222 + arena[7864483])
+    var sum1224: Float = (sum1223 + arena[7864484])
+    var sum1225: Float = (sum1224 + arena[7864485])
+    var sum1226: Float = (sum1225 + arena[7864486])
+    var sum1227: Float = (sum1226 + arena[7864487])
+    var sum_x1214: Float = (sum1227 + tail1218)
+    grads[(19600 +% c1213)] = sum_x1214
   }
   // s2_pbn_bias_grad = batchnorm_grad_bias(s2_sum_grad)
-  for c1323 in 0..<32 {
-    var acc1325 = Vector()
-    var tail1326: Float = Float(0)
-    for n1327 in 0..<64 {
-      for v1328 in 0..<32 {
-        acc1325 = (acc1325 + loadVector(arena, (9437600 +% ((((n1327 *% 32) +% c1323) *% 256) +% (v1328 *% 8)))))
+  for c1228 in 0..<32 {
+    var acc1230 = Vector()
+    var tail1231: Float = Float(0)
+    for n1232 in 0..<64 {
+      for v1233 in 0..<32 {
+        acc1230 = (acc1230 + loadVector(arena, (9437600 +% ((((n1232 *% 32) +% c1228) *% 256) +% (v1233 *% 8)))))
       }
     }
-    storeVector(arena, 7864480, acc1325)
-    var sum1329: Float = (arena[7864480] + arena[7864481])
-    var sum1330: Float = (sum1329 + arena[7864482])
-    var sum1331: Float = (sum1330 + arena[7864483])
-    var sum1332: Float = (sum1331 + arena[7864484])
-    var sum1333: Float = (sum1332 + arena[7864485])
-    var sum1334: Float = (sum1333 + arena[7864486])
-    var sum1335: Float = (sum1334 + arena[7864487])
-    var sum1324: Float = (sum1335 + tail1326)
-    grads[(19632 +% c1323)] = sum1324
+    storeVector(arena, 7864480, acc1230)
+    var sum1234: Float = (arena[7864480] + arena[7864481])
+    var sum1235: Float = (sum1234 + arena[7864482])
+    var sum1236: Float = (sum1235 + arena[7864483])
+    var sum1237: Float = (sum1236 + arena[7864484])
+    var sum1238: Float = (sum1237 + arena[7864485])
+    var sum1239: Float = (sum1238 + arena[7864486])
+    var sum1240: Float = (sum1239 + arena[7864487])
+    var sum1229: Float = (sum1240 + tail1231)
+    grads[(19632 +% c1228)] = sum1229
   }
   // s2_proj_grad = batchnorm_grad_input(s2_sum_grad, s2_proj, s2_pbn.mean, s2_pbn.var, s2_pbn.weight, s2_pbn_bias_grad, s2_pbn_weight_grad)
-  for c1336 in 0..<32 {
-    var invstd1339: Float = (Float(1) / sqrtf((arena[(9437440 +% c1336)] + Float(bitPattern: 0x3727c5ac))))
-    var sum1337: Float = grads[(19632 +% c1336)]
-    var sum_x1338: Float = grads[(19600 +% c1336)]
-    var scale1340: Float = (params[(19600 +% c1336)] * invstd1339)
-    var mean_dy1341: Float = (sum1337 / Float(16384))
-    var mean_dy_x1342: Float = (sum_x1338 / Float(16384))
-    for n1343 in 0..<64 {
-      for i1344 in 0..<256 {
-        arena[(7864480 +% ((((n1343 *% 32) +% c1336) *% 256) +% i1344))] = (scale1340 * ((arena[(9437600 +% ((((n1343 *% 32) +% c1336) *% 256) +% i1344))] - mean_dy1341) - (((arena[(8388832 +% ((((n1343 *% 32) +% c1336) *% 256) +% i1344))] - arena[(9437408 +% c1336)]) * invstd1339) * mean_dy_x1342)))
+  for c1241 in 0..<32 {
+    var invstd1244: Float = (Float(1) / sqrtf((arena[(9437440 +% c1241)] + Float(bitPattern: 0x3727c5ac))))
+    var sum1242: Float = grads[(19632 +% c1241)]
+    var sum_x1243: Float = grads[(19600 +% c1241)]
+    var scale1245: Float = (params[(19600 +% c1241)] * invstd1244)
+    var mean_dy1246: Float = (sum1242 / Float(16384))
+    var mean_dy_x1247: Float = (sum_x1243 / Float(16384))
+    for n1248 in 0..<64 {
+      for i1249 in 0..<256 {
+        arena[(7864480 +% ((((n1248 *% 32) +% c1241) *% 256) +% i1249))] = (scale1245 * ((arena[(9437600 +% ((((n1248 *% 32) +% c1241) *% 256) +% i1249))] - mean_dy1246) - (((arena[(8388832 +% ((((n1248 *% 32) +% c1241) *% 256) +% i1249))] - arena[(9437408 +% c1241)]) * invstd1244) * mean_dy_x1247)))
       }
     }
   }
   // s2_proj_weight_grad = conv2d_grad_weight(s2_proj_grad, x1)
-  for i1345 in 0..<64 {
-    storeVector(arena, ((i1345 *% 8) +% 8585696), Vector(repeating: Float(0)))
+  for i1250 in 0..<64 {
+    storeVector(arena, ((i1250 *% 8) +% 8585696), Vector(repeating: Float(0)))
   }
-  for i1346 in 0..<32768 {
-    storeVector(arena, ((i1346 *% 8) +% 8586208), Vector(repeating: Float(0)))
-  }
-  for g1347 in 0..<4 {
-    do {  // scalar loops
-      for j1348 in 0..<16 {
-        for c1349 in 0..<16 {
-          for qy1350 in 0..<16 {
-            for qx1351 in 0..<16 {
-              arena[(8586208 +% (((((((j1348 *% 16) +% c1349) *% 2) *% 2) *% 256) +% (qy1350 *% 16)) +% qx1351))] = arena[((((5242944 +% (((g1347 *% 16) +% j1348) *% 16384)) +% (c1349 *% 1024)) +% ((qy1350 *% 2) *% 32)) +% (qx1351 *% 2))]
-            }
-          }
-        }
-      }
-      for j1352 in 0..<16 {
-        for c1353 in 0..<16 {
-          for qy1354 in 0..<16 {
-            for qx1355 in 0..<16 {
-              arena[(8586208 +% ((((((((j1352 *% 16) +% c1353) *% 2) *% 2) +% 1) *% 256) +% (qy1354 *% 16)) +% qx1355))] = arena[(((((5242944 +% (((g1347 *% 16) +% j1352) *% 16384)) +% (c1353 *% 1024)) +% ((qy1354 *% 2) *% 32)) +% (qx1355 *% 2)) +% 1)]
-            }
-          }
-        }
-      }
-      for j1356 in 0..<16 {
-        for c1357 in 0..<16 {
-          for qy1358 in 0..<16 {
-            for qx1359 in 0..<16 {
-              arena[(8586208 +% ((((((((j1356 *% 16) +% c1357) *% 2) +% 1) *% 2) *% 256) +% (qy1358 *% 16)) +% qx1359))] = arena[((((5242944 +% (((g1347 *% 16) +% j1356) *% 16384)) +% (c1357 *% 1024)) +% (((qy1358 *% 2) +% 1) *% 32)) +% (qx1359 *% 2))]
-            }
-          }
-        }
-      }
-      for j1360 in 0..<16 {
-        for c1361 in 0..<16 {
-          for qy1362 in 0..<16 {
-            for qx1363 in 0..<16 {
-              arena[(8586208 +% (((((((((j1360 *% 16) +% c1361) *% 2) +% 1) *% 2) +% 1) *% 256) +% (qy1362 *% 16)) +% qx1363))] = arena[(((((5242944 +% (((g1347 *% 16) +% j1360) *% 16384)) +% (c1361 *% 1024)) +% (((qy1362 *% 2) +% 1) *% 32)) +% (qx1363 *% 2)) +% 1)]
-            }
-          }
-        }
-      }
-      for j1364 in 0..<16 {
-        for c1365 in 0..<16 {
-          for ky1366 in 0..<1 {
-            for kx1367 in 0..<1 {
-              for wy1368 in 0..<1 {
-                for wx1369 in 0..<1 {
-                  for py1370 in 0..<16 {
-                    for cv1371 in 0..<2 {
-                      storeVector(arena, (((((8388832 +% (((c1365 +% ky1366) +% kx1367) *% 4112)) +% (j1364 *% 256)) +% ((wy1368 +% wx1369) *% 256)) +% (py1370 *% 16)) +% (cv1371 *% 8)), loadVector(arena, (8586208 +% (((((((((j1364 *% 16) +% c1365) *% 2) +% (((wy1368 *% 2) +% ky1366) % 2)) *% 2) +% (((wx1369 *% 2) +% kx1367) % 2)) *% 256) +% ((py1370 +% (((wy1368 *% 2) +% ky1366) / 2)) *% 16)) +% ((cv1371 *% 8) +% (((wx1369 *% 2) +% kx1367) / 2))))))
-                    }
-                  }
-                }
-              }
+  for g1251 in 0..<4 {
+    for j1252 in 0..<16 {
+      for c1253 in 0..<16 {
+        for ky1254 in 0..<1 {
+          for oy1255 in 0..<16 {
+            for ox1256 in 0..<16 {
+              arena[(((8388832 +% ((c1253 +% ky1254) *% 4112)) +% (j1252 *% 256)) +% ((oy1255 *% 16) +% ox1256))] = arena[((((5242944 +% (((g1251 *% 16) +% j1252) *% 16384)) +% (c1253 *% 1024)) +% (((oy1255 *% 2) +% ky1254) *% 32)) +% (ox1256 *% 2))]
             }
           }
         }
       }
     }
-    for j1372 in 0..<16 {
-      for i1373 in 0..<256 {
-        for f1374 in 0..<32 {
-          arena[((8454624 +% (((j1372 *% 256) +% i1373) *% 32)) +% f1374)] = arena[(((7864480 +% (((g1347 *% 16) +% j1372) *% 8192)) +% (f1374 *% 256)) +% i1373)]
+    for j1257 in 0..<16 {
+      for i1258 in 0..<256 {
+        for f1259 in 0..<32 {
+          arena[((8454624 +% (((j1257 *% 256) +% i1258) *% 32)) +% f1259)] = arena[(((7864480 +% (((g1251 *% 16) +% j1257) *% 8192)) +% (f1259 *% 256)) +% i1258)]
         }
       }
     }
-    do {  // gemm1382
-      for kp1375 in 0..<2 {
-        for nb1376 in 0..<2 {
-          for mb1377 in 0..<2 {
-            var t1378_c0_0 = loadVector(arena, ((8585696 +% ((mb1377 *% 6) *% 32)) +% (nb1376 *% 16)))
-            var t1378_c0_1 = loadVector(arena, (((8585696 +% ((mb1377 *% 6) *% 32)) +% (nb1376 *% 16)) +% 8))
-            var t1378_c1_0 = loadVector(arena, ((8585696 +% (((mb1377 *% 6) +% 1) *% 32)) +% (nb1376 *% 16)))
-            var t1378_c1_1 = loadVector(arena, (((8585696 +% (((mb1377 *% 6) +% 1) *% 32)) +% (nb1376 *% 16)) +% 8))
-            var t1378_c2_0 = loadVector(arena, ((8585696 +% (((mb1377 *% 6) +% 2) *% 32)) +% (nb1376 *% 16)))
-            var t1378_c2_1 = loadVector(arena, (((8585696 +% (((mb1377 *% 6) +% 2) *% 32)) +% (nb1376 *% 16)) +% 8))
-            var t1378_c3_0 = loadVector(arena, ((8585696 +% (((mb1377 *% 6) +% 3) *% 32)) +% (nb1376 *% 16)))
-            var t1378_c3_1 = loadVector(arena, (((8585696 +% (((mb1377 *% 6) +% 3) *% 32)) +% (nb1376 *% 16)) +% 8))
-            var t1378_c4_0 = loadVector(arena, ((8585696 +% (((mb1377 *% 6) +% 4) *% 32)) +% (nb1376 *% 16)))
-            var t1378_c4_1 = loadVector(arena, (((8585696 +% (((mb1377 *% 6) +% 4) *% 32)) +% (nb1376 *% 16)) +% 8))
-            var t1378_c5_0 = loadVector(arena, ((8585696 +% (((mb1377 *% 6) +% 5) *% 32)) +% (nb1376 *% 16)))
-            var t1378_c5_1 = loadVector(arena, (((8585696 +% (((mb1377 *% 6) +% 5) *% 32)) +% (nb1376 *% 16)) +% 8))
-            for k1379 in 0..<2048 {
-              let t1378_b0 = loadVector(arena, ((8454624 +% ((k1379 +% (kp1375 *% 2048)) *% 32)) +% (nb1376 *% 16)))
-              let t1378_b1 = loadVector(arena, (((8454624 +% ((k1379 +% (kp1375 *% 2048)) *% 32)) +% (nb1376 *% 16)) +% 8))
-              let t1378_a0 = Vector(repeating: arena[((8388832 +% ((mb1377 *% 6) *% 4112)) +% (k1379 +% (kp1375 *% 2048)))])
-              t1378_c0_0 = t1378_c0_0.addingProduct(t1378_a0, t1378_b0)
-              t1378_c0_1 = t1378_c0_1.addingProduct(t1378_a0, t1378_b1)
-              let t1378_a1 = Vector(repeating: arena[((8388832 +% (((mb1377 *% 6) +% 1) *% 4112)) +% (k1379 +% (kp1375 *% 2048)))])
-              t1378_c1_0 = t1378_c1_0.addingProduct(t1378_a1, t1378_b0)
-              t1378_c1_1 = t1378_c1_1.addingProduct(t1378_a1, t1378_b1)
-              let t1378_a2 = Vector(repeating: arena[((8388832 +% (((mb1377 *% 6) +% 2) *% 4112)) +% (k1379 +% (kp1375 *% 2048)))])
-              t1378_c2_0 = t1378_c2_0.addingProduct(t1378_a2, t1378_b0)
-              t1378_c2_1 = t1378_c2_1.addingProduct(t1378_a2, t1378_b1)
-              let t1378_a3 = Vector(repeating: arena[((8388832 +% (((mb1377 *% 6) +% 3) *% 4112)) +% (k1379 +% (kp1375 *% 2048)))])
-              t1378_c3_0 = t1378_c3_0.addingProduct(t1378_a3, t1378_b0)
-              t1378_c3_1 = t1378_c3_1.addingProduct(t1378_a3, t1378_b1)
-              let t1378_a4 = Vector(repeating: arena[((8388832 +% (((mb1377 *% 6) +% 4) *% 4112)) +% (k1379 +% (kp1375 *% 2048)))])
-              t1378_c4_0 = t1378_c4_0.addingProduct(t1378_a4, t1378_b0)
-              t1378_c4_1 = t1378_c4_1.addingProduct(t1378_a4, t1378_b1)
-              let t1378_a5 = Vector(repeating: arena[((8388832 +% (((mb1377 *% 6) +% 5) *% 4112)) +% (k1379 +% (kp1375 *% 2048)))])
-              t1378_c5_0 = t1378_c5_0.addingProduct(t1378_a5, t1378_b0)
-              t1378_c5_1 = t1378_c5_1.addingProduct(t1378_a5, t1378_b1)
+    do {  // gemm1267
+      for kp1260 in 0..<2 {
+        for nb1261 in 0..<2 {
+          for mb1262 in 0..<2 {
+            var t1263_c0_0 = loadVector(arena, ((8585696 +% ((mb1262 *% 6) *% 32)) +% (nb1261 *% 16)))
+            var t1263_c0_1 = loadVector(arena, (((8585696 +% ((mb1262 *% 6) *% 32)) +% (nb1261 *% 16)) +% 8))
+            var t1263_c1_0 = loadVector(arena, ((8585696 +% (((mb1262 *% 6) +% 1) *% 32)) +% (nb1261 *% 16)))
+            var t1263_c1_1 = loadVector(arena, (((8585696 +% (((mb1262 *% 6) +% 1) *% 32)) +% (nb1261 *% 16)) +% 8))
+            var t1263_c2_0 = loadVector(arena, ((8585696 +% (((mb1262 *% 6) +% 2) *% 32)) +% (nb1261 *% 16)))
+            var t1263_c2_1 = loadVector(arena, (((8585696 +% (((mb1262 *% 6) +% 2) *% 32)) +% (nb1261 *% 16)) +% 8))
+            var t1263_c3_0 = loadVector(arena, ((8585696 +% (((mb1262 *% 6) +% 3) *% 32)) +% (nb1261 *% 16)))
+            var t1263_c3_1 = loadVector(arena, (((8585696 +% (((mb1262 *% 6) +% 3) *% 32)) +% (nb1261 *% 16)) +% 8))
+            var t1263_c4_0 = loadVector(arena, ((8585696 +% (((mb1262 *% 6) +% 4) *% 32)) +% (nb1261 *% 16)))
+            var t1263_c4_1 = loadVector(arena, (((8585696 +% (((mb1262 *% 6) +% 4) *% 32)) +% (nb1261 *% 16)) +% 8))
+            var t1263_c5_0 = loadVector(arena, ((8585696 +% (((mb1262 *% 6) +% 5) *% 32)) +% (nb1261 *% 16)))
+            var t1263_c5_1 = loadVector(arena, (((8585696 +% (((mb1262 *% 6) +% 5) *% 32)) +% (nb1261 *% 16)) +% 8))
+            for k1264 in 0..<2048 {
+              let t1263_b0 = loadVector(arena, ((8454624 +% ((k1264 +% (kp1260 *% 2048)) *% 32)) +% (nb1261 *% 16)))
+              let t1263_b1 = loadVector(arena, (((8454624 +% ((k1264 +% (kp1260 *% 2048)) *% 32)) +% (nb1261 *% 16)) +% 8))
+              let t1263_a0 = Vector(repeating: arena[((8388832 +% ((mb1262 *% 6) *% 4112)) +% (k1264 +% (kp1260 *% 2048)))])
+              t1263_c0_0 = t1263_c0_0.addingProduct(t1263_a0, t1263_b0)
+              t1263_c0_1 = t1263_c0_1.addingProduct(t1263_a0, t1263_b1)
+              let t1263_a1 = Vector(repeating: arena[((8388832 +% (((mb1262 *% 6) +% 1) *% 4112)) +% (k1264 +% (kp1260 *% 2048)))])
+              t1263_c1_0 = t1263_c1_0.addingProduct(t1263_a1, t1263_b0)
+              t1263_c1_1 = t1263_c1_1.addingProduct(t1263_a1, t1263_b1)
+              let t1263_a2 = Vector(repeating: arena[((8388832 +% (((mb1262 *% 6) +% 2) *% 4112)) +% (k1264 +% (kp1260 *% 2048)))])
+              t1263_c2_0 = t1263_c2_0.addingProduct(t1263_a2, t1263_b0)
+              t1263_c2_1 = t1263_c2_1.addingProduct(t1263_a2, t1263_b1)
+              let t1263_a3 = Vector(repeating: arena[((8388832 +% (((mb1262 *% 6) +% 3) *% 4112)) +% (k1264 +% (kp1260 *% 2048)))])
+              t1263_c3_0 = t1263_c3_0.addingProduct(t1263_a3, t1263_b0)
+              t1263_c3_1 = t1263_c3_1.addingProduct(t1263_a3, t1263_b1)
+              let t1263_a4 = Vector(repeating: arena[((8388832 +% (((mb1262 *% 6) +% 4) *% 4112)) +% (k1264 +% (kp1260 *% 2048)))])
+              t1263_c4_0 = t1263_c4_0.addingProduct(t1263_a4, t1263_b0)
+              t1263_c4_1 = t1263_c4_1.addingProduct(t1263_a4, t1263_b1)
+              let t1263_a5 = Vector(repeating: arena[((8388832 +% (((mb1262 *% 6) +% 5) *% 4112)) +% (k1264 +% (kp1260 *% 2048)))])
+              t1263_c5_0 = t1263_c5_0.addingProduct(t1263_a5, t1263_b0)
+              t1263_c5_1 = t1263_c5_1.addingProduct(t1263_a5, t1263_b1)
             }
-            storeVector(arena, ((8585696 +% ((mb1377 *% 6) *% 32)) +% (nb1376 *% 16)), t1378_c0_0)
-            storeVector(arena, (((8585696 +% ((mb1377 *% 6) *% 32)) +% (nb1376 *% 16)) +% 8), t1378_c0_1)
-            storeVector(arena, ((8585696 +% (((mb1377 *% 6) +% 1) *% 32)) +% (nb1376 *% 16)), t1378_c1_0)
-            storeVector(arena, (((8585696 +% (((mb1377 *% 6) +% 1) *% 32)) +% (nb1376 *% 16)) +% 8), t1378_c1_1)
-            storeVector(arena, ((8585696 +% (((mb1377 *% 6) +% 2) *% 32)) +% (nb1376 *% 16)), t1378_c2_0)
-            storeVector(arena, (((8585696 +% (((mb1377 *% 6) +% 2) *% 32)) +% (nb1376 *% 16)) +% 8), t1378_c2_1)
-            storeVector(arena, ((8585696 +% (((mb1377 *% 6) +% 3) *% 32)) +% (nb1376 *% 16)), t1378_c3_0)
-            storeVector(arena, (((8585696 +% (((mb1377 *% 6) +% 3) *% 32)) +% (nb1376 *% 16)) +% 8), t1378_c3_1)
-            storeVector(arena, ((8585696 +% (((mb1377 *% 6) +% 4) *% 32)) +% (nb1376 *% 16)), t1378_c4_0)
-            storeVector(arena, (((8585696 +% (((mb1377 *% 6) +% 4) *% 32)) +% (nb1376 *% 16)) +% 8), t1378_c4_1)
-            storeVector(arena, ((8585696 +% (((mb1377 *% 6) +% 5) *% 32)) +% (nb1376 *% 16)), t1378_c5_0)
-            storeVector(arena, (((8585696 +% (((mb1377 *% 6) +% 5) *% 32)) +% (nb1376 *% 16)) +% 8), t1378_c5_1)
+            storeVector(arena, ((8585696 +% ((mb1262 *% 6) *% 32)) +% (nb1261 *% 16)), t1263_c0_0)
+            storeVector(arena, (((8585696 +% ((mb1262 *% 6) *% 32)) +% (nb1261 *% 16)) +% 8), t1263_c0_1)
+            storeVector(arena, ((8585696 +% (((mb1262 *% 6) +% 1) *% 32)) +% (nb1261 *% 16)), t1263_c1_0)
+            storeVector(arena, (((8585696 +% (((mb1262 *% 6) +% 1) *% 32)) +% (nb1261 *% 16)) +% 8), t1263_c1_1)
+            storeVector(arena, ((8585696 +% (((mb1262 *% 6) +% 2) *% 32)) +% (nb1261 *% 16)), t1263_c2_0)
+            storeVector(arena, (((8585696 +% (((mb1262 *% 6) +% 2) *% 32)) +% (nb1261 *% 16)) +% 8), t1263_c2_1)
+            storeVector(arena, ((8585696 +% (((mb1262 *% 6) +% 3) *% 32)) +% (nb1261 *% 16)), t1263_c3_0)
+            storeVector(arena, (((8585696 +% (((mb1262 *% 6) +% 3) *% 32)) +% (nb1261 *% 16)) +% 8), t1263_c3_1)
+            storeVector(arena, ((8585696 +% (((mb1262 *% 6) +% 4) *% 32)) +% (nb1261 *% 16)), t1263_c4_0)
+            storeVector(arena, (((8585696 +% (((mb1262 *% 6) +% 4) *% 32)) +% (nb1261 *% 16)) +% 8), t1263_c4_1)
+            storeVector(arena, ((8585696 +% (((mb1262 *% 6) +% 5) *% 32)) +% (nb1261 *% 16)), t1263_c5_0)
+            storeVector(arena, (((8585696 +% (((mb1262 *% 6) +% 5) *% 32)) +% (nb1261 *% 16)) +% 8), t1263_c5_1)
           }
-          var t1380_c0_0 = loadVector(arena, (8586080 +% (nb1376 *% 16)))
-          var t1380_c0_1 = loadVector(arena, ((8586080 +% (nb1376 *% 16)) +% 8))
-          var t1380_c1_0 = loadVector(arena, (8586112 +% (nb1376 *% 16)))
-          var t1380_c1_1 = loadVector(arena, ((8586112 +% (nb1376 *% 16)) +% 8))
-          var t1380_c2_0 = loadVector(arena, (8586144 +% (nb1376 *% 16)))
-          var t1380_c2_1 = loadVector(arena, ((8586144 +% (nb1376 *% 16)) +% 8))
-          var t1380_c3_0 = loadVector(arena, (8586176 +% (nb1376 *% 16)))
-          var t1380_c3_1 = loadVector(arena, ((8586176 +% (nb1376 *% 16)) +% 8))
-          for k1381 in 0..<2048 {
-            let t1380_b0 = loadVector(arena, ((8454624 +% ((k1381 +% (kp1375 *% 2048)) *% 32)) +% (nb1376 *% 16)))
-            let t1380_b1 = loadVector(arena, (((8454624 +% ((k1381 +% (kp1375 *% 2048)) *% 32)) +% (nb1376 *% 16)) +% 8))
-            let t1380_a0 = Vector(repeating: arena[(8438176 +% (k1381 +% (kp1375 *% 2048)))])
-            t1380_c0_0 = t1380_c0_0.addingProduct(t1380_a0, t1380_b0)
-            t1380_c0_1 = t1380_c0_1.addingProduct(t1380_a0, t1380_b1)
-            let t1380_a1 = Vector(repeating: arena[(8442288 +% (k1381 +% (kp1375 *% 2048)))])
-            t1380_c1_0 = t1380_c1_0.addingProduct(t1380_a1, t1380_b0)
-            t1380_c1_1 = t1380_c1_1.addingProduct(t1380_a1, t1380_b1)
-            let t1380_a2 = Vector(repeating: arena[(8446400 +% (k1381 +% (kp1375 *% 2048)))])
-            t1380_c2_0 = t1380_c2_0.addingProduct(t1380_a2, t1380_b0)
-            t1380_c2_1 = t1380_c2_1.addingProduct(t1380_a2, t1380_b1)
-            let t1380_a3 = Vector(repeating: arena[(8450512 +% (k1381 +% (kp1375 *% 2048)))])
-            t1380_c3_0 = t1380_c3_0.addingProduct(t1380_a3, t1380_b0)
-            t1380_c3_1 = t1380_c3_1.addingProduct(t1380_a3, t1380_b1)
+          var t1265_c0_0 = loadVector(arena, (8586080 +% (nb1261 *% 16)))
+          var t1265_c0_1 = loadVector(arena, ((8586080 +% (nb1261 *% 16)) +% 8))
+          var t1265_c1_0 = loadVector(arena, (8586112 +% (nb1261 *% 16)))
+          var t1265_c1_1 = loadVector(arena, ((8586112 +% (nb1261 *% 16)) +% 8))
+          var t1265_c2_0 = loadVector(arena, (8586144 +% (nb1261 *% 16)))
+          var t1265_c2_1 = loadVector(arena, ((8586144 +% (nb1261 *% 16)) +% 8))
+          var t1265_c3_0 = loadVector(arena, (8586176 +% (nb1261 *% 16)))
+          var t1265_c3_1 = loadVector(arena, ((8586176 +% (nb1261 *% 16)) +% 8))
+          for k1266 in 0..<2048 {
+            let t1265_b0 = loadVector(arena, ((8454624 +% ((k1266 +% (kp1260 *% 2048)) *% 32)) +% (nb1261 *% 16)))
+            let t1265_b1 = loadVector(arena, (((8454624 +% ((k1266 +% (kp1260 *% 2048)) *% 32)) +% (nb1261 *% 16)) +% 8))
+            let t1265_a0 = Vector(repeating: arena[(8438176 +% (k1266 +% (kp1260 *% 2048)))])
+            t1265_c0_0 = t1265_c0_0.addingProduct(t1265_a0, t1265_b0)
+            t1265_c0_1 = t1265_c0_1.addingProduct(t1265_a0, t1265_b1)
+            let t1265_a1 = Vector(repeating: arena[(8442288 +% (k1266 +% (kp1260 *% 2048)))])
+            t1265_c1_0 = t1265_c1_0.addingProduct(t1265_a1, t1265_b0)
+            t1265_c1_1 = t1265_c1_1.addingProduct(t1265_a1, t1265_b1)
+            let t1265_a2 = Vector(repeating: arena[(8446400 +% (k1266 +% (kp1260 *% 2048)))])
+            t1265_c2_0 = t1265_c2_0.addingProduct(t1265_a2, t1265_b0)
+            t1265_c2_1 = t1265_c2_1.addingProduct(t1265_a2, t1265_b1)
+            let t1265_a3 = Vector(repeating: arena[(8450512 +% (k1266 +% (kp1260 *% 2048)))])
+            t1265_c3_0 = t1265_c3_0.addingProduct(t1265_a3, t1265_b0)
+            t1265_c3_1 = t1265_c3_1.addingProduct(t1265_a3, t1265_b1)
           }
-          storeVector(arena, (8586080 +% (nb1376 *% 16)), t1380_c0_0)
-          storeVector(arena, ((8586080 +% (nb1376 *% 16)) +% 8), t1380_c0_1)
-          storeVector(arena, (8586112 +% (nb1376 *% 16)), t1380_c1_0)
-          storeVector(arena, ((8586112 +% (nb1376 *% 16)) +% 8), t1380_c1_1)
-          storeVector(arena, (8586144 +% (nb1376 *% 16)), t1380_c2_0)
-          storeVector(arena, ((8586144 +% (nb1376 *% 16)) +% 8), t1380_c2_1)
-          storeVector(arena, (8586176 +% (nb1376 *% 16)), t1380_c3_0)
-          storeVector(arena, ((8586176 +% (nb1376 *% 16)) +% 8), t1380_c3_1)
+          storeVector(arena, (8586080 +% (nb1261 *% 16)), t1265_c0_0)
+          storeVector(arena, ((8586080 +% (nb1261 *% 16)) +% 8), t1265_c0_1)
+          storeVector(arena, (8586112 +% (nb1261 *% 16)), t1265_c1_0)
+          storeVector(arena, ((8586112 +% (nb1261 *% 16)) +% 8), t1265_c1_1)
+          storeVector(arena, (8586144 +% (nb1261 *% 16)), t1265_c2_0)
+          storeVector(arena, ((8586144 +% (nb1261 *% 16)) +% 8), t1265_c2_1)
+          storeVector(arena, (8586176 +% (nb1261 *% 16)), t1265_c3_0)
+          storeVector(arena, ((8586176 +% (nb1261 *% 16)) +% 8), t1265_c3_1)
         }
       }
     }
   }
-  for f1383 in 0..<32 {
-    for r1384 in 0..<16 {
-      grads[((19088 +% (f1383 *% 16)) +% r1384)] = arena[((8585696 +% (r1384 *% 32)) +% f1383)]
+  for f1268 in 0..<32 {
+    for r1269 in 0..<16 {
+      grads[((19088 +% (f1268 *% 16)) +% r1269)] = arena[((8585696 +% (r1269 *% 32)) +% f1268)]
     }
   }
   // x1_grad = conv2d_grad_input(s2_proj_grad, s2_proj.weight, x1)
-  for i1385 in 0..<131072 {
-    storeVector(arena, ((i1385 *% 8) +% 8388832), Vector(repeating: Float(0)))
+  for i1270 in 0..<131072 {
+    storeVector(arena, ((i1270 *% 8) +% 8388832), Vector(repeating: Float(0)))
   }
-  for g1386 in 0..<4 {
-    for j1387 in 0..<16 {
-      for f1388 in 0..<32 {
-        for i1389 in 0..<32 {
-          storeVector(arena, ((i1389 *% 8) +% ((10027808 +% (f1388 *% 4112)) +% (j1387 *% 256))), loadVector(arena, ((i1389 *% 8) +% ((7864480 +% (((g1386 *% 16) +% j1387) *% 8192)) +% (f1388 *% 256)))))
+  for g1271 in 0..<4 {
+    for j1272 in 0..<16 {
+      for f1273 in 0..<32 {
+        for i1274 in 0..<32 {
+          storeVector(arena, ((i1274 *% 8) +% ((10027808 +% (f1273 *% 4112)) +% (j1272 *% 256))), loadVector(arena, ((i1274 *% 8) +% ((7864480 +% (((g1271 *% 16) +% j1272) *% 8192)) +% (f1273 *% 256)))))
         }
       }
     }
-    do {  // gemm1397
-      for nb1390 in 0..<170 {
-        for mb1391 in 0..<4 {
-          var t1392_c0_0 = Vector()
-          var t1392_c0_1 = Vector()
-          var t1392_c0_2 = Vector()
-          var t1392_c1_0 = Vector()
-          var t1392_c1_1 = Vector()
-          var t1392_c1_2 = Vector()
-          var t1392_c2_0 = Vector()
-          var t1392_c2_1 = Vector()
-          var t1392_c2_2 = Vector()
-          var t1392_c3_0 = Vector()
-          var t1392_c3_1 = Vector()
-          var t1392_c3_2 = Vector()
-          for k1393 in 0..<32 {
-            let t1392_b0 = loadVector(arena, ((10027808 +% (k1393 *% 4112)) +% (nb1390 *% 24)))
-            let t1392_b1 = loadVector(arena, (((10027808 +% (k1393 *% 4112)) +% (nb1390 *% 24)) +% 8))
-            let t1392_b2 = loadVector(arena, (((10027808 +% (k1393 *% 4112)) +% (nb1390 *% 24)) +% 16))
-            let t1392_a0 = Vector(repeating: params[((19088 +% (mb1391 *% 4)) +% (k1393 *% 16))])
-            t1392_c0_0 = t1392_c0_0.addingProduct(t1392_a0, t1392_b0)
-            t1392_c0_1 = t1392_c0_1.addingProduct(t1392_a0, t1392_b1)
-            t1392_c0_2 = t1392_c0_2.addingProduct(t1392_a0, t1392_b2)
-            let t1392_a1 = Vector(repeating: params[((19088 +% ((mb1391 *% 4) +% 1)) +% (k1393 *% 16))])
-            t1392_c1_0 = t1392_c1_0.addingProduct(t1392_a1, t1392_b0)
-            t1392_c1_1 = t1392_c1_1.addingProduct(t1392_a1, t1392_b1)
-            t1392_c1_2 = t1392_c1_2.addingProduct(t1392_a1, t1392_b2)
-            let t1392_a2 = Vector(repeating: params[((19088 +% ((mb1391 *% 4) +% 2)) +% (k1393 *% 16))])
-            t1392_c2_0 = t1392_c2_0.addingProduct(t1392_a2, t1392_b0)
-            t1392_c2_1 = t1392_c2_1.addingProduct(t1392_a2, t1392_b1)
-            t1392_c2_2 = t1392_c2_2.addingProduct(t1392_a2, t1392_b2)
-            let t1392_a3 = Vector(repeating: params[((19088 +% ((mb1391 *% 4) +% 3)) +% (k1393 *% 16))])
-            t1392_c3_0 = t1392_c3_0.addingProduct(t1392_a3, t1392_b0)
-            t1392_c3_1 = t1392_c3_1.addingProduct(t1392_a3, t1392_b1)
-            t1392_c3_2 = t1392_c3_2.addingProduct(t1392_a3, t1392_b2)
+    do {  // gemm1282
+      for nb1275 in 0..<170 {
+        for mb1276 in 0..<4 {
+          var t1277_c0_0 = Vector()
+          var t1277_c0_1 = Vector()
+          var t1277_c0_2 = Vector()
+          var t1277_c1_0 = Vector()
+          var t1277_c1_1 = Vector()
+          var t1277_c1_2 = Vector()
+          var t1277_c2_0 = Vector()
+          var t1277_c2_1 = Vector()
+          var t1277_c2_2 = Vector()
+          var t1277_c3_0 = Vector()
+          var t1277_c3_1 = Vector()
+          var t1277_c3_2 = Vector()
+          for k1278 in 0..<32 {
+            let t1277_b0 = loadVector(arena, ((10027808 +% (k1278 *% 4112)) +% (nb1275 *% 24)))
+            let t1277_b1 = loadVector(arena, (((10027808 +% (k1278 *% 4112)) +% (nb1275 *% 24)) +% 8))
+            let t1277_b2 = loadVector(arena, (((10027808 +% (k1278 *% 4112)) +% (nb1275 *% 24)) +% 16))
+            let t1277_a0 = Vector(repeating: params[((19088 +% (mb1276 *% 4)) +% (k1278 *% 16))])
+            t1277_c0_0 = t1277_c0_0.addingProduct(t1277_a0, t1277_b0)
+            t1277_c0_1 = t1277_c0_1.addingProduct(t1277_a0, t1277_b1)
+            t1277_c0_2 = t1277_c0_2.addingProduct(t1277_a0, t1277_b2)
+            let t1277_a1 = Vector(repeating: params[((19088 +% ((mb1276 *% 4) +% 1)) +% (k1278 *% 16))])
+            t1277_c1_0 = t1277_c1_0.addingProduct(t1277_a1, t1277_b0)
+            t1277_c1_1 = t1277_c1_1.addingProduct(t1277_a1, t1277_b1)
+            t1277_c1_2 = t1277_c1_2.addingProduct(t1277_a1, t1277_b2)
+            let t1277_a2 = Vector(repeating: params[((19088 +% ((mb1276 *% 4) +% 2)) +% (k1278 *% 16))])
+            t1277_c2_0 = t1277_c2_0.addingProduct(t1277_a2, t1277_b0)
+            t1277_c2_1 = t1277_c2_1.addingProduct(t1277_a2, t1277_b1)
+            t1277_c2_2 = t1277_c2_2.addingProduct(t1277_a2, t1277_b2)
+            let t1277_a3 = Vector(repeating: params[((19088 +% ((mb1276 *% 4) +% 3)) +% (k1278 *% 16))])
+            t1277_c3_0 = t1277_c3_0.addingProduct(t1277_a3, t1277_b0)
+            t1277_c3_1 = t1277_c3_1.addingProduct(t1277_a3, t1277_b1)
+            t1277_c3_2 = t1277_c3_2.addingProduct(t1277_a3, t1277_b2)
           }
-          storeVector(arena, ((9962016 +% ((mb1391 *% 4) *% 4112)) +% (nb1390 *% 24)), t1392_c0_0)
-          storeVector(arena, (((9962016 +% ((mb1391 *% 4) *% 4112)) +% (nb1390 *% 24)) +% 8), t1392_c0_1)
-          storeVector(arena, (((9962016 +% ((mb1391 *% 4) *% 4112)) +% (nb1390 *% 24)) +% 16), t1392_c0_2)
-          storeVector(arena, ((9962016 +% (((mb1391 *% 4) +% 1) *% 4112)) +% (nb1390 *% 24)), t1392_c1_0)
-          storeVector(arena, (((9962016 +% (((mb1391 *% 4) +% 1) *% 4112)) +% (nb1390 *% 24)) +% 8), t1392_c1_1)
-          storeVector(arena, (((9962016 +% (((mb1391 *% 4) +% 1) *% 4112)) +% (nb1390 *% 24)) +% 16), t1392_c1_2)
-          storeVector(arena, ((9962016 +% (((mb1391 *% 4) +% 2) *% 4112)) +% (nb1390 *% 24)), t1392_c2_0)
-          storeVector(arena, (((9962016 +% (((mb1391 *% 4) +% 2) *% 4112)) +% (nb1390 *% 24)) +% 8), t1392_c2_1)
-          storeVector(arena, (((9962016 +% (((mb1391 *% 4) +% 2) *% 4112)) +% (nb1390 *% 24)) +% 16), t1392_c2_2)
-          storeVector(arena, ((9962016 +% (((mb1391 *% 4) +% 3) *% 4112)) +% (nb1390 *% 24)), t1392_c3_0)
-          storeVector(arena, (((9962016 +% (((mb1391 *% 4) +% 3) *% 4112)) +% (nb1390 *% 24)) +% 8), t1392_c3_1)
-          storeVector(arena, (((9962016 +% (((mb1391 *% 4) +% 3) *% 4112)) +% (nb1390 *% 24)) +% 16), t1392_c3_2)
+          storeVector(arena, ((9962016 +% ((mb1276 *% 4) *% 4112)) +% (nb1275 *% 24)), t1277_c0_0)
+          storeVector(arena, (((9962016 +% ((mb1276 *% 4) *% 4112)) +% (nb1275 *% 24)) +% 8), t1277_c0_1)
+          storeVector(arena, (((9962016 +% ((mb1276 *% 4) *% 4112)) +% (nb1275 *% 24)) +% 16), t1277_c0_2)
+          storeVector(arena, ((9962016 +% (((mb1276 *% 4) +% 1) *% 4112)) +% (nb1275 *% 24)), t1277_c1_0)
+          storeVector(arena, (((9962016 +% (((mb1276 *% 4) +% 1) *% 4112)) +% (nb1275 *% 24)) +% 8), t1277_c1_1)
+          storeVector(arena, (((9962016 +% (((mb1276 *% 4) +% 1) *% 4112)) +% (nb1275 *% 24)) +% 16), t1277_c1_2)
+          storeVector(arena, ((9962016 +% (((mb1276 *% 4) +% 2) *% 4112)) +% (nb1275 *% 24)), t1277_c2_0)
+          storeVector(arena, (((9962016 +% (((mb1276 *% 4) +% 2) *% 4112)) +% (nb1275 *% 24)) +% 8), t1277_c2_1)
+          storeVector(arena, (((9962016 +% (((mb1276 *% 4) +% 2) *% 4112)) +% (nb1275 *% 24)) +% 16), t1277_c2_2)
+          storeVector(arena, ((9962016 +% (((mb1276 *% 4) +% 3) *% 4112)) +% (nb1275 *% 24)), t1277_c3_0)
+          storeVector(arena, (((9962016 +% (((mb1276 *% 4) +% 3) *% 4112)) +% (nb1275 *% 24)) +% 8), t1277_c3_1)
+          storeVector(arena, (((9962016 +% (((mb1276 *% 4) +% 3) *% 4112)) +% (nb1275 *% 24)) +% 16), t1277_c3_2)
         }
       }
-      for mb1394 in 0..<4 {
-        var t1395_c0_0 = Vector()
-        var t1395_c0_1 = Vector()
-        var t1395_c1_0 = Vector()
-        var t1395_c1_1 = Vector()
-        var t1395_c2_0 = Vector()
-        var t1395_c2_1 = Vector()
-        var t1395_c3_0 = Vector()
-        var t1395_c3_1 = Vector()
-        for k1396 in 0..<32 {
-          let t1395_b0 = loadVector(arena, ((10027808 +% (k1396 *% 4112)) +% 4080))
-          let t1395_b1 = loadVector(arena, (((10027808 +% (k1396 *% 4112)) +% 4080) +% 8))
-          let t1395_a0 = Vector(repeating: params[((19088 +% (mb1394 *% 4)) +% (k1396 *% 16))])
-          t1395_c0_0 = t1395_c0_0.addingProduct(t1395_a0, t1395_b0)
-          t1395_c0_1 = t1395_c0_1.addingProduct(t1395_a0, t1395_b1)
-          let t1395_a1 = Vector(repeating: params[((19088 +% ((mb1394 *% 4) +% 1)) +% (k1396 *% 16))])
-          t1395_c1_0 = t1395_c1_0.addingProduct(t1395_a1, t1395_b0)
-          t1395_c1_1 = t1395_c1_1.addingProduct(t1395_a1, t1395_b1)
-          let t1395_a2 = Vector(repeating: params[((19088 +% ((mb1394 *% 4) +% 2)) +% (k1396 *% 16))])
-          t1395_c2_0 = t1395_c2_0.addingProduct(t1395_a2, t1395_b0)
-          t1395_c2_1 = t1395_c2_1.addingProduct(t1395_a2, t1395_b1)
-          let t1395_a3 = Vector(repeating: params[((19088 +% ((mb1394 *% 4) +% 3)) +% (k1396 *% 16))])
-          t1395_c3_0 = t1395_c3_0.addingProduct(t1395_a3, t1395_b0)
-          t1395_c3_1 = t1395_c3_1.addingProduct(t1395_a3, t1395_b1)
+      for mb1279 in 0..<4 {
+        var t1280_c0_0 = Vector()
+        var t1280_c0_1 = Vector()
+        var t1280_c1_0 = Vector()
+        var t1280_c1_1 = Vector()
+        var t1280_c2_0 = Vector()
+        var t1280_c2_1 = Vector()
+        var t1280_c3_0 = Vector()
+        var t1280_c3_1 = Vector()
+        for k1281 in 0..<32 {
+          let t1280_b0 = loadVector(arena, ((10027808 +% (k1281 *% 4112)) +% 4080))
+          let t1280_b1 = loadVector(arena, (((10027808 +% (k1281 *% 4112)) +% 4080) +% 8))
+          let t1280_a0 = Vector(repeating: params[((19088 +% (mb1279 *% 4)) +% (k1281 *% 16))])
+          t1280_c0_0 = t1280_c0_0.addingProduct(t1280_a0, t1280_b0)
+          t1280_c0_1 = t1280_c0_1.addingProduct(t1280_a0, t1280_b1)
+          let t1280_a1 = Vector(repeating: params[((19088 +% ((mb1279 *% 4) +% 1)) +% (k1281 *% 16))])
+          t1280_c1_0 = t1280_c1_0.addingProduct(t1280_a1, t1280_b0)
+          t1280_c1_1 = t1280_c1_1.addingProduct(t1280_a1, t1280_b1)
+          let t1280_a2 = Vector(repeating: params[((19088 +% ((mb1279 *% 4) +% 2)) +% (k1281 *% 16))])
+          t1280_c2_0 = t1280_c2_0.addingProduct(t1280_a2, t1280_b0)
+          t1280_c2_1 = t1280_c2_1.addingProduct(t1280_a2, t1280_b1)
+          let t1280_a3 = Vector(repeating: params[((19088 +% ((mb1279 *% 4) +% 3)) +% (k1281 *% 16))])
+          t1280_c3_0 = t1280_c3_0.addingProduct(t1280_a3, t1280_b0)
+          t1280_c3_1 = t1280_c3_1.addingProduct(t1280_a3, t1280_b1)
         }
-        storeVector(arena, ((9962016 +% ((mb1394 *% 4) *% 4112)) +% 4080), t1395_c0_0)
-        storeVector(arena, (((9962016 +% ((mb1394 *% 4) *% 4112)) +% 4080) +% 8), t1395_c0_1)
-        storeVector(arena, ((9962016 +% (((mb1394 *% 4) +% 1) *% 4112)) +% 4080), t1395_c1_0)
-        storeVector(arena, (((9962016 +% (((mb1394 *% 4) +% 1) *% 4112)) +% 4080) +% 8), t1395_c1_1)
-        storeVector(arena, ((9962016 +% (((mb1394 *% 4) +% 2) *% 4112)) +% 4080), t1395_c2_0)
-        storeVector(arena, (((9962016 +% (((mb1394 *% 4) +% 2) *% 4112)) +% 4080) +% 8), t1395_c2_1)
-        storeVector(arena, ((9962016 +% (((mb1394 *% 4) +% 3) *% 4112)) +% 4080), t1395_c3_0)
-        storeVector(arena, (((9962016 +% (((mb1394 *% 4) +% 3) *% 4112)) +% 4080) +% 8), t1395_c3_1)
+        storeVector(arena, ((9962016 +% ((mb1279 *% 4) *% 4112)) +% 4080), t1280_c0_0)
+        storeVector(arena, (((9962016 +% ((mb1279 *% 4) *% 4112)) +% 4080) +% 8), t1280_c0_1)
+        storeVector(arena, ((9962016 +% (((mb1279 *% 4) +% 1) *% 4112)) +% 4080), t1280_c1_0)
+        storeVector(arena, (((9962016 +% (((mb1279 *% 4) +% 1) *% 4112)) +% 4080) +% 8), t1280_c1_1)
+        storeVector(arena, ((9962016 +% (((mb1279 *% 4) +% 2) *% 4112)) +% 4080), t1280_c2_0)
+        storeVector(arena, (((9962016 +% (((mb1279 *% 4) +% 2) *% 4112)) +% 4080) +% 8), t1280_c2_1)
+        storeVector(arena, ((9962016 +% (((mb1279 *% 4) +% 3) *% 4112)) +% 4080), t1280_c3_0)
+        storeVector(arena, (((9962016 +% (((mb1279 *% 4) +% 3) *% 4112)) +% 4080) +% 8), t1280_c3_1)
       }
     }
-    for j1398 in 0..<16 {
-      for c1399 in 0..<16 {
-        for ky1400 in 0..<1 {
-          for oy1401 in 0..<16 {
-            for ox1402 in 0..<16 {
-              arena[((((8388832 +% (((g1386 *% 16) +% j1398) *% 16384)) +% (c1399 *% 1024)) +% (((oy1401 *% 2) +% ky1400) *% 32)) +% (ox1402 *% 2))] += arena[(((9962016 +% ((c1399 +% ky1400) *% 4112)) +% (j1398 *% 256)) +% ((oy1401 *% 16) +% ox1402))]
+    for j1283 in 0..<16 {
+      for c1284 in 0..<16 {
+        for ky1285 in 0..<1 {
+          for oy1286 in 0..<16 {
+            for ox1287 in 0..<16 {
+              arena[((((8388832 +% (((g1271 *% 16) +% j1283) *% 16384)) +% (c1284 *% 1024)) +% (((oy1286 *% 2) +% ky1285) *% 32)) +% (ox1287 *% 2))] += arena[(((9962016 +% ((c1284 +% ky1285) *% 4112)) +% (j1283 *% 256)) +% ((oy1286 *% 16) +% ox1287))]
             }
           }
         }
@@ -3737,780 +3587,782 @@ public func resnet8_train_b64(
     }
   }
   // s2_bn2_weight_grad = batchnorm_grad_weight(s2_sum_grad, s2_conv2, s2_bn2.mean, s2_bn2.var)
-  for c1403 in 0..<32 {
-    var invstd1405: Float = (Float(1) / sqrtf((arena[(8388800 +% c1403)] + Float(bitPattern: 0x3727c5ac))))
-    var mean1406: Float = arena[(8388768 +% c1403)]
-    var acc1407 = Vector()
-    var tail1408: Float = Float(0)
-    for n1409 in 0..<64 {
-      for v1410 in 0..<32 {
-        acc1407 = (acc1407 + (loadVector(arena, (9437600 +% ((((n1409 *% 32) +% c1403) *% 256) +% (v1410 *% 8)))) * ((loadVector(arena, (6815840 +% ((((n1409 *% 32) +% c1403) *% 256) +% (v1410 *% 8)))) - Vector(repeating: mean1406)) * Vector(repeating: invstd1405))))
+  for c1288 in 0..<32 {
+    var invstd1290: Float = (Float(1) / sqrtf((arena[(8388800 +% c1288)] + Float(bitPattern: 0x3727c5ac))))
+    var mean1291: Float = arena[(8388768 +% c1288)]
+    var acc1292 = Vector()
+    var tail1293: Float = Float(0)
+    for n1294 in 0..<64 {
+      for v1295 in 0..<32 {
+        acc1292 = (acc1292 + (loadVector(arena, (9437600 +% ((((n1294 *% 32) +% c1288) *% 256) +% (v1295 *% 8)))) * ((loadVector(arena, (6815840 +% ((((n1294 *% 32) +% c1288) *% 256) +% (v1295 *% 8)))) - Vector(repeating: mean1291)) * Vector(repeating: invstd1290))))
       }
     }
-    storeVector(arena, 7864480, acc1407)
-    var sum1411: Float = (arena[7864480] + arena[7864481])
-    var sum1412: Float = (sum1411 + arena[7864482])
-    var sum1413: Float = (sum1412 + arena[7864483])
-    var sum1414: Float = (sum1413 + arena[7864484])
-    var sum1415: Float = (sum1414 + arena[7864485])
-    var sum1416: Float = (sum1415 + arena[7864486])
-    var sum1417: Float = (sum1416 + arena[7864487])
-    var sum_x1404: Float = (sum1417 + tail1408)
-    grads[(19024 +% c1403)] = sum_x1404
+    storeVector(arena, 7864480, acc1292)
+    var sum1296: Float = (arena[7864480] + arena[7864481])
+    var sum1297: Float = (sum1296 + arena[7864482])
+    var sum1298: Float = (sum1297 + arena[7864483])
+    var sum1299: Float = (sum1298 + arena[7864484])
+    var sum1300: Float = (sum1299 + arena[7864485])
+    var sum1301: Float = (sum1300 + arena[7864486])
+    var sum1302: Float = (sum1301 + arena[7864487])
+    var sum_x1289: Float = (sum1302 + tail1293)
+    grads[(19024 +% c1288)] = sum_x1289
   }
   // s2_bn2_bias_grad = batchnorm_grad_bias(s2_sum_grad)
-  for c1418 in 0..<32 {
-    var acc1420 = Vector()
-    var tail1421: Float = Float(0)
-    for n1422 in 0..<64 {
-      for v1423 in 0..<32 {
-        acc1420 = (acc1420 + loadVector(arena, (9437600 +% ((((n1422 *% 32) +% c1418) *% 256) +% (v1423 *% 8)))))
+  for c1303 in 0..<32 {
+    var acc1305 = Vector()
+    var tail1306: Float = Float(0)
+    for n1307 in 0..<64 {
+      for v1308 in 0..<32 {
+        acc1305 = (acc1305 + loadVector(arena, (9437600 +% ((((n1307 *% 32) +% c1303) *% 256) +% (v1308 *% 8)))))
       }
     }
-    storeVector(arena, 7864480, acc1420)
-    var sum1424: Float = (arena[7864480] + arena[7864481])
-    var sum1425: Float = (sum1424 + arena[7864482])
-    var sum1426: Float = (sum1425 + arena[7864483])
-    var sum1427: Float = (sum1426 + arena[7864484])
-    var sum1428: Float = (sum1427 + arena[7864485])
-    var sum1429: Float = (sum1428 + arena[7864486])
-    var sum1430: Float = (sum1429 + arena[7864487])
-    var sum1419: Float = (sum1430 + tail1421)
-    grads[(19056 +% c1418)] = sum1419
+    storeVector(arena, 7864480, acc1305)
+    var sum1309: Float = (arena[7864480] + arena[7864481])
+    var sum1310: Float = (sum1309 + arena[7864482])
+    var sum1311: Float = (sum1310 + arena[7864483])
+    var sum1312: Float = (sum1311 + arena[7864484])
+    var sum1313: Float = (sum1312 + arena[7864485])
+    var sum1314: Float = (sum1313 + arena[7864486])
+    var sum1315: Float = (sum1314 + arena[7864487])
+    var sum1304: Float = (sum1315 + tail1306)
+    grads[(19056 +% c1303)] = sum1304
   }
   // s2_conv2_grad = batchnorm_grad_input(s2_sum_grad, s2_conv2, s2_bn2.mean, s2_bn2.var, s2_bn2.weight, s2_bn2_bias_grad, s2_bn2_weight_grad)
-  for c1431 in 0..<32 {
-    var invstd1434: Float = (Float(1) / sqrtf((arena[(8388800 +% c1431)] + Float(bitPattern: 0x3727c5ac))))
-    var sum1432: Float = grads[(19056 +% c1431)]
-    var sum_x1433: Float = grads[(19024 +% c1431)]
-    var scale1435: Float = (params[(19024 +% c1431)] * invstd1434)
-    var mean_dy1436: Float = (sum1432 / Float(16384))
-    var mean_dy_x1437: Float = (sum_x1433 / Float(16384))
-    for n1438 in 0..<64 {
-      for i1439 in 0..<256 {
-        arena[(7864480 +% ((((n1438 *% 32) +% c1431) *% 256) +% i1439))] = (scale1435 * ((arena[(9437600 +% ((((n1438 *% 32) +% c1431) *% 256) +% i1439))] - mean_dy1436) - (((arena[(6815840 +% ((((n1438 *% 32) +% c1431) *% 256) +% i1439))] - arena[(8388768 +% c1431)]) * invstd1434) * mean_dy_x1437)))
+  for c1316 in 0..<32 {
+    var invstd1319: Float = (Float(1) / sqrtf((arena[(8388800 +% c1316)] + Float(bitPattern: 0x3727c5ac))))
+    var sum1317: Float = grads[(19056 +% c1316)]
+    var sum_x1318: Float = grads[(19024 +% c1316)]
+    var scale1320: Float = (params[(19024 +% c1316)] * invstd1319)
+    var mean_dy1321: Float = (sum1317 / Float(16384))
+    var mean_dy_x1322: Float = (sum_x1318 / Float(16384))
+    for n1323 in 0..<64 {
+      for i1324 in 0..<256 {
+        arena[(7864480 +% ((((n1323 *% 32) +% c1316) *% 256) +% i1324))] = (scale1320 * ((arena[(9437600 +% ((((n1323 *% 32) +% c1316) *% 256) +% i1324))] - mean_dy1321) - (((arena[(6815840 +% ((((n1323 *% 32) +% c1316) *% 256) +% i1324))] - arena[(8388768 +% c1316)]) * invstd1319) * mean_dy_x1322)))
       }
     }
   }
   // s2_conv2_weight_grad = conv2d_grad_weight(s2_conv2_grad, s2_relu1)
-  for i1440 in 0..<2048 {
-    storeVector(arena, ((i1440 *% 8) +% 6899936), Vector(repeating: Float(0)))
+  for i1325 in 0..<2048 {
+    storeVector(arena, ((i1325 *% 8) +% 6899936), Vector(repeating: Float(0)))
   }
-  for i1441 in 0..<1296 {
-    storeVector(arena, ((i1441 *% 8) +% 6815840), Vector(repeating: Float(0)))
+  for i1326 in 0..<1296 {
+    storeVector(arena, ((i1326 *% 8) +% 6815840), Vector(repeating: Float(0)))
   }
-  for i1442 in 0..<1024 {
-    storeVector(arena, ((i1442 *% 8) +% 6858976), Vector(repeating: Float(0)))
+  for i1327 in 0..<1024 {
+    storeVector(arena, ((i1327 *% 8) +% 6858976), Vector(repeating: Float(0)))
   }
-  for g1443 in 0..<64 {
-    for j1444 in 0..<1 {
-      for c1445 in 0..<32 {
-        for iy1446 in 0..<16 {
-          for ix1447 in 0..<16 {
-            arena[(6815840 +% ((((j1444 *% 10368) +% ((iy1446 +% 1) *% 576)) +% ((ix1447 +% 1) *% 32)) +% c1445))] = arena[((((7340192 +% ((g1443 +% j1444) *% 8192)) +% (c1445 *% 256)) +% (iy1446 *% 16)) +% ix1447)]
+  for g1328 in 0..<64 {
+    for j1329 in 0..<1 {
+      for c1330 in 0..<32 {
+        for iy1331 in 0..<16 {
+          for ix1332 in 0..<16 {
+            arena[(6815840 +% ((((j1329 *% 10368) +% ((iy1331 +% 1) *% 576)) +% ((ix1332 +% 1) *% 32)) +% c1330))] = arena[((((7340192 +% ((g1328 +% j1329) *% 8192)) +% (c1330 *% 256)) +% (iy1331 *% 16)) +% ix1332)]
           }
         }
       }
     }
-    for j1448 in 0..<1 {
-      for ty1449 in 0..<8 {
-        for tx1450 in 0..<8 {
-          for cv1451 in 0..<4 {
-            let w1452 = (loadVector(arena, (6815840 +% ((((j1448 *% 10368) +% ((ty1449 *% 2) *% 576)) +% ((tx1450 *% 2) *% 32)) +% (cv1451 *% 8)))) - loadVector(arena, (6815840 +% ((((j1448 *% 10368) +% (((ty1449 *% 2) +% 2) *% 576)) +% ((tx1450 *% 2) *% 32)) +% (cv1451 *% 8)))))
-            let w1453 = (loadVector(arena, (6815840 +% ((((j1448 *% 10368) +% (((ty1449 *% 2) +% 1) *% 576)) +% ((tx1450 *% 2) *% 32)) +% (cv1451 *% 8)))) + loadVector(arena, (6815840 +% ((((j1448 *% 10368) +% (((ty1449 *% 2) +% 2) *% 576)) +% ((tx1450 *% 2) *% 32)) +% (cv1451 *% 8)))))
-            let w1454 = (loadVector(arena, (6815840 +% ((((j1448 *% 10368) +% (((ty1449 *% 2) +% 2) *% 576)) +% ((tx1450 *% 2) *% 32)) +% (cv1451 *% 8)))) - loadVector(arena, (6815840 +% ((((j1448 *% 10368) +% (((ty1449 *% 2) +% 1) *% 576)) +% ((tx1450 *% 2) *% 32)) +% (cv1451 *% 8)))))
-            let w1455 = (loadVector(arena, (6815840 +% ((((j1448 *% 10368) +% (((ty1449 *% 2) +% 1) *% 576)) +% ((tx1450 *% 2) *% 32)) +% (cv1451 *% 8)))) - loadVector(arena, (6815840 +% ((((j1448 *% 10368) +% (((ty1449 *% 2) +% 3) *% 576)) +% ((tx1450 *% 2) *% 32)) +% (cv1451 *% 8)))))
-            let w1456 = (loadVector(arena, (6815840 +% ((((j1448 *% 10368) +% ((ty1449 *% 2) *% 576)) +% (((tx1450 *% 2) +% 1) *% 32)) +% (cv1451 *% 8)))) - loadVector(arena, (6815840 +% ((((j1448 *% 10368) +% (((ty1449 *% 2) +% 2) *% 576)) +% (((tx1450 *% 2) +% 1) *% 32)) +% (cv1451 *% 8)))))
-            let w1457 = (loadVector(arena, (6815840 +% ((((j1448 *% 10368) +% (((ty1449 *% 2) +% 1) *% 576)) +% (((tx1450 *% 2) +% 1) *% 32)) +% (cv1451 *% 8)))) + loadVector(arena, (6815840 +% ((((j1448 *% 10368) +% (((ty1449 *% 2) +% 2) *% 576)) +% (((tx1450 *% 2) +% 1) *% 32)) +% (cv1451 *% 8)))))
-            let w1458 = (loadVector(arena, (6815840 +% ((((j1448 *% 10368) +% (((ty1449 *% 2) +% 2) *% 576)) +% (((tx1450 *% 2) +% 1) *% 32)) +% (cv1451 *% 8)))) - loadVector(arena, (6815840 +% ((((j1448 *% 10368) +% (((ty1449 *% 2) +% 1) *% 576)) +% (((tx1450 *% 2) +% 1) *% 32)) +% (cv1451 *% 8)))))
-            let w1459 = (loadVector(arena, (6815840 +% ((((j1448 *% 10368) +% (((ty1449 *% 2) +% 1) *% 576)) +% (((tx1450 *% 2) +% 1) *% 32)) +% (cv1451 *% 8)))) - loadVector(arena, (6815840 +% ((((j1448 *% 10368) +% (((ty1449 *% 2) +% 3) *% 576)) +% (((tx1450 *% 2) +% 1) *% 32)) +% (cv1451 *% 8)))))
-            let w1460 = (loadVector(arena, (6815840 +% ((((j1448 *% 10368) +% ((ty1449 *% 2) *% 576)) +% (((tx1450 *% 2) +% 2) *% 32)) +% (cv1451 *% 8)))) - loadVector(arena, (6815840 +% ((((j1448 *% 10368) +% (((ty1449 *% 2) +% 2) *% 576)) +% (((tx1450 *% 2) +% 2) *% 32)) +% (cv1451 *% 8)))))
-            let w1461 = (loadVector(arena, (6815840 +% ((((j1448 *% 10368) +% (((ty1449 *% 2) +% 1) *% 576)) +% (((tx1450 *% 2) +% 2) *% 32)) +% (cv1451 *% 8)))) + loadVector(arena, (6815840 +% ((((j1448 *% 10368) +% (((ty1449 *% 2) +% 2) *% 576)) +% (((tx1450 *% 2) +% 2) *% 32)) +% (cv1451 *% 8)))))
-            let w1462 = (loadVector(arena, (6815840 +% ((((j1448 *% 10368) +% (((ty1449 *% 2) +% 2) *% 576)) +% (((tx1450 *% 2) +% 2) *% 32)) +% (cv1451 *% 8)))) - loadVector(arena, (6815840 +% ((((j1448 *% 10368) +% (((ty1449 *% 2) +% 1) *% 576)) +% (((tx1450 *% 2) +% 2) *% 32)) +% (cv1451 *% 8)))))
-            let w1463 = (loadVector(arena, (6815840 +% ((((j1448 *% 10368) +% (((ty1449 *% 2) +% 1) *% 576)) +% (((tx1450 *% 2) +% 2) *% 32)) +% (cv1451 *% 8)))) - loadVector(arena, (6815840 +% ((((j1448 *% 10368) +% (((ty1449 *% 2) +% 3) *% 576)) +% (((tx1450 *% 2) +% 2) *% 32)) +% (cv1451 *% 8)))))
-            let w1464 = (loadVector(arena, (6815840 +% ((((j1448 *% 10368) +% ((ty1449 *% 2) *% 576)) +% (((tx1450 *% 2) +% 3) *% 32)) +% (cv1451 *% 8)))) - loadVector(arena, (6815840 +% ((((j1448 *% 10368) +% (((ty1449 *% 2) +% 2) *% 576)) +% (((tx1450 *% 2) +% 3) *% 32)) +% (cv1451 *% 8)))))
-            let w1465 = (loadVector(arena, (6815840 +% ((((j1448 *% 10368) +% (((ty1449 *% 2) +% 1) *% 576)) +% (((tx1450 *% 2) +% 3) *% 32)) +% (cv1451 *% 8)))) + loadVector(arena, (6815840 +% ((((j1448 *% 10368) +% (((ty1449 *% 2) +% 2) *% 576)) +% (((tx1450 *% 2) +% 3) *% 32)) +% (cv1451 *% 8)))))
-            let w1466 = (loadVector(arena, (6815840 +% ((((j1448 *% 10368) +% (((ty1449 *% 2) +% 2) *% 576)) +% (((tx1450 *% 2) +% 3) *% 32)) +% (cv1451 *% 8)))) - loadVector(arena, (6815840 +% ((((j1448 *% 10368) +% (((ty1449 *% 2) +% 1) *% 576)) +% (((tx1450 *% 2) +% 3) *% 32)) +% (cv1451 *% 8)))))
-            let w1467 = (loadVector(arena, (6815840 +% ((((j1448 *% 10368) +% (((ty1449 *% 2) +% 1) *% 576)) +% (((tx1450 *% 2) +% 3) *% 32)) +% (cv1451 *% 8)))) - loadVector(arena, (6815840 +% ((((j1448 *% 10368) +% (((ty1449 *% 2) +% 3) *% 576)) +% (((tx1450 *% 2) +% 3) *% 32)) +% (cv1451 *% 8)))))
-            let w1468 = (w1452 - w1460)
-            let w1469 = (w1456 + w1460)
-            let w1470 = (w1460 - w1456)
-            let w1471 = (w1456 - w1464)
-            let w1472 = (w1453 - w1461)
-            let w1473 = (w1457 + w1461)
-            let w1474 = (w1461 - w1457)
-            let w1475 = (w1457 - w1465)
-            let w1476 = (w1454 - w1462)
-            let w1477 = (w1458 + w1462)
-            let w1478 = (w1462 - w1458)
-            let w1479 = (w1458 - w1466)
-            let w1480 = (w1455 - w1463)
-            let w1481 = (w1459 + w1463)
-            let w1482 = (w1463 - w1459)
-            let w1483 = (w1459 - w1467)
-            storeVector(arena, ((6826208 +% ((((j1448 *% 64) +% (ty1449 *% 8)) +% tx1450) *% 32)) +% (cv1451 *% 8)), w1468)
-            storeVector(arena, ((6828256 +% ((((j1448 *% 64) +% (ty1449 *% 8)) +% tx1450) *% 32)) +% (cv1451 *% 8)), w1469)
-            storeVector(arena, ((6830304 +% ((((j1448 *% 64) +% (ty1449 *% 8)) +% tx1450) *% 32)) +% (cv1451 *% 8)), w1470)
-            storeVector(arena, ((6832352 +% ((((j1448 *% 64) +% (ty1449 *% 8)) +% tx1450) *% 32)) +% (cv1451 *% 8)), w1471)
-            storeVector(arena, ((6834400 +% ((((j1448 *% 64) +% (ty1449 *% 8)) +% tx1450) *% 32)) +% (cv1451 *% 8)), w1472)
-            storeVector(arena, ((6836448 +% ((((j1448 *% 64) +% (ty1449 *% 8)) +% tx1450) *% 32)) +% (cv1451 *% 8)), w1473)
-            storeVector(arena, ((6838496 +% ((((j1448 *% 64) +% (ty1449 *% 8)) +% tx1450) *% 32)) +% (cv1451 *% 8)), w1474)
-            storeVector(arena, ((6840544 +% ((((j1448 *% 64) +% (ty1449 *% 8)) +% tx1450) *% 32)) +% (cv1451 *% 8)), w1475)
-            storeVector(arena, ((6842592 +% ((((j1448 *% 64) +% (ty1449 *% 8)) +% tx1450) *% 32)) +% (cv1451 *% 8)), w1476)
-            storeVector(arena, ((6844640 +% ((((j1448 *% 64) +% (ty1449 *% 8)) +% tx1450) *% 32)) +% (cv1451 *% 8)), w1477)
-            storeVector(arena, ((6846688 +% ((((j1448 *% 64) +% (ty1449 *% 8)) +% tx1450) *% 32)) +% (cv1451 *% 8)), w1478)
-            storeVector(arena, ((6848736 +% ((((j1448 *% 64) +% (ty1449 *% 8)) +% tx1450) *% 32)) +% (cv1451 *% 8)), w1479)
-            storeVector(arena, ((6850784 +% ((((j1448 *% 64) +% (ty1449 *% 8)) +% tx1450) *% 32)) +% (cv1451 *% 8)), w1480)
-            storeVector(arena, ((6852832 +% ((((j1448 *% 64) +% (ty1449 *% 8)) +% tx1450) *% 32)) +% (cv1451 *% 8)), w1481)
-            storeVector(arena, ((6854880 +% ((((j1448 *% 64) +% (ty1449 *% 8)) +% tx1450) *% 32)) +% (cv1451 *% 8)), w1482)
-            storeVector(arena, ((6856928 +% ((((j1448 *% 64) +% (ty1449 *% 8)) +% tx1450) *% 32)) +% (cv1451 *% 8)), w1483)
+    for j1333 in 0..<1 {
+      for ty1334 in 0..<8 {
+        for tx1335 in 0..<8 {
+          for cv1336 in 0..<4 {
+            let w1337 = (loadVector(arena, (6815840 +% ((((j1333 *% 10368) +% ((ty1334 *% 2) *% 576)) +% ((tx1335 *% 2) *% 32)) +% (cv1336 *% 8)))) - loadVector(arena, (6815840 +% ((((j1333 *% 10368) +% (((ty1334 *% 2) +% 2) *% 576)) +% ((tx1335 *% 2) *% 32)) +% (cv1336 *% 8)))))
+            let w1338 = (loadVector(arena, (6815840 +% ((((j1333 *% 10368) +% (((ty1334 *% 2) +% 1) *% 576)) +% ((tx1335 *% 2) *% 32)) +% (cv1336 *% 8)))) + loadVector(arena, (6815840 +% ((((j1333 *% 10368) +% (((ty1334 *% 2) +% 2) *% 576)) +% ((tx1335 *% 2) *% 32)) +% (cv1336 *% 8)))))
+            let w1339 = (loadVector(arena, (6815840 +% ((((j1333 *% 10368) +% (((ty1334 *% 2) +% 2) *% 576)) +% ((tx1335 *% 2) *% 32)) +% (cv1336 *% 8)))) - loadVector(arena, (6815840 +% ((((j1333 *% 10368) +% (((ty1334 *% 2) +% 1) *% 576)) +% ((tx1335 *% 2) *% 32)) +% (cv1336 *% 8)))))
+            let w1340 = (loadVector(arena, (6815840 +% ((((j1333 *% 10368) +% (((ty1334 *% 2) +% 1) *% 576)) +% ((tx1335 *% 2) *% 32)) +% (cv1336 *% 8)))) - loadVector(arena, (6815840 +% ((((j1333 *% 10368) +% (((ty1334 *% 2) +% 3) *% 576)) +% ((tx1335 *% 2) *% 32)) +% (cv1336 *% 8)))))
+            let w1341 = (loadVector(arena, (6815840 +% ((((j1333 *% 10368) +% ((ty1334 *% 2) *% 576)) +% (((tx1335 *% 2) +% 1) *% 32)) +% (cv1336 *% 8)))) - loadVector(arena, (6815840 +% ((((j1333 *% 10368) +% (((ty1334 *% 2) +% 2) *% 576)) +% (((tx1335 *% 2) +% 1) *% 32)) +% (cv1336 *% 8)))))
+            let w1342 = (loadVector(arena, (6815840 +% ((((j1333 *% 10368) +% (((ty1334 *% 2) +% 1) *% 576)) +% (((tx1335 *% 2) +% 1) *% 32)) +% (cv1336 *% 8)))) + loadVector(arena, (6815840 +% ((((j1333 *% 10368) +% (((ty1334 *% 2) +% 2) *% 576)) +% (((tx1335 *% 2) +% 1) *% 32)) +% (cv1336 *% 8)))))
+            let w1343 = (loadVector(arena, (6815840 +% ((((j1333 *% 10368) +% (((ty1334 *% 2) +% 2) *% 576)) +% (((tx1335 *% 2) +% 1) *% 32)) +% (cv1336 *% 8)))) - loadVector(arena, (6815840 +% ((((j1333 *% 10368) +% (((ty1334 *% 2) +% 1) *% 576)) +% (((tx1335 *% 2) +% 1) *% 32)) +% (cv1336 *% 8)))))
+            let w1344 = (loadVector(arena, (6815840 +% ((((j1333 *% 10368) +% (((ty1334 *% 2) +% 1) *% 576)) +% (((tx1335 *% 2) +% 1) *% 32)) +% (cv1336 *% 8)))) - loadVector(arena, (6815840 +% ((((j1333 *% 10368) +% (((ty1334 *% 2) +% 3) *% 576)) +% (((tx1335 *% 2) +% 1) *% 32)) +% (cv1336 *% 8)))))
+            let w1345 = (loadVector(arena, (6815840 +% ((((j1333 *% 10368) +% ((ty1334 *% 2) *% 576)) +% (((tx1335 *% 2) +% 2) *% 32)) +% (cv1336 *% 8)))) - loadVector(arena, (6815840 +% ((((j1333 *% 10368) +% (((ty1334 *% 2) +% 2) *% 576)) +% (((tx1335 *% 2) +% 2) *% 32)) +% (cv1336 *% 8)))))
+            let w1346 = (loadVector(arena, (6815840 +% ((((j1333 *% 10368) +% (((ty1334 *% 2) +% 1) *% 576)) +% (((tx1335 *% 2) +% 2) *% 32)) +% (cv1336 *% 8)))) + loadVector(arena, (6815840 +% ((((j1333 *% 10368) +% (((ty1334 *% 2) +% 2) *% 576)) +% (((tx1335 *% 2) +% 2) *% 32)) +% (cv1336 *% 8)))))
+            let w1347 = (loadVector(arena, (6815840 +% ((((j1333 *% 10368) +% (((ty1334 *% 2) +% 2) *% 576)) +% (((tx1335 *% 2) +% 2) *% 32)) +% (cv1336 *% 8)))) - loadVector(arena, (6815840 +% ((((j1333 *% 10368) +% (((ty1334 *% 2) +% 1) *% 576)) +% (((tx1335 *% 2) +% 2) *% 32)) +% (cv1336 *% 8)))))
+            let w1348 = (loadVector(arena, (6815840 +% ((((j1333 *% 10368) +% (((ty1334 *% 2) +% 1) *% 576)) +% (((tx1335 *% 2) +% 2) *% 32)) +% (cv1336 *% 8)))) - loadVector(arena, (6815840 +% ((((j1333 *% 10368) +% (((ty1334 *% 2) +% 3) *% 576)) +% (((tx1335 *% 2) +% 2) *% 32)) +% (cv1336 *% 8)))))
+            let w1349 = (loadVector(arena, (6815840 +% ((((j1333 *% 10368) +% ((ty1334 *% 2) *% 576)) +% (((tx1335 *% 2) +% 3) *% 32)) +% (cv1336 *% 8)))) - loadVector(arena, (6815840 +% ((((j1333 *% 10368) +% (((ty1334 *% 2) +% 2) *% 576)) +% (((tx1335 *% 2) +% 3) *% 32)) +% (cv1336 *% 8)))))
+            let w1350 = (loadVector(arena, (6815840 +% ((((j1333 *% 10368) +% (((ty1334 *% 2) +% 1) *% 576)) +% (((tx1335 *% 2) +% 3) *% 32)) +% (cv1336 *% 8)))) + loadVector(arena, (6815840 +% ((((j1333 *% 10368) +% (((ty1334 *% 2) +% 2) *% 576)) +% (((tx1335 *% 2) +% 3) *% 32)) +% (cv1336 *% 8)))))
+            let w1351 = (loadVector(arena, (6815840 +% ((((j1333 *% 10368) +% (((ty1334 *% 2) +% 2) *% 576)) +% (((tx1335 *% 2) +% 3) *% 32)) +% (cv1336 *% 8)))) - loadVector(arena, (6815840 +% ((((j1333 *% 10368) +% (((ty1334 *% 2) +% 1) *% 576)) +% (((tx1335 *% 2) +% 3) *% 32)) +% (cv1336 *% 8)))))
+            let w1352 = (loadVector(arena, (6815840 +% ((((j1333 *% 10368) +% (((ty1334 *% 2) +% 1) *% 576)) +% (((tx1335 *% 2) +% 3) *% 32)) +% (cv1336 *% 8)))) - loadVector(arena, (6815840 +% ((((j1333 *% 10368) +% (((ty1334 *% 2) +% 3) *% 576)) +% (((tx1335 *% 2) +% 3) *% 32)) +% (cv1336 *% 8)))))
+            let w1353 = (w1337 - w1345)
+            let w1354 = (w1341 + w1345)
+            let w1355 = (w1345 - w1341)
+            let w1356 = (w1341 - w1349)
+            let w1357 = (w1338 - w1346)
+            let w1358 = (w1342 + w1346)
+            let w1359 = (w1346 - w1342)
+            let w1360 = (w1342 - w1350)
+            let w1361 = (w1339 - w1347)
+            let w1362 = (w1343 + w1347)
+            let w1363 = (w1347 - w1343)
+            let w1364 = (w1343 - w1351)
+            let w1365 = (w1340 - w1348)
+            let w1366 = (w1344 + w1348)
+            let w1367 = (w1348 - w1344)
+            let w1368 = (w1344 - w1352)
+            storeVector(arena, ((6826208 +% ((((j1333 *% 64) +% (ty1334 *% 8)) +% tx1335) *% 32)) +% (cv1336 *% 8)), w1353)
+            storeVector(arena, ((6828256 +% ((((j1333 *% 64) +% (ty1334 *% 8)) +% tx1335) *% 32)) +% (cv1336 *% 8)), w1354)
+            storeVector(arena, ((6830304 +% ((((j1333 *% 64) +% (ty1334 *% 8)) +% tx1335) *% 32)) +% (cv1336 *% 8)), w1355)
+            storeVector(arena, ((6832352 +% ((((j1333 *% 64) +% (ty1334 *% 8)) +% tx1335) *% 32)) +% (cv1336 *% 8)), w1356)
+            storeVector(arena, ((6834400 +% ((((j1333 *% 64) +% (ty1334 *% 8)) +% tx1335) *% 32)) +% (cv1336 *% 8)), w1357)
+            storeVector(arena, ((6836448 +% ((((j1333 *% 64) +% (ty1334 *% 8)) +% tx1335) *% 32)) +% (cv1336 *% 8)), w1358)
+            storeVector(arena, ((6838496 +% ((((j1333 *% 64) +% (ty1334 *% 8)) +% tx1335) *% 32)) +% (cv1336 *% 8)), w1359)
+            storeVector(arena, ((6840544 +% ((((j1333 *% 64) +% (ty1334 *% 8)) +% tx1335) *% 32)) +% (cv1336 *% 8)), w1360)
+            storeVector(arena, ((6842592 +% ((((j1333 *% 64) +% (ty1334 *% 8)) +% tx1335) *% 32)) +% (cv1336 *% 8)), w1361)
+            storeVector(arena, ((6844640 +% ((((j1333 *% 64) +% (ty1334 *% 8)) +% tx1335) *% 32)) +% (cv1336 *% 8)), w1362)
+            storeVector(arena, ((6846688 +% ((((j1333 *% 64) +% (ty1334 *% 8)) +% tx1335) *% 32)) +% (cv1336 *% 8)), w1363)
+            storeVector(arena, ((6848736 +% ((((j1333 *% 64) +% (ty1334 *% 8)) +% tx1335) *% 32)) +% (cv1336 *% 8)), w1364)
+            storeVector(arena, ((6850784 +% ((((j1333 *% 64) +% (ty1334 *% 8)) +% tx1335) *% 32)) +% (cv1336 *% 8)), w1365)
+            storeVector(arena, ((6852832 +% ((((j1333 *% 64) +% (ty1334 *% 8)) +% tx1335) *% 32)) +% (cv1336 *% 8)), w1366)
+            storeVector(arena, ((6854880 +% ((((j1333 *% 64) +% (ty1334 *% 8)) +% tx1335) *% 32)) +% (cv1336 *% 8)), w1367)
+            storeVector(arena, ((6856928 +% ((((j1333 *% 64) +% (ty1334 *% 8)) +% tx1335) *% 32)) +% (cv1336 *% 8)), w1368)
           }
         }
       }
     }
-    for j1484 in 0..<1 {
-      for c1485 in 0..<32 {
-        for iy1486 in 0..<16 {
-          for ix1487 in 0..<16 {
-            arena[(6858976 +% ((((j1484 *% 8192) +% (iy1486 *% 512)) +% (ix1487 *% 32)) +% c1485))] = arena[((((7864480 +% ((g1443 +% j1484) *% 8192)) +% (c1485 *% 256)) +% (iy1486 *% 16)) +% ix1487)]
+    for j1369 in 0..<1 {
+      for c1370 in 0..<32 {
+        for iy1371 in 0..<16 {
+          for ix1372 in 0..<16 {
+            arena[(6858976 +% ((((j1369 *% 8192) +% (iy1371 *% 512)) +% (ix1372 *% 32)) +% c1370))] = arena[((((7864480 +% ((g1328 +% j1369) *% 8192)) +% (c1370 *% 256)) +% (iy1371 *% 16)) +% ix1372)]
           }
         }
       }
     }
-    for j1488 in 0..<1 {
-      for ty1489 in 0..<8 {
-        for tx1490 in 0..<8 {
-          for cv1491 in 0..<4 {
-            let w1492 = loadVector(arena, (6858976 +% ((((j1488 *% 8192) +% ((ty1489 *% 2) *% 512)) +% ((tx1490 *% 2) *% 32)) +% (cv1491 *% 8))))
-            let w1493 = (loadVector(arena, (6858976 +% ((((j1488 *% 8192) +% ((ty1489 *% 2) *% 512)) +% ((tx1490 *% 2) *% 32)) +% (cv1491 *% 8)))) + loadVector(arena, (6858976 +% ((((j1488 *% 8192) +% (((ty1489 *% 2) +% 1) *% 512)) +% ((tx1490 *% 2) *% 32)) +% (cv1491 *% 8)))))
-            let w1494 = (loadVector(arena, (6858976 +% ((((j1488 *% 8192) +% ((ty1489 *% 2) *% 512)) +% ((tx1490 *% 2) *% 32)) +% (cv1491 *% 8)))) - loadVector(arena, (6858976 +% ((((j1488 *% 8192) +% (((ty1489 *% 2) +% 1) *% 512)) +% ((tx1490 *% 2) *% 32)) +% (cv1491 *% 8)))))
-            let w1495 = (loadVector(arena, (6858976 +% ((((j1488 *% 8192) +% (((ty1489 *% 2) +% 1) *% 512)) +% ((tx1490 *% 2) *% 32)) +% (cv1491 *% 8)))) * Vector(repeating: Float(-1)))
-            let w1496 = loadVector(arena, (6858976 +% ((((j1488 *% 8192) +% ((ty1489 *% 2) *% 512)) +% (((tx1490 *% 2) +% 1) *% 32)) +% (cv1491 *% 8))))
-            let w1497 = (loadVector(arena, (6858976 +% ((((j1488 *% 8192) +% ((ty1489 *% 2) *% 512)) +% (((tx1490 *% 2) +% 1) *% 32)) +% (cv1491 *% 8)))) + loadVector(arena, (6858976 +% ((((j1488 *% 8192) +% (((ty1489 *% 2) +% 1) *% 512)) +% (((tx1490 *% 2) +% 1) *% 32)) +% (cv1491 *% 8)))))
-            let w1498 = (loadVector(arena, (6858976 +% ((((j1488 *% 8192) +% ((ty1489 *% 2) *% 512)) +% (((tx1490 *% 2) +% 1) *% 32)) +% (cv1491 *% 8)))) - loadVector(arena, (6858976 +% ((((j1488 *% 8192) +% (((ty1489 *% 2) +% 1) *% 512)) +% (((tx1490 *% 2) +% 1) *% 32)) +% (cv1491 *% 8)))))
-            let w1499 = (loadVector(arena, (6858976 +% ((((j1488 *% 8192) +% (((ty1489 *% 2) +% 1) *% 512)) +% (((tx1490 *% 2) +% 1) *% 32)) +% (cv1491 *% 8)))) * Vector(repeating: Float(-1)))
-            let w1500 = w1492
-            let w1501 = (w1492 + w1496)
-            let w1502 = (w1492 - w1496)
-            let w1503 = (w1496 * Vector(repeating: Float(-1)))
-            let w1504 = w1493
-            let w1505 = (w1493 + w1497)
-            let w1506 = (w1493 - w1497)
-            let w1507 = (w1497 * Vector(repeating: Float(-1)))
-            let w1508 = w1494
-            let w1509 = (w1494 + w1498)
-            let w1510 = (w1494 - w1498)
-            let w1511 = (w1498 * Vector(repeating: Float(-1)))
-            let w1512 = w1495
-            let w1513 = (w1495 + w1499)
-            let w1514 = (w1495 - w1499)
-            let w1515 = (w1499 * Vector(repeating: Float(-1)))
-            storeVector(arena, ((6867168 +% ((((j1488 *% 64) +% (ty1489 *% 8)) +% tx1490) *% 32)) +% (cv1491 *% 8)), w1500)
-            storeVector(arena, ((6869216 +% ((((j1488 *% 64) +% (ty1489 *% 8)) +% tx1490) *% 32)) +% (cv1491 *% 8)), w1501)
-            storeVector(arena, ((6871264 +% ((((j1488 *% 64) +% (ty1489 *% 8)) +% tx1490) *% 32)) +% (cv1491 *% 8)), w1502)
-            storeVector(arena, ((6873312 +% ((((j1488 *% 64) +% (ty1489 *% 8)) +% tx1490) *% 32)) +% (cv1491 *% 8)), w1503)
-            storeVector(arena, ((6875360 +% ((((j1488 *% 64) +% (ty1489 *% 8)) +% tx1490) *% 32)) +% (cv1491 *% 8)), w1504)
-            storeVector(arena, ((6877408 +% ((((j1488 *% 64) +% (ty1489 *% 8)) +% tx1490) *% 32)) +% (cv1491 *% 8)), w1505)
-            storeVector(arena, ((6879456 +% ((((j1488 *% 64) +% (ty1489 *% 8)) +% tx1490) *% 32)) +% (cv1491 *% 8)), w1506)
-            storeVector(arena, ((6881504 +% ((((j1488 *% 64) +% (ty1489 *% 8)) +% tx1490) *% 32)) +% (cv1491 *% 8)), w1507)
-            storeVector(arena, ((6883552 +% ((((j1488 *% 64) +% (ty1489 *% 8)) +% tx1490) *% 32)) +% (cv1491 *% 8)), w1508)
-            storeVector(arena, ((6885600 +% ((((j1488 *% 64) +% (ty1489 *% 8)) +% tx1490) *% 32)) +% (cv1491 *% 8)), w1509)
-            storeVector(arena, ((6887648 +% ((((j1488 *% 64) +% (ty1489 *% 8)) +% tx1490) *% 32)) +% (cv1491 *% 8)), w1510)
-            storeVector(arena, ((6889696 +% ((((j1488 *% 64) +% (ty1489 *% 8)) +% tx1490) *% 32)) +% (cv1491 *% 8)), w1511)
-            storeVector(arena, ((6891744 +% ((((j1488 *% 64) +% (ty1489 *% 8)) +% tx1490) *% 32)) +% (cv1491 *% 8)), w1512)
-            storeVector(arena, ((6893792 +% ((((j1488 *% 64) +% (ty1489 *% 8)) +% tx1490) *% 32)) +% (cv1491 *% 8)), w1513)
-            storeVector(arena, ((6895840 +% ((((j1488 *% 64) +% (ty1489 *% 8)) +% tx1490) *% 32)) +% (cv1491 *% 8)), w1514)
-            storeVector(arena, ((6897888 +% ((((j1488 *% 64) +% (ty1489 *% 8)) +% tx1490) *% 32)) +% (cv1491 *% 8)), w1515)
+    for j1373 in 0..<1 {
+      for ty1374 in 0..<8 {
+        for tx1375 in 0..<8 {
+          for cv1376 in 0..<4 {
+            let w1377 = loadVector(arena, (6858976 +% ((((j1373 *% 8192) +% ((ty1374 *% 2) *% 512)) +% ((tx1375 *% 2) *% 32)) +% (cv1376 *% 8))))
+            let w1378 = (loadVector(arena, (6858976 +% ((((j1373 *% 8192) +% ((ty1374 *% 2) *% 512)) +% ((tx1375 *% 2) *% 32)) +% (cv1376 *% 8)))) + loadVector(arena, (6858976 +% ((((j1373 *% 8192) +% (((ty1374 *% 2) +% 1) *% 512)) +% ((tx1375 *% 2) *% 32)) +% (cv1376 *% 8)))))
+            let w1379 = (loadVector(arena, (6858976 +% ((((j1373 *% 8192) +% ((ty1374 *% 2) *% 512)) +% ((tx1375 *% 2) *% 32)) +% (cv1376 *% 8)))) - loadVector(arena, (6858976 +% ((((j1373 *% 8192) +% (((ty1374 *% 2) +% 1) *% 512)) +% ((tx1375 *% 2) *% 32)) +% (cv1376 *% 8)))))
+            let w1380 = (loadVector(arena, (6858976 +% ((((j1373 *% 8192) +% (((ty1374 *% 2) +% 1) *% 512)) +% ((tx1375 *% 2) *% 32)) +% (cv1376 *% 8)))) * Vector(repeating: Float(-1)))
+            let w1381 = loadVector(arena, (6858976 +% ((((j1373 *% 8192) +% ((ty1374 *% 2) *% 512)) +% (((tx1375 *% 2) +% 1) *% 32)) +% (cv1376 *% 8))))
+            let w1382 = (loadVector(arena, (6858976 +% ((((j1373 *% 8192) +% ((ty1374 *% 2) *% 512)) +% (((tx1375 *% 2) +% 1) *% 32)) +% (cv1376 *% 8)))) + loadVector(arena, (6858976 +% ((((j1373 *% 8192) +% (((ty1374 *% 2) +% 1) *% 512)) +% (((tx1375 *% 2) +% 1) *% 32)) +% (cv1376 *% 8)))))
+            let w1383 = (loadVector(arena, (6858976 +% ((((j1373 *% 8192) +% ((ty1374 *% 2) *% 512)) +% (((tx1375 *% 2) +% 1) *% 32)) +% (cv1376 *% 8)))) - loadVector(arena, (6858976 +% ((((j1373 *% 8192) +% (((ty1374 *% 2) +% 1) *% 512)) +% (((tx1375 *% 2) +% 1) *% 32)) +% (cv1376 *% 8)))))
+            let w1384 = (loadVector(arena, (6858976 +% ((((j1373 *% 8192) +% (((ty1374 *% 2) +% 1) *% 512)) +% (((tx1375 *% 2) +% 1) *% 32)) +% (cv1376 *% 8)))) * Vector(repeating: Float(-1)))
+            let w1385 = w1377
+            let w1386 = (w1377 + w1381)
+            let w1387 = (w1377 - w1381)
+            let w1388 = (w1381 * Vector(repeating: Float(-1)))
+            let w1389 = w1378
+            let w1390 = (w1378 + w1382)
+            let w1391 = (w1378 - w1382)
+            let w1392 = (w1382 * Vector(repeating: Float(-1)))
+            let w1393 = w1379
+            let w1394 = (w1379 + w1383)
+            let w1395 = (w1379 - w1383)
+            let w1396 = (w1383 * Vector(repeating: Float(-1)))
+            let w1397 = w1380
+            let w1398 = (w1380 + w1384)
+            let w1399 = (w1380 - w1384)
+            let w1400 = (w1384 * Vector(repeating: Float(-1)))
+            storeVector(arena, ((6867168 +% ((((j1373 *% 64) +% (ty1374 *% 8)) +% tx1375) *% 32)) +% (cv1376 *% 8)), w1385)
+            storeVector(arena, ((6869216 +% ((((j1373 *% 64) +% (ty1374 *% 8)) +% tx1375) *% 32)) +% (cv1376 *% 8)), w1386)
+            storeVector(arena, ((6871264 +% ((((j1373 *% 64) +% (ty1374 *% 8)) +% tx1375) *% 32)) +% (cv1376 *% 8)), w1387)
+            storeVector(arena, ((6873312 +% ((((j1373 *% 64) +% (ty1374 *% 8)) +% tx1375) *% 32)) +% (cv1376 *% 8)), w1388)
+            storeVector(arena, ((6875360 +% ((((j1373 *% 64) +% (ty1374 *% 8)) +% tx1375) *% 32)) +% (cv1376 *% 8)), w1389)
+            storeVector(arena, ((6877408 +% ((((j1373 *% 64) +% (ty1374 *% 8)) +% tx1375) *% 32)) +% (cv1376 *% 8)), w1390)
+            storeVector(arena, ((6879456 +% ((((j1373 *% 64) +% (ty1374 *% 8)) +% tx1375) *% 32)) +% (cv1376 *% 8)), w1391)
+            storeVector(arena, ((6881504 +% ((((j1373 *% 64) +% (ty1374 *% 8)) +% tx1375) *% 32)) +% (cv1376 *% 8)), w1392)
+            storeVector(arena, ((6883552 +% ((((j1373 *% 64) +% (ty1374 *% 8)) +% tx1375) *% 32)) +% (cv1376 *% 8)), w1393)
+            storeVector(arena, ((6885600 +% ((((j1373 *% 64) +% (ty1374 *% 8)) +% tx1375) *% 32)) +% (cv1376 *% 8)), w1394)
+            storeVector(arena, ((6887648 +% ((((j1373 *% 64) +% (ty1374 *% 8)) +% tx1375) *% 32)) +% (cv1376 *% 8)), w1395)
+            storeVector(arena, ((6889696 +% ((((j1373 *% 64) +% (ty1374 *% 8)) +% tx1375) *% 32)) +% (cv1376 *% 8)), w1396)
+            storeVector(arena, ((6891744 +% ((((j1373 *% 64) +% (ty1374 *% 8)) +% tx1375) *% 32)) +% (cv1376 *% 8)), w1397)
+            storeVector(arena, ((6893792 +% ((((j1373 *% 64) +% (ty1374 *% 8)) +% tx1375) *% 32)) +% (cv1376 *% 8)), w1398)
+            storeVector(arena, ((6895840 +% ((((j1373 *% 64) +% (ty1374 *% 8)) +% tx1375) *% 32)) +% (cv1376 *% 8)), w1399)
+            storeVector(arena, ((6897888 +% ((((j1373 *% 64) +% (ty1374 *% 8)) +% tx1375) *% 32)) +% (cv1376 *% 8)), w1400)
           }
         }
       }
     }
-    for xi1516 in 0..<16 {
-      sgemm(101, 112, 111, 32, 32, 64, 1, arena + (6826208 +% (xi1516 *% 2048)), 32, arena + (6867168 +% (xi1516 *% 2048)), 32, Float(bitPattern: 0x3f800000), arena + (6899936 +% (xi1516 *% 1024)), 32)
+    for xi1401 in 0..<16 {
+      sgemm(101, 112, 111, 32, 32, 64, 1, arena + (6826208 +% (xi1401 *% 2048)), 32, arena + (6867168 +% (xi1401 *% 2048)), 32, Float(bitPattern: 0x3f800000), arena + (6899936 +% (xi1401 *% 1024)), 32)
     }
   }
   do {  // scalar loops
-    for f1517 in 0..<32 {
-      for c1518 in 0..<32 {
-        var w1519: Float = (((arena[((6899936 +% (c1518 *% 32)) +% f1517)] * Float(1)) + (arena[((6904032 +% (c1518 *% 32)) +% f1517)] * Float(bitPattern: 0x3f000000))) + (arena[((6908128 +% (c1518 *% 32)) +% f1517)] * Float(bitPattern: 0x3f000000)))
-        var w1520: Float = ((arena[((6904032 +% (c1518 *% 32)) +% f1517)] - arena[((6908128 +% (c1518 *% 32)) +% f1517)]) * Float(bitPattern: 0x3f000000))
-        var w1521: Float = (((arena[((6904032 +% (c1518 *% 32)) +% f1517)] * Float(bitPattern: 0x3f000000)) + (arena[((6908128 +% (c1518 *% 32)) +% f1517)] * Float(bitPattern: 0x3f000000))) + (arena[((6912224 +% (c1518 *% 32)) +% f1517)] * Float(1)))
-        var w1522: Float = (((arena[((6900960 +% (c1518 *% 32)) +% f1517)] * Float(1)) + (arena[((6905056 +% (c1518 *% 32)) +% f1517)] * Float(bitPattern: 0x3f000000))) + (arena[((6909152 +% (c1518 *% 32)) +% f1517)] * Float(bitPattern: 0x3f000000)))
-        var w1523: Float = ((arena[((6905056 +% (c1518 *% 32)) +% f1517)] - arena[((6909152 +% (c1518 *% 32)) +% f1517)]) * Float(bitPattern: 0x3f000000))
-        var w1524: Float = (((arena[((6905056 +% (c1518 *% 32)) +% f1517)] * Float(bitPattern: 0x3f000000)) + (arena[((6909152 +% (c1518 *% 32)) +% f1517)] * Float(bitPattern: 0x3f000000))) + (arena[((6913248 +% (c1518 *% 32)) +% f1517)] * Float(1)))
-        var w1525: Float = (((arena[((6901984 +% (c1518 *% 32)) +% f1517)] * Float(1)) + (arena[((6906080 +% (c1518 *% 32)) +% f1517)] * Float(bitPattern: 0x3f000000))) + (arena[((6910176 +% (c1518 *% 32)) +% f1517)] * Float(bitPattern: 0x3f000000)))
-        var w1526: Float = ((arena[((6906080 +% (c1518 *% 32)) +% f1517)] - arena[((6910176 +% (c1518 *% 32)) +% f1517)]) * Float(bitPattern: 0x3f000000))
-        var w1527: Float = (((arena[((6906080 +% (c1518 *% 32)) +% f1517)] * Float(bitPattern: 0x3f000000)) + (arena[((6910176 +% (c1518 *% 32)) +% f1517)] * Float(bitPattern: 0x3f000000))) + (arena[((6914272 +% (c1518 *% 32)) +% f1517)] * Float(1)))
-        var w1528: Float = (((arena[((6903008 +% (c1518 *% 32)) +% f1517)] * Float(1)) + (arena[((6907104 +% (c1518 *% 32)) +% f1517)] * Float(bitPattern: 0x3f000000))) + (arena[((6911200 +% (c1518 *% 32)) +% f1517)] * Float(bitPattern: 0x3f000000)))
-        var w1529: Float = ((arena[((6907104 +% (c1518 *% 32)) +% f1517)] - arena[((6911200 +% (c1518 *% 32)) +% f1517)]) * Float(bitPattern: 0x3f000000))
-        var w1530: Float = (((arena[((6907104 +% (c1518 *% 32)) +% f1517)] * Float(bitPattern: 0x3f000000)) + (arena[((6911200 +% (c1518 *% 32)) +% f1517)] * Float(bitPattern: 0x3f000000))) + (arena[((6915296 +% (c1518 *% 32)) +% f1517)] * Float(1)))
-        var w1531: Float = (((w1519 * Float(1)) + (w1522 * Float(bitPattern: 0x3f000000))) + (w1525 * Float(bitPattern: 0x3f000000)))
-        var w1532: Float = ((w1522 - w1525) * Float(bitPattern: 0x3f000000))
-        var w1533: Float = (((w1522 * Float(bitPattern: 0x3f000000)) + (w1525 * Float(bitPattern: 0x3f000000))) + (w1528 * Float(1)))
-        var w1534: Float = (((w1520 * Float(1)) + (w1523 * Float(bitPattern: 0x3f000000))) + (w1526 * Float(bitPattern: 0x3f000000)))
-        var w1535: Float = ((w1523 - w1526) * Float(bitPattern: 0x3f000000))
-        var w1536: Float = (((w1523 * Float(bitPattern: 0x3f000000)) + (w1526 * Float(bitPattern: 0x3f000000))) + (w1529 * Float(1)))
-        var w1537: Float = (((w1521 * Float(1)) + (w1524 * Float(bitPattern: 0x3f000000))) + (w1527 * Float(bitPattern: 0x3f000000)))
-        var w1538: Float = ((w1524 - w1527) * Float(bitPattern: 0x3f000000))
-        var w1539: Float = (((w1524 * Float(bitPattern: 0x3f000000)) + (w1527 * Float(bitPattern: 0x3f000000))) + (w1530 * Float(1)))
-        grads[(9808 +% (((f1517 *% 32) +% c1518) *% 9))] = w1531
-        grads[((9808 +% (((f1517 *% 32) +% c1518) *% 9)) +% 1)] = w1532
-        grads[((9808 +% (((f1517 *% 32) +% c1518) *% 9)) +% 2)] = w1533
-        grads[((9808 +% (((f1517 *% 32) +% c1518) *% 9)) +% 3)] = w1534
-        grads[((9808 +% (((f1517 *% 32) +% c1518) *% 9)) +% 4)] = w1535
-        grads[((9808 +% (((f1517 *% 32) +% c1518) *% 9)) +% 5)] = w1536
-        grads[((9808 +% (((f1517 *% 32) +% c1518) *% 9)) +% 6)] = w1537
-        grads[((9808 +% (((f1517 *% 32) +% c1518) *% 9)) +% 7)] = w1538
-        grads[((9808 +% (((f1517 *% 32) +% c1518) *% 9)) +% 8)] = w1539
+    for f1402 in 0..<32 {
+      for c1403 in 0..<32 {
+        var w1404: Float = (((arena[((6899936 +% (c1403 *% 32)) +% f1402)] * Float(1)) + (arena[((6904032 +% (c1403 *% 32)) +% f1402)] * Float(bitPattern: 0x3f000000))) + (arena[((6908128 +% (c1403 *% 32)) +% f1402)] * Float(bitPattern: 0x3f000000)))
+        var w1405: Float = ((arena[((6904032 +% (c1403 *% 32)) +% f1402)] - arena[((6908128 +% (c1403 *% 32)) +% f1402)]) * Float(bitPattern: 0x3f000000))
+        var w1406: Float = (((arena[((6904032 +% (c1403 *% 32)) +% f1402)] * Float(bitPattern: 0x3f000000)) + (arena[((6908128 +% (c1403 *% 32)) +% f1402)] * Float(bitPattern: 0x3f000000))) + (arena[((6912224 +% (c1403 *% 32)) +% f1402)] * Float(1)))
+        var w1407: Float = (((arena[((6900960 +% (c1403 *% 32)) +% f1402)] * Float(1)) + (arena[((6905056 +% (c1403 *% 32)) +% f1402)] * Float(bitPattern: 0x3f000000))) + (arena[((6909152 +% (c1403 *% 32)) +% f1402)] * Float(bitPattern: 0x3f000000)))
+        var w1408: Float = ((arena[((6905056 +% (c1403 *% 32)) +% f1402)] - arena[((6909152 +% (c1403 *% 32)) +% f1402)]) * Float(bitPattern: 0x3f000000))
+        var w1409: Float = (((arena[((6905056 +% (c1403 *% 32)) +% f1402)] * Float(bitPattern: 0x3f000000)) + (arena[((6909152 +% (c1403 *% 32)) +% f1402)] * Float(bitPattern: 0x3f000000))) + (arena[((6913248 +% (c1403 *% 32)) +% f1402)] * Float(1)))
+        var w1410: Float = (((arena[((6901984 +% (c1403 *% 32)) +% f1402)] * Float(1)) + (arena[((6906080 +% (c1403 *% 32)) +% f1402)] * Float(bitPattern: 0x3f000000))) + (arena[((6910176 +% (c1403 *% 32)) +% f1402)] * Float(bitPattern: 0x3f000000)))
+        var w1411: Float = ((arena[((6906080 +% (c1403 *% 32)) +% f1402)] - arena[((6910176 +% (c1403 *% 32)) +% f1402)]) * Float(bitPattern: 0x3f000000))
+        var w1412: Float = (((arena[((6906080 +% (c1403 *% 32)) +% f1402)] * Float(bitPattern: 0x3f000000)) + (arena[((6910176 +% (c1403 *% 32)) +% f1402)] * Float(bitPattern: 0x3f000000))) + (arena[((6914272 +% (c1403 *% 32)) +% f1402)] * Float(1)))
+        var w1413: Float = (((arena[((6903008 +% (c1403 *% 32)) +% f1402)] * Float(1)) + (arena[((6907104 +% (c1403 *% 32)) +% f1402)] * Float(bitPattern: 0x3f000000))) + (arena[((6911200 +% (c1403 *% 32)) +% f1402)] * Float(bitPattern: 0x3f000000)))
+        var w1414: Float = ((arena[((6907104 +% (c1403 *% 32)) +% f1402)] - arena[((6911200 +% (c1403 *% 32)) +% f1402)]) * Float(bitPattern: 0x3f000000))
+        var w1415: Float = (((arena[((6907104 +% (c1403 *% 32)) +% f1402)] * Float(bitPattern: 0x3f000000)) + (arena[((6911200 +% (c1403 *% 32)) +% f1402)] * Float(bitPattern: 0x3f000000))) + (arena[((6915296 +% (c1403 *% 32)) +% f1402)] * Float(1)))
+        var w1416: Float = (((w1404 * Float(1)) + (w1407 * Float(bitPattern: 0x3f000000))) + (w1410 * Float(bitPattern: 0x3f000000)))
+        var w1417: Float = ((w1407 - w1410) * Float(bitPattern: 0x3f000000))
+        var w1418: Float = (((w1407 * Float(bitPattern: 0x3f000000)) + (w1410 * Float(bitPattern: 0x3f000000))) + (w1413 * Float(1)))
+        var w1419: Float = (((w1405 * Float(1)) + (w1408 * Float(bitPattern: 0x3f000000))) + (w1411 * Float(bitPattern: 0x3f000000)))
+        var w1420: Float = ((w1408 - w1411) * Float(bitPattern: 0x3f000000))
+        var w1421: Float = (((w1408 * Float(bitPattern: 0x3f000000)) + (w1411 * Float(bitPattern: 0x3f000000))) + (w1414 * Float(1)))
+        var w1422: Float = (((w1406 * Float(1)) + (w1409 * Float(bitPattern: 0x3f000000))) + (w1412 * Float(bitPattern: 0x3f000000)))
+        var w1423: Float = ((w1409 - w1412) * Float(bitPattern: 0x3f000000))
+        var w1424: Float = (((w1409 * Float(bitPattern: 0x3f000000)) + (w1412 * Float(bitPattern: 0x3f000000))) + (w1415 * Float(1)))
+        grads[(9808 +% (((f1402 *% 32) +% c1403) *% 9))] = w1416
+        grads[((9808 +% (((f1402 *% 32) +% c1403) *% 9)) +% 1)] = w1417
+        grads[((9808 +% (((f1402 *% 32) +% c1403) *% 9)) +% 2)] = w1418
+        grads[((9808 +% (((f1402 *% 32) +% c1403) *% 9)) +% 3)] = w1419
+        grads[((9808 +% (((f1402 *% 32) +% c1403) *% 9)) +% 4)] = w1420
+        grads[((9808 +% (((f1402 *% 32) +% c1403) *% 9)) +% 5)] = w1421
+        grads[((9808 +% (((f1402 *% 32) +% c1403) *% 9)) +% 6)] = w1422
+        grads[((9808 +% (((f1402 *% 32) +% c1403) *% 9)) +% 7)] = w1423
+        grads[((9808 +% (((f1402 *% 32) +% c1403) *% 9)) +% 8)] = w1424
       }
     }
   }
   // s2_relu1_grad = conv2d_grad_input(s2_conv2_grad, s2_conv2.weight, s2_relu1)
   do {  // scalar loops
-    for ci1540 in 0..<32 {
-      for co1541 in 0..<32 {
-        var w1542: Float = params[((9808 +% (((ci1540 *% 32) +% co1541) *% 9)) +% 8)]
-        var w1543: Float = (((params[((9808 +% (((ci1540 *% 32) +% co1541) *% 9)) +% 8)] + params[((9808 +% (((ci1540 *% 32) +% co1541) *% 9)) +% 5)]) + params[((9808 +% (((ci1540 *% 32) +% co1541) *% 9)) +% 2)]) * Float(bitPattern: 0x3f000000))
-        var w1544: Float = (((params[((9808 +% (((ci1540 *% 32) +% co1541) *% 9)) +% 8)] + params[((9808 +% (((ci1540 *% 32) +% co1541) *% 9)) +% 2)]) - params[((9808 +% (((ci1540 *% 32) +% co1541) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
-        var w1545: Float = params[((9808 +% (((ci1540 *% 32) +% co1541) *% 9)) +% 2)]
-        var w1546: Float = params[((9808 +% (((ci1540 *% 32) +% co1541) *% 9)) +% 7)]
-        var w1547: Float = (((params[((9808 +% (((ci1540 *% 32) +% co1541) *% 9)) +% 7)] + params[((9808 +% (((ci1540 *% 32) +% co1541) *% 9)) +% 4)]) + params[((9808 +% (((ci1540 *% 32) +% co1541) *% 9)) +% 1)]) * Float(bitPattern: 0x3f000000))
-        var w1548: Float = (((params[((9808 +% (((ci1540 *% 32) +% co1541) *% 9)) +% 7)] + params[((9808 +% (((ci1540 *% 32) +% co1541) *% 9)) +% 1)]) - params[((9808 +% (((ci1540 *% 32) +% co1541) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
-        var w1549: Float = params[((9808 +% (((ci1540 *% 32) +% co1541) *% 9)) +% 1)]
-        var w1550: Float = params[((9808 +% (((ci1540 *% 32) +% co1541) *% 9)) +% 6)]
-        var w1551: Float = (((params[((9808 +% (((ci1540 *% 32) +% co1541) *% 9)) +% 6)] + params[((9808 +% (((ci1540 *% 32) +% co1541) *% 9)) +% 3)]) + params[(9808 +% (((ci1540 *% 32) +% co1541) *% 9))]) * Float(bitPattern: 0x3f000000))
-        var w1552: Float = (((params[((9808 +% (((ci1540 *% 32) +% co1541) *% 9)) +% 6)] + params[(9808 +% (((ci1540 *% 32) +% co1541) *% 9))]) - params[((9808 +% (((ci1540 *% 32) +% co1541) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
-        var w1553: Float = params[(9808 +% (((ci1540 *% 32) +% co1541) *% 9))]
-        var w1554: Float = w1542
-        var w1555: Float = (((w1542 + w1546) + w1550) * Float(bitPattern: 0x3f000000))
-        var w1556: Float = (((w1542 + w1550) - w1546) * Float(bitPattern: 0x3f000000))
-        var w1557: Float = w1550
-        var w1558: Float = w1543
-        var w1559: Float = (((w1543 + w1547) + w1551) * Float(bitPattern: 0x3f000000))
-        var w1560: Float = (((w1543 + w1551) - w1547) * Float(bitPattern: 0x3f000000))
-        var w1561: Float = w1551
-        var w1562: Float = w1544
-        var w1563: Float = (((w1544 + w1548) + w1552) * Float(bitPattern: 0x3f000000))
-        var w1564: Float = (((w1544 + w1552) - w1548) * Float(bitPattern: 0x3f000000))
-        var w1565: Float = w1552
-        var w1566: Float = w1545
-        var w1567: Float = (((w1545 + w1549) + w1553) * Float(bitPattern: 0x3f000000))
-        var w1568: Float = (((w1545 + w1553) - w1549) * Float(bitPattern: 0x3f000000))
-        var w1569: Float = w1553
-        arena[((9437600 +% (ci1540 *% 32)) +% co1541)] = w1554
-        arena[((9438624 +% (ci1540 *% 32)) +% co1541)] = w1555
-        arena[((9439648 +% (ci1540 *% 32)) +% co1541)] = w1556
-        arena[((9440672 +% (ci1540 *% 32)) +% co1541)] = w1557
-        arena[((9441696 +% (ci1540 *% 32)) +% co1541)] = w1558
-        arena[((9442720 +% (ci1540 *% 32)) +% co1541)] = w1559
-        arena[((9443744 +% (ci1540 *% 32)) +% co1541)] = w1560
-        arena[((9444768 +% (ci1540 *% 32)) +% co1541)] = w1561
-        arena[((9445792 +% (ci1540 *% 32)) +% co1541)] = w1562
-        arena[((9446816 +% (ci1540 *% 32)) +% co1541)] = w1563
-        arena[((9447840 +% (ci1540 *% 32)) +% co1541)] = w1564
-        arena[((9448864 +% (ci1540 *% 32)) +% co1541)] = w1565
-        arena[((9449888 +% (ci1540 *% 32)) +% co1541)] = w1566
-        arena[((9450912 +% (ci1540 *% 32)) +% co1541)] = w1567
-        arena[((9451936 +% (ci1540 *% 32)) +% co1541)] = w1568
-        arena[((9452960 +% (ci1540 *% 32)) +% co1541)] = w1569
+    for ci1425 in 0..<32 {
+      for co1426 in 0..<32 {
+        var w1427: Float = params[((9808 +% (((ci1425 *% 32) +% co1426) *% 9)) +% 8)]
+        var w1428: Float = (((params[((9808 +% (((ci1425 *% 32) +% co1426) *% 9)) +% 8)] + params[((9808 +% (((ci1425 *% 32) +% co1426) *% 9)) +% 5)]) + params[((9808 +% (((ci1425 *% 32) +% co1426) *% 9)) +% 2)]) * Float(bitPattern: 0x3f000000))
+        var w1429: Float = (((params[((9808 +% (((ci1425 *% 32) +% co1426) *% 9)) +% 8)] + params[((9808 +% (((ci1425 *% 32) +% co1426) *% 9)) +% 2)]) - params[((9808 +% (((ci1425 *% 32) +% co1426) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
+        var w1430: Float = params[((9808 +% (((ci1425 *% 32) +% co1426) *% 9)) +% 2)]
+        var w1431: Float = params[((9808 +% (((ci1425 *% 32) +% co1426) *% 9)) +% 7)]
+        var w1432: Float = (((params[((9808 +% (((ci1425 *% 32) +% co1426) *% 9)) +% 7)] + params[((9808 +% (((ci1425 *% 32) +% co1426) *% 9)) +% 4)]) + params[((9808 +% (((ci1425 *% 32) +% co1426) *% 9)) +% 1)]) * Float(bitPattern: 0x3f000000))
+        var w1433: Float = (((params[((9808 +% (((ci1425 *% 32) +% co1426) *% 9)) +% 7)] + params[((9808 +% (((ci1425 *% 32) +% co1426) *% 9)) +% 1)]) - params[((9808 +% (((ci1425 *% 32) +% co1426) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
+        var w1434: Float = params[((9808 +% (((ci1425 *% 32) +% co1426) *% 9)) +% 1)]
+        var w1435: Float = params[((9808 +% (((ci1425 *% 32) +% co1426) *% 9)) +% 6)]
+        var w1436: Float = (((params[((9808 +% (((ci1425 *% 32) +% co1426) *% 9)) +% 6)] + params[((9808 +% (((ci1425 *% 32) +% co1426) *% 9)) +% 3)]) + params[(9808 +% (((ci1425 *% 32) +% co1426) *% 9))]) * Float(bitPattern: 0x3f000000))
+        var w1437: Float = (((params[((9808 +% (((ci1425 *% 32) +% co1426) *% 9)) +% 6)] + params[(9808 +% (((ci1425 *% 32) +% co1426) *% 9))]) - params[((9808 +% (((ci1425 *% 32) +% co1426) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
+        var w1438: Float = params[(9808 +% (((ci1425 *% 32) +% co1426) *% 9))]
+        var w1439: Float = w1427
+        var w1440: Float = (((w1427 + w1431) + w1435) * Float(bitPattern: 0x3f000000))
+        var w1441: Float = (((w1427 + w1435) - w1431) * Float(bitPattern: 0x3f000000))
+        var w1442: Float = w1435
+        var w1443: Float = w1428
+        var w1444: Float = (((w1428 + w1432) + w1436) * Float(bitPattern: 0x3f000000))
+        var w1445: Float = (((w1428 + w1436) - w1432) * Float(bitPattern: 0x3f000000))
+        var w1446: Float = w1436
+        var w1447: Float = w1429
+        var w1448: Float = (((w1429 + w1433) + w1437) * Float(bitPattern: 0x3f000000))
+        var w1449: Float = (((w1429 + w1437) - w1433) * Float(bitPattern: 0x3f000000))
+        var w1450: Float = w1437
+        var w1451: Float = w1430
+        var w1452: Float = (((w1430 + w1434) + w1438) * Float(bitPattern: 0x3f000000))
+        var w1453: Float = (((w1430 + w1438) - w1434) * Float(bitPattern: 0x3f000000))
+        var w1454: Float = w1438
+        arena[((9437600 +% (ci1425 *% 32)) +% co1426)] = w1439
+        arena[((9438624 +% (ci1425 *% 32)) +% co1426)] = w1440
+        arena[((9439648 +% (ci1425 *% 32)) +% co1426)] = w1441
+        arena[((9440672 +% (ci1425 *% 32)) +% co1426)] = w1442
+        arena[((9441696 +% (ci1425 *% 32)) +% co1426)] = w1443
+        arena[((9442720 +% (ci1425 *% 32)) +% co1426)] = w1444
+        arena[((9443744 +% (ci1425 *% 32)) +% co1426)] = w1445
+        arena[((9444768 +% (ci1425 *% 32)) +% co1426)] = w1446
+        arena[((9445792 +% (ci1425 *% 32)) +% co1426)] = w1447
+        arena[((9446816 +% (ci1425 *% 32)) +% co1426)] = w1448
+        arena[((9447840 +% (ci1425 *% 32)) +% co1426)] = w1449
+        arena[((9448864 +% (ci1425 *% 32)) +% co1426)] = w1450
+        arena[((9449888 +% (ci1425 *% 32)) +% co1426)] = w1451
+        arena[((9450912 +% (ci1425 *% 32)) +% co1426)] = w1452
+        arena[((9451936 +% (ci1425 *% 32)) +% co1426)] = w1453
+        arena[((9452960 +% (ci1425 *% 32)) +% co1426)] = w1454
       }
     }
   }
-  for i1570 in 0..<1296 {
-    storeVector(arena, ((i1570 *% 8) +% 9453984), Vector(repeating: Float(0)))
+  for i1455 in 0..<1296 {
+    storeVector(arena, ((i1455 *% 8) +% 9453984), Vector(repeating: Float(0)))
   }
-  for g1571 in 0..<64 {
-    for j1572 in 0..<1 {
-      for c1573 in 0..<32 {
-        for iy1574 in 0..<16 {
-          for ix1575 in 0..<16 {
-            arena[(9453984 +% ((((j1572 *% 10368) +% ((iy1574 +% 1) *% 576)) +% ((ix1575 +% 1) *% 32)) +% c1573))] = arena[((((7864480 +% ((g1571 +% j1572) *% 8192)) +% (c1573 *% 256)) +% (iy1574 *% 16)) +% ix1575)]
+  for g1456 in 0..<64 {
+    for j1457 in 0..<1 {
+      for c1458 in 0..<32 {
+        for iy1459 in 0..<16 {
+          for ix1460 in 0..<16 {
+            arena[(9453984 +% ((((j1457 *% 10368) +% ((iy1459 +% 1) *% 576)) +% ((ix1460 +% 1) *% 32)) +% c1458))] = arena[((((7864480 +% ((g1456 +% j1457) *% 8192)) +% (c1458 *% 256)) +% (iy1459 *% 16)) +% ix1460)]
           }
         }
       }
     }
-    for j1576 in 0..<1 {
-      for ty1577 in 0..<8 {
-        for tx1578 in 0..<8 {
-          for cv1579 in 0..<4 {
-            let w1580 = (loadVector(arena, (9453984 +% ((((j1576 *% 10368) +% ((ty1577 *% 2) *% 576)) +% ((tx1578 *% 2) *% 32)) +% (cv1579 *% 8)))) - loadVector(arena, (9453984 +% ((((j1576 *% 10368) +% (((ty1577 *% 2) +% 2) *% 576)) +% ((tx1578 *% 2) *% 32)) +% (cv1579 *% 8)))))
-            let w1581 = (loadVector(arena, (9453984 +% ((((j1576 *% 10368) +% (((ty1577 *% 2) +% 1) *% 576)) +% ((tx1578 *% 2) *% 32)) +% (cv1579 *% 8)))) + loadVector(arena, (9453984 +% ((((j1576 *% 10368) +% (((ty1577 *% 2) +% 2) *% 576)) +% ((tx1578 *% 2) *% 32)) +% (cv1579 *% 8)))))
-            let w1582 = (loadVector(arena, (9453984 +% ((((j1576 *% 10368) +% (((ty1577 *% 2) +% 2) *% 576)) +% ((tx1578 *% 2) *% 32)) +% (cv1579 *% 8)))) - loadVector(arena, (9453984 +% ((((j1576 *% 10368) +% (((ty1577 *% 2) +% 1) *% 576)) +% ((tx1578 *% 2) *% 32)) +% (cv1579 *% 8)))))
-            let w1583 = (loadVector(arena, (9453984 +% ((((j1576 *% 10368) +% (((ty1577 *% 2) +% 1) *% 576)) +% ((tx1578 *% 2) *% 32)) +% (cv1579 *% 8)))) - loadVector(arena, (9453984 +% ((((j1576 *% 10368) +% (((ty1577 *% 2) +% 3) *% 576)) +% ((tx1578 *% 2) *% 32)) +% (cv1579 *% 8)))))
-            let w1584 = (loadVector(arena, (9453984 +% ((((j1576 *% 10368) +% ((ty1577 *% 2) *% 576)) +% (((tx1578 *% 2) +% 1) *% 32)) +% (cv1579 *% 8)))) - loadVector(arena, (9453984 +% ((((j1576 *% 10368) +% (((ty1577 *% 2) +% 2) *% 576)) +% (((tx1578 *% 2) +% 1) *% 32)) +% (cv1579 *% 8)))))
-            let w1585 = (loadVector(arena, (9453984 +% ((((j1576 *% 10368) +% (((ty1577 *% 2) +% 1) *% 576)) +% (((tx1578 *% 2) +% 1) *% 32)) +% (cv1579 *% 8)))) + loadVector(arena, (9453984 +% ((((j1576 *% 10368) +% (((ty1577 *% 2) +% 2) *% 576)) +% (((tx1578 *% 2) +% 1) *% 32)) +% (cv1579 *% 8)))))
-            let w1586 = (loadVector(arena, (9453984 +% ((((j1576 *% 10368) +% (((ty1577 *% 2) +% 2) *% 576)) +% (((tx1578 *% 2) +% 1) *% 32)) +% (cv1579 *% 8)))) - loadVector(arena, (9453984 +% ((((j1576 *% 10368) +% (((ty1577 *% 2) +% 1) *% 576)) +% (((tx1578 *% 2) +% 1) *% 32)) +% (cv1579 *% 8)))))
-            let w1587 = (loadVector(arena, (9453984 +% ((((j1576 *% 10368) +% (((ty1577 *% 2) +% 1) *% 576)) +% (((tx1578 *% 2) +% 1) *% 32)) +% (cv1579 *% 8)))) - loadVector(arena, (9453984 +% ((((j1576 *% 10368) +% (((ty1577 *% 2) +% 3) *% 576)) +% (((tx1578 *% 2) +% 1) *% 32)) +% (cv1579 *% 8)))))
-            let w1588 = (loadVector(arena, (9453984 +% ((((j1576 *% 10368) +% ((ty1577 *% 2) *% 576)) +% (((tx1578 *% 2) +% 2) *% 32)) +% (cv1579 *% 8)))) - loadVector(arena, (9453984 +% ((((j1576 *% 10368) +% (((ty1577 *% 2) +% 2) *% 576)) +% (((tx1578 *% 2) +% 2) *% 32)) +% (cv1579 *% 8)))))
-            let w1589 = (loadVector(arena, (9453984 +% ((((j1576 *% 10368) +% (((ty1577 *% 2) +% 1) *% 576)) +% (((tx1578 *% 2) +% 2) *% 32)) +% (cv1579 *% 8)))) + loadVector(arena, (9453984 +% ((((j1576 *% 10368) +% (((ty1577 *% 2) +% 2) *% 576)) +% (((tx1578 *% 2) +% 2) *% 32)) +% (cv1579 *% 8)))))
-            let w1590 = (loadVector(arena, (9453984 +% ((((j1576 *% 10368) +% (((ty1577 *% 2) +% 2) *% 576)) +% (((tx1578 *% 2) +% 2) *% 32)) +% (cv1579 *% 8)))) - loadVector(arena, (9453984 +% ((((j1576 *% 10368) +% (((ty1577 *% 2) +% 1) *% 576)) +% (((tx1578 *% 2) +% 2) *% 32)) +% (cv1579 *% 8)))))
-            let w1591 = (loadVector(arena, (9453984 +% ((((j1576 *% 10368) +% (((ty1577 *% 2) +% 1) *% 576)) +% (((tx1578 *% 2) +% 2) *% 32)) +% (cv1579 *% 8)))) - loadVector(arena, (9453984 +% ((((j1576 *% 10368) +% (((ty1577 *% 2) +% 3) *% 576)) +% (((tx1578 *% 2) +% 2) *% 32)) +% (cv1579 *% 8)))))
-            let w1592 = (loadVector(arena, (9453984 +% ((((j1576 *% 10368) +% ((ty1577 *% 2) *% 576)) +% (((tx1578 *% 2) +% 3) *% 32)) +% (cv1579 *% 8)))) - loadVector(arena, (9453984 +% ((((j1576 *% 10368) +% (((ty1577 *% 2) +% 2) *% 576)) +% (((tx1578 *% 2) +% 3) *% 32)) +% (cv1579 *% 8)))))
-            let w1593 = (loadVector(arena, (9453984 +% ((((j1576 *% 10368) +% (((ty1577 *% 2) +% 1) *% 576)) +% (((tx1578 *% 2) +% 3) *% 32)) +% (cv1579 *% 8)))) + loadVector(arena, (9453984 +% ((((j1576 *% 10368) +% (((ty1577 *% 2) +% 2) *% 576)) +% (((tx1578 *% 2) +% 3) *% 32)) +% (cv1579 *% 8)))))
-            let w1594 = (loadVector(arena, (9453984 +% ((((j1576 *% 10368) +% (((ty1577 *% 2) +% 2) *% 576)) +% (((tx1578 *% 2) +% 3) *% 32)) +% (cv1579 *% 8)))) - loadVector(arena, (9453984 +% ((((j1576 *% 10368) +% (((ty1577 *% 2) +% 1) *% 576)) +% (((tx1578 *% 2) +% 3) *% 32)) +% (cv1579 *% 8)))))
-            let w1595 = (loadVector(arena, (9453984 +% ((((j1576 *% 10368) +% (((ty1577 *% 2) +% 1) *% 576)) +% (((tx1578 *% 2) +% 3) *% 32)) +% (cv1579 *% 8)))) - loadVector(arena, (9453984 +% ((((j1576 *% 10368) +% (((ty1577 *% 2) +% 3) *% 576)) +% (((tx1578 *% 2) +% 3) *% 32)) +% (cv1579 *% 8)))))
-            let w1596 = (w1580 - w1588)
-            let w1597 = (w1584 + w1588)
-            let w1598 = (w1588 - w1584)
-            let w1599 = (w1584 - w1592)
-            let w1600 = (w1581 - w1589)
-            let w1601 = (w1585 + w1589)
-            let w1602 = (w1589 - w1585)
-            let w1603 = (w1585 - w1593)
-            let w1604 = (w1582 - w1590)
-            let w1605 = (w1586 + w1590)
-            let w1606 = (w1590 - w1586)
-            let w1607 = (w1586 - w1594)
-            let w1608 = (w1583 - w1591)
-            let w1609 = (w1587 + w1591)
-            let w1610 = (w1591 - w1587)
-            let w1611 = (w1587 - w1595)
-            storeVector(arena, ((9464352 +% ((((j1576 *% 64) +% (ty1577 *% 8)) +% tx1578) *% 32)) +% (cv1579 *% 8)), w1596)
-            storeVector(arena, ((9466400 +% ((((j1576 *% 64) +% (ty1577 *% 8)) +% tx1578) *% 32)) +% (cv1579 *% 8)), w1597)
-            storeVector(arena, ((9468448 +% ((((j1576 *% 64) +% (ty1577 *% 8)) +% tx1578) *% 32)) +% (cv1579 *% 8)), w1598)
-            storeVector(arena, ((9470496 +% ((((j1576 *% 64) +% (ty1577 *% 8)) +% tx1578) *% 32)) +% (cv1579 *% 8)), w1599)
-            storeVector(arena, ((9472544 +% ((((j1576 *% 64) +% (ty1577 *% 8)) +% tx1578) *% 32)) +% (cv1579 *% 8)), w1600)
-            storeVector(arena, ((9474592 +% ((((j1576 *% 64) +% (ty1577 *% 8)) +% tx1578) *% 32)) +% (cv1579 *% 8)), w1601)
-            storeVector(arena, ((9476640 +% ((((j1576 *% 64) +% (ty1577 *% 8)) +% tx1578) *% 32)) +% (cv1579 *% 8)), w1602)
-            storeVector(arena, ((9478688 +% ((((j1576 *% 64) +% (ty1577 *% 8)) +% tx1578) *% 32)) +% (cv1579 *% 8)), w1603)
-            storeVector(arena, ((9480736 +% ((((j1576 *% 64) +% (ty1577 *% 8)) +% tx1578) *% 32)) +% (cv1579 *% 8)), w1604)
-            storeVector(arena, ((9482784 +% ((((j1576 *% 64) +% (ty1577 *% 8)) +% tx1578) *% 32)) +% (cv1579 *% 8)), w1605)
-            storeVector(arena, ((9484832 +% ((((j1576 *% 64) +% (ty1577 *% 8)) +% tx1578) *% 32)) +% (cv1579 *% 8)), w1606)
-            storeVector(arena, ((9486880 +% ((((j1576 *% 64) +% (ty1577 *% 8)) +% tx1578) *% 32)) +% (cv1579 *% 8)), w1607)
-            storeVector(arena, ((9488928 +% ((((j1576 *% 64) +% (ty1577 *% 8)) +% tx1578) *% 32)) +% (cv1579 *% 8)), w1608)
-            storeVector(arena, ((9490976 +% ((((j1576 *% 64) +% (ty1577 *% 8)) +% tx1578) *% 32)) +% (cv1579 *% 8)), w1609)
-            storeVector(arena, ((9493024 +% ((((j1576 *% 64) +% (ty1577 *% 8)) +% tx1578) *% 32)) +% (cv1579 *% 8)), w1610)
-            storeVector(arena, ((9495072 +% ((((j1576 *% 64) +% (ty1577 *% 8)) +% tx1578) *% 32)) +% (cv1579 *% 8)), w1611)
+    for j1461 in 0..<1 {
+      for ty1462 in 0..<8 {
+        for tx1463 in 0..<8 {
+          for cv1464 in 0..<4 {
+            let w1465 = (loadVector(arena, (9453984 +% ((((j1461 *% 10368) +% ((ty1462 *% 2) *% 576)) +% ((tx1463 *% 2) *% 32)) +% (cv1464 *% 8)))) - loadVector(arena, (9453984 +% ((((j1461 *% 10368) +% (((ty1462 *% 2) +% 2) *% 576)) +% ((tx1463 *% 2) *% 32)) +% (cv1464 *% 8)))))
+            let w1466 = (loadVector(arena, (9453984 +% ((((j1461 *% 10368) +% (((ty1462 *% 2) +% 1) *% 576)) +% ((tx1463 *% 2) *% 32)) +% (cv1464 *% 8)))) + loadVector(arena, (9453984 +% ((((j1461 *% 10368) +% (((ty1462 *% 2) +% 2) *% 576)) +% ((tx1463 *% 2) *% 32)) +% (cv1464 *% 8)))))
+            let w1467 = (loadVector(arena, (9453984 +% ((((j1461 *% 10368) +% (((ty1462 *% 2) +% 2) *% 576)) +% ((tx1463 *% 2) *% 32)) +% (cv1464 *% 8)))) - loadVector(arena, (9453984 +% ((((j1461 *% 10368) +% (((ty1462 *% 2) +% 1) *% 576)) +% ((tx1463 *% 2) *% 32)) +% (cv1464 *% 8)))))
+            let w1468 = (loadVector(arena, (9453984 +% ((((j1461 *% 10368) +% (((ty1462 *% 2) +% 1) *% 576)) +% ((tx1463 *% 2) *% 32)) +% (cv1464 *% 8)))) - loadVector(arena, (9453984 +% ((((j1461 *% 10368) +% (((ty1462 *% 2) +% 3) *% 576)) +% ((tx1463 *% 2) *% 32)) +% (cv1464 *% 8)))))
+            let w1469 = (loadVector(arena, (9453984 +% ((((j1461 *% 10368) +% ((ty1462 *% 2) *% 576)) +% (((tx1463 *% 2) +% 1) *% 32)) +% (cv1464 *% 8)))) - loadVector(arena, (9453984 +% ((((j1461 *% 10368) +% (((ty1462 *% 2) +% 2) *% 576)) +% (((tx1463 *% 2) +% 1) *% 32)) +% (cv1464 *% 8)))))
+            let w1470 = (loadVector(arena, (9453984 +% ((((j1461 *% 10368) +% (((ty1462 *% 2) +% 1) *% 576)) +% (((tx1463 *% 2) +% 1) *% 32)) +% (cv1464 *% 8)))) + loadVector(arena, (9453984 +% ((((j1461 *% 10368) +% (((ty1462 *% 2) +% 2) *% 576)) +% (((tx1463 *% 2) +% 1) *% 32)) +% (cv1464 *% 8)))))
+            let w1471 = (loadVector(arena, (9453984 +% ((((j1461 *% 10368) +% (((ty1462 *% 2) +% 2) *% 576)) +% (((tx1463 *% 2) +% 1) *% 32)) +% (cv1464 *% 8)))) - loadVector(arena, (9453984 +% ((((j1461 *% 10368) +% (((ty1462 *% 2) +% 1) *% 576)) +% (((tx1463 *% 2) +% 1) *% 32)) +% (cv1464 *% 8)))))
+            let w1472 = (loadVector(arena, (9453984 +% ((((j1461 *% 10368) +% (((ty1462 *% 2) +% 1) *% 576)) +% (((tx1463 *% 2) +% 1) *% 32)) +% (cv1464 *% 8)))) - loadVector(arena, (9453984 +% ((((j1461 *% 10368) +% (((ty1462 *% 2) +% 3) *% 576)) +% (((tx1463 *% 2) +% 1) *% 32)) +% (cv1464 *% 8)))))
+            let w1473 = (loadVector(arena, (9453984 +% ((((j1461 *% 10368) +% ((ty1462 *% 2) *% 576)) +% (((tx1463 *% 2) +% 2) *% 32)) +% (cv1464 *% 8)))) - loadVector(arena, (9453984 +% ((((j1461 *% 10368) +% (((ty1462 *% 2) +% 2) *% 576)) +% (((tx1463 *% 2) +% 2) *% 32)) +% (cv1464 *% 8)))))
+            let w1474 = (loadVector(arena, (9453984 +% ((((j1461 *% 10368) +% (((ty1462 *% 2) +% 1) *% 576)) +% (((tx1463 *% 2) +% 2) *% 32)) +% (cv1464 *% 8)))) + loadVector(arena, (9453984 +% ((((j1461 *% 10368) +% (((ty1462 *% 2) +% 2) *% 576)) +% (((tx1463 *% 2) +% 2) *% 32)) +% (cv1464 *% 8)))))
+            let w1475 = (loadVector(arena, (9453984 +% ((((j1461 *% 10368) +% (((ty1462 *% 2) +% 2) *% 576)) +% (((tx1463 *% 2) +% 2) *% 32)) +% (cv1464 *% 8)))) - loadVector(arena, (9453984 +% ((((j1461 *% 10368) +% (((ty1462 *% 2) +% 1) *% 576)) +% (((tx1463 *% 2) +% 2) *% 32)) +% (cv1464 *% 8)))))
+            let w1476 = (loadVector(arena, (9453984 +% ((((j1461 *% 10368) +% (((ty1462 *% 2) +% 1) *% 576)) +% (((tx1463 *% 2) +% 2) *% 32)) +% (cv1464 *% 8)))) - loadVector(arena, (9453984 +% ((((j1461 *% 10368) +% (((ty1462 *% 2) +% 3) *% 576)) +% (((tx1463 *% 2) +% 2) *% 32)) +% (cv1464 *% 8)))))
+            let w1477 = (loadVector(arena, (9453984 +% ((((j1461 *% 10368) +% ((ty1462 *% 2) *% 576)) +% (((tx1463 *% 2) +% 3) *% 32)) +% (cv1464 *% 8)))) - loadVector(arena, (9453984 +% ((((j1461 *% 10368) +% (((ty1462 *% 2) +% 2) *% 576)) +% (((tx1463 *% 2) +% 3) *% 32)) +% (cv1464 *% 8)))))
+            let w1478 = (loadVector(arena, (9453984 +% ((((j1461 *% 10368) +% (((ty1462 *% 2) +% 1) *% 576)) +% (((tx1463 *% 2) +% 3) *% 32)) +% (cv1464 *% 8)))) + loadVector(arena, (9453984 +% ((((j1461 *% 10368) +% (((ty1462 *% 2) +% 2) *% 576)) +% (((tx1463 *% 2) +% 3) *% 32)) +% (cv1464 *% 8)))))
+            let w1479 = (loadVector(arena, (9453984 +% ((((j1461 *% 10368) +% (((ty1462 *% 2) +% 2) *% 576)) +% (((tx1463 *% 2) +% 3) *% 32)) +% (cv1464 *% 8)))) - loadVector(arena, (9453984 +% ((((j1461 *% 10368) +% (((ty1462 *% 2) +% 1) *% 576)) +% (((tx1463 *% 2) +% 3) *% 32)) +% (cv1464 *% 8)))))
+            let w1480 = (loadVector(arena, (9453984 +% ((((j1461 *% 10368) +% (((ty1462 *% 2) +% 1) *% 576)) +% (((tx1463 *% 2) +% 3) *% 32)) +% (cv1464 *% 8)))) - loadVector(arena, (9453984 +% ((((j1461 *% 10368) +% (((ty1462 *% 2) +% 3) *% 576)) +% (((tx1463 *% 2) +% 3) *% 32)) +% (cv1464 *% 8)))))
+            let w1481 = (w1465 - w1473)
+            let w1482 = (w1469 + w1473)
+            let w1483 = (w1473 - w1469)
+            let w1484 = (w1469 - w1477)
+            let w1485 = (w1466 - w1474)
+            let w1486 = (w1470 + w1474)
+            let w1487 = (w1474 - w1470)
+            let w1488 = (w1470 - w1478)
+            let w1489 = (w1467 - w1475)
+            let w1490 = (w1471 + w1475)
+            let w1491 = (w1475 - w1471)
+            let w1492 = (w1471 - w1479)
+            let w1493 = (w1468 - w1476)
+            let w1494 = (w1472 + w1476)
+            let w1495 = (w1476 - w1472)
+            let w1496 = (w1472 - w1480)
+            storeVector(arena, ((9464352 +% ((((j1461 *% 64) +% (ty1462 *% 8)) +% tx1463) *% 32)) +% (cv1464 *% 8)), w1481)
+            storeVector(arena, ((9466400 +% ((((j1461 *% 64) +% (ty1462 *% 8)) +% tx1463) *% 32)) +% (cv1464 *% 8)), w1482)
+            storeVector(arena, ((9468448 +% ((((j1461 *% 64) +% (ty1462 *% 8)) +% tx1463) *% 32)) +% (cv1464 *% 8)), w1483)
+            storeVector(arena, ((9470496 +% ((((j1461 *% 64) +% (ty1462 *% 8)) +% tx1463) *% 32)) +% (cv1464 *% 8)), w1484)
+            storeVector(arena, ((9472544 +% ((((j1461 *% 64) +% (ty1462 *% 8)) +% tx1463) *% 32)) +% (cv1464 *% 8)), w1485)
+            storeVector(arena, ((9474592 +% ((((j1461 *% 64) +% (ty1462 *% 8)) +% tx1463) *% 32)) +% (cv1464 *% 8)), w1486)
+            storeVector(arena, ((9476640 +% ((((j1461 *% 64) +% (ty1462 *% 8)) +% tx1463) *% 32)) +% (cv1464 *% 8)), w1487)
+            storeVector(arena, ((9478688 +% ((((j1461 *% 64) +% (ty1462 *% 8)) +% tx1463) *% 32)) +% (cv1464 *% 8)), w1488)
+            storeVector(arena, ((9480736 +% ((((j1461 *% 64) +% (ty1462 *% 8)) +% tx1463) *% 32)) +% (cv1464 *% 8)), w1489)
+            storeVector(arena, ((9482784 +% ((((j1461 *% 64) +% (ty1462 *% 8)) +% tx1463) *% 32)) +% (cv1464 *% 8)), w1490)
+            storeVector(arena, ((9484832 +% ((((j1461 *% 64) +% (ty1462 *% 8)) +% tx1463) *% 32)) +% (cv1464 *% 8)), w1491)
+            storeVector(arena, ((9486880 +% ((((j1461 *% 64) +% (ty1462 *% 8)) +% tx1463) *% 32)) +% (cv1464 *% 8)), w1492)
+            storeVector(arena, ((9488928 +% ((((j1461 *% 64) +% (ty1462 *% 8)) +% tx1463) *% 32)) +% (cv1464 *% 8)), w1493)
+            storeVector(arena, ((9490976 +% ((((j1461 *% 64) +% (ty1462 *% 8)) +% tx1463) *% 32)) +% (cv1464 *% 8)), w1494)
+            storeVector(arena, ((9493024 +% ((((j1461 *% 64) +% (ty1462 *% 8)) +% tx1463) *% 32)) +% (cv1464 *% 8)), w1495)
+            storeVector(arena, ((9495072 +% ((((j1461 *% 64) +% (ty1462 *% 8)) +% tx1463) *% 32)) +% (cv1464 *% 8)), w1496)
           }
         }
       }
     }
-    for xi1612 in 0..<16 {
-      do {  // gemm1619
-        for nb1613 in 0..<2 {
-          for mb1614 in 0..<10 {
-            var t1615_c0_0 = Vector()
-            var t1615_c0_1 = Vector()
-            var t1615_c1_0 = Vector()
-            var t1615_c1_1 = Vector()
-            var t1615_c2_0 = Vector()
-            var t1615_c2_1 = Vector()
-            var t1615_c3_0 = Vector()
-            var t1615_c3_1 = Vector()
-            var t1615_c4_0 = Vector()
-            var t1615_c4_1 = Vector()
-            var t1615_c5_0 = Vector()
-            var t1615_c5_1 = Vector()
-            for k1616 in 0..<32 {
-              let t1615_b0 = loadVector(arena, (((9437600 +% (xi1612 *% 1024)) +% (k1616 *% 32)) +% (nb1613 *% 16)))
-              let t1615_b1 = loadVector(arena, ((((9437600 +% (xi1612 *% 1024)) +% (k1616 *% 32)) +% (nb1613 *% 16)) +% 8))
-              let t1615_a0 = Vector(repeating: arena[(((9464352 +% (xi1612 *% 2048)) +% ((mb1614 *% 6) *% 32)) +% k1616)])
-              t1615_c0_0 = t1615_c0_0.addingProduct(t1615_a0, t1615_b0)
-              t1615_c0_1 = t1615_c0_1.addingProduct(t1615_a0, t1615_b1)
-              let t1615_a1 = Vector(repeating: arena[(((9464352 +% (xi1612 *% 2048)) +% (((mb1614 *% 6) +% 1) *% 32)) +% k1616)])
-              t1615_c1_0 = t1615_c1_0.addingProduct(t1615_a1, t1615_b0)
-              t1615_c1_1 = t1615_c1_1.addingProduct(t1615_a1, t1615_b1)
-              let t1615_a2 = Vector(repeating: arena[(((9464352 +% (xi1612 *% 2048)) +% (((mb1614 *% 6) +% 2) *% 32)) +% k1616)])
-              t1615_c2_0 = t1615_c2_0.addingProduct(t1615_a2, t1615_b0)
-              t1615_c2_1 = t1615_c2_1.addingProduct(t1615_a2, t1615_b1)
-              let t1615_a3 = Vector(repeating: arena[(((9464352 +% (xi1612 *% 2048)) +% (((mb1614 *% 6) +% 3) *% 32)) +% k1616)])
-              t1615_c3_0 = t1615_c3_0.addingProduct(t1615_a3, t1615_b0)
-              t1615_c3_1 = t1615_c3_1.addingProduct(t1615_a3, t1615_b1)
-              let t1615_a4 = Vector(repeating: arena[(((9464352 +% (xi1612 *% 2048)) +% (((mb1614 *% 6) +% 4) *% 32)) +% k1616)])
-              t1615_c4_0 = t1615_c4_0.addingProduct(t1615_a4, t1615_b0)
-              t1615_c4_1 = t1615_c4_1.addingProduct(t1615_a4, t1615_b1)
-              let t1615_a5 = Vector(repeating: arena[(((9464352 +% (xi1612 *% 2048)) +% (((mb1614 *% 6) +% 5) *% 32)) +% k1616)])
-              t1615_c5_0 = t1615_c5_0.addingProduct(t1615_a5, t1615_b0)
-              t1615_c5_1 = t1615_c5_1.addingProduct(t1615_a5, t1615_b1)
+    for xi1497 in 0..<16 {
+      do {  // gemm1504
+        for nb1498 in 0..<2 {
+          for mb1499 in 0..<10 {
+            var t1500_c0_0 = Vector()
+            var t1500_c0_1 = Vector()
+            var t1500_c1_0 = Vector()
+            var t1500_c1_1 = Vector()
+            var t1500_c2_0 = Vector()
+            var t1500_c2_1 = Vector()
+            var t1500_c3_0 = Vector()
+            var t1500_c3_1 = Vector()
+            var t1500_c4_0 = Vector()
+            var t1500_c4_1 = Vector()
+            var t1500_c5_0 = Vector()
+            var t1500_c5_1 = Vector()
+            for k1501 in 0..<32 {
+              let t1500_b0 = loadVector(arena, (((9437600 +% (xi1497 *% 1024)) +% (k1501 *% 32)) +% (nb1498 *% 16)))
+              let t1500_b1 = loadVector(arena, ((((9437600 +% (xi1497 *% 1024)) +% (k1501 *% 32)) +% (nb1498 *% 16)) +% 8))
+              let t1500_a0 = Vector(repeating: arena[(((9464352 +% (xi1497 *% 2048)) +% ((mb1499 *% 6) *% 32)) +% k1501)])
+              t1500_c0_0 = t1500_c0_0.addingProduct(t1500_a0, t1500_b0)
+              t1500_c0_1 = t1500_c0_1.addingProduct(t1500_a0, t1500_b1)
+              let t1500_a1 = Vector(repeating: arena[(((9464352 +% (xi1497 *% 2048)) +% (((mb1499 *% 6) +% 1) *% 32)) +% k1501)])
+              t1500_c1_0 = t1500_c1_0.addingProduct(t1500_a1, t1500_b0)
+              t1500_c1_1 = t1500_c1_1.addingProduct(t1500_a1, t1500_b1)
+              let t1500_a2 = Vector(repeating: arena[(((9464352 +% (xi1497 *% 2048)) +% (((mb1499 *% 6) +% 2) *% 32)) +% k1501)])
+              t1500_c2_0 = t1500_c2_0.addingProduct(t1500_a2, t1500_b0)
+              t1500_c2_1 = t1500_c2_1.addingProduct(t1500_a2, t1500_b1)
+              let t1500_a3 = Vector(repeating: arena[(((9464352 +% (xi1497 *% 2048)) +% (((mb1499 *% 6) +% 3) *% 32)) +% k1501)])
+              t1500_c3_0 = t1500_c3_0.addingProduct(t1500_a3, t1500_b0)
+              t1500_c3_1 = t1500_c3_1.addingProduct(t1500_a3, t1500_b1)
+              let t1500_a4 = Vector(repeating: arena[(((9464352 +% (xi1497 *% 2048)) +% (((mb1499 *% 6) +% 4) *% 32)) +% k1501)])
+              t1500_c4_0 = t1500_c4_0.addingProduct(t1500_a4, t1500_b0)
+              t1500_c4_1 = t1500_c4_1.addingProduct(t1500_a4, t1500_b1)
+              let t1500_a5 = Vector(repeating: arena[(((9464352 +% (xi1497 *% 2048)) +% (((mb1499 *% 6) +% 5) *% 32)) +% k1501)])
+              t1500_c5_0 = t1500_c5_0.addingProduct(t1500_a5, t1500_b0)
+              t1500_c5_1 = t1500_c5_1.addingProduct(t1500_a5, t1500_b1)
             }
-            storeVector(arena, (((9497120 +% (xi1612 *% 2048)) +% ((mb1614 *% 6) *% 32)) +% (nb1613 *% 16)), t1615_c0_0)
-            storeVector(arena, ((((9497120 +% (xi1612 *% 2048)) +% ((mb1614 *% 6) *% 32)) +% (nb1613 *% 16)) +% 8), t1615_c0_1)
-            storeVector(arena, (((9497120 +% (xi1612 *% 2048)) +% (((mb1614 *% 6) +% 1) *% 32)) +% (nb1613 *% 16)), t1615_c1_0)
-            storeVector(arena, ((((9497120 +% (xi1612 *% 2048)) +% (((mb1614 *% 6) +% 1) *% 32)) +% (nb1613 *% 16)) +% 8), t1615_c1_1)
-            storeVector(arena, (((9497120 +% (xi1612 *% 2048)) +% (((mb1614 *% 6) +% 2) *% 32)) +% (nb1613 *% 16)), t1615_c2_0)
-            storeVector(arena, ((((9497120 +% (xi1612 *% 2048)) +% (((mb1614 *% 6) +% 2) *% 32)) +% (nb1613 *% 16)) +% 8), t1615_c2_1)
-            storeVector(arena, (((9497120 +% (xi1612 *% 2048)) +% (((mb1614 *% 6) +% 3) *% 32)) +% (nb1613 *% 16)), t1615_c3_0)
-            storeVector(arena, ((((9497120 +% (xi1612 *% 2048)) +% (((mb1614 *% 6) +% 3) *% 32)) +% (nb1613 *% 16)) +% 8), t1615_c3_1)
-            storeVector(arena, (((9497120 +% (xi1612 *% 2048)) +% (((mb1614 *% 6) +% 4) *% 32)) +% (nb1613 *% 16)), t1615_c4_0)
-            storeVector(arena, ((((9497120 +% (xi1612 *% 2048)) +% (((mb1614 *% 6) +% 4) *% 32)) +% (nb1613 *% 16)) +% 8), t1615_c4_1)
-            storeVector(arena, (((9497120 +% (xi1612 *% 2048)) +% (((mb1614 *% 6) +% 5) *% 32)) +% (nb1613 *% 16)), t1615_c5_0)
-            storeVector(arena, ((((9497120 +% (xi1612 *% 2048)) +% (((mb1614 *% 6) +% 5) *% 32)) +% (nb1613 *% 16)) +% 8), t1615_c5_1)
+            storeVector(arena, (((9497120 +% (xi1497 *% 2048)) +% ((mb1499 *% 6) *% 32)) +% (nb1498 *% 16)), t1500_c0_0)
+            storeVector(arena, ((((9497120 +% (xi1497 *% 2048)) +% ((mb1499 *% 6) *% 32)) +% (nb1498 *% 16)) +% 8), t1500_c0_1)
+            storeVector(arena, (((9497120 +% (xi1497 *% 2048)) +% (((mb1499 *% 6) +% 1) *% 32)) +% (nb1498 *% 16)), t1500_c1_0)
+            storeVector(arena, ((((9497120 +% (xi1497 *% 2048)) +% (((mb1499 *% 6) +% 1) *% 32)) +% (nb1498 *% 16)) +% 8), t1500_c1_1)
+            storeVector(arena, (((9497120 +% (xi1497 *% 2048)) +% (((mb1499 *% 6) +% 2) *% 32)) +% (nb1498 *% 16)), t1500_c2_0)
+            storeVector(arena, ((((9497120 +% (xi1497 *% 2048)) +% (((mb1499 *% 6) +% 2) *% 32)) +% (nb1498 *% 16)) +% 8), t1500_c2_1)
+            storeVector(arena, (((9497120 +% (xi1497 *% 2048)) +% (((mb1499 *% 6) +% 3) *% 32)) +% (nb1498 *% 16)), t1500_c3_0)
+            storeVector(arena, ((((9497120 +% (xi1497 *% 2048)) +% (((mb1499 *% 6) +% 3) *% 32)) +% (nb1498 *% 16)) +% 8), t1500_c3_1)
+            storeVector(arena, (((9497120 +% (xi1497 *% 2048)) +% (((mb1499 *% 6) +% 4) *% 32)) +% (nb1498 *% 16)), t1500_c4_0)
+            storeVector(arena, ((((9497120 +% (xi1497 *% 2048)) +% (((mb1499 *% 6) +% 4) *% 32)) +% (nb1498 *% 16)) +% 8), t1500_c4_1)
+            storeVector(arena, (((9497120 +% (xi1497 *% 2048)) +% (((mb1499 *% 6) +% 5) *% 32)) +% (nb1498 *% 16)), t1500_c5_0)
+            storeVector(arena, ((((9497120 +% (xi1497 *% 2048)) +% (((mb1499 *% 6) +% 5) *% 32)) +% (nb1498 *% 16)) +% 8), t1500_c5_1)
           }
-          var t1617_c0_0 = Vector()
-          var t1617_c0_1 = Vector()
-          var t1617_c1_0 = Vector()
-          var t1617_c1_1 = Vector()
-          var t1617_c2_0 = Vector()
-          var t1617_c2_1 = Vector()
-          var t1617_c3_0 = Vector()
-          var t1617_c3_1 = Vector()
-          for k1618 in 0..<32 {
-            let t1617_b0 = loadVector(arena, (((9437600 +% (xi1612 *% 1024)) +% (k1618 *% 32)) +% (nb1613 *% 16)))
-            let t1617_b1 = loadVector(arena, ((((9437600 +% (xi1612 *% 1024)) +% (k1618 *% 32)) +% (nb1613 *% 16)) +% 8))
-            let t1617_a0 = Vector(repeating: arena[(((9464352 +% (xi1612 *% 2048)) +% 1920) +% k1618)])
-            t1617_c0_0 = t1617_c0_0.addingProduct(t1617_a0, t1617_b0)
-            t1617_c0_1 = t1617_c0_1.addingProduct(t1617_a0, t1617_b1)
-            let t1617_a1 = Vector(repeating: arena[(((9464352 +% (xi1612 *% 2048)) +% 1952) +% k1618)])
-            t1617_c1_0 = t1617_c1_0.addingProduct(t1617_a1, t1617_b0)
-            t1617_c1_1 = t1617_c1_1.addingProduct(t1617_a1, t1617_b1)
-            let t1617_a2 = Vector(repeating: arena[(((9464352 +% (xi1612 *% 2048)) +% 1984) +% k1618)])
-            t1617_c2_0 = t1617_c2_0.addingProduct(t1617_a2, t1617_b0)
-            t1617_c2_1 = t1617_c2_1.addingProduct(t1617_a2, t1617_b1)
-            let t1617_a3 = Vector(repeating: arena[(((9464352 +% (xi1612 *% 2048)) +% 2016) +% k1618)])
-            t1617_c3_0 = t1617_c3_0.addingProduct(t1617_a3, t1617_b0)
-            t1617_c3_1 = t1617_c3_1.addingProduct(t1617_a3, t1617_b1)
+          var t1502_c0_0 = Vector()
+          var t1502_c0_1 = Vector()
+          var t1502_c1_0 = Vector()
+          var t1502_c1_1 = Vector()
+          var t1502_c2_0 = Vector()
+          var t1502_c2_1 = Vector()
+          var t1502_c3_0 = Vector()
+          var t1502_c3_1 = Vector()
+          for k1503 in 0..<32 {
+            let t1502_b0 = loadVector(arena, (((9437600 +% (xi1497 *% 1024)) +% (k1503 *% 32)) +% (nb1498 *% 16)))
+            let t1502_b1 = loadVector(arena, ((((9437600 +% (xi1497 *% 1024)) +% (k1503 *% 32)) +% (nb1498 *% 16)) +% 8))
+            let t1502_a0 = Vector(repeating: arena[(((9464352 +% (xi1497 *% 2048)) +% 1920) +% k1503)])
+            t1502_c0_0 = t1502_c0_0.addingProduct(t1502_a0, t1502_b0)
+            t1502_c0_1 = t1502_c0_1.addingProduct(t1502_a0, t1502_b1)
+            let t1502_a1 = Vector(repeating: arena[(((9464352 +% (xi1497 *% 2048)) +% 1952) +% k1503)])
+            t1502_c1_0 = t1502_c1_0.addingProduct(t1502_a1, t1502_b0)
+            t1502_c1_1 = t1502_c1_1.addingProduct(t1502_a1, t1502_b1)
+            let t1502_a2 = Vector(repeating: arena[(((9464352 +% (xi1497 *% 2048)) +% 1984) +% k1503)])
+            t1502_c2_0 = t1502_c2_0.addingProduct(t1502_a2, t1502_b0)
+            t1502_c2_1 = t1502_c2_1.addingProduct(t1502_a2, t1502_b1)
+            let t1502_a3 = Vector(repeating: arena[(((9464352 +% (xi1497 *% 2048)) +% 2016) +% k1503)])
+            t1502_c3_0 = t1502_c3_0.addingProduct(t1502_a3, t1502_b0)
+            t1502_c3_1 = t1502_c3_1.addingProduct(t1502_a3, t1502_b1)
           }
-          storeVector(arena, (((9497120 +% (xi1612 *% 2048)) +% 1920) +% (nb1613 *% 16)), t1617_c0_0)
-          storeVector(arena, ((((9497120 +% (xi1612 *% 2048)) +% 1920) +% (nb1613 *% 16)) +% 8), t1617_c0_1)
-          storeVector(arena, (((9497120 +% (xi1612 *% 2048)) +% 1952) +% (nb1613 *% 16)), t1617_c1_0)
-          storeVector(arena, ((((9497120 +% (xi1612 *% 2048)) +% 1952) +% (nb1613 *% 16)) +% 8), t1617_c1_1)
-          storeVector(arena, (((9497120 +% (xi1612 *% 2048)) +% 1984) +% (nb1613 *% 16)), t1617_c2_0)
-          storeVector(arena, ((((9497120 +% (xi1612 *% 2048)) +% 1984) +% (nb1613 *% 16)) +% 8), t1617_c2_1)
-          storeVector(arena, (((9497120 +% (xi1612 *% 2048)) +% 2016) +% (nb1613 *% 16)), t1617_c3_0)
-          storeVector(arena, ((((9497120 +% (xi1612 *% 2048)) +% 2016) +% (nb1613 *% 16)) +% 8), t1617_c3_1)
+          storeVector(arena, (((9497120 +% (xi1497 *% 2048)) +% 1920) +% (nb1498 *% 16)), t1502_c0_0)
+          storeVector(arena, ((((9497120 +% (xi1497 *% 2048)) +% 1920) +% (nb1498 *% 16)) +% 8), t1502_c0_1)
+          storeVector(arena, (((9497120 +% (xi1497 *% 2048)) +% 1952) +% (nb1498 *% 16)), t1502_c1_0)
+          storeVector(arena, ((((9497120 +% (xi1497 *% 2048)) +% 1952) +% (nb1498 *% 16)) +% 8), t1502_c1_1)
+          storeVector(arena, (((9497120 +% (xi1497 *% 2048)) +% 1984) +% (nb1498 *% 16)), t1502_c2_0)
+          storeVector(arena, ((((9497120 +% (xi1497 *% 2048)) +% 1984) +% (nb1498 *% 16)) +% 8), t1502_c2_1)
+          storeVector(arena, (((9497120 +% (xi1497 *% 2048)) +% 2016) +% (nb1498 *% 16)), t1502_c3_0)
+          storeVector(arena, ((((9497120 +% (xi1497 *% 2048)) +% 2016) +% (nb1498 *% 16)) +% 8), t1502_c3_1)
         }
       }
     }
-    for j1620 in 0..<1 {
-      for ty1621 in 0..<8 {
-        for tx1622 in 0..<8 {
-          for cv1623 in 0..<4 {
-            let w1624 = ((loadVector(arena, ((9497120 +% ((((j1620 *% 64) +% (ty1621 *% 8)) +% tx1622) *% 32)) +% (cv1623 *% 8))) + loadVector(arena, ((9505312 +% ((((j1620 *% 64) +% (ty1621 *% 8)) +% tx1622) *% 32)) +% (cv1623 *% 8)))) + loadVector(arena, ((9513504 +% ((((j1620 *% 64) +% (ty1621 *% 8)) +% tx1622) *% 32)) +% (cv1623 *% 8))))
-            let w1625 = ((loadVector(arena, ((9505312 +% ((((j1620 *% 64) +% (ty1621 *% 8)) +% tx1622) *% 32)) +% (cv1623 *% 8))) - loadVector(arena, ((9513504 +% ((((j1620 *% 64) +% (ty1621 *% 8)) +% tx1622) *% 32)) +% (cv1623 *% 8)))) - loadVector(arena, ((9521696 +% ((((j1620 *% 64) +% (ty1621 *% 8)) +% tx1622) *% 32)) +% (cv1623 *% 8))))
-            let w1626 = ((loadVector(arena, ((9499168 +% ((((j1620 *% 64) +% (ty1621 *% 8)) +% tx1622) *% 32)) +% (cv1623 *% 8))) + loadVector(arena, ((9507360 +% ((((j1620 *% 64) +% (ty1621 *% 8)) +% tx1622) *% 32)) +% (cv1623 *% 8)))) + loadVector(arena, ((9515552 +% ((((j1620 *% 64) +% (ty1621 *% 8)) +% tx1622) *% 32)) +% (cv1623 *% 8))))
-            let w1627 = ((loadVector(arena, ((9507360 +% ((((j1620 *% 64) +% (ty1621 *% 8)) +% tx1622) *% 32)) +% (cv1623 *% 8))) - loadVector(arena, ((9515552 +% ((((j1620 *% 64) +% (ty1621 *% 8)) +% tx1622) *% 32)) +% (cv1623 *% 8)))) - loadVector(arena, ((9523744 +% ((((j1620 *% 64) +% (ty1621 *% 8)) +% tx1622) *% 32)) +% (cv1623 *% 8))))
-            let w1628 = ((loadVector(arena, ((9501216 +% ((((j1620 *% 64) +% (ty1621 *% 8)) +% tx1622) *% 32)) +% (cv1623 *% 8))) + loadVector(arena, ((9509408 +% ((((j1620 *% 64) +% (ty1621 *% 8)) +% tx1622) *% 32)) +% (cv1623 *% 8)))) + loadVector(arena, ((9517600 +% ((((j1620 *% 64) +% (ty1621 *% 8)) +% tx1622) *% 32)) +% (cv1623 *% 8))))
-            let w1629 = ((loadVector(arena, ((9509408 +% ((((j1620 *% 64) +% (ty1621 *% 8)) +% tx1622) *% 32)) +% (cv1623 *% 8))) - loadVector(arena, ((9517600 +% ((((j1620 *% 64) +% (ty1621 *% 8)) +% tx1622) *% 32)) +% (cv1623 *% 8)))) - loadVector(arena, ((9525792 +% ((((j1620 *% 64) +% (ty1621 *% 8)) +% tx1622) *% 32)) +% (cv1623 *% 8))))
-            let w1630 = ((loadVector(arena, ((9503264 +% ((((j1620 *% 64) +% (ty1621 *% 8)) +% tx1622) *% 32)) +% (cv1623 *% 8))) + loadVector(arena, ((9511456 +% ((((j1620 *% 64) +% (ty1621 *% 8)) +% tx1622) *% 32)) +% (cv1623 *% 8)))) + loadVector(arena, ((9519648 +% ((((j1620 *% 64) +% (ty1621 *% 8)) +% tx1622) *% 32)) +% (cv1623 *% 8))))
-            let w1631 = ((loadVector(arena, ((9511456 +% ((((j1620 *% 64) +% (ty1621 *% 8)) +% tx1622) *% 32)) +% (cv1623 *% 8))) - loadVector(arena, ((9519648 +% ((((j1620 *% 64) +% (ty1621 *% 8)) +% tx1622) *% 32)) +% (cv1623 *% 8)))) - loadVector(arena, ((9527840 +% ((((j1620 *% 64) +% (ty1621 *% 8)) +% tx1622) *% 32)) +% (cv1623 *% 8))))
-            let w1632 = ((w1624 + w1626) + w1628)
-            let w1633 = ((w1626 - w1628) - w1630)
-            let w1634 = ((w1625 + w1627) + w1629)
-            let w1635 = ((w1627 - w1629) - w1631)
-            storeVector(arena, ((9529888 +% (((((j1620 *% 16) +% (ty1621 *% 2)) *% 16) +% (tx1622 *% 2)) *% 32)) +% (cv1623 *% 8)), w1632)
-            storeVector(arena, ((9529888 +% ((((((j1620 *% 16) +% (ty1621 *% 2)) *% 16) +% (tx1622 *% 2)) +% 1) *% 32)) +% (cv1623 *% 8)), w1633)
-            storeVector(arena, ((9529888 +% ((((((j1620 *% 16) +% (ty1621 *% 2)) +% 1) *% 16) +% (tx1622 *% 2)) *% 32)) +% (cv1623 *% 8)), w1634)
-            storeVector(arena, ((9529888 +% (((((((j1620 *% 16) +% (ty1621 *% 2)) +% 1) *% 16) +% (tx1622 *% 2)) +% 1) *% 32)) +% (cv1623 *% 8)), w1635)
+    for j1505 in 0..<1 {
+      for ty1506 in 0..<8 {
+        for tx1507 in 0..<8 {
+          for cv1508 in 0..<4 {
+            let w1509 = ((loadVector(arena, ((9497120 +% ((((j1505 *% 64) +% (ty1506 *% 8)) +% tx1507) *% 32)) +% (cv1508 *% 8))) + loadVector(arena, ((9505312 +% ((((j1505 *% 64) +% (ty1506 *% 8)) +% tx1507) *% 32)) +% (cv1508 *% 8)))) + loadVector(arena, ((9513504 +% ((((j1505 *% 64) +% (ty1506 *% 8)) +% tx1507) *% 32)) +% (cv1508 *% 8))))
+            let w1510 = ((loadVector(arena, ((9505312 +% ((((j1505 *% 64) +% (ty1506 *% 8)) +% tx1507) *% 32)) +% (cv1508 *% 8))) - loadVector(arena, ((9513504 +% ((((j1505 *% 64) +% (ty1506 *% 8)) +% tx1507) *% 32)) +% (cv1508 *% 8)))) - loadVector(arena, ((9521696 +% ((((j1505 *% 64) +% (ty1506 *% 8)) +% tx1507) *% 32)) +% (cv1508 *% 8))))
+            let w1511 = ((loadVector(arena, ((9499168 +% ((((j1505 *% 64) +% (ty1506 *% 8)) +% tx1507) *% 32)) +% (cv1508 *% 8))) + loadVector(arena, ((9507360 +% ((((j1505 *% 64) +% (ty1506 *% 8)) +% tx1507) *% 32)) +% (cv1508 *% 8)))) + loadVector(arena, ((9515552 +% ((((j1505 *% 64) +% (ty1506 *% 8)) +% tx1507) *% 32)) +% (cv1508 *% 8))))
+            let w1512 = ((loadVector(arena, ((9507360 +% ((((j1505 *% 64) +% (ty1506 *% 8)) +% tx1507) *% 32)) +% (cv1508 *% 8))) - loadVector(arena, ((9515552 +% ((((j1505 *% 64) +% (ty1506 *% 8)) +% tx1507) *% 32)) +% (cv1508 *% 8)))) - loadVector(arena, ((9523744 +% ((((j1505 *% 64) +% (ty1506 *% 8)) +% tx1507) *% 32)) +% (cv1508 *% 8))))
+            let w1513 = ((loadVector(arena, ((9501216 +% ((((j1505 *% 64) +% (ty1506 *% 8)) +% tx1507) *% 32)) +% (cv1508 *% 8))) + loadVector(arena, ((9509408 +% ((((j1505 *% 64) +% (ty1506 *% 8)) +% tx1507) *% 32)) +% (cv1508 *% 8)))) + loadVector(arena, ((9517600 +% ((((j1505 *% 64) +% (ty1506 *% 8)) +% tx1507) *% 32)) +% (cv1508 *% 8))))
+            let w1514 = ((loadVector(arena, ((9509408 +% ((((j1505 *% 64) +% (ty1506 *% 8)) +% tx1507) *% 32)) +% (cv1508 *% 8))) - loadVector(arena, ((9517600 +% ((((j1505 *% 64) +% (ty1506 *% 8)) +% tx1507) *% 32)) +% (cv1508 *% 8)))) - loadVector(arena, ((9525792 +% ((((j1505 *% 64) +% (ty1506 *% 8)) +% tx1507) *% 32)) +% (cv1508 *% 8))))
+            let w1515 = ((loadVector(arena, ((9503264 +% ((((j1505 *% 64) +% (ty1506 *% 8)) +% tx1507) *% 32)) +% (cv1508 *% 8))) + loadVector(arena, ((9511456 +% ((((j1505 *% 64) +% (ty1506 *% 8)) +% tx1507) *% 32)) +% (cv1508 *% 8)))) + loadVector(arena, ((9519648 +% ((((j1505 *% 64) +% (ty1506 *% 8)) +% tx1507) *% 32)) +% (cv1508 *% 8))))
+            let w1516 = ((loadVector(arena, ((9511456 +% ((((j1505 *% 64) +% (ty1506 *% 8)) +% tx1507) *% 32)) +% (cv1508 *% 8))) - loadVector(arena, ((9519648 +% ((((j1505 *% 64) +% (ty1506 *% 8)) +% tx1507) *% 32)) +% (cv1508 *% 8)))) - loadVector(arena, ((9527840 +% ((((j1505 *% 64) +% (ty1506 *% 8)) +% tx1507) *% 32)) +% (cv1508 *% 8))))
+            let w1517 = ((w1509 + w1511) + w1513)
+            let w1518 = ((w1511 - w1513) - w1515)
+            let w1519 = ((w1510 + w1512) + w1514)
+            let w1520 = ((w1512 - w1514) - w1516)
+            storeVector(arena, ((9529888 +% (((((j1505 *% 16) +% (ty1506 *% 2)) *% 16) +% (tx1507 *% 2)) *% 32)) +% (cv1508 *% 8)), w1517)
+            storeVector(arena, ((9529888 +% ((((((j1505 *% 16) +% (ty1506 *% 2)) *% 16) +% (tx1507 *% 2)) +% 1) *% 32)) +% (cv1508 *% 8)), w1518)
+            storeVector(arena, ((9529888 +% ((((((j1505 *% 16) +% (ty1506 *% 2)) +% 1) *% 16) +% (tx1507 *% 2)) *% 32)) +% (cv1508 *% 8)), w1519)
+            storeVector(arena, ((9529888 +% (((((((j1505 *% 16) +% (ty1506 *% 2)) +% 1) *% 16) +% (tx1507 *% 2)) +% 1) *% 32)) +% (cv1508 *% 8)), w1520)
           }
         }
       }
     }
-    for j1636 in 0..<1 {
-      for c1637 in 0..<32 {
-        for q1638 in 0..<256 {
-          arena[(((6815840 +% ((g1571 +% j1636) *% 8192)) +% (c1637 *% 256)) +% q1638)] = arena[((9529888 +% (((j1636 *% 256) +% q1638) *% 32)) +% c1637)]
+    for j1521 in 0..<1 {
+      for c1522 in 0..<32 {
+        for q1523 in 0..<256 {
+          arena[(((6815840 +% ((g1456 +% j1521) *% 8192)) +% (c1522 *% 256)) +% q1523)] = arena[((9529888 +% (((j1521 *% 256) +% q1523) *% 32)) +% c1522)]
         }
       }
     }
   }
   // s2_bn1_grad = relu_grad(s2_relu1_grad, s2_relu1)
-  for i1639 in 0..<65536 {
-    storeVector(arena, ((i1639 *% 8) +% 7864480), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i1639 *% 8) +% 6815840)), where: loadVector(arena, ((i1639 *% 8) +% 7340192)) .> Vector(repeating: Float(0))))
+  for i1524 in 0..<65536 {
+    storeVector(arena, ((i1524 *% 8) +% 7864480), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i1524 *% 8) +% 6815840)), where: loadVector(arena, ((i1524 *% 8) +% 7340192)) .> Vector(repeating: Float(0))))
   }
   // s2_bn1_weight_grad = batchnorm_grad_weight(s2_bn1_grad, s2_conv1, s2_bn1.mean, s2_bn1.var)
-  for c1640 in 0..<32 {
-    var invstd1642: Float = (Float(1) / sqrtf((arena[(7340160 +% c1640)] + Float(bitPattern: 0x3727c5ac))))
-    var mean1643: Float = arena[(7340128 +% c1640)]
-    var acc1644 = Vector()
-    var tail1645: Float = Float(0)
-    for n1646 in 0..<64 {
-      for v1647 in 0..<32 {
-        acc1644 = (acc1644 + (loadVector(arena, (7864480 +% ((((n1646 *% 32) +% c1640) *% 256) +% (v1647 *% 8)))) * ((loadVector(arena, (6291552 +% ((((n1646 *% 32) +% c1640) *% 256) +% (v1647 *% 8)))) - Vector(repeating: mean1643)) * Vector(repeating: invstd1642))))
+  for c1525 in 0..<32 {
+    var invstd1527: Float = (Float(1) / sqrtf((arena[(7340160 +% c1525)] + Float(bitPattern: 0x3727c5ac))))
+    var mean1528: Float = arena[(7340128 +% c1525)]
+    var acc1529 = Vector()
+    var tail1530: Float = Float(0)
+    for n1531 in 0..<64 {
+      for v1532 in 0..<32 {
+        acc1529 = (acc1529 + (loadVector(arena, (7864480 +% ((((n1531 *% 32) +% c1525) *% 256) +% (v1532 *% 8)))) * ((loadVector(arena, (6291552 +% ((((n1531 *% 32) +% c1525) *% 256) +% (v1532 *% 8)))) - Vector(repeating: mean1528)) * Vector(repeating: invstd1527))))
       }
     }
-    storeVector(arena, 6815840, acc1644)
-    var sum1648: Float = (arena[6815840] + arena[6815841])
-    var sum1649: Float = (sum1648 + arena[6815842])
-    var sum1650: Float = (sum1649 + arena[6815843])
-    var sum1651: Float = (sum1650 + arena[6815844])
-    var sum1652: Float = (sum1651 + arena[6815845])
-    var sum1653: Float = (sum1652 + arena[6815846])
-    var sum1654: Float = (sum1653 + arena[6815847])
-    var sum_x1641: Float = (sum1654 + tail1645)
-    grads[(9744 +% c1640)] = sum_x1641
+    storeVector(arena, 6815840, acc1529)
+    var sum1533: Float = (arena[6815840] + arena[6815841])
+    var sum1534: Float = (sum1533 + arena[6815842])
+    var sum1535: Float = (sum1534 + arena[6815843])
+    var sum1536: Float = (sum1535 + arena[6815844])
+    var sum1537: Float = (sum1536 + arena[6815845])
+    var sum1538: Float = (sum1537 + arena[6815846])
+    var sum1539: Float = (sum1538 + arena[6815847])
+    var sum_x1526: Float = (sum1539 + tail1530)
+    grads[(9744 +% c1525)] = sum_x1526
   }
   // s2_bn1_bias_grad = batchnorm_grad_bias(s2_bn1_grad)
-  for c1655 in 0..<32 {
-    var acc1657 = Vector()
-    var tail1658: Float = Float(0)
-    for n1659 in 0..<64 {
-      for v1660 in 0..<32 {
-        acc1657 = (acc1657 + loadVector(arena, (7864480 +% ((((n1659 *% 32) +% c1655) *% 256) +% (v1660 *% 8)))))
+  for c1540 in 0..<32 {
+    var acc1542 = Vector()
+    var tail1543: Float = Float(0)
+    for n1544 in 0..<64 {
+      for v1545 in 0..<32 {
+        acc1542 = (acc1542 + loadVector(arena, (7864480 +% ((((n1544 *% 32) +% c1540) *% 256) +% (v1545 *% 8)))))
       }
     }
-    storeVector(arena, 6815840, acc1657)
-    var sum1661: Float = (arena[6815840] + arena[6815841])
-    var sum1662: Float = (sum1661 + arena[6815842])
-    var sum1663: Float = (sum1662 + arena[6815843])
-    var sum1664: Float = (sum1663 + arena[6815844])
-    var sum1665: Float = (sum1664 + arena[6815845])
-    var sum1666: Float = (sum1665 + arena[6815846])
-    var sum1667: Float = (sum1666 + arena[6815847])
-    var sum1656: Float = (sum1667 + tail1658)
-    grads[(9776 +% c1655)] = sum1656
+    storeVector(arena, 6815840, acc1542)
+    var sum1546: Float = (arena[6815840] + arena[6815841])
+    var sum1547: Float = (sum1546 + arena[6815842])
+    var sum1548: Float = (sum1547 + arena[6815843])
+    var sum1549: Float = (sum1548 + arena[6815844])
+    var sum1550: Float = (sum1549 + arena[6815845])
+    var sum1551: Float = (sum1550 + arena[6815846])
+    var sum1552: Float = (sum1551 + arena[6815847])
+    var sum1541: Float = (sum1552 + tail1543)
+    grads[(9776 +% c1540)] = sum1541
   }
   // s2_conv1_grad = batchnorm_grad_input(s2_bn1_grad, s2_conv1, s2_bn1.mean, s2_bn1.var, s2_bn1.weight, s2_bn1_bias_grad, s2_bn1_weight_grad)
-  for c1668 in 0..<32 {
-    var invstd1671: Float = (Float(1) / sqrtf((arena[(7340160 +% c1668)] + Float(bitPattern: 0x3727c5ac))))
-    var sum1669: Float = grads[(9776 +% c1668)]
-    var sum_x1670: Float = grads[(9744 +% c1668)]
-    var scale1672: Float = (params[(9744 +% c1668)] * invstd1671)
-    var mean_dy1673: Float = (sum1669 / Float(16384))
-    var mean_dy_x1674: Float = (sum_x1670 / Float(16384))
-    for n1675 in 0..<64 {
-      for i1676 in 0..<256 {
-        arena[(6815840 +% ((((n1675 *% 32) +% c1668) *% 256) +% i1676))] = (scale1672 * ((arena[(7864480 +% ((((n1675 *% 32) +% c1668) *% 256) +% i1676))] - mean_dy1673) - (((arena[(6291552 +% ((((n1675 *% 32) +% c1668) *% 256) +% i1676))] - arena[(7340128 +% c1668)]) * invstd1671) * mean_dy_x1674)))
+  for c1553 in 0..<32 {
+    var invstd1556: Float = (Float(1) / sqrtf((arena[(7340160 +% c1553)] + Float(bitPattern: 0x3727c5ac))))
+    var sum1554: Float = grads[(9776 +% c1553)]
+    var sum_x1555: Float = grads[(9744 +% c1553)]
+    var scale1557: Float = (params[(9744 +% c1553)] * invstd1556)
+    var mean_dy1558: Float = (sum1554 / Float(16384))
+    var mean_dy_x1559: Float = (sum_x1555 / Float(16384))
+    for n1560 in 0..<64 {
+      for i1561 in 0..<256 {
+        arena[(6815840 +% ((((n1560 *% 32) +% c1553) *% 256) +% i1561))] = (scale1557 * ((arena[(7864480 +% ((((n1560 *% 32) +% c1553) *% 256) +% i1561))] - mean_dy1558) - (((arena[(6291552 +% ((((n1560 *% 32) +% c1553) *% 256) +% i1561))] - arena[(7340128 +% c1553)]) * invstd1556) * mean_dy_x1559)))
       }
     }
   }
   // s2_conv1_weight_grad = conv2d_grad_weight(s2_conv1_grad, x1)
-  for i1677 in 0..<576 {
-    storeVector(arena, ((i1677 *% 8) +% 8063392), Vector(repeating: Float(0)))
+  for i1562 in 0..<576 {
+    storeVector(arena, ((i1562 *% 8) +% 8063392), Vector(repeating: Float(0)))
   }
-  for i1678 in 0..<36992 {
-    storeVector(arena, ((i1678 *% 8) +% 8068000), Vector(repeating: Float(0)))
-  }
-  for g1679 in 0..<4 {
-    do {  // scalar loops
-      for j1680 in 0..<16 {
-        for c1681 in 0..<16 {
-          for qy1682 in 0..<16 {
-            for qx1683 in 0..<16 {
-              arena[(8068000 +% (((((((j1680 *% 16) +% c1681) *% 2) *% 2) *% 289) +% ((qy1682 +% 1) *% 17)) +% (qx1683 +% 1)))] = arena[(((((5242944 +% (((g1679 *% 16) +% j1680) *% 16384)) +% (c1681 *% 1024)) +% ((((qy1682 +% 1) *% 2) +% -1) *% 32)) +% ((qx1683 +% 1) *% 2)) +% -1)]
+  for g1563 in 0..<4 {
+    for j1564 in 0..<16 {
+      for c1565 in 0..<16 {
+        for ky1566 in 0..<3 {
+          for oy1567 in 0..<16 {
+            if (-1 < (((oy1567 *% 2) +% ky1566) +% -1) && (((oy1567 *% 2) +% ky1566) +% -1) < 32) {
+              for ox1568 in 0..<15 {
+                arena[(((7340192 +% ((((c1565 *% 3) +% ky1566) *% 3) *% 4112)) +% (j1564 *% 256)) +% ((oy1567 *% 16) +% (ox1568 +% 1)))] = arena[((((5242944 +% (((g1563 *% 16) +% j1564) *% 16384)) +% (c1565 *% 1024)) +% ((((oy1567 *% 2) +% ky1566) +% -1) *% 32)) +% (((ox1568 +% 1) *% 2) +% -1))]
+              }
+              for ox1569 in 0..<1 {
+                arena[(((7340192 +% ((((c1565 *% 3) +% ky1566) *% 3) *% 4112)) +% (j1564 *% 256)) +% ((oy1567 *% 16) +% ox1569))] = Float(0)
+              }
+            }
+            if (((oy1567 *% 2) +% ky1566) +% -1) < 0 {
+              for ox1570 in 0..<16 {
+                arena[(((7340192 +% ((((c1565 *% 3) +% ky1566) *% 3) *% 4112)) +% (j1564 *% 256)) +% ((oy1567 *% 16) +% ox1570))] = Float(0)
+              }
+            }
+            if 31 < (((oy1567 *% 2) +% ky1566) +% -1) {
+              for ox1570 in 0..<16 {
+                arena[(((7340192 +% ((((c1565 *% 3) +% ky1566) *% 3) *% 4112)) +% (j1564 *% 256)) +% ((oy1567 *% 16) +% ox1570))] = Float(0)
+              }
             }
           }
-        }
-      }
-      for j1684 in 0..<16 {
-        for c1685 in 0..<16 {
-          for qy1686 in 0..<16 {
-            for qx1687 in 0..<16 {
-              arena[(8068000 +% ((((((((j1684 *% 16) +% c1685) *% 2) *% 2) +% 1) *% 289) +% ((qy1686 +% 1) *% 17)) +% qx1687))] = arena[((((5242944 +% (((g1679 *% 16) +% j1684) *% 16384)) +% (c1685 *% 1024)) +% ((((qy1686 +% 1) *% 2) +% -1) *% 32)) +% (qx1687 *% 2))]
+          for oy1571 in 0..<16 {
+            if (-1 < (((oy1571 *% 2) +% ky1566) +% -1) && (((oy1571 *% 2) +% ky1566) +% -1) < 32) {
+              for ox1572 in 0..<16 {
+                arena[(((7340192 +% (((((c1565 *% 3) +% ky1566) *% 3) +% 1) *% 4112)) +% (j1564 *% 256)) +% ((oy1571 *% 16) +% ox1572))] = arena[((((5242944 +% (((g1563 *% 16) +% j1564) *% 16384)) +% (c1565 *% 1024)) +% ((((oy1571 *% 2) +% ky1566) +% -1) *% 32)) +% (ox1572 *% 2))]
+              }
+            }
+            if (((oy1571 *% 2) +% ky1566) +% -1) < 0 {
+              for ox1573 in 0..<16 {
+                arena[(((7340192 +% (((((c1565 *% 3) +% ky1566) *% 3) +% 1) *% 4112)) +% (j1564 *% 256)) +% ((oy1571 *% 16) +% ox1573))] = Float(0)
+              }
+            }
+            if 31 < (((oy1571 *% 2) +% ky1566) +% -1) {
+              for ox1573 in 0..<16 {
+                arena[(((7340192 +% (((((c1565 *% 3) +% ky1566) *% 3) +% 1) *% 4112)) +% (j1564 *% 256)) +% ((oy1571 *% 16) +% ox1573))] = Float(0)
+              }
             }
           }
-        }
-      }
-      for j1688 in 0..<16 {
-        for c1689 in 0..<16 {
-          for qy1690 in 0..<16 {
-            for qx1691 in 0..<16 {
-              arena[(8068000 +% ((((((((j1688 *% 16) +% c1689) *% 2) +% 1) *% 2) *% 289) +% (qy1690 *% 17)) +% (qx1691 +% 1)))] = arena[(((((5242944 +% (((g1679 *% 16) +% j1688) *% 16384)) +% (c1689 *% 1024)) +% ((qy1690 *% 2) *% 32)) +% ((qx1691 +% 1) *% 2)) +% -1)]
+          for oy1574 in 0..<16 {
+            if (-1 < (((oy1574 *% 2) +% ky1566) +% -1) && (((oy1574 *% 2) +% ky1566) +% -1) < 32) {
+              for ox1575 in 0..<16 {
+                arena[(((7340192 +% (((((c1565 *% 3) +% ky1566) *% 3) +% 2) *% 4112)) +% (j1564 *% 256)) +% ((oy1574 *% 16) +% ox1575))] = arena[((((5242944 +% (((g1563 *% 16) +% j1564) *% 16384)) +% (c1565 *% 1024)) +% ((((oy1574 *% 2) +% ky1566) +% -1) *% 32)) +% ((ox1575 *% 2) +% 1))]
+              }
             }
-          }
-        }
-      }
-      for j1692 in 0..<16 {
-        for c1693 in 0..<16 {
-          for qy1694 in 0..<16 {
-            for qx1695 in 0..<16 {
-              arena[(8068000 +% (((((((((j1692 *% 16) +% c1693) *% 2) +% 1) *% 2) +% 1) *% 289) +% (qy1694 *% 17)) +% qx1695))] = arena[((((5242944 +% (((g1679 *% 16) +% j1692) *% 16384)) +% (c1693 *% 1024)) +% ((qy1694 *% 2) *% 32)) +% (qx1695 *% 2))]
+            if (((oy1574 *% 2) +% ky1566) +% -1) < 0 {
+              for ox1576 in 0..<16 {
+                arena[(((7340192 +% (((((c1565 *% 3) +% ky1566) *% 3) +% 2) *% 4112)) +% (j1564 *% 256)) +% ((oy1574 *% 16) +% ox1576))] = Float(0)
+              }
             }
-          }
-        }
-      }
-      for j1696 in 0..<16 {
-        for c1697 in 0..<16 {
-          for ky1698 in 0..<3 {
-            for kx1699 in 0..<3 {
-              for wy1700 in 0..<1 {
-                for wx1701 in 0..<1 {
-                  for py1702 in 0..<16 {
-                    for cv1703 in 0..<2 {
-                      storeVector(arena, (((((7340192 +% (((((c1697 *% 3) +% ky1698) *% 3) +% kx1699) *% 4112)) +% (j1696 *% 256)) +% ((wy1700 +% wx1701) *% 256)) +% (py1702 *% 16)) +% (cv1703 *% 8)), loadVector(arena, (8068000 +% (((((((((j1696 *% 16) +% c1697) *% 2) +% (((wy1700 *% 2) +% ky1698) % 2)) *% 2) +% (((wx1701 *% 2) +% kx1699) % 2)) *% 289) +% ((py1702 +% (((wy1700 *% 2) +% ky1698) / 2)) *% 17)) +% ((cv1703 *% 8) +% (((wx1701 *% 2) +% kx1699) / 2))))))
-                    }
-                  }
-                }
+            if 31 < (((oy1574 *% 2) +% ky1566) +% -1) {
+              for ox1576 in 0..<16 {
+                arena[(((7340192 +% (((((c1565 *% 3) +% ky1566) *% 3) +% 2) *% 4112)) +% (j1564 *% 256)) +% ((oy1574 *% 16) +% ox1576))] = Float(0)
               }
             }
           }
         }
       }
     }
-    for j1704 in 0..<16 {
-      for i1705 in 0..<256 {
-        for f1706 in 0..<32 {
-          arena[((7932320 +% (((j1704 *% 256) +% i1705) *% 32)) +% f1706)] = arena[(((6815840 +% (((g1679 *% 16) +% j1704) *% 8192)) +% (f1706 *% 256)) +% i1705)]
+    for j1577 in 0..<16 {
+      for i1578 in 0..<256 {
+        for f1579 in 0..<32 {
+          arena[((7932320 +% (((j1577 *% 256) +% i1578) *% 32)) +% f1579)] = arena[(((6815840 +% (((g1563 *% 16) +% j1577) *% 8192)) +% (f1579 *% 256)) +% i1578)]
         }
       }
     }
-    do {  // gemm1712
-      for kp1707 in 0..<2 {
-        for nb1708 in 0..<2 {
-          for mb1709 in 0..<24 {
-            var t1710_c0_0 = loadVector(arena, ((8063392 +% ((mb1709 *% 6) *% 32)) +% (nb1708 *% 16)))
-            var t1710_c0_1 = loadVector(arena, (((8063392 +% ((mb1709 *% 6) *% 32)) +% (nb1708 *% 16)) +% 8))
-            var t1710_c1_0 = loadVector(arena, ((8063392 +% (((mb1709 *% 6) +% 1) *% 32)) +% (nb1708 *% 16)))
-            var t1710_c1_1 = loadVector(arena, (((8063392 +% (((mb1709 *% 6) +% 1) *% 32)) +% (nb1708 *% 16)) +% 8))
-            var t1710_c2_0 = loadVector(arena, ((8063392 +% (((mb1709 *% 6) +% 2) *% 32)) +% (nb1708 *% 16)))
-            var t1710_c2_1 = loadVector(arena, (((8063392 +% (((mb1709 *% 6) +% 2) *% 32)) +% (nb1708 *% 16)) +% 8))
-            var t1710_c3_0 = loadVector(arena, ((8063392 +% (((mb1709 *% 6) +% 3) *% 32)) +% (nb1708 *% 16)))
-            var t1710_c3_1 = loadVector(arena, (((8063392 +% (((mb1709 *% 6) +% 3) *% 32)) +% (nb1708 *% 16)) +% 8))
-            var t1710_c4_0 = loadVector(arena, ((8063392 +% (((mb1709 *% 6) +% 4) *% 32)) +% (nb1708 *% 16)))
-            var t1710_c4_1 = loadVector(arena, (((8063392 +% (((mb1709 *% 6) +% 4) *% 32)) +% (nb1708 *% 16)) +% 8))
-            var t1710_c5_0 = loadVector(arena, ((8063392 +% (((mb1709 *% 6) +% 5) *% 32)) +% (nb1708 *% 16)))
-            var t1710_c5_1 = loadVector(arena, (((8063392 +% (((mb1709 *% 6) +% 5) *% 32)) +% (nb1708 *% 16)) +% 8))
-            for k1711 in 0..<2048 {
-              let t1710_b0 = loadVector(arena, ((7932320 +% ((k1711 +% (kp1707 *% 2048)) *% 32)) +% (nb1708 *% 16)))
-              let t1710_b1 = loadVector(arena, (((7932320 +% ((k1711 +% (kp1707 *% 2048)) *% 32)) +% (nb1708 *% 16)) +% 8))
-              let t1710_a0 = Vector(repeating: arena[((7340192 +% ((mb1709 *% 6) *% 4112)) +% (k1711 +% (kp1707 *% 2048)))])
-              t1710_c0_0 = t1710_c0_0.addingProduct(t1710_a0, t1710_b0)
-              t1710_c0_1 = t1710_c0_1.addingProduct(t1710_a0, t1710_b1)
-              let t1710_a1 = Vector(repeating: arena[((7340192 +% (((mb1709 *% 6) +% 1) *% 4112)) +% (k1711 +% (kp1707 *% 2048)))])
-              t1710_c1_0 = t1710_c1_0.addingProduct(t1710_a1, t1710_b0)
-              t1710_c1_1 = t1710_c1_1.addingProduct(t1710_a1, t1710_b1)
-              let t1710_a2 = Vector(repeating: arena[((7340192 +% (((mb1709 *% 6) +% 2) *% 4112)) +% (k1711 +% (kp1707 *% 2048)))])
-              t1710_c2_0 = t1710_c2_0.addingProduct(t1710_a2, t1710_b0)
-              t1710_c2_1 = t1710_c2_1.addingProduct(t1710_a2, t1710_b1)
-              let t1710_a3 = Vector(repeating: arena[((7340192 +% (((mb1709 *% 6) +% 3) *% 4112)) +% (k1711 +% (kp1707 *% 2048)))])
-              t1710_c3_0 = t1710_c3_0.addingProduct(t1710_a3, t1710_b0)
-              t1710_c3_1 = t1710_c3_1.addingProduct(t1710_a3, t1710_b1)
-              let t1710_a4 = Vector(repeating: arena[((7340192 +% (((mb1709 *% 6) +% 4) *% 4112)) +% (k1711 +% (kp1707 *% 2048)))])
-              t1710_c4_0 = t1710_c4_0.addingProduct(t1710_a4, t1710_b0)
-              t1710_c4_1 = t1710_c4_1.addingProduct(t1710_a4, t1710_b1)
-              let t1710_a5 = Vector(repeating: arena[((7340192 +% (((mb1709 *% 6) +% 5) *% 4112)) +% (k1711 +% (kp1707 *% 2048)))])
-              t1710_c5_0 = t1710_c5_0.addingProduct(t1710_a5, t1710_b0)
-              t1710_c5_1 = t1710_c5_1.addingProduct(t1710_a5, t1710_b1)
+    do {  // gemm1585
+      for kp1580 in 0..<2 {
+        for nb1581 in 0..<2 {
+          for mb1582 in 0..<24 {
+            var t1583_c0_0 = loadVector(arena, ((8063392 +% ((mb1582 *% 6) *% 32)) +% (nb1581 *% 16)))
+            var t1583_c0_1 = loadVector(arena, (((8063392 +% ((mb1582 *% 6) *% 32)) +% (nb1581 *% 16)) +% 8))
+            var t1583_c1_0 = loadVector(arena, ((8063392 +% (((mb1582 *% 6) +% 1) *% 32)) +% (nb1581 *% 16)))
+            var t1583_c1_1 = loadVector(arena, (((8063392 +% (((mb1582 *% 6) +% 1) *% 32)) +% (nb1581 *% 16)) +% 8))
+            var t1583_c2_0 = loadVector(arena, ((8063392 +% (((mb1582 *% 6) +% 2) *% 32)) +% (nb1581 *% 16)))
+            var t1583_c2_1 = loadVector(arena, (((8063392 +% (((mb1582 *% 6) +% 2) *% 32)) +% (nb1581 *% 16)) +% 8))
+            var t1583_c3_0 = loadVector(arena, ((8063392 +% (((mb1582 *% 6) +% 3) *% 32)) +% (nb1581 *% 16)))
+            var t1583_c3_1 = loadVector(arena, (((8063392 +% (((mb1582 *% 6) +% 3) *% 32)) +% (nb1581 *% 16)) +% 8))
+            var t1583_c4_0 = loadVector(arena, ((8063392 +% (((mb1582 *% 6) +% 4) *% 32)) +% (nb1581 *% 16)))
+            var t1583_c4_1 = loadVector(arena, (((8063392 +% (((mb1582 *% 6) +% 4) *% 32)) +% (nb1581 *% 16)) +% 8))
+            var t1583_c5_0 = loadVector(arena, ((8063392 +% (((mb1582 *% 6) +% 5) *% 32)) +% (nb1581 *% 16)))
+            var t1583_c5_1 = loadVector(arena, (((8063392 +% (((mb1582 *% 6) +% 5) *% 32)) +% (nb1581 *% 16)) +% 8))
+            for k1584 in 0..<2048 {
+              let t1583_b0 = loadVector(arena, ((7932320 +% ((k1584 +% (kp1580 *% 2048)) *% 32)) +% (nb1581 *% 16)))
+              let t1583_b1 = loadVector(arena, (((7932320 +% ((k1584 +% (kp1580 *% 2048)) *% 32)) +% (nb1581 *% 16)) +% 8))
+              let t1583_a0 = Vector(repeating: arena[((7340192 +% ((mb1582 *% 6) *% 4112)) +% (k1584 +% (kp1580 *% 2048)))])
+              t1583_c0_0 = t1583_c0_0.addingProduct(t1583_a0, t1583_b0)
+              t1583_c0_1 = t1583_c0_1.addingProduct(t1583_a0, t1583_b1)
+              let t1583_a1 = Vector(repeating: arena[((7340192 +% (((mb1582 *% 6) +% 1) *% 4112)) +% (k1584 +% (kp1580 *% 2048)))])
+              t1583_c1_0 = t1583_c1_0.addingProduct(t1583_a1, t1583_b0)
+              t1583_c1_1 = t1583_c1_1.addingProduct(t1583_a1, t1583_b1)
+              let t1583_a2 = Vector(repeating: arena[((7340192 +% (((mb1582 *% 6) +% 2) *% 4112)) +% (k1584 +% (kp1580 *% 2048)))])
+              t1583_c2_0 = t1583_c2_0.addingProduct(t1583_a2, t1583_b0)
+              t1583_c2_1 = t1583_c2_1.addingProduct(t1583_a2, t1583_b1)
+              let t1583_a3 = Vector(repeating: arena[((7340192 +% (((mb1582 *% 6) +% 3) *% 4112)) +% (k1584 +% (kp1580 *% 2048)))])
+              t1583_c3_0 = t1583_c3_0.addingProduct(t1583_a3, t1583_b0)
+              t1583_c3_1 = t1583_c3_1.addingProduct(t1583_a3, t1583_b1)
+              let t1583_a4 = Vector(repeating: arena[((7340192 +% (((mb1582 *% 6) +% 4) *% 4112)) +% (k1584 +% (kp1580 *% 2048)))])
+              t1583_c4_0 = t1583_c4_0.addingProduct(t1583_a4, t1583_b0)
+              t1583_c4_1 = t1583_c4_1.addingProduct(t1583_a4, t1583_b1)
+              let t1583_a5 = Vector(repeating: arena[((7340192 +% (((mb1582 *% 6) +% 5) *% 4112)) +% (k1584 +% (kp1580 *% 2048)))])
+              t1583_c5_0 = t1583_c5_0.addingProduct(t1583_a5, t1583_b0)
+              t1583_c5_1 = t1583_c5_1.addingProduct(t1583_a5, t1583_b1)
             }
-            storeVector(arena, ((8063392 +% ((mb1709 *% 6) *% 32)) +% (nb1708 *% 16)), t1710_c0_0)
-            storeVector(arena, (((8063392 +% ((mb1709 *% 6) *% 32)) +% (nb1708 *% 16)) +% 8), t1710_c0_1)
-            storeVector(arena, ((8063392 +% (((mb1709 *% 6) +% 1) *% 32)) +% (nb1708 *% 16)), t1710_c1_0)
-            storeVector(arena, (((8063392 +% (((mb1709 *% 6) +% 1) *% 32)) +% (nb1708 *% 16)) +% 8), t1710_c1_1)
-            storeVector(arena, ((8063392 +% (((mb1709 *% 6) +% 2) *% 32)) +% (nb1708 *% 16)), t1710_c2_0)
-            storeVector(arena, (((8063392 +% (((mb1709 *% 6) +% 2) *% 32)) +% (nb1708 *% 16)) +% 8), t1710_c2_1)
-            storeVector(arena, ((8063392 +% (((mb1709 *% 6) +% 3) *% 32)) +% (nb1708 *% 16)), t1710_c3_0)
-            storeVector(arena, (((8063392 +% (((mb1709 *% 6) +% 3) *% 32)) +% (nb1708 *% 16)) +% 8), t1710_c3_1)
-            storeVector(arena, ((8063392 +% (((mb1709 *% 6) +% 4) *% 32)) +% (nb1708 *% 16)), t1710_c4_0)
-            storeVector(arena, (((8063392 +% (((mb1709 *% 6) +% 4) *% 32)) +% (nb1708 *% 16)) +% 8), t1710_c4_1)
-            storeVector(arena, ((8063392 +% (((mb1709 *% 6) +% 5) *% 32)) +% (nb1708 *% 16)), t1710_c5_0)
-            storeVector(arena, (((8063392 +% (((mb1709 *% 6) +% 5) *% 32)) +% (nb1708 *% 16)) +% 8), t1710_c5_1)
+            storeVector(arena, ((8063392 +% ((mb1582 *% 6) *% 32)) +% (nb1581 *% 16)), t1583_c0_0)
+            storeVector(arena, (((8063392 +% ((mb1582 *% 6) *% 32)) +% (nb1581 *% 16)) +% 8), t1583_c0_1)
+            storeVector(arena, ((8063392 +% (((mb1582 *% 6) +% 1) *% 32)) +% (nb1581 *% 16)), t1583_c1_0)
+            storeVector(arena, (((8063392 +% (((mb1582 *% 6) +% 1) *% 32)) +% (nb1581 *% 16)) +% 8), t1583_c1_1)
+            storeVector(arena, ((8063392 +% (((mb1582 *% 6) +% 2) *% 32)) +% (nb1581 *% 16)), t1583_c2_0)
+            storeVector(arena, (((8063392 +% (((mb1582 *% 6) +% 2) *% 32)) +% (nb1581 *% 16)) +% 8), t1583_c2_1)
+            storeVector(arena, ((8063392 +% (((mb1582 *% 6) +% 3) *% 32)) +% (nb1581 *% 16)), t1583_c3_0)
+            storeVector(arena, (((8063392 +% (((mb1582 *% 6) +% 3) *% 32)) +% (nb1581 *% 16)) +% 8), t1583_c3_1)
+            storeVector(arena, ((8063392 +% (((mb1582 *% 6) +% 4) *% 32)) +% (nb1581 *% 16)), t1583_c4_0)
+            storeVector(arena, (((8063392 +% (((mb1582 *% 6) +% 4) *% 32)) +% (nb1581 *% 16)) +% 8), t1583_c4_1)
+            storeVector(arena, ((8063392 +% (((mb1582 *% 6) +% 5) *% 32)) +% (nb1581 *% 16)), t1583_c5_0)
+            storeVector(arena, (((8063392 +% (((mb1582 *% 6) +% 5) *% 32)) +% (nb1581 *% 16)) +% 8), t1583_c5_1)
           }
         }
       }
     }
   }
-  for f1713 in 0..<32 {
-    for r1714 in 0..<144 {
-      grads[((5136 +% (f1713 *% 144)) +% r1714)] = arena[((8063392 +% (r1714 *% 32)) +% f1713)]
+  for f1586 in 0..<32 {
+    for r1587 in 0..<144 {
+      grads[((5136 +% (f1586 *% 144)) +% r1587)] = arena[((8063392 +% (r1587 *% 32)) +% f1586)]
     }
   }
   // x1_grad2 = conv2d_grad_input(s2_conv1_grad, s2_conv1.weight, x1)
-  for i1715 in 0..<131072 {
-    storeVector(arena, ((i1715 *% 8) +% 7340192), Vector(repeating: Float(0)))
+  for i1588 in 0..<131072 {
+    storeVector(arena, ((i1588 *% 8) +% 7340192), Vector(repeating: Float(0)))
   }
-  for g1716 in 0..<4 {
-    for j1717 in 0..<16 {
-      for f1718 in 0..<32 {
-        for i1719 in 0..<32 {
-          storeVector(arena, ((i1719 *% 8) +% ((11078560 +% (f1718 *% 4112)) +% (j1717 *% 256))), loadVector(arena, ((i1719 *% 8) +% ((6815840 +% (((g1716 *% 16) +% j1717) *% 8192)) +% (f1718 *% 256)))))
+  for g1589 in 0..<4 {
+    for j1590 in 0..<16 {
+      for f1591 in 0..<32 {
+        for i1592 in 0..<32 {
+          storeVector(arena, ((i1592 *% 8) +% ((11078560 +% (f1591 *% 4112)) +% (j1590 *% 256))), loadVector(arena, ((i1592 *% 8) +% ((6815840 +% (((g1589 *% 16) +% j1590) *% 8192)) +% (f1591 *% 256)))))
         }
       }
     }
-    do {  // gemm1727
-      for nb1720 in 0..<170 {
-        for mb1721 in 0..<36 {
-          var t1722_c0_0 = Vector()
-          var t1722_c0_1 = Vector()
-          var t1722_c0_2 = Vector()
-          var t1722_c1_0 = Vector()
-          var t1722_c1_1 = Vector()
-          var t1722_c1_2 = Vector()
-          var t1722_c2_0 = Vector()
-          var t1722_c2_1 = Vector()
-          var t1722_c2_2 = Vector()
-          var t1722_c3_0 = Vector()
-          var t1722_c3_1 = Vector()
-          var t1722_c3_2 = Vector()
-          for k1723 in 0..<32 {
-            let t1722_b0 = loadVector(arena, ((11078560 +% (k1723 *% 4112)) +% (nb1720 *% 24)))
-            let t1722_b1 = loadVector(arena, (((11078560 +% (k1723 *% 4112)) +% (nb1720 *% 24)) +% 8))
-            let t1722_b2 = loadVector(arena, (((11078560 +% (k1723 *% 4112)) +% (nb1720 *% 24)) +% 16))
-            let t1722_a0 = Vector(repeating: params[((5136 +% (mb1721 *% 4)) +% (k1723 *% 144))])
-            t1722_c0_0 = t1722_c0_0.addingProduct(t1722_a0, t1722_b0)
-            t1722_c0_1 = t1722_c0_1.addingProduct(t1722_a0, t1722_b1)
-            t1722_c0_2 = t1722_c0_2.addingProduct(t1722_a0, t1722_b2)
-            let t1722_a1 = Vector(repeating: params[((5136 +% ((mb1721 *% 4) +% 1)) +% (k1723 *% 144))])
-            t1722_c1_0 = t1722_c1_0.addingProduct(t1722_a1, t1722_b0)
-            t1722_c1_1 = t1722_c1_1.addingProduct(t1722_a1, t1722_b1)
-            t1722_c1_2 = t1722_c1_2.addingProduct(t1722_a1, t1722_b2)
-            let t1722_a2 = Vector(repeating: params[((5136 +% ((mb1721 *% 4) +% 2)) +% (k1723 *% 144))])
-            t1722_c2_0 = t1722_c2_0.addingProduct(t1722_a2, t1722_b0)
-            t1722_c2_1 = t1722_c2_1.addingProduct(t1722_a2, t1722_b1)
-            t1722_c2_2 = t1722_c2_2.addingProduct(t1722_a2, t1722_b2)
-            let t1722_a3 = Vector(repeating: params[((5136 +% ((mb1721 *% 4) +% 3)) +% (k1723 *% 144))])
-            t1722_c3_0 = t1722_c3_0.addingProduct(t1722_a3, t1722_b0)
-            t1722_c3_1 = t1722_c3_1.addingProduct(t1722_a3, t1722_b1)
-            t1722_c3_2 = t1722_c3_2.addingProduct(t1722_a3, t1722_b2)
+    do {  // gemm1600
+      for nb1593 in 0..<170 {
+        for mb1594 in 0..<36 {
+          var t1595_c0_0 = Vector()
+          var t1595_c0_1 = Vector()
+          var t1595_c0_2 = Vector()
+          var t1595_c1_0 = Vector()
+          var t1595_c1_1 = Vector()
+          var t1595_c1_2 = Vector()
+          var t1595_c2_0 = Vector()
+          var t1595_c2_1 = Vector()
+          var t1595_c2_2 = Vector()
+          var t1595_c3_0 = Vector()
+          var t1595_c3_1 = Vector()
+          var t1595_c3_2 = Vector()
+          for k1596 in 0..<32 {
+            let t1595_b0 = loadVector(arena, ((11078560 +% (k1596 *% 4112)) +% (nb1593 *% 24)))
+            let t1595_b1 = loadVector(arena, (((11078560 +% (k1596 *% 4112)) +% (nb1593 *% 24)) +% 8))
+            let t1595_b2 = loadVector(arena, (((11078560 +% (k1596 *% 4112)) +% (nb1593 *% 24)) +% 16))
+            let t1595_a0 = Vector(repeating: params[((5136 +% (mb1594 *% 4)) +% (k1596 *% 144))])
+            t1595_c0_0 = t1595_c0_0.addingProduct(t1595_a0, t1595_b0)
+            t1595_c0_1 = t1595_c0_1.addingProduct(t1595_a0, t1595_b1)
+            t1595_c0_2 = t1595_c0_2.addingProduct(t1595_a0, t1595_b2)
+            let t1595_a1 = Vector(repeating: params[((5136 +% ((mb1594 *% 4) +% 1)) +% (k1596 *% 144))])
+            t1595_c1_0 = t1595_c1_0.addingProduct(t1595_a1, t1595_b0)
+            t1595_c1_1 = t1595_c1_1.addingProduct(t1595_a1, t1595_b1)
+            t1595_c1_2 = t1595_c1_2.addingProduct(t1595_a1, t1595_b2)
+            let t1595_a2 = Vector(repeating: params[((5136 +% ((mb1594 *% 4) +% 2)) +% (k1596 *% 144))])
+            t1595_c2_0 = t1595_c2_0.addingProduct(t1595_a2, t1595_b0)
+            t1595_c2_1 = t1595_c2_1.addingProduct(t1595_a2, t1595_b1)
+            t1595_c2_2 = t1595_c2_2.addingProduct(t1595_a2, t1595_b2)
+            let t1595_a3 = Vector(repeating: params[((5136 +% ((mb1594 *% 4) +% 3)) +% (k1596 *% 144))])
+            t1595_c3_0 = t1595_c3_0.addingProduct(t1595_a3, t1595_b0)
+            t1595_c3_1 = t1595_c3_1.addingProduct(t1595_a3, t1595_b1)
+            t1595_c3_2 = t1595_c3_2.addingProduct(t1595_a3, t1595_b2)
           }
-          storeVector(arena, ((10486432 +% ((mb1721 *% 4) *% 4112)) +% (nb1720 *% 24)), t1722_c0_0)
-          storeVector(arena, (((10486432 +% ((mb1721 *% 4) *% 4112)) +% (nb1720 *% 24)) +% 8), t1722_c0_1)
-          storeVector(arena, (((10486432 +% ((mb1721 *% 4) *% 4112)) +% (nb1720 *% 24)) +% 16), t1722_c0_2)
-          storeVector(arena, ((10486432 +% (((mb1721 *% 4) +% 1) *% 4112)) +% (nb1720 *% 24)), t1722_c1_0)
-          storeVector(arena, (((10486432 +% (((mb1721 *% 4) +% 1) *% 4112)) +% (nb1720 *% 24)) +% 8), t1722_c1_1)
-          storeVector(arena, (((10486432 +% (((mb1721 *% 4) +% 1) *% 4112)) +% (nb1720 *% 24)) +% 16), t1722_c1_2)
-          storeVector(arena, ((10486432 +% (((mb1721 *% 4) +% 2) *% 4112)) +% (nb1720 *% 24)), t1722_c2_0)
-          storeVector(arena, (((10486432 +% (((mb1721 *% 4) +% 2) *% 4112)) +% (nb1720 *% 24)) +% 8), t1722_c2_1)
-          storeVector(arena, (((10486432 +% (((mb1721 *% 4) +% 2) *% 4112)) +% (nb1720 *% 24)) +% 16), t1722_c2_2)
-          storeVector(arena, ((10486432 +% (((mb1721 *% 4) +% 3) *% 4112)) +% (nb1720 *% 24)), t1722_c3_0)
-          storeVector(arena, (((10486432 +% (((mb1721 *% 4) +% 3) *% 4112)) +% (nb1720 *% 24)) +% 8), t1722_c3_1)
-          storeVector(arena, (((10486432 +% (((mb1721 *% 4) +% 3) *% 4112)) +% (nb1720 *% 24)) +% 16), t1722_c3_2)
+          storeVector(arena, ((10486432 +% ((mb1594 *% 4) *% 4112)) +% (nb1593 *% 24)), t1595_c0_0)
+          storeVector(arena, (((10486432 +% ((mb1594 *% 4) *% 4112)) +% (nb1593 *% 24)) +% 8), t1595_c0_1)
+          storeVector(arena, (((10486432 +% ((mb1594 *% 4) *% 4112)) +% (nb1593 *% 24)) +% 16), t1595_c0_2)
+          storeVector(arena, ((10486432 +% (((mb1594 *% 4) +% 1) *% 4112)) +% (nb1593 *% 24)), t1595_c1_0)
+          storeVector(arena, (((10486432 +% (((mb1594 *% 4) +% 1) *% 4112)) +% (nb1593 *% 24)) +% 8), t1595_c1_1)
+          storeVector(arena, (((10486432 +% (((mb1594 *% 4) +% 1) *% 4112)) +% (nb1593 *% 24)) +% 16), t1595_c1_2)
+          storeVector(arena, ((10486432 +% (((mb1594 *% 4) +% 2) *% 4112)) +% (nb1593 *% 24)), t1595_c2_0)
+          storeVector(arena, (((10486432 +% (((mb1594 *% 4) +% 2) *% 4112)) +% (nb1593 *% 24)) +% 8), t1595_c2_1)
+          storeVector(arena, (((10486432 +% (((mb1594 *% 4) +% 2) *% 4112)) +% (nb1593 *% 24)) +% 16), t1595_c2_2)
+          storeVector(arena, ((10486432 +% (((mb1594 *% 4) +% 3) *% 4112)) +% (nb1593 *% 24)), t1595_c3_0)
+          storeVector(arena, (((10486432 +% (((mb1594 *% 4) +% 3) *% 4112)) +% (nb1593 *% 24)) +% 8), t1595_c3_1)
+          storeVector(arena, (((10486432 +% (((mb1594 *% 4) +% 3) *% 4112)) +% (nb1593 *% 24)) +% 16), t1595_c3_2)
         }
       }
-      for mb1724 in 0..<36 {
-        var t1725_c0_0 = Vector()
-        var t1725_c0_1 = Vector()
-        var t1725_c1_0 = Vector()
-        var t1725_c1_1 = Vector()
-        var t1725_c2_0 = Vector()
-        var t1725_c2_1 = Vector()
-        var t1725_c3_0 = Vector()
-        var t1725_c3_1 = Vector()
-        for k1726 in 0..<32 {
-          let t1725_b0 = loadVector(arena, ((11078560 +% (k1726 *% 4112)) +% 4080))
-          let t1725_b1 = loadVector(arena, (((11078560 +% (k1726 *% 4112)) +% 4080) +% 8))
-          let t1725_a0 = Vector(repeating: params[((5136 +% (mb1724 *% 4)) +% (k1726 *% 144))])
-          t1725_c0_0 = t1725_c0_0.addingProduct(t1725_a0, t1725_b0)
-          t1725_c0_1 = t1725_c0_1.addingProduct(t1725_a0, t1725_b1)
-          let t1725_a1 = Vector(repeating: params[((5136 +% ((mb1724 *% 4) +% 1)) +% (k1726 *% 144))])
-          t1725_c1_0 = t1725_c1_0.addingProduct(t1725_a1, t1725_b0)
-          t1725_c1_1 = t1725_c1_1.addingProduct(t1725_a1, t1725_b1)
-          let t1725_a2 = Vector(repeating: params[((5136 +% ((mb1724 *% 4) +% 2)) +% (k1726 *% 144))])
-          t1725_c2_0 = t1725_c2_0.addingProduct(t1725_a2, t1725_b0)
-          t1725_c2_1 = t1725_c2_1.addingProduct(t1725_a2, t1725_b1)
-          let t1725_a3 = Vector(repeating: params[((5136 +% ((mb1724 *% 4) +% 3)) +% (k1726 *% 144))])
-          t1725_c3_0 = t1725_c3_0.addingProduct(t1725_a3, t1725_b0)
-          t1725_c3_1 = t1725_c3_1.addingProduct(t1725_a3, t1725_b1)
+      for mb1597 in 0..<36 {
+        var t1598_c0_0 = Vector()
+        var t1598_c0_1 = Vector()
+        var t1598_c1_0 = Vector()
+        var t1598_c1_1 = Vector()
+        var t1598_c2_0 = Vector()
+        var t1598_c2_1 = Vector()
+        var t1598_c3_0 = Vector()
+        var t1598_c3_1 = Vector()
+        for k1599 in 0..<32 {
+          let t1598_b0 = loadVector(arena, ((11078560 +% (k1599 *% 4112)) +% 4080))
+          let t1598_b1 = loadVector(arena, (((11078560 +% (k1599 *% 4112)) +% 4080) +% 8))
+          let t1598_a0 = Vector(repeating: params[((5136 +% (mb1597 *% 4)) +% (k1599 *% 144))])
+          t1598_c0_0 = t1598_c0_0.addingProduct(t1598_a0, t1598_b0)
+          t1598_c0_1 = t1598_c0_1.addingProduct(t1598_a0, t1598_b1)
+          let t1598_a1 = Vector(repeating: params[((5136 +% ((mb1597 *% 4) +% 1)) +% (k1599 *% 144))])
+          t1598_c1_0 = t1598_c1_0.addingProduct(t1598_a1, t1598_b0)
+          t1598_c1_1 = t1598_c1_1.addingProduct(t1598_a1, t1598_b1)
+          let t1598_a2 = Vector(repeating: params[((5136 +% ((mb1597 *% 4) +% 2)) +% (k1599 *% 144))])
+          t1598_c2_0 = t1598_c2_0.addingProduct(t1598_a2, t1598_b0)
+          t1598_c2_1 = t1598_c2_1.addingProduct(t1598_a2, t1598_b1)
+          let t1598_a3 = Vector(repeating: params[((5136 +% ((mb1597 *% 4) +% 3)) +% (k1599 *% 144))])
+          t1598_c3_0 = t1598_c3_0.addingProduct(t1598_a3, t1598_b0)
+          t1598_c3_1 = t1598_c3_1.addingProduct(t1598_a3, t1598_b1)
         }
-        storeVector(arena, ((10486432 +% ((mb1724 *% 4) *% 4112)) +% 4080), t1725_c0_0)
-        storeVector(arena, (((10486432 +% ((mb1724 *% 4) *% 4112)) +% 4080) +% 8), t1725_c0_1)
-        storeVector(arena, ((10486432 +% (((mb1724 *% 4) +% 1) *% 4112)) +% 4080), t1725_c1_0)
-        storeVector(arena, (((10486432 +% (((mb1724 *% 4) +% 1) *% 4112)) +% 4080) +% 8), t1725_c1_1)
-        storeVector(arena, ((10486432 +% (((mb1724 *% 4) +% 2) *% 4112)) +% 4080), t1725_c2_0)
-        storeVector(arena, (((10486432 +% (((mb1724 *% 4) +% 2) *% 4112)) +% 4080) +% 8), t1725_c2_1)
-        storeVector(arena, ((10486432 +% (((mb1724 *% 4) +% 3) *% 4112)) +% 4080), t1725_c3_0)
-        storeVector(arena, (((10486432 +% (((mb1724 *% 4) +% 3) *% 4112)) +% 4080) +% 8), t1725_c3_1)
+        storeVector(arena, ((10486432 +% ((mb1597 *% 4) *% 4112)) +% 4080), t1598_c0_0)
+        storeVector(arena, (((10486432 +% ((mb1597 *% 4) *% 4112)) +% 4080) +% 8), t1598_c0_1)
+        storeVector(arena, ((10486432 +% (((mb1597 *% 4) +% 1) *% 4112)) +% 4080), t1598_c1_0)
+        storeVector(arena, (((10486432 +% (((mb1597 *% 4) +% 1) *% 4112)) +% 4080) +% 8), t1598_c1_1)
+        storeVector(arena, ((10486432 +% (((mb1597 *% 4) +% 2) *% 4112)) +% 4080), t1598_c2_0)
+        storeVector(arena, (((10486432 +% (((mb1597 *% 4) +% 2) *% 4112)) +% 4080) +% 8), t1598_c2_1)
+        storeVector(arena, ((10486432 +% (((mb1597 *% 4) +% 3) *% 4112)) +% 4080), t1598_c3_0)
+        storeVector(arena, (((10486432 +% (((mb1597 *% 4) +% 3) *% 4112)) +% 4080) +% 8), t1598_c3_1)
       }
     }
-    for j1728 in 0..<16 {
-      for c1729 in 0..<16 {
-        for ky1730 in 0..<3 {
-          for oy1731 in 0..<16 {
-            if (-1 < (((oy1731 *% 2) +% ky1730) +% -1) && (((oy1731 *% 2) +% ky1730) +% -1) < 32) {
-              for ox1732 in 0..<15 {
-                arena[((((7340192 +% (((g1716 *% 16) +% j1728) *% 16384)) +% (c1729 *% 1024)) +% ((((oy1731 *% 2) +% ky1730) +% -1) *% 32)) +% (((ox1732 +% 1) *% 2) +% -1))] += arena[(((10486432 +% ((((c1729 *% 3) +% ky1730) *% 3) *% 4112)) +% (j1728 *% 256)) +% ((oy1731 *% 16) +% (ox1732 +% 1)))]
+    for j1601 in 0..<16 {
+      for c1602 in 0..<16 {
+        for ky1603 in 0..<3 {
+          for oy1604 in 0..<16 {
+            if (-1 < (((oy1604 *% 2) +% ky1603) +% -1) && (((oy1604 *% 2) +% ky1603) +% -1) < 32) {
+              for ox1605 in 0..<15 {
+                arena[((((7340192 +% (((g1589 *% 16) +% j1601) *% 16384)) +% (c1602 *% 1024)) +% ((((oy1604 *% 2) +% ky1603) +% -1) *% 32)) +% (((ox1605 +% 1) *% 2) +% -1))] += arena[(((10486432 +% ((((c1602 *% 3) +% ky1603) *% 3) *% 4112)) +% (j1601 *% 256)) +% ((oy1604 *% 16) +% (ox1605 +% 1)))]
               }
             }
           }
-          for oy1733 in 0..<16 {
-            if (-1 < (((oy1733 *% 2) +% ky1730) +% -1) && (((oy1733 *% 2) +% ky1730) +% -1) < 32) {
-              for ox1734 in 0..<16 {
-                arena[((((7340192 +% (((g1716 *% 16) +% j1728) *% 16384)) +% (c1729 *% 1024)) +% ((((oy1733 *% 2) +% ky1730) +% -1) *% 32)) +% (ox1734 *% 2))] += arena[(((10486432 +% (((((c1729 *% 3) +% ky1730) *% 3) +% 1) *% 4112)) +% (j1728 *% 256)) +% ((oy1733 *% 16) +% ox1734))]
+          for oy1606 in 0..<16 {
+            if (-1 < (((oy1606 *% 2) +% ky1603) +% -1) && (((oy1606 *% 2) +% ky1603) +% -1) < 32) {
+              for ox1607 in 0..<16 {
+                arena[((((7340192 +% (((g1589 *% 16) +% j1601) *% 16384)) +% (c1602 *% 1024)) +% ((((oy1606 *% 2) +% ky1603) +% -1) *% 32)) +% (ox1607 *% 2))] += arena[(((10486432 +% (((((c1602 *% 3) +% ky1603) *% 3) +% 1) *% 4112)) +% (j1601 *% 256)) +% ((oy1606 *% 16) +% ox1607))]
               }
             }
           }
-          for oy1735 in 0..<16 {
-            if (-1 < (((oy1735 *% 2) +% ky1730) +% -1) && (((oy1735 *% 2) +% ky1730) +% -1) < 32) {
-              for ox1736 in 0..<16 {
-                arena[((((7340192 +% (((g1716 *% 16) +% j1728) *% 16384)) +% (c1729 *% 1024)) +% ((((oy1735 *% 2) +% ky1730) +% -1) *% 32)) +% ((ox1736 *% 2) +% 1))] += arena[(((10486432 +% (((((c1729 *% 3) +% ky1730) *% 3) +% 2) *% 4112)) +% (j1728 *% 256)) +% ((oy1735 *% 16) +% ox1736))]
+          for oy1608 in 0..<16 {
+            if (-1 < (((oy1608 *% 2) +% ky1603) +% -1) && (((oy1608 *% 2) +% ky1603) +% -1) < 32) {
+              for ox1609 in 0..<16 {
+                arena[((((7340192 +% (((g1589 *% 16) +% j1601) *% 16384)) +% (c1602 *% 1024)) +% ((((oy1608 *% 2) +% ky1603) +% -1) *% 32)) +% ((ox1609 *% 2) +% 1))] += arena[(((10486432 +% (((((c1602 *% 3) +% ky1603) *% 3) +% 2) *% 4112)) +% (j1601 *% 256)) +% ((oy1608 *% 16) +% ox1609))]
               }
             }
           }
@@ -4519,66 +4371,66 @@ public func resnet8_train_b64(
     }
   }
   // x1_grad_sum = add(x1_grad, x1_grad2)
-  for i1737 in 0..<131072 {
-    storeVector(arena, ((i1737 *% 8) +% 6291552), (loadVector(arena, ((i1737 *% 8) +% 8388832)) + loadVector(arena, ((i1737 *% 8) +% 7340192))))
+  for i1610 in 0..<131072 {
+    storeVector(arena, ((i1610 *% 8) +% 6291552), (loadVector(arena, ((i1610 *% 8) +% 8388832)) + loadVector(arena, ((i1610 *% 8) +% 7340192))))
   }
   // s1_sum_grad = relu_grad(x1_grad_sum, x1)
-  for i1738 in 0..<131072 {
-    storeVector(arena, ((i1738 *% 8) +% 7340192), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i1738 *% 8) +% 6291552)), where: loadVector(arena, ((i1738 *% 8) +% 5242944)) .> Vector(repeating: Float(0))))
+  for i1611 in 0..<131072 {
+    storeVector(arena, ((i1611 *% 8) +% 7340192), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i1611 *% 8) +% 6291552)), where: loadVector(arena, ((i1611 *% 8) +% 5242944)) .> Vector(repeating: Float(0))))
   }
   // s1_bn2_weight_grad = batchnorm_grad_weight(s1_sum_grad, s1_conv2, s1_bn2.mean, s1_bn2.var)
-  for c1739 in 0..<16 {
-    var invstd1741: Float = (Float(1) / sqrtf((arena[(6291536 +% c1739)] + Float(bitPattern: 0x3727c5ac))))
-    var mean1742: Float = arena[(6291520 +% c1739)]
-    var acc1743 = Vector()
-    var tail1744: Float = Float(0)
-    for n1745 in 0..<64 {
-      for v1746 in 0..<128 {
-        acc1743 = (acc1743 + (loadVector(arena, (7340192 +% ((((n1745 *% 16) +% c1739) *% 1024) +% (v1746 *% 8)))) * ((loadVector(arena, (3145760 +% ((((n1745 *% 16) +% c1739) *% 1024) +% (v1746 *% 8)))) - Vector(repeating: mean1742)) * Vector(repeating: invstd1741))))
+  for c1612 in 0..<16 {
+    var invstd1614: Float = (Float(1) / sqrtf((arena[(6291536 +% c1612)] + Float(bitPattern: 0x3727c5ac))))
+    var mean1615: Float = arena[(6291520 +% c1612)]
+    var acc1616 = Vector()
+    var tail1617: Float = Float(0)
+    for n1618 in 0..<64 {
+      for v1619 in 0..<128 {
+        acc1616 = (acc1616 + (loadVector(arena, (7340192 +% ((((n1618 *% 16) +% c1612) *% 1024) +% (v1619 *% 8)))) * ((loadVector(arena, (3145760 +% ((((n1618 *% 16) +% c1612) *% 1024) +% (v1619 *% 8)))) - Vector(repeating: mean1615)) * Vector(repeating: invstd1614))))
       }
     }
-    storeVector(arena, 5242944, acc1743)
-    var sum1747: Float = (arena[5242944] + arena[5242945])
-    var sum1748: Float = (sum1747 + arena[5242946])
-    var sum1749: Float = (sum1748 + arena[5242947])
-    var sum1750: Float = (sum1749 + arena[5242948])
-    var sum1751: Float = (sum1750 + arena[5242949])
-    var sum1752: Float = (sum1751 + arena[5242950])
-    var sum1753: Float = (sum1752 + arena[5242951])
-    var sum_x1740: Float = (sum1753 + tail1744)
-    grads[(5104 +% c1739)] = sum_x1740
+    storeVector(arena, 5242944, acc1616)
+    var sum1620: Float = (arena[5242944] + arena[5242945])
+    var sum1621: Float = (sum1620 + arena[5242946])
+    var sum1622: Float = (sum1621 + arena[5242947])
+    var sum1623: Float = (sum1622 + arena[5242948])
+    var sum1624: Float = (sum1623 + arena[5242949])
+    var sum1625: Float = (sum1624 + arena[5242950])
+    var sum1626: Float = (sum1625 + arena[5242951])
+    var sum_x1613: Float = (sum1626 + tail1617)
+    grads[(5104 +% c1612)] = sum_x1613
   }
   // s1_bn2_bias_grad = batchnorm_grad_bias(s1_sum_grad)
-  for c1754 in 0..<16 {
-    var acc1756 = Vector()
-    var tail1757: Float = Float(0)
-    for n1758 in 0..<64 {
-      for v1759 in 0..<128 {
-        acc1756 = (acc1756 + loadVector(arena, (7340192 +% ((((n1758 *% 16) +% c1754) *% 1024) +% (v1759 *% 8)))))
+  for c1627 in 0..<16 {
+    var acc1629 = Vector()
+    var tail1630: Float = Float(0)
+    for n1631 in 0..<64 {
+      for v1632 in 0..<128 {
+        acc1629 = (acc1629 + loadVector(arena, (7340192 +% ((((n1631 *% 16) +% c1627) *% 1024) +% (v1632 *% 8)))))
       }
     }
-    storeVector(arena, 5242944, acc1756)
-    var sum1760: Float = (arena[5242944] + arena[5242945])
-    var sum1761: Float = (sum1760 + arena[5242946])
-    var sum1762: Float = (sum1761 + arena[5242947])
-    var sum1763: Float = (sum1762 + arena[5242948])
-    var sum1764: Float = (sum1763 + arena[5242949])
-    var sum1765: Float = (sum1764 + arena[5242950])
-    var sum1766: Float = (sum1765 + arena[5242951])
-    var sum1755: Float = (sum1766 + tail1757)
-    grads[(5120 +% c1754)] = sum1755
+    storeVector(arena, 5242944, acc1629)
+    var sum1633: Float = (arena[5242944] + arena[5242945])
+    var sum1634: Float = (sum1633 + arena[5242946])
+    var sum1635: Float = (sum1634 + arena[5242947])
+    var sum1636: Float = (sum1635 + arena[5242948])
+    var sum1637: Float = (sum1636 + arena[5242949])
+    var sum1638: Float = (sum1637 + arena[5242950])
+    var sum1639: Float = (sum1638 + arena[5242951])
+    var sum1628: Float = (sum1639 + tail1630)
+    grads[(5120 +% c1627)] = sum1628
   }
   // s1_conv2_grad = batchnorm_grad_input(s1_sum_grad, s1_conv2, s1_bn2.mean, s1_bn2.var, s1_bn2.weight, s1_bn2_bias_grad, s1_bn2_weight_grad)
-  for c1767 in 0..<16 {
-    var invstd1770: Float = (Float(1) / sqrtf((arena[(6291536 +% c1767)] + Float(bitPattern: 0x3727c5ac))))
-    var sum1768: Float = grads[(5120 +% c1767)]
-    var sum_x1769: Float = grads[(5104 +% c1767)]
-    var scale1771: Float = (params[(5104 +% c1767)] * invstd1770)
-    var mean_dy1772: Float = (sum1768 / Float(65536))
-    var mean_dy_x1773: Float = (sum_x1769 / Float(65536))
-    for n1774 in 0..<64 {
-      for i1775 in 0..<1024 {
-        arena[(5242944 +% ((((n1774 *% 16) +% c1767) *% 1024) +% i1775))] = (scale1771 * ((arena[(7340192 +% ((((n1774 *% 16) +% c1767) *% 1024) +% i1775))] - mean_dy1772) - (((arena[(3145760 +% ((((n1774 *% 16) +% c1767) *% 1024) +% i1775))] - arena[(6291520 +% c1767)]) * invstd1770) * mean_dy_x1773)))
+  for c1640 in 0..<16 {
+    var invstd1643: Float = (Float(1) / sqrtf((arena[(6291536 +% c1640)] + Float(bitPattern: 0x3727c5ac))))
+    var sum1641: Float = grads[(5120 +% c1640)]
+    var sum_x1642: Float = grads[(5104 +% c1640)]
+    var scale1644: Float = (params[(5104 +% c1640)] * invstd1643)
+    var mean_dy1645: Float = (sum1641 / Float(65536))
+    var mean_dy_x1646: Float = (sum_x1642 / Float(65536))
+    for n1647 in 0..<64 {
+      for i1648 in 0..<1024 {
+        arena[(5242944 +% ((((n1647 *% 16) +% c1640) *% 1024) +% i1648))] = (scale1644 * ((arena[(7340192 +% ((((n1647 *% 16) +% c1640) *% 1024) +% i1648))] - mean_dy1645) - (((arena[(3145760 +% ((((n1647 *% 16) +% c1640) *% 1024) +% i1648))] - arena[(6291520 +% c1640)]) * invstd1643) * mean_dy_x1646)))
       }
     }
   }
@@ -4587,62 +4439,62 @@ public func resnet8_train_b64(
   // s1_relu1_grad = conv2d_grad_input(s1_conv2_grad, s1_conv2.weight, s1_relu1)
   resnet8_train_b64_shared5_s1_relu1_grad(params, grads, m, v, arena, images, labels, lr, step, seed, pool, 2808, 6291552)
   // s1_bn1_grad = relu_grad(s1_relu1_grad, s1_relu1)
-  for i1975 in 0..<131072 {
-    storeVector(arena, ((i1975 *% 8) +% 5242944), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i1975 *% 8) +% 3145760)), where: loadVector(arena, ((i1975 *% 8) +% 4194368)) .> Vector(repeating: Float(0))))
+  for i1848 in 0..<131072 {
+    storeVector(arena, ((i1848 *% 8) +% 5242944), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i1848 *% 8) +% 3145760)), where: loadVector(arena, ((i1848 *% 8) +% 4194368)) .> Vector(repeating: Float(0))))
   }
   // s1_bn1_weight_grad = batchnorm_grad_weight(s1_bn1_grad, s1_conv1, s1_bn1.mean, s1_bn1.var)
-  for c1976 in 0..<16 {
-    var invstd1978: Float = (Float(1) / sqrtf((arena[(4194352 +% c1976)] + Float(bitPattern: 0x3727c5ac))))
-    var mean1979: Float = arena[(4194336 +% c1976)]
-    var acc1980 = Vector()
-    var tail1981: Float = Float(0)
-    for n1982 in 0..<64 {
-      for v1983 in 0..<128 {
-        acc1980 = (acc1980 + (loadVector(arena, (5242944 +% ((((n1982 *% 16) +% c1976) *% 1024) +% (v1983 *% 8)))) * ((loadVector(arena, (1048576 +% ((((n1982 *% 16) +% c1976) *% 1024) +% (v1983 *% 8)))) - Vector(repeating: mean1979)) * Vector(repeating: invstd1978))))
+  for c1849 in 0..<16 {
+    var invstd1851: Float = (Float(1) / sqrtf((arena[(4194352 +% c1849)] + Float(bitPattern: 0x3727c5ac))))
+    var mean1852: Float = arena[(4194336 +% c1849)]
+    var acc1853 = Vector()
+    var tail1854: Float = Float(0)
+    for n1855 in 0..<64 {
+      for v1856 in 0..<128 {
+        acc1853 = (acc1853 + (loadVector(arena, (5242944 +% ((((n1855 *% 16) +% c1849) *% 1024) +% (v1856 *% 8)))) * ((loadVector(arena, (1048576 +% ((((n1855 *% 16) +% c1849) *% 1024) +% (v1856 *% 8)))) - Vector(repeating: mean1852)) * Vector(repeating: invstd1851))))
       }
     }
-    storeVector(arena, 3145760, acc1980)
-    var sum1984: Float = (arena[3145760] + arena[3145761])
-    var sum1985: Float = (sum1984 + arena[3145762])
-    var sum1986: Float = (sum1985 + arena[3145763])
-    var sum1987: Float = (sum1986 + arena[3145764])
-    var sum1988: Float = (sum1987 + arena[3145765])
-    var sum1989: Float = (sum1988 + arena[3145766])
-    var sum1990: Float = (sum1989 + arena[3145767])
-    var sum_x1977: Float = (sum1990 + tail1981)
-    grads[(2768 +% c1976)] = sum_x1977
+    storeVector(arena, 3145760, acc1853)
+    var sum1857: Float = (arena[3145760] + arena[3145761])
+    var sum1858: Float = (sum1857 + arena[3145762])
+    var sum1859: Float = (sum1858 + arena[3145763])
+    var sum1860: Float = (sum1859 + arena[3145764])
+    var sum1861: Float = (sum1860 + arena[3145765])
+    var sum1862: Float = (sum1861 + arena[3145766])
+    var sum1863: Float = (sum1862 + arena[3145767])
+    var sum_x1850: Float = (sum1863 + tail1854)
+    grads[(2768 +% c1849)] = sum_x1850
   }
   // s1_bn1_bias_grad = batchnorm_grad_bias(s1_bn1_grad)
-  for c1991 in 0..<16 {
-    var acc1993 = Vector()
-    var tail1994: Float = Float(0)
-    for n1995 in 0..<64 {
-      for v1996 in 0..<128 {
-        acc1993 = (acc1993 + loadVector(arena, (5242944 +% ((((n1995 *% 16) +% c1991) *% 1024) +% (v1996 *% 8)))))
+  for c1864 in 0..<16 {
+    var acc1866 = Vector()
+    var tail1867: Float = Float(0)
+    for n1868 in 0..<64 {
+      for v1869 in 0..<128 {
+        acc1866 = (acc1866 + loadVector(arena, (5242944 +% ((((n1868 *% 16) +% c1864) *% 1024) +% (v1869 *% 8)))))
       }
     }
-    storeVector(arena, 3145760, acc1993)
-    var sum1997: Float = (arena[3145760] + arena[3145761])
-    var sum1998: Float = (sum1997 + arena[3145762])
-    var sum1999: Float = (sum1998 + arena[3145763])
-    var sum2000: Float = (sum1999 + arena[3145764])
-    var sum2001: Float = (sum2000 + arena[3145765])
-    var sum2002: Float = (sum2001 + arena[3145766])
-    var sum2003: Float = (sum2002 + arena[3145767])
-    var sum1992: Float = (sum2003 + tail1994)
-    grads[(2784 +% c1991)] = sum1992
+    storeVector(arena, 3145760, acc1866)
+    var sum1870: Float = (arena[3145760] + arena[3145761])
+    var sum1871: Float = (sum1870 + arena[3145762])
+    var sum1872: Float = (sum1871 + arena[3145763])
+    var sum1873: Float = (sum1872 + arena[3145764])
+    var sum1874: Float = (sum1873 + arena[3145765])
+    var sum1875: Float = (sum1874 + arena[3145766])
+    var sum1876: Float = (sum1875 + arena[3145767])
+    var sum1865: Float = (sum1876 + tail1867)
+    grads[(2784 +% c1864)] = sum1865
   }
   // s1_conv1_grad = batchnorm_grad_input(s1_bn1_grad, s1_conv1, s1_bn1.mean, s1_bn1.var, s1_bn1.weight, s1_bn1_bias_grad, s1_bn1_weight_grad)
-  for c2004 in 0..<16 {
-    var invstd2007: Float = (Float(1) / sqrtf((arena[(4194352 +% c2004)] + Float(bitPattern: 0x3727c5ac))))
-    var sum2005: Float = grads[(2784 +% c2004)]
-    var sum_x2006: Float = grads[(2768 +% c2004)]
-    var scale2008: Float = (params[(2768 +% c2004)] * invstd2007)
-    var mean_dy2009: Float = (sum2005 / Float(65536))
-    var mean_dy_x2010: Float = (sum_x2006 / Float(65536))
-    for n2011 in 0..<64 {
-      for i2012 in 0..<1024 {
-        arena[(3145760 +% ((((n2011 *% 16) +% c2004) *% 1024) +% i2012))] = (scale2008 * ((arena[(5242944 +% ((((n2011 *% 16) +% c2004) *% 1024) +% i2012))] - mean_dy2009) - (((arena[(1048576 +% ((((n2011 *% 16) +% c2004) *% 1024) +% i2012))] - arena[(4194336 +% c2004)]) * invstd2007) * mean_dy_x2010)))
+  for c1877 in 0..<16 {
+    var invstd1880: Float = (Float(1) / sqrtf((arena[(4194352 +% c1877)] + Float(bitPattern: 0x3727c5ac))))
+    var sum1878: Float = grads[(2784 +% c1877)]
+    var sum_x1879: Float = grads[(2768 +% c1877)]
+    var scale1881: Float = (params[(2768 +% c1877)] * invstd1880)
+    var mean_dy1882: Float = (sum1878 / Float(65536))
+    var mean_dy_x1883: Float = (sum_x1879 / Float(65536))
+    for n1884 in 0..<64 {
+      for i1885 in 0..<1024 {
+        arena[(3145760 +% ((((n1884 *% 16) +% c1877) *% 1024) +% i1885))] = (scale1881 * ((arena[(5242944 +% ((((n1884 *% 16) +% c1877) *% 1024) +% i1885))] - mean_dy1882) - (((arena[(1048576 +% ((((n1884 *% 16) +% c1877) *% 1024) +% i1885))] - arena[(4194336 +% c1877)]) * invstd1880) * mean_dy_x1883)))
       }
     }
   }
@@ -4651,215 +4503,247 @@ public func resnet8_train_b64(
   // x0_grad = conv2d_grad_input(s1_conv1_grad, s1_conv1.weight, x0)
   resnet8_train_b64_shared5_s1_relu1_grad(params, grads, m, v, arena, images, labels, lr, step, seed, pool, 472, 4194368)
   // x0_grad_sum = add(s1_sum_grad, x0_grad)
-  for i2212 in 0..<131072 {
-    storeVector(arena, ((i2212 *% 8) +% 3145760), (loadVector(arena, ((i2212 *% 8) +% 7340192)) + loadVector(arena, ((i2212 *% 8) +% 1048576))))
+  for i2085 in 0..<131072 {
+    storeVector(arena, ((i2085 *% 8) +% 3145760), (loadVector(arena, ((i2085 *% 8) +% 7340192)) + loadVector(arena, ((i2085 *% 8) +% 1048576))))
   }
   // stem_bn_grad = relu_grad(x0_grad_sum, x0)
-  for i2213 in 0..<131072 {
-    storeVector(arena, ((i2213 *% 8) +% 1048576), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i2213 *% 8) +% 3145760)), where: loadVector(arena, ((i2213 *% 8) +% 2097184)) .> Vector(repeating: Float(0))))
+  for i2086 in 0..<131072 {
+    storeVector(arena, ((i2086 *% 8) +% 1048576), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i2086 *% 8) +% 3145760)), where: loadVector(arena, ((i2086 *% 8) +% 2097184)) .> Vector(repeating: Float(0))))
   }
   // stem_bn_weight_grad = batchnorm_grad_weight(stem_bn_grad, stem, stem_bn.mean, stem_bn.var)
-  for c2214 in 0..<16 {
-    var invstd2216: Float = (Float(1) / sqrtf((arena[(2097168 +% c2214)] + Float(bitPattern: 0x3727c5ac))))
-    var mean2217: Float = arena[(2097152 +% c2214)]
-    var acc2218 = Vector()
-    var tail2219: Float = Float(0)
-    for n2220 in 0..<64 {
-      for v2221 in 0..<128 {
-        acc2218 = (acc2218 + (loadVector(arena, (1048576 +% ((((n2220 *% 16) +% c2214) *% 1024) +% (v2221 *% 8)))) * ((loadVector(arena, ((((n2220 *% 16) +% c2214) *% 1024) +% (v2221 *% 8))) - Vector(repeating: mean2217)) * Vector(repeating: invstd2216))))
+  for c2087 in 0..<16 {
+    var invstd2089: Float = (Float(1) / sqrtf((arena[(2097168 +% c2087)] + Float(bitPattern: 0x3727c5ac))))
+    var mean2090: Float = arena[(2097152 +% c2087)]
+    var acc2091 = Vector()
+    var tail2092: Float = Float(0)
+    for n2093 in 0..<64 {
+      for v2094 in 0..<128 {
+        acc2091 = (acc2091 + (loadVector(arena, (1048576 +% ((((n2093 *% 16) +% c2087) *% 1024) +% (v2094 *% 8)))) * ((loadVector(arena, ((((n2093 *% 16) +% c2087) *% 1024) +% (v2094 *% 8))) - Vector(repeating: mean2090)) * Vector(repeating: invstd2089))))
       }
     }
-    storeVector(arena, 2097184, acc2218)
-    var sum2222: Float = (arena[2097184] + arena[2097185])
-    var sum2223: Float = (sum2222 + arena[2097186])
-    var sum2224: Float = (sum2223 + arena[2097187])
-    var sum2225: Float = (sum2224 + arena[2097188])
-    var sum2226: Float = (sum2225 + arena[2097189])
-    var sum2227: Float = (sum2226 + arena[2097190])
-    var sum2228: Float = (sum2227 + arena[2097191])
-    var sum_x2215: Float = (sum2228 + tail2219)
-    grads[(432 +% c2214)] = sum_x2215
+    storeVector(arena, 2097184, acc2091)
+    var sum2095: Float = (arena[2097184] + arena[2097185])
+    var sum2096: Float = (sum2095 + arena[2097186])
+    var sum2097: Float = (sum2096 + arena[2097187])
+    var sum2098: Float = (sum2097 + arena[2097188])
+    var sum2099: Float = (sum2098 + arena[2097189])
+    var sum2100: Float = (sum2099 + arena[2097190])
+    var sum2101: Float = (sum2100 + arena[2097191])
+    var sum_x2088: Float = (sum2101 + tail2092)
+    grads[(432 +% c2087)] = sum_x2088
   }
   // stem_bn_bias_grad = batchnorm_grad_bias(stem_bn_grad)
-  for c2229 in 0..<16 {
-    var acc2231 = Vector()
-    var tail2232: Float = Float(0)
-    for n2233 in 0..<64 {
-      for v2234 in 0..<128 {
-        acc2231 = (acc2231 + loadVector(arena, (1048576 +% ((((n2233 *% 16) +% c2229) *% 1024) +% (v2234 *% 8)))))
+  for c2102 in 0..<16 {
+    var acc2104 = Vector()
+    var tail2105: Float = Float(0)
+    for n2106 in 0..<64 {
+      for v2107 in 0..<128 {
+        acc2104 = (acc2104 + loadVector(arena, (1048576 +% ((((n2106 *% 16) +% c2102) *% 1024) +% (v2107 *% 8)))))
       }
     }
-    storeVector(arena, 2097184, acc2231)
-    var sum2235: Float = (arena[2097184] + arena[2097185])
-    var sum2236: Float = (sum2235 + arena[2097186])
-    var sum2237: Float = (sum2236 + arena[2097187])
-    var sum2238: Float = (sum2237 + arena[2097188])
-    var sum2239: Float = (sum2238 + arena[2097189])
-    var sum2240: Float = (sum2239 + arena[2097190])
-    var sum2241: Float = (sum2240 + arena[2097191])
-    var sum2230: Float = (sum2241 + tail2232)
-    grads[(448 +% c2229)] = sum2230
+    storeVector(arena, 2097184, acc2104)
+    var sum2108: Float = (arena[2097184] + arena[2097185])
+    var sum2109: Float = (sum2108 + arena[2097186])
+    var sum2110: Float = (sum2109 + arena[2097187])
+    var sum2111: Float = (sum2110 + arena[2097188])
+    var sum2112: Float = (sum2111 + arena[2097189])
+    var sum2113: Float = (sum2112 + arena[2097190])
+    var sum2114: Float = (sum2113 + arena[2097191])
+    var sum2103: Float = (sum2114 + tail2105)
+    grads[(448 +% c2102)] = sum2103
   }
   // stem_grad = batchnorm_grad_input(stem_bn_grad, stem, stem_bn.mean, stem_bn.var, stem_bn.weight, stem_bn_bias_grad, stem_bn_weight_grad)
-  for c2242 in 0..<16 {
-    var invstd2245: Float = (Float(1) / sqrtf((arena[(2097168 +% c2242)] + Float(bitPattern: 0x3727c5ac))))
-    var sum2243: Float = grads[(448 +% c2242)]
-    var sum_x2244: Float = grads[(432 +% c2242)]
-    var scale2246: Float = (params[(432 +% c2242)] * invstd2245)
-    var mean_dy2247: Float = (sum2243 / Float(65536))
-    var mean_dy_x2248: Float = (sum_x2244 / Float(65536))
-    for n2249 in 0..<64 {
-      for i2250 in 0..<1024 {
-        arena[(2097184 +% ((((n2249 *% 16) +% c2242) *% 1024) +% i2250))] = (scale2246 * ((arena[(1048576 +% ((((n2249 *% 16) +% c2242) *% 1024) +% i2250))] - mean_dy2247) - (((arena[((((n2249 *% 16) +% c2242) *% 1024) +% i2250)] - arena[(2097152 +% c2242)]) * invstd2245) * mean_dy_x2248)))
+  for c2115 in 0..<16 {
+    var invstd2118: Float = (Float(1) / sqrtf((arena[(2097168 +% c2115)] + Float(bitPattern: 0x3727c5ac))))
+    var sum2116: Float = grads[(448 +% c2115)]
+    var sum_x2117: Float = grads[(432 +% c2115)]
+    var scale2119: Float = (params[(432 +% c2115)] * invstd2118)
+    var mean_dy2120: Float = (sum2116 / Float(65536))
+    var mean_dy_x2121: Float = (sum_x2117 / Float(65536))
+    for n2122 in 0..<64 {
+      for i2123 in 0..<1024 {
+        arena[(2097184 +% ((((n2122 *% 16) +% c2115) *% 1024) +% i2123))] = (scale2119 * ((arena[(1048576 +% ((((n2122 *% 16) +% c2115) *% 1024) +% i2123))] - mean_dy2120) - (((arena[((((n2122 *% 16) +% c2115) *% 1024) +% i2123)] - arena[(2097152 +% c2115)]) * invstd2118) * mean_dy_x2121)))
       }
     }
   }
   // stem_weight_grad = conv2d_grad_weight(stem_grad, image)
-  for i2251 in 0..<54 {
-    storeVector(arena, ((i2251 *% 8) +% 704944), Vector(repeating: Float(0)))
+  for i2124 in 0..<54 {
+    storeVector(arena, ((i2124 *% 8) +% 704944), Vector(repeating: Float(0)))
   }
-  for i2252 in 0..<6936 {
-    storeVector(arena, ((i2252 *% 8) +% 705376), Vector(repeating: Float(0)))
-  }
-  for g2253 in 0..<4 {
-    do {  // scalar loops
-      for j2254 in 0..<16 {
-        for c2255 in 0..<3 {
-          for qy2256 in 0..<32 {
-            for cv2257 in 0..<4 {
-              storeVector(arena, (705376 +% (((((j2254 *% 3) +% c2255) *% 1156) +% ((qy2256 +% 1) *% 34)) +% (1 +% (cv2257 *% 8)))), loadVector(images, (((((((g2253 *% 16) +% j2254) *% 3072) +% (c2255 *% 1024)) +% (((qy2256 +% 1) +% -1) *% 32)) +% (1 +% (cv2257 *% 8))) +% -1)))
+  for g2125 in 0..<4 {
+    for j2126 in 0..<16 {
+      for c2127 in 0..<3 {
+        for ky2128 in 0..<3 {
+          for oy2129 in 0..<32 {
+            if (-1 < ((oy2129 +% ky2128) +% -1) && ((oy2129 +% ky2128) +% -1) < 32) {
+              for ox2130 in 0..<31 {
+                arena[((((((c2127 *% 3) +% ky2128) *% 3) *% 16400) +% (j2126 *% 1024)) +% ((oy2129 *% 32) +% (ox2130 +% 1)))] = images[((((((g2125 *% 16) +% j2126) *% 3072) +% (c2127 *% 1024)) +% (((oy2129 +% ky2128) +% -1) *% 32)) +% ((ox2130 +% 1) +% -1))]
+              }
+              for ox2131 in 0..<1 {
+                arena[((((((c2127 *% 3) +% ky2128) *% 3) *% 16400) +% (j2126 *% 1024)) +% ((oy2129 *% 32) +% ox2131))] = Float(0)
+              }
+            }
+            if ((oy2129 +% ky2128) +% -1) < 0 {
+              for ox2132 in 0..<32 {
+                arena[((((((c2127 *% 3) +% ky2128) *% 3) *% 16400) +% (j2126 *% 1024)) +% ((oy2129 *% 32) +% ox2132))] = Float(0)
+              }
+            }
+            if 31 < ((oy2129 +% ky2128) +% -1) {
+              for ox2132 in 0..<32 {
+                arena[((((((c2127 *% 3) +% ky2128) *% 3) *% 16400) +% (j2126 *% 1024)) +% ((oy2129 *% 32) +% ox2132))] = Float(0)
+              }
             }
           }
-        }
-      }
-      for j2258 in 0..<16 {
-        for c2259 in 0..<3 {
-          for ky2260 in 0..<3 {
-            for kx2261 in 0..<3 {
-              for wy2262 in 0..<1 {
-                for wx2263 in 0..<1 {
-                  for py2264 in 0..<32 {
-                    for cv2265 in 0..<4 {
-                      storeVector(arena, (((((((((c2259 *% 3) +% ky2260) *% 3) +% kx2261) *% 16400) +% (j2258 *% 1024)) +% ((wy2262 +% wx2263) *% 1024)) +% (py2264 *% 32)) +% (cv2265 *% 8)), loadVector(arena, (705376 +% (((((((j2258 *% 3) +% c2259) +% ((wy2262 +% ky2260) % 1)) +% ((wx2263 +% kx2261) % 1)) *% 1156) +% ((py2264 +% ((wy2262 +% ky2260) / 1)) *% 34)) +% ((cv2265 *% 8) +% ((wx2263 +% kx2261) / 1))))))
-                    }
-                  }
-                }
+          for oy2133 in 0..<32 {
+            if (-1 < ((oy2133 +% ky2128) +% -1) && ((oy2133 +% ky2128) +% -1) < 32) {
+              for ox2134 in 0..<32 {
+                arena[(((((((c2127 *% 3) +% ky2128) *% 3) +% 1) *% 16400) +% (j2126 *% 1024)) +% ((oy2133 *% 32) +% ox2134))] = images[((((((g2125 *% 16) +% j2126) *% 3072) +% (c2127 *% 1024)) +% (((oy2133 +% ky2128) +% -1) *% 32)) +% ox2134)]
+              }
+            }
+            if ((oy2133 +% ky2128) +% -1) < 0 {
+              for ox2135 in 0..<32 {
+                arena[(((((((c2127 *% 3) +% ky2128) *% 3) +% 1) *% 16400) +% (j2126 *% 1024)) +% ((oy2133 *% 32) +% ox2135))] = Float(0)
+              }
+            }
+            if 31 < ((oy2133 +% ky2128) +% -1) {
+              for ox2135 in 0..<32 {
+                arena[(((((((c2127 *% 3) +% ky2128) *% 3) +% 1) *% 16400) +% (j2126 *% 1024)) +% ((oy2133 *% 32) +% ox2135))] = Float(0)
+              }
+            }
+          }
+          for oy2136 in 0..<32 {
+            if (-1 < ((oy2136 +% ky2128) +% -1) && ((oy2136 +% ky2128) +% -1) < 32) {
+              for ox2137 in 0..<31 {
+                arena[(((((((c2127 *% 3) +% ky2128) *% 3) +% 2) *% 16400) +% (j2126 *% 1024)) +% ((oy2136 *% 32) +% ox2137))] = images[((((((g2125 *% 16) +% j2126) *% 3072) +% (c2127 *% 1024)) +% (((oy2136 +% ky2128) +% -1) *% 32)) +% (ox2137 +% 1))]
+              }
+              for ox2138 in 0..<1 {
+                arena[(((((((c2127 *% 3) +% ky2128) *% 3) +% 2) *% 16400) +% (j2126 *% 1024)) +% ((oy2136 *% 32) +% (ox2138 +% 31)))] = Float(0)
+              }
+            }
+            if ((oy2136 +% ky2128) +% -1) < 0 {
+              for ox2139 in 0..<32 {
+                arena[(((((((c2127 *% 3) +% ky2128) *% 3) +% 2) *% 16400) +% (j2126 *% 1024)) +% ((oy2136 *% 32) +% ox2139))] = Float(0)
+              }
+            }
+            if 31 < ((oy2136 +% ky2128) +% -1) {
+              for ox2139 in 0..<32 {
+                arena[(((((((c2127 *% 3) +% ky2128) *% 3) +% 2) *% 16400) +% (j2126 *% 1024)) +% ((oy2136 *% 32) +% ox2139))] = Float(0)
               }
             }
           }
         }
       }
     }
-    for j2266 in 0..<16 {
-      for i2267 in 0..<1024 {
-        for f2268 in 0..<16 {
-          arena[((442800 +% (((j2266 *% 1024) +% i2267) *% 16)) +% f2268)] = arena[(((2097184 +% (((g2253 *% 16) +% j2266) *% 16384)) +% (f2268 *% 1024)) +% i2267)]
+    for j2140 in 0..<16 {
+      for i2141 in 0..<1024 {
+        for f2142 in 0..<16 {
+          arena[((442800 +% (((j2140 *% 1024) +% i2141) *% 16)) +% f2142)] = arena[(((2097184 +% (((g2125 *% 16) +% j2140) *% 16384)) +% (f2142 *% 1024)) +% i2141)]
         }
       }
     }
-    do {  // gemm2276
-      for kp2269 in 0..<8 {
-        for nb2270 in 0..<1 {
-          for mb2271 in 0..<4 {
-            var t2272_c0_0 = loadVector(arena, ((704944 +% ((mb2271 *% 6) *% 16)) +% (nb2270 *% 16)))
-            var t2272_c0_1 = loadVector(arena, (((704944 +% ((mb2271 *% 6) *% 16)) +% (nb2270 *% 16)) +% 8))
-            var t2272_c1_0 = loadVector(arena, ((704944 +% (((mb2271 *% 6) +% 1) *% 16)) +% (nb2270 *% 16)))
-            var t2272_c1_1 = loadVector(arena, (((704944 +% (((mb2271 *% 6) +% 1) *% 16)) +% (nb2270 *% 16)) +% 8))
-            var t2272_c2_0 = loadVector(arena, ((704944 +% (((mb2271 *% 6) +% 2) *% 16)) +% (nb2270 *% 16)))
-            var t2272_c2_1 = loadVector(arena, (((704944 +% (((mb2271 *% 6) +% 2) *% 16)) +% (nb2270 *% 16)) +% 8))
-            var t2272_c3_0 = loadVector(arena, ((704944 +% (((mb2271 *% 6) +% 3) *% 16)) +% (nb2270 *% 16)))
-            var t2272_c3_1 = loadVector(arena, (((704944 +% (((mb2271 *% 6) +% 3) *% 16)) +% (nb2270 *% 16)) +% 8))
-            var t2272_c4_0 = loadVector(arena, ((704944 +% (((mb2271 *% 6) +% 4) *% 16)) +% (nb2270 *% 16)))
-            var t2272_c4_1 = loadVector(arena, (((704944 +% (((mb2271 *% 6) +% 4) *% 16)) +% (nb2270 *% 16)) +% 8))
-            var t2272_c5_0 = loadVector(arena, ((704944 +% (((mb2271 *% 6) +% 5) *% 16)) +% (nb2270 *% 16)))
-            var t2272_c5_1 = loadVector(arena, (((704944 +% (((mb2271 *% 6) +% 5) *% 16)) +% (nb2270 *% 16)) +% 8))
-            for k2273 in 0..<2048 {
-              let t2272_b0 = loadVector(arena, ((442800 +% ((k2273 +% (kp2269 *% 2048)) *% 16)) +% (nb2270 *% 16)))
-              let t2272_b1 = loadVector(arena, (((442800 +% ((k2273 +% (kp2269 *% 2048)) *% 16)) +% (nb2270 *% 16)) +% 8))
-              let t2272_a0 = Vector(repeating: arena[(((mb2271 *% 6) *% 16400) +% (k2273 +% (kp2269 *% 2048)))])
-              t2272_c0_0 = t2272_c0_0.addingProduct(t2272_a0, t2272_b0)
-              t2272_c0_1 = t2272_c0_1.addingProduct(t2272_a0, t2272_b1)
-              let t2272_a1 = Vector(repeating: arena[((((mb2271 *% 6) +% 1) *% 16400) +% (k2273 +% (kp2269 *% 2048)))])
-              t2272_c1_0 = t2272_c1_0.addingProduct(t2272_a1, t2272_b0)
-              t2272_c1_1 = t2272_c1_1.addingProduct(t2272_a1, t2272_b1)
-              let t2272_a2 = Vector(repeating: arena[((((mb2271 *% 6) +% 2) *% 16400) +% (k2273 +% (kp2269 *% 2048)))])
-              t2272_c2_0 = t2272_c2_0.addingProduct(t2272_a2, t2272_b0)
-              t2272_c2_1 = t2272_c2_1.addingProduct(t2272_a2, t2272_b1)
-              let t2272_a3 = Vector(repeating: arena[((((mb2271 *% 6) +% 3) *% 16400) +% (k2273 +% (kp2269 *% 2048)))])
-              t2272_c3_0 = t2272_c3_0.addingProduct(t2272_a3, t2272_b0)
-              t2272_c3_1 = t2272_c3_1.addingProduct(t2272_a3, t2272_b1)
-              let t2272_a4 = Vector(repeating: arena[((((mb2271 *% 6) +% 4) *% 16400) +% (k2273 +% (kp2269 *% 2048)))])
-              t2272_c4_0 = t2272_c4_0.addingProduct(t2272_a4, t2272_b0)
-              t2272_c4_1 = t2272_c4_1.addingProduct(t2272_a4, t2272_b1)
-              let t2272_a5 = Vector(repeating: arena[((((mb2271 *% 6) +% 5) *% 16400) +% (k2273 +% (kp2269 *% 2048)))])
-              t2272_c5_0 = t2272_c5_0.addingProduct(t2272_a5, t2272_b0)
-              t2272_c5_1 = t2272_c5_1.addingProduct(t2272_a5, t2272_b1)
+    do {  // gemm2150
+      for kp2143 in 0..<8 {
+        for nb2144 in 0..<1 {
+          for mb2145 in 0..<4 {
+            var t2146_c0_0 = loadVector(arena, ((704944 +% ((mb2145 *% 6) *% 16)) +% (nb2144 *% 16)))
+            var t2146_c0_1 = loadVector(arena, (((704944 +% ((mb2145 *% 6) *% 16)) +% (nb2144 *% 16)) +% 8))
+            var t2146_c1_0 = loadVector(arena, ((704944 +% (((mb2145 *% 6) +% 1) *% 16)) +% (nb2144 *% 16)))
+            var t2146_c1_1 = loadVector(arena, (((704944 +% (((mb2145 *% 6) +% 1) *% 16)) +% (nb2144 *% 16)) +% 8))
+            var t2146_c2_0 = loadVector(arena, ((704944 +% (((mb2145 *% 6) +% 2) *% 16)) +% (nb2144 *% 16)))
+            var t2146_c2_1 = loadVector(arena, (((704944 +% (((mb2145 *% 6) +% 2) *% 16)) +% (nb2144 *% 16)) +% 8))
+            var t2146_c3_0 = loadVector(arena, ((704944 +% (((mb2145 *% 6) +% 3) *% 16)) +% (nb2144 *% 16)))
+            var t2146_c3_1 = loadVector(arena, (((704944 +% (((mb2145 *% 6) +% 3) *% 16)) +% (nb2144 *% 16)) +% 8))
+            var t2146_c4_0 = loadVector(arena, ((704944 +% (((mb2145 *% 6) +% 4) *% 16)) +% (nb2144 *% 16)))
+            var t2146_c4_1 = loadVector(arena, (((704944 +% (((mb2145 *% 6) +% 4) *% 16)) +% (nb2144 *% 16)) +% 8))
+            var t2146_c5_0 = loadVector(arena, ((704944 +% (((mb2145 *% 6) +% 5) *% 16)) +% (nb2144 *% 16)))
+            var t2146_c5_1 = loadVector(arena, (((704944 +% (((mb2145 *% 6) +% 5) *% 16)) +% (nb2144 *% 16)) +% 8))
+            for k2147 in 0..<2048 {
+              let t2146_b0 = loadVector(arena, ((442800 +% ((k2147 +% (kp2143 *% 2048)) *% 16)) +% (nb2144 *% 16)))
+              let t2146_b1 = loadVector(arena, (((442800 +% ((k2147 +% (kp2143 *% 2048)) *% 16)) +% (nb2144 *% 16)) +% 8))
+              let t2146_a0 = Vector(repeating: arena[(((mb2145 *% 6) *% 16400) +% (k2147 +% (kp2143 *% 2048)))])
+              t2146_c0_0 = t2146_c0_0.addingProduct(t2146_a0, t2146_b0)
+              t2146_c0_1 = t2146_c0_1.addingProduct(t2146_a0, t2146_b1)
+              let t2146_a1 = Vector(repeating: arena[((((mb2145 *% 6) +% 1) *% 16400) +% (k2147 +% (kp2143 *% 2048)))])
+              t2146_c1_0 = t2146_c1_0.addingProduct(t2146_a1, t2146_b0)
+              t2146_c1_1 = t2146_c1_1.addingProduct(t2146_a1, t2146_b1)
+              let t2146_a2 = Vector(repeating: arena[((((mb2145 *% 6) +% 2) *% 16400) +% (k2147 +% (kp2143 *% 2048)))])
+              t2146_c2_0 = t2146_c2_0.addingProduct(t2146_a2, t2146_b0)
+              t2146_c2_1 = t2146_c2_1.addingProduct(t2146_a2, t2146_b1)
+              let t2146_a3 = Vector(repeating: arena[((((mb2145 *% 6) +% 3) *% 16400) +% (k2147 +% (kp2143 *% 2048)))])
+              t2146_c3_0 = t2146_c3_0.addingProduct(t2146_a3, t2146_b0)
+              t2146_c3_1 = t2146_c3_1.addingProduct(t2146_a3, t2146_b1)
+              let t2146_a4 = Vector(repeating: arena[((((mb2145 *% 6) +% 4) *% 16400) +% (k2147 +% (kp2143 *% 2048)))])
+              t2146_c4_0 = t2146_c4_0.addingProduct(t2146_a4, t2146_b0)
+              t2146_c4_1 = t2146_c4_1.addingProduct(t2146_a4, t2146_b1)
+              let t2146_a5 = Vector(repeating: arena[((((mb2145 *% 6) +% 5) *% 16400) +% (k2147 +% (kp2143 *% 2048)))])
+              t2146_c5_0 = t2146_c5_0.addingProduct(t2146_a5, t2146_b0)
+              t2146_c5_1 = t2146_c5_1.addingProduct(t2146_a5, t2146_b1)
             }
-            storeVector(arena, ((704944 +% ((mb2271 *% 6) *% 16)) +% (nb2270 *% 16)), t2272_c0_0)
-            storeVector(arena, (((704944 +% ((mb2271 *% 6) *% 16)) +% (nb2270 *% 16)) +% 8), t2272_c0_1)
-            storeVector(arena, ((704944 +% (((mb2271 *% 6) +% 1) *% 16)) +% (nb2270 *% 16)), t2272_c1_0)
-            storeVector(arena, (((704944 +% (((mb2271 *% 6) +% 1) *% 16)) +% (nb2270 *% 16)) +% 8), t2272_c1_1)
-            storeVector(arena, ((704944 +% (((mb2271 *% 6) +% 2) *% 16)) +% (nb2270 *% 16)), t2272_c2_0)
-            storeVector(arena, (((704944 +% (((mb2271 *% 6) +% 2) *% 16)) +% (nb2270 *% 16)) +% 8), t2272_c2_1)
-            storeVector(arena, ((704944 +% (((mb2271 *% 6) +% 3) *% 16)) +% (nb2270 *% 16)), t2272_c3_0)
-            storeVector(arena, (((704944 +% (((mb2271 *% 6) +% 3) *% 16)) +% (nb2270 *% 16)) +% 8), t2272_c3_1)
-            storeVector(arena, ((704944 +% (((mb2271 *% 6) +% 4) *% 16)) +% (nb2270 *% 16)), t2272_c4_0)
-            storeVector(arena, (((704944 +% (((mb2271 *% 6) +% 4) *% 16)) +% (nb2270 *% 16)) +% 8), t2272_c4_1)
-            storeVector(arena, ((704944 +% (((mb2271 *% 6) +% 5) *% 16)) +% (nb2270 *% 16)), t2272_c5_0)
-            storeVector(arena, (((704944 +% (((mb2271 *% 6) +% 5) *% 16)) +% (nb2270 *% 16)) +% 8), t2272_c5_1)
+            storeVector(arena, ((704944 +% ((mb2145 *% 6) *% 16)) +% (nb2144 *% 16)), t2146_c0_0)
+            storeVector(arena, (((704944 +% ((mb2145 *% 6) *% 16)) +% (nb2144 *% 16)) +% 8), t2146_c0_1)
+            storeVector(arena, ((704944 +% (((mb2145 *% 6) +% 1) *% 16)) +% (nb2144 *% 16)), t2146_c1_0)
+            storeVector(arena, (((704944 +% (((mb2145 *% 6) +% 1) *% 16)) +% (nb2144 *% 16)) +% 8), t2146_c1_1)
+            storeVector(arena, ((704944 +% (((mb2145 *% 6) +% 2) *% 16)) +% (nb2144 *% 16)), t2146_c2_0)
+            storeVector(arena, (((704944 +% (((mb2145 *% 6) +% 2) *% 16)) +% (nb2144 *% 16)) +% 8), t2146_c2_1)
+            storeVector(arena, ((704944 +% (((mb2145 *% 6) +% 3) *% 16)) +% (nb2144 *% 16)), t2146_c3_0)
+            storeVector(arena, (((704944 +% (((mb2145 *% 6) +% 3) *% 16)) +% (nb2144 *% 16)) +% 8), t2146_c3_1)
+            storeVector(arena, ((704944 +% (((mb2145 *% 6) +% 4) *% 16)) +% (nb2144 *% 16)), t2146_c4_0)
+            storeVector(arena, (((704944 +% (((mb2145 *% 6) +% 4) *% 16)) +% (nb2144 *% 16)) +% 8), t2146_c4_1)
+            storeVector(arena, ((704944 +% (((mb2145 *% 6) +% 5) *% 16)) +% (nb2144 *% 16)), t2146_c5_0)
+            storeVector(arena, (((704944 +% (((mb2145 *% 6) +% 5) *% 16)) +% (nb2144 *% 16)) +% 8), t2146_c5_1)
           }
-          var t2274_c0_0 = loadVector(arena, (705328 +% (nb2270 *% 16)))
-          var t2274_c0_1 = loadVector(arena, ((705328 +% (nb2270 *% 16)) +% 8))
-          var t2274_c1_0 = loadVector(arena, (705344 +% (nb2270 *% 16)))
-          var t2274_c1_1 = loadVector(arena, ((705344 +% (nb2270 *% 16)) +% 8))
-          var t2274_c2_0 = loadVector(arena, (705360 +% (nb2270 *% 16)))
-          var t2274_c2_1 = loadVector(arena, ((705360 +% (nb2270 *% 16)) +% 8))
-          for k2275 in 0..<2048 {
-            let t2274_b0 = loadVector(arena, ((442800 +% ((k2275 +% (kp2269 *% 2048)) *% 16)) +% (nb2270 *% 16)))
-            let t2274_b1 = loadVector(arena, (((442800 +% ((k2275 +% (kp2269 *% 2048)) *% 16)) +% (nb2270 *% 16)) +% 8))
-            let t2274_a0 = Vector(repeating: arena[(393600 +% (k2275 +% (kp2269 *% 2048)))])
-            t2274_c0_0 = t2274_c0_0.addingProduct(t2274_a0, t2274_b0)
-            t2274_c0_1 = t2274_c0_1.addingProduct(t2274_a0, t2274_b1)
-            let t2274_a1 = Vector(repeating: arena[(410000 +% (k2275 +% (kp2269 *% 2048)))])
-            t2274_c1_0 = t2274_c1_0.addingProduct(t2274_a1, t2274_b0)
-            t2274_c1_1 = t2274_c1_1.addingProduct(t2274_a1, t2274_b1)
-            let t2274_a2 = Vector(repeating: arena[(426400 +% (k2275 +% (kp2269 *% 2048)))])
-            t2274_c2_0 = t2274_c2_0.addingProduct(t2274_a2, t2274_b0)
-            t2274_c2_1 = t2274_c2_1.addingProduct(t2274_a2, t2274_b1)
+          var t2148_c0_0 = loadVector(arena, (705328 +% (nb2144 *% 16)))
+          var t2148_c0_1 = loadVector(arena, ((705328 +% (nb2144 *% 16)) +% 8))
+          var t2148_c1_0 = loadVector(arena, (705344 +% (nb2144 *% 16)))
+          var t2148_c1_1 = loadVector(arena, ((705344 +% (nb2144 *% 16)) +% 8))
+          var t2148_c2_0 = loadVector(arena, (705360 +% (nb2144 *% 16)))
+          var t2148_c2_1 = loadVector(arena, ((705360 +% (nb2144 *% 16)) +% 8))
+          for k2149 in 0..<2048 {
+            let t2148_b0 = loadVector(arena, ((442800 +% ((k2149 +% (kp2143 *% 2048)) *% 16)) +% (nb2144 *% 16)))
+            let t2148_b1 = loadVector(arena, (((442800 +% ((k2149 +% (kp2143 *% 2048)) *% 16)) +% (nb2144 *% 16)) +% 8))
+            let t2148_a0 = Vector(repeating: arena[(393600 +% (k2149 +% (kp2143 *% 2048)))])
+            t2148_c0_0 = t2148_c0_0.addingProduct(t2148_a0, t2148_b0)
+            t2148_c0_1 = t2148_c0_1.addingProduct(t2148_a0, t2148_b1)
+            let t2148_a1 = Vector(repeating: arena[(410000 +% (k2149 +% (kp2143 *% 2048)))])
+            t2148_c1_0 = t2148_c1_0.addingProduct(t2148_a1, t2148_b0)
+            t2148_c1_1 = t2148_c1_1.addingProduct(t2148_a1, t2148_b1)
+            let t2148_a2 = Vector(repeating: arena[(426400 +% (k2149 +% (kp2143 *% 2048)))])
+            t2148_c2_0 = t2148_c2_0.addingProduct(t2148_a2, t2148_b0)
+            t2148_c2_1 = t2148_c2_1.addingProduct(t2148_a2, t2148_b1)
           }
-          storeVector(arena, (705328 +% (nb2270 *% 16)), t2274_c0_0)
-          storeVector(arena, ((705328 +% (nb2270 *% 16)) +% 8), t2274_c0_1)
-          storeVector(arena, (705344 +% (nb2270 *% 16)), t2274_c1_0)
-          storeVector(arena, ((705344 +% (nb2270 *% 16)) +% 8), t2274_c1_1)
-          storeVector(arena, (705360 +% (nb2270 *% 16)), t2274_c2_0)
-          storeVector(arena, ((705360 +% (nb2270 *% 16)) +% 8), t2274_c2_1)
+          storeVector(arena, (705328 +% (nb2144 *% 16)), t2148_c0_0)
+          storeVector(arena, ((705328 +% (nb2144 *% 16)) +% 8), t2148_c0_1)
+          storeVector(arena, (705344 +% (nb2144 *% 16)), t2148_c1_0)
+          storeVector(arena, ((705344 +% (nb2144 *% 16)) +% 8), t2148_c1_1)
+          storeVector(arena, (705360 +% (nb2144 *% 16)), t2148_c2_0)
+          storeVector(arena, ((705360 +% (nb2144 *% 16)) +% 8), t2148_c2_1)
         }
       }
     }
   }
-  for f2277 in 0..<16 {
-    for r2278 in 0..<27 {
-      grads[((f2277 *% 27) +% r2278)] = arena[((704944 +% (r2278 *% 16)) +% f2277)]
+  for f2151 in 0..<16 {
+    for r2152 in 0..<27 {
+      grads[((f2151 *% 27) +% r2152)] = arena[((704944 +% (r2152 *% 16)) +% f2151)]
     }
   }
   // adam = update of 78042 parameters
-  var step_size2279: Float = (lr / (Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
-  var bc2_sqrt2280: Float = sqrtf((Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
-  for i2281 in 0..<9755 {
-    let g_v = (loadVector(grads, (i2281 *% 8)) + (Vector(repeating: Float(0)) * loadVector(params, (i2281 *% 8))))
-    let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadVector(m, (i2281 *% 8))) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
-    let v_new_v = ((Vector(repeating: Float(bitPattern: 0x3f7fbe77)) * loadVector(v, (i2281 *% 8))) + ((Vector(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
-    storeVector(m, (i2281 *% 8), m_new_v)
-    storeVector(v, (i2281 *% 8), v_new_v)
-    storeVector(params, (i2281 *% 8), (loadVector(params, (i2281 *% 8)) - ((Vector(repeating: step_size2279) * m_new_v) / ((v_new_v.squareRoot() / Vector(repeating: bc2_sqrt2280)) + Vector(repeating: Float(bitPattern: 0x322bcc77))))))
+  var step_size2153: Float = (lr / (Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
+  var bc2_sqrt2154: Float = sqrtf((Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
+  for i2155 in 0..<9755 {
+    let g_v = (loadVector(grads, (i2155 *% 8)) + (Vector(repeating: Float(0)) * loadVector(params, (i2155 *% 8))))
+    let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadVector(m, (i2155 *% 8))) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
+    let v_new_v = ((Vector(repeating: Float(bitPattern: 0x3f7fbe77)) * loadVector(v, (i2155 *% 8))) + ((Vector(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
+    storeVector(m, (i2155 *% 8), m_new_v)
+    storeVector(v, (i2155 *% 8), v_new_v)
+    storeVector(params, (i2155 *% 8), (loadVector(params, (i2155 *% 8)) - ((Vector(repeating: step_size2153) * m_new_v) / ((v_new_v.squareRoot() / Vector(repeating: bc2_sqrt2154)) + Vector(repeating: Float(bitPattern: 0x322bcc77))))))
   }
-  for i2281 in 0..<1 {
-    let g_v = (loadPartial(grads, (i2281 +% 78040), 2) + (Vector(repeating: Float(0)) * loadPartial(params, (i2281 +% 78040), 2)))
-    let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadPartial(m, (i2281 +% 78040), 2)) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
-    let v_new_v = ((Vector(repeating: Float(bitPattern: 0x3f7fbe77)) * loadPartial(v, (i2281 +% 78040), 2)) + ((Vector(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
-    storePartial(m, (i2281 +% 78040), m_new_v, 2)
-    storePartial(v, (i2281 +% 78040), v_new_v, 2)
-    storePartial(params, (i2281 +% 78040), (loadPartial(params, (i2281 +% 78040), 2) - ((Vector(repeating: step_size2279) * m_new_v) / ((v_new_v.squareRoot() / Vector(repeating: bc2_sqrt2280)) + Vector(repeating: Float(bitPattern: 0x322bcc77))))), 2)
+  for i2155 in 0..<1 {
+    let g_v = (loadPartial(grads, (i2155 +% 78040), 2) + (Vector(repeating: Float(0)) * loadPartial(params, (i2155 +% 78040), 2)))
+    let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadPartial(m, (i2155 +% 78040), 2)) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
+    let v_new_v = ((Vector(repeating: Float(bitPattern: 0x3f7fbe77)) * loadPartial(v, (i2155 +% 78040), 2)) + ((Vector(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
+    storePartial(m, (i2155 +% 78040), m_new_v, 2)
+    storePartial(v, (i2155 +% 78040), v_new_v, 2)
+    storePartial(params, (i2155 +% 78040), (loadPartial(params, (i2155 +% 78040), 2) - ((Vector(repeating: step_size2153) * m_new_v) / ((v_new_v.squareRoot() / Vector(repeating: bc2_sqrt2154)) + Vector(repeating: Float(bitPattern: 0x322bcc77))))), 2)
   }
 }
 
@@ -4880,1792 +4764,1734 @@ public func resnet8_infer_b64(
     storeVector(arena, ((c1 *% 8) +% 16), (loadVector(params, ((c1 *% 8) +% 448)) - (loadVector(params, ((c1 *% 8) +% 78042)) * scale2_v)))
   }
   // stem = conv2d_relu(image, stem_bn)
-  for i3 in 0..<6936 {
-    storeVector(arena, ((i3 *% 8) +% 1770192), Vector(repeating: Float(0)))
-  }
-  for g4 in 0..<4 {
-    do {  // scalar loops
-      for j5 in 0..<16 {
-        for c6 in 0..<3 {
-          for qy7 in 0..<32 {
-            for cv8 in 0..<4 {
-              storeVector(arena, (1770192 +% (((((j5 *% 3) +% c6) *% 1156) +% ((qy7 +% 1) *% 34)) +% (1 +% (cv8 *% 8)))), loadVector(images, (((((((g4 *% 16) +% j5) *% 3072) +% (c6 *% 1024)) +% (((qy7 +% 1) +% -1) *% 32)) +% (1 +% (cv8 *% 8))) +% -1)))
+  for g3 in 0..<4 {
+    for j4 in 0..<16 {
+      for c5 in 0..<3 {
+        for ky6 in 0..<3 {
+          for oy7 in 0..<32 {
+            if (-1 < ((oy7 +% ky6) +% -1) && ((oy7 +% ky6) +% -1) < 32) {
+              for ox8 in 0..<31 {
+                arena[(((1048608 +% ((((c5 *% 3) +% ky6) *% 3) *% 16400)) +% (j4 *% 1024)) +% ((oy7 *% 32) +% (ox8 +% 1)))] = images[((((((g3 *% 16) +% j4) *% 3072) +% (c5 *% 1024)) +% (((oy7 +% ky6) +% -1) *% 32)) +% ((ox8 +% 1) +% -1))]
+              }
+              for ox9 in 0..<1 {
+                arena[(((1048608 +% ((((c5 *% 3) +% ky6) *% 3) *% 16400)) +% (j4 *% 1024)) +% ((oy7 *% 32) +% ox9))] = Float(0)
+              }
+            }
+            if ((oy7 +% ky6) +% -1) < 0 {
+              for ox10 in 0..<32 {
+                arena[(((1048608 +% ((((c5 *% 3) +% ky6) *% 3) *% 16400)) +% (j4 *% 1024)) +% ((oy7 *% 32) +% ox10))] = Float(0)
+              }
+            }
+            if 31 < ((oy7 +% ky6) +% -1) {
+              for ox10 in 0..<32 {
+                arena[(((1048608 +% ((((c5 *% 3) +% ky6) *% 3) *% 16400)) +% (j4 *% 1024)) +% ((oy7 *% 32) +% ox10))] = Float(0)
+              }
             }
           }
-        }
-      }
-      for j9 in 0..<16 {
-        for c10 in 0..<3 {
-          for ky11 in 0..<3 {
-            for kx12 in 0..<3 {
-              for wy13 in 0..<1 {
-                for wx14 in 0..<1 {
-                  for py15 in 0..<32 {
-                    for cv16 in 0..<4 {
-                      storeVector(arena, (((((1048608 +% (((((c10 *% 3) +% ky11) *% 3) +% kx12) *% 16400)) +% (j9 *% 1024)) +% ((wy13 +% wx14) *% 1024)) +% (py15 *% 32)) +% (cv16 *% 8)), loadVector(arena, (1770192 +% (((((((j9 *% 3) +% c10) +% ((wy13 +% ky11) % 1)) +% ((wx14 +% kx12) % 1)) *% 1156) +% ((py15 +% ((wy13 +% ky11) / 1)) *% 34)) +% ((cv16 *% 8) +% ((wx14 +% kx12) / 1))))))
-                    }
-                  }
-                }
+          for oy11 in 0..<32 {
+            if (-1 < ((oy11 +% ky6) +% -1) && ((oy11 +% ky6) +% -1) < 32) {
+              for ox12 in 0..<32 {
+                arena[(((1048608 +% (((((c5 *% 3) +% ky6) *% 3) +% 1) *% 16400)) +% (j4 *% 1024)) +% ((oy11 *% 32) +% ox12))] = images[((((((g3 *% 16) +% j4) *% 3072) +% (c5 *% 1024)) +% (((oy11 +% ky6) +% -1) *% 32)) +% ox12)]
+              }
+            }
+            if ((oy11 +% ky6) +% -1) < 0 {
+              for ox13 in 0..<32 {
+                arena[(((1048608 +% (((((c5 *% 3) +% ky6) *% 3) +% 1) *% 16400)) +% (j4 *% 1024)) +% ((oy11 *% 32) +% ox13))] = Float(0)
+              }
+            }
+            if 31 < ((oy11 +% ky6) +% -1) {
+              for ox13 in 0..<32 {
+                arena[(((1048608 +% (((((c5 *% 3) +% ky6) *% 3) +% 1) *% 16400)) +% (j4 *% 1024)) +% ((oy11 *% 32) +% ox13))] = Float(0)
+              }
+            }
+          }
+          for oy14 in 0..<32 {
+            if (-1 < ((oy14 +% ky6) +% -1) && ((oy14 +% ky6) +% -1) < 32) {
+              for ox15 in 0..<31 {
+                arena[(((1048608 +% (((((c5 *% 3) +% ky6) *% 3) +% 2) *% 16400)) +% (j4 *% 1024)) +% ((oy14 *% 32) +% ox15))] = images[((((((g3 *% 16) +% j4) *% 3072) +% (c5 *% 1024)) +% (((oy14 +% ky6) +% -1) *% 32)) +% (ox15 +% 1))]
+              }
+              for ox16 in 0..<1 {
+                arena[(((1048608 +% (((((c5 *% 3) +% ky6) *% 3) +% 2) *% 16400)) +% (j4 *% 1024)) +% ((oy14 *% 32) +% (ox16 +% 31)))] = Float(0)
+              }
+            }
+            if ((oy14 +% ky6) +% -1) < 0 {
+              for ox17 in 0..<32 {
+                arena[(((1048608 +% (((((c5 *% 3) +% ky6) *% 3) +% 2) *% 16400)) +% (j4 *% 1024)) +% ((oy14 *% 32) +% ox17))] = Float(0)
+              }
+            }
+            if 31 < ((oy14 +% ky6) +% -1) {
+              for ox17 in 0..<32 {
+                arena[(((1048608 +% (((((c5 *% 3) +% ky6) *% 3) +% 2) *% 16400)) +% (j4 *% 1024)) +% ((oy14 *% 32) +% ox17))] = Float(0)
               }
             }
           }
         }
       }
     }
-    do {  // gemm24
-      for nb17 in 0..<682 {
-        for mb18 in 0..<4 {
-          var t19_c0_0 = Vector()
-          var t19_c0_1 = Vector()
-          var t19_c0_2 = Vector()
-          var t19_c1_0 = Vector()
-          var t19_c1_1 = Vector()
-          var t19_c1_2 = Vector()
-          var t19_c2_0 = Vector()
-          var t19_c2_1 = Vector()
-          var t19_c2_2 = Vector()
-          var t19_c3_0 = Vector()
-          var t19_c3_1 = Vector()
-          var t19_c3_2 = Vector()
-          for k20 in 0..<27 {
-            let t19_b0 = loadVector(arena, ((1048608 +% (k20 *% 16400)) +% (nb17 *% 24)))
-            let t19_b1 = loadVector(arena, (((1048608 +% (k20 *% 16400)) +% (nb17 *% 24)) +% 8))
-            let t19_b2 = loadVector(arena, (((1048608 +% (k20 *% 16400)) +% (nb17 *% 24)) +% 16))
-            let t19_a0 = Vector(repeating: params[(((mb18 *% 4) *% 27) +% k20)])
-            t19_c0_0 = t19_c0_0.addingProduct(t19_a0, t19_b0)
-            t19_c0_1 = t19_c0_1.addingProduct(t19_a0, t19_b1)
-            t19_c0_2 = t19_c0_2.addingProduct(t19_a0, t19_b2)
-            let t19_a1 = Vector(repeating: params[((((mb18 *% 4) +% 1) *% 27) +% k20)])
-            t19_c1_0 = t19_c1_0.addingProduct(t19_a1, t19_b0)
-            t19_c1_1 = t19_c1_1.addingProduct(t19_a1, t19_b1)
-            t19_c1_2 = t19_c1_2.addingProduct(t19_a1, t19_b2)
-            let t19_a2 = Vector(repeating: params[((((mb18 *% 4) +% 2) *% 27) +% k20)])
-            t19_c2_0 = t19_c2_0.addingProduct(t19_a2, t19_b0)
-            t19_c2_1 = t19_c2_1.addingProduct(t19_a2, t19_b1)
-            t19_c2_2 = t19_c2_2.addingProduct(t19_a2, t19_b2)
-            let t19_a3 = Vector(repeating: params[((((mb18 *% 4) +% 3) *% 27) +% k20)])
-            t19_c3_0 = t19_c3_0.addingProduct(t19_a3, t19_b0)
-            t19_c3_1 = t19_c3_1.addingProduct(t19_a3, t19_b1)
-            t19_c3_2 = t19_c3_2.addingProduct(t19_a3, t19_b2)
+    do {  // gemm25
+      for nb18 in 0..<682 {
+        for mb19 in 0..<4 {
+          var t20_c0_0 = Vector()
+          var t20_c0_1 = Vector()
+          var t20_c0_2 = Vector()
+          var t20_c1_0 = Vector()
+          var t20_c1_1 = Vector()
+          var t20_c1_2 = Vector()
+          var t20_c2_0 = Vector()
+          var t20_c2_1 = Vector()
+          var t20_c2_2 = Vector()
+          var t20_c3_0 = Vector()
+          var t20_c3_1 = Vector()
+          var t20_c3_2 = Vector()
+          for k21 in 0..<27 {
+            let t20_b0 = loadVector(arena, ((1048608 +% (k21 *% 16400)) +% (nb18 *% 24)))
+            let t20_b1 = loadVector(arena, (((1048608 +% (k21 *% 16400)) +% (nb18 *% 24)) +% 8))
+            let t20_b2 = loadVector(arena, (((1048608 +% (k21 *% 16400)) +% (nb18 *% 24)) +% 16))
+            let t20_a0 = Vector(repeating: params[(((mb19 *% 4) *% 27) +% k21)])
+            t20_c0_0 = t20_c0_0.addingProduct(t20_a0, t20_b0)
+            t20_c0_1 = t20_c0_1.addingProduct(t20_a0, t20_b1)
+            t20_c0_2 = t20_c0_2.addingProduct(t20_a0, t20_b2)
+            let t20_a1 = Vector(repeating: params[((((mb19 *% 4) +% 1) *% 27) +% k21)])
+            t20_c1_0 = t20_c1_0.addingProduct(t20_a1, t20_b0)
+            t20_c1_1 = t20_c1_1.addingProduct(t20_a1, t20_b1)
+            t20_c1_2 = t20_c1_2.addingProduct(t20_a1, t20_b2)
+            let t20_a2 = Vector(repeating: params[((((mb19 *% 4) +% 2) *% 27) +% k21)])
+            t20_c2_0 = t20_c2_0.addingProduct(t20_a2, t20_b0)
+            t20_c2_1 = t20_c2_1.addingProduct(t20_a2, t20_b1)
+            t20_c2_2 = t20_c2_2.addingProduct(t20_a2, t20_b2)
+            let t20_a3 = Vector(repeating: params[((((mb19 *% 4) +% 3) *% 27) +% k21)])
+            t20_c3_0 = t20_c3_0.addingProduct(t20_a3, t20_b0)
+            t20_c3_1 = t20_c3_1.addingProduct(t20_a3, t20_b1)
+            t20_c3_2 = t20_c3_2.addingProduct(t20_a3, t20_b2)
           }
-          storeVector(arena, ((1491408 +% ((mb18 *% 4) *% 16400)) +% (nb17 *% 24)), t19_c0_0)
-          storeVector(arena, (((1491408 +% ((mb18 *% 4) *% 16400)) +% (nb17 *% 24)) +% 8), t19_c0_1)
-          storeVector(arena, (((1491408 +% ((mb18 *% 4) *% 16400)) +% (nb17 *% 24)) +% 16), t19_c0_2)
-          storeVector(arena, ((1491408 +% (((mb18 *% 4) +% 1) *% 16400)) +% (nb17 *% 24)), t19_c1_0)
-          storeVector(arena, (((1491408 +% (((mb18 *% 4) +% 1) *% 16400)) +% (nb17 *% 24)) +% 8), t19_c1_1)
-          storeVector(arena, (((1491408 +% (((mb18 *% 4) +% 1) *% 16400)) +% (nb17 *% 24)) +% 16), t19_c1_2)
-          storeVector(arena, ((1491408 +% (((mb18 *% 4) +% 2) *% 16400)) +% (nb17 *% 24)), t19_c2_0)
-          storeVector(arena, (((1491408 +% (((mb18 *% 4) +% 2) *% 16400)) +% (nb17 *% 24)) +% 8), t19_c2_1)
-          storeVector(arena, (((1491408 +% (((mb18 *% 4) +% 2) *% 16400)) +% (nb17 *% 24)) +% 16), t19_c2_2)
-          storeVector(arena, ((1491408 +% (((mb18 *% 4) +% 3) *% 16400)) +% (nb17 *% 24)), t19_c3_0)
-          storeVector(arena, (((1491408 +% (((mb18 *% 4) +% 3) *% 16400)) +% (nb17 *% 24)) +% 8), t19_c3_1)
-          storeVector(arena, (((1491408 +% (((mb18 *% 4) +% 3) *% 16400)) +% (nb17 *% 24)) +% 16), t19_c3_2)
+          storeVector(arena, ((1491408 +% ((mb19 *% 4) *% 16400)) +% (nb18 *% 24)), t20_c0_0)
+          storeVector(arena, (((1491408 +% ((mb19 *% 4) *% 16400)) +% (nb18 *% 24)) +% 8), t20_c0_1)
+          storeVector(arena, (((1491408 +% ((mb19 *% 4) *% 16400)) +% (nb18 *% 24)) +% 16), t20_c0_2)
+          storeVector(arena, ((1491408 +% (((mb19 *% 4) +% 1) *% 16400)) +% (nb18 *% 24)), t20_c1_0)
+          storeVector(arena, (((1491408 +% (((mb19 *% 4) +% 1) *% 16400)) +% (nb18 *% 24)) +% 8), t20_c1_1)
+          storeVector(arena, (((1491408 +% (((mb19 *% 4) +% 1) *% 16400)) +% (nb18 *% 24)) +% 16), t20_c1_2)
+          storeVector(arena, ((1491408 +% (((mb19 *% 4) +% 2) *% 16400)) +% (nb18 *% 24)), t20_c2_0)
+          storeVector(arena, (((1491408 +% (((mb19 *% 4) +% 2) *% 16400)) +% (nb18 *% 24)) +% 8), t20_c2_1)
+          storeVector(arena, (((1491408 +% (((mb19 *% 4) +% 2) *% 16400)) +% (nb18 *% 24)) +% 16), t20_c2_2)
+          storeVector(arena, ((1491408 +% (((mb19 *% 4) +% 3) *% 16400)) +% (nb18 *% 24)), t20_c3_0)
+          storeVector(arena, (((1491408 +% (((mb19 *% 4) +% 3) *% 16400)) +% (nb18 *% 24)) +% 8), t20_c3_1)
+          storeVector(arena, (((1491408 +% (((mb19 *% 4) +% 3) *% 16400)) +% (nb18 *% 24)) +% 16), t20_c3_2)
         }
       }
-      for mb21 in 0..<4 {
-        var t22_c0_0 = Vector()
-        var t22_c0_1 = Vector()
-        var t22_c1_0 = Vector()
-        var t22_c1_1 = Vector()
-        var t22_c2_0 = Vector()
-        var t22_c2_1 = Vector()
-        var t22_c3_0 = Vector()
-        var t22_c3_1 = Vector()
-        for k23 in 0..<27 {
-          let t22_b0 = loadVector(arena, ((1048608 +% (k23 *% 16400)) +% 16368))
-          let t22_b1 = loadVector(arena, (((1048608 +% (k23 *% 16400)) +% 16368) +% 8))
-          let t22_a0 = Vector(repeating: params[(((mb21 *% 4) *% 27) +% k23)])
-          t22_c0_0 = t22_c0_0.addingProduct(t22_a0, t22_b0)
-          t22_c0_1 = t22_c0_1.addingProduct(t22_a0, t22_b1)
-          let t22_a1 = Vector(repeating: params[((((mb21 *% 4) +% 1) *% 27) +% k23)])
-          t22_c1_0 = t22_c1_0.addingProduct(t22_a1, t22_b0)
-          t22_c1_1 = t22_c1_1.addingProduct(t22_a1, t22_b1)
-          let t22_a2 = Vector(repeating: params[((((mb21 *% 4) +% 2) *% 27) +% k23)])
-          t22_c2_0 = t22_c2_0.addingProduct(t22_a2, t22_b0)
-          t22_c2_1 = t22_c2_1.addingProduct(t22_a2, t22_b1)
-          let t22_a3 = Vector(repeating: params[((((mb21 *% 4) +% 3) *% 27) +% k23)])
-          t22_c3_0 = t22_c3_0.addingProduct(t22_a3, t22_b0)
-          t22_c3_1 = t22_c3_1.addingProduct(t22_a3, t22_b1)
+      for mb22 in 0..<4 {
+        var t23_c0_0 = Vector()
+        var t23_c0_1 = Vector()
+        var t23_c1_0 = Vector()
+        var t23_c1_1 = Vector()
+        var t23_c2_0 = Vector()
+        var t23_c2_1 = Vector()
+        var t23_c3_0 = Vector()
+        var t23_c3_1 = Vector()
+        for k24 in 0..<27 {
+          let t23_b0 = loadVector(arena, ((1048608 +% (k24 *% 16400)) +% 16368))
+          let t23_b1 = loadVector(arena, (((1048608 +% (k24 *% 16400)) +% 16368) +% 8))
+          let t23_a0 = Vector(repeating: params[(((mb22 *% 4) *% 27) +% k24)])
+          t23_c0_0 = t23_c0_0.addingProduct(t23_a0, t23_b0)
+          t23_c0_1 = t23_c0_1.addingProduct(t23_a0, t23_b1)
+          let t23_a1 = Vector(repeating: params[((((mb22 *% 4) +% 1) *% 27) +% k24)])
+          t23_c1_0 = t23_c1_0.addingProduct(t23_a1, t23_b0)
+          t23_c1_1 = t23_c1_1.addingProduct(t23_a1, t23_b1)
+          let t23_a2 = Vector(repeating: params[((((mb22 *% 4) +% 2) *% 27) +% k24)])
+          t23_c2_0 = t23_c2_0.addingProduct(t23_a2, t23_b0)
+          t23_c2_1 = t23_c2_1.addingProduct(t23_a2, t23_b1)
+          let t23_a3 = Vector(repeating: params[((((mb22 *% 4) +% 3) *% 27) +% k24)])
+          t23_c3_0 = t23_c3_0.addingProduct(t23_a3, t23_b0)
+          t23_c3_1 = t23_c3_1.addingProduct(t23_a3, t23_b1)
         }
-        storeVector(arena, ((1491408 +% ((mb21 *% 4) *% 16400)) +% 16368), t22_c0_0)
-        storeVector(arena, (((1491408 +% ((mb21 *% 4) *% 16400)) +% 16368) +% 8), t22_c0_1)
-        storeVector(arena, ((1491408 +% (((mb21 *% 4) +% 1) *% 16400)) +% 16368), t22_c1_0)
-        storeVector(arena, (((1491408 +% (((mb21 *% 4) +% 1) *% 16400)) +% 16368) +% 8), t22_c1_1)
-        storeVector(arena, ((1491408 +% (((mb21 *% 4) +% 2) *% 16400)) +% 16368), t22_c2_0)
-        storeVector(arena, (((1491408 +% (((mb21 *% 4) +% 2) *% 16400)) +% 16368) +% 8), t22_c2_1)
-        storeVector(arena, ((1491408 +% (((mb21 *% 4) +% 3) *% 16400)) +% 16368), t22_c3_0)
-        storeVector(arena, (((1491408 +% (((mb21 *% 4) +% 3) *% 16400)) +% 16368) +% 8), t22_c3_1)
+        storeVector(arena, ((1491408 +% ((mb22 *% 4) *% 16400)) +% 16368), t23_c0_0)
+        storeVector(arena, (((1491408 +% ((mb22 *% 4) *% 16400)) +% 16368) +% 8), t23_c0_1)
+        storeVector(arena, ((1491408 +% (((mb22 *% 4) +% 1) *% 16400)) +% 16368), t23_c1_0)
+        storeVector(arena, (((1491408 +% (((mb22 *% 4) +% 1) *% 16400)) +% 16368) +% 8), t23_c1_1)
+        storeVector(arena, ((1491408 +% (((mb22 *% 4) +% 2) *% 16400)) +% 16368), t23_c2_0)
+        storeVector(arena, (((1491408 +% (((mb22 *% 4) +% 2) *% 16400)) +% 16368) +% 8), t23_c2_1)
+        storeVector(arena, ((1491408 +% (((mb22 *% 4) +% 3) *% 16400)) +% 16368), t23_c3_0)
+        storeVector(arena, (((1491408 +% (((mb22 *% 4) +% 3) *% 16400)) +% 16368) +% 8), t23_c3_1)
       }
     }
-    for j25 in 0..<16 {
-      for f26 in 0..<16 {
-        for i27 in 0..<128 {
-          storeVector(arena, ((i27 *% 8) +% ((32 +% (((g4 *% 16) +% j25) *% 16384)) +% (f26 *% 1024))), Vector(repeating: Float(0)).replacing(with: ((loadVector(arena, ((i27 *% 8) +% ((1491408 +% (f26 *% 16400)) +% (j25 *% 1024)))) * Vector(repeating: arena[f26])) + Vector(repeating: arena[(16 +% f26)])), where: ((loadVector(arena, ((i27 *% 8) +% ((1491408 +% (f26 *% 16400)) +% (j25 *% 1024)))) * Vector(repeating: arena[f26])) + Vector(repeating: arena[(16 +% f26)])) .> Vector(repeating: Float(0))))
+    for j26 in 0..<16 {
+      for f27 in 0..<16 {
+        for i28 in 0..<128 {
+          storeVector(arena, ((i28 *% 8) +% ((32 +% (((g3 *% 16) +% j26) *% 16384)) +% (f27 *% 1024))), Vector(repeating: Float(0)).replacing(with: ((loadVector(arena, ((i28 *% 8) +% ((1491408 +% (f27 *% 16400)) +% (j26 *% 1024)))) * Vector(repeating: arena[f27])) + Vector(repeating: arena[(16 +% f27)])), where: ((loadVector(arena, ((i28 *% 8) +% ((1491408 +% (f27 *% 16400)) +% (j26 *% 1024)))) * Vector(repeating: arena[f27])) + Vector(repeating: arena[(16 +% f27)])) .> Vector(repeating: Float(0))))
         }
       }
     }
   }
   // s1_bn1 = batchnorm_fold()
-  for c28 in 0..<2 {
-    let scale29_v = (loadVector(params, ((c28 *% 8) +% 2768)) * (Vector(repeating: Float(1)) / (loadVector(params, ((c28 *% 8) +% 78090)) + Vector(repeating: Float(bitPattern: 0x3727c5ac))).squareRoot()))
-    storeVector(arena, (c28 *% 8), scale29_v)
-    storeVector(arena, ((c28 *% 8) +% 16), (loadVector(params, ((c28 *% 8) +% 2784)) - (loadVector(params, ((c28 *% 8) +% 78074)) * scale29_v)))
+  for c29 in 0..<2 {
+    let scale30_v = (loadVector(params, ((c29 *% 8) +% 2768)) * (Vector(repeating: Float(1)) / (loadVector(params, ((c29 *% 8) +% 78090)) + Vector(repeating: Float(bitPattern: 0x3727c5ac))).squareRoot()))
+    storeVector(arena, (c29 *% 8), scale30_v)
+    storeVector(arena, ((c29 *% 8) +% 16), (loadVector(params, ((c29 *% 8) +% 2784)) - (loadVector(params, ((c29 *% 8) +% 78074)) * scale30_v)))
   }
   // s1_conv1 = conv2d_relu(stem, s1_bn1)
-  parallelFor(pool, 2) { part30 in
-    for ci31 in 0..<16 {
-      for co32 in 0..<8 {
-        var w33: Float = params[(464 +% (((((part30 *% 8) +% co32) *% 16) +% ci31) *% 9))]
-        var w34: Float = (((params[(464 +% (((((part30 *% 8) +% co32) *% 16) +% ci31) *% 9))] + params[((464 +% (((((part30 *% 8) +% co32) *% 16) +% ci31) *% 9)) +% 3)]) + params[((464 +% (((((part30 *% 8) +% co32) *% 16) +% ci31) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
-        var w35: Float = (((params[(464 +% (((((part30 *% 8) +% co32) *% 16) +% ci31) *% 9))] + params[((464 +% (((((part30 *% 8) +% co32) *% 16) +% ci31) *% 9)) +% 6)]) - params[((464 +% (((((part30 *% 8) +% co32) *% 16) +% ci31) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
-        var w36: Float = params[((464 +% (((((part30 *% 8) +% co32) *% 16) +% ci31) *% 9)) +% 6)]
-        var w37: Float = params[((464 +% (((((part30 *% 8) +% co32) *% 16) +% ci31) *% 9)) +% 1)]
-        var w38: Float = (((params[((464 +% (((((part30 *% 8) +% co32) *% 16) +% ci31) *% 9)) +% 1)] + params[((464 +% (((((part30 *% 8) +% co32) *% 16) +% ci31) *% 9)) +% 4)]) + params[((464 +% (((((part30 *% 8) +% co32) *% 16) +% ci31) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
-        var w39: Float = (((params[((464 +% (((((part30 *% 8) +% co32) *% 16) +% ci31) *% 9)) +% 1)] + params[((464 +% (((((part30 *% 8) +% co32) *% 16) +% ci31) *% 9)) +% 7)]) - params[((464 +% (((((part30 *% 8) +% co32) *% 16) +% ci31) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
-        var w40: Float = params[((464 +% (((((part30 *% 8) +% co32) *% 16) +% ci31) *% 9)) +% 7)]
-        var w41: Float = params[((464 +% (((((part30 *% 8) +% co32) *% 16) +% ci31) *% 9)) +% 2)]
-        var w42: Float = (((params[((464 +% (((((part30 *% 8) +% co32) *% 16) +% ci31) *% 9)) +% 2)] + params[((464 +% (((((part30 *% 8) +% co32) *% 16) +% ci31) *% 9)) +% 5)]) + params[((464 +% (((((part30 *% 8) +% co32) *% 16) +% ci31) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
-        var w43: Float = (((params[((464 +% (((((part30 *% 8) +% co32) *% 16) +% ci31) *% 9)) +% 2)] + params[((464 +% (((((part30 *% 8) +% co32) *% 16) +% ci31) *% 9)) +% 8)]) - params[((464 +% (((((part30 *% 8) +% co32) *% 16) +% ci31) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
-        var w44: Float = params[((464 +% (((((part30 *% 8) +% co32) *% 16) +% ci31) *% 9)) +% 8)]
-        var w45: Float = w33
-        var w46: Float = (((w33 + w37) + w41) * Float(bitPattern: 0x3f000000))
-        var w47: Float = (((w33 + w41) - w37) * Float(bitPattern: 0x3f000000))
-        var w48: Float = w41
-        var w49: Float = w34
-        var w50: Float = (((w34 + w38) + w42) * Float(bitPattern: 0x3f000000))
-        var w51: Float = (((w34 + w42) - w38) * Float(bitPattern: 0x3f000000))
-        var w52: Float = w42
-        var w53: Float = w35
-        var w54: Float = (((w35 + w39) + w43) * Float(bitPattern: 0x3f000000))
-        var w55: Float = (((w35 + w43) - w39) * Float(bitPattern: 0x3f000000))
-        var w56: Float = w43
-        var w57: Float = w36
-        var w58: Float = (((w36 + w40) + w44) * Float(bitPattern: 0x3f000000))
-        var w59: Float = (((w36 + w44) - w40) * Float(bitPattern: 0x3f000000))
-        var w60: Float = w44
-        arena[((2097184 +% (ci31 *% 16)) +% ((part30 *% 8) +% co32))] = w45
-        arena[((2097440 +% (ci31 *% 16)) +% ((part30 *% 8) +% co32))] = w46
-        arena[((2097696 +% (ci31 *% 16)) +% ((part30 *% 8) +% co32))] = w47
-        arena[((2097952 +% (ci31 *% 16)) +% ((part30 *% 8) +% co32))] = w48
-        arena[((2098208 +% (ci31 *% 16)) +% ((part30 *% 8) +% co32))] = w49
-        arena[((2098464 +% (ci31 *% 16)) +% ((part30 *% 8) +% co32))] = w50
-        arena[((2098720 +% (ci31 *% 16)) +% ((part30 *% 8) +% co32))] = w51
-        arena[((2098976 +% (ci31 *% 16)) +% ((part30 *% 8) +% co32))] = w52
-        arena[((2099232 +% (ci31 *% 16)) +% ((part30 *% 8) +% co32))] = w53
-        arena[((2099488 +% (ci31 *% 16)) +% ((part30 *% 8) +% co32))] = w54
-        arena[((2099744 +% (ci31 *% 16)) +% ((part30 *% 8) +% co32))] = w55
-        arena[((2100000 +% (ci31 *% 16)) +% ((part30 *% 8) +% co32))] = w56
-        arena[((2100256 +% (ci31 *% 16)) +% ((part30 *% 8) +% co32))] = w57
-        arena[((2100512 +% (ci31 *% 16)) +% ((part30 *% 8) +% co32))] = w58
-        arena[((2100768 +% (ci31 *% 16)) +% ((part30 *% 8) +% co32))] = w59
-        arena[((2101024 +% (ci31 *% 16)) +% ((part30 *% 8) +% co32))] = w60
+  parallelFor(pool, 2) { part31 in
+    for ci32 in 0..<16 {
+      for co33 in 0..<8 {
+        var w34: Float = params[(464 +% (((((part31 *% 8) +% co33) *% 16) +% ci32) *% 9))]
+        var w35: Float = (((params[(464 +% (((((part31 *% 8) +% co33) *% 16) +% ci32) *% 9))] + params[((464 +% (((((part31 *% 8) +% co33) *% 16) +% ci32) *% 9)) +% 3)]) + params[((464 +% (((((part31 *% 8) +% co33) *% 16) +% ci32) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
+        var w36: Float = (((params[(464 +% (((((part31 *% 8) +% co33) *% 16) +% ci32) *% 9))] + params[((464 +% (((((part31 *% 8) +% co33) *% 16) +% ci32) *% 9)) +% 6)]) - params[((464 +% (((((part31 *% 8) +% co33) *% 16) +% ci32) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
+        var w37: Float = params[((464 +% (((((part31 *% 8) +% co33) *% 16) +% ci32) *% 9)) +% 6)]
+        var w38: Float = params[((464 +% (((((part31 *% 8) +% co33) *% 16) +% ci32) *% 9)) +% 1)]
+        var w39: Float = (((params[((464 +% (((((part31 *% 8) +% co33) *% 16) +% ci32) *% 9)) +% 1)] + params[((464 +% (((((part31 *% 8) +% co33) *% 16) +% ci32) *% 9)) +% 4)]) + params[((464 +% (((((part31 *% 8) +% co33) *% 16) +% ci32) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
+        var w40: Float = (((params[((464 +% (((((part31 *% 8) +% co33) *% 16) +% ci32) *% 9)) +% 1)] + params[((464 +% (((((part31 *% 8) +% co33) *% 16) +% ci32) *% 9)) +% 7)]) - params[((464 +% (((((part31 *% 8) +% co33) *% 16) +% ci32) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
+        var w41: Float = params[((464 +% (((((part31 *% 8) +% co33) *% 16) +% ci32) *% 9)) +% 7)]
+        var w42: Float = params[((464 +% (((((part31 *% 8) +% co33) *% 16) +% ci32) *% 9)) +% 2)]
+        var w43: Float = (((params[((464 +% (((((part31 *% 8) +% co33) *% 16) +% ci32) *% 9)) +% 2)] + params[((464 +% (((((part31 *% 8) +% co33) *% 16) +% ci32) *% 9)) +% 5)]) + params[((464 +% (((((part31 *% 8) +% co33) *% 16) +% ci32) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
+        var w44: Float = (((params[((464 +% (((((part31 *% 8) +% co33) *% 16) +% ci32) *% 9)) +% 2)] + params[((464 +% (((((part31 *% 8) +% co33) *% 16) +% ci32) *% 9)) +% 8)]) - params[((464 +% (((((part31 *% 8) +% co33) *% 16) +% ci32) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
+        var w45: Float = params[((464 +% (((((part31 *% 8) +% co33) *% 16) +% ci32) *% 9)) +% 8)]
+        var w46: Float = w34
+        var w47: Float = (((w34 + w38) + w42) * Float(bitPattern: 0x3f000000))
+        var w48: Float = (((w34 + w42) - w38) * Float(bitPattern: 0x3f000000))
+        var w49: Float = w42
+        var w50: Float = w35
+        var w51: Float = (((w35 + w39) + w43) * Float(bitPattern: 0x3f000000))
+        var w52: Float = (((w35 + w43) - w39) * Float(bitPattern: 0x3f000000))
+        var w53: Float = w43
+        var w54: Float = w36
+        var w55: Float = (((w36 + w40) + w44) * Float(bitPattern: 0x3f000000))
+        var w56: Float = (((w36 + w44) - w40) * Float(bitPattern: 0x3f000000))
+        var w57: Float = w44
+        var w58: Float = w37
+        var w59: Float = (((w37 + w41) + w45) * Float(bitPattern: 0x3f000000))
+        var w60: Float = (((w37 + w45) - w41) * Float(bitPattern: 0x3f000000))
+        var w61: Float = w45
+        arena[((2097184 +% (ci32 *% 16)) +% ((part31 *% 8) +% co33))] = w46
+        arena[((2097440 +% (ci32 *% 16)) +% ((part31 *% 8) +% co33))] = w47
+        arena[((2097696 +% (ci32 *% 16)) +% ((part31 *% 8) +% co33))] = w48
+        arena[((2097952 +% (ci32 *% 16)) +% ((part31 *% 8) +% co33))] = w49
+        arena[((2098208 +% (ci32 *% 16)) +% ((part31 *% 8) +% co33))] = w50
+        arena[((2098464 +% (ci32 *% 16)) +% ((part31 *% 8) +% co33))] = w51
+        arena[((2098720 +% (ci32 *% 16)) +% ((part31 *% 8) +% co33))] = w52
+        arena[((2098976 +% (ci32 *% 16)) +% ((part31 *% 8) +% co33))] = w53
+        arena[((2099232 +% (ci32 *% 16)) +% ((part31 *% 8) +% co33))] = w54
+        arena[((2099488 +% (ci32 *% 16)) +% ((part31 *% 8) +% co33))] = w55
+        arena[((2099744 +% (ci32 *% 16)) +% ((part31 *% 8) +% co33))] = w56
+        arena[((2100000 +% (ci32 *% 16)) +% ((part31 *% 8) +% co33))] = w57
+        arena[((2100256 +% (ci32 *% 16)) +% ((part31 *% 8) +% co33))] = w58
+        arena[((2100512 +% (ci32 *% 16)) +% ((part31 *% 8) +% co33))] = w59
+        arena[((2100768 +% (ci32 *% 16)) +% ((part31 *% 8) +% co33))] = w60
+        arena[((2101024 +% (ci32 *% 16)) +% ((part31 *% 8) +% co33))] = w61
       }
     }
   }
-  for i61 in 0..<2312 {
-    storeVector(arena, ((i61 *% 8) +% 2101280), Vector(repeating: Float(0)))
+  for i62 in 0..<2312 {
+    storeVector(arena, ((i62 *% 8) +% 2101280), Vector(repeating: Float(0)))
   }
-  for g62 in 0..<64 {
-    for j63 in 0..<1 {
-      for c64 in 0..<16 {
-        for iy65 in 0..<32 {
-          for ix66 in 0..<32 {
-            arena[(2101280 +% ((((j63 *% 18496) +% ((iy65 +% 1) *% 544)) +% ((ix66 +% 1) *% 16)) +% c64))] = arena[((((32 +% ((g62 +% j63) *% 16384)) +% (c64 *% 1024)) +% (iy65 *% 32)) +% ix66)]
+  for g63 in 0..<64 {
+    for j64 in 0..<1 {
+      for c65 in 0..<16 {
+        for iy66 in 0..<32 {
+          for ix67 in 0..<32 {
+            arena[(2101280 +% ((((j64 *% 18496) +% ((iy66 +% 1) *% 544)) +% ((ix67 +% 1) *% 16)) +% c65))] = arena[((((32 +% ((g63 +% j64) *% 16384)) +% (c65 *% 1024)) +% (iy66 *% 32)) +% ix67)]
           }
         }
       }
     }
-    for j67 in 0..<1 {
-      for ty68 in 0..<16 {
-        for tx69 in 0..<16 {
-          for cv70 in 0..<2 {
-            let w71 = (loadVector(arena, (2101280 +% ((((j67 *% 18496) +% ((ty68 *% 2) *% 544)) +% ((tx69 *% 2) *% 16)) +% (cv70 *% 8)))) - loadVector(arena, (2101280 +% ((((j67 *% 18496) +% (((ty68 *% 2) +% 2) *% 544)) +% ((tx69 *% 2) *% 16)) +% (cv70 *% 8)))))
-            let w72 = (loadVector(arena, (2101280 +% ((((j67 *% 18496) +% (((ty68 *% 2) +% 1) *% 544)) +% ((tx69 *% 2) *% 16)) +% (cv70 *% 8)))) + loadVector(arena, (2101280 +% ((((j67 *% 18496) +% (((ty68 *% 2) +% 2) *% 544)) +% ((tx69 *% 2) *% 16)) +% (cv70 *% 8)))))
-            let w73 = (loadVector(arena, (2101280 +% ((((j67 *% 18496) +% (((ty68 *% 2) +% 2) *% 544)) +% ((tx69 *% 2) *% 16)) +% (cv70 *% 8)))) - loadVector(arena, (2101280 +% ((((j67 *% 18496) +% (((ty68 *% 2) +% 1) *% 544)) +% ((tx69 *% 2) *% 16)) +% (cv70 *% 8)))))
-            let w74 = (loadVector(arena, (2101280 +% ((((j67 *% 18496) +% (((ty68 *% 2) +% 1) *% 544)) +% ((tx69 *% 2) *% 16)) +% (cv70 *% 8)))) - loadVector(arena, (2101280 +% ((((j67 *% 18496) +% (((ty68 *% 2) +% 3) *% 544)) +% ((tx69 *% 2) *% 16)) +% (cv70 *% 8)))))
-            let w75 = (loadVector(arena, (2101280 +% ((((j67 *% 18496) +% ((ty68 *% 2) *% 544)) +% (((tx69 *% 2) +% 1) *% 16)) +% (cv70 *% 8)))) - loadVector(arena, (2101280 +% ((((j67 *% 18496) +% (((ty68 *% 2) +% 2) *% 544)) +% (((tx69 *% 2) +% 1) *% 16)) +% (cv70 *% 8)))))
-            let w76 = (loadVector(arena, (2101280 +% ((((j67 *% 18496) +% (((ty68 *% 2) +% 1) *% 544)) +% (((tx69 *% 2) +% 1) *% 16)) +% (cv70 *% 8)))) + loadVector(arena, (2101280 +% ((((j67 *% 18496) +% (((ty68 *% 2) +% 2) *% 544)) +% (((tx69 *% 2) +% 1) *% 16)) +% (cv70 *% 8)))))
-            let w77 = (loadVector(arena, (2101280 +% ((((j67 *% 18496) +% (((ty68 *% 2) +% 2) *% 544)) +% (((tx69 *% 2) +% 1) *% 16)) +% (cv70 *% 8)))) - loadVector(arena, (2101280 +% ((((j67 *% 18496) +% (((ty68 *% 2) +% 1) *% 544)) +% (((tx69 *% 2) +% 1) *% 16)) +% (cv70 *% 8)))))
-            let w78 = (loadVector(arena, (2101280 +% ((((j67 *% 18496) +% (((ty68 *% 2) +% 1) *% 544)) +% (((tx69 *% 2) +% 1) *% 16)) +% (cv70 *% 8)))) - loadVector(arena, (2101280 +% ((((j67 *% 18496) +% (((ty68 *% 2) +% 3) *% 544)) +% (((tx69 *% 2) +% 1) *% 16)) +% (cv70 *% 8)))))
-            let w79 = (loadVector(arena, (2101280 +% ((((j67 *% 18496) +% ((ty68 *% 2) *% 544)) +% (((tx69 *% 2) +% 2) *% 16)) +% (cv70 *% 8)))) - loadVector(arena, (2101280 +% ((((j67 *% 18496) +% (((ty68 *% 2) +% 2) *% 544)) +% (((tx69 *% 2) +% 2) *% 16)) +% (cv70 *% 8)))))
-            let w80 = (loadVector(arena, (2101280 +% ((((j67 *% 18496) +% (((ty68 *% 2) +% 1) *% 544)) +% (((tx69 *% 2) +% 2) *% 16)) +% (cv70 *% 8)))) + loadVector(arena, (2101280 +% ((((j67 *% 18496) +% (((ty68 *% 2) +% 2) *% 544)) +% (((tx69 *% 2) +% 2) *% 16)) +% (cv70 *% 8)))))
-            let w81 = (loadVector(arena, (2101280 +% ((((j67 *% 18496) +% (((ty68 *% 2) +% 2) *% 544)) +% (((tx69 *% 2) +% 2) *% 16)) +% (cv70 *% 8)))) - loadVector(arena, (2101280 +% ((((j67 *% 18496) +% (((ty68 *% 2) +% 1) *% 544)) +% (((tx69 *% 2) +% 2) *% 16)) +% (cv70 *% 8)))))
-            let w82 = (loadVector(arena, (2101280 +% ((((j67 *% 18496) +% (((ty68 *% 2) +% 1) *% 544)) +% (((tx69 *% 2) +% 2) *% 16)) +% (cv70 *% 8)))) - loadVector(arena, (2101280 +% ((((j67 *% 18496) +% (((ty68 *% 2) +% 3) *% 544)) +% (((tx69 *% 2) +% 2) *% 16)) +% (cv70 *% 8)))))
-            let w83 = (loadVector(arena, (2101280 +% ((((j67 *% 18496) +% ((ty68 *% 2) *% 544)) +% (((tx69 *% 2) +% 3) *% 16)) +% (cv70 *% 8)))) - loadVector(arena, (2101280 +% ((((j67 *% 18496) +% (((ty68 *% 2) +% 2) *% 544)) +% (((tx69 *% 2) +% 3) *% 16)) +% (cv70 *% 8)))))
-            let w84 = (loadVector(arena, (2101280 +% ((((j67 *% 18496) +% (((ty68 *% 2) +% 1) *% 544)) +% (((tx69 *% 2) +% 3) *% 16)) +% (cv70 *% 8)))) + loadVector(arena, (2101280 +% ((((j67 *% 18496) +% (((ty68 *% 2) +% 2) *% 544)) +% (((tx69 *% 2) +% 3) *% 16)) +% (cv70 *% 8)))))
-            let w85 = (loadVector(arena, (2101280 +% ((((j67 *% 18496) +% (((ty68 *% 2) +% 2) *% 544)) +% (((tx69 *% 2) +% 3) *% 16)) +% (cv70 *% 8)))) - loadVector(arena, (2101280 +% ((((j67 *% 18496) +% (((ty68 *% 2) +% 1) *% 544)) +% (((tx69 *% 2) +% 3) *% 16)) +% (cv70 *% 8)))))
-            let w86 = (loadVector(arena, (2101280 +% ((((j67 *% 18496) +% (((ty68 *% 2) +% 1) *% 544)) +% (((tx69 *% 2) +% 3) *% 16)) +% (cv70 *% 8)))) - loadVector(arena, (2101280 +% ((((j67 *% 18496) +% (((ty68 *% 2) +% 3) *% 544)) +% (((tx69 *% 2) +% 3) *% 16)) +% (cv70 *% 8)))))
-            let w87 = (w71 - w79)
-            let w88 = (w75 + w79)
-            let w89 = (w79 - w75)
-            let w90 = (w75 - w83)
-            let w91 = (w72 - w80)
-            let w92 = (w76 + w80)
-            let w93 = (w80 - w76)
-            let w94 = (w76 - w84)
-            let w95 = (w73 - w81)
-            let w96 = (w77 + w81)
-            let w97 = (w81 - w77)
-            let w98 = (w77 - w85)
-            let w99 = (w74 - w82)
-            let w100 = (w78 + w82)
-            let w101 = (w82 - w78)
-            let w102 = (w78 - w86)
-            storeVector(arena, ((2119776 +% ((((j67 *% 256) +% (ty68 *% 16)) +% tx69) *% 16)) +% (cv70 *% 8)), w87)
-            storeVector(arena, ((2123872 +% ((((j67 *% 256) +% (ty68 *% 16)) +% tx69) *% 16)) +% (cv70 *% 8)), w88)
-            storeVector(arena, ((2127968 +% ((((j67 *% 256) +% (ty68 *% 16)) +% tx69) *% 16)) +% (cv70 *% 8)), w89)
-            storeVector(arena, ((2132064 +% ((((j67 *% 256) +% (ty68 *% 16)) +% tx69) *% 16)) +% (cv70 *% 8)), w90)
-            storeVector(arena, ((2136160 +% ((((j67 *% 256) +% (ty68 *% 16)) +% tx69) *% 16)) +% (cv70 *% 8)), w91)
-            storeVector(arena, ((2140256 +% ((((j67 *% 256) +% (ty68 *% 16)) +% tx69) *% 16)) +% (cv70 *% 8)), w92)
-            storeVector(arena, ((2144352 +% ((((j67 *% 256) +% (ty68 *% 16)) +% tx69) *% 16)) +% (cv70 *% 8)), w93)
-            storeVector(arena, ((2148448 +% ((((j67 *% 256) +% (ty68 *% 16)) +% tx69) *% 16)) +% (cv70 *% 8)), w94)
-            storeVector(arena, ((2152544 +% ((((j67 *% 256) +% (ty68 *% 16)) +% tx69) *% 16)) +% (cv70 *% 8)), w95)
-            storeVector(arena, ((2156640 +% ((((j67 *% 256) +% (ty68 *% 16)) +% tx69) *% 16)) +% (cv70 *% 8)), w96)
-            storeVector(arena, ((2160736 +% ((((j67 *% 256) +% (ty68 *% 16)) +% tx69) *% 16)) +% (cv70 *% 8)), w97)
-            storeVector(arena, ((2164832 +% ((((j67 *% 256) +% (ty68 *% 16)) +% tx69) *% 16)) +% (cv70 *% 8)), w98)
-            storeVector(arena, ((2168928 +% ((((j67 *% 256) +% (ty68 *% 16)) +% tx69) *% 16)) +% (cv70 *% 8)), w99)
-            storeVector(arena, ((2173024 +% ((((j67 *% 256) +% (ty68 *% 16)) +% tx69) *% 16)) +% (cv70 *% 8)), w100)
-            storeVector(arena, ((2177120 +% ((((j67 *% 256) +% (ty68 *% 16)) +% tx69) *% 16)) +% (cv70 *% 8)), w101)
-            storeVector(arena, ((2181216 +% ((((j67 *% 256) +% (ty68 *% 16)) +% tx69) *% 16)) +% (cv70 *% 8)), w102)
+    for j68 in 0..<1 {
+      for ty69 in 0..<16 {
+        for tx70 in 0..<16 {
+          for cv71 in 0..<2 {
+            let w72 = (loadVector(arena, (2101280 +% ((((j68 *% 18496) +% ((ty69 *% 2) *% 544)) +% ((tx70 *% 2) *% 16)) +% (cv71 *% 8)))) - loadVector(arena, (2101280 +% ((((j68 *% 18496) +% (((ty69 *% 2) +% 2) *% 544)) +% ((tx70 *% 2) *% 16)) +% (cv71 *% 8)))))
+            let w73 = (loadVector(arena, (2101280 +% ((((j68 *% 18496) +% (((ty69 *% 2) +% 1) *% 544)) +% ((tx70 *% 2) *% 16)) +% (cv71 *% 8)))) + loadVector(arena, (2101280 +% ((((j68 *% 18496) +% (((ty69 *% 2) +% 2) *% 544)) +% ((tx70 *% 2) *% 16)) +% (cv71 *% 8)))))
+            let w74 = (loadVector(arena, (2101280 +% ((((j68 *% 18496) +% (((ty69 *% 2) +% 2) *% 544)) +% ((tx70 *% 2) *% 16)) +% (cv71 *% 8)))) - loadVector(arena, (2101280 +% ((((j68 *% 18496) +% (((ty69 *% 2) +% 1) *% 544)) +% ((tx70 *% 2) *% 16)) +% (cv71 *% 8)))))
+            let w75 = (loadVector(arena, (2101280 +% ((((j68 *% 18496) +% (((ty69 *% 2) +% 1) *% 544)) +% ((tx70 *% 2) *% 16)) +% (cv71 *% 8)))) - loadVector(arena, (2101280 +% ((((j68 *% 18496) +% (((ty69 *% 2) +% 3) *% 544)) +% ((tx70 *% 2) *% 16)) +% (cv71 *% 8)))))
+            let w76 = (loadVector(arena, (2101280 +% ((((j68 *% 18496) +% ((ty69 *% 2) *% 544)) +% (((tx70 *% 2) +% 1) *% 16)) +% (cv71 *% 8)))) - loadVector(arena, (2101280 +% ((((j68 *% 18496) +% (((ty69 *% 2) +% 2) *% 544)) +% (((tx70 *% 2) +% 1) *% 16)) +% (cv71 *% 8)))))
+            let w77 = (loadVector(arena, (2101280 +% ((((j68 *% 18496) +% (((ty69 *% 2) +% 1) *% 544)) +% (((tx70 *% 2) +% 1) *% 16)) +% (cv71 *% 8)))) + loadVector(arena, (2101280 +% ((((j68 *% 18496) +% (((ty69 *% 2) +% 2) *% 544)) +% (((tx70 *% 2) +% 1) *% 16)) +% (cv71 *% 8)))))
+            let w78 = (loadVector(arena, (2101280 +% ((((j68 *% 18496) +% (((ty69 *% 2) +% 2) *% 544)) +% (((tx70 *% 2) +% 1) *% 16)) +% (cv71 *% 8)))) - loadVector(arena, (2101280 +% ((((j68 *% 18496) +% (((ty69 *% 2) +% 1) *% 544)) +% (((tx70 *% 2) +% 1) *% 16)) +% (cv71 *% 8)))))
+            let w79 = (loadVector(arena, (2101280 +% ((((j68 *% 18496) +% (((ty69 *% 2) +% 1) *% 544)) +% (((tx70 *% 2) +% 1) *% 16)) +% (cv71 *% 8)))) - loadVector(arena, (2101280 +% ((((j68 *% 18496) +% (((ty69 *% 2) +% 3) *% 544)) +% (((tx70 *% 2) +% 1) *% 16)) +% (cv71 *% 8)))))
+            let w80 = (loadVector(arena, (2101280 +% ((((j68 *% 18496) +% ((ty69 *% 2) *% 544)) +% (((tx70 *% 2) +% 2) *% 16)) +% (cv71 *% 8)))) - loadVector(arena, (2101280 +% ((((j68 *% 18496) +% (((ty69 *% 2) +% 2) *% 544)) +% (((tx70 *% 2) +% 2) *% 16)) +% (cv71 *% 8)))))
+            let w81 = (loadVector(arena, (2101280 +% ((((j68 *% 18496) +% (((ty69 *% 2) +% 1) *% 544)) +% (((tx70 *% 2) +% 2) *% 16)) +% (cv71 *% 8)))) + loadVector(arena, (2101280 +% ((((j68 *% 18496) +% (((ty69 *% 2) +% 2) *% 544)) +% (((tx70 *% 2) +% 2) *% 16)) +% (cv71 *% 8)))))
+            let w82 = (loadVector(arena, (2101280 +% ((((j68 *% 18496) +% (((ty69 *% 2) +% 2) *% 544)) +% (((tx70 *% 2) +% 2) *% 16)) +% (cv71 *% 8)))) - loadVector(arena, (2101280 +% ((((j68 *% 18496) +% (((ty69 *% 2) +% 1) *% 544)) +% (((tx70 *% 2) +% 2) *% 16)) +% (cv71 *% 8)))))
+            let w83 = (loadVector(arena, (2101280 +% ((((j68 *% 18496) +% (((ty69 *% 2) +% 1) *% 544)) +% (((tx70 *% 2) +% 2) *% 16)) +% (cv71 *% 8)))) - loadVector(arena, (2101280 +% ((((j68 *% 18496) +% (((ty69 *% 2) +% 3) *% 544)) +% (((tx70 *% 2) +% 2) *% 16)) +% (cv71 *% 8)))))
+            let w84 = (loadVector(arena, (2101280 +% ((((j68 *% 18496) +% ((ty69 *% 2) *% 544)) +% (((tx70 *% 2) +% 3) *% 16)) +% (cv71 *% 8)))) - loadVector(arena, (2101280 +% ((((j68 *% 18496) +% (((ty69 *% 2) +% 2) *% 544)) +% (((tx70 *% 2) +% 3) *% 16)) +% (cv71 *% 8)))))
+            let w85 = (loadVector(arena, (2101280 +% ((((j68 *% 18496) +% (((ty69 *% 2) +% 1) *% 544)) +% (((tx70 *% 2) +% 3) *% 16)) +% (cv71 *% 8)))) + loadVector(arena, (2101280 +% ((((j68 *% 18496) +% (((ty69 *% 2) +% 2) *% 544)) +% (((tx70 *% 2) +% 3) *% 16)) +% (cv71 *% 8)))))
+            let w86 = (loadVector(arena, (2101280 +% ((((j68 *% 18496) +% (((ty69 *% 2) +% 2) *% 544)) +% (((tx70 *% 2) +% 3) *% 16)) +% (cv71 *% 8)))) - loadVector(arena, (2101280 +% ((((j68 *% 18496) +% (((ty69 *% 2) +% 1) *% 544)) +% (((tx70 *% 2) +% 3) *% 16)) +% (cv71 *% 8)))))
+            let w87 = (loadVector(arena, (2101280 +% ((((j68 *% 18496) +% (((ty69 *% 2) +% 1) *% 544)) +% (((tx70 *% 2) +% 3) *% 16)) +% (cv71 *% 8)))) - loadVector(arena, (2101280 +% ((((j68 *% 18496) +% (((ty69 *% 2) +% 3) *% 544)) +% (((tx70 *% 2) +% 3) *% 16)) +% (cv71 *% 8)))))
+            let w88 = (w72 - w80)
+            let w89 = (w76 + w80)
+            let w90 = (w80 - w76)
+            let w91 = (w76 - w84)
+            let w92 = (w73 - w81)
+            let w93 = (w77 + w81)
+            let w94 = (w81 - w77)
+            let w95 = (w77 - w85)
+            let w96 = (w74 - w82)
+            let w97 = (w78 + w82)
+            let w98 = (w82 - w78)
+            let w99 = (w78 - w86)
+            let w100 = (w75 - w83)
+            let w101 = (w79 + w83)
+            let w102 = (w83 - w79)
+            let w103 = (w79 - w87)
+            storeVector(arena, ((2119776 +% ((((j68 *% 256) +% (ty69 *% 16)) +% tx70) *% 16)) +% (cv71 *% 8)), w88)
+            storeVector(arena, ((2123872 +% ((((j68 *% 256) +% (ty69 *% 16)) +% tx70) *% 16)) +% (cv71 *% 8)), w89)
+            storeVector(arena, ((2127968 +% ((((j68 *% 256) +% (ty69 *% 16)) +% tx70) *% 16)) +% (cv71 *% 8)), w90)
+            storeVector(arena, ((2132064 +% ((((j68 *% 256) +% (ty69 *% 16)) +% tx70) *% 16)) +% (cv71 *% 8)), w91)
+            storeVector(arena, ((2136160 +% ((((j68 *% 256) +% (ty69 *% 16)) +% tx70) *% 16)) +% (cv71 *% 8)), w92)
+            storeVector(arena, ((2140256 +% ((((j68 *% 256) +% (ty69 *% 16)) +% tx70) *% 16)) +% (cv71 *% 8)), w93)
+            storeVector(arena, ((2144352 +% ((((j68 *% 256) +% (ty69 *% 16)) +% tx70) *% 16)) +% (cv71 *% 8)), w94)
+            storeVector(arena, ((2148448 +% ((((j68 *% 256) +% (ty69 *% 16)) +% tx70) *% 16)) +% (cv71 *% 8)), w95)
+            storeVector(arena, ((2152544 +% ((((j68 *% 256) +% (ty69 *% 16)) +% tx70) *% 16)) +% (cv71 *% 8)), w96)
+            storeVector(arena, ((2156640 +% ((((j68 *% 256) +% (ty69 *% 16)) +% tx70) *% 16)) +% (cv71 *% 8)), w97)
+            storeVector(arena, ((2160736 +% ((((j68 *% 256) +% (ty69 *% 16)) +% tx70) *% 16)) +% (cv71 *% 8)), w98)
+            storeVector(arena, ((2164832 +% ((((j68 *% 256) +% (ty69 *% 16)) +% tx70) *% 16)) +% (cv71 *% 8)), w99)
+            storeVector(arena, ((2168928 +% ((((j68 *% 256) +% (ty69 *% 16)) +% tx70) *% 16)) +% (cv71 *% 8)), w100)
+            storeVector(arena, ((2173024 +% ((((j68 *% 256) +% (ty69 *% 16)) +% tx70) *% 16)) +% (cv71 *% 8)), w101)
+            storeVector(arena, ((2177120 +% ((((j68 *% 256) +% (ty69 *% 16)) +% tx70) *% 16)) +% (cv71 *% 8)), w102)
+            storeVector(arena, ((2181216 +% ((((j68 *% 256) +% (ty69 *% 16)) +% tx70) *% 16)) +% (cv71 *% 8)), w103)
           }
         }
       }
     }
-    parallelFor(pool, 2) { part103 in
-      for xi104 in 0..<16 {
-        do {  // gemm111
-          for nb105 in 0..<1 {
-            for mb106 in 0..<18 {
-              var t107_c0_0 = Vector()
-              var t107_c1_0 = Vector()
-              var t107_c2_0 = Vector()
-              var t107_c3_0 = Vector()
-              var t107_c4_0 = Vector()
-              var t107_c5_0 = Vector()
-              var t107_c6_0 = Vector()
-              var t107_c7_0 = Vector()
-              var t107_c8_0 = Vector()
-              var t107_c9_0 = Vector()
-              var t107_c10_0 = Vector()
-              var t107_c11_0 = Vector()
-              var t107_c12_0 = Vector()
-              var t107_c13_0 = Vector()
-              for k108 in 0..<16 {
-                let t107_b0 = loadVector(arena, ((((2097184 +% (xi104 *% 256)) +% (part103 *% 8)) +% (k108 *% 16)) +% (nb105 *% 8)))
-                let t107_a0 = Vector(repeating: arena[(((2119776 +% (xi104 *% 4096)) +% ((mb106 *% 14) *% 16)) +% k108)])
-                t107_c0_0 = t107_c0_0.addingProduct(t107_a0, t107_b0)
-                let t107_a1 = Vector(repeating: arena[(((2119776 +% (xi104 *% 4096)) +% (((mb106 *% 14) +% 1) *% 16)) +% k108)])
-                t107_c1_0 = t107_c1_0.addingProduct(t107_a1, t107_b0)
-                let t107_a2 = Vector(repeating: arena[(((2119776 +% (xi104 *% 4096)) +% (((mb106 *% 14) +% 2) *% 16)) +% k108)])
-                t107_c2_0 = t107_c2_0.addingProduct(t107_a2, t107_b0)
-                let t107_a3 = Vector(repeating: arena[(((2119776 +% (xi104 *% 4096)) +% (((mb106 *% 14) +% 3) *% 16)) +% k108)])
-                t107_c3_0 = t107_c3_0.addingProduct(t107_a3, t107_b0)
-                let t107_a4 = Vector(repeating: arena[(((2119776 +% (xi104 *% 4096)) +% (((mb106 *% 14) +% 4) *% 16)) +% k108)])
-                t107_c4_0 = t107_c4_0.addingProduct(t107_a4, t107_b0)
-                let t107_a5 = Vector(repeating: arena[(((2119776 +% (xi104 *% 4096)) +% (((mb106 *% 14) +% 5) *% 16)) +% k108)])
-                t107_c5_0 = t107_c5_0.addingProduct(t107_a5, t107_b0)
-                let t107_a6 = Vector(repeating: arena[(((2119776 +% (xi104 *% 4096)) +% (((mb106 *% 14) +% 6) *% 16)) +% k108)])
-                t107_c6_0 = t107_c6_0.addingProduct(t107_a6, t107_b0)
-                let t107_a7 = Vector(repeating: arena[(((2119776 +% (xi104 *% 4096)) +% (((mb106 *% 14) +% 7) *% 16)) +% k108)])
-                t107_c7_0 = t107_c7_0.addingProduct(t107_a7, t107_b0)
-                let t107_a8 = Vector(repeating: arena[(((2119776 +% (xi104 *% 4096)) +% (((mb106 *% 14) +% 8) *% 16)) +% k108)])
-                t107_c8_0 = t107_c8_0.addingProduct(t107_a8, t107_b0)
-                let t107_a9 = Vector(repeating: arena[(((2119776 +% (xi104 *% 4096)) +% (((mb106 *% 14) +% 9) *% 16)) +% k108)])
-                t107_c9_0 = t107_c9_0.addingProduct(t107_a9, t107_b0)
-                let t107_a10 = Vector(repeating: arena[(((2119776 +% (xi104 *% 4096)) +% (((mb106 *% 14) +% 10) *% 16)) +% k108)])
-                t107_c10_0 = t107_c10_0.addingProduct(t107_a10, t107_b0)
-                let t107_a11 = Vector(repeating: arena[(((2119776 +% (xi104 *% 4096)) +% (((mb106 *% 14) +% 11) *% 16)) +% k108)])
-                t107_c11_0 = t107_c11_0.addingProduct(t107_a11, t107_b0)
-                let t107_a12 = Vector(repeating: arena[(((2119776 +% (xi104 *% 4096)) +% (((mb106 *% 14) +% 12) *% 16)) +% k108)])
-                t107_c12_0 = t107_c12_0.addingProduct(t107_a12, t107_b0)
-                let t107_a13 = Vector(repeating: arena[(((2119776 +% (xi104 *% 4096)) +% (((mb106 *% 14) +% 13) *% 16)) +% k108)])
-                t107_c13_0 = t107_c13_0.addingProduct(t107_a13, t107_b0)
+    parallelFor(pool, 2) { part104 in
+      for xi105 in 0..<16 {
+        do {  // gemm112
+          for nb106 in 0..<1 {
+            for mb107 in 0..<18 {
+              var t108_c0_0 = Vector()
+              var t108_c1_0 = Vector()
+              var t108_c2_0 = Vector()
+              var t108_c3_0 = Vector()
+              var t108_c4_0 = Vector()
+              var t108_c5_0 = Vector()
+              var t108_c6_0 = Vector()
+              var t108_c7_0 = Vector()
+              var t108_c8_0 = Vector()
+              var t108_c9_0 = Vector()
+              var t108_c10_0 = Vector()
+              var t108_c11_0 = Vector()
+              var t108_c12_0 = Vector()
+              var t108_c13_0 = Vector()
+              for k109 in 0..<16 {
+                let t108_b0 = loadVector(arena, ((((2097184 +% (xi105 *% 256)) +% (part104 *% 8)) +% (k109 *% 16)) +% (nb106 *% 8)))
+                let t108_a0 = Vector(repeating: arena[(((2119776 +% (xi105 *% 4096)) +% ((mb107 *% 14) *% 16)) +% k109)])
+                t108_c0_0 = t108_c0_0.addingProduct(t108_a0, t108_b0)
+                let t108_a1 = Vector(repeating: arena[(((2119776 +% (xi105 *% 4096)) +% (((mb107 *% 14) +% 1) *% 16)) +% k109)])
+                t108_c1_0 = t108_c1_0.addingProduct(t108_a1, t108_b0)
+                let t108_a2 = Vector(repeating: arena[(((2119776 +% (xi105 *% 4096)) +% (((mb107 *% 14) +% 2) *% 16)) +% k109)])
+                t108_c2_0 = t108_c2_0.addingProduct(t108_a2, t108_b0)
+                let t108_a3 = Vector(repeating: arena[(((2119776 +% (xi105 *% 4096)) +% (((mb107 *% 14) +% 3) *% 16)) +% k109)])
+                t108_c3_0 = t108_c3_0.addingProduct(t108_a3, t108_b0)
+                let t108_a4 = Vector(repeating: arena[(((2119776 +% (xi105 *% 4096)) +% (((mb107 *% 14) +% 4) *% 16)) +% k109)])
+                t108_c4_0 = t108_c4_0.addingProduct(t108_a4, t108_b0)
+                let t108_a5 = Vector(repeating: arena[(((2119776 +% (xi105 *% 4096)) +% (((mb107 *% 14) +% 5) *% 16)) +% k109)])
+                t108_c5_0 = t108_c5_0.addingProduct(t108_a5, t108_b0)
+                let t108_a6 = Vector(repeating: arena[(((2119776 +% (xi105 *% 4096)) +% (((mb107 *% 14) +% 6) *% 16)) +% k109)])
+                t108_c6_0 = t108_c6_0.addingProduct(t108_a6, t108_b0)
+                let t108_a7 = Vector(repeating: arena[(((2119776 +% (xi105 *% 4096)) +% (((mb107 *% 14) +% 7) *% 16)) +% k109)])
+                t108_c7_0 = t108_c7_0.addingProduct(t108_a7, t108_b0)
+                let t108_a8 = Vector(repeating: arena[(((2119776 +% (xi105 *% 4096)) +% (((mb107 *% 14) +% 8) *% 16)) +% k109)])
+                t108_c8_0 = t108_c8_0.addingProduct(t108_a8, t108_b0)
+                let t108_a9 = Vector(repeating: arena[(((2119776 +% (xi105 *% 4096)) +% (((mb107 *% 14) +% 9) *% 16)) +% k109)])
+                t108_c9_0 = t108_c9_0.addingProduct(t108_a9, t108_b0)
+                let t108_a10 = Vector(repeating: arena[(((2119776 +% (xi105 *% 4096)) +% (((mb107 *% 14) +% 10) *% 16)) +% k109)])
+                t108_c10_0 = t108_c10_0.addingProduct(t108_a10, t108_b0)
+                let t108_a11 = Vector(repeating: arena[(((2119776 +% (xi105 *% 4096)) +% (((mb107 *% 14) +% 11) *% 16)) +% k109)])
+                t108_c11_0 = t108_c11_0.addingProduct(t108_a11, t108_b0)
+                let t108_a12 = Vector(repeating: arena[(((2119776 +% (xi105 *% 4096)) +% (((mb107 *% 14) +% 12) *% 16)) +% k109)])
+                t108_c12_0 = t108_c12_0.addingProduct(t108_a12, t108_b0)
+                let t108_a13 = Vector(repeating: arena[(((2119776 +% (xi105 *% 4096)) +% (((mb107 *% 14) +% 13) *% 16)) +% k109)])
+                t108_c13_0 = t108_c13_0.addingProduct(t108_a13, t108_b0)
               }
-              storeVector(arena, ((((2185312 +% (xi104 *% 4096)) +% (part103 *% 8)) +% ((mb106 *% 14) *% 16)) +% (nb105 *% 8)), t107_c0_0)
-              storeVector(arena, ((((2185312 +% (xi104 *% 4096)) +% (part103 *% 8)) +% (((mb106 *% 14) +% 1) *% 16)) +% (nb105 *% 8)), t107_c1_0)
-              storeVector(arena, ((((2185312 +% (xi104 *% 4096)) +% (part103 *% 8)) +% (((mb106 *% 14) +% 2) *% 16)) +% (nb105 *% 8)), t107_c2_0)
-              storeVector(arena, ((((2185312 +% (xi104 *% 4096)) +% (part103 *% 8)) +% (((mb106 *% 14) +% 3) *% 16)) +% (nb105 *% 8)), t107_c3_0)
-              storeVector(arena, ((((2185312 +% (xi104 *% 4096)) +% (part103 *% 8)) +% (((mb106 *% 14) +% 4) *% 16)) +% (nb105 *% 8)), t107_c4_0)
-              storeVector(arena, ((((2185312 +% (xi104 *% 4096)) +% (part103 *% 8)) +% (((mb106 *% 14) +% 5) *% 16)) +% (nb105 *% 8)), t107_c5_0)
-              storeVector(arena, ((((2185312 +% (xi104 *% 4096)) +% (part103 *% 8)) +% (((mb106 *% 14) +% 6) *% 16)) +% (nb105 *% 8)), t107_c6_0)
-              storeVector(arena, ((((2185312 +% (xi104 *% 4096)) +% (part103 *% 8)) +% (((mb106 *% 14) +% 7) *% 16)) +% (nb105 *% 8)), t107_c7_0)
-              storeVector(arena, ((((2185312 +% (xi104 *% 4096)) +% (part103 *% 8)) +% (((mb106 *% 14) +% 8) *% 16)) +% (nb105 *% 8)), t107_c8_0)
-              storeVector(arena, ((((2185312 +% (xi104 *% 4096)) +% (part103 *% 8)) +% (((mb106 *% 14) +% 9) *% 16)) +% (nb105 *% 8)), t107_c9_0)
-              storeVector(arena, ((((2185312 +% (xi104 *% 4096)) +% (part103 *% 8)) +% (((mb106 *% 14) +% 10) *% 16)) +% (nb105 *% 8)), t107_c10_0)
-              storeVector(arena, ((((2185312 +% (xi104 *% 4096)) +% (part103 *% 8)) +% (((mb106 *% 14) +% 11) *% 16)) +% (nb105 *% 8)), t107_c11_0)
-              storeVector(arena, ((((2185312 +% (xi104 *% 4096)) +% (part103 *% 8)) +% (((mb106 *% 14) +% 12) *% 16)) +% (nb105 *% 8)), t107_c12_0)
-              storeVector(arena, ((((2185312 +% (xi104 *% 4096)) +% (part103 *% 8)) +% (((mb106 *% 14) +% 13) *% 16)) +% (nb105 *% 8)), t107_c13_0)
+              storeVector(arena, ((((2185312 +% (xi105 *% 4096)) +% (part104 *% 8)) +% ((mb107 *% 14) *% 16)) +% (nb106 *% 8)), t108_c0_0)
+              storeVector(arena, ((((2185312 +% (xi105 *% 4096)) +% (part104 *% 8)) +% (((mb107 *% 14) +% 1) *% 16)) +% (nb106 *% 8)), t108_c1_0)
+              storeVector(arena, ((((2185312 +% (xi105 *% 4096)) +% (part104 *% 8)) +% (((mb107 *% 14) +% 2) *% 16)) +% (nb106 *% 8)), t108_c2_0)
+              storeVector(arena, ((((2185312 +% (xi105 *% 4096)) +% (part104 *% 8)) +% (((mb107 *% 14) +% 3) *% 16)) +% (nb106 *% 8)), t108_c3_0)
+              storeVector(arena, ((((2185312 +% (xi105 *% 4096)) +% (part104 *% 8)) +% (((mb107 *% 14) +% 4) *% 16)) +% (nb106 *% 8)), t108_c4_0)
+              storeVector(arena, ((((2185312 +% (xi105 *% 4096)) +% (part104 *% 8)) +% (((mb107 *% 14) +% 5) *% 16)) +% (nb106 *% 8)), t108_c5_0)
+              storeVector(arena, ((((2185312 +% (xi105 *% 4096)) +% (part104 *% 8)) +% (((mb107 *% 14) +% 6) *% 16)) +% (nb106 *% 8)), t108_c6_0)
+              storeVector(arena, ((((2185312 +% (xi105 *% 4096)) +% (part104 *% 8)) +% (((mb107 *% 14) +% 7) *% 16)) +% (nb106 *% 8)), t108_c7_0)
+              storeVector(arena, ((((2185312 +% (xi105 *% 4096)) +% (part104 *% 8)) +% (((mb107 *% 14) +% 8) *% 16)) +% (nb106 *% 8)), t108_c8_0)
+              storeVector(arena, ((((2185312 +% (xi105 *% 4096)) +% (part104 *% 8)) +% (((mb107 *% 14) +% 9) *% 16)) +% (nb106 *% 8)), t108_c9_0)
+              storeVector(arena, ((((2185312 +% (xi105 *% 4096)) +% (part104 *% 8)) +% (((mb107 *% 14) +% 10) *% 16)) +% (nb106 *% 8)), t108_c10_0)
+              storeVector(arena, ((((2185312 +% (xi105 *% 4096)) +% (part104 *% 8)) +% (((mb107 *% 14) +% 11) *% 16)) +% (nb106 *% 8)), t108_c11_0)
+              storeVector(arena, ((((2185312 +% (xi105 *% 4096)) +% (part104 *% 8)) +% (((mb107 *% 14) +% 12) *% 16)) +% (nb106 *% 8)), t108_c12_0)
+              storeVector(arena, ((((2185312 +% (xi105 *% 4096)) +% (part104 *% 8)) +% (((mb107 *% 14) +% 13) *% 16)) +% (nb106 *% 8)), t108_c13_0)
             }
-            var t109_c0_0 = Vector()
-            var t109_c1_0 = Vector()
-            var t109_c2_0 = Vector()
-            var t109_c3_0 = Vector()
-            for k110 in 0..<16 {
-              let t109_b0 = loadVector(arena, ((((2097184 +% (xi104 *% 256)) +% (part103 *% 8)) +% (k110 *% 16)) +% (nb105 *% 8)))
-              let t109_a0 = Vector(repeating: arena[(((2119776 +% (xi104 *% 4096)) +% 4032) +% k110)])
-              t109_c0_0 = t109_c0_0.addingProduct(t109_a0, t109_b0)
-              let t109_a1 = Vector(repeating: arena[(((2119776 +% (xi104 *% 4096)) +% 4048) +% k110)])
-              t109_c1_0 = t109_c1_0.addingProduct(t109_a1, t109_b0)
-              let t109_a2 = Vector(repeating: arena[(((2119776 +% (xi104 *% 4096)) +% 4064) +% k110)])
-              t109_c2_0 = t109_c2_0.addingProduct(t109_a2, t109_b0)
-              let t109_a3 = Vector(repeating: arena[(((2119776 +% (xi104 *% 4096)) +% 4080) +% k110)])
-              t109_c3_0 = t109_c3_0.addingProduct(t109_a3, t109_b0)
+            var t110_c0_0 = Vector()
+            var t110_c1_0 = Vector()
+            var t110_c2_0 = Vector()
+            var t110_c3_0 = Vector()
+            for k111 in 0..<16 {
+              let t110_b0 = loadVector(arena, ((((2097184 +% (xi105 *% 256)) +% (part104 *% 8)) +% (k111 *% 16)) +% (nb106 *% 8)))
+              let t110_a0 = Vector(repeating: arena[(((2119776 +% (xi105 *% 4096)) +% 4032) +% k111)])
+              t110_c0_0 = t110_c0_0.addingProduct(t110_a0, t110_b0)
+              let t110_a1 = Vector(repeating: arena[(((2119776 +% (xi105 *% 4096)) +% 4048) +% k111)])
+              t110_c1_0 = t110_c1_0.addingProduct(t110_a1, t110_b0)
+              let t110_a2 = Vector(repeating: arena[(((2119776 +% (xi105 *% 4096)) +% 4064) +% k111)])
+              t110_c2_0 = t110_c2_0.addingProduct(t110_a2, t110_b0)
+              let t110_a3 = Vector(repeating: arena[(((2119776 +% (xi105 *% 4096)) +% 4080) +% k111)])
+              t110_c3_0 = t110_c3_0.addingProduct(t110_a3, t110_b0)
             }
-            storeVector(arena, ((((2185312 +% (xi104 *% 4096)) +% (part103 *% 8)) +% 4032) +% (nb105 *% 8)), t109_c0_0)
-            storeVector(arena, ((((2185312 +% (xi104 *% 4096)) +% (part103 *% 8)) +% 4048) +% (nb105 *% 8)), t109_c1_0)
-            storeVector(arena, ((((2185312 +% (xi104 *% 4096)) +% (part103 *% 8)) +% 4064) +% (nb105 *% 8)), t109_c2_0)
-            storeVector(arena, ((((2185312 +% (xi104 *% 4096)) +% (part103 *% 8)) +% 4080) +% (nb105 *% 8)), t109_c3_0)
+            storeVector(arena, ((((2185312 +% (xi105 *% 4096)) +% (part104 *% 8)) +% 4032) +% (nb106 *% 8)), t110_c0_0)
+            storeVector(arena, ((((2185312 +% (xi105 *% 4096)) +% (part104 *% 8)) +% 4048) +% (nb106 *% 8)), t110_c1_0)
+            storeVector(arena, ((((2185312 +% (xi105 *% 4096)) +% (part104 *% 8)) +% 4064) +% (nb106 *% 8)), t110_c2_0)
+            storeVector(arena, ((((2185312 +% (xi105 *% 4096)) +% (part104 *% 8)) +% 4080) +% (nb106 *% 8)), t110_c3_0)
           }
         }
       }
-      for j112 in 0..<1 {
-        for ty113 in 0..<16 {
-          for tx114 in 0..<16 {
-            for cv115 in 0..<1 {
-              let w116 = ((loadVector(arena, ((2185312 +% ((((j112 *% 256) +% (ty113 *% 16)) +% tx114) *% 16)) +% ((part103 *% 8) +% (cv115 *% 8)))) + loadVector(arena, ((2201696 +% ((((j112 *% 256) +% (ty113 *% 16)) +% tx114) *% 16)) +% ((part103 *% 8) +% (cv115 *% 8))))) + loadVector(arena, ((2218080 +% ((((j112 *% 256) +% (ty113 *% 16)) +% tx114) *% 16)) +% ((part103 *% 8) +% (cv115 *% 8)))))
-              let w117 = ((loadVector(arena, ((2201696 +% ((((j112 *% 256) +% (ty113 *% 16)) +% tx114) *% 16)) +% ((part103 *% 8) +% (cv115 *% 8)))) - loadVector(arena, ((2218080 +% ((((j112 *% 256) +% (ty113 *% 16)) +% tx114) *% 16)) +% ((part103 *% 8) +% (cv115 *% 8))))) - loadVector(arena, ((2234464 +% ((((j112 *% 256) +% (ty113 *% 16)) +% tx114) *% 16)) +% ((part103 *% 8) +% (cv115 *% 8)))))
-              let w118 = ((loadVector(arena, ((2189408 +% ((((j112 *% 256) +% (ty113 *% 16)) +% tx114) *% 16)) +% ((part103 *% 8) +% (cv115 *% 8)))) + loadVector(arena, ((2205792 +% ((((j112 *% 256) +% (ty113 *% 16)) +% tx114) *% 16)) +% ((part103 *% 8) +% (cv115 *% 8))))) + loadVector(arena, ((2222176 +% ((((j112 *% 256) +% (ty113 *% 16)) +% tx114) *% 16)) +% ((part103 *% 8) +% (cv115 *% 8)))))
-              let w119 = ((loadVector(arena, ((2205792 +% ((((j112 *% 256) +% (ty113 *% 16)) +% tx114) *% 16)) +% ((part103 *% 8) +% (cv115 *% 8)))) - loadVector(arena, ((2222176 +% ((((j112 *% 256) +% (ty113 *% 16)) +% tx114) *% 16)) +% ((part103 *% 8) +% (cv115 *% 8))))) - loadVector(arena, ((2238560 +% ((((j112 *% 256) +% (ty113 *% 16)) +% tx114) *% 16)) +% ((part103 *% 8) +% (cv115 *% 8)))))
-              let w120 = ((loadVector(arena, ((2193504 +% ((((j112 *% 256) +% (ty113 *% 16)) +% tx114) *% 16)) +% ((part103 *% 8) +% (cv115 *% 8)))) + loadVector(arena, ((2209888 +% ((((j112 *% 256) +% (ty113 *% 16)) +% tx114) *% 16)) +% ((part103 *% 8) +% (cv115 *% 8))))) + loadVector(arena, ((2226272 +% ((((j112 *% 256) +% (ty113 *% 16)) +% tx114) *% 16)) +% ((part103 *% 8) +% (cv115 *% 8)))))
-              let w121 = ((loadVector(arena, ((2209888 +% ((((j112 *% 256) +% (ty113 *% 16)) +% tx114) *% 16)) +% ((part103 *% 8) +% (cv115 *% 8)))) - loadVector(arena, ((2226272 +% ((((j112 *% 256) +% (ty113 *% 16)) +% tx114) *% 16)) +% ((part103 *% 8) +% (cv115 *% 8))))) - loadVector(arena, ((2242656 +% ((((j112 *% 256) +% (ty113 *% 16)) +% tx114) *% 16)) +% ((part103 *% 8) +% (cv115 *% 8)))))
-              let w122 = ((loadVector(arena, ((2197600 +% ((((j112 *% 256) +% (ty113 *% 16)) +% tx114) *% 16)) +% ((part103 *% 8) +% (cv115 *% 8)))) + loadVector(arena, ((2213984 +% ((((j112 *% 256) +% (ty113 *% 16)) +% tx114) *% 16)) +% ((part103 *% 8) +% (cv115 *% 8))))) + loadVector(arena, ((2230368 +% ((((j112 *% 256) +% (ty113 *% 16)) +% tx114) *% 16)) +% ((part103 *% 8) +% (cv115 *% 8)))))
-              let w123 = ((loadVector(arena, ((2213984 +% ((((j112 *% 256) +% (ty113 *% 16)) +% tx114) *% 16)) +% ((part103 *% 8) +% (cv115 *% 8)))) - loadVector(arena, ((2230368 +% ((((j112 *% 256) +% (ty113 *% 16)) +% tx114) *% 16)) +% ((part103 *% 8) +% (cv115 *% 8))))) - loadVector(arena, ((2246752 +% ((((j112 *% 256) +% (ty113 *% 16)) +% tx114) *% 16)) +% ((part103 *% 8) +% (cv115 *% 8)))))
-              let w124 = ((w116 + w118) + w120)
-              let w125 = ((w118 - w120) - w122)
-              let w126 = ((w117 + w119) + w121)
-              let w127 = ((w119 - w121) - w123)
-              storeVector(arena, ((2250848 +% (((((j112 *% 32) +% (ty113 *% 2)) *% 32) +% (tx114 *% 2)) *% 16)) +% ((part103 *% 8) +% (cv115 *% 8))), Vector().replacing(with: ((w124 * loadVector(arena, ((part103 *% 8) +% (cv115 *% 8)))) + loadVector(arena, (16 +% ((part103 *% 8) +% (cv115 *% 8))))), where: ((w124 * loadVector(arena, ((part103 *% 8) +% (cv115 *% 8)))) + loadVector(arena, (16 +% ((part103 *% 8) +% (cv115 *% 8))))) .> Vector()))
-              storeVector(arena, ((2250848 +% ((((((j112 *% 32) +% (ty113 *% 2)) *% 32) +% (tx114 *% 2)) +% 1) *% 16)) +% ((part103 *% 8) +% (cv115 *% 8))), Vector().replacing(with: ((w125 * loadVector(arena, ((part103 *% 8) +% (cv115 *% 8)))) + loadVector(arena, (16 +% ((part103 *% 8) +% (cv115 *% 8))))), where: ((w125 * loadVector(arena, ((part103 *% 8) +% (cv115 *% 8)))) + loadVector(arena, (16 +% ((part103 *% 8) +% (cv115 *% 8))))) .> Vector()))
-              storeVector(arena, ((2250848 +% ((((((j112 *% 32) +% (ty113 *% 2)) +% 1) *% 32) +% (tx114 *% 2)) *% 16)) +% ((part103 *% 8) +% (cv115 *% 8))), Vector().replacing(with: ((w126 * loadVector(arena, ((part103 *% 8) +% (cv115 *% 8)))) + loadVector(arena, (16 +% ((part103 *% 8) +% (cv115 *% 8))))), where: ((w126 * loadVector(arena, ((part103 *% 8) +% (cv115 *% 8)))) + loadVector(arena, (16 +% ((part103 *% 8) +% (cv115 *% 8))))) .> Vector()))
-              storeVector(arena, ((2250848 +% (((((((j112 *% 32) +% (ty113 *% 2)) +% 1) *% 32) +% (tx114 *% 2)) +% 1) *% 16)) +% ((part103 *% 8) +% (cv115 *% 8))), Vector().replacing(with: ((w127 * loadVector(arena, ((part103 *% 8) +% (cv115 *% 8)))) + loadVector(arena, (16 +% ((part103 *% 8) +% (cv115 *% 8))))), where: ((w127 * loadVector(arena, ((part103 *% 8) +% (cv115 *% 8)))) + loadVector(arena, (16 +% ((part103 *% 8) +% (cv115 *% 8))))) .> Vector()))
+      for j113 in 0..<1 {
+        for ty114 in 0..<16 {
+          for tx115 in 0..<16 {
+            for cv116 in 0..<1 {
+              let w117 = ((loadVector(arena, ((2185312 +% ((((j113 *% 256) +% (ty114 *% 16)) +% tx115) *% 16)) +% ((part104 *% 8) +% (cv116 *% 8)))) + loadVector(arena, ((2201696 +% ((((j113 *% 256) +% (ty114 *% 16)) +% tx115) *% 16)) +% ((part104 *% 8) +% (cv116 *% 8))))) + loadVector(arena, ((2218080 +% ((((j113 *% 256) +% (ty114 *% 16)) +% tx115) *% 16)) +% ((part104 *% 8) +% (cv116 *% 8)))))
+              let w118 = ((loadVector(arena, ((2201696 +% ((((j113 *% 256) +% (ty114 *% 16)) +% tx115) *% 16)) +% ((part104 *% 8) +% (cv116 *% 8)))) - loadVector(arena, ((2218080 +% ((((j113 *% 256) +% (ty114 *% 16)) +% tx115) *% 16)) +% ((part104 *% 8) +% (cv116 *% 8))))) - loadVector(arena, ((2234464 +% ((((j113 *% 256) +% (ty114 *% 16)) +% tx115) *% 16)) +% ((part104 *% 8) +% (cv116 *% 8)))))
+              let w119 = ((loadVector(arena, ((2189408 +% ((((j113 *% 256) +% (ty114 *% 16)) +% tx115) *% 16)) +% ((part104 *% 8) +% (cv116 *% 8)))) + loadVector(arena, ((2205792 +% ((((j113 *% 256) +% (ty114 *% 16)) +% tx115) *% 16)) +% ((part104 *% 8) +% (cv116 *% 8))))) + loadVector(arena, ((2222176 +% ((((j113 *% 256) +% (ty114 *% 16)) +% tx115) *% 16)) +% ((part104 *% 8) +% (cv116 *% 8)))))
+              let w120 = ((loadVector(arena, ((2205792 +% ((((j113 *% 256) +% (ty114 *% 16)) +% tx115) *% 16)) +% ((part104 *% 8) +% (cv116 *% 8)))) - loadVector(arena, ((2222176 +% ((((j113 *% 256) +% (ty114 *% 16)) +% tx115) *% 16)) +% ((part104 *% 8) +% (cv116 *% 8))))) - loadVector(arena, ((2238560 +% ((((j113 *% 256) +% (ty114 *% 16)) +% tx115) *% 16)) +% ((part104 *% 8) +% (cv116 *% 8)))))
+              let w121 = ((loadVector(arena, ((2193504 +% ((((j113 *% 256) +% (ty114 *% 16)) +% tx115) *% 16)) +% ((part104 *% 8) +% (cv116 *% 8)))) + loadVector(arena, ((2209888 +% ((((j113 *% 256) +% (ty114 *% 16)) +% tx115) *% 16)) +% ((part104 *% 8) +% (cv116 *% 8))))) + loadVector(arena, ((2226272 +% ((((j113 *% 256) +% (ty114 *% 16)) +% tx115) *% 16)) +% ((part104 *% 8) +% (cv116 *% 8)))))
+              let w122 = ((loadVector(arena, ((2209888 +% ((((j113 *% 256) +% (ty114 *% 16)) +% tx115) *% 16)) +% ((part104 *% 8) +% (cv116 *% 8)))) - loadVector(arena, ((2226272 +% ((((j113 *% 256) +% (ty114 *% 16)) +% tx115) *% 16)) +% ((part104 *% 8) +% (cv116 *% 8))))) - loadVector(arena, ((2242656 +% ((((j113 *% 256) +% (ty114 *% 16)) +% tx115) *% 16)) +% ((part104 *% 8) +% (cv116 *% 8)))))
+              let w123 = ((loadVector(arena, ((2197600 +% ((((j113 *% 256) +% (ty114 *% 16)) +% tx115) *% 16)) +% ((part104 *% 8) +% (cv116 *% 8)))) + loadVector(arena, ((2213984 +% ((((j113 *% 256) +% (ty114 *% 16)) +% tx115) *% 16)) +% ((part104 *% 8) +% (cv116 *% 8))))) + loadVector(arena, ((2230368 +% ((((j113 *% 256) +% (ty114 *% 16)) +% tx115) *% 16)) +% ((part104 *% 8) +% (cv116 *% 8)))))
+              let w124 = ((loadVector(arena, ((2213984 +% ((((j113 *% 256) +% (ty114 *% 16)) +% tx115) *% 16)) +% ((part104 *% 8) +% (cv116 *% 8)))) - loadVector(arena, ((2230368 +% ((((j113 *% 256) +% (ty114 *% 16)) +% tx115) *% 16)) +% ((part104 *% 8) +% (cv116 *% 8))))) - loadVector(arena, ((2246752 +% ((((j113 *% 256) +% (ty114 *% 16)) +% tx115) *% 16)) +% ((part104 *% 8) +% (cv116 *% 8)))))
+              let w125 = ((w117 + w119) + w121)
+              let w126 = ((w119 - w121) - w123)
+              let w127 = ((w118 + w120) + w122)
+              let w128 = ((w120 - w122) - w124)
+              storeVector(arena, ((2250848 +% (((((j113 *% 32) +% (ty114 *% 2)) *% 32) +% (tx115 *% 2)) *% 16)) +% ((part104 *% 8) +% (cv116 *% 8))), Vector().replacing(with: ((w125 * loadVector(arena, ((part104 *% 8) +% (cv116 *% 8)))) + loadVector(arena, (16 +% ((part104 *% 8) +% (cv116 *% 8))))), where: ((w125 * loadVector(arena, ((part104 *% 8) +% (cv116 *% 8)))) + loadVector(arena, (16 +% ((part104 *% 8) +% (cv116 *% 8))))) .> Vector()))
+              storeVector(arena, ((2250848 +% ((((((j113 *% 32) +% (ty114 *% 2)) *% 32) +% (tx115 *% 2)) +% 1) *% 16)) +% ((part104 *% 8) +% (cv116 *% 8))), Vector().replacing(with: ((w126 * loadVector(arena, ((part104 *% 8) +% (cv116 *% 8)))) + loadVector(arena, (16 +% ((part104 *% 8) +% (cv116 *% 8))))), where: ((w126 * loadVector(arena, ((part104 *% 8) +% (cv116 *% 8)))) + loadVector(arena, (16 +% ((part104 *% 8) +% (cv116 *% 8))))) .> Vector()))
+              storeVector(arena, ((2250848 +% ((((((j113 *% 32) +% (ty114 *% 2)) +% 1) *% 32) +% (tx115 *% 2)) *% 16)) +% ((part104 *% 8) +% (cv116 *% 8))), Vector().replacing(with: ((w127 * loadVector(arena, ((part104 *% 8) +% (cv116 *% 8)))) + loadVector(arena, (16 +% ((part104 *% 8) +% (cv116 *% 8))))), where: ((w127 * loadVector(arena, ((part104 *% 8) +% (cv116 *% 8)))) + loadVector(arena, (16 +% ((part104 *% 8) +% (cv116 *% 8))))) .> Vector()))
+              storeVector(arena, ((2250848 +% (((((((j113 *% 32) +% (ty114 *% 2)) +% 1) *% 32) +% (tx115 *% 2)) +% 1) *% 16)) +% ((part104 *% 8) +% (cv116 *% 8))), Vector().replacing(with: ((w128 * loadVector(arena, ((part104 *% 8) +% (cv116 *% 8)))) + loadVector(arena, (16 +% ((part104 *% 8) +% (cv116 *% 8))))), where: ((w128 * loadVector(arena, ((part104 *% 8) +% (cv116 *% 8)))) + loadVector(arena, (16 +% ((part104 *% 8) +% (cv116 *% 8))))) .> Vector()))
             }
           }
         }
       }
-      for j128 in 0..<1 {
-        for c129 in 0..<8 {
-          for q130 in 0..<1024 {
-            arena[(((1048608 +% ((g62 +% j128) *% 16384)) +% (((part103 *% 8) +% c129) *% 1024)) +% q130)] = arena[((2250848 +% (((j128 *% 1024) +% q130) *% 16)) +% ((part103 *% 8) +% c129))]
+      for j129 in 0..<1 {
+        for c130 in 0..<8 {
+          for q131 in 0..<1024 {
+            arena[(((1048608 +% ((g63 +% j129) *% 16384)) +% (((part104 *% 8) +% c130) *% 1024)) +% q131)] = arena[((2250848 +% (((j129 *% 1024) +% q131) *% 16)) +% ((part104 *% 8) +% c130))]
           }
         }
       }
     }
   }
   // s1_bn2 = batchnorm_fold()
-  for c131 in 0..<2 {
-    let scale132_v = (loadVector(params, ((c131 *% 8) +% 5104)) * (Vector(repeating: Float(1)) / (loadVector(params, ((c131 *% 8) +% 78122)) + Vector(repeating: Float(bitPattern: 0x3727c5ac))).squareRoot()))
-    storeVector(arena, (c131 *% 8), scale132_v)
-    storeVector(arena, ((c131 *% 8) +% 16), (loadVector(params, ((c131 *% 8) +% 5120)) - (loadVector(params, ((c131 *% 8) +% 78106)) * scale132_v)))
+  for c132 in 0..<2 {
+    let scale133_v = (loadVector(params, ((c132 *% 8) +% 5104)) * (Vector(repeating: Float(1)) / (loadVector(params, ((c132 *% 8) +% 78122)) + Vector(repeating: Float(bitPattern: 0x3727c5ac))).squareRoot()))
+    storeVector(arena, (c132 *% 8), scale133_v)
+    storeVector(arena, ((c132 *% 8) +% 16), (loadVector(params, ((c132 *% 8) +% 5120)) - (loadVector(params, ((c132 *% 8) +% 78106)) * scale133_v)))
   }
   // s1_conv2 = conv2d(s1_conv1, s1_bn2)
-  parallelFor(pool, 2) { part133 in
-    for ci134 in 0..<16 {
-      for co135 in 0..<8 {
-        var w136: Float = params[(2800 +% (((((part133 *% 8) +% co135) *% 16) +% ci134) *% 9))]
-        var w137: Float = (((params[(2800 +% (((((part133 *% 8) +% co135) *% 16) +% ci134) *% 9))] + params[((2800 +% (((((part133 *% 8) +% co135) *% 16) +% ci134) *% 9)) +% 3)]) + params[((2800 +% (((((part133 *% 8) +% co135) *% 16) +% ci134) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
-        var w138: Float = (((params[(2800 +% (((((part133 *% 8) +% co135) *% 16) +% ci134) *% 9))] + params[((2800 +% (((((part133 *% 8) +% co135) *% 16) +% ci134) *% 9)) +% 6)]) - params[((2800 +% (((((part133 *% 8) +% co135) *% 16) +% ci134) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
-        var w139: Float = params[((2800 +% (((((part133 *% 8) +% co135) *% 16) +% ci134) *% 9)) +% 6)]
-        var w140: Float = params[((2800 +% (((((part133 *% 8) +% co135) *% 16) +% ci134) *% 9)) +% 1)]
-        var w141: Float = (((params[((2800 +% (((((part133 *% 8) +% co135) *% 16) +% ci134) *% 9)) +% 1)] + params[((2800 +% (((((part133 *% 8) +% co135) *% 16) +% ci134) *% 9)) +% 4)]) + params[((2800 +% (((((part133 *% 8) +% co135) *% 16) +% ci134) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
-        var w142: Float = (((params[((2800 +% (((((part133 *% 8) +% co135) *% 16) +% ci134) *% 9)) +% 1)] + params[((2800 +% (((((part133 *% 8) +% co135) *% 16) +% ci134) *% 9)) +% 7)]) - params[((2800 +% (((((part133 *% 8) +% co135) *% 16) +% ci134) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
-        var w143: Float = params[((2800 +% (((((part133 *% 8) +% co135) *% 16) +% ci134) *% 9)) +% 7)]
-        var w144: Float = params[((2800 +% (((((part133 *% 8) +% co135) *% 16) +% ci134) *% 9)) +% 2)]
-        var w145: Float = (((params[((2800 +% (((((part133 *% 8) +% co135) *% 16) +% ci134) *% 9)) +% 2)] + params[((2800 +% (((((part133 *% 8) +% co135) *% 16) +% ci134) *% 9)) +% 5)]) + params[((2800 +% (((((part133 *% 8) +% co135) *% 16) +% ci134) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
-        var w146: Float = (((params[((2800 +% (((((part133 *% 8) +% co135) *% 16) +% ci134) *% 9)) +% 2)] + params[((2800 +% (((((part133 *% 8) +% co135) *% 16) +% ci134) *% 9)) +% 8)]) - params[((2800 +% (((((part133 *% 8) +% co135) *% 16) +% ci134) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
-        var w147: Float = params[((2800 +% (((((part133 *% 8) +% co135) *% 16) +% ci134) *% 9)) +% 8)]
-        var w148: Float = w136
-        var w149: Float = (((w136 + w140) + w144) * Float(bitPattern: 0x3f000000))
-        var w150: Float = (((w136 + w144) - w140) * Float(bitPattern: 0x3f000000))
-        var w151: Float = w144
-        var w152: Float = w137
-        var w153: Float = (((w137 + w141) + w145) * Float(bitPattern: 0x3f000000))
-        var w154: Float = (((w137 + w145) - w141) * Float(bitPattern: 0x3f000000))
-        var w155: Float = w145
-        var w156: Float = w138
-        var w157: Float = (((w138 + w142) + w146) * Float(bitPattern: 0x3f000000))
-        var w158: Float = (((w138 + w146) - w142) * Float(bitPattern: 0x3f000000))
-        var w159: Float = w146
-        var w160: Float = w139
-        var w161: Float = (((w139 + w143) + w147) * Float(bitPattern: 0x3f000000))
-        var w162: Float = (((w139 + w147) - w143) * Float(bitPattern: 0x3f000000))
-        var w163: Float = w147
-        arena[((3145760 +% (ci134 *% 16)) +% ((part133 *% 8) +% co135))] = w148
-        arena[((3146016 +% (ci134 *% 16)) +% ((part133 *% 8) +% co135))] = w149
-        arena[((3146272 +% (ci134 *% 16)) +% ((part133 *% 8) +% co135))] = w150
-        arena[((3146528 +% (ci134 *% 16)) +% ((part133 *% 8) +% co135))] = w151
-        arena[((3146784 +% (ci134 *% 16)) +% ((part133 *% 8) +% co135))] = w152
-        arena[((3147040 +% (ci134 *% 16)) +% ((part133 *% 8) +% co135))] = w153
-        arena[((3147296 +% (ci134 *% 16)) +% ((part133 *% 8) +% co135))] = w154
-        arena[((3147552 +% (ci134 *% 16)) +% ((part133 *% 8) +% co135))] = w155
-        arena[((3147808 +% (ci134 *% 16)) +% ((part133 *% 8) +% co135))] = w156
-        arena[((3148064 +% (ci134 *% 16)) +% ((part133 *% 8) +% co135))] = w157
-        arena[((3148320 +% (ci134 *% 16)) +% ((part133 *% 8) +% co135))] = w158
-        arena[((3148576 +% (ci134 *% 16)) +% ((part133 *% 8) +% co135))] = w159
-        arena[((3148832 +% (ci134 *% 16)) +% ((part133 *% 8) +% co135))] = w160
-        arena[((3149088 +% (ci134 *% 16)) +% ((part133 *% 8) +% co135))] = w161
-        arena[((3149344 +% (ci134 *% 16)) +% ((part133 *% 8) +% co135))] = w162
-        arena[((3149600 +% (ci134 *% 16)) +% ((part133 *% 8) +% co135))] = w163
+  parallelFor(pool, 2) { part134 in
+    for ci135 in 0..<16 {
+      for co136 in 0..<8 {
+        var w137: Float = params[(2800 +% (((((part134 *% 8) +% co136) *% 16) +% ci135) *% 9))]
+        var w138: Float = (((params[(2800 +% (((((part134 *% 8) +% co136) *% 16) +% ci135) *% 9))] + params[((2800 +% (((((part134 *% 8) +% co136) *% 16) +% ci135) *% 9)) +% 3)]) + params[((2800 +% (((((part134 *% 8) +% co136) *% 16) +% ci135) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
+        var w139: Float = (((params[(2800 +% (((((part134 *% 8) +% co136) *% 16) +% ci135) *% 9))] + params[((2800 +% (((((part134 *% 8) +% co136) *% 16) +% ci135) *% 9)) +% 6)]) - params[((2800 +% (((((part134 *% 8) +% co136) *% 16) +% ci135) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
+        var w140: Float = params[((2800 +% (((((part134 *% 8) +% co136) *% 16) +% ci135) *% 9)) +% 6)]
+        var w141: Float = params[((2800 +% (((((part134 *% 8) +% co136) *% 16) +% ci135) *% 9)) +% 1)]
+        var w142: Float = (((params[((2800 +% (((((part134 *% 8) +% co136) *% 16) +% ci135) *% 9)) +% 1)] + params[((2800 +% (((((part134 *% 8) +% co136) *% 16) +% ci135) *% 9)) +% 4)]) + params[((2800 +% (((((part134 *% 8) +% co136) *% 16) +% ci135) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
+        var w143: Float = (((params[((2800 +% (((((part134 *% 8) +% co136) *% 16) +% ci135) *% 9)) +% 1)] + params[((2800 +% (((((part134 *% 8) +% co136) *% 16) +% ci135) *% 9)) +% 7)]) - params[((2800 +% (((((part134 *% 8) +% co136) *% 16) +% ci135) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
+        var w144: Float = params[((2800 +% (((((part134 *% 8) +% co136) *% 16) +% ci135) *% 9)) +% 7)]
+        var w145: Float = params[((2800 +% (((((part134 *% 8) +% co136) *% 16) +% ci135) *% 9)) +% 2)]
+        var w146: Float = (((params[((2800 +% (((((part134 *% 8) +% co136) *% 16) +% ci135) *% 9)) +% 2)] + params[((2800 +% (((((part134 *% 8) +% co136) *% 16) +% ci135) *% 9)) +% 5)]) + params[((2800 +% (((((part134 *% 8) +% co136) *% 16) +% ci135) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
+        var w147: Float = (((params[((2800 +% (((((part134 *% 8) +% co136) *% 16) +% ci135) *% 9)) +% 2)] + params[((2800 +% (((((part134 *% 8) +% co136) *% 16) +% ci135) *% 9)) +% 8)]) - params[((2800 +% (((((part134 *% 8) +% co136) *% 16) +% ci135) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
+        var w148: Float = params[((2800 +% (((((part134 *% 8) +% co136) *% 16) +% ci135) *% 9)) +% 8)]
+        var w149: Float = w137
+        var w150: Float = (((w137 + w141) + w145) * Float(bitPattern: 0x3f000000))
+        var w151: Float = (((w137 + w145) - w141) * Float(bitPattern: 0x3f000000))
+        var w152: Float = w145
+        var w153: Float = w138
+        var w154: Float = (((w138 + w142) + w146) * Float(bitPattern: 0x3f000000))
+        var w155: Float = (((w138 + w146) - w142) * Float(bitPattern: 0x3f000000))
+        var w156: Float = w146
+        var w157: Float = w139
+        var w158: Float = (((w139 + w143) + w147) * Float(bitPattern: 0x3f000000))
+        var w159: Float = (((w139 + w147) - w143) * Float(bitPattern: 0x3f000000))
+        var w160: Float = w147
+        var w161: Float = w140
+        var w162: Float = (((w140 + w144) + w148) * Float(bitPattern: 0x3f000000))
+        var w163: Float = (((w140 + w148) - w144) * Float(bitPattern: 0x3f000000))
+        var w164: Float = w148
+        arena[((3145760 +% (ci135 *% 16)) +% ((part134 *% 8) +% co136))] = w149
+        arena[((3146016 +% (ci135 *% 16)) +% ((part134 *% 8) +% co136))] = w150
+        arena[((3146272 +% (ci135 *% 16)) +% ((part134 *% 8) +% co136))] = w151
+        arena[((3146528 +% (ci135 *% 16)) +% ((part134 *% 8) +% co136))] = w152
+        arena[((3146784 +% (ci135 *% 16)) +% ((part134 *% 8) +% co136))] = w153
+        arena[((3147040 +% (ci135 *% 16)) +% ((part134 *% 8) +% co136))] = w154
+        arena[((3147296 +% (ci135 *% 16)) +% ((part134 *% 8) +% co136))] = w155
+        arena[((3147552 +% (ci135 *% 16)) +% ((part134 *% 8) +% co136))] = w156
+        arena[((3147808 +% (ci135 *% 16)) +% ((part134 *% 8) +% co136))] = w157
+        arena[((3148064 +% (ci135 *% 16)) +% ((part134 *% 8) +% co136))] = w158
+        arena[((3148320 +% (ci135 *% 16)) +% ((part134 *% 8) +% co136))] = w159
+        arena[((3148576 +% (ci135 *% 16)) +% ((part134 *% 8) +% co136))] = w160
+        arena[((3148832 +% (ci135 *% 16)) +% ((part134 *% 8) +% co136))] = w161
+        arena[((3149088 +% (ci135 *% 16)) +% ((part134 *% 8) +% co136))] = w162
+        arena[((3149344 +% (ci135 *% 16)) +% ((part134 *% 8) +% co136))] = w163
+        arena[((3149600 +% (ci135 *% 16)) +% ((part134 *% 8) +% co136))] = w164
       }
     }
   }
-  for i164 in 0..<2312 {
-    storeVector(arena, ((i164 *% 8) +% 3149856), Vector(repeating: Float(0)))
+  for i165 in 0..<2312 {
+    storeVector(arena, ((i165 *% 8) +% 3149856), Vector(repeating: Float(0)))
   }
-  for g165 in 0..<64 {
-    for j166 in 0..<1 {
-      for c167 in 0..<16 {
-        for iy168 in 0..<32 {
-          for ix169 in 0..<32 {
-            arena[(3149856 +% ((((j166 *% 18496) +% ((iy168 +% 1) *% 544)) +% ((ix169 +% 1) *% 16)) +% c167))] = arena[((((1048608 +% ((g165 +% j166) *% 16384)) +% (c167 *% 1024)) +% (iy168 *% 32)) +% ix169)]
+  for g166 in 0..<64 {
+    for j167 in 0..<1 {
+      for c168 in 0..<16 {
+        for iy169 in 0..<32 {
+          for ix170 in 0..<32 {
+            arena[(3149856 +% ((((j167 *% 18496) +% ((iy169 +% 1) *% 544)) +% ((ix170 +% 1) *% 16)) +% c168))] = arena[((((1048608 +% ((g166 +% j167) *% 16384)) +% (c168 *% 1024)) +% (iy169 *% 32)) +% ix170)]
           }
         }
       }
     }
-    for j170 in 0..<1 {
-      for ty171 in 0..<16 {
-        for tx172 in 0..<16 {
-          for cv173 in 0..<2 {
-            let w174 = (loadVector(arena, (3149856 +% ((((j170 *% 18496) +% ((ty171 *% 2) *% 544)) +% ((tx172 *% 2) *% 16)) +% (cv173 *% 8)))) - loadVector(arena, (3149856 +% ((((j170 *% 18496) +% (((ty171 *% 2) +% 2) *% 544)) +% ((tx172 *% 2) *% 16)) +% (cv173 *% 8)))))
-            let w175 = (loadVector(arena, (3149856 +% ((((j170 *% 18496) +% (((ty171 *% 2) +% 1) *% 544)) +% ((tx172 *% 2) *% 16)) +% (cv173 *% 8)))) + loadVector(arena, (3149856 +% ((((j170 *% 18496) +% (((ty171 *% 2) +% 2) *% 544)) +% ((tx172 *% 2) *% 16)) +% (cv173 *% 8)))))
-            let w176 = (loadVector(arena, (3149856 +% ((((j170 *% 18496) +% (((ty171 *% 2) +% 2) *% 544)) +% ((tx172 *% 2) *% 16)) +% (cv173 *% 8)))) - loadVector(arena, (3149856 +% ((((j170 *% 18496) +% (((ty171 *% 2) +% 1) *% 544)) +% ((tx172 *% 2) *% 16)) +% (cv173 *% 8)))))
-            let w177 = (loadVector(arena, (3149856 +% ((((j170 *% 18496) +% (((ty171 *% 2) +% 1) *% 544)) +% ((tx172 *% 2) *% 16)) +% (cv173 *% 8)))) - loadVector(arena, (3149856 +% ((((j170 *% 18496) +% (((ty171 *% 2) +% 3) *% 544)) +% ((tx172 *% 2) *% 16)) +% (cv173 *% 8)))))
-            let w178 = (loadVector(arena, (3149856 +% ((((j170 *% 18496) +% ((ty171 *% 2) *% 544)) +% (((tx172 *% 2) +% 1) *% 16)) +% (cv173 *% 8)))) - loadVector(arena, (3149856 +% ((((j170 *% 18496) +% (((ty171 *% 2) +% 2) *% 544)) +% (((tx172 *% 2) +% 1) *% 16)) +% (cv173 *% 8)))))
-            let w179 = (loadVector(arena, (3149856 +% ((((j170 *% 18496) +% (((ty171 *% 2) +% 1) *% 544)) +% (((tx172 *% 2) +% 1) *% 16)) +% (cv173 *% 8)))) + loadVector(arena, (3149856 +% ((((j170 *% 18496) +% (((ty171 *% 2) +% 2) *% 544)) +% (((tx172 *% 2) +% 1) *% 16)) +% (cv173 *% 8)))))
-            let w180 = (loadVector(arena, (3149856 +% ((((j170 *% 18496) +% (((ty171 *% 2) +% 2) *% 544)) +% (((tx172 *% 2) +% 1) *% 16)) +% (cv173 *% 8)))) - loadVector(arena, (3149856 +% ((((j170 *% 18496) +% (((ty171 *% 2) +% 1) *% 544)) +% (((tx172 *% 2) +% 1) *% 16)) +% (cv173 *% 8)))))
-            let w181 = (loadVector(arena, (3149856 +% ((((j170 *% 18496) +% (((ty171 *% 2) +% 1) *% 544)) +% (((tx172 *% 2) +% 1) *% 16)) +% (cv173 *% 8)))) - loadVector(arena, (3149856 +% ((((j170 *% 18496) +% (((ty171 *% 2) +% 3) *% 544)) +% (((tx172 *% 2) +% 1) *% 16)) +% (cv173 *% 8)))))
-            let w182 = (loadVector(arena, (3149856 +% ((((j170 *% 18496) +% ((ty171 *% 2) *% 544)) +% (((tx172 *% 2) +% 2) *% 16)) +% (cv173 *% 8)))) - loadVector(arena, (3149856 +% ((((j170 *% 18496) +% (((ty171 *% 2) +% 2) *% 544)) +% (((tx172 *% 2) +% 2) *% 16)) +% (cv173 *% 8)))))
-            let w183 = (loadVector(arena, (3149856 +% ((((j170 *% 18496) +% (((ty171 *% 2) +% 1) *% 544)) +% (((tx172 *% 2) +% 2) *% 16)) +% (cv173 *% 8)))) + loadVector(arena, (3149856 +% ((((j170 *% 18496) +% (((ty171 *% 2) +% 2) *% 544)) +% (((tx172 *% 2) +% 2) *% 16)) +% (cv173 *% 8)))))
-            let w184 = (loadVector(arena, (3149856 +% ((((j170 *% 18496) +% (((ty171 *% 2) +% 2) *% 544)) +% (((tx172 *% 2) +% 2) *% 16)) +% (cv173 *% 8)))) - loadVector(arena, (3149856 +% ((((j170 *% 18496) +% (((ty171 *% 2) +% 1) *% 544)) +% (((tx172 *% 2) +% 2) *% 16)) +% (cv173 *% 8)))))
-            let w185 = (loadVector(arena, (3149856 +% ((((j170 *% 18496) +% (((ty171 *% 2) +% 1) *% 544)) +% (((tx172 *% 2) +% 2) *% 16)) +% (cv173 *% 8)))) - loadVector(arena, (3149856 +% ((((j170 *% 18496) +% (((ty171 *% 2) +% 3) *% 544)) +% (((tx172 *% 2) +% 2) *% 16)) +% (cv173 *% 8)))))
-            let w186 = (loadVector(arena, (3149856 +% ((((j170 *% 18496) +% ((ty171 *% 2) *% 544)) +% (((tx172 *% 2) +% 3) *% 16)) +% (cv173 *% 8)))) - loadVector(arena, (3149856 +% ((((j170 *% 18496) +% (((ty171 *% 2) +% 2) *% 544)) +% (((tx172 *% 2) +% 3) *% 16)) +% (cv173 *% 8)))))
-            let w187 = (loadVector(arena, (3149856 +% ((((j170 *% 18496) +% (((ty171 *% 2) +% 1) *% 544)) +% (((tx172 *% 2) +% 3) *% 16)) +% (cv173 *% 8)))) + loadVector(arena, (3149856 +% ((((j170 *% 18496) +% (((ty171 *% 2) +% 2) *% 544)) +% (((tx172 *% 2) +% 3) *% 16)) +% (cv173 *% 8)))))
-            let w188 = (loadVector(arena, (3149856 +% ((((j170 *% 18496) +% (((ty171 *% 2) +% 2) *% 544)) +% (((tx172 *% 2) +% 3) *% 16)) +% (cv173 *% 8)))) - loadVector(arena, (3149856 +% ((((j170 *% 18496) +% (((ty171 *% 2) +% 1) *% 544)) +% (((tx172 *% 2) +% 3) *% 16)) +% (cv173 *% 8)))))
-            let w189 = (loadVector(arena, (3149856 +% ((((j170 *% 18496) +% (((ty171 *% 2) +% 1) *% 544)) +% (((tx172 *% 2) +% 3) *% 16)) +% (cv173 *% 8)))) - loadVector(arena, (3149856 +% ((((j170 *% 18496) +% (((ty171 *% 2) +% 3) *% 544)) +% (((tx172 *% 2) +% 3) *% 16)) +% (cv173 *% 8)))))
-            let w190 = (w174 - w182)
-            let w191 = (w178 + w182)
-            let w192 = (w182 - w178)
-            let w193 = (w178 - w186)
-            let w194 = (w175 - w183)
-            let w195 = (w179 + w183)
-            let w196 = (w183 - w179)
-            let w197 = (w179 - w187)
-            let w198 = (w176 - w184)
-            let w199 = (w180 + w184)
-            let w200 = (w184 - w180)
-            let w201 = (w180 - w188)
-            let w202 = (w177 - w185)
-            let w203 = (w181 + w185)
-            let w204 = (w185 - w181)
-            let w205 = (w181 - w189)
-            storeVector(arena, ((3168352 +% ((((j170 *% 256) +% (ty171 *% 16)) +% tx172) *% 16)) +% (cv173 *% 8)), w190)
-            storeVector(arena, ((3172448 +% ((((j170 *% 256) +% (ty171 *% 16)) +% tx172) *% 16)) +% (cv173 *% 8)), w191)
-            storeVector(arena, ((3176544 +% ((((j170 *% 256) +% (ty171 *% 16)) +% tx172) *% 16)) +% (cv173 *% 8)), w192)
-            storeVector(arena, ((3180640 +% ((((j170 *% 256) +% (ty171 *% 16)) +% tx172) *% 16)) +% (cv173 *% 8)), w193)
-            storeVector(arena, ((3184736 +% ((((j170 *% 256) +% (ty171 *% 16)) +% tx172) *% 16)) +% (cv173 *% 8)), w194)
-            storeVector(arena, ((3188832 +% ((((j170 *% 256) +% (ty171 *% 16)) +% tx172) *% 16)) +% (cv173 *% 8)), w195)
-            storeVector(arena, ((3192928 +% ((((j170 *% 256) +% (ty171 *% 16)) +% tx172) *% 16)) +% (cv173 *% 8)), w196)
-            storeVector(arena, ((3197024 +% ((((j170 *% 256) +% (ty171 *% 16)) +% tx172) *% 16)) +% (cv173 *% 8)), w197)
-            storeVector(arena, ((3201120 +% ((((j170 *% 256) +% (ty171 *% 16)) +% tx172) *% 16)) +% (cv173 *% 8)), w198)
-            storeVector(arena, ((3205216 +% ((((j170 *% 256) +% (ty171 *% 16)) +% tx172) *% 16)) +% (cv173 *% 8)), w199)
-            storeVector(arena, ((3209312 +% ((((j170 *% 256) +% (ty171 *% 16)) +% tx172) *% 16)) +% (cv173 *% 8)), w200)
-            storeVector(arena, ((3213408 +% ((((j170 *% 256) +% (ty171 *% 16)) +% tx172) *% 16)) +% (cv173 *% 8)), w201)
-            storeVector(arena, ((3217504 +% ((((j170 *% 256) +% (ty171 *% 16)) +% tx172) *% 16)) +% (cv173 *% 8)), w202)
-            storeVector(arena, ((3221600 +% ((((j170 *% 256) +% (ty171 *% 16)) +% tx172) *% 16)) +% (cv173 *% 8)), w203)
-            storeVector(arena, ((3225696 +% ((((j170 *% 256) +% (ty171 *% 16)) +% tx172) *% 16)) +% (cv173 *% 8)), w204)
-            storeVector(arena, ((3229792 +% ((((j170 *% 256) +% (ty171 *% 16)) +% tx172) *% 16)) +% (cv173 *% 8)), w205)
+    for j171 in 0..<1 {
+      for ty172 in 0..<16 {
+        for tx173 in 0..<16 {
+          for cv174 in 0..<2 {
+            let w175 = (loadVector(arena, (3149856 +% ((((j171 *% 18496) +% ((ty172 *% 2) *% 544)) +% ((tx173 *% 2) *% 16)) +% (cv174 *% 8)))) - loadVector(arena, (3149856 +% ((((j171 *% 18496) +% (((ty172 *% 2) +% 2) *% 544)) +% ((tx173 *% 2) *% 16)) +% (cv174 *% 8)))))
+            let w176 = (loadVector(arena, (3149856 +% ((((j171 *% 18496) +% (((ty172 *% 2) +% 1) *% 544)) +% ((tx173 *% 2) *% 16)) +% (cv174 *% 8)))) + loadVector(arena, (3149856 +% ((((j171 *% 18496) +% (((ty172 *% 2) +% 2) *% 544)) +% ((tx173 *% 2) *% 16)) +% (cv174 *% 8)))))
+            let w177 = (loadVector(arena, (3149856 +% ((((j171 *% 18496) +% (((ty172 *% 2) +% 2) *% 544)) +% ((tx173 *% 2) *% 16)) +% (cv174 *% 8)))) - loadVector(arena, (3149856 +% ((((j171 *% 18496) +% (((ty172 *% 2) +% 1) *% 544)) +% ((tx173 *% 2) *% 16)) +% (cv174 *% 8)))))
+            let w178 = (loadVector(arena, (3149856 +% ((((j171 *% 18496) +% (((ty172 *% 2) +% 1) *% 544)) +% ((tx173 *% 2) *% 16)) +% (cv174 *% 8)))) - loadVector(arena, (3149856 +% ((((j171 *% 18496) +% (((ty172 *% 2) +% 3) *% 544)) +% ((tx173 *% 2) *% 16)) +% (cv174 *% 8)))))
+            let w179 = (loadVector(arena, (3149856 +% ((((j171 *% 18496) +% ((ty172 *% 2) *% 544)) +% (((tx173 *% 2) +% 1) *% 16)) +% (cv174 *% 8)))) - loadVector(arena, (3149856 +% ((((j171 *% 18496) +% (((ty172 *% 2) +% 2) *% 544)) +% (((tx173 *% 2) +% 1) *% 16)) +% (cv174 *% 8)))))
+            let w180 = (loadVector(arena, (3149856 +% ((((j171 *% 18496) +% (((ty172 *% 2) +% 1) *% 544)) +% (((tx173 *% 2) +% 1) *% 16)) +% (cv174 *% 8)))) + loadVector(arena, (3149856 +% ((((j171 *% 18496) +% (((ty172 *% 2) +% 2) *% 544)) +% (((tx173 *% 2) +% 1) *% 16)) +% (cv174 *% 8)))))
+            let w181 = (loadVector(arena, (3149856 +% ((((j171 *% 18496) +% (((ty172 *% 2) +% 2) *% 544)) +% (((tx173 *% 2) +% 1) *% 16)) +% (cv174 *% 8)))) - loadVector(arena, (3149856 +% ((((j171 *% 18496) +% (((ty172 *% 2) +% 1) *% 544)) +% (((tx173 *% 2) +% 1) *% 16)) +% (cv174 *% 8)))))
+            let w182 = (loadVector(arena, (3149856 +% ((((j171 *% 18496) +% (((ty172 *% 2) +% 1) *% 544)) +% (((tx173 *% 2) +% 1) *% 16)) +% (cv174 *% 8)))) - loadVector(arena, (3149856 +% ((((j171 *% 18496) +% (((ty172 *% 2) +% 3) *% 544)) +% (((tx173 *% 2) +% 1) *% 16)) +% (cv174 *% 8)))))
+            let w183 = (loadVector(arena, (3149856 +% ((((j171 *% 18496) +% ((ty172 *% 2) *% 544)) +% (((tx173 *% 2) +% 2) *% 16)) +% (cv174 *% 8)))) - loadVector(arena, (3149856 +% ((((j171 *% 18496) +% (((ty172 *% 2) +% 2) *% 544)) +% (((tx173 *% 2) +% 2) *% 16)) +% (cv174 *% 8)))))
+            let w184 = (loadVector(arena, (3149856 +% ((((j171 *% 18496) +% (((ty172 *% 2) +% 1) *% 544)) +% (((tx173 *% 2) +% 2) *% 16)) +% (cv174 *% 8)))) + loadVector(arena, (3149856 +% ((((j171 *% 18496) +% (((ty172 *% 2) +% 2) *% 544)) +% (((tx173 *% 2) +% 2) *% 16)) +% (cv174 *% 8)))))
+            let w185 = (loadVector(arena, (3149856 +% ((((j171 *% 18496) +% (((ty172 *% 2) +% 2) *% 544)) +% (((tx173 *% 2) +% 2) *% 16)) +% (cv174 *% 8)))) - loadVector(arena, (3149856 +% ((((j171 *% 18496) +% (((ty172 *% 2) +% 1) *% 544)) +% (((tx173 *% 2) +% 2) *% 16)) +% (cv174 *% 8)))))
+            let w186 = (loadVector(arena, (3149856 +% ((((j171 *% 18496) +% (((ty172 *% 2) +% 1) *% 544)) +% (((tx173 *% 2) +% 2) *% 16)) +% (cv174 *% 8)))) - loadVector(arena, (3149856 +% ((((j171 *% 18496) +% (((ty172 *% 2) +% 3) *% 544)) +% (((tx173 *% 2) +% 2) *% 16)) +% (cv174 *% 8)))))
+            let w187 = (loadVector(arena, (3149856 +% ((((j171 *% 18496) +% ((ty172 *% 2) *% 544)) +% (((tx173 *% 2) +% 3) *% 16)) +% (cv174 *% 8)))) - loadVector(arena, (3149856 +% ((((j171 *% 18496) +% (((ty172 *% 2) +% 2) *% 544)) +% (((tx173 *% 2) +% 3) *% 16)) +% (cv174 *% 8)))))
+            let w188 = (loadVector(arena, (3149856 +% ((((j171 *% 18496) +% (((ty172 *% 2) +% 1) *% 544)) +% (((tx173 *% 2) +% 3) *% 16)) +% (cv174 *% 8)))) + loadVector(arena, (3149856 +% ((((j171 *% 18496) +% (((ty172 *% 2) +% 2) *% 544)) +% (((tx173 *% 2) +% 3) *% 16)) +% (cv174 *% 8)))))
+            let w189 = (loadVector(arena, (3149856 +% ((((j171 *% 18496) +% (((ty172 *% 2) +% 2) *% 544)) +% (((tx173 *% 2) +% 3) *% 16)) +% (cv174 *% 8)))) - loadVector(arena, (3149856 +% ((((j171 *% 18496) +% (((ty172 *% 2) +% 1) *% 544)) +% (((tx173 *% 2) +% 3) *% 16)) +% (cv174 *% 8)))))
+            let w190 = (loadVector(arena, (3149856 +% ((((j171 *% 18496) +% (((ty172 *% 2) +% 1) *% 544)) +% (((tx173 *% 2) +% 3) *% 16)) +% (cv174 *% 8)))) - loadVector(arena, (3149856 +% ((((j171 *% 18496) +% (((ty172 *% 2) +% 3) *% 544)) +% (((tx173 *% 2) +% 3) *% 16)) +% (cv174 *% 8)))))
+            let w191 = (w175 - w183)
+            let w192 = (w179 + w183)
+            let w193 = (w183 - w179)
+            let w194 = (w179 - w187)
+            let w195 = (w176 - w184)
+            let w196 = (w180 + w184)
+            let w197 = (w184 - w180)
+            let w198 = (w180 - w188)
+            let w199 = (w177 - w185)
+            let w200 = (w181 + w185)
+            let w201 = (w185 - w181)
+            let w202 = (w181 - w189)
+            let w203 = (w178 - w186)
+            let w204 = (w182 + w186)
+            let w205 = (w186 - w182)
+            let w206 = (w182 - w190)
+            storeVector(arena, ((3168352 +% ((((j171 *% 256) +% (ty172 *% 16)) +% tx173) *% 16)) +% (cv174 *% 8)), w191)
+            storeVector(arena, ((3172448 +% ((((j171 *% 256) +% (ty172 *% 16)) +% tx173) *% 16)) +% (cv174 *% 8)), w192)
+            storeVector(arena, ((3176544 +% ((((j171 *% 256) +% (ty172 *% 16)) +% tx173) *% 16)) +% (cv174 *% 8)), w193)
+            storeVector(arena, ((3180640 +% ((((j171 *% 256) +% (ty172 *% 16)) +% tx173) *% 16)) +% (cv174 *% 8)), w194)
+            storeVector(arena, ((3184736 +% ((((j171 *% 256) +% (ty172 *% 16)) +% tx173) *% 16)) +% (cv174 *% 8)), w195)
+            storeVector(arena, ((3188832 +% ((((j171 *% 256) +% (ty172 *% 16)) +% tx173) *% 16)) +% (cv174 *% 8)), w196)
+            storeVector(arena, ((3192928 +% ((((j171 *% 256) +% (ty172 *% 16)) +% tx173) *% 16)) +% (cv174 *% 8)), w197)
+            storeVector(arena, ((3197024 +% ((((j171 *% 256) +% (ty172 *% 16)) +% tx173) *% 16)) +% (cv174 *% 8)), w198)
+            storeVector(arena, ((3201120 +% ((((j171 *% 256) +% (ty172 *% 16)) +% tx173) *% 16)) +% (cv174 *% 8)), w199)
+            storeVector(arena, ((3205216 +% ((((j171 *% 256) +% (ty172 *% 16)) +% tx173) *% 16)) +% (cv174 *% 8)), w200)
+            storeVector(arena, ((3209312 +% ((((j171 *% 256) +% (ty172 *% 16)) +% tx173) *% 16)) +% (cv174 *% 8)), w201)
+            storeVector(arena, ((3213408 +% ((((j171 *% 256) +% (ty172 *% 16)) +% tx173) *% 16)) +% (cv174 *% 8)), w202)
+            storeVector(arena, ((3217504 +% ((((j171 *% 256) +% (ty172 *% 16)) +% tx173) *% 16)) +% (cv174 *% 8)), w203)
+            storeVector(arena, ((3221600 +% ((((j171 *% 256) +% (ty172 *% 16)) +% tx173) *% 16)) +% (cv174 *% 8)), w204)
+            storeVector(arena, ((3225696 +% ((((j171 *% 256) +% (ty172 *% 16)) +% tx173) *% 16)) +% (cv174 *% 8)), w205)
+            storeVector(arena, ((3229792 +% ((((j171 *% 256) +% (ty172 *% 16)) +% tx173) *% 16)) +% (cv174 *% 8)), w206)
           }
         }
       }
     }
-    parallelFor(pool, 2) { part206 in
-      for xi207 in 0..<16 {
-        do {  // gemm214
-          for nb208 in 0..<1 {
-            for mb209 in 0..<18 {
-              var t210_c0_0 = Vector()
-              var t210_c1_0 = Vector()
-              var t210_c2_0 = Vector()
-              var t210_c3_0 = Vector()
-              var t210_c4_0 = Vector()
-              var t210_c5_0 = Vector()
-              var t210_c6_0 = Vector()
-              var t210_c7_0 = Vector()
-              var t210_c8_0 = Vector()
-              var t210_c9_0 = Vector()
-              var t210_c10_0 = Vector()
-              var t210_c11_0 = Vector()
-              var t210_c12_0 = Vector()
-              var t210_c13_0 = Vector()
-              for k211 in 0..<16 {
-                let t210_b0 = loadVector(arena, ((((3145760 +% (xi207 *% 256)) +% (part206 *% 8)) +% (k211 *% 16)) +% (nb208 *% 8)))
-                let t210_a0 = Vector(repeating: arena[(((3168352 +% (xi207 *% 4096)) +% ((mb209 *% 14) *% 16)) +% k211)])
-                t210_c0_0 = t210_c0_0.addingProduct(t210_a0, t210_b0)
-                let t210_a1 = Vector(repeating: arena[(((3168352 +% (xi207 *% 4096)) +% (((mb209 *% 14) +% 1) *% 16)) +% k211)])
-                t210_c1_0 = t210_c1_0.addingProduct(t210_a1, t210_b0)
-                let t210_a2 = Vector(repeating: arena[(((3168352 +% (xi207 *% 4096)) +% (((mb209 *% 14) +% 2) *% 16)) +% k211)])
-                t210_c2_0 = t210_c2_0.addingProduct(t210_a2, t210_b0)
-                let t210_a3 = Vector(repeating: arena[(((3168352 +% (xi207 *% 4096)) +% (((mb209 *% 14) +% 3) *% 16)) +% k211)])
-                t210_c3_0 = t210_c3_0.addingProduct(t210_a3, t210_b0)
-                let t210_a4 = Vector(repeating: arena[(((3168352 +% (xi207 *% 4096)) +% (((mb209 *% 14) +% 4) *% 16)) +% k211)])
-                t210_c4_0 = t210_c4_0.addingProduct(t210_a4, t210_b0)
-                let t210_a5 = Vector(repeating: arena[(((3168352 +% (xi207 *% 4096)) +% (((mb209 *% 14) +% 5) *% 16)) +% k211)])
-                t210_c5_0 = t210_c5_0.addingProduct(t210_a5, t210_b0)
-                let t210_a6 = Vector(repeating: arena[(((3168352 +% (xi207 *% 4096)) +% (((mb209 *% 14) +% 6) *% 16)) +% k211)])
-                t210_c6_0 = t210_c6_0.addingProduct(t210_a6, t210_b0)
-                let t210_a7 = Vector(repeating: arena[(((3168352 +% (xi207 *% 4096)) +% (((mb209 *% 14) +% 7) *% 16)) +% k211)])
-                t210_c7_0 = t210_c7_0.addingProduct(t210_a7, t210_b0)
-                let t210_a8 = Vector(repeating: arena[(((3168352 +% (xi207 *% 4096)) +% (((mb209 *% 14) +% 8) *% 16)) +% k211)])
-                t210_c8_0 = t210_c8_0.addingProduct(t210_a8, t210_b0)
-                let t210_a9 = Vector(repeating: arena[(((3168352 +% (xi207 *% 4096)) +% (((mb209 *% 14) +% 9) *% 16)) +% k211)])
-                t210_c9_0 = t210_c9_0.addingProduct(t210_a9, t210_b0)
-                let t210_a10 = Vector(repeating: arena[(((3168352 +% (xi207 *% 4096)) +% (((mb209 *% 14) +% 10) *% 16)) +% k211)])
-                t210_c10_0 = t210_c10_0.addingProduct(t210_a10, t210_b0)
-                let t210_a11 = Vector(repeating: arena[(((3168352 +% (xi207 *% 4096)) +% (((mb209 *% 14) +% 11) *% 16)) +% k211)])
-                t210_c11_0 = t210_c11_0.addingProduct(t210_a11, t210_b0)
-                let t210_a12 = Vector(repeating: arena[(((3168352 +% (xi207 *% 4096)) +% (((mb209 *% 14) +% 12) *% 16)) +% k211)])
-                t210_c12_0 = t210_c12_0.addingProduct(t210_a12, t210_b0)
-                let t210_a13 = Vector(repeating: arena[(((3168352 +% (xi207 *% 4096)) +% (((mb209 *% 14) +% 13) *% 16)) +% k211)])
-                t210_c13_0 = t210_c13_0.addingProduct(t210_a13, t210_b0)
+    parallelFor(pool, 2) { part207 in
+      for xi208 in 0..<16 {
+        do {  // gemm215
+          for nb209 in 0..<1 {
+            for mb210 in 0..<18 {
+              var t211_c0_0 = Vector()
+              var t211_c1_0 = Vector()
+              var t211_c2_0 = Vector()
+              var t211_c3_0 = Vector()
+              var t211_c4_0 = Vector()
+              var t211_c5_0 = Vector()
+              var t211_c6_0 = Vector()
+              var t211_c7_0 = Vector()
+              var t211_c8_0 = Vector()
+              var t211_c9_0 = Vector()
+              var t211_c10_0 = Vector()
+              var t211_c11_0 = Vector()
+              var t211_c12_0 = Vector()
+              var t211_c13_0 = Vector()
+              for k212 in 0..<16 {
+                let t211_b0 = loadVector(arena, ((((3145760 +% (xi208 *% 256)) +% (part207 *% 8)) +% (k212 *% 16)) +% (nb209 *% 8)))
+                let t211_a0 = Vector(repeating: arena[(((3168352 +% (xi208 *% 4096)) +% ((mb210 *% 14) *% 16)) +% k212)])
+                t211_c0_0 = t211_c0_0.addingProduct(t211_a0, t211_b0)
+                let t211_a1 = Vector(repeating: arena[(((3168352 +% (xi208 *% 4096)) +% (((mb210 *% 14) +% 1) *% 16)) +% k212)])
+                t211_c1_0 = t211_c1_0.addingProduct(t211_a1, t211_b0)
+                let t211_a2 = Vector(repeating: arena[(((3168352 +% (xi208 *% 4096)) +% (((mb210 *% 14) +% 2) *% 16)) +% k212)])
+                t211_c2_0 = t211_c2_0.addingProduct(t211_a2, t211_b0)
+                let t211_a3 = Vector(repeating: arena[(((3168352 +% (xi208 *% 4096)) +% (((mb210 *% 14) +% 3) *% 16)) +% k212)])
+                t211_c3_0 = t211_c3_0.addingProduct(t211_a3, t211_b0)
+                let t211_a4 = Vector(repeating: arena[(((3168352 +% (xi208 *% 4096)) +% (((mb210 *% 14) +% 4) *% 16)) +% k212)])
+                t211_c4_0 = t211_c4_0.addingProduct(t211_a4, t211_b0)
+                let t211_a5 = Vector(repeating: arena[(((3168352 +% (xi208 *% 4096)) +% (((mb210 *% 14) +% 5) *% 16)) +% k212)])
+                t211_c5_0 = t211_c5_0.addingProduct(t211_a5, t211_b0)
+                let t211_a6 = Vector(repeating: arena[(((3168352 +% (xi208 *% 4096)) +% (((mb210 *% 14) +% 6) *% 16)) +% k212)])
+                t211_c6_0 = t211_c6_0.addingProduct(t211_a6, t211_b0)
+                let t211_a7 = Vector(repeating: arena[(((3168352 +% (xi208 *% 4096)) +% (((mb210 *% 14) +% 7) *% 16)) +% k212)])
+                t211_c7_0 = t211_c7_0.addingProduct(t211_a7, t211_b0)
+                let t211_a8 = Vector(repeating: arena[(((3168352 +% (xi208 *% 4096)) +% (((mb210 *% 14) +% 8) *% 16)) +% k212)])
+                t211_c8_0 = t211_c8_0.addingProduct(t211_a8, t211_b0)
+                let t211_a9 = Vector(repeating: arena[(((3168352 +% (xi208 *% 4096)) +% (((mb210 *% 14) +% 9) *% 16)) +% k212)])
+                t211_c9_0 = t211_c9_0.addingProduct(t211_a9, t211_b0)
+                let t211_a10 = Vector(repeating: arena[(((3168352 +% (xi208 *% 4096)) +% (((mb210 *% 14) +% 10) *% 16)) +% k212)])
+                t211_c10_0 = t211_c10_0.addingProduct(t211_a10, t211_b0)
+                let t211_a11 = Vector(repeating: arena[(((3168352 +% (xi208 *% 4096)) +% (((mb210 *% 14) +% 11) *% 16)) +% k212)])
+                t211_c11_0 = t211_c11_0.addingProduct(t211_a11, t211_b0)
+                let t211_a12 = Vector(repeating: arena[(((3168352 +% (xi208 *% 4096)) +% (((mb210 *% 14) +% 12) *% 16)) +% k212)])
+                t211_c12_0 = t211_c12_0.addingProduct(t211_a12, t211_b0)
+                let t211_a13 = Vector(repeating: arena[(((3168352 +% (xi208 *% 4096)) +% (((mb210 *% 14) +% 13) *% 16)) +% k212)])
+                t211_c13_0 = t211_c13_0.addingProduct(t211_a13, t211_b0)
               }
-              storeVector(arena, ((((3233888 +% (xi207 *% 4096)) +% (part206 *% 8)) +% ((mb209 *% 14) *% 16)) +% (nb208 *% 8)), t210_c0_0)
-              storeVector(arena, ((((3233888 +% (xi207 *% 4096)) +% (part206 *% 8)) +% (((mb209 *% 14) +% 1) *% 16)) +% (nb208 *% 8)), t210_c1_0)
-              storeVector(arena, ((((3233888 +% (xi207 *% 4096)) +% (part206 *% 8)) +% (((mb209 *% 14) +% 2) *% 16)) +% (nb208 *% 8)), t210_c2_0)
-              storeVector(arena, ((((3233888 +% (xi207 *% 4096)) +% (part206 *% 8)) +% (((mb209 *% 14) +% 3) *% 16)) +% (nb208 *% 8)), t210_c3_0)
-              storeVector(arena, ((((3233888 +% (xi207 *% 4096)) +% (part206 *% 8)) +% (((mb209 *% 14) +% 4) *% 16)) +% (nb208 *% 8)), t210_c4_0)
-              storeVector(arena, ((((3233888 +% (xi207 *% 4096)) +% (part206 *% 8)) +% (((mb209 *% 14) +% 5) *% 16)) +% (nb208 *% 8)), t210_c5_0)
-              storeVector(arena, ((((3233888 +% (xi207 *% 4096)) +% (part206 *% 8)) +% (((mb209 *% 14) +% 6) *% 16)) +% (nb208 *% 8)), t210_c6_0)
-              storeVector(arena, ((((3233888 +% (xi207 *% 4096)) +% (part206 *% 8)) +% (((mb209 *% 14) +% 7) *% 16)) +% (nb208 *% 8)), t210_c7_0)
-              storeVector(arena, ((((3233888 +% (xi207 *% 4096)) +% (part206 *% 8)) +% (((mb209 *% 14) +% 8) *% 16)) +% (nb208 *% 8)), t210_c8_0)
-              storeVector(arena, ((((3233888 +% (xi207 *% 4096)) +% (part206 *% 8)) +% (((mb209 *% 14) +% 9) *% 16)) +% (nb208 *% 8)), t210_c9_0)
-              storeVector(arena, ((((3233888 +% (xi207 *% 4096)) +% (part206 *% 8)) +% (((mb209 *% 14) +% 10) *% 16)) +% (nb208 *% 8)), t210_c10_0)
-              storeVector(arena, ((((3233888 +% (xi207 *% 4096)) +% (part206 *% 8)) +% (((mb209 *% 14) +% 11) *% 16)) +% (nb208 *% 8)), t210_c11_0)
-              storeVector(arena, ((((3233888 +% (xi207 *% 4096)) +% (part206 *% 8)) +% (((mb209 *% 14) +% 12) *% 16)) +% (nb208 *% 8)), t210_c12_0)
-              storeVector(arena, ((((3233888 +% (xi207 *% 4096)) +% (part206 *% 8)) +% (((mb209 *% 14) +% 13) *% 16)) +% (nb208 *% 8)), t210_c13_0)
+              storeVector(arena, ((((3233888 +% (xi208 *% 4096)) +% (part207 *% 8)) +% ((mb210 *% 14) *% 16)) +% (nb209 *% 8)), t211_c0_0)
+              storeVector(arena, ((((3233888 +% (xi208 *% 4096)) +% (part207 *% 8)) +% (((mb210 *% 14) +% 1) *% 16)) +% (nb209 *% 8)), t211_c1_0)
+              storeVector(arena, ((((3233888 +% (xi208 *% 4096)) +% (part207 *% 8)) +% (((mb210 *% 14) +% 2) *% 16)) +% (nb209 *% 8)), t211_c2_0)
+              storeVector(arena, ((((3233888 +% (xi208 *% 4096)) +% (part207 *% 8)) +% (((mb210 *% 14) +% 3) *% 16)) +% (nb209 *% 8)), t211_c3_0)
+              storeVector(arena, ((((3233888 +% (xi208 *% 4096)) +% (part207 *% 8)) +% (((mb210 *% 14) +% 4) *% 16)) +% (nb209 *% 8)), t211_c4_0)
+              storeVector(arena, ((((3233888 +% (xi208 *% 4096)) +% (part207 *% 8)) +% (((mb210 *% 14) +% 5) *% 16)) +% (nb209 *% 8)), t211_c5_0)
+              storeVector(arena, ((((3233888 +% (xi208 *% 4096)) +% (part207 *% 8)) +% (((mb210 *% 14) +% 6) *% 16)) +% (nb209 *% 8)), t211_c6_0)
+              storeVector(arena, ((((3233888 +% (xi208 *% 4096)) +% (part207 *% 8)) +% (((mb210 *% 14) +% 7) *% 16)) +% (nb209 *% 8)), t211_c7_0)
+              storeVector(arena, ((((3233888 +% (xi208 *% 4096)) +% (part207 *% 8)) +% (((mb210 *% 14) +% 8) *% 16)) +% (nb209 *% 8)), t211_c8_0)
+              storeVector(arena, ((((3233888 +% (xi208 *% 4096)) +% (part207 *% 8)) +% (((mb210 *% 14) +% 9) *% 16)) +% (nb209 *% 8)), t211_c9_0)
+              storeVector(arena, ((((3233888 +% (xi208 *% 4096)) +% (part207 *% 8)) +% (((mb210 *% 14) +% 10) *% 16)) +% (nb209 *% 8)), t211_c10_0)
+              storeVector(arena, ((((3233888 +% (xi208 *% 4096)) +% (part207 *% 8)) +% (((mb210 *% 14) +% 11) *% 16)) +% (nb209 *% 8)), t211_c11_0)
+              storeVector(arena, ((((3233888 +% (xi208 *% 4096)) +% (part207 *% 8)) +% (((mb210 *% 14) +% 12) *% 16)) +% (nb209 *% 8)), t211_c12_0)
+              storeVector(arena, ((((3233888 +% (xi208 *% 4096)) +% (part207 *% 8)) +% (((mb210 *% 14) +% 13) *% 16)) +% (nb209 *% 8)), t211_c13_0)
             }
-            var t212_c0_0 = Vector()
-            var t212_c1_0 = Vector()
-            var t212_c2_0 = Vector()
-            var t212_c3_0 = Vector()
-            for k213 in 0..<16 {
-              let t212_b0 = loadVector(arena, ((((3145760 +% (xi207 *% 256)) +% (part206 *% 8)) +% (k213 *% 16)) +% (nb208 *% 8)))
-              let t212_a0 = Vector(repeating: arena[(((3168352 +% (xi207 *% 4096)) +% 4032) +% k213)])
-              t212_c0_0 = t212_c0_0.addingProduct(t212_a0, t212_b0)
-              let t212_a1 = Vector(repeating: arena[(((3168352 +% (xi207 *% 4096)) +% 4048) +% k213)])
-              t212_c1_0 = t212_c1_0.addingProduct(t212_a1, t212_b0)
-              let t212_a2 = Vector(repeating: arena[(((3168352 +% (xi207 *% 4096)) +% 4064) +% k213)])
-              t212_c2_0 = t212_c2_0.addingProduct(t212_a2, t212_b0)
-              let t212_a3 = Vector(repeating: arena[(((3168352 +% (xi207 *% 4096)) +% 4080) +% k213)])
-              t212_c3_0 = t212_c3_0.addingProduct(t212_a3, t212_b0)
+            var t213_c0_0 = Vector()
+            var t213_c1_0 = Vector()
+            var t213_c2_0 = Vector()
+            var t213_c3_0 = Vector()
+            for k214 in 0..<16 {
+              let t213_b0 = loadVector(arena, ((((3145760 +% (xi208 *% 256)) +% (part207 *% 8)) +% (k214 *% 16)) +% (nb209 *% 8)))
+              let t213_a0 = Vector(repeating: arena[(((3168352 +% (xi208 *% 4096)) +% 4032) +% k214)])
+              t213_c0_0 = t213_c0_0.addingProduct(t213_a0, t213_b0)
+              let t213_a1 = Vector(repeating: arena[(((3168352 +% (xi208 *% 4096)) +% 4048) +% k214)])
+              t213_c1_0 = t213_c1_0.addingProduct(t213_a1, t213_b0)
+              let t213_a2 = Vector(repeating: arena[(((3168352 +% (xi208 *% 4096)) +% 4064) +% k214)])
+              t213_c2_0 = t213_c2_0.addingProduct(t213_a2, t213_b0)
+              let t213_a3 = Vector(repeating: arena[(((3168352 +% (xi208 *% 4096)) +% 4080) +% k214)])
+              t213_c3_0 = t213_c3_0.addingProduct(t213_a3, t213_b0)
             }
-            storeVector(arena, ((((3233888 +% (xi207 *% 4096)) +% (part206 *% 8)) +% 4032) +% (nb208 *% 8)), t212_c0_0)
-            storeVector(arena, ((((3233888 +% (xi207 *% 4096)) +% (part206 *% 8)) +% 4048) +% (nb208 *% 8)), t212_c1_0)
-            storeVector(arena, ((((3233888 +% (xi207 *% 4096)) +% (part206 *% 8)) +% 4064) +% (nb208 *% 8)), t212_c2_0)
-            storeVector(arena, ((((3233888 +% (xi207 *% 4096)) +% (part206 *% 8)) +% 4080) +% (nb208 *% 8)), t212_c3_0)
+            storeVector(arena, ((((3233888 +% (xi208 *% 4096)) +% (part207 *% 8)) +% 4032) +% (nb209 *% 8)), t213_c0_0)
+            storeVector(arena, ((((3233888 +% (xi208 *% 4096)) +% (part207 *% 8)) +% 4048) +% (nb209 *% 8)), t213_c1_0)
+            storeVector(arena, ((((3233888 +% (xi208 *% 4096)) +% (part207 *% 8)) +% 4064) +% (nb209 *% 8)), t213_c2_0)
+            storeVector(arena, ((((3233888 +% (xi208 *% 4096)) +% (part207 *% 8)) +% 4080) +% (nb209 *% 8)), t213_c3_0)
           }
         }
       }
-      for j215 in 0..<1 {
-        for ty216 in 0..<16 {
-          for tx217 in 0..<16 {
-            for cv218 in 0..<1 {
-              let w219 = ((loadVector(arena, ((3233888 +% ((((j215 *% 256) +% (ty216 *% 16)) +% tx217) *% 16)) +% ((part206 *% 8) +% (cv218 *% 8)))) + loadVector(arena, ((3250272 +% ((((j215 *% 256) +% (ty216 *% 16)) +% tx217) *% 16)) +% ((part206 *% 8) +% (cv218 *% 8))))) + loadVector(arena, ((3266656 +% ((((j215 *% 256) +% (ty216 *% 16)) +% tx217) *% 16)) +% ((part206 *% 8) +% (cv218 *% 8)))))
-              let w220 = ((loadVector(arena, ((3250272 +% ((((j215 *% 256) +% (ty216 *% 16)) +% tx217) *% 16)) +% ((part206 *% 8) +% (cv218 *% 8)))) - loadVector(arena, ((3266656 +% ((((j215 *% 256) +% (ty216 *% 16)) +% tx217) *% 16)) +% ((part206 *% 8) +% (cv218 *% 8))))) - loadVector(arena, ((3283040 +% ((((j215 *% 256) +% (ty216 *% 16)) +% tx217) *% 16)) +% ((part206 *% 8) +% (cv218 *% 8)))))
-              let w221 = ((loadVector(arena, ((3237984 +% ((((j215 *% 256) +% (ty216 *% 16)) +% tx217) *% 16)) +% ((part206 *% 8) +% (cv218 *% 8)))) + loadVector(arena, ((3254368 +% ((((j215 *% 256) +% (ty216 *% 16)) +% tx217) *% 16)) +% ((part206 *% 8) +% (cv218 *% 8))))) + loadVector(arena, ((3270752 +% ((((j215 *% 256) +% (ty216 *% 16)) +% tx217) *% 16)) +% ((part206 *% 8) +% (cv218 *% 8)))))
-              let w222 = ((loadVector(arena, ((3254368 +% ((((j215 *% 256) +% (ty216 *% 16)) +% tx217) *% 16)) +% ((part206 *% 8) +% (cv218 *% 8)))) - loadVector(arena, ((3270752 +% ((((j215 *% 256) +% (ty216 *% 16)) +% tx217) *% 16)) +% ((part206 *% 8) +% (cv218 *% 8))))) - loadVector(arena, ((3287136 +% ((((j215 *% 256) +% (ty216 *% 16)) +% tx217) *% 16)) +% ((part206 *% 8) +% (cv218 *% 8)))))
-              let w223 = ((loadVector(arena, ((3242080 +% ((((j215 *% 256) +% (ty216 *% 16)) +% tx217) *% 16)) +% ((part206 *% 8) +% (cv218 *% 8)))) + loadVector(arena, ((3258464 +% ((((j215 *% 256) +% (ty216 *% 16)) +% tx217) *% 16)) +% ((part206 *% 8) +% (cv218 *% 8))))) + loadVector(arena, ((3274848 +% ((((j215 *% 256) +% (ty216 *% 16)) +% tx217) *% 16)) +% ((part206 *% 8) +% (cv218 *% 8)))))
-              let w224 = ((loadVector(arena, ((3258464 +% ((((j215 *% 256) +% (ty216 *% 16)) +% tx217) *% 16)) +% ((part206 *% 8) +% (cv218 *% 8)))) - loadVector(arena, ((3274848 +% ((((j215 *% 256) +% (ty216 *% 16)) +% tx217) *% 16)) +% ((part206 *% 8) +% (cv218 *% 8))))) - loadVector(arena, ((3291232 +% ((((j215 *% 256) +% (ty216 *% 16)) +% tx217) *% 16)) +% ((part206 *% 8) +% (cv218 *% 8)))))
-              let w225 = ((loadVector(arena, ((3246176 +% ((((j215 *% 256) +% (ty216 *% 16)) +% tx217) *% 16)) +% ((part206 *% 8) +% (cv218 *% 8)))) + loadVector(arena, ((3262560 +% ((((j215 *% 256) +% (ty216 *% 16)) +% tx217) *% 16)) +% ((part206 *% 8) +% (cv218 *% 8))))) + loadVector(arena, ((3278944 +% ((((j215 *% 256) +% (ty216 *% 16)) +% tx217) *% 16)) +% ((part206 *% 8) +% (cv218 *% 8)))))
-              let w226 = ((loadVector(arena, ((3262560 +% ((((j215 *% 256) +% (ty216 *% 16)) +% tx217) *% 16)) +% ((part206 *% 8) +% (cv218 *% 8)))) - loadVector(arena, ((3278944 +% ((((j215 *% 256) +% (ty216 *% 16)) +% tx217) *% 16)) +% ((part206 *% 8) +% (cv218 *% 8))))) - loadVector(arena, ((3295328 +% ((((j215 *% 256) +% (ty216 *% 16)) +% tx217) *% 16)) +% ((part206 *% 8) +% (cv218 *% 8)))))
-              let w227 = ((w219 + w221) + w223)
-              let w228 = ((w221 - w223) - w225)
-              let w229 = ((w220 + w222) + w224)
-              let w230 = ((w222 - w224) - w226)
-              storeVector(arena, ((3299424 +% (((((j215 *% 32) +% (ty216 *% 2)) *% 32) +% (tx217 *% 2)) *% 16)) +% ((part206 *% 8) +% (cv218 *% 8))), ((w227 * loadVector(arena, ((part206 *% 8) +% (cv218 *% 8)))) + loadVector(arena, (16 +% ((part206 *% 8) +% (cv218 *% 8))))))
-              storeVector(arena, ((3299424 +% ((((((j215 *% 32) +% (ty216 *% 2)) *% 32) +% (tx217 *% 2)) +% 1) *% 16)) +% ((part206 *% 8) +% (cv218 *% 8))), ((w228 * loadVector(arena, ((part206 *% 8) +% (cv218 *% 8)))) + loadVector(arena, (16 +% ((part206 *% 8) +% (cv218 *% 8))))))
-              storeVector(arena, ((3299424 +% ((((((j215 *% 32) +% (ty216 *% 2)) +% 1) *% 32) +% (tx217 *% 2)) *% 16)) +% ((part206 *% 8) +% (cv218 *% 8))), ((w229 * loadVector(arena, ((part206 *% 8) +% (cv218 *% 8)))) + loadVector(arena, (16 +% ((part206 *% 8) +% (cv218 *% 8))))))
-              storeVector(arena, ((3299424 +% (((((((j215 *% 32) +% (ty216 *% 2)) +% 1) *% 32) +% (tx217 *% 2)) +% 1) *% 16)) +% ((part206 *% 8) +% (cv218 *% 8))), ((w230 * loadVector(arena, ((part206 *% 8) +% (cv218 *% 8)))) + loadVector(arena, (16 +% ((part206 *% 8) +% (cv218 *% 8))))))
+      for j216 in 0..<1 {
+        for ty217 in 0..<16 {
+          for tx218 in 0..<16 {
+            for cv219 in 0..<1 {
+              let w220 = ((loadVector(arena, ((3233888 +% ((((j216 *% 256) +% (ty217 *% 16)) +% tx218) *% 16)) +% ((part207 *% 8) +% (cv219 *% 8)))) + loadVector(arena, ((3250272 +% ((((j216 *% 256) +% (ty217 *% 16)) +% tx218) *% 16)) +% ((part207 *% 8) +% (cv219 *% 8))))) + loadVector(arena, ((3266656 +% ((((j216 *% 256) +% (ty217 *% 16)) +% tx218) *% 16)) +% ((part207 *% 8) +% (cv219 *% 8)))))
+              let w221 = ((loadVector(arena, ((3250272 +% ((((j216 *% 256) +% (ty217 *% 16)) +% tx218) *% 16)) +% ((part207 *% 8) +% (cv219 *% 8)))) - loadVector(arena, ((3266656 +% ((((j216 *% 256) +% (ty217 *% 16)) +% tx218) *% 16)) +% ((part207 *% 8) +% (cv219 *% 8))))) - loadVector(arena, ((3283040 +% ((((j216 *% 256) +% (ty217 *% 16)) +% tx218) *% 16)) +% ((part207 *% 8) +% (cv219 *% 8)))))
+              let w222 = ((loadVector(arena, ((3237984 +% ((((j216 *% 256) +% (ty217 *% 16)) +% tx218) *% 16)) +% ((part207 *% 8) +% (cv219 *% 8)))) + loadVector(arena, ((3254368 +% ((((j216 *% 256) +% (ty217 *% 16)) +% tx218) *% 16)) +% ((part207 *% 8) +% (cv219 *% 8))))) + loadVector(arena, ((3270752 +% ((((j216 *% 256) +% (ty217 *% 16)) +% tx218) *% 16)) +% ((part207 *% 8) +% (cv219 *% 8)))))
+              let w223 = ((loadVector(arena, ((3254368 +% ((((j216 *% 256) +% (ty217 *% 16)) +% tx218) *% 16)) +% ((part207 *% 8) +% (cv219 *% 8)))) - loadVector(arena, ((3270752 +% ((((j216 *% 256) +% (ty217 *% 16)) +% tx218) *% 16)) +% ((part207 *% 8) +% (cv219 *% 8))))) - loadVector(arena, ((3287136 +% ((((j216 *% 256) +% (ty217 *% 16)) +% tx218) *% 16)) +% ((part207 *% 8) +% (cv219 *% 8)))))
+              let w224 = ((loadVector(arena, ((3242080 +% ((((j216 *% 256) +% (ty217 *% 16)) +% tx218) *% 16)) +% ((part207 *% 8) +% (cv219 *% 8)))) + loadVector(arena, ((3258464 +% ((((j216 *% 256) +% (ty217 *% 16)) +% tx218) *% 16)) +% ((part207 *% 8) +% (cv219 *% 8))))) + loadVector(arena, ((3274848 +% ((((j216 *% 256) +% (ty217 *% 16)) +% tx218) *% 16)) +% ((part207 *% 8) +% (cv219 *% 8)))))
+              let w225 = ((loadVector(arena, ((3258464 +% ((((j216 *% 256) +% (ty217 *% 16)) +% tx218) *% 16)) +% ((part207 *% 8) +% (cv219 *% 8)))) - loadVector(arena, ((3274848 +% ((((j216 *% 256) +% (ty217 *% 16)) +% tx218) *% 16)) +% ((part207 *% 8) +% (cv219 *% 8))))) - loadVector(arena, ((3291232 +% ((((j216 *% 256) +% (ty217 *% 16)) +% tx218) *% 16)) +% ((part207 *% 8) +% (cv219 *% 8)))))
+              let w226 = ((loadVector(arena, ((3246176 +% ((((j216 *% 256) +% (ty217 *% 16)) +% tx218) *% 16)) +% ((part207 *% 8) +% (cv219 *% 8)))) + loadVector(arena, ((3262560 +% ((((j216 *% 256) +% (ty217 *% 16)) +% tx218) *% 16)) +% ((part207 *% 8) +% (cv219 *% 8))))) + loadVector(arena, ((3278944 +% ((((j216 *% 256) +% (ty217 *% 16)) +% tx218) *% 16)) +% ((part207 *% 8) +% (cv219 *% 8)))))
+              let w227 = ((loadVector(arena, ((3262560 +% ((((j216 *% 256) +% (ty217 *% 16)) +% tx218) *% 16)) +% ((part207 *% 8) +% (cv219 *% 8)))) - loadVector(arena, ((3278944 +% ((((j216 *% 256) +% (ty217 *% 16)) +% tx218) *% 16)) +% ((part207 *% 8) +% (cv219 *% 8))))) - loadVector(arena, ((3295328 +% ((((j216 *% 256) +% (ty217 *% 16)) +% tx218) *% 16)) +% ((part207 *% 8) +% (cv219 *% 8)))))
+              let w228 = ((w220 + w222) + w224)
+              let w229 = ((w222 - w224) - w226)
+              let w230 = ((w221 + w223) + w225)
+              let w231 = ((w223 - w225) - w227)
+              storeVector(arena, ((3299424 +% (((((j216 *% 32) +% (ty217 *% 2)) *% 32) +% (tx218 *% 2)) *% 16)) +% ((part207 *% 8) +% (cv219 *% 8))), ((w228 * loadVector(arena, ((part207 *% 8) +% (cv219 *% 8)))) + loadVector(arena, (16 +% ((part207 *% 8) +% (cv219 *% 8))))))
+              storeVector(arena, ((3299424 +% ((((((j216 *% 32) +% (ty217 *% 2)) *% 32) +% (tx218 *% 2)) +% 1) *% 16)) +% ((part207 *% 8) +% (cv219 *% 8))), ((w229 * loadVector(arena, ((part207 *% 8) +% (cv219 *% 8)))) + loadVector(arena, (16 +% ((part207 *% 8) +% (cv219 *% 8))))))
+              storeVector(arena, ((3299424 +% ((((((j216 *% 32) +% (ty217 *% 2)) +% 1) *% 32) +% (tx218 *% 2)) *% 16)) +% ((part207 *% 8) +% (cv219 *% 8))), ((w230 * loadVector(arena, ((part207 *% 8) +% (cv219 *% 8)))) + loadVector(arena, (16 +% ((part207 *% 8) +% (cv219 *% 8))))))
+              storeVector(arena, ((3299424 +% (((((((j216 *% 32) +% (ty217 *% 2)) +% 1) *% 32) +% (tx218 *% 2)) +% 1) *% 16)) +% ((part207 *% 8) +% (cv219 *% 8))), ((w231 * loadVector(arena, ((part207 *% 8) +% (cv219 *% 8)))) + loadVector(arena, (16 +% ((part207 *% 8) +% (cv219 *% 8))))))
             }
           }
         }
       }
-      for j231 in 0..<1 {
-        for c232 in 0..<8 {
-          for q233 in 0..<1024 {
-            arena[(((2097184 +% ((g165 +% j231) *% 16384)) +% (((part206 *% 8) +% c232) *% 1024)) +% q233)] = arena[((3299424 +% (((j231 *% 1024) +% q233) *% 16)) +% ((part206 *% 8) +% c232))]
+      for j232 in 0..<1 {
+        for c233 in 0..<8 {
+          for q234 in 0..<1024 {
+            arena[(((2097184 +% ((g166 +% j232) *% 16384)) +% (((part207 *% 8) +% c233) *% 1024)) +% q234)] = arena[((3299424 +% (((j232 *% 1024) +% q234) *% 16)) +% ((part207 *% 8) +% c233))]
           }
         }
       }
     }
   }
   // s1_sum = add(s1_conv2, stem)
-  for i234 in 0..<131072 {
-    storeVector(arena, ((i234 *% 8) +% 1048608), (loadVector(arena, ((i234 *% 8) +% 2097184)) + loadVector(arena, ((i234 *% 8) +% 32))))
+  for i235 in 0..<131072 {
+    storeVector(arena, ((i235 *% 8) +% 1048608), (loadVector(arena, ((i235 *% 8) +% 2097184)) + loadVector(arena, ((i235 *% 8) +% 32))))
   }
   // x1 = relu(s1_sum)
-  for i235 in 0..<131072 {
-    storeVector(arena, (i235 *% 8), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i235 *% 8) +% 1048608)), where: loadVector(arena, ((i235 *% 8) +% 1048608)) .> Vector(repeating: Float(0))))
+  for i236 in 0..<131072 {
+    storeVector(arena, (i236 *% 8), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i236 *% 8) +% 1048608)), where: loadVector(arena, ((i236 *% 8) +% 1048608)) .> Vector(repeating: Float(0))))
   }
   // s2_bn1 = batchnorm_fold()
-  for c236 in 0..<4 {
-    let scale237_v = (loadVector(params, ((c236 *% 8) +% 9744)) * (Vector(repeating: Float(1)) / (loadVector(params, ((c236 *% 8) +% 78170)) + Vector(repeating: Float(bitPattern: 0x3727c5ac))).squareRoot()))
-    storeVector(arena, ((c236 *% 8) +% 1048576), scale237_v)
-    storeVector(arena, ((c236 *% 8) +% 1048608), (loadVector(params, ((c236 *% 8) +% 9776)) - (loadVector(params, ((c236 *% 8) +% 78138)) * scale237_v)))
+  for c237 in 0..<4 {
+    let scale238_v = (loadVector(params, ((c237 *% 8) +% 9744)) * (Vector(repeating: Float(1)) / (loadVector(params, ((c237 *% 8) +% 78170)) + Vector(repeating: Float(bitPattern: 0x3727c5ac))).squareRoot()))
+    storeVector(arena, ((c237 *% 8) +% 1048576), scale238_v)
+    storeVector(arena, ((c237 *% 8) +% 1048608), (loadVector(params, ((c237 *% 8) +% 9776)) - (loadVector(params, ((c237 *% 8) +% 78138)) * scale238_v)))
   }
   // s2_conv1 = conv2d_relu(x1, s2_bn1)
-  for i238 in 0..<36992 {
-    storeVector(arena, ((i238 *% 8) +% 2300736), Vector(repeating: Float(0)))
-  }
   for g239 in 0..<4 {
-    do {  // scalar loops
-      for j240 in 0..<16 {
-        for c241 in 0..<16 {
-          for qy242 in 0..<16 {
-            for qx243 in 0..<16 {
-              arena[(2300736 +% (((((((j240 *% 16) +% c241) *% 2) *% 2) *% 289) +% ((qy242 +% 1) *% 17)) +% (qx243 +% 1)))] = arena[(((((((g239 *% 16) +% j240) *% 16384) +% (c241 *% 1024)) +% ((((qy242 +% 1) *% 2) +% -1) *% 32)) +% ((qx243 +% 1) *% 2)) +% -1)]
+    for j240 in 0..<16 {
+      for c241 in 0..<16 {
+        for ky242 in 0..<3 {
+          for oy243 in 0..<16 {
+            if (-1 < (((oy243 *% 2) +% ky242) +% -1) && (((oy243 *% 2) +% ky242) +% -1) < 32) {
+              for ox244 in 0..<15 {
+                arena[(((1572928 +% ((((c241 *% 3) +% ky242) *% 3) *% 4112)) +% (j240 *% 256)) +% ((oy243 *% 16) +% (ox244 +% 1)))] = arena[((((((g239 *% 16) +% j240) *% 16384) +% (c241 *% 1024)) +% ((((oy243 *% 2) +% ky242) +% -1) *% 32)) +% (((ox244 +% 1) *% 2) +% -1))]
+              }
+              for ox245 in 0..<1 {
+                arena[(((1572928 +% ((((c241 *% 3) +% ky242) *% 3) *% 4112)) +% (j240 *% 256)) +% ((oy243 *% 16) +% ox245))] = Float(0)
+              }
+            }
+            if (((oy243 *% 2) +% ky242) +% -1) < 0 {
+              for ox246 in 0..<16 {
+                arena[(((1572928 +% ((((c241 *% 3) +% ky242) *% 3) *% 4112)) +% (j240 *% 256)) +% ((oy243 *% 16) +% ox246))] = Float(0)
+              }
+            }
+            if 31 < (((oy243 *% 2) +% ky242) +% -1) {
+              for ox246 in 0..<16 {
+                arena[(((1572928 +% ((((c241 *% 3) +% ky242) *% 3) *% 4112)) +% (j240 *% 256)) +% ((oy243 *% 16) +% ox246))] = Float(0)
+              }
             }
           }
-        }
-      }
-      for j244 in 0..<16 {
-        for c245 in 0..<16 {
-          for qy246 in 0..<16 {
-            for qx247 in 0..<16 {
-              arena[(2300736 +% ((((((((j244 *% 16) +% c245) *% 2) *% 2) +% 1) *% 289) +% ((qy246 +% 1) *% 17)) +% qx247))] = arena[((((((g239 *% 16) +% j244) *% 16384) +% (c245 *% 1024)) +% ((((qy246 +% 1) *% 2) +% -1) *% 32)) +% (qx247 *% 2))]
+          for oy247 in 0..<16 {
+            if (-1 < (((oy247 *% 2) +% ky242) +% -1) && (((oy247 *% 2) +% ky242) +% -1) < 32) {
+              for ox248 in 0..<16 {
+                arena[(((1572928 +% (((((c241 *% 3) +% ky242) *% 3) +% 1) *% 4112)) +% (j240 *% 256)) +% ((oy247 *% 16) +% ox248))] = arena[((((((g239 *% 16) +% j240) *% 16384) +% (c241 *% 1024)) +% ((((oy247 *% 2) +% ky242) +% -1) *% 32)) +% (ox248 *% 2))]
+              }
+            }
+            if (((oy247 *% 2) +% ky242) +% -1) < 0 {
+              for ox249 in 0..<16 {
+                arena[(((1572928 +% (((((c241 *% 3) +% ky242) *% 3) +% 1) *% 4112)) +% (j240 *% 256)) +% ((oy247 *% 16) +% ox249))] = Float(0)
+              }
+            }
+            if 31 < (((oy247 *% 2) +% ky242) +% -1) {
+              for ox249 in 0..<16 {
+                arena[(((1572928 +% (((((c241 *% 3) +% ky242) *% 3) +% 1) *% 4112)) +% (j240 *% 256)) +% ((oy247 *% 16) +% ox249))] = Float(0)
+              }
             }
           }
-        }
-      }
-      for j248 in 0..<16 {
-        for c249 in 0..<16 {
-          for qy250 in 0..<16 {
-            for qx251 in 0..<16 {
-              arena[(2300736 +% ((((((((j248 *% 16) +% c249) *% 2) +% 1) *% 2) *% 289) +% (qy250 *% 17)) +% (qx251 +% 1)))] = arena[(((((((g239 *% 16) +% j248) *% 16384) +% (c249 *% 1024)) +% ((qy250 *% 2) *% 32)) +% ((qx251 +% 1) *% 2)) +% -1)]
+          for oy250 in 0..<16 {
+            if (-1 < (((oy250 *% 2) +% ky242) +% -1) && (((oy250 *% 2) +% ky242) +% -1) < 32) {
+              for ox251 in 0..<16 {
+                arena[(((1572928 +% (((((c241 *% 3) +% ky242) *% 3) +% 2) *% 4112)) +% (j240 *% 256)) +% ((oy250 *% 16) +% ox251))] = arena[((((((g239 *% 16) +% j240) *% 16384) +% (c241 *% 1024)) +% ((((oy250 *% 2) +% ky242) +% -1) *% 32)) +% ((ox251 *% 2) +% 1))]
+              }
             }
-          }
-        }
-      }
-      for j252 in 0..<16 {
-        for c253 in 0..<16 {
-          for qy254 in 0..<16 {
-            for qx255 in 0..<16 {
-              arena[(2300736 +% (((((((((j252 *% 16) +% c253) *% 2) +% 1) *% 2) +% 1) *% 289) +% (qy254 *% 17)) +% qx255))] = arena[((((((g239 *% 16) +% j252) *% 16384) +% (c253 *% 1024)) +% ((qy254 *% 2) *% 32)) +% (qx255 *% 2))]
+            if (((oy250 *% 2) +% ky242) +% -1) < 0 {
+              for ox252 in 0..<16 {
+                arena[(((1572928 +% (((((c241 *% 3) +% ky242) *% 3) +% 2) *% 4112)) +% (j240 *% 256)) +% ((oy250 *% 16) +% ox252))] = Float(0)
+              }
             }
-          }
-        }
-      }
-      for j256 in 0..<16 {
-        for c257 in 0..<16 {
-          for ky258 in 0..<3 {
-            for kx259 in 0..<3 {
-              for wy260 in 0..<1 {
-                for wx261 in 0..<1 {
-                  for py262 in 0..<16 {
-                    for cv263 in 0..<2 {
-                      storeVector(arena, (((((1572928 +% (((((c257 *% 3) +% ky258) *% 3) +% kx259) *% 4112)) +% (j256 *% 256)) +% ((wy260 +% wx261) *% 256)) +% (py262 *% 16)) +% (cv263 *% 8)), loadVector(arena, (2300736 +% (((((((((j256 *% 16) +% c257) *% 2) +% (((wy260 *% 2) +% ky258) % 2)) *% 2) +% (((wx261 *% 2) +% kx259) % 2)) *% 289) +% ((py262 +% (((wy260 *% 2) +% ky258) / 2)) *% 17)) +% ((cv263 *% 8) +% (((wx261 *% 2) +% kx259) / 2))))))
-                    }
-                  }
-                }
+            if 31 < (((oy250 *% 2) +% ky242) +% -1) {
+              for ox252 in 0..<16 {
+                arena[(((1572928 +% (((((c241 *% 3) +% ky242) *% 3) +% 2) *% 4112)) +% (j240 *% 256)) +% ((oy250 *% 16) +% ox252))] = Float(0)
               }
             }
           }
         }
       }
     }
-    do {  // gemm271
-      for nb264 in 0..<170 {
-        for mb265 in 0..<8 {
-          var t266_c0_0 = Vector()
-          var t266_c0_1 = Vector()
-          var t266_c0_2 = Vector()
-          var t266_c1_0 = Vector()
-          var t266_c1_1 = Vector()
-          var t266_c1_2 = Vector()
-          var t266_c2_0 = Vector()
-          var t266_c2_1 = Vector()
-          var t266_c2_2 = Vector()
-          var t266_c3_0 = Vector()
-          var t266_c3_1 = Vector()
-          var t266_c3_2 = Vector()
-          for k267 in 0..<144 {
-            let t266_b0 = loadVector(arena, ((1572928 +% (k267 *% 4112)) +% (nb264 *% 24)))
-            let t266_b1 = loadVector(arena, (((1572928 +% (k267 *% 4112)) +% (nb264 *% 24)) +% 8))
-            let t266_b2 = loadVector(arena, (((1572928 +% (k267 *% 4112)) +% (nb264 *% 24)) +% 16))
-            let t266_a0 = Vector(repeating: params[((5136 +% ((mb265 *% 4) *% 144)) +% k267)])
-            t266_c0_0 = t266_c0_0.addingProduct(t266_a0, t266_b0)
-            t266_c0_1 = t266_c0_1.addingProduct(t266_a0, t266_b1)
-            t266_c0_2 = t266_c0_2.addingProduct(t266_a0, t266_b2)
-            let t266_a1 = Vector(repeating: params[((5136 +% (((mb265 *% 4) +% 1) *% 144)) +% k267)])
-            t266_c1_0 = t266_c1_0.addingProduct(t266_a1, t266_b0)
-            t266_c1_1 = t266_c1_1.addingProduct(t266_a1, t266_b1)
-            t266_c1_2 = t266_c1_2.addingProduct(t266_a1, t266_b2)
-            let t266_a2 = Vector(repeating: params[((5136 +% (((mb265 *% 4) +% 2) *% 144)) +% k267)])
-            t266_c2_0 = t266_c2_0.addingProduct(t266_a2, t266_b0)
-            t266_c2_1 = t266_c2_1.addingProduct(t266_a2, t266_b1)
-            t266_c2_2 = t266_c2_2.addingProduct(t266_a2, t266_b2)
-            let t266_a3 = Vector(repeating: params[((5136 +% (((mb265 *% 4) +% 3) *% 144)) +% k267)])
-            t266_c3_0 = t266_c3_0.addingProduct(t266_a3, t266_b0)
-            t266_c3_1 = t266_c3_1.addingProduct(t266_a3, t266_b1)
-            t266_c3_2 = t266_c3_2.addingProduct(t266_a3, t266_b2)
+    do {  // gemm260
+      for nb253 in 0..<170 {
+        for mb254 in 0..<8 {
+          var t255_c0_0 = Vector()
+          var t255_c0_1 = Vector()
+          var t255_c0_2 = Vector()
+          var t255_c1_0 = Vector()
+          var t255_c1_1 = Vector()
+          var t255_c1_2 = Vector()
+          var t255_c2_0 = Vector()
+          var t255_c2_1 = Vector()
+          var t255_c2_2 = Vector()
+          var t255_c3_0 = Vector()
+          var t255_c3_1 = Vector()
+          var t255_c3_2 = Vector()
+          for k256 in 0..<144 {
+            let t255_b0 = loadVector(arena, ((1572928 +% (k256 *% 4112)) +% (nb253 *% 24)))
+            let t255_b1 = loadVector(arena, (((1572928 +% (k256 *% 4112)) +% (nb253 *% 24)) +% 8))
+            let t255_b2 = loadVector(arena, (((1572928 +% (k256 *% 4112)) +% (nb253 *% 24)) +% 16))
+            let t255_a0 = Vector(repeating: params[((5136 +% ((mb254 *% 4) *% 144)) +% k256)])
+            t255_c0_0 = t255_c0_0.addingProduct(t255_a0, t255_b0)
+            t255_c0_1 = t255_c0_1.addingProduct(t255_a0, t255_b1)
+            t255_c0_2 = t255_c0_2.addingProduct(t255_a0, t255_b2)
+            let t255_a1 = Vector(repeating: params[((5136 +% (((mb254 *% 4) +% 1) *% 144)) +% k256)])
+            t255_c1_0 = t255_c1_0.addingProduct(t255_a1, t255_b0)
+            t255_c1_1 = t255_c1_1.addingProduct(t255_a1, t255_b1)
+            t255_c1_2 = t255_c1_2.addingProduct(t255_a1, t255_b2)
+            let t255_a2 = Vector(repeating: params[((5136 +% (((mb254 *% 4) +% 2) *% 144)) +% k256)])
+            t255_c2_0 = t255_c2_0.addingProduct(t255_a2, t255_b0)
+            t255_c2_1 = t255_c2_1.addingProduct(t255_a2, t255_b1)
+            t255_c2_2 = t255_c2_2.addingProduct(t255_a2, t255_b2)
+            let t255_a3 = Vector(repeating: params[((5136 +% (((mb254 *% 4) +% 3) *% 144)) +% k256)])
+            t255_c3_0 = t255_c3_0.addingProduct(t255_a3, t255_b0)
+            t255_c3_1 = t255_c3_1.addingProduct(t255_a3, t255_b1)
+            t255_c3_2 = t255_c3_2.addingProduct(t255_a3, t255_b2)
           }
-          storeVector(arena, ((2165056 +% ((mb265 *% 4) *% 4112)) +% (nb264 *% 24)), t266_c0_0)
-          storeVector(arena, (((2165056 +% ((mb265 *% 4) *% 4112)) +% (nb264 *% 24)) +% 8), t266_c0_1)
-          storeVector(arena, (((2165056 +% ((mb265 *% 4) *% 4112)) +% (nb264 *% 24)) +% 16), t266_c0_2)
-          storeVector(arena, ((2165056 +% (((mb265 *% 4) +% 1) *% 4112)) +% (nb264 *% 24)), t266_c1_0)
-          storeVector(arena, (((2165056 +% (((mb265 *% 4) +% 1) *% 4112)) +% (nb264 *% 24)) +% 8), t266_c1_1)
-          storeVector(arena, (((2165056 +% (((mb265 *% 4) +% 1) *% 4112)) +% (nb264 *% 24)) +% 16), t266_c1_2)
-          storeVector(arena, ((2165056 +% (((mb265 *% 4) +% 2) *% 4112)) +% (nb264 *% 24)), t266_c2_0)
-          storeVector(arena, (((2165056 +% (((mb265 *% 4) +% 2) *% 4112)) +% (nb264 *% 24)) +% 8), t266_c2_1)
-          storeVector(arena, (((2165056 +% (((mb265 *% 4) +% 2) *% 4112)) +% (nb264 *% 24)) +% 16), t266_c2_2)
-          storeVector(arena, ((2165056 +% (((mb265 *% 4) +% 3) *% 4112)) +% (nb264 *% 24)), t266_c3_0)
-          storeVector(arena, (((2165056 +% (((mb265 *% 4) +% 3) *% 4112)) +% (nb264 *% 24)) +% 8), t266_c3_1)
-          storeVector(arena, (((2165056 +% (((mb265 *% 4) +% 3) *% 4112)) +% (nb264 *% 24)) +% 16), t266_c3_2)
+          storeVector(arena, ((2165056 +% ((mb254 *% 4) *% 4112)) +% (nb253 *% 24)), t255_c0_0)
+          storeVector(arena, (((2165056 +% ((mb254 *% 4) *% 4112)) +% (nb253 *% 24)) +% 8), t255_c0_1)
+          storeVector(arena, (((2165056 +% ((mb254 *% 4) *% 4112)) +% (nb253 *% 24)) +% 16), t255_c0_2)
+          storeVector(arena, ((2165056 +% (((mb254 *% 4) +% 1) *% 4112)) +% (nb253 *% 24)), t255_c1_0)
+          storeVector(arena, (((2165056 +% (((mb254 *% 4) +% 1) *% 4112)) +% (nb253 *% 24)) +% 8), t255_c1_1)
+          storeVector(arena, (((2165056 +% (((mb254 *% 4) +% 1) *% 4112)) +% (nb253 *% 24)) +% 16), t255_c1_2)
+          storeVector(arena, ((2165056 +% (((mb254 *% 4) +% 2) *% 4112)) +% (nb253 *% 24)), t255_c2_0)
+          storeVector(arena, (((2165056 +% (((mb254 *% 4) +% 2) *% 4112)) +% (nb253 *% 24)) +% 8), t255_c2_1)
+          storeVector(arena, (((2165056 +% (((mb254 *% 4) +% 2) *% 4112)) +% (nb253 *% 24)) +% 16), t255_c2_2)
+          storeVector(arena, ((2165056 +% (((mb254 *% 4) +% 3) *% 4112)) +% (nb253 *% 24)), t255_c3_0)
+          storeVector(arena, (((2165056 +% (((mb254 *% 4) +% 3) *% 4112)) +% (nb253 *% 24)) +% 8), t255_c3_1)
+          storeVector(arena, (((2165056 +% (((mb254 *% 4) +% 3) *% 4112)) +% (nb253 *% 24)) +% 16), t255_c3_2)
         }
       }
-      for mb268 in 0..<8 {
-        var t269_c0_0 = Vector()
-        var t269_c0_1 = Vector()
-        var t269_c1_0 = Vector()
-        var t269_c1_1 = Vector()
-        var t269_c2_0 = Vector()
-        var t269_c2_1 = Vector()
-        var t269_c3_0 = Vector()
-        var t269_c3_1 = Vector()
-        for k270 in 0..<144 {
-          let t269_b0 = loadVector(arena, ((1572928 +% (k270 *% 4112)) +% 4080))
-          let t269_b1 = loadVector(arena, (((1572928 +% (k270 *% 4112)) +% 4080) +% 8))
-          let t269_a0 = Vector(repeating: params[((5136 +% ((mb268 *% 4) *% 144)) +% k270)])
-          t269_c0_0 = t269_c0_0.addingProduct(t269_a0, t269_b0)
-          t269_c0_1 = t269_c0_1.addingProduct(t269_a0, t269_b1)
-          let t269_a1 = Vector(repeating: params[((5136 +% (((mb268 *% 4) +% 1) *% 144)) +% k270)])
-          t269_c1_0 = t269_c1_0.addingProduct(t269_a1, t269_b0)
-          t269_c1_1 = t269_c1_1.addingProduct(t269_a1, t269_b1)
-          let t269_a2 = Vector(repeating: params[((5136 +% (((mb268 *% 4) +% 2) *% 144)) +% k270)])
-          t269_c2_0 = t269_c2_0.addingProduct(t269_a2, t269_b0)
-          t269_c2_1 = t269_c2_1.addingProduct(t269_a2, t269_b1)
-          let t269_a3 = Vector(repeating: params[((5136 +% (((mb268 *% 4) +% 3) *% 144)) +% k270)])
-          t269_c3_0 = t269_c3_0.addingProduct(t269_a3, t269_b0)
-          t269_c3_1 = t269_c3_1.addingProduct(t269_a3, t269_b1)
+      for mb257 in 0..<8 {
+        var t258_c0_0 = Vector()
+        var t258_c0_1 = Vector()
+        var t258_c1_0 = Vector()
+        var t258_c1_1 = Vector()
+        var t258_c2_0 = Vector()
+        var t258_c2_1 = Vector()
+        var t258_c3_0 = Vector()
+        var t258_c3_1 = Vector()
+        for k259 in 0..<144 {
+          let t258_b0 = loadVector(arena, ((1572928 +% (k259 *% 4112)) +% 4080))
+          let t258_b1 = loadVector(arena, (((1572928 +% (k259 *% 4112)) +% 4080) +% 8))
+          let t258_a0 = Vector(repeating: params[((5136 +% ((mb257 *% 4) *% 144)) +% k259)])
+          t258_c0_0 = t258_c0_0.addingProduct(t258_a0, t258_b0)
+          t258_c0_1 = t258_c0_1.addingProduct(t258_a0, t258_b1)
+          let t258_a1 = Vector(repeating: params[((5136 +% (((mb257 *% 4) +% 1) *% 144)) +% k259)])
+          t258_c1_0 = t258_c1_0.addingProduct(t258_a1, t258_b0)
+          t258_c1_1 = t258_c1_1.addingProduct(t258_a1, t258_b1)
+          let t258_a2 = Vector(repeating: params[((5136 +% (((mb257 *% 4) +% 2) *% 144)) +% k259)])
+          t258_c2_0 = t258_c2_0.addingProduct(t258_a2, t258_b0)
+          t258_c2_1 = t258_c2_1.addingProduct(t258_a2, t258_b1)
+          let t258_a3 = Vector(repeating: params[((5136 +% (((mb257 *% 4) +% 3) *% 144)) +% k259)])
+          t258_c3_0 = t258_c3_0.addingProduct(t258_a3, t258_b0)
+          t258_c3_1 = t258_c3_1.addingProduct(t258_a3, t258_b1)
         }
-        storeVector(arena, ((2165056 +% ((mb268 *% 4) *% 4112)) +% 4080), t269_c0_0)
-        storeVector(arena, (((2165056 +% ((mb268 *% 4) *% 4112)) +% 4080) +% 8), t269_c0_1)
-        storeVector(arena, ((2165056 +% (((mb268 *% 4) +% 1) *% 4112)) +% 4080), t269_c1_0)
-        storeVector(arena, (((2165056 +% (((mb268 *% 4) +% 1) *% 4112)) +% 4080) +% 8), t269_c1_1)
-        storeVector(arena, ((2165056 +% (((mb268 *% 4) +% 2) *% 4112)) +% 4080), t269_c2_0)
-        storeVector(arena, (((2165056 +% (((mb268 *% 4) +% 2) *% 4112)) +% 4080) +% 8), t269_c2_1)
-        storeVector(arena, ((2165056 +% (((mb268 *% 4) +% 3) *% 4112)) +% 4080), t269_c3_0)
-        storeVector(arena, (((2165056 +% (((mb268 *% 4) +% 3) *% 4112)) +% 4080) +% 8), t269_c3_1)
+        storeVector(arena, ((2165056 +% ((mb257 *% 4) *% 4112)) +% 4080), t258_c0_0)
+        storeVector(arena, (((2165056 +% ((mb257 *% 4) *% 4112)) +% 4080) +% 8), t258_c0_1)
+        storeVector(arena, ((2165056 +% (((mb257 *% 4) +% 1) *% 4112)) +% 4080), t258_c1_0)
+        storeVector(arena, (((2165056 +% (((mb257 *% 4) +% 1) *% 4112)) +% 4080) +% 8), t258_c1_1)
+        storeVector(arena, ((2165056 +% (((mb257 *% 4) +% 2) *% 4112)) +% 4080), t258_c2_0)
+        storeVector(arena, (((2165056 +% (((mb257 *% 4) +% 2) *% 4112)) +% 4080) +% 8), t258_c2_1)
+        storeVector(arena, ((2165056 +% (((mb257 *% 4) +% 3) *% 4112)) +% 4080), t258_c3_0)
+        storeVector(arena, (((2165056 +% (((mb257 *% 4) +% 3) *% 4112)) +% 4080) +% 8), t258_c3_1)
       }
     }
-    for j272 in 0..<16 {
-      for f273 in 0..<32 {
-        for i274 in 0..<32 {
-          storeVector(arena, ((i274 *% 8) +% ((1048640 +% (((g239 *% 16) +% j272) *% 8192)) +% (f273 *% 256))), Vector(repeating: Float(0)).replacing(with: ((loadVector(arena, ((i274 *% 8) +% ((2165056 +% (f273 *% 4112)) +% (j272 *% 256)))) * Vector(repeating: arena[(1048576 +% f273)])) + Vector(repeating: arena[(1048608 +% f273)])), where: ((loadVector(arena, ((i274 *% 8) +% ((2165056 +% (f273 *% 4112)) +% (j272 *% 256)))) * Vector(repeating: arena[(1048576 +% f273)])) + Vector(repeating: arena[(1048608 +% f273)])) .> Vector(repeating: Float(0))))
+    for j261 in 0..<16 {
+      for f262 in 0..<32 {
+        for i263 in 0..<32 {
+          storeVector(arena, ((i263 *% 8) +% ((1048640 +% (((g239 *% 16) +% j261) *% 8192)) +% (f262 *% 256))), Vector(repeating: Float(0)).replacing(with: ((loadVector(arena, ((i263 *% 8) +% ((2165056 +% (f262 *% 4112)) +% (j261 *% 256)))) * Vector(repeating: arena[(1048576 +% f262)])) + Vector(repeating: arena[(1048608 +% f262)])), where: ((loadVector(arena, ((i263 *% 8) +% ((2165056 +% (f262 *% 4112)) +% (j261 *% 256)))) * Vector(repeating: arena[(1048576 +% f262)])) + Vector(repeating: arena[(1048608 +% f262)])) .> Vector(repeating: Float(0))))
         }
       }
     }
   }
   // s2_bn2 = batchnorm_fold()
-  for c275 in 0..<4 {
-    let scale276_v = (loadVector(params, ((c275 *% 8) +% 19024)) * (Vector(repeating: Float(1)) / (loadVector(params, ((c275 *% 8) +% 78234)) + Vector(repeating: Float(bitPattern: 0x3727c5ac))).squareRoot()))
-    storeVector(arena, ((c275 *% 8) +% 1048576), scale276_v)
-    storeVector(arena, ((c275 *% 8) +% 1048608), (loadVector(params, ((c275 *% 8) +% 19056)) - (loadVector(params, ((c275 *% 8) +% 78202)) * scale276_v)))
+  for c264 in 0..<4 {
+    let scale265_v = (loadVector(params, ((c264 *% 8) +% 19024)) * (Vector(repeating: Float(1)) / (loadVector(params, ((c264 *% 8) +% 78234)) + Vector(repeating: Float(bitPattern: 0x3727c5ac))).squareRoot()))
+    storeVector(arena, ((c264 *% 8) +% 1048576), scale265_v)
+    storeVector(arena, ((c264 *% 8) +% 1048608), (loadVector(params, ((c264 *% 8) +% 19056)) - (loadVector(params, ((c264 *% 8) +% 78202)) * scale265_v)))
   }
   // s2_conv2 = conv2d(s2_conv1, s2_bn2)
-  parallelFor(pool, 2) { part277 in
-    for ci278 in 0..<32 {
-      for co279 in 0..<16 {
-        var w280: Float = params[(9808 +% (((((part277 *% 16) +% co279) *% 32) +% ci278) *% 9))]
-        var w281: Float = (((params[(9808 +% (((((part277 *% 16) +% co279) *% 32) +% ci278) *% 9))] + params[((9808 +% (((((part277 *% 16) +% co279) *% 32) +% ci278) *% 9)) +% 3)]) + params[((9808 +% (((((part277 *% 16) +% co279) *% 32) +% ci278) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
-        var w282: Float = (((params[(9808 +% (((((part277 *% 16) +% co279) *% 32) +% ci278) *% 9))] + params[((9808 +% (((((part277 *% 16) +% co279) *% 32) +% ci278) *% 9)) +% 6)]) - params[((9808 +% (((((part277 *% 16) +% co279) *% 32) +% ci278) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
-        var w283: Float = params[((9808 +% (((((part277 *% 16) +% co279) *% 32) +% ci278) *% 9)) +% 6)]
-        var w284: Float = params[((9808 +% (((((part277 *% 16) +% co279) *% 32) +% ci278) *% 9)) +% 1)]
-        var w285: Float = (((params[((9808 +% (((((part277 *% 16) +% co279) *% 32) +% ci278) *% 9)) +% 1)] + params[((9808 +% (((((part277 *% 16) +% co279) *% 32) +% ci278) *% 9)) +% 4)]) + params[((9808 +% (((((part277 *% 16) +% co279) *% 32) +% ci278) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
-        var w286: Float = (((params[((9808 +% (((((part277 *% 16) +% co279) *% 32) +% ci278) *% 9)) +% 1)] + params[((9808 +% (((((part277 *% 16) +% co279) *% 32) +% ci278) *% 9)) +% 7)]) - params[((9808 +% (((((part277 *% 16) +% co279) *% 32) +% ci278) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
-        var w287: Float = params[((9808 +% (((((part277 *% 16) +% co279) *% 32) +% ci278) *% 9)) +% 7)]
-        var w288: Float = params[((9808 +% (((((part277 *% 16) +% co279) *% 32) +% ci278) *% 9)) +% 2)]
-        var w289: Float = (((params[((9808 +% (((((part277 *% 16) +% co279) *% 32) +% ci278) *% 9)) +% 2)] + params[((9808 +% (((((part277 *% 16) +% co279) *% 32) +% ci278) *% 9)) +% 5)]) + params[((9808 +% (((((part277 *% 16) +% co279) *% 32) +% ci278) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
-        var w290: Float = (((params[((9808 +% (((((part277 *% 16) +% co279) *% 32) +% ci278) *% 9)) +% 2)] + params[((9808 +% (((((part277 *% 16) +% co279) *% 32) +% ci278) *% 9)) +% 8)]) - params[((9808 +% (((((part277 *% 16) +% co279) *% 32) +% ci278) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
-        var w291: Float = params[((9808 +% (((((part277 *% 16) +% co279) *% 32) +% ci278) *% 9)) +% 8)]
-        var w292: Float = w280
-        var w293: Float = (((w280 + w284) + w288) * Float(bitPattern: 0x3f000000))
-        var w294: Float = (((w280 + w288) - w284) * Float(bitPattern: 0x3f000000))
-        var w295: Float = w288
-        var w296: Float = w281
-        var w297: Float = (((w281 + w285) + w289) * Float(bitPattern: 0x3f000000))
-        var w298: Float = (((w281 + w289) - w285) * Float(bitPattern: 0x3f000000))
-        var w299: Float = w289
-        var w300: Float = w282
-        var w301: Float = (((w282 + w286) + w290) * Float(bitPattern: 0x3f000000))
-        var w302: Float = (((w282 + w290) - w286) * Float(bitPattern: 0x3f000000))
-        var w303: Float = w290
-        var w304: Float = w283
-        var w305: Float = (((w283 + w287) + w291) * Float(bitPattern: 0x3f000000))
-        var w306: Float = (((w283 + w291) - w287) * Float(bitPattern: 0x3f000000))
-        var w307: Float = w291
-        arena[((2097216 +% (ci278 *% 32)) +% ((part277 *% 16) +% co279))] = w292
-        arena[((2098240 +% (ci278 *% 32)) +% ((part277 *% 16) +% co279))] = w293
-        arena[((2099264 +% (ci278 *% 32)) +% ((part277 *% 16) +% co279))] = w294
-        arena[((2100288 +% (ci278 *% 32)) +% ((part277 *% 16) +% co279))] = w295
-        arena[((2101312 +% (ci278 *% 32)) +% ((part277 *% 16) +% co279))] = w296
-        arena[((2102336 +% (ci278 *% 32)) +% ((part277 *% 16) +% co279))] = w297
-        arena[((2103360 +% (ci278 *% 32)) +% ((part277 *% 16) +% co279))] = w298
-        arena[((2104384 +% (ci278 *% 32)) +% ((part277 *% 16) +% co279))] = w299
-        arena[((2105408 +% (ci278 *% 32)) +% ((part277 *% 16) +% co279))] = w300
-        arena[((2106432 +% (ci278 *% 32)) +% ((part277 *% 16) +% co279))] = w301
-        arena[((2107456 +% (ci278 *% 32)) +% ((part277 *% 16) +% co279))] = w302
-        arena[((2108480 +% (ci278 *% 32)) +% ((part277 *% 16) +% co279))] = w303
-        arena[((2109504 +% (ci278 *% 32)) +% ((part277 *% 16) +% co279))] = w304
-        arena[((2110528 +% (ci278 *% 32)) +% ((part277 *% 16) +% co279))] = w305
-        arena[((2111552 +% (ci278 *% 32)) +% ((part277 *% 16) +% co279))] = w306
-        arena[((2112576 +% (ci278 *% 32)) +% ((part277 *% 16) +% co279))] = w307
+  parallelFor(pool, 2) { part266 in
+    for ci267 in 0..<32 {
+      for co268 in 0..<16 {
+        var w269: Float = params[(9808 +% (((((part266 *% 16) +% co268) *% 32) +% ci267) *% 9))]
+        var w270: Float = (((params[(9808 +% (((((part266 *% 16) +% co268) *% 32) +% ci267) *% 9))] + params[((9808 +% (((((part266 *% 16) +% co268) *% 32) +% ci267) *% 9)) +% 3)]) + params[((9808 +% (((((part266 *% 16) +% co268) *% 32) +% ci267) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
+        var w271: Float = (((params[(9808 +% (((((part266 *% 16) +% co268) *% 32) +% ci267) *% 9))] + params[((9808 +% (((((part266 *% 16) +% co268) *% 32) +% ci267) *% 9)) +% 6)]) - params[((9808 +% (((((part266 *% 16) +% co268) *% 32) +% ci267) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
+        var w272: Float = params[((9808 +% (((((part266 *% 16) +% co268) *% 32) +% ci267) *% 9)) +% 6)]
+        var w273: Float = params[((9808 +% (((((part266 *% 16) +% co268) *% 32) +% ci267) *% 9)) +% 1)]
+        var w274: Float = (((params[((9808 +% (((((part266 *% 16) +% co268) *% 32) +% ci267) *% 9)) +% 1)] + params[((9808 +% (((((part266 *% 16) +% co268) *% 32) +% ci267) *% 9)) +% 4)]) + params[((9808 +% (((((part266 *% 16) +% co268) *% 32) +% ci267) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
+        var w275: Float = (((params[((9808 +% (((((part266 *% 16) +% co268) *% 32) +% ci267) *% 9)) +% 1)] + params[((9808 +% (((((part266 *% 16) +% co268) *% 32) +% ci267) *% 9)) +% 7)]) - params[((9808 +% (((((part266 *% 16) +% co268) *% 32) +% ci267) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
+        var w276: Float = params[((9808 +% (((((part266 *% 16) +% co268) *% 32) +% ci267) *% 9)) +% 7)]
+        var w277: Float = params[((9808 +% (((((part266 *% 16) +% co268) *% 32) +% ci267) *% 9)) +% 2)]
+        var w278: Float = (((params[((9808 +% (((((part266 *% 16) +% co268) *% 32) +% ci267) *% 9)) +% 2)] + params[((9808 +% (((((part266 *% 16) +% co268) *% 32) +% ci267) *% 9)) +% 5)]) + params[((9808 +% (((((part266 *% 16) +% co268) *% 32) +% ci267) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
+        var w279: Float = (((params[((9808 +% (((((part266 *% 16) +% co268) *% 32) +% ci267) *% 9)) +% 2)] + params[((9808 +% (((((part266 *% 16) +% co268) *% 32) +% ci267) *% 9)) +% 8)]) - params[((9808 +% (((((part266 *% 16) +% co268) *% 32) +% ci267) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
+        var w280: Float = params[((9808 +% (((((part266 *% 16) +% co268) *% 32) +% ci267) *% 9)) +% 8)]
+        var w281: Float = w269
+        var w282: Float = (((w269 + w273) + w277) * Float(bitPattern: 0x3f000000))
+        var w283: Float = (((w269 + w277) - w273) * Float(bitPattern: 0x3f000000))
+        var w284: Float = w277
+        var w285: Float = w270
+        var w286: Float = (((w270 + w274) + w278) * Float(bitPattern: 0x3f000000))
+        var w287: Float = (((w270 + w278) - w274) * Float(bitPattern: 0x3f000000))
+        var w288: Float = w278
+        var w289: Float = w271
+        var w290: Float = (((w271 + w275) + w279) * Float(bitPattern: 0x3f000000))
+        var w291: Float = (((w271 + w279) - w275) * Float(bitPattern: 0x3f000000))
+        var w292: Float = w279
+        var w293: Float = w272
+        var w294: Float = (((w272 + w276) + w280) * Float(bitPattern: 0x3f000000))
+        var w295: Float = (((w272 + w280) - w276) * Float(bitPattern: 0x3f000000))
+        var w296: Float = w280
+        arena[((2097216 +% (ci267 *% 32)) +% ((part266 *% 16) +% co268))] = w281
+        arena[((2098240 +% (ci267 *% 32)) +% ((part266 *% 16) +% co268))] = w282
+        arena[((2099264 +% (ci267 *% 32)) +% ((part266 *% 16) +% co268))] = w283
+        arena[((2100288 +% (ci267 *% 32)) +% ((part266 *% 16) +% co268))] = w284
+        arena[((2101312 +% (ci267 *% 32)) +% ((part266 *% 16) +% co268))] = w285
+        arena[((2102336 +% (ci267 *% 32)) +% ((part266 *% 16) +% co268))] = w286
+        arena[((2103360 +% (ci267 *% 32)) +% ((part266 *% 16) +% co268))] = w287
+        arena[((2104384 +% (ci267 *% 32)) +% ((part266 *% 16) +% co268))] = w288
+        arena[((2105408 +% (ci267 *% 32)) +% ((part266 *% 16) +% co268))] = w289
+        arena[((2106432 +% (ci267 *% 32)) +% ((part266 *% 16) +% co268))] = w290
+        arena[((2107456 +% (ci267 *% 32)) +% ((part266 *% 16) +% co268))] = w291
+        arena[((2108480 +% (ci267 *% 32)) +% ((part266 *% 16) +% co268))] = w292
+        arena[((2109504 +% (ci267 *% 32)) +% ((part266 *% 16) +% co268))] = w293
+        arena[((2110528 +% (ci267 *% 32)) +% ((part266 *% 16) +% co268))] = w294
+        arena[((2111552 +% (ci267 *% 32)) +% ((part266 *% 16) +% co268))] = w295
+        arena[((2112576 +% (ci267 *% 32)) +% ((part266 *% 16) +% co268))] = w296
       }
     }
   }
-  for i308 in 0..<1296 {
-    storeVector(arena, ((i308 *% 8) +% 2113600), Vector(repeating: Float(0)))
+  for i297 in 0..<1296 {
+    storeVector(arena, ((i297 *% 8) +% 2113600), Vector(repeating: Float(0)))
   }
-  for g309 in 0..<64 {
-    for j310 in 0..<1 {
-      for c311 in 0..<32 {
-        for iy312 in 0..<16 {
-          for ix313 in 0..<16 {
-            arena[(2113600 +% ((((j310 *% 10368) +% ((iy312 +% 1) *% 576)) +% ((ix313 +% 1) *% 32)) +% c311))] = arena[((((1048640 +% ((g309 +% j310) *% 8192)) +% (c311 *% 256)) +% (iy312 *% 16)) +% ix313)]
+  for g298 in 0..<64 {
+    for j299 in 0..<1 {
+      for c300 in 0..<32 {
+        for iy301 in 0..<16 {
+          for ix302 in 0..<16 {
+            arena[(2113600 +% ((((j299 *% 10368) +% ((iy301 +% 1) *% 576)) +% ((ix302 +% 1) *% 32)) +% c300))] = arena[((((1048640 +% ((g298 +% j299) *% 8192)) +% (c300 *% 256)) +% (iy301 *% 16)) +% ix302)]
           }
         }
       }
     }
-    for j314 in 0..<1 {
-      for ty315 in 0..<8 {
-        for tx316 in 0..<8 {
-          for cv317 in 0..<4 {
-            let w318 = (loadVector(arena, (2113600 +% ((((j314 *% 10368) +% ((ty315 *% 2) *% 576)) +% ((tx316 *% 2) *% 32)) +% (cv317 *% 8)))) - loadVector(arena, (2113600 +% ((((j314 *% 10368) +% (((ty315 *% 2) +% 2) *% 576)) +% ((tx316 *% 2) *% 32)) +% (cv317 *% 8)))))
-            let w319 = (loadVector(arena, (2113600 +% ((((j314 *% 10368) +% (((ty315 *% 2) +% 1) *% 576)) +% ((tx316 *% 2) *% 32)) +% (cv317 *% 8)))) + loadVector(arena, (2113600 +% ((((j314 *% 10368) +% (((ty315 *% 2) +% 2) *% 576)) +% ((tx316 *% 2) *% 32)) +% (cv317 *% 8)))))
-            let w320 = (loadVector(arena, (2113600 +% ((((j314 *% 10368) +% (((ty315 *% 2) +% 2) *% 576)) +% ((tx316 *% 2) *% 32)) +% (cv317 *% 8)))) - loadVector(arena, (2113600 +% ((((j314 *% 10368) +% (((ty315 *% 2) +% 1) *% 576)) +% ((tx316 *% 2) *% 32)) +% (cv317 *% 8)))))
-            let w321 = (loadVector(arena, (2113600 +% ((((j314 *% 10368) +% (((ty315 *% 2) +% 1) *% 576)) +% ((tx316 *% 2) *% 32)) +% (cv317 *% 8)))) - loadVector(arena, (2113600 +% ((((j314 *% 10368) +% (((ty315 *% 2) +% 3) *% 576)) +% ((tx316 *% 2) *% 32)) +% (cv317 *% 8)))))
-            let w322 = (loadVector(arena, (2113600 +% ((((j314 *% 10368) +% ((ty315 *% 2) *% 576)) +% (((tx316 *% 2) +% 1) *% 32)) +% (cv317 *% 8)))) - loadVector(arena, (2113600 +% ((((j314 *% 10368) +% (((ty315 *% 2) +% 2) *% 576)) +% (((tx316 *% 2) +% 1) *% 32)) +% (cv317 *% 8)))))
-            let w323 = (loadVector(arena, (2113600 +% ((((j314 *% 10368) +% (((ty315 *% 2) +% 1) *% 576)) +% (((tx316 *% 2) +% 1) *% 32)) +% (cv317 *% 8)))) + loadVector(arena, (2113600 +% ((((j314 *% 10368) +% (((ty315 *% 2) +% 2) *% 576)) +% (((tx316 *% 2) +% 1) *% 32)) +% (cv317 *% 8)))))
-            let w324 = (loadVector(arena, (2113600 +% ((((j314 *% 10368) +% (((ty315 *% 2) +% 2) *% 576)) +% (((tx316 *% 2) +% 1) *% 32)) +% (cv317 *% 8)))) - loadVector(arena, (2113600 +% ((((j314 *% 10368) +% (((ty315 *% 2) +% 1) *% 576)) +% (((tx316 *% 2) +% 1) *% 32)) +% (cv317 *% 8)))))
-            let w325 = (loadVector(arena, (2113600 +% ((((j314 *% 10368) +% (((ty315 *% 2) +% 1) *% 576)) +% (((tx316 *% 2) +% 1) *% 32)) +% (cv317 *% 8)))) - loadVector(arena, (2113600 +% ((((j314 *% 10368) +% (((ty315 *% 2) +% 3) *% 576)) +% (((tx316 *% 2) +% 1) *% 32)) +% (cv317 *% 8)))))
-            let w326 = (loadVector(arena, (2113600 +% ((((j314 *% 10368) +% ((ty315 *% 2) *% 576)) +% (((tx316 *% 2) +% 2) *% 32)) +% (cv317 *% 8)))) - loadVector(arena, (2113600 +% ((((j314 *% 10368) +% (((ty315 *% 2) +% 2) *% 576)) +% (((tx316 *% 2) +% 2) *% 32)) +% (cv317 *% 8)))))
-            let w327 = (loadVector(arena, (2113600 +% ((((j314 *% 10368) +% (((ty315 *% 2) +% 1) *% 576)) +% (((tx316 *% 2) +% 2) *% 32)) +% (cv317 *% 8)))) + loadVector(arena, (2113600 +% ((((j314 *% 10368) +% (((ty315 *% 2) +% 2) *% 576)) +% (((tx316 *% 2) +% 2) *% 32)) +% (cv317 *% 8)))))
-            let w328 = (loadVector(arena, (2113600 +% ((((j314 *% 10368) +% (((ty315 *% 2) +% 2) *% 576)) +% (((tx316 *% 2) +% 2) *% 32)) +% (cv317 *% 8)))) - loadVector(arena, (2113600 +% ((((j314 *% 10368) +% (((ty315 *% 2) +% 1) *% 576)) +% (((tx316 *% 2) +% 2) *% 32)) +% (cv317 *% 8)))))
-            let w329 = (loadVector(arena, (2113600 +% ((((j314 *% 10368) +% (((ty315 *% 2) +% 1) *% 576)) +% (((tx316 *% 2) +% 2) *% 32)) +% (cv317 *% 8)))) - loadVector(arena, (2113600 +% ((((j314 *% 10368) +% (((ty315 *% 2) +% 3) *% 576)) +% (((tx316 *% 2) +% 2) *% 32)) +% (cv317 *% 8)))))
-            let w330 = (loadVector(arena, (2113600 +% ((((j314 *% 10368) +% ((ty315 *% 2) *% 576)) +% (((tx316 *% 2) +% 3) *% 32)) +% (cv317 *% 8)))) - loadVector(arena, (2113600 +% ((((j314 *% 10368) +% (((ty315 *% 2) +% 2) *% 576)) +% (((tx316 *% 2) +% 3) *% 32)) +% (cv317 *% 8)))))
-            let w331 = (loadVector(arena, (2113600 +% ((((j314 *% 10368) +% (((ty315 *% 2) +% 1) *% 576)) +% (((tx316 *% 2) +% 3) *% 32)) +% (cv317 *% 8)))) + loadVector(arena, (2113600 +% ((((j314 *% 10368) +% (((ty315 *% 2) +% 2) *% 576)) +% (((tx316 *% 2) +% 3) *% 32)) +% (cv317 *% 8)))))
-            let w332 = (loadVector(arena, (2113600 +% ((((j314 *% 10368) +% (((ty315 *% 2) +% 2) *% 576)) +% (((tx316 *% 2) +% 3) *% 32)) +% (cv317 *% 8)))) - loadVector(arena, (2113600 +% ((((j314 *% 10368) +% (((ty315 *% 2) +% 1) *% 576)) +% (((tx316 *% 2) +% 3) *% 32)) +% (cv317 *% 8)))))
-            let w333 = (loadVector(arena, (2113600 +% ((((j314 *% 10368) +% (((ty315 *% 2) +% 1) *% 576)) +% (((tx316 *% 2) +% 3) *% 32)) +% (cv317 *% 8)))) - loadVector(arena, (2113600 +% ((((j314 *% 10368) +% (((ty315 *% 2) +% 3) *% 576)) +% (((tx316 *% 2) +% 3) *% 32)) +% (cv317 *% 8)))))
-            let w334 = (w318 - w326)
-            let w335 = (w322 + w326)
-            let w336 = (w326 - w322)
-            let w337 = (w322 - w330)
-            let w338 = (w319 - w327)
-            let w339 = (w323 + w327)
-            let w340 = (w327 - w323)
-            let w341 = (w323 - w331)
-            let w342 = (w320 - w328)
-            let w343 = (w324 + w328)
-            let w344 = (w328 - w324)
-            let w345 = (w324 - w332)
-            let w346 = (w321 - w329)
-            let w347 = (w325 + w329)
-            let w348 = (w329 - w325)
-            let w349 = (w325 - w333)
-            storeVector(arena, ((2123968 +% ((((j314 *% 64) +% (ty315 *% 8)) +% tx316) *% 32)) +% (cv317 *% 8)), w334)
-            storeVector(arena, ((2126016 +% ((((j314 *% 64) +% (ty315 *% 8)) +% tx316) *% 32)) +% (cv317 *% 8)), w335)
-            storeVector(arena, ((2128064 +% ((((j314 *% 64) +% (ty315 *% 8)) +% tx316) *% 32)) +% (cv317 *% 8)), w336)
-            storeVector(arena, ((2130112 +% ((((j314 *% 64) +% (ty315 *% 8)) +% tx316) *% 32)) +% (cv317 *% 8)), w337)
-            storeVector(arena, ((2132160 +% ((((j314 *% 64) +% (ty315 *% 8)) +% tx316) *% 32)) +% (cv317 *% 8)), w338)
-            storeVector(arena, ((2134208 +% ((((j314 *% 64) +% (ty315 *% 8)) +% tx316) *% 32)) +% (cv317 *% 8)), w339)
-            storeVector(arena, ((2136256 +% ((((j314 *% 64) +% (ty315 *% 8)) +% tx316) *% 32)) +% (cv317 *% 8)), w340)
-            storeVector(arena, ((2138304 +% ((((j314 *% 64) +% (ty315 *% 8)) +% tx316) *% 32)) +% (cv317 *% 8)), w341)
-            storeVector(arena, ((2140352 +% ((((j314 *% 64) +% (ty315 *% 8)) +% tx316) *% 32)) +% (cv317 *% 8)), w342)
-            storeVector(arena, ((2142400 +% ((((j314 *% 64) +% (ty315 *% 8)) +% tx316) *% 32)) +% (cv317 *% 8)), w343)
-            storeVector(arena, ((2144448 +% ((((j314 *% 64) +% (ty315 *% 8)) +% tx316) *% 32)) +% (cv317 *% 8)), w344)
-            storeVector(arena, ((2146496 +% ((((j314 *% 64) +% (ty315 *% 8)) +% tx316) *% 32)) +% (cv317 *% 8)), w345)
-            storeVector(arena, ((2148544 +% ((((j314 *% 64) +% (ty315 *% 8)) +% tx316) *% 32)) +% (cv317 *% 8)), w346)
-            storeVector(arena, ((2150592 +% ((((j314 *% 64) +% (ty315 *% 8)) +% tx316) *% 32)) +% (cv317 *% 8)), w347)
-            storeVector(arena, ((2152640 +% ((((j314 *% 64) +% (ty315 *% 8)) +% tx316) *% 32)) +% (cv317 *% 8)), w348)
-            storeVector(arena, ((2154688 +% ((((j314 *% 64) +% (ty315 *% 8)) +% tx316) *% 32)) +% (cv317 *% 8)), w349)
+    for j303 in 0..<1 {
+      for ty304 in 0..<8 {
+        for tx305 in 0..<8 {
+          for cv306 in 0..<4 {
+            let w307 = (loadVector(arena, (2113600 +% ((((j303 *% 10368) +% ((ty304 *% 2) *% 576)) +% ((tx305 *% 2) *% 32)) +% (cv306 *% 8)))) - loadVector(arena, (2113600 +% ((((j303 *% 10368) +% (((ty304 *% 2) +% 2) *% 576)) +% ((tx305 *% 2) *% 32)) +% (cv306 *% 8)))))
+            let w308 = (loadVector(arena, (2113600 +% ((((j303 *% 10368) +% (((ty304 *% 2) +% 1) *% 576)) +% ((tx305 *% 2) *% 32)) +% (cv306 *% 8)))) + loadVector(arena, (2113600 +% ((((j303 *% 10368) +% (((ty304 *% 2) +% 2) *% 576)) +% ((tx305 *% 2) *% 32)) +% (cv306 *% 8)))))
+            let w309 = (loadVector(arena, (2113600 +% ((((j303 *% 10368) +% (((ty304 *% 2) +% 2) *% 576)) +% ((tx305 *% 2) *% 32)) +% (cv306 *% 8)))) - loadVector(arena, (2113600 +% ((((j303 *% 10368) +% (((ty304 *% 2) +% 1) *% 576)) +% ((tx305 *% 2) *% 32)) +% (cv306 *% 8)))))
+            let w310 = (loadVector(arena, (2113600 +% ((((j303 *% 10368) +% (((ty304 *% 2) +% 1) *% 576)) +% ((tx305 *% 2) *% 32)) +% (cv306 *% 8)))) - loadVector(arena, (2113600 +% ((((j303 *% 10368) +% (((ty304 *% 2) +% 3) *% 576)) +% ((tx305 *% 2) *% 32)) +% (cv306 *% 8)))))
+            let w311 = (loadVector(arena, (2113600 +% ((((j303 *% 10368) +% ((ty304 *% 2) *% 576)) +% (((tx305 *% 2) +% 1) *% 32)) +% (cv306 *% 8)))) - loadVector(arena, (2113600 +% ((((j303 *% 10368) +% (((ty304 *% 2) +% 2) *% 576)) +% (((tx305 *% 2) +% 1) *% 32)) +% (cv306 *% 8)))))
+            let w312 = (loadVector(arena, (2113600 +% ((((j303 *% 10368) +% (((ty304 *% 2) +% 1) *% 576)) +% (((tx305 *% 2) +% 1) *% 32)) +% (cv306 *% 8)))) + loadVector(arena, (2113600 +% ((((j303 *% 10368) +% (((ty304 *% 2) +% 2) *% 576)) +% (((tx305 *% 2) +% 1) *% 32)) +% (cv306 *% 8)))))
+            let w313 = (loadVector(arena, (2113600 +% ((((j303 *% 10368) +% (((ty304 *% 2) +% 2) *% 576)) +% (((tx305 *% 2) +% 1) *% 32)) +% (cv306 *% 8)))) - loadVector(arena, (2113600 +% ((((j303 *% 10368) +% (((ty304 *% 2) +% 1) *% 576)) +% (((tx305 *% 2) +% 1) *% 32)) +% (cv306 *% 8)))))
+            let w314 = (loadVector(arena, (2113600 +% ((((j303 *% 10368) +% (((ty304 *% 2) +% 1) *% 576)) +% (((tx305 *% 2) +% 1) *% 32)) +% (cv306 *% 8)))) - loadVector(arena, (2113600 +% ((((j303 *% 10368) +% (((ty304 *% 2) +% 3) *% 576)) +% (((tx305 *% 2) +% 1) *% 32)) +% (cv306 *% 8)))))
+            let w315 = (loadVector(arena, (2113600 +% ((((j303 *% 10368) +% ((ty304 *% 2) *% 576)) +% (((tx305 *% 2) +% 2) *% 32)) +% (cv306 *% 8)))) - loadVector(arena, (2113600 +% ((((j303 *% 10368) +% (((ty304 *% 2) +% 2) *% 576)) +% (((tx305 *% 2) +% 2) *% 32)) +% (cv306 *% 8)))))
+            let w316 = (loadVector(arena, (2113600 +% ((((j303 *% 10368) +% (((ty304 *% 2) +% 1) *% 576)) +% (((tx305 *% 2) +% 2) *% 32)) +% (cv306 *% 8)))) + loadVector(arena, (2113600 +% ((((j303 *% 10368) +% (((ty304 *% 2) +% 2) *% 576)) +% (((tx305 *% 2) +% 2) *% 32)) +% (cv306 *% 8)))))
+            let w317 = (loadVector(arena, (2113600 +% ((((j303 *% 10368) +% (((ty304 *% 2) +% 2) *% 576)) +% (((tx305 *% 2) +% 2) *% 32)) +% (cv306 *% 8)))) - loadVector(arena, (2113600 +% ((((j303 *% 10368) +% (((ty304 *% 2) +% 1) *% 576)) +% (((tx305 *% 2) +% 2) *% 32)) +% (cv306 *% 8)))))
+            let w318 = (loadVector(arena, (2113600 +% ((((j303 *% 10368) +% (((ty304 *% 2) +% 1) *% 576)) +% (((tx305 *% 2) +% 2) *% 32)) +% (cv306 *% 8)))) - loadVector(arena, (2113600 +% ((((j303 *% 10368) +% (((ty304 *% 2) +% 3) *% 576)) +% (((tx305 *% 2) +% 2) *% 32)) +% (cv306 *% 8)))))
+            let w319 = (loadVector(arena, (2113600 +% ((((j303 *% 10368) +% ((ty304 *% 2) *% 576)) +% (((tx305 *% 2) +% 3) *% 32)) +% (cv306 *% 8)))) - loadVector(arena, (2113600 +% ((((j303 *% 10368) +% (((ty304 *% 2) +% 2) *% 576)) +% (((tx305 *% 2) +% 3) *% 32)) +% (cv306 *% 8)))))
+            let w320 = (loadVector(arena, (2113600 +% ((((j303 *% 10368) +% (((ty304 *% 2) +% 1) *% 576)) +% (((tx305 *% 2) +% 3) *% 32)) +% (cv306 *% 8)))) + loadVector(arena, (2113600 +% ((((j303 *% 10368) +% (((ty304 *% 2) +% 2) *% 576)) +% (((tx305 *% 2) +% 3) *% 32)) +% (cv306 *% 8)))))
+            let w321 = (loadVector(arena, (2113600 +% ((((j303 *% 10368) +% (((ty304 *% 2) +% 2) *% 576)) +% (((tx305 *% 2) +% 3) *% 32)) +% (cv306 *% 8)))) - loadVector(arena, (2113600 +% ((((j303 *% 10368) +% (((ty304 *% 2) +% 1) *% 576)) +% (((tx305 *% 2) +% 3) *% 32)) +% (cv306 *% 8)))))
+            let w322 = (loadVector(arena, (2113600 +% ((((j303 *% 10368) +% (((ty304 *% 2) +% 1) *% 576)) +% (((tx305 *% 2) +% 3) *% 32)) +% (cv306 *% 8)))) - loadVector(arena, (2113600 +% ((((j303 *% 10368) +% (((ty304 *% 2) +% 3) *% 576)) +% (((tx305 *% 2) +% 3) *% 32)) +% (cv306 *% 8)))))
+            let w323 = (w307 - w315)
+            let w324 = (w311 + w315)
+            let w325 = (w315 - w311)
+            let w326 = (w311 - w319)
+            let w327 = (w308 - w316)
+            let w328 = (w312 + w316)
+            let w329 = (w316 - w312)
+            let w330 = (w312 - w320)
+            let w331 = (w309 - w317)
+            let w332 = (w313 + w317)
+            let w333 = (w317 - w313)
+            let w334 = (w313 - w321)
+            let w335 = (w310 - w318)
+            let w336 = (w314 + w318)
+            let w337 = (w318 - w314)
+            let w338 = (w314 - w322)
+            storeVector(arena, ((2123968 +% ((((j303 *% 64) +% (ty304 *% 8)) +% tx305) *% 32)) +% (cv306 *% 8)), w323)
+            storeVector(arena, ((2126016 +% ((((j303 *% 64) +% (ty304 *% 8)) +% tx305) *% 32)) +% (cv306 *% 8)), w324)
+            storeVector(arena, ((2128064 +% ((((j303 *% 64) +% (ty304 *% 8)) +% tx305) *% 32)) +% (cv306 *% 8)), w325)
+            storeVector(arena, ((2130112 +% ((((j303 *% 64) +% (ty304 *% 8)) +% tx305) *% 32)) +% (cv306 *% 8)), w326)
+            storeVector(arena, ((2132160 +% ((((j303 *% 64) +% (ty304 *% 8)) +% tx305) *% 32)) +% (cv306 *% 8)), w327)
+            storeVector(arena, ((2134208 +% ((((j303 *% 64) +% (ty304 *% 8)) +% tx305) *% 32)) +% (cv306 *% 8)), w328)
+            storeVector(arena, ((2136256 +% ((((j303 *% 64) +% (ty304 *% 8)) +% tx305) *% 32)) +% (cv306 *% 8)), w329)
+            storeVector(arena, ((2138304 +% ((((j303 *% 64) +% (ty304 *% 8)) +% tx305) *% 32)) +% (cv306 *% 8)), w330)
+            storeVector(arena, ((2140352 +% ((((j303 *% 64) +% (ty304 *% 8)) +% tx305) *% 32)) +% (cv306 *% 8)), w331)
+            storeVector(arena, ((2142400 +% ((((j303 *% 64) +% (ty304 *% 8)) +% tx305) *% 32)) +% (cv306 *% 8)), w332)
+            storeVector(arena, ((2144448 +% ((((j303 *% 64) +% (ty304 *% 8)) +% tx305) *% 32)) +% (cv306 *% 8)), w333)
+            storeVector(arena, ((2146496 +% ((((j303 *% 64) +% (ty304 *% 8)) +% tx305) *% 32)) +% (cv306 *% 8)), w334)
+            storeVector(arena, ((2148544 +% ((((j303 *% 64) +% (ty304 *% 8)) +% tx305) *% 32)) +% (cv306 *% 8)), w335)
+            storeVector(arena, ((2150592 +% ((((j303 *% 64) +% (ty304 *% 8)) +% tx305) *% 32)) +% (cv306 *% 8)), w336)
+            storeVector(arena, ((2152640 +% ((((j303 *% 64) +% (ty304 *% 8)) +% tx305) *% 32)) +% (cv306 *% 8)), w337)
+            storeVector(arena, ((2154688 +% ((((j303 *% 64) +% (ty304 *% 8)) +% tx305) *% 32)) +% (cv306 *% 8)), w338)
           }
         }
       }
     }
-    parallelFor(pool, 2) { part350 in
-      for xi351 in 0..<16 {
-        do {  // gemm358
-          for nb352 in 0..<1 {
-            for mb353 in 0..<10 {
-              var t354_c0_0 = Vector()
-              var t354_c0_1 = Vector()
-              var t354_c1_0 = Vector()
-              var t354_c1_1 = Vector()
-              var t354_c2_0 = Vector()
-              var t354_c2_1 = Vector()
-              var t354_c3_0 = Vector()
-              var t354_c3_1 = Vector()
-              var t354_c4_0 = Vector()
-              var t354_c4_1 = Vector()
-              var t354_c5_0 = Vector()
-              var t354_c5_1 = Vector()
-              for k355 in 0..<32 {
-                let t354_b0 = loadVector(arena, ((((2097216 +% (xi351 *% 1024)) +% (part350 *% 16)) +% (k355 *% 32)) +% (nb352 *% 16)))
-                let t354_b1 = loadVector(arena, (((((2097216 +% (xi351 *% 1024)) +% (part350 *% 16)) +% (k355 *% 32)) +% (nb352 *% 16)) +% 8))
-                let t354_a0 = Vector(repeating: arena[(((2123968 +% (xi351 *% 2048)) +% ((mb353 *% 6) *% 32)) +% k355)])
-                t354_c0_0 = t354_c0_0.addingProduct(t354_a0, t354_b0)
-                t354_c0_1 = t354_c0_1.addingProduct(t354_a0, t354_b1)
-                let t354_a1 = Vector(repeating: arena[(((2123968 +% (xi351 *% 2048)) +% (((mb353 *% 6) +% 1) *% 32)) +% k355)])
-                t354_c1_0 = t354_c1_0.addingProduct(t354_a1, t354_b0)
-                t354_c1_1 = t354_c1_1.addingProduct(t354_a1, t354_b1)
-                let t354_a2 = Vector(repeating: arena[(((2123968 +% (xi351 *% 2048)) +% (((mb353 *% 6) +% 2) *% 32)) +% k355)])
-                t354_c2_0 = t354_c2_0.addingProduct(t354_a2, t354_b0)
-                t354_c2_1 = t354_c2_1.addingProduct(t354_a2, t354_b1)
-                let t354_a3 = Vector(repeating: arena[(((2123968 +% (xi351 *% 2048)) +% (((mb353 *% 6) +% 3) *% 32)) +% k355)])
-                t354_c3_0 = t354_c3_0.addingProduct(t354_a3, t354_b0)
-                t354_c3_1 = t354_c3_1.addingProduct(t354_a3, t354_b1)
-                let t354_a4 = Vector(repeating: arena[(((2123968 +% (xi351 *% 2048)) +% (((mb353 *% 6) +% 4) *% 32)) +% k355)])
-                t354_c4_0 = t354_c4_0.addingProduct(t354_a4, t354_b0)
-                t354_c4_1 = t354_c4_1.addingProduct(t354_a4, t354_b1)
-                let t354_a5 = Vector(repeating: arena[(((2123968 +% (xi351 *% 2048)) +% (((mb353 *% 6) +% 5) *% 32)) +% k355)])
-                t354_c5_0 = t354_c5_0.addingProduct(t354_a5, t354_b0)
-                t354_c5_1 = t354_c5_1.addingProduct(t354_a5, t354_b1)
+    parallelFor(pool, 2) { part339 in
+      for xi340 in 0..<16 {
+        do {  // gemm347
+          for nb341 in 0..<1 {
+            for mb342 in 0..<10 {
+              var t343_c0_0 = Vector()
+              var t343_c0_1 = Vector()
+              var t343_c1_0 = Vector()
+              var t343_c1_1 = Vector()
+              var t343_c2_0 = Vector()
+              var t343_c2_1 = Vector()
+              var t343_c3_0 = Vector()
+              var t343_c3_1 = Vector()
+              var t343_c4_0 = Vector()
+              var t343_c4_1 = Vector()
+              var t343_c5_0 = Vector()
+              var t343_c5_1 = Vector()
+              for k344 in 0..<32 {
+                let t343_b0 = loadVector(arena, ((((2097216 +% (xi340 *% 1024)) +% (part339 *% 16)) +% (k344 *% 32)) +% (nb341 *% 16)))
+                let t343_b1 = loadVector(arena, (((((2097216 +% (xi340 *% 1024)) +% (part339 *% 16)) +% (k344 *% 32)) +% (nb341 *% 16)) +% 8))
+                let t343_a0 = Vector(repeating: arena[(((2123968 +% (xi340 *% 2048)) +% ((mb342 *% 6) *% 32)) +% k344)])
+                t343_c0_0 = t343_c0_0.addingProduct(t343_a0, t343_b0)
+                t343_c0_1 = t343_c0_1.addingProduct(t343_a0, t343_b1)
+                let t343_a1 = Vector(repeating: arena[(((2123968 +% (xi340 *% 2048)) +% (((mb342 *% 6) +% 1) *% 32)) +% k344)])
+                t343_c1_0 = t343_c1_0.addingProduct(t343_a1, t343_b0)
+                t343_c1_1 = t343_c1_1.addingProduct(t343_a1, t343_b1)
+                let t343_a2 = Vector(repeating: arena[(((2123968 +% (xi340 *% 2048)) +% (((mb342 *% 6) +% 2) *% 32)) +% k344)])
+                t343_c2_0 = t343_c2_0.addingProduct(t343_a2, t343_b0)
+                t343_c2_1 = t343_c2_1.addingProduct(t343_a2, t343_b1)
+                let t343_a3 = Vector(repeating: arena[(((2123968 +% (xi340 *% 2048)) +% (((mb342 *% 6) +% 3) *% 32)) +% k344)])
+                t343_c3_0 = t343_c3_0.addingProduct(t343_a3, t343_b0)
+                t343_c3_1 = t343_c3_1.addingProduct(t343_a3, t343_b1)
+                let t343_a4 = Vector(repeating: arena[(((2123968 +% (xi340 *% 2048)) +% (((mb342 *% 6) +% 4) *% 32)) +% k344)])
+                t343_c4_0 = t343_c4_0.addingProduct(t343_a4, t343_b0)
+                t343_c4_1 = t343_c4_1.addingProduct(t343_a4, t343_b1)
+                let t343_a5 = Vector(repeating: arena[(((2123968 +% (xi340 *% 2048)) +% (((mb342 *% 6) +% 5) *% 32)) +% k344)])
+                t343_c5_0 = t343_c5_0.addingProduct(t343_a5, t343_b0)
+                t343_c5_1 = t343_c5_1.addingProduct(t343_a5, t343_b1)
               }
-              storeVector(arena, ((((2156736 +% (xi351 *% 2048)) +% (part350 *% 16)) +% ((mb353 *% 6) *% 32)) +% (nb352 *% 16)), t354_c0_0)
-              storeVector(arena, (((((2156736 +% (xi351 *% 2048)) +% (part350 *% 16)) +% ((mb353 *% 6) *% 32)) +% (nb352 *% 16)) +% 8), t354_c0_1)
-              storeVector(arena, ((((2156736 +% (xi351 *% 2048)) +% (part350 *% 16)) +% (((mb353 *% 6) +% 1) *% 32)) +% (nb352 *% 16)), t354_c1_0)
-              storeVector(arena, (((((2156736 +% (xi351 *% 2048)) +% (part350 *% 16)) +% (((mb353 *% 6) +% 1) *% 32)) +% (nb352 *% 16)) +% 8), t354_c1_1)
-              storeVector(arena, ((((2156736 +% (xi351 *% 2048)) +% (part350 *% 16)) +% (((mb353 *% 6) +% 2) *% 32)) +% (nb352 *% 16)), t354_c2_0)
-              storeVector(arena, (((((2156736 +% (xi351 *% 2048)) +% (part350 *% 16)) +% (((mb353 *% 6) +% 2) *% 32)) +% (nb352 *% 16)) +% 8), t354_c2_1)
-              storeVector(arena, ((((2156736 +% (xi351 *% 2048)) +% (part350 *% 16)) +% (((mb353 *% 6) +% 3) *% 32)) +% (nb352 *% 16)), t354_c3_0)
-              storeVector(arena, (((((2156736 +% (xi351 *% 2048)) +% (part350 *% 16)) +% (((mb353 *% 6) +% 3) *% 32)) +% (nb352 *% 16)) +% 8), t354_c3_1)
-              storeVector(arena, ((((2156736 +% (xi351 *% 2048)) +% (part350 *% 16)) +% (((mb353 *% 6) +% 4) *% 32)) +% (nb352 *% 16)), t354_c4_0)
-              storeVector(arena, (((((2156736 +% (xi351 *% 2048)) +% (part350 *% 16)) +% (((mb353 *% 6) +% 4) *% 32)) +% (nb352 *% 16)) +% 8), t354_c4_1)
-              storeVector(arena, ((((2156736 +% (xi351 *% 2048)) +% (part350 *% 16)) +% (((mb353 *% 6) +% 5) *% 32)) +% (nb352 *% 16)), t354_c5_0)
-              storeVector(arena, (((((2156736 +% (xi351 *% 2048)) +% (part350 *% 16)) +% (((mb353 *% 6) +% 5) *% 32)) +% (nb352 *% 16)) +% 8), t354_c5_1)
+              storeVector(arena, ((((2156736 +% (xi340 *% 2048)) +% (part339 *% 16)) +% ((mb342 *% 6) *% 32)) +% (nb341 *% 16)), t343_c0_0)
+              storeVector(arena, (((((2156736 +% (xi340 *% 2048)) +% (part339 *% 16)) +% ((mb342 *% 6) *% 32)) +% (nb341 *% 16)) +% 8), t343_c0_1)
+              storeVector(arena, ((((2156736 +% (xi340 *% 2048)) +% (part339 *% 16)) +% (((mb342 *% 6) +% 1) *% 32)) +% (nb341 *% 16)), t343_c1_0)
+              storeVector(arena, (((((2156736 +% (xi340 *% 2048)) +% (part339 *% 16)) +% (((mb342 *% 6) +% 1) *% 32)) +% (nb341 *% 16)) +% 8), t343_c1_1)
+              storeVector(arena, ((((2156736 +% (xi340 *% 2048)) +% (part339 *% 16)) +% (((mb342 *% 6) +% 2) *% 32)) +% (nb341 *% 16)), t343_c2_0)
+              storeVector(arena, (((((2156736 +% (xi340 *% 2048)) +% (part339 *% 16)) +% (((mb342 *% 6) +% 2) *% 32)) +% (nb341 *% 16)) +% 8), t343_c2_1)
+              storeVector(arena, ((((2156736 +% (xi340 *% 2048)) +% (part339 *% 16)) +% (((mb342 *% 6) +% 3) *% 32)) +% (nb341 *% 16)), t343_c3_0)
+              storeVector(arena, (((((2156736 +% (xi340 *% 2048)) +% (part339 *% 16)) +% (((mb342 *% 6) +% 3) *% 32)) +% (nb341 *% 16)) +% 8), t343_c3_1)
+              storeVector(arena, ((((2156736 +% (xi340 *% 2048)) +% (part339 *% 16)) +% (((mb342 *% 6) +% 4) *% 32)) +% (nb341 *% 16)), t343_c4_0)
+              storeVector(arena, (((((2156736 +% (xi340 *% 2048)) +% (part339 *% 16)) +% (((mb342 *% 6) +% 4) *% 32)) +% (nb341 *% 16)) +% 8), t343_c4_1)
+              storeVector(arena, ((((2156736 +% (xi340 *% 2048)) +% (part339 *% 16)) +% (((mb342 *% 6) +% 5) *% 32)) +% (nb341 *% 16)), t343_c5_0)
+              storeVector(arena, (((((2156736 +% (xi340 *% 2048)) +% (part339 *% 16)) +% (((mb342 *% 6) +% 5) *% 32)) +% (nb341 *% 16)) +% 8), t343_c5_1)
             }
-            var t356_c0_0 = Vector()
-            var t356_c0_1 = Vector()
-            var t356_c1_0 = Vector()
-            var t356_c1_1 = Vector()
-            var t356_c2_0 = Vector()
-            var t356_c2_1 = Vector()
-            var t356_c3_0 = Vector()
-            var t356_c3_1 = Vector()
-            for k357 in 0..<32 {
-              let t356_b0 = loadVector(arena, ((((2097216 +% (xi351 *% 1024)) +% (part350 *% 16)) +% (k357 *% 32)) +% (nb352 *% 16)))
-              let t356_b1 = loadVector(arena, (((((2097216 +% (xi351 *% 1024)) +% (part350 *% 16)) +% (k357 *% 32)) +% (nb352 *% 16)) +% 8))
-              let t356_a0 = Vector(repeating: arena[(((2123968 +% (xi351 *% 2048)) +% 1920) +% k357)])
-              t356_c0_0 = t356_c0_0.addingProduct(t356_a0, t356_b0)
-              t356_c0_1 = t356_c0_1.addingProduct(t356_a0, t356_b1)
-              let t356_a1 = Vector(repeating: arena[(((2123968 +% (xi351 *% 2048)) +% 1952) +% k357)])
-              t356_c1_0 = t356_c1_0.addingProduct(t356_a1, t356_b0)
-              t356_c1_1 = t356_c1_1.addingProduct(t356_a1, t356_b1)
-              let t356_a2 = Vector(repeating: arena[(((2123968 +% (xi351 *% 2048)) +% 1984) +% k357)])
-              t356_c2_0 = t356_c2_0.addingProduct(t356_a2, t356_b0)
-              t356_c2_1 = t356_c2_1.addingProduct(t356_a2, t356_b1)
-              let t356_a3 = Vector(repeating: arena[(((2123968 +% (xi351 *% 2048)) +% 2016) +% k357)])
-              t356_c3_0 = t356_c3_0.addingProduct(t356_a3, t356_b0)
-              t356_c3_1 = t356_c3_1.addingProduct(t356_a3, t356_b1)
+            var t345_c0_0 = Vector()
+            var t345_c0_1 = Vector()
+            var t345_c1_0 = Vector()
+            var t345_c1_1 = Vector()
+            var t345_c2_0 = Vector()
+            var t345_c2_1 = Vector()
+            var t345_c3_0 = Vector()
+            var t345_c3_1 = Vector()
+            for k346 in 0..<32 {
+              let t345_b0 = loadVector(arena, ((((2097216 +% (xi340 *% 1024)) +% (part339 *% 16)) +% (k346 *% 32)) +% (nb341 *% 16)))
+              let t345_b1 = loadVector(arena, (((((2097216 +% (xi340 *% 1024)) +% (part339 *% 16)) +% (k346 *% 32)) +% (nb341 *% 16)) +% 8))
+              let t345_a0 = Vector(repeating: arena[(((2123968 +% (xi340 *% 2048)) +% 1920) +% k346)])
+              t345_c0_0 = t345_c0_0.addingProduct(t345_a0, t345_b0)
+              t345_c0_1 = t345_c0_1.addingProduct(t345_a0, t345_b1)
+              let t345_a1 = Vector(repeating: arena[(((2123968 +% (xi340 *% 2048)) +% 1952) +% k346)])
+              t345_c1_0 = t345_c1_0.addingProduct(t345_a1, t345_b0)
+              t345_c1_1 = t345_c1_1.addingProduct(t345_a1, t345_b1)
+              let t345_a2 = Vector(repeating: arena[(((2123968 +% (xi340 *% 2048)) +% 1984) +% k346)])
+              t345_c2_0 = t345_c2_0.addingProduct(t345_a2, t345_b0)
+              t345_c2_1 = t345_c2_1.addingProduct(t345_a2, t345_b1)
+              let t345_a3 = Vector(repeating: arena[(((2123968 +% (xi340 *% 2048)) +% 2016) +% k346)])
+              t345_c3_0 = t345_c3_0.addingProduct(t345_a3, t345_b0)
+              t345_c3_1 = t345_c3_1.addingProduct(t345_a3, t345_b1)
             }
-            storeVector(arena, ((((2156736 +% (xi351 *% 2048)) +% (part350 *% 16)) +% 1920) +% (nb352 *% 16)), t356_c0_0)
-            storeVector(arena, (((((2156736 +% (xi351 *% 2048)) +% (part350 *% 16)) +% 1920) +% (nb352 *% 16)) +% 8), t356_c0_1)
-            storeVector(arena, ((((2156736 +% (xi351 *% 2048)) +% (part350 *% 16)) +% 1952) +% (nb352 *% 16)), t356_c1_0)
-            storeVector(arena, (((((2156736 +% (xi351 *% 2048)) +% (part350 *% 16)) +% 1952) +% (nb352 *% 16)) +% 8), t356_c1_1)
-            storeVector(arena, ((((2156736 +% (xi351 *% 2048)) +% (part350 *% 16)) +% 1984) +% (nb352 *% 16)), t356_c2_0)
-            storeVector(arena, (((((2156736 +% (xi351 *% 2048)) +% (part350 *% 16)) +% 1984) +% (nb352 *% 16)) +% 8), t356_c2_1)
-            storeVector(arena, ((((2156736 +% (xi351 *% 2048)) +% (part350 *% 16)) +% 2016) +% (nb352 *% 16)), t356_c3_0)
-            storeVector(arena, (((((2156736 +% (xi351 *% 2048)) +% (part350 *% 16)) +% 2016) +% (nb352 *% 16)) +% 8), t356_c3_1)
+            storeVector(arena, ((((2156736 +% (xi340 *% 2048)) +% (part339 *% 16)) +% 1920) +% (nb341 *% 16)), t345_c0_0)
+            storeVector(arena, (((((2156736 +% (xi340 *% 2048)) +% (part339 *% 16)) +% 1920) +% (nb341 *% 16)) +% 8), t345_c0_1)
+            storeVector(arena, ((((2156736 +% (xi340 *% 2048)) +% (part339 *% 16)) +% 1952) +% (nb341 *% 16)), t345_c1_0)
+            storeVector(arena, (((((2156736 +% (xi340 *% 2048)) +% (part339 *% 16)) +% 1952) +% (nb341 *% 16)) +% 8), t345_c1_1)
+            storeVector(arena, ((((2156736 +% (xi340 *% 2048)) +% (part339 *% 16)) +% 1984) +% (nb341 *% 16)), t345_c2_0)
+            storeVector(arena, (((((2156736 +% (xi340 *% 2048)) +% (part339 *% 16)) +% 1984) +% (nb341 *% 16)) +% 8), t345_c2_1)
+            storeVector(arena, ((((2156736 +% (xi340 *% 2048)) +% (part339 *% 16)) +% 2016) +% (nb341 *% 16)), t345_c3_0)
+            storeVector(arena, (((((2156736 +% (xi340 *% 2048)) +% (part339 *% 16)) +% 2016) +% (nb341 *% 16)) +% 8), t345_c3_1)
           }
         }
       }
-      for j359 in 0..<1 {
-        for ty360 in 0..<8 {
-          for tx361 in 0..<8 {
-            for cv362 in 0..<2 {
-              let w363 = ((loadVector(arena, ((2156736 +% ((((j359 *% 64) +% (ty360 *% 8)) +% tx361) *% 32)) +% ((part350 *% 16) +% (cv362 *% 8)))) + loadVector(arena, ((2164928 +% ((((j359 *% 64) +% (ty360 *% 8)) +% tx361) *% 32)) +% ((part350 *% 16) +% (cv362 *% 8))))) + loadVector(arena, ((2173120 +% ((((j359 *% 64) +% (ty360 *% 8)) +% tx361) *% 32)) +% ((part350 *% 16) +% (cv362 *% 8)))))
-              let w364 = ((loadVector(arena, ((2164928 +% ((((j359 *% 64) +% (ty360 *% 8)) +% tx361) *% 32)) +% ((part350 *% 16) +% (cv362 *% 8)))) - loadVector(arena, ((2173120 +% ((((j359 *% 64) +% (ty360 *% 8)) +% tx361) *% 32)) +% ((part350 *% 16) +% (cv362 *% 8))))) - loadVector(arena, ((2181312 +% ((((j359 *% 64) +% (ty360 *% 8)) +% tx361) *% 32)) +% ((part350 *% 16) +% (cv362 *% 8)))))
-              let w365 = ((loadVector(arena, ((2158784 +% ((((j359 *% 64) +% (ty360 *% 8)) +% tx361) *% 32)) +% ((part350 *% 16) +% (cv362 *% 8)))) + loadVector(arena, ((2166976 +% ((((j359 *% 64) +% (ty360 *% 8)) +% tx361) *% 32)) +% ((part350 *% 16) +% (cv362 *% 8))))) + loadVector(arena, ((2175168 +% ((((j359 *% 64) +% (ty360 *% 8)) +% tx361) *% 32)) +% ((part350 *% 16) +% (cv362 *% 8)))))
-              let w366 = ((loadVector(arena, ((2166976 +% ((((j359 *% 64) +% (ty360 *% 8)) +% tx361) *% 32)) +% ((part350 *% 16) +% (cv362 *% 8)))) - loadVector(arena, ((2175168 +% ((((j359 *% 64) +% (ty360 *% 8)) +% tx361) *% 32)) +% ((part350 *% 16) +% (cv362 *% 8))))) - loadVector(arena, ((2183360 +% ((((j359 *% 64) +% (ty360 *% 8)) +% tx361) *% 32)) +% ((part350 *% 16) +% (cv362 *% 8)))))
-              let w367 = ((loadVector(arena, ((2160832 +% ((((j359 *% 64) +% (ty360 *% 8)) +% tx361) *% 32)) +% ((part350 *% 16) +% (cv362 *% 8)))) + loadVector(arena, ((2169024 +% ((((j359 *% 64) +% (ty360 *% 8)) +% tx361) *% 32)) +% ((part350 *% 16) +% (cv362 *% 8))))) + loadVector(arena, ((2177216 +% ((((j359 *% 64) +% (ty360 *% 8)) +% tx361) *% 32)) +% ((part350 *% 16) +% (cv362 *% 8)))))
-              let w368 = ((loadVector(arena, ((2169024 +% ((((j359 *% 64) +% (ty360 *% 8)) +% tx361) *% 32)) +% ((part350 *% 16) +% (cv362 *% 8)))) - loadVector(arena, ((2177216 +% ((((j359 *% 64) +% (ty360 *% 8)) +% tx361) *% 32)) +% ((part350 *% 16) +% (cv362 *% 8))))) - loadVector(arena, ((2185408 +% ((((j359 *% 64) +% (ty360 *% 8)) +% tx361) *% 32)) +% ((part350 *% 16) +% (cv362 *% 8)))))
-              let w369 = ((loadVector(arena, ((2162880 +% ((((j359 *% 64) +% (ty360 *% 8)) +% tx361) *% 32)) +% ((part350 *% 16) +% (cv362 *% 8)))) + loadVector(arena, ((2171072 +% ((((j359 *% 64) +% (ty360 *% 8)) +% tx361) *% 32)) +% ((part350 *% 16) +% (cv362 *% 8))))) + loadVector(arena, ((2179264 +% ((((j359 *% 64) +% (ty360 *% 8)) +% tx361) *% 32)) +% ((part350 *% 16) +% (cv362 *% 8)))))
-              let w370 = ((loadVector(arena, ((2171072 +% ((((j359 *% 64) +% (ty360 *% 8)) +% tx361) *% 32)) +% ((part350 *% 16) +% (cv362 *% 8)))) - loadVector(arena, ((2179264 +% ((((j359 *% 64) +% (ty360 *% 8)) +% tx361) *% 32)) +% ((part350 *% 16) +% (cv362 *% 8))))) - loadVector(arena, ((2187456 +% ((((j359 *% 64) +% (ty360 *% 8)) +% tx361) *% 32)) +% ((part350 *% 16) +% (cv362 *% 8)))))
-              let w371 = ((w363 + w365) + w367)
-              let w372 = ((w365 - w367) - w369)
-              let w373 = ((w364 + w366) + w368)
-              let w374 = ((w366 - w368) - w370)
-              storeVector(arena, ((2189504 +% (((((j359 *% 16) +% (ty360 *% 2)) *% 16) +% (tx361 *% 2)) *% 32)) +% ((part350 *% 16) +% (cv362 *% 8))), ((w371 * loadVector(arena, (1048576 +% ((part350 *% 16) +% (cv362 *% 8))))) + loadVector(arena, (1048608 +% ((part350 *% 16) +% (cv362 *% 8))))))
-              storeVector(arena, ((2189504 +% ((((((j359 *% 16) +% (ty360 *% 2)) *% 16) +% (tx361 *% 2)) +% 1) *% 32)) +% ((part350 *% 16) +% (cv362 *% 8))), ((w372 * loadVector(arena, (1048576 +% ((part350 *% 16) +% (cv362 *% 8))))) + loadVector(arena, (1048608 +% ((part350 *% 16) +% (cv362 *% 8))))))
-              storeVector(arena, ((2189504 +% ((((((j359 *% 16) +% (ty360 *% 2)) +% 1) *% 16) +% (tx361 *% 2)) *% 32)) +% ((part350 *% 16) +% (cv362 *% 8))), ((w373 * loadVector(arena, (1048576 +% ((part350 *% 16) +% (cv362 *% 8))))) + loadVector(arena, (1048608 +% ((part350 *% 16) +% (cv362 *% 8))))))
-              storeVector(arena, ((2189504 +% (((((((j359 *% 16) +% (ty360 *% 2)) +% 1) *% 16) +% (tx361 *% 2)) +% 1) *% 32)) +% ((part350 *% 16) +% (cv362 *% 8))), ((w374 * loadVector(arena, (1048576 +% ((part350 *% 16) +% (cv362 *% 8))))) + loadVector(arena, (1048608 +% ((part350 *% 16) +% (cv362 *% 8))))))
+      for j348 in 0..<1 {
+        for ty349 in 0..<8 {
+          for tx350 in 0..<8 {
+            for cv351 in 0..<2 {
+              let w352 = ((loadVector(arena, ((2156736 +% ((((j348 *% 64) +% (ty349 *% 8)) +% tx350) *% 32)) +% ((part339 *% 16) +% (cv351 *% 8)))) + loadVector(arena, ((2164928 +% ((((j348 *% 64) +% (ty349 *% 8)) +% tx350) *% 32)) +% ((part339 *% 16) +% (cv351 *% 8))))) + loadVector(arena, ((2173120 +% ((((j348 *% 64) +% (ty349 *% 8)) +% tx350) *% 32)) +% ((part339 *% 16) +% (cv351 *% 8)))))
+              let w353 = ((loadVector(arena, ((2164928 +% ((((j348 *% 64) +% (ty349 *% 8)) +% tx350) *% 32)) +% ((part339 *% 16) +% (cv351 *% 8)))) - loadVector(arena, ((2173120 +% ((((j348 *% 64) +% (ty349 *% 8)) +% tx350) *% 32)) +% ((part339 *% 16) +% (cv351 *% 8))))) - loadVector(arena, ((2181312 +% ((((j348 *% 64) +% (ty349 *% 8)) +% tx350) *% 32)) +% ((part339 *% 16) +% (cv351 *% 8)))))
+              let w354 = ((loadVector(arena, ((2158784 +% ((((j348 *% 64) +% (ty349 *% 8)) +% tx350) *% 32)) +% ((part339 *% 16) +% (cv351 *% 8)))) + loadVector(arena, ((2166976 +% ((((j348 *% 64) +% (ty349 *% 8)) +% tx350) *% 32)) +% ((part339 *% 16) +% (cv351 *% 8))))) + loadVector(arena, ((2175168 +% ((((j348 *% 64) +% (ty349 *% 8)) +% tx350) *% 32)) +% ((part339 *% 16) +% (cv351 *% 8)))))
+              let w355 = ((loadVector(arena, ((2166976 +% ((((j348 *% 64) +% (ty349 *% 8)) +% tx350) *% 32)) +% ((part339 *% 16) +% (cv351 *% 8)))) - loadVector(arena, ((2175168 +% ((((j348 *% 64) +% (ty349 *% 8)) +% tx350) *% 32)) +% ((part339 *% 16) +% (cv351 *% 8))))) - loadVector(arena, ((2183360 +% ((((j348 *% 64) +% (ty349 *% 8)) +% tx350) *% 32)) +% ((part339 *% 16) +% (cv351 *% 8)))))
+              let w356 = ((loadVector(arena, ((2160832 +% ((((j348 *% 64) +% (ty349 *% 8)) +% tx350) *% 32)) +% ((part339 *% 16) +% (cv351 *% 8)))) + loadVector(arena, ((2169024 +% ((((j348 *% 64) +% (ty349 *% 8)) +% tx350) *% 32)) +% ((part339 *% 16) +% (cv351 *% 8))))) + loadVector(arena, ((2177216 +% ((((j348 *% 64) +% (ty349 *% 8)) +% tx350) *% 32)) +% ((part339 *% 16) +% (cv351 *% 8)))))
+              let w357 = ((loadVector(arena, ((2169024 +% ((((j348 *% 64) +% (ty349 *% 8)) +% tx350) *% 32)) +% ((part339 *% 16) +% (cv351 *% 8)))) - loadVector(arena, ((2177216 +% ((((j348 *% 64) +% (ty349 *% 8)) +% tx350) *% 32)) +% ((part339 *% 16) +% (cv351 *% 8))))) - loadVector(arena, ((2185408 +% ((((j348 *% 64) +% (ty349 *% 8)) +% tx350) *% 32)) +% ((part339 *% 16) +% (cv351 *% 8)))))
+              let w358 = ((loadVector(arena, ((2162880 +% ((((j348 *% 64) +% (ty349 *% 8)) +% tx350) *% 32)) +% ((part339 *% 16) +% (cv351 *% 8)))) + loadVector(arena, ((2171072 +% ((((j348 *% 64) +% (ty349 *% 8)) +% tx350) *% 32)) +% ((part339 *% 16) +% (cv351 *% 8))))) + loadVector(arena, ((2179264 +% ((((j348 *% 64) +% (ty349 *% 8)) +% tx350) *% 32)) +% ((part339 *% 16) +% (cv351 *% 8)))))
+              let w359 = ((loadVector(arena, ((2171072 +% ((((j348 *% 64) +% (ty349 *% 8)) +% tx350) *% 32)) +% ((part339 *% 16) +% (cv351 *% 8)))) - loadVector(arena, ((2179264 +% ((((j348 *% 64) +% (ty349 *% 8)) +% tx350) *% 32)) +% ((part339 *% 16) +% (cv351 *% 8))))) - loadVector(arena, ((2187456 +% ((((j348 *% 64) +% (ty349 *% 8)) +% tx350) *% 32)) +% ((part339 *% 16) +% (cv351 *% 8)))))
+              let w360 = ((w352 + w354) + w356)
+              let w361 = ((w354 - w356) - w358)
+              let w362 = ((w353 + w355) + w357)
+              let w363 = ((w355 - w357) - w359)
+              storeVector(arena, ((2189504 +% (((((j348 *% 16) +% (ty349 *% 2)) *% 16) +% (tx350 *% 2)) *% 32)) +% ((part339 *% 16) +% (cv351 *% 8))), ((w360 * loadVector(arena, (1048576 +% ((part339 *% 16) +% (cv351 *% 8))))) + loadVector(arena, (1048608 +% ((part339 *% 16) +% (cv351 *% 8))))))
+              storeVector(arena, ((2189504 +% ((((((j348 *% 16) +% (ty349 *% 2)) *% 16) +% (tx350 *% 2)) +% 1) *% 32)) +% ((part339 *% 16) +% (cv351 *% 8))), ((w361 * loadVector(arena, (1048576 +% ((part339 *% 16) +% (cv351 *% 8))))) + loadVector(arena, (1048608 +% ((part339 *% 16) +% (cv351 *% 8))))))
+              storeVector(arena, ((2189504 +% ((((((j348 *% 16) +% (ty349 *% 2)) +% 1) *% 16) +% (tx350 *% 2)) *% 32)) +% ((part339 *% 16) +% (cv351 *% 8))), ((w362 * loadVector(arena, (1048576 +% ((part339 *% 16) +% (cv351 *% 8))))) + loadVector(arena, (1048608 +% ((part339 *% 16) +% (cv351 *% 8))))))
+              storeVector(arena, ((2189504 +% (((((((j348 *% 16) +% (ty349 *% 2)) +% 1) *% 16) +% (tx350 *% 2)) +% 1) *% 32)) +% ((part339 *% 16) +% (cv351 *% 8))), ((w363 * loadVector(arena, (1048576 +% ((part339 *% 16) +% (cv351 *% 8))))) + loadVector(arena, (1048608 +% ((part339 *% 16) +% (cv351 *% 8))))))
             }
           }
         }
       }
-      for j375 in 0..<1 {
-        for c376 in 0..<16 {
-          for q377 in 0..<256 {
-            arena[(((1572928 +% ((g309 +% j375) *% 8192)) +% (((part350 *% 16) +% c376) *% 256)) +% q377)] = arena[((2189504 +% (((j375 *% 256) +% q377) *% 32)) +% ((part350 *% 16) +% c376))]
+      for j364 in 0..<1 {
+        for c365 in 0..<16 {
+          for q366 in 0..<256 {
+            arena[(((1572928 +% ((g298 +% j364) *% 8192)) +% (((part339 *% 16) +% c365) *% 256)) +% q366)] = arena[((2189504 +% (((j364 *% 256) +% q366) *% 32)) +% ((part339 *% 16) +% c365))]
           }
         }
       }
     }
   }
   // s2_pbn = batchnorm_fold()
-  for c378 in 0..<4 {
-    let scale379_v = (loadVector(params, ((c378 *% 8) +% 19600)) * (Vector(repeating: Float(1)) / (loadVector(params, ((c378 *% 8) +% 78298)) + Vector(repeating: Float(bitPattern: 0x3727c5ac))).squareRoot()))
-    storeVector(arena, ((c378 *% 8) +% 1048576), scale379_v)
-    storeVector(arena, ((c378 *% 8) +% 1048608), (loadVector(params, ((c378 *% 8) +% 19632)) - (loadVector(params, ((c378 *% 8) +% 78266)) * scale379_v)))
+  for c367 in 0..<4 {
+    let scale368_v = (loadVector(params, ((c367 *% 8) +% 19600)) * (Vector(repeating: Float(1)) / (loadVector(params, ((c367 *% 8) +% 78298)) + Vector(repeating: Float(bitPattern: 0x3727c5ac))).squareRoot()))
+    storeVector(arena, ((c367 *% 8) +% 1048576), scale368_v)
+    storeVector(arena, ((c367 *% 8) +% 1048608), (loadVector(params, ((c367 *% 8) +% 19632)) - (loadVector(params, ((c367 *% 8) +% 78266)) * scale368_v)))
   }
   // s2_proj = conv2d(x1, s2_pbn)
-  for i380 in 0..<32768 {
-    storeVector(arena, ((i380 *% 8) +% 2298688), Vector(repeating: Float(0)))
-  }
-  for g381 in 0..<4 {
-    do {  // scalar loops
-      for j382 in 0..<16 {
-        for c383 in 0..<16 {
-          for qy384 in 0..<16 {
-            for qx385 in 0..<16 {
-              arena[(2298688 +% (((((((j382 *% 16) +% c383) *% 2) *% 2) *% 256) +% (qy384 *% 16)) +% qx385))] = arena[((((((g381 *% 16) +% j382) *% 16384) +% (c383 *% 1024)) +% ((qy384 *% 2) *% 32)) +% (qx385 *% 2))]
-            }
-          }
-        }
-      }
-      for j386 in 0..<16 {
-        for c387 in 0..<16 {
-          for qy388 in 0..<16 {
-            for qx389 in 0..<16 {
-              arena[(2298688 +% ((((((((j386 *% 16) +% c387) *% 2) *% 2) +% 1) *% 256) +% (qy388 *% 16)) +% qx389))] = arena[(((((((g381 *% 16) +% j386) *% 16384) +% (c387 *% 1024)) +% ((qy388 *% 2) *% 32)) +% (qx389 *% 2)) +% 1)]
-            }
-          }
-        }
-      }
-      for j390 in 0..<16 {
-        for c391 in 0..<16 {
-          for qy392 in 0..<16 {
-            for qx393 in 0..<16 {
-              arena[(2298688 +% ((((((((j390 *% 16) +% c391) *% 2) +% 1) *% 2) *% 256) +% (qy392 *% 16)) +% qx393))] = arena[((((((g381 *% 16) +% j390) *% 16384) +% (c391 *% 1024)) +% (((qy392 *% 2) +% 1) *% 32)) +% (qx393 *% 2))]
-            }
-          }
-        }
-      }
-      for j394 in 0..<16 {
-        for c395 in 0..<16 {
-          for qy396 in 0..<16 {
-            for qx397 in 0..<16 {
-              arena[(2298688 +% (((((((((j394 *% 16) +% c395) *% 2) +% 1) *% 2) +% 1) *% 256) +% (qy396 *% 16)) +% qx397))] = arena[(((((((g381 *% 16) +% j394) *% 16384) +% (c395 *% 1024)) +% (((qy396 *% 2) +% 1) *% 32)) +% (qx397 *% 2)) +% 1)]
-            }
-          }
-        }
-      }
-      for j398 in 0..<16 {
-        for c399 in 0..<16 {
-          for ky400 in 0..<1 {
-            for kx401 in 0..<1 {
-              for wy402 in 0..<1 {
-                for wx403 in 0..<1 {
-                  for py404 in 0..<16 {
-                    for cv405 in 0..<2 {
-                      storeVector(arena, (((((2097216 +% (((c399 +% ky400) +% kx401) *% 4112)) +% (j398 *% 256)) +% ((wy402 +% wx403) *% 256)) +% (py404 *% 16)) +% (cv405 *% 8)), loadVector(arena, (2298688 +% (((((((((j398 *% 16) +% c399) *% 2) +% (((wy402 *% 2) +% ky400) % 2)) *% 2) +% (((wx403 *% 2) +% kx401) % 2)) *% 256) +% ((py404 +% (((wy402 *% 2) +% ky400) / 2)) *% 16)) +% ((cv405 *% 8) +% (((wx403 *% 2) +% kx401) / 2))))))
-                    }
-                  }
-                }
-              }
+  for g369 in 0..<4 {
+    for j370 in 0..<16 {
+      for c371 in 0..<16 {
+        for ky372 in 0..<1 {
+          for oy373 in 0..<16 {
+            for ox374 in 0..<16 {
+              arena[(((2097216 +% ((c371 +% ky372) *% 4112)) +% (j370 *% 256)) +% ((oy373 *% 16) +% ox374))] = arena[((((((g369 *% 16) +% j370) *% 16384) +% (c371 *% 1024)) +% (((oy373 *% 2) +% ky372) *% 32)) +% (ox374 *% 2))]
             }
           }
         }
       }
     }
-    do {  // gemm413
-      for nb406 in 0..<170 {
-        for mb407 in 0..<8 {
-          var t408_c0_0 = Vector()
-          var t408_c0_1 = Vector()
-          var t408_c0_2 = Vector()
-          var t408_c1_0 = Vector()
-          var t408_c1_1 = Vector()
-          var t408_c1_2 = Vector()
-          var t408_c2_0 = Vector()
-          var t408_c2_1 = Vector()
-          var t408_c2_2 = Vector()
-          var t408_c3_0 = Vector()
-          var t408_c3_1 = Vector()
-          var t408_c3_2 = Vector()
-          for k409 in 0..<16 {
-            let t408_b0 = loadVector(arena, ((2097216 +% (k409 *% 4112)) +% (nb406 *% 24)))
-            let t408_b1 = loadVector(arena, (((2097216 +% (k409 *% 4112)) +% (nb406 *% 24)) +% 8))
-            let t408_b2 = loadVector(arena, (((2097216 +% (k409 *% 4112)) +% (nb406 *% 24)) +% 16))
-            let t408_a0 = Vector(repeating: params[((19088 +% ((mb407 *% 4) *% 16)) +% k409)])
-            t408_c0_0 = t408_c0_0.addingProduct(t408_a0, t408_b0)
-            t408_c0_1 = t408_c0_1.addingProduct(t408_a0, t408_b1)
-            t408_c0_2 = t408_c0_2.addingProduct(t408_a0, t408_b2)
-            let t408_a1 = Vector(repeating: params[((19088 +% (((mb407 *% 4) +% 1) *% 16)) +% k409)])
-            t408_c1_0 = t408_c1_0.addingProduct(t408_a1, t408_b0)
-            t408_c1_1 = t408_c1_1.addingProduct(t408_a1, t408_b1)
-            t408_c1_2 = t408_c1_2.addingProduct(t408_a1, t408_b2)
-            let t408_a2 = Vector(repeating: params[((19088 +% (((mb407 *% 4) +% 2) *% 16)) +% k409)])
-            t408_c2_0 = t408_c2_0.addingProduct(t408_a2, t408_b0)
-            t408_c2_1 = t408_c2_1.addingProduct(t408_a2, t408_b1)
-            t408_c2_2 = t408_c2_2.addingProduct(t408_a2, t408_b2)
-            let t408_a3 = Vector(repeating: params[((19088 +% (((mb407 *% 4) +% 3) *% 16)) +% k409)])
-            t408_c3_0 = t408_c3_0.addingProduct(t408_a3, t408_b0)
-            t408_c3_1 = t408_c3_1.addingProduct(t408_a3, t408_b1)
-            t408_c3_2 = t408_c3_2.addingProduct(t408_a3, t408_b2)
+    do {  // gemm382
+      for nb375 in 0..<170 {
+        for mb376 in 0..<8 {
+          var t377_c0_0 = Vector()
+          var t377_c0_1 = Vector()
+          var t377_c0_2 = Vector()
+          var t377_c1_0 = Vector()
+          var t377_c1_1 = Vector()
+          var t377_c1_2 = Vector()
+          var t377_c2_0 = Vector()
+          var t377_c2_1 = Vector()
+          var t377_c2_2 = Vector()
+          var t377_c3_0 = Vector()
+          var t377_c3_1 = Vector()
+          var t377_c3_2 = Vector()
+          for k378 in 0..<16 {
+            let t377_b0 = loadVector(arena, ((2097216 +% (k378 *% 4112)) +% (nb375 *% 24)))
+            let t377_b1 = loadVector(arena, (((2097216 +% (k378 *% 4112)) +% (nb375 *% 24)) +% 8))
+            let t377_b2 = loadVector(arena, (((2097216 +% (k378 *% 4112)) +% (nb375 *% 24)) +% 16))
+            let t377_a0 = Vector(repeating: params[((19088 +% ((mb376 *% 4) *% 16)) +% k378)])
+            t377_c0_0 = t377_c0_0.addingProduct(t377_a0, t377_b0)
+            t377_c0_1 = t377_c0_1.addingProduct(t377_a0, t377_b1)
+            t377_c0_2 = t377_c0_2.addingProduct(t377_a0, t377_b2)
+            let t377_a1 = Vector(repeating: params[((19088 +% (((mb376 *% 4) +% 1) *% 16)) +% k378)])
+            t377_c1_0 = t377_c1_0.addingProduct(t377_a1, t377_b0)
+            t377_c1_1 = t377_c1_1.addingProduct(t377_a1, t377_b1)
+            t377_c1_2 = t377_c1_2.addingProduct(t377_a1, t377_b2)
+            let t377_a2 = Vector(repeating: params[((19088 +% (((mb376 *% 4) +% 2) *% 16)) +% k378)])
+            t377_c2_0 = t377_c2_0.addingProduct(t377_a2, t377_b0)
+            t377_c2_1 = t377_c2_1.addingProduct(t377_a2, t377_b1)
+            t377_c2_2 = t377_c2_2.addingProduct(t377_a2, t377_b2)
+            let t377_a3 = Vector(repeating: params[((19088 +% (((mb376 *% 4) +% 3) *% 16)) +% k378)])
+            t377_c3_0 = t377_c3_0.addingProduct(t377_a3, t377_b0)
+            t377_c3_1 = t377_c3_1.addingProduct(t377_a3, t377_b1)
+            t377_c3_2 = t377_c3_2.addingProduct(t377_a3, t377_b2)
           }
-          storeVector(arena, ((2163008 +% ((mb407 *% 4) *% 4112)) +% (nb406 *% 24)), t408_c0_0)
-          storeVector(arena, (((2163008 +% ((mb407 *% 4) *% 4112)) +% (nb406 *% 24)) +% 8), t408_c0_1)
-          storeVector(arena, (((2163008 +% ((mb407 *% 4) *% 4112)) +% (nb406 *% 24)) +% 16), t408_c0_2)
-          storeVector(arena, ((2163008 +% (((mb407 *% 4) +% 1) *% 4112)) +% (nb406 *% 24)), t408_c1_0)
-          storeVector(arena, (((2163008 +% (((mb407 *% 4) +% 1) *% 4112)) +% (nb406 *% 24)) +% 8), t408_c1_1)
-          storeVector(arena, (((2163008 +% (((mb407 *% 4) +% 1) *% 4112)) +% (nb406 *% 24)) +% 16), t408_c1_2)
-          storeVector(arena, ((2163008 +% (((mb407 *% 4) +% 2) *% 4112)) +% (nb406 *% 24)), t408_c2_0)
-          storeVector(arena, (((2163008 +% (((mb407 *% 4) +% 2) *% 4112)) +% (nb406 *% 24)) +% 8), t408_c2_1)
-          storeVector(arena, (((2163008 +% (((mb407 *% 4) +% 2) *% 4112)) +% (nb406 *% 24)) +% 16), t408_c2_2)
-          storeVector(arena, ((2163008 +% (((mb407 *% 4) +% 3) *% 4112)) +% (nb406 *% 24)), t408_c3_0)
-          storeVector(arena, (((2163008 +% (((mb407 *% 4) +% 3) *% 4112)) +% (nb406 *% 24)) +% 8), t408_c3_1)
-          storeVector(arena, (((2163008 +% (((mb407 *% 4) +% 3) *% 4112)) +% (nb406 *% 24)) +% 16), t408_c3_2)
+          storeVector(arena, ((2163008 +% ((mb376 *% 4) *% 4112)) +% (nb375 *% 24)), t377_c0_0)
+          storeVector(arena, (((2163008 +% ((mb376 *% 4) *% 4112)) +% (nb375 *% 24)) +% 8), t377_c0_1)
+          storeVector(arena, (((2163008 +% ((mb376 *% 4) *% 4112)) +% (nb375 *% 24)) +% 16), t377_c0_2)
+          storeVector(arena, ((2163008 +% (((mb376 *% 4) +% 1) *% 4112)) +% (nb375 *% 24)), t377_c1_0)
+          storeVector(arena, (((2163008 +% (((mb376 *% 4) +% 1) *% 4112)) +% (nb375 *% 24)) +% 8), t377_c1_1)
+          storeVector(arena, (((2163008 +% (((mb376 *% 4) +% 1) *% 4112)) +% (nb375 *% 24)) +% 16), t377_c1_2)
+          storeVector(arena, ((2163008 +% (((mb376 *% 4) +% 2) *% 4112)) +% (nb375 *% 24)), t377_c2_0)
+          storeVector(arena, (((2163008 +% (((mb376 *% 4) +% 2) *% 4112)) +% (nb375 *% 24)) +% 8), t377_c2_1)
+          storeVector(arena, (((2163008 +% (((mb376 *% 4) +% 2) *% 4112)) +% (nb375 *% 24)) +% 16), t377_c2_2)
+          storeVector(arena, ((2163008 +% (((mb376 *% 4) +% 3) *% 4112)) +% (nb375 *% 24)), t377_c3_0)
+          storeVector(arena, (((2163008 +% (((mb376 *% 4) +% 3) *% 4112)) +% (nb375 *% 24)) +% 8), t377_c3_1)
+          storeVector(arena, (((2163008 +% (((mb376 *% 4) +% 3) *% 4112)) +% (nb375 *% 24)) +% 16), t377_c3_2)
         }
       }
-      for mb410 in 0..<8 {
-        var t411_c0_0 = Vector()
-        var t411_c0_1 = Vector()
-        var t411_c1_0 = Vector()
-        var t411_c1_1 = Vector()
-        var t411_c2_0 = Vector()
-        var t411_c2_1 = Vector()
-        var t411_c3_0 = Vector()
-        var t411_c3_1 = Vector()
-        for k412 in 0..<16 {
-          let t411_b0 = loadVector(arena, ((2097216 +% (k412 *% 4112)) +% 4080))
-          let t411_b1 = loadVector(arena, (((2097216 +% (k412 *% 4112)) +% 4080) +% 8))
-          let t411_a0 = Vector(repeating: params[((19088 +% ((mb410 *% 4) *% 16)) +% k412)])
-          t411_c0_0 = t411_c0_0.addingProduct(t411_a0, t411_b0)
-          t411_c0_1 = t411_c0_1.addingProduct(t411_a0, t411_b1)
-          let t411_a1 = Vector(repeating: params[((19088 +% (((mb410 *% 4) +% 1) *% 16)) +% k412)])
-          t411_c1_0 = t411_c1_0.addingProduct(t411_a1, t411_b0)
-          t411_c1_1 = t411_c1_1.addingProduct(t411_a1, t411_b1)
-          let t411_a2 = Vector(repeating: params[((19088 +% (((mb410 *% 4) +% 2) *% 16)) +% k412)])
-          t411_c2_0 = t411_c2_0.addingProduct(t411_a2, t411_b0)
-          t411_c2_1 = t411_c2_1.addingProduct(t411_a2, t411_b1)
-          let t411_a3 = Vector(repeating: params[((19088 +% (((mb410 *% 4) +% 3) *% 16)) +% k412)])
-          t411_c3_0 = t411_c3_0.addingProduct(t411_a3, t411_b0)
-          t411_c3_1 = t411_c3_1.addingProduct(t411_a3, t411_b1)
+      for mb379 in 0..<8 {
+        var t380_c0_0 = Vector()
+        var t380_c0_1 = Vector()
+        var t380_c1_0 = Vector()
+        var t380_c1_1 = Vector()
+        var t380_c2_0 = Vector()
+        var t380_c2_1 = Vector()
+        var t380_c3_0 = Vector()
+        var t380_c3_1 = Vector()
+        for k381 in 0..<16 {
+          let t380_b0 = loadVector(arena, ((2097216 +% (k381 *% 4112)) +% 4080))
+          let t380_b1 = loadVector(arena, (((2097216 +% (k381 *% 4112)) +% 4080) +% 8))
+          let t380_a0 = Vector(repeating: params[((19088 +% ((mb379 *% 4) *% 16)) +% k381)])
+          t380_c0_0 = t380_c0_0.addingProduct(t380_a0, t380_b0)
+          t380_c0_1 = t380_c0_1.addingProduct(t380_a0, t380_b1)
+          let t380_a1 = Vector(repeating: params[((19088 +% (((mb379 *% 4) +% 1) *% 16)) +% k381)])
+          t380_c1_0 = t380_c1_0.addingProduct(t380_a1, t380_b0)
+          t380_c1_1 = t380_c1_1.addingProduct(t380_a1, t380_b1)
+          let t380_a2 = Vector(repeating: params[((19088 +% (((mb379 *% 4) +% 2) *% 16)) +% k381)])
+          t380_c2_0 = t380_c2_0.addingProduct(t380_a2, t380_b0)
+          t380_c2_1 = t380_c2_1.addingProduct(t380_a2, t380_b1)
+          let t380_a3 = Vector(repeating: params[((19088 +% (((mb379 *% 4) +% 3) *% 16)) +% k381)])
+          t380_c3_0 = t380_c3_0.addingProduct(t380_a3, t380_b0)
+          t380_c3_1 = t380_c3_1.addingProduct(t380_a3, t380_b1)
         }
-        storeVector(arena, ((2163008 +% ((mb410 *% 4) *% 4112)) +% 4080), t411_c0_0)
-        storeVector(arena, (((2163008 +% ((mb410 *% 4) *% 4112)) +% 4080) +% 8), t411_c0_1)
-        storeVector(arena, ((2163008 +% (((mb410 *% 4) +% 1) *% 4112)) +% 4080), t411_c1_0)
-        storeVector(arena, (((2163008 +% (((mb410 *% 4) +% 1) *% 4112)) +% 4080) +% 8), t411_c1_1)
-        storeVector(arena, ((2163008 +% (((mb410 *% 4) +% 2) *% 4112)) +% 4080), t411_c2_0)
-        storeVector(arena, (((2163008 +% (((mb410 *% 4) +% 2) *% 4112)) +% 4080) +% 8), t411_c2_1)
-        storeVector(arena, ((2163008 +% (((mb410 *% 4) +% 3) *% 4112)) +% 4080), t411_c3_0)
-        storeVector(arena, (((2163008 +% (((mb410 *% 4) +% 3) *% 4112)) +% 4080) +% 8), t411_c3_1)
+        storeVector(arena, ((2163008 +% ((mb379 *% 4) *% 4112)) +% 4080), t380_c0_0)
+        storeVector(arena, (((2163008 +% ((mb379 *% 4) *% 4112)) +% 4080) +% 8), t380_c0_1)
+        storeVector(arena, ((2163008 +% (((mb379 *% 4) +% 1) *% 4112)) +% 4080), t380_c1_0)
+        storeVector(arena, (((2163008 +% (((mb379 *% 4) +% 1) *% 4112)) +% 4080) +% 8), t380_c1_1)
+        storeVector(arena, ((2163008 +% (((mb379 *% 4) +% 2) *% 4112)) +% 4080), t380_c2_0)
+        storeVector(arena, (((2163008 +% (((mb379 *% 4) +% 2) *% 4112)) +% 4080) +% 8), t380_c2_1)
+        storeVector(arena, ((2163008 +% (((mb379 *% 4) +% 3) *% 4112)) +% 4080), t380_c3_0)
+        storeVector(arena, (((2163008 +% (((mb379 *% 4) +% 3) *% 4112)) +% 4080) +% 8), t380_c3_1)
       }
     }
-    for j414 in 0..<16 {
-      for f415 in 0..<32 {
-        for i416 in 0..<32 {
-          storeVector(arena, ((i416 *% 8) +% ((1048640 +% (((g381 *% 16) +% j414) *% 8192)) +% (f415 *% 256))), ((loadVector(arena, ((i416 *% 8) +% ((2163008 +% (f415 *% 4112)) +% (j414 *% 256)))) * Vector(repeating: arena[(1048576 +% f415)])) + Vector(repeating: arena[(1048608 +% f415)])))
+    for j383 in 0..<16 {
+      for f384 in 0..<32 {
+        for i385 in 0..<32 {
+          storeVector(arena, ((i385 *% 8) +% ((1048640 +% (((g369 *% 16) +% j383) *% 8192)) +% (f384 *% 256))), ((loadVector(arena, ((i385 *% 8) +% ((2163008 +% (f384 *% 4112)) +% (j383 *% 256)))) * Vector(repeating: arena[(1048576 +% f384)])) + Vector(repeating: arena[(1048608 +% f384)])))
         }
       }
     }
   }
   // s2_sum = add(s2_conv2, s2_proj)
-  for i417 in 0..<65536 {
-    storeVector(arena, (i417 *% 8), (loadVector(arena, ((i417 *% 8) +% 1572928)) + loadVector(arena, ((i417 *% 8) +% 1048640))))
+  for i386 in 0..<65536 {
+    storeVector(arena, (i386 *% 8), (loadVector(arena, ((i386 *% 8) +% 1572928)) + loadVector(arena, ((i386 *% 8) +% 1048640))))
   }
   // x2 = relu(s2_sum)
-  for i418 in 0..<65536 {
-    storeVector(arena, ((i418 *% 8) +% 524288), Vector(repeating: Float(0)).replacing(with: loadVector(arena, (i418 *% 8)), where: loadVector(arena, (i418 *% 8)) .> Vector(repeating: Float(0))))
+  for i387 in 0..<65536 {
+    storeVector(arena, ((i387 *% 8) +% 524288), Vector(repeating: Float(0)).replacing(with: loadVector(arena, (i387 *% 8)), where: loadVector(arena, (i387 *% 8)) .> Vector(repeating: Float(0))))
   }
   // s3_bn1 = batchnorm_fold()
-  for c419 in 0..<8 {
-    let scale420_v = (loadVector(params, ((c419 *% 8) +% 38096)) * (Vector(repeating: Float(1)) / (loadVector(params, ((c419 *% 8) +% 78394)) + Vector(repeating: Float(bitPattern: 0x3727c5ac))).squareRoot()))
-    storeVector(arena, (c419 *% 8), scale420_v)
-    storeVector(arena, ((c419 *% 8) +% 64), (loadVector(params, ((c419 *% 8) +% 38160)) - (loadVector(params, ((c419 *% 8) +% 78330)) * scale420_v)))
+  for c388 in 0..<8 {
+    let scale389_v = (loadVector(params, ((c388 *% 8) +% 38096)) * (Vector(repeating: Float(1)) / (loadVector(params, ((c388 *% 8) +% 78394)) + Vector(repeating: Float(bitPattern: 0x3727c5ac))).squareRoot()))
+    storeVector(arena, (c388 *% 8), scale389_v)
+    storeVector(arena, ((c388 *% 8) +% 64), (loadVector(params, ((c388 *% 8) +% 38160)) - (loadVector(params, ((c388 *% 8) +% 78330)) * scale389_v)))
   }
   // s3_conv1 = conv2d_relu(x2, s3_bn1)
-  for i421 in 0..<20736 {
-    storeVector(arena, ((i421 *% 8) +% 1415680), Vector(repeating: Float(0)))
-  }
-  for g422 in 0..<4 {
-    do {  // scalar loops
-      for j423 in 0..<16 {
-        for c424 in 0..<32 {
-          for qy425 in 0..<8 {
-            for qx426 in 0..<8 {
-              arena[(1415680 +% (((((((j423 *% 32) +% c424) *% 2) *% 2) *% 81) +% ((qy425 +% 1) *% 9)) +% (qx426 +% 1)))] = arena[(((((524288 +% (((g422 *% 16) +% j423) *% 8192)) +% (c424 *% 256)) +% ((((qy425 +% 1) *% 2) +% -1) *% 16)) +% ((qx426 +% 1) *% 2)) +% -1)]
+  for g390 in 0..<4 {
+    for j391 in 0..<16 {
+      for c392 in 0..<32 {
+        for ky393 in 0..<3 {
+          for oy394 in 0..<8 {
+            if (-1 < (((oy394 *% 2) +% ky393) +% -1) && (((oy394 *% 2) +% ky393) +% -1) < 16) {
+              for ox395 in 0..<7 {
+                arena[(((1048576 +% ((((c392 *% 3) +% ky393) *% 3) *% 1040)) +% (j391 *% 64)) +% ((oy394 *% 8) +% (ox395 +% 1)))] = arena[((((524288 +% (((g390 *% 16) +% j391) *% 8192)) +% (c392 *% 256)) +% ((((oy394 *% 2) +% ky393) +% -1) *% 16)) +% (((ox395 +% 1) *% 2) +% -1))]
+              }
+              for ox396 in 0..<1 {
+                arena[(((1048576 +% ((((c392 *% 3) +% ky393) *% 3) *% 1040)) +% (j391 *% 64)) +% ((oy394 *% 8) +% ox396))] = Float(0)
+              }
+            }
+            if (((oy394 *% 2) +% ky393) +% -1) < 0 {
+              for ox397 in 0..<8 {
+                arena[(((1048576 +% ((((c392 *% 3) +% ky393) *% 3) *% 1040)) +% (j391 *% 64)) +% ((oy394 *% 8) +% ox397))] = Float(0)
+              }
+            }
+            if 15 < (((oy394 *% 2) +% ky393) +% -1) {
+              for ox397 in 0..<8 {
+                arena[(((1048576 +% ((((c392 *% 3) +% ky393) *% 3) *% 1040)) +% (j391 *% 64)) +% ((oy394 *% 8) +% ox397))] = Float(0)
+              }
             }
           }
-        }
-      }
-      for j427 in 0..<16 {
-        for c428 in 0..<32 {
-          for qy429 in 0..<8 {
-            for qx430 in 0..<8 {
-              arena[(1415680 +% ((((((((j427 *% 32) +% c428) *% 2) *% 2) +% 1) *% 81) +% ((qy429 +% 1) *% 9)) +% qx430))] = arena[((((524288 +% (((g422 *% 16) +% j427) *% 8192)) +% (c428 *% 256)) +% ((((qy429 +% 1) *% 2) +% -1) *% 16)) +% (qx430 *% 2))]
+          for oy398 in 0..<8 {
+            if (-1 < (((oy398 *% 2) +% ky393) +% -1) && (((oy398 *% 2) +% ky393) +% -1) < 16) {
+              for ox399 in 0..<8 {
+                arena[(((1048576 +% (((((c392 *% 3) +% ky393) *% 3) +% 1) *% 1040)) +% (j391 *% 64)) +% ((oy398 *% 8) +% ox399))] = arena[((((524288 +% (((g390 *% 16) +% j391) *% 8192)) +% (c392 *% 256)) +% ((((oy398 *% 2) +% ky393) +% -1) *% 16)) +% (ox399 *% 2))]
+              }
+            }
+            if (((oy398 *% 2) +% ky393) +% -1) < 0 {
+              for ox400 in 0..<8 {
+                arena[(((1048576 +% (((((c392 *% 3) +% ky393) *% 3) +% 1) *% 1040)) +% (j391 *% 64)) +% ((oy398 *% 8) +% ox400))] = Float(0)
+              }
+            }
+            if 15 < (((oy398 *% 2) +% ky393) +% -1) {
+              for ox400 in 0..<8 {
+                arena[(((1048576 +% (((((c392 *% 3) +% ky393) *% 3) +% 1) *% 1040)) +% (j391 *% 64)) +% ((oy398 *% 8) +% ox400))] = Float(0)
+              }
             }
           }
-        }
-      }
-      for j431 in 0..<16 {
-        for c432 in 0..<32 {
-          for qy433 in 0..<8 {
-            for qx434 in 0..<8 {
-              arena[(1415680 +% ((((((((j431 *% 32) +% c432) *% 2) +% 1) *% 2) *% 81) +% (qy433 *% 9)) +% (qx434 +% 1)))] = arena[(((((524288 +% (((g422 *% 16) +% j431) *% 8192)) +% (c432 *% 256)) +% ((qy433 *% 2) *% 16)) +% ((qx434 +% 1) *% 2)) +% -1)]
+          for oy401 in 0..<8 {
+            if (-1 < (((oy401 *% 2) +% ky393) +% -1) && (((oy401 *% 2) +% ky393) +% -1) < 16) {
+              for ox402 in 0..<8 {
+                arena[(((1048576 +% (((((c392 *% 3) +% ky393) *% 3) +% 2) *% 1040)) +% (j391 *% 64)) +% ((oy401 *% 8) +% ox402))] = arena[((((524288 +% (((g390 *% 16) +% j391) *% 8192)) +% (c392 *% 256)) +% ((((oy401 *% 2) +% ky393) +% -1) *% 16)) +% ((ox402 *% 2) +% 1))]
+              }
             }
-          }
-        }
-      }
-      for j435 in 0..<16 {
-        for c436 in 0..<32 {
-          for qy437 in 0..<8 {
-            for qx438 in 0..<8 {
-              arena[(1415680 +% (((((((((j435 *% 32) +% c436) *% 2) +% 1) *% 2) +% 1) *% 81) +% (qy437 *% 9)) +% qx438))] = arena[((((524288 +% (((g422 *% 16) +% j435) *% 8192)) +% (c436 *% 256)) +% ((qy437 *% 2) *% 16)) +% (qx438 *% 2))]
+            if (((oy401 *% 2) +% ky393) +% -1) < 0 {
+              for ox403 in 0..<8 {
+                arena[(((1048576 +% (((((c392 *% 3) +% ky393) *% 3) +% 2) *% 1040)) +% (j391 *% 64)) +% ((oy401 *% 8) +% ox403))] = Float(0)
+              }
             }
-          }
-        }
-      }
-      for j439 in 0..<16 {
-        for c440 in 0..<32 {
-          for ky441 in 0..<3 {
-            for kx442 in 0..<3 {
-              for wy443 in 0..<1 {
-                for wx444 in 0..<1 {
-                  for py445 in 0..<8 {
-                    for cv446 in 0..<1 {
-                      storeVector(arena, (((((1048576 +% (((((c440 *% 3) +% ky441) *% 3) +% kx442) *% 1040)) +% (j439 *% 64)) +% ((wy443 +% wx444) *% 64)) +% (py445 *% 8)) +% (cv446 *% 8)), loadVector(arena, (1415680 +% (((((((((j439 *% 32) +% c440) *% 2) +% (((wy443 *% 2) +% ky441) % 2)) *% 2) +% (((wx444 *% 2) +% kx442) % 2)) *% 81) +% ((py445 +% (((wy443 *% 2) +% ky441) / 2)) *% 9)) +% ((cv446 *% 8) +% (((wx444 *% 2) +% kx442) / 2))))))
-                    }
-                  }
-                }
+            if 15 < (((oy401 *% 2) +% ky393) +% -1) {
+              for ox403 in 0..<8 {
+                arena[(((1048576 +% (((((c392 *% 3) +% ky393) *% 3) +% 2) *% 1040)) +% (j391 *% 64)) +% ((oy401 *% 8) +% ox403))] = Float(0)
               }
             }
           }
         }
       }
     }
-    do {  // gemm454
-      for nb447 in 0..<42 {
-        for mb448 in 0..<16 {
-          var t449_c0_0 = Vector()
-          var t449_c0_1 = Vector()
-          var t449_c0_2 = Vector()
-          var t449_c1_0 = Vector()
-          var t449_c1_1 = Vector()
-          var t449_c1_2 = Vector()
-          var t449_c2_0 = Vector()
-          var t449_c2_1 = Vector()
-          var t449_c2_2 = Vector()
-          var t449_c3_0 = Vector()
-          var t449_c3_1 = Vector()
-          var t449_c3_2 = Vector()
-          for k450 in 0..<288 {
-            let t449_b0 = loadVector(arena, ((1048576 +% (k450 *% 1040)) +% (nb447 *% 24)))
-            let t449_b1 = loadVector(arena, (((1048576 +% (k450 *% 1040)) +% (nb447 *% 24)) +% 8))
-            let t449_b2 = loadVector(arena, (((1048576 +% (k450 *% 1040)) +% (nb447 *% 24)) +% 16))
-            let t449_a0 = Vector(repeating: params[((19664 +% ((mb448 *% 4) *% 288)) +% k450)])
-            t449_c0_0 = t449_c0_0.addingProduct(t449_a0, t449_b0)
-            t449_c0_1 = t449_c0_1.addingProduct(t449_a0, t449_b1)
-            t449_c0_2 = t449_c0_2.addingProduct(t449_a0, t449_b2)
-            let t449_a1 = Vector(repeating: params[((19664 +% (((mb448 *% 4) +% 1) *% 288)) +% k450)])
-            t449_c1_0 = t449_c1_0.addingProduct(t449_a1, t449_b0)
-            t449_c1_1 = t449_c1_1.addingProduct(t449_a1, t449_b1)
-            t449_c1_2 = t449_c1_2.addingProduct(t449_a1, t449_b2)
-            let t449_a2 = Vector(repeating: params[((19664 +% (((mb448 *% 4) +% 2) *% 288)) +% k450)])
-            t449_c2_0 = t449_c2_0.addingProduct(t449_a2, t449_b0)
-            t449_c2_1 = t449_c2_1.addingProduct(t449_a2, t449_b1)
-            t449_c2_2 = t449_c2_2.addingProduct(t449_a2, t449_b2)
-            let t449_a3 = Vector(repeating: params[((19664 +% (((mb448 *% 4) +% 3) *% 288)) +% k450)])
-            t449_c3_0 = t449_c3_0.addingProduct(t449_a3, t449_b0)
-            t449_c3_1 = t449_c3_1.addingProduct(t449_a3, t449_b1)
-            t449_c3_2 = t449_c3_2.addingProduct(t449_a3, t449_b2)
+    do {  // gemm411
+      for nb404 in 0..<42 {
+        for mb405 in 0..<16 {
+          var t406_c0_0 = Vector()
+          var t406_c0_1 = Vector()
+          var t406_c0_2 = Vector()
+          var t406_c1_0 = Vector()
+          var t406_c1_1 = Vector()
+          var t406_c1_2 = Vector()
+          var t406_c2_0 = Vector()
+          var t406_c2_1 = Vector()
+          var t406_c2_2 = Vector()
+          var t406_c3_0 = Vector()
+          var t406_c3_1 = Vector()
+          var t406_c3_2 = Vector()
+          for k407 in 0..<288 {
+            let t406_b0 = loadVector(arena, ((1048576 +% (k407 *% 1040)) +% (nb404 *% 24)))
+            let t406_b1 = loadVector(arena, (((1048576 +% (k407 *% 1040)) +% (nb404 *% 24)) +% 8))
+            let t406_b2 = loadVector(arena, (((1048576 +% (k407 *% 1040)) +% (nb404 *% 24)) +% 16))
+            let t406_a0 = Vector(repeating: params[((19664 +% ((mb405 *% 4) *% 288)) +% k407)])
+            t406_c0_0 = t406_c0_0.addingProduct(t406_a0, t406_b0)
+            t406_c0_1 = t406_c0_1.addingProduct(t406_a0, t406_b1)
+            t406_c0_2 = t406_c0_2.addingProduct(t406_a0, t406_b2)
+            let t406_a1 = Vector(repeating: params[((19664 +% (((mb405 *% 4) +% 1) *% 288)) +% k407)])
+            t406_c1_0 = t406_c1_0.addingProduct(t406_a1, t406_b0)
+            t406_c1_1 = t406_c1_1.addingProduct(t406_a1, t406_b1)
+            t406_c1_2 = t406_c1_2.addingProduct(t406_a1, t406_b2)
+            let t406_a2 = Vector(repeating: params[((19664 +% (((mb405 *% 4) +% 2) *% 288)) +% k407)])
+            t406_c2_0 = t406_c2_0.addingProduct(t406_a2, t406_b0)
+            t406_c2_1 = t406_c2_1.addingProduct(t406_a2, t406_b1)
+            t406_c2_2 = t406_c2_2.addingProduct(t406_a2, t406_b2)
+            let t406_a3 = Vector(repeating: params[((19664 +% (((mb405 *% 4) +% 3) *% 288)) +% k407)])
+            t406_c3_0 = t406_c3_0.addingProduct(t406_a3, t406_b0)
+            t406_c3_1 = t406_c3_1.addingProduct(t406_a3, t406_b1)
+            t406_c3_2 = t406_c3_2.addingProduct(t406_a3, t406_b2)
           }
-          storeVector(arena, ((1348096 +% ((mb448 *% 4) *% 1040)) +% (nb447 *% 24)), t449_c0_0)
-          storeVector(arena, (((1348096 +% ((mb448 *% 4) *% 1040)) +% (nb447 *% 24)) +% 8), t449_c0_1)
-          storeVector(arena, (((1348096 +% ((mb448 *% 4) *% 1040)) +% (nb447 *% 24)) +% 16), t449_c0_2)
-          storeVector(arena, ((1348096 +% (((mb448 *% 4) +% 1) *% 1040)) +% (nb447 *% 24)), t449_c1_0)
-          storeVector(arena, (((1348096 +% (((mb448 *% 4) +% 1) *% 1040)) +% (nb447 *% 24)) +% 8), t449_c1_1)
-          storeVector(arena, (((1348096 +% (((mb448 *% 4) +% 1) *% 1040)) +% (nb447 *% 24)) +% 16), t449_c1_2)
-          storeVector(arena, ((1348096 +% (((mb448 *% 4) +% 2) *% 1040)) +% (nb447 *% 24)), t449_c2_0)
-          storeVector(arena, (((1348096 +% (((mb448 *% 4) +% 2) *% 1040)) +% (nb447 *% 24)) +% 8), t449_c2_1)
-          storeVector(arena, (((1348096 +% (((mb448 *% 4) +% 2) *% 1040)) +% (nb447 *% 24)) +% 16), t449_c2_2)
-          storeVector(arena, ((1348096 +% (((mb448 *% 4) +% 3) *% 1040)) +% (nb447 *% 24)), t449_c3_0)
-          storeVector(arena, (((1348096 +% (((mb448 *% 4) +% 3) *% 1040)) +% (nb447 *% 24)) +% 8), t449_c3_1)
-          storeVector(arena, (((1348096 +% (((mb448 *% 4) +% 3) *% 1040)) +% (nb447 *% 24)) +% 16), t449_c3_2)
+          storeVector(arena, ((1348096 +% ((mb405 *% 4) *% 1040)) +% (nb404 *% 24)), t406_c0_0)
+          storeVector(arena, (((1348096 +% ((mb405 *% 4) *% 1040)) +% (nb404 *% 24)) +% 8), t406_c0_1)
+          storeVector(arena, (((1348096 +% ((mb405 *% 4) *% 1040)) +% (nb404 *% 24)) +% 16), t406_c0_2)
+          storeVector(arena, ((1348096 +% (((mb405 *% 4) +% 1) *% 1040)) +% (nb404 *% 24)), t406_c1_0)
+          storeVector(arena, (((1348096 +% (((mb405 *% 4) +% 1) *% 1040)) +% (nb404 *% 24)) +% 8), t406_c1_1)
+          storeVector(arena, (((1348096 +% (((mb405 *% 4) +% 1) *% 1040)) +% (nb404 *% 24)) +% 16), t406_c1_2)
+          storeVector(arena, ((1348096 +% (((mb405 *% 4) +% 2) *% 1040)) +% (nb404 *% 24)), t406_c2_0)
+          storeVector(arena, (((1348096 +% (((mb405 *% 4) +% 2) *% 1040)) +% (nb404 *% 24)) +% 8), t406_c2_1)
+          storeVector(arena, (((1348096 +% (((mb405 *% 4) +% 2) *% 1040)) +% (nb404 *% 24)) +% 16), t406_c2_2)
+          storeVector(arena, ((1348096 +% (((mb405 *% 4) +% 3) *% 1040)) +% (nb404 *% 24)), t406_c3_0)
+          storeVector(arena, (((1348096 +% (((mb405 *% 4) +% 3) *% 1040)) +% (nb404 *% 24)) +% 8), t406_c3_1)
+          storeVector(arena, (((1348096 +% (((mb405 *% 4) +% 3) *% 1040)) +% (nb404 *% 24)) +% 16), t406_c3_2)
         }
       }
-      for mb451 in 0..<16 {
-        var t452_c0_0 = Vector()
-        var t452_c0_1 = Vector()
-        var t452_c1_0 = Vector()
-        var t452_c1_1 = Vector()
-        var t452_c2_0 = Vector()
-        var t452_c2_1 = Vector()
-        var t452_c3_0 = Vector()
-        var t452_c3_1 = Vector()
-        for k453 in 0..<288 {
-          let t452_b0 = loadVector(arena, ((1048576 +% (k453 *% 1040)) +% 1008))
-          let t452_b1 = loadVector(arena, (((1048576 +% (k453 *% 1040)) +% 1008) +% 8))
-          let t452_a0 = Vector(repeating: params[((19664 +% ((mb451 *% 4) *% 288)) +% k453)])
-          t452_c0_0 = t452_c0_0.addingProduct(t452_a0, t452_b0)
-          t452_c0_1 = t452_c0_1.addingProduct(t452_a0, t452_b1)
-          let t452_a1 = Vector(repeating: params[((19664 +% (((mb451 *% 4) +% 1) *% 288)) +% k453)])
-          t452_c1_0 = t452_c1_0.addingProduct(t452_a1, t452_b0)
-          t452_c1_1 = t452_c1_1.addingProduct(t452_a1, t452_b1)
-          let t452_a2 = Vector(repeating: params[((19664 +% (((mb451 *% 4) +% 2) *% 288)) +% k453)])
-          t452_c2_0 = t452_c2_0.addingProduct(t452_a2, t452_b0)
-          t452_c2_1 = t452_c2_1.addingProduct(t452_a2, t452_b1)
-          let t452_a3 = Vector(repeating: params[((19664 +% (((mb451 *% 4) +% 3) *% 288)) +% k453)])
-          t452_c3_0 = t452_c3_0.addingProduct(t452_a3, t452_b0)
-          t452_c3_1 = t452_c3_1.addingProduct(t452_a3, t452_b1)
+      for mb408 in 0..<16 {
+        var t409_c0_0 = Vector()
+        var t409_c0_1 = Vector()
+        var t409_c1_0 = Vector()
+        var t409_c1_1 = Vector()
+        var t409_c2_0 = Vector()
+        var t409_c2_1 = Vector()
+        var t409_c3_0 = Vector()
+        var t409_c3_1 = Vector()
+        for k410 in 0..<288 {
+          let t409_b0 = loadVector(arena, ((1048576 +% (k410 *% 1040)) +% 1008))
+          let t409_b1 = loadVector(arena, (((1048576 +% (k410 *% 1040)) +% 1008) +% 8))
+          let t409_a0 = Vector(repeating: params[((19664 +% ((mb408 *% 4) *% 288)) +% k410)])
+          t409_c0_0 = t409_c0_0.addingProduct(t409_a0, t409_b0)
+          t409_c0_1 = t409_c0_1.addingProduct(t409_a0, t409_b1)
+          let t409_a1 = Vector(repeating: params[((19664 +% (((mb408 *% 4) +% 1) *% 288)) +% k410)])
+          t409_c1_0 = t409_c1_0.addingProduct(t409_a1, t409_b0)
+          t409_c1_1 = t409_c1_1.addingProduct(t409_a1, t409_b1)
+          let t409_a2 = Vector(repeating: params[((19664 +% (((mb408 *% 4) +% 2) *% 288)) +% k410)])
+          t409_c2_0 = t409_c2_0.addingProduct(t409_a2, t409_b0)
+          t409_c2_1 = t409_c2_1.addingProduct(t409_a2, t409_b1)
+          let t409_a3 = Vector(repeating: params[((19664 +% (((mb408 *% 4) +% 3) *% 288)) +% k410)])
+          t409_c3_0 = t409_c3_0.addingProduct(t409_a3, t409_b0)
+          t409_c3_1 = t409_c3_1.addingProduct(t409_a3, t409_b1)
         }
-        storeVector(arena, ((1348096 +% ((mb451 *% 4) *% 1040)) +% 1008), t452_c0_0)
-        storeVector(arena, (((1348096 +% ((mb451 *% 4) *% 1040)) +% 1008) +% 8), t452_c0_1)
-        storeVector(arena, ((1348096 +% (((mb451 *% 4) +% 1) *% 1040)) +% 1008), t452_c1_0)
-        storeVector(arena, (((1348096 +% (((mb451 *% 4) +% 1) *% 1040)) +% 1008) +% 8), t452_c1_1)
-        storeVector(arena, ((1348096 +% (((mb451 *% 4) +% 2) *% 1040)) +% 1008), t452_c2_0)
-        storeVector(arena, (((1348096 +% (((mb451 *% 4) +% 2) *% 1040)) +% 1008) +% 8), t452_c2_1)
-        storeVector(arena, ((1348096 +% (((mb451 *% 4) +% 3) *% 1040)) +% 1008), t452_c3_0)
-        storeVector(arena, (((1348096 +% (((mb451 *% 4) +% 3) *% 1040)) +% 1008) +% 8), t452_c3_1)
+        storeVector(arena, ((1348096 +% ((mb408 *% 4) *% 1040)) +% 1008), t409_c0_0)
+        storeVector(arena, (((1348096 +% ((mb408 *% 4) *% 1040)) +% 1008) +% 8), t409_c0_1)
+        storeVector(arena, ((1348096 +% (((mb408 *% 4) +% 1) *% 1040)) +% 1008), t409_c1_0)
+        storeVector(arena, (((1348096 +% (((mb408 *% 4) +% 1) *% 1040)) +% 1008) +% 8), t409_c1_1)
+        storeVector(arena, ((1348096 +% (((mb408 *% 4) +% 2) *% 1040)) +% 1008), t409_c2_0)
+        storeVector(arena, (((1348096 +% (((mb408 *% 4) +% 2) *% 1040)) +% 1008) +% 8), t409_c2_1)
+        storeVector(arena, ((1348096 +% (((mb408 *% 4) +% 3) *% 1040)) +% 1008), t409_c3_0)
+        storeVector(arena, (((1348096 +% (((mb408 *% 4) +% 3) *% 1040)) +% 1008) +% 8), t409_c3_1)
       }
     }
-    for j455 in 0..<16 {
-      for f456 in 0..<64 {
-        for i457 in 0..<8 {
-          storeVector(arena, ((i457 *% 8) +% ((128 +% (((g422 *% 16) +% j455) *% 4096)) +% (f456 *% 64))), Vector(repeating: Float(0)).replacing(with: ((loadVector(arena, ((i457 *% 8) +% ((1348096 +% (f456 *% 1040)) +% (j455 *% 64)))) * Vector(repeating: arena[f456])) + Vector(repeating: arena[(64 +% f456)])), where: ((loadVector(arena, ((i457 *% 8) +% ((1348096 +% (f456 *% 1040)) +% (j455 *% 64)))) * Vector(repeating: arena[f456])) + Vector(repeating: arena[(64 +% f456)])) .> Vector(repeating: Float(0))))
+    for j412 in 0..<16 {
+      for f413 in 0..<64 {
+        for i414 in 0..<8 {
+          storeVector(arena, ((i414 *% 8) +% ((128 +% (((g390 *% 16) +% j412) *% 4096)) +% (f413 *% 64))), Vector(repeating: Float(0)).replacing(with: ((loadVector(arena, ((i414 *% 8) +% ((1348096 +% (f413 *% 1040)) +% (j412 *% 64)))) * Vector(repeating: arena[f413])) + Vector(repeating: arena[(64 +% f413)])), where: ((loadVector(arena, ((i414 *% 8) +% ((1348096 +% (f413 *% 1040)) +% (j412 *% 64)))) * Vector(repeating: arena[f413])) + Vector(repeating: arena[(64 +% f413)])) .> Vector(repeating: Float(0))))
         }
       }
     }
   }
   // s3_bn2 = batchnorm_fold()
-  for c458 in 0..<8 {
-    let scale459_v = (loadVector(params, ((c458 *% 8) +% 75088)) * (Vector(repeating: Float(1)) / (loadVector(params, ((c458 *% 8) +% 78522)) + Vector(repeating: Float(bitPattern: 0x3727c5ac))).squareRoot()))
-    storeVector(arena, (c458 *% 8), scale459_v)
-    storeVector(arena, ((c458 *% 8) +% 64), (loadVector(params, ((c458 *% 8) +% 75152)) - (loadVector(params, ((c458 *% 8) +% 78458)) * scale459_v)))
+  for c415 in 0..<8 {
+    let scale416_v = (loadVector(params, ((c415 *% 8) +% 75088)) * (Vector(repeating: Float(1)) / (loadVector(params, ((c415 *% 8) +% 78522)) + Vector(repeating: Float(bitPattern: 0x3727c5ac))).squareRoot()))
+    storeVector(arena, (c415 *% 8), scale416_v)
+    storeVector(arena, ((c415 *% 8) +% 64), (loadVector(params, ((c415 *% 8) +% 75152)) - (loadVector(params, ((c415 *% 8) +% 78458)) * scale416_v)))
   }
   // s3_conv2 = conv2d(s3_conv1, s3_bn2)
-  parallelFor(pool, 2) { part460 in
-    for ci461 in 0..<64 {
-      for co462 in 0..<32 {
-        var w463: Float = params[(38224 +% (((((part460 *% 32) +% co462) *% 64) +% ci461) *% 9))]
-        var w464: Float = (((params[(38224 +% (((((part460 *% 32) +% co462) *% 64) +% ci461) *% 9))] + params[((38224 +% (((((part460 *% 32) +% co462) *% 64) +% ci461) *% 9)) +% 3)]) + params[((38224 +% (((((part460 *% 32) +% co462) *% 64) +% ci461) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
-        var w465: Float = (((params[(38224 +% (((((part460 *% 32) +% co462) *% 64) +% ci461) *% 9))] + params[((38224 +% (((((part460 *% 32) +% co462) *% 64) +% ci461) *% 9)) +% 6)]) - params[((38224 +% (((((part460 *% 32) +% co462) *% 64) +% ci461) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
-        var w466: Float = params[((38224 +% (((((part460 *% 32) +% co462) *% 64) +% ci461) *% 9)) +% 6)]
-        var w467: Float = params[((38224 +% (((((part460 *% 32) +% co462) *% 64) +% ci461) *% 9)) +% 1)]
-        var w468: Float = (((params[((38224 +% (((((part460 *% 32) +% co462) *% 64) +% ci461) *% 9)) +% 1)] + params[((38224 +% (((((part460 *% 32) +% co462) *% 64) +% ci461) *% 9)) +% 4)]) + params[((38224 +% (((((part460 *% 32) +% co462) *% 64) +% ci461) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
-        var w469: Float = (((params[((38224 +% (((((part460 *% 32) +% co462) *% 64) +% ci461) *% 9)) +% 1)] + params[((38224 +% (((((part460 *% 32) +% co462) *% 64) +% ci461) *% 9)) +% 7)]) - params[((38224 +% (((((part460 *% 32) +% co462) *% 64) +% ci461) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
-        var w470: Float = params[((38224 +% (((((part460 *% 32) +% co462) *% 64) +% ci461) *% 9)) +% 7)]
-        var w471: Float = params[((38224 +% (((((part460 *% 32) +% co462) *% 64) +% ci461) *% 9)) +% 2)]
-        var w472: Float = (((params[((38224 +% (((((part460 *% 32) +% co462) *% 64) +% ci461) *% 9)) +% 2)] + params[((38224 +% (((((part460 *% 32) +% co462) *% 64) +% ci461) *% 9)) +% 5)]) + params[((38224 +% (((((part460 *% 32) +% co462) *% 64) +% ci461) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
-        var w473: Float = (((params[((38224 +% (((((part460 *% 32) +% co462) *% 64) +% ci461) *% 9)) +% 2)] + params[((38224 +% (((((part460 *% 32) +% co462) *% 64) +% ci461) *% 9)) +% 8)]) - params[((38224 +% (((((part460 *% 32) +% co462) *% 64) +% ci461) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
-        var w474: Float = params[((38224 +% (((((part460 *% 32) +% co462) *% 64) +% ci461) *% 9)) +% 8)]
-        var w475: Float = w463
-        var w476: Float = (((w463 + w467) + w471) * Float(bitPattern: 0x3f000000))
-        var w477: Float = (((w463 + w471) - w467) * Float(bitPattern: 0x3f000000))
-        var w478: Float = w471
-        var w479: Float = w464
-        var w480: Float = (((w464 + w468) + w472) * Float(bitPattern: 0x3f000000))
-        var w481: Float = (((w464 + w472) - w468) * Float(bitPattern: 0x3f000000))
-        var w482: Float = w472
-        var w483: Float = w465
-        var w484: Float = (((w465 + w469) + w473) * Float(bitPattern: 0x3f000000))
-        var w485: Float = (((w465 + w473) - w469) * Float(bitPattern: 0x3f000000))
-        var w486: Float = w473
-        var w487: Float = w466
-        var w488: Float = (((w466 + w470) + w474) * Float(bitPattern: 0x3f000000))
-        var w489: Float = (((w466 + w474) - w470) * Float(bitPattern: 0x3f000000))
-        var w490: Float = w474
-        arena[((262272 +% (ci461 *% 64)) +% ((part460 *% 32) +% co462))] = w475
-        arena[((266368 +% (ci461 *% 64)) +% ((part460 *% 32) +% co462))] = w476
-        arena[((270464 +% (ci461 *% 64)) +% ((part460 *% 32) +% co462))] = w477
-        arena[((274560 +% (ci461 *% 64)) +% ((part460 *% 32) +% co462))] = w478
-        arena[((278656 +% (ci461 *% 64)) +% ((part460 *% 32) +% co462))] = w479
-        arena[((282752 +% (ci461 *% 64)) +% ((part460 *% 32) +% co462))] = w480
-        arena[((286848 +% (ci461 *% 64)) +% ((part460 *% 32) +% co462))] = w481
-        arena[((290944 +% (ci461 *% 64)) +% ((part460 *% 32) +% co462))] = w482
-        arena[((295040 +% (ci461 *% 64)) +% ((part460 *% 32) +% co462))] = w483
-        arena[((299136 +% (ci461 *% 64)) +% ((part460 *% 32) +% co462))] = w484
-        arena[((303232 +% (ci461 *% 64)) +% ((part460 *% 32) +% co462))] = w485
-        arena[((307328 +% (ci461 *% 64)) +% ((part460 *% 32) +% co462))] = w486
-        arena[((311424 +% (ci461 *% 64)) +% ((part460 *% 32) +% co462))] = w487
-        arena[((315520 +% (ci461 *% 64)) +% ((part460 *% 32) +% co462))] = w488
-        arena[((319616 +% (ci461 *% 64)) +% ((part460 *% 32) +% co462))] = w489
-        arena[((323712 +% (ci461 *% 64)) +% ((part460 *% 32) +% co462))] = w490
+  parallelFor(pool, 2) { part417 in
+    for ci418 in 0..<64 {
+      for co419 in 0..<32 {
+        var w420: Float = params[(38224 +% (((((part417 *% 32) +% co419) *% 64) +% ci418) *% 9))]
+        var w421: Float = (((params[(38224 +% (((((part417 *% 32) +% co419) *% 64) +% ci418) *% 9))] + params[((38224 +% (((((part417 *% 32) +% co419) *% 64) +% ci418) *% 9)) +% 3)]) + params[((38224 +% (((((part417 *% 32) +% co419) *% 64) +% ci418) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
+        var w422: Float = (((params[(38224 +% (((((part417 *% 32) +% co419) *% 64) +% ci418) *% 9))] + params[((38224 +% (((((part417 *% 32) +% co419) *% 64) +% ci418) *% 9)) +% 6)]) - params[((38224 +% (((((part417 *% 32) +% co419) *% 64) +% ci418) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
+        var w423: Float = params[((38224 +% (((((part417 *% 32) +% co419) *% 64) +% ci418) *% 9)) +% 6)]
+        var w424: Float = params[((38224 +% (((((part417 *% 32) +% co419) *% 64) +% ci418) *% 9)) +% 1)]
+        var w425: Float = (((params[((38224 +% (((((part417 *% 32) +% co419) *% 64) +% ci418) *% 9)) +% 1)] + params[((38224 +% (((((part417 *% 32) +% co419) *% 64) +% ci418) *% 9)) +% 4)]) + params[((38224 +% (((((part417 *% 32) +% co419) *% 64) +% ci418) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
+        var w426: Float = (((params[((38224 +% (((((part417 *% 32) +% co419) *% 64) +% ci418) *% 9)) +% 1)] + params[((38224 +% (((((part417 *% 32) +% co419) *% 64) +% ci418) *% 9)) +% 7)]) - params[((38224 +% (((((part417 *% 32) +% co419) *% 64) +% ci418) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
+        var w427: Float = params[((38224 +% (((((part417 *% 32) +% co419) *% 64) +% ci418) *% 9)) +% 7)]
+        var w428: Float = params[((38224 +% (((((part417 *% 32) +% co419) *% 64) +% ci418) *% 9)) +% 2)]
+        var w429: Float = (((params[((38224 +% (((((part417 *% 32) +% co419) *% 64) +% ci418) *% 9)) +% 2)] + params[((38224 +% (((((part417 *% 32) +% co419) *% 64) +% ci418) *% 9)) +% 5)]) + params[((38224 +% (((((part417 *% 32) +% co419) *% 64) +% ci418) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
+        var w430: Float = (((params[((38224 +% (((((part417 *% 32) +% co419) *% 64) +% ci418) *% 9)) +% 2)] + params[((38224 +% (((((part417 *% 32) +% co419) *% 64) +% ci418) *% 9)) +% 8)]) - params[((38224 +% (((((part417 *% 32) +% co419) *% 64) +% ci418) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
+        var w431: Float = params[((38224 +% (((((part417 *% 32) +% co419) *% 64) +% ci418) *% 9)) +% 8)]
+        var w432: Float = w420
+        var w433: Float = (((w420 + w424) + w428) * Float(bitPattern: 0x3f000000))
+        var w434: Float = (((w420 + w428) - w424) * Float(bitPattern: 0x3f000000))
+        var w435: Float = w428
+        var w436: Float = w421
+        var w437: Float = (((w421 + w425) + w429) * Float(bitPattern: 0x3f000000))
+        var w438: Float = (((w421 + w429) - w425) * Float(bitPattern: 0x3f000000))
+        var w439: Float = w429
+        var w440: Float = w422
+        var w441: Float = (((w422 + w426) + w430) * Float(bitPattern: 0x3f000000))
+        var w442: Float = (((w422 + w430) - w426) * Float(bitPattern: 0x3f000000))
+        var w443: Float = w430
+        var w444: Float = w423
+        var w445: Float = (((w423 + w427) + w431) * Float(bitPattern: 0x3f000000))
+        var w446: Float = (((w423 + w431) - w427) * Float(bitPattern: 0x3f000000))
+        var w447: Float = w431
+        arena[((262272 +% (ci418 *% 64)) +% ((part417 *% 32) +% co419))] = w432
+        arena[((266368 +% (ci418 *% 64)) +% ((part417 *% 32) +% co419))] = w433
+        arena[((270464 +% (ci418 *% 64)) +% ((part417 *% 32) +% co419))] = w434
+        arena[((274560 +% (ci418 *% 64)) +% ((part417 *% 32) +% co419))] = w435
+        arena[((278656 +% (ci418 *% 64)) +% ((part417 *% 32) +% co419))] = w436
+        arena[((282752 +% (ci418 *% 64)) +% ((part417 *% 32) +% co419))] = w437
+        arena[((286848 +% (ci418 *% 64)) +% ((part417 *% 32) +% co419))] = w438
+        arena[((290944 +% (ci418 *% 64)) +% ((part417 *% 32) +% co419))] = w439
+        arena[((295040 +% (ci418 *% 64)) +% ((part417 *% 32) +% co419))] = w440
+        arena[((299136 +% (ci418 *% 64)) +% ((part417 *% 32) +% co419))] = w441
+        arena[((303232 +% (ci418 *% 64)) +% ((part417 *% 32) +% co419))] = w442
+        arena[((307328 +% (ci418 *% 64)) +% ((part417 *% 32) +% co419))] = w443
+        arena[((311424 +% (ci418 *% 64)) +% ((part417 *% 32) +% co419))] = w444
+        arena[((315520 +% (ci418 *% 64)) +% ((part417 *% 32) +% co419))] = w445
+        arena[((319616 +% (ci418 *% 64)) +% ((part417 *% 32) +% co419))] = w446
+        arena[((323712 +% (ci418 *% 64)) +% ((part417 *% 32) +% co419))] = w447
       }
     }
   }
-  for i491 in 0..<800 {
-    storeVector(arena, ((i491 *% 8) +% 327808), Vector(repeating: Float(0)))
+  for i448 in 0..<800 {
+    storeVector(arena, ((i448 *% 8) +% 327808), Vector(repeating: Float(0)))
   }
-  for g492 in 0..<64 {
-    for j493 in 0..<1 {
-      for c494 in 0..<64 {
-        for iy495 in 0..<8 {
-          for ix496 in 0..<8 {
-            arena[(327808 +% ((((j493 *% 6400) +% ((iy495 +% 1) *% 640)) +% ((ix496 +% 1) *% 64)) +% c494))] = arena[((((128 +% ((g492 +% j493) *% 4096)) +% (c494 *% 64)) +% (iy495 *% 8)) +% ix496)]
+  for g449 in 0..<64 {
+    for j450 in 0..<1 {
+      for c451 in 0..<64 {
+        for iy452 in 0..<8 {
+          for ix453 in 0..<8 {
+            arena[(327808 +% ((((j450 *% 6400) +% ((iy452 +% 1) *% 640)) +% ((ix453 +% 1) *% 64)) +% c451))] = arena[((((128 +% ((g449 +% j450) *% 4096)) +% (c451 *% 64)) +% (iy452 *% 8)) +% ix453)]
           }
         }
       }
     }
-    for j497 in 0..<1 {
-      for ty498 in 0..<4 {
-        for tx499 in 0..<4 {
-          for cv500 in 0..<8 {
-            let w501 = (loadVector(arena, (327808 +% ((((j497 *% 6400) +% ((ty498 *% 2) *% 640)) +% ((tx499 *% 2) *% 64)) +% (cv500 *% 8)))) - loadVector(arena, (327808 +% ((((j497 *% 6400) +% (((ty498 *% 2) +% 2) *% 640)) +% ((tx499 *% 2) *% 64)) +% (cv500 *% 8)))))
-            let w502 = (loadVector(arena, (327808 +% ((((j497 *% 6400) +% (((ty498 *% 2) +% 1) *% 640)) +% ((tx499 *% 2) *% 64)) +% (cv500 *% 8)))) + loadVector(arena, (327808 +% ((((j497 *% 6400) +% (((ty498 *% 2) +% 2) *% 640)) +% ((tx499 *% 2) *% 64)) +% (cv500 *% 8)))))
-            let w503 = (loadVector(arena, (327808 +% ((((j497 *% 6400) +% (((ty498 *% 2) +% 2) *% 640)) +% ((tx499 *% 2) *% 64)) +% (cv500 *% 8)))) - loadVector(arena, (327808 +% ((((j497 *% 6400) +% (((ty498 *% 2) +% 1) *% 640)) +% ((tx499 *% 2) *% 64)) +% (cv500 *% 8)))))
-            let w504 = (loadVector(arena, (327808 +% ((((j497 *% 6400) +% (((ty498 *% 2) +% 1) *% 640)) +% ((tx499 *% 2) *% 64)) +% (cv500 *% 8)))) - loadVector(arena, (327808 +% ((((j497 *% 6400) +% (((ty498 *% 2) +% 3) *% 640)) +% ((tx499 *% 2) *% 64)) +% (cv500 *% 8)))))
-            let w505 = (loadVector(arena, (327808 +% ((((j497 *% 6400) +% ((ty498 *% 2) *% 640)) +% (((tx499 *% 2) +% 1) *% 64)) +% (cv500 *% 8)))) - loadVector(arena, (327808 +% ((((j497 *% 6400) +% (((ty498 *% 2) +% 2) *% 640)) +% (((tx499 *% 2) +% 1) *% 64)) +% (cv500 *% 8)))))
-            let w506 = (loadVector(arena, (327808 +% ((((j497 *% 6400) +% (((ty498 *% 2) +% 1) *% 640)) +% (((tx499 *% 2) +% 1) *% 64)) +% (cv500 *% 8)))) + loadVector(arena, (327808 +% ((((j497 *% 6400) +% (((ty498 *% 2) +% 2) *% 640)) +% (((tx499 *% 2) +% 1) *% 64)) +% (cv500 *% 8)))))
-            let w507 = (loadVector(arena, (327808 +% ((((j497 *% 6400) +% (((ty498 *% 2) +% 2) *% 640)) +% (((tx499 *% 2) +% 1) *% 64)) +% (cv500 *% 8)))) - loadVector(arena, (327808 +% ((((j497 *% 6400) +% (((ty498 *% 2) +% 1) *% 640)) +% (((tx499 *% 2) +% 1) *% 64)) +% (cv500 *% 8)))))
-            let w508 = (loadVector(arena, (327808 +% ((((j497 *% 6400) +% (((ty498 *% 2) +% 1) *% 640)) +% (((tx499 *% 2) +% 1) *% 64)) +% (cv500 *% 8)))) - loadVector(arena, (327808 +% ((((j497 *% 6400) +% (((ty498 *% 2) +% 3) *% 640)) +% (((tx499 *% 2) +% 1) *% 64)) +% (cv500 *% 8)))))
-            let w509 = (loadVector(arena, (327808 +% ((((j497 *% 6400) +% ((ty498 *% 2) *% 640)) +% (((tx499 *% 2) +% 2) *% 64)) +% (cv500 *% 8)))) - loadVector(arena, (327808 +% ((((j497 *% 6400) +% (((ty498 *% 2) +% 2) *% 640)) +% (((tx499 *% 2) +% 2) *% 64)) +% (cv500 *% 8)))))
-            let w510 = (loadVector(arena, (327808 +% ((((j497 *% 6400) +% (((ty498 *% 2) +% 1) *% 640)) +% (((tx499 *% 2) +% 2) *% 64)) +% (cv500 *% 8)))) + loadVector(arena, (327808 +% ((((j497 *% 6400) +% (((ty498 *% 2) +% 2) *% 640)) +% (((tx499 *% 2) +% 2) *% 64)) +% (cv500 *% 8)))))
-            let w511 = (loadVector(arena, (327808 +% ((((j497 *% 6400) +% (((ty498 *% 2) +% 2) *% 640)) +% (((tx499 *% 2) +% 2) *% 64)) +% (cv500 *% 8)))) - loadVector(arena, (327808 +% ((((j497 *% 6400) +% (((ty498 *% 2) +% 1) *% 640)) +% (((tx499 *% 2) +% 2) *% 64)) +% (cv500 *% 8)))))
-            let w512 = (loadVector(arena, (327808 +% ((((j497 *% 6400) +% (((ty498 *% 2) +% 1) *% 640)) +% (((tx499 *% 2) +% 2) *% 64)) +% (cv500 *% 8)))) - loadVector(arena, (327808 +% ((((j497 *% 6400) +% (((ty498 *% 2) +% 3) *% 640)) +% (((tx499 *% 2) +% 2) *% 64)) +% (cv500 *% 8)))))
-            let w513 = (loadVector(arena, (327808 +% ((((j497 *% 6400) +% ((ty498 *% 2) *% 640)) +% (((tx499 *% 2) +% 3) *% 64)) +% (cv500 *% 8)))) - loadVector(arena, (327808 +% ((((j497 *% 6400) +% (((ty498 *% 2) +% 2) *% 640)) +% (((tx499 *% 2) +% 3) *% 64)) +% (cv500 *% 8)))))
-            let w514 = (loadVector(arena, (327808 +% ((((j497 *% 6400) +% (((ty498 *% 2) +% 1) *% 640)) +% (((tx499 *% 2) +% 3) *% 64)) +% (cv500 *% 8)))) + loadVector(arena, (327808 +% ((((j497 *% 6400) +% (((ty498 *% 2) +% 2) *% 640)) +% (((tx499 *% 2) +% 3) *% 64)) +% (cv500 *% 8)))))
-            let w515 = (loadVector(arena, (327808 +% ((((j497 *% 6400) +% (((ty498 *% 2) +% 2) *% 640)) +% (((tx499 *% 2) +% 3) *% 64)) +% (cv500 *% 8)))) - loadVector(arena, (327808 +% ((((j497 *% 6400) +% (((ty498 *% 2) +% 1) *% 640)) +% (((tx499 *% 2) +% 3) *% 64)) +% (cv500 *% 8)))))
-            let w516 = (loadVector(arena, (327808 +% ((((j497 *% 6400) +% (((ty498 *% 2) +% 1) *% 640)) +% (((tx499 *% 2) +% 3) *% 64)) +% (cv500 *% 8)))) - loadVector(arena, (327808 +% ((((j497 *% 6400) +% (((ty498 *% 2) +% 3) *% 640)) +% (((tx499 *% 2) +% 3) *% 64)) +% (cv500 *% 8)))))
-            let w517 = (w501 - w509)
-            let w518 = (w505 + w509)
-            let w519 = (w509 - w505)
-            let w520 = (w505 - w513)
-            let w521 = (w502 - w510)
-            let w522 = (w506 + w510)
-            let w523 = (w510 - w506)
-            let w524 = (w506 - w514)
-            let w525 = (w503 - w511)
-            let w526 = (w507 + w511)
-            let w527 = (w511 - w507)
-            let w528 = (w507 - w515)
-            let w529 = (w504 - w512)
-            let w530 = (w508 + w512)
-            let w531 = (w512 - w508)
-            let w532 = (w508 - w516)
-            storeVector(arena, ((334208 +% ((((j497 *% 16) +% (ty498 *% 4)) +% tx499) *% 64)) +% (cv500 *% 8)), w517)
-            storeVector(arena, ((335232 +% ((((j497 *% 16) +% (ty498 *% 4)) +% tx499) *% 64)) +% (cv500 *% 8)), w518)
-            storeVector(arena, ((336256 +% ((((j497 *% 16) +% (ty498 *% 4)) +% tx499) *% 64)) +% (cv500 *% 8)), w519)
-            storeVector(arena, ((337280 +% ((((j497 *% 16) +% (ty498 *% 4)) +% tx499) *% 64)) +% (cv500 *% 8)), w520)
-            storeVector(arena, ((338304 +% ((((j497 *% 16) +% (ty498 *% 4)) +% tx499) *% 64)) +% (cv500 *% 8)), w521)
-            storeVector(arena, ((339328 +% ((((j497 *% 16) +% (ty498 *% 4)) +% tx499) *% 64)) +% (cv500 *% 8)), w522)
-            storeVector(arena, ((340352 +% ((((j497 *% 16) +% (ty498 *% 4)) +% tx499) *% 64)) +% (cv500 *% 8)), w523)
-            storeVector(arena, ((341376 +% ((((j497 *% 16) +% (ty498 *% 4)) +% tx499) *% 64)) +% (cv500 *% 8)), w524)
-            storeVector(arena, ((342400 +% ((((j497 *% 16) +% (ty498 *% 4)) +% tx499) *% 64)) +% (cv500 *% 8)), w525)
-            storeVector(arena, ((343424 +% ((((j497 *% 16) +% (ty498 *% 4)) +% tx499) *% 64)) +% (cv500 *% 8)), w526)
-            storeVector(arena, ((344448 +% ((((j497 *% 16) +% (ty498 *% 4)) +% tx499) *% 64)) +% (cv500 *% 8)), w527)
-            storeVector(arena, ((345472 +% ((((j497 *% 16) +% (ty498 *% 4)) +% tx499) *% 64)) +% (cv500 *% 8)), w528)
-            storeVector(arena, ((346496 +% ((((j497 *% 16) +% (ty498 *% 4)) +% tx499) *% 64)) +% (cv500 *% 8)), w529)
-            storeVector(arena, ((347520 +% ((((j497 *% 16) +% (ty498 *% 4)) +% tx499) *% 64)) +% (cv500 *% 8)), w530)
-            storeVector(arena, ((348544 +% ((((j497 *% 16) +% (ty498 *% 4)) +% tx499) *% 64)) +% (cv500 *% 8)), w531)
-            storeVector(arena, ((349568 +% ((((j497 *% 16) +% (ty498 *% 4)) +% tx499) *% 64)) +% (cv500 *% 8)), w532)
+    for j454 in 0..<1 {
+      for ty455 in 0..<4 {
+        for tx456 in 0..<4 {
+          for cv457 in 0..<8 {
+            let w458 = (loadVector(arena, (327808 +% ((((j454 *% 6400) +% ((ty455 *% 2) *% 640)) +% ((tx456 *% 2) *% 64)) +% (cv457 *% 8)))) - loadVector(arena, (327808 +% ((((j454 *% 6400) +% (((ty455 *% 2) +% 2) *% 640)) +% ((tx456 *% 2) *% 64)) +% (cv457 *% 8)))))
+            let w459 = (loadVector(arena, (327808 +% ((((j454 *% 6400) +% (((ty455 *% 2) +% 1) *% 640)) +% ((tx456 *% 2) *% 64)) +% (cv457 *% 8)))) + loadVector(arena, (327808 +% ((((j454 *% 6400) +% (((ty455 *% 2) +% 2) *% 640)) +% ((tx456 *% 2) *% 64)) +% (cv457 *% 8)))))
+            let w460 = (loadVector(arena, (327808 +% ((((j454 *% 6400) +% (((ty455 *% 2) +% 2) *% 640)) +% ((tx456 *% 2) *% 64)) +% (cv457 *% 8)))) - loadVector(arena, (327808 +% ((((j454 *% 6400) +% (((ty455 *% 2) +% 1) *% 640)) +% ((tx456 *% 2) *% 64)) +% (cv457 *% 8)))))
+            let w461 = (loadVector(arena, (327808 +% ((((j454 *% 6400) +% (((ty455 *% 2) +% 1) *% 640)) +% ((tx456 *% 2) *% 64)) +% (cv457 *% 8)))) - loadVector(arena, (327808 +% ((((j454 *% 6400) +% (((ty455 *% 2) +% 3) *% 640)) +% ((tx456 *% 2) *% 64)) +% (cv457 *% 8)))))
+            let w462 = (loadVector(arena, (327808 +% ((((j454 *% 6400) +% ((ty455 *% 2) *% 640)) +% (((tx456 *% 2) +% 1) *% 64)) +% (cv457 *% 8)))) - loadVector(arena, (327808 +% ((((j454 *% 6400) +% (((ty455 *% 2) +% 2) *% 640)) +% (((tx456 *% 2) +% 1) *% 64)) +% (cv457 *% 8)))))
+            let w463 = (loadVector(arena, (327808 +% ((((j454 *% 6400) +% (((ty455 *% 2) +% 1) *% 640)) +% (((tx456 *% 2) +% 1) *% 64)) +% (cv457 *% 8)))) + loadVector(arena, (327808 +% ((((j454 *% 6400) +% (((ty455 *% 2) +% 2) *% 640)) +% (((tx456 *% 2) +% 1) *% 64)) +% (cv457 *% 8)))))
+            let w464 = (loadVector(arena, (327808 +% ((((j454 *% 6400) +% (((ty455 *% 2) +% 2) *% 640)) +% (((tx456 *% 2) +% 1) *% 64)) +% (cv457 *% 8)))) - loadVector(arena, (327808 +% ((((j454 *% 6400) +% (((ty455 *% 2) +% 1) *% 640)) +% (((tx456 *% 2) +% 1) *% 64)) +% (cv457 *% 8)))))
+            let w465 = (loadVector(arena, (327808 +% ((((j454 *% 6400) +% (((ty455 *% 2) +% 1) *% 640)) +% (((tx456 *% 2) +% 1) *% 64)) +% (cv457 *% 8)))) - loadVector(arena, (327808 +% ((((j454 *% 6400) +% (((ty455 *% 2) +% 3) *% 640)) +% (((tx456 *% 2) +% 1) *% 64)) +% (cv457 *% 8)))))
+            let w466 = (loadVector(arena, (327808 +% ((((j454 *% 6400) +% ((ty455 *% 2) *% 640)) +% (((tx456 *% 2) +% 2) *% 64)) +% (cv457 *% 8)))) - loadVector(arena, (327808 +% ((((j454 *% 6400) +% (((ty455 *% 2) +% 2) *% 640)) +% (((tx456 *% 2) +% 2) *% 64)) +% (cv457 *% 8)))))
+            let w467 = (loadVector(arena, (327808 +% ((((j454 *% 6400) +% (((ty455 *% 2) +% 1) *% 640)) +% (((tx456 *% 2) +% 2) *% 64)) +% (cv457 *% 8)))) + loadVector(arena, (327808 +% ((((j454 *% 6400) +% (((ty455 *% 2) +% 2) *% 640)) +% (((tx456 *% 2) +% 2) *% 64)) +% (cv457 *% 8)))))
+            let w468 = (loadVector(arena, (327808 +% ((((j454 *% 6400) +% (((ty455 *% 2) +% 2) *% 640)) +% (((tx456 *% 2) +% 2) *% 64)) +% (cv457 *% 8)))) - loadVector(arena, (327808 +% ((((j454 *% 6400) +% (((ty455 *% 2) +% 1) *% 640)) +% (((tx456 *% 2) +% 2) *% 64)) +% (cv457 *% 8)))))
+            let w469 = (loadVector(arena, (327808 +% ((((j454 *% 6400) +% (((ty455 *% 2) +% 1) *% 640)) +% (((tx456 *% 2) +% 2) *% 64)) +% (cv457 *% 8)))) - loadVector(arena, (327808 +% ((((j454 *% 6400) +% (((ty455 *% 2) +% 3) *% 640)) +% (((tx456 *% 2) +% 2) *% 64)) +% (cv457 *% 8)))))
+            let w470 = (loadVector(arena, (327808 +% ((((j454 *% 6400) +% ((ty455 *% 2) *% 640)) +% (((tx456 *% 2) +% 3) *% 64)) +% (cv457 *% 8)))) - loadVector(arena, (327808 +% ((((j454 *% 6400) +% (((ty455 *% 2) +% 2) *% 640)) +% (((tx456 *% 2) +% 3) *% 64)) +% (cv457 *% 8)))))
+            let w471 = (loadVector(arena, (327808 +% ((((j454 *% 6400) +% (((ty455 *% 2) +% 1) *% 640)) +% (((tx456 *% 2) +% 3) *% 64)) +% (cv457 *% 8)))) + loadVector(arena, (327808 +% ((((j454 *% 6400) +% (((ty455 *% 2) +% 2) *% 640)) +% (((tx456 *% 2) +% 3) *% 64)) +% (cv457 *% 8)))))
+            let w472 = (loadVector(arena, (327808 +% ((((j454 *% 6400) +% (((ty455 *% 2) +% 2) *% 640)) +% (((tx456 *% 2) +% 3) *% 64)) +% (cv457 *% 8)))) - loadVector(arena, (327808 +% ((((j454 *% 6400) +% (((ty455 *% 2) +% 1) *% 640)) +% (((tx456 *% 2) +% 3) *% 64)) +% (cv457 *% 8)))))
+            let w473 = (loadVector(arena, (327808 +% ((((j454 *% 6400) +% (((ty455 *% 2) +% 1) *% 640)) +% (((tx456 *% 2) +% 3) *% 64)) +% (cv457 *% 8)))) - loadVector(arena, (327808 +% ((((j454 *% 6400) +% (((ty455 *% 2) +% 3) *% 640)) +% (((tx456 *% 2) +% 3) *% 64)) +% (cv457 *% 8)))))
+            let w474 = (w458 - w466)
+            let w475 = (w462 + w466)
+            let w476 = (w466 - w462)
+            let w477 = (w462 - w470)
+            let w478 = (w459 - w467)
+            let w479 = (w463 + w467)
+            let w480 = (w467 - w463)
+            let w481 = (w463 - w471)
+            let w482 = (w460 - w468)
+            let w483 = (w464 + w468)
+            let w484 = (w468 - w464)
+            let w485 = (w464 - w472)
+            let w486 = (w461 - w469)
+            let w487 = (w465 + w469)
+            let w488 = (w469 - w465)
+            let w489 = (w465 - w473)
+            storeVector(arena, ((334208 +% ((((j454 *% 16) +% (ty455 *% 4)) +% tx456) *% 64)) +% (cv457 *% 8)), w474)
+            storeVector(arena, ((335232 +% ((((j454 *% 16) +% (ty455 *% 4)) +% tx456) *% 64)) +% (cv457 *% 8)), w475)
+            storeVector(arena, ((336256 +% ((((j454 *% 16) +% (ty455 *% 4)) +% tx456) *% 64)) +% (cv457 *% 8)), w476)
+            storeVector(arena, ((337280 +% ((((j454 *% 16) +% (ty455 *% 4)) +% tx456) *% 64)) +% (cv457 *% 8)), w477)
+            storeVector(arena, ((338304 +% ((((j454 *% 16) +% (ty455 *% 4)) +% tx456) *% 64)) +% (cv457 *% 8)), w478)
+            storeVector(arena, ((339328 +% ((((j454 *% 16) +% (ty455 *% 4)) +% tx456) *% 64)) +% (cv457 *% 8)), w479)
+            storeVector(arena, ((340352 +% ((((j454 *% 16) +% (ty455 *% 4)) +% tx456) *% 64)) +% (cv457 *% 8)), w480)
+            storeVector(arena, ((341376 +% ((((j454 *% 16) +% (ty455 *% 4)) +% tx456) *% 64)) +% (cv457 *% 8)), w481)
+            storeVector(arena, ((342400 +% ((((j454 *% 16) +% (ty455 *% 4)) +% tx456) *% 64)) +% (cv457 *% 8)), w482)
+            storeVector(arena, ((343424 +% ((((j454 *% 16) +% (ty455 *% 4)) +% tx456) *% 64)) +% (cv457 *% 8)), w483)
+            storeVector(arena, ((344448 +% ((((j454 *% 16) +% (ty455 *% 4)) +% tx456) *% 64)) +% (cv457 *% 8)), w484)
+            storeVector(arena, ((345472 +% ((((j454 *% 16) +% (ty455 *% 4)) +% tx456) *% 64)) +% (cv457 *% 8)), w485)
+            storeVector(arena, ((346496 +% ((((j454 *% 16) +% (ty455 *% 4)) +% tx456) *% 64)) +% (cv457 *% 8)), w486)
+            storeVector(arena, ((347520 +% ((((j454 *% 16) +% (ty455 *% 4)) +% tx456) *% 64)) +% (cv457 *% 8)), w487)
+            storeVector(arena, ((348544 +% ((((j454 *% 16) +% (ty455 *% 4)) +% tx456) *% 64)) +% (cv457 *% 8)), w488)
+            storeVector(arena, ((349568 +% ((((j454 *% 16) +% (ty455 *% 4)) +% tx456) *% 64)) +% (cv457 *% 8)), w489)
           }
         }
       }
     }
-    parallelFor(pool, 2) { part533 in
-      for xi534 in 0..<16 {
-        do {  // gemm541
-          for nb535 in 0..<2 {
-            for mb536 in 0..<2 {
-              var t537_c0_0 = Vector()
-              var t537_c0_1 = Vector()
-              var t537_c1_0 = Vector()
-              var t537_c1_1 = Vector()
-              var t537_c2_0 = Vector()
-              var t537_c2_1 = Vector()
-              var t537_c3_0 = Vector()
-              var t537_c3_1 = Vector()
-              var t537_c4_0 = Vector()
-              var t537_c4_1 = Vector()
-              var t537_c5_0 = Vector()
-              var t537_c5_1 = Vector()
-              for k538 in 0..<64 {
-                let t537_b0 = loadVector(arena, ((((262272 +% (xi534 *% 4096)) +% (part533 *% 32)) +% (k538 *% 64)) +% (nb535 *% 16)))
-                let t537_b1 = loadVector(arena, (((((262272 +% (xi534 *% 4096)) +% (part533 *% 32)) +% (k538 *% 64)) +% (nb535 *% 16)) +% 8))
-                let t537_a0 = Vector(repeating: arena[(((334208 +% (xi534 *% 1024)) +% ((mb536 *% 6) *% 64)) +% k538)])
-                t537_c0_0 = t537_c0_0.addingProduct(t537_a0, t537_b0)
-                t537_c0_1 = t537_c0_1.addingProduct(t537_a0, t537_b1)
-                let t537_a1 = Vector(repeating: arena[(((334208 +% (xi534 *% 1024)) +% (((mb536 *% 6) +% 1) *% 64)) +% k538)])
-                t537_c1_0 = t537_c1_0.addingProduct(t537_a1, t537_b0)
-                t537_c1_1 = t537_c1_1.addingProduct(t537_a1, t537_b1)
-                let t537_a2 = Vector(repeating: arena[(((334208 +% (xi534 *% 1024)) +% (((mb536 *% 6) +% 2) *% 64)) +% k538)])
-                t537_c2_0 = t537_c2_0.addingProduct(t537_a2, t537_b0)
-                t537_c2_1 = t537_c2_1.addingProduct(t537_a2, t537_b1)
-                let t537_a3 = Vector(repeating: arena[(((334208 +% (xi534 *% 1024)) +% (((mb536 *% 6) +% 3) *% 64)) +% k538)])
-                t537_c3_0 = t537_c3_0.addingProduct(t537_a3, t537_b0)
-                t537_c3_1 = t537_c3_1.addingProduct(t537_a3, t537_b1)
-                let t537_a4 = Vector(repeating: arena[(((334208 +% (xi534 *% 1024)) +% (((mb536 *% 6) +% 4) *% 64)) +% k538)])
-                t537_c4_0 = t537_c4_0.addingProduct(t537_a4, t537_b0)
-                t537_c4_1 = t537_c4_1.addingProduct(t537_a4, t537_b1)
-                let t537_a5 = Vector(repeating: arena[(((334208 +% (xi534 *% 1024)) +% (((mb536 *% 6) +% 5) *% 64)) +% k538)])
-                t537_c5_0 = t537_c5_0.addingProduct(t537_a5, t537_b0)
-                t537_c5_1 = t537_c5_1.addingProduct(t537_a5, t537_b1)
+    parallelFor(pool, 2) { part490 in
+      for xi491 in 0..<16 {
+        do {  // gemm498
+          for nb492 in 0..<2 {
+            for mb493 in 0..<2 {
+              var t494_c0_0 = Vector()
+              var t494_c0_1 = Vector()
+              var t494_c1_0 = Vector()
+              var t494_c1_1 = Vector()
+              var t494_c2_0 = Vector()
+              var t494_c2_1 = Vector()
+              var t494_c3_0 = Vector()
+              var t494_c3_1 = Vector()
+              var t494_c4_0 = Vector()
+              var t494_c4_1 = Vector()
+              var t494_c5_0 = Vector()
+              var t494_c5_1 = Vector()
+              for k495 in 0..<64 {
+                let t494_b0 = loadVector(arena, ((((262272 +% (xi491 *% 4096)) +% (part490 *% 32)) +% (k495 *% 64)) +% (nb492 *% 16)))
+                let t494_b1 = loadVector(arena, (((((262272 +% (xi491 *% 4096)) +% (part490 *% 32)) +% (k495 *% 64)) +% (nb492 *% 16)) +% 8))
+                let t494_a0 = Vector(repeating: arena[(((334208 +% (xi491 *% 1024)) +% ((mb493 *% 6) *% 64)) +% k495)])
+                t494_c0_0 = t494_c0_0.addingProduct(t494_a0, t494_b0)
+                t494_c0_1 = t494_c0_1.addingProduct(t494_a0, t494_b1)
+                let t494_a1 = Vector(repeating: arena[(((334208 +% (xi491 *% 1024)) +% (((mb493 *% 6) +% 1) *% 64)) +% k495)])
+                t494_c1_0 = t494_c1_0.addingProduct(t494_a1, t494_b0)
+                t494_c1_1 = t494_c1_1.addingProduct(t494_a1, t494_b1)
+                let t494_a2 = Vector(repeating: arena[(((334208 +% (xi491 *% 1024)) +% (((mb493 *% 6) +% 2) *% 64)) +% k495)])
+                t494_c2_0 = t494_c2_0.addingProduct(t494_a2, t494_b0)
+                t494_c2_1 = t494_c2_1.addingProduct(t494_a2, t494_b1)
+                let t494_a3 = Vector(repeating: arena[(((334208 +% (xi491 *% 1024)) +% (((mb493 *% 6) +% 3) *% 64)) +% k495)])
+                t494_c3_0 = t494_c3_0.addingProduct(t494_a3, t494_b0)
+                t494_c3_1 = t494_c3_1.addingProduct(t494_a3, t494_b1)
+                let t494_a4 = Vector(repeating: arena[(((334208 +% (xi491 *% 1024)) +% (((mb493 *% 6) +% 4) *% 64)) +% k495)])
+                t494_c4_0 = t494_c4_0.addingProduct(t494_a4, t494_b0)
+                t494_c4_1 = t494_c4_1.addingProduct(t494_a4, t494_b1)
+                let t494_a5 = Vector(repeating: arena[(((334208 +% (xi491 *% 1024)) +% (((mb493 *% 6) +% 5) *% 64)) +% k495)])
+                t494_c5_0 = t494_c5_0.addingProduct(t494_a5, t494_b0)
+                t494_c5_1 = t494_c5_1.addingProduct(t494_a5, t494_b1)
               }
-              storeVector(arena, ((((350592 +% (xi534 *% 1024)) +% (part533 *% 32)) +% ((mb536 *% 6) *% 64)) +% (nb535 *% 16)), t537_c0_0)
-              storeVector(arena, (((((350592 +% (xi534 *% 1024)) +% (part533 *% 32)) +% ((mb536 *% 6) *% 64)) +% (nb535 *% 16)) +% 8), t537_c0_1)
-              storeVector(arena, ((((350592 +% (xi534 *% 1024)) +% (part533 *% 32)) +% (((mb536 *% 6) +% 1) *% 64)) +% (nb535 *% 16)), t537_c1_0)
-              storeVector(arena, (((((350592 +% (xi534 *% 1024)) +% (part533 *% 32)) +% (((mb536 *% 6) +% 1) *% 64)) +% (nb535 *% 16)) +% 8), t537_c1_1)
-              storeVector(arena, ((((350592 +% (xi534 *% 1024)) +% (part533 *% 32)) +% (((mb536 *% 6) +% 2) *% 64)) +% (nb535 *% 16)), t537_c2_0)
-              storeVector(arena, (((((350592 +% (xi534 *% 1024)) +% (part533 *% 32)) +% (((mb536 *% 6) +% 2) *% 64)) +% (nb535 *% 16)) +% 8), t537_c2_1)
-              storeVector(arena, ((((350592 +% (xi534 *% 1024)) +% (part533 *% 32)) +% (((mb536 *% 6) +% 3) *% 64)) +% (nb535 *% 16)), t537_c3_0)
-              storeVector(arena, (((((350592 +% (xi534 *% 1024)) +% (part533 *% 32)) +% (((mb536 *% 6) +% 3) *% 64)) +% (nb535 *% 16)) +% 8), t537_c3_1)
-              storeVector(arena, ((((350592 +% (xi534 *% 1024)) +% (part533 *% 32)) +% (((mb536 *% 6) +% 4) *% 64)) +% (nb535 *% 16)), t537_c4_0)
-              storeVector(arena, (((((350592 +% (xi534 *% 1024)) +% (part533 *% 32)) +% (((mb536 *% 6) +% 4) *% 64)) +% (nb535 *% 16)) +% 8), t537_c4_1)
-              storeVector(arena, ((((350592 +% (xi534 *% 1024)) +% (part533 *% 32)) +% (((mb536 *% 6) +% 5) *% 64)) +% (nb535 *% 16)), t537_c5_0)
-              storeVector(arena, (((((350592 +% (xi534 *% 1024)) +% (part533 *% 32)) +% (((mb536 *% 6) +% 5) *% 64)) +% (nb535 *% 16)) +% 8), t537_c5_1)
+              storeVector(arena, ((((350592 +% (xi491 *% 1024)) +% (part490 *% 32)) +% ((mb493 *% 6) *% 64)) +% (nb492 *% 16)), t494_c0_0)
+              storeVector(arena, (((((350592 +% (xi491 *% 1024)) +% (part490 *% 32)) +% ((mb493 *% 6) *% 64)) +% (nb492 *% 16)) +% 8), t494_c0_1)
+              storeVector(arena, ((((350592 +% (xi491 *% 1024)) +% (part490 *% 32)) +% (((mb493 *% 6) +% 1) *% 64)) +% (nb492 *% 16)), t494_c1_0)
+              storeVector(arena, (((((350592 +% (xi491 *% 1024)) +% (part490 *% 32)) +% (((mb493 *% 6) +% 1) *% 64)) +% (nb492 *% 16)) +% 8), t494_c1_1)
+              storeVector(arena, ((((350592 +% (xi491 *% 1024)) +% (part490 *% 32)) +% (((mb493 *% 6) +% 2) *% 64)) +% (nb492 *% 16)), t494_c2_0)
+              storeVector(arena, (((((350592 +% (xi491 *% 1024)) +% (part490 *% 32)) +% (((mb493 *% 6) +% 2) *% 64)) +% (nb492 *% 16)) +% 8), t494_c2_1)
+              storeVector(arena, ((((350592 +% (xi491 *% 1024)) +% (part490 *% 32)) +% (((mb493 *% 6) +% 3) *% 64)) +% (nb492 *% 16)), t494_c3_0)
+              storeVector(arena, (((((350592 +% (xi491 *% 1024)) +% (part490 *% 32)) +% (((mb493 *% 6) +% 3) *% 64)) +% (nb492 *% 16)) +% 8), t494_c3_1)
+              storeVector(arena, ((((350592 +% (xi491 *% 1024)) +% (part490 *% 32)) +% (((mb493 *% 6) +% 4) *% 64)) +% (nb492 *% 16)), t494_c4_0)
+              storeVector(arena, (((((350592 +% (xi491 *% 1024)) +% (part490 *% 32)) +% (((mb493 *% 6) +% 4) *% 64)) +% (nb492 *% 16)) +% 8), t494_c4_1)
+              storeVector(arena, ((((350592 +% (xi491 *% 1024)) +% (part490 *% 32)) +% (((mb493 *% 6) +% 5) *% 64)) +% (nb492 *% 16)), t494_c5_0)
+              storeVector(arena, (((((350592 +% (xi491 *% 1024)) +% (part490 *% 32)) +% (((mb493 *% 6) +% 5) *% 64)) +% (nb492 *% 16)) +% 8), t494_c5_1)
             }
-            var t539_c0_0 = Vector()
-            var t539_c0_1 = Vector()
-            var t539_c1_0 = Vector()
-            var t539_c1_1 = Vector()
-            var t539_c2_0 = Vector()
-            var t539_c2_1 = Vector()
-            var t539_c3_0 = Vector()
-            var t539_c3_1 = Vector()
-            for k540 in 0..<64 {
-              let t539_b0 = loadVector(arena, ((((262272 +% (xi534 *% 4096)) +% (part533 *% 32)) +% (k540 *% 64)) +% (nb535 *% 16)))
-              let t539_b1 = loadVector(arena, (((((262272 +% (xi534 *% 4096)) +% (part533 *% 32)) +% (k540 *% 64)) +% (nb535 *% 16)) +% 8))
-              let t539_a0 = Vector(repeating: arena[(((334208 +% (xi534 *% 1024)) +% 768) +% k540)])
-              t539_c0_0 = t539_c0_0.addingProduct(t539_a0, t539_b0)
-              t539_c0_1 = t539_c0_1.addingProduct(t539_a0, t539_b1)
-              let t539_a1 = Vector(repeating: arena[(((334208 +% (xi534 *% 1024)) +% 832) +% k540)])
-              t539_c1_0 = t539_c1_0.addingProduct(t539_a1, t539_b0)
-              t539_c1_1 = t539_c1_1.addingProduct(t539_a1, t539_b1)
-              let t539_a2 = Vector(repeating: arena[(((334208 +% (xi534 *% 1024)) +% 896) +% k540)])
-              t539_c2_0 = t539_c2_0.addingProduct(t539_a2, t539_b0)
-              t539_c2_1 = t539_c2_1.addingProduct(t539_a2, t539_b1)
-              let t539_a3 = Vector(repeating: arena[(((334208 +% (xi534 *% 1024)) +% 960) +% k540)])
-              t539_c3_0 = t539_c3_0.addingProduct(t539_a3, t539_b0)
-              t539_c3_1 = t539_c3_1.addingProduct(t539_a3, t539_b1)
+            var t496_c0_0 = Vector()
+            var t496_c0_1 = Vector()
+            var t496_c1_0 = Vector()
+            var t496_c1_1 = Vector()
+            var t496_c2_0 = Vector()
+            var t496_c2_1 = Vector()
+            var t496_c3_0 = Vector()
+            var t496_c3_1 = Vector()
+            for k497 in 0..<64 {
+              let t496_b0 = loadVector(arena, ((((262272 +% (xi491 *% 4096)) +% (part490 *% 32)) +% (k497 *% 64)) +% (nb492 *% 16)))
+              let t496_b1 = loadVector(arena, (((((262272 +% (xi491 *% 4096)) +% (part490 *% 32)) +% (k497 *% 64)) +% (nb492 *% 16)) +% 8))
+              let t496_a0 = Vector(repeating: arena[(((334208 +% (xi491 *% 1024)) +% 768) +% k497)])
+              t496_c0_0 = t496_c0_0.addingProduct(t496_a0, t496_b0)
+              t496_c0_1 = t496_c0_1.addingProduct(t496_a0, t496_b1)
+              let t496_a1 = Vector(repeating: arena[(((334208 +% (xi491 *% 1024)) +% 832) +% k497)])
+              t496_c1_0 = t496_c1_0.addingProduct(t496_a1, t496_b0)
+              t496_c1_1 = t496_c1_1.addingProduct(t496_a1, t496_b1)
+              let t496_a2 = Vector(repeating: arena[(((334208 +% (xi491 *% 1024)) +% 896) +% k497)])
+              t496_c2_0 = t496_c2_0.addingProduct(t496_a2, t496_b0)
+              t496_c2_1 = t496_c2_1.addingProduct(t496_a2, t496_b1)
+              let t496_a3 = Vector(repeating: arena[(((334208 +% (xi491 *% 1024)) +% 960) +% k497)])
+              t496_c3_0 = t496_c3_0.addingProduct(t496_a3, t496_b0)
+              t496_c3_1 = t496_c3_1.addingProduct(t496_a3, t496_b1)
             }
-            storeVector(arena, ((((350592 +% (xi534 *% 1024)) +% (part533 *% 32)) +% 768) +% (nb535 *% 16)), t539_c0_0)
-            storeVector(arena, (((((350592 +% (xi534 *% 1024)) +% (part533 *% 32)) +% 768) +% (nb535 *% 16)) +% 8), t539_c0_1)
-            storeVector(arena, ((((350592 +% (xi534 *% 1024)) +% (part533 *% 32)) +% 832) +% (nb535 *% 16)), t539_c1_0)
-            storeVector(arena, (((((350592 +% (xi534 *% 1024)) +% (part533 *% 32)) +% 832) +% (nb535 *% 16)) +% 8), t539_c1_1)
-            storeVector(arena, ((((350592 +% (xi534 *% 1024)) +% (part533 *% 32)) +% 896) +% (nb535 *% 16)), t539_c2_0)
-            storeVector(arena, (((((350592 +% (xi534 *% 1024)) +% (part533 *% 32)) +% 896) +% (nb535 *% 16)) +% 8), t539_c2_1)
-            storeVector(arena, ((((350592 +% (xi534 *% 1024)) +% (part533 *% 32)) +% 960) +% (nb535 *% 16)), t539_c3_0)
-            storeVector(arena, (((((350592 +% (xi534 *% 1024)) +% (part533 *% 32)) +% 960) +% (nb535 *% 16)) +% 8), t539_c3_1)
+            storeVector(arena, ((((350592 +% (xi491 *% 1024)) +% (part490 *% 32)) +% 768) +% (nb492 *% 16)), t496_c0_0)
+            storeVector(arena, (((((350592 +% (xi491 *% 1024)) +% (part490 *% 32)) +% 768) +% (nb492 *% 16)) +% 8), t496_c0_1)
+            storeVector(arena, ((((350592 +% (xi491 *% 1024)) +% (part490 *% 32)) +% 832) +% (nb492 *% 16)), t496_c1_0)
+            storeVector(arena, (((((350592 +% (xi491 *% 1024)) +% (part490 *% 32)) +% 832) +% (nb492 *% 16)) +% 8), t496_c1_1)
+            storeVector(arena, ((((350592 +% (xi491 *% 1024)) +% (part490 *% 32)) +% 896) +% (nb492 *% 16)), t496_c2_0)
+            storeVector(arena, (((((350592 +% (xi491 *% 1024)) +% (part490 *% 32)) +% 896) +% (nb492 *% 16)) +% 8), t496_c2_1)
+            storeVector(arena, ((((350592 +% (xi491 *% 1024)) +% (part490 *% 32)) +% 960) +% (nb492 *% 16)), t496_c3_0)
+            storeVector(arena, (((((350592 +% (xi491 *% 1024)) +% (part490 *% 32)) +% 960) +% (nb492 *% 16)) +% 8), t496_c3_1)
           }
         }
       }
-      for j542 in 0..<1 {
-        for ty543 in 0..<4 {
-          for tx544 in 0..<4 {
-            for cv545 in 0..<4 {
-              let w546 = ((loadVector(arena, ((350592 +% ((((j542 *% 16) +% (ty543 *% 4)) +% tx544) *% 64)) +% ((part533 *% 32) +% (cv545 *% 8)))) + loadVector(arena, ((354688 +% ((((j542 *% 16) +% (ty543 *% 4)) +% tx544) *% 64)) +% ((part533 *% 32) +% (cv545 *% 8))))) + loadVector(arena, ((358784 +% ((((j542 *% 16) +% (ty543 *% 4)) +% tx544) *% 64)) +% ((part533 *% 32) +% (cv545 *% 8)))))
-              let w547 = ((loadVector(arena, ((354688 +% ((((j542 *% 16) +% (ty543 *% 4)) +% tx544) *% 64)) +% ((part533 *% 32) +% (cv545 *% 8)))) - loadVector(arena, ((358784 +% ((((j542 *% 16) +% (ty543 *% 4)) +% tx544) *% 64)) +% ((part533 *% 32) +% (cv545 *% 8))))) - loadVector(arena, ((362880 +% ((((j542 *% 16) +% (ty543 *% 4)) +% tx544) *% 64)) +% ((part533 *% 32) +% (cv545 *% 8)))))
-              let w548 = ((loadVector(arena, ((351616 +% ((((j542 *% 16) +% (ty543 *% 4)) +% tx544) *% 64)) +% ((part533 *% 32) +% (cv545 *% 8)))) + loadVector(arena, ((355712 +% ((((j542 *% 16) +% (ty543 *% 4)) +% tx544) *% 64)) +% ((part533 *% 32) +% (cv545 *% 8))))) + loadVector(arena, ((359808 +% ((((j542 *% 16) +% (ty543 *% 4)) +% tx544) *% 64)) +% ((part533 *% 32) +% (cv545 *% 8)))))
-              let w549 = ((loadVector(arena, ((355712 +% ((((j542 *% 16) +% (ty543 *% 4)) +% tx544) *% 64)) +% ((part533 *% 32) +% (cv545 *% 8)))) - loadVector(arena, ((359808 +% ((((j542 *% 16) +% (ty543 *% 4)) +% tx544) *% 64)) +% ((part533 *% 32) +% (cv545 *% 8))))) - loadVector(arena, ((363904 +% ((((j542 *% 16) +% (ty543 *% 4)) +% tx544) *% 64)) +% ((part533 *% 32) +% (cv545 *% 8)))))
-              let w550 = ((loadVector(arena, ((352640 +% ((((j542 *% 16) +% (ty543 *% 4)) +% tx544) *% 64)) +% ((part533 *% 32) +% (cv545 *% 8)))) + loadVector(arena, ((356736 +% ((((j542 *% 16) +% (ty543 *% 4)) +% tx544) *% 64)) +% ((part533 *% 32) +% (cv545 *% 8))))) + loadVector(arena, ((360832 +% ((((j542 *% 16) +% (ty543 *% 4)) +% tx544) *% 64)) +% ((part533 *% 32) +% (cv545 *% 8)))))
-              let w551 = ((loadVector(arena, ((356736 +% ((((j542 *% 16) +% (ty543 *% 4)) +% tx544) *% 64)) +% ((part533 *% 32) +% (cv545 *% 8)))) - loadVector(arena, ((360832 +% ((((j542 *% 16) +% (ty543 *% 4)) +% tx544) *% 64)) +% ((part533 *% 32) +% (cv545 *% 8))))) - loadVector(arena, ((364928 +% ((((j542 *% 16) +% (ty543 *% 4)) +% tx544) *% 64)) +% ((part533 *% 32) +% (cv545 *% 8)))))
-              let w552 = ((loadVector(arena, ((353664 +% ((((j542 *% 16) +% (ty543 *% 4)) +% tx544) *% 64)) +% ((part533 *% 32) +% (cv545 *% 8)))) + loadVector(arena, ((357760 +% ((((j542 *% 16) +% (ty543 *% 4)) +% tx544) *% 64)) +% ((part533 *% 32) +% (cv545 *% 8))))) + loadVector(arena, ((361856 +% ((((j542 *% 16) +% (ty543 *% 4)) +% tx544) *% 64)) +% ((part533 *% 32) +% (cv545 *% 8)))))
-              let w553 = ((loadVector(arena, ((357760 +% ((((j542 *% 16) +% (ty543 *% 4)) +% tx544) *% 64)) +% ((part533 *% 32) +% (cv545 *% 8)))) - loadVector(arena, ((361856 +% ((((j542 *% 16) +% (ty543 *% 4)) +% tx544) *% 64)) +% ((part533 *% 32) +% (cv545 *% 8))))) - loadVector(arena, ((365952 +% ((((j542 *% 16) +% (ty543 *% 4)) +% tx544) *% 64)) +% ((part533 *% 32) +% (cv545 *% 8)))))
-              let w554 = ((w546 + w548) + w550)
-              let w555 = ((w548 - w550) - w552)
-              let w556 = ((w547 + w549) + w551)
-              let w557 = ((w549 - w551) - w553)
-              storeVector(arena, ((366976 +% (((((j542 *% 8) +% (ty543 *% 2)) *% 8) +% (tx544 *% 2)) *% 64)) +% ((part533 *% 32) +% (cv545 *% 8))), ((w554 * loadVector(arena, ((part533 *% 32) +% (cv545 *% 8)))) + loadVector(arena, (64 +% ((part533 *% 32) +% (cv545 *% 8))))))
-              storeVector(arena, ((366976 +% ((((((j542 *% 8) +% (ty543 *% 2)) *% 8) +% (tx544 *% 2)) +% 1) *% 64)) +% ((part533 *% 32) +% (cv545 *% 8))), ((w555 * loadVector(arena, ((part533 *% 32) +% (cv545 *% 8)))) + loadVector(arena, (64 +% ((part533 *% 32) +% (cv545 *% 8))))))
-              storeVector(arena, ((366976 +% ((((((j542 *% 8) +% (ty543 *% 2)) +% 1) *% 8) +% (tx544 *% 2)) *% 64)) +% ((part533 *% 32) +% (cv545 *% 8))), ((w556 * loadVector(arena, ((part533 *% 32) +% (cv545 *% 8)))) + loadVector(arena, (64 +% ((part533 *% 32) +% (cv545 *% 8))))))
-              storeVector(arena, ((366976 +% (((((((j542 *% 8) +% (ty543 *% 2)) +% 1) *% 8) +% (tx544 *% 2)) +% 1) *% 64)) +% ((part533 *% 32) +% (cv545 *% 8))), ((w557 * loadVector(arena, ((part533 *% 32) +% (cv545 *% 8)))) + loadVector(arena, (64 +% ((part533 *% 32) +% (cv545 *% 8))))))
+      for j499 in 0..<1 {
+        for ty500 in 0..<4 {
+          for tx501 in 0..<4 {
+            for cv502 in 0..<4 {
+              let w503 = ((loadVector(arena, ((350592 +% ((((j499 *% 16) +% (ty500 *% 4)) +% tx501) *% 64)) +% ((part490 *% 32) +% (cv502 *% 8)))) + loadVector(arena, ((354688 +% ((((j499 *% 16) +% (ty500 *% 4)) +% tx501) *% 64)) +% ((part490 *% 32) +% (cv502 *% 8))))) + loadVector(arena, ((358784 +% ((((j499 *% 16) +% (ty500 *% 4)) +% tx501) *% 64)) +% ((part490 *% 32) +% (cv502 *% 8)))))
+              let w504 = ((loadVector(arena, ((354688 +% ((((j499 *% 16) +% (ty500 *% 4)) +% tx501) *% 64)) +% ((part490 *% 32) +% (cv502 *% 8)))) - loadVector(arena, ((358784 +% ((((j499 *% 16) +% (ty500 *% 4)) +% tx501) *% 64)) +% ((part490 *% 32) +% (cv502 *% 8))))) - loadVector(arena, ((362880 +% ((((j499 *% 16) +% (ty500 *% 4)) +% tx501) *% 64)) +% ((part490 *% 32) +% (cv502 *% 8)))))
+              let w505 = ((loadVector(arena, ((351616 +% ((((j499 *% 16) +% (ty500 *% 4)) +% tx501) *% 64)) +% ((part490 *% 32) +% (cv502 *% 8)))) + loadVector(arena, ((355712 +% ((((j499 *% 16) +% (ty500 *% 4)) +% tx501) *% 64)) +% ((part490 *% 32) +% (cv502 *% 8))))) + loadVector(arena, ((359808 +% ((((j499 *% 16) +% (ty500 *% 4)) +% tx501) *% 64)) +% ((part490 *% 32) +% (cv502 *% 8)))))
+              let w506 = ((loadVector(arena, ((355712 +% ((((j499 *% 16) +% (ty500 *% 4)) +% tx501) *% 64)) +% ((part490 *% 32) +% (cv502 *% 8)))) - loadVector(arena, ((359808 +% ((((j499 *% 16) +% (ty500 *% 4)) +% tx501) *% 64)) +% ((part490 *% 32) +% (cv502 *% 8))))) - loadVector(arena, ((363904 +% ((((j499 *% 16) +% (ty500 *% 4)) +% tx501) *% 64)) +% ((part490 *% 32) +% (cv502 *% 8)))))
+              let w507 = ((loadVector(arena, ((352640 +% ((((j499 *% 16) +% (ty500 *% 4)) +% tx501) *% 64)) +% ((part490 *% 32) +% (cv502 *% 8)))) + loadVector(arena, ((356736 +% ((((j499 *% 16) +% (ty500 *% 4)) +% tx501) *% 64)) +% ((part490 *% 32) +% (cv502 *% 8))))) + loadVector(arena, ((360832 +% ((((j499 *% 16) +% (ty500 *% 4)) +% tx501) *% 64)) +% ((part490 *% 32) +% (cv502 *% 8)))))
+              let w508 = ((loadVector(arena, ((356736 +% ((((j499 *% 16) +% (ty500 *% 4)) +% tx501) *% 64)) +% ((part490 *% 32) +% (cv502 *% 8)))) - loadVector(arena, ((360832 +% ((((j499 *% 16) +% (ty500 *% 4)) +% tx501) *% 64)) +% ((part490 *% 32) +% (cv502 *% 8))))) - loadVector(arena, ((364928 +% ((((j499 *% 16) +% (ty500 *% 4)) +% tx501) *% 64)) +% ((part490 *% 32) +% (cv502 *% 8)))))
+              let w509 = ((loadVector(arena, ((353664 +% ((((j499 *% 16) +% (ty500 *% 4)) +% tx501) *% 64)) +% ((part490 *% 32) +% (cv502 *% 8)))) + loadVector(arena, ((357760 +% ((((j499 *% 16) +% (ty500 *% 4)) +% tx501) *% 64)) +% ((part490 *% 32) +% (cv502 *% 8))))) + loadVector(arena, ((361856 +% ((((j499 *% 16) +% (ty500 *% 4)) +% tx501) *% 64)) +% ((part490 *% 32) +% (cv502 *% 8)))))
+              let w510 = ((loadVector(arena, ((357760 +% ((((j499 *% 16) +% (ty500 *% 4)) +% tx501) *% 64)) +% ((part490 *% 32) +% (cv502 *% 8)))) - loadVector(arena, ((361856 +% ((((j499 *% 16) +% (ty500 *% 4)) +% tx501) *% 64)) +% ((part490 *% 32) +% (cv502 *% 8))))) - loadVector(arena, ((365952 +% ((((j499 *% 16) +% (ty500 *% 4)) +% tx501) *% 64)) +% ((part490 *% 32) +% (cv502 *% 8)))))
+              let w511 = ((w503 + w505) + w507)
+              let w512 = ((w505 - w507) - w509)
+              let w513 = ((w504 + w506) + w508)
+              let w514 = ((w506 - w508) - w510)
+              storeVector(arena, ((366976 +% (((((j499 *% 8) +% (ty500 *% 2)) *% 8) +% (tx501 *% 2)) *% 64)) +% ((part490 *% 32) +% (cv502 *% 8))), ((w511 * loadVector(arena, ((part490 *% 32) +% (cv502 *% 8)))) + loadVector(arena, (64 +% ((part490 *% 32) +% (cv502 *% 8))))))
+              storeVector(arena, ((366976 +% ((((((j499 *% 8) +% (ty500 *% 2)) *% 8) +% (tx501 *% 2)) +% 1) *% 64)) +% ((part490 *% 32) +% (cv502 *% 8))), ((w512 * loadVector(arena, ((part490 *% 32) +% (cv502 *% 8)))) + loadVector(arena, (64 +% ((part490 *% 32) +% (cv502 *% 8))))))
+              storeVector(arena, ((366976 +% ((((((j499 *% 8) +% (ty500 *% 2)) +% 1) *% 8) +% (tx501 *% 2)) *% 64)) +% ((part490 *% 32) +% (cv502 *% 8))), ((w513 * loadVector(arena, ((part490 *% 32) +% (cv502 *% 8)))) + loadVector(arena, (64 +% ((part490 *% 32) +% (cv502 *% 8))))))
+              storeVector(arena, ((366976 +% (((((((j499 *% 8) +% (ty500 *% 2)) +% 1) *% 8) +% (tx501 *% 2)) +% 1) *% 64)) +% ((part490 *% 32) +% (cv502 *% 8))), ((w514 * loadVector(arena, ((part490 *% 32) +% (cv502 *% 8)))) + loadVector(arena, (64 +% ((part490 *% 32) +% (cv502 *% 8))))))
             }
           }
         }
       }
-      for j558 in 0..<1 {
-        for c559 in 0..<32 {
-          for q560 in 0..<64 {
-            arena[(((1048576 +% ((g492 +% j558) *% 4096)) +% (((part533 *% 32) +% c559) *% 64)) +% q560)] = arena[((366976 +% (((j558 *% 64) +% q560) *% 64)) +% ((part533 *% 32) +% c559))]
+      for j515 in 0..<1 {
+        for c516 in 0..<32 {
+          for q517 in 0..<64 {
+            arena[(((1048576 +% ((g449 +% j515) *% 4096)) +% (((part490 *% 32) +% c516) *% 64)) +% q517)] = arena[((366976 +% (((j515 *% 64) +% q517) *% 64)) +% ((part490 *% 32) +% c516))]
           }
         }
       }
     }
   }
   // s3_pbn = batchnorm_fold()
-  for c561 in 0..<8 {
-    let scale562_v = (loadVector(params, ((c561 *% 8) +% 77264)) * (Vector(repeating: Float(1)) / (loadVector(params, ((c561 *% 8) +% 78650)) + Vector(repeating: Float(bitPattern: 0x3727c5ac))).squareRoot()))
-    storeVector(arena, (c561 *% 8), scale562_v)
-    storeVector(arena, ((c561 *% 8) +% 64), (loadVector(params, ((c561 *% 8) +% 77328)) - (loadVector(params, ((c561 *% 8) +% 78586)) * scale562_v)))
+  for c518 in 0..<8 {
+    let scale519_v = (loadVector(params, ((c518 *% 8) +% 77264)) * (Vector(repeating: Float(1)) / (loadVector(params, ((c518 *% 8) +% 78650)) + Vector(repeating: Float(bitPattern: 0x3727c5ac))).squareRoot()))
+    storeVector(arena, (c518 *% 8), scale519_v)
+    storeVector(arena, ((c518 *% 8) +% 64), (loadVector(params, ((c518 *% 8) +% 77328)) - (loadVector(params, ((c518 *% 8) +% 78586)) * scale519_v)))
   }
   // s3_proj = conv2d(x2, s3_pbn)
-  for i563 in 0..<16384 {
-    storeVector(arena, ((i563 *% 8) +% 363136), Vector(repeating: Float(0)))
-  }
-  for g564 in 0..<4 {
-    do {  // scalar loops
-      for j565 in 0..<16 {
-        for c566 in 0..<32 {
-          for qy567 in 0..<8 {
-            for qx568 in 0..<8 {
-              arena[(363136 +% (((((((j565 *% 32) +% c566) *% 2) *% 2) *% 64) +% (qy567 *% 8)) +% qx568))] = arena[((((524288 +% (((g564 *% 16) +% j565) *% 8192)) +% (c566 *% 256)) +% ((qy567 *% 2) *% 16)) +% (qx568 *% 2))]
-            }
-          }
-        }
-      }
-      for j569 in 0..<16 {
-        for c570 in 0..<32 {
-          for qy571 in 0..<8 {
-            for qx572 in 0..<8 {
-              arena[(363136 +% ((((((((j569 *% 32) +% c570) *% 2) *% 2) +% 1) *% 64) +% (qy571 *% 8)) +% qx572))] = arena[(((((524288 +% (((g564 *% 16) +% j569) *% 8192)) +% (c570 *% 256)) +% ((qy571 *% 2) *% 16)) +% (qx572 *% 2)) +% 1)]
-            }
-          }
-        }
-      }
-      for j573 in 0..<16 {
-        for c574 in 0..<32 {
-          for qy575 in 0..<8 {
-            for qx576 in 0..<8 {
-              arena[(363136 +% ((((((((j573 *% 32) +% c574) *% 2) +% 1) *% 2) *% 64) +% (qy575 *% 8)) +% qx576))] = arena[((((524288 +% (((g564 *% 16) +% j573) *% 8192)) +% (c574 *% 256)) +% (((qy575 *% 2) +% 1) *% 16)) +% (qx576 *% 2))]
-            }
-          }
-        }
-      }
-      for j577 in 0..<16 {
-        for c578 in 0..<32 {
-          for qy579 in 0..<8 {
-            for qx580 in 0..<8 {
-              arena[(363136 +% (((((((((j577 *% 32) +% c578) *% 2) +% 1) *% 2) +% 1) *% 64) +% (qy579 *% 8)) +% qx580))] = arena[(((((524288 +% (((g564 *% 16) +% j577) *% 8192)) +% (c578 *% 256)) +% (((qy579 *% 2) +% 1) *% 16)) +% (qx580 *% 2)) +% 1)]
-            }
-          }
-        }
-      }
-      for j581 in 0..<16 {
-        for c582 in 0..<32 {
-          for ky583 in 0..<1 {
-            for kx584 in 0..<1 {
-              for wy585 in 0..<1 {
-                for wx586 in 0..<1 {
-                  for py587 in 0..<8 {
-                    for cv588 in 0..<1 {
-                      storeVector(arena, (((((262272 +% (((c582 +% ky583) +% kx584) *% 1040)) +% (j581 *% 64)) +% ((wy585 +% wx586) *% 64)) +% (py587 *% 8)) +% (cv588 *% 8)), loadVector(arena, (363136 +% (((((((((j581 *% 32) +% c582) *% 2) +% (((wy585 *% 2) +% ky583) % 2)) *% 2) +% (((wx586 *% 2) +% kx584) % 2)) *% 64) +% ((py587 +% (((wy585 *% 2) +% ky583) / 2)) *% 8)) +% ((cv588 *% 8) +% (((wx586 *% 2) +% kx584) / 2))))))
-                    }
-                  }
-                }
-              }
+  for g520 in 0..<4 {
+    for j521 in 0..<16 {
+      for c522 in 0..<32 {
+        for ky523 in 0..<1 {
+          for oy524 in 0..<8 {
+            for ox525 in 0..<8 {
+              arena[(((262272 +% ((c522 +% ky523) *% 1040)) +% (j521 *% 64)) +% ((oy524 *% 8) +% ox525))] = arena[((((524288 +% (((g520 *% 16) +% j521) *% 8192)) +% (c522 *% 256)) +% (((oy524 *% 2) +% ky523) *% 16)) +% (ox525 *% 2))]
             }
           }
         }
       }
     }
-    do {  // gemm596
-      for nb589 in 0..<42 {
-        for mb590 in 0..<16 {
-          var t591_c0_0 = Vector()
-          var t591_c0_1 = Vector()
-          var t591_c0_2 = Vector()
-          var t591_c1_0 = Vector()
-          var t591_c1_1 = Vector()
-          var t591_c1_2 = Vector()
-          var t591_c2_0 = Vector()
-          var t591_c2_1 = Vector()
-          var t591_c2_2 = Vector()
-          var t591_c3_0 = Vector()
-          var t591_c3_1 = Vector()
-          var t591_c3_2 = Vector()
-          for k592 in 0..<32 {
-            let t591_b0 = loadVector(arena, ((262272 +% (k592 *% 1040)) +% (nb589 *% 24)))
-            let t591_b1 = loadVector(arena, (((262272 +% (k592 *% 1040)) +% (nb589 *% 24)) +% 8))
-            let t591_b2 = loadVector(arena, (((262272 +% (k592 *% 1040)) +% (nb589 *% 24)) +% 16))
-            let t591_a0 = Vector(repeating: params[((75216 +% ((mb590 *% 4) *% 32)) +% k592)])
-            t591_c0_0 = t591_c0_0.addingProduct(t591_a0, t591_b0)
-            t591_c0_1 = t591_c0_1.addingProduct(t591_a0, t591_b1)
-            t591_c0_2 = t591_c0_2.addingProduct(t591_a0, t591_b2)
-            let t591_a1 = Vector(repeating: params[((75216 +% (((mb590 *% 4) +% 1) *% 32)) +% k592)])
-            t591_c1_0 = t591_c1_0.addingProduct(t591_a1, t591_b0)
-            t591_c1_1 = t591_c1_1.addingProduct(t591_a1, t591_b1)
-            t591_c1_2 = t591_c1_2.addingProduct(t591_a1, t591_b2)
-            let t591_a2 = Vector(repeating: params[((75216 +% (((mb590 *% 4) +% 2) *% 32)) +% k592)])
-            t591_c2_0 = t591_c2_0.addingProduct(t591_a2, t591_b0)
-            t591_c2_1 = t591_c2_1.addingProduct(t591_a2, t591_b1)
-            t591_c2_2 = t591_c2_2.addingProduct(t591_a2, t591_b2)
-            let t591_a3 = Vector(repeating: params[((75216 +% (((mb590 *% 4) +% 3) *% 32)) +% k592)])
-            t591_c3_0 = t591_c3_0.addingProduct(t591_a3, t591_b0)
-            t591_c3_1 = t591_c3_1.addingProduct(t591_a3, t591_b1)
-            t591_c3_2 = t591_c3_2.addingProduct(t591_a3, t591_b2)
+    do {  // gemm533
+      for nb526 in 0..<42 {
+        for mb527 in 0..<16 {
+          var t528_c0_0 = Vector()
+          var t528_c0_1 = Vector()
+          var t528_c0_2 = Vector()
+          var t528_c1_0 = Vector()
+          var t528_c1_1 = Vector()
+          var t528_c1_2 = Vector()
+          var t528_c2_0 = Vector()
+          var t528_c2_1 = Vector()
+          var t528_c2_2 = Vector()
+          var t528_c3_0 = Vector()
+          var t528_c3_1 = Vector()
+          var t528_c3_2 = Vector()
+          for k529 in 0..<32 {
+            let t528_b0 = loadVector(arena, ((262272 +% (k529 *% 1040)) +% (nb526 *% 24)))
+            let t528_b1 = loadVector(arena, (((262272 +% (k529 *% 1040)) +% (nb526 *% 24)) +% 8))
+            let t528_b2 = loadVector(arena, (((262272 +% (k529 *% 1040)) +% (nb526 *% 24)) +% 16))
+            let t528_a0 = Vector(repeating: params[((75216 +% ((mb527 *% 4) *% 32)) +% k529)])
+            t528_c0_0 = t528_c0_0.addingProduct(t528_a0, t528_b0)
+            t528_c0_1 = t528_c0_1.addingProduct(t528_a0, t528_b1)
+            t528_c0_2 = t528_c0_2.addingProduct(t528_a0, t528_b2)
+            let t528_a1 = Vector(repeating: params[((75216 +% (((mb527 *% 4) +% 1) *% 32)) +% k529)])
+            t528_c1_0 = t528_c1_0.addingProduct(t528_a1, t528_b0)
+            t528_c1_1 = t528_c1_1.addingProduct(t528_a1, t528_b1)
+            t528_c1_2 = t528_c1_2.addingProduct(t528_a1, t528_b2)
+            let t528_a2 = Vector(repeating: params[((75216 +% (((mb527 *% 4) +% 2) *% 32)) +% k529)])
+            t528_c2_0 = t528_c2_0.addingProduct(t528_a2, t528_b0)
+            t528_c2_1 = t528_c2_1.addingProduct(t528_a2, t528_b1)
+            t528_c2_2 = t528_c2_2.addingProduct(t528_a2, t528_b2)
+            let t528_a3 = Vector(repeating: params[((75216 +% (((mb527 *% 4) +% 3) *% 32)) +% k529)])
+            t528_c3_0 = t528_c3_0.addingProduct(t528_a3, t528_b0)
+            t528_c3_1 = t528_c3_1.addingProduct(t528_a3, t528_b1)
+            t528_c3_2 = t528_c3_2.addingProduct(t528_a3, t528_b2)
           }
-          storeVector(arena, ((295552 +% ((mb590 *% 4) *% 1040)) +% (nb589 *% 24)), t591_c0_0)
-          storeVector(arena, (((295552 +% ((mb590 *% 4) *% 1040)) +% (nb589 *% 24)) +% 8), t591_c0_1)
-          storeVector(arena, (((295552 +% ((mb590 *% 4) *% 1040)) +% (nb589 *% 24)) +% 16), t591_c0_2)
-          storeVector(arena, ((295552 +% (((mb590 *% 4) +% 1) *% 1040)) +% (nb589 *% 24)), t591_c1_0)
-          storeVector(arena, (((295552 +% (((mb590 *% 4) +% 1) *% 1040)) +% (nb589 *% 24)) +% 8), t591_c1_1)
-          storeVector(arena, (((295552 +% (((mb590 *% 4) +% 1) *% 1040)) +% (nb589 *% 24)) +% 16), t591_c1_2)
-          storeVector(arena, ((295552 +% (((mb590 *% 4) +% 2) *% 1040)) +% (nb589 *% 24)), t591_c2_0)
-          storeVector(arena, (((295552 +% (((mb590 *% 4) +% 2) *% 1040)) +% (nb589 *% 24)) +% 8), t591_c2_1)
-          storeVector(arena, (((295552 +% (((mb590 *% 4) +% 2) *% 1040)) +% (nb589 *% 24)) +% 16), t591_c2_2)
-          storeVector(arena, ((295552 +% (((mb590 *% 4) +% 3) *% 1040)) +% (nb589 *% 24)), t591_c3_0)
-          storeVector(arena, (((295552 +% (((mb590 *% 4) +% 3) *% 1040)) +% (nb589 *% 24)) +% 8), t591_c3_1)
-          storeVector(arena, (((295552 +% (((mb590 *% 4) +% 3) *% 1040)) +% (nb589 *% 24)) +% 16), t591_c3_2)
+          storeVector(arena, ((295552 +% ((mb527 *% 4) *% 1040)) +% (nb526 *% 24)), t528_c0_0)
+          storeVector(arena, (((295552 +% ((mb527 *% 4) *% 1040)) +% (nb526 *% 24)) +% 8), t528_c0_1)
+          storeVector(arena, (((295552 +% ((mb527 *% 4) *% 1040)) +% (nb526 *% 24)) +% 16), t528_c0_2)
+          storeVector(arena, ((295552 +% (((mb527 *% 4) +% 1) *% 1040)) +% (nb526 *% 24)), t528_c1_0)
+          storeVector(arena, (((295552 +% (((mb527 *% 4) +% 1) *% 1040)) +% (nb526 *% 24)) +% 8), t528_c1_1)
+          storeVector(arena, (((295552 +% (((mb527 *% 4) +% 1) *% 1040)) +% (nb526 *% 24)) +% 16), t528_c1_2)
+          storeVector(arena, ((295552 +% (((mb527 *% 4) +% 2) *% 1040)) +% (nb526 *% 24)), t528_c2_0)
+          storeVector(arena, (((295552 +% (((mb527 *% 4) +% 2) *% 1040)) +% (nb526 *% 24)) +% 8), t528_c2_1)
+          storeVector(arena, (((295552 +% (((mb527 *% 4) +% 2) *% 1040)) +% (nb526 *% 24)) +% 16), t528_c2_2)
+          storeVector(arena, ((295552 +% (((mb527 *% 4) +% 3) *% 1040)) +% (nb526 *% 24)), t528_c3_0)
+          storeVector(arena, (((295552 +% (((mb527 *% 4) +% 3) *% 1040)) +% (nb526 *% 24)) +% 8), t528_c3_1)
+          storeVector(arena, (((295552 +% (((mb527 *% 4) +% 3) *% 1040)) +% (nb526 *% 24)) +% 16), t528_c3_2)
         }
       }
-      for mb593 in 0..<16 {
-        var t594_c0_0 = Vector()
-        var t594_c0_1 = Vector()
-        var t594_c1_0 = Vector()
-        var t594_c1_1 = Vector()
-        var t594_c2_0 = Vector()
-        var t594_c2_1 = Vector()
-        var t594_c3_0 = Vector()
-        var t594_c3_1 = Vector()
-        for k595 in 0..<32 {
-          let t594_b0 = loadVector(arena, ((262272 +% (k595 *% 1040)) +% 1008))
-          let t594_b1 = loadVector(arena, (((262272 +% (k595 *% 1040)) +% 1008) +% 8))
-          let t594_a0 = Vector(repeating: params[((75216 +% ((mb593 *% 4) *% 32)) +% k595)])
-          t594_c0_0 = t594_c0_0.addingProduct(t594_a0, t594_b0)
-          t594_c0_1 = t594_c0_1.addingProduct(t594_a0, t594_b1)
-          let t594_a1 = Vector(repeating: params[((75216 +% (((mb593 *% 4) +% 1) *% 32)) +% k595)])
-          t594_c1_0 = t594_c1_0.addingProduct(t594_a1, t594_b0)
-          t594_c1_1 = t594_c1_1.addingProduct(t594_a1, t594_b1)
-          let t594_a2 = Vector(repeating: params[((75216 +% (((mb593 *% 4) +% 2) *% 32)) +% k595)])
-          t594_c2_0 = t594_c2_0.addingProduct(t594_a2, t594_b0)
-          t594_c2_1 = t594_c2_1.addingProduct(t594_a2, t594_b1)
-          let t594_a3 = Vector(repeating: params[((75216 +% (((mb593 *% 4) +% 3) *% 32)) +% k595)])
-          t594_c3_0 = t594_c3_0.addingProduct(t594_a3, t594_b0)
-          t594_c3_1 = t594_c3_1.addingProduct(t594_a3, t594_b1)
+      for mb530 in 0..<16 {
+        var t531_c0_0 = Vector()
+        var t531_c0_1 = Vector()
+        var t531_c1_0 = Vector()
+        var t531_c1_1 = Vector()
+        var t531_c2_0 = Vector()
+        var t531_c2_1 = Vector()
+        var t531_c3_0 = Vector()
+        var t531_c3_1 = Vector()
+        for k532 in 0..<32 {
+          let t531_b0 = loadVector(arena, ((262272 +% (k532 *% 1040)) +% 1008))
+          let t531_b1 = loadVector(arena, (((262272 +% (k532 *% 1040)) +% 1008) +% 8))
+          let t531_a0 = Vector(repeating: params[((75216 +% ((mb530 *% 4) *% 32)) +% k532)])
+          t531_c0_0 = t531_c0_0.addingProduct(t531_a0, t531_b0)
+          t531_c0_1 = t531_c0_1.addingProduct(t531_a0, t531_b1)
+          let t531_a1 = Vector(repeating: params[((75216 +% (((mb530 *% 4) +% 1) *% 32)) +% k532)])
+          t531_c1_0 = t531_c1_0.addingProduct(t531_a1, t531_b0)
+          t531_c1_1 = t531_c1_1.addingProduct(t531_a1, t531_b1)
+          let t531_a2 = Vector(repeating: params[((75216 +% (((mb530 *% 4) +% 2) *% 32)) +% k532)])
+          t531_c2_0 = t531_c2_0.addingProduct(t531_a2, t531_b0)
+          t531_c2_1 = t531_c2_1.addingProduct(t531_a2, t531_b1)
+          let t531_a3 = Vector(repeating: params[((75216 +% (((mb530 *% 4) +% 3) *% 32)) +% k532)])
+          t531_c3_0 = t531_c3_0.addingProduct(t531_a3, t531_b0)
+          t531_c3_1 = t531_c3_1.addingProduct(t531_a3, t531_b1)
         }
-        storeVector(arena, ((295552 +% ((mb593 *% 4) *% 1040)) +% 1008), t594_c0_0)
-        storeVector(arena, (((295552 +% ((mb593 *% 4) *% 1040)) +% 1008) +% 8), t594_c0_1)
-        storeVector(arena, ((295552 +% (((mb593 *% 4) +% 1) *% 1040)) +% 1008), t594_c1_0)
-        storeVector(arena, (((295552 +% (((mb593 *% 4) +% 1) *% 1040)) +% 1008) +% 8), t594_c1_1)
-        storeVector(arena, ((295552 +% (((mb593 *% 4) +% 2) *% 1040)) +% 1008), t594_c2_0)
-        storeVector(arena, (((295552 +% (((mb593 *% 4) +% 2) *% 1040)) +% 1008) +% 8), t594_c2_1)
-        storeVector(arena, ((295552 +% (((mb593 *% 4) +% 3) *% 1040)) +% 1008), t594_c3_0)
-        storeVector(arena, (((295552 +% (((mb593 *% 4) +% 3) *% 1040)) +% 1008) +% 8), t594_c3_1)
+        storeVector(arena, ((295552 +% ((mb530 *% 4) *% 1040)) +% 1008), t531_c0_0)
+        storeVector(arena, (((295552 +% ((mb530 *% 4) *% 1040)) +% 1008) +% 8), t531_c0_1)
+        storeVector(arena, ((295552 +% (((mb530 *% 4) +% 1) *% 1040)) +% 1008), t531_c1_0)
+        storeVector(arena, (((295552 +% (((mb530 *% 4) +% 1) *% 1040)) +% 1008) +% 8), t531_c1_1)
+        storeVector(arena, ((295552 +% (((mb530 *% 4) +% 2) *% 1040)) +% 1008), t531_c2_0)
+        storeVector(arena, (((295552 +% (((mb530 *% 4) +% 2) *% 1040)) +% 1008) +% 8), t531_c2_1)
+        storeVector(arena, ((295552 +% (((mb530 *% 4) +% 3) *% 1040)) +% 1008), t531_c3_0)
+        storeVector(arena, (((295552 +% (((mb530 *% 4) +% 3) *% 1040)) +% 1008) +% 8), t531_c3_1)
       }
     }
-    for j597 in 0..<16 {
-      for f598 in 0..<64 {
-        for i599 in 0..<8 {
-          storeVector(arena, ((i599 *% 8) +% ((128 +% (((g564 *% 16) +% j597) *% 4096)) +% (f598 *% 64))), ((loadVector(arena, ((i599 *% 8) +% ((295552 +% (f598 *% 1040)) +% (j597 *% 64)))) * Vector(repeating: arena[f598])) + Vector(repeating: arena[(64 +% f598)])))
+    for j534 in 0..<16 {
+      for f535 in 0..<64 {
+        for i536 in 0..<8 {
+          storeVector(arena, ((i536 *% 8) +% ((128 +% (((g520 *% 16) +% j534) *% 4096)) +% (f535 *% 64))), ((loadVector(arena, ((i536 *% 8) +% ((295552 +% (f535 *% 1040)) +% (j534 *% 64)))) * Vector(repeating: arena[f535])) + Vector(repeating: arena[(64 +% f535)])))
         }
       }
     }
   }
   // s3_sum = add(s3_conv2, s3_proj)
-  for i600 in 0..<32768 {
-    storeVector(arena, ((i600 *% 8) +% 262272), (loadVector(arena, ((i600 *% 8) +% 1048576)) + loadVector(arena, ((i600 *% 8) +% 128))))
+  for i537 in 0..<32768 {
+    storeVector(arena, ((i537 *% 8) +% 262272), (loadVector(arena, ((i537 *% 8) +% 1048576)) + loadVector(arena, ((i537 *% 8) +% 128))))
   }
   // x3 = relu(s3_sum)
-  for i601 in 0..<32768 {
-    storeVector(arena, (i601 *% 8), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i601 *% 8) +% 262272)), where: loadVector(arena, ((i601 *% 8) +% 262272)) .> Vector(repeating: Float(0))))
+  for i538 in 0..<32768 {
+    storeVector(arena, (i538 *% 8), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i538 *% 8) +% 262272)), where: loadVector(arena, ((i538 *% 8) +% 262272)) .> Vector(repeating: Float(0))))
   }
   // gap = global_avgpool(x3)
-  for q602 in 0..<4096 {
-    var acc603: Float = Float(0)
-    for i604 in 0..<64 {
-      acc603 = (acc603 + arena[((q602 *% 64) +% i604)])
+  for q539 in 0..<4096 {
+    var acc540: Float = Float(0)
+    for i541 in 0..<64 {
+      acc540 = (acc540 + arena[((q539 *% 64) +% i541)])
     }
-    arena[(262144 +% q602)] = (acc603 / Float(64))
+    arena[(262144 +% q539)] = (acc540 / Float(64))
   }
   // flat = flatten(gap)
   // fc = dense(flat)
   sgemm(101, 111, 112, 64, 10, 64, 1, arena + 262144, 64, params + 77392, 64, Float(bitPattern: 0x0), arena + 0, 10)
-  for n605 in 0..<64 {
-    for u606 in 0..<1 {
-      storeVector(arena, ((u606 *% 8) +% (n605 *% 10)), (loadVector(arena, ((u606 *% 8) +% (n605 *% 10))) + loadVector(params, ((u606 *% 8) +% 78032))))
+  for n542 in 0..<64 {
+    for u543 in 0..<1 {
+      storeVector(arena, ((u543 *% 8) +% (n542 *% 10)), (loadVector(arena, ((u543 *% 8) +% (n542 *% 10))) + loadVector(params, ((u543 *% 8) +% 78032))))
     }
-    for u606 in 0..<1 {
-      storePartial(arena, ((u606 +% 8) +% (n605 *% 10)), (loadPartial(arena, ((u606 +% 8) +% (n605 *% 10)), 2) + loadPartial(params, ((u606 +% 8) +% 78032), 2)), 2)
+    for u543 in 0..<1 {
+      storePartial(arena, ((u543 +% 8) +% (n542 *% 10)), (loadPartial(arena, ((u543 +% 8) +% (n542 *% 10)), 2) + loadPartial(params, ((u543 +% 8) +% 78032), 2)), 2)
     }
   }
 }

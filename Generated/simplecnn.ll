@@ -100,7 +100,7 @@ conv1.c5:                                         ; preds = %conv1.qy6.end, %con
 conv1.c5.end:                                     ; preds = %conv1.qy6.end
   %j4.next = add nsw i64 %conv1.j46, 1
   %10 = icmp slt i64 %j4.next, 16
-  br i1 %10, label %conv1.j4, label %conv1.j4.end, !llvm.loop !0
+  br i1 %10, label %conv1.j4, label %conv1.j4.end
 
 conv1.qy6:                                        ; preds = %conv1.qx7.end, %conv1.c5
   %conv1.qy68 = phi i64 [ 0, %conv1.c5 ], [ %qy6.next, %conv1.qx7.end ]
@@ -109,7 +109,7 @@ conv1.qy6:                                        ; preds = %conv1.qx7.end, %con
 conv1.qy6.end:                                    ; preds = %conv1.qx7.end
   %c5.next = add nsw i64 %conv1.c57, 1
   %11 = icmp slt i64 %c5.next, 1
-  br i1 %11, label %conv1.c5, label %conv1.c5.end, !llvm.loop !2
+  br i1 %11, label %conv1.c5, label %conv1.c5.end
 
 conv1.qx7:                                        ; preds = %conv1.qx7, %conv1.qy6
   %conv1.qx79 = phi i64 [ 0, %conv1.qy6 ], [ %qx7.next, %conv1.qx7 ]
@@ -143,12 +143,12 @@ conv1.qx7:                                        ; preds = %conv1.qx7, %conv1.q
   store float %26, ptr %arena11, align 4
   %qx7.next = add nsw i64 %conv1.qx79, 1
   %37 = icmp slt i64 %qx7.next, 14
-  br i1 %37, label %conv1.qx7, label %conv1.qx7.end, !llvm.loop !3
+  br i1 %37, label %conv1.qx7, label %conv1.qx7.end
 
 conv1.qx7.end:                                    ; preds = %conv1.qx7
   %qy6.next = add nsw i64 %conv1.qy68, 1
   %38 = icmp slt i64 %qy6.next, 14
-  br i1 %38, label %conv1.qy6, label %conv1.qy6.end, !llvm.loop !4
+  br i1 %38, label %conv1.qy6, label %conv1.qy6.end
 
 conv1.j8:                                         ; preds = %conv1.c9.end, %conv1.j4.end
   %conv1.j812 = phi i64 [ 0, %conv1.j4.end ], [ %j8.next, %conv1.c9.end ]
@@ -164,7 +164,7 @@ conv1.c9:                                         ; preds = %conv1.qy10.end, %co
 conv1.c9.end:                                     ; preds = %conv1.qy10.end
   %j8.next = add nsw i64 %conv1.j812, 1
   %39 = icmp slt i64 %j8.next, 16
-  br i1 %39, label %conv1.j8, label %conv1.j8.end, !llvm.loop !5
+  br i1 %39, label %conv1.j8, label %conv1.j8.end
 
 conv1.qy10:                                       ; preds = %conv1.qx11.end, %conv1.c9
   %conv1.qy1014 = phi i64 [ 0, %conv1.c9 ], [ %qy10.next, %conv1.qx11.end ]
@@ -173,7 +173,7 @@ conv1.qy10:                                       ; preds = %conv1.qx11.end, %co
 conv1.qy10.end:                                   ; preds = %conv1.qx11.end
   %c9.next = add nsw i64 %conv1.c913, 1
   %40 = icmp slt i64 %c9.next, 1
-  br i1 %40, label %conv1.c9, label %conv1.c9.end, !llvm.loop !6
+  br i1 %40, label %conv1.c9, label %conv1.c9.end
 
 conv1.qx11:                                       ; preds = %conv1.qx11, %conv1.qy10
   %conv1.qx1115 = phi i64 [ 0, %conv1.qy10 ], [ %qx11.next, %conv1.qx11 ]
@@ -205,12 +205,12 @@ conv1.qx11:                                       ; preds = %conv1.qx11, %conv1.
   store float %53, ptr %arena17, align 4
   %qx11.next = add nsw i64 %conv1.qx1115, 1
   %64 = icmp slt i64 %qx11.next, 14
-  br i1 %64, label %conv1.qx11, label %conv1.qx11.end, !llvm.loop !7
+  br i1 %64, label %conv1.qx11, label %conv1.qx11.end
 
 conv1.qx11.end:                                   ; preds = %conv1.qx11
   %qy10.next = add nsw i64 %conv1.qy1014, 1
   %65 = icmp slt i64 %qy10.next, 14
-  br i1 %65, label %conv1.qy10, label %conv1.qy10.end, !llvm.loop !8
+  br i1 %65, label %conv1.qy10, label %conv1.qy10.end
 
 conv1.j12:                                        ; preds = %conv1.c13.end, %conv1.j8.end
   %conv1.j1218 = phi i64 [ 0, %conv1.j8.end ], [ %j12.next, %conv1.c13.end ]
@@ -226,7 +226,7 @@ conv1.c13:                                        ; preds = %conv1.qy14.end, %co
 conv1.c13.end:                                    ; preds = %conv1.qy14.end
   %j12.next = add nsw i64 %conv1.j1218, 1
   %66 = icmp slt i64 %j12.next, 16
-  br i1 %66, label %conv1.j12, label %conv1.j12.end, !llvm.loop !9
+  br i1 %66, label %conv1.j12, label %conv1.j12.end
 
 conv1.qy14:                                       ; preds = %conv1.qx15.end, %conv1.c13
   %conv1.qy1420 = phi i64 [ 0, %conv1.c13 ], [ %qy14.next, %conv1.qx15.end ]
@@ -235,7 +235,7 @@ conv1.qy14:                                       ; preds = %conv1.qx15.end, %co
 conv1.qy14.end:                                   ; preds = %conv1.qx15.end
   %c13.next = add nsw i64 %conv1.c1319, 1
   %67 = icmp slt i64 %c13.next, 1
-  br i1 %67, label %conv1.c13, label %conv1.c13.end, !llvm.loop !10
+  br i1 %67, label %conv1.c13, label %conv1.c13.end
 
 conv1.qx15:                                       ; preds = %conv1.qx15, %conv1.qy14
   %conv1.qx1521 = phi i64 [ 0, %conv1.qy14 ], [ %qx15.next, %conv1.qx15 ]
@@ -267,12 +267,12 @@ conv1.qx15:                                       ; preds = %conv1.qx15, %conv1.
   store float %80, ptr %arena23, align 4
   %qx15.next = add nsw i64 %conv1.qx1521, 1
   %91 = icmp slt i64 %qx15.next, 14
-  br i1 %91, label %conv1.qx15, label %conv1.qx15.end, !llvm.loop !11
+  br i1 %91, label %conv1.qx15, label %conv1.qx15.end
 
 conv1.qx15.end:                                   ; preds = %conv1.qx15
   %qy14.next = add nsw i64 %conv1.qy1420, 1
   %92 = icmp slt i64 %qy14.next, 14
-  br i1 %92, label %conv1.qy14, label %conv1.qy14.end, !llvm.loop !12
+  br i1 %92, label %conv1.qy14, label %conv1.qy14.end
 
 conv1.j16:                                        ; preds = %conv1.c17.end, %conv1.j12.end
   %conv1.j1624 = phi i64 [ 0, %conv1.j12.end ], [ %j16.next, %conv1.c17.end ]
@@ -288,7 +288,7 @@ conv1.c17:                                        ; preds = %conv1.qy18.end, %co
 conv1.c17.end:                                    ; preds = %conv1.qy18.end
   %j16.next = add nsw i64 %conv1.j1624, 1
   %93 = icmp slt i64 %j16.next, 16
-  br i1 %93, label %conv1.j16, label %conv1.j16.end, !llvm.loop !13
+  br i1 %93, label %conv1.j16, label %conv1.j16.end
 
 conv1.qy18:                                       ; preds = %conv1.qx19.end, %conv1.c17
   %conv1.qy1826 = phi i64 [ 0, %conv1.c17 ], [ %qy18.next, %conv1.qx19.end ]
@@ -297,7 +297,7 @@ conv1.qy18:                                       ; preds = %conv1.qx19.end, %co
 conv1.qy18.end:                                   ; preds = %conv1.qx19.end
   %c17.next = add nsw i64 %conv1.c1725, 1
   %94 = icmp slt i64 %c17.next, 1
-  br i1 %94, label %conv1.c17, label %conv1.c17.end, !llvm.loop !14
+  br i1 %94, label %conv1.c17, label %conv1.c17.end
 
 conv1.qx19:                                       ; preds = %conv1.qx19, %conv1.qy18
   %conv1.qx1927 = phi i64 [ 0, %conv1.qy18 ], [ %qx19.next, %conv1.qx19 ]
@@ -327,12 +327,12 @@ conv1.qx19:                                       ; preds = %conv1.qx19, %conv1.
   store float %105, ptr %arena29, align 4
   %qx19.next = add nsw i64 %conv1.qx1927, 1
   %116 = icmp slt i64 %qx19.next, 14
-  br i1 %116, label %conv1.qx19, label %conv1.qx19.end, !llvm.loop !15
+  br i1 %116, label %conv1.qx19, label %conv1.qx19.end
 
 conv1.qx19.end:                                   ; preds = %conv1.qx19
   %qy18.next = add nsw i64 %conv1.qy1826, 1
   %117 = icmp slt i64 %qy18.next, 14
-  br i1 %117, label %conv1.qy18, label %conv1.qy18.end, !llvm.loop !16
+  br i1 %117, label %conv1.qy18, label %conv1.qy18.end
 
 conv1.j20:                                        ; preds = %conv1.c21.end, %conv1.j16.end
   %conv1.j2030 = phi i64 [ 0, %conv1.j16.end ], [ %j20.next, %conv1.c21.end ]
@@ -349,7 +349,7 @@ conv1.c21:                                        ; preds = %conv1.ky22.end, %co
 conv1.c21.end:                                    ; preds = %conv1.ky22.end
   %j20.next = add nsw i64 %conv1.j2030, 1
   %118 = icmp slt i64 %j20.next, 16
-  br i1 %118, label %conv1.j20, label %conv1.j20.end, !llvm.loop !17
+  br i1 %118, label %conv1.j20, label %conv1.j20.end, !llvm.loop !0
 
 conv1.ky22:                                       ; preds = %conv1.kx23.end, %conv1.c21
   %conv1.ky2232 = phi i64 [ 0, %conv1.c21 ], [ %ky22.next, %conv1.kx23.end ]
@@ -358,7 +358,7 @@ conv1.ky22:                                       ; preds = %conv1.kx23.end, %co
 conv1.ky22.end:                                   ; preds = %conv1.kx23.end
   %c21.next = add nsw i64 %conv1.c2131, 1
   %119 = icmp slt i64 %c21.next, 1
-  br i1 %119, label %conv1.c21, label %conv1.c21.end, !llvm.loop !18
+  br i1 %119, label %conv1.c21, label %conv1.c21.end, !llvm.loop !2
 
 conv1.kx23:                                       ; preds = %conv1.wy24.end, %conv1.ky22
   %conv1.kx2333 = phi i64 [ 0, %conv1.ky22 ], [ %kx23.next, %conv1.wy24.end ]
@@ -367,7 +367,7 @@ conv1.kx23:                                       ; preds = %conv1.wy24.end, %co
 conv1.kx23.end:                                   ; preds = %conv1.wy24.end
   %ky22.next = add nsw i64 %conv1.ky2232, 1
   %120 = icmp slt i64 %ky22.next, 3
-  br i1 %120, label %conv1.ky22, label %conv1.ky22.end, !llvm.loop !19
+  br i1 %120, label %conv1.ky22, label %conv1.ky22.end, !llvm.loop !3
 
 conv1.wy24:                                       ; preds = %conv1.wx25.end, %conv1.kx23
   %conv1.wy2434 = phi i64 [ 0, %conv1.kx23 ], [ %wy24.next, %conv1.wx25.end ]
@@ -376,7 +376,7 @@ conv1.wy24:                                       ; preds = %conv1.wx25.end, %co
 conv1.wy24.end:                                   ; preds = %conv1.wx25.end
   %kx23.next = add nsw i64 %conv1.kx2333, 1
   %121 = icmp slt i64 %kx23.next, 3
-  br i1 %121, label %conv1.kx23, label %conv1.kx23.end, !llvm.loop !20
+  br i1 %121, label %conv1.kx23, label %conv1.kx23.end, !llvm.loop !4
 
 conv1.wx25:                                       ; preds = %conv1.py26.end, %conv1.wy24
   %conv1.wx2535 = phi i64 [ 0, %conv1.wy24 ], [ %wx25.next, %conv1.py26.end ]
@@ -385,7 +385,7 @@ conv1.wx25:                                       ; preds = %conv1.py26.end, %co
 conv1.wx25.end:                                   ; preds = %conv1.py26.end
   %wy24.next = add nsw i64 %conv1.wy2434, 1
   %122 = icmp slt i64 %wy24.next, 2
-  br i1 %122, label %conv1.wy24, label %conv1.wy24.end, !llvm.loop !21
+  br i1 %122, label %conv1.wy24, label %conv1.wy24.end, !llvm.loop !5
 
 conv1.py26:                                       ; preds = %conv1.cv27.end, %conv1.wx25
   %conv1.py2636 = phi i64 [ 0, %conv1.wx25 ], [ %py26.next, %conv1.cv27.end ]
@@ -394,7 +394,7 @@ conv1.py26:                                       ; preds = %conv1.cv27.end, %co
 conv1.py26.end:                                   ; preds = %conv1.cv27.end
   %wx25.next = add nsw i64 %conv1.wx2535, 1
   %123 = icmp slt i64 %wx25.next, 2
-  br i1 %123, label %conv1.wx25, label %conv1.wx25.end, !llvm.loop !22
+  br i1 %123, label %conv1.wx25, label %conv1.wx25.end, !llvm.loop !6
 
 conv1.cv27:                                       ; preds = %conv1.cv27, %conv1.py26
   %conv1.cv2737 = phi i64 [ 0, %conv1.py26 ], [ %cv27.next, %conv1.cv27 ]
@@ -441,7 +441,7 @@ conv1.cv27:                                       ; preds = %conv1.cv27, %conv1.
   store <8 x float> %145, ptr %arena39, align 4
   %cv27.next = add nsw i64 %conv1.cv2737, 1
   %162 = icmp slt i64 %cv27.next, 1
-  br i1 %162, label %conv1.cv27, label %conv1.cv27.end, !llvm.loop !23
+  br i1 %162, label %conv1.cv27, label %conv1.cv27.end, !llvm.loop !7
 
 conv1.cv27.end:                                   ; preds = %conv1.cv27
   %163 = add nsw i64 %conv1.j2030, %conv1.c2131
@@ -485,7 +485,7 @@ conv1.cv27.end:                                   ; preds = %conv1.cv27
   call void @llvm.masked.store.v8f32.p0(<8 x float> %183, ptr %arena41, i32 4, <8 x i1> <i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 false, i1 false>)
   %py26.next = add nsw i64 %conv1.py2636, 1
   %199 = icmp slt i64 %py26.next, 14
-  br i1 %199, label %conv1.py26, label %conv1.py26.end, !llvm.loop !24
+  br i1 %199, label %conv1.py26, label %conv1.py26.end, !llvm.loop !8
 
 conv1.j36:                                        ; preds = %conv1.f37.end, %conv1.j20.end
   %conv1.j3642 = phi i64 [ 0, %conv1.j20.end ], [ %j36.next, %conv1.f37.end ]
@@ -1595,12 +1595,12 @@ conv2.co51:                                       ; preds = %conv2.co51, %conv2.
   store float %w79, ptr %arena62, align 4
   %co51.next = add nsw i64 %conv2.co512, 1
   %231 = icmp slt i64 %co51.next, 64
-  br i1 %231, label %conv2.co51, label %conv2.co51.end, !llvm.loop !25
+  br i1 %231, label %conv2.co51, label %conv2.co51.end, !llvm.loop !9
 
 conv2.co51.end:                                   ; preds = %conv2.co51
   %ci50.next = add nsw i64 %conv2.ci501, 1
   %232 = icmp slt i64 %ci50.next, 32
-  br i1 %232, label %conv2.ci50, label %conv2.ci50.end, !llvm.loop !26
+  br i1 %232, label %conv2.ci50, label %conv2.ci50.end, !llvm.loop !10
 
 conv2.i80:                                        ; preds = %conv2.i80, %conv2.ci50.end
   %conv2.i8063 = phi i64 [ 0, %conv2.ci50.end ], [ %i80.next, %conv2.i80 ]
@@ -7612,12 +7612,12 @@ conv2_weight_grad.c323:                           ; preds = %conv2_weight_grad.c
   store float %w344, ptr %grads194, align 4
   %c323.next = add nsw i64 %conv2_weight_grad.c323141, 1
   %1173 = icmp slt i64 %c323.next, 32
-  br i1 %1173, label %conv2_weight_grad.c323, label %conv2_weight_grad.c323.end, !llvm.loop !27
+  br i1 %1173, label %conv2_weight_grad.c323, label %conv2_weight_grad.c323.end, !llvm.loop !11
 
 conv2_weight_grad.c323.end:                       ; preds = %conv2_weight_grad.c323
   %f322.next = add nsw i64 %conv2_weight_grad.f322140, 1
   %1174 = icmp slt i64 %f322.next, 64
-  br i1 %1174, label %conv2_weight_grad.f322, label %conv2_weight_grad.f322.end, !llvm.loop !28
+  br i1 %1174, label %conv2_weight_grad.f322, label %conv2_weight_grad.f322.end, !llvm.loop !12
 }
 
 ; Function Attrs: noinline
@@ -8177,12 +8177,12 @@ pool1_grad.co357:                                 ; preds = %pool1_grad.co357, %
   store float %w385, ptr %arena62, align 4
   %co357.next = add nsw i64 %pool1_grad.co3572, 1
   %231 = icmp slt i64 %co357.next, 32
-  br i1 %231, label %pool1_grad.co357, label %pool1_grad.co357.end, !llvm.loop !29
+  br i1 %231, label %pool1_grad.co357, label %pool1_grad.co357.end, !llvm.loop !13
 
 pool1_grad.co357.end:                             ; preds = %pool1_grad.co357
   %ci356.next = add nsw i64 %pool1_grad.ci3561, 1
   %232 = icmp slt i64 %ci356.next, 64
-  br i1 %232, label %pool1_grad.ci356, label %pool1_grad.ci356.end, !llvm.loop !30
+  br i1 %232, label %pool1_grad.ci356, label %pool1_grad.ci356.end, !llvm.loop !14
 
 pool1_grad.i386:                                  ; preds = %pool1_grad.i386, %pool1_grad.ci356.end
   %pool1_grad.i38663 = phi i64 [ 0, %pool1_grad.ci356.end ], [ %i386.next, %pool1_grad.i386 ]
@@ -10014,993 +10014,1168 @@ conv1_weight_grad.i458:                           ; preds = %conv1_weight_grad.i
   br i1 %1, label %conv1_weight_grad.i458, label %conv1_weight_grad.i458.end
 
 conv1_weight_grad.i458.end:                       ; preds = %conv1_weight_grad.i458
-  br label %conv1_weight_grad.i459
+  br label %conv1_weight_grad.g459
 
-conv1_weight_grad.i459:                           ; preds = %conv1_weight_grad.i459, %conv1_weight_grad.i458.end
-  %conv1_weight_grad.i4593 = phi i64 [ 0, %conv1_weight_grad.i458.end ], [ %i459.next, %conv1_weight_grad.i459 ]
-  %2 = add nsw i64 514736, %conv1_weight_grad.i4593
-  %arena4 = getelementptr inbounds float, ptr %arena, i64 %2
-  store float 0.000000e+00, ptr %arena4, align 4
-  %i459.next = add nsw i64 %conv1_weight_grad.i4593, 1
-  %3 = icmp slt i64 %i459.next, 14400
-  br i1 %3, label %conv1_weight_grad.i459, label %conv1_weight_grad.i459.end
+conv1_weight_grad.g459:                           ; preds = %conv1_weight_grad.j474.end, %conv1_weight_grad.i458.end
+  %conv1_weight_grad.g4593 = phi i64 [ 0, %conv1_weight_grad.i458.end ], [ %g459.next, %conv1_weight_grad.j474.end ]
+  br label %conv1_weight_grad.j460
 
-conv1_weight_grad.i459.end:                       ; preds = %conv1_weight_grad.i459
-  br label %conv1_weight_grad.g460
+conv1_weight_grad.g459.end:                       ; preds = %conv1_weight_grad.j474.end
+  br label %conv1_weight_grad.f485
 
-conv1_weight_grad.g460:                           ; preds = %conv1_weight_grad.j473.end, %conv1_weight_grad.i459.end
-  %conv1_weight_grad.g4605 = phi i64 [ 0, %conv1_weight_grad.i459.end ], [ %g460.next, %conv1_weight_grad.j473.end ]
-  br label %conv1_weight_grad.j461
+conv1_weight_grad.j460:                           ; preds = %conv1_weight_grad.c461.end, %conv1_weight_grad.g459
+  %conv1_weight_grad.j4604 = phi i64 [ 0, %conv1_weight_grad.g459 ], [ %j460.next, %conv1_weight_grad.c461.end ]
+  br label %conv1_weight_grad.c461
 
-conv1_weight_grad.g460.end:                       ; preds = %conv1_weight_grad.j473.end
-  br label %conv1_weight_grad.f484
+conv1_weight_grad.j460.end:                       ; preds = %conv1_weight_grad.c461.end
+  br label %conv1_weight_grad.j474
 
-conv1_weight_grad.j461:                           ; preds = %conv1_weight_grad.c462.end, %conv1_weight_grad.g460
-  %conv1_weight_grad.j4616 = phi i64 [ 0, %conv1_weight_grad.g460 ], [ %j461.next, %conv1_weight_grad.c462.end ]
-  br label %conv1_weight_grad.c462
+conv1_weight_grad.c461:                           ; preds = %conv1_weight_grad.ky462.end, %conv1_weight_grad.j460
+  %conv1_weight_grad.c4615 = phi i64 [ 0, %conv1_weight_grad.j460 ], [ %c461.next, %conv1_weight_grad.ky462.end ]
+  br label %conv1_weight_grad.ky462
 
-conv1_weight_grad.j461.end:                       ; preds = %conv1_weight_grad.c462.end
-  br label %conv1_weight_grad.j465
+conv1_weight_grad.c461.end:                       ; preds = %conv1_weight_grad.ky462.end
+  %j460.next = add nsw i64 %conv1_weight_grad.j4604, 1
+  %2 = icmp slt i64 %j460.next, 16
+  br i1 %2, label %conv1_weight_grad.j460, label %conv1_weight_grad.j460.end
 
-conv1_weight_grad.c462:                           ; preds = %conv1_weight_grad.qy463.end, %conv1_weight_grad.j461
-  %conv1_weight_grad.c4627 = phi i64 [ 0, %conv1_weight_grad.j461 ], [ %c462.next, %conv1_weight_grad.qy463.end ]
-  br label %conv1_weight_grad.qy463
+conv1_weight_grad.ky462:                          ; preds = %conv1_weight_grad.oy470.end, %conv1_weight_grad.c461
+  %conv1_weight_grad.ky4626 = phi i64 [ 0, %conv1_weight_grad.c461 ], [ %ky462.next, %conv1_weight_grad.oy470.end ]
+  br label %conv1_weight_grad.oy463
 
-conv1_weight_grad.c462.end:                       ; preds = %conv1_weight_grad.qy463.end
-  %j461.next = add nsw i64 %conv1_weight_grad.j4616, 1
-  %4 = icmp slt i64 %j461.next, 16
-  br i1 %4, label %conv1_weight_grad.j461, label %conv1_weight_grad.j461.end, !llvm.loop !31
+conv1_weight_grad.ky462.end:                      ; preds = %conv1_weight_grad.oy470.end
+  %c461.next = add nsw i64 %conv1_weight_grad.c4615, 1
+  %3 = icmp slt i64 %c461.next, 1
+  br i1 %3, label %conv1_weight_grad.c461, label %conv1_weight_grad.c461.end
 
-conv1_weight_grad.qy463:                          ; preds = %conv1_weight_grad.cv464.end, %conv1_weight_grad.c462
-  %conv1_weight_grad.qy4638 = phi i64 [ 0, %conv1_weight_grad.c462 ], [ %qy463.next, %conv1_weight_grad.cv464.end ]
-  br label %conv1_weight_grad.cv464
+conv1_weight_grad.oy463:                          ; preds = %conv1_weight_grad.endif18, %conv1_weight_grad.ky462
+  %conv1_weight_grad.oy4637 = phi i64 [ 0, %conv1_weight_grad.ky462 ], [ %oy463.next, %conv1_weight_grad.endif18 ]
+  %4 = add nsw i64 %conv1_weight_grad.oy4637, %conv1_weight_grad.ky4626
+  %5 = add nsw i64 %4, -1
+  %6 = icmp slt i64 -1, %5
+  %7 = add nsw i64 %conv1_weight_grad.oy4637, %conv1_weight_grad.ky4626
+  %8 = add nsw i64 %7, -1
+  %9 = icmp slt i64 %8, 28
+  %10 = and i1 %6, %9
+  br i1 %10, label %conv1_weight_grad.then, label %conv1_weight_grad.endif
 
-conv1_weight_grad.qy463.end:                      ; preds = %conv1_weight_grad.cv464.end
-  %c462.next = add nsw i64 %conv1_weight_grad.c4627, 1
-  %5 = icmp slt i64 %c462.next, 1
-  br i1 %5, label %conv1_weight_grad.c462, label %conv1_weight_grad.c462.end, !llvm.loop !32
+conv1_weight_grad.oy463.end:                      ; preds = %conv1_weight_grad.endif18
+  br label %conv1_weight_grad.oy467
 
-conv1_weight_grad.cv464:                          ; preds = %conv1_weight_grad.cv464, %conv1_weight_grad.qy463
-  %conv1_weight_grad.cv4649 = phi i64 [ 0, %conv1_weight_grad.qy463 ], [ %cv464.next, %conv1_weight_grad.cv464 ]
-  %6 = mul nsw i64 %conv1_weight_grad.g4605, 16
-  %7 = add nsw i64 %6, %conv1_weight_grad.j4616
-  %8 = mul nsw i64 %7, 784
-  %9 = mul nsw i64 %conv1_weight_grad.c4627, 784
-  %10 = add nsw i64 %8, %9
-  %11 = add nsw i64 %conv1_weight_grad.qy4638, 1
+conv1_weight_grad.then:                           ; preds = %conv1_weight_grad.oy463
+  br label %conv1_weight_grad.ox464
+
+conv1_weight_grad.endif:                          ; preds = %conv1_weight_grad.ox465.end, %conv1_weight_grad.oy463
+  %11 = add nsw i64 %conv1_weight_grad.oy4637, %conv1_weight_grad.ky4626
   %12 = add nsw i64 %11, -1
-  %13 = mul nsw i64 %12, 28
-  %14 = add nsw i64 %10, %13
-  %15 = mul nsw i64 %conv1_weight_grad.cv4649, 8
-  %16 = add nsw i64 1, %15
-  %17 = add nsw i64 %14, %16
-  %18 = add nsw i64 %17, -1
-  %images10 = getelementptr inbounds float, ptr %images, i64 %18
-  %19 = load <8 x float>, ptr %images10, align 4
-  %20 = add nsw i64 %conv1_weight_grad.j4616, %conv1_weight_grad.c4627
-  %21 = mul nsw i64 %20, 900
-  %22 = add nsw i64 %conv1_weight_grad.qy4638, 1
-  %23 = mul nsw i64 %22, 30
-  %24 = add nsw i64 %21, %23
-  %25 = mul nsw i64 %conv1_weight_grad.cv4649, 8
-  %26 = add nsw i64 1, %25
-  %27 = add nsw i64 %24, %26
-  %28 = add nsw i64 514736, %27
-  %arena11 = getelementptr inbounds float, ptr %arena, i64 %28
-  store <8 x float> %19, ptr %arena11, align 4
-  %cv464.next = add nsw i64 %conv1_weight_grad.cv4649, 1
-  %29 = icmp slt i64 %cv464.next, 3
-  br i1 %29, label %conv1_weight_grad.cv464, label %conv1_weight_grad.cv464.end, !llvm.loop !33
+  %13 = icmp slt i64 %12, 0
+  br i1 %13, label %conv1_weight_grad.then13, label %conv1_weight_grad.endif14
 
-conv1_weight_grad.cv464.end:                      ; preds = %conv1_weight_grad.cv464
-  %30 = mul nsw i64 %conv1_weight_grad.g4605, 16
-  %31 = add nsw i64 %30, %conv1_weight_grad.j4616
-  %32 = mul nsw i64 %31, 784
-  %33 = mul nsw i64 %conv1_weight_grad.c4627, 784
-  %34 = add nsw i64 %32, %33
-  %35 = add nsw i64 %conv1_weight_grad.qy4638, 1
-  %36 = add nsw i64 %35, -1
-  %37 = mul nsw i64 %36, 28
-  %38 = add nsw i64 %34, %37
-  %39 = add nsw i64 %38, 25
-  %40 = add nsw i64 %39, -1
-  %images12 = getelementptr inbounds float, ptr %images, i64 %40
-  %41 = call <8 x float> @llvm.masked.load.v8f32.p0(ptr %images12, i32 4, <8 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false>, <8 x float> zeroinitializer)
-  %42 = add nsw i64 %conv1_weight_grad.j4616, %conv1_weight_grad.c4627
-  %43 = mul nsw i64 %42, 900
-  %44 = add nsw i64 %conv1_weight_grad.qy4638, 1
-  %45 = mul nsw i64 %44, 30
+conv1_weight_grad.ox464:                          ; preds = %conv1_weight_grad.ox464, %conv1_weight_grad.then
+  %conv1_weight_grad.ox4648 = phi i64 [ 0, %conv1_weight_grad.then ], [ %ox464.next, %conv1_weight_grad.ox464 ]
+  %14 = mul nsw i64 %conv1_weight_grad.g4593, 16
+  %15 = add nsw i64 %14, %conv1_weight_grad.j4604
+  %16 = mul nsw i64 %15, 784
+  %17 = mul nsw i64 %conv1_weight_grad.c4615, 784
+  %18 = add nsw i64 %16, %17
+  %19 = add nsw i64 %conv1_weight_grad.oy4637, %conv1_weight_grad.ky4626
+  %20 = add nsw i64 %19, -1
+  %21 = mul nsw i64 %20, 28
+  %22 = add nsw i64 %18, %21
+  %23 = add nsw i64 %conv1_weight_grad.ox4648, 1
+  %24 = add nsw i64 %23, -1
+  %25 = add nsw i64 %22, %24
+  %images9 = getelementptr inbounds float, ptr %images, i64 %25
+  %26 = load float, ptr %images9, align 4
+  %27 = mul nsw i64 %conv1_weight_grad.c4615, 3
+  %28 = add nsw i64 %27, %conv1_weight_grad.ky4626
+  %29 = mul nsw i64 %28, 3
+  %30 = mul nsw i64 %29, 12560
+  %31 = mul nsw i64 %conv1_weight_grad.j4604, 784
+  %32 = add nsw i64 %30, %31
+  %33 = mul nsw i64 %conv1_weight_grad.oy4637, 28
+  %34 = add nsw i64 %conv1_weight_grad.ox4648, 1
+  %35 = add nsw i64 %33, %34
+  %36 = add nsw i64 %32, %35
+  %arena10 = getelementptr inbounds float, ptr %arena, i64 %36
+  store float %26, ptr %arena10, align 4
+  %ox464.next = add nsw i64 %conv1_weight_grad.ox4648, 1
+  %37 = icmp slt i64 %ox464.next, 27
+  br i1 %37, label %conv1_weight_grad.ox464, label %conv1_weight_grad.ox464.end
+
+conv1_weight_grad.ox464.end:                      ; preds = %conv1_weight_grad.ox464
+  br label %conv1_weight_grad.ox465
+
+conv1_weight_grad.ox465:                          ; preds = %conv1_weight_grad.ox465, %conv1_weight_grad.ox464.end
+  %conv1_weight_grad.ox46511 = phi i64 [ 0, %conv1_weight_grad.ox464.end ], [ %ox465.next, %conv1_weight_grad.ox465 ]
+  %38 = mul nsw i64 %conv1_weight_grad.c4615, 3
+  %39 = add nsw i64 %38, %conv1_weight_grad.ky4626
+  %40 = mul nsw i64 %39, 3
+  %41 = mul nsw i64 %40, 12560
+  %42 = mul nsw i64 %conv1_weight_grad.j4604, 784
+  %43 = add nsw i64 %41, %42
+  %44 = mul nsw i64 %conv1_weight_grad.oy4637, 28
+  %45 = add nsw i64 %44, %conv1_weight_grad.ox46511
   %46 = add nsw i64 %43, %45
-  %47 = add nsw i64 %46, 25
-  %48 = add nsw i64 514736, %47
-  %arena13 = getelementptr inbounds float, ptr %arena, i64 %48
-  call void @llvm.masked.store.v8f32.p0(<8 x float> %41, ptr %arena13, i32 4, <8 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false>)
-  %qy463.next = add nsw i64 %conv1_weight_grad.qy4638, 1
-  %49 = icmp slt i64 %qy463.next, 28
-  br i1 %49, label %conv1_weight_grad.qy463, label %conv1_weight_grad.qy463.end, !llvm.loop !34
+  %arena12 = getelementptr inbounds float, ptr %arena, i64 %46
+  store float 0.000000e+00, ptr %arena12, align 4
+  %ox465.next = add nsw i64 %conv1_weight_grad.ox46511, 1
+  %47 = icmp slt i64 %ox465.next, 1
+  br i1 %47, label %conv1_weight_grad.ox465, label %conv1_weight_grad.ox465.end
 
-conv1_weight_grad.j465:                           ; preds = %conv1_weight_grad.c466.end, %conv1_weight_grad.j461.end
-  %conv1_weight_grad.j46514 = phi i64 [ 0, %conv1_weight_grad.j461.end ], [ %j465.next, %conv1_weight_grad.c466.end ]
-  br label %conv1_weight_grad.c466
+conv1_weight_grad.ox465.end:                      ; preds = %conv1_weight_grad.ox465
+  br label %conv1_weight_grad.endif
 
-conv1_weight_grad.j465.end:                       ; preds = %conv1_weight_grad.c466.end
-  br label %conv1_weight_grad.j473
+conv1_weight_grad.then13:                         ; preds = %conv1_weight_grad.endif
+  br label %conv1_weight_grad.ox466
 
-conv1_weight_grad.c466:                           ; preds = %conv1_weight_grad.ky467.end, %conv1_weight_grad.j465
-  %conv1_weight_grad.c46615 = phi i64 [ 0, %conv1_weight_grad.j465 ], [ %c466.next, %conv1_weight_grad.ky467.end ]
-  br label %conv1_weight_grad.ky467
+conv1_weight_grad.endif14:                        ; preds = %conv1_weight_grad.ox466.end, %conv1_weight_grad.endif
+  %48 = add nsw i64 %conv1_weight_grad.oy4637, %conv1_weight_grad.ky4626
+  %49 = add nsw i64 %48, -1
+  %50 = icmp slt i64 27, %49
+  br i1 %50, label %conv1_weight_grad.then17, label %conv1_weight_grad.endif18
 
-conv1_weight_grad.c466.end:                       ; preds = %conv1_weight_grad.ky467.end
-  %j465.next = add nsw i64 %conv1_weight_grad.j46514, 1
-  %50 = icmp slt i64 %j465.next, 16
-  br i1 %50, label %conv1_weight_grad.j465, label %conv1_weight_grad.j465.end, !llvm.loop !35
-
-conv1_weight_grad.ky467:                          ; preds = %conv1_weight_grad.kx468.end, %conv1_weight_grad.c466
-  %conv1_weight_grad.ky46716 = phi i64 [ 0, %conv1_weight_grad.c466 ], [ %ky467.next, %conv1_weight_grad.kx468.end ]
-  br label %conv1_weight_grad.kx468
-
-conv1_weight_grad.ky467.end:                      ; preds = %conv1_weight_grad.kx468.end
-  %c466.next = add nsw i64 %conv1_weight_grad.c46615, 1
-  %51 = icmp slt i64 %c466.next, 1
-  br i1 %51, label %conv1_weight_grad.c466, label %conv1_weight_grad.c466.end, !llvm.loop !36
-
-conv1_weight_grad.kx468:                          ; preds = %conv1_weight_grad.wy469.end, %conv1_weight_grad.ky467
-  %conv1_weight_grad.kx46817 = phi i64 [ 0, %conv1_weight_grad.ky467 ], [ %kx468.next, %conv1_weight_grad.wy469.end ]
-  br label %conv1_weight_grad.wy469
-
-conv1_weight_grad.kx468.end:                      ; preds = %conv1_weight_grad.wy469.end
-  %ky467.next = add nsw i64 %conv1_weight_grad.ky46716, 1
-  %52 = icmp slt i64 %ky467.next, 3
-  br i1 %52, label %conv1_weight_grad.ky467, label %conv1_weight_grad.ky467.end, !llvm.loop !37
-
-conv1_weight_grad.wy469:                          ; preds = %conv1_weight_grad.wx470.end, %conv1_weight_grad.kx468
-  %conv1_weight_grad.wy46918 = phi i64 [ 0, %conv1_weight_grad.kx468 ], [ %wy469.next, %conv1_weight_grad.wx470.end ]
-  br label %conv1_weight_grad.wx470
-
-conv1_weight_grad.wy469.end:                      ; preds = %conv1_weight_grad.wx470.end
-  %kx468.next = add nsw i64 %conv1_weight_grad.kx46817, 1
-  %53 = icmp slt i64 %kx468.next, 3
-  br i1 %53, label %conv1_weight_grad.kx468, label %conv1_weight_grad.kx468.end, !llvm.loop !38
-
-conv1_weight_grad.wx470:                          ; preds = %conv1_weight_grad.py471.end, %conv1_weight_grad.wy469
-  %conv1_weight_grad.wx47019 = phi i64 [ 0, %conv1_weight_grad.wy469 ], [ %wx470.next, %conv1_weight_grad.py471.end ]
-  br label %conv1_weight_grad.py471
-
-conv1_weight_grad.wx470.end:                      ; preds = %conv1_weight_grad.py471.end
-  %wy469.next = add nsw i64 %conv1_weight_grad.wy46918, 1
-  %54 = icmp slt i64 %wy469.next, 1
-  br i1 %54, label %conv1_weight_grad.wy469, label %conv1_weight_grad.wy469.end, !llvm.loop !39
-
-conv1_weight_grad.py471:                          ; preds = %conv1_weight_grad.cv472.end, %conv1_weight_grad.wx470
-  %conv1_weight_grad.py47120 = phi i64 [ 0, %conv1_weight_grad.wx470 ], [ %py471.next, %conv1_weight_grad.cv472.end ]
-  br label %conv1_weight_grad.cv472
-
-conv1_weight_grad.py471.end:                      ; preds = %conv1_weight_grad.cv472.end
-  %wx470.next = add nsw i64 %conv1_weight_grad.wx47019, 1
-  %55 = icmp slt i64 %wx470.next, 1
-  br i1 %55, label %conv1_weight_grad.wx470, label %conv1_weight_grad.wx470.end, !llvm.loop !40
-
-conv1_weight_grad.cv472:                          ; preds = %conv1_weight_grad.cv472, %conv1_weight_grad.py471
-  %conv1_weight_grad.cv47221 = phi i64 [ 0, %conv1_weight_grad.py471 ], [ %cv472.next, %conv1_weight_grad.cv472 ]
-  %56 = add nsw i64 %conv1_weight_grad.j46514, %conv1_weight_grad.c46615
-  %57 = add nsw i64 %conv1_weight_grad.wy46918, %conv1_weight_grad.ky46716
-  %58 = srem i64 %57, 1
+conv1_weight_grad.ox466:                          ; preds = %conv1_weight_grad.ox466, %conv1_weight_grad.then13
+  %conv1_weight_grad.ox46615 = phi i64 [ 0, %conv1_weight_grad.then13 ], [ %ox466.next, %conv1_weight_grad.ox466 ]
+  %51 = mul nsw i64 %conv1_weight_grad.c4615, 3
+  %52 = add nsw i64 %51, %conv1_weight_grad.ky4626
+  %53 = mul nsw i64 %52, 3
+  %54 = mul nsw i64 %53, 12560
+  %55 = mul nsw i64 %conv1_weight_grad.j4604, 784
+  %56 = add nsw i64 %54, %55
+  %57 = mul nsw i64 %conv1_weight_grad.oy4637, 28
+  %58 = add nsw i64 %57, %conv1_weight_grad.ox46615
   %59 = add nsw i64 %56, %58
-  %60 = add nsw i64 %conv1_weight_grad.wx47019, %conv1_weight_grad.kx46817
-  %61 = srem i64 %60, 1
-  %62 = add nsw i64 %59, %61
-  %63 = mul nsw i64 %62, 900
-  %64 = add nsw i64 %conv1_weight_grad.wy46918, %conv1_weight_grad.ky46716
-  %65 = sdiv i64 %64, 1
-  %66 = add nsw i64 %conv1_weight_grad.py47120, %65
-  %67 = mul nsw i64 %66, 30
-  %68 = add nsw i64 %63, %67
-  %69 = mul nsw i64 %conv1_weight_grad.cv47221, 8
-  %70 = add nsw i64 %conv1_weight_grad.wx47019, %conv1_weight_grad.kx46817
-  %71 = sdiv i64 %70, 1
-  %72 = add nsw i64 %69, %71
-  %73 = add nsw i64 %68, %72
-  %74 = add nsw i64 514736, %73
-  %arena22 = getelementptr inbounds float, ptr %arena, i64 %74
-  %75 = load <8 x float>, ptr %arena22, align 4
-  %76 = mul nsw i64 %conv1_weight_grad.c46615, 3
-  %77 = add nsw i64 %76, %conv1_weight_grad.ky46716
-  %78 = mul nsw i64 %77, 3
-  %79 = add nsw i64 %78, %conv1_weight_grad.kx46817
-  %80 = mul nsw i64 %79, 12560
-  %81 = mul nsw i64 %conv1_weight_grad.j46514, 784
-  %82 = add nsw i64 %80, %81
-  %83 = add nsw i64 %conv1_weight_grad.wy46918, %conv1_weight_grad.wx47019
+  %arena16 = getelementptr inbounds float, ptr %arena, i64 %59
+  store float 0.000000e+00, ptr %arena16, align 4
+  %ox466.next = add nsw i64 %conv1_weight_grad.ox46615, 1
+  %60 = icmp slt i64 %ox466.next, 28
+  br i1 %60, label %conv1_weight_grad.ox466, label %conv1_weight_grad.ox466.end
+
+conv1_weight_grad.ox466.end:                      ; preds = %conv1_weight_grad.ox466
+  br label %conv1_weight_grad.endif14
+
+conv1_weight_grad.then17:                         ; preds = %conv1_weight_grad.endif14
+  br label %conv1_weight_grad.ox46619
+
+conv1_weight_grad.endif18:                        ; preds = %conv1_weight_grad.ox466.end20, %conv1_weight_grad.endif14
+  %oy463.next = add nsw i64 %conv1_weight_grad.oy4637, 1
+  %61 = icmp slt i64 %oy463.next, 28
+  br i1 %61, label %conv1_weight_grad.oy463, label %conv1_weight_grad.oy463.end
+
+conv1_weight_grad.ox46619:                        ; preds = %conv1_weight_grad.ox46619, %conv1_weight_grad.then17
+  %conv1_weight_grad.ox46621 = phi i64 [ 0, %conv1_weight_grad.then17 ], [ %ox466.next23, %conv1_weight_grad.ox46619 ]
+  %62 = mul nsw i64 %conv1_weight_grad.c4615, 3
+  %63 = add nsw i64 %62, %conv1_weight_grad.ky4626
+  %64 = mul nsw i64 %63, 3
+  %65 = mul nsw i64 %64, 12560
+  %66 = mul nsw i64 %conv1_weight_grad.j4604, 784
+  %67 = add nsw i64 %65, %66
+  %68 = mul nsw i64 %conv1_weight_grad.oy4637, 28
+  %69 = add nsw i64 %68, %conv1_weight_grad.ox46621
+  %70 = add nsw i64 %67, %69
+  %arena22 = getelementptr inbounds float, ptr %arena, i64 %70
+  store float 0.000000e+00, ptr %arena22, align 4
+  %ox466.next23 = add nsw i64 %conv1_weight_grad.ox46621, 1
+  %71 = icmp slt i64 %ox466.next23, 28
+  br i1 %71, label %conv1_weight_grad.ox46619, label %conv1_weight_grad.ox466.end20
+
+conv1_weight_grad.ox466.end20:                    ; preds = %conv1_weight_grad.ox46619
+  br label %conv1_weight_grad.endif18
+
+conv1_weight_grad.oy467:                          ; preds = %conv1_weight_grad.endif35, %conv1_weight_grad.oy463.end
+  %conv1_weight_grad.oy46724 = phi i64 [ 0, %conv1_weight_grad.oy463.end ], [ %oy467.next, %conv1_weight_grad.endif35 ]
+  %72 = add nsw i64 %conv1_weight_grad.oy46724, %conv1_weight_grad.ky4626
+  %73 = add nsw i64 %72, -1
+  %74 = icmp slt i64 -1, %73
+  %75 = add nsw i64 %conv1_weight_grad.oy46724, %conv1_weight_grad.ky4626
+  %76 = add nsw i64 %75, -1
+  %77 = icmp slt i64 %76, 28
+  %78 = and i1 %74, %77
+  br i1 %78, label %conv1_weight_grad.then25, label %conv1_weight_grad.endif26
+
+conv1_weight_grad.oy467.end:                      ; preds = %conv1_weight_grad.endif35
+  br label %conv1_weight_grad.oy470
+
+conv1_weight_grad.then25:                         ; preds = %conv1_weight_grad.oy467
+  br label %conv1_weight_grad.ox468
+
+conv1_weight_grad.endif26:                        ; preds = %conv1_weight_grad.ox468.end, %conv1_weight_grad.oy467
+  %79 = add nsw i64 %conv1_weight_grad.oy46724, %conv1_weight_grad.ky4626
+  %80 = add nsw i64 %79, -1
+  %81 = icmp slt i64 %80, 0
+  br i1 %81, label %conv1_weight_grad.then30, label %conv1_weight_grad.endif31
+
+conv1_weight_grad.ox468:                          ; preds = %conv1_weight_grad.ox468, %conv1_weight_grad.then25
+  %conv1_weight_grad.ox46827 = phi i64 [ 0, %conv1_weight_grad.then25 ], [ %ox468.next, %conv1_weight_grad.ox468 ]
+  %82 = mul nsw i64 %conv1_weight_grad.g4593, 16
+  %83 = add nsw i64 %82, %conv1_weight_grad.j4604
   %84 = mul nsw i64 %83, 784
-  %85 = add nsw i64 %82, %84
-  %86 = mul nsw i64 %conv1_weight_grad.py47120, 28
-  %87 = add nsw i64 %85, %86
-  %88 = mul nsw i64 %conv1_weight_grad.cv47221, 8
-  %89 = add nsw i64 %87, %88
-  %arena23 = getelementptr inbounds float, ptr %arena, i64 %89
-  store <8 x float> %75, ptr %arena23, align 4
-  %cv472.next = add nsw i64 %conv1_weight_grad.cv47221, 1
-  %90 = icmp slt i64 %cv472.next, 3
-  br i1 %90, label %conv1_weight_grad.cv472, label %conv1_weight_grad.cv472.end, !llvm.loop !41
+  %85 = mul nsw i64 %conv1_weight_grad.c4615, 784
+  %86 = add nsw i64 %84, %85
+  %87 = add nsw i64 %conv1_weight_grad.oy46724, %conv1_weight_grad.ky4626
+  %88 = add nsw i64 %87, -1
+  %89 = mul nsw i64 %88, 28
+  %90 = add nsw i64 %86, %89
+  %91 = add nsw i64 %90, %conv1_weight_grad.ox46827
+  %images28 = getelementptr inbounds float, ptr %images, i64 %91
+  %92 = load float, ptr %images28, align 4
+  %93 = mul nsw i64 %conv1_weight_grad.c4615, 3
+  %94 = add nsw i64 %93, %conv1_weight_grad.ky4626
+  %95 = mul nsw i64 %94, 3
+  %96 = add nsw i64 %95, 1
+  %97 = mul nsw i64 %96, 12560
+  %98 = mul nsw i64 %conv1_weight_grad.j4604, 784
+  %99 = add nsw i64 %97, %98
+  %100 = mul nsw i64 %conv1_weight_grad.oy46724, 28
+  %101 = add nsw i64 %100, %conv1_weight_grad.ox46827
+  %102 = add nsw i64 %99, %101
+  %arena29 = getelementptr inbounds float, ptr %arena, i64 %102
+  store float %92, ptr %arena29, align 4
+  %ox468.next = add nsw i64 %conv1_weight_grad.ox46827, 1
+  %103 = icmp slt i64 %ox468.next, 28
+  br i1 %103, label %conv1_weight_grad.ox468, label %conv1_weight_grad.ox468.end
 
-conv1_weight_grad.cv472.end:                      ; preds = %conv1_weight_grad.cv472
-  %91 = add nsw i64 %conv1_weight_grad.j46514, %conv1_weight_grad.c46615
-  %92 = add nsw i64 %conv1_weight_grad.wy46918, %conv1_weight_grad.ky46716
-  %93 = srem i64 %92, 1
-  %94 = add nsw i64 %91, %93
-  %95 = add nsw i64 %conv1_weight_grad.wx47019, %conv1_weight_grad.kx46817
-  %96 = srem i64 %95, 1
-  %97 = add nsw i64 %94, %96
-  %98 = mul nsw i64 %97, 900
-  %99 = add nsw i64 %conv1_weight_grad.wy46918, %conv1_weight_grad.ky46716
-  %100 = sdiv i64 %99, 1
-  %101 = add nsw i64 %conv1_weight_grad.py47120, %100
-  %102 = mul nsw i64 %101, 30
-  %103 = add nsw i64 %98, %102
-  %104 = add nsw i64 %conv1_weight_grad.wx47019, %conv1_weight_grad.kx46817
-  %105 = sdiv i64 %104, 1
-  %106 = add nsw i64 24, %105
-  %107 = add nsw i64 %103, %106
-  %108 = add nsw i64 514736, %107
-  %arena24 = getelementptr inbounds float, ptr %arena, i64 %108
-  %109 = call <8 x float> @llvm.masked.load.v8f32.p0(ptr %arena24, i32 4, <8 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false>, <8 x float> zeroinitializer)
-  %110 = mul nsw i64 %conv1_weight_grad.c46615, 3
-  %111 = add nsw i64 %110, %conv1_weight_grad.ky46716
-  %112 = mul nsw i64 %111, 3
-  %113 = add nsw i64 %112, %conv1_weight_grad.kx46817
-  %114 = mul nsw i64 %113, 12560
-  %115 = mul nsw i64 %conv1_weight_grad.j46514, 784
-  %116 = add nsw i64 %114, %115
-  %117 = add nsw i64 %conv1_weight_grad.wy46918, %conv1_weight_grad.wx47019
-  %118 = mul nsw i64 %117, 784
-  %119 = add nsw i64 %116, %118
-  %120 = mul nsw i64 %conv1_weight_grad.py47120, 28
-  %121 = add nsw i64 %119, %120
-  %122 = add nsw i64 %121, 24
-  %arena25 = getelementptr inbounds float, ptr %arena, i64 %122
-  call void @llvm.masked.store.v8f32.p0(<8 x float> %109, ptr %arena25, i32 4, <8 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false>)
-  %py471.next = add nsw i64 %conv1_weight_grad.py47120, 1
-  %123 = icmp slt i64 %py471.next, 28
-  br i1 %123, label %conv1_weight_grad.py471, label %conv1_weight_grad.py471.end, !llvm.loop !42
+conv1_weight_grad.ox468.end:                      ; preds = %conv1_weight_grad.ox468
+  br label %conv1_weight_grad.endif26
 
-conv1_weight_grad.j473:                           ; preds = %conv1_weight_grad.i474.end, %conv1_weight_grad.j465.end
-  %conv1_weight_grad.j47326 = phi i64 [ 0, %conv1_weight_grad.j465.end ], [ %j473.next, %conv1_weight_grad.i474.end ]
-  br label %conv1_weight_grad.i474
+conv1_weight_grad.then30:                         ; preds = %conv1_weight_grad.endif26
+  br label %conv1_weight_grad.ox469
 
-conv1_weight_grad.j473.end:                       ; preds = %conv1_weight_grad.i474.end
-  call void @simplecnn_train_b64.k22.conv1_weight_grad.gemm483(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  %g460.next = add nsw i64 %conv1_weight_grad.g4605, 1
-  %124 = icmp slt i64 %g460.next, 4
-  br i1 %124, label %conv1_weight_grad.g460, label %conv1_weight_grad.g460.end
+conv1_weight_grad.endif31:                        ; preds = %conv1_weight_grad.ox469.end, %conv1_weight_grad.endif26
+  %104 = add nsw i64 %conv1_weight_grad.oy46724, %conv1_weight_grad.ky4626
+  %105 = add nsw i64 %104, -1
+  %106 = icmp slt i64 27, %105
+  br i1 %106, label %conv1_weight_grad.then34, label %conv1_weight_grad.endif35
 
-conv1_weight_grad.i474:                           ; preds = %conv1_weight_grad.f475.end, %conv1_weight_grad.j473
-  %conv1_weight_grad.i47427 = phi i64 [ 0, %conv1_weight_grad.j473 ], [ %i474.next, %conv1_weight_grad.f475.end ]
-  br label %conv1_weight_grad.f475
+conv1_weight_grad.ox469:                          ; preds = %conv1_weight_grad.ox469, %conv1_weight_grad.then30
+  %conv1_weight_grad.ox46932 = phi i64 [ 0, %conv1_weight_grad.then30 ], [ %ox469.next, %conv1_weight_grad.ox469 ]
+  %107 = mul nsw i64 %conv1_weight_grad.c4615, 3
+  %108 = add nsw i64 %107, %conv1_weight_grad.ky4626
+  %109 = mul nsw i64 %108, 3
+  %110 = add nsw i64 %109, 1
+  %111 = mul nsw i64 %110, 12560
+  %112 = mul nsw i64 %conv1_weight_grad.j4604, 784
+  %113 = add nsw i64 %111, %112
+  %114 = mul nsw i64 %conv1_weight_grad.oy46724, 28
+  %115 = add nsw i64 %114, %conv1_weight_grad.ox46932
+  %116 = add nsw i64 %113, %115
+  %arena33 = getelementptr inbounds float, ptr %arena, i64 %116
+  store float 0.000000e+00, ptr %arena33, align 4
+  %ox469.next = add nsw i64 %conv1_weight_grad.ox46932, 1
+  %117 = icmp slt i64 %ox469.next, 28
+  br i1 %117, label %conv1_weight_grad.ox469, label %conv1_weight_grad.ox469.end
 
-conv1_weight_grad.i474.end:                       ; preds = %conv1_weight_grad.f475.end
-  %j473.next = add nsw i64 %conv1_weight_grad.j47326, 1
-  %125 = icmp slt i64 %j473.next, 16
-  br i1 %125, label %conv1_weight_grad.j473, label %conv1_weight_grad.j473.end
+conv1_weight_grad.ox469.end:                      ; preds = %conv1_weight_grad.ox469
+  br label %conv1_weight_grad.endif31
 
-conv1_weight_grad.f475:                           ; preds = %conv1_weight_grad.f475, %conv1_weight_grad.i474
-  %conv1_weight_grad.f47528 = phi i64 [ 0, %conv1_weight_grad.i474 ], [ %f475.next, %conv1_weight_grad.f475 ]
-  %126 = mul nsw i64 %conv1_weight_grad.g4605, 16
-  %127 = add nsw i64 %126, %conv1_weight_grad.j47326
-  %128 = mul nsw i64 %127, 25088
-  %129 = add nsw i64 1221264, %128
-  %130 = mul nsw i64 %conv1_weight_grad.f47528, 784
-  %131 = add nsw i64 %129, %130
-  %132 = add nsw i64 %131, %conv1_weight_grad.i47427
-  %arena29 = getelementptr inbounds float, ptr %arena, i64 %132
-  %133 = load float, ptr %arena29, align 4
-  %134 = mul nsw i64 %conv1_weight_grad.j47326, 784
-  %135 = add nsw i64 %134, %conv1_weight_grad.i47427
-  %136 = mul nsw i64 %135, 32
-  %137 = add nsw i64 113040, %136
-  %138 = add nsw i64 %137, %conv1_weight_grad.f47528
-  %arena30 = getelementptr inbounds float, ptr %arena, i64 %138
-  store float %133, ptr %arena30, align 4
-  %f475.next = add nsw i64 %conv1_weight_grad.f47528, 1
-  %139 = icmp slt i64 %f475.next, 32
-  br i1 %139, label %conv1_weight_grad.f475, label %conv1_weight_grad.f475.end
+conv1_weight_grad.then34:                         ; preds = %conv1_weight_grad.endif31
+  br label %conv1_weight_grad.ox46936
 
-conv1_weight_grad.f475.end:                       ; preds = %conv1_weight_grad.f475
-  %i474.next = add nsw i64 %conv1_weight_grad.i47427, 1
-  %140 = icmp slt i64 %i474.next, 784
-  br i1 %140, label %conv1_weight_grad.i474, label %conv1_weight_grad.i474.end
+conv1_weight_grad.endif35:                        ; preds = %conv1_weight_grad.ox469.end37, %conv1_weight_grad.endif31
+  %oy467.next = add nsw i64 %conv1_weight_grad.oy46724, 1
+  %118 = icmp slt i64 %oy467.next, 28
+  br i1 %118, label %conv1_weight_grad.oy467, label %conv1_weight_grad.oy467.end
 
-conv1_weight_grad.f484:                           ; preds = %conv1_weight_grad.r485.end, %conv1_weight_grad.g460.end
-  %conv1_weight_grad.f48431 = phi i64 [ 0, %conv1_weight_grad.g460.end ], [ %f484.next, %conv1_weight_grad.r485.end ]
-  br label %conv1_weight_grad.r485
+conv1_weight_grad.ox46936:                        ; preds = %conv1_weight_grad.ox46936, %conv1_weight_grad.then34
+  %conv1_weight_grad.ox46938 = phi i64 [ 0, %conv1_weight_grad.then34 ], [ %ox469.next40, %conv1_weight_grad.ox46936 ]
+  %119 = mul nsw i64 %conv1_weight_grad.c4615, 3
+  %120 = add nsw i64 %119, %conv1_weight_grad.ky4626
+  %121 = mul nsw i64 %120, 3
+  %122 = add nsw i64 %121, 1
+  %123 = mul nsw i64 %122, 12560
+  %124 = mul nsw i64 %conv1_weight_grad.j4604, 784
+  %125 = add nsw i64 %123, %124
+  %126 = mul nsw i64 %conv1_weight_grad.oy46724, 28
+  %127 = add nsw i64 %126, %conv1_weight_grad.ox46938
+  %128 = add nsw i64 %125, %127
+  %arena39 = getelementptr inbounds float, ptr %arena, i64 %128
+  store float 0.000000e+00, ptr %arena39, align 4
+  %ox469.next40 = add nsw i64 %conv1_weight_grad.ox46938, 1
+  %129 = icmp slt i64 %ox469.next40, 28
+  br i1 %129, label %conv1_weight_grad.ox46936, label %conv1_weight_grad.ox469.end37
 
-conv1_weight_grad.f484.end:                       ; preds = %conv1_weight_grad.r485.end
+conv1_weight_grad.ox469.end37:                    ; preds = %conv1_weight_grad.ox46936
+  br label %conv1_weight_grad.endif35
+
+conv1_weight_grad.oy470:                          ; preds = %conv1_weight_grad.endif54, %conv1_weight_grad.oy467.end
+  %conv1_weight_grad.oy47041 = phi i64 [ 0, %conv1_weight_grad.oy467.end ], [ %oy470.next, %conv1_weight_grad.endif54 ]
+  %130 = add nsw i64 %conv1_weight_grad.oy47041, %conv1_weight_grad.ky4626
+  %131 = add nsw i64 %130, -1
+  %132 = icmp slt i64 -1, %131
+  %133 = add nsw i64 %conv1_weight_grad.oy47041, %conv1_weight_grad.ky4626
+  %134 = add nsw i64 %133, -1
+  %135 = icmp slt i64 %134, 28
+  %136 = and i1 %132, %135
+  br i1 %136, label %conv1_weight_grad.then42, label %conv1_weight_grad.endif43
+
+conv1_weight_grad.oy470.end:                      ; preds = %conv1_weight_grad.endif54
+  %ky462.next = add nsw i64 %conv1_weight_grad.ky4626, 1
+  %137 = icmp slt i64 %ky462.next, 3
+  br i1 %137, label %conv1_weight_grad.ky462, label %conv1_weight_grad.ky462.end
+
+conv1_weight_grad.then42:                         ; preds = %conv1_weight_grad.oy470
+  br label %conv1_weight_grad.ox471
+
+conv1_weight_grad.endif43:                        ; preds = %conv1_weight_grad.ox472.end, %conv1_weight_grad.oy470
+  %138 = add nsw i64 %conv1_weight_grad.oy47041, %conv1_weight_grad.ky4626
+  %139 = add nsw i64 %138, -1
+  %140 = icmp slt i64 %139, 0
+  br i1 %140, label %conv1_weight_grad.then49, label %conv1_weight_grad.endif50
+
+conv1_weight_grad.ox471:                          ; preds = %conv1_weight_grad.ox471, %conv1_weight_grad.then42
+  %conv1_weight_grad.ox47144 = phi i64 [ 0, %conv1_weight_grad.then42 ], [ %ox471.next, %conv1_weight_grad.ox471 ]
+  %141 = mul nsw i64 %conv1_weight_grad.g4593, 16
+  %142 = add nsw i64 %141, %conv1_weight_grad.j4604
+  %143 = mul nsw i64 %142, 784
+  %144 = mul nsw i64 %conv1_weight_grad.c4615, 784
+  %145 = add nsw i64 %143, %144
+  %146 = add nsw i64 %conv1_weight_grad.oy47041, %conv1_weight_grad.ky4626
+  %147 = add nsw i64 %146, -1
+  %148 = mul nsw i64 %147, 28
+  %149 = add nsw i64 %145, %148
+  %150 = add nsw i64 %conv1_weight_grad.ox47144, 1
+  %151 = add nsw i64 %149, %150
+  %images45 = getelementptr inbounds float, ptr %images, i64 %151
+  %152 = load float, ptr %images45, align 4
+  %153 = mul nsw i64 %conv1_weight_grad.c4615, 3
+  %154 = add nsw i64 %153, %conv1_weight_grad.ky4626
+  %155 = mul nsw i64 %154, 3
+  %156 = add nsw i64 %155, 2
+  %157 = mul nsw i64 %156, 12560
+  %158 = mul nsw i64 %conv1_weight_grad.j4604, 784
+  %159 = add nsw i64 %157, %158
+  %160 = mul nsw i64 %conv1_weight_grad.oy47041, 28
+  %161 = add nsw i64 %160, %conv1_weight_grad.ox47144
+  %162 = add nsw i64 %159, %161
+  %arena46 = getelementptr inbounds float, ptr %arena, i64 %162
+  store float %152, ptr %arena46, align 4
+  %ox471.next = add nsw i64 %conv1_weight_grad.ox47144, 1
+  %163 = icmp slt i64 %ox471.next, 27
+  br i1 %163, label %conv1_weight_grad.ox471, label %conv1_weight_grad.ox471.end
+
+conv1_weight_grad.ox471.end:                      ; preds = %conv1_weight_grad.ox471
+  br label %conv1_weight_grad.ox472
+
+conv1_weight_grad.ox472:                          ; preds = %conv1_weight_grad.ox472, %conv1_weight_grad.ox471.end
+  %conv1_weight_grad.ox47247 = phi i64 [ 0, %conv1_weight_grad.ox471.end ], [ %ox472.next, %conv1_weight_grad.ox472 ]
+  %164 = mul nsw i64 %conv1_weight_grad.c4615, 3
+  %165 = add nsw i64 %164, %conv1_weight_grad.ky4626
+  %166 = mul nsw i64 %165, 3
+  %167 = add nsw i64 %166, 2
+  %168 = mul nsw i64 %167, 12560
+  %169 = mul nsw i64 %conv1_weight_grad.j4604, 784
+  %170 = add nsw i64 %168, %169
+  %171 = mul nsw i64 %conv1_weight_grad.oy47041, 28
+  %172 = add nsw i64 %conv1_weight_grad.ox47247, 27
+  %173 = add nsw i64 %171, %172
+  %174 = add nsw i64 %170, %173
+  %arena48 = getelementptr inbounds float, ptr %arena, i64 %174
+  store float 0.000000e+00, ptr %arena48, align 4
+  %ox472.next = add nsw i64 %conv1_weight_grad.ox47247, 1
+  %175 = icmp slt i64 %ox472.next, 1
+  br i1 %175, label %conv1_weight_grad.ox472, label %conv1_weight_grad.ox472.end
+
+conv1_weight_grad.ox472.end:                      ; preds = %conv1_weight_grad.ox472
+  br label %conv1_weight_grad.endif43
+
+conv1_weight_grad.then49:                         ; preds = %conv1_weight_grad.endif43
+  br label %conv1_weight_grad.ox473
+
+conv1_weight_grad.endif50:                        ; preds = %conv1_weight_grad.ox473.end, %conv1_weight_grad.endif43
+  %176 = add nsw i64 %conv1_weight_grad.oy47041, %conv1_weight_grad.ky4626
+  %177 = add nsw i64 %176, -1
+  %178 = icmp slt i64 27, %177
+  br i1 %178, label %conv1_weight_grad.then53, label %conv1_weight_grad.endif54
+
+conv1_weight_grad.ox473:                          ; preds = %conv1_weight_grad.ox473, %conv1_weight_grad.then49
+  %conv1_weight_grad.ox47351 = phi i64 [ 0, %conv1_weight_grad.then49 ], [ %ox473.next, %conv1_weight_grad.ox473 ]
+  %179 = mul nsw i64 %conv1_weight_grad.c4615, 3
+  %180 = add nsw i64 %179, %conv1_weight_grad.ky4626
+  %181 = mul nsw i64 %180, 3
+  %182 = add nsw i64 %181, 2
+  %183 = mul nsw i64 %182, 12560
+  %184 = mul nsw i64 %conv1_weight_grad.j4604, 784
+  %185 = add nsw i64 %183, %184
+  %186 = mul nsw i64 %conv1_weight_grad.oy47041, 28
+  %187 = add nsw i64 %186, %conv1_weight_grad.ox47351
+  %188 = add nsw i64 %185, %187
+  %arena52 = getelementptr inbounds float, ptr %arena, i64 %188
+  store float 0.000000e+00, ptr %arena52, align 4
+  %ox473.next = add nsw i64 %conv1_weight_grad.ox47351, 1
+  %189 = icmp slt i64 %ox473.next, 28
+  br i1 %189, label %conv1_weight_grad.ox473, label %conv1_weight_grad.ox473.end
+
+conv1_weight_grad.ox473.end:                      ; preds = %conv1_weight_grad.ox473
+  br label %conv1_weight_grad.endif50
+
+conv1_weight_grad.then53:                         ; preds = %conv1_weight_grad.endif50
+  br label %conv1_weight_grad.ox47355
+
+conv1_weight_grad.endif54:                        ; preds = %conv1_weight_grad.ox473.end56, %conv1_weight_grad.endif50
+  %oy470.next = add nsw i64 %conv1_weight_grad.oy47041, 1
+  %190 = icmp slt i64 %oy470.next, 28
+  br i1 %190, label %conv1_weight_grad.oy470, label %conv1_weight_grad.oy470.end
+
+conv1_weight_grad.ox47355:                        ; preds = %conv1_weight_grad.ox47355, %conv1_weight_grad.then53
+  %conv1_weight_grad.ox47357 = phi i64 [ 0, %conv1_weight_grad.then53 ], [ %ox473.next59, %conv1_weight_grad.ox47355 ]
+  %191 = mul nsw i64 %conv1_weight_grad.c4615, 3
+  %192 = add nsw i64 %191, %conv1_weight_grad.ky4626
+  %193 = mul nsw i64 %192, 3
+  %194 = add nsw i64 %193, 2
+  %195 = mul nsw i64 %194, 12560
+  %196 = mul nsw i64 %conv1_weight_grad.j4604, 784
+  %197 = add nsw i64 %195, %196
+  %198 = mul nsw i64 %conv1_weight_grad.oy47041, 28
+  %199 = add nsw i64 %198, %conv1_weight_grad.ox47357
+  %200 = add nsw i64 %197, %199
+  %arena58 = getelementptr inbounds float, ptr %arena, i64 %200
+  store float 0.000000e+00, ptr %arena58, align 4
+  %ox473.next59 = add nsw i64 %conv1_weight_grad.ox47357, 1
+  %201 = icmp slt i64 %ox473.next59, 28
+  br i1 %201, label %conv1_weight_grad.ox47355, label %conv1_weight_grad.ox473.end56
+
+conv1_weight_grad.ox473.end56:                    ; preds = %conv1_weight_grad.ox47355
+  br label %conv1_weight_grad.endif54
+
+conv1_weight_grad.j474:                           ; preds = %conv1_weight_grad.i475.end, %conv1_weight_grad.j460.end
+  %conv1_weight_grad.j47460 = phi i64 [ 0, %conv1_weight_grad.j460.end ], [ %j474.next, %conv1_weight_grad.i475.end ]
+  br label %conv1_weight_grad.i475
+
+conv1_weight_grad.j474.end:                       ; preds = %conv1_weight_grad.i475.end
+  call void @simplecnn_train_b64.k22.conv1_weight_grad.gemm484(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  %g459.next = add nsw i64 %conv1_weight_grad.g4593, 1
+  %202 = icmp slt i64 %g459.next, 4
+  br i1 %202, label %conv1_weight_grad.g459, label %conv1_weight_grad.g459.end
+
+conv1_weight_grad.i475:                           ; preds = %conv1_weight_grad.f476.end, %conv1_weight_grad.j474
+  %conv1_weight_grad.i47561 = phi i64 [ 0, %conv1_weight_grad.j474 ], [ %i475.next, %conv1_weight_grad.f476.end ]
+  br label %conv1_weight_grad.f476
+
+conv1_weight_grad.i475.end:                       ; preds = %conv1_weight_grad.f476.end
+  %j474.next = add nsw i64 %conv1_weight_grad.j47460, 1
+  %203 = icmp slt i64 %j474.next, 16
+  br i1 %203, label %conv1_weight_grad.j474, label %conv1_weight_grad.j474.end
+
+conv1_weight_grad.f476:                           ; preds = %conv1_weight_grad.f476, %conv1_weight_grad.i475
+  %conv1_weight_grad.f47662 = phi i64 [ 0, %conv1_weight_grad.i475 ], [ %f476.next, %conv1_weight_grad.f476 ]
+  %204 = mul nsw i64 %conv1_weight_grad.g4593, 16
+  %205 = add nsw i64 %204, %conv1_weight_grad.j47460
+  %206 = mul nsw i64 %205, 25088
+  %207 = add nsw i64 1221264, %206
+  %208 = mul nsw i64 %conv1_weight_grad.f47662, 784
+  %209 = add nsw i64 %207, %208
+  %210 = add nsw i64 %209, %conv1_weight_grad.i47561
+  %arena63 = getelementptr inbounds float, ptr %arena, i64 %210
+  %211 = load float, ptr %arena63, align 4
+  %212 = mul nsw i64 %conv1_weight_grad.j47460, 784
+  %213 = add nsw i64 %212, %conv1_weight_grad.i47561
+  %214 = mul nsw i64 %213, 32
+  %215 = add nsw i64 113040, %214
+  %216 = add nsw i64 %215, %conv1_weight_grad.f47662
+  %arena64 = getelementptr inbounds float, ptr %arena, i64 %216
+  store float %211, ptr %arena64, align 4
+  %f476.next = add nsw i64 %conv1_weight_grad.f47662, 1
+  %217 = icmp slt i64 %f476.next, 32
+  br i1 %217, label %conv1_weight_grad.f476, label %conv1_weight_grad.f476.end
+
+conv1_weight_grad.f476.end:                       ; preds = %conv1_weight_grad.f476
+  %i475.next = add nsw i64 %conv1_weight_grad.i47561, 1
+  %218 = icmp slt i64 %i475.next, 784
+  br i1 %218, label %conv1_weight_grad.i475, label %conv1_weight_grad.i475.end
+
+conv1_weight_grad.f485:                           ; preds = %conv1_weight_grad.r486.end, %conv1_weight_grad.g459.end
+  %conv1_weight_grad.f48565 = phi i64 [ 0, %conv1_weight_grad.g459.end ], [ %f485.next, %conv1_weight_grad.r486.end ]
+  br label %conv1_weight_grad.r486
+
+conv1_weight_grad.f485.end:                       ; preds = %conv1_weight_grad.r486.end
   ret void
 
-conv1_weight_grad.r485:                           ; preds = %conv1_weight_grad.r485, %conv1_weight_grad.f484
-  %conv1_weight_grad.r48532 = phi i64 [ 0, %conv1_weight_grad.f484 ], [ %r485.next, %conv1_weight_grad.r485 ]
-  %141 = mul nsw i64 %conv1_weight_grad.r48532, 32
-  %142 = add nsw i64 514448, %141
-  %143 = add nsw i64 %142, %conv1_weight_grad.f48431
-  %arena33 = getelementptr inbounds float, ptr %arena, i64 %143
-  %144 = load float, ptr %arena33, align 4
-  %145 = mul nsw i64 %conv1_weight_grad.f48431, 9
-  %146 = add nsw i64 %145, %conv1_weight_grad.r48532
-  %grads34 = getelementptr inbounds float, ptr %grads, i64 %146
-  store float %144, ptr %grads34, align 4
-  %r485.next = add nsw i64 %conv1_weight_grad.r48532, 1
-  %147 = icmp slt i64 %r485.next, 9
-  br i1 %147, label %conv1_weight_grad.r485, label %conv1_weight_grad.r485.end
+conv1_weight_grad.r486:                           ; preds = %conv1_weight_grad.r486, %conv1_weight_grad.f485
+  %conv1_weight_grad.r48666 = phi i64 [ 0, %conv1_weight_grad.f485 ], [ %r486.next, %conv1_weight_grad.r486 ]
+  %219 = mul nsw i64 %conv1_weight_grad.r48666, 32
+  %220 = add nsw i64 514448, %219
+  %221 = add nsw i64 %220, %conv1_weight_grad.f48565
+  %arena67 = getelementptr inbounds float, ptr %arena, i64 %221
+  %222 = load float, ptr %arena67, align 4
+  %223 = mul nsw i64 %conv1_weight_grad.f48565, 9
+  %224 = add nsw i64 %223, %conv1_weight_grad.r48666
+  %grads68 = getelementptr inbounds float, ptr %grads, i64 %224
+  store float %222, ptr %grads68, align 4
+  %r486.next = add nsw i64 %conv1_weight_grad.r48666, 1
+  %225 = icmp slt i64 %r486.next, 9
+  br i1 %225, label %conv1_weight_grad.r486, label %conv1_weight_grad.r486.end
 
-conv1_weight_grad.r485.end:                       ; preds = %conv1_weight_grad.r485
-  %f484.next = add nsw i64 %conv1_weight_grad.f48431, 1
-  %148 = icmp slt i64 %f484.next, 32
-  br i1 %148, label %conv1_weight_grad.f484, label %conv1_weight_grad.f484.end
+conv1_weight_grad.r486.end:                       ; preds = %conv1_weight_grad.r486
+  %f485.next = add nsw i64 %conv1_weight_grad.f48565, 1
+  %226 = icmp slt i64 %f485.next, 32
+  br i1 %226, label %conv1_weight_grad.f485, label %conv1_weight_grad.f485.end
 }
 
 ; Function Attrs: noinline
-define internal void @simplecnn_train_b64.k22.conv1_weight_grad.gemm483(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @simplecnn_train_b64.k22.conv1_weight_grad.gemm484(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %conv1_weight_grad.t481_a3 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t481_a2 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t481_a1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t481_a0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t481_b1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t481_b0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t481_c3_1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t481_c3_0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t481_c2_1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t481_c2_0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t481_c1_1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t481_c1_0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t481_c0_1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t481_c0_0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t479_a4 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t479_a3 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t479_a2 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t479_a1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t479_a0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t479_b1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t479_b0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t479_c4_1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t479_c4_0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t479_c3_1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t479_c3_0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t479_c2_1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t479_c2_0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t479_c1_1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t479_c1_0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t479_c0_1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t479_c0_0 = alloca <8 x float>, align 32
-  br label %conv1_weight_grad.kp476
+  %conv1_weight_grad.t482_a3 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t482_a2 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t482_a1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t482_a0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t482_b1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t482_b0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t482_c3_1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t482_c3_0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t482_c2_1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t482_c2_0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t482_c1_1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t482_c1_0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t482_c0_1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t482_c0_0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t480_a4 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t480_a3 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t480_a2 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t480_a1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t480_a0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t480_b1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t480_b0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t480_c4_1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t480_c4_0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t480_c3_1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t480_c3_0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t480_c2_1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t480_c2_0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t480_c1_1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t480_c1_0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t480_c0_1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t480_c0_0 = alloca <8 x float>, align 32
+  br label %conv1_weight_grad.kp477
 
-conv1_weight_grad.kp476:                          ; preds = %conv1_weight_grad.nb477.end, %entry
-  %conv1_weight_grad.kp4761 = phi i64 [ 0, %entry ], [ %kp476.next, %conv1_weight_grad.nb477.end ]
-  br label %conv1_weight_grad.nb477
+conv1_weight_grad.kp477:                          ; preds = %conv1_weight_grad.nb478.end, %entry
+  %conv1_weight_grad.kp4771 = phi i64 [ 0, %entry ], [ %kp477.next, %conv1_weight_grad.nb478.end ]
+  br label %conv1_weight_grad.nb478
 
-conv1_weight_grad.kp476.end:                      ; preds = %conv1_weight_grad.nb477.end
+conv1_weight_grad.kp477.end:                      ; preds = %conv1_weight_grad.nb478.end
   ret void
 
-conv1_weight_grad.nb477:                          ; preds = %conv1_weight_grad.k482.end, %conv1_weight_grad.kp476
-  %conv1_weight_grad.nb4772 = phi i64 [ 0, %conv1_weight_grad.kp476 ], [ %nb477.next, %conv1_weight_grad.k482.end ]
-  br label %conv1_weight_grad.mb478
+conv1_weight_grad.nb478:                          ; preds = %conv1_weight_grad.k483.end, %conv1_weight_grad.kp477
+  %conv1_weight_grad.nb4782 = phi i64 [ 0, %conv1_weight_grad.kp477 ], [ %nb478.next, %conv1_weight_grad.k483.end ]
+  br label %conv1_weight_grad.mb479
 
-conv1_weight_grad.nb477.end:                      ; preds = %conv1_weight_grad.k482.end
-  %kp476.next = add nsw i64 %conv1_weight_grad.kp4761, 1
-  %0 = icmp slt i64 %kp476.next, 7
-  br i1 %0, label %conv1_weight_grad.kp476, label %conv1_weight_grad.kp476.end
+conv1_weight_grad.nb478.end:                      ; preds = %conv1_weight_grad.k483.end
+  %kp477.next = add nsw i64 %conv1_weight_grad.kp4771, 1
+  %0 = icmp slt i64 %kp477.next, 7
+  br i1 %0, label %conv1_weight_grad.kp477, label %conv1_weight_grad.kp477.end
 
-conv1_weight_grad.mb478:                          ; preds = %conv1_weight_grad.k480.end, %conv1_weight_grad.nb477
-  %conv1_weight_grad.mb4783 = phi i64 [ 0, %conv1_weight_grad.nb477 ], [ %mb478.next, %conv1_weight_grad.k480.end ]
-  %1 = mul nsw i64 %conv1_weight_grad.mb4783, 5
+conv1_weight_grad.mb479:                          ; preds = %conv1_weight_grad.k481.end, %conv1_weight_grad.nb478
+  %conv1_weight_grad.mb4793 = phi i64 [ 0, %conv1_weight_grad.nb478 ], [ %mb479.next, %conv1_weight_grad.k481.end ]
+  %1 = mul nsw i64 %conv1_weight_grad.mb4793, 5
   %2 = mul nsw i64 %1, 32
   %3 = add nsw i64 514448, %2
-  %4 = mul nsw i64 %conv1_weight_grad.nb4772, 16
+  %4 = mul nsw i64 %conv1_weight_grad.nb4782, 16
   %5 = add nsw i64 %3, %4
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %5
   %6 = load <8 x float>, ptr %arena4, align 4
-  store <8 x float> %6, ptr %conv1_weight_grad.t479_c0_0, align 32
-  %7 = mul nsw i64 %conv1_weight_grad.mb4783, 5
+  store <8 x float> %6, ptr %conv1_weight_grad.t480_c0_0, align 32
+  %7 = mul nsw i64 %conv1_weight_grad.mb4793, 5
   %8 = mul nsw i64 %7, 32
   %9 = add nsw i64 514448, %8
-  %10 = mul nsw i64 %conv1_weight_grad.nb4772, 16
+  %10 = mul nsw i64 %conv1_weight_grad.nb4782, 16
   %11 = add nsw i64 %9, %10
   %12 = add nsw i64 %11, 8
   %arena5 = getelementptr inbounds float, ptr %arena, i64 %12
   %13 = load <8 x float>, ptr %arena5, align 4
-  store <8 x float> %13, ptr %conv1_weight_grad.t479_c0_1, align 32
-  %14 = mul nsw i64 %conv1_weight_grad.mb4783, 5
+  store <8 x float> %13, ptr %conv1_weight_grad.t480_c0_1, align 32
+  %14 = mul nsw i64 %conv1_weight_grad.mb4793, 5
   %15 = add nsw i64 %14, 1
   %16 = mul nsw i64 %15, 32
   %17 = add nsw i64 514448, %16
-  %18 = mul nsw i64 %conv1_weight_grad.nb4772, 16
+  %18 = mul nsw i64 %conv1_weight_grad.nb4782, 16
   %19 = add nsw i64 %17, %18
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %19
   %20 = load <8 x float>, ptr %arena6, align 4
-  store <8 x float> %20, ptr %conv1_weight_grad.t479_c1_0, align 32
-  %21 = mul nsw i64 %conv1_weight_grad.mb4783, 5
+  store <8 x float> %20, ptr %conv1_weight_grad.t480_c1_0, align 32
+  %21 = mul nsw i64 %conv1_weight_grad.mb4793, 5
   %22 = add nsw i64 %21, 1
   %23 = mul nsw i64 %22, 32
   %24 = add nsw i64 514448, %23
-  %25 = mul nsw i64 %conv1_weight_grad.nb4772, 16
+  %25 = mul nsw i64 %conv1_weight_grad.nb4782, 16
   %26 = add nsw i64 %24, %25
   %27 = add nsw i64 %26, 8
   %arena7 = getelementptr inbounds float, ptr %arena, i64 %27
   %28 = load <8 x float>, ptr %arena7, align 4
-  store <8 x float> %28, ptr %conv1_weight_grad.t479_c1_1, align 32
-  %29 = mul nsw i64 %conv1_weight_grad.mb4783, 5
+  store <8 x float> %28, ptr %conv1_weight_grad.t480_c1_1, align 32
+  %29 = mul nsw i64 %conv1_weight_grad.mb4793, 5
   %30 = add nsw i64 %29, 2
   %31 = mul nsw i64 %30, 32
   %32 = add nsw i64 514448, %31
-  %33 = mul nsw i64 %conv1_weight_grad.nb4772, 16
+  %33 = mul nsw i64 %conv1_weight_grad.nb4782, 16
   %34 = add nsw i64 %32, %33
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %34
   %35 = load <8 x float>, ptr %arena8, align 4
-  store <8 x float> %35, ptr %conv1_weight_grad.t479_c2_0, align 32
-  %36 = mul nsw i64 %conv1_weight_grad.mb4783, 5
+  store <8 x float> %35, ptr %conv1_weight_grad.t480_c2_0, align 32
+  %36 = mul nsw i64 %conv1_weight_grad.mb4793, 5
   %37 = add nsw i64 %36, 2
   %38 = mul nsw i64 %37, 32
   %39 = add nsw i64 514448, %38
-  %40 = mul nsw i64 %conv1_weight_grad.nb4772, 16
+  %40 = mul nsw i64 %conv1_weight_grad.nb4782, 16
   %41 = add nsw i64 %39, %40
   %42 = add nsw i64 %41, 8
   %arena9 = getelementptr inbounds float, ptr %arena, i64 %42
   %43 = load <8 x float>, ptr %arena9, align 4
-  store <8 x float> %43, ptr %conv1_weight_grad.t479_c2_1, align 32
-  %44 = mul nsw i64 %conv1_weight_grad.mb4783, 5
+  store <8 x float> %43, ptr %conv1_weight_grad.t480_c2_1, align 32
+  %44 = mul nsw i64 %conv1_weight_grad.mb4793, 5
   %45 = add nsw i64 %44, 3
   %46 = mul nsw i64 %45, 32
   %47 = add nsw i64 514448, %46
-  %48 = mul nsw i64 %conv1_weight_grad.nb4772, 16
+  %48 = mul nsw i64 %conv1_weight_grad.nb4782, 16
   %49 = add nsw i64 %47, %48
   %arena10 = getelementptr inbounds float, ptr %arena, i64 %49
   %50 = load <8 x float>, ptr %arena10, align 4
-  store <8 x float> %50, ptr %conv1_weight_grad.t479_c3_0, align 32
-  %51 = mul nsw i64 %conv1_weight_grad.mb4783, 5
+  store <8 x float> %50, ptr %conv1_weight_grad.t480_c3_0, align 32
+  %51 = mul nsw i64 %conv1_weight_grad.mb4793, 5
   %52 = add nsw i64 %51, 3
   %53 = mul nsw i64 %52, 32
   %54 = add nsw i64 514448, %53
-  %55 = mul nsw i64 %conv1_weight_grad.nb4772, 16
+  %55 = mul nsw i64 %conv1_weight_grad.nb4782, 16
   %56 = add nsw i64 %54, %55
   %57 = add nsw i64 %56, 8
   %arena11 = getelementptr inbounds float, ptr %arena, i64 %57
   %58 = load <8 x float>, ptr %arena11, align 4
-  store <8 x float> %58, ptr %conv1_weight_grad.t479_c3_1, align 32
-  %59 = mul nsw i64 %conv1_weight_grad.mb4783, 5
+  store <8 x float> %58, ptr %conv1_weight_grad.t480_c3_1, align 32
+  %59 = mul nsw i64 %conv1_weight_grad.mb4793, 5
   %60 = add nsw i64 %59, 4
   %61 = mul nsw i64 %60, 32
   %62 = add nsw i64 514448, %61
-  %63 = mul nsw i64 %conv1_weight_grad.nb4772, 16
+  %63 = mul nsw i64 %conv1_weight_grad.nb4782, 16
   %64 = add nsw i64 %62, %63
   %arena12 = getelementptr inbounds float, ptr %arena, i64 %64
   %65 = load <8 x float>, ptr %arena12, align 4
-  store <8 x float> %65, ptr %conv1_weight_grad.t479_c4_0, align 32
-  %66 = mul nsw i64 %conv1_weight_grad.mb4783, 5
+  store <8 x float> %65, ptr %conv1_weight_grad.t480_c4_0, align 32
+  %66 = mul nsw i64 %conv1_weight_grad.mb4793, 5
   %67 = add nsw i64 %66, 4
   %68 = mul nsw i64 %67, 32
   %69 = add nsw i64 514448, %68
-  %70 = mul nsw i64 %conv1_weight_grad.nb4772, 16
+  %70 = mul nsw i64 %conv1_weight_grad.nb4782, 16
   %71 = add nsw i64 %69, %70
   %72 = add nsw i64 %71, 8
   %arena13 = getelementptr inbounds float, ptr %arena, i64 %72
   %73 = load <8 x float>, ptr %arena13, align 4
-  store <8 x float> %73, ptr %conv1_weight_grad.t479_c4_1, align 32
-  br label %conv1_weight_grad.k480
+  store <8 x float> %73, ptr %conv1_weight_grad.t480_c4_1, align 32
+  br label %conv1_weight_grad.k481
 
-conv1_weight_grad.mb478.end:                      ; preds = %conv1_weight_grad.k480.end
-  %74 = mul nsw i64 %conv1_weight_grad.nb4772, 16
+conv1_weight_grad.mb479.end:                      ; preds = %conv1_weight_grad.k481.end
+  %74 = mul nsw i64 %conv1_weight_grad.nb4782, 16
   %75 = add nsw i64 514608, %74
   %arena55 = getelementptr inbounds float, ptr %arena, i64 %75
   %76 = load <8 x float>, ptr %arena55, align 4
-  store <8 x float> %76, ptr %conv1_weight_grad.t481_c0_0, align 32
-  %77 = mul nsw i64 %conv1_weight_grad.nb4772, 16
+  store <8 x float> %76, ptr %conv1_weight_grad.t482_c0_0, align 32
+  %77 = mul nsw i64 %conv1_weight_grad.nb4782, 16
   %78 = add nsw i64 514608, %77
   %79 = add nsw i64 %78, 8
   %arena56 = getelementptr inbounds float, ptr %arena, i64 %79
   %80 = load <8 x float>, ptr %arena56, align 4
-  store <8 x float> %80, ptr %conv1_weight_grad.t481_c0_1, align 32
-  %81 = mul nsw i64 %conv1_weight_grad.nb4772, 16
+  store <8 x float> %80, ptr %conv1_weight_grad.t482_c0_1, align 32
+  %81 = mul nsw i64 %conv1_weight_grad.nb4782, 16
   %82 = add nsw i64 514640, %81
   %arena57 = getelementptr inbounds float, ptr %arena, i64 %82
   %83 = load <8 x float>, ptr %arena57, align 4
-  store <8 x float> %83, ptr %conv1_weight_grad.t481_c1_0, align 32
-  %84 = mul nsw i64 %conv1_weight_grad.nb4772, 16
+  store <8 x float> %83, ptr %conv1_weight_grad.t482_c1_0, align 32
+  %84 = mul nsw i64 %conv1_weight_grad.nb4782, 16
   %85 = add nsw i64 514640, %84
   %86 = add nsw i64 %85, 8
   %arena58 = getelementptr inbounds float, ptr %arena, i64 %86
   %87 = load <8 x float>, ptr %arena58, align 4
-  store <8 x float> %87, ptr %conv1_weight_grad.t481_c1_1, align 32
-  %88 = mul nsw i64 %conv1_weight_grad.nb4772, 16
+  store <8 x float> %87, ptr %conv1_weight_grad.t482_c1_1, align 32
+  %88 = mul nsw i64 %conv1_weight_grad.nb4782, 16
   %89 = add nsw i64 514672, %88
   %arena59 = getelementptr inbounds float, ptr %arena, i64 %89
   %90 = load <8 x float>, ptr %arena59, align 4
-  store <8 x float> %90, ptr %conv1_weight_grad.t481_c2_0, align 32
-  %91 = mul nsw i64 %conv1_weight_grad.nb4772, 16
+  store <8 x float> %90, ptr %conv1_weight_grad.t482_c2_0, align 32
+  %91 = mul nsw i64 %conv1_weight_grad.nb4782, 16
   %92 = add nsw i64 514672, %91
   %93 = add nsw i64 %92, 8
   %arena60 = getelementptr inbounds float, ptr %arena, i64 %93
   %94 = load <8 x float>, ptr %arena60, align 4
-  store <8 x float> %94, ptr %conv1_weight_grad.t481_c2_1, align 32
-  %95 = mul nsw i64 %conv1_weight_grad.nb4772, 16
+  store <8 x float> %94, ptr %conv1_weight_grad.t482_c2_1, align 32
+  %95 = mul nsw i64 %conv1_weight_grad.nb4782, 16
   %96 = add nsw i64 514704, %95
   %arena61 = getelementptr inbounds float, ptr %arena, i64 %96
   %97 = load <8 x float>, ptr %arena61, align 4
-  store <8 x float> %97, ptr %conv1_weight_grad.t481_c3_0, align 32
-  %98 = mul nsw i64 %conv1_weight_grad.nb4772, 16
+  store <8 x float> %97, ptr %conv1_weight_grad.t482_c3_0, align 32
+  %98 = mul nsw i64 %conv1_weight_grad.nb4782, 16
   %99 = add nsw i64 514704, %98
   %100 = add nsw i64 %99, 8
   %arena62 = getelementptr inbounds float, ptr %arena, i64 %100
   %101 = load <8 x float>, ptr %arena62, align 4
-  store <8 x float> %101, ptr %conv1_weight_grad.t481_c3_1, align 32
-  br label %conv1_weight_grad.k482
+  store <8 x float> %101, ptr %conv1_weight_grad.t482_c3_1, align 32
+  br label %conv1_weight_grad.k483
 
-conv1_weight_grad.k480:                           ; preds = %conv1_weight_grad.k480, %conv1_weight_grad.mb478
-  %conv1_weight_grad.k48014 = phi i64 [ 0, %conv1_weight_grad.mb478 ], [ %k480.next, %conv1_weight_grad.k480 ]
-  %102 = mul nsw i64 %conv1_weight_grad.kp4761, 1792
-  %103 = add nsw i64 %conv1_weight_grad.k48014, %102
+conv1_weight_grad.k481:                           ; preds = %conv1_weight_grad.k481, %conv1_weight_grad.mb479
+  %conv1_weight_grad.k48114 = phi i64 [ 0, %conv1_weight_grad.mb479 ], [ %k481.next, %conv1_weight_grad.k481 ]
+  %102 = mul nsw i64 %conv1_weight_grad.kp4771, 1792
+  %103 = add nsw i64 %conv1_weight_grad.k48114, %102
   %104 = mul nsw i64 %103, 32
   %105 = add nsw i64 113040, %104
-  %106 = mul nsw i64 %conv1_weight_grad.nb4772, 16
+  %106 = mul nsw i64 %conv1_weight_grad.nb4782, 16
   %107 = add nsw i64 %105, %106
   %arena15 = getelementptr inbounds float, ptr %arena, i64 %107
   %108 = load <8 x float>, ptr %arena15, align 4
-  store <8 x float> %108, ptr %conv1_weight_grad.t479_b0, align 32
-  %109 = mul nsw i64 %conv1_weight_grad.kp4761, 1792
-  %110 = add nsw i64 %conv1_weight_grad.k48014, %109
+  store <8 x float> %108, ptr %conv1_weight_grad.t480_b0, align 32
+  %109 = mul nsw i64 %conv1_weight_grad.kp4771, 1792
+  %110 = add nsw i64 %conv1_weight_grad.k48114, %109
   %111 = mul nsw i64 %110, 32
   %112 = add nsw i64 113040, %111
-  %113 = mul nsw i64 %conv1_weight_grad.nb4772, 16
+  %113 = mul nsw i64 %conv1_weight_grad.nb4782, 16
   %114 = add nsw i64 %112, %113
   %115 = add nsw i64 %114, 8
   %arena16 = getelementptr inbounds float, ptr %arena, i64 %115
   %116 = load <8 x float>, ptr %arena16, align 4
-  store <8 x float> %116, ptr %conv1_weight_grad.t479_b1, align 32
-  %117 = mul nsw i64 %conv1_weight_grad.mb4783, 5
+  store <8 x float> %116, ptr %conv1_weight_grad.t480_b1, align 32
+  %117 = mul nsw i64 %conv1_weight_grad.mb4793, 5
   %118 = mul nsw i64 %117, 12560
-  %119 = mul nsw i64 %conv1_weight_grad.kp4761, 1792
-  %120 = add nsw i64 %conv1_weight_grad.k48014, %119
+  %119 = mul nsw i64 %conv1_weight_grad.kp4771, 1792
+  %120 = add nsw i64 %conv1_weight_grad.k48114, %119
   %121 = add nsw i64 %118, %120
   %arena17 = getelementptr inbounds float, ptr %arena, i64 %121
   %122 = load float, ptr %arena17, align 4
   %123 = insertelement <8 x float> undef, float %122, i32 0
   %124 = shufflevector <8 x float> %123, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %124, ptr %conv1_weight_grad.t479_a0, align 32
-  %t479_a0 = load <8 x float>, ptr %conv1_weight_grad.t479_a0, align 32
-  %t479_b0 = load <8 x float>, ptr %conv1_weight_grad.t479_b0, align 32
-  %t479_c0_0 = load <8 x float>, ptr %conv1_weight_grad.t479_c0_0, align 32
-  %125 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t479_a0, <8 x float> %t479_b0, <8 x float> %t479_c0_0)
-  store <8 x float> %125, ptr %conv1_weight_grad.t479_c0_0, align 32
-  %t479_a018 = load <8 x float>, ptr %conv1_weight_grad.t479_a0, align 32
-  %t479_b1 = load <8 x float>, ptr %conv1_weight_grad.t479_b1, align 32
-  %t479_c0_1 = load <8 x float>, ptr %conv1_weight_grad.t479_c0_1, align 32
-  %126 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t479_a018, <8 x float> %t479_b1, <8 x float> %t479_c0_1)
-  store <8 x float> %126, ptr %conv1_weight_grad.t479_c0_1, align 32
-  %127 = mul nsw i64 %conv1_weight_grad.mb4783, 5
+  store <8 x float> %124, ptr %conv1_weight_grad.t480_a0, align 32
+  %t480_a0 = load <8 x float>, ptr %conv1_weight_grad.t480_a0, align 32
+  %t480_b0 = load <8 x float>, ptr %conv1_weight_grad.t480_b0, align 32
+  %t480_c0_0 = load <8 x float>, ptr %conv1_weight_grad.t480_c0_0, align 32
+  %125 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t480_a0, <8 x float> %t480_b0, <8 x float> %t480_c0_0)
+  store <8 x float> %125, ptr %conv1_weight_grad.t480_c0_0, align 32
+  %t480_a018 = load <8 x float>, ptr %conv1_weight_grad.t480_a0, align 32
+  %t480_b1 = load <8 x float>, ptr %conv1_weight_grad.t480_b1, align 32
+  %t480_c0_1 = load <8 x float>, ptr %conv1_weight_grad.t480_c0_1, align 32
+  %126 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t480_a018, <8 x float> %t480_b1, <8 x float> %t480_c0_1)
+  store <8 x float> %126, ptr %conv1_weight_grad.t480_c0_1, align 32
+  %127 = mul nsw i64 %conv1_weight_grad.mb4793, 5
   %128 = add nsw i64 %127, 1
   %129 = mul nsw i64 %128, 12560
-  %130 = mul nsw i64 %conv1_weight_grad.kp4761, 1792
-  %131 = add nsw i64 %conv1_weight_grad.k48014, %130
+  %130 = mul nsw i64 %conv1_weight_grad.kp4771, 1792
+  %131 = add nsw i64 %conv1_weight_grad.k48114, %130
   %132 = add nsw i64 %129, %131
   %arena19 = getelementptr inbounds float, ptr %arena, i64 %132
   %133 = load float, ptr %arena19, align 4
   %134 = insertelement <8 x float> undef, float %133, i32 0
   %135 = shufflevector <8 x float> %134, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %135, ptr %conv1_weight_grad.t479_a1, align 32
-  %t479_a1 = load <8 x float>, ptr %conv1_weight_grad.t479_a1, align 32
-  %t479_b020 = load <8 x float>, ptr %conv1_weight_grad.t479_b0, align 32
-  %t479_c1_0 = load <8 x float>, ptr %conv1_weight_grad.t479_c1_0, align 32
-  %136 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t479_a1, <8 x float> %t479_b020, <8 x float> %t479_c1_0)
-  store <8 x float> %136, ptr %conv1_weight_grad.t479_c1_0, align 32
-  %t479_a121 = load <8 x float>, ptr %conv1_weight_grad.t479_a1, align 32
-  %t479_b122 = load <8 x float>, ptr %conv1_weight_grad.t479_b1, align 32
-  %t479_c1_1 = load <8 x float>, ptr %conv1_weight_grad.t479_c1_1, align 32
-  %137 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t479_a121, <8 x float> %t479_b122, <8 x float> %t479_c1_1)
-  store <8 x float> %137, ptr %conv1_weight_grad.t479_c1_1, align 32
-  %138 = mul nsw i64 %conv1_weight_grad.mb4783, 5
+  store <8 x float> %135, ptr %conv1_weight_grad.t480_a1, align 32
+  %t480_a1 = load <8 x float>, ptr %conv1_weight_grad.t480_a1, align 32
+  %t480_b020 = load <8 x float>, ptr %conv1_weight_grad.t480_b0, align 32
+  %t480_c1_0 = load <8 x float>, ptr %conv1_weight_grad.t480_c1_0, align 32
+  %136 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t480_a1, <8 x float> %t480_b020, <8 x float> %t480_c1_0)
+  store <8 x float> %136, ptr %conv1_weight_grad.t480_c1_0, align 32
+  %t480_a121 = load <8 x float>, ptr %conv1_weight_grad.t480_a1, align 32
+  %t480_b122 = load <8 x float>, ptr %conv1_weight_grad.t480_b1, align 32
+  %t480_c1_1 = load <8 x float>, ptr %conv1_weight_grad.t480_c1_1, align 32
+  %137 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t480_a121, <8 x float> %t480_b122, <8 x float> %t480_c1_1)
+  store <8 x float> %137, ptr %conv1_weight_grad.t480_c1_1, align 32
+  %138 = mul nsw i64 %conv1_weight_grad.mb4793, 5
   %139 = add nsw i64 %138, 2
   %140 = mul nsw i64 %139, 12560
-  %141 = mul nsw i64 %conv1_weight_grad.kp4761, 1792
-  %142 = add nsw i64 %conv1_weight_grad.k48014, %141
+  %141 = mul nsw i64 %conv1_weight_grad.kp4771, 1792
+  %142 = add nsw i64 %conv1_weight_grad.k48114, %141
   %143 = add nsw i64 %140, %142
   %arena23 = getelementptr inbounds float, ptr %arena, i64 %143
   %144 = load float, ptr %arena23, align 4
   %145 = insertelement <8 x float> undef, float %144, i32 0
   %146 = shufflevector <8 x float> %145, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %146, ptr %conv1_weight_grad.t479_a2, align 32
-  %t479_a2 = load <8 x float>, ptr %conv1_weight_grad.t479_a2, align 32
-  %t479_b024 = load <8 x float>, ptr %conv1_weight_grad.t479_b0, align 32
-  %t479_c2_0 = load <8 x float>, ptr %conv1_weight_grad.t479_c2_0, align 32
-  %147 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t479_a2, <8 x float> %t479_b024, <8 x float> %t479_c2_0)
-  store <8 x float> %147, ptr %conv1_weight_grad.t479_c2_0, align 32
-  %t479_a225 = load <8 x float>, ptr %conv1_weight_grad.t479_a2, align 32
-  %t479_b126 = load <8 x float>, ptr %conv1_weight_grad.t479_b1, align 32
-  %t479_c2_1 = load <8 x float>, ptr %conv1_weight_grad.t479_c2_1, align 32
-  %148 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t479_a225, <8 x float> %t479_b126, <8 x float> %t479_c2_1)
-  store <8 x float> %148, ptr %conv1_weight_grad.t479_c2_1, align 32
-  %149 = mul nsw i64 %conv1_weight_grad.mb4783, 5
+  store <8 x float> %146, ptr %conv1_weight_grad.t480_a2, align 32
+  %t480_a2 = load <8 x float>, ptr %conv1_weight_grad.t480_a2, align 32
+  %t480_b024 = load <8 x float>, ptr %conv1_weight_grad.t480_b0, align 32
+  %t480_c2_0 = load <8 x float>, ptr %conv1_weight_grad.t480_c2_0, align 32
+  %147 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t480_a2, <8 x float> %t480_b024, <8 x float> %t480_c2_0)
+  store <8 x float> %147, ptr %conv1_weight_grad.t480_c2_0, align 32
+  %t480_a225 = load <8 x float>, ptr %conv1_weight_grad.t480_a2, align 32
+  %t480_b126 = load <8 x float>, ptr %conv1_weight_grad.t480_b1, align 32
+  %t480_c2_1 = load <8 x float>, ptr %conv1_weight_grad.t480_c2_1, align 32
+  %148 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t480_a225, <8 x float> %t480_b126, <8 x float> %t480_c2_1)
+  store <8 x float> %148, ptr %conv1_weight_grad.t480_c2_1, align 32
+  %149 = mul nsw i64 %conv1_weight_grad.mb4793, 5
   %150 = add nsw i64 %149, 3
   %151 = mul nsw i64 %150, 12560
-  %152 = mul nsw i64 %conv1_weight_grad.kp4761, 1792
-  %153 = add nsw i64 %conv1_weight_grad.k48014, %152
+  %152 = mul nsw i64 %conv1_weight_grad.kp4771, 1792
+  %153 = add nsw i64 %conv1_weight_grad.k48114, %152
   %154 = add nsw i64 %151, %153
   %arena27 = getelementptr inbounds float, ptr %arena, i64 %154
   %155 = load float, ptr %arena27, align 4
   %156 = insertelement <8 x float> undef, float %155, i32 0
   %157 = shufflevector <8 x float> %156, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %157, ptr %conv1_weight_grad.t479_a3, align 32
-  %t479_a3 = load <8 x float>, ptr %conv1_weight_grad.t479_a3, align 32
-  %t479_b028 = load <8 x float>, ptr %conv1_weight_grad.t479_b0, align 32
-  %t479_c3_0 = load <8 x float>, ptr %conv1_weight_grad.t479_c3_0, align 32
-  %158 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t479_a3, <8 x float> %t479_b028, <8 x float> %t479_c3_0)
-  store <8 x float> %158, ptr %conv1_weight_grad.t479_c3_0, align 32
-  %t479_a329 = load <8 x float>, ptr %conv1_weight_grad.t479_a3, align 32
-  %t479_b130 = load <8 x float>, ptr %conv1_weight_grad.t479_b1, align 32
-  %t479_c3_1 = load <8 x float>, ptr %conv1_weight_grad.t479_c3_1, align 32
-  %159 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t479_a329, <8 x float> %t479_b130, <8 x float> %t479_c3_1)
-  store <8 x float> %159, ptr %conv1_weight_grad.t479_c3_1, align 32
-  %160 = mul nsw i64 %conv1_weight_grad.mb4783, 5
+  store <8 x float> %157, ptr %conv1_weight_grad.t480_a3, align 32
+  %t480_a3 = load <8 x float>, ptr %conv1_weight_grad.t480_a3, align 32
+  %t480_b028 = load <8 x float>, ptr %conv1_weight_grad.t480_b0, align 32
+  %t480_c3_0 = load <8 x float>, ptr %conv1_weight_grad.t480_c3_0, align 32
+  %158 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t480_a3, <8 x float> %t480_b028, <8 x float> %t480_c3_0)
+  store <8 x float> %158, ptr %conv1_weight_grad.t480_c3_0, align 32
+  %t480_a329 = load <8 x float>, ptr %conv1_weight_grad.t480_a3, align 32
+  %t480_b130 = load <8 x float>, ptr %conv1_weight_grad.t480_b1, align 32
+  %t480_c3_1 = load <8 x float>, ptr %conv1_weight_grad.t480_c3_1, align 32
+  %159 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t480_a329, <8 x float> %t480_b130, <8 x float> %t480_c3_1)
+  store <8 x float> %159, ptr %conv1_weight_grad.t480_c3_1, align 32
+  %160 = mul nsw i64 %conv1_weight_grad.mb4793, 5
   %161 = add nsw i64 %160, 4
   %162 = mul nsw i64 %161, 12560
-  %163 = mul nsw i64 %conv1_weight_grad.kp4761, 1792
-  %164 = add nsw i64 %conv1_weight_grad.k48014, %163
+  %163 = mul nsw i64 %conv1_weight_grad.kp4771, 1792
+  %164 = add nsw i64 %conv1_weight_grad.k48114, %163
   %165 = add nsw i64 %162, %164
   %arena31 = getelementptr inbounds float, ptr %arena, i64 %165
   %166 = load float, ptr %arena31, align 4
   %167 = insertelement <8 x float> undef, float %166, i32 0
   %168 = shufflevector <8 x float> %167, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %168, ptr %conv1_weight_grad.t479_a4, align 32
-  %t479_a4 = load <8 x float>, ptr %conv1_weight_grad.t479_a4, align 32
-  %t479_b032 = load <8 x float>, ptr %conv1_weight_grad.t479_b0, align 32
-  %t479_c4_0 = load <8 x float>, ptr %conv1_weight_grad.t479_c4_0, align 32
-  %169 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t479_a4, <8 x float> %t479_b032, <8 x float> %t479_c4_0)
-  store <8 x float> %169, ptr %conv1_weight_grad.t479_c4_0, align 32
-  %t479_a433 = load <8 x float>, ptr %conv1_weight_grad.t479_a4, align 32
-  %t479_b134 = load <8 x float>, ptr %conv1_weight_grad.t479_b1, align 32
-  %t479_c4_1 = load <8 x float>, ptr %conv1_weight_grad.t479_c4_1, align 32
-  %170 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t479_a433, <8 x float> %t479_b134, <8 x float> %t479_c4_1)
-  store <8 x float> %170, ptr %conv1_weight_grad.t479_c4_1, align 32
-  %k480.next = add nsw i64 %conv1_weight_grad.k48014, 1
-  %171 = icmp slt i64 %k480.next, 1792
-  br i1 %171, label %conv1_weight_grad.k480, label %conv1_weight_grad.k480.end
+  store <8 x float> %168, ptr %conv1_weight_grad.t480_a4, align 32
+  %t480_a4 = load <8 x float>, ptr %conv1_weight_grad.t480_a4, align 32
+  %t480_b032 = load <8 x float>, ptr %conv1_weight_grad.t480_b0, align 32
+  %t480_c4_0 = load <8 x float>, ptr %conv1_weight_grad.t480_c4_0, align 32
+  %169 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t480_a4, <8 x float> %t480_b032, <8 x float> %t480_c4_0)
+  store <8 x float> %169, ptr %conv1_weight_grad.t480_c4_0, align 32
+  %t480_a433 = load <8 x float>, ptr %conv1_weight_grad.t480_a4, align 32
+  %t480_b134 = load <8 x float>, ptr %conv1_weight_grad.t480_b1, align 32
+  %t480_c4_1 = load <8 x float>, ptr %conv1_weight_grad.t480_c4_1, align 32
+  %170 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t480_a433, <8 x float> %t480_b134, <8 x float> %t480_c4_1)
+  store <8 x float> %170, ptr %conv1_weight_grad.t480_c4_1, align 32
+  %k481.next = add nsw i64 %conv1_weight_grad.k48114, 1
+  %171 = icmp slt i64 %k481.next, 1792
+  br i1 %171, label %conv1_weight_grad.k481, label %conv1_weight_grad.k481.end
 
-conv1_weight_grad.k480.end:                       ; preds = %conv1_weight_grad.k480
-  %t479_c0_035 = load <8 x float>, ptr %conv1_weight_grad.t479_c0_0, align 32
-  %172 = mul nsw i64 %conv1_weight_grad.mb4783, 5
+conv1_weight_grad.k481.end:                       ; preds = %conv1_weight_grad.k481
+  %t480_c0_035 = load <8 x float>, ptr %conv1_weight_grad.t480_c0_0, align 32
+  %172 = mul nsw i64 %conv1_weight_grad.mb4793, 5
   %173 = mul nsw i64 %172, 32
   %174 = add nsw i64 514448, %173
-  %175 = mul nsw i64 %conv1_weight_grad.nb4772, 16
+  %175 = mul nsw i64 %conv1_weight_grad.nb4782, 16
   %176 = add nsw i64 %174, %175
   %arena36 = getelementptr inbounds float, ptr %arena, i64 %176
-  store <8 x float> %t479_c0_035, ptr %arena36, align 4
-  %t479_c0_137 = load <8 x float>, ptr %conv1_weight_grad.t479_c0_1, align 32
-  %177 = mul nsw i64 %conv1_weight_grad.mb4783, 5
+  store <8 x float> %t480_c0_035, ptr %arena36, align 4
+  %t480_c0_137 = load <8 x float>, ptr %conv1_weight_grad.t480_c0_1, align 32
+  %177 = mul nsw i64 %conv1_weight_grad.mb4793, 5
   %178 = mul nsw i64 %177, 32
   %179 = add nsw i64 514448, %178
-  %180 = mul nsw i64 %conv1_weight_grad.nb4772, 16
+  %180 = mul nsw i64 %conv1_weight_grad.nb4782, 16
   %181 = add nsw i64 %179, %180
   %182 = add nsw i64 %181, 8
   %arena38 = getelementptr inbounds float, ptr %arena, i64 %182
-  store <8 x float> %t479_c0_137, ptr %arena38, align 4
-  %t479_c1_039 = load <8 x float>, ptr %conv1_weight_grad.t479_c1_0, align 32
-  %183 = mul nsw i64 %conv1_weight_grad.mb4783, 5
+  store <8 x float> %t480_c0_137, ptr %arena38, align 4
+  %t480_c1_039 = load <8 x float>, ptr %conv1_weight_grad.t480_c1_0, align 32
+  %183 = mul nsw i64 %conv1_weight_grad.mb4793, 5
   %184 = add nsw i64 %183, 1
   %185 = mul nsw i64 %184, 32
   %186 = add nsw i64 514448, %185
-  %187 = mul nsw i64 %conv1_weight_grad.nb4772, 16
+  %187 = mul nsw i64 %conv1_weight_grad.nb4782, 16
   %188 = add nsw i64 %186, %187
   %arena40 = getelementptr inbounds float, ptr %arena, i64 %188
-  store <8 x float> %t479_c1_039, ptr %arena40, align 4
-  %t479_c1_141 = load <8 x float>, ptr %conv1_weight_grad.t479_c1_1, align 32
-  %189 = mul nsw i64 %conv1_weight_grad.mb4783, 5
+  store <8 x float> %t480_c1_039, ptr %arena40, align 4
+  %t480_c1_141 = load <8 x float>, ptr %conv1_weight_grad.t480_c1_1, align 32
+  %189 = mul nsw i64 %conv1_weight_grad.mb4793, 5
   %190 = add nsw i64 %189, 1
   %191 = mul nsw i64 %190, 32
   %192 = add nsw i64 514448, %191
-  %193 = mul nsw i64 %conv1_weight_grad.nb4772, 16
+  %193 = mul nsw i64 %conv1_weight_grad.nb4782, 16
   %194 = add nsw i64 %192, %193
   %195 = add nsw i64 %194, 8
   %arena42 = getelementptr inbounds float, ptr %arena, i64 %195
-  store <8 x float> %t479_c1_141, ptr %arena42, align 4
-  %t479_c2_043 = load <8 x float>, ptr %conv1_weight_grad.t479_c2_0, align 32
-  %196 = mul nsw i64 %conv1_weight_grad.mb4783, 5
+  store <8 x float> %t480_c1_141, ptr %arena42, align 4
+  %t480_c2_043 = load <8 x float>, ptr %conv1_weight_grad.t480_c2_0, align 32
+  %196 = mul nsw i64 %conv1_weight_grad.mb4793, 5
   %197 = add nsw i64 %196, 2
   %198 = mul nsw i64 %197, 32
   %199 = add nsw i64 514448, %198
-  %200 = mul nsw i64 %conv1_weight_grad.nb4772, 16
+  %200 = mul nsw i64 %conv1_weight_grad.nb4782, 16
   %201 = add nsw i64 %199, %200
   %arena44 = getelementptr inbounds float, ptr %arena, i64 %201
-  store <8 x float> %t479_c2_043, ptr %arena44, align 4
-  %t479_c2_145 = load <8 x float>, ptr %conv1_weight_grad.t479_c2_1, align 32
-  %202 = mul nsw i64 %conv1_weight_grad.mb4783, 5
+  store <8 x float> %t480_c2_043, ptr %arena44, align 4
+  %t480_c2_145 = load <8 x float>, ptr %conv1_weight_grad.t480_c2_1, align 32
+  %202 = mul nsw i64 %conv1_weight_grad.mb4793, 5
   %203 = add nsw i64 %202, 2
   %204 = mul nsw i64 %203, 32
   %205 = add nsw i64 514448, %204
-  %206 = mul nsw i64 %conv1_weight_grad.nb4772, 16
+  %206 = mul nsw i64 %conv1_weight_grad.nb4782, 16
   %207 = add nsw i64 %205, %206
   %208 = add nsw i64 %207, 8
   %arena46 = getelementptr inbounds float, ptr %arena, i64 %208
-  store <8 x float> %t479_c2_145, ptr %arena46, align 4
-  %t479_c3_047 = load <8 x float>, ptr %conv1_weight_grad.t479_c3_0, align 32
-  %209 = mul nsw i64 %conv1_weight_grad.mb4783, 5
+  store <8 x float> %t480_c2_145, ptr %arena46, align 4
+  %t480_c3_047 = load <8 x float>, ptr %conv1_weight_grad.t480_c3_0, align 32
+  %209 = mul nsw i64 %conv1_weight_grad.mb4793, 5
   %210 = add nsw i64 %209, 3
   %211 = mul nsw i64 %210, 32
   %212 = add nsw i64 514448, %211
-  %213 = mul nsw i64 %conv1_weight_grad.nb4772, 16
+  %213 = mul nsw i64 %conv1_weight_grad.nb4782, 16
   %214 = add nsw i64 %212, %213
   %arena48 = getelementptr inbounds float, ptr %arena, i64 %214
-  store <8 x float> %t479_c3_047, ptr %arena48, align 4
-  %t479_c3_149 = load <8 x float>, ptr %conv1_weight_grad.t479_c3_1, align 32
-  %215 = mul nsw i64 %conv1_weight_grad.mb4783, 5
+  store <8 x float> %t480_c3_047, ptr %arena48, align 4
+  %t480_c3_149 = load <8 x float>, ptr %conv1_weight_grad.t480_c3_1, align 32
+  %215 = mul nsw i64 %conv1_weight_grad.mb4793, 5
   %216 = add nsw i64 %215, 3
   %217 = mul nsw i64 %216, 32
   %218 = add nsw i64 514448, %217
-  %219 = mul nsw i64 %conv1_weight_grad.nb4772, 16
+  %219 = mul nsw i64 %conv1_weight_grad.nb4782, 16
   %220 = add nsw i64 %218, %219
   %221 = add nsw i64 %220, 8
   %arena50 = getelementptr inbounds float, ptr %arena, i64 %221
-  store <8 x float> %t479_c3_149, ptr %arena50, align 4
-  %t479_c4_051 = load <8 x float>, ptr %conv1_weight_grad.t479_c4_0, align 32
-  %222 = mul nsw i64 %conv1_weight_grad.mb4783, 5
+  store <8 x float> %t480_c3_149, ptr %arena50, align 4
+  %t480_c4_051 = load <8 x float>, ptr %conv1_weight_grad.t480_c4_0, align 32
+  %222 = mul nsw i64 %conv1_weight_grad.mb4793, 5
   %223 = add nsw i64 %222, 4
   %224 = mul nsw i64 %223, 32
   %225 = add nsw i64 514448, %224
-  %226 = mul nsw i64 %conv1_weight_grad.nb4772, 16
+  %226 = mul nsw i64 %conv1_weight_grad.nb4782, 16
   %227 = add nsw i64 %225, %226
   %arena52 = getelementptr inbounds float, ptr %arena, i64 %227
-  store <8 x float> %t479_c4_051, ptr %arena52, align 4
-  %t479_c4_153 = load <8 x float>, ptr %conv1_weight_grad.t479_c4_1, align 32
-  %228 = mul nsw i64 %conv1_weight_grad.mb4783, 5
+  store <8 x float> %t480_c4_051, ptr %arena52, align 4
+  %t480_c4_153 = load <8 x float>, ptr %conv1_weight_grad.t480_c4_1, align 32
+  %228 = mul nsw i64 %conv1_weight_grad.mb4793, 5
   %229 = add nsw i64 %228, 4
   %230 = mul nsw i64 %229, 32
   %231 = add nsw i64 514448, %230
-  %232 = mul nsw i64 %conv1_weight_grad.nb4772, 16
+  %232 = mul nsw i64 %conv1_weight_grad.nb4782, 16
   %233 = add nsw i64 %231, %232
   %234 = add nsw i64 %233, 8
   %arena54 = getelementptr inbounds float, ptr %arena, i64 %234
-  store <8 x float> %t479_c4_153, ptr %arena54, align 4
-  %mb478.next = add nsw i64 %conv1_weight_grad.mb4783, 1
-  %235 = icmp slt i64 %mb478.next, 1
-  br i1 %235, label %conv1_weight_grad.mb478, label %conv1_weight_grad.mb478.end
+  store <8 x float> %t480_c4_153, ptr %arena54, align 4
+  %mb479.next = add nsw i64 %conv1_weight_grad.mb4793, 1
+  %235 = icmp slt i64 %mb479.next, 1
+  br i1 %235, label %conv1_weight_grad.mb479, label %conv1_weight_grad.mb479.end
 
-conv1_weight_grad.k482:                           ; preds = %conv1_weight_grad.k482, %conv1_weight_grad.mb478.end
-  %conv1_weight_grad.k48263 = phi i64 [ 0, %conv1_weight_grad.mb478.end ], [ %k482.next, %conv1_weight_grad.k482 ]
-  %236 = mul nsw i64 %conv1_weight_grad.kp4761, 1792
-  %237 = add nsw i64 %conv1_weight_grad.k48263, %236
+conv1_weight_grad.k483:                           ; preds = %conv1_weight_grad.k483, %conv1_weight_grad.mb479.end
+  %conv1_weight_grad.k48363 = phi i64 [ 0, %conv1_weight_grad.mb479.end ], [ %k483.next, %conv1_weight_grad.k483 ]
+  %236 = mul nsw i64 %conv1_weight_grad.kp4771, 1792
+  %237 = add nsw i64 %conv1_weight_grad.k48363, %236
   %238 = mul nsw i64 %237, 32
   %239 = add nsw i64 113040, %238
-  %240 = mul nsw i64 %conv1_weight_grad.nb4772, 16
+  %240 = mul nsw i64 %conv1_weight_grad.nb4782, 16
   %241 = add nsw i64 %239, %240
   %arena64 = getelementptr inbounds float, ptr %arena, i64 %241
   %242 = load <8 x float>, ptr %arena64, align 4
-  store <8 x float> %242, ptr %conv1_weight_grad.t481_b0, align 32
-  %243 = mul nsw i64 %conv1_weight_grad.kp4761, 1792
-  %244 = add nsw i64 %conv1_weight_grad.k48263, %243
+  store <8 x float> %242, ptr %conv1_weight_grad.t482_b0, align 32
+  %243 = mul nsw i64 %conv1_weight_grad.kp4771, 1792
+  %244 = add nsw i64 %conv1_weight_grad.k48363, %243
   %245 = mul nsw i64 %244, 32
   %246 = add nsw i64 113040, %245
-  %247 = mul nsw i64 %conv1_weight_grad.nb4772, 16
+  %247 = mul nsw i64 %conv1_weight_grad.nb4782, 16
   %248 = add nsw i64 %246, %247
   %249 = add nsw i64 %248, 8
   %arena65 = getelementptr inbounds float, ptr %arena, i64 %249
   %250 = load <8 x float>, ptr %arena65, align 4
-  store <8 x float> %250, ptr %conv1_weight_grad.t481_b1, align 32
-  %251 = mul nsw i64 %conv1_weight_grad.kp4761, 1792
-  %252 = add nsw i64 %conv1_weight_grad.k48263, %251
+  store <8 x float> %250, ptr %conv1_weight_grad.t482_b1, align 32
+  %251 = mul nsw i64 %conv1_weight_grad.kp4771, 1792
+  %252 = add nsw i64 %conv1_weight_grad.k48363, %251
   %253 = add nsw i64 62800, %252
   %arena66 = getelementptr inbounds float, ptr %arena, i64 %253
   %254 = load float, ptr %arena66, align 4
   %255 = insertelement <8 x float> undef, float %254, i32 0
   %256 = shufflevector <8 x float> %255, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %256, ptr %conv1_weight_grad.t481_a0, align 32
-  %t481_a0 = load <8 x float>, ptr %conv1_weight_grad.t481_a0, align 32
-  %t481_b0 = load <8 x float>, ptr %conv1_weight_grad.t481_b0, align 32
-  %t481_c0_0 = load <8 x float>, ptr %conv1_weight_grad.t481_c0_0, align 32
-  %257 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t481_a0, <8 x float> %t481_b0, <8 x float> %t481_c0_0)
-  store <8 x float> %257, ptr %conv1_weight_grad.t481_c0_0, align 32
-  %t481_a067 = load <8 x float>, ptr %conv1_weight_grad.t481_a0, align 32
-  %t481_b1 = load <8 x float>, ptr %conv1_weight_grad.t481_b1, align 32
-  %t481_c0_1 = load <8 x float>, ptr %conv1_weight_grad.t481_c0_1, align 32
-  %258 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t481_a067, <8 x float> %t481_b1, <8 x float> %t481_c0_1)
-  store <8 x float> %258, ptr %conv1_weight_grad.t481_c0_1, align 32
-  %259 = mul nsw i64 %conv1_weight_grad.kp4761, 1792
-  %260 = add nsw i64 %conv1_weight_grad.k48263, %259
+  store <8 x float> %256, ptr %conv1_weight_grad.t482_a0, align 32
+  %t482_a0 = load <8 x float>, ptr %conv1_weight_grad.t482_a0, align 32
+  %t482_b0 = load <8 x float>, ptr %conv1_weight_grad.t482_b0, align 32
+  %t482_c0_0 = load <8 x float>, ptr %conv1_weight_grad.t482_c0_0, align 32
+  %257 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t482_a0, <8 x float> %t482_b0, <8 x float> %t482_c0_0)
+  store <8 x float> %257, ptr %conv1_weight_grad.t482_c0_0, align 32
+  %t482_a067 = load <8 x float>, ptr %conv1_weight_grad.t482_a0, align 32
+  %t482_b1 = load <8 x float>, ptr %conv1_weight_grad.t482_b1, align 32
+  %t482_c0_1 = load <8 x float>, ptr %conv1_weight_grad.t482_c0_1, align 32
+  %258 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t482_a067, <8 x float> %t482_b1, <8 x float> %t482_c0_1)
+  store <8 x float> %258, ptr %conv1_weight_grad.t482_c0_1, align 32
+  %259 = mul nsw i64 %conv1_weight_grad.kp4771, 1792
+  %260 = add nsw i64 %conv1_weight_grad.k48363, %259
   %261 = add nsw i64 75360, %260
   %arena68 = getelementptr inbounds float, ptr %arena, i64 %261
   %262 = load float, ptr %arena68, align 4
   %263 = insertelement <8 x float> undef, float %262, i32 0
   %264 = shufflevector <8 x float> %263, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %264, ptr %conv1_weight_grad.t481_a1, align 32
-  %t481_a1 = load <8 x float>, ptr %conv1_weight_grad.t481_a1, align 32
-  %t481_b069 = load <8 x float>, ptr %conv1_weight_grad.t481_b0, align 32
-  %t481_c1_0 = load <8 x float>, ptr %conv1_weight_grad.t481_c1_0, align 32
-  %265 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t481_a1, <8 x float> %t481_b069, <8 x float> %t481_c1_0)
-  store <8 x float> %265, ptr %conv1_weight_grad.t481_c1_0, align 32
-  %t481_a170 = load <8 x float>, ptr %conv1_weight_grad.t481_a1, align 32
-  %t481_b171 = load <8 x float>, ptr %conv1_weight_grad.t481_b1, align 32
-  %t481_c1_1 = load <8 x float>, ptr %conv1_weight_grad.t481_c1_1, align 32
-  %266 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t481_a170, <8 x float> %t481_b171, <8 x float> %t481_c1_1)
-  store <8 x float> %266, ptr %conv1_weight_grad.t481_c1_1, align 32
-  %267 = mul nsw i64 %conv1_weight_grad.kp4761, 1792
-  %268 = add nsw i64 %conv1_weight_grad.k48263, %267
+  store <8 x float> %264, ptr %conv1_weight_grad.t482_a1, align 32
+  %t482_a1 = load <8 x float>, ptr %conv1_weight_grad.t482_a1, align 32
+  %t482_b069 = load <8 x float>, ptr %conv1_weight_grad.t482_b0, align 32
+  %t482_c1_0 = load <8 x float>, ptr %conv1_weight_grad.t482_c1_0, align 32
+  %265 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t482_a1, <8 x float> %t482_b069, <8 x float> %t482_c1_0)
+  store <8 x float> %265, ptr %conv1_weight_grad.t482_c1_0, align 32
+  %t482_a170 = load <8 x float>, ptr %conv1_weight_grad.t482_a1, align 32
+  %t482_b171 = load <8 x float>, ptr %conv1_weight_grad.t482_b1, align 32
+  %t482_c1_1 = load <8 x float>, ptr %conv1_weight_grad.t482_c1_1, align 32
+  %266 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t482_a170, <8 x float> %t482_b171, <8 x float> %t482_c1_1)
+  store <8 x float> %266, ptr %conv1_weight_grad.t482_c1_1, align 32
+  %267 = mul nsw i64 %conv1_weight_grad.kp4771, 1792
+  %268 = add nsw i64 %conv1_weight_grad.k48363, %267
   %269 = add nsw i64 87920, %268
   %arena72 = getelementptr inbounds float, ptr %arena, i64 %269
   %270 = load float, ptr %arena72, align 4
   %271 = insertelement <8 x float> undef, float %270, i32 0
   %272 = shufflevector <8 x float> %271, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %272, ptr %conv1_weight_grad.t481_a2, align 32
-  %t481_a2 = load <8 x float>, ptr %conv1_weight_grad.t481_a2, align 32
-  %t481_b073 = load <8 x float>, ptr %conv1_weight_grad.t481_b0, align 32
-  %t481_c2_0 = load <8 x float>, ptr %conv1_weight_grad.t481_c2_0, align 32
-  %273 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t481_a2, <8 x float> %t481_b073, <8 x float> %t481_c2_0)
-  store <8 x float> %273, ptr %conv1_weight_grad.t481_c2_0, align 32
-  %t481_a274 = load <8 x float>, ptr %conv1_weight_grad.t481_a2, align 32
-  %t481_b175 = load <8 x float>, ptr %conv1_weight_grad.t481_b1, align 32
-  %t481_c2_1 = load <8 x float>, ptr %conv1_weight_grad.t481_c2_1, align 32
-  %274 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t481_a274, <8 x float> %t481_b175, <8 x float> %t481_c2_1)
-  store <8 x float> %274, ptr %conv1_weight_grad.t481_c2_1, align 32
-  %275 = mul nsw i64 %conv1_weight_grad.kp4761, 1792
-  %276 = add nsw i64 %conv1_weight_grad.k48263, %275
+  store <8 x float> %272, ptr %conv1_weight_grad.t482_a2, align 32
+  %t482_a2 = load <8 x float>, ptr %conv1_weight_grad.t482_a2, align 32
+  %t482_b073 = load <8 x float>, ptr %conv1_weight_grad.t482_b0, align 32
+  %t482_c2_0 = load <8 x float>, ptr %conv1_weight_grad.t482_c2_0, align 32
+  %273 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t482_a2, <8 x float> %t482_b073, <8 x float> %t482_c2_0)
+  store <8 x float> %273, ptr %conv1_weight_grad.t482_c2_0, align 32
+  %t482_a274 = load <8 x float>, ptr %conv1_weight_grad.t482_a2, align 32
+  %t482_b175 = load <8 x float>, ptr %conv1_weight_grad.t482_b1, align 32
+  %t482_c2_1 = load <8 x float>, ptr %conv1_weight_grad.t482_c2_1, align 32
+  %274 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t482_a274, <8 x float> %t482_b175, <8 x float> %t482_c2_1)
+  store <8 x float> %274, ptr %conv1_weight_grad.t482_c2_1, align 32
+  %275 = mul nsw i64 %conv1_weight_grad.kp4771, 1792
+  %276 = add nsw i64 %conv1_weight_grad.k48363, %275
   %277 = add nsw i64 100480, %276
   %arena76 = getelementptr inbounds float, ptr %arena, i64 %277
   %278 = load float, ptr %arena76, align 4
   %279 = insertelement <8 x float> undef, float %278, i32 0
   %280 = shufflevector <8 x float> %279, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %280, ptr %conv1_weight_grad.t481_a3, align 32
-  %t481_a3 = load <8 x float>, ptr %conv1_weight_grad.t481_a3, align 32
-  %t481_b077 = load <8 x float>, ptr %conv1_weight_grad.t481_b0, align 32
-  %t481_c3_0 = load <8 x float>, ptr %conv1_weight_grad.t481_c3_0, align 32
-  %281 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t481_a3, <8 x float> %t481_b077, <8 x float> %t481_c3_0)
-  store <8 x float> %281, ptr %conv1_weight_grad.t481_c3_0, align 32
-  %t481_a378 = load <8 x float>, ptr %conv1_weight_grad.t481_a3, align 32
-  %t481_b179 = load <8 x float>, ptr %conv1_weight_grad.t481_b1, align 32
-  %t481_c3_1 = load <8 x float>, ptr %conv1_weight_grad.t481_c3_1, align 32
-  %282 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t481_a378, <8 x float> %t481_b179, <8 x float> %t481_c3_1)
-  store <8 x float> %282, ptr %conv1_weight_grad.t481_c3_1, align 32
-  %k482.next = add nsw i64 %conv1_weight_grad.k48263, 1
-  %283 = icmp slt i64 %k482.next, 1792
-  br i1 %283, label %conv1_weight_grad.k482, label %conv1_weight_grad.k482.end
+  store <8 x float> %280, ptr %conv1_weight_grad.t482_a3, align 32
+  %t482_a3 = load <8 x float>, ptr %conv1_weight_grad.t482_a3, align 32
+  %t482_b077 = load <8 x float>, ptr %conv1_weight_grad.t482_b0, align 32
+  %t482_c3_0 = load <8 x float>, ptr %conv1_weight_grad.t482_c3_0, align 32
+  %281 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t482_a3, <8 x float> %t482_b077, <8 x float> %t482_c3_0)
+  store <8 x float> %281, ptr %conv1_weight_grad.t482_c3_0, align 32
+  %t482_a378 = load <8 x float>, ptr %conv1_weight_grad.t482_a3, align 32
+  %t482_b179 = load <8 x float>, ptr %conv1_weight_grad.t482_b1, align 32
+  %t482_c3_1 = load <8 x float>, ptr %conv1_weight_grad.t482_c3_1, align 32
+  %282 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t482_a378, <8 x float> %t482_b179, <8 x float> %t482_c3_1)
+  store <8 x float> %282, ptr %conv1_weight_grad.t482_c3_1, align 32
+  %k483.next = add nsw i64 %conv1_weight_grad.k48363, 1
+  %283 = icmp slt i64 %k483.next, 1792
+  br i1 %283, label %conv1_weight_grad.k483, label %conv1_weight_grad.k483.end
 
-conv1_weight_grad.k482.end:                       ; preds = %conv1_weight_grad.k482
-  %t481_c0_080 = load <8 x float>, ptr %conv1_weight_grad.t481_c0_0, align 32
-  %284 = mul nsw i64 %conv1_weight_grad.nb4772, 16
+conv1_weight_grad.k483.end:                       ; preds = %conv1_weight_grad.k483
+  %t482_c0_080 = load <8 x float>, ptr %conv1_weight_grad.t482_c0_0, align 32
+  %284 = mul nsw i64 %conv1_weight_grad.nb4782, 16
   %285 = add nsw i64 514608, %284
   %arena81 = getelementptr inbounds float, ptr %arena, i64 %285
-  store <8 x float> %t481_c0_080, ptr %arena81, align 4
-  %t481_c0_182 = load <8 x float>, ptr %conv1_weight_grad.t481_c0_1, align 32
-  %286 = mul nsw i64 %conv1_weight_grad.nb4772, 16
+  store <8 x float> %t482_c0_080, ptr %arena81, align 4
+  %t482_c0_182 = load <8 x float>, ptr %conv1_weight_grad.t482_c0_1, align 32
+  %286 = mul nsw i64 %conv1_weight_grad.nb4782, 16
   %287 = add nsw i64 514608, %286
   %288 = add nsw i64 %287, 8
   %arena83 = getelementptr inbounds float, ptr %arena, i64 %288
-  store <8 x float> %t481_c0_182, ptr %arena83, align 4
-  %t481_c1_084 = load <8 x float>, ptr %conv1_weight_grad.t481_c1_0, align 32
-  %289 = mul nsw i64 %conv1_weight_grad.nb4772, 16
+  store <8 x float> %t482_c0_182, ptr %arena83, align 4
+  %t482_c1_084 = load <8 x float>, ptr %conv1_weight_grad.t482_c1_0, align 32
+  %289 = mul nsw i64 %conv1_weight_grad.nb4782, 16
   %290 = add nsw i64 514640, %289
   %arena85 = getelementptr inbounds float, ptr %arena, i64 %290
-  store <8 x float> %t481_c1_084, ptr %arena85, align 4
-  %t481_c1_186 = load <8 x float>, ptr %conv1_weight_grad.t481_c1_1, align 32
-  %291 = mul nsw i64 %conv1_weight_grad.nb4772, 16
+  store <8 x float> %t482_c1_084, ptr %arena85, align 4
+  %t482_c1_186 = load <8 x float>, ptr %conv1_weight_grad.t482_c1_1, align 32
+  %291 = mul nsw i64 %conv1_weight_grad.nb4782, 16
   %292 = add nsw i64 514640, %291
   %293 = add nsw i64 %292, 8
   %arena87 = getelementptr inbounds float, ptr %arena, i64 %293
-  store <8 x float> %t481_c1_186, ptr %arena87, align 4
-  %t481_c2_088 = load <8 x float>, ptr %conv1_weight_grad.t481_c2_0, align 32
-  %294 = mul nsw i64 %conv1_weight_grad.nb4772, 16
+  store <8 x float> %t482_c1_186, ptr %arena87, align 4
+  %t482_c2_088 = load <8 x float>, ptr %conv1_weight_grad.t482_c2_0, align 32
+  %294 = mul nsw i64 %conv1_weight_grad.nb4782, 16
   %295 = add nsw i64 514672, %294
   %arena89 = getelementptr inbounds float, ptr %arena, i64 %295
-  store <8 x float> %t481_c2_088, ptr %arena89, align 4
-  %t481_c2_190 = load <8 x float>, ptr %conv1_weight_grad.t481_c2_1, align 32
-  %296 = mul nsw i64 %conv1_weight_grad.nb4772, 16
+  store <8 x float> %t482_c2_088, ptr %arena89, align 4
+  %t482_c2_190 = load <8 x float>, ptr %conv1_weight_grad.t482_c2_1, align 32
+  %296 = mul nsw i64 %conv1_weight_grad.nb4782, 16
   %297 = add nsw i64 514672, %296
   %298 = add nsw i64 %297, 8
   %arena91 = getelementptr inbounds float, ptr %arena, i64 %298
-  store <8 x float> %t481_c2_190, ptr %arena91, align 4
-  %t481_c3_092 = load <8 x float>, ptr %conv1_weight_grad.t481_c3_0, align 32
-  %299 = mul nsw i64 %conv1_weight_grad.nb4772, 16
+  store <8 x float> %t482_c2_190, ptr %arena91, align 4
+  %t482_c3_092 = load <8 x float>, ptr %conv1_weight_grad.t482_c3_0, align 32
+  %299 = mul nsw i64 %conv1_weight_grad.nb4782, 16
   %300 = add nsw i64 514704, %299
   %arena93 = getelementptr inbounds float, ptr %arena, i64 %300
-  store <8 x float> %t481_c3_092, ptr %arena93, align 4
-  %t481_c3_194 = load <8 x float>, ptr %conv1_weight_grad.t481_c3_1, align 32
-  %301 = mul nsw i64 %conv1_weight_grad.nb4772, 16
+  store <8 x float> %t482_c3_092, ptr %arena93, align 4
+  %t482_c3_194 = load <8 x float>, ptr %conv1_weight_grad.t482_c3_1, align 32
+  %301 = mul nsw i64 %conv1_weight_grad.nb4782, 16
   %302 = add nsw i64 514704, %301
   %303 = add nsw i64 %302, 8
   %arena95 = getelementptr inbounds float, ptr %arena, i64 %303
-  store <8 x float> %t481_c3_194, ptr %arena95, align 4
-  %nb477.next = add nsw i64 %conv1_weight_grad.nb4772, 1
-  %304 = icmp slt i64 %nb477.next, 2
-  br i1 %304, label %conv1_weight_grad.nb477, label %conv1_weight_grad.nb477.end
+  store <8 x float> %t482_c3_194, ptr %arena95, align 4
+  %nb478.next = add nsw i64 %conv1_weight_grad.nb4782, 1
+  %304 = icmp slt i64 %nb478.next, 2
+  br i1 %304, label %conv1_weight_grad.nb478, label %conv1_weight_grad.nb478.end
 }
 
 ; Function Attrs: noinline
 define internal void @simplecnn_train_b64.k23.conv1_bias_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
+  %conv1_bias_grad.sum497 = alloca float, align 4
   %conv1_bias_grad.sum496 = alloca float, align 4
   %conv1_bias_grad.sum495 = alloca float, align 4
   %conv1_bias_grad.sum494 = alloca float, align 4
   %conv1_bias_grad.sum493 = alloca float, align 4
   %conv1_bias_grad.sum492 = alloca float, align 4
   %conv1_bias_grad.sum491 = alloca float, align 4
-  %conv1_bias_grad.sum490 = alloca float, align 4
-  %conv1_bias_grad.acc487 = alloca <8 x float>, align 32
-  br label %conv1_bias_grad.f486
+  %conv1_bias_grad.acc488 = alloca <8 x float>, align 32
+  br label %conv1_bias_grad.f487
 
-conv1_bias_grad.f486:                             ; preds = %conv1_bias_grad.img488.end, %entry
-  %conv1_bias_grad.f4861 = phi i64 [ 0, %entry ], [ %f486.next, %conv1_bias_grad.img488.end ]
-  store <8 x float> zeroinitializer, ptr %conv1_bias_grad.acc487, align 32
-  br label %conv1_bias_grad.img488
+conv1_bias_grad.f487:                             ; preds = %conv1_bias_grad.img489.end, %entry
+  %conv1_bias_grad.f4871 = phi i64 [ 0, %entry ], [ %f487.next, %conv1_bias_grad.img489.end ]
+  store <8 x float> zeroinitializer, ptr %conv1_bias_grad.acc488, align 32
+  br label %conv1_bias_grad.img489
 
-conv1_bias_grad.f486.end:                         ; preds = %conv1_bias_grad.img488.end
+conv1_bias_grad.f487.end:                         ; preds = %conv1_bias_grad.img489.end
   ret void
 
-conv1_bias_grad.img488:                           ; preds = %conv1_bias_grad.i489.end, %conv1_bias_grad.f486
-  %conv1_bias_grad.img4882 = phi i64 [ 0, %conv1_bias_grad.f486 ], [ %img488.next, %conv1_bias_grad.i489.end ]
-  br label %conv1_bias_grad.i489
+conv1_bias_grad.img489:                           ; preds = %conv1_bias_grad.i490.end, %conv1_bias_grad.f487
+  %conv1_bias_grad.img4892 = phi i64 [ 0, %conv1_bias_grad.f487 ], [ %img489.next, %conv1_bias_grad.i490.end ]
+  br label %conv1_bias_grad.i490
 
-conv1_bias_grad.img488.end:                       ; preds = %conv1_bias_grad.i489.end
-  %acc4875 = load <8 x float>, ptr %conv1_bias_grad.acc487, align 32
+conv1_bias_grad.img489.end:                       ; preds = %conv1_bias_grad.i490.end
+  %acc4885 = load <8 x float>, ptr %conv1_bias_grad.acc488, align 32
   %arena6 = getelementptr inbounds float, ptr %arena, i64 0
-  store <8 x float> %acc4875, ptr %arena6, align 4
+  store <8 x float> %acc4885, ptr %arena6, align 4
   %arena7 = getelementptr inbounds float, ptr %arena, i64 0
   %0 = load float, ptr %arena7, align 4
   %arena8 = getelementptr inbounds float, ptr %arena, i64 1
   %1 = load float, ptr %arena8, align 4
   %2 = fadd float %0, %1
-  store float %2, ptr %conv1_bias_grad.sum490, align 4
-  %sum490 = load float, ptr %conv1_bias_grad.sum490, align 4
+  store float %2, ptr %conv1_bias_grad.sum491, align 4
+  %sum491 = load float, ptr %conv1_bias_grad.sum491, align 4
   %arena9 = getelementptr inbounds float, ptr %arena, i64 2
   %3 = load float, ptr %arena9, align 4
-  %4 = fadd float %sum490, %3
-  store float %4, ptr %conv1_bias_grad.sum491, align 4
-  %sum491 = load float, ptr %conv1_bias_grad.sum491, align 4
+  %4 = fadd float %sum491, %3
+  store float %4, ptr %conv1_bias_grad.sum492, align 4
+  %sum492 = load float, ptr %conv1_bias_grad.sum492, align 4
   %arena10 = getelementptr inbounds float, ptr %arena, i64 3
   %5 = load float, ptr %arena10, align 4
-  %6 = fadd float %sum491, %5
-  store float %6, ptr %conv1_bias_grad.sum492, align 4
-  %sum492 = load float, ptr %conv1_bias_grad.sum492, align 4
+  %6 = fadd float %sum492, %5
+  store float %6, ptr %conv1_bias_grad.sum493, align 4
+  %sum493 = load float, ptr %conv1_bias_grad.sum493, align 4
   %arena11 = getelementptr inbounds float, ptr %arena, i64 4
   %7 = load float, ptr %arena11, align 4
-  %8 = fadd float %sum492, %7
-  store float %8, ptr %conv1_bias_grad.sum493, align 4
-  %sum493 = load float, ptr %conv1_bias_grad.sum493, align 4
+  %8 = fadd float %sum493, %7
+  store float %8, ptr %conv1_bias_grad.sum494, align 4
+  %sum494 = load float, ptr %conv1_bias_grad.sum494, align 4
   %arena12 = getelementptr inbounds float, ptr %arena, i64 5
   %9 = load float, ptr %arena12, align 4
-  %10 = fadd float %sum493, %9
-  store float %10, ptr %conv1_bias_grad.sum494, align 4
-  %sum494 = load float, ptr %conv1_bias_grad.sum494, align 4
+  %10 = fadd float %sum494, %9
+  store float %10, ptr %conv1_bias_grad.sum495, align 4
+  %sum495 = load float, ptr %conv1_bias_grad.sum495, align 4
   %arena13 = getelementptr inbounds float, ptr %arena, i64 6
   %11 = load float, ptr %arena13, align 4
-  %12 = fadd float %sum494, %11
-  store float %12, ptr %conv1_bias_grad.sum495, align 4
-  %sum495 = load float, ptr %conv1_bias_grad.sum495, align 4
+  %12 = fadd float %sum495, %11
+  store float %12, ptr %conv1_bias_grad.sum496, align 4
+  %sum496 = load float, ptr %conv1_bias_grad.sum496, align 4
   %arena14 = getelementptr inbounds float, ptr %arena, i64 7
   %13 = load float, ptr %arena14, align 4
-  %14 = fadd float %sum495, %13
-  store float %14, ptr %conv1_bias_grad.sum496, align 4
-  %sum496 = load float, ptr %conv1_bias_grad.sum496, align 4
-  %15 = add nsw i64 288, %conv1_bias_grad.f4861
+  %14 = fadd float %sum496, %13
+  store float %14, ptr %conv1_bias_grad.sum497, align 4
+  %sum497 = load float, ptr %conv1_bias_grad.sum497, align 4
+  %15 = add nsw i64 288, %conv1_bias_grad.f4871
   %grads15 = getelementptr inbounds float, ptr %grads, i64 %15
-  store float %sum496, ptr %grads15, align 4
-  %f486.next = add nsw i64 %conv1_bias_grad.f4861, 1
-  %16 = icmp slt i64 %f486.next, 32
-  br i1 %16, label %conv1_bias_grad.f486, label %conv1_bias_grad.f486.end
+  store float %sum497, ptr %grads15, align 4
+  %f487.next = add nsw i64 %conv1_bias_grad.f4871, 1
+  %16 = icmp slt i64 %f487.next, 32
+  br i1 %16, label %conv1_bias_grad.f487, label %conv1_bias_grad.f487.end
 
-conv1_bias_grad.i489:                             ; preds = %conv1_bias_grad.i489, %conv1_bias_grad.img488
-  %conv1_bias_grad.i4893 = phi i64 [ 0, %conv1_bias_grad.img488 ], [ %i489.next, %conv1_bias_grad.i489 ]
-  %17 = mul nsw i64 %conv1_bias_grad.img4882, 25088
+conv1_bias_grad.i490:                             ; preds = %conv1_bias_grad.i490, %conv1_bias_grad.img489
+  %conv1_bias_grad.i4903 = phi i64 [ 0, %conv1_bias_grad.img489 ], [ %i490.next, %conv1_bias_grad.i490 ]
+  %17 = mul nsw i64 %conv1_bias_grad.img4892, 25088
   %18 = add nsw i64 1221264, %17
-  %19 = mul nsw i64 %conv1_bias_grad.f4861, 784
+  %19 = mul nsw i64 %conv1_bias_grad.f4871, 784
   %20 = add nsw i64 %18, %19
-  %21 = mul nsw i64 %conv1_bias_grad.i4893, 8
+  %21 = mul nsw i64 %conv1_bias_grad.i4903, 8
   %22 = add nsw i64 %20, %21
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %22
   %23 = load <8 x float>, ptr %arena4, align 4
-  %acc487 = load <8 x float>, ptr %conv1_bias_grad.acc487, align 32
-  %24 = call <8 x float> @llvm.fma.v8f32(<8 x float> <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>, <8 x float> %23, <8 x float> %acc487)
-  store <8 x float> %24, ptr %conv1_bias_grad.acc487, align 32
-  %i489.next = add nsw i64 %conv1_bias_grad.i4893, 1
-  %25 = icmp slt i64 %i489.next, 98
-  br i1 %25, label %conv1_bias_grad.i489, label %conv1_bias_grad.i489.end
+  %acc488 = load <8 x float>, ptr %conv1_bias_grad.acc488, align 32
+  %24 = call <8 x float> @llvm.fma.v8f32(<8 x float> <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>, <8 x float> %23, <8 x float> %acc488)
+  store <8 x float> %24, ptr %conv1_bias_grad.acc488, align 32
+  %i490.next = add nsw i64 %conv1_bias_grad.i4903, 1
+  %25 = icmp slt i64 %i490.next, 98
+  br i1 %25, label %conv1_bias_grad.i490, label %conv1_bias_grad.i490.end
 
-conv1_bias_grad.i489.end:                         ; preds = %conv1_bias_grad.i489
-  %img488.next = add nsw i64 %conv1_bias_grad.img4882, 1
-  %26 = icmp slt i64 %img488.next, 64
-  br i1 %26, label %conv1_bias_grad.img488, label %conv1_bias_grad.img488.end
+conv1_bias_grad.i490.end:                         ; preds = %conv1_bias_grad.i490
+  %img489.next = add nsw i64 %conv1_bias_grad.img4892, 1
+  %26 = icmp slt i64 %img489.next, 64
+  br i1 %26, label %conv1_bias_grad.img489, label %conv1_bias_grad.img489.end
 }
 
 ; Function Attrs: noinline
@@ -11009,39 +11184,39 @@ entry:
   %adam.v_new = alloca float, align 4
   %adam.m_new = alloca float, align 4
   %adam.g = alloca float, align 4
-  %adam.bc2_sqrt498 = alloca float, align 4
-  %adam.step_size497 = alloca float, align 4
+  %adam.bc2_sqrt499 = alloca float, align 4
+  %adam.step_size498 = alloca float, align 4
   %0 = sitofp i64 %step to float
   %1 = fmul float %0, 0xBFBAF8E8A0000000
   %2 = call float @llvm.exp.f32(float %1)
   %3 = fsub float 1.000000e+00, %2
   %4 = fdiv float %lr, %3
-  store float %4, ptr %adam.step_size497, align 4
+  store float %4, ptr %adam.step_size498, align 4
   %5 = sitofp i64 %step to float
   %6 = fmul float %5, 0xBF50645940000000
   %7 = call float @llvm.exp.f32(float %6)
   %8 = fsub float 1.000000e+00, %7
   %9 = call float @llvm.sqrt.f32(float %8)
-  store float %9, ptr %adam.bc2_sqrt498, align 4
-  br label %adam.i499
+  store float %9, ptr %adam.bc2_sqrt499, align 4
+  br label %adam.i500
 
-adam.i499:                                        ; preds = %adam.i499, %entry
-  %adam.i4991 = phi i64 [ 0, %entry ], [ %i499.next, %adam.i499 ]
-  %grads2 = getelementptr inbounds float, ptr %grads, i64 %adam.i4991
+adam.i500:                                        ; preds = %adam.i500, %entry
+  %adam.i5001 = phi i64 [ 0, %entry ], [ %i500.next, %adam.i500 ]
+  %grads2 = getelementptr inbounds float, ptr %grads, i64 %adam.i5001
   %10 = load float, ptr %grads2, align 4
-  %params3 = getelementptr inbounds float, ptr %params, i64 %adam.i4991
+  %params3 = getelementptr inbounds float, ptr %params, i64 %adam.i5001
   %11 = load float, ptr %params3, align 4
   %12 = fmul float 0.000000e+00, %11
   %13 = fadd float %10, %12
   store float %13, ptr %adam.g, align 4
-  %m4 = getelementptr inbounds float, ptr %m, i64 %adam.i4991
+  %m4 = getelementptr inbounds float, ptr %m, i64 %adam.i5001
   %14 = load float, ptr %m4, align 4
   %15 = fmul float 0x3FECCCCCC0000000, %14
   %g = load float, ptr %adam.g, align 4
   %16 = fmul float 0x3FB9999A00000000, %g
   %17 = fadd float %15, %16
   store float %17, ptr %adam.m_new, align 4
-  %v5 = getelementptr inbounds float, ptr %v, i64 %adam.i4991
+  %v5 = getelementptr inbounds float, ptr %v, i64 %adam.i5001
   %18 = load float, ptr %v5, align 4
   %19 = fmul float 0x3FEFF7CEE0000000, %18
   %g6 = load float, ptr %adam.g, align 4
@@ -11051,30 +11226,30 @@ adam.i499:                                        ; preds = %adam.i499, %entry
   %22 = fadd float %19, %21
   store float %22, ptr %adam.v_new, align 4
   %m_new = load float, ptr %adam.m_new, align 4
-  %m8 = getelementptr inbounds float, ptr %m, i64 %adam.i4991
+  %m8 = getelementptr inbounds float, ptr %m, i64 %adam.i5001
   store float %m_new, ptr %m8, align 4
   %v_new = load float, ptr %adam.v_new, align 4
-  %v9 = getelementptr inbounds float, ptr %v, i64 %adam.i4991
+  %v9 = getelementptr inbounds float, ptr %v, i64 %adam.i5001
   store float %v_new, ptr %v9, align 4
-  %params10 = getelementptr inbounds float, ptr %params, i64 %adam.i4991
+  %params10 = getelementptr inbounds float, ptr %params, i64 %adam.i5001
   %23 = load float, ptr %params10, align 4
-  %step_size497 = load float, ptr %adam.step_size497, align 4
+  %step_size498 = load float, ptr %adam.step_size498, align 4
   %m_new11 = load float, ptr %adam.m_new, align 4
-  %24 = fmul float %step_size497, %m_new11
+  %24 = fmul float %step_size498, %m_new11
   %v_new12 = load float, ptr %adam.v_new, align 4
   %25 = call float @llvm.sqrt.f32(float %v_new12)
-  %bc2_sqrt498 = load float, ptr %adam.bc2_sqrt498, align 4
-  %26 = fdiv float %25, %bc2_sqrt498
+  %bc2_sqrt499 = load float, ptr %adam.bc2_sqrt499, align 4
+  %26 = fdiv float %25, %bc2_sqrt499
   %27 = fadd float %26, 0x3E45798EE0000000
   %28 = fdiv float %24, %27
   %29 = fsub float %23, %28
-  %params13 = getelementptr inbounds float, ptr %params, i64 %adam.i4991
+  %params13 = getelementptr inbounds float, ptr %params, i64 %adam.i5001
   store float %29, ptr %params13, align 4
-  %i499.next = add nsw i64 %adam.i4991, 1
-  %30 = icmp slt i64 %i499.next, 421642
-  br i1 %30, label %adam.i499, label %adam.i499.end
+  %i500.next = add nsw i64 %adam.i5001, 1
+  %30 = icmp slt i64 %i500.next, 421642
+  br i1 %30, label %adam.i500, label %adam.i500.end
 
-adam.i499.end:                                    ; preds = %adam.i499
+adam.i500.end:                                    ; preds = %adam.i500
   ret void
 }
 
@@ -11159,7 +11334,7 @@ conv1.c5:                                         ; preds = %conv1.qy6.end, %con
 conv1.c5.end:                                     ; preds = %conv1.qy6.end
   %j4.next = add nsw i64 %conv1.j46, 1
   %10 = icmp slt i64 %j4.next, 16
-  br i1 %10, label %conv1.j4, label %conv1.j4.end, !llvm.loop !43
+  br i1 %10, label %conv1.j4, label %conv1.j4.end
 
 conv1.qy6:                                        ; preds = %conv1.qx7.end, %conv1.c5
   %conv1.qy68 = phi i64 [ 0, %conv1.c5 ], [ %qy6.next, %conv1.qx7.end ]
@@ -11168,7 +11343,7 @@ conv1.qy6:                                        ; preds = %conv1.qx7.end, %con
 conv1.qy6.end:                                    ; preds = %conv1.qx7.end
   %c5.next = add nsw i64 %conv1.c57, 1
   %11 = icmp slt i64 %c5.next, 1
-  br i1 %11, label %conv1.c5, label %conv1.c5.end, !llvm.loop !44
+  br i1 %11, label %conv1.c5, label %conv1.c5.end
 
 conv1.qx7:                                        ; preds = %conv1.qx7, %conv1.qy6
   %conv1.qx79 = phi i64 [ 0, %conv1.qy6 ], [ %qx7.next, %conv1.qx7 ]
@@ -11202,12 +11377,12 @@ conv1.qx7:                                        ; preds = %conv1.qx7, %conv1.q
   store float %26, ptr %arena11, align 4
   %qx7.next = add nsw i64 %conv1.qx79, 1
   %37 = icmp slt i64 %qx7.next, 14
-  br i1 %37, label %conv1.qx7, label %conv1.qx7.end, !llvm.loop !45
+  br i1 %37, label %conv1.qx7, label %conv1.qx7.end
 
 conv1.qx7.end:                                    ; preds = %conv1.qx7
   %qy6.next = add nsw i64 %conv1.qy68, 1
   %38 = icmp slt i64 %qy6.next, 14
-  br i1 %38, label %conv1.qy6, label %conv1.qy6.end, !llvm.loop !46
+  br i1 %38, label %conv1.qy6, label %conv1.qy6.end
 
 conv1.j8:                                         ; preds = %conv1.c9.end, %conv1.j4.end
   %conv1.j812 = phi i64 [ 0, %conv1.j4.end ], [ %j8.next, %conv1.c9.end ]
@@ -11223,7 +11398,7 @@ conv1.c9:                                         ; preds = %conv1.qy10.end, %co
 conv1.c9.end:                                     ; preds = %conv1.qy10.end
   %j8.next = add nsw i64 %conv1.j812, 1
   %39 = icmp slt i64 %j8.next, 16
-  br i1 %39, label %conv1.j8, label %conv1.j8.end, !llvm.loop !47
+  br i1 %39, label %conv1.j8, label %conv1.j8.end
 
 conv1.qy10:                                       ; preds = %conv1.qx11.end, %conv1.c9
   %conv1.qy1014 = phi i64 [ 0, %conv1.c9 ], [ %qy10.next, %conv1.qx11.end ]
@@ -11232,7 +11407,7 @@ conv1.qy10:                                       ; preds = %conv1.qx11.end, %co
 conv1.qy10.end:                                   ; preds = %conv1.qx11.end
   %c9.next = add nsw i64 %conv1.c913, 1
   %40 = icmp slt i64 %c9.next, 1
-  br i1 %40, label %conv1.c9, label %conv1.c9.end, !llvm.loop !48
+  br i1 %40, label %conv1.c9, label %conv1.c9.end
 
 conv1.qx11:                                       ; preds = %conv1.qx11, %conv1.qy10
   %conv1.qx1115 = phi i64 [ 0, %conv1.qy10 ], [ %qx11.next, %conv1.qx11 ]
@@ -11264,12 +11439,12 @@ conv1.qx11:                                       ; preds = %conv1.qx11, %conv1.
   store float %53, ptr %arena17, align 4
   %qx11.next = add nsw i64 %conv1.qx1115, 1
   %64 = icmp slt i64 %qx11.next, 14
-  br i1 %64, label %conv1.qx11, label %conv1.qx11.end, !llvm.loop !49
+  br i1 %64, label %conv1.qx11, label %conv1.qx11.end
 
 conv1.qx11.end:                                   ; preds = %conv1.qx11
   %qy10.next = add nsw i64 %conv1.qy1014, 1
   %65 = icmp slt i64 %qy10.next, 14
-  br i1 %65, label %conv1.qy10, label %conv1.qy10.end, !llvm.loop !50
+  br i1 %65, label %conv1.qy10, label %conv1.qy10.end
 
 conv1.j12:                                        ; preds = %conv1.c13.end, %conv1.j8.end
   %conv1.j1218 = phi i64 [ 0, %conv1.j8.end ], [ %j12.next, %conv1.c13.end ]
@@ -11285,7 +11460,7 @@ conv1.c13:                                        ; preds = %conv1.qy14.end, %co
 conv1.c13.end:                                    ; preds = %conv1.qy14.end
   %j12.next = add nsw i64 %conv1.j1218, 1
   %66 = icmp slt i64 %j12.next, 16
-  br i1 %66, label %conv1.j12, label %conv1.j12.end, !llvm.loop !51
+  br i1 %66, label %conv1.j12, label %conv1.j12.end
 
 conv1.qy14:                                       ; preds = %conv1.qx15.end, %conv1.c13
   %conv1.qy1420 = phi i64 [ 0, %conv1.c13 ], [ %qy14.next, %conv1.qx15.end ]
@@ -11294,7 +11469,7 @@ conv1.qy14:                                       ; preds = %conv1.qx15.end, %co
 conv1.qy14.end:                                   ; preds = %conv1.qx15.end
   %c13.next = add nsw i64 %conv1.c1319, 1
   %67 = icmp slt i64 %c13.next, 1
-  br i1 %67, label %conv1.c13, label %conv1.c13.end, !llvm.loop !52
+  br i1 %67, label %conv1.c13, label %conv1.c13.end
 
 conv1.qx15:                                       ; preds = %conv1.qx15, %conv1.qy14
   %conv1.qx1521 = phi i64 [ 0, %conv1.qy14 ], [ %qx15.next, %conv1.qx15 ]
@@ -11326,12 +11501,12 @@ conv1.qx15:                                       ; preds = %conv1.qx15, %conv1.
   store float %80, ptr %arena23, align 4
   %qx15.next = add nsw i64 %conv1.qx1521, 1
   %91 = icmp slt i64 %qx15.next, 14
-  br i1 %91, label %conv1.qx15, label %conv1.qx15.end, !llvm.loop !53
+  br i1 %91, label %conv1.qx15, label %conv1.qx15.end
 
 conv1.qx15.end:                                   ; preds = %conv1.qx15
   %qy14.next = add nsw i64 %conv1.qy1420, 1
   %92 = icmp slt i64 %qy14.next, 14
-  br i1 %92, label %conv1.qy14, label %conv1.qy14.end, !llvm.loop !54
+  br i1 %92, label %conv1.qy14, label %conv1.qy14.end
 
 conv1.j16:                                        ; preds = %conv1.c17.end, %conv1.j12.end
   %conv1.j1624 = phi i64 [ 0, %conv1.j12.end ], [ %j16.next, %conv1.c17.end ]
@@ -11347,7 +11522,7 @@ conv1.c17:                                        ; preds = %conv1.qy18.end, %co
 conv1.c17.end:                                    ; preds = %conv1.qy18.end
   %j16.next = add nsw i64 %conv1.j1624, 1
   %93 = icmp slt i64 %j16.next, 16
-  br i1 %93, label %conv1.j16, label %conv1.j16.end, !llvm.loop !55
+  br i1 %93, label %conv1.j16, label %conv1.j16.end
 
 conv1.qy18:                                       ; preds = %conv1.qx19.end, %conv1.c17
   %conv1.qy1826 = phi i64 [ 0, %conv1.c17 ], [ %qy18.next, %conv1.qx19.end ]
@@ -11356,7 +11531,7 @@ conv1.qy18:                                       ; preds = %conv1.qx19.end, %co
 conv1.qy18.end:                                   ; preds = %conv1.qx19.end
   %c17.next = add nsw i64 %conv1.c1725, 1
   %94 = icmp slt i64 %c17.next, 1
-  br i1 %94, label %conv1.c17, label %conv1.c17.end, !llvm.loop !56
+  br i1 %94, label %conv1.c17, label %conv1.c17.end
 
 conv1.qx19:                                       ; preds = %conv1.qx19, %conv1.qy18
   %conv1.qx1927 = phi i64 [ 0, %conv1.qy18 ], [ %qx19.next, %conv1.qx19 ]
@@ -11386,12 +11561,12 @@ conv1.qx19:                                       ; preds = %conv1.qx19, %conv1.
   store float %105, ptr %arena29, align 4
   %qx19.next = add nsw i64 %conv1.qx1927, 1
   %116 = icmp slt i64 %qx19.next, 14
-  br i1 %116, label %conv1.qx19, label %conv1.qx19.end, !llvm.loop !57
+  br i1 %116, label %conv1.qx19, label %conv1.qx19.end
 
 conv1.qx19.end:                                   ; preds = %conv1.qx19
   %qy18.next = add nsw i64 %conv1.qy1826, 1
   %117 = icmp slt i64 %qy18.next, 14
-  br i1 %117, label %conv1.qy18, label %conv1.qy18.end, !llvm.loop !58
+  br i1 %117, label %conv1.qy18, label %conv1.qy18.end
 
 conv1.j20:                                        ; preds = %conv1.c21.end, %conv1.j16.end
   %conv1.j2030 = phi i64 [ 0, %conv1.j16.end ], [ %j20.next, %conv1.c21.end ]
@@ -11408,7 +11583,7 @@ conv1.c21:                                        ; preds = %conv1.ky22.end, %co
 conv1.c21.end:                                    ; preds = %conv1.ky22.end
   %j20.next = add nsw i64 %conv1.j2030, 1
   %118 = icmp slt i64 %j20.next, 16
-  br i1 %118, label %conv1.j20, label %conv1.j20.end, !llvm.loop !59
+  br i1 %118, label %conv1.j20, label %conv1.j20.end, !llvm.loop !15
 
 conv1.ky22:                                       ; preds = %conv1.kx23.end, %conv1.c21
   %conv1.ky2232 = phi i64 [ 0, %conv1.c21 ], [ %ky22.next, %conv1.kx23.end ]
@@ -11417,7 +11592,7 @@ conv1.ky22:                                       ; preds = %conv1.kx23.end, %co
 conv1.ky22.end:                                   ; preds = %conv1.kx23.end
   %c21.next = add nsw i64 %conv1.c2131, 1
   %119 = icmp slt i64 %c21.next, 1
-  br i1 %119, label %conv1.c21, label %conv1.c21.end, !llvm.loop !60
+  br i1 %119, label %conv1.c21, label %conv1.c21.end, !llvm.loop !16
 
 conv1.kx23:                                       ; preds = %conv1.wy24.end, %conv1.ky22
   %conv1.kx2333 = phi i64 [ 0, %conv1.ky22 ], [ %kx23.next, %conv1.wy24.end ]
@@ -11426,7 +11601,7 @@ conv1.kx23:                                       ; preds = %conv1.wy24.end, %co
 conv1.kx23.end:                                   ; preds = %conv1.wy24.end
   %ky22.next = add nsw i64 %conv1.ky2232, 1
   %120 = icmp slt i64 %ky22.next, 3
-  br i1 %120, label %conv1.ky22, label %conv1.ky22.end, !llvm.loop !61
+  br i1 %120, label %conv1.ky22, label %conv1.ky22.end, !llvm.loop !17
 
 conv1.wy24:                                       ; preds = %conv1.wx25.end, %conv1.kx23
   %conv1.wy2434 = phi i64 [ 0, %conv1.kx23 ], [ %wy24.next, %conv1.wx25.end ]
@@ -11435,7 +11610,7 @@ conv1.wy24:                                       ; preds = %conv1.wx25.end, %co
 conv1.wy24.end:                                   ; preds = %conv1.wx25.end
   %kx23.next = add nsw i64 %conv1.kx2333, 1
   %121 = icmp slt i64 %kx23.next, 3
-  br i1 %121, label %conv1.kx23, label %conv1.kx23.end, !llvm.loop !62
+  br i1 %121, label %conv1.kx23, label %conv1.kx23.end, !llvm.loop !18
 
 conv1.wx25:                                       ; preds = %conv1.py26.end, %conv1.wy24
   %conv1.wx2535 = phi i64 [ 0, %conv1.wy24 ], [ %wx25.next, %conv1.py26.end ]
@@ -11444,7 +11619,7 @@ conv1.wx25:                                       ; preds = %conv1.py26.end, %co
 conv1.wx25.end:                                   ; preds = %conv1.py26.end
   %wy24.next = add nsw i64 %conv1.wy2434, 1
   %122 = icmp slt i64 %wy24.next, 2
-  br i1 %122, label %conv1.wy24, label %conv1.wy24.end, !llvm.loop !63
+  br i1 %122, label %conv1.wy24, label %conv1.wy24.end, !llvm.loop !19
 
 conv1.py26:                                       ; preds = %conv1.cv27.end, %conv1.wx25
   %conv1.py2636 = phi i64 [ 0, %conv1.wx25 ], [ %py26.next, %conv1.cv27.end ]
@@ -11453,7 +11628,7 @@ conv1.py26:                                       ; preds = %conv1.cv27.end, %co
 conv1.py26.end:                                   ; preds = %conv1.cv27.end
   %wx25.next = add nsw i64 %conv1.wx2535, 1
   %123 = icmp slt i64 %wx25.next, 2
-  br i1 %123, label %conv1.wx25, label %conv1.wx25.end, !llvm.loop !64
+  br i1 %123, label %conv1.wx25, label %conv1.wx25.end, !llvm.loop !20
 
 conv1.cv27:                                       ; preds = %conv1.cv27, %conv1.py26
   %conv1.cv2737 = phi i64 [ 0, %conv1.py26 ], [ %cv27.next, %conv1.cv27 ]
@@ -11500,7 +11675,7 @@ conv1.cv27:                                       ; preds = %conv1.cv27, %conv1.
   store <8 x float> %145, ptr %arena39, align 4
   %cv27.next = add nsw i64 %conv1.cv2737, 1
   %162 = icmp slt i64 %cv27.next, 1
-  br i1 %162, label %conv1.cv27, label %conv1.cv27.end, !llvm.loop !65
+  br i1 %162, label %conv1.cv27, label %conv1.cv27.end, !llvm.loop !21
 
 conv1.cv27.end:                                   ; preds = %conv1.cv27
   %163 = add nsw i64 %conv1.j2030, %conv1.c2131
@@ -11544,7 +11719,7 @@ conv1.cv27.end:                                   ; preds = %conv1.cv27
   call void @llvm.masked.store.v8f32.p0(<8 x float> %183, ptr %arena41, i32 4, <8 x i1> <i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 false, i1 false>)
   %py26.next = add nsw i64 %conv1.py2636, 1
   %199 = icmp slt i64 %py26.next, 14
-  br i1 %199, label %conv1.py26, label %conv1.py26.end, !llvm.loop !66
+  br i1 %199, label %conv1.py26, label %conv1.py26.end, !llvm.loop !22
 
 conv1.j36:                                        ; preds = %conv1.f37.end, %conv1.j20.end
   %conv1.j3642 = phi i64 [ 0, %conv1.j20.end ], [ %j36.next, %conv1.f37.end ]
@@ -15743,47 +15918,3 @@ attributes #4 = { nocallback nofree nosync nounwind speculatable willreturn memo
 !20 = distinct !{!20, !1}
 !21 = distinct !{!21, !1}
 !22 = distinct !{!22, !1}
-!23 = distinct !{!23, !1}
-!24 = distinct !{!24, !1}
-!25 = distinct !{!25, !1}
-!26 = distinct !{!26, !1}
-!27 = distinct !{!27, !1}
-!28 = distinct !{!28, !1}
-!29 = distinct !{!29, !1}
-!30 = distinct !{!30, !1}
-!31 = distinct !{!31, !1}
-!32 = distinct !{!32, !1}
-!33 = distinct !{!33, !1}
-!34 = distinct !{!34, !1}
-!35 = distinct !{!35, !1}
-!36 = distinct !{!36, !1}
-!37 = distinct !{!37, !1}
-!38 = distinct !{!38, !1}
-!39 = distinct !{!39, !1}
-!40 = distinct !{!40, !1}
-!41 = distinct !{!41, !1}
-!42 = distinct !{!42, !1}
-!43 = distinct !{!43, !1}
-!44 = distinct !{!44, !1}
-!45 = distinct !{!45, !1}
-!46 = distinct !{!46, !1}
-!47 = distinct !{!47, !1}
-!48 = distinct !{!48, !1}
-!49 = distinct !{!49, !1}
-!50 = distinct !{!50, !1}
-!51 = distinct !{!51, !1}
-!52 = distinct !{!52, !1}
-!53 = distinct !{!53, !1}
-!54 = distinct !{!54, !1}
-!55 = distinct !{!55, !1}
-!56 = distinct !{!56, !1}
-!57 = distinct !{!57, !1}
-!58 = distinct !{!58, !1}
-!59 = distinct !{!59, !1}
-!60 = distinct !{!60, !1}
-!61 = distinct !{!61, !1}
-!62 = distinct !{!62, !1}
-!63 = distinct !{!63, !1}
-!64 = distinct !{!64, !1}
-!65 = distinct !{!65, !1}
-!66 = distinct !{!66, !1}

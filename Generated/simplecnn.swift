@@ -78,43 +78,43 @@ public func simplecnn_train_b64(
     storeVector(arena, ((i2 *% 8) +% 1330320), Vector(repeating: Float(0)))
   }
   for g3 in 0..<4 {
+    for j4 in 0..<16 {
+      for c5 in 0..<1 {
+        for qy6 in 0..<14 {
+          for qx7 in 0..<14 {
+            arena[(1330320 +% ((((((j4 +% c5) *% 2) *% 2) *% 225) +% ((qy6 +% 1) *% 15)) +% (qx7 +% 1)))] = images[(((((((g3 *% 16) +% j4) *% 784) +% (c5 *% 784)) +% ((((qy6 +% 1) *% 2) +% -1) *% 28)) +% ((qx7 +% 1) *% 2)) +% -1)]
+          }
+        }
+      }
+    }
+    for j8 in 0..<16 {
+      for c9 in 0..<1 {
+        for qy10 in 0..<14 {
+          for qx11 in 0..<14 {
+            arena[(1330320 +% (((((((j8 +% c9) *% 2) *% 2) +% 1) *% 225) +% ((qy10 +% 1) *% 15)) +% qx11))] = images[((((((g3 *% 16) +% j8) *% 784) +% (c9 *% 784)) +% ((((qy10 +% 1) *% 2) +% -1) *% 28)) +% (qx11 *% 2))]
+          }
+        }
+      }
+    }
+    for j12 in 0..<16 {
+      for c13 in 0..<1 {
+        for qy14 in 0..<14 {
+          for qx15 in 0..<14 {
+            arena[(1330320 +% (((((((j12 +% c13) *% 2) +% 1) *% 2) *% 225) +% (qy14 *% 15)) +% (qx15 +% 1)))] = images[(((((((g3 *% 16) +% j12) *% 784) +% (c13 *% 784)) +% ((qy14 *% 2) *% 28)) +% ((qx15 +% 1) *% 2)) +% -1)]
+          }
+        }
+      }
+    }
+    for j16 in 0..<16 {
+      for c17 in 0..<1 {
+        for qy18 in 0..<14 {
+          for qx19 in 0..<14 {
+            arena[(1330320 +% ((((((((j16 +% c17) *% 2) +% 1) *% 2) +% 1) *% 225) +% (qy18 *% 15)) +% qx19))] = images[((((((g3 *% 16) +% j16) *% 784) +% (c17 *% 784)) +% ((qy18 *% 2) *% 28)) +% (qx19 *% 2))]
+          }
+        }
+      }
+    }
     do {  // scalar loops
-      for j4 in 0..<16 {
-        for c5 in 0..<1 {
-          for qy6 in 0..<14 {
-            for qx7 in 0..<14 {
-              arena[(1330320 +% ((((((j4 +% c5) *% 2) *% 2) *% 225) +% ((qy6 +% 1) *% 15)) +% (qx7 +% 1)))] = images[(((((((g3 *% 16) +% j4) *% 784) +% (c5 *% 784)) +% ((((qy6 +% 1) *% 2) +% -1) *% 28)) +% ((qx7 +% 1) *% 2)) +% -1)]
-            }
-          }
-        }
-      }
-      for j8 in 0..<16 {
-        for c9 in 0..<1 {
-          for qy10 in 0..<14 {
-            for qx11 in 0..<14 {
-              arena[(1330320 +% (((((((j8 +% c9) *% 2) *% 2) +% 1) *% 225) +% ((qy10 +% 1) *% 15)) +% qx11))] = images[((((((g3 *% 16) +% j8) *% 784) +% (c9 *% 784)) +% ((((qy10 +% 1) *% 2) +% -1) *% 28)) +% (qx11 *% 2))]
-            }
-          }
-        }
-      }
-      for j12 in 0..<16 {
-        for c13 in 0..<1 {
-          for qy14 in 0..<14 {
-            for qx15 in 0..<14 {
-              arena[(1330320 +% (((((((j12 +% c13) *% 2) +% 1) *% 2) *% 225) +% (qy14 *% 15)) +% (qx15 +% 1)))] = images[(((((((g3 *% 16) +% j12) *% 784) +% (c13 *% 784)) +% ((qy14 *% 2) *% 28)) +% ((qx15 +% 1) *% 2)) +% -1)]
-            }
-          }
-        }
-      }
-      for j16 in 0..<16 {
-        for c17 in 0..<1 {
-          for qy18 in 0..<14 {
-            for qx19 in 0..<14 {
-              arena[(1330320 +% ((((((((j16 +% c17) *% 2) +% 1) *% 2) +% 1) *% 225) +% (qy18 *% 15)) +% qx19))] = images[((((((g3 *% 16) +% j16) *% 784) +% (c17 *% 784)) +% ((qy18 *% 2) *% 28)) +% (qx19 *% 2))]
-            }
-          }
-        }
-      }
       for j20 in 0..<16 {
         for c21 in 0..<1 {
           for ky22 in 0..<3 {
@@ -1307,168 +1307,198 @@ public func simplecnn_train_b64(
   for i458 in 0..<36 {
     storeVector(arena, ((i458 *% 8) +% 514448), Vector(repeating: Float(0)))
   }
-  for i459 in 0..<1800 {
-    storeVector(arena, ((i459 *% 8) +% 514736), Vector(repeating: Float(0)))
-  }
-  for g460 in 0..<4 {
-    do {  // scalar loops
-      for j461 in 0..<16 {
-        for c462 in 0..<1 {
-          for qy463 in 0..<28 {
-            for cv464 in 0..<3 {
-              storeVector(arena, (514736 +% ((((j461 +% c462) *% 900) +% ((qy463 +% 1) *% 30)) +% (1 +% (cv464 *% 8)))), loadVector(images, (((((((g460 *% 16) +% j461) *% 784) +% (c462 *% 784)) +% (((qy463 +% 1) +% -1) *% 28)) +% (1 +% (cv464 *% 8))) +% -1)))
+  for g459 in 0..<4 {
+    for j460 in 0..<16 {
+      for c461 in 0..<1 {
+        for ky462 in 0..<3 {
+          for oy463 in 0..<28 {
+            if (-1 < ((oy463 +% ky462) +% -1) && ((oy463 +% ky462) +% -1) < 28) {
+              for ox464 in 0..<27 {
+                arena[((((((c461 *% 3) +% ky462) *% 3) *% 12560) +% (j460 *% 784)) +% ((oy463 *% 28) +% (ox464 +% 1)))] = images[((((((g459 *% 16) +% j460) *% 784) +% (c461 *% 784)) +% (((oy463 +% ky462) +% -1) *% 28)) +% ((ox464 +% 1) +% -1))]
+              }
+              for ox465 in 0..<1 {
+                arena[((((((c461 *% 3) +% ky462) *% 3) *% 12560) +% (j460 *% 784)) +% ((oy463 *% 28) +% ox465))] = Float(0)
+              }
             }
-            storePartial(arena, (514736 +% ((((j461 +% c462) *% 900) +% ((qy463 +% 1) *% 30)) +% 25)), loadPartial(images, (((((((g460 *% 16) +% j461) *% 784) +% (c462 *% 784)) +% (((qy463 +% 1) +% -1) *% 28)) +% 25) +% -1), 4), 4)
+            if ((oy463 +% ky462) +% -1) < 0 {
+              for ox466 in 0..<28 {
+                arena[((((((c461 *% 3) +% ky462) *% 3) *% 12560) +% (j460 *% 784)) +% ((oy463 *% 28) +% ox466))] = Float(0)
+              }
+            }
+            if 27 < ((oy463 +% ky462) +% -1) {
+              for ox466 in 0..<28 {
+                arena[((((((c461 *% 3) +% ky462) *% 3) *% 12560) +% (j460 *% 784)) +% ((oy463 *% 28) +% ox466))] = Float(0)
+              }
+            }
           }
-        }
-      }
-      for j465 in 0..<16 {
-        for c466 in 0..<1 {
-          for ky467 in 0..<3 {
-            for kx468 in 0..<3 {
-              for wy469 in 0..<1 {
-                for wx470 in 0..<1 {
-                  for py471 in 0..<28 {
-                    for cv472 in 0..<3 {
-                      storeVector(arena, (((((((((c466 *% 3) +% ky467) *% 3) +% kx468) *% 12560) +% (j465 *% 784)) +% ((wy469 +% wx470) *% 784)) +% (py471 *% 28)) +% (cv472 *% 8)), loadVector(arena, (514736 +% ((((((j465 +% c466) +% ((wy469 +% ky467) % 1)) +% ((wx470 +% kx468) % 1)) *% 900) +% ((py471 +% ((wy469 +% ky467) / 1)) *% 30)) +% ((cv472 *% 8) +% ((wx470 +% kx468) / 1))))))
-                    }
-                    storePartial(arena, (((((((((c466 *% 3) +% ky467) *% 3) +% kx468) *% 12560) +% (j465 *% 784)) +% ((wy469 +% wx470) *% 784)) +% (py471 *% 28)) +% 24), loadPartial(arena, (514736 +% ((((((j465 +% c466) +% ((wy469 +% ky467) % 1)) +% ((wx470 +% kx468) % 1)) *% 900) +% ((py471 +% ((wy469 +% ky467) / 1)) *% 30)) +% (24 +% ((wx470 +% kx468) / 1)))), 4), 4)
-                  }
-                }
+          for oy467 in 0..<28 {
+            if (-1 < ((oy467 +% ky462) +% -1) && ((oy467 +% ky462) +% -1) < 28) {
+              for ox468 in 0..<28 {
+                arena[(((((((c461 *% 3) +% ky462) *% 3) +% 1) *% 12560) +% (j460 *% 784)) +% ((oy467 *% 28) +% ox468))] = images[((((((g459 *% 16) +% j460) *% 784) +% (c461 *% 784)) +% (((oy467 +% ky462) +% -1) *% 28)) +% ox468)]
+              }
+            }
+            if ((oy467 +% ky462) +% -1) < 0 {
+              for ox469 in 0..<28 {
+                arena[(((((((c461 *% 3) +% ky462) *% 3) +% 1) *% 12560) +% (j460 *% 784)) +% ((oy467 *% 28) +% ox469))] = Float(0)
+              }
+            }
+            if 27 < ((oy467 +% ky462) +% -1) {
+              for ox469 in 0..<28 {
+                arena[(((((((c461 *% 3) +% ky462) *% 3) +% 1) *% 12560) +% (j460 *% 784)) +% ((oy467 *% 28) +% ox469))] = Float(0)
+              }
+            }
+          }
+          for oy470 in 0..<28 {
+            if (-1 < ((oy470 +% ky462) +% -1) && ((oy470 +% ky462) +% -1) < 28) {
+              for ox471 in 0..<27 {
+                arena[(((((((c461 *% 3) +% ky462) *% 3) +% 2) *% 12560) +% (j460 *% 784)) +% ((oy470 *% 28) +% ox471))] = images[((((((g459 *% 16) +% j460) *% 784) +% (c461 *% 784)) +% (((oy470 +% ky462) +% -1) *% 28)) +% (ox471 +% 1))]
+              }
+              for ox472 in 0..<1 {
+                arena[(((((((c461 *% 3) +% ky462) *% 3) +% 2) *% 12560) +% (j460 *% 784)) +% ((oy470 *% 28) +% (ox472 +% 27)))] = Float(0)
+              }
+            }
+            if ((oy470 +% ky462) +% -1) < 0 {
+              for ox473 in 0..<28 {
+                arena[(((((((c461 *% 3) +% ky462) *% 3) +% 2) *% 12560) +% (j460 *% 784)) +% ((oy470 *% 28) +% ox473))] = Float(0)
+              }
+            }
+            if 27 < ((oy470 +% ky462) +% -1) {
+              for ox473 in 0..<28 {
+                arena[(((((((c461 *% 3) +% ky462) *% 3) +% 2) *% 12560) +% (j460 *% 784)) +% ((oy470 *% 28) +% ox473))] = Float(0)
               }
             }
           }
         }
       }
     }
-    for j473 in 0..<16 {
-      for i474 in 0..<784 {
-        for f475 in 0..<32 {
-          arena[((113040 +% (((j473 *% 784) +% i474) *% 32)) +% f475)] = arena[(((1221264 +% (((g460 *% 16) +% j473) *% 25088)) +% (f475 *% 784)) +% i474)]
+    for j474 in 0..<16 {
+      for i475 in 0..<784 {
+        for f476 in 0..<32 {
+          arena[((113040 +% (((j474 *% 784) +% i475) *% 32)) +% f476)] = arena[(((1221264 +% (((g459 *% 16) +% j474) *% 25088)) +% (f476 *% 784)) +% i475)]
         }
       }
     }
-    do {  // gemm483
-      for kp476 in 0..<7 {
-        for nb477 in 0..<2 {
-          for mb478 in 0..<1 {
-            var t479_c0_0 = loadVector(arena, ((514448 +% ((mb478 *% 5) *% 32)) +% (nb477 *% 16)))
-            var t479_c0_1 = loadVector(arena, (((514448 +% ((mb478 *% 5) *% 32)) +% (nb477 *% 16)) +% 8))
-            var t479_c1_0 = loadVector(arena, ((514448 +% (((mb478 *% 5) +% 1) *% 32)) +% (nb477 *% 16)))
-            var t479_c1_1 = loadVector(arena, (((514448 +% (((mb478 *% 5) +% 1) *% 32)) +% (nb477 *% 16)) +% 8))
-            var t479_c2_0 = loadVector(arena, ((514448 +% (((mb478 *% 5) +% 2) *% 32)) +% (nb477 *% 16)))
-            var t479_c2_1 = loadVector(arena, (((514448 +% (((mb478 *% 5) +% 2) *% 32)) +% (nb477 *% 16)) +% 8))
-            var t479_c3_0 = loadVector(arena, ((514448 +% (((mb478 *% 5) +% 3) *% 32)) +% (nb477 *% 16)))
-            var t479_c3_1 = loadVector(arena, (((514448 +% (((mb478 *% 5) +% 3) *% 32)) +% (nb477 *% 16)) +% 8))
-            var t479_c4_0 = loadVector(arena, ((514448 +% (((mb478 *% 5) +% 4) *% 32)) +% (nb477 *% 16)))
-            var t479_c4_1 = loadVector(arena, (((514448 +% (((mb478 *% 5) +% 4) *% 32)) +% (nb477 *% 16)) +% 8))
-            for k480 in 0..<1792 {
-              let t479_b0 = loadVector(arena, ((113040 +% ((k480 +% (kp476 *% 1792)) *% 32)) +% (nb477 *% 16)))
-              let t479_b1 = loadVector(arena, (((113040 +% ((k480 +% (kp476 *% 1792)) *% 32)) +% (nb477 *% 16)) +% 8))
-              let t479_a0 = Vector(repeating: arena[(((mb478 *% 5) *% 12560) +% (k480 +% (kp476 *% 1792)))])
-              t479_c0_0 = t479_c0_0.addingProduct(t479_a0, t479_b0)
-              t479_c0_1 = t479_c0_1.addingProduct(t479_a0, t479_b1)
-              let t479_a1 = Vector(repeating: arena[((((mb478 *% 5) +% 1) *% 12560) +% (k480 +% (kp476 *% 1792)))])
-              t479_c1_0 = t479_c1_0.addingProduct(t479_a1, t479_b0)
-              t479_c1_1 = t479_c1_1.addingProduct(t479_a1, t479_b1)
-              let t479_a2 = Vector(repeating: arena[((((mb478 *% 5) +% 2) *% 12560) +% (k480 +% (kp476 *% 1792)))])
-              t479_c2_0 = t479_c2_0.addingProduct(t479_a2, t479_b0)
-              t479_c2_1 = t479_c2_1.addingProduct(t479_a2, t479_b1)
-              let t479_a3 = Vector(repeating: arena[((((mb478 *% 5) +% 3) *% 12560) +% (k480 +% (kp476 *% 1792)))])
-              t479_c3_0 = t479_c3_0.addingProduct(t479_a3, t479_b0)
-              t479_c3_1 = t479_c3_1.addingProduct(t479_a3, t479_b1)
-              let t479_a4 = Vector(repeating: arena[((((mb478 *% 5) +% 4) *% 12560) +% (k480 +% (kp476 *% 1792)))])
-              t479_c4_0 = t479_c4_0.addingProduct(t479_a4, t479_b0)
-              t479_c4_1 = t479_c4_1.addingProduct(t479_a4, t479_b1)
+    do {  // gemm484
+      for kp477 in 0..<7 {
+        for nb478 in 0..<2 {
+          for mb479 in 0..<1 {
+            var t480_c0_0 = loadVector(arena, ((514448 +% ((mb479 *% 5) *% 32)) +% (nb478 *% 16)))
+            var t480_c0_1 = loadVector(arena, (((514448 +% ((mb479 *% 5) *% 32)) +% (nb478 *% 16)) +% 8))
+            var t480_c1_0 = loadVector(arena, ((514448 +% (((mb479 *% 5) +% 1) *% 32)) +% (nb478 *% 16)))
+            var t480_c1_1 = loadVector(arena, (((514448 +% (((mb479 *% 5) +% 1) *% 32)) +% (nb478 *% 16)) +% 8))
+            var t480_c2_0 = loadVector(arena, ((514448 +% (((mb479 *% 5) +% 2) *% 32)) +% (nb478 *% 16)))
+            var t480_c2_1 = loadVector(arena, (((514448 +% (((mb479 *% 5) +% 2) *% 32)) +% (nb478 *% 16)) +% 8))
+            var t480_c3_0 = loadVector(arena, ((514448 +% (((mb479 *% 5) +% 3) *% 32)) +% (nb478 *% 16)))
+            var t480_c3_1 = loadVector(arena, (((514448 +% (((mb479 *% 5) +% 3) *% 32)) +% (nb478 *% 16)) +% 8))
+            var t480_c4_0 = loadVector(arena, ((514448 +% (((mb479 *% 5) +% 4) *% 32)) +% (nb478 *% 16)))
+            var t480_c4_1 = loadVector(arena, (((514448 +% (((mb479 *% 5) +% 4) *% 32)) +% (nb478 *% 16)) +% 8))
+            for k481 in 0..<1792 {
+              let t480_b0 = loadVector(arena, ((113040 +% ((k481 +% (kp477 *% 1792)) *% 32)) +% (nb478 *% 16)))
+              let t480_b1 = loadVector(arena, (((113040 +% ((k481 +% (kp477 *% 1792)) *% 32)) +% (nb478 *% 16)) +% 8))
+              let t480_a0 = Vector(repeating: arena[(((mb479 *% 5) *% 12560) +% (k481 +% (kp477 *% 1792)))])
+              t480_c0_0 = t480_c0_0.addingProduct(t480_a0, t480_b0)
+              t480_c0_1 = t480_c0_1.addingProduct(t480_a0, t480_b1)
+              let t480_a1 = Vector(repeating: arena[((((mb479 *% 5) +% 1) *% 12560) +% (k481 +% (kp477 *% 1792)))])
+              t480_c1_0 = t480_c1_0.addingProduct(t480_a1, t480_b0)
+              t480_c1_1 = t480_c1_1.addingProduct(t480_a1, t480_b1)
+              let t480_a2 = Vector(repeating: arena[((((mb479 *% 5) +% 2) *% 12560) +% (k481 +% (kp477 *% 1792)))])
+              t480_c2_0 = t480_c2_0.addingProduct(t480_a2, t480_b0)
+              t480_c2_1 = t480_c2_1.addingProduct(t480_a2, t480_b1)
+              let t480_a3 = Vector(repeating: arena[((((mb479 *% 5) +% 3) *% 12560) +% (k481 +% (kp477 *% 1792)))])
+              t480_c3_0 = t480_c3_0.addingProduct(t480_a3, t480_b0)
+              t480_c3_1 = t480_c3_1.addingProduct(t480_a3, t480_b1)
+              let t480_a4 = Vector(repeating: arena[((((mb479 *% 5) +% 4) *% 12560) +% (k481 +% (kp477 *% 1792)))])
+              t480_c4_0 = t480_c4_0.addingProduct(t480_a4, t480_b0)
+              t480_c4_1 = t480_c4_1.addingProduct(t480_a4, t480_b1)
             }
-            storeVector(arena, ((514448 +% ((mb478 *% 5) *% 32)) +% (nb477 *% 16)), t479_c0_0)
-            storeVector(arena, (((514448 +% ((mb478 *% 5) *% 32)) +% (nb477 *% 16)) +% 8), t479_c0_1)
-            storeVector(arena, ((514448 +% (((mb478 *% 5) +% 1) *% 32)) +% (nb477 *% 16)), t479_c1_0)
-            storeVector(arena, (((514448 +% (((mb478 *% 5) +% 1) *% 32)) +% (nb477 *% 16)) +% 8), t479_c1_1)
-            storeVector(arena, ((514448 +% (((mb478 *% 5) +% 2) *% 32)) +% (nb477 *% 16)), t479_c2_0)
-            storeVector(arena, (((514448 +% (((mb478 *% 5) +% 2) *% 32)) +% (nb477 *% 16)) +% 8), t479_c2_1)
-            storeVector(arena, ((514448 +% (((mb478 *% 5) +% 3) *% 32)) +% (nb477 *% 16)), t479_c3_0)
-            storeVector(arena, (((514448 +% (((mb478 *% 5) +% 3) *% 32)) +% (nb477 *% 16)) +% 8), t479_c3_1)
-            storeVector(arena, ((514448 +% (((mb478 *% 5) +% 4) *% 32)) +% (nb477 *% 16)), t479_c4_0)
-            storeVector(arena, (((514448 +% (((mb478 *% 5) +% 4) *% 32)) +% (nb477 *% 16)) +% 8), t479_c4_1)
+            storeVector(arena, ((514448 +% ((mb479 *% 5) *% 32)) +% (nb478 *% 16)), t480_c0_0)
+            storeVector(arena, (((514448 +% ((mb479 *% 5) *% 32)) +% (nb478 *% 16)) +% 8), t480_c0_1)
+            storeVector(arena, ((514448 +% (((mb479 *% 5) +% 1) *% 32)) +% (nb478 *% 16)), t480_c1_0)
+            storeVector(arena, (((514448 +% (((mb479 *% 5) +% 1) *% 32)) +% (nb478 *% 16)) +% 8), t480_c1_1)
+            storeVector(arena, ((514448 +% (((mb479 *% 5) +% 2) *% 32)) +% (nb478 *% 16)), t480_c2_0)
+            storeVector(arena, (((514448 +% (((mb479 *% 5) +% 2) *% 32)) +% (nb478 *% 16)) +% 8), t480_c2_1)
+            storeVector(arena, ((514448 +% (((mb479 *% 5) +% 3) *% 32)) +% (nb478 *% 16)), t480_c3_0)
+            storeVector(arena, (((514448 +% (((mb479 *% 5) +% 3) *% 32)) +% (nb478 *% 16)) +% 8), t480_c3_1)
+            storeVector(arena, ((514448 +% (((mb479 *% 5) +% 4) *% 32)) +% (nb478 *% 16)), t480_c4_0)
+            storeVector(arena, (((514448 +% (((mb479 *% 5) +% 4) *% 32)) +% (nb478 *% 16)) +% 8), t480_c4_1)
           }
-          var t481_c0_0 = loadVector(arena, (514608 +% (nb477 *% 16)))
-          var t481_c0_1 = loadVector(arena, ((514608 +% (nb477 *% 16)) +% 8))
-          var t481_c1_0 = loadVector(arena, (514640 +% (nb477 *% 16)))
-          var t481_c1_1 = loadVector(arena, ((514640 +% (nb477 *% 16)) +% 8))
-          var t481_c2_0 = loadVector(arena, (514672 +% (nb477 *% 16)))
-          var t481_c2_1 = loadVector(arena, ((514672 +% (nb477 *% 16)) +% 8))
-          var t481_c3_0 = loadVector(arena, (514704 +% (nb477 *% 16)))
-          var t481_c3_1 = loadVector(arena, ((514704 +% (nb477 *% 16)) +% 8))
-          for k482 in 0..<1792 {
-            let t481_b0 = loadVector(arena, ((113040 +% ((k482 +% (kp476 *% 1792)) *% 32)) +% (nb477 *% 16)))
-            let t481_b1 = loadVector(arena, (((113040 +% ((k482 +% (kp476 *% 1792)) *% 32)) +% (nb477 *% 16)) +% 8))
-            let t481_a0 = Vector(repeating: arena[(62800 +% (k482 +% (kp476 *% 1792)))])
-            t481_c0_0 = t481_c0_0.addingProduct(t481_a0, t481_b0)
-            t481_c0_1 = t481_c0_1.addingProduct(t481_a0, t481_b1)
-            let t481_a1 = Vector(repeating: arena[(75360 +% (k482 +% (kp476 *% 1792)))])
-            t481_c1_0 = t481_c1_0.addingProduct(t481_a1, t481_b0)
-            t481_c1_1 = t481_c1_1.addingProduct(t481_a1, t481_b1)
-            let t481_a2 = Vector(repeating: arena[(87920 +% (k482 +% (kp476 *% 1792)))])
-            t481_c2_0 = t481_c2_0.addingProduct(t481_a2, t481_b0)
-            t481_c2_1 = t481_c2_1.addingProduct(t481_a2, t481_b1)
-            let t481_a3 = Vector(repeating: arena[(100480 +% (k482 +% (kp476 *% 1792)))])
-            t481_c3_0 = t481_c3_0.addingProduct(t481_a3, t481_b0)
-            t481_c3_1 = t481_c3_1.addingProduct(t481_a3, t481_b1)
+          var t482_c0_0 = loadVector(arena, (514608 +% (nb478 *% 16)))
+          var t482_c0_1 = loadVector(arena, ((514608 +% (nb478 *% 16)) +% 8))
+          var t482_c1_0 = loadVector(arena, (514640 +% (nb478 *% 16)))
+          var t482_c1_1 = loadVector(arena, ((514640 +% (nb478 *% 16)) +% 8))
+          var t482_c2_0 = loadVector(arena, (514672 +% (nb478 *% 16)))
+          var t482_c2_1 = loadVector(arena, ((514672 +% (nb478 *% 16)) +% 8))
+          var t482_c3_0 = loadVector(arena, (514704 +% (nb478 *% 16)))
+          var t482_c3_1 = loadVector(arena, ((514704 +% (nb478 *% 16)) +% 8))
+          for k483 in 0..<1792 {
+            let t482_b0 = loadVector(arena, ((113040 +% ((k483 +% (kp477 *% 1792)) *% 32)) +% (nb478 *% 16)))
+            let t482_b1 = loadVector(arena, (((113040 +% ((k483 +% (kp477 *% 1792)) *% 32)) +% (nb478 *% 16)) +% 8))
+            let t482_a0 = Vector(repeating: arena[(62800 +% (k483 +% (kp477 *% 1792)))])
+            t482_c0_0 = t482_c0_0.addingProduct(t482_a0, t482_b0)
+            t482_c0_1 = t482_c0_1.addingProduct(t482_a0, t482_b1)
+            let t482_a1 = Vector(repeating: arena[(75360 +% (k483 +% (kp477 *% 1792)))])
+            t482_c1_0 = t482_c1_0.addingProduct(t482_a1, t482_b0)
+            t482_c1_1 = t482_c1_1.addingProduct(t482_a1, t482_b1)
+            let t482_a2 = Vector(repeating: arena[(87920 +% (k483 +% (kp477 *% 1792)))])
+            t482_c2_0 = t482_c2_0.addingProduct(t482_a2, t482_b0)
+            t482_c2_1 = t482_c2_1.addingProduct(t482_a2, t482_b1)
+            let t482_a3 = Vector(repeating: arena[(100480 +% (k483 +% (kp477 *% 1792)))])
+            t482_c3_0 = t482_c3_0.addingProduct(t482_a3, t482_b0)
+            t482_c3_1 = t482_c3_1.addingProduct(t482_a3, t482_b1)
           }
-          storeVector(arena, (514608 +% (nb477 *% 16)), t481_c0_0)
-          storeVector(arena, ((514608 +% (nb477 *% 16)) +% 8), t481_c0_1)
-          storeVector(arena, (514640 +% (nb477 *% 16)), t481_c1_0)
-          storeVector(arena, ((514640 +% (nb477 *% 16)) +% 8), t481_c1_1)
-          storeVector(arena, (514672 +% (nb477 *% 16)), t481_c2_0)
-          storeVector(arena, ((514672 +% (nb477 *% 16)) +% 8), t481_c2_1)
-          storeVector(arena, (514704 +% (nb477 *% 16)), t481_c3_0)
-          storeVector(arena, ((514704 +% (nb477 *% 16)) +% 8), t481_c3_1)
+          storeVector(arena, (514608 +% (nb478 *% 16)), t482_c0_0)
+          storeVector(arena, ((514608 +% (nb478 *% 16)) +% 8), t482_c0_1)
+          storeVector(arena, (514640 +% (nb478 *% 16)), t482_c1_0)
+          storeVector(arena, ((514640 +% (nb478 *% 16)) +% 8), t482_c1_1)
+          storeVector(arena, (514672 +% (nb478 *% 16)), t482_c2_0)
+          storeVector(arena, ((514672 +% (nb478 *% 16)) +% 8), t482_c2_1)
+          storeVector(arena, (514704 +% (nb478 *% 16)), t482_c3_0)
+          storeVector(arena, ((514704 +% (nb478 *% 16)) +% 8), t482_c3_1)
         }
       }
     }
   }
-  for f484 in 0..<32 {
-    for r485 in 0..<9 {
-      grads[((f484 *% 9) +% r485)] = arena[((514448 +% (r485 *% 32)) +% f484)]
+  for f485 in 0..<32 {
+    for r486 in 0..<9 {
+      grads[((f485 *% 9) +% r486)] = arena[((514448 +% (r486 *% 32)) +% f485)]
     }
   }
   // conv1_bias_grad = conv2d_grad_bias(conv1_grad)
-  for f486 in 0..<32 {
-    var acc487 = Vector()
-    for img488 in 0..<64 {
-      for i489 in 0..<98 {
-        acc487 = acc487.addingProduct(Vector(repeating: Float(1)), loadVector(arena, (((1221264 +% (img488 *% 25088)) +% (f486 *% 784)) +% (i489 *% 8))))
+  for f487 in 0..<32 {
+    var acc488 = Vector()
+    for img489 in 0..<64 {
+      for i490 in 0..<98 {
+        acc488 = acc488.addingProduct(Vector(repeating: Float(1)), loadVector(arena, (((1221264 +% (img489 *% 25088)) +% (f487 *% 784)) +% (i490 *% 8))))
       }
     }
-    storeVector(arena, 0, acc487)
-    var sum490: Float = (arena[0] + arena[1])
-    var sum491: Float = (sum490 + arena[2])
-    var sum492: Float = (sum491 + arena[3])
-    var sum493: Float = (sum492 + arena[4])
-    var sum494: Float = (sum493 + arena[5])
-    var sum495: Float = (sum494 + arena[6])
-    var sum496: Float = (sum495 + arena[7])
-    grads[(288 +% f486)] = sum496
+    storeVector(arena, 0, acc488)
+    var sum491: Float = (arena[0] + arena[1])
+    var sum492: Float = (sum491 + arena[2])
+    var sum493: Float = (sum492 + arena[3])
+    var sum494: Float = (sum493 + arena[4])
+    var sum495: Float = (sum494 + arena[5])
+    var sum496: Float = (sum495 + arena[6])
+    var sum497: Float = (sum496 + arena[7])
+    grads[(288 +% f487)] = sum497
   }
   // adam = update of 421642 parameters
-  var step_size497: Float = (lr / (Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
-  var bc2_sqrt498: Float = sqrtf((Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
-  for i499 in 0..<52705 {
-    let g_v = (loadVector(grads, (i499 *% 8)) + (Vector(repeating: Float(0)) * loadVector(params, (i499 *% 8))))
-    let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadVector(m, (i499 *% 8))) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
-    let v_new_v = ((Vector(repeating: Float(bitPattern: 0x3f7fbe77)) * loadVector(v, (i499 *% 8))) + ((Vector(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
-    storeVector(m, (i499 *% 8), m_new_v)
-    storeVector(v, (i499 *% 8), v_new_v)
-    storeVector(params, (i499 *% 8), (loadVector(params, (i499 *% 8)) - ((Vector(repeating: step_size497) * m_new_v) / ((v_new_v.squareRoot() / Vector(repeating: bc2_sqrt498)) + Vector(repeating: Float(bitPattern: 0x322bcc77))))))
+  var step_size498: Float = (lr / (Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
+  var bc2_sqrt499: Float = sqrtf((Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
+  for i500 in 0..<52705 {
+    let g_v = (loadVector(grads, (i500 *% 8)) + (Vector(repeating: Float(0)) * loadVector(params, (i500 *% 8))))
+    let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadVector(m, (i500 *% 8))) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
+    let v_new_v = ((Vector(repeating: Float(bitPattern: 0x3f7fbe77)) * loadVector(v, (i500 *% 8))) + ((Vector(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
+    storeVector(m, (i500 *% 8), m_new_v)
+    storeVector(v, (i500 *% 8), v_new_v)
+    storeVector(params, (i500 *% 8), (loadVector(params, (i500 *% 8)) - ((Vector(repeating: step_size498) * m_new_v) / ((v_new_v.squareRoot() / Vector(repeating: bc2_sqrt499)) + Vector(repeating: Float(bitPattern: 0x322bcc77))))))
   }
-  for i499 in 0..<1 {
-    let g_v = (loadPartial(grads, (i499 +% 421640), 2) + (Vector(repeating: Float(0)) * loadPartial(params, (i499 +% 421640), 2)))
-    let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadPartial(m, (i499 +% 421640), 2)) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
-    let v_new_v = ((Vector(repeating: Float(bitPattern: 0x3f7fbe77)) * loadPartial(v, (i499 +% 421640), 2)) + ((Vector(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
-    storePartial(m, (i499 +% 421640), m_new_v, 2)
-    storePartial(v, (i499 +% 421640), v_new_v, 2)
-    storePartial(params, (i499 +% 421640), (loadPartial(params, (i499 +% 421640), 2) - ((Vector(repeating: step_size497) * m_new_v) / ((v_new_v.squareRoot() / Vector(repeating: bc2_sqrt498)) + Vector(repeating: Float(bitPattern: 0x322bcc77))))), 2)
+  for i500 in 0..<1 {
+    let g_v = (loadPartial(grads, (i500 +% 421640), 2) + (Vector(repeating: Float(0)) * loadPartial(params, (i500 +% 421640), 2)))
+    let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadPartial(m, (i500 +% 421640), 2)) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
+    let v_new_v = ((Vector(repeating: Float(bitPattern: 0x3f7fbe77)) * loadPartial(v, (i500 +% 421640), 2)) + ((Vector(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
+    storePartial(m, (i500 +% 421640), m_new_v, 2)
+    storePartial(v, (i500 +% 421640), v_new_v, 2)
+    storePartial(params, (i500 +% 421640), (loadPartial(params, (i500 +% 421640), 2) - ((Vector(repeating: step_size498) * m_new_v) / ((v_new_v.squareRoot() / Vector(repeating: bc2_sqrt499)) + Vector(repeating: Float(bitPattern: 0x322bcc77))))), 2)
   }
 }
 
@@ -1490,43 +1520,43 @@ public func simplecnn_infer_b64(
     storeVector(arena, ((i2 *% 8) +% 1330320), Vector(repeating: Float(0)))
   }
   for g3 in 0..<4 {
+    for j4 in 0..<16 {
+      for c5 in 0..<1 {
+        for qy6 in 0..<14 {
+          for qx7 in 0..<14 {
+            arena[(1330320 +% ((((((j4 +% c5) *% 2) *% 2) *% 225) +% ((qy6 +% 1) *% 15)) +% (qx7 +% 1)))] = images[(((((((g3 *% 16) +% j4) *% 784) +% (c5 *% 784)) +% ((((qy6 +% 1) *% 2) +% -1) *% 28)) +% ((qx7 +% 1) *% 2)) +% -1)]
+          }
+        }
+      }
+    }
+    for j8 in 0..<16 {
+      for c9 in 0..<1 {
+        for qy10 in 0..<14 {
+          for qx11 in 0..<14 {
+            arena[(1330320 +% (((((((j8 +% c9) *% 2) *% 2) +% 1) *% 225) +% ((qy10 +% 1) *% 15)) +% qx11))] = images[((((((g3 *% 16) +% j8) *% 784) +% (c9 *% 784)) +% ((((qy10 +% 1) *% 2) +% -1) *% 28)) +% (qx11 *% 2))]
+          }
+        }
+      }
+    }
+    for j12 in 0..<16 {
+      for c13 in 0..<1 {
+        for qy14 in 0..<14 {
+          for qx15 in 0..<14 {
+            arena[(1330320 +% (((((((j12 +% c13) *% 2) +% 1) *% 2) *% 225) +% (qy14 *% 15)) +% (qx15 +% 1)))] = images[(((((((g3 *% 16) +% j12) *% 784) +% (c13 *% 784)) +% ((qy14 *% 2) *% 28)) +% ((qx15 +% 1) *% 2)) +% -1)]
+          }
+        }
+      }
+    }
+    for j16 in 0..<16 {
+      for c17 in 0..<1 {
+        for qy18 in 0..<14 {
+          for qx19 in 0..<14 {
+            arena[(1330320 +% ((((((((j16 +% c17) *% 2) +% 1) *% 2) +% 1) *% 225) +% (qy18 *% 15)) +% qx19))] = images[((((((g3 *% 16) +% j16) *% 784) +% (c17 *% 784)) +% ((qy18 *% 2) *% 28)) +% (qx19 *% 2))]
+          }
+        }
+      }
+    }
     do {  // scalar loops
-      for j4 in 0..<16 {
-        for c5 in 0..<1 {
-          for qy6 in 0..<14 {
-            for qx7 in 0..<14 {
-              arena[(1330320 +% ((((((j4 +% c5) *% 2) *% 2) *% 225) +% ((qy6 +% 1) *% 15)) +% (qx7 +% 1)))] = images[(((((((g3 *% 16) +% j4) *% 784) +% (c5 *% 784)) +% ((((qy6 +% 1) *% 2) +% -1) *% 28)) +% ((qx7 +% 1) *% 2)) +% -1)]
-            }
-          }
-        }
-      }
-      for j8 in 0..<16 {
-        for c9 in 0..<1 {
-          for qy10 in 0..<14 {
-            for qx11 in 0..<14 {
-              arena[(1330320 +% (((((((j8 +% c9) *% 2) *% 2) +% 1) *% 225) +% ((qy10 +% 1) *% 15)) +% qx11))] = images[((((((g3 *% 16) +% j8) *% 784) +% (c9 *% 784)) +% ((((qy10 +% 1) *% 2) +% -1) *% 28)) +% (qx11 *% 2))]
-            }
-          }
-        }
-      }
-      for j12 in 0..<16 {
-        for c13 in 0..<1 {
-          for qy14 in 0..<14 {
-            for qx15 in 0..<14 {
-              arena[(1330320 +% (((((((j12 +% c13) *% 2) +% 1) *% 2) *% 225) +% (qy14 *% 15)) +% (qx15 +% 1)))] = images[(((((((g3 *% 16) +% j12) *% 784) +% (c13 *% 784)) +% ((qy14 *% 2) *% 28)) +% ((qx15 +% 1) *% 2)) +% -1)]
-            }
-          }
-        }
-      }
-      for j16 in 0..<16 {
-        for c17 in 0..<1 {
-          for qy18 in 0..<14 {
-            for qx19 in 0..<14 {
-              arena[(1330320 +% ((((((((j16 +% c17) *% 2) +% 1) *% 2) +% 1) *% 225) +% (qy18 *% 15)) +% qx19))] = images[((((((g3 *% 16) +% j16) *% 784) +% (c17 *% 784)) +% ((qy18 *% 2) *% 28)) +% (qx19 *% 2))]
-            }
-          }
-        }
-      }
       for j20 in 0..<16 {
         for c21 in 0..<1 {
           for ky22 in 0..<3 {

@@ -100,7 +100,7 @@ conv1.c5:                                         ; preds = %conv1.qy6.end, %con
 conv1.c5.end:                                     ; preds = %conv1.qy6.end
   %j4.next = add nsw i64 %conv1.j46, 1
   %10 = icmp slt i64 %j4.next, 16
-  br i1 %10, label %conv1.j4, label %conv1.j4.end, !llvm.loop !0
+  br i1 %10, label %conv1.j4, label %conv1.j4.end
 
 conv1.qy6:                                        ; preds = %conv1.qx7.end, %conv1.c5
   %conv1.qy68 = phi i64 [ 0, %conv1.c5 ], [ %qy6.next, %conv1.qx7.end ]
@@ -109,7 +109,7 @@ conv1.qy6:                                        ; preds = %conv1.qx7.end, %con
 conv1.qy6.end:                                    ; preds = %conv1.qx7.end
   %c5.next = add nsw i64 %conv1.c57, 1
   %11 = icmp slt i64 %c5.next, 1
-  br i1 %11, label %conv1.c5, label %conv1.c5.end, !llvm.loop !2
+  br i1 %11, label %conv1.c5, label %conv1.c5.end
 
 conv1.qx7:                                        ; preds = %conv1.qx7, %conv1.qy6
   %conv1.qx79 = phi i64 [ 0, %conv1.qy6 ], [ %qx7.next, %conv1.qx7 ]
@@ -143,12 +143,12 @@ conv1.qx7:                                        ; preds = %conv1.qx7, %conv1.q
   store float %26, ptr %arena11, align 4
   %qx7.next = add nsw i64 %conv1.qx79, 1
   %37 = icmp slt i64 %qx7.next, 14
-  br i1 %37, label %conv1.qx7, label %conv1.qx7.end, !llvm.loop !3
+  br i1 %37, label %conv1.qx7, label %conv1.qx7.end
 
 conv1.qx7.end:                                    ; preds = %conv1.qx7
   %qy6.next = add nsw i64 %conv1.qy68, 1
   %38 = icmp slt i64 %qy6.next, 14
-  br i1 %38, label %conv1.qy6, label %conv1.qy6.end, !llvm.loop !4
+  br i1 %38, label %conv1.qy6, label %conv1.qy6.end
 
 conv1.j8:                                         ; preds = %conv1.c9.end, %conv1.j4.end
   %conv1.j812 = phi i64 [ 0, %conv1.j4.end ], [ %j8.next, %conv1.c9.end ]
@@ -164,7 +164,7 @@ conv1.c9:                                         ; preds = %conv1.qy10.end, %co
 conv1.c9.end:                                     ; preds = %conv1.qy10.end
   %j8.next = add nsw i64 %conv1.j812, 1
   %39 = icmp slt i64 %j8.next, 16
-  br i1 %39, label %conv1.j8, label %conv1.j8.end, !llvm.loop !5
+  br i1 %39, label %conv1.j8, label %conv1.j8.end
 
 conv1.qy10:                                       ; preds = %conv1.qx11.end, %conv1.c9
   %conv1.qy1014 = phi i64 [ 0, %conv1.c9 ], [ %qy10.next, %conv1.qx11.end ]
@@ -173,7 +173,7 @@ conv1.qy10:                                       ; preds = %conv1.qx11.end, %co
 conv1.qy10.end:                                   ; preds = %conv1.qx11.end
   %c9.next = add nsw i64 %conv1.c913, 1
   %40 = icmp slt i64 %c9.next, 1
-  br i1 %40, label %conv1.c9, label %conv1.c9.end, !llvm.loop !6
+  br i1 %40, label %conv1.c9, label %conv1.c9.end
 
 conv1.qx11:                                       ; preds = %conv1.qx11, %conv1.qy10
   %conv1.qx1115 = phi i64 [ 0, %conv1.qy10 ], [ %qx11.next, %conv1.qx11 ]
@@ -205,12 +205,12 @@ conv1.qx11:                                       ; preds = %conv1.qx11, %conv1.
   store float %53, ptr %arena17, align 4
   %qx11.next = add nsw i64 %conv1.qx1115, 1
   %64 = icmp slt i64 %qx11.next, 14
-  br i1 %64, label %conv1.qx11, label %conv1.qx11.end, !llvm.loop !7
+  br i1 %64, label %conv1.qx11, label %conv1.qx11.end
 
 conv1.qx11.end:                                   ; preds = %conv1.qx11
   %qy10.next = add nsw i64 %conv1.qy1014, 1
   %65 = icmp slt i64 %qy10.next, 14
-  br i1 %65, label %conv1.qy10, label %conv1.qy10.end, !llvm.loop !8
+  br i1 %65, label %conv1.qy10, label %conv1.qy10.end
 
 conv1.j12:                                        ; preds = %conv1.c13.end, %conv1.j8.end
   %conv1.j1218 = phi i64 [ 0, %conv1.j8.end ], [ %j12.next, %conv1.c13.end ]
@@ -226,7 +226,7 @@ conv1.c13:                                        ; preds = %conv1.qy14.end, %co
 conv1.c13.end:                                    ; preds = %conv1.qy14.end
   %j12.next = add nsw i64 %conv1.j1218, 1
   %66 = icmp slt i64 %j12.next, 16
-  br i1 %66, label %conv1.j12, label %conv1.j12.end, !llvm.loop !9
+  br i1 %66, label %conv1.j12, label %conv1.j12.end
 
 conv1.qy14:                                       ; preds = %conv1.qx15.end, %conv1.c13
   %conv1.qy1420 = phi i64 [ 0, %conv1.c13 ], [ %qy14.next, %conv1.qx15.end ]
@@ -235,7 +235,7 @@ conv1.qy14:                                       ; preds = %conv1.qx15.end, %co
 conv1.qy14.end:                                   ; preds = %conv1.qx15.end
   %c13.next = add nsw i64 %conv1.c1319, 1
   %67 = icmp slt i64 %c13.next, 1
-  br i1 %67, label %conv1.c13, label %conv1.c13.end, !llvm.loop !10
+  br i1 %67, label %conv1.c13, label %conv1.c13.end
 
 conv1.qx15:                                       ; preds = %conv1.qx15, %conv1.qy14
   %conv1.qx1521 = phi i64 [ 0, %conv1.qy14 ], [ %qx15.next, %conv1.qx15 ]
@@ -267,12 +267,12 @@ conv1.qx15:                                       ; preds = %conv1.qx15, %conv1.
   store float %80, ptr %arena23, align 4
   %qx15.next = add nsw i64 %conv1.qx1521, 1
   %91 = icmp slt i64 %qx15.next, 14
-  br i1 %91, label %conv1.qx15, label %conv1.qx15.end, !llvm.loop !11
+  br i1 %91, label %conv1.qx15, label %conv1.qx15.end
 
 conv1.qx15.end:                                   ; preds = %conv1.qx15
   %qy14.next = add nsw i64 %conv1.qy1420, 1
   %92 = icmp slt i64 %qy14.next, 14
-  br i1 %92, label %conv1.qy14, label %conv1.qy14.end, !llvm.loop !12
+  br i1 %92, label %conv1.qy14, label %conv1.qy14.end
 
 conv1.j16:                                        ; preds = %conv1.c17.end, %conv1.j12.end
   %conv1.j1624 = phi i64 [ 0, %conv1.j12.end ], [ %j16.next, %conv1.c17.end ]
@@ -288,7 +288,7 @@ conv1.c17:                                        ; preds = %conv1.qy18.end, %co
 conv1.c17.end:                                    ; preds = %conv1.qy18.end
   %j16.next = add nsw i64 %conv1.j1624, 1
   %93 = icmp slt i64 %j16.next, 16
-  br i1 %93, label %conv1.j16, label %conv1.j16.end, !llvm.loop !13
+  br i1 %93, label %conv1.j16, label %conv1.j16.end
 
 conv1.qy18:                                       ; preds = %conv1.qx19.end, %conv1.c17
   %conv1.qy1826 = phi i64 [ 0, %conv1.c17 ], [ %qy18.next, %conv1.qx19.end ]
@@ -297,7 +297,7 @@ conv1.qy18:                                       ; preds = %conv1.qx19.end, %co
 conv1.qy18.end:                                   ; preds = %conv1.qx19.end
   %c17.next = add nsw i64 %conv1.c1725, 1
   %94 = icmp slt i64 %c17.next, 1
-  br i1 %94, label %conv1.c17, label %conv1.c17.end, !llvm.loop !14
+  br i1 %94, label %conv1.c17, label %conv1.c17.end
 
 conv1.qx19:                                       ; preds = %conv1.qx19, %conv1.qy18
   %conv1.qx1927 = phi i64 [ 0, %conv1.qy18 ], [ %qx19.next, %conv1.qx19 ]
@@ -327,12 +327,12 @@ conv1.qx19:                                       ; preds = %conv1.qx19, %conv1.
   store float %105, ptr %arena29, align 4
   %qx19.next = add nsw i64 %conv1.qx1927, 1
   %116 = icmp slt i64 %qx19.next, 14
-  br i1 %116, label %conv1.qx19, label %conv1.qx19.end, !llvm.loop !15
+  br i1 %116, label %conv1.qx19, label %conv1.qx19.end
 
 conv1.qx19.end:                                   ; preds = %conv1.qx19
   %qy18.next = add nsw i64 %conv1.qy1826, 1
   %117 = icmp slt i64 %qy18.next, 14
-  br i1 %117, label %conv1.qy18, label %conv1.qy18.end, !llvm.loop !16
+  br i1 %117, label %conv1.qy18, label %conv1.qy18.end
 
 conv1.j20:                                        ; preds = %conv1.c21.end, %conv1.j16.end
   %conv1.j2030 = phi i64 [ 0, %conv1.j16.end ], [ %j20.next, %conv1.c21.end ]
@@ -349,7 +349,7 @@ conv1.c21:                                        ; preds = %conv1.ky22.end, %co
 conv1.c21.end:                                    ; preds = %conv1.ky22.end
   %j20.next = add nsw i64 %conv1.j2030, 1
   %118 = icmp slt i64 %j20.next, 16
-  br i1 %118, label %conv1.j20, label %conv1.j20.end, !llvm.loop !17
+  br i1 %118, label %conv1.j20, label %conv1.j20.end, !llvm.loop !0
 
 conv1.ky22:                                       ; preds = %conv1.kx23.end, %conv1.c21
   %conv1.ky2232 = phi i64 [ 0, %conv1.c21 ], [ %ky22.next, %conv1.kx23.end ]
@@ -358,7 +358,7 @@ conv1.ky22:                                       ; preds = %conv1.kx23.end, %co
 conv1.ky22.end:                                   ; preds = %conv1.kx23.end
   %c21.next = add nsw i64 %conv1.c2131, 1
   %119 = icmp slt i64 %c21.next, 1
-  br i1 %119, label %conv1.c21, label %conv1.c21.end, !llvm.loop !18
+  br i1 %119, label %conv1.c21, label %conv1.c21.end, !llvm.loop !2
 
 conv1.kx23:                                       ; preds = %conv1.wy24.end, %conv1.ky22
   %conv1.kx2333 = phi i64 [ 0, %conv1.ky22 ], [ %kx23.next, %conv1.wy24.end ]
@@ -367,7 +367,7 @@ conv1.kx23:                                       ; preds = %conv1.wy24.end, %co
 conv1.kx23.end:                                   ; preds = %conv1.wy24.end
   %ky22.next = add nsw i64 %conv1.ky2232, 1
   %120 = icmp slt i64 %ky22.next, 3
-  br i1 %120, label %conv1.ky22, label %conv1.ky22.end, !llvm.loop !19
+  br i1 %120, label %conv1.ky22, label %conv1.ky22.end, !llvm.loop !3
 
 conv1.wy24:                                       ; preds = %conv1.wx25.end, %conv1.kx23
   %conv1.wy2434 = phi i64 [ 0, %conv1.kx23 ], [ %wy24.next, %conv1.wx25.end ]
@@ -376,7 +376,7 @@ conv1.wy24:                                       ; preds = %conv1.wx25.end, %co
 conv1.wy24.end:                                   ; preds = %conv1.wx25.end
   %kx23.next = add nsw i64 %conv1.kx2333, 1
   %121 = icmp slt i64 %kx23.next, 3
-  br i1 %121, label %conv1.kx23, label %conv1.kx23.end, !llvm.loop !20
+  br i1 %121, label %conv1.kx23, label %conv1.kx23.end, !llvm.loop !4
 
 conv1.wx25:                                       ; preds = %conv1.py26.end, %conv1.wy24
   %conv1.wx2535 = phi i64 [ 0, %conv1.wy24 ], [ %wx25.next, %conv1.py26.end ]
@@ -385,7 +385,7 @@ conv1.wx25:                                       ; preds = %conv1.py26.end, %co
 conv1.wx25.end:                                   ; preds = %conv1.py26.end
   %wy24.next = add nsw i64 %conv1.wy2434, 1
   %122 = icmp slt i64 %wy24.next, 2
-  br i1 %122, label %conv1.wy24, label %conv1.wy24.end, !llvm.loop !21
+  br i1 %122, label %conv1.wy24, label %conv1.wy24.end, !llvm.loop !5
 
 conv1.py26:                                       ; preds = %conv1.py26, %conv1.wx25
   %conv1.py2636 = phi i64 [ 0, %conv1.wx25 ], [ %py26.next, %conv1.py26 ]
@@ -428,12 +428,12 @@ conv1.py26:                                       ; preds = %conv1.py26, %conv1.
   call void @llvm.masked.store.v16f32.p0(<16 x float> %142, ptr %arena38, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 false, i1 false>)
   %py26.next = add nsw i64 %conv1.py2636, 1
   %157 = icmp slt i64 %py26.next, 14
-  br i1 %157, label %conv1.py26, label %conv1.py26.end, !llvm.loop !22
+  br i1 %157, label %conv1.py26, label %conv1.py26.end, !llvm.loop !6
 
 conv1.py26.end:                                   ; preds = %conv1.py26
   %wx25.next = add nsw i64 %conv1.wx2535, 1
   %158 = icmp slt i64 %wx25.next, 2
-  br i1 %158, label %conv1.wx25, label %conv1.wx25.end, !llvm.loop !23
+  br i1 %158, label %conv1.wx25, label %conv1.wx25.end, !llvm.loop !7
 
 conv1.j34:                                        ; preds = %conv1.f35.end, %conv1.j20.end
   %conv1.j3439 = phi i64 [ 0, %conv1.j20.end ], [ %j34.next, %conv1.f35.end ]
@@ -1739,12 +1739,12 @@ conv2.co49:                                       ; preds = %conv2.co49, %conv2.
   store float %w77, ptr %arena62, align 4
   %co49.next = add nsw i64 %conv2.co492, 1
   %231 = icmp slt i64 %co49.next, 64
-  br i1 %231, label %conv2.co49, label %conv2.co49.end, !llvm.loop !24
+  br i1 %231, label %conv2.co49, label %conv2.co49.end, !llvm.loop !8
 
 conv2.co49.end:                                   ; preds = %conv2.co49
   %ci48.next = add nsw i64 %conv2.ci481, 1
   %232 = icmp slt i64 %ci48.next, 32
-  br i1 %232, label %conv2.ci48, label %conv2.ci48.end, !llvm.loop !25
+  br i1 %232, label %conv2.ci48, label %conv2.ci48.end, !llvm.loop !9
 
 conv2.i78:                                        ; preds = %conv2.i78, %conv2.ci48.end
   %conv2.i7863 = phi i64 [ 0, %conv2.ci48.end ], [ %i78.next, %conv2.i78 ]
@@ -8776,12 +8776,12 @@ conv2_weight_grad.c318:                           ; preds = %conv2_weight_grad.c
   store float %w339, ptr %grads194, align 4
   %c318.next = add nsw i64 %conv2_weight_grad.c318141, 1
   %1173 = icmp slt i64 %c318.next, 32
-  br i1 %1173, label %conv2_weight_grad.c318, label %conv2_weight_grad.c318.end, !llvm.loop !26
+  br i1 %1173, label %conv2_weight_grad.c318, label %conv2_weight_grad.c318.end, !llvm.loop !10
 
 conv2_weight_grad.c318.end:                       ; preds = %conv2_weight_grad.c318
   %f317.next = add nsw i64 %conv2_weight_grad.f317140, 1
   %1174 = icmp slt i64 %f317.next, 64
-  br i1 %1174, label %conv2_weight_grad.f317, label %conv2_weight_grad.f317.end, !llvm.loop !27
+  br i1 %1174, label %conv2_weight_grad.f317, label %conv2_weight_grad.f317.end, !llvm.loop !11
 }
 
 ; Function Attrs: noinline
@@ -9389,12 +9389,12 @@ pool1_grad.co360:                                 ; preds = %pool1_grad.co360, %
   store float %w388, ptr %arena62, align 4
   %co360.next = add nsw i64 %pool1_grad.co3602, 1
   %231 = icmp slt i64 %co360.next, 32
-  br i1 %231, label %pool1_grad.co360, label %pool1_grad.co360.end, !llvm.loop !28
+  br i1 %231, label %pool1_grad.co360, label %pool1_grad.co360.end, !llvm.loop !12
 
 pool1_grad.co360.end:                             ; preds = %pool1_grad.co360
   %ci359.next = add nsw i64 %pool1_grad.ci3591, 1
   %232 = icmp slt i64 %ci359.next, 64
-  br i1 %232, label %pool1_grad.ci359, label %pool1_grad.ci359.end, !llvm.loop !29
+  br i1 %232, label %pool1_grad.ci359, label %pool1_grad.ci359.end, !llvm.loop !13
 
 pool1_grad.i389:                                  ; preds = %pool1_grad.i389, %pool1_grad.ci359.end
   %pool1_grad.i38963 = phi i64 [ 0, %pool1_grad.ci359.end ], [ %i389.next, %pool1_grad.i389 ]
@@ -11799,948 +11799,1124 @@ conv1_weight_grad.i461:                           ; preds = %conv1_weight_grad.i
   br i1 %1, label %conv1_weight_grad.i461, label %conv1_weight_grad.i461.end
 
 conv1_weight_grad.i461.end:                       ; preds = %conv1_weight_grad.i461
-  br label %conv1_weight_grad.i462
+  br label %conv1_weight_grad.g462
 
-conv1_weight_grad.i462:                           ; preds = %conv1_weight_grad.i462, %conv1_weight_grad.i461.end
-  %conv1_weight_grad.i4623 = phi i64 [ 0, %conv1_weight_grad.i461.end ], [ %i462.next, %conv1_weight_grad.i462 ]
-  %2 = add nsw i64 514736, %conv1_weight_grad.i4623
-  %arena4 = getelementptr inbounds float, ptr %arena, i64 %2
-  store float 0.000000e+00, ptr %arena4, align 4
-  %i462.next = add nsw i64 %conv1_weight_grad.i4623, 1
-  %3 = icmp slt i64 %i462.next, 14400
-  br i1 %3, label %conv1_weight_grad.i462, label %conv1_weight_grad.i462.end
+conv1_weight_grad.g462:                           ; preds = %conv1_weight_grad.j477.end, %conv1_weight_grad.i461.end
+  %conv1_weight_grad.g4623 = phi i64 [ 0, %conv1_weight_grad.i461.end ], [ %g462.next, %conv1_weight_grad.j477.end ]
+  br label %conv1_weight_grad.j463
 
-conv1_weight_grad.i462.end:                       ; preds = %conv1_weight_grad.i462
-  br label %conv1_weight_grad.g463
+conv1_weight_grad.g462.end:                       ; preds = %conv1_weight_grad.j477.end
+  br label %conv1_weight_grad.f486
 
-conv1_weight_grad.g463:                           ; preds = %conv1_weight_grad.j476.end, %conv1_weight_grad.i462.end
-  %conv1_weight_grad.g4635 = phi i64 [ 0, %conv1_weight_grad.i462.end ], [ %g463.next, %conv1_weight_grad.j476.end ]
-  br label %conv1_weight_grad.j464
+conv1_weight_grad.j463:                           ; preds = %conv1_weight_grad.c464.end, %conv1_weight_grad.g462
+  %conv1_weight_grad.j4634 = phi i64 [ 0, %conv1_weight_grad.g462 ], [ %j463.next, %conv1_weight_grad.c464.end ]
+  br label %conv1_weight_grad.c464
 
-conv1_weight_grad.g463.end:                       ; preds = %conv1_weight_grad.j476.end
-  br label %conv1_weight_grad.f485
+conv1_weight_grad.j463.end:                       ; preds = %conv1_weight_grad.c464.end
+  br label %conv1_weight_grad.j477
 
-conv1_weight_grad.j464:                           ; preds = %conv1_weight_grad.c465.end, %conv1_weight_grad.g463
-  %conv1_weight_grad.j4646 = phi i64 [ 0, %conv1_weight_grad.g463 ], [ %j464.next, %conv1_weight_grad.c465.end ]
-  br label %conv1_weight_grad.c465
+conv1_weight_grad.c464:                           ; preds = %conv1_weight_grad.ky465.end, %conv1_weight_grad.j463
+  %conv1_weight_grad.c4645 = phi i64 [ 0, %conv1_weight_grad.j463 ], [ %c464.next, %conv1_weight_grad.ky465.end ]
+  br label %conv1_weight_grad.ky465
 
-conv1_weight_grad.j464.end:                       ; preds = %conv1_weight_grad.c465.end
-  br label %conv1_weight_grad.j468
+conv1_weight_grad.c464.end:                       ; preds = %conv1_weight_grad.ky465.end
+  %j463.next = add nsw i64 %conv1_weight_grad.j4634, 1
+  %2 = icmp slt i64 %j463.next, 16
+  br i1 %2, label %conv1_weight_grad.j463, label %conv1_weight_grad.j463.end
 
-conv1_weight_grad.c465:                           ; preds = %conv1_weight_grad.qy466.end, %conv1_weight_grad.j464
-  %conv1_weight_grad.c4657 = phi i64 [ 0, %conv1_weight_grad.j464 ], [ %c465.next, %conv1_weight_grad.qy466.end ]
-  br label %conv1_weight_grad.qy466
+conv1_weight_grad.ky465:                          ; preds = %conv1_weight_grad.oy473.end, %conv1_weight_grad.c464
+  %conv1_weight_grad.ky4656 = phi i64 [ 0, %conv1_weight_grad.c464 ], [ %ky465.next, %conv1_weight_grad.oy473.end ]
+  br label %conv1_weight_grad.oy466
 
-conv1_weight_grad.c465.end:                       ; preds = %conv1_weight_grad.qy466.end
-  %j464.next = add nsw i64 %conv1_weight_grad.j4646, 1
-  %4 = icmp slt i64 %j464.next, 16
-  br i1 %4, label %conv1_weight_grad.j464, label %conv1_weight_grad.j464.end, !llvm.loop !30
+conv1_weight_grad.ky465.end:                      ; preds = %conv1_weight_grad.oy473.end
+  %c464.next = add nsw i64 %conv1_weight_grad.c4645, 1
+  %3 = icmp slt i64 %c464.next, 1
+  br i1 %3, label %conv1_weight_grad.c464, label %conv1_weight_grad.c464.end
 
-conv1_weight_grad.qy466:                          ; preds = %conv1_weight_grad.cv467.end, %conv1_weight_grad.c465
-  %conv1_weight_grad.qy4668 = phi i64 [ 0, %conv1_weight_grad.c465 ], [ %qy466.next, %conv1_weight_grad.cv467.end ]
-  br label %conv1_weight_grad.cv467
+conv1_weight_grad.oy466:                          ; preds = %conv1_weight_grad.endif18, %conv1_weight_grad.ky465
+  %conv1_weight_grad.oy4667 = phi i64 [ 0, %conv1_weight_grad.ky465 ], [ %oy466.next, %conv1_weight_grad.endif18 ]
+  %4 = add nsw i64 %conv1_weight_grad.oy4667, %conv1_weight_grad.ky4656
+  %5 = add nsw i64 %4, -1
+  %6 = icmp slt i64 -1, %5
+  %7 = add nsw i64 %conv1_weight_grad.oy4667, %conv1_weight_grad.ky4656
+  %8 = add nsw i64 %7, -1
+  %9 = icmp slt i64 %8, 28
+  %10 = and i1 %6, %9
+  br i1 %10, label %conv1_weight_grad.then, label %conv1_weight_grad.endif
 
-conv1_weight_grad.qy466.end:                      ; preds = %conv1_weight_grad.cv467.end
-  %c465.next = add nsw i64 %conv1_weight_grad.c4657, 1
-  %5 = icmp slt i64 %c465.next, 1
-  br i1 %5, label %conv1_weight_grad.c465, label %conv1_weight_grad.c465.end, !llvm.loop !31
+conv1_weight_grad.oy466.end:                      ; preds = %conv1_weight_grad.endif18
+  br label %conv1_weight_grad.oy470
 
-conv1_weight_grad.cv467:                          ; preds = %conv1_weight_grad.cv467, %conv1_weight_grad.qy466
-  %conv1_weight_grad.cv4679 = phi i64 [ 0, %conv1_weight_grad.qy466 ], [ %cv467.next, %conv1_weight_grad.cv467 ]
-  %6 = mul nsw i64 %conv1_weight_grad.g4635, 16
-  %7 = add nsw i64 %6, %conv1_weight_grad.j4646
-  %8 = mul nsw i64 %7, 784
-  %9 = mul nsw i64 %conv1_weight_grad.c4657, 784
-  %10 = add nsw i64 %8, %9
-  %11 = add nsw i64 %conv1_weight_grad.qy4668, 1
+conv1_weight_grad.then:                           ; preds = %conv1_weight_grad.oy466
+  br label %conv1_weight_grad.ox467
+
+conv1_weight_grad.endif:                          ; preds = %conv1_weight_grad.ox468.end, %conv1_weight_grad.oy466
+  %11 = add nsw i64 %conv1_weight_grad.oy4667, %conv1_weight_grad.ky4656
   %12 = add nsw i64 %11, -1
-  %13 = mul nsw i64 %12, 28
-  %14 = add nsw i64 %10, %13
-  %15 = mul nsw i64 %conv1_weight_grad.cv4679, 16
-  %16 = add nsw i64 1, %15
-  %17 = add nsw i64 %14, %16
-  %18 = add nsw i64 %17, -1
-  %images10 = getelementptr inbounds float, ptr %images, i64 %18
-  %19 = load <16 x float>, ptr %images10, align 4
-  %20 = add nsw i64 %conv1_weight_grad.j4646, %conv1_weight_grad.c4657
-  %21 = mul nsw i64 %20, 900
-  %22 = add nsw i64 %conv1_weight_grad.qy4668, 1
-  %23 = mul nsw i64 %22, 30
-  %24 = add nsw i64 %21, %23
-  %25 = mul nsw i64 %conv1_weight_grad.cv4679, 16
-  %26 = add nsw i64 1, %25
-  %27 = add nsw i64 %24, %26
-  %28 = add nsw i64 514736, %27
-  %arena11 = getelementptr inbounds float, ptr %arena, i64 %28
-  store <16 x float> %19, ptr %arena11, align 4
-  %cv467.next = add nsw i64 %conv1_weight_grad.cv4679, 1
-  %29 = icmp slt i64 %cv467.next, 1
-  br i1 %29, label %conv1_weight_grad.cv467, label %conv1_weight_grad.cv467.end, !llvm.loop !32
+  %13 = icmp slt i64 %12, 0
+  br i1 %13, label %conv1_weight_grad.then13, label %conv1_weight_grad.endif14
 
-conv1_weight_grad.cv467.end:                      ; preds = %conv1_weight_grad.cv467
-  %30 = mul nsw i64 %conv1_weight_grad.g4635, 16
-  %31 = add nsw i64 %30, %conv1_weight_grad.j4646
-  %32 = mul nsw i64 %31, 784
-  %33 = mul nsw i64 %conv1_weight_grad.c4657, 784
-  %34 = add nsw i64 %32, %33
-  %35 = add nsw i64 %conv1_weight_grad.qy4668, 1
-  %36 = add nsw i64 %35, -1
-  %37 = mul nsw i64 %36, 28
-  %38 = add nsw i64 %34, %37
-  %39 = add nsw i64 %38, 17
-  %40 = add nsw i64 %39, -1
-  %images12 = getelementptr inbounds float, ptr %images, i64 %40
-  %41 = call <16 x float> @llvm.masked.load.v16f32.p0(ptr %images12, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false>, <16 x float> zeroinitializer)
-  %42 = add nsw i64 %conv1_weight_grad.j4646, %conv1_weight_grad.c4657
-  %43 = mul nsw i64 %42, 900
-  %44 = add nsw i64 %conv1_weight_grad.qy4668, 1
-  %45 = mul nsw i64 %44, 30
+conv1_weight_grad.ox467:                          ; preds = %conv1_weight_grad.ox467, %conv1_weight_grad.then
+  %conv1_weight_grad.ox4678 = phi i64 [ 0, %conv1_weight_grad.then ], [ %ox467.next, %conv1_weight_grad.ox467 ]
+  %14 = mul nsw i64 %conv1_weight_grad.g4623, 16
+  %15 = add nsw i64 %14, %conv1_weight_grad.j4634
+  %16 = mul nsw i64 %15, 784
+  %17 = mul nsw i64 %conv1_weight_grad.c4645, 784
+  %18 = add nsw i64 %16, %17
+  %19 = add nsw i64 %conv1_weight_grad.oy4667, %conv1_weight_grad.ky4656
+  %20 = add nsw i64 %19, -1
+  %21 = mul nsw i64 %20, 28
+  %22 = add nsw i64 %18, %21
+  %23 = add nsw i64 %conv1_weight_grad.ox4678, 1
+  %24 = add nsw i64 %23, -1
+  %25 = add nsw i64 %22, %24
+  %images9 = getelementptr inbounds float, ptr %images, i64 %25
+  %26 = load float, ptr %images9, align 4
+  %27 = mul nsw i64 %conv1_weight_grad.c4645, 3
+  %28 = add nsw i64 %27, %conv1_weight_grad.ky4656
+  %29 = mul nsw i64 %28, 3
+  %30 = mul nsw i64 %29, 12560
+  %31 = mul nsw i64 %conv1_weight_grad.j4634, 784
+  %32 = add nsw i64 %30, %31
+  %33 = mul nsw i64 %conv1_weight_grad.oy4667, 28
+  %34 = add nsw i64 %conv1_weight_grad.ox4678, 1
+  %35 = add nsw i64 %33, %34
+  %36 = add nsw i64 %32, %35
+  %arena10 = getelementptr inbounds float, ptr %arena, i64 %36
+  store float %26, ptr %arena10, align 4
+  %ox467.next = add nsw i64 %conv1_weight_grad.ox4678, 1
+  %37 = icmp slt i64 %ox467.next, 27
+  br i1 %37, label %conv1_weight_grad.ox467, label %conv1_weight_grad.ox467.end
+
+conv1_weight_grad.ox467.end:                      ; preds = %conv1_weight_grad.ox467
+  br label %conv1_weight_grad.ox468
+
+conv1_weight_grad.ox468:                          ; preds = %conv1_weight_grad.ox468, %conv1_weight_grad.ox467.end
+  %conv1_weight_grad.ox46811 = phi i64 [ 0, %conv1_weight_grad.ox467.end ], [ %ox468.next, %conv1_weight_grad.ox468 ]
+  %38 = mul nsw i64 %conv1_weight_grad.c4645, 3
+  %39 = add nsw i64 %38, %conv1_weight_grad.ky4656
+  %40 = mul nsw i64 %39, 3
+  %41 = mul nsw i64 %40, 12560
+  %42 = mul nsw i64 %conv1_weight_grad.j4634, 784
+  %43 = add nsw i64 %41, %42
+  %44 = mul nsw i64 %conv1_weight_grad.oy4667, 28
+  %45 = add nsw i64 %44, %conv1_weight_grad.ox46811
   %46 = add nsw i64 %43, %45
-  %47 = add nsw i64 %46, 17
-  %48 = add nsw i64 514736, %47
-  %arena13 = getelementptr inbounds float, ptr %arena, i64 %48
-  call void @llvm.masked.store.v16f32.p0(<16 x float> %41, ptr %arena13, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false>)
-  %qy466.next = add nsw i64 %conv1_weight_grad.qy4668, 1
-  %49 = icmp slt i64 %qy466.next, 28
-  br i1 %49, label %conv1_weight_grad.qy466, label %conv1_weight_grad.qy466.end, !llvm.loop !33
+  %arena12 = getelementptr inbounds float, ptr %arena, i64 %46
+  store float 0.000000e+00, ptr %arena12, align 4
+  %ox468.next = add nsw i64 %conv1_weight_grad.ox46811, 1
+  %47 = icmp slt i64 %ox468.next, 1
+  br i1 %47, label %conv1_weight_grad.ox468, label %conv1_weight_grad.ox468.end
 
-conv1_weight_grad.j468:                           ; preds = %conv1_weight_grad.c469.end, %conv1_weight_grad.j464.end
-  %conv1_weight_grad.j46814 = phi i64 [ 0, %conv1_weight_grad.j464.end ], [ %j468.next, %conv1_weight_grad.c469.end ]
-  br label %conv1_weight_grad.c469
+conv1_weight_grad.ox468.end:                      ; preds = %conv1_weight_grad.ox468
+  br label %conv1_weight_grad.endif
 
-conv1_weight_grad.j468.end:                       ; preds = %conv1_weight_grad.c469.end
-  br label %conv1_weight_grad.j476
+conv1_weight_grad.then13:                         ; preds = %conv1_weight_grad.endif
+  br label %conv1_weight_grad.ox469
 
-conv1_weight_grad.c469:                           ; preds = %conv1_weight_grad.ky470.end, %conv1_weight_grad.j468
-  %conv1_weight_grad.c46915 = phi i64 [ 0, %conv1_weight_grad.j468 ], [ %c469.next, %conv1_weight_grad.ky470.end ]
-  br label %conv1_weight_grad.ky470
+conv1_weight_grad.endif14:                        ; preds = %conv1_weight_grad.ox469.end, %conv1_weight_grad.endif
+  %48 = add nsw i64 %conv1_weight_grad.oy4667, %conv1_weight_grad.ky4656
+  %49 = add nsw i64 %48, -1
+  %50 = icmp slt i64 27, %49
+  br i1 %50, label %conv1_weight_grad.then17, label %conv1_weight_grad.endif18
 
-conv1_weight_grad.c469.end:                       ; preds = %conv1_weight_grad.ky470.end
-  %j468.next = add nsw i64 %conv1_weight_grad.j46814, 1
-  %50 = icmp slt i64 %j468.next, 16
-  br i1 %50, label %conv1_weight_grad.j468, label %conv1_weight_grad.j468.end, !llvm.loop !34
-
-conv1_weight_grad.ky470:                          ; preds = %conv1_weight_grad.kx471.end, %conv1_weight_grad.c469
-  %conv1_weight_grad.ky47016 = phi i64 [ 0, %conv1_weight_grad.c469 ], [ %ky470.next, %conv1_weight_grad.kx471.end ]
-  br label %conv1_weight_grad.kx471
-
-conv1_weight_grad.ky470.end:                      ; preds = %conv1_weight_grad.kx471.end
-  %c469.next = add nsw i64 %conv1_weight_grad.c46915, 1
-  %51 = icmp slt i64 %c469.next, 1
-  br i1 %51, label %conv1_weight_grad.c469, label %conv1_weight_grad.c469.end, !llvm.loop !35
-
-conv1_weight_grad.kx471:                          ; preds = %conv1_weight_grad.wy472.end, %conv1_weight_grad.ky470
-  %conv1_weight_grad.kx47117 = phi i64 [ 0, %conv1_weight_grad.ky470 ], [ %kx471.next, %conv1_weight_grad.wy472.end ]
-  br label %conv1_weight_grad.wy472
-
-conv1_weight_grad.kx471.end:                      ; preds = %conv1_weight_grad.wy472.end
-  %ky470.next = add nsw i64 %conv1_weight_grad.ky47016, 1
-  %52 = icmp slt i64 %ky470.next, 3
-  br i1 %52, label %conv1_weight_grad.ky470, label %conv1_weight_grad.ky470.end, !llvm.loop !36
-
-conv1_weight_grad.wy472:                          ; preds = %conv1_weight_grad.wx473.end, %conv1_weight_grad.kx471
-  %conv1_weight_grad.wy47218 = phi i64 [ 0, %conv1_weight_grad.kx471 ], [ %wy472.next, %conv1_weight_grad.wx473.end ]
-  br label %conv1_weight_grad.wx473
-
-conv1_weight_grad.wy472.end:                      ; preds = %conv1_weight_grad.wx473.end
-  %kx471.next = add nsw i64 %conv1_weight_grad.kx47117, 1
-  %53 = icmp slt i64 %kx471.next, 3
-  br i1 %53, label %conv1_weight_grad.kx471, label %conv1_weight_grad.kx471.end, !llvm.loop !37
-
-conv1_weight_grad.wx473:                          ; preds = %conv1_weight_grad.py474.end, %conv1_weight_grad.wy472
-  %conv1_weight_grad.wx47319 = phi i64 [ 0, %conv1_weight_grad.wy472 ], [ %wx473.next, %conv1_weight_grad.py474.end ]
-  br label %conv1_weight_grad.py474
-
-conv1_weight_grad.wx473.end:                      ; preds = %conv1_weight_grad.py474.end
-  %wy472.next = add nsw i64 %conv1_weight_grad.wy47218, 1
-  %54 = icmp slt i64 %wy472.next, 1
-  br i1 %54, label %conv1_weight_grad.wy472, label %conv1_weight_grad.wy472.end, !llvm.loop !38
-
-conv1_weight_grad.py474:                          ; preds = %conv1_weight_grad.cv475.end, %conv1_weight_grad.wx473
-  %conv1_weight_grad.py47420 = phi i64 [ 0, %conv1_weight_grad.wx473 ], [ %py474.next, %conv1_weight_grad.cv475.end ]
-  br label %conv1_weight_grad.cv475
-
-conv1_weight_grad.py474.end:                      ; preds = %conv1_weight_grad.cv475.end
-  %wx473.next = add nsw i64 %conv1_weight_grad.wx47319, 1
-  %55 = icmp slt i64 %wx473.next, 1
-  br i1 %55, label %conv1_weight_grad.wx473, label %conv1_weight_grad.wx473.end, !llvm.loop !39
-
-conv1_weight_grad.cv475:                          ; preds = %conv1_weight_grad.cv475, %conv1_weight_grad.py474
-  %conv1_weight_grad.cv47521 = phi i64 [ 0, %conv1_weight_grad.py474 ], [ %cv475.next, %conv1_weight_grad.cv475 ]
-  %56 = add nsw i64 %conv1_weight_grad.j46814, %conv1_weight_grad.c46915
-  %57 = add nsw i64 %conv1_weight_grad.wy47218, %conv1_weight_grad.ky47016
-  %58 = srem i64 %57, 1
+conv1_weight_grad.ox469:                          ; preds = %conv1_weight_grad.ox469, %conv1_weight_grad.then13
+  %conv1_weight_grad.ox46915 = phi i64 [ 0, %conv1_weight_grad.then13 ], [ %ox469.next, %conv1_weight_grad.ox469 ]
+  %51 = mul nsw i64 %conv1_weight_grad.c4645, 3
+  %52 = add nsw i64 %51, %conv1_weight_grad.ky4656
+  %53 = mul nsw i64 %52, 3
+  %54 = mul nsw i64 %53, 12560
+  %55 = mul nsw i64 %conv1_weight_grad.j4634, 784
+  %56 = add nsw i64 %54, %55
+  %57 = mul nsw i64 %conv1_weight_grad.oy4667, 28
+  %58 = add nsw i64 %57, %conv1_weight_grad.ox46915
   %59 = add nsw i64 %56, %58
-  %60 = add nsw i64 %conv1_weight_grad.wx47319, %conv1_weight_grad.kx47117
-  %61 = srem i64 %60, 1
-  %62 = add nsw i64 %59, %61
-  %63 = mul nsw i64 %62, 900
-  %64 = add nsw i64 %conv1_weight_grad.wy47218, %conv1_weight_grad.ky47016
-  %65 = sdiv i64 %64, 1
-  %66 = add nsw i64 %conv1_weight_grad.py47420, %65
-  %67 = mul nsw i64 %66, 30
-  %68 = add nsw i64 %63, %67
-  %69 = mul nsw i64 %conv1_weight_grad.cv47521, 16
-  %70 = add nsw i64 %conv1_weight_grad.wx47319, %conv1_weight_grad.kx47117
-  %71 = sdiv i64 %70, 1
-  %72 = add nsw i64 %69, %71
-  %73 = add nsw i64 %68, %72
-  %74 = add nsw i64 514736, %73
-  %arena22 = getelementptr inbounds float, ptr %arena, i64 %74
-  %75 = load <16 x float>, ptr %arena22, align 4
-  %76 = mul nsw i64 %conv1_weight_grad.c46915, 3
-  %77 = add nsw i64 %76, %conv1_weight_grad.ky47016
-  %78 = mul nsw i64 %77, 3
-  %79 = add nsw i64 %78, %conv1_weight_grad.kx47117
-  %80 = mul nsw i64 %79, 12560
-  %81 = mul nsw i64 %conv1_weight_grad.j46814, 784
-  %82 = add nsw i64 %80, %81
-  %83 = add nsw i64 %conv1_weight_grad.wy47218, %conv1_weight_grad.wx47319
+  %arena16 = getelementptr inbounds float, ptr %arena, i64 %59
+  store float 0.000000e+00, ptr %arena16, align 4
+  %ox469.next = add nsw i64 %conv1_weight_grad.ox46915, 1
+  %60 = icmp slt i64 %ox469.next, 28
+  br i1 %60, label %conv1_weight_grad.ox469, label %conv1_weight_grad.ox469.end
+
+conv1_weight_grad.ox469.end:                      ; preds = %conv1_weight_grad.ox469
+  br label %conv1_weight_grad.endif14
+
+conv1_weight_grad.then17:                         ; preds = %conv1_weight_grad.endif14
+  br label %conv1_weight_grad.ox46919
+
+conv1_weight_grad.endif18:                        ; preds = %conv1_weight_grad.ox469.end20, %conv1_weight_grad.endif14
+  %oy466.next = add nsw i64 %conv1_weight_grad.oy4667, 1
+  %61 = icmp slt i64 %oy466.next, 28
+  br i1 %61, label %conv1_weight_grad.oy466, label %conv1_weight_grad.oy466.end
+
+conv1_weight_grad.ox46919:                        ; preds = %conv1_weight_grad.ox46919, %conv1_weight_grad.then17
+  %conv1_weight_grad.ox46921 = phi i64 [ 0, %conv1_weight_grad.then17 ], [ %ox469.next23, %conv1_weight_grad.ox46919 ]
+  %62 = mul nsw i64 %conv1_weight_grad.c4645, 3
+  %63 = add nsw i64 %62, %conv1_weight_grad.ky4656
+  %64 = mul nsw i64 %63, 3
+  %65 = mul nsw i64 %64, 12560
+  %66 = mul nsw i64 %conv1_weight_grad.j4634, 784
+  %67 = add nsw i64 %65, %66
+  %68 = mul nsw i64 %conv1_weight_grad.oy4667, 28
+  %69 = add nsw i64 %68, %conv1_weight_grad.ox46921
+  %70 = add nsw i64 %67, %69
+  %arena22 = getelementptr inbounds float, ptr %arena, i64 %70
+  store float 0.000000e+00, ptr %arena22, align 4
+  %ox469.next23 = add nsw i64 %conv1_weight_grad.ox46921, 1
+  %71 = icmp slt i64 %ox469.next23, 28
+  br i1 %71, label %conv1_weight_grad.ox46919, label %conv1_weight_grad.ox469.end20
+
+conv1_weight_grad.ox469.end20:                    ; preds = %conv1_weight_grad.ox46919
+  br label %conv1_weight_grad.endif18
+
+conv1_weight_grad.oy470:                          ; preds = %conv1_weight_grad.endif35, %conv1_weight_grad.oy466.end
+  %conv1_weight_grad.oy47024 = phi i64 [ 0, %conv1_weight_grad.oy466.end ], [ %oy470.next, %conv1_weight_grad.endif35 ]
+  %72 = add nsw i64 %conv1_weight_grad.oy47024, %conv1_weight_grad.ky4656
+  %73 = add nsw i64 %72, -1
+  %74 = icmp slt i64 -1, %73
+  %75 = add nsw i64 %conv1_weight_grad.oy47024, %conv1_weight_grad.ky4656
+  %76 = add nsw i64 %75, -1
+  %77 = icmp slt i64 %76, 28
+  %78 = and i1 %74, %77
+  br i1 %78, label %conv1_weight_grad.then25, label %conv1_weight_grad.endif26
+
+conv1_weight_grad.oy470.end:                      ; preds = %conv1_weight_grad.endif35
+  br label %conv1_weight_grad.oy473
+
+conv1_weight_grad.then25:                         ; preds = %conv1_weight_grad.oy470
+  br label %conv1_weight_grad.ox471
+
+conv1_weight_grad.endif26:                        ; preds = %conv1_weight_grad.ox471.end, %conv1_weight_grad.oy470
+  %79 = add nsw i64 %conv1_weight_grad.oy47024, %conv1_weight_grad.ky4656
+  %80 = add nsw i64 %79, -1
+  %81 = icmp slt i64 %80, 0
+  br i1 %81, label %conv1_weight_grad.then30, label %conv1_weight_grad.endif31
+
+conv1_weight_grad.ox471:                          ; preds = %conv1_weight_grad.ox471, %conv1_weight_grad.then25
+  %conv1_weight_grad.ox47127 = phi i64 [ 0, %conv1_weight_grad.then25 ], [ %ox471.next, %conv1_weight_grad.ox471 ]
+  %82 = mul nsw i64 %conv1_weight_grad.g4623, 16
+  %83 = add nsw i64 %82, %conv1_weight_grad.j4634
   %84 = mul nsw i64 %83, 784
-  %85 = add nsw i64 %82, %84
-  %86 = mul nsw i64 %conv1_weight_grad.py47420, 28
-  %87 = add nsw i64 %85, %86
-  %88 = mul nsw i64 %conv1_weight_grad.cv47521, 16
-  %89 = add nsw i64 %87, %88
-  %arena23 = getelementptr inbounds float, ptr %arena, i64 %89
-  store <16 x float> %75, ptr %arena23, align 4
-  %cv475.next = add nsw i64 %conv1_weight_grad.cv47521, 1
-  %90 = icmp slt i64 %cv475.next, 1
-  br i1 %90, label %conv1_weight_grad.cv475, label %conv1_weight_grad.cv475.end, !llvm.loop !40
+  %85 = mul nsw i64 %conv1_weight_grad.c4645, 784
+  %86 = add nsw i64 %84, %85
+  %87 = add nsw i64 %conv1_weight_grad.oy47024, %conv1_weight_grad.ky4656
+  %88 = add nsw i64 %87, -1
+  %89 = mul nsw i64 %88, 28
+  %90 = add nsw i64 %86, %89
+  %91 = add nsw i64 %90, %conv1_weight_grad.ox47127
+  %images28 = getelementptr inbounds float, ptr %images, i64 %91
+  %92 = load float, ptr %images28, align 4
+  %93 = mul nsw i64 %conv1_weight_grad.c4645, 3
+  %94 = add nsw i64 %93, %conv1_weight_grad.ky4656
+  %95 = mul nsw i64 %94, 3
+  %96 = add nsw i64 %95, 1
+  %97 = mul nsw i64 %96, 12560
+  %98 = mul nsw i64 %conv1_weight_grad.j4634, 784
+  %99 = add nsw i64 %97, %98
+  %100 = mul nsw i64 %conv1_weight_grad.oy47024, 28
+  %101 = add nsw i64 %100, %conv1_weight_grad.ox47127
+  %102 = add nsw i64 %99, %101
+  %arena29 = getelementptr inbounds float, ptr %arena, i64 %102
+  store float %92, ptr %arena29, align 4
+  %ox471.next = add nsw i64 %conv1_weight_grad.ox47127, 1
+  %103 = icmp slt i64 %ox471.next, 28
+  br i1 %103, label %conv1_weight_grad.ox471, label %conv1_weight_grad.ox471.end
 
-conv1_weight_grad.cv475.end:                      ; preds = %conv1_weight_grad.cv475
-  %91 = add nsw i64 %conv1_weight_grad.j46814, %conv1_weight_grad.c46915
-  %92 = add nsw i64 %conv1_weight_grad.wy47218, %conv1_weight_grad.ky47016
-  %93 = srem i64 %92, 1
-  %94 = add nsw i64 %91, %93
-  %95 = add nsw i64 %conv1_weight_grad.wx47319, %conv1_weight_grad.kx47117
-  %96 = srem i64 %95, 1
-  %97 = add nsw i64 %94, %96
-  %98 = mul nsw i64 %97, 900
-  %99 = add nsw i64 %conv1_weight_grad.wy47218, %conv1_weight_grad.ky47016
-  %100 = sdiv i64 %99, 1
-  %101 = add nsw i64 %conv1_weight_grad.py47420, %100
-  %102 = mul nsw i64 %101, 30
-  %103 = add nsw i64 %98, %102
-  %104 = add nsw i64 %conv1_weight_grad.wx47319, %conv1_weight_grad.kx47117
-  %105 = sdiv i64 %104, 1
-  %106 = add nsw i64 16, %105
-  %107 = add nsw i64 %103, %106
-  %108 = add nsw i64 514736, %107
-  %arena24 = getelementptr inbounds float, ptr %arena, i64 %108
-  %109 = call <16 x float> @llvm.masked.load.v16f32.p0(ptr %arena24, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false>, <16 x float> zeroinitializer)
-  %110 = mul nsw i64 %conv1_weight_grad.c46915, 3
-  %111 = add nsw i64 %110, %conv1_weight_grad.ky47016
-  %112 = mul nsw i64 %111, 3
-  %113 = add nsw i64 %112, %conv1_weight_grad.kx47117
-  %114 = mul nsw i64 %113, 12560
-  %115 = mul nsw i64 %conv1_weight_grad.j46814, 784
-  %116 = add nsw i64 %114, %115
-  %117 = add nsw i64 %conv1_weight_grad.wy47218, %conv1_weight_grad.wx47319
-  %118 = mul nsw i64 %117, 784
-  %119 = add nsw i64 %116, %118
-  %120 = mul nsw i64 %conv1_weight_grad.py47420, 28
-  %121 = add nsw i64 %119, %120
-  %122 = add nsw i64 %121, 16
-  %arena25 = getelementptr inbounds float, ptr %arena, i64 %122
-  call void @llvm.masked.store.v16f32.p0(<16 x float> %109, ptr %arena25, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false>)
-  %py474.next = add nsw i64 %conv1_weight_grad.py47420, 1
-  %123 = icmp slt i64 %py474.next, 28
-  br i1 %123, label %conv1_weight_grad.py474, label %conv1_weight_grad.py474.end, !llvm.loop !41
+conv1_weight_grad.ox471.end:                      ; preds = %conv1_weight_grad.ox471
+  br label %conv1_weight_grad.endif26
 
-conv1_weight_grad.j476:                           ; preds = %conv1_weight_grad.i477.end, %conv1_weight_grad.j468.end
-  %conv1_weight_grad.j47626 = phi i64 [ 0, %conv1_weight_grad.j468.end ], [ %j476.next, %conv1_weight_grad.i477.end ]
-  br label %conv1_weight_grad.i477
+conv1_weight_grad.then30:                         ; preds = %conv1_weight_grad.endif26
+  br label %conv1_weight_grad.ox472
 
-conv1_weight_grad.j476.end:                       ; preds = %conv1_weight_grad.i477.end
-  call void @simplecnn_train_b64.k22.conv1_weight_grad.gemm484(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  %g463.next = add nsw i64 %conv1_weight_grad.g4635, 1
-  %124 = icmp slt i64 %g463.next, 4
-  br i1 %124, label %conv1_weight_grad.g463, label %conv1_weight_grad.g463.end
+conv1_weight_grad.endif31:                        ; preds = %conv1_weight_grad.ox472.end, %conv1_weight_grad.endif26
+  %104 = add nsw i64 %conv1_weight_grad.oy47024, %conv1_weight_grad.ky4656
+  %105 = add nsw i64 %104, -1
+  %106 = icmp slt i64 27, %105
+  br i1 %106, label %conv1_weight_grad.then34, label %conv1_weight_grad.endif35
 
-conv1_weight_grad.i477:                           ; preds = %conv1_weight_grad.f478.end, %conv1_weight_grad.j476
-  %conv1_weight_grad.i47727 = phi i64 [ 0, %conv1_weight_grad.j476 ], [ %i477.next, %conv1_weight_grad.f478.end ]
-  br label %conv1_weight_grad.f478
+conv1_weight_grad.ox472:                          ; preds = %conv1_weight_grad.ox472, %conv1_weight_grad.then30
+  %conv1_weight_grad.ox47232 = phi i64 [ 0, %conv1_weight_grad.then30 ], [ %ox472.next, %conv1_weight_grad.ox472 ]
+  %107 = mul nsw i64 %conv1_weight_grad.c4645, 3
+  %108 = add nsw i64 %107, %conv1_weight_grad.ky4656
+  %109 = mul nsw i64 %108, 3
+  %110 = add nsw i64 %109, 1
+  %111 = mul nsw i64 %110, 12560
+  %112 = mul nsw i64 %conv1_weight_grad.j4634, 784
+  %113 = add nsw i64 %111, %112
+  %114 = mul nsw i64 %conv1_weight_grad.oy47024, 28
+  %115 = add nsw i64 %114, %conv1_weight_grad.ox47232
+  %116 = add nsw i64 %113, %115
+  %arena33 = getelementptr inbounds float, ptr %arena, i64 %116
+  store float 0.000000e+00, ptr %arena33, align 4
+  %ox472.next = add nsw i64 %conv1_weight_grad.ox47232, 1
+  %117 = icmp slt i64 %ox472.next, 28
+  br i1 %117, label %conv1_weight_grad.ox472, label %conv1_weight_grad.ox472.end
 
-conv1_weight_grad.i477.end:                       ; preds = %conv1_weight_grad.f478.end
-  %j476.next = add nsw i64 %conv1_weight_grad.j47626, 1
-  %125 = icmp slt i64 %j476.next, 16
-  br i1 %125, label %conv1_weight_grad.j476, label %conv1_weight_grad.j476.end
+conv1_weight_grad.ox472.end:                      ; preds = %conv1_weight_grad.ox472
+  br label %conv1_weight_grad.endif31
 
-conv1_weight_grad.f478:                           ; preds = %conv1_weight_grad.f478, %conv1_weight_grad.i477
-  %conv1_weight_grad.f47828 = phi i64 [ 0, %conv1_weight_grad.i477 ], [ %f478.next, %conv1_weight_grad.f478 ]
-  %126 = mul nsw i64 %conv1_weight_grad.g4635, 16
-  %127 = add nsw i64 %126, %conv1_weight_grad.j47626
-  %128 = mul nsw i64 %127, 25088
-  %129 = add nsw i64 1221264, %128
-  %130 = mul nsw i64 %conv1_weight_grad.f47828, 784
-  %131 = add nsw i64 %129, %130
-  %132 = add nsw i64 %131, %conv1_weight_grad.i47727
-  %arena29 = getelementptr inbounds float, ptr %arena, i64 %132
-  %133 = load float, ptr %arena29, align 4
-  %134 = mul nsw i64 %conv1_weight_grad.j47626, 784
-  %135 = add nsw i64 %134, %conv1_weight_grad.i47727
-  %136 = mul nsw i64 %135, 32
-  %137 = add nsw i64 113040, %136
-  %138 = add nsw i64 %137, %conv1_weight_grad.f47828
-  %arena30 = getelementptr inbounds float, ptr %arena, i64 %138
-  store float %133, ptr %arena30, align 4
-  %f478.next = add nsw i64 %conv1_weight_grad.f47828, 1
-  %139 = icmp slt i64 %f478.next, 32
-  br i1 %139, label %conv1_weight_grad.f478, label %conv1_weight_grad.f478.end
+conv1_weight_grad.then34:                         ; preds = %conv1_weight_grad.endif31
+  br label %conv1_weight_grad.ox47236
 
-conv1_weight_grad.f478.end:                       ; preds = %conv1_weight_grad.f478
-  %i477.next = add nsw i64 %conv1_weight_grad.i47727, 1
-  %140 = icmp slt i64 %i477.next, 784
-  br i1 %140, label %conv1_weight_grad.i477, label %conv1_weight_grad.i477.end
+conv1_weight_grad.endif35:                        ; preds = %conv1_weight_grad.ox472.end37, %conv1_weight_grad.endif31
+  %oy470.next = add nsw i64 %conv1_weight_grad.oy47024, 1
+  %118 = icmp slt i64 %oy470.next, 28
+  br i1 %118, label %conv1_weight_grad.oy470, label %conv1_weight_grad.oy470.end
 
-conv1_weight_grad.f485:                           ; preds = %conv1_weight_grad.r486.end, %conv1_weight_grad.g463.end
-  %conv1_weight_grad.f48531 = phi i64 [ 0, %conv1_weight_grad.g463.end ], [ %f485.next, %conv1_weight_grad.r486.end ]
-  br label %conv1_weight_grad.r486
+conv1_weight_grad.ox47236:                        ; preds = %conv1_weight_grad.ox47236, %conv1_weight_grad.then34
+  %conv1_weight_grad.ox47238 = phi i64 [ 0, %conv1_weight_grad.then34 ], [ %ox472.next40, %conv1_weight_grad.ox47236 ]
+  %119 = mul nsw i64 %conv1_weight_grad.c4645, 3
+  %120 = add nsw i64 %119, %conv1_weight_grad.ky4656
+  %121 = mul nsw i64 %120, 3
+  %122 = add nsw i64 %121, 1
+  %123 = mul nsw i64 %122, 12560
+  %124 = mul nsw i64 %conv1_weight_grad.j4634, 784
+  %125 = add nsw i64 %123, %124
+  %126 = mul nsw i64 %conv1_weight_grad.oy47024, 28
+  %127 = add nsw i64 %126, %conv1_weight_grad.ox47238
+  %128 = add nsw i64 %125, %127
+  %arena39 = getelementptr inbounds float, ptr %arena, i64 %128
+  store float 0.000000e+00, ptr %arena39, align 4
+  %ox472.next40 = add nsw i64 %conv1_weight_grad.ox47238, 1
+  %129 = icmp slt i64 %ox472.next40, 28
+  br i1 %129, label %conv1_weight_grad.ox47236, label %conv1_weight_grad.ox472.end37
 
-conv1_weight_grad.f485.end:                       ; preds = %conv1_weight_grad.r486.end
+conv1_weight_grad.ox472.end37:                    ; preds = %conv1_weight_grad.ox47236
+  br label %conv1_weight_grad.endif35
+
+conv1_weight_grad.oy473:                          ; preds = %conv1_weight_grad.endif54, %conv1_weight_grad.oy470.end
+  %conv1_weight_grad.oy47341 = phi i64 [ 0, %conv1_weight_grad.oy470.end ], [ %oy473.next, %conv1_weight_grad.endif54 ]
+  %130 = add nsw i64 %conv1_weight_grad.oy47341, %conv1_weight_grad.ky4656
+  %131 = add nsw i64 %130, -1
+  %132 = icmp slt i64 -1, %131
+  %133 = add nsw i64 %conv1_weight_grad.oy47341, %conv1_weight_grad.ky4656
+  %134 = add nsw i64 %133, -1
+  %135 = icmp slt i64 %134, 28
+  %136 = and i1 %132, %135
+  br i1 %136, label %conv1_weight_grad.then42, label %conv1_weight_grad.endif43
+
+conv1_weight_grad.oy473.end:                      ; preds = %conv1_weight_grad.endif54
+  %ky465.next = add nsw i64 %conv1_weight_grad.ky4656, 1
+  %137 = icmp slt i64 %ky465.next, 3
+  br i1 %137, label %conv1_weight_grad.ky465, label %conv1_weight_grad.ky465.end
+
+conv1_weight_grad.then42:                         ; preds = %conv1_weight_grad.oy473
+  br label %conv1_weight_grad.ox474
+
+conv1_weight_grad.endif43:                        ; preds = %conv1_weight_grad.ox475.end, %conv1_weight_grad.oy473
+  %138 = add nsw i64 %conv1_weight_grad.oy47341, %conv1_weight_grad.ky4656
+  %139 = add nsw i64 %138, -1
+  %140 = icmp slt i64 %139, 0
+  br i1 %140, label %conv1_weight_grad.then49, label %conv1_weight_grad.endif50
+
+conv1_weight_grad.ox474:                          ; preds = %conv1_weight_grad.ox474, %conv1_weight_grad.then42
+  %conv1_weight_grad.ox47444 = phi i64 [ 0, %conv1_weight_grad.then42 ], [ %ox474.next, %conv1_weight_grad.ox474 ]
+  %141 = mul nsw i64 %conv1_weight_grad.g4623, 16
+  %142 = add nsw i64 %141, %conv1_weight_grad.j4634
+  %143 = mul nsw i64 %142, 784
+  %144 = mul nsw i64 %conv1_weight_grad.c4645, 784
+  %145 = add nsw i64 %143, %144
+  %146 = add nsw i64 %conv1_weight_grad.oy47341, %conv1_weight_grad.ky4656
+  %147 = add nsw i64 %146, -1
+  %148 = mul nsw i64 %147, 28
+  %149 = add nsw i64 %145, %148
+  %150 = add nsw i64 %conv1_weight_grad.ox47444, 1
+  %151 = add nsw i64 %149, %150
+  %images45 = getelementptr inbounds float, ptr %images, i64 %151
+  %152 = load float, ptr %images45, align 4
+  %153 = mul nsw i64 %conv1_weight_grad.c4645, 3
+  %154 = add nsw i64 %153, %conv1_weight_grad.ky4656
+  %155 = mul nsw i64 %154, 3
+  %156 = add nsw i64 %155, 2
+  %157 = mul nsw i64 %156, 12560
+  %158 = mul nsw i64 %conv1_weight_grad.j4634, 784
+  %159 = add nsw i64 %157, %158
+  %160 = mul nsw i64 %conv1_weight_grad.oy47341, 28
+  %161 = add nsw i64 %160, %conv1_weight_grad.ox47444
+  %162 = add nsw i64 %159, %161
+  %arena46 = getelementptr inbounds float, ptr %arena, i64 %162
+  store float %152, ptr %arena46, align 4
+  %ox474.next = add nsw i64 %conv1_weight_grad.ox47444, 1
+  %163 = icmp slt i64 %ox474.next, 27
+  br i1 %163, label %conv1_weight_grad.ox474, label %conv1_weight_grad.ox474.end
+
+conv1_weight_grad.ox474.end:                      ; preds = %conv1_weight_grad.ox474
+  br label %conv1_weight_grad.ox475
+
+conv1_weight_grad.ox475:                          ; preds = %conv1_weight_grad.ox475, %conv1_weight_grad.ox474.end
+  %conv1_weight_grad.ox47547 = phi i64 [ 0, %conv1_weight_grad.ox474.end ], [ %ox475.next, %conv1_weight_grad.ox475 ]
+  %164 = mul nsw i64 %conv1_weight_grad.c4645, 3
+  %165 = add nsw i64 %164, %conv1_weight_grad.ky4656
+  %166 = mul nsw i64 %165, 3
+  %167 = add nsw i64 %166, 2
+  %168 = mul nsw i64 %167, 12560
+  %169 = mul nsw i64 %conv1_weight_grad.j4634, 784
+  %170 = add nsw i64 %168, %169
+  %171 = mul nsw i64 %conv1_weight_grad.oy47341, 28
+  %172 = add nsw i64 %conv1_weight_grad.ox47547, 27
+  %173 = add nsw i64 %171, %172
+  %174 = add nsw i64 %170, %173
+  %arena48 = getelementptr inbounds float, ptr %arena, i64 %174
+  store float 0.000000e+00, ptr %arena48, align 4
+  %ox475.next = add nsw i64 %conv1_weight_grad.ox47547, 1
+  %175 = icmp slt i64 %ox475.next, 1
+  br i1 %175, label %conv1_weight_grad.ox475, label %conv1_weight_grad.ox475.end
+
+conv1_weight_grad.ox475.end:                      ; preds = %conv1_weight_grad.ox475
+  br label %conv1_weight_grad.endif43
+
+conv1_weight_grad.then49:                         ; preds = %conv1_weight_grad.endif43
+  br label %conv1_weight_grad.ox476
+
+conv1_weight_grad.endif50:                        ; preds = %conv1_weight_grad.ox476.end, %conv1_weight_grad.endif43
+  %176 = add nsw i64 %conv1_weight_grad.oy47341, %conv1_weight_grad.ky4656
+  %177 = add nsw i64 %176, -1
+  %178 = icmp slt i64 27, %177
+  br i1 %178, label %conv1_weight_grad.then53, label %conv1_weight_grad.endif54
+
+conv1_weight_grad.ox476:                          ; preds = %conv1_weight_grad.ox476, %conv1_weight_grad.then49
+  %conv1_weight_grad.ox47651 = phi i64 [ 0, %conv1_weight_grad.then49 ], [ %ox476.next, %conv1_weight_grad.ox476 ]
+  %179 = mul nsw i64 %conv1_weight_grad.c4645, 3
+  %180 = add nsw i64 %179, %conv1_weight_grad.ky4656
+  %181 = mul nsw i64 %180, 3
+  %182 = add nsw i64 %181, 2
+  %183 = mul nsw i64 %182, 12560
+  %184 = mul nsw i64 %conv1_weight_grad.j4634, 784
+  %185 = add nsw i64 %183, %184
+  %186 = mul nsw i64 %conv1_weight_grad.oy47341, 28
+  %187 = add nsw i64 %186, %conv1_weight_grad.ox47651
+  %188 = add nsw i64 %185, %187
+  %arena52 = getelementptr inbounds float, ptr %arena, i64 %188
+  store float 0.000000e+00, ptr %arena52, align 4
+  %ox476.next = add nsw i64 %conv1_weight_grad.ox47651, 1
+  %189 = icmp slt i64 %ox476.next, 28
+  br i1 %189, label %conv1_weight_grad.ox476, label %conv1_weight_grad.ox476.end
+
+conv1_weight_grad.ox476.end:                      ; preds = %conv1_weight_grad.ox476
+  br label %conv1_weight_grad.endif50
+
+conv1_weight_grad.then53:                         ; preds = %conv1_weight_grad.endif50
+  br label %conv1_weight_grad.ox47655
+
+conv1_weight_grad.endif54:                        ; preds = %conv1_weight_grad.ox476.end56, %conv1_weight_grad.endif50
+  %oy473.next = add nsw i64 %conv1_weight_grad.oy47341, 1
+  %190 = icmp slt i64 %oy473.next, 28
+  br i1 %190, label %conv1_weight_grad.oy473, label %conv1_weight_grad.oy473.end
+
+conv1_weight_grad.ox47655:                        ; preds = %conv1_weight_grad.ox47655, %conv1_weight_grad.then53
+  %conv1_weight_grad.ox47657 = phi i64 [ 0, %conv1_weight_grad.then53 ], [ %ox476.next59, %conv1_weight_grad.ox47655 ]
+  %191 = mul nsw i64 %conv1_weight_grad.c4645, 3
+  %192 = add nsw i64 %191, %conv1_weight_grad.ky4656
+  %193 = mul nsw i64 %192, 3
+  %194 = add nsw i64 %193, 2
+  %195 = mul nsw i64 %194, 12560
+  %196 = mul nsw i64 %conv1_weight_grad.j4634, 784
+  %197 = add nsw i64 %195, %196
+  %198 = mul nsw i64 %conv1_weight_grad.oy47341, 28
+  %199 = add nsw i64 %198, %conv1_weight_grad.ox47657
+  %200 = add nsw i64 %197, %199
+  %arena58 = getelementptr inbounds float, ptr %arena, i64 %200
+  store float 0.000000e+00, ptr %arena58, align 4
+  %ox476.next59 = add nsw i64 %conv1_weight_grad.ox47657, 1
+  %201 = icmp slt i64 %ox476.next59, 28
+  br i1 %201, label %conv1_weight_grad.ox47655, label %conv1_weight_grad.ox476.end56
+
+conv1_weight_grad.ox476.end56:                    ; preds = %conv1_weight_grad.ox47655
+  br label %conv1_weight_grad.endif54
+
+conv1_weight_grad.j477:                           ; preds = %conv1_weight_grad.i478.end, %conv1_weight_grad.j463.end
+  %conv1_weight_grad.j47760 = phi i64 [ 0, %conv1_weight_grad.j463.end ], [ %j477.next, %conv1_weight_grad.i478.end ]
+  br label %conv1_weight_grad.i478
+
+conv1_weight_grad.j477.end:                       ; preds = %conv1_weight_grad.i478.end
+  call void @simplecnn_train_b64.k22.conv1_weight_grad.gemm485(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  %g462.next = add nsw i64 %conv1_weight_grad.g4623, 1
+  %202 = icmp slt i64 %g462.next, 4
+  br i1 %202, label %conv1_weight_grad.g462, label %conv1_weight_grad.g462.end
+
+conv1_weight_grad.i478:                           ; preds = %conv1_weight_grad.f479.end, %conv1_weight_grad.j477
+  %conv1_weight_grad.i47861 = phi i64 [ 0, %conv1_weight_grad.j477 ], [ %i478.next, %conv1_weight_grad.f479.end ]
+  br label %conv1_weight_grad.f479
+
+conv1_weight_grad.i478.end:                       ; preds = %conv1_weight_grad.f479.end
+  %j477.next = add nsw i64 %conv1_weight_grad.j47760, 1
+  %203 = icmp slt i64 %j477.next, 16
+  br i1 %203, label %conv1_weight_grad.j477, label %conv1_weight_grad.j477.end
+
+conv1_weight_grad.f479:                           ; preds = %conv1_weight_grad.f479, %conv1_weight_grad.i478
+  %conv1_weight_grad.f47962 = phi i64 [ 0, %conv1_weight_grad.i478 ], [ %f479.next, %conv1_weight_grad.f479 ]
+  %204 = mul nsw i64 %conv1_weight_grad.g4623, 16
+  %205 = add nsw i64 %204, %conv1_weight_grad.j47760
+  %206 = mul nsw i64 %205, 25088
+  %207 = add nsw i64 1221264, %206
+  %208 = mul nsw i64 %conv1_weight_grad.f47962, 784
+  %209 = add nsw i64 %207, %208
+  %210 = add nsw i64 %209, %conv1_weight_grad.i47861
+  %arena63 = getelementptr inbounds float, ptr %arena, i64 %210
+  %211 = load float, ptr %arena63, align 4
+  %212 = mul nsw i64 %conv1_weight_grad.j47760, 784
+  %213 = add nsw i64 %212, %conv1_weight_grad.i47861
+  %214 = mul nsw i64 %213, 32
+  %215 = add nsw i64 113040, %214
+  %216 = add nsw i64 %215, %conv1_weight_grad.f47962
+  %arena64 = getelementptr inbounds float, ptr %arena, i64 %216
+  store float %211, ptr %arena64, align 4
+  %f479.next = add nsw i64 %conv1_weight_grad.f47962, 1
+  %217 = icmp slt i64 %f479.next, 32
+  br i1 %217, label %conv1_weight_grad.f479, label %conv1_weight_grad.f479.end
+
+conv1_weight_grad.f479.end:                       ; preds = %conv1_weight_grad.f479
+  %i478.next = add nsw i64 %conv1_weight_grad.i47861, 1
+  %218 = icmp slt i64 %i478.next, 784
+  br i1 %218, label %conv1_weight_grad.i478, label %conv1_weight_grad.i478.end
+
+conv1_weight_grad.f486:                           ; preds = %conv1_weight_grad.r487.end, %conv1_weight_grad.g462.end
+  %conv1_weight_grad.f48665 = phi i64 [ 0, %conv1_weight_grad.g462.end ], [ %f486.next, %conv1_weight_grad.r487.end ]
+  br label %conv1_weight_grad.r487
+
+conv1_weight_grad.f486.end:                       ; preds = %conv1_weight_grad.r487.end
   ret void
 
-conv1_weight_grad.r486:                           ; preds = %conv1_weight_grad.r486, %conv1_weight_grad.f485
-  %conv1_weight_grad.r48632 = phi i64 [ 0, %conv1_weight_grad.f485 ], [ %r486.next, %conv1_weight_grad.r486 ]
-  %141 = mul nsw i64 %conv1_weight_grad.r48632, 32
-  %142 = add nsw i64 514448, %141
-  %143 = add nsw i64 %142, %conv1_weight_grad.f48531
-  %arena33 = getelementptr inbounds float, ptr %arena, i64 %143
-  %144 = load float, ptr %arena33, align 4
-  %145 = mul nsw i64 %conv1_weight_grad.f48531, 9
-  %146 = add nsw i64 %145, %conv1_weight_grad.r48632
-  %grads34 = getelementptr inbounds float, ptr %grads, i64 %146
-  store float %144, ptr %grads34, align 4
-  %r486.next = add nsw i64 %conv1_weight_grad.r48632, 1
-  %147 = icmp slt i64 %r486.next, 9
-  br i1 %147, label %conv1_weight_grad.r486, label %conv1_weight_grad.r486.end
+conv1_weight_grad.r487:                           ; preds = %conv1_weight_grad.r487, %conv1_weight_grad.f486
+  %conv1_weight_grad.r48766 = phi i64 [ 0, %conv1_weight_grad.f486 ], [ %r487.next, %conv1_weight_grad.r487 ]
+  %219 = mul nsw i64 %conv1_weight_grad.r48766, 32
+  %220 = add nsw i64 514448, %219
+  %221 = add nsw i64 %220, %conv1_weight_grad.f48665
+  %arena67 = getelementptr inbounds float, ptr %arena, i64 %221
+  %222 = load float, ptr %arena67, align 4
+  %223 = mul nsw i64 %conv1_weight_grad.f48665, 9
+  %224 = add nsw i64 %223, %conv1_weight_grad.r48766
+  %grads68 = getelementptr inbounds float, ptr %grads, i64 %224
+  store float %222, ptr %grads68, align 4
+  %r487.next = add nsw i64 %conv1_weight_grad.r48766, 1
+  %225 = icmp slt i64 %r487.next, 9
+  br i1 %225, label %conv1_weight_grad.r487, label %conv1_weight_grad.r487.end
 
-conv1_weight_grad.r486.end:                       ; preds = %conv1_weight_grad.r486
-  %f485.next = add nsw i64 %conv1_weight_grad.f48531, 1
-  %148 = icmp slt i64 %f485.next, 32
-  br i1 %148, label %conv1_weight_grad.f485, label %conv1_weight_grad.f485.end
+conv1_weight_grad.r487.end:                       ; preds = %conv1_weight_grad.r487
+  %f486.next = add nsw i64 %conv1_weight_grad.f48665, 1
+  %226 = icmp slt i64 %f486.next, 32
+  br i1 %226, label %conv1_weight_grad.f486, label %conv1_weight_grad.f486.end
 }
 
 ; Function Attrs: noinline
-define internal void @simplecnn_train_b64.k22.conv1_weight_grad.gemm484(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @simplecnn_train_b64.k22.conv1_weight_grad.gemm485(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %conv1_weight_grad.t482_a8 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t482_a7 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t482_a6 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t482_a5 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t482_a4 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t482_a3 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t482_a2 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t482_a1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t482_a0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t482_b1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t482_b0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t482_c8_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t482_c8_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t482_c7_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t482_c7_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t482_c6_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t482_c6_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t482_c5_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t482_c5_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t482_c4_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t482_c4_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t482_c3_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t482_c3_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t482_c2_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t482_c2_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t482_c1_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t482_c1_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t482_c0_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t482_c0_0 = alloca <16 x float>, align 64
-  br label %conv1_weight_grad.kp479
+  %conv1_weight_grad.t483_a8 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t483_a7 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t483_a6 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t483_a5 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t483_a4 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t483_a3 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t483_a2 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t483_a1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t483_a0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t483_b1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t483_b0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t483_c8_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t483_c8_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t483_c7_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t483_c7_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t483_c6_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t483_c6_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t483_c5_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t483_c5_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t483_c4_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t483_c4_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t483_c3_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t483_c3_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t483_c2_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t483_c2_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t483_c1_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t483_c1_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t483_c0_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t483_c0_0 = alloca <16 x float>, align 64
+  br label %conv1_weight_grad.kp480
 
-conv1_weight_grad.kp479:                          ; preds = %conv1_weight_grad.nb480.end, %entry
-  %conv1_weight_grad.kp4791 = phi i64 [ 0, %entry ], [ %kp479.next, %conv1_weight_grad.nb480.end ]
-  br label %conv1_weight_grad.nb480
+conv1_weight_grad.kp480:                          ; preds = %conv1_weight_grad.nb481.end, %entry
+  %conv1_weight_grad.kp4801 = phi i64 [ 0, %entry ], [ %kp480.next, %conv1_weight_grad.nb481.end ]
+  br label %conv1_weight_grad.nb481
 
-conv1_weight_grad.kp479.end:                      ; preds = %conv1_weight_grad.nb480.end
+conv1_weight_grad.kp480.end:                      ; preds = %conv1_weight_grad.nb481.end
   ret void
 
-conv1_weight_grad.nb480:                          ; preds = %conv1_weight_grad.mb481.end, %conv1_weight_grad.kp479
-  %conv1_weight_grad.nb4802 = phi i64 [ 0, %conv1_weight_grad.kp479 ], [ %nb480.next, %conv1_weight_grad.mb481.end ]
-  br label %conv1_weight_grad.mb481
+conv1_weight_grad.nb481:                          ; preds = %conv1_weight_grad.mb482.end, %conv1_weight_grad.kp480
+  %conv1_weight_grad.nb4812 = phi i64 [ 0, %conv1_weight_grad.kp480 ], [ %nb481.next, %conv1_weight_grad.mb482.end ]
+  br label %conv1_weight_grad.mb482
 
-conv1_weight_grad.nb480.end:                      ; preds = %conv1_weight_grad.mb481.end
-  %kp479.next = add nsw i64 %conv1_weight_grad.kp4791, 1
-  %0 = icmp slt i64 %kp479.next, 7
-  br i1 %0, label %conv1_weight_grad.kp479, label %conv1_weight_grad.kp479.end
+conv1_weight_grad.nb481.end:                      ; preds = %conv1_weight_grad.mb482.end
+  %kp480.next = add nsw i64 %conv1_weight_grad.kp4801, 1
+  %0 = icmp slt i64 %kp480.next, 7
+  br i1 %0, label %conv1_weight_grad.kp480, label %conv1_weight_grad.kp480.end
 
-conv1_weight_grad.mb481:                          ; preds = %conv1_weight_grad.k483.end, %conv1_weight_grad.nb480
-  %conv1_weight_grad.mb4813 = phi i64 [ 0, %conv1_weight_grad.nb480 ], [ %mb481.next, %conv1_weight_grad.k483.end ]
-  %1 = mul nsw i64 %conv1_weight_grad.mb4813, 9
+conv1_weight_grad.mb482:                          ; preds = %conv1_weight_grad.k484.end, %conv1_weight_grad.nb481
+  %conv1_weight_grad.mb4823 = phi i64 [ 0, %conv1_weight_grad.nb481 ], [ %mb482.next, %conv1_weight_grad.k484.end ]
+  %1 = mul nsw i64 %conv1_weight_grad.mb4823, 9
   %2 = mul nsw i64 %1, 32
   %3 = add nsw i64 514448, %2
-  %4 = mul nsw i64 %conv1_weight_grad.nb4802, 32
+  %4 = mul nsw i64 %conv1_weight_grad.nb4812, 32
   %5 = add nsw i64 %3, %4
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %5
   %6 = load <16 x float>, ptr %arena4, align 4
-  store <16 x float> %6, ptr %conv1_weight_grad.t482_c0_0, align 64
-  %7 = mul nsw i64 %conv1_weight_grad.mb4813, 9
+  store <16 x float> %6, ptr %conv1_weight_grad.t483_c0_0, align 64
+  %7 = mul nsw i64 %conv1_weight_grad.mb4823, 9
   %8 = mul nsw i64 %7, 32
   %9 = add nsw i64 514448, %8
-  %10 = mul nsw i64 %conv1_weight_grad.nb4802, 32
+  %10 = mul nsw i64 %conv1_weight_grad.nb4812, 32
   %11 = add nsw i64 %9, %10
   %12 = add nsw i64 %11, 16
   %arena5 = getelementptr inbounds float, ptr %arena, i64 %12
   %13 = load <16 x float>, ptr %arena5, align 4
-  store <16 x float> %13, ptr %conv1_weight_grad.t482_c0_1, align 64
-  %14 = mul nsw i64 %conv1_weight_grad.mb4813, 9
+  store <16 x float> %13, ptr %conv1_weight_grad.t483_c0_1, align 64
+  %14 = mul nsw i64 %conv1_weight_grad.mb4823, 9
   %15 = add nsw i64 %14, 1
   %16 = mul nsw i64 %15, 32
   %17 = add nsw i64 514448, %16
-  %18 = mul nsw i64 %conv1_weight_grad.nb4802, 32
+  %18 = mul nsw i64 %conv1_weight_grad.nb4812, 32
   %19 = add nsw i64 %17, %18
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %19
   %20 = load <16 x float>, ptr %arena6, align 4
-  store <16 x float> %20, ptr %conv1_weight_grad.t482_c1_0, align 64
-  %21 = mul nsw i64 %conv1_weight_grad.mb4813, 9
+  store <16 x float> %20, ptr %conv1_weight_grad.t483_c1_0, align 64
+  %21 = mul nsw i64 %conv1_weight_grad.mb4823, 9
   %22 = add nsw i64 %21, 1
   %23 = mul nsw i64 %22, 32
   %24 = add nsw i64 514448, %23
-  %25 = mul nsw i64 %conv1_weight_grad.nb4802, 32
+  %25 = mul nsw i64 %conv1_weight_grad.nb4812, 32
   %26 = add nsw i64 %24, %25
   %27 = add nsw i64 %26, 16
   %arena7 = getelementptr inbounds float, ptr %arena, i64 %27
   %28 = load <16 x float>, ptr %arena7, align 4
-  store <16 x float> %28, ptr %conv1_weight_grad.t482_c1_1, align 64
-  %29 = mul nsw i64 %conv1_weight_grad.mb4813, 9
+  store <16 x float> %28, ptr %conv1_weight_grad.t483_c1_1, align 64
+  %29 = mul nsw i64 %conv1_weight_grad.mb4823, 9
   %30 = add nsw i64 %29, 2
   %31 = mul nsw i64 %30, 32
   %32 = add nsw i64 514448, %31
-  %33 = mul nsw i64 %conv1_weight_grad.nb4802, 32
+  %33 = mul nsw i64 %conv1_weight_grad.nb4812, 32
   %34 = add nsw i64 %32, %33
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %34
   %35 = load <16 x float>, ptr %arena8, align 4
-  store <16 x float> %35, ptr %conv1_weight_grad.t482_c2_0, align 64
-  %36 = mul nsw i64 %conv1_weight_grad.mb4813, 9
+  store <16 x float> %35, ptr %conv1_weight_grad.t483_c2_0, align 64
+  %36 = mul nsw i64 %conv1_weight_grad.mb4823, 9
   %37 = add nsw i64 %36, 2
   %38 = mul nsw i64 %37, 32
   %39 = add nsw i64 514448, %38
-  %40 = mul nsw i64 %conv1_weight_grad.nb4802, 32
+  %40 = mul nsw i64 %conv1_weight_grad.nb4812, 32
   %41 = add nsw i64 %39, %40
   %42 = add nsw i64 %41, 16
   %arena9 = getelementptr inbounds float, ptr %arena, i64 %42
   %43 = load <16 x float>, ptr %arena9, align 4
-  store <16 x float> %43, ptr %conv1_weight_grad.t482_c2_1, align 64
-  %44 = mul nsw i64 %conv1_weight_grad.mb4813, 9
+  store <16 x float> %43, ptr %conv1_weight_grad.t483_c2_1, align 64
+  %44 = mul nsw i64 %conv1_weight_grad.mb4823, 9
   %45 = add nsw i64 %44, 3
   %46 = mul nsw i64 %45, 32
   %47 = add nsw i64 514448, %46
-  %48 = mul nsw i64 %conv1_weight_grad.nb4802, 32
+  %48 = mul nsw i64 %conv1_weight_grad.nb4812, 32
   %49 = add nsw i64 %47, %48
   %arena10 = getelementptr inbounds float, ptr %arena, i64 %49
   %50 = load <16 x float>, ptr %arena10, align 4
-  store <16 x float> %50, ptr %conv1_weight_grad.t482_c3_0, align 64
-  %51 = mul nsw i64 %conv1_weight_grad.mb4813, 9
+  store <16 x float> %50, ptr %conv1_weight_grad.t483_c3_0, align 64
+  %51 = mul nsw i64 %conv1_weight_grad.mb4823, 9
   %52 = add nsw i64 %51, 3
   %53 = mul nsw i64 %52, 32
   %54 = add nsw i64 514448, %53
-  %55 = mul nsw i64 %conv1_weight_grad.nb4802, 32
+  %55 = mul nsw i64 %conv1_weight_grad.nb4812, 32
   %56 = add nsw i64 %54, %55
   %57 = add nsw i64 %56, 16
   %arena11 = getelementptr inbounds float, ptr %arena, i64 %57
   %58 = load <16 x float>, ptr %arena11, align 4
-  store <16 x float> %58, ptr %conv1_weight_grad.t482_c3_1, align 64
-  %59 = mul nsw i64 %conv1_weight_grad.mb4813, 9
+  store <16 x float> %58, ptr %conv1_weight_grad.t483_c3_1, align 64
+  %59 = mul nsw i64 %conv1_weight_grad.mb4823, 9
   %60 = add nsw i64 %59, 4
   %61 = mul nsw i64 %60, 32
   %62 = add nsw i64 514448, %61
-  %63 = mul nsw i64 %conv1_weight_grad.nb4802, 32
+  %63 = mul nsw i64 %conv1_weight_grad.nb4812, 32
   %64 = add nsw i64 %62, %63
   %arena12 = getelementptr inbounds float, ptr %arena, i64 %64
   %65 = load <16 x float>, ptr %arena12, align 4
-  store <16 x float> %65, ptr %conv1_weight_grad.t482_c4_0, align 64
-  %66 = mul nsw i64 %conv1_weight_grad.mb4813, 9
+  store <16 x float> %65, ptr %conv1_weight_grad.t483_c4_0, align 64
+  %66 = mul nsw i64 %conv1_weight_grad.mb4823, 9
   %67 = add nsw i64 %66, 4
   %68 = mul nsw i64 %67, 32
   %69 = add nsw i64 514448, %68
-  %70 = mul nsw i64 %conv1_weight_grad.nb4802, 32
+  %70 = mul nsw i64 %conv1_weight_grad.nb4812, 32
   %71 = add nsw i64 %69, %70
   %72 = add nsw i64 %71, 16
   %arena13 = getelementptr inbounds float, ptr %arena, i64 %72
   %73 = load <16 x float>, ptr %arena13, align 4
-  store <16 x float> %73, ptr %conv1_weight_grad.t482_c4_1, align 64
-  %74 = mul nsw i64 %conv1_weight_grad.mb4813, 9
+  store <16 x float> %73, ptr %conv1_weight_grad.t483_c4_1, align 64
+  %74 = mul nsw i64 %conv1_weight_grad.mb4823, 9
   %75 = add nsw i64 %74, 5
   %76 = mul nsw i64 %75, 32
   %77 = add nsw i64 514448, %76
-  %78 = mul nsw i64 %conv1_weight_grad.nb4802, 32
+  %78 = mul nsw i64 %conv1_weight_grad.nb4812, 32
   %79 = add nsw i64 %77, %78
   %arena14 = getelementptr inbounds float, ptr %arena, i64 %79
   %80 = load <16 x float>, ptr %arena14, align 4
-  store <16 x float> %80, ptr %conv1_weight_grad.t482_c5_0, align 64
-  %81 = mul nsw i64 %conv1_weight_grad.mb4813, 9
+  store <16 x float> %80, ptr %conv1_weight_grad.t483_c5_0, align 64
+  %81 = mul nsw i64 %conv1_weight_grad.mb4823, 9
   %82 = add nsw i64 %81, 5
   %83 = mul nsw i64 %82, 32
   %84 = add nsw i64 514448, %83
-  %85 = mul nsw i64 %conv1_weight_grad.nb4802, 32
+  %85 = mul nsw i64 %conv1_weight_grad.nb4812, 32
   %86 = add nsw i64 %84, %85
   %87 = add nsw i64 %86, 16
   %arena15 = getelementptr inbounds float, ptr %arena, i64 %87
   %88 = load <16 x float>, ptr %arena15, align 4
-  store <16 x float> %88, ptr %conv1_weight_grad.t482_c5_1, align 64
-  %89 = mul nsw i64 %conv1_weight_grad.mb4813, 9
+  store <16 x float> %88, ptr %conv1_weight_grad.t483_c5_1, align 64
+  %89 = mul nsw i64 %conv1_weight_grad.mb4823, 9
   %90 = add nsw i64 %89, 6
   %91 = mul nsw i64 %90, 32
   %92 = add nsw i64 514448, %91
-  %93 = mul nsw i64 %conv1_weight_grad.nb4802, 32
+  %93 = mul nsw i64 %conv1_weight_grad.nb4812, 32
   %94 = add nsw i64 %92, %93
   %arena16 = getelementptr inbounds float, ptr %arena, i64 %94
   %95 = load <16 x float>, ptr %arena16, align 4
-  store <16 x float> %95, ptr %conv1_weight_grad.t482_c6_0, align 64
-  %96 = mul nsw i64 %conv1_weight_grad.mb4813, 9
+  store <16 x float> %95, ptr %conv1_weight_grad.t483_c6_0, align 64
+  %96 = mul nsw i64 %conv1_weight_grad.mb4823, 9
   %97 = add nsw i64 %96, 6
   %98 = mul nsw i64 %97, 32
   %99 = add nsw i64 514448, %98
-  %100 = mul nsw i64 %conv1_weight_grad.nb4802, 32
+  %100 = mul nsw i64 %conv1_weight_grad.nb4812, 32
   %101 = add nsw i64 %99, %100
   %102 = add nsw i64 %101, 16
   %arena17 = getelementptr inbounds float, ptr %arena, i64 %102
   %103 = load <16 x float>, ptr %arena17, align 4
-  store <16 x float> %103, ptr %conv1_weight_grad.t482_c6_1, align 64
-  %104 = mul nsw i64 %conv1_weight_grad.mb4813, 9
+  store <16 x float> %103, ptr %conv1_weight_grad.t483_c6_1, align 64
+  %104 = mul nsw i64 %conv1_weight_grad.mb4823, 9
   %105 = add nsw i64 %104, 7
   %106 = mul nsw i64 %105, 32
   %107 = add nsw i64 514448, %106
-  %108 = mul nsw i64 %conv1_weight_grad.nb4802, 32
+  %108 = mul nsw i64 %conv1_weight_grad.nb4812, 32
   %109 = add nsw i64 %107, %108
   %arena18 = getelementptr inbounds float, ptr %arena, i64 %109
   %110 = load <16 x float>, ptr %arena18, align 4
-  store <16 x float> %110, ptr %conv1_weight_grad.t482_c7_0, align 64
-  %111 = mul nsw i64 %conv1_weight_grad.mb4813, 9
+  store <16 x float> %110, ptr %conv1_weight_grad.t483_c7_0, align 64
+  %111 = mul nsw i64 %conv1_weight_grad.mb4823, 9
   %112 = add nsw i64 %111, 7
   %113 = mul nsw i64 %112, 32
   %114 = add nsw i64 514448, %113
-  %115 = mul nsw i64 %conv1_weight_grad.nb4802, 32
+  %115 = mul nsw i64 %conv1_weight_grad.nb4812, 32
   %116 = add nsw i64 %114, %115
   %117 = add nsw i64 %116, 16
   %arena19 = getelementptr inbounds float, ptr %arena, i64 %117
   %118 = load <16 x float>, ptr %arena19, align 4
-  store <16 x float> %118, ptr %conv1_weight_grad.t482_c7_1, align 64
-  %119 = mul nsw i64 %conv1_weight_grad.mb4813, 9
+  store <16 x float> %118, ptr %conv1_weight_grad.t483_c7_1, align 64
+  %119 = mul nsw i64 %conv1_weight_grad.mb4823, 9
   %120 = add nsw i64 %119, 8
   %121 = mul nsw i64 %120, 32
   %122 = add nsw i64 514448, %121
-  %123 = mul nsw i64 %conv1_weight_grad.nb4802, 32
+  %123 = mul nsw i64 %conv1_weight_grad.nb4812, 32
   %124 = add nsw i64 %122, %123
   %arena20 = getelementptr inbounds float, ptr %arena, i64 %124
   %125 = load <16 x float>, ptr %arena20, align 4
-  store <16 x float> %125, ptr %conv1_weight_grad.t482_c8_0, align 64
-  %126 = mul nsw i64 %conv1_weight_grad.mb4813, 9
+  store <16 x float> %125, ptr %conv1_weight_grad.t483_c8_0, align 64
+  %126 = mul nsw i64 %conv1_weight_grad.mb4823, 9
   %127 = add nsw i64 %126, 8
   %128 = mul nsw i64 %127, 32
   %129 = add nsw i64 514448, %128
-  %130 = mul nsw i64 %conv1_weight_grad.nb4802, 32
+  %130 = mul nsw i64 %conv1_weight_grad.nb4812, 32
   %131 = add nsw i64 %129, %130
   %132 = add nsw i64 %131, 16
   %arena21 = getelementptr inbounds float, ptr %arena, i64 %132
   %133 = load <16 x float>, ptr %arena21, align 4
-  store <16 x float> %133, ptr %conv1_weight_grad.t482_c8_1, align 64
-  br label %conv1_weight_grad.k483
+  store <16 x float> %133, ptr %conv1_weight_grad.t483_c8_1, align 64
+  br label %conv1_weight_grad.k484
 
-conv1_weight_grad.mb481.end:                      ; preds = %conv1_weight_grad.k483.end
-  %nb480.next = add nsw i64 %conv1_weight_grad.nb4802, 1
-  %134 = icmp slt i64 %nb480.next, 1
-  br i1 %134, label %conv1_weight_grad.nb480, label %conv1_weight_grad.nb480.end
+conv1_weight_grad.mb482.end:                      ; preds = %conv1_weight_grad.k484.end
+  %nb481.next = add nsw i64 %conv1_weight_grad.nb4812, 1
+  %134 = icmp slt i64 %nb481.next, 1
+  br i1 %134, label %conv1_weight_grad.nb481, label %conv1_weight_grad.nb481.end
 
-conv1_weight_grad.k483:                           ; preds = %conv1_weight_grad.k483, %conv1_weight_grad.mb481
-  %conv1_weight_grad.k48322 = phi i64 [ 0, %conv1_weight_grad.mb481 ], [ %k483.next, %conv1_weight_grad.k483 ]
-  %135 = mul nsw i64 %conv1_weight_grad.kp4791, 1792
-  %136 = add nsw i64 %conv1_weight_grad.k48322, %135
+conv1_weight_grad.k484:                           ; preds = %conv1_weight_grad.k484, %conv1_weight_grad.mb482
+  %conv1_weight_grad.k48422 = phi i64 [ 0, %conv1_weight_grad.mb482 ], [ %k484.next, %conv1_weight_grad.k484 ]
+  %135 = mul nsw i64 %conv1_weight_grad.kp4801, 1792
+  %136 = add nsw i64 %conv1_weight_grad.k48422, %135
   %137 = mul nsw i64 %136, 32
   %138 = add nsw i64 113040, %137
-  %139 = mul nsw i64 %conv1_weight_grad.nb4802, 32
+  %139 = mul nsw i64 %conv1_weight_grad.nb4812, 32
   %140 = add nsw i64 %138, %139
   %arena23 = getelementptr inbounds float, ptr %arena, i64 %140
   %141 = load <16 x float>, ptr %arena23, align 4
-  store <16 x float> %141, ptr %conv1_weight_grad.t482_b0, align 64
-  %142 = mul nsw i64 %conv1_weight_grad.kp4791, 1792
-  %143 = add nsw i64 %conv1_weight_grad.k48322, %142
+  store <16 x float> %141, ptr %conv1_weight_grad.t483_b0, align 64
+  %142 = mul nsw i64 %conv1_weight_grad.kp4801, 1792
+  %143 = add nsw i64 %conv1_weight_grad.k48422, %142
   %144 = mul nsw i64 %143, 32
   %145 = add nsw i64 113040, %144
-  %146 = mul nsw i64 %conv1_weight_grad.nb4802, 32
+  %146 = mul nsw i64 %conv1_weight_grad.nb4812, 32
   %147 = add nsw i64 %145, %146
   %148 = add nsw i64 %147, 16
   %arena24 = getelementptr inbounds float, ptr %arena, i64 %148
   %149 = load <16 x float>, ptr %arena24, align 4
-  store <16 x float> %149, ptr %conv1_weight_grad.t482_b1, align 64
-  %150 = mul nsw i64 %conv1_weight_grad.mb4813, 9
+  store <16 x float> %149, ptr %conv1_weight_grad.t483_b1, align 64
+  %150 = mul nsw i64 %conv1_weight_grad.mb4823, 9
   %151 = mul nsw i64 %150, 12560
-  %152 = mul nsw i64 %conv1_weight_grad.kp4791, 1792
-  %153 = add nsw i64 %conv1_weight_grad.k48322, %152
+  %152 = mul nsw i64 %conv1_weight_grad.kp4801, 1792
+  %153 = add nsw i64 %conv1_weight_grad.k48422, %152
   %154 = add nsw i64 %151, %153
   %arena25 = getelementptr inbounds float, ptr %arena, i64 %154
   %155 = load float, ptr %arena25, align 4
   %156 = insertelement <16 x float> undef, float %155, i32 0
   %157 = shufflevector <16 x float> %156, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %157, ptr %conv1_weight_grad.t482_a0, align 64
-  %t482_a0 = load <16 x float>, ptr %conv1_weight_grad.t482_a0, align 64
-  %t482_b0 = load <16 x float>, ptr %conv1_weight_grad.t482_b0, align 64
-  %t482_c0_0 = load <16 x float>, ptr %conv1_weight_grad.t482_c0_0, align 64
-  %158 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t482_a0, <16 x float> %t482_b0, <16 x float> %t482_c0_0)
-  store <16 x float> %158, ptr %conv1_weight_grad.t482_c0_0, align 64
-  %t482_a026 = load <16 x float>, ptr %conv1_weight_grad.t482_a0, align 64
-  %t482_b1 = load <16 x float>, ptr %conv1_weight_grad.t482_b1, align 64
-  %t482_c0_1 = load <16 x float>, ptr %conv1_weight_grad.t482_c0_1, align 64
-  %159 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t482_a026, <16 x float> %t482_b1, <16 x float> %t482_c0_1)
-  store <16 x float> %159, ptr %conv1_weight_grad.t482_c0_1, align 64
-  %160 = mul nsw i64 %conv1_weight_grad.mb4813, 9
+  store <16 x float> %157, ptr %conv1_weight_grad.t483_a0, align 64
+  %t483_a0 = load <16 x float>, ptr %conv1_weight_grad.t483_a0, align 64
+  %t483_b0 = load <16 x float>, ptr %conv1_weight_grad.t483_b0, align 64
+  %t483_c0_0 = load <16 x float>, ptr %conv1_weight_grad.t483_c0_0, align 64
+  %158 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t483_a0, <16 x float> %t483_b0, <16 x float> %t483_c0_0)
+  store <16 x float> %158, ptr %conv1_weight_grad.t483_c0_0, align 64
+  %t483_a026 = load <16 x float>, ptr %conv1_weight_grad.t483_a0, align 64
+  %t483_b1 = load <16 x float>, ptr %conv1_weight_grad.t483_b1, align 64
+  %t483_c0_1 = load <16 x float>, ptr %conv1_weight_grad.t483_c0_1, align 64
+  %159 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t483_a026, <16 x float> %t483_b1, <16 x float> %t483_c0_1)
+  store <16 x float> %159, ptr %conv1_weight_grad.t483_c0_1, align 64
+  %160 = mul nsw i64 %conv1_weight_grad.mb4823, 9
   %161 = add nsw i64 %160, 1
   %162 = mul nsw i64 %161, 12560
-  %163 = mul nsw i64 %conv1_weight_grad.kp4791, 1792
-  %164 = add nsw i64 %conv1_weight_grad.k48322, %163
+  %163 = mul nsw i64 %conv1_weight_grad.kp4801, 1792
+  %164 = add nsw i64 %conv1_weight_grad.k48422, %163
   %165 = add nsw i64 %162, %164
   %arena27 = getelementptr inbounds float, ptr %arena, i64 %165
   %166 = load float, ptr %arena27, align 4
   %167 = insertelement <16 x float> undef, float %166, i32 0
   %168 = shufflevector <16 x float> %167, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %168, ptr %conv1_weight_grad.t482_a1, align 64
-  %t482_a1 = load <16 x float>, ptr %conv1_weight_grad.t482_a1, align 64
-  %t482_b028 = load <16 x float>, ptr %conv1_weight_grad.t482_b0, align 64
-  %t482_c1_0 = load <16 x float>, ptr %conv1_weight_grad.t482_c1_0, align 64
-  %169 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t482_a1, <16 x float> %t482_b028, <16 x float> %t482_c1_0)
-  store <16 x float> %169, ptr %conv1_weight_grad.t482_c1_0, align 64
-  %t482_a129 = load <16 x float>, ptr %conv1_weight_grad.t482_a1, align 64
-  %t482_b130 = load <16 x float>, ptr %conv1_weight_grad.t482_b1, align 64
-  %t482_c1_1 = load <16 x float>, ptr %conv1_weight_grad.t482_c1_1, align 64
-  %170 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t482_a129, <16 x float> %t482_b130, <16 x float> %t482_c1_1)
-  store <16 x float> %170, ptr %conv1_weight_grad.t482_c1_1, align 64
-  %171 = mul nsw i64 %conv1_weight_grad.mb4813, 9
+  store <16 x float> %168, ptr %conv1_weight_grad.t483_a1, align 64
+  %t483_a1 = load <16 x float>, ptr %conv1_weight_grad.t483_a1, align 64
+  %t483_b028 = load <16 x float>, ptr %conv1_weight_grad.t483_b0, align 64
+  %t483_c1_0 = load <16 x float>, ptr %conv1_weight_grad.t483_c1_0, align 64
+  %169 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t483_a1, <16 x float> %t483_b028, <16 x float> %t483_c1_0)
+  store <16 x float> %169, ptr %conv1_weight_grad.t483_c1_0, align 64
+  %t483_a129 = load <16 x float>, ptr %conv1_weight_grad.t483_a1, align 64
+  %t483_b130 = load <16 x float>, ptr %conv1_weight_grad.t483_b1, align 64
+  %t483_c1_1 = load <16 x float>, ptr %conv1_weight_grad.t483_c1_1, align 64
+  %170 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t483_a129, <16 x float> %t483_b130, <16 x float> %t483_c1_1)
+  store <16 x float> %170, ptr %conv1_weight_grad.t483_c1_1, align 64
+  %171 = mul nsw i64 %conv1_weight_grad.mb4823, 9
   %172 = add nsw i64 %171, 2
   %173 = mul nsw i64 %172, 12560
-  %174 = mul nsw i64 %conv1_weight_grad.kp4791, 1792
-  %175 = add nsw i64 %conv1_weight_grad.k48322, %174
+  %174 = mul nsw i64 %conv1_weight_grad.kp4801, 1792
+  %175 = add nsw i64 %conv1_weight_grad.k48422, %174
   %176 = add nsw i64 %173, %175
   %arena31 = getelementptr inbounds float, ptr %arena, i64 %176
   %177 = load float, ptr %arena31, align 4
   %178 = insertelement <16 x float> undef, float %177, i32 0
   %179 = shufflevector <16 x float> %178, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %179, ptr %conv1_weight_grad.t482_a2, align 64
-  %t482_a2 = load <16 x float>, ptr %conv1_weight_grad.t482_a2, align 64
-  %t482_b032 = load <16 x float>, ptr %conv1_weight_grad.t482_b0, align 64
-  %t482_c2_0 = load <16 x float>, ptr %conv1_weight_grad.t482_c2_0, align 64
-  %180 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t482_a2, <16 x float> %t482_b032, <16 x float> %t482_c2_0)
-  store <16 x float> %180, ptr %conv1_weight_grad.t482_c2_0, align 64
-  %t482_a233 = load <16 x float>, ptr %conv1_weight_grad.t482_a2, align 64
-  %t482_b134 = load <16 x float>, ptr %conv1_weight_grad.t482_b1, align 64
-  %t482_c2_1 = load <16 x float>, ptr %conv1_weight_grad.t482_c2_1, align 64
-  %181 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t482_a233, <16 x float> %t482_b134, <16 x float> %t482_c2_1)
-  store <16 x float> %181, ptr %conv1_weight_grad.t482_c2_1, align 64
-  %182 = mul nsw i64 %conv1_weight_grad.mb4813, 9
+  store <16 x float> %179, ptr %conv1_weight_grad.t483_a2, align 64
+  %t483_a2 = load <16 x float>, ptr %conv1_weight_grad.t483_a2, align 64
+  %t483_b032 = load <16 x float>, ptr %conv1_weight_grad.t483_b0, align 64
+  %t483_c2_0 = load <16 x float>, ptr %conv1_weight_grad.t483_c2_0, align 64
+  %180 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t483_a2, <16 x float> %t483_b032, <16 x float> %t483_c2_0)
+  store <16 x float> %180, ptr %conv1_weight_grad.t483_c2_0, align 64
+  %t483_a233 = load <16 x float>, ptr %conv1_weight_grad.t483_a2, align 64
+  %t483_b134 = load <16 x float>, ptr %conv1_weight_grad.t483_b1, align 64
+  %t483_c2_1 = load <16 x float>, ptr %conv1_weight_grad.t483_c2_1, align 64
+  %181 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t483_a233, <16 x float> %t483_b134, <16 x float> %t483_c2_1)
+  store <16 x float> %181, ptr %conv1_weight_grad.t483_c2_1, align 64
+  %182 = mul nsw i64 %conv1_weight_grad.mb4823, 9
   %183 = add nsw i64 %182, 3
   %184 = mul nsw i64 %183, 12560
-  %185 = mul nsw i64 %conv1_weight_grad.kp4791, 1792
-  %186 = add nsw i64 %conv1_weight_grad.k48322, %185
+  %185 = mul nsw i64 %conv1_weight_grad.kp4801, 1792
+  %186 = add nsw i64 %conv1_weight_grad.k48422, %185
   %187 = add nsw i64 %184, %186
   %arena35 = getelementptr inbounds float, ptr %arena, i64 %187
   %188 = load float, ptr %arena35, align 4
   %189 = insertelement <16 x float> undef, float %188, i32 0
   %190 = shufflevector <16 x float> %189, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %190, ptr %conv1_weight_grad.t482_a3, align 64
-  %t482_a3 = load <16 x float>, ptr %conv1_weight_grad.t482_a3, align 64
-  %t482_b036 = load <16 x float>, ptr %conv1_weight_grad.t482_b0, align 64
-  %t482_c3_0 = load <16 x float>, ptr %conv1_weight_grad.t482_c3_0, align 64
-  %191 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t482_a3, <16 x float> %t482_b036, <16 x float> %t482_c3_0)
-  store <16 x float> %191, ptr %conv1_weight_grad.t482_c3_0, align 64
-  %t482_a337 = load <16 x float>, ptr %conv1_weight_grad.t482_a3, align 64
-  %t482_b138 = load <16 x float>, ptr %conv1_weight_grad.t482_b1, align 64
-  %t482_c3_1 = load <16 x float>, ptr %conv1_weight_grad.t482_c3_1, align 64
-  %192 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t482_a337, <16 x float> %t482_b138, <16 x float> %t482_c3_1)
-  store <16 x float> %192, ptr %conv1_weight_grad.t482_c3_1, align 64
-  %193 = mul nsw i64 %conv1_weight_grad.mb4813, 9
+  store <16 x float> %190, ptr %conv1_weight_grad.t483_a3, align 64
+  %t483_a3 = load <16 x float>, ptr %conv1_weight_grad.t483_a3, align 64
+  %t483_b036 = load <16 x float>, ptr %conv1_weight_grad.t483_b0, align 64
+  %t483_c3_0 = load <16 x float>, ptr %conv1_weight_grad.t483_c3_0, align 64
+  %191 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t483_a3, <16 x float> %t483_b036, <16 x float> %t483_c3_0)
+  store <16 x float> %191, ptr %conv1_weight_grad.t483_c3_0, align 64
+  %t483_a337 = load <16 x float>, ptr %conv1_weight_grad.t483_a3, align 64
+  %t483_b138 = load <16 x float>, ptr %conv1_weight_grad.t483_b1, align 64
+  %t483_c3_1 = load <16 x float>, ptr %conv1_weight_grad.t483_c3_1, align 64
+  %192 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t483_a337, <16 x float> %t483_b138, <16 x float> %t483_c3_1)
+  store <16 x float> %192, ptr %conv1_weight_grad.t483_c3_1, align 64
+  %193 = mul nsw i64 %conv1_weight_grad.mb4823, 9
   %194 = add nsw i64 %193, 4
   %195 = mul nsw i64 %194, 12560
-  %196 = mul nsw i64 %conv1_weight_grad.kp4791, 1792
-  %197 = add nsw i64 %conv1_weight_grad.k48322, %196
+  %196 = mul nsw i64 %conv1_weight_grad.kp4801, 1792
+  %197 = add nsw i64 %conv1_weight_grad.k48422, %196
   %198 = add nsw i64 %195, %197
   %arena39 = getelementptr inbounds float, ptr %arena, i64 %198
   %199 = load float, ptr %arena39, align 4
   %200 = insertelement <16 x float> undef, float %199, i32 0
   %201 = shufflevector <16 x float> %200, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %201, ptr %conv1_weight_grad.t482_a4, align 64
-  %t482_a4 = load <16 x float>, ptr %conv1_weight_grad.t482_a4, align 64
-  %t482_b040 = load <16 x float>, ptr %conv1_weight_grad.t482_b0, align 64
-  %t482_c4_0 = load <16 x float>, ptr %conv1_weight_grad.t482_c4_0, align 64
-  %202 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t482_a4, <16 x float> %t482_b040, <16 x float> %t482_c4_0)
-  store <16 x float> %202, ptr %conv1_weight_grad.t482_c4_0, align 64
-  %t482_a441 = load <16 x float>, ptr %conv1_weight_grad.t482_a4, align 64
-  %t482_b142 = load <16 x float>, ptr %conv1_weight_grad.t482_b1, align 64
-  %t482_c4_1 = load <16 x float>, ptr %conv1_weight_grad.t482_c4_1, align 64
-  %203 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t482_a441, <16 x float> %t482_b142, <16 x float> %t482_c4_1)
-  store <16 x float> %203, ptr %conv1_weight_grad.t482_c4_1, align 64
-  %204 = mul nsw i64 %conv1_weight_grad.mb4813, 9
+  store <16 x float> %201, ptr %conv1_weight_grad.t483_a4, align 64
+  %t483_a4 = load <16 x float>, ptr %conv1_weight_grad.t483_a4, align 64
+  %t483_b040 = load <16 x float>, ptr %conv1_weight_grad.t483_b0, align 64
+  %t483_c4_0 = load <16 x float>, ptr %conv1_weight_grad.t483_c4_0, align 64
+  %202 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t483_a4, <16 x float> %t483_b040, <16 x float> %t483_c4_0)
+  store <16 x float> %202, ptr %conv1_weight_grad.t483_c4_0, align 64
+  %t483_a441 = load <16 x float>, ptr %conv1_weight_grad.t483_a4, align 64
+  %t483_b142 = load <16 x float>, ptr %conv1_weight_grad.t483_b1, align 64
+  %t483_c4_1 = load <16 x float>, ptr %conv1_weight_grad.t483_c4_1, align 64
+  %203 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t483_a441, <16 x float> %t483_b142, <16 x float> %t483_c4_1)
+  store <16 x float> %203, ptr %conv1_weight_grad.t483_c4_1, align 64
+  %204 = mul nsw i64 %conv1_weight_grad.mb4823, 9
   %205 = add nsw i64 %204, 5
   %206 = mul nsw i64 %205, 12560
-  %207 = mul nsw i64 %conv1_weight_grad.kp4791, 1792
-  %208 = add nsw i64 %conv1_weight_grad.k48322, %207
+  %207 = mul nsw i64 %conv1_weight_grad.kp4801, 1792
+  %208 = add nsw i64 %conv1_weight_grad.k48422, %207
   %209 = add nsw i64 %206, %208
   %arena43 = getelementptr inbounds float, ptr %arena, i64 %209
   %210 = load float, ptr %arena43, align 4
   %211 = insertelement <16 x float> undef, float %210, i32 0
   %212 = shufflevector <16 x float> %211, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %212, ptr %conv1_weight_grad.t482_a5, align 64
-  %t482_a5 = load <16 x float>, ptr %conv1_weight_grad.t482_a5, align 64
-  %t482_b044 = load <16 x float>, ptr %conv1_weight_grad.t482_b0, align 64
-  %t482_c5_0 = load <16 x float>, ptr %conv1_weight_grad.t482_c5_0, align 64
-  %213 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t482_a5, <16 x float> %t482_b044, <16 x float> %t482_c5_0)
-  store <16 x float> %213, ptr %conv1_weight_grad.t482_c5_0, align 64
-  %t482_a545 = load <16 x float>, ptr %conv1_weight_grad.t482_a5, align 64
-  %t482_b146 = load <16 x float>, ptr %conv1_weight_grad.t482_b1, align 64
-  %t482_c5_1 = load <16 x float>, ptr %conv1_weight_grad.t482_c5_1, align 64
-  %214 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t482_a545, <16 x float> %t482_b146, <16 x float> %t482_c5_1)
-  store <16 x float> %214, ptr %conv1_weight_grad.t482_c5_1, align 64
-  %215 = mul nsw i64 %conv1_weight_grad.mb4813, 9
+  store <16 x float> %212, ptr %conv1_weight_grad.t483_a5, align 64
+  %t483_a5 = load <16 x float>, ptr %conv1_weight_grad.t483_a5, align 64
+  %t483_b044 = load <16 x float>, ptr %conv1_weight_grad.t483_b0, align 64
+  %t483_c5_0 = load <16 x float>, ptr %conv1_weight_grad.t483_c5_0, align 64
+  %213 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t483_a5, <16 x float> %t483_b044, <16 x float> %t483_c5_0)
+  store <16 x float> %213, ptr %conv1_weight_grad.t483_c5_0, align 64
+  %t483_a545 = load <16 x float>, ptr %conv1_weight_grad.t483_a5, align 64
+  %t483_b146 = load <16 x float>, ptr %conv1_weight_grad.t483_b1, align 64
+  %t483_c5_1 = load <16 x float>, ptr %conv1_weight_grad.t483_c5_1, align 64
+  %214 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t483_a545, <16 x float> %t483_b146, <16 x float> %t483_c5_1)
+  store <16 x float> %214, ptr %conv1_weight_grad.t483_c5_1, align 64
+  %215 = mul nsw i64 %conv1_weight_grad.mb4823, 9
   %216 = add nsw i64 %215, 6
   %217 = mul nsw i64 %216, 12560
-  %218 = mul nsw i64 %conv1_weight_grad.kp4791, 1792
-  %219 = add nsw i64 %conv1_weight_grad.k48322, %218
+  %218 = mul nsw i64 %conv1_weight_grad.kp4801, 1792
+  %219 = add nsw i64 %conv1_weight_grad.k48422, %218
   %220 = add nsw i64 %217, %219
   %arena47 = getelementptr inbounds float, ptr %arena, i64 %220
   %221 = load float, ptr %arena47, align 4
   %222 = insertelement <16 x float> undef, float %221, i32 0
   %223 = shufflevector <16 x float> %222, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %223, ptr %conv1_weight_grad.t482_a6, align 64
-  %t482_a6 = load <16 x float>, ptr %conv1_weight_grad.t482_a6, align 64
-  %t482_b048 = load <16 x float>, ptr %conv1_weight_grad.t482_b0, align 64
-  %t482_c6_0 = load <16 x float>, ptr %conv1_weight_grad.t482_c6_0, align 64
-  %224 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t482_a6, <16 x float> %t482_b048, <16 x float> %t482_c6_0)
-  store <16 x float> %224, ptr %conv1_weight_grad.t482_c6_0, align 64
-  %t482_a649 = load <16 x float>, ptr %conv1_weight_grad.t482_a6, align 64
-  %t482_b150 = load <16 x float>, ptr %conv1_weight_grad.t482_b1, align 64
-  %t482_c6_1 = load <16 x float>, ptr %conv1_weight_grad.t482_c6_1, align 64
-  %225 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t482_a649, <16 x float> %t482_b150, <16 x float> %t482_c6_1)
-  store <16 x float> %225, ptr %conv1_weight_grad.t482_c6_1, align 64
-  %226 = mul nsw i64 %conv1_weight_grad.mb4813, 9
+  store <16 x float> %223, ptr %conv1_weight_grad.t483_a6, align 64
+  %t483_a6 = load <16 x float>, ptr %conv1_weight_grad.t483_a6, align 64
+  %t483_b048 = load <16 x float>, ptr %conv1_weight_grad.t483_b0, align 64
+  %t483_c6_0 = load <16 x float>, ptr %conv1_weight_grad.t483_c6_0, align 64
+  %224 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t483_a6, <16 x float> %t483_b048, <16 x float> %t483_c6_0)
+  store <16 x float> %224, ptr %conv1_weight_grad.t483_c6_0, align 64
+  %t483_a649 = load <16 x float>, ptr %conv1_weight_grad.t483_a6, align 64
+  %t483_b150 = load <16 x float>, ptr %conv1_weight_grad.t483_b1, align 64
+  %t483_c6_1 = load <16 x float>, ptr %conv1_weight_grad.t483_c6_1, align 64
+  %225 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t483_a649, <16 x float> %t483_b150, <16 x float> %t483_c6_1)
+  store <16 x float> %225, ptr %conv1_weight_grad.t483_c6_1, align 64
+  %226 = mul nsw i64 %conv1_weight_grad.mb4823, 9
   %227 = add nsw i64 %226, 7
   %228 = mul nsw i64 %227, 12560
-  %229 = mul nsw i64 %conv1_weight_grad.kp4791, 1792
-  %230 = add nsw i64 %conv1_weight_grad.k48322, %229
+  %229 = mul nsw i64 %conv1_weight_grad.kp4801, 1792
+  %230 = add nsw i64 %conv1_weight_grad.k48422, %229
   %231 = add nsw i64 %228, %230
   %arena51 = getelementptr inbounds float, ptr %arena, i64 %231
   %232 = load float, ptr %arena51, align 4
   %233 = insertelement <16 x float> undef, float %232, i32 0
   %234 = shufflevector <16 x float> %233, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %234, ptr %conv1_weight_grad.t482_a7, align 64
-  %t482_a7 = load <16 x float>, ptr %conv1_weight_grad.t482_a7, align 64
-  %t482_b052 = load <16 x float>, ptr %conv1_weight_grad.t482_b0, align 64
-  %t482_c7_0 = load <16 x float>, ptr %conv1_weight_grad.t482_c7_0, align 64
-  %235 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t482_a7, <16 x float> %t482_b052, <16 x float> %t482_c7_0)
-  store <16 x float> %235, ptr %conv1_weight_grad.t482_c7_0, align 64
-  %t482_a753 = load <16 x float>, ptr %conv1_weight_grad.t482_a7, align 64
-  %t482_b154 = load <16 x float>, ptr %conv1_weight_grad.t482_b1, align 64
-  %t482_c7_1 = load <16 x float>, ptr %conv1_weight_grad.t482_c7_1, align 64
-  %236 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t482_a753, <16 x float> %t482_b154, <16 x float> %t482_c7_1)
-  store <16 x float> %236, ptr %conv1_weight_grad.t482_c7_1, align 64
-  %237 = mul nsw i64 %conv1_weight_grad.mb4813, 9
+  store <16 x float> %234, ptr %conv1_weight_grad.t483_a7, align 64
+  %t483_a7 = load <16 x float>, ptr %conv1_weight_grad.t483_a7, align 64
+  %t483_b052 = load <16 x float>, ptr %conv1_weight_grad.t483_b0, align 64
+  %t483_c7_0 = load <16 x float>, ptr %conv1_weight_grad.t483_c7_0, align 64
+  %235 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t483_a7, <16 x float> %t483_b052, <16 x float> %t483_c7_0)
+  store <16 x float> %235, ptr %conv1_weight_grad.t483_c7_0, align 64
+  %t483_a753 = load <16 x float>, ptr %conv1_weight_grad.t483_a7, align 64
+  %t483_b154 = load <16 x float>, ptr %conv1_weight_grad.t483_b1, align 64
+  %t483_c7_1 = load <16 x float>, ptr %conv1_weight_grad.t483_c7_1, align 64
+  %236 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t483_a753, <16 x float> %t483_b154, <16 x float> %t483_c7_1)
+  store <16 x float> %236, ptr %conv1_weight_grad.t483_c7_1, align 64
+  %237 = mul nsw i64 %conv1_weight_grad.mb4823, 9
   %238 = add nsw i64 %237, 8
   %239 = mul nsw i64 %238, 12560
-  %240 = mul nsw i64 %conv1_weight_grad.kp4791, 1792
-  %241 = add nsw i64 %conv1_weight_grad.k48322, %240
+  %240 = mul nsw i64 %conv1_weight_grad.kp4801, 1792
+  %241 = add nsw i64 %conv1_weight_grad.k48422, %240
   %242 = add nsw i64 %239, %241
   %arena55 = getelementptr inbounds float, ptr %arena, i64 %242
   %243 = load float, ptr %arena55, align 4
   %244 = insertelement <16 x float> undef, float %243, i32 0
   %245 = shufflevector <16 x float> %244, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %245, ptr %conv1_weight_grad.t482_a8, align 64
-  %t482_a8 = load <16 x float>, ptr %conv1_weight_grad.t482_a8, align 64
-  %t482_b056 = load <16 x float>, ptr %conv1_weight_grad.t482_b0, align 64
-  %t482_c8_0 = load <16 x float>, ptr %conv1_weight_grad.t482_c8_0, align 64
-  %246 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t482_a8, <16 x float> %t482_b056, <16 x float> %t482_c8_0)
-  store <16 x float> %246, ptr %conv1_weight_grad.t482_c8_0, align 64
-  %t482_a857 = load <16 x float>, ptr %conv1_weight_grad.t482_a8, align 64
-  %t482_b158 = load <16 x float>, ptr %conv1_weight_grad.t482_b1, align 64
-  %t482_c8_1 = load <16 x float>, ptr %conv1_weight_grad.t482_c8_1, align 64
-  %247 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t482_a857, <16 x float> %t482_b158, <16 x float> %t482_c8_1)
-  store <16 x float> %247, ptr %conv1_weight_grad.t482_c8_1, align 64
-  %k483.next = add nsw i64 %conv1_weight_grad.k48322, 1
-  %248 = icmp slt i64 %k483.next, 1792
-  br i1 %248, label %conv1_weight_grad.k483, label %conv1_weight_grad.k483.end
+  store <16 x float> %245, ptr %conv1_weight_grad.t483_a8, align 64
+  %t483_a8 = load <16 x float>, ptr %conv1_weight_grad.t483_a8, align 64
+  %t483_b056 = load <16 x float>, ptr %conv1_weight_grad.t483_b0, align 64
+  %t483_c8_0 = load <16 x float>, ptr %conv1_weight_grad.t483_c8_0, align 64
+  %246 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t483_a8, <16 x float> %t483_b056, <16 x float> %t483_c8_0)
+  store <16 x float> %246, ptr %conv1_weight_grad.t483_c8_0, align 64
+  %t483_a857 = load <16 x float>, ptr %conv1_weight_grad.t483_a8, align 64
+  %t483_b158 = load <16 x float>, ptr %conv1_weight_grad.t483_b1, align 64
+  %t483_c8_1 = load <16 x float>, ptr %conv1_weight_grad.t483_c8_1, align 64
+  %247 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t483_a857, <16 x float> %t483_b158, <16 x float> %t483_c8_1)
+  store <16 x float> %247, ptr %conv1_weight_grad.t483_c8_1, align 64
+  %k484.next = add nsw i64 %conv1_weight_grad.k48422, 1
+  %248 = icmp slt i64 %k484.next, 1792
+  br i1 %248, label %conv1_weight_grad.k484, label %conv1_weight_grad.k484.end
 
-conv1_weight_grad.k483.end:                       ; preds = %conv1_weight_grad.k483
-  %t482_c0_059 = load <16 x float>, ptr %conv1_weight_grad.t482_c0_0, align 64
-  %249 = mul nsw i64 %conv1_weight_grad.mb4813, 9
+conv1_weight_grad.k484.end:                       ; preds = %conv1_weight_grad.k484
+  %t483_c0_059 = load <16 x float>, ptr %conv1_weight_grad.t483_c0_0, align 64
+  %249 = mul nsw i64 %conv1_weight_grad.mb4823, 9
   %250 = mul nsw i64 %249, 32
   %251 = add nsw i64 514448, %250
-  %252 = mul nsw i64 %conv1_weight_grad.nb4802, 32
+  %252 = mul nsw i64 %conv1_weight_grad.nb4812, 32
   %253 = add nsw i64 %251, %252
   %arena60 = getelementptr inbounds float, ptr %arena, i64 %253
-  store <16 x float> %t482_c0_059, ptr %arena60, align 4
-  %t482_c0_161 = load <16 x float>, ptr %conv1_weight_grad.t482_c0_1, align 64
-  %254 = mul nsw i64 %conv1_weight_grad.mb4813, 9
+  store <16 x float> %t483_c0_059, ptr %arena60, align 4
+  %t483_c0_161 = load <16 x float>, ptr %conv1_weight_grad.t483_c0_1, align 64
+  %254 = mul nsw i64 %conv1_weight_grad.mb4823, 9
   %255 = mul nsw i64 %254, 32
   %256 = add nsw i64 514448, %255
-  %257 = mul nsw i64 %conv1_weight_grad.nb4802, 32
+  %257 = mul nsw i64 %conv1_weight_grad.nb4812, 32
   %258 = add nsw i64 %256, %257
   %259 = add nsw i64 %258, 16
   %arena62 = getelementptr inbounds float, ptr %arena, i64 %259
-  store <16 x float> %t482_c0_161, ptr %arena62, align 4
-  %t482_c1_063 = load <16 x float>, ptr %conv1_weight_grad.t482_c1_0, align 64
-  %260 = mul nsw i64 %conv1_weight_grad.mb4813, 9
+  store <16 x float> %t483_c0_161, ptr %arena62, align 4
+  %t483_c1_063 = load <16 x float>, ptr %conv1_weight_grad.t483_c1_0, align 64
+  %260 = mul nsw i64 %conv1_weight_grad.mb4823, 9
   %261 = add nsw i64 %260, 1
   %262 = mul nsw i64 %261, 32
   %263 = add nsw i64 514448, %262
-  %264 = mul nsw i64 %conv1_weight_grad.nb4802, 32
+  %264 = mul nsw i64 %conv1_weight_grad.nb4812, 32
   %265 = add nsw i64 %263, %264
   %arena64 = getelementptr inbounds float, ptr %arena, i64 %265
-  store <16 x float> %t482_c1_063, ptr %arena64, align 4
-  %t482_c1_165 = load <16 x float>, ptr %conv1_weight_grad.t482_c1_1, align 64
-  %266 = mul nsw i64 %conv1_weight_grad.mb4813, 9
+  store <16 x float> %t483_c1_063, ptr %arena64, align 4
+  %t483_c1_165 = load <16 x float>, ptr %conv1_weight_grad.t483_c1_1, align 64
+  %266 = mul nsw i64 %conv1_weight_grad.mb4823, 9
   %267 = add nsw i64 %266, 1
   %268 = mul nsw i64 %267, 32
   %269 = add nsw i64 514448, %268
-  %270 = mul nsw i64 %conv1_weight_grad.nb4802, 32
+  %270 = mul nsw i64 %conv1_weight_grad.nb4812, 32
   %271 = add nsw i64 %269, %270
   %272 = add nsw i64 %271, 16
   %arena66 = getelementptr inbounds float, ptr %arena, i64 %272
-  store <16 x float> %t482_c1_165, ptr %arena66, align 4
-  %t482_c2_067 = load <16 x float>, ptr %conv1_weight_grad.t482_c2_0, align 64
-  %273 = mul nsw i64 %conv1_weight_grad.mb4813, 9
+  store <16 x float> %t483_c1_165, ptr %arena66, align 4
+  %t483_c2_067 = load <16 x float>, ptr %conv1_weight_grad.t483_c2_0, align 64
+  %273 = mul nsw i64 %conv1_weight_grad.mb4823, 9
   %274 = add nsw i64 %273, 2
   %275 = mul nsw i64 %274, 32
   %276 = add nsw i64 514448, %275
-  %277 = mul nsw i64 %conv1_weight_grad.nb4802, 32
+  %277 = mul nsw i64 %conv1_weight_grad.nb4812, 32
   %278 = add nsw i64 %276, %277
   %arena68 = getelementptr inbounds float, ptr %arena, i64 %278
-  store <16 x float> %t482_c2_067, ptr %arena68, align 4
-  %t482_c2_169 = load <16 x float>, ptr %conv1_weight_grad.t482_c2_1, align 64
-  %279 = mul nsw i64 %conv1_weight_grad.mb4813, 9
+  store <16 x float> %t483_c2_067, ptr %arena68, align 4
+  %t483_c2_169 = load <16 x float>, ptr %conv1_weight_grad.t483_c2_1, align 64
+  %279 = mul nsw i64 %conv1_weight_grad.mb4823, 9
   %280 = add nsw i64 %279, 2
   %281 = mul nsw i64 %280, 32
   %282 = add nsw i64 514448, %281
-  %283 = mul nsw i64 %conv1_weight_grad.nb4802, 32
+  %283 = mul nsw i64 %conv1_weight_grad.nb4812, 32
   %284 = add nsw i64 %282, %283
   %285 = add nsw i64 %284, 16
   %arena70 = getelementptr inbounds float, ptr %arena, i64 %285
-  store <16 x float> %t482_c2_169, ptr %arena70, align 4
-  %t482_c3_071 = load <16 x float>, ptr %conv1_weight_grad.t482_c3_0, align 64
-  %286 = mul nsw i64 %conv1_weight_grad.mb4813, 9
+  store <16 x float> %t483_c2_169, ptr %arena70, align 4
+  %t483_c3_071 = load <16 x float>, ptr %conv1_weight_grad.t483_c3_0, align 64
+  %286 = mul nsw i64 %conv1_weight_grad.mb4823, 9
   %287 = add nsw i64 %286, 3
   %288 = mul nsw i64 %287, 32
   %289 = add nsw i64 514448, %288
-  %290 = mul nsw i64 %conv1_weight_grad.nb4802, 32
+  %290 = mul nsw i64 %conv1_weight_grad.nb4812, 32
   %291 = add nsw i64 %289, %290
   %arena72 = getelementptr inbounds float, ptr %arena, i64 %291
-  store <16 x float> %t482_c3_071, ptr %arena72, align 4
-  %t482_c3_173 = load <16 x float>, ptr %conv1_weight_grad.t482_c3_1, align 64
-  %292 = mul nsw i64 %conv1_weight_grad.mb4813, 9
+  store <16 x float> %t483_c3_071, ptr %arena72, align 4
+  %t483_c3_173 = load <16 x float>, ptr %conv1_weight_grad.t483_c3_1, align 64
+  %292 = mul nsw i64 %conv1_weight_grad.mb4823, 9
   %293 = add nsw i64 %292, 3
   %294 = mul nsw i64 %293, 32
   %295 = add nsw i64 514448, %294
-  %296 = mul nsw i64 %conv1_weight_grad.nb4802, 32
+  %296 = mul nsw i64 %conv1_weight_grad.nb4812, 32
   %297 = add nsw i64 %295, %296
   %298 = add nsw i64 %297, 16
   %arena74 = getelementptr inbounds float, ptr %arena, i64 %298
-  store <16 x float> %t482_c3_173, ptr %arena74, align 4
-  %t482_c4_075 = load <16 x float>, ptr %conv1_weight_grad.t482_c4_0, align 64
-  %299 = mul nsw i64 %conv1_weight_grad.mb4813, 9
+  store <16 x float> %t483_c3_173, ptr %arena74, align 4
+  %t483_c4_075 = load <16 x float>, ptr %conv1_weight_grad.t483_c4_0, align 64
+  %299 = mul nsw i64 %conv1_weight_grad.mb4823, 9
   %300 = add nsw i64 %299, 4
   %301 = mul nsw i64 %300, 32
   %302 = add nsw i64 514448, %301
-  %303 = mul nsw i64 %conv1_weight_grad.nb4802, 32
+  %303 = mul nsw i64 %conv1_weight_grad.nb4812, 32
   %304 = add nsw i64 %302, %303
   %arena76 = getelementptr inbounds float, ptr %arena, i64 %304
-  store <16 x float> %t482_c4_075, ptr %arena76, align 4
-  %t482_c4_177 = load <16 x float>, ptr %conv1_weight_grad.t482_c4_1, align 64
-  %305 = mul nsw i64 %conv1_weight_grad.mb4813, 9
+  store <16 x float> %t483_c4_075, ptr %arena76, align 4
+  %t483_c4_177 = load <16 x float>, ptr %conv1_weight_grad.t483_c4_1, align 64
+  %305 = mul nsw i64 %conv1_weight_grad.mb4823, 9
   %306 = add nsw i64 %305, 4
   %307 = mul nsw i64 %306, 32
   %308 = add nsw i64 514448, %307
-  %309 = mul nsw i64 %conv1_weight_grad.nb4802, 32
+  %309 = mul nsw i64 %conv1_weight_grad.nb4812, 32
   %310 = add nsw i64 %308, %309
   %311 = add nsw i64 %310, 16
   %arena78 = getelementptr inbounds float, ptr %arena, i64 %311
-  store <16 x float> %t482_c4_177, ptr %arena78, align 4
-  %t482_c5_079 = load <16 x float>, ptr %conv1_weight_grad.t482_c5_0, align 64
-  %312 = mul nsw i64 %conv1_weight_grad.mb4813, 9
+  store <16 x float> %t483_c4_177, ptr %arena78, align 4
+  %t483_c5_079 = load <16 x float>, ptr %conv1_weight_grad.t483_c5_0, align 64
+  %312 = mul nsw i64 %conv1_weight_grad.mb4823, 9
   %313 = add nsw i64 %312, 5
   %314 = mul nsw i64 %313, 32
   %315 = add nsw i64 514448, %314
-  %316 = mul nsw i64 %conv1_weight_grad.nb4802, 32
+  %316 = mul nsw i64 %conv1_weight_grad.nb4812, 32
   %317 = add nsw i64 %315, %316
   %arena80 = getelementptr inbounds float, ptr %arena, i64 %317
-  store <16 x float> %t482_c5_079, ptr %arena80, align 4
-  %t482_c5_181 = load <16 x float>, ptr %conv1_weight_grad.t482_c5_1, align 64
-  %318 = mul nsw i64 %conv1_weight_grad.mb4813, 9
+  store <16 x float> %t483_c5_079, ptr %arena80, align 4
+  %t483_c5_181 = load <16 x float>, ptr %conv1_weight_grad.t483_c5_1, align 64
+  %318 = mul nsw i64 %conv1_weight_grad.mb4823, 9
   %319 = add nsw i64 %318, 5
   %320 = mul nsw i64 %319, 32
   %321 = add nsw i64 514448, %320
-  %322 = mul nsw i64 %conv1_weight_grad.nb4802, 32
+  %322 = mul nsw i64 %conv1_weight_grad.nb4812, 32
   %323 = add nsw i64 %321, %322
   %324 = add nsw i64 %323, 16
   %arena82 = getelementptr inbounds float, ptr %arena, i64 %324
-  store <16 x float> %t482_c5_181, ptr %arena82, align 4
-  %t482_c6_083 = load <16 x float>, ptr %conv1_weight_grad.t482_c6_0, align 64
-  %325 = mul nsw i64 %conv1_weight_grad.mb4813, 9
+  store <16 x float> %t483_c5_181, ptr %arena82, align 4
+  %t483_c6_083 = load <16 x float>, ptr %conv1_weight_grad.t483_c6_0, align 64
+  %325 = mul nsw i64 %conv1_weight_grad.mb4823, 9
   %326 = add nsw i64 %325, 6
   %327 = mul nsw i64 %326, 32
   %328 = add nsw i64 514448, %327
-  %329 = mul nsw i64 %conv1_weight_grad.nb4802, 32
+  %329 = mul nsw i64 %conv1_weight_grad.nb4812, 32
   %330 = add nsw i64 %328, %329
   %arena84 = getelementptr inbounds float, ptr %arena, i64 %330
-  store <16 x float> %t482_c6_083, ptr %arena84, align 4
-  %t482_c6_185 = load <16 x float>, ptr %conv1_weight_grad.t482_c6_1, align 64
-  %331 = mul nsw i64 %conv1_weight_grad.mb4813, 9
+  store <16 x float> %t483_c6_083, ptr %arena84, align 4
+  %t483_c6_185 = load <16 x float>, ptr %conv1_weight_grad.t483_c6_1, align 64
+  %331 = mul nsw i64 %conv1_weight_grad.mb4823, 9
   %332 = add nsw i64 %331, 6
   %333 = mul nsw i64 %332, 32
   %334 = add nsw i64 514448, %333
-  %335 = mul nsw i64 %conv1_weight_grad.nb4802, 32
+  %335 = mul nsw i64 %conv1_weight_grad.nb4812, 32
   %336 = add nsw i64 %334, %335
   %337 = add nsw i64 %336, 16
   %arena86 = getelementptr inbounds float, ptr %arena, i64 %337
-  store <16 x float> %t482_c6_185, ptr %arena86, align 4
-  %t482_c7_087 = load <16 x float>, ptr %conv1_weight_grad.t482_c7_0, align 64
-  %338 = mul nsw i64 %conv1_weight_grad.mb4813, 9
+  store <16 x float> %t483_c6_185, ptr %arena86, align 4
+  %t483_c7_087 = load <16 x float>, ptr %conv1_weight_grad.t483_c7_0, align 64
+  %338 = mul nsw i64 %conv1_weight_grad.mb4823, 9
   %339 = add nsw i64 %338, 7
   %340 = mul nsw i64 %339, 32
   %341 = add nsw i64 514448, %340
-  %342 = mul nsw i64 %conv1_weight_grad.nb4802, 32
+  %342 = mul nsw i64 %conv1_weight_grad.nb4812, 32
   %343 = add nsw i64 %341, %342
   %arena88 = getelementptr inbounds float, ptr %arena, i64 %343
-  store <16 x float> %t482_c7_087, ptr %arena88, align 4
-  %t482_c7_189 = load <16 x float>, ptr %conv1_weight_grad.t482_c7_1, align 64
-  %344 = mul nsw i64 %conv1_weight_grad.mb4813, 9
+  store <16 x float> %t483_c7_087, ptr %arena88, align 4
+  %t483_c7_189 = load <16 x float>, ptr %conv1_weight_grad.t483_c7_1, align 64
+  %344 = mul nsw i64 %conv1_weight_grad.mb4823, 9
   %345 = add nsw i64 %344, 7
   %346 = mul nsw i64 %345, 32
   %347 = add nsw i64 514448, %346
-  %348 = mul nsw i64 %conv1_weight_grad.nb4802, 32
+  %348 = mul nsw i64 %conv1_weight_grad.nb4812, 32
   %349 = add nsw i64 %347, %348
   %350 = add nsw i64 %349, 16
   %arena90 = getelementptr inbounds float, ptr %arena, i64 %350
-  store <16 x float> %t482_c7_189, ptr %arena90, align 4
-  %t482_c8_091 = load <16 x float>, ptr %conv1_weight_grad.t482_c8_0, align 64
-  %351 = mul nsw i64 %conv1_weight_grad.mb4813, 9
+  store <16 x float> %t483_c7_189, ptr %arena90, align 4
+  %t483_c8_091 = load <16 x float>, ptr %conv1_weight_grad.t483_c8_0, align 64
+  %351 = mul nsw i64 %conv1_weight_grad.mb4823, 9
   %352 = add nsw i64 %351, 8
   %353 = mul nsw i64 %352, 32
   %354 = add nsw i64 514448, %353
-  %355 = mul nsw i64 %conv1_weight_grad.nb4802, 32
+  %355 = mul nsw i64 %conv1_weight_grad.nb4812, 32
   %356 = add nsw i64 %354, %355
   %arena92 = getelementptr inbounds float, ptr %arena, i64 %356
-  store <16 x float> %t482_c8_091, ptr %arena92, align 4
-  %t482_c8_193 = load <16 x float>, ptr %conv1_weight_grad.t482_c8_1, align 64
-  %357 = mul nsw i64 %conv1_weight_grad.mb4813, 9
+  store <16 x float> %t483_c8_091, ptr %arena92, align 4
+  %t483_c8_193 = load <16 x float>, ptr %conv1_weight_grad.t483_c8_1, align 64
+  %357 = mul nsw i64 %conv1_weight_grad.mb4823, 9
   %358 = add nsw i64 %357, 8
   %359 = mul nsw i64 %358, 32
   %360 = add nsw i64 514448, %359
-  %361 = mul nsw i64 %conv1_weight_grad.nb4802, 32
+  %361 = mul nsw i64 %conv1_weight_grad.nb4812, 32
   %362 = add nsw i64 %360, %361
   %363 = add nsw i64 %362, 16
   %arena94 = getelementptr inbounds float, ptr %arena, i64 %363
-  store <16 x float> %t482_c8_193, ptr %arena94, align 4
-  %mb481.next = add nsw i64 %conv1_weight_grad.mb4813, 1
-  %364 = icmp slt i64 %mb481.next, 1
-  br i1 %364, label %conv1_weight_grad.mb481, label %conv1_weight_grad.mb481.end
+  store <16 x float> %t483_c8_193, ptr %arena94, align 4
+  %mb482.next = add nsw i64 %conv1_weight_grad.mb4823, 1
+  %364 = icmp slt i64 %mb482.next, 1
+  br i1 %364, label %conv1_weight_grad.mb482, label %conv1_weight_grad.mb482.end
 }
 
 ; Function Attrs: noinline
 define internal void @simplecnn_train_b64.k23.conv1_bias_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
+  %conv1_bias_grad.sum506 = alloca float, align 4
   %conv1_bias_grad.sum505 = alloca float, align 4
   %conv1_bias_grad.sum504 = alloca float, align 4
   %conv1_bias_grad.sum503 = alloca float, align 4
@@ -12755,131 +12931,130 @@ entry:
   %conv1_bias_grad.sum494 = alloca float, align 4
   %conv1_bias_grad.sum493 = alloca float, align 4
   %conv1_bias_grad.sum492 = alloca float, align 4
-  %conv1_bias_grad.sum491 = alloca float, align 4
-  %conv1_bias_grad.acc488 = alloca <16 x float>, align 64
-  br label %conv1_bias_grad.f487
+  %conv1_bias_grad.acc489 = alloca <16 x float>, align 64
+  br label %conv1_bias_grad.f488
 
-conv1_bias_grad.f487:                             ; preds = %conv1_bias_grad.img489.end, %entry
-  %conv1_bias_grad.f4871 = phi i64 [ 0, %entry ], [ %f487.next, %conv1_bias_grad.img489.end ]
-  store <16 x float> zeroinitializer, ptr %conv1_bias_grad.acc488, align 64
-  br label %conv1_bias_grad.img489
+conv1_bias_grad.f488:                             ; preds = %conv1_bias_grad.img490.end, %entry
+  %conv1_bias_grad.f4881 = phi i64 [ 0, %entry ], [ %f488.next, %conv1_bias_grad.img490.end ]
+  store <16 x float> zeroinitializer, ptr %conv1_bias_grad.acc489, align 64
+  br label %conv1_bias_grad.img490
 
-conv1_bias_grad.f487.end:                         ; preds = %conv1_bias_grad.img489.end
+conv1_bias_grad.f488.end:                         ; preds = %conv1_bias_grad.img490.end
   ret void
 
-conv1_bias_grad.img489:                           ; preds = %conv1_bias_grad.i490.end, %conv1_bias_grad.f487
-  %conv1_bias_grad.img4892 = phi i64 [ 0, %conv1_bias_grad.f487 ], [ %img489.next, %conv1_bias_grad.i490.end ]
-  br label %conv1_bias_grad.i490
+conv1_bias_grad.img490:                           ; preds = %conv1_bias_grad.i491.end, %conv1_bias_grad.f488
+  %conv1_bias_grad.img4902 = phi i64 [ 0, %conv1_bias_grad.f488 ], [ %img490.next, %conv1_bias_grad.i491.end ]
+  br label %conv1_bias_grad.i491
 
-conv1_bias_grad.img489.end:                       ; preds = %conv1_bias_grad.i490.end
-  %acc4885 = load <16 x float>, ptr %conv1_bias_grad.acc488, align 64
+conv1_bias_grad.img490.end:                       ; preds = %conv1_bias_grad.i491.end
+  %acc4895 = load <16 x float>, ptr %conv1_bias_grad.acc489, align 64
   %arena6 = getelementptr inbounds float, ptr %arena, i64 0
-  store <16 x float> %acc4885, ptr %arena6, align 4
+  store <16 x float> %acc4895, ptr %arena6, align 4
   %arena7 = getelementptr inbounds float, ptr %arena, i64 0
   %0 = load float, ptr %arena7, align 4
   %arena8 = getelementptr inbounds float, ptr %arena, i64 1
   %1 = load float, ptr %arena8, align 4
   %2 = fadd float %0, %1
-  store float %2, ptr %conv1_bias_grad.sum491, align 4
-  %sum491 = load float, ptr %conv1_bias_grad.sum491, align 4
+  store float %2, ptr %conv1_bias_grad.sum492, align 4
+  %sum492 = load float, ptr %conv1_bias_grad.sum492, align 4
   %arena9 = getelementptr inbounds float, ptr %arena, i64 2
   %3 = load float, ptr %arena9, align 4
-  %4 = fadd float %sum491, %3
-  store float %4, ptr %conv1_bias_grad.sum492, align 4
-  %sum492 = load float, ptr %conv1_bias_grad.sum492, align 4
+  %4 = fadd float %sum492, %3
+  store float %4, ptr %conv1_bias_grad.sum493, align 4
+  %sum493 = load float, ptr %conv1_bias_grad.sum493, align 4
   %arena10 = getelementptr inbounds float, ptr %arena, i64 3
   %5 = load float, ptr %arena10, align 4
-  %6 = fadd float %sum492, %5
-  store float %6, ptr %conv1_bias_grad.sum493, align 4
-  %sum493 = load float, ptr %conv1_bias_grad.sum493, align 4
+  %6 = fadd float %sum493, %5
+  store float %6, ptr %conv1_bias_grad.sum494, align 4
+  %sum494 = load float, ptr %conv1_bias_grad.sum494, align 4
   %arena11 = getelementptr inbounds float, ptr %arena, i64 4
   %7 = load float, ptr %arena11, align 4
-  %8 = fadd float %sum493, %7
-  store float %8, ptr %conv1_bias_grad.sum494, align 4
-  %sum494 = load float, ptr %conv1_bias_grad.sum494, align 4
+  %8 = fadd float %sum494, %7
+  store float %8, ptr %conv1_bias_grad.sum495, align 4
+  %sum495 = load float, ptr %conv1_bias_grad.sum495, align 4
   %arena12 = getelementptr inbounds float, ptr %arena, i64 5
   %9 = load float, ptr %arena12, align 4
-  %10 = fadd float %sum494, %9
-  store float %10, ptr %conv1_bias_grad.sum495, align 4
-  %sum495 = load float, ptr %conv1_bias_grad.sum495, align 4
+  %10 = fadd float %sum495, %9
+  store float %10, ptr %conv1_bias_grad.sum496, align 4
+  %sum496 = load float, ptr %conv1_bias_grad.sum496, align 4
   %arena13 = getelementptr inbounds float, ptr %arena, i64 6
   %11 = load float, ptr %arena13, align 4
-  %12 = fadd float %sum495, %11
-  store float %12, ptr %conv1_bias_grad.sum496, align 4
-  %sum496 = load float, ptr %conv1_bias_grad.sum496, align 4
+  %12 = fadd float %sum496, %11
+  store float %12, ptr %conv1_bias_grad.sum497, align 4
+  %sum497 = load float, ptr %conv1_bias_grad.sum497, align 4
   %arena14 = getelementptr inbounds float, ptr %arena, i64 7
   %13 = load float, ptr %arena14, align 4
-  %14 = fadd float %sum496, %13
-  store float %14, ptr %conv1_bias_grad.sum497, align 4
-  %sum497 = load float, ptr %conv1_bias_grad.sum497, align 4
+  %14 = fadd float %sum497, %13
+  store float %14, ptr %conv1_bias_grad.sum498, align 4
+  %sum498 = load float, ptr %conv1_bias_grad.sum498, align 4
   %arena15 = getelementptr inbounds float, ptr %arena, i64 8
   %15 = load float, ptr %arena15, align 4
-  %16 = fadd float %sum497, %15
-  store float %16, ptr %conv1_bias_grad.sum498, align 4
-  %sum498 = load float, ptr %conv1_bias_grad.sum498, align 4
+  %16 = fadd float %sum498, %15
+  store float %16, ptr %conv1_bias_grad.sum499, align 4
+  %sum499 = load float, ptr %conv1_bias_grad.sum499, align 4
   %arena16 = getelementptr inbounds float, ptr %arena, i64 9
   %17 = load float, ptr %arena16, align 4
-  %18 = fadd float %sum498, %17
-  store float %18, ptr %conv1_bias_grad.sum499, align 4
-  %sum499 = load float, ptr %conv1_bias_grad.sum499, align 4
+  %18 = fadd float %sum499, %17
+  store float %18, ptr %conv1_bias_grad.sum500, align 4
+  %sum500 = load float, ptr %conv1_bias_grad.sum500, align 4
   %arena17 = getelementptr inbounds float, ptr %arena, i64 10
   %19 = load float, ptr %arena17, align 4
-  %20 = fadd float %sum499, %19
-  store float %20, ptr %conv1_bias_grad.sum500, align 4
-  %sum500 = load float, ptr %conv1_bias_grad.sum500, align 4
+  %20 = fadd float %sum500, %19
+  store float %20, ptr %conv1_bias_grad.sum501, align 4
+  %sum501 = load float, ptr %conv1_bias_grad.sum501, align 4
   %arena18 = getelementptr inbounds float, ptr %arena, i64 11
   %21 = load float, ptr %arena18, align 4
-  %22 = fadd float %sum500, %21
-  store float %22, ptr %conv1_bias_grad.sum501, align 4
-  %sum501 = load float, ptr %conv1_bias_grad.sum501, align 4
+  %22 = fadd float %sum501, %21
+  store float %22, ptr %conv1_bias_grad.sum502, align 4
+  %sum502 = load float, ptr %conv1_bias_grad.sum502, align 4
   %arena19 = getelementptr inbounds float, ptr %arena, i64 12
   %23 = load float, ptr %arena19, align 4
-  %24 = fadd float %sum501, %23
-  store float %24, ptr %conv1_bias_grad.sum502, align 4
-  %sum502 = load float, ptr %conv1_bias_grad.sum502, align 4
+  %24 = fadd float %sum502, %23
+  store float %24, ptr %conv1_bias_grad.sum503, align 4
+  %sum503 = load float, ptr %conv1_bias_grad.sum503, align 4
   %arena20 = getelementptr inbounds float, ptr %arena, i64 13
   %25 = load float, ptr %arena20, align 4
-  %26 = fadd float %sum502, %25
-  store float %26, ptr %conv1_bias_grad.sum503, align 4
-  %sum503 = load float, ptr %conv1_bias_grad.sum503, align 4
+  %26 = fadd float %sum503, %25
+  store float %26, ptr %conv1_bias_grad.sum504, align 4
+  %sum504 = load float, ptr %conv1_bias_grad.sum504, align 4
   %arena21 = getelementptr inbounds float, ptr %arena, i64 14
   %27 = load float, ptr %arena21, align 4
-  %28 = fadd float %sum503, %27
-  store float %28, ptr %conv1_bias_grad.sum504, align 4
-  %sum504 = load float, ptr %conv1_bias_grad.sum504, align 4
+  %28 = fadd float %sum504, %27
+  store float %28, ptr %conv1_bias_grad.sum505, align 4
+  %sum505 = load float, ptr %conv1_bias_grad.sum505, align 4
   %arena22 = getelementptr inbounds float, ptr %arena, i64 15
   %29 = load float, ptr %arena22, align 4
-  %30 = fadd float %sum504, %29
-  store float %30, ptr %conv1_bias_grad.sum505, align 4
-  %sum505 = load float, ptr %conv1_bias_grad.sum505, align 4
-  %31 = add nsw i64 288, %conv1_bias_grad.f4871
+  %30 = fadd float %sum505, %29
+  store float %30, ptr %conv1_bias_grad.sum506, align 4
+  %sum506 = load float, ptr %conv1_bias_grad.sum506, align 4
+  %31 = add nsw i64 288, %conv1_bias_grad.f4881
   %grads23 = getelementptr inbounds float, ptr %grads, i64 %31
-  store float %sum505, ptr %grads23, align 4
-  %f487.next = add nsw i64 %conv1_bias_grad.f4871, 1
-  %32 = icmp slt i64 %f487.next, 32
-  br i1 %32, label %conv1_bias_grad.f487, label %conv1_bias_grad.f487.end
+  store float %sum506, ptr %grads23, align 4
+  %f488.next = add nsw i64 %conv1_bias_grad.f4881, 1
+  %32 = icmp slt i64 %f488.next, 32
+  br i1 %32, label %conv1_bias_grad.f488, label %conv1_bias_grad.f488.end
 
-conv1_bias_grad.i490:                             ; preds = %conv1_bias_grad.i490, %conv1_bias_grad.img489
-  %conv1_bias_grad.i4903 = phi i64 [ 0, %conv1_bias_grad.img489 ], [ %i490.next, %conv1_bias_grad.i490 ]
-  %33 = mul nsw i64 %conv1_bias_grad.img4892, 25088
+conv1_bias_grad.i491:                             ; preds = %conv1_bias_grad.i491, %conv1_bias_grad.img490
+  %conv1_bias_grad.i4913 = phi i64 [ 0, %conv1_bias_grad.img490 ], [ %i491.next, %conv1_bias_grad.i491 ]
+  %33 = mul nsw i64 %conv1_bias_grad.img4902, 25088
   %34 = add nsw i64 1221264, %33
-  %35 = mul nsw i64 %conv1_bias_grad.f4871, 784
+  %35 = mul nsw i64 %conv1_bias_grad.f4881, 784
   %36 = add nsw i64 %34, %35
-  %37 = mul nsw i64 %conv1_bias_grad.i4903, 16
+  %37 = mul nsw i64 %conv1_bias_grad.i4913, 16
   %38 = add nsw i64 %36, %37
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %38
   %39 = load <16 x float>, ptr %arena4, align 4
-  %acc488 = load <16 x float>, ptr %conv1_bias_grad.acc488, align 64
-  %40 = call <16 x float> @llvm.fma.v16f32(<16 x float> <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>, <16 x float> %39, <16 x float> %acc488)
-  store <16 x float> %40, ptr %conv1_bias_grad.acc488, align 64
-  %i490.next = add nsw i64 %conv1_bias_grad.i4903, 1
-  %41 = icmp slt i64 %i490.next, 49
-  br i1 %41, label %conv1_bias_grad.i490, label %conv1_bias_grad.i490.end
+  %acc489 = load <16 x float>, ptr %conv1_bias_grad.acc489, align 64
+  %40 = call <16 x float> @llvm.fma.v16f32(<16 x float> <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>, <16 x float> %39, <16 x float> %acc489)
+  store <16 x float> %40, ptr %conv1_bias_grad.acc489, align 64
+  %i491.next = add nsw i64 %conv1_bias_grad.i4913, 1
+  %41 = icmp slt i64 %i491.next, 49
+  br i1 %41, label %conv1_bias_grad.i491, label %conv1_bias_grad.i491.end
 
-conv1_bias_grad.i490.end:                         ; preds = %conv1_bias_grad.i490
-  %img489.next = add nsw i64 %conv1_bias_grad.img4892, 1
-  %42 = icmp slt i64 %img489.next, 64
-  br i1 %42, label %conv1_bias_grad.img489, label %conv1_bias_grad.img489.end
+conv1_bias_grad.i491.end:                         ; preds = %conv1_bias_grad.i491
+  %img490.next = add nsw i64 %conv1_bias_grad.img4902, 1
+  %42 = icmp slt i64 %img490.next, 64
+  br i1 %42, label %conv1_bias_grad.img490, label %conv1_bias_grad.img490.end
 }
 
 ; Function Attrs: noinline
@@ -12888,39 +13063,39 @@ entry:
   %adam.v_new = alloca float, align 4
   %adam.m_new = alloca float, align 4
   %adam.g = alloca float, align 4
-  %adam.bc2_sqrt507 = alloca float, align 4
-  %adam.step_size506 = alloca float, align 4
+  %adam.bc2_sqrt508 = alloca float, align 4
+  %adam.step_size507 = alloca float, align 4
   %0 = sitofp i64 %step to float
   %1 = fmul float %0, 0xBFBAF8E8A0000000
   %2 = call float @llvm.exp.f32(float %1)
   %3 = fsub float 1.000000e+00, %2
   %4 = fdiv float %lr, %3
-  store float %4, ptr %adam.step_size506, align 4
+  store float %4, ptr %adam.step_size507, align 4
   %5 = sitofp i64 %step to float
   %6 = fmul float %5, 0xBF50645940000000
   %7 = call float @llvm.exp.f32(float %6)
   %8 = fsub float 1.000000e+00, %7
   %9 = call float @llvm.sqrt.f32(float %8)
-  store float %9, ptr %adam.bc2_sqrt507, align 4
-  br label %adam.i508
+  store float %9, ptr %adam.bc2_sqrt508, align 4
+  br label %adam.i509
 
-adam.i508:                                        ; preds = %adam.i508, %entry
-  %adam.i5081 = phi i64 [ 0, %entry ], [ %i508.next, %adam.i508 ]
-  %grads2 = getelementptr inbounds float, ptr %grads, i64 %adam.i5081
+adam.i509:                                        ; preds = %adam.i509, %entry
+  %adam.i5091 = phi i64 [ 0, %entry ], [ %i509.next, %adam.i509 ]
+  %grads2 = getelementptr inbounds float, ptr %grads, i64 %adam.i5091
   %10 = load float, ptr %grads2, align 4
-  %params3 = getelementptr inbounds float, ptr %params, i64 %adam.i5081
+  %params3 = getelementptr inbounds float, ptr %params, i64 %adam.i5091
   %11 = load float, ptr %params3, align 4
   %12 = fmul float 0.000000e+00, %11
   %13 = fadd float %10, %12
   store float %13, ptr %adam.g, align 4
-  %m4 = getelementptr inbounds float, ptr %m, i64 %adam.i5081
+  %m4 = getelementptr inbounds float, ptr %m, i64 %adam.i5091
   %14 = load float, ptr %m4, align 4
   %15 = fmul float 0x3FECCCCCC0000000, %14
   %g = load float, ptr %adam.g, align 4
   %16 = fmul float 0x3FB9999A00000000, %g
   %17 = fadd float %15, %16
   store float %17, ptr %adam.m_new, align 4
-  %v5 = getelementptr inbounds float, ptr %v, i64 %adam.i5081
+  %v5 = getelementptr inbounds float, ptr %v, i64 %adam.i5091
   %18 = load float, ptr %v5, align 4
   %19 = fmul float 0x3FEFF7CEE0000000, %18
   %g6 = load float, ptr %adam.g, align 4
@@ -12930,30 +13105,30 @@ adam.i508:                                        ; preds = %adam.i508, %entry
   %22 = fadd float %19, %21
   store float %22, ptr %adam.v_new, align 4
   %m_new = load float, ptr %adam.m_new, align 4
-  %m8 = getelementptr inbounds float, ptr %m, i64 %adam.i5081
+  %m8 = getelementptr inbounds float, ptr %m, i64 %adam.i5091
   store float %m_new, ptr %m8, align 4
   %v_new = load float, ptr %adam.v_new, align 4
-  %v9 = getelementptr inbounds float, ptr %v, i64 %adam.i5081
+  %v9 = getelementptr inbounds float, ptr %v, i64 %adam.i5091
   store float %v_new, ptr %v9, align 4
-  %params10 = getelementptr inbounds float, ptr %params, i64 %adam.i5081
+  %params10 = getelementptr inbounds float, ptr %params, i64 %adam.i5091
   %23 = load float, ptr %params10, align 4
-  %step_size506 = load float, ptr %adam.step_size506, align 4
+  %step_size507 = load float, ptr %adam.step_size507, align 4
   %m_new11 = load float, ptr %adam.m_new, align 4
-  %24 = fmul float %step_size506, %m_new11
+  %24 = fmul float %step_size507, %m_new11
   %v_new12 = load float, ptr %adam.v_new, align 4
   %25 = call float @llvm.sqrt.f32(float %v_new12)
-  %bc2_sqrt507 = load float, ptr %adam.bc2_sqrt507, align 4
-  %26 = fdiv float %25, %bc2_sqrt507
+  %bc2_sqrt508 = load float, ptr %adam.bc2_sqrt508, align 4
+  %26 = fdiv float %25, %bc2_sqrt508
   %27 = fadd float %26, 0x3E45798EE0000000
   %28 = fdiv float %24, %27
   %29 = fsub float %23, %28
-  %params13 = getelementptr inbounds float, ptr %params, i64 %adam.i5081
+  %params13 = getelementptr inbounds float, ptr %params, i64 %adam.i5091
   store float %29, ptr %params13, align 4
-  %i508.next = add nsw i64 %adam.i5081, 1
-  %30 = icmp slt i64 %i508.next, 421642
-  br i1 %30, label %adam.i508, label %adam.i508.end
+  %i509.next = add nsw i64 %adam.i5091, 1
+  %30 = icmp slt i64 %i509.next, 421642
+  br i1 %30, label %adam.i509, label %adam.i509.end
 
-adam.i508.end:                                    ; preds = %adam.i508
+adam.i509.end:                                    ; preds = %adam.i509
   ret void
 }
 
@@ -13038,7 +13213,7 @@ conv1.c5:                                         ; preds = %conv1.qy6.end, %con
 conv1.c5.end:                                     ; preds = %conv1.qy6.end
   %j4.next = add nsw i64 %conv1.j46, 1
   %10 = icmp slt i64 %j4.next, 16
-  br i1 %10, label %conv1.j4, label %conv1.j4.end, !llvm.loop !42
+  br i1 %10, label %conv1.j4, label %conv1.j4.end
 
 conv1.qy6:                                        ; preds = %conv1.qx7.end, %conv1.c5
   %conv1.qy68 = phi i64 [ 0, %conv1.c5 ], [ %qy6.next, %conv1.qx7.end ]
@@ -13047,7 +13222,7 @@ conv1.qy6:                                        ; preds = %conv1.qx7.end, %con
 conv1.qy6.end:                                    ; preds = %conv1.qx7.end
   %c5.next = add nsw i64 %conv1.c57, 1
   %11 = icmp slt i64 %c5.next, 1
-  br i1 %11, label %conv1.c5, label %conv1.c5.end, !llvm.loop !43
+  br i1 %11, label %conv1.c5, label %conv1.c5.end
 
 conv1.qx7:                                        ; preds = %conv1.qx7, %conv1.qy6
   %conv1.qx79 = phi i64 [ 0, %conv1.qy6 ], [ %qx7.next, %conv1.qx7 ]
@@ -13081,12 +13256,12 @@ conv1.qx7:                                        ; preds = %conv1.qx7, %conv1.q
   store float %26, ptr %arena11, align 4
   %qx7.next = add nsw i64 %conv1.qx79, 1
   %37 = icmp slt i64 %qx7.next, 14
-  br i1 %37, label %conv1.qx7, label %conv1.qx7.end, !llvm.loop !44
+  br i1 %37, label %conv1.qx7, label %conv1.qx7.end
 
 conv1.qx7.end:                                    ; preds = %conv1.qx7
   %qy6.next = add nsw i64 %conv1.qy68, 1
   %38 = icmp slt i64 %qy6.next, 14
-  br i1 %38, label %conv1.qy6, label %conv1.qy6.end, !llvm.loop !45
+  br i1 %38, label %conv1.qy6, label %conv1.qy6.end
 
 conv1.j8:                                         ; preds = %conv1.c9.end, %conv1.j4.end
   %conv1.j812 = phi i64 [ 0, %conv1.j4.end ], [ %j8.next, %conv1.c9.end ]
@@ -13102,7 +13277,7 @@ conv1.c9:                                         ; preds = %conv1.qy10.end, %co
 conv1.c9.end:                                     ; preds = %conv1.qy10.end
   %j8.next = add nsw i64 %conv1.j812, 1
   %39 = icmp slt i64 %j8.next, 16
-  br i1 %39, label %conv1.j8, label %conv1.j8.end, !llvm.loop !46
+  br i1 %39, label %conv1.j8, label %conv1.j8.end
 
 conv1.qy10:                                       ; preds = %conv1.qx11.end, %conv1.c9
   %conv1.qy1014 = phi i64 [ 0, %conv1.c9 ], [ %qy10.next, %conv1.qx11.end ]
@@ -13111,7 +13286,7 @@ conv1.qy10:                                       ; preds = %conv1.qx11.end, %co
 conv1.qy10.end:                                   ; preds = %conv1.qx11.end
   %c9.next = add nsw i64 %conv1.c913, 1
   %40 = icmp slt i64 %c9.next, 1
-  br i1 %40, label %conv1.c9, label %conv1.c9.end, !llvm.loop !47
+  br i1 %40, label %conv1.c9, label %conv1.c9.end
 
 conv1.qx11:                                       ; preds = %conv1.qx11, %conv1.qy10
   %conv1.qx1115 = phi i64 [ 0, %conv1.qy10 ], [ %qx11.next, %conv1.qx11 ]
@@ -13143,12 +13318,12 @@ conv1.qx11:                                       ; preds = %conv1.qx11, %conv1.
   store float %53, ptr %arena17, align 4
   %qx11.next = add nsw i64 %conv1.qx1115, 1
   %64 = icmp slt i64 %qx11.next, 14
-  br i1 %64, label %conv1.qx11, label %conv1.qx11.end, !llvm.loop !48
+  br i1 %64, label %conv1.qx11, label %conv1.qx11.end
 
 conv1.qx11.end:                                   ; preds = %conv1.qx11
   %qy10.next = add nsw i64 %conv1.qy1014, 1
   %65 = icmp slt i64 %qy10.next, 14
-  br i1 %65, label %conv1.qy10, label %conv1.qy10.end, !llvm.loop !49
+  br i1 %65, label %conv1.qy10, label %conv1.qy10.end
 
 conv1.j12:                                        ; preds = %conv1.c13.end, %conv1.j8.end
   %conv1.j1218 = phi i64 [ 0, %conv1.j8.end ], [ %j12.next, %conv1.c13.end ]
@@ -13164,7 +13339,7 @@ conv1.c13:                                        ; preds = %conv1.qy14.end, %co
 conv1.c13.end:                                    ; preds = %conv1.qy14.end
   %j12.next = add nsw i64 %conv1.j1218, 1
   %66 = icmp slt i64 %j12.next, 16
-  br i1 %66, label %conv1.j12, label %conv1.j12.end, !llvm.loop !50
+  br i1 %66, label %conv1.j12, label %conv1.j12.end
 
 conv1.qy14:                                       ; preds = %conv1.qx15.end, %conv1.c13
   %conv1.qy1420 = phi i64 [ 0, %conv1.c13 ], [ %qy14.next, %conv1.qx15.end ]
@@ -13173,7 +13348,7 @@ conv1.qy14:                                       ; preds = %conv1.qx15.end, %co
 conv1.qy14.end:                                   ; preds = %conv1.qx15.end
   %c13.next = add nsw i64 %conv1.c1319, 1
   %67 = icmp slt i64 %c13.next, 1
-  br i1 %67, label %conv1.c13, label %conv1.c13.end, !llvm.loop !51
+  br i1 %67, label %conv1.c13, label %conv1.c13.end
 
 conv1.qx15:                                       ; preds = %conv1.qx15, %conv1.qy14
   %conv1.qx1521 = phi i64 [ 0, %conv1.qy14 ], [ %qx15.next, %conv1.qx15 ]
@@ -13205,12 +13380,12 @@ conv1.qx15:                                       ; preds = %conv1.qx15, %conv1.
   store float %80, ptr %arena23, align 4
   %qx15.next = add nsw i64 %conv1.qx1521, 1
   %91 = icmp slt i64 %qx15.next, 14
-  br i1 %91, label %conv1.qx15, label %conv1.qx15.end, !llvm.loop !52
+  br i1 %91, label %conv1.qx15, label %conv1.qx15.end
 
 conv1.qx15.end:                                   ; preds = %conv1.qx15
   %qy14.next = add nsw i64 %conv1.qy1420, 1
   %92 = icmp slt i64 %qy14.next, 14
-  br i1 %92, label %conv1.qy14, label %conv1.qy14.end, !llvm.loop !53
+  br i1 %92, label %conv1.qy14, label %conv1.qy14.end
 
 conv1.j16:                                        ; preds = %conv1.c17.end, %conv1.j12.end
   %conv1.j1624 = phi i64 [ 0, %conv1.j12.end ], [ %j16.next, %conv1.c17.end ]
@@ -13226,7 +13401,7 @@ conv1.c17:                                        ; preds = %conv1.qy18.end, %co
 conv1.c17.end:                                    ; preds = %conv1.qy18.end
   %j16.next = add nsw i64 %conv1.j1624, 1
   %93 = icmp slt i64 %j16.next, 16
-  br i1 %93, label %conv1.j16, label %conv1.j16.end, !llvm.loop !54
+  br i1 %93, label %conv1.j16, label %conv1.j16.end
 
 conv1.qy18:                                       ; preds = %conv1.qx19.end, %conv1.c17
   %conv1.qy1826 = phi i64 [ 0, %conv1.c17 ], [ %qy18.next, %conv1.qx19.end ]
@@ -13235,7 +13410,7 @@ conv1.qy18:                                       ; preds = %conv1.qx19.end, %co
 conv1.qy18.end:                                   ; preds = %conv1.qx19.end
   %c17.next = add nsw i64 %conv1.c1725, 1
   %94 = icmp slt i64 %c17.next, 1
-  br i1 %94, label %conv1.c17, label %conv1.c17.end, !llvm.loop !55
+  br i1 %94, label %conv1.c17, label %conv1.c17.end
 
 conv1.qx19:                                       ; preds = %conv1.qx19, %conv1.qy18
   %conv1.qx1927 = phi i64 [ 0, %conv1.qy18 ], [ %qx19.next, %conv1.qx19 ]
@@ -13265,12 +13440,12 @@ conv1.qx19:                                       ; preds = %conv1.qx19, %conv1.
   store float %105, ptr %arena29, align 4
   %qx19.next = add nsw i64 %conv1.qx1927, 1
   %116 = icmp slt i64 %qx19.next, 14
-  br i1 %116, label %conv1.qx19, label %conv1.qx19.end, !llvm.loop !56
+  br i1 %116, label %conv1.qx19, label %conv1.qx19.end
 
 conv1.qx19.end:                                   ; preds = %conv1.qx19
   %qy18.next = add nsw i64 %conv1.qy1826, 1
   %117 = icmp slt i64 %qy18.next, 14
-  br i1 %117, label %conv1.qy18, label %conv1.qy18.end, !llvm.loop !57
+  br i1 %117, label %conv1.qy18, label %conv1.qy18.end
 
 conv1.j20:                                        ; preds = %conv1.c21.end, %conv1.j16.end
   %conv1.j2030 = phi i64 [ 0, %conv1.j16.end ], [ %j20.next, %conv1.c21.end ]
@@ -13287,7 +13462,7 @@ conv1.c21:                                        ; preds = %conv1.ky22.end, %co
 conv1.c21.end:                                    ; preds = %conv1.ky22.end
   %j20.next = add nsw i64 %conv1.j2030, 1
   %118 = icmp slt i64 %j20.next, 16
-  br i1 %118, label %conv1.j20, label %conv1.j20.end, !llvm.loop !58
+  br i1 %118, label %conv1.j20, label %conv1.j20.end, !llvm.loop !14
 
 conv1.ky22:                                       ; preds = %conv1.kx23.end, %conv1.c21
   %conv1.ky2232 = phi i64 [ 0, %conv1.c21 ], [ %ky22.next, %conv1.kx23.end ]
@@ -13296,7 +13471,7 @@ conv1.ky22:                                       ; preds = %conv1.kx23.end, %co
 conv1.ky22.end:                                   ; preds = %conv1.kx23.end
   %c21.next = add nsw i64 %conv1.c2131, 1
   %119 = icmp slt i64 %c21.next, 1
-  br i1 %119, label %conv1.c21, label %conv1.c21.end, !llvm.loop !59
+  br i1 %119, label %conv1.c21, label %conv1.c21.end, !llvm.loop !15
 
 conv1.kx23:                                       ; preds = %conv1.wy24.end, %conv1.ky22
   %conv1.kx2333 = phi i64 [ 0, %conv1.ky22 ], [ %kx23.next, %conv1.wy24.end ]
@@ -13305,7 +13480,7 @@ conv1.kx23:                                       ; preds = %conv1.wy24.end, %co
 conv1.kx23.end:                                   ; preds = %conv1.wy24.end
   %ky22.next = add nsw i64 %conv1.ky2232, 1
   %120 = icmp slt i64 %ky22.next, 3
-  br i1 %120, label %conv1.ky22, label %conv1.ky22.end, !llvm.loop !60
+  br i1 %120, label %conv1.ky22, label %conv1.ky22.end, !llvm.loop !16
 
 conv1.wy24:                                       ; preds = %conv1.wx25.end, %conv1.kx23
   %conv1.wy2434 = phi i64 [ 0, %conv1.kx23 ], [ %wy24.next, %conv1.wx25.end ]
@@ -13314,7 +13489,7 @@ conv1.wy24:                                       ; preds = %conv1.wx25.end, %co
 conv1.wy24.end:                                   ; preds = %conv1.wx25.end
   %kx23.next = add nsw i64 %conv1.kx2333, 1
   %121 = icmp slt i64 %kx23.next, 3
-  br i1 %121, label %conv1.kx23, label %conv1.kx23.end, !llvm.loop !61
+  br i1 %121, label %conv1.kx23, label %conv1.kx23.end, !llvm.loop !17
 
 conv1.wx25:                                       ; preds = %conv1.py26.end, %conv1.wy24
   %conv1.wx2535 = phi i64 [ 0, %conv1.wy24 ], [ %wx25.next, %conv1.py26.end ]
@@ -13323,7 +13498,7 @@ conv1.wx25:                                       ; preds = %conv1.py26.end, %co
 conv1.wx25.end:                                   ; preds = %conv1.py26.end
   %wy24.next = add nsw i64 %conv1.wy2434, 1
   %122 = icmp slt i64 %wy24.next, 2
-  br i1 %122, label %conv1.wy24, label %conv1.wy24.end, !llvm.loop !62
+  br i1 %122, label %conv1.wy24, label %conv1.wy24.end, !llvm.loop !18
 
 conv1.py26:                                       ; preds = %conv1.py26, %conv1.wx25
   %conv1.py2636 = phi i64 [ 0, %conv1.wx25 ], [ %py26.next, %conv1.py26 ]
@@ -13366,12 +13541,12 @@ conv1.py26:                                       ; preds = %conv1.py26, %conv1.
   call void @llvm.masked.store.v16f32.p0(<16 x float> %142, ptr %arena38, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 false, i1 false>)
   %py26.next = add nsw i64 %conv1.py2636, 1
   %157 = icmp slt i64 %py26.next, 14
-  br i1 %157, label %conv1.py26, label %conv1.py26.end, !llvm.loop !63
+  br i1 %157, label %conv1.py26, label %conv1.py26.end, !llvm.loop !19
 
 conv1.py26.end:                                   ; preds = %conv1.py26
   %wx25.next = add nsw i64 %conv1.wx2535, 1
   %158 = icmp slt i64 %wx25.next, 2
-  br i1 %158, label %conv1.wx25, label %conv1.wx25.end, !llvm.loop !64
+  br i1 %158, label %conv1.wx25, label %conv1.wx25.end, !llvm.loop !20
 
 conv1.j34:                                        ; preds = %conv1.f35.end, %conv1.j20.end
   %conv1.j3439 = phi i64 [ 0, %conv1.j20.end ], [ %j34.next, %conv1.f35.end ]
@@ -18670,47 +18845,3 @@ attributes #4 = { nocallback nofree nosync nounwind speculatable willreturn memo
 !18 = distinct !{!18, !1}
 !19 = distinct !{!19, !1}
 !20 = distinct !{!20, !1}
-!21 = distinct !{!21, !1}
-!22 = distinct !{!22, !1}
-!23 = distinct !{!23, !1}
-!24 = distinct !{!24, !1}
-!25 = distinct !{!25, !1}
-!26 = distinct !{!26, !1}
-!27 = distinct !{!27, !1}
-!28 = distinct !{!28, !1}
-!29 = distinct !{!29, !1}
-!30 = distinct !{!30, !1}
-!31 = distinct !{!31, !1}
-!32 = distinct !{!32, !1}
-!33 = distinct !{!33, !1}
-!34 = distinct !{!34, !1}
-!35 = distinct !{!35, !1}
-!36 = distinct !{!36, !1}
-!37 = distinct !{!37, !1}
-!38 = distinct !{!38, !1}
-!39 = distinct !{!39, !1}
-!40 = distinct !{!40, !1}
-!41 = distinct !{!41, !1}
-!42 = distinct !{!42, !1}
-!43 = distinct !{!43, !1}
-!44 = distinct !{!44, !1}
-!45 = distinct !{!45, !1}
-!46 = distinct !{!46, !1}
-!47 = distinct !{!47, !1}
-!48 = distinct !{!48, !1}
-!49 = distinct !{!49, !1}
-!50 = distinct !{!50, !1}
-!51 = distinct !{!51, !1}
-!52 = distinct !{!52, !1}
-!53 = distinct !{!53, !1}
-!54 = distinct !{!54, !1}
-!55 = distinct !{!55, !1}
-!56 = distinct !{!56, !1}
-!57 = distinct !{!57, !1}
-!58 = distinct !{!58, !1}
-!59 = distinct !{!59, !1}
-!60 = distinct !{!60, !1}
-!61 = distinct !{!61, !1}
-!62 = distinct !{!62, !1}
-!63 = distinct !{!63, !1}
-!64 = distinct !{!64, !1}

@@ -78,43 +78,43 @@ public func simplecnn_train_b64(
     storeVector(arena, ((i2 *% 16) +% 1330320), Vector(repeating: Float(0)))
   }
   for g3 in 0..<4 {
+    for j4 in 0..<16 {
+      for c5 in 0..<1 {
+        for qy6 in 0..<14 {
+          for qx7 in 0..<14 {
+            arena[(1330320 +% ((((((j4 +% c5) *% 2) *% 2) *% 225) +% ((qy6 +% 1) *% 15)) +% (qx7 +% 1)))] = images[(((((((g3 *% 16) +% j4) *% 784) +% (c5 *% 784)) +% ((((qy6 +% 1) *% 2) +% -1) *% 28)) +% ((qx7 +% 1) *% 2)) +% -1)]
+          }
+        }
+      }
+    }
+    for j8 in 0..<16 {
+      for c9 in 0..<1 {
+        for qy10 in 0..<14 {
+          for qx11 in 0..<14 {
+            arena[(1330320 +% (((((((j8 +% c9) *% 2) *% 2) +% 1) *% 225) +% ((qy10 +% 1) *% 15)) +% qx11))] = images[((((((g3 *% 16) +% j8) *% 784) +% (c9 *% 784)) +% ((((qy10 +% 1) *% 2) +% -1) *% 28)) +% (qx11 *% 2))]
+          }
+        }
+      }
+    }
+    for j12 in 0..<16 {
+      for c13 in 0..<1 {
+        for qy14 in 0..<14 {
+          for qx15 in 0..<14 {
+            arena[(1330320 +% (((((((j12 +% c13) *% 2) +% 1) *% 2) *% 225) +% (qy14 *% 15)) +% (qx15 +% 1)))] = images[(((((((g3 *% 16) +% j12) *% 784) +% (c13 *% 784)) +% ((qy14 *% 2) *% 28)) +% ((qx15 +% 1) *% 2)) +% -1)]
+          }
+        }
+      }
+    }
+    for j16 in 0..<16 {
+      for c17 in 0..<1 {
+        for qy18 in 0..<14 {
+          for qx19 in 0..<14 {
+            arena[(1330320 +% ((((((((j16 +% c17) *% 2) +% 1) *% 2) +% 1) *% 225) +% (qy18 *% 15)) +% qx19))] = images[((((((g3 *% 16) +% j16) *% 784) +% (c17 *% 784)) +% ((qy18 *% 2) *% 28)) +% (qx19 *% 2))]
+          }
+        }
+      }
+    }
     do {  // scalar loops
-      for j4 in 0..<16 {
-        for c5 in 0..<1 {
-          for qy6 in 0..<14 {
-            for qx7 in 0..<14 {
-              arena[(1330320 +% ((((((j4 +% c5) *% 2) *% 2) *% 225) +% ((qy6 +% 1) *% 15)) +% (qx7 +% 1)))] = images[(((((((g3 *% 16) +% j4) *% 784) +% (c5 *% 784)) +% ((((qy6 +% 1) *% 2) +% -1) *% 28)) +% ((qx7 +% 1) *% 2)) +% -1)]
-            }
-          }
-        }
-      }
-      for j8 in 0..<16 {
-        for c9 in 0..<1 {
-          for qy10 in 0..<14 {
-            for qx11 in 0..<14 {
-              arena[(1330320 +% (((((((j8 +% c9) *% 2) *% 2) +% 1) *% 225) +% ((qy10 +% 1) *% 15)) +% qx11))] = images[((((((g3 *% 16) +% j8) *% 784) +% (c9 *% 784)) +% ((((qy10 +% 1) *% 2) +% -1) *% 28)) +% (qx11 *% 2))]
-            }
-          }
-        }
-      }
-      for j12 in 0..<16 {
-        for c13 in 0..<1 {
-          for qy14 in 0..<14 {
-            for qx15 in 0..<14 {
-              arena[(1330320 +% (((((((j12 +% c13) *% 2) +% 1) *% 2) *% 225) +% (qy14 *% 15)) +% (qx15 +% 1)))] = images[(((((((g3 *% 16) +% j12) *% 784) +% (c13 *% 784)) +% ((qy14 *% 2) *% 28)) +% ((qx15 +% 1) *% 2)) +% -1)]
-            }
-          }
-        }
-      }
-      for j16 in 0..<16 {
-        for c17 in 0..<1 {
-          for qy18 in 0..<14 {
-            for qx19 in 0..<14 {
-              arena[(1330320 +% ((((((((j16 +% c17) *% 2) +% 1) *% 2) +% 1) *% 225) +% (qy18 *% 15)) +% qx19))] = images[((((((g3 *% 16) +% j16) *% 784) +% (c17 *% 784)) +% ((qy18 *% 2) *% 28)) +% (qx19 *% 2))]
-            }
-          }
-        }
-      }
       for j20 in 0..<16 {
         for c21 in 0..<1 {
           for ky22 in 0..<3 {
@@ -1599,172 +1599,202 @@ public func simplecnn_train_b64(
   for i461 in 0..<18 {
     storeVector(arena, ((i461 *% 16) +% 514448), Vector(repeating: Float(0)))
   }
-  for i462 in 0..<900 {
-    storeVector(arena, ((i462 *% 16) +% 514736), Vector(repeating: Float(0)))
-  }
-  for g463 in 0..<4 {
-    do {  // scalar loops
-      for j464 in 0..<16 {
-        for c465 in 0..<1 {
-          for qy466 in 0..<28 {
-            for cv467 in 0..<1 {
-              storeVector(arena, (514736 +% ((((j464 +% c465) *% 900) +% ((qy466 +% 1) *% 30)) +% (1 +% (cv467 *% 16)))), loadVector(images, (((((((g463 *% 16) +% j464) *% 784) +% (c465 *% 784)) +% (((qy466 +% 1) +% -1) *% 28)) +% (1 +% (cv467 *% 16))) +% -1)))
+  for g462 in 0..<4 {
+    for j463 in 0..<16 {
+      for c464 in 0..<1 {
+        for ky465 in 0..<3 {
+          for oy466 in 0..<28 {
+            if (-1 < ((oy466 +% ky465) +% -1) && ((oy466 +% ky465) +% -1) < 28) {
+              for ox467 in 0..<27 {
+                arena[((((((c464 *% 3) +% ky465) *% 3) *% 12560) +% (j463 *% 784)) +% ((oy466 *% 28) +% (ox467 +% 1)))] = images[((((((g462 *% 16) +% j463) *% 784) +% (c464 *% 784)) +% (((oy466 +% ky465) +% -1) *% 28)) +% ((ox467 +% 1) +% -1))]
+              }
+              for ox468 in 0..<1 {
+                arena[((((((c464 *% 3) +% ky465) *% 3) *% 12560) +% (j463 *% 784)) +% ((oy466 *% 28) +% ox468))] = Float(0)
+              }
             }
-            storePartial(arena, (514736 +% ((((j464 +% c465) *% 900) +% ((qy466 +% 1) *% 30)) +% 17)), loadPartial(images, (((((((g463 *% 16) +% j464) *% 784) +% (c465 *% 784)) +% (((qy466 +% 1) +% -1) *% 28)) +% 17) +% -1), 12), 12)
+            if ((oy466 +% ky465) +% -1) < 0 {
+              for ox469 in 0..<28 {
+                arena[((((((c464 *% 3) +% ky465) *% 3) *% 12560) +% (j463 *% 784)) +% ((oy466 *% 28) +% ox469))] = Float(0)
+              }
+            }
+            if 27 < ((oy466 +% ky465) +% -1) {
+              for ox469 in 0..<28 {
+                arena[((((((c464 *% 3) +% ky465) *% 3) *% 12560) +% (j463 *% 784)) +% ((oy466 *% 28) +% ox469))] = Float(0)
+              }
+            }
           }
-        }
-      }
-      for j468 in 0..<16 {
-        for c469 in 0..<1 {
-          for ky470 in 0..<3 {
-            for kx471 in 0..<3 {
-              for wy472 in 0..<1 {
-                for wx473 in 0..<1 {
-                  for py474 in 0..<28 {
-                    for cv475 in 0..<1 {
-                      storeVector(arena, (((((((((c469 *% 3) +% ky470) *% 3) +% kx471) *% 12560) +% (j468 *% 784)) +% ((wy472 +% wx473) *% 784)) +% (py474 *% 28)) +% (cv475 *% 16)), loadVector(arena, (514736 +% ((((((j468 +% c469) +% ((wy472 +% ky470) % 1)) +% ((wx473 +% kx471) % 1)) *% 900) +% ((py474 +% ((wy472 +% ky470) / 1)) *% 30)) +% ((cv475 *% 16) +% ((wx473 +% kx471) / 1))))))
-                    }
-                    storePartial(arena, (((((((((c469 *% 3) +% ky470) *% 3) +% kx471) *% 12560) +% (j468 *% 784)) +% ((wy472 +% wx473) *% 784)) +% (py474 *% 28)) +% 16), loadPartial(arena, (514736 +% ((((((j468 +% c469) +% ((wy472 +% ky470) % 1)) +% ((wx473 +% kx471) % 1)) *% 900) +% ((py474 +% ((wy472 +% ky470) / 1)) *% 30)) +% (16 +% ((wx473 +% kx471) / 1)))), 12), 12)
-                  }
-                }
+          for oy470 in 0..<28 {
+            if (-1 < ((oy470 +% ky465) +% -1) && ((oy470 +% ky465) +% -1) < 28) {
+              for ox471 in 0..<28 {
+                arena[(((((((c464 *% 3) +% ky465) *% 3) +% 1) *% 12560) +% (j463 *% 784)) +% ((oy470 *% 28) +% ox471))] = images[((((((g462 *% 16) +% j463) *% 784) +% (c464 *% 784)) +% (((oy470 +% ky465) +% -1) *% 28)) +% ox471)]
+              }
+            }
+            if ((oy470 +% ky465) +% -1) < 0 {
+              for ox472 in 0..<28 {
+                arena[(((((((c464 *% 3) +% ky465) *% 3) +% 1) *% 12560) +% (j463 *% 784)) +% ((oy470 *% 28) +% ox472))] = Float(0)
+              }
+            }
+            if 27 < ((oy470 +% ky465) +% -1) {
+              for ox472 in 0..<28 {
+                arena[(((((((c464 *% 3) +% ky465) *% 3) +% 1) *% 12560) +% (j463 *% 784)) +% ((oy470 *% 28) +% ox472))] = Float(0)
+              }
+            }
+          }
+          for oy473 in 0..<28 {
+            if (-1 < ((oy473 +% ky465) +% -1) && ((oy473 +% ky465) +% -1) < 28) {
+              for ox474 in 0..<27 {
+                arena[(((((((c464 *% 3) +% ky465) *% 3) +% 2) *% 12560) +% (j463 *% 784)) +% ((oy473 *% 28) +% ox474))] = images[((((((g462 *% 16) +% j463) *% 784) +% (c464 *% 784)) +% (((oy473 +% ky465) +% -1) *% 28)) +% (ox474 +% 1))]
+              }
+              for ox475 in 0..<1 {
+                arena[(((((((c464 *% 3) +% ky465) *% 3) +% 2) *% 12560) +% (j463 *% 784)) +% ((oy473 *% 28) +% (ox475 +% 27)))] = Float(0)
+              }
+            }
+            if ((oy473 +% ky465) +% -1) < 0 {
+              for ox476 in 0..<28 {
+                arena[(((((((c464 *% 3) +% ky465) *% 3) +% 2) *% 12560) +% (j463 *% 784)) +% ((oy473 *% 28) +% ox476))] = Float(0)
+              }
+            }
+            if 27 < ((oy473 +% ky465) +% -1) {
+              for ox476 in 0..<28 {
+                arena[(((((((c464 *% 3) +% ky465) *% 3) +% 2) *% 12560) +% (j463 *% 784)) +% ((oy473 *% 28) +% ox476))] = Float(0)
               }
             }
           }
         }
       }
     }
-    for j476 in 0..<16 {
-      for i477 in 0..<784 {
-        for f478 in 0..<32 {
-          arena[((113040 +% (((j476 *% 784) +% i477) *% 32)) +% f478)] = arena[(((1221264 +% (((g463 *% 16) +% j476) *% 25088)) +% (f478 *% 784)) +% i477)]
+    for j477 in 0..<16 {
+      for i478 in 0..<784 {
+        for f479 in 0..<32 {
+          arena[((113040 +% (((j477 *% 784) +% i478) *% 32)) +% f479)] = arena[(((1221264 +% (((g462 *% 16) +% j477) *% 25088)) +% (f479 *% 784)) +% i478)]
         }
       }
     }
-    do {  // gemm484
-      for kp479 in 0..<7 {
-        for nb480 in 0..<1 {
-          for mb481 in 0..<1 {
-            var t482_c0_0 = loadVector(arena, ((514448 +% ((mb481 *% 9) *% 32)) +% (nb480 *% 32)))
-            var t482_c0_1 = loadVector(arena, (((514448 +% ((mb481 *% 9) *% 32)) +% (nb480 *% 32)) +% 16))
-            var t482_c1_0 = loadVector(arena, ((514448 +% (((mb481 *% 9) +% 1) *% 32)) +% (nb480 *% 32)))
-            var t482_c1_1 = loadVector(arena, (((514448 +% (((mb481 *% 9) +% 1) *% 32)) +% (nb480 *% 32)) +% 16))
-            var t482_c2_0 = loadVector(arena, ((514448 +% (((mb481 *% 9) +% 2) *% 32)) +% (nb480 *% 32)))
-            var t482_c2_1 = loadVector(arena, (((514448 +% (((mb481 *% 9) +% 2) *% 32)) +% (nb480 *% 32)) +% 16))
-            var t482_c3_0 = loadVector(arena, ((514448 +% (((mb481 *% 9) +% 3) *% 32)) +% (nb480 *% 32)))
-            var t482_c3_1 = loadVector(arena, (((514448 +% (((mb481 *% 9) +% 3) *% 32)) +% (nb480 *% 32)) +% 16))
-            var t482_c4_0 = loadVector(arena, ((514448 +% (((mb481 *% 9) +% 4) *% 32)) +% (nb480 *% 32)))
-            var t482_c4_1 = loadVector(arena, (((514448 +% (((mb481 *% 9) +% 4) *% 32)) +% (nb480 *% 32)) +% 16))
-            var t482_c5_0 = loadVector(arena, ((514448 +% (((mb481 *% 9) +% 5) *% 32)) +% (nb480 *% 32)))
-            var t482_c5_1 = loadVector(arena, (((514448 +% (((mb481 *% 9) +% 5) *% 32)) +% (nb480 *% 32)) +% 16))
-            var t482_c6_0 = loadVector(arena, ((514448 +% (((mb481 *% 9) +% 6) *% 32)) +% (nb480 *% 32)))
-            var t482_c6_1 = loadVector(arena, (((514448 +% (((mb481 *% 9) +% 6) *% 32)) +% (nb480 *% 32)) +% 16))
-            var t482_c7_0 = loadVector(arena, ((514448 +% (((mb481 *% 9) +% 7) *% 32)) +% (nb480 *% 32)))
-            var t482_c7_1 = loadVector(arena, (((514448 +% (((mb481 *% 9) +% 7) *% 32)) +% (nb480 *% 32)) +% 16))
-            var t482_c8_0 = loadVector(arena, ((514448 +% (((mb481 *% 9) +% 8) *% 32)) +% (nb480 *% 32)))
-            var t482_c8_1 = loadVector(arena, (((514448 +% (((mb481 *% 9) +% 8) *% 32)) +% (nb480 *% 32)) +% 16))
-            for k483 in 0..<1792 {
-              let t482_b0 = loadVector(arena, ((113040 +% ((k483 +% (kp479 *% 1792)) *% 32)) +% (nb480 *% 32)))
-              let t482_b1 = loadVector(arena, (((113040 +% ((k483 +% (kp479 *% 1792)) *% 32)) +% (nb480 *% 32)) +% 16))
-              let t482_a0 = Vector(repeating: arena[(((mb481 *% 9) *% 12560) +% (k483 +% (kp479 *% 1792)))])
-              t482_c0_0 = t482_c0_0.addingProduct(t482_a0, t482_b0)
-              t482_c0_1 = t482_c0_1.addingProduct(t482_a0, t482_b1)
-              let t482_a1 = Vector(repeating: arena[((((mb481 *% 9) +% 1) *% 12560) +% (k483 +% (kp479 *% 1792)))])
-              t482_c1_0 = t482_c1_0.addingProduct(t482_a1, t482_b0)
-              t482_c1_1 = t482_c1_1.addingProduct(t482_a1, t482_b1)
-              let t482_a2 = Vector(repeating: arena[((((mb481 *% 9) +% 2) *% 12560) +% (k483 +% (kp479 *% 1792)))])
-              t482_c2_0 = t482_c2_0.addingProduct(t482_a2, t482_b0)
-              t482_c2_1 = t482_c2_1.addingProduct(t482_a2, t482_b1)
-              let t482_a3 = Vector(repeating: arena[((((mb481 *% 9) +% 3) *% 12560) +% (k483 +% (kp479 *% 1792)))])
-              t482_c3_0 = t482_c3_0.addingProduct(t482_a3, t482_b0)
-              t482_c3_1 = t482_c3_1.addingProduct(t482_a3, t482_b1)
-              let t482_a4 = Vector(repeating: arena[((((mb481 *% 9) +% 4) *% 12560) +% (k483 +% (kp479 *% 1792)))])
-              t482_c4_0 = t482_c4_0.addingProduct(t482_a4, t482_b0)
-              t482_c4_1 = t482_c4_1.addingProduct(t482_a4, t482_b1)
-              let t482_a5 = Vector(repeating: arena[((((mb481 *% 9) +% 5) *% 12560) +% (k483 +% (kp479 *% 1792)))])
-              t482_c5_0 = t482_c5_0.addingProduct(t482_a5, t482_b0)
-              t482_c5_1 = t482_c5_1.addingProduct(t482_a5, t482_b1)
-              let t482_a6 = Vector(repeating: arena[((((mb481 *% 9) +% 6) *% 12560) +% (k483 +% (kp479 *% 1792)))])
-              t482_c6_0 = t482_c6_0.addingProduct(t482_a6, t482_b0)
-              t482_c6_1 = t482_c6_1.addingProduct(t482_a6, t482_b1)
-              let t482_a7 = Vector(repeating: arena[((((mb481 *% 9) +% 7) *% 12560) +% (k483 +% (kp479 *% 1792)))])
-              t482_c7_0 = t482_c7_0.addingProduct(t482_a7, t482_b0)
-              t482_c7_1 = t482_c7_1.addingProduct(t482_a7, t482_b1)
-              let t482_a8 = Vector(repeating: arena[((((mb481 *% 9) +% 8) *% 12560) +% (k483 +% (kp479 *% 1792)))])
-              t482_c8_0 = t482_c8_0.addingProduct(t482_a8, t482_b0)
-              t482_c8_1 = t482_c8_1.addingProduct(t482_a8, t482_b1)
+    do {  // gemm485
+      for kp480 in 0..<7 {
+        for nb481 in 0..<1 {
+          for mb482 in 0..<1 {
+            var t483_c0_0 = loadVector(arena, ((514448 +% ((mb482 *% 9) *% 32)) +% (nb481 *% 32)))
+            var t483_c0_1 = loadVector(arena, (((514448 +% ((mb482 *% 9) *% 32)) +% (nb481 *% 32)) +% 16))
+            var t483_c1_0 = loadVector(arena, ((514448 +% (((mb482 *% 9) +% 1) *% 32)) +% (nb481 *% 32)))
+            var t483_c1_1 = loadVector(arena, (((514448 +% (((mb482 *% 9) +% 1) *% 32)) +% (nb481 *% 32)) +% 16))
+            var t483_c2_0 = loadVector(arena, ((514448 +% (((mb482 *% 9) +% 2) *% 32)) +% (nb481 *% 32)))
+            var t483_c2_1 = loadVector(arena, (((514448 +% (((mb482 *% 9) +% 2) *% 32)) +% (nb481 *% 32)) +% 16))
+            var t483_c3_0 = loadVector(arena, ((514448 +% (((mb482 *% 9) +% 3) *% 32)) +% (nb481 *% 32)))
+            var t483_c3_1 = loadVector(arena, (((514448 +% (((mb482 *% 9) +% 3) *% 32)) +% (nb481 *% 32)) +% 16))
+            var t483_c4_0 = loadVector(arena, ((514448 +% (((mb482 *% 9) +% 4) *% 32)) +% (nb481 *% 32)))
+            var t483_c4_1 = loadVector(arena, (((514448 +% (((mb482 *% 9) +% 4) *% 32)) +% (nb481 *% 32)) +% 16))
+            var t483_c5_0 = loadVector(arena, ((514448 +% (((mb482 *% 9) +% 5) *% 32)) +% (nb481 *% 32)))
+            var t483_c5_1 = loadVector(arena, (((514448 +% (((mb482 *% 9) +% 5) *% 32)) +% (nb481 *% 32)) +% 16))
+            var t483_c6_0 = loadVector(arena, ((514448 +% (((mb482 *% 9) +% 6) *% 32)) +% (nb481 *% 32)))
+            var t483_c6_1 = loadVector(arena, (((514448 +% (((mb482 *% 9) +% 6) *% 32)) +% (nb481 *% 32)) +% 16))
+            var t483_c7_0 = loadVector(arena, ((514448 +% (((mb482 *% 9) +% 7) *% 32)) +% (nb481 *% 32)))
+            var t483_c7_1 = loadVector(arena, (((514448 +% (((mb482 *% 9) +% 7) *% 32)) +% (nb481 *% 32)) +% 16))
+            var t483_c8_0 = loadVector(arena, ((514448 +% (((mb482 *% 9) +% 8) *% 32)) +% (nb481 *% 32)))
+            var t483_c8_1 = loadVector(arena, (((514448 +% (((mb482 *% 9) +% 8) *% 32)) +% (nb481 *% 32)) +% 16))
+            for k484 in 0..<1792 {
+              let t483_b0 = loadVector(arena, ((113040 +% ((k484 +% (kp480 *% 1792)) *% 32)) +% (nb481 *% 32)))
+              let t483_b1 = loadVector(arena, (((113040 +% ((k484 +% (kp480 *% 1792)) *% 32)) +% (nb481 *% 32)) +% 16))
+              let t483_a0 = Vector(repeating: arena[(((mb482 *% 9) *% 12560) +% (k484 +% (kp480 *% 1792)))])
+              t483_c0_0 = t483_c0_0.addingProduct(t483_a0, t483_b0)
+              t483_c0_1 = t483_c0_1.addingProduct(t483_a0, t483_b1)
+              let t483_a1 = Vector(repeating: arena[((((mb482 *% 9) +% 1) *% 12560) +% (k484 +% (kp480 *% 1792)))])
+              t483_c1_0 = t483_c1_0.addingProduct(t483_a1, t483_b0)
+              t483_c1_1 = t483_c1_1.addingProduct(t483_a1, t483_b1)
+              let t483_a2 = Vector(repeating: arena[((((mb482 *% 9) +% 2) *% 12560) +% (k484 +% (kp480 *% 1792)))])
+              t483_c2_0 = t483_c2_0.addingProduct(t483_a2, t483_b0)
+              t483_c2_1 = t483_c2_1.addingProduct(t483_a2, t483_b1)
+              let t483_a3 = Vector(repeating: arena[((((mb482 *% 9) +% 3) *% 12560) +% (k484 +% (kp480 *% 1792)))])
+              t483_c3_0 = t483_c3_0.addingProduct(t483_a3, t483_b0)
+              t483_c3_1 = t483_c3_1.addingProduct(t483_a3, t483_b1)
+              let t483_a4 = Vector(repeating: arena[((((mb482 *% 9) +% 4) *% 12560) +% (k484 +% (kp480 *% 1792)))])
+              t483_c4_0 = t483_c4_0.addingProduct(t483_a4, t483_b0)
+              t483_c4_1 = t483_c4_1.addingProduct(t483_a4, t483_b1)
+              let t483_a5 = Vector(repeating: arena[((((mb482 *% 9) +% 5) *% 12560) +% (k484 +% (kp480 *% 1792)))])
+              t483_c5_0 = t483_c5_0.addingProduct(t483_a5, t483_b0)
+              t483_c5_1 = t483_c5_1.addingProduct(t483_a5, t483_b1)
+              let t483_a6 = Vector(repeating: arena[((((mb482 *% 9) +% 6) *% 12560) +% (k484 +% (kp480 *% 1792)))])
+              t483_c6_0 = t483_c6_0.addingProduct(t483_a6, t483_b0)
+              t483_c6_1 = t483_c6_1.addingProduct(t483_a6, t483_b1)
+              let t483_a7 = Vector(repeating: arena[((((mb482 *% 9) +% 7) *% 12560) +% (k484 +% (kp480 *% 1792)))])
+              t483_c7_0 = t483_c7_0.addingProduct(t483_a7, t483_b0)
+              t483_c7_1 = t483_c7_1.addingProduct(t483_a7, t483_b1)
+              let t483_a8 = Vector(repeating: arena[((((mb482 *% 9) +% 8) *% 12560) +% (k484 +% (kp480 *% 1792)))])
+              t483_c8_0 = t483_c8_0.addingProduct(t483_a8, t483_b0)
+              t483_c8_1 = t483_c8_1.addingProduct(t483_a8, t483_b1)
             }
-            storeVector(arena, ((514448 +% ((mb481 *% 9) *% 32)) +% (nb480 *% 32)), t482_c0_0)
-            storeVector(arena, (((514448 +% ((mb481 *% 9) *% 32)) +% (nb480 *% 32)) +% 16), t482_c0_1)
-            storeVector(arena, ((514448 +% (((mb481 *% 9) +% 1) *% 32)) +% (nb480 *% 32)), t482_c1_0)
-            storeVector(arena, (((514448 +% (((mb481 *% 9) +% 1) *% 32)) +% (nb480 *% 32)) +% 16), t482_c1_1)
-            storeVector(arena, ((514448 +% (((mb481 *% 9) +% 2) *% 32)) +% (nb480 *% 32)), t482_c2_0)
-            storeVector(arena, (((514448 +% (((mb481 *% 9) +% 2) *% 32)) +% (nb480 *% 32)) +% 16), t482_c2_1)
-            storeVector(arena, ((514448 +% (((mb481 *% 9) +% 3) *% 32)) +% (nb480 *% 32)), t482_c3_0)
-            storeVector(arena, (((514448 +% (((mb481 *% 9) +% 3) *% 32)) +% (nb480 *% 32)) +% 16), t482_c3_1)
-            storeVector(arena, ((514448 +% (((mb481 *% 9) +% 4) *% 32)) +% (nb480 *% 32)), t482_c4_0)
-            storeVector(arena, (((514448 +% (((mb481 *% 9) +% 4) *% 32)) +% (nb480 *% 32)) +% 16), t482_c4_1)
-            storeVector(arena, ((514448 +% (((mb481 *% 9) +% 5) *% 32)) +% (nb480 *% 32)), t482_c5_0)
-            storeVector(arena, (((514448 +% (((mb481 *% 9) +% 5) *% 32)) +% (nb480 *% 32)) +% 16), t482_c5_1)
-            storeVector(arena, ((514448 +% (((mb481 *% 9) +% 6) *% 32)) +% (nb480 *% 32)), t482_c6_0)
-            storeVector(arena, (((514448 +% (((mb481 *% 9) +% 6) *% 32)) +% (nb480 *% 32)) +% 16), t482_c6_1)
-            storeVector(arena, ((514448 +% (((mb481 *% 9) +% 7) *% 32)) +% (nb480 *% 32)), t482_c7_0)
-            storeVector(arena, (((514448 +% (((mb481 *% 9) +% 7) *% 32)) +% (nb480 *% 32)) +% 16), t482_c7_1)
-            storeVector(arena, ((514448 +% (((mb481 *% 9) +% 8) *% 32)) +% (nb480 *% 32)), t482_c8_0)
-            storeVector(arena, (((514448 +% (((mb481 *% 9) +% 8) *% 32)) +% (nb480 *% 32)) +% 16), t482_c8_1)
+            storeVector(arena, ((514448 +% ((mb482 *% 9) *% 32)) +% (nb481 *% 32)), t483_c0_0)
+            storeVector(arena, (((514448 +% ((mb482 *% 9) *% 32)) +% (nb481 *% 32)) +% 16), t483_c0_1)
+            storeVector(arena, ((514448 +% (((mb482 *% 9) +% 1) *% 32)) +% (nb481 *% 32)), t483_c1_0)
+            storeVector(arena, (((514448 +% (((mb482 *% 9) +% 1) *% 32)) +% (nb481 *% 32)) +% 16), t483_c1_1)
+            storeVector(arena, ((514448 +% (((mb482 *% 9) +% 2) *% 32)) +% (nb481 *% 32)), t483_c2_0)
+            storeVector(arena, (((514448 +% (((mb482 *% 9) +% 2) *% 32)) +% (nb481 *% 32)) +% 16), t483_c2_1)
+            storeVector(arena, ((514448 +% (((mb482 *% 9) +% 3) *% 32)) +% (nb481 *% 32)), t483_c3_0)
+            storeVector(arena, (((514448 +% (((mb482 *% 9) +% 3) *% 32)) +% (nb481 *% 32)) +% 16), t483_c3_1)
+            storeVector(arena, ((514448 +% (((mb482 *% 9) +% 4) *% 32)) +% (nb481 *% 32)), t483_c4_0)
+            storeVector(arena, (((514448 +% (((mb482 *% 9) +% 4) *% 32)) +% (nb481 *% 32)) +% 16), t483_c4_1)
+            storeVector(arena, ((514448 +% (((mb482 *% 9) +% 5) *% 32)) +% (nb481 *% 32)), t483_c5_0)
+            storeVector(arena, (((514448 +% (((mb482 *% 9) +% 5) *% 32)) +% (nb481 *% 32)) +% 16), t483_c5_1)
+            storeVector(arena, ((514448 +% (((mb482 *% 9) +% 6) *% 32)) +% (nb481 *% 32)), t483_c6_0)
+            storeVector(arena, (((514448 +% (((mb482 *% 9) +% 6) *% 32)) +% (nb481 *% 32)) +% 16), t483_c6_1)
+            storeVector(arena, ((514448 +% (((mb482 *% 9) +% 7) *% 32)) +% (nb481 *% 32)), t483_c7_0)
+            storeVector(arena, (((514448 +% (((mb482 *% 9) +% 7) *% 32)) +% (nb481 *% 32)) +% 16), t483_c7_1)
+            storeVector(arena, ((514448 +% (((mb482 *% 9) +% 8) *% 32)) +% (nb481 *% 32)), t483_c8_0)
+            storeVector(arena, (((514448 +% (((mb482 *% 9) +% 8) *% 32)) +% (nb481 *% 32)) +% 16), t483_c8_1)
           }
         }
       }
     }
   }
-  for f485 in 0..<32 {
-    for r486 in 0..<9 {
-      grads[((f485 *% 9) +% r486)] = arena[((514448 +% (r486 *% 32)) +% f485)]
+  for f486 in 0..<32 {
+    for r487 in 0..<9 {
+      grads[((f486 *% 9) +% r487)] = arena[((514448 +% (r487 *% 32)) +% f486)]
     }
   }
   // conv1_bias_grad = conv2d_grad_bias(conv1_grad)
-  for f487 in 0..<32 {
-    var acc488 = Vector()
-    for img489 in 0..<64 {
-      for i490 in 0..<49 {
-        acc488 = acc488.addingProduct(Vector(repeating: Float(1)), loadVector(arena, (((1221264 +% (img489 *% 25088)) +% (f487 *% 784)) +% (i490 *% 16))))
+  for f488 in 0..<32 {
+    var acc489 = Vector()
+    for img490 in 0..<64 {
+      for i491 in 0..<49 {
+        acc489 = acc489.addingProduct(Vector(repeating: Float(1)), loadVector(arena, (((1221264 +% (img490 *% 25088)) +% (f488 *% 784)) +% (i491 *% 16))))
       }
     }
-    storeVector(arena, 0, acc488)
-    var sum491: Float = (arena[0] + arena[1])
-    var sum492: Float = (sum491 + arena[2])
-    var sum493: Float = (sum492 + arena[3])
-    var sum494: Float = (sum493 + arena[4])
-    var sum495: Float = (sum494 + arena[5])
-    var sum496: Float = (sum495 + arena[6])
-    var sum497: Float = (sum496 + arena[7])
-    var sum498: Float = (sum497 + arena[8])
-    var sum499: Float = (sum498 + arena[9])
-    var sum500: Float = (sum499 + arena[10])
-    var sum501: Float = (sum500 + arena[11])
-    var sum502: Float = (sum501 + arena[12])
-    var sum503: Float = (sum502 + arena[13])
-    var sum504: Float = (sum503 + arena[14])
-    var sum505: Float = (sum504 + arena[15])
-    grads[(288 +% f487)] = sum505
+    storeVector(arena, 0, acc489)
+    var sum492: Float = (arena[0] + arena[1])
+    var sum493: Float = (sum492 + arena[2])
+    var sum494: Float = (sum493 + arena[3])
+    var sum495: Float = (sum494 + arena[4])
+    var sum496: Float = (sum495 + arena[5])
+    var sum497: Float = (sum496 + arena[6])
+    var sum498: Float = (sum497 + arena[7])
+    var sum499: Float = (sum498 + arena[8])
+    var sum500: Float = (sum499 + arena[9])
+    var sum501: Float = (sum500 + arena[10])
+    var sum502: Float = (sum501 + arena[11])
+    var sum503: Float = (sum502 + arena[12])
+    var sum504: Float = (sum503 + arena[13])
+    var sum505: Float = (sum504 + arena[14])
+    var sum506: Float = (sum505 + arena[15])
+    grads[(288 +% f488)] = sum506
   }
   // adam = update of 421642 parameters
-  var step_size506: Float = (lr / (Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
-  var bc2_sqrt507: Float = sqrtf((Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
-  for i508 in 0..<26352 {
-    let g_v = (loadVector(grads, (i508 *% 16)) + (Vector(repeating: Float(0)) * loadVector(params, (i508 *% 16))))
-    let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadVector(m, (i508 *% 16))) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
-    let v_new_v = ((Vector(repeating: Float(bitPattern: 0x3f7fbe77)) * loadVector(v, (i508 *% 16))) + ((Vector(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
-    storeVector(m, (i508 *% 16), m_new_v)
-    storeVector(v, (i508 *% 16), v_new_v)
-    storeVector(params, (i508 *% 16), (loadVector(params, (i508 *% 16)) - ((Vector(repeating: step_size506) * m_new_v) / ((v_new_v.squareRoot() / Vector(repeating: bc2_sqrt507)) + Vector(repeating: Float(bitPattern: 0x322bcc77))))))
+  var step_size507: Float = (lr / (Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
+  var bc2_sqrt508: Float = sqrtf((Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
+  for i509 in 0..<26352 {
+    let g_v = (loadVector(grads, (i509 *% 16)) + (Vector(repeating: Float(0)) * loadVector(params, (i509 *% 16))))
+    let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadVector(m, (i509 *% 16))) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
+    let v_new_v = ((Vector(repeating: Float(bitPattern: 0x3f7fbe77)) * loadVector(v, (i509 *% 16))) + ((Vector(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
+    storeVector(m, (i509 *% 16), m_new_v)
+    storeVector(v, (i509 *% 16), v_new_v)
+    storeVector(params, (i509 *% 16), (loadVector(params, (i509 *% 16)) - ((Vector(repeating: step_size507) * m_new_v) / ((v_new_v.squareRoot() / Vector(repeating: bc2_sqrt508)) + Vector(repeating: Float(bitPattern: 0x322bcc77))))))
   }
-  for i508 in 0..<1 {
-    let g_v = (loadPartial(grads, (i508 +% 421632), 10) + (Vector(repeating: Float(0)) * loadPartial(params, (i508 +% 421632), 10)))
-    let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadPartial(m, (i508 +% 421632), 10)) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
-    let v_new_v = ((Vector(repeating: Float(bitPattern: 0x3f7fbe77)) * loadPartial(v, (i508 +% 421632), 10)) + ((Vector(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
-    storePartial(m, (i508 +% 421632), m_new_v, 10)
-    storePartial(v, (i508 +% 421632), v_new_v, 10)
-    storePartial(params, (i508 +% 421632), (loadPartial(params, (i508 +% 421632), 10) - ((Vector(repeating: step_size506) * m_new_v) / ((v_new_v.squareRoot() / Vector(repeating: bc2_sqrt507)) + Vector(repeating: Float(bitPattern: 0x322bcc77))))), 10)
+  for i509 in 0..<1 {
+    let g_v = (loadPartial(grads, (i509 +% 421632), 10) + (Vector(repeating: Float(0)) * loadPartial(params, (i509 +% 421632), 10)))
+    let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadPartial(m, (i509 +% 421632), 10)) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
+    let v_new_v = ((Vector(repeating: Float(bitPattern: 0x3f7fbe77)) * loadPartial(v, (i509 +% 421632), 10)) + ((Vector(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
+    storePartial(m, (i509 +% 421632), m_new_v, 10)
+    storePartial(v, (i509 +% 421632), v_new_v, 10)
+    storePartial(params, (i509 +% 421632), (loadPartial(params, (i509 +% 421632), 10) - ((Vector(repeating: step_size507) * m_new_v) / ((v_new_v.squareRoot() / Vector(repeating: bc2_sqrt508)) + Vector(repeating: Float(bitPattern: 0x322bcc77))))), 10)
   }
 }
 
@@ -1786,43 +1816,43 @@ public func simplecnn_infer_b64(
     storeVector(arena, ((i2 *% 16) +% 1330320), Vector(repeating: Float(0)))
   }
   for g3 in 0..<4 {
+    for j4 in 0..<16 {
+      for c5 in 0..<1 {
+        for qy6 in 0..<14 {
+          for qx7 in 0..<14 {
+            arena[(1330320 +% ((((((j4 +% c5) *% 2) *% 2) *% 225) +% ((qy6 +% 1) *% 15)) +% (qx7 +% 1)))] = images[(((((((g3 *% 16) +% j4) *% 784) +% (c5 *% 784)) +% ((((qy6 +% 1) *% 2) +% -1) *% 28)) +% ((qx7 +% 1) *% 2)) +% -1)]
+          }
+        }
+      }
+    }
+    for j8 in 0..<16 {
+      for c9 in 0..<1 {
+        for qy10 in 0..<14 {
+          for qx11 in 0..<14 {
+            arena[(1330320 +% (((((((j8 +% c9) *% 2) *% 2) +% 1) *% 225) +% ((qy10 +% 1) *% 15)) +% qx11))] = images[((((((g3 *% 16) +% j8) *% 784) +% (c9 *% 784)) +% ((((qy10 +% 1) *% 2) +% -1) *% 28)) +% (qx11 *% 2))]
+          }
+        }
+      }
+    }
+    for j12 in 0..<16 {
+      for c13 in 0..<1 {
+        for qy14 in 0..<14 {
+          for qx15 in 0..<14 {
+            arena[(1330320 +% (((((((j12 +% c13) *% 2) +% 1) *% 2) *% 225) +% (qy14 *% 15)) +% (qx15 +% 1)))] = images[(((((((g3 *% 16) +% j12) *% 784) +% (c13 *% 784)) +% ((qy14 *% 2) *% 28)) +% ((qx15 +% 1) *% 2)) +% -1)]
+          }
+        }
+      }
+    }
+    for j16 in 0..<16 {
+      for c17 in 0..<1 {
+        for qy18 in 0..<14 {
+          for qx19 in 0..<14 {
+            arena[(1330320 +% ((((((((j16 +% c17) *% 2) +% 1) *% 2) +% 1) *% 225) +% (qy18 *% 15)) +% qx19))] = images[((((((g3 *% 16) +% j16) *% 784) +% (c17 *% 784)) +% ((qy18 *% 2) *% 28)) +% (qx19 *% 2))]
+          }
+        }
+      }
+    }
     do {  // scalar loops
-      for j4 in 0..<16 {
-        for c5 in 0..<1 {
-          for qy6 in 0..<14 {
-            for qx7 in 0..<14 {
-              arena[(1330320 +% ((((((j4 +% c5) *% 2) *% 2) *% 225) +% ((qy6 +% 1) *% 15)) +% (qx7 +% 1)))] = images[(((((((g3 *% 16) +% j4) *% 784) +% (c5 *% 784)) +% ((((qy6 +% 1) *% 2) +% -1) *% 28)) +% ((qx7 +% 1) *% 2)) +% -1)]
-            }
-          }
-        }
-      }
-      for j8 in 0..<16 {
-        for c9 in 0..<1 {
-          for qy10 in 0..<14 {
-            for qx11 in 0..<14 {
-              arena[(1330320 +% (((((((j8 +% c9) *% 2) *% 2) +% 1) *% 225) +% ((qy10 +% 1) *% 15)) +% qx11))] = images[((((((g3 *% 16) +% j8) *% 784) +% (c9 *% 784)) +% ((((qy10 +% 1) *% 2) +% -1) *% 28)) +% (qx11 *% 2))]
-            }
-          }
-        }
-      }
-      for j12 in 0..<16 {
-        for c13 in 0..<1 {
-          for qy14 in 0..<14 {
-            for qx15 in 0..<14 {
-              arena[(1330320 +% (((((((j12 +% c13) *% 2) +% 1) *% 2) *% 225) +% (qy14 *% 15)) +% (qx15 +% 1)))] = images[(((((((g3 *% 16) +% j12) *% 784) +% (c13 *% 784)) +% ((qy14 *% 2) *% 28)) +% ((qx15 +% 1) *% 2)) +% -1)]
-            }
-          }
-        }
-      }
-      for j16 in 0..<16 {
-        for c17 in 0..<1 {
-          for qy18 in 0..<14 {
-            for qx19 in 0..<14 {
-              arena[(1330320 +% ((((((((j16 +% c17) *% 2) +% 1) *% 2) +% 1) *% 225) +% (qy18 *% 15)) +% qx19))] = images[((((((g3 *% 16) +% j16) *% 784) +% (c17 *% 784)) +% ((qy18 *% 2) *% 28)) +% (qx19 *% 2))]
-            }
-          }
-        }
-      }
       for j20 in 0..<16 {
         for c21 in 0..<1 {
           for ky22 in 0..<3 {

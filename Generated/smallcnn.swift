@@ -78,43 +78,43 @@ public func smallcnn_train_b64(
     storeVector(arena, ((i2 *% 8) +% 727952), Vector(repeating: Float(0)))
   }
   for g3 in 0..<4 {
+    for j4 in 0..<16 {
+      for c5 in 0..<1 {
+        for qy6 in 0..<14 {
+          for qx7 in 0..<14 {
+            arena[(727952 +% ((((((j4 +% c5) *% 2) *% 2) *% 225) +% ((qy6 +% 1) *% 15)) +% (qx7 +% 1)))] = images[(((((((g3 *% 16) +% j4) *% 784) +% (c5 *% 784)) +% ((((qy6 +% 1) *% 2) +% -1) *% 28)) +% ((qx7 +% 1) *% 2)) +% -1)]
+          }
+        }
+      }
+    }
+    for j8 in 0..<16 {
+      for c9 in 0..<1 {
+        for qy10 in 0..<14 {
+          for qx11 in 0..<14 {
+            arena[(727952 +% (((((((j8 +% c9) *% 2) *% 2) +% 1) *% 225) +% ((qy10 +% 1) *% 15)) +% qx11))] = images[((((((g3 *% 16) +% j8) *% 784) +% (c9 *% 784)) +% ((((qy10 +% 1) *% 2) +% -1) *% 28)) +% (qx11 *% 2))]
+          }
+        }
+      }
+    }
+    for j12 in 0..<16 {
+      for c13 in 0..<1 {
+        for qy14 in 0..<14 {
+          for qx15 in 0..<14 {
+            arena[(727952 +% (((((((j12 +% c13) *% 2) +% 1) *% 2) *% 225) +% (qy14 *% 15)) +% (qx15 +% 1)))] = images[(((((((g3 *% 16) +% j12) *% 784) +% (c13 *% 784)) +% ((qy14 *% 2) *% 28)) +% ((qx15 +% 1) *% 2)) +% -1)]
+          }
+        }
+      }
+    }
+    for j16 in 0..<16 {
+      for c17 in 0..<1 {
+        for qy18 in 0..<14 {
+          for qx19 in 0..<14 {
+            arena[(727952 +% ((((((((j16 +% c17) *% 2) +% 1) *% 2) +% 1) *% 225) +% (qy18 *% 15)) +% qx19))] = images[((((((g3 *% 16) +% j16) *% 784) +% (c17 *% 784)) +% ((qy18 *% 2) *% 28)) +% (qx19 *% 2))]
+          }
+        }
+      }
+    }
     do {  // scalar loops
-      for j4 in 0..<16 {
-        for c5 in 0..<1 {
-          for qy6 in 0..<14 {
-            for qx7 in 0..<14 {
-              arena[(727952 +% ((((((j4 +% c5) *% 2) *% 2) *% 225) +% ((qy6 +% 1) *% 15)) +% (qx7 +% 1)))] = images[(((((((g3 *% 16) +% j4) *% 784) +% (c5 *% 784)) +% ((((qy6 +% 1) *% 2) +% -1) *% 28)) +% ((qx7 +% 1) *% 2)) +% -1)]
-            }
-          }
-        }
-      }
-      for j8 in 0..<16 {
-        for c9 in 0..<1 {
-          for qy10 in 0..<14 {
-            for qx11 in 0..<14 {
-              arena[(727952 +% (((((((j8 +% c9) *% 2) *% 2) +% 1) *% 225) +% ((qy10 +% 1) *% 15)) +% qx11))] = images[((((((g3 *% 16) +% j8) *% 784) +% (c9 *% 784)) +% ((((qy10 +% 1) *% 2) +% -1) *% 28)) +% (qx11 *% 2))]
-            }
-          }
-        }
-      }
-      for j12 in 0..<16 {
-        for c13 in 0..<1 {
-          for qy14 in 0..<14 {
-            for qx15 in 0..<14 {
-              arena[(727952 +% (((((((j12 +% c13) *% 2) +% 1) *% 2) *% 225) +% (qy14 *% 15)) +% (qx15 +% 1)))] = images[(((((((g3 *% 16) +% j12) *% 784) +% (c13 *% 784)) +% ((qy14 *% 2) *% 28)) +% ((qx15 +% 1) *% 2)) +% -1)]
-            }
-          }
-        }
-      }
-      for j16 in 0..<16 {
-        for c17 in 0..<1 {
-          for qy18 in 0..<14 {
-            for qx19 in 0..<14 {
-              arena[(727952 +% ((((((((j16 +% c17) *% 2) +% 1) *% 2) +% 1) *% 225) +% (qy18 *% 15)) +% qx19))] = images[((((((g3 *% 16) +% j16) *% 784) +% (c17 *% 784)) +% ((qy18 *% 2) *% 28)) +% (qx19 *% 2))]
-            }
-          }
-        }
-      }
       for j20 in 0..<16 {
         for c21 in 0..<1 {
           for ky22 in 0..<3 {
@@ -1249,168 +1249,198 @@ public func smallcnn_train_b64(
   for i432 in 0..<18 {
     storeVector(arena, ((i432 *% 8) +% 313744), Vector(repeating: Float(0)))
   }
-  for i433 in 0..<1800 {
-    storeVector(arena, ((i433 *% 8) +% 313888), Vector(repeating: Float(0)))
-  }
-  for g434 in 0..<4 {
-    do {  // scalar loops
-      for j435 in 0..<16 {
-        for c436 in 0..<1 {
-          for qy437 in 0..<28 {
-            for cv438 in 0..<3 {
-              storeVector(arena, (313888 +% ((((j435 +% c436) *% 900) +% ((qy437 +% 1) *% 30)) +% (1 +% (cv438 *% 8)))), loadVector(images, (((((((g434 *% 16) +% j435) *% 784) +% (c436 *% 784)) +% (((qy437 +% 1) +% -1) *% 28)) +% (1 +% (cv438 *% 8))) +% -1)))
+  for g433 in 0..<4 {
+    for j434 in 0..<16 {
+      for c435 in 0..<1 {
+        for ky436 in 0..<3 {
+          for oy437 in 0..<28 {
+            if (-1 < ((oy437 +% ky436) +% -1) && ((oy437 +% ky436) +% -1) < 28) {
+              for ox438 in 0..<27 {
+                arena[((((((c435 *% 3) +% ky436) *% 3) *% 12560) +% (j434 *% 784)) +% ((oy437 *% 28) +% (ox438 +% 1)))] = images[((((((g433 *% 16) +% j434) *% 784) +% (c435 *% 784)) +% (((oy437 +% ky436) +% -1) *% 28)) +% ((ox438 +% 1) +% -1))]
+              }
+              for ox439 in 0..<1 {
+                arena[((((((c435 *% 3) +% ky436) *% 3) *% 12560) +% (j434 *% 784)) +% ((oy437 *% 28) +% ox439))] = Float(0)
+              }
             }
-            storePartial(arena, (313888 +% ((((j435 +% c436) *% 900) +% ((qy437 +% 1) *% 30)) +% 25)), loadPartial(images, (((((((g434 *% 16) +% j435) *% 784) +% (c436 *% 784)) +% (((qy437 +% 1) +% -1) *% 28)) +% 25) +% -1), 4), 4)
+            if ((oy437 +% ky436) +% -1) < 0 {
+              for ox440 in 0..<28 {
+                arena[((((((c435 *% 3) +% ky436) *% 3) *% 12560) +% (j434 *% 784)) +% ((oy437 *% 28) +% ox440))] = Float(0)
+              }
+            }
+            if 27 < ((oy437 +% ky436) +% -1) {
+              for ox440 in 0..<28 {
+                arena[((((((c435 *% 3) +% ky436) *% 3) *% 12560) +% (j434 *% 784)) +% ((oy437 *% 28) +% ox440))] = Float(0)
+              }
+            }
           }
-        }
-      }
-      for j439 in 0..<16 {
-        for c440 in 0..<1 {
-          for ky441 in 0..<3 {
-            for kx442 in 0..<3 {
-              for wy443 in 0..<1 {
-                for wx444 in 0..<1 {
-                  for py445 in 0..<28 {
-                    for cv446 in 0..<3 {
-                      storeVector(arena, (((((((((c440 *% 3) +% ky441) *% 3) +% kx442) *% 12560) +% (j439 *% 784)) +% ((wy443 +% wx444) *% 784)) +% (py445 *% 28)) +% (cv446 *% 8)), loadVector(arena, (313888 +% ((((((j439 +% c440) +% ((wy443 +% ky441) % 1)) +% ((wx444 +% kx442) % 1)) *% 900) +% ((py445 +% ((wy443 +% ky441) / 1)) *% 30)) +% ((cv446 *% 8) +% ((wx444 +% kx442) / 1))))))
-                    }
-                    storePartial(arena, (((((((((c440 *% 3) +% ky441) *% 3) +% kx442) *% 12560) +% (j439 *% 784)) +% ((wy443 +% wx444) *% 784)) +% (py445 *% 28)) +% 24), loadPartial(arena, (313888 +% ((((((j439 +% c440) +% ((wy443 +% ky441) % 1)) +% ((wx444 +% kx442) % 1)) *% 900) +% ((py445 +% ((wy443 +% ky441) / 1)) *% 30)) +% (24 +% ((wx444 +% kx442) / 1)))), 4), 4)
-                  }
-                }
+          for oy441 in 0..<28 {
+            if (-1 < ((oy441 +% ky436) +% -1) && ((oy441 +% ky436) +% -1) < 28) {
+              for ox442 in 0..<28 {
+                arena[(((((((c435 *% 3) +% ky436) *% 3) +% 1) *% 12560) +% (j434 *% 784)) +% ((oy441 *% 28) +% ox442))] = images[((((((g433 *% 16) +% j434) *% 784) +% (c435 *% 784)) +% (((oy441 +% ky436) +% -1) *% 28)) +% ox442)]
+              }
+            }
+            if ((oy441 +% ky436) +% -1) < 0 {
+              for ox443 in 0..<28 {
+                arena[(((((((c435 *% 3) +% ky436) *% 3) +% 1) *% 12560) +% (j434 *% 784)) +% ((oy441 *% 28) +% ox443))] = Float(0)
+              }
+            }
+            if 27 < ((oy441 +% ky436) +% -1) {
+              for ox443 in 0..<28 {
+                arena[(((((((c435 *% 3) +% ky436) *% 3) +% 1) *% 12560) +% (j434 *% 784)) +% ((oy441 *% 28) +% ox443))] = Float(0)
+              }
+            }
+          }
+          for oy444 in 0..<28 {
+            if (-1 < ((oy444 +% ky436) +% -1) && ((oy444 +% ky436) +% -1) < 28) {
+              for ox445 in 0..<27 {
+                arena[(((((((c435 *% 3) +% ky436) *% 3) +% 2) *% 12560) +% (j434 *% 784)) +% ((oy444 *% 28) +% ox445))] = images[((((((g433 *% 16) +% j434) *% 784) +% (c435 *% 784)) +% (((oy444 +% ky436) +% -1) *% 28)) +% (ox445 +% 1))]
+              }
+              for ox446 in 0..<1 {
+                arena[(((((((c435 *% 3) +% ky436) *% 3) +% 2) *% 12560) +% (j434 *% 784)) +% ((oy444 *% 28) +% (ox446 +% 27)))] = Float(0)
+              }
+            }
+            if ((oy444 +% ky436) +% -1) < 0 {
+              for ox447 in 0..<28 {
+                arena[(((((((c435 *% 3) +% ky436) *% 3) +% 2) *% 12560) +% (j434 *% 784)) +% ((oy444 *% 28) +% ox447))] = Float(0)
+              }
+            }
+            if 27 < ((oy444 +% ky436) +% -1) {
+              for ox447 in 0..<28 {
+                arena[(((((((c435 *% 3) +% ky436) *% 3) +% 2) *% 12560) +% (j434 *% 784)) +% ((oy444 *% 28) +% ox447))] = Float(0)
               }
             }
           }
         }
       }
     }
-    for j447 in 0..<16 {
-      for i448 in 0..<784 {
-        for f449 in 0..<16 {
-          arena[((113040 +% (((j447 *% 784) +% i448) *% 16)) +% f449)] = arena[(((610960 +% (((g434 *% 16) +% j447) *% 12544)) +% (f449 *% 784)) +% i448)]
+    for j448 in 0..<16 {
+      for i449 in 0..<784 {
+        for f450 in 0..<16 {
+          arena[((113040 +% (((j448 *% 784) +% i449) *% 16)) +% f450)] = arena[(((610960 +% (((g433 *% 16) +% j448) *% 12544)) +% (f450 *% 784)) +% i449)]
         }
       }
     }
-    do {  // gemm457
-      for kp450 in 0..<7 {
-        for nb451 in 0..<1 {
-          for mb452 in 0..<1 {
-            var t453_c0_0 = loadVector(arena, ((313744 +% ((mb452 *% 5) *% 16)) +% (nb451 *% 16)))
-            var t453_c0_1 = loadVector(arena, (((313744 +% ((mb452 *% 5) *% 16)) +% (nb451 *% 16)) +% 8))
-            var t453_c1_0 = loadVector(arena, ((313744 +% (((mb452 *% 5) +% 1) *% 16)) +% (nb451 *% 16)))
-            var t453_c1_1 = loadVector(arena, (((313744 +% (((mb452 *% 5) +% 1) *% 16)) +% (nb451 *% 16)) +% 8))
-            var t453_c2_0 = loadVector(arena, ((313744 +% (((mb452 *% 5) +% 2) *% 16)) +% (nb451 *% 16)))
-            var t453_c2_1 = loadVector(arena, (((313744 +% (((mb452 *% 5) +% 2) *% 16)) +% (nb451 *% 16)) +% 8))
-            var t453_c3_0 = loadVector(arena, ((313744 +% (((mb452 *% 5) +% 3) *% 16)) +% (nb451 *% 16)))
-            var t453_c3_1 = loadVector(arena, (((313744 +% (((mb452 *% 5) +% 3) *% 16)) +% (nb451 *% 16)) +% 8))
-            var t453_c4_0 = loadVector(arena, ((313744 +% (((mb452 *% 5) +% 4) *% 16)) +% (nb451 *% 16)))
-            var t453_c4_1 = loadVector(arena, (((313744 +% (((mb452 *% 5) +% 4) *% 16)) +% (nb451 *% 16)) +% 8))
-            for k454 in 0..<1792 {
-              let t453_b0 = loadVector(arena, ((113040 +% ((k454 +% (kp450 *% 1792)) *% 16)) +% (nb451 *% 16)))
-              let t453_b1 = loadVector(arena, (((113040 +% ((k454 +% (kp450 *% 1792)) *% 16)) +% (nb451 *% 16)) +% 8))
-              let t453_a0 = Vector(repeating: arena[(((mb452 *% 5) *% 12560) +% (k454 +% (kp450 *% 1792)))])
-              t453_c0_0 = t453_c0_0.addingProduct(t453_a0, t453_b0)
-              t453_c0_1 = t453_c0_1.addingProduct(t453_a0, t453_b1)
-              let t453_a1 = Vector(repeating: arena[((((mb452 *% 5) +% 1) *% 12560) +% (k454 +% (kp450 *% 1792)))])
-              t453_c1_0 = t453_c1_0.addingProduct(t453_a1, t453_b0)
-              t453_c1_1 = t453_c1_1.addingProduct(t453_a1, t453_b1)
-              let t453_a2 = Vector(repeating: arena[((((mb452 *% 5) +% 2) *% 12560) +% (k454 +% (kp450 *% 1792)))])
-              t453_c2_0 = t453_c2_0.addingProduct(t453_a2, t453_b0)
-              t453_c2_1 = t453_c2_1.addingProduct(t453_a2, t453_b1)
-              let t453_a3 = Vector(repeating: arena[((((mb452 *% 5) +% 3) *% 12560) +% (k454 +% (kp450 *% 1792)))])
-              t453_c3_0 = t453_c3_0.addingProduct(t453_a3, t453_b0)
-              t453_c3_1 = t453_c3_1.addingProduct(t453_a3, t453_b1)
-              let t453_a4 = Vector(repeating: arena[((((mb452 *% 5) +% 4) *% 12560) +% (k454 +% (kp450 *% 1792)))])
-              t453_c4_0 = t453_c4_0.addingProduct(t453_a4, t453_b0)
-              t453_c4_1 = t453_c4_1.addingProduct(t453_a4, t453_b1)
+    do {  // gemm458
+      for kp451 in 0..<7 {
+        for nb452 in 0..<1 {
+          for mb453 in 0..<1 {
+            var t454_c0_0 = loadVector(arena, ((313744 +% ((mb453 *% 5) *% 16)) +% (nb452 *% 16)))
+            var t454_c0_1 = loadVector(arena, (((313744 +% ((mb453 *% 5) *% 16)) +% (nb452 *% 16)) +% 8))
+            var t454_c1_0 = loadVector(arena, ((313744 +% (((mb453 *% 5) +% 1) *% 16)) +% (nb452 *% 16)))
+            var t454_c1_1 = loadVector(arena, (((313744 +% (((mb453 *% 5) +% 1) *% 16)) +% (nb452 *% 16)) +% 8))
+            var t454_c2_0 = loadVector(arena, ((313744 +% (((mb453 *% 5) +% 2) *% 16)) +% (nb452 *% 16)))
+            var t454_c2_1 = loadVector(arena, (((313744 +% (((mb453 *% 5) +% 2) *% 16)) +% (nb452 *% 16)) +% 8))
+            var t454_c3_0 = loadVector(arena, ((313744 +% (((mb453 *% 5) +% 3) *% 16)) +% (nb452 *% 16)))
+            var t454_c3_1 = loadVector(arena, (((313744 +% (((mb453 *% 5) +% 3) *% 16)) +% (nb452 *% 16)) +% 8))
+            var t454_c4_0 = loadVector(arena, ((313744 +% (((mb453 *% 5) +% 4) *% 16)) +% (nb452 *% 16)))
+            var t454_c4_1 = loadVector(arena, (((313744 +% (((mb453 *% 5) +% 4) *% 16)) +% (nb452 *% 16)) +% 8))
+            for k455 in 0..<1792 {
+              let t454_b0 = loadVector(arena, ((113040 +% ((k455 +% (kp451 *% 1792)) *% 16)) +% (nb452 *% 16)))
+              let t454_b1 = loadVector(arena, (((113040 +% ((k455 +% (kp451 *% 1792)) *% 16)) +% (nb452 *% 16)) +% 8))
+              let t454_a0 = Vector(repeating: arena[(((mb453 *% 5) *% 12560) +% (k455 +% (kp451 *% 1792)))])
+              t454_c0_0 = t454_c0_0.addingProduct(t454_a0, t454_b0)
+              t454_c0_1 = t454_c0_1.addingProduct(t454_a0, t454_b1)
+              let t454_a1 = Vector(repeating: arena[((((mb453 *% 5) +% 1) *% 12560) +% (k455 +% (kp451 *% 1792)))])
+              t454_c1_0 = t454_c1_0.addingProduct(t454_a1, t454_b0)
+              t454_c1_1 = t454_c1_1.addingProduct(t454_a1, t454_b1)
+              let t454_a2 = Vector(repeating: arena[((((mb453 *% 5) +% 2) *% 12560) +% (k455 +% (kp451 *% 1792)))])
+              t454_c2_0 = t454_c2_0.addingProduct(t454_a2, t454_b0)
+              t454_c2_1 = t454_c2_1.addingProduct(t454_a2, t454_b1)
+              let t454_a3 = Vector(repeating: arena[((((mb453 *% 5) +% 3) *% 12560) +% (k455 +% (kp451 *% 1792)))])
+              t454_c3_0 = t454_c3_0.addingProduct(t454_a3, t454_b0)
+              t454_c3_1 = t454_c3_1.addingProduct(t454_a3, t454_b1)
+              let t454_a4 = Vector(repeating: arena[((((mb453 *% 5) +% 4) *% 12560) +% (k455 +% (kp451 *% 1792)))])
+              t454_c4_0 = t454_c4_0.addingProduct(t454_a4, t454_b0)
+              t454_c4_1 = t454_c4_1.addingProduct(t454_a4, t454_b1)
             }
-            storeVector(arena, ((313744 +% ((mb452 *% 5) *% 16)) +% (nb451 *% 16)), t453_c0_0)
-            storeVector(arena, (((313744 +% ((mb452 *% 5) *% 16)) +% (nb451 *% 16)) +% 8), t453_c0_1)
-            storeVector(arena, ((313744 +% (((mb452 *% 5) +% 1) *% 16)) +% (nb451 *% 16)), t453_c1_0)
-            storeVector(arena, (((313744 +% (((mb452 *% 5) +% 1) *% 16)) +% (nb451 *% 16)) +% 8), t453_c1_1)
-            storeVector(arena, ((313744 +% (((mb452 *% 5) +% 2) *% 16)) +% (nb451 *% 16)), t453_c2_0)
-            storeVector(arena, (((313744 +% (((mb452 *% 5) +% 2) *% 16)) +% (nb451 *% 16)) +% 8), t453_c2_1)
-            storeVector(arena, ((313744 +% (((mb452 *% 5) +% 3) *% 16)) +% (nb451 *% 16)), t453_c3_0)
-            storeVector(arena, (((313744 +% (((mb452 *% 5) +% 3) *% 16)) +% (nb451 *% 16)) +% 8), t453_c3_1)
-            storeVector(arena, ((313744 +% (((mb452 *% 5) +% 4) *% 16)) +% (nb451 *% 16)), t453_c4_0)
-            storeVector(arena, (((313744 +% (((mb452 *% 5) +% 4) *% 16)) +% (nb451 *% 16)) +% 8), t453_c4_1)
+            storeVector(arena, ((313744 +% ((mb453 *% 5) *% 16)) +% (nb452 *% 16)), t454_c0_0)
+            storeVector(arena, (((313744 +% ((mb453 *% 5) *% 16)) +% (nb452 *% 16)) +% 8), t454_c0_1)
+            storeVector(arena, ((313744 +% (((mb453 *% 5) +% 1) *% 16)) +% (nb452 *% 16)), t454_c1_0)
+            storeVector(arena, (((313744 +% (((mb453 *% 5) +% 1) *% 16)) +% (nb452 *% 16)) +% 8), t454_c1_1)
+            storeVector(arena, ((313744 +% (((mb453 *% 5) +% 2) *% 16)) +% (nb452 *% 16)), t454_c2_0)
+            storeVector(arena, (((313744 +% (((mb453 *% 5) +% 2) *% 16)) +% (nb452 *% 16)) +% 8), t454_c2_1)
+            storeVector(arena, ((313744 +% (((mb453 *% 5) +% 3) *% 16)) +% (nb452 *% 16)), t454_c3_0)
+            storeVector(arena, (((313744 +% (((mb453 *% 5) +% 3) *% 16)) +% (nb452 *% 16)) +% 8), t454_c3_1)
+            storeVector(arena, ((313744 +% (((mb453 *% 5) +% 4) *% 16)) +% (nb452 *% 16)), t454_c4_0)
+            storeVector(arena, (((313744 +% (((mb453 *% 5) +% 4) *% 16)) +% (nb452 *% 16)) +% 8), t454_c4_1)
           }
-          var t455_c0_0 = loadVector(arena, (313824 +% (nb451 *% 16)))
-          var t455_c0_1 = loadVector(arena, ((313824 +% (nb451 *% 16)) +% 8))
-          var t455_c1_0 = loadVector(arena, (313840 +% (nb451 *% 16)))
-          var t455_c1_1 = loadVector(arena, ((313840 +% (nb451 *% 16)) +% 8))
-          var t455_c2_0 = loadVector(arena, (313856 +% (nb451 *% 16)))
-          var t455_c2_1 = loadVector(arena, ((313856 +% (nb451 *% 16)) +% 8))
-          var t455_c3_0 = loadVector(arena, (313872 +% (nb451 *% 16)))
-          var t455_c3_1 = loadVector(arena, ((313872 +% (nb451 *% 16)) +% 8))
-          for k456 in 0..<1792 {
-            let t455_b0 = loadVector(arena, ((113040 +% ((k456 +% (kp450 *% 1792)) *% 16)) +% (nb451 *% 16)))
-            let t455_b1 = loadVector(arena, (((113040 +% ((k456 +% (kp450 *% 1792)) *% 16)) +% (nb451 *% 16)) +% 8))
-            let t455_a0 = Vector(repeating: arena[(62800 +% (k456 +% (kp450 *% 1792)))])
-            t455_c0_0 = t455_c0_0.addingProduct(t455_a0, t455_b0)
-            t455_c0_1 = t455_c0_1.addingProduct(t455_a0, t455_b1)
-            let t455_a1 = Vector(repeating: arena[(75360 +% (k456 +% (kp450 *% 1792)))])
-            t455_c1_0 = t455_c1_0.addingProduct(t455_a1, t455_b0)
-            t455_c1_1 = t455_c1_1.addingProduct(t455_a1, t455_b1)
-            let t455_a2 = Vector(repeating: arena[(87920 +% (k456 +% (kp450 *% 1792)))])
-            t455_c2_0 = t455_c2_0.addingProduct(t455_a2, t455_b0)
-            t455_c2_1 = t455_c2_1.addingProduct(t455_a2, t455_b1)
-            let t455_a3 = Vector(repeating: arena[(100480 +% (k456 +% (kp450 *% 1792)))])
-            t455_c3_0 = t455_c3_0.addingProduct(t455_a3, t455_b0)
-            t455_c3_1 = t455_c3_1.addingProduct(t455_a3, t455_b1)
+          var t456_c0_0 = loadVector(arena, (313824 +% (nb452 *% 16)))
+          var t456_c0_1 = loadVector(arena, ((313824 +% (nb452 *% 16)) +% 8))
+          var t456_c1_0 = loadVector(arena, (313840 +% (nb452 *% 16)))
+          var t456_c1_1 = loadVector(arena, ((313840 +% (nb452 *% 16)) +% 8))
+          var t456_c2_0 = loadVector(arena, (313856 +% (nb452 *% 16)))
+          var t456_c2_1 = loadVector(arena, ((313856 +% (nb452 *% 16)) +% 8))
+          var t456_c3_0 = loadVector(arena, (313872 +% (nb452 *% 16)))
+          var t456_c3_1 = loadVector(arena, ((313872 +% (nb452 *% 16)) +% 8))
+          for k457 in 0..<1792 {
+            let t456_b0 = loadVector(arena, ((113040 +% ((k457 +% (kp451 *% 1792)) *% 16)) +% (nb452 *% 16)))
+            let t456_b1 = loadVector(arena, (((113040 +% ((k457 +% (kp451 *% 1792)) *% 16)) +% (nb452 *% 16)) +% 8))
+            let t456_a0 = Vector(repeating: arena[(62800 +% (k457 +% (kp451 *% 1792)))])
+            t456_c0_0 = t456_c0_0.addingProduct(t456_a0, t456_b0)
+            t456_c0_1 = t456_c0_1.addingProduct(t456_a0, t456_b1)
+            let t456_a1 = Vector(repeating: arena[(75360 +% (k457 +% (kp451 *% 1792)))])
+            t456_c1_0 = t456_c1_0.addingProduct(t456_a1, t456_b0)
+            t456_c1_1 = t456_c1_1.addingProduct(t456_a1, t456_b1)
+            let t456_a2 = Vector(repeating: arena[(87920 +% (k457 +% (kp451 *% 1792)))])
+            t456_c2_0 = t456_c2_0.addingProduct(t456_a2, t456_b0)
+            t456_c2_1 = t456_c2_1.addingProduct(t456_a2, t456_b1)
+            let t456_a3 = Vector(repeating: arena[(100480 +% (k457 +% (kp451 *% 1792)))])
+            t456_c3_0 = t456_c3_0.addingProduct(t456_a3, t456_b0)
+            t456_c3_1 = t456_c3_1.addingProduct(t456_a3, t456_b1)
           }
-          storeVector(arena, (313824 +% (nb451 *% 16)), t455_c0_0)
-          storeVector(arena, ((313824 +% (nb451 *% 16)) +% 8), t455_c0_1)
-          storeVector(arena, (313840 +% (nb451 *% 16)), t455_c1_0)
-          storeVector(arena, ((313840 +% (nb451 *% 16)) +% 8), t455_c1_1)
-          storeVector(arena, (313856 +% (nb451 *% 16)), t455_c2_0)
-          storeVector(arena, ((313856 +% (nb451 *% 16)) +% 8), t455_c2_1)
-          storeVector(arena, (313872 +% (nb451 *% 16)), t455_c3_0)
-          storeVector(arena, ((313872 +% (nb451 *% 16)) +% 8), t455_c3_1)
+          storeVector(arena, (313824 +% (nb452 *% 16)), t456_c0_0)
+          storeVector(arena, ((313824 +% (nb452 *% 16)) +% 8), t456_c0_1)
+          storeVector(arena, (313840 +% (nb452 *% 16)), t456_c1_0)
+          storeVector(arena, ((313840 +% (nb452 *% 16)) +% 8), t456_c1_1)
+          storeVector(arena, (313856 +% (nb452 *% 16)), t456_c2_0)
+          storeVector(arena, ((313856 +% (nb452 *% 16)) +% 8), t456_c2_1)
+          storeVector(arena, (313872 +% (nb452 *% 16)), t456_c3_0)
+          storeVector(arena, ((313872 +% (nb452 *% 16)) +% 8), t456_c3_1)
         }
       }
     }
   }
-  for f458 in 0..<16 {
-    for r459 in 0..<9 {
-      grads[((f458 *% 9) +% r459)] = arena[((313744 +% (r459 *% 16)) +% f458)]
+  for f459 in 0..<16 {
+    for r460 in 0..<9 {
+      grads[((f459 *% 9) +% r460)] = arena[((313744 +% (r460 *% 16)) +% f459)]
     }
   }
   // conv1_bias_grad = conv2d_grad_bias(conv1_grad)
-  for f460 in 0..<16 {
-    var acc461 = Vector()
-    for img462 in 0..<64 {
-      for i463 in 0..<98 {
-        acc461 = acc461.addingProduct(Vector(repeating: Float(1)), loadVector(arena, (((610960 +% (img462 *% 12544)) +% (f460 *% 784)) +% (i463 *% 8))))
+  for f461 in 0..<16 {
+    var acc462 = Vector()
+    for img463 in 0..<64 {
+      for i464 in 0..<98 {
+        acc462 = acc462.addingProduct(Vector(repeating: Float(1)), loadVector(arena, (((610960 +% (img463 *% 12544)) +% (f461 *% 784)) +% (i464 *% 8))))
       }
     }
-    storeVector(arena, 0, acc461)
-    var sum464: Float = (arena[0] + arena[1])
-    var sum465: Float = (sum464 + arena[2])
-    var sum466: Float = (sum465 + arena[3])
-    var sum467: Float = (sum466 + arena[4])
-    var sum468: Float = (sum467 + arena[5])
-    var sum469: Float = (sum468 + arena[6])
-    var sum470: Float = (sum469 + arena[7])
-    grads[(144 +% f460)] = sum470
+    storeVector(arena, 0, acc462)
+    var sum465: Float = (arena[0] + arena[1])
+    var sum466: Float = (sum465 + arena[2])
+    var sum467: Float = (sum466 + arena[3])
+    var sum468: Float = (sum467 + arena[4])
+    var sum469: Float = (sum468 + arena[5])
+    var sum470: Float = (sum469 + arena[6])
+    var sum471: Float = (sum470 + arena[7])
+    grads[(144 +% f461)] = sum471
   }
   // adam = update of 206922 parameters
-  var step_size471: Float = (lr / (Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
-  var bc2_sqrt472: Float = sqrtf((Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
-  for i473 in 0..<25865 {
-    let g_v = (loadVector(grads, (i473 *% 8)) + (Vector(repeating: Float(0)) * loadVector(params, (i473 *% 8))))
-    let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadVector(m, (i473 *% 8))) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
-    let v_new_v = ((Vector(repeating: Float(bitPattern: 0x3f7fbe77)) * loadVector(v, (i473 *% 8))) + ((Vector(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
-    storeVector(m, (i473 *% 8), m_new_v)
-    storeVector(v, (i473 *% 8), v_new_v)
-    storeVector(params, (i473 *% 8), (loadVector(params, (i473 *% 8)) - ((Vector(repeating: step_size471) * m_new_v) / ((v_new_v.squareRoot() / Vector(repeating: bc2_sqrt472)) + Vector(repeating: Float(bitPattern: 0x322bcc77))))))
+  var step_size472: Float = (lr / (Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
+  var bc2_sqrt473: Float = sqrtf((Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
+  for i474 in 0..<25865 {
+    let g_v = (loadVector(grads, (i474 *% 8)) + (Vector(repeating: Float(0)) * loadVector(params, (i474 *% 8))))
+    let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadVector(m, (i474 *% 8))) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
+    let v_new_v = ((Vector(repeating: Float(bitPattern: 0x3f7fbe77)) * loadVector(v, (i474 *% 8))) + ((Vector(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
+    storeVector(m, (i474 *% 8), m_new_v)
+    storeVector(v, (i474 *% 8), v_new_v)
+    storeVector(params, (i474 *% 8), (loadVector(params, (i474 *% 8)) - ((Vector(repeating: step_size472) * m_new_v) / ((v_new_v.squareRoot() / Vector(repeating: bc2_sqrt473)) + Vector(repeating: Float(bitPattern: 0x322bcc77))))))
   }
-  for i473 in 0..<1 {
-    let g_v = (loadPartial(grads, (i473 +% 206920), 2) + (Vector(repeating: Float(0)) * loadPartial(params, (i473 +% 206920), 2)))
-    let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadPartial(m, (i473 +% 206920), 2)) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
-    let v_new_v = ((Vector(repeating: Float(bitPattern: 0x3f7fbe77)) * loadPartial(v, (i473 +% 206920), 2)) + ((Vector(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
-    storePartial(m, (i473 +% 206920), m_new_v, 2)
-    storePartial(v, (i473 +% 206920), v_new_v, 2)
-    storePartial(params, (i473 +% 206920), (loadPartial(params, (i473 +% 206920), 2) - ((Vector(repeating: step_size471) * m_new_v) / ((v_new_v.squareRoot() / Vector(repeating: bc2_sqrt472)) + Vector(repeating: Float(bitPattern: 0x322bcc77))))), 2)
+  for i474 in 0..<1 {
+    let g_v = (loadPartial(grads, (i474 +% 206920), 2) + (Vector(repeating: Float(0)) * loadPartial(params, (i474 +% 206920), 2)))
+    let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadPartial(m, (i474 +% 206920), 2)) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
+    let v_new_v = ((Vector(repeating: Float(bitPattern: 0x3f7fbe77)) * loadPartial(v, (i474 +% 206920), 2)) + ((Vector(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
+    storePartial(m, (i474 +% 206920), m_new_v, 2)
+    storePartial(v, (i474 +% 206920), v_new_v, 2)
+    storePartial(params, (i474 +% 206920), (loadPartial(params, (i474 +% 206920), 2) - ((Vector(repeating: step_size472) * m_new_v) / ((v_new_v.squareRoot() / Vector(repeating: bc2_sqrt473)) + Vector(repeating: Float(bitPattern: 0x322bcc77))))), 2)
   }
 }
 
@@ -1432,43 +1462,43 @@ public func smallcnn_infer_b64(
     storeVector(arena, ((i2 *% 8) +% 727952), Vector(repeating: Float(0)))
   }
   for g3 in 0..<4 {
+    for j4 in 0..<16 {
+      for c5 in 0..<1 {
+        for qy6 in 0..<14 {
+          for qx7 in 0..<14 {
+            arena[(727952 +% ((((((j4 +% c5) *% 2) *% 2) *% 225) +% ((qy6 +% 1) *% 15)) +% (qx7 +% 1)))] = images[(((((((g3 *% 16) +% j4) *% 784) +% (c5 *% 784)) +% ((((qy6 +% 1) *% 2) +% -1) *% 28)) +% ((qx7 +% 1) *% 2)) +% -1)]
+          }
+        }
+      }
+    }
+    for j8 in 0..<16 {
+      for c9 in 0..<1 {
+        for qy10 in 0..<14 {
+          for qx11 in 0..<14 {
+            arena[(727952 +% (((((((j8 +% c9) *% 2) *% 2) +% 1) *% 225) +% ((qy10 +% 1) *% 15)) +% qx11))] = images[((((((g3 *% 16) +% j8) *% 784) +% (c9 *% 784)) +% ((((qy10 +% 1) *% 2) +% -1) *% 28)) +% (qx11 *% 2))]
+          }
+        }
+      }
+    }
+    for j12 in 0..<16 {
+      for c13 in 0..<1 {
+        for qy14 in 0..<14 {
+          for qx15 in 0..<14 {
+            arena[(727952 +% (((((((j12 +% c13) *% 2) +% 1) *% 2) *% 225) +% (qy14 *% 15)) +% (qx15 +% 1)))] = images[(((((((g3 *% 16) +% j12) *% 784) +% (c13 *% 784)) +% ((qy14 *% 2) *% 28)) +% ((qx15 +% 1) *% 2)) +% -1)]
+          }
+        }
+      }
+    }
+    for j16 in 0..<16 {
+      for c17 in 0..<1 {
+        for qy18 in 0..<14 {
+          for qx19 in 0..<14 {
+            arena[(727952 +% ((((((((j16 +% c17) *% 2) +% 1) *% 2) +% 1) *% 225) +% (qy18 *% 15)) +% qx19))] = images[((((((g3 *% 16) +% j16) *% 784) +% (c17 *% 784)) +% ((qy18 *% 2) *% 28)) +% (qx19 *% 2))]
+          }
+        }
+      }
+    }
     do {  // scalar loops
-      for j4 in 0..<16 {
-        for c5 in 0..<1 {
-          for qy6 in 0..<14 {
-            for qx7 in 0..<14 {
-              arena[(727952 +% ((((((j4 +% c5) *% 2) *% 2) *% 225) +% ((qy6 +% 1) *% 15)) +% (qx7 +% 1)))] = images[(((((((g3 *% 16) +% j4) *% 784) +% (c5 *% 784)) +% ((((qy6 +% 1) *% 2) +% -1) *% 28)) +% ((qx7 +% 1) *% 2)) +% -1)]
-            }
-          }
-        }
-      }
-      for j8 in 0..<16 {
-        for c9 in 0..<1 {
-          for qy10 in 0..<14 {
-            for qx11 in 0..<14 {
-              arena[(727952 +% (((((((j8 +% c9) *% 2) *% 2) +% 1) *% 225) +% ((qy10 +% 1) *% 15)) +% qx11))] = images[((((((g3 *% 16) +% j8) *% 784) +% (c9 *% 784)) +% ((((qy10 +% 1) *% 2) +% -1) *% 28)) +% (qx11 *% 2))]
-            }
-          }
-        }
-      }
-      for j12 in 0..<16 {
-        for c13 in 0..<1 {
-          for qy14 in 0..<14 {
-            for qx15 in 0..<14 {
-              arena[(727952 +% (((((((j12 +% c13) *% 2) +% 1) *% 2) *% 225) +% (qy14 *% 15)) +% (qx15 +% 1)))] = images[(((((((g3 *% 16) +% j12) *% 784) +% (c13 *% 784)) +% ((qy14 *% 2) *% 28)) +% ((qx15 +% 1) *% 2)) +% -1)]
-            }
-          }
-        }
-      }
-      for j16 in 0..<16 {
-        for c17 in 0..<1 {
-          for qy18 in 0..<14 {
-            for qx19 in 0..<14 {
-              arena[(727952 +% ((((((((j16 +% c17) *% 2) +% 1) *% 2) +% 1) *% 225) +% (qy18 *% 15)) +% qx19))] = images[((((((g3 *% 16) +% j16) *% 784) +% (c17 *% 784)) +% ((qy18 *% 2) *% 28)) +% (qx19 *% 2))]
-            }
-          }
-        }
-      }
       for j20 in 0..<16 {
         for c21 in 0..<1 {
           for ky22 in 0..<3 {

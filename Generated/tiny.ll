@@ -24,761 +24,505 @@ entry:
 ; Function Attrs: noinline
 define internal void @tiny_train_b64.k0.conv1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %conv1.bi32 = alloca float, align 4
-  %conv1.best31 = alloca float, align 4
-  br label %conv1.i1
+  %conv1.bi16 = alloca float, align 4
+  %conv1.best15 = alloca float, align 4
+  br label %conv1.g1
 
-conv1.i1:                                         ; preds = %conv1.i1, %entry
-  %conv1.i11 = phi i64 [ 0, %entry ], [ %i1.next, %conv1.i1 ]
-  %0 = add nsw i64 56288, %conv1.i11
-  %arena2 = getelementptr inbounds float, ptr %arena, i64 %0
-  store float 0.000000e+00, ptr %arena2, align 4
-  %i1.next = add nsw i64 %conv1.i11, 1
-  %1 = icmp slt i64 %i1.next, 12544
-  br i1 %1, label %conv1.i1, label %conv1.i1.end
+conv1.g1:                                         ; preds = %conv1.j11.end, %entry
+  %conv1.g11 = phi i64 [ 0, %entry ], [ %g1.next, %conv1.j11.end ]
+  br label %conv1.j2
 
-conv1.i1.end:                                     ; preds = %conv1.i1
-  br label %conv1.g2
-
-conv1.g2:                                         ; preds = %conv1.j27.end, %conv1.i1.end
-  %conv1.g23 = phi i64 [ 0, %conv1.i1.end ], [ %g2.next, %conv1.j27.end ]
-  br label %conv1.j3
-
-conv1.g2.end:                                     ; preds = %conv1.j27.end
+conv1.g1.end:                                     ; preds = %conv1.j11.end
   ret void
 
-conv1.j3:                                         ; preds = %conv1.c4.end, %conv1.g2
-  %conv1.j34 = phi i64 [ 0, %conv1.g2 ], [ %j3.next, %conv1.c4.end ]
-  br label %conv1.c4
+conv1.j2:                                         ; preds = %conv1.c3.end, %conv1.g1
+  %conv1.j22 = phi i64 [ 0, %conv1.g1 ], [ %j2.next, %conv1.c3.end ]
+  br label %conv1.c3
 
-conv1.j3.end:                                     ; preds = %conv1.c4.end
-  br label %conv1.j7
-
-conv1.c4:                                         ; preds = %conv1.qy5.end, %conv1.j3
-  %conv1.c45 = phi i64 [ 0, %conv1.j3 ], [ %c4.next, %conv1.qy5.end ]
-  br label %conv1.qy5
-
-conv1.c4.end:                                     ; preds = %conv1.qy5.end
-  %j3.next = add nsw i64 %conv1.j34, 1
-  %2 = icmp slt i64 %j3.next, 16
-  br i1 %2, label %conv1.j3, label %conv1.j3.end, !llvm.loop !0
-
-conv1.qy5:                                        ; preds = %conv1.qx6.end, %conv1.c4
-  %conv1.qy56 = phi i64 [ 0, %conv1.c4 ], [ %qy5.next, %conv1.qx6.end ]
-  br label %conv1.qx6
-
-conv1.qy5.end:                                    ; preds = %conv1.qx6.end
-  %c4.next = add nsw i64 %conv1.c45, 1
-  %3 = icmp slt i64 %c4.next, 1
-  br i1 %3, label %conv1.c4, label %conv1.c4.end, !llvm.loop !2
-
-conv1.qx6:                                        ; preds = %conv1.qx6, %conv1.qy5
-  %conv1.qx67 = phi i64 [ 0, %conv1.qy5 ], [ %qx6.next, %conv1.qx6 ]
-  %4 = mul nsw i64 %conv1.g23, 16
-  %5 = add nsw i64 %4, %conv1.j34
-  %6 = mul nsw i64 %5, 784
-  %7 = mul nsw i64 %conv1.c45, 784
-  %8 = add nsw i64 %6, %7
-  %9 = mul nsw i64 %conv1.qy56, 2
-  %10 = mul nsw i64 %9, 28
-  %11 = add nsw i64 %8, %10
-  %12 = mul nsw i64 %conv1.qx67, 2
-  %13 = add nsw i64 %11, %12
-  %images8 = getelementptr inbounds float, ptr %images, i64 %13
-  %14 = load float, ptr %images8, align 4
-  %15 = add nsw i64 %conv1.j34, %conv1.c45
-  %16 = mul nsw i64 %15, 2
-  %17 = mul nsw i64 %16, 2
-  %18 = mul nsw i64 %17, 196
-  %19 = mul nsw i64 %conv1.qy56, 14
-  %20 = add nsw i64 %18, %19
-  %21 = add nsw i64 %20, %conv1.qx67
-  %22 = add nsw i64 56288, %21
-  %arena9 = getelementptr inbounds float, ptr %arena, i64 %22
-  store float %14, ptr %arena9, align 4
-  %qx6.next = add nsw i64 %conv1.qx67, 1
-  %23 = icmp slt i64 %qx6.next, 14
-  br i1 %23, label %conv1.qx6, label %conv1.qx6.end, !llvm.loop !3
-
-conv1.qx6.end:                                    ; preds = %conv1.qx6
-  %qy5.next = add nsw i64 %conv1.qy56, 1
-  %24 = icmp slt i64 %qy5.next, 14
-  br i1 %24, label %conv1.qy5, label %conv1.qy5.end, !llvm.loop !4
-
-conv1.j7:                                         ; preds = %conv1.c8.end, %conv1.j3.end
-  %conv1.j710 = phi i64 [ 0, %conv1.j3.end ], [ %j7.next, %conv1.c8.end ]
-  br label %conv1.c8
-
-conv1.j7.end:                                     ; preds = %conv1.c8.end
+conv1.j2.end:                                     ; preds = %conv1.c3.end
+  %params17 = getelementptr inbounds float, ptr %params, i64 0
+  %arena18 = getelementptr inbounds float, ptr %arena, i64 18432
+  %arena19 = getelementptr inbounds float, ptr %arena, i64 42768
+  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 4, i32 2704, i32 9, float 1.000000e+00, ptr %params17, i32 9, ptr %arena18, i32 2704, float 0.000000e+00, ptr %arena19, i32 2704)
   br label %conv1.j11
 
-conv1.c8:                                         ; preds = %conv1.qy9.end, %conv1.j7
-  %conv1.c811 = phi i64 [ 0, %conv1.j7 ], [ %c8.next, %conv1.qy9.end ]
-  br label %conv1.qy9
+conv1.c3:                                         ; preds = %conv1.ky4.end, %conv1.j2
+  %conv1.c33 = phi i64 [ 0, %conv1.j2 ], [ %c3.next, %conv1.ky4.end ]
+  br label %conv1.ky4
 
-conv1.c8.end:                                     ; preds = %conv1.qy9.end
-  %j7.next = add nsw i64 %conv1.j710, 1
-  %25 = icmp slt i64 %j7.next, 16
-  br i1 %25, label %conv1.j7, label %conv1.j7.end, !llvm.loop !5
+conv1.c3.end:                                     ; preds = %conv1.ky4.end
+  %j2.next = add nsw i64 %conv1.j22, 1
+  %0 = icmp slt i64 %j2.next, 16
+  br i1 %0, label %conv1.j2, label %conv1.j2.end
 
-conv1.qy9:                                        ; preds = %conv1.qx10.end, %conv1.c8
-  %conv1.qy912 = phi i64 [ 0, %conv1.c8 ], [ %qy9.next, %conv1.qx10.end ]
-  br label %conv1.qx10
+conv1.ky4:                                        ; preds = %conv1.oy9.end, %conv1.c3
+  %conv1.ky44 = phi i64 [ 0, %conv1.c3 ], [ %ky4.next, %conv1.oy9.end ]
+  br label %conv1.oy5
 
-conv1.qy9.end:                                    ; preds = %conv1.qx10.end
-  %c8.next = add nsw i64 %conv1.c811, 1
-  %26 = icmp slt i64 %c8.next, 1
-  br i1 %26, label %conv1.c8, label %conv1.c8.end, !llvm.loop !6
+conv1.ky4.end:                                    ; preds = %conv1.oy9.end
+  %c3.next = add nsw i64 %conv1.c33, 1
+  %1 = icmp slt i64 %c3.next, 1
+  br i1 %1, label %conv1.c3, label %conv1.c3.end
 
-conv1.qx10:                                       ; preds = %conv1.qx10, %conv1.qy9
-  %conv1.qx1013 = phi i64 [ 0, %conv1.qy9 ], [ %qx10.next, %conv1.qx10 ]
-  %27 = mul nsw i64 %conv1.g23, 16
-  %28 = add nsw i64 %27, %conv1.j710
-  %29 = mul nsw i64 %28, 784
-  %30 = mul nsw i64 %conv1.c811, 784
-  %31 = add nsw i64 %29, %30
-  %32 = mul nsw i64 %conv1.qy912, 2
+conv1.oy5:                                        ; preds = %conv1.ox6.end, %conv1.ky4
+  %conv1.oy55 = phi i64 [ 0, %conv1.ky4 ], [ %oy5.next, %conv1.ox6.end ]
+  br label %conv1.ox6
+
+conv1.oy5.end:                                    ; preds = %conv1.ox6.end
+  br label %conv1.oy7
+
+conv1.ox6:                                        ; preds = %conv1.ox6, %conv1.oy5
+  %conv1.ox66 = phi i64 [ 0, %conv1.oy5 ], [ %ox6.next, %conv1.ox6 ]
+  %2 = mul nsw i64 %conv1.g11, 16
+  %3 = add nsw i64 %2, %conv1.j22
+  %4 = mul nsw i64 %3, 784
+  %5 = mul nsw i64 %conv1.c33, 784
+  %6 = add nsw i64 %4, %5
+  %7 = mul nsw i64 %conv1.oy55, 2
+  %8 = add nsw i64 %7, %conv1.ky44
+  %9 = mul nsw i64 %8, 28
+  %10 = add nsw i64 %6, %9
+  %11 = mul nsw i64 %conv1.ox66, 2
+  %12 = add nsw i64 %10, %11
+  %images7 = getelementptr inbounds float, ptr %images, i64 %12
+  %13 = load float, ptr %images7, align 4
+  %14 = mul nsw i64 %conv1.c33, 3
+  %15 = add nsw i64 %14, %conv1.ky44
+  %16 = mul nsw i64 %15, 3
+  %17 = mul nsw i64 %16, 2704
+  %18 = add nsw i64 18432, %17
+  %19 = mul nsw i64 %conv1.j22, 169
+  %20 = add nsw i64 %18, %19
+  %21 = mul nsw i64 %conv1.oy55, 13
+  %22 = add nsw i64 %21, %conv1.ox66
+  %23 = add nsw i64 %20, %22
+  %arena8 = getelementptr inbounds float, ptr %arena, i64 %23
+  store float %13, ptr %arena8, align 4
+  %ox6.next = add nsw i64 %conv1.ox66, 1
+  %24 = icmp slt i64 %ox6.next, 13
+  br i1 %24, label %conv1.ox6, label %conv1.ox6.end
+
+conv1.ox6.end:                                    ; preds = %conv1.ox6
+  %oy5.next = add nsw i64 %conv1.oy55, 1
+  %25 = icmp slt i64 %oy5.next, 13
+  br i1 %25, label %conv1.oy5, label %conv1.oy5.end
+
+conv1.oy7:                                        ; preds = %conv1.ox8.end, %conv1.oy5.end
+  %conv1.oy79 = phi i64 [ 0, %conv1.oy5.end ], [ %oy7.next, %conv1.ox8.end ]
+  br label %conv1.ox8
+
+conv1.oy7.end:                                    ; preds = %conv1.ox8.end
+  br label %conv1.oy9
+
+conv1.ox8:                                        ; preds = %conv1.ox8, %conv1.oy7
+  %conv1.ox810 = phi i64 [ 0, %conv1.oy7 ], [ %ox8.next, %conv1.ox8 ]
+  %26 = mul nsw i64 %conv1.g11, 16
+  %27 = add nsw i64 %26, %conv1.j22
+  %28 = mul nsw i64 %27, 784
+  %29 = mul nsw i64 %conv1.c33, 784
+  %30 = add nsw i64 %28, %29
+  %31 = mul nsw i64 %conv1.oy79, 2
+  %32 = add nsw i64 %31, %conv1.ky44
   %33 = mul nsw i64 %32, 28
-  %34 = add nsw i64 %31, %33
-  %35 = mul nsw i64 %conv1.qx1013, 2
-  %36 = add nsw i64 %34, %35
-  %37 = add nsw i64 %36, 1
-  %images14 = getelementptr inbounds float, ptr %images, i64 %37
-  %38 = load float, ptr %images14, align 4
-  %39 = add nsw i64 %conv1.j710, %conv1.c811
-  %40 = mul nsw i64 %39, 2
-  %41 = mul nsw i64 %40, 2
+  %34 = add nsw i64 %30, %33
+  %35 = mul nsw i64 %conv1.ox810, 2
+  %36 = add nsw i64 %35, 1
+  %37 = add nsw i64 %34, %36
+  %images11 = getelementptr inbounds float, ptr %images, i64 %37
+  %38 = load float, ptr %images11, align 4
+  %39 = mul nsw i64 %conv1.c33, 3
+  %40 = add nsw i64 %39, %conv1.ky44
+  %41 = mul nsw i64 %40, 3
   %42 = add nsw i64 %41, 1
-  %43 = mul nsw i64 %42, 196
-  %44 = mul nsw i64 %conv1.qy912, 14
-  %45 = add nsw i64 %43, %44
-  %46 = add nsw i64 %45, %conv1.qx1013
-  %47 = add nsw i64 56288, %46
-  %arena15 = getelementptr inbounds float, ptr %arena, i64 %47
-  store float %38, ptr %arena15, align 4
-  %qx10.next = add nsw i64 %conv1.qx1013, 1
-  %48 = icmp slt i64 %qx10.next, 14
-  br i1 %48, label %conv1.qx10, label %conv1.qx10.end, !llvm.loop !7
+  %43 = mul nsw i64 %42, 2704
+  %44 = add nsw i64 18432, %43
+  %45 = mul nsw i64 %conv1.j22, 169
+  %46 = add nsw i64 %44, %45
+  %47 = mul nsw i64 %conv1.oy79, 13
+  %48 = add nsw i64 %47, %conv1.ox810
+  %49 = add nsw i64 %46, %48
+  %arena12 = getelementptr inbounds float, ptr %arena, i64 %49
+  store float %38, ptr %arena12, align 4
+  %ox8.next = add nsw i64 %conv1.ox810, 1
+  %50 = icmp slt i64 %ox8.next, 13
+  br i1 %50, label %conv1.ox8, label %conv1.ox8.end
 
-conv1.qx10.end:                                   ; preds = %conv1.qx10
-  %qy9.next = add nsw i64 %conv1.qy912, 1
-  %49 = icmp slt i64 %qy9.next, 14
-  br i1 %49, label %conv1.qy9, label %conv1.qy9.end, !llvm.loop !8
+conv1.ox8.end:                                    ; preds = %conv1.ox8
+  %oy7.next = add nsw i64 %conv1.oy79, 1
+  %51 = icmp slt i64 %oy7.next, 13
+  br i1 %51, label %conv1.oy7, label %conv1.oy7.end
 
-conv1.j11:                                        ; preds = %conv1.c12.end, %conv1.j7.end
-  %conv1.j1116 = phi i64 [ 0, %conv1.j7.end ], [ %j11.next, %conv1.c12.end ]
-  br label %conv1.c12
+conv1.oy9:                                        ; preds = %conv1.ox10.end, %conv1.oy7.end
+  %conv1.oy913 = phi i64 [ 0, %conv1.oy7.end ], [ %oy9.next, %conv1.ox10.end ]
+  br label %conv1.ox10
 
-conv1.j11.end:                                    ; preds = %conv1.c12.end
-  br label %conv1.j15
+conv1.oy9.end:                                    ; preds = %conv1.ox10.end
+  %ky4.next = add nsw i64 %conv1.ky44, 1
+  %52 = icmp slt i64 %ky4.next, 3
+  br i1 %52, label %conv1.ky4, label %conv1.ky4.end
 
-conv1.c12:                                        ; preds = %conv1.qy13.end, %conv1.j11
-  %conv1.c1217 = phi i64 [ 0, %conv1.j11 ], [ %c12.next, %conv1.qy13.end ]
-  br label %conv1.qy13
+conv1.ox10:                                       ; preds = %conv1.ox10, %conv1.oy9
+  %conv1.ox1014 = phi i64 [ 0, %conv1.oy9 ], [ %ox10.next, %conv1.ox10 ]
+  %53 = mul nsw i64 %conv1.g11, 16
+  %54 = add nsw i64 %53, %conv1.j22
+  %55 = mul nsw i64 %54, 784
+  %56 = mul nsw i64 %conv1.c33, 784
+  %57 = add nsw i64 %55, %56
+  %58 = mul nsw i64 %conv1.oy913, 2
+  %59 = add nsw i64 %58, %conv1.ky44
+  %60 = mul nsw i64 %59, 28
+  %61 = add nsw i64 %57, %60
+  %62 = mul nsw i64 %conv1.ox1014, 2
+  %63 = add nsw i64 %62, 2
+  %64 = add nsw i64 %61, %63
+  %images15 = getelementptr inbounds float, ptr %images, i64 %64
+  %65 = load float, ptr %images15, align 4
+  %66 = mul nsw i64 %conv1.c33, 3
+  %67 = add nsw i64 %66, %conv1.ky44
+  %68 = mul nsw i64 %67, 3
+  %69 = add nsw i64 %68, 2
+  %70 = mul nsw i64 %69, 2704
+  %71 = add nsw i64 18432, %70
+  %72 = mul nsw i64 %conv1.j22, 169
+  %73 = add nsw i64 %71, %72
+  %74 = mul nsw i64 %conv1.oy913, 13
+  %75 = add nsw i64 %74, %conv1.ox1014
+  %76 = add nsw i64 %73, %75
+  %arena16 = getelementptr inbounds float, ptr %arena, i64 %76
+  store float %65, ptr %arena16, align 4
+  %ox10.next = add nsw i64 %conv1.ox1014, 1
+  %77 = icmp slt i64 %ox10.next, 13
+  br i1 %77, label %conv1.ox10, label %conv1.ox10.end
 
-conv1.c12.end:                                    ; preds = %conv1.qy13.end
-  %j11.next = add nsw i64 %conv1.j1116, 1
-  %50 = icmp slt i64 %j11.next, 16
-  br i1 %50, label %conv1.j11, label %conv1.j11.end, !llvm.loop !9
+conv1.ox10.end:                                   ; preds = %conv1.ox10
+  %oy9.next = add nsw i64 %conv1.oy913, 1
+  %78 = icmp slt i64 %oy9.next, 13
+  br i1 %78, label %conv1.oy9, label %conv1.oy9.end
 
-conv1.qy13:                                       ; preds = %conv1.qx14.end, %conv1.c12
-  %conv1.qy1318 = phi i64 [ 0, %conv1.c12 ], [ %qy13.next, %conv1.qx14.end ]
-  br label %conv1.qx14
+conv1.j11:                                        ; preds = %conv1.f12.end, %conv1.j2.end
+  %conv1.j1120 = phi i64 [ 0, %conv1.j2.end ], [ %j11.next, %conv1.f12.end ]
+  br label %conv1.f12
 
-conv1.qy13.end:                                   ; preds = %conv1.qx14.end
-  %c12.next = add nsw i64 %conv1.c1217, 1
-  %51 = icmp slt i64 %c12.next, 1
-  br i1 %51, label %conv1.c12, label %conv1.c12.end, !llvm.loop !10
+conv1.j11.end:                                    ; preds = %conv1.f12.end
+  %g1.next = add nsw i64 %conv1.g11, 1
+  %79 = icmp slt i64 %g1.next, 4
+  br i1 %79, label %conv1.g1, label %conv1.g1.end
 
-conv1.qx14:                                       ; preds = %conv1.qx14, %conv1.qy13
-  %conv1.qx1419 = phi i64 [ 0, %conv1.qy13 ], [ %qx14.next, %conv1.qx14 ]
-  %52 = mul nsw i64 %conv1.g23, 16
-  %53 = add nsw i64 %52, %conv1.j1116
-  %54 = mul nsw i64 %53, 784
-  %55 = mul nsw i64 %conv1.c1217, 784
-  %56 = add nsw i64 %54, %55
-  %57 = mul nsw i64 %conv1.qy1318, 2
-  %58 = add nsw i64 %57, 1
-  %59 = mul nsw i64 %58, 28
-  %60 = add nsw i64 %56, %59
-  %61 = mul nsw i64 %conv1.qx1419, 2
-  %62 = add nsw i64 %60, %61
-  %images20 = getelementptr inbounds float, ptr %images, i64 %62
-  %63 = load float, ptr %images20, align 4
-  %64 = add nsw i64 %conv1.j1116, %conv1.c1217
-  %65 = mul nsw i64 %64, 2
-  %66 = add nsw i64 %65, 1
-  %67 = mul nsw i64 %66, 2
-  %68 = mul nsw i64 %67, 196
-  %69 = mul nsw i64 %conv1.qy1318, 14
-  %70 = add nsw i64 %68, %69
-  %71 = add nsw i64 %70, %conv1.qx1419
-  %72 = add nsw i64 56288, %71
-  %arena21 = getelementptr inbounds float, ptr %arena, i64 %72
-  store float %63, ptr %arena21, align 4
-  %qx14.next = add nsw i64 %conv1.qx1419, 1
-  %73 = icmp slt i64 %qx14.next, 14
-  br i1 %73, label %conv1.qx14, label %conv1.qx14.end, !llvm.loop !11
+conv1.f12:                                        ; preds = %conv1.py13.end, %conv1.j11
+  %conv1.f1221 = phi i64 [ 0, %conv1.j11 ], [ %f12.next, %conv1.py13.end ]
+  br label %conv1.py13
 
-conv1.qx14.end:                                   ; preds = %conv1.qx14
-  %qy13.next = add nsw i64 %conv1.qy1318, 1
-  %74 = icmp slt i64 %qy13.next, 14
-  br i1 %74, label %conv1.qy13, label %conv1.qy13.end, !llvm.loop !12
+conv1.f12.end:                                    ; preds = %conv1.py13.end
+  %j11.next = add nsw i64 %conv1.j1120, 1
+  %80 = icmp slt i64 %j11.next, 16
+  br i1 %80, label %conv1.j11, label %conv1.j11.end
 
-conv1.j15:                                        ; preds = %conv1.c16.end, %conv1.j11.end
-  %conv1.j1522 = phi i64 [ 0, %conv1.j11.end ], [ %j15.next, %conv1.c16.end ]
-  br label %conv1.c16
+conv1.py13:                                       ; preds = %conv1.px14.end, %conv1.f12
+  %conv1.py1322 = phi i64 [ 0, %conv1.f12 ], [ %py13.next, %conv1.px14.end ]
+  br label %conv1.px14
 
-conv1.j15.end:                                    ; preds = %conv1.c16.end
-  br label %conv1.j19
+conv1.py13.end:                                   ; preds = %conv1.px14.end
+  %f12.next = add nsw i64 %conv1.f1221, 1
+  %81 = icmp slt i64 %f12.next, 4
+  br i1 %81, label %conv1.f12, label %conv1.f12.end
 
-conv1.c16:                                        ; preds = %conv1.qy17.end, %conv1.j15
-  %conv1.c1623 = phi i64 [ 0, %conv1.j15 ], [ %c16.next, %conv1.qy17.end ]
-  br label %conv1.qy17
-
-conv1.c16.end:                                    ; preds = %conv1.qy17.end
-  %j15.next = add nsw i64 %conv1.j1522, 1
-  %75 = icmp slt i64 %j15.next, 16
-  br i1 %75, label %conv1.j15, label %conv1.j15.end, !llvm.loop !13
-
-conv1.qy17:                                       ; preds = %conv1.qx18.end, %conv1.c16
-  %conv1.qy1724 = phi i64 [ 0, %conv1.c16 ], [ %qy17.next, %conv1.qx18.end ]
-  br label %conv1.qx18
-
-conv1.qy17.end:                                   ; preds = %conv1.qx18.end
-  %c16.next = add nsw i64 %conv1.c1623, 1
-  %76 = icmp slt i64 %c16.next, 1
-  br i1 %76, label %conv1.c16, label %conv1.c16.end, !llvm.loop !14
-
-conv1.qx18:                                       ; preds = %conv1.qx18, %conv1.qy17
-  %conv1.qx1825 = phi i64 [ 0, %conv1.qy17 ], [ %qx18.next, %conv1.qx18 ]
-  %77 = mul nsw i64 %conv1.g23, 16
-  %78 = add nsw i64 %77, %conv1.j1522
-  %79 = mul nsw i64 %78, 784
-  %80 = mul nsw i64 %conv1.c1623, 784
-  %81 = add nsw i64 %79, %80
-  %82 = mul nsw i64 %conv1.qy1724, 2
-  %83 = add nsw i64 %82, 1
-  %84 = mul nsw i64 %83, 28
-  %85 = add nsw i64 %81, %84
-  %86 = mul nsw i64 %conv1.qx1825, 2
-  %87 = add nsw i64 %85, %86
-  %88 = add nsw i64 %87, 1
-  %images26 = getelementptr inbounds float, ptr %images, i64 %88
-  %89 = load float, ptr %images26, align 4
-  %90 = add nsw i64 %conv1.j1522, %conv1.c1623
-  %91 = mul nsw i64 %90, 2
-  %92 = add nsw i64 %91, 1
-  %93 = mul nsw i64 %92, 2
-  %94 = add nsw i64 %93, 1
-  %95 = mul nsw i64 %94, 196
-  %96 = mul nsw i64 %conv1.qy1724, 14
-  %97 = add nsw i64 %95, %96
-  %98 = add nsw i64 %97, %conv1.qx1825
-  %99 = add nsw i64 56288, %98
-  %arena27 = getelementptr inbounds float, ptr %arena, i64 %99
-  store float %89, ptr %arena27, align 4
-  %qx18.next = add nsw i64 %conv1.qx1825, 1
-  %100 = icmp slt i64 %qx18.next, 14
-  br i1 %100, label %conv1.qx18, label %conv1.qx18.end, !llvm.loop !15
-
-conv1.qx18.end:                                   ; preds = %conv1.qx18
-  %qy17.next = add nsw i64 %conv1.qy1724, 1
-  %101 = icmp slt i64 %qy17.next, 14
-  br i1 %101, label %conv1.qy17, label %conv1.qy17.end, !llvm.loop !16
-
-conv1.j19:                                        ; preds = %conv1.c20.end, %conv1.j15.end
-  %conv1.j1928 = phi i64 [ 0, %conv1.j15.end ], [ %j19.next, %conv1.c20.end ]
-  br label %conv1.c20
-
-conv1.j19.end:                                    ; preds = %conv1.c20.end
-  %params40 = getelementptr inbounds float, ptr %params, i64 0
-  %arena41 = getelementptr inbounds float, ptr %arena, i64 18432
-  %arena42 = getelementptr inbounds float, ptr %arena, i64 42768
-  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 4, i32 2704, i32 9, float 1.000000e+00, ptr %params40, i32 9, ptr %arena41, i32 2704, float 0.000000e+00, ptr %arena42, i32 2704)
-  br label %conv1.j27
-
-conv1.c20:                                        ; preds = %conv1.ky21.end, %conv1.j19
-  %conv1.c2029 = phi i64 [ 0, %conv1.j19 ], [ %c20.next, %conv1.ky21.end ]
-  br label %conv1.ky21
-
-conv1.c20.end:                                    ; preds = %conv1.ky21.end
-  %j19.next = add nsw i64 %conv1.j1928, 1
-  %102 = icmp slt i64 %j19.next, 16
-  br i1 %102, label %conv1.j19, label %conv1.j19.end, !llvm.loop !17
-
-conv1.ky21:                                       ; preds = %conv1.kx22.end, %conv1.c20
-  %conv1.ky2130 = phi i64 [ 0, %conv1.c20 ], [ %ky21.next, %conv1.kx22.end ]
-  br label %conv1.kx22
-
-conv1.ky21.end:                                   ; preds = %conv1.kx22.end
-  %c20.next = add nsw i64 %conv1.c2029, 1
-  %103 = icmp slt i64 %c20.next, 1
-  br i1 %103, label %conv1.c20, label %conv1.c20.end, !llvm.loop !18
-
-conv1.kx22:                                       ; preds = %conv1.wy23.end, %conv1.ky21
-  %conv1.kx2231 = phi i64 [ 0, %conv1.ky21 ], [ %kx22.next, %conv1.wy23.end ]
-  br label %conv1.wy23
-
-conv1.kx22.end:                                   ; preds = %conv1.wy23.end
-  %ky21.next = add nsw i64 %conv1.ky2130, 1
-  %104 = icmp slt i64 %ky21.next, 3
-  br i1 %104, label %conv1.ky21, label %conv1.ky21.end, !llvm.loop !19
-
-conv1.wy23:                                       ; preds = %conv1.wx24.end, %conv1.kx22
-  %conv1.wy2332 = phi i64 [ 0, %conv1.kx22 ], [ %wy23.next, %conv1.wx24.end ]
-  br label %conv1.wx24
-
-conv1.wy23.end:                                   ; preds = %conv1.wx24.end
-  %kx22.next = add nsw i64 %conv1.kx2231, 1
-  %105 = icmp slt i64 %kx22.next, 3
-  br i1 %105, label %conv1.kx22, label %conv1.kx22.end, !llvm.loop !20
-
-conv1.wx24:                                       ; preds = %conv1.py25.end, %conv1.wy23
-  %conv1.wx2433 = phi i64 [ 0, %conv1.wy23 ], [ %wx24.next, %conv1.py25.end ]
-  br label %conv1.py25
-
-conv1.wx24.end:                                   ; preds = %conv1.py25.end
-  %wy23.next = add nsw i64 %conv1.wy2332, 1
-  %106 = icmp slt i64 %wy23.next, 1
-  br i1 %106, label %conv1.wy23, label %conv1.wy23.end, !llvm.loop !21
-
-conv1.py25:                                       ; preds = %conv1.cv26.end, %conv1.wx24
-  %conv1.py2534 = phi i64 [ 0, %conv1.wx24 ], [ %py25.next, %conv1.cv26.end ]
-  br label %conv1.cv26
-
-conv1.py25.end:                                   ; preds = %conv1.cv26.end
-  %wx24.next = add nsw i64 %conv1.wx2433, 1
-  %107 = icmp slt i64 %wx24.next, 1
-  br i1 %107, label %conv1.wx24, label %conv1.wx24.end, !llvm.loop !22
-
-conv1.cv26:                                       ; preds = %conv1.cv26, %conv1.py25
-  %conv1.cv2635 = phi i64 [ 0, %conv1.py25 ], [ %cv26.next, %conv1.cv26 ]
-  %108 = add nsw i64 %conv1.j1928, %conv1.c2029
-  %109 = mul nsw i64 %108, 2
-  %110 = mul nsw i64 %conv1.wy2332, 2
-  %111 = add nsw i64 %110, %conv1.ky2130
-  %112 = srem i64 %111, 2
-  %113 = add nsw i64 %109, %112
-  %114 = mul nsw i64 %113, 2
-  %115 = mul nsw i64 %conv1.wx2433, 2
-  %116 = add nsw i64 %115, %conv1.kx2231
-  %117 = srem i64 %116, 2
-  %118 = add nsw i64 %114, %117
-  %119 = mul nsw i64 %118, 196
-  %120 = mul nsw i64 %conv1.wy2332, 2
-  %121 = add nsw i64 %120, %conv1.ky2130
-  %122 = sdiv i64 %121, 2
-  %123 = add nsw i64 %conv1.py2534, %122
-  %124 = mul nsw i64 %123, 14
-  %125 = add nsw i64 %119, %124
-  %126 = mul nsw i64 %conv1.cv2635, 8
-  %127 = mul nsw i64 %conv1.wx2433, 2
-  %128 = add nsw i64 %127, %conv1.kx2231
-  %129 = sdiv i64 %128, 2
-  %130 = add nsw i64 %126, %129
-  %131 = add nsw i64 %125, %130
-  %132 = add nsw i64 56288, %131
-  %arena36 = getelementptr inbounds float, ptr %arena, i64 %132
-  %133 = load <8 x float>, ptr %arena36, align 4
-  %134 = mul nsw i64 %conv1.c2029, 3
-  %135 = add nsw i64 %134, %conv1.ky2130
-  %136 = mul nsw i64 %135, 3
-  %137 = add nsw i64 %136, %conv1.kx2231
-  %138 = mul nsw i64 %137, 2704
-  %139 = add nsw i64 18432, %138
-  %140 = mul nsw i64 %conv1.j1928, 169
-  %141 = add nsw i64 %139, %140
-  %142 = add nsw i64 %conv1.wy2332, %conv1.wx2433
-  %143 = mul nsw i64 %142, 169
-  %144 = add nsw i64 %141, %143
-  %145 = mul nsw i64 %conv1.py2534, 13
-  %146 = add nsw i64 %144, %145
-  %147 = mul nsw i64 %conv1.cv2635, 8
+conv1.px14:                                       ; preds = %conv1.px14, %conv1.py13
+  %conv1.px1423 = phi i64 [ 0, %conv1.py13 ], [ %px14.next, %conv1.px14 ]
+  %82 = mul nsw i64 %conv1.f1221, 2704
+  %83 = add nsw i64 42768, %82
+  %84 = mul nsw i64 %conv1.j1120, 169
+  %85 = add nsw i64 %83, %84
+  %86 = mul nsw i64 %conv1.py1322, 26
+  %87 = mul nsw i64 %conv1.px1423, 2
+  %88 = add nsw i64 %86, %87
+  %89 = add nsw i64 %85, %88
+  %arena24 = getelementptr inbounds float, ptr %arena, i64 %89
+  %90 = load float, ptr %arena24, align 4
+  %91 = add nsw i64 36, %conv1.f1221
+  %params25 = getelementptr inbounds float, ptr %params, i64 %91
+  %92 = load float, ptr %params25, align 4
+  %93 = fadd float %90, %92
+  store float %93, ptr %conv1.best15, align 4
+  %94 = mul nsw i64 %conv1.py1322, 26
+  %95 = mul nsw i64 %conv1.px1423, 2
+  %96 = add nsw i64 %94, %95
+  %97 = sitofp i64 %96 to float
+  store float %97, ptr %conv1.bi16, align 4
+  %98 = mul nsw i64 %conv1.f1221, 2704
+  %99 = add nsw i64 42768, %98
+  %100 = mul nsw i64 %conv1.j1120, 169
+  %101 = add nsw i64 %99, %100
+  %102 = mul nsw i64 %conv1.py1322, 26
+  %103 = mul nsw i64 %conv1.px1423, 2
+  %104 = add nsw i64 %102, %103
+  %105 = add nsw i64 %101, %104
+  %arena26 = getelementptr inbounds float, ptr %arena, i64 %105
+  %106 = load float, ptr %arena26, align 4
+  %107 = add nsw i64 36, %conv1.f1221
+  %params27 = getelementptr inbounds float, ptr %params, i64 %107
+  %108 = load float, ptr %params27, align 4
+  %109 = fadd float %106, %108
+  %best15 = load float, ptr %conv1.best15, align 4
+  %110 = fcmp ogt float %109, %best15
+  %111 = mul nsw i64 %conv1.py1322, 26
+  %112 = mul nsw i64 %conv1.px1423, 2
+  %113 = add nsw i64 %111, %112
+  %114 = sitofp i64 %113 to float
+  %bi16 = load float, ptr %conv1.bi16, align 4
+  %115 = select i1 %110, float %114, float %bi16
+  store float %115, ptr %conv1.bi16, align 4
+  %116 = mul nsw i64 %conv1.f1221, 2704
+  %117 = add nsw i64 42768, %116
+  %118 = mul nsw i64 %conv1.j1120, 169
+  %119 = add nsw i64 %117, %118
+  %120 = mul nsw i64 %conv1.py1322, 26
+  %121 = mul nsw i64 %conv1.px1423, 2
+  %122 = add nsw i64 %120, %121
+  %123 = add nsw i64 %119, %122
+  %arena28 = getelementptr inbounds float, ptr %arena, i64 %123
+  %124 = load float, ptr %arena28, align 4
+  %125 = add nsw i64 36, %conv1.f1221
+  %params29 = getelementptr inbounds float, ptr %params, i64 %125
+  %126 = load float, ptr %params29, align 4
+  %127 = fadd float %124, %126
+  %best1530 = load float, ptr %conv1.best15, align 4
+  %128 = fcmp ogt float %127, %best1530
+  %129 = mul nsw i64 %conv1.f1221, 2704
+  %130 = add nsw i64 42768, %129
+  %131 = mul nsw i64 %conv1.j1120, 169
+  %132 = add nsw i64 %130, %131
+  %133 = mul nsw i64 %conv1.py1322, 26
+  %134 = mul nsw i64 %conv1.px1423, 2
+  %135 = add nsw i64 %133, %134
+  %136 = add nsw i64 %132, %135
+  %arena31 = getelementptr inbounds float, ptr %arena, i64 %136
+  %137 = load float, ptr %arena31, align 4
+  %138 = add nsw i64 36, %conv1.f1221
+  %params32 = getelementptr inbounds float, ptr %params, i64 %138
+  %139 = load float, ptr %params32, align 4
+  %140 = fadd float %137, %139
+  %best1533 = load float, ptr %conv1.best15, align 4
+  %141 = select i1 %128, float %140, float %best1533
+  store float %141, ptr %conv1.best15, align 4
+  %142 = mul nsw i64 %conv1.f1221, 2704
+  %143 = add nsw i64 42768, %142
+  %144 = mul nsw i64 %conv1.j1120, 169
+  %145 = add nsw i64 %143, %144
+  %146 = mul nsw i64 %conv1.py1322, 26
+  %147 = mul nsw i64 %conv1.px1423, 2
   %148 = add nsw i64 %146, %147
-  %arena37 = getelementptr inbounds float, ptr %arena, i64 %148
-  store <8 x float> %133, ptr %arena37, align 4
-  %cv26.next = add nsw i64 %conv1.cv2635, 1
-  %149 = icmp slt i64 %cv26.next, 1
-  br i1 %149, label %conv1.cv26, label %conv1.cv26.end, !llvm.loop !23
-
-conv1.cv26.end:                                   ; preds = %conv1.cv26
-  %150 = add nsw i64 %conv1.j1928, %conv1.c2029
-  %151 = mul nsw i64 %150, 2
-  %152 = mul nsw i64 %conv1.wy2332, 2
-  %153 = add nsw i64 %152, %conv1.ky2130
-  %154 = srem i64 %153, 2
-  %155 = add nsw i64 %151, %154
-  %156 = mul nsw i64 %155, 2
-  %157 = mul nsw i64 %conv1.wx2433, 2
-  %158 = add nsw i64 %157, %conv1.kx2231
-  %159 = srem i64 %158, 2
-  %160 = add nsw i64 %156, %159
-  %161 = mul nsw i64 %160, 196
-  %162 = mul nsw i64 %conv1.wy2332, 2
-  %163 = add nsw i64 %162, %conv1.ky2130
-  %164 = sdiv i64 %163, 2
-  %165 = add nsw i64 %conv1.py2534, %164
-  %166 = mul nsw i64 %165, 14
-  %167 = add nsw i64 %161, %166
-  %168 = mul nsw i64 %conv1.wx2433, 2
-  %169 = add nsw i64 %168, %conv1.kx2231
-  %170 = sdiv i64 %169, 2
-  %171 = add nsw i64 8, %170
-  %172 = add nsw i64 %167, %171
-  %173 = add nsw i64 56288, %172
-  %arena38 = getelementptr inbounds float, ptr %arena, i64 %173
-  %174 = call <8 x float> @llvm.masked.load.v8f32.p0(ptr %arena38, i32 4, <8 x i1> <i1 true, i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false>, <8 x float> zeroinitializer)
-  %175 = mul nsw i64 %conv1.c2029, 3
-  %176 = add nsw i64 %175, %conv1.ky2130
-  %177 = mul nsw i64 %176, 3
-  %178 = add nsw i64 %177, %conv1.kx2231
-  %179 = mul nsw i64 %178, 2704
-  %180 = add nsw i64 18432, %179
-  %181 = mul nsw i64 %conv1.j1928, 169
+  %149 = add nsw i64 %148, 1
+  %150 = add nsw i64 %145, %149
+  %arena34 = getelementptr inbounds float, ptr %arena, i64 %150
+  %151 = load float, ptr %arena34, align 4
+  %152 = add nsw i64 36, %conv1.f1221
+  %params35 = getelementptr inbounds float, ptr %params, i64 %152
+  %153 = load float, ptr %params35, align 4
+  %154 = fadd float %151, %153
+  %best1536 = load float, ptr %conv1.best15, align 4
+  %155 = fcmp ogt float %154, %best1536
+  %156 = mul nsw i64 %conv1.py1322, 26
+  %157 = mul nsw i64 %conv1.px1423, 2
+  %158 = add nsw i64 %156, %157
+  %159 = add nsw i64 %158, 1
+  %160 = sitofp i64 %159 to float
+  %bi1637 = load float, ptr %conv1.bi16, align 4
+  %161 = select i1 %155, float %160, float %bi1637
+  store float %161, ptr %conv1.bi16, align 4
+  %162 = mul nsw i64 %conv1.f1221, 2704
+  %163 = add nsw i64 42768, %162
+  %164 = mul nsw i64 %conv1.j1120, 169
+  %165 = add nsw i64 %163, %164
+  %166 = mul nsw i64 %conv1.py1322, 26
+  %167 = mul nsw i64 %conv1.px1423, 2
+  %168 = add nsw i64 %166, %167
+  %169 = add nsw i64 %168, 1
+  %170 = add nsw i64 %165, %169
+  %arena38 = getelementptr inbounds float, ptr %arena, i64 %170
+  %171 = load float, ptr %arena38, align 4
+  %172 = add nsw i64 36, %conv1.f1221
+  %params39 = getelementptr inbounds float, ptr %params, i64 %172
+  %173 = load float, ptr %params39, align 4
+  %174 = fadd float %171, %173
+  %best1540 = load float, ptr %conv1.best15, align 4
+  %175 = fcmp ogt float %174, %best1540
+  %176 = mul nsw i64 %conv1.f1221, 2704
+  %177 = add nsw i64 42768, %176
+  %178 = mul nsw i64 %conv1.j1120, 169
+  %179 = add nsw i64 %177, %178
+  %180 = mul nsw i64 %conv1.py1322, 26
+  %181 = mul nsw i64 %conv1.px1423, 2
   %182 = add nsw i64 %180, %181
-  %183 = add nsw i64 %conv1.wy2332, %conv1.wx2433
-  %184 = mul nsw i64 %183, 169
-  %185 = add nsw i64 %182, %184
-  %186 = mul nsw i64 %conv1.py2534, 13
-  %187 = add nsw i64 %185, %186
-  %188 = add nsw i64 %187, 8
-  %arena39 = getelementptr inbounds float, ptr %arena, i64 %188
-  call void @llvm.masked.store.v8f32.p0(<8 x float> %174, ptr %arena39, i32 4, <8 x i1> <i1 true, i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false>)
-  %py25.next = add nsw i64 %conv1.py2534, 1
-  %189 = icmp slt i64 %py25.next, 13
-  br i1 %189, label %conv1.py25, label %conv1.py25.end, !llvm.loop !24
-
-conv1.j27:                                        ; preds = %conv1.f28.end, %conv1.j19.end
-  %conv1.j2743 = phi i64 [ 0, %conv1.j19.end ], [ %j27.next, %conv1.f28.end ]
-  br label %conv1.f28
-
-conv1.j27.end:                                    ; preds = %conv1.f28.end
-  %g2.next = add nsw i64 %conv1.g23, 1
-  %190 = icmp slt i64 %g2.next, 4
-  br i1 %190, label %conv1.g2, label %conv1.g2.end
-
-conv1.f28:                                        ; preds = %conv1.py29.end, %conv1.j27
-  %conv1.f2844 = phi i64 [ 0, %conv1.j27 ], [ %f28.next, %conv1.py29.end ]
-  br label %conv1.py29
-
-conv1.f28.end:                                    ; preds = %conv1.py29.end
-  %j27.next = add nsw i64 %conv1.j2743, 1
-  %191 = icmp slt i64 %j27.next, 16
-  br i1 %191, label %conv1.j27, label %conv1.j27.end
-
-conv1.py29:                                       ; preds = %conv1.px30.end, %conv1.f28
-  %conv1.py2945 = phi i64 [ 0, %conv1.f28 ], [ %py29.next, %conv1.px30.end ]
-  br label %conv1.px30
-
-conv1.py29.end:                                   ; preds = %conv1.px30.end
-  %f28.next = add nsw i64 %conv1.f2844, 1
-  %192 = icmp slt i64 %f28.next, 4
-  br i1 %192, label %conv1.f28, label %conv1.f28.end
-
-conv1.px30:                                       ; preds = %conv1.px30, %conv1.py29
-  %conv1.px3046 = phi i64 [ 0, %conv1.py29 ], [ %px30.next, %conv1.px30 ]
-  %193 = mul nsw i64 %conv1.f2844, 2704
-  %194 = add nsw i64 42768, %193
-  %195 = mul nsw i64 %conv1.j2743, 169
+  %183 = add nsw i64 %182, 1
+  %184 = add nsw i64 %179, %183
+  %arena41 = getelementptr inbounds float, ptr %arena, i64 %184
+  %185 = load float, ptr %arena41, align 4
+  %186 = add nsw i64 36, %conv1.f1221
+  %params42 = getelementptr inbounds float, ptr %params, i64 %186
+  %187 = load float, ptr %params42, align 4
+  %188 = fadd float %185, %187
+  %best1543 = load float, ptr %conv1.best15, align 4
+  %189 = select i1 %175, float %188, float %best1543
+  store float %189, ptr %conv1.best15, align 4
+  %190 = mul nsw i64 %conv1.f1221, 2704
+  %191 = add nsw i64 42768, %190
+  %192 = mul nsw i64 %conv1.j1120, 169
+  %193 = add nsw i64 %191, %192
+  %194 = mul nsw i64 %conv1.py1322, 26
+  %195 = mul nsw i64 %conv1.px1423, 2
   %196 = add nsw i64 %194, %195
-  %197 = mul nsw i64 %conv1.py2945, 26
-  %198 = mul nsw i64 %conv1.px3046, 2
-  %199 = add nsw i64 %197, %198
-  %200 = add nsw i64 %196, %199
-  %arena47 = getelementptr inbounds float, ptr %arena, i64 %200
-  %201 = load float, ptr %arena47, align 4
-  %202 = add nsw i64 36, %conv1.f2844
-  %params48 = getelementptr inbounds float, ptr %params, i64 %202
-  %203 = load float, ptr %params48, align 4
-  %204 = fadd float %201, %203
-  store float %204, ptr %conv1.best31, align 4
-  %205 = mul nsw i64 %conv1.py2945, 26
-  %206 = mul nsw i64 %conv1.px3046, 2
-  %207 = add nsw i64 %205, %206
+  %197 = add nsw i64 %196, 13
+  %198 = add nsw i64 %193, %197
+  %arena44 = getelementptr inbounds float, ptr %arena, i64 %198
+  %199 = load float, ptr %arena44, align 4
+  %200 = add nsw i64 36, %conv1.f1221
+  %params45 = getelementptr inbounds float, ptr %params, i64 %200
+  %201 = load float, ptr %params45, align 4
+  %202 = fadd float %199, %201
+  %best1546 = load float, ptr %conv1.best15, align 4
+  %203 = fcmp ogt float %202, %best1546
+  %204 = mul nsw i64 %conv1.py1322, 26
+  %205 = mul nsw i64 %conv1.px1423, 2
+  %206 = add nsw i64 %204, %205
+  %207 = add nsw i64 %206, 13
   %208 = sitofp i64 %207 to float
-  store float %208, ptr %conv1.bi32, align 4
-  %209 = mul nsw i64 %conv1.f2844, 2704
-  %210 = add nsw i64 42768, %209
-  %211 = mul nsw i64 %conv1.j2743, 169
-  %212 = add nsw i64 %210, %211
-  %213 = mul nsw i64 %conv1.py2945, 26
-  %214 = mul nsw i64 %conv1.px3046, 2
-  %215 = add nsw i64 %213, %214
-  %216 = add nsw i64 %212, %215
-  %arena49 = getelementptr inbounds float, ptr %arena, i64 %216
-  %217 = load float, ptr %arena49, align 4
-  %218 = add nsw i64 36, %conv1.f2844
-  %params50 = getelementptr inbounds float, ptr %params, i64 %218
-  %219 = load float, ptr %params50, align 4
-  %220 = fadd float %217, %219
-  %best31 = load float, ptr %conv1.best31, align 4
-  %221 = fcmp ogt float %220, %best31
-  %222 = mul nsw i64 %conv1.py2945, 26
-  %223 = mul nsw i64 %conv1.px3046, 2
-  %224 = add nsw i64 %222, %223
-  %225 = sitofp i64 %224 to float
-  %bi32 = load float, ptr %conv1.bi32, align 4
-  %226 = select i1 %221, float %225, float %bi32
-  store float %226, ptr %conv1.bi32, align 4
-  %227 = mul nsw i64 %conv1.f2844, 2704
-  %228 = add nsw i64 42768, %227
-  %229 = mul nsw i64 %conv1.j2743, 169
+  %bi1647 = load float, ptr %conv1.bi16, align 4
+  %209 = select i1 %203, float %208, float %bi1647
+  store float %209, ptr %conv1.bi16, align 4
+  %210 = mul nsw i64 %conv1.f1221, 2704
+  %211 = add nsw i64 42768, %210
+  %212 = mul nsw i64 %conv1.j1120, 169
+  %213 = add nsw i64 %211, %212
+  %214 = mul nsw i64 %conv1.py1322, 26
+  %215 = mul nsw i64 %conv1.px1423, 2
+  %216 = add nsw i64 %214, %215
+  %217 = add nsw i64 %216, 13
+  %218 = add nsw i64 %213, %217
+  %arena48 = getelementptr inbounds float, ptr %arena, i64 %218
+  %219 = load float, ptr %arena48, align 4
+  %220 = add nsw i64 36, %conv1.f1221
+  %params49 = getelementptr inbounds float, ptr %params, i64 %220
+  %221 = load float, ptr %params49, align 4
+  %222 = fadd float %219, %221
+  %best1550 = load float, ptr %conv1.best15, align 4
+  %223 = fcmp ogt float %222, %best1550
+  %224 = mul nsw i64 %conv1.f1221, 2704
+  %225 = add nsw i64 42768, %224
+  %226 = mul nsw i64 %conv1.j1120, 169
+  %227 = add nsw i64 %225, %226
+  %228 = mul nsw i64 %conv1.py1322, 26
+  %229 = mul nsw i64 %conv1.px1423, 2
   %230 = add nsw i64 %228, %229
-  %231 = mul nsw i64 %conv1.py2945, 26
-  %232 = mul nsw i64 %conv1.px3046, 2
-  %233 = add nsw i64 %231, %232
-  %234 = add nsw i64 %230, %233
-  %arena51 = getelementptr inbounds float, ptr %arena, i64 %234
-  %235 = load float, ptr %arena51, align 4
-  %236 = add nsw i64 36, %conv1.f2844
-  %params52 = getelementptr inbounds float, ptr %params, i64 %236
-  %237 = load float, ptr %params52, align 4
-  %238 = fadd float %235, %237
-  %best3153 = load float, ptr %conv1.best31, align 4
-  %239 = fcmp ogt float %238, %best3153
-  %240 = mul nsw i64 %conv1.f2844, 2704
-  %241 = add nsw i64 42768, %240
-  %242 = mul nsw i64 %conv1.j2743, 169
-  %243 = add nsw i64 %241, %242
-  %244 = mul nsw i64 %conv1.py2945, 26
-  %245 = mul nsw i64 %conv1.px3046, 2
-  %246 = add nsw i64 %244, %245
-  %247 = add nsw i64 %243, %246
+  %231 = add nsw i64 %230, 13
+  %232 = add nsw i64 %227, %231
+  %arena51 = getelementptr inbounds float, ptr %arena, i64 %232
+  %233 = load float, ptr %arena51, align 4
+  %234 = add nsw i64 36, %conv1.f1221
+  %params52 = getelementptr inbounds float, ptr %params, i64 %234
+  %235 = load float, ptr %params52, align 4
+  %236 = fadd float %233, %235
+  %best1553 = load float, ptr %conv1.best15, align 4
+  %237 = select i1 %223, float %236, float %best1553
+  store float %237, ptr %conv1.best15, align 4
+  %238 = mul nsw i64 %conv1.f1221, 2704
+  %239 = add nsw i64 42768, %238
+  %240 = mul nsw i64 %conv1.j1120, 169
+  %241 = add nsw i64 %239, %240
+  %242 = mul nsw i64 %conv1.py1322, 26
+  %243 = mul nsw i64 %conv1.px1423, 2
+  %244 = add nsw i64 %242, %243
+  %245 = add nsw i64 %244, 13
+  %246 = add nsw i64 %245, 1
+  %247 = add nsw i64 %241, %246
   %arena54 = getelementptr inbounds float, ptr %arena, i64 %247
   %248 = load float, ptr %arena54, align 4
-  %249 = add nsw i64 36, %conv1.f2844
+  %249 = add nsw i64 36, %conv1.f1221
   %params55 = getelementptr inbounds float, ptr %params, i64 %249
   %250 = load float, ptr %params55, align 4
   %251 = fadd float %248, %250
-  %best3156 = load float, ptr %conv1.best31, align 4
-  %252 = select i1 %239, float %251, float %best3156
-  store float %252, ptr %conv1.best31, align 4
-  %253 = mul nsw i64 %conv1.f2844, 2704
-  %254 = add nsw i64 42768, %253
-  %255 = mul nsw i64 %conv1.j2743, 169
-  %256 = add nsw i64 %254, %255
-  %257 = mul nsw i64 %conv1.py2945, 26
-  %258 = mul nsw i64 %conv1.px3046, 2
-  %259 = add nsw i64 %257, %258
-  %260 = add nsw i64 %259, 1
-  %261 = add nsw i64 %256, %260
-  %arena57 = getelementptr inbounds float, ptr %arena, i64 %261
-  %262 = load float, ptr %arena57, align 4
-  %263 = add nsw i64 36, %conv1.f2844
-  %params58 = getelementptr inbounds float, ptr %params, i64 %263
-  %264 = load float, ptr %params58, align 4
-  %265 = fadd float %262, %264
-  %best3159 = load float, ptr %conv1.best31, align 4
-  %266 = fcmp ogt float %265, %best3159
-  %267 = mul nsw i64 %conv1.py2945, 26
-  %268 = mul nsw i64 %conv1.px3046, 2
-  %269 = add nsw i64 %267, %268
-  %270 = add nsw i64 %269, 1
-  %271 = sitofp i64 %270 to float
-  %bi3260 = load float, ptr %conv1.bi32, align 4
-  %272 = select i1 %266, float %271, float %bi3260
-  store float %272, ptr %conv1.bi32, align 4
-  %273 = mul nsw i64 %conv1.f2844, 2704
-  %274 = add nsw i64 42768, %273
-  %275 = mul nsw i64 %conv1.j2743, 169
-  %276 = add nsw i64 %274, %275
-  %277 = mul nsw i64 %conv1.py2945, 26
-  %278 = mul nsw i64 %conv1.px3046, 2
-  %279 = add nsw i64 %277, %278
-  %280 = add nsw i64 %279, 1
-  %281 = add nsw i64 %276, %280
-  %arena61 = getelementptr inbounds float, ptr %arena, i64 %281
-  %282 = load float, ptr %arena61, align 4
-  %283 = add nsw i64 36, %conv1.f2844
-  %params62 = getelementptr inbounds float, ptr %params, i64 %283
-  %284 = load float, ptr %params62, align 4
-  %285 = fadd float %282, %284
-  %best3163 = load float, ptr %conv1.best31, align 4
-  %286 = fcmp ogt float %285, %best3163
-  %287 = mul nsw i64 %conv1.f2844, 2704
-  %288 = add nsw i64 42768, %287
-  %289 = mul nsw i64 %conv1.j2743, 169
-  %290 = add nsw i64 %288, %289
-  %291 = mul nsw i64 %conv1.py2945, 26
-  %292 = mul nsw i64 %conv1.px3046, 2
-  %293 = add nsw i64 %291, %292
-  %294 = add nsw i64 %293, 1
-  %295 = add nsw i64 %290, %294
-  %arena64 = getelementptr inbounds float, ptr %arena, i64 %295
-  %296 = load float, ptr %arena64, align 4
-  %297 = add nsw i64 36, %conv1.f2844
-  %params65 = getelementptr inbounds float, ptr %params, i64 %297
-  %298 = load float, ptr %params65, align 4
-  %299 = fadd float %296, %298
-  %best3166 = load float, ptr %conv1.best31, align 4
-  %300 = select i1 %286, float %299, float %best3166
-  store float %300, ptr %conv1.best31, align 4
-  %301 = mul nsw i64 %conv1.f2844, 2704
-  %302 = add nsw i64 42768, %301
-  %303 = mul nsw i64 %conv1.j2743, 169
+  %best1556 = load float, ptr %conv1.best15, align 4
+  %252 = fcmp ogt float %251, %best1556
+  %253 = mul nsw i64 %conv1.py1322, 26
+  %254 = mul nsw i64 %conv1.px1423, 2
+  %255 = add nsw i64 %253, %254
+  %256 = add nsw i64 %255, 13
+  %257 = add nsw i64 %256, 1
+  %258 = sitofp i64 %257 to float
+  %bi1657 = load float, ptr %conv1.bi16, align 4
+  %259 = select i1 %252, float %258, float %bi1657
+  store float %259, ptr %conv1.bi16, align 4
+  %260 = mul nsw i64 %conv1.f1221, 2704
+  %261 = add nsw i64 42768, %260
+  %262 = mul nsw i64 %conv1.j1120, 169
+  %263 = add nsw i64 %261, %262
+  %264 = mul nsw i64 %conv1.py1322, 26
+  %265 = mul nsw i64 %conv1.px1423, 2
+  %266 = add nsw i64 %264, %265
+  %267 = add nsw i64 %266, 13
+  %268 = add nsw i64 %267, 1
+  %269 = add nsw i64 %263, %268
+  %arena58 = getelementptr inbounds float, ptr %arena, i64 %269
+  %270 = load float, ptr %arena58, align 4
+  %271 = add nsw i64 36, %conv1.f1221
+  %params59 = getelementptr inbounds float, ptr %params, i64 %271
+  %272 = load float, ptr %params59, align 4
+  %273 = fadd float %270, %272
+  %best1560 = load float, ptr %conv1.best15, align 4
+  %274 = fcmp ogt float %273, %best1560
+  %275 = mul nsw i64 %conv1.f1221, 2704
+  %276 = add nsw i64 42768, %275
+  %277 = mul nsw i64 %conv1.j1120, 169
+  %278 = add nsw i64 %276, %277
+  %279 = mul nsw i64 %conv1.py1322, 26
+  %280 = mul nsw i64 %conv1.px1423, 2
+  %281 = add nsw i64 %279, %280
+  %282 = add nsw i64 %281, 13
+  %283 = add nsw i64 %282, 1
+  %284 = add nsw i64 %278, %283
+  %arena61 = getelementptr inbounds float, ptr %arena, i64 %284
+  %285 = load float, ptr %arena61, align 4
+  %286 = add nsw i64 36, %conv1.f1221
+  %params62 = getelementptr inbounds float, ptr %params, i64 %286
+  %287 = load float, ptr %params62, align 4
+  %288 = fadd float %285, %287
+  %best1563 = load float, ptr %conv1.best15, align 4
+  %289 = select i1 %274, float %288, float %best1563
+  store float %289, ptr %conv1.best15, align 4
+  %best1564 = load float, ptr %conv1.best15, align 4
+  %290 = fcmp ogt float %best1564, 0.000000e+00
+  %best1565 = load float, ptr %conv1.best15, align 4
+  %291 = select i1 %290, float %best1565, float 0.000000e+00
+  %292 = mul nsw i64 %conv1.g11, 16
+  %293 = add nsw i64 %292, %conv1.j1120
+  %294 = mul nsw i64 %293, 144
+  %295 = mul nsw i64 %conv1.f1221, 36
+  %296 = add nsw i64 %294, %295
+  %297 = mul nsw i64 %conv1.py1322, 6
+  %298 = add nsw i64 %296, %297
+  %299 = add nsw i64 %298, %conv1.px1423
+  %arena66 = getelementptr inbounds float, ptr %arena, i64 %299
+  store float %291, ptr %arena66, align 4
+  %bi1667 = load float, ptr %conv1.bi16, align 4
+  %300 = mul nsw i64 %conv1.g11, 16
+  %301 = add nsw i64 %300, %conv1.j1120
+  %302 = mul nsw i64 %301, 144
+  %303 = mul nsw i64 %conv1.f1221, 36
   %304 = add nsw i64 %302, %303
-  %305 = mul nsw i64 %conv1.py2945, 26
-  %306 = mul nsw i64 %conv1.px3046, 2
-  %307 = add nsw i64 %305, %306
-  %308 = add nsw i64 %307, 13
-  %309 = add nsw i64 %304, %308
-  %arena67 = getelementptr inbounds float, ptr %arena, i64 %309
-  %310 = load float, ptr %arena67, align 4
-  %311 = add nsw i64 36, %conv1.f2844
-  %params68 = getelementptr inbounds float, ptr %params, i64 %311
-  %312 = load float, ptr %params68, align 4
-  %313 = fadd float %310, %312
-  %best3169 = load float, ptr %conv1.best31, align 4
-  %314 = fcmp ogt float %313, %best3169
-  %315 = mul nsw i64 %conv1.py2945, 26
-  %316 = mul nsw i64 %conv1.px3046, 2
-  %317 = add nsw i64 %315, %316
-  %318 = add nsw i64 %317, 13
-  %319 = sitofp i64 %318 to float
-  %bi3270 = load float, ptr %conv1.bi32, align 4
-  %320 = select i1 %314, float %319, float %bi3270
-  store float %320, ptr %conv1.bi32, align 4
-  %321 = mul nsw i64 %conv1.f2844, 2704
-  %322 = add nsw i64 42768, %321
-  %323 = mul nsw i64 %conv1.j2743, 169
-  %324 = add nsw i64 %322, %323
-  %325 = mul nsw i64 %conv1.py2945, 26
-  %326 = mul nsw i64 %conv1.px3046, 2
-  %327 = add nsw i64 %325, %326
-  %328 = add nsw i64 %327, 13
-  %329 = add nsw i64 %324, %328
-  %arena71 = getelementptr inbounds float, ptr %arena, i64 %329
-  %330 = load float, ptr %arena71, align 4
-  %331 = add nsw i64 36, %conv1.f2844
-  %params72 = getelementptr inbounds float, ptr %params, i64 %331
-  %332 = load float, ptr %params72, align 4
-  %333 = fadd float %330, %332
-  %best3173 = load float, ptr %conv1.best31, align 4
-  %334 = fcmp ogt float %333, %best3173
-  %335 = mul nsw i64 %conv1.f2844, 2704
-  %336 = add nsw i64 42768, %335
-  %337 = mul nsw i64 %conv1.j2743, 169
-  %338 = add nsw i64 %336, %337
-  %339 = mul nsw i64 %conv1.py2945, 26
-  %340 = mul nsw i64 %conv1.px3046, 2
-  %341 = add nsw i64 %339, %340
-  %342 = add nsw i64 %341, 13
-  %343 = add nsw i64 %338, %342
-  %arena74 = getelementptr inbounds float, ptr %arena, i64 %343
-  %344 = load float, ptr %arena74, align 4
-  %345 = add nsw i64 36, %conv1.f2844
-  %params75 = getelementptr inbounds float, ptr %params, i64 %345
-  %346 = load float, ptr %params75, align 4
-  %347 = fadd float %344, %346
-  %best3176 = load float, ptr %conv1.best31, align 4
-  %348 = select i1 %334, float %347, float %best3176
-  store float %348, ptr %conv1.best31, align 4
-  %349 = mul nsw i64 %conv1.f2844, 2704
-  %350 = add nsw i64 42768, %349
-  %351 = mul nsw i64 %conv1.j2743, 169
-  %352 = add nsw i64 %350, %351
-  %353 = mul nsw i64 %conv1.py2945, 26
-  %354 = mul nsw i64 %conv1.px3046, 2
-  %355 = add nsw i64 %353, %354
-  %356 = add nsw i64 %355, 13
-  %357 = add nsw i64 %356, 1
-  %358 = add nsw i64 %352, %357
-  %arena77 = getelementptr inbounds float, ptr %arena, i64 %358
-  %359 = load float, ptr %arena77, align 4
-  %360 = add nsw i64 36, %conv1.f2844
-  %params78 = getelementptr inbounds float, ptr %params, i64 %360
-  %361 = load float, ptr %params78, align 4
-  %362 = fadd float %359, %361
-  %best3179 = load float, ptr %conv1.best31, align 4
-  %363 = fcmp ogt float %362, %best3179
-  %364 = mul nsw i64 %conv1.py2945, 26
-  %365 = mul nsw i64 %conv1.px3046, 2
-  %366 = add nsw i64 %364, %365
-  %367 = add nsw i64 %366, 13
-  %368 = add nsw i64 %367, 1
-  %369 = sitofp i64 %368 to float
-  %bi3280 = load float, ptr %conv1.bi32, align 4
-  %370 = select i1 %363, float %369, float %bi3280
-  store float %370, ptr %conv1.bi32, align 4
-  %371 = mul nsw i64 %conv1.f2844, 2704
-  %372 = add nsw i64 42768, %371
-  %373 = mul nsw i64 %conv1.j2743, 169
-  %374 = add nsw i64 %372, %373
-  %375 = mul nsw i64 %conv1.py2945, 26
-  %376 = mul nsw i64 %conv1.px3046, 2
-  %377 = add nsw i64 %375, %376
-  %378 = add nsw i64 %377, 13
-  %379 = add nsw i64 %378, 1
-  %380 = add nsw i64 %374, %379
-  %arena81 = getelementptr inbounds float, ptr %arena, i64 %380
-  %381 = load float, ptr %arena81, align 4
-  %382 = add nsw i64 36, %conv1.f2844
-  %params82 = getelementptr inbounds float, ptr %params, i64 %382
-  %383 = load float, ptr %params82, align 4
-  %384 = fadd float %381, %383
-  %best3183 = load float, ptr %conv1.best31, align 4
-  %385 = fcmp ogt float %384, %best3183
-  %386 = mul nsw i64 %conv1.f2844, 2704
-  %387 = add nsw i64 42768, %386
-  %388 = mul nsw i64 %conv1.j2743, 169
-  %389 = add nsw i64 %387, %388
-  %390 = mul nsw i64 %conv1.py2945, 26
-  %391 = mul nsw i64 %conv1.px3046, 2
-  %392 = add nsw i64 %390, %391
-  %393 = add nsw i64 %392, 13
-  %394 = add nsw i64 %393, 1
-  %395 = add nsw i64 %389, %394
-  %arena84 = getelementptr inbounds float, ptr %arena, i64 %395
-  %396 = load float, ptr %arena84, align 4
-  %397 = add nsw i64 36, %conv1.f2844
-  %params85 = getelementptr inbounds float, ptr %params, i64 %397
-  %398 = load float, ptr %params85, align 4
-  %399 = fadd float %396, %398
-  %best3186 = load float, ptr %conv1.best31, align 4
-  %400 = select i1 %385, float %399, float %best3186
-  store float %400, ptr %conv1.best31, align 4
-  %best3187 = load float, ptr %conv1.best31, align 4
-  %401 = fcmp ogt float %best3187, 0.000000e+00
-  %best3188 = load float, ptr %conv1.best31, align 4
-  %402 = select i1 %401, float %best3188, float 0.000000e+00
-  %403 = mul nsw i64 %conv1.g23, 16
-  %404 = add nsw i64 %403, %conv1.j2743
-  %405 = mul nsw i64 %404, 144
-  %406 = mul nsw i64 %conv1.f2844, 36
-  %407 = add nsw i64 %405, %406
-  %408 = mul nsw i64 %conv1.py2945, 6
-  %409 = add nsw i64 %407, %408
-  %410 = add nsw i64 %409, %conv1.px3046
-  %arena89 = getelementptr inbounds float, ptr %arena, i64 %410
-  store float %402, ptr %arena89, align 4
-  %bi3290 = load float, ptr %conv1.bi32, align 4
-  %411 = mul nsw i64 %conv1.g23, 16
-  %412 = add nsw i64 %411, %conv1.j2743
-  %413 = mul nsw i64 %412, 144
-  %414 = mul nsw i64 %conv1.f2844, 36
-  %415 = add nsw i64 %413, %414
-  %416 = mul nsw i64 %conv1.py2945, 6
-  %417 = add nsw i64 %415, %416
-  %418 = add nsw i64 %417, %conv1.px3046
-  %419 = add nsw i64 9216, %418
-  %arena91 = getelementptr inbounds float, ptr %arena, i64 %419
-  store float %bi3290, ptr %arena91, align 4
-  %px30.next = add nsw i64 %conv1.px3046, 1
-  %420 = icmp slt i64 %px30.next, 6
-  br i1 %420, label %conv1.px30, label %conv1.px30.end
+  %305 = mul nsw i64 %conv1.py1322, 6
+  %306 = add nsw i64 %304, %305
+  %307 = add nsw i64 %306, %conv1.px1423
+  %308 = add nsw i64 9216, %307
+  %arena68 = getelementptr inbounds float, ptr %arena, i64 %308
+  store float %bi1667, ptr %arena68, align 4
+  %px14.next = add nsw i64 %conv1.px1423, 1
+  %309 = icmp slt i64 %px14.next, 6
+  br i1 %309, label %conv1.px14, label %conv1.px14.end
 
-conv1.px30.end:                                   ; preds = %conv1.px30
-  %py29.next = add nsw i64 %conv1.py2945, 1
-  %421 = icmp slt i64 %py29.next, 6
-  br i1 %421, label %conv1.py29, label %conv1.py29.end
+conv1.px14.end:                                   ; preds = %conv1.px14
+  %py13.next = add nsw i64 %conv1.py1322, 1
+  %310 = icmp slt i64 %py13.next, 6
+  br i1 %310, label %conv1.py13, label %conv1.py13.end
 }
-
-; Function Attrs: nocallback nofree nosync nounwind willreturn memory(argmem: read)
-declare <8 x float> @llvm.masked.load.v8f32.p0(ptr nocapture, i32 immarg, <8 x i1>, <8 x float>) #2
-
-; Function Attrs: nocallback nofree nosync nounwind willreturn memory(argmem: write)
-declare void @llvm.masked.store.v8f32.p0(<8 x float>, ptr nocapture, i32 immarg, <8 x i1>) #3
 
 declare void @cblas_sgemm(i32, i32, i32, i32, i32, i32, float, ptr, i32, ptr, i32, float, ptr, i32)
 
@@ -795,230 +539,230 @@ entry:
   %params2 = getelementptr inbounds float, ptr %params, i64 40
   %arena3 = getelementptr inbounds float, ptr %arena, i64 18432
   call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 144, float 1.000000e+00, ptr %arena1, i32 144, ptr %params2, i32 144, float 0.000000e+00, ptr %arena3, i32 10)
-  br label %fc1.n33
+  br label %fc1.n17
 
-fc1.n33:                                          ; preds = %fc1.u34.end, %entry
-  %fc1.n334 = phi i64 [ 0, %entry ], [ %n33.next, %fc1.u34.end ]
-  br label %fc1.u34
+fc1.n17:                                          ; preds = %fc1.u18.end, %entry
+  %fc1.n174 = phi i64 [ 0, %entry ], [ %n17.next, %fc1.u18.end ]
+  br label %fc1.u18
 
-fc1.n33.end:                                      ; preds = %fc1.u34.end
+fc1.n17.end:                                      ; preds = %fc1.u18.end
   ret void
 
-fc1.u34:                                          ; preds = %fc1.u34, %fc1.n33
-  %fc1.u345 = phi i64 [ 0, %fc1.n33 ], [ %u34.next, %fc1.u34 ]
-  %0 = mul nsw i64 %fc1.n334, 10
+fc1.u18:                                          ; preds = %fc1.u18, %fc1.n17
+  %fc1.u185 = phi i64 [ 0, %fc1.n17 ], [ %u18.next, %fc1.u18 ]
+  %0 = mul nsw i64 %fc1.n174, 10
   %1 = add nsw i64 18432, %0
-  %2 = add nsw i64 %1, %fc1.u345
+  %2 = add nsw i64 %1, %fc1.u185
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %2
   %3 = load float, ptr %arena6, align 4
-  %4 = add nsw i64 1480, %fc1.u345
+  %4 = add nsw i64 1480, %fc1.u185
   %params7 = getelementptr inbounds float, ptr %params, i64 %4
   %5 = load float, ptr %params7, align 4
   %6 = fadd float %3, %5
-  %7 = mul nsw i64 %fc1.n334, 10
+  %7 = mul nsw i64 %fc1.n174, 10
   %8 = add nsw i64 18432, %7
-  %9 = add nsw i64 %8, %fc1.u345
+  %9 = add nsw i64 %8, %fc1.u185
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %9
   store float %6, ptr %arena8, align 4
-  %u34.next = add nsw i64 %fc1.u345, 1
-  %10 = icmp slt i64 %u34.next, 10
-  br i1 %10, label %fc1.u34, label %fc1.u34.end
+  %u18.next = add nsw i64 %fc1.u185, 1
+  %10 = icmp slt i64 %u18.next, 10
+  br i1 %10, label %fc1.u18, label %fc1.u18.end
 
-fc1.u34.end:                                      ; preds = %fc1.u34
-  %n33.next = add nsw i64 %fc1.n334, 1
-  %11 = icmp slt i64 %n33.next, 64
-  br i1 %11, label %fc1.n33, label %fc1.n33.end
+fc1.u18.end:                                      ; preds = %fc1.u18
+  %n17.next = add nsw i64 %fc1.n174, 1
+  %11 = icmp slt i64 %n17.next, 64
+  br i1 %11, label %fc1.n17, label %fc1.n17.end
 }
 
 ; Function Attrs: noinline
 define internal void @tiny_train_b64.k3.loss(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %loss.s38 = alloca float, align 4
-  %loss.m37 = alloca float, align 4
-  %loss.total35 = alloca float, align 4
-  store float 0.000000e+00, ptr %loss.total35, align 4
-  br label %loss.n36
+  %loss.s22 = alloca float, align 4
+  %loss.m21 = alloca float, align 4
+  %loss.total19 = alloca float, align 4
+  store float 0.000000e+00, ptr %loss.total19, align 4
+  br label %loss.n20
 
-loss.n36:                                         ; preds = %loss.k40.end, %entry
-  %loss.n361 = phi i64 [ 0, %entry ], [ %n36.next, %loss.k40.end ]
-  %0 = mul nsw i64 %loss.n361, 10
+loss.n20:                                         ; preds = %loss.k24.end, %entry
+  %loss.n201 = phi i64 [ 0, %entry ], [ %n20.next, %loss.k24.end ]
+  %0 = mul nsw i64 %loss.n201, 10
   %1 = add nsw i64 18432, %0
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %1
   %2 = load float, ptr %arena2, align 4
-  store float %2, ptr %loss.m37, align 4
-  br label %loss.k39
+  store float %2, ptr %loss.m21, align 4
+  br label %loss.k23
 
-loss.n36.end:                                     ; preds = %loss.k40.end
-  %total3512 = load float, ptr %loss.total35, align 4
-  %3 = fdiv float %total3512, 6.400000e+01
+loss.n20.end:                                     ; preds = %loss.k24.end
+  %total1912 = load float, ptr %loss.total19, align 4
+  %3 = fdiv float %total1912, 6.400000e+01
   %arena13 = getelementptr inbounds float, ptr %arena, i64 19072
   store float %3, ptr %arena13, align 4
   ret void
 
-loss.k39:                                         ; preds = %loss.k39, %loss.n36
-  %loss.k393 = phi i64 [ 0, %loss.n36 ], [ %k39.next, %loss.k39 ]
-  %m37 = load float, ptr %loss.m37, align 4
-  %4 = mul nsw i64 %loss.n361, 10
+loss.k23:                                         ; preds = %loss.k23, %loss.n20
+  %loss.k233 = phi i64 [ 0, %loss.n20 ], [ %k23.next, %loss.k23 ]
+  %m21 = load float, ptr %loss.m21, align 4
+  %4 = mul nsw i64 %loss.n201, 10
   %5 = add nsw i64 18432, %4
-  %6 = add nsw i64 %5, %loss.k393
+  %6 = add nsw i64 %5, %loss.k233
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %6
   %7 = load float, ptr %arena4, align 4
-  %8 = fcmp ogt float %7, %m37
-  %9 = select i1 %8, float %7, float %m37
-  store float %9, ptr %loss.m37, align 4
-  %k39.next = add nsw i64 %loss.k393, 1
-  %10 = icmp slt i64 %k39.next, 10
-  br i1 %10, label %loss.k39, label %loss.k39.end
+  %8 = fcmp ogt float %7, %m21
+  %9 = select i1 %8, float %7, float %m21
+  store float %9, ptr %loss.m21, align 4
+  %k23.next = add nsw i64 %loss.k233, 1
+  %10 = icmp slt i64 %k23.next, 10
+  br i1 %10, label %loss.k23, label %loss.k23.end
 
-loss.k39.end:                                     ; preds = %loss.k39
-  store float 0.000000e+00, ptr %loss.s38, align 4
-  br label %loss.k40
+loss.k23.end:                                     ; preds = %loss.k23
+  store float 0.000000e+00, ptr %loss.s22, align 4
+  br label %loss.k24
 
-loss.k40:                                         ; preds = %loss.k40, %loss.k39.end
-  %loss.k405 = phi i64 [ 0, %loss.k39.end ], [ %k40.next, %loss.k40 ]
-  %s38 = load float, ptr %loss.s38, align 4
-  %11 = mul nsw i64 %loss.n361, 10
+loss.k24:                                         ; preds = %loss.k24, %loss.k23.end
+  %loss.k245 = phi i64 [ 0, %loss.k23.end ], [ %k24.next, %loss.k24 ]
+  %s22 = load float, ptr %loss.s22, align 4
+  %11 = mul nsw i64 %loss.n201, 10
   %12 = add nsw i64 18432, %11
-  %13 = add nsw i64 %12, %loss.k405
+  %13 = add nsw i64 %12, %loss.k245
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %13
   %14 = load float, ptr %arena6, align 4
-  %m377 = load float, ptr %loss.m37, align 4
-  %15 = fsub float %14, %m377
+  %m217 = load float, ptr %loss.m21, align 4
+  %15 = fsub float %14, %m217
   %16 = call float @llvm.exp.f32(float %15)
-  %17 = fadd float %s38, %16
-  store float %17, ptr %loss.s38, align 4
-  %k40.next = add nsw i64 %loss.k405, 1
-  %18 = icmp slt i64 %k40.next, 10
-  br i1 %18, label %loss.k40, label %loss.k40.end
+  %17 = fadd float %s22, %16
+  store float %17, ptr %loss.s22, align 4
+  %k24.next = add nsw i64 %loss.k245, 1
+  %18 = icmp slt i64 %k24.next, 10
+  br i1 %18, label %loss.k24, label %loss.k24.end
 
-loss.k40.end:                                     ; preds = %loss.k40
-  %total35 = load float, ptr %loss.total35, align 4
-  %m378 = load float, ptr %loss.m37, align 4
-  %s389 = load float, ptr %loss.s38, align 4
-  %19 = call float @llvm.log.f32(float %s389)
-  %20 = fadd float %m378, %19
-  %21 = mul nsw i64 %loss.n361, 10
+loss.k24.end:                                     ; preds = %loss.k24
+  %total19 = load float, ptr %loss.total19, align 4
+  %m218 = load float, ptr %loss.m21, align 4
+  %s229 = load float, ptr %loss.s22, align 4
+  %19 = call float @llvm.log.f32(float %s229)
+  %20 = fadd float %m218, %19
+  %21 = mul nsw i64 %loss.n201, 10
   %22 = add nsw i64 18432, %21
-  %labels10 = getelementptr inbounds i32, ptr %labels, i64 %loss.n361
+  %labels10 = getelementptr inbounds i32, ptr %labels, i64 %loss.n201
   %label = load i32, ptr %labels10, align 4
   %23 = sext i32 %label to i64
   %24 = add nsw i64 %22, %23
   %arena11 = getelementptr inbounds float, ptr %arena, i64 %24
   %25 = load float, ptr %arena11, align 4
   %26 = fsub float %20, %25
-  %27 = fadd float %total35, %26
-  store float %27, ptr %loss.total35, align 4
-  %n36.next = add nsw i64 %loss.n361, 1
-  %28 = icmp slt i64 %n36.next, 64
-  br i1 %28, label %loss.n36, label %loss.n36.end
+  %27 = fadd float %total19, %26
+  store float %27, ptr %loss.total19, align 4
+  %n20.next = add nsw i64 %loss.n201, 1
+  %28 = icmp slt i64 %n20.next, 64
+  br i1 %28, label %loss.n20, label %loss.n20.end
 }
 
 ; Function Attrs: nocallback nofree nosync nounwind speculatable willreturn memory(none)
-declare float @llvm.exp.f32(float) #4
+declare float @llvm.exp.f32(float) #2
 
 ; Function Attrs: nocallback nofree nosync nounwind speculatable willreturn memory(none)
-declare float @llvm.log.f32(float) #4
+declare float @llvm.log.f32(float) #2
 
 ; Function Attrs: noinline
 define internal void @tiny_train_b64.k4.fc1_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %fc1_grad.s43 = alloca float, align 4
-  %fc1_grad.m42 = alloca float, align 4
-  br label %fc1_grad.n41
+  %fc1_grad.s27 = alloca float, align 4
+  %fc1_grad.m26 = alloca float, align 4
+  br label %fc1_grad.n25
 
-fc1_grad.n41:                                     ; preds = %fc1_grad.k46.end, %entry
-  %fc1_grad.n411 = phi i64 [ 0, %entry ], [ %n41.next, %fc1_grad.k46.end ]
-  %0 = mul nsw i64 %fc1_grad.n411, 10
+fc1_grad.n25:                                     ; preds = %fc1_grad.k30.end, %entry
+  %fc1_grad.n251 = phi i64 [ 0, %entry ], [ %n25.next, %fc1_grad.k30.end ]
+  %0 = mul nsw i64 %fc1_grad.n251, 10
   %1 = add nsw i64 18432, %0
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %1
   %2 = load float, ptr %arena2, align 4
-  store float %2, ptr %fc1_grad.m42, align 4
-  br label %fc1_grad.k44
+  store float %2, ptr %fc1_grad.m26, align 4
+  br label %fc1_grad.k28
 
-fc1_grad.n41.end:                                 ; preds = %fc1_grad.k46.end
+fc1_grad.n25.end:                                 ; preds = %fc1_grad.k30.end
   ret void
 
-fc1_grad.k44:                                     ; preds = %fc1_grad.k44, %fc1_grad.n41
-  %fc1_grad.k443 = phi i64 [ 0, %fc1_grad.n41 ], [ %k44.next, %fc1_grad.k44 ]
-  %m42 = load float, ptr %fc1_grad.m42, align 4
-  %3 = mul nsw i64 %fc1_grad.n411, 10
+fc1_grad.k28:                                     ; preds = %fc1_grad.k28, %fc1_grad.n25
+  %fc1_grad.k283 = phi i64 [ 0, %fc1_grad.n25 ], [ %k28.next, %fc1_grad.k28 ]
+  %m26 = load float, ptr %fc1_grad.m26, align 4
+  %3 = mul nsw i64 %fc1_grad.n251, 10
   %4 = add nsw i64 18432, %3
-  %5 = add nsw i64 %4, %fc1_grad.k443
+  %5 = add nsw i64 %4, %fc1_grad.k283
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %5
   %6 = load float, ptr %arena4, align 4
-  %7 = fcmp ogt float %6, %m42
-  %8 = select i1 %7, float %6, float %m42
-  store float %8, ptr %fc1_grad.m42, align 4
-  %k44.next = add nsw i64 %fc1_grad.k443, 1
-  %9 = icmp slt i64 %k44.next, 10
-  br i1 %9, label %fc1_grad.k44, label %fc1_grad.k44.end
+  %7 = fcmp ogt float %6, %m26
+  %8 = select i1 %7, float %6, float %m26
+  store float %8, ptr %fc1_grad.m26, align 4
+  %k28.next = add nsw i64 %fc1_grad.k283, 1
+  %9 = icmp slt i64 %k28.next, 10
+  br i1 %9, label %fc1_grad.k28, label %fc1_grad.k28.end
 
-fc1_grad.k44.end:                                 ; preds = %fc1_grad.k44
-  store float 0.000000e+00, ptr %fc1_grad.s43, align 4
-  br label %fc1_grad.k45
+fc1_grad.k28.end:                                 ; preds = %fc1_grad.k28
+  store float 0.000000e+00, ptr %fc1_grad.s27, align 4
+  br label %fc1_grad.k29
 
-fc1_grad.k45:                                     ; preds = %fc1_grad.k45, %fc1_grad.k44.end
-  %fc1_grad.k455 = phi i64 [ 0, %fc1_grad.k44.end ], [ %k45.next, %fc1_grad.k45 ]
-  %s43 = load float, ptr %fc1_grad.s43, align 4
-  %10 = mul nsw i64 %fc1_grad.n411, 10
+fc1_grad.k29:                                     ; preds = %fc1_grad.k29, %fc1_grad.k28.end
+  %fc1_grad.k295 = phi i64 [ 0, %fc1_grad.k28.end ], [ %k29.next, %fc1_grad.k29 ]
+  %s27 = load float, ptr %fc1_grad.s27, align 4
+  %10 = mul nsw i64 %fc1_grad.n251, 10
   %11 = add nsw i64 18432, %10
-  %12 = add nsw i64 %11, %fc1_grad.k455
+  %12 = add nsw i64 %11, %fc1_grad.k295
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %12
   %13 = load float, ptr %arena6, align 4
-  %m427 = load float, ptr %fc1_grad.m42, align 4
-  %14 = fsub float %13, %m427
+  %m267 = load float, ptr %fc1_grad.m26, align 4
+  %14 = fsub float %13, %m267
   %15 = call float @llvm.exp.f32(float %14)
-  %16 = fadd float %s43, %15
-  store float %16, ptr %fc1_grad.s43, align 4
-  %k45.next = add nsw i64 %fc1_grad.k455, 1
-  %17 = icmp slt i64 %k45.next, 10
-  br i1 %17, label %fc1_grad.k45, label %fc1_grad.k45.end
+  %16 = fadd float %s27, %15
+  store float %16, ptr %fc1_grad.s27, align 4
+  %k29.next = add nsw i64 %fc1_grad.k295, 1
+  %17 = icmp slt i64 %k29.next, 10
+  br i1 %17, label %fc1_grad.k29, label %fc1_grad.k29.end
 
-fc1_grad.k45.end:                                 ; preds = %fc1_grad.k45
-  br label %fc1_grad.k46
+fc1_grad.k29.end:                                 ; preds = %fc1_grad.k29
+  br label %fc1_grad.k30
 
-fc1_grad.k46:                                     ; preds = %fc1_grad.k46, %fc1_grad.k45.end
-  %fc1_grad.k468 = phi i64 [ 0, %fc1_grad.k45.end ], [ %k46.next, %fc1_grad.k46 ]
-  %labels9 = getelementptr inbounds i32, ptr %labels, i64 %fc1_grad.n411
+fc1_grad.k30:                                     ; preds = %fc1_grad.k30, %fc1_grad.k29.end
+  %fc1_grad.k308 = phi i64 [ 0, %fc1_grad.k29.end ], [ %k30.next, %fc1_grad.k30 ]
+  %labels9 = getelementptr inbounds i32, ptr %labels, i64 %fc1_grad.n251
   %label = load i32, ptr %labels9, align 4
   %18 = sext i32 %label to i64
-  %19 = icmp eq i64 %fc1_grad.k468, %18
-  %20 = mul nsw i64 %fc1_grad.n411, 10
+  %19 = icmp eq i64 %fc1_grad.k308, %18
+  %20 = mul nsw i64 %fc1_grad.n251, 10
   %21 = add nsw i64 18432, %20
-  %22 = add nsw i64 %21, %fc1_grad.k468
+  %22 = add nsw i64 %21, %fc1_grad.k308
   %arena10 = getelementptr inbounds float, ptr %arena, i64 %22
   %23 = load float, ptr %arena10, align 4
-  %m4211 = load float, ptr %fc1_grad.m42, align 4
-  %24 = fsub float %23, %m4211
+  %m2611 = load float, ptr %fc1_grad.m26, align 4
+  %24 = fsub float %23, %m2611
   %25 = call float @llvm.exp.f32(float %24)
-  %s4312 = load float, ptr %fc1_grad.s43, align 4
-  %26 = fdiv float %25, %s4312
+  %s2712 = load float, ptr %fc1_grad.s27, align 4
+  %26 = fdiv float %25, %s2712
   %27 = fsub float %26, 1.000000e+00
-  %28 = mul nsw i64 %fc1_grad.n411, 10
+  %28 = mul nsw i64 %fc1_grad.n251, 10
   %29 = add nsw i64 18432, %28
-  %30 = add nsw i64 %29, %fc1_grad.k468
+  %30 = add nsw i64 %29, %fc1_grad.k308
   %arena13 = getelementptr inbounds float, ptr %arena, i64 %30
   %31 = load float, ptr %arena13, align 4
-  %m4214 = load float, ptr %fc1_grad.m42, align 4
-  %32 = fsub float %31, %m4214
+  %m2614 = load float, ptr %fc1_grad.m26, align 4
+  %32 = fsub float %31, %m2614
   %33 = call float @llvm.exp.f32(float %32)
-  %s4315 = load float, ptr %fc1_grad.s43, align 4
-  %34 = fdiv float %33, %s4315
+  %s2715 = load float, ptr %fc1_grad.s27, align 4
+  %34 = fdiv float %33, %s2715
   %35 = select i1 %19, float %27, float %34
   %36 = fdiv float %35, 6.400000e+01
-  %37 = mul nsw i64 %fc1_grad.n411, 10
+  %37 = mul nsw i64 %fc1_grad.n251, 10
   %38 = add nsw i64 19088, %37
-  %39 = add nsw i64 %38, %fc1_grad.k468
+  %39 = add nsw i64 %38, %fc1_grad.k308
   %arena16 = getelementptr inbounds float, ptr %arena, i64 %39
   store float %36, ptr %arena16, align 4
-  %k46.next = add nsw i64 %fc1_grad.k468, 1
-  %40 = icmp slt i64 %k46.next, 10
-  br i1 %40, label %fc1_grad.k46, label %fc1_grad.k46.end
+  %k30.next = add nsw i64 %fc1_grad.k308, 1
+  %40 = icmp slt i64 %k30.next, 10
+  br i1 %40, label %fc1_grad.k30, label %fc1_grad.k30.end
 
-fc1_grad.k46.end:                                 ; preds = %fc1_grad.k46
-  %n41.next = add nsw i64 %fc1_grad.n411, 1
-  %41 = icmp slt i64 %n41.next, 64
-  br i1 %41, label %fc1_grad.n41, label %fc1_grad.n41.end
+fc1_grad.k30.end:                                 ; preds = %fc1_grad.k30
+  %n25.next = add nsw i64 %fc1_grad.n251, 1
+  %41 = icmp slt i64 %n25.next, 64
+  br i1 %41, label %fc1_grad.n25, label %fc1_grad.n25.end
 }
 
 ; Function Attrs: noinline
@@ -1034,39 +778,39 @@ entry:
 ; Function Attrs: noinline
 define internal void @tiny_train_b64.k6.fc1_bias_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %fc1_bias_grad.acc48 = alloca float, align 4
-  br label %fc1_bias_grad.u47
+  %fc1_bias_grad.acc32 = alloca float, align 4
+  br label %fc1_bias_grad.u31
 
-fc1_bias_grad.u47:                                ; preds = %fc1_bias_grad.n49.end, %entry
-  %fc1_bias_grad.u471 = phi i64 [ 0, %entry ], [ %u47.next, %fc1_bias_grad.n49.end ]
-  store float 0.000000e+00, ptr %fc1_bias_grad.acc48, align 4
-  br label %fc1_bias_grad.n49
+fc1_bias_grad.u31:                                ; preds = %fc1_bias_grad.n33.end, %entry
+  %fc1_bias_grad.u311 = phi i64 [ 0, %entry ], [ %u31.next, %fc1_bias_grad.n33.end ]
+  store float 0.000000e+00, ptr %fc1_bias_grad.acc32, align 4
+  br label %fc1_bias_grad.n33
 
-fc1_bias_grad.u47.end:                            ; preds = %fc1_bias_grad.n49.end
+fc1_bias_grad.u31.end:                            ; preds = %fc1_bias_grad.n33.end
   ret void
 
-fc1_bias_grad.n49:                                ; preds = %fc1_bias_grad.n49, %fc1_bias_grad.u47
-  %fc1_bias_grad.n492 = phi i64 [ 0, %fc1_bias_grad.u47 ], [ %n49.next, %fc1_bias_grad.n49 ]
-  %acc48 = load float, ptr %fc1_bias_grad.acc48, align 4
-  %0 = mul nsw i64 %fc1_bias_grad.n492, 10
+fc1_bias_grad.n33:                                ; preds = %fc1_bias_grad.n33, %fc1_bias_grad.u31
+  %fc1_bias_grad.n332 = phi i64 [ 0, %fc1_bias_grad.u31 ], [ %n33.next, %fc1_bias_grad.n33 ]
+  %acc32 = load float, ptr %fc1_bias_grad.acc32, align 4
+  %0 = mul nsw i64 %fc1_bias_grad.n332, 10
   %1 = add nsw i64 19088, %0
-  %2 = add nsw i64 %1, %fc1_bias_grad.u471
+  %2 = add nsw i64 %1, %fc1_bias_grad.u311
   %arena3 = getelementptr inbounds float, ptr %arena, i64 %2
   %3 = load float, ptr %arena3, align 4
-  %4 = fadd float %acc48, %3
-  store float %4, ptr %fc1_bias_grad.acc48, align 4
-  %n49.next = add nsw i64 %fc1_bias_grad.n492, 1
-  %5 = icmp slt i64 %n49.next, 64
-  br i1 %5, label %fc1_bias_grad.n49, label %fc1_bias_grad.n49.end
+  %4 = fadd float %acc32, %3
+  store float %4, ptr %fc1_bias_grad.acc32, align 4
+  %n33.next = add nsw i64 %fc1_bias_grad.n332, 1
+  %5 = icmp slt i64 %n33.next, 64
+  br i1 %5, label %fc1_bias_grad.n33, label %fc1_bias_grad.n33.end
 
-fc1_bias_grad.n49.end:                            ; preds = %fc1_bias_grad.n49
-  %acc484 = load float, ptr %fc1_bias_grad.acc48, align 4
-  %6 = add nsw i64 1480, %fc1_bias_grad.u471
+fc1_bias_grad.n33.end:                            ; preds = %fc1_bias_grad.n33
+  %acc324 = load float, ptr %fc1_bias_grad.acc32, align 4
+  %6 = add nsw i64 1480, %fc1_bias_grad.u311
   %grads5 = getelementptr inbounds float, ptr %grads, i64 %6
-  store float %acc484, ptr %grads5, align 4
-  %u47.next = add nsw i64 %fc1_bias_grad.u471, 1
-  %7 = icmp slt i64 %u47.next, 10
-  br i1 %7, label %fc1_bias_grad.u47, label %fc1_bias_grad.u47.end
+  store float %acc324, ptr %grads5, align 4
+  %u31.next = add nsw i64 %fc1_bias_grad.u311, 1
+  %7 = icmp slt i64 %u31.next, 10
+  br i1 %7, label %fc1_bias_grad.u31, label %fc1_bias_grad.u31.end
 }
 
 ; Function Attrs: noinline
@@ -1088,46 +832,46 @@ entry:
 ; Function Attrs: noinline
 define internal void @tiny_train_b64.k9.conv1_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  br label %conv1_grad.i50
+  br label %conv1_grad.i34
 
-conv1_grad.i50:                                   ; preds = %conv1_grad.i50, %entry
-  %conv1_grad.i501 = phi i64 [ 0, %entry ], [ %i50.next, %conv1_grad.i50 ]
-  %0 = add nsw i64 28944, %conv1_grad.i501
+conv1_grad.i34:                                   ; preds = %conv1_grad.i34, %entry
+  %conv1_grad.i341 = phi i64 [ 0, %entry ], [ %i34.next, %conv1_grad.i34 ]
+  %0 = add nsw i64 28944, %conv1_grad.i341
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %0
   store float 0.000000e+00, ptr %arena2, align 4
-  %i50.next = add nsw i64 %conv1_grad.i501, 1
-  %1 = icmp slt i64 %i50.next, 43264
-  br i1 %1, label %conv1_grad.i50, label %conv1_grad.i50.end
+  %i34.next = add nsw i64 %conv1_grad.i341, 1
+  %1 = icmp slt i64 %i34.next, 43264
+  br i1 %1, label %conv1_grad.i34, label %conv1_grad.i34.end
 
-conv1_grad.i50.end:                               ; preds = %conv1_grad.i50
-  br label %conv1_grad.q51
+conv1_grad.i34.end:                               ; preds = %conv1_grad.i34
+  br label %conv1_grad.q35
 
-conv1_grad.q51:                                   ; preds = %conv1_grad.i52.end, %conv1_grad.i50.end
-  %conv1_grad.q513 = phi i64 [ 0, %conv1_grad.i50.end ], [ %q51.next, %conv1_grad.i52.end ]
-  br label %conv1_grad.i52
+conv1_grad.q35:                                   ; preds = %conv1_grad.i36.end, %conv1_grad.i34.end
+  %conv1_grad.q353 = phi i64 [ 0, %conv1_grad.i34.end ], [ %q35.next, %conv1_grad.i36.end ]
+  br label %conv1_grad.i36
 
-conv1_grad.q51.end:                               ; preds = %conv1_grad.i52.end
+conv1_grad.q35.end:                               ; preds = %conv1_grad.i36.end
   ret void
 
-conv1_grad.i52:                                   ; preds = %conv1_grad.endif, %conv1_grad.q51
-  %conv1_grad.i524 = phi i64 [ 0, %conv1_grad.q51 ], [ %i52.next, %conv1_grad.endif ]
-  %2 = mul nsw i64 %conv1_grad.q513, 36
-  %3 = add nsw i64 %2, %conv1_grad.i524
+conv1_grad.i36:                                   ; preds = %conv1_grad.endif, %conv1_grad.q35
+  %conv1_grad.i364 = phi i64 [ 0, %conv1_grad.q35 ], [ %i36.next, %conv1_grad.endif ]
+  %2 = mul nsw i64 %conv1_grad.q353, 36
+  %3 = add nsw i64 %2, %conv1_grad.i364
   %arena5 = getelementptr inbounds float, ptr %arena, i64 %3
   %4 = load float, ptr %arena5, align 4
   %5 = fcmp ogt float %4, 0.000000e+00
   br i1 %5, label %conv1_grad.then, label %conv1_grad.endif
 
-conv1_grad.i52.end:                               ; preds = %conv1_grad.endif
-  %q51.next = add nsw i64 %conv1_grad.q513, 1
-  %6 = icmp slt i64 %q51.next, 256
-  br i1 %6, label %conv1_grad.q51, label %conv1_grad.q51.end
+conv1_grad.i36.end:                               ; preds = %conv1_grad.endif
+  %q35.next = add nsw i64 %conv1_grad.q353, 1
+  %6 = icmp slt i64 %q35.next, 256
+  br i1 %6, label %conv1_grad.q35, label %conv1_grad.q35.end
 
-conv1_grad.then:                                  ; preds = %conv1_grad.i52
-  %7 = mul nsw i64 %conv1_grad.q513, 169
+conv1_grad.then:                                  ; preds = %conv1_grad.i36
+  %7 = mul nsw i64 %conv1_grad.q353, 169
   %8 = add nsw i64 28944, %7
-  %9 = mul nsw i64 %conv1_grad.q513, 36
-  %10 = add nsw i64 %9, %conv1_grad.i524
+  %9 = mul nsw i64 %conv1_grad.q353, 36
+  %10 = add nsw i64 %9, %conv1_grad.i364
   %11 = add nsw i64 9216, %10
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %11
   %12 = load float, ptr %arena6, align 4
@@ -1135,8 +879,8 @@ conv1_grad.then:                                  ; preds = %conv1_grad.i52
   %14 = add nsw i64 %8, %13
   %arena7 = getelementptr inbounds float, ptr %arena, i64 %14
   %15 = load float, ptr %arena7, align 4
-  %16 = mul nsw i64 %conv1_grad.q513, 36
-  %17 = add nsw i64 %16, %conv1_grad.i524
+  %16 = mul nsw i64 %conv1_grad.q353, 36
+  %17 = add nsw i64 %16, %conv1_grad.i364
   %18 = add nsw i64 19728, %17
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %18
   %19 = load float, ptr %arena8, align 4
@@ -1144,631 +888,384 @@ conv1_grad.then:                                  ; preds = %conv1_grad.i52
   store float %20, ptr %arena7, align 4
   br label %conv1_grad.endif
 
-conv1_grad.endif:                                 ; preds = %conv1_grad.then, %conv1_grad.i52
-  %i52.next = add nsw i64 %conv1_grad.i524, 1
-  %21 = icmp slt i64 %i52.next, 36
-  br i1 %21, label %conv1_grad.i52, label %conv1_grad.i52.end
+conv1_grad.endif:                                 ; preds = %conv1_grad.then, %conv1_grad.i36
+  %i36.next = add nsw i64 %conv1_grad.i364, 1
+  %21 = icmp slt i64 %i36.next, 36
+  br i1 %21, label %conv1_grad.i36, label %conv1_grad.i36.end
 }
 
 ; Function Attrs: noinline
 define internal void @tiny_train_b64.k10.conv1_weight_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  br label %conv1_weight_grad.i53
+  br label %conv1_weight_grad.i37
 
-conv1_weight_grad.i53:                            ; preds = %conv1_weight_grad.i53, %entry
-  %conv1_weight_grad.i531 = phi i64 [ 0, %entry ], [ %i53.next, %conv1_weight_grad.i53 ]
-  %0 = add nsw i64 107360, %conv1_weight_grad.i531
+conv1_weight_grad.i37:                            ; preds = %conv1_weight_grad.i37, %entry
+  %conv1_weight_grad.i371 = phi i64 [ 0, %entry ], [ %i37.next, %conv1_weight_grad.i37 ]
+  %0 = add nsw i64 107360, %conv1_weight_grad.i371
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %0
   store float 0.000000e+00, ptr %arena2, align 4
-  %i53.next = add nsw i64 %conv1_weight_grad.i531, 1
-  %1 = icmp slt i64 %i53.next, 36
-  br i1 %1, label %conv1_weight_grad.i53, label %conv1_weight_grad.i53.end
+  %i37.next = add nsw i64 %conv1_weight_grad.i371, 1
+  %1 = icmp slt i64 %i37.next, 36
+  br i1 %1, label %conv1_weight_grad.i37, label %conv1_weight_grad.i37.end
 
-conv1_weight_grad.i53.end:                        ; preds = %conv1_weight_grad.i53
-  br label %conv1_weight_grad.i54
+conv1_weight_grad.i37.end:                        ; preds = %conv1_weight_grad.i37
+  br label %conv1_weight_grad.g38
 
-conv1_weight_grad.i54:                            ; preds = %conv1_weight_grad.i54, %conv1_weight_grad.i53.end
-  %conv1_weight_grad.i543 = phi i64 [ 0, %conv1_weight_grad.i53.end ], [ %i54.next, %conv1_weight_grad.i54 ]
-  %2 = add nsw i64 107396, %conv1_weight_grad.i543
-  %arena4 = getelementptr inbounds float, ptr %arena, i64 %2
-  store float 0.000000e+00, ptr %arena4, align 4
-  %i54.next = add nsw i64 %conv1_weight_grad.i543, 1
-  %3 = icmp slt i64 %i54.next, 12544
-  br i1 %3, label %conv1_weight_grad.i54, label %conv1_weight_grad.i54.end
+conv1_weight_grad.g38:                            ; preds = %conv1_weight_grad.j48.end, %conv1_weight_grad.i37.end
+  %conv1_weight_grad.g383 = phi i64 [ 0, %conv1_weight_grad.i37.end ], [ %g38.next, %conv1_weight_grad.j48.end ]
+  br label %conv1_weight_grad.j39
 
-conv1_weight_grad.i54.end:                        ; preds = %conv1_weight_grad.i54
-  br label %conv1_weight_grad.g55
+conv1_weight_grad.g38.end:                        ; preds = %conv1_weight_grad.j48.end
+  br label %conv1_weight_grad.f51
 
-conv1_weight_grad.g55:                            ; preds = %conv1_weight_grad.j80.end, %conv1_weight_grad.i54.end
-  %conv1_weight_grad.g555 = phi i64 [ 0, %conv1_weight_grad.i54.end ], [ %g55.next, %conv1_weight_grad.j80.end ]
-  br label %conv1_weight_grad.j56
+conv1_weight_grad.j39:                            ; preds = %conv1_weight_grad.c40.end, %conv1_weight_grad.g38
+  %conv1_weight_grad.j394 = phi i64 [ 0, %conv1_weight_grad.g38 ], [ %j39.next, %conv1_weight_grad.c40.end ]
+  br label %conv1_weight_grad.c40
 
-conv1_weight_grad.g55.end:                        ; preds = %conv1_weight_grad.j80.end
-  br label %conv1_weight_grad.f83
+conv1_weight_grad.j39.end:                        ; preds = %conv1_weight_grad.c40.end
+  br label %conv1_weight_grad.j48
 
-conv1_weight_grad.j56:                            ; preds = %conv1_weight_grad.c57.end, %conv1_weight_grad.g55
-  %conv1_weight_grad.j566 = phi i64 [ 0, %conv1_weight_grad.g55 ], [ %j56.next, %conv1_weight_grad.c57.end ]
-  br label %conv1_weight_grad.c57
+conv1_weight_grad.c40:                            ; preds = %conv1_weight_grad.ky41.end, %conv1_weight_grad.j39
+  %conv1_weight_grad.c405 = phi i64 [ 0, %conv1_weight_grad.j39 ], [ %c40.next, %conv1_weight_grad.ky41.end ]
+  br label %conv1_weight_grad.ky41
 
-conv1_weight_grad.j56.end:                        ; preds = %conv1_weight_grad.c57.end
-  br label %conv1_weight_grad.j60
+conv1_weight_grad.c40.end:                        ; preds = %conv1_weight_grad.ky41.end
+  %j39.next = add nsw i64 %conv1_weight_grad.j394, 1
+  %2 = icmp slt i64 %j39.next, 16
+  br i1 %2, label %conv1_weight_grad.j39, label %conv1_weight_grad.j39.end
 
-conv1_weight_grad.c57:                            ; preds = %conv1_weight_grad.qy58.end, %conv1_weight_grad.j56
-  %conv1_weight_grad.c577 = phi i64 [ 0, %conv1_weight_grad.j56 ], [ %c57.next, %conv1_weight_grad.qy58.end ]
-  br label %conv1_weight_grad.qy58
+conv1_weight_grad.ky41:                           ; preds = %conv1_weight_grad.oy46.end, %conv1_weight_grad.c40
+  %conv1_weight_grad.ky416 = phi i64 [ 0, %conv1_weight_grad.c40 ], [ %ky41.next, %conv1_weight_grad.oy46.end ]
+  br label %conv1_weight_grad.oy42
 
-conv1_weight_grad.c57.end:                        ; preds = %conv1_weight_grad.qy58.end
-  %j56.next = add nsw i64 %conv1_weight_grad.j566, 1
-  %4 = icmp slt i64 %j56.next, 16
-  br i1 %4, label %conv1_weight_grad.j56, label %conv1_weight_grad.j56.end, !llvm.loop !25
+conv1_weight_grad.ky41.end:                       ; preds = %conv1_weight_grad.oy46.end
+  %c40.next = add nsw i64 %conv1_weight_grad.c405, 1
+  %3 = icmp slt i64 %c40.next, 1
+  br i1 %3, label %conv1_weight_grad.c40, label %conv1_weight_grad.c40.end
 
-conv1_weight_grad.qy58:                           ; preds = %conv1_weight_grad.qx59.end, %conv1_weight_grad.c57
-  %conv1_weight_grad.qy588 = phi i64 [ 0, %conv1_weight_grad.c57 ], [ %qy58.next, %conv1_weight_grad.qx59.end ]
-  br label %conv1_weight_grad.qx59
+conv1_weight_grad.oy42:                           ; preds = %conv1_weight_grad.ox43.end, %conv1_weight_grad.ky41
+  %conv1_weight_grad.oy427 = phi i64 [ 0, %conv1_weight_grad.ky41 ], [ %oy42.next, %conv1_weight_grad.ox43.end ]
+  br label %conv1_weight_grad.ox43
 
-conv1_weight_grad.qy58.end:                       ; preds = %conv1_weight_grad.qx59.end
-  %c57.next = add nsw i64 %conv1_weight_grad.c577, 1
-  %5 = icmp slt i64 %c57.next, 1
-  br i1 %5, label %conv1_weight_grad.c57, label %conv1_weight_grad.c57.end, !llvm.loop !26
+conv1_weight_grad.oy42.end:                       ; preds = %conv1_weight_grad.ox43.end
+  br label %conv1_weight_grad.oy44
 
-conv1_weight_grad.qx59:                           ; preds = %conv1_weight_grad.qx59, %conv1_weight_grad.qy58
-  %conv1_weight_grad.qx599 = phi i64 [ 0, %conv1_weight_grad.qy58 ], [ %qx59.next, %conv1_weight_grad.qx59 ]
-  %6 = mul nsw i64 %conv1_weight_grad.g555, 16
-  %7 = add nsw i64 %6, %conv1_weight_grad.j566
-  %8 = mul nsw i64 %7, 784
-  %9 = mul nsw i64 %conv1_weight_grad.c577, 784
-  %10 = add nsw i64 %8, %9
-  %11 = mul nsw i64 %conv1_weight_grad.qy588, 2
-  %12 = mul nsw i64 %11, 28
-  %13 = add nsw i64 %10, %12
-  %14 = mul nsw i64 %conv1_weight_grad.qx599, 2
-  %15 = add nsw i64 %13, %14
-  %images10 = getelementptr inbounds float, ptr %images, i64 %15
-  %16 = load float, ptr %images10, align 4
-  %17 = add nsw i64 %conv1_weight_grad.j566, %conv1_weight_grad.c577
-  %18 = mul nsw i64 %17, 2
-  %19 = mul nsw i64 %18, 2
-  %20 = mul nsw i64 %19, 196
-  %21 = mul nsw i64 %conv1_weight_grad.qy588, 14
+conv1_weight_grad.ox43:                           ; preds = %conv1_weight_grad.ox43, %conv1_weight_grad.oy42
+  %conv1_weight_grad.ox438 = phi i64 [ 0, %conv1_weight_grad.oy42 ], [ %ox43.next, %conv1_weight_grad.ox43 ]
+  %4 = mul nsw i64 %conv1_weight_grad.g383, 16
+  %5 = add nsw i64 %4, %conv1_weight_grad.j394
+  %6 = mul nsw i64 %5, 784
+  %7 = mul nsw i64 %conv1_weight_grad.c405, 784
+  %8 = add nsw i64 %6, %7
+  %9 = mul nsw i64 %conv1_weight_grad.oy427, 2
+  %10 = add nsw i64 %9, %conv1_weight_grad.ky416
+  %11 = mul nsw i64 %10, 28
+  %12 = add nsw i64 %8, %11
+  %13 = mul nsw i64 %conv1_weight_grad.ox438, 2
+  %14 = add nsw i64 %12, %13
+  %images9 = getelementptr inbounds float, ptr %images, i64 %14
+  %15 = load float, ptr %images9, align 4
+  %16 = mul nsw i64 %conv1_weight_grad.c405, 3
+  %17 = add nsw i64 %16, %conv1_weight_grad.ky416
+  %18 = mul nsw i64 %17, 3
+  %19 = mul nsw i64 %18, 2704
+  %20 = add nsw i64 72208, %19
+  %21 = mul nsw i64 %conv1_weight_grad.j394, 169
   %22 = add nsw i64 %20, %21
-  %23 = add nsw i64 %22, %conv1_weight_grad.qx599
-  %24 = add nsw i64 107396, %23
-  %arena11 = getelementptr inbounds float, ptr %arena, i64 %24
-  store float %16, ptr %arena11, align 4
-  %qx59.next = add nsw i64 %conv1_weight_grad.qx599, 1
-  %25 = icmp slt i64 %qx59.next, 14
-  br i1 %25, label %conv1_weight_grad.qx59, label %conv1_weight_grad.qx59.end, !llvm.loop !27
+  %23 = mul nsw i64 %conv1_weight_grad.oy427, 13
+  %24 = add nsw i64 %23, %conv1_weight_grad.ox438
+  %25 = add nsw i64 %22, %24
+  %arena10 = getelementptr inbounds float, ptr %arena, i64 %25
+  store float %15, ptr %arena10, align 4
+  %ox43.next = add nsw i64 %conv1_weight_grad.ox438, 1
+  %26 = icmp slt i64 %ox43.next, 13
+  br i1 %26, label %conv1_weight_grad.ox43, label %conv1_weight_grad.ox43.end
 
-conv1_weight_grad.qx59.end:                       ; preds = %conv1_weight_grad.qx59
-  %qy58.next = add nsw i64 %conv1_weight_grad.qy588, 1
-  %26 = icmp slt i64 %qy58.next, 14
-  br i1 %26, label %conv1_weight_grad.qy58, label %conv1_weight_grad.qy58.end, !llvm.loop !28
+conv1_weight_grad.ox43.end:                       ; preds = %conv1_weight_grad.ox43
+  %oy42.next = add nsw i64 %conv1_weight_grad.oy427, 1
+  %27 = icmp slt i64 %oy42.next, 13
+  br i1 %27, label %conv1_weight_grad.oy42, label %conv1_weight_grad.oy42.end
 
-conv1_weight_grad.j60:                            ; preds = %conv1_weight_grad.c61.end, %conv1_weight_grad.j56.end
-  %conv1_weight_grad.j6012 = phi i64 [ 0, %conv1_weight_grad.j56.end ], [ %j60.next, %conv1_weight_grad.c61.end ]
-  br label %conv1_weight_grad.c61
+conv1_weight_grad.oy44:                           ; preds = %conv1_weight_grad.ox45.end, %conv1_weight_grad.oy42.end
+  %conv1_weight_grad.oy4411 = phi i64 [ 0, %conv1_weight_grad.oy42.end ], [ %oy44.next, %conv1_weight_grad.ox45.end ]
+  br label %conv1_weight_grad.ox45
 
-conv1_weight_grad.j60.end:                        ; preds = %conv1_weight_grad.c61.end
-  br label %conv1_weight_grad.j64
+conv1_weight_grad.oy44.end:                       ; preds = %conv1_weight_grad.ox45.end
+  br label %conv1_weight_grad.oy46
 
-conv1_weight_grad.c61:                            ; preds = %conv1_weight_grad.qy62.end, %conv1_weight_grad.j60
-  %conv1_weight_grad.c6113 = phi i64 [ 0, %conv1_weight_grad.j60 ], [ %c61.next, %conv1_weight_grad.qy62.end ]
-  br label %conv1_weight_grad.qy62
-
-conv1_weight_grad.c61.end:                        ; preds = %conv1_weight_grad.qy62.end
-  %j60.next = add nsw i64 %conv1_weight_grad.j6012, 1
-  %27 = icmp slt i64 %j60.next, 16
-  br i1 %27, label %conv1_weight_grad.j60, label %conv1_weight_grad.j60.end, !llvm.loop !29
-
-conv1_weight_grad.qy62:                           ; preds = %conv1_weight_grad.qx63.end, %conv1_weight_grad.c61
-  %conv1_weight_grad.qy6214 = phi i64 [ 0, %conv1_weight_grad.c61 ], [ %qy62.next, %conv1_weight_grad.qx63.end ]
-  br label %conv1_weight_grad.qx63
-
-conv1_weight_grad.qy62.end:                       ; preds = %conv1_weight_grad.qx63.end
-  %c61.next = add nsw i64 %conv1_weight_grad.c6113, 1
-  %28 = icmp slt i64 %c61.next, 1
-  br i1 %28, label %conv1_weight_grad.c61, label %conv1_weight_grad.c61.end, !llvm.loop !30
-
-conv1_weight_grad.qx63:                           ; preds = %conv1_weight_grad.qx63, %conv1_weight_grad.qy62
-  %conv1_weight_grad.qx6315 = phi i64 [ 0, %conv1_weight_grad.qy62 ], [ %qx63.next, %conv1_weight_grad.qx63 ]
-  %29 = mul nsw i64 %conv1_weight_grad.g555, 16
-  %30 = add nsw i64 %29, %conv1_weight_grad.j6012
-  %31 = mul nsw i64 %30, 784
-  %32 = mul nsw i64 %conv1_weight_grad.c6113, 784
-  %33 = add nsw i64 %31, %32
-  %34 = mul nsw i64 %conv1_weight_grad.qy6214, 2
+conv1_weight_grad.ox45:                           ; preds = %conv1_weight_grad.ox45, %conv1_weight_grad.oy44
+  %conv1_weight_grad.ox4512 = phi i64 [ 0, %conv1_weight_grad.oy44 ], [ %ox45.next, %conv1_weight_grad.ox45 ]
+  %28 = mul nsw i64 %conv1_weight_grad.g383, 16
+  %29 = add nsw i64 %28, %conv1_weight_grad.j394
+  %30 = mul nsw i64 %29, 784
+  %31 = mul nsw i64 %conv1_weight_grad.c405, 784
+  %32 = add nsw i64 %30, %31
+  %33 = mul nsw i64 %conv1_weight_grad.oy4411, 2
+  %34 = add nsw i64 %33, %conv1_weight_grad.ky416
   %35 = mul nsw i64 %34, 28
-  %36 = add nsw i64 %33, %35
-  %37 = mul nsw i64 %conv1_weight_grad.qx6315, 2
-  %38 = add nsw i64 %36, %37
-  %39 = add nsw i64 %38, 1
-  %images16 = getelementptr inbounds float, ptr %images, i64 %39
-  %40 = load float, ptr %images16, align 4
-  %41 = add nsw i64 %conv1_weight_grad.j6012, %conv1_weight_grad.c6113
-  %42 = mul nsw i64 %41, 2
-  %43 = mul nsw i64 %42, 2
+  %36 = add nsw i64 %32, %35
+  %37 = mul nsw i64 %conv1_weight_grad.ox4512, 2
+  %38 = add nsw i64 %37, 1
+  %39 = add nsw i64 %36, %38
+  %images13 = getelementptr inbounds float, ptr %images, i64 %39
+  %40 = load float, ptr %images13, align 4
+  %41 = mul nsw i64 %conv1_weight_grad.c405, 3
+  %42 = add nsw i64 %41, %conv1_weight_grad.ky416
+  %43 = mul nsw i64 %42, 3
   %44 = add nsw i64 %43, 1
-  %45 = mul nsw i64 %44, 196
-  %46 = mul nsw i64 %conv1_weight_grad.qy6214, 14
-  %47 = add nsw i64 %45, %46
-  %48 = add nsw i64 %47, %conv1_weight_grad.qx6315
-  %49 = add nsw i64 107396, %48
-  %arena17 = getelementptr inbounds float, ptr %arena, i64 %49
-  store float %40, ptr %arena17, align 4
-  %qx63.next = add nsw i64 %conv1_weight_grad.qx6315, 1
-  %50 = icmp slt i64 %qx63.next, 14
-  br i1 %50, label %conv1_weight_grad.qx63, label %conv1_weight_grad.qx63.end, !llvm.loop !31
+  %45 = mul nsw i64 %44, 2704
+  %46 = add nsw i64 72208, %45
+  %47 = mul nsw i64 %conv1_weight_grad.j394, 169
+  %48 = add nsw i64 %46, %47
+  %49 = mul nsw i64 %conv1_weight_grad.oy4411, 13
+  %50 = add nsw i64 %49, %conv1_weight_grad.ox4512
+  %51 = add nsw i64 %48, %50
+  %arena14 = getelementptr inbounds float, ptr %arena, i64 %51
+  store float %40, ptr %arena14, align 4
+  %ox45.next = add nsw i64 %conv1_weight_grad.ox4512, 1
+  %52 = icmp slt i64 %ox45.next, 13
+  br i1 %52, label %conv1_weight_grad.ox45, label %conv1_weight_grad.ox45.end
 
-conv1_weight_grad.qx63.end:                       ; preds = %conv1_weight_grad.qx63
-  %qy62.next = add nsw i64 %conv1_weight_grad.qy6214, 1
-  %51 = icmp slt i64 %qy62.next, 14
-  br i1 %51, label %conv1_weight_grad.qy62, label %conv1_weight_grad.qy62.end, !llvm.loop !32
+conv1_weight_grad.ox45.end:                       ; preds = %conv1_weight_grad.ox45
+  %oy44.next = add nsw i64 %conv1_weight_grad.oy4411, 1
+  %53 = icmp slt i64 %oy44.next, 13
+  br i1 %53, label %conv1_weight_grad.oy44, label %conv1_weight_grad.oy44.end
 
-conv1_weight_grad.j64:                            ; preds = %conv1_weight_grad.c65.end, %conv1_weight_grad.j60.end
-  %conv1_weight_grad.j6418 = phi i64 [ 0, %conv1_weight_grad.j60.end ], [ %j64.next, %conv1_weight_grad.c65.end ]
-  br label %conv1_weight_grad.c65
+conv1_weight_grad.oy46:                           ; preds = %conv1_weight_grad.ox47.end, %conv1_weight_grad.oy44.end
+  %conv1_weight_grad.oy4615 = phi i64 [ 0, %conv1_weight_grad.oy44.end ], [ %oy46.next, %conv1_weight_grad.ox47.end ]
+  br label %conv1_weight_grad.ox47
 
-conv1_weight_grad.j64.end:                        ; preds = %conv1_weight_grad.c65.end
-  br label %conv1_weight_grad.j68
+conv1_weight_grad.oy46.end:                       ; preds = %conv1_weight_grad.ox47.end
+  %ky41.next = add nsw i64 %conv1_weight_grad.ky416, 1
+  %54 = icmp slt i64 %ky41.next, 3
+  br i1 %54, label %conv1_weight_grad.ky41, label %conv1_weight_grad.ky41.end
 
-conv1_weight_grad.c65:                            ; preds = %conv1_weight_grad.qy66.end, %conv1_weight_grad.j64
-  %conv1_weight_grad.c6519 = phi i64 [ 0, %conv1_weight_grad.j64 ], [ %c65.next, %conv1_weight_grad.qy66.end ]
-  br label %conv1_weight_grad.qy66
+conv1_weight_grad.ox47:                           ; preds = %conv1_weight_grad.ox47, %conv1_weight_grad.oy46
+  %conv1_weight_grad.ox4716 = phi i64 [ 0, %conv1_weight_grad.oy46 ], [ %ox47.next, %conv1_weight_grad.ox47 ]
+  %55 = mul nsw i64 %conv1_weight_grad.g383, 16
+  %56 = add nsw i64 %55, %conv1_weight_grad.j394
+  %57 = mul nsw i64 %56, 784
+  %58 = mul nsw i64 %conv1_weight_grad.c405, 784
+  %59 = add nsw i64 %57, %58
+  %60 = mul nsw i64 %conv1_weight_grad.oy4615, 2
+  %61 = add nsw i64 %60, %conv1_weight_grad.ky416
+  %62 = mul nsw i64 %61, 28
+  %63 = add nsw i64 %59, %62
+  %64 = mul nsw i64 %conv1_weight_grad.ox4716, 2
+  %65 = add nsw i64 %64, 2
+  %66 = add nsw i64 %63, %65
+  %images17 = getelementptr inbounds float, ptr %images, i64 %66
+  %67 = load float, ptr %images17, align 4
+  %68 = mul nsw i64 %conv1_weight_grad.c405, 3
+  %69 = add nsw i64 %68, %conv1_weight_grad.ky416
+  %70 = mul nsw i64 %69, 3
+  %71 = add nsw i64 %70, 2
+  %72 = mul nsw i64 %71, 2704
+  %73 = add nsw i64 72208, %72
+  %74 = mul nsw i64 %conv1_weight_grad.j394, 169
+  %75 = add nsw i64 %73, %74
+  %76 = mul nsw i64 %conv1_weight_grad.oy4615, 13
+  %77 = add nsw i64 %76, %conv1_weight_grad.ox4716
+  %78 = add nsw i64 %75, %77
+  %arena18 = getelementptr inbounds float, ptr %arena, i64 %78
+  store float %67, ptr %arena18, align 4
+  %ox47.next = add nsw i64 %conv1_weight_grad.ox4716, 1
+  %79 = icmp slt i64 %ox47.next, 13
+  br i1 %79, label %conv1_weight_grad.ox47, label %conv1_weight_grad.ox47.end
 
-conv1_weight_grad.c65.end:                        ; preds = %conv1_weight_grad.qy66.end
-  %j64.next = add nsw i64 %conv1_weight_grad.j6418, 1
-  %52 = icmp slt i64 %j64.next, 16
-  br i1 %52, label %conv1_weight_grad.j64, label %conv1_weight_grad.j64.end, !llvm.loop !33
+conv1_weight_grad.ox47.end:                       ; preds = %conv1_weight_grad.ox47
+  %oy46.next = add nsw i64 %conv1_weight_grad.oy4615, 1
+  %80 = icmp slt i64 %oy46.next, 13
+  br i1 %80, label %conv1_weight_grad.oy46, label %conv1_weight_grad.oy46.end
 
-conv1_weight_grad.qy66:                           ; preds = %conv1_weight_grad.qx67.end, %conv1_weight_grad.c65
-  %conv1_weight_grad.qy6620 = phi i64 [ 0, %conv1_weight_grad.c65 ], [ %qy66.next, %conv1_weight_grad.qx67.end ]
-  br label %conv1_weight_grad.qx67
+conv1_weight_grad.j48:                            ; preds = %conv1_weight_grad.i49.end, %conv1_weight_grad.j39.end
+  %conv1_weight_grad.j4819 = phi i64 [ 0, %conv1_weight_grad.j39.end ], [ %j48.next, %conv1_weight_grad.i49.end ]
+  br label %conv1_weight_grad.i49
 
-conv1_weight_grad.qy66.end:                       ; preds = %conv1_weight_grad.qx67.end
-  %c65.next = add nsw i64 %conv1_weight_grad.c6519, 1
-  %53 = icmp slt i64 %c65.next, 1
-  br i1 %53, label %conv1_weight_grad.c65, label %conv1_weight_grad.c65.end, !llvm.loop !34
+conv1_weight_grad.j48.end:                        ; preds = %conv1_weight_grad.i49.end
+  %arena24 = getelementptr inbounds float, ptr %arena, i64 72208
+  %arena25 = getelementptr inbounds float, ptr %arena, i64 96544
+  %arena26 = getelementptr inbounds float, ptr %arena, i64 107360
+  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 9, i32 4, i32 2704, float 1.000000e+00, ptr %arena24, i32 2704, ptr %arena25, i32 4, float 1.000000e+00, ptr %arena26, i32 4)
+  %g38.next = add nsw i64 %conv1_weight_grad.g383, 1
+  %81 = icmp slt i64 %g38.next, 4
+  br i1 %81, label %conv1_weight_grad.g38, label %conv1_weight_grad.g38.end
 
-conv1_weight_grad.qx67:                           ; preds = %conv1_weight_grad.qx67, %conv1_weight_grad.qy66
-  %conv1_weight_grad.qx6721 = phi i64 [ 0, %conv1_weight_grad.qy66 ], [ %qx67.next, %conv1_weight_grad.qx67 ]
-  %54 = mul nsw i64 %conv1_weight_grad.g555, 16
-  %55 = add nsw i64 %54, %conv1_weight_grad.j6418
-  %56 = mul nsw i64 %55, 784
-  %57 = mul nsw i64 %conv1_weight_grad.c6519, 784
-  %58 = add nsw i64 %56, %57
-  %59 = mul nsw i64 %conv1_weight_grad.qy6620, 2
-  %60 = add nsw i64 %59, 1
-  %61 = mul nsw i64 %60, 28
-  %62 = add nsw i64 %58, %61
-  %63 = mul nsw i64 %conv1_weight_grad.qx6721, 2
-  %64 = add nsw i64 %62, %63
-  %images22 = getelementptr inbounds float, ptr %images, i64 %64
-  %65 = load float, ptr %images22, align 4
-  %66 = add nsw i64 %conv1_weight_grad.j6418, %conv1_weight_grad.c6519
-  %67 = mul nsw i64 %66, 2
-  %68 = add nsw i64 %67, 1
-  %69 = mul nsw i64 %68, 2
-  %70 = mul nsw i64 %69, 196
-  %71 = mul nsw i64 %conv1_weight_grad.qy6620, 14
-  %72 = add nsw i64 %70, %71
-  %73 = add nsw i64 %72, %conv1_weight_grad.qx6721
-  %74 = add nsw i64 107396, %73
-  %arena23 = getelementptr inbounds float, ptr %arena, i64 %74
-  store float %65, ptr %arena23, align 4
-  %qx67.next = add nsw i64 %conv1_weight_grad.qx6721, 1
-  %75 = icmp slt i64 %qx67.next, 14
-  br i1 %75, label %conv1_weight_grad.qx67, label %conv1_weight_grad.qx67.end, !llvm.loop !35
+conv1_weight_grad.i49:                            ; preds = %conv1_weight_grad.f50.end, %conv1_weight_grad.j48
+  %conv1_weight_grad.i4920 = phi i64 [ 0, %conv1_weight_grad.j48 ], [ %i49.next, %conv1_weight_grad.f50.end ]
+  br label %conv1_weight_grad.f50
 
-conv1_weight_grad.qx67.end:                       ; preds = %conv1_weight_grad.qx67
-  %qy66.next = add nsw i64 %conv1_weight_grad.qy6620, 1
-  %76 = icmp slt i64 %qy66.next, 14
-  br i1 %76, label %conv1_weight_grad.qy66, label %conv1_weight_grad.qy66.end, !llvm.loop !36
+conv1_weight_grad.i49.end:                        ; preds = %conv1_weight_grad.f50.end
+  %j48.next = add nsw i64 %conv1_weight_grad.j4819, 1
+  %82 = icmp slt i64 %j48.next, 16
+  br i1 %82, label %conv1_weight_grad.j48, label %conv1_weight_grad.j48.end
 
-conv1_weight_grad.j68:                            ; preds = %conv1_weight_grad.c69.end, %conv1_weight_grad.j64.end
-  %conv1_weight_grad.j6824 = phi i64 [ 0, %conv1_weight_grad.j64.end ], [ %j68.next, %conv1_weight_grad.c69.end ]
-  br label %conv1_weight_grad.c69
+conv1_weight_grad.f50:                            ; preds = %conv1_weight_grad.f50, %conv1_weight_grad.i49
+  %conv1_weight_grad.f5021 = phi i64 [ 0, %conv1_weight_grad.i49 ], [ %f50.next, %conv1_weight_grad.f50 ]
+  %83 = mul nsw i64 %conv1_weight_grad.g383, 16
+  %84 = add nsw i64 %83, %conv1_weight_grad.j4819
+  %85 = mul nsw i64 %84, 676
+  %86 = add nsw i64 28944, %85
+  %87 = mul nsw i64 %conv1_weight_grad.f5021, 169
+  %88 = add nsw i64 %86, %87
+  %89 = add nsw i64 %88, %conv1_weight_grad.i4920
+  %arena22 = getelementptr inbounds float, ptr %arena, i64 %89
+  %90 = load float, ptr %arena22, align 4
+  %91 = mul nsw i64 %conv1_weight_grad.j4819, 169
+  %92 = add nsw i64 %91, %conv1_weight_grad.i4920
+  %93 = mul nsw i64 %92, 4
+  %94 = add nsw i64 96544, %93
+  %95 = add nsw i64 %94, %conv1_weight_grad.f5021
+  %arena23 = getelementptr inbounds float, ptr %arena, i64 %95
+  store float %90, ptr %arena23, align 4
+  %f50.next = add nsw i64 %conv1_weight_grad.f5021, 1
+  %96 = icmp slt i64 %f50.next, 4
+  br i1 %96, label %conv1_weight_grad.f50, label %conv1_weight_grad.f50.end
 
-conv1_weight_grad.j68.end:                        ; preds = %conv1_weight_grad.c69.end
-  br label %conv1_weight_grad.j72
+conv1_weight_grad.f50.end:                        ; preds = %conv1_weight_grad.f50
+  %i49.next = add nsw i64 %conv1_weight_grad.i4920, 1
+  %97 = icmp slt i64 %i49.next, 169
+  br i1 %97, label %conv1_weight_grad.i49, label %conv1_weight_grad.i49.end
 
-conv1_weight_grad.c69:                            ; preds = %conv1_weight_grad.qy70.end, %conv1_weight_grad.j68
-  %conv1_weight_grad.c6925 = phi i64 [ 0, %conv1_weight_grad.j68 ], [ %c69.next, %conv1_weight_grad.qy70.end ]
-  br label %conv1_weight_grad.qy70
+conv1_weight_grad.f51:                            ; preds = %conv1_weight_grad.r52.end, %conv1_weight_grad.g38.end
+  %conv1_weight_grad.f5127 = phi i64 [ 0, %conv1_weight_grad.g38.end ], [ %f51.next, %conv1_weight_grad.r52.end ]
+  br label %conv1_weight_grad.r52
 
-conv1_weight_grad.c69.end:                        ; preds = %conv1_weight_grad.qy70.end
-  %j68.next = add nsw i64 %conv1_weight_grad.j6824, 1
-  %77 = icmp slt i64 %j68.next, 16
-  br i1 %77, label %conv1_weight_grad.j68, label %conv1_weight_grad.j68.end, !llvm.loop !37
-
-conv1_weight_grad.qy70:                           ; preds = %conv1_weight_grad.qx71.end, %conv1_weight_grad.c69
-  %conv1_weight_grad.qy7026 = phi i64 [ 0, %conv1_weight_grad.c69 ], [ %qy70.next, %conv1_weight_grad.qx71.end ]
-  br label %conv1_weight_grad.qx71
-
-conv1_weight_grad.qy70.end:                       ; preds = %conv1_weight_grad.qx71.end
-  %c69.next = add nsw i64 %conv1_weight_grad.c6925, 1
-  %78 = icmp slt i64 %c69.next, 1
-  br i1 %78, label %conv1_weight_grad.c69, label %conv1_weight_grad.c69.end, !llvm.loop !38
-
-conv1_weight_grad.qx71:                           ; preds = %conv1_weight_grad.qx71, %conv1_weight_grad.qy70
-  %conv1_weight_grad.qx7127 = phi i64 [ 0, %conv1_weight_grad.qy70 ], [ %qx71.next, %conv1_weight_grad.qx71 ]
-  %79 = mul nsw i64 %conv1_weight_grad.g555, 16
-  %80 = add nsw i64 %79, %conv1_weight_grad.j6824
-  %81 = mul nsw i64 %80, 784
-  %82 = mul nsw i64 %conv1_weight_grad.c6925, 784
-  %83 = add nsw i64 %81, %82
-  %84 = mul nsw i64 %conv1_weight_grad.qy7026, 2
-  %85 = add nsw i64 %84, 1
-  %86 = mul nsw i64 %85, 28
-  %87 = add nsw i64 %83, %86
-  %88 = mul nsw i64 %conv1_weight_grad.qx7127, 2
-  %89 = add nsw i64 %87, %88
-  %90 = add nsw i64 %89, 1
-  %images28 = getelementptr inbounds float, ptr %images, i64 %90
-  %91 = load float, ptr %images28, align 4
-  %92 = add nsw i64 %conv1_weight_grad.j6824, %conv1_weight_grad.c6925
-  %93 = mul nsw i64 %92, 2
-  %94 = add nsw i64 %93, 1
-  %95 = mul nsw i64 %94, 2
-  %96 = add nsw i64 %95, 1
-  %97 = mul nsw i64 %96, 196
-  %98 = mul nsw i64 %conv1_weight_grad.qy7026, 14
-  %99 = add nsw i64 %97, %98
-  %100 = add nsw i64 %99, %conv1_weight_grad.qx7127
-  %101 = add nsw i64 107396, %100
-  %arena29 = getelementptr inbounds float, ptr %arena, i64 %101
-  store float %91, ptr %arena29, align 4
-  %qx71.next = add nsw i64 %conv1_weight_grad.qx7127, 1
-  %102 = icmp slt i64 %qx71.next, 14
-  br i1 %102, label %conv1_weight_grad.qx71, label %conv1_weight_grad.qx71.end, !llvm.loop !39
-
-conv1_weight_grad.qx71.end:                       ; preds = %conv1_weight_grad.qx71
-  %qy70.next = add nsw i64 %conv1_weight_grad.qy7026, 1
-  %103 = icmp slt i64 %qy70.next, 14
-  br i1 %103, label %conv1_weight_grad.qy70, label %conv1_weight_grad.qy70.end, !llvm.loop !40
-
-conv1_weight_grad.j72:                            ; preds = %conv1_weight_grad.c73.end, %conv1_weight_grad.j68.end
-  %conv1_weight_grad.j7230 = phi i64 [ 0, %conv1_weight_grad.j68.end ], [ %j72.next, %conv1_weight_grad.c73.end ]
-  br label %conv1_weight_grad.c73
-
-conv1_weight_grad.j72.end:                        ; preds = %conv1_weight_grad.c73.end
-  br label %conv1_weight_grad.j80
-
-conv1_weight_grad.c73:                            ; preds = %conv1_weight_grad.ky74.end, %conv1_weight_grad.j72
-  %conv1_weight_grad.c7331 = phi i64 [ 0, %conv1_weight_grad.j72 ], [ %c73.next, %conv1_weight_grad.ky74.end ]
-  br label %conv1_weight_grad.ky74
-
-conv1_weight_grad.c73.end:                        ; preds = %conv1_weight_grad.ky74.end
-  %j72.next = add nsw i64 %conv1_weight_grad.j7230, 1
-  %104 = icmp slt i64 %j72.next, 16
-  br i1 %104, label %conv1_weight_grad.j72, label %conv1_weight_grad.j72.end, !llvm.loop !41
-
-conv1_weight_grad.ky74:                           ; preds = %conv1_weight_grad.kx75.end, %conv1_weight_grad.c73
-  %conv1_weight_grad.ky7432 = phi i64 [ 0, %conv1_weight_grad.c73 ], [ %ky74.next, %conv1_weight_grad.kx75.end ]
-  br label %conv1_weight_grad.kx75
-
-conv1_weight_grad.ky74.end:                       ; preds = %conv1_weight_grad.kx75.end
-  %c73.next = add nsw i64 %conv1_weight_grad.c7331, 1
-  %105 = icmp slt i64 %c73.next, 1
-  br i1 %105, label %conv1_weight_grad.c73, label %conv1_weight_grad.c73.end, !llvm.loop !42
-
-conv1_weight_grad.kx75:                           ; preds = %conv1_weight_grad.wy76.end, %conv1_weight_grad.ky74
-  %conv1_weight_grad.kx7533 = phi i64 [ 0, %conv1_weight_grad.ky74 ], [ %kx75.next, %conv1_weight_grad.wy76.end ]
-  br label %conv1_weight_grad.wy76
-
-conv1_weight_grad.kx75.end:                       ; preds = %conv1_weight_grad.wy76.end
-  %ky74.next = add nsw i64 %conv1_weight_grad.ky7432, 1
-  %106 = icmp slt i64 %ky74.next, 3
-  br i1 %106, label %conv1_weight_grad.ky74, label %conv1_weight_grad.ky74.end, !llvm.loop !43
-
-conv1_weight_grad.wy76:                           ; preds = %conv1_weight_grad.wx77.end, %conv1_weight_grad.kx75
-  %conv1_weight_grad.wy7634 = phi i64 [ 0, %conv1_weight_grad.kx75 ], [ %wy76.next, %conv1_weight_grad.wx77.end ]
-  br label %conv1_weight_grad.wx77
-
-conv1_weight_grad.wy76.end:                       ; preds = %conv1_weight_grad.wx77.end
-  %kx75.next = add nsw i64 %conv1_weight_grad.kx7533, 1
-  %107 = icmp slt i64 %kx75.next, 3
-  br i1 %107, label %conv1_weight_grad.kx75, label %conv1_weight_grad.kx75.end, !llvm.loop !44
-
-conv1_weight_grad.wx77:                           ; preds = %conv1_weight_grad.py78.end, %conv1_weight_grad.wy76
-  %conv1_weight_grad.wx7735 = phi i64 [ 0, %conv1_weight_grad.wy76 ], [ %wx77.next, %conv1_weight_grad.py78.end ]
-  br label %conv1_weight_grad.py78
-
-conv1_weight_grad.wx77.end:                       ; preds = %conv1_weight_grad.py78.end
-  %wy76.next = add nsw i64 %conv1_weight_grad.wy7634, 1
-  %108 = icmp slt i64 %wy76.next, 1
-  br i1 %108, label %conv1_weight_grad.wy76, label %conv1_weight_grad.wy76.end, !llvm.loop !45
-
-conv1_weight_grad.py78:                           ; preds = %conv1_weight_grad.cv79.end, %conv1_weight_grad.wx77
-  %conv1_weight_grad.py7836 = phi i64 [ 0, %conv1_weight_grad.wx77 ], [ %py78.next, %conv1_weight_grad.cv79.end ]
-  br label %conv1_weight_grad.cv79
-
-conv1_weight_grad.py78.end:                       ; preds = %conv1_weight_grad.cv79.end
-  %wx77.next = add nsw i64 %conv1_weight_grad.wx7735, 1
-  %109 = icmp slt i64 %wx77.next, 1
-  br i1 %109, label %conv1_weight_grad.wx77, label %conv1_weight_grad.wx77.end, !llvm.loop !46
-
-conv1_weight_grad.cv79:                           ; preds = %conv1_weight_grad.cv79, %conv1_weight_grad.py78
-  %conv1_weight_grad.cv7937 = phi i64 [ 0, %conv1_weight_grad.py78 ], [ %cv79.next, %conv1_weight_grad.cv79 ]
-  %110 = add nsw i64 %conv1_weight_grad.j7230, %conv1_weight_grad.c7331
-  %111 = mul nsw i64 %110, 2
-  %112 = mul nsw i64 %conv1_weight_grad.wy7634, 2
-  %113 = add nsw i64 %112, %conv1_weight_grad.ky7432
-  %114 = srem i64 %113, 2
-  %115 = add nsw i64 %111, %114
-  %116 = mul nsw i64 %115, 2
-  %117 = mul nsw i64 %conv1_weight_grad.wx7735, 2
-  %118 = add nsw i64 %117, %conv1_weight_grad.kx7533
-  %119 = srem i64 %118, 2
-  %120 = add nsw i64 %116, %119
-  %121 = mul nsw i64 %120, 196
-  %122 = mul nsw i64 %conv1_weight_grad.wy7634, 2
-  %123 = add nsw i64 %122, %conv1_weight_grad.ky7432
-  %124 = sdiv i64 %123, 2
-  %125 = add nsw i64 %conv1_weight_grad.py7836, %124
-  %126 = mul nsw i64 %125, 14
-  %127 = add nsw i64 %121, %126
-  %128 = mul nsw i64 %conv1_weight_grad.cv7937, 8
-  %129 = mul nsw i64 %conv1_weight_grad.wx7735, 2
-  %130 = add nsw i64 %129, %conv1_weight_grad.kx7533
-  %131 = sdiv i64 %130, 2
-  %132 = add nsw i64 %128, %131
-  %133 = add nsw i64 %127, %132
-  %134 = add nsw i64 107396, %133
-  %arena38 = getelementptr inbounds float, ptr %arena, i64 %134
-  %135 = load <8 x float>, ptr %arena38, align 4
-  %136 = mul nsw i64 %conv1_weight_grad.c7331, 3
-  %137 = add nsw i64 %136, %conv1_weight_grad.ky7432
-  %138 = mul nsw i64 %137, 3
-  %139 = add nsw i64 %138, %conv1_weight_grad.kx7533
-  %140 = mul nsw i64 %139, 2704
-  %141 = add nsw i64 72208, %140
-  %142 = mul nsw i64 %conv1_weight_grad.j7230, 169
-  %143 = add nsw i64 %141, %142
-  %144 = add nsw i64 %conv1_weight_grad.wy7634, %conv1_weight_grad.wx7735
-  %145 = mul nsw i64 %144, 169
-  %146 = add nsw i64 %143, %145
-  %147 = mul nsw i64 %conv1_weight_grad.py7836, 13
-  %148 = add nsw i64 %146, %147
-  %149 = mul nsw i64 %conv1_weight_grad.cv7937, 8
-  %150 = add nsw i64 %148, %149
-  %arena39 = getelementptr inbounds float, ptr %arena, i64 %150
-  store <8 x float> %135, ptr %arena39, align 4
-  %cv79.next = add nsw i64 %conv1_weight_grad.cv7937, 1
-  %151 = icmp slt i64 %cv79.next, 1
-  br i1 %151, label %conv1_weight_grad.cv79, label %conv1_weight_grad.cv79.end, !llvm.loop !47
-
-conv1_weight_grad.cv79.end:                       ; preds = %conv1_weight_grad.cv79
-  %152 = add nsw i64 %conv1_weight_grad.j7230, %conv1_weight_grad.c7331
-  %153 = mul nsw i64 %152, 2
-  %154 = mul nsw i64 %conv1_weight_grad.wy7634, 2
-  %155 = add nsw i64 %154, %conv1_weight_grad.ky7432
-  %156 = srem i64 %155, 2
-  %157 = add nsw i64 %153, %156
-  %158 = mul nsw i64 %157, 2
-  %159 = mul nsw i64 %conv1_weight_grad.wx7735, 2
-  %160 = add nsw i64 %159, %conv1_weight_grad.kx7533
-  %161 = srem i64 %160, 2
-  %162 = add nsw i64 %158, %161
-  %163 = mul nsw i64 %162, 196
-  %164 = mul nsw i64 %conv1_weight_grad.wy7634, 2
-  %165 = add nsw i64 %164, %conv1_weight_grad.ky7432
-  %166 = sdiv i64 %165, 2
-  %167 = add nsw i64 %conv1_weight_grad.py7836, %166
-  %168 = mul nsw i64 %167, 14
-  %169 = add nsw i64 %163, %168
-  %170 = mul nsw i64 %conv1_weight_grad.wx7735, 2
-  %171 = add nsw i64 %170, %conv1_weight_grad.kx7533
-  %172 = sdiv i64 %171, 2
-  %173 = add nsw i64 8, %172
-  %174 = add nsw i64 %169, %173
-  %175 = add nsw i64 107396, %174
-  %arena40 = getelementptr inbounds float, ptr %arena, i64 %175
-  %176 = call <8 x float> @llvm.masked.load.v8f32.p0(ptr %arena40, i32 4, <8 x i1> <i1 true, i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false>, <8 x float> zeroinitializer)
-  %177 = mul nsw i64 %conv1_weight_grad.c7331, 3
-  %178 = add nsw i64 %177, %conv1_weight_grad.ky7432
-  %179 = mul nsw i64 %178, 3
-  %180 = add nsw i64 %179, %conv1_weight_grad.kx7533
-  %181 = mul nsw i64 %180, 2704
-  %182 = add nsw i64 72208, %181
-  %183 = mul nsw i64 %conv1_weight_grad.j7230, 169
-  %184 = add nsw i64 %182, %183
-  %185 = add nsw i64 %conv1_weight_grad.wy7634, %conv1_weight_grad.wx7735
-  %186 = mul nsw i64 %185, 169
-  %187 = add nsw i64 %184, %186
-  %188 = mul nsw i64 %conv1_weight_grad.py7836, 13
-  %189 = add nsw i64 %187, %188
-  %190 = add nsw i64 %189, 8
-  %arena41 = getelementptr inbounds float, ptr %arena, i64 %190
-  call void @llvm.masked.store.v8f32.p0(<8 x float> %176, ptr %arena41, i32 4, <8 x i1> <i1 true, i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false>)
-  %py78.next = add nsw i64 %conv1_weight_grad.py7836, 1
-  %191 = icmp slt i64 %py78.next, 13
-  br i1 %191, label %conv1_weight_grad.py78, label %conv1_weight_grad.py78.end, !llvm.loop !48
-
-conv1_weight_grad.j80:                            ; preds = %conv1_weight_grad.i81.end, %conv1_weight_grad.j72.end
-  %conv1_weight_grad.j8042 = phi i64 [ 0, %conv1_weight_grad.j72.end ], [ %j80.next, %conv1_weight_grad.i81.end ]
-  br label %conv1_weight_grad.i81
-
-conv1_weight_grad.j80.end:                        ; preds = %conv1_weight_grad.i81.end
-  %arena47 = getelementptr inbounds float, ptr %arena, i64 72208
-  %arena48 = getelementptr inbounds float, ptr %arena, i64 96544
-  %arena49 = getelementptr inbounds float, ptr %arena, i64 107360
-  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 9, i32 4, i32 2704, float 1.000000e+00, ptr %arena47, i32 2704, ptr %arena48, i32 4, float 1.000000e+00, ptr %arena49, i32 4)
-  %g55.next = add nsw i64 %conv1_weight_grad.g555, 1
-  %192 = icmp slt i64 %g55.next, 4
-  br i1 %192, label %conv1_weight_grad.g55, label %conv1_weight_grad.g55.end
-
-conv1_weight_grad.i81:                            ; preds = %conv1_weight_grad.f82.end, %conv1_weight_grad.j80
-  %conv1_weight_grad.i8143 = phi i64 [ 0, %conv1_weight_grad.j80 ], [ %i81.next, %conv1_weight_grad.f82.end ]
-  br label %conv1_weight_grad.f82
-
-conv1_weight_grad.i81.end:                        ; preds = %conv1_weight_grad.f82.end
-  %j80.next = add nsw i64 %conv1_weight_grad.j8042, 1
-  %193 = icmp slt i64 %j80.next, 16
-  br i1 %193, label %conv1_weight_grad.j80, label %conv1_weight_grad.j80.end
-
-conv1_weight_grad.f82:                            ; preds = %conv1_weight_grad.f82, %conv1_weight_grad.i81
-  %conv1_weight_grad.f8244 = phi i64 [ 0, %conv1_weight_grad.i81 ], [ %f82.next, %conv1_weight_grad.f82 ]
-  %194 = mul nsw i64 %conv1_weight_grad.g555, 16
-  %195 = add nsw i64 %194, %conv1_weight_grad.j8042
-  %196 = mul nsw i64 %195, 676
-  %197 = add nsw i64 28944, %196
-  %198 = mul nsw i64 %conv1_weight_grad.f8244, 169
-  %199 = add nsw i64 %197, %198
-  %200 = add nsw i64 %199, %conv1_weight_grad.i8143
-  %arena45 = getelementptr inbounds float, ptr %arena, i64 %200
-  %201 = load float, ptr %arena45, align 4
-  %202 = mul nsw i64 %conv1_weight_grad.j8042, 169
-  %203 = add nsw i64 %202, %conv1_weight_grad.i8143
-  %204 = mul nsw i64 %203, 4
-  %205 = add nsw i64 96544, %204
-  %206 = add nsw i64 %205, %conv1_weight_grad.f8244
-  %arena46 = getelementptr inbounds float, ptr %arena, i64 %206
-  store float %201, ptr %arena46, align 4
-  %f82.next = add nsw i64 %conv1_weight_grad.f8244, 1
-  %207 = icmp slt i64 %f82.next, 4
-  br i1 %207, label %conv1_weight_grad.f82, label %conv1_weight_grad.f82.end
-
-conv1_weight_grad.f82.end:                        ; preds = %conv1_weight_grad.f82
-  %i81.next = add nsw i64 %conv1_weight_grad.i8143, 1
-  %208 = icmp slt i64 %i81.next, 169
-  br i1 %208, label %conv1_weight_grad.i81, label %conv1_weight_grad.i81.end
-
-conv1_weight_grad.f83:                            ; preds = %conv1_weight_grad.r84.end, %conv1_weight_grad.g55.end
-  %conv1_weight_grad.f8350 = phi i64 [ 0, %conv1_weight_grad.g55.end ], [ %f83.next, %conv1_weight_grad.r84.end ]
-  br label %conv1_weight_grad.r84
-
-conv1_weight_grad.f83.end:                        ; preds = %conv1_weight_grad.r84.end
+conv1_weight_grad.f51.end:                        ; preds = %conv1_weight_grad.r52.end
   ret void
 
-conv1_weight_grad.r84:                            ; preds = %conv1_weight_grad.r84, %conv1_weight_grad.f83
-  %conv1_weight_grad.r8451 = phi i64 [ 0, %conv1_weight_grad.f83 ], [ %r84.next, %conv1_weight_grad.r84 ]
-  %209 = mul nsw i64 %conv1_weight_grad.r8451, 4
-  %210 = add nsw i64 107360, %209
-  %211 = add nsw i64 %210, %conv1_weight_grad.f8350
-  %arena52 = getelementptr inbounds float, ptr %arena, i64 %211
-  %212 = load float, ptr %arena52, align 4
-  %213 = mul nsw i64 %conv1_weight_grad.f8350, 9
-  %214 = add nsw i64 %213, %conv1_weight_grad.r8451
-  %grads53 = getelementptr inbounds float, ptr %grads, i64 %214
-  store float %212, ptr %grads53, align 4
-  %r84.next = add nsw i64 %conv1_weight_grad.r8451, 1
-  %215 = icmp slt i64 %r84.next, 9
-  br i1 %215, label %conv1_weight_grad.r84, label %conv1_weight_grad.r84.end
+conv1_weight_grad.r52:                            ; preds = %conv1_weight_grad.r52, %conv1_weight_grad.f51
+  %conv1_weight_grad.r5228 = phi i64 [ 0, %conv1_weight_grad.f51 ], [ %r52.next, %conv1_weight_grad.r52 ]
+  %98 = mul nsw i64 %conv1_weight_grad.r5228, 4
+  %99 = add nsw i64 107360, %98
+  %100 = add nsw i64 %99, %conv1_weight_grad.f5127
+  %arena29 = getelementptr inbounds float, ptr %arena, i64 %100
+  %101 = load float, ptr %arena29, align 4
+  %102 = mul nsw i64 %conv1_weight_grad.f5127, 9
+  %103 = add nsw i64 %102, %conv1_weight_grad.r5228
+  %grads30 = getelementptr inbounds float, ptr %grads, i64 %103
+  store float %101, ptr %grads30, align 4
+  %r52.next = add nsw i64 %conv1_weight_grad.r5228, 1
+  %104 = icmp slt i64 %r52.next, 9
+  br i1 %104, label %conv1_weight_grad.r52, label %conv1_weight_grad.r52.end
 
-conv1_weight_grad.r84.end:                        ; preds = %conv1_weight_grad.r84
-  %f83.next = add nsw i64 %conv1_weight_grad.f8350, 1
-  %216 = icmp slt i64 %f83.next, 4
-  br i1 %216, label %conv1_weight_grad.f83, label %conv1_weight_grad.f83.end
+conv1_weight_grad.r52.end:                        ; preds = %conv1_weight_grad.r52
+  %f51.next = add nsw i64 %conv1_weight_grad.f5127, 1
+  %105 = icmp slt i64 %f51.next, 4
+  br i1 %105, label %conv1_weight_grad.f51, label %conv1_weight_grad.f51.end
 }
 
 ; Function Attrs: noinline
 define internal void @tiny_train_b64.k11.conv1_bias_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %conv1_bias_grad.sum95 = alloca float, align 4
-  %conv1_bias_grad.sum94 = alloca float, align 4
-  %conv1_bias_grad.sum93 = alloca float, align 4
-  %conv1_bias_grad.sum92 = alloca float, align 4
-  %conv1_bias_grad.sum91 = alloca float, align 4
-  %conv1_bias_grad.sum90 = alloca float, align 4
-  %conv1_bias_grad.sum89 = alloca float, align 4
-  %conv1_bias_grad.acc86 = alloca <8 x float>, align 32
-  br label %conv1_bias_grad.f85
+  %conv1_bias_grad.sum63 = alloca float, align 4
+  %conv1_bias_grad.sum62 = alloca float, align 4
+  %conv1_bias_grad.sum61 = alloca float, align 4
+  %conv1_bias_grad.sum60 = alloca float, align 4
+  %conv1_bias_grad.sum59 = alloca float, align 4
+  %conv1_bias_grad.sum58 = alloca float, align 4
+  %conv1_bias_grad.sum57 = alloca float, align 4
+  %conv1_bias_grad.acc54 = alloca <8 x float>, align 32
+  br label %conv1_bias_grad.f53
 
-conv1_bias_grad.f85:                              ; preds = %conv1_bias_grad.img87.end, %entry
-  %conv1_bias_grad.f851 = phi i64 [ 0, %entry ], [ %f85.next, %conv1_bias_grad.img87.end ]
-  store <8 x float> zeroinitializer, ptr %conv1_bias_grad.acc86, align 32
-  br label %conv1_bias_grad.img87
+conv1_bias_grad.f53:                              ; preds = %conv1_bias_grad.img55.end, %entry
+  %conv1_bias_grad.f531 = phi i64 [ 0, %entry ], [ %f53.next, %conv1_bias_grad.img55.end ]
+  store <8 x float> zeroinitializer, ptr %conv1_bias_grad.acc54, align 32
+  br label %conv1_bias_grad.img55
 
-conv1_bias_grad.f85.end:                          ; preds = %conv1_bias_grad.img87.end
+conv1_bias_grad.f53.end:                          ; preds = %conv1_bias_grad.img55.end
   ret void
 
-conv1_bias_grad.img87:                            ; preds = %conv1_bias_grad.i88.end, %conv1_bias_grad.f85
-  %conv1_bias_grad.img872 = phi i64 [ 0, %conv1_bias_grad.f85 ], [ %img87.next, %conv1_bias_grad.i88.end ]
-  br label %conv1_bias_grad.i88
+conv1_bias_grad.img55:                            ; preds = %conv1_bias_grad.i56.end, %conv1_bias_grad.f53
+  %conv1_bias_grad.img552 = phi i64 [ 0, %conv1_bias_grad.f53 ], [ %img55.next, %conv1_bias_grad.i56.end ]
+  br label %conv1_bias_grad.i56
 
-conv1_bias_grad.img87.end:                        ; preds = %conv1_bias_grad.i88.end
-  %acc867 = load <8 x float>, ptr %conv1_bias_grad.acc86, align 32
+conv1_bias_grad.img55.end:                        ; preds = %conv1_bias_grad.i56.end
+  %acc547 = load <8 x float>, ptr %conv1_bias_grad.acc54, align 32
   %arena8 = getelementptr inbounds float, ptr %arena, i64 0
-  store <8 x float> %acc867, ptr %arena8, align 4
+  store <8 x float> %acc547, ptr %arena8, align 4
   %arena9 = getelementptr inbounds float, ptr %arena, i64 0
   %0 = load float, ptr %arena9, align 4
   %arena10 = getelementptr inbounds float, ptr %arena, i64 1
   %1 = load float, ptr %arena10, align 4
   %2 = fadd float %0, %1
-  store float %2, ptr %conv1_bias_grad.sum89, align 4
-  %sum89 = load float, ptr %conv1_bias_grad.sum89, align 4
+  store float %2, ptr %conv1_bias_grad.sum57, align 4
+  %sum57 = load float, ptr %conv1_bias_grad.sum57, align 4
   %arena11 = getelementptr inbounds float, ptr %arena, i64 2
   %3 = load float, ptr %arena11, align 4
-  %4 = fadd float %sum89, %3
-  store float %4, ptr %conv1_bias_grad.sum90, align 4
-  %sum90 = load float, ptr %conv1_bias_grad.sum90, align 4
+  %4 = fadd float %sum57, %3
+  store float %4, ptr %conv1_bias_grad.sum58, align 4
+  %sum58 = load float, ptr %conv1_bias_grad.sum58, align 4
   %arena12 = getelementptr inbounds float, ptr %arena, i64 3
   %5 = load float, ptr %arena12, align 4
-  %6 = fadd float %sum90, %5
-  store float %6, ptr %conv1_bias_grad.sum91, align 4
-  %sum91 = load float, ptr %conv1_bias_grad.sum91, align 4
+  %6 = fadd float %sum58, %5
+  store float %6, ptr %conv1_bias_grad.sum59, align 4
+  %sum59 = load float, ptr %conv1_bias_grad.sum59, align 4
   %arena13 = getelementptr inbounds float, ptr %arena, i64 4
   %7 = load float, ptr %arena13, align 4
-  %8 = fadd float %sum91, %7
-  store float %8, ptr %conv1_bias_grad.sum92, align 4
-  %sum92 = load float, ptr %conv1_bias_grad.sum92, align 4
+  %8 = fadd float %sum59, %7
+  store float %8, ptr %conv1_bias_grad.sum60, align 4
+  %sum60 = load float, ptr %conv1_bias_grad.sum60, align 4
   %arena14 = getelementptr inbounds float, ptr %arena, i64 5
   %9 = load float, ptr %arena14, align 4
-  %10 = fadd float %sum92, %9
-  store float %10, ptr %conv1_bias_grad.sum93, align 4
-  %sum93 = load float, ptr %conv1_bias_grad.sum93, align 4
+  %10 = fadd float %sum60, %9
+  store float %10, ptr %conv1_bias_grad.sum61, align 4
+  %sum61 = load float, ptr %conv1_bias_grad.sum61, align 4
   %arena15 = getelementptr inbounds float, ptr %arena, i64 6
   %11 = load float, ptr %arena15, align 4
-  %12 = fadd float %sum93, %11
-  store float %12, ptr %conv1_bias_grad.sum94, align 4
-  %sum94 = load float, ptr %conv1_bias_grad.sum94, align 4
+  %12 = fadd float %sum61, %11
+  store float %12, ptr %conv1_bias_grad.sum62, align 4
+  %sum62 = load float, ptr %conv1_bias_grad.sum62, align 4
   %arena16 = getelementptr inbounds float, ptr %arena, i64 7
   %13 = load float, ptr %arena16, align 4
-  %14 = fadd float %sum94, %13
-  store float %14, ptr %conv1_bias_grad.sum95, align 4
-  %sum95 = load float, ptr %conv1_bias_grad.sum95, align 4
-  %15 = add nsw i64 36, %conv1_bias_grad.f851
+  %14 = fadd float %sum62, %13
+  store float %14, ptr %conv1_bias_grad.sum63, align 4
+  %sum63 = load float, ptr %conv1_bias_grad.sum63, align 4
+  %15 = add nsw i64 36, %conv1_bias_grad.f531
   %grads17 = getelementptr inbounds float, ptr %grads, i64 %15
-  store float %sum95, ptr %grads17, align 4
-  %f85.next = add nsw i64 %conv1_bias_grad.f851, 1
-  %16 = icmp slt i64 %f85.next, 4
-  br i1 %16, label %conv1_bias_grad.f85, label %conv1_bias_grad.f85.end
+  store float %sum63, ptr %grads17, align 4
+  %f53.next = add nsw i64 %conv1_bias_grad.f531, 1
+  %16 = icmp slt i64 %f53.next, 4
+  br i1 %16, label %conv1_bias_grad.f53, label %conv1_bias_grad.f53.end
 
-conv1_bias_grad.i88:                              ; preds = %conv1_bias_grad.i88, %conv1_bias_grad.img87
-  %conv1_bias_grad.i883 = phi i64 [ 0, %conv1_bias_grad.img87 ], [ %i88.next, %conv1_bias_grad.i88 ]
-  %17 = mul nsw i64 %conv1_bias_grad.img872, 676
+conv1_bias_grad.i56:                              ; preds = %conv1_bias_grad.i56, %conv1_bias_grad.img55
+  %conv1_bias_grad.i563 = phi i64 [ 0, %conv1_bias_grad.img55 ], [ %i56.next, %conv1_bias_grad.i56 ]
+  %17 = mul nsw i64 %conv1_bias_grad.img552, 676
   %18 = add nsw i64 28944, %17
-  %19 = mul nsw i64 %conv1_bias_grad.f851, 169
+  %19 = mul nsw i64 %conv1_bias_grad.f531, 169
   %20 = add nsw i64 %18, %19
-  %21 = mul nsw i64 %conv1_bias_grad.i883, 8
+  %21 = mul nsw i64 %conv1_bias_grad.i563, 8
   %22 = add nsw i64 %20, %21
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %22
   %23 = load <8 x float>, ptr %arena4, align 4
-  %acc86 = load <8 x float>, ptr %conv1_bias_grad.acc86, align 32
-  %24 = call <8 x float> @llvm.fma.v8f32(<8 x float> <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>, <8 x float> %23, <8 x float> %acc86)
-  store <8 x float> %24, ptr %conv1_bias_grad.acc86, align 32
-  %i88.next = add nsw i64 %conv1_bias_grad.i883, 1
-  %25 = icmp slt i64 %i88.next, 21
-  br i1 %25, label %conv1_bias_grad.i88, label %conv1_bias_grad.i88.end
+  %acc54 = load <8 x float>, ptr %conv1_bias_grad.acc54, align 32
+  %24 = call <8 x float> @llvm.fma.v8f32(<8 x float> <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>, <8 x float> %23, <8 x float> %acc54)
+  store <8 x float> %24, ptr %conv1_bias_grad.acc54, align 32
+  %i56.next = add nsw i64 %conv1_bias_grad.i563, 1
+  %25 = icmp slt i64 %i56.next, 21
+  br i1 %25, label %conv1_bias_grad.i56, label %conv1_bias_grad.i56.end
 
-conv1_bias_grad.i88.end:                          ; preds = %conv1_bias_grad.i88
-  %26 = mul nsw i64 %conv1_bias_grad.img872, 676
+conv1_bias_grad.i56.end:                          ; preds = %conv1_bias_grad.i56
+  %26 = mul nsw i64 %conv1_bias_grad.img552, 676
   %27 = add nsw i64 28944, %26
-  %28 = mul nsw i64 %conv1_bias_grad.f851, 169
+  %28 = mul nsw i64 %conv1_bias_grad.f531, 169
   %29 = add nsw i64 %27, %28
   %30 = add nsw i64 %29, 168
   %arena5 = getelementptr inbounds float, ptr %arena, i64 %30
   %31 = call <8 x float> @llvm.masked.load.v8f32.p0(ptr %arena5, i32 4, <8 x i1> <i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>, <8 x float> zeroinitializer)
-  %acc866 = load <8 x float>, ptr %conv1_bias_grad.acc86, align 32
-  %32 = call <8 x float> @llvm.fma.v8f32(<8 x float> <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>, <8 x float> %31, <8 x float> %acc866)
-  store <8 x float> %32, ptr %conv1_bias_grad.acc86, align 32
-  %img87.next = add nsw i64 %conv1_bias_grad.img872, 1
-  %33 = icmp slt i64 %img87.next, 64
-  br i1 %33, label %conv1_bias_grad.img87, label %conv1_bias_grad.img87.end
+  %acc546 = load <8 x float>, ptr %conv1_bias_grad.acc54, align 32
+  %32 = call <8 x float> @llvm.fma.v8f32(<8 x float> <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>, <8 x float> %31, <8 x float> %acc546)
+  store <8 x float> %32, ptr %conv1_bias_grad.acc54, align 32
+  %img55.next = add nsw i64 %conv1_bias_grad.img552, 1
+  %33 = icmp slt i64 %img55.next, 64
+  br i1 %33, label %conv1_bias_grad.img55, label %conv1_bias_grad.img55.end
 }
 
 ; Function Attrs: nocallback nofree nosync nounwind speculatable willreturn memory(none)
-declare <8 x float> @llvm.fma.v8f32(<8 x float>, <8 x float>, <8 x float>) #4
+declare <8 x float> @llvm.fma.v8f32(<8 x float>, <8 x float>, <8 x float>) #2
+
+; Function Attrs: nocallback nofree nosync nounwind willreturn memory(argmem: read)
+declare <8 x float> @llvm.masked.load.v8f32.p0(ptr nocapture, i32 immarg, <8 x i1>, <8 x float>) #3
 
 ; Function Attrs: noinline
 define internal void @tiny_train_b64.k12.adam(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
@@ -1776,39 +1273,39 @@ entry:
   %adam.v_new = alloca float, align 4
   %adam.m_new = alloca float, align 4
   %adam.g = alloca float, align 4
-  %adam.bc2_sqrt97 = alloca float, align 4
-  %adam.step_size96 = alloca float, align 4
+  %adam.bc2_sqrt65 = alloca float, align 4
+  %adam.step_size64 = alloca float, align 4
   %0 = sitofp i64 %step to float
   %1 = fmul float %0, 0xBFBAF8E8A0000000
   %2 = call float @llvm.exp.f32(float %1)
   %3 = fsub float 1.000000e+00, %2
   %4 = fdiv float %lr, %3
-  store float %4, ptr %adam.step_size96, align 4
+  store float %4, ptr %adam.step_size64, align 4
   %5 = sitofp i64 %step to float
   %6 = fmul float %5, 0xBF50645940000000
   %7 = call float @llvm.exp.f32(float %6)
   %8 = fsub float 1.000000e+00, %7
   %9 = call float @llvm.sqrt.f32(float %8)
-  store float %9, ptr %adam.bc2_sqrt97, align 4
-  br label %adam.i98
+  store float %9, ptr %adam.bc2_sqrt65, align 4
+  br label %adam.i66
 
-adam.i98:                                         ; preds = %adam.i98, %entry
-  %adam.i981 = phi i64 [ 0, %entry ], [ %i98.next, %adam.i98 ]
-  %grads2 = getelementptr inbounds float, ptr %grads, i64 %adam.i981
+adam.i66:                                         ; preds = %adam.i66, %entry
+  %adam.i661 = phi i64 [ 0, %entry ], [ %i66.next, %adam.i66 ]
+  %grads2 = getelementptr inbounds float, ptr %grads, i64 %adam.i661
   %10 = load float, ptr %grads2, align 4
-  %params3 = getelementptr inbounds float, ptr %params, i64 %adam.i981
+  %params3 = getelementptr inbounds float, ptr %params, i64 %adam.i661
   %11 = load float, ptr %params3, align 4
   %12 = fmul float 0.000000e+00, %11
   %13 = fadd float %10, %12
   store float %13, ptr %adam.g, align 4
-  %m4 = getelementptr inbounds float, ptr %m, i64 %adam.i981
+  %m4 = getelementptr inbounds float, ptr %m, i64 %adam.i661
   %14 = load float, ptr %m4, align 4
   %15 = fmul float 0x3FECCCCCC0000000, %14
   %g = load float, ptr %adam.g, align 4
   %16 = fmul float 0x3FB9999A00000000, %g
   %17 = fadd float %15, %16
   store float %17, ptr %adam.m_new, align 4
-  %v5 = getelementptr inbounds float, ptr %v, i64 %adam.i981
+  %v5 = getelementptr inbounds float, ptr %v, i64 %adam.i661
   %18 = load float, ptr %v5, align 4
   %19 = fmul float 0x3FEFF7CEE0000000, %18
   %g6 = load float, ptr %adam.g, align 4
@@ -1818,35 +1315,35 @@ adam.i98:                                         ; preds = %adam.i98, %entry
   %22 = fadd float %19, %21
   store float %22, ptr %adam.v_new, align 4
   %m_new = load float, ptr %adam.m_new, align 4
-  %m8 = getelementptr inbounds float, ptr %m, i64 %adam.i981
+  %m8 = getelementptr inbounds float, ptr %m, i64 %adam.i661
   store float %m_new, ptr %m8, align 4
   %v_new = load float, ptr %adam.v_new, align 4
-  %v9 = getelementptr inbounds float, ptr %v, i64 %adam.i981
+  %v9 = getelementptr inbounds float, ptr %v, i64 %adam.i661
   store float %v_new, ptr %v9, align 4
-  %params10 = getelementptr inbounds float, ptr %params, i64 %adam.i981
+  %params10 = getelementptr inbounds float, ptr %params, i64 %adam.i661
   %23 = load float, ptr %params10, align 4
-  %step_size96 = load float, ptr %adam.step_size96, align 4
+  %step_size64 = load float, ptr %adam.step_size64, align 4
   %m_new11 = load float, ptr %adam.m_new, align 4
-  %24 = fmul float %step_size96, %m_new11
+  %24 = fmul float %step_size64, %m_new11
   %v_new12 = load float, ptr %adam.v_new, align 4
   %25 = call float @llvm.sqrt.f32(float %v_new12)
-  %bc2_sqrt97 = load float, ptr %adam.bc2_sqrt97, align 4
-  %26 = fdiv float %25, %bc2_sqrt97
+  %bc2_sqrt65 = load float, ptr %adam.bc2_sqrt65, align 4
+  %26 = fdiv float %25, %bc2_sqrt65
   %27 = fadd float %26, 0x3E45798EE0000000
   %28 = fdiv float %24, %27
   %29 = fsub float %23, %28
-  %params13 = getelementptr inbounds float, ptr %params, i64 %adam.i981
+  %params13 = getelementptr inbounds float, ptr %params, i64 %adam.i661
   store float %29, ptr %params13, align 4
-  %i98.next = add nsw i64 %adam.i981, 1
-  %30 = icmp slt i64 %i98.next, 1490
-  br i1 %30, label %adam.i98, label %adam.i98.end
+  %i66.next = add nsw i64 %adam.i661, 1
+  %30 = icmp slt i64 %i66.next, 1490
+  br i1 %30, label %adam.i66, label %adam.i66.end
 
-adam.i98.end:                                     ; preds = %adam.i98
+adam.i66.end:                                     ; preds = %adam.i66
   ret void
 }
 
 ; Function Attrs: nocallback nofree nosync nounwind speculatable willreturn memory(none)
-declare float @llvm.sqrt.f32(float) #4
+declare float @llvm.sqrt.f32(float) #2
 
 define void @tiny_infer_b64(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #0 {
 entry:
@@ -1859,754 +1356,504 @@ entry:
 ; Function Attrs: noinline
 define internal void @tiny_infer_b64.k0.conv1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %conv1.bi32 = alloca float, align 4
-  %conv1.best31 = alloca float, align 4
-  br label %conv1.i1
+  %conv1.bi16 = alloca float, align 4
+  %conv1.best15 = alloca float, align 4
+  br label %conv1.g1
 
-conv1.i1:                                         ; preds = %conv1.i1, %entry
-  %conv1.i11 = phi i64 [ 0, %entry ], [ %i1.next, %conv1.i1 ]
-  %0 = add nsw i64 56288, %conv1.i11
-  %arena2 = getelementptr inbounds float, ptr %arena, i64 %0
-  store float 0.000000e+00, ptr %arena2, align 4
-  %i1.next = add nsw i64 %conv1.i11, 1
-  %1 = icmp slt i64 %i1.next, 12544
-  br i1 %1, label %conv1.i1, label %conv1.i1.end
+conv1.g1:                                         ; preds = %conv1.j11.end, %entry
+  %conv1.g11 = phi i64 [ 0, %entry ], [ %g1.next, %conv1.j11.end ]
+  br label %conv1.j2
 
-conv1.i1.end:                                     ; preds = %conv1.i1
-  br label %conv1.g2
-
-conv1.g2:                                         ; preds = %conv1.j27.end, %conv1.i1.end
-  %conv1.g23 = phi i64 [ 0, %conv1.i1.end ], [ %g2.next, %conv1.j27.end ]
-  br label %conv1.j3
-
-conv1.g2.end:                                     ; preds = %conv1.j27.end
+conv1.g1.end:                                     ; preds = %conv1.j11.end
   ret void
 
-conv1.j3:                                         ; preds = %conv1.c4.end, %conv1.g2
-  %conv1.j34 = phi i64 [ 0, %conv1.g2 ], [ %j3.next, %conv1.c4.end ]
-  br label %conv1.c4
+conv1.j2:                                         ; preds = %conv1.c3.end, %conv1.g1
+  %conv1.j22 = phi i64 [ 0, %conv1.g1 ], [ %j2.next, %conv1.c3.end ]
+  br label %conv1.c3
 
-conv1.j3.end:                                     ; preds = %conv1.c4.end
-  br label %conv1.j7
-
-conv1.c4:                                         ; preds = %conv1.qy5.end, %conv1.j3
-  %conv1.c45 = phi i64 [ 0, %conv1.j3 ], [ %c4.next, %conv1.qy5.end ]
-  br label %conv1.qy5
-
-conv1.c4.end:                                     ; preds = %conv1.qy5.end
-  %j3.next = add nsw i64 %conv1.j34, 1
-  %2 = icmp slt i64 %j3.next, 16
-  br i1 %2, label %conv1.j3, label %conv1.j3.end, !llvm.loop !49
-
-conv1.qy5:                                        ; preds = %conv1.qx6.end, %conv1.c4
-  %conv1.qy56 = phi i64 [ 0, %conv1.c4 ], [ %qy5.next, %conv1.qx6.end ]
-  br label %conv1.qx6
-
-conv1.qy5.end:                                    ; preds = %conv1.qx6.end
-  %c4.next = add nsw i64 %conv1.c45, 1
-  %3 = icmp slt i64 %c4.next, 1
-  br i1 %3, label %conv1.c4, label %conv1.c4.end, !llvm.loop !50
-
-conv1.qx6:                                        ; preds = %conv1.qx6, %conv1.qy5
-  %conv1.qx67 = phi i64 [ 0, %conv1.qy5 ], [ %qx6.next, %conv1.qx6 ]
-  %4 = mul nsw i64 %conv1.g23, 16
-  %5 = add nsw i64 %4, %conv1.j34
-  %6 = mul nsw i64 %5, 784
-  %7 = mul nsw i64 %conv1.c45, 784
-  %8 = add nsw i64 %6, %7
-  %9 = mul nsw i64 %conv1.qy56, 2
-  %10 = mul nsw i64 %9, 28
-  %11 = add nsw i64 %8, %10
-  %12 = mul nsw i64 %conv1.qx67, 2
-  %13 = add nsw i64 %11, %12
-  %images8 = getelementptr inbounds float, ptr %images, i64 %13
-  %14 = load float, ptr %images8, align 4
-  %15 = add nsw i64 %conv1.j34, %conv1.c45
-  %16 = mul nsw i64 %15, 2
-  %17 = mul nsw i64 %16, 2
-  %18 = mul nsw i64 %17, 196
-  %19 = mul nsw i64 %conv1.qy56, 14
-  %20 = add nsw i64 %18, %19
-  %21 = add nsw i64 %20, %conv1.qx67
-  %22 = add nsw i64 56288, %21
-  %arena9 = getelementptr inbounds float, ptr %arena, i64 %22
-  store float %14, ptr %arena9, align 4
-  %qx6.next = add nsw i64 %conv1.qx67, 1
-  %23 = icmp slt i64 %qx6.next, 14
-  br i1 %23, label %conv1.qx6, label %conv1.qx6.end, !llvm.loop !51
-
-conv1.qx6.end:                                    ; preds = %conv1.qx6
-  %qy5.next = add nsw i64 %conv1.qy56, 1
-  %24 = icmp slt i64 %qy5.next, 14
-  br i1 %24, label %conv1.qy5, label %conv1.qy5.end, !llvm.loop !52
-
-conv1.j7:                                         ; preds = %conv1.c8.end, %conv1.j3.end
-  %conv1.j710 = phi i64 [ 0, %conv1.j3.end ], [ %j7.next, %conv1.c8.end ]
-  br label %conv1.c8
-
-conv1.j7.end:                                     ; preds = %conv1.c8.end
+conv1.j2.end:                                     ; preds = %conv1.c3.end
+  %params17 = getelementptr inbounds float, ptr %params, i64 0
+  %arena18 = getelementptr inbounds float, ptr %arena, i64 18432
+  %arena19 = getelementptr inbounds float, ptr %arena, i64 42768
+  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 4, i32 2704, i32 9, float 1.000000e+00, ptr %params17, i32 9, ptr %arena18, i32 2704, float 0.000000e+00, ptr %arena19, i32 2704)
   br label %conv1.j11
 
-conv1.c8:                                         ; preds = %conv1.qy9.end, %conv1.j7
-  %conv1.c811 = phi i64 [ 0, %conv1.j7 ], [ %c8.next, %conv1.qy9.end ]
-  br label %conv1.qy9
+conv1.c3:                                         ; preds = %conv1.ky4.end, %conv1.j2
+  %conv1.c33 = phi i64 [ 0, %conv1.j2 ], [ %c3.next, %conv1.ky4.end ]
+  br label %conv1.ky4
 
-conv1.c8.end:                                     ; preds = %conv1.qy9.end
-  %j7.next = add nsw i64 %conv1.j710, 1
-  %25 = icmp slt i64 %j7.next, 16
-  br i1 %25, label %conv1.j7, label %conv1.j7.end, !llvm.loop !53
+conv1.c3.end:                                     ; preds = %conv1.ky4.end
+  %j2.next = add nsw i64 %conv1.j22, 1
+  %0 = icmp slt i64 %j2.next, 16
+  br i1 %0, label %conv1.j2, label %conv1.j2.end
 
-conv1.qy9:                                        ; preds = %conv1.qx10.end, %conv1.c8
-  %conv1.qy912 = phi i64 [ 0, %conv1.c8 ], [ %qy9.next, %conv1.qx10.end ]
-  br label %conv1.qx10
+conv1.ky4:                                        ; preds = %conv1.oy9.end, %conv1.c3
+  %conv1.ky44 = phi i64 [ 0, %conv1.c3 ], [ %ky4.next, %conv1.oy9.end ]
+  br label %conv1.oy5
 
-conv1.qy9.end:                                    ; preds = %conv1.qx10.end
-  %c8.next = add nsw i64 %conv1.c811, 1
-  %26 = icmp slt i64 %c8.next, 1
-  br i1 %26, label %conv1.c8, label %conv1.c8.end, !llvm.loop !54
+conv1.ky4.end:                                    ; preds = %conv1.oy9.end
+  %c3.next = add nsw i64 %conv1.c33, 1
+  %1 = icmp slt i64 %c3.next, 1
+  br i1 %1, label %conv1.c3, label %conv1.c3.end
 
-conv1.qx10:                                       ; preds = %conv1.qx10, %conv1.qy9
-  %conv1.qx1013 = phi i64 [ 0, %conv1.qy9 ], [ %qx10.next, %conv1.qx10 ]
-  %27 = mul nsw i64 %conv1.g23, 16
-  %28 = add nsw i64 %27, %conv1.j710
-  %29 = mul nsw i64 %28, 784
-  %30 = mul nsw i64 %conv1.c811, 784
-  %31 = add nsw i64 %29, %30
-  %32 = mul nsw i64 %conv1.qy912, 2
+conv1.oy5:                                        ; preds = %conv1.ox6.end, %conv1.ky4
+  %conv1.oy55 = phi i64 [ 0, %conv1.ky4 ], [ %oy5.next, %conv1.ox6.end ]
+  br label %conv1.ox6
+
+conv1.oy5.end:                                    ; preds = %conv1.ox6.end
+  br label %conv1.oy7
+
+conv1.ox6:                                        ; preds = %conv1.ox6, %conv1.oy5
+  %conv1.ox66 = phi i64 [ 0, %conv1.oy5 ], [ %ox6.next, %conv1.ox6 ]
+  %2 = mul nsw i64 %conv1.g11, 16
+  %3 = add nsw i64 %2, %conv1.j22
+  %4 = mul nsw i64 %3, 784
+  %5 = mul nsw i64 %conv1.c33, 784
+  %6 = add nsw i64 %4, %5
+  %7 = mul nsw i64 %conv1.oy55, 2
+  %8 = add nsw i64 %7, %conv1.ky44
+  %9 = mul nsw i64 %8, 28
+  %10 = add nsw i64 %6, %9
+  %11 = mul nsw i64 %conv1.ox66, 2
+  %12 = add nsw i64 %10, %11
+  %images7 = getelementptr inbounds float, ptr %images, i64 %12
+  %13 = load float, ptr %images7, align 4
+  %14 = mul nsw i64 %conv1.c33, 3
+  %15 = add nsw i64 %14, %conv1.ky44
+  %16 = mul nsw i64 %15, 3
+  %17 = mul nsw i64 %16, 2704
+  %18 = add nsw i64 18432, %17
+  %19 = mul nsw i64 %conv1.j22, 169
+  %20 = add nsw i64 %18, %19
+  %21 = mul nsw i64 %conv1.oy55, 13
+  %22 = add nsw i64 %21, %conv1.ox66
+  %23 = add nsw i64 %20, %22
+  %arena8 = getelementptr inbounds float, ptr %arena, i64 %23
+  store float %13, ptr %arena8, align 4
+  %ox6.next = add nsw i64 %conv1.ox66, 1
+  %24 = icmp slt i64 %ox6.next, 13
+  br i1 %24, label %conv1.ox6, label %conv1.ox6.end
+
+conv1.ox6.end:                                    ; preds = %conv1.ox6
+  %oy5.next = add nsw i64 %conv1.oy55, 1
+  %25 = icmp slt i64 %oy5.next, 13
+  br i1 %25, label %conv1.oy5, label %conv1.oy5.end
+
+conv1.oy7:                                        ; preds = %conv1.ox8.end, %conv1.oy5.end
+  %conv1.oy79 = phi i64 [ 0, %conv1.oy5.end ], [ %oy7.next, %conv1.ox8.end ]
+  br label %conv1.ox8
+
+conv1.oy7.end:                                    ; preds = %conv1.ox8.end
+  br label %conv1.oy9
+
+conv1.ox8:                                        ; preds = %conv1.ox8, %conv1.oy7
+  %conv1.ox810 = phi i64 [ 0, %conv1.oy7 ], [ %ox8.next, %conv1.ox8 ]
+  %26 = mul nsw i64 %conv1.g11, 16
+  %27 = add nsw i64 %26, %conv1.j22
+  %28 = mul nsw i64 %27, 784
+  %29 = mul nsw i64 %conv1.c33, 784
+  %30 = add nsw i64 %28, %29
+  %31 = mul nsw i64 %conv1.oy79, 2
+  %32 = add nsw i64 %31, %conv1.ky44
   %33 = mul nsw i64 %32, 28
-  %34 = add nsw i64 %31, %33
-  %35 = mul nsw i64 %conv1.qx1013, 2
-  %36 = add nsw i64 %34, %35
-  %37 = add nsw i64 %36, 1
-  %images14 = getelementptr inbounds float, ptr %images, i64 %37
-  %38 = load float, ptr %images14, align 4
-  %39 = add nsw i64 %conv1.j710, %conv1.c811
-  %40 = mul nsw i64 %39, 2
-  %41 = mul nsw i64 %40, 2
+  %34 = add nsw i64 %30, %33
+  %35 = mul nsw i64 %conv1.ox810, 2
+  %36 = add nsw i64 %35, 1
+  %37 = add nsw i64 %34, %36
+  %images11 = getelementptr inbounds float, ptr %images, i64 %37
+  %38 = load float, ptr %images11, align 4
+  %39 = mul nsw i64 %conv1.c33, 3
+  %40 = add nsw i64 %39, %conv1.ky44
+  %41 = mul nsw i64 %40, 3
   %42 = add nsw i64 %41, 1
-  %43 = mul nsw i64 %42, 196
-  %44 = mul nsw i64 %conv1.qy912, 14
-  %45 = add nsw i64 %43, %44
-  %46 = add nsw i64 %45, %conv1.qx1013
-  %47 = add nsw i64 56288, %46
-  %arena15 = getelementptr inbounds float, ptr %arena, i64 %47
-  store float %38, ptr %arena15, align 4
-  %qx10.next = add nsw i64 %conv1.qx1013, 1
-  %48 = icmp slt i64 %qx10.next, 14
-  br i1 %48, label %conv1.qx10, label %conv1.qx10.end, !llvm.loop !55
+  %43 = mul nsw i64 %42, 2704
+  %44 = add nsw i64 18432, %43
+  %45 = mul nsw i64 %conv1.j22, 169
+  %46 = add nsw i64 %44, %45
+  %47 = mul nsw i64 %conv1.oy79, 13
+  %48 = add nsw i64 %47, %conv1.ox810
+  %49 = add nsw i64 %46, %48
+  %arena12 = getelementptr inbounds float, ptr %arena, i64 %49
+  store float %38, ptr %arena12, align 4
+  %ox8.next = add nsw i64 %conv1.ox810, 1
+  %50 = icmp slt i64 %ox8.next, 13
+  br i1 %50, label %conv1.ox8, label %conv1.ox8.end
 
-conv1.qx10.end:                                   ; preds = %conv1.qx10
-  %qy9.next = add nsw i64 %conv1.qy912, 1
-  %49 = icmp slt i64 %qy9.next, 14
-  br i1 %49, label %conv1.qy9, label %conv1.qy9.end, !llvm.loop !56
+conv1.ox8.end:                                    ; preds = %conv1.ox8
+  %oy7.next = add nsw i64 %conv1.oy79, 1
+  %51 = icmp slt i64 %oy7.next, 13
+  br i1 %51, label %conv1.oy7, label %conv1.oy7.end
 
-conv1.j11:                                        ; preds = %conv1.c12.end, %conv1.j7.end
-  %conv1.j1116 = phi i64 [ 0, %conv1.j7.end ], [ %j11.next, %conv1.c12.end ]
-  br label %conv1.c12
+conv1.oy9:                                        ; preds = %conv1.ox10.end, %conv1.oy7.end
+  %conv1.oy913 = phi i64 [ 0, %conv1.oy7.end ], [ %oy9.next, %conv1.ox10.end ]
+  br label %conv1.ox10
 
-conv1.j11.end:                                    ; preds = %conv1.c12.end
-  br label %conv1.j15
+conv1.oy9.end:                                    ; preds = %conv1.ox10.end
+  %ky4.next = add nsw i64 %conv1.ky44, 1
+  %52 = icmp slt i64 %ky4.next, 3
+  br i1 %52, label %conv1.ky4, label %conv1.ky4.end
 
-conv1.c12:                                        ; preds = %conv1.qy13.end, %conv1.j11
-  %conv1.c1217 = phi i64 [ 0, %conv1.j11 ], [ %c12.next, %conv1.qy13.end ]
-  br label %conv1.qy13
+conv1.ox10:                                       ; preds = %conv1.ox10, %conv1.oy9
+  %conv1.ox1014 = phi i64 [ 0, %conv1.oy9 ], [ %ox10.next, %conv1.ox10 ]
+  %53 = mul nsw i64 %conv1.g11, 16
+  %54 = add nsw i64 %53, %conv1.j22
+  %55 = mul nsw i64 %54, 784
+  %56 = mul nsw i64 %conv1.c33, 784
+  %57 = add nsw i64 %55, %56
+  %58 = mul nsw i64 %conv1.oy913, 2
+  %59 = add nsw i64 %58, %conv1.ky44
+  %60 = mul nsw i64 %59, 28
+  %61 = add nsw i64 %57, %60
+  %62 = mul nsw i64 %conv1.ox1014, 2
+  %63 = add nsw i64 %62, 2
+  %64 = add nsw i64 %61, %63
+  %images15 = getelementptr inbounds float, ptr %images, i64 %64
+  %65 = load float, ptr %images15, align 4
+  %66 = mul nsw i64 %conv1.c33, 3
+  %67 = add nsw i64 %66, %conv1.ky44
+  %68 = mul nsw i64 %67, 3
+  %69 = add nsw i64 %68, 2
+  %70 = mul nsw i64 %69, 2704
+  %71 = add nsw i64 18432, %70
+  %72 = mul nsw i64 %conv1.j22, 169
+  %73 = add nsw i64 %71, %72
+  %74 = mul nsw i64 %conv1.oy913, 13
+  %75 = add nsw i64 %74, %conv1.ox1014
+  %76 = add nsw i64 %73, %75
+  %arena16 = getelementptr inbounds float, ptr %arena, i64 %76
+  store float %65, ptr %arena16, align 4
+  %ox10.next = add nsw i64 %conv1.ox1014, 1
+  %77 = icmp slt i64 %ox10.next, 13
+  br i1 %77, label %conv1.ox10, label %conv1.ox10.end
 
-conv1.c12.end:                                    ; preds = %conv1.qy13.end
-  %j11.next = add nsw i64 %conv1.j1116, 1
-  %50 = icmp slt i64 %j11.next, 16
-  br i1 %50, label %conv1.j11, label %conv1.j11.end, !llvm.loop !57
+conv1.ox10.end:                                   ; preds = %conv1.ox10
+  %oy9.next = add nsw i64 %conv1.oy913, 1
+  %78 = icmp slt i64 %oy9.next, 13
+  br i1 %78, label %conv1.oy9, label %conv1.oy9.end
 
-conv1.qy13:                                       ; preds = %conv1.qx14.end, %conv1.c12
-  %conv1.qy1318 = phi i64 [ 0, %conv1.c12 ], [ %qy13.next, %conv1.qx14.end ]
-  br label %conv1.qx14
+conv1.j11:                                        ; preds = %conv1.f12.end, %conv1.j2.end
+  %conv1.j1120 = phi i64 [ 0, %conv1.j2.end ], [ %j11.next, %conv1.f12.end ]
+  br label %conv1.f12
 
-conv1.qy13.end:                                   ; preds = %conv1.qx14.end
-  %c12.next = add nsw i64 %conv1.c1217, 1
-  %51 = icmp slt i64 %c12.next, 1
-  br i1 %51, label %conv1.c12, label %conv1.c12.end, !llvm.loop !58
+conv1.j11.end:                                    ; preds = %conv1.f12.end
+  %g1.next = add nsw i64 %conv1.g11, 1
+  %79 = icmp slt i64 %g1.next, 4
+  br i1 %79, label %conv1.g1, label %conv1.g1.end
 
-conv1.qx14:                                       ; preds = %conv1.qx14, %conv1.qy13
-  %conv1.qx1419 = phi i64 [ 0, %conv1.qy13 ], [ %qx14.next, %conv1.qx14 ]
-  %52 = mul nsw i64 %conv1.g23, 16
-  %53 = add nsw i64 %52, %conv1.j1116
-  %54 = mul nsw i64 %53, 784
-  %55 = mul nsw i64 %conv1.c1217, 784
-  %56 = add nsw i64 %54, %55
-  %57 = mul nsw i64 %conv1.qy1318, 2
-  %58 = add nsw i64 %57, 1
-  %59 = mul nsw i64 %58, 28
-  %60 = add nsw i64 %56, %59
-  %61 = mul nsw i64 %conv1.qx1419, 2
-  %62 = add nsw i64 %60, %61
-  %images20 = getelementptr inbounds float, ptr %images, i64 %62
-  %63 = load float, ptr %images20, align 4
-  %64 = add nsw i64 %conv1.j1116, %conv1.c1217
-  %65 = mul nsw i64 %64, 2
-  %66 = add nsw i64 %65, 1
-  %67 = mul nsw i64 %66, 2
-  %68 = mul nsw i64 %67, 196
-  %69 = mul nsw i64 %conv1.qy1318, 14
-  %70 = add nsw i64 %68, %69
-  %71 = add nsw i64 %70, %conv1.qx1419
-  %72 = add nsw i64 56288, %71
-  %arena21 = getelementptr inbounds float, ptr %arena, i64 %72
-  store float %63, ptr %arena21, align 4
-  %qx14.next = add nsw i64 %conv1.qx1419, 1
-  %73 = icmp slt i64 %qx14.next, 14
-  br i1 %73, label %conv1.qx14, label %conv1.qx14.end, !llvm.loop !59
+conv1.f12:                                        ; preds = %conv1.py13.end, %conv1.j11
+  %conv1.f1221 = phi i64 [ 0, %conv1.j11 ], [ %f12.next, %conv1.py13.end ]
+  br label %conv1.py13
 
-conv1.qx14.end:                                   ; preds = %conv1.qx14
-  %qy13.next = add nsw i64 %conv1.qy1318, 1
-  %74 = icmp slt i64 %qy13.next, 14
-  br i1 %74, label %conv1.qy13, label %conv1.qy13.end, !llvm.loop !60
+conv1.f12.end:                                    ; preds = %conv1.py13.end
+  %j11.next = add nsw i64 %conv1.j1120, 1
+  %80 = icmp slt i64 %j11.next, 16
+  br i1 %80, label %conv1.j11, label %conv1.j11.end
 
-conv1.j15:                                        ; preds = %conv1.c16.end, %conv1.j11.end
-  %conv1.j1522 = phi i64 [ 0, %conv1.j11.end ], [ %j15.next, %conv1.c16.end ]
-  br label %conv1.c16
+conv1.py13:                                       ; preds = %conv1.px14.end, %conv1.f12
+  %conv1.py1322 = phi i64 [ 0, %conv1.f12 ], [ %py13.next, %conv1.px14.end ]
+  br label %conv1.px14
 
-conv1.j15.end:                                    ; preds = %conv1.c16.end
-  br label %conv1.j19
+conv1.py13.end:                                   ; preds = %conv1.px14.end
+  %f12.next = add nsw i64 %conv1.f1221, 1
+  %81 = icmp slt i64 %f12.next, 4
+  br i1 %81, label %conv1.f12, label %conv1.f12.end
 
-conv1.c16:                                        ; preds = %conv1.qy17.end, %conv1.j15
-  %conv1.c1623 = phi i64 [ 0, %conv1.j15 ], [ %c16.next, %conv1.qy17.end ]
-  br label %conv1.qy17
-
-conv1.c16.end:                                    ; preds = %conv1.qy17.end
-  %j15.next = add nsw i64 %conv1.j1522, 1
-  %75 = icmp slt i64 %j15.next, 16
-  br i1 %75, label %conv1.j15, label %conv1.j15.end, !llvm.loop !61
-
-conv1.qy17:                                       ; preds = %conv1.qx18.end, %conv1.c16
-  %conv1.qy1724 = phi i64 [ 0, %conv1.c16 ], [ %qy17.next, %conv1.qx18.end ]
-  br label %conv1.qx18
-
-conv1.qy17.end:                                   ; preds = %conv1.qx18.end
-  %c16.next = add nsw i64 %conv1.c1623, 1
-  %76 = icmp slt i64 %c16.next, 1
-  br i1 %76, label %conv1.c16, label %conv1.c16.end, !llvm.loop !62
-
-conv1.qx18:                                       ; preds = %conv1.qx18, %conv1.qy17
-  %conv1.qx1825 = phi i64 [ 0, %conv1.qy17 ], [ %qx18.next, %conv1.qx18 ]
-  %77 = mul nsw i64 %conv1.g23, 16
-  %78 = add nsw i64 %77, %conv1.j1522
-  %79 = mul nsw i64 %78, 784
-  %80 = mul nsw i64 %conv1.c1623, 784
-  %81 = add nsw i64 %79, %80
-  %82 = mul nsw i64 %conv1.qy1724, 2
-  %83 = add nsw i64 %82, 1
-  %84 = mul nsw i64 %83, 28
-  %85 = add nsw i64 %81, %84
-  %86 = mul nsw i64 %conv1.qx1825, 2
-  %87 = add nsw i64 %85, %86
-  %88 = add nsw i64 %87, 1
-  %images26 = getelementptr inbounds float, ptr %images, i64 %88
-  %89 = load float, ptr %images26, align 4
-  %90 = add nsw i64 %conv1.j1522, %conv1.c1623
-  %91 = mul nsw i64 %90, 2
-  %92 = add nsw i64 %91, 1
-  %93 = mul nsw i64 %92, 2
-  %94 = add nsw i64 %93, 1
-  %95 = mul nsw i64 %94, 196
-  %96 = mul nsw i64 %conv1.qy1724, 14
-  %97 = add nsw i64 %95, %96
-  %98 = add nsw i64 %97, %conv1.qx1825
-  %99 = add nsw i64 56288, %98
-  %arena27 = getelementptr inbounds float, ptr %arena, i64 %99
-  store float %89, ptr %arena27, align 4
-  %qx18.next = add nsw i64 %conv1.qx1825, 1
-  %100 = icmp slt i64 %qx18.next, 14
-  br i1 %100, label %conv1.qx18, label %conv1.qx18.end, !llvm.loop !63
-
-conv1.qx18.end:                                   ; preds = %conv1.qx18
-  %qy17.next = add nsw i64 %conv1.qy1724, 1
-  %101 = icmp slt i64 %qy17.next, 14
-  br i1 %101, label %conv1.qy17, label %conv1.qy17.end, !llvm.loop !64
-
-conv1.j19:                                        ; preds = %conv1.c20.end, %conv1.j15.end
-  %conv1.j1928 = phi i64 [ 0, %conv1.j15.end ], [ %j19.next, %conv1.c20.end ]
-  br label %conv1.c20
-
-conv1.j19.end:                                    ; preds = %conv1.c20.end
-  %params40 = getelementptr inbounds float, ptr %params, i64 0
-  %arena41 = getelementptr inbounds float, ptr %arena, i64 18432
-  %arena42 = getelementptr inbounds float, ptr %arena, i64 42768
-  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 4, i32 2704, i32 9, float 1.000000e+00, ptr %params40, i32 9, ptr %arena41, i32 2704, float 0.000000e+00, ptr %arena42, i32 2704)
-  br label %conv1.j27
-
-conv1.c20:                                        ; preds = %conv1.ky21.end, %conv1.j19
-  %conv1.c2029 = phi i64 [ 0, %conv1.j19 ], [ %c20.next, %conv1.ky21.end ]
-  br label %conv1.ky21
-
-conv1.c20.end:                                    ; preds = %conv1.ky21.end
-  %j19.next = add nsw i64 %conv1.j1928, 1
-  %102 = icmp slt i64 %j19.next, 16
-  br i1 %102, label %conv1.j19, label %conv1.j19.end, !llvm.loop !65
-
-conv1.ky21:                                       ; preds = %conv1.kx22.end, %conv1.c20
-  %conv1.ky2130 = phi i64 [ 0, %conv1.c20 ], [ %ky21.next, %conv1.kx22.end ]
-  br label %conv1.kx22
-
-conv1.ky21.end:                                   ; preds = %conv1.kx22.end
-  %c20.next = add nsw i64 %conv1.c2029, 1
-  %103 = icmp slt i64 %c20.next, 1
-  br i1 %103, label %conv1.c20, label %conv1.c20.end, !llvm.loop !66
-
-conv1.kx22:                                       ; preds = %conv1.wy23.end, %conv1.ky21
-  %conv1.kx2231 = phi i64 [ 0, %conv1.ky21 ], [ %kx22.next, %conv1.wy23.end ]
-  br label %conv1.wy23
-
-conv1.kx22.end:                                   ; preds = %conv1.wy23.end
-  %ky21.next = add nsw i64 %conv1.ky2130, 1
-  %104 = icmp slt i64 %ky21.next, 3
-  br i1 %104, label %conv1.ky21, label %conv1.ky21.end, !llvm.loop !67
-
-conv1.wy23:                                       ; preds = %conv1.wx24.end, %conv1.kx22
-  %conv1.wy2332 = phi i64 [ 0, %conv1.kx22 ], [ %wy23.next, %conv1.wx24.end ]
-  br label %conv1.wx24
-
-conv1.wy23.end:                                   ; preds = %conv1.wx24.end
-  %kx22.next = add nsw i64 %conv1.kx2231, 1
-  %105 = icmp slt i64 %kx22.next, 3
-  br i1 %105, label %conv1.kx22, label %conv1.kx22.end, !llvm.loop !68
-
-conv1.wx24:                                       ; preds = %conv1.py25.end, %conv1.wy23
-  %conv1.wx2433 = phi i64 [ 0, %conv1.wy23 ], [ %wx24.next, %conv1.py25.end ]
-  br label %conv1.py25
-
-conv1.wx24.end:                                   ; preds = %conv1.py25.end
-  %wy23.next = add nsw i64 %conv1.wy2332, 1
-  %106 = icmp slt i64 %wy23.next, 1
-  br i1 %106, label %conv1.wy23, label %conv1.wy23.end, !llvm.loop !69
-
-conv1.py25:                                       ; preds = %conv1.cv26.end, %conv1.wx24
-  %conv1.py2534 = phi i64 [ 0, %conv1.wx24 ], [ %py25.next, %conv1.cv26.end ]
-  br label %conv1.cv26
-
-conv1.py25.end:                                   ; preds = %conv1.cv26.end
-  %wx24.next = add nsw i64 %conv1.wx2433, 1
-  %107 = icmp slt i64 %wx24.next, 1
-  br i1 %107, label %conv1.wx24, label %conv1.wx24.end, !llvm.loop !70
-
-conv1.cv26:                                       ; preds = %conv1.cv26, %conv1.py25
-  %conv1.cv2635 = phi i64 [ 0, %conv1.py25 ], [ %cv26.next, %conv1.cv26 ]
-  %108 = add nsw i64 %conv1.j1928, %conv1.c2029
-  %109 = mul nsw i64 %108, 2
-  %110 = mul nsw i64 %conv1.wy2332, 2
-  %111 = add nsw i64 %110, %conv1.ky2130
-  %112 = srem i64 %111, 2
-  %113 = add nsw i64 %109, %112
-  %114 = mul nsw i64 %113, 2
-  %115 = mul nsw i64 %conv1.wx2433, 2
-  %116 = add nsw i64 %115, %conv1.kx2231
-  %117 = srem i64 %116, 2
-  %118 = add nsw i64 %114, %117
-  %119 = mul nsw i64 %118, 196
-  %120 = mul nsw i64 %conv1.wy2332, 2
-  %121 = add nsw i64 %120, %conv1.ky2130
-  %122 = sdiv i64 %121, 2
-  %123 = add nsw i64 %conv1.py2534, %122
-  %124 = mul nsw i64 %123, 14
-  %125 = add nsw i64 %119, %124
-  %126 = mul nsw i64 %conv1.cv2635, 8
-  %127 = mul nsw i64 %conv1.wx2433, 2
-  %128 = add nsw i64 %127, %conv1.kx2231
-  %129 = sdiv i64 %128, 2
-  %130 = add nsw i64 %126, %129
-  %131 = add nsw i64 %125, %130
-  %132 = add nsw i64 56288, %131
-  %arena36 = getelementptr inbounds float, ptr %arena, i64 %132
-  %133 = load <8 x float>, ptr %arena36, align 4
-  %134 = mul nsw i64 %conv1.c2029, 3
-  %135 = add nsw i64 %134, %conv1.ky2130
-  %136 = mul nsw i64 %135, 3
-  %137 = add nsw i64 %136, %conv1.kx2231
-  %138 = mul nsw i64 %137, 2704
-  %139 = add nsw i64 18432, %138
-  %140 = mul nsw i64 %conv1.j1928, 169
-  %141 = add nsw i64 %139, %140
-  %142 = add nsw i64 %conv1.wy2332, %conv1.wx2433
-  %143 = mul nsw i64 %142, 169
-  %144 = add nsw i64 %141, %143
-  %145 = mul nsw i64 %conv1.py2534, 13
-  %146 = add nsw i64 %144, %145
-  %147 = mul nsw i64 %conv1.cv2635, 8
+conv1.px14:                                       ; preds = %conv1.px14, %conv1.py13
+  %conv1.px1423 = phi i64 [ 0, %conv1.py13 ], [ %px14.next, %conv1.px14 ]
+  %82 = mul nsw i64 %conv1.f1221, 2704
+  %83 = add nsw i64 42768, %82
+  %84 = mul nsw i64 %conv1.j1120, 169
+  %85 = add nsw i64 %83, %84
+  %86 = mul nsw i64 %conv1.py1322, 26
+  %87 = mul nsw i64 %conv1.px1423, 2
+  %88 = add nsw i64 %86, %87
+  %89 = add nsw i64 %85, %88
+  %arena24 = getelementptr inbounds float, ptr %arena, i64 %89
+  %90 = load float, ptr %arena24, align 4
+  %91 = add nsw i64 36, %conv1.f1221
+  %params25 = getelementptr inbounds float, ptr %params, i64 %91
+  %92 = load float, ptr %params25, align 4
+  %93 = fadd float %90, %92
+  store float %93, ptr %conv1.best15, align 4
+  %94 = mul nsw i64 %conv1.py1322, 26
+  %95 = mul nsw i64 %conv1.px1423, 2
+  %96 = add nsw i64 %94, %95
+  %97 = sitofp i64 %96 to float
+  store float %97, ptr %conv1.bi16, align 4
+  %98 = mul nsw i64 %conv1.f1221, 2704
+  %99 = add nsw i64 42768, %98
+  %100 = mul nsw i64 %conv1.j1120, 169
+  %101 = add nsw i64 %99, %100
+  %102 = mul nsw i64 %conv1.py1322, 26
+  %103 = mul nsw i64 %conv1.px1423, 2
+  %104 = add nsw i64 %102, %103
+  %105 = add nsw i64 %101, %104
+  %arena26 = getelementptr inbounds float, ptr %arena, i64 %105
+  %106 = load float, ptr %arena26, align 4
+  %107 = add nsw i64 36, %conv1.f1221
+  %params27 = getelementptr inbounds float, ptr %params, i64 %107
+  %108 = load float, ptr %params27, align 4
+  %109 = fadd float %106, %108
+  %best15 = load float, ptr %conv1.best15, align 4
+  %110 = fcmp ogt float %109, %best15
+  %111 = mul nsw i64 %conv1.py1322, 26
+  %112 = mul nsw i64 %conv1.px1423, 2
+  %113 = add nsw i64 %111, %112
+  %114 = sitofp i64 %113 to float
+  %bi16 = load float, ptr %conv1.bi16, align 4
+  %115 = select i1 %110, float %114, float %bi16
+  store float %115, ptr %conv1.bi16, align 4
+  %116 = mul nsw i64 %conv1.f1221, 2704
+  %117 = add nsw i64 42768, %116
+  %118 = mul nsw i64 %conv1.j1120, 169
+  %119 = add nsw i64 %117, %118
+  %120 = mul nsw i64 %conv1.py1322, 26
+  %121 = mul nsw i64 %conv1.px1423, 2
+  %122 = add nsw i64 %120, %121
+  %123 = add nsw i64 %119, %122
+  %arena28 = getelementptr inbounds float, ptr %arena, i64 %123
+  %124 = load float, ptr %arena28, align 4
+  %125 = add nsw i64 36, %conv1.f1221
+  %params29 = getelementptr inbounds float, ptr %params, i64 %125
+  %126 = load float, ptr %params29, align 4
+  %127 = fadd float %124, %126
+  %best1530 = load float, ptr %conv1.best15, align 4
+  %128 = fcmp ogt float %127, %best1530
+  %129 = mul nsw i64 %conv1.f1221, 2704
+  %130 = add nsw i64 42768, %129
+  %131 = mul nsw i64 %conv1.j1120, 169
+  %132 = add nsw i64 %130, %131
+  %133 = mul nsw i64 %conv1.py1322, 26
+  %134 = mul nsw i64 %conv1.px1423, 2
+  %135 = add nsw i64 %133, %134
+  %136 = add nsw i64 %132, %135
+  %arena31 = getelementptr inbounds float, ptr %arena, i64 %136
+  %137 = load float, ptr %arena31, align 4
+  %138 = add nsw i64 36, %conv1.f1221
+  %params32 = getelementptr inbounds float, ptr %params, i64 %138
+  %139 = load float, ptr %params32, align 4
+  %140 = fadd float %137, %139
+  %best1533 = load float, ptr %conv1.best15, align 4
+  %141 = select i1 %128, float %140, float %best1533
+  store float %141, ptr %conv1.best15, align 4
+  %142 = mul nsw i64 %conv1.f1221, 2704
+  %143 = add nsw i64 42768, %142
+  %144 = mul nsw i64 %conv1.j1120, 169
+  %145 = add nsw i64 %143, %144
+  %146 = mul nsw i64 %conv1.py1322, 26
+  %147 = mul nsw i64 %conv1.px1423, 2
   %148 = add nsw i64 %146, %147
-  %arena37 = getelementptr inbounds float, ptr %arena, i64 %148
-  store <8 x float> %133, ptr %arena37, align 4
-  %cv26.next = add nsw i64 %conv1.cv2635, 1
-  %149 = icmp slt i64 %cv26.next, 1
-  br i1 %149, label %conv1.cv26, label %conv1.cv26.end, !llvm.loop !71
-
-conv1.cv26.end:                                   ; preds = %conv1.cv26
-  %150 = add nsw i64 %conv1.j1928, %conv1.c2029
-  %151 = mul nsw i64 %150, 2
-  %152 = mul nsw i64 %conv1.wy2332, 2
-  %153 = add nsw i64 %152, %conv1.ky2130
-  %154 = srem i64 %153, 2
-  %155 = add nsw i64 %151, %154
-  %156 = mul nsw i64 %155, 2
-  %157 = mul nsw i64 %conv1.wx2433, 2
-  %158 = add nsw i64 %157, %conv1.kx2231
-  %159 = srem i64 %158, 2
-  %160 = add nsw i64 %156, %159
-  %161 = mul nsw i64 %160, 196
-  %162 = mul nsw i64 %conv1.wy2332, 2
-  %163 = add nsw i64 %162, %conv1.ky2130
-  %164 = sdiv i64 %163, 2
-  %165 = add nsw i64 %conv1.py2534, %164
-  %166 = mul nsw i64 %165, 14
-  %167 = add nsw i64 %161, %166
-  %168 = mul nsw i64 %conv1.wx2433, 2
-  %169 = add nsw i64 %168, %conv1.kx2231
-  %170 = sdiv i64 %169, 2
-  %171 = add nsw i64 8, %170
-  %172 = add nsw i64 %167, %171
-  %173 = add nsw i64 56288, %172
-  %arena38 = getelementptr inbounds float, ptr %arena, i64 %173
-  %174 = call <8 x float> @llvm.masked.load.v8f32.p0(ptr %arena38, i32 4, <8 x i1> <i1 true, i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false>, <8 x float> zeroinitializer)
-  %175 = mul nsw i64 %conv1.c2029, 3
-  %176 = add nsw i64 %175, %conv1.ky2130
-  %177 = mul nsw i64 %176, 3
-  %178 = add nsw i64 %177, %conv1.kx2231
-  %179 = mul nsw i64 %178, 2704
-  %180 = add nsw i64 18432, %179
-  %181 = mul nsw i64 %conv1.j1928, 169
+  %149 = add nsw i64 %148, 1
+  %150 = add nsw i64 %145, %149
+  %arena34 = getelementptr inbounds float, ptr %arena, i64 %150
+  %151 = load float, ptr %arena34, align 4
+  %152 = add nsw i64 36, %conv1.f1221
+  %params35 = getelementptr inbounds float, ptr %params, i64 %152
+  %153 = load float, ptr %params35, align 4
+  %154 = fadd float %151, %153
+  %best1536 = load float, ptr %conv1.best15, align 4
+  %155 = fcmp ogt float %154, %best1536
+  %156 = mul nsw i64 %conv1.py1322, 26
+  %157 = mul nsw i64 %conv1.px1423, 2
+  %158 = add nsw i64 %156, %157
+  %159 = add nsw i64 %158, 1
+  %160 = sitofp i64 %159 to float
+  %bi1637 = load float, ptr %conv1.bi16, align 4
+  %161 = select i1 %155, float %160, float %bi1637
+  store float %161, ptr %conv1.bi16, align 4
+  %162 = mul nsw i64 %conv1.f1221, 2704
+  %163 = add nsw i64 42768, %162
+  %164 = mul nsw i64 %conv1.j1120, 169
+  %165 = add nsw i64 %163, %164
+  %166 = mul nsw i64 %conv1.py1322, 26
+  %167 = mul nsw i64 %conv1.px1423, 2
+  %168 = add nsw i64 %166, %167
+  %169 = add nsw i64 %168, 1
+  %170 = add nsw i64 %165, %169
+  %arena38 = getelementptr inbounds float, ptr %arena, i64 %170
+  %171 = load float, ptr %arena38, align 4
+  %172 = add nsw i64 36, %conv1.f1221
+  %params39 = getelementptr inbounds float, ptr %params, i64 %172
+  %173 = load float, ptr %params39, align 4
+  %174 = fadd float %171, %173
+  %best1540 = load float, ptr %conv1.best15, align 4
+  %175 = fcmp ogt float %174, %best1540
+  %176 = mul nsw i64 %conv1.f1221, 2704
+  %177 = add nsw i64 42768, %176
+  %178 = mul nsw i64 %conv1.j1120, 169
+  %179 = add nsw i64 %177, %178
+  %180 = mul nsw i64 %conv1.py1322, 26
+  %181 = mul nsw i64 %conv1.px1423, 2
   %182 = add nsw i64 %180, %181
-  %183 = add nsw i64 %conv1.wy2332, %conv1.wx2433
-  %184 = mul nsw i64 %183, 169
-  %185 = add nsw i64 %182, %184
-  %186 = mul nsw i64 %conv1.py2534, 13
-  %187 = add nsw i64 %185, %186
-  %188 = add nsw i64 %187, 8
-  %arena39 = getelementptr inbounds float, ptr %arena, i64 %188
-  call void @llvm.masked.store.v8f32.p0(<8 x float> %174, ptr %arena39, i32 4, <8 x i1> <i1 true, i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false>)
-  %py25.next = add nsw i64 %conv1.py2534, 1
-  %189 = icmp slt i64 %py25.next, 13
-  br i1 %189, label %conv1.py25, label %conv1.py25.end, !llvm.loop !72
-
-conv1.j27:                                        ; preds = %conv1.f28.end, %conv1.j19.end
-  %conv1.j2743 = phi i64 [ 0, %conv1.j19.end ], [ %j27.next, %conv1.f28.end ]
-  br label %conv1.f28
-
-conv1.j27.end:                                    ; preds = %conv1.f28.end
-  %g2.next = add nsw i64 %conv1.g23, 1
-  %190 = icmp slt i64 %g2.next, 4
-  br i1 %190, label %conv1.g2, label %conv1.g2.end
-
-conv1.f28:                                        ; preds = %conv1.py29.end, %conv1.j27
-  %conv1.f2844 = phi i64 [ 0, %conv1.j27 ], [ %f28.next, %conv1.py29.end ]
-  br label %conv1.py29
-
-conv1.f28.end:                                    ; preds = %conv1.py29.end
-  %j27.next = add nsw i64 %conv1.j2743, 1
-  %191 = icmp slt i64 %j27.next, 16
-  br i1 %191, label %conv1.j27, label %conv1.j27.end
-
-conv1.py29:                                       ; preds = %conv1.px30.end, %conv1.f28
-  %conv1.py2945 = phi i64 [ 0, %conv1.f28 ], [ %py29.next, %conv1.px30.end ]
-  br label %conv1.px30
-
-conv1.py29.end:                                   ; preds = %conv1.px30.end
-  %f28.next = add nsw i64 %conv1.f2844, 1
-  %192 = icmp slt i64 %f28.next, 4
-  br i1 %192, label %conv1.f28, label %conv1.f28.end
-
-conv1.px30:                                       ; preds = %conv1.px30, %conv1.py29
-  %conv1.px3046 = phi i64 [ 0, %conv1.py29 ], [ %px30.next, %conv1.px30 ]
-  %193 = mul nsw i64 %conv1.f2844, 2704
-  %194 = add nsw i64 42768, %193
-  %195 = mul nsw i64 %conv1.j2743, 169
+  %183 = add nsw i64 %182, 1
+  %184 = add nsw i64 %179, %183
+  %arena41 = getelementptr inbounds float, ptr %arena, i64 %184
+  %185 = load float, ptr %arena41, align 4
+  %186 = add nsw i64 36, %conv1.f1221
+  %params42 = getelementptr inbounds float, ptr %params, i64 %186
+  %187 = load float, ptr %params42, align 4
+  %188 = fadd float %185, %187
+  %best1543 = load float, ptr %conv1.best15, align 4
+  %189 = select i1 %175, float %188, float %best1543
+  store float %189, ptr %conv1.best15, align 4
+  %190 = mul nsw i64 %conv1.f1221, 2704
+  %191 = add nsw i64 42768, %190
+  %192 = mul nsw i64 %conv1.j1120, 169
+  %193 = add nsw i64 %191, %192
+  %194 = mul nsw i64 %conv1.py1322, 26
+  %195 = mul nsw i64 %conv1.px1423, 2
   %196 = add nsw i64 %194, %195
-  %197 = mul nsw i64 %conv1.py2945, 26
-  %198 = mul nsw i64 %conv1.px3046, 2
-  %199 = add nsw i64 %197, %198
-  %200 = add nsw i64 %196, %199
-  %arena47 = getelementptr inbounds float, ptr %arena, i64 %200
-  %201 = load float, ptr %arena47, align 4
-  %202 = add nsw i64 36, %conv1.f2844
-  %params48 = getelementptr inbounds float, ptr %params, i64 %202
-  %203 = load float, ptr %params48, align 4
-  %204 = fadd float %201, %203
-  store float %204, ptr %conv1.best31, align 4
-  %205 = mul nsw i64 %conv1.py2945, 26
-  %206 = mul nsw i64 %conv1.px3046, 2
-  %207 = add nsw i64 %205, %206
+  %197 = add nsw i64 %196, 13
+  %198 = add nsw i64 %193, %197
+  %arena44 = getelementptr inbounds float, ptr %arena, i64 %198
+  %199 = load float, ptr %arena44, align 4
+  %200 = add nsw i64 36, %conv1.f1221
+  %params45 = getelementptr inbounds float, ptr %params, i64 %200
+  %201 = load float, ptr %params45, align 4
+  %202 = fadd float %199, %201
+  %best1546 = load float, ptr %conv1.best15, align 4
+  %203 = fcmp ogt float %202, %best1546
+  %204 = mul nsw i64 %conv1.py1322, 26
+  %205 = mul nsw i64 %conv1.px1423, 2
+  %206 = add nsw i64 %204, %205
+  %207 = add nsw i64 %206, 13
   %208 = sitofp i64 %207 to float
-  store float %208, ptr %conv1.bi32, align 4
-  %209 = mul nsw i64 %conv1.f2844, 2704
-  %210 = add nsw i64 42768, %209
-  %211 = mul nsw i64 %conv1.j2743, 169
-  %212 = add nsw i64 %210, %211
-  %213 = mul nsw i64 %conv1.py2945, 26
-  %214 = mul nsw i64 %conv1.px3046, 2
-  %215 = add nsw i64 %213, %214
-  %216 = add nsw i64 %212, %215
-  %arena49 = getelementptr inbounds float, ptr %arena, i64 %216
-  %217 = load float, ptr %arena49, align 4
-  %218 = add nsw i64 36, %conv1.f2844
-  %params50 = getelementptr inbounds float, ptr %params, i64 %218
-  %219 = load float, ptr %params50, align 4
-  %220 = fadd float %217, %219
-  %best31 = load float, ptr %conv1.best31, align 4
-  %221 = fcmp ogt float %220, %best31
-  %222 = mul nsw i64 %conv1.py2945, 26
-  %223 = mul nsw i64 %conv1.px3046, 2
-  %224 = add nsw i64 %222, %223
-  %225 = sitofp i64 %224 to float
-  %bi32 = load float, ptr %conv1.bi32, align 4
-  %226 = select i1 %221, float %225, float %bi32
-  store float %226, ptr %conv1.bi32, align 4
-  %227 = mul nsw i64 %conv1.f2844, 2704
-  %228 = add nsw i64 42768, %227
-  %229 = mul nsw i64 %conv1.j2743, 169
+  %bi1647 = load float, ptr %conv1.bi16, align 4
+  %209 = select i1 %203, float %208, float %bi1647
+  store float %209, ptr %conv1.bi16, align 4
+  %210 = mul nsw i64 %conv1.f1221, 2704
+  %211 = add nsw i64 42768, %210
+  %212 = mul nsw i64 %conv1.j1120, 169
+  %213 = add nsw i64 %211, %212
+  %214 = mul nsw i64 %conv1.py1322, 26
+  %215 = mul nsw i64 %conv1.px1423, 2
+  %216 = add nsw i64 %214, %215
+  %217 = add nsw i64 %216, 13
+  %218 = add nsw i64 %213, %217
+  %arena48 = getelementptr inbounds float, ptr %arena, i64 %218
+  %219 = load float, ptr %arena48, align 4
+  %220 = add nsw i64 36, %conv1.f1221
+  %params49 = getelementptr inbounds float, ptr %params, i64 %220
+  %221 = load float, ptr %params49, align 4
+  %222 = fadd float %219, %221
+  %best1550 = load float, ptr %conv1.best15, align 4
+  %223 = fcmp ogt float %222, %best1550
+  %224 = mul nsw i64 %conv1.f1221, 2704
+  %225 = add nsw i64 42768, %224
+  %226 = mul nsw i64 %conv1.j1120, 169
+  %227 = add nsw i64 %225, %226
+  %228 = mul nsw i64 %conv1.py1322, 26
+  %229 = mul nsw i64 %conv1.px1423, 2
   %230 = add nsw i64 %228, %229
-  %231 = mul nsw i64 %conv1.py2945, 26
-  %232 = mul nsw i64 %conv1.px3046, 2
-  %233 = add nsw i64 %231, %232
-  %234 = add nsw i64 %230, %233
-  %arena51 = getelementptr inbounds float, ptr %arena, i64 %234
-  %235 = load float, ptr %arena51, align 4
-  %236 = add nsw i64 36, %conv1.f2844
-  %params52 = getelementptr inbounds float, ptr %params, i64 %236
-  %237 = load float, ptr %params52, align 4
-  %238 = fadd float %235, %237
-  %best3153 = load float, ptr %conv1.best31, align 4
-  %239 = fcmp ogt float %238, %best3153
-  %240 = mul nsw i64 %conv1.f2844, 2704
-  %241 = add nsw i64 42768, %240
-  %242 = mul nsw i64 %conv1.j2743, 169
-  %243 = add nsw i64 %241, %242
-  %244 = mul nsw i64 %conv1.py2945, 26
-  %245 = mul nsw i64 %conv1.px3046, 2
-  %246 = add nsw i64 %244, %245
-  %247 = add nsw i64 %243, %246
+  %231 = add nsw i64 %230, 13
+  %232 = add nsw i64 %227, %231
+  %arena51 = getelementptr inbounds float, ptr %arena, i64 %232
+  %233 = load float, ptr %arena51, align 4
+  %234 = add nsw i64 36, %conv1.f1221
+  %params52 = getelementptr inbounds float, ptr %params, i64 %234
+  %235 = load float, ptr %params52, align 4
+  %236 = fadd float %233, %235
+  %best1553 = load float, ptr %conv1.best15, align 4
+  %237 = select i1 %223, float %236, float %best1553
+  store float %237, ptr %conv1.best15, align 4
+  %238 = mul nsw i64 %conv1.f1221, 2704
+  %239 = add nsw i64 42768, %238
+  %240 = mul nsw i64 %conv1.j1120, 169
+  %241 = add nsw i64 %239, %240
+  %242 = mul nsw i64 %conv1.py1322, 26
+  %243 = mul nsw i64 %conv1.px1423, 2
+  %244 = add nsw i64 %242, %243
+  %245 = add nsw i64 %244, 13
+  %246 = add nsw i64 %245, 1
+  %247 = add nsw i64 %241, %246
   %arena54 = getelementptr inbounds float, ptr %arena, i64 %247
   %248 = load float, ptr %arena54, align 4
-  %249 = add nsw i64 36, %conv1.f2844
+  %249 = add nsw i64 36, %conv1.f1221
   %params55 = getelementptr inbounds float, ptr %params, i64 %249
   %250 = load float, ptr %params55, align 4
   %251 = fadd float %248, %250
-  %best3156 = load float, ptr %conv1.best31, align 4
-  %252 = select i1 %239, float %251, float %best3156
-  store float %252, ptr %conv1.best31, align 4
-  %253 = mul nsw i64 %conv1.f2844, 2704
-  %254 = add nsw i64 42768, %253
-  %255 = mul nsw i64 %conv1.j2743, 169
-  %256 = add nsw i64 %254, %255
-  %257 = mul nsw i64 %conv1.py2945, 26
-  %258 = mul nsw i64 %conv1.px3046, 2
-  %259 = add nsw i64 %257, %258
-  %260 = add nsw i64 %259, 1
-  %261 = add nsw i64 %256, %260
-  %arena57 = getelementptr inbounds float, ptr %arena, i64 %261
-  %262 = load float, ptr %arena57, align 4
-  %263 = add nsw i64 36, %conv1.f2844
-  %params58 = getelementptr inbounds float, ptr %params, i64 %263
-  %264 = load float, ptr %params58, align 4
-  %265 = fadd float %262, %264
-  %best3159 = load float, ptr %conv1.best31, align 4
-  %266 = fcmp ogt float %265, %best3159
-  %267 = mul nsw i64 %conv1.py2945, 26
-  %268 = mul nsw i64 %conv1.px3046, 2
-  %269 = add nsw i64 %267, %268
-  %270 = add nsw i64 %269, 1
-  %271 = sitofp i64 %270 to float
-  %bi3260 = load float, ptr %conv1.bi32, align 4
-  %272 = select i1 %266, float %271, float %bi3260
-  store float %272, ptr %conv1.bi32, align 4
-  %273 = mul nsw i64 %conv1.f2844, 2704
-  %274 = add nsw i64 42768, %273
-  %275 = mul nsw i64 %conv1.j2743, 169
-  %276 = add nsw i64 %274, %275
-  %277 = mul nsw i64 %conv1.py2945, 26
-  %278 = mul nsw i64 %conv1.px3046, 2
-  %279 = add nsw i64 %277, %278
-  %280 = add nsw i64 %279, 1
-  %281 = add nsw i64 %276, %280
-  %arena61 = getelementptr inbounds float, ptr %arena, i64 %281
-  %282 = load float, ptr %arena61, align 4
-  %283 = add nsw i64 36, %conv1.f2844
-  %params62 = getelementptr inbounds float, ptr %params, i64 %283
-  %284 = load float, ptr %params62, align 4
-  %285 = fadd float %282, %284
-  %best3163 = load float, ptr %conv1.best31, align 4
-  %286 = fcmp ogt float %285, %best3163
-  %287 = mul nsw i64 %conv1.f2844, 2704
-  %288 = add nsw i64 42768, %287
-  %289 = mul nsw i64 %conv1.j2743, 169
-  %290 = add nsw i64 %288, %289
-  %291 = mul nsw i64 %conv1.py2945, 26
-  %292 = mul nsw i64 %conv1.px3046, 2
-  %293 = add nsw i64 %291, %292
-  %294 = add nsw i64 %293, 1
-  %295 = add nsw i64 %290, %294
-  %arena64 = getelementptr inbounds float, ptr %arena, i64 %295
-  %296 = load float, ptr %arena64, align 4
-  %297 = add nsw i64 36, %conv1.f2844
-  %params65 = getelementptr inbounds float, ptr %params, i64 %297
-  %298 = load float, ptr %params65, align 4
-  %299 = fadd float %296, %298
-  %best3166 = load float, ptr %conv1.best31, align 4
-  %300 = select i1 %286, float %299, float %best3166
-  store float %300, ptr %conv1.best31, align 4
-  %301 = mul nsw i64 %conv1.f2844, 2704
-  %302 = add nsw i64 42768, %301
-  %303 = mul nsw i64 %conv1.j2743, 169
+  %best1556 = load float, ptr %conv1.best15, align 4
+  %252 = fcmp ogt float %251, %best1556
+  %253 = mul nsw i64 %conv1.py1322, 26
+  %254 = mul nsw i64 %conv1.px1423, 2
+  %255 = add nsw i64 %253, %254
+  %256 = add nsw i64 %255, 13
+  %257 = add nsw i64 %256, 1
+  %258 = sitofp i64 %257 to float
+  %bi1657 = load float, ptr %conv1.bi16, align 4
+  %259 = select i1 %252, float %258, float %bi1657
+  store float %259, ptr %conv1.bi16, align 4
+  %260 = mul nsw i64 %conv1.f1221, 2704
+  %261 = add nsw i64 42768, %260
+  %262 = mul nsw i64 %conv1.j1120, 169
+  %263 = add nsw i64 %261, %262
+  %264 = mul nsw i64 %conv1.py1322, 26
+  %265 = mul nsw i64 %conv1.px1423, 2
+  %266 = add nsw i64 %264, %265
+  %267 = add nsw i64 %266, 13
+  %268 = add nsw i64 %267, 1
+  %269 = add nsw i64 %263, %268
+  %arena58 = getelementptr inbounds float, ptr %arena, i64 %269
+  %270 = load float, ptr %arena58, align 4
+  %271 = add nsw i64 36, %conv1.f1221
+  %params59 = getelementptr inbounds float, ptr %params, i64 %271
+  %272 = load float, ptr %params59, align 4
+  %273 = fadd float %270, %272
+  %best1560 = load float, ptr %conv1.best15, align 4
+  %274 = fcmp ogt float %273, %best1560
+  %275 = mul nsw i64 %conv1.f1221, 2704
+  %276 = add nsw i64 42768, %275
+  %277 = mul nsw i64 %conv1.j1120, 169
+  %278 = add nsw i64 %276, %277
+  %279 = mul nsw i64 %conv1.py1322, 26
+  %280 = mul nsw i64 %conv1.px1423, 2
+  %281 = add nsw i64 %279, %280
+  %282 = add nsw i64 %281, 13
+  %283 = add nsw i64 %282, 1
+  %284 = add nsw i64 %278, %283
+  %arena61 = getelementptr inbounds float, ptr %arena, i64 %284
+  %285 = load float, ptr %arena61, align 4
+  %286 = add nsw i64 36, %conv1.f1221
+  %params62 = getelementptr inbounds float, ptr %params, i64 %286
+  %287 = load float, ptr %params62, align 4
+  %288 = fadd float %285, %287
+  %best1563 = load float, ptr %conv1.best15, align 4
+  %289 = select i1 %274, float %288, float %best1563
+  store float %289, ptr %conv1.best15, align 4
+  %best1564 = load float, ptr %conv1.best15, align 4
+  %290 = fcmp ogt float %best1564, 0.000000e+00
+  %best1565 = load float, ptr %conv1.best15, align 4
+  %291 = select i1 %290, float %best1565, float 0.000000e+00
+  %292 = mul nsw i64 %conv1.g11, 16
+  %293 = add nsw i64 %292, %conv1.j1120
+  %294 = mul nsw i64 %293, 144
+  %295 = mul nsw i64 %conv1.f1221, 36
+  %296 = add nsw i64 %294, %295
+  %297 = mul nsw i64 %conv1.py1322, 6
+  %298 = add nsw i64 %296, %297
+  %299 = add nsw i64 %298, %conv1.px1423
+  %arena66 = getelementptr inbounds float, ptr %arena, i64 %299
+  store float %291, ptr %arena66, align 4
+  %bi1667 = load float, ptr %conv1.bi16, align 4
+  %300 = mul nsw i64 %conv1.g11, 16
+  %301 = add nsw i64 %300, %conv1.j1120
+  %302 = mul nsw i64 %301, 144
+  %303 = mul nsw i64 %conv1.f1221, 36
   %304 = add nsw i64 %302, %303
-  %305 = mul nsw i64 %conv1.py2945, 26
-  %306 = mul nsw i64 %conv1.px3046, 2
-  %307 = add nsw i64 %305, %306
-  %308 = add nsw i64 %307, 13
-  %309 = add nsw i64 %304, %308
-  %arena67 = getelementptr inbounds float, ptr %arena, i64 %309
-  %310 = load float, ptr %arena67, align 4
-  %311 = add nsw i64 36, %conv1.f2844
-  %params68 = getelementptr inbounds float, ptr %params, i64 %311
-  %312 = load float, ptr %params68, align 4
-  %313 = fadd float %310, %312
-  %best3169 = load float, ptr %conv1.best31, align 4
-  %314 = fcmp ogt float %313, %best3169
-  %315 = mul nsw i64 %conv1.py2945, 26
-  %316 = mul nsw i64 %conv1.px3046, 2
-  %317 = add nsw i64 %315, %316
-  %318 = add nsw i64 %317, 13
-  %319 = sitofp i64 %318 to float
-  %bi3270 = load float, ptr %conv1.bi32, align 4
-  %320 = select i1 %314, float %319, float %bi3270
-  store float %320, ptr %conv1.bi32, align 4
-  %321 = mul nsw i64 %conv1.f2844, 2704
-  %322 = add nsw i64 42768, %321
-  %323 = mul nsw i64 %conv1.j2743, 169
-  %324 = add nsw i64 %322, %323
-  %325 = mul nsw i64 %conv1.py2945, 26
-  %326 = mul nsw i64 %conv1.px3046, 2
-  %327 = add nsw i64 %325, %326
-  %328 = add nsw i64 %327, 13
-  %329 = add nsw i64 %324, %328
-  %arena71 = getelementptr inbounds float, ptr %arena, i64 %329
-  %330 = load float, ptr %arena71, align 4
-  %331 = add nsw i64 36, %conv1.f2844
-  %params72 = getelementptr inbounds float, ptr %params, i64 %331
-  %332 = load float, ptr %params72, align 4
-  %333 = fadd float %330, %332
-  %best3173 = load float, ptr %conv1.best31, align 4
-  %334 = fcmp ogt float %333, %best3173
-  %335 = mul nsw i64 %conv1.f2844, 2704
-  %336 = add nsw i64 42768, %335
-  %337 = mul nsw i64 %conv1.j2743, 169
-  %338 = add nsw i64 %336, %337
-  %339 = mul nsw i64 %conv1.py2945, 26
-  %340 = mul nsw i64 %conv1.px3046, 2
-  %341 = add nsw i64 %339, %340
-  %342 = add nsw i64 %341, 13
-  %343 = add nsw i64 %338, %342
-  %arena74 = getelementptr inbounds float, ptr %arena, i64 %343
-  %344 = load float, ptr %arena74, align 4
-  %345 = add nsw i64 36, %conv1.f2844
-  %params75 = getelementptr inbounds float, ptr %params, i64 %345
-  %346 = load float, ptr %params75, align 4
-  %347 = fadd float %344, %346
-  %best3176 = load float, ptr %conv1.best31, align 4
-  %348 = select i1 %334, float %347, float %best3176
-  store float %348, ptr %conv1.best31, align 4
-  %349 = mul nsw i64 %conv1.f2844, 2704
-  %350 = add nsw i64 42768, %349
-  %351 = mul nsw i64 %conv1.j2743, 169
-  %352 = add nsw i64 %350, %351
-  %353 = mul nsw i64 %conv1.py2945, 26
-  %354 = mul nsw i64 %conv1.px3046, 2
-  %355 = add nsw i64 %353, %354
-  %356 = add nsw i64 %355, 13
-  %357 = add nsw i64 %356, 1
-  %358 = add nsw i64 %352, %357
-  %arena77 = getelementptr inbounds float, ptr %arena, i64 %358
-  %359 = load float, ptr %arena77, align 4
-  %360 = add nsw i64 36, %conv1.f2844
-  %params78 = getelementptr inbounds float, ptr %params, i64 %360
-  %361 = load float, ptr %params78, align 4
-  %362 = fadd float %359, %361
-  %best3179 = load float, ptr %conv1.best31, align 4
-  %363 = fcmp ogt float %362, %best3179
-  %364 = mul nsw i64 %conv1.py2945, 26
-  %365 = mul nsw i64 %conv1.px3046, 2
-  %366 = add nsw i64 %364, %365
-  %367 = add nsw i64 %366, 13
-  %368 = add nsw i64 %367, 1
-  %369 = sitofp i64 %368 to float
-  %bi3280 = load float, ptr %conv1.bi32, align 4
-  %370 = select i1 %363, float %369, float %bi3280
-  store float %370, ptr %conv1.bi32, align 4
-  %371 = mul nsw i64 %conv1.f2844, 2704
-  %372 = add nsw i64 42768, %371
-  %373 = mul nsw i64 %conv1.j2743, 169
-  %374 = add nsw i64 %372, %373
-  %375 = mul nsw i64 %conv1.py2945, 26
-  %376 = mul nsw i64 %conv1.px3046, 2
-  %377 = add nsw i64 %375, %376
-  %378 = add nsw i64 %377, 13
-  %379 = add nsw i64 %378, 1
-  %380 = add nsw i64 %374, %379
-  %arena81 = getelementptr inbounds float, ptr %arena, i64 %380
-  %381 = load float, ptr %arena81, align 4
-  %382 = add nsw i64 36, %conv1.f2844
-  %params82 = getelementptr inbounds float, ptr %params, i64 %382
-  %383 = load float, ptr %params82, align 4
-  %384 = fadd float %381, %383
-  %best3183 = load float, ptr %conv1.best31, align 4
-  %385 = fcmp ogt float %384, %best3183
-  %386 = mul nsw i64 %conv1.f2844, 2704
-  %387 = add nsw i64 42768, %386
-  %388 = mul nsw i64 %conv1.j2743, 169
-  %389 = add nsw i64 %387, %388
-  %390 = mul nsw i64 %conv1.py2945, 26
-  %391 = mul nsw i64 %conv1.px3046, 2
-  %392 = add nsw i64 %390, %391
-  %393 = add nsw i64 %392, 13
-  %394 = add nsw i64 %393, 1
-  %395 = add nsw i64 %389, %394
-  %arena84 = getelementptr inbounds float, ptr %arena, i64 %395
-  %396 = load float, ptr %arena84, align 4
-  %397 = add nsw i64 36, %conv1.f2844
-  %params85 = getelementptr inbounds float, ptr %params, i64 %397
-  %398 = load float, ptr %params85, align 4
-  %399 = fadd float %396, %398
-  %best3186 = load float, ptr %conv1.best31, align 4
-  %400 = select i1 %385, float %399, float %best3186
-  store float %400, ptr %conv1.best31, align 4
-  %best3187 = load float, ptr %conv1.best31, align 4
-  %401 = fcmp ogt float %best3187, 0.000000e+00
-  %best3188 = load float, ptr %conv1.best31, align 4
-  %402 = select i1 %401, float %best3188, float 0.000000e+00
-  %403 = mul nsw i64 %conv1.g23, 16
-  %404 = add nsw i64 %403, %conv1.j2743
-  %405 = mul nsw i64 %404, 144
-  %406 = mul nsw i64 %conv1.f2844, 36
-  %407 = add nsw i64 %405, %406
-  %408 = mul nsw i64 %conv1.py2945, 6
-  %409 = add nsw i64 %407, %408
-  %410 = add nsw i64 %409, %conv1.px3046
-  %arena89 = getelementptr inbounds float, ptr %arena, i64 %410
-  store float %402, ptr %arena89, align 4
-  %bi3290 = load float, ptr %conv1.bi32, align 4
-  %411 = mul nsw i64 %conv1.g23, 16
-  %412 = add nsw i64 %411, %conv1.j2743
-  %413 = mul nsw i64 %412, 144
-  %414 = mul nsw i64 %conv1.f2844, 36
-  %415 = add nsw i64 %413, %414
-  %416 = mul nsw i64 %conv1.py2945, 6
-  %417 = add nsw i64 %415, %416
-  %418 = add nsw i64 %417, %conv1.px3046
-  %419 = add nsw i64 9216, %418
-  %arena91 = getelementptr inbounds float, ptr %arena, i64 %419
-  store float %bi3290, ptr %arena91, align 4
-  %px30.next = add nsw i64 %conv1.px3046, 1
-  %420 = icmp slt i64 %px30.next, 6
-  br i1 %420, label %conv1.px30, label %conv1.px30.end
+  %305 = mul nsw i64 %conv1.py1322, 6
+  %306 = add nsw i64 %304, %305
+  %307 = add nsw i64 %306, %conv1.px1423
+  %308 = add nsw i64 9216, %307
+  %arena68 = getelementptr inbounds float, ptr %arena, i64 %308
+  store float %bi1667, ptr %arena68, align 4
+  %px14.next = add nsw i64 %conv1.px1423, 1
+  %309 = icmp slt i64 %px14.next, 6
+  br i1 %309, label %conv1.px14, label %conv1.px14.end
 
-conv1.px30.end:                                   ; preds = %conv1.px30
-  %py29.next = add nsw i64 %conv1.py2945, 1
-  %421 = icmp slt i64 %py29.next, 6
-  br i1 %421, label %conv1.py29, label %conv1.py29.end
+conv1.px14.end:                                   ; preds = %conv1.px14
+  %py13.next = add nsw i64 %conv1.py1322, 1
+  %310 = icmp slt i64 %py13.next, 6
+  br i1 %310, label %conv1.py13, label %conv1.py13.end
 }
 
 ; Function Attrs: noinline
@@ -2622,117 +1869,42 @@ entry:
   %params2 = getelementptr inbounds float, ptr %params, i64 40
   %arena3 = getelementptr inbounds float, ptr %arena, i64 9216
   call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 144, float 1.000000e+00, ptr %arena1, i32 144, ptr %params2, i32 144, float 0.000000e+00, ptr %arena3, i32 10)
-  br label %fc1.n33
+  br label %fc1.n17
 
-fc1.n33:                                          ; preds = %fc1.u34.end, %entry
-  %fc1.n334 = phi i64 [ 0, %entry ], [ %n33.next, %fc1.u34.end ]
-  br label %fc1.u34
+fc1.n17:                                          ; preds = %fc1.u18.end, %entry
+  %fc1.n174 = phi i64 [ 0, %entry ], [ %n17.next, %fc1.u18.end ]
+  br label %fc1.u18
 
-fc1.n33.end:                                      ; preds = %fc1.u34.end
+fc1.n17.end:                                      ; preds = %fc1.u18.end
   ret void
 
-fc1.u34:                                          ; preds = %fc1.u34, %fc1.n33
-  %fc1.u345 = phi i64 [ 0, %fc1.n33 ], [ %u34.next, %fc1.u34 ]
-  %0 = mul nsw i64 %fc1.n334, 10
+fc1.u18:                                          ; preds = %fc1.u18, %fc1.n17
+  %fc1.u185 = phi i64 [ 0, %fc1.n17 ], [ %u18.next, %fc1.u18 ]
+  %0 = mul nsw i64 %fc1.n174, 10
   %1 = add nsw i64 9216, %0
-  %2 = add nsw i64 %1, %fc1.u345
+  %2 = add nsw i64 %1, %fc1.u185
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %2
   %3 = load float, ptr %arena6, align 4
-  %4 = add nsw i64 1480, %fc1.u345
+  %4 = add nsw i64 1480, %fc1.u185
   %params7 = getelementptr inbounds float, ptr %params, i64 %4
   %5 = load float, ptr %params7, align 4
   %6 = fadd float %3, %5
-  %7 = mul nsw i64 %fc1.n334, 10
+  %7 = mul nsw i64 %fc1.n174, 10
   %8 = add nsw i64 9216, %7
-  %9 = add nsw i64 %8, %fc1.u345
+  %9 = add nsw i64 %8, %fc1.u185
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %9
   store float %6, ptr %arena8, align 4
-  %u34.next = add nsw i64 %fc1.u345, 1
-  %10 = icmp slt i64 %u34.next, 10
-  br i1 %10, label %fc1.u34, label %fc1.u34.end
+  %u18.next = add nsw i64 %fc1.u185, 1
+  %10 = icmp slt i64 %u18.next, 10
+  br i1 %10, label %fc1.u18, label %fc1.u18.end
 
-fc1.u34.end:                                      ; preds = %fc1.u34
-  %n33.next = add nsw i64 %fc1.n334, 1
-  %11 = icmp slt i64 %n33.next, 64
-  br i1 %11, label %fc1.n33, label %fc1.n33.end
+fc1.u18.end:                                      ; preds = %fc1.u18
+  %n17.next = add nsw i64 %fc1.n174, 1
+  %11 = icmp slt i64 %n17.next, 64
+  br i1 %11, label %fc1.n17, label %fc1.n17.end
 }
 
 attributes #0 = { "target-cpu"="x86-64-v3" }
 attributes #1 = { noinline "target-cpu"="x86-64-v3" }
-attributes #2 = { nocallback nofree nosync nounwind willreturn memory(argmem: read) }
-attributes #3 = { nocallback nofree nosync nounwind willreturn memory(argmem: write) }
-attributes #4 = { nocallback nofree nosync nounwind speculatable willreturn memory(none) }
-
-!0 = distinct !{!0, !1}
-!1 = !{!"llvm.loop.vectorize.enable", i1 false}
-!2 = distinct !{!2, !1}
-!3 = distinct !{!3, !1}
-!4 = distinct !{!4, !1}
-!5 = distinct !{!5, !1}
-!6 = distinct !{!6, !1}
-!7 = distinct !{!7, !1}
-!8 = distinct !{!8, !1}
-!9 = distinct !{!9, !1}
-!10 = distinct !{!10, !1}
-!11 = distinct !{!11, !1}
-!12 = distinct !{!12, !1}
-!13 = distinct !{!13, !1}
-!14 = distinct !{!14, !1}
-!15 = distinct !{!15, !1}
-!16 = distinct !{!16, !1}
-!17 = distinct !{!17, !1}
-!18 = distinct !{!18, !1}
-!19 = distinct !{!19, !1}
-!20 = distinct !{!20, !1}
-!21 = distinct !{!21, !1}
-!22 = distinct !{!22, !1}
-!23 = distinct !{!23, !1}
-!24 = distinct !{!24, !1}
-!25 = distinct !{!25, !1}
-!26 = distinct !{!26, !1}
-!27 = distinct !{!27, !1}
-!28 = distinct !{!28, !1}
-!29 = distinct !{!29, !1}
-!30 = distinct !{!30, !1}
-!31 = distinct !{!31, !1}
-!32 = distinct !{!32, !1}
-!33 = distinct !{!33, !1}
-!34 = distinct !{!34, !1}
-!35 = distinct !{!35, !1}
-!36 = distinct !{!36, !1}
-!37 = distinct !{!37, !1}
-!38 = distinct !{!38, !1}
-!39 = distinct !{!39, !1}
-!40 = distinct !{!40, !1}
-!41 = distinct !{!41, !1}
-!42 = distinct !{!42, !1}
-!43 = distinct !{!43, !1}
-!44 = distinct !{!44, !1}
-!45 = distinct !{!45, !1}
-!46 = distinct !{!46, !1}
-!47 = distinct !{!47, !1}
-!48 = distinct !{!48, !1}
-!49 = distinct !{!49, !1}
-!50 = distinct !{!50, !1}
-!51 = distinct !{!51, !1}
-!52 = distinct !{!52, !1}
-!53 = distinct !{!53, !1}
-!54 = distinct !{!54, !1}
-!55 = distinct !{!55, !1}
-!56 = distinct !{!56, !1}
-!57 = distinct !{!57, !1}
-!58 = distinct !{!58, !1}
-!59 = distinct !{!59, !1}
-!60 = distinct !{!60, !1}
-!61 = distinct !{!61, !1}
-!62 = distinct !{!62, !1}
-!63 = distinct !{!63, !1}
-!64 = distinct !{!64, !1}
-!65 = distinct !{!65, !1}
-!66 = distinct !{!66, !1}
-!67 = distinct !{!67, !1}
-!68 = distinct !{!68, !1}
-!69 = distinct !{!69, !1}
-!70 = distinct !{!70, !1}
-!71 = distinct !{!71, !1}
-!72 = distinct !{!72, !1}
+attributes #2 = { nocallback nofree nosync nounwind speculatable willreturn memory(none) }
+attributes #3 = { nocallback nofree nosync nounwind willreturn memory(argmem: read) }

@@ -71,83 +71,45 @@ public func tiny_train_b64(
   let labels = labels.unsafelyUnwrapped
   _ = (lr, step, seed, pool)
   // conv1 = conv2d_relu_maxpool(image)
-  for i1 in 0..<1568 {
-    storeVector(arena, ((i1 *% 8) +% 56288), Vector(repeating: Float(0)))
-  }
-  for g2 in 0..<4 {
-    do {  // scalar loops
-      for j3 in 0..<16 {
-        for c4 in 0..<1 {
-          for qy5 in 0..<14 {
-            for qx6 in 0..<14 {
-              arena[(56288 +% ((((((j3 +% c4) *% 2) *% 2) *% 196) +% (qy5 *% 14)) +% qx6))] = images[((((((g2 *% 16) +% j3) *% 784) +% (c4 *% 784)) +% ((qy5 *% 2) *% 28)) +% (qx6 *% 2))]
+  for g1 in 0..<4 {
+    for j2 in 0..<16 {
+      for c3 in 0..<1 {
+        for ky4 in 0..<3 {
+          for oy5 in 0..<13 {
+            for ox6 in 0..<13 {
+              arena[(((18432 +% ((((c3 *% 3) +% ky4) *% 3) *% 2704)) +% (j2 *% 169)) +% ((oy5 *% 13) +% ox6))] = images[((((((g1 *% 16) +% j2) *% 784) +% (c3 *% 784)) +% (((oy5 *% 2) +% ky4) *% 28)) +% (ox6 *% 2))]
             }
           }
-        }
-      }
-      for j7 in 0..<16 {
-        for c8 in 0..<1 {
-          for qy9 in 0..<14 {
-            for qx10 in 0..<14 {
-              arena[(56288 +% (((((((j7 +% c8) *% 2) *% 2) +% 1) *% 196) +% (qy9 *% 14)) +% qx10))] = images[(((((((g2 *% 16) +% j7) *% 784) +% (c8 *% 784)) +% ((qy9 *% 2) *% 28)) +% (qx10 *% 2)) +% 1)]
+          for oy7 in 0..<13 {
+            for ox8 in 0..<13 {
+              arena[(((18432 +% (((((c3 *% 3) +% ky4) *% 3) +% 1) *% 2704)) +% (j2 *% 169)) +% ((oy7 *% 13) +% ox8))] = images[((((((g1 *% 16) +% j2) *% 784) +% (c3 *% 784)) +% (((oy7 *% 2) +% ky4) *% 28)) +% ((ox8 *% 2) +% 1))]
             }
           }
-        }
-      }
-      for j11 in 0..<16 {
-        for c12 in 0..<1 {
-          for qy13 in 0..<14 {
-            for qx14 in 0..<14 {
-              arena[(56288 +% (((((((j11 +% c12) *% 2) +% 1) *% 2) *% 196) +% (qy13 *% 14)) +% qx14))] = images[((((((g2 *% 16) +% j11) *% 784) +% (c12 *% 784)) +% (((qy13 *% 2) +% 1) *% 28)) +% (qx14 *% 2))]
-            }
-          }
-        }
-      }
-      for j15 in 0..<16 {
-        for c16 in 0..<1 {
-          for qy17 in 0..<14 {
-            for qx18 in 0..<14 {
-              arena[(56288 +% ((((((((j15 +% c16) *% 2) +% 1) *% 2) +% 1) *% 196) +% (qy17 *% 14)) +% qx18))] = images[(((((((g2 *% 16) +% j15) *% 784) +% (c16 *% 784)) +% (((qy17 *% 2) +% 1) *% 28)) +% (qx18 *% 2)) +% 1)]
-            }
-          }
-        }
-      }
-      for j19 in 0..<16 {
-        for c20 in 0..<1 {
-          for ky21 in 0..<3 {
-            for kx22 in 0..<3 {
-              for wy23 in 0..<1 {
-                for wx24 in 0..<1 {
-                  for py25 in 0..<13 {
-                    for cv26 in 0..<1 {
-                      storeVector(arena, (((((18432 +% (((((c20 *% 3) +% ky21) *% 3) +% kx22) *% 2704)) +% (j19 *% 169)) +% ((wy23 +% wx24) *% 169)) +% (py25 *% 13)) +% (cv26 *% 8)), loadVector(arena, (56288 +% ((((((((j19 +% c20) *% 2) +% (((wy23 *% 2) +% ky21) % 2)) *% 2) +% (((wx24 *% 2) +% kx22) % 2)) *% 196) +% ((py25 +% (((wy23 *% 2) +% ky21) / 2)) *% 14)) +% ((cv26 *% 8) +% (((wx24 *% 2) +% kx22) / 2))))))
-                    }
-                    storePartial(arena, (((((18432 +% (((((c20 *% 3) +% ky21) *% 3) +% kx22) *% 2704)) +% (j19 *% 169)) +% ((wy23 +% wx24) *% 169)) +% (py25 *% 13)) +% 8), loadPartial(arena, (56288 +% ((((((((j19 +% c20) *% 2) +% (((wy23 *% 2) +% ky21) % 2)) *% 2) +% (((wx24 *% 2) +% kx22) % 2)) *% 196) +% ((py25 +% (((wy23 *% 2) +% ky21) / 2)) *% 14)) +% (8 +% (((wx24 *% 2) +% kx22) / 2)))), 5), 5)
-                  }
-                }
-              }
+          for oy9 in 0..<13 {
+            for ox10 in 0..<13 {
+              arena[(((18432 +% (((((c3 *% 3) +% ky4) *% 3) +% 2) *% 2704)) +% (j2 *% 169)) +% ((oy9 *% 13) +% ox10))] = images[((((((g1 *% 16) +% j2) *% 784) +% (c3 *% 784)) +% (((oy9 *% 2) +% ky4) *% 28)) +% ((ox10 *% 2) +% 2))]
             }
           }
         }
       }
     }
     sgemm(101, 111, 111, 4, 2704, 9, 1, params + 0, 9, arena + 18432, 2704, Float(bitPattern: 0x0), arena + 42768, 2704)
-    for j27 in 0..<16 {
-      for f28 in 0..<4 {
-        for py29 in 0..<6 {
-          for px30 in 0..<6 {
-            var best31: Float = (arena[(((42768 +% (f28 *% 2704)) +% (j27 *% 169)) +% ((py29 *% 26) +% (px30 *% 2)))] + params[(36 +% f28)])
-            var bi32: Float = Float(((py29 *% 26) +% (px30 *% 2)))
-            bi32 = ((arena[(((42768 +% (f28 *% 2704)) +% (j27 *% 169)) +% ((py29 *% 26) +% (px30 *% 2)))] + params[(36 +% f28)]) > best31 ? Float(((py29 *% 26) +% (px30 *% 2))) : bi32)
-            best31 = ((arena[(((42768 +% (f28 *% 2704)) +% (j27 *% 169)) +% ((py29 *% 26) +% (px30 *% 2)))] + params[(36 +% f28)]) > best31 ? (arena[(((42768 +% (f28 *% 2704)) +% (j27 *% 169)) +% ((py29 *% 26) +% (px30 *% 2)))] + params[(36 +% f28)]) : best31)
-            bi32 = ((arena[(((42768 +% (f28 *% 2704)) +% (j27 *% 169)) +% (((py29 *% 26) +% (px30 *% 2)) +% 1))] + params[(36 +% f28)]) > best31 ? Float((((py29 *% 26) +% (px30 *% 2)) +% 1)) : bi32)
-            best31 = ((arena[(((42768 +% (f28 *% 2704)) +% (j27 *% 169)) +% (((py29 *% 26) +% (px30 *% 2)) +% 1))] + params[(36 +% f28)]) > best31 ? (arena[(((42768 +% (f28 *% 2704)) +% (j27 *% 169)) +% (((py29 *% 26) +% (px30 *% 2)) +% 1))] + params[(36 +% f28)]) : best31)
-            bi32 = ((arena[(((42768 +% (f28 *% 2704)) +% (j27 *% 169)) +% (((py29 *% 26) +% (px30 *% 2)) +% 13))] + params[(36 +% f28)]) > best31 ? Float((((py29 *% 26) +% (px30 *% 2)) +% 13)) : bi32)
-            best31 = ((arena[(((42768 +% (f28 *% 2704)) +% (j27 *% 169)) +% (((py29 *% 26) +% (px30 *% 2)) +% 13))] + params[(36 +% f28)]) > best31 ? (arena[(((42768 +% (f28 *% 2704)) +% (j27 *% 169)) +% (((py29 *% 26) +% (px30 *% 2)) +% 13))] + params[(36 +% f28)]) : best31)
-            bi32 = ((arena[(((42768 +% (f28 *% 2704)) +% (j27 *% 169)) +% ((((py29 *% 26) +% (px30 *% 2)) +% 13) +% 1))] + params[(36 +% f28)]) > best31 ? Float(((((py29 *% 26) +% (px30 *% 2)) +% 13) +% 1)) : bi32)
-            best31 = ((arena[(((42768 +% (f28 *% 2704)) +% (j27 *% 169)) +% ((((py29 *% 26) +% (px30 *% 2)) +% 13) +% 1))] + params[(36 +% f28)]) > best31 ? (arena[(((42768 +% (f28 *% 2704)) +% (j27 *% 169)) +% ((((py29 *% 26) +% (px30 *% 2)) +% 13) +% 1))] + params[(36 +% f28)]) : best31)
-            arena[((((((g2 *% 16) +% j27) *% 144) +% (f28 *% 36)) +% (py29 *% 6)) +% px30)] = (best31 > Float(0) ? best31 : Float(0))
-            arena[(9216 +% ((((((g2 *% 16) +% j27) *% 144) +% (f28 *% 36)) +% (py29 *% 6)) +% px30))] = bi32
+    for j11 in 0..<16 {
+      for f12 in 0..<4 {
+        for py13 in 0..<6 {
+          for px14 in 0..<6 {
+            var best15: Float = (arena[(((42768 +% (f12 *% 2704)) +% (j11 *% 169)) +% ((py13 *% 26) +% (px14 *% 2)))] + params[(36 +% f12)])
+            var bi16: Float = Float(((py13 *% 26) +% (px14 *% 2)))
+            bi16 = ((arena[(((42768 +% (f12 *% 2704)) +% (j11 *% 169)) +% ((py13 *% 26) +% (px14 *% 2)))] + params[(36 +% f12)]) > best15 ? Float(((py13 *% 26) +% (px14 *% 2))) : bi16)
+            best15 = ((arena[(((42768 +% (f12 *% 2704)) +% (j11 *% 169)) +% ((py13 *% 26) +% (px14 *% 2)))] + params[(36 +% f12)]) > best15 ? (arena[(((42768 +% (f12 *% 2704)) +% (j11 *% 169)) +% ((py13 *% 26) +% (px14 *% 2)))] + params[(36 +% f12)]) : best15)
+            bi16 = ((arena[(((42768 +% (f12 *% 2704)) +% (j11 *% 169)) +% (((py13 *% 26) +% (px14 *% 2)) +% 1))] + params[(36 +% f12)]) > best15 ? Float((((py13 *% 26) +% (px14 *% 2)) +% 1)) : bi16)
+            best15 = ((arena[(((42768 +% (f12 *% 2704)) +% (j11 *% 169)) +% (((py13 *% 26) +% (px14 *% 2)) +% 1))] + params[(36 +% f12)]) > best15 ? (arena[(((42768 +% (f12 *% 2704)) +% (j11 *% 169)) +% (((py13 *% 26) +% (px14 *% 2)) +% 1))] + params[(36 +% f12)]) : best15)
+            bi16 = ((arena[(((42768 +% (f12 *% 2704)) +% (j11 *% 169)) +% (((py13 *% 26) +% (px14 *% 2)) +% 13))] + params[(36 +% f12)]) > best15 ? Float((((py13 *% 26) +% (px14 *% 2)) +% 13)) : bi16)
+            best15 = ((arena[(((42768 +% (f12 *% 2704)) +% (j11 *% 169)) +% (((py13 *% 26) +% (px14 *% 2)) +% 13))] + params[(36 +% f12)]) > best15 ? (arena[(((42768 +% (f12 *% 2704)) +% (j11 *% 169)) +% (((py13 *% 26) +% (px14 *% 2)) +% 13))] + params[(36 +% f12)]) : best15)
+            bi16 = ((arena[(((42768 +% (f12 *% 2704)) +% (j11 *% 169)) +% ((((py13 *% 26) +% (px14 *% 2)) +% 13) +% 1))] + params[(36 +% f12)]) > best15 ? Float(((((py13 *% 26) +% (px14 *% 2)) +% 13) +% 1)) : bi16)
+            best15 = ((arena[(((42768 +% (f12 *% 2704)) +% (j11 *% 169)) +% ((((py13 *% 26) +% (px14 *% 2)) +% 13) +% 1))] + params[(36 +% f12)]) > best15 ? (arena[(((42768 +% (f12 *% 2704)) +% (j11 *% 169)) +% ((((py13 *% 26) +% (px14 *% 2)) +% 13) +% 1))] + params[(36 +% f12)]) : best15)
+            arena[((((((g1 *% 16) +% j11) *% 144) +% (f12 *% 36)) +% (py13 *% 6)) +% px14)] = (best15 > Float(0) ? best15 : Float(0))
+            arena[(9216 +% ((((((g1 *% 16) +% j11) *% 144) +% (f12 *% 36)) +% (py13 *% 6)) +% px14))] = bi16
           }
         }
       }
@@ -156,184 +118,146 @@ public func tiny_train_b64(
   // flat = flatten(conv1)
   // fc1 = dense(flat)
   sgemm(101, 111, 112, 64, 10, 144, 1, arena + 0, 144, params + 40, 144, Float(bitPattern: 0x0), arena + 18432, 10)
-  for n33 in 0..<64 {
-    for u34 in 0..<1 {
-      storeVector(arena, ((u34 *% 8) +% (18432 +% (n33 *% 10))), (loadVector(arena, ((u34 *% 8) +% (18432 +% (n33 *% 10)))) + loadVector(params, ((u34 *% 8) +% 1480))))
+  for n17 in 0..<64 {
+    for u18 in 0..<1 {
+      storeVector(arena, ((u18 *% 8) +% (18432 +% (n17 *% 10))), (loadVector(arena, ((u18 *% 8) +% (18432 +% (n17 *% 10)))) + loadVector(params, ((u18 *% 8) +% 1480))))
     }
-    for u34 in 0..<1 {
-      storePartial(arena, ((u34 +% 8) +% (18432 +% (n33 *% 10))), (loadPartial(arena, ((u34 +% 8) +% (18432 +% (n33 *% 10))), 2) + loadPartial(params, ((u34 +% 8) +% 1480), 2)), 2)
+    for u18 in 0..<1 {
+      storePartial(arena, ((u18 +% 8) +% (18432 +% (n17 *% 10))), (loadPartial(arena, ((u18 +% 8) +% (18432 +% (n17 *% 10))), 2) + loadPartial(params, ((u18 +% 8) +% 1480), 2)), 2)
     }
   }
   // loss = cross_entropy(fc1, label)
-  var total35: Float = Float(0)
-  for n36 in 0..<64 {
-    var m37: Float = arena[(18432 +% (n36 *% 10))]
-    for k39 in 0..<10 {
-      m37 = { let x = m37, y = arena[((18432 +% (n36 *% 10)) +% k39)]; return y > x ? y : x }()
+  var total19: Float = Float(0)
+  for n20 in 0..<64 {
+    var m21: Float = arena[(18432 +% (n20 *% 10))]
+    for k23 in 0..<10 {
+      m21 = { let x = m21, y = arena[((18432 +% (n20 *% 10)) +% k23)]; return y > x ? y : x }()
     }
-    var s38: Float = Float(0)
-    for k40 in 0..<10 {
-      s38 = (s38 + expf((arena[((18432 +% (n36 *% 10)) +% k40)] - m37)))
+    var s22: Float = Float(0)
+    for k24 in 0..<10 {
+      s22 = (s22 + expf((arena[((18432 +% (n20 *% 10)) +% k24)] - m21)))
     }
-    total35 = (total35 + ((m37 + logf(s38)) - arena[((18432 +% (n36 *% 10)) +% Int(labels[n36]))]))
+    total19 = (total19 + ((m21 + logf(s22)) - arena[((18432 +% (n20 *% 10)) +% Int(labels[n20]))]))
   }
-  arena[19072] = (total35 / Float(64))
+  arena[19072] = (total19 / Float(64))
   // fc1_grad = cross_entropy_grad(fc1, label)
-  for n41 in 0..<64 {
-    var m42: Float = arena[(18432 +% (n41 *% 10))]
-    for k44 in 0..<10 {
-      m42 = { let x = m42, y = arena[((18432 +% (n41 *% 10)) +% k44)]; return y > x ? y : x }()
+  for n25 in 0..<64 {
+    var m26: Float = arena[(18432 +% (n25 *% 10))]
+    for k28 in 0..<10 {
+      m26 = { let x = m26, y = arena[((18432 +% (n25 *% 10)) +% k28)]; return y > x ? y : x }()
     }
-    var s43: Float = Float(0)
-    for k45 in 0..<10 {
-      s43 = (s43 + expf((arena[((18432 +% (n41 *% 10)) +% k45)] - m42)))
+    var s27: Float = Float(0)
+    for k29 in 0..<10 {
+      s27 = (s27 + expf((arena[((18432 +% (n25 *% 10)) +% k29)] - m26)))
     }
-    for k46 in 0..<10 {
-      arena[((19088 +% (n41 *% 10)) +% k46)] = ((k46 == Int(labels[n41]) ? ((expf((arena[((18432 +% (n41 *% 10)) +% k46)] - m42)) / s43) - Float(1)) : (expf((arena[((18432 +% (n41 *% 10)) +% k46)] - m42)) / s43)) / Float(64))
+    for k30 in 0..<10 {
+      arena[((19088 +% (n25 *% 10)) +% k30)] = ((k30 == Int(labels[n25]) ? ((expf((arena[((18432 +% (n25 *% 10)) +% k30)] - m26)) / s27) - Float(1)) : (expf((arena[((18432 +% (n25 *% 10)) +% k30)] - m26)) / s27)) / Float(64))
     }
   }
   // fc1_weight_grad = dense_grad_weight(fc1_grad, flat)
   sgemm(101, 112, 111, 10, 144, 64, 1, arena + 19088, 10, arena + 0, 144, Float(bitPattern: 0x0), grads + 40, 144)
   // fc1_bias_grad = dense_grad_bias(fc1_grad)
-  for u47 in 0..<10 {
-    var acc48: Float = Float(0)
-    for n49 in 0..<64 {
-      acc48 = (acc48 + arena[((19088 +% (n49 *% 10)) +% u47)])
+  for u31 in 0..<10 {
+    var acc32: Float = Float(0)
+    for n33 in 0..<64 {
+      acc32 = (acc32 + arena[((19088 +% (n33 *% 10)) +% u31)])
     }
-    grads[(1480 +% u47)] = acc48
+    grads[(1480 +% u31)] = acc32
   }
   // flat_grad = dense_grad_input(fc1_grad, fc1.weight)
   sgemm(101, 111, 111, 64, 144, 10, 1, arena + 19088, 10, params + 40, 144, Float(bitPattern: 0x0), arena + 19728, 144)
   // pool1_grad = flatten_grad(flat_grad, conv1)
   // conv1_grad = relu_maxpool_grad(pool1_grad, conv1, conv1.argmax)
-  for i50 in 0..<5408 {
-    storeVector(arena, ((i50 *% 8) +% 28944), Vector(repeating: Float(0)))
+  for i34 in 0..<5408 {
+    storeVector(arena, ((i34 *% 8) +% 28944), Vector(repeating: Float(0)))
   }
-  for q51 in 0..<256 {
-    for i52 in 0..<36 {
-      if arena[((q51 *% 36) +% i52)] > Float(0) {
-        arena[((28944 +% (q51 *% 169)) +% Int(arena[(9216 +% ((q51 *% 36) +% i52))]))] += arena[(19728 +% ((q51 *% 36) +% i52))]
+  for q35 in 0..<256 {
+    for i36 in 0..<36 {
+      if arena[((q35 *% 36) +% i36)] > Float(0) {
+        arena[((28944 +% (q35 *% 169)) +% Int(arena[(9216 +% ((q35 *% 36) +% i36))]))] += arena[(19728 +% ((q35 *% 36) +% i36))]
       }
     }
   }
   // conv1_weight_grad = conv2d_grad_weight(conv1_grad, image)
-  for i53 in 0..<4 {
-    storeVector(arena, ((i53 *% 8) +% 107360), Vector(repeating: Float(0)))
+  for i37 in 0..<4 {
+    storeVector(arena, ((i37 *% 8) +% 107360), Vector(repeating: Float(0)))
   }
-  for i53 in 0..<1 {
-    storePartial(arena, ((i53 +% 32) +% 107360), Vector(repeating: Float(0)), 4)
+  for i37 in 0..<1 {
+    storePartial(arena, ((i37 +% 32) +% 107360), Vector(repeating: Float(0)), 4)
   }
-  for i54 in 0..<1568 {
-    storeVector(arena, ((i54 *% 8) +% 107396), Vector(repeating: Float(0)))
-  }
-  for g55 in 0..<4 {
-    do {  // scalar loops
-      for j56 in 0..<16 {
-        for c57 in 0..<1 {
-          for qy58 in 0..<14 {
-            for qx59 in 0..<14 {
-              arena[(107396 +% ((((((j56 +% c57) *% 2) *% 2) *% 196) +% (qy58 *% 14)) +% qx59))] = images[((((((g55 *% 16) +% j56) *% 784) +% (c57 *% 784)) +% ((qy58 *% 2) *% 28)) +% (qx59 *% 2))]
+  for g38 in 0..<4 {
+    for j39 in 0..<16 {
+      for c40 in 0..<1 {
+        for ky41 in 0..<3 {
+          for oy42 in 0..<13 {
+            for ox43 in 0..<13 {
+              arena[(((72208 +% ((((c40 *% 3) +% ky41) *% 3) *% 2704)) +% (j39 *% 169)) +% ((oy42 *% 13) +% ox43))] = images[((((((g38 *% 16) +% j39) *% 784) +% (c40 *% 784)) +% (((oy42 *% 2) +% ky41) *% 28)) +% (ox43 *% 2))]
             }
           }
-        }
-      }
-      for j60 in 0..<16 {
-        for c61 in 0..<1 {
-          for qy62 in 0..<14 {
-            for qx63 in 0..<14 {
-              arena[(107396 +% (((((((j60 +% c61) *% 2) *% 2) +% 1) *% 196) +% (qy62 *% 14)) +% qx63))] = images[(((((((g55 *% 16) +% j60) *% 784) +% (c61 *% 784)) +% ((qy62 *% 2) *% 28)) +% (qx63 *% 2)) +% 1)]
+          for oy44 in 0..<13 {
+            for ox45 in 0..<13 {
+              arena[(((72208 +% (((((c40 *% 3) +% ky41) *% 3) +% 1) *% 2704)) +% (j39 *% 169)) +% ((oy44 *% 13) +% ox45))] = images[((((((g38 *% 16) +% j39) *% 784) +% (c40 *% 784)) +% (((oy44 *% 2) +% ky41) *% 28)) +% ((ox45 *% 2) +% 1))]
             }
           }
-        }
-      }
-      for j64 in 0..<16 {
-        for c65 in 0..<1 {
-          for qy66 in 0..<14 {
-            for qx67 in 0..<14 {
-              arena[(107396 +% (((((((j64 +% c65) *% 2) +% 1) *% 2) *% 196) +% (qy66 *% 14)) +% qx67))] = images[((((((g55 *% 16) +% j64) *% 784) +% (c65 *% 784)) +% (((qy66 *% 2) +% 1) *% 28)) +% (qx67 *% 2))]
-            }
-          }
-        }
-      }
-      for j68 in 0..<16 {
-        for c69 in 0..<1 {
-          for qy70 in 0..<14 {
-            for qx71 in 0..<14 {
-              arena[(107396 +% ((((((((j68 +% c69) *% 2) +% 1) *% 2) +% 1) *% 196) +% (qy70 *% 14)) +% qx71))] = images[(((((((g55 *% 16) +% j68) *% 784) +% (c69 *% 784)) +% (((qy70 *% 2) +% 1) *% 28)) +% (qx71 *% 2)) +% 1)]
-            }
-          }
-        }
-      }
-      for j72 in 0..<16 {
-        for c73 in 0..<1 {
-          for ky74 in 0..<3 {
-            for kx75 in 0..<3 {
-              for wy76 in 0..<1 {
-                for wx77 in 0..<1 {
-                  for py78 in 0..<13 {
-                    for cv79 in 0..<1 {
-                      storeVector(arena, (((((72208 +% (((((c73 *% 3) +% ky74) *% 3) +% kx75) *% 2704)) +% (j72 *% 169)) +% ((wy76 +% wx77) *% 169)) +% (py78 *% 13)) +% (cv79 *% 8)), loadVector(arena, (107396 +% ((((((((j72 +% c73) *% 2) +% (((wy76 *% 2) +% ky74) % 2)) *% 2) +% (((wx77 *% 2) +% kx75) % 2)) *% 196) +% ((py78 +% (((wy76 *% 2) +% ky74) / 2)) *% 14)) +% ((cv79 *% 8) +% (((wx77 *% 2) +% kx75) / 2))))))
-                    }
-                    storePartial(arena, (((((72208 +% (((((c73 *% 3) +% ky74) *% 3) +% kx75) *% 2704)) +% (j72 *% 169)) +% ((wy76 +% wx77) *% 169)) +% (py78 *% 13)) +% 8), loadPartial(arena, (107396 +% ((((((((j72 +% c73) *% 2) +% (((wy76 *% 2) +% ky74) % 2)) *% 2) +% (((wx77 *% 2) +% kx75) % 2)) *% 196) +% ((py78 +% (((wy76 *% 2) +% ky74) / 2)) *% 14)) +% (8 +% (((wx77 *% 2) +% kx75) / 2)))), 5), 5)
-                  }
-                }
-              }
+          for oy46 in 0..<13 {
+            for ox47 in 0..<13 {
+              arena[(((72208 +% (((((c40 *% 3) +% ky41) *% 3) +% 2) *% 2704)) +% (j39 *% 169)) +% ((oy46 *% 13) +% ox47))] = images[((((((g38 *% 16) +% j39) *% 784) +% (c40 *% 784)) +% (((oy46 *% 2) +% ky41) *% 28)) +% ((ox47 *% 2) +% 2))]
             }
           }
         }
       }
     }
-    for j80 in 0..<16 {
-      for i81 in 0..<169 {
-        for f82 in 0..<4 {
-          arena[((96544 +% (((j80 *% 169) +% i81) *% 4)) +% f82)] = arena[(((28944 +% (((g55 *% 16) +% j80) *% 676)) +% (f82 *% 169)) +% i81)]
+    for j48 in 0..<16 {
+      for i49 in 0..<169 {
+        for f50 in 0..<4 {
+          arena[((96544 +% (((j48 *% 169) +% i49) *% 4)) +% f50)] = arena[(((28944 +% (((g38 *% 16) +% j48) *% 676)) +% (f50 *% 169)) +% i49)]
         }
       }
     }
     sgemm(101, 111, 111, 9, 4, 2704, 1, arena + 72208, 2704, arena + 96544, 4, Float(bitPattern: 0x3f800000), arena + 107360, 4)
   }
-  for f83 in 0..<4 {
-    for r84 in 0..<9 {
-      grads[((f83 *% 9) +% r84)] = arena[((107360 +% (r84 *% 4)) +% f83)]
+  for f51 in 0..<4 {
+    for r52 in 0..<9 {
+      grads[((f51 *% 9) +% r52)] = arena[((107360 +% (r52 *% 4)) +% f51)]
     }
   }
   // conv1_bias_grad = conv2d_grad_bias(conv1_grad)
-  for f85 in 0..<4 {
-    var acc86 = Vector()
-    for img87 in 0..<64 {
-      for i88 in 0..<21 {
-        acc86 = acc86.addingProduct(Vector(repeating: Float(1)), loadVector(arena, (((28944 +% (img87 *% 676)) +% (f85 *% 169)) +% (i88 *% 8))))
+  for f53 in 0..<4 {
+    var acc54 = Vector()
+    for img55 in 0..<64 {
+      for i56 in 0..<21 {
+        acc54 = acc54.addingProduct(Vector(repeating: Float(1)), loadVector(arena, (((28944 +% (img55 *% 676)) +% (f53 *% 169)) +% (i56 *% 8))))
       }
-      acc86 = acc86.addingProduct(Vector(repeating: Float(1)), loadPartial(arena, (((28944 +% (img87 *% 676)) +% (f85 *% 169)) +% 168), 1))
+      acc54 = acc54.addingProduct(Vector(repeating: Float(1)), loadPartial(arena, (((28944 +% (img55 *% 676)) +% (f53 *% 169)) +% 168), 1))
     }
-    storeVector(arena, 0, acc86)
-    var sum89: Float = (arena[0] + arena[1])
-    var sum90: Float = (sum89 + arena[2])
-    var sum91: Float = (sum90 + arena[3])
-    var sum92: Float = (sum91 + arena[4])
-    var sum93: Float = (sum92 + arena[5])
-    var sum94: Float = (sum93 + arena[6])
-    var sum95: Float = (sum94 + arena[7])
-    grads[(36 +% f85)] = sum95
+    storeVector(arena, 0, acc54)
+    var sum57: Float = (arena[0] + arena[1])
+    var sum58: Float = (sum57 + arena[2])
+    var sum59: Float = (sum58 + arena[3])
+    var sum60: Float = (sum59 + arena[4])
+    var sum61: Float = (sum60 + arena[5])
+    var sum62: Float = (sum61 + arena[6])
+    var sum63: Float = (sum62 + arena[7])
+    grads[(36 +% f53)] = sum63
   }
   // adam = update of 1490 parameters
-  var step_size96: Float = (lr / (Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
-  var bc2_sqrt97: Float = sqrtf((Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
-  for i98 in 0..<186 {
-    let g_v = (loadVector(grads, (i98 *% 8)) + (Vector(repeating: Float(0)) * loadVector(params, (i98 *% 8))))
-    let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadVector(m, (i98 *% 8))) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
-    let v_new_v = ((Vector(repeating: Float(bitPattern: 0x3f7fbe77)) * loadVector(v, (i98 *% 8))) + ((Vector(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
-    storeVector(m, (i98 *% 8), m_new_v)
-    storeVector(v, (i98 *% 8), v_new_v)
-    storeVector(params, (i98 *% 8), (loadVector(params, (i98 *% 8)) - ((Vector(repeating: step_size96) * m_new_v) / ((v_new_v.squareRoot() / Vector(repeating: bc2_sqrt97)) + Vector(repeating: Float(bitPattern: 0x322bcc77))))))
+  var step_size64: Float = (lr / (Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
+  var bc2_sqrt65: Float = sqrtf((Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
+  for i66 in 0..<186 {
+    let g_v = (loadVector(grads, (i66 *% 8)) + (Vector(repeating: Float(0)) * loadVector(params, (i66 *% 8))))
+    let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadVector(m, (i66 *% 8))) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
+    let v_new_v = ((Vector(repeating: Float(bitPattern: 0x3f7fbe77)) * loadVector(v, (i66 *% 8))) + ((Vector(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
+    storeVector(m, (i66 *% 8), m_new_v)
+    storeVector(v, (i66 *% 8), v_new_v)
+    storeVector(params, (i66 *% 8), (loadVector(params, (i66 *% 8)) - ((Vector(repeating: step_size64) * m_new_v) / ((v_new_v.squareRoot() / Vector(repeating: bc2_sqrt65)) + Vector(repeating: Float(bitPattern: 0x322bcc77))))))
   }
-  for i98 in 0..<1 {
-    let g_v = (loadPartial(grads, (i98 +% 1488), 2) + (Vector(repeating: Float(0)) * loadPartial(params, (i98 +% 1488), 2)))
-    let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadPartial(m, (i98 +% 1488), 2)) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
-    let v_new_v = ((Vector(repeating: Float(bitPattern: 0x3f7fbe77)) * loadPartial(v, (i98 +% 1488), 2)) + ((Vector(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
-    storePartial(m, (i98 +% 1488), m_new_v, 2)
-    storePartial(v, (i98 +% 1488), v_new_v, 2)
-    storePartial(params, (i98 +% 1488), (loadPartial(params, (i98 +% 1488), 2) - ((Vector(repeating: step_size96) * m_new_v) / ((v_new_v.squareRoot() / Vector(repeating: bc2_sqrt97)) + Vector(repeating: Float(bitPattern: 0x322bcc77))))), 2)
+  for i66 in 0..<1 {
+    let g_v = (loadPartial(grads, (i66 +% 1488), 2) + (Vector(repeating: Float(0)) * loadPartial(params, (i66 +% 1488), 2)))
+    let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadPartial(m, (i66 +% 1488), 2)) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
+    let v_new_v = ((Vector(repeating: Float(bitPattern: 0x3f7fbe77)) * loadPartial(v, (i66 +% 1488), 2)) + ((Vector(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
+    storePartial(m, (i66 +% 1488), m_new_v, 2)
+    storePartial(v, (i66 +% 1488), v_new_v, 2)
+    storePartial(params, (i66 +% 1488), (loadPartial(params, (i66 +% 1488), 2) - ((Vector(repeating: step_size64) * m_new_v) / ((v_new_v.squareRoot() / Vector(repeating: bc2_sqrt65)) + Vector(repeating: Float(bitPattern: 0x322bcc77))))), 2)
   }
 }
 
@@ -348,83 +272,45 @@ public func tiny_infer_b64(
   let images = UnsafeMutablePointer(mutating: images.unsafelyUnwrapped)
   _ = (lr, step, seed, pool)
   // conv1 = conv2d_relu_maxpool(image)
-  for i1 in 0..<1568 {
-    storeVector(arena, ((i1 *% 8) +% 56288), Vector(repeating: Float(0)))
-  }
-  for g2 in 0..<4 {
-    do {  // scalar loops
-      for j3 in 0..<16 {
-        for c4 in 0..<1 {
-          for qy5 in 0..<14 {
-            for qx6 in 0..<14 {
-              arena[(56288 +% ((((((j3 +% c4) *% 2) *% 2) *% 196) +% (qy5 *% 14)) +% qx6))] = images[((((((g2 *% 16) +% j3) *% 784) +% (c4 *% 784)) +% ((qy5 *% 2) *% 28)) +% (qx6 *% 2))]
+  for g1 in 0..<4 {
+    for j2 in 0..<16 {
+      for c3 in 0..<1 {
+        for ky4 in 0..<3 {
+          for oy5 in 0..<13 {
+            for ox6 in 0..<13 {
+              arena[(((18432 +% ((((c3 *% 3) +% ky4) *% 3) *% 2704)) +% (j2 *% 169)) +% ((oy5 *% 13) +% ox6))] = images[((((((g1 *% 16) +% j2) *% 784) +% (c3 *% 784)) +% (((oy5 *% 2) +% ky4) *% 28)) +% (ox6 *% 2))]
             }
           }
-        }
-      }
-      for j7 in 0..<16 {
-        for c8 in 0..<1 {
-          for qy9 in 0..<14 {
-            for qx10 in 0..<14 {
-              arena[(56288 +% (((((((j7 +% c8) *% 2) *% 2) +% 1) *% 196) +% (qy9 *% 14)) +% qx10))] = images[(((((((g2 *% 16) +% j7) *% 784) +% (c8 *% 784)) +% ((qy9 *% 2) *% 28)) +% (qx10 *% 2)) +% 1)]
+          for oy7 in 0..<13 {
+            for ox8 in 0..<13 {
+              arena[(((18432 +% (((((c3 *% 3) +% ky4) *% 3) +% 1) *% 2704)) +% (j2 *% 169)) +% ((oy7 *% 13) +% ox8))] = images[((((((g1 *% 16) +% j2) *% 784) +% (c3 *% 784)) +% (((oy7 *% 2) +% ky4) *% 28)) +% ((ox8 *% 2) +% 1))]
             }
           }
-        }
-      }
-      for j11 in 0..<16 {
-        for c12 in 0..<1 {
-          for qy13 in 0..<14 {
-            for qx14 in 0..<14 {
-              arena[(56288 +% (((((((j11 +% c12) *% 2) +% 1) *% 2) *% 196) +% (qy13 *% 14)) +% qx14))] = images[((((((g2 *% 16) +% j11) *% 784) +% (c12 *% 784)) +% (((qy13 *% 2) +% 1) *% 28)) +% (qx14 *% 2))]
-            }
-          }
-        }
-      }
-      for j15 in 0..<16 {
-        for c16 in 0..<1 {
-          for qy17 in 0..<14 {
-            for qx18 in 0..<14 {
-              arena[(56288 +% ((((((((j15 +% c16) *% 2) +% 1) *% 2) +% 1) *% 196) +% (qy17 *% 14)) +% qx18))] = images[(((((((g2 *% 16) +% j15) *% 784) +% (c16 *% 784)) +% (((qy17 *% 2) +% 1) *% 28)) +% (qx18 *% 2)) +% 1)]
-            }
-          }
-        }
-      }
-      for j19 in 0..<16 {
-        for c20 in 0..<1 {
-          for ky21 in 0..<3 {
-            for kx22 in 0..<3 {
-              for wy23 in 0..<1 {
-                for wx24 in 0..<1 {
-                  for py25 in 0..<13 {
-                    for cv26 in 0..<1 {
-                      storeVector(arena, (((((18432 +% (((((c20 *% 3) +% ky21) *% 3) +% kx22) *% 2704)) +% (j19 *% 169)) +% ((wy23 +% wx24) *% 169)) +% (py25 *% 13)) +% (cv26 *% 8)), loadVector(arena, (56288 +% ((((((((j19 +% c20) *% 2) +% (((wy23 *% 2) +% ky21) % 2)) *% 2) +% (((wx24 *% 2) +% kx22) % 2)) *% 196) +% ((py25 +% (((wy23 *% 2) +% ky21) / 2)) *% 14)) +% ((cv26 *% 8) +% (((wx24 *% 2) +% kx22) / 2))))))
-                    }
-                    storePartial(arena, (((((18432 +% (((((c20 *% 3) +% ky21) *% 3) +% kx22) *% 2704)) +% (j19 *% 169)) +% ((wy23 +% wx24) *% 169)) +% (py25 *% 13)) +% 8), loadPartial(arena, (56288 +% ((((((((j19 +% c20) *% 2) +% (((wy23 *% 2) +% ky21) % 2)) *% 2) +% (((wx24 *% 2) +% kx22) % 2)) *% 196) +% ((py25 +% (((wy23 *% 2) +% ky21) / 2)) *% 14)) +% (8 +% (((wx24 *% 2) +% kx22) / 2)))), 5), 5)
-                  }
-                }
-              }
+          for oy9 in 0..<13 {
+            for ox10 in 0..<13 {
+              arena[(((18432 +% (((((c3 *% 3) +% ky4) *% 3) +% 2) *% 2704)) +% (j2 *% 169)) +% ((oy9 *% 13) +% ox10))] = images[((((((g1 *% 16) +% j2) *% 784) +% (c3 *% 784)) +% (((oy9 *% 2) +% ky4) *% 28)) +% ((ox10 *% 2) +% 2))]
             }
           }
         }
       }
     }
     sgemm(101, 111, 111, 4, 2704, 9, 1, params + 0, 9, arena + 18432, 2704, Float(bitPattern: 0x0), arena + 42768, 2704)
-    for j27 in 0..<16 {
-      for f28 in 0..<4 {
-        for py29 in 0..<6 {
-          for px30 in 0..<6 {
-            var best31: Float = (arena[(((42768 +% (f28 *% 2704)) +% (j27 *% 169)) +% ((py29 *% 26) +% (px30 *% 2)))] + params[(36 +% f28)])
-            var bi32: Float = Float(((py29 *% 26) +% (px30 *% 2)))
-            bi32 = ((arena[(((42768 +% (f28 *% 2704)) +% (j27 *% 169)) +% ((py29 *% 26) +% (px30 *% 2)))] + params[(36 +% f28)]) > best31 ? Float(((py29 *% 26) +% (px30 *% 2))) : bi32)
-            best31 = ((arena[(((42768 +% (f28 *% 2704)) +% (j27 *% 169)) +% ((py29 *% 26) +% (px30 *% 2)))] + params[(36 +% f28)]) > best31 ? (arena[(((42768 +% (f28 *% 2704)) +% (j27 *% 169)) +% ((py29 *% 26) +% (px30 *% 2)))] + params[(36 +% f28)]) : best31)
-            bi32 = ((arena[(((42768 +% (f28 *% 2704)) +% (j27 *% 169)) +% (((py29 *% 26) +% (px30 *% 2)) +% 1))] + params[(36 +% f28)]) > best31 ? Float((((py29 *% 26) +% (px30 *% 2)) +% 1)) : bi32)
-            best31 = ((arena[(((42768 +% (f28 *% 2704)) +% (j27 *% 169)) +% (((py29 *% 26) +% (px30 *% 2)) +% 1))] + params[(36 +% f28)]) > best31 ? (arena[(((42768 +% (f28 *% 2704)) +% (j27 *% 169)) +% (((py29 *% 26) +% (px30 *% 2)) +% 1))] + params[(36 +% f28)]) : best31)
-            bi32 = ((arena[(((42768 +% (f28 *% 2704)) +% (j27 *% 169)) +% (((py29 *% 26) +% (px30 *% 2)) +% 13))] + params[(36 +% f28)]) > best31 ? Float((((py29 *% 26) +% (px30 *% 2)) +% 13)) : bi32)
-            best31 = ((arena[(((42768 +% (f28 *% 2704)) +% (j27 *% 169)) +% (((py29 *% 26) +% (px30 *% 2)) +% 13))] + params[(36 +% f28)]) > best31 ? (arena[(((42768 +% (f28 *% 2704)) +% (j27 *% 169)) +% (((py29 *% 26) +% (px30 *% 2)) +% 13))] + params[(36 +% f28)]) : best31)
-            bi32 = ((arena[(((42768 +% (f28 *% 2704)) +% (j27 *% 169)) +% ((((py29 *% 26) +% (px30 *% 2)) +% 13) +% 1))] + params[(36 +% f28)]) > best31 ? Float(((((py29 *% 26) +% (px30 *% 2)) +% 13) +% 1)) : bi32)
-            best31 = ((arena[(((42768 +% (f28 *% 2704)) +% (j27 *% 169)) +% ((((py29 *% 26) +% (px30 *% 2)) +% 13) +% 1))] + params[(36 +% f28)]) > best31 ? (arena[(((42768 +% (f28 *% 2704)) +% (j27 *% 169)) +% ((((py29 *% 26) +% (px30 *% 2)) +% 13) +% 1))] + params[(36 +% f28)]) : best31)
-            arena[((((((g2 *% 16) +% j27) *% 144) +% (f28 *% 36)) +% (py29 *% 6)) +% px30)] = (best31 > Float(0) ? best31 : Float(0))
-            arena[(9216 +% ((((((g2 *% 16) +% j27) *% 144) +% (f28 *% 36)) +% (py29 *% 6)) +% px30))] = bi32
+    for j11 in 0..<16 {
+      for f12 in 0..<4 {
+        for py13 in 0..<6 {
+          for px14 in 0..<6 {
+            var best15: Float = (arena[(((42768 +% (f12 *% 2704)) +% (j11 *% 169)) +% ((py13 *% 26) +% (px14 *% 2)))] + params[(36 +% f12)])
+            var bi16: Float = Float(((py13 *% 26) +% (px14 *% 2)))
+            bi16 = ((arena[(((42768 +% (f12 *% 2704)) +% (j11 *% 169)) +% ((py13 *% 26) +% (px14 *% 2)))] + params[(36 +% f12)]) > best15 ? Float(((py13 *% 26) +% (px14 *% 2))) : bi16)
+            best15 = ((arena[(((42768 +% (f12 *% 2704)) +% (j11 *% 169)) +% ((py13 *% 26) +% (px14 *% 2)))] + params[(36 +% f12)]) > best15 ? (arena[(((42768 +% (f12 *% 2704)) +% (j11 *% 169)) +% ((py13 *% 26) +% (px14 *% 2)))] + params[(36 +% f12)]) : best15)
+            bi16 = ((arena[(((42768 +% (f12 *% 2704)) +% (j11 *% 169)) +% (((py13 *% 26) +% (px14 *% 2)) +% 1))] + params[(36 +% f12)]) > best15 ? Float((((py13 *% 26) +% (px14 *% 2)) +% 1)) : bi16)
+            best15 = ((arena[(((42768 +% (f12 *% 2704)) +% (j11 *% 169)) +% (((py13 *% 26) +% (px14 *% 2)) +% 1))] + params[(36 +% f12)]) > best15 ? (arena[(((42768 +% (f12 *% 2704)) +% (j11 *% 169)) +% (((py13 *% 26) +% (px14 *% 2)) +% 1))] + params[(36 +% f12)]) : best15)
+            bi16 = ((arena[(((42768 +% (f12 *% 2704)) +% (j11 *% 169)) +% (((py13 *% 26) +% (px14 *% 2)) +% 13))] + params[(36 +% f12)]) > best15 ? Float((((py13 *% 26) +% (px14 *% 2)) +% 13)) : bi16)
+            best15 = ((arena[(((42768 +% (f12 *% 2704)) +% (j11 *% 169)) +% (((py13 *% 26) +% (px14 *% 2)) +% 13))] + params[(36 +% f12)]) > best15 ? (arena[(((42768 +% (f12 *% 2704)) +% (j11 *% 169)) +% (((py13 *% 26) +% (px14 *% 2)) +% 13))] + params[(36 +% f12)]) : best15)
+            bi16 = ((arena[(((42768 +% (f12 *% 2704)) +% (j11 *% 169)) +% ((((py13 *% 26) +% (px14 *% 2)) +% 13) +% 1))] + params[(36 +% f12)]) > best15 ? Float(((((py13 *% 26) +% (px14 *% 2)) +% 13) +% 1)) : bi16)
+            best15 = ((arena[(((42768 +% (f12 *% 2704)) +% (j11 *% 169)) +% ((((py13 *% 26) +% (px14 *% 2)) +% 13) +% 1))] + params[(36 +% f12)]) > best15 ? (arena[(((42768 +% (f12 *% 2704)) +% (j11 *% 169)) +% ((((py13 *% 26) +% (px14 *% 2)) +% 13) +% 1))] + params[(36 +% f12)]) : best15)
+            arena[((((((g1 *% 16) +% j11) *% 144) +% (f12 *% 36)) +% (py13 *% 6)) +% px14)] = (best15 > Float(0) ? best15 : Float(0))
+            arena[(9216 +% ((((((g1 *% 16) +% j11) *% 144) +% (f12 *% 36)) +% (py13 *% 6)) +% px14))] = bi16
           }
         }
       }
@@ -433,12 +319,12 @@ public func tiny_infer_b64(
   // flat = flatten(conv1)
   // fc1 = dense(flat)
   sgemm(101, 111, 112, 64, 10, 144, 1, arena + 0, 144, params + 40, 144, Float(bitPattern: 0x0), arena + 9216, 10)
-  for n33 in 0..<64 {
-    for u34 in 0..<1 {
-      storeVector(arena, ((u34 *% 8) +% (9216 +% (n33 *% 10))), (loadVector(arena, ((u34 *% 8) +% (9216 +% (n33 *% 10)))) + loadVector(params, ((u34 *% 8) +% 1480))))
+  for n17 in 0..<64 {
+    for u18 in 0..<1 {
+      storeVector(arena, ((u18 *% 8) +% (9216 +% (n17 *% 10))), (loadVector(arena, ((u18 *% 8) +% (9216 +% (n17 *% 10)))) + loadVector(params, ((u18 *% 8) +% 1480))))
     }
-    for u34 in 0..<1 {
-      storePartial(arena, ((u34 +% 8) +% (9216 +% (n33 *% 10))), (loadPartial(arena, ((u34 +% 8) +% (9216 +% (n33 *% 10))), 2) + loadPartial(params, ((u34 +% 8) +% 1480), 2)), 2)
+    for u18 in 0..<1 {
+      storePartial(arena, ((u18 +% 8) +% (9216 +% (n17 *% 10))), (loadPartial(arena, ((u18 +% 8) +% (9216 +% (n17 *% 10))), 2) + loadPartial(params, ((u18 +% 8) +% 1480), 2)), 2)
     }
   }
 }

@@ -55,21 +55,34 @@ extension Emitter {
 
   /// Visits every (ky, kx, oy, ox) whose input pixel exists: rows are checked once each, and kx is
   /// unrolled so each row's valid column range is a constant and the inner loop has no bounds checks.
-  /// `body(ci, ky, kx, column, iy, ix)` gives the statements for one element (column oy * OW + ox).
+  /// `body(ci, ky, kx, column, iy, ix)` gives the statements for one element (column oy * OW + ox);
+  /// `outside(ci, ky, kx, column)`, when given, those for a position in the padding.
   mutating func patchLoops(_ a: Conv2DAttrs, _ s: ConvShape, _ ci: IExpr,
+                           outside: ((IExpr, IExpr, Int, IExpr) -> [Stmt])? = nil,
                            _ body: (IExpr, IExpr, Int, IExpr, IExpr, IExpr) -> [Stmt]) -> [Stmt] {
     [loop("ky", s.k) { e, ky in
       (0..<s.k).compactMap { kx in
         let shift = kx - a.padding
         let xs = Self.validRange(step: a.stride, shift: shift, size: s.w, outputs: s.ow)
-        guard !xs.isEmpty else { return nil }
+        guard !xs.isEmpty || outside != nil else { return nil }
         return e.loop("oy", s.oh) { e, oy in
           let iy = oy * a.stride + ky + (-a.padding)
-          let row = e.loop("ox", xs.count) { _, vx in
-            let ox = vx + xs.lowerBound
-            return body(ci, ky, kx, oy * s.ow + ox, iy, ox * a.stride + shift)
+          var row: [Stmt] = []
+          if !xs.isEmpty {
+            row.append(e.loop("ox", xs.count) { _, vx in
+              let ox = vx + xs.lowerBound
+              return body(ci, ky, kx, oy * s.ow + ox, iy, ox * a.stride + shift)
+            })
           }
-          return a.padding > 0 ? [.when(.and(.ilt(.c(-1), iy), .ilt(iy, .c(s.h))), [row])] : [row]
+          guard a.padding > 0 else { return row }
+          let inside = Cond.and(.ilt(.c(-1), iy), .ilt(iy, .c(s.h)))
+          guard let outside else { return [.when(inside, row)] }
+          // Positions in the padding: the columns left and right of the valid range, and whole rows above and below.
+          if xs.lowerBound > 0 { row.append(e.loop("ox", xs.lowerBound) { _, ox in outside(ci, ky, kx, oy * s.ow + ox) }) }
+          let right = max(xs.upperBound, xs.lowerBound)
+          if right < s.ow { row.append(e.loop("ox", s.ow - right) { _, vx in outside(ci, ky, kx, oy * s.ow + (vx + right)) }) }
+          let blank = e.loop("ox", s.ow) { _, ox in outside(ci, ky, kx, oy * s.ow + ox) }
+          return [.when(inside, row), .when(.ilt(iy, .c(0)), [blank]), .when(.ilt(.c(s.h - 1), iy), [blank])]
         }
       }
     }]
@@ -90,12 +103,13 @@ extension Emitter {
     let c: Int, group: Int
     /// Outputs per window position (rows, columns).
     let py: Int, px: Int
+    /// The largest in-window offset a, over window positions and kernel offsets.
+    let reach: Int
 
     init(_ a: Conv2DAttrs, _ s: ConvShape, window: Int) {
       (step, c, group) = (window * a.stride, s.c, s.group)
       (py, px) = (s.oh / window, s.ow / window)
-      // The largest in-window offset a, over window positions and kernel offsets.
-      let reach = (window - 1) * a.stride + s.k - 1
+      reach = (window - 1) * a.stride + s.k - 1
       (rows, cols) = (py + reach / step, px + reach / step)
     }
 
@@ -107,14 +121,15 @@ extension Emitter {
     }
   }
 
-  /// Floats of an im2col conv kernel's phase planes (`PhasePlanes`), after its other scratch.
+  /// Floats of an im2col conv kernel's phase planes (`PhasePlanes`), after its other scratch: none without
+  /// a pooling window (see `im2col`).
   static func phaseFloats(_ a: Conv2DAttrs, x: [Int], window: Int, target: Target) -> Int {
-    PhasePlanes(a, convShape(a, x: x, target: target), window: window).floats
+    window > 1 ? PhasePlanes(a, convShape(a, x: x, target: target), window: window).floats : 0
   }
 
-  /// Zeroes the phase planes at `phases` (once per call: the padding they hold is never written).
-  mutating func clearPhases(_ a: Conv2DAttrs, _ s: ConvShape, phases: Int, window: Int = 1) -> Stmt {
-    zeroArena(phases, PhasePlanes(a, s, window: window).floats)
+  /// Zeroes the phase planes at `phases` (once per call: the padding they hold is never written), if any.
+  mutating func clearPhases(_ a: Conv2DAttrs, _ s: ConvShape, phases: Int, window: Int) -> [Stmt] {
+    window > 1 ? [zeroArena(phases, PhasePlanes(a, s, window: window).floats)] : []
   }
 
   /// Copies the images of group `g` into the column matrix [C*k*k, G*OH*OW], with zeros where the kernel
@@ -125,17 +140,37 @@ extension Emitter {
   /// window position is a contiguous block and a pooling epilogue reads whole vectors. Window 1 is
   /// plain row-major order.
   ///
-  /// The images go first into phase planes at `phases` (`PhasePlanes`; their padding cleared by
-  /// `clearPhases`), then one unit-stride vector run per row of columns. Both copies are left to the code
-  /// as written (`scalarLoops`): explicit vectors where runs are contiguous, strided scalar copies of the
-  /// (small) input otherwise. This replaces 36 bounds-split strided copy loops (SimpleCNN's conv1): their
-  /// vectorisation was the largest part of the conv's compile time, and a training step's JIT on
-  /// x86-64-v3 took 0.83x the time without them (four paired `cnnc bench` runs, Zen 5).
-  mutating func im2col(_ a: Conv2DAttrs, _ s: ConvShape, x: Placement, g: IExpr, col: Int, phases: Int, window: Int = 1) -> Stmt {
+  /// Without a window the columns are copied straight from the input: one loop nest per kernel offset
+  /// (`patchLoops`), whose rows the loop vectoriser turns into vector copies (strided loads for a strided
+  /// conv). With one, that was window x window times as many nests (36 for SimpleCNN's conv1), whose
+  /// vectorisation was the largest part of the conv's compile time. So a windowed conv's images go first
+  /// into phase planes at `phases` (`PhasePlanes`; their padding cleared by `clearPhases`): at most
+  /// step x step strided loops for the loop vectoriser, or explicit vector copies of rows when the step is
+  /// 1. Then every row of columns is one unit-stride vector run, in one loop nest left as written
+  /// (`scalarLoops`). A training step's JIT on x86-64-v3 took 0.83x the time (four paired `cnnc bench`
+  /// runs, Zen 5). Without a window the planes would be a second pass over the input for nothing: ResNet-8's
+  /// unwindowed convs trained 5% slower through them.
+  mutating func im2col(_ a: Conv2DAttrs, _ s: ConvShape, x: Placement, g: IExpr, col: Int, window: Int = 1, phases: Int = 0) -> [Stmt] {
+    guard window > 1 else {
+      return [loop("j", s.group) { e, j in
+        [e.loop("c", s.c) { e, ci in
+          func at(_ ci: IExpr, _ ky: IExpr, _ kx: Int, _ column: IExpr) -> IExpr {
+            .c(col) + ((ci * s.k + ky) * s.k + .c(kx)) * s.row + j * s.plane + column
+          }
+          return e.patchLoops(a, s, ci, outside: { ci, ky, kx, column in [.store(.arena, at(ci, ky, kx, column), .c(0))] }) {
+            ci, ky, kx, column, iy, ix in
+            [.store(.arena, at(ci, ky, kx, column),
+                    .load(x.base, .c(x.offset) + (g * s.group + j) * (s.c * s.h * s.w) + ci * (s.h * s.w) + iy * s.w + ix))]
+          }
+        }]
+      }]
+    }
     let q = PhasePlanes(a, s, window: window)
     var split: [Stmt] = []
-    for ry in 0..<q.step {
-      for rx in 0..<q.step {
+    // Only the phases some column reads: offsets a run over 0...reach, so with a reach below the step (a
+    // strided 1x1 conv reads one phase of four) the others are never filled.
+    for ry in 0..<min(q.step, q.reach + 1) {
+      for rx in 0..<min(q.step, q.reach + 1) {
         let ys = Self.validRange(step: q.step, shift: ry - a.padding, size: s.h, outputs: q.rows)
         let xs = Self.validRange(step: q.step, shift: rx - a.padding, size: s.w, outputs: q.cols)
         guard !ys.isEmpty, !xs.isEmpty else { continue }
@@ -143,6 +178,8 @@ extension Emitter {
           let qy = vy + ys.lowerBound, iy = qy * q.step + (ry - a.padding)
           let source = { (qx: IExpr) in .c(x.offset) + (g * s.group + j) * (s.c * s.h * s.w) + ci * (s.h * s.w) + iy * s.w + qx * q.step + (rx - a.padding) }
           guard q.step == 1 else {
+            // Strided loads: the loop vectoriser's interleaved loads (a few shuffles per vector) beat
+            // scalar copies, and these are at most step x step small loop nests.
             return [e.loop("qx", xs.count) { _, vx in
               let qx = vx + xs.lowerBound
               return [.store(.arena, .c(phases) + q.at(j, ci, .c(ry), .c(rx), qy, qx), .load(x.base, source(qx)))]
@@ -164,7 +201,7 @@ extension Emitter {
         }
       }] }] }]
     }] }] }] }
-    return .scalarLoops(split + [columns])
+    return split + [.scalarLoops([columns])]
   }
 
   /// Copies group `g` of an NCHW gradient into GEMM layout: [F x G*OH*OW], or with `filtersLast`
@@ -222,9 +259,9 @@ extension Emitter {
       let px = s.ow / window
       body.append(elementwise(pooled) { q in .store(.arena, .c(table) + q, .ofInt(IExpr.div(q, px) * (window * s.ow) + IExpr.rem(q, px) * window)) })
     }
-    body.append(clearPhases(a, s, phases: phases, window: window))
+    body += clearPhases(a, s, phases: phases, window: window)
     body.append(loop("g", s.n / s.group) { e, g in
-      var out: [Stmt] = [e.im2col(a, s, x: x, g: g, col: col, phases: phases, window: window)]
+      var out = e.im2col(a, s, x: x, g: g, col: col, window: window, phases: phases)
       // tmp[F x cols] = W[F x ckk] * col[ckk x cols], vectorised along the columns.
       out += e.tiledGemm(TiledGemm(m: s.f, n: s.cols, k: s.ckk, a: (.params, .c(w.offset)), aRow: s.ckk, aCol: 1,
                                    b: (.arena, .c(col)), ldb: s.row, c: (.arena, .c(tmp)), ldc: s.row, accumulate: false))
@@ -309,11 +346,11 @@ extension Emitter {
     let dy = at(n.args[0]), x = at(n.args[1]), s = convShape(a, x: dims(n.args[1]))
     let dw = at(n.name)
     let scratch = plan.scratch[n.name]!
-    let col = scratch.offset, dyN = col + s.ckk * s.row, dwT = dyN + s.f * s.cols, phases = dwT + s.ckk * s.f
+    let col = scratch.offset, dyN = col + s.ckk * s.row, dwT = dyN + s.f * s.cols
     body.append(elementwise(s.ckk * s.f) { i in .store(.arena, .c(dwT) + i, .c(0)) })
-    body.append(clearPhases(a, s, phases: phases))
+
     body.append(loop("g", s.n / s.group) { e, g in
-      [e.im2col(a, s, x: x, g: g, col: col, phases: phases), e.toGEMMLayout(dy, s, g: g, dst: dyN, filtersLast: true)]
+      e.im2col(a, s, x: x, g: g, col: col) + [e.toGEMMLayout(dy, s, g: g, dst: dyN, filtersLast: true)]
         + e.tiledGemm(TiledGemm(m: s.ckk, n: s.f, k: s.cols, a: (.arena, .c(col)), aRow: s.row, aCol: 1,
                                 b: (.arena, .c(dyN)), ldb: s.f, c: (.arena, .c(dwT)), ldc: s.f, accumulate: true))
     })
@@ -464,7 +501,7 @@ extension Conv2DGradWeightOp: Lowerable {
     let x = shapes[n.args[1]]!.dims, a = attrs.clamped(input: x)
     if ConvCost.forward(a, x: x, target: target).0 == .winograd { return WeightGradientLayout.make(a, x: x, target: target).floats }
     let g = convScratch(attrs, x: n.args[1], shapes, target)
-    return g.ckk * g.row + g.f * g.cols + g.ckk * g.f + Emitter.phaseFloats(a, x: x, window: 1, target: target)
+    return g.ckk * g.row + g.f * g.cols + g.ckk * g.f
   }
 }
 
