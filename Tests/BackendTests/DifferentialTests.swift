@@ -63,14 +63,15 @@ import Testing
     """
 
   /// Strided, padded convs with fused pools over unequal sides: im2col's phase planes with a step of 4 (a 2x2
-  /// window of stride-2 outputs) and 3 (3x3 windows), and 2 in the first weight gradient (stride 2, no window).
+  /// window of stride-2 outputs) and of 6 (a 3x3 window of a strided 1x1 conv, which reads five phases of
+  /// six per axis); the weight gradients' im2col without planes (no window).
   static let strided = """
     input x: f32[N, 3, 22, 21]
     input y: i32[N]
     c1 = conv2d(x, filters: 4, kernel: 3, stride: 2, padding: 2)
     r1 = relu(c1)
     p1 = maxpool(r1, size: 2)
-    c2 = conv2d(p1, filters: 3, kernel: 1)
+    c2 = conv2d(p1, filters: 3, kernel: 1, stride: 2)
     r2 = relu(c2)
     p2 = maxpool(r2, size: 3)
     f = flatten(p2)
