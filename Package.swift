@@ -24,18 +24,20 @@ let package = Package(
     // The spin-wait hint of the thread pool's workers.
     .target(name: "CSpin"),
 
-    .target(name: "GraphIR"),
+    // Paths and checked file reads and writes, beneath everything that touches a file.
+    .target(name: "FileSystem"),
+    .target(name: "GraphIR", dependencies: ["FileSystem"]),
     .target(name: "Passes", dependencies: ["GraphIR"]),
     .target(name: "Lowering", dependencies: ["GraphIR", "Passes"]),
-    .target(name: "Runtime", dependencies: ["GraphIR", "Passes", "Lowering", "CZlib", "COpenBLAS", "CSpin"]),
-    .target(name: "LLVMBackend", dependencies: ["CLLVM", "Lowering", "Runtime"]),
-    .target(name: "SwiftBackend", dependencies: ["Lowering", "Runtime"]),
+    .target(name: "Runtime", dependencies: ["FileSystem", "GraphIR", "Passes", "Lowering", "CZlib", "COpenBLAS", "CSpin"]),
+    .target(name: "LLVMBackend", dependencies: ["CLLVM", "FileSystem", "GraphIR", "Lowering", "Runtime"]),
+    .target(name: "SwiftBackend", dependencies: ["FileSystem", "Lowering", "Runtime"]),
     // A front end beside the .graph parser: ONNX models read into the .graph language.
-    .target(name: "ONNX", dependencies: ["GraphIR", "Passes", .product(name: "SwiftProtobuf", package: "swift-protobuf")]),
+    .target(name: "ONNX", dependencies: ["FileSystem", "GraphIR", "Passes", .product(name: "SwiftProtobuf", package: "swift-protobuf")]),
     .executableTarget(
       name: "cnnc",
       dependencies: [
-        "GraphIR", "Passes", "Lowering", "Runtime", "LLVMBackend", "SwiftBackend", "ONNX", "COpenBLAS",
+        "FileSystem", "GraphIR", "Passes", "Lowering", "Runtime", "LLVMBackend", "SwiftBackend", "ONNX", "COpenBLAS",
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
       ]),
 
@@ -43,12 +45,13 @@ let package = Package(
     .target(name: "FuzzTargets", dependencies: ["GraphIR", "Passes", "Lowering", "Runtime", "ONNX"]),
     .executableTarget(name: "cnnc-fuzz", dependencies: ["FuzzTargets"]),
 
-    .target(name: "CNNCTestSupport", dependencies: ["GraphIR", "Runtime"], path: "Tests/CNNCTestSupport"),
+    .target(name: "CNNCTestSupport", dependencies: ["FileSystem", "GraphIR", "Runtime"], path: "Tests/CNNCTestSupport"),
     .testTarget(name: "GraphIRTests", dependencies: ["GraphIR", "Passes", "CNNCTestSupport"]),
     .testTarget(name: "OpsTests", dependencies: ["GraphIR", "Passes", "Runtime", "CNNCTestSupport"]),
     .testTarget(name: "PassesTests", dependencies: ["GraphIR", "Passes"]),
     .testTarget(name: "LoweringTests", dependencies: ["GraphIR", "Passes", "Lowering", "CNNCTestSupport"]),
-    .testTarget(name: "RuntimeTests", dependencies: ["GraphIR", "Passes", "Runtime", "CNNCTestSupport"]),
+    .testTarget(name: "FileSystemTests", dependencies: ["FileSystem"]),
+    .testTarget(name: "RuntimeTests", dependencies: ["FileSystem", "GraphIR", "Passes", "Runtime", "CNNCTestSupport"]),
     .testTarget(name: "BackendTests", dependencies: ["LLVMBackend", "SwiftBackend", "Runtime", "COpenBLAS", "CNNCTestSupport"]),
     .testTarget(name: "ONNXTests", dependencies: ["ONNX", "GraphIR", "Passes", "Runtime", "CNNCTestSupport"]),
     .testTarget(name: "EndToEndTests", dependencies: ["CNNCTestSupport"]),

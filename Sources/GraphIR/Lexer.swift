@@ -58,6 +58,11 @@ struct Lexer {
       return Token(kind: .identifier(text(start, pos)), range: SourceRange(line: line, column: col, length: pos - start))
     }
     if Self.isDigit(b) { return number(start, col) }
+    // A minus sign directly before a digit starts a negative number (format 1.2: `slope: -0.5`).
+    if b == 45, pos + 1 < bytes.count, Self.isDigit(bytes[pos + 1]) {
+      pos += 1
+      return number(start, col)
+    }
     switch b {
     case 61, 40, 41, 44, 58, 91, 93, 46:  // = ( ) , : [ ] .
       pos += 1
@@ -86,7 +91,7 @@ struct Lexer {
     }
   }
 
-  /// An integer, or a float with a fraction and an optional exponent, starting at a digit.
+  /// An integer, or a float with a fraction and an optional exponent, starting at a digit (after any minus sign).
   private mutating func number(_ start: Int, _ col: Int) -> Token {
     while pos < bytes.count && Self.isDigit(bytes[pos]) { pos += 1 }
     var isFloat = false

@@ -1,3 +1,5 @@
+import FileSystem
+
 /// An error a user can cause and fix (a malformed file, an impossible option, a target this machine cannot
 /// run): its `description` is the whole message, without the `error:` prefix, and every command renders it
 /// the same way (`cnnc`'s `renderUserFacing`). Errors that are not user-facing are compiler defects.
@@ -18,3 +20,5 @@ extension ShapeError: UserFacingError, CustomStringConvertible {
 }
 
 extension EvaluationError: UserFacingError {}
+
+extension FileError: UserFacingError {}

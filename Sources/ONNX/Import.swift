@@ -1,3 +1,4 @@
+import FileSystem
 import Foundation
 import GraphIR
 
@@ -36,14 +37,9 @@ public enum ONNXImport {
 
   /// Reads and translates the model at `path`.
   public static func read(_ path: String) throws -> ImportedModel {
-    guard let attributes = try? FileManager.default.attributesOfItem(atPath: path) else { throw ONNXError("\(path): no such file") }
-    guard attributes[.type] as? FileAttributeType == .typeRegular else { throw ONNXError("\(path): not a regular file") }
-    let size = (attributes[.size] as? Int) ?? 0
-    guard size <= maxFileBytes else {
-      throw ONNXError("\(path): \(size) bytes is more than the \(maxFileBytes >> 20) MiB an ONNX model file may have here")
-    }
-    guard let data = FileManager.default.contents(atPath: path) else { throw ONNXError("\(path): cannot read the file") }
-    return try translate(data, path: path)
+    let data: [UInt8]
+    do { data = try readRegularFile(path, maxBytes: maxFileBytes) } catch let e as FileError { throw ONNXError("\(e)") }
+    return try translate(Data(data), path: path)
   }
 
   /// Translates the bytes of an ONNX model; `path` names it in messages.
@@ -56,7 +52,7 @@ public enum ONNXImport {
     }
     guard model.hasGraph, !model.graph.node.isEmpty else { throw ONNXError("\(path): the model has no graph (no nodes)") }
     // Named after the file: exporters name every graph alike (torch.onnx: "main_graph").
-    var t = Translator(path: path, name: identifier(((path as NSString).lastPathComponent as NSString).deletingPathExtension))
+    var t = Translator(path: path, name: identifier(Path.stem(path)))
     try t.run(model.graph)
     let draft = t.text()
     let graph: Graph
@@ -66,7 +62,7 @@ public enum ONNXImport {
       throw ONNXError("\(path): the translated graph does not parse (a defect of the import):\n\(error)\n\(draft)")
     }
     // Printed as the compiler prints graphs (aligned, as the hand-written ones are), under a header naming the source.
-    let text = "# Imported by cnnc from \((path as NSString).lastPathComponent): the ONNX graph's ops, and a cross-entropy\n"
+    let text = "# Imported by cnnc from \(Path.lastComponent(path)): the ONNX graph's ops, and a cross-entropy\n"
       + "# loss on its output so that it trains.\n" + Printer.print(graph)
     return ImportedModel(text: text, graph: graph, tensors: t.tensors, notes: t.notes)
   }
@@ -182,24 +178,30 @@ struct Translator {
   }
 
   /// The bytes of a tensor kept in an external file (`location`, `offset`, `length`), as torch.onnx writes
-  /// weights beside the model (`model.onnx.data`): a file in the model's directory, the range inside it.
-  func externalBytes(_ t: Onnx_TensorProto, _ node: Onnx_NodeProto) throws -> Data {
+  /// weights beside the model (`model.onnx.data`): a regular file in the model's directory (symbolic links may
+  /// not lead out of it), the range checked against the file's size before anything is read.
+  func externalBytes(_ t: Onnx_TensorProto, _ node: Onnx_NodeProto) throws -> [UInt8] {
     let entries = Dictionary(t.externalData.map { ($0.key, $0.value) }, uniquingKeysWith: { a, _ in a })
     guard let location = entries["location"], !location.isEmpty, !location.hasPrefix("/"), !location.split(separator: "/").contains("..") else {
       throw fail(node, "'\(t.name)' names no external data file in the model's directory")
     }
-    let file = ((path as NSString).deletingLastPathComponent as NSString).appendingPathComponent(location)
-    guard let handle = FileHandle(forReadingAtPath: file) else { throw fail(node, "'\(t.name)' keeps its data in \(file), which cannot be read") }
-    defer { try? handle.close() }
-    let offset = UInt64(entries["offset"] ?? "0"), length = entries["length"].map { Int($0) }
-    guard let offset, length.map({ $0.map { (0...ONNXImport.maxFileBytes).contains($0) } ?? false }) ?? true else {
-      throw fail(node, "'\(t.name)': bad offset or length for \(file)")
+    let directory = Path.parent(path), file = Path.join(directory, location)
+    guard isInside(file, directory: directory) else {
+      throw fail(node, "'\(t.name)' keeps its data in \(file), which is missing or (through a symbolic link) outside the model's directory")
     }
-    try handle.seek(toOffset: offset)
-    let want = length.flatMap { $0 } ?? ONNXImport.maxFileBytes
-    let data = try handle.read(upToCount: want) ?? Data()
-    guard length == nil || data.count == want else { throw fail(node, "'\(t.name)': \(file) ends before its \(want) bytes at offset \(offset)") }
-    return data
+    let offset = Int(entries["offset"] ?? "0"), length = entries["length"].map { Int($0) }
+    guard let offset, offset >= 0, length.map({ $0.map { (0...ONNXImport.maxFileBytes).contains($0) } ?? false }) ?? true else {
+      throw fail(node, "'\(t.name)': the offset '\(entries["offset"] ?? "")' or length '\(entries["length"] ?? "")' for \(file) is not a byte count")
+    }
+    do {
+      let f = try RegularFile(file)
+      guard offset <= f.size else { throw FileError("offset \(offset) is past the end of the file's \(f.size) bytes") }
+      let count = length.flatMap { $0 } ?? min(f.size - offset, ONNXImport.maxFileBytes)
+      guard count <= f.size - offset else { throw FileError("it ends before the \(count) bytes at offset \(offset) (the file has \(f.size))") }
+      return try f.read(offset: offset, count: count)
+    } catch let e as FileError {
+      throw fail(node, "'\(t.name)' keeps its data in \(file): \(e)")
+    }
   }
 
   func floats(_ t: Onnx_TensorProto, _ node: Onnx_NodeProto) throws -> (shape: [Int], data: [Float]) {
@@ -208,7 +210,7 @@ struct Translator {
     guard shape.allSatisfy({ $0 >= 0 }), let count = shape.reduce(Int?(1), { a, d in a.flatMap { $0.multipliedReportingOverflow(by: d).overflow ? nil : $0 * d } }),
           count <= ONNXImport.maxFileBytes / 4 else { throw fail(node, "'\(t.name)' has an absurd shape \(shape)") }
     let data: [Float]
-    let raw = t.dataLocation == .external ? try externalBytes(t, node) : t.rawData
+    let raw = t.dataLocation == .external ? Data(try externalBytes(t, node)) : t.rawData
     if !raw.isEmpty || t.dataLocation == .external {
       guard raw.count == 4 * count else { throw fail(node, "'\(t.name)' holds \(raw.count) bytes for \(count) float32 values") }
       data = raw.withUnsafeBytes { raw in (0..<count).map { Float(bitPattern: UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: 4 * $0, as: UInt32.self))) } }
@@ -225,6 +227,14 @@ struct Translator {
 
   func int(_ node: Onnx_NodeProto, _ key: String) -> Int? { node.attribute.first { $0.name == key }.map { Int($0.i) } }
   func float(_ node: Onnx_NodeProto, _ key: String) -> Float? { node.attribute.first { $0.name == key }.map { $0.f } }
+
+  /// A float attribute (or `d` when absent) that must be finite and satisfy `rule`, else an error naming the
+  /// node, the attribute and the value.
+  func finite(_ node: Onnx_NodeProto, _ key: String, default d: Float, _ rule: String = "finite", _ ok: (Float) -> Bool = { _ in true }) throws -> Float {
+    let v = float(node, key) ?? d
+    guard v.isFinite, ok(v) else { throw fail(node, "attribute '\(key)' is \(v); it must be \(rule)") }
+    return v
+  }
   func string(_ node: Onnx_NodeProto, _ key: String) -> String? {
     node.attribute.first { $0.name == key }.map { String(decoding: $0.s, as: UTF8.self) }
   }
@@ -259,7 +269,9 @@ struct Translator {
     case "Identity": values[node.output[0]] = try operand(node, 0)
     case "Conv": try conv(node)
     case "Relu": define(node, layerName(node, weight: nil), "relu(\(try operand(node, 0)))")
-    case "LeakyRelu": define(node, layerName(node, weight: nil), "leaky_relu(\(try operand(node, 0)), slope: \(formatFloat(Double(float(node, "alpha") ?? 0.01))))")
+    case "LeakyRelu":
+      let slope = try finite(node, "alpha", default: 0.01)
+      define(node, layerName(node, weight: nil), "leaky_relu(\(try operand(node, 0)), slope: \(formatFloat(Double(slope))))")
     case "Sigmoid": define(node, layerName(node, weight: nil), "sigmoid(\(try operand(node, 0)))")
     case "Tanh": define(node, layerName(node, weight: nil), "tanh(\(try operand(node, 0)))")
     case "MaxPool", "AveragePool": try pool(node)
@@ -286,6 +298,10 @@ struct Translator {
     case "Dropout": try dropout(node)
     case "Softmax", "LogSoftmax":
       let x = try operand(node, 0)
+      // cnnc's softmax is over the last axis of [N, K]: ONNX's axis 1 or -1 (the default before and after opset 13).
+      if let axis = int(node, "axis"), axis != 1, axis != -1 {
+        throw fail(node, "attribute 'axis' is \(axis); cnnc takes \(node.opType) over the classes of [N, K] only (axis 1 or -1)")
+      }
       if isLast {
         // The loss is cross_entropy on the logits: softmax and log-softmax there are folded into it.
         values[node.output[0]] = x
@@ -308,6 +324,9 @@ struct Translator {
     guard try square(node, "dilations", default: 1) == 1 else { throw fail(node, "dilated convolutions are not supported") }
     guard ["NOTSET", ""].contains(string(node, "auto_pad") ?? "NOTSET") else { throw fail(node, "auto_pad \(string(node, "auto_pad")!): give explicit pads") }
     let stride = try square(node, "strides", default: 1), padding = try square(node, "pads", default: 0)
+    guard w.shape[0] > 0, w.shape[1] > 0, w.shape[2] > 0 else { throw fail(node, "the weight's shape \(w.shape) has a zero dimension (no filters, channels or kernel)") }
+    guard stride >= 1 else { throw fail(node, "attribute 'strides' is \(stride); strides must be at least 1") }
+    guard padding >= 0 else { throw fail(node, "attribute 'pads' is \(padding); negative padding (cropping) is not supported") }
     let bias = try weight(node, 2)
     let name = layerName(node, weight: node.input[1])
     tensors["\(name).weight"] = w
@@ -322,7 +341,8 @@ struct Translator {
   mutating func pool(_ node: Onnx_NodeProto) throws {
     let x = try operand(node, 0)
     let size = try square(node, "kernel_shape", default: 0), stride = try square(node, "strides", default: 1)
-    guard size > 0 else { throw fail(node, "kernel_shape is missing") }
+    guard size > 0 else { throw fail(node, "attribute 'kernel_shape' is missing or not positive") }
+    guard stride >= 1 else { throw fail(node, "attribute 'strides' is \(stride); strides must be at least 1") }
     guard try square(node, "pads", default: 0) == 0 else { throw fail(node, "padded pooling is not supported") }
     guard (int(node, "ceil_mode") ?? 0) == 0 else { throw fail(node, "ceil_mode 1 is not supported") }
     guard try square(node, "dilations", default: 1) == 1 else { throw fail(node, "dilated pooling is not supported") }
@@ -383,7 +403,8 @@ struct Translator {
     let name = layerName(node, weight: node.input[1])
     for (suffix, t) in zip(["weight", "bias", "running_mean", "running_var"], parts) { tensors["\(name).\(suffix)"] = t }
     // ONNX's momentum weighs the running value; PyTorch's (and cnnc's) weighs the batch.
-    let momentum = 1 - Double(float(node, "momentum") ?? 0.9), eps = Double(float(node, "epsilon") ?? 1e-5)
+    let momentum = 1 - Double(try finite(node, "momentum", default: 0.9, "in [0, 1]") { $0 >= 0 && $0 <= 1 })
+    let eps = Double(try finite(node, "epsilon", default: 1e-5, "a positive number") { $0 > 0 })
     var attrs: [String] = []
     if abs(momentum - BatchNormAttrs.defaultMomentum) > 1e-6 { attrs.append("momentum: \(formatFloat(Double(Float(momentum))))") }
     if abs(eps - BatchNormAttrs.defaultEps) > 1e-9 { attrs.append("eps: \(formatFloat(eps))") }
@@ -393,8 +414,9 @@ struct Translator {
   mutating func dropout(_ node: Onnx_NodeProto) throws {
     let x = try operand(node, 0)
     guard node.output.count == 1 || node.output[1].isEmpty else { throw fail(node, "the dropout mask is used as a value; cnnc's dropout has none") }
-    var rate = Double(float(node, "ratio") ?? 0.5)
+    var rate = Double(try finite(node, "ratio", default: 0.5, "in [0, 1)") { $0 >= 0 && $0 < 1 })
     if node.input.count > 1, !node.input[1].isEmpty, let t = initializers[node.input[1]], let r = try? floats(t, node), r.data.count == 1 {
+      guard r.data[0].isFinite, r.data[0] >= 0, r.data[0] < 1 else { throw fail(node, "the ratio input is \(r.data[0]); it must be in [0, 1)") }
       rate = Double(r.data[0])
     }
     define(node, layerName(node, weight: nil), "dropout(\(x), rate: \(formatFloat(rate)))")

@@ -1,3 +1,4 @@
+import FileSystem
 import GraphIR
 import Foundation
 
@@ -72,10 +73,14 @@ public struct SafeTensors: Equatable {
   /// Writes atomically: a flushed temporary file in the same directory, renamed over the target.
   public func write(to path: String) throws { try writeAtomically(serialized(), to: path) }
 
+  /// The largest checkpoint read: 16 GiB, far above any model cnnc trains, far below what would exhaust memory
+  /// for a damaged size.
+  public static let maxFileBytes = 1 << 34
+
   public static func read(from path: String) throws -> SafeTensors {
-    do { try requireRegularFile(path) } catch { throw CheckpointError("cannot read checkpoint: \(error)") }
-    guard let data = FileManager.default.contents(atPath: path) else { throw CheckpointError("cannot read checkpoint '\(path)'") }
-    return try parse([UInt8](data), path: path)
+    let bytes: [UInt8]
+    do { bytes = try readRegularFile(path, maxBytes: maxFileBytes) } catch { throw CheckpointError("cannot read checkpoint: \(error)") }
+    return try parse(bytes, path: path)
   }
 
   public static func parse(_ bytes: [UInt8], path: String) throws -> SafeTensors {

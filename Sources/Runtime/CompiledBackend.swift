@@ -112,8 +112,9 @@ public final class CompiledBackend<C: ProgramCompiler>: Backend {
     }
     self.mpi = mpi
     self.shards = shards
-    self.threads = max(1, min(shards / (mpi?.size ?? 1), threads ?? ProcessInfo.processInfo.activeProcessorCount))
-    inferenceThreads = max(1, threads ?? ProcessInfo.processInfo.activeProcessorCount)
+    let requested = min(threads ?? ProcessInfo.processInfo.activeProcessorCount, ThreadPool.maxThreads)
+    self.threads = max(1, min(shards / (mpi?.size ?? 1), requested))
+    inferenceThreads = max(1, requested)
     optimizerKind = optimizer.kind
     optimizerSpec = OptimizerSpec(kind: optimizer.kind == .adam ? .adam : .sgd, momentum: optimizer.momentum, weightDecay: optimizer.weightDecay)
     // Parallelism comes from the shards (and inference chunks), in a fixed partition.

@@ -1,3 +1,4 @@
+import FileSystem
 import GraphIR
 import CZlib
 import Foundation
@@ -113,7 +114,7 @@ public struct ImageDataset: Sendable {
   /// `data_batch_5.bin`, `test_batch.bin`), CIFAR-100 binary (`train.bin`, `test.bin`; the fine labels) or
   /// PNG folders per class (`train/CLASS/*.png`, `test/CLASS/*.png`).
   public static func loadSet(directory dir: String, training: Bool) throws -> ImageDataset {
-    func exists(_ name: String) -> Bool { FileManager.default.fileExists(atPath: (dir as NSString).appendingPathComponent(name)) }
+    func exists(_ name: String) -> Bool { FileManager.default.fileExists(atPath: Path.join(dir, name)) }
     if splitFolder(dir, training: true) != nil { return try loadFolders(directory: dir, training: training) }
     if exists("data_batch_1.bin") || exists("test_batch.bin") {
       return try loadCIFAR(directory: dir, files: training ? (1...5).map { "data_batch_\($0).bin" } : ["test_batch.bin"], labelBytes: 1)
@@ -138,7 +139,7 @@ public struct ImageDataset: Sendable {
     let pixels = cifarChannels * cifarSide * cifarSide, record = labelBytes + pixels
     var images: [UInt8] = [], labels: [UInt8] = []
     for name in files {
-      let path = (dir as NSString).appendingPathComponent(name)
+      let path = Path.join(dir, name)
       guard FileManager.default.fileExists(atPath: path) else { throw DataError("missing data file: \(path) not found (a CIFAR directory has \(files.joined(separator: ", ")))") }
       let bytes = try readMaybeGzipped(path, limit: 1 << 30)
       guard !bytes.isEmpty, bytes.count % record == 0 else {
@@ -152,7 +153,7 @@ public struct ImageDataset: Sendable {
       }
     }
     return ImageDataset(images: images, labels: labels, count: labels.count, rows: cifarSide, cols: cifarSide, channels: cifarChannels,
-                        path: (dir as NSString).appendingPathComponent(files[0]))
+                        path: Path.join(dir, files[0]))
   }
 
   /// Checks every label is below `classes`.
@@ -164,10 +165,10 @@ public struct ImageDataset: Sendable {
 
   static func find(_ dir: String, _ base: String) throws -> String {
     for name in [base + ".gz", base] {
-      let p = (dir as NSString).appendingPathComponent(name)
+      let p = Path.join(dir, name)
       if FileManager.default.fileExists(atPath: p) { return p }
     }
-    throw DataError("missing data file: \((dir as NSString).appendingPathComponent(base))[.gz] not found")
+    throw DataError("missing data file: \(Path.join(dir, base))[.gz] not found")
   }
 
   /// Reads a file through zlib, which also passes uncompressed files through unchanged.

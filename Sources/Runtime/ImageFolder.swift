@@ -1,3 +1,4 @@
+import FileSystem
 import Foundation
 
 /// Folders of PNG images, one subfolder per class (the ImageFolder layout): `DIR/train/CLASS/*.png` for
@@ -11,7 +12,7 @@ extension ImageDataset {
   /// The split folder of `dir` for training or evaluation, when `dir` is in the folder layout.
   static func splitFolder(_ dir: String, training: Bool) -> String? {
     (training ? folderSplits.training : folderSplits.test).lazy
-      .map { (dir as NSString).appendingPathComponent($0) }
+      .map { Path.join(dir, $0) }
       .first { isDirectory($0) }
   }
 
@@ -24,7 +25,7 @@ extension ImageDataset {
   /// class k is the k-th name in byte order, as the ImageFolder convention numbers them).
   public static func folderClasses(_ dir: String) throws -> [String] {
     guard let train = splitFolder(dir, training: true) else { throw DataError("\(dir) has no train/ folder of class folders") }
-    let names = try FileManager.default.contentsOfDirectory(atPath: train).filter { !$0.hasPrefix(".") && isDirectory((train as NSString).appendingPathComponent($0)) }
+    let names = try FileManager.default.contentsOfDirectory(atPath: train).filter { !$0.hasPrefix(".") && isDirectory(Path.join(train, $0)) }
     guard !names.isEmpty else { throw DataError("\(train) holds no class folders (the layout is \(train)/CLASS/IMAGE.png)") }
     guard names.count <= maxFolderClasses else { throw DataError("\(train) has \(names.count) class folders; cnnc reads at most \(maxFolderClasses) classes") }
     return names.sorted { $0.utf8.lexicographicallyPrecedes($1.utf8) }
@@ -38,17 +39,17 @@ extension ImageDataset {
     guard let root = splitFolder(dir, training: training) else {
       throw DataError("\(dir) has a train/ folder but no \((training ? folderSplits.training : folderSplits.test).joined(separator: "/ or "))/ folder for \(training ? "training" : "evaluation")")
     }
-    let present = try FileManager.default.contentsOfDirectory(atPath: root).filter { !$0.hasPrefix(".") && isDirectory((root as NSString).appendingPathComponent($0)) }
+    let present = try FileManager.default.contentsOfDirectory(atPath: root).filter { !$0.hasPrefix(".") && isDirectory(Path.join(root, $0)) }
     if let stray = present.first(where: { !classes.contains($0) }) {
       throw DataError("\(root)/\(stray) is not one of the training classes (\(classes.joined(separator: ", ")))")
     }
     var decoded: [(PlanarImage, UInt8)] = []
     for (label, name) in classes.enumerated() {
-      let folder = (root as NSString).appendingPathComponent(name)
+      let folder = Path.join(root, name)
       guard isDirectory(folder) else { continue }
       let files = try FileManager.default.contentsOfDirectory(atPath: folder).filter { !$0.hasPrefix(".") }.sorted { $0.utf8.lexicographicallyPrecedes($1.utf8) }
       for file in files {
-        let path = (folder as NSString).appendingPathComponent(file)
+        let path = Path.join(folder, file)
         guard file.lowercased().hasSuffix(".png") else { throw DataError("\(path): only PNG images are read (class folders hold .png files)") }
         let image = try PNG.decodePlanar(try readMaybeGzipped(path, limit: maxPNGBytes), path: path)
         if let first = decoded.first?.0, (first.width, first.height) != (image.width, image.height) {
@@ -67,5 +68,5 @@ extension ImageDataset {
   }
 
   /// The largest PNG file read as one image.
-  static let maxPNGBytes = 64 << 20
+  public static let maxPNGBytes = 64 << 20
 }

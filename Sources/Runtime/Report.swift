@@ -57,7 +57,8 @@ public enum Report {
       body += "<p><b>Stopped early</b> after epoch \(last.epoch): the monitored value did not improve for the patience set."
         + (best.map { " Best epoch: \($0) (its weights are best.safetensors)." } ?? "") + "</p>\n"
     }
-    let losses = h.flatMap { $0.stepLosses ?? [] }
+    // A diverged run's non-finite losses are left out of the charts (the history keeps them).
+    let losses = h.flatMap { $0.stepLosses ?? [] }.filter(\.isFinite)
     if !losses.isEmpty {
       body += "<h2>Training loss per step</h2>\n<div class=row>" + stepChart(losses) + "</div>\n"
     }
@@ -154,6 +155,7 @@ public enum Report {
   /// from zero, and a dashed marker at the best epoch.
   static func chart(_ title: String, _ series: [(name: String, color: String, values: [Double?])], percent: Bool, best: Int?) -> String {
     let (w, h, pad, left) = (460.0, 260.0, 40.0, 56.0)
+    let series = series.map { (name: $0.name, color: $0.color, values: $0.values.map { (v: Double?) -> Double? in v.flatMap { $0.isFinite ? $0 : nil } }) }
     let shown = series.filter { $0.values.contains { $0 != nil } }
     let all = shown.flatMap { $0.values.compactMap { $0 } }
     let epochs = series.first?.values.count ?? 0

@@ -32,6 +32,10 @@ public final class ThreadPool {
   private let view: UnsafeMutablePointer<View>
   private let exited: DispatchGroup
 
+  /// The most threads a run may ask for (`--threads`): far more than any machine cnnc runs on has cores, and few
+  /// enough that a mistyped count cannot exhaust the process's threads or its memory for their stacks.
+  public static let maxThreads = 256
+
   /// A pool of `workers` threads besides the caller's.
   public init(workers: Int) {
     state = State()

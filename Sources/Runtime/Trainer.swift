@@ -1,3 +1,4 @@
+import FileSystem
 import Foundation
 import GraphIR
 import Passes
@@ -55,6 +56,28 @@ public struct TrainingOptions: Sendable {
 
 /// Per-epoch figures.
 public struct EpochReport: Sendable, Codable {
+  /// How `history.json` spells a non-finite figure (a diverged loss): JSON has no such numbers.
+  static let nonFinite = (positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
+
+  /// The encoder of `history.json`: sorted keys, indented, non-finite figures as the strings of `nonFinite`.
+  public static func historyEncoder() -> JSONEncoder {
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+    encoder.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: nonFinite.positiveInfinity,
+                                                                   negativeInfinity: nonFinite.negativeInfinity, nan: nonFinite.nan)
+    return encoder
+  }
+
+  /// A `history.json`'s epochs; anything else is an error naming the file.
+  public static func decodeHistory(_ data: Data, path: String) throws -> [EpochReport] {
+    let decoder = JSONDecoder()
+    decoder.nonConformingFloatDecodingStrategy = .convertFromString(positiveInfinity: nonFinite.positiveInfinity,
+                                                                     negativeInfinity: nonFinite.negativeInfinity, nan: nonFinite.nan)
+    do { return try decoder.decode([EpochReport].self, from: data) } catch {
+      throw CheckpointError("\(path) is not a training history (damaged or not written by cnnc train)")
+    }
+  }
+
   public var epoch: Int
   public var trainLoss: Double
   public var trainAccuracy: Double
@@ -174,8 +197,7 @@ public struct Trainer<B: Backend> {
       let param = String(k.drop { $0 != "." }.dropFirst())
       st.tensors[k] = (parameters.shapes[param] ?? [v.count], v)
     }
-    let encoder = JSONEncoder()
-    encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+    let encoder = EpochReport.historyEncoder()
     do {
       try run.save(step: optimizer.step, files: [
         (RunDirectory.weightsFile, parameters.safeTensors(metadata: meta).serialized()),
@@ -193,8 +215,8 @@ public struct Trainer<B: Backend> {
   public mutating func resume(from dir: String) throws {
     let store = RunDirectory(dir)
     let source = store.checkpointSteps().first.map(store.checkpoint) ?? dir
-    let w = (source as NSString).appendingPathComponent(RunDirectory.weightsFile)
-    let o = (source as NSString).appendingPathComponent(RunDirectory.optimizerFile)
+    let w = Path.join(source, RunDirectory.weightsFile)
+    let o = Path.join(source, RunDirectory.optimizerFile)
     guard FileManager.default.fileExists(atPath: w) else { throw CheckpointError("\(dir) holds no checkpoint to resume (no \(RunDirectory.weightsFile))") }
     let ws = try SafeTensors.read(from: w)
     let os = try SafeTensors.read(from: o)
@@ -223,29 +245,30 @@ public struct Trainer<B: Backend> {
     try backend.load(parameters, optimizer)
     optimizer.state = [:]
     partial = EpochSums(metadata: os.metadata)
-    let historyFile = (source as NSString).appendingPathComponent(RunDirectory.historyFile)
+    let historyFile = Path.join(source, RunDirectory.historyFile)
     if let data = FileManager.default.contents(atPath: historyFile) {
-      guard let h = try? JSONDecoder().decode([EpochReport].self, from: data) else { throw CheckpointError("\(historyFile) is not a training history") }
-      history = h
+      history = try EpochReport.decodeHistory(data, path: historyFile)
     }
   }
 
   /// Accuracy of the graph's output over a dataset, in batches.
-  public mutating func accuracy(_ data: ImageDataset) throws -> (accuracy: Double, predictions: [Int]) {
+  public mutating func accuracy(_ data: ImageDataset) throws -> (accuracy: Double, predictions: [Int], nonFinite: Int) {
     let r = try evaluate(data)
-    return (r.accuracy, r.predictions)
+    return (r.accuracy, r.predictions, r.nonFinite)
   }
 
   /// Accuracy and mean cross-entropy (softmax of the output against the labels, in Double) over a dataset.
-  public mutating func evaluate(_ data: ImageDataset) throws -> (accuracy: Double, loss: Double, predictions: [Int]) {
+  /// `nonFinite` counts the images whose output holds a NaN or an infinity (their predictions mean nothing).
+  public mutating func evaluate(_ data: ImageDataset) throws -> (accuracy: Double, loss: Double, predictions: [Int], nonFinite: Int) {
     try data.validateImages(forInput: imageInputDims)
+    try data.validateLabels(classes: classes)
     try options.normalization.check(channels: data.channels)
     var predictions: [Int] = []
     predictions.reserveCapacity(data.count)
     var start = 0
     let px = data.imageBytes
     var buffer = [Float](repeating: 0, count: options.evalBatch * px)
-    var lossSum = 0.0
+    var lossSum = 0.0, nonFinite = 0
     while start < data.count {
       let n = min(options.evalBatch, data.count - start)
       if buffer.count != n * px { buffer = [Float](repeating: 0, count: n * px) }
@@ -254,12 +277,13 @@ public struct Trainer<B: Backend> {
       for i in 0..<n {
         let row = logits[(i * classes)..<((i + 1) * classes)]
         predictions.append(argmax(row))
+        if !row.allSatisfy(\.isFinite) { nonFinite += 1 }
         lossSum += crossEntropy(row, label: Int(data.labels[start + i]))
       }
       start += n
     }
     let correct = zip(predictions, data.labels).filter { $0 == Int($1) }.count
-    return (Double(correct) / Double(max(1, data.count)), lossSum / Double(max(1, data.count)), predictions)
+    return (Double(correct) / Double(max(1, data.count)), lossSum / Double(max(1, data.count)), predictions, nonFinite)
   }
 
   /// Trains; returns one report per epoch finished.
@@ -325,8 +349,8 @@ public struct Trainer<B: Backend> {
   /// The report of an epoch just trained: its sums, and the validation and test accuracy and loss (evaluated
   /// by the primary process only) after `images` images in `seconds`.
   mutating func epochReport(_ epoch: Int, seconds: Double, images: Int, validation: ImageDataset?, test: ImageDataset) throws -> EpochReport {
-    var val: (accuracy: Double, loss: Double, predictions: [Int])?
-    var tst: (accuracy: Double, loss: Double, predictions: [Int])?
+    var val: (accuracy: Double, loss: Double, predictions: [Int], nonFinite: Int)?
+    var tst: (accuracy: Double, loss: Double, predictions: [Int], nonFinite: Int)?
     if options.primary {
       if let validation { val = try evaluate(validation) }
       tst = try evaluate(test)

@@ -1,3 +1,4 @@
+import FileSystem
 import ArgumentParser
 import Foundation
 import GraphIR
@@ -27,26 +28,22 @@ struct GraphFile {
 
   /// Reads a model file; `anyDialect` also accepts the compiler's backward and fused dialects (IR dumps).
   /// An `.onnx` file is translated (`cnnc import`), and its `source` is the translated `.graph` text.
+  /// The largest graph file read (16 MiB).
+  static let maxFileBytes = 16 << 20
+
   init(path: String, anyDialect: Bool = false) throws {
     if path.lowercased().hasSuffix(".onnx") {
       self = try GraphFile(onnx: path)
       return
     }
     self.path = path
-    do { try requireRegularFile(path) } catch {
+    // A graph is a few hundred bytes; refusing huge files keeps the compiler's memory bounded.
+    let data: [UInt8]
+    do { data = try readRegularFile(path, maxBytes: Self.maxFileBytes) } catch {
       printError("error: cannot read graph file: \(error)\n")
       throw ReportedFailure
     }
-    guard let data = FileManager.default.contents(atPath: path) else {
-      printError("error: cannot read graph file '\(path)'\n")
-      throw ReportedFailure
-    }
-    // A graph is a few hundred bytes; refusing huge files keeps the compiler's memory bounded.
-    guard data.count <= 16 << 20 else {
-      printError("\(path): error: file is \(data.count) bytes; graph files are limited to 16 MiB\n")
-      throw ReportedFailure
-    }
-    source = [UInt8](data)
+    source = data
     let stem = URL(fileURLWithPath: path).deletingPathExtension().lastPathComponent
     let name = stem.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "_") } && !(stem.first?.isNumber ?? true) ? stem : "graph"
     do {

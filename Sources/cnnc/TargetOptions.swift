@@ -4,16 +4,16 @@ import Lowering
 
 /// `--cpu`, `--target` and `--features`: the CPU the code is built for (the host when none is given).
 struct TargetOptions: ParsableArguments {
-  @Option(help: "LLVM CPU name to build for (x86-64-v3 for AVX2, x86-64-v4 for AVX-512, znver3, neoverse-n1, ...); default: this machine.")
+  @Option(parsing: .unconditional, help: "LLVM CPU name to build for (x86-64-v3 for AVX2, x86-64-v4 for AVX-512, znver3, neoverse-n1, ...); default: this machine.")
   var cpu: String?
 
-  @Option(name: .customLong("target"), help: "Target triple (x86_64-unknown-linux-gnu, aarch64-unknown-linux-gnu); default: this machine's.")
+  @Option(name: .customLong("target"), parsing: .unconditional, help: "Target triple (x86_64-unknown-linux-gnu, aarch64-unknown-linux-gnu); default: this machine's.")
   var triple: String?
 
-  @Option(help: "LLVM features added to the CPU's, comma-separated (+avx2,-avx512f).")
+  @Option(parsing: .unconditional, help: "LLVM features added to the CPU's, comma-separated (+avx2,-avx512f).")
   var features: String?
 
-  @Option(help: "Convolution algorithm: auto (the cheaper per conv pass by a cost model; `cnnc compile` prints which and why), im2col, or winograd (F(2x2, 3x3), for every 3x3 stride-1 conv).")
+  @Option(parsing: .unconditional, help: "Convolution algorithm: auto (the cheaper per conv pass by a cost model; `cnnc compile` prints which and why), im2col, or winograd (F(2x2, 3x3), for every 3x3 stride-1 conv).")
   var conv: ConvAlgorithm = .auto
 
   /// The target; with `runsHere` one this machine can execute (else a clear error).

@@ -1,3 +1,4 @@
+import FileSystem
 import ArgumentParser
 import COpenBLAS
 import Foundation
@@ -24,15 +25,15 @@ struct Bench: ParsableCommand {
   let inferenceBatch = 1000
 
   @Argument(help: "The .graph file (default: the built-in SimpleCNN).") var file: String?
-  @Option(help: "Back end: jit or swift.") var backend: String = "jit"
+  @Option(parsing: .unconditional, help: "Back end: jit or swift.") var backend: String = "jit"
   @OptionGroup(title: "Target") var targetOptions: TargetOptions
-  @Option(help: "Time whole epochs after the first (at least 2).") var epochs: Int?
-  @Option(help: "Time this many training steps after the first.") var steps: Int = 300
-  @Option(help: "Images for the batch-1 latency figure.") var singles: Int = 2000
-  @Option(help: "Data directory: IDX, CIFAR-10 or CIFAR-100 binary files (see cnnc train --help).") var data: String?
-  @Option(help: "Random seed.") var seed: UInt64 = 1
-  @Option(help: "Shards per batch (see cnnc train --help).") var shards: Int = 2
-  @Option(help: "Threads for the shards (default: all CPUs).") var threads: Int?
+  @Option(parsing: .unconditional, help: "Time whole epochs after the first (at least 2).") var epochs: Int?
+  @Option(parsing: .unconditional, help: "Time this many training steps after the first.") var steps: Int = 300
+  @Option(parsing: .unconditional, help: "Images for the batch-1 latency figure.") var singles: Int = 2000
+  @Option(parsing: .unconditional, help: "Data directory: IDX, CIFAR-10 or CIFAR-100 binary files (see cnnc train --help).") var data: String?
+  @Option(parsing: .unconditional, help: "Random seed.") var seed: UInt64 = 1
+  @Option(parsing: .unconditional, help: "Shards per batch (see cnnc train --help).") var shards: Int = 2
+  @Option(parsing: .unconditional, help: "Threads for the shards (default: all CPUs).") var threads: Int?
   @Flag(help: "Add per-kernel time tables (training step, batch-1 inference, one inference chunk), keyed by .graph line.") var profile = false
   @Flag(name: .customLong("compile-scaling"), help: "Instead: time checking (1k-100k statements) and JIT (chains of 10-300 convolutions) against graph size.")
   var compileScaling = false

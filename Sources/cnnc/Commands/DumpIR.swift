@@ -19,10 +19,10 @@ struct DumpIR: ParsableCommand {
   @Argument(help: "The .graph file.")
   var file: String
 
-  @Option(help: "Stage to print: \(Stage.allCases.map(\.rawValue).joined(separator: ", ")) (inference: the inference program's graph, batch norms folded and ops fused).")
+  @Option(parsing: .unconditional, help: "Stage to print: \(Stage.allCases.map(\.rawValue).joined(separator: ", ")) (inference: the inference program's graph, batch norms folded and ops fused).")
   var stage: Stage = .shaped
 
-  @Option(help: "Batch size bound to N.")
+  @Option(parsing: .unconditional, help: "Batch size bound to N.")
   var batch: Int = 64
 
   @OptionGroup(title: "Target") var targetOptions: TargetOptions

@@ -1,3 +1,4 @@
+import FileSystem
 import ArgumentParser
 import Foundation
 import GraphIR
@@ -10,10 +11,10 @@ struct Eval: ParsableCommand {
   static let configuration = CommandConfiguration(abstract: "Evaluate trained weights on the test set.")
 
   @Argument(help: "The .graph file or .onnx model.") var file: String
-  @Option(help: "Weights in safetensors format (state_dict names); an .onnx model's own by default.") var weights: String?
-  @Option(help: "Data directory: IDX, CIFAR-10 or CIFAR-100 binary files (see cnnc train --help).") var data: String?
+  @Option(parsing: .unconditional, help: "Weights in safetensors format (state_dict names); an .onnx model's own by default.") var weights: String?
+  @Option(parsing: .unconditional, help: "Data directory: IDX, CIFAR-10 or CIFAR-100 binary files (see cnnc train --help).") var data: String?
   @Option(parsing: .unconditional, help: "Evaluation batch size (at most the test set; inference itself runs in chunks of 64).") var batch: Int = 1000
-  @Option(help: "Back end: jit or interp.") var backend: String = "jit"
+  @Option(parsing: .unconditional, help: "Back end: jit or interp.") var backend: String = "jit"
   @OptionGroup(title: "Target") var targetOptions: TargetOptions
   @OptionGroup var cacheOptions: CacheOptions
 
@@ -37,22 +38,25 @@ struct Eval: ParsableCommand {
       options.evalBatch = batch
       options.batchSize = batch
       let opt = Optimizer(kind: .adam, learningRate: 0)
-      let (acc, predictions, k): (Double, [Int], Int)
+      let (acc, predictions, nonFinite, k): (Double, [Int], Int, Int)
       if backend == "jit" {
         let b = try CompiledBackend(name: "jit", graph: f.graph, batch: batch, optimizer: opt, compiler: try JITCompiler(target: try targetOptions.resolve(runsHere: true), cache: cacheOptions.cache),
                                     inferenceCalls: options.evaluationCalls(test.count), inferenceOnly: true)
         var trainer = try Trainer(backend: b, graph: f.graph, parameters: params, optimizer: opt, options: options)
         try test.validateLabels(classes: trainer.classes)
-        (acc, predictions) = try trainer.accuracy(test)
+        (acc, predictions, nonFinite) = try trainer.accuracy(test)
         k = trainer.classes
       } else {
         var trainer = try Trainer(backend: try InterpreterBackend(graph: f.graph), graph: f.graph, parameters: params, optimizer: opt, options: options)
         try test.validateLabels(classes: trainer.classes)
-        (acc, predictions) = try trainer.accuracy(test)
+        (acc, predictions, nonFinite) = try trainer.accuracy(test)
         k = trainer.classes
       }
       var confusion = [[Int]](repeating: [Int](repeating: 0, count: k), count: k)
       for (p, l) in zip(predictions, test.labels) { confusion[Int(l)][p] += 1 }
+      if nonFinite > 0 {
+        printError("warning: the network's output is not finite (NaN or infinity) for \(nonFinite) of \(test.count) images; their predictions mean nothing: the weights in \(source) are diverged or damaged\n")
+      }
       print(String(format: "test accuracy: %.2f%% (%d of %d)", acc * 100, Int((acc * Double(test.count)).rounded()), test.count))
       print("\nconfusion matrix (rows: true label, columns: predicted)")
       print("      " + (0..<k).map { String(format: "%6d", $0) }.joined())

@@ -1,3 +1,4 @@
+import FileSystem
 import ArgumentParser
 import Foundation
 import GraphIR
@@ -12,8 +13,8 @@ struct Export: ParsableCommand {
     discussion: "The ops that feed the graph's output, each as its standard ONNX op (dropout as Identity, batch norm as BatchNormalization with the running statistics); the weights become initializers under their state_dict names.")
 
   @Argument(help: "The .graph file.") var file: String
-  @Option(help: "Weights in safetensors format (state_dict names).") var weights: String
-  @Option(name: .shortAndLong, help: "The .onnx file to write (default: the graph's name with .onnx).") var output: String?
+  @Option(parsing: .unconditional, help: "Weights in safetensors format (state_dict names).") var weights: String
+  @Option(name: .shortAndLong, parsing: .unconditional, help: "The .onnx file to write (default: the graph's name with .onnx).") var output: String?
 
   func run() throws {
     let f = try GraphFile(path: file)
@@ -26,7 +27,7 @@ struct Export: ParsableCommand {
       let tensors = Dictionary(uniqueKeysWithValues: (f.graph.parameterNames + f.graph.bufferNames).map { ($0, (shape: params.shapes[$0]!, data: params.values[$0]!)) })
       let data = try ONNXExport.serialize(f.graph, inputDims: Array(shapes[image.name]!.dims.dropFirst()),
                                           outputDims: Array(shapes[f.graph.output!]!.dims.dropFirst()), tensors: tensors, producerVersion: CNNC.version)
-      let path = output ?? (file as NSString).deletingPathExtension + ".onnx"
+      let path = output ?? Path.deletingExtension(file) + ".onnx"
       try writeAtomically(Array(data), to: path)
       print("wrote \(path) (opset \(ONNXExport.opset), \(tensors.count) initializers, \(data.count) bytes)")
     }

@@ -1,3 +1,4 @@
+import FileSystem
 import ArgumentParser
 import Foundation
 import GraphIR
@@ -12,13 +13,13 @@ struct Import: ParsableCommand {
     discussion: "Supported ONNX ops: \(ONNXImport.supported.joined(separator: ", ")). The graph gets a label input and a cross_entropy loss on the model's output, so `cnnc train` trains it; a final Softmax or LogSoftmax is folded into that loss.")
 
   @Argument(help: "The .onnx file.") var model: String
-  @Option(name: .shortAndLong, help: "The .graph file to write (default: the model's name with .graph).") var output: String?
-  @Option(help: "The safetensors file for the initializers (default: the model's name with .safetensors).") var weightsOut: String?
+  @Option(name: .shortAndLong, parsing: .unconditional, help: "The .graph file to write (default: the model's name with .graph).") var output: String?
+  @Option(parsing: .unconditional, help: "The safetensors file for the initializers (default: the model's name with .safetensors).") var weightsOut: String?
 
   func run() throws {
     try reportingErrors {
       let imported = try ONNXImport.read(model)
-      let stem = (model as NSString).deletingPathExtension
+      let stem = Path.deletingExtension(model)
       let graphPath = output ?? stem + ".graph", weightsPath = weightsOut ?? stem + ".safetensors"
       // The weights must be what the graph's parameters and buffers are: names and shapes.
       let shapes = try inferShapes(imported.graph, batch: 1)
@@ -26,7 +27,8 @@ struct Import: ParsableCommand {
         guard let t = imported.tensors[name] else { throw ONNXError("\(model): no initializer gives \(name)") }
         guard t.shape == shapes[name]!.dims else { throw ONNXError("\(model): \(name) is \(t.shape) in the model; the graph needs \(shapes[name]!.dims)") }
       }
-      try imported.text.write(toFile: graphPath, atomically: true, encoding: .utf8)
+      try checkOutputFile(weightsPath)
+      try writeAtomically(Array(imported.text.utf8), to: graphPath)
       try SafeTensors(tensors: imported.tensors).write(to: weightsPath)
       let count = imported.tensors.values.reduce(0) { $0 + $1.data.count }
       print("wrote \(graphPath) (\(imported.graph.nodes.count) statements) and \(weightsPath) (\(imported.tensors.count) tensors, \(count) values)")

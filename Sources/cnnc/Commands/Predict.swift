@@ -1,3 +1,4 @@
+import FileSystem
 import ArgumentParser
 import Foundation
 import GraphIR
@@ -13,7 +14,7 @@ struct Predict: ParsableCommand {
     discussion: "Images are white-on-black like MNIST; pass --invert for dark digits on a light background.")
 
   @Argument(help: "The .graph file or .onnx model.") var file: String
-  @Option(help: "Weights in safetensors format; an .onnx model's own by default.") var weights: String?
+  @Option(parsing: .unconditional, help: "Weights in safetensors format; an .onnx model's own by default.") var weights: String?
   @Argument(help: "A PNG image of the graph's input size, an IDX images file, or a directory of PNG images.") var image: String
   @Option(parsing: .unconditional, help: "Which image of an IDX file (0-based).") var index: Int = 0
   @Option(parsing: .unconditional, help: "How many images of an IDX file, from --index on.") var count: Int = 1
@@ -21,7 +22,7 @@ struct Predict: ParsableCommand {
   @Flag(help: "Also print the raw logits (the graph's output).") var logits = false
   @Option(parsing: .unconditional, help: "Print only the K most probable classes, most probable first.") var top: Int?
   @Flag(help: "One JSON object per image: file, prediction, probabilities (and logits, label).") var json = false
-  @Option(help: "Back end: interp (the reference interpreter, no compile step) or jit (compiled first; faster for many images).")
+  @Option(parsing: .unconditional, help: "Back end: interp (the reference interpreter, no compile step) or jit (compiled first; faster for many images).")
   var backend: String = "interp"
   @OptionGroup(title: "Target") var targetOptions: TargetOptions
   @OptionGroup var cacheOptions: CacheOptions
@@ -53,6 +54,7 @@ struct Predict: ParsableCommand {
       let (st, source) = try f.weights(weights)
       try params.load(st, path: source)
       let normalization = try Normalization(metadata: st.metadata) ?? .mnist
+      try normalization.check(channels: dims[1])
       let optimizer = Optimizer(kind: .adam, learningRate: 0)
       var backend: any Backend = self.backend == "jit"
         ? try CompiledBackend(name: "jit", graph: f.graph, batch: 1, optimizer: optimizer, compiler: try JITCompiler(target: try targetOptions.resolve(runsHere: true), cache: cacheOptions.cache),
@@ -64,7 +66,12 @@ struct Predict: ParsableCommand {
         let set = ImageDataset(images: pixels, labels: [0], count: 1, rows: dims[2], cols: dims[3], channels: dims[1])
         var x = [Float](repeating: 0, count: pixels.count)
         set.normalizedBatch([0][...], into: &x, normalization)
-        report(item, logits: try backend.infer(images: x, count: 1), alone: items.count == 1)
+        let z = try backend.infer(images: x, count: 1)
+        // No class is more probable than another when the output is not finite (diverged or damaged weights).
+        guard z.allSatisfy(\.isFinite) else {
+          throw DataError("the network's output for \(item.name) is not finite (\(z.first { !$0.isFinite }!)): the weights in \(source) are diverged or damaged")
+        }
+        report(item, logits: z, alone: items.count == 1)
       }
     }
   }
@@ -75,7 +82,7 @@ struct Predict: ParsableCommand {
     if FileManager.default.fileExists(atPath: image, isDirectory: &isDirectory), isDirectory.boolValue {
       let names = try FileManager.default.contentsOfDirectory(atPath: image).filter { $0.lowercased().hasSuffix(".png") }.sorted()
       guard !names.isEmpty else { throw DataError("\(image) holds no .png files") }
-      return try names.map { try png((image as NSString).appendingPathComponent($0), height: height, width: width, channels: channels) }
+      return try names.map { try png(Path.join(image, $0), height: height, width: width, channels: channels) }
     }
     if image.lowercased().hasSuffix(".png") { return [try png(image, height: height, width: width, channels: channels)] }
     guard channels == 1 else { throw DataError("\(image): IDX images are grey; this graph takes \(channels)-channel images (give a PNG)") }
@@ -93,9 +100,7 @@ struct Predict: ParsableCommand {
 
   /// A PNG as the graph's channels: grey for one (colour reduced to its luma), planar RGB for three.
   func png(_ path: String, height: Int, width: Int, channels: Int) throws -> Item {
-    try requireRegularFile(path)
-    guard let data = FileManager.default.contents(atPath: path) else { throw DataError("cannot read \(path)") }
-    let png = try PNG.decodePlanar([UInt8](data), path: path).converted(to: channels)
+    let png = try PNG.decodePlanar(try readRegularFile(path, maxBytes: ImageDataset.maxPNGBytes), path: path).converted(to: channels)
     guard png.width == width, png.height == height else {
       throw DataError("\(path) is \(png.width)x\(png.height); the graph takes \(width)x\(height) images")
     }

@@ -1,3 +1,4 @@
+import FileSystem
 import ArgumentParser
 import Foundation
 import GraphIR
@@ -13,7 +14,7 @@ struct ReportCommand: ParsableCommand {
     abstract: "Write RUN_DIR/report.html: loss and accuracy curves, confusion matrix, misclassified digits, first-layer filters and feature maps.")
 
   @Argument(help: "A run directory written by cnnc train (history.json, weights.safetensors, model.graph).") var directory: String
-  @Option(help: "Data directory: IDX, CIFAR-10 or CIFAR-100 binary files (see cnnc train --help).") var data: String?
+  @Option(parsing: .unconditional, help: "Data directory: IDX, CIFAR-10 or CIFAR-100 binary files (see cnnc train --help).") var data: String?
 
   func run() throws {
     try reportingErrors {
@@ -25,15 +26,17 @@ struct ReportCommand: ParsableCommand {
 
 /// Builds the report of a run directory; returns the path of the HTML file.
 func writeReport(runDirectory dir: String, data: String) throws -> String {
-  let f = try GraphFile(path: (dir as NSString).appendingPathComponent("model.graph"))
-  let historyData = FileManager.default.contents(atPath: (dir as NSString).appendingPathComponent("history.json")) ?? Data("[]".utf8)
-  let history = (try? JSONDecoder().decode([EpochReport].self, from: historyData)) ?? []
+  let f = try GraphFile(path: Path.join(dir, "model.graph"))
+  // A run without a history yet (killed before its first checkpoint) has no curves; a damaged one is an error.
+  let historyPath = Path.join(dir, RunDirectory.historyFile)
+  let history = fileStatus(historyPath) == nil ? []
+    : try EpochReport.decodeHistory(Data(try readRegularFile(historyPath, maxBytes: maxHistoryBytes)), path: historyPath)
   let test = try ImageDataset.loadSet(directory: data, training: false)
   // Small batches keep the inference arena (and so peak memory) small; the test set takes a moment either way.
   let batch = 100
   let shapes = try f.run { () throws(DiagnosticList) in try inferShapes(f.graph, batch: batch) }
   var params = Parameters(graph: f.graph, shapes: shapes, seed: 0)
-  let weights = (dir as NSString).appendingPathComponent("weights.safetensors")
+  let weights = Path.join(dir, "weights.safetensors")
   let st = try SafeTensors.read(from: weights)
   try params.load(st, path: weights)
   let opt = Optimizer(kind: .adam, learningRate: 0)
@@ -44,7 +47,8 @@ func writeReport(runDirectory dir: String, data: String) throws -> String {
   let backend = try CompiledBackend(name: "jit", graph: f.graph, batch: batch, optimizer: opt, compiler: try JITCompiler(target: Target.host()),
                                   inferenceCalls: options.evaluationCalls(test.count), inferenceOnly: true)
   var trainer = try Trainer(backend: backend, graph: f.graph, parameters: params, optimizer: opt, options: options)
-  let (_, predictions) = try trainer.accuracy(test)
+  try test.validateLabels(classes: trainer.classes)
+  let (_, predictions, _) = try trainer.accuracy(test)
   let k = trainer.classes
   var confusion = [[Int]](repeating: [Int](repeating: 0, count: k), count: k)
   for (p, l) in zip(predictions, test.labels) { confusion[Int(l)][p] += 1 }
@@ -70,10 +74,13 @@ func writeReport(runDirectory dir: String, data: String) throws -> String {
   let report = ReportData(title: "cnnc report: \(f.graph.name)", history: history, confusion: confusion, mistakes: mistakes,
                           rows: test.rows, cols: test.cols, channels: test.channels, filters: filters, kernel: kernel, digit: Array(test.images.prefix(px)),
                           featureMaps: maps)
-  let out = (dir as NSString).appendingPathComponent("report.html")
-  try Report.html(report).write(toFile: out, atomically: true, encoding: .utf8)
+  let out = Path.join(dir, "report.html")
+  try writeAtomically(Array(Report.html(report).utf8), to: out)
   return out
 }
+
+/// The largest history.json read (a run of a million epochs' figures is well under it).
+let maxHistoryBytes = 1 << 30
 
 /// How many conv layers the report shows feature maps of (the first ones).
 let reportedConvLayers = 2

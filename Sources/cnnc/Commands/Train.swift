@@ -1,3 +1,4 @@
+import FileSystem
 import ArgumentParser
 import Foundation
 import GraphIR
@@ -29,7 +30,7 @@ struct Train: ParsableCommand {
   @Argument(help: "The .graph file (or .onnx model, which starts from its own weights) to train (default: the built-in SimpleCNN, Graphs/simplecnn.graph).")
   var file: String?
 
-  @Option(help: "Back end: swift (generated Swift, compiled with swiftc), jit (LLVM ORC JIT), interp (the reference interpreter).")
+  @Option(parsing: .unconditional, help: "Back end: swift (generated Swift, compiled with swiftc), jit (LLVM ORC JIT), interp (the reference interpreter).")
   var backend: String = "swift"
   @Flag(help: "Use the LLVM JIT back end (same as --backend jit).") var jit = false
   @OptionGroup(title: "Target") var targetOptions: TargetOptions
@@ -37,17 +38,17 @@ struct Train: ParsableCommand {
   @Option(parsing: .unconditional, help: "Number of epochs.") var epochs: Int = 1
   @Option(name: .customLong("batch"), parsing: .unconditional, help: "Batch size.") var batch: Int = 64
   @Option(parsing: .unconditional, help: "Learning rate.") var lr: Float = 1e-3
-  @Option(help: "Optimiser: adam or sgd.") var optimizer: String = "adam"
+  @Option(parsing: .unconditional, help: "Optimiser: adam or sgd.") var optimizer: String = "adam"
   @Option(parsing: .unconditional, help: "SGD momentum (0 <= momentum < 1).") var momentum: Float = 0
   @Option(name: .customLong("weight-decay"), parsing: .unconditional, help: "L2 weight decay (>= 0).") var weightDecay: Float = 0
-  @Option(help: "Random seed (initialisation, data order, dropout).") var seed: UInt64 = 1
+  @Option(parsing: .unconditional, help: "Random seed (initialisation, data order, dropout).") var seed: UInt64 = 1
   @Option(parsing: .unconditional, help: "Fraction of the training set held out for validation, e.g. 0.2.") var val: Double = 0
-  @Option(name: .customLong("val-split"), help: "Which examples --val holds out: random (chosen by --seed, the default) or last.")
+  @Option(name: .customLong("val-split"), parsing: .unconditional, help: "Which examples --val holds out: random (chosen by --seed, the default) or last.")
   var valSplit: String = "random"
   @Option(parsing: .unconditional, help: "Early stopping: epochs without a better validation accuracy (needs --val).") var patience: Int?
-  @Option(name: .customLong("lr-schedule"), help: "Learning rate per epoch: constant; step:EPOCHS:GAMMA (StepLR); cosine (CosineAnnealingLR over --epochs); plateau:PATIENCE:FACTOR (ReduceLROnPlateau on the validation loss, or the training loss without --val).")
+  @Option(name: .customLong("lr-schedule"), parsing: .unconditional, help: "Learning rate per epoch: constant; step:EPOCHS:GAMMA (StepLR); cosine (CosineAnnealingLR over --epochs); plateau:PATIENCE:FACTOR (ReduceLROnPlateau on the validation loss, or the training loss without --val).")
   var lrSchedule: String = "constant"
-  @Option(help: "What --patience and best.safetensors watch: val_acc (the default) or val_loss.") var monitor: String = "val_acc"
+  @Option(parsing: .unconditional, help: "What --patience and best.safetensors watch: val_acc (the default) or val_loss.") var monitor: String = "val_acc"
   @Flag(name: .customLong("restore-best"), help: "At the end, make weights.safetensors the best epoch's weights (needs --val; the last step's checkpoint stays in checkpoints/ for --resume).")
   var restoreBest = false
   @Option(name: .customLong("min-delta"), parsing: .unconditional, help: "The least change of the monitored value that counts as an improvement (>= 0).")
@@ -55,15 +56,15 @@ struct Train: ParsableCommand {
   @Option(name: .customLong("log-every"), parsing: .unconditional, help: "Print a line with the step, loss and img/s every N steps (default: 100 when standard error is not a terminal, which shows a live line instead; 0: never).")
   var logEvery: Int?
   @Option(parsing: .unconditional, help: "Stop after this many steps in all.") var steps: Int?
-  @Option(help: "Data directory: IDX files (train-/t10k-images-idx3-ubyte[.gz], ...), CIFAR-10 binary (data_batch_1.bin ... test_batch.bin) or CIFAR-100 binary (train.bin, test.bin).") var data: String?
-  @Option(help: "Input normalisation (x/255 - mean) / std: mnist (MNIST's 0.1307 and 0.3081, the default) or data (measured on the training images, per channel for colour data, e.g. Fashion-MNIST or CIFAR-10). Saved in the checkpoint; eval and predict use it.")
+  @Option(parsing: .unconditional, help: "Data directory: IDX files (train-/t10k-images-idx3-ubyte[.gz], ...), CIFAR-10 binary (data_batch_1.bin ... test_batch.bin) or CIFAR-100 binary (train.bin, test.bin).") var data: String?
+  @Option(parsing: .unconditional, help: "Input normalisation (x/255 - mean) / std: mnist (MNIST's 0.1307 and 0.3081, the default) or data (measured on the training images, per channel for colour data, e.g. Fashion-MNIST or CIFAR-10). Saved in the checkpoint; eval and predict use it.")
   var normalize: String = "mnist"
-  @Option(help: "Augment the training images, seeded and deterministic: crop:PAD (pad with zeros, cut a random window), flip (left-right, p = 1/2), shift:PX (random shift up to PX pixels), rotate:DEG (random angle up to DEG), comma-separated in the order they apply (crop:4,flip for CIFAR; shift:2,rotate:10 for MNIST).")
+  @Option(parsing: .unconditional, help: "Augment the training images, seeded and deterministic: crop:PAD (pad with zeros, cut a random window), flip (left-right, p = 1/2), shift:PX (random shift up to PX pixels), rotate:DEG (random angle up to DEG), comma-separated in the order they apply (crop:4,flip for CIFAR; shift:2,rotate:10 for MNIST).")
   var augment: String?
 
   @Option(parsing: .unconditional, help: "Normalisation mean, or one per channel comma-separated (0.4914,0.4822,0.4465), instead of --normalize.") var mean: String?
   @Option(parsing: .unconditional, help: "Normalisation standard deviation (> 0), or one per channel, as many as --mean.") var std: String?
-  @Option(help: "Directory for checkpoints (default runs/GRAPH).") var out: String?
+  @Option(parsing: .unconditional, help: "Directory for checkpoints (default runs/GRAPH).") var out: String?
   @Flag(help: "Continue from the checkpoint in the output directory.") var resume = false
   @Option(parsing: .unconditional, help: "Split every batch into this many shards, computed in parallel; every back end (the interpreter too) averages the shard gradients in shard order. Results depend on the shard count, never on --threads.")
   var shards: Int = 2
@@ -147,7 +148,7 @@ struct Train: ParsableCommand {
       if !quiet {
         lock = try RunLock(directory: outDir)
         RunDirectory(outDir).removeStaleTemporaries()
-        try writeAtomically(f.source, to: (outDir as NSString).appendingPathComponent("model.graph"))
+        try writeAtomically(f.source, to: Path.join(outDir, "model.graph"))
       }
       let opt = Optimizer(kind: Optimizer.Kind(rawValue: optimizer)!, learningRate: lr, momentum: momentum, weightDecay: weightDecay)
       var options = trainingOptions(outDir, primary: mpi.map { $0.rank == 0 } ?? true)
