@@ -52,7 +52,7 @@ let package = Package(
     .testTarget(name: "LoweringTests", dependencies: ["GraphIR", "Passes", "Lowering", "CNNCTestSupport"]),
     .testTarget(name: "FileSystemTests", dependencies: ["FileSystem"]),
     .testTarget(name: "RuntimeTests", dependencies: ["FileSystem", "GraphIR", "Passes", "Runtime", "CNNCTestSupport"]),
-    .testTarget(name: "BackendTests", dependencies: ["LLVMBackend", "SwiftBackend", "Runtime", "COpenBLAS", "CNNCTestSupport"]),
+    .testTarget(name: "BackendTests", dependencies: ["FileSystem", "LLVMBackend", "SwiftBackend", "Runtime", "COpenBLAS", "CNNCTestSupport"]),
     .testTarget(name: "ONNXTests", dependencies: ["ONNX", "GraphIR", "Passes", "Runtime", "CNNCTestSupport"]),
     .testTarget(name: "EndToEndTests", dependencies: ["CNNCTestSupport"]),
     .testTarget(name: "FuzzTargetsTests", dependencies: ["FuzzTargets", "GraphIR", "Passes", "Runtime", "CNNCTestSupport"]),

@@ -1,4 +1,5 @@
 import CLLVM
+import FileSystem
 import Foundation
 import Lowering
 import Runtime
@@ -24,9 +25,18 @@ public final class ObjectCache: Sendable {
   /// 256 keep a few dozen graphs, batches and targets (tens of MB).
   public static let defaultMaxEntries = 256
 
+  /// Why this cache is not used, or nil: it holds code this process executes, so it must be a directory of this
+  /// user's that no one else can write (created mode 0700 when missing). A cache that cannot be created at all
+  /// is not refused: its compiles go on uncached.
+  public let refusal: String?
+
+  /// The largest entry read (an object of a few hundred layers is a few MB).
+  static let maxEntryBytes = 1 << 30
+
   public init(directory: URL, maxEntries: Int = ObjectCache.defaultMaxEntries) {
     self.directory = directory
     self.maxEntries = max(1, maxEntries)
+    refusal = (try? preparePrivateDirectory(directory.path)) ?? nil
   }
 
   /// `objects` in the cache root (`cacheRoot`: `$CNNC_CACHE`, else `$XDG_CACHE_HOME/cnnc` or `~/.cache/cnnc`).
@@ -49,8 +59,9 @@ public final class ObjectCache: Sendable {
 
   /// The object code stored under `key`, or nil (absent, or not a whole, intact entry for this key).
   public func load(_ key: String) -> ObjectCode? {
-    guard let data = FileManager.default.contents(atPath: path(key).path) else { return nil }
-    let bytes = [UInt8](data), keyBytes = Array(key.utf8)
+    guard refusal == nil, let file = try? RegularFile(path(key).path, noFollow: true), file.size <= Self.maxEntryBytes,
+          let bytes = try? file.readAll() else { return nil }
+    let keyBytes = Array(key.utf8)
     let headerCount = Self.magic.count + keyBytes.count + 1 + 8 + 32
     guard bytes.count >= headerCount, Array(bytes[..<Self.magic.count]) == Self.magic,
           Array(bytes[Self.magic.count..<(Self.magic.count + keyBytes.count)]) == keyBytes, bytes[Self.magic.count + keyBytes.count] == 0
@@ -73,6 +84,7 @@ public final class ObjectCache: Sendable {
     var h = SHA256()
     h.update(payload)
     let length = UInt64(payload.count)
+    guard refusal == nil else { return }
     let entry = Self.magic + Array(key.utf8) + [0] + (0..<8).map { UInt8(truncatingIfNeeded: length >> (56 - 8 * $0)) } + h.finalize() + payload
     do {
       try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)

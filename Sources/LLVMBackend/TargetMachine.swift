@@ -44,6 +44,8 @@ public struct TargetError: UserFacingError {
 /// The CPU names `--cpu` accepts, by the vector ISA their code uses. A name's code may use every feature
 /// of that CPU; the ISA is what the kernels are shaped for.
 public enum KnownCPUs {
+  /// Features every x86-64 CPU has and compiled float code cannot do without (the ABI's SSE registers).
+  static let x86Baseline: Set = ["sse", "sse2", "x87"]
   public static let byISA: [(isa: Target.ISA, names: [String])] = [
     (.sse, ["x86-64", "x86-64-v2", "nehalem", "westmere", "sandybridge", "ivybridge", "btver2", "bdver1", "bdver2", "bdver3"]),
     (.avx2, ["x86-64-v3", "haswell", "broadwell", "skylake", "alderlake", "raptorlake", "meteorlake", "bdver4",
@@ -99,7 +101,9 @@ extension Target {
       throw TargetError(description: "unsupported target triple '\(triple)': cnnc builds for x86_64 and aarch64 triples")
     }
     let hostArm = host.isa == .neon
-    if runsHere && aarch64 != hostArm {
+    // Code this process runs must be this machine's architecture, and its object format and calling convention
+    // (the system and environment parts of the triple: linux-gnu's ELF and System V ABI, not Windows' COFF).
+    if runsHere && (aarch64 != hostArm || systemAndEnvironment(triple) != systemAndEnvironment(host.triple)) {
       throw TargetError(description: "code for \(triple) cannot run on this \(host.triple) machine; use it with 'cnnc compile --emit'")
     }
     let name = cpu ?? (aarch64 == hostArm ? host.cpu : aarch64 ? "generic" : "x86-64-v3")
@@ -116,6 +120,10 @@ extension Target {
     let removed = Set(extra.split(separator: ",").filter { $0.hasPrefix("-") }.map { String($0.dropFirst()) })
     for bad in extra.split(separator: ",") where !(bad.hasPrefix("+") || bad.hasPrefix("-")) || bad.count < 2 {
       throw TargetError(description: "bad feature '\(bad)' in --features: write +name or -name, comma-separated (e.g. +avx2,-avx512f)")
+    }
+    // The x86-64 calling convention returns and passes floats in SSE registers: code without them cannot be made.
+    if !aarch64, let needed = removed.first(where: KnownCPUs.x86Baseline.contains) {
+      throw TargetError(description: "--features -\(needed): every x86-64 CPU has \(needed), and the x86-64 calling convention needs it for float arguments and results; remove it from --features")
     }
     // Features switched on or off move the ISA class the kernels are shaped for.
     if !aarch64 {
@@ -141,6 +149,13 @@ extension Target {
                   l1: sameMachine ? host.l1 : nominal.l1, l2: sameMachine ? host.l2 : nominal.l2,
                   l3: sameMachine ? host.l3 : nominal.l3, cores: sameMachine ? host.cores : 2, origin: .override)
   }
+}
+
+/// The system and environment parts of a triple, normalised ("linux-gnu" of "x86_64-unknown-linux-gnu"; the
+/// vendor is left out, since it changes neither the object format nor the ABI).
+func systemAndEnvironment(_ triple: String) -> String {
+  let normalized = LLVMError.take(LLVMNormalizeTargetTriple(triple))
+  return normalized.split(separator: "-", omittingEmptySubsequences: false).dropFirst(2).joined(separator: "-")
 }
 
 /// The host's data caches per core and its physical cores, from sysfs (nil where it is not there).

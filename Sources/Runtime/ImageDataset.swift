@@ -156,6 +156,23 @@ public struct ImageDataset: Sendable {
                         path: Path.join(dir, files[0]))
   }
 
+  /// A 64-bit hash of the images, labels and their shape, in hex: tells two data sets apart (a resumed run's from
+  /// its checkpoint's) without keeping either. Eight bytes a step, so 47 MB take a few tens of milliseconds.
+  public func fingerprint() -> String {
+    var h: UInt64 = 0xcbf2_9ce4_8422_2325
+    func mix(_ word: UInt64) { h = (h ^ word) &* 0x0000_0100_0000_01b3; h ^= h >> 29 }
+    for v in [count, rows, cols, channels] { mix(UInt64(v)) }
+    for bytes in [images, labels] {
+      bytes.withUnsafeBytes { raw in
+        let words = raw.count / 8
+        for i in 0..<words { mix(raw.loadUnaligned(fromByteOffset: 8 * i, as: UInt64.self)) }
+        for i in (8 * words)..<raw.count { mix(UInt64(raw[i])) }
+      }
+      mix(UInt64(bytes.count))
+    }
+    return String(h, radix: 16)
+  }
+
   /// Checks every label is below `classes`.
   public func validateLabels(classes: Int) throws {
     if let i = labels.firstIndex(where: { Int($0) >= classes }) {

@@ -67,6 +67,25 @@ public struct RunDirectory: Sendable {
     return names.compactMap { n in n.hasPrefix("step-") ? Int(n.dropFirst(5)) : nil }.sorted(by: >)
   }
 
+  /// The step of the newest checkpoint, or of the top-level weights of a run written before checkpoints had
+  /// directories; nil for a directory that holds no run.
+  public func newestStep() -> Int? {
+    if let step = checkpointSteps().first { return step }
+    return fileStatus(file(Self.weightsFile)) == nil ? nil : 0
+  }
+
+  /// Deletes a run's checkpoints and the files that point at them (for a fresh run that replaces it); the lock,
+  /// and anything that is not cnnc's, stay.
+  public func removeRun() throws {
+    let fm = FileManager.default
+    for name in [Self.weightsFile, Self.optimizerFile, Self.historyFile, "best.safetensors", "report.html", "model.graph"] {
+      if unlink(file(name)) != 0 && errno != ENOENT { throw systemError("cannot remove \(file(name))") }
+    }
+    if fileStatus(checkpointsPath) != nil {
+      do { try fm.removeItem(atPath: checkpointsPath) } catch { throw DataError("cannot remove \(checkpointsPath): \(String(describing: (error as NSError).localizedFailureReason ?? error.localizedDescription))") }
+    }
+  }
+
   /// The directory of the checkpoint at `step`.
   public func checkpoint(_ step: Int) -> String { Path.join(checkpointsPath, Self.stepName(step)) }
 

@@ -37,6 +37,9 @@ public struct TrainingOptions: Sendable {
   public var evalBatch = 250
   /// False on the other ranks of a distributed run: only the primary evaluates and writes files.
   public var primary = true
+  /// The training set's `ImageDataset.fingerprint`, kept in checkpoints so that a resumed run trains on the data
+  /// the checkpoint's steps counted (nil: not checked).
+  public var dataFingerprint: String?
   public init(outputDirectory: String) { self.outputDirectory = outputDirectory }
 
   /// The image counts one evaluation of `count` images passes to the back end's `infer` (`evalBatch` at a
@@ -188,8 +191,9 @@ public struct Trainer<B: Backend> {
   public func saveCheckpoint() throws {
     guard options.primary else { return }
     let parameters = self.parameters
-    let meta = ["format": "pt", "cnnc.graph": graph.name, "cnnc.step": "\(optimizer.step)", "cnnc.seed": "\(options.seed)"]
-      .merging(options.normalization.metadata) { $1 }
+    var meta = ["format": "pt", "cnnc.graph": graph.name, "cnnc.step": "\(optimizer.step)", "cnnc.seed": "\(options.seed)"]
+      .merging(options.normalization.metadata) { $1 }.merging(planMetadata) { $1 }
+    if let d = options.dataFingerprint { meta["cnnc.data"] = d }
     var st = SafeTensors(metadata: meta.merging(["cnnc.optimizer": optimizer.kind.rawValue, "cnnc.lr": "\(optimizer.learningRate)",
                                                  "cnnc.lr_schedule": "\(options.schedule)", "cnnc.base_lr": "\(baseLearningRate)"]) { $1 }
       .merging(partial.metadata) { $1 })
@@ -207,6 +211,25 @@ public struct Trainer<B: Backend> {
     } catch {
       let last = run.checkpointSteps().first.map { "the last checkpoint (step \($0)) is intact" } ?? "no checkpoint was written"
       throw CheckpointError("cannot save the checkpoint of step \(optimizer.step) in \(options.outputDirectory): \(error); \(last)")
+    }
+  }
+
+  /// What fixes the step plan of a run (which images each step takes): a resumed run must have the same.
+  var planMetadata: [String: String] {
+    ["cnnc.batch": "\(options.batchSize)", "cnnc.val": "\(options.validationFraction)", "cnnc.val_split": options.validationSplit.rawValue]
+  }
+
+  /// Refuses a checkpoint whose step plan (batch, validation split) or training data differ from this run's: its
+  /// step count would index other images, its epoch sums would be divided by another step count.
+  func checkPlan(_ saved: [String: String], _ source: String) throws {
+    let option = ["cnnc.batch": "--batch", "cnnc.val": "--val", "cnnc.val_split": "--val-split"]
+    for (key, mine) in planMetadata.sorted(by: { $0.key < $1.key }) {
+      if let theirs = saved[key], theirs != mine {
+        throw CheckpointError("\(source) was trained with \(option[key]!) \(theirs); resume it with the same (this run has \(mine))")
+      }
+    }
+    if let theirs = saved["cnnc.data"], let mine = options.dataFingerprint, theirs != mine {
+      throw CheckpointError("\(source) was trained on other training data (fingerprint \(theirs), this run's is \(mine)); resume it with the same --data")
     }
   }
 
@@ -230,6 +253,7 @@ public struct Trainer<B: Backend> {
     guard ws.metadata["cnnc.seed"] == os.metadata["cnnc.seed"] else {
       throw CheckpointError("\(source): weights and optimiser state come from runs with different seeds")
     }
+    try checkPlan(ws.metadata, source)
     if let saved = ws.metadata["cnnc.seed"], saved != "\(options.seed)" {
       throw CheckpointError("\(source) was trained with --seed \(saved); resume it with the same seed (this run has \(options.seed))")
     }

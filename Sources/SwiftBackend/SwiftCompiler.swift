@@ -1,3 +1,4 @@
+import FileSystem
 import GraphIR
 import Foundation
 import Lowering
@@ -18,6 +19,11 @@ final class LoadedLibrary {
 /// Compiles rendered Swift with the toolchain's swiftc (`-Ounchecked`, `-target-cpu` of the target) into
 /// a shared library cached by the source's hash (the source names the CPU), and loads it with dlopen.
 /// swiftc takes a CPU name but no feature list: a target given with `--features` is refused.
+///
+/// The cache (`libraries/` in `cacheRoot`) is untrusted input: it must be a directory of this user's that no one
+/// else can write, and a library is loaded only when its SHA-256 matches the digest written beside it after
+/// swiftc finished, so a truncated or damaged library is compiled again instead of crashing the loader. A cache
+/// that cannot be used costs the compile only: the library is then built in a private temporary directory.
 public struct SwiftCompiler: ProgramCompiler {
   public let target: Target
   let cacheDirectory: String
@@ -35,7 +41,7 @@ public struct SwiftCompiler: ProgramCompiler {
     }
     self.target = target
     self.source = source
-    self.cacheDirectory = cacheDirectory ?? cacheRoot()
+    self.cacheDirectory = cacheDirectory ?? Path.join(cacheRoot(), "libraries")
   }
 
   /// The swiftc to use: `$SWIFTC`, else the first `swiftc` on PATH, else the one next to `swift`.
@@ -69,17 +75,42 @@ public struct SwiftCompiler: ProgramCompiler {
     SwiftRenderer.render(programs.map(vectorizeElementwiseLoops), source: file)
   }
 
+  /// The cache directory when it is usable (private, writable), else a new private temporary directory.
+  func workingDirectory() throws -> (path: String, temporary: Bool) {
+    if let problem = try? preparePrivateDirectory(cacheDirectory), problem == nil, access(cacheDirectory, W_OK) == 0 {
+      return (cacheDirectory, false)
+    }
+    return (try makeTemporaryDirectory(prefix: "cnnc-swift"), true)
+  }
+
+  /// Whether `lib` is whole: a regular file (not a link) whose SHA-256 is the one recorded in `digestFile`.
+  static func isIntact(_ lib: String, digestFile: String) -> Bool {
+    guard let recorded = try? readRegularFile(digestFile, maxBytes: 64), let file = try? RegularFile(lib, noFollow: true),
+          let bytes = try? file.readAll() else { return false }
+    return hex(bytes) == String(decoding: recorded, as: UTF8.self)
+  }
+
+  /// The SHA-256 of `bytes` in hex.
+  static func hex(_ bytes: [UInt8]) -> String {
+    var h = SHA256()
+    h.update(bytes)
+    return h.finalize().map { String(format: "%02x", $0) }.joined()
+  }
+
   public mutating func compile(_ programs: [Program]) throws -> [EntryPoint] {
     let text = Self.source(of: programs, from: source)
     let key = Self.hash(text)
-    let lib = "\(cacheDirectory)/cnnc-\(key).so"
-    if FileManager.default.fileExists(atPath: lib) {
+    let (dir, temporary) = try workingDirectory()
+    defer { if temporary { try? FileManager.default.removeItem(atPath: dir) } }
+    let lib = Path.join(dir, "cnnc-\(key).so"), digest = lib + ".sha256"
+    if !temporary, Self.isIntact(lib, digestFile: digest) {
       cacheHits += 1
     } else {
+      unlink(lib)
+      unlink(digest)
       let start = Date()
-      try FileManager.default.createDirectory(atPath: cacheDirectory, withIntermediateDirectories: true)
-      let src = "\(cacheDirectory)/cnnc-\(key).swift"
-      try text.write(toFile: src, atomically: true, encoding: .utf8)
+      let src = Path.join(dir, "cnnc-\(key).swift")
+      try writeAtomically(Array(text.utf8), to: src)
       let tmp = "\(lib).tmp-\(getpid())"
       let p = Process()
       p.executableURL = URL(fileURLWithPath: try Self.swiftc())
@@ -94,8 +125,14 @@ public struct SwiftCompiler: ProgramCompiler {
         try? FileManager.default.removeItem(atPath: tmp)
         throw SwiftCompileError(description: "swiftc failed on generated code (\(src)):\n" + String(decoding: output.prefix(4000), as: UTF8.self))
       }
-      // Rename so a concurrent or interrupted compile never leaves a half-written library in the cache.
-      guard rename(tmp, lib) == 0 else { throw SwiftCompileError(description: "cannot move \(tmp) to \(lib)") }
+      // The digest first, then the library renamed into place: a reader finds both whole or no library.
+      do {
+        try writeAtomically(Array(Self.hex(try readRegularFile(tmp, maxBytes: Int.max)).utf8), to: digest)
+        try renameOrThrow(tmp, lib)
+      } catch {
+        unlink(tmp)
+        throw SwiftCompileError(description: "cannot store the compiled library in \(dir): \(error)")
+      }
       compileSeconds += Date().timeIntervalSince(start)
     }
     guard let h = dlopen(lib, RTLD_NOW | RTLD_LOCAL) else {

@@ -31,6 +31,14 @@ struct CacheOptions: ParsableArguments {
   @Flag(name: .customLong("no-cache"), help: "Compile every module: read and write no cached object code (kept in $CNNC_CACHE, else $XDG_CACHE_HOME/cnnc or ~/.cache/cnnc, under objects/).")
   var disabled = false
 
-  /// The cache the JIT uses, or nil.
-  var cache: ObjectCache? { disabled ? nil : ObjectCache(directory: ObjectCache.defaultDirectory()) }
+  /// The cache the JIT uses, or nil; a cache directory that others could write is not used, with a warning.
+  var cache: ObjectCache? {
+    guard !disabled else { return nil }
+    let cache = ObjectCache(directory: ObjectCache.defaultDirectory())
+    if let refusal = cache.refusal {
+      printError("warning: not using the object cache: \(refusal) (cnnc executes what it holds)\n")
+      return nil
+    }
+    return cache
+  }
 }

@@ -1,4 +1,5 @@
 import CNNCTestSupport
+import FileSystem
 import Foundation
 import LLVMBackend
 import Lowering

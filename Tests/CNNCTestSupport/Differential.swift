@@ -48,14 +48,25 @@ public struct Differential {
   }
 }
 
-/// Asserts |a - b| <= atol + rtol * max|a| elementwise (tolerance scaled by the tensor's magnitude).
+/// Asserts |a - b| <= atol + rtol * max|a| elementwise (tolerance scaled by the tensor's magnitude). A NaN or an
+/// infinity on either side is a failure (even the same one on both): no kernel here should make one, and a
+/// comparison that let them through would pass a back end that returns NaN everywhere.
 public func expectClose(_ a: [Float], _ b: [Float], rtol: Float = 2e-4, atol: Float = 1e-6, _ what: String,
                         sourceLocation: SourceLocation = #_sourceLocation) {
   #expect(a.count == b.count, "\(what): sizes \(a.count) and \(b.count)", sourceLocation: sourceLocation)
   guard a.count == b.count else { return }
-  let scale = a.map(abs).max() ?? 0
-  var worst: Float = 0, at = 0
-  for i in a.indices where abs(a[i] - b[i]) > worst { worst = abs(a[i] - b[i]); at = i }
-  #expect(worst <= atol + rtol * scale, "\(what): worst difference \(worst) at \(at) (\(a[at]) vs \(b[at])), scale \(scale)",
+  let (worst, at, scale) = worstDifference(a, b)
+  #expect(worst <= atol + rtol * scale, "\(what): worst difference \(worst) at \(at) (\(a.isEmpty ? 0 : a[at]) vs \(b.isEmpty ? 0 : b[at])), scale \(scale)",
           sourceLocation: sourceLocation)
+}
+
+/// The largest |a[i] - b[i]| and its index (infinity where either is not finite), and max|a| over a's finite values.
+public func worstDifference(_ a: [Float], _ b: [Float]) -> (worst: Float, at: Int, scale: Float) {
+  let scale = a.lazy.filter(\.isFinite).map(abs).max() ?? 0
+  var worst: Float = 0, at = 0
+  for i in a.indices {
+    let d = a[i].isFinite && b[i].isFinite ? abs(a[i] - b[i]) : .infinity
+    if d > worst || (d == .infinity && worst < .infinity) { (worst, at) = (d, i) }
+  }
+  return (worst, at, scale)
 }

@@ -55,7 +55,7 @@ public struct GradCheck {
 
   /// The largest combined error min(|a-b|, |a-b|/(|a|+|b|)) over `samples` coordinates of every parameter,
   /// comparing `gradients` (by default the symbolic ones) with central differences. Every parameter must
-  /// have a gradient: a missing one is an error, not a parameter skipped.
+  /// have a gradient: a missing one is an error, not a parameter skipped. A non-finite gradient gives infinity.
   public func maxError(samples: Int = 6, h: Double = 1e-6, gradients: [String: Tensor<Double>]? = nil) throws -> (error: Double, checked: Int) {
     let grads = try gradients ?? symbolicGradients()
     var worst = 0.0, checked = 0
@@ -69,7 +69,9 @@ public struct GradCheck {
         minus[name]!.data[i] -= h
         let numeric = (try loss(plus) - loss(minus)) / (2 * h)
         let d = abs(numeric - g.data[i])
-        worst = max(worst, min(d, d / (abs(numeric) + abs(g.data[i]) + 1e-12)))
+        // A NaN or infinite gradient (either kind) is the worst error there is; `max` would keep `worst` over a NaN.
+        let e = min(d, d / (abs(numeric) + abs(g.data[i]) + 1e-12))
+        worst = e.isFinite ? max(worst, e) : .infinity
         checked += 1
       }
     }

@@ -103,6 +103,15 @@ import Testing
     #expect(error > 1e-3, "a gradient off by 0.01 went unnoticed (worst error \(error))")
   }
 
+  @Test(arguments: [Double.nan, .infinity, -.infinity]) func aNonFiniteGradientIsCaught(_ bad: Double) throws {
+    // One NaN or infinite element must fail the check, wherever the samples fall: every element is bad here.
+    let check = try GradCheck(source: Self.graphs[2].1, batch: 2)
+    var g = try check.symbolicGradients()
+    g["a.weight"]!.data = g["a.weight"]!.data.map { _ in bad }
+    let (error, _) = try check.maxError(gradients: g)
+    #expect(error == .infinity, "a gradient of \(bad) gave worst error \(error)")
+  }
+
   @Test func aMissingGradientIsAnError() throws {
     let check = try GradCheck(source: Self.graphs[2].1, batch: 2)
     var g = try check.symbolicGradients()

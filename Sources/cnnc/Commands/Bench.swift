@@ -21,6 +21,11 @@ struct Bench: ParsableCommand {
       RSS, test accuracy, threads, the OpenBLAS kernel, and GFLOP/s against a sgemm peak measured now.
       """)
 
+  /// The training batch of the protocol.
+  static let batch = 64
+  /// The most epochs, steps and batch-1 images a benchmark may ask for.
+  static let maxEpochs = 100, maxSteps = 1_000_000, maxSingles = 10_000_000
+
   /// The batch of the inference throughput figure (the peers' scripts time the same).
   let inferenceBatch = 1000
 
@@ -48,6 +53,12 @@ struct Bench: ParsableCommand {
     guard steps >= 1 else { throw ValidationError("--steps must be at least 1") }
     guard singles >= 5 else { throw ValidationError("--singles must be at least 5") }
     guard scalingLayers.allSatisfy({ (1...5000).contains($0) }) else { throw ValidationError("--scaling-layers takes chain lengths from 1 to 5000") }
+    // Bounds that keep a mistyped count from running for days; the figures settle long before them.
+    if let epochs, epochs > Self.maxEpochs { throw ValidationError("--epochs must be at most \(Self.maxEpochs), got \(epochs)") }
+    guard steps <= Self.maxSteps else { throw ValidationError("--steps must be at most \(Self.maxSteps), got \(steps)") }
+    guard singles <= Self.maxSingles else { throw ValidationError("--singles must be at most \(Self.maxSingles), got \(singles)") }
+    guard shards >= 1, Self.batch % shards == 0 else { throw ValidationError("--shards must divide the batch of \(Self.batch) into equal parts, got \(shards)") }
+    try validateThreads(threads)
   }
 
   func run() throws {
@@ -67,7 +78,8 @@ struct Bench: ParsableCommand {
       let testSet = try ImageDataset.loadSet(directory: data ?? defaultDataDirectory(), training: false)
       if backend == "jit" {
         // The warm figure's cache is a directory of its own, so the cold figure is cold whatever ran before.
-        let cacheDirectory = URL(fileURLWithPath: NSTemporaryDirectory()).appendingPathComponent("cnnc-bench-objects-\(getpid())")
+        // A new private directory (mkdtemp, mode 0700): a name another user could have made first is never adopted.
+        let cacheDirectory = URL(fileURLWithPath: try makeTemporaryDirectory(prefix: "cnnc-bench-objects"))
         defer { try? FileManager.default.removeItem(at: cacheDirectory) }
         let jit = { (cache: ObjectCache?) in { (batch: Int, opt: Optimizer, calls: [Int]) in
           try CompiledBackend(name: "jit", graph: f.graph, batch: batch, optimizer: opt, compiler: try JITCompiler(target: target, cache: cache),
@@ -85,11 +97,11 @@ struct Bench: ParsableCommand {
   /// in a cache of the bench's own), also times a compile that finds every module in that cache.
   func measure<C>(_ f: GraphFile, _ make: (Int, Optimizer, [Int]) throws -> CompiledBackend<C>, _ trainSet: ImageDataset, _ testSet: ImageDataset, _ core: String, _ target: Target,
                   cached: ((Int, Optimizer, [Int]) throws -> CompiledBackend<C>)? = nil) throws {
-    let batch = 64
+    let batch = Self.batch
     let shapes = try f.run { () throws(DiagnosticList) in try inferShapes(f.graph, batch: batch) }
     let flopsForward = summarize(f.graph, shapes).reduce(0) { $0 + $1.flopsPerImage }
     let opt = Optimizer(kind: .adam, learningRate: 1e-3)
-    var options = TrainingOptions(outputDirectory: NSTemporaryDirectory() + "cnnc-bench-\(getpid())")
+    var options = TrainingOptions(outputDirectory: "")  // the benchmark writes no checkpoints
     options.seed = seed
     options.evalBatch = inferenceBatch
     let start = Date()
@@ -99,6 +111,7 @@ struct Bench: ParsableCommand {
     let b = try make(batch, opt, calls)
     let compileSeconds = Date().timeIntervalSince(start)
     var trainer = try Trainer(backend: b, graph: f.graph, parameters: Parameters(graph: f.graph, shapes: shapes, seed: seed), optimizer: opt, options: options)
+    try check(trainSet, testSet, classes: trainer.classes, imageDims: shapes[f.graph.inputs.first { $0.dtype == .f32 }!.name]!.dims)
 
     let px = trainSet.imageBytes
     let (firstStep, trainRate) = try timeTraining(&trainer, trainSet, batch: batch)
@@ -139,6 +152,19 @@ struct Bench: ParsableCommand {
     var fields = json.map { "  \"\($0.0)\": \($0.1)" }
     if profile { fields += try profileFields(trainer.backend, testSet, px: px) }
     print("{\n" + fields.joined(separator: ",\n") + "\n}")
+  }
+
+  /// Refuses data the protocol cannot time: too few training images for an untimed first step and a timed one,
+  /// labels past the graph's classes, images of another size.
+  func check(_ trainSet: ImageDataset, _ testSet: ImageDataset, classes: Int, imageDims: [Int]) throws {
+    guard trainSet.count >= 2 * Self.batch else {
+      throw DataError("the benchmark needs at least \(2 * Self.batch) training images (an untimed first step and a timed one of batch \(Self.batch)); \(trainSet.path) has \(trainSet.count)")
+    }
+    guard testSet.count >= 1 else { throw DataError("the benchmark needs test images; \(testSet.path) has none") }
+    for set in [trainSet, testSet] {
+      try set.validateLabels(classes: classes)
+      try set.validateImages(forInput: imageDims)
+    }
   }
 
   /// The first training step alone, then images/s over timed steps or whole epochs after the first.

@@ -66,6 +66,8 @@ struct Train: ParsableCommand {
   @Option(parsing: .unconditional, help: "Normalisation standard deviation (> 0), or one per channel, as many as --mean.") var std: String?
   @Option(parsing: .unconditional, help: "Directory for checkpoints (default runs/GRAPH).") var out: String?
   @Flag(help: "Continue from the checkpoint in the output directory.") var resume = false
+  @Flag(help: "Start afresh in an output directory that holds an earlier run, deleting its checkpoints (without it, such a directory is refused).")
+  var overwrite = false
   @Option(parsing: .unconditional, help: "Split every batch into this many shards, computed in parallel; every back end (the interpreter too) averages the shard gradients in shard order. Results depend on the shard count, never on --threads.")
   var shards: Int = 2
   @Option(parsing: .unconditional, help: "Threads for the shards (default: all CPUs).") var threads: Int?
@@ -91,7 +93,7 @@ struct Train: ParsableCommand {
     guard Optimizer.Kind(rawValue: optimizer) != nil else { throw ValidationError("--optimizer must be adam or sgd") }
     if let steps, steps < 1 { throw ValidationError("--steps must be at least 1") }
     guard shards >= 1, batch % shards == 0 else { throw ValidationError("--batch \(batch) must split into --shards \(shards) equal parts") }
-    if let threads, threads < 1 { throw ValidationError("--threads must be at least 1") }
+    try validateThreads(threads)
     do { _ = try LRSchedule(parsing: lrSchedule) } catch { throw ValidationError("\(error)") }
     if restoreBest, val == 0 { throw ValidationError("--restore-best needs a validation split to choose the best epoch: add --val, e.g. --val 0.2") }
     guard TrainingOptions.ValidationSplit(rawValue: valSplit) != nil else { throw ValidationError("--val-split must be random or last, got '\(valSplit)'") }
@@ -147,12 +149,19 @@ struct Train: ParsableCommand {
       // One run per directory: the lock lives as long as this process, and what killed runs left is removed.
       if !quiet {
         lock = try RunLock(directory: outDir)
-        RunDirectory(outDir).removeStaleTemporaries()
-        try writeAtomically(f.source, to: Path.join(outDir, "model.graph"))
+        let run = RunDirectory(outDir)
+        run.removeStaleTemporaries()
+        if !resume, let step = run.newestStep() {
+          guard overwrite else {
+            throw DataError("\(outDir) holds a run (checkpoint of step \(step)); continue it with --resume, start afresh there with --overwrite, or choose another --out")
+          }
+          try run.removeRun()
+        }
       }
       let opt = Optimizer(kind: Optimizer.Kind(rawValue: optimizer)!, learningRate: lr, momentum: momentum, weightDecay: weightDecay)
       var options = trainingOptions(outDir, primary: mpi.map { $0.rank == 0 } ?? true)
       options.normalization = normalization(trainSet)
+      options.dataFingerprint = trainSet.fingerprint()
       options.augmentation = try augment.map { try Augmentation(parsing: $0) } ?? .none
       // Only the primary evaluates; the evaluation programs are compiled with the training step.
       let calls = options.primary ? options.trainingEvaluationCalls(trainCount: trainSet.count, testCount: testSet.count) : []
@@ -164,15 +173,15 @@ struct Train: ParsableCommand {
         let cached = c.modulesFromCache == 0 ? "" : c.modulesFromCache == c.modulesCompiled ? ", every module from the cache" : ", \(c.modulesFromCache) of \(c.modulesCompiled) modules from the cache"
         say(String(format: "jit: %.3f s before step 1 (lowering and IR %.3f s, optimisation (%@) and code generation on %d threads %.3f s%@, linking %.3f s); the evaluation programs compile meanwhile",
                    b.compileSeconds, b.compileSeconds - c.optimizeSeconds - c.codegenSeconds, Module.pipeline, c.compileThreads, c.optimizeSeconds, cached, c.codegenSeconds))
-        try runCompiled(b, Trainer(backend: b, graph: f.graph, parameters: params, optimizer: opt, options: options), trainSet, testSet, outDir, mpi)
+        try runCompiled(b, Trainer(backend: b, graph: f.graph, parameters: params, optimizer: opt, options: options), trainSet, testSet, outDir, mpi, f.source)
       } else if backend == "swift" {
         let b = try CompiledBackend(name: "swift", graph: f.graph, batch: batch, optimizer: opt,
                                     compiler: try SwiftCompiler(source: f.path, target: target), inferenceCalls: calls, shards: shards, threads: threads, mpi: mpi)
         say(String(format: "swift: generated, compiled (swiftc -Ounchecked) and loaded in %.3f s%@", b.compileSeconds,
                      b.compiler.cacheHits > 0 ? " (cached library)" : ""))
-        try runCompiled(b, Trainer(backend: b, graph: f.graph, parameters: params, optimizer: opt, options: options), trainSet, testSet, outDir, mpi)
+        try runCompiled(b, Trainer(backend: b, graph: f.graph, parameters: params, optimizer: opt, options: options), trainSet, testSet, outDir, mpi, f.source)
       } else {
-        try run(Trainer(backend: try InterpreterBackend(graph: f.graph, shards: shards), graph: f.graph, parameters: params, optimizer: opt, options: options), trainSet, testSet, outDir)
+        try run(Trainer(backend: try InterpreterBackend(graph: f.graph, shards: shards), graph: f.graph, parameters: params, optimizer: opt, options: options), trainSet, testSet, outDir, f.source)
       }
     }
     // Written once the training back end and its buffers are gone, so the report adds nothing to peak memory.
@@ -227,14 +236,15 @@ struct Train: ParsableCommand {
 
   /// Trains with a compiled back end; under MPI, then checks that every rank ends with the same weights.
   func runCompiled<C>(_ b: CompiledBackend<C>, _ t: Trainer<CompiledBackend<C>>, _ trainSet: ImageDataset, _ testSet: ImageDataset,
-                      _ outDir: String, _ mpi: MPIRuntime?) throws {
-    try run(t, trainSet, testSet, outDir)
+                      _ outDir: String, _ mpi: MPIRuntime?, _ graphSource: [UInt8]) throws {
+    try run(t, trainSet, testSet, outDir, graphSource)
     if let mpi, let h = try b.checkRanksAgree() {
       say("all \(mpi.size) ranks hold identical weights (hash \(String(h, radix: 16)))")
     }
   }
 
-  func run<B: Backend>(_ t: Trainer<B>, _ trainSet: ImageDataset, _ testSet: ImageDataset, _ outDir: String) throws {
+  /// Trains; the run directory gets the graph once a resumed checkpoint is known to be this graph's.
+  func run<B: Backend>(_ t: Trainer<B>, _ trainSet: ImageDataset, _ testSet: ImageDataset, _ outDir: String, _ graphSource: [UInt8]) throws {
       var trainer = t
       trainer.checkNumerics = checkNumerics
       // SIGINT: finish the current step, save a resumable checkpoint, exit 130. A second one exits at once;
@@ -262,6 +272,8 @@ struct Train: ParsableCommand {
         try trainer.resume(from: outDir)
         say("resumed from \(outDir) at step \(trainer.optimizer.step)")
       }
+      // The run directory keeps the graph it trained, so reports and evaluation need nothing else.
+      if !quiet { try writeAtomically(graphSource, to: Path.join(outDir, "model.graph")) }
       say("training \(trainer.graph.name) with the \(trainer.backend.name) back end: \(formatCount(trainer.parameters.count)) parameters, batch \(batch), \(trainer.optimizer.settings), seed \(seed), inputs \(trainer.options.normalization)\(trainer.options.augmentation.transforms.isEmpty ? "" : ", augment \(trainer.options.augmentation)")\(trainer.options.schedule == .constant ? "" : ", lr schedule \(trainer.options.schedule)")")
       attachProgress(&trainer)
       _ = try trainer.train(train: trainSet, test: testSet)

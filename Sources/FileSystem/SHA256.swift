@@ -1,4 +1,4 @@
-/// SHA-256 (FIPS 180-4): the object cache's keys and its entries' checksums. A cache key names what
+/// SHA-256 (FIPS 180-4): the compile caches' keys and their entries' checksums. A cache key names what
 /// the object code was made from, so two different modules must never share one: a 256-bit digest makes
 /// that a non-event, where a fast 64-bit hash would leave it to chance.
 public struct SHA256 {
