@@ -4,7 +4,7 @@ CNNC     = .build/release/cnnc
 GRAPHS   = $(wildcard Graphs/*.graph)
 APT_PKGS = llvm-19-dev libopenblas-dev zlib1g-dev gcc openmpi-bin libopenmpi-dev gcc-aarch64-linux-gnu qemu-user
 
-.PHONY: deps build release test train generate check-generated bench bench-compare fashion-compare onnx-check batchnorm-check interop fuzz fuzz-graphs report-screenshot sz clean
+.PHONY: deps build release test train generate check-generated bench bench-compare fashion-compare onnx-check batchnorm-check interop fuzz fuzz-cli fuzz-graphs report-screenshot sz clean
 
 deps:
 	@missing=""; for p in $(APT_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -27,7 +27,7 @@ test: release
 
 # The main job: SimpleCNN on the bundled MNIST with the LLVM JIT back end.
 train: release
-	$(CNNC) train Graphs/simplecnn.graph --jit --epochs 3
+	$(CNNC) train Graphs/simplecnn.graph --jit --epochs 3 --overwrite
 
 # Generated/ is rendered for fixed named targets, so it is the same bytes on every build machine:
 # AVX2 (x86-64-v3) for every graph, and AVX-512 (x86-64-v4) for SimpleCNN as well.
@@ -62,10 +62,17 @@ $(VENV)/bin/python:
 	python3 -m venv $(VENV) && $(VENV)/bin/pip install -q safetensors numpy
 
 interop: release $(VENV)/bin/python
-	$(CNNC) train Graphs/simplecnn.graph --jit --steps 50 --out .build/interop >/dev/null
+	$(CNNC) train Graphs/simplecnn.graph --jit --steps 50 --out .build/interop --overwrite >/dev/null
 	$(VENV)/bin/python Scripts/interop.py check .build/interop/weights.safetensors
 	$(VENV)/bin/python Scripts/interop.py write .build/interop/from-pytorch.safetensors
 	$(CNNC) eval Graphs/simplecnn.graph --weights .build/interop/from-pytorch.safetensors | head -1
+
+# The command-line fuzzer (Tests/EndToEndTests/CLIFuzzTests.swift) at length: FUZZ_CLI_RUNS hostile command lines
+# (make test runs 240), seeded by FUZZ_CLI_SEED; any signal, hang, unexpected exit status or raw dump fails.
+FUZZ_CLI_RUNS ?= 3000
+FUZZ_CLI_SEED ?= 20261206
+fuzz-cli: release
+	CNNC_FUZZ_RUNS=$(FUZZ_CLI_RUNS) CNNC_FUZZ_SEED=$(FUZZ_CLI_SEED) $(SWIFT) test -c release --filter CLIFuzzTests
 
 # Coverage-guided fuzzing with libFuzzer: TARGET=graph (the whole pipeline to the memory plan), safetensors,
 # idx (raw and gzip), png, onnx (import, shapes, lowering), or all (the default), FUZZ_SECONDS each. Crashes land in Fuzz/regressions/TARGET/,
@@ -84,7 +91,7 @@ fuzz: release
 	    png) cp Tests/Fixtures/*.png .build-fuzz/corpus/$$t/ ;; \
 	    onnx) cp Tests/Fixtures/onnx/*.onnx .build-fuzz/corpus/$$t/ ;; \
 	    idx) cp data/mnist/t10k-labels-idx1-ubyte.gz .build-fuzz/corpus/$$t/ ;; \
-	    safetensors) $(CNNC) train Graphs/tiny.graph --jit --steps 2 --out .build-fuzz/seed-run --no-report >/dev/null && \
+	    safetensors) $(CNNC) train Graphs/tiny.graph --jit --steps 2 --out .build-fuzz/seed-run --overwrite --no-report >/dev/null && \
 	      cp .build-fuzz/seed-run/weights.safetensors .build-fuzz/seed-run/optimizer.safetensors .build-fuzz/corpus/$$t/ ;; \
 	  esac; \
 	  echo "fuzzing $$t for $(FUZZ_SECONDS) s"; \
@@ -132,7 +139,7 @@ FASHION_SCHEDULE ?= cosine
 FASHION_CNNC_FLAGS = $(if $(filter flip,$(FASHION_AUGMENT)),--augment flip) $(if $(filter cosine,$(FASHION_SCHEDULE)),--lr-schedule cosine)
 fashion-compare: release $(PEERS)/bin/python
 	@[ -f $(FASHION)/train-images-idx3-ubyte.gz ] || $(MAKE) deps APT_PKGS=dataset-fashion-mnist
-	$(CNNC) train Graphs/bncnn.graph --jit --data $(FASHION) --epochs $(FASHION_EPOCHS) --normalize data $(FASHION_CNNC_FLAGS) --out .build/fashion-cnnc --no-report \
+	$(CNNC) train Graphs/bncnn.graph --jit --data $(FASHION) --epochs $(FASHION_EPOCHS) --normalize data $(FASHION_CNNC_FLAGS) --out .build/fashion-cnnc --overwrite --no-report \
 	  | grep 'test acc' | tee .build/fashion-cnnc.txt
 	$(PEERS)/bin/pip install -q safetensors
 	$(PEERS)/bin/python Scripts/fashion_compare.py $(FASHION) $(FASHION_EPOCHS) .build/fashion-pytorch.safetensors \
@@ -157,7 +164,7 @@ onnx-check: release $(PEERS)/bin/python
 # buffers and num_batches_tracked included) must predict the MNIST test set exactly as `cnnc eval` does.
 batchnorm-check: release $(PEERS)/bin/python
 	$(PEERS)/bin/pip install -q safetensors
-	$(CNNC) train Graphs/bncnn.graph --jit --steps 200 --out .build/bn-check > /dev/null
+	$(CNNC) train Graphs/bncnn.graph --jit --steps 200 --out .build/bn-check --overwrite > /dev/null
 	correct=$$($(CNNC) eval Graphs/bncnn.graph --weights .build/bn-check/weights.safetensors | sed -n 's/.*(\([0-9]*\) of.*/\1/p' | head -1); \
 	$(PEERS)/bin/python Scripts/batchnorm_check.py .build/bn-check/weights.safetensors data/mnist $$correct
 
@@ -165,8 +172,8 @@ batchnorm-check: release $(PEERS)/bin/python
 report-screenshot: release
 	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
 	rm -rf .build/report-1 .build/report-early
-	$(CNNC) train Graphs/simplecnn.graph --jit --epochs 1 --out .build/report-1
-	$(CNNC) train Graphs/tiny.graph --jit --epochs 15 --lr 0.01 --val 0.2 --patience 3 --out .build/report-early
+	$(CNNC) train Graphs/simplecnn.graph --jit --epochs 1 --out .build/report-1 --overwrite
+	$(CNNC) train Graphs/tiny.graph --jit --epochs 15 --lr 0.01 --val 0.2 --patience 3 --out .build/report-early --overwrite
 	for r in report-1 report-early; do \
 	  chromium --headless --no-sandbox --disable-gpu --hide-scrollbars --window-size=1300,3400 \
 	    --screenshot=$(CURDIR)/.build/$$r/report.png file://$(CURDIR)/.build/$$r/report.html 2>/dev/null; \

@@ -53,8 +53,8 @@ let package = Package(
     .testTarget(name: "FileSystemTests", dependencies: ["FileSystem"]),
     .testTarget(name: "RuntimeTests", dependencies: ["FileSystem", "GraphIR", "Passes", "Runtime", "CNNCTestSupport"]),
     .testTarget(name: "BackendTests", dependencies: ["FileSystem", "LLVMBackend", "SwiftBackend", "Runtime", "COpenBLAS", "CNNCTestSupport"]),
-    .testTarget(name: "ONNXTests", dependencies: ["ONNX", "GraphIR", "Passes", "Runtime", "CNNCTestSupport"]),
-    .testTarget(name: "EndToEndTests", dependencies: ["CNNCTestSupport"]),
+    .testTarget(name: "ONNXTests", dependencies: ["FileSystem", "ONNX", "GraphIR", "Passes", "Runtime", "CNNCTestSupport"]),
+    .testTarget(name: "EndToEndTests", dependencies: ["CNNCTestSupport", "FileSystem", "Runtime"]),
     .testTarget(name: "FuzzTargetsTests", dependencies: ["FuzzTargets", "GraphIR", "Passes", "Runtime", "CNNCTestSupport"]),
   ]
 )

@@ -127,11 +127,11 @@ for name, module in [("simplecnn", SimpleCNN()), ("convnet", ConvNet()), ("mnist
           f"on 100 test images {diffs[0]:.2e} (TorchScript exporter, opset 17), {diffs[1]:.2e} (default exporter, opset 18, external weights)")
     if diff > 1e-4 or not counted:
         failures.append(name)
-    trained = run("train", path, "--jit", "--epochs", "1", *(["--steps", steps] if steps else []), "--out", f"{work}/run-{name}", "--no-report")
+    trained = run("train", path, "--jit", "--epochs", "1", *(["--steps", steps] if steps else []), "--out", f"{work}/run-{name}", "--no-report", "--overwrite")
     print("  " + [line for line in trained.splitlines() if line.startswith("epoch 1:")][0])
 
 # 2. cnnc -> ONNX -> ONNX Runtime.
-run("train", "Graphs/simplecnn.graph", "--jit", "--epochs", "1", *(["--steps", steps] if steps else []), "--out", f"{work}/run-export", "--no-report")
+run("train", "Graphs/simplecnn.graph", "--jit", "--epochs", "1", *(["--steps", steps] if steps else []), "--out", f"{work}/run-export", "--no-report", "--overwrite")
 weights = f"{work}/run-export/weights.safetensors"
 print(run("export", "Graphs/simplecnn.graph", "--weights", weights, "-o", f"{work}/simplecnn-trained.onnx").strip())
 onnx.checker.check_model(onnx.load(f"{work}/simplecnn-trained.onnx"), full_check=True)

@@ -47,7 +47,9 @@ public enum Path {
   public static func stem(_ path: String) -> String { deletingExtension(lastComponent(path)) }
 
   /// Whether the path ends in a slash after a name, so that it can only name a directory ("out/").
-  public static func namesDirectory(_ path: String) -> Bool { path.count > 1 && path.hasSuffix("/") || path == "." || path == ".." || path.hasSuffix("/.") || path.hasSuffix("/..") }
+  public static func namesDirectory(_ path: String) -> Bool {
+    path.hasSuffix("/") || [".", ".."].contains(lastComponent(path))
+  }
 
   /// `path` without trailing slashes, except that "/" (and "//", ...) stays "/".
   static func trimmingTrailingSlashes(_ path: String) -> String {

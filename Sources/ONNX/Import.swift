@@ -186,8 +186,9 @@ struct Translator {
       throw fail(node, "'\(t.name)' names no external data file in the model's directory")
     }
     let directory = Path.parent(path), file = Path.join(directory, location)
+    guard fileStatus(file) != nil else { throw fail(node, "'\(t.name)' keeps its data in \(file), which cannot be read: \(String(cString: strerror(errno)))") }
     guard isInside(file, directory: directory) else {
-      throw fail(node, "'\(t.name)' keeps its data in \(file), which is missing or (through a symbolic link) outside the model's directory")
+      throw fail(node, "'\(t.name)' keeps its data in \(file), which a symbolic link places outside the model's directory")
     }
     let offset = Int(entries["offset"] ?? "0"), length = entries["length"].map { Int($0) }
     guard let offset, offset >= 0, length.map({ $0.map { (0...ONNXImport.maxFileBytes).contains($0) } ?? false }) ?? true else {

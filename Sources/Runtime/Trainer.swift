@@ -62,6 +62,9 @@ public struct EpochReport: Sendable, Codable {
   /// How `history.json` spells a non-finite figure (a diverged loss): JSON has no such numbers.
   static let nonFinite = (positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
 
+  /// The largest history.json read (a run of a million epochs' figures is well under it).
+  public static let maxHistoryBytes = 1 << 30
+
   /// The encoder of `history.json`: sorted keys, indented, non-finite figures as the strings of `nonFinite`.
   public static func historyEncoder() -> JSONEncoder {
     let encoder = JSONEncoder()
@@ -270,8 +273,8 @@ public struct Trainer<B: Backend> {
     optimizer.state = [:]
     partial = EpochSums(metadata: os.metadata)
     let historyFile = Path.join(source, RunDirectory.historyFile)
-    if let data = FileManager.default.contents(atPath: historyFile) {
-      history = try EpochReport.decodeHistory(data, path: historyFile)
+    if fileStatus(historyFile) != nil {
+      history = try EpochReport.decodeHistory(Data(try readRegularFile(historyFile, maxBytes: EpochReport.maxHistoryBytes)), path: historyFile)
     }
   }
 
@@ -394,8 +397,8 @@ public struct Trainer<B: Backend> {
   /// last step, which the top-level file linked to, stays intact for --resume). Returns the best epoch, or
   /// nil when there is none.
   public func restoreBest() throws -> Int? {
-    guard options.primary, let b = best, let bytes = FileManager.default.contents(atPath: bestPath) else { return nil }
-    try writeAtomically([UInt8](bytes), to: weightsPath)
+    guard options.primary, let b = best, fileStatus(bestPath) != nil else { return nil }
+    try writeAtomically(try readRegularFile(bestPath, maxBytes: SafeTensors.maxFileBytes), to: weightsPath)
     return b.epoch
   }
 

@@ -77,9 +77,9 @@ public struct SwiftCompiler: ProgramCompiler {
 
   /// The cache directory when it is usable (private, writable), else a new private temporary directory.
   func workingDirectory() throws -> (path: String, temporary: Bool) {
-    if let problem = try? preparePrivateDirectory(cacheDirectory), problem == nil, access(cacheDirectory, W_OK) == 0 {
-      return (cacheDirectory, false)
-    }
+    do {
+      if try preparePrivateDirectory(cacheDirectory) == nil, access(cacheDirectory, W_OK) == 0 { return (cacheDirectory, false) }
+    } catch {}
     return (try makeTemporaryDirectory(prefix: "cnnc-swift"), true)
   }
 

@@ -126,6 +126,24 @@ enum TestTargets {
     // Feature switches move the ISA class the kernels are shaped for.
     #expect(try Target.resolve(cpu: "x86-64-v4", triple: nil, features: "-avx512f", runsHere: false).isa == .avx2)
   }
+
+  /// Code for another system's object format and calling convention is written, never run here; the features
+  /// the x86-64 ABI needs cannot be switched off.
+  @Test func otherSystemsAndTheABIsFeaturesAreRefusedForRunning() throws {
+    let host = Target.host()
+    let arch = host.isa == .neon ? "aarch64" : "x86_64"
+    for system in ["pc-windows-msvc", "w64-windows-gnu", "apple-macosx14", "unknown-freebsd"] {
+      #expect(throws: TargetError.self, "\(system)") { _ = try Target.resolve(cpu: nil, triple: "\(arch)-\(system)", features: nil, runsHere: true) }
+      #expect(try Target.resolve(cpu: nil, triple: "\(arch)-\(system)", features: nil, runsHere: false).triple == "\(arch)-\(system)")
+    }
+    // The vendor part does not matter.
+    if host.triple.hasSuffix("linux-gnu") { _ = try Target.resolve(cpu: nil, triple: "\(arch)-unknown-linux-gnu", features: nil, runsHere: true) }
+    if host.isa != .neon {
+      for f in ["-sse", "-sse2", "+avx2,-x87"] {
+        #expect(throws: TargetError.self, "\(f)") { _ = try Target.resolve(cpu: "x86-64-v3", triple: nil, features: f, runsHere: false) }
+      }
+    }
+  }
 }
 
 /// The kernel benchmark's programs compute what they time: its GEMM (odd shapes, so every remainder

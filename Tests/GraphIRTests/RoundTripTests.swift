@@ -12,6 +12,34 @@ import Testing
 
   @Test func thereAreExampleGraphs() { #expect(Self.graphs.count >= 7) }
 
+  /// Format 1.2: a minus sign before a digit makes a negative number; each attribute's range still rules.
+  @Test func negativeNumbersParseAndRoundTrip() throws {
+    let source = { (slope: String, padding: String) in """
+      graph neg
+      input x: f32[N, 1, 8, 8]
+      input label: i32[N]
+      c = conv2d(x, filters: 2, kernel: 3, padding: \(padding))
+      a = leaky_relu(c, slope: \(slope))
+      f = flatten(a)
+      d = dense(f, units: 3)
+      loss = cross_entropy(d, label)
+      output d
+      minimize loss
+      """ }
+    let g = try Parser.parse(source("-0.5", "1"), defaultName: "neg")
+    #expect(Printer.print(g).contains("slope: -0.5"))
+    #expect(try Parser.parse(Printer.print(g), defaultName: "neg") == g)
+    #expect(try Parser.parse(source("-2", "0"), defaultName: "neg") != g)
+    do {
+      _ = try Parser.parse(source("0.1", "-1"), defaultName: "neg")
+      Issue.record("padding -1 was accepted")
+    } catch {
+      #expect("\(error)".contains("'padding' must be non-negative, got -1"), "\(error)")
+    }
+    // A minus sign apart from its digits is still not a number.
+    #expect(throws: (any Error).self) { try Parser.parse(source("- 0.5", "1"), defaultName: "neg") }
+  }
+
   @Test(arguments: graphs) func parsePrintParse(_ name: String) throws {
     let g = try Self.load(name)
     try Verifier.verify(g)

@@ -30,7 +30,7 @@ func writeReport(runDirectory dir: String, data: String) throws -> String {
   // A run without a history yet (killed before its first checkpoint) has no curves; a damaged one is an error.
   let historyPath = Path.join(dir, RunDirectory.historyFile)
   let history = fileStatus(historyPath) == nil ? []
-    : try EpochReport.decodeHistory(Data(try readRegularFile(historyPath, maxBytes: maxHistoryBytes)), path: historyPath)
+    : try EpochReport.decodeHistory(Data(try readRegularFile(historyPath, maxBytes: EpochReport.maxHistoryBytes)), path: historyPath)
   let test = try ImageDataset.loadSet(directory: data, training: false)
   // Small batches keep the inference arena (and so peak memory) small; the test set takes a moment either way.
   let batch = 100
@@ -78,9 +78,6 @@ func writeReport(runDirectory dir: String, data: String) throws -> String {
   try writeAtomically(Array(Report.html(report).utf8), to: out)
   return out
 }
-
-/// The largest history.json read (a run of a million epochs' figures is well under it).
-let maxHistoryBytes = 1 << 30
 
 /// How many conv layers the report shows feature maps of (the first ones).
 let reportedConvLayers = 2
