@@ -24,6 +24,7 @@ release: deps
 test: release
 	$(SWIFT) test -c release
 	$(MAKE) check-generated
+	$(MAKE) sz
 
 # The main job: SimpleCNN on the bundled MNIST with the LLVM JIT back end.
 train: release
@@ -52,7 +53,7 @@ bench: release
 clean:
 	rm -rf .build
 
-# Lines per target and the functions over the length budget (LONG_FUNCTION, default 60).
+# Lines per target; fails on a function over the length budget (LONG_FUNCTION, default 60; signatures count).
 sz:
 	@sh Scripts/sz.sh
 
@@ -68,8 +69,8 @@ interop: release $(VENV)/bin/python
 	$(CNNC) eval Graphs/simplecnn.graph --weights .build/interop/from-pytorch.safetensors | head -1
 
 # The command-line fuzzer (Tests/EndToEndTests/CLIFuzzTests.swift) at length: FUZZ_CLI_RUNS hostile command lines
-# (make test runs 240), seeded by FUZZ_CLI_SEED; any signal, hang, unexpected exit status or raw dump fails.
-FUZZ_CLI_RUNS ?= 3000
+# (make test runs 400), seeded by FUZZ_CLI_SEED; any signal, hang, unexpected exit status or raw dump fails.
+FUZZ_CLI_RUNS ?= 5000
 FUZZ_CLI_SEED ?= 20261206
 fuzz-cli: release
 	CNNC_FUZZ_RUNS=$(FUZZ_CLI_RUNS) CNNC_FUZZ_SEED=$(FUZZ_CLI_SEED) $(SWIFT) test -c release --filter CLIFuzzTests

@@ -116,15 +116,7 @@ extension Target {
       throw TargetError(description: "unknown CPU '\(name)' for \(triple); known CPUs by ISA: \(KnownCPUs.list(aarch64: aarch64))")
     }
     var extra = features ?? ""
-    let added = Set(extra.split(separator: ",").filter { $0.hasPrefix("+") }.map { String($0.dropFirst()) })
-    let removed = Set(extra.split(separator: ",").filter { $0.hasPrefix("-") }.map { String($0.dropFirst()) })
-    for bad in extra.split(separator: ",") where !(bad.hasPrefix("+") || bad.hasPrefix("-")) || bad.count < 2 {
-      throw TargetError(description: "bad feature '\(bad)' in --features: write +name or -name, comma-separated (e.g. +avx2,-avx512f)")
-    }
-    // The x86-64 calling convention returns and passes floats in SSE registers: code without them cannot be made.
-    if !aarch64, let needed = removed.first(where: KnownCPUs.x86Baseline.contains) {
-      throw TargetError(description: "--features -\(needed): every x86-64 CPU has \(needed), and the x86-64 calling convention needs it for float arguments and results; remove it from --features")
-    }
+    let (added, removed) = try parseFeatures(extra, triple: triple, aarch64: aarch64, host: host)
     // Features switched on or off move the ISA class the kernels are shaped for.
     if !aarch64 {
       if isa < .avx512, KnownCPUs.required[.avx512]!.filter({ !["avx2", "fma"].contains($0) }).allSatisfy(added.contains) { isa = .avx512 }
@@ -148,6 +140,29 @@ extension Target {
     return Target(triple: triple, cpu: name, features: name == host.cpu && features == nil ? host.features : extra, isa: isa,
                   l1: sameMachine ? host.l1 : nominal.l1, l2: sameMachine ? host.l2 : nominal.l2,
                   l3: sameMachine ? host.l3 : nominal.l3, cores: sameMachine ? host.cores : 2, origin: .override)
+  }
+}
+
+extension Target {
+  /// The features `--features` switches on and off, refused when malformed, unknown to LLVM (for the host's
+  /// architecture, whose list names every feature LLVM knows for it; LLVM would only warn and ignore them) or
+  /// needed by the x86-64 calling convention, which passes and returns floats in SSE registers.
+  static func parseFeatures(_ list: String, triple: String, aarch64: Bool, host: Target) throws -> (added: Set<String>, removed: Set<String>) {
+    let added = Set(list.split(separator: ",").filter { $0.hasPrefix("+") }.map { String($0.dropFirst()) })
+    let removed = Set(list.split(separator: ",").filter { $0.hasPrefix("-") }.map { String($0.dropFirst()) })
+    for bad in list.split(separator: ",") where !(bad.hasPrefix("+") || bad.hasPrefix("-")) || bad.count < 2 {
+      throw TargetError(description: "bad feature '\(bad)' in --features: write +name or -name, comma-separated (e.g. +avx2,-avx512f)")
+    }
+    if aarch64 == (host.isa == .neon) {
+      let known = Set(host.features.split(separator: ",").map { String($0.dropFirst()) })
+      if let unknown = added.union(removed).sorted().first(where: { !known.contains($0) }) {
+        throw TargetError(description: "unknown feature '\(unknown)' in --features for \(triple) (features are LLVM's names, e.g. avx2, fma, avx512f)")
+      }
+    }
+    if !aarch64, let needed = removed.sorted().first(where: KnownCPUs.x86Baseline.contains) {
+      throw TargetError(description: "--features -\(needed): every x86-64 CPU has \(needed), and the x86-64 calling convention needs it for float arguments and results; remove it from --features")
+    }
+    return (added, removed)
   }
 }
 

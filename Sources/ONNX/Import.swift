@@ -254,18 +254,7 @@ struct Translator {
 
   mutating func translate(_ node: Onnx_NodeProto, isLast: Bool) throws {
     guard !node.output.isEmpty else { throw fail(node, "the node has no output") }
-    if ONNXImport.shapeOps.contains(node.opType) {
-      // Shape reads only its input's shape; the others must compute from shapes and constants alone.
-      let fromActivations = node.input.enumerated().contains { i, v in
-        !v.isEmpty && values[v] != nil && !(node.opType == "Shape" && i == 0)
-      }
-      if fromActivations { throw fail(node, "computes on activations; cnnc takes \(node.opType) only in the shape computation of a Reshape") }
-      shapeValues.formUnion(node.output)
-      return
-    }
-    if node.input.contains(where: shapeValues.contains), node.opType != "Reshape" {
-      throw fail(node, "reads a computed shape; cnnc takes computed shapes only as a Reshape's target shape")
-    }
+    if try computesShapes(node) { return }
     switch node.opType {
     case "Identity": values[node.output[0]] = try operand(node, 0)
     case "Conv": try conv(node)
@@ -297,23 +286,44 @@ struct Translator {
     case "Add": try add(node)
     case "BatchNormalization": try batchNorm(node)
     case "Dropout": try dropout(node)
-    case "Softmax", "LogSoftmax":
-      let x = try operand(node, 0)
-      // cnnc's softmax is over the last axis of [N, K]: ONNX's axis 1 or -1 (the default before and after opset 13).
-      if let axis = int(node, "axis"), axis != 1, axis != -1 {
-        throw fail(node, "attribute 'axis' is \(axis); cnnc takes \(node.opType) over the classes of [N, K] only (axis 1 or -1)")
-      }
-      if isLast {
-        // The loss is cross_entropy on the logits: softmax and log-softmax there are folded into it.
-        values[node.output[0]] = x
-        notes.append("the final \(node.opType) is folded into the loss: the graph's output is the logits before it (the same predicted classes)")
-      } else if node.opType == "Softmax" {
-        define(node, layerName(node, weight: nil), "softmax(\(x))")
-      } else {
-        throw fail(node, "LogSoftmax inside the network: cnnc has softmax, and folds only a final LogSoftmax into the loss")
-      }
+    case "Softmax", "LogSoftmax": try softmax(node, isLast: isLast)
     default:
       throw fail(node, "not supported; cnnc imports \(ONNXImport.supported.joined(separator: ", "))")
+    }
+  }
+
+  /// Takes a node of the shape computation of a Reshape (true), or refuses a node that reads one elsewhere.
+  mutating func computesShapes(_ node: Onnx_NodeProto) throws -> Bool {
+    if ONNXImport.shapeOps.contains(node.opType) {
+      // Shape reads only its input's shape; the others must compute from shapes and constants alone.
+      let fromActivations = node.input.enumerated().contains { i, v in
+        !v.isEmpty && values[v] != nil && !(node.opType == "Shape" && i == 0)
+      }
+      if fromActivations { throw fail(node, "computes on activations; cnnc takes \(node.opType) only in the shape computation of a Reshape") }
+      shapeValues.formUnion(node.output)
+      return true
+    }
+    if node.input.contains(where: shapeValues.contains), node.opType != "Reshape" {
+      throw fail(node, "reads a computed shape; cnnc takes computed shapes only as a Reshape's target shape")
+    }
+    return false
+  }
+
+  /// Softmax inside the network; a final Softmax or LogSoftmax is folded into the cross-entropy loss.
+  mutating func softmax(_ node: Onnx_NodeProto, isLast: Bool) throws {
+    let x = try operand(node, 0)
+    // cnnc's softmax is over the last axis of [N, K]: ONNX's axis 1 or -1 (the default before and after opset 13).
+    if let axis = int(node, "axis"), axis != 1, axis != -1 {
+      throw fail(node, "attribute 'axis' is \(axis); cnnc takes \(node.opType) over the classes of [N, K] only (axis 1 or -1)")
+    }
+    if isLast {
+      // The loss is cross_entropy on the logits: softmax and log-softmax there are folded into it.
+      values[node.output[0]] = x
+      notes.append("the final \(node.opType) is folded into the loss: the graph's output is the logits before it (the same predicted classes)")
+    } else if node.opType == "Softmax" {
+      define(node, layerName(node, weight: nil), "softmax(\(x))")
+    } else {
+      throw fail(node, "LogSoftmax inside the network: cnnc has softmax, and folds only a final LogSoftmax into the loss")
     }
   }
 

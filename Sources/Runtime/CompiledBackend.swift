@@ -98,7 +98,7 @@ public final class CompiledBackend<C: ProgramCompiler>: Backend {
   var profileSteps = 0
 
   /// `inferenceCalls` are the image counts the command will pass to `infer`; the one program each needs
-  /// (`inferenceBatches`) is compiled with the training step. With no calls declared, a one-image program
+  /// (`ProgramSet.inferenceBatches`) is compiled with the training step. With no calls declared, a one-image program
   /// is. `profile` times every kernel of every program.
   public init(name: String, graph: Graph, batch: Int, optimizer: Optimizer, compiler: C, inferenceCalls: [Int] = [],
               fuse: Bool = true, shards: Int = 1, threads: Int? = nil, profile: Bool = false, mpi: MPIRuntime? = nil,
@@ -120,50 +120,39 @@ public final class CompiledBackend<C: ProgramCompiler>: Backend {
     // Parallelism comes from the shards (and inference chunks), in a fixed partition.
     if shards > 1 || inferenceThreads > 1 { openblas_set_num_threads(1) }
     let start = Date()
-    // An inference-only back end compiles no training step; its first program (one image) only fixes the
-    // parameter layout.
-    let target = compiler.target
-    let single = try lower(graph, batch: 1, mode: .infer, target: target, fuse: fuse, profile: profile)
-    var programs = [inferenceOnly ? single
-                    : shards == 1 ? try lower(graph, batch: batch, mode: .train(optimizerSpec), target: target, fuse: fuse, profile: profile)
-                    : try lower(graph, batch: batch / shards, mode: .gradients, target: target, fuse: fuse, profile: profile)]
-    if shards > 1 && !inferenceOnly { programs.append(try lowerOptimizer(graph, optimizerSpec, target: target)) }
-    let firstInference = programs.count
-    inferenceBytesPerImage = 4 * single.arenaFloats
-    let chunk = target.inferenceChunk(activationBytesPerImage: inferenceBytesPerImage)
-    var batches = Self.inferenceBatches(inferenceCalls, chunk: chunk)
-    if batches.isEmpty { batches = [1] }
-    if inferenceOnly { batches.remove(1) } else if batches.contains(1) { programs.append(single) }
-    for b in batches.sorted() where b > 1 {
-      let p = try lower(graph, batch: b, mode: .infer, target: target, fuse: fuse, profile: profile)
-      try checkMemory(bytes: 4 * p.arenaFloats * max(shards, inferenceThreads), what: "inference at batch \(b)")
-      programs.append(p)
+    let set = try ProgramSet(graph: graph, batch: batch, shards: shards, optimizer: optimizerSpec, inferenceCalls: inferenceCalls,
+                             target: compiler.target, fuse: fuse, profile: profile, inferenceOnly: inferenceOnly)
+    for p in set.evaluation where p.batch > 1 {
+      try checkMemory(bytes: 4 * p.arenaFloats * max(shards, inferenceThreads), what: "inference at batch \(p.batch)")
     }
+    inferenceBytesPerImage = set.inferenceBytesPerImage
     // The training step is compiled now; its inference programs, which only evaluation runs, on a thread
     // of their own meanwhile.
-    let evaluation = Array(programs[(inferenceOnly ? 0 : firstInference)...])
-    let entries = try self.compiler.compile(inferenceOnly ? programs : Array(programs[..<firstInference]))
-    inference = Dictionary(uniqueKeysWithValues: evaluation.map { ($0.batch, $0) })
+    let entries = try self.compiler.compile(set.compiledFirst)
+    inference = Dictionary(uniqueKeysWithValues: set.evaluation.map { ($0.batch, $0) })
     if inferenceOnly {
-      compiledInference = Dictionary(uniqueKeysWithValues: zip(evaluation.map(\.batch), entries))
+      compiledInference = Dictionary(uniqueKeysWithValues: zip(set.evaluation.map(\.batch), entries))
       pending = nil
     } else {
-      pending = BackgroundCompile(evaluation, compiler: self.compiler)
+      pending = BackgroundCompile(set.evaluation, compiler: self.compiler)
     }
     compileSeconds = Date().timeIntervalSince(start)
-    train = programs[0]
+    train = set.step
     trainEntry = entries[0]
-    update = shards > 1 ? (programs[1], entries[1]) : nil
-    let floats = programs[0].parameterFloats, arena = programs.map(\.arenaFloats).max() ?? 16
-    statefulOps = programs[0].statistics.map { graph.node(named: $0.node)!.op.definition as! any StatefulOp }
+    update = set.update.map { ($0, entries[1]) }
+    statefulOps = set.step.statistics.map { graph.node(named: $0.node)!.op.definition as! any StatefulOp }
     counters = Dictionary(uniqueKeysWithValues: graph.counterNames.map { ($0, 0) })
-    let local = shards / (mpi?.size ?? 1)
-    try checkMemory(bytes: 4 * (floats * (3 + shards) + programs[0].bufferFloats + arena * local), what: "training \(graph.name) at batch \(batch)")
-    params = FloatBuffer(floats + programs[0].bufferFloats)
-    m = FloatBuffer(floats)
-    v = FloatBuffer(floats)
-    grads = FloatBuffer(floats * shards)
-    arenas = (0..<local).map { _ in FloatBuffer(arena) }
+    (params, m, v, grads, arenas) = try Self.buffers(set, shards: shards, localShards: shards / (mpi?.size ?? 1), what: "training \(graph.name) at batch \(batch)")
+  }
+
+  /// The step's buffers: parameters and buffers, Adam's moments, one gradient block per shard, one arena per
+  /// local shard (as large as the largest program's), after checking they fit in memory.
+  static func buffers(_ set: ProgramSet, shards: Int, localShards local: Int, what: String) throws
+    -> (params: FloatBuffer, m: FloatBuffer, v: FloatBuffer, grads: FloatBuffer, arenas: [FloatBuffer]) {
+    let floats = set.step.parameterFloats, arena = set.programs.map(\.arenaFloats).max() ?? 16
+    try checkMemory(bytes: 4 * (floats * (3 + shards) + set.step.bufferFloats + arena * local), what: what)
+    return (FloatBuffer(floats + set.step.bufferFloats), FloatBuffer(floats), FloatBuffer(floats), FloatBuffer(floats * shards),
+            (0..<local).map { _ in FloatBuffer(arena) })
   }
 
   /// The pool an inference call that runs one chunk lends its program's `parallel` statements (made at
@@ -190,16 +179,6 @@ public final class CompiledBackend<C: ProgramCompiler>: Backend {
   /// The inference program batch that `calls` (image counts passed to `infer`) run in: each call splits
   /// into equal chunks of at most `chunk` images (the last padded), so one program serves a call however
   /// its count divides, and calls of one size (an evaluation's batches) share it.
-  public static func inferenceBatches(_ calls: [Int], chunk: Int) -> Set<Int> {
-    Set(calls.filter { $0 > 0 }.map { balancedChunk($0, chunk) })
-  }
-
-  /// The size of the fewest equal chunks of at most `chunk` images that hold `count`.
-  static func balancedChunk(_ count: Int, _ chunk: Int) -> Int {
-    let chunks = (count + chunk - 1) / chunk
-    return (count + chunks - 1) / chunks
-  }
-
   /// Runs `body(i)` for each of `count` local shards (or inference workers), on up to `threads` threads.
   func forEachShard(_ count: Int, threads: Int? = nil, _ body: (Int) -> Void) {
     if (threads ?? self.threads) == 1 || count == 1 {
@@ -432,12 +411,12 @@ public final class CompiledBackend<C: ProgramCompiler>: Backend {
   }
 
   /// The chunks one call on `count` images runs, in order: (first image, images, program batch). The call
-  /// splits as `inferenceBatches` planned it; when its count was not declared, into the smallest compiled
+  /// splits as `ProgramSet.inferenceBatches` planned it; when its count was not declared, into the smallest compiled
   /// program that holds its chunk (or the largest). A chunk smaller than its program is padded with zero
   /// images. The plan depends only on `count` and the compiled sizes, never on the thread count.
   public func inferencePlan(_ count: Int) -> [(first: Int, count: Int, batch: Int)] {
     let sizes = inference.keys.sorted()
-    let wanted = Self.balancedChunk(count, inferenceChunk)
+    let wanted = ProgramSet.balancedChunk(count, inferenceChunk)
     let size = sizes.first { $0 >= wanted } ?? sizes.last!
     return stride(from: 0, to: count, by: size).map { first in
       let n = min(size, count - first)

@@ -11,7 +11,7 @@ import Testing
 /// `CNNC_FUZZ_RUNS` sets the number of runs (`make test`: `defaultRuns`; `make fuzz-cli`: thousands) and
 /// `CNNC_FUZZ_SEED` the seed; a failure prints the seed, the run's index and its arguments, so it replays.
 @Suite(.serialized) struct CLIFuzzTests {
-  static let defaultRuns = 240
+  static let defaultRuns = 400
   /// Seconds a run may take before it counts as a hang: the slowest valid run here (a benchmark) takes a few.
   static let timeLimit = 120.0
 
@@ -133,6 +133,7 @@ import Testing
         try? FileManager.default.createDirectory(atPath: cwd, withIntermediateDirectories: true)
         do {
           let r = try FuzzRun.run(binary, args, cwd: cwd, timeLimit: Self.timeLimit)
+          failures.count(r.status, r.timedOut || r.trapped)
           if let problem = Self.problem(r) { failures.add("run \(i) (seed \(seed)): \(problem)\n  cnnc \(args.map { "'\($0)'" }.joined(separator: " "))\n  \(r.stderr.suffix(600))") }
         } catch {
           failures.add("run \(i): cannot run cnnc: \(error)")
@@ -140,6 +141,7 @@ import Testing
         try? FileManager.default.removeItem(atPath: cwd)
       }
     }
+    print("command-line fuzzer: \(runs) runs (seed \(seed)): \(failures.statuses.sorted { $0.key < $1.key }.map { "\($0.value) exit \($0.key)" }.joined(separator: ", "))")
     #expect(failures.all.isEmpty, "\(failures.all.count) of \(runs) runs failed:\n\(failures.all.prefix(20).joined(separator: "\n"))")
   }
 
@@ -172,11 +174,15 @@ import Testing
   }
 }
 
-/// Failures collected from the fuzzer's worker threads.
+/// Failures and exit statuses collected from the fuzzer's worker threads.
 final class FailureList: @unchecked Sendable {
   private let lock = NSLock()
   private var items: [String] = []
+  private var byStatus: [String: Int] = [:]
   func add(_ s: String) { lock.lock(); items.append(s); lock.unlock() }
+  /// Counts a run's ending by exit status (or as a signal or a hang).
+  func count(_ status: Int32, _ abnormal: Bool) { lock.lock(); byStatus[abnormal ? "abnormal" : "\(status)", default: 0] += 1; lock.unlock() }
+  var statuses: [String: Int] { lock.lock(); defer { lock.unlock() }; return byStatus }
   var all: [String] { lock.lock(); defer { lock.unlock() }; return items }
 }
 

@@ -16,69 +16,95 @@ extension Emitter {
   /// layers stay a library call.
   static func dotProductForward(batch: Int, features: Int, lanes: Int) -> Bool { batch < lanes && features >= 4 * lanes }
 
+  /// What every strategy of a dense layer's forward pass reads: the buffers, the sizes, and the epilogue that
+  /// adds the bias, applies a folded batch norm's scale and shift, and the relu.
+  struct DenseForward {
+    let name: String
+    let x: Placement, w: Placement, y: Placement
+    let batch: Int, features: Int, units: Int
+    let finish: (FExpr, IExpr) -> FExpr
+  }
+
+  /// A dense layer's forward pass by one of three strategies: transposed through a tiled GEMM, dot products
+  /// along K for a few rows, or a library GEMM with the epilogue after it.
   mutating func denseForward(_ n: Node, _ a: DenseAttrs, relu: Bool) {
-    let x = at(n.args[0]), xd = dims(n.args[0]), w = at("\(n.name).weight"), y = at(n.name)
-    let (batch, f, u) = (xd[0], xd[1], a.units)
-    let lanes = self.lanes
+    let xd = dims(n.args[0]), u = a.units
     let b = a.bias ? at("\(n.name).bias") : nil, fold = foldOperand(n, scaled: a.scaled)
     func finish(_ v0: FExpr, _ j: IExpr) -> FExpr {
       let biased = b.map { v0 + .load($0.base, .c($0.offset) + j) } ?? v0
       let v = fold.map { biased * .load($0.base, .c($0.offset) + j) + .load($0.base, .c($0.offset + u) + j) } ?? biased
       return relu ? .select(.fgt(v, .c(0)), v, .c(0)) : v
     }
-    if Self.transposedForward(batch: batch, features: f, units: u, target: target) {
-      let xT = plan.scratch[n.name]!.offset, yT = xT + f * batch
-      body.append(loop("n", batch) { e, r in [e.loop("k", f) { _, k in
-        [.store(.arena, .c(xT) + k * batch + r, .load(x.base, .c(x.offset) + r * f + k))]
-      }] })
-      body += tiledGemm(TiledGemm(m: u, n: batch, k: f, a: (w.base, .c(w.offset)), aRow: f, aCol: 1,
-                                  b: (.arena, .c(xT)), ldb: batch, c: (.arena, .c(yT)), ldc: batch, accumulate: false))
-      body.append(loop("n", batch) { e, r in [e.loop("u", u) { _, j in
-        [.store(y.base, .c(y.offset) + r * u + j, finish(.load(.arena, .c(yT) + j * batch + r), j))]
-      }] })
-      return
+    let d = DenseForward(name: n.name, x: at(n.args[0]), w: at("\(n.name).weight"), y: at(n.name), batch: xd[0], features: xd[1], units: u,
+                         finish: finish)
+    if Self.transposedForward(batch: d.batch, features: d.features, units: u, target: target) {
+      denseTransposed(d)
+    } else if Self.dotProductForward(batch: d.batch, features: d.features, lanes: lanes) {
+      denseDotProducts(d)
+    } else {
+      denseLibrary(d, epilogue: a.bias || relu || a.scaled)
     }
-    if Self.dotProductForward(batch: batch, features: f, lanes: lanes) {
-      // A few rows (batch-1 inference): dot products along K, four units at a time (four independent
-      // accumulators), each accumulator's lanes then summed in order. The groups of four split into equal
-      // parts for a pool: each part reads its own rows of W, which then stay in its core's cache.
-      let scratch = plan.scratch[n.name]!.offset, full = f / lanes, tail = f % lanes
-      let parts = parallelParts(units: u / 4, macs: batch * f * u)
-      body.append(loop("n", batch) { e, r in
-        let xRow = IExpr.c(x.offset) + r * f
-        func units(_ e: inout Emitter, _ u0: IExpr, _ count: Int, part: IExpr) -> [Stmt] {
-          let id = e.fresh("dot")
-          var out: [Stmt] = (0..<count).map { .vlocal("\(id)_\($0)", .zero) }
-          func step(_ k: IExpr, _ l: Int) -> [Stmt] {
-            [.vlocal("\(id)_x", .load(x.base, xRow + k, lanes: l))]
-              + (0..<count).map { j in
-                .vset("\(id)_\(j)", .fma(.load(w.base, .c(w.offset) + (u0 + j) * f + k, lanes: l), .local("\(id)_x"), .local("\(id)_\(j)")))
-              }
-          }
-          out.append(e.loop("k", full) { _, k in step(k * lanes, lanes) })
-          if tail > 0 { out += step(.c(full * lanes), tail) }
-          for j in 0..<count {
-            let (summing, sum) = e.sumLanes("\(id)_\(j)", scratch: scratch, part: part)
-            out += summing + [.store(y.base, .c(y.offset) + r * u + u0 + j, finish(sum, u0 + j))]
-          }
-          return out
+  }
+
+  /// Few rows, many units: X transposed into scratch, Y^T = W X^T by the tiled GEMM, the epilogue on the way back.
+  mutating func denseTransposed(_ d: DenseForward) {
+    let (x, w, y, batch, f, u) = (d.x, d.w, d.y, d.batch, d.features, d.units)
+    let xT = plan.scratch[d.name]!.offset, yT = xT + f * batch
+    body.append(loop("n", batch) { e, r in [e.loop("k", f) { _, k in
+      [.store(.arena, .c(xT) + k * batch + r, .load(x.base, .c(x.offset) + r * f + k))]
+    }] })
+    body += tiledGemm(TiledGemm(m: u, n: batch, k: f, a: (w.base, .c(w.offset)), aRow: f, aCol: 1,
+                                b: (.arena, .c(xT)), ldb: batch, c: (.arena, .c(yT)), ldc: batch, accumulate: false))
+    body.append(loop("n", batch) { e, r in [e.loop("u", u) { _, j in
+      [.store(y.base, .c(y.offset) + r * u + j, d.finish(.load(.arena, .c(yT) + j * batch + r), j))]
+    }] })
+  }
+
+  /// A few rows (batch-1 inference): dot products along K, four units at a time (four independent
+  /// accumulators), each accumulator's lanes then summed in order. The groups of four split into equal
+  /// parts for a pool: each part reads its own rows of W, which then stay in its core's cache.
+  mutating func denseDotProducts(_ d: DenseForward) {
+    let (x, w, y, batch, f, u, lanes) = (d.x, d.w, d.y, d.batch, d.features, d.units, self.lanes)
+    let scratch = plan.scratch[d.name]!.offset, full = f / lanes, tail = f % lanes
+    let parts = parallelParts(units: u / 4, macs: batch * f * u)
+    body.append(loop("n", batch) { e, r in
+      let xRow = IExpr.c(x.offset) + r * f
+      func units(_ e: inout Emitter, _ u0: IExpr, _ count: Int, part: IExpr) -> [Stmt] {
+        let id = e.fresh("dot")
+        var out: [Stmt] = (0..<count).map { .vlocal("\(id)_\($0)", .zero) }
+        func step(_ k: IExpr, _ l: Int) -> [Stmt] {
+          [.vlocal("\(id)_x", .load(x.base, xRow + k, lanes: l))]
+            + (0..<count).map { j in
+              .vset("\(id)_\(j)", .fma(.load(w.base, .c(w.offset) + (u0 + j) * f + k, lanes: l), .local("\(id)_x"), .local("\(id)_\(j)")))
+            }
         }
-        var out: [Stmt] = []
-        let perPart = u / 4 / parts
-        if u / 4 > 0 {
-          out += e.inParts(parts, of: "units") { e, part in [e.loop("u", perPart) { e, ub in units(&e, (part * perPart + ub) * 4, 4, part: part) }] }
+        out.append(e.loop("k", full) { _, k in step(k * lanes, lanes) })
+        if tail > 0 { out += step(.c(full * lanes), tail) }
+        for j in 0..<count {
+          let (summing, sum) = e.sumLanes("\(id)_\(j)", scratch: scratch, part: part)
+          out += summing + [.store(y.base, .c(y.offset) + r * u + u0 + j, d.finish(sum, u0 + j))]
         }
-        if u % 4 > 0 { out += units(&e, .c(u - u % 4), u % 4, part: .c(0)) }
         return out
-      })
-      return
-    }
+      }
+      var out: [Stmt] = []
+      let perPart = u / 4 / parts
+      if u / 4 > 0 {
+        out += e.inParts(parts, of: "units") { e, part in [e.loop("u", perPart) { e, ub in units(&e, (part * perPart + ub) * 4, 4, part: part) }] }
+      }
+      if u % 4 > 0 { out += units(&e, .c(u - u % 4), u % 4, part: .c(0)) }
+      return out
+    })
+  }
+
+  /// The library GEMM Y = X W^T, then the epilogue (when there is one) in place.
+  mutating func denseLibrary(_ d: DenseForward, epilogue: Bool) {
+    let (x, w, y, batch, f, u) = (d.x, d.w, d.y, d.batch, d.features, d.units)
     body.append(.gemm(Gemm(transA: false, transB: true, m: batch, n: u, k: f, a: (x.base, .c(x.offset)), lda: f,
                            b: (w.base, .c(w.offset)), ldb: f, beta: 0, c: (y.base, .c(y.offset)), ldc: u)))
-    guard a.bias || relu || a.scaled else { return }
+    guard epilogue else { return }
     body.append(loop("n", batch) { e, r in [e.loop("u", u) { _, j in
       let idx = IExpr.c(y.offset) + r * u + j
-      return [.store(y.base, idx, finish(.load(y.base, idx), j))]
+      return [.store(y.base, idx, d.finish(.load(y.base, idx), j))]
     }] })
   }
 

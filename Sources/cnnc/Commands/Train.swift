@@ -147,17 +147,7 @@ struct Train: ParsableCommand {
       if let w = f.initializers { try params.load(w, path: f.path) }
       // The run directory keeps the graph it trained, so reports and evaluation need nothing else.
       // One run per directory: the lock lives as long as this process, and what killed runs left is removed.
-      if !quiet {
-        lock = try RunLock(directory: outDir)
-        let run = RunDirectory(outDir)
-        run.removeStaleTemporaries()
-        if !resume, let step = run.newestStep() {
-          guard overwrite else {
-            throw DataError("\(outDir) holds a run (checkpoint of step \(step)); continue it with --resume, start afresh there with --overwrite, or choose another --out")
-          }
-          try run.removeRun()
-        }
-      }
+      if !quiet { lock = try claimRunDirectory(outDir) }
       let opt = Optimizer(kind: Optimizer.Kind(rawValue: optimizer)!, learningRate: lr, momentum: momentum, weightDecay: weightDecay)
       var options = trainingOptions(outDir, primary: mpi.map { $0.rank == 0 } ?? true)
       options.normalization = normalization(trainSet)
@@ -188,6 +178,21 @@ struct Train: ParsableCommand {
     if jit || backend != "interp", !quiet, !noReport {
       try reportingErrors { say("report: \(try writeReport(runDirectory: outDir, data: data ?? defaultDataDirectory()))") }
     }
+  }
+
+  /// Locks the run directory for this process, removes what killed runs left there, and refuses one that holds
+  /// a run unless this run resumes it or replaces it (--overwrite deletes its checkpoints).
+  func claimRunDirectory(_ outDir: String) throws -> RunLock {
+    let lock = try RunLock(directory: outDir)
+    let run = RunDirectory(outDir)
+    run.removeStaleTemporaries()
+    if !resume, let step = run.newestStep() {
+      guard overwrite else {
+        throw DataError("\(outDir) holds a run (checkpoint of step \(step)); continue it with --resume, start afresh there with --overwrite, or choose another --out")
+      }
+      try run.removeRun()
+    }
+    return lock
   }
 
   /// Under mpirun: one rank per process, data-parallel over the shards; rank 0 alone prints and writes.

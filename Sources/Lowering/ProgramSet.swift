@@ -1,0 +1,58 @@
+import GraphIR
+
+/// Every program a compiled back end runs for one graph, lowered together from the graph, the batch, the shard
+/// count, the inference calls a command will make and the target: the training step (one program, or for
+/// several shards a gradient program and an optimiser program) and an inference program per batch the calls
+/// need (`inferenceBatches`). An inference-only set has no training step: its first program (one image) only
+/// fixes the parameter layout.
+public struct ProgramSet: Sendable {
+  /// The programs in compile order: the training step's first, then the inference programs.
+  public let programs: [Program]
+  /// Where the inference programs start in `programs`.
+  public let firstInference: Int
+  public let inferenceOnly: Bool
+  /// Arena bytes one image takes in the one-image inference program (sizes inference chunks).
+  public let inferenceBytesPerImage: Int
+
+  /// Lowers the set. With no calls declared, a one-image program is made.
+  public init(graph: Graph, batch: Int, shards: Int, optimizer: OptimizerSpec, inferenceCalls: [Int], target: Target,
+              fuse: Bool = true, profile: Bool = false, inferenceOnly: Bool = false) throws(DiagnosticList) {
+    let single = try lower(graph, batch: 1, mode: .infer, target: target, fuse: fuse, profile: profile)
+    var programs = [inferenceOnly ? single
+                    : shards == 1 ? try lower(graph, batch: batch, mode: .train(optimizer), target: target, fuse: fuse, profile: profile)
+                    : try lower(graph, batch: batch / shards, mode: .gradients, target: target, fuse: fuse, profile: profile)]
+    if shards > 1 && !inferenceOnly { programs.append(try lowerOptimizer(graph, optimizer, target: target)) }
+    firstInference = programs.count
+    inferenceBytesPerImage = 4 * single.arenaFloats
+    let chunk = target.inferenceChunk(activationBytesPerImage: inferenceBytesPerImage)
+    var batches = Self.inferenceBatches(inferenceCalls, chunk: chunk)
+    if batches.isEmpty { batches = [1] }
+    if inferenceOnly { batches.remove(1) } else if batches.contains(1) { programs.append(single) }
+    for b in batches.sorted() where b > 1 {
+      programs.append(try lower(graph, batch: b, mode: .infer, target: target, fuse: fuse, profile: profile))
+    }
+    self.programs = programs
+    self.inferenceOnly = inferenceOnly
+  }
+
+  /// The training step (or gradient program), or an inference-only set's one-image program.
+  public var step: Program { programs[0] }
+  /// The optimiser program of a sharded training step.
+  public var update: Program? { !inferenceOnly && firstInference > 1 ? programs[1] : nil }
+  /// What is compiled before the first step: the training step's programs (every program, inference-only).
+  public var compiledFirst: [Program] { inferenceOnly ? programs : Array(programs[..<firstInference]) }
+  /// The inference programs, by batch.
+  public var evaluation: [Program] { Array(programs[(inferenceOnly ? 0 : firstInference)...]) }
+
+  /// The inference programs' batches for a command's `infer` calls of these image counts: each call splits into
+  /// the fewest equal chunks of at most `chunk` images.
+  public static func inferenceBatches(_ calls: [Int], chunk: Int) -> Set<Int> {
+    Set(calls.filter { $0 > 0 }.map { balancedChunk($0, chunk) })
+  }
+
+  /// The size of the fewest equal chunks of at most `chunk` images that hold `count`.
+  public static func balancedChunk(_ count: Int, _ chunk: Int) -> Int {
+    let chunks = (count + chunk - 1) / chunk
+    return (count + chunks - 1) / chunks
+  }
+}
