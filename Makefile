@@ -25,6 +25,7 @@ test: release
 	$(SWIFT) test -c release
 	$(MAKE) check-generated
 	$(MAKE) sz
+	python3 Scripts/check-imports.py
 
 # The main job: SimpleCNN on the bundled MNIST with the LLVM JIT back end.
 train: release

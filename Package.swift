@@ -2,7 +2,8 @@
 import PackageDescription
 
 /// cnnc: a static-graph compiler for convolutional networks.
-/// Targets follow the pipeline: front end (GraphIR), passes, runtime, back ends, CLI.
+/// Targets follow the pipeline and depend one way: FileSystem <- GraphIR <- Passes <- Lowering <- back ends <- Runtime <- cnnc
+/// (ONNX beside Passes).
 let package = Package(
   name: "cnnc",
   platforms: [.macOS(.v13)],
@@ -29,9 +30,11 @@ let package = Package(
     .target(name: "GraphIR", dependencies: ["FileSystem"]),
     .target(name: "Passes", dependencies: ["GraphIR"]),
     .target(name: "Lowering", dependencies: ["GraphIR", "Passes"]),
+    // The back ends: lowered programs in, entry points out (`ProgramCompiler`); they know nothing of the runtime.
+    .target(name: "LLVMBackend", dependencies: ["CLLVM", "FileSystem", "GraphIR", "Lowering"]),
+    .target(name: "SwiftBackend", dependencies: ["FileSystem", "GraphIR", "Lowering"]),
+    // Executes compiled programs: training, evaluation, data, checkpoints.
     .target(name: "Runtime", dependencies: ["FileSystem", "GraphIR", "Passes", "Lowering", "CZlib", "COpenBLAS", "CSpin"]),
-    .target(name: "LLVMBackend", dependencies: ["CLLVM", "FileSystem", "GraphIR", "Lowering", "Runtime"]),
-    .target(name: "SwiftBackend", dependencies: ["FileSystem", "Lowering", "Runtime"]),
     // A front end beside the .graph parser: ONNX models read into the .graph language.
     .target(name: "ONNX", dependencies: ["FileSystem", "GraphIR", "Passes", .product(name: "SwiftProtobuf", package: "swift-protobuf")]),
     .executableTarget(
@@ -45,14 +48,14 @@ let package = Package(
     .target(name: "FuzzTargets", dependencies: ["GraphIR", "Passes", "Lowering", "Runtime", "ONNX"]),
     .executableTarget(name: "cnnc-fuzz", dependencies: ["FuzzTargets"]),
 
-    .target(name: "CNNCTestSupport", dependencies: ["FileSystem", "GraphIR", "Runtime"], path: "Tests/CNNCTestSupport"),
+    .target(name: "CNNCTestSupport", dependencies: ["FileSystem", "GraphIR", "Passes", "Runtime"], path: "Tests/CNNCTestSupport"),
     .testTarget(name: "GraphIRTests", dependencies: ["GraphIR", "Passes", "CNNCTestSupport"]),
     .testTarget(name: "OpsTests", dependencies: ["GraphIR", "Passes", "Runtime", "CNNCTestSupport"]),
     .testTarget(name: "PassesTests", dependencies: ["GraphIR", "Passes"]),
     .testTarget(name: "LoweringTests", dependencies: ["GraphIR", "Passes", "Lowering", "CNNCTestSupport"]),
     .testTarget(name: "FileSystemTests", dependencies: ["FileSystem"]),
     .testTarget(name: "RuntimeTests", dependencies: ["FileSystem", "GraphIR", "Passes", "Runtime", "CNNCTestSupport"]),
-    .testTarget(name: "BackendTests", dependencies: ["FileSystem", "LLVMBackend", "SwiftBackend", "Runtime", "COpenBLAS", "CNNCTestSupport"]),
+    .testTarget(name: "BackendTests", dependencies: ["CLLVM", "FileSystem", "GraphIR", "Passes", "Lowering", "LLVMBackend", "SwiftBackend", "Runtime", "COpenBLAS", "CNNCTestSupport"]),
     .testTarget(name: "ONNXTests", dependencies: ["FileSystem", "ONNX", "GraphIR", "Passes", "Runtime", "CNNCTestSupport"]),
     .testTarget(name: "EndToEndTests", dependencies: ["CNNCTestSupport", "FileSystem", "Runtime"]),
     .testTarget(name: "FuzzTargetsTests", dependencies: ["FuzzTargets", "GraphIR", "Passes", "Runtime", "CNNCTestSupport"]),

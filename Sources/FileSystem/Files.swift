@@ -167,6 +167,20 @@ public func writeDurably(_ bytes: [UInt8], to path: String) throws {
   guard fsync(fd) == 0 else { throw systemError("cannot flush \(path) to disk") }
 }
 
+/// Writes `bytes` into an existing special file (a device, a FIFO with a reader), without creating or truncating.
+func writeInto(_ bytes: [UInt8], _ path: String) throws {
+  let fd = open(path, O_WRONLY | O_CLOEXEC | O_NONBLOCK)
+  guard fd >= 0 else { throw systemError("cannot write \(path)") }
+  defer { close(fd) }
+  var done = 0
+  while done < bytes.count {
+    let n = bytes.withUnsafeBytes { write(fd, $0.baseAddress! + done, $0.count - done) }
+    if n < 0 && errno == EINTR { continue }
+    guard n > 0 else { throw systemError("cannot write \(path)") }
+    done += n
+  }
+}
+
 /// Refuses an output path that can only name a directory ("out/", ".") or names an existing directory.
 public func checkOutputFile(_ path: String) throws {
   guard !path.isEmpty else { throw FileError("the output file name is empty") }
@@ -177,8 +191,15 @@ public func checkOutputFile(_ path: String) throws {
 
 /// Writes a file atomically: a flushed temporary file beside it, renamed over it. A path naming a directory is
 /// refused before anything is written.
+///
+/// A path that names an existing device, FIFO or socket (`-o /dev/null`, `/dev/stdout`) is written into, never
+/// renamed over: renaming would replace the device itself with a regular file.
 public func writeAtomically(_ bytes: [UInt8], to path: String) throws {
   try checkOutputFile(path)
+  if let st = fileStatus(path), st.st_mode & S_IFMT != S_IFREG {
+    try writeInto(bytes, path)
+    return
+  }
   let dir = Path.parent(path)
   try makeDirectory(dir)
   let tmp = Path.join(dir, ".\(Path.lastComponent(path)).tmp-\(getpid())")

@@ -10,6 +10,9 @@ public protocol OpDefinition: Sendable {
   var operandNames: [String] { get }
   /// Whether attributes put this forward op in a form only the compiler writes.
   var isCompilerForm: Bool { get }
+  /// The form of this op that scales and shifts its output channels by a folded batch norm (`foldBatchNorm`,
+  /// for inference), and its output channels; nil for an op no batch norm folds into.
+  var batchNormFoldedForm: (op: Op, channels: Int)? { get }
   /// Attributes in canonical order, omitting those at their default.
   var printedAttributes: [(String, String)] { get }
   /// Learnable parameters the op owns, as `state_dict` suffixes.
@@ -89,6 +92,7 @@ public enum OpRole: Sendable {
 extension OpDefinition {
   public var operandNames: [String] { Self.syntax.operands }
   public var isCompilerForm: Bool { false }
+  public var batchNormFoldedForm: (op: Op, channels: Int)? { nil }
   public var printedAttributes: [(String, String)] { [] }
   public var parameterSuffixes: [String] { [] }
   public var bufferSuffixes: [String] { [] }

@@ -1,6 +1,5 @@
 import Foundation
 import Lowering
-import Runtime
 
 /// Compiles lowered programs with the LLVM back end: build IR in one module per compile thread, verify,
 /// optimise each with the target's TargetMachine (`Module.pipeline`) and emit its object code, side by side,

@@ -2,7 +2,6 @@ import CLLVM
 import FileSystem
 import Foundation
 import Lowering
-import Runtime
 
 /// Object code of optimised modules on disk, so that compiling a module the JIT has compiled before
 /// (the same graph, batch and target on a later run) reads its object code instead of optimising and

@@ -1,6 +1,5 @@
 import CLLVM
 import Lowering
-import Runtime
 
 extension Module {
   /// Writes the (optimised) module as a native object file for the host.
@@ -61,10 +60,11 @@ extension Module {
 
 /// The C header that goes with an emitted object: entry points plus the layout as `#define`s.
 public enum CHeader {
-  public static func render(_ programs: [Program], source: String) -> String {
+  /// `normalization` is the (mean, std) of `cnnc train`'s default input normalisation, which the header states.
+  public static func render(_ programs: [Program], source: String, normalization: (mean: Float, std: Float)) -> String {
     guard let first = programs.first else { return "" }
     let prefix = first.graphName.uppercased()
-    var h = preamble(source, selfContained: programs.allSatisfy(\.target.selfContained)) + """
+    var h = preamble(source, selfContained: programs.allSatisfy(\.target.selfContained), normalization: normalization) + """
       #ifndef CNNC_\(prefix)_H
       #define CNNC_\(prefix)_H
       #include <stdint.h>
@@ -111,8 +111,8 @@ public enum CHeader {
   }
 
   /// The header's opening comment: what a caller must know to link, fill and call the entry points.
-  static func preamble(_ source: String, selfContained: Bool) -> String {
-    let adam = OptimizerSpec(kind: .adam), mnist = Normalization.mnist
+  static func preamble(_ source: String, selfContained: Bool, normalization mnist: (mean: Float, std: Float)) -> String {
+    let adam = OptimizerSpec(kind: .adam)
     let link = selfContained ? "and -lm: the code is self-contained (every GEMM a generated kernel) and needs only libc\n * and libm (memset, expf, logf)"
                              : "-lopenblas and -lm (cblas_sgemm is the one BLAS call)"
     return """
@@ -131,7 +131,7 @@ public enum CHeader {
        * weight and bias (fan_in = C*k*k for a conv, F for a dense layer); batchnorm weights start at 1,
        * biases at 0. A state_dict saved by cnnc or PyTorch can be copied in at the offsets below.
        *
-       * Images: NCHW floats, normalised as in training; cnnc train's default is (x/255 - \(mnist.mean[0])) / \(mnist.std[0])
+       * Images: NCHW floats, normalised as in training; cnnc train's default is (x/255 - \(mnist.mean)) / \(mnist.std)
        * (MNIST's statistics; a checkpoint records its own in the cnnc.normalize.* metadata).
        *
        * The train step runs forward, backward and one Adam update with PyTorch's constants (beta1 \(adam.beta1),

@@ -17,7 +17,7 @@ public func foldBatchNorm(_ g: Graph) -> Graph {
   // Producer name -> the batch norm folded into it.
   var folds: [String: Node] = [:]
   for n in g.nodes {
-    guard case .batchNorm = n.op, let p = producers[n.args[0]], users[p.name] == 1, p.name != g.output, scaledForm(p) != nil else { continue }
+    guard case .batchNorm = n.op, let p = producers[n.args[0]], users[p.name] == 1, p.name != g.output, p.op.definition.batchNormFoldedForm != nil else { continue }
     folds[p.name] = n
   }
   guard !folds.isEmpty else { return g }
@@ -29,7 +29,7 @@ public func foldBatchNorm(_ g: Graph) -> Graph {
   for n in g.nodes where !folded.contains(n.name) {
     var node = n
     node.args = n.args.map { rename[$0] ?? $0 }
-    if let bn = folds[n.name], case .batchNorm(let a) = bn.op, let (op, channels) = scaledForm(n) {
+    if let bn = folds[n.name], case .batchNorm(let a) = bn.op, let (op, channels) = n.op.definition.batchNormFoldedForm {
       out.nodes.append(Node(name: bn.name, op: .batchNormFold(BatchNormFoldAttrs(channels: channels, norm: a)), args: [],
                             range: bn.range, opRange: bn.opRange))
       node.op = op
@@ -40,18 +40,4 @@ public func foldBatchNorm(_ g: Graph) -> Graph {
   }
   out.output = g.output.map { rename[$0] ?? $0 }
   return out
-}
-
-/// The scaled form of a conv2d or dense node and its output channels, or nil for other ops.
-private func scaledForm(_ n: Node) -> (Op, Int)? {
-  switch n.op {
-  case .conv2d(var a) where !a.scaled:
-    a.scaled = true
-    return (.conv2d(a), a.filters)
-  case .dense(var a) where !a.scaled:
-    a.scaled = true
-    return (.dense(a), a.units)
-  default:
-    return nil
-  }
 }

@@ -23,9 +23,10 @@ public protocol Backend {
 public struct InterpreterBackend: Backend {
   public let name = "interp"
   let forward: Graph
-  let backward: Graph
-  let inference: Graph
-  var tables: [Int: (ShapeTable, ShapeTable)] = [:]
+  /// The pipeline's stages the interpreter runs, by batch: the backward graph (unfused: the reference computes
+  /// the ops as written) and the inference graph (pruned to the output).
+  var training: [Int: TypedGraph] = [:]
+  var inference: [Int: TypedGraph] = [:]
   var params: Parameters
   var optimizer: Optimizer
   /// Shards per batch: the compiled back ends' arithmetic (per-shard gradients, dropout keyed per shard,
@@ -36,8 +37,6 @@ public struct InterpreterBackend: Backend {
     guard shards >= 1 else { throw DataError("--shards must be at least 1, got \(shards)") }
     self.shards = shards
     forward = graph
-    backward = try differentiate(graph)
-    inference = prunedToOutput(graph)
     params = Parameters(names: [], shapes: [:], values: [:])
     optimizer = Optimizer(kind: .adam, learningRate: 0)
   }
@@ -49,21 +48,29 @@ public struct InterpreterBackend: Backend {
   public func parameters() -> Parameters { params }
   public func optimizerState() -> [String: [Float]] { optimizer.state }
 
-  mutating func shapes(_ batch: Int) throws -> (ShapeTable, ShapeTable) {
-    if let t = tables[batch] { return t }
-    let forwardTypes = try inferShapes(forward, batch: batch)
-    let t = (forwardTypes, try inferShapes(backward, batch: batch, known: forwardTypes))
+  /// The training stage at `batch` (its graph is the forward graph with the backward appended).
+  mutating func trainingStage(_ batch: Int) throws -> TypedGraph {
+    if let t = training[batch] { return t }
+    let t = try Pipeline(batch: batch, purpose: .training, fuse: false).run(forward, to: .grad)
     // The interpreter keeps every value of a step alive.
-    let values = backward.nodes.reduce(0) { $0 &+ (t.1[$1.name]?.count ?? 0) }
+    let values = t.graph.nodes.reduce(0) { $0 &+ (t.shapes[$1.name]?.count ?? 0) }
     try checkMemory(bytes: values &* 4, what: "interpreting \(forward.name) at batch \(batch)")
-    tables[batch] = t
+    training[batch] = t
+    return t
+  }
+
+  /// The inference stage at `batch`.
+  mutating func inferenceStage(_ batch: Int) throws -> TypedGraph {
+    if let t = inference[batch] { return t }
+    let t = try Pipeline(batch: batch, purpose: .inference, fuse: false).run(forward, to: .shaped)
+    inference[batch] = t
     return t
   }
 
   func inputs(_ table: ShapeTable, images: [Float], labels: [Int32]?) -> [String: RefValue<Float>] {
     var env: [String: RefValue<Float>] = [:]
     for i in forward.inputs {
-      let t = table[i.name]!
+      guard let t = table[i.name] else { continue }
       switch i.dtype {
       case .f32: env[i.name] = .f32(Tensor(shape: t.dims, data: images))
       case .i32: env[i.name] = .i32(shape: t.dims, data: labels ?? [Int32](repeating: 0, count: t.count))
@@ -78,7 +85,8 @@ public struct InterpreterBackend: Backend {
       throw DataError("a batch of \(labels.count) does not split into \(shards) equal shards")
     }
     let b = labels.count / shards, px = images.count / labels.count
-    let (_, table) = try shapes(b)
+    let stage = try trainingStage(b)
+    let (backward, table) = (stage.graph, stage.shapes)
     let weights = params.tensors()
     var grads: [String: [Float]] = [:]
     var loss: Float = 0
@@ -115,8 +123,9 @@ public struct InterpreterBackend: Backend {
   }
 
   public mutating func infer(images: [Float], count: Int) throws -> [Float] {
-    let (table, _) = try shapes(count)
-    let env = try Interpreter<Float>(graph: inference, shapes: table)
+    let stage = try inferenceStage(count)
+    let table = stage.shapes
+    let env = try Interpreter<Float>(graph: stage.graph, shapes: table)
       .run(inputs: inputs(table, images: images, labels: nil), parameters: params.tensors(), context: ReferenceContext(training: false))
     return env[forward.output!]!.tensor!.data
   }

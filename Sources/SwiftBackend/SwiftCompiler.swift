@@ -2,7 +2,6 @@ import FileSystem
 import GraphIR
 import Foundation
 import Lowering
-import Runtime
 
 /// A failure to compile or load generated Swift.
 public struct SwiftCompileError: UserFacingError {

@@ -81,7 +81,7 @@ import Testing
     let tm = try TargetMachine(target, objectFile: true)
     try module.optimize(tm)
     try module.emitObject(tm, to: "\(dir)/\(name).o")
-    try CHeader.render(programs, source: "Graphs/\(name).graph").write(toFile: "\(dir)/\(name).h", atomically: true, encoding: .utf8)
+    try CHeader.render(programs, source: "Graphs/\(name).graph", normalization: (Normalization.mnist.mean[0], Normalization.mnist.std[0])).write(toFile: "\(dir)/\(name).h", atomically: true, encoding: .utf8)
   }
 
   /// The self-contained AArch64 target of the cross tests, and the host's.

@@ -77,6 +77,14 @@ struct FilesTests {
     #expect(try FileManager.default.contentsOfDirectory(atPath: dir) == ["r"])
   }
 
+  /// A device named as an output is written into, not replaced by a regular file (as a rename over it would).
+  @Test func writingToADeviceKeepsTheDevice() throws {
+    guard let before = fileStatus("/dev/null"), before.st_mode & S_IFMT == S_IFCHR else { return }
+    try writeAtomically([1, 2, 3], to: "/dev/null")
+    #expect(fileStatus("/dev/null").map { $0.st_mode & S_IFMT == S_IFCHR } == true, "/dev/null is still a device")
+    #expect(try FileManager.default.contentsOfDirectory(atPath: "/dev").filter { $0.hasPrefix(".null.tmp") }.isEmpty)
+  }
+
   @Test func privateDirectories() throws {
     let mine = Path.join(dir, "cache/objects")
     #expect(try preparePrivateDirectory(mine) == nil)

@@ -7,6 +7,11 @@ public struct Conv2DOp: ForwardOp {
   public var parameterSuffixes: [String] { attrs.bias ? ["weight", "bias"] : ["weight"] }
   public var operandNames: [String] { attrs.operandNames }
   public var isCompilerForm: Bool { attrs.scaled }
+  public var batchNormFoldedForm: (op: Op, channels: Int)? {
+    var a = attrs
+    a.scaled = true
+    return attrs.scaled ? nil : (.conv2d(a), a.filters)
+  }
   public func resultType(_ x: [TensorType]) throws(ShapeError) -> TensorType { try Conv2D.scaledResultType(spelling, attrs, x) }
   public func parameterTypes(_ x: [TensorType]) -> [TensorType] { Conv2D.parameterTypes(attrs, x[0]) }
   public func flopsPerImage(_ x: [TensorType], result: TensorType) -> Int { Conv2D.flopsPerImage(attrs, x[0], result: result) }

@@ -7,6 +7,11 @@ public struct DenseOp: ForwardOp {
   public var parameterSuffixes: [String] { attrs.bias ? ["weight", "bias"] : ["weight"] }
   public var operandNames: [String] { attrs.operandNames }
   public var isCompilerForm: Bool { attrs.scaled }
+  public var batchNormFoldedForm: (op: Op, channels: Int)? {
+    var a = attrs
+    a.scaled = true
+    return attrs.scaled ? nil : (.dense(a), a.units)
+  }
   public func resultType(_ x: [TensorType]) throws(ShapeError) -> TensorType { try Dense.scaledResultType(spelling, attrs, x) }
   public func parameterTypes(_ x: [TensorType]) -> [TensorType] { Dense.parameterTypes(attrs, x[0]) }
   public func flopsPerImage(_ x: [TensorType], result: TensorType) -> Int { Dense.flopsPerImage(attrs, x[0]) }

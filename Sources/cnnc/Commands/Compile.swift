@@ -6,6 +6,7 @@ import LLVMBackend
 import Lowering
 import SwiftBackend
 import Passes
+import Runtime
 
 /// `cnnc compile`: checks a graph, infers shapes, prints the plan and emits code.
 struct Compile: ParsableCommand {
@@ -110,7 +111,7 @@ struct Compile: ParsableCommand {
       try module.optimize(tm)
       try module.emitObject(tm, to: path)
       let header = Path.deletingExtension(path) + ".h"
-      try writeAtomically(Array(CHeader.render(programs, source: file).utf8), to: header)
+      try writeAtomically(Array(CHeader.render(programs, source: file, normalization: (Normalization.mnist.mean[0], Normalization.mnist.std[0])).utf8), to: header)
       print("wrote \(header)")
     case .none: break
     }

@@ -1,7 +1,9 @@
 import Foundation
+import GraphIR
 
 /// OpenBLAS, loaded into the global symbol namespace so that JIT-compiled and dlopen-ed code
-/// resolves `cblas_sgemm` from the process. Returns the kernel OpenBLAS picked (e.g. "Haswell").
+/// resolves `cblas_sgemm` (the kernel IR's library GEMM, `Stmt.gemm`) from the process. Returns the kernel
+/// OpenBLAS picked (e.g. "Haswell").
 @discardableResult
 public func loadBLAS() throws -> String {
   for name in ["libopenblas.so.0", "libopenblas.so", "libopenblas.dylib"] {
@@ -11,5 +13,10 @@ public func loadBLAS() throws -> String {
       return unsafeBitCast(sym, to: CoreName.self)().map { String(cString: $0) } ?? "unknown"
     }
   }
-  throw DataError("cannot load OpenBLAS (libopenblas.so.0); install libopenblas-dev")
+  throw LibraryError(description: "cannot load OpenBLAS (libopenblas.so.0); install libopenblas-dev")
+}
+
+/// A library the compiled programs call cannot be loaded.
+public struct LibraryError: UserFacingError {
+  public var description: String
 }
