@@ -6,6 +6,7 @@ import Lowering
 /// then link the objects into an ORC LLJIT for the same target. Kernels do not see each other (each is
 /// `noinline`), so how they are split over modules changes no instruction of theirs. Keeps every JIT alive.
 public struct JITCompiler: ProgramCompiler {
+  public let name = "jit"
   public let target: Target
   /// Modules compiled side by side: this machine's processors, up to `maxCompileThreads`.
   public let compileThreads: Int

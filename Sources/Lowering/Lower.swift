@@ -4,7 +4,7 @@ import Passes
 /// The optimiser a training program applies after its backward pass (hyper-parameters are baked in;
 /// the learning rate and step are arguments).
 public struct OptimizerSpec: Equatable, Sendable {
-  public enum Kind: String, Sendable { case adam, sgd }
+  public enum Kind: String, Sendable, CaseIterable { case adam, sgd }
   public var kind: Kind
   public var beta1: Float = 0.9, beta2: Float = 0.999, epsilon: Float = 1e-8
   public var momentum: Float = 0, weightDecay: Float = 0

@@ -8,6 +8,8 @@ public typealias EntryPoint = @convention(c) (
 /// Turns lowered programs into callable entry points (the LLVM JIT, or compiled Swift source): what a back end
 /// provides and the runtime calls.
 public protocol ProgramCompiler {
+  /// The back end's short name (`jit`, `swift`).
+  var name: String { get }
   /// The CPU the programs are lowered and compiled for.
   var target: Target { get }
   /// Compiles the programs together; returns one entry point per program, in order.

@@ -1,19 +1,25 @@
 import GraphIR
 import Passes
 
-/// What the trainer needs from a back end. The back end owns the parameters and optimiser state
-/// while it trains, so a step copies nothing but the batch in and the loss and logits out.
-public protocol Backend {
+/// What evaluation and prediction need from a back end: parameters in, the graph's output out.
+public protocol InferenceBackend {
   /// Short name for reports (`interp`, `swift`, `jit`).
   var name: String { get }
+  /// Sets the parameters and buffers (trained weights).
+  mutating func loadParameters(_ parameters: Parameters) throws
+  /// The graph's output for `count` images (inference: dropout is the identity).
+  mutating func infer(images: [Float], count: Int) throws -> [Float]
+}
+
+/// What the trainer needs from a back end. The back end owns the parameters and optimiser state
+/// while it trains, so a step copies nothing but the batch in and the loss and logits out.
+public protocol Backend: InferenceBackend {
   /// Sets parameters and optimiser state (a fresh run or a resumed checkpoint).
   mutating func load(_ parameters: Parameters, _ optimizer: Optimizer) throws
   /// Forward, backward and the optimiser update on one batch; `step` is the 1-based update count
   /// (it keys dropout and Adam's bias correction). Returns the loss and the logits.
   mutating func trainStep(images: [Float], labels: [Int32], seed: UInt64, step: Int, learningRate: Float) throws
     -> (loss: Float, logits: [Float])
-  /// The graph's output for `count` images (inference: dropout is the identity).
-  mutating func infer(images: [Float], count: Int) throws -> [Float]
   /// Current parameters and optimiser state, for checkpoints.
   func parameters() -> Parameters
   func optimizerState() -> [String: [Float]]
@@ -45,6 +51,7 @@ public struct InterpreterBackend: Backend {
     params = parameters
     self.optimizer = optimizer
   }
+  public mutating func loadParameters(_ parameters: Parameters) { params = parameters }
   public func parameters() -> Parameters { params }
   public func optimizerState() -> [String: [Float]] { optimizer.state }
 

@@ -101,7 +101,7 @@ public final class CompiledBackend<C: ProgramCompiler>: Backend {
     self.threads = max(1, min(shards / (mpi?.size ?? 1), requested))
     inferenceThreads = max(1, requested)
     optimizerKind = optimizer.kind
-    optimizerSpec = OptimizerSpec(kind: optimizer.kind == .adam ? .adam : .sgd, momentum: optimizer.momentum, weightDecay: optimizer.weightDecay)
+    optimizerSpec = OptimizerSpec(kind: optimizer.kind, momentum: optimizer.momentum, weightDecay: optimizer.weightDecay)
     // Parallelism comes from the shards (and inference chunks), in a fixed partition.
     if shards > 1 || inferenceThreads > 1 { openblas_set_num_threads(1) }
     let start = Date()
@@ -128,6 +128,13 @@ public final class CompiledBackend<C: ProgramCompiler>: Backend {
     statefulOps = set.step.statistics.map { graph.node(named: $0.node)!.op.definition as! any StatefulOp }
     counters = Dictionary(uniqueKeysWithValues: graph.counterNames.map { ($0, 0) })
     (params, m, v, grads, arenas) = try Self.buffers(set, shards: shards, localShards: shards / (mpi?.size ?? 1), what: "training \(graph.name) at batch \(batch)")
+  }
+
+  /// A back end that only runs inference: the programs for `inferenceCalls` (image counts per `infer` call),
+  /// compiled before it returns, and no training step. Its optimiser settings are never read.
+  public convenience init(inferenceOf graph: Graph, compiler: C, inferenceCalls: [Int], threads: Int? = nil) throws {
+    try self.init(name: compiler.name, graph: graph, batch: max(1, inferenceCalls.max() ?? 1), optimizer: Optimizer(kind: .adam, learningRate: 0),
+                  compiler: compiler, inferenceCalls: inferenceCalls, threads: threads, inferenceOnly: true)
   }
 
   /// The step's buffers: parameters and buffers, Adam's moments, one gradient block per shard, one arena per
@@ -177,16 +184,30 @@ public final class CompiledBackend<C: ProgramCompiler>: Backend {
     }
   }
 
+  /// Trained parameters and buffers for inference (the optimiser state is left as it is).
+  public func loadParameters(_ parameters: Parameters) throws {
+    try copyIn(parameters)
+  }
+
   public func load(_ parameters: Parameters, _ optimizer: Optimizer) throws {
+    try copyIn(parameters)
+    for p in train.parameters {
+      let count = p.shape.reduce(1, *)
+      for (buffer, key) in [(m, optimizer.kind == .adam ? "m" : "momentum"), (v, "v")] {
+        let state = optimizer.state["\(key).\(p.name)"] ?? [Float](repeating: 0, count: count)
+        state.withUnsafeBufferPointer { buffer.pointer.advanced(by: p.offset).update(from: $0.baseAddress!, count: min($0.count, count)) }
+      }
+    }
+    stepsTaken = optimizer.step
+  }
+
+  /// Copies parameters, buffers and counters into the programs' layout; a missing or mis-sized one is an error.
+  func copyIn(_ parameters: Parameters) throws {
     for p in train.parameters {
       guard let values = parameters.values[p.name], values.count == p.shape.reduce(1, *) else {
         throw CheckpointError("parameter '\(p.name)' is missing or has the wrong size")
       }
       values.withUnsafeBufferPointer { params.pointer.advanced(by: p.offset).update(from: $0.baseAddress!, count: $0.count) }
-      for (buffer, key) in [(m, optimizer.kind == .adam ? "m" : "momentum"), (v, "v")] {
-        let state = optimizer.state["\(key).\(p.name)"] ?? [Float](repeating: 0, count: values.count)
-        state.withUnsafeBufferPointer { buffer.pointer.advanced(by: p.offset).update(from: $0.baseAddress!, count: min($0.count, values.count)) }
-      }
     }
     for b in train.buffers {
       guard let values = parameters.values[b.name], values.count == b.shape.reduce(1, *) else {
@@ -195,7 +216,6 @@ public final class CompiledBackend<C: ProgramCompiler>: Backend {
       values.withUnsafeBufferPointer { params.pointer.advanced(by: b.offset).update(from: $0.baseAddress!, count: $0.count) }
     }
     for name in counters.keys { counters[name] = parameters.counters[name] ?? 0 }
-    stepsTaken = optimizer.step
   }
 
   public func parameters() -> Parameters {

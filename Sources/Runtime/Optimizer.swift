@@ -1,6 +1,9 @@
+import Lowering
+
 /// An optimiser that updates parameters in place from their gradients; its state is checkpointed.
 public struct Optimizer: Equatable, Sendable {
-  public enum Kind: String, Sendable, CaseIterable { case adam, sgd }
+  /// The optimisers: the lowering's kinds (one list for the compiled and the reference update).
+  public typealias Kind = OptimizerSpec.Kind
   public var kind: Kind
   public var learningRate: Float
   public var beta1: Float = 0.9

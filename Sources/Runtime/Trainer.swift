@@ -44,8 +44,11 @@ public struct TrainingOptions: Sendable {
 
   /// The image counts one evaluation of `count` images passes to the back end's `infer` (`evalBatch` at a
   /// time, then the rest), so a compiled back end can build those programs before training starts.
-  public func evaluationCalls(_ count: Int) -> [Int] {
-    count <= 0 ? [] : [min(evalBatch, count), count % evalBatch].filter { $0 > 0 }
+  public func evaluationCalls(_ count: Int) -> [Int] { Self.evaluationCalls(count, batch: evalBatch) }
+
+  /// The image counts an evaluation of `count` images in calls of `batch` passes to `infer`.
+  public static func evaluationCalls(_ count: Int, batch: Int) -> [Int] {
+    count <= 0 ? [] : [min(batch, count), count % batch].filter { $0 > 0 }
   }
 
   /// The calls of a training run: its validation split of `trainCount` images and its `testCount` test images.
@@ -278,39 +281,14 @@ public struct Trainer<B: Backend> {
     }
   }
 
-  /// Accuracy of the graph's output over a dataset, in batches.
-  public mutating func accuracy(_ data: ImageDataset) throws -> (accuracy: Double, predictions: [Int], nonFinite: Int) {
-    let r = try evaluate(data)
-    return (r.accuracy, r.predictions, r.nonFinite)
+  /// The evaluator of this run's graph, normalisation and evaluation batch.
+  public var evaluator: Evaluator {
+    Evaluator(classes: classes, imageInputDims: imageInputDims, normalization: options.normalization, batch: options.evalBatch)
   }
 
-  /// Accuracy and mean cross-entropy (softmax of the output against the labels, in Double) over a dataset.
-  /// `nonFinite` counts the images whose output holds a NaN or an infinity (their predictions mean nothing).
-  public mutating func evaluate(_ data: ImageDataset) throws -> (accuracy: Double, loss: Double, predictions: [Int], nonFinite: Int) {
-    try data.validateImages(forInput: imageInputDims)
-    try data.validateLabels(classes: classes)
-    try options.normalization.check(channels: data.channels)
-    var predictions: [Int] = []
-    predictions.reserveCapacity(data.count)
-    var start = 0
-    let px = data.imageBytes
-    var buffer = [Float](repeating: 0, count: options.evalBatch * px)
-    var lossSum = 0.0, nonFinite = 0
-    while start < data.count {
-      let n = min(options.evalBatch, data.count - start)
-      if buffer.count != n * px { buffer = [Float](repeating: 0, count: n * px) }
-      data.normalizedBatch(Array(start..<(start + n))[...], into: &buffer, options.normalization)
-      let logits = try backend.infer(images: buffer, count: n)
-      for i in 0..<n {
-        let row = logits[(i * classes)..<((i + 1) * classes)]
-        predictions.append(argmax(row))
-        if !row.allSatisfy(\.isFinite) { nonFinite += 1 }
-        lossSum += crossEntropy(row, label: Int(data.labels[start + i]))
-      }
-      start += n
-    }
-    let correct = zip(predictions, data.labels).filter { $0 == Int($1) }.count
-    return (Double(correct) / Double(max(1, data.count)), lossSum / Double(max(1, data.count)), predictions, nonFinite)
+  /// Accuracy, mean cross-entropy and predictions over a dataset (`Evaluator.evaluate`).
+  public mutating func evaluate(_ data: ImageDataset) throws -> Evaluation {
+    try evaluator.evaluate(&backend, data)
   }
 
   /// Trains; returns one report per epoch finished.
@@ -376,8 +354,8 @@ public struct Trainer<B: Backend> {
   /// The report of an epoch just trained: its sums, and the validation and test accuracy and loss (evaluated
   /// by the primary process only) after `images` images in `seconds`.
   mutating func epochReport(_ epoch: Int, seconds: Double, images: Int, validation: ImageDataset?, test: ImageDataset) throws -> EpochReport {
-    var val: (accuracy: Double, loss: Double, predictions: [Int], nonFinite: Int)?
-    var tst: (accuracy: Double, loss: Double, predictions: [Int], nonFinite: Int)?
+    var val: Evaluation?
+    var tst: Evaluation?
     if options.primary {
       if let validation { val = try evaluate(validation) }
       tst = try evaluate(test)

@@ -24,6 +24,7 @@ final class LoadedLibrary {
 /// swiftc finished, so a truncated or damaged library is compiled again instead of crashing the loader. A cache
 /// that cannot be used costs the compile only: the library is then built in a private temporary directory.
 public struct SwiftCompiler: ProgramCompiler {
+  public let name = "swift"
   public let target: Target
   let cacheDirectory: String
   let source: String

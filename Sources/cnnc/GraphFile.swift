@@ -18,7 +18,15 @@ func printError(_ s: String) {
   FileHandle.standardError.write(Data(s.utf8))
 }
 
-/// Reads and parses a `.graph` file (or imports an `.onnx` model), printing compiler-style diagnostics on failure.
+/// Diagnostics found in a file, shown (by `renderUserFacing`) with the source lines they point at.
+struct FileDiagnostics: UserFacingError {
+  let list: DiagnosticList
+  let file: String
+  let source: [UInt8]
+  var description: String { list.render(file: file, source: source) }
+}
+
+/// Reads and parses a `.graph` file (or imports an `.onnx` model); a malformed one throws its diagnostics.
 struct GraphFile {
   let path: String
   let source: [UInt8]
@@ -39,10 +47,7 @@ struct GraphFile {
     self.path = path
     // A graph is a few hundred bytes; refusing huge files keeps the compiler's memory bounded.
     let data: [UInt8]
-    do { data = try readRegularFile(path, maxBytes: Self.maxFileBytes) } catch {
-      printError("error: cannot read graph file: \(error)\n")
-      throw ReportedFailure
-    }
+    do { data = try readRegularFile(path, maxBytes: Self.maxFileBytes) } catch { throw FileError("cannot read graph file: \(error)") }
     source = data
     let stem = URL(fileURLWithPath: path).deletingPathExtension().lastPathComponent
     let name = stem.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "_") } && !(stem.first?.isNumber ?? true) ? stem : "graph"
@@ -51,8 +56,7 @@ struct GraphFile {
       if !anyDialect { try Verifier.requireForwardDialect(graph) }
       try Verifier.verify(graph)
     } catch {
-      printError(error.render(file: path, source: source))
-      throw ReportedFailure
+      throw FileDiagnostics(list: error, file: path, source: source)
     }
   }
 
@@ -80,18 +84,16 @@ struct GraphFile {
     do {
       graph = try Parser.parse(source, defaultName: "simplecnn")
     } catch {
-      printError(error.render(file: path, source: source))
-      throw ReportedFailure
+      throw FileDiagnostics(list: error, file: path, source: source)
     }
   }
 
-  /// Runs a pass, printing its diagnostics against this file.
+  /// Runs a pass; its diagnostics are shown against this file.
   func run<T>(_ pass: () throws(DiagnosticList) -> T) throws -> T {
     do {
       return try pass()
     } catch {
-      printError(error.render(file: path, source: source))
-      throw ReportedFailure
+      throw FileDiagnostics(list: error, file: path, source: source)
     }
   }
 }
@@ -123,6 +125,8 @@ func lineBufferStandardOutput() {
 /// The one place errors become text, for every command.
 func renderUserFacing(_ error: Error) -> String? {
   switch error {
+  case let e as FileDiagnostics:
+    return e.description
   case let e as DiagnosticList:
     return e.render(file: "<graph>", source: [])
   case let e as any UserFacingError:

@@ -30,7 +30,7 @@ struct Bench: ParsableCommand {
   let inferenceBatch = 1000
 
   @Argument(help: "The .graph file (default: the built-in SimpleCNN).") var file: String?
-  @Option(parsing: .unconditional, help: "Back end: jit or swift.") var backend: String = "jit"
+  @Option(parsing: .unconditional, help: "Back end: jit or swift.") var backend: BackendKind = .jit
   @OptionGroup(title: "Target") var targetOptions: TargetOptions
   @Option(parsing: .unconditional, help: "Time whole epochs after the first (at least 2).") var epochs: Int?
   @Option(parsing: .unconditional, help: "Time this many training steps after the first.") var steps: Int = 300
@@ -48,7 +48,7 @@ struct Bench: ParsableCommand {
   var scalingLayers: [Int] = CompileScaling.layerCounts
 
   func validate() throws {
-    guard ["jit", "swift"].contains(backend) else { throw ValidationError("--backend must be jit or swift") }
+    try BackendKind.check(backend, allowed: [.jit, .swift])
     if let epochs, epochs < 2 { throw ValidationError("--epochs must be at least 2 (the first epoch is not timed)") }
     guard steps >= 1 else { throw ValidationError("--steps must be at least 1") }
     guard singles >= 5 else { throw ValidationError("--singles must be at least 5") }
@@ -76,7 +76,7 @@ struct Bench: ParsableCommand {
       let target = try targetOptions.resolve(runsHere: true)
       let trainSet = try ImageDataset.loadSet(directory: data ?? defaultDataDirectory(), training: true)
       let testSet = try ImageDataset.loadSet(directory: data ?? defaultDataDirectory(), training: false)
-      if backend == "jit" {
+      if backend == .jit {
         // The warm figure's cache is a directory of its own, so the cold figure is cold whatever ran before.
         // A new private directory (mkdtemp, mode 0700): a name another user could have made first is never adopted.
         let cacheDirectory = URL(fileURLWithPath: try makeTemporaryDirectory(prefix: "cnnc-bench-objects"))
@@ -136,7 +136,7 @@ struct Bench: ParsableCommand {
     openblas_set_num_threads(blasThreads)
     let trainFlops = Double(3 * flopsForward)
     let json: [(String, String)] = [
-      ("framework", "\"cnnc \(backend)\""), ("graph", "\"\(f.graph.name)\""), ("backend", "\"\(backend)\""), ("batch", "\(batch)"),
+      ("framework", "\"cnnc \(backend.rawValue)\""), ("graph", "\"\(f.graph.name)\""), ("backend", "\"\(backend.rawValue)\""), ("batch", "\(batch)"),
       ("train_images_per_s", fmt(trainRate)), ("train_timed", epochs != nil ? "\"epochs 2..\(epochs!)\"" : "\"steps 2..\(steps + 1)\""),
       ("train_gflops", fmt(trainRate * trainFlops / 1e9)), ("train_fraction_of_sgemm_peak", fmt(trainRate * trainFlops / 1e9 / peak, 3)),
       ("compile_s", fmt(compileSeconds, 3)), ("compile_background_s", b.backgroundCompileSeconds.map { fmt($0, 3) } ?? "null"),
@@ -210,12 +210,12 @@ struct Bench: ParsableCommand {
 
   /// Inference at `inferenceBatch` over the test set: images/s of the median of 3 passes, and the accuracy.
   func timeInference<C>(_ trainer: inout Trainer<CompiledBackend<C>>, _ testSet: ImageDataset) throws -> (imagesPerSecond: Double, accuracy: Double) {
-    _ = try trainer.accuracy(testSet)  // warm-up (first touches of the arenas and code pages)
+    _ = try trainer.evaluate(testSet)  // warm-up (first touches of the arenas and code pages)
     var passes: [Double] = []
     var accuracy = 0.0
     for _ in 0..<3 {
       let t = Date()
-      accuracy = try trainer.accuracy(testSet).accuracy
+      accuracy = try trainer.evaluate(testSet).accuracy
       passes.append(Date().timeIntervalSince(t))
     }
     return (Double(testSet.count) / passes.sorted()[1], accuracy)

@@ -17,12 +17,9 @@ struct Export: ParsableCommand {
   @Option(name: .shortAndLong, parsing: .unconditional, help: "The .onnx file to write (default: the graph's name with .onnx).") var output: String?
 
   func run() throws {
-    let f = try GraphFile(path: file)
-    let shapes = try f.run { () throws(DiagnosticList) in try inferShapes(f.graph, batch: 1) }
+    let model = try TrainedModel(try GraphFile(path: file), weights: weights)
+    let (f, shapes, params) = (model.file, model.shapes, model.parameters)
     try reportingErrors {
-      let st = try SafeTensors.read(from: weights)
-      var params = Parameters(graph: f.graph, shapes: shapes, seed: 0)
-      try params.load(st, path: weights)
       let image = f.graph.inputs.first { $0.dtype == .f32 }!
       let tensors = Dictionary(uniqueKeysWithValues: (f.graph.parameterNames + f.graph.bufferNames).map { ($0, (shape: params.shapes[$0]!, data: params.values[$0]!)) })
       let data = try ONNXExport.serialize(f.graph, inputDims: Array(shapes[image.name]!.dims.dropFirst()),

@@ -23,7 +23,7 @@ struct Predict: ParsableCommand {
   @Option(parsing: .unconditional, help: "Print only the K most probable classes, most probable first.") var top: Int?
   @Flag(help: "One JSON object per image: file, prediction, probabilities (and logits, label).") var json = false
   @Option(parsing: .unconditional, help: "Back end: interp (the reference interpreter, no compile step) or jit (compiled first; faster for many images).")
-  var backend: String = "interp"
+  var backend: BackendKind = .interp
   @OptionGroup(title: "Target") var targetOptions: TargetOptions
   @OptionGroup var cacheOptions: CacheOptions
 
@@ -31,7 +31,7 @@ struct Predict: ParsableCommand {
     guard index >= 0 else { throw ValidationError("--index must be at least 0, got \(index)") }
     guard count >= 1 else { throw ValidationError("--count must be at least 1, got \(count)") }
     if let top, top < 1 { throw ValidationError("--top must be at least 1, got \(top)") }
-    guard ["interp", "jit"].contains(backend) else { throw ValidationError("--backend must be interp or jit") }
+    try BackendKind.check(backend, allowed: [.interp, .jit])
   }
 
   /// One image to classify: where it came from, its pixels, and its true label when the data gives one.
@@ -42,25 +42,16 @@ struct Predict: ParsableCommand {
   }
 
   func run() throws {
-    let f = try GraphFile(path: file)
-    let shapes = try f.run { () throws(DiagnosticList) in try inferShapes(f.graph, batch: 1) }
+    let model = try TrainedModel(try GraphFile(path: file), weights: weights)
     try reportingErrors {
-      guard let input = f.graph.inputs.first(where: { $0.dtype == .f32 }), let dims = shapes[input.name]?.dims, dims.count == 4,
+      guard let input = model.graph.inputs.first(where: { $0.dtype == .f32 }), let dims = model.shapes[input.name]?.dims, dims.count == 4,
             dims[1] == 1 || dims[1] == 3 else {
         throw DataError("the graph's image input must be [N, 1, H, W] (grey) or [N, 3, H, W] (colour) to classify images")
       }
       let items = try self.items(height: dims[2], width: dims[3], channels: dims[1])
-      var params = Parameters(graph: f.graph, shapes: shapes, seed: 0)
-      let (st, source) = try f.weights(weights)
-      try params.load(st, path: source)
-      let normalization = try Normalization(metadata: st.metadata) ?? .mnist
+      let normalization = model.normalization
       try normalization.check(channels: dims[1])
-      let optimizer = Optimizer(kind: .adam, learningRate: 0)
-      var backend: any Backend = self.backend == "jit"
-        ? try CompiledBackend(name: "jit", graph: f.graph, batch: 1, optimizer: optimizer, compiler: try JITCompiler(target: try targetOptions.resolve(runsHere: true), cache: cacheOptions.cache),
-                              inferenceCalls: [1], inferenceOnly: true)
-        : try InterpreterBackend(graph: f.graph)
-      try backend.load(params, optimizer)
+      var backend = try model.inferenceBackend(backend, inferenceCalls: [1], target: try targetOptions.resolve(runsHere: true), cache: cacheOptions.cache)
       for item in items {
         let pixels = invert ? item.pixels.map { 255 - $0 } : item.pixels
         let set = ImageDataset(images: pixels, labels: [0], count: 1, rows: dims[2], cols: dims[3], channels: dims[1])
@@ -69,7 +60,7 @@ struct Predict: ParsableCommand {
         let z = try backend.infer(images: x, count: 1)
         // No class is more probable than another when the output is not finite (diverged or damaged weights).
         guard z.allSatisfy(\.isFinite) else {
-          throw DataError("the network's output for \(item.name) is not finite (\(z.first { !$0.isFinite }!)): the weights in \(source) are diverged or damaged")
+          throw DataError("the network's output for \(item.name) is not finite (\(z.first { !$0.isFinite }!)): the weights in \(model.weightsSource) are diverged or damaged")
         }
         report(item, logits: z, alone: items.count == 1)
       }

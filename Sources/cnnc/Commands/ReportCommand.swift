@@ -26,32 +26,20 @@ struct ReportCommand: ParsableCommand {
 
 /// Builds the report of a run directory; returns the path of the HTML file.
 func writeReport(runDirectory dir: String, data: String) throws -> String {
-  let f = try GraphFile(path: Path.join(dir, "model.graph"))
   // A run without a history yet (killed before its first checkpoint) has no curves; a damaged one is an error.
   let historyPath = Path.join(dir, RunDirectory.historyFile)
   let history = fileStatus(historyPath) == nil ? []
     : try EpochReport.decodeHistory(Data(try readRegularFile(historyPath, maxBytes: EpochReport.maxHistoryBytes)), path: historyPath)
+  let model = try TrainedModel(try GraphFile(path: Path.join(dir, "model.graph")), weights: Path.join(dir, RunDirectory.weightsFile))
+  let (f, params) = (model.file, model.parameters)
   let test = try ImageDataset.loadSet(directory: data, training: false)
   // Small batches keep the inference arena (and so peak memory) small; the test set takes a moment either way.
-  let batch = 100
-  let shapes = try f.run { () throws(DiagnosticList) in try inferShapes(f.graph, batch: batch) }
-  var params = Parameters(graph: f.graph, shapes: shapes, seed: 0)
-  let weights = Path.join(dir, "weights.safetensors")
-  let st = try SafeTensors.read(from: weights)
-  try params.load(st, path: weights)
-  let opt = Optimizer(kind: .adam, learningRate: 0)
-  var options = TrainingOptions(outputDirectory: dir)
-  options.normalization = try Normalization(metadata: st.metadata) ?? .mnist
-  options.evalBatch = batch
-  options.batchSize = batch
-  let backend = try CompiledBackend(name: "jit", graph: f.graph, batch: batch, optimizer: opt, compiler: try JITCompiler(target: Target.host()),
-                                  inferenceCalls: options.evaluationCalls(test.count), inferenceOnly: true)
-  var trainer = try Trainer(backend: backend, graph: f.graph, parameters: params, optimizer: opt, options: options)
-  try test.validateLabels(classes: trainer.classes)
-  let (_, predictions, _) = try trainer.accuracy(test)
-  let k = trainer.classes
-  var confusion = [[Int]](repeating: [Int](repeating: 0, count: k), count: k)
-  for (p, l) in zip(predictions, test.labels) { confusion[Int(l)][p] += 1 }
+  let evaluator = try Evaluator(graph: f.graph, normalization: model.normalization, batch: 100)
+  try test.validateLabels(classes: evaluator.classes)
+  var backend = try model.inferenceBackend(.jit, inferenceCalls: TrainingOptions.evaluationCalls(test.count, batch: evaluator.batch),
+                                           target: Target.host(), cache: nil)
+  let predictions = try evaluator.evaluate(&backend, test).predictions
+  let confusion = ConfusionMatrix(predictions: predictions, labels: test.labels, classes: evaluator.classes).counts
   let px = test.imageBytes
   var mistakes: [(pixels: [UInt8], label: Int, predicted: Int)] = []
   for i in predictions.indices where predictions[i] != Int(test.labels[i]) && mistakes.count < 40 {
@@ -69,7 +57,7 @@ func writeReport(runDirectory dir: String, data: String) throws -> String {
     filters = (0..<a.filters).map { o in Array(w[(o * cin * a.kernel * a.kernel)..<(o * cin * a.kernel * a.kernel + drawn)]) }
   }
   var x = [Float](repeating: 0, count: px)
-  test.normalizedBatch([0][...], into: &x, options.normalization)
+  test.normalizedBatch([0][...], into: &x, model.normalization)
   let maps = try featureMaps(f.graph, Array(convs), params, image: x)
   let report = ReportData(title: "cnnc report: \(f.graph.name)", history: history, confusion: confusion, mistakes: mistakes,
                           rows: test.rows, cols: test.cols, channels: test.channels, filters: filters, kernel: kernel, digit: Array(test.images.prefix(px)),

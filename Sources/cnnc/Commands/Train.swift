@@ -31,7 +31,7 @@ struct Train: ParsableCommand {
   var file: String?
 
   @Option(parsing: .unconditional, help: "Back end: swift (generated Swift, compiled with swiftc), jit (LLVM ORC JIT), interp (the reference interpreter).")
-  var backend: String = "swift"
+  var backend: BackendKind = .swift
   @Flag(help: "Use the LLVM JIT back end (same as --backend jit).") var jit = false
   @OptionGroup(title: "Target") var targetOptions: TargetOptions
   @OptionGroup var cacheOptions: CacheOptions
@@ -89,7 +89,6 @@ struct Train: ParsableCommand {
     }
     if let saveEvery, saveEvery < 1 { throw ValidationError("--save-every must be at least 1, got \(saveEvery)") }
     guard epochs <= Self.maxEpochs else { throw ValidationError("--epochs must be at most \(Self.maxEpochs), got \(epochs)") }
-    guard ["swift", "interp", "jit"].contains(backend) else { throw ValidationError("unknown back end '\(backend)'; available: swift, jit, interp") }
     guard Optimizer.Kind(rawValue: optimizer) != nil else { throw ValidationError("--optimizer must be adam or sgd") }
     if let steps, steps < 1 { throw ValidationError("--steps must be at least 1") }
     guard shards >= 1, batch % shards == 0 else { throw ValidationError("--batch \(batch) must split into --shards \(shards) equal parts") }
@@ -129,10 +128,7 @@ struct Train: ParsableCommand {
     lineBufferStandardOutput()
     let f = try file.map { try GraphFile(path: $0) } ?? GraphFile(builtin: "simplecnn.graph", text: defaultGraph)
     let shapes = try f.run { () throws(DiagnosticList) in try inferShapes(f.graph, batch: batch) }
-    guard f.graph.minimize != nil else {
-      printError("\(f.path): error: the graph has no 'minimize' statement; training needs a scalar loss\n")
-      throw ReportedFailure
-    }
+    guard f.graph.minimize != nil else { throw DataError("\(f.path): the graph has no 'minimize' statement; training needs a scalar loss") }
     let dir = data ?? defaultDataDirectory()
     let mpi = try distributedRuntime()
     let outDir = out ?? "runs/\(f.graph.name)"
@@ -155,8 +151,10 @@ struct Train: ParsableCommand {
       options.augmentation = try augment.map { try Augmentation(parsing: $0) } ?? .none
       // Only the primary evaluates; the evaluation programs are compiled with the training step.
       let calls = options.primary ? options.trainingEvaluationCalls(trainCount: trainSet.count, testCount: testSet.count) : []
-      if jit || backend != "interp" { say("target: \(target)") }
-      if jit || backend == "jit" {
+      let kind = jit ? .jit : backend
+      if kind != .interp { say("target: \(target)") }
+      switch kind {
+      case .jit:
         let b = try CompiledBackend(name: "jit", graph: f.graph, batch: batch, optimizer: opt, compiler: try JITCompiler(target: target, cache: cacheOptions.cache),
                                     inferenceCalls: calls, shards: shards, threads: threads, mpi: mpi)
         let c = b.compiler
@@ -164,18 +162,18 @@ struct Train: ParsableCommand {
         say(String(format: "jit: %.3f s before step 1 (lowering and IR %.3f s, optimisation (%@) and code generation on %d threads %.3f s%@, linking %.3f s); the evaluation programs compile meanwhile",
                    b.compileSeconds, b.compileSeconds - c.optimizeSeconds - c.codegenSeconds, Module.pipeline, c.compileThreads, c.optimizeSeconds, cached, c.codegenSeconds))
         try runCompiled(b, Trainer(backend: b, graph: f.graph, parameters: params, optimizer: opt, options: options), trainSet, testSet, outDir, mpi, f.source)
-      } else if backend == "swift" {
+      case .swift:
         let b = try CompiledBackend(name: "swift", graph: f.graph, batch: batch, optimizer: opt,
                                     compiler: try SwiftCompiler(source: f.path, target: target), inferenceCalls: calls, shards: shards, threads: threads, mpi: mpi)
         say(String(format: "swift: generated, compiled (swiftc -Ounchecked) and loaded in %.3f s%@", b.compileSeconds,
                      b.compiler.cacheHits > 0 ? " (cached library)" : ""))
         try runCompiled(b, Trainer(backend: b, graph: f.graph, parameters: params, optimizer: opt, options: options), trainSet, testSet, outDir, mpi, f.source)
-      } else {
+      case .interp:
         try run(Trainer(backend: try InterpreterBackend(graph: f.graph, shards: shards), graph: f.graph, parameters: params, optimizer: opt, options: options), trainSet, testSet, outDir, f.source)
       }
     }
     // Written once the training back end and its buffers are gone, so the report adds nothing to peak memory.
-    if jit || backend != "interp", !quiet, !noReport {
+    if jit || backend != .interp, !quiet, !noReport {
       try reportingErrors { say("report: \(try writeReport(runDirectory: outDir, data: data ?? defaultDataDirectory()))") }
     }
   }
@@ -199,10 +197,7 @@ struct Train: ParsableCommand {
   mutating func distributedRuntime() throws -> MPIRuntime? {
     guard MPIRuntime.launched else { return nil }
     let mpi = try reportingErrors { try MPIRuntime() }
-    guard backend != "interp" else {
-      printError("error: distributed training needs a compiled back end (--jit or --backend swift)\n")
-      throw ReportedFailure
-    }
+    guard jit || backend != .interp else { throw DataError("distributed training needs a compiled back end (--jit or --backend swift)") }
     if mpi.rank != 0 { quiet = true }
     return mpi
   }

@@ -1,0 +1,59 @@
+import ArgumentParser
+import GraphIR
+import LLVMBackend
+import Lowering
+import Passes
+import Runtime
+import SwiftBackend
+
+/// The back ends a command runs on (`--backend`); each command says which it takes.
+enum BackendKind: String, ExpressibleByArgument, CaseIterable, Sendable {
+  case swift, jit, interp
+
+  /// Refuses a kind the command does not take, naming the ones it does.
+  static func check(_ kind: BackendKind, allowed: [BackendKind]) throws {
+    guard allowed.contains(kind) else {
+      throw ValidationError("--backend \(kind.rawValue) is not available here; choose \(allowed.map(\.rawValue).joined(separator: " or "))")
+    }
+  }
+}
+
+/// A graph with trained weights and the normalisation they were trained with (the checkpoint's metadata, else
+/// MNIST's): what eval, predict, report and export read.
+struct TrainedModel {
+  let file: GraphFile
+  let shapes: ShapeTable
+  let parameters: Parameters
+  let normalization: Normalization
+  /// Where the weights came from (a checkpoint, or the model file's own initializers).
+  let weightsSource: String
+
+  /// `weights` is a checkpoint; without one, an `.onnx` model's own initializers.
+  init(_ file: GraphFile, weights: String?) throws {
+    self.file = file
+    shapes = try file.run { () throws(DiagnosticList) in try inferShapes(file.graph, batch: 1) }
+    var parameters = Parameters(graph: file.graph, shapes: shapes, seed: 0)
+    let (st, source) = try file.weights(weights)
+    try parameters.load(st, path: source)
+    self.parameters = parameters
+    normalization = try Normalization(metadata: st.metadata) ?? .mnist
+    weightsSource = source
+  }
+
+  var graph: Graph { file.graph }
+
+  /// A back end that runs this model's inference for calls of `inferenceCalls` images, its weights loaded: the
+  /// reference interpreter, or a compiled back end built for `target`.
+  func inferenceBackend(_ kind: BackendKind, inferenceCalls: [Int], target: @autoclosure () throws -> Target,
+                        cache: ObjectCache?) throws -> any InferenceBackend {
+    var backend: any InferenceBackend
+    switch kind {
+    case .interp: backend = try InterpreterBackend(graph: graph)
+    case .jit: backend = try CompiledBackend(inferenceOf: graph, compiler: try JITCompiler(target: try target(), cache: cache), inferenceCalls: inferenceCalls)
+    case .swift:
+      backend = try CompiledBackend(inferenceOf: graph, compiler: try SwiftCompiler(source: file.path, target: try target()), inferenceCalls: inferenceCalls)
+    }
+    try backend.loadParameters(parameters)
+    return backend
+  }
+}
