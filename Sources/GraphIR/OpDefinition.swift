@@ -47,6 +47,8 @@ public protocol OpDefinition: Sendable {
 
 /// A forward op (what model files are written in): it also has a gradient rule.
 public protocol ForwardOp: OpDefinition {
+  /// How the op is written as ONNX (no default: every forward op states its form, or why it has none).
+  var onnx: ONNXForm { get }
   /// Emits the backward nodes of `node` given its output gradient `dy`, and returns the gradient value of
   /// each operand that `wants` asks for (nil elsewhere).
   func gradient(_ node: Node, dy: String, wants: [Bool], _ b: inout GradientBuilder) -> [String?]

@@ -107,42 +107,35 @@ struct Exported {
     nodes.append(p)
   }
 
+  /// The node's ONNX form (`ForwardOp.onnx`), its inputs made into initializers where they are weights.
   mutating func add(_ n: Node) throws {
-    let x = n.args.first ?? ""
-    switch n.op {
-    case .conv2d(let a):
-      let inputs = [x, try weight("\(n.name).weight")] + (a.bias ? [try weight("\(n.name).bias")] : [])
-      emit("Conv", n, inputs: inputs, [Self.attribute("kernel_shape", ints: [a.kernel, a.kernel]), Self.attribute("strides", ints: [a.stride, a.stride]),
-                                       Self.attribute("pads", ints: Array(repeating: a.padding, count: 4)), Self.attribute("dilations", ints: [1, 1]),
-                                       Self.attribute("group", int: 1)])
-    case .relu: emit("Relu", n, inputs: [x])
-    case .leakyReLU(let slope): emit("LeakyRelu", n, inputs: [x], [Self.attribute("alpha", float: slope)])
-    case .sigmoid: emit("Sigmoid", n, inputs: [x])
-    case .tanh: emit("Tanh", n, inputs: [x])
-    case .maxPool(let p), .avgPool(let p):
-      emit(n.op == .maxPool(p) ? "MaxPool" : "AveragePool", n, inputs: [x],
-           [Self.attribute("kernel_shape", ints: [p.size, p.size]), Self.attribute("strides", ints: [p.stride, p.stride])])
-    case .globalAvgPool: emit("GlobalAveragePool", n, inputs: [x])
-    case .flatten: emit("Flatten", n, inputs: [x], [Self.attribute("axis", int: 1)])
-    case .dense(let a):
-      let inputs = [x, try weight("\(n.name).weight")] + (a.bias ? [try weight("\(n.name).bias")] : [])
-      emit("Gemm", n, inputs: inputs, [Self.attribute("transB", int: 1)])
-    case .dropout: emit("Identity", n, inputs: [x])  // inference: dropout passes its input through
-    case .softmax: emit("Softmax", n, inputs: [x], [Self.attribute("axis", int: 1)])
-    case .add: emit("Add", n, inputs: n.args)
-    case .batchNorm(let a):
-      let channels = tensors["\(n.name).running_mean"]?.shape ?? [0]
-      if !a.affine {
-        // ONNX's batch norm always scales and shifts: by 1 and 0 here.
-        initializer("\(n.name).weight", (channels, [Float](repeating: 1, count: channels[0])))
-        initializer("\(n.name).bias", (channels, [Float](repeating: 0, count: channels[0])))
+    guard let op = n.op.definition as? any ForwardOp else {
+      throw ONNXError("'\(n.name)' (\(n.op.spelling)) is in the compiler's dialect; only forward graphs are exported")
+    }
+    switch op.onnx {
+    case .none(let reason):
+      throw ONNXError("'\(n.name)' (\(n.op.spelling)) has no ONNX form: \(reason)")
+    case .node(let type, let inputs, let attributes):
+      let names = try inputs.map { input -> String in
+        switch input {
+        case .operand(let i): return n.args[i]
+        case .parameter(let suffix): return try weight("\(n.name).\(suffix)")
+        case .filled(let suffix, let value, let like):
+          let shape = tensors["\(n.name).\(like)"]?.shape ?? [0]
+          initializer("\(n.name).\(suffix)", (shape, [Float](repeating: value, count: shape.reduce(1, *))))
+          return "\(n.name).\(suffix)"
+        }
       }
-      let inputs = [x, a.affine ? try weight("\(n.name).weight") : "\(n.name).weight", a.affine ? try weight("\(n.name).bias") : "\(n.name).bias",
-                    try weight("\(n.name).running_mean"), try weight("\(n.name).running_var")]
-      // ONNX's momentum weighs the running value; cnnc's (PyTorch's) weighs the batch.
-      emit("BatchNormalization", n, inputs: inputs, [Self.attribute("epsilon", float: a.eps), Self.attribute("momentum", float: 1 - a.momentum)])
-    default:
-      throw ONNXError("'\(n.name)' (\(n.op.spelling)) has no ONNX form in cnnc's export")
+      emit(type, n, inputs: names, attributes.map(Self.attribute))
+    }
+  }
+
+  /// An attribute in ONNX's form.
+  static func attribute(_ a: ONNXAttribute) -> Onnx_AttributeProto {
+    switch a.value {
+    case .int(let v): attribute(a.name, int: v)
+    case .ints(let v): attribute(a.name, ints: v)
+    case .float(let v): attribute(a.name, float: v)
     }
   }
 }

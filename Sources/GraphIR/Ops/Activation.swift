@@ -70,6 +70,7 @@ extension ActivationGradient {
 
 /// `relu(x)`: max(x, 0); its gradient passes dy where the output is positive.
 public struct ReLUOp: Activation {
+  public var onnx: ONNXForm { .node("Relu", inputs: [.operand(0)], attributes: []) }
   public init() {}
   public static let syntax = OpSyntax("relu", operands: ["x"]) { _ in .relu }
   public var gradientOp: Op { .reluGrad }
@@ -88,6 +89,7 @@ public struct ReLUGradOp: ActivationGradient {
 /// `leaky_relu(x, slope)`: x where x > 0, else slope * x (`nn.LeakyReLU`). The gradient reads x, so any
 /// slope (also a negative one) is differentiated correctly.
 public struct LeakyReLUOp: Activation {
+  public var onnx: ONNXForm { .node("LeakyRelu", inputs: [.operand(0)], attributes: [ONNXAttribute("alpha", .float(slope))]) }
   public var slope: Double
   public init(slope: Double) { self.slope = slope }
   /// PyTorch's default `negative_slope`.
@@ -114,6 +116,7 @@ public struct LeakyReLUGradOp: ActivationGradient {
 
 /// `sigmoid(x)`: 1 / (1 + exp(-x)); dx = dy * y * (1 - y).
 public struct SigmoidOp: Activation {
+  public var onnx: ONNXForm { .node("Sigmoid", inputs: [.operand(0)], attributes: []) }
   public init() {}
   public static let syntax = OpSyntax("sigmoid", operands: ["x"]) { _ in .sigmoid }
   public var gradientOp: Op { .sigmoidGrad }
@@ -132,6 +135,7 @@ public struct SigmoidGradOp: ActivationGradient {
 /// `tanh(x)`, as 1 - 2 / (exp(2x) + 1): saturates to +-1 without overflow (exp(2x) = inf gives 1);
 /// dx = dy * (1 - y^2).
 public struct TanhOp: Activation {
+  public var onnx: ONNXForm { .node("Tanh", inputs: [.operand(0)], attributes: []) }
   public init() {}
   public static let syntax = OpSyntax("tanh", operands: ["x"]) { _ in .tanh }
   public var gradientOp: Op { .tanhGrad }

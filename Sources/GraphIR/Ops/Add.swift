@@ -1,6 +1,7 @@
 /// `add(a, b)`: the elementwise sum, for residual joins; `differentiate` also uses it to sum the gradients
 /// of a value with several users.
 public struct AddOp: ForwardOp {
+  public var onnx: ONNXForm { .node("Add", inputs: [.operand(0), .operand(1)], attributes: []) }
   public init() {}
   public static let syntax = OpSyntax("add", operands: ["a", "b"]) { _ in .add }
   public func resultType(_ x: [TensorType]) throws(ShapeError) -> TensorType { try sameShape(spelling, x[0], x[1]) }

@@ -1,5 +1,9 @@
 /// `avgpool(x, size, stride)`.
 public struct AvgPoolOp: ForwardOp {
+  public var onnx: ONNXForm {
+    .node("AveragePool", inputs: [.operand(0)], attributes: [ONNXAttribute("kernel_shape", .ints([attrs.size, attrs.size])),
+                                                             ONNXAttribute("strides", .ints([attrs.stride, attrs.stride]))])
+  }
   public var attrs: PoolAttrs
   public init(_ attrs: PoolAttrs) { self.attrs = attrs }
   public static let syntax = OpSyntax("avgpool", operands: ["x"], attrs: PoolAttrs.syntax) { a throws(AttrError) in .avgPool(try PoolAttrs(a)) }

@@ -34,6 +34,14 @@ public struct BatchNormAttrs: Equatable, Hashable, Sendable {
 /// defined as `NAME.mean` and `NAME.var`, which the gradient reads and the runtime folds into the running
 /// statistics); inference normalises with the buffers `running_mean` and `running_var`.
 public struct BatchNormOp: StatefulOp {
+  /// BatchNormalization with the running statistics; ONNX's momentum weighs the running value, PyTorch's (and
+  /// cnnc's) the batch; ONNX's op always scales and shifts, by 1 and 0 without affine parameters.
+  public var onnx: ONNXForm {
+    let scale: ONNXInput = attrs.affine ? .parameter("weight") : .filled("weight", value: 1, like: "running_mean")
+    let shift: ONNXInput = attrs.affine ? .parameter("bias") : .filled("bias", value: 0, like: "running_mean")
+    return .node("BatchNormalization", inputs: [.operand(0), scale, shift, .parameter("running_mean"), .parameter("running_var")],
+                 attributes: [ONNXAttribute("epsilon", .float(attrs.eps)), ONNXAttribute("momentum", .float(1 - attrs.momentum))])
+  }
   public var attrs: BatchNormAttrs
   public init(_ attrs: BatchNormAttrs) { self.attrs = attrs }
   public static let syntax = OpSyntax("batchnorm", operands: ["x"], attrs: BatchNormAttrs.syntax) { a throws(AttrError) in

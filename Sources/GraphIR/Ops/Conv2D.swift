@@ -7,6 +7,13 @@ public struct Conv2DOp: ForwardOp {
   public var parameterSuffixes: [String] { attrs.bias ? ["weight", "bias"] : ["weight"] }
   public var operandNames: [String] { attrs.operandNames }
   public var isCompilerForm: Bool { attrs.scaled }
+  public var onnx: ONNXForm {
+    let a = attrs
+    return .node("Conv", inputs: [.operand(0), .parameter("weight")] + (a.bias ? [.parameter("bias")] : []),
+                 attributes: [ONNXAttribute("kernel_shape", .ints([a.kernel, a.kernel])), ONNXAttribute("strides", .ints([a.stride, a.stride])),
+                              ONNXAttribute("pads", .ints(Array(repeating: a.padding, count: 4))), ONNXAttribute("dilations", .ints([1, 1])),
+                              ONNXAttribute("group", .int(1))])
+  }
   public var batchNormFoldedForm: (op: Op, channels: Int)? {
     var a = attrs
     a.scaled = true

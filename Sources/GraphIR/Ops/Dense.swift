@@ -7,6 +7,10 @@ public struct DenseOp: ForwardOp {
   public var parameterSuffixes: [String] { attrs.bias ? ["weight", "bias"] : ["weight"] }
   public var operandNames: [String] { attrs.operandNames }
   public var isCompilerForm: Bool { attrs.scaled }
+  /// Gemm with B transposed: the weight stays [units, features], PyTorch's layout.
+  public var onnx: ONNXForm {
+    .node("Gemm", inputs: [.operand(0), .parameter("weight")] + (attrs.bias ? [.parameter("bias")] : []), attributes: [ONNXAttribute("transB", .int(1))])
+  }
   public var batchNormFoldedForm: (op: Op, channels: Int)? {
     var a = attrs
     a.scaled = true

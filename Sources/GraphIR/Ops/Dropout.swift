@@ -1,5 +1,7 @@
 /// `dropout(x, rate)`.
 public struct DropoutOp: ForwardOp {
+  /// An exported model is for inference, where dropout passes its input through.
+  public var onnx: ONNXForm { .node("Identity", inputs: [.operand(0)], attributes: []) }
   public var attrs: DropoutAttrs
   public init(_ attrs: DropoutAttrs) { self.attrs = attrs }
   public static let syntax = OpSyntax("dropout", operands: ["x"], attrs: DropoutAttrs.syntax) { a throws(AttrError) in .dropout(try DropoutAttrs(a)) }

@@ -1,5 +1,6 @@
 /// `flatten(x)`.
 public struct FlattenOp: ForwardOp {
+  public var onnx: ONNXForm { .node("Flatten", inputs: [.operand(0)], attributes: [ONNXAttribute("axis", .int(1))]) }
   public init() {}
   public static let syntax = OpSyntax("flatten", operands: ["x"]) { _ in .flatten }
   public func resultType(_ x: [TensorType]) throws(ShapeError) -> TensorType { try Flatten.resultType(x[0]) }

@@ -1,6 +1,7 @@
 /// `global_avgpool(x)`: the mean of each [H, W] plane, [N, C, H, W] -> [N, C, 1, 1] (`nn.AdaptiveAvgPool2d(1)`);
 /// the gradient spreads dy / (H W) over the plane.
 public struct GlobalAvgPoolOp: ForwardOp {
+  public var onnx: ONNXForm { .node("GlobalAveragePool", inputs: [.operand(0)], attributes: []) }
   public init() {}
   public static let syntax = OpSyntax("global_avgpool", operands: ["x"]) { _ in .globalAvgPool }
   public func resultType(_ x: [TensorType]) throws(ShapeError) -> TensorType {

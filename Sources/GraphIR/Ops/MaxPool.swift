@@ -1,5 +1,9 @@
 /// `maxpool(x, size, stride)`.
 public struct MaxPoolOp: ForwardOp {
+  public var onnx: ONNXForm {
+    .node("MaxPool", inputs: [.operand(0)], attributes: [ONNXAttribute("kernel_shape", .ints([attrs.size, attrs.size])),
+                                                         ONNXAttribute("strides", .ints([attrs.stride, attrs.stride]))])
+  }
   public var attrs: PoolAttrs
   public init(_ attrs: PoolAttrs) { self.attrs = attrs }
   public static let syntax = OpSyntax("maxpool", operands: ["x"], attrs: PoolAttrs.syntax) { a throws(AttrError) in .maxPool(try PoolAttrs(a)) }

@@ -1,5 +1,6 @@
 /// `softmax(x)`.
 public struct SoftmaxOp: ForwardOp {
+  public var onnx: ONNXForm { .node("Softmax", inputs: [.operand(0)], attributes: [ONNXAttribute("axis", .int(1))]) }
   public init() {}
   public static let syntax = OpSyntax("softmax", operands: ["x"]) { _ in .softmax }
   public func resultType(_ x: [TensorType]) throws(ShapeError) -> TensorType { try Softmax.resultType(x[0]) }

@@ -1,0 +1,33 @@
+/// How a forward op is written as ONNX: one standard node, or no form and why. The op defines it beside its
+/// shape rule and gradient (`ForwardOp.onnx`, with no default, so an op without one does not compile), and
+/// `ONNX/Export.swift` derives every node it writes from it.
+public enum ONNXForm: Sendable, Equatable {
+  /// One node of the standard domain: its op type, its inputs in ONNX's order and its attributes.
+  case node(String, inputs: [ONNXInput], attributes: [ONNXAttribute])
+  /// No ONNX form (a loss, which the exported inference graph does not hold), and why.
+  case none(reason: String)
+}
+
+/// An input of an exported node.
+public enum ONNXInput: Sendable, Equatable {
+  /// The node's operand at this position.
+  case operand(Int)
+  /// The node's parameter or buffer with this `state_dict` suffix (`weight`, `running_mean`), as an initializer.
+  case parameter(String)
+  /// An initializer the export makes under the node's name and this suffix: `value` repeated as many times as the
+  /// parameter `like` has elements (a batch norm without affine parameters scales by 1 and shifts by 0).
+  case filled(String, value: Float, like: String)
+}
+
+/// A named attribute of an exported node.
+public struct ONNXAttribute: Sendable, Equatable {
+  public enum Value: Sendable, Equatable {
+    case int(Int), ints([Int]), float(Double)
+  }
+  public var name: String
+  public var value: Value
+  public init(_ name: String, _ value: Value) {
+    self.name = name
+    self.value = value
+  }
+}

@@ -1,0 +1,88 @@
+import CNNCTestSupport
+import GraphIR
+import ONNX
+import Passes
+import Runtime
+import Testing
+
+/// Every forward op's ONNX form (`ForwardOp.onnx`) is written by the export and read back by the import with the
+/// same outputs, so an op whose import or export is missing fails here, not in a user's hands.
+struct OpFormTests {
+  /// A small graph per forward op (by its `.graph` name) that uses it; each ends in `d`, [N, classes] logits.
+  static let bodies: [String: String] = [
+    "conv2d": "y = conv2d(x, filters: 3, kernel: 3, stride: 2, padding: 1)\nf = flatten(y)\nd = dense(f, units: 4)",
+    "relu": "y = relu(x)\nf = flatten(y)\nd = dense(f, units: 4)",
+    "leaky_relu": "y = leaky_relu(x, slope: -0.5)\nf = flatten(y)\nd = dense(f, units: 4)",
+    "sigmoid": "y = sigmoid(x)\nf = flatten(y)\nd = dense(f, units: 4)",
+    "tanh": "y = tanh(x)\nf = flatten(y)\nd = dense(f, units: 4)",
+    "maxpool": "y = maxpool(x, size: 2)\nf = flatten(y)\nd = dense(f, units: 4)",
+    "avgpool": "y = avgpool(x, size: 3, stride: 2)\nf = flatten(y)\nd = dense(f, units: 4)",
+    "global_avgpool": "y = global_avgpool(x)\nf = flatten(y)\nd = dense(f, units: 4)",
+    "flatten": "f = flatten(x)\nd = dense(f, units: 4)",
+    "dense": "f = flatten(x)\nh = dense(f, units: 5, bias: false)\nd = dense(h, units: 4)",
+    "dropout": "y = dropout(x, rate: 0.5)\nf = flatten(y)\nd = dense(f, units: 4)",
+    "softmax": "f = flatten(x)\ns = dense(f, units: 4)\np = softmax(s)\nd = dense(p, units: 3)",
+    "add": "a = relu(x)\ny = add(x, a)\nf = flatten(y)\nd = dense(f, units: 4)",
+    "batchnorm": "y = batchnorm(x)\nz = batchnorm(y, affine: false, eps: 0.001)\nf = flatten(z)\nd = dense(f, units: 4)",
+  ]
+  /// Forward ops with no ONNX form, and why (the form itself says so too).
+  static let withoutForm: Set = ["cross_entropy"]
+
+  static func graph(_ body: String) throws -> Graph {
+    try Parser.parse("""
+      graph t
+      input x: f32[N, 2, 8, 8]
+      input label: i32[N]
+      \(body)
+      loss = cross_entropy(d, label)
+      output d
+      minimize loss
+      """, defaultName: "t")
+  }
+
+  @Test func everyForwardOpHasAFormOrSaysWhyNot() throws {
+    var forward: [String] = []
+    for definition in Op.definitions where definition is any ForwardOp.Type { forward.append(definition.syntax.name) }
+    #expect(Set(forward) == Set(Self.bodies.keys).union(Self.withoutForm), "a forward op without a round-trip graph here, or a stale one")
+    let form = Self.form(of: .crossEntropy)
+    #expect(form.map { if case .none(let reason) = $0 { !reason.isEmpty } else { false } } == true, "cross_entropy says why it has no form")
+  }
+
+  /// The ONNX form of a forward op.
+  static func form(of op: Op) -> ONNXForm? {
+    let definition = op.definition
+    guard let forward = definition as? any ForwardOp else { return nil }
+    return forward.onnx
+  }
+
+  @Test(arguments: bodies.keys.sorted()) func formRoundTrips(_ op: String) throws {
+    let g = try Self.graph(Self.bodies[op]!)
+    #expect(g.nodes.contains { $0.op.spelling == op })
+    let shapes = try inferShapes(g, batch: 1)
+    var p = Parameters(graph: g, shapes: shapes, seed: 3)
+    // Running statistics away from 0 and 1, so that they matter.
+    for b in g.bufferNames { p.values[b] = p.values[b]!.indices.map { 0.5 + 0.01 * Float($0 % 50) } }
+    let tensors = Dictionary(uniqueKeysWithValues: (g.parameterNames + g.bufferNames).map { ($0, (shape: p.shapes[$0]!, data: p.values[$0]!)) })
+    let data = try ONNXExport.serialize(g, inputDims: [2, 8, 8], outputDims: Array(shapes[g.output!]!.dims.dropFirst()), tensors: tensors,
+                                        producerVersion: "test")
+    let m = try ONNXImport.translate(data, path: "\(op).onnx")
+    // Dropout is exported for inference, as Identity, and comes back as nothing; every other op comes back as itself.
+    #expect(op == "dropout" || m.graph.nodes.contains { $0.op.spelling == op }, "\(m.text)")
+    let original = try ImportTests.infer(g, p.tensors(), batch: 2)
+    let back = try ImportTests.infer(m.graph, m.tensors.mapValues { Tensor<Float>(shape: $0.shape, data: $0.data) }, batch: 2)
+    #expect(original.count == back.count && zip(original, back).allSatisfy { abs($0 - $1) <= 1e-5 * max(1, abs($0)) }, "\(original) vs \(back)")
+  }
+
+  /// The export refuses what has no form with the op's reason.
+  @Test func aLossIsNotExported() throws {
+    var g = try Self.graph("f = flatten(x)\nd = dense(f, units: 4)")
+    g.output = "loss"
+    let t = try inferShapes(g, batch: 1)
+    var p = Parameters(graph: g, shapes: t, seed: 3)
+    p.values = p.values.mapValues { $0 }
+    let tensors = Dictionary(uniqueKeysWithValues: g.parameterNames.map { ($0, (shape: p.shapes[$0]!, data: p.values[$0]!)) })
+    #expect {
+      _ = try ONNXExport.serialize(g, inputDims: [2, 8, 8], outputDims: [], tensors: tensors, producerVersion: "test")
+    } throws: { "\($0)".contains("'loss' (cross_entropy) has no ONNX form: the loss") }
+  }
+}
