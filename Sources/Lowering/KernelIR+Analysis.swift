@@ -27,121 +27,99 @@ extension Stmt {
   }
 }
 
-extension IExpr {
-  /// The buffers the expression reads.
-  public var basesUsed: [Base] {
+/// Any kernel-IR expression, for one traversal over all five kinds: each kind says only what its node holds
+/// itself (`children`, the buffer it reads, the index variable it is), and `fold` walks the tree.
+public enum AnyExpr: Sendable {
+  case index(IExpr), float(FExpr), vector(VExpr), condition(Cond), bits(UExpr)
+
+  /// The sub-expressions, in the order they are written.
+  public var children: [AnyExpr] {
     switch self {
-    case .c, .v, .step: []
-    case .add(let a, let b), .mul(let a, let b): a.basesUsed + b.basesUsed
-    case .div(let a, _), .rem(let a, _): a.basesUsed
-    case .label(let x): [.labels] + x.basesUsed
-    case .ofFloat(let f): f.basesUsed
+    case .index(let e):
+      switch e {
+      case .c, .v, .step: []
+      case .add(let a, let b), .mul(let a, let b): [.index(a), .index(b)]
+      case .div(let a, _), .rem(let a, _), .label(let a): [.index(a)]
+      case .ofFloat(let f): [.float(f)]
+      }
+    case .float(let e):
+      switch e {
+      case .c, .local, .learningRate: []
+      case .load(_, let x), .ofInt(let x): [.index(x)]
+      case .add(let a, let b), .sub(let a, let b), .mul(let a, let b), .div(let a, let b), .max(let a, let b): [.float(a), .float(b)]
+      case .exp(let a), .log(let a), .sqrt(let a): [.float(a)]
+      case .select(let c, let a, let b): [.condition(c), .float(a), .float(b)]
+      }
+    case .vector(let e):
+      switch e {
+      case .load(_, let x, _): [.index(x)]
+      case .broadcast(let f): [.float(f)]
+      case .zero, .local, .fma, .add, .sub, .mul, .div, .max, .sqrt, .selectGreater: e.operands.map(AnyExpr.vector)
+      }
+    case .condition(let e):
+      switch e {
+      case .ilt(let a, let b), .ieq(let a, let b): [.index(a), .index(b)]
+      case .fgt(let a, let b): [.float(a), .float(b)]
+      case .and(let a, let b): [.condition(a), .condition(b)]
+      case .uge(let a, let b): [.bits(a), .bits(b)]
+      }
+    case .bits(let e):
+      switch e {
+      case .c, .seed, .step, .local: []
+      case .index(let i): [.index(i)]
+      case .xor(let a, let b), .add(let a, let b), .mul(let a, let b): [.bits(a), .bits(b)]
+      case .shr(let a, _): [.bits(a)]
+      }
     }
   }
+
+  /// The buffer this node itself reads (a load, or the labels).
+  var base: Base? {
+    switch self {
+    case .index(.label): .labels
+    case .float(.load(let b, _)), .vector(.load(let b, _, _)): b
+    default: nil
+    }
+  }
+
+  /// The index variable this node is.
+  var variable: String? {
+    if case .index(.v(let n)) = self { return n }
+    return nil
+  }
+
+  /// `combine` over every node, each before its children (pre-order).
+  public func fold<T>(_ initial: T, _ combine: (T, AnyExpr) -> T) -> T {
+    children.reduce(combine(initial, self)) { $1.fold($0, combine) }
+  }
+
+  /// The buffers the expression reads, in order of use.
+  public var basesUsed: [Base] { fold([]) { out, e in e.base.map { out + [$0] } ?? out } }
+  /// The index variables it reads, in order of use (repeats kept).
+  public var variables: [String] { fold([]) { out, e in e.variable.map { out + [$0] } ?? out } }
+}
+
+extension IExpr {
+  public var basesUsed: [Base] { AnyExpr.index(self).basesUsed }
+  public var variables: [String] { AnyExpr.index(self).variables }
 }
 
 extension FExpr {
-  /// The buffers the expression reads.
-  public var basesUsed: [Base] {
-    switch self {
-    case .c, .local, .learningRate: []
-    case .load(let b, let x): [b] + x.basesUsed
-    case .add(let a, let b), .sub(let a, let b), .mul(let a, let b), .div(let a, let b), .max(let a, let b): a.basesUsed + b.basesUsed
-    case .exp(let a), .log(let a), .sqrt(let a): a.basesUsed
-    case .select(let c, let a, let b): c.basesUsed + a.basesUsed + b.basesUsed
-    case .ofInt(let x): x.basesUsed
-    }
-  }
+  public var basesUsed: [Base] { AnyExpr.float(self).basesUsed }
+  public var variables: [String] { AnyExpr.float(self).variables }
 }
 
 extension VExpr {
-  /// The buffers the expression reads.
-  public var basesUsed: [Base] {
-    switch self {
-    case .load(let b, let x, _): [b] + x.basesUsed
-    case .broadcast(let f): f.basesUsed
-    case .zero, .local, .fma, .add, .sub, .mul, .div, .max, .sqrt, .selectGreater: operands.flatMap(\.basesUsed)
-    }
-  }
+  public var basesUsed: [Base] { AnyExpr.vector(self).basesUsed }
+  public var variables: [String] { AnyExpr.vector(self).variables }
 }
 
 extension Cond {
-  /// The buffers the condition reads.
-  public var basesUsed: [Base] {
-    switch self {
-    case .ilt(let a, let b), .ieq(let a, let b): a.basesUsed + b.basesUsed
-    case .fgt(let a, let b): a.basesUsed + b.basesUsed
-    case .and(let a, let b): a.basesUsed + b.basesUsed
-    case .uge(let a, let b): a.basesUsed + b.basesUsed
-    }
-  }
+  public var basesUsed: [Base] { AnyExpr.condition(self).basesUsed }
+  public var variables: [String] { AnyExpr.condition(self).variables }
 }
 
 extension UExpr {
-  /// The buffers the expression reads.
-  public var basesUsed: [Base] {
-    switch self {
-    case .c, .seed, .step, .local: []
-    case .index(let i): i.basesUsed
-    case .xor(let a, let b), .add(let a, let b), .mul(let a, let b): a.basesUsed + b.basesUsed
-    case .shr(let a, _): a.basesUsed
-    }
-  }
-}
-
-/// The index variables each expression reads, in order of use (repeats kept).
-extension IExpr {
-  public var variables: [String] {
-    switch self {
-    case .c, .step: []
-    case .v(let n): [n]
-    case .add(let a, let b), .mul(let a, let b): a.variables + b.variables
-    case .div(let a, _), .rem(let a, _), .label(let a): a.variables
-    case .ofFloat(let f): f.variables
-    }
-  }
-}
-
-extension FExpr {
-  public var variables: [String] {
-    switch self {
-    case .c, .local, .learningRate: []
-    case .load(_, let i), .ofInt(let i): i.variables
-    case .add(let a, let b), .sub(let a, let b), .mul(let a, let b), .div(let a, let b), .max(let a, let b): a.variables + b.variables
-    case .exp(let a), .log(let a), .sqrt(let a): a.variables
-    case .select(let c, let a, let b): c.variables + a.variables + b.variables
-    }
-  }
-}
-
-extension Cond {
-  public var variables: [String] {
-    switch self {
-    case .ilt(let a, let b), .ieq(let a, let b): a.variables + b.variables
-    case .fgt(let a, let b): a.variables + b.variables
-    case .and(let a, let b): a.variables + b.variables
-    case .uge(let a, let b): a.variables + b.variables
-    }
-  }
-}
-
-extension UExpr {
-  public var variables: [String] {
-    switch self {
-    case .c, .seed, .step, .local: []
-    case .index(let i): i.variables
-    case .xor(let a, let b), .add(let a, let b), .mul(let a, let b): a.variables + b.variables
-    case .shr(let a, _): a.variables
-    }
-  }
-}
-
-extension VExpr {
-  public var variables: [String] {
-    switch self {
-    case .load(_, let i, _): i.variables
-    case .broadcast(let f): f.variables
-    case .zero, .local, .fma, .add, .sub, .mul, .div, .max, .sqrt, .selectGreater: operands.flatMap(\.variables)
-    }
-  }
+  public var basesUsed: [Base] { AnyExpr.bits(self).basesUsed }
+  public var variables: [String] { AnyExpr.bits(self).variables }
 }
