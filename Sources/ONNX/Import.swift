@@ -29,7 +29,7 @@ public enum ONNXImport {
   public static let maxFileBytes = 1 << 30
   /// The ONNX op types the import maps to `.graph` ops.
   public static let supported = ["Conv", "Relu", "LeakyRelu", "Sigmoid", "Tanh", "MaxPool", "AveragePool", "GlobalAveragePool",
-                                 "Flatten", "Reshape", "Gemm", "MatMul", "Add", "BatchNormalization", "Dropout", "Identity",
+                                 "Flatten", "Reshape", "ReduceMean (over H and W)", "Gemm", "MatMul", "Add", "BatchNormalization", "Dropout", "Identity",
                                  "Softmax", "LogSoftmax", "Constant", "Shape, Gather, Unsqueeze, Concat, Cast, Slice, Squeeze (computing a Reshape's shape)"]
   /// Ops that compute shapes (`x.view(x.size(0), -1)` exports Shape, Gather, Unsqueeze, Concat, Reshape): kept
   /// out of the graph, their values allowed only as a Reshape's target shape.
@@ -254,6 +254,7 @@ struct Translator {
 
   mutating func translate(_ node: Onnx_NodeProto, isLast: Bool) throws {
     guard !node.output.isEmpty else { throw fail(node, "the node has no output") }
+    if takesConstant(node) { return }
     if try computesShapes(node) { return }
     switch node.opType {
     case "Identity": values[node.output[0]] = try operand(node, 0)
@@ -281,6 +282,7 @@ struct Translator {
         throw fail(node, "the target shape must be a constant or computed from shapes")
       }
       define(node, layerName(node, weight: nil), "flatten(\(try operand(node, 0)))")
+    case "ReduceMean": try reduceMean(node)
     case "Gemm": try gemm(node)
     case "MatMul": try matmul(node)
     case "Add": try add(node)
@@ -290,6 +292,23 @@ struct Translator {
     default:
       throw fail(node, "not supported; cnnc imports \(ONNXImport.supported.joined(separator: ", "))")
     }
+  }
+
+  /// Takes a node that only names a constant (true): an Identity of an initializer (torch.onnx's TorchScript
+  /// exporter reads de-duplicated initializers, zero biases and fresh batch-norm state, through them), or a
+  /// Constant holding a tensor; their outputs are then initializers like any other.
+  mutating func takesConstant(_ node: Onnx_NodeProto) -> Bool {
+    if node.opType == "Identity", node.input.count == 1, let t = initializers[node.input[0]] {
+      initializers[node.output[0]] = t
+      return true
+    }
+    if node.opType == "Constant", let value = node.attribute.first(where: { $0.name == "value" }), value.hasT {
+      var t = value.t
+      t.name = node.output[0]
+      initializers[node.output[0]] = t
+      return true
+    }
+    return false
   }
 
   /// Takes a node of the shape computation of a Reshape (true), or refuses a node that reads one elsewhere.
@@ -359,6 +378,32 @@ struct Translator {
     guard try square(node, "dilations", default: 1) == 1 else { throw fail(node, "dilated pooling is not supported") }
     let op = node.opType == "MaxPool" ? "maxpool" : "avgpool"
     define(node, layerName(node, weight: nil), "\(op)(\(x), size: \(size)\(stride != size ? ", stride: \(stride)" : ""))")
+  }
+
+  /// A mean over H and W (what the default exporter writes for adaptive average pooling to 1x1): a global
+  /// average pool, flattened when the reduced axes are dropped (`keepdims` 0). The axes are an attribute before
+  /// opset 18 and an input from it.
+  mutating func reduceMean(_ node: Onnx_NodeProto) throws {
+    let x = try operand(node, 0)
+    var axes = ints(node, "axes")
+    if node.input.count > 1, !node.input[1].isEmpty {
+      guard let t = initializers[node.input[1]], t.dataType == Int32(Onnx_TensorProto.DataType.int64.rawValue) else {
+        throw fail(node, "the axes input must be a constant int64 tensor")
+      }
+      axes = t.int64Data.isEmpty ? t.rawData.withUnsafeBytes { raw in (0..<(raw.count / 8)).map { Int(Int64(littleEndian: raw.loadUnaligned(fromByteOffset: 8 * $0, as: Int64.self))) } }
+        : t.int64Data.map { Int($0) }
+    }
+    guard let axes, Set(axes.map { $0 < 0 ? $0 + 4 : $0 }) == [2, 3] else {
+      throw fail(node, "attribute 'axes' is \(ints(node, "axes").map { "\($0)" } ?? "absent"); cnnc takes ReduceMean over H and W of [N, C, H, W] only (a global average pool)")
+    }
+    let name = layerName(node, weight: nil)
+    if (int(node, "keepdims") ?? 1) == 0 {
+      let pool = fresh("\(name)_pool")
+      statements.append("\(pool) = global_avgpool(\(x))")
+      define(node, name, "flatten(\(pool))")
+    } else {
+      define(node, name, "global_avgpool(\(x))")
+    }
   }
 
   mutating func gemm(_ node: Onnx_NodeProto) throws {

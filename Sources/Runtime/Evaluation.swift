@@ -77,6 +77,14 @@ public struct ConfusionMatrix: Sendable, Equatable {
     self.counts = counts
   }
 
+  /// The `n` largest off-diagonal counts (images of `label` predicted as `predicted`), largest first, ties by
+  /// label then prediction; zero counts are left out.
+  public func topConfusions(_ n: Int) -> [(label: Int, predicted: Int, count: Int)] {
+    var all: [(label: Int, predicted: Int, count: Int)] = []
+    for (l, row) in counts.enumerated() { for (p, c) in row.enumerated() where p != l && c > 0 { all.append((l, p, c)) } }
+    return Array(all.sorted { ($1.count, $0.label, $0.predicted) < ($0.count, $1.label, $1.predicted) }.prefix(n))
+  }
+
   /// Of the images predicted as `c`, the fraction that are `c` (0 when none is).
   public func precision(_ c: Int) -> Double {
     let predicted = counts.reduce(0) { $0 + $1[c] }

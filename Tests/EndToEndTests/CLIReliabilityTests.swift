@@ -197,4 +197,21 @@ import Testing
     #expect(CLITests.failedCleanly(r) && r.stderr.contains(".lock is a symbolic link"), "\(r.stderr)")
     #expect(try readRegularFile(Path.join(dir, "victim"), maxBytes: 100) == Array("precious\n".utf8))
   }
+
+  /// A classifier of many classes gets its most frequent confusions, not a matrix of thousands of lines.
+  @Test func evalOfManyClassesListsTheTopConfusions() throws {
+    let dir = try Self.scratch()
+    defer { try? FileManager.default.removeItem(atPath: dir) }
+    try makeDirectory(Path.join(dir, "wide"))
+    try SmallIDX.write(to: Path.join(dir, "wide"), train: 192, test: 50, classes: 25)
+    let wide = String(decoding: try readRegularFile(Path.join(dir, "tiny.graph"), maxBytes: 1 << 20), as: UTF8.self)
+      .replacingOccurrences(of: "units: 10", with: "units: 25")
+    try writeAtomically(Array(wide.utf8), to: Path.join(dir, "wide.graph"))
+    #expect(try Self.run(["train", "wide.graph", "--jit", "--data", "wide", "--no-report", "--steps", "2", "--out", "run"], in: dir).status == 0)
+    let auto = try Self.run(["eval", "wide.graph", "--weights", "run/weights.safetensors", "--data", "wide"], in: dir)
+    #expect(auto.status == 0 && auto.stdout.contains("most frequent confusions of 25 classes"), "\(auto.stdout)")
+    #expect(auto.stdout.split(separator: "\n").count < 40)
+    let full = try Self.run(["eval", "wide.graph", "--weights", "run/weights.safetensors", "--data", "wide", "--confusion", "full"], in: dir)
+    #expect(full.status == 0 && full.stdout.contains("confusion matrix (rows: true label"), "\(full.stdout)")
+  }
 }

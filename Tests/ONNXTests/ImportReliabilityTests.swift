@@ -113,3 +113,53 @@ struct ImportReliabilityTests {
     #expect(try importing([("location", "link.data"), ("length", "192")]) == "")
   }
 }
+
+/// What torch.onnx's exporters write around ops: initializers read through Identity nodes or given as Constant
+/// nodes, and adaptive average pooling as ReduceMean over H and W.
+struct ExporterFormsTests {
+  /// conv -> (the op under test) -> flatten, on [N, 1, 4, 4] with three 2x2 filters (so [N, 3, 3, 3] before it).
+  static func model(_ then: (inout ONNXBuilder, String) -> String, outputDims: [Int?] = [nil, 3]) -> Data {
+    var b = ONNXBuilder(inputDims: [1, 4, 4])
+    b.initializer("conv.weight", dims: [3, 1, 2, 2], values: (0..<12).map { Float($0) * 0.1 - 0.5 })
+    b.node("Conv", ["input", "conv.weight"], "c")
+    let last = then(&b, "c")
+    if last != b.output { b.output = last }
+    return b.data(outputDims: outputDims)
+  }
+
+  @Test func initializersThroughIdentityAndConstantNodes() throws {
+    var b = ONNXBuilder(inputDims: [1, 4, 4])
+    b.initializer("onnx::Conv_7", dims: [3, 1, 4, 4], values: (0..<48).map { Float($0 % 5) * 0.1 })
+    b.node("Identity", ["onnx::Conv_7"], "onnx::Conv_8")
+    b.node("Constant", [], "onnx::Conv_9", [("value", .tensor([3], [0.5, -0.5, 1]))])
+    b.node("Conv", ["input", "onnx::Conv_8", "onnx::Conv_9"], "c")
+    b.node("Flatten", ["c"], "f")
+    let m = try ONNXImport.translate(b.data(outputDims: [nil, 3]), path: "m.onnx")
+    let conv = try #require(m.graph.nodes.first { $0.op.spelling == "conv2d" })
+    #expect(m.tensors["\(conv.name).weight"]?.data.count == 48)
+    #expect(m.tensors["\(conv.name).bias"]?.data == [0.5, -0.5, 1])
+  }
+
+  @Test func reduceMeanOverHeightAndWidthIsAGlobalAveragePool() throws {
+    // Opset 17 (axes an attribute), keeping the dims, then a flatten.
+    let kept = try ONNXImport.translate(Self.model { b, x in
+      b.node("ReduceMean", [x], "r", [("axes", .ints([2, 3]))])
+      b.node("Flatten", ["r"], "f")
+      return "f"
+    }, path: "m.onnx")
+    #expect(kept.text.contains("= global_avgpool(conv)"), "\(kept.text)")
+    // Opset 18 (axes an input), dropping them: a flatten follows the pool.
+    let dropped = try ONNXImport.translate(Self.model { b, x in
+      b.int64Initializer("axes", [-1, -2])
+      b.node("ReduceMean", [x, "axes"], "r", [("keepdims", .int(0))])
+      return "r"
+    }, path: "m.onnx")
+    #expect(dropped.text.contains("global_avgpool(conv)") && dropped.text.contains("flatten("), "\(dropped.text)")
+    // Means over other axes are refused by name.
+    let m = ImportReliabilityTests.message(Self.model { b, x in
+      b.node("ReduceMean", [x], "r", [("axes", .ints([1])), ("keepdims", .int(0))])
+      return "r"
+    })
+    #expect(m.contains("(ReduceMean): attribute 'axes' is [1]"), "\(m)")
+  }
+}

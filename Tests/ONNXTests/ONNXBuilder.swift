@@ -36,6 +36,8 @@ struct ONNXBuilder {
   /// An attribute value: a float, an int, a list of ints or a string.
   enum Attribute {
     case float(Float), int(Int), ints([Int]), string(String)
+    /// A float tensor (a Constant's `value`): its dims and values.
+    case tensor([Int], [Float])
   }
 
   static func attribute(_ name: String, _ value: Attribute) -> Message {
@@ -46,8 +48,29 @@ struct ONNXBuilder {
     case .int(let i): a.int(3, i); a.int(20, 2)
     case .string(let s): a.string(4, s); a.int(20, 3)
     case .ints(let v): for i in v { a.int(8, i) }; a.int(20, 7)
+    case .tensor(let dims, let values): a.message(5, tensor(dims: dims, values: values)); a.int(20, 4)
     }
     return a
+  }
+
+  /// A float tensor with raw little-endian data.
+  static func tensor(name: String? = nil, dims: [Int], values: [Float]) -> Message {
+    var t = Message()
+    for d in dims { t.int(1, d) }
+    t.int(2, 1)  // FLOAT
+    if let name { t.string(8, name) }
+    t.bytes(9, values.flatMap { v in withUnsafeBytes(of: v.bitPattern.littleEndian) { Array($0) } })
+    return t
+  }
+
+  /// Adds an int64 initializer (raw little-endian data), such as the axes of a ReduceMean.
+  mutating func int64Initializer(_ name: String, _ values: [Int]) {
+    var t = Message()
+    t.int(1, values.count)
+    t.int(2, 7)  // INT64
+    t.string(8, name)
+    t.bytes(9, values.flatMap { v in withUnsafeBytes(of: Int64(v).littleEndian) { Array($0) } })
+    initializers.append(t)
   }
 
   var nodes: [Message] = []

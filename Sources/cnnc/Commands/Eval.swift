@@ -15,7 +15,14 @@ struct Eval: ParsableCommand {
   @Option(parsing: .unconditional, help: "Data directory: IDX, CIFAR-10 or CIFAR-100 binary files (see cnnc train --help).") var data: String?
   @Option(parsing: .unconditional, help: "Evaluation batch size (at most the test set; inference itself runs in chunks of 64).") var batch: Int = 1000
   @Option(parsing: .unconditional, help: "Back end: jit or interp.") var backend: BackendKind = .jit
+  @Option(parsing: .unconditional, help: "The confusion matrix: auto (the matrix up to \(Eval.fullMatrixClasses) classes, else the \(Eval.fullMatrixClasses) most frequent confusions) or full.")
+  var confusion: ConfusionOutput = .auto
   @OptionGroup(title: "Target") var targetOptions: TargetOptions
+
+  /// How much of the confusion matrix is printed.
+  enum ConfusionOutput: String, ExpressibleByArgument, CaseIterable { case auto, full }
+  /// The most classes whose whole confusion matrix `auto` prints (a 1000-class one would be 2,000 lines).
+  static let fullMatrixClasses = 20
   @OptionGroup var cacheOptions: CacheOptions
 
   func validate() throws {
@@ -39,11 +46,17 @@ struct Eval: ParsableCommand {
       let k = evaluator.classes
       let confusion = ConfusionMatrix(predictions: r.predictions, labels: test.labels, classes: k)
       print(String(format: "test accuracy: %.2f%% (%d of %d)", r.accuracy * 100, Int((r.accuracy * Double(test.count)).rounded()), test.count))
-      print("\nconfusion matrix (rows: true label, columns: predicted)")
-      print("      " + (0..<k).map { String(format: "%6d", $0) }.joined())
-      for t in 0..<k { print(String(format: "%6d", t) + confusion.counts[t].map { String(format: "%6d", $0) }.joined()) }
-      print("\nclass  precision  recall")
-      for c in 0..<k { print(String(format: "%5d  %8.2f%%  %5.2f%%", c, confusion.precision(c) * 100, confusion.recall(c) * 100)) }
+      if self.confusion == .full || k <= Self.fullMatrixClasses {
+        print("\nconfusion matrix (rows: true label, columns: predicted)")
+        print("      " + (0..<k).map { String(format: "%6d", $0) }.joined())
+        for t in 0..<k { print(String(format: "%6d", t) + confusion.counts[t].map { String(format: "%6d", $0) }.joined()) }
+        print("\nclass  precision  recall")
+        for c in 0..<k { print(String(format: "%5d  %8.2f%%  %5.2f%%", c, confusion.precision(c) * 100, confusion.recall(c) * 100)) }
+      } else {
+        print("\nthe \(Self.fullMatrixClasses) most frequent confusions of \(k) classes (--confusion full prints the matrix)")
+        print("label  predicted  images")
+        for c in confusion.topConfusions(Self.fullMatrixClasses) { print(String(format: "%5d  %9d  %6d", c.label, c.predicted, c.count)) }
+      }
     }
   }
 }
