@@ -157,13 +157,7 @@ public func writeDurably(_ bytes: [UInt8], to path: String) throws {
   let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
   guard fd >= 0 else { throw systemError("cannot create \(path)") }
   defer { close(fd) }
-  var done = 0
-  while done < bytes.count {
-    let n = bytes.withUnsafeBytes { write(fd, $0.baseAddress! + done, $0.count - done) }
-    if n < 0 && errno == EINTR { continue }
-    guard n > 0 else { throw systemError("cannot write \(path)") }
-    done += n
-  }
+  try writeAll(bytes, fd, path)
   guard fsync(fd) == 0 else { throw systemError("cannot flush \(path) to disk") }
 }
 
@@ -172,6 +166,11 @@ func writeInto(_ bytes: [UInt8], _ path: String) throws {
   let fd = open(path, O_WRONLY | O_CLOEXEC | O_NONBLOCK)
   guard fd >= 0 else { throw systemError("cannot write \(path)") }
   defer { close(fd) }
+  try writeAll(bytes, fd, path)
+}
+
+/// Every byte to `fd`, retrying interrupted and partial writes.
+func writeAll(_ bytes: [UInt8], _ fd: Int32, _ path: String) throws {
   var done = 0
   while done < bytes.count {
     let n = bytes.withUnsafeBytes { write(fd, $0.baseAddress! + done, $0.count - done) }
