@@ -77,11 +77,11 @@ fuzz-cli: release
 	CNNC_FUZZ_RUNS=$(FUZZ_CLI_RUNS) CNNC_FUZZ_SEED=$(FUZZ_CLI_SEED) $(SWIFT) test -c release --filter CLIFuzzTests
 
 # Coverage-guided fuzzing with libFuzzer: TARGET=graph (the whole pipeline to the memory plan), safetensors,
-# idx (raw and gzip), png, onnx (import, shapes, lowering), or all (the default), FUZZ_SECONDS each. Crashes land in Fuzz/regressions/TARGET/,
+# idx (raw and gzip), png, onnx (import, shapes, lowering), npy, or all (the default), FUZZ_SECONDS each. Crashes land in Fuzz/regressions/TARGET/,
 # which `make test` replays; commit them with the fix.
 FUZZ_SECONDS ?= 120
 TARGET ?= all
-FUZZ_TARGETS = graph safetensors idx png onnx
+FUZZ_TARGETS = graph safetensors idx png onnx npy
 FUZZ = .build-fuzz/release/cnnc-fuzz
 fuzz: release
 	$(SWIFT) build -c release --product cnnc-fuzz --scratch-path .build-fuzz -Xswiftc -sanitize=fuzzer,address -Xswiftc -DFUZZING -Xlinker --export-dynamic
@@ -92,6 +92,7 @@ fuzz: release
 	    graph) cp Graphs/*.graph Graphs/invalid/*.graph .build-fuzz/corpus/$$t/ ;; \
 	    png) cp Tests/Fixtures/*.png .build-fuzz/corpus/$$t/ ;; \
 	    onnx) cp Tests/Fixtures/onnx/*.onnx .build-fuzz/corpus/$$t/ ;; \
+	    npy) cp Tests/Fixtures/npy/*.npy .build-fuzz/corpus/$$t/ ;; \
 	    idx) cp data/mnist/t10k-labels-idx1-ubyte.gz .build-fuzz/corpus/$$t/ ;; \
 	    safetensors) $(CNNC) train Graphs/tiny.graph --jit --steps 2 --out .build-fuzz/seed-run --overwrite --no-report >/dev/null && \
 	      cp .build-fuzz/seed-run/weights.safetensors .build-fuzz/seed-run/optimizer.safetensors .build-fuzz/corpus/$$t/ ;; \

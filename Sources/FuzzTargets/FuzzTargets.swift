@@ -19,6 +19,8 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
   case png
   /// An ONNX model: imported, then its graph through shapes and the inference lowering.
   case onnx
+  /// A NumPy `.npy` array (`cnnc infer`'s input).
+  case npy
 
   /// Runs one input; returns true when it was accepted, false when it was refused with an error.
   @discardableResult
@@ -29,6 +31,7 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
     case .idx: Self.idx(bytes)
     case .png: (try? PNG.decode(bytes, path: "fuzz.png")) != nil
     case .onnx: Self.onnx(bytes)
+    case .npy: (try? NPYArray.parse(bytes, path: "fuzz.npy")) != nil
     }
   }
 

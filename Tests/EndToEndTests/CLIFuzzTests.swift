@@ -1,6 +1,7 @@
 import CNNCTestSupport
 import FileSystem
 import Foundation
+import Runtime
 import Testing
 
 /// A structure-aware, seeded fuzzer of the command line: for every subcommand it starts from a valid invocation
@@ -59,6 +60,8 @@ import Testing
         try fm.copyItem(atPath: Fixtures.root.appendingPathComponent(from).path, toPath: root + "/" + to)
       }
       try Data("x".utf8).write(to: URL(fileURLWithPath: root + "/afile"))
+      try Data(NPYArray(shape: [3, 1, 28, 28], values: (0..<(3 * 784)).map { Float($0 % 13) / 13 }).serialized())
+        .write(to: URL(fileURLWithPath: root + "/x.npy"))
       mkfifo(root + "/fifo", 0o600)
       let r = try FuzzRun.run(binary, ["train", root + "/tiny.graph", "--jit", "--data", root + "/small", "--steps", "3", "--out", root + "/run0"],
                               cwd: root, timeLimit: CLIFuzzTests.timeLimit)
@@ -79,6 +82,7 @@ import Testing
     case "bench": return ["bench", tiny, "--data", data, "--steps", "2", "--singles", "5"]
     case "import": return ["import", s.path("tiny.onnx"), "-o", "g.graph"]
     case "export": return ["export", tiny, "--weights", weights, "-o", "e.onnx"]
+    case "infer": return ["infer", tiny, "--weights", weights, "--input", s.path("x.npy"), "-o", "y.npy"]
     default: return [command]
     }
   }
@@ -89,7 +93,7 @@ import Testing
     var v = ["0", "-1", "1", "-0", "nan", "inf", "-inf", "1e999", "0x10", "", " ", "3.5", "-avx512f", "+avx2,-sse", "--", "-",
              "r", "x", "é", "日本/語", String(repeating: "p", count: 300), "a/", "./a", "../a", "//a", "/", ".", "..",
              s.path("afile"), s.path("adir"), s.path("adir/"), s.path("fifo"), "/dev/null", "/proc/self/mem", s.path("small"),
-             s.path("tiny.graph"), s.path("run0"), s.path("seven.png"), s.path("run0/weights.safetensors"), "x86_64-pc-windows-msvc",
+             s.path("tiny.graph"), s.path("run0"), s.path("seven.png"), s.path("x.npy"), s.path("run0/weights.safetensors"), "x86_64-pc-windows-msvc",
              "aarch64-unknown-linux-gnu", "znver3", "x86-64-v3", "jit", "interp", "swift", "grad", "llvm", "obj", "step:0:0", "crop:-1"]
     if large { v += ["9223372036854775807", "-9223372036854775808", "18446744073709551616", "4294967296", "50000"] }
     return v
@@ -103,7 +107,7 @@ import Testing
     let scratch = try Scratch(binary: binary)
     defer { try? FileManager.default.removeItem(atPath: scratch.root) }
     let definitions = try Self.definitions(binary)
-    #expect(definitions.keys.sorted() == ["bench", "compile", "dump-ir", "eval", "export", "import", "predict", "report", "train"])
+    #expect(definitions.keys.sorted() == ["bench", "compile", "dump-ir", "eval", "export", "import", "infer", "predict", "report", "train"])
     let commands = definitions.keys.sorted()
     // Every run is planned first (one generator, so the seed fixes them all), then run two at a time.
     var rng = SplitMix(seed)

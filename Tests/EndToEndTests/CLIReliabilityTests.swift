@@ -214,4 +214,33 @@ import Testing
     let full = try Self.run(["eval", "wide.graph", "--weights", "run/weights.safetensors", "--data", "wide", "--confusion", "full"], in: dir)
     #expect(full.status == 0 && full.stdout.contains("confusion matrix (rows: true label"), "\(full.stdout)")
   }
+
+  /// `cnnc infer` runs a model on a .npy batch as an ONNX runtime would (no normalisation), on either back end,
+  /// and refuses arrays of another dtype, rank or image size by name.
+  @Test func inferTakesAndWritesNumPyArrays() throws {
+    let dir = try Self.scratch()
+    defer { try? FileManager.default.removeItem(atPath: dir) }
+    #expect(try Self.train(dir, ["--steps", "2", "--out", "run"]).status == 0)
+    let images = NPYArray(shape: [5, 1, 28, 28], values: (0..<(5 * 784)).map { Float(($0 * 37) % 255) / 255 - 0.4 })
+    try writeAtomically(images.serialized(), to: Path.join(dir, "x.npy"))
+    var outputs: [NPYArray] = []
+    for backend in ["jit", "interp"] {
+      let r = try Self.run(["infer", "tiny.graph", "--weights", "run/weights.safetensors", "--input", "x.npy", "-o", "y-\(backend).npy",
+                            "--backend", backend, "--batch", "2"], in: dir)
+      #expect(r.status == 0, "\(r.stderr)")
+      outputs.append(try NPYArray.read(Path.join(dir, "y-\(backend).npy")))
+    }
+    #expect(outputs[0].shape == [5, 10])
+    expectClose(outputs[0].values, outputs[1].values, rtol: 1e-4, atol: 1e-5, "jit and interpreter logits")
+    for (array, expected) in [(NPYArray(shape: [5, 784], values: images.values), "the model takes [N, 1, 28, 28]"),
+                              (NPYArray(shape: [2, 1, 14, 14], values: [Float](repeating: 0, count: 392)), "of shape [2, 1, 14, 14]"),
+                              (NPYArray(shape: [0, 1, 28, 28], values: []), "holds no images")] {
+      try writeAtomically(array.serialized(), to: Path.join(dir, "bad.npy"))
+      let r = try Self.run(["infer", "tiny.graph", "--weights", "run/weights.safetensors", "--input", "bad.npy", "-o", "z.npy"], in: dir)
+      #expect(CLITests.failedCleanly(r) && r.stderr.contains(expected), "\(r.stderr)")
+    }
+    try writeAtomically(Array("not an array".utf8), to: Path.join(dir, "bad.npy"))
+    let garbage = try Self.run(["infer", "tiny.graph", "--weights", "run/weights.safetensors", "--input", "bad.npy", "-o", "z.npy"], in: dir)
+    #expect(CLITests.failedCleanly(garbage) && garbage.stderr.contains("not a float32 .npy array"), "\(garbage.stderr)")
+  }
 }

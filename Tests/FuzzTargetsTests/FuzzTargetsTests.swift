@@ -82,6 +82,11 @@ import Testing
     Self.fuzz(.onnx, seeds: seeds, count: 600)
   }
 
+  @Test func mutatedNPYArraysNeverCrash() throws {
+    let small = try [UInt8](Data(contentsOf: Fixtures.root.appendingPathComponent("Tests/Fixtures/npy/small.npy")))
+    Self.fuzz(.npy, seeds: [small], count: 1500)
+  }
+
   @Test func mutatedPNGsNeverCrash() throws {
     let seven = try [UInt8](Data(contentsOf: Fixtures.root.appendingPathComponent("Tests/Fixtures/seven.png")))
     Self.fuzz(.png, seeds: [seven], count: 1500)
