@@ -10,9 +10,10 @@ public struct ImportedModel: Sendable {
   public var graph: Graph
   /// Parameters and buffers by their `.graph` names (`conv1.weight`, `bn1.running_mean`), row-major.
   public var tensors: [String: (shape: [Int], data: [Float])]
-  /// What the import changed that its user should know (a trailing softmax folded into the loss, a renamed
-  /// layer).
+  /// What the import changed that its user should know (a trailing softmax folded into the loss).
   public var notes: [String]
+  /// The layers whose `state_dict` prefix is not a `.graph` identifier, and the names they got.
+  public var renames: [String]
 }
 
 /// A model file cnnc cannot import (the message names the file, and the node and its op type when one is to
@@ -64,7 +65,7 @@ public enum ONNXImport {
     // Printed as the compiler prints graphs (aligned, as the hand-written ones are), under a header naming the source.
     let text = "# Imported by cnnc from \(Path.lastComponent(path)): the ONNX graph's ops, and a cross-entropy\n"
       + "# loss on its output so that it trains.\n" + Printer.print(graph)
-    return ImportedModel(text: text, graph: graph, tensors: t.tensors, notes: t.notes)
+    return ImportedModel(text: text, graph: graph, tensors: t.tensors, notes: t.notes, renames: t.renames)
   }
 
   /// A `.graph` identifier from an ONNX name: letters, digits and underscores, not starting with a digit.
@@ -89,6 +90,7 @@ struct Translator {
   var input = ""
   var tensors: [String: (shape: [Int], data: [Float])] = [:]
   var notes: [String] = []
+  var renames: [String] = []
   var output = ""
   /// ONNX values that hold shapes, not activations (outputs of `ONNXImport.shapeOps`).
   var shapeValues = Set<String>()
@@ -157,7 +159,7 @@ struct Translator {
   mutating func layerName(_ node: Onnx_NodeProto, weight: String?) -> String {
     if let weight, weight.hasSuffix(".weight") {
       let prefix = String(weight.dropLast(7)), name = fresh(prefix)
-      if name != prefix { notes.append("'\(prefix)' is named '\(name)' in the .graph (names are identifiers); its weights are saved as '\(name).weight'") }
+      if name != prefix { renames.append("'\(prefix)' is named '\(name)' in the .graph (names are identifiers); its weights are saved as '\(name).weight'") }
       return name
     }
     let path = node.name.split(separator: "/").dropLast()

@@ -39,9 +39,9 @@ struct GraphFile {
   /// The largest graph file read (16 MiB).
   static let maxFileBytes = 16 << 20
 
-  init(path: String, anyDialect: Bool = false) throws {
+  init(path: String, anyDialect: Bool = false, verbose: Bool = false) throws {
     if path.lowercased().hasSuffix(".onnx") {
-      self = try GraphFile(onnx: path)
+      self = try GraphFile(onnx: path, verbose: verbose)
       return
     }
     self.path = path
@@ -60,14 +60,18 @@ struct GraphFile {
     }
   }
 
-  /// An ONNX model read as a graph, with its initializers; notes about the translation go to stderr.
-  init(onnx path: String) throws {
+  /// An ONNX model read as a graph, with its initializers; notes about the translation go to stderr (the renamed
+  /// layers one by one with `verbose`, else counted in one line).
+  init(onnx path: String, verbose: Bool = false) throws {
     let imported = try reportingErrors { try ONNXImport.read(path) }
     self.path = path + " (as .graph)"
     source = Array(imported.text.utf8)
     graph = imported.graph
     initializers = SafeTensors(tensors: imported.tensors)
-    for note in imported.notes { printError("note: \(path): \(note)\n") }
+    for note in imported.notes + (verbose ? imported.renames : []) { printError("note: \(path): \(note)\n") }
+    if !verbose, !imported.renames.isEmpty {
+      printError("note: \(path): \(imported.renames.count) layer names were made .graph identifiers (--verbose lists them)\n")
+    }
   }
 
   /// The weights to start from: the checkpoint at `weights`, else the model's own initializers.

@@ -163,3 +163,17 @@ struct ExporterFormsTests {
     #expect(m.contains("(ReduceMean): attribute 'axes' is [1]"), "\(m)")
   }
 }
+
+/// Layers whose `state_dict` prefix is not an identifier are renamed, and said so apart from the other notes, so
+/// that commands list them only with --verbose.
+struct RenameNotesTests {
+  @Test func renamesAreKeptApartFromNotes() throws {
+    var b = ONNXBuilder(inputDims: [1, 4, 4])
+    b.initializer("layer1.0.conv1.weight", dims: [3, 1, 4, 4], values: (0..<48).map { Float($0 % 7) * 0.1 })
+    b.node("Conv", ["input", "layer1.0.conv1.weight"], "c")
+    b.node("Flatten", ["c"], "f")
+    let m = try ONNXImport.translate(b.data(outputDims: [nil, 3]), path: "m.onnx")
+    #expect(m.notes.isEmpty)
+    #expect(m.renames.count == 1 && m.renames[0].contains("'layer1.0.conv1' is named 'layer1_0_conv1'"), "\(m.renames)")
+  }
+}

@@ -30,6 +30,7 @@ struct Bench: ParsableCommand {
   let inferenceBatch = 1000
 
   @Argument(help: "The .graph file (default: the built-in SimpleCNN).") var file: String?
+  @OptionGroup var modelOptions: ModelFileOptions
   @Option(parsing: .unconditional, help: "Back end: jit or swift.") var backend: BackendKind = .jit
   @OptionGroup(title: "Target") var targetOptions: TargetOptions
   @Option(parsing: .unconditional, help: "Time whole epochs after the first (at least 2).") var epochs: Int?
@@ -66,7 +67,7 @@ struct Bench: ParsableCommand {
       try reportingErrors { print(try CompileScaling.run(layers: scalingLayers, target: try targetOptions.resolve(runsHere: true))) }
       return
     }
-    let f = try file.map { try GraphFile(path: $0) } ?? GraphFile(builtin: "simplecnn.graph", text: defaultGraph)
+    let f = try file.map { try GraphFile(path: $0, verbose: modelOptions.verbose) } ?? GraphFile(builtin: "simplecnn.graph", text: defaultGraph)
     if kernels {
       try reportingErrors { print(try KernelBench.run(f, batch: 64, shards: shards, target: try targetOptions.resolve(runsHere: true))) }
       return

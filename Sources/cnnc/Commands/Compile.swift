@@ -27,6 +27,7 @@ struct Compile: ParsableCommand {
 
   @Argument(help: "The .graph file (or .onnx model) to compile.")
   var file: String
+  @OptionGroup var modelOptions: ModelFileOptions
 
   @Option(parsing: .unconditional, help: "Batch size bound to N.")
   var batch: Int = 64
@@ -43,7 +44,7 @@ struct Compile: ParsableCommand {
   var selfContained: Bool?
 
   func run() throws {
-    let f = try GraphFile(path: file)
+    let f = try GraphFile(path: file, verbose: modelOptions.verbose)
     let shapes = try f.run { () throws(DiagnosticList) in try inferShapes(f.graph, batch: batch) }
     printPlan(f.graph, shapes)
 

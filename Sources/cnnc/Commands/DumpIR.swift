@@ -18,6 +18,7 @@ struct DumpIR: ParsableCommand {
 
   @Argument(help: "The .graph file.")
   var file: String
+  @OptionGroup var modelOptions: ModelFileOptions
 
   @Option(parsing: .unconditional, help: "Stage to print: \(Stage.allCases.map(\.rawValue).joined(separator: ", ")) (inference: the inference program's graph, batch norms folded and ops fused).")
   var stage: Stage = .shaped
@@ -29,7 +30,7 @@ struct DumpIR: ParsableCommand {
 
   func run() throws {
     // The first two stages print any dialect (an IR dump re-parses); the others start from a model file.
-    let f = try GraphFile(path: file, anyDialect: stage == .parsed || stage == .shaped)
+    let f = try GraphFile(path: file, anyDialect: stage == .parsed || stage == .shaped, verbose: modelOptions.verbose)
     switch stage {
     case .parsed:
       print(Printer.print(f.graph), terminator: "")

@@ -12,6 +12,7 @@ struct Eval: ParsableCommand {
 
   @Argument(help: "The .graph file or .onnx model.") var file: String
   @Option(parsing: .unconditional, help: "Weights in safetensors format (state_dict names); an .onnx model's own by default.") var weights: String?
+  @OptionGroup var modelOptions: ModelFileOptions
   @Option(parsing: .unconditional, help: "Data directory: IDX, CIFAR-10 or CIFAR-100 binary files (see cnnc train --help).") var data: String?
   @Option(parsing: .unconditional, help: "Evaluation batch size (at most the test set; inference itself runs in chunks of 64).") var batch: Int = 1000
   @Option(parsing: .unconditional, help: "Back end: jit or interp.") var backend: BackendKind = .jit
@@ -31,7 +32,7 @@ struct Eval: ParsableCommand {
   }
 
   func run() throws {
-    let model = try TrainedModel(try GraphFile(path: file), weights: weights)
+    let model = try TrainedModel(try GraphFile(path: file, verbose: modelOptions.verbose), weights: weights)
     try reportingErrors {
       let test = try ImageDataset.loadSet(directory: data ?? defaultDataDirectory(), training: false)
       // A batch beyond the test set would only allocate images that do not exist.

@@ -14,10 +14,11 @@ struct Export: ParsableCommand {
 
   @Argument(help: "The .graph file.") var file: String
   @Option(parsing: .unconditional, help: "Weights in safetensors format (state_dict names).") var weights: String
+  @OptionGroup var modelOptions: ModelFileOptions
   @Option(name: .shortAndLong, parsing: .unconditional, help: "The .onnx file to write (default: the graph's name with .onnx).") var output: String?
 
   func run() throws {
-    let model = try TrainedModel(try GraphFile(path: file), weights: weights)
+    let model = try TrainedModel(try GraphFile(path: file, verbose: modelOptions.verbose), weights: weights)
     let (f, shapes, params) = (model.file, model.shapes, model.parameters)
     try reportingErrors {
       let image = f.graph.inputs.first { $0.dtype == .f32 }!

@@ -14,6 +14,7 @@ struct Import: ParsableCommand {
 
   @Argument(help: "The .onnx file.") var model: String
   @Option(name: .shortAndLong, parsing: .unconditional, help: "The .graph file to write (default: the model's name with .graph).") var output: String?
+  @OptionGroup var modelOptions: ModelFileOptions
   @Option(parsing: .unconditional, help: "The safetensors file for the initializers (default: the model's name with .safetensors).") var weightsOut: String?
 
   func run() throws {
@@ -32,7 +33,10 @@ struct Import: ParsableCommand {
       try SafeTensors(tensors: imported.tensors).write(to: weightsPath)
       let count = imported.tensors.values.reduce(0) { $0 + $1.data.count }
       print("wrote \(graphPath) (\(imported.graph.nodes.count) statements) and \(weightsPath) (\(imported.tensors.count) tensors, \(count) values)")
-      for note in imported.notes { print("note: \(note)") }
+      for note in imported.notes + (modelOptions.verbose ? imported.renames : []) { print("note: \(note)") }
+      if !modelOptions.verbose, !imported.renames.isEmpty {
+        print("note: \(imported.renames.count) layer names were made .graph identifiers (--verbose lists them)")
+      }
     }
   }
 }

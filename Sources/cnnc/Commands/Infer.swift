@@ -11,6 +11,7 @@ struct Infer: ParsableCommand {
 
   @Argument(help: "The .graph file (with --weights) or .onnx model.") var file: String
   @Option(parsing: .unconditional, help: "Weights in safetensors format; an .onnx model's own by default.") var weights: String?
+  @OptionGroup var modelOptions: ModelFileOptions
   @Option(parsing: .unconditional, help: "The input: a float32 array [N, C, H, W] of the model's image size.") var input: String
   @Option(name: .shortAndLong, parsing: .unconditional, help: "The .npy file to write: the outputs, [N, ...].") var output: String
   @Option(parsing: .unconditional, help: "Images per call (1 to \(Infer.maxBatch)).") var batch: Int = 64
@@ -27,7 +28,7 @@ struct Infer: ParsableCommand {
   }
 
   func run() throws {
-    let model = try TrainedModel(try GraphFile(path: file), weights: weights)
+    let model = try TrainedModel(try GraphFile(path: file, verbose: modelOptions.verbose), weights: weights)
     try reportingErrors {
       try checkOutputFile(output)
       let x = try NPYArray.read(input)

@@ -15,6 +15,7 @@ struct Predict: ParsableCommand {
 
   @Argument(help: "The .graph file or .onnx model.") var file: String
   @Option(parsing: .unconditional, help: "Weights in safetensors format; an .onnx model's own by default.") var weights: String?
+  @OptionGroup var modelOptions: ModelFileOptions
   @Argument(help: "A PNG image of the graph's input size, an IDX images file, or a directory of PNG images.") var image: String
   @Option(parsing: .unconditional, help: "Which image of an IDX file (0-based).") var index: Int = 0
   @Option(parsing: .unconditional, help: "How many images of an IDX file, from --index on.") var count: Int = 1
@@ -42,7 +43,7 @@ struct Predict: ParsableCommand {
   }
 
   func run() throws {
-    let model = try TrainedModel(try GraphFile(path: file), weights: weights)
+    let model = try TrainedModel(try GraphFile(path: file, verbose: modelOptions.verbose), weights: weights)
     try reportingErrors {
       guard let input = model.graph.inputs.first(where: { $0.dtype == .f32 }), let dims = model.shapes[input.name]?.dims, dims.count == 4,
             dims[1] == 1 || dims[1] == 3 else {

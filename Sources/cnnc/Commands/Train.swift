@@ -29,6 +29,7 @@ struct Train: ParsableCommand {
 
   @Argument(help: "The .graph file (or .onnx model, which starts from its own weights) to train (default: the built-in SimpleCNN, Graphs/simplecnn.graph).")
   var file: String?
+  @OptionGroup var modelOptions: ModelFileOptions
 
   @Option(parsing: .unconditional, help: "Back end: swift (generated Swift, compiled with swiftc), jit (LLVM ORC JIT), interp (the reference interpreter).")
   var backend: BackendKind = .swift
@@ -126,7 +127,7 @@ struct Train: ParsableCommand {
 
   mutating func run() throws {
     lineBufferStandardOutput()
-    let f = try file.map { try GraphFile(path: $0) } ?? GraphFile(builtin: "simplecnn.graph", text: defaultGraph)
+    let f = try file.map { try GraphFile(path: $0, verbose: modelOptions.verbose) } ?? GraphFile(builtin: "simplecnn.graph", text: defaultGraph)
     let shapes = try f.run { () throws(DiagnosticList) in try inferShapes(f.graph, batch: batch) }
     guard f.graph.minimize != nil else { throw DataError("\(f.path): the graph has no 'minimize' statement; training needs a scalar loss") }
     let dir = data ?? defaultDataDirectory()
