@@ -224,6 +224,12 @@ struct Translator {
     return (shape, data)
   }
 
+  /// The values of an int64 tensor (a shape, axes), from its typed field or its raw little-endian bytes.
+  func int64s(_ t: Onnx_TensorProto) -> [Int] {
+    guard t.int64Data.isEmpty else { return t.int64Data.map { Int($0) } }
+    return t.rawData.withUnsafeBytes { raw in (0..<(raw.count / 8)).map { Int(Int64(littleEndian: raw.loadUnaligned(fromByteOffset: 8 * $0, as: Int64.self))) } }
+  }
+
   func ints(_ node: Onnx_NodeProto, _ key: String) -> [Int]? {
     node.attribute.first { $0.name == key }.map { $0.ints.map { Int($0) } }
   }
@@ -276,7 +282,7 @@ struct Translator {
       // To [N, features]: a constant shape is checked; a computed one (x.view(x.size(0), -1)) is taken as that, and
       // shape inference checks the layers after it.
       if node.input.count > 1, let t = initializers[node.input[1]] {
-        let shape = t.int64Data.isEmpty ? t.rawData.withUnsafeBytes { raw in (0..<(raw.count / 8)).map { Int(Int64(littleEndian: raw.loadUnaligned(fromByteOffset: 8 * $0, as: Int64.self))) } } : t.int64Data.map { Int($0) }
+        let shape = int64s(t)
         guard shape.count == 2, [0, -1].contains(shape[0]) || shape[1] == -1 else {
           throw fail(node, "reshape to \(shape): cnnc reshapes only to [N, features] (a flatten)")
         }
@@ -392,8 +398,7 @@ struct Translator {
       guard let t = initializers[node.input[1]], t.dataType == Int32(Onnx_TensorProto.DataType.int64.rawValue) else {
         throw fail(node, "the axes input must be a constant int64 tensor")
       }
-      axes = t.int64Data.isEmpty ? t.rawData.withUnsafeBytes { raw in (0..<(raw.count / 8)).map { Int(Int64(littleEndian: raw.loadUnaligned(fromByteOffset: 8 * $0, as: Int64.self))) } }
-        : t.int64Data.map { Int($0) }
+      axes = int64s(t)
     }
     guard let axes, Set(axes.map { $0 < 0 ? $0 + 4 : $0 }) == [2, 3] else {
       throw fail(node, "attribute 'axes' is \(ints(node, "axes").map { "\($0)" } ?? "absent"); cnnc takes ReduceMean over H and W of [N, C, H, W] only (a global average pool)")

@@ -10,8 +10,8 @@ public struct Evaluator: Sendable {
   public var normalization: Normalization
   public var batch: Int
 
-  public init(graph: Graph, normalization: Normalization, batch: Int) throws {
-    let shapes = try inferShapes(graph, batch: 1)
+  /// `shapes` are the graph's, at any batch.
+  public init(graph: Graph, shapes: ShapeTable, normalization: Normalization, batch: Int) throws {
     guard let output = graph.output, let out = shapes[output], out.dims.count == 2 else {
       throw DataError("the graph's output must be [N, classes] logits to train or evaluate a classifier")
     }

@@ -94,21 +94,21 @@ struct ONNXBuilder {
 
   /// Adds a float initializer, inline, or kept in an external file with the given entries (location, offset, length).
   mutating func initializer(_ name: String, dims: [Int], values: [Float], external: [(String, String)]? = nil) {
+    guard let external else {
+      initializers.append(Self.tensor(name: name, dims: dims, values: values))
+      return
+    }
     var t = Message()
     for d in dims { t.int(1, d) }
     t.int(2, 1)  // FLOAT
     t.string(8, name)
-    if let external {
-      for (k, v) in external {
-        var e = Message()
-        e.string(1, k)
-        e.string(2, v)
-        t.message(13, e)
-      }
-      t.int(14, 1)  // EXTERNAL
-    } else {
-      t.bytes(9, values.flatMap { v in withUnsafeBytes(of: v.bitPattern.littleEndian) { Array($0) } })
+    for (k, v) in external {
+      var e = Message()
+      e.string(1, k)
+      e.string(2, v)
+      t.message(13, e)
     }
+    t.int(14, 1)  // EXTERNAL
     initializers.append(t)
   }
 

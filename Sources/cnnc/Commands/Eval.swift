@@ -36,7 +36,7 @@ struct Eval: ParsableCommand {
     try reportingErrors {
       let test = try ImageDataset.loadSet(directory: data ?? defaultDataDirectory(), training: false)
       // A batch beyond the test set would only allocate images that do not exist.
-      let evaluator = try Evaluator(graph: model.graph, normalization: model.normalization, batch: max(1, min(batch, test.count)))
+      let evaluator = try Evaluator(graph: model.graph, shapes: model.shapes, normalization: model.normalization, batch: max(1, min(batch, test.count)))
       try test.validateLabels(classes: evaluator.classes)
       var backend = try model.inferenceBackend(backend, inferenceCalls: TrainingOptions.evaluationCalls(test.count, batch: evaluator.batch),
                                                target: try targetOptions.resolve(runsHere: true), cache: cacheOptions.cache)

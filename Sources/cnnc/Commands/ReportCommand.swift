@@ -34,7 +34,7 @@ func writeReport(runDirectory dir: String, data: String) throws -> String {
   let (f, params) = (model.file, model.parameters)
   let test = try ImageDataset.loadSet(directory: data, training: false)
   // Small batches keep the inference arena (and so peak memory) small; the test set takes a moment either way.
-  let evaluator = try Evaluator(graph: f.graph, normalization: model.normalization, batch: 100)
+  let evaluator = try Evaluator(graph: f.graph, shapes: model.shapes, normalization: model.normalization, batch: 100)
   try test.validateLabels(classes: evaluator.classes)
   var backend = try model.inferenceBackend(.jit, inferenceCalls: TrainingOptions.evaluationCalls(test.count, batch: evaluator.batch),
                                            target: Target.host(), cache: nil)
