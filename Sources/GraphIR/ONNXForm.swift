@@ -4,6 +4,9 @@
 public enum ONNXForm: Sendable, Equatable {
   /// One node of the standard domain: its op type, its inputs in ONNX's order and its attributes.
   case node(String, inputs: [ONNXInput], attributes: [ONNXAttribute])
+  /// Two standard nodes: `first` of the operand, then `second` of the operand and `first`'s output (SiLU, which
+  /// ONNX before opset 22 has no op for, is Sigmoid then Mul).
+  case gated(first: String, second: String)
   /// No ONNX form (a loss, which the exported inference graph does not hold), and why.
   case none(reason: String)
 }
@@ -17,6 +20,8 @@ public enum ONNXInput: Sendable, Equatable {
   /// An initializer the export makes under the node's name and this suffix: `value` repeated as many times as the
   /// parameter `like` has elements (a batch norm without affine parameters scales by 1 and shifts by 0).
   case filled(String, value: Float, like: String)
+  /// A scalar initializer the export makes under the node's name and this suffix (Clip's bounds, inputs since opset 11).
+  case scalar(String, value: Float)
 }
 
 /// A named attribute of an exported node.
@@ -29,5 +34,17 @@ public struct ONNXAttribute: Sendable, Equatable {
   public init(_ name: String, _ value: Value) {
     self.name = name
     self.value = value
+  }
+}
+
+extension PoolAttrs {
+  /// The attributes of the pool's ONNX node: the window and stride, then what differs from a plain pool
+  /// (an average's `count_include_pad` only where padding makes it matter; ONNX's default is PyTorch's opposite).
+  func onnxAttributes(average: Bool) -> [ONNXAttribute] {
+    var r = [ONNXAttribute("kernel_shape", .ints([size, size])), ONNXAttribute("strides", .ints([stride, stride]))]
+    if padding != 0 { r.append(ONNXAttribute("pads", .ints([padding, padding, padding, padding]))) }
+    if ceilMode { r.append(ONNXAttribute("ceil_mode", .int(1))) }
+    if average, padding != 0 { r.append(ONNXAttribute("count_include_pad", .int(countIncludePad ? 1 : 0))) }
+    return r
   }
 }

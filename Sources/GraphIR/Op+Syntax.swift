@@ -90,18 +90,25 @@ public struct Attributes: Sendable {
 extension Conv2DAttrs {
   static let syntax = [
     AttrSpec("filters", .int, required: true), AttrSpec("kernel", .int, required: true),
-    AttrSpec("stride", .int), AttrSpec("padding", .int), AttrSpec("bias", .bool), AttrSpec("scaled", .bool),
+    AttrSpec("stride", .int), AttrSpec("padding", .int), AttrSpec("bias", .bool), AttrSpec("groups", .int), AttrSpec("dilation", .int),
+    AttrSpec("scaled", .bool),
   ]
   init(_ a: Attributes) throws(AttrError) {
     self.init(filters: try a.int("filters", min: 1), kernel: try a.int("kernel", min: 1),
               stride: try a.int("stride", min: 1, default: 1), padding: try a.int("padding", min: 0, default: 0),
-              bias: a.bool("bias"), scaled: a.flag("scaled"))
+              bias: a.bool("bias"), groups: try a.int("groups", min: 1, default: 1), dilation: try a.int("dilation", min: 1, default: 1),
+              scaled: a.flag("scaled"))
+    guard filters % groups == 0 else {
+      throw AttrError(attribute: "groups", message: "'groups' must divide 'filters' (\(filters)), got \(groups)")
+    }
   }
   var printed: [(String, String)] {
     var r = [("filters", "\(filters)"), ("kernel", "\(kernel)")]
     if stride != 1 { r.append(("stride", "\(stride)")) }
     if padding != 0 { r.append(("padding", "\(padding)")) }
     if !bias { r.append(("bias", "false")) }
+    if groups != 1 { r.append(("groups", "\(groups)")) }
+    if dilation != 1 { r.append(("dilation", "\(dilation)")) }
     if scaled { r.append(("scaled", "true")) }
     return r
   }
@@ -110,12 +117,28 @@ extension Conv2DAttrs {
 }
 
 extension PoolAttrs {
-  static let syntax = [AttrSpec("size", .int, required: true), AttrSpec("stride", .int)]
+  /// The attributes of `maxpool` and its gradient.
+  static let syntax = plainSyntax + [AttrSpec("padding", .int), AttrSpec("ceil_mode", .bool)]
+  /// The attributes of a pool whose windows lie inside the input (the fused ops').
+  static let plainSyntax = [AttrSpec("size", .int, required: true), AttrSpec("stride", .int)]
+  /// The attributes of `avgpool` and its gradient: also whether padding counts in the average.
+  static let averageSyntax = syntax + [AttrSpec("count_include_pad", .bool)]
   init(_ a: Attributes) throws(AttrError) {
     let size = try a.int("size", min: 1)
-    self.init(size: size, stride: try a.int("stride", min: 1, default: size))
+    self.init(size: size, stride: try a.int("stride", min: 1, default: size), padding: try a.int("padding", min: 0, default: 0),
+              ceilMode: a.flag("ceil_mode"), countIncludePad: a.bool("count_include_pad"))
+    guard padding <= size / 2 else {
+      throw AttrError(attribute: "padding", message: "'padding' must be at most half the window (\(size / 2)), got \(padding)")
+    }
   }
-  var printed: [(String, String)] { stride == size ? [("size", "\(size)")] : [("size", "\(size)"), ("stride", "\(stride)")] }
+  var printed: [(String, String)] {
+    var r = [("size", "\(size)")]
+    if stride != size { r.append(("stride", "\(stride)")) }
+    if padding != 0 { r.append(("padding", "\(padding)")) }
+    if ceilMode { r.append(("ceil_mode", "true")) }
+    if !countIncludePad { r.append(("count_include_pad", "false")) }
+    return r
+  }
 }
 
 extension DenseAttrs {
@@ -135,7 +158,7 @@ extension DropoutAttrs {
 }
 
 extension UnpoolAttrs {
-  static let syntax = PoolAttrs.syntax + [AttrSpec("height", .int, required: true), AttrSpec("width", .int, required: true)]
+  static let syntax = PoolAttrs.plainSyntax + [AttrSpec("height", .int, required: true), AttrSpec("width", .int, required: true)]
   init(_ a: Attributes) throws(AttrError) {
     self.init(pool: try PoolAttrs(a), height: try a.int("height", min: 1), width: try a.int("width", min: 1))
   }

@@ -5,26 +5,71 @@ public struct Conv2DAttrs: Equatable, Hashable, Sendable {
   public var stride = 1
   public var padding = 0
   public var bias = true
+  /// Channel groups: each filter reads the input channels of its group only (`groups` = channels = filters is
+  /// a depthwise conv); the weight is [filters, channels / groups, kernel, kernel].
+  public var groups = 1
+  /// The spacing of the kernel's taps (1: adjacent).
+  public var dilation = 1
   /// Whether a second operand, a `batchnorm_fold` value [2, filters], scales and shifts each filter's
   /// output (after the bias, before any relu or pool): set only by `foldBatchNorm` in inference programs.
   public var scaled = false
-  public init(filters: Int, kernel: Int, stride: Int = 1, padding: Int = 0, bias: Bool = true, scaled: Bool = false) {
+  public init(filters: Int, kernel: Int, stride: Int = 1, padding: Int = 0, bias: Bool = true, groups: Int = 1, dilation: Int = 1,
+              scaled: Bool = false) {
     self.filters = filters
     self.kernel = kernel
     self.stride = stride
     self.padding = padding
     self.bias = bias
+    self.groups = groups
+    self.dilation = dilation
     self.scaled = scaled
   }
+
+  /// The input extent the kernel spans: (kernel - 1) * dilation + 1.
+  public var extent: Int { (kernel - 1) * dilation + 1 }
+  /// Whether the conv is grouped or dilated, which the direct kernels compute (im2col and Winograd take dense,
+  /// undilated convs).
+  public var isDirect: Bool { groups != 1 || dilation != 1 }
 }
 
-/// Attributes of `maxpool`, `avgpool` and their gradients; `stride` defaults to `size`.
+/// Attributes of `maxpool`, `avgpool` and their gradients, with PyTorch's semantics: `stride` defaults to
+/// `size`; `padding` pads each side (with -inf for max, counted or not in an average as `countIncludePad`
+/// says); `ceilMode` rounds the output size up, keeping only windows that start inside the input or the
+/// leading padding.
 public struct PoolAttrs: Equatable, Hashable, Sendable {
   public var size: Int
   public var stride: Int
-  public init(size: Int, stride: Int? = nil) {
+  public var padding = 0
+  public var ceilMode = false
+  /// Whether an average divides by the whole window, padding included (PyTorch's default), or only by the
+  /// input elements it covers.
+  public var countIncludePad = true
+  public init(size: Int, stride: Int? = nil, padding: Int = 0, ceilMode: Bool = false, countIncludePad: Bool = true) {
     self.size = size
     self.stride = stride ?? size
+    self.padding = padding
+    self.ceilMode = ceilMode
+    self.countIncludePad = countIncludePad
+  }
+
+  /// Whether every window lies inside the input (no padding, rounding down): the fast, fusable form.
+  public var isPlain: Bool { padding == 0 && !ceilMode }
+
+  /// The number of windows along an axis of `n` elements.
+  public func outputSize(_ n: Int) -> Int {
+    let span = n + 2 * padding - size
+    var out = (ceilMode ? (span + stride - 1) / stride : span / stride) + 1
+    // A last window that would start in the trailing padding is dropped (PyTorch's rule).
+    if ceilMode, (out - 1) * stride >= n + padding { out -= 1 }
+    return out
+  }
+
+  /// Window `o` along an axis of `n` elements: the input range it covers and the element count its average
+  /// divides by.
+  public func window(_ o: Int, _ n: Int) -> (range: Range<Int>, divisor: Int) {
+    let start = o * stride - padding, end = min(start + size, n + padding)
+    let range = max(start, 0)..<min(end, n)
+    return (range, countIncludePad ? end - start : range.count)
   }
 }
 
@@ -76,6 +121,11 @@ public enum Op: Equatable, Hashable, Sendable {
   case tanh
   case globalAvgPool
   case batchNorm(BatchNormAttrs)
+  // Version 1.3 of the format.
+  case clip(min: Double, max: Double)
+  case hardSigmoid
+  case hardSwish
+  case silu
 
   /// (dy, weight, x): gradient w.r.t. the conv input; x gives only the shape.
   case conv2dGradInput(Conv2DAttrs)
@@ -113,6 +163,14 @@ public enum Op: Equatable, Hashable, Sendable {
   case tanhGrad
   /// (dy, x): x gives only the shape.
   case globalAvgPoolGrad
+  /// (dy, x)
+  case clipGrad(min: Double, max: Double)
+  /// (dy, x)
+  case hardSigmoidGrad
+  /// (dy, x)
+  case hardSwishGrad
+  /// (dy, x)
+  case siluGrad
   /// (dy, x, mean, var, weight): gradient w.r.t. a batchnorm's input, through the batch statistics.
   case batchNormGradInput(BatchNormAttrs)
   /// (dy, x, mean, var): the same without a weight (`affine: false`).
@@ -152,6 +210,14 @@ public enum Op: Equatable, Hashable, Sendable {
     case .tanh: TanhOp()
     case .globalAvgPool: GlobalAvgPoolOp()
     case .batchNorm(let a): BatchNormOp(a)
+    case .clip(let lo, let hi): ClipOp(min: lo, max: hi)
+    case .hardSigmoid: HardSigmoidOp()
+    case .hardSwish: HardSwishOp()
+    case .silu: SiLUOp()
+    case .clipGrad(let lo, let hi): ClipGradOp(min: lo, max: hi)
+    case .hardSigmoidGrad: HardSigmoidGradOp()
+    case .hardSwishGrad: HardSwishGradOp()
+    case .siluGrad: SiLUGradOp()
     case .batchNormGradInput(let a): BatchNormGradInputOp(a)
     case .batchNormGradInputUnscaled(let a): BatchNormGradInputUnscaledOp(a)
     case .batchNormGradWeight(let a): BatchNormGradWeightOp(a)
@@ -185,11 +251,11 @@ public enum Op: Equatable, Hashable, Sendable {
   public static let definitions: [any OpDefinition.Type] = [
     Conv2DOp.self, ReLUOp.self, MaxPoolOp.self, AvgPoolOp.self, FlattenOp.self, DenseOp.self, DropoutOp.self,
     SoftmaxOp.self, CrossEntropyOp.self, AddOp.self, GlobalAvgPoolOp.self, LeakyReLUOp.self, SigmoidOp.self, TanhOp.self,
-    BatchNormOp.self, Conv2DGradInputOp.self, Conv2DGradWeightOp.self, Conv2DGradBiasOp.self, ReLUGradOp.self, MaxPoolGradOp.self,
+    BatchNormOp.self, ClipOp.self, HardSigmoidOp.self, HardSwishOp.self, SiLUOp.self, Conv2DGradInputOp.self, Conv2DGradWeightOp.self, Conv2DGradBiasOp.self, ReLUGradOp.self, MaxPoolGradOp.self,
     AvgPoolGradOp.self, FlattenGradOp.self, DenseGradInputOp.self, DenseGradWeightOp.self, DenseGradBiasOp.self,
     DropoutGradOp.self, SoftmaxGradOp.self, CrossEntropyGradOp.self, GlobalAvgPoolGradOp.self, LeakyReLUGradOp.self,
     SigmoidGradOp.self, TanhGradOp.self, BatchNormGradInputOp.self, BatchNormGradInputUnscaledOp.self, BatchNormGradWeightOp.self,
-    BatchNormGradBiasOp.self,
+    BatchNormGradBiasOp.self, ClipGradOp.self, HardSigmoidGradOp.self, HardSwishGradOp.self, SiLUGradOp.self,
     Conv2DReLUOp.self, Conv2DReLUMaxPoolOp.self, DenseReLUOp.self, ReLUMaxPoolGradOp.self, BatchNormFoldOp.self,
   ]
 

@@ -57,7 +57,7 @@ extension Conv2DAttrs {
 
   /// The spatial output size for an input [N, C, H, W].
   func output(_ d: [Int]) -> (h: Int, w: Int) {
-    ((d[2] + 2 * padding - kernel) / stride + 1, (d[3] + 2 * padding - kernel) / stride + 1)
+    ((d[2] + 2 * padding - extent) / stride + 1, (d[3] + 2 * padding - extent) / stride + 1)
   }
 }
 
@@ -65,7 +65,8 @@ extension PoolAttrs {
   /// The attributes with the stride clamped to an h x w input (see `Conv2DAttrs.clamped`).
   func clamped(_ h: Int, _ w: Int) -> PoolAttrs {
     var p = self
-    p.stride = min(p.stride, max(h, w, 1))
+    // Past the input and its leading padding a second window cannot start, so a larger stride changes nothing.
+    p.stride = min(p.stride, max(h, w, 1) + p.padding)
     return p
   }
 

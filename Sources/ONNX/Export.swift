@@ -97,12 +97,13 @@ struct Exported {
   static func attribute(_ name: String, int: Int) -> Onnx_AttributeProto { attribute(name, .int) { $0.i = Int64(int) } }
   static func attribute(_ name: String, float: Double) -> Onnx_AttributeProto { attribute(name, .float) { $0.f = Float(float) } }
 
-  mutating func emit(_ op: String, _ n: Node, inputs: [String], _ attributes: [Onnx_AttributeProto] = []) {
+  /// A node of `op` for graph node `n`, writing `output` (by default the value `n` defines).
+  mutating func emit(_ op: String, _ n: Node, inputs: [String], _ attributes: [Onnx_AttributeProto] = [], output: String? = nil) {
     var p = Onnx_NodeProto()
     p.opType = op
-    p.name = n.name
+    p.name = output ?? n.name
     p.input = inputs
-    p.output = [n.name]
+    p.output = [output ?? n.name]
     p.attribute = attributes
     nodes.append(p)
   }
@@ -124,9 +125,16 @@ struct Exported {
           let shape = tensors["\(n.name).\(like)"]?.shape ?? [0]
           initializer("\(n.name).\(suffix)", (shape, [Float](repeating: value, count: shape.reduce(1, *))))
           return "\(n.name).\(suffix)"
+        case .scalar(let suffix, let value):
+          initializer("\(n.name).\(suffix)", ([], [value]))
+          return "\(n.name).\(suffix)"
         }
       }
       emit(type, n, inputs: names, attributes.map(Self.attribute))
+    case .gated(let first, let second):
+      let gate = "\(n.name).\(first.lowercased())"
+      emit(first, n, inputs: [n.args[0]], output: gate)
+      emit(second, n, inputs: [n.args[0], gate])
     }
   }
 

@@ -29,7 +29,8 @@ public enum ONNXImport {
   /// not read.
   public static let maxFileBytes = 1 << 30
   /// The ONNX op types the import maps to `.graph` ops.
-  public static let supported = ["Conv", "Relu", "LeakyRelu", "Sigmoid", "Tanh", "MaxPool", "AveragePool", "GlobalAveragePool",
+  public static let supported = ["Conv", "Relu", "LeakyRelu", "Sigmoid", "Tanh", "Clip", "HardSigmoid (alpha 1/6, beta 1/2)", "HardSwish",
+                                 "Mul (Sigmoid of x times x: SiLU)", "MaxPool", "AveragePool", "GlobalAveragePool",
                                  "Flatten", "Reshape", "ReduceMean (over H and W)", "Gemm", "MatMul", "Add", "BatchNormalization", "Dropout", "Identity",
                                  "Softmax", "LogSoftmax", "Constant", "Shape, Gather, Unsqueeze, Concat, Cast, Slice, Squeeze (computing a Reshape's shape)"]
   /// Ops that compute shapes (`x.view(x.size(0), -1)` exports Shape, Gather, Unsqueeze, Concat, Reshape): kept
@@ -94,6 +95,10 @@ struct Translator {
   var output = ""
   /// ONNX values that hold shapes, not activations (outputs of `ONNXImport.shapeOps`).
   var shapeValues = Set<String>()
+  /// Sigmoid outputs: the statement that defines each and the ONNX value it is the sigmoid of (a Mul of the two is SiLU).
+  var sigmoids: [String: (statement: Int, input: String)] = [:]
+  /// How many nodes read each ONNX value (and 1 more for the graph's output).
+  var readers: [String: Int] = [:]
   /// `.graph` dense nodes without bias (from MatMul) that a following Add may give one: statement index.
   var biasless: [String: (statement: Int, units: Int)] = [:]
 
@@ -115,6 +120,8 @@ struct Translator {
     try declareInput(inputs[0])
     guard g.output.count == 1 else { throw ONNXError("\(path): the graph has \(g.output.count) outputs; cnnc imports models with one output") }
     let outputName = g.output[0].name
+    for node in g.node { for v in node.input { readers[v, default: 0] += 1 } }
+    readers[outputName, default: 0] += 1
     for node in g.node {
       guard node.domain.isEmpty || node.domain == "ai.onnx" else { throw fail(node, "the op domain '\(node.domain)' is not the standard one") }
       try translate(node, isLast: node.output.first == outputName)
@@ -271,7 +278,18 @@ struct Translator {
     case "LeakyRelu":
       let slope = try finite(node, "alpha", default: 0.01)
       define(node, layerName(node, weight: nil), "leaky_relu(\(try operand(node, 0)), slope: \(formatFloat(Double(slope))))")
-    case "Sigmoid": define(node, layerName(node, weight: nil), "sigmoid(\(try operand(node, 0)))")
+    case "Sigmoid":
+      sigmoids[node.output[0]] = (statements.count, node.input[0])
+      define(node, layerName(node, weight: nil), "sigmoid(\(try operand(node, 0)))")
+    case "Clip": try clip(node)
+    case "HardSigmoid":
+      let alpha = try finite(node, "alpha", default: 0.2), beta = try finite(node, "beta", default: 0.5)
+      guard abs(alpha - 1 / 6) < 1e-6, beta == 0.5 else {
+        throw fail(node, "alpha \(alpha), beta \(beta): cnnc's hardsigmoid is PyTorch's (alpha 1/6, beta 1/2)")
+      }
+      define(node, layerName(node, weight: nil), "hardsigmoid(\(try operand(node, 0)))")
+    case "HardSwish": define(node, layerName(node, weight: nil), "hardswish(\(try operand(node, 0)))")
+    case "Mul": try mul(node)
     case "Tanh": define(node, layerName(node, weight: nil), "tanh(\(try operand(node, 0)))")
     case "MaxPool", "AveragePool": try pool(node)
     case "GlobalAveragePool": define(node, layerName(node, weight: nil), "global_avgpool(\(try operand(node, 0)))")
@@ -358,8 +376,9 @@ struct Translator {
     let x = try operand(node, 0)
     guard let w = try weight(node, 1), w.shape.count == 4 else { throw fail(node, "the weight must be a 4-D initializer [filters, channels, k, k]") }
     guard w.shape[2] == w.shape[3] else { throw fail(node, "kernel \(w.shape[2])x\(w.shape[3]) is not square") }
-    guard (int(node, "group") ?? 1) == 1 else { throw fail(node, "group \(int(node, "group")!): cnnc has no grouped or depthwise convolution") }
-    guard try square(node, "dilations", default: 1) == 1 else { throw fail(node, "dilated convolutions are not supported") }
+    let groups = int(node, "group") ?? 1, dilation = try square(node, "dilations", default: 1)
+    guard groups >= 1, w.shape[0] % groups == 0 else { throw fail(node, "group \(groups) must be positive and divide the \(w.shape[0]) filters") }
+    guard dilation >= 1 else { throw fail(node, "attribute 'dilations' is \(dilation); dilations must be at least 1") }
     guard ["NOTSET", ""].contains(string(node, "auto_pad") ?? "NOTSET") else { throw fail(node, "auto_pad \(string(node, "auto_pad")!): give explicit pads") }
     let stride = try square(node, "strides", default: 1), padding = try square(node, "pads", default: 0)
     guard w.shape[0] > 0, w.shape[1] > 0, w.shape[2] > 0 else { throw fail(node, "the weight's shape \(w.shape) has a zero dimension (no filters, channels or kernel)") }
@@ -373,19 +392,66 @@ struct Translator {
     if stride != 1 { attrs.append("stride: \(stride)") }
     if padding != 0 { attrs.append("padding: \(padding)") }
     if bias == nil { attrs.append("bias: false") }
+    if groups != 1 { attrs.append("groups: \(groups)") }
+    if dilation != 1 { attrs.append("dilation: \(dilation)") }
     define(node, name, "conv2d(\(x), \(attrs.joined(separator: ", ")))")
+  }
+
+  /// Clip between constant bounds (ReLU6 is Clip(0, 6)): attributes before opset 11, initializer inputs from it.
+  mutating func clip(_ node: Onnx_NodeProto) throws {
+    var bounds = [float(node, "min"), float(node, "max")]
+    for i in [1, 2] where i < node.input.count && !node.input[i].isEmpty {
+      guard let t = initializers[node.input[i]], let v = try? floats(t, node), v.data.count == 1 else {
+        throw fail(node, "input \(i + 1) ('\(node.input[i])') must be a constant scalar bound")
+      }
+      bounds[i - 1] = v.data[0]
+    }
+    guard let lo = bounds[0], let hi = bounds[1], lo.isFinite, hi.isFinite, lo < hi else {
+      throw fail(node, "bounds \(bounds.map { $0.map { "\($0)" } ?? "none" }): cnnc clips between two finite bounds, min below max")
+    }
+    define(node, layerName(node, weight: nil), "clip(\(try operand(node, 0)), min: \(formatFloat(Double(lo))), max: \(formatFloat(Double(hi))))")
+  }
+
+  /// x times its own sigmoid (how SiLU is exported): the sigmoid's statement becomes `silu` when nothing else reads it.
+  mutating func mul(_ node: Onnx_NodeProto) throws {
+    guard node.input.count == 2 else { throw fail(node, "Mul takes two inputs") }
+    for (gate, x) in [(node.input[1], node.input[0]), (node.input[0], node.input[1])] {
+      guard let s = sigmoids[gate], s.input == x else { continue }
+      let operand = try operand(node, gate == node.input[1] ? 0 : 1)
+      if readers[gate] == 1 {
+        let name = values[gate]!
+        statements[s.statement] = "\(name) = silu(\(operand))"
+        values[node.output[0]] = name
+      } else {
+        define(node, layerName(node, weight: nil), "silu(\(operand))")
+      }
+      return
+    }
+    throw fail(node, "cnnc takes Mul only as x times sigmoid(x) (SiLU)")
   }
 
   mutating func pool(_ node: Onnx_NodeProto) throws {
     let x = try operand(node, 0)
     let size = try square(node, "kernel_shape", default: 0), stride = try square(node, "strides", default: 1)
+    let padding = try square(node, "pads", default: 0), ceilMode = (int(node, "ceil_mode") ?? 0) != 0
     guard size > 0 else { throw fail(node, "attribute 'kernel_shape' is missing or not positive") }
     guard stride >= 1 else { throw fail(node, "attribute 'strides' is \(stride); strides must be at least 1") }
-    guard try square(node, "pads", default: 0) == 0 else { throw fail(node, "padded pooling is not supported") }
-    guard (int(node, "ceil_mode") ?? 0) == 0 else { throw fail(node, "ceil_mode 1 is not supported") }
+    guard padding >= 0, padding <= size / 2 else {
+      throw fail(node, "attribute 'pads' is \(padding); cnnc pads a pool by at most half its window (\(size / 2)), as PyTorch does")
+    }
+    guard ["NOTSET", ""].contains(string(node, "auto_pad") ?? "NOTSET") else { throw fail(node, "auto_pad \(string(node, "auto_pad")!): give explicit pads") }
     guard try square(node, "dilations", default: 1) == 1 else { throw fail(node, "dilated pooling is not supported") }
+    guard (int(node, "storage_order") ?? 0) == 0, node.output.count == 1 || node.output[1].isEmpty else {
+      throw fail(node, "the indices output of MaxPool is not supported")
+    }
     let op = node.opType == "MaxPool" ? "maxpool" : "avgpool"
-    define(node, layerName(node, weight: nil), "\(op)(\(x), size: \(size)\(stride != size ? ", stride: \(stride)" : ""))")
+    var attrs = ["size: \(size)"]
+    if stride != size { attrs.append("stride: \(stride)") }
+    if padding != 0 { attrs.append("padding: \(padding)") }
+    if ceilMode { attrs.append("ceil_mode: true") }
+    // ONNX's AveragePool leaves padding out of the average by default; PyTorch's (and cnnc's) counts it.
+    if op == "avgpool", padding != 0, (int(node, "count_include_pad") ?? 0) == 0 { attrs.append("count_include_pad: false") }
+    define(node, layerName(node, weight: nil), "\(op)(\(x), \(attrs.joined(separator: ", ")))")
   }
 
   /// A mean over H and W (what the default exporter writes for adaptive average pooling to 1x1): a global

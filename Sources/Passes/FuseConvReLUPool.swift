@@ -23,7 +23,8 @@ public func fuseConvReLUPool(_ g: Graph, shapes: ShapeTable) -> Graph {
     }
     // The pre-activation must feed only the relu (its gradient rules read the conv input, not its output).
     guard !f.r.protected.contains(n.name), let relu = f.r.only(n.name), relu.op == .relu, !f.r.protected.contains(relu.name) else { continue }
-    if let conv, f.fusePool(n, conv, relu) { continue }
+    // The fused pool epilogue belongs to the im2col and Winograd kernels, which take dense, undilated convs.
+    if let conv, !conv.isDirect, f.fusePool(n, conv, relu) { continue }
     // conv + relu or dense + relu: relu_grad(dy, relu) reads the fused output, which equals relu's.
     let op: Op = conv.map { .conv2dReLU($0) } ?? .denseReLU(dense!)
     f.r.replace[n.name] = n.replacing(op: op)
@@ -42,11 +43,13 @@ private struct Fusion {
     self.shapes = shapes
   }
 
-  /// conv + relu + maxpool, when the relu output feeds the pool and, in backward, only the two gradients
-  /// fused with it; returns whether it fused.
+  /// conv + relu + maxpool, when the relu output feeds a pool whose windows lie inside the conv output (the
+  /// fused kernel pools the tiles it computes) and, in backward, only the two gradients fused with it;
+  /// returns whether it fused.
   mutating func fusePool(_ n: Node, _ conv: Conv2DAttrs, _ relu: Node) -> Bool {
     let reluUsers = r.usersOf(relu.name)
-    guard let pool = reluUsers.first(where: { if case .maxPool = $0.op { true } else { false } }), case .maxPool(let p) = pool.op else { return false }
+    guard let pool = reluUsers.first(where: { if case .maxPool = $0.op { true } else { false } }), case .maxPool(let p) = pool.op,
+          p.isPlain else { return false }
     let poolGrad = reluUsers.first { if case .maxPoolGrad = $0.op { $0.args[1] == relu.name } else { false } }
     let reluGrad = poolGrad.flatMap { pg in reluUsers.first { $0.op == .reluGrad && $0.args == [pg.name, relu.name] } }
     let forwardOnly = reluUsers.count == 1

@@ -4,7 +4,7 @@ import ArgumentParser
 @main
 struct CNNC: ParsableCommand {
   /// The release, and the `.graph` format version it implements.
-  static let version = "cnnc 0.6.0 (.graph format 1.2)"
+  static let version = "cnnc 0.6.0 (.graph format 1.3)"
 
   static let configuration = CommandConfiguration(
     commandName: "cnnc",

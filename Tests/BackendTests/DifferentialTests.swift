@@ -81,7 +81,56 @@ import Testing
     minimize loss
     """
 
-  static let cases: [String] = ["tiny.graph", "simplecnn.graph", "lenet5.graph", "mnistnet.graph", "mlp.graph", "smallcnn.graph", "residual.graph", "bncnn.graph", "resnet8.graph", "odd", "narrow", "batchnorm", "strided"]
+  /// The pools and activations of the torchvision models (format 1.3): ResNet's padded max pool, SqueezeNet's
+  /// ceil-mode pools, averages with and without the padding counted, ReLU6, hard-swish, hard-sigmoid and SiLU.
+  static let zooPools = """
+    input x: f32[N, 3, 13, 12]
+    input y: i32[N]
+    c1 = conv2d(x, filters: 4, kernel: 3, stride: 2, padding: 1)
+    r1 = clip(c1, min: 0.0, max: 6.0)
+    p1 = maxpool(r1, size: 3, stride: 2, padding: 1)
+    c2 = conv2d(p1, filters: 5, kernel: 1)
+    h2 = hardswish(c2)
+    p2 = maxpool(h2, size: 3, stride: 2, ceil_mode: true)
+    s2 = silu(c2)
+    a2 = avgpool(s2, size: 3, stride: 2, padding: 1, ceil_mode: true)
+    g2 = hardsigmoid(c2)
+    b2 = avgpool(g2, size: 3, stride: 2, padding: 1, ceil_mode: true, count_include_pad: false)
+    t = add(a2, b2)
+    f1 = flatten(p2)
+    f2 = flatten(t)
+    d1 = dense(f1, units: 4)
+    d2 = dense(f2, units: 4)
+    o = add(d1, d2)
+    loss = cross_entropy(o, y)
+    output o
+    minimize loss
+    """
+
+  /// MobileNet's blocks (format 1.3): depthwise 3x3 and 5x5 convs (one and two filters per channel, strides 1 and
+  /// 2) with batch norm folded in at inference and relu fused, and a grouped, dilated conv.
+  static let zooDepthwise = """
+    input x: f32[N, 3, 13, 11]
+    input y: i32[N]
+    c1 = conv2d(x, filters: 8, kernel: 3, stride: 2, padding: 1, bias: false)
+    b1 = batchnorm(c1)
+    r1 = clip(b1, min: 0.0, max: 6.0)
+    d1 = conv2d(r1, filters: 8, kernel: 3, padding: 1, groups: 8, bias: false)
+    b2 = batchnorm(d1)
+    r2 = relu(b2)
+    d2 = conv2d(r2, filters: 16, kernel: 5, stride: 2, padding: 2, groups: 8)
+    h2 = hardswish(d2)
+    g3 = conv2d(h2, filters: 8, kernel: 3, padding: 2, dilation: 2, groups: 4)
+    r3 = relu(g3)
+    p = global_avgpool(r3)
+    f = flatten(p)
+    o = dense(f, units: 5)
+    loss = cross_entropy(o, y)
+    output o
+    minimize loss
+    """
+
+  static let cases: [String] = ["tiny.graph", "simplecnn.graph", "lenet5.graph", "mnistnet.graph", "mlp.graph", "smallcnn.graph", "residual.graph", "bncnn.graph", "resnet8.graph", "odd", "narrow", "batchnorm", "strided", "zoo-pools", "zoo-depthwise"]
 
   static func source(_ name: String) throws -> String {
     switch name {
@@ -89,6 +138,8 @@ import Testing
     case "narrow": narrow
     case "batchnorm": batchnorm
     case "strided": strided
+    case "zoo-pools": zooPools
+    case "zoo-depthwise": zooDepthwise
     default: try String(contentsOf: Fixtures.graphs.appendingPathComponent(name), encoding: .utf8)
     }
   }
@@ -112,7 +163,7 @@ import Testing
 
   @Test func swiftBackendMatchesInterpreterAndJIT() throws {
     // One swiftc run covers several graphs' programs: the train step at batch 3 and inference at batch 3.
-    for name in ["simplecnn.graph", "odd", "lenet5.graph", "batchnorm"] {
+    for name in ["simplecnn.graph", "odd", "lenet5.graph", "batchnorm", "zoo-pools", "zoo-depthwise"] {
       let d = try Differential(source: try Self.source(name), batch: 3)
       let ref = try d.reference(step: 1)
       let s = try Self.swiftBackend(d, batches: [3])

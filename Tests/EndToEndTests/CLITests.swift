@@ -409,7 +409,7 @@ import Testing
 
   @Test func versionNamesTheFormat() throws {
     let r = try Self.run(["--version"])
-    #expect(r.status == 0 && r.stdout.hasPrefix("cnnc ") && r.stdout.contains(".graph format 1.2"), "\(r.stdout)")
+    #expect(r.status == 0 && r.stdout.hasPrefix("cnnc ") && r.stdout.contains(".graph format 1.3"), "\(r.stdout)")
   }
 
   @Test func dumpIRStagesPrint() throws {

@@ -10,13 +10,38 @@ import Testing
 struct OpFormTests {
   /// A small graph per forward op (by its `.graph` name) that uses it; each ends in `d`, [N, classes] logits.
   static let bodies: [String: String] = [
-    "conv2d": "y = conv2d(x, filters: 3, kernel: 3, stride: 2, padding: 1)\nf = flatten(y)\nd = dense(f, units: 4)",
+    "conv2d": """
+      y = conv2d(x, filters: 3, kernel: 3, stride: 2, padding: 1)
+      z = conv2d(x, filters: 4, kernel: 3, padding: 2, groups: 2, dilation: 2, bias: false)
+      v = conv2d(z, filters: 4, kernel: 5, stride: 2, padding: 2, groups: 4)
+      fy = flatten(y)
+      fv = flatten(v)
+      dy = dense(fy, units: 4)
+      dv = dense(fv, units: 4)
+      d = add(dy, dv)
+      """,
     "relu": "y = relu(x)\nf = flatten(y)\nd = dense(f, units: 4)",
     "leaky_relu": "y = leaky_relu(x, slope: -0.5)\nf = flatten(y)\nd = dense(f, units: 4)",
     "sigmoid": "y = sigmoid(x)\nf = flatten(y)\nd = dense(f, units: 4)",
     "tanh": "y = tanh(x)\nf = flatten(y)\nd = dense(f, units: 4)",
-    "maxpool": "y = maxpool(x, size: 2)\nf = flatten(y)\nd = dense(f, units: 4)",
-    "avgpool": "y = avgpool(x, size: 3, stride: 2)\nf = flatten(y)\nd = dense(f, units: 4)",
+    "maxpool": "y = maxpool(x, size: 2)\nz = maxpool(y, size: 3, stride: 2, padding: 1, ceil_mode: true)\nf = flatten(z)\nd = dense(f, units: 4)",
+    "avgpool": """
+      y = avgpool(x, size: 3, stride: 2)
+      z = avgpool(x, size: 3, stride: 2, padding: 1, ceil_mode: true)
+      v = avgpool(x, size: 3, stride: 2, padding: 1, count_include_pad: false)
+      fy = flatten(y)
+      fz = flatten(z)
+      fv = flatten(v)
+      dy = dense(fy, units: 4)
+      dz = dense(fz, units: 4)
+      dv = dense(fv, units: 4)
+      a = add(dy, dz)
+      d = add(a, dv)
+      """,
+    "clip": "y = clip(x, min: 0.0, max: 0.25)\nf = flatten(y)\nd = dense(f, units: 4)",
+    "hardsigmoid": "y = hardsigmoid(x)\nf = flatten(y)\nd = dense(f, units: 4)",
+    "hardswish": "y = hardswish(x)\nf = flatten(y)\nd = dense(f, units: 4)",
+    "silu": "y = silu(x)\nf = flatten(y)\nd = dense(f, units: 4)",
     "global_avgpool": "y = global_avgpool(x)\nf = flatten(y)\nd = dense(f, units: 4)",
     "flatten": "f = flatten(x)\nd = dense(f, units: 4)",
     "dense": "f = flatten(x)\nh = dense(f, units: 5, bias: false)\nd = dense(h, units: 4)",

@@ -84,6 +84,49 @@ import Testing
       output d2
       minimize loss
       """),
+    ("v1.3-padded-and-ceil-pools-hard-activations-silu", """
+      input x: f32[N, 2, 9, 8]
+      input y: i32[N]
+      c1 = conv2d(x, filters: 3, kernel: 3, padding: 1)
+      s1 = silu(c1)
+      p1 = maxpool(s1, size: 3, stride: 2, padding: 1)
+      c2 = conv2d(p1, filters: 4, kernel: 1)
+      h2 = hardswish(c2)
+      p2 = avgpool(h2, size: 3, stride: 2, padding: 1, ceil_mode: true)
+      q2 = avgpool(h2, size: 2, stride: 2, padding: 1, count_include_pad: false)
+      g2 = hardsigmoid(c2)
+      m2 = maxpool(g2, size: 2, stride: 2, ceil_mode: true)
+      k2 = clip(c2, min: -0.3, max: 0.4)
+      a2 = avgpool(k2, size: 2, ceil_mode: true, padding: 1)
+      f1 = flatten(p2)
+      f2 = flatten(q2)
+      f3 = flatten(m2)
+      f4 = flatten(a2)
+      d1 = dense(f1, units: 3)
+      d2 = dense(f2, units: 3)
+      d3 = dense(f3, units: 3)
+      d4 = dense(f4, units: 3)
+      e1 = add(d1, d2)
+      e2 = add(d3, d4)
+      o = add(e1, e2)
+      loss = cross_entropy(o, y)
+      output o
+      minimize loss
+      """),
+    ("v1.3-depthwise-grouped-dilated-conv", """
+      input x: f32[N, 4, 7, 6]
+      input y: i32[N]
+      d1 = conv2d(x, filters: 4, kernel: 3, padding: 1, groups: 4)
+      t1 = tanh(d1)
+      d2 = conv2d(t1, filters: 8, kernel: 3, stride: 2, padding: 1, groups: 2, dilation: 2)
+      s2 = silu(d2)
+      d3 = conv2d(s2, filters: 8, kernel: 2, groups: 8, bias: false)
+      f = flatten(d3)
+      o = dense(f, units: 3)
+      loss = cross_entropy(o, y)
+      output o
+      minimize loss
+      """),
   ]
 
   @Test(arguments: graphs.map(\.0)) func numericalGradientsMatch(_ name: String) throws {

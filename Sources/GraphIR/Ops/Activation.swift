@@ -1,4 +1,4 @@
-/// The elementwise activations `relu`, `leaky_relu`, `sigmoid` and `tanh`, each defined once by its value and
+/// The elementwise activations `relu`, `leaky_relu`, `sigmoid`, `tanh`, `clip`, `hardsigmoid`, `hardswish` and `silu`, each defined once by its value and
 /// its derivative. Both are written over `ActivationScalar`, so the reference kernels (Float and Double) and
 /// the lowering (kernel-IR expressions) evaluate the same formula.
 public protocol Activation: ForwardOp {
@@ -151,6 +151,118 @@ public struct TanhGradOp: ActivationGradient {
   public init() {}
   public var activation: TanhOp { TanhOp() }
   public static let syntax = OpSyntax("tanh_grad", operands: ["dy", "y"]) { _ in .tanhGrad }
+}
+
+/// `clip(x, min, max)`: x limited to [min, max] (`nn.Hardtanh`; `nn.ReLU6` is min 0, max 6). The gradient
+/// reads x and passes dy strictly inside the range, as PyTorch's does.
+public struct ClipOp: Activation {
+  public var onnx: ONNXForm {
+    .node("Clip", inputs: [.operand(0), .scalar("min", value: Float(min)), .scalar("max", value: Float(max))], attributes: [])
+  }
+  public var min: Double
+  public var max: Double
+  public init(min: Double, max: Double) {
+    self.min = min
+    self.max = max
+  }
+  static let attrs = [AttrSpec("min", .float, required: true), AttrSpec("max", .float, required: true)]
+  /// The attributes, checked: a range of finite bounds, min below max.
+  static func clip(_ a: Attributes) throws(AttrError) -> (min: Double, max: Double) {
+    let lo = a.number("min", default: 0), hi = a.number("max", default: 0)
+    guard lo < hi else { throw AttrError(attribute: "max", message: "'max' must be greater than 'min' (\(formatFloat(lo))), got \(formatFloat(hi))") }
+    return (lo, hi)
+  }
+  public static let syntax = OpSyntax("clip", operands: ["x"], attrs: attrs) { a throws(AttrError) in
+    let r = try clip(a)
+    return .clip(min: r.min, max: r.max)
+  }
+  public var printedAttributes: [(String, String)] { [("min", formatFloat(min)), ("max", formatFloat(max))] }
+  public var gradientOp: Op { .clipGrad(min: min, max: max) }
+  public static let gradientReadsInput = true
+  public func value<S: ActivationScalar>(_ x: S) -> S {
+    .ifPositive(x - .constant(min), .ifPositive(x - .constant(max), .constant(max), x), .constant(min))
+  }
+  public func derivative<S: ActivationScalar>(dy: S, saved x: S) -> S {
+    .ifPositive(x - .constant(min), .ifPositive(.constant(max) - x, dy, .constant(0)), .constant(0))
+  }
+}
+
+/// `clip_grad(dy, x, min, max)`.
+public struct ClipGradOp: ActivationGradient {
+  public var activation: ClipOp
+  public init(min: Double, max: Double) { activation = ClipOp(min: min, max: max) }
+  public static let syntax = OpSyntax("clip_grad", operands: ["dy", "x"], attrs: ClipOp.attrs) { a throws(AttrError) in
+    let r = try ClipOp.clip(a)
+    return .clipGrad(min: r.min, max: r.max)
+  }
+}
+
+/// `hardsigmoid(x)`: (x + 3) / 6 limited to [0, 1] (`nn.Hardsigmoid`); dx = dy / 6 strictly inside (-3, 3).
+public struct HardSigmoidOp: Activation {
+  public var onnx: ONNXForm { .node("HardSigmoid", inputs: [.operand(0)], attributes: [ONNXAttribute("alpha", .float(1.0 / 6)), ONNXAttribute("beta", .float(0.5))]) }
+  public init() {}
+  public static let syntax = OpSyntax("hardsigmoid", operands: ["x"]) { _ in .hardSigmoid }
+  public var gradientOp: Op { .hardSigmoidGrad }
+  public static let gradientReadsInput = true
+  public func value<S: ActivationScalar>(_ x: S) -> S {
+    .ifPositive(x + .constant(3), .ifPositive(x - .constant(3), .constant(1), (x + .constant(3)) / .constant(6)), .constant(0))
+  }
+  public func derivative<S: ActivationScalar>(dy: S, saved x: S) -> S {
+    .ifPositive(x + .constant(3), .ifPositive(.constant(3) - x, dy / .constant(6), .constant(0)), .constant(0))
+  }
+}
+
+/// `hardsigmoid_grad(dy, x)`.
+public struct HardSigmoidGradOp: ActivationGradient {
+  public init() {}
+  public var activation: HardSigmoidOp { HardSigmoidOp() }
+  public static let syntax = OpSyntax("hardsigmoid_grad", operands: ["dy", "x"]) { _ in .hardSigmoidGrad }
+}
+
+/// `hardswish(x)`: x * hardsigmoid(x) (`nn.Hardswish`): 0 up to -3, x from 3; dx = dy * (x / 3 + 1/2) on
+/// [-3, 3], as PyTorch's gradient (which is -dy/2 at -3).
+public struct HardSwishOp: Activation {
+  public var onnx: ONNXForm { .node("HardSwish", inputs: [.operand(0)], attributes: []) }
+  public init() {}
+  public static let syntax = OpSyntax("hardswish", operands: ["x"]) { _ in .hardSwish }
+  public var gradientOp: Op { .hardSwishGrad }
+  public static let gradientReadsInput = true
+  public func value<S: ActivationScalar>(_ x: S) -> S {
+    .ifPositive(x + .constant(3), .ifPositive(x - .constant(3), x, x * (x + .constant(3)) / .constant(6)), .constant(0))
+  }
+  public func derivative<S: ActivationScalar>(dy: S, saved x: S) -> S {
+    .ifPositive(.constant(-3) - x, .constant(0), .ifPositive(x - .constant(3), dy, dy * (x / .constant(3) + .constant(0.5))))
+  }
+}
+
+/// `hardswish_grad(dy, x)`.
+public struct HardSwishGradOp: ActivationGradient {
+  public init() {}
+  public var activation: HardSwishOp { HardSwishOp() }
+  public static let syntax = OpSyntax("hardswish_grad", operands: ["dy", "x"]) { _ in .hardSwishGrad }
+}
+
+/// `silu(x)`: x * sigmoid(x) (`nn.SiLU`, swish); dx = dy * s * (1 + x * (1 - s)) with s = sigmoid(x).
+public struct SiLUOp: Activation {
+  /// ONNX has no SiLU before opset 22's Swish; exporters write Sigmoid and Mul, which the import fuses back.
+  public var onnx: ONNXForm { .gated(first: "Sigmoid", second: "Mul") }
+  public init() {}
+  public static let syntax = OpSyntax("silu", operands: ["x"]) { _ in .silu }
+  public var gradientOp: Op { .siluGrad }
+  public static let gradientReadsInput = true
+  static func sigmoid<S: ActivationScalar>(_ x: S) -> S { .constant(1) / (.constant(1) + .exponential(.constant(0) - x)) }
+  public func value<S: ActivationScalar>(_ x: S) -> S { x * Self.sigmoid(x) }
+  public func derivative<S: ActivationScalar>(dy: S, saved x: S) -> S {
+    let s = Self.sigmoid(x)
+    return dy * s * (.constant(1) + x * (.constant(1) - s))
+  }
+}
+
+/// `silu_grad(dy, x)`.
+public struct SiLUGradOp: ActivationGradient {
+  public init() {}
+  public var activation: SiLUOp { SiLUOp() }
+  public static let syntax = OpSyntax("silu_grad", operands: ["dy", "x"]) { _ in .siluGrad }
 }
 
 /// The relu reference kernels by name (tests and the fused kernels' compositions use them).

@@ -1,12 +1,9 @@
-/// `avgpool(x, size, stride)`.
+/// `avgpool(x, size, stride, padding, ceil_mode, count_include_pad)`.
 public struct AvgPoolOp: ForwardOp {
-  public var onnx: ONNXForm {
-    .node("AveragePool", inputs: [.operand(0)], attributes: [ONNXAttribute("kernel_shape", .ints([attrs.size, attrs.size])),
-                                                             ONNXAttribute("strides", .ints([attrs.stride, attrs.stride]))])
-  }
+  public var onnx: ONNXForm { .node("AveragePool", inputs: [.operand(0)], attributes: attrs.onnxAttributes(average: true)) }
   public var attrs: PoolAttrs
   public init(_ attrs: PoolAttrs) { self.attrs = attrs }
-  public static let syntax = OpSyntax("avgpool", operands: ["x"], attrs: PoolAttrs.syntax) { a throws(AttrError) in .avgPool(try PoolAttrs(a)) }
+  public static let syntax = OpSyntax("avgpool", operands: ["x"], attrs: PoolAttrs.averageSyntax) { a throws(AttrError) in .avgPool(try PoolAttrs(a)) }
   public var printedAttributes: [(String, String)] { attrs.printed }
   public func resultType(_ x: [TensorType]) throws(ShapeError) -> TensorType { try Pool.resultType(attrs, x[0], op: spelling) }
   public func gradient(_ node: Node, dy: String, wants: [Bool], _ b: inout GradientBuilder) -> [String?] {
@@ -22,7 +19,7 @@ public struct AvgPoolOp: ForwardOp {
 public struct AvgPoolGradOp: BackwardOp {
   public var attrs: PoolAttrs
   public init(_ attrs: PoolAttrs) { self.attrs = attrs }
-  public static let syntax = OpSyntax("avgpool_grad", operands: ["dy", "x"], attrs: PoolAttrs.syntax) { a throws(AttrError) in
+  public static let syntax = OpSyntax("avgpool_grad", operands: ["dy", "x"], attrs: PoolAttrs.averageSyntax) { a throws(AttrError) in
     .avgPoolGrad(try PoolAttrs(a))
   }
   public var printedAttributes: [(String, String)] { attrs.printed }
@@ -32,19 +29,20 @@ public struct AvgPoolGradOp: BackwardOp {
   }
 }
 
-/// `avgpool(x, size, stride)`: the mean of each window; the gradient spreads dy evenly over it.
+/// `avgpool(x, size, stride, padding, ceil_mode, count_include_pad)`: the mean of each window (its divisor
+/// from `PoolAttrs.window`); the gradient spreads dy evenly over the window's input elements.
 public enum AvgPool {
   @_specialize(where T == Float)
   @_specialize(where T == Double)
   public static func forward<T: Real>(_ a: PoolAttrs, _ x: Tensor<T>) -> Tensor<T> {
     let (n, c, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
-    let oh = (h - a.size) / a.stride + 1, ow = (w - a.size) / a.stride + 1
-    let scale = 1 / T(a.size * a.size)
+    let oh = a.outputSize(h), ow = a.outputSize(w)
     var y = Tensor<T>(zeros: [n, c, oh, ow])
     for p in 0..<(n * c) { for oy in 0..<oh { for ox in 0..<ow {
+      let rows = a.window(oy, h), cols = a.window(ox, w)
       var s: T = 0
-      for ky in 0..<a.size { for kx in 0..<a.size { s += x.data[(p * h + oy * a.stride + ky) * w + ox * a.stride + kx] } }
-      y.data[(p * oh + oy) * ow + ox] = s * scale
+      for iy in rows.range { for ix in cols.range { s += x.data[(p * h + iy) * w + ix] } }
+      y.data[(p * oh + oy) * ow + ox] = s * (1 / T(rows.divisor * cols.divisor))
     } } }
     return y
   }
@@ -54,11 +52,11 @@ public enum AvgPool {
   public static func backward<T: Real>(_ a: PoolAttrs, dy: Tensor<T>, xShape: [Int]) -> Tensor<T> {
     let (n, c, h, w) = (xShape[0], xShape[1], xShape[2], xShape[3])
     let (oh, ow) = (dy.shape[2], dy.shape[3])
-    let scale = 1 / T(a.size * a.size)
     var dx = Tensor<T>(zeros: xShape)
     for p in 0..<(n * c) { for oy in 0..<oh { for ox in 0..<ow {
-      let g = dy.data[(p * oh + oy) * ow + ox] * scale
-      for ky in 0..<a.size { for kx in 0..<a.size { dx.data[(p * h + oy * a.stride + ky) * w + ox * a.stride + kx] += g } }
+      let rows = a.window(oy, h), cols = a.window(ox, w)
+      let g = dy.data[(p * oh + oy) * ow + ox] * (1 / T(rows.divisor * cols.divisor))
+      for iy in rows.range { for ix in cols.range { dx.data[(p * h + iy) * w + ix] += g } }
     } } }
     return dx
   }

@@ -1,4 +1,4 @@
-/// `conv2d(x, filters, kernel, stride, padding, bias)`.
+/// `conv2d(x, filters, kernel, stride, padding, bias, groups, dilation)`.
 public struct Conv2DOp: ForwardOp {
   public var attrs: Conv2DAttrs
   public init(_ attrs: Conv2DAttrs) { self.attrs = attrs }
@@ -11,8 +11,8 @@ public struct Conv2DOp: ForwardOp {
     let a = attrs
     return .node("Conv", inputs: [.operand(0), .parameter("weight")] + (a.bias ? [.parameter("bias")] : []),
                  attributes: [ONNXAttribute("kernel_shape", .ints([a.kernel, a.kernel])), ONNXAttribute("strides", .ints([a.stride, a.stride])),
-                              ONNXAttribute("pads", .ints(Array(repeating: a.padding, count: 4))), ONNXAttribute("dilations", .ints([1, 1])),
-                              ONNXAttribute("group", .int(1))])
+                              ONNXAttribute("pads", .ints(Array(repeating: a.padding, count: 4))),
+                              ONNXAttribute("dilations", .ints([a.dilation, a.dilation])), ONNXAttribute("group", .int(a.groups))])
   }
   public var batchNormFoldedForm: (op: Op, channels: Int)? {
     var a = attrs
@@ -74,7 +74,7 @@ public struct Conv2DGradBiasOp: BackwardOp {
   }
 }
 
-/// `conv2d(x, filters, kernel, stride, padding, bias)`: 2-D cross-correlation over NCHW, like `nn.Conv2d`.
+/// `conv2d(x, filters, kernel, stride, padding, bias, groups, dilation)`: 2-D cross-correlation over NCHW, like `nn.Conv2d`.
 public enum Conv2D {
   /// A forward conv's output from its operands (x, the folded batch norm when scaled, weight, bias).
   static func apply<T: Real>(_ a: Conv2DAttrs, _ x: Operands<T>) throws(EvaluationError) -> Tensor<T> {
@@ -91,37 +91,42 @@ public enum Conv2D {
 
   // MARK: Shape rules
 
-  /// Spatial output size `(size + 2p - k) / s + 1`, or an error when the kernel does not fit.
+  /// Spatial output size `(size + 2p - extent) / s + 1`, or an error when the kernel does not fit.
   static func outputSize(_ a: Conv2DAttrs, _ size: Int, axis: String, input: TensorType) throws(ShapeError) -> Int {
     let (twoP, o1) = a.padding.multipliedReportingOverflow(by: 2)
     let (padded, o2) = size.addingReportingOverflow(twoP)
     guard !o1, !o2, padded <= TensorType.maxElements else {
       throw ShapeError("conv2d padding \(a.padding) is too large for input \(input)")
     }
-    guard a.kernel <= padded else {
+    guard a.extent <= padded else {
+      let kernel = a.dilation == 1 ? "kernel \(a.kernel)" : "kernel \(a.kernel) at dilation \(a.dilation) (extent \(a.extent))"
+      let rule = a.dilation == 1 ? "kernel" : "(kernel - 1) * dilation + 1"
       throw ShapeError(
-        "conv2d kernel \(a.kernel) is larger than the padded input \(axis) \(padded) (input \(input), padding \(a.padding)); the rule is kernel <= \(axis) + 2*padding")
+        "conv2d \(kernel) is larger than the padded input \(axis) \(padded) (input \(input), padding \(a.padding)); the rule is \(rule) <= \(axis) + 2*padding")
     }
-    return (padded - a.kernel) / a.stride + 1
+    return (padded - a.extent) / a.stride + 1
   }
 
   public static func resultType(_ a: Conv2DAttrs, _ x: TensorType) throws(ShapeError) -> TensorType {
     try expect("conv2d", x, rank: 4, layout: "[N, C, H, W]")
+    guard x.dims[1] % a.groups == 0 else {
+      throw ShapeError("conv2d groups \(a.groups) do not divide the input's \(x.dims[1]) channels (input \(x)); the rule is channels % groups == 0")
+    }
     let oh = try outputSize(a, x.dims[2], axis: "height", input: x)
     let ow = try outputSize(a, x.dims[3], axis: "width", input: x)
-    guard checkedProduct([a.filters, x.dims[1], a.kernel, a.kernel]) != nil else {
-      throw ShapeError("conv2d weight [\(a.filters), \(x.dims[1]), \(a.kernel), \(a.kernel)] has more than 2^40 elements")
+    guard checkedProduct([a.filters, x.dims[1] / a.groups, a.kernel, a.kernel]) != nil else {
+      throw ShapeError("conv2d weight [\(a.filters), \(x.dims[1] / a.groups), \(a.kernel), \(a.kernel)] has more than 2^40 elements")
     }
     return try checkedType("conv2d", [x.dims[0], a.filters, oh, ow])
   }
 
   public static func parameterTypes(_ a: Conv2DAttrs, _ x: TensorType) -> [TensorType] {
-    let w = TensorType(.f32, [a.filters, x.dims[1], a.kernel, a.kernel])
+    let w = TensorType(.f32, [a.filters, x.dims[1] / a.groups, a.kernel, a.kernel])
     return a.bias ? [w, TensorType(.f32, [a.filters])] : [w]
   }
 
   static func flopsPerImage(_ a: Conv2DAttrs, _ x: TensorType, result y: TensorType) -> Int {
-    2 * y.dims[1] * y.dims[2] * y.dims[3] * x.dims[1] * a.kernel * a.kernel
+    2 * y.dims[1] * y.dims[2] * y.dims[3] * (x.dims[1] / a.groups) * a.kernel * a.kernel
   }
 
   static func gradInputType(_ a: Conv2DAttrs, dy: TensorType, weight: TensorType, x: TensorType) throws(ShapeError) -> TensorType {
@@ -146,19 +151,25 @@ public enum Conv2D {
 
   // MARK: Reference kernels
 
+  /// The input element tap (ky, kx) of output (oy, ox) reads, or nil in the padding.
+  @inline(__always)
+  static func tap(_ a: Conv2DAttrs, _ oy: Int, _ ox: Int, _ ky: Int, _ kx: Int, h: Int, w: Int) -> (Int, Int)? {
+    let iy = oy * a.stride - a.padding + ky * a.dilation, ix = ox * a.stride - a.padding + kx * a.dilation
+    return iy < 0 || iy >= h || ix < 0 || ix >= w ? nil : (iy, ix)
+  }
+
   @_specialize(where T == Float)
   @_specialize(where T == Double)
   public static func forward<T: Real>(_ a: Conv2DAttrs, _ x: Tensor<T>, weight w: Tensor<T>, bias: Tensor<T>?) -> Tensor<T> {
     let (n, c, h, wd) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
-    let (f, k, s, p) = (a.filters, a.kernel, a.stride, a.padding)
-    let oh = (h + 2 * p - k) / s + 1, ow = (wd + 2 * p - k) / s + 1
+    let (f, k, cg, fg) = (a.filters, a.kernel, c / a.groups, a.filters / a.groups)
+    let oh = (h + 2 * a.padding - a.extent) / a.stride + 1, ow = (wd + 2 * a.padding - a.extent) / a.stride + 1
     var y = Tensor<T>(zeros: [n, f, oh, ow])
     for b in 0..<n { for o in 0..<f { for oy in 0..<oh { for ox in 0..<ow {
       var acc: T = bias?.data[o] ?? 0
-      for ci in 0..<c { for ky in 0..<k { for kx in 0..<k {
-        let iy = oy * s - p + ky, ix = ox * s - p + kx
-        if iy < 0 || iy >= h || ix < 0 || ix >= wd { continue }
-        acc += x.data[((b * c + ci) * h + iy) * wd + ix] * w.data[((o * c + ci) * k + ky) * k + kx]
+      for ci in 0..<cg { for ky in 0..<k { for kx in 0..<k {
+        guard let (iy, ix) = tap(a, oy, ox, ky, kx, h: h, w: wd) else { continue }
+        acc += x.data[((b * c + (o / fg) * cg + ci) * h + iy) * wd + ix] * w.data[((o * cg + ci) * k + ky) * k + kx]
       } } }
       y.data[((b * f + o) * oh + oy) * ow + ox] = acc
     } } } }
@@ -169,15 +180,14 @@ public enum Conv2D {
   @_specialize(where T == Double)
   public static func backwardInput<T: Real>(_ a: Conv2DAttrs, dy: Tensor<T>, weight w: Tensor<T>, xShape: [Int]) -> Tensor<T> {
     let (n, c, h, wd) = (xShape[0], xShape[1], xShape[2], xShape[3])
-    let (f, k, s, p) = (a.filters, a.kernel, a.stride, a.padding)
+    let (f, k, cg, fg) = (a.filters, a.kernel, c / a.groups, a.filters / a.groups)
     let (oh, ow) = (dy.shape[2], dy.shape[3])
     var dx = Tensor<T>(zeros: xShape)
     for b in 0..<n { for o in 0..<f { for oy in 0..<oh { for ox in 0..<ow {
       let g = dy.data[((b * f + o) * oh + oy) * ow + ox]
-      for ci in 0..<c { for ky in 0..<k { for kx in 0..<k {
-        let iy = oy * s - p + ky, ix = ox * s - p + kx
-        if iy < 0 || iy >= h || ix < 0 || ix >= wd { continue }
-        dx.data[((b * c + ci) * h + iy) * wd + ix] += g * w.data[((o * c + ci) * k + ky) * k + kx]
+      for ci in 0..<cg { for ky in 0..<k { for kx in 0..<k {
+        guard let (iy, ix) = tap(a, oy, ox, ky, kx, h: h, w: wd) else { continue }
+        dx.data[((b * c + (o / fg) * cg + ci) * h + iy) * wd + ix] += g * w.data[((o * cg + ci) * k + ky) * k + kx]
       } } }
     } } } }
     return dx
@@ -187,15 +197,14 @@ public enum Conv2D {
   @_specialize(where T == Double)
   public static func backwardWeight<T: Real>(_ a: Conv2DAttrs, dy: Tensor<T>, x: Tensor<T>) -> Tensor<T> {
     let (n, c, h, wd) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
-    let (f, k, s, p) = (a.filters, a.kernel, a.stride, a.padding)
+    let (f, k, cg, fg) = (a.filters, a.kernel, c / a.groups, a.filters / a.groups)
     let (oh, ow) = (dy.shape[2], dy.shape[3])
-    var dw = Tensor<T>(zeros: [f, c, k, k])
+    var dw = Tensor<T>(zeros: [f, cg, k, k])
     for b in 0..<n { for o in 0..<f { for oy in 0..<oh { for ox in 0..<ow {
       let g = dy.data[((b * f + o) * oh + oy) * ow + ox]
-      for ci in 0..<c { for ky in 0..<k { for kx in 0..<k {
-        let iy = oy * s - p + ky, ix = ox * s - p + kx
-        if iy < 0 || iy >= h || ix < 0 || ix >= wd { continue }
-        dw.data[((o * c + ci) * k + ky) * k + kx] += g * x.data[((b * c + ci) * h + iy) * wd + ix]
+      for ci in 0..<cg { for ky in 0..<k { for kx in 0..<k {
+        guard let (iy, ix) = tap(a, oy, ox, ky, kx, h: h, w: wd) else { continue }
+        dw.data[((o * cg + ci) * k + ky) * k + kx] += g * x.data[((b * c + (o / fg) * cg + ci) * h + iy) * wd + ix]
       } } }
     } } } }
     return dw

@@ -1,9 +1,6 @@
-/// `maxpool(x, size, stride)`.
+/// `maxpool(x, size, stride, padding, ceil_mode)`.
 public struct MaxPoolOp: ForwardOp {
-  public var onnx: ONNXForm {
-    .node("MaxPool", inputs: [.operand(0)], attributes: [ONNXAttribute("kernel_shape", .ints([attrs.size, attrs.size])),
-                                                         ONNXAttribute("strides", .ints([attrs.stride, attrs.stride]))])
-  }
+  public var onnx: ONNXForm { .node("MaxPool", inputs: [.operand(0)], attributes: attrs.onnxAttributes(average: false)) }
   public var attrs: PoolAttrs
   public init(_ attrs: PoolAttrs) { self.attrs = attrs }
   public static let syntax = OpSyntax("maxpool", operands: ["x"], attrs: PoolAttrs.syntax) { a throws(AttrError) in .maxPool(try PoolAttrs(a)) }
@@ -32,14 +29,15 @@ public struct MaxPoolGradOp: BackwardOp {
   }
 }
 
-/// Shape rule shared by `maxpool` and `avgpool`: windows without padding, rounding down.
+/// Shape rule shared by `maxpool` and `avgpool` (`PoolAttrs.outputSize`).
 enum Pool {
   static func resultType(_ a: PoolAttrs, _ x: TensorType, op: String) throws(ShapeError) -> TensorType {
     try expect(op, x, rank: 4, layout: "[N, C, H, W]")
-    for (axis, size) in [("height", x.dims[2]), ("width", x.dims[3])] where a.size > size {
-      throw ShapeError("\(op) window \(a.size) is larger than the input \(axis) \(size) (input \(x)); the rule is size <= \(axis)")
+    for (axis, size) in [("height", x.dims[2]), ("width", x.dims[3])] where a.size > size + 2 * a.padding {
+      let padded = a.padding == 0 ? "" : " plus twice the padding \(a.padding)"
+      throw ShapeError("\(op) window \(a.size) is larger than the input \(axis) \(size)\(padded) (input \(x)); the rule is size <= \(axis) + 2 * padding")
     }
-    return try checkedType(op, [x.dims[0], x.dims[1], (x.dims[2] - a.size) / a.stride + 1, (x.dims[3] - a.size) / a.stride + 1])
+    return try checkedType(op, [x.dims[0], x.dims[1], a.outputSize(x.dims[2]), a.outputSize(x.dims[3])])
   }
 
   static func gradType(_ a: PoolAttrs, dy: TensorType, x: TensorType) throws(ShapeError) -> TensorType {
@@ -49,19 +47,18 @@ enum Pool {
   }
 }
 
-/// `maxpool(x, size, stride)`: the maximum of each window; the gradient goes to the window's first maximum.
+/// `maxpool(x, size, stride, padding, ceil_mode)`: the maximum of each window's input elements (padding
+/// never wins); the gradient goes to the window's first maximum in row-major order.
 public enum MaxPool {
   @_specialize(where T == Float)
   @_specialize(where T == Double)
   public static func forward<T: Real>(_ a: PoolAttrs, _ x: Tensor<T>) -> Tensor<T> {
     let (n, c, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
-    let oh = (h - a.size) / a.stride + 1, ow = (w - a.size) / a.stride + 1
+    let oh = a.outputSize(h), ow = a.outputSize(w)
     var y = Tensor<T>(zeros: [n, c, oh, ow])
     for p in 0..<(n * c) { for oy in 0..<oh { for ox in 0..<ow {
       var m = -T.infinity
-      for ky in 0..<a.size { for kx in 0..<a.size {
-        m = max(m, x.data[(p * h + oy * a.stride + ky) * w + ox * a.stride + kx])
-      } }
+      for iy in a.window(oy, h).range { for ix in a.window(ox, w).range { m = max(m, x.data[(p * h + iy) * w + ix]) } }
       y.data[(p * oh + oy) * ow + ox] = m
     } } }
     return y
@@ -75,9 +72,10 @@ public enum MaxPool {
     var dx = Tensor<T>(zeros: x.shape)
     for p in 0..<(n * c) { for oy in 0..<oh { for ox in 0..<ow {
       // Ties go to the first maximum in row-major order; every back end must do the same.
-      var best = (p * h + oy * a.stride) * w + ox * a.stride
-      for ky in 0..<a.size { for kx in 0..<a.size {
-        let i = (p * h + oy * a.stride + ky) * w + ox * a.stride + kx
+      let rows = a.window(oy, h).range, cols = a.window(ox, w).range
+      var best = (p * h + rows.lowerBound) * w + cols.lowerBound
+      for iy in rows { for ix in cols {
+        let i = (p * h + iy) * w + ix
         if x.data[i] > x.data[best] { best = i }
       } }
       dx.data[best] += dy.data[(p * oh + oy) * ow + ox]

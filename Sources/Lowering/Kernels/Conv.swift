@@ -454,12 +454,16 @@ private func convScratch(_ a: Conv2DAttrs, x: String, _ shapes: ShapeTable, _ ta
 }
 
 extension Conv2DOp: Lowerable {
-  func lower(_ n: Node, _ e: inout Emitter) { e.convForward(n, attrs.clamped(input: e.dims(n.args[0])), relu: false, pool: nil) }
+  func lower(_ n: Node, _ e: inout Emitter) {
+    let a = attrs.clamped(input: e.dims(n.args[0]))
+    if a.isDirect { e.directConv(n, a, relu: false) } else { e.convForward(n, a, relu: false, pool: nil) }
+  }
   func scratchFloats(_ n: Node, _ shapes: ShapeTable, _ target: Target) -> Int { scratchFloats(n, shapes, target, pool: nil) }
 
   /// A forward conv's scratch, with the pool its epilogue fuses (which orders the columns).
   func scratchFloats(_ n: Node, _ shapes: ShapeTable, _ target: Target, pool: PoolAttrs?) -> Int {
     let x = shapes[n.args[0]]!.dims, a = attrs.clamped(input: x)
+    if a.isDirect { return Emitter.directConvShape(a, x: x).floats }
     if ConvCost.forward(a, x: x, target: target).0 == .winograd {
       let s = WinogradShape.forward(a, x: x, target: target)
       return s.forwardFloats + s.planeFloats
@@ -472,7 +476,10 @@ extension Conv2DOp: Lowerable {
 }
 
 extension Conv2DReLUOp: Lowerable {
-  func lower(_ n: Node, _ e: inout Emitter) { e.convForward(n, attrs.clamped(input: e.dims(n.args[0])), relu: true, pool: nil) }
+  func lower(_ n: Node, _ e: inout Emitter) {
+    let a = attrs.clamped(input: e.dims(n.args[0]))
+    if a.isDirect { e.directConv(n, a, relu: true) } else { e.convForward(n, a, relu: true, pool: nil) }
+  }
   func scratchFloats(_ n: Node, _ shapes: ShapeTable, _ target: Target) -> Int { Conv2DOp(attrs).scratchFloats(n, shapes, target) }
 }
 
@@ -486,9 +493,13 @@ extension Conv2DReLUMaxPoolOp: Lowerable {
 }
 
 extension Conv2DGradInputOp: Lowerable {
-  func lower(_ n: Node, _ e: inout Emitter) { e.convGradInput(n, attrs.clamped(input: e.dims(n.args[2]))) }
+  func lower(_ n: Node, _ e: inout Emitter) {
+    let a = attrs.clamped(input: e.dims(n.args[2]))
+    if a.isDirect { e.directConvGradInput(n, a) } else { e.convGradInput(n, a) }
+  }
   func scratchFloats(_ n: Node, _ shapes: ShapeTable, _ target: Target) -> Int {
     let x = shapes[n.args[2]]!.dims, a = attrs.clamped(input: x)
+    if a.isDirect { return Emitter.directConvShape(a, x: x).floats }
     if ConvCost.inputGradient(a, x: x, target: target).0 == .winograd { return WinogradShape.inputGradient(a, x: x, target: target).forwardFloats }
     let g = convScratch(attrs, x: n.args[2], shapes, target)
     return (g.ckk + g.f) * g.row
@@ -496,9 +507,13 @@ extension Conv2DGradInputOp: Lowerable {
 }
 
 extension Conv2DGradWeightOp: Lowerable {
-  func lower(_ n: Node, _ e: inout Emitter) { e.convGradWeight(n, attrs.clamped(input: e.dims(n.args[1]))) }
+  func lower(_ n: Node, _ e: inout Emitter) {
+    let a = attrs.clamped(input: e.dims(n.args[1]))
+    if a.isDirect { e.directConvGradWeight(n, a) } else { e.convGradWeight(n, a) }
+  }
   func scratchFloats(_ n: Node, _ shapes: ShapeTable, _ target: Target) -> Int {
     let x = shapes[n.args[1]]!.dims, a = attrs.clamped(input: x)
+    if a.isDirect { return Emitter.directConvShape(a, x: x).floats + target.lanes }
     if ConvCost.forward(a, x: x, target: target).0 == .winograd { return WeightGradientLayout.make(a, x: x, target: target).floats }
     let g = convScratch(attrs, x: n.args[1], shapes, target)
     return g.ckk * g.row + g.f * g.cols + g.ckk * g.f

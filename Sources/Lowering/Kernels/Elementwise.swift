@@ -58,6 +58,14 @@ extension SigmoidOp: Lowerable {}
 extension SigmoidGradOp: Lowerable {}
 extension TanhOp: Lowerable {}
 extension TanhGradOp: Lowerable {}
+extension ClipOp: Lowerable {}
+extension ClipGradOp: Lowerable {}
+extension HardSigmoidOp: Lowerable {}
+extension HardSigmoidGradOp: Lowerable {}
+extension HardSwishOp: Lowerable {}
+extension HardSwishGradOp: Lowerable {}
+extension SiLUOp: Lowerable {}
+extension SiLUGradOp: Lowerable {}
 
 extension AddOp: Lowerable {
   func lower(_ n: Node, _ e: inout Emitter) { e.elementwise(n) { i, x in x[0](i) + x[1](i) } }

@@ -54,6 +54,75 @@ extension Emitter {
     }] }] })
   }
 
+  /// The taps of the window at output (yy, xx) of a padded or ceil-mode pool: `tap(index in the plane, inside)`
+  /// for each of its size x size positions, where `inside` holds for the positions in the input; `padded`
+  /// holds for those inside the padded extent (what an average with `countIncludePad` divides by).
+  private mutating func paddedTaps(_ p: PoolAttrs, h: Int, w: Int, yy: IExpr, xx: IExpr,
+                                   _ tap: (inout Emitter, IExpr, _ inside: Cond, _ padded: Cond) -> [Stmt]) -> [Stmt] {
+    let top = yy * p.stride + .c(-p.padding), left = xx * p.stride + .c(-p.padding)
+    return small("ky", p.size) { e, ky in e.small("kx", p.size) { e, kx in
+      let iy = top + ky, ix = left + kx
+      let inside = Cond.and(.and(.ilt(.c(-1), iy), .ilt(iy, .c(h))), .and(.ilt(.c(-1), ix), .ilt(ix, .c(w))))
+      let padded = Cond.and(.ilt(iy, .c(h + p.padding)), .ilt(ix, .c(w + p.padding)))
+      return tap(&e, iy * w + ix, inside, padded)
+    } }
+  }
+
+  /// A pool whose windows may reach past the input: each tap is checked (padding never wins a max and
+  /// counts in an average only with `countIncludePad`).
+  mutating func paddedPool(_ n: Node, _ p: PoolAttrs, max isMax: Bool) {
+    let x = at(n.args[0]), xd = dims(n.args[0]), y = at(n.name), yd = dims(n.name)
+    let (h, w, oh, ow) = (xd[2], xd[3], yd[2], yd[3])
+    body.append(loop("q", xd[0] * xd[1]) { e, q in [e.loop("py", oh) { e, yy in [e.loop("px", ow) { e, xx in
+      let acc = e.fresh("acc"), count = e.fresh("count")
+      let taps = e.paddedTaps(p, h: h, w: w, yy: yy, xx: xx) { _, i, inside, padded in
+        let v = FExpr.load(x.base, .c(x.offset) + q * (h * w) + i)
+        if isMax { return [.when(inside, [.set(acc, .max(.local(acc), v))])] }
+        return [.when(inside, [.set(acc, .local(acc) + v)]), .when(p.countIncludePad ? padded : inside, [.set(count, .local(count) + .c(1))])]
+      }
+      let result: FExpr = isMax ? .local(acc) : .local(acc) / .local(count)
+      return [.local(acc, .c(isMax ? -Float.infinity : 0)), .local(count, .c(0))] + taps
+        + [.store(y.base, .c(y.offset) + q * (oh * ow) + yy * ow + xx, result)]
+    }] }] })
+  }
+
+  /// The gradient of a padded or ceil-mode maxpool: dy to the first maximum among the window's input elements.
+  mutating func paddedMaxPoolGrad(_ n: Node, _ p: PoolAttrs) {
+    let dy = at(n.args[0]), dyd = dims(n.args[0]), x = at(n.args[1]), xd = dims(n.args[1]), dx = at(n.name)
+    let (h, w, oh, ow) = (xd[2], xd[3], dyd[2], dyd[3])
+    body.append(zero(dx))
+    body.append(loop("q", xd[0] * xd[1]) { e, q in [e.loop("py", oh) { e, yy in [e.loop("px", ow) { e, xx in
+      let best = e.fresh("best"), bi = e.fresh("bi")
+      let plane = q * (h * w)
+      let taps = e.paddedTaps(p, h: h, w: w, yy: yy, xx: xx) { _, i, inside, _ in
+        let v = FExpr.load(x.base, .c(x.offset) + plane + i)
+        // The first input element starts the search (bi < 0); after it, strictly greater wins, as in the reference.
+        let first = Cond.and(inside, .fgt(.c(0), .local(bi))), greater = Cond.and(inside, .fgt(v, .local(best)))
+        return [.when(first, [.set(bi, .ofInt(i)), .set(best, v)]), .when(greater, [.set(bi, .ofInt(i)), .set(best, v)])]
+      }
+      return [.local(best, .c(0)), .local(bi, .c(-1))] + taps + [
+        .accumulate(dx.base, .c(dx.offset) + plane + .ofFloat(.local(bi)), .load(dy.base, .c(dy.offset) + q * (oh * ow) + yy * ow + xx))]
+    }] }] })
+  }
+
+  /// The gradient of a padded or ceil-mode avgpool: dy over the window's divisor, to each input element.
+  mutating func paddedAvgPoolGrad(_ n: Node, _ p: PoolAttrs) {
+    let dy = at(n.args[0]), dyd = dims(n.args[0]), xd = dims(n.args[1]), dx = at(n.name)
+    let (h, w, oh, ow) = (xd[2], xd[3], dyd[2], dyd[3])
+    body.append(zero(dx))
+    body.append(loop("q", xd[0] * xd[1]) { e, q in [e.loop("py", oh) { e, yy in [e.loop("px", ow) { e, xx in
+      let count = e.fresh("count"), g = e.fresh("g")
+      let counting = e.paddedTaps(p, h: h, w: w, yy: yy, xx: xx) { _, _, inside, padded in
+        [.when(p.countIncludePad ? padded : inside, [.set(count, .local(count) + .c(1))])]
+      }
+      let spreading = e.paddedTaps(p, h: h, w: w, yy: yy, xx: xx) { _, i, inside, _ in
+        [.when(inside, [.accumulate(dx.base, .c(dx.offset) + q * (h * w) + i, .local(g))])]
+      }
+      let dyv = FExpr.load(dy.base, .c(dy.offset) + q * (oh * ow) + yy * ow + xx)
+      return [.local(count, .c(0))] + counting + [.local(g, dyv * (.c(1) / .local(count)))] + spreading
+    }] }] })
+  }
+
   mutating func reluMaxPoolGrad(_ n: Node, _ a: UnpoolAttrs) {
     let dy = at(n.args[0]), d = dims(n.args[0]), y = at(n.args[1]), am = at(n.args[2]), dx = at(n.name)
     let plane = a.height * a.width, pooled = d[2] * d[3]
@@ -70,19 +139,31 @@ extension Emitter {
 // MARK: The pooling ops' lowerings
 
 extension MaxPoolOp: Lowerable {
-  func lower(_ n: Node, _ e: inout Emitter) { e.pool(n, attrs.clamped(input: e.dims(n.args[0])), max: true) }
+  func lower(_ n: Node, _ e: inout Emitter) {
+    let p = attrs.clamped(input: e.dims(n.args[0]))
+    if p.isPlain { e.pool(n, p, max: true) } else { e.paddedPool(n, p, max: true) }
+  }
 }
 
 extension AvgPoolOp: Lowerable {
-  func lower(_ n: Node, _ e: inout Emitter) { e.pool(n, attrs.clamped(input: e.dims(n.args[0])), max: false) }
+  func lower(_ n: Node, _ e: inout Emitter) {
+    let p = attrs.clamped(input: e.dims(n.args[0]))
+    if p.isPlain { e.pool(n, p, max: false) } else { e.paddedPool(n, p, max: false) }
+  }
 }
 
 extension MaxPoolGradOp: Lowerable {
-  func lower(_ n: Node, _ e: inout Emitter) { e.maxPoolGrad(n, attrs.clamped(input: e.dims(n.args[1]))) }
+  func lower(_ n: Node, _ e: inout Emitter) {
+    let p = attrs.clamped(input: e.dims(n.args[1]))
+    if p.isPlain { e.maxPoolGrad(n, p) } else { e.paddedMaxPoolGrad(n, p) }
+  }
 }
 
 extension AvgPoolGradOp: Lowerable {
-  func lower(_ n: Node, _ e: inout Emitter) { e.avgPoolGrad(n, attrs.clamped(input: e.dims(n.args[1]))) }
+  func lower(_ n: Node, _ e: inout Emitter) {
+    let p = attrs.clamped(input: e.dims(n.args[1]))
+    if p.isPlain { e.avgPoolGrad(n, p) } else { e.paddedAvgPoolGrad(n, p) }
+  }
 }
 
 extension ReLUMaxPoolGradOp: Lowerable {

@@ -1,0 +1,155 @@
+import GraphIR
+import Passes
+
+/// Grouped, depthwise and dilated convolutions (`conv2d` with `groups:` or `dilation:`) as direct loops.
+///
+/// Per image and group, the group's input channels are copied into zero-padded planes whose columns are split
+/// by phase (column j of phase r holds padded position j * stride + r), so the taps of a run of outputs along
+/// a row are contiguous vector loads whatever the stride or dilation; each run is one vector accumulator, one
+/// fused multiply-add per tap. A depthwise conv (one input channel per group) has k x k multiply-adds per
+/// output: as a GEMM its reduction would be k x k long, far too short for the register-blocked micro-kernels
+/// the im2col path feeds, and one GEMM per channel would be a loop of tiny GEMMs.
+extension Emitter {
+  /// The geometry of a direct conv and its padded, phase-split planes.
+  struct DirectConvShape {
+    var n: Int, c: Int, h: Int, w: Int, f: Int, k: Int, oh: Int, ow: Int
+    var stride: Int, padding: Int, dilation: Int, groups: Int
+    /// Input channels per group.
+    var cg: Int { c / groups }
+    /// Filters per group.
+    var fg: Int { f / groups }
+    /// Columns of one phase of a padded row.
+    var columns: Int { (w + 2 * padding + stride - 1) / stride }
+    /// Floats of one padded row (every phase).
+    var row: Int { stride * columns }
+    /// Floats of one padded, phase-split plane.
+    var plane: Int { (h + 2 * padding) * row }
+    /// Floats of one group's planes.
+    var floats: Int { cg * plane }
+
+    /// The position of padded row `row`, phase `phase`, column `column` of plane `ci` (from the planes' start).
+    func index(_ ci: IExpr, row y: IExpr, phase: Int, column: IExpr) -> IExpr { ci * plane + y * row + .c(phase * columns) + column }
+
+    /// Tap kx of output column ox reads padded column ox * stride + kx * dilation: this phase, this column shift.
+    func tap(_ kx: Int) -> (phase: Int, shift: Int) { ((kx * dilation) % stride, (kx * dilation) / stride) }
+
+    /// The weight of filter o, input channel ci of its group, tap (ky, kx).
+    func weight(_ o: IExpr, _ ci: IExpr, _ ky: IExpr, _ kx: Int) -> IExpr { ((o * cg + ci) * k + ky) * k + .c(kx) }
+
+    /// Element (image b, channel ch, row iy, column ix) of an NCHW input of this shape.
+    func input(_ b: IExpr, _ ch: IExpr, _ iy: IExpr, _ ix: IExpr) -> IExpr { ((b * c + ch) * h + iy) * w + ix }
+  }
+
+  static func directConvShape(_ a: Conv2DAttrs, x d: [Int]) -> DirectConvShape {
+    let o = a.output(d)
+    return DirectConvShape(n: d[0], c: d[1], h: d[2], w: d[3], f: a.filters, k: a.kernel, oh: o.h, ow: o.w,
+                           stride: a.stride, padding: a.padding, dilation: a.dilation, groups: a.groups)
+  }
+
+  /// Each input element of group `g` of image `b` to its padded plane position (`toPlanes`), or back
+  /// (`!toPlanes`, from planes at `planes` into the NCHW buffer `x`). The column ranges are static, so the
+  /// loops have no bounds checks.
+  private mutating func planeCopy(_ s: DirectConvShape, b: IExpr, g: IExpr, x: Placement, planes: Int, toPlanes: Bool) -> Stmt {
+    loop("ci", s.cg) { e, ci in [e.loop("iy", s.h) { e, iy in
+      (0..<s.stride).compactMap { r -> Stmt? in
+        let valid = Self.validRange(step: s.stride, shift: r - s.padding, size: s.w, outputs: s.columns)
+        guard !valid.isEmpty else { return nil }
+        return e.loop("j", valid.count) { _, v in
+          let j = v + valid.lowerBound
+          let plane = IExpr.c(planes) + s.index(ci, row: iy + s.padding, phase: r, column: j)
+          let image = IExpr.c(x.offset) + s.input(b, g * s.cg + ci, iy, j * s.stride + (r - s.padding))
+          return [toPlanes ? .store(.arena, plane, .load(x.base, image)) : .store(x.base, image, .load(.arena, plane))]
+        }
+      }
+    }] }
+  }
+
+  /// `body(ci, ky, kx, phase-split index of the tap for output row oy, column first)` over a filter's taps.
+  private mutating func taps(_ s: DirectConvShape, planes: Int, oy: IExpr, first: IExpr,
+                             _ body: (IExpr, IExpr, Int, IExpr) -> Stmt) -> [Stmt] {
+    small("ci", s.cg) { e, ci in e.small("ky", s.k) { _, ky in
+      (0..<s.k).map { kx in
+        let t = s.tap(kx)
+        return body(ci, ky, kx, .c(planes) + s.index(ci, row: oy * s.stride + ky * s.dilation, phase: t.phase, column: first + t.shift))
+      }
+    } }
+  }
+
+  /// The forward conv, with its bias, folded batch norm and (fused) relu applied to each vector of outputs.
+  mutating func directConv(_ n: Node, _ a: Conv2DAttrs, relu: Bool) {
+    let s = Self.directConvShape(a, x: dims(n.args[0]))
+    let x = at(n.args[0]), y = at(n.name), w = at("\(n.name).weight"), planes = plan.scratch[n.name]!.offset
+    let bias = a.bias ? at("\(n.name).bias") : nil, fold = foldOperand(n, scaled: a.scaled)
+    // The padding stays zero: only the planes' interior is written below.
+    body.append(zeroArena(planes, s.floats))
+    body.append(loop("b", s.n) { e, b in [e.loop("g", s.groups) { e, g in
+      [e.planeCopy(s, b: b, g: g, x: x, planes: planes, toPlanes: true), e.loop("f", s.fg) { e, fi in [e.loop("oy", s.oh) { e, oy in
+        let o = g * s.fg + fi
+        return e.vectorRuns(s.ow) { e, first, lanes in
+          let acc = e.fresh("acc")
+          var out: [Stmt] = [.vlocal(acc, bias.map { .broadcast(.load(.params, .c($0.offset) + o)) } ?? .zero)]
+          out += e.taps(s, planes: planes, oy: oy, first: first) { ci, ky, kx, tap in
+            .vset(acc, .fma(.broadcast(.load(w.base, .c(w.offset) + s.weight(o, ci, ky, kx))), .load(.arena, tap, lanes: lanes), .local(acc)))
+          }
+          if let fold {
+            let scale = VExpr.broadcast(.load(fold.base, .c(fold.offset) + o)), shift = VExpr.broadcast(.load(fold.base, .c(fold.offset + s.f) + o))
+            out.append(.vset(acc, .add(.mul(.local(acc), scale), shift)))
+          }
+          if relu { out.append(.vset(acc, .max(.zero, .local(acc)))) }
+          out.append(.vstore(y.base, .c(y.offset) + ((b * s.f + o) * s.oh + oy) * s.ow + first, .local(acc), lanes: lanes))
+          return out
+        }
+      }] }]
+    }] })
+  }
+
+  /// The input gradient: each output gradient scattered to its taps in padded planes, whose interior then
+  /// becomes dx.
+  mutating func directConvGradInput(_ n: Node, _ a: Conv2DAttrs) {
+    let s = Self.directConvShape(a, x: dims(n.args[2]))
+    let dy = at(n.args[0]), w = at(n.args[1]), dx = at(n.name), planes = plan.scratch[n.name]!.offset
+    body.append(loop("b", s.n) { e, b in [e.loop("g", s.groups) { e, g in
+      [e.zeroArena(planes, s.floats), e.loop("f", s.fg) { e, fi in [e.loop("oy", s.oh) { e, oy in
+        let o = g * s.fg + fi
+        return e.vectorRuns(s.ow) { e, first, lanes in
+          let grad = e.fresh("dy")
+          return [.vlocal(grad, .load(dy.base, .c(dy.offset) + ((b * s.f + o) * s.oh + oy) * s.ow + first, lanes: lanes))]
+            + e.taps(s, planes: planes, oy: oy, first: first) { ci, ky, kx, tap in
+              .vstore(.arena, tap, .fma(.broadcast(.load(w.base, .c(w.offset) + s.weight(o, ci, ky, kx))), .local(grad),
+                                        .load(.arena, tap, lanes: lanes)), lanes: lanes)
+            }
+        }
+      }] }, e.planeCopy(s, b: b, g: g, x: dx, planes: planes, toPlanes: false)]
+    }] })
+  }
+
+  /// The weight gradient: per image, group, filter and tap, a vector dot product of the output gradient with
+  /// the tap's inputs, its lanes summed in order and added to the filter's gradient.
+  mutating func directConvGradWeight(_ n: Node, _ a: Conv2DAttrs) {
+    let s = Self.directConvShape(a, x: dims(n.args[1]))
+    let dy = at(n.args[0]), x = at(n.args[1]), dw = at(n.name), scratch = plan.scratch[n.name]!.offset
+    let planes = scratch, lanesAt = scratch + s.floats, lanes = self.lanes
+    body.append(zero(dw))
+    body.append(zeroArena(planes, s.floats))
+    body.append(loop("b", s.n) { e, b in [e.loop("g", s.groups) { e, g in
+      [e.planeCopy(s, b: b, g: g, x: x, planes: planes, toPlanes: true), e.loop("f", s.fg) { e, fi in
+        let o = g * s.fg + fi
+        return e.small("ci", s.cg) { e, ci in e.small("ky", s.k) { e, ky in
+          (0..<s.k).flatMap { kx -> [Stmt] in
+            let acc = e.fresh("acc"), total = e.fresh("total"), t = s.tap(kx)
+            let dot = e.loop("oy", s.oh) { e, oy in
+              e.vectorRuns(s.ow) { _, first, runLanes in
+                let tap = IExpr.c(planes) + s.index(ci, row: oy * s.stride + ky * s.dilation, phase: t.phase, column: first + t.shift)
+                let grad = VExpr.load(dy.base, .c(dy.offset) + ((b * s.f + o) * s.oh + oy) * s.ow + first, lanes: runLanes)
+                return [.vset(acc, .fma(grad, .load(.arena, tap, lanes: runLanes), .local(acc)))]
+              }
+            }
+            return [.vlocal(acc, .zero), dot, .vstore(.arena, .c(lanesAt), .local(acc), lanes: lanes), .local(total, .load(.arena, .c(lanesAt)))]
+              + (1..<lanes).map { .set(total, .local(total) + .load(.arena, .c(lanesAt + $0))) }
+              + [.accumulate(dw.base, .c(dw.offset) + s.weight(o, ci, ky, kx), .local(total))]
+          }
+        } }
+      }]
+    }] })
+  }
+}
