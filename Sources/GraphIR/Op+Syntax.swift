@@ -48,7 +48,19 @@ public struct OpSyntax: Sendable {
 /// The attribute values of one statement, read with the ranges the spec allows.
 public struct Attributes: Sendable {
   var values: [String: AttrValue]
-  init(_ values: [String: AttrValue]) { self.values = values }
+  /// The number of operands written (what a variadic op such as `concat` takes).
+  var operandCount: Int
+  init(_ values: [String: AttrValue], operandCount: Int = 0) {
+    self.values = values
+    self.operandCount = operandCount
+  }
+
+  /// The operand count of a variadic op, which must be at least `minimum` (else the parser reports the
+  /// syntax's operands).
+  public func variadicCount(minimum: Int = 2) throws(AttrError) -> Int {
+    guard operandCount >= minimum else { throw AttrError(attribute: "", message: "takes at least \(minimum) operands, got \(operandCount)") }
+    return operandCount
+  }
 
   /// An integer attribute of at least `min`; `default` (or 0 for a required one the parser already reported).
   public func int(_ name: String, min: Int, default d: Int? = nil) throws(AttrError) -> Int {

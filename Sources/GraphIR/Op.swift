@@ -126,6 +126,9 @@ public enum Op: Equatable, Hashable, Sendable {
   case hardSigmoid
   case hardSwish
   case silu
+  /// (x1, x2, ...): joined along the channels.
+  case concat(count: Int)
+  case mul
 
   /// (dy, weight, x): gradient w.r.t. the conv input; x gives only the shape.
   case conv2dGradInput(Conv2DAttrs)
@@ -171,6 +174,10 @@ public enum Op: Equatable, Hashable, Sendable {
   case hardSwishGrad
   /// (dy, x)
   case siluGrad
+  /// (dy, x1, x2, ...): the channels of dy that operand `part` gave; the operands give only their shapes.
+  case concatGrad(part: Int)
+  /// (dy, other, x): dy times the other operand of a `mul`, summed over each plane when x is a gate.
+  case mulGrad
   /// (dy, x, mean, var, weight): gradient w.r.t. a batchnorm's input, through the batch statistics.
   case batchNormGradInput(BatchNormAttrs)
   /// (dy, x, mean, var): the same without a weight (`affine: false`).
@@ -214,6 +221,10 @@ public enum Op: Equatable, Hashable, Sendable {
     case .hardSigmoid: HardSigmoidOp()
     case .hardSwish: HardSwishOp()
     case .silu: SiLUOp()
+    case .concat(let count): ConcatOp(count: count)
+    case .mul: MulOp()
+    case .concatGrad(let part): ConcatGradOp(part: part)
+    case .mulGrad: MulGradOp()
     case .clipGrad(let lo, let hi): ClipGradOp(min: lo, max: hi)
     case .hardSigmoidGrad: HardSigmoidGradOp()
     case .hardSwishGrad: HardSwishGradOp()
@@ -251,11 +262,11 @@ public enum Op: Equatable, Hashable, Sendable {
   public static let definitions: [any OpDefinition.Type] = [
     Conv2DOp.self, ReLUOp.self, MaxPoolOp.self, AvgPoolOp.self, FlattenOp.self, DenseOp.self, DropoutOp.self,
     SoftmaxOp.self, CrossEntropyOp.self, AddOp.self, GlobalAvgPoolOp.self, LeakyReLUOp.self, SigmoidOp.self, TanhOp.self,
-    BatchNormOp.self, ClipOp.self, HardSigmoidOp.self, HardSwishOp.self, SiLUOp.self, Conv2DGradInputOp.self, Conv2DGradWeightOp.self, Conv2DGradBiasOp.self, ReLUGradOp.self, MaxPoolGradOp.self,
+    BatchNormOp.self, ClipOp.self, HardSigmoidOp.self, HardSwishOp.self, SiLUOp.self, ConcatOp.self, MulOp.self, Conv2DGradInputOp.self, Conv2DGradWeightOp.self, Conv2DGradBiasOp.self, ReLUGradOp.self, MaxPoolGradOp.self,
     AvgPoolGradOp.self, FlattenGradOp.self, DenseGradInputOp.self, DenseGradWeightOp.self, DenseGradBiasOp.self,
     DropoutGradOp.self, SoftmaxGradOp.self, CrossEntropyGradOp.self, GlobalAvgPoolGradOp.self, LeakyReLUGradOp.self,
     SigmoidGradOp.self, TanhGradOp.self, BatchNormGradInputOp.self, BatchNormGradInputUnscaledOp.self, BatchNormGradWeightOp.self,
-    BatchNormGradBiasOp.self, ClipGradOp.self, HardSigmoidGradOp.self, HardSwishGradOp.self, SiLUGradOp.self,
+    BatchNormGradBiasOp.self, ClipGradOp.self, HardSigmoidGradOp.self, HardSwishGradOp.self, SiLUGradOp.self, ConcatGradOp.self, MulGradOp.self,
     Conv2DReLUOp.self, Conv2DReLUMaxPoolOp.self, DenseReLUOp.self, ReLUMaxPoolGradOp.self, BatchNormFoldOp.self,
   ]
 

@@ -348,7 +348,7 @@ private struct ParserState {
     // The operands the attributes ask for (a scaled conv takes one more), read from the attributes as
     // written; the syntax's when they do not make an op (their errors are reported below).
     let asWritten = Dictionary(written.attrs.map { ($0.key, $0.value) }, uniquingKeysWith: { a, _ in a })
-    let operands = (try? syntax.make(Attributes(asWritten)))?.operandNames ?? syntax.operands
+    let operands = (try? syntax.make(Attributes(asWritten, operandCount: written.args.count)))?.operandNames ?? syntax.operands
     if written.args.count != operands.count {
       let want = operands.count
       error("\(opName) takes \(want) operand\(want == 1 ? "" : "s") (\(operands.joined(separator: ", "))), got \(written.args.count)",
@@ -359,7 +359,7 @@ private struct ParserState {
     var op: Op?
     if !broken {
       do throws(AttrError) {
-        op = try syntax.make(Attributes(values))
+        op = try syntax.make(Attributes(values, operandCount: written.args.count))
       } catch {
         let at = written.attrs.first { $0.key == error.attribute }?.valueRange ?? opRange
         self.error("\(opName): \(error.message)", at: at)

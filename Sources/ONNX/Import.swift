@@ -30,7 +30,7 @@ public enum ONNXImport {
   public static let maxFileBytes = 1 << 30
   /// The ONNX op types the import maps to `.graph` ops.
   public static let supported = ["Conv", "Relu", "LeakyRelu", "Sigmoid", "Tanh", "Clip", "HardSigmoid (alpha 1/6, beta 1/2)", "HardSwish",
-                                 "Mul (Sigmoid of x times x: SiLU)", "MaxPool", "AveragePool", "GlobalAveragePool",
+                                 "Mul (of two activations, one may be a [N, C, 1, 1] gate; x times Sigmoid(x) is SiLU)", "Concat (of activations, over channels)", "MaxPool", "AveragePool", "GlobalAveragePool",
                                  "Flatten", "Reshape", "ReduceMean (over H and W)", "Gemm", "MatMul", "Add", "BatchNormalization", "Dropout", "Identity",
                                  "Softmax", "LogSoftmax", "Constant", "Shape, Gather, Unsqueeze, Concat, Cast, Slice, Squeeze (computing a Reshape's shape)"]
   /// Ops that compute shapes (`x.view(x.size(0), -1)` exports Shape, Gather, Unsqueeze, Concat, Reshape): kept
@@ -290,6 +290,7 @@ struct Translator {
       define(node, layerName(node, weight: nil), "hardsigmoid(\(try operand(node, 0)))")
     case "HardSwish": define(node, layerName(node, weight: nil), "hardswish(\(try operand(node, 0)))")
     case "Mul": try mul(node)
+    case "Concat": try concat(node)
     case "Tanh": define(node, layerName(node, weight: nil), "tanh(\(try operand(node, 0)))")
     case "MaxPool", "AveragePool": try pool(node)
     case "GlobalAveragePool": define(node, layerName(node, weight: nil), "global_avgpool(\(try operand(node, 0)))")
@@ -339,6 +340,8 @@ struct Translator {
 
   /// Takes a node of the shape computation of a Reshape (true), or refuses a node that reads one elsewhere.
   mutating func computesShapes(_ node: Onnx_NodeProto) throws -> Bool {
+    // A Concat of activations joins channels (DenseNet, SqueezeNet); of shapes, it builds a Reshape's target.
+    if node.opType == "Concat", node.input.contains(where: { values[$0] != nil }) { return false }
     if ONNXImport.shapeOps.contains(node.opType) {
       // Shape reads only its input's shape; the others must compute from shapes and constants alone.
       let fromActivations = node.input.enumerated().contains { i, v in
@@ -412,7 +415,8 @@ struct Translator {
     define(node, layerName(node, weight: nil), "clip(\(try operand(node, 0)), min: \(formatFloat(Double(lo))), max: \(formatFloat(Double(hi))))")
   }
 
-  /// x times its own sigmoid (how SiLU is exported): the sigmoid's statement becomes `silu` when nothing else reads it.
+  /// x times its own sigmoid (how SiLU is exported): the sigmoid's statement becomes `silu` when nothing else
+  /// reads it; any other product of two activations (a squeeze-excitation gate's) is `mul`.
   mutating func mul(_ node: Onnx_NodeProto) throws {
     guard node.input.count == 2 else { throw fail(node, "Mul takes two inputs") }
     for (gate, x) in [(node.input[1], node.input[0]), (node.input[0], node.input[1])] {
@@ -427,7 +431,23 @@ struct Translator {
       }
       return
     }
-    throw fail(node, "cnnc takes Mul only as x times sigmoid(x) (SiLU)")
+    guard node.input.allSatisfy({ values[$0] != nil }) else {
+      throw fail(node, "a product with a constant is not supported; cnnc multiplies two activations (or one by a [N, C, 1, 1] gate)")
+    }
+    define(node, layerName(node, weight: nil), "mul(\(try operand(node, 0)), \(try operand(node, 1)))")
+  }
+
+  /// Activations joined along the channels.
+  mutating func concat(_ node: Onnx_NodeProto) throws {
+    guard let axis = int(node, "axis"), axis == 1 else {
+      throw fail(node, "attribute 'axis' is \(int(node, "axis").map(String.init) ?? "absent"); cnnc joins activations along the channels (axis 1)")
+    }
+    let parts = try node.input.indices.map { try operand(node, $0) }
+    if parts.count == 1 {
+      values[node.output[0]] = parts[0]
+      return
+    }
+    define(node, layerName(node, weight: nil), "concat(\(parts.joined(separator: ", ")))")
   }
 
   mutating func pool(_ node: Onnx_NodeProto) throws {

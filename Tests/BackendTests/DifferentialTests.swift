@@ -130,7 +130,41 @@ import Testing
     minimize loss
     """
 
-  static let cases: [String] = ["tiny.graph", "simplecnn.graph", "lenet5.graph", "mnistnet.graph", "mlp.graph", "smallcnn.graph", "residual.graph", "bncnn.graph", "resnet8.graph", "odd", "narrow", "batchnorm", "strided", "zoo-pools", "zoo-depthwise"]
+  /// EfficientNet's squeeze-excitation (SiLU, a depthwise conv, a sigmoid gate multiplied in), SqueezeNet's fire
+  /// module (a concat of two expands) and DenseNet's batch norm after a concat, which no conv takes in.
+  static let zooBlocks = """
+    input x: f32[N, 3, 12, 12]
+    input y: i32[N]
+    c0 = conv2d(x, filters: 8, kernel: 3, stride: 2, padding: 1, bias: false)
+    b0 = batchnorm(c0)
+    s0 = silu(b0)
+    dw = conv2d(s0, filters: 8, kernel: 3, padding: 1, groups: 8, bias: false)
+    b1 = batchnorm(dw)
+    s1 = silu(b1)
+    g = global_avgpool(s1)
+    r = conv2d(g, filters: 4, kernel: 1)
+    rs = silu(r)
+    e = conv2d(rs, filters: 8, kernel: 1)
+    gate = sigmoid(e)
+    se = mul(s1, gate)
+    sq = conv2d(se, filters: 4, kernel: 1)
+    sqr = relu(sq)
+    e1 = conv2d(sqr, filters: 6, kernel: 1)
+    e1r = relu(e1)
+    e3 = conv2d(sqr, filters: 6, kernel: 3, padding: 1)
+    e3r = relu(e3)
+    fire = concat(e1r, e3r, se)
+    bn = batchnorm(fire)
+    br = relu(bn)
+    p = avgpool(br, size: 2, stride: 2)
+    f = flatten(p)
+    o = dense(f, units: 5)
+    loss = cross_entropy(o, y)
+    output o
+    minimize loss
+    """
+
+  static let cases: [String] = ["tiny.graph", "simplecnn.graph", "lenet5.graph", "mnistnet.graph", "mlp.graph", "smallcnn.graph", "residual.graph", "bncnn.graph", "resnet8.graph", "odd", "narrow", "batchnorm", "strided", "zoo-pools", "zoo-depthwise", "zoo-blocks"]
 
   static func source(_ name: String) throws -> String {
     switch name {
@@ -140,6 +174,7 @@ import Testing
     case "strided": strided
     case "zoo-pools": zooPools
     case "zoo-depthwise": zooDepthwise
+    case "zoo-blocks": zooBlocks
     default: try String(contentsOf: Fixtures.graphs.appendingPathComponent(name), encoding: .utf8)
     }
   }
@@ -163,7 +198,7 @@ import Testing
 
   @Test func swiftBackendMatchesInterpreterAndJIT() throws {
     // One swiftc run covers several graphs' programs: the train step at batch 3 and inference at batch 3.
-    for name in ["simplecnn.graph", "odd", "lenet5.graph", "batchnorm", "zoo-pools", "zoo-depthwise"] {
+    for name in ["simplecnn.graph", "odd", "lenet5.graph", "batchnorm", "zoo-pools", "zoo-depthwise", "zoo-blocks"] {
       let d = try Differential(source: try Self.source(name), batch: 3)
       let ref = try d.reference(step: 1)
       let s = try Self.swiftBackend(d, batches: [3])

@@ -42,6 +42,8 @@ struct OpFormTests {
     "hardsigmoid": "y = hardsigmoid(x)\nf = flatten(y)\nd = dense(f, units: 4)",
     "hardswish": "y = hardswish(x)\nf = flatten(y)\nd = dense(f, units: 4)",
     "silu": "y = silu(x)\nf = flatten(y)\nd = dense(f, units: 4)",
+    "concat": "a = relu(x)\nc = concat(x, a, x)\nf = flatten(c)\nd = dense(f, units: 4)",
+    "mul": "g = global_avgpool(x)\ns = sigmoid(g)\ny = mul(x, s)\nz = mul(s, y)\nv = mul(z, x)\nf = flatten(v)\nd = dense(f, units: 4)",
     "global_avgpool": "y = global_avgpool(x)\nf = flatten(y)\nd = dense(f, units: 4)",
     "flatten": "f = flatten(x)\nd = dense(f, units: 4)",
     "dense": "f = flatten(x)\nh = dense(f, units: 5, bias: false)\nd = dense(h, units: 4)",

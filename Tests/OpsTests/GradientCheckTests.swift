@@ -127,6 +127,27 @@ import Testing
       output o
       minimize loss
       """),
+    ("v1.3-concat-and-gated-products", """
+      input x: f32[N, 3, 6, 5]
+      input y: i32[N]
+      c1 = conv2d(x, filters: 4, kernel: 3, padding: 1)
+      t1 = tanh(c1)
+      j = concat(t1, x, c1)
+      g = global_avgpool(j)
+      c2 = conv2d(g, filters: 11, kernel: 1)
+      s = sigmoid(c2)
+      m = mul(j, s)
+      n2 = mul(s, m)
+      p = mul(t1, c1)
+      c3 = conv2d(n2, filters: 4, kernel: 3, stride: 2)
+      c4 = conv2d(p, filters: 4, kernel: 3, stride: 2)
+      a = add(c3, c4)
+      f = flatten(a)
+      o = dense(f, units: 3)
+      loss = cross_entropy(o, y)
+      output o
+      minimize loss
+      """),
   ]
 
   @Test(arguments: graphs.map(\.0)) func numericalGradientsMatch(_ name: String) throws {

@@ -1,0 +1,137 @@
+/// `concat(x1, x2, ...)`: the operands joined along the channels (`torch.cat(xs, 1)`), every other dimension
+/// equal; each operand's gradient is its channels of dy.
+public struct ConcatOp: ForwardOp {
+  public var count: Int
+  public init(count: Int) { self.count = count }
+  public static let syntax = OpSyntax("concat", operands: ["x1", "x2"]) { a throws(AttrError) in .concat(count: try a.variadicCount()) }
+  public var operandNames: [String] { (1...count).map { "x\($0)" } }
+  public var onnx: ONNXForm { .node("Concat", inputs: (0..<count).map { .operand($0) }, attributes: [ONNXAttribute("axis", .int(1))]) }
+  public func resultType(_ x: [TensorType]) throws(ShapeError) -> TensorType { try Channels.concatType(spelling, x) }
+  public func gradient(_ node: Node, dy: String, wants: [Bool], _ b: inout GradientBuilder) -> [String?] {
+    wants.indices.map { i in wants[i] ? b.emit("\(node.args[i])_grad", .concatGrad(part: i), [dy] + node.args) : nil }
+  }
+  public func reference<T: Real>(_ x: Operands<T>, _ ctx: ReferenceContext) throws(EvaluationError) -> [Tensor<T>] {
+    let parts = try (0..<count).map { i throws(EvaluationError) in try x.f32(i) }
+    let n = parts[0].shape[0], channels = parts.map { $0.shape[1] }.reduce(0, +)
+    var y = Tensor<T>(zeros: [n, channels] + parts[0].shape.dropFirst(2))
+    var offset = 0
+    for p in parts {
+      let block = p.data.count / n, total = y.data.count / n
+      for b in 0..<n { for i in 0..<block { y.data[b * total + offset + i] = p.data[b * block + i] } }
+      offset += block
+    }
+    return [y]
+  }
+}
+
+/// `concat_grad(dy, x1, x2, ..., part)`: the channels of dy that operand `part` of the concat gave (the operands
+/// give only their shapes).
+public struct ConcatGradOp: BackwardOp {
+  public var part: Int
+  public init(part: Int) { self.part = part }
+  static let attrs = [AttrSpec("part", .int, required: true)]
+  public static let syntax = OpSyntax("concat_grad", operands: ["dy", "x1", "x2"], attrs: attrs) { a throws(AttrError) in
+    let count = try a.variadicCount(minimum: 3) - 1, part = try a.int("part", min: 0)
+    guard part < count else { throw AttrError(attribute: "part", message: "'part' must name one of the \(count) concatenated operands, got \(part)") }
+    return .concatGrad(part: part)
+  }
+  public var printedAttributes: [(String, String)] { [("part", "\(part)")] }
+  public func resultType(_ x: [TensorType]) throws(ShapeError) -> TensorType {
+    let y = try Channels.concatType("concat_grad", Array(x.dropFirst()))
+    guard y == x[0] else { throw ShapeError("concat_grad: dy \(x[0]) does not match the concat's output \(y)") }
+    guard part + 1 < x.count else { throw ShapeError("concat_grad: part \(part) of \(x.count - 1) operands") }
+    return x[part + 1]
+  }
+  public func reference<T: Real>(_ x: Operands<T>, _ ctx: ReferenceContext) throws(EvaluationError) -> [Tensor<T>] {
+    let dy = try x.f32(0), shape = try x.f32(part + 1).shape
+    let n = dy.shape[0], block = shape.dropFirst().reduce(1, *), total = dy.data.count / n
+    var offset = 0
+    for i in 0..<part { offset += try x.f32(i + 1).data.count / n }
+    var dx = Tensor<T>(zeros: shape)
+    for b in 0..<n { for i in 0..<block { dx.data[b * block + i] = dy.data[b * total + offset + i] } }
+    return [dx]
+  }
+}
+
+/// `mul(a, b)`: the elementwise product, where either operand may instead be a per-channel gate [N, C, 1, 1]
+/// that scales each plane of the other (squeeze-excitation's `x * gate`).
+public struct MulOp: ForwardOp {
+  public init() {}
+  public static let syntax = OpSyntax("mul", operands: ["a", "b"]) { _ in .mul }
+  public var onnx: ONNXForm { .node("Mul", inputs: [.operand(0), .operand(1)], attributes: []) }
+  public func resultType(_ x: [TensorType]) throws(ShapeError) -> TensorType { try Channels.productType(spelling, x[0], x[1]) }
+  /// Each operand's gradient is dy times the other, summed over the planes for a gate.
+  public func gradient(_ node: Node, dy: String, wants: [Bool], _ b: inout GradientBuilder) -> [String?] {
+    let (a, c) = (node.args[0], node.args[1])
+    return [wants[0] ? b.emit("\(a)_grad", .mulGrad, [dy, c, a]) : nil, wants[1] ? b.emit("\(c)_grad", .mulGrad, [dy, a, c]) : nil]
+  }
+  public func reference<T: Real>(_ x: Operands<T>, _ ctx: ReferenceContext) throws(EvaluationError) -> [Tensor<T>] {
+    let (p, q) = (try x.f32(0), try x.f32(1))
+    let (full, other) = p.data.count >= q.data.count ? (p, q) : (q, p)
+    let plane = full.data.count / other.data.count
+    // a * b in operand order, so a gate on either side rounds as the kernels do.
+    let aIsFull = p.data.count >= q.data.count
+    return [Tensor(shape: full.shape, data: full.data.indices.map { i in
+      aIsFull ? full.data[i] * other.data[i / plane] : other.data[i / plane] * full.data[i]
+    })]
+  }
+}
+
+/// `mul_grad(dy, other, x)`: dy times the other operand of the `mul`, summed over each plane when x is the gate.
+public struct MulGradOp: BackwardOp {
+  public init() {}
+  public static let syntax = OpSyntax("mul_grad", operands: ["dy", "other", "x"]) { _ in .mulGrad }
+  public func resultType(_ x: [TensorType]) throws(ShapeError) -> TensorType {
+    let y = try Channels.productType("mul_grad", x[1], x[2])
+    guard y == x[0] else { throw ShapeError("mul_grad: dy \(x[0]) does not match the product's \(y)") }
+    return x[2]
+  }
+  public func reference<T: Real>(_ x: Operands<T>, _ ctx: ReferenceContext) throws(EvaluationError) -> [Tensor<T>] {
+    let (dy, other, shape) = (try x.f32(0), try x.f32(1), try x.f32(2).shape)
+    let count = shape.reduce(1, *)
+    if count == dy.data.count {
+      // dy * other, with the other operand a gate or not.
+      let plane = dy.data.count / other.data.count
+      return [Tensor(shape: shape, data: dy.data.indices.map { dy.data[$0] * other.data[$0 / plane] })]
+    }
+    // x is the gate: the sum over each plane of dy * other, in order.
+    let plane = dy.data.count / count
+    var dx = Tensor<T>(zeros: shape)
+    for q in 0..<count {
+      var s: T = 0
+      for i in 0..<plane { s += dy.data[q * plane + i] * other.data[q * plane + i] }
+      dx.data[q] = s
+    }
+    return [dx]
+  }
+}
+
+/// Shape rules of the channel ops.
+enum Channels {
+  /// Operands of one rank (2 or more) and dtype f32, equal but in the channels: the channels summed.
+  static func concatType(_ op: String, _ x: [TensorType]) throws(ShapeError) -> TensorType {
+    let first = x[0]
+    guard first.dims.count >= 2 else { throw ShapeError("\(op) joins channels (axis 1), and \(first) has none", operand: 0) }
+    var channels = 0
+    for (i, t) in x.enumerated() {
+      guard t.dtype == .f32 else { throw ShapeError("\(op) needs f32 operands, got \(t)", operand: i) }
+      guard t.dims.count == first.dims.count, t.dims[0] == first.dims[0], t.dims.dropFirst(2).elementsEqual(first.dims.dropFirst(2)) else {
+        throw ShapeError("\(op) needs operands equal in every dimension but the channels, got \(first) and \(t)", operand: i)
+      }
+      channels += t.dims[1]
+    }
+    return try checkedType(op, [first.dims[0], channels] + first.dims.dropFirst(2))
+  }
+
+  /// Two f32 operands of one shape, or one [N, C, H, W] and one [N, C, 1, 1] gate (either way round): the full shape.
+  static func productType(_ op: String, _ a: TensorType, _ b: TensorType) throws(ShapeError) -> TensorType {
+    guard a.dtype == .f32, b.dtype == .f32 else { throw ShapeError("\(op) needs f32 operands, got \(a) and \(b)") }
+    if a.dims == b.dims { return a }
+    func gates(_ g: TensorType, _ x: TensorType) -> Bool {
+      x.dims.count == 4 && g.dims == [x.dims[0], x.dims[1], 1, 1]
+    }
+    if gates(b, a) { return a }
+    if gates(a, b) { return b }
+    throw ShapeError("\(op) needs operands of one shape, or [N, C, H, W] and a [N, C, 1, 1] gate, got \(a) and \(b)", operand: 1)
+  }
+}

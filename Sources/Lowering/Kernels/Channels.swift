@@ -1,0 +1,68 @@
+import GraphIR
+import Passes
+
+/// Channel concatenation (per image, each operand's block copied to its place in the output), the slices of its
+/// gradient, and products with a per-channel gate.
+extension Emitter {
+  /// Per image b, `block` floats from src[b * srcStride + srcOffset ...] to dst[b * dstStride + dstOffset ...]:
+  /// contiguous runs, which the back ends vectorise.
+  mutating func copyBlocks(images: Int, block: Int, from src: Placement, _ srcOffset: Int, stride srcStride: Int,
+                           to dst: Placement, _ dstOffset: Int, stride dstStride: Int) -> Stmt {
+    loop("b", images) { e, b in [e.loop("i", block) { _, i in
+      [.store(dst.base, .c(dst.offset + dstOffset) + b * dstStride + i, .load(src.base, .c(src.offset + srcOffset) + b * srcStride + i))]
+    }] }
+  }
+
+  /// out = a * b, where one operand may be a per-channel gate [N, C, 1, 1] read once per plane of the other.
+  mutating func gatedProduct(_ out: String, _ a: String, _ b: String) {
+    let y = at(out), count = dims(out).reduce(1, *)
+    let pa = at(a), pb = at(b), na = dims(a).reduce(1, *), nb = dims(b).reduce(1, *)
+    let plane = count / min(na, nb)
+    func read(_ p: Placement, full: Bool, _ q: IExpr, _ j: IExpr) -> FExpr { .load(p.base, .c(p.offset) + (full ? q * plane + j : q)) }
+    body.append(loop("q", count / plane) { e, q in [e.loop("j", plane) { _, j in
+      [.store(y.base, .c(y.offset) + q * plane + j, read(pa, full: na == count, q, j) * read(pb, full: nb == count, q, j))]
+    }] })
+  }
+}
+
+extension ConcatOp: Lowerable {
+  func lower(_ n: Node, _ e: inout Emitter) {
+    let y = e.at(n.name), yd = e.dims(n.name), total = yd.dropFirst().reduce(1, *)
+    var offset = 0
+    for a in n.args {
+      let block = e.dims(a).dropFirst().reduce(1, *)
+      let copy = e.copyBlocks(images: yd[0], block: block, from: e.at(a), 0, stride: block, to: y, offset, stride: total)
+      e.body.append(copy)
+      offset += block
+    }
+  }
+}
+
+extension ConcatGradOp: Lowerable {
+  func lower(_ n: Node, _ e: inout Emitter) {
+    let dy = e.at(n.args[0]), dd = e.dims(n.args[0]), total = dd.dropFirst().reduce(1, *)
+    let offset = n.args[1..<(part + 1)].map { e.dims($0).dropFirst().reduce(1, *) }.reduce(0, +)
+    let block = e.dims(n.name).dropFirst().reduce(1, *)
+    let copy = e.copyBlocks(images: dd[0], block: block, from: dy, offset, stride: total, to: e.at(n.name), 0, stride: block)
+    e.body.append(copy)
+  }
+}
+
+extension MulOp: Lowerable {
+  func lower(_ n: Node, _ e: inout Emitter) { e.gatedProduct(n.name, n.args[0], n.args[1]) }
+}
+
+extension MulGradOp: Lowerable {
+  func lower(_ n: Node, _ e: inout Emitter) {
+    let count = e.dims(n.name).reduce(1, *), full = e.dims(n.args[0]).reduce(1, *)
+    guard count < full else { return e.gatedProduct(n.name, n.args[0], n.args[1]) }
+    // The gate's gradient: the sum over each plane of dy * other, in order (as the reference kernel).
+    let dy = e.at(n.args[0]), other = e.at(n.args[1]), dx = e.at(n.name), plane = full / count
+    e.body.append(e.loop("q", count) { e, q in
+      let acc = e.fresh("acc")
+      return [.local(acc, .c(0)), e.loop("j", plane) { _, j in
+        [.set(acc, .local(acc) + .load(dy.base, .c(dy.offset) + q * plane + j) * .load(other.base, .c(other.offset) + q * plane + j))]
+      }, .store(dx.base, .c(dx.offset) + q, .local(acc))]
+    })
+  }
+}
