@@ -1,5 +1,6 @@
 import CNNCTestSupport
 import Foundation
+import GraphIR
 import LLVMBackend
 import Lowering
 import Testing
@@ -22,5 +23,47 @@ import Testing
     // Buffer arguments carry noalias, and the values are named after the graph's statements.
     #expect(ir.contains("ptr noalias"))
     #expect(ir.contains("%conv2_weight_grad."))
+  }
+
+  /// The kernels of the zoo's ops (format 1.3) work in vectors along their contiguous axis on this machine's
+  /// target and the lower one: depthwise convs and both their gradients, the activations, the gated product and
+  /// its input gradient, the concat. (The padded pools' per-tap bounds checks keep them scalar on AVX2; the
+  /// gate's gradient sums each plane in order, as the reference does.)
+  @Test(arguments: TestTargets.names) func zooKernelsAreVectorised(_ targetName: String) throws {
+    let g = try Parser.parse("""
+      input x: f32[N, 16, 28, 28]
+      input y: i32[N]
+      dw = conv2d(x, filters: 16, kernel: 3, padding: 1, groups: 16)
+      s1 = silu(dw)
+      dw5 = conv2d(s1, filters: 16, kernel: 5, stride: 2, padding: 2, groups: 16)
+      h = hardswish(dw5)
+      g = global_avgpool(h)
+      gate = hardsigmoid(g)
+      se = mul(h, gate)
+      c1 = conv2d(se, filters: 8, kernel: 1)
+      r6 = clip(c1, min: 0.0, max: 6.0)
+      j = concat(se, r6)
+      f = flatten(j)
+      o = dense(f, units: 10)
+      loss = cross_entropy(o, y)
+      output o
+      minimize loss
+      """, defaultName: "zoo")
+    let target = try TestTargets.resolve(targetName)
+    let module = LLVMRenderer.render([try lower(g, batch: 4, mode: .train(OptimizerSpec(kind: .adam)), target: target)], moduleName: "zoo")
+    try module.verify()
+    try module.optimize(try TargetMachine(target))
+    // Each kernel is a function named after its statement: `zoo_train_b4.kN.NAME`.
+    var kernels: [String: String] = [:]
+    for block in module.text.components(separatedBy: "\ndefine ").dropFirst() {
+      guard let at = block.firstIndex(of: "@"), let open = block[at...].firstIndex(of: "(") else { continue }
+      let name = block[block.index(after: at)..<open]
+      guard let dot = name.lastIndex(of: "."), name.contains(".k") else { continue }
+      kernels[String(name[name.index(after: dot)...])] = block.components(separatedBy: "\n}\n")[0]
+    }
+    for name in ["dw", "dw5", "s1", "h", "gate", "se", "r6", "j", "dw_grad", "dw_weight_grad", "dw5_grad", "dw5_weight_grad", "h_grad", "s1_grad"] {
+      let body = try #require(kernels[name], "no kernel function for '\(name)' (\(kernels.keys.sorted()))")
+      #expect(body.range(of: "<\\d+ x float>", options: .regularExpression) != nil, "'\(name)' is scalar on \(target.cpu)")
+    }
   }
 }

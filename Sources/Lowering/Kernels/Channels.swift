@@ -13,15 +13,22 @@ extension Emitter {
     }] }
   }
 
-  /// out = a * b, where one operand may be a per-channel gate [N, C, 1, 1] read once per plane of the other.
+  /// out = a * b, where one operand may be a per-channel gate [N, C, 1, 1] read once per plane of the other: per
+  /// plane, explicit vectors along it (the gate broadcast), which the back ends' own vectorisers did not form
+  /// for the gate's per-plane reads.
   mutating func gatedProduct(_ out: String, _ a: String, _ b: String) {
     let y = at(out), count = dims(out).reduce(1, *)
     let pa = at(a), pb = at(b), na = dims(a).reduce(1, *), nb = dims(b).reduce(1, *)
     let plane = count / min(na, nb)
-    func read(_ p: Placement, full: Bool, _ q: IExpr, _ j: IExpr) -> FExpr { .load(p.base, .c(p.offset) + (full ? q * plane + j : q)) }
-    body.append(loop("q", count / plane) { e, q in [e.loop("j", plane) { _, j in
-      [.store(y.base, .c(y.offset) + q * plane + j, read(pa, full: na == count, q, j) * read(pb, full: nb == count, q, j))]
-    }] })
+    func read(_ p: Placement, full: Bool, _ q: IExpr, _ first: IExpr, _ lanes: Int) -> VExpr {
+      full ? .load(p.base, .c(p.offset) + q * plane + first, lanes: lanes) : .broadcast(.load(p.base, .c(p.offset) + q))
+    }
+    body.append(loop("q", count / plane) { e, q in
+      e.vectorRuns(plane) { _, first, lanes in
+        [.vstore(y.base, .c(y.offset) + q * plane + first, .mul(read(pa, full: na == count, q, first, lanes), read(pb, full: nb == count, q, first, lanes)),
+                 lanes: lanes)]
+      }
+    })
   }
 }
 
