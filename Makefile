@@ -4,7 +4,7 @@ CNNC     = .build/release/cnnc
 GRAPHS   = $(wildcard Graphs/*.graph)
 APT_PKGS = llvm-19-dev libopenblas-dev zlib1g-dev gcc openmpi-bin libopenmpi-dev gcc-aarch64-linux-gnu qemu-user
 
-.PHONY: deps build release test train generate check-generated bench bench-compare fashion-compare onnx-check batchnorm-check interop fuzz fuzz-cli fuzz-graphs report-screenshot sz clean
+.PHONY: deps build release test train generate check-generated bench bench-compare fashion-compare onnx-check zoo-check zoo-train-check batchnorm-check interop fuzz fuzz-cli fuzz-graphs report-screenshot sz clean
 
 deps:
 	@missing=""; for p in $(APT_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -162,6 +162,24 @@ onnx-check: release $(PEERS)/bin/python
 	$(PEERS)/bin/pip install -q onnx onnxruntime onnxscript
 	@mkdir -p .build/onnx-check
 	$(PEERS)/bin/python Scripts/onnx/onnx_check.py $(CNNC) .build/onnx-check $(ONNX_STEPS)
+
+# torchvision's classification models (random seeded weights and batch-norm statistics, eval mode, both torch.onnx
+# exporters) through `cnnc infer` against ONNX Runtime on 4 random 224x224 images: logits within 1e-3 of the
+# largest (PyPI torch, torchvision, onnx, onnxruntime, onnxscript in .build/peers). ZOO_MODELS="resnet18 ..."
+# checks some of them.
+ZOO_MODELS ?=
+zoo-check: release $(PEERS)/bin/python
+	$(PEERS)/bin/pip install -q torchvision onnx onnxruntime onnxscript safetensors
+	@mkdir -p .build/zoo-check
+	$(PEERS)/bin/python Scripts/zoo/zoo_check.py $(CNNC) .build/zoo-check $(ZOO_MODELS)
+
+# Training from ONNX against PyTorch: ResNet-18 and MobileNetV2 (10 classes, 32x32, batch norms kept by the export)
+# take one SGD step in `cnnc train MODEL.onnx`; its gradients must equal PyTorch's (float64) within 1e-4, and 200
+# steps on a small learnable task must lower the loss (Scripts/zoo/train_check.py; ZOO_MODELS picks models).
+zoo-train-check: release $(PEERS)/bin/python
+	$(PEERS)/bin/pip install -q torchvision onnx onnxscript safetensors
+	@mkdir -p .build/zoo-train
+	$(PEERS)/bin/python Scripts/zoo/train_check.py $(CNNC) .build/zoo-train $(ZOO_MODELS)
 
 # Batch norm against PyTorch: a cnnc-trained bncnn loaded into nn.BatchNorm2d / nn.BatchNorm1d (strict state_dict,
 # buffers and num_batches_tracked included) must predict the MNIST test set exactly as `cnnc eval` does.

@@ -75,6 +75,9 @@ public struct Graph: Sendable {
   public var output: String?
   public var minimize: String?
   public var gradients: [GradientDecl]
+  /// Node name -> the `state_dict` prefix its parameters and buffers are saved under, where that is not the
+  /// node's name (`layer1_0_conv1` -> `layer1.0.conv1`; `state` statements, format 1.3).
+  public var stateNames: [String: String] = [:]
   public var outputRange: SourceRange = .synthesized
   public var minimizeRange: SourceRange = .synthesized
 
@@ -101,6 +104,13 @@ public struct Graph: Sendable {
     nodes.flatMap { n in n.op.bufferSuffixes.map { "\(n.name).\($0)" } }
   }
 
+  /// The `state_dict` key of parameter, buffer or counter `name` (`node.suffix`): the node's prefix if it has
+  /// one, else the name itself.
+  public func stateKey(_ name: String) -> String {
+    guard !stateNames.isEmpty, let dot = name.firstIndex(of: "."), let prefix = stateNames[String(name[..<dot])] else { return name }
+    return prefix + name[dot...]
+  }
+
   /// Step counters (`bn1.num_batches_tracked`), saved as 64-bit integers.
   public var counterNames: [String] {
     nodes.flatMap { n in n.op.counterSuffixes.map { "\(n.name).\($0)" } }
@@ -110,6 +120,6 @@ public struct Graph: Sendable {
 extension Graph: Equatable {
   public static func == (a: Graph, b: Graph) -> Bool {
     a.name == b.name && a.inputs == b.inputs && a.nodes == b.nodes && a.output == b.output
-      && a.minimize == b.minimize && a.gradients == b.gradients
+      && a.minimize == b.minimize && a.gradients == b.gradients && a.stateNames == b.stateNames
   }
 }

@@ -4,6 +4,8 @@ public struct Token: Equatable, Sendable {
     case identifier(String)
     case integer(String)
     case float(String)
+    /// A quoted string (format 1.3: a `state` statement's `state_dict` prefix), without its quotes.
+    case string(String)
     case punct(UInt8)
     case newline
     case end
@@ -62,6 +64,17 @@ struct Lexer {
     if b == 45, pos + 1 < bytes.count, Self.isDigit(bytes[pos + 1]) {
       pos += 1
       return number(start, col)
+    }
+    // A string: printable ASCII up to the closing quote on the same line.
+    if b == 34 {
+      var end = pos + 1
+      while end < bytes.count, bytes[end] != 34, bytes[end] >= 32, bytes[end] < 127 { end += 1 }
+      guard end < bytes.count, bytes[end] == 34 else {
+        pos += 1
+        return Token(kind: .invalid("'\"' (a string without its closing quote on the line)"), range: SourceRange(line: line, column: col))
+      }
+      pos = end + 1
+      return Token(kind: .string(text(start + 1, end)), range: SourceRange(line: line, column: col, length: pos - start))
     }
     switch b {
     case 61, 40, 41, 44, 58, 91, 93, 46:  // = ( ) , : [ ] .

@@ -68,6 +68,7 @@ private struct ParserState {
     case .newline: "end of line"
     case .end: "end of file"
     case .invalid(let s): s
+    case .string(let s): "\"\(s)\""
     }
   }
 
@@ -180,6 +181,7 @@ private struct ParserState {
     case "output": try parseOutput()
     case "minimize": try parseMinimize()
     case "gradient": try parseGradient()
+    case "state": try parseState()
     default:
       if case .identifier(let next) = tokens[min(pos + 1, tokens.count - 1)].kind, OpSyntax.byName[next] != nil {
         error("expected '=' between '\(word)' and '\(next)'", at: tokens[pos + 1].range)
@@ -299,6 +301,33 @@ private struct ParserState {
     gradientRanges.append(pr)
     pendingUses.append((value, vr))
   }
+
+  /// `state NODE "prefix"` (format 1.3): the node's parameters and buffers are saved and loaded as
+  /// `prefix.weight`, ... (PyTorch's `state_dict` keys, which may hold dots: `layer1.0.conv1`).
+  mutating func parseState() throws(SyntaxError) {
+    _ = advance()
+    let (node, range) = try expectIdentifier("a node name after 'state'")
+    guard case .string(let prefix) = current.kind else {
+      error("expected the node's state_dict prefix as a quoted string (state \(node) \"layer1.0.conv1\"), found \(describe(current))", at: current.range)
+      throw SyntaxError()
+    }
+    let prefixRange = advance().range
+    let parts = prefix.split(separator: ".", omittingEmptySubsequences: false)
+    guard !prefix.isEmpty, parts.allSatisfy({ !$0.isEmpty && $0.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "_") } }) else {
+      error("state_dict prefix \"\(prefix)\" must be names of letters, digits and underscores joined by dots", at: prefixRange)
+      return
+    }
+    if graph.stateNames[node] != nil { error("'\(node)' already has a state_dict prefix", at: range); return }
+    if let other = graph.stateNames.first(where: { $0.value == prefix })?.key {
+      error("state_dict prefix \"\(prefix)\" is already that of '\(other)'", at: prefixRange)
+      return
+    }
+    graph.stateNames[node] = prefix
+    stateRanges.append((node, range))
+  }
+
+  /// The `state` statements' nodes, checked after the whole file is read.
+  var stateRanges: [(String, SourceRange)] = []
 
   // MARK: Assignments
 
@@ -484,6 +513,10 @@ private struct ParserState {
       diagnostics.append(.error("the graph has no 'output' statement; exactly one is required", at: .synthesized))
     }
     if let m = graph.minimize { check(use: m, at: graph.minimizeRange, in: &position, lateOK: true) }
+    let stateful = Set(graph.nodes.filter { !($0.op.parameterSuffixes + $0.op.bufferSuffixes).isEmpty }.map(\.name))
+    for (node, range) in stateRanges where !stateful.contains(node) {
+      error(defined[node] == nil ? "'\(node)' in a state statement is not a node of this graph" : "'\(node)' has no parameters or buffers to name", at: range)
+    }
     let parameters = Set(graph.parameterNames)
     for (g, r) in zip(graph.gradients, gradientRanges) where !parameters.contains(g.parameter) {
       error("'\(g.parameter)' is not a parameter of this graph", at: r)

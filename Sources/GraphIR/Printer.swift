@@ -29,6 +29,8 @@ public enum Printer {
     }
     out += lines.map { $0 + "\n" }.joined()
     if !g.nodes.isEmpty { out += "\n" }
+    let named = g.nodes.compactMap { n in g.stateNames[n.name].map { "state \(n.name) \"\($0)\"\n" } }
+    if !named.isEmpty { out += named.joined() + "\n" }
     if let o = g.output { out += "output \(o)\n" }
     if let m = g.minimize { out += "minimize \(m)\n" }
     for d in g.gradients { out += "gradient \(d.parameter) = \(d.value)\n" }

@@ -22,7 +22,7 @@ public enum ONNXExport {
     var g = Onnx_GraphProto()
     g.name = graph.name
     g.input = [valueInfo(image.name, dims: inputDims)]
-    var exported = Exported(tensors: tensors)
+    var exported = Exported(tensors: tensors, stateKey: graph.stateKey)
     for node in prunedToOutput(graph).nodes { try exported.add(node) }
     g.node = exported.nodes
     g.initializer = exported.initializers
@@ -61,10 +61,15 @@ public enum ONNXExport {
 /// The nodes and initializers written so far.
 struct Exported {
   let tensors: [String: (shape: [Int], data: [Float])]
+  /// The `state_dict` key an initializer takes (`Graph.stateKey`).
+  let stateKey: (String) -> String
   var nodes: [Onnx_NodeProto] = []
   var initializers: [Onnx_TensorProto] = []
 
-  init(tensors: [String: (shape: [Int], data: [Float])]) { self.tensors = tensors }
+  init(tensors: [String: (shape: [Int], data: [Float])], stateKey: @escaping (String) -> String) {
+    self.tensors = tensors
+    self.stateKey = stateKey
+  }
 
   mutating func initializer(_ name: String, _ t: (shape: [Int], data: [Float])) {
     var p = Onnx_TensorProto()
@@ -77,11 +82,12 @@ struct Exported {
     initializers.append(p)
   }
 
-  /// The parameter or buffer `name` as an initializer input, refused when the weights lack it.
+  /// The parameter or buffer `name` as an initializer input under its `state_dict` key, refused when the weights
+  /// lack it.
   mutating func weight(_ name: String) throws -> String {
     guard let t = tensors[name] else { throw ONNXError("the weights have no '\(name)'") }
-    initializer(name, t)
-    return name
+    initializer(stateKey(name), t)
+    return stateKey(name)
   }
 
   /// A named attribute of `type`, its value set by `value`.

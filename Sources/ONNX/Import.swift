@@ -8,11 +8,13 @@ import GraphIR
 public struct ImportedModel: Sendable {
   public var text: String
   public var graph: Graph
-  /// Parameters and buffers by their `.graph` names (`conv1.weight`, `bn1.running_mean`), row-major.
+  /// Parameters and buffers by their `state_dict` keys (`conv1.weight`, `layer1.0.bn1.running_mean`: the graph's
+  /// `stateKey`s), row-major.
   public var tensors: [String: (shape: [Int], data: [Float])]
   /// What the import changed that its user should know (a trailing softmax folded into the loss).
   public var notes: [String]
-  /// The layers whose `state_dict` prefix is not a `.graph` identifier, and the names they got.
+  /// The layers whose `state_dict` prefix is not a `.graph` identifier, the node names they got, and whether a
+  /// `state` statement keeps their weights' keys.
   public var renames: [String]
 }
 
@@ -92,6 +94,8 @@ struct Translator {
   var tensors: [String: (shape: [Int], data: [Float])] = [:]
   var notes: [String] = []
   var renames: [String] = []
+  /// Node -> the `state_dict` prefix its weights keep (`state` statements), where it is not the node's name.
+  var stateNames: [String: String] = [:]
   var output = ""
   /// ONNX values that hold shapes, not activations (outputs of `ONNXImport.shapeOps`).
   var shapeValues = Set<String>()
@@ -99,6 +103,11 @@ struct Translator {
   var sigmoids: [String: (statement: Int, input: String)] = [:]
   /// How many nodes read each ONNX value (and 1 more for the graph's output).
   var readers: [String: Int] = [:]
+  /// Convs whose weight the exporter computed (not a `state_dict` key) and that have a bias: what folding a batch
+  /// norm into each conv (an eval-mode export) leaves.
+  var computedConvs = 0
+  /// Whether any BatchNormalization was read.
+  var sawBatchNorm = false
   /// `.graph` dense nodes without bias (from MatMul) that a following Add may give one: statement index.
   var biasless: [String: (statement: Int, units: Int)] = [:]
 
@@ -128,6 +137,11 @@ struct Translator {
     }
     guard let out = values[outputName] else { throw ONNXError("\(path): the graph's output '\(outputName)' is not computed by its nodes") }
     output = out
+    if computedConvs > 0, !sawBatchNorm {
+      notes.append("\(computedConvs) convs have weights and biases the exporter computed, as an eval-mode export does when it folds "
+        + "each batch norm into the conv before it: this model trains without batch norm. To keep it, export in training mode "
+        + "(torch.onnx.export(..., training=torch.onnx.TrainingMode.PRESERVE, do_constant_folding=False))")
+    }
   }
 
   mutating func declareInput(_ v: Onnx_ValueInfoProto) throws {
@@ -166,7 +180,14 @@ struct Translator {
   mutating func layerName(_ node: Onnx_NodeProto, weight: String?) -> String {
     if let weight, weight.hasSuffix(".weight") {
       let prefix = String(weight.dropLast(7)), name = fresh(prefix)
-      if name != prefix { renames.append("'\(prefix)' is named '\(name)' in the .graph (names are identifiers); its weights are saved as '\(name).weight'") }
+      guard name != prefix else { return name }
+      let parts = prefix.split(separator: ".", omittingEmptySubsequences: false)
+      if parts.allSatisfy({ !$0.isEmpty && $0.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "_") } }), !stateNames.values.contains(prefix) {
+        stateNames[name] = prefix
+        renames.append("'\(prefix)' is named '\(name)' in the .graph (names are identifiers); a state statement keeps its weights' keys ('\(prefix).weight')")
+      } else {
+        renames.append("'\(prefix)' is named '\(name)' in the .graph (names are identifiers); its weights are saved as '\(name).weight'")
+      }
       return name
     }
     let path = node.name.split(separator: "/").dropLast()
@@ -388,9 +409,12 @@ struct Translator {
     guard stride >= 1 else { throw fail(node, "attribute 'strides' is \(stride); strides must be at least 1") }
     guard padding >= 0 else { throw fail(node, "attribute 'pads' is \(padding); negative padding (cropping) is not supported") }
     let bias = try weight(node, 2)
+    // The TorchScript exporter names folded weights `onnx::Conv_N`; the default exporter keeps the weight's name
+    // and calls the bias it makes `NAME.weight_bias`.
+    if bias != nil, !node.input[1].hasSuffix(".weight") || node.input[2].hasSuffix(".weight_bias") { computedConvs += 1 }
     let name = layerName(node, weight: node.input[1])
-    tensors["\(name).weight"] = w
-    if let bias { tensors["\(name).bias"] = bias }
+    tensors[key(name, "weight")] = w
+    if let bias { tensors[key(name, "bias")] = bias }
     var attrs = ["filters: \(w.shape[0])", "kernel: \(w.shape[2])"]
     if stride != 1 { attrs.append("stride: \(stride)") }
     if padding != 0 { attrs.append("padding: \(padding)") }
@@ -509,8 +533,8 @@ struct Translator {
     let bias = try weight(node, 2)
     if let bias, bias.shape != [w.shape[0]] { throw fail(node, "C must be a bias of \(w.shape[0]) values, got shape \(bias.shape)") }
     let name = layerName(node, weight: node.input[1])
-    tensors["\(name).weight"] = w
-    if let bias { tensors["\(name).bias"] = bias }
+    tensors[key(name, "weight")] = w
+    if let bias { tensors[key(name, "bias")] = bias }
     define(node, name, "dense(\(x), units: \(w.shape[0])\(bias == nil ? ", bias: false" : ""))")
   }
 
@@ -518,7 +542,7 @@ struct Translator {
     let x = try operand(node, 0)
     guard let b = try weight(node, 1), b.shape.count == 2 else { throw fail(node, "the second operand must be a 2-D initializer [in, out]") }
     let name = layerName(node, weight: node.input[1])
-    tensors["\(name).weight"] = transposed(b)
+    tensors[key(name, "weight")] = transposed(b)
     biasless[name] = (statements.count, b.shape[1])
     define(node, name, "dense(\(x), units: \(b.shape[1]), bias: false)")
   }
@@ -532,7 +556,7 @@ struct Translator {
         throw fail(node, "adding a constant is supported only as the bias after a MatMul")
       }
       statements[dense.statement] = statements[dense.statement].replacingOccurrences(of: ", bias: false)", with: ")")
-      tensors["\(x).bias"] = bias
+      tensors[key(x, "bias")] = bias
       biasless[x] = nil
       values[node.output[0]] = x
       return
@@ -541,6 +565,7 @@ struct Translator {
   }
 
   mutating func batchNorm(_ node: Onnx_NodeProto) throws {
+    sawBatchNorm = true
     let x = try operand(node, 0)
     guard (int(node, "training_mode") ?? 0) == 0, node.output.count == 1 else { throw fail(node, "a training-mode batch norm (running statistics as outputs) is not supported") }
     guard node.input.count == 5 else { throw fail(node, "expects X, scale, B, mean and var") }
@@ -550,7 +575,7 @@ struct Translator {
     }
     guard Set(parts.map(\.shape)).count == 1 else { throw fail(node, "scale, B, mean and var differ in length") }
     let name = layerName(node, weight: node.input[1])
-    for (suffix, t) in zip(["weight", "bias", "running_mean", "running_var"], parts) { tensors["\(name).\(suffix)"] = t }
+    for (suffix, t) in zip(["weight", "bias", "running_mean", "running_var"], parts) { tensors[key(name, suffix)] = t }
     // ONNX's momentum weighs the running value; PyTorch's (and cnnc's) weighs the batch.
     let momentum = 1 - Double(try finite(node, "momentum", default: 0.9, "in [0, 1]") { $0 >= 0 && $0 <= 1 })
     let eps = Double(try finite(node, "epsilon", default: 1e-5, "a positive number") { $0 > 0 })
@@ -578,9 +603,12 @@ struct Translator {
     return ([c, r], out)
   }
 
-  /// The `.graph` text: the input, the label, the statements, the loss.
+  /// The `state_dict` key of a parameter or buffer of node `node`.
+  func key(_ node: String, _ suffix: String) -> String { "\(stateNames[node] ?? node).\(suffix)" }
+
+  /// The `.graph` text: the input, the label, the statements, the loss, the state prefixes.
   func text() -> String {
-    let body = statements.dropFirst()
+    let body = statements.dropFirst() + stateNames.sorted { $0.key < $1.key }.map { "state \($0.key) \"\($0.value)\"" }
     return """
       graph \(name)
 

@@ -174,38 +174,42 @@ public struct SafeTensors: Equatable {
 
 extension Parameters {
   /// The parameters, buffers and counters as a `state_dict`-named safetensors file (counters are 0-d I64,
-  /// as PyTorch saves `num_batches_tracked`).
-  public func safeTensors(metadata: [String: String]) -> SafeTensors {
+  /// as PyTorch saves `num_batches_tracked`); `stateKey` gives each one's key (`Graph.stateKey`: a node's
+  /// `state` prefix, else its name).
+  public func safeTensors(metadata: [String: String], stateKey: (String) -> String = { $0 }) -> SafeTensors {
     var st = SafeTensors(metadata: metadata)
-    for n in names + buffers { st.tensors[n] = (shapes[n]!, values[n]!) }
-    for (n, v) in counters { st.integers[n] = ([], [v]) }
+    for n in names + buffers { st.tensors[stateKey(n)] = (shapes[n]!, values[n]!) }
+    for (n, v) in counters { st.integers[stateKey(n)] = ([], [v]) }
     return st
   }
 
   /// Loads values from a checkpoint; missing, extra or mis-shaped tensors are errors naming them all. A
   /// missing counter reads as 0, as PyTorch loads a `state_dict` saved before it had `num_batches_tracked`.
-  public mutating func load(_ st: SafeTensors, path: String) throws {
+  public mutating func load(_ st: SafeTensors, path: String, stateKey: (String) -> String = { $0 }) throws {
+    // Every check reads the file under the keys the graph saves (`stateKey`) and names those keys: a file of the
+    // nodes' own names for a node with a `state` prefix does not fit.
     var problems: [String] = []
     let floats = names + buffers
-    let missing = floats.filter { st.tensors[$0] == nil }
+    let floatKeys = Set(floats.map(stateKey)), counterKeys = Set(counters.keys.map(stateKey))
+    let missing = floats.map(stateKey).filter { st.tensors[$0] == nil }
     if !missing.isEmpty { problems.append("missing tensors: \(missing.joined(separator: ", "))") }
-    let extra = (st.tensors.keys.filter { shapes[$0] == nil } + st.integers.keys.filter { counters[$0] == nil }).sorted()
+    let extra = (st.tensors.keys.filter { !floatKeys.contains($0) } + st.integers.keys.filter { !counterKeys.contains($0) }).sorted()
     if !extra.isEmpty { problems.append("unexpected tensors: \(extra.joined(separator: ", "))") }
-    for n in floats { if let t = st.tensors[n], t.shape != shapes[n]! { problems.append("'\(n)' has shape \(t.shape), the graph needs \(shapes[n]!)") } }
-    for (n, t) in st.integers where counters[n] != nil && t.data.count != 1 { problems.append("'\(n)' has shape \(t.shape), the graph needs a scalar") }
+    for n in floats { if let t = st.tensors[stateKey(n)], t.shape != shapes[n]! { problems.append("'\(stateKey(n))' has shape \(t.shape), the graph needs \(shapes[n]!)") } }
+    for n in counters.keys { if let t = st.integers[stateKey(n)], t.data.count != 1 { problems.append("'\(stateKey(n))' has shape \(t.shape), the graph needs a scalar") } }
     guard problems.isEmpty else { throw CheckpointError("\(path) does not fit this graph: " + problems.joined(separator: "; ")) }
     for n in floats {
-      if let i = st.tensors[n]!.data.firstIndex(where: { !$0.isFinite }) {
-        throw CheckpointError("\(path): '\(n)' holds \(st.tensors[n]!.data[i]) at element \(i); weights must be finite")
+      if let i = st.tensors[stateKey(n)]!.data.firstIndex(where: { !$0.isFinite }) {
+        throw CheckpointError("\(path): '\(stateKey(n))' holds \(st.tensors[stateKey(n)]!.data[i]) at element \(i); weights must be finite")
       }
     }
     for n in buffers where bufferDomains[n] == .nonNegative {
-      if let i = st.tensors[n]!.data.firstIndex(where: { $0 < 0 }) {
-        throw CheckpointError("\(path): '\(n)' holds \(st.tensors[n]!.data[i]) at element \(i); its op defines it as never negative (a variance)")
+      if let i = st.tensors[stateKey(n)]!.data.firstIndex(where: { $0 < 0 }) {
+        throw CheckpointError("\(path): '\(stateKey(n))' holds \(st.tensors[stateKey(n)]!.data[i]) at element \(i); its op defines it as never negative (a variance)")
       }
     }
-    for n in floats { values[n] = st.tensors[n]!.data }
-    for n in counters.keys { counters[n] = st.integers[n]?.data.first ?? 0 }
+    for n in floats { values[n] = st.tensors[stateKey(n)]!.data }
+    for n in counters.keys { counters[n] = st.integers[stateKey(n)]?.data.first ?? 0 }
   }
 }
 

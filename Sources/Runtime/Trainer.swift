@@ -210,7 +210,7 @@ public struct Trainer<B: Backend> {
     let encoder = EpochReport.historyEncoder()
     do {
       try run.save(step: optimizer.step, files: [
-        (RunDirectory.weightsFile, parameters.safeTensors(metadata: meta).serialized()),
+        (RunDirectory.weightsFile, parameters.safeTensors(metadata: meta, stateKey: graph.stateKey).serialized()),
         (RunDirectory.optimizerFile, st.serialized()),
         (RunDirectory.historyFile, Array(try encoder.encode(history))),
       ])
@@ -250,7 +250,7 @@ public struct Trainer<B: Backend> {
     let ws = try SafeTensors.read(from: w)
     let os = try SafeTensors.read(from: o)
     var parameters = self.parameters
-    try parameters.load(ws, path: w)
+    try parameters.load(ws, path: w, stateKey: graph.stateKey)
     // A resumed run keeps the normalisation it was trained with.
     if let n = try Normalization(metadata: ws.metadata) { options.normalization = n }
     guard let step = ws.metadata["cnnc.step"].flatMap(Int.init), step >= 0, os.metadata["cnnc.step"] == "\(step)" else {
@@ -389,7 +389,7 @@ public struct Trainer<B: Backend> {
       sinceBest = 0
       if options.primary {
         let meta = ["format": "pt", "cnnc.step": "\(optimizer.step)", "cnnc.epoch": "\(report.epoch)"].merging(options.normalization.metadata) { $1 }
-        try parameters.safeTensors(metadata: meta).write(to: bestPath)
+        try parameters.safeTensors(metadata: meta, stateKey: graph.stateKey).write(to: bestPath)
       }
       return false
     }

@@ -34,7 +34,7 @@ struct TrainedModel {
     shapes = try file.run { () throws(DiagnosticList) in try inferShapes(file.graph, batch: 1) }
     var parameters = Parameters(graph: file.graph, shapes: shapes, seed: 0)
     let (st, source) = try file.weights(weights)
-    try parameters.load(st, path: source)
+    try parameters.load(st, path: source, stateKey: file.graph.stateKey)
     self.parameters = parameters
     normalization = try Normalization(metadata: st.metadata) ?? .mnist
     weightsSource = source

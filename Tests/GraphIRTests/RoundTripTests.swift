@@ -12,6 +12,31 @@ import Testing
 
   @Test func thereAreExampleGraphs() { #expect(Self.graphs.count >= 7) }
 
+  /// Format 1.3: `state NODE "prefix"` gives a node's parameters and buffers PyTorch's dotted `state_dict` keys; it
+  /// prints and re-parses, and `stateKey` maps names to keys (others unchanged).
+  @Test func stateNamesParsePrintAndMapKeys() throws {
+    let g = try Parser.parse("""
+      input x: f32[N, 1, 8, 8]
+      input label: i32[N]
+      layer1_0_conv1 = conv2d(x, filters: 2, kernel: 3)
+      layer1_0_bn1 = batchnorm(layer1_0_conv1)
+      f = flatten(layer1_0_bn1)
+      fc = dense(f, units: 3)
+      loss = cross_entropy(fc, label)
+      state layer1_0_conv1 "layer1.0.conv1"
+      state layer1_0_bn1 "layer1.0.bn1"
+      output fc
+      minimize loss
+      """, defaultName: "s")
+    #expect(g.stateNames == ["layer1_0_conv1": "layer1.0.conv1", "layer1_0_bn1": "layer1.0.bn1"])
+    #expect(g.stateKey("layer1_0_conv1.weight") == "layer1.0.conv1.weight")
+    #expect(g.stateKey("layer1_0_bn1.num_batches_tracked") == "layer1.0.bn1.num_batches_tracked")
+    #expect(g.stateKey("fc.bias") == "fc.bias")
+    let printed = Printer.print(g)
+    #expect(printed.contains("state layer1_0_conv1 \"layer1.0.conv1\"\n"), "\(printed)")
+    #expect(try Parser.parse(printed, defaultName: "s") == g)
+  }
+
   /// Format 1.2: a minus sign before a digit makes a negative number; each attribute's range still rules.
   @Test func negativeNumbersParseAndRoundTrip() throws {
     let source = { (slope: String, padding: String) in """

@@ -175,5 +175,22 @@ struct RenameNotesTests {
     let m = try ONNXImport.translate(b.data(outputDims: [nil, 3]), path: "m.onnx")
     #expect(m.notes.isEmpty)
     #expect(m.renames.count == 1 && m.renames[0].contains("'layer1.0.conv1' is named 'layer1_0_conv1'"), "\(m.renames)")
+    // The weights keep PyTorch's key through a `state` statement (format 1.3), in the graph text too.
+    #expect(m.graph.stateNames == ["layer1_0_conv1": "layer1.0.conv1"])
+    #expect(m.tensors["layer1.0.conv1.weight"]?.data.count == 48 && m.tensors["layer1_0_conv1.weight"] == nil)
+    #expect(m.text.contains("state layer1_0_conv1 \"layer1.0.conv1\""))
+  }
+
+  /// An eval-mode export folds each batch norm into the conv before it (a bias the exporter made, `NAME.weight_bias`
+  /// from the default exporter): the import says once that the model then trains without batch norm.
+  @Test func batchNormFoldedByTheExporterIsNoted() throws {
+    var b = ONNXBuilder(inputDims: [1, 4, 4])
+    b.initializer("conv1.weight", dims: [3, 1, 4, 4], values: (0..<48).map { Float($0 % 7) * 0.1 })
+    b.initializer("conv1.weight_bias", dims: [3], values: [0.1, 0.2, 0.3])
+    b.node("Conv", ["input", "conv1.weight", "conv1.weight_bias"], "c")
+    b.node("Flatten", ["c"], "f")
+    let m = try ONNXImport.translate(b.data(outputDims: [nil, 3]), path: "m.onnx")
+    #expect(m.notes.count == 1 && m.notes[0].contains("1 convs have weights and biases the exporter computed") && m.notes[0].contains("TrainingMode.PRESERVE"),
+            "\(m.notes)")
   }
 }

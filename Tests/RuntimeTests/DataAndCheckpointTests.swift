@@ -93,6 +93,23 @@ import Testing
     #expect(Self.error { _ = try SafeTensors.parse(huge, path: "x") }.contains("exceeds the file"))
   }
 
+  /// A node with a `state` prefix saves and loads under PyTorch's dotted keys (counters too); a file under the
+  /// node's own names does not fit, and the error names the keys the graph wants.
+  @Test func stateNamesAreTheFileKeys() throws {
+    let g = try Parser.parse("input x: f32[N, 3]\nlayer1_0_bn = batchnorm(x)\nstate layer1_0_bn \"layer1.0.bn\"\noutput layer1_0_bn\n", defaultName: "bn")
+    var p = Parameters(graph: g, shapes: try inferShapes(g, batch: 2), seed: 1)
+    p.values["layer1_0_bn.running_mean"] = [0.5, -0.5, 0.25]
+    p.counters["layer1_0_bn.num_batches_tracked"] = 7
+    let st = p.safeTensors(metadata: [:], stateKey: g.stateKey)
+    #expect(Set(st.tensors.keys) == ["layer1.0.bn.weight", "layer1.0.bn.bias", "layer1.0.bn.running_mean", "layer1.0.bn.running_var"])
+    #expect(st.integers["layer1.0.bn.num_batches_tracked"]?.data == [7])
+    var q = Parameters(graph: g, shapes: try inferShapes(g, batch: 2), seed: 2)
+    try q.load(try SafeTensors.parse(st.serialized(), path: "w"), path: "w", stateKey: g.stateKey)
+    #expect(q.values == p.values && q.counters == p.counters)
+    let plain = p.safeTensors(metadata: [:])
+    #expect(Self.error { try q.load(plain, path: "w", stateKey: g.stateKey) }.contains("missing tensors: layer1.0.bn.weight"))
+  }
+
   /// Buffers and 0-d I64 counters (batch norm's `num_batches_tracked`) save and load under PyTorch's names.
   @Test func buffersAndCountersRoundTrip() throws {
     let g = try Parser.parse("input x: f32[N, 3]\nb = batchnorm(x)\noutput b\n", defaultName: "bn")

@@ -24,13 +24,18 @@ struct Import: ParsableCommand {
       let graphPath = output ?? stem + ".graph", weightsPath = weightsOut ?? stem + ".safetensors"
       // The weights must be what the graph's parameters and buffers are: names and shapes.
       let shapes = try inferShapes(imported.graph, batch: 1)
-      for name in imported.graph.parameterNames + imported.graph.bufferNames {
-        guard let t = imported.tensors[name] else { throw ONNXError("\(model): no initializer gives \(name)") }
-        guard t.shape == shapes[name]!.dims else { throw ONNXError("\(model): \(name) is \(t.shape) in the model; the graph needs \(shapes[name]!.dims)") }
+      let g = imported.graph
+      for name in g.parameterNames + g.bufferNames {
+        let key = g.stateKey(name)
+        guard let t = imported.tensors[key] else { throw ONNXError("\(model): no initializer gives \(key)") }
+        guard t.shape == shapes[name]!.dims else { throw ONNXError("\(model): \(key) is \(t.shape) in the model; the graph needs \(shapes[name]!.dims)") }
       }
       try checkOutputFile(weightsPath)
       try writeAtomically(Array(imported.text.utf8), to: graphPath)
-      try SafeTensors(tensors: imported.tensors).write(to: weightsPath)
+      // A whole `state_dict`: the step counters (batch norm's `num_batches_tracked`) start at 0, as in a fresh module.
+      var weights = SafeTensors(tensors: imported.tensors)
+      for c in g.counterNames { weights.integers[g.stateKey(c)] = ([], [0]) }
+      try weights.write(to: weightsPath)
       let count = imported.tensors.values.reduce(0) { $0 + $1.data.count }
       print("wrote \(graphPath) (\(imported.graph.nodes.count) statements) and \(weightsPath) (\(imported.tensors.count) tensors, \(count) values)")
       for note in imported.notes + (modelOptions.verbose ? imported.renames : []) { print("note: \(note)") }

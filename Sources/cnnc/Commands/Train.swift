@@ -141,7 +141,7 @@ struct Train: ParsableCommand {
       let (trainSet, testSet) = try loadData(dir, f.graph, shapes)
       var params = Parameters(graph: f.graph, shapes: shapes, seed: seed)
       // An imported model starts from its own weights.
-      if let w = f.initializers { try params.load(w, path: f.path) }
+      if let w = f.initializers { try params.load(w, path: f.path, stateKey: f.graph.stateKey) }
       // The run directory keeps the graph it trained, so reports and evaluation need nothing else.
       // One run per directory: the lock lives as long as this process, and what killed runs left is removed.
       if !quiet { lock = try claimRunDirectory(outDir) }
