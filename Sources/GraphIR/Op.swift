@@ -129,6 +129,8 @@ public enum Op: Equatable, Hashable, Sendable {
   /// (x1, x2, ...): joined along the channels.
   case concat(count: Int)
   case mul
+  case chunk(chunks: Int, index: Int)
+  case channelShuffle(groups: Int)
 
   /// (dy, weight, x): gradient w.r.t. the conv input; x gives only the shape.
   case conv2dGradInput(Conv2DAttrs)
@@ -178,6 +180,10 @@ public enum Op: Equatable, Hashable, Sendable {
   case concatGrad(part: Int)
   /// (dy, other, x): dy times the other operand of a `mul`, summed over each plane when x is a gate.
   case mulGrad
+  /// (dy, x): dy in its chunk's channels, zeros elsewhere; x gives only the shape.
+  case chunkGrad(chunks: Int, index: Int)
+  /// (dy): the inverse channel permutation.
+  case channelShuffleGrad(groups: Int)
   /// (dy, x, mean, var, weight): gradient w.r.t. a batchnorm's input, through the batch statistics.
   case batchNormGradInput(BatchNormAttrs)
   /// (dy, x, mean, var): the same without a weight (`affine: false`).
@@ -225,6 +231,10 @@ public enum Op: Equatable, Hashable, Sendable {
     case .mul: MulOp()
     case .concatGrad(let part): ConcatGradOp(part: part)
     case .mulGrad: MulGradOp()
+    case .chunk(let chunks, let index): ChunkOp(chunks: chunks, index: index)
+    case .channelShuffle(let groups): ChannelShuffleOp(groups: groups)
+    case .chunkGrad(let chunks, let index): ChunkGradOp(chunks: chunks, index: index)
+    case .channelShuffleGrad(let groups): ChannelShuffleGradOp(groups: groups)
     case .clipGrad(let lo, let hi): ClipGradOp(min: lo, max: hi)
     case .hardSigmoidGrad: HardSigmoidGradOp()
     case .hardSwishGrad: HardSwishGradOp()
@@ -262,11 +272,11 @@ public enum Op: Equatable, Hashable, Sendable {
   public static let definitions: [any OpDefinition.Type] = [
     Conv2DOp.self, ReLUOp.self, MaxPoolOp.self, AvgPoolOp.self, FlattenOp.self, DenseOp.self, DropoutOp.self,
     SoftmaxOp.self, CrossEntropyOp.self, AddOp.self, GlobalAvgPoolOp.self, LeakyReLUOp.self, SigmoidOp.self, TanhOp.self,
-    BatchNormOp.self, ClipOp.self, HardSigmoidOp.self, HardSwishOp.self, SiLUOp.self, ConcatOp.self, MulOp.self, Conv2DGradInputOp.self, Conv2DGradWeightOp.self, Conv2DGradBiasOp.self, ReLUGradOp.self, MaxPoolGradOp.self,
+    BatchNormOp.self, ClipOp.self, HardSigmoidOp.self, HardSwishOp.self, SiLUOp.self, ConcatOp.self, MulOp.self, ChunkOp.self, ChannelShuffleOp.self, Conv2DGradInputOp.self, Conv2DGradWeightOp.self, Conv2DGradBiasOp.self, ReLUGradOp.self, MaxPoolGradOp.self,
     AvgPoolGradOp.self, FlattenGradOp.self, DenseGradInputOp.self, DenseGradWeightOp.self, DenseGradBiasOp.self,
     DropoutGradOp.self, SoftmaxGradOp.self, CrossEntropyGradOp.self, GlobalAvgPoolGradOp.self, LeakyReLUGradOp.self,
     SigmoidGradOp.self, TanhGradOp.self, BatchNormGradInputOp.self, BatchNormGradInputUnscaledOp.self, BatchNormGradWeightOp.self,
-    BatchNormGradBiasOp.self, ClipGradOp.self, HardSigmoidGradOp.self, HardSwishGradOp.self, SiLUGradOp.self, ConcatGradOp.self, MulGradOp.self,
+    BatchNormGradBiasOp.self, ClipGradOp.self, HardSigmoidGradOp.self, HardSwishGradOp.self, SiLUGradOp.self, ConcatGradOp.self, MulGradOp.self, ChunkGradOp.self, ChannelShuffleGradOp.self,
     Conv2DReLUOp.self, Conv2DReLUMaxPoolOp.self, DenseReLUOp.self, ReLUMaxPoolGradOp.self, BatchNormFoldOp.self,
   ]
 

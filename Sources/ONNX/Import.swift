@@ -32,12 +32,13 @@ public enum ONNXImport {
   public static let maxFileBytes = 1 << 30
   /// The ONNX op types the import maps to `.graph` ops.
   public static let supported = ["Conv", "Relu", "LeakyRelu", "Sigmoid", "Tanh", "Clip", "HardSigmoid (alpha 1/6, beta 1/2)", "HardSwish",
-                                 "Mul (of two activations, one may be a [N, C, 1, 1] gate; x times Sigmoid(x) is SiLU)", "Concat (of activations, over channels)", "MaxPool", "AveragePool", "GlobalAveragePool",
+                                 "Mul (of two activations, one may be a [N, C, 1, 1] gate; x times Sigmoid(x) is SiLU)", "Concat (of activations, over channels)", "Split (of channels into equal parts)",
+                                 "Reshape to [N, groups, C / groups, H, W], Transpose [0, 2, 1, 3, 4], Reshape back (a channel shuffle)", "MaxPool", "AveragePool", "GlobalAveragePool",
                                  "Flatten", "Reshape", "ReduceMean (over H and W)", "Gemm", "MatMul", "Add", "BatchNormalization", "Dropout", "Identity",
-                                 "Softmax", "LogSoftmax", "Constant", "Shape, Gather, Unsqueeze, Concat, Cast, Slice, Squeeze (computing a Reshape's shape)"]
+                                 "Softmax", "LogSoftmax", "Constant", "Shape, Gather, Unsqueeze, Concat, Cast, Slice, Squeeze, Div (computing a Reshape's shape)"]
   /// Ops that compute shapes (`x.view(x.size(0), -1)` exports Shape, Gather, Unsqueeze, Concat, Reshape): kept
   /// out of the graph, their values allowed only as a Reshape's target shape.
-  static let shapeOps: Set = ["Shape", "Gather", "Unsqueeze", "Concat", "Constant", "Cast", "Slice", "Squeeze"]
+  static let shapeOps: Set = ["Shape", "Gather", "Unsqueeze", "Concat", "Constant", "Cast", "Slice", "Squeeze", "Div"]
 
   /// Reads and translates the model at `path`.
   public static func read(_ path: String) throws -> ImportedModel {
@@ -99,6 +100,12 @@ struct Translator {
   var output = ""
   /// ONNX values that hold shapes, not activations (outputs of `ONNXImport.shapeOps`).
   var shapeValues = Set<String>()
+  /// Concats computing a shape (a Reshape's target): their inputs, one element each.
+  var shapeLists: [String: [String]] = [:]
+  /// Reshapes of an activation to [N, groups, C / groups, H, W] awaiting the Transpose of a channel shuffle.
+  var views: [String: (x: String, groups: Int)] = [:]
+  /// Such views transposed, awaiting the Reshape back that makes them a `channel_shuffle`.
+  var transposed: [String: (x: String, groups: Int)] = [:]
   /// Sigmoid outputs: the statement that defines each and the ONNX value it is the sigmoid of (a Mul of the two is SiLU).
   var sigmoids: [String: (statement: Int, input: String)] = [:]
   /// How many nodes read each ONNX value (and 1 more for the graph's output).
@@ -318,6 +325,13 @@ struct Translator {
     case "Flatten":
       guard (int(node, "axis") ?? 1) == 1 else { throw fail(node, "axis \(int(node, "axis")!): cnnc flattens everything after the batch (axis 1)") }
       define(node, layerName(node, weight: nil), "flatten(\(try operand(node, 0)))")
+    case "Reshape" where try channelShuffle(node): break
+    case "Transpose":
+      guard let v = views[node.input[0]], ints(node, "perm") == [0, 2, 1, 3, 4] else {
+        throw fail(node, "cnnc takes Transpose only in a channel shuffle (perm [0, 2, 1, 3, 4] of a Reshape to [N, groups, C / groups, H, W])")
+      }
+      transposed[node.output[0]] = v
+    case "Split": try split(node)
     case "Reshape":
       // To [N, features]: a constant shape is checked; a computed one (x.view(x.size(0), -1)) is taken as that, and
       // shape inference checks the layers after it.
@@ -369,6 +383,7 @@ struct Translator {
         !v.isEmpty && values[v] != nil && !(node.opType == "Shape" && i == 0)
       }
       if fromActivations { throw fail(node, "computes on activations; cnnc takes \(node.opType) only in the shape computation of a Reshape") }
+      if node.opType == "Concat" { shapeLists[node.output[0]] = node.input }
       shapeValues.formUnion(node.output)
       return true
     }
@@ -422,6 +437,53 @@ struct Translator {
     if groups != 1 { attrs.append("groups: \(groups)") }
     if dilation != 1 { attrs.append("dilation: \(dilation)") }
     define(node, name, "conv2d(\(x), \(attrs.joined(separator: ", ")))")
+  }
+
+  /// Takes a Reshape of a channel shuffle (true): to [N, groups, C / groups, H, W] (a constant target, or one
+  /// computed from shapes with constant groups), or back to 4-D after the Transpose, which makes `channel_shuffle`.
+  mutating func channelShuffle(_ node: Onnx_NodeProto) throws -> Bool {
+    guard node.input.count > 1 else { return false }
+    let target = node.input[1]
+    // The target's length and element i, where constant.
+    func element(_ i: Int) -> Int? {
+      if let t = initializers[target] { let s = int64s(t); return i < s.count ? s[i] : nil }
+      guard let parts = shapeLists[target], i < parts.count, let t = initializers[parts[i]], int64s(t).count == 1 else { return nil }
+      return int64s(t)[0]
+    }
+    let length = initializers[target].map { int64s($0).count } ?? shapeLists[target]?.count
+    if let t = transposed[node.input[0]] {
+      guard length == 4 else { throw fail(node, "after a channel shuffle's Transpose, cnnc takes only the Reshape back to [N, C, H, W]") }
+      define(node, layerName(node, weight: nil), "channel_shuffle(\(t.x), groups: \(t.groups))")
+      return true
+    }
+    guard length == 5, values[node.input[0]] != nil else { return false }
+    guard let groups = element(1), groups > 0 else {
+      throw fail(node, "reshape to 5-D: cnnc takes it only as a channel shuffle's [N, groups, C / groups, H, W] with constant groups")
+    }
+    views[node.output[0]] = (try operand(node, 0), groups)
+    return true
+  }
+
+  /// Channels split into equal parts (`x.chunk(k, 1)`): one `chunk` per output.
+  mutating func split(_ node: Onnx_NodeProto) throws {
+    let x = try operand(node, 0)
+    guard (int(node, "axis") ?? 0) == 1 else { throw fail(node, "axis \(int(node, "axis") ?? 0): cnnc splits channels (axis 1) only") }
+    let parts = node.output.count
+    var sizes = ints(node, "split")
+    if node.input.count > 1, !node.input[1].isEmpty {
+      guard let t = initializers[node.input[1]] else { throw fail(node, "the split sizes must be a constant") }
+      sizes = int64s(t)
+    }
+    if let sizes, sizes.count != parts || Set(sizes).count != 1 {
+      throw fail(node, "split sizes \(sizes): cnnc splits channels into equal parts")
+    }
+    if let k = int(node, "num_outputs"), k != parts { throw fail(node, "num_outputs \(k) for \(parts) outputs") }
+    let base = layerName(node, weight: nil)
+    for (i, out) in node.output.enumerated() where !out.isEmpty {
+      let name = fresh("\(base)_\(i)")
+      statements.append("\(name) = chunk(\(x), chunks: \(parts), index: \(i))")
+      values[out] = name
+    }
   }
 
   /// Clip between constant bounds (ReLU6 is Clip(0, 6)): attributes before opset 11, initializer inputs from it.

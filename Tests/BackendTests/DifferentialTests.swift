@@ -131,7 +131,8 @@ import Testing
     """
 
   /// EfficientNet's squeeze-excitation (SiLU, a depthwise conv, a sigmoid gate multiplied in), SqueezeNet's fire
-  /// module (a concat of two expands) and DenseNet's batch norm after a concat, which no conv takes in.
+  /// module (a concat of two expands), ShuffleNet's chunk and channel shuffle, and DenseNet's batch norm after a
+  /// concat, which no conv takes in.
   static let zooBlocks = """
     input x: f32[N, 3, 12, 12]
     input y: i32[N]
@@ -153,7 +154,9 @@ import Testing
     e1r = relu(e1)
     e3 = conv2d(sqr, filters: 6, kernel: 3, padding: 1)
     e3r = relu(e3)
-    fire = concat(e1r, e3r, se)
+    half = chunk(se, chunks: 2, index: 1)
+    shuf = channel_shuffle(se, groups: 2)
+    fire = concat(e1r, e3r, shuf, half)
     bn = batchnorm(fire)
     br = relu(bn)
     p = avgpool(br, size: 2, stride: 2)

@@ -1,6 +1,9 @@
 import FileSystem
 import Foundation
+import GraphIR
 import ONNX
+import Passes
+import Runtime
 import Testing
 
 /// Models an exporter could write but cnnc cannot take as they are, and external data that is not what it claims:
@@ -179,6 +182,40 @@ struct RenameNotesTests {
     #expect(m.graph.stateNames == ["layer1_0_conv1": "layer1.0.conv1"])
     #expect(m.tensors["layer1.0.conv1.weight"]?.data.count == 48 && m.tensors["layer1_0_conv1.weight"] == nil)
     #expect(m.text.contains("state layer1_0_conv1 \"layer1.0.conv1\""))
+  }
+
+  /// ShuffleNetV2 as the default exporter writes it: Split of the channels into equal parts, and the channel shuffle
+  /// as Reshape to [N, 2, C/2, H, W], Transpose [0, 2, 1, 3, 4] and Reshape back; it runs as the reference does.
+  @Test func channelSplitAndShuffleImport() throws {
+    var b = ONNXBuilder(inputDims: [4, 3, 3])
+    b.int64Initializer("halves", [2, 2])
+    b.node("Split", ["input", "halves"], outputs: ["left", "right"], [("axis", .int(1))])
+    b.node("Relu", ["right"], "r")
+    b.node("Concat", ["left", "r"], "cat", [("axis", .int(1))])
+    b.int64Initializer("view", [-1, 2, 2, 3, 3])
+    b.node("Reshape", ["cat", "view"], "v")
+    b.node("Transpose", ["v"], "t", [("perm", .ints([0, 2, 1, 3, 4]))])
+    b.int64Initializer("back", [-1, 4, 3, 3])
+    b.node("Reshape", ["t", "back"], "s")
+    b.node("Flatten", ["s"], "f")
+    let m = try ONNXImport.translate(b.data(outputDims: [nil, 36]), path: "m.onnx")
+    #expect(m.graph.nodes.map(\.op.spelling).filter { ["chunk", "channel_shuffle"].contains($0) } == ["chunk", "chunk", "channel_shuffle"], "\(m.text)")
+    // Input channels 0..3 -> split [0, 1], relu([2, 3]) -> concat [0, 1, 2', 3'] -> shuffle [0, 2', 1, 3'].
+    let x: [Float] = (0..<36).map { (i: Int) -> Float in Float(i % 9) - 4 + Float(i / 9) * 0.5 }
+    let g = prunedToOutput(m.graph), shapes = try inferShapes(g, batch: 1)
+    let out = try Interpreter<Float>(graph: g, shapes: shapes).run(inputs: ["image": .f32(Tensor(shape: [1, 4, 3, 3], data: x)), "label": .i32(shape: [1], data: [0])],
+                                                                   parameters: [:], context: ReferenceContext(training: false))[g.output!]!.tensor!.data
+    let relu: [Float] = x.map { max($0, 0) }
+    var expected: [Float] = Array(x[0..<9])
+    expected += relu[18..<27]
+    expected += x[9..<18]
+    expected += relu[27..<36]
+    #expect(out == expected)
+    // A Transpose anywhere else is refused by name.
+    var bad = ONNXBuilder(inputDims: [4, 3, 3])
+    bad.node("Transpose", ["input"], "t", [("perm", .ints([0, 1, 3, 2]))])
+    bad.node("Flatten", ["t"], "f")
+    #expect { _ = try ONNXImport.translate(bad.data(outputDims: [nil, 36]), path: "bad.onnx") } throws: { "\($0)".contains("Transpose only in a channel shuffle") }
   }
 
   /// An eval-mode export folds each batch norm into the conv before it (a bias the exporter made, `NAME.weight_bias`

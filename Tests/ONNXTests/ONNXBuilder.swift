@@ -82,9 +82,15 @@ struct ONNXBuilder {
 
   /// Adds a node; its output is named `output` and becomes the graph's output.
   mutating func node(_ op: String, _ inputs: [String], _ output: String, _ attributes: [(String, Attribute)] = []) {
+    node(op, inputs, outputs: [output], attributes)
+  }
+
+  /// Adds a node with several outputs (Split); the first becomes the graph's output.
+  mutating func node(_ op: String, _ inputs: [String], outputs: [String], _ attributes: [(String, Attribute)] = []) {
+    let output = outputs[0]
     var n = Message()
     for i in inputs { n.string(1, i) }
-    n.string(2, output)
+    for o in outputs { n.string(2, o) }
     n.string(3, "/\(output)/\(op)")
     n.string(4, op)
     for (k, v) in attributes { n.message(5, Self.attribute(k, v)) }

@@ -148,6 +148,23 @@ import Testing
       output o
       minimize loss
       """),
+    ("v1.3-chunk-and-channel-shuffle", """
+      input x: f32[N, 4, 5, 4]
+      input y: i32[N]
+      c1 = conv2d(x, filters: 6, kernel: 3, padding: 1)
+      a = chunk(c1, chunks: 2, index: 0)
+      b = chunk(c1, chunks: 2, index: 1)
+      t = tanh(b)
+      j = concat(a, t)
+      s = channel_shuffle(j, groups: 2)
+      c2 = conv2d(s, filters: 3, kernel: 3, stride: 2)
+      s3 = channel_shuffle(c2, groups: 3)
+      f = flatten(s3)
+      o = dense(f, units: 3)
+      loss = cross_entropy(o, y)
+      output o
+      minimize loss
+      """),
   ]
 
   @Test(arguments: graphs.map(\.0)) func numericalGradientsMatch(_ name: String) throws {

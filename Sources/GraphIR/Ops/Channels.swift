@@ -107,7 +107,7 @@ public struct MulGradOp: BackwardOp {
 }
 
 /// Shape rules of the channel ops.
-enum Channels {
+public enum Channels {
   /// Operands of one rank (2 or more) and dtype f32, equal but in the channels: the channels summed.
   static func concatType(_ op: String, _ x: [TensorType]) throws(ShapeError) -> TensorType {
     let first = x[0]
@@ -133,5 +133,133 @@ enum Channels {
     if gates(b, a) { return a }
     if gates(a, b) { return b }
     throw ShapeError("\(op) needs operands of one shape, or [N, C, H, W] and a [N, C, 1, 1] gate, got \(a) and \(b)", operand: 1)
+  }
+}
+
+/// `chunk(x, chunks, index)`: the `index`-th of `chunks` equal parts of the channels (`x.chunk(chunks, 1)[index]`,
+/// ShuffleNet's split); the gradient puts dy back in its channels, zeros elsewhere.
+public struct ChunkOp: ForwardOp {
+  public var chunks: Int
+  public var index: Int
+  public init(chunks: Int, index: Int) {
+    self.chunks = chunks
+    self.index = index
+  }
+  static let attrs = [AttrSpec("chunks", .int, required: true), AttrSpec("index", .int, required: true)]
+  /// The attributes, checked: an index among the chunks.
+  static func parts(_ a: Attributes) throws(AttrError) -> (chunks: Int, index: Int) {
+    let chunks = try a.int("chunks", min: 1), index = try a.int("index", min: 0)
+    guard index < chunks else { throw AttrError(attribute: "index", message: "'index' must be below 'chunks' (\(chunks)), got \(index)") }
+    return (chunks, index)
+  }
+  public static let syntax = OpSyntax("chunk", operands: ["x"], attrs: attrs) { a throws(AttrError) in
+    let p = try parts(a)
+    return .chunk(chunks: p.chunks, index: p.index)
+  }
+  public var printedAttributes: [(String, String)] { [("chunks", "\(chunks)"), ("index", "\(index)")] }
+  /// Opset 17's Split and Slice name channel counts, which depend on the input's shape and not on the op alone.
+  public var onnx: ONNXForm { .none(reason: "its ONNX form (Split or Slice) names channel counts, which depend on the input's shape; exporting it is not supported yet") }
+  public func resultType(_ x: [TensorType]) throws(ShapeError) -> TensorType { try Channels.chunkType(spelling, chunks, x[0]) }
+  public func gradient(_ node: Node, dy: String, wants: [Bool], _ b: inout GradientBuilder) -> [String?] {
+    [wants[0] ? b.emit("\(node.args[0])_grad", .chunkGrad(chunks: chunks, index: index), [dy, node.args[0]]) : nil]
+  }
+  public func reference<T: Real>(_ x: Operands<T>, _ ctx: ReferenceContext) throws(EvaluationError) -> [Tensor<T>] {
+    let t = try x.f32(0)
+    let n = t.shape[0], total = t.data.count / n, block = total / chunks
+    var y = Tensor<T>(zeros: [n, t.shape[1] / chunks] + t.shape.dropFirst(2))
+    for b in 0..<n { for i in 0..<block { y.data[b * block + i] = t.data[b * total + index * block + i] } }
+    return [y]
+  }
+}
+
+/// `chunk_grad(dy, x, chunks, index)`: dy in the channels of chunk `index`, zeros elsewhere; x gives only the shape.
+public struct ChunkGradOp: BackwardOp {
+  public var chunks: Int
+  public var index: Int
+  public init(chunks: Int, index: Int) {
+    self.chunks = chunks
+    self.index = index
+  }
+  public static let syntax = OpSyntax("chunk_grad", operands: ["dy", "x"], attrs: ChunkOp.attrs) { a throws(AttrError) in
+    let p = try ChunkOp.parts(a)
+    return .chunkGrad(chunks: p.chunks, index: p.index)
+  }
+  public var printedAttributes: [(String, String)] { [("chunks", "\(chunks)"), ("index", "\(index)")] }
+  public func resultType(_ x: [TensorType]) throws(ShapeError) -> TensorType {
+    guard try Channels.chunkType("chunk_grad", chunks, x[1]) == x[0] else { throw ShapeError("chunk_grad: dy \(x[0]) is not a chunk of \(x[1])") }
+    return x[1]
+  }
+  public func reference<T: Real>(_ x: Operands<T>, _ ctx: ReferenceContext) throws(EvaluationError) -> [Tensor<T>] {
+    let dy = try x.f32(0), shape = try x.f32(1).shape
+    let n = shape[0], block = dy.data.count / n, total = block * chunks
+    var dx = Tensor<T>(zeros: shape)
+    for b in 0..<n { for i in 0..<block { dx.data[b * total + index * block + i] = dy.data[b * block + i] } }
+    return [dx]
+  }
+}
+
+/// `channel_shuffle(x, groups)`: the channels as a [groups, C / groups] matrix, transposed (ShuffleNet's shuffle:
+/// output channel j * groups + i is input channel i * (C / groups) + j); the gradient is the inverse permutation.
+public struct ChannelShuffleOp: ForwardOp {
+  public var groups: Int
+  public init(groups: Int) { self.groups = groups }
+  static let attrs = [AttrSpec("groups", .int, required: true)]
+  public static let syntax = OpSyntax("channel_shuffle", operands: ["x"], attrs: attrs) { a throws(AttrError) in .channelShuffle(groups: try a.int("groups", min: 1)) }
+  public var printedAttributes: [(String, String)] { [("groups", "\(groups)")] }
+  /// Its ONNX form, Reshape to 5-D, Transpose and Reshape back, names the input's channels and spatial size.
+  public var onnx: ONNXForm { .none(reason: "its ONNX form (Reshape, Transpose, Reshape) names the input's spatial size; exporting it is not supported yet") }
+  public func resultType(_ x: [TensorType]) throws(ShapeError) -> TensorType { try Channels.shuffleType(spelling, groups, x[0]) }
+  public func gradient(_ node: Node, dy: String, wants: [Bool], _ b: inout GradientBuilder) -> [String?] {
+    [wants[0] ? b.emit("\(node.args[0])_grad", .channelShuffleGrad(groups: groups), [dy]) : nil]
+  }
+  public func reference<T: Real>(_ x: Operands<T>, _ ctx: ReferenceContext) throws(EvaluationError) -> [Tensor<T>] {
+    [Channels.shuffle(try x.f32(0), groups: groups, inverse: false)]
+  }
+}
+
+/// `channel_shuffle_grad(dy, groups)`: dy's channels put back where `channel_shuffle` took them from.
+public struct ChannelShuffleGradOp: BackwardOp {
+  public var groups: Int
+  public init(groups: Int) { self.groups = groups }
+  public static let syntax = OpSyntax("channel_shuffle_grad", operands: ["dy"], attrs: ChannelShuffleOp.attrs) { a throws(AttrError) in
+    .channelShuffleGrad(groups: try a.int("groups", min: 1))
+  }
+  public var printedAttributes: [(String, String)] { [("groups", "\(groups)")] }
+  public func resultType(_ x: [TensorType]) throws(ShapeError) -> TensorType { try Channels.shuffleType(spelling, groups, x[0]) }
+  public func reference<T: Real>(_ x: Operands<T>, _ ctx: ReferenceContext) throws(EvaluationError) -> [Tensor<T>] {
+    [Channels.shuffle(try x.f32(0), groups: groups, inverse: true)]
+  }
+}
+
+extension Channels {
+  /// A tensor of rank 2 or more whose channels `chunks` divides: the channels of one chunk.
+  static func chunkType(_ op: String, _ chunks: Int, _ x: TensorType) throws(ShapeError) -> TensorType {
+    guard x.dtype == .f32, x.dims.count >= 2 else { throw ShapeError("\(op) splits channels (axis 1) of an f32 tensor, got \(x)") }
+    guard x.dims[1] % chunks == 0 else { throw ShapeError("\(op) needs channels divisible by \(chunks) chunks, got \(x)") }
+    return try checkedType(op, [x.dims[0], x.dims[1] / chunks] + x.dims.dropFirst(2))
+  }
+
+  /// A tensor of rank 2 or more whose channels `groups` divides: the same type.
+  static func shuffleType(_ op: String, _ groups: Int, _ x: TensorType) throws(ShapeError) -> TensorType {
+    guard x.dtype == .f32, x.dims.count >= 2 else { throw ShapeError("\(op) shuffles channels (axis 1) of an f32 tensor, got \(x)") }
+    guard x.dims[1] % groups == 0 else { throw ShapeError("\(op) needs channels divisible by \(groups) groups, got \(x)") }
+    return x
+  }
+
+  /// Input channel of output channel `c` of a shuffle of `channels` in `groups` (or of its inverse).
+  public static func shuffledSource(_ c: Int, channels: Int, groups: Int, inverse: Bool) -> Int {
+    let (rows, cols) = inverse ? (channels / groups, groups) : (groups, channels / groups)
+    // Output c = j * rows + i reads input i * cols + j.
+    return (c % rows) * cols + c / rows
+  }
+
+  static func shuffle<T: Real>(_ x: Tensor<T>, groups: Int, inverse: Bool) -> Tensor<T> {
+    let n = x.shape[0], c = x.shape[1], plane = x.data.count / (n * c)
+    var y = Tensor<T>(zeros: x.shape)
+    for b in 0..<n { for o in 0..<c {
+      let s = shuffledSource(o, channels: c, groups: groups, inverse: inverse)
+      for i in 0..<plane { y.data[(b * c + o) * plane + i] = x.data[(b * c + s) * plane + i] }
+    } }
+    return y
   }
 }

@@ -73,3 +73,44 @@ extension MulGradOp: Lowerable {
     })
   }
 }
+
+extension ChunkOp: Lowerable {
+  func lower(_ n: Node, _ e: inout Emitter) {
+    let xd = e.dims(n.args[0]), total = xd.dropFirst().reduce(1, *), block = total / chunks
+    let copy = e.copyBlocks(images: xd[0], block: block, from: e.at(n.args[0]), index * block, stride: total, to: e.at(n.name), 0, stride: block)
+    e.body.append(copy)
+  }
+}
+
+extension ChunkGradOp: Lowerable {
+  func lower(_ n: Node, _ e: inout Emitter) {
+    let xd = e.dims(n.args[1]), total = xd.dropFirst().reduce(1, *), block = total / chunks, dx = e.at(n.name)
+    e.body.append(e.zero(dx))
+    let copy = e.copyBlocks(images: xd[0], block: block, from: e.at(n.args[0]), 0, stride: block, to: dx, index * block, stride: total)
+    e.body.append(copy)
+  }
+}
+
+extension Emitter {
+  /// Each output plane copied from its shuffled source plane (`Channels.shuffledSource`), one image at a time.
+  mutating func shuffleChannels(_ n: Node, groups: Int, inverse: Bool) {
+    let xd = dims(n.args[0]), x = at(n.args[0]), y = at(n.name)
+    let c = xd[1], plane = xd.dropFirst(2).reduce(1, *)
+    body.append(loop("b", xd[0]) { e, b in
+      (0..<c).map { o in
+        let s = Channels.shuffledSource(o, channels: c, groups: groups, inverse: inverse)
+        return e.loop("i", plane) { _, i in
+          [.store(y.base, .c(y.offset) + b * (c * plane) + .c(o * plane) + i, .load(x.base, .c(x.offset) + b * (c * plane) + .c(s * plane) + i))]
+        }
+      }
+    })
+  }
+}
+
+extension ChannelShuffleOp: Lowerable {
+  func lower(_ n: Node, _ e: inout Emitter) { e.shuffleChannels(n, groups: groups, inverse: false) }
+}
+
+extension ChannelShuffleGradOp: Lowerable {
+  func lower(_ n: Node, _ e: inout Emitter) { e.shuffleChannels(n, groups: groups, inverse: true) }
+}
