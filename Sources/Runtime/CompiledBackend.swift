@@ -138,12 +138,14 @@ public final class CompiledBackend<C: ProgramCompiler>: Backend {
   }
 
   /// The step's buffers: parameters and buffers, Adam's moments, one gradient block per shard, one arena per
-  /// local shard (as large as the largest program's), after checking they fit in memory.
+  /// local shard (as large as the largest program's), after checking they fit in memory. A set without a train
+  /// step (inference only) gets no moments or gradients: they would triple a large model's resident memory.
   static func buffers(_ set: ProgramSet, shards: Int, localShards local: Int, what: String) throws
     -> (params: FloatBuffer, m: FloatBuffer, v: FloatBuffer, grads: FloatBuffer, arenas: [FloatBuffer]) {
     let floats = set.step.parameterFloats, arena = set.programs.map(\.arenaFloats).max() ?? 16
-    try checkMemory(bytes: 4 * (floats * (3 + shards) + set.step.bufferFloats + arena * local), what: what)
-    return (FloatBuffer(floats + set.step.bufferFloats), FloatBuffer(floats), FloatBuffer(floats), FloatBuffer(floats * shards),
+    let trained = set.step.loss == nil ? 0 : floats
+    try checkMemory(bytes: 4 * (floats + trained * (2 + shards) + set.step.bufferFloats + arena * local), what: what)
+    return (FloatBuffer(floats + set.step.bufferFloats), FloatBuffer(trained), FloatBuffer(trained), FloatBuffer(trained * shards),
             (0..<local).map { _ in FloatBuffer(arena) })
   }
 
@@ -191,7 +193,8 @@ public final class CompiledBackend<C: ProgramCompiler>: Backend {
 
   public func load(_ parameters: Parameters, _ optimizer: Optimizer) throws {
     try copyIn(parameters)
-    for p in train.parameters {
+    // An inference-only back end has no optimiser state to load.
+    for p in train.parameters where train.loss != nil {
       let count = p.shape.reduce(1, *)
       for (buffer, key) in [(m, optimizer.kind == .adam ? "m" : "momentum"), (v, "v")] {
         let state = optimizer.state["\(key).\(p.name)"] ?? [Float](repeating: 0, count: count)
@@ -230,7 +233,8 @@ public final class CompiledBackend<C: ProgramCompiler>: Backend {
 
   /// The gradients the last train step computed (averaged over shards), by parameter name.
   public func gradients() -> [String: [Float]] {
-    Dictionary(uniqueKeysWithValues: train.parameters.map { p in
+    guard train.loss != nil else { return [:] }
+    return Dictionary(uniqueKeysWithValues: train.parameters.map { p in
       (p.name, Array(UnsafeBufferPointer(start: gradient(0).advanced(by: p.offset), count: p.shape.reduce(1, *))))
     })
   }
