@@ -2,7 +2,7 @@
 (the TorchScript exporter at opset 17, and the default one, opset 18 with its weights in a .data file; batch
 dimension dynamic), with their logits on fixed inputs beside them so the tests can compare. Needs onnxscript.
 
-usage: export_fixtures.py OUT_DIR
+usage: export_fixtures.py OUT_DIR [NAME ...]   (by default every fixture)
 """
 import json
 import sys
@@ -45,8 +45,37 @@ class BNNet(nn.Module):
         return F.log_softmax(self.fc(self.drop(torch.flatten(y, 1))), dim=1)
 
 
+class ZooBlocks(nn.Module):
+    """The torchvision blocks of format 1.3 in one small network, with torchvision-style dotted names: a stem
+    conv + batch norm + ReLU6, a 5x5 depthwise conv, hard-swish, a squeeze-excitation gate (hard-sigmoid),
+    SiLU, a SqueezeNet-style concat of two expands, ShuffleNet's chunk and channel shuffle, and a padded
+    ceil-mode max pool."""
+
+    def __init__(self):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Sequential(nn.Conv2d(3, 8, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU6()),
+            nn.Conv2d(8, 8, 5, padding=2, groups=8))
+        self.se = nn.Sequential(nn.Conv2d(8, 4, 1), nn.ReLU(), nn.Conv2d(4, 8, 1), nn.Hardsigmoid())
+        self.expand1, self.expand3 = nn.Conv2d(8, 4, 1), nn.Conv2d(8, 4, 3, padding=1)
+        self.fc = nn.Linear(8 * 5 * 5, 5)
+
+    def forward(self, x):
+        x = F.hardswish(self.features(x))
+        x = F.silu(x * self.se(F.adaptive_avg_pool2d(x, 1)))
+        y = torch.cat([F.relu(self.expand1(x)), F.relu(self.expand3(x))], 1)
+        a, b = y.chunk(2, dim=1)
+        y = torch.cat([a, F.relu(b)], 1)
+        y = y.view(-1, 2, 4, 8, 8).transpose(1, 2).reshape(-1, 8, 8, 8)
+        y = F.max_pool2d(y, 3, 2, padding=1, ceil_mode=True)
+        return self.fc(torch.flatten(y, 1))
+
+
 def export(model, shape, name, out, dynamo=False):
     model.eval()
+    if isinstance(model, ZooBlocks):
+        model.features[0][1].running_mean.uniform_(-0.5, 0.5)
+        model.features[0][1].running_var.uniform_(0.5, 1.5)
     if isinstance(model, BNNet):
         # Running statistics away from 0 and 1, so the import of both is checked.
         model.bn1.running_mean.uniform_(-0.5, 0.5)
@@ -66,7 +95,10 @@ def export(model, shape, name, out, dynamo=False):
               open(f"{out}/{name}.onnx.json", "w"))
 
 
-out = sys.argv[1]
-export(TinyCNN(), (1, 28, 28), "tiny", out)
-export(BNNet(), (3, 8, 8), "bnnet", out)
-export(TinyCNN(), (1, 28, 28), "tiny_dynamo", out, dynamo=True)
+out, names = sys.argv[1], set(sys.argv[2:])
+fixtures = [(TinyCNN, (1, 28, 28), "tiny", False), (BNNet, (3, 8, 8), "bnnet", False), (TinyCNN, (1, 28, 28), "tiny_dynamo", True),
+            (ZooBlocks, (3, 16, 16), "zoo_blocks", True)]
+for make, shape, name, dynamo in fixtures:
+    if not names or name in names:
+        torch.manual_seed(3)
+        export(make(), shape, name, out, dynamo=dynamo)

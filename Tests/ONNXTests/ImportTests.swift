@@ -25,7 +25,12 @@ import Testing
     let expected = try JSONDecoder().decode(Expected.self, from: Data(contentsOf: fixtures.appendingPathComponent("\(name).onnx.json")))
     let graph = prunedToOutput(m.graph)
     let shapes = try inferShapes(graph, batch: expected.shape[0])
-    let parameters = m.tensors.mapValues { Tensor<Float>(shape: $0.shape, data: $0.data) }
+    // The import's tensors are under their state_dict keys; the interpreter reads the graph's names.
+    var parameters: [String: Tensor<Float>] = [:]
+    for name in graph.parameterNames + graph.bufferNames {
+      guard let t = m.tensors[m.graph.stateKey(name)] else { continue }
+      parameters[name] = Tensor<Float>(shape: t.shape, data: t.data)
+    }
     let n = expected.shape[0]
     let env = try Interpreter<Float>(graph: graph, shapes: shapes).run(
       inputs: [graph.inputs[0].name: .f32(Tensor(shape: expected.shape, data: expected.input)), "label": .i32(shape: [n], data: [Int32](repeating: 0, count: n))],
@@ -42,6 +47,20 @@ import Testing
     #expect(m.graph.parameterNames == ["conv1.weight", "conv1.bias", "fc1.weight", "fc1.bias"])
     #expect(ours.count == theirs.count && zip(ours, theirs).allSatisfy { abs($0 - $1) <= 1e-4 }, "\(ours.prefix(5)) vs \(theirs.prefix(5))")
     #expect(m.notes.isEmpty)
+  }
+
+  /// The format 1.3 blocks as the default exporter writes them (Scripts/onnx/export_fixtures.py's ZooBlocks): ReLU6 as
+  /// Clip, a 5x5 depthwise conv, hard-swish, a squeeze-excitation gate, SiLU, concat, Split into chunks, the
+  /// channel shuffle, a padded ceil-mode max pool, torchvision-style dotted names kept as state prefixes, and the
+  /// stem's batch norm folded by the exporter (said once); PyTorch's logits within 1e-4.
+  @Test func zooBlocksFromTheDefaultExporter() throws {
+    let (m, ours, theirs) = try Self.outputs("zoo_blocks")
+    let ops = Set(m.graph.nodes.map(\.op.spelling))
+    #expect(ops.isSuperset(of: ["clip", "hardswish", "hardsigmoid", "mul", "silu", "concat", "chunk", "channel_shuffle", "maxpool"]), "\(m.text)")
+    #expect(m.text.contains("groups: 8") && m.text.contains("ceil_mode: true"), "\(m.text)")
+    #expect(m.graph.stateNames["features_1"] == "features.1" && m.tensors["features.1.weight"] != nil, "\(m.graph.stateNames)")
+    #expect(m.notes.count == 1 && m.notes[0].contains("1 convs have weights and biases the exporter computed"), "\(m.notes)")
+    #expect(ours.count == theirs.count && zip(ours, theirs).allSatisfy { abs($0 - $1) <= 1e-4 }, "\(ours.prefix(5)) vs \(theirs.prefix(5))")
   }
 
   /// Batch norm (running statistics away from 0 and 1, momentum converted), a residual add, average pooling
