@@ -104,6 +104,14 @@ public struct Graph: Sendable {
     nodes.flatMap { n in n.op.bufferSuffixes.map { "\(n.name).\($0)" } }
   }
 
+  /// Whether `prefix` may name a node's state: names of letters, digits and underscores joined by dots
+  /// (`layer1.0.conv1`), as PyTorch's module paths are.
+  public static func isStatePrefix(_ prefix: String) -> Bool {
+    prefix.split(separator: ".", omittingEmptySubsequences: false).allSatisfy { part in
+      !part.isEmpty && part.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "_") }
+    }
+  }
+
   /// The `state_dict` key of parameter, buffer or counter `name` (`node.suffix`): the node's prefix if it has
   /// one, else the name itself.
   public func stateKey(_ name: String) -> String {

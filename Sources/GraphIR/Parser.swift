@@ -312,8 +312,7 @@ private struct ParserState {
       throw SyntaxError()
     }
     let prefixRange = advance().range
-    let parts = prefix.split(separator: ".", omittingEmptySubsequences: false)
-    guard !prefix.isEmpty, parts.allSatisfy({ !$0.isEmpty && $0.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "_") } }) else {
+    guard Graph.isStatePrefix(prefix) else {
       error("state_dict prefix \"\(prefix)\" must be names of letters, digits and underscores joined by dots", at: prefixRange)
       return
     }

@@ -188,8 +188,7 @@ struct Translator {
     if let weight, weight.hasSuffix(".weight") {
       let prefix = String(weight.dropLast(7)), name = fresh(prefix)
       guard name != prefix else { return name }
-      let parts = prefix.split(separator: ".", omittingEmptySubsequences: false)
-      if parts.allSatisfy({ !$0.isEmpty && $0.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "_") } }), !stateNames.values.contains(prefix) {
+      if Graph.isStatePrefix(prefix), !stateNames.values.contains(prefix) {
         stateNames[name] = prefix
         renames.append("'\(prefix)' is named '\(name)' in the .graph (names are identifiers); a state statement keeps its weights' keys ('\(prefix).weight')")
       } else {
