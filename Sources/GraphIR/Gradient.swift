@@ -3,8 +3,20 @@ public struct GradientBuilder {
   public private(set) var nodes: [Node] = []
   public private(set) var parameterGradients: [GradientDecl] = []
   private var taken: Set<String>
+  /// The forward values' dimensions (at batch 1), where known: a rule whose gradient depends on broadcasting
+  /// reads them.
+  public let dims: [String: [Int]]
 
-  public init(taken: Set<String>) { self.taken = taken }
+  public init(taken: Set<String>, dims: [String: [Int]] = [:]) {
+    self.taken = taken
+    self.dims = dims
+  }
+
+  /// Whether `a` and `b` are known to have one shape (else a broadcasting rule takes the general way).
+  public func sameShape(_ a: String, _ b: String) -> Bool {
+    guard let x = dims[a], let y = dims[b] else { return false }
+    return x == y
+  }
 
   /// Appends `op(args)` under a fresh name derived from `hint` and returns that name.
   public mutating func emit(_ hint: String, _ op: Op, _ args: [String]) -> String {

@@ -7,6 +7,8 @@ public enum ONNXForm: Sendable, Equatable {
   /// Two standard nodes: `first` of the operand, then `second` of the operand and `first`'s output (SiLU, which
   /// ONNX before opset 22 has no op for, is Sigmoid then Mul).
   case gated(first: String, second: String)
+  /// GELU before opset 20's Gelu, as exporters write it: Div(x, sqrt 2), Erf, Add 1, Mul by x, Mul by 1/2.
+  case erfGELU
   /// No ONNX form (a loss, which the exported inference graph does not hold), and why.
   case none(reason: String)
 }

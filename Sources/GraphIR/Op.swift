@@ -126,6 +126,7 @@ public enum Op: Equatable, Hashable, Sendable {
   case hardSigmoid
   case hardSwish
   case silu
+  case gelu
   /// (x1, x2, ...): joined along the channels.
   case concat(count: Int)
   case mul
@@ -176,10 +177,12 @@ public enum Op: Equatable, Hashable, Sendable {
   case hardSwishGrad
   /// (dy, x)
   case siluGrad
+  case geluGrad
   /// (dy, x1, x2, ...): the channels of dy that operand `part` gave; the operands give only their shapes.
   case concatGrad(part: Int)
   /// (dy, other, x): dy times the other operand of a `mul`, summed over each plane when x is a gate.
   case mulGrad
+  case addGrad
   /// (dy, x): dy in its chunk's channels, zeros elsewhere; x gives only the shape.
   case chunkGrad(chunks: Int, index: Int)
   /// (dy): the inverse channel permutation.
@@ -227,10 +230,12 @@ public enum Op: Equatable, Hashable, Sendable {
     case .hardSigmoid: HardSigmoidOp()
     case .hardSwish: HardSwishOp()
     case .silu: SiLUOp()
+    case .gelu: GELUOp()
     case .concat(let count): ConcatOp(count: count)
     case .mul: MulOp()
     case .concatGrad(let part): ConcatGradOp(part: part)
     case .mulGrad: MulGradOp()
+    case .addGrad: AddGradOp()
     case .chunk(let chunks, let index): ChunkOp(chunks: chunks, index: index)
     case .channelShuffle(let groups): ChannelShuffleOp(groups: groups)
     case .chunkGrad(let chunks, let index): ChunkGradOp(chunks: chunks, index: index)
@@ -239,6 +244,7 @@ public enum Op: Equatable, Hashable, Sendable {
     case .hardSigmoidGrad: HardSigmoidGradOp()
     case .hardSwishGrad: HardSwishGradOp()
     case .siluGrad: SiLUGradOp()
+    case .geluGrad: GELUGradOp()
     case .batchNormGradInput(let a): BatchNormGradInputOp(a)
     case .batchNormGradInputUnscaled(let a): BatchNormGradInputUnscaledOp(a)
     case .batchNormGradWeight(let a): BatchNormGradWeightOp(a)
@@ -272,11 +278,11 @@ public enum Op: Equatable, Hashable, Sendable {
   public static let definitions: [any OpDefinition.Type] = [
     Conv2DOp.self, ReLUOp.self, MaxPoolOp.self, AvgPoolOp.self, FlattenOp.self, DenseOp.self, DropoutOp.self,
     SoftmaxOp.self, CrossEntropyOp.self, AddOp.self, GlobalAvgPoolOp.self, LeakyReLUOp.self, SigmoidOp.self, TanhOp.self,
-    BatchNormOp.self, ClipOp.self, HardSigmoidOp.self, HardSwishOp.self, SiLUOp.self, ConcatOp.self, MulOp.self, ChunkOp.self, ChannelShuffleOp.self, Conv2DGradInputOp.self, Conv2DGradWeightOp.self, Conv2DGradBiasOp.self, ReLUGradOp.self, MaxPoolGradOp.self,
+    BatchNormOp.self, ClipOp.self, HardSigmoidOp.self, HardSwishOp.self, SiLUOp.self, GELUOp.self, ConcatOp.self, MulOp.self, ChunkOp.self, ChannelShuffleOp.self, Conv2DGradInputOp.self, Conv2DGradWeightOp.self, Conv2DGradBiasOp.self, ReLUGradOp.self, MaxPoolGradOp.self,
     AvgPoolGradOp.self, FlattenGradOp.self, DenseGradInputOp.self, DenseGradWeightOp.self, DenseGradBiasOp.self,
     DropoutGradOp.self, SoftmaxGradOp.self, CrossEntropyGradOp.self, GlobalAvgPoolGradOp.self, LeakyReLUGradOp.self,
     SigmoidGradOp.self, TanhGradOp.self, BatchNormGradInputOp.self, BatchNormGradInputUnscaledOp.self, BatchNormGradWeightOp.self,
-    BatchNormGradBiasOp.self, ClipGradOp.self, HardSigmoidGradOp.self, HardSwishGradOp.self, SiLUGradOp.self, ConcatGradOp.self, MulGradOp.self, ChunkGradOp.self, ChannelShuffleGradOp.self,
+    BatchNormGradBiasOp.self, ClipGradOp.self, HardSigmoidGradOp.self, HardSwishGradOp.self, SiLUGradOp.self, GELUGradOp.self, ConcatGradOp.self, MulGradOp.self, AddGradOp.self, ChunkGradOp.self, ChannelShuffleGradOp.self,
     Conv2DReLUOp.self, Conv2DReLUMaxPoolOp.self, DenseReLUOp.self, ReLUMaxPoolGradOp.self, BatchNormFoldOp.self,
   ]
 

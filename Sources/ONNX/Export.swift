@@ -141,6 +141,14 @@ struct Exported {
       let gate = "\(n.name).\(first.lowercased())"
       emit(first, n, inputs: [n.args[0]], output: gate)
       emit(second, n, inputs: [n.args[0], gate])
+    case .erfGELU:
+      let x = n.args[0], name = { (step: String) in "\(n.name).\(step)" }
+      for (suffix, value) in [("sqrt2", Float(2).squareRoot()), ("one", 1), ("half", 0.5)] as [(String, Float)] { initializer(name(suffix), ([], [value])) }
+      emit("Div", n, inputs: [x, name("sqrt2")], output: name("scaled"))
+      emit("Erf", n, inputs: [name("scaled")], output: name("erf"))
+      emit("Add", n, inputs: [name("erf"), name("one")], output: name("erf_plus_1"))
+      emit("Mul", n, inputs: [x, name("erf_plus_1")], output: name("product"))
+      emit("Mul", n, inputs: [name("product"), name("half")])
     }
   }
 

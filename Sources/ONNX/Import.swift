@@ -31,14 +31,12 @@ public enum ONNXImport {
   /// not read.
   public static let maxFileBytes = 1 << 30
   /// The ONNX op types the import maps to `.graph` ops.
-  public static let supported = ["Conv", "Relu", "LeakyRelu", "Sigmoid", "Tanh", "Clip", "HardSigmoid (alpha 1/6, beta 1/2)", "HardSwish",
+  public static let supported = ["Conv", "Relu", "LeakyRelu", "Sigmoid", "Tanh", "Clip", "HardSigmoid (alpha 1/6, beta 1/2)", "HardSwish", "Gelu (approximate 'none'), and x * (1 + Erf(x / sqrt 2)) * 0.5 as GELU",
                                  "Mul (of two activations, one may be a [N, C, 1, 1] gate; x times Sigmoid(x) is SiLU)", "Concat (of activations, over channels)", "Split (of channels into equal parts)",
                                  "Reshape to [N, groups, C / groups, H, W], Transpose [0, 2, 1, 3, 4], Reshape back (a channel shuffle)", "MaxPool", "AveragePool", "GlobalAveragePool",
                                  "Flatten", "Reshape", "ReduceMean (over H and W)", "Gemm", "MatMul", "Add", "BatchNormalization", "Dropout", "Identity",
-                                 "Softmax", "LogSoftmax", "Constant", "Shape, Gather, Unsqueeze, Concat, Cast, Slice, Squeeze, Div (computing a Reshape's shape)"]
-  /// Ops that compute shapes (`x.view(x.size(0), -1)` exports Shape, Gather, Unsqueeze, Concat, Reshape): kept
-  /// out of the graph, their values allowed only as a Reshape's target shape.
-  static let shapeOps: Set = ["Shape", "Gather", "Unsqueeze", "Concat", "Constant", "Cast", "Slice", "Squeeze", "Div"]
+                                 "Softmax", "LogSoftmax", "Constant", "Slice (of channels into equal parts at bounds computed from the channel count)",
+                                 "Shape, Gather, Unsqueeze, Squeeze, Concat, Cast, Slice, Add, Sub, Mul, Div (computing a Reshape's shape or a Slice's bounds)"]
 
   /// Reads and translates the model at `path`.
   public static func read(_ path: String) throws -> ImportedModel {
@@ -92,20 +90,22 @@ struct Translator {
   var used = Set<String>()
   var statements: [String] = []
   var input = ""
+  /// The input's batch size where the model fixes one (the import makes it N).
+  var exportedBatch: Int?
   var tensors: [String: (shape: [Int], data: [Float])] = [:]
   var notes: [String] = []
   var renames: [String] = []
   /// Node -> the `state_dict` prefix its weights keep (`state` statements), where it is not the node's name.
   var stateNames: [String: String] = [:]
   var output = ""
-  /// ONNX values that hold shapes, not activations (outputs of `ONNXImport.shapeOps`).
-  var shapeValues = Set<String>()
-  /// Concats computing a shape (a Reshape's target): their inputs, one element each.
-  var shapeLists: [String: [String]] = [:]
+  /// ONNX values that hold shapes, not activations (outputs of `Translator.shapeOps`), kept symbolic.
+  var shapeValues: [String: ShapeValue] = [:]
   /// Reshapes of an activation to [N, groups, C / groups, H, W] awaiting the Transpose of a channel shuffle.
   var views: [String: (x: String, groups: Int)] = [:]
   /// Such views transposed, awaiting the Reshape back that makes them a `channel_shuffle`.
   var transposed: [String: (x: String, groups: Int)] = [:]
+  /// Steps of GELU's exported formula: each value's x and how far along it is.
+  var geluParts: [String: (x: String, stage: GELUStage)] = [:]
   /// Sigmoid outputs: the statement that defines each and the ONNX value it is the sigmoid of (a Mul of the two is SiLU).
   var sigmoids: [String: (statement: Int, input: String)] = [:]
   /// How many nodes read each ONNX value (and 1 more for the graph's output).
@@ -161,6 +161,7 @@ struct Translator {
       throw ONNXError("\(path): input '\(v.name)' has rank \(dims.count); cnnc imports [N, C, H, W] images or [N, features]")
     }
     var shape = ["N"]
+    if case .dimValue(let n)? = dims.first?.value, n > 0 { exportedBatch = Int(n) }
     for d in dims.dropFirst() {
       guard case .dimValue(let n)? = d.value, n > 0 else { throw ONNXError("\(path): input '\(v.name)' has a dimension without a size after the batch") }
       shape.append("\(n)")
@@ -201,6 +202,10 @@ struct Translator {
   }
 
   func operand(_ node: Onnx_NodeProto, _ i: Int) throws -> String {
+    if i < node.input.count, geluParts[node.input[i]] != nil {
+      throw fail(node, "input \(i + 1) ('\(node.input[i])') is part of a GELU formula, x * (1 + Erf(x / sqrt 2)) * 0.5, that it does not complete; "
+        + "cnnc takes Div, Erf and sums or products with constants only in that formula")
+    }
     guard i < node.input.count, let v = values[node.input[i]] else {
       throw fail(node, "input \(i + 1) ('\(i < node.input.count ? node.input[i] : "")') is neither the image nor an earlier node's output")
     }
@@ -298,6 +303,7 @@ struct Translator {
     guard !node.output.isEmpty else { throw fail(node, "the node has no output") }
     if takesConstant(node) { return }
     if try computesShapes(node) { return }
+    if try geluStep(node) { return }
     switch node.opType {
     case "Identity": values[node.output[0]] = try operand(node, 0)
     case "Conv": try conv(node)
@@ -316,6 +322,11 @@ struct Translator {
       }
       define(node, layerName(node, weight: nil), "hardsigmoid(\(try operand(node, 0)))")
     case "HardSwish": define(node, layerName(node, weight: nil), "hardswish(\(try operand(node, 0)))")
+    case "Gelu":
+      guard (string(node, "approximate") ?? "none") == "none" else {
+        throw fail(node, "approximate '\(string(node, "approximate")!)': cnnc's gelu is the exact form (approximate 'none')")
+      }
+      define(node, layerName(node, weight: nil), "gelu(\(try operand(node, 0)))")
     case "Mul": try mul(node)
     case "Concat": try concat(node)
     case "Tanh": define(node, layerName(node, weight: nil), "tanh(\(try operand(node, 0)))")
@@ -331,15 +342,17 @@ struct Translator {
       }
       transposed[node.output[0]] = v
     case "Split": try split(node)
+    case "Slice": try sliceChannels(node)
     case "Reshape":
       // To [N, features]: a constant shape is checked; a computed one (x.view(x.size(0), -1)) is taken as that, and
       // shape inference checks the layers after it.
       if node.input.count > 1, let t = initializers[node.input[1]] {
         let shape = int64s(t)
-        guard shape.count == 2, [0, -1].contains(shape[0]) || shape[1] == -1 else {
+        // A model exported for a fixed batch names it (the input's batch dimension, which cnnc makes N).
+        guard shape.count == 2, [0, -1, exportedBatch].contains(shape[0]) || shape[1] == -1 else {
           throw fail(node, "reshape to \(shape): cnnc reshapes only to [N, features] (a flatten)")
         }
-      } else if node.input.count < 2 || !shapeValues.contains(node.input[1]) {
+      } else if node.input.count < 2 || shapeValues[node.input[1]] == nil {
         throw fail(node, "the target shape must be a constant or computed from shapes")
       }
       define(node, layerName(node, weight: nil), "flatten(\(try operand(node, 0)))")
@@ -368,26 +381,6 @@ struct Translator {
       t.name = node.output[0]
       initializers[node.output[0]] = t
       return true
-    }
-    return false
-  }
-
-  /// Takes a node of the shape computation of a Reshape (true), or refuses a node that reads one elsewhere.
-  mutating func computesShapes(_ node: Onnx_NodeProto) throws -> Bool {
-    // A Concat of activations joins channels (DenseNet, SqueezeNet); of shapes, it builds a Reshape's target.
-    if node.opType == "Concat", node.input.contains(where: { values[$0] != nil }) { return false }
-    if ONNXImport.shapeOps.contains(node.opType) {
-      // Shape reads only its input's shape; the others must compute from shapes and constants alone.
-      let fromActivations = node.input.enumerated().contains { i, v in
-        !v.isEmpty && values[v] != nil && !(node.opType == "Shape" && i == 0)
-      }
-      if fromActivations { throw fail(node, "computes on activations; cnnc takes \(node.opType) only in the shape computation of a Reshape") }
-      if node.opType == "Concat" { shapeLists[node.output[0]] = node.input }
-      shapeValues.formUnion(node.output)
-      return true
-    }
-    if node.input.contains(where: shapeValues.contains), node.opType != "Reshape" {
-      throw fail(node, "reads a computed shape; cnnc takes computed shapes only as a Reshape's target shape")
     }
     return false
   }
@@ -444,12 +437,9 @@ struct Translator {
     guard node.input.count > 1 else { return false }
     let target = node.input[1]
     // The target's length and element i, where constant.
-    func element(_ i: Int) -> Int? {
-      if let t = initializers[target] { let s = int64s(t); return i < s.count ? s[i] : nil }
-      guard let parts = shapeLists[target], i < parts.count, let t = initializers[parts[i]], int64s(t).count == 1 else { return nil }
-      return int64s(t)[0]
-    }
-    let length = initializers[target].map { int64s($0).count } ?? shapeLists[target]?.count
+    let known = elements(target)
+    func element(_ i: Int) -> Int? { known.flatMap { i < $0.count ? $0[i].constant : nil } }
+    let length = known?.count
     if let t = transposed[node.input[0]] {
       guard length == 4 else { throw fail(node, "after a channel shuffle's Transpose, cnnc takes only the Reshape back to [N, C, H, W]") }
       define(node, layerName(node, weight: nil), "channel_shuffle(\(t.x), groups: \(t.groups))")

@@ -29,7 +29,10 @@ public func differentiate(_ g: Graph) throws(DiagnosticList) -> Graph {
   var reachesLoss: Set<String> = [loss]
   for n in g.nodes.reversed() where reachesLoss.contains(n.name) { reachesLoss.formUnion(n.args) }
 
-  var builder = GradientBuilder(taken: Set(g.inputs.map(\.name) + g.nodes.map(\.name)))
+  // Shapes for the rules that broadcast (a gate's gradient is summed over its planes; an operand of the full
+  // shape takes dy as it is).
+  let shapes = try inferShapes(g, batch: 1)
+  var builder = GradientBuilder(taken: Set(g.inputs.map(\.name) + g.nodes.map(\.name)), dims: shapes.types.mapValues(\.dims))
   var contributions: [String: [String]] = [:]
   for (n, rule) in zip(g.nodes, rules).reversed() where reachesLoss.contains(n.name) && dependsOnParameter.contains(n.name) {
     var dy = ""

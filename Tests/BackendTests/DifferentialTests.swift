@@ -130,7 +130,8 @@ import Testing
     minimize loss
     """
 
-  /// EfficientNet's squeeze-excitation (SiLU, a depthwise conv, a sigmoid gate multiplied in), SqueezeNet's fire
+  /// EfficientNet's squeeze-excitation (SiLU, a depthwise conv, a sigmoid gate multiplied in; then GELU and a
+  /// per-channel add), SqueezeNet's fire
   /// module (a concat of two expands), ShuffleNet's chunk and channel shuffle, and DenseNet's batch norm after a
   /// concat, which no conv takes in.
   static let zooBlocks = """
@@ -148,7 +149,9 @@ import Testing
     e = conv2d(rs, filters: 8, kernel: 1)
     gate = sigmoid(e)
     se = mul(s1, gate)
-    sq = conv2d(se, filters: 4, kernel: 1)
+    ge = gelu(se)
+    lift = add(e, ge)
+    sq = conv2d(lift, filters: 4, kernel: 1)
     sqr = relu(sq)
     e1 = conv2d(sqr, filters: 6, kernel: 1)
     e1r = relu(e1)

@@ -26,8 +26,8 @@ import Testing
   }
 
   /// The kernels of the zoo's ops (format 1.3) work in vectors along their contiguous axis on this machine's
-  /// target and the lower one: depthwise convs and both their gradients, the activations, the gated product and
-  /// its input gradient, the concat. (The padded pools' per-tap bounds checks keep them scalar on AVX2; the
+  /// target and the lower one: depthwise convs and both their gradients, the activations (GELU's rational erf too),
+  /// the gated product and its input gradient, the per-channel add, the concat (`j_grad` is gelu_grad). (The padded pools' per-tap bounds checks keep them scalar on AVX2; the
   /// gate's gradient sums each plane in order, as the reference does.)
   @Test(arguments: TestTargets.names) func zooKernelsAreVectorised(_ targetName: String) throws {
     let g = try Parser.parse("""
@@ -43,7 +43,10 @@ import Testing
       c1 = conv2d(se, filters: 8, kernel: 1)
       r6 = clip(c1, min: 0.0, max: 6.0)
       j = concat(se, r6)
-      f = flatten(j)
+      g2 = global_avgpool(j)
+      gl = gelu(j)
+      b = add(gl, g2)
+      f = flatten(b)
       o = dense(f, units: 10)
       loss = cross_entropy(o, y)
       output o
@@ -61,7 +64,7 @@ import Testing
       guard let dot = name.lastIndex(of: "."), name.contains(".k") else { continue }
       kernels[String(name[name.index(after: dot)...])] = block.components(separatedBy: "\n}\n")[0]
     }
-    for name in ["dw", "dw5", "s1", "h", "gate", "se", "r6", "j", "dw_grad", "dw_weight_grad", "dw5_grad", "dw5_weight_grad", "h_grad", "s1_grad"] {
+    for name in ["dw", "dw5", "s1", "h", "gate", "se", "r6", "j", "gl", "b", "j_grad", "dw_grad", "dw_weight_grad", "dw5_grad", "dw5_weight_grad", "h_grad", "s1_grad"] {
       let body = try #require(kernels[name], "no kernel function for '\(name)' (\(kernels.keys.sorted()))")
       #expect(body.range(of: "<\\d+ x float>", options: .regularExpression) != nil, "'\(name)' is scalar on \(target.cpu)")
     }

@@ -198,9 +198,98 @@ struct RenameNotesTests {
     b.int64Initializer("back", [-1, 4, 3, 3])
     b.node("Reshape", ["t", "back"], "s")
     b.node("Flatten", ["s"], "f")
-    let m = try ONNXImport.translate(b.data(outputDims: [nil, 36]), path: "m.onnx")
+    try expectSplitReluShuffle(try ONNXImport.translate(b.data(outputDims: [nil, 36]), path: "m.onnx"))
+    // A Transpose anywhere else is refused by name.
+    var bad = ONNXBuilder(inputDims: [4, 3, 3])
+    bad.node("Transpose", ["input"], "t", [("perm", .ints([0, 1, 3, 2]))])
+    bad.node("Flatten", ["t"], "f")
+    #expect { _ = try ONNXImport.translate(bad.data(outputDims: [nil, 36]), path: "bad.onnx") } throws: { "\($0)".contains("Transpose only in a channel shuffle") }
+  }
+
+  /// ShuffleNetV2 as the TorchScript exporter writes it: `x.chunk(2, 1)` as two Slices at bounds computed from the
+  /// channel count ((C + 1) / 2 * k), the shuffle's 5-D target computed from the shape too; the same network.
+  @Test func channelSliceAtComputedBoundsImport() throws {
+    var b = ONNXBuilder(inputDims: [4, 3, 3])
+    for (name, v) in [("zero", 0), ("one", 1), ("two", 2), ("three", 3)] { b.int64Initializer(name, [v]) }
+    b.node("Shape", ["input"], "shape")
+    b.node("Gather", ["shape", "one"], "c", [("axis", .int(0))])
+    b.node("Add", ["c", "one"], "c1")
+    b.node("Div", ["c1", "two"], "half")
+    b.node("Mul", ["half", "one"], "end1")
+    b.node("Mul", ["half", "two"], "end2")
+    b.node("Slice", ["input", "zero", "end1", "one"], "left")
+    b.node("Slice", ["input", "end1", "end2", "one"], "right")
+    b.node("Relu", ["right"], "r")
+    b.node("Concat", ["left", "r"], "cat", [("axis", .int(1))])
+    b.node("Shape", ["cat"], "catShape")
+    for (i, index) in ["zero", "one", "two", "three"].enumerated() { b.node("Gather", ["catShape", index], "d\(i)", [("axis", .int(0))]) }
+    b.node("Div", ["d1", "two"], "perGroup")
+    b.node("Cast", ["perGroup"], "perGroupInt", [("to", .int(7))])
+    b.node("Concat", ["d0", "two", "perGroupInt", "d2", "d3"], "view", [("axis", .int(0))])
+    b.node("Reshape", ["cat", "view"], "v")
+    b.node("Transpose", ["v"], "t", [("perm", .ints([0, 2, 1, 3, 4]))])
+    b.int64Initializer("back", [-1, 4, 3, 3])
+    b.node("Reshape", ["t", "back"], "s")
+    b.node("Flatten", ["s"], "f")
+    try expectSplitReluShuffle(try ONNXImport.translate(b.data(outputDims: [nil, 36]), path: "m.onnx"))
+    // A Slice that is not an equal part of the channel count (constant bounds, or from channel 1 to the middle) is refused.
+    for (start, end) in [("zero", "two"), ("one", "c1")] {
+      var bad = ONNXBuilder(inputDims: [4, 3, 3])
+      for (name, v) in [("zero", 0), ("one", 1), ("two", 2)] { bad.int64Initializer(name, [v]) }
+      bad.node("Shape", ["input"], "shape")
+      bad.node("Gather", ["shape", "one"], "c", [("axis", .int(0))])
+      bad.node("Div", ["c", "two"], "c1")
+      bad.node("Slice", ["input", start, end, "one"], "part")
+      bad.node("Flatten", ["part"], "f")
+      #expect { _ = try ONNXImport.translate(bad.data(outputDims: [nil, 18]), path: "bad.onnx") } throws: {
+        "\($0)".contains("(Slice): slices channels at bounds cnnc cannot read as equal parts")
+      }
+    }
+  }
+
+  /// GELU as both exporters write it: opset 20's Gelu, and before it the formula (the half first or last); a part
+  /// of the formula that is not completed, and the tanh approximation, are refused by name.
+  @Test func geluImportsFromItsFormula() throws {
+    func model(_ build: (inout ONNXBuilder) -> Void) -> Data {
+      var b = ONNXBuilder(inputDims: [2, 3, 3])
+      build(&b)
+      b.node("Flatten", [b.output], "f")
+      return b.data(outputDims: [nil, 18])
+    }
+    func scalars(_ b: inout ONNXBuilder) {
+      for (name, v) in [("sqrt2", Float(2).squareRoot()), ("one", 1), ("half", 0.5)] { b.initializer(name, dims: [], values: [v]) }
+    }
+    let forms = [
+      model { $0.node("Gelu", ["input"], "g") },
+      model { b in
+        scalars(&b)
+        b.node("Div", ["input", "sqrt2"], "s"); b.node("Erf", ["s"], "e"); b.node("Add", ["e", "one"], "e1")
+        b.node("Mul", ["input", "e1"], "p"); b.node("Mul", ["p", "half"], "g")
+      },
+      model { b in
+        scalars(&b)
+        b.node("Mul", ["input", "half"], "h"); b.node("Div", ["input", "sqrt2"], "s"); b.node("Erf", ["s"], "e")
+        b.node("Add", ["one", "e"], "e1"); b.node("Mul", ["e1", "h"], "g")
+      },
+    ]
+    for data in forms {
+      let m = try ONNXImport.translate(data, path: "m.onnx")
+      #expect(m.graph.nodes.map(\.op.spelling).prefix(2) == ["gelu", "flatten"], "\(m.text)")
+    }
+    let unfinished = model { b in
+      scalars(&b)
+      b.node("Mul", ["input", "half"], "h")
+      b.node("Relu", ["h"], "r")
+    }
+    #expect { _ = try ONNXImport.translate(unfinished, path: "bad.onnx") } throws: { "\($0)".contains("is part of a GELU formula") }
+    let tanh = model { $0.node("Gelu", ["input"], "g", [("approximate", .string("tanh"))]) }
+    #expect { _ = try ONNXImport.translate(tanh, path: "bad.onnx") } throws: { "\($0)".contains("approximate 'tanh'") }
+  }
+
+  /// Checks a model of split channels, the second half through relu, joined and shuffled in 2 groups, on the
+  /// reference interpreter: input channels 0..3 -> [0, 1], relu([2, 3]) -> [0, 1, 2', 3'] -> [0, 2', 1, 3'].
+  func expectSplitReluShuffle(_ m: ImportedModel) throws {
     #expect(m.graph.nodes.map(\.op.spelling).filter { ["chunk", "channel_shuffle"].contains($0) } == ["chunk", "chunk", "channel_shuffle"], "\(m.text)")
-    // Input channels 0..3 -> split [0, 1], relu([2, 3]) -> concat [0, 1, 2', 3'] -> shuffle [0, 2', 1, 3'].
     let x: [Float] = (0..<36).map { (i: Int) -> Float in Float(i % 9) - 4 + Float(i / 9) * 0.5 }
     let g = prunedToOutput(m.graph), shapes = try inferShapes(g, batch: 1)
     let out = try Interpreter<Float>(graph: g, shapes: shapes).run(inputs: ["image": .f32(Tensor(shape: [1, 4, 3, 3], data: x)), "label": .i32(shape: [1], data: [0])],
@@ -211,11 +300,6 @@ struct RenameNotesTests {
     expected += x[9..<18]
     expected += relu[27..<36]
     #expect(out == expected)
-    // A Transpose anywhere else is refused by name.
-    var bad = ONNXBuilder(inputDims: [4, 3, 3])
-    bad.node("Transpose", ["input"], "t", [("perm", .ints([0, 1, 3, 2]))])
-    bad.node("Flatten", ["t"], "f")
-    #expect { _ = try ONNXImport.translate(bad.data(outputDims: [nil, 36]), path: "bad.onnx") } throws: { "\($0)".contains("Transpose only in a channel shuffle") }
   }
 
   /// An eval-mode export folds each batch norm into the conv before it (a bias the exporter made, `NAME.weight_bias`

@@ -49,7 +49,8 @@ struct OpFormTests {
     "dense": "f = flatten(x)\nh = dense(f, units: 5, bias: false)\nd = dense(h, units: 4)",
     "dropout": "y = dropout(x, rate: 0.5)\nf = flatten(y)\nd = dense(f, units: 4)",
     "softmax": "f = flatten(x)\ns = dense(f, units: 4)\np = softmax(s)\nd = dense(p, units: 3)",
-    "add": "a = relu(x)\ny = add(x, a)\nf = flatten(y)\nd = dense(f, units: 4)",
+    "add": "a = relu(x)\ny = add(x, a)\ng = global_avgpool(x)\nz = add(g, y)\nv = add(z, g)\nf = flatten(v)\nd = dense(f, units: 4)",
+    "gelu": "y = gelu(x)\nf = flatten(y)\nd = dense(f, units: 4)",
     "batchnorm": "y = batchnorm(x)\nz = batchnorm(y, affine: false, eps: 0.001)\nf = flatten(z)\nd = dense(f, units: 4)",
   ]
   /// Forward ops with no ONNX form, and why (the form itself says so too).

@@ -148,6 +148,22 @@ import Testing
       output o
       minimize loss
       """),
+    ("v1.3-gelu-and-per-channel-add", """
+      input x: f32[N, 3, 5, 4]
+      input y: i32[N]
+      c1 = conv2d(x, filters: 4, kernel: 3, padding: 1)
+      g1 = gelu(c1)
+      p = global_avgpool(g1)
+      c2 = conv2d(p, filters: 4, kernel: 1)
+      a1 = add(g1, c2)
+      a2 = add(c2, a1)
+      s = gelu(a2)
+      f = flatten(s)
+      o = dense(f, units: 3)
+      loss = cross_entropy(o, y)
+      output o
+      minimize loss
+      """),
     ("v1.3-chunk-and-channel-shuffle", """
       input x: f32[N, 4, 5, 4]
       input y: i32[N]

@@ -1,3 +1,4 @@
+import Foundation
 import GraphIR
 import Testing
 
@@ -26,6 +27,22 @@ import Testing
     let x = T(shape: [4], data: [-1, 0, 2, -3])
     #expect(ReLU.forward(x).data == [0, 0, 2, 0])
     #expect(ReLU.backward(dy: T(shape: [4], data: [5, 6, 7, 8]), y: ReLU.forward(x)).data == [0, 0, 7, 0])
+  }
+
+  /// GELU's rational erf is within 7e-8 of libm's, and its derivative is the derivative of the value (so the
+  /// gradient check holds it to the formula, and PyTorch's exact GELU is matched to float32's precision).
+  @Test func geluIsTheExactFormToWithinItsErfApproximation() {
+    let gelu = GELUOp()
+    var worstValue = 0.0, worstSlope = 0.0
+    for i in -7000...7000 {
+      let x = Double(i) / 1000
+      worstValue = max(worstValue, abs(gelu.value(x) - x / 2 * (1 + erf(x / 2.0.squareRoot()))))
+      let h = 1e-6, numeric = (gelu.value(x + h) - gelu.value(x - h)) / (2 * h)
+      worstSlope = max(worstSlope, abs(gelu.derivative(dy: 1, saved: x) - numeric))
+    }
+    #expect(worstValue < 7e-8 * 7 / 2, "GELU differs from x * Phi(x) by \(worstValue)")
+    #expect(worstSlope < 1e-8, "the derivative differs from the value's slope by \(worstSlope)")
+    #expect(gelu.value(Float(0)) == 0 && gelu.value(Float(100)) == 100 && gelu.value(Float(-100)) == 0, "float32 saturates exactly")
   }
 
   @Test func maxPoolRoutesToTheFirstMaximum() {

@@ -1,4 +1,4 @@
-/// The elementwise activations `relu`, `leaky_relu`, `sigmoid`, `tanh`, `clip`, `hardsigmoid`, `hardswish` and `silu`, each defined once by its value and
+/// The elementwise activations `relu`, `leaky_relu`, `sigmoid`, `tanh`, `clip`, `hardsigmoid`, `hardswish`, `silu` and `gelu`, each defined once by its value and
 /// its derivative. Both are written over `ActivationScalar`, so the reference kernels (Float and Double) and
 /// the lowering (kernel-IR expressions) evaluate the same formula.
 public protocol Activation: ForwardOp {
@@ -263,6 +263,63 @@ public struct SiLUGradOp: ActivationGradient {
   public init() {}
   public var activation: SiLUOp { SiLUOp() }
   public static let syntax = OpSyntax("silu_grad", operands: ["dy", "x"]) { _ in .siluGrad }
+}
+
+/// `gelu(x)`: x * Phi(x) = x / 2 * (1 + erf(x / sqrt 2)) (`nn.GELU()`, the exact form); dx = dy * (Phi(x) + x * phi(x)).
+/// erf is `GELUOp.erf`, a rational approximation within 7e-8 of it, and the derivative is that approximation's own
+/// derivative, so the reference, the kernels and numerical differentiation agree.
+public struct GELUOp: Activation {
+  /// The Gelu op is opset 20's; before it exporters write the formula, which the import reads back.
+  public var onnx: ONNXForm { .erfGELU }
+  public init() {}
+  public static let syntax = OpSyntax("gelu", operands: ["x"]) { _ in .gelu }
+  public var gradientOp: Op { .geluGrad }
+  public static let gradientReadsInput = true
+  static let sqrtHalf = 0.70710678118654752440
+  public func value<S: ActivationScalar>(_ x: S) -> S {
+    .constant(0.5) * x * (.constant(1) + Self.erf(x * .constant(Self.sqrtHalf)).value)
+  }
+  public func derivative<S: ActivationScalar>(dy: S, saved x: S) -> S {
+    let e = Self.erf(x * .constant(Self.sqrtHalf))
+    return dy * (.constant(0.5) * (.constant(1) + e.value) + .constant(0.5 * Self.sqrtHalf) * x * e.slope)
+  }
+
+  /// Beyond +-4, float32's erf is +-1: the approximation holds x there.
+  static let erfLimit = 4.0
+  /// erf(x) ~ x * P(x^2) / Q(x^2) on [-4, 4]: P's coefficients from the highest power down (degree 6 in x^2, so
+  /// 13 in x)...
+  static let erfNumerator = [-2.72614225801306e-10, 2.77068142495902e-08, -2.10102402082508e-06, -5.69250639462346e-05,
+                             -7.34990630326855e-04, -2.95459980854025e-03, -1.60960333262415e-02]
+  /// ...and Q's (degree 4 in x^2). Within 6.5e-8 of erf everywhere.
+  static let erfDenominator = [-1.45660718464996e-05, -2.13374055278905e-04, -1.68282697438203e-03, -7.37332916720468e-03,
+                               -1.42647390514189e-02]
+
+  /// erf(x) by the rational approximation, and its slope (the approximation's derivative: 0 where x is clamped).
+  static func erf<S: ActivationScalar>(_ x: S) -> (value: S, slope: S) {
+    let limit = S.constant(erfLimit)
+    let c = S.ifPositive(x - limit, limit, .ifPositive(.constant(0) - limit - x, .constant(0) - limit, x))
+    let t = c * c
+    // A polynomial in t and its derivative in t, by Horner's rule.
+    func horner(_ coefficients: [Double]) -> (S, S) {
+      var p = S.constant(coefficients[0]), dp = S.constant(0)
+      for a in coefficients.dropFirst() {
+        dp = dp * t + p
+        p = p * t + .constant(a)
+      }
+      return (p, dp)
+    }
+    let (p, dp) = horner(erfNumerator), (q, dq) = horner(erfDenominator)
+    // d/dx [x P(x^2) / Q(x^2)] = (P + 2x^2 P') / Q - 2x^2 P Q' / Q^2.
+    let slope = ((p + .constant(2) * t * dp) * q - .constant(2) * t * p * dq) / (q * q)
+    return (c * p / q, .ifPositive(x - limit, .constant(0), .ifPositive(.constant(0) - limit - x, .constant(0), slope)))
+  }
+}
+
+/// `gelu_grad(dy, x)`.
+public struct GELUGradOp: ActivationGradient {
+  public init() {}
+  public var activation: GELUOp { GELUOp() }
+  public static let syntax = OpSyntax("gelu_grad", operands: ["dy", "x"]) { _ in .geluGrad }
 }
 
 /// The relu reference kernels by name (tests and the fused kernels' compositions use them).

@@ -1,16 +1,52 @@
-/// `add(a, b)`: the elementwise sum, for residual joins; `differentiate` also uses it to sum the gradients
-/// of a value with several users.
+/// `add(a, b)`: the elementwise sum, for residual joins, where either operand may instead be a per-channel
+/// [N, C, 1, 1] tensor added to each plane of the other; `differentiate` also uses it to sum the gradients of a
+/// value with several users.
 public struct AddOp: ForwardOp {
   public var onnx: ONNXForm { .node("Add", inputs: [.operand(0), .operand(1)], attributes: []) }
   public init() {}
   public static let syntax = OpSyntax("add", operands: ["a", "b"]) { _ in .add }
-  public func resultType(_ x: [TensorType]) throws(ShapeError) -> TensorType { try sameShape(spelling, x[0], x[1]) }
-  /// d(a + b) passes dy to both operands unchanged.
+  public func resultType(_ x: [TensorType]) throws(ShapeError) -> TensorType { try Channels.productType(spelling, x[0], x[1]) }
+  /// d(a + b) passes dy to an operand of the sum's shape unchanged, and sums it over each plane for a
+  /// per-channel one.
   public func gradient(_ node: Node, dy: String, wants: [Bool], _ b: inout GradientBuilder) -> [String?] {
-    wants.map { $0 ? dy : nil }
+    zip(node.args, wants).map { a, want in
+      guard want else { return nil }
+      return b.sameShape(a, node.name) ? dy : b.emit("\(a)_grad", .addGrad, [dy, a])
+    }
   }
   public func reference<T: Real>(_ x: Operands<T>, _ ctx: ReferenceContext) throws(EvaluationError) -> [Tensor<T>] {
     let (p, q) = (try x.f32(0), try x.f32(1))
-    return [Tensor(shape: p.shape, data: zip(p.data, q.data).map { $0 + $1 })]
+    let (full, other) = p.data.count >= q.data.count ? (p, q) : (q, p)
+    let plane = full.data.count / other.data.count
+    // a + b in operand order (as the kernels add).
+    let aIsFull = p.data.count >= q.data.count
+    return [Tensor(shape: full.shape, data: full.data.indices.map { i in
+      aIsFull ? full.data[i] + other.data[i / plane] : other.data[i / plane] + full.data[i]
+    })]
+  }
+}
+
+/// `add_grad(dy, x)`: the gradient of an `add` operand x: dy summed over each plane when x is per-channel
+/// ([N, C, 1, 1]), dy itself when x has dy's shape.
+public struct AddGradOp: BackwardOp {
+  public init() {}
+  public static let syntax = OpSyntax("add_grad", operands: ["dy", "x"]) { _ in .addGrad }
+  public func resultType(_ x: [TensorType]) throws(ShapeError) -> TensorType {
+    guard try Channels.productType("add_grad", x[0], x[1]) == x[0] else {
+      throw ShapeError("add_grad: x \(x[1]) is not dy's shape or one value per channel of it (\(x[0]))", operand: 1)
+    }
+    return x[1]
+  }
+  public func reference<T: Real>(_ x: Operands<T>, _ ctx: ReferenceContext) throws(EvaluationError) -> [Tensor<T>] {
+    let (dy, shape) = (try x.f32(0), try x.f32(1).shape)
+    let count = shape.reduce(1, *), plane = dy.data.count / count
+    var dx = Tensor<T>(zeros: shape)
+    // In order along each plane, as the kernel sums.
+    for q in 0..<count {
+      var s: T = 0
+      for i in 0..<plane { s += dy.data[q * plane + i] }
+      dx.data[q] = s
+    }
+    return [dx]
   }
 }

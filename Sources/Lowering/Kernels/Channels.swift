@@ -13,10 +13,10 @@ extension Emitter {
     }] }
   }
 
-  /// out = a * b, where one operand may be a per-channel gate [N, C, 1, 1] read once per plane of the other: per
-  /// plane, explicit vectors along it (the gate broadcast), which the back ends' own vectorisers did not form
-  /// for the gate's per-plane reads.
-  mutating func gatedProduct(_ out: String, _ a: String, _ b: String) {
+  /// out = a * b (or `combine(a, b)`), where one operand may be a per-channel gate [N, C, 1, 1] read once per plane
+  /// of the other: per plane, explicit vectors along it (the gate broadcast), which the back ends' own vectorisers
+  /// did not form for the gate's per-plane reads.
+  mutating func gatedProduct(_ out: String, _ a: String, _ b: String, _ combine: (VExpr, VExpr) -> VExpr = VExpr.mul) {
     let y = at(out), count = dims(out).reduce(1, *)
     let pa = at(a), pb = at(b), na = dims(a).reduce(1, *), nb = dims(b).reduce(1, *)
     let plane = count / min(na, nb)
@@ -25,7 +25,7 @@ extension Emitter {
     }
     body.append(loop("q", count / plane) { e, q in
       e.vectorRuns(plane) { _, first, lanes in
-        [.vstore(y.base, .c(y.offset) + q * plane + first, .mul(read(pa, full: na == count, q, first, lanes), read(pb, full: nb == count, q, first, lanes)),
+        [.vstore(y.base, .c(y.offset) + q * plane + first, combine(read(pa, full: na == count, q, first, lanes), read(pb, full: nb == count, q, first, lanes)),
                  lanes: lanes)]
       }
     })
@@ -70,6 +70,22 @@ extension MulGradOp: Lowerable {
       return [.local(acc, .c(0)), e.loop("j", plane) { _, j in
         [.set(acc, .local(acc) + .load(dy.base, .c(dy.offset) + q * plane + j) * .load(other.base, .c(other.offset) + q * plane + j))]
       }, .store(dx.base, .c(dx.offset) + q, .local(acc))]
+    })
+  }
+}
+
+extension AddGradOp: Lowerable {
+  func lower(_ n: Node, _ e: inout Emitter) {
+    let count = e.dims(n.name).reduce(1, *), full = e.dims(n.args[0]).reduce(1, *)
+    let dy = e.at(n.args[0]), dx = e.at(n.name), plane = full / count
+    guard count < full else {
+      return e.body.append(e.copyBlocks(images: 1, block: count, from: dy, 0, stride: 0, to: dx, 0, stride: 0))
+    }
+    // The sum over each plane of dy, in order (as the reference kernel).
+    e.body.append(e.loop("q", count) { e, q in
+      let acc = e.fresh("acc")
+      return [.local(acc, .c(0)), e.loop("j", plane) { _, j in [.set(acc, .local(acc) + .load(dy.base, .c(dy.offset) + q * plane + j))] },
+              .store(dx.base, .c(dx.offset) + q, .local(acc))]
     })
   }
 }

@@ -66,9 +66,14 @@ extension HardSwishOp: Lowerable {}
 extension HardSwishGradOp: Lowerable {}
 extension SiLUOp: Lowerable {}
 extension SiLUGradOp: Lowerable {}
+extension GELUOp: Lowerable {}
+extension GELUGradOp: Lowerable {}
 
 extension AddOp: Lowerable {
-  func lower(_ n: Node, _ e: inout Emitter) { e.elementwise(n) { i, x in x[0](i) + x[1](i) } }
+  func lower(_ n: Node, _ e: inout Emitter) {
+    guard e.dims(n.args[0]) == e.dims(n.args[1]) else { return e.gatedProduct(n.name, n.args[0], n.args[1], VExpr.add) }
+    e.elementwise(n) { i, x in x[0](i) + x[1](i) }
+  }
 }
 
 extension DropoutOp: Lowerable {
