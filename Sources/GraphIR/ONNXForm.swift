@@ -7,6 +7,12 @@ public enum ONNXForm: Sendable, Equatable {
   /// Two standard nodes: `first` of the operand, then `second` of the operand and `first`'s output (SiLU, which
   /// ONNX before opset 22 has no op for, is Sigmoid then Mul).
   case gated(first: String, second: String)
+  /// Split of the channels into `parts` equal parts (opset 13's Split without sizes), of which the value is the
+  /// `index`-th (the others are unused outputs).
+  case split(parts: Int, index: Int)
+  /// Reshape to [N, groups, C / groups, H, W], Transpose [0, 2, 1, 3, 4], Reshape back: the targets name the
+  /// operand's sizes, which the export takes from shape inference.
+  case channelShuffle(groups: Int)
   /// GELU before opset 20's Gelu, as exporters write it: Div(x, sqrt 2), Erf, Add 1, Mul by x, Mul by 1/2.
   case erfGELU
   /// No ONNX form (a loss, which the exported inference graph does not hold), and why.

@@ -22,8 +22,12 @@ public enum ONNXExport {
     var g = Onnx_GraphProto()
     g.name = graph.name
     g.input = [valueInfo(image.name, dims: inputDims)]
-    var exported = Exported(tensors: tensors, stateKey: graph.stateKey)
-    for node in prunedToOutput(graph).nodes { try exported.add(node) }
+    let pruned = prunedToOutput(graph)
+    // Sizes for the forms that name them (a channel shuffle's Reshape targets), at batch 1: the batch is copied (0).
+    let shapes: ShapeTable
+    do { shapes = try inferShapes(pruned, batch: 1) } catch { throw ONNXError("the graph does not check:\n\(error)") }
+    var exported = Exported(tensors: tensors, stateKey: graph.stateKey, dims: shapes.types.mapValues(\.dims))
+    for node in pruned.nodes { try exported.add(node) }
     g.node = exported.nodes
     g.initializer = exported.initializers
     g.output = [valueInfo(output, dims: outputDims)]
@@ -63,12 +67,25 @@ struct Exported {
   let tensors: [String: (shape: [Int], data: [Float])]
   /// The `state_dict` key an initializer takes (`Graph.stateKey`).
   let stateKey: (String) -> String
+  /// Each value's dimensions at batch 1.
+  let dims: [String: [Int]]
   var nodes: [Onnx_NodeProto] = []
   var initializers: [Onnx_TensorProto] = []
 
-  init(tensors: [String: (shape: [Int], data: [Float])], stateKey: @escaping (String) -> String) {
+  init(tensors: [String: (shape: [Int], data: [Float])], stateKey: @escaping (String) -> String, dims: [String: [Int]]) {
     self.tensors = tensors
     self.stateKey = stateKey
+    self.dims = dims
+  }
+
+  /// A 1-D int64 initializer (a Reshape's target shape).
+  mutating func int64Initializer(_ name: String, _ values: [Int]) {
+    var p = Onnx_TensorProto()
+    p.name = name
+    p.dims = [Int64(values.count)]
+    p.dataType = Int32(Onnx_TensorProto.DataType.int64.rawValue)
+    p.int64Data = values.map { Int64($0) }
+    initializers.append(p)
   }
 
   mutating func initializer(_ name: String, _ t: (shape: [Int], data: [Float])) {
@@ -103,13 +120,14 @@ struct Exported {
   static func attribute(_ name: String, int: Int) -> Onnx_AttributeProto { attribute(name, .int) { $0.i = Int64(int) } }
   static func attribute(_ name: String, float: Double) -> Onnx_AttributeProto { attribute(name, .float) { $0.f = Float(float) } }
 
-  /// A node of `op` for graph node `n`, writing `output` (by default the value `n` defines).
-  mutating func emit(_ op: String, _ n: Node, inputs: [String], _ attributes: [Onnx_AttributeProto] = [], output: String? = nil) {
+  /// A node of `op` for graph node `n`, writing `output` (by default the value `n` defines), or several outputs.
+  mutating func emit(_ op: String, _ n: Node, inputs: [String], _ attributes: [Onnx_AttributeProto] = [], output: String? = nil,
+                     outputs: [String]? = nil) {
     var p = Onnx_NodeProto()
     p.opType = op
     p.name = output ?? n.name
     p.input = inputs
-    p.output = [output ?? n.name]
+    p.output = outputs ?? [output ?? n.name]
     p.attribute = attributes
     nodes.append(p)
   }
@@ -141,6 +159,16 @@ struct Exported {
       let gate = "\(n.name).\(first.lowercased())"
       emit(first, n, inputs: [n.args[0]], output: gate)
       emit(second, n, inputs: [n.args[0], gate])
+    case .split(let parts, let index):
+      let outputs = (0..<parts).map { $0 == index ? n.name : "\(n.name).part\($0)" }
+      emit("Split", n, inputs: [n.args[0]], [Self.attribute("axis", int: 1)], outputs: outputs)
+    case .channelShuffle(let groups):
+      guard let d = dims[n.args[0]], d.count == 4 else { throw ONNXError("'\(n.name)' (channel_shuffle): the export shuffles [N, C, H, W] only") }
+      int64Initializer("\(n.name).view", [0, groups, d[1] / groups, d[2], d[3]])
+      int64Initializer("\(n.name).back", [0, d[1], d[2], d[3]])
+      emit("Reshape", n, inputs: [n.args[0], "\(n.name).view"], output: "\(n.name).grouped")
+      emit("Transpose", n, inputs: ["\(n.name).grouped"], [Self.attribute("perm", ints: [0, 2, 1, 3, 4])], output: "\(n.name).transposed")
+      emit("Reshape", n, inputs: ["\(n.name).transposed", "\(n.name).back"])
     case .erfGELU:
       let x = n.args[0], name = { (step: String) in "\(n.name).\(step)" }
       for (suffix, value) in [("sqrt2", Float(2).squareRoot()), ("one", 1), ("half", 0.5)] as [(String, Float)] { initializer(name(suffix), ([], [value])) }

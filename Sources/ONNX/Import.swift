@@ -468,7 +468,8 @@ struct Translator {
     }
     if let k = int(node, "num_outputs"), k != parts { throw fail(node, "num_outputs \(k) for \(parts) outputs") }
     let base = layerName(node, weight: nil)
-    for (i, out) in node.output.enumerated() where !out.isEmpty {
+    // Outputs nothing reads (a cnnc export writes one Split per chunk) make no statement.
+    for (i, out) in node.output.enumerated() where !out.isEmpty && readers[out, default: 0] > 0 {
       let name = fresh("\(base)_\(i)")
       statements.append("\(name) = chunk(\(x), chunks: \(parts), index: \(i))")
       values[out] = name

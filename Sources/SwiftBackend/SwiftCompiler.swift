@@ -123,7 +123,10 @@ public struct SwiftCompiler: ProgramCompiler {
       p.waitUntilExit()
       guard p.terminationStatus == 0 else {
         try? FileManager.default.removeItem(atPath: tmp)
-        throw SwiftCompileError(description: "swiftc failed on generated code (\(src)):\n" + String(decoding: output.prefix(4000), as: UTF8.self))
+        // Its errors first (warnings about the generated code can fill the output before the first one).
+        let text = String(decoding: output, as: UTF8.self)
+        let errors = text.split(separator: "\n").filter { $0.contains("error:") }.prefix(10).map { String($0.prefix(300)) }
+        throw SwiftCompileError(description: "swiftc failed on generated code (\(src)):\n" + (errors.isEmpty ? String(text.prefix(4000)) : errors.joined(separator: "\n")))
       }
       // The digest first, then the library renamed into place: a reader finds both whole or no library.
       do {

@@ -38,6 +38,52 @@ import Testing
     #expect(p.arenaFloats <= 2 * 512 + 64)
   }
 
+  /// An activation written as a formula (GELU: a rational erf, read in its value and derivative) computes each
+  /// subexpression once per element: no non-trivial subexpression occurs twice in its loop's statements.
+  @Test func formulaActivationsComputeEachSubexpressionOnce() throws {
+    let g = try Parser.parse("""
+      input x: f32[N, 4]
+      input y: i32[N]
+      a = dense(x, units: 8)
+      h = gelu(a)
+      o = dense(h, units: 3)
+      loss = cross_entropy(o, y)
+      output o
+      minimize loss
+      """, defaultName: "gelu")
+    let p = try lower(g, batch: 2, mode: .train(OptimizerSpec(kind: .sgd)), target: Target.named("x86-64-v3", isa: .avx2))
+    // The innermost loops that store through locals: gelu's and gelu_grad's.
+    var loops: [[Stmt]] = []
+    func visit(_ body: [Stmt]) {
+      for s in body {
+        switch s {
+        case .loop(_, _, let inner), .parallel(_, _, let inner), .region(_, let inner), .kernel(_, let inner), .when(_, let inner):
+          if inner.contains(where: { if case .local = $0 { true } else { false } }) { loops.append(inner) } else { visit(inner) }
+        default: continue
+        }
+      }
+    }
+    visit(p.functions.flatMap(\.body) + p.sharedKernels.flatMap(\.body))
+    #expect(loops.count >= 2, "gelu and gelu_grad bind subexpressions to locals")
+    for body in loops {
+      var seen: [FExpr: Int] = [:]
+      func walk(_ e: FExpr) {
+        switch e {
+        case .c, .load, .local, .ofInt, .learningRate: return
+        default: seen[e, default: 0] += 1
+        }
+        for child in AnyExpr.float(e).children { if case .float(let f) = child { walk(f) } }
+        if case .select(let c, _, _) = e, case .fgt(let l, let r) = c { walk(l); walk(r) }
+      }
+      for s in body {
+        if case .local(_, let e) = s { walk(e) }
+        if case .store(_, _, let e) = s { walk(e) }
+      }
+      let repeated = seen.filter { $0.value > 1 }
+      #expect(repeated.isEmpty, "\(repeated.count) subexpressions computed more than once")
+    }
+  }
+
   /// An elementwise loop becomes full vectors and one masked block; loops it cannot widen (exp, an index
   /// that is not unit-stride) keep their scalar form.
   @Test func elementwiseLoopsBecomeFullAndPartialVectors() {

@@ -51,10 +51,12 @@ struct OpFormTests {
     "softmax": "f = flatten(x)\ns = dense(f, units: 4)\np = softmax(s)\nd = dense(p, units: 3)",
     "add": "a = relu(x)\ny = add(x, a)\ng = global_avgpool(x)\nz = add(g, y)\nv = add(z, g)\nf = flatten(v)\nd = dense(f, units: 4)",
     "gelu": "y = gelu(x)\nf = flatten(y)\nd = dense(f, units: 4)",
+    "chunk": "a = chunk(x, chunks: 2, index: 1)\nb = chunk(x, chunks: 2, index: 0)\nr = relu(a)\nc = concat(r, b)\nf = flatten(c)\nd = dense(f, units: 4)",
+    "channel_shuffle": "y = conv2d(x, filters: 6, kernel: 3)\ns = channel_shuffle(y, groups: 3)\nf = flatten(s)\nd = dense(f, units: 4)",
     "batchnorm": "y = batchnorm(x)\nz = batchnorm(y, affine: false, eps: 0.001)\nf = flatten(z)\nd = dense(f, units: 4)",
   ]
   /// Forward ops with no ONNX form, and why (the form itself says so too).
-  static let withoutForm: Set = ["cross_entropy", "chunk", "channel_shuffle"]
+  static let withoutForm: Set = ["cross_entropy"]
 
   static func graph(_ body: String) throws -> Graph {
     try Parser.parse("""

@@ -158,7 +158,7 @@ public struct ChunkOp: ForwardOp {
   }
   public var printedAttributes: [(String, String)] { [("chunks", "\(chunks)"), ("index", "\(index)")] }
   /// Opset 17's Split and Slice name channel counts, which depend on the input's shape and not on the op alone.
-  public var onnx: ONNXForm { .none(reason: "its ONNX form (Split or Slice) names channel counts, which depend on the input's shape; exporting it is not supported yet") }
+  public var onnx: ONNXForm { .split(parts: chunks, index: index) }
   public func resultType(_ x: [TensorType]) throws(ShapeError) -> TensorType { try Channels.chunkType(spelling, chunks, x[0]) }
   public func gradient(_ node: Node, dy: String, wants: [Bool], _ b: inout GradientBuilder) -> [String?] {
     [wants[0] ? b.emit("\(node.args[0])_grad", .chunkGrad(chunks: chunks, index: index), [dy, node.args[0]]) : nil]
@@ -207,7 +207,7 @@ public struct ChannelShuffleOp: ForwardOp {
   public static let syntax = OpSyntax("channel_shuffle", operands: ["x"], attrs: attrs) { a throws(AttrError) in .channelShuffle(groups: try a.int("groups", min: 1)) }
   public var printedAttributes: [(String, String)] { [("groups", "\(groups)")] }
   /// Its ONNX form, Reshape to 5-D, Transpose and Reshape back, names the input's channels and spatial size.
-  public var onnx: ONNXForm { .none(reason: "its ONNX form (Reshape, Transpose, Reshape) names the input's spatial size; exporting it is not supported yet") }
+  public var onnx: ONNXForm { .channelShuffle(groups: groups) }
   public func resultType(_ x: [TensorType]) throws(ShapeError) -> TensorType { try Channels.shuffleType(spelling, groups, x[0]) }
   public func gradient(_ node: Node, dy: String, wants: [Bool], _ b: inout GradientBuilder) -> [String?] {
     [wants[0] ? b.emit("\(node.args[0])_grad", .channelShuffleGrad(groups: groups), [dy]) : nil]

@@ -108,18 +108,17 @@ extension ChunkGradOp: Lowerable {
 }
 
 extension Emitter {
-  /// Each output plane copied from its shuffled source plane (`Channels.shuffledSource`), one image at a time.
+  /// Each output plane copied from its shuffled source plane (`Channels.shuffledSource`: output channel
+  /// j * rows + i reads input channel i * cols + j), one image at a time, in loops over i and j rather than one
+  /// copy per channel (hundreds in ShuffleNet's late stages, which made its kernels slow to compile).
   mutating func shuffleChannels(_ n: Node, groups: Int, inverse: Bool) {
     let xd = dims(n.args[0]), x = at(n.args[0]), y = at(n.name)
     let c = xd[1], plane = xd.dropFirst(2).reduce(1, *)
-    body.append(loop("b", xd[0]) { e, b in
-      (0..<c).map { o in
-        let s = Channels.shuffledSource(o, channels: c, groups: groups, inverse: inverse)
-        return e.loop("i", plane) { _, i in
-          [.store(y.base, .c(y.offset) + b * (c * plane) + .c(o * plane) + i, .load(x.base, .c(x.offset) + b * (c * plane) + .c(s * plane) + i))]
-        }
-      }
-    })
+    let (rows, cols) = inverse ? (c / groups, groups) : (groups, c / groups)
+    body.append(loop("b", xd[0]) { e, b in [e.loop("i", rows) { e, i in [e.loop("j", cols) { e, j in [e.loop("p", plane) { _, p in
+      [.store(y.base, .c(y.offset) + b * (c * plane) + j * (rows * plane) + i * plane + p,
+              .load(x.base, .c(x.offset) + b * (c * plane) + i * (cols * plane) + j * plane + p))]
+    }] }] }] })
   }
 }
 

@@ -4,11 +4,14 @@ import Passes
 /// Elementwise ops over flat buffers: the activations (from their one definition), add, dropout; views
 /// (flatten, inference dropout) emit no code.
 extension Emitter {
-  /// `out[i] = value(i)` over the node's output.
+  /// `out[i] = value(i)` over the node's output, each subexpression the formula repeats computed once.
   mutating func elementwise(_ n: Node, _ value: (IExpr, [(IExpr) -> FExpr]) -> FExpr) {
     let out = at(n.name)
     let args: [(IExpr) -> FExpr] = n.args.map(at).map { p in { i in .load(p.base, .c(p.offset) + i) } }
-    body.append(elementwise(out.count) { i in .store(out.base, .c(out.offset) + i, value(i, args)) })
+    body.append(loop("i", out.count) { e, i in
+      let (bindings, v) = SubexpressionSharing.share(value(i, args)) { e.fresh("t") }
+      return bindings + [.store(out.base, .c(out.offset) + i, v)]
+    })
   }
 
   /// Dropout's mask and scale applied to operand 0; `key` names the forward dropout, so the gradient
