@@ -132,9 +132,9 @@ public final class CompiledBackend<C: ProgramCompiler>: Backend {
 
   /// A back end that only runs inference: the programs for `inferenceCalls` (image counts per `infer` call),
   /// compiled before it returns, and no training step. Its optimiser settings are never read.
-  public convenience init(inferenceOf graph: Graph, compiler: C, inferenceCalls: [Int], threads: Int? = nil) throws {
+  public convenience init(inferenceOf graph: Graph, compiler: C, inferenceCalls: [Int], threads: Int? = nil, profile: Bool = false) throws {
     try self.init(name: compiler.name, graph: graph, batch: max(1, inferenceCalls.max() ?? 1), optimizer: Optimizer(kind: .adam, learningRate: 0),
-                  compiler: compiler, inferenceCalls: inferenceCalls, threads: threads, inferenceOnly: true)
+                  compiler: compiler, inferenceCalls: inferenceCalls, threads: threads, profile: profile, inferenceOnly: true)
   }
 
   /// The step's buffers: parameters and buffers, Adam's moments, one gradient block per shard, one arena per

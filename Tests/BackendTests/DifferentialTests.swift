@@ -280,6 +280,38 @@ import Testing
     expectClose(try interp.infer(images: d.images, count: 3), try b.infer(images: d.images, count: 3), "\(name) inference on \(b.compiler.target.cpu)")
   }
 
+  /// 1x1 convs of stride 1 without padding, one image per GEMM (batch 1): the GEMM reads the input as its column
+  /// matrix, with bias, a fused relu and a folded batch norm in the epilogue; a strided and a padded 1x1 conv
+  /// beside them take im2col. Batch 1 and 3 against the interpreter, on each target.
+  @Test(arguments: TestTargets.names) func pointwiseConvsMatch(_ target: String) throws {
+    let source = """
+      input x: f32[N, 6, 9, 7]
+      input y: i32[N]
+      a = conv2d(x, filters: 8, kernel: 1)
+      r = relu(a)
+      b = conv2d(r, filters: 5, kernel: 1, bias: false)
+      bn = batchnorm(b)
+      s = conv2d(bn, filters: 4, kernel: 1, stride: 2)
+      p = conv2d(bn, filters: 3, kernel: 1, padding: 1)
+      fs = flatten(s)
+      fp = flatten(p)
+      o1 = dense(fs, units: 4)
+      o2 = dense(fp, units: 4)
+      o = add(o1, o2)
+      loss = cross_entropy(o, y)
+      output o
+      minimize loss
+      """
+    for batch in [1, 3] {
+      let d = try Differential(source: source, batch: batch)
+      var interp = try InterpreterBackend(graph: d.graph)
+      interp.load(d.parameters, Optimizer(kind: .adam, learningRate: 0))
+      let b = try CompiledBackend(inferenceOf: d.graph, compiler: try JITCompiler(target: try TestTargets.resolve(target)), inferenceCalls: [batch])
+      try b.loadParameters(d.parameters)
+      expectClose(try interp.infer(images: d.images, count: batch), try b.infer(images: d.images, count: batch), "1x1 convs at batch \(batch) on \(target)")
+    }
+  }
+
   @Test(arguments: ["simplecnn.graph", "odd"]) func weightsAfterAdamStepsWithDropoutMatch(_ name: String) throws {
     let d = try Differential(source: try Self.source(name), batch: 4)
     var interp = try InterpreterBackend(graph: d.graph)

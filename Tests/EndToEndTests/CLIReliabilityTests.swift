@@ -64,6 +64,10 @@ import Testing
       (["bench", "tiny.graph", "--seed", "-1"], "'-1' is invalid for '--seed"),
       (["bench", "tiny.graph", "--shards", "0"], "--shards must divide"),
       (["bench", "tiny.graph", "--singles", "9223372036854775807"], "--singles must be at most"),
+      (["bench", "tiny.graph", "--inference-only", "--batches", "0"], "--batches takes batch sizes from 1 to 1024"),
+      (["bench", "tiny.graph", "--inference-only", "--batches", "1,x"], "--batches takes batch sizes from 1 to 1024"),
+      (["bench", "tiny.graph", "--inference-only", "--seconds", "0"], "--seconds must be above 0"),
+      (["bench", "tiny.graph", "--inference-only", "--seconds", "nan"], "--seconds must be above 0"),
     ]
     for (args, expected) in cases {
       let r = try Self.run(args, in: dir)

@@ -105,6 +105,17 @@ import Testing
                   trapped: p.terminationReason == .uncaughtSignal)
   }
 
+  /// `bench --inference-only` times inference alone on random inputs of the model's shape (no data set) and
+  /// prints one JSON object, each figure keyed by batch size.
+  @Test func inferenceBenchNeedsNoData() throws {
+    let r = try Self.run(["bench", "Graphs/tiny.graph", "--inference-only", "--batches", "1,3", "--seconds", "0.05"])
+    #expect(r.status == 0, "\(r.stderr)")
+    let json = try #require(try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any], "\(r.stdout)")
+    let perImage = try #require(json["inference_us_per_image"] as? [String: Double], "\(r.stdout)")
+    #expect(Set(perImage.keys) == ["1", "3"] && perImage.values.allSatisfy { $0 > 0 && $0.isFinite })
+    #expect(json["mode"] as? String == "inference" && (json["peak_rss_mb"] as? Double ?? 0) > 0 && json["target"] is [String: Any])
+  }
+
   @Test func compileShowsThePlan() throws {
     let r = try Self.run(["compile", "Graphs/simplecnn.graph", "--emit", "none"])
     #expect(r.status == 0)

@@ -244,13 +244,20 @@ extension Emitter {
     return choice.0 == .winograd
   }
 
+  /// Whether a forward conv's GEMM reads its input as the column matrix itself: a 1x1 conv of stride 1 without
+  /// padding, one image per GEMM (batch 1, or a group of one), unpooled. Its im2col would be a copy of the
+  /// image: [C, H*W] is already [C*k*k, OH*OW]. (ResNet-50 at batch 1 has 36 such convs, about half its work.)
+  static func readsInputInPlace(_ a: Conv2DAttrs, _ s: ConvShape, window: Int) -> Bool {
+    a.kernel == 1 && a.stride == 1 && a.padding == 0 && s.group == 1 && window == 1
+  }
+
   mutating func convForward(_ n: Node, _ a: Conv2DAttrs, relu: Bool, pool: PoolAttrs?) {
     if choosesWinograd(n, ConvCost.forward(a, x: dims(n.args[0]), target: target)) { return winogradForward(n, a, relu: relu, pool: pool) }
     let x = at(n.args[0]), s = convShape(a, x: dims(n.args[0]))
     let w = at("\(n.name).weight")
     let scratch = plan.scratch[n.name]!
-    let col = scratch.offset, tmp = scratch.offset + s.ckk * s.row, table = tmp + s.f * s.row, phases = table + s.cols
-    let window = Self.poolWindow(pool, s)
+    let window = Self.poolWindow(pool, s), inPlace = Self.readsInputInPlace(a, s, window: window)
+    let col = scratch.offset, tmp = scratch.offset + (inPlace ? 0 : s.ckk * s.row), table = tmp + s.f * s.row, phases = table + s.cols
     let pooled = (s.oh / window) * (s.ow / window)
     let epilogue = ConvEpilogue(n: n, s: s, tmp: tmp, table: table, window: window, pooled: pooled, y: at(n.name),
                                 bias: a.bias ? at("\(n.name).bias") : nil, fold: foldOperand(n, scaled: a.scaled))
@@ -261,10 +268,11 @@ extension Emitter {
     }
     body += clearPhases(a, s, phases: phases, window: window)
     body.append(loop("g", s.n / s.group) { e, g in
-      var out = e.im2col(a, s, x: x, g: g, col: col, window: window, phases: phases)
+      var out = inPlace ? [] : e.im2col(a, s, x: x, g: g, col: col, window: window, phases: phases)
       // tmp[F x cols] = W[F x ckk] * col[ckk x cols], vectorised along the columns.
+      let b: (Base, IExpr) = inPlace ? (x.base, .c(x.offset) + g * (s.c * s.plane)) : (.arena, .c(col))
       out += e.tiledGemm(TiledGemm(m: s.f, n: s.cols, k: s.ckk, a: (.params, .c(w.offset)), aRow: s.ckk, aCol: 1,
-                                   b: (.arena, .c(col)), ldb: s.row, c: (.arena, .c(tmp)), ldc: s.row, accumulate: false))
+                                   b: b, ldb: inPlace ? s.plane : s.row, c: (.arena, .c(tmp)), ldc: s.row, accumulate: false))
       if window > 1 {
         out.append(e.windowMajorPool(epilogue, g: g))
       } else if let p = pool {
@@ -468,10 +476,12 @@ extension Conv2DOp: Lowerable {
       let s = WinogradShape.forward(a, x: x, target: target)
       return s.forwardFloats + s.planeFloats
     }
-    let g = convScratch(attrs, x: n.args[0], shapes, target)
-    let window = Emitter.poolWindow(pool.map { let o = a.output(x); return $0.clamped(o.h, o.w) }, Emitter.convShape(a, x: x, target: target))
-    // + the pooling epilogue's table of window positions, and the phase planes.
-    return (g.ckk + g.f) * g.row + g.cols + Emitter.phaseFloats(a, x: x, window: window, target: target)
+    let g = convScratch(attrs, x: n.args[0], shapes, target), s = Emitter.convShape(a, x: x, target: target)
+    let window = Emitter.poolWindow(pool.map { let o = a.output(x); return $0.clamped(o.h, o.w) }, s)
+    // The column matrix (none when the GEMM reads the input), the conv result, the pooling epilogue's table of
+    // window positions, and the phase planes.
+    let columns = Emitter.readsInputInPlace(a, s, window: window) ? 0 : g.ckk * g.row
+    return columns + g.f * g.row + g.cols + Emitter.phaseFloats(a, x: x, window: window, target: target)
   }
 }
 

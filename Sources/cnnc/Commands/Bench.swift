@@ -47,9 +47,25 @@ struct Bench: ParsableCommand {
   var kernels = false
   @Option(name: .customLong("scaling-layers"), parsing: .upToNextOption, help: "Convolution chain lengths for --compile-scaling (default 10 30 100 300).")
   var scalingLayers: [Int] = CompileScaling.layerCounts
+  @Flag(name: .customLong("inference-only"), help: "Instead: inference alone on random inputs of the model's input shape (no data set), per batch of --batches.")
+  var inferenceOnly = false
+  @Option(parsing: .unconditional, help: "Batch sizes for --inference-only, comma-separated (default 1,16).") var batches: String = "1,16"
+  @Option(parsing: .unconditional, help: "Seconds of timed calls per batch size for --inference-only (default 2).") var seconds: Double = 2
+  @Option(parsing: .unconditional, help: "Weights for --inference-only (safetensors); an .onnx model's own by default, seeded random ones for a .graph.")
+  var weights: String?
+
+  /// The batch sizes of `--batches`.
+  var batchSizes: [Int] { batches.split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) } }
+  /// The most seconds `--seconds` may ask for per batch size.
+  static let maxSeconds = 600.0
 
   func validate() throws {
     try BackendKind.check(backend, allowed: [.jit, .swift])
+    let sizes = batchSizes
+    guard !sizes.isEmpty, sizes.count == batches.split(separator: ",").count, sizes.allSatisfy({ (1...Infer.maxBatch).contains($0) }) else {
+      throw ValidationError("--batches takes batch sizes from 1 to \(Infer.maxBatch), comma-separated, got '\(batches)'")
+    }
+    guard seconds.isFinite, seconds > 0, seconds <= Self.maxSeconds else { throw ValidationError("--seconds must be above 0 and at most \(Int(Self.maxSeconds)), got \(seconds)") }
     if let epochs, epochs < 2 { throw ValidationError("--epochs must be at least 2 (the first epoch is not timed)") }
     guard steps >= 1 else { throw ValidationError("--steps must be at least 1") }
     guard singles >= 5 else { throw ValidationError("--singles must be at least 5") }
@@ -68,6 +84,15 @@ struct Bench: ParsableCommand {
       return
     }
     let f = try file.map { try GraphFile(path: $0, verbose: modelOptions.verbose) } ?? GraphFile(builtin: "simplecnn.graph", text: defaultGraph)
+    if inferenceOnly {
+      try reportingErrors {
+        _ = try loadBLAS()
+        let bench = InferenceBench(file: f, weights: weights, batches: batchSizes, backend: backend, target: try targetOptions.resolve(runsHere: true),
+                                   threads: threads, seconds: seconds, seed: seed, profile: profile)
+        print(try bench.run())
+      }
+      return
+    }
     if kernels {
       try reportingErrors { print(try KernelBench.run(f, batch: 64, shards: shards, target: try targetOptions.resolve(runsHere: true))) }
       return

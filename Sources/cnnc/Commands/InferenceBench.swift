@@ -1,0 +1,104 @@
+import FileSystem
+import Foundation
+import GraphIR
+import LLVMBackend
+import Lowering
+import Passes
+import Runtime
+import SwiftBackend
+
+/// `cnnc bench MODEL --inference-only --batches 1,16`: inference of a model (`.graph` or `.onnx`) on random inputs
+/// of its input shape, as an inference engine is timed: per batch size, an inference-only program compiled for
+/// that batch, warmed up, then single calls timed one by one until `seconds` have passed (at least
+/// `minimumCalls`); the median call gives the time per image. No data set is needed.
+struct InferenceBench {
+  let file: GraphFile
+  let weights: String?
+  let batches: [Int]
+  let backend: BackendKind
+  let target: Target
+  let threads: Int?
+  let seconds: Double
+  let seed: UInt64
+  let profile: Bool
+
+  /// Calls timed per batch size at the least, however long they take.
+  static let minimumCalls = 5
+  /// Untimed calls first: code pages, arenas and caches touched once.
+  static let warmupCalls = 2
+  /// The random stream of the inputs (apart from the weights' stream of the same seed).
+  static let inputStream: UInt64 = 0x1a9_07
+
+  /// The JSON object of the figures.
+  func run() throws -> String {
+    let shapes = try file.run { () throws(DiagnosticList) in try inferShapes(file.graph, batch: 1) }
+    guard let image = file.graph.inputs.first(where: { $0.dtype == .f32 }), let dims = shapes[image.name]?.dims else {
+      throw DataError("\(file.path): the graph has no f32 image input")
+    }
+    // The model's own weights (an .onnx model's, or --weights); a .graph without them gets seeded random ones.
+    var parameters = Parameters(graph: file.graph, shapes: shapes, seed: seed)
+    if weights != nil || file.initializers != nil {
+      let (st, source) = try file.weights(weights)
+      try parameters.load(st, path: source, stateKey: file.graph.stateKey)
+    }
+    let per = dims.dropFirst().reduce(1, *)
+    let flopsPerImage = summarize(file.graph, shapes).reduce(0) { $0 + $1.flopsPerImage }
+    var usPerImage: [(Int, Double)] = [], compileSeconds: [(Int, Double)] = [], profiles: [String] = []
+    var rng = SeededRandom(seed: seed, stream: Self.inputStream)
+    for batch in batches {
+      let start = Date()
+      var b = try makeBackend(batch)
+      compileSeconds.append((batch, Date().timeIntervalSince(start)))
+      try b.loadParameters(parameters)
+      let images = (0..<(batch * per)).map { _ in rng.uniform(-1, 1) }
+      for _ in 0..<Self.warmupCalls { _ = try b.infer(images: images, count: batch) }
+      var calls: [Double] = []
+      let begin = Date()
+      while calls.count < Self.minimumCalls || Date().timeIntervalSince(begin) < seconds {
+        let t = Date()
+        _ = try b.infer(images: images, count: batch)
+        calls.append(Date().timeIntervalSince(t))
+      }
+      usPerImage.append((batch, calls.sorted()[calls.count / 2] / Double(batch) * 1e6))
+      if profile, let compiled = b as? CompiledBackend<JITCompiler> {
+        // One call of the program that serves this batch (a large batch runs in chunks of its size).
+        let chunk = compiled.inferencePlan(batch)[0].batch
+        let rows = try compiled.profileInference(images: Array(images.prefix(chunk * per)), count: chunk, repeats: max(Self.minimumCalls, calls.count / 4))
+          .sorted { $0.msPerCall > $1.msPerCall }.map {
+            String(format: "    {\"line\": %d, \"statement\": \"%@\", \"op\": \"%@\"%@, \"us_per_call\": %.1f, \"share\": %.3f}",
+                   $0.line, $0.name, $0.op, compiled.convAlgorithms[$0.name].map { ", \"algorithm\": \"\($0.algorithm.rawValue)\"" } ?? "",
+                   $0.msPerCall * 1000, $0.share)
+          }
+        profiles.append("  \"profile_infer_b\(batch)\": [\n" + rows.joined(separator: ",\n") + "\n  ]")
+      }
+    }
+    var usage = rusage()
+    getrusage(RUSAGE_SELF.rawValue, &usage)
+    func keyed(_ values: [(Int, Double)], _ digits: Int) -> String {
+      "{" + values.map { "\"\($0.0)\": \(String(format: "%.\(digits)f", $0.1))" }.joined(separator: ", ") + "}"
+    }
+    let fields: [(String, String)] = [
+      ("framework", "\"cnnc \(backend.rawValue)\""), ("graph", "\"\(file.graph.name)\""), ("mode", "\"inference\""),
+      ("input", "[\(dims.dropFirst().map(String.init).joined(separator: ", "))]"), ("gflop_per_image", String(format: "%.3f", Double(flopsPerImage) / 1e9)),
+      ("inference_us_per_image", keyed(usPerImage, 1)), ("inference_images_per_s", keyed(usPerImage.map { ($0.0, 1e6 / $0.1) }, 1)),
+      ("inference_gflops", keyed(usPerImage.map { ($0.0, Double(flopsPerImage) / $0.1 / 1e3) }, 1)),
+      ("compile_s", keyed(compileSeconds, 3)), ("peak_rss_mb", String(format: "%.1f", Double(usage.ru_maxrss) / 1024)),
+      ("threads", "\(threads ?? ProcessInfo.processInfo.activeProcessorCount)"),
+      ("target", "{\"cpu\": \"\(target.cpu)\", \"host_cpu\": \"\(Target.host().cpu)\", \"isa\": \"\(target.isa.rawValue)\", \"lanes\": \(target.lanes), \"registers\": \(target.vectorRegisters)}"),
+    ]
+    return "{\n" + (fields.map { "  \"\($0.0)\": \($0.1)" } + profiles).joined(separator: ",\n") + "\n}"
+  }
+
+  /// An inference-only back end for calls of `batch` images (the JIT without an object cache, so `compile_s` is
+  /// a cold compile).
+  func makeBackend(_ batch: Int) throws -> any InferenceBackend {
+    switch backend {
+    case .swift:
+      return try CompiledBackend(inferenceOf: file.graph, compiler: try SwiftCompiler(source: file.path, target: target), inferenceCalls: [batch], threads: threads,
+                                 profile: profile)
+    default:
+      return try CompiledBackend(inferenceOf: file.graph, compiler: try JITCompiler(target: target, cache: nil), inferenceCalls: [batch], threads: threads,
+                                 profile: profile)
+    }
+  }
+}
