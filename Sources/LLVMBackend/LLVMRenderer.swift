@@ -558,7 +558,7 @@ public struct LLVMRenderer {
       // max as compare-and-select (not maxnum) so NaN handling matches the reference's `max`.
       let x = fexpr(a, s), y = fexpr(b, s)
       return LLVMBuildSelect(builder, LLVMBuildFCmp(builder, LLVMRealOGT, y, x, ""), y, x, "")
-    case .exp(let a): return intrinsic("llvm.exp.f32", [fexpr(a, s)])
+    case .exp(let a): return exponential(fexpr(a, s))
     case .log(let a): return intrinsic("llvm.log.f32", [fexpr(a, s)])
     case .sqrt(let a): return intrinsic("llvm.sqrt.f32", [fexpr(a, s)])
     case .select(let c, let a, let b): return LLVMBuildSelect(builder, cond(c, s), fexpr(a, s), fexpr(b, s), "")
