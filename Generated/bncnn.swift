@@ -37,6 +37,27 @@ func parallelFor(_ pool: UnsafeMutableRawPointer?, _ count: Int, _ body: (Int) -
   }
 }
 
+/// exp(x) as the LLVM back end computes it (cnnc's Exponential): range reduction, a polynomial, 2^(n-1) * 2.
+@inline(__always) func exponential(_ x: Float) -> Float {
+  let lowest = Float(bitPattern: 0xc2ad4937), overflow = Float(bitPattern: 0x42b17218)
+  let low = lowest > x ? lowest : x
+  let t = low > overflow ? overflow : low
+  let n = (t * Float(bitPattern: 0x3fb8aa3b) + 0.5).rounded(.down)
+  let r = (t - n * Float(bitPattern: 0x3f318000)) - n * Float(bitPattern: 0xb95e8083)
+  var p: Float = Float(bitPattern: 0x39506967)
+  p = p * r + Float(bitPattern: 0x3ab743ce)
+  p = p * r + Float(bitPattern: 0x3c088908)
+  p = p * r + Float(bitPattern: 0x3d2aa9c1)
+  p = p * r + Float(bitPattern: 0x3e2aaaaa)
+  p = p * r + Float(bitPattern: 0x3f000000)
+  let e = (p * (r * r) + r) + 1
+  let power = Float(bitPattern: UInt32(bitPattern: (Int32(t.isNaN ? 0 : n) &+ 126) << 23))
+  let scaled = (e * power) * 2
+  let under = lowest > x ? 0 : scaled
+  let over = x > overflow ? Float.infinity : under
+  return x.isNaN ? x : over
+}
+
 /// One vector register of the target.
 typealias Vector = SIMD8<Float>
 
@@ -759,7 +780,7 @@ public func bncnn_train_b64(
     }
     var s248: Float = Float(0)
     for k250 in 0..<10 {
-      s248 = (s248 + expf((arena[((3018880 +% (n246 *% 10)) +% k250)] - m247)))
+      s248 = (s248 + exponential((arena[((3018880 +% (n246 *% 10)) +% k250)] - m247)))
     }
     total245 = (total245 + ((m247 + logf(s248)) - arena[((3018880 +% (n246 *% 10)) +% Int(labels[n246]))]))
   }
@@ -772,10 +793,10 @@ public func bncnn_train_b64(
     }
     var s253: Float = Float(0)
     for k255 in 0..<10 {
-      s253 = (s253 + expf((arena[((3018880 +% (n251 *% 10)) +% k255)] - m252)))
+      s253 = (s253 + exponential((arena[((3018880 +% (n251 *% 10)) +% k255)] - m252)))
     }
     for k256 in 0..<10 {
-      arena[((3019536 +% (n251 *% 10)) +% k256)] = ((k256 == Int(labels[n251]) ? ((expf((arena[((3018880 +% (n251 *% 10)) +% k256)] - m252)) / s253) - Float(1)) : (expf((arena[((3018880 +% (n251 *% 10)) +% k256)] - m252)) / s253)) / Float(64))
+      arena[((3019536 +% (n251 *% 10)) +% k256)] = ((k256 == Int(labels[n251]) ? ((exponential((arena[((3018880 +% (n251 *% 10)) +% k256)] - m252)) / s253) - Float(1)) : (exponential((arena[((3018880 +% (n251 *% 10)) +% k256)] - m252)) / s253)) / Float(64))
     }
   }
   // fc2_weight_grad = dense_grad_weight(fc2_grad, relu3)
@@ -1754,8 +1775,8 @@ public func bncnn_train_b64(
     }
   }
   // adam = update of 421866 parameters
-  var step_size631: Float = (lr / (Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
-  var bc2_sqrt632: Float = sqrtf((Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
+  var step_size631: Float = (lr / (Float(1) - exponential((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
+  var bc2_sqrt632: Float = sqrtf((Float(1) - exponential((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
   for i633 in 0..<52733 {
     let g_v = (loadVector(grads, (i633 *% 8)) + (Vector(repeating: Float(0)) * loadVector(params, (i633 *% 8))))
     let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadVector(m, (i633 *% 8))) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))

@@ -37,6 +37,27 @@ func parallelFor(_ pool: UnsafeMutableRawPointer?, _ count: Int, _ body: (Int) -
   }
 }
 
+/// exp(x) as the LLVM back end computes it (cnnc's Exponential): range reduction, a polynomial, 2^(n-1) * 2.
+@inline(__always) func exponential(_ x: Float) -> Float {
+  let lowest = Float(bitPattern: 0xc2ad4937), overflow = Float(bitPattern: 0x42b17218)
+  let low = lowest > x ? lowest : x
+  let t = low > overflow ? overflow : low
+  let n = (t * Float(bitPattern: 0x3fb8aa3b) + 0.5).rounded(.down)
+  let r = (t - n * Float(bitPattern: 0x3f318000)) - n * Float(bitPattern: 0xb95e8083)
+  var p: Float = Float(bitPattern: 0x39506967)
+  p = p * r + Float(bitPattern: 0x3ab743ce)
+  p = p * r + Float(bitPattern: 0x3c088908)
+  p = p * r + Float(bitPattern: 0x3d2aa9c1)
+  p = p * r + Float(bitPattern: 0x3e2aaaaa)
+  p = p * r + Float(bitPattern: 0x3f000000)
+  let e = (p * (r * r) + r) + 1
+  let power = Float(bitPattern: UInt32(bitPattern: (Int32(t.isNaN ? 0 : n) &+ 126) << 23))
+  let scaled = (e * power) * 2
+  let under = lowest > x ? 0 : scaled
+  let over = x > overflow ? Float.infinity : under
+  return x.isNaN ? x : over
+}
+
 /// One vector register of the target.
 typealias Vector = SIMD8<Float>
 
@@ -623,7 +644,7 @@ public func convnet_train_b64(
     }
     var s175: Float = Float(0)
     for k177 in 0..<10 {
-      s175 = (s175 + expf((arena[((3227648 +% (n173 *% 10)) +% k177)] - m174)))
+      s175 = (s175 + exponential((arena[((3227648 +% (n173 *% 10)) +% k177)] - m174)))
     }
     total172 = (total172 + ((m174 + logf(s175)) - arena[((3227648 +% (n173 *% 10)) +% Int(labels[n173]))]))
   }
@@ -636,10 +657,10 @@ public func convnet_train_b64(
     }
     var s180: Float = Float(0)
     for k182 in 0..<10 {
-      s180 = (s180 + expf((arena[((3227648 +% (n178 *% 10)) +% k182)] - m179)))
+      s180 = (s180 + exponential((arena[((3227648 +% (n178 *% 10)) +% k182)] - m179)))
     }
     for k183 in 0..<10 {
-      arena[((3228304 +% (n178 *% 10)) +% k183)] = ((k183 == Int(labels[n178]) ? ((expf((arena[((3227648 +% (n178 *% 10)) +% k183)] - m179)) / s180) - Float(1)) : (expf((arena[((3227648 +% (n178 *% 10)) +% k183)] - m179)) / s180)) / Float(64))
+      arena[((3228304 +% (n178 *% 10)) +% k183)] = ((k183 == Int(labels[n178]) ? ((exponential((arena[((3227648 +% (n178 *% 10)) +% k183)] - m179)) / s180) - Float(1)) : (exponential((arena[((3227648 +% (n178 *% 10)) +% k183)] - m179)) / s180)) / Float(64))
     }
   }
   // fc2_weight_grad = dense_grad_weight(fc2_grad, drop)
@@ -1478,8 +1499,8 @@ public func convnet_train_b64(
     grads[(288 +% f463)] = sum473
   }
   // adam = update of 1625866 parameters
-  var step_size474: Float = (lr / (Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
-  var bc2_sqrt475: Float = sqrtf((Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
+  var step_size474: Float = (lr / (Float(1) - exponential((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
+  var bc2_sqrt475: Float = sqrtf((Float(1) - exponential((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
   for i476 in 0..<203233 {
     let g_v = (loadVector(grads, (i476 *% 8)) + (Vector(repeating: Float(0)) * loadVector(params, (i476 *% 8))))
     let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadVector(m, (i476 *% 8))) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))

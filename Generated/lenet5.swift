@@ -37,6 +37,27 @@ func parallelFor(_ pool: UnsafeMutableRawPointer?, _ count: Int, _ body: (Int) -
   }
 }
 
+/// exp(x) as the LLVM back end computes it (cnnc's Exponential): range reduction, a polynomial, 2^(n-1) * 2.
+@inline(__always) func exponential(_ x: Float) -> Float {
+  let lowest = Float(bitPattern: 0xc2ad4937), overflow = Float(bitPattern: 0x42b17218)
+  let low = lowest > x ? lowest : x
+  let t = low > overflow ? overflow : low
+  let n = (t * Float(bitPattern: 0x3fb8aa3b) + 0.5).rounded(.down)
+  let r = (t - n * Float(bitPattern: 0x3f318000)) - n * Float(bitPattern: 0xb95e8083)
+  var p: Float = Float(bitPattern: 0x39506967)
+  p = p * r + Float(bitPattern: 0x3ab743ce)
+  p = p * r + Float(bitPattern: 0x3c088908)
+  p = p * r + Float(bitPattern: 0x3d2aa9c1)
+  p = p * r + Float(bitPattern: 0x3e2aaaaa)
+  p = p * r + Float(bitPattern: 0x3f000000)
+  let e = (p * (r * r) + r) + 1
+  let power = Float(bitPattern: UInt32(bitPattern: (Int32(t.isNaN ? 0 : n) &+ 126) << 23))
+  let scaled = (e * power) * 2
+  let under = lowest > x ? 0 : scaled
+  let over = x > overflow ? Float.infinity : under
+  return x.isNaN ? x : over
+}
+
 /// One vector register of the target.
 typealias Vector = SIMD8<Float>
 
@@ -516,7 +537,7 @@ public func lenet5_train_b64(
     }
     var s84: Float = Float(0)
     for k86 in 0..<10 {
-      s84 = (s84 + expf((arena[((517376 +% (n82 *% 10)) +% k86)] - m83)))
+      s84 = (s84 + exponential((arena[((517376 +% (n82 *% 10)) +% k86)] - m83)))
     }
     total81 = (total81 + ((m83 + logf(s84)) - arena[((517376 +% (n82 *% 10)) +% Int(labels[n82]))]))
   }
@@ -529,10 +550,10 @@ public func lenet5_train_b64(
     }
     var s89: Float = Float(0)
     for k91 in 0..<10 {
-      s89 = (s89 + expf((arena[((517376 +% (n87 *% 10)) +% k91)] - m88)))
+      s89 = (s89 + exponential((arena[((517376 +% (n87 *% 10)) +% k91)] - m88)))
     }
     for k92 in 0..<10 {
-      arena[((518032 +% (n87 *% 10)) +% k92)] = ((k92 == Int(labels[n87]) ? ((expf((arena[((517376 +% (n87 *% 10)) +% k92)] - m88)) / s89) - Float(1)) : (expf((arena[((517376 +% (n87 *% 10)) +% k92)] - m88)) / s89)) / Float(64))
+      arena[((518032 +% (n87 *% 10)) +% k92)] = ((k92 == Int(labels[n87]) ? ((exponential((arena[((517376 +% (n87 *% 10)) +% k92)] - m88)) / s89) - Float(1)) : (exponential((arena[((517376 +% (n87 *% 10)) +% k92)] - m88)) / s89)) / Float(64))
     }
   }
   // fc3_weight_grad = dense_grad_weight(fc3_grad, fc2)
@@ -2336,8 +2357,8 @@ public func lenet5_train_b64(
     grads[(150 +% f1011)] = sum1021
   }
   // adam = update of 61706 parameters
-  var step_size1022: Float = (lr / (Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
-  var bc2_sqrt1023: Float = sqrtf((Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
+  var step_size1022: Float = (lr / (Float(1) - exponential((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
+  var bc2_sqrt1023: Float = sqrtf((Float(1) - exponential((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
   for i1024 in 0..<7713 {
     let g_v = (loadVector(grads, (i1024 *% 8)) + (Vector(repeating: Float(0)) * loadVector(params, (i1024 *% 8))))
     let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadVector(m, (i1024 *% 8))) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))

@@ -37,6 +37,27 @@ func parallelFor(_ pool: UnsafeMutableRawPointer?, _ count: Int, _ body: (Int) -
   }
 }
 
+/// exp(x) as the LLVM back end computes it (cnnc's Exponential): range reduction, a polynomial, 2^(n-1) * 2.
+@inline(__always) func exponential(_ x: Float) -> Float {
+  let lowest = Float(bitPattern: 0xc2ad4937), overflow = Float(bitPattern: 0x42b17218)
+  let low = lowest > x ? lowest : x
+  let t = low > overflow ? overflow : low
+  let n = (t * Float(bitPattern: 0x3fb8aa3b) + 0.5).rounded(.down)
+  let r = (t - n * Float(bitPattern: 0x3f318000)) - n * Float(bitPattern: 0xb95e8083)
+  var p: Float = Float(bitPattern: 0x39506967)
+  p = p * r + Float(bitPattern: 0x3ab743ce)
+  p = p * r + Float(bitPattern: 0x3c088908)
+  p = p * r + Float(bitPattern: 0x3d2aa9c1)
+  p = p * r + Float(bitPattern: 0x3e2aaaaa)
+  p = p * r + Float(bitPattern: 0x3f000000)
+  let e = (p * (r * r) + r) + 1
+  let power = Float(bitPattern: UInt32(bitPattern: (Int32(t.isNaN ? 0 : n) &+ 126) << 23))
+  let scaled = (e * power) * 2
+  let under = lowest > x ? 0 : scaled
+  let over = x > overflow ? Float.infinity : under
+  return x.isNaN ? x : over
+}
+
 /// One vector register of the target.
 typealias Vector = SIMD8<Float>
 
@@ -298,7 +319,7 @@ public func mlp_train_b64(
     }
     var s43: Float = Float(0)
     for k45 in 0..<10 {
-      s43 = (s43 + expf((arena[((40960 +% (n41 *% 10)) +% k45)] - m42)))
+      s43 = (s43 + exponential((arena[((40960 +% (n41 *% 10)) +% k45)] - m42)))
     }
     total40 = (total40 + ((m42 + logf(s43)) - arena[((40960 +% (n41 *% 10)) +% Int(labels[n41]))]))
   }
@@ -311,10 +332,10 @@ public func mlp_train_b64(
     }
     var s48: Float = Float(0)
     for k50 in 0..<10 {
-      s48 = (s48 + expf((arena[((40960 +% (n46 *% 10)) +% k50)] - m47)))
+      s48 = (s48 + exponential((arena[((40960 +% (n46 *% 10)) +% k50)] - m47)))
     }
     for k51 in 0..<10 {
-      arena[((41616 +% (n46 *% 10)) +% k51)] = ((k51 == Int(labels[n46]) ? ((expf((arena[((40960 +% (n46 *% 10)) +% k51)] - m47)) / s48) - Float(1)) : (expf((arena[((40960 +% (n46 *% 10)) +% k51)] - m47)) / s48)) / Float(64))
+      arena[((41616 +% (n46 *% 10)) +% k51)] = ((k51 == Int(labels[n46]) ? ((exponential((arena[((40960 +% (n46 *% 10)) +% k51)] - m47)) / s48) - Float(1)) : (exponential((arena[((40960 +% (n46 *% 10)) +% k51)] - m47)) / s48)) / Float(64))
     }
   }
   // fc3_weight_grad = dense_grad_weight(fc3_grad, fc2)
@@ -628,8 +649,8 @@ public func mlp_train_b64(
     grads[(200704 +% u97)] = acc98
   }
   // adam = update of 235146 parameters
-  var step_size100: Float = (lr / (Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
-  var bc2_sqrt101: Float = sqrtf((Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
+  var step_size100: Float = (lr / (Float(1) - exponential((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
+  var bc2_sqrt101: Float = sqrtf((Float(1) - exponential((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
   for i102 in 0..<29393 {
     let g_v = (loadVector(grads, (i102 *% 8)) + (Vector(repeating: Float(0)) * loadVector(params, (i102 *% 8))))
     let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadVector(m, (i102 *% 8))) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))

@@ -37,6 +37,27 @@ func parallelFor(_ pool: UnsafeMutableRawPointer?, _ count: Int, _ body: (Int) -
   }
 }
 
+/// exp(x) as the LLVM back end computes it (cnnc's Exponential): range reduction, a polynomial, 2^(n-1) * 2.
+@inline(__always) func exponential(_ x: Float) -> Float {
+  let lowest = Float(bitPattern: 0xc2ad4937), overflow = Float(bitPattern: 0x42b17218)
+  let low = lowest > x ? lowest : x
+  let t = low > overflow ? overflow : low
+  let n = (t * Float(bitPattern: 0x3fb8aa3b) + 0.5).rounded(.down)
+  let r = (t - n * Float(bitPattern: 0x3f318000)) - n * Float(bitPattern: 0xb95e8083)
+  var p: Float = Float(bitPattern: 0x39506967)
+  p = p * r + Float(bitPattern: 0x3ab743ce)
+  p = p * r + Float(bitPattern: 0x3c088908)
+  p = p * r + Float(bitPattern: 0x3d2aa9c1)
+  p = p * r + Float(bitPattern: 0x3e2aaaaa)
+  p = p * r + Float(bitPattern: 0x3f000000)
+  let e = (p * (r * r) + r) + 1
+  let power = Float(bitPattern: UInt32(bitPattern: (Int32(t.isNaN ? 0 : n) &+ 126) << 23))
+  let scaled = (e * power) * 2
+  let under = lowest > x ? 0 : scaled
+  let over = x > overflow ? Float.infinity : under
+  return x.isNaN ? x : over
+}
+
 /// One vector register of the target.
 typealias Vector = SIMD8<Float>
 
@@ -599,10 +620,10 @@ public func mnistnet_train_b64(
     }
     var s182: Float = Float(0)
     for k184 in 0..<10 {
-      s182 = (s182 + expf((arena[((3170304 +% (n180 *% 10)) +% k184)] - m181)))
+      s182 = (s182 + exponential((arena[((3170304 +% (n180 *% 10)) +% k184)] - m181)))
     }
     for k185 in 0..<10 {
-      arena[((3170944 +% (n180 *% 10)) +% k185)] = (expf((arena[((3170304 +% (n180 *% 10)) +% k185)] - m181)) / s182)
+      arena[((3170944 +% (n180 *% 10)) +% k185)] = (exponential((arena[((3170304 +% (n180 *% 10)) +% k185)] - m181)) / s182)
     }
   }
   // loss = cross_entropy(fc2, label)
@@ -614,7 +635,7 @@ public func mnistnet_train_b64(
     }
     var s189: Float = Float(0)
     for k191 in 0..<10 {
-      s189 = (s189 + expf((arena[((3170304 +% (n187 *% 10)) +% k191)] - m188)))
+      s189 = (s189 + exponential((arena[((3170304 +% (n187 *% 10)) +% k191)] - m188)))
     }
     total186 = (total186 + ((m188 + logf(s189)) - arena[((3170304 +% (n187 *% 10)) +% Int(labels[n187]))]))
   }
@@ -627,10 +648,10 @@ public func mnistnet_train_b64(
     }
     var s194: Float = Float(0)
     for k196 in 0..<10 {
-      s194 = (s194 + expf((arena[((3170304 +% (n192 *% 10)) +% k196)] - m193)))
+      s194 = (s194 + exponential((arena[((3170304 +% (n192 *% 10)) +% k196)] - m193)))
     }
     for k197 in 0..<10 {
-      arena[((3171600 +% (n192 *% 10)) +% k197)] = ((k197 == Int(labels[n192]) ? ((expf((arena[((3170304 +% (n192 *% 10)) +% k197)] - m193)) / s194) - Float(1)) : (expf((arena[((3170304 +% (n192 *% 10)) +% k197)] - m193)) / s194)) / Float(64))
+      arena[((3171600 +% (n192 *% 10)) +% k197)] = ((k197 == Int(labels[n192]) ? ((exponential((arena[((3170304 +% (n192 *% 10)) +% k197)] - m193)) / s194) - Float(1)) : (exponential((arena[((3170304 +% (n192 *% 10)) +% k197)] - m193)) / s194)) / Float(64))
     }
   }
   // fc2_weight_grad = dense_grad_weight(fc2_grad, drop2)
@@ -1355,8 +1376,8 @@ public func mnistnet_train_b64(
     grads[(288 +% f479)] = sum489
   }
   // adam = update of 1199882 parameters
-  var step_size490: Float = (lr / (Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
-  var bc2_sqrt491: Float = sqrtf((Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
+  var step_size490: Float = (lr / (Float(1) - exponential((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
+  var bc2_sqrt491: Float = sqrtf((Float(1) - exponential((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
   for i492 in 0..<149985 {
     let g_v = (loadVector(grads, (i492 *% 8)) + (Vector(repeating: Float(0)) * loadVector(params, (i492 *% 8))))
     let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadVector(m, (i492 *% 8))) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
@@ -1853,10 +1874,10 @@ public func mnistnet_infer_b64(
     }
     var s155: Float = Float(0)
     for k157 in 0..<10 {
-      s155 = (s155 + expf((arena[((8192 +% (n153 *% 10)) +% k157)] - m154)))
+      s155 = (s155 + exponential((arena[((8192 +% (n153 *% 10)) +% k157)] - m154)))
     }
     for k158 in 0..<10 {
-      arena[((n153 *% 10) +% k158)] = (expf((arena[((8192 +% (n153 *% 10)) +% k158)] - m154)) / s155)
+      arena[((n153 *% 10) +% k158)] = (exponential((arena[((8192 +% (n153 *% 10)) +% k158)] - m154)) / s155)
     }
   }
 }

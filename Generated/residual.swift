@@ -37,6 +37,27 @@ func parallelFor(_ pool: UnsafeMutableRawPointer?, _ count: Int, _ body: (Int) -
   }
 }
 
+/// exp(x) as the LLVM back end computes it (cnnc's Exponential): range reduction, a polynomial, 2^(n-1) * 2.
+@inline(__always) func exponential(_ x: Float) -> Float {
+  let lowest = Float(bitPattern: 0xc2ad4937), overflow = Float(bitPattern: 0x42b17218)
+  let low = lowest > x ? lowest : x
+  let t = low > overflow ? overflow : low
+  let n = (t * Float(bitPattern: 0x3fb8aa3b) + 0.5).rounded(.down)
+  let r = (t - n * Float(bitPattern: 0x3f318000)) - n * Float(bitPattern: 0xb95e8083)
+  var p: Float = Float(bitPattern: 0x39506967)
+  p = p * r + Float(bitPattern: 0x3ab743ce)
+  p = p * r + Float(bitPattern: 0x3c088908)
+  p = p * r + Float(bitPattern: 0x3d2aa9c1)
+  p = p * r + Float(bitPattern: 0x3e2aaaaa)
+  p = p * r + Float(bitPattern: 0x3f000000)
+  let e = (p * (r * r) + r) + 1
+  let power = Float(bitPattern: UInt32(bitPattern: (Int32(t.isNaN ? 0 : n) &+ 126) << 23))
+  let scaled = (e * power) * 2
+  let under = lowest > x ? 0 : scaled
+  let over = x > overflow ? Float.infinity : under
+  return x.isNaN ? x : over
+}
+
 /// One vector register of the target.
 typealias Vector = SIMD8<Float>
 
@@ -472,7 +493,7 @@ public func residual_train_b64(
   }
   // act2 = tanh(conv2)
   for i127 in 0..<802816 {
-    arena[(2408448 +% i127)] = (Float(1) - (Float(2) / (expf((Float(2) * arena[(1605632 +% i127)])) + Float(1))))
+    arena[(2408448 +% i127)] = (Float(1) - (Float(2) / (exponential((Float(2) * arena[(1605632 +% i127)])) + Float(1))))
   }
   // res = add(act2, act1)
   for i128 in 0..<100352 {
@@ -724,7 +745,7 @@ public func residual_train_b64(
   }
   // act3 = sigmoid(conv3)
   for i232 in 0..<401408 {
-    arena[(3813376 +% i232)] = (Float(1) / (Float(1) + expf((Float(0) - arena[(3411968 +% i232)]))))
+    arena[(3813376 +% i232)] = (Float(1) / (Float(1) + exponential((Float(0) - arena[(3411968 +% i232)]))))
   }
   // gap = global_avgpool(act3)
   for q233 in 0..<2048 {
@@ -754,7 +775,7 @@ public func residual_train_b64(
     }
     var s241: Float = Float(0)
     for k243 in 0..<10 {
-      s241 = (s241 + expf((arena[((3414016 +% (n239 *% 10)) +% k243)] - m240)))
+      s241 = (s241 + exponential((arena[((3414016 +% (n239 *% 10)) +% k243)] - m240)))
     }
     total238 = (total238 + ((m240 + logf(s241)) - arena[((3414016 +% (n239 *% 10)) +% Int(labels[n239]))]))
   }
@@ -767,10 +788,10 @@ public func residual_train_b64(
     }
     var s246: Float = Float(0)
     for k248 in 0..<10 {
-      s246 = (s246 + expf((arena[((3414016 +% (n244 *% 10)) +% k248)] - m245)))
+      s246 = (s246 + exponential((arena[((3414016 +% (n244 *% 10)) +% k248)] - m245)))
     }
     for k249 in 0..<10 {
-      arena[((3414672 +% (n244 *% 10)) +% k249)] = ((k249 == Int(labels[n244]) ? ((expf((arena[((3414016 +% (n244 *% 10)) +% k249)] - m245)) / s246) - Float(1)) : (expf((arena[((3414016 +% (n244 *% 10)) +% k249)] - m245)) / s246)) / Float(64))
+      arena[((3414672 +% (n244 *% 10)) +% k249)] = ((k249 == Int(labels[n244]) ? ((exponential((arena[((3414016 +% (n244 *% 10)) +% k249)] - m245)) / s246) - Float(1)) : (exponential((arena[((3414016 +% (n244 *% 10)) +% k249)] - m245)) / s246)) / Float(64))
     }
   }
   // fc_weight_grad = dense_grad_weight(fc_grad, flat)
@@ -1863,8 +1884,8 @@ public func residual_train_b64(
     grads[(144 +% f714)] = sum724
   }
   // adam = update of 7450 parameters
-  var step_size725: Float = (lr / (Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
-  var bc2_sqrt726: Float = sqrtf((Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
+  var step_size725: Float = (lr / (Float(1) - exponential((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
+  var bc2_sqrt726: Float = sqrtf((Float(1) - exponential((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
   for i727 in 0..<931 {
     let g_v = (loadVector(grads, (i727 *% 8)) + (Vector(repeating: Float(0)) * loadVector(params, (i727 *% 8))))
     let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadVector(m, (i727 *% 8))) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
@@ -2278,7 +2299,7 @@ public func residual_infer_b64(
   }
   // act2 = tanh(conv2)
   for i127 in 0..<802816 {
-    arena[(1605632 +% i127)] = (Float(1) - (Float(2) / (expf((Float(2) * arena[i127])) + Float(1))))
+    arena[(1605632 +% i127)] = (Float(1) - (Float(2) / (exponential((Float(2) * arena[i127])) + Float(1))))
   }
   // res = add(act2, act1)
   for i128 in 0..<100352 {
@@ -2532,7 +2553,7 @@ public func residual_infer_b64(
   }
   // act3 = sigmoid(conv3)
   for i234 in 0..<401408 {
-    arena[(401408 +% i234)] = (Float(1) / (Float(1) + expf((Float(0) - arena[i234]))))
+    arena[(401408 +% i234)] = (Float(1) / (Float(1) + exponential((Float(0) - arena[i234]))))
   }
   // gap = global_avgpool(act3)
   for q235 in 0..<2048 {

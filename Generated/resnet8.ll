@@ -16729,37 +16729,73 @@ loss.k798:                                        ; preds = %loss.k798, %loss.k7
   %14 = load float, ptr %arena6, align 4
   %m7957 = load float, ptr %loss.m795, align 4
   %15 = fsub float %14, %m7957
-  %16 = call float @llvm.exp.f32(float %15)
-  %17 = fadd float %s796, %16
-  store float %17, ptr %loss.s796, align 4
+  %16 = fcmp ogt float 0xC055A926E0000000, %15
+  %17 = select i1 %16, float 0xC055A926E0000000, float %15
+  %18 = fcmp ogt float %17, 0x40562E4300000000
+  %19 = select i1 %18, float 0x40562E4300000000, float %17
+  %20 = fmul float %19, 0x3FF7154760000000
+  %21 = fadd float %20, 5.000000e-01
+  %22 = call float @llvm.floor.f32(float %21)
+  %23 = fmul float %22, 0x3FE6300000000000
+  %24 = fsub float %19, %23
+  %25 = fmul float %22, 0xBF2BD01060000000
+  %26 = fsub float %24, %25
+  %27 = fmul float 0x3F2A0D2CE0000000, %26
+  %28 = fadd float %27, 0x3F56E879C0000000
+  %29 = fmul float %28, %26
+  %30 = fadd float %29, 0x3F81112100000000
+  %31 = fmul float %30, %26
+  %32 = fadd float %31, 0x3FA5553820000000
+  %33 = fmul float %32, %26
+  %34 = fadd float %33, 0x3FC5555540000000
+  %35 = fmul float %34, %26
+  %36 = fadd float %35, 5.000000e-01
+  %37 = fmul float %26, %26
+  %38 = fmul float %36, %37
+  %39 = fadd float %38, %26
+  %40 = fadd float %39, 1.000000e+00
+  %41 = fptosi float %22 to i32
+  %42 = add i32 %41, 126
+  %43 = shl i32 %42, 23
+  %44 = bitcast i32 %43 to float
+  %45 = fmul float %40, %44
+  %46 = fmul float %45, 2.000000e+00
+  %47 = fcmp ogt float 0xC055A926E0000000, %15
+  %48 = select i1 %47, float 0.000000e+00, float %46
+  %49 = fcmp ogt float %15, 0x40562E4300000000
+  %50 = select i1 %49, float 0x7FF0000000000000, float %48
+  %51 = fcmp uno float %15, %15
+  %52 = select i1 %51, float %15, float %50
+  %53 = fadd float %s796, %52
+  store float %53, ptr %loss.s796, align 4
   %k798.next = add nsw i64 %loss.k7985, 1
-  %18 = icmp slt i64 %k798.next, 10
-  br i1 %18, label %loss.k798, label %loss.k798.end
+  %54 = icmp slt i64 %k798.next, 10
+  br i1 %54, label %loss.k798, label %loss.k798.end
 
 loss.k798.end:                                    ; preds = %loss.k798
   %total793 = load float, ptr %loss.total793, align 4
   %m7958 = load float, ptr %loss.m795, align 4
   %s7969 = load float, ptr %loss.s796, align 4
-  %19 = call float @llvm.log.f32(float %s7969)
-  %20 = fadd float %m7958, %19
-  %21 = mul nsw i64 %loss.n7941, 10
-  %22 = add nsw i64 10228256, %21
+  %55 = call float @llvm.log.f32(float %s7969)
+  %56 = fadd float %m7958, %55
+  %57 = mul nsw i64 %loss.n7941, 10
+  %58 = add nsw i64 10228256, %57
   %labels10 = getelementptr inbounds i32, ptr %labels, i64 %loss.n7941
   %label = load i32, ptr %labels10, align 4
-  %23 = sext i32 %label to i64
-  %24 = add nsw i64 %22, %23
-  %arena11 = getelementptr inbounds float, ptr %arena, i64 %24
-  %25 = load float, ptr %arena11, align 4
-  %26 = fsub float %20, %25
-  %27 = fadd float %total793, %26
-  store float %27, ptr %loss.total793, align 4
+  %59 = sext i32 %label to i64
+  %60 = add nsw i64 %58, %59
+  %arena11 = getelementptr inbounds float, ptr %arena, i64 %60
+  %61 = load float, ptr %arena11, align 4
+  %62 = fsub float %56, %61
+  %63 = fadd float %total793, %62
+  store float %63, ptr %loss.total793, align 4
   %n794.next = add nsw i64 %loss.n7941, 1
-  %28 = icmp slt i64 %n794.next, 64
-  br i1 %28, label %loss.n794, label %loss.n794.end
+  %64 = icmp slt i64 %n794.next, 64
+  br i1 %64, label %loss.n794, label %loss.n794.end
 }
 
 ; Function Attrs: nocallback nofree nosync nounwind speculatable willreturn memory(none)
-declare float @llvm.exp.f32(float) #1
+declare float @llvm.floor.f32(float) #1
 
 ; Function Attrs: nocallback nofree nosync nounwind speculatable willreturn memory(none)
 declare float @llvm.log.f32(float) #1
@@ -16812,12 +16848,48 @@ fc_grad.k803:                                     ; preds = %fc_grad.k803, %fc_g
   %13 = load float, ptr %arena6, align 4
   %m8007 = load float, ptr %fc_grad.m800, align 4
   %14 = fsub float %13, %m8007
-  %15 = call float @llvm.exp.f32(float %14)
-  %16 = fadd float %s801, %15
-  store float %16, ptr %fc_grad.s801, align 4
+  %15 = fcmp ogt float 0xC055A926E0000000, %14
+  %16 = select i1 %15, float 0xC055A926E0000000, float %14
+  %17 = fcmp ogt float %16, 0x40562E4300000000
+  %18 = select i1 %17, float 0x40562E4300000000, float %16
+  %19 = fmul float %18, 0x3FF7154760000000
+  %20 = fadd float %19, 5.000000e-01
+  %21 = call float @llvm.floor.f32(float %20)
+  %22 = fmul float %21, 0x3FE6300000000000
+  %23 = fsub float %18, %22
+  %24 = fmul float %21, 0xBF2BD01060000000
+  %25 = fsub float %23, %24
+  %26 = fmul float 0x3F2A0D2CE0000000, %25
+  %27 = fadd float %26, 0x3F56E879C0000000
+  %28 = fmul float %27, %25
+  %29 = fadd float %28, 0x3F81112100000000
+  %30 = fmul float %29, %25
+  %31 = fadd float %30, 0x3FA5553820000000
+  %32 = fmul float %31, %25
+  %33 = fadd float %32, 0x3FC5555540000000
+  %34 = fmul float %33, %25
+  %35 = fadd float %34, 5.000000e-01
+  %36 = fmul float %25, %25
+  %37 = fmul float %35, %36
+  %38 = fadd float %37, %25
+  %39 = fadd float %38, 1.000000e+00
+  %40 = fptosi float %21 to i32
+  %41 = add i32 %40, 126
+  %42 = shl i32 %41, 23
+  %43 = bitcast i32 %42 to float
+  %44 = fmul float %39, %43
+  %45 = fmul float %44, 2.000000e+00
+  %46 = fcmp ogt float 0xC055A926E0000000, %14
+  %47 = select i1 %46, float 0.000000e+00, float %45
+  %48 = fcmp ogt float %14, 0x40562E4300000000
+  %49 = select i1 %48, float 0x7FF0000000000000, float %47
+  %50 = fcmp uno float %14, %14
+  %51 = select i1 %50, float %14, float %49
+  %52 = fadd float %s801, %51
+  store float %52, ptr %fc_grad.s801, align 4
   %k803.next = add nsw i64 %fc_grad.k8035, 1
-  %17 = icmp slt i64 %k803.next, 10
-  br i1 %17, label %fc_grad.k803, label %fc_grad.k803.end
+  %53 = icmp slt i64 %k803.next, 10
+  br i1 %53, label %fc_grad.k803, label %fc_grad.k803.end
 
 fc_grad.k803.end:                                 ; preds = %fc_grad.k803
   br label %fc_grad.k804
@@ -16826,44 +16898,116 @@ fc_grad.k804:                                     ; preds = %fc_grad.k804, %fc_g
   %fc_grad.k8048 = phi i64 [ 0, %fc_grad.k803.end ], [ %k804.next, %fc_grad.k804 ]
   %labels9 = getelementptr inbounds i32, ptr %labels, i64 %fc_grad.n7991
   %label = load i32, ptr %labels9, align 4
-  %18 = sext i32 %label to i64
-  %19 = icmp eq i64 %fc_grad.k8048, %18
-  %20 = mul nsw i64 %fc_grad.n7991, 10
-  %21 = add nsw i64 10228256, %20
-  %22 = add nsw i64 %21, %fc_grad.k8048
-  %arena10 = getelementptr inbounds float, ptr %arena, i64 %22
-  %23 = load float, ptr %arena10, align 4
+  %54 = sext i32 %label to i64
+  %55 = icmp eq i64 %fc_grad.k8048, %54
+  %56 = mul nsw i64 %fc_grad.n7991, 10
+  %57 = add nsw i64 10228256, %56
+  %58 = add nsw i64 %57, %fc_grad.k8048
+  %arena10 = getelementptr inbounds float, ptr %arena, i64 %58
+  %59 = load float, ptr %arena10, align 4
   %m80011 = load float, ptr %fc_grad.m800, align 4
-  %24 = fsub float %23, %m80011
-  %25 = call float @llvm.exp.f32(float %24)
+  %60 = fsub float %59, %m80011
+  %61 = fcmp ogt float 0xC055A926E0000000, %60
+  %62 = select i1 %61, float 0xC055A926E0000000, float %60
+  %63 = fcmp ogt float %62, 0x40562E4300000000
+  %64 = select i1 %63, float 0x40562E4300000000, float %62
+  %65 = fmul float %64, 0x3FF7154760000000
+  %66 = fadd float %65, 5.000000e-01
+  %67 = call float @llvm.floor.f32(float %66)
+  %68 = fmul float %67, 0x3FE6300000000000
+  %69 = fsub float %64, %68
+  %70 = fmul float %67, 0xBF2BD01060000000
+  %71 = fsub float %69, %70
+  %72 = fmul float 0x3F2A0D2CE0000000, %71
+  %73 = fadd float %72, 0x3F56E879C0000000
+  %74 = fmul float %73, %71
+  %75 = fadd float %74, 0x3F81112100000000
+  %76 = fmul float %75, %71
+  %77 = fadd float %76, 0x3FA5553820000000
+  %78 = fmul float %77, %71
+  %79 = fadd float %78, 0x3FC5555540000000
+  %80 = fmul float %79, %71
+  %81 = fadd float %80, 5.000000e-01
+  %82 = fmul float %71, %71
+  %83 = fmul float %81, %82
+  %84 = fadd float %83, %71
+  %85 = fadd float %84, 1.000000e+00
+  %86 = fptosi float %67 to i32
+  %87 = add i32 %86, 126
+  %88 = shl i32 %87, 23
+  %89 = bitcast i32 %88 to float
+  %90 = fmul float %85, %89
+  %91 = fmul float %90, 2.000000e+00
+  %92 = fcmp ogt float 0xC055A926E0000000, %60
+  %93 = select i1 %92, float 0.000000e+00, float %91
+  %94 = fcmp ogt float %60, 0x40562E4300000000
+  %95 = select i1 %94, float 0x7FF0000000000000, float %93
+  %96 = fcmp uno float %60, %60
+  %97 = select i1 %96, float %60, float %95
   %s80112 = load float, ptr %fc_grad.s801, align 4
-  %26 = fdiv float %25, %s80112
-  %27 = fsub float %26, 1.000000e+00
-  %28 = mul nsw i64 %fc_grad.n7991, 10
-  %29 = add nsw i64 10228256, %28
-  %30 = add nsw i64 %29, %fc_grad.k8048
-  %arena13 = getelementptr inbounds float, ptr %arena, i64 %30
-  %31 = load float, ptr %arena13, align 4
+  %98 = fdiv float %97, %s80112
+  %99 = fsub float %98, 1.000000e+00
+  %100 = mul nsw i64 %fc_grad.n7991, 10
+  %101 = add nsw i64 10228256, %100
+  %102 = add nsw i64 %101, %fc_grad.k8048
+  %arena13 = getelementptr inbounds float, ptr %arena, i64 %102
+  %103 = load float, ptr %arena13, align 4
   %m80014 = load float, ptr %fc_grad.m800, align 4
-  %32 = fsub float %31, %m80014
-  %33 = call float @llvm.exp.f32(float %32)
+  %104 = fsub float %103, %m80014
+  %105 = fcmp ogt float 0xC055A926E0000000, %104
+  %106 = select i1 %105, float 0xC055A926E0000000, float %104
+  %107 = fcmp ogt float %106, 0x40562E4300000000
+  %108 = select i1 %107, float 0x40562E4300000000, float %106
+  %109 = fmul float %108, 0x3FF7154760000000
+  %110 = fadd float %109, 5.000000e-01
+  %111 = call float @llvm.floor.f32(float %110)
+  %112 = fmul float %111, 0x3FE6300000000000
+  %113 = fsub float %108, %112
+  %114 = fmul float %111, 0xBF2BD01060000000
+  %115 = fsub float %113, %114
+  %116 = fmul float 0x3F2A0D2CE0000000, %115
+  %117 = fadd float %116, 0x3F56E879C0000000
+  %118 = fmul float %117, %115
+  %119 = fadd float %118, 0x3F81112100000000
+  %120 = fmul float %119, %115
+  %121 = fadd float %120, 0x3FA5553820000000
+  %122 = fmul float %121, %115
+  %123 = fadd float %122, 0x3FC5555540000000
+  %124 = fmul float %123, %115
+  %125 = fadd float %124, 5.000000e-01
+  %126 = fmul float %115, %115
+  %127 = fmul float %125, %126
+  %128 = fadd float %127, %115
+  %129 = fadd float %128, 1.000000e+00
+  %130 = fptosi float %111 to i32
+  %131 = add i32 %130, 126
+  %132 = shl i32 %131, 23
+  %133 = bitcast i32 %132 to float
+  %134 = fmul float %129, %133
+  %135 = fmul float %134, 2.000000e+00
+  %136 = fcmp ogt float 0xC055A926E0000000, %104
+  %137 = select i1 %136, float 0.000000e+00, float %135
+  %138 = fcmp ogt float %104, 0x40562E4300000000
+  %139 = select i1 %138, float 0x7FF0000000000000, float %137
+  %140 = fcmp uno float %104, %104
+  %141 = select i1 %140, float %104, float %139
   %s80115 = load float, ptr %fc_grad.s801, align 4
-  %34 = fdiv float %33, %s80115
-  %35 = select i1 %19, float %27, float %34
-  %36 = fdiv float %35, 6.400000e+01
-  %37 = mul nsw i64 %fc_grad.n7991, 10
-  %38 = add nsw i64 10228912, %37
-  %39 = add nsw i64 %38, %fc_grad.k8048
-  %arena16 = getelementptr inbounds float, ptr %arena, i64 %39
-  store float %36, ptr %arena16, align 4
+  %142 = fdiv float %141, %s80115
+  %143 = select i1 %55, float %99, float %142
+  %144 = fdiv float %143, 6.400000e+01
+  %145 = mul nsw i64 %fc_grad.n7991, 10
+  %146 = add nsw i64 10228912, %145
+  %147 = add nsw i64 %146, %fc_grad.k8048
+  %arena16 = getelementptr inbounds float, ptr %arena, i64 %147
+  store float %144, ptr %arena16, align 4
   %k804.next = add nsw i64 %fc_grad.k8048, 1
-  %40 = icmp slt i64 %k804.next, 10
-  br i1 %40, label %fc_grad.k804, label %fc_grad.k804.end
+  %148 = icmp slt i64 %k804.next, 10
+  br i1 %148, label %fc_grad.k804, label %fc_grad.k804.end
 
 fc_grad.k804.end:                                 ; preds = %fc_grad.k804
   %n799.next = add nsw i64 %fc_grad.n7991, 1
-  %41 = icmp slt i64 %n799.next, 64
-  br i1 %41, label %fc_grad.n799, label %fc_grad.n799.end
+  %149 = icmp slt i64 %n799.next, 64
+  br i1 %149, label %fc_grad.n799, label %fc_grad.n799.end
 }
 
 ; Function Attrs: noinline
@@ -36138,43 +36282,115 @@ entry:
   %adam.step_size2153 = alloca float, align 4
   %0 = sitofp i64 %step to float
   %1 = fmul float %0, 0xBFBAF8E8A0000000
-  %2 = call float @llvm.exp.f32(float %1)
-  %3 = fsub float 1.000000e+00, %2
-  %4 = fdiv float %lr, %3
-  store float %4, ptr %adam.step_size2153, align 4
-  %5 = sitofp i64 %step to float
-  %6 = fmul float %5, 0xBF50645940000000
-  %7 = call float @llvm.exp.f32(float %6)
-  %8 = fsub float 1.000000e+00, %7
-  %9 = call float @llvm.sqrt.f32(float %8)
-  store float %9, ptr %adam.bc2_sqrt2154, align 4
+  %2 = fcmp ogt float 0xC055A926E0000000, %1
+  %3 = select i1 %2, float 0xC055A926E0000000, float %1
+  %4 = fcmp ogt float %3, 0x40562E4300000000
+  %5 = select i1 %4, float 0x40562E4300000000, float %3
+  %6 = fmul float %5, 0x3FF7154760000000
+  %7 = fadd float %6, 5.000000e-01
+  %8 = call float @llvm.floor.f32(float %7)
+  %9 = fmul float %8, 0x3FE6300000000000
+  %10 = fsub float %5, %9
+  %11 = fmul float %8, 0xBF2BD01060000000
+  %12 = fsub float %10, %11
+  %13 = fmul float 0x3F2A0D2CE0000000, %12
+  %14 = fadd float %13, 0x3F56E879C0000000
+  %15 = fmul float %14, %12
+  %16 = fadd float %15, 0x3F81112100000000
+  %17 = fmul float %16, %12
+  %18 = fadd float %17, 0x3FA5553820000000
+  %19 = fmul float %18, %12
+  %20 = fadd float %19, 0x3FC5555540000000
+  %21 = fmul float %20, %12
+  %22 = fadd float %21, 5.000000e-01
+  %23 = fmul float %12, %12
+  %24 = fmul float %22, %23
+  %25 = fadd float %24, %12
+  %26 = fadd float %25, 1.000000e+00
+  %27 = fptosi float %8 to i32
+  %28 = add i32 %27, 126
+  %29 = shl i32 %28, 23
+  %30 = bitcast i32 %29 to float
+  %31 = fmul float %26, %30
+  %32 = fmul float %31, 2.000000e+00
+  %33 = fcmp ogt float 0xC055A926E0000000, %1
+  %34 = select i1 %33, float 0.000000e+00, float %32
+  %35 = fcmp ogt float %1, 0x40562E4300000000
+  %36 = select i1 %35, float 0x7FF0000000000000, float %34
+  %37 = fcmp uno float %1, %1
+  %38 = select i1 %37, float %1, float %36
+  %39 = fsub float 1.000000e+00, %38
+  %40 = fdiv float %lr, %39
+  store float %40, ptr %adam.step_size2153, align 4
+  %41 = sitofp i64 %step to float
+  %42 = fmul float %41, 0xBF50645940000000
+  %43 = fcmp ogt float 0xC055A926E0000000, %42
+  %44 = select i1 %43, float 0xC055A926E0000000, float %42
+  %45 = fcmp ogt float %44, 0x40562E4300000000
+  %46 = select i1 %45, float 0x40562E4300000000, float %44
+  %47 = fmul float %46, 0x3FF7154760000000
+  %48 = fadd float %47, 5.000000e-01
+  %49 = call float @llvm.floor.f32(float %48)
+  %50 = fmul float %49, 0x3FE6300000000000
+  %51 = fsub float %46, %50
+  %52 = fmul float %49, 0xBF2BD01060000000
+  %53 = fsub float %51, %52
+  %54 = fmul float 0x3F2A0D2CE0000000, %53
+  %55 = fadd float %54, 0x3F56E879C0000000
+  %56 = fmul float %55, %53
+  %57 = fadd float %56, 0x3F81112100000000
+  %58 = fmul float %57, %53
+  %59 = fadd float %58, 0x3FA5553820000000
+  %60 = fmul float %59, %53
+  %61 = fadd float %60, 0x3FC5555540000000
+  %62 = fmul float %61, %53
+  %63 = fadd float %62, 5.000000e-01
+  %64 = fmul float %53, %53
+  %65 = fmul float %63, %64
+  %66 = fadd float %65, %53
+  %67 = fadd float %66, 1.000000e+00
+  %68 = fptosi float %49 to i32
+  %69 = add i32 %68, 126
+  %70 = shl i32 %69, 23
+  %71 = bitcast i32 %70 to float
+  %72 = fmul float %67, %71
+  %73 = fmul float %72, 2.000000e+00
+  %74 = fcmp ogt float 0xC055A926E0000000, %42
+  %75 = select i1 %74, float 0.000000e+00, float %73
+  %76 = fcmp ogt float %42, 0x40562E4300000000
+  %77 = select i1 %76, float 0x7FF0000000000000, float %75
+  %78 = fcmp uno float %42, %42
+  %79 = select i1 %78, float %42, float %77
+  %80 = fsub float 1.000000e+00, %79
+  %81 = call float @llvm.sqrt.f32(float %80)
+  store float %81, ptr %adam.bc2_sqrt2154, align 4
   br label %adam.i2155
 
 adam.i2155:                                       ; preds = %adam.i2155, %entry
   %adam.i21551 = phi i64 [ 0, %entry ], [ %i2155.next, %adam.i2155 ]
   %grads2 = getelementptr inbounds float, ptr %grads, i64 %adam.i21551
-  %10 = load float, ptr %grads2, align 4
+  %82 = load float, ptr %grads2, align 4
   %params3 = getelementptr inbounds float, ptr %params, i64 %adam.i21551
-  %11 = load float, ptr %params3, align 4
-  %12 = fmul float 0.000000e+00, %11
-  %13 = fadd float %10, %12
-  store float %13, ptr %adam.g, align 4
+  %83 = load float, ptr %params3, align 4
+  %84 = fmul float 0.000000e+00, %83
+  %85 = fadd float %82, %84
+  store float %85, ptr %adam.g, align 4
   %m4 = getelementptr inbounds float, ptr %m, i64 %adam.i21551
-  %14 = load float, ptr %m4, align 4
-  %15 = fmul float 0x3FECCCCCC0000000, %14
+  %86 = load float, ptr %m4, align 4
+  %87 = fmul float 0x3FECCCCCC0000000, %86
   %g = load float, ptr %adam.g, align 4
-  %16 = fmul float 0x3FB9999A00000000, %g
-  %17 = fadd float %15, %16
-  store float %17, ptr %adam.m_new, align 4
+  %88 = fmul float 0x3FB9999A00000000, %g
+  %89 = fadd float %87, %88
+  store float %89, ptr %adam.m_new, align 4
   %v5 = getelementptr inbounds float, ptr %v, i64 %adam.i21551
-  %18 = load float, ptr %v5, align 4
-  %19 = fmul float 0x3FEFF7CEE0000000, %18
+  %90 = load float, ptr %v5, align 4
+  %91 = fmul float 0x3FEFF7CEE0000000, %90
   %g6 = load float, ptr %adam.g, align 4
-  %20 = fmul float 0x3F50624000000000, %g6
+  %92 = fmul float 0x3F50624000000000, %g6
   %g7 = load float, ptr %adam.g, align 4
-  %21 = fmul float %20, %g7
-  %22 = fadd float %19, %21
-  store float %22, ptr %adam.v_new, align 4
+  %93 = fmul float %92, %g7
+  %94 = fadd float %91, %93
+  store float %94, ptr %adam.v_new, align 4
   %m_new = load float, ptr %adam.m_new, align 4
   %m8 = getelementptr inbounds float, ptr %m, i64 %adam.i21551
   store float %m_new, ptr %m8, align 4
@@ -36182,22 +36398,22 @@ adam.i2155:                                       ; preds = %adam.i2155, %entry
   %v9 = getelementptr inbounds float, ptr %v, i64 %adam.i21551
   store float %v_new, ptr %v9, align 4
   %params10 = getelementptr inbounds float, ptr %params, i64 %adam.i21551
-  %23 = load float, ptr %params10, align 4
+  %95 = load float, ptr %params10, align 4
   %step_size2153 = load float, ptr %adam.step_size2153, align 4
   %m_new11 = load float, ptr %adam.m_new, align 4
-  %24 = fmul float %step_size2153, %m_new11
+  %96 = fmul float %step_size2153, %m_new11
   %v_new12 = load float, ptr %adam.v_new, align 4
-  %25 = call float @llvm.sqrt.f32(float %v_new12)
+  %97 = call float @llvm.sqrt.f32(float %v_new12)
   %bc2_sqrt2154 = load float, ptr %adam.bc2_sqrt2154, align 4
-  %26 = fdiv float %25, %bc2_sqrt2154
-  %27 = fadd float %26, 0x3E45798EE0000000
-  %28 = fdiv float %24, %27
-  %29 = fsub float %23, %28
+  %98 = fdiv float %97, %bc2_sqrt2154
+  %99 = fadd float %98, 0x3E45798EE0000000
+  %100 = fdiv float %96, %99
+  %101 = fsub float %95, %100
   %params13 = getelementptr inbounds float, ptr %params, i64 %adam.i21551
-  store float %29, ptr %params13, align 4
+  store float %101, ptr %params13, align 4
   %i2155.next = add nsw i64 %adam.i21551, 1
-  %30 = icmp slt i64 %i2155.next, 78042
-  br i1 %30, label %adam.i2155, label %adam.i2155.end
+  %102 = icmp slt i64 %i2155.next, 78042
+  br i1 %102, label %adam.i2155, label %adam.i2155.end
 
 adam.i2155.end:                                   ; preds = %adam.i2155
   ret void

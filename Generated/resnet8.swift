@@ -37,6 +37,27 @@ func parallelFor(_ pool: UnsafeMutableRawPointer?, _ count: Int, _ body: (Int) -
   }
 }
 
+/// exp(x) as the LLVM back end computes it (cnnc's Exponential): range reduction, a polynomial, 2^(n-1) * 2.
+@inline(__always) func exponential(_ x: Float) -> Float {
+  let lowest = Float(bitPattern: 0xc2ad4937), overflow = Float(bitPattern: 0x42b17218)
+  let low = lowest > x ? lowest : x
+  let t = low > overflow ? overflow : low
+  let n = (t * Float(bitPattern: 0x3fb8aa3b) + 0.5).rounded(.down)
+  let r = (t - n * Float(bitPattern: 0x3f318000)) - n * Float(bitPattern: 0xb95e8083)
+  var p: Float = Float(bitPattern: 0x39506967)
+  p = p * r + Float(bitPattern: 0x3ab743ce)
+  p = p * r + Float(bitPattern: 0x3c088908)
+  p = p * r + Float(bitPattern: 0x3d2aa9c1)
+  p = p * r + Float(bitPattern: 0x3e2aaaaa)
+  p = p * r + Float(bitPattern: 0x3f000000)
+  let e = (p * (r * r) + r) + 1
+  let power = Float(bitPattern: UInt32(bitPattern: (Int32(t.isNaN ? 0 : n) &+ 126) << 23))
+  let scaled = (e * power) * 2
+  let under = lowest > x ? 0 : scaled
+  let over = x > overflow ? Float.infinity : under
+  return x.isNaN ? x : over
+}
+
 /// One vector register of the target.
 typealias Vector = SIMD8<Float>
 
@@ -2161,7 +2182,7 @@ public func resnet8_train_b64(
     }
     var s796: Float = Float(0)
     for k798 in 0..<10 {
-      s796 = (s796 + expf((arena[((10228256 +% (n794 *% 10)) +% k798)] - m795)))
+      s796 = (s796 + exponential((arena[((10228256 +% (n794 *% 10)) +% k798)] - m795)))
     }
     total793 = (total793 + ((m795 + logf(s796)) - arena[((10228256 +% (n794 *% 10)) +% Int(labels[n794]))]))
   }
@@ -2174,10 +2195,10 @@ public func resnet8_train_b64(
     }
     var s801: Float = Float(0)
     for k803 in 0..<10 {
-      s801 = (s801 + expf((arena[((10228256 +% (n799 *% 10)) +% k803)] - m800)))
+      s801 = (s801 + exponential((arena[((10228256 +% (n799 *% 10)) +% k803)] - m800)))
     }
     for k804 in 0..<10 {
-      arena[((10228912 +% (n799 *% 10)) +% k804)] = ((k804 == Int(labels[n799]) ? ((expf((arena[((10228256 +% (n799 *% 10)) +% k804)] - m800)) / s801) - Float(1)) : (expf((arena[((10228256 +% (n799 *% 10)) +% k804)] - m800)) / s801)) / Float(64))
+      arena[((10228912 +% (n799 *% 10)) +% k804)] = ((k804 == Int(labels[n799]) ? ((exponential((arena[((10228256 +% (n799 *% 10)) +% k804)] - m800)) / s801) - Float(1)) : (exponential((arena[((10228256 +% (n799 *% 10)) +% k804)] - m800)) / s801)) / Float(64))
     }
   }
   // fc_weight_grad = dense_grad_weight(fc_grad, flat)
@@ -4727,8 +4748,8 @@ public func resnet8_train_b64(
     }
   }
   // adam = update of 78042 parameters
-  var step_size2153: Float = (lr / (Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
-  var bc2_sqrt2154: Float = sqrtf((Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
+  var step_size2153: Float = (lr / (Float(1) - exponential((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
+  var bc2_sqrt2154: Float = sqrtf((Float(1) - exponential((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
   for i2155 in 0..<9755 {
     let g_v = (loadVector(grads, (i2155 *% 8)) + (Vector(repeating: Float(0)) * loadVector(params, (i2155 *% 8))))
     let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadVector(m, (i2155 *% 8))) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))

@@ -37,6 +37,27 @@ func parallelFor(_ pool: UnsafeMutableRawPointer?, _ count: Int, _ body: (Int) -
   }
 }
 
+/// exp(x) as the LLVM back end computes it (cnnc's Exponential): range reduction, a polynomial, 2^(n-1) * 2.
+@inline(__always) func exponential(_ x: Float) -> Float {
+  let lowest = Float(bitPattern: 0xc2ad4937), overflow = Float(bitPattern: 0x42b17218)
+  let low = lowest > x ? lowest : x
+  let t = low > overflow ? overflow : low
+  let n = (t * Float(bitPattern: 0x3fb8aa3b) + 0.5).rounded(.down)
+  let r = (t - n * Float(bitPattern: 0x3f318000)) - n * Float(bitPattern: 0xb95e8083)
+  var p: Float = Float(bitPattern: 0x39506967)
+  p = p * r + Float(bitPattern: 0x3ab743ce)
+  p = p * r + Float(bitPattern: 0x3c088908)
+  p = p * r + Float(bitPattern: 0x3d2aa9c1)
+  p = p * r + Float(bitPattern: 0x3e2aaaaa)
+  p = p * r + Float(bitPattern: 0x3f000000)
+  let e = (p * (r * r) + r) + 1
+  let power = Float(bitPattern: UInt32(bitPattern: (Int32(t.isNaN ? 0 : n) &+ 126) << 23))
+  let scaled = (e * power) * 2
+  let under = lowest > x ? 0 : scaled
+  let over = x > overflow ? Float.infinity : under
+  return x.isNaN ? x : over
+}
+
 /// One vector register of the target.
 typealias Vector = SIMD8<Float>
 
@@ -626,7 +647,7 @@ public func simplecnn_train_b64(
     }
     var s197: Float = Float(0)
     for k199 in 0..<10 {
-      s197 = (s197 + expf((arena[((1220608 +% (n195 *% 10)) +% k199)] - m196)))
+      s197 = (s197 + exponential((arena[((1220608 +% (n195 *% 10)) +% k199)] - m196)))
     }
     total194 = (total194 + ((m196 + logf(s197)) - arena[((1220608 +% (n195 *% 10)) +% Int(labels[n195]))]))
   }
@@ -639,10 +660,10 @@ public func simplecnn_train_b64(
     }
     var s202: Float = Float(0)
     for k204 in 0..<10 {
-      s202 = (s202 + expf((arena[((1220608 +% (n200 *% 10)) +% k204)] - m201)))
+      s202 = (s202 + exponential((arena[((1220608 +% (n200 *% 10)) +% k204)] - m201)))
     }
     for k205 in 0..<10 {
-      arena[((1221264 +% (n200 *% 10)) +% k205)] = ((k205 == Int(labels[n200]) ? ((expf((arena[((1220608 +% (n200 *% 10)) +% k205)] - m201)) / s202) - Float(1)) : (expf((arena[((1220608 +% (n200 *% 10)) +% k205)] - m201)) / s202)) / Float(64))
+      arena[((1221264 +% (n200 *% 10)) +% k205)] = ((k205 == Int(labels[n200]) ? ((exponential((arena[((1220608 +% (n200 *% 10)) +% k205)] - m201)) / s202) - Float(1)) : (exponential((arena[((1220608 +% (n200 *% 10)) +% k205)] - m201)) / s202)) / Float(64))
     }
   }
   // fc2_weight_grad = dense_grad_weight(fc2_grad, drop)
@@ -1482,8 +1503,8 @@ public func simplecnn_train_b64(
     grads[(288 +% f487)] = sum497
   }
   // adam = update of 421642 parameters
-  var step_size498: Float = (lr / (Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
-  var bc2_sqrt499: Float = sqrtf((Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
+  var step_size498: Float = (lr / (Float(1) - exponential((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
+  var bc2_sqrt499: Float = sqrtf((Float(1) - exponential((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
   for i500 in 0..<52705 {
     let g_v = (loadVector(grads, (i500 *% 8)) + (Vector(repeating: Float(0)) * loadVector(params, (i500 *% 8))))
     let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadVector(m, (i500 *% 8))) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))

@@ -37,6 +37,27 @@ func parallelFor(_ pool: UnsafeMutableRawPointer?, _ count: Int, _ body: (Int) -
   }
 }
 
+/// exp(x) as the LLVM back end computes it (cnnc's Exponential): range reduction, a polynomial, 2^(n-1) * 2.
+@inline(__always) func exponential(_ x: Float) -> Float {
+  let lowest = Float(bitPattern: 0xc2ad4937), overflow = Float(bitPattern: 0x42b17218)
+  let low = lowest > x ? lowest : x
+  let t = low > overflow ? overflow : low
+  let n = (t * Float(bitPattern: 0x3fb8aa3b) + 0.5).rounded(.down)
+  let r = (t - n * Float(bitPattern: 0x3f318000)) - n * Float(bitPattern: 0xb95e8083)
+  var p: Float = Float(bitPattern: 0x39506967)
+  p = p * r + Float(bitPattern: 0x3ab743ce)
+  p = p * r + Float(bitPattern: 0x3c088908)
+  p = p * r + Float(bitPattern: 0x3d2aa9c1)
+  p = p * r + Float(bitPattern: 0x3e2aaaaa)
+  p = p * r + Float(bitPattern: 0x3f000000)
+  let e = (p * (r * r) + r) + 1
+  let power = Float(bitPattern: UInt32(bitPattern: (Int32(t.isNaN ? 0 : n) &+ 126) << 23))
+  let scaled = (e * power) * 2
+  let under = lowest > x ? 0 : scaled
+  let over = x > overflow ? Float.infinity : under
+  return x.isNaN ? x : over
+}
+
 /// One vector register of the target.
 typealias Vector = SIMD16<Float>
 
@@ -726,7 +747,7 @@ public func simplecnn_train_b64(
     }
     var s194: Float = Float(0)
     for k196 in 0..<10 {
-      s194 = (s194 + expf((arena[((1220608 +% (n192 *% 10)) +% k196)] - m193)))
+      s194 = (s194 + exponential((arena[((1220608 +% (n192 *% 10)) +% k196)] - m193)))
     }
     total191 = (total191 + ((m193 + logf(s194)) - arena[((1220608 +% (n192 *% 10)) +% Int(labels[n192]))]))
   }
@@ -739,10 +760,10 @@ public func simplecnn_train_b64(
     }
     var s199: Float = Float(0)
     for k201 in 0..<10 {
-      s199 = (s199 + expf((arena[((1220608 +% (n197 *% 10)) +% k201)] - m198)))
+      s199 = (s199 + exponential((arena[((1220608 +% (n197 *% 10)) +% k201)] - m198)))
     }
     for k202 in 0..<10 {
-      arena[((1221264 +% (n197 *% 10)) +% k202)] = ((k202 == Int(labels[n197]) ? ((expf((arena[((1220608 +% (n197 *% 10)) +% k202)] - m198)) / s199) - Float(1)) : (expf((arena[((1220608 +% (n197 *% 10)) +% k202)] - m198)) / s199)) / Float(64))
+      arena[((1221264 +% (n197 *% 10)) +% k202)] = ((k202 == Int(labels[n197]) ? ((exponential((arena[((1220608 +% (n197 *% 10)) +% k202)] - m198)) / s199) - Float(1)) : (exponential((arena[((1220608 +% (n197 *% 10)) +% k202)] - m198)) / s199)) / Float(64))
     }
   }
   // fc2_weight_grad = dense_grad_weight(fc2_grad, drop)
@@ -1778,8 +1799,8 @@ public func simplecnn_train_b64(
     grads[(288 +% f488)] = sum506
   }
   // adam = update of 421642 parameters
-  var step_size507: Float = (lr / (Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
-  var bc2_sqrt508: Float = sqrtf((Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
+  var step_size507: Float = (lr / (Float(1) - exponential((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
+  var bc2_sqrt508: Float = sqrtf((Float(1) - exponential((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
   for i509 in 0..<26352 {
     let g_v = (loadVector(grads, (i509 *% 16)) + (Vector(repeating: Float(0)) * loadVector(params, (i509 *% 16))))
     let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadVector(m, (i509 *% 16))) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))

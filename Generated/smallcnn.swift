@@ -37,6 +37,27 @@ func parallelFor(_ pool: UnsafeMutableRawPointer?, _ count: Int, _ body: (Int) -
   }
 }
 
+/// exp(x) as the LLVM back end computes it (cnnc's Exponential): range reduction, a polynomial, 2^(n-1) * 2.
+@inline(__always) func exponential(_ x: Float) -> Float {
+  let lowest = Float(bitPattern: 0xc2ad4937), overflow = Float(bitPattern: 0x42b17218)
+  let low = lowest > x ? lowest : x
+  let t = low > overflow ? overflow : low
+  let n = (t * Float(bitPattern: 0x3fb8aa3b) + 0.5).rounded(.down)
+  let r = (t - n * Float(bitPattern: 0x3f318000)) - n * Float(bitPattern: 0xb95e8083)
+  var p: Float = Float(bitPattern: 0x39506967)
+  p = p * r + Float(bitPattern: 0x3ab743ce)
+  p = p * r + Float(bitPattern: 0x3c088908)
+  p = p * r + Float(bitPattern: 0x3d2aa9c1)
+  p = p * r + Float(bitPattern: 0x3e2aaaaa)
+  p = p * r + Float(bitPattern: 0x3f000000)
+  let e = (p * (r * r) + r) + 1
+  let power = Float(bitPattern: UInt32(bitPattern: (Int32(t.isNaN ? 0 : n) &+ 126) << 23))
+  let scaled = (e * power) * 2
+  let under = lowest > x ? 0 : scaled
+  let over = x > overflow ? Float.infinity : under
+  return x.isNaN ? x : over
+}
+
 /// One vector register of the target.
 typealias Vector = SIMD8<Float>
 
@@ -610,7 +631,7 @@ public func smallcnn_train_b64(
     }
     var s184: Float = Float(0)
     for k186 in 0..<10 {
-      s184 = (s184 + expf((arena[((610304 +% (n182 *% 10)) +% k186)] - m183)))
+      s184 = (s184 + exponential((arena[((610304 +% (n182 *% 10)) +% k186)] - m183)))
     }
     total181 = (total181 + ((m183 + logf(s184)) - arena[((610304 +% (n182 *% 10)) +% Int(labels[n182]))]))
   }
@@ -623,10 +644,10 @@ public func smallcnn_train_b64(
     }
     var s189: Float = Float(0)
     for k191 in 0..<10 {
-      s189 = (s189 + expf((arena[((610304 +% (n187 *% 10)) +% k191)] - m188)))
+      s189 = (s189 + exponential((arena[((610304 +% (n187 *% 10)) +% k191)] - m188)))
     }
     for k192 in 0..<10 {
-      arena[((610960 +% (n187 *% 10)) +% k192)] = ((k192 == Int(labels[n187]) ? ((expf((arena[((610304 +% (n187 *% 10)) +% k192)] - m188)) / s189) - Float(1)) : (expf((arena[((610304 +% (n187 *% 10)) +% k192)] - m188)) / s189)) / Float(64))
+      arena[((610960 +% (n187 *% 10)) +% k192)] = ((k192 == Int(labels[n187]) ? ((exponential((arena[((610304 +% (n187 *% 10)) +% k192)] - m188)) / s189) - Float(1)) : (exponential((arena[((610304 +% (n187 *% 10)) +% k192)] - m188)) / s189)) / Float(64))
     }
   }
   // fc2_weight_grad = dense_grad_weight(fc2_grad, fc1)
@@ -1424,8 +1445,8 @@ public func smallcnn_train_b64(
     grads[(144 +% f461)] = sum471
   }
   // adam = update of 206922 parameters
-  var step_size472: Float = (lr / (Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
-  var bc2_sqrt473: Float = sqrtf((Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
+  var step_size472: Float = (lr / (Float(1) - exponential((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
+  var bc2_sqrt473: Float = sqrtf((Float(1) - exponential((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
   for i474 in 0..<25865 {
     let g_v = (loadVector(grads, (i474 *% 8)) + (Vector(repeating: Float(0)) * loadVector(params, (i474 *% 8))))
     let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadVector(m, (i474 *% 8))) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))

@@ -37,6 +37,27 @@ func parallelFor(_ pool: UnsafeMutableRawPointer?, _ count: Int, _ body: (Int) -
   }
 }
 
+/// exp(x) as the LLVM back end computes it (cnnc's Exponential): range reduction, a polynomial, 2^(n-1) * 2.
+@inline(__always) func exponential(_ x: Float) -> Float {
+  let lowest = Float(bitPattern: 0xc2ad4937), overflow = Float(bitPattern: 0x42b17218)
+  let low = lowest > x ? lowest : x
+  let t = low > overflow ? overflow : low
+  let n = (t * Float(bitPattern: 0x3fb8aa3b) + 0.5).rounded(.down)
+  let r = (t - n * Float(bitPattern: 0x3f318000)) - n * Float(bitPattern: 0xb95e8083)
+  var p: Float = Float(bitPattern: 0x39506967)
+  p = p * r + Float(bitPattern: 0x3ab743ce)
+  p = p * r + Float(bitPattern: 0x3c088908)
+  p = p * r + Float(bitPattern: 0x3d2aa9c1)
+  p = p * r + Float(bitPattern: 0x3e2aaaaa)
+  p = p * r + Float(bitPattern: 0x3f000000)
+  let e = (p * (r * r) + r) + 1
+  let power = Float(bitPattern: UInt32(bitPattern: (Int32(t.isNaN ? 0 : n) &+ 126) << 23))
+  let scaled = (e * power) * 2
+  let under = lowest > x ? 0 : scaled
+  let over = x > overflow ? Float.infinity : under
+  return x.isNaN ? x : over
+}
+
 /// One vector register of the target.
 typealias Vector = SIMD8<Float>
 
@@ -135,7 +156,7 @@ public func tiny_train_b64(
     }
     var s22: Float = Float(0)
     for k24 in 0..<10 {
-      s22 = (s22 + expf((arena[((18432 +% (n20 *% 10)) +% k24)] - m21)))
+      s22 = (s22 + exponential((arena[((18432 +% (n20 *% 10)) +% k24)] - m21)))
     }
     total19 = (total19 + ((m21 + logf(s22)) - arena[((18432 +% (n20 *% 10)) +% Int(labels[n20]))]))
   }
@@ -148,10 +169,10 @@ public func tiny_train_b64(
     }
     var s27: Float = Float(0)
     for k29 in 0..<10 {
-      s27 = (s27 + expf((arena[((18432 +% (n25 *% 10)) +% k29)] - m26)))
+      s27 = (s27 + exponential((arena[((18432 +% (n25 *% 10)) +% k29)] - m26)))
     }
     for k30 in 0..<10 {
-      arena[((19088 +% (n25 *% 10)) +% k30)] = ((k30 == Int(labels[n25]) ? ((expf((arena[((18432 +% (n25 *% 10)) +% k30)] - m26)) / s27) - Float(1)) : (expf((arena[((18432 +% (n25 *% 10)) +% k30)] - m26)) / s27)) / Float(64))
+      arena[((19088 +% (n25 *% 10)) +% k30)] = ((k30 == Int(labels[n25]) ? ((exponential((arena[((18432 +% (n25 *% 10)) +% k30)] - m26)) / s27) - Float(1)) : (exponential((arena[((18432 +% (n25 *% 10)) +% k30)] - m26)) / s27)) / Float(64))
     }
   }
   // fc1_weight_grad = dense_grad_weight(fc1_grad, flat)
@@ -241,8 +262,8 @@ public func tiny_train_b64(
     grads[(36 +% f53)] = sum63
   }
   // adam = update of 1490 parameters
-  var step_size64: Float = (lr / (Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
-  var bc2_sqrt65: Float = sqrtf((Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
+  var step_size64: Float = (lr / (Float(1) - exponential((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
+  var bc2_sqrt65: Float = sqrtf((Float(1) - exponential((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
   for i66 in 0..<186 {
     let g_v = (loadVector(grads, (i66 *% 8)) + (Vector(repeating: Float(0)) * loadVector(params, (i66 *% 8))))
     let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadVector(m, (i66 *% 8))) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))

@@ -67,7 +67,34 @@ public enum SwiftRenderer {
         }
       }
 
-      """ + vectorHelpers(target)
+      """ + exponentialHelper() + vectorHelpers(target)
+  }
+
+  /// The kernel IR's `exp`: `Exponential`'s steps in its order (the LLVM back end's, so both give the same bits).
+  static func exponentialHelper() -> String {
+    typealias E = Exponential
+    func literal(_ v: Float) -> String { "Float(bitPattern: 0x\(String(v.bitPattern, radix: 16)))" }
+    let horner = E.polynomial.dropFirst().map { "  p = p * r + \(literal($0))" }.joined(separator: "\n")
+    return """
+
+      /// exp(x) as the LLVM back end computes it (cnnc's Exponential): range reduction, a polynomial, 2^(n-1) * 2.
+      @inline(__always) func exponential(_ x: Float) -> Float {
+        let lowest = \(literal(E.lowest)), overflow = \(literal(E.overflow))
+        let low = lowest > x ? lowest : x
+        let t = low > overflow ? overflow : low
+        let n = (t * \(literal(E.log2e)) + 0.5).rounded(.down)
+        let r = (t - n * \(literal(E.ln2High))) - n * \(literal(E.ln2Low))
+        var p: Float = \(literal(E.polynomial[0]))
+      \(horner)
+        let e = (p * (r * r) + r) + 1
+        let power = Float(bitPattern: UInt32(bitPattern: (Int32(t.isNaN ? 0 : n) &+ \(E.exponentBias)) << 23))
+        let scaled = (e * power) * 2
+        let under = lowest > x ? 0 : scaled
+        let over = x > overflow ? Float.infinity : under
+        return x.isNaN ? x : over
+      }
+
+      """
   }
 
   /// The target's vector type and its loads and stores, whole and partial.
@@ -234,7 +261,7 @@ struct Writer {
     case .mul(let a, let b): "(\(fx(a)) * \(fx(b)))"
     case .div(let a, let b): "(\(fx(a)) / \(fx(b)))"
     case .max(let a, let b): "{ let x = \(fx(a)), y = \(fx(b)); return y > x ? y : x }()"
-    case .exp(let a): "expf(\(fx(a)))"
+    case .exp(let a): "exponential(\(fx(a)))"
     case .log(let a): "logf(\(fx(a)))"
     case .sqrt(let a): "sqrtf(\(fx(a)))"
     case .select(let c, let a, let b): "(\(cx(c)) ? \(fx(a)) : \(fx(b)))"
