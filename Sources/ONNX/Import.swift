@@ -315,18 +315,8 @@ struct Translator {
       sigmoids[node.output[0]] = (statements.count, node.input[0])
       define(node, layerName(node, weight: nil), "sigmoid(\(try operand(node, 0)))")
     case "Clip": try clip(node)
-    case "HardSigmoid":
-      let alpha = try finite(node, "alpha", default: 0.2), beta = try finite(node, "beta", default: 0.5)
-      guard abs(alpha - 1 / 6) < 1e-6, beta == 0.5 else {
-        throw fail(node, "alpha \(alpha), beta \(beta): cnnc's hardsigmoid is PyTorch's (alpha 1/6, beta 1/2)")
-      }
-      define(node, layerName(node, weight: nil), "hardsigmoid(\(try operand(node, 0)))")
+    case "HardSigmoid", "Gelu": try parameterisedActivation(node)
     case "HardSwish": define(node, layerName(node, weight: nil), "hardswish(\(try operand(node, 0)))")
-    case "Gelu":
-      guard (string(node, "approximate") ?? "none") == "none" else {
-        throw fail(node, "approximate '\(string(node, "approximate")!)': cnnc's gelu is the exact form (approximate 'none')")
-      }
-      define(node, layerName(node, weight: nil), "gelu(\(try operand(node, 0)))")
     case "Mul": try mul(node)
     case "Concat": try concat(node)
     case "Tanh": define(node, layerName(node, weight: nil), "tanh(\(try operand(node, 0)))")
@@ -383,6 +373,22 @@ struct Translator {
       return true
     }
     return false
+  }
+
+  /// HardSigmoid and Gelu, whose attributes must be the ones of cnnc's op: PyTorch's alpha 1/6 and beta 1/2, and
+  /// the exact GELU.
+  mutating func parameterisedActivation(_ node: Onnx_NodeProto) throws {
+    if node.opType == "Gelu" {
+      guard (string(node, "approximate") ?? "none") == "none" else {
+        throw fail(node, "approximate '\(string(node, "approximate")!)': cnnc's gelu is the exact form (approximate 'none')")
+      }
+      return define(node, layerName(node, weight: nil), "gelu(\(try operand(node, 0)))")
+    }
+    let alpha = try finite(node, "alpha", default: 0.2), beta = try finite(node, "beta", default: 0.5)
+    guard abs(alpha - 1 / 6) < 1e-6, beta == 0.5 else {
+      throw fail(node, "alpha \(alpha), beta \(beta): cnnc's hardsigmoid is PyTorch's (alpha 1/6, beta 1/2)")
+    }
+    define(node, layerName(node, weight: nil), "hardsigmoid(\(try operand(node, 0)))")
   }
 
   /// Softmax inside the network; a final Softmax or LogSoftmax is folded into the cross-entropy loss.
