@@ -15,14 +15,7 @@ public struct AddOp: ForwardOp {
     }
   }
   public func reference<T: Real>(_ x: Operands<T>, _ ctx: ReferenceContext) throws(EvaluationError) -> [Tensor<T>] {
-    let (p, q) = (try x.f32(0), try x.f32(1))
-    let (full, other) = p.data.count >= q.data.count ? (p, q) : (q, p)
-    let plane = full.data.count / other.data.count
-    // a + b in operand order (as the kernels add).
-    let aIsFull = p.data.count >= q.data.count
-    return [Tensor(shape: full.shape, data: full.data.indices.map { i in
-      aIsFull ? full.data[i] + other.data[i / plane] : other.data[i / plane] + full.data[i]
-    })]
+    [Channels.broadcast(try x.f32(0), try x.f32(1), +)]
   }
 }
 
@@ -38,15 +31,8 @@ public struct AddGradOp: BackwardOp {
     return x[1]
   }
   public func reference<T: Real>(_ x: Operands<T>, _ ctx: ReferenceContext) throws(EvaluationError) -> [Tensor<T>] {
-    let (dy, shape) = (try x.f32(0), try x.f32(1).shape)
-    let count = shape.reduce(1, *), plane = dy.data.count / count
-    var dx = Tensor<T>(zeros: shape)
+    let dy = try x.f32(0)
     // In order along each plane, as the kernel sums.
-    for q in 0..<count {
-      var s: T = 0
-      for i in 0..<plane { s += dy.data[q * plane + i] }
-      dx.data[q] = s
-    }
-    return [dx]
+    return [Channels.planeSums(try x.f32(1).shape, of: dy.data.count) { dy.data[$0] }]
   }
 }

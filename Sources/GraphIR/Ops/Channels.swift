@@ -66,14 +66,7 @@ public struct MulOp: ForwardOp {
     return [wants[0] ? b.emit("\(a)_grad", .mulGrad, [dy, c, a]) : nil, wants[1] ? b.emit("\(c)_grad", .mulGrad, [dy, a, c]) : nil]
   }
   public func reference<T: Real>(_ x: Operands<T>, _ ctx: ReferenceContext) throws(EvaluationError) -> [Tensor<T>] {
-    let (p, q) = (try x.f32(0), try x.f32(1))
-    let (full, other) = p.data.count >= q.data.count ? (p, q) : (q, p)
-    let plane = full.data.count / other.data.count
-    // a * b in operand order, so a gate on either side rounds as the kernels do.
-    let aIsFull = p.data.count >= q.data.count
-    return [Tensor(shape: full.shape, data: full.data.indices.map { i in
-      aIsFull ? full.data[i] * other.data[i / plane] : other.data[i / plane] * full.data[i]
-    })]
+    [Channels.broadcast(try x.f32(0), try x.f32(1), *)]
   }
 }
 
@@ -95,19 +88,35 @@ public struct MulGradOp: BackwardOp {
       return [Tensor(shape: shape, data: dy.data.indices.map { dy.data[$0] * other.data[$0 / plane] })]
     }
     // x is the gate: the sum over each plane of dy * other, in order.
-    let plane = dy.data.count / count
-    var dx = Tensor<T>(zeros: shape)
-    for q in 0..<count {
-      var s: T = 0
-      for i in 0..<plane { s += dy.data[q * plane + i] * other.data[q * plane + i] }
-      dx.data[q] = s
-    }
-    return [dx]
+    return [Channels.planeSums(shape, of: dy.data.count) { dy.data[$0] * other.data[$0] }]
   }
 }
 
-/// Shape rules of the channel ops.
+/// Shape rules of the channel ops, and the broadcasting arithmetic their reference kernels share.
 public enum Channels {
+  /// `op(a, b)` elementwise, where one operand may be per-channel ([N, C, 1, 1]) and is read once per plane of
+  /// the other; in operand order, so either side rounds as the kernels do.
+  static func broadcast<T: Real>(_ a: Tensor<T>, _ b: Tensor<T>, _ op: (T, T) -> T) -> Tensor<T> {
+    let aIsFull = a.data.count >= b.data.count
+    let (full, other) = aIsFull ? (a, b) : (b, a)
+    let plane = full.data.count / other.data.count
+    return Tensor(shape: full.shape, data: full.data.indices.map { i in
+      aIsFull ? op(full.data[i], other.data[i / plane]) : op(other.data[i / plane], full.data[i])
+    })
+  }
+
+  /// A tensor of `shape` whose element q is the sum, in order, of `term(i)` over plane q of `total` elements.
+  static func planeSums<T: Real>(_ shape: [Int], of total: Int, _ term: (Int) -> T) -> Tensor<T> {
+    let count = shape.reduce(1, *), plane = total / count
+    var out = Tensor<T>(zeros: shape)
+    for q in 0..<count {
+      var s: T = 0
+      for i in 0..<plane { s += term(q * plane + i) }
+      out.data[q] = s
+    }
+    return out
+  }
+
   /// Operands of one rank (2 or more) and dtype f32, equal but in the channels: the channels summed.
   static func concatType(_ op: String, _ x: [TensorType]) throws(ShapeError) -> TensorType {
     let first = x[0]

@@ -32,6 +32,18 @@ extension Emitter {
   }
 }
 
+extension Emitter {
+  /// out[q] = the sum, in order, of `term(i)` over plane q (elements q * plane ..< (q + 1) * plane), for `count`
+  /// planes: a per-channel operand's gradient.
+  mutating func planeSums(into out: Placement, count: Int, plane: Int, _ term: @escaping (IExpr) -> FExpr) {
+    body.append(loop("q", count) { e, q in
+      let acc = e.fresh("acc")
+      return [.local(acc, .c(0)), e.loop("j", plane) { _, j in [.set(acc, .local(acc) + term(q * plane + j))] },
+              .store(out.base, .c(out.offset) + q, .local(acc))]
+    })
+  }
+}
+
 extension ConcatOp: Lowerable {
   func lower(_ n: Node, _ e: inout Emitter) {
     let y = e.at(n.name), yd = e.dims(n.name), total = yd.dropFirst().reduce(1, *)
@@ -64,13 +76,8 @@ extension MulGradOp: Lowerable {
     let count = e.dims(n.name).reduce(1, *), full = e.dims(n.args[0]).reduce(1, *)
     guard count < full else { return e.gatedProduct(n.name, n.args[0], n.args[1]) }
     // The gate's gradient: the sum over each plane of dy * other, in order (as the reference kernel).
-    let dy = e.at(n.args[0]), other = e.at(n.args[1]), dx = e.at(n.name), plane = full / count
-    e.body.append(e.loop("q", count) { e, q in
-      let acc = e.fresh("acc")
-      return [.local(acc, .c(0)), e.loop("j", plane) { _, j in
-        [.set(acc, .local(acc) + .load(dy.base, .c(dy.offset) + q * plane + j) * .load(other.base, .c(other.offset) + q * plane + j))]
-      }, .store(dx.base, .c(dx.offset) + q, .local(acc))]
-    })
+    let dy = e.at(n.args[0]), other = e.at(n.args[1])
+    e.planeSums(into: e.at(n.name), count: count, plane: full / count) { .load(dy.base, .c(dy.offset) + $0) * .load(other.base, .c(other.offset) + $0) }
   }
 }
 
@@ -82,11 +89,7 @@ extension AddGradOp: Lowerable {
       return e.body.append(e.copyBlocks(images: 1, block: count, from: dy, 0, stride: 0, to: dx, 0, stride: 0))
     }
     // The sum over each plane of dy, in order (as the reference kernel).
-    e.body.append(e.loop("q", count) { e, q in
-      let acc = e.fresh("acc")
-      return [.local(acc, .c(0)), e.loop("j", plane) { _, j in [.set(acc, .local(acc) + .load(dy.base, .c(dy.offset) + q * plane + j))] },
-              .store(dx.base, .c(dx.offset) + q, .local(acc))]
-    })
+    e.planeSums(into: dx, count: count, plane: plane) { .load(dy.base, .c(dy.offset) + $0) }
   }
 }
 

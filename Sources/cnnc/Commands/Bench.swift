@@ -278,11 +278,7 @@ struct Bench: ParsableCommand {
     for (count, repeats) in [(1, 2000), (backend.inferencePlan(inferenceBatch)[0].batch, 50)] {
       var batch = [Float](repeating: 0, count: count * px)
       testSet.normalizedBatch(Array(0..<count)[...], into: &batch)
-      let rows = try backend.profileInference(images: batch, count: count, repeats: repeats).sorted { $0.msPerCall > $1.msPerCall }.map {
-        String(format: "    {\"line\": %d, \"statement\": \"%@\", \"op\": \"%@\"%@, \"us_per_call\": %.1f, \"share\": %.3f}",
-               $0.line, $0.name, $0.op, algorithm($0.name), $0.msPerCall * 1000, $0.share)
-      }
-      fields.append("  \"profile_infer_b\(count)\": [\n" + rows.joined(separator: ",\n") + "\n  ]")
+      fields.append(try backend.inferenceProfileField(images: batch, count: count, repeats: repeats))
     }
     return fields
   }
@@ -301,5 +297,23 @@ struct Bench: ParsableCommand {
       best = max(best, 2 * Double(n * n * n) / Date().timeIntervalSince(t) / 1e9)
     }
     return best
+  }
+}
+
+/// A back end whose inference calls can be profiled kernel by kernel (both compiled back ends).
+protocol InferenceProfiling {
+  /// The JSON field `profile_infer_bCOUNT`: each kernel's time in one call on `count` of `images` (`repeats`
+  /// calls of the program at that batch), slowest first, with each conv's algorithm.
+  func inferenceProfileField(images: [Float], count: Int, repeats: Int) throws -> String
+}
+
+extension CompiledBackend: InferenceProfiling {
+  func inferenceProfileField(images: [Float], count: Int, repeats: Int) throws -> String {
+    let convs = convAlgorithms
+    let rows = try profileInference(images: images, count: count, repeats: repeats).sorted { $0.msPerCall > $1.msPerCall }.map {
+      String(format: "    {\"line\": %d, \"statement\": \"%@\", \"op\": \"%@\"%@, \"us_per_call\": %.1f, \"share\": %.3f}",
+             $0.line, $0.name, $0.op, convs[$0.name].map { ", \"algorithm\": \"\($0.algorithm.rawValue)\"" } ?? "", $0.msPerCall * 1000, $0.share)
+    }
+    return "  \"profile_infer_b\(count)\": [\n" + rows.joined(separator: ",\n") + "\n  ]"
   }
 }

@@ -60,16 +60,10 @@ struct InferenceBench {
         calls.append(Date().timeIntervalSince(t))
       }
       usPerImage.append((batch, calls.sorted()[calls.count / 2] / Double(batch) * 1e6))
-      if profile, let compiled = b as? CompiledBackend<JITCompiler> {
+      if profile, let b = b as? InferenceProfiling & InferencePlanning {
         // One call of the program that serves this batch (a large batch runs in chunks of its size).
-        let chunk = compiled.inferencePlan(batch)[0].batch
-        let rows = try compiled.profileInference(images: Array(images.prefix(chunk * per)), count: chunk, repeats: max(Self.minimumCalls, calls.count / 4))
-          .sorted { $0.msPerCall > $1.msPerCall }.map {
-            String(format: "    {\"line\": %d, \"statement\": \"%@\", \"op\": \"%@\"%@, \"us_per_call\": %.1f, \"share\": %.3f}",
-                   $0.line, $0.name, $0.op, compiled.convAlgorithms[$0.name].map { ", \"algorithm\": \"\($0.algorithm.rawValue)\"" } ?? "",
-                   $0.msPerCall * 1000, $0.share)
-          }
-        profiles.append("  \"profile_infer_b\(batch)\": [\n" + rows.joined(separator: ",\n") + "\n  ]")
+        let chunk = b.inferencePlan(batch)[0].batch
+        profiles.append(try b.inferenceProfileField(images: Array(images.prefix(chunk * per)), count: chunk, repeats: max(Self.minimumCalls, calls.count / 4)))
       }
     }
     var usage = rusage()
@@ -102,3 +96,10 @@ struct InferenceBench {
     }
   }
 }
+
+/// A back end that runs large requests in chunks of its compiled batches.
+protocol InferencePlanning {
+  func inferencePlan(_ count: Int) -> [(first: Int, count: Int, batch: Int)]
+}
+
+extension CompiledBackend: InferencePlanning {}
